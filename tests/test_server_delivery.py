@@ -1157,7 +1157,7 @@ def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) 
         return applied.ids, applied.written.done()
 
     assert asyncio.run(main()) == ((entry.id,), False)  # not written until after the round
-    assert [action for action, _ in worker._after_round[entry.id]] == ["hold"]
+    assert [action for action, _ in worker.actions.after_round[entry.id]] == ["hold"]
     assert not setup.queue.load(entry.id).held  # written by the round's end, then held
 
 
@@ -1212,8 +1212,8 @@ def test_an_action_given_as_a_round_ends_comes_after_those_that_waited_for_it(
         worker._load = slow_first_load  # type: ignore[method-assign]
         worker._done(entry.id, round_)  # type: ignore[arg-type]
         await worker.apply(QueueCommand("release", (entry.id,)))
-        while worker._control_tasks:
-            await asyncio.wait(worker._control_tasks)
+        while worker.actions.control_tasks:
+            await asyncio.wait(worker.actions.control_tasks)
 
     asyncio.run(main())
     assert not setup.queue.load(entry.id).held
@@ -1565,9 +1565,9 @@ def test_an_action_on_a_message_whose_files_are_there_is_not_taken_as_done(
         with monkeypatch.context() as patched:
             patched.setattr(setup.queue, "load", load)
             with pytest.raises(FileNotFoundError):
-                await setup.worker._act(entry.id, "hold")
+                await setup.worker.actions.act(entry.id, "hold")
         setup.queue.remove(entry.id)
-        assert await setup.worker._act(entry.id, "hold")  # gone: nothing left to do
+        assert await setup.worker.actions.act(entry.id, "hold")  # gone: nothing left to do
 
     asyncio.run(main())
 

@@ -83,7 +83,8 @@ from smtpcore.server.queue import (
     QueueEntry,
     RecipientStatus,
 )
-from smtpcore.server.queuectl import QueueCommand, dropped_report
+from smtpcore.server.queueactions import Applied, QueueActions
+from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
 from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.waits import Threads, finish, within
@@ -125,40 +126,6 @@ PLACE_RETRY: Final = 30.0
 """Seconds after which a message turned away by a full destination tries again at the
 latest. It is woken at once when a place there is handed to it
 (:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What :meth:`DeliveryWorker.apply` did with one operator's command: ``ids``, the
-    messages acted on or waiting for their round, and ``written``, which becomes True
-    once every action is on disk, False if one could not be written (it is logged).
-    Until True, the command's file must stay: a crash would lose the actions still in
-    memory, which the tool has reported handed over."""
-
-    ids: tuple[str, ...]
-    written: asyncio.Future[bool]
-
-
-def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
-    """One future for many: True once every one is, False as soon as one is not."""
-    combined: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    left = len(waiting)
-
-    def settled(one: asyncio.Future[bool]) -> None:
-        nonlocal left
-        left -= 1
-        if combined.done():
-            return
-        if one.cancelled() or not one.result():
-            combined.set_result(False)
-        elif not left:
-            combined.set_result(True)
-
-    if not waiting:
-        combined.set_result(True)
-    for one in waiting:
-        one.add_done_callback(settled)
-    return combined
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -322,14 +289,6 @@ class DeliveryWorker:
         done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._after_round: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
-        """Per message in delivery, the operator's actions that wait for its round to end,
-        oldest first, each with the future that says when it is written. A message stays
-        here until they are all carried out, and a newer action for it queues behind them,
-        so that actions on one message are carried out in the order given."""
-        self._draining: set[str] = set()
-        """Messages whose waiting actions a task is carrying out (one task per message)."""
-        self._control_tasks: set[asyncio.Task[None]] = set()
         self._copies_begun: dict[str, set[str]] = {}
         """For each entry this process queued, the mailboxes its rounds began to write its
         copy into: only these can hold one already (a round broken after the write), so a
@@ -337,6 +296,8 @@ class DeliveryWorker:
         An entry not here (found on disk at start) is searched for every time."""
         self.reports = SenderReports(self)
         """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
+        self.actions = QueueActions(self)
+        """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -396,6 +357,14 @@ class DeliveryWorker:
         self._withdraw(queue_id, self.places.awaited_by(queue_id))
         self._catch_up_until.pop(queue_id, None)
 
+    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
+        """Take ``queue_id`` out of every destination's line once nothing will run it
+        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+        no round of it would take up a place handed to it, nor give it back, and the
+        destination would be a place short for the life of the process."""
+        if queue_id not in self._due and queue_id not in self._running:
+            self._forget_places(queue_id)
+
     @property
     def queued(self) -> int:
         """Messages in the queue, in delivery or waiting."""
@@ -433,129 +402,16 @@ class DeliveryWorker:
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
         self._forget_places_if_unscheduled(queue_id)
-        if queue_id in self._after_round and queue_id not in self._draining:
-            self._draining.add(queue_id)
-            follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
-            self._control_tasks.add(follow)
-            follow.add_done_callback(self._control_tasks.discard)
+        self.actions.round_ended(queue_id)
         if self._wakeup is not None:
             self._wakeup.set()
 
     # -- the operator's commands (``python -m smtpcore queue``) -------------------
 
     async def apply(self, command: QueueCommand) -> Applied:
-        """Carry out ``command`` on the queue. A message in delivery, or with actions that
-        still wait for its round, is acted on after them, when its round ends. An action
-        the disk refuses now raises (those before it stand)."""
-        entries = await self.threads.run(self.queue.entries)
-        ids = []
-        waiting = []
-        for entry in entries:
-            if not command.applies_to(entry.id):
-                continue
-            ids.append(entry.id)
-            busy = entry.id in self._running or entry.id in self._after_round
-            if busy or not await self._act(entry.id, command.action):
-                written = asyncio.get_running_loop().create_future()
-                self._after_round.setdefault(entry.id, []).append((command.action, written))
-                waiting.append(written)
-        return Applied(tuple(ids), _all_written(waiting))
-
-    async def _apply_waiting(self, queue_id: str) -> None:
-        """Carry out, oldest first, the actions that waited for ``queue_id``'s round. A
-        round begun meanwhile makes the rest wait for its end. An action that fails is
-        logged, and it and the rest count as not written: their commands are carried
-        out again, in order, at the next SIGUSR1 or start."""
-        waiting = self._after_round[queue_id]
-        try:
-            while waiting:
-                action, written = waiting[0]
-                try:
-                    if not await self._act(queue_id, action):
-                        return  # a round began: its end carries on from here
-                except Exception:
-                    logger.exception(
-                        "%s: queue %s failed after its delivery round", queue_id, action
-                    )
-                    for _, unwritten in waiting:
-                        unwritten.set_result(False)
-                    waiting.clear()
-                else:
-                    waiting.pop(0)
-                    written.set_result(True)
-            del self._after_round[queue_id]
-        finally:
-            self._draining.discard(queue_id)
-
-    async def _act(self, queue_id: str, action: str) -> bool:
-        """``action`` on one message now, on disk when this returns True; what the disk
-        refuses is raised. False, with nothing done, while a round delivers the message:
-        the round writes its entry back at its end, over a ``hold`` made meanwhile, so
-        the action must wait for that end.
-
-        No round begins while this acts, whatever the action: one begun, and ended,
-        while the entry was read or written would have its record written over with the
-        entry as read (its recipients sent again, or the envelope of the message it
-        delivered and removed put back without its content).
-
-        A ``hold`` or ``delete`` the disk refuses leaves the message out of the schedule,
-        as the operator asked: it is not delivered before its command, kept, is carried
-        out again (at the next SIGUSR1, which any ``queue`` command sends, or start)."""
-        if queue_id in self._running:
-            return False
-        due = self._due.pop(queue_id, None)
-        try:
-            return await self._act_unscheduled(queue_id, action)
-        except BaseException:
-            if due is not None and action in ("flush", "release"):
-                self._due.setdefault(queue_id, due)  # not done: it goes on as it was
-            raise
-        finally:
-            self._forget_places_if_unscheduled(queue_id)
-
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
-        """Take ``queue_id`` out of every destination's line once nothing will run it
-        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
-        no round of it would take up a place handed to it, nor give it back, and the
-        destination would be a place short for the life of the process."""
-        if queue_id not in self._due and queue_id not in self._running:
-            self._forget_places(queue_id)
-
-    async def _act_unscheduled(self, queue_id: str, action: str) -> bool:
-        """:meth:`_act`, the message out of the schedule."""
-        try:
-            entry = await self._load(queue_id)
-        except FileNotFoundError as exc:
-            if await self._gone(queue_id, exc):
-                return True  # delivered or deleted meanwhile: nothing left to act on
-            raise
-        if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
-            return False
-        if action == "delete":
-            await self.threads.run(self._remove_by_operator, entry)
-            self._unsaved.pop(queue_id, None)
-            self._copies_begun.pop(queue_id, None)
-        elif action == "hold":
-            await self._write(replace(entry, held=True))
-            logger.info("%s: on hold (queue hold)", queue_id)
-        elif action == "release":
-            entry = replace(entry, held=False, next_attempt=self.clock())
-            await self._write(entry)
-            logger.info("%s: released (queue release)", queue_id)
-            self.schedule(entry)
-        elif not entry.held:  # flush
-            self.schedule(replace(entry, next_attempt=self.clock()))
-        return True
-
-    def _remove_by_operator(self, entry: QueueEntry) -> None:
-        """``queue delete``: the files removed and the operator's record of it in one
-        step, in the thread. A stop that cancels the action while the files go cannot
-        leave the deletion out of the log (the next start finds the message gone, and
-        says nothing), nor log one that did not happen."""
-        self.queue.remove(entry.id)
-        logger.info("%s: removed by the operator (queue delete)", entry.id)
-        if (dropped := dropped_report(entry)) is not None:
-            logger.warning("%s", loggable(dropped))
+        """Carry out ``command`` on the queue, between rounds
+        (:meth:`QueueActions.apply <smtpcore.server.queueactions.QueueActions.apply>`)."""
+        return await self.actions.apply(command)
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish, then the operator's actions that waited for
@@ -570,7 +426,7 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         await finish(set(self._running.values()), grace)
-        await finish(set(self._control_tasks), max(deadline - loop.time(), 0.0))
+        await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
