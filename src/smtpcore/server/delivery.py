@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -69,8 +69,9 @@ from smtpcore.server.exchanger import (
     reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, loggable, logger, printable
+from smtpcore.server.log import loggable, logger, printable
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.outcomes import RoundOutcomes, local_error
 from smtpcore.server.places import (
     DestinationPlaces,
     default_destination_concurrency,
@@ -79,14 +80,13 @@ from smtpcore.server.places import (
 from smtpcore.server.queue import (
     Queue,
     QueuedContent,
-    QueuedRecipient,
     QueueEntry,
     RecipientStatus,
 )
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
-from smtpcore.server.reports import SenderReports, asks_for
+from smtpcore.server.reports import SenderReports
 from smtpcore.server.waits import Threads, finish, within
 
 __all__ = [
@@ -298,6 +298,8 @@ class DeliveryWorker:
         """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
         self.actions = QueueActions(self)
         """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
+        self.outcomes = RoundOutcomes(self, self.reports)
+        """What each round's outcomes leave in the queue (:mod:`smtpcore.server.outcomes`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -447,7 +449,7 @@ class DeliveryWorker:
             )
             self._forget_places(queue_id)
             await self.reports.report_owed(queue_id)
-            await self._record_local_error(queue_id, exc)
+            await self.outcomes.record_local_error(queue_id, exc)
         except Exception as exc:
             if await self._gone(queue_id, exc):
                 logger.warning("%s: gone from the queue directory; forgotten", queue_id)
@@ -456,7 +458,7 @@ class DeliveryWorker:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._forget_places(queue_id)
             await self.reports.report_owed(queue_id)
-            await self._record_local_error(queue_id, exc)
+            await self.outcomes.record_local_error(queue_id, exc)
 
     async def _gone(self, queue_id: str, exc: BaseException) -> bool:
         """Whether ``exc`` means that the message is gone (removed by hand, or by the
@@ -478,44 +480,6 @@ class DeliveryWorker:
                 return False
 
         return await self.threads.run(missing)
-
-    async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
-        """A round that broke on our side: its error is every pending recipient's
-        temporary failure, settled as any other (so the backoff goes on, and a message
-        past its lifetime bounces saying what it was, rather than break for ever). If
-        that breaks too, :meth:`_defer_round`."""
-        outcome = _local_error(exc)
-        try:
-            entry = await self._load(queue_id)
-            failed: dict[str, Outcome] = {}
-            deferred: dict[str, Outcome] = {}
-            outcomes = dict.fromkeys((r.address for r in entry.pending), outcome)
-            entry = await self._settle(entry, outcomes, failed, deferred)
-            await self._finish_round(entry, self.queue.content(queue_id), failed, deferred)
-        except Exception:
-            logger.exception("%s: cannot finish the failed round; deferred", queue_id)
-            await self._defer_round(queue_id, outcome)
-
-    async def _defer_round(self, queue_id: str, outcome: Outcome) -> None:
-        """The last resort of a broken round whose end breaks as well (a bounce or a delay
-        warning that cannot be made: a full disk, a damaged content file): every pending
-        recipient waits, ``outcome`` its last error, and the attempt counts, so the
-        backoff grows (RFC 5321 §4.5.4.1) rather than retry at the first wait for ever.
-        Nothing is bounced here: a recipient bounces only with the bounce made."""
-        try:
-            entry = await self._load(queue_id)
-            waiting = {r.address: _updated(r, outcome) for r in entry.pending}
-            attempts = entry.attempts + 1
-            entry = replace(
-                entry.with_recipients(waiting),
-                attempts=attempts,
-                next_attempt=self.clock() + self.next_wait(attempts),
-            )
-            await self._save(entry)
-            self.schedule(entry)
-        except Exception:
-            logger.exception("%s: cannot record the failed round", queue_id)
-            self._due[queue_id] = self.clock() + self.next_wait(1)
 
     async def _load(self, queue_id: str) -> QueueEntry:
         """The entry, as this process last left it if its queue file is behind. The
@@ -598,14 +562,18 @@ class DeliveryWorker:
                 outcome = await self._deliver_local(entry, decision, content)
             else:
                 outcome = self._rejected_outcome(decision)
-            entry = await self._settle(entry, {recipient.address: outcome}, failed, deferred)
+            entry = await self.outcomes.settle(
+                entry, {recipient.address: outcome}, failed, deferred
+            )
         awaited = self.places.awaited_by(queue_id)
         if catch_up:
             remote = {place: domains for place, domains in remote.items() if place in awaited}
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
         round_ = _Round(entry, failed, deferred)
         await self._deliver_destinations(round_, remote, content)
-        await self._finish_round(round_.entry, content, failed, deferred, counts=not catch_up)
+        await self.outcomes.finish_round(
+            round_.entry, content, failed, deferred, counts=not catch_up
+        )
 
     async def _deliver_destinations(
         self,
@@ -625,7 +593,9 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
 
         async def record(outcomes: Mapping[str, Outcome]) -> None:
-            entry, sent = self._apply(round_.entry, outcomes, round_.failed, round_.deferred)
+            entry, sent = self.outcomes.apply_outcomes(
+                round_.entry, outcomes, round_.failed, round_.deferred
+            )
             round_.entry = entry
             if sent:
                 await self._save(round_.entry)
@@ -683,7 +653,7 @@ class DeliveryWorker:
             logger.exception("%s: delivery to %s failed; retrying later", round_.entry.id, domain)
             done = {r.address for r in round_.entry.recipients if not r.pending}
             done |= round_.failed.keys() | round_.deferred.keys()
-            await record({a: _local_error(exc) for a in deliveries if a not in done})
+            await record({a: local_error(exc) for a in deliveries if a not in done})
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
         """Where the queued address ``address`` goes. The queue keeps it as text, parsed
@@ -703,157 +673,6 @@ class DeliveryWorker:
         return Outcome(
             status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}"
         )
-
-    async def _settle(
-        self,
-        entry: QueueEntry,
-        outcomes: Mapping[str, Outcome],
-        failed: dict[str, Outcome],
-        deferred: dict[str, Outcome],
-    ) -> QueueEntry:
-        """:meth:`_apply` ``outcomes``, then write what it sent."""
-        entry, sent = self._apply(entry, outcomes, failed, deferred)
-        if sent:
-            entry = await self._save(entry)
-        return entry
-
-    def _apply(
-        self,
-        entry: QueueEntry,
-        outcomes: Mapping[str, Outcome],
-        failed: dict[str, Outcome],
-        deferred: dict[str, Outcome],
-    ) -> tuple[QueueEntry, bool]:
-        """Log each outcome sent or deferred, and record what was sent at once (never
-        twice, even after a crash unless the disk refused the record), with the success
-        report it is owed, if any, in the same write; failures wait for the bounce at the
-        end of the round, and are logged after its bounce step (:meth:`_finish_round`). A
-        temporary failure once the message has reached its lifetime is its last
-        (:meth:`_expired`). Returns ``entry`` with the sent ones, and whether there were
-        any: the caller writes it (:meth:`_save`), with no await before, so that a stop
-        cannot come between an exchanger's 250 and its record's write."""
-        sent: dict[str, QueuedRecipient] = {}
-        recipients = {r.address: r for r in entry.recipients}
-        expired = self._expired(entry)
-        for address, outcome in outcomes.items():
-            if expired and outcome.status is RecipientStatus.PENDING:
-                outcome = _expiry_outcome(outcome)
-            if outcome.status is not RecipientStatus.FAILED:
-                self._log_outcome(entry, address, outcome)
-            if outcome.status is RecipientStatus.SENT:
-                sent[address] = _updated(recipients[address], outcome)
-                wanted = asks_for(recipients[address], "SUCCESS") and not outcome.dsn_passed
-                if wanted and entry.sender:  # RFC 3461 §6.2; none to <> (RFC 5321 §4.5.5)
-                    action = "delivered" if outcome.relay == "local" else "relayed"
-                    sent[address] = replace(sent[address], report_owed=action)
-            elif outcome.status is RecipientStatus.FAILED:
-                failed[address] = outcome
-            else:
-                deferred[address] = outcome
-        if sent:
-            return entry.with_recipients(sent), True
-        return entry, False
-
-    def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
-        """One recipient's line in the mail log, as Postfix writes it."""
-        label = {
-            RecipientStatus.SENT: "sent",
-            RecipientStatus.FAILED: "bounced",
-            RecipientStatus.PENDING: "deferred",
-        }[outcome.status]
-        logger.info(
-            delivery_line(
-                entry.id,
-                address,
-                relay=outcome.relay,
-                delay=self.clock() - entry.created,
-                dsn=outcome.dsn,
-                status=label,
-                detail=outcome.detail,
-                tls=outcome.tls,
-                tls_policy=outcome.tls_policy,
-            )
-        )
-
-    async def _finish_round(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-        deferred: Mapping[str, Outcome],
-        *,
-        counts: bool = True,
-    ) -> None:
-        """End a round: bounce what failed, report what was sent, record what waits.
-        Only a round that ``counts`` (not a catch-up round) and deferred a recipient is
-        an attempt: it moves the backoff on and may warn the sender. Recipients turned
-        away by a full destination were not attempted: they neither count nor warn, and
-        the message runs again as soon as a place is handed to it."""
-        recipients = {r.address: r for r in entry.recipients}
-        if failed:
-            await self.reports.bounce(entry, content, failed)
-            for address, outcome in failed.items():  # after the bounce step, never before
-                self._log_outcome(entry, address, outcome)
-            # Known at once: whatever fails next, this bounce is not made again.
-            entry = entry.with_recipients(
-                {address: _updated(recipients[address], o) for address, o in failed.items()}
-            )
-            self._unsaved[entry.id] = entry
-        entry = await self.reports.report_successes(entry, content)
-        entry = entry.with_recipients(
-            {address: _updated(recipients[address], o) for address, o in deferred.items()}
-        )
-        if not entry.pending:
-            try:
-                await self.threads.run(self.queue.remove, entry.id)
-            except OSError as exc:
-                logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
-            else:
-                self._unsaved.pop(entry.id, None)
-                logger.info("%s: removed", entry.id)
-                return
-        if not entry.pending:  # done, but still queued: removed again after the wait
-            attempts = entry.attempts + 1
-            wait = self.next_wait(attempts)
-            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
-            self._unsaved[entry.id] = entry
-            self.schedule(entry)
-            return
-        if counts and deferred:
-            attempts = entry.attempts + 1
-            wait = self.next_wait(attempts)
-            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
-            if self.reports.delay_warning_due(entry):
-                await self.reports.warn_delay(entry, content)
-                entry = replace(entry, delay_warned=True)
-            await self._save(entry)
-            logger.info(
-                "%s: %d recipients deferred; next attempt in %.1fs",
-                entry.id,
-                len(entry.pending),
-                wait,
-            )
-        elif failed or deferred:
-            await self._save(entry)
-        waiting_at = self.places.awaited_by(entry.id)
-        if not waiting_at:
-            self.schedule(entry)
-            return
-        logger.info(
-            "%s: waiting for a place at %s (destination concurrency %d)",
-            entry.id,
-            loggable(", ".join(sorted(waiting_at))),
-            self.destination_concurrency,
-        )
-        self._schedule_for_places(entry)
-
-    def _expired(self, entry: QueueEntry) -> bool:
-        """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
-        and only a temporary failure in it bounces (Postfix's ``maximal_queue_lifetime``:
-        returned "when delivery fails with a temporary error, and the time in the queue
-        has reached" the limit). Bouncing before the round lost mail the exchanger
-        would take now."""
-        return self.clock() >= entry.created + self.max_queue_age
 
     async def send_report(
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
@@ -1213,34 +1032,3 @@ def _recipient_refusal(address: str) -> Outcome | None:
         detail = f"553 5.1.3 bad recipient address {printable(address)}"
         return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
     return None
-
-
-def _local_error(exc: BaseException) -> Outcome:
-    """A recipient's outcome when delivery broke on our side: it waits, and its last
-    error says what broke (so an expiry bounce does). An OSError is said without the
-    files it names: the bounce goes to the sender, and where the server keeps its
-    files is the operator's, whose log has the whole error."""
-    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    detail = f"local error in delivery: {type(exc).__name__}: {what}"
-    return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
-
-
-def _expiry_outcome(last: Outcome) -> Outcome:
-    """A temporary failure past the message's lifetime: the recipient fails with that
-    error, its code and text and the exchanger that gave it, as Postfix's expiry bounce
-    does (its status class stays 4, RFC 3464 §2.3.4: the failure itself was
-    temporary; 4.4.7, "delivery time expired", RFC 3463, when it had none)."""
-    dsn = last.dsn if last.dsn[:1] == "4" else "4.4.7"
-    return replace(last, status=RecipientStatus.FAILED, dsn=dsn, expired=True)
-
-
-def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
-    """``recipient`` as ``outcome`` leaves it; its DSN parameters stay."""
-    return replace(
-        recipient,
-        status=outcome.status,
-        reply=outcome.detail,
-        dsn=outcome.dsn,
-        remote_mta=outcome.remote_mta,
-        from_remote=outcome.from_remote,
-    )
