@@ -36,11 +36,10 @@ import contextlib
 import functools
 import random
 import ssl
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -48,7 +47,6 @@ from typing import Final
 from smtpcore._driver import Timeouts
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.routing import (
-    Attempt,
     FailedExchangers,
     LocalDelivery,
     RandomSource,
@@ -64,9 +62,7 @@ from smtpcore.server.exchanger import (
     ExchangerSession,
     Outcome,
     Recorder,
-    TryNext,
     default_client,
-    reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger, printable
@@ -85,9 +81,10 @@ from smtpcore.server.queue import (
 )
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
-from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
+from smtpcore.server.relay import Relay, rejected_outcome
+from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.server.reports import SenderReports
-from smtpcore.server.waits import Threads, finish, within
+from smtpcore.server.waits import Threads, finish, stray_cancellation, within
 
 __all__ = [
     "Applied",
@@ -159,16 +156,6 @@ def backoff(
     low = max(retry_after, wait / 2)
     steps = int((wait - low) * 1000)
     return low + (rng.randrange(steps + 1) / 1000 if steps > 0 else 0.0)
-
-
-def _stray_cancellation() -> bool:
-    """Whether the ``CancelledError`` being handled is not the running task's own (its
-    ``cancelling()`` is 0): some future that other code cancelled. Before Python 3.11 a
-    task cannot tell, and every one is taken as the task's."""
-    if sys.version_info < (3, 11):
-        return False
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() == 0
 
 
 class DeliveryWorker:
@@ -300,6 +287,8 @@ class DeliveryWorker:
         """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
         self.outcomes = RoundOutcomes(self, self.reports)
         """What each round's outcomes leave in the queue (:mod:`smtpcore.server.outcomes`)."""
+        self.relay = Relay(self)
+        """Remote recipients taken to their exchangers (:mod:`smtpcore.server.relay`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -440,7 +429,7 @@ class DeliveryWorker:
         try:
             await self._deliver(queue_id)
         except asyncio.CancelledError as exc:
-            if not _stray_cancellation():
+            if not stray_cancellation():
                 raise  # a success report owed is on disk: the next start makes it
             # Some future other code cancelled (a library's, a hook's): a broken round
             # like any other, or the message would wait unscheduled until a restart.
@@ -561,7 +550,7 @@ class DeliveryWorker:
             elif isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
             else:
-                outcome = self._rejected_outcome(decision)
+                outcome = rejected_outcome(decision)
             entry = await self.outcomes.settle(
                 entry, {recipient.address: outcome}, failed, deferred
             )
@@ -668,12 +657,6 @@ class DeliveryWorker:
             return Rejected(553, "5.1.3", text, RejectReason.NO_ROUTE)
         return self.router.route(mailbox, authenticated=True)
 
-    def _rejected_outcome(self, rejected: Rejected) -> Outcome:
-        status = RecipientStatus.PENDING if rejected.temporary else RecipientStatus.FAILED
-        return Outcome(
-            status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}"
-        )
-
     async def send_report(
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
@@ -739,172 +722,7 @@ class DeliveryWorker:
         to ``record`` as soon as it answers (before its QUIT, before the next exchanger
         is tried: the module docstring's "recorded so at once"), the deferred ones once
         no exchanger is left."""
-        await record(await self._remote_outcomes(entry, deliveries, content, record))
-
-    async def _remote_outcomes(
-        self,
-        entry: QueueEntry,
-        deliveries: Mapping[str, RemoteDelivery],
-        content: QueuedContent,
-        record: Recorder,
-    ) -> dict[str, Outcome]:
-        """The outcomes :meth:`_deliver_remote` has not recorded yet."""
-        addresses = list(deliveries)
-        delivery = next(iter(deliveries.values()))
-        refused: list[Attempt] = []
-
-        def internal(attempt: Attempt) -> bool:
-            if self.internal.refused(attempt.address):
-                refused.append(attempt)
-                return True
-            return False
-
-        # The internal-address rule (smtpcore.server.internal) is applied by routing,
-        # before the list is cut to its length: internal addresses at the best level
-        # must not take the places of a less preferred exchanger's public ones. The
-        # smart host is the operator's choice, not a user's: the rule keeps users out
-        # of the network, not him.
-        exclude = internal if delivery.smart_host is None else None
-        attempts = await self._resolve(entry, delivery, exclude)
-        if refused:
-            names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))
-            logger.info("%s: not connecting to internal addresses: %s", entry.id, loggable(names))
-            if isinstance(attempts, Rejected) and attempts.reason is RejectReason.NO_ROUTE:
-                return dict.fromkeys(
-                    addresses,
-                    Outcome(
-                        RecipientStatus.FAILED,
-                        "5.4.4",
-                        f"554 5.4.4 the exchangers resolve only to internal addresses ({names});"
-                        " relay to internal networks is not allowed here",
-                    ),
-                )
-        if isinstance(attempts, Rejected):
-            outcome = self._rejected_outcome(attempts)
-            return dict.fromkeys(addresses, outcome)
-        header = await self.threads.run(content.header)
-        policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
-        failed: list[_ExchangerFailure] = []  # each exchanger that failed as a whole
-        relay = "none"
-        unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
-        deferred: dict[str, Outcome] = {}
-        remaining = dict(deliveries)
-
-        async def record_final(outcomes: Mapping[str, Outcome]) -> None:
-            await record(
-                {a: o for a, o in outcomes.items() if o.status is not RecipientStatus.PENDING}
-            )
-
-        for number, attempt in enumerate(attempts, 1):
-            relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
-            try:
-                outcomes = await self.exchanger.deliver(
-                    attempt, relay, entry, remaining, content, policy, record_final
-                )
-            except TryNext as failure:
-                if failure.requiretls:
-                    unmet.append(failure.detail)
-                else:
-                    self.failures.mark_bad(attempt.host)
-                remaining = {a: d for a, d in remaining.items() if a not in failure.settled}
-                if not remaining:
-                    return {}
-                if number < len(attempts):
-                    logger.info(
-                        "%s: %s; trying the next exchanger", entry.id, loggable(failure.detail)
-                    )
-                failed.append(_ExchangerFailure(failure, relay, attempt.host))
-                continue
-            # It answered: no longer tried last in its level (FailedExchangers).
-            self.failures.mark_good(attempt.host)
-            # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
-            # goes to the next one, as Postfix keeps soft-failed recipients for the
-            # next server; the last one's reply stands.
-            deferred.update(
-                {a: o for a, o in outcomes.items() if o.status is RecipientStatus.PENDING}
-            )
-            remaining = {
-                a: d for a, d in remaining.items() if outcomes[a].status is RecipientStatus.PENDING
-            }
-            if not remaining:
-                return {}
-            if number < len(attempts):
-                logger.info(
-                    "%s: %s deferred %d recipient(s); trying the next exchanger",
-                    entry.id,
-                    loggable(relay),
-                    len(remaining),
-                )
-        # Every exchanger failed for a reason that will not pass: a 5xx to EHLO and
-        # HELO, or the message's REQUIRETLS unmet. No MX may take the mail later (RFC
-        # 5321 §5.1), so it goes back now rather than wait for its expiry.
-        never = bool(attempts) and len(failed) == len(attempts)
-        never = never and all(f.failure.permanent or f.failure.requiretls for f in failed)
-        if never and not unmet:
-            # Refused for good everywhere: the last one's word stands, as a 5xx to
-            # RCPT would (§4.2.1).
-            return dict.fromkeys(remaining, _failure_outcome(failed[-1], RecipientStatus.FAILED))
-        failure_outcome = _failure_outcome(_waiting_failure(failed), RecipientStatus.PENDING)
-        if len(remaining) < len(deliveries) or deferred:
-            # Some exchanger answered for some: the others wait, each with its reply.
-            return {a: deferred.get(a, failure_outcome) for a in remaining}
-        if never:
-            # RFC 8689 §4.2.1, §5: no exchanger qualifies (the others refused this client
-            # for good), so the message is not sent at all, and goes back to its sender
-            # (a connection that failed otherwise might qualify later: then it waits).
-            detail = "; ".join(dict.fromkeys(unmet))
-            return dict.fromkeys(
-                addresses,
-                Outcome(
-                    RecipientStatus.FAILED,
-                    "5.7.30",
-                    f"550 5.7.30 REQUIRETLS support required: {detail}",
-                    relay,
-                    remote_mta=attempts[-1].host,
-                    tls_policy=policy.label,
-                ),
-            )
-        return dict.fromkeys(addresses, failure_outcome)
-
-    async def _resolve(
-        self,
-        entry: QueueEntry,
-        delivery: RemoteDelivery,
-        exclude: Callable[[Attempt], bool] | None,
-    ) -> tuple[Attempt, ...] | Rejected:
-        """Where ``delivery`` goes (less what ``exclude`` leaves out, see
-        :meth:`Router.resolve`), found within :attr:`resolve_timeout` seconds: a
-        resolver that has not answered by then failed temporarily, as one that times
-        out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
-        whose lookup was cancelled while this round was not (a future of its own
-        cancelled): let through, that ended the round and left the message unscheduled
-        until a restart. The round's own cancellation (a stop) is never lost, even as
-        the answer comes (:func:`~smtpcore.server.waits.within`)."""
-        name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
-        try:
-            return await within(
-                self.router.resolve(
-                    delivery,
-                    self.resolver,
-                    rng=self.rng,
-                    failures=self.failures,
-                    exclude=exclude,
-                ),
-                self.resolve_timeout,
-            )
-        except asyncio.TimeoutError:
-            why = "no answer in time"
-        except asyncio.CancelledError:
-            if not _stray_cancellation():
-                raise
-            why = "the lookup was cancelled"
-        logger.warning("%s: resolving %s: %s", entry.id, loggable(name), why)
-        return Rejected(
-            451,
-            "4.4.3",
-            f"temporary DNS failure looking up {name}: {why}",
-            RejectReason.DNS_TEMPORARY,
-        )
+        await record(await self.relay.outcomes(entry, deliveries, content, record))
 
 
 @dataclass(slots=True)
@@ -962,41 +780,6 @@ async def _all_finished(jobs: set[asyncio.Task[None]]) -> None:
             raise error
     if any(job.cancelled() for job in jobs):
         raise asyncio.CancelledError()
-
-
-@dataclass(frozen=True, slots=True)
-class _ExchangerFailure:
-    """An exchanger that failed as a whole in a round (:class:`TryNext`), and where."""
-
-    failure: TryNext
-    relay: str
-    host: str | None
-
-
-_NO_EXCHANGER: Final = _ExchangerFailure(TryNext("no exchanger to try"), "none", None)
-
-
-def _waiting_failure(failed: Sequence[_ExchangerFailure]) -> _ExchangerFailure:
-    """The failure a waiting recipient carries: the last one that may pass (a 4xx, a
-    connection lost or refused), which is why the mail waits and what an expiry
-    reports; the last failure of all where every one was permanent."""
-    temporary = [f for f in failed if not f.failure.permanent]
-    return (temporary or list(failed) or [_NO_EXCHANGER])[-1]
-
-
-def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outcome:
-    """A recipient's when no exchanger took it, with ``failed``'s reply and status."""
-    failure = failed.failure
-    return Outcome(
-        status,
-        failure.dsn,
-        # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
-        # §2.3.6), as for a recipient's; else what went wrong.
-        failure.detail if failure.reply is None else reply_text(failure.reply),
-        failed.relay,
-        remote_mta=failed.host,
-        from_remote=failure.reply is not None and not failure.local,
-    )
 
 
 def _sender_refusal(sender: str) -> Outcome | None:
