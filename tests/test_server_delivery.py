@@ -950,10 +950,15 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
     )
     setup.worker.delay_warning = 600
 
-    async def disk_full(*args: object, **kwargs: object) -> None:
+    refused: list[str] = []
+
+    async def disk_full(
+        queue_id: str, sender: str, report: object, kind: str, **_: object
+    ) -> None:
+        refused.append(kind)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(setup.worker.reports, "send_report", disk_full)
+    monkeypatch.setattr(setup.worker, "send_report", disk_full)
 
     async def main() -> list[int]:
         entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
@@ -961,6 +966,7 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
 
     assert asyncio.run(main()) == [1, 2, 3, 4]
     assert server.connections == 4
+    assert refused and set(refused) == {"delay"}  # the warning was tried, and failed
 
 
 def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(
@@ -1602,7 +1608,10 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
     server = scripted([b"250 2.0.0 queued as X"], {"gone@pqr.example": b"550 5.1.1 no"})
     setup = _setup(tmp_path, ZONE, server.port)
 
+    broken: list[bool] = []
+
     async def broken_bounce(*args: object, **kwargs: object) -> None:
+        broken.append(True)
         raise RuntimeError("cannot bounce")
 
     monkeypatch.setattr(setup.worker.reports, "bounce", broken_bounce)
@@ -1618,6 +1627,7 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
         await _run_until(setup, lambda: bool(setup.raw_bounces()))
 
     asyncio.run(main())
+    assert broken  # the bounce step was reached, and broke
     (raw,) = setup.raw_bounces()
     assert b"Action: relayed" in raw and b"gone@pqr.example" not in raw
 

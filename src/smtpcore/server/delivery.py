@@ -661,7 +661,8 @@ class DeliveryWorker:
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
         """Hand a delivery status notification to ``sender``
-        (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`)."""
+        (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`).
+        Every bounce and delay warning goes through here."""
         await self.reports.send_report(queue_id, sender, report, kind, requiretls=requiretls)
 
     # -- local ------------------------------------------------------------------

@@ -32,7 +32,8 @@ __all__ = ["ReportingWorker", "SenderReports", "asks_for"]
 
 class ReportingWorker(Protocol):
     """What the reports read of the delivery worker, at the time of each report: its
-    router and its delay warning may change while it runs."""
+    router and its delay warning may change while it runs. Bounces and delay warnings
+    go out through its :meth:`send_report`, which a subclass of the worker may wrap."""
 
     queue: Queue
     router: Router
@@ -44,6 +45,10 @@ class ReportingWorker(Protocol):
     clock: Callable[[], float]
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
+
+    async def send_report(
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+    ) -> None: ...
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected: ...
 
@@ -135,7 +140,7 @@ class SenderReports:
             utf8=_is_utf8(entry),
             for_sender=on_behalf_of,
         )
-        await self.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
+        await self.worker.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
 
     # -- bounces ----------------------------------------------------------------
 
@@ -236,7 +241,9 @@ class SenderReports:
             utf8=_is_utf8(entry),
             for_sender=None if to == entry.sender else entry.sender,
         )
-        await self.send_report(entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls)
+        await self.worker.send_report(
+            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls
+        )
 
     async def _success_report(
         self,
@@ -308,7 +315,10 @@ class SenderReports:
     async def send_report(
         self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
-        """Hand a delivery status notification to ``sender``: into its mailbox when it
+        """The worker's :meth:`DeliveryWorker.send_report
+        <smtpcore.server.delivery.DeliveryWorker.send_report>`, which forwards here.
+
+        Hand a delivery status notification to ``sender``: into its mailbox when it
         is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
         else into the queue, from ``<>``,
         marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
