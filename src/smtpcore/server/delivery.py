@@ -281,11 +281,13 @@ class DeliveryWorker:
         copy into: only these can hold one already (a round broken after the write), so a
         copy for any other is written without the search, which lists the whole mailbox.
         An entry not here (found on disk at start) is searched for every time."""
+        # The pieces hold the worker to read it at each use (settings, and pieces, may be
+        # replaced while it runs); the cycle this makes is freed by the garbage collector.
         self.reports = SenderReports(self)
         """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
         self.actions = QueueActions(self)
         """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
-        self.outcomes = RoundOutcomes(self, self.reports)
+        self.outcomes = RoundOutcomes(self)
         """What each round's outcomes leave in the queue (:mod:`smtpcore.server.outcomes`)."""
         self.relay = Relay(self)
         """Remote recipients taken to their exchangers (:mod:`smtpcore.server.relay`)."""

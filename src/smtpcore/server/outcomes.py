@@ -30,7 +30,8 @@ __all__ = ["RoundOutcomes", "SettlingWorker", "local_error"]
 
 class SettlingWorker(Protocol):
     """What the outcomes read and change of the delivery worker: its settings, its
-    schedule (a round's end schedules the next) and its record of the queue."""
+    schedule (a round's end schedules the next), its record of the queue, and its
+    reports, through which the sender is told (read at each use, as the rest)."""
 
     queue: Queue
     threads: Threads
@@ -38,6 +39,7 @@ class SettlingWorker(Protocol):
     max_queue_age: float
     destination_concurrency: int
     places: DestinationPlaces
+    reports: SenderReports
     _due: dict[str, float]
     _unsaved: dict[str, QueueEntry]
 
@@ -54,11 +56,10 @@ class SettlingWorker(Protocol):
 
 class RoundOutcomes:
     """The outcomes of the rounds of one :class:`~smtpcore.server.delivery.DeliveryWorker`
-    (``worker``), which tells the sender through ``reports``."""
+    (``worker``), which tells the sender through its ``reports``."""
 
-    def __init__(self, worker: SettlingWorker, reports: SenderReports) -> None:
+    def __init__(self, worker: SettlingWorker) -> None:
         self.worker = worker
-        self.reports = reports
 
     async def record_local_error(self, queue_id: str, exc: BaseException) -> None:
         """A round that broke on our side: its error is every pending recipient's
@@ -185,7 +186,7 @@ class RoundOutcomes:
         the message runs again as soon as a place is handed to it."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            await self.reports.bounce(entry, content, failed)
+            await self.worker.reports.bounce(entry, content, failed)
             for address, outcome in failed.items():  # after the bounce step, never before
                 self._log_outcome(entry, address, outcome)
             # Known at once: whatever fails next, this bounce is not made again.
@@ -193,7 +194,7 @@ class RoundOutcomes:
                 {address: _updated(recipients[address], o) for address, o in failed.items()}
             )
             self.worker._unsaved[entry.id] = entry
-        entry = await self.reports.report_successes(entry, content)
+        entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
         )
@@ -217,8 +218,8 @@ class RoundOutcomes:
             attempts = entry.attempts + 1
             wait = self.worker.next_wait(attempts)
             entry = replace(entry, attempts=attempts, next_attempt=self.worker.clock() + wait)
-            if self.reports.delay_warning_due(entry):
-                await self.reports.warn_delay(entry, content)
+            if self.worker.reports.delay_warning_due(entry):
+                await self.worker.reports.warn_delay(entry, content)
                 entry = replace(entry, delay_warned=True)
             await self.worker._save(entry)
             logger.info(
