@@ -793,7 +793,9 @@ def _sender_refusal(sender: str) -> Outcome | None:
     (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
     policy, which changed after the message was accepted, not the sender's choice: it
     is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
-    postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
+    postmaster, since nothing can go to that sender
+    (:meth:`SenderReports._postmaster_instead
+    <smtpcore.server.reports.SenderReports._postmaster_instead>`).
     None for a sender that parses, and for the null sender."""
     if not sender:
         return None

@@ -125,8 +125,9 @@ class RoundOutcomes:
         end of the round, and are logged after its bounce step (:meth:`finish_round`). A
         temporary failure once the message has reached its lifetime is its last
         (:meth:`_expired`). Returns ``entry`` with the sent ones, and whether there were
-        any: the caller writes it (:meth:`_save`), with no await before, so that a stop
-        cannot come between an exchanger's 250 and its record's write."""
+        any: the caller writes it (the worker's :meth:`DeliveryWorker._save
+        <smtpcore.server.delivery.DeliveryWorker._save>`), with no await before, so
+        that a stop cannot come between an exchanger's 250 and its record's write."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
         expired = self._expired(entry)

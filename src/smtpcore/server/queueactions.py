@@ -22,11 +22,12 @@ __all__ = ["ActingWorker", "Applied", "QueueActions"]
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What :meth:`DeliveryWorker.apply` did with one operator's command: ``ids``, the
-    messages acted on or waiting for their round, and ``written``, which becomes True
-    once every action is on disk, False if one could not be written (it is logged).
-    Until True, the command's file must stay: a crash would lose the actions still in
-    memory, which the tool has reported handed over."""
+    """What :meth:`DeliveryWorker.apply <smtpcore.server.delivery.DeliveryWorker.apply>`
+    did with one operator's command: ``ids``, the messages acted on or waiting for their
+    round, and ``written``, which becomes True once every action is on disk, False if
+    one could not be written (it is logged). Until True, the command's file must stay:
+    a crash would lose the actions still in memory, which the tool has reported handed
+    over."""
 
     ids: tuple[str, ...]
     written: asyncio.Future[bool]

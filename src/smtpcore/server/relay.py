@@ -188,7 +188,8 @@ class Relay:
         exclude: Callable[[Attempt], bool] | None,
     ) -> tuple[Attempt, ...] | Rejected:
         """Where ``delivery`` goes (less what ``exclude`` leaves out, see
-        :meth:`Router.resolve`), found within :attr:`resolve_timeout` seconds: a
+        :meth:`Router.resolve`), found within the worker's
+        :attr:`~smtpcore.server.delivery.DeliveryWorker.resolve_timeout` seconds: a
         resolver that has not answered by then failed temporarily, as one that times
         out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
         whose lookup was cancelled while this round was not (a future of its own

@@ -1,8 +1,9 @@
 """Telling the sender what became of the mail: bounces, delay warnings and success
 reports (RFC 3461, RFC 3464), who gets each (the sender, or the postmaster when it
 cannot go there, RFC 5321 §4.5.1), and how it goes (into a local mailbox, or queued
-from ``<>``). The reports themselves are built by :mod:`smtpcore.server.bounce`; the
-:class:`~smtpcore.server.delivery.DeliveryWorker` decides when one is owed.
+from ``<>``). The reports themselves are built by :mod:`smtpcore.server.bounce`;
+when one is owed, the end of a round decides
+(:class:`~smtpcore.server.outcomes.RoundOutcomes`).
 """
 
 from __future__ import annotations
