@@ -67,7 +67,7 @@ from smtpcore.server.exchanger import (
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger, printable
 from smtpcore.server.mailboxes import LocalMailboxes
-from smtpcore.server.outcomes import RoundOutcomes, local_error
+from smtpcore.server.outbound import OutboundDelivery
 from smtpcore.server.places import (
     DestinationPlaces,
     default_destination_concurrency,
@@ -81,9 +81,9 @@ from smtpcore.server.queue import (
 )
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
-from smtpcore.server.relay import Relay, rejected_outcome
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.server.reports import SenderReports
+from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.waits import Threads, finish, stray_cancellation, within
 
 __all__ = [
@@ -287,10 +287,10 @@ class DeliveryWorker:
         """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
         self.actions = QueueActions(self)
         """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
-        self.outcomes = RoundOutcomes(self)
-        """What each round's outcomes leave in the queue (:mod:`smtpcore.server.outcomes`)."""
-        self.relay = Relay(self)
-        """Remote recipients taken to their exchangers (:mod:`smtpcore.server.relay`)."""
+        self.settlement = RoundSettlement(self)
+        """What each round's outcomes leave in the queue (:mod:`smtpcore.server.settlement`)."""
+        self.outbound = OutboundDelivery(self)
+        """Remote recipients taken to their exchangers (:mod:`smtpcore.server.outbound`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -440,7 +440,7 @@ class DeliveryWorker:
             )
             self._forget_places(queue_id)
             await self.reports.report_owed(queue_id)
-            await self.outcomes.record_local_error(queue_id, exc)
+            await self.settlement.record_local_error(queue_id, exc)
         except Exception as exc:
             if await self._gone(queue_id, exc):
                 logger.warning("%s: gone from the queue directory; forgotten", queue_id)
@@ -449,7 +449,7 @@ class DeliveryWorker:
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._forget_places(queue_id)
             await self.reports.report_owed(queue_id)
-            await self.outcomes.record_local_error(queue_id, exc)
+            await self.settlement.record_local_error(queue_id, exc)
 
     async def _gone(self, queue_id: str, exc: BaseException) -> bool:
         """Whether ``exc`` means that the message is gone (removed by hand, or by the
@@ -553,7 +553,7 @@ class DeliveryWorker:
                 outcome = await self._deliver_local(entry, decision, content)
             else:
                 outcome = rejected_outcome(decision)
-            entry = await self.outcomes.settle(
+            entry = await self.settlement.settle(
                 entry, {recipient.address: outcome}, failed, deferred
             )
         awaited = self.places.awaited_by(queue_id)
@@ -562,7 +562,7 @@ class DeliveryWorker:
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
         round_ = _Round(entry, failed, deferred)
         await self._deliver_destinations(round_, remote, content)
-        await self.outcomes.finish_round(
+        await self.settlement.finish_round(
             round_.entry, content, failed, deferred, counts=not catch_up
         )
 
@@ -584,7 +584,7 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
 
         async def record(outcomes: Mapping[str, Outcome]) -> None:
-            entry, sent = self.outcomes.apply_outcomes(
+            entry, sent = self.settlement.apply_outcomes(
                 round_.entry, outcomes, round_.failed, round_.deferred
             )
             round_.entry = entry
@@ -725,7 +725,7 @@ class DeliveryWorker:
         to ``record`` as soon as it answers (before its QUIT, before the next exchanger
         is tried: the module docstring's "recorded so at once"), the deferred ones once
         no exchanger is left."""
-        await record(await self.relay.outcomes(entry, deliveries, content, record))
+        await record(await self.outbound.outcomes(entry, deliveries, content, record))
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@ reports (RFC 3461, RFC 3464), who gets each (the sender, or the postmaster when 
 cannot go there, RFC 5321 §4.5.1), and how it goes (into a local mailbox, or queued
 from ``<>``). The reports themselves are built by :mod:`smtpcore.server.bounce`;
 when one is owed, the end of a round decides
-(:class:`~smtpcore.server.outcomes.RoundOutcomes`).
+(:class:`~smtpcore.server.settlement.RoundSettlement`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ or deferred, logged as Postfix logs it and recorded at once when sent; then the
 round's end: the bounce for what failed, the success report owed, the backoff
 (RFC 5321 §4.5.4.1) and the delay warning for what waits, or the message removed
 once nothing does. A temporary failure once the message has reached its lifetime
-bounces (Postfix's ``maximal_queue_lifetime``).
+bounces (Postfix's ``maximal_queue_lifetime``). The outcomes this server gives a
+recipient itself (a local error, a routing refusal, an expiry) are made here too.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from smtpcore.routing import Rejected
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, loggable, logger
 from smtpcore.server.places import DestinationPlaces
@@ -25,7 +27,7 @@ from smtpcore.server.queue import (
 from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.waits import Threads
 
-__all__ = ["RoundOutcomes", "SettlingWorker", "local_error"]
+__all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
 
 
 class SettlingWorker(Protocol):
@@ -54,7 +56,7 @@ class SettlingWorker(Protocol):
     async def _save(self, entry: QueueEntry) -> QueueEntry: ...
 
 
-class RoundOutcomes:
+class RoundSettlement:
     """The outcomes of the rounds of one :class:`~smtpcore.server.delivery.DeliveryWorker`
     (``worker``), which tells the sender through its ``reports``."""
 
@@ -260,6 +262,14 @@ def local_error(exc: BaseException) -> Outcome:
     what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     detail = f"local error in delivery: {type(exc).__name__}: {what}"
     return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
+
+
+def rejected_outcome(rejected: Rejected) -> Outcome:
+    """A recipient's outcome when routing refused it, or its domain's exchangers could
+    not be found (:class:`~smtpcore.routing.Rejected`): it waits if the refusal is
+    temporary, else fails, with the refusal's reply."""
+    status = RecipientStatus.PENDING if rejected.temporary else RecipientStatus.FAILED
+    return Outcome(status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}")
 
 
 def _expiry_outcome(last: Outcome) -> Outcome:

@@ -28,14 +28,15 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS, message_tls
+from smtpcore.server.settlement import rejected_outcome
 from smtpcore.server.waits import Threads, stray_cancellation, within
 
-__all__ = ["Relay", "RelayingWorker", "rejected_outcome"]
+__all__ = ["OutboundDelivery", "RelayingWorker"]
 
 
 class RelayingWorker(Protocol):
-    """What the relay reads of the delivery worker, at each delivery: its router and
-    resolver may change while it runs."""
+    """What the outbound deliveries read of the delivery worker, at each delivery: its
+    router and resolver may change while it runs."""
 
     router: Router
     resolver: Resolver
@@ -48,7 +49,7 @@ class RelayingWorker(Protocol):
     threads: Threads
 
 
-class Relay:
+class OutboundDelivery:
     """The remote deliveries of one :class:`~smtpcore.server.delivery.DeliveryWorker`
     (``worker``)."""
 
@@ -221,11 +222,6 @@ class Relay:
             f"temporary DNS failure looking up {name}: {why}",
             RejectReason.DNS_TEMPORARY,
         )
-
-
-def rejected_outcome(rejected: Rejected) -> Outcome:
-    status = RecipientStatus.PENDING if rejected.temporary else RecipientStatus.FAILED
-    return Outcome(status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}")
 
 
 @dataclass(frozen=True, slots=True)
