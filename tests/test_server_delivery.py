@@ -950,7 +950,12 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
     )
     setup.worker.delay_warning = 600
 
-    async def disk_full(*args: object, **kwargs: object) -> None:
+    refused: list[str] = []
+
+    async def disk_full(
+        queue_id: str, sender: str, report: object, kind: str, **_: object
+    ) -> None:
+        refused.append(kind)
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(setup.worker, "send_report", disk_full)
@@ -961,6 +966,7 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
 
     assert asyncio.run(main()) == [1, 2, 3, 4]
     assert server.connections == 4
+    assert refused and set(refused) == {"delay"}  # the warning was tried, and failed
 
 
 def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(
@@ -1157,7 +1163,7 @@ def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) 
         return applied.ids, applied.written.done()
 
     assert asyncio.run(main()) == ((entry.id,), False)  # not written until after the round
-    assert [action for action, _ in worker._after_round[entry.id]] == ["hold"]
+    assert [action for action, _ in worker.actions.after_round[entry.id]] == ["hold"]
     assert not setup.queue.load(entry.id).held  # written by the round's end, then held
 
 
@@ -1212,8 +1218,8 @@ def test_an_action_given_as_a_round_ends_comes_after_those_that_waited_for_it(
         worker._load = slow_first_load  # type: ignore[method-assign]
         worker._done(entry.id, round_)  # type: ignore[arg-type]
         await worker.apply(QueueCommand("release", (entry.id,)))
-        while worker._control_tasks:
-            await asyncio.wait(worker._control_tasks)
+        while worker.actions.control_tasks:
+            await asyncio.wait(worker.actions.control_tasks)
 
     asyncio.run(main())
     assert not setup.queue.load(entry.id).held
@@ -1565,9 +1571,9 @@ def test_an_action_on_a_message_whose_files_are_there_is_not_taken_as_done(
         with monkeypatch.context() as patched:
             patched.setattr(setup.queue, "load", load)
             with pytest.raises(FileNotFoundError):
-                await setup.worker._act(entry.id, "hold")
+                await setup.worker.actions.act(entry.id, "hold")
         setup.queue.remove(entry.id)
-        assert await setup.worker._act(entry.id, "hold")  # gone: nothing left to do
+        assert await setup.worker.actions.act(entry.id, "hold")  # gone: nothing left to do
 
     asyncio.run(main())
 
@@ -1602,10 +1608,13 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
     server = scripted([b"250 2.0.0 queued as X"], {"gone@pqr.example": b"550 5.1.1 no"})
     setup = _setup(tmp_path, ZONE, server.port)
 
+    broken: list[bool] = []
+
     async def broken_bounce(*args: object, **kwargs: object) -> None:
+        broken.append(True)
         raise RuntimeError("cannot bounce")
 
-    monkeypatch.setattr(setup.worker, "_bounce", broken_bounce)
+    monkeypatch.setattr(setup.worker.reports, "bounce", broken_bounce)
 
     async def main() -> None:
         _enqueue_dsn(
@@ -1618,6 +1627,7 @@ def test_a_success_report_owed_is_made_though_the_round_then_breaks(
         await _run_until(setup, lambda: bool(setup.raw_bounces()))
 
     asyncio.run(main())
+    assert broken  # the bounce step was reached, and broke
     (raw,) = setup.raw_bounces()
     assert b"Action: relayed" in raw and b"gone@pqr.example" not in raw
 
@@ -1771,7 +1781,7 @@ def test_a_success_report_owed_outlives_a_crash_and_is_made_once(
         raise _Crash
 
     if when == "before the report":
-        monkeypatch.setattr("smtpcore.server.delivery.build_success_report", crash)
+        monkeypatch.setattr("smtpcore.server.reports.build_success_report", crash)
     else:
         add = setup.queue.add
 

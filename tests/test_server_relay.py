@@ -1763,7 +1763,7 @@ def test_a_message_gone_while_it_waits_in_line_leaves_no_place_behind(
             await _within(lambda: gone.id not in worker._running)
             relay.queue.envelope_path(gone.id).unlink()
             relay.queue.content_path(gone.id).unlink()
-            assert await worker._act(gone.id, "flush")
+            assert await worker.actions.act(gone.id, "flush")
             assert not worker.places.awaited_by(gone.id)
             relay.enqueue(["m3@a.example"])
             await asyncio.sleep(0.1)

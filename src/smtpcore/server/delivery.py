@@ -36,19 +36,17 @@ import contextlib
 import functools
 import random
 import ssl
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from smtpcore._driver import Timeouts
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.routing import (
-    Attempt,
     FailedExchangers,
     LocalDelivery,
     RandomSource,
@@ -58,26 +56,18 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.bounce import (
-    MAX_RETURNED_MESSAGE,
-    Report,
-    ReportedRecipient,
-    build_bounce,
-    build_delay_notice,
-    build_success_report,
-)
+from smtpcore.server.bounce import Report
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
     Outcome,
     Recorder,
-    TryNext,
     default_client,
-    reply_text,
 )
 from smtpcore.server.internal import InternalAddresses
-from smtpcore.server.log import delivery_line, loggable, logger, printable
+from smtpcore.server.log import loggable, logger, printable
 from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.outbound import OutboundDelivery
 from smtpcore.server.places import (
     DestinationPlaces,
     default_destination_concurrency,
@@ -86,13 +76,15 @@ from smtpcore.server.places import (
 from smtpcore.server.queue import (
     Queue,
     QueuedContent,
-    QueuedRecipient,
     QueueEntry,
     RecipientStatus,
 )
-from smtpcore.server.queuectl import QueueCommand, dropped_report
-from smtpcore.server.relay_tls import RelayTLS, message_tls, relay_tls_context
-from smtpcore.server.waits import Threads, finish, within
+from smtpcore.server.queueactions import Applied, QueueActions
+from smtpcore.server.queuectl import QueueCommand
+from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
+from smtpcore.server.reports import SenderReports
+from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
+from smtpcore.server.waits import Threads, finish, stray_cancellation, within
 
 __all__ = [
     "Applied",
@@ -133,40 +125,6 @@ latest. It is woken at once when a place there is handed to it
 (:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What :meth:`DeliveryWorker.apply` did with one operator's command: ``ids``, the
-    messages acted on or waiting for their round, and ``written``, which becomes True
-    once every action is on disk, False if one could not be written (it is logged).
-    Until True, the command's file must stay: a crash would lose the actions still in
-    memory, which the tool has reported handed over."""
-
-    ids: tuple[str, ...]
-    written: asyncio.Future[bool]
-
-
-def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
-    """One future for many: True once every one is, False as soon as one is not."""
-    combined: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    left = len(waiting)
-
-    def settled(one: asyncio.Future[bool]) -> None:
-        nonlocal left
-        left -= 1
-        if combined.done():
-            return
-        if one.cancelled() or not one.result():
-            combined.set_result(False)
-        elif not left:
-            combined.set_result(True)
-
-    if not waiting:
-        combined.set_result(True)
-    for one in waiting:
-        one.add_done_callback(settled)
-    return combined
-
-
 def opportunistic_tls_context() -> ssl.SSLContext:
     """TLS that encrypts without checking who answers (RFC 7435 opportunistic security):
     MX records are not authenticated, so a name check would prove nothing."""
@@ -198,32 +156,6 @@ def backoff(
     low = max(retry_after, wait / 2)
     steps = int((wait - low) * 1000)
     return low + (rng.randrange(steps + 1) / 1000 if steps > 0 else 0.0)
-
-
-def _stray_cancellation() -> bool:
-    """Whether the ``CancelledError`` being handled is not the running task's own (its
-    ``cancelling()`` is 0): some future that other code cancelled. Before Python 3.11 a
-    task cannot tell, and every one is taken as the task's."""
-    if sys.version_info < (3, 11):
-        return False
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() == 0
-
-
-def _duration_text(seconds: float) -> str:
-    """``5d``, ``1h``, ``90s``: how Postfix writes queue lifetimes."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-def _notify(recipient: QueuedRecipient, event: str) -> bool:
-    """Whether the sender asked to hear of ``event`` for ``recipient`` (RFC 3461 §4.1;
-    without NOTIFY, failures only)."""
-    if recipient.notify is None:
-        return event == "FAILURE"
-    return event in recipient.notify.split(",")
 
 
 class DeliveryWorker:
@@ -344,19 +276,21 @@ class DeliveryWorker:
         done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._after_round: dict[str, list[tuple[str, asyncio.Future[bool]]]] = {}
-        """Per message in delivery, the operator's actions that wait for its round to end,
-        oldest first, each with the future that says when it is written. A message stays
-        here until they are all carried out, and a newer action for it queues behind them,
-        so that actions on one message are carried out in the order given."""
-        self._draining: set[str] = set()
-        """Messages whose waiting actions a task is carrying out (one task per message)."""
-        self._control_tasks: set[asyncio.Task[None]] = set()
         self._copies_begun: dict[str, set[str]] = {}
         """For each entry this process queued, the mailboxes its rounds began to write its
         copy into: only these can hold one already (a round broken after the write), so a
         copy for any other is written without the search, which lists the whole mailbox.
         An entry not here (found on disk at start) is searched for every time."""
+        # The pieces hold the worker to read it at each use (settings, and pieces, may be
+        # replaced while it runs); the cycle this makes is freed by the garbage collector.
+        self.reports = SenderReports(self)
+        """Bounces, delay warnings and success reports (:mod:`smtpcore.server.reports`)."""
+        self.actions = QueueActions(self)
+        """The operator's commands (:mod:`smtpcore.server.queueactions`)."""
+        self.settlement = RoundSettlement(self)
+        """What each round's outcomes leave in the queue (:mod:`smtpcore.server.settlement`)."""
+        self.outbound = OutboundDelivery(self)
+        """Remote recipients taken to their exchangers (:mod:`smtpcore.server.outbound`)."""
 
     # -- scheduling -----------------------------------------------------------
 
@@ -416,6 +350,14 @@ class DeliveryWorker:
         self._withdraw(queue_id, self.places.awaited_by(queue_id))
         self._catch_up_until.pop(queue_id, None)
 
+    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
+        """Take ``queue_id`` out of every destination's line once nothing will run it
+        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+        no round of it would take up a place handed to it, nor give it back, and the
+        destination would be a place short for the life of the process."""
+        if queue_id not in self._due and queue_id not in self._running:
+            self._forget_places(queue_id)
+
     @property
     def queued(self) -> int:
         """Messages in the queue, in delivery or waiting."""
@@ -453,129 +395,16 @@ class DeliveryWorker:
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
         self._forget_places_if_unscheduled(queue_id)
-        if queue_id in self._after_round and queue_id not in self._draining:
-            self._draining.add(queue_id)
-            follow = asyncio.get_running_loop().create_task(self._apply_waiting(queue_id))
-            self._control_tasks.add(follow)
-            follow.add_done_callback(self._control_tasks.discard)
+        self.actions.round_ended(queue_id)
         if self._wakeup is not None:
             self._wakeup.set()
 
     # -- the operator's commands (``python -m smtpcore queue``) -------------------
 
     async def apply(self, command: QueueCommand) -> Applied:
-        """Carry out ``command`` on the queue. A message in delivery, or with actions that
-        still wait for its round, is acted on after them, when its round ends. An action
-        the disk refuses now raises (those before it stand)."""
-        entries = await self.threads.run(self.queue.entries)
-        ids = []
-        waiting = []
-        for entry in entries:
-            if not command.applies_to(entry.id):
-                continue
-            ids.append(entry.id)
-            busy = entry.id in self._running or entry.id in self._after_round
-            if busy or not await self._act(entry.id, command.action):
-                written = asyncio.get_running_loop().create_future()
-                self._after_round.setdefault(entry.id, []).append((command.action, written))
-                waiting.append(written)
-        return Applied(tuple(ids), _all_written(waiting))
-
-    async def _apply_waiting(self, queue_id: str) -> None:
-        """Carry out, oldest first, the actions that waited for ``queue_id``'s round. A
-        round begun meanwhile makes the rest wait for its end. An action that fails is
-        logged, and it and the rest count as not written: their commands are carried
-        out again, in order, at the next SIGUSR1 or start."""
-        waiting = self._after_round[queue_id]
-        try:
-            while waiting:
-                action, written = waiting[0]
-                try:
-                    if not await self._act(queue_id, action):
-                        return  # a round began: its end carries on from here
-                except Exception:
-                    logger.exception(
-                        "%s: queue %s failed after its delivery round", queue_id, action
-                    )
-                    for _, unwritten in waiting:
-                        unwritten.set_result(False)
-                    waiting.clear()
-                else:
-                    waiting.pop(0)
-                    written.set_result(True)
-            del self._after_round[queue_id]
-        finally:
-            self._draining.discard(queue_id)
-
-    async def _act(self, queue_id: str, action: str) -> bool:
-        """``action`` on one message now, on disk when this returns True; what the disk
-        refuses is raised. False, with nothing done, while a round delivers the message:
-        the round writes its entry back at its end, over a ``hold`` made meanwhile, so
-        the action must wait for that end.
-
-        No round begins while this acts, whatever the action: one begun, and ended,
-        while the entry was read or written would have its record written over with the
-        entry as read (its recipients sent again, or the envelope of the message it
-        delivered and removed put back without its content).
-
-        A ``hold`` or ``delete`` the disk refuses leaves the message out of the schedule,
-        as the operator asked: it is not delivered before its command, kept, is carried
-        out again (at the next SIGUSR1, which any ``queue`` command sends, or start)."""
-        if queue_id in self._running:
-            return False
-        due = self._due.pop(queue_id, None)
-        try:
-            return await self._act_unscheduled(queue_id, action)
-        except BaseException:
-            if due is not None and action in ("flush", "release"):
-                self._due.setdefault(queue_id, due)  # not done: it goes on as it was
-            raise
-        finally:
-            self._forget_places_if_unscheduled(queue_id)
-
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
-        """Take ``queue_id`` out of every destination's line once nothing will run it
-        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
-        no round of it would take up a place handed to it, nor give it back, and the
-        destination would be a place short for the life of the process."""
-        if queue_id not in self._due and queue_id not in self._running:
-            self._forget_places(queue_id)
-
-    async def _act_unscheduled(self, queue_id: str, action: str) -> bool:
-        """:meth:`_act`, the message out of the schedule."""
-        try:
-            entry = await self._load(queue_id)
-        except FileNotFoundError as exc:
-            if await self._gone(queue_id, exc):
-                return True  # delivered or deleted meanwhile: nothing left to act on
-            raise
-        if queue_id in self._running:  # scheduled anew, and begun, as the entry was read
-            return False
-        if action == "delete":
-            await self.threads.run(self._remove_by_operator, entry)
-            self._unsaved.pop(queue_id, None)
-            self._copies_begun.pop(queue_id, None)
-        elif action == "hold":
-            await self._write(replace(entry, held=True))
-            logger.info("%s: on hold (queue hold)", queue_id)
-        elif action == "release":
-            entry = replace(entry, held=False, next_attempt=self.clock())
-            await self._write(entry)
-            logger.info("%s: released (queue release)", queue_id)
-            self.schedule(entry)
-        elif not entry.held:  # flush
-            self.schedule(replace(entry, next_attempt=self.clock()))
-        return True
-
-    def _remove_by_operator(self, entry: QueueEntry) -> None:
-        """``queue delete``: the files removed and the operator's record of it in one
-        step, in the thread. A stop that cancels the action while the files go cannot
-        leave the deletion out of the log (the next start finds the message gone, and
-        says nothing), nor log one that did not happen."""
-        self.queue.remove(entry.id)
-        logger.info("%s: removed by the operator (queue delete)", entry.id)
-        if (dropped := dropped_report(entry)) is not None:
-            logger.warning("%s", loggable(dropped))
+        """Carry out ``command`` on the queue, between rounds
+        (:meth:`QueueActions.apply <smtpcore.server.queueactions.QueueActions.apply>`)."""
+        return await self.actions.apply(command)
 
     async def aclose(self, grace: float = 10.0) -> None:
         """Let deliveries under way finish, then the operator's actions that waited for
@@ -590,7 +419,7 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         await finish(set(self._running.values()), grace)
-        await finish(set(self._control_tasks), max(deadline - loop.time(), 0.0))
+        await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
@@ -602,7 +431,7 @@ class DeliveryWorker:
         try:
             await self._deliver(queue_id)
         except asyncio.CancelledError as exc:
-            if not _stray_cancellation():
+            if not stray_cancellation():
                 raise  # a success report owed is on disk: the next start makes it
             # Some future other code cancelled (a library's, a hook's): a broken round
             # like any other, or the message would wait unscheduled until a restart.
@@ -610,8 +439,8 @@ class DeliveryWorker:
                 "%s: delivery failed (a stray cancellation); retrying later", queue_id
             )
             self._forget_places(queue_id)
-            await self._report_owed(queue_id)
-            await self._record_local_error(queue_id, exc)
+            await self.reports.report_owed(queue_id)
+            await self.settlement.record_local_error(queue_id, exc)
         except Exception as exc:
             if await self._gone(queue_id, exc):
                 logger.warning("%s: gone from the queue directory; forgotten", queue_id)
@@ -619,8 +448,8 @@ class DeliveryWorker:
                 return
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._forget_places(queue_id)
-            await self._report_owed(queue_id)
-            await self._record_local_error(queue_id, exc)
+            await self.reports.report_owed(queue_id)
+            await self.settlement.record_local_error(queue_id, exc)
 
     async def _gone(self, queue_id: str, exc: BaseException) -> bool:
         """Whether ``exc`` means that the message is gone (removed by hand, or by the
@@ -642,80 +471,6 @@ class DeliveryWorker:
                 return False
 
         return await self.threads.run(missing)
-
-    async def _report_owed(self, queue_id: str) -> None:
-        """The success reports owed for recipients this broken round sent and recorded
-        so (RFC 3461 §5.2.2): made now rather than after the backoff. One not made stays
-        owed on disk, for the next round."""
-        try:
-            entry = await self._load(queue_id)
-            await self._report_successes(entry, self.queue.content(queue_id))
-        except Exception:
-            logger.exception("%s: cannot make the success report owed", queue_id)
-
-    async def _report_successes(self, entry: QueueEntry, content: QueuedContent) -> QueueEntry:
-        """Queue the success report the recipients of ``entry`` are owed (their
-        :attr:`~QueuedRecipient.report_owed`), then record it queued; ``entry`` as
-        recorded. The report is delivered only after that record: a crash between the
-        two leaves a report that :meth:`Queue.open` finds, and it is not made again."""
-        owed = [r for r in entry.recipients if r.report_owed is not None]
-        if not owed:
-            return entry
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        report = await self._success_report(entry, content, owed, to, on_behalf_of)
-        queued = await self.threads.run(
-            self.queue.add,
-            report.content,
-            "",
-            [to],
-            params=_report_params(to, report, requiretls=entry.requiretls),
-            report_on=entry.id,
-            reported=[r.address for r in owed],
-        )
-        logger.info("%s: sender success notification: %s", entry.id, queued.id)
-        entry = await self._save(
-            entry.with_recipients({r.address: replace(r, report_owed=None) for r in owed})
-        )
-        self.schedule(queued, new=True)
-        return entry
-
-    async def _record_local_error(self, queue_id: str, exc: BaseException) -> None:
-        """A round that broke on our side: its error is every pending recipient's
-        temporary failure, settled as any other (so the backoff goes on, and a message
-        past its lifetime bounces saying what it was, rather than break for ever). If
-        that breaks too, :meth:`_defer_round`."""
-        outcome = _local_error(exc)
-        try:
-            entry = await self._load(queue_id)
-            failed: dict[str, Outcome] = {}
-            deferred: dict[str, Outcome] = {}
-            outcomes = dict.fromkeys((r.address for r in entry.pending), outcome)
-            entry = await self._settle(entry, outcomes, failed, deferred)
-            await self._finish_round(entry, self.queue.content(queue_id), failed, deferred)
-        except Exception:
-            logger.exception("%s: cannot finish the failed round; deferred", queue_id)
-            await self._defer_round(queue_id, outcome)
-
-    async def _defer_round(self, queue_id: str, outcome: Outcome) -> None:
-        """The last resort of a broken round whose end breaks as well (a bounce or a delay
-        warning that cannot be made: a full disk, a damaged content file): every pending
-        recipient waits, ``outcome`` its last error, and the attempt counts, so the
-        backoff grows (RFC 5321 §4.5.4.1) rather than retry at the first wait for ever.
-        Nothing is bounced here: a recipient bounces only with the bounce made."""
-        try:
-            entry = await self._load(queue_id)
-            waiting = {r.address: _updated(r, outcome) for r in entry.pending}
-            attempts = entry.attempts + 1
-            entry = replace(
-                entry.with_recipients(waiting),
-                attempts=attempts,
-                next_attempt=self.clock() + self.next_wait(attempts),
-            )
-            await self._save(entry)
-            self.schedule(entry)
-        except Exception:
-            logger.exception("%s: cannot record the failed round", queue_id)
-            self._due[queue_id] = self.clock() + self.next_wait(1)
 
     async def _load(self, queue_id: str) -> QueueEntry:
         """The entry, as this process last left it if its queue file is behind. The
@@ -797,15 +552,19 @@ class DeliveryWorker:
             elif isinstance(decision, LocalDelivery):
                 outcome = await self._deliver_local(entry, decision, content)
             else:
-                outcome = self._rejected_outcome(decision)
-            entry = await self._settle(entry, {recipient.address: outcome}, failed, deferred)
+                outcome = rejected_outcome(decision)
+            entry = await self.settlement.settle(
+                entry, {recipient.address: outcome}, failed, deferred
+            )
         awaited = self.places.awaited_by(queue_id)
         if catch_up:
             remote = {place: domains for place, domains in remote.items() if place in awaited}
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
         round_ = _Round(entry, failed, deferred)
         await self._deliver_destinations(round_, remote, content)
-        await self._finish_round(round_.entry, content, failed, deferred, counts=not catch_up)
+        await self.settlement.finish_round(
+            round_.entry, content, failed, deferred, counts=not catch_up
+        )
 
     async def _deliver_destinations(
         self,
@@ -825,7 +584,9 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
 
         async def record(outcomes: Mapping[str, Outcome]) -> None:
-            entry, sent = self._apply(round_.entry, outcomes, round_.failed, round_.deferred)
+            entry, sent = self.settlement.apply_outcomes(
+                round_.entry, outcomes, round_.failed, round_.deferred
+            )
             round_.entry = entry
             if sent:
                 await self._save(round_.entry)
@@ -883,7 +644,7 @@ class DeliveryWorker:
             logger.exception("%s: delivery to %s failed; retrying later", round_.entry.id, domain)
             done = {r.address for r in round_.entry.recipients if not r.pending}
             done |= round_.failed.keys() | round_.deferred.keys()
-            await record({a: _local_error(exc) for a in deliveries if a not in done})
+            await record({a: local_error(exc) for a in deliveries if a not in done})
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected:
         """Where the queued address ``address`` goes. The queue keeps it as text, parsed
@@ -898,205 +659,13 @@ class DeliveryWorker:
             return Rejected(553, "5.1.3", text, RejectReason.NO_ROUTE)
         return self.router.route(mailbox, authenticated=True)
 
-    def _rejected_outcome(self, rejected: Rejected) -> Outcome:
-        status = RecipientStatus.PENDING if rejected.temporary else RecipientStatus.FAILED
-        return Outcome(
-            status, rejected.status, f"{rejected.code} {rejected.status} {rejected.text}"
-        )
-
-    async def _settle(
-        self,
-        entry: QueueEntry,
-        outcomes: Mapping[str, Outcome],
-        failed: dict[str, Outcome],
-        deferred: dict[str, Outcome],
-    ) -> QueueEntry:
-        """:meth:`_apply` ``outcomes``, then write what it sent."""
-        entry, sent = self._apply(entry, outcomes, failed, deferred)
-        if sent:
-            entry = await self._save(entry)
-        return entry
-
-    def _apply(
-        self,
-        entry: QueueEntry,
-        outcomes: Mapping[str, Outcome],
-        failed: dict[str, Outcome],
-        deferred: dict[str, Outcome],
-    ) -> tuple[QueueEntry, bool]:
-        """Log each outcome sent or deferred, and record what was sent at once (never
-        twice, even after a crash unless the disk refused the record), with the success
-        report it is owed, if any, in the same write; failures wait for the bounce at the
-        end of the round, and are logged after its bounce step (:meth:`_finish_round`). A
-        temporary failure once the message has reached its lifetime is its last
-        (:meth:`_expired`). Returns ``entry`` with the sent ones, and whether there were
-        any: the caller writes it (:meth:`_save`), with no await before, so that a stop
-        cannot come between an exchanger's 250 and its record's write."""
-        sent: dict[str, QueuedRecipient] = {}
-        recipients = {r.address: r for r in entry.recipients}
-        expired = self._expired(entry)
-        for address, outcome in outcomes.items():
-            if expired and outcome.status is RecipientStatus.PENDING:
-                outcome = _expiry_outcome(outcome)
-            if outcome.status is not RecipientStatus.FAILED:
-                self._log_outcome(entry, address, outcome)
-            if outcome.status is RecipientStatus.SENT:
-                sent[address] = _updated(recipients[address], outcome)
-                wanted = _notify(recipients[address], "SUCCESS") and not outcome.dsn_passed
-                if wanted and entry.sender:  # RFC 3461 §6.2; none to <> (RFC 5321 §4.5.5)
-                    action = "delivered" if outcome.relay == "local" else "relayed"
-                    sent[address] = replace(sent[address], report_owed=action)
-            elif outcome.status is RecipientStatus.FAILED:
-                failed[address] = outcome
-            else:
-                deferred[address] = outcome
-        if sent:
-            return entry.with_recipients(sent), True
-        return entry, False
-
-    def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
-        """One recipient's line in the mail log, as Postfix writes it."""
-        label = {
-            RecipientStatus.SENT: "sent",
-            RecipientStatus.FAILED: "bounced",
-            RecipientStatus.PENDING: "deferred",
-        }[outcome.status]
-        logger.info(
-            delivery_line(
-                entry.id,
-                address,
-                relay=outcome.relay,
-                delay=self.clock() - entry.created,
-                dsn=outcome.dsn,
-                status=label,
-                detail=outcome.detail,
-                tls=outcome.tls,
-                tls_policy=outcome.tls_policy,
-            )
-        )
-
-    async def _finish_round(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-        deferred: Mapping[str, Outcome],
-        *,
-        counts: bool = True,
+    async def send_report(
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
     ) -> None:
-        """End a round: bounce what failed, report what was sent, record what waits.
-        Only a round that ``counts`` (not a catch-up round) and deferred a recipient is
-        an attempt: it moves the backoff on and may warn the sender. Recipients turned
-        away by a full destination were not attempted: they neither count nor warn, and
-        the message runs again as soon as a place is handed to it."""
-        recipients = {r.address: r for r in entry.recipients}
-        if failed:
-            await self._bounce(entry, content, failed)
-            for address, outcome in failed.items():  # after the bounce step, never before
-                self._log_outcome(entry, address, outcome)
-            # Known at once: whatever fails next, this bounce is not made again.
-            entry = entry.with_recipients(
-                {address: _updated(recipients[address], o) for address, o in failed.items()}
-            )
-            self._unsaved[entry.id] = entry
-        entry = await self._report_successes(entry, content)
-        entry = entry.with_recipients(
-            {address: _updated(recipients[address], o) for address, o in deferred.items()}
-        )
-        if not entry.pending:
-            try:
-                await self.threads.run(self.queue.remove, entry.id)
-            except OSError as exc:
-                logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
-            else:
-                self._unsaved.pop(entry.id, None)
-                logger.info("%s: removed", entry.id)
-                return
-        if not entry.pending:  # done, but still queued: removed again after the wait
-            attempts = entry.attempts + 1
-            wait = self.next_wait(attempts)
-            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
-            self._unsaved[entry.id] = entry
-            self.schedule(entry)
-            return
-        if counts and deferred:
-            attempts = entry.attempts + 1
-            wait = self.next_wait(attempts)
-            entry = replace(entry, attempts=attempts, next_attempt=self.clock() + wait)
-            if self._delay_warning_due(entry):
-                await self._warn_delay(entry, content)
-                entry = replace(entry, delay_warned=True)
-            await self._save(entry)
-            logger.info(
-                "%s: %d recipients deferred; next attempt in %.1fs",
-                entry.id,
-                len(entry.pending),
-                wait,
-            )
-        elif failed or deferred:
-            await self._save(entry)
-        waiting_at = self.places.awaited_by(entry.id)
-        if not waiting_at:
-            self.schedule(entry)
-            return
-        logger.info(
-            "%s: waiting for a place at %s (destination concurrency %d)",
-            entry.id,
-            loggable(", ".join(sorted(waiting_at))),
-            self.destination_concurrency,
-        )
-        self._schedule_for_places(entry)
-
-    def _expired(self, entry: QueueEntry) -> bool:
-        """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
-        and only a temporary failure in it bounces (Postfix's ``maximal_queue_lifetime``:
-        returned "when delivery fails with a temporary error, and the time in the queue
-        has reached" the limit). Bouncing before the round lost mail the exchanger
-        would take now."""
-        return self.clock() >= entry.created + self.max_queue_age
-
-    # -- delay notices ------------------------------------------------------------
-
-    def _delay_warning_due(self, entry: QueueEntry) -> bool:
-        return (
-            self.delay_warning is not None
-            and not entry.delay_warned
-            and bool(entry.sender)
-            and self.clock() - entry.created >= self.delay_warning
-        )
-
-    async def _warn_delay(self, entry: QueueEntry, content: QueuedContent) -> None:
-        """Tell the sender, once, which recipients are still waiting and why (RFC 3464
-        ``Action: delayed``); recipients whose NOTIFY leaves out DELAY are not listed
-        (RFC 3461 §4.1; without NOTIFY, Postfix warns, and so does this)."""
-        delayed = [r for r in entry.pending if r.notify is None or _notify(r, "DELAY")]
-        if not delayed:
-            return
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        notice = build_delay_notice(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            delayed=[
-                ReportedRecipient(
-                    r.address,
-                    r.dsn if r.dsn and r.dsn[0] == "4" else "4.0.0",
-                    r.reply or "not yet attempted",
-                    r.remote_mta,
-                    r.from_remote,
-                    original_recipient=r.orcpt,
-                )
-                for r in delayed
-            ],
-            original=await self.threads.run(content.header),
-            retry_until=entry.created + self.max_queue_age,
-            envid=entry.param("ENVID"),
-            utf8=_is_utf8(entry),
-            for_sender=on_behalf_of,
-        )
-        await self.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
+        """Hand a delivery status notification to ``sender``
+        (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`).
+        Every bounce and delay warning goes through here."""
+        await self.reports.send_report(queue_id, sender, report, kind, requiretls=requiretls)
 
     # -- local ------------------------------------------------------------------
 
@@ -1156,370 +725,7 @@ class DeliveryWorker:
         to ``record`` as soon as it answers (before its QUIT, before the next exchanger
         is tried: the module docstring's "recorded so at once"), the deferred ones once
         no exchanger is left."""
-        await record(await self._remote_outcomes(entry, deliveries, content, record))
-
-    async def _remote_outcomes(
-        self,
-        entry: QueueEntry,
-        deliveries: Mapping[str, RemoteDelivery],
-        content: QueuedContent,
-        record: Recorder,
-    ) -> dict[str, Outcome]:
-        """The outcomes :meth:`_deliver_remote` has not recorded yet."""
-        addresses = list(deliveries)
-        delivery = next(iter(deliveries.values()))
-        refused: list[Attempt] = []
-
-        def internal(attempt: Attempt) -> bool:
-            if self.internal.refused(attempt.address):
-                refused.append(attempt)
-                return True
-            return False
-
-        # The internal-address rule (smtpcore.server.internal) is applied by routing,
-        # before the list is cut to its length: internal addresses at the best level
-        # must not take the places of a less preferred exchanger's public ones. The
-        # smart host is the operator's choice, not a user's: the rule keeps users out
-        # of the network, not him.
-        exclude = internal if delivery.smart_host is None else None
-        attempts = await self._resolve(entry, delivery, exclude)
-        if refused:
-            names = ", ".join(sorted({f"{a.host}[{a.address}]" for a in refused}))
-            logger.info("%s: not connecting to internal addresses: %s", entry.id, loggable(names))
-            if isinstance(attempts, Rejected) and attempts.reason is RejectReason.NO_ROUTE:
-                return dict.fromkeys(
-                    addresses,
-                    Outcome(
-                        RecipientStatus.FAILED,
-                        "5.4.4",
-                        f"554 5.4.4 the exchangers resolve only to internal addresses ({names});"
-                        " relay to internal networks is not allowed here",
-                    ),
-                )
-        if isinstance(attempts, Rejected):
-            outcome = self._rejected_outcome(attempts)
-            return dict.fromkeys(addresses, outcome)
-        header = await self.threads.run(content.header)
-        policy = message_tls(self.relay_tls, requiretls=entry.requiretls, header=header)
-        failed: list[_ExchangerFailure] = []  # each exchanger that failed as a whole
-        relay = "none"
-        unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
-        deferred: dict[str, Outcome] = {}
-        remaining = dict(deliveries)
-
-        async def record_final(outcomes: Mapping[str, Outcome]) -> None:
-            await record(
-                {a: o for a, o in outcomes.items() if o.status is not RecipientStatus.PENDING}
-            )
-
-        for number, attempt in enumerate(attempts, 1):
-            relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
-            try:
-                outcomes = await self.exchanger.deliver(
-                    attempt, relay, entry, remaining, content, policy, record_final
-                )
-            except TryNext as failure:
-                if failure.requiretls:
-                    unmet.append(failure.detail)
-                else:
-                    self.failures.mark_bad(attempt.host)
-                remaining = {a: d for a, d in remaining.items() if a not in failure.settled}
-                if not remaining:
-                    return {}
-                if number < len(attempts):
-                    logger.info(
-                        "%s: %s; trying the next exchanger", entry.id, loggable(failure.detail)
-                    )
-                failed.append(_ExchangerFailure(failure, relay, attempt.host))
-                continue
-            # It answered: no longer tried last in its level (FailedExchangers).
-            self.failures.mark_good(attempt.host)
-            # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
-            # goes to the next one, as Postfix keeps soft-failed recipients for the
-            # next server; the last one's reply stands.
-            deferred.update(
-                {a: o for a, o in outcomes.items() if o.status is RecipientStatus.PENDING}
-            )
-            remaining = {
-                a: d for a, d in remaining.items() if outcomes[a].status is RecipientStatus.PENDING
-            }
-            if not remaining:
-                return {}
-            if number < len(attempts):
-                logger.info(
-                    "%s: %s deferred %d recipient(s); trying the next exchanger",
-                    entry.id,
-                    loggable(relay),
-                    len(remaining),
-                )
-        # Every exchanger failed for a reason that will not pass: a 5xx to EHLO and
-        # HELO, or the message's REQUIRETLS unmet. No MX may take the mail later (RFC
-        # 5321 §5.1), so it goes back now rather than wait for its expiry.
-        never = bool(attempts) and len(failed) == len(attempts)
-        never = never and all(f.failure.permanent or f.failure.requiretls for f in failed)
-        if never and not unmet:
-            # Refused for good everywhere: the last one's word stands, as a 5xx to
-            # RCPT would (§4.2.1).
-            return dict.fromkeys(remaining, _failure_outcome(failed[-1], RecipientStatus.FAILED))
-        failure_outcome = _failure_outcome(_waiting_failure(failed), RecipientStatus.PENDING)
-        if len(remaining) < len(deliveries) or deferred:
-            # Some exchanger answered for some: the others wait, each with its reply.
-            return {a: deferred.get(a, failure_outcome) for a in remaining}
-        if never:
-            # RFC 8689 §4.2.1, §5: no exchanger qualifies (the others refused this client
-            # for good), so the message is not sent at all, and goes back to its sender
-            # (a connection that failed otherwise might qualify later: then it waits).
-            detail = "; ".join(dict.fromkeys(unmet))
-            return dict.fromkeys(
-                addresses,
-                Outcome(
-                    RecipientStatus.FAILED,
-                    "5.7.30",
-                    f"550 5.7.30 REQUIRETLS support required: {detail}",
-                    relay,
-                    remote_mta=attempts[-1].host,
-                    tls_policy=policy.label,
-                ),
-            )
-        return dict.fromkeys(addresses, failure_outcome)
-
-    async def _resolve(
-        self,
-        entry: QueueEntry,
-        delivery: RemoteDelivery,
-        exclude: Callable[[Attempt], bool] | None,
-    ) -> tuple[Attempt, ...] | Rejected:
-        """Where ``delivery`` goes (less what ``exclude`` leaves out, see
-        :meth:`Router.resolve`), found within :attr:`resolve_timeout` seconds: a
-        resolver that has not answered by then failed temporarily, as one that times
-        out itself does (the ``Resolver`` contract's ``TemporaryDNSError``). So did one
-        whose lookup was cancelled while this round was not (a future of its own
-        cancelled): let through, that ended the round and left the message unscheduled
-        until a restart. The round's own cancellation (a stop) is never lost, even as
-        the answer comes (:func:`~smtpcore.server.waits.within`)."""
-        name = delivery.domain if delivery.smart_host is None else delivery.smart_host[0]
-        try:
-            return await within(
-                self.router.resolve(
-                    delivery,
-                    self.resolver,
-                    rng=self.rng,
-                    failures=self.failures,
-                    exclude=exclude,
-                ),
-                self.resolve_timeout,
-            )
-        except asyncio.TimeoutError:
-            why = "no answer in time"
-        except asyncio.CancelledError:
-            if not _stray_cancellation():
-                raise
-            why = "the lookup was cancelled"
-        logger.warning("%s: resolving %s: %s", entry.id, loggable(name), why)
-        return Rejected(
-            451,
-            "4.4.3",
-            f"temporary DNS failure looking up {name}: {why}",
-            RejectReason.DNS_TEMPORARY,
-        )
-
-    # -- bounces ----------------------------------------------------------------
-
-    async def _bounce(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-    ) -> None:
-        """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
-        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
-        server's own policy (:attr:`Outcome.server_policy`) was no choice of the
-        sender's: the postmaster (RFC 5321 §4.5.1) hears of it, with the whole message,
-        whatever NOTIFY and RET asked; the sender's own copy keeps to them. When the
-        sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
-        are one report. The bounce says how long the message was retried when that is
-        why each recipient it lists failed (:attr:`Outcome.expired`).
-
-        Mail from the null sender is a report (this server's or another's), which is
-        never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
-        so, at WARNING, naming the message it reported on when this server made it."""
-        if not entry.sender:
-            logger.warning(
-                "%s: null sender: no bounce for %d recipients: a lost report%s (a report is "
-                "never bounced, RFC 5321 §4.5.5)",
-                entry.id,
-                len(failed),
-                "" if entry.report_on is None else f" on {entry.report_on}",
-            )
-            return
-        recipients = {r.address: r for r in entry.recipients}
-        asked = {a: o for a, o in failed.items() if _notify(recipients[a], "FAILURE")}
-        policy = {a: o for a, o in failed.items() if o.server_policy}
-        unreported = len(failed.keys() - asked.keys() - policy.keys())
-        if unreported:
-            logger.info(
-                "%s: no bounce for %d recipients: NOTIFY did not ask for one",
-                entry.id,
-                unreported,
-            )
-        to, on_behalf_of = self._addressee(entry.id, entry.sender)
-        if on_behalf_of is not None:
-            both = {a: o for a, o in failed.items() if a in asked or a in policy}
-            if both:
-                await self._send_bounce(entry, content, both, to, whole=bool(policy))
-            return
-        if asked:
-            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
-        if policy:
-            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
-
-    async def _send_bounce(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        failed: Mapping[str, Outcome],
-        to: str,
-        *,
-        whole: bool,
-    ) -> None:
-        """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
-        postmaster, in which case the report names the sender in its text. ``whole``
-        returns the message whole whatever RET asked; RFC 8689 §5 returns the header
-        of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`)."""
-        recipients = {r.address: r for r in entry.recipients}
-        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
-        headers_only = ret_hdrs or entry.requiretls
-        original = None
-        if not headers_only:
-            original = await self.threads.run(content.returned, MAX_RETURNED_MESSAGE)
-        if original is None:  # asked for, or the message is too large to return whole
-            headers_only = True
-            original = await self.threads.run(content.header)
-        expired = all(outcome.expired for outcome in failed.values())
-        retried_for = _duration_text(self.max_queue_age) if expired else None
-        bounce = build_bounce(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            failed=[
-                ReportedRecipient(
-                    address,
-                    outcome.dsn if outcome.dsn[0] in "45" else "5.0.0",
-                    outcome.detail,
-                    outcome.remote_mta,
-                    outcome.from_remote,
-                    original_recipient=recipients[address].orcpt,
-                )
-                for address, outcome in failed.items()
-            ],
-            original=original,
-            envid=entry.param("ENVID"),
-            headers_only=headers_only,
-            expired_after=retried_for,
-            utf8=_is_utf8(entry),
-            for_sender=None if to == entry.sender else entry.sender,
-        )
-        await self.send_report(entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls)
-
-    async def _success_report(
-        self,
-        entry: QueueEntry,
-        content: QueuedContent,
-        owed: Sequence[QueuedRecipient],
-        to: str,
-        on_behalf_of: str | None,
-    ) -> Report:
-        """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
-        server that does not speak DSN (RFC 3461 §6.2); addressed to ``to``, on behalf
-        of ``on_behalf_of`` when that is the postmaster (:meth:`_addressee`)."""
-        return build_success_report(
-            reporting_mta=self.hostname,
-            recipient=to,
-            queue_id=entry.id,
-            arrival=entry.created,
-            now=self.clock(),
-            reported=[
-                ReportedRecipient(
-                    r.address,
-                    r.dsn if r.dsn is not None and r.dsn[:1] == "2" else "2.0.0",
-                    r.reply or "",
-                    r.remote_mta,
-                    r.from_remote,
-                    action=r.report_owed or "relayed",
-                    original_recipient=r.orcpt,
-                )
-                for r in owed
-            ],
-            original=await self.threads.run(content.header),
-            envid=entry.param("ENVID"),
-            utf8=_is_utf8(entry),
-            for_sender=on_behalf_of,
-        )
-
-    def _addressee(self, queue_id: str, sender: str) -> tuple[str, str | None]:
-        """Where a report to ``sender`` goes, and on whose behalf: the sender itself and
-        None, or the postmaster and the sender when it cannot go there
-        (:meth:`_postmaster_instead`). A report to the postmaster names it in its To:
-        and the sender only in its text: an address that no longer parses has no form
-        that a header could carry without naming another one."""
-        postmaster = self._postmaster_instead(queue_id, sender)
-        return (sender, None) if postmaster is None else (postmaster, sender)
-
-    def _postmaster(self) -> str:
-        """The postmaster's mailbox of the first local domain (RFC 5321 §4.5.1)."""
-        return self.mailboxes.config.postmaster_key(self.mailboxes.config.domains[0])
-
-    def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
-        """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
-        go to it: a local sender with no mailbox, or a queued sender that no longer
-        parses, to which nothing can be sent; None when it can. Logged."""
-        try:
-            mailbox = parse_mailbox(sender)
-        except AddressError:
-            why = "is no longer a valid address"
-        else:
-            decision = self.router.route(mailbox, authenticated=True)
-            if not isinstance(decision, LocalDelivery):
-                return None
-            if self.mailboxes.lookup(decision.mailbox) is not None:
-                return None
-            why = "has no mailbox"
-        key = self._postmaster()
-        logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
-        return key
-
-    async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
-    ) -> None:
-        """Hand a delivery status notification to ``sender``: into its mailbox when it
-        is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
-        else into the queue, from ``<>``,
-        marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
-
-        ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
-        its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
-        message", RFC 8689 §5): the relay sends it only as it would send that message.
-        When no exchanger qualifies it is dropped, and logged, rather than sent in the
-        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
-        key = self._postmaster_instead(queue_id, sender)
-        if key is None:
-            decision = self._route(sender)
-            if isinstance(decision, LocalDelivery):
-                key = self.mailboxes.lookup(decision.mailbox)
-        if key is not None:
-            path = await self.threads.run(self.mailboxes.deliver, key, "", report.content)
-            logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
-            self.mailboxes.delivered(key, path, queue_id)
-            return
-        params = _report_params(sender, report, requiretls=requiretls)
-        queued = await self.threads.run(
-            self.queue.add, report.content, "", [sender], params=params, report_on=queue_id
-        )
-        logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
-        self.schedule(queued, new=True)
+        await record(await self.outbound.outcomes(entry, deliveries, content, record))
 
 
 @dataclass(slots=True)
@@ -1579,41 +785,6 @@ async def _all_finished(jobs: set[asyncio.Task[None]]) -> None:
         raise asyncio.CancelledError()
 
 
-@dataclass(frozen=True, slots=True)
-class _ExchangerFailure:
-    """An exchanger that failed as a whole in a round (:class:`TryNext`), and where."""
-
-    failure: TryNext
-    relay: str
-    host: str | None
-
-
-_NO_EXCHANGER: Final = _ExchangerFailure(TryNext("no exchanger to try"), "none", None)
-
-
-def _waiting_failure(failed: Sequence[_ExchangerFailure]) -> _ExchangerFailure:
-    """The failure a waiting recipient carries: the last one that may pass (a 4xx, a
-    connection lost or refused), which is why the mail waits and what an expiry
-    reports; the last failure of all where every one was permanent."""
-    temporary = [f for f in failed if not f.failure.permanent]
-    return (temporary or list(failed) or [_NO_EXCHANGER])[-1]
-
-
-def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outcome:
-    """A recipient's when no exchanger took it, with ``failed``'s reply and status."""
-    failure = failed.failure
-    return Outcome(
-        status,
-        failure.dsn,
-        # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
-        # §2.3.6), as for a recipient's; else what went wrong.
-        failure.detail if failure.reply is None else reply_text(failure.reply),
-        failed.relay,
-        remote_mta=failed.host,
-        from_remote=failure.reply is not None and not failure.local,
-    )
-
-
 def _sender_refusal(sender: str) -> Outcome | None:
     """The outcome of each remote recipient of a message whose queued sender no longer
     parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
@@ -1622,7 +793,9 @@ def _sender_refusal(sender: str) -> Outcome | None:
     (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
     policy, which changed after the message was accepted, not the sender's choice: it
     is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
-    postmaster, since nothing can go to that sender (:meth:`_postmaster_instead`).
+    postmaster, since nothing can go to that sender
+    (:meth:`SenderReports._postmaster_instead
+    <smtpcore.server.reports.SenderReports._postmaster_instead>`).
     None for a sender that parses, and for the null sender."""
     if not sender:
         return None
@@ -1647,56 +820,3 @@ def _recipient_refusal(address: str) -> Outcome | None:
         detail = f"553 5.1.3 bad recipient address {printable(address)}"
         return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
     return None
-
-
-def _report_params(
-    sender: str, report: Report, *, requiretls: bool
-) -> list[tuple[str, str | None]]:
-    """The MAIL parameters a queued report needs: an RFC 6533 report (as its builder
-    says), or one to a UTF-8 address, SMTPUTF8 (passed on where it is offered; only a
-    UTF-8 address or header needs it, RFC 6531 §3.4); one on a REQUIRETLS message,
-    REQUIRETLS."""
-    params: list[tuple[str, str | None]] = []
-    if not report.content.isascii():
-        params.append(("BODY", "8BITMIME"))
-    if not sender.isascii() or report.international:
-        params.append(("SMTPUTF8", None))
-    if requiretls:
-        params.append(("REQUIRETLS", None))
-    return params
-
-
-def _local_error(exc: BaseException) -> Outcome:
-    """A recipient's outcome when delivery broke on our side: it waits, and its last
-    error says what broke (so an expiry bounce does). An OSError is said without the
-    files it names: the bounce goes to the sender, and where the server keeps its
-    files is the operator's, whose log has the whole error."""
-    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    detail = f"local error in delivery: {type(exc).__name__}: {what}"
-    return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
-
-
-def _expiry_outcome(last: Outcome) -> Outcome:
-    """A temporary failure past the message's lifetime: the recipient fails with that
-    error, its code and text and the exchanger that gave it, as Postfix's expiry bounce
-    does (its status class stays 4, RFC 3464 §2.3.4: the failure itself was
-    temporary; 4.4.7, "delivery time expired", RFC 3463, when it had none)."""
-    dsn = last.dsn if last.dsn[:1] == "4" else "4.4.7"
-    return replace(last, status=RecipientStatus.FAILED, dsn=dsn, expired=True)
-
-
-def _is_utf8(entry: QueueEntry) -> bool:
-    """Whether reports on ``entry`` follow RFC 6533: it came with SMTPUTF8."""
-    return "SMTPUTF8" in dict(entry.params)
-
-
-def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
-    """``recipient`` as ``outcome`` leaves it; its DSN parameters stay."""
-    return replace(
-        recipient,
-        status=outcome.status,
-        reply=outcome.detail,
-        dsn=outcome.dsn,
-        remote_mta=outcome.remote_mta,
-        from_remote=outcome.from_remote,
-    )

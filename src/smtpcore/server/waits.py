@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final, ParamSpec, TypeVar
 
 from smtpcore.server.log import logger
 
-__all__ = ["CUT_OFF", "Threads", "finish", "within"]
+__all__ = ["CUT_OFF", "Threads", "finish", "stray_cancellation", "within"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -44,6 +45,16 @@ def _abandon(future: asyncio.Future[Any]) -> None:
     """Cancel ``future`` and let it end unawaited; whatever it ends with is dropped."""
     future.cancel()
     future.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+
+def stray_cancellation() -> bool:
+    """Whether the ``CancelledError`` being handled is not the running task's own (its
+    ``cancelling()`` is 0): some future that other code cancelled. Before Python 3.11 a
+    task cannot tell, and every one is taken as the task's."""
+    if sys.version_info < (3, 11):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
 
 
 async def within(awaitable: Awaitable[T], timeout: float | None) -> T:

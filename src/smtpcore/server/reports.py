@@ -1,0 +1,387 @@
+"""Telling the sender what became of the mail: bounces, delay warnings and success
+reports (RFC 3461, RFC 3464), who gets each (the sender, or the postmaster when it
+cannot go there, RFC 5321 §4.5.1), and how it goes (into a local mailbox, or queued
+from ``<>``). The reports themselves are built by :mod:`smtpcore.server.bounce`;
+when one is owed, the end of a round decides
+(:class:`~smtpcore.server.settlement.RoundSettlement`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from smtpcore.address import AddressError, parse_mailbox
+from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
+from smtpcore.server.bounce import (
+    MAX_RETURNED_MESSAGE,
+    Report,
+    ReportedRecipient,
+    build_bounce,
+    build_delay_notice,
+    build_success_report,
+)
+from smtpcore.server.exchanger import Outcome
+from smtpcore.server.log import loggable, logger
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.queue import Queue, QueuedContent, QueuedRecipient, QueueEntry
+from smtpcore.server.waits import Threads
+
+__all__ = ["ReportingWorker", "SenderReports", "asks_for"]
+
+
+class ReportingWorker(Protocol):
+    """What the reports read of the delivery worker, at the time of each report: its
+    router and its delay warning may change while it runs. Bounces and delay warnings
+    go out through its :meth:`send_report`, which a subclass of the worker may wrap."""
+
+    queue: Queue
+    router: Router
+    mailboxes: LocalMailboxes
+    hostname: str
+    max_queue_age: float
+    delay_warning: float | None
+    threads: Threads
+    clock: Callable[[], float]
+
+    def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
+
+    async def send_report(
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+    ) -> None: ...
+
+    def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected: ...
+
+    async def _load(self, queue_id: str) -> QueueEntry: ...
+
+    async def _save(self, entry: QueueEntry) -> QueueEntry: ...
+
+
+class SenderReports:
+    """The reports of one :class:`~smtpcore.server.delivery.DeliveryWorker` (``worker``)."""
+
+    def __init__(self, worker: ReportingWorker) -> None:
+        self.worker = worker
+
+    async def report_owed(self, queue_id: str) -> None:
+        """The success reports owed for recipients this broken round sent and recorded
+        so (RFC 3461 §5.2.2): made now rather than after the backoff. One not made stays
+        owed on disk, for the next round."""
+        try:
+            entry = await self.worker._load(queue_id)
+            await self.report_successes(entry, self.worker.queue.content(queue_id))
+        except Exception:
+            logger.exception("%s: cannot make the success report owed", queue_id)
+
+    async def report_successes(self, entry: QueueEntry, content: QueuedContent) -> QueueEntry:
+        """Queue the success report the recipients of ``entry`` are owed (their
+        :attr:`~QueuedRecipient.report_owed`), then record it queued; ``entry`` as
+        recorded. The report is delivered only after that record: a crash between the
+        two leaves a report that :meth:`Queue.open` finds, and it is not made again."""
+        owed = [r for r in entry.recipients if r.report_owed is not None]
+        if not owed:
+            return entry
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        report = await self._success_report(entry, content, owed, to, on_behalf_of)
+        queued = await self.worker.threads.run(
+            self.worker.queue.add,
+            report.content,
+            "",
+            [to],
+            params=_report_params(to, report, requiretls=entry.requiretls),
+            report_on=entry.id,
+            reported=[r.address for r in owed],
+        )
+        logger.info("%s: sender success notification: %s", entry.id, queued.id)
+        entry = await self.worker._save(
+            entry.with_recipients({r.address: replace(r, report_owed=None) for r in owed})
+        )
+        self.worker.schedule(queued, new=True)
+        return entry
+
+    # -- delay notices ------------------------------------------------------------
+
+    def delay_warning_due(self, entry: QueueEntry) -> bool:
+        return (
+            self.worker.delay_warning is not None
+            and not entry.delay_warned
+            and bool(entry.sender)
+            and self.worker.clock() - entry.created >= self.worker.delay_warning
+        )
+
+    async def warn_delay(self, entry: QueueEntry, content: QueuedContent) -> None:
+        """Tell the sender, once, which recipients are still waiting and why (RFC 3464
+        ``Action: delayed``); recipients whose NOTIFY leaves out DELAY are not listed
+        (RFC 3461 §4.1; without NOTIFY, Postfix warns, and so does this)."""
+        delayed = [r for r in entry.pending if r.notify is None or asks_for(r, "DELAY")]
+        if not delayed:
+            return
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        notice = build_delay_notice(
+            reporting_mta=self.worker.hostname,
+            recipient=to,
+            queue_id=entry.id,
+            arrival=entry.created,
+            now=self.worker.clock(),
+            delayed=[
+                ReportedRecipient(
+                    r.address,
+                    r.dsn if r.dsn and r.dsn[0] == "4" else "4.0.0",
+                    r.reply or "not yet attempted",
+                    r.remote_mta,
+                    r.from_remote,
+                    original_recipient=r.orcpt,
+                )
+                for r in delayed
+            ],
+            original=await self.worker.threads.run(content.header),
+            retry_until=entry.created + self.worker.max_queue_age,
+            envid=entry.param("ENVID"),
+            utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
+        )
+        await self.worker.send_report(entry.id, to, notice, "delay", requiretls=entry.requiretls)
+
+    # -- bounces ----------------------------------------------------------------
+
+    async def bounce(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+    ) -> None:
+        """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
+        to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
+        server's own policy (:attr:`Outcome.server_policy`) was no choice of the
+        sender's: the postmaster (RFC 5321 §4.5.1) hears of it, with the whole message,
+        whatever NOTIFY and RET asked; the sender's own copy keeps to them. When the
+        sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
+        are one report. The bounce says how long the message was retried when that is
+        why each recipient it lists failed (:attr:`Outcome.expired`).
+
+        Mail from the null sender is a report (this server's or another's), which is
+        never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
+        so, at WARNING, naming the message it reported on when this server made it."""
+        if not entry.sender:
+            logger.warning(
+                "%s: null sender: no bounce for %d recipients: a lost report%s (a report is "
+                "never bounced, RFC 5321 §4.5.5)",
+                entry.id,
+                len(failed),
+                "" if entry.report_on is None else f" on {entry.report_on}",
+            )
+            return
+        recipients = {r.address: r for r in entry.recipients}
+        asked = {a: o for a, o in failed.items() if asks_for(recipients[a], "FAILURE")}
+        policy = {a: o for a, o in failed.items() if o.server_policy}
+        unreported = len(failed.keys() - asked.keys() - policy.keys())
+        if unreported:
+            logger.info(
+                "%s: no bounce for %d recipients: NOTIFY did not ask for one",
+                entry.id,
+                unreported,
+            )
+        to, on_behalf_of = self._addressee(entry.id, entry.sender)
+        if on_behalf_of is not None:
+            both = {a: o for a, o in failed.items() if a in asked or a in policy}
+            if both:
+                await self._send_bounce(entry, content, both, to, whole=bool(policy))
+            return
+        if asked:
+            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
+        if policy:
+            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
+
+    async def _send_bounce(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        to: str,
+        *,
+        whole: bool,
+    ) -> None:
+        """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
+        postmaster, in which case the report names the sender in its text. ``whole``
+        returns the message whole whatever RET asked; RFC 8689 §5 returns the header
+        of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
+        :meth:`send_report`)."""
+        recipients = {r.address: r for r in entry.recipients}
+        ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
+        headers_only = ret_hdrs or entry.requiretls
+        original = None
+        if not headers_only:
+            original = await self.worker.threads.run(content.returned, MAX_RETURNED_MESSAGE)
+        if original is None:  # asked for, or the message is too large to return whole
+            headers_only = True
+            original = await self.worker.threads.run(content.header)
+        expired = all(outcome.expired for outcome in failed.values())
+        retried_for = _duration_text(self.worker.max_queue_age) if expired else None
+        bounce = build_bounce(
+            reporting_mta=self.worker.hostname,
+            recipient=to,
+            queue_id=entry.id,
+            arrival=entry.created,
+            now=self.worker.clock(),
+            failed=[
+                ReportedRecipient(
+                    address,
+                    outcome.dsn if outcome.dsn[0] in "45" else "5.0.0",
+                    outcome.detail,
+                    outcome.remote_mta,
+                    outcome.from_remote,
+                    original_recipient=recipients[address].orcpt,
+                )
+                for address, outcome in failed.items()
+            ],
+            original=original,
+            envid=entry.param("ENVID"),
+            headers_only=headers_only,
+            expired_after=retried_for,
+            utf8=_is_utf8(entry),
+            for_sender=None if to == entry.sender else entry.sender,
+        )
+        await self.worker.send_report(
+            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls
+        )
+
+    async def _success_report(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        owed: Sequence[QueuedRecipient],
+        to: str,
+        on_behalf_of: str | None,
+    ) -> Report:
+        """The report ``NOTIFY=SUCCESS`` asked for: delivered here, or relayed to a
+        server that does not speak DSN (RFC 3461 §6.2); addressed to ``to``, on behalf
+        of ``on_behalf_of`` when that is the postmaster (:meth:`_addressee`)."""
+        return build_success_report(
+            reporting_mta=self.worker.hostname,
+            recipient=to,
+            queue_id=entry.id,
+            arrival=entry.created,
+            now=self.worker.clock(),
+            reported=[
+                ReportedRecipient(
+                    r.address,
+                    r.dsn if r.dsn is not None and r.dsn[:1] == "2" else "2.0.0",
+                    r.reply or "",
+                    r.remote_mta,
+                    r.from_remote,
+                    action=r.report_owed or "relayed",
+                    original_recipient=r.orcpt,
+                )
+                for r in owed
+            ],
+            original=await self.worker.threads.run(content.header),
+            envid=entry.param("ENVID"),
+            utf8=_is_utf8(entry),
+            for_sender=on_behalf_of,
+        )
+
+    def _addressee(self, queue_id: str, sender: str) -> tuple[str, str | None]:
+        """Where a report to ``sender`` goes, and on whose behalf: the sender itself and
+        None, or the postmaster and the sender when it cannot go there
+        (:meth:`_postmaster_instead`). A report to the postmaster names it in its To:
+        and the sender only in its text: an address that no longer parses has no form
+        that a header could carry without naming another one."""
+        postmaster = self._postmaster_instead(queue_id, sender)
+        return (sender, None) if postmaster is None else (postmaster, sender)
+
+    def _postmaster(self) -> str:
+        """The postmaster's mailbox of the first local domain (RFC 5321 §4.5.1)."""
+        return self.worker.mailboxes.config.postmaster_key(self.worker.mailboxes.config.domains[0])
+
+    def _postmaster_instead(self, queue_id: str, sender: str) -> str | None:
+        """The postmaster's mailbox (RFC 5321 §4.5.1) when a report to ``sender`` cannot
+        go to it: a local sender with no mailbox, or a queued sender that no longer
+        parses, to which nothing can be sent; None when it can. Logged."""
+        try:
+            mailbox = parse_mailbox(sender)
+        except AddressError:
+            why = "is no longer a valid address"
+        else:
+            decision = self.worker.router.route(mailbox, authenticated=True)
+            if not isinstance(decision, LocalDelivery):
+                return None
+            if self.worker.mailboxes.lookup(decision.mailbox) is not None:
+                return None
+            why = "has no mailbox"
+        key = self._postmaster()
+        logger.info("%s: sender <%s> %s; report to %s", queue_id, loggable(sender), why, key)
+        return key
+
+    async def send_report(
+        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+    ) -> None:
+        """The worker's :meth:`DeliveryWorker.send_report
+        <smtpcore.server.delivery.DeliveryWorker.send_report>`, which forwards here.
+
+        Hand a delivery status notification to ``sender``: into its mailbox when it
+        is local, a postmaster's when it cannot go there (:meth:`_postmaster_instead`),
+        else into the queue, from ``<>``,
+        marked a report on ``queue_id`` (:attr:`QueueEntry.is_report`).
+
+        ``requiretls``: the report is on a message that came with REQUIRETLS, and holds
+        its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
+        message", RFC 8689 §5): the relay sends it only as it would send that message.
+        When no exchanger qualifies it is dropped, and logged, rather than sent in the
+        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
+        key = self._postmaster_instead(queue_id, sender)
+        if key is None:
+            decision = self.worker._route(sender)
+            if isinstance(decision, LocalDelivery):
+                key = self.worker.mailboxes.lookup(decision.mailbox)
+        if key is not None:
+            path = await self.worker.threads.run(
+                self.worker.mailboxes.deliver, key, "", report.content
+            )
+            logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
+            self.worker.mailboxes.delivered(key, path, queue_id)
+            return
+        params = _report_params(sender, report, requiretls=requiretls)
+        queued = await self.worker.threads.run(
+            self.worker.queue.add, report.content, "", [sender], params=params, report_on=queue_id
+        )
+        logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
+        self.worker.schedule(queued, new=True)
+
+
+def _duration_text(seconds: float) -> str:
+    """``5d``, ``1h``, ``90s``: how Postfix writes queue lifetimes."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def asks_for(recipient: QueuedRecipient, event: str) -> bool:
+    """Whether the sender asked to hear of ``event`` for ``recipient`` (RFC 3461 §4.1;
+    without NOTIFY, failures only)."""
+    if recipient.notify is None:
+        return event == "FAILURE"
+    return event in recipient.notify.split(",")
+
+
+def _report_params(
+    sender: str, report: Report, *, requiretls: bool
+) -> list[tuple[str, str | None]]:
+    """The MAIL parameters a queued report needs: an RFC 6533 report (as its builder
+    says), or one to a UTF-8 address, SMTPUTF8 (passed on where it is offered; only a
+    UTF-8 address or header needs it, RFC 6531 §3.4); one on a REQUIRETLS message,
+    REQUIRETLS."""
+    params: list[tuple[str, str | None]] = []
+    if not report.content.isascii():
+        params.append(("BODY", "8BITMIME"))
+    if not sender.isascii() or report.international:
+        params.append(("SMTPUTF8", None))
+    if requiretls:
+        params.append(("REQUIRETLS", None))
+    return params
+
+
+def _is_utf8(entry: QueueEntry) -> bool:
+    """Whether reports on ``entry`` follow RFC 6533: it came with SMTPUTF8."""
+    return "SMTPUTF8" in dict(entry.params)
