@@ -111,14 +111,17 @@ def counted_peer(header: ProxyHeader, proxy: tuple[str, int] | None) -> tuple[st
     return ip_peer(proxy if header.source is None else header.source)
 
 
-def peer_text(peer: tuple[str, int] | None) -> str:
+def peer_text(peer: tuple[str, int | None] | None) -> str:
     """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches); a peer
     that is a UNIX socket's path, which a local user chooses, escaped as the log's
-    other fields from a peer are."""
+    other fields from a peer are. A port that is unknown (None: XFORWARD ``ADDR``
+    without ``PORT``) is left out, ``[192.0.2.1]``, as an unknown peer is ``[unknown]``:
+    the log invents no port."""
     if peer is None:
         return "[unknown]"
-    host = peer[0]
-    return f"[{host if host.isprintable() else loggable(host)}]:{peer[1]}"
+    host, port = peer
+    shown = f"[{host if host.isprintable() else loggable(host)}]"
+    return shown if port is None else f"{shown}:{port}"
 
 
 UNKNOWN_CLIENT = "unknown"
@@ -130,8 +133,8 @@ class SeenClient(Protocol):
     """Who a session (or a message) is from, as the log names it."""
 
     @property
-    def peer(self) -> tuple[str, int] | None:
-        """The client's address and port, or its proxy's (see below)."""
+    def peer(self) -> tuple[str, int | None] | None:
+        """The client's address and port (None if unknown), or its proxy's (see below)."""
         ...
 
     @property

@@ -97,7 +97,7 @@ def _kept_characters(text: str) -> str:
     return "".join(c if c in _HOST_KEEPS else "?" for c in text)
 
 
-def _tcp_info(peer: tuple[str, int] | None) -> str | None:
+def _tcp_info(peer: tuple[str, int | None] | None) -> str | None:
     """What goes in parentheses after the From-domain: the peer's address literal, the
     TCP-info of RFC 5321 §4.4; None for a peer with no IP address (unknown, or a Unix
     socket's path, which a local user chooses and which is no address literal, or
@@ -105,7 +105,7 @@ def _tcp_info(peer: tuple[str, int] | None) -> str | None:
     return None if peer is None else _ip_literal(peer[0])
 
 
-def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
+def _from_domain(helo: str | None, peer: tuple[str, int | None] | None) -> str:
     """The client's HELO name (kept to a domain's characters), else its address
     literal, else ``unknown`` (RFC 5321 §4.4 From-domain)."""
     if helo:
@@ -117,7 +117,7 @@ def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
 def received_header(
     *,
     helo: str | None,
-    peer: tuple[str, int] | None,
+    peer: tuple[str, int | None] | None,
     by: str,
     protocol: str,
     queue_id: str,
