@@ -201,7 +201,7 @@ def test_a_unix_path_is_logged_as_one_word_with_no_brackets(
     (line,) = [r.getMessage() for r in caplog.records if "connection from unix:" in r.getMessage()]
     shown = "unix:/tmp/x\\x20\\x5b192.0.2.10\\x5d:25"
     assert line.startswith(f"connection from {shown} via proxy [127.0.0.1]:"), line
-    assert set(re.findall(r"\[([^]]*)\]:\d+", line)) == {"127.0.0.1"}, line
+    assert set(re.findall(r"\[([^]]*)\](?::\d+)?", line)) == {"127.0.0.1"}, line
 
 
 def test_a_header_that_never_comes_is_logged_as_a_timeout(

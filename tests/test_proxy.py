@@ -466,8 +466,19 @@ def test_the_log_shows_a_unix_path_peer_escaped() -> None:
     from smtpcore._driver._proxied import peer_text
 
     assert peer_text(("192.0.2.1", 25)) == "[192.0.2.1]:25"
-    assert peer_text(("/x\r\nX: y", 0)) == "[/x\\x0d\\x0aX: y]:0"
+    assert peer_text(("/x\r\nX: y", 4000)) == "[/x\\x0d\\x0aX: y]:4000"
     assert peer_text(None) == "[unknown]"
+
+
+@given(st.ip_addresses().map(str), st.none() | st.integers(0, 65535))
+@example("203.0.113.8", 0)
+def test_the_log_writes_a_port_only_when_the_client_has_one(host: str, port: int | None) -> None:
+    """TCP port 0 is reserved (RFC 9293 §3.1), so no client sends from it: a port 0 is a
+    peer whose port nobody knows (XCLIENT ``ADDR`` without ``PORT``), written as an
+    unknown port (None, XFORWARD's) is, with none, so that one client's lines agree."""
+    from smtpcore._driver._proxied import peer_text
+
+    assert peer_text((host, port)) == f"[{host}]" + (f":{port}" if port else "")
 
 
 def _read_back(shown: str) -> str:
