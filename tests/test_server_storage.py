@@ -303,6 +303,7 @@ def test_the_received_line_is_ascii_exactly_when_the_envelope_can_be(
         ("mail.example([192.0.2.1])", "mail.example??192.0.2.1??"),  # a forged address
         ("[6.6.6.6", "?6.6.6.6"),  # a literal never closed
         ("[6.6.6.6 (evil)", "?6.6.6.6??evil?"),  # ... and a comment after it
+        ("[6.6.6.6(evil)", "?6.6.6.6?evil?"),  # ... as one word, as EHLO can say it
         ("6.6.6.6]", "6.6.6.6?"),
         ("[[192.0.2.1]]", "??192.0.2.1??"),
         ("[192.0.2.1]x", "?192.0.2.1?x"),
