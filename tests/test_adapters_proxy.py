@@ -103,12 +103,22 @@ def v2_unix(source_path: bytes, destination_path: bytes = b"/run/haproxy/smtp.so
     return b"\r\n\r\n\x00\r\nQUIT\n\x21\x31" + struct.pack("!H", len(block)) + block
 
 
+def v2_udp4(source: str, destination: str = "127.0.0.1") -> bytes:
+    """A v2 PROXY header of the INET family over DGRAM (UDP4, ``\\x12``), which no SMTP
+    session runs over: proxy-protocol.txt §2.2 has it read as UNSPEC, its addresses
+    ignored."""
+    block = socket.inet_aton(source) + socket.inet_aton(destination) + struct.pack("!HH", 4000, 25)
+    return b"\r\n\r\n\x00\r\nQUIT\n\x21\x12" + struct.pack("!H", len(block)) + block
+
+
 NAMES_NO_CLIENT = {
     "v1 UNKNOWN": b"PROXY UNKNOWN\r\n",
     "v2 LOCAL": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",
     "v2 UNSPEC": b"\r\n\r\n\x00\r\nQUIT\n\x21\x00\x00\x00",
     # A Unix socket a local user named after an address xclient_from trusts.
     "v2 UNIX": v2_unix(b"127.0.0.9"),
+    # A datagram source xclient_from would trust, were it read as TCP's.
+    "v2 UDP4": v2_udp4("127.0.0.9"),
 }
 
 
@@ -201,7 +211,7 @@ def test_a_unix_path_is_logged_as_one_word_with_no_brackets(
     (line,) = [r.getMessage() for r in caplog.records if "connection from unix:" in r.getMessage()]
     shown = "unix:/tmp/x\\x20\\x5b192.0.2.10\\x5d:25"
     assert line.startswith(f"connection from {shown} via proxy [127.0.0.1]:"), line
-    assert set(re.findall(r"\[([^]]*)\]:\d+", line)) == {"127.0.0.1"}, line
+    assert set(re.findall(r"\[([^]]*)\](?::\d+)?", line)) == {"127.0.0.1"}, line
 
 
 def test_a_header_that_never_comes_is_logged_as_a_timeout(

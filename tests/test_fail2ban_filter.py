@@ -264,6 +264,29 @@ def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
     assert len(cancelled) == 2 and all("AUTH PLAIN from [127.0.0.1]:" in c for c in cancelled)
 
 
+def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(
+    tmp_path: Path,
+) -> None:
+    """XCLIENT ``ADDR`` without ``PORT`` names a client whose port nobody knows: its lines
+    name it ``[203.0.113.8]``, no port (port 0 is no client's, RFC 9293 §3.1), and the
+    filter, which wanted ``]:port``, still bans that address, not the filter's."""
+    with _serve_john(tmp_path, "--xclient-from", LOOPBACK) as abc:
+        commands = [b"EHLO filter.test", b"XCLIENT ADDR=203.0.113.8", b"EHLO c.example"]
+        commands += [b"MAIL FROM:<x@elsewhere.example>", b"RCPT TO:<nobody@abc.example>"]
+        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()
+            for command in [*commands, b"QUIT"]:
+                sock.sendall(command + b"\r\n")
+                while (line := reader.readline())[3:4] == b"-":
+                    pass
+            assert line.startswith(b"221 "), line
+        assert abc.stop() == 0
+    log = abc.log()
+    (found,) = _hosts(log)
+    assert found[0] == "203.0.113.8" and "RCPT from [203.0.113.8]: 550 " in found[1], log
+
+
 def _proxied_session(port: int, header: bytes, commands: list[bytes]) -> list[bytes]:
     """A session through the proxy: ``header``, then each command and its reply's last
     line, until the server ends the session (its last reply then followed by b"")."""

@@ -298,7 +298,7 @@ def test_a_unix_client_is_neither_logged_nor_counted_as_the_address_its_path_spe
         assert login_after(server.port, named).startswith(b"+OK")  # its share is whole
         sock.sendall(b"QUIT\r\n")
         assert read_line(lines).startswith(b"+OK")
-    assert not re.search(r"reject: PASS from \[203\.0\.113\.5\]:\d+", caplog.text)
+    assert not re.search(r"reject: PASS from \[203\.0\.113\.5\]", caplog.text)
     assert "unix:203.0.113.5 via proxy [127.0.0.1]:" in caplog.text
 
 

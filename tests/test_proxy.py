@@ -466,8 +466,19 @@ def test_the_log_shows_a_unix_path_peer_escaped() -> None:
     from smtpcore._driver._proxied import peer_text
 
     assert peer_text(("192.0.2.1", 25)) == "[192.0.2.1]:25"
-    assert peer_text(("/x\r\nX: y", 0)) == "[/x\\x0d\\x0aX: y]:0"
+    assert peer_text(("/x\r\nX: y", 4000)) == "[/x\\x0d\\x0aX: y]:4000"
     assert peer_text(None) == "[unknown]"
+
+
+@given(st.ip_addresses().map(str), st.none() | st.integers(0, 65535))
+@example("203.0.113.8", 0)
+def test_the_log_writes_a_port_only_when_the_client_has_one(host: str, port: int | None) -> None:
+    """TCP port 0 is reserved (RFC 9293 §3.1), so no client sends from it: a port 0 is a
+    peer whose port nobody knows (XCLIENT ``ADDR`` without ``PORT``), written as an
+    unknown port (None, XFORWARD's) is, with none, so that one client's lines agree."""
+    from smtpcore._driver._proxied import peer_text
+
+    assert peer_text((host, port)) == f"[{host}]" + (f":{port}" if port else "")
 
 
 def _read_back(shown: str) -> str:
@@ -492,3 +503,38 @@ def test_a_unix_path_is_logged_as_one_bracketless_word_that_reads_back(path: str
     shown = text.removeprefix("unix:")
     assert all(c.isprintable() and not c.isspace() and c not in "[]" for c in shown), shown
     assert _read_back(shown) == path
+
+
+@pytest.mark.parametrize(
+    ("family", "block"),
+    [
+        pytest.param(
+            1, bytes([192, 0, 2, 7, 198, 51, 100, 1]) + struct.pack("!HH", 53, 25), id="udp4"
+        ),
+        pytest.param(
+            2,
+            ipaddress.IPv6Address("2001:db8::7").packed
+            + ipaddress.IPv6Address("2001:db8::1").packed
+            + struct.pack("!HH", 53, 25),
+            id="udp6",
+        ),
+        pytest.param(
+            3,
+            b"/run/client.sock".ljust(108, b"\x00") + b"/run/smtp.sock".ljust(108, b"\x00"),
+            id="unix-dgram",
+        ),
+    ],
+)
+def test_a_v2_datagram_transport_falls_back_to_unspec(family: int, block: bytes) -> None:
+    """proxy-protocol.txt §2.2: a receiver need implement only UNSPEC, "provided that it
+    automatically falls back to the UNSPEC mode for the valid combinations above that it
+    does not support". SMTP and POP3 run over streams only, so a DGRAM transport
+    (``\\x12``, ``\\x22``, ``\\x32``) names no client of ours: its addresses are ignored
+    (the connection's own stand), its TLVs still read, never taken for TCP's."""
+    ssl = ssl_value(0x01, 0, (0x21, b"TLSv1.3"))  # PP2_CLIENT_SSL
+    data = v2(1, family, block, [(0x20, ssl)], transport=2)
+    header = read_exactly(data, b"EHLO client.example\r\n")
+    assert (header.source, header.destination) == (None, None)
+    assert (header.source_path, header.destination_path) == (None, None)
+    assert not header.local and header.tlvs == ((0x20, ssl),)
+    assert header.tls is not None and header.tls.version == "TLSv1.3"

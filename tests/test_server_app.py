@@ -208,13 +208,14 @@ def _send_forwarded(
     helo: bytes = b"EHLO filter.test",
     *,
     xforward_reply: bytes = b"250 ",
+    then: tuple[bytes, ...] = (),
 ) -> None:
     """A content filter's session: ``helo``, then ``xforward`` (if any), answered
-    ``xforward_reply``, and one message."""
+    ``xforward_reply``, the commands ``then`` (XCLIENT's new EHLO), and one message."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
         reader = sock.makefile("rb")
         reader.readline()
-        commands = [helo, *([xforward] if xforward else [])]
+        commands = [helo, *([xforward] if xforward else []), *then]
         commands += [b"MAIL FROM:<a@abc.example>", b"RCPT TO:<b@pqr.example>", b"DATA"]
         for command in [*commands, b"Subject: xf\r\n\r\nhi\r\n.", b"QUIT"]:
             sock.sendall(command + b"\r\n")
@@ -351,12 +352,59 @@ def test_a_client_whose_tls_its_proxy_ended_is_received_with_esmtps(
         assert using in received, stored
 
 
+def test_xforward_with_an_address_and_no_port_invents_no_port(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XFORWARD ``ADDR`` without ``PORT`` names a client whose port is unknown (Postfix
+    presets each forwarded attribute to unknown): the log names it ``[203.0.113.77]``,
+    with no ``:0`` that no TCP client has, and the Received line gives its literal. A
+    forwarded HELO that is no address literal leaves no bracket open there."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, xclient_from=(LOOPBACK,))
+    xforward = b"XFORWARD ADDR=203.0.113.77 HELO=[6.6.6.6"
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            await asyncio.to_thread(_send_forwarded, _port(server, "smtp"), xforward)
+
+    _run(main)
+    (stored,) = _messages(config, "b@pqr.example")
+    assert b"\nReceived: from ?6.6.6.6 ([203.0.113.77])\n" in stored, stored
+    (line,) = [r.getMessage() for r in caplog.records if "client=" in r.getMessage()]
+    assert "client=[203.0.113.77] helo=[6.6.6.6" in line, line
+
+
+def test_xclient_with_an_address_and_no_port_invents_no_port(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XCLIENT ``ADDR`` without ``PORT`` leaves the session's port 0, which no TCP
+    client has (RFC 9293 §3.1): every log line names the client ``[203.0.113.8]``, as
+    for XFORWARD, and none ``[203.0.113.8]:0``; its refusals are banned under it."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, "pqr.example", {"b@pqr.example": "x"}, xclient_from=(LOOPBACK,))
+    xclient = b"XCLIENT ADDR=203.0.113.8"
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            port = _port(server, "smtp")
+            then = (b"EHLO c.example",)
+            await asyncio.to_thread(
+                _send_forwarded, port, xclient, xforward_reply=b"220 ", then=then
+            )
+
+    _run(main)
+    lines = [r.getMessage() for r in caplog.records if "203.0.113.8" in r.getMessage()]
+    assert any("client=[203.0.113.8] " in line for line in lines), lines
+    assert any("disconnect from [203.0.113.8] " in line for line in lines), lines
+    assert not any("[203.0.113.8]:" in line for line in lines), lines
+
+
 @pytest.mark.parametrize(
     ("xforward", "expected"),
     [
         (None, MessageOrigin(("127.0.0.1", 40000), "filter.test")),
         (Xforward(addr="IPV6:2001:DB8::7", port=25), MessageOrigin(("2001:db8::7", 25), None)),
-        (Xforward(addr="192.0.2.7", helo=UNAVAILABLE), MessageOrigin(("192.0.2.7", 0), None)),
+        (Xforward(addr="192.0.2.7", helo=UNAVAILABLE), MessageOrigin(("192.0.2.7", None), None)),
         (Xforward(name="c.example", helo="c.example"), MessageOrigin(None, "c.example")),
         (Xforward(name="c.example"), MessageOrigin(None, None)),
         (Xforward(proto="ESMTP"), MessageOrigin(None, None)),

@@ -300,7 +300,14 @@ def test_the_received_line_is_ascii_exactly_when_the_envelope_can_be(
 @pytest.mark.parametrize(
     "helo, written",
     [
-        ("mail.example([192.0.2.1])", "mail.example?[192.0.2.1]?"),  # a forged address
+        ("mail.example([192.0.2.1])", "mail.example??192.0.2.1??"),  # a forged address
+        ("[6.6.6.6", "?6.6.6.6"),  # a literal never closed
+        ("[6.6.6.6 (evil)", "?6.6.6.6??evil?"),  # ... and a comment after it
+        ("[6.6.6.6(evil)", "?6.6.6.6?evil?"),  # ... as one word, as EHLO can say it
+        ("6.6.6.6]", "6.6.6.6?"),
+        ("[[192.0.2.1]]", "??192.0.2.1??"),
+        ("[192.0.2.1]x", "?192.0.2.1?x"),
+        ("[x-tag:a(b]", "[x-tag:a?b]"),  # a general literal: its dcontent kept safe
         ("evil(", "evil?"),  # a comment never closed
         ("a;b", "a?b"),  # the end of the clauses
         ("héllo.example", "h?llo.example"),  # 8-bit in an ASCII header
@@ -320,6 +327,54 @@ def test_the_helo_name_keeps_only_the_characters_of_a_domain(helo: str, written:
         when=0.0,
     )
     assert header.startswith(f"Received: from {written} ([127.0.0.1])\r\n".encode())
+
+
+def _from_domain_written(helo: str) -> str:
+    """The From-domain of the Received line written for a client saying ``helo``."""
+    header = received_header(
+        helo=helo,
+        peer=("192.0.2.1", 4000),
+        by="mx",
+        protocol="ESMTP",
+        queue_id="Q",
+        recipient=None,
+        when=0.0,
+    ).decode("ascii")
+    first_line = header.split("\r\n", 1)[0]
+    assert first_line.startswith("Received: from ")
+    assert first_line.endswith(" ([192.0.2.1])"), first_line
+    return first_line.removeprefix("Received: from ").removesuffix(" ([192.0.2.1])")
+
+
+_MANGLED_LITERALS = sst.address_literals(general=True).flatmap(
+    lambda literal: st.sampled_from(
+        [literal[:-1], literal[1:], f"{literal[:-1]} (evil)", f"x{literal}", f"[{literal}]"]
+    )
+)
+
+
+@example(helo="[6.6.6.6")
+@example(helo="[6.6.6.6 (evil)")
+@example(helo="]mail.example[")
+@given(helo=st.one_of(st.text(), _MANGLED_LITERALS, sst.domains(utf8=True, literals=True)))
+def test_the_from_domain_is_one_token_that_opens_nothing_it_does_not_close(helo: str) -> None:
+    """RFC 5321 §4.4: the From-domain is a Domain or an address literal, one token that
+    neither opens an RFC 5322 §3.2.2 comment nor leaves a bracket unclosed. Whatever
+    the client (or a filter's XFORWARD HELO) claims, brackets survive only as the
+    two ends of a valid address literal; no parenthesis or white space survives."""
+    written = _from_domain_written(helo)
+    assert written and written.isascii()
+    assert not set(written) & set("() \t;")
+    if "[" in written or "]" in written:
+        assert written.startswith("[") and written.endswith("]"), written
+        assert written.count("[") == written.count("]") == 1, written
+
+
+@given(helo=sst.domains(literals=True))
+def test_a_helo_name_that_is_a_domain_or_literal_is_written_as_it_is(helo: str) -> None:
+    """A well-formed ASCII Domain or address literal (RFC 5321 §4.1.3) is the From-domain
+    unchanged."""
+    assert _from_domain_written(helo) == helo
 
 
 @pytest.mark.parametrize(

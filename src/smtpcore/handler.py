@@ -402,7 +402,9 @@ class Session(_RarelySet):
     """This server's own name, as used in the greeting."""
     peer: tuple[str, int] | None = None
     """The client's address and port: from the connection, a trusted proxy's PROXY
-    header, or a trusted client's XCLIENT (``None`` when it said ``[UNAVAILABLE]``)."""
+    header, or a trusted client's XCLIENT (``None`` when it said ``[UNAVAILABLE]``; port
+    0, reserved by RFC 9293 §3.1 and so no client's, when it named ``ADDR`` without
+    ``PORT``: the log writes no port for it)."""
     local: tuple[str, int] | None = None
     """The address and port the client connected to; an IPv4 address as such, as in
     ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""

@@ -37,6 +37,8 @@ _V2_FIXED: Final = 16
 _PORT: Final = re.compile(r"0|[1-9][0-9]{0,4}")
 _ADDRESS_LENGTHS: Final = {1: 12, 2: 36, 3: 216}
 """Version 2 family -> the octets of its address block (INET, INET6, UNIX)."""
+_STREAM: Final = 1
+"""The version 2 transport SMTP and POP3 run over (SOCK_STREAM: TCP, a UNIX stream)."""
 PP2_TYPE_SSL: Final = 0x20
 PP2_CLIENT_SSL: Final = 0x01
 PP2_CLIENT_CERT_CONN: Final = 0x02
@@ -103,7 +105,8 @@ class ProxyHeader:
     ``source`` and ``destination`` are ``(address, port)`` for TCP over
     IPv4 or IPv6, and nothing else: both are None when the proxy named no IP
     client (version 1 ``UNKNOWN``, a version 2 ``LOCAL`` connection such as
-    the proxy's own health check, an unspecified family, or the UNIX family):
+    the proxy's own health check, an unspecified family or transport, a DGRAM
+    transport, which SMTP and POP3 never use, or the UNIX family):
     the connection's own addresses then stand. A Unix socket's paths are
     ``source_path`` and ``destination_path`` instead, never in ``source``: a
     local user chooses his socket's path, and one named ``127.0.0.1`` must not
@@ -198,6 +201,11 @@ def _port(text: str) -> int:
 
 
 def _parse_v2(data: bytes) -> ProxyHeader | int:
+    """A version 2 header (proxy-protocol.txt §2.2). Its addresses are read for a
+    STREAM transport alone: an unspecified family or transport, and DGRAM (UDP, a
+    UNIX datagram socket), which no SMTP or POP3 session runs over, fall back to
+    UNSPEC, as §2.2 has a receiver do for a valid combination it does not support:
+    the address block is skipped and the connection's own addresses stand."""
     if len(data) < _V2_FIXED:
         return _V2_FIXED - len(data)
     version_command, family_transport, size = struct.unpack_from("!BBH", data, 12)
@@ -225,7 +233,7 @@ def _parse_v2(data: bytes) -> ProxyHeader | int:
         raise ProxyProtocolError("PROXY v2 address block too short for its family")
     tlvs = _tlvs(body[address_length:])
     tls = _tls(tlvs)
-    if family == 0 or transport == 0:
+    if family == 0 or transport != _STREAM:
         return ProxyHeader(2, None, None, length, tlvs=tlvs, tls=tls)
     block = body[:address_length]
     if family == 3:

@@ -111,14 +111,24 @@ def counted_peer(header: ProxyHeader, proxy: tuple[str, int] | None) -> tuple[st
     return ip_peer(proxy if header.source is None else header.source)
 
 
-def peer_text(peer: tuple[str, int] | None) -> str:
+def peer_text(peer: tuple[str, int | None] | None) -> str:
     """``[192.0.2.1]:40312`` for the log (what fail2ban's ``<HOST>`` matches); a peer
     that is a UNIX socket's path, which a local user chooses, escaped as the log's
-    other fields from a peer are."""
+    other fields from a peer are. A port that is unknown is left out, ``[192.0.2.1]``,
+    as an unknown peer is ``[unknown]``: the log invents no port (:func:`_known_port`)."""
     if peer is None:
         return "[unknown]"
-    host = peer[0]
-    return f"[{host if host.isprintable() else loggable(host)}]:{peer[1]}"
+    host, port = peer
+    shown = f"[{host if host.isprintable() else loggable(host)}]"
+    return f"{shown}:{port}" if _known_port(port) else shown
+
+
+def _known_port(port: int | None) -> bool:
+    """Whether ``port`` is a client's real source port. None is unknown (XFORWARD
+    ``ADDR`` without ``PORT``), and so is 0, reserved (RFC 9293 §3.1, RFC 6335 §6): no
+    TCP client sends from it, and a session whose XCLIENT named the ``ADDR`` alone
+    holds it in :attr:`~smtpcore.handler.Session.peer`, whose port is an int."""
+    return port is not None and port != 0
 
 
 UNKNOWN_CLIENT = "unknown"
@@ -130,8 +140,8 @@ class SeenClient(Protocol):
     """Who a session (or a message) is from, as the log names it."""
 
     @property
-    def peer(self) -> tuple[str, int] | None:
-        """The client's address and port, or its proxy's (see below)."""
+    def peer(self) -> tuple[str, int | None] | None:
+        """The client's address and port (None if unknown), or its proxy's (see below)."""
         ...
 
     @property

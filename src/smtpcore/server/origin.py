@@ -31,12 +31,14 @@ src/smtpd/smtpd.h)."""
 class MessageOrigin:
     """The client a message came from: its address and port, and its HELO name.
 
-    ``peer`` is None and ``helo`` is None when unknown. ``peer_stands_in_for`` is the
+    ``peer`` is None and ``helo`` is None when unknown, and the port of ``peer`` is
+    None when a filter forwarded the address alone (XFORWARD ``ADDR`` without ``PORT``):
+    unknown, not 0, which no TCP client has. ``peer_stands_in_for`` is the
     session's (:attr:`~smtpcore.handler.Session.peer_stands_in_for`): set when ``peer``
     is a proxy's address, standing in for a client its PROXY header named by no address.
     """
 
-    peer: tuple[str, int] | None
+    peer: tuple[str, int | None] | None
     helo: str | None
     peer_stands_in_for: str | None = None
 
@@ -55,7 +57,7 @@ class MessageOrigin:
         if forwarded is None or not CLIENT_ATTRIBUTES & forwarded.attributes.keys():
             return cls(session.peer, session.helo_name, session.peer_stands_in_for)
         addr, port = forwarded.addr, forwarded.port
-        peer = (addr, port if isinstance(port, int) else 0) if isinstance(addr, str) else None
+        peer = (addr, port if isinstance(port, int) else None) if isinstance(addr, str) else None
         helo = forwarded.helo if isinstance(forwarded.helo, str) else None
         return cls(peer, helo)
 

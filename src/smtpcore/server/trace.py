@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 from ipaddress import IPv6Address, ip_address
 
-from smtpcore.address import AddressError, Mailbox, parse_mailbox
+from smtpcore.address import AddressError, Mailbox, is_address_literal, parse_mailbox
 from smtpcore.server.log import printable
 
 __all__ = [
@@ -25,11 +25,12 @@ __all__ = [
     "tls_comment",
 ]
 
-#: The characters a HELO name keeps in a Received line: those of a domain and of
-#: an address literal (RFC 5321 §4.1.3). Anything else, which could open a
-#: comment, end the clause or make the header 8-bit, is written as ``?``, as
-#: Postfix does.
-_HELO_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
+#: The characters a host name keeps in a Received line: those of a domain and of
+#: an address literal's content (RFC 5321 §4.1.3). Anything else, which could open
+#: a comment, end the clause or make the header 8-bit, is written as ``?``, as
+#: Postfix does. The brackets are not among them: only a whole, valid address
+#: literal keeps its two (:func:`_host_text`).
+_HOST_KEEPS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:")
 
 #: Longer than any field name a message header holds in one line (RFC 5322 §2.1.1).
 FIELD_NAME_LIMIT = 998
@@ -78,13 +79,25 @@ def _ip_literal(host: str) -> str | None:
 
 
 def _host_text(name: str) -> str:
-    """A host name as the line may hold it: a HELO name is the client's claim, and
-    this server's own name is in A-labels already, but one taken from the machine
-    unchecked (``server_hostname``) may not be."""
-    return "".join(c if c in _HELO_KEEPS else "?" for c in name)
+    """A host name as the line may hold it, one token: a HELO name is the client's
+    claim (or a filter's, XFORWARD HELO), and this server's own name is in A-labels
+    already, but one taken from the machine unchecked (``server_hostname``) may not be.
+
+    RFC 5321 §4.4 wants a Domain or an address literal there. Brackets are kept only
+    as the two ends of a valid address literal (§4.1.3); any other bracket, like any
+    character no domain has, is ``?``, so that ``[6.6.6.6 (evil)`` can neither leave
+    a literal open nor open a comment (RFC 5322 §3.2.2)."""
+    if is_address_literal(name):
+        return f"[{_kept_characters(name[1:-1])}]"
+    return _kept_characters(name)
 
 
-def _tcp_info(peer: tuple[str, int] | None) -> str | None:
+def _kept_characters(text: str) -> str:
+    """``text`` with each character outside :data:`_HOST_KEEPS` written as ``?``."""
+    return "".join(c if c in _HOST_KEEPS else "?" for c in text)
+
+
+def _tcp_info(peer: tuple[str, int | None] | None) -> str | None:
     """What goes in parentheses after the From-domain: the peer's address literal, the
     TCP-info of RFC 5321 §4.4; None for a peer with no IP address (unknown, or a Unix
     socket's path, which a local user chooses and which is no address literal, or
@@ -92,7 +105,7 @@ def _tcp_info(peer: tuple[str, int] | None) -> str | None:
     return None if peer is None else _ip_literal(peer[0])
 
 
-def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
+def _from_domain(helo: str | None, peer: tuple[str, int | None] | None) -> str:
     """The client's HELO name (kept to a domain's characters), else its address
     literal, else ``unknown`` (RFC 5321 §4.4 From-domain)."""
     if helo:
@@ -104,7 +117,7 @@ def _from_domain(helo: str | None, peer: tuple[str, int] | None) -> str:
 def received_header(
     *,
     helo: str | None,
-    peer: tuple[str, int] | None,
+    peer: tuple[str, int | None] | None,
     by: str,
     protocol: str,
     queue_id: str,
