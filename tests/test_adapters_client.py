@@ -33,6 +33,7 @@ from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection, xtext
 from smtpcore.sync import SMTPClient as SyncSMTPClient
 from smtpcore.testing import (
+    Close,
     ExpectClose,
     ScriptedServer,
     Send,
@@ -639,6 +640,43 @@ def test_starttls_ignores_replies_injected_before_the_handshake(
     with ScriptedServer(INJECTING, ssl_context=tls.server_context) as server:
         extensions = run(adapter, lambda: session(server.port))
     assert "SIZE" in extensions and "AUTH" not in extensions
+
+
+#: Answers STARTTLS with the 220 and closes before the handshake.
+CLOSING_IN_HANDSHAKE = [
+    *script(
+        """
+S: 220 fake.test ESMTP
+C~ EHLO .+
+S: 250-fake.test
+S: 250 STARTTLS
+C: STARTTLS
+S: 220 2.0.0 go ahead
+"""
+    ),
+    Close(),
+]
+
+
+def test_a_server_closing_in_the_handshake_is_named_in_the_error(
+    adapter: str, tls: TLSFiles
+) -> None:
+    """asyncio raises a bare ``ConnectionResetError()`` for a peer that closes in the
+    TLS handshake; the client's error still says why, never a bare "failed: "."""
+
+    async def session(port: int) -> None:
+        client = module(adapter).SMTPClient("127.0.0.1", port, ssl_context=tls.client_context)
+        async with client:
+            pass
+
+    with (
+        ScriptedServer(CLOSING_IN_HANDSHAKE) as server,
+        pytest.raises(module(adapter).SMTPConnectionError) as raised,
+    ):
+        run(adapter, lambda: session(server.port))
+    reason = str(raised.value).removeprefix("TLS handshake failed:").strip()
+    assert reason, str(raised.value)
+    assert raised.value.local is False
 
 
 def test_greeting_timeout(adapter: str) -> None:

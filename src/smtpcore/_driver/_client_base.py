@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
 
+from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._transport import Link
 from smtpcore._ip import host_port
 
@@ -238,8 +239,10 @@ class BaseClient:
         """The :attr:`connection_error` for a failed TLS handshake. When our own check
         of the server's certificate failed (``ssl.SSLCertVerificationError``: RFC 3207
         §4.1, RFC 2595 §2.4), the server refused nothing and this client declined to
-        go on, so the error is ``local``, as the client's other refusals are."""
-        error = self.connection_error(f"TLS handshake failed: {exc}")
+        go on, so the error is ``local``, as the client's other refusals are. The reason
+        is :func:`describe_error`'s: asyncio raises a bare ``ConnectionResetError()``
+        for a server that closes in the handshake, and "failed: " must name something."""
+        error = self.connection_error(f"TLS handshake failed: {describe_error(exc)}")
         if isinstance(exc, ssl.SSLCertVerificationError):
             # connection_error is typed as any Exception; both families declare local.
             setattr(error, "local", True)  # noqa: B010

@@ -45,6 +45,7 @@ from smtpcore._driver import (
     Timeouts,
     TLSNotAvailable,
 )
+from smtpcore._driver._logtext import describe_error
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
@@ -247,7 +248,8 @@ def _tls_reason(exc: SMTPError) -> str:
     """Why STARTTLS failed, cut to :func:`kept_text` (an error's text may quote a reply)."""
     if isinstance(exc, SMTPReplyError):
         return kept_text(f"STARTTLS refused: {reply_text(exc.reply)}")
-    return kept_text(f"TLS handshake failed: {exc.__cause__ or exc}")
+    reason = describe_error(exc.__cause__) if exc.__cause__ is not None else str(exc)
+    return kept_text(f"TLS handshake failed: {reason}")
 
 
 def _refused_for_good(exc: SMTPError) -> bool:
