@@ -1,4 +1,5 @@
-"""The POP3 server session's small parts: the TOP cut, the SASL exchange, the TLS rule."""
+"""The POP3 server session's small parts: the TOP cut (``pop3.top_chunks``), the SASL
+exchange (``pop3.ServerAuth``), the TLS rule."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._driver._pop3_exchange import BrokenByClient, SASLExchange, top_chunks
 from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
 from smtpcore.maildrop import MaildirStore
-from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
+from smtpcore.pop3 import (
+    Auth,
+    AuthResponse,
+    Continue,
+    Err,
+    Ok,
+    ServerAuth,
+    top_chunks,
+    top_chunks_async,
+)
 from smtpcore.sasl import (
     CramMD5Server,
-    Failure,
     PlainServer,
     ScramSHA256Client,
     ScramSHA256Server,
@@ -52,9 +60,13 @@ def cut(content: bytes, lines: int, sizes: list[int]) -> bytes:
         yield content[position:]
 
     async def collect() -> bytes:
-        return b"".join([chunk async for chunk in top_chunks(chunks(), lines)])
+        return b"".join([chunk async for chunk in top_chunks_async(chunks(), lines)])
 
-    return asyncio.run(collect())
+    cut_async = asyncio.run(collect())
+    pieces = [content[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+    cut_now = b"".join(top_chunks([*pieces, content[sum(sizes) :]], lines))
+    assert cut_now == cut_async
+    return cut_now
 
 
 @given(
@@ -83,32 +95,36 @@ def test_top_table(content: bytes, lines: int, expected: bytes) -> None:
 
 def test_sasl_exchange_scram_sends_its_proof_in_a_last_challenge() -> None:
     keys = derive_scram_credentials("pw", salt=b"s" * 16)
-    exchange = SASLExchange({"SCRAM-SHA-256": lambda: ScramSHA256Server({"bob": keys}.get)})
+    exchange = ServerAuth({"SCRAM-SHA-256": lambda: ScramSHA256Server({"bob": keys}.get)})
     client = ScramSHA256Client("bob", "pw")
     answer = exchange.start(Auth("SCRAM-SHA-256", client.initial_response()))
     assert isinstance(answer, Continue)
     answer = exchange.step(AuthResponse(client.respond(answer.data)))
-    assert isinstance(answer, Continue)  # v=..., the server's proof
+    assert isinstance(answer, Continue) and exchange.success is None  # v=..., the proof
     client.verify_success(answer.data)
-    assert exchange.step(AuthResponse(b"")) == Success("bob", "bob")
-    assert exchange.name == "SCRAM-SHA-256"
+    assert isinstance(exchange.step(AuthResponse(b"")), Ok)
+    assert exchange.success == Success("bob", "bob")
+    assert exchange.mechanism == "SCRAM-SHA-256"
 
 
 def test_sasl_exchange_refusals() -> None:
-    exchange = SASLExchange({"PLAIN": lambda: PlainServer(lambda z, c, p: p == "pw")})
+    exchange = ServerAuth({"PLAIN": lambda: PlainServer(lambda z, c, p: p == "pw")})
     assert exchange.start(Auth("LOGIN")) == Err("Unsupported authentication mechanism")
-    assert isinstance(exchange.start(Auth("PLAIN", b"\0bob\0no")), Failure)
+    assert exchange.start(Auth("PLAIN", b"\0bob\0no")) == Err("Authentication failed", code="AUTH")
+    assert exchange.failed_login and exchange.failure is not None
     assert exchange.start(Auth("PLAIN")) == Continue(b"")
     assert exchange.step(AuthResponse(cancel=True)) == Err("Authentication cancelled")
+    assert not exchange.failed_login
     assert exchange.step(AuthResponse(b"late")) == Err("Authentication cancelled")
-    assert exchange.start(Auth("PLAIN", b"\0bob\0pw")) == Success("bob", "bob")
+    assert isinstance(exchange.start(Auth("PLAIN", b"\0bob\0pw")), Ok)
+    assert exchange.success == Success("bob", "bob")
 
     def broken() -> PlainServer:
         raise RuntimeError("store down")
 
     # What a mechanism raises comes out, for the session to tell the store's failure
     # (-ERR [SYS/TEMP]) from its own cancellation; nothing of the exchange is left.
-    failing = SASLExchange({"PLAIN": broken})
+    failing = ServerAuth({"PLAIN": broken})
     with pytest.raises(RuntimeError, match="store down"):
         failing.start(Auth("PLAIN"))
     assert failing.step(AuthResponse(b"x")) == Err("Authentication cancelled")
@@ -117,20 +133,23 @@ def test_sasl_exchange_refusals() -> None:
     def says_yes(authzid: str, authcid: str, password: str) -> bool:
         return "yes"  # type: ignore[return-value]  # the mistake under test
 
-    confused = SASLExchange({"PLAIN": lambda: PlainServer(says_yes)})
+    confused = ServerAuth({"PLAIN": lambda: PlainServer(says_yes)})
     assert confused.start(Auth("PLAIN", b"\0bob\0pw")) == Err(
         "Temporary authentication failure", code="SYS/TEMP"
     )
+    assert not confused.failed_login
 
 
 def test_sasl_exchange_initial_response_to_a_server_first_mechanism() -> None:
-    """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login;
+    """RFC 5034 §4: -ERR, and no failed login, which the session would count and delay;
     the exchange says the client broke it, so the session counts a bad command (a plain
     -ERR alone says nothing of whose fault it was)."""
-    exchange = SASLExchange({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
+    exchange = ServerAuth({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
     answer = exchange.start(Auth("CRAM-MD5", b"bob 0123"))
-    assert answer == BrokenByClient(Err("CRAM-MD5 takes no initial response"))
+    assert answer == Err("CRAM-MD5 takes no initial response")
+    assert exchange.bad_command and not exchange.failed_login
     assert isinstance(exchange.start(Auth("CRAM-MD5")), Continue)
+    assert not exchange.bad_command
 
 
 class _FakeTransport:
