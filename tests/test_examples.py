@@ -13,6 +13,7 @@ from types import ModuleType
 import pytest
 
 import smtpcore.__main__ as cli
+from peers import TLSFiles
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -67,3 +68,11 @@ def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "MessageData(data=b'Subject: hi\\r\\n\\r\\n.a leading dot\\r\\n')" in out
     assert "250 2.0.0 Queued" in out
+
+
+def test_pop3_stls_nonblocking_example_runs_tls_in_memory(tls: TLSFiles) -> None:
+    """examples/pop3_stls_nonblocking.py: STLS over ssl.SSLObject and MemoryBIOs, with
+    tls_started() after the handshake and the pipelined command dropped."""
+    example = load("pop3_stls_nonblocking")
+    lines = example.run(tls.server_context, tls.client_context)
+    assert "STLS" not in lines and "TOP" in lines

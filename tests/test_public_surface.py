@@ -192,9 +192,7 @@ def test_public_pages_and_docstrings_send_no_reader_to_a_private_name(module_nam
     page = DOCS / f"{module_name.rpartition('.')[2]}.rst"
     texts = [(str(page.relative_to(ROOT)), page.read_text()), *_public_docstrings(module_name)]
     problems = [
-        f"{where}: {match}"
-        for where, text in texts
-        for match in _PRIVATE_REFERENCE.findall(text)
+        f"{where}: {match}" for where, text in texts for match in _PRIVATE_REFERENCE.findall(text)
     ]
     assert not problems, "\n".join(problems)
 
