@@ -13,10 +13,12 @@ from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
     CramMD5Server,
+    CredentialsUnavailable,
     OAuthBearerServer,
     PlainClient,
     PlainServer,
     ScramSHA256Client,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     ServerMechanism,
     derive_scram_credentials,
@@ -50,11 +52,17 @@ class _Session:
 
     def exchange(self, event: pop3.Auth | pop3.AuthResponse) -> pop3.Event:
         """Send ``event``, let the server answer as an embedder would, give the answer."""
-        self.server.receive_data(self.client.send(event))
+        self.client.receive_data(self.answer(self.client.send(event)))
+        answer = self.client.next_event()
+        assert answer is not NEED_DATA and answer is not PAUSED
+        return answer
+
+    def answer(self, line: bytes) -> bytes:
+        """Give the server ``line``, answer it as an embedder would, give the bytes."""
+        self.server.receive_data(line)
         command = self.server.next_event()
         if isinstance(command, pop3.BadCommand):
-            refusal = self.auth.abandon()
-            self.failed_logins += refusal is not None
+            self.auth.abandon()
             response: pop3.Ok | pop3.Err | pop3.Continue = command.response
         elif isinstance(command, pop3.Auth):
             response = self.auth.start(command)
@@ -66,10 +74,7 @@ class _Session:
         self.failed_logins += self.auth.failed_login
         if self.auth.bad_command:
             self.server.count_bad_command()
-        self.client.receive_data(self.server.send(response))
-        answer = self.client.next_event()
-        assert answer is not NEED_DATA and answer is not PAUSED
-        return answer
+        return self.server.send(response)
 
     def login(self, mechanism: ClientMechanism) -> pop3.ClientAuth:
         flow = pop3.ClientAuth(mechanism)
@@ -112,26 +117,66 @@ def test_an_initial_response_to_cram_md5_is_a_bad_command_not_a_failed_login() -
     assert session.logged_in == ["tim"]
 
 
+_REFUSED_TOKEN = b"n,a=tim,\x01auth=Bearer bad\x01\x01"
+
+
 def test_a_cancel_after_a_refused_bearer_token_is_a_failed_login() -> None:
-    """RFC 7628 §3.2.2: the error challenge refuses the token; the "*" or unreadable
-    line that answers it ends a failed login, not a mere cancel."""
-    for answer in (pop3.AuthResponse(cancel=True), pop3.AuthResponse(b"\x01")):
-        session = _Session()
-        first = session.exchange(pop3.Auth("OAUTHBEARER", b"n,a=tim,\x01auth=Bearer bad\x01\x01"))
-        assert isinstance(first, pop3.Continue)  # the error challenge
-        final = session.exchange(answer)
-        assert final == pop3.Err("Authentication failed", code="AUTH")
-        assert session.failed_logins == 1
+    """RFC 7628 §3.2.2: the error challenge refuses the token; a "*" that answers it
+    (RFC 5034 §4) ends a failed login, not a mere cancel."""
+    session = _Session()
+    first = session.exchange(pop3.Auth("OAUTHBEARER", _REFUSED_TOKEN))
+    assert isinstance(first, pop3.Continue)  # the error challenge
+    final = session.exchange(pop3.AuthResponse(cancel=True))
+    assert final == pop3.Err("Authentication failed", code="AUTH")
+    assert session.auth.failed_login and not session.auth.bad_command
+    assert session.failed_logins == 1
+
+
+def test_the_dummy_response_to_a_bearer_error_challenge_is_a_failed_login() -> None:
+    """RFC 7628 §3.2.3: the client answers the error challenge with %x01, and the
+    server ends the exchange with a failure."""
+    session = _Session()
+    assert isinstance(session.exchange(pop3.Auth("OAUTHBEARER", _REFUSED_TOKEN)), pop3.Continue)
+    final = session.exchange(pop3.AuthResponse(b"\x01"))
+    assert final == pop3.Err("Authentication failed", code="AUTH")
+    assert session.failed_logins == 1
 
 
 def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login() -> None:
+    """RFC 5034 §4: a line that is not base64 ends the exchange (a BadCommand the
+    machine answers); the token was already refused, so abandon() says failed_login."""
     session = _Session()
-    first = session.exchange(pop3.Auth("OAUTHBEARER", b"n,a=tim,\x01auth=Bearer bad\x01\x01"))
+    first = session.exchange(pop3.Auth("OAUTHBEARER", _REFUSED_TOKEN))
     assert isinstance(first, pop3.Continue)
-    session.server.receive_data(b"not base64!\r\n")
+    session.server.receive_data(b"!!!!\r\n")
     bad = session.server.next_event()
     assert isinstance(bad, pop3.BadCommand)
-    assert session.auth.abandon() is not None
+    refusal = session.auth.abandon()
+    assert refusal is not None and session.auth.failure is refusal
+    assert session.auth.failed_login and not session.auth.bad_command
+    assert session.auth.success is None
+
+
+def _junk_after(session: _Session, first: pop3.Auth, junk: int) -> None:
+    session.exchange(first)
+    for _ in range(junk):
+        assert session.answer(b"XYZZY\r\n").startswith(b"-ERR")
+
+
+def test_junk_after_a_refused_cram_md5_initial_response_counts_one_bad_command() -> None:
+    """abandon() resets the flags: the BadCommands after an exchange that ended are
+    the machine's to count, not the earlier step's bad_command again."""
+    session = _Session()
+    _junk_after(session, pop3.Auth("CRAM-MD5", b"tim 0123"), junk=2)
+    assert session.server._bad_commands == 3  # the AUTH, counted once, and the two lines
+    assert session.failed_logins == 0
+
+
+def test_junk_after_a_wrong_password_counts_one_failed_login() -> None:
+    session = _Session()
+    _junk_after(session, pop3.Auth("PLAIN", b"\0tim\0wrong"), junk=2)
+    assert session.failed_logins == 1
+    assert not session.auth.failed_login and session.auth.failure is None
 
 
 def test_a_plain_cancel_is_neither_a_failed_login_nor_a_success() -> None:
@@ -142,14 +187,47 @@ def test_a_plain_cancel_is_neither_a_failed_login_nor_a_success() -> None:
 
 
 def test_credentials_unavailable_is_a_temporary_failure() -> None:
+    """A store that cannot answer now (CredentialsUnavailable) is -ERR [SYS/TEMP]
+    (RFC 3206 §4), neither a failed login nor the application's own mistake."""
+
     def unavailable(authzid: str, authcid: str, password: str) -> bool:
-        return "yes"  # type: ignore[return-value]  # the callback's broken contract under test
+        raise CredentialsUnavailable("the password store is down")
 
     auth = pop3.ServerAuth({"PLAIN": lambda: PlainServer(unavailable)})
     answer = auth.start(pop3.Auth("PLAIN", b"\0tim\0pencil"))
     assert answer == pop3.Err("Temporary authentication failure", code="SYS/TEMP")
+    assert auth.failure is not None and auth.failure.temporary
+    assert not auth.failure.callback_error
+    assert not auth.failed_login and not auth.bad_command
+
+
+def test_a_broken_callback_is_a_temporary_failure_logged_as_the_applications() -> None:
+    def broken(authzid: str, authcid: str, password: str) -> bool:
+        return "yes"  # type: ignore[return-value]  # the callback's broken contract under test
+
+    auth = pop3.ServerAuth({"PLAIN": lambda: PlainServer(broken)})
+    answer = auth.start(pop3.Auth("PLAIN", b"\0tim\0pencil"))
+    assert answer == pop3.Err("Temporary authentication failure", code="SYS/TEMP")
     assert auth.failure is not None and auth.failure.callback_error
     assert not auth.failed_login and not auth.bad_command
+
+
+def test_mechanism_names_are_case_insensitive() -> None:
+    """RFC 4422 §3.1: a mapping with lower-case names is advertised upper case in
+    CAPA and so must be found under that name."""
+    auth = pop3.ServerAuth({"plain": lambda: PlainServer(lambda z, c, p: p == "pencil")})
+    assert list(auth.mechanisms) == ["PLAIN"]
+    assert auth.start(pop3.Auth("plain", b"\0tim\0pencil")) == pop3.Ok("Logged in")
+
+
+def test_a_plus_mechanism_without_channel_bindings_is_unsupported() -> None:
+    """A -PLUS mechanism needs the TLS layer's channel binding data (RFC 5802 §6): with
+    none it is not offered, so AUTH gets -ERR Unsupported, not a failed login."""
+    keys = {"tim": _KEYS}
+    auth = pop3.ServerAuth({"SCRAM-SHA-256-PLUS": lambda: ScramSHA256PlusServer(keys.get)})
+    answer = auth.start(pop3.Auth("SCRAM-SHA-256-PLUS", b"p=tls-exporter,,n=tim,r=abcdefghijkl"))
+    assert answer == pop3.Err("Unsupported authentication mechanism")
+    assert auth.failure is None and not auth.failed_login and not auth.bad_command
 
 
 def test_the_client_cancels_a_challenge_its_mechanism_refuses() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
 from smtpcore._errors import RemoteProtocolError
+from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import Auth, AuthResponse, Continue, Err, Ok
 from smtpcore.sasl import (
@@ -47,8 +48,8 @@ class ServerAuth:
 
     ``mechanisms`` maps each mechanism name the server offers to a factory that
     builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per ``AUTH``).
-    :meth:`start` and :meth:`step` give the response to send, and say what it
-    was in three attributes, reset at each step:
+    :meth:`start`, :meth:`step` and :meth:`abandon` give the response to send (or
+    the refusal), and say what it was in three attributes, reset at each of them:
 
     * :attr:`success`: the client logged in as its ``authzid``. The response is
       ``+OK``; open the maildrop first, and send ``-ERR [IN-USE]`` in its place
@@ -65,8 +66,11 @@ class ServerAuth:
 
     Additional data with success (SCRAM's server-final message) cannot ride on
     POP3's ``+OK``: it goes out in a last ``+`` line, whose answer must be empty
-    (RFC 5034 §4). ``channel_bindings`` (the TLS layer's channel binding data,
-    by type, RFC 9266) go to every mechanism; set both attributes anew after a
+    (RFC 5034 §4). Mechanism names are case-insensitive (RFC 4422 §3.1): the
+    keys of ``mechanisms`` are kept upper case, as CAPA lists them.
+    ``channel_bindings`` (the TLS layer's channel binding data, by type, RFC
+    9266) go to every mechanism; without them a ``-PLUS`` mechanism is
+    unsupported, as in SMTP (RFC 5802 §6). Set both attributes anew after a
     handshake. What a mechanism or its callables raise comes out of
     :meth:`start` and :meth:`step`, for the caller to answer as its own failure.
     """
@@ -77,7 +81,7 @@ class ServerAuth:
         *,
         channel_bindings: ChannelBindings | None = None,
     ) -> None:
-        self.mechanisms = dict(mechanisms)
+        self.mechanisms = {ascii_upper(name): factory for name, factory in mechanisms.items()}
         self.channel_bindings = dict(channel_bindings or {})
         self.mechanism = ""
         """The mechanism of the exchange under way, or of the last one."""
@@ -103,10 +107,11 @@ class ServerAuth:
         """The response to ``AUTH mechanism [initial-response]``."""
         self.success = self.failure = None
         self._under_way = self._final = None
-        factory = self.mechanisms.get(event.mechanism)
-        if factory is None:
+        name = ascii_upper(event.mechanism)
+        factory = self.mechanisms.get(name)
+        if factory is None or (needs_channel_binding(name) and not self.channel_bindings):
             return _UNSUPPORTED
-        self.mechanism = event.mechanism
+        self.mechanism = name
         mechanism = factory()
         bindings = self.channel_bindings
         plus_offered = bool(bindings) and any(map(needs_channel_binding, self.mechanisms))
@@ -121,8 +126,7 @@ class ServerAuth:
         self.success = self.failure = None
         mechanism = self._under_way
         if event.cancel or mechanism is None:
-            self.failure = self.abandon()
-            return _CANCELLED if self.failure is None else _FAILED
+            return _CANCELLED if self.abandon() is None else _FAILED
         final, self._final = self._final, None
         if final is not None:
             return self._answer(final if not event.data else Failure("unexpected data"))
@@ -131,13 +135,16 @@ class ServerAuth:
     def abandon(self) -> Failure | None:
         """End the exchange under way without a step: the client cancelled it (``*``),
         or the machine could not read its answer (a ``BadCommand``: not base64, too
-        long, RFC 5034 §4). Gives the mechanism's
+        long, RFC 5034 §4). Gives, and leaves in :attr:`failure`, the mechanism's
         :attr:`~smtpcore.sasl.ServerMechanism.refusal`: once it judged and refused
-        the credentials the exchange was a failed login however it ends, so answer
-        the ``BadCommand`` and count one. None when nothing was judged, or no
-        exchange is under way."""
+        the credentials (RFC 7628 §3.2.2) the exchange was a failed login however it
+        ends, so answer the ``BadCommand`` and count the :attr:`failed_login` the
+        flags now say. None when nothing was judged, or no exchange is under way;
+        either way the flags describe this abandonment, not an earlier step."""
         mechanism, self._under_way, self._final = self._under_way, None, None
-        return None if mechanism is None else mechanism.refusal
+        self.success = None
+        self.failure = None if mechanism is None else mechanism.refusal
+        return self.failure
 
     def _answer(self, step: Step) -> AuthAnswer:
         if isinstance(step, Challenge):
