@@ -93,6 +93,21 @@ def test_top_table(content: bytes, lines: int, expected: bytes) -> None:
     assert cut(content, lines, [3, 3]) == expected
 
 
+@pytest.mark.parametrize("lines", [-1, -(2**40)])
+def test_top_refuses_a_negative_line_count_when_called(lines: int) -> None:
+    """RFC 1939 §7: n must be non-negative, as the Top event says; the function
+    refuses it at once, before any chunk is read, not at the first chunk."""
+    with pytest.raises(ValueError, match="non-negative"):
+        top_chunks(iter([b"A: 1\r\n\r\nl1\r\n"]), lines)
+    with pytest.raises(ValueError, match="non-negative"):
+        top_chunks_async(_no_chunks(), lines)
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    for chunk in ():  # pragma: no cover - never read
+        yield chunk
+
+
 def outcome(exchange: ServerAuth) -> str:
     """What the last answer was, as a session acts on it."""
     if exchange.success is not None:

@@ -45,9 +45,15 @@ class _Top:
 
 
 class _TopReader:
-    """Cuts raw message chunks (any line ends) at the end of ``TOP``'s body lines."""
+    """Cuts raw message chunks (any line ends) at the end of ``TOP``'s body lines.
+
+    A negative count is a ValueError: RFC 1939 §7 requires n non-negative, which
+    the ``Top`` event checks too; taken as zero it would send a header no command
+    asked for."""
 
     def __init__(self, lines: int) -> None:
+        if lines < 0:
+            raise ValueError(f"TOP line count must be non-negative (RFC 1939 §7): {lines}")
         self._cutter = _Top(lines)
         self._pending_cr = False
 
@@ -72,9 +78,13 @@ def top_chunks(chunks: Iterable[bytes], lines: int) -> Iterator[bytes]:
     header, so it comes out whole; a count past the body's lines gives the
     whole body. Chunks may split lines (and CRLFs) anywhere; line ends come out
     as LF, which the server machine sends as CRLF. A chunk comes out for each
-    chunk in, empty or not, and reading stops at the cut.
+    chunk in, empty or not, and reading stops at the cut. A negative ``lines``
+    raises ValueError here, before any chunk is read.
     """
-    reader = _TopReader(lines)
+    return _cut(chunks, _TopReader(lines))
+
+
+def _cut(chunks: Iterable[bytes], reader: _TopReader) -> Iterator[bytes]:
     for raw in chunks:
         data, done = reader.feed(raw)
         yield data
@@ -84,9 +94,12 @@ def top_chunks(chunks: Iterable[bytes], lines: int) -> Iterator[bytes]:
         yield last
 
 
-async def top_chunks_async(chunks: AsyncIterable[bytes], lines: int) -> AsyncIterator[bytes]:
+def top_chunks_async(chunks: AsyncIterable[bytes], lines: int) -> AsyncIterator[bytes]:
     """:func:`top_chunks` of a message read from an async iterator."""
-    reader = _TopReader(lines)
+    return _cut_async(chunks, _TopReader(lines))
+
+
+async def _cut_async(chunks: AsyncIterable[bytes], reader: _TopReader) -> AsyncIterator[bytes]:
     async for raw in chunks:
         data, done = reader.feed(raw)
         yield data
