@@ -104,7 +104,8 @@ def test_top_refuses_a_negative_line_count_when_called(lines: int) -> None:
 
 
 async def _no_chunks() -> AsyncIterator[bytes]:
-    for chunk in ():  # pragma: no cover - never read
+    chunks: tuple[bytes, ...] = ()
+    for chunk in chunks:  # pragma: no cover - never read
         yield chunk
 
 
