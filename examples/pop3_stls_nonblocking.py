@@ -15,6 +15,7 @@ command injected behind STLS is never run. End of file: ``SSLObject.read()``
 raising ``SSLZeroReturnError`` (the peer's close_notify), or the socket's own
 end, is ``receive_data(b"")``; a read that yields no plaintext yet
 (``SSLWantReadError``: a record read in part) is not, and is no data at all.
+Each read gives at most one record: read until ``SSLWantReadError``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,35 @@ def shuttle(a: MemoryTLS, b: MemoryTLS) -> None:
     a.incoming.write(b.outgoing.read())
 
 
+def handshake(client: MemoryTLS, server: MemoryTLS) -> None:
+    """Both ends' handshakes, to the end: it takes a few round trips."""
+    for _ in range(10):
+        client.handshake()
+        shuttle(client, server)
+        server.handshake()
+        shuttle(client, server)
+        if client.done and server.done:
+            return
+    raise ssl.SSLError("the TLS handshake did not finish")
+
+
 def feed(machine: pop3.ServerConnection | pop3.ClientConnection, end: MemoryTLS) -> None:
-    """Give the machine what TLS decrypted; nothing at all when there is none yet."""
-    data = end.read()
-    if data is not None:
+    """Give the machine all that TLS has decrypted, then stop at ``SSLWantReadError``.
+
+    One ``SSLObject.read()`` gives at most one TLS record; a peer that wrote
+    several leaves the rest in memory, where no socket event will ever announce
+    them. So read until there is nothing more: no plaintext yet feeds nothing,
+    and the peer's close_notify feeds ``b""``. Each read consumes at least one
+    octet of ciphertext, which bounds the loop.
+    """
+    for _ in range(end.incoming.pending + end.tls.pending() + 1):
+        data = end.read()
+        if data is None:
+            return
         machine.receive_data(data)
+        if not data:
+            return
+    raise AssertionError("unreachable: every read consumes ciphertext")  # pragma: no cover
 
 
 def run(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> list[str]:
@@ -85,14 +110,7 @@ def run(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> list[
 
     server_tls = MemoryTLS(server_context, server_side=True)
     client_tls = MemoryTLS(client_context, server_side=False)
-    for _ in range(10):  # a handshake takes a few round trips
-        client_tls.handshake()
-        shuttle(client_tls, server_tls)
-        server_tls.handshake()
-        shuttle(client_tls, server_tls)
-        if client_tls.done and server_tls.done:
-            break
-    assert client_tls.done and server_tls.done
+    handshake(client_tls, server_tls)
     server.tls_started()  # now, before any decrypted byte is fed
     client.tls_started()
     assert server.next_event() is NEED_DATA  # "USER injected" is gone
@@ -101,9 +119,10 @@ def run(server_context: ssl.SSLContext, client_context: ssl.SSLContext) -> list[
     shuttle(client_tls, server_tls)
     feed(server, server_tls)
     assert isinstance(server.next_event(), pop3.Capa)
-    answer = server.send(pop3.Ok("Capability list follows"))
-    answer += server.send(pop3.ResponseData(pop3.format_lines(server.capabilities())))
-    server_tls.tls.write(answer + server.send(pop3.EndOfResponse()))
+    # Each piece goes out as it comes, one TLS record each, as a loop writes them.
+    server_tls.tls.write(server.send(pop3.Ok("Capability list follows")))
+    server_tls.tls.write(server.send(pop3.ResponseData(pop3.format_lines(server.capabilities()))))
+    server_tls.tls.write(server.send(pop3.EndOfResponse()))
     shuttle(client_tls, server_tls)
     feed(client, client_tls)
 
