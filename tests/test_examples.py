@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import smtplib
 import socket
+import ssl
 import sys
 import threading
 from pathlib import Path
@@ -13,6 +15,8 @@ from types import ModuleType
 import pytest
 
 import smtpcore.__main__ as cli
+from peers import TLSFiles
+from smtpcore import NEED_DATA, PAUSED, pop3
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -67,3 +71,43 @@ def test_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "MessageData(data=b'Subject: hi\\r\\n\\r\\n.a leading dot\\r\\n')" in out
     assert "250 2.0.0 Queued" in out
+
+
+def test_pop3_stls_nonblocking_example_runs_tls_in_memory(tls: TLSFiles) -> None:
+    """examples/pop3_stls_nonblocking.py: STLS over ssl.SSLObject and MemoryBIOs, with
+    tls_started() after the handshake and the pipelined command dropped."""
+    example = load("pop3_stls_nonblocking")
+    lines = example.run(tls.server_context, tls.client_context)
+    assert "STLS" not in lines and "TOP" in lines
+
+
+def test_pop3_stls_nonblocking_feed_reads_every_record_then_the_end(tls: TLSFiles) -> None:
+    """One SSLObject.read() gives at most one TLS record: feed() reads until
+    SSLWantReadError, or a select loop would wait for bytes it already holds. A read
+    with no plaintext feeds nothing; the peer's close_notify (SSLZeroReturnError) is
+    receive_data(b"")."""
+    example = load("pop3_stls_nonblocking")
+    server_tls = example.MemoryTLS(tls.server_context, server_side=True)
+    client_tls = example.MemoryTLS(tls.client_context, server_side=False)
+    example.handshake(client_tls, server_tls)
+    client = pop3.ClientConnection("client.test")
+    client.receive_data(b"+OK ready\r\n")
+    assert isinstance(client.next_event(), pop3.Ok)
+    client.send(pop3.Capa())
+    for record in (b"+OK Capability list follows\r\n", b"TOP\r\nUIDL\r\n", b".\r\n"):
+        server_tls.tls.write(record)  # one record each
+    example.shuttle(client_tls, server_tls)
+
+    example.feed(client, client_tls)
+    events = [client.next_event() for _ in range(4)]
+    assert isinstance(events[0], pop3.Ok) and isinstance(events[2], pop3.EndOfResponse)
+    assert events[1] == pop3.ResponseData(b"TOP\r\nUIDL\r\n") and events[3] is PAUSED
+
+    client.send(pop3.Capa())
+    example.feed(client, client_tls)  # SSLWantReadError: nothing at all, not the end
+    assert client.next_event() is NEED_DATA
+    with contextlib.suppress(ssl.SSLWantReadError):  # it waits for the peer's own
+        server_tls.tls.unwrap()  # close_notify
+    example.shuttle(client_tls, server_tls)
+    example.feed(client, client_tls)
+    assert isinstance(client.next_event(), pop3.ConnectionClosed)

@@ -1,4 +1,5 @@
-"""The POP3 server session's small parts: the TOP cut, the SASL exchange, the TLS rule."""
+"""The POP3 server session's small parts: the TOP cut (``pop3.top_chunks``), the SASL
+exchange (``pop3.ServerAuth``), the TLS rule."""
 
 from __future__ import annotations
 
@@ -11,13 +12,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._driver._pop3_exchange import BrokenByClient, SASLExchange, top_chunks
 from smtpcore._driver._pop3_server import POP3ServerOptions, POP3ServerState
 from smtpcore.maildrop import MaildirStore
-from smtpcore.pop3 import Auth, AuthResponse, Continue, Err
+from smtpcore.pop3 import (
+    Auth,
+    AuthResponse,
+    Continue,
+    Err,
+    Ok,
+    ServerAuth,
+    top_chunks,
+    top_chunks_async,
+)
 from smtpcore.sasl import (
     CramMD5Server,
-    Failure,
     PlainServer,
     ScramSHA256Client,
     ScramSHA256Server,
@@ -52,9 +60,13 @@ def cut(content: bytes, lines: int, sizes: list[int]) -> bytes:
         yield content[position:]
 
     async def collect() -> bytes:
-        return b"".join([chunk async for chunk in top_chunks(chunks(), lines)])
+        return b"".join([chunk async for chunk in top_chunks_async(chunks(), lines)])
 
-    return asyncio.run(collect())
+    cut_async = asyncio.run(collect())
+    pieces = [content[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
+    cut_now = b"".join(top_chunks([*pieces, content[sum(sizes) :]], lines))
+    assert cut_now == cut_async
+    return cut_now
 
 
 @given(
@@ -81,34 +93,63 @@ def test_top_table(content: bytes, lines: int, expected: bytes) -> None:
     assert cut(content, lines, [3, 3]) == expected
 
 
+@pytest.mark.parametrize("lines", [-1, -(2**40)])
+def test_top_refuses_a_negative_line_count_when_called(lines: int) -> None:
+    """RFC 1939 §7: n must be non-negative, as the Top event says; the function
+    refuses it at once, before any chunk is read, not at the first chunk."""
+    with pytest.raises(ValueError, match="non-negative"):
+        top_chunks(iter([b"A: 1\r\n\r\nl1\r\n"]), lines)
+    with pytest.raises(ValueError, match="non-negative"):
+        top_chunks_async(_no_chunks(), lines)
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    chunks: tuple[bytes, ...] = ()
+    for chunk in chunks:  # pragma: no cover - never read
+        yield chunk
+
+
+def outcome(exchange: ServerAuth) -> str:
+    """What the last answer was, as a session acts on it."""
+    if exchange.success is not None:
+        return "login"
+    if exchange.failed_login:
+        return "failed login"
+    return "bad command" if exchange.bad_command else "answer"
+
+
 def test_sasl_exchange_scram_sends_its_proof_in_a_last_challenge() -> None:
     keys = derive_scram_credentials("pw", salt=b"s" * 16)
-    exchange = SASLExchange({"SCRAM-SHA-256": lambda: ScramSHA256Server({"bob": keys}.get)})
+    exchange = ServerAuth({"SCRAM-SHA-256": lambda: ScramSHA256Server({"bob": keys}.get)})
     client = ScramSHA256Client("bob", "pw")
     answer = exchange.start(Auth("SCRAM-SHA-256", client.initial_response()))
     assert isinstance(answer, Continue)
     answer = exchange.step(AuthResponse(client.respond(answer.data)))
-    assert isinstance(answer, Continue)  # v=..., the server's proof
+    assert isinstance(answer, Continue) and exchange.success is None  # v=..., the proof
     client.verify_success(answer.data)
-    assert exchange.step(AuthResponse(b"")) == Success("bob", "bob")
-    assert exchange.name == "SCRAM-SHA-256"
+    assert isinstance(exchange.step(AuthResponse(b"")), Ok)
+    assert exchange.success == Success("bob", "bob")
+    assert exchange.mechanism == "SCRAM-SHA-256"
 
 
 def test_sasl_exchange_refusals() -> None:
-    exchange = SASLExchange({"PLAIN": lambda: PlainServer(lambda z, c, p: p == "pw")})
+    exchange = ServerAuth({"PLAIN": lambda: PlainServer(lambda z, c, p: p == "pw")})
     assert exchange.start(Auth("LOGIN")) == Err("Unsupported authentication mechanism")
-    assert isinstance(exchange.start(Auth("PLAIN", b"\0bob\0no")), Failure)
+    assert exchange.start(Auth("PLAIN", b"\0bob\0no")) == Err("Authentication failed", code="AUTH")
+    assert outcome(exchange) == "failed login"
     assert exchange.start(Auth("PLAIN")) == Continue(b"")
     assert exchange.step(AuthResponse(cancel=True)) == Err("Authentication cancelled")
+    assert outcome(exchange) == "answer"
     assert exchange.step(AuthResponse(b"late")) == Err("Authentication cancelled")
-    assert exchange.start(Auth("PLAIN", b"\0bob\0pw")) == Success("bob", "bob")
+    assert isinstance(exchange.start(Auth("PLAIN", b"\0bob\0pw")), Ok)
+    assert exchange.success == Success("bob", "bob")
 
     def broken() -> PlainServer:
         raise RuntimeError("store down")
 
     # What a mechanism raises comes out, for the session to tell the store's failure
     # (-ERR [SYS/TEMP]) from its own cancellation; nothing of the exchange is left.
-    failing = SASLExchange({"PLAIN": broken})
+    failing = ServerAuth({"PLAIN": broken})
     with pytest.raises(RuntimeError, match="store down"):
         failing.start(Auth("PLAIN"))
     assert failing.step(AuthResponse(b"x")) == Err("Authentication cancelled")
@@ -117,20 +158,23 @@ def test_sasl_exchange_refusals() -> None:
     def says_yes(authzid: str, authcid: str, password: str) -> bool:
         return "yes"  # type: ignore[return-value]  # the mistake under test
 
-    confused = SASLExchange({"PLAIN": lambda: PlainServer(says_yes)})
+    confused = ServerAuth({"PLAIN": lambda: PlainServer(says_yes)})
     assert confused.start(Auth("PLAIN", b"\0bob\0pw")) == Err(
         "Temporary authentication failure", code="SYS/TEMP"
     )
+    assert outcome(confused) == "answer"
 
 
 def test_sasl_exchange_initial_response_to_a_server_first_mechanism() -> None:
-    """RFC 5034 §4: -ERR, and not a Failure, which the session counts as a failed login;
+    """RFC 5034 §4: -ERR, and no failed login, which the session would count and delay;
     the exchange says the client broke it, so the session counts a bad command (a plain
     -ERR alone says nothing of whose fault it was)."""
-    exchange = SASLExchange({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
+    exchange = ServerAuth({"CRAM-MD5": lambda: CramMD5Server({"bob": "pw"}.get, "pqr.example")})
     answer = exchange.start(Auth("CRAM-MD5", b"bob 0123"))
-    assert answer == BrokenByClient(Err("CRAM-MD5 takes no initial response"))
+    assert answer == Err("CRAM-MD5 takes no initial response")
+    assert outcome(exchange) == "bad command"
     assert isinstance(exchange.start(Auth("CRAM-MD5")), Continue)
+    assert outcome(exchange) == "answer"
 
 
 class _FakeTransport:

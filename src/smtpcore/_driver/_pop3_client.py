@@ -27,8 +27,10 @@ from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.pop3 import (
     Apop,
     Auth,
+    AuthenticationFailed,
     AuthResponse,
     Capa,
+    ClientAuth,
     ClientConnection,
     Command,
     ConnectionClosed,
@@ -57,7 +59,6 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
-from smtpcore.pop3._commands import format_command
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -372,27 +373,22 @@ class BasePOP3Client(BaseClient):
         Raises :class:`POP3AuthenticationError` when refused, and
         :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
         """
-        command = Auth(mechanism.name, mechanism.initial_response())
-        # RFC 5034 §4: an initial response that would take the AUTH command over 255
-        # octets (RFC 2449 §4, CRLF included) is sent after an empty challenge instead.
-        if command.initial_response is not None and len(format_command(command)) > 255:
-            command = Auth(mechanism.name)
-        response = await self._ask(command)
+        flow = ClientAuth(mechanism)
+        response = await self._ask(flow.start())
         try:
             while isinstance(response, Continue):
-                try:
-                    answer = AuthResponse(mechanism.respond(response.data))
-                except SASLError:
-                    await self._write(self._send(AuthResponse(cancel=True)))
-                    await self._status(self.timeouts.response)
-                    raise
-                await self._write(self._send(answer))
+                # After a "*" (the mechanism refused a challenge) respond() raises:
+                # the server's answer to the cancel ends the exchange (RFC 5034 §4).
+                await self._write(self._send(flow.respond(response)))
                 response = await self._status(self.timeouts.response)
-            if isinstance(response, Err):
-                raise POP3AuthenticationError(f"AUTH {mechanism.name}", response)
-            mechanism.verify_success(None)
-        except SASLError as exc:
-            raise POP3ProtocolError(sasl_failure_text(f"AUTH {mechanism.name}", exc)) from exc
+            flow.finish(response)
+        except AuthenticationFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, SASLError):
+                text = sasl_failure_text(f"AUTH {mechanism.name}", cause)
+                raise POP3ProtocolError(text) from cause
+            assert isinstance(exc.response, Err)  # finish() raises without a cause on -ERR
+            raise POP3AuthenticationError(f"AUTH {mechanism.name}", exc.response) from None
         if self.connection.capabilities is not None:
             await self._capa()
 

@@ -47,13 +47,6 @@ from smtpcore._driver._listener import (
     session_address,
 )
 from smtpcore._driver._logtext import NO_CLEAR_PASSWORD, describe_error, loggable, login_fields
-from smtpcore._driver._pop3_exchange import (
-    BrokenByClient,
-    SASLAnswer,
-    SASLExchange,
-    top_chunks,
-    top_chunks_now,
-)
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -67,6 +60,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import checked_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length, unmapped
 from smtpcore._sentinels import NEED_DATA, PAUSED
+from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import (
     Maildrop,
     MaildropError,
@@ -78,6 +72,7 @@ from smtpcore.maildrop import (
 from smtpcore.pop3 import (
     Apop,
     Auth,
+    AuthAnswer,
     AuthMechanisms,
     AuthResponse,
     BadCommand,
@@ -97,6 +92,7 @@ from smtpcore.pop3 import (
     ResponseData,
     Retr,
     Rset,
+    ServerAuth,
     ServerConnection,
     Stat,
     State,
@@ -107,9 +103,11 @@ from smtpcore.pop3 import (
     Utf8,
     apop_matches,
     format_lines,
+    top_chunks,
+    top_chunks_async,
 )
 from smtpcore.pop3._events import MECHANISM_NAME
-from smtpcore.sasl import Failure, Success, offered_mechanisms
+from smtpcore.sasl import ChannelBindings, offered_mechanisms
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -128,6 +126,27 @@ READ_SIZE: Final = 65536
 _WRITE_SIZE: Final = 262144
 """Bytes of answers gathered before a write: a listing or a message goes out in
 pieces this big, and many small pipelined answers in one."""
+
+
+class _SessionAuth(ServerAuth):
+    """One session's AUTH state (see :class:`~smtpcore.pop3.ServerAuth`), with what
+    the session keeps beside it: ``in_thread``, whether the steps of the exchange
+    under way run in a worker thread (its mechanism is an
+    ``Authenticator(in_thread=True)``'s)."""
+
+    def __init__(
+        self,
+        mechanisms: Mapping[str, MechanismFactory],
+        channel_bindings: ChannelBindings | None = None,
+    ) -> None:
+        super().__init__(mechanisms, channel_bindings=channel_bindings)
+        self.in_thread = False
+
+    def fresh(self) -> _SessionAuth:
+        """A new AUTH state with the same mechanisms and channel bindings, for a session
+        whose exchange was abandoned to a worker thread still running its step."""
+        return _SessionAuth(self.mechanisms, self.channel_bindings)
+
 
 _TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
@@ -493,7 +512,7 @@ class POP3ServerSession(ServedSession):
         self.listing: Sequence[MessageInfo] = ()
         self.numbers = MessageNumbers(0)
         self.retrieved: set[int] = set()
-        self._sasl = SASLExchange({})
+        self._sasl = _SessionAuth({})
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
@@ -843,7 +862,7 @@ class POP3ServerSession(ServedSession):
         await self._failed(
             "AUTH",
             refusal.named,
-            mechanism=self._sasl.name,
+            mechanism=self._sasl.mechanism,
             no_secret=refusal.no_secret,
             answer=event.response,
         )
@@ -934,17 +953,19 @@ class POP3ServerSession(ServedSession):
 
     async def _auth(self, event: Auth) -> None:
         sasl = self._sasl
+        sasl.in_thread = _runs_in_thread(sasl.mechanisms.get(event.mechanism))
         start = functools.partial(sasl.start, event)
-        await self._sasl_step(start, event.mechanism, sasl.in_thread(event))
+        await self._sasl_step(start, event.mechanism, sasl.in_thread)
 
     async def _auth_response(self, event: AuthResponse) -> None:
         sasl = self._sasl
         step = functools.partial(sasl.step, event)
-        await self._sasl_step(step, sasl.name, sasl.in_thread(event))
+        # A cancel ("*") runs no mechanism code: answered in the loop.
+        await self._sasl_step(step, sasl.mechanism, sasl.in_thread and not event.cancel)
 
     async def _sasl_step(
         self,
-        step: Callable[[], SASLAnswer],
+        step: Callable[[], AuthAnswer],
         mechanism: str,
         in_thread: bool,
     ) -> None:
@@ -971,20 +992,30 @@ class POP3ServerSession(ServedSession):
             return
         await self._sasl_answer(answer)
 
-    async def _sasl_answer(self, answer: SASLAnswer) -> None:
-        if isinstance(answer, BrokenByClient):
-            conn = self.conn
-            assert conn is not None
-            self._answer(answer.response)
-            conn.count_bad_command()
-        elif isinstance(answer, Success):
-            await self._login(answer.authzid, self._sasl.name)
-        elif isinstance(answer, Failure):
+    async def _sasl_answer(self, answer: AuthAnswer) -> None:
+        """Send what :class:`~smtpcore.pop3.ServerAuth` answered, doing what it says
+        the answer was: a login, a failed login, or a bad command."""
+        sasl = self._sasl
+        success, failure = sasl.success, sasl.failure
+        if failure is not None and failure.callback_error:
+            # The application's mistake, never the client's failed login.
+            logger.error("SASL %s failed: %s", sasl.mechanism, failure.reason)
+        if success is not None:
+            await self._login(success.authzid, sasl.mechanism)
+        elif failure is not None and sasl.failed_login:
             await self._failed(
-                "AUTH", answer.named, mechanism=self._sasl.name, no_secret=answer.no_secret
+                "AUTH",
+                failure.named,
+                mechanism=sasl.mechanism,
+                no_secret=failure.no_secret,
+                answer=answer if isinstance(answer, Err) else _AUTH_FAILED,
             )
         else:
             self._answer(answer)
+            if sasl.bad_command:
+                conn = self.conn
+                assert conn is not None
+                conn.count_bad_command()
 
     async def _failed(
         self,
@@ -1146,9 +1177,9 @@ class POP3ServerSession(ServedSession):
                         raw = chunks = maildrop.open(number)
                         if isinstance(event, Top):
                             if isinstance(raw, AsyncIterator):
-                                chunks = top_chunks(raw, event.lines)
+                                chunks = top_chunks_async(raw, event.lines)
                             else:
-                                chunks = top_chunks_now(raw, event.lines)
+                                chunks = top_chunks(raw, event.lines)
                     # A generator is no async iterator: asked first, it spares the
                     # common case the ABC's check, a Python call (here and at close).
                     if not isinstance(chunks, GeneratorType) and isinstance(chunks, AsyncIterator):

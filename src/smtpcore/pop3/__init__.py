@@ -1,6 +1,7 @@
 """POP3 (RFC 1939, with CAPA, STLS, AUTH, UTF8) as sans-I/O state machines."""
 
 from smtpcore.pop3._apop import apop_digest, apop_matches, apop_timestamp, find_apop_timestamp
+from smtpcore.pop3._auth import AuthAnswer, AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.pop3._client import ClientConnection
 from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
@@ -43,15 +44,19 @@ from smtpcore.pop3._responses import (
 )
 from smtpcore.pop3._server import ServerConnection
 from smtpcore.pop3._state import State
+from smtpcore.pop3._top import top_chunks, top_chunks_async
 
 __all__ = [
     "MAX_MESSAGE_NUMBER",
     "Apop",
     "Auth",
+    "AuthAnswer",
     "AuthMechanisms",
     "AuthResponse",
+    "AuthenticationFailed",
     "BadCommand",
     "Capa",
+    "ClientAuth",
     "ClientConnection",
     "Command",
     "ConnectionClosed",
@@ -70,6 +75,7 @@ __all__ = [
     "ResponseData",
     "Retr",
     "Rset",
+    "ServerAuth",
     "ServerConnection",
     "Stat",
     "State",
@@ -87,4 +93,6 @@ __all__ = [
     "parse_listing",
     "parse_stat",
     "parse_uid_listing",
+    "top_chunks",
+    "top_chunks_async",
 ]

@@ -126,7 +126,8 @@ class ClientConnection:
     @property
     def max_buffered(self) -> int:
         """The bound on :attr:`buffered` now: the limit on the line under way
-        (:meth:`_line_limit`) or, in a multi-line response, the octets that may
+        (``max_auth_line`` while AUTH awaits its answer, ``max_response_line``
+        otherwise) or, in a multi-line response, the octets that may
         start the terminator and what the machine keeps of the listing: CAPA's, or
         the mechanism name under way of a bare AUTH's. A driver reading what no
         command asked for stops past it, and a fuzzer holds the machine to it."""

@@ -234,8 +234,11 @@ class ServerConnection:
     @property
     def max_buffered(self) -> int:
         """The bound on :attr:`buffered` once :meth:`next_event` has returned
-        ``NEED_DATA``: the limit on the line under way now (:meth:`_line_limit`),
-        which a fuzzer holds the machine to; not the longest line of any state.
+        ``NEED_DATA``: the limit on the line under way now, which a fuzzer holds the
+        machine to; not the longest line of any state. That is ``max_auth_line`` in
+        a SASL exchange and for an ``AUTH`` line where AUTH may be sent (its initial
+        response may run longer, RFC 5034 §4), ``max_command_line`` otherwise
+        (RFC 2449 §4).
         While the machine is ``PAUSED`` it parses nothing, so what a loop goes on
         reading then is held whole: stop reading until ``NEED_DATA``."""
         return self._line_limit()
@@ -590,8 +593,9 @@ class ServerConnection:
     @property
     def expire(self) -> str | None:
         """CAPA's ``EXPIRE`` argument (RFC 2449 §6.7): the days a message is kept at
-        least, or ``NEVER``; ``"30 USER"`` where it varies by user, the tag written
-        in the AUTHORIZATION state alone (see :meth:`_policy_now`). A write is
+        least, or ``NEVER``; ``"30 USER"`` where it varies by user. CAPA writes the
+        ``USER`` tag in the AUTHORIZATION state alone (RFC 2449 §6.7); once a user
+        is logged in it gives the value without it, that user's. A write is
         checked against RFC 2449 §9's ``expire-policy`` (``ValueError``); an int is
         taken as its decimal digits, ``never`` and ``user`` in any case."""
         return self._expire
