@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import smtpcore.routing
-from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
+from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox, parse_path
 from smtpcore.routing import (
     DEFAULT_TRUSTED_NETWORKS,
     LocalDelivery,
@@ -75,6 +75,73 @@ def test_local_part_case_is_kept() -> None:
     decision = ROUTER.route(parse_mailbox("John.Smith@ABC.example"))
     assert isinstance(decision, LocalDelivery)
     assert decision.local_part == "John.Smith"
+
+
+# --- this host's own names --------------------------------------------------------
+
+OWN = Router(["abc.example"], hostnames=["MX.Bücher.example."], trusted_networks=())
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "<postmaster@mx.xn--bcher-kva.example>",
+        "<POSTMASTER@MX.XN--BCHER-KVA.EXAMPLE>",
+        "<PostMaster@mx.bücher.example>",
+        "<postmaster@MX.BÜCHER.EXAMPLE>",
+    ],
+)
+@pytest.mark.parametrize("authenticated", [False, True])
+def test_postmaster_at_the_hosts_own_name_is_the_local_postmaster(
+    path: str, authenticated: bool
+) -> None:
+    """RFC 5321 §4.5.1: postmaster is accepted at every name this server gives mail
+    service for, and it names itself by its host name (greeting, Received, bounces).
+    The router cut its own name out of MX lists but routed mail there as remote: 550
+    5.7.1 to strangers, a routing loop for a submitter. Any spelling of the name counts."""
+    mailbox = recipient(path)
+    decision = OWN.route(mailbox, authenticated=authenticated)
+    assert decision == LocalDelivery(mailbox, "")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "<user@mx.bücher.example>",
+        "<MAILER-DAEMON@mx.bücher.example>",
+        "<postmaster%other.example@mx.bücher.example>",
+        "<postmaster@sub.mx.bücher.example>",
+        "<postmaster@bücher.example>",
+    ],
+)
+def test_only_postmaster_is_local_at_the_hosts_own_name(path: str) -> None:
+    """The host name is no local domain: mailboxes are keyed by their full address, and
+    no other local part there has one, so those stay remote (refused without relay)."""
+    decision = OWN.route(recipient(path))
+    assert isinstance(decision, Rejected)
+    assert decision.reason is RejectReason.RELAY_DENIED
+    assert isinstance(OWN.route(recipient(path), authenticated=True), RemoteDelivery)
+
+
+@settings(max_examples=100)
+@given(sst.domains(utf8=True), sst.domains(utf8=True))
+def test_postmaster_is_local_at_the_own_name_and_nowhere_else(hostname: str, domain: str) -> None:
+    """The own-name rule opens no relay: postmaster at any other name is still refused
+    to a client that may not relay, and at the own name in any case it is local."""
+    router = Router(["abc.example"], hostnames=[hostname], trusted_networks=())
+    own = normalize_domain(hostname)
+    for name in (hostname.upper(), hostname.lower(), domain):
+        try:
+            mailbox = Mailbox("postmaster", name)
+        except AddressError:  # too long a path, or a name no mailbox takes
+            continue
+        local = normalize_domain(name) == own
+        decision = router.route(mailbox)
+        if local:
+            assert decision == LocalDelivery(mailbox, "")
+        else:
+            assert isinstance(decision, Rejected)
+            assert decision.reason is RejectReason.RELAY_DENIED
 
 
 def test_bad_configuration_is_refused() -> None:

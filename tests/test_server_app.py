@@ -578,6 +578,53 @@ def test_mail_to_the_servers_own_address_literal_is_local_on_both_listeners(
     assert len(_messages(config, "postmaster@pqr.example")) == 2
 
 
+def test_postmaster_at_the_servers_own_hostname_is_delivered_on_both_listeners(
+    tmp_path: Path,
+) -> None:
+    """RFC 5321 §4.5.1: postmaster must be accepted at every name the server gives mail
+    service for, and it calls itself by its hostname (greeting, Received lines, the
+    From of its bounces). Both listeners treated that name as remote: 550 5.7.1 on
+    ``smtp``, an MX lookup finding this host (a routing loop) on ``submission``. Only
+    postmaster is local there: no other mailbox has that domain."""
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"brendon@pqr.example": "pw"},
+        host=LOOPBACK,
+        submission_port=1,  # on: the socket given below is used
+    )
+    recipients = ("postmaster@mx.pqr.example", "PostMaster@MX.PQR.Example")
+
+    def rcpts(smtp: smtplib.SMTP, sender: str, *others: str) -> list[int]:
+        smtp.ehlo("client.abc.example")
+        smtp.mail(sender)
+        codes = [smtp.rcpt(address)[0] for address in recipients + others]
+        smtp.data(b"Subject: hi\r\n\r\nx\r\n")
+        return codes
+
+    def client(smtp_port: int, submission_port: int) -> list[list[int]]:
+        with smtplib.SMTP(LOOPBACK, smtp_port, timeout=10) as smtp:
+            others = ("brendon@mx.pqr.example", "MAILER-DAEMON@mx.pqr.example")
+            inbound = rcpts(smtp, "someone@abc.example", *others)
+        with smtplib.SMTP(LOOPBACK, submission_port, timeout=10) as smtp:
+            smtp.login("brendon@pqr.example", "pw")
+            submission = rcpts(smtp, "brendon@pqr.example")
+        return [inbound, submission]
+
+    async def main() -> list[list[int]]:
+        sockets = {"smtp": _listening(), "submission": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            return await asyncio.to_thread(
+                client, _port(server, "smtp"), _port(server, "submission")
+            )
+
+    inbound, submission = _run(main)
+    assert inbound == [250, 250, 550, 550]
+    assert submission == [250, 250]
+    assert len(_messages(config, "postmaster@pqr.example")) == 2
+    assert _messages(config, "brendon@pqr.example") == []
+
+
 @pytest.mark.parametrize("allow_internal_relay", [False, True])
 def test_queued_mail_to_the_servers_own_address_literal_is_delivered_here(
     tmp_path: Path, allow_internal_relay: bool

@@ -40,8 +40,9 @@ class LocalDelivery:
     """The recipient's domain is this host's: deliver into ``mailbox``'s local part.
 
     ``domain`` is the canonical local domain (lowercase A-label), or ``""``
-    for the bare ``postmaster`` recipient that RFC 5321 section 4.5.1 makes
-    every server accept.
+    for this host's own postmaster, which RFC 5321 section 4.5.1 makes every
+    server accept: the bare ``postmaster``, or ``postmaster`` at one of the
+    router's ``hostnames``.
     """
 
     mailbox: Mailbox

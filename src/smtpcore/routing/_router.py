@@ -60,6 +60,11 @@ def _as_address(value: IPAddress | str) -> IPAddress:
     return address
 
 
+def _is_postmaster(local_part: str) -> bool:
+    """``postmaster`` in any ASCII case (RFC 5321 section 4.5.1 and 4.1.1.3)."""
+    return local_part.isascii() and local_part.lower() == "postmaster"
+
+
 def _smart_host_name(host: str) -> str:
     """An IP address as text, or a canonical host name.
 
@@ -174,6 +179,21 @@ class Router:
         address = _as_address(client_address)
         return any(address in network for network in self.trusted_networks)
 
+    def is_own_postmaster(self, recipient: Mailbox) -> bool:
+        """True for this host's own postmaster: the bare ``postmaster``, or ``postmaster``
+        at one of ``hostnames`` in any spelling (RFC 5321 section 4.5.1).
+
+        The host names itself in its greeting, its Received lines and the From of its
+        bounces, so its postmaster must be reachable there (Postfix lists
+        ``$myhostname`` in ``mydestination`` for this). Only the postmaster is: the
+        host name is no local domain, so no other mailbox is at it.
+        """
+        if recipient.domain == "":
+            return True  # only Postmaster may go without a domain (RFC 5321 §4.1.1.3)
+        if recipient.is_address_literal or not _is_postmaster(recipient.local_part):
+            return False  # an own address literal is a local domain, seen by route()
+        return normalize_domain(recipient.domain) in self.hostnames
+
     def route(
         self,
         recipient: Mailbox,
@@ -183,14 +203,16 @@ class Router:
     ) -> LocalDelivery | RemoteDelivery | Rejected:
         """Decide what to do with one recipient (RFC 5321 sections 3.6 and 4.5.1).
 
-        The bare ``postmaster`` is always local. A local part that would route
+        The bare ``postmaster`` is always local, and so is ``postmaster`` at one
+        of ``hostnames`` (:meth:`is_own_postmaster`); any other local part there
+        is routed as at any other name. A local part that would route
         the mail onwards (``user%other``, ``other!user``, a quoted ``@``) at
         a domain this host accepts is refused, never interpreted: those are
         the classic ways to turn a server into a relay. Source routes are
         already gone from a parsed ``Mailbox`` (RFC 5321 appendix C lets a
         server ignore them), so the mail goes to the final mailbox only.
         """
-        if recipient.domain == "":
+        if self.is_own_postmaster(recipient):
             return LocalDelivery(recipient, "")
         literal = is_address_literal(recipient.domain)
         domain = recipient.domain if literal else normalize_domain(recipient.domain)
