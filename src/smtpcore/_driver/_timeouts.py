@@ -9,6 +9,7 @@ scopes on trio).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "Watchdog",
     "Within",
     "as_seconds",
+    "as_wait",
     "checked_delay",
     "deadline_when_waiting",
     "finish_when_waiting",
@@ -44,6 +46,51 @@ T = TypeVar("T")
 Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
 """A call under way, as :func:`rest_of` carries it on: a coroutine, or what another
 awaitable's ``__await__`` gave."""
+
+
+def as_seconds(name: str, value: object) -> float:
+    """``value``, the option ``name``, as a finite float number of seconds, or a
+    ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
+    it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
+    as finite but makes every deadline built from it an ``OverflowError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is past the range of a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
+    return seconds
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """``value``'s repr for an error message, cut to ``limit`` characters with an
+    ellipsis that says it was cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_wait(name: str, value: object) -> float:
+    """``value``, the option ``name``, as a number of seconds a session can wait: what
+    :func:`as_seconds` takes, zero or more (``ValueError`` otherwise). A negative wait
+    has no meaning, and a negative rate would take time away with each read."""
+    seconds = as_seconds(name, value)
+    if seconds < 0:
+        raise ValueError(f"{name} must be 0 or more seconds, not {seconds!r}")
+    return seconds
+
+
+def check_waits(timeouts: Timeouts | POP3Timeouts) -> None:
+    """Each field of ``timeouts`` made a float by :func:`as_wait`, or a ``ValueError``
+    naming it (``Timeouts.data_block``), when it is built: a value past a float's range
+    would otherwise fail every session later, in each deadline built from it, with
+    ``OverflowError``. None, no limit, is kept."""
+    kind = type(timeouts).__name__
+    for field in dataclasses.fields(timeouts):
+        value = getattr(timeouts, field.name)
+        if value is not None:
+            object.__setattr__(timeouts, field.name, as_wait(f"{kind}.{field.name}", value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +143,9 @@ class Timeouts:
     """Client: writing QUIT and waiting for its reply, as Postfix's ``smtp_quit_timeout``
     (300 s by default there too). The session's mail is settled before QUIT: a relay
     that must not be held by a server that never answers it sets this short."""
+
+    def __post_init__(self) -> None:
+        check_waits(self)
 
     @classmethod
     def uniform(cls, seconds: float | None) -> Timeouts:
@@ -395,6 +445,9 @@ class POP3Timeouts:
     tls_handshake: float | None = 60.0
     """The TLS handshake, after STLS or on connect."""
 
+    def __post_init__(self) -> None:
+        check_waits(self)
+
     @classmethod
     def uniform(cls, seconds: float | None) -> POP3Timeouts:
         """The same timeout everywhere, for tests and tight deployments."""
@@ -415,33 +468,7 @@ def rest_of_answer(timeout: float, begun: float | None) -> tuple[float, float]:
     return begun, timeout - (now - begun)
 
 
-def as_seconds(name: str, value: object) -> float:
-    """``value``, the option ``name``, as a finite float number of seconds, or a
-    ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
-    it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
-    as finite but makes every deadline built from it an ``OverflowError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"{name} is past the range of a number of seconds") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
-    return seconds
-
-
-def _quoted(value: object, limit: int = 40) -> str:
-    """``value``'s repr for an error message, cut to ``limit`` characters with an
-    ellipsis that says it was cut."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def checked_delay(seconds: float) -> float:
     """``auth_failure_delay`` as a float, if it is a number of seconds a session can
     wait: zero or more, and finite (``ValueError`` otherwise)."""
-    delay = as_seconds("auth_failure_delay", seconds)
-    if delay < 0:
-        raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {delay!r}")
-    return delay
+    return as_wait("auth_failure_delay", seconds)
