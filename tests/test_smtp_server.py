@@ -11,6 +11,7 @@ from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._driver import ServerOptions
 from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import FramingPolicy
+from smtpcore._textsafe import holds_unsafe
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     BadCommand,
@@ -776,11 +777,35 @@ def test_the_greeting_and_hello_replies_carry_no_enhanced_status() -> None:
         lambda: Reply(250, "x", "9.9.9"),
         lambda: Reply(550, "no such sender \udcff"),  # os.fsdecode, surrogateescape
         lambda: Reply(250, ["ok", "\ud800"]),
+        lambda: Reply(550, "x\x9b31m"),  # C1: the 8-bit CSI
+        lambda: Reply(550, "x\x85y"),  # C1: NEL, a line end to some readers
+        lambda: Reply(550, "a\u2028Injected: yes"),  # the line separator
+        lambda: Reply(550, ["ok", "a\u2029b"]),  # the paragraph separator
+        lambda: Reply(550, "user \u202eelgoog"),  # a bidi override
     ],
 )
 def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> None:
     with pytest.raises(LocalProtocolError):
         bad()  # type: ignore[operator]  # a lambda from the table
+
+
+@given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20))
+def test_reply_text_is_refused_exactly_where_it_is_unsafe_in_text(text: str) -> None:
+    """RFC 5198 §2: what the parsers mask (C0 and C1 controls, format and separator
+    characters) is refused when a reply is built, as CR and LF always were, so that an
+    application quoting a client cannot put it on the wire; any other text, the UTF-8
+    an SMTPUTF8 (RFC 6531) reply may quote, is written as it is."""
+    if holds_unsafe(text):
+        with pytest.raises(LocalProtocolError, match="unsafe in text"):
+            Reply(550, text)
+    else:
+        assert Reply(550, text).to_bytes() == f"550 {text}\r\n".encode()
+
+
+def test_utf8_reply_text_is_written_as_it_is() -> None:
+    """Letters of any script, HTAB, ZWNJ and ZWJ (which some scripts need) are text."""
+    for text in ("caf\u00e9 \u65e5\u672c", "tab\there", "\u0dc1\u0dca\u200d\u0dbb", "a\u200cb"):
+        assert Reply(250, text).to_bytes() == f"250 {text}\r\n".encode()
 
 
 def test_a_lone_surrogate_in_reply_text_is_refused_before_the_machine_moves() -> None:
