@@ -598,8 +598,8 @@ def test_a_recipient_quoted_in_a_reply_has_its_unsafe_characters_escaped(
     tmp_path: Path,
 ) -> None:
     """A format character (U+200E, a bidi mark) is legitimate in an SMTPUTF8 address
-    (RFC 6531 §3.3) but unsafe in text (RFC 5198 §2), which a ``Reply`` refuses: the
-    reply quoting the address writes it escaped, and the session goes on."""
+    (RFC 6531 §3.3) but unsafe in text (RFC 5198 §2): the reply quoting the address
+    writes it escaped, never raw, and the session goes on."""
     config = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
 
     def client(port: int) -> list[tuple[int, bytes]]:

@@ -10,8 +10,8 @@ from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._driver import ServerOptions
 from smtpcore._hostname import a_label_hostname
-from smtpcore._lines import FramingPolicy
-from smtpcore._textsafe import holds_unsafe
+from smtpcore._lines import FramingPolicy, ReceiveBuffer
+from smtpcore._textsafe import holds_unsafe, unsafe_in_text
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     BadCommand,
@@ -38,6 +38,7 @@ from smtpcore.smtp import (
     State,
     Vrfy,
 )
+from smtpcore.smtp._replies import ReplyParser
 from smtpcore.testing import permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
@@ -777,11 +778,9 @@ def test_the_greeting_and_hello_replies_carry_no_enhanced_status() -> None:
         lambda: Reply(250, "x", "9.9.9"),
         lambda: Reply(550, "no such sender \udcff"),  # os.fsdecode, surrogateescape
         lambda: Reply(250, ["ok", "\ud800"]),
-        lambda: Reply(550, "x\x9b31m"),  # C1: the 8-bit CSI
-        lambda: Reply(550, "x\x85y"),  # C1: NEL, a line end to some readers
-        lambda: Reply(550, "a\u2028Injected: yes"),  # the line separator
-        lambda: Reply(550, ["ok", "a\u2029b"]),  # the paragraph separator
-        lambda: Reply(550, "user \u202eelgoog"),  # a bidi override
+        lambda: Reply(550, "bell\x07"),  # C0 but CR and LF
+        lambda: Reply(550, "x\x1b[31m"),  # ESC
+        lambda: Reply(550, "rub\x7fout"),  # DEL
     ],
 )
 def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> None:
@@ -789,17 +788,74 @@ def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> No
         bad()  # type: ignore[operator]  # a lambda from the table
 
 
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("x\x9b31m", ("x\\x9b31m",)),  # C1: the 8-bit CSI
+        ("x\x85y", ("x\\x85y",)),  # C1: NEL, a line end to some readers
+        ("a\u2028Injected: yes", ("a\\u2028Injected: yes",)),  # the line separator
+        (["ok", "a\u2029b"], ("ok", "a\\u2029b")),  # the paragraph separator
+        ("user \u202eelgoog", ("user \\u202eelgoog",)),  # a bidi override
+        ("<n\u200eobody@pqr.example> OK", ("<n\\u200eobody@pqr.example> OK",)),  # LRM
+        ("soft\u00adhyphen \U000e0001", ("soft\\xadhyphen \\U000e0001",)),
+    ],
+)
+def test_reply_text_unsafe_for_display_is_written_escaped(
+    text: str | list[str], lines: tuple[str, ...]
+) -> None:
+    """RFC 5198 §2: a C1 control, a format character or a line or paragraph separator
+    may stand in what a handler quotes from a client (an SMTPUTF8 address may hold an
+    LRM, RFC 6531 §3.3), so it is escaped as a Python literal writes it, not refused:
+    refusing would cost the message (the handler fails, the client is answered 451)."""
+    reply = Reply(550, text)
+    assert reply.lines == lines
+    assert reply.text == (lines[0] if isinstance(text, str) else lines)
+    assert reply == Reply(550, lines)
+
+
+def test_a_handler_echoing_an_smtputf8_address_with_an_lrm_is_not_punished() -> None:
+    """An aiosmtpd-style handler answers ``Reply(250, f"<{rcpt}> OK")``: a recipient
+    holding U+200E, legitimate in an SMTPUTF8 address (RFC 6531 §3.3), is accepted
+    with the mark escaped on the wire, and the session goes on."""
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"MAIL FROM:<a@b.example> SMTPUTF8\r\n")
+    assert isinstance(conn.next_event(), Mail)
+    conn.send(Reply(250, "OK"))
+    conn.receive_data("RCPT TO:<n\u200eobody@pqr.example>\r\n".encode())
+    rcpt = conn.next_event()
+    assert isinstance(rcpt, Rcpt)
+    wire = conn.send(Reply(250, f"<{rcpt.recipient}> OK"))
+    assert wire == b"250 2.1.5 <n\\u200eobody@pqr.example> OK\r\n"
+    assert conn.state is State.RCPT
+
+
+def _escaped_where_unsafe(text: str) -> str:
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unsafe_in_text(char) else char
+        for char in text
+    )
+
+
 @given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20))
-def test_reply_text_is_refused_exactly_where_it_is_unsafe_in_text(text: str) -> None:
-    """RFC 5198 §2: what the parsers mask (C0 and C1 controls, format and separator
-    characters) is refused when a reply is built, as CR and LF always were, so that an
-    application quoting a client cannot put it on the wire; any other text, the UTF-8
-    an SMTPUTF8 (RFC 6531) reply may quote, is written as it is."""
-    if holds_unsafe(text):
-        with pytest.raises(LocalProtocolError, match="unsafe in text"):
+def test_reply_text_is_escaped_exactly_where_it_is_unsafe_in_text(text: str) -> None:
+    """RFC 5198 §2: what the parsers mask never reaches the wire. CR, LF, the other C0
+    controls and DEL would break the reply's framing and are refused, as they always
+    were (a programming error); the rest of the class (C1 controls, format and
+    separator characters) is written backslash-escaped, and nothing else is touched:
+    the UTF-8 an SMTPUTF8 (RFC 6531) reply may quote is written as it is. A reply read
+    back from the wire equals the one built."""
+    if any(char.isascii() and unsafe_in_text(char) for char in text):
+        with pytest.raises(LocalProtocolError, match="control"):
             Reply(550, text)
-    else:
-        assert Reply(550, text).to_bytes() == f"550 {text}\r\n".encode()
+        return
+    reply = Reply(550, text)
+    assert reply.lines == (_escaped_where_unsafe(text),)
+    wire = reply.to_bytes()
+    assert not holds_unsafe(wire.decode().removesuffix("\r\n"))
+    buffer = ReceiveBuffer()
+    buffer.receive(wire)
+    assert ReplyParser().next_reply(buffer, enhanced=False) == reply
 
 
 def test_utf8_reply_text_is_written_as_it_is() -> None:

@@ -69,8 +69,8 @@ __all__ = [
 
 def reply(code: int, status: str, text: str) -> Reply:
     """Build a reply with its enhanced status, briefly; its text, which may quote the
-    client (an address, a parameter), :func:`quoted`: escaped where unsafe in text,
-    and cut short to fit a reply line."""
+    client (an address, a parameter), escaped where unsafe in text (C0 controls and
+    lone surrogates too, which a reply refuses) and cut short to fit a reply line."""
     return Reply(code, quoted(text), EnhancedStatus.parse(status))
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
-from smtpcore._textsafe import first_unsafe, replace_unsafe
+from smtpcore._textsafe import backslash_escaped, escape_unsafe_beyond_ascii, replace_unsafe
 from smtpcore.smtp._base import Event
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
 
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
 _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
+_FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""C0 controls but HTAB, and DEL: CR and LF would end a reply line early."""
 _LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 """What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
 MAX_REPLY_LINE: Final = 512
@@ -55,23 +57,18 @@ def shortened(text: str, octets: int = TEXT_ROOM) -> str:
 
 def quoted(text: str, octets: int = TEXT_ROOM) -> str:
     """``text`` that quotes a client (an address, a login name, an exception's words
-    about them) made fit for a reply: each character unsafe in text (RFC 5198 §2) and
-    each lone surrogate, which :class:`Reply` refuses raw, backslash-escaped as
-    Python writes it (``\\u200e``), then :func:`shortened`. A format character is
-    legitimate in an SMTPUTF8 address (RFC 6531 §3.3) and must not cost its
-    session."""
+    about them) made fit for a reply the library builds: each character unsafe in text
+    (RFC 5198 §2), C0 controls among them, and each lone surrogate, which
+    :class:`Reply` refuses, backslash-escaped (``\\x0d``, ``\\u200e``), then
+    :func:`shortened` with the escapes counted, so that the line still fits (RFC 5321
+    §4.5.3.1.5). What a client gave must not cost its session."""
     if not text.isprintable():
-        text = _LONE_SURROGATE.sub(_escaped_match, replace_unsafe(text, _escaped))
+        text = _LONE_SURROGATE.sub(_escaped_match, replace_unsafe(text, backslash_escaped))
     return shortened(text, octets)
 
 
-def _escaped(char: str) -> str:
-    """One character as a Python string literal writes it: ``\\x85``, ``\\u2028``."""
-    return char.encode("unicode_escape").decode("ascii")
-
-
 def _escaped_match(match: re.Match[str]) -> str:
-    return _escaped(match.group())
+    return backslash_escaped(match.group())
 
 
 _SECTION: Final = re.compile(r"\u00a7 ?")
@@ -155,13 +152,15 @@ class Reply(Event, metaclass=_ReplyType):
 
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
     gives the lines. ``status`` also accepts a string such as ``"2.1.0"``.
-    Text holding CR, LF or another character unsafe in text (a C0 or C1 control,
-    a format character such as a bidi override, U+2028 or U+2029; RFC 5198 §2)
-    cannot be built, so a reply can never smuggle an extra line, an escape
-    sequence or a reordering onto the wire, even when it quotes a client; nor
-    can text holding a lone surrogate, which has no UTF-8 form to be written in.
-    Text that quotes a client goes through :func:`quoted` first. Replies compare by
-    code, status and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
+    Text holding CR, LF or another C0 control but HTAB, or DEL, cannot be built,
+    so a reply can never smuggle an extra line onto the wire; nor can text holding
+    a lone surrogate, which has no UTF-8 form to be written in. The other
+    characters unsafe in text (RFC 5198 §2: a C1 control, a format character such
+    as a bidi mark or override, U+2028, U+2029), which may stand in what a handler
+    quotes from a client (an SMTPUTF8 address, RFC 6531 §3.3), are kept as their
+    backslash escapes (``\\u200e``): :attr:`text` and :attr:`lines` hold the
+    escaped text, which is what goes on the wire. Replies compare by code, status
+    and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
     """
 
     code: int
@@ -210,7 +209,10 @@ class Reply(Event, metaclass=_ReplyType):
         longest = 0
         for line in lines:
             if not (isinstance(line, str) and line.isprintable()):  # the everyday case, in C
-                _check_text(line)
+                lines = tuple(map(_text_line, lines))  # refused, or escaped where unsafe
+                text = lines[0] if isinstance(text, str) else lines
+                longest = max(len(each.encode()) for each in lines)
+                break
             size = len(line) if line.isascii() else len(line.encode())
             if size > longest:
                 longest = size
@@ -324,23 +326,19 @@ class Reply(Event, metaclass=_ReplyType):
         return data
 
 
-def _check_text(line: object) -> None:
-    """``LocalProtocolError`` unless ``line`` is text a reply line can carry as it is: a
-    str with no character unsafe in text (RFC 5198 §2: C0 and C1 controls but HTAB,
-    format characters but ZWNJ and ZWJ, line and paragraph separators; the class the
-    reply parsers mask) and no lone surrogate, which has no UTF-8 form. CR and LF
-    would end the line early; the others would show a reader other lines, another
-    order or a terminal's escape sequence than the text holds."""
+def _text_line(line: object) -> str:
+    """``line`` as a reply line carries it, or ``LocalProtocolError``: a str with no C0
+    control but HTAB and no DEL (CR and LF would end the line early: a programming
+    error, never a client's doing) and no lone surrogate, which has no UTF-8 form; the
+    rest of the class unsafe in text (RFC 5198 §2) backslash-escaped, which would show
+    a reader other lines, another order or a terminal's escape sequence raw."""
     if not isinstance(line, str):
         raise LocalProtocolError(f"reply text must be str: {line!r}")
-    unsafe = first_unsafe(line)
-    if unsafe is not None:
-        raise LocalProtocolError(
-            f"reply text may not hold U+{ord(line[unsafe]):04X}, a control, format or "
-            f"separator character unsafe in text (RFC 5198 §2): {line!r}"
-        )
+    if _FORBIDDEN_IN_TEXT.search(line):
+        raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
     if _LONE_SURROGATE.search(line):
         raise LocalProtocolError(f"reply text is not UTF-8 (a lone surrogate): {line!r}")
+    return escape_unsafe_beyond_ascii(line)
 
 
 _SET_CODE: Final = vars(Reply)["code"].__set__
