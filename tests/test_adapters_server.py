@@ -940,7 +940,7 @@ def test_a_handshake_the_client_gives_up_is_logged_with_a_reason(
 # -- timeouts, limits, shutdown and vanishing peers ------------------------------------
 
 
-NO_WAITS: tuple[Any, ...] = (-1, math.inf, math.nan, "5", True, 10**400)
+NO_WAITS: tuple[Any, ...] = (-1, -math.inf, math.nan, "5", True, 10**400)
 """Values no field of ``Timeouts`` or ``POP3Timeouts`` may take: each would fail every
 session later (``OverflowError`` in a deadline, ``TypeError`` in a comparison)."""
 
@@ -962,6 +962,29 @@ def test_a_timeout_that_is_no_wait_is_refused_when_built(
     assert kind.uniform(0) == kind.uniform(0.0)
     with pytest.raises(ValueError, match="past the range"):
         kind.uniform(10**400)
+
+
+@pytest.mark.parametrize("kind", [Timeouts, POP3Timeouts])
+def test_an_infinite_timeout_is_no_limit(kind: type[Timeouts] | type[POP3Timeouts]) -> None:
+    """Infinity, which a session took as no limit before the fields were checked, is
+    kept as None, no limit; but for ``min_data_rate``, a rate, where infinity earns no
+    credit and so ``data_block`` bounds the whole content, as it did."""
+    assert kind.uniform(math.inf) == kind.uniform(None)
+    for field in dataclasses.fields(kind):
+        built = getattr(kind(**{field.name: math.inf}), field.name)
+        assert built == (math.inf if field.name == "min_data_rate" else None)
+
+
+def test_a_session_under_infinite_timeouts_delivers(adapter: str) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, timeouts=Timeouts.uniform(math.inf)) as server:
+        with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+            assert (
+                client.sendmail("a@abc.example", ["bob@pqr.example"], b"Subject: x\r\n\r\nhi\r\n")
+                == {}
+            )
+        server.wait_for_sessions(0)
+    assert len(handler.messages) == 1
 
 
 def test_command_timeout_sends_421_and_closes(adapter: str) -> None:

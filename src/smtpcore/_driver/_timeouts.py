@@ -30,6 +30,8 @@ __all__ = [
     "Timeouts",
     "Watchdog",
     "Within",
+    "as_limit",
+    "as_rate",
     "as_seconds",
     "as_wait",
     "checked_delay",
@@ -81,16 +83,45 @@ def as_wait(name: str, value: object) -> float:
     return seconds
 
 
+def _is_infinity(value: object) -> bool:
+    """Whether ``value`` is positive infinity (``math.inf``), as a number; an int past a
+    float's range (``10**400``) is not: it compares below infinity."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == math.inf
+
+
+def as_limit(name: str, value: object) -> float | None:
+    """``value``, the option ``name``, as a limit on a wait: None, no limit, for None or
+    positive infinity (which sessions took as no limit before the fields were
+    checked, as smtplib's sockets do), else what :func:`as_wait` gives."""
+    if value is None or _is_infinity(value):
+        return None
+    return as_wait(name, value)
+
+
+def as_rate(name: str, value: object) -> float | None:
+    """``value``, the option ``name``, as a minimum rate (octets a second): None, no
+    rate, is kept; positive infinity is a rate no client keeps up, which earns no
+    credit, so the wait it paces is a bound on the whole content; else what
+    :func:`as_wait` gives."""
+    if value is None:
+        return None
+    return math.inf if _is_infinity(value) else as_wait(name, value)
+
+
+_RATES: Final = frozenset({"min_data_rate"})
+"""The fields of :class:`Timeouts` that are rates, not waits (:func:`as_rate`)."""
+
+
 def check_waits(timeouts: Timeouts | POP3Timeouts) -> None:
-    """Each field of ``timeouts`` made a float by :func:`as_wait`, or a ``ValueError``
-    naming it (``Timeouts.data_block``), when it is built: a value past a float's range
-    would otherwise fail every session later, in each deadline built from it, with
-    ``OverflowError``. None, no limit, is kept."""
+    """Each field of ``timeouts`` checked by :func:`as_limit` (or :func:`as_rate`), or a
+    ``ValueError`` naming it (``Timeouts.data_block``), when it is built: a value past
+    a float's range would otherwise fail every session later, in each deadline built
+    from it, with ``OverflowError``."""
     kind = type(timeouts).__name__
     for field in dataclasses.fields(timeouts):
-        value = getattr(timeouts, field.name)
-        if value is not None:
-            object.__setattr__(timeouts, field.name, as_wait(f"{kind}.{field.name}", value))
+        check = as_rate if field.name in _RATES else as_limit
+        value = check(f"{kind}.{field.name}", getattr(timeouts, field.name))
+        object.__setattr__(timeouts, field.name, value)
 
 
 @dataclass(frozen=True, slots=True)
