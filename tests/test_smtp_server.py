@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
@@ -37,6 +39,7 @@ from smtpcore.smtp import (
     StartTls,
     State,
     Vrfy,
+    quoted,
 )
 from smtpcore.smtp._replies import ReplyParser
 from smtpcore.testing import permissive_smtp_answer
@@ -862,6 +865,45 @@ def test_utf8_reply_text_is_written_as_it_is() -> None:
     """Letters of any script, HTAB, ZWNJ and ZWJ (which some scripts need) are text."""
     for text in ("caf\u00e9 \u65e5\u672c", "tab\there", "\u0dc1\u0dca\u200d\u0dbb", "a\u200cb"):
         assert Reply(250, text).to_bytes() == f"250 {text}\r\n".encode()
+
+
+_PARTIAL_ESCAPE_AT_END = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3}|U[0-9a-f]{0,7})?$")
+
+
+@given(st.text(st.characters(exclude_characters="\\"), max_size=700))
+@example("x" * 488 + "\u200e" * 5)
+@example("\U000e0041" * 60)
+@example("\udcff" * 130)
+def test_quoted_text_always_makes_a_reply_that_fits_and_cuts_no_escape(text: str) -> None:
+    """What a handler quotes from a client, passed through :func:`quoted`, always
+    builds a reply whose line fits (RFC 5321 §4.5.3.1.5), whatever it holds (controls,
+    format characters, lone surrogates), and a cut never leaves half an escape."""
+    reply = Reply(550, quoted(text), "5.1.1")
+    assert len(reply.to_bytes()) <= 512
+    body = reply.text.removesuffix("...") if isinstance(reply.text, str) else ""
+    assert not _PARTIAL_ESCAPE_AT_END.search(body)
+
+
+def test_quoted_cuts_before_an_escape_it_cannot_hold_whole() -> None:
+    assert quoted("x" * 488 + "\u200e" * 5) == "x" * 488 + "..."
+    assert quoted("x" * 486 + "\u200e" * 5) == "x" * 486 + "\\u200e..."
+
+
+def test_a_handler_quoting_a_long_vrfy_argument_with_quoted_gets_its_reply_out() -> None:
+    """160 LRMs are 480 octets raw and 960 escaped: ``Reply(252, f"cannot VRFY
+    {argument}")`` is over a reply line and refused at ``send``; through
+    :func:`quoted` it is cut to fit, and the session goes on."""
+    argument = "\u200e" * 160
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(f"VRFY {argument}\r\n".encode())
+    vrfy = conn.next_event()
+    assert isinstance(vrfy, Vrfy)
+    with pytest.raises(LocalProtocolError, match="512"):
+        conn.send(Reply(252, f"cannot VRFY {vrfy.argument}"))
+    wire = conn.send(Reply(252, quoted(f"cannot VRFY {vrfy.argument}")))
+    assert wire.startswith(b"252 2.0.0 cannot VRFY \\u200e") and wire.endswith(b"...\r\n")
+    assert len(wire) <= 512
 
 
 def test_a_lone_surrogate_in_reply_text_is_refused_before_the_machine_moves() -> None:

@@ -57,8 +57,7 @@ from smtpcore.server.trace import (
     tls_comment,
 )
 from smtpcore.server.waits import Threads
-from smtpcore.smtp import Mail, Rcpt, Reply
-from smtpcore.smtp._replies import quoted
+from smtpcore.smtp import Mail, Rcpt, Reply, quoted
 
 __all__ = [
     "Accepted",

@@ -54,9 +54,15 @@ from smtpcore.server.downgrade import NotConvertible, SevenBitReader, plan_seven
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
-from smtpcore.smtp import DSNError, OriginalRecipient, RecipientResult, Reply, TransactionResult
+from smtpcore.smtp import (
+    DSNError,
+    OriginalRecipient,
+    RecipientResult,
+    Reply,
+    TransactionResult,
+    quoted,
+)
 from smtpcore.smtp._dsn import MAX_ORCPT
-from smtpcore.smtp._replies import quoted
 
 __all__ = [
     "ClientFactory",

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
-from smtpcore._textsafe import backslash_escaped, escape_unsafe_beyond_ascii, replace_unsafe
+from smtpcore._textsafe import (
+    backslash_escaped,
+    escape_unsafe_beyond_ascii,
+    replace_unsafe,
+    unsafe_in_text,
+)
 from smtpcore.smtp._base import Event
 
 __all__ = [
@@ -56,19 +61,41 @@ def shortened(text: str, octets: int = TEXT_ROOM) -> str:
 
 
 def quoted(text: str, octets: int = TEXT_ROOM) -> str:
-    """``text`` that quotes a client (an address, a login name, an exception's words
-    about them) made fit for a reply the library builds: each character unsafe in text
-    (RFC 5198 §2), C0 controls among them, and each lone surrogate, which
-    :class:`Reply` refuses, backslash-escaped (``\\x0d``, ``\\u200e``), then
-    :func:`shortened` with the escapes counted, so that the line still fits (RFC 5321
-    §4.5.3.1.5). What a client gave must not cost its session."""
-    if not text.isprintable():
-        text = _LONE_SURROGATE.sub(_escaped_match, replace_unsafe(text, backslash_escaped))
-    return shortened(text, octets)
+    """``text`` that quotes a client (an address, a VRFY argument, a login name) made
+    fit to be a :class:`Reply`'s text: what a reply escapes (RFC 5198 §2: C1 controls,
+    format characters, U+2028, U+2029), and what it refuses (C0 controls, DEL, lone
+    surrogates), backslash-escaped (``\\x0d``, ``\\u200e``); then cut short with
+    ``...`` between two characters, never inside an escape, so that the reply line
+    fits (RFC 5321 §4.5.3.1.5) though an escape is longer than its character. What a
+    client gave must not cost its session: quote the whole text,
+    ``Reply(252, quoted(f"cannot VRFY {argument}"))``."""
+    if text.isprintable():  # the everyday case, in C
+        return shortened(text, octets)
+    pieces = [_quoted_char(char) for char in text]
+    escaped = "".join(pieces)
+    if len(escaped.encode()) <= octets:
+        return escaped
+    return _whole_pieces(pieces, octets - len("...")) + "..."
 
 
-def _escaped_match(match: re.Match[str]) -> str:
-    return backslash_escaped(match.group())
+def _quoted_char(char: str) -> str:
+    """``char`` as :func:`quoted` writes it: escaped if a reply would escape or refuse
+    it, as it is otherwise."""
+    if unsafe_in_text(char) or _LONE_SURROGATE.match(char):
+        return backslash_escaped(char)
+    return char
+
+
+def _whole_pieces(pieces: list[str], octets: int) -> str:
+    """As many of ``pieces`` (characters or their escapes), from the first, as fit in
+    ``octets`` UTF-8 octets: a cut between two pieces never leaves half an escape
+    (``\\u200``) that reads as another character's."""
+    kept = 0
+    for count, piece in enumerate(pieces):  # bounded by len(pieces)
+        kept += len(piece) if piece.isascii() else len(piece.encode())
+        if kept > octets:
+            return "".join(pieces[:count])
+    return "".join(pieces)
 
 
 _SECTION: Final = re.compile(r"\u00a7 ?")
