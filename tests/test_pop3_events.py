@@ -138,6 +138,23 @@ def test_status_text_unsafe_for_display_is_written_escaped(
     assert parse_status_line(wire.removesuffix(b"\r\n")) == response
 
 
+@pytest.mark.parametrize("build", [Ok, Err])
+@pytest.mark.parametrize("text", ["", "2 messages (320 octets)", "caf\u00e9 \u65e5\u672c"])
+def test_printable_status_text_is_not_passed_to_the_escape(
+    build: Any, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every status line is built on the everyday path: printable text, which holds
+    nothing to escape, is tested inline (``str.isprintable``, in C) and costs no call
+    of the escape."""
+    import smtpcore.pop3._events as events
+
+    def escape(response: object) -> None:
+        raise AssertionError(f"printable text passed to the escape: {text!r}")
+
+    monkeypatch.setattr(events, "_escape_text", escape)
+    assert build(text).text == text
+
+
 def test_err_splits_a_leading_code_from_its_text() -> None:
     assert Err("[IN-USE] maildrop locked") == Err("maildrop locked", code="IN-USE")
     assert Err("[LOGIN-DELAY]") == Err("", code="LOGIN-DELAY")

@@ -97,10 +97,17 @@ def _check_number(name: str, value: object, *, minimum: int = 1) -> None:
         )
 
 
+def _check_status_text(name: str, response: Ok | Err) -> None:
+    """Refuse a status response's text unless a status line may carry it, and keep in
+    it the backslash escape of each character unsafe in text beyond ASCII (RFC 5198
+    §2), as an SMTP reply does. Called for text that is not a printable str only:
+    printable text, the everyday case, holds nothing to refuse or escape, and the
+    caller's inline test spares every status line a call."""
+    _check_text(name, response.text)
+    _escape_text(response)
+
+
 def _escape_text(response: Ok | Err) -> None:
-    """Keep in a status response's checked text the backslash escape of each character
-    unsafe in text beyond ASCII (RFC 5198 §2), as an SMTP reply does; printable text,
-    the everyday case, is left alone."""
     escaped = escape_unsafe_beyond_ascii(response.text)
     if escaped is not response.text:
         object.__setattr__(response, "text", escaped)
@@ -394,8 +401,8 @@ class Ok(Response):
     text: str = ""
 
     def __post_init__(self) -> None:
-        _check_text("+OK text", self.text)
-        _escape_text(self)
+        if not (isinstance(self.text, str) and self.text.isprintable()):  # everyday, in C
+            _check_status_text("+OK text", self)
 
     def to_bytes(self) -> bytes:
         return b"+OK " + self.text.encode("utf-8") + b"\r\n" if self.text else b"+OK\r\n"
@@ -416,8 +423,8 @@ class Err(Response):
     code: str | None = None
 
     def __post_init__(self) -> None:
-        _check_text("-ERR text", self.text)
-        _escape_text(self)
+        if not (isinstance(self.text, str) and self.text.isprintable()):  # everyday, in C
+            _check_status_text("-ERR text", self)
         if self.code is None:
             match = _LEADING_CODE_RE.match(self.text)
             if match is not None:
