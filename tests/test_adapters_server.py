@@ -964,6 +964,11 @@ def test_a_timeout_that_is_no_wait_is_refused_when_built(
         kind.uniform(10**400)
 
 
+def test_a_negative_rate_is_refused_in_its_own_unit() -> None:
+    with pytest.raises(ValueError, match="min_data_rate must be 0 or more octets a second"):
+        Timeouts(min_data_rate=-1)
+
+
 @pytest.mark.parametrize("kind", [Timeouts, POP3Timeouts])
 def test_an_infinite_timeout_is_no_limit(kind: type[Timeouts] | type[POP3Timeouts]) -> None:
     """Infinity, which a session took as no limit before the fields were checked, is

@@ -102,6 +102,21 @@ def test_responses_write_themselves(event: Ok | Err | Continue, wire: bytes) -> 
     assert event.to_bytes() == wire
 
 
+class _SaysPrintable(str):
+    """A str that claims to be printable whatever it holds."""
+
+    def isprintable(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("build", [Ok, Err])
+def test_a_str_subclass_cannot_talk_its_way_past_the_text_check(build: Any) -> None:
+    """The everyday path trusts ``str.isprintable`` only on a real str: a subclass
+    claiming printable text still has its CR LF refused."""
+    with pytest.raises(LocalProtocolError):
+        build(_SaysPrintable("fine\r\n+OK injected"))
+
+
 @pytest.mark.parametrize("build", [Ok, Err])
 def test_a_lone_surrogate_in_response_text_is_refused_when_built(build: Any) -> None:
     """UTF-8 has no form for it: the response was built, and ``to_bytes`` (the server

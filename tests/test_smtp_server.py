@@ -884,6 +884,24 @@ def test_quoted_text_always_makes_a_reply_that_fits_and_cuts_no_escape(text: str
     assert not _PARTIAL_ESCAPE_AT_END.search(body)
 
 
+def test_quoted_needs_room_for_its_ellipsis() -> None:
+    with pytest.raises(ValueError, match="room"):
+        quoted("abcdefgh", 2)
+    assert quoted("abcdefgh", 3) == "..."
+
+
+class _SaysPrintable(str):
+    """A str that claims to be printable whatever it holds."""
+
+    def isprintable(self) -> bool:
+        return True
+
+
+def test_a_str_subclass_cannot_talk_its_way_past_the_reply_text_check() -> None:
+    with pytest.raises(LocalProtocolError):
+        Reply(250, _SaysPrintable("fine\r\n250 injected"))
+
+
 def test_quoted_cuts_before_an_escape_it_cannot_hold_whole() -> None:
     assert quoted("x" * 488 + "\u200e" * 5) == "x" * 488 + "..."
     assert quoted("x" * 486 + "\u200e" * 5) == "x" * 486 + "\\u200e..."

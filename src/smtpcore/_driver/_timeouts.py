@@ -73,13 +73,13 @@ def _quoted(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def as_wait(name: str, value: object) -> float:
+def as_wait(name: str, value: object, unit: str = "seconds") -> float:
     """``value``, the option ``name``, as a number of seconds a session can wait: what
     :func:`as_seconds` takes, zero or more (``ValueError`` otherwise). A negative wait
     has no meaning, and a negative rate would take time away with each read."""
     seconds = as_seconds(name, value)
     if seconds < 0:
-        raise ValueError(f"{name} must be 0 or more seconds, not {seconds!r}")
+        raise ValueError(f"{name} must be 0 or more {unit}, not {seconds!r}")
     return seconds
 
 
@@ -105,7 +105,7 @@ def as_rate(name: str, value: object) -> float | None:
     :func:`as_wait` gives."""
     if value is None:
         return None
-    return math.inf if _is_infinity(value) else as_wait(name, value)
+    return math.inf if _is_infinity(value) else as_wait(name, value, "octets a second")
 
 
 _RATES: Final = frozenset({"min_data_rate"})

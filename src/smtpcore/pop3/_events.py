@@ -401,7 +401,7 @@ class Ok(Response):
     text: str = ""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.text, str) and self.text.isprintable()):  # everyday, in C
+        if not (type(self.text) is str and self.text.isprintable()):  # everyday, in C
             _check_status_text("+OK text", self)
 
     def to_bytes(self) -> bytes:
@@ -423,7 +423,7 @@ class Err(Response):
     code: str | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.text, str) and self.text.isprintable()):  # everyday, in C
+        if not (type(self.text) is str and self.text.isprintable()):  # everyday, in C
             _check_status_text("-ERR text", self)
         if self.code is None:
             match = _LEADING_CODE_RE.match(self.text)

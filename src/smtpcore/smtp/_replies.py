@@ -69,6 +69,8 @@ def quoted(text: str, octets: int = TEXT_ROOM) -> str:
     fits (RFC 5321 §4.5.3.1.5) though an escape is longer than its character. What a
     client gave must not cost its session: quote the whole text,
     ``Reply(252, quoted(f"cannot VRFY {argument}"))``."""
+    if octets < len("..."):
+        raise ValueError(f"quoted() needs room for at least '...', not {octets} octets")
     if text.isprintable():  # the everyday case, in C
         return shortened(text, octets)
     pieces = [_quoted_char(char) for char in text]
@@ -235,7 +237,7 @@ class Reply(Event, metaclass=_ReplyType):
                 lines = ("",)
         longest = 0
         for line in lines:
-            if not (isinstance(line, str) and line.isprintable()):  # the everyday case, in C
+            if not (type(line) is str and line.isprintable()):  # the everyday case, in C
                 lines = tuple(map(_text_line, lines))  # refused, or escaped where unsafe
                 text = lines[0] if isinstance(text, str) else lines
                 longest = max(len(each.encode()) for each in lines)
