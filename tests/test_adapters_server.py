@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import math
 import os
 import smtplib
 import socket
@@ -19,6 +20,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +34,7 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
-from smtpcore._driver import Timeouts
+from smtpcore._driver import POP3Timeouts, Timeouts
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
@@ -936,6 +938,58 @@ def test_a_handshake_the_client_gives_up_is_logged_with_a_reason(
 
 
 # -- timeouts, limits, shutdown and vanishing peers ------------------------------------
+
+
+NO_WAITS: tuple[Any, ...] = (-1, -math.inf, math.nan, "5", True, 10**400)
+"""Values no field of ``Timeouts`` or ``POP3Timeouts`` may take: each would fail every
+session later (``OverflowError`` in a deadline, ``TypeError`` in a comparison)."""
+
+
+@pytest.mark.parametrize("kind", [Timeouts, POP3Timeouts])
+def test_a_timeout_that_is_no_wait_is_refused_when_built(
+    kind: type[Timeouts] | type[POP3Timeouts],
+) -> None:
+    """Every field goes through the duration check the other options use: a
+    ``ValueError`` naming the field, at once; None (no limit) and numbers are kept,
+    as floats."""
+    for field in dataclasses.fields(kind):
+        for seconds in NO_WAITS:
+            with pytest.raises(ValueError, match=rf"{kind.__name__}\.{field.name} "):
+                kind(**{field.name: seconds})
+        built = getattr(kind(**{field.name: 7}), field.name)
+        assert built == 7.0 and type(built) is float
+        assert getattr(kind(**{field.name: None}), field.name) is None
+    assert kind.uniform(0) == kind.uniform(0.0)
+    with pytest.raises(ValueError, match="past the range"):
+        kind.uniform(10**400)
+
+
+def test_a_negative_rate_is_refused_in_its_own_unit() -> None:
+    with pytest.raises(ValueError, match="min_data_rate must be 0 or more octets a second"):
+        Timeouts(min_data_rate=-1)
+
+
+@pytest.mark.parametrize("kind", [Timeouts, POP3Timeouts])
+def test_an_infinite_timeout_is_no_limit(kind: type[Timeouts] | type[POP3Timeouts]) -> None:
+    """Infinity, which a session took as no limit before the fields were checked, is
+    kept as None, no limit; but for ``min_data_rate``, a rate, where infinity earns no
+    credit and so ``data_block`` bounds the whole content, as it did."""
+    assert kind.uniform(math.inf) == kind.uniform(None)
+    for field in dataclasses.fields(kind):
+        built = getattr(kind(**{field.name: math.inf}), field.name)
+        assert built == (math.inf if field.name == "min_data_rate" else None)
+
+
+def test_a_session_under_infinite_timeouts_delivers(adapter: str) -> None:
+    handler = Recorder()
+    with running_smtp_server(adapter, handler, timeouts=Timeouts.uniform(math.inf)) as server:
+        with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+            assert (
+                client.sendmail("a@abc.example", ["bob@pqr.example"], b"Subject: x\r\n\r\nhi\r\n")
+                == {}
+            )
+        server.wait_for_sessions(0)
+    assert len(handler.messages) == 1
 
 
 def test_command_timeout_sends_421_and_closes(adapter: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given, settings
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 import smtpcore.address as address
 from smtpcore import LocalProtocolError
+from smtpcore._hostname import a_label_hostname
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES, holds_unsafe
 from smtpcore.address import (
     AddressError,
@@ -18,6 +20,7 @@ from smtpcore.address import (
     format_path,
     is_address_literal,
     normalize_domain,
+    normalize_host_name,
     parse_address_literal,
     parse_domain,
     parse_mailbox,
@@ -113,6 +116,7 @@ INVALID_MAILBOXES = [
     ("a@straße.example", "normalized"),
     ("a@a\u3002b.example", "full stop"),
     ("a@ü-.example", "hyphen"),
+    ("a@\u0301b.example", "combining mark"),
     ("a@xn--ü.example", "IDNA"),
     ("a@ü_x.example", "A-label"),
     ("a@x\u00a0y.example", "IDNA"),
@@ -640,3 +644,36 @@ def test_arbitrary_text_raises_only_address_error(text: str, flag: bool) -> None
         with contextlib.suppress(AddressError):
             call()
     assert isinstance(is_address_literal(text), bool)
+
+
+def _hosts_and_domains() -> list[Callable[[str], object]]:
+    """Every check a host or mail domain name goes through, each from its own caller
+    (the SMTP server's own name raises a ``ValueError`` naming it): they all meet in
+    the one label check."""
+    return [
+        normalize_host_name,
+        normalize_domain,
+        a_label_hostname,
+        lambda name: parse_mailbox(f"a@{name}"),
+        lambda name: Mailbox("a", name),
+    ]
+
+
+@given(st.characters(categories=["Mn", "Mc", "Me"]))
+def test_a_label_that_begins_with_a_combining_mark_is_refused(mark: str) -> None:
+    """RFC 5891 §4.2.3.2: a U-label must not begin with a combining mark (general
+    category M); IDNA 2003's nameprep, which the label goes through, does not say so."""
+    for check in _hosts_and_domains():
+        with pytest.raises(ValueError):
+            check(f"{mark}q.example")
+        with pytest.raises(ValueError):
+            check(f"mx.{mark}q.example")
+
+
+def test_a_combining_mark_after_a_letter_is_still_taken() -> None:
+    """Only the first character is ruled: a mark that combines with a letter before it
+    (q with a dot above, which has no precomposed form) is in many real names."""
+    for check in _hosts_and_domains():
+        check("q\u0307x.example")
+    with pytest.raises(AddressError, match="combining mark"):
+        normalize_host_name("\u0301abc.example")

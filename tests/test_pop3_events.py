@@ -31,6 +31,7 @@ from smtpcore.pop3 import (
     User,
     Utf8,
 )
+from smtpcore.pop3._responses import parse_status_line
 
 
 @pytest.mark.parametrize(
@@ -101,12 +102,72 @@ def test_responses_write_themselves(event: Ok | Err | Continue, wire: bytes) -> 
     assert event.to_bytes() == wire
 
 
+class _SaysPrintable(str):
+    """A str that claims to be printable whatever it holds."""
+
+    def isprintable(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("build", [Ok, Err])
+def test_a_str_subclass_cannot_talk_its_way_past_the_text_check(build: Any) -> None:
+    """The everyday path trusts ``str.isprintable`` only on a real str: a subclass
+    claiming printable text still has its CR LF refused."""
+    with pytest.raises(LocalProtocolError):
+        build(_SaysPrintable("fine\r\n+OK injected"))
+
+
 @pytest.mark.parametrize("build", [Ok, Err])
 def test_a_lone_surrogate_in_response_text_is_refused_when_built(build: Any) -> None:
     """UTF-8 has no form for it: the response was built, and ``to_bytes`` (the server
     machine's ``send``) raised ``UnicodeEncodeError`` in its place."""
     with pytest.raises(LocalProtocolError, match="surrogate"):
         build("cannot open " + b"\xff".decode("utf-8", "surrogateescape"))
+
+
+@pytest.mark.parametrize(
+    ("build", "status"),
+    [(Ok, b"+OK"), (Err, b"-ERR"), (lambda text: Err(text, code="SYS/PERM"), b"-ERR [SYS/PERM]")],
+)
+@pytest.mark.parametrize(
+    ("text", "written"),
+    [
+        ("x\x9b31m", b"x\\x9b31m"),  # C1: the 8-bit CSI
+        ("a\x85b", b"a\\x85b"),  # C1: NEL
+        ("a\u2028+OK b", b"a\\u2028+OK b"),  # the line separator
+        ("no <n\u200eobody@pqr.example>", b"no <n\\u200eobody@pqr.example>"),  # LRM
+        ("user \u202eelgoog", b"user \\u202eelgoog"),  # a bidi override
+    ],
+)
+def test_status_text_unsafe_for_display_is_written_escaped(
+    build: Any, status: bytes, text: str, written: bytes
+) -> None:
+    """RFC 5198 §2, as for an SMTP reply: a C1 control, a format character or a line or
+    paragraph separator a server quotes (a user name, an address) is escaped as a
+    Python literal writes it, not refused, and never reaches the wire raw; a client
+    reads back the response built."""
+    response = build(text)
+    wire = response.to_bytes()
+    assert wire == status + b" " + written + b"\r\n"
+    assert response.text == written.decode("ascii")
+    assert parse_status_line(wire.removesuffix(b"\r\n")) == response
+
+
+@pytest.mark.parametrize("build", [Ok, Err])
+@pytest.mark.parametrize("text", ["", "2 messages (320 octets)", "caf\u00e9 \u65e5\u672c"])
+def test_printable_status_text_is_not_passed_to_the_escape(
+    build: Any, text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every status line is built on the everyday path: printable text, which holds
+    nothing to escape, is tested inline (``str.isprintable``, in C) and costs no call
+    of the escape."""
+    import smtpcore.pop3._events as events
+
+    def escape(response: object) -> None:
+        raise AssertionError(f"printable text passed to the escape: {text!r}")
+
+    monkeypatch.setattr(events, "_escape_text", escape)
+    assert build(text).text == text
 
 
 def test_err_splits_a_leading_code_from_its_text() -> None:

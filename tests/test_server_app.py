@@ -689,6 +689,36 @@ def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
     assert empty[0] == 550 and empty[1].startswith(b"5.1.1")
 
 
+def test_a_recipient_quoted_in_a_reply_has_its_unsafe_characters_escaped(
+    tmp_path: Path,
+) -> None:
+    """A format character (U+200E, a bidi mark) is legitimate in an SMTPUTF8 address
+    (RFC 6531 §3.3) but unsafe in text (RFC 5198 §2): the reply quoting the address
+    writes it escaped, never raw, and the session goes on."""
+    config = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"})
+
+    def client(port: int) -> list[tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("client.abc.example")
+            smtp.command_encoding = "utf-8"
+            return [
+                smtp.docmd("MAIL", "FROM:<john@abc.example> SMTPUTF8"),
+                smtp.docmd("RCPT", "TO:<n\u200eobody@pqr.example>"),
+                smtp.docmd("RCPT", "TO:<brendon@pqr.example>"),
+            ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(client, _port(server, "smtp"))
+
+    mail, unknown, brendon = _run(main)
+    assert mail[0] == 250 and brendon[0] == 250
+    assert unknown == (
+        550,
+        b"5.1.1 <n\\u200eobody@pqr.example>: no such mailbox here (user unknown)",
+    )
+
+
 def test_submission_needs_auth_then_relays_to_the_other_server(tmp_path: Path) -> None:
     pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
     message = b"From: john@abc.example\r\nTo: brendon@pqr.example\r\nSubject: hi\r\n\r\n.dot\r\n"

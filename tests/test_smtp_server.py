@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._driver import ServerOptions
 from smtpcore._hostname import a_label_hostname
-from smtpcore._lines import FramingPolicy
+from smtpcore._lines import FramingPolicy, ReceiveBuffer
+from smtpcore._textsafe import holds_unsafe, unsafe_in_text
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     BadCommand,
@@ -36,7 +39,9 @@ from smtpcore.smtp import (
     StartTls,
     State,
     Vrfy,
+    quoted,
 )
+from smtpcore.smtp._replies import ReplyParser
 from smtpcore.testing import permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
@@ -776,11 +781,147 @@ def test_the_greeting_and_hello_replies_carry_no_enhanced_status() -> None:
         lambda: Reply(250, "x", "9.9.9"),
         lambda: Reply(550, "no such sender \udcff"),  # os.fsdecode, surrogateescape
         lambda: Reply(250, ["ok", "\ud800"]),
+        lambda: Reply(550, "bell\x07"),  # C0 but CR and LF
+        lambda: Reply(550, "x\x1b[31m"),  # ESC
+        lambda: Reply(550, "rub\x7fout"),  # DEL
     ],
 )
 def test_replies_that_would_serialize_wrongly_cannot_be_built(bad: object) -> None:
     with pytest.raises(LocalProtocolError):
         bad()  # type: ignore[operator]  # a lambda from the table
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("x\x9b31m", ("x\\x9b31m",)),  # C1: the 8-bit CSI
+        ("x\x85y", ("x\\x85y",)),  # C1: NEL, a line end to some readers
+        ("a\u2028Injected: yes", ("a\\u2028Injected: yes",)),  # the line separator
+        (["ok", "a\u2029b"], ("ok", "a\\u2029b")),  # the paragraph separator
+        ("user \u202eelgoog", ("user \\u202eelgoog",)),  # a bidi override
+        ("<n\u200eobody@pqr.example> OK", ("<n\\u200eobody@pqr.example> OK",)),  # LRM
+        ("soft\u00adhyphen \U000e0001", ("soft\\xadhyphen \\U000e0001",)),
+    ],
+)
+def test_reply_text_unsafe_for_display_is_written_escaped(
+    text: str | list[str], lines: tuple[str, ...]
+) -> None:
+    """RFC 5198 §2: a C1 control, a format character or a line or paragraph separator
+    may stand in what a handler quotes from a client (an SMTPUTF8 address may hold an
+    LRM, RFC 6531 §3.3), so it is escaped as a Python literal writes it, not refused:
+    refusing would cost the message (the handler fails, the client is answered 451)."""
+    reply = Reply(550, text)
+    assert reply.lines == lines
+    assert reply.text == (lines[0] if isinstance(text, str) else lines)
+    assert reply == Reply(550, lines)
+
+
+def test_a_handler_echoing_an_smtputf8_address_with_an_lrm_is_not_punished() -> None:
+    """An aiosmtpd-style handler answers ``Reply(250, f"<{rcpt}> OK")``: a recipient
+    holding U+200E, legitimate in an SMTPUTF8 address (RFC 6531 §3.3), is accepted
+    with the mark escaped on the wire, and the session goes on."""
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(b"MAIL FROM:<a@b.example> SMTPUTF8\r\n")
+    assert isinstance(conn.next_event(), Mail)
+    conn.send(Reply(250, "OK"))
+    conn.receive_data("RCPT TO:<n\u200eobody@pqr.example>\r\n".encode())
+    rcpt = conn.next_event()
+    assert isinstance(rcpt, Rcpt)
+    wire = conn.send(Reply(250, f"<{rcpt.recipient}> OK"))
+    assert wire == b"250 2.1.5 <n\\u200eobody@pqr.example> OK\r\n"
+    assert conn.state is State.RCPT
+
+
+def _escaped_where_unsafe(text: str) -> str:
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unsafe_in_text(char) else char
+        for char in text
+    )
+
+
+@given(st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20))
+def test_reply_text_is_escaped_exactly_where_it_is_unsafe_in_text(text: str) -> None:
+    """RFC 5198 §2: what the parsers mask never reaches the wire. CR, LF, the other C0
+    controls and DEL would break the reply's framing and are refused, as they always
+    were (a programming error); the rest of the class (C1 controls, format and
+    separator characters) is written backslash-escaped, and nothing else is touched:
+    the UTF-8 an SMTPUTF8 (RFC 6531) reply may quote is written as it is. A reply read
+    back from the wire equals the one built."""
+    if any(char.isascii() and unsafe_in_text(char) for char in text):
+        with pytest.raises(LocalProtocolError, match="control"):
+            Reply(550, text)
+        return
+    reply = Reply(550, text)
+    assert reply.lines == (_escaped_where_unsafe(text),)
+    wire = reply.to_bytes()
+    assert not holds_unsafe(wire.decode().removesuffix("\r\n"))
+    buffer = ReceiveBuffer()
+    buffer.receive(wire)
+    assert ReplyParser().next_reply(buffer, enhanced=False) == reply
+
+
+def test_utf8_reply_text_is_written_as_it_is() -> None:
+    """Letters of any script, HTAB, ZWNJ and ZWJ (which some scripts need) are text."""
+    for text in ("caf\u00e9 \u65e5\u672c", "tab\there", "\u0dc1\u0dca\u200d\u0dbb", "a\u200cb"):
+        assert Reply(250, text).to_bytes() == f"250 {text}\r\n".encode()
+
+
+_PARTIAL_ESCAPE_AT_END = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3}|U[0-9a-f]{0,7})?$")
+
+
+@given(st.text(st.characters(exclude_characters="\\"), max_size=700))
+@example("x" * 488 + "\u200e" * 5)
+@example("\U000e0041" * 60)
+@example("\udcff" * 130)
+def test_quoted_text_always_makes_a_reply_that_fits_and_cuts_no_escape(text: str) -> None:
+    """What a handler quotes from a client, passed through :func:`quoted`, always
+    builds a reply whose line fits (RFC 5321 §4.5.3.1.5), whatever it holds (controls,
+    format characters, lone surrogates), and a cut never leaves half an escape."""
+    reply = Reply(550, quoted(text), "5.1.1")
+    assert len(reply.to_bytes()) <= 512
+    body = reply.text.removesuffix("...") if isinstance(reply.text, str) else ""
+    assert not _PARTIAL_ESCAPE_AT_END.search(body)
+
+
+def test_quoted_needs_room_for_its_ellipsis() -> None:
+    with pytest.raises(ValueError, match="room"):
+        quoted("abcdefgh", 2)
+    assert quoted("abcdefgh", 3) == "..."
+
+
+class _SaysPrintable(str):
+    """A str that claims to be printable whatever it holds."""
+
+    def isprintable(self) -> bool:
+        return True
+
+
+def test_a_str_subclass_cannot_talk_its_way_past_the_reply_text_check() -> None:
+    with pytest.raises(LocalProtocolError):
+        Reply(250, _SaysPrintable("fine\r\n250 injected"))
+
+
+def test_quoted_cuts_before_an_escape_it_cannot_hold_whole() -> None:
+    assert quoted("x" * 488 + "\u200e" * 5) == "x" * 488 + "..."
+    assert quoted("x" * 486 + "\u200e" * 5) == "x" * 486 + "\\u200e..."
+
+
+def test_a_handler_quoting_a_long_vrfy_argument_with_quoted_gets_its_reply_out() -> None:
+    """160 LRMs are 480 octets raw and 960 escaped: ``Reply(252, f"cannot VRFY
+    {argument}")`` is over a reply line and refused at ``send``; through
+    :func:`quoted` it is cut to fit, and the session goes on."""
+    argument = "\u200e" * 160
+    conn = greeted()
+    run(conn, EHLO)
+    conn.receive_data(f"VRFY {argument}\r\n".encode())
+    vrfy = conn.next_event()
+    assert isinstance(vrfy, Vrfy)
+    with pytest.raises(LocalProtocolError, match="512"):
+        conn.send(Reply(252, f"cannot VRFY {vrfy.argument}"))
+    wire = conn.send(Reply(252, quoted(f"cannot VRFY {vrfy.argument}")))
+    assert wire.startswith(b"252 2.0.0 cannot VRFY \\u200e") and wire.endswith(b"...\r\n")
+    assert len(wire) <= 512
 
 
 def test_a_lone_surrogate_in_reply_text_is_refused_before_the_machine_moves() -> None:

@@ -3,6 +3,7 @@ smtp-sink and the reference server, and their wire trace."""
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Iterator
@@ -382,6 +383,29 @@ def test_one_client_per_thread() -> None:
         for thread in threads:
             thread.join(30)
     assert not errors and len(handler.messages) == 4
+
+
+def test_an_infinite_timeout_is_no_limit() -> None:
+    """``timeout=math.inf``, smtplib's and poplib's "no limit" as a number, is what
+    ``timeout`` None in each field of the timeouts: no limit."""
+    handler = Recorder()
+    with (
+        running_smtp_server("asyncio", handler) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=math.inf) as client,
+    ):
+        assert (
+            len(client.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example"]).delivered) == 1
+        )
+    assert sync.POP3Client("127.0.0.1", 1, timeout=math.inf) is not None
+
+
+@pytest.mark.parametrize("client", [sync.SMTPClient, sync.POP3Client])
+@pytest.mark.parametrize("timeout", [-1, math.nan, True, "5", pytest.param(10**400, id="10**400")])
+def test_a_timeout_that_is_no_wait_is_refused_by_its_name(client: Any, timeout: Any) -> None:
+    """The error names ``timeout``, the keyword given, not a field of the timeouts
+    built from it."""
+    with pytest.raises(ValueError, match=r"^timeout "):
+        client("127.0.0.1", 1, timeout=timeout)
 
 
 def test_timeout_and_timeouts_are_exclusive() -> None:

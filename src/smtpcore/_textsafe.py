@@ -9,7 +9,9 @@ format characters and the line and paragraph separators. RFC 3461 §4.2 and
 characters, which a format character is not; U+2028 and U+2029 are line ends
 to :meth:`str.splitlines`. ZWNJ and ZWJ are taken: some scripts cannot be
 written without them. The SMTP and POP3 reply parsers, the reports and the log
-escape this class; escaping more than needed is harmless there.
+escape this class; escaping more than needed is harmless there. A server's SMTP
+reply and POP3 status line refuse its ASCII part (it would break their framing)
+and write the rest backslash-escaped (:func:`escape_unsafe_beyond_ascii`).
 
 FORBIDDEN_IN_ADDRESSES (:data:`FORBIDDEN_IN_ADDRESSES`), narrower, what an
 address and a domain may not hold. RFC 6531 §3.3's UTF8-non-ascii is any
@@ -34,6 +36,8 @@ from typing import Final
 
 __all__ = [
     "FORBIDDEN_IN_ADDRESSES",
+    "backslash_escaped",
+    "escape_unsafe_beyond_ascii",
     "first_unsafe",
     "holds_unsafe",
     "replace_unsafe",
@@ -97,3 +101,29 @@ def replace_unsafe(text: str, replacement: Callable[[str], str]) -> str:
     if text.isascii():
         return _ASCII_UNSAFE.sub(lambda match: replacement(match.group()), text)
     return "".join(replacement(char) if unsafe_in_text(char) else char for char in text)
+
+
+def backslash_escaped(char: str) -> str:
+    """The one character ``char`` as a Python string literal writes it (``\\x85``,
+    ``\\u200e``, ``\\U000e0001``): plain ASCII, readable, and telling which character
+    stood there."""
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_unsafe_beyond_ascii(text: str) -> str:
+    """``text`` with each character unsafe in text beyond ASCII (a C1 control, a format
+    character but ZWNJ and ZWJ, U+2028, U+2029) :func:`backslash_escaped`: what a
+    server's reply or status line writes in place of the raw character (RFC 5198 §2),
+    so that text quoting a client (an SMTPUTF8 address may hold an LRM, RFC 6531
+    §3.3) is written, not refused. ASCII is left as it is, its C0 controls and DEL
+    among it: those would break a line's framing, and are the caller's to refuse.
+    Printable or ASCII text is returned as it is, at the cost of two C calls."""
+    if text.isprintable() or text.isascii():
+        return text
+    return "".join(
+        backslash_escaped(char) if not char.isascii() and unsafe_in_text(char) else char
+        for char in text
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import encodings.idna
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
@@ -200,6 +201,11 @@ def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
         raise AddressError(f"label {_show(label)} contains a non-ASCII full stop")
     if label.startswith("-") or label.endswith("-"):
         raise AddressError(f"label {_show(label)} starts or ends with a hyphen")
+    if unicodedata.category(label[0]).startswith("M"):
+        # IDNA 2003's nameprep, below, lets such a label through.
+        raise AddressError(
+            f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)"
+        )
     try:
         mapped = encodings.idna.nameprep(label)
         alabel = encodings.idna.ToASCII(label).decode("ascii")

@@ -60,7 +60,7 @@ from smtpcore._driver._smtp_client import (
     SMTPTimeout,
     TLSNotAvailable,
 )
-from smtpcore._driver._timeouts import POP3Timeouts, Timeouts
+from smtpcore._driver._timeouts import POP3Timeouts, Timeouts, as_limit
 from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
@@ -120,11 +120,13 @@ class _POP3Session(_BlockingSession, BasePOP3Client):
     pass
 
 
-def _uniform(timeout: float, given: object, uniform: Callable[[float], T]) -> T:
-    """``timeouts`` made of smtplib's and poplib's one ``timeout`` for every wait."""
+def _uniform(timeout: float, given: object, uniform: Callable[[float | None], T]) -> T:
+    """``timeouts`` made of smtplib's and poplib's one ``timeout`` for every wait,
+    checked first (:func:`as_limit`: infinity is no limit), so that an error names
+    ``timeout``, the keyword given, not a field of the timeouts built from it."""
     if given is not None:
         raise ValueError("give timeout (one for every wait) or timeouts, not both")
-    return uniform(timeout)
+    return uniform(as_limit("timeout", timeout))
 
 
 class _Client(Protocol):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from smtpcore._textsafe import replace_unsafe
+from smtpcore._textsafe import backslash_escaped, replace_unsafe
 
 __all__ = [
     "LOGGED_NAME_LIMIT",
@@ -27,18 +27,11 @@ __all__ = [
 ]
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
 def loggable(text: str) -> str:
     """``text`` with every character unsafe in text (:mod:`smtpcore._textsafe`: controls,
     C1 among them, line and paragraph separators, format characters such as the bidi
     controls) and every tab shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
-    return replace_unsafe(text, _escape).replace("\t", "\\x09")
+    return replace_unsafe(text, backslash_escaped).replace("\t", "\\x09")
 
 
 def printable(text: str) -> str:
@@ -48,7 +41,7 @@ def printable(text: str) -> str:
     be one printable line (RFC 5321 §4.2)."""
     if text.isprintable():
         return text
-    return "".join(char if char.isprintable() else _escape(char) for char in text)
+    return "".join(char if char.isprintable() else backslash_escaped(char) for char in text)
 
 
 LOGGED_NAME_LIMIT: Final = 255

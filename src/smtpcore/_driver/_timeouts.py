@@ -9,6 +9,7 @@ scopes on trio).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import time
@@ -29,7 +30,10 @@ __all__ = [
     "Timeouts",
     "Watchdog",
     "Within",
+    "as_limit",
+    "as_rate",
     "as_seconds",
+    "as_wait",
     "checked_delay",
     "deadline_when_waiting",
     "finish_when_waiting",
@@ -44,6 +48,80 @@ T = TypeVar("T")
 Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
 """A call under way, as :func:`rest_of` carries it on: a coroutine, or what another
 awaitable's ``__await__`` gave."""
+
+
+def as_seconds(name: str, value: object) -> float:
+    """``value``, the option ``name``, as a finite float number of seconds, or a
+    ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
+    it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
+    as finite but makes every deadline built from it an ``OverflowError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is past the range of a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
+    return seconds
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """``value``'s repr for an error message, cut to ``limit`` characters with an
+    ellipsis that says it was cut."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_wait(name: str, value: object, unit: str = "seconds") -> float:
+    """``value``, the option ``name``, as a number of seconds a session can wait: what
+    :func:`as_seconds` takes, zero or more (``ValueError`` otherwise). A negative wait
+    has no meaning, and a negative rate would take time away with each read."""
+    seconds = as_seconds(name, value)
+    if seconds < 0:
+        raise ValueError(f"{name} must be 0 or more {unit}, not {seconds!r}")
+    return seconds
+
+
+def _is_infinity(value: object) -> bool:
+    """Whether ``value`` is positive infinity (``math.inf``), as a number; an int past a
+    float's range (``10**400``) is not: it compares below infinity."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == math.inf
+
+
+def as_limit(name: str, value: object) -> float | None:
+    """``value``, the option ``name``, as a limit on a wait: None, no limit, for None or
+    positive infinity (which sessions took as no limit before the fields were
+    checked, as smtplib's sockets do), else what :func:`as_wait` gives."""
+    if value is None or _is_infinity(value):
+        return None
+    return as_wait(name, value)
+
+
+def as_rate(name: str, value: object) -> float | None:
+    """``value``, the option ``name``, as a minimum rate (octets a second): None, no
+    rate, is kept; positive infinity is a rate no client keeps up, which earns no
+    credit, so the wait it paces is a bound on the whole content; else what
+    :func:`as_wait` gives."""
+    if value is None:
+        return None
+    return math.inf if _is_infinity(value) else as_wait(name, value, "octets a second")
+
+
+_RATES: Final = frozenset({"min_data_rate"})
+"""The fields of :class:`Timeouts` that are rates, not waits (:func:`as_rate`)."""
+
+
+def check_waits(timeouts: Timeouts | POP3Timeouts) -> None:
+    """Each field of ``timeouts`` checked by :func:`as_limit` (or :func:`as_rate`), or a
+    ``ValueError`` naming it (``Timeouts.data_block``), when it is built: a value past
+    a float's range would otherwise fail every session later, in each deadline built
+    from it, with ``OverflowError``."""
+    kind = type(timeouts).__name__
+    for field in dataclasses.fields(timeouts):
+        check = as_rate if field.name in _RATES else as_limit
+        value = check(f"{kind}.{field.name}", getattr(timeouts, field.name))
+        object.__setattr__(timeouts, field.name, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +174,9 @@ class Timeouts:
     """Client: writing QUIT and waiting for its reply, as Postfix's ``smtp_quit_timeout``
     (300 s by default there too). The session's mail is settled before QUIT: a relay
     that must not be held by a server that never answers it sets this short."""
+
+    def __post_init__(self) -> None:
+        check_waits(self)
 
     @classmethod
     def uniform(cls, seconds: float | None) -> Timeouts:
@@ -395,6 +476,9 @@ class POP3Timeouts:
     tls_handshake: float | None = 60.0
     """The TLS handshake, after STLS or on connect."""
 
+    def __post_init__(self) -> None:
+        check_waits(self)
+
     @classmethod
     def uniform(cls, seconds: float | None) -> POP3Timeouts:
         """The same timeout everywhere, for tests and tight deployments."""
@@ -415,33 +499,7 @@ def rest_of_answer(timeout: float, begun: float | None) -> tuple[float, float]:
     return begun, timeout - (now - begun)
 
 
-def as_seconds(name: str, value: object) -> float:
-    """``value``, the option ``name``, as a finite float number of seconds, or a
-    ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
-    it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
-    as finite but makes every deadline built from it an ``OverflowError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"{name} is past the range of a number of seconds") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
-    return seconds
-
-
-def _quoted(value: object, limit: int = 40) -> str:
-    """``value``'s repr for an error message, cut to ``limit`` characters with an
-    ellipsis that says it was cut."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def checked_delay(seconds: float) -> float:
     """``auth_failure_delay`` as a float, if it is a number of seconds a session can
     wait: zero or more, and finite (``ValueError`` otherwise)."""
-    delay = as_seconds("auth_failure_delay", seconds)
-    if delay < 0:
-        raise ValueError(f"auth_failure_delay must be 0 or more seconds, not {delay!r}")
-    return delay
+    return as_wait("auth_failure_delay", seconds)

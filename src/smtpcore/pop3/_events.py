@@ -15,6 +15,7 @@ from typing import ClassVar, Final
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._secret import SECRET, secret_repr
+from smtpcore._textsafe import escape_unsafe_beyond_ascii
 from smtpcore._words import ascii_upper
 
 __all__ = [
@@ -94,6 +95,22 @@ def _check_number(name: str, value: object, *, minimum: int = 1) -> None:
         raise LocalProtocolError(
             f"{name} must be an int from {minimum} to {MAX_MESSAGE_NUMBER}: {value!r}"
         )
+
+
+def _check_status_text(name: str, response: Ok | Err) -> None:
+    """Refuse a status response's text unless a status line may carry it, and keep in
+    it the backslash escape of each character unsafe in text beyond ASCII (RFC 5198
+    §2), as an SMTP reply does. Called for text that is not a printable str only:
+    printable text, the everyday case, holds nothing to refuse or escape, and the
+    caller's inline test spares every status line a call."""
+    _check_text(name, response.text)
+    _escape_text(response)
+
+
+def _escape_text(response: Ok | Err) -> None:
+    escaped = escape_unsafe_beyond_ascii(response.text)
+    if escaped is not response.text:
+        object.__setattr__(response, "text", escaped)
 
 
 class Event:
@@ -373,12 +390,19 @@ class Response(Event):
 
 @dataclass(frozen=True, slots=True)
 class Ok(Response):
-    """``+OK text``: success; for a multi-line command the content follows."""
+    """``+OK text``: success; for a multi-line command the content follows.
+
+    As in an SMTP reply, CR, LF, the other C0 controls but HTAB, DEL and lone
+    surrogates are refused, and the other characters unsafe in text (RFC 5198 §2: C1
+    controls, format characters such as a bidi mark, U+2028, U+2029) are kept in
+    :attr:`text` as their backslash escapes (``\\u200e``), which go on the wire.
+    """
 
     text: str = ""
 
     def __post_init__(self) -> None:
-        _check_text("+OK text", self.text)
+        if not (type(self.text) is str and self.text.isprintable()):  # everyday, in C
+            _check_status_text("+OK text", self)
 
     def to_bytes(self) -> bytes:
         return b"+OK " + self.text.encode("utf-8") + b"\r\n" if self.text else b"+OK\r\n"
@@ -391,14 +415,16 @@ class Err(Response):
     ``code`` is the bracketed code without its brackets: ``IN-USE``,
     ``LOGIN-DELAY``, ``SYS/TEMP``, ``SYS/PERM``, ``AUTH`` (RFC 3206) or
     ``UTF8`` (RFC 6856). A text that starts with a bracketed code is split
-    into the two fields, so that the event equals what a client reads back.
+    into the two fields, so that the event equals what a client reads back. The text
+    is checked and escaped as :class:`Ok`'s is.
     """
 
     text: str = ""
     code: str | None = None
 
     def __post_init__(self) -> None:
-        _check_text("-ERR text", self.text)
+        if not (type(self.text) is str and self.text.isprintable()):  # everyday, in C
+            _check_status_text("-ERR text", self)
         if self.code is None:
             match = _LEADING_CODE_RE.match(self.text)
             if match is not None:

@@ -57,8 +57,7 @@ from smtpcore.server.trace import (
     tls_comment,
 )
 from smtpcore.server.waits import Threads
-from smtpcore.smtp import Mail, Rcpt, Reply
-from smtpcore.smtp._replies import shortened
+from smtpcore.smtp import Mail, Rcpt, Reply, quoted
 
 __all__ = [
     "Accepted",
@@ -398,7 +397,9 @@ class _MailHandler(Handler):
             key = self.store.mailboxes.lookup(command.recipient)
             if key is None:
                 reply = Reply(
-                    550, f"<{command.recipient}>: no such mailbox here (user unknown)", "5.1.1"
+                    550,
+                    quoted(f"<{command.recipient}>: no such mailbox here (user unknown)"),
+                    "5.1.1",
                 )
                 return self._refuse(
                     session,
@@ -626,7 +627,9 @@ class SubmissionHandler(_MailHandler):
         if address is not None and isinstance(decision, RemoteDelivery):
             self._stats(session).rcpt += 1
             reply = Reply(
-                550, f"<{command.recipient}>: relay to internal address {address} refused", "5.7.1"
+                550,
+                quoted(f"<{command.recipient}>: relay to internal address {address} refused"),
+                "5.7.1",
             )
             return self._refuse(
                 session,
@@ -646,7 +649,7 @@ class SubmissionHandler(_MailHandler):
             self._stats(session).mail += 1
             reply = Reply(
                 553,
-                shortened(  # a login name has no length limit of its own
+                quoted(  # a login name has no length limit of its own
                     f"<{command.sender}>: Sender address rejected: not owned by user "
                     f"{session.authenticated}"
                 ),
@@ -712,7 +715,7 @@ class LMTPHandler(_MailHandler):
                 replies.append(failure_reply(exc))
                 continue
             delivered[address] = key
-            replies.append(Reply(250, f"<{address}> delivered as {spool.id}", "2.0.0"))
+            replies.append(Reply(250, quoted(f"<{address}> delivered as {spool.id}"), "2.0.0"))
         spool.discard()
         if delivered:
             accepted = Accepted(spool.id, paths, None)

@@ -55,7 +55,14 @@ from smtpcore.server.downgrade import NotConvertible, SevenBitReader, plan_seven
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
-from smtpcore.smtp import DSNError, OriginalRecipient, RecipientResult, Reply, TransactionResult
+from smtpcore.smtp import (
+    DSNError,
+    OriginalRecipient,
+    RecipientResult,
+    Reply,
+    TransactionResult,
+    quoted,
+)
 from smtpcore.smtp._dsn import MAX_ORCPT
 
 __all__ = [
@@ -916,7 +923,9 @@ class ExchangerSession:
         except LocalProtocolError as exc:
             # The client's own refusal of what it was about to send: the same message
             # is refused again on every retry, so it fails for good, alone.
-            unsendable = Reply(554, f"the message cannot be sent on as queued: {exc}", "5.3.0")
+            unsendable = Reply(
+                554, quoted(f"the message cannot be sent on as queued: {exc}"), "5.3.0"
+            )
             return dict.fromkeys(addresses, outcome(unsendable, from_remote=False))
         except SenderRefused as exc:
             if exc.result is not None:  # per batch (LIMITS): as a refusal of recipients

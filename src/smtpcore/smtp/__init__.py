@@ -43,7 +43,7 @@ from smtpcore.smtp._extension import Extension, Parameter, ParameterError, Requi
 from smtpcore.smtp._extensions import ServerExtensions
 from smtpcore.smtp._forwarding import TEMPUNAVAIL, UNAVAILABLE, Unavailable
 from smtpcore.smtp._params import Parameters
-from smtpcore.smtp._replies import EnhancedStatus, Reply
+from smtpcore.smtp._replies import EnhancedStatus, Reply, quoted
 from smtpcore.smtp._server import ServerConnection
 from smtpcore.smtp._state import State
 from smtpcore.smtp._transaction import RecipientResult, TransactionResult
@@ -101,5 +101,6 @@ __all__ = [
     "Xclient",
     "Xforward",
     "decode_xtext",
+    "quoted",
     "xtext",
 ]

@@ -51,7 +51,7 @@ from smtpcore.smtp._events import (
 from smtpcore.smtp._everyday_params import read_parameters
 from smtpcore.smtp._forwarding import MAX_VALUE, XTEXT_VALUE, decode_value
 from smtpcore.smtp._params import Parameters, parse_parameters
-from smtpcore.smtp._replies import EnhancedStatus, Reply, shortened
+from smtpcore.smtp._replies import EnhancedStatus, Reply, quoted
 
 __all__ = [
     "BARE_BY_FIRST_OCTET",
@@ -69,8 +69,9 @@ __all__ = [
 
 def reply(code: int, status: str, text: str) -> Reply:
     """Build a reply with its enhanced status, briefly; its text, which may quote the
-    client (an address, a parameter), cut short to fit a reply line."""
-    return Reply(code, shortened(text), EnhancedStatus.parse(status))
+    client (an address, a parameter), escaped where unsafe in text (C0 controls and
+    lone surrogates too, which a reply refuses) and cut short to fit a reply line."""
+    return Reply(code, quoted(text), EnhancedStatus.parse(status))
 
 
 class CommandSyntaxError(Exception):

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
-from smtpcore._textsafe import replace_unsafe
+from smtpcore._textsafe import (
+    backslash_escaped,
+    escape_unsafe_beyond_ascii,
+    replace_unsafe,
+    unsafe_in_text,
+)
 from smtpcore.smtp._base import Event
 
 __all__ = [
@@ -29,12 +34,14 @@ __all__ = [
     "known_replies",
     "parse_everyday_reply",
     "printable_ascii",
+    "quoted",
     "shortened",
 ]
 
 # [0-9], not \d: a str pattern's \d matches any Unicode digit (RFC 3463 §2: ASCII).
 _STATUS_RE: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
 _FORBIDDEN_IN_TEXT: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""C0 controls but HTAB, and DEL: CR and LF would end a reply line early."""
 _LONE_SURROGATE: Final = re.compile(r"[\ud800-\udfff]")
 """What a str may hold and UTF-8 cannot encode (``os.fsdecode``, ``surrogateescape``)."""
 MAX_REPLY_LINE: Final = 512
@@ -51,6 +58,46 @@ def shortened(text: str, octets: int = TEXT_ROOM) -> str:
         return text  # UTF-8 takes at most 4 octets a character
     cut = text.encode("utf-8", "surrogatepass")[: octets - 3]
     return cut.decode("utf-8", "ignore") + "..."
+
+
+def quoted(text: str, octets: int = TEXT_ROOM) -> str:
+    """``text`` that quotes a client (an address, a VRFY argument, a login name) made
+    fit to be a :class:`Reply`'s text: what a reply escapes (RFC 5198 §2: C1 controls,
+    format characters, U+2028, U+2029), and what it refuses (C0 controls, DEL, lone
+    surrogates), backslash-escaped (``\\x0d``, ``\\u200e``); then cut short with
+    ``...`` between two characters, never inside an escape, so that the reply line
+    fits (RFC 5321 §4.5.3.1.5) though an escape is longer than its character. What a
+    client gave must not cost its session: quote the whole text,
+    ``Reply(252, quoted(f"cannot VRFY {argument}"))``."""
+    if octets < len("..."):
+        raise ValueError(f"quoted() needs room for at least '...', not {octets} octets")
+    if text.isprintable():  # the everyday case, in C
+        return shortened(text, octets)
+    pieces = [_quoted_char(char) for char in text]
+    escaped = "".join(pieces)
+    if len(escaped.encode()) <= octets:
+        return escaped
+    return _whole_pieces(pieces, octets - len("...")) + "..."
+
+
+def _quoted_char(char: str) -> str:
+    """``char`` as :func:`quoted` writes it: escaped if a reply would escape or refuse
+    it, as it is otherwise."""
+    if unsafe_in_text(char) or _LONE_SURROGATE.match(char):
+        return backslash_escaped(char)
+    return char
+
+
+def _whole_pieces(pieces: list[str], octets: int) -> str:
+    """As many of ``pieces`` (characters or their escapes), from the first, as fit in
+    ``octets`` UTF-8 octets: a cut between two pieces never leaves half an escape
+    (``\\u200``) that reads as another character's."""
+    kept = 0
+    for count, piece in enumerate(pieces):  # bounded by len(pieces)
+        kept += len(piece) if piece.isascii() else len(piece.encode())
+        if kept > octets:
+            return "".join(pieces[:count])
+    return "".join(pieces)
 
 
 _SECTION: Final = re.compile(r"\u00a7 ?")
@@ -134,10 +181,15 @@ class Reply(Event, metaclass=_ReplyType):
 
     ``text`` may be one string or a sequence of lines; :attr:`lines` always
     gives the lines. ``status`` also accepts a string such as ``"2.1.0"``.
-    Text holding CR, LF or another control character cannot be built, so a
-    reply can never smuggle an extra line onto the wire; nor can text holding a
-    lone surrogate, which has no UTF-8 form to be written in. Replies compare by
-    code, status and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
+    Text holding CR, LF or another C0 control but HTAB, or DEL, cannot be built,
+    so a reply can never smuggle an extra line onto the wire; nor can text holding
+    a lone surrogate, which has no UTF-8 form to be written in. The other
+    characters unsafe in text (RFC 5198 §2: a C1 control, a format character such
+    as a bidi mark or override, U+2028, U+2029), which may stand in what a handler
+    quotes from a client (an SMTPUTF8 address, RFC 6531 §3.3), are kept as their
+    backslash escapes (``\\u200e``): :attr:`text` and :attr:`lines` hold the
+    escaped text, which is what goes on the wire. Replies compare by code, status
+    and lines, so ``Reply(250, "ok")`` equals a parsed ``250 ok``.
     """
 
     code: int
@@ -185,15 +237,11 @@ class Reply(Event, metaclass=_ReplyType):
                 lines = ("",)
         longest = 0
         for line in lines:
-            if not (isinstance(line, str) and line.isprintable()):  # the everyday case, in C
-                if not isinstance(line, str) or _FORBIDDEN_IN_TEXT.search(line):
-                    raise LocalProtocolError(
-                        f"reply text may not hold control characters: {line!r}"
-                    )
-                if _LONE_SURROGATE.search(line):
-                    raise LocalProtocolError(
-                        f"reply text is not UTF-8 (a lone surrogate): {line!r}"
-                    )
+            if not (type(line) is str and line.isprintable()):  # the everyday case, in C
+                lines = tuple(map(_text_line, lines))  # refused, or escaped where unsafe
+                text = lines[0] if isinstance(text, str) else lines
+                longest = max(len(each.encode()) for each in lines)
+                break
             size = len(line) if line.isascii() else len(line.encode())
             if size > longest:
                 longest = size
@@ -305,6 +353,21 @@ class Reply(Event, metaclass=_ReplyType):
                 f"{self.code} {prefix}{self.lines[0][:40]!r}..."
             )
         return data
+
+
+def _text_line(line: object) -> str:
+    """``line`` as a reply line carries it, or ``LocalProtocolError``: a str with no C0
+    control but HTAB and no DEL (CR and LF would end the line early: a programming
+    error, never a client's doing) and no lone surrogate, which has no UTF-8 form; the
+    rest of the class unsafe in text (RFC 5198 §2) backslash-escaped, which would show
+    a reader other lines, another order or a terminal's escape sequence raw."""
+    if not isinstance(line, str):
+        raise LocalProtocolError(f"reply text must be str: {line!r}")
+    if _FORBIDDEN_IN_TEXT.search(line):
+        raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
+    if _LONE_SURROGATE.search(line):
+        raise LocalProtocolError(f"reply text is not UTF-8 (a lone surrogate): {line!r}")
+    return escape_unsafe_beyond_ascii(line)
 
 
 _SET_CODE: Final = vars(Reply)["code"].__set__
