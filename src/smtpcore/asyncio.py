@@ -5,8 +5,8 @@ run in the driver shared with :mod:`smtpcore.trio`. The transport is a small
 :class:`asyncio.BufferedProtocol` rather than asyncio streams: the event loop
 reads into one buffer per thread, the driver gets the bytes read, and TLS
 starts in place with :meth:`asyncio.loop.start_tls`. A client's TCP connection
-is read and written on the socket itself until TLS starts
-(``smtpcore._asyncio_client_socket``): it waits for every reply.
+is read and written on the socket itself until TLS starts: it waits for every
+reply.
 """
 
 from __future__ import annotations
@@ -306,11 +306,11 @@ class AsyncioTransport(asyncio.BufferedProtocol):
     """A :class:`~smtpcore.transport.Transport` on an asyncio connection.
 
     Idle connections are the many ones on a server, so it keeps little: received
-    chunks wait in a plain list read from ``_next`` on (emptied, and so freed,
-    once read to its end), and the future a close waits on is made by the close.
-    While a :class:`~smtpcore._asyncio_runner.SessionRunner` steps the session
-    (an accepted connection, before any task runs it), its waits are no futures:
-    the callbacks wake the runner, and the session goes on in the same pass.
+    chunks wait in a plain list read in order (emptied, and so freed, once read
+    to its end), and the future a close waits on is made by the close. While the
+    server steps a session itself (an accepted connection, before any task runs
+    it), its waits are no futures: the protocol's callbacks wake the session,
+    which goes on in the same pass.
     """
 
     __slots__ = (
@@ -475,7 +475,8 @@ class AsyncioTransport(asyncio.BufferedProtocol):
 
     async def receive_some(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` octets. A read of fewer than the read buffer holds is
-        exact: not an octet more is taken from the socket (see ``_exact``)."""
+        exact: the event loop is let read no more than that, and reads nothing more
+        until the next read asks."""
         chunks = self._chunks
         if not chunks and (max_bytes < _READ_SIZE or self._exact):
             self._read_exactly(max_bytes)
@@ -856,8 +857,8 @@ class _Listener(BaseListener[_S]):
         """Listen and serve in the background.
 
         On the standard library's selector event loop, connections are accepted
-        here (:class:`~smtpcore._asyncio_raw.Acceptor`) and served over the raw
-        socket (:mod:`smtpcore._asyncio_raw`), unless they speak TLS from the
+        here, by the server's own reader on the listening socket, and served over
+        the raw socket, unless they speak TLS from the
         first byte: those are handed to asyncio's own transports. On any other
         loop, the loop's own server accepts them, for asyncio's transports."""
         if self._server is not None:

@@ -496,7 +496,8 @@ class Maildir(Maildrop):
     opened. Nor is a link in place of ``cur``, ``new`` or the lock file (a link
     that is the Maildir's own directory is the operator's, and is followed):
     each is opened once, at :meth:`lock` (or at the first use of a maildrop not
-    locked), and every file named relative to it (see :class:`_Opened`), until
+    locked), and every file named relative to its folder's descriptor (``openat``,
+    ``renameat``: no path is checked and then used), until
     :meth:`close`. A locked maildrop holds four descriptors meanwhile.
 
     The listing and UPDATE, which touch every file, run in a worker thread
@@ -548,8 +549,8 @@ class Maildir(Maildrop):
         ``create``, make the Maildir and its folders first where they are missing.
 
         The Maildir's own directory, ``cur``, ``new`` and the lock file are opened
-        here, once, and the last three never through a symbolic link (see
-        :class:`_Opened`): a link or another file in their place is
+        here, once, and the last three never through a symbolic link (``O_NOFOLLOW``):
+        a link or another file in their place is
         :class:`MaildropError` ``SYS/PERM``, logged. While a worker thread still works
         on the maildrop (a close waits for it), the lock is refused, as another
         session's is, for it would close the descriptors the thread works through.
@@ -557,8 +558,8 @@ class Maildir(Maildrop):
         The lock always opens the Maildir anew, so that a maildrop first used unlocked
         (when ``cur`` was missing, say) works through what the lock made and opened; a
         refused lock closes only what it opened, and the maildrop goes on as it was.
-        The listing is kept while every folder it named is there again (see
-        :meth:`_work_through`)."""
+        The listing is kept while every folder it named is there again, and taken
+        anew if one is gone."""
         with self._guard:
             if self._opened is not None and self._opened.lock is not None and not self._closed:
                 return
@@ -800,7 +801,7 @@ class Maildir(Maildrop):
 
     def open(self, number: int) -> Iterator[bytes]:
         """The message's file in chunks of :data:`READ_SIZE` (blocking reads), no more
-        of it than its listed size and a read's worth (see :func:`_chunks`): a message
+        of it than its listed size and a read's worth, however the file grows: a message
         file is never changed once delivered, and the client was told its size (RFC
         1939 §5). Past that it is :class:`MessageUnavailable`: ``-ERR`` before the
         first chunk, and the session's end after it, the message unfinished (no

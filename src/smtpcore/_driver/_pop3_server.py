@@ -327,7 +327,8 @@ class POP3ServerOptions:
         this server sets as the server has it, else a ``ValueError`` naming it: STLS
         without a context cannot start TLS, none with one leaves logins in plaintext,
         and the server's CAPA answer is the server's to make. The machine must also
-        be new (its :data:`_POP3_SESSION_STATE` a new machine's): a session begins at
+        be new (its ``state``, ``buffered``, ``user``, ``utf8`` and ``apop_timestamp``
+        a new machine's): a session begins at
         its greeting. (What the server sets per session is checked as the session
         starts.)"""
         if not isinstance(conn, ServerConnection):

@@ -458,7 +458,8 @@ class ServerOptions:
         stricter, the server's settings would no longer say what it does: either is
         set on the server. ``tls`` and ``trusted_forwarder`` are not compared: the
         server sets them on every session's machine. The machine must also be new
-        (its :data:`_SESSION_STATE` a new machine's): one already authenticated, say,
+        (its ``state``, ``buffered``, ``authenticated``, ``helo_name`` and the rest of
+        the session it shows a new machine's): one already authenticated, say,
         would take MAIL on a ``require_auth`` server with no AUTH."""
         if not isinstance(conn, ServerConnection):
             raise TypeError(

@@ -86,8 +86,8 @@ class Notify(enum.Flag):
     @classmethod
     def parse(cls, value: str) -> Notify:
         """``NEVER``, or SUCCESS, FAILURE and DELAY, each at most once, in any order and
-        case: looked up among every such value (built by :func:`_read_notify`), since
-        a Flag's operators are Python code."""
+        case (RFC 3461 §4.1): looked up among every such value, read once when the
+        module loads, since a Flag's operators are Python code."""
         flags = _NOTIFY_VALUES.get(ascii_upper(value))
         if flags is None:
             raise DSNError("NOTIFY must be NEVER, or a list of SUCCESS, FAILURE and DELAY")

@@ -633,7 +633,8 @@ class ServerConnection:
     def max_buffered(self) -> int:
         """The bound on :attr:`buffered` in the state the session is in, once
         :meth:`next_event` has returned ``NEED_DATA``: the limit on the command
-        line under way (:meth:`_line_limit`), or in DATA the octets that may start
+        line under way (``max_command_line`` and what the extensions in force add to
+        it, or ``max_auth_line`` during AUTH), or in DATA the octets that may start
         the terminator (content is passed on as it comes). A fuzzer holds the
         machine to it, so it is the limit applied now, not the longest line of
         any state. While the machine is ``PAUSED`` it parses nothing, so what a
