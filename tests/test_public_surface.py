@@ -165,38 +165,6 @@ def test_docs_and_examples_import_no_private_name() -> None:
     assert not problems, "\n".join(problems)
 
 
-_PRIVATE_REFERENCE = re.compile(
-    r":(?:meth|func|attr|class|data):`~?(?:[\w.]*\.)?_[a-z]\w*`|smtpcore(?:\.\w+)*\._[a-z]\w*"
-)
-
-
-def _public_docstrings(module_name: str) -> list[tuple[str, str]]:
-    """(where, docstring) for the public classes and functions of a module, and the
-    public methods and properties of its classes."""
-    module = importlib.import_module(module_name)
-    found = []
-    for name in getattr(module, "__all__", ()):
-        value = getattr(module, name)
-        found.append((f"{module_name}.{name}", own_docstring(value)))
-        if isinstance(value, type):
-            for member, attribute in vars(value).items():
-                if not is_private(member):
-                    found.append((f"{module_name}.{name}.{member}", own_docstring(attribute)))
-    return found
-
-
-@pytest.mark.parametrize("module_name", ["smtpcore.pop3"])
-def test_public_pages_and_docstrings_send_no_reader_to_a_private_name(module_name: str) -> None:
-    """A private name is no answer to a reader of the API: say what it does instead.
-    (``:meth:`_line_limit``` in ``max_buffered``, ``smtpcore.pop3._state.MOVES``.)"""
-    page = DOCS / f"{module_name.rpartition('.')[2]}.rst"
-    texts = [(str(page.relative_to(ROOT)), page.read_text()), *_public_docstrings(module_name)]
-    problems = [
-        f"{where}: {match}" for where, text in texts for match in _PRIVATE_REFERENCE.findall(text)
-    ]
-    assert not problems, "\n".join(problems)
-
-
 # -- docstrings -----------------------------------------------------------------------
 
 
@@ -226,10 +194,6 @@ def test_every_public_class_and_function_has_a_docstring() -> None:
 
 
 # -- private names in what readers are shown ------------------------------------------
-
-#: Modules another branch is rewriting the docstrings of; its own test covers them.
-#: Drop this once that branch has landed: the walk below then includes them.
-BEING_REWRITTEN = ("smtpcore.pop3",)
 
 _DIRECTIVE_TARGET = re.compile(
     r"^\s*\.\. (?:auto\w+|module|py:module|currentmodule)::\s+(smtpcore[\w.]*)", re.M
@@ -286,8 +250,6 @@ def documented_modules_and_objects() -> list[tuple[str, object]]:
         targets |= set(_DIRECTIVE_TARGET.findall(page.read_text()))
     found: list[tuple[str, object]] = []
     for target in sorted(targets):
-        if target.startswith(BEING_REWRITTEN):
-            continue
         try:
             module = importlib.import_module(target)
         except ImportError:
@@ -341,8 +303,6 @@ def test_no_docs_page_points_at_a_private_name() -> None:
     problems = [
         f"{page.relative_to(ROOT)}: {', '.join(private)}"
         for page in sorted([*DOCS.glob("*.rst"), *DOCS.glob("tutorials/*.rst")])
-        # docs/pop3.rst is being rewritten on another branch, which checks it.
-        if page.name != "pop3.rst"
         if (private := private_references(page.read_text(), literals=False))
     ]
     assert not problems, "\n".join(problems)
