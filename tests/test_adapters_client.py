@@ -329,6 +329,54 @@ def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
     assert sent.mail_params.get("BODY") == "8BITMIME" and "SMTPUTF8" not in sent.mail_params
 
 
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
+def test_utf8_addresses_parsed_from_bytes_give_an_smtputf8_envelope(
+    adapter: str, policy: email.policy.Policy
+) -> None:
+    """RFC 6532 §3.2: an address field may hold UTF-8. compat32 (what
+    ``email.message_from_bytes`` gives by default) keeps it as surrogate escapes,
+    read back as the UTF-8 they stand for: the envelope is the fields' addresses, in
+    an SMTPUTF8 transaction, and refused before MAIL by a server without SMTPUTF8."""
+    raw = (
+        "From: José <josé@abc.example>\nTo: Jörg <jörg@pqr.example>\n"
+        "Cc: zoë@pqr.example\nSubject: hi\n\nbody\n"
+    ).encode()
+    message = email.message_from_bytes(raw, policy=policy)
+    envelope, refused = sent_with_and_without_smtputf8(adapter, message)
+    assert "SMTPUTF8" in envelope.mail_params
+    assert str(envelope.sender) == "josé@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == [
+        "jörg@pqr.example",
+        "zoë@pqr.example",
+    ]
+    assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
+    assert refused.code == 553
+
+
+@pytest.mark.parametrize("field", ["From", "To", "Bcc", "Reply-To"])
+def test_an_address_field_that_is_not_utf8_is_a_value_error_naming_it(
+    adapter: str, field: str
+) -> None:
+    """Octets that are not UTF-8 (a Latin-1 ``ö``) in an address field cannot be
+    read as an address (RFC 6532 §3.2 allows UTF-8 only): a ValueError naming the
+    field, before anything is sent, rather than an address of U+FFFD."""
+    head = {"From": b"a@abc.example", "To": b"b@pqr.example"}
+    head[field] = b"j\xf6rg@pqr.example"
+    raw = b"".join(name.encode() + b": " + value + b"\n" for name, value in head.items())
+    message = email.message_from_bytes(raw + b"Subject: hi\n\nbody\n")
+    handler = Sink()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        pytest.raises(ValueError, match=f"{field} field") as raised,
+    ):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+    assert "\ufffd" not in str(raised.value)
+    assert handler.messages == []
+
+
 def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:
     """RFC 5322 §3.6.6: a message resent once goes from the Resent-From (or Resent-Sender)
     to the Resent-To, -Cc and -Bcc, as smtplib sends it, not back to its first

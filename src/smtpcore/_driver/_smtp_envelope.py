@@ -11,6 +11,7 @@ RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3).
 from __future__ import annotations
 
 import copy
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -29,7 +30,15 @@ from smtpcore.smtp import Limits, Mail, Parameters, Rcpt, Reply, ServerExtension
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
-__all__ = ["Envelope", "Offer", "RecipientParameters", "Recipients", "build_envelope"]
+__all__ = [
+    "Envelope",
+    "Offer",
+    "RecipientParameters",
+    "Recipients",
+    "build_envelope",
+    "envelope_from_fields",
+    "field_texts",
+]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
 """One recipient, or several: addresses as text or as :class:`~smtpcore.address.Mailbox`."""
@@ -118,7 +127,7 @@ def build_envelope(
         if plain_mail is not None and plain_rcpts and all(plain_rcpts):  # None is false
             return _everyday((plain_mail, plain_rcpts, message))
     if isinstance(message, email.message.Message):
-        sender, recipients = _email_envelope(message, sender, recipients)
+        sender, recipients = envelope_from_fields(message, sender, recipients)
     elif recipients is None:
         raise ValueError("recipients are needed with bytes content")
     if sender is None:
@@ -321,18 +330,19 @@ def _parsed_mailbox(text: str) -> Mailbox:
     return parse_mailbox(text)
 
 
-def _email_envelope(
+def envelope_from_fields(
     message: email.message.Message,
     sender: str | Mailbox | None,
     recipients: Recipients | None,
 ) -> tuple[str | Mailbox, Recipients]:
     """The envelope of an email message where the caller gives none, as
-    ``smtplib.send_message`` derives it: the sender from ``Sender`` or else
-    ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``; from the
-    ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
+    ``smtplib.send_message`` derives it (and ``sendmail -t``): the sender from
+    ``Sender`` or else ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``; from
+    the ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
     RFC 5322 §3.6.6), which goes to the new recipients, not back to the first
     ones. With more than one resent block, which one is meant is not said:
-    :class:`ValueError`, as ``smtplib`` does, unless the caller gives the envelope."""
+    :class:`ValueError`, as ``smtplib`` does, unless the caller gives the envelope.
+    The fields are read as text (:func:`field_texts`)."""
     if sender is not None and recipients is not None:
         return sender, recipients
     resent = message.get_all("Resent-Date", [])
@@ -340,19 +350,67 @@ def _email_envelope(
         raise ValueError("the message has more than one Resent- block: give the envelope")
     prefix = "Resent-" if resent else ""
     if sender is None:
-        header = message[f"{prefix}Sender"] or message[f"{prefix}From"]
-        if header is None:
+        values = field_texts(message, f"{prefix}Sender") or field_texts(message, f"{prefix}From")
+        if not values:
             raise ValueError(f"no sender given and the message has no {prefix}From header")
-        named = email.utils.getaddresses([str(header)])
+        named = email.utils.getaddresses(values[:1])
         sender = named[0][1] if named else ""
         if not sender:
             # Not the null reverse-path, which would lose every bounce (RFC 5321 §4.5.5).
             raise ValueError(f"no sender given and the message's {prefix}From has no address")
     if recipients is None:
-        names = [f"{prefix}{name}" for name in ("To", "Cc", "Bcc")]
-        fields = [str(value) for name in names for value in message.get_all(name, [])]
+        fields = [
+            text for name in ("To", "Cc", "Bcc") for text in field_texts(message, prefix + name)
+        ]
         recipients = [address for _, address in email.utils.getaddresses(fields) if address]
     return sender, recipients
+
+
+def field_texts(message: email.message.Message, name: str) -> list[str]:
+    """Every value of the header field ``name`` as the text it holds.
+
+    An address field may hold UTF-8 (RFC 6532 §3.2). A message parsed from bytes
+    keeps such octets as surrogate escapes, and compat32 (``email.message_from_bytes``
+    by default) hands the field out as a :class:`~email.header.Header` whose
+    ``str()`` shows U+FFFD for each octet: the octets are read back here as the
+    UTF-8 they are, and octets that are not UTF-8 are a :class:`ValueError` naming
+    the field, not an address made of U+FFFD."""
+    return [_field_text(value, name) for value in message.get_all(name, [])]
+
+
+def _field_text(value: object, name: str) -> str:
+    """One field value as text (see :func:`field_texts`)."""
+    if not isinstance(value, email.header.Header):
+        return _unescaped(str(value), name)
+    texts = []
+    for chunk, charset in email.header.decode_header(value):
+        if isinstance(chunk, str):
+            texts.append(_unescaped(chunk, name))
+            continue
+        # compat32's raw 8-bit octets come as "unknown-8bit": UTF-8, if anything.
+        codec = "utf-8" if charset in (None, "unknown-8bit") else charset
+        try:
+            texts.append(chunk.decode(codec))
+        except (LookupError, UnicodeDecodeError):
+            raise _not_utf8(name, chunk) from None
+    return "".join(texts)
+
+
+def _unescaped(text: str, name: str) -> str:
+    """``text`` with the surrogate escapes of octets parsed from bytes turned back into
+    the UTF-8 they encode; unchanged when it holds none (the usual case)."""
+    if text.isascii():
+        return text
+    octets = text.encode("utf-8", "surrogateescape")
+    try:
+        return octets.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(name, octets) from None
+
+
+def _not_utf8(name: str, octets: bytes) -> ValueError:
+    shown = octets.decode("utf-8", "backslashreplace")
+    return ValueError(f"the message's {name} field is not UTF-8 (RFC 6532 §3.2): '{shown}'")
 
 
 _ADDRESS_FIELDS: Final = (
@@ -374,7 +432,7 @@ def _first_wide_field(message: email.message.Message) -> str | None:
     which only an SMTPUTF8 transaction may carry (RFC 6532 §3; an RFC 2047 encoded
     word may not stand in an address, RFC 2047 §5); None."""
     for name in _ADDRESS_FIELDS:
-        values = [str(value) for value in message.get_all(name, [])]
+        values = field_texts(message, name)
         if not all(map(str.isascii, values)) and not all(  # a UTF-8 display name, maybe
             address.isascii() for _, address in email.utils.getaddresses(values)
         ):
