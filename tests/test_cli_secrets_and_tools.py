@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 import smtpcore.__main__ as cli
-from peers import make_tls_files
-from smtpcore.handler import Authenticator
+from peers import make_tls_files, running_smtp_server
+from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError, ServerConfig, credential_key
@@ -34,6 +34,7 @@ from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.tools import check_header_text, make_test_message, printable
+from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from test_cli_serve import LOOPBACK, ROOT, serve
 
@@ -485,6 +486,80 @@ def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
             (stored,) = abc.mailbox(user)
             assert b"Bcc" not in stored and b"secret@" not in stored
         assert abc.stop() == 0
+
+
+class _Keeping(Handler):
+    """A server that takes every recipient and keeps each message's envelope."""
+
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+def _send_file(tmp_path: Path, message: bytes, port: int) -> int:
+    """``send FILE`` without ``--from`` or ``--to``, to a plaintext server on ``port``."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(message)
+    server = f"127.0.0.1:{port}"
+    return cli.main(
+        ["send", "--server", server, "--no-starttls", "--helo", "client.test", str(path)]
+    )
+
+
+def test_send_takes_utf8_addresses_from_the_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 6532 §3.2: address fields may hold UTF-8, and the envelope ``send`` takes from
+    them (as ``sendmail -t``) is those addresses, in an SMTPUTF8 transaction, through
+    the library's own derivation (``send_message``'s)."""
+    message = (
+        "From: José <josé@abc.example>\r\nTo: Jörg <jörg@pqr.example>\r\n"
+        "Bcc: zoë@pqr.example\r\nSubject: hi\r\n\r\nhello\r\n"
+    ).encode()
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file(tmp_path, message, server.port)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "<jörg@pqr.example>: accepted" in out and "<zoë@pqr.example>: accepted" in out
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "josé@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == ["jörg@pqr.example", "zoë@pqr.example"]
+    assert "SMTPUTF8" in envelope.mail_params
+    assert b"Bcc" not in envelope.content and "zoë".encode() not in envelope.content
+
+
+@pytest.mark.parametrize(
+    ("field", "shown"),
+    [
+        (b"To: j\xf6rg@pqr.example", "To field is not UTF-8"),
+        ("To: jörg@bücher..example".encode(), "bücher..example"),
+        ("From: josé@@abc.example".encode(), "From has no address"),
+    ],
+)
+def test_send_says_which_address_of_the_headers_is_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: bytes, shown: str
+) -> None:
+    """A header address that is not UTF-8, or no address, stops ``send`` before it
+    connects (status 2), the user's own text quoted, never shown as U+FFFD."""
+    head = {b"From": b"From: a@abc.example", b"To": b"To: b@pqr.example"}
+    head[field.split(b":")[0]] = field
+    message = b"\r\n".join(head.values()) + b"\r\nSubject: hi\r\n\r\nhello\r\n"
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file(tmp_path, message, server.port)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert shown in err and "\ufffd" not in err
+    assert handler.messages == []
 
 
 def test_send_uses_starttls_when_offered(

@@ -38,6 +38,8 @@ __all__ = [
     "build_envelope",
     "envelope_from_fields",
     "field_texts",
+    "recipients_from_fields",
+    "sender_from_fields",
 ]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
@@ -336,34 +338,49 @@ def envelope_from_fields(
     recipients: Recipients | None,
 ) -> tuple[str | Mailbox, Recipients]:
     """The envelope of an email message where the caller gives none, as
-    ``smtplib.send_message`` derives it (and ``sendmail -t``): the sender from
-    ``Sender`` or else ``From``, the recipients from ``To``, ``Cc`` and ``Bcc``; from
-    the ``Resent-`` fields instead in a message resent once (one ``Resent-Date``,
-    RFC 5322 §3.6.6), which goes to the new recipients, not back to the first
-    ones. With more than one resent block, which one is meant is not said:
-    :class:`ValueError`, as ``smtplib`` does, unless the caller gives the envelope.
-    The fields are read as text (:func:`field_texts`)."""
-    if sender is not None and recipients is not None:
-        return sender, recipients
+    ``smtplib.send_message`` derives it (and ``sendmail -t``): what is not given
+    comes from its fields (:func:`sender_from_fields`, :func:`recipients_from_fields`)."""
+    if sender is None:
+        sender = sender_from_fields(message)
+    if recipients is None:
+        recipients = recipients_from_fields(message)
+    return sender, recipients
+
+
+def sender_from_fields(message: email.message.Message) -> str:
+    """The sender of an email message: the address of its ``Sender`` field, else of its
+    ``From`` (the ``Resent-`` ones in a message resent, :func:`_resent_prefix`);
+    :class:`ValueError` when there is none, never the null reverse-path, which would
+    lose every bounce (RFC 5321 §4.5.5)."""
+    prefix = _resent_prefix(message)
+    values = field_texts(message, f"{prefix}Sender") or field_texts(message, f"{prefix}From")
+    if not values:
+        raise ValueError(f"no sender given and the message has no {prefix}From header")
+    named = email.utils.getaddresses(values[:1])
+    sender = named[0][1] if named else ""
+    if not sender:
+        raise ValueError(f"no sender given and the message's {prefix}From has no address")
+    return sender
+
+
+def recipients_from_fields(message: email.message.Message) -> list[str]:
+    """The recipients of an email message: the addresses of its ``To``, ``Cc`` and
+    ``Bcc`` fields (the ``Resent-`` ones in a message resent, :func:`_resent_prefix`),
+    in their order; empty when there is none."""
+    prefix = _resent_prefix(message)
+    fields = [text for name in ("To", "Cc", "Bcc") for text in field_texts(message, prefix + name)]
+    return [address for _, address in email.utils.getaddresses(fields) if address]
+
+
+def _resent_prefix(message: email.message.Message) -> str:
+    """``"Resent-"`` for a message resent once (one ``Resent-Date``, RFC 5322 §3.6.6),
+    which goes to its new recipients, not back to the first ones; ``""`` for one never
+    resent. With more than one resent block, which one is meant is not said:
+    :class:`ValueError`, as ``smtplib`` does (the caller can give the envelope)."""
     resent = message.get_all("Resent-Date", [])
     if len(resent) > 1:
         raise ValueError("the message has more than one Resent- block: give the envelope")
-    prefix = "Resent-" if resent else ""
-    if sender is None:
-        values = field_texts(message, f"{prefix}Sender") or field_texts(message, f"{prefix}From")
-        if not values:
-            raise ValueError(f"no sender given and the message has no {prefix}From header")
-        named = email.utils.getaddresses(values[:1])
-        sender = named[0][1] if named else ""
-        if not sender:
-            # Not the null reverse-path, which would lose every bounce (RFC 5321 §4.5.5).
-            raise ValueError(f"no sender given and the message's {prefix}From has no address")
-    if recipients is None:
-        fields = [
-            text for name in ("To", "Cc", "Bcc") for text in field_texts(message, prefix + name)
-        ]
-        recipients = [address for _, address in email.utils.getaddresses(fields) if address]
-    return sender, recipients
+    return "Resent-" if resent else ""
 
 
 def field_texts(message: email.message.Message, name: str) -> list[str]:

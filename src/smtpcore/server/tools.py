@@ -30,6 +30,7 @@ from smtpcore._driver import (
     SMTPReplyError,
     check_hello_name,
 )
+from smtpcore._driver._smtp_envelope import recipients_from_fields, sender_from_fields
 from smtpcore._ip import host_port
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
@@ -358,27 +359,36 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
     return fates
 
 
-def _envelope_from_headers(content: bytes) -> tuple[str | None, list[str], bytes]:
-    """``From`` (or ``Sender``) and the ``To``, ``Cc`` and ``Bcc`` addresses of a message,
-    as ``sendmail -t`` takes them, and the message without its ``Bcc`` field (which
-    would tell every recipient who else got it)."""
+def _envelope_from_headers(
+    content: bytes, sender: str | None, recipients: list[str]
+) -> tuple[str, list[str], bytes]:
+    """The envelope of a message where ``--from`` or ``--to`` is not given, as
+    ``sendmail -t`` takes it and ``send_message`` does (one derivation: the library's,
+    the ``Resent-`` fields of a message resent once included), with the address fields
+    read as the UTF-8 they may hold (RFC 6532 §3.2); and the message without its
+    ``Bcc`` and ``Resent-Bcc`` fields, which would tell every recipient who else got it
+    (RFC 5322 §3.6.3). What cannot be read is a :class:`ConfigError`, its text
+    printable (:func:`printable`: the fields are the message's, not the user's)."""
     end = content.find(b"\r\n\r\n")
     if end < 0:
         end = content.find(b"\n\n")
     head = content if end < 0 else content[:end]
     header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    senders = email.utils.getaddresses(header.get_all("Sender", []) + header.get_all("From", []))
-    sender = next((address for _, address in senders if address), None)
-    fields = header.get_all("To", []) + header.get_all("Cc", []) + header.get_all("Bcc", [])
-    recipients = [address for _, address in email.utils.getaddresses(fields) if address]
-    if header.get_all("Bcc"):
+    try:
+        if sender is None:
+            sender = sender_from_fields(header)
+        if not recipients:
+            recipients = recipients_from_fields(header)
+    except ValueError as exc:
+        raise ConfigError(printable(f"{exc} (--from and --to give the envelope)")) from None
+    if header.get_all("Bcc") or header.get_all("Resent-Bcc"):
         kept: list[bytes] = []
         dropping = False
         lines = head.splitlines(keepends=True)
         for line in lines:
             if line[:1] in (b" ", b"\t") and dropping:
                 continue
-            dropping = line[:4].lower() == b"bcc:"
+            dropping = line.lower().startswith((b"bcc:", b"resent-bcc:"))
             if not dropping:
                 kept.append(line)
         content = b"".join(kept) + content[len(head) :]
@@ -407,11 +417,9 @@ def run_send(args: argparse.Namespace) -> int:
         check_address_text("--to", recipient)
     content = _read_message(args)
     if content is not None and (args.sender is None or not args.recipients):
-        sender, recipients, content = _envelope_from_headers(content)
-        if args.sender is None:
-            args.sender = sender
-        if not args.recipients:
-            args.recipients = recipients
+        args.sender, args.recipients, content = _envelope_from_headers(
+            content, args.sender, args.recipients or []
+        )
     if args.sender is None:
         raise ConfigError("no sender: give --from, or a message with a From header")
     if not args.recipients:
@@ -420,8 +428,8 @@ def run_send(args: argparse.Namespace) -> int:
         rcpts = [parse_mailbox(r) for r in args.recipients]
         if args.sender:
             parse_mailbox(args.sender)
-    except AddressError as exc:
-        raise ConfigError(str(exc)) from None
+    except AddressError as exc:  # the message's own fields quoted, maybe
+        raise ConfigError(printable(str(exc))) from None
     if args.user is not None:
         args.password = read_password(
             given=args.password, password_file=args.password_file, user=args.user
