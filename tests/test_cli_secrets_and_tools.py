@@ -562,6 +562,45 @@ def test_send_says_which_address_of_the_headers_is_bad(
     assert handler.messages == []
 
 
+def test_send_says_a_message_whose_end_went_unanswered_may_have_been_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 5321 §6.1: a connection lost after the final dot, before its reply, may have
+    delivered the message; ``send`` says so rather than call it refused."""
+    steps = script(
+        """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250 scripted.test
+C: MAIL FROM:<a@abc.example>
+S: 250 ok
+C: RCPT TO:<b@pqr.example>
+S: 250 ok
+C: DATA
+S: 354 go
+C: Subject: hi
+C:
+C: body
+C: .
+-- close
+"""
+    )
+    path = tmp_path / "message.eml"
+    path.write_bytes(b"Subject: hi\r\n\r\nbody\r\n")
+    with ScriptedServer(steps) as server:
+        status = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{server.port}", "--no-starttls"),
+                *("--helo", "client.test", "--from", "a@abc.example", "--to", "b@pqr.example"),
+                str(path),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert out.startswith(f"<b@pqr.example>: may have been delivered by 127.0.0.1:{server.port}")
+    assert "no reply to the end of the message" in out and "refused" not in out
+
+
 def test_send_uses_starttls_when_offered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

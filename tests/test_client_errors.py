@@ -876,6 +876,112 @@ S: 354 go
     assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]
 
 
+#: Sessions whose reply to the end of the content never comes: the script up to the
+#: end, the error, and the command it names.
+GREET_ONE_AT_A_TIME = GREET.replace("S: 250-PIPELINING\n", "")
+GREET_CHUNKING = GREET.replace("S: 250-PIPELINING\n", "S: 250-PIPELINING\nS: 250-CHUNKING\n")
+ONE_AT_A_TIME = """
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+C: RCPT TO:<eve@pqr.example>
+S: 550 5.1.1 no
+C: DATA
+S: 354 go
+"""
+PIPELINED_TWO = """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: RCPT TO:<eve@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 550 5.1.1 no
+S: 354 go
+"""
+CHUNKED = """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: RCPT TO:<eve@pqr.example>
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 550 5.1.1 no
+C: BDAT 25 LAST
+C: Subject: errors
+C:
+C: body
+"""
+END_UNANSWERED: dict[str, tuple[str, str]] = {
+    "dot, one at a time": (GREET_ONE_AT_A_TIME + ONE_AT_A_TIME + MESSAGE_LINES, "DATA"),
+    "dot, pipelined": (GREET + PIPELINED_TWO + MESSAGE_LINES, "DATA"),
+    "BDAT LAST": (GREET_CHUNKING + CHUNKED, "BDAT"),
+}
+
+
+@pytest.mark.parametrize("lost", ["timeout", "close"])
+@pytest.mark.parametrize("case", list(END_UNANSWERED))
+def test_no_reply_to_the_end_of_the_content_says_the_message_may_be_delivered(
+    adapter: str, case: str, lost: str
+) -> None:
+    """RFC 5321 §6.1 (RFC 1047): once the end of the content has gone, the server may
+    have taken the message though its reply never comes. A timeout or a lost
+    connection then names the command (``DATA``, ``BDAT``) and carries the
+    transaction: the accepted recipients, whose fate is unknown (no ``delivery``), and
+    the refused ones; a caller can tell it from a failure before the end."""
+    lines, command = END_UNANSWERED[case]
+    mod = module(adapter)
+    ending = [Call(ScriptedConnection.read_to_close)] if lost == "timeout" else []
+    steps = [*script(lines + ("-- close" if lost == "close" else "")), *ending]
+    error = mod.SMTPTimeout if lost == "timeout" else mod.SMTPConnectionError
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(data_termination=0.3)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(
+                MESSAGE, "a@abc.example", ["bob@pqr.example", "eve@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(error) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.reply, exc.may_have_been_delivered) == (command, None, True)
+    bob, eve = exc.result.recipients
+    assert bob.accepted and bob.delivery is None and not (bob.delivered or bob.refused)
+    assert eve.refused and eve.reply.code == 550
+
+
+def test_no_reply_before_the_end_of_the_content_names_no_command(adapter: str) -> None:
+    """A timeout before the end has gone (at MAIL) leaves nothing delivered."""
+    mod = module(adapter)
+    steps = [*script(AFTER_MAIL), Call(ScriptedConnection.read_to_close)]
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(command=0.2)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPTimeout) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.result, exc.may_have_been_delivered) == (None, None, False)
+
+
+def test_the_blocking_client_says_the_message_may_be_delivered() -> None:
+    """The blocking client shares the driver, and the same answer."""
+    from smtpcore import sync
+
+    lines, _ = END_UNANSWERED["dot, one at a time"]
+    steps = [*script(lines), Call(ScriptedConnection.read_to_close)]
+    with (
+        ScriptedServer(steps) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=0.3, starttls=False) as client,
+        pytest.raises(sync.SMTPTimeout) as raised,
+    ):
+        client.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example", "eve@pqr.example"])
+    assert raised.value.command == "DATA" and raised.value.may_have_been_delivered
+
+
 # -- async content closed when the message stops --------------------------------
 
 

@@ -1302,7 +1302,7 @@ class BaseSMTPClient(BaseClient):
         try:
             received = await transport.receive_within(replying, _CHUNK)
         except TimeoutError as exc:
-            raise SMTPTimeout(f"no reply within {replying} s") from exc
+            raise self._unanswered(SMTPTimeout(f"no reply within {replying} s")) from exc
         except OSError:
             received = b""
         try:
@@ -1647,6 +1647,24 @@ class BaseSMTPClient(BaseClient):
             pass
         return replies
 
+    def _unanswered(self, error: SMTPError) -> SMTPError:
+        """``error``, a timeout or a lost connection while a reply was awaited, naming
+        the end of a message's content when that was what the reply was to answer: the
+        final dot (``"DATA"``) or ``BDAT ... LAST`` (``"BDAT"``), with the transaction
+        in ``result``. The server may have taken the message then (RFC 5321 §6.1,
+        RFC 1047; §4.5.3.2.6 gives that wait its own timeout): the caller must be able
+        to tell it from a failure before the end (:attr:`SMTPError.may_have_been_delivered`).
+        Every read of a reply fails through here; the machine's oldest awaited event
+        says what the reply was for."""
+        conn = self._conn
+        pending = () if conn is None else conn.pending
+        ended = pending[0] if pending else None
+        if type(ended) is EndOfMessage or (type(ended) is Bdat and ended.last):
+            assert conn is not None  # it had a pending event
+            error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
+            error.result = conn.transaction
+        return error
+
     async def _reply(
         self,
         timeout: float | None,
@@ -1680,7 +1698,7 @@ class BaseSMTPClient(BaseClient):
                     raise SMTPConnectionError("the server is closing the session", event)
                 return event
             if isinstance(event, ConnectionClosed):
-                raise SMTPConnectionError("the server closed the connection")
+                raise self._unanswered(SMTPConnectionError("the server closed the connection"))
             if event is PAUSED:
                 raise SMTPProtocolError("no reply is awaited")
             assert event is NEED_DATA
@@ -1688,7 +1706,7 @@ class BaseSMTPClient(BaseClient):
             if in_pieces and timeout is not None:  # the rest of a reply begun
                 begun, wait = rest_of_answer(timeout, begun)
                 if wait <= 0:
-                    raise SMTPTimeout(_UNENDED.format(timeout))
+                    raise self._unanswered(SMTPTimeout(_UNENDED.format(timeout)))
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.
             receive_within = getattr(transport, "receive_within", None)
             try:
@@ -1699,8 +1717,8 @@ class BaseSMTPClient(BaseClient):
                         data = await transport.receive_some(_CHUNK)
             except TimeoutError as exc:
                 if begun is not None:
-                    raise SMTPTimeout(_UNENDED.format(timeout)) from exc
-                raise SMTPTimeout(f"no reply within {timeout} s") from exc
+                    raise self._unanswered(SMTPTimeout(_UNENDED.format(timeout))) from exc
+                raise self._unanswered(SMTPTimeout(f"no reply within {timeout} s")) from exc
             except OSError:
                 data = b""
             in_pieces = True

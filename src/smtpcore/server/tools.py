@@ -195,6 +195,9 @@ class _Fate:
     local: bool = False
     """Not sent by this client's own choice (``--starttls`` and no STARTTLS offered):
     nothing was refused by the server, whatever reply the error carries."""
+    unknown: bool = False
+    """The end of the message went, its reply never came: the server may have taken
+    it (RFC 5321 §6.1). Tried again (``temporary``): a duplicate rather than a loss."""
 
 
 def _error_fate(
@@ -243,12 +246,27 @@ async def _submit(
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
     except SMTPError as exc:  # no answer in time, the connection lost
+        if exc.may_have_been_delivered and exc.result is not None:
+            return _unknown_fates(exc, exc.result, where)
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
         await client.quit()
     return _fates(result, where)
+
+
+def _unknown_fates(exc: SMTPError, result: TransactionResult, where: str) -> list[_Fate]:
+    """Every recipient's fate when the reply to the end of the message never came
+    (:attr:`SMTPError.may_have_been_delivered`): those accepted at ``RCPT`` may have
+    been delivered, those refused there were refused."""
+    text = f"{where}: no reply to the end of the message ({exc})"
+    return [
+        _Fate(str(item.recipient), False, text, temporary=True, unknown=True)
+        if item.accepted and item.delivery is None
+        else fate
+        for item, fate in zip(result.recipients, _fates(result, where), strict=True)
+    ]
 
 
 def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
@@ -455,6 +473,8 @@ def run_send(args: argparse.Namespace) -> int:
         verdict = "accepted by" if fate.accepted else "refused by"
         if fate.local:
             verdict = "not sent to"
+        elif fate.unknown:
+            verdict = "may have been delivered by"
         print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
     return 0 if fates and all(f.accepted for f in fates) else 1
 
