@@ -967,6 +967,39 @@ def test_no_reply_before_the_end_of_the_content_names_no_command(adapter: str) -
     assert (exc.command, exc.result, exc.may_have_been_delivered) == (None, None, False)
 
 
+def test_no_reply_to_the_end_when_no_recipient_was_accepted_names_no_command(
+    adapter: str,
+) -> None:
+    """Pipelined, DATA may get its 354 though every RCPT was refused (RFC 2920 §3.1):
+    the client ends an empty message, and a lost reply to that end delivered nothing
+    to anyone. Only a transaction with an accepted recipient whose delivery is unknown
+    may have been delivered (RFC 5321 §6.1)."""
+    mod = module(adapter)
+    lines = (
+        GREET
+        + """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 550 5.1.1 no
+S: 354 go
+C: .
+"""
+    )
+    steps = [*script(lines), Call(ScriptedConnection.read_to_close)]
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(data_termination=0.3)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPTimeout) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.may_have_been_delivered) == (None, False)
+
+
 def test_the_blocking_client_says_the_message_may_be_delivered() -> None:
     """The blocking client shares the driver, and the same answer."""
     from smtpcore import sync

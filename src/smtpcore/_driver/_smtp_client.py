@@ -1655,14 +1655,18 @@ class BaseSMTPClient(BaseClient):
         RFC 1047; §4.5.3.2.6 gives that wait its own timeout): the caller must be able
         to tell it from a failure before the end (:attr:`SMTPError.may_have_been_delivered`).
         Every read of a reply fails through here; the machine's oldest awaited event
-        says what the reply was for."""
+        says what the reply was for. A transaction with no recipient accepted and left
+        unanswered (every ``RCPT`` refused, pipelined behind a ``DATA`` that got its
+        354) delivered nothing to anyone: the error then names no command."""
         conn = self._conn
         pending = () if conn is None else conn.pending
         ended = pending[0] if pending else None
         if type(ended) is EndOfMessage or (type(ended) is Bdat and ended.last):
             assert conn is not None  # it had a pending event
-            error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
-            error.result = conn.transaction
+            transaction = conn.transaction
+            if transaction is not None and _fate_unknown(transaction):
+                error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
+                error.result = transaction
         return error
 
     async def _reply(
@@ -1750,6 +1754,12 @@ async def _receive_within(transport: Link, seconds: float) -> bytes:
         return data
     async with transport.deadline(seconds):
         return await transport.receive_some(_CHUNK)
+
+
+def _fate_unknown(transaction: TransactionResult) -> bool:
+    """Whether a recipient of ``transaction`` was accepted and has no reply after the
+    content yet: the one whose message a lost reply may have delivered (RFC 5321 §6.1)."""
+    return any(item.delivery is None for item in transaction.accepted)
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:
