@@ -542,7 +542,8 @@ def test_send_takes_utf8_addresses_from_the_headers(
     [
         (b"To: j\xf6rg@pqr.example", "To field is not UTF-8"),
         ("To: jörg@bücher..example".encode(), "bücher..example"),
-        ("From: josé@@abc.example".encode(), "From has no address"),
+        ("From: josé@@abc.example".encode(), "@abc.example"),
+        (b"From: undisclosed:;", "From has no address"),
     ],
 )
 def test_send_says_which_address_of_the_headers_is_bad(

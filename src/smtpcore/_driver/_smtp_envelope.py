@@ -37,8 +37,10 @@ __all__ = [
     "Recipients",
     "build_envelope",
     "envelope_from_fields",
+    "field_addresses",
     "field_texts",
     "recipients_from_fields",
+    "resent_prefix",
     "sender_from_fields",
 ]
 
@@ -347,82 +349,122 @@ def envelope_from_fields(
     return sender, recipients
 
 
-def sender_from_fields(message: email.message.Message) -> str:
-    """The sender of an email message: the address of its ``Sender`` field, else of its
-    ``From`` (the ``Resent-`` ones in a message resent, :func:`_resent_prefix`);
-    :class:`ValueError` when there is none, never the null reverse-path, which would
-    lose every bounce (RFC 5321 §4.5.5)."""
-    prefix = _resent_prefix(message)
-    values = field_texts(message, f"{prefix}Sender") or field_texts(message, f"{prefix}From")
-    if not values:
+def sender_from_fields(
+    message: email.message.Message, *, original_if_resent_again: bool = False
+) -> str:
+    """The sender of an email message: the first address of its ``Sender`` field, else
+    of its ``From`` (the ``Resent-`` ones in a message resent, :func:`resent_prefix`).
+    A ``Sender`` with no address (empty, a group, RFC 5322 §3.4) says nothing: ``From``
+    is read. None at all is a :class:`ValueError`, never the null reverse-path, which
+    would lose every bounce (RFC 5321 §4.5.5). With ``original_if_resent_again``, a
+    message resent more than once gives its original ``Sender`` or ``From`` rather
+    than a :class:`ValueError` (the recipients given, only a return address is asked)."""
+    prefix = resent_prefix(message, original_if_resent_again=original_if_resent_again)
+    names = (f"{prefix}Sender", f"{prefix}From")
+    for name in names:
+        for _, address in field_addresses(message, name):
+            if address:
+                return address
+    present = [name for name in names if message.get_all(name)]
+    if not present:
         raise ValueError(f"no sender given and the message has no {prefix}From header")
-    named = email.utils.getaddresses(values[:1])
-    sender = named[0][1] if named else ""
-    if not sender:
-        raise ValueError(f"no sender given and the message's {prefix}From has no address")
-    return sender
+    verb = "has" if len(present) == 1 else "have"
+    raise ValueError(
+        f"no sender given and the message's {' and '.join(present)} {verb} no address"
+    )
 
 
 def recipients_from_fields(message: email.message.Message) -> list[str]:
     """The recipients of an email message: the addresses of its ``To``, ``Cc`` and
-    ``Bcc`` fields (the ``Resent-`` ones in a message resent, :func:`_resent_prefix`),
+    ``Bcc`` fields (the ``Resent-`` ones in a message resent, :func:`resent_prefix`),
     in their order; empty when there is none."""
-    prefix = _resent_prefix(message)
-    fields = [text for name in ("To", "Cc", "Bcc") for text in field_texts(message, prefix + name)]
-    return [address for _, address in email.utils.getaddresses(fields) if address]
+    prefix = resent_prefix(message)
+    return [
+        address
+        for name in ("To", "Cc", "Bcc")
+        for _, address in field_addresses(message, prefix + name)
+        if address
+    ]
 
 
-def _resent_prefix(message: email.message.Message) -> str:
+def resent_prefix(
+    message: email.message.Message, *, original_if_resent_again: bool = False
+) -> str:
     """``"Resent-"`` for a message resent once (one ``Resent-Date``, RFC 5322 §3.6.6),
     which goes to its new recipients, not back to the first ones; ``""`` for one never
     resent. With more than one resent block, which one is meant is not said:
-    :class:`ValueError`, as ``smtplib`` does (the caller can give the envelope)."""
+    :class:`ValueError`, as ``smtplib`` does (the caller can give the envelope), or
+    with ``original_if_resent_again`` ``""``, the original fields."""
     resent = message.get_all("Resent-Date", [])
     if len(resent) > 1:
+        if original_if_resent_again:
+            return ""
         raise ValueError("the message has more than one Resent- block: give the envelope")
     return "Resent-" if resent else ""
 
 
+def field_addresses(message: email.message.Message, name: str) -> list[tuple[str, str]]:
+    """The (display name, address) pairs of every ``name`` field of ``message``, as
+    :func:`email.utils.getaddresses` finds them in :func:`field_texts`.
+
+    An address must be UTF-8 (RFC 6532 §3.2): one holding other octets is a
+    :class:`ValueError` naming the field, not an address of U+FFFD. A display name
+    holding them (Latin-1 in old mail, sent as it came before RFC 6532) does not
+    matter: it is no part of the envelope."""
+    pairs = email.utils.getaddresses(field_texts(message, name))
+    for _, address in pairs:
+        if not address.isascii() and _has_escapes(address):
+            raise _not_utf8(name, address.encode("utf-8", "surrogateescape"))
+    return pairs
+
+
 def field_texts(message: email.message.Message, name: str) -> list[str]:
-    """Every value of the header field ``name`` as the text it holds.
+    """Every value of the header field ``name`` as the text it holds, unfolded.
 
     An address field may hold UTF-8 (RFC 6532 §3.2). A message parsed from bytes
-    keeps such octets as surrogate escapes, and compat32 (``email.message_from_bytes``
-    by default) hands the field out as a :class:`~email.header.Header` whose
-    ``str()`` shows U+FFFD for each octet: the octets are read back here as the
-    UTF-8 they are, and octets that are not UTF-8 are a :class:`ValueError` naming
-    the field, not an address made of U+FFFD."""
-    return [_field_text(value, name) for value in message.get_all(name, [])]
+    keeps such octets as surrogate escapes, which every policy shows as U+FFFD: the
+    raw values (:meth:`~email.message.Message.raw_items`, the same whatever the
+    policy) are read here, and the octets turned back into the UTF-8 they are.
+    Octets that are not UTF-8 stay surrogate escapes (see :func:`field_addresses`)."""
+    wanted = name.lower()
+    return [_field_text(value) for key, value in message.raw_items() if key.lower() == wanted]
 
 
-def _field_text(value: object, name: str) -> str:
-    """One field value as text (see :func:`field_texts`)."""
+def _field_text(value: object) -> str:
+    """One raw field value as text (see :func:`field_texts`). A compat32
+    :class:`~email.header.Header` an application built is decoded from its charsets."""
     if not isinstance(value, email.header.Header):
-        return _unescaped(str(value), name)
+        return _unfolded(_unescaped(str(value)))
     texts = []
     for chunk, charset in email.header.decode_header(value):
         if isinstance(chunk, str):
-            texts.append(_unescaped(chunk, name))
+            texts.append(_unescaped(chunk))
             continue
-        # compat32's raw 8-bit octets come as "unknown-8bit": UTF-8, if anything.
-        codec = "utf-8" if charset in (None, "unknown-8bit") else charset
         try:
-            texts.append(chunk.decode(codec))
+            texts.append(chunk.decode(charset or "ascii"))
         except (LookupError, UnicodeDecodeError):
-            raise _not_utf8(name, chunk) from None
-    return "".join(texts)
+            # compat32's raw 8-bit octets come as "unknown-8bit": UTF-8, if anything.
+            texts.append(_unescaped(chunk.decode("utf-8", "surrogateescape")))
+    return _unfolded("".join(texts))
 
 
-def _unescaped(text: str, name: str) -> str:
+def _unfolded(text: str) -> str:
+    """``text`` without the line breaks of its folding (RFC 5322 §2.2.3)."""
+    return text.replace("\r\n", "").replace("\n", "") if "\n" in text else text
+
+
+def _unescaped(text: str) -> str:
     """``text`` with the surrogate escapes of octets parsed from bytes turned back into
-    the UTF-8 they encode; unchanged when it holds none (the usual case)."""
+    the UTF-8 they encode; those that are no UTF-8 stay escapes. Unchanged when it holds
+    none (the usual case)."""
     if text.isascii():
         return text
-    octets = text.encode("utf-8", "surrogateescape")
-    try:
-        return octets.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _not_utf8(name, octets) from None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+
+
+def _has_escapes(text: str) -> bool:
+    """Whether ``text`` holds a surrogate escape: an octet that is not UTF-8."""
+    return any("\udc80" <= char <= "\udcff" for char in text)
 
 
 def _not_utf8(name: str, octets: bytes) -> ValueError:
@@ -449,10 +491,7 @@ def _first_wide_field(message: email.message.Message) -> str | None:
     which only an SMTPUTF8 transaction may carry (RFC 6532 §3; an RFC 2047 encoded
     word may not stand in an address, RFC 2047 §5); None."""
     for name in _ADDRESS_FIELDS:
-        values = field_texts(message, name)
-        if not all(map(str.isascii, values)) and not all(  # a UTF-8 display name, maybe
-            address.isascii() for _, address in email.utils.getaddresses(values)
-        ):
+        if not all(address.isascii() for _, address in field_addresses(message, name)):
             return name
     return None
 
