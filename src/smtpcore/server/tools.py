@@ -190,14 +190,15 @@ class _Fate:
     accepted: bool
     text: str
     temporary: bool = False
-    """Refused for now (a 4xx, no answer, the connection lost): by MX lookup, the next
-    exchanger is tried for it (RFC 5321 §5.1)."""
+    """Refused for now (a 4xx, no answer, the connection lost before the end of the
+    message): by MX lookup, the next exchanger is tried for it (RFC 5321 §5.1)."""
     local: bool = False
     """Not sent by this client's own choice (``--starttls`` and no STARTTLS offered):
     nothing was refused by the server, whatever reply the error carries."""
     unknown: bool = False
     """The end of the message went, its reply never came: the server may have taken
-    it (RFC 5321 §6.1). Tried again (``temporary``): a duplicate rather than a loss."""
+    it (RFC 5321 §6.1). Not ``temporary``: no other exchanger is tried, for §6.1 accepts
+    a duplicate only from that unavoidable window, not from a deliberate resend."""
 
 
 def _error_fate(
@@ -262,7 +263,7 @@ def _unknown_fates(exc: SMTPError, result: TransactionResult, where: str) -> lis
     been delivered, those refused there were refused."""
     text = f"{where}: no reply to the end of the message ({exc})"
     return [
-        _Fate(str(item.recipient), False, text, temporary=True, unknown=True)
+        _Fate(str(item.recipient), False, text, unknown=True)
         if item.accepted and item.delivery is None
         else fate
         for item, fate in zip(result.recipients, _fates(result, where), strict=True)
