@@ -563,6 +563,100 @@ def test_send_says_which_address_of_the_headers_is_bad(
     assert handler.messages == []
 
 
+def _send_file_with(tmp_path: Path, message: bytes, port: int, *options: str) -> int:
+    """``send FILE`` with ``options`` (``--from``, ``--to``) to a plaintext server."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(message)
+    server = f"127.0.0.1:{port}"
+    argv = ["send", "--server", server, "--no-starttls", "--helo", "client.test"]
+    return cli.main([*argv, *options, str(path)])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        (),
+        ("--from", "a@abc.example"),
+        ("--to", "b@pqr.example"),
+        ("--from", "a@abc.example", "--to", "b@pqr.example"),
+    ],
+    ids=["from the headers", "--from", "--to", "--from and --to"],
+)
+@pytest.mark.parametrize(
+    "bcc",
+    [
+        b"Bcc: hidden@pqr.example",
+        b"Resent-Bcc: hidden@pqr.example",
+        b"Bcc : hidden@pqr.example,\r\n hidden2@pqr.example",
+    ],
+)
+def test_send_never_transmits_a_bcc_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...], bcc: bytes
+) -> None:
+    """RFC 5322 §3.6.3: ``Bcc`` recipients stay hidden from the others. ``send`` removes
+    the ``Bcc`` and ``Resent-Bcc`` fields (the obsolete ``Bcc :`` too, RFC 5322 §4.5.3)
+    whatever gives the envelope, as Postfix's cleanup does; it sent them as they stood
+    when ``--from`` and ``--to`` were both given."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n" + bcc + b"\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, *options)
+    assert status == 0, capsys.readouterr()
+    [envelope] = handler.messages
+    assert b"hidden" not in envelope.content and b"Bcc" not in envelope.content
+    assert envelope.content.endswith(b"Subject: x\r\n\r\nhi\r\n")
+    if "--to" not in options and bcc.startswith(b"Bcc"):
+        assert "hidden@pqr.example" in [str(r.mailbox) for r in envelope.recipients]
+
+
+RESENT_ONCE = (
+    b"From: a@abc.example\r\nTo: team@pqr.example\r\n"
+    b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: old@abc.example\r\n"
+    b"Resent-To: ex-employee@pqr.example\r\nSubject: saved\r\n\r\nhi\r\n"
+)
+
+
+def test_send_says_when_the_envelope_comes_from_resent_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message resent once goes to its ``Resent-`` recipients (RFC 5322 §3.6.6, as
+    ``sendmail -t``): a saved message may hold a stale block, so ``send`` says, in one
+    line on stderr, which fields gave the envelope. It said nothing."""
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, RESENT_ONCE, server.port)
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert [str(r.mailbox) for r in envelope.recipients] == ["ex-employee@pqr.example"]
+    [line] = captured.err.splitlines()
+    assert "Resent-From, Resent-To" in line and "RFC 5322 §3.6.6" in line
+
+
+def test_send_takes_the_sender_of_a_message_resent_twice_from_its_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--to`` given only a sender is asked: a message resent twice (which block
+    is meant is not said) gives its ``From``, as before; it exited 2. Without ``--to``
+    the recipients are asked, and the ambiguity stays an error."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
+        b"Resent-Date: Tue, 2 Jan 2024 00:00:00 +0000\r\nResent-To: d@pqr.example\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
+        refused = _send_file_with(tmp_path, message, server.port)
+    captured = capsys.readouterr()
+    assert (status, refused) == (0, 2), captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "a@abc.example"
+    assert "more than one Resent- block" in captured.err
+
+
 def test_send_says_a_message_whose_end_went_unanswered_may_have_been_delivered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

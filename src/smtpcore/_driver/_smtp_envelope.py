@@ -16,6 +16,7 @@ import email.message
 import email.policy
 import email.utils
 import functools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -31,6 +32,7 @@ from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
 __all__ = [
+    "HIDDEN_FIELDS",
     "Envelope",
     "Offer",
     "RecipientParameters",
@@ -39,9 +41,12 @@ __all__ = [
     "envelope_from_fields",
     "field_addresses",
     "field_texts",
+    "header_lines",
     "recipients_from_fields",
     "resent_prefix",
     "sender_from_fields",
+    "unobsolete_names",
+    "without_hidden_fields",
 ]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
@@ -503,6 +508,56 @@ def _header_section(content: bytes) -> bytes:
     return content if end < 0 else content[:end]
 
 
+HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
+"""The fields whose recipients the others must not see (RFC 5322 §3.6.3): the envelope
+reads them, the content goes without them (:func:`_email_bytes`,
+:func:`without_hidden_fields`)."""
+
+_FIELD_NAME: Final = re.compile(rb"([!-9;-~]+)[ \t]*:")
+"""A field name and its colon, with the white space before the colon the obsolete
+syntax allows (RFC 5322 §4.5.3, ``Bcc :``), at the start of a line."""
+
+
+def header_lines(content: bytes) -> list[bytes]:
+    """The lines of ``content``'s header section, line endings kept: up to its first
+    empty line (CRLF or a bare LF, as a saved file may have), or all of it."""
+    lines = []
+    for line in content.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        lines.append(line)
+    return lines
+
+
+def unobsolete_names(lines: Iterable[bytes]) -> bytes:
+    """``lines`` with the obsolete white space before each field's colon removed
+    (RFC 5322 §4.5.3), which stops :mod:`email`'s parser at the field: for reading the
+    fields, not for sending them."""
+    return b"".join(_FIELD_NAME.sub(rb"\1:", line, count=1) for line in lines)
+
+
+def without_hidden_fields(content: bytes) -> bytes:
+    """``content`` (a message as bytes) without its ``Bcc`` and ``Resent-Bcc`` fields
+    and their folded lines (:data:`HIDDEN_FIELDS`, RFC 5322 §3.6.3), obsolete forms
+    included; every other octet as it came (a signature over them stays good)."""
+    hidden = {name.lower().encode() for name in HIDDEN_FIELDS}
+    head = header_lines(content)
+    kept: list[bytes] = []
+    dropping = False
+    for line in head:
+        if line[:1] in (b" ", b"\t"):  # a folded line goes with its field
+            if not dropping:
+                kept.append(line)
+            continue
+        name = _FIELD_NAME.match(line)
+        dropping = name is not None and name.group(1).lower() in hidden
+        if not dropping:
+            kept.append(line)
+    if len(kept) == len(head):
+        return content
+    return b"".join(kept) + content[sum(map(len, head)) :]
+
+
 def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
     """The wire form of an email message: CRLF line endings, the ``Bcc`` and
     ``Resent-Bcc`` fields left out (RFC 5322 §3.6.3: those recipients stay
@@ -510,8 +565,8 @@ def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
     §3), in ASCII otherwise whatever the policy's ``utf8`` (RFC 2047 encoded
     words: UTF-8 header fields need SMTPUTF8, RFC 6531 §3.2)."""
     outgoing = copy.copy(message)
-    del outgoing["Bcc"]
-    del outgoing["Resent-Bcc"]
+    for name in HIDDEN_FIELDS:
+        del outgoing[name]
     policy = message.policy.clone(linesep="\r\n")
     if isinstance(policy, email.policy.EmailPolicy):  # compat32 has no utf8
         policy = policy.clone(utf8=utf8)

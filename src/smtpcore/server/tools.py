@@ -30,7 +30,14 @@ from smtpcore._driver import (
     SMTPReplyError,
     check_hello_name,
 )
-from smtpcore._driver._smtp_envelope import recipients_from_fields, sender_from_fields
+from smtpcore._driver._smtp_envelope import (
+    header_lines,
+    recipients_from_fields,
+    resent_prefix,
+    sender_from_fields,
+    unobsolete_names,
+    without_hidden_fields,
+)
 from smtpcore._ip import host_port
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
@@ -380,38 +387,40 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
 
 def _envelope_from_headers(
     content: bytes, sender: str | None, recipients: list[str]
-) -> tuple[str, list[str], bytes]:
+) -> tuple[str, list[str]]:
     """The envelope of a message where ``--from`` or ``--to`` is not given, as
     ``sendmail -t`` takes it and ``send_message`` does (one derivation: the library's,
-    the ``Resent-`` fields of a message resent once included), with the address fields
-    read as the UTF-8 they may hold (RFC 6532 §3.2); and the message without its
-    ``Bcc`` and ``Resent-Bcc`` fields, which would tell every recipient who else got it
-    (RFC 5322 §3.6.3). What cannot be read is a :class:`ConfigError`, its text
-    printable (:func:`printable`: the fields are the message's, not the user's)."""
-    end = content.find(b"\r\n\r\n")
-    if end < 0:
-        end = content.find(b"\n\n")
-    head = content if end < 0 else content[:end]
+    the ``Resent-`` fields of a message resent once included, said on stderr by
+    :func:`_say_if_resent`), with the address fields read as the UTF-8 they may hold
+    (RFC 6532 §3.2). With ``--to`` given, only a return address is asked: a message
+    resent more than once gives its original one, as it always did. What cannot be
+    read is a :class:`ConfigError`, its text printable (:func:`printable`: the fields
+    are the message's, not the user's)."""
+    head = unobsolete_names(header_lines(content))
     header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
     try:
+        took_sender, took_recipients = sender is None, not recipients
         if sender is None:
-            sender = sender_from_fields(header)
+            sender = sender_from_fields(header, original_if_resent_again=not took_recipients)
         if not recipients:
             recipients = recipients_from_fields(header)
     except ValueError as exc:
         raise ConfigError(printable(f"{exc} (--from and --to give the envelope)")) from None
-    if header.get_all("Bcc") or header.get_all("Resent-Bcc"):
-        kept: list[bytes] = []
-        dropping = False
-        lines = head.splitlines(keepends=True)
-        for line in lines:
-            if line[:1] in (b" ", b"\t") and dropping:
-                continue
-            dropping = line.lower().startswith((b"bcc:", b"resent-bcc:"))
-            if not dropping:
-                kept.append(line)
-        content = b"".join(kept) + content[len(head) :]
-    return sender, recipients, content
+    _say_if_resent(header, took_sender, took_recipients)
+    return sender, recipients
+
+
+def _say_if_resent(header: email.message.Message, sender: bool, recipients: bool) -> None:
+    """One line on stderr naming the ``Resent-`` fields the envelope came from, when
+    the message was resent once (RFC 5322 §3.6.6): a saved message may hold a stale
+    block, and its first recipients are then not the ones it goes to."""
+    if resent_prefix(header, original_if_resent_again=not recipients) != "Resent-":
+        return
+    names = [*(("Sender", "From") if sender else ()), *(("To", "Cc", "Bcc") if recipients else ())]
+    used = [f"Resent-{name}" for name in names if header.get_all(f"Resent-{name}")]
+    if used:
+        text = f"the envelope comes from the message's {', '.join(used)} (resent, RFC 5322 §3.6.6)"
+        print(printable(f"smtpcore send: {text}"), file=sys.stderr)
 
 
 def _read_message(args: argparse.Namespace) -> bytes | None:
@@ -435,10 +444,12 @@ def run_send(args: argparse.Namespace) -> int:
     for recipient in args.recipients or []:
         check_address_text("--to", recipient)
     content = _read_message(args)
-    if content is not None and (args.sender is None or not args.recipients):
-        args.sender, args.recipients, content = _envelope_from_headers(
-            content, args.sender, args.recipients or []
-        )
+    if content is not None:
+        if args.sender is None or not args.recipients:
+            args.sender, args.recipients = _envelope_from_headers(
+                content, args.sender, args.recipients or []
+            )
+        content = without_hidden_fields(content)  # whatever gave the envelope
     if args.sender is None:
         raise ConfigError("no sender: give --from, or a message with a From header")
     if not args.recipients:
