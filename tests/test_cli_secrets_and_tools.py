@@ -693,7 +693,7 @@ C: .
     out = capsys.readouterr().out
     assert status == 1
     assert out.startswith(f"<b@pqr.example>: may have been delivered by 127.0.0.1:{server.port}")
-    assert "no reply to the end of the message" in out and "refused" not in out
+    assert "no readable reply to the end of the message" in out and "refused" not in out
 
 
 def test_send_uses_starttls_when_offered(

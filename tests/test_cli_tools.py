@@ -316,11 +316,12 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert not second
 
 
+@pytest.mark.parametrize("end_reply", [b"", b"2x0 garbled\r\n"], ids=["lost", "garbled"])
 def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end_reply: bytes
 ) -> None:
-    """RFC 5321 §6.1: a connection lost after the final dot, before its reply, may have
-    delivered the message. A duplicate is accepted only from that window, not from a
+    """RFC 5321 §6.1: a connection lost after the final dot, before its reply, or a
+    reply no client can read, may have delivered the message. A duplicate is accepted only from that window, not from a
     deliberate resend: the next exchanger is not tried, and ``send`` says the message
     may have been delivered by the first. It tried mx2 (here, where nothing listens),
     whose failure overwrote that line, or which delivered the message a second time."""
@@ -336,7 +337,7 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
         *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
         *("--helo", "client.abc.example"),
     ]
-    with _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n", end_reply=b"") as lines:
+    with _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
         status = cli.main(argv)
     out = capsys.readouterr().out
     assert status == 1

@@ -919,21 +919,32 @@ END_UNANSWERED: dict[str, tuple[str, str]] = {
 }
 
 
-@pytest.mark.parametrize("lost", ["timeout", "close"])
+#: How the reply to the end of the content is lost: the script's end, and the error.
+LOST_REPLIES: dict[str, tuple[str, str]] = {
+    "timeout": ("", "SMTPTimeout"),
+    "close": ("-- close", "SMTPConnectionError"),
+    "garbled": ("S: 2x0 garbled\n-- close", "SMTPProtocolError"),
+}
+
+
+@pytest.mark.parametrize("lost", list(LOST_REPLIES))
 @pytest.mark.parametrize("case", list(END_UNANSWERED))
 def test_no_reply_to_the_end_of_the_content_says_the_message_may_be_delivered(
     adapter: str, case: str, lost: str
 ) -> None:
     """RFC 5321 §6.1 (RFC 1047): once the end of the content has gone, the server may
-    have taken the message though its reply never comes. A timeout or a lost
-    connection then names the command (``DATA``, ``BDAT``) and carries the
-    transaction: the accepted recipients, whose fate is unknown (no ``delivery``), and
-    the refused ones; a caller can tell it from a failure before the end."""
+    have taken the message though its reply never comes, or comes garbled (no reply
+    can be read from it: the same unknown fate). A timeout, a lost connection or a
+    reply that breaks the protocol then names the command (``DATA``, ``BDAT``) and
+    carries the transaction: the accepted recipients, whose fate is unknown (no
+    ``delivery``), and the refused ones; a caller can tell it from a failure before
+    the end."""
     lines, command = END_UNANSWERED[case]
     mod = module(adapter)
+    end, error_name = LOST_REPLIES[lost]
     ending = [Call(ScriptedConnection.read_to_close)] if lost == "timeout" else []
-    steps = [*script(lines + ("-- close" if lost == "close" else "")), *ending]
-    error = mod.SMTPTimeout if lost == "timeout" else mod.SMTPConnectionError
+    steps = [*script(lines + end), *ending]
+    error = getattr(mod, error_name)
 
     async def go(port: int) -> None:
         timeouts = mod.Timeouts(data_termination=0.3)

@@ -1081,7 +1081,7 @@ class BaseSMTPClient(BaseClient):
                 try:
                     event = conn.next_event()  # a reply that came with the one before
                 except RemoteProtocolError as exc:
-                    raise SMTPProtocolError(str(exc)) from exc
+                    raise self._garbled(exc) from exc
                 if type(event) is Reply and event.code != 421:
                     replies.append(event)
                     continue
@@ -1256,7 +1256,7 @@ class BaseSMTPClient(BaseClient):
         try:
             event = conn.next_event()
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         if event is not PAUSED:
             await self._unasked(event)
 
@@ -1308,7 +1308,7 @@ class BaseSMTPClient(BaseClient):
         try:
             event = conn._receive_event(received)
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         if type(event) is Reply and event.code != 421:
             return event
         # more to read, a 421, the close
@@ -1398,7 +1398,7 @@ class BaseSMTPClient(BaseClient):
         try:
             event = conn._receive_event(data)
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         await self._unasked(event)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
@@ -1584,7 +1584,7 @@ class BaseSMTPClient(BaseClient):
             else:
                 data = before + self._send(*events)
         except RemoteProtocolError as exc:  # bytes no command asked for, held
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         except LocalProtocolError:
             if conn._received and not conn._queue:  # a reply held, maybe a 421: read it
                 await self._unasked_held()
@@ -1648,9 +1648,9 @@ class BaseSMTPClient(BaseClient):
         return replies
 
     def _unanswered(self, error: SMTPError) -> SMTPError:
-        """``error``, a timeout or a lost connection while a reply was awaited, naming
-        the end of a message's content when that was what the reply was to answer: the
-        final dot (``"DATA"``) or ``BDAT ... LAST`` (``"BDAT"``), with the transaction
+        """``error``, a timeout, a lost connection or a garbled reply (:meth:`_garbled`)
+        while a reply was awaited, naming the end of a message's content when that was
+        what the reply was to answer: the final dot (``"DATA"``) or ``BDAT ... LAST`` (``"BDAT"``), with the transaction
         in ``result``. The server may have taken the message then (RFC 5321 §6.1,
         RFC 1047; §4.5.3.2.6 gives that wait its own timeout): the caller must be able
         to tell it from a failure before the end (:attr:`SMTPError.may_have_been_delivered`).
@@ -1668,6 +1668,13 @@ class BaseSMTPClient(BaseClient):
                 error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
                 error.result = transaction
         return error
+
+    def _garbled(self, exc: RemoteProtocolError) -> SMTPError:
+        """The server's breach of the protocol (a reply no client can read, bytes no
+        command asked for) as :class:`SMTPProtocolError`, through :meth:`_unanswered`:
+        a garbled reply to the end of a message's content leaves its fate as unknown
+        as a lost one (RFC 5321 §6.1), and the caller must hear so alike."""
+        return self._unanswered(SMTPProtocolError(str(exc)))
 
     async def _reply(
         self,
@@ -1694,7 +1701,7 @@ class BaseSMTPClient(BaseClient):
                 try:
                     event = conn.next_event()
                 except RemoteProtocolError as exc:
-                    raise SMTPProtocolError(str(exc)) from exc
+                    raise self._garbled(exc) from exc
             else:
                 event, taken = taken, None
             if isinstance(event, Reply):
@@ -1731,7 +1738,7 @@ class BaseSMTPClient(BaseClient):
             try:
                 taken = conn._receive_event(data)
             except RemoteProtocolError as exc:
-                raise SMTPProtocolError(str(exc)) from exc
+                raise self._garbled(exc) from exc
 
 
 _UNENDED: Final = "the reply did not end within {} s of its start"

@@ -58,12 +58,12 @@ class SMTPError(Exception):
     content (RFC 2033 §4.2); with a server's LIMITS, among the transactions a
     message was split into (RFC 9422 §4.2), the recipients of those not done
     unanswered, as when the session reached the server's MAILMAX (§4.1). And
-    after the end of a message's content went with no reply to it (see
+    after the end of a message's content went with no readable reply to it (see
     :attr:`may_have_been_delivered`): the transaction, each accepted recipient's
     fate unknown (no ``delivery``)."""
     command: str | None = None
-    """The command refused (:class:`SMTPReplyError`); for a timeout or a lost
-    connection, ``"DATA"`` (the final dot) or ``"BDAT"`` (``BDAT ... LAST``) when
+    """The command refused (:class:`SMTPReplyError`); for a timeout, a lost
+    connection or a garbled reply (:class:`SMTPProtocolError`), ``"DATA"`` (the final dot) or ``"BDAT"`` (``BDAT ... LAST``) when
     its reply was the one awaited and a recipient accepted at ``RCPT`` waited for it,
     else None (every recipient refused: nothing can have been delivered)."""
 
@@ -73,9 +73,9 @@ class SMTPError(Exception):
 
     @property
     def may_have_been_delivered(self) -> bool:
-        """True when the session timed out or was lost awaiting the reply to the end
-        of a message's content: the server may have taken the message before the
-        reply was lost (RFC 5321 §6.1, RFC 1047), for the recipients accepted in
+        """True when the session timed out, was lost or got a garbled reply awaiting
+        the reply to the end of a message's content: the server may have taken the
+        message before the reply was lost (RFC 5321 §6.1, RFC 1047), for the recipients accepted in
         :attr:`result` with no ``delivery``. Sending it again may deliver it twice;
         not sending it may lose it: a relay defers it, as §6.1 accepts."""
         return self.reply is None and self.command in _END_OF_CONTENT

@@ -268,7 +268,7 @@ def _unknown_fates(exc: SMTPError, result: TransactionResult, where: str) -> lis
     """Every recipient's fate when the reply to the end of the message never came
     (:attr:`SMTPError.may_have_been_delivered`): those accepted at ``RCPT`` may have
     been delivered, those refused there were refused."""
-    text = f"{where}: no reply to the end of the message ({exc})"
+    text = f"{where}: no readable reply to the end of the message ({exc})"
     return [
         _Fate(str(item.recipient), False, text, unknown=True)
         if item.accepted and item.delivery is None
