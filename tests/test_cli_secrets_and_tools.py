@@ -17,14 +17,18 @@ import socket
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import smtpcore.__main__ as cli
+from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
 from peers import make_tls_files, running_smtp_server
 from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
@@ -33,9 +37,16 @@ from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
-from smtpcore.server.tools import check_header_text, make_test_message, printable
+from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.server.tools import (
+    _envelope_from_headers,
+    check_header_text,
+    make_test_message,
+    printable,
+)
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from smtpcore.testing import strategies as sst
 from test_cli_serve import LOOPBACK, ROOT, serve
 
 
@@ -570,6 +581,54 @@ def _send_file_with(tmp_path: Path, message: bytes, port: int, *options: str) ->
     server = f"127.0.0.1:{port}"
     argv = ["send", "--server", server, "--no-starttls", "--helo", "client.test"]
     return cli.main([*argv, *options, str(path)])
+
+
+@st.composite
+def _spaced_colon_mailboxes(draw: st.DrawFn) -> Mailbox:
+    """A mailbox whose quoted local part holds `` :``, which looks like the obsolete
+    white space before a field's colon (RFC 5322 §4.5.3) on a line of its own."""
+    before, after = draw(sst.local_parts(quoted=False)), draw(sst.local_parts(quoted=False))
+    local_part = f"{before} :{after}"
+    assume(len(local_part) <= 64)  # RFC 5321 §4.5.3.1.1
+    return Mailbox(local_part, draw(sst.domains()))
+
+
+@given(st.lists(_spaced_colon_mailboxes(), min_size=1, max_size=4))
+def test_send_reads_folded_quoted_local_parts_as_they_are(folded: list[Mailbox]) -> None:
+    """A folded line (RFC 5322 §2.2.3) begins with white space and holds no field name:
+    only a line that starts a field may lose the obsolete space before its colon. A
+    ``To`` folded before ``"b :c"@pqr.example`` went to ``"b:c"@pqr.example``, another
+    mailbox."""
+    first = parse_mailbox("d@pqr.example")
+    field = ",\r\n ".join(str(mailbox) for mailbox in [first, *folded])
+    message = f"From: a@abc.example\r\nTo: {field}\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    lines = header_lines(message)
+    continued = [line for line in lines if line[:1] == b" "]
+    assert unobsolete_names(lines).splitlines(keepends=True)[2:-1] == continued
+    _, recipients = _envelope_from_headers(message, "a@abc.example", [])
+    assert [parse_mailbox(address) for address in recipients] == [first, *folded]
+
+
+def test_header_lines_reads_the_header_section_only() -> None:
+    """The header section ends at the first empty line (RFC 5322 §2.1): the body, which
+    may be as large as the message, is never split into lines to find it (memory
+    stays bounded by the header, not the message)."""
+    head = b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+    message = head + b"\r\n" + b"y\r\n" * 400_000
+    tracemalloc.start()
+    try:
+        lines = header_lines(message)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [b"From: a@abc.example\r\n", b"To: b@pqr.example\r\n"]
+    assert peak < 100_000
+    assert header_lines(b"From: a@abc.example\nTo: b\n\nX: not a field\r\n\r\n") == [
+        b"From: a@abc.example\n",
+        b"To: b\n",
+    ]
+    assert header_lines(b"\r\nX: body\r\n") == []
+    assert header_lines(b"X: a\r\nY: b") == [b"X: a\r\n", b"Y: b"]
 
 
 @pytest.mark.parametrize(

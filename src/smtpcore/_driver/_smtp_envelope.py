@@ -504,8 +504,7 @@ def _first_wide_field(message: email.message.Message) -> str | None:
 def _header_section(content: bytes) -> bytes:
     """The header section of a message's wire form: up to its first empty line, which
     may be the first line (a message without header fields)."""
-    end = (b"\r\n" + content).find(b"\r\n\r\n")
-    return content if end < 0 else content[:end]
+    return content[: _header_end(content)]
 
 
 HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
@@ -515,25 +514,50 @@ reads them, the content goes without them (:func:`_email_bytes`,
 
 _FIELD_NAME: Final = re.compile(rb"([!-9;-~]+)[ \t]*:")
 """A field name and its colon, with the white space before the colon the obsolete
-syntax allows (RFC 5322 §4.5.3, ``Bcc :``), at the start of a line."""
+syntax allows (RFC 5322 §4.5.3, ``Bcc :``). Only ever matched at the start of a line
+(``match``): a folded line starts with white space, which no name holds."""
+
+_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
+"""A line end and the empty line after it (CRLF or a bare LF, as a saved file may
+have)."""
+
+
+def _header_end(content: bytes) -> int:
+    """Where ``content``'s header section ends (RFC 5322 §2.1): after the line end
+    before its first empty line; 0 when the first line is empty, the whole when there
+    is none. Found by a search that stops there: the body is never split or copied."""
+    if content.startswith((b"\r\n", b"\n")):
+        return 0
+    empty = _EMPTY_LINE.search(content)
+    return len(content) if empty is None else empty.start() + 1
 
 
 def header_lines(content: bytes) -> list[bytes]:
     """The lines of ``content``'s header section, line endings kept: up to its first
-    empty line (CRLF or a bare LF, as a saved file may have), or all of it."""
+    empty line, or all of it. Only the header section is split (:func:`_header_end`):
+    a message may be as large as its server takes."""
     lines = []
-    for line in content.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
+    for line in content[: _header_end(content)].splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):  # a bare CR ended the line before
             break
         lines.append(line)
     return lines
 
 
 def unobsolete_names(lines: Iterable[bytes]) -> bytes:
-    """``lines`` with the obsolete white space before each field's colon removed
-    (RFC 5322 §4.5.3), which stops :mod:`email`'s parser at the field: for reading the
-    fields, not for sending them."""
-    return b"".join(_FIELD_NAME.sub(rb"\1:", line, count=1) for line in lines)
+    """``lines`` with the obsolete white space before a field's colon removed (RFC 5322
+    §4.5.3), which stops :mod:`email`'s parser at the field: for reading the fields,
+    not for sending them. Only a line that starts a field is touched; a folded line
+    (white space first, RFC 5322 §2.2.3) may hold `` :`` in a quoted string."""
+    return b"".join(map(_unobsolete_name, lines))
+
+
+def _unobsolete_name(line: bytes) -> bytes:
+    """``line`` with no white space between the field name that starts it and its colon."""
+    name = _FIELD_NAME.match(line)
+    if name is None or name.end() == len(name.group(1)) + 1:  # not a field, or no space
+        return line
+    return name.group(1) + b":" + line[name.end() :]
 
 
 def without_hidden_fields(content: bytes) -> bytes:
