@@ -321,10 +321,11 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], end_reply: bytes
 ) -> None:
     """RFC 5321 §6.1: a connection lost after the final dot, before its reply, or a
-    reply no client can read, may have delivered the message. A duplicate is accepted only from that window, not from a
-    deliberate resend: the next exchanger is not tried, and ``send`` says the message
-    may have been delivered by the first. It tried mx2 (here, where nothing listens),
-    whose failure overwrote that line, or which delivered the message a second time."""
+    reply no client can read, may have delivered the message. A duplicate is accepted
+    only from that window, not from a deliberate resend: the next exchanger is not
+    tried, and ``send`` says the message may have been delivered by the first. It
+    tried mx2 (here, where nothing listens), whose failure overwrote that line, or
+    which delivered the message a second time."""
     with socket.create_server(("127.0.0.1", 0)) as probe:
         port = probe.getsockname()[1]
     zone = tmp_path / "zone"

@@ -1650,14 +1650,15 @@ class BaseSMTPClient(BaseClient):
     def _unanswered(self, error: SMTPError) -> SMTPError:
         """``error``, a timeout, a lost connection or a garbled reply (:meth:`_garbled`)
         while a reply was awaited, naming the end of a message's content when that was
-        what the reply was to answer: the final dot (``"DATA"``) or ``BDAT ... LAST`` (``"BDAT"``), with the transaction
-        in ``result``. The server may have taken the message then (RFC 5321 §6.1,
-        RFC 1047; §4.5.3.2.6 gives that wait its own timeout): the caller must be able
-        to tell it from a failure before the end (:attr:`SMTPError.may_have_been_delivered`).
-        Every read of a reply fails through here; the machine's oldest awaited event
-        says what the reply was for. A transaction with no recipient accepted and left
-        unanswered (every ``RCPT`` refused, pipelined behind a ``DATA`` that got its
-        354) delivered nothing to anyone: the error then names no command."""
+        what the reply was to answer: the final dot (``"DATA"``) or ``BDAT ... LAST``
+        (``"BDAT"``), with the transaction in ``result``. The server may have taken the
+        message then (RFC 5321 §6.1, RFC 1047; §4.5.3.2.6 gives that wait its own
+        timeout): the caller must be able to tell it from a failure before the end
+        (:attr:`SMTPError.may_have_been_delivered`). Every read of a reply fails through
+        here; the machine's oldest awaited event says what the reply was for. A
+        transaction with no recipient accepted and left unanswered (every ``RCPT``
+        refused, pipelined behind a ``DATA`` that got its 354) delivered nothing to
+        anyone: the error then names no command."""
         conn = self._conn
         pending = () if conn is None else conn.pending
         ended = pending[0] if pending else None

@@ -63,9 +63,10 @@ class SMTPError(Exception):
     fate unknown (no ``delivery``)."""
     command: str | None = None
     """The command refused (:class:`SMTPReplyError`); for a timeout, a lost
-    connection or a garbled reply (:class:`SMTPProtocolError`), ``"DATA"`` (the final dot) or ``"BDAT"`` (``BDAT ... LAST``) when
-    its reply was the one awaited and a recipient accepted at ``RCPT`` waited for it,
-    else None (every recipient refused: nothing can have been delivered)."""
+    connection or a garbled reply (:class:`SMTPProtocolError`), ``"DATA"`` (the
+    final dot) or ``"BDAT"`` (``BDAT ... LAST``) when its reply was the one awaited
+    and a recipient accepted at ``RCPT`` waited for it, else None (every recipient
+    refused: nothing can have been delivered)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
