@@ -28,8 +28,9 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import smtpcore.__main__ as cli
-from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
 from peers import make_tls_files, running_smtp_server
+from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
+from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
@@ -37,7 +38,6 @@ from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
-from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.server.tools import (
     _envelope_from_headers,
     check_header_text,
@@ -714,6 +714,51 @@ def test_send_takes_the_sender_of_a_message_resent_twice_from_its_from(
     [envelope] = handler.messages
     assert str(envelope.sender) == "a@abc.example"
     assert "more than one Resent- block" in captured.err
+
+
+def test_send_takes_the_sender_of_a_resent_block_without_resent_from_from_its_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--to`` given only a sender is asked: a resent block that names no sender
+    (``Resent-Date`` and ``Resent-To`` only) gives none, and the original ``From`` does,
+    as for a message resent twice; it exited 2 ("no Resent-From header"). No
+    ``Resent-`` field gave the envelope, and stderr says none did."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
+        b"Subject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "a@abc.example"
+    assert "Resent-" not in captured.err
+
+
+def test_send_names_only_the_resent_fields_that_gave_the_envelope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 5322 §3.6.6: ``Resent-Sender`` gives the sender before ``Resent-From``, and a
+    field with no address gives nothing: the line on stderr names the fields read,
+    not every ``Resent-`` field present."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: r@abc.example\r\n"
+        b"Resent-Sender: s@abc.example\r\nResent-To: c@pqr.example\r\n"
+        b"Resent-Cc: undisclosed:;\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port)
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "s@abc.example"
+    [line] = captured.err.splitlines()
+    assert "message's Resent-Sender, Resent-To (resent" in line
 
 
 def test_send_says_a_message_whose_end_went_unanswered_may_have_been_delivered(

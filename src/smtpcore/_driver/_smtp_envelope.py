@@ -42,8 +42,10 @@ __all__ = [
     "field_addresses",
     "field_texts",
     "header_lines",
+    "recipient_fields",
     "recipients_from_fields",
     "resent_prefix",
+    "sender_field",
     "sender_from_fields",
     "unobsolete_names",
     "without_hidden_fields",
@@ -355,24 +357,35 @@ def envelope_from_fields(
 
 
 def sender_from_fields(
-    message: email.message.Message, *, original_if_resent_again: bool = False
+    message: email.message.Message, *, fall_back_to_original: bool = False
 ) -> str:
-    """The sender of an email message: the first address of its ``Sender`` field, else
-    of its ``From`` (the ``Resent-`` ones in a message resent, :func:`resent_prefix`).
-    A ``Sender`` with no address (empty, a group, RFC 5322 §3.4) says nothing: ``From``
-    is read. None at all is a :class:`ValueError`, never the null reverse-path, which
-    would lose every bounce (RFC 5321 §4.5.5). With ``original_if_resent_again``, a
-    message resent more than once gives its original ``Sender`` or ``From`` rather
-    than a :class:`ValueError` (the recipients given, only a return address is asked)."""
-    prefix = resent_prefix(message, original_if_resent_again=original_if_resent_again)
+    """The sender of an email message: the address :func:`sender_field` finds."""
+    return sender_field(message, fall_back_to_original=fall_back_to_original)[1]
+
+
+def sender_field(
+    message: email.message.Message, *, fall_back_to_original: bool = False
+) -> tuple[str, str]:
+    """The name of the field giving an email message's sender, and its address: the
+    first address of its ``Sender`` field, else of its ``From`` (the ``Resent-`` ones in
+    a message resent, :func:`resent_prefix`). A ``Sender`` with no address (empty, a
+    group, RFC 5322 §3.4) says nothing: ``From`` is read. None at all is a
+    :class:`ValueError`, never the null reverse-path, which would lose every bounce
+    (RFC 5321 §4.5.5). With ``fall_back_to_original`` (the recipients given, only a
+    return address is asked), a message resent more than once, or whose resent block
+    has no ``Resent-Sender`` nor ``Resent-From``, gives its original ``Sender`` or
+    ``From`` rather than a :class:`ValueError`."""
+    prefix = resent_prefix(message, original_if_resent_again=fall_back_to_original)
     names = (f"{prefix}Sender", f"{prefix}From")
+    if prefix and fall_back_to_original and not any(map(message.get_all, names)):
+        names = ("Sender", "From")
     for name in names:
         for _, address in field_addresses(message, name):
             if address:
-                return address
+                return name, address
     present = [name for name in names if message.get_all(name)]
     if not present:
-        raise ValueError(f"no sender given and the message has no {prefix}From header")
+        raise ValueError(f"no sender given and the message has no {names[1]} header")
     verb = "has" if len(present) == 1 else "have"
     raise ValueError(
         f"no sender given and the message's {' and '.join(present)} {verb} no address"
@@ -380,16 +393,23 @@ def sender_from_fields(
 
 
 def recipients_from_fields(message: email.message.Message) -> list[str]:
-    """The recipients of an email message: the addresses of its ``To``, ``Cc`` and
-    ``Bcc`` fields (the ``Resent-`` ones in a message resent, :func:`resent_prefix`),
-    in their order; empty when there is none."""
+    """The recipients of an email message: the addresses :func:`recipient_fields`
+    finds, in their order; empty when there is none."""
+    return [address for addresses in recipient_fields(message).values() for address in addresses]
+
+
+def recipient_fields(message: email.message.Message) -> dict[str, list[str]]:
+    """The addresses of each of the ``To``, ``Cc`` and ``Bcc`` fields of an email
+    message (the ``Resent-`` ones in a message resent, :func:`resent_prefix`) that
+    holds one, by field name, in their order."""
     prefix = resent_prefix(message)
-    return [
-        address
+    fields = {
+        prefix + name: [address for _, address in field_addresses(message, prefix + name)]
         for name in ("To", "Cc", "Bcc")
-        for _, address in field_addresses(message, prefix + name)
-        if address
-    ]
+    }
+    return {
+        name: [a for a in addresses if a] for name, addresses in fields.items() if any(addresses)
+    }
 
 
 def resent_prefix(

@@ -32,9 +32,8 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._smtp_envelope import (
     header_lines,
-    recipients_from_fields,
-    resent_prefix,
-    sender_from_fields,
+    recipient_fields,
+    sender_field,
     unobsolete_names,
     without_hidden_fields,
 )
@@ -393,33 +392,36 @@ def _envelope_from_headers(
     the ``Resent-`` fields of a message resent once included, said on stderr by
     :func:`_say_if_resent`), with the address fields read as the UTF-8 they may hold
     (RFC 6532 §3.2). With ``--to`` given, only a return address is asked: a message
-    resent more than once gives its original one, as it always did. What cannot be
-    read is a :class:`ConfigError`, its text printable (:func:`printable`: the fields
-    are the message's, not the user's)."""
+    resent more than once, or whose resent block names no sender, gives its original
+    one, as it always did. What cannot be read is a :class:`ConfigError`, its text
+    printable (:func:`printable`: the fields are the message's, not the user's)."""
     head = unobsolete_names(header_lines(content))
     header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
+    used: list[str] = []
     try:
-        took_sender, took_recipients = sender is None, not recipients
         if sender is None:
-            sender = sender_from_fields(header, original_if_resent_again=not took_recipients)
+            field, sender = sender_field(header, fall_back_to_original=bool(recipients))
+            used.append(field)
         if not recipients:
-            recipients = recipients_from_fields(header)
+            fields = recipient_fields(header)
+            recipients = [address for addresses in fields.values() for address in addresses]
+            used += fields
     except ValueError as exc:
         raise ConfigError(printable(f"{exc} (--from and --to give the envelope)")) from None
-    _say_if_resent(header, took_sender, took_recipients)
+    _say_if_resent(used)
     return sender, recipients
 
 
-def _say_if_resent(header: email.message.Message, sender: bool, recipients: bool) -> None:
-    """One line on stderr naming the ``Resent-`` fields the envelope came from, when
-    the message was resent once (RFC 5322 §3.6.6): a saved message may hold a stale
-    block, and its first recipients are then not the ones it goes to."""
-    if resent_prefix(header, original_if_resent_again=not recipients) != "Resent-":
-        return
-    names = [*(("Sender", "From") if sender else ()), *(("To", "Cc", "Bcc") if recipients else ())]
-    used = [f"Resent-{name}" for name in names if header.get_all(f"Resent-{name}")]
-    if used:
-        text = f"the envelope comes from the message's {', '.join(used)} (resent, RFC 5322 §3.6.6)"
+def _say_if_resent(used: list[str]) -> None:
+    """One line on stderr naming the ``Resent-`` fields the envelope came from (``used``
+    names every field read), when the message was resent once (RFC 5322 §3.6.6): a
+    saved message may hold a stale block, and its first recipients are then not the
+    ones it goes to."""
+    resent = [name for name in used if name.startswith("Resent-")]
+    if resent:
+        text = (
+            f"the envelope comes from the message's {', '.join(resent)} (resent, RFC 5322 §3.6.6)"
+        )
         print(printable(f"smtpcore send: {text}"), file=sys.stderr)
 
 
