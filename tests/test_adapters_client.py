@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from peers import (
     ADAPTERS,
@@ -29,6 +31,7 @@ from peers import (
 )
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
+from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection, xtext
 from smtpcore.sync import SMTPClient as SyncSMTPClient
@@ -39,6 +42,7 @@ from smtpcore.testing import (
     Send,
     script,
 )
+from smtpcore.testing import strategies as sst
 
 MESSAGE = b"Subject: client test\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -328,6 +332,131 @@ def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
         )
     [sent] = refusing.messages
     assert sent.mail_params.get("BODY") == "8BITMIME" and "SMTPUTF8" not in sent.mail_params
+
+
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
+def test_utf8_addresses_parsed_from_bytes_give_an_smtputf8_envelope(
+    adapter: str, policy: email.policy.Policy
+) -> None:
+    """RFC 6532 §3.2: an address field may hold UTF-8. compat32 (what
+    ``email.message_from_bytes`` gives by default) keeps it as surrogate escapes,
+    read back as the UTF-8 they stand for: the envelope is the fields' addresses, in
+    an SMTPUTF8 transaction, and refused before MAIL by a server without SMTPUTF8."""
+    raw = (
+        "From: José <josé@abc.example>\nTo: Jörg <jörg@pqr.example>\n"
+        "Cc: zoë@pqr.example\nSubject: hi\n\nbody\n"
+    ).encode()
+    message = email.message_from_bytes(raw, policy=policy)
+    envelope, refused = sent_with_and_without_smtputf8(adapter, message)
+    assert "SMTPUTF8" in envelope.mail_params
+    assert str(envelope.sender) == "josé@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == [
+        "jörg@pqr.example",
+        "zoë@pqr.example",
+    ]
+    assert "To: Jörg <jörg@pqr.example>\r\n".encode() in envelope.content
+    assert refused.code == 553
+
+
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
+@pytest.mark.parametrize("field", ["From", "To", "Bcc", "Reply-To"])
+def test_an_address_field_that_is_not_utf8_is_a_value_error_naming_it(
+    adapter: str, field: str, policy: email.policy.Policy
+) -> None:
+    """Octets that are not UTF-8 (a Latin-1 ``ö``) in an address cannot be read as
+    an address (RFC 6532 §3.2 allows UTF-8 only): a ValueError naming the field,
+    before anything is sent, rather than an address of U+FFFD, whatever the policy."""
+    head = {"From": b"a@abc.example", "To": b"b@pqr.example"}
+    head[field] = b"j\xf6rg@pqr.example"
+    raw = b"".join(name.encode() + b": " + value + b"\n" for name, value in head.items())
+    message = email.message_from_bytes(raw + b"Subject: hi\n\nbody\n", policy=policy)
+    handler = Sink()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        pytest.raises(ValueError, match=f"{field} field") as raised,
+    ):
+        run(
+            adapter,
+            lambda: module(adapter).send_message(message, host=server.host, port=server.port),
+        )
+    assert "\ufffd" not in str(raised.value)
+    assert handler.messages == []
+
+
+def _envelope_of(message: email.message.Message, *given: Any) -> tuple[Mail, list[Rcpt]]:
+    """The ``MAIL`` and ``RCPT`` commands ``send_message`` makes of ``message`` for a
+    server offering 8BITMIME and SMTPUTF8, with the envelope ``given`` or derived."""
+    from smtpcore._driver._smtp_envelope import Offer, build_envelope
+    from smtpcore.smtp._extensions import ServerExtensions
+
+    lines = ["mx.example", "8BITMIME", "SMTPUTF8"]
+    offer = Offer.of(ServerExtensions.from_reply(Reply(250, lines)))
+    sender, recipients = given or (None, None)
+    envelope = build_envelope(offer, message, sender, recipients, None, None)
+    return envelope.mail, list(envelope.rcpts)
+
+
+_LATIN1_NAMES = (
+    st.text("Jörg Müller ÅØßé", min_size=1, max_size=12)
+    .map(lambda name: name.strip().encode("latin-1"))
+    .filter(lambda name: name.strip() != name.strip().decode("ascii", "ignore").encode())
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([email.policy.compat32, email.policy.default]),
+    st.sampled_from(["From", "Sender", "Reply-To", "Cc", "Resent-From", "Resent-To"]),
+    _LATIN1_NAMES,
+    # A field short enough not to be refolded: EmailPolicy cannot refold one that
+    # holds octets that are not UTF-8 (UnicodeEncodeError in the standard library).
+    sst.mailboxes(utf8=True, quoted=False, literals=False, at_limits=False).filter(
+        lambda mailbox: len(str(mailbox).encode()) <= 40
+    ),
+    st.booleans(),
+)
+def test_octets_that_are_not_utf8_in_a_display_name_do_not_matter(
+    policy: email.policy.Policy, field: str, name: bytes, mailbox: Mailbox, given_: bool
+) -> None:
+    """Old mail has Latin-1 display names (``From: J\\xf6rg <a@abc.example>``), sent as
+    they came before RFC 6532. Only an address must be UTF-8 (§3.2): the envelope is
+    the addresses, the caller's or the fields', whatever the field and the policy."""
+    head = {
+        "From": b"a@abc.example",
+        "To": b"b@pqr.example",
+        "Resent-Date": b"Mon, 1 Jan 2024 00:00:00 +0000",
+        "Resent-From": b"r@abc.example",
+        "Resent-To": b"c@pqr.example",
+    }
+    head[field] = b'"' + name + b'" <' + str(mailbox).encode() + b">"
+    raw = b"".join(key.encode() + b": " + value + b"\n" for key, value in head.items())
+    message = email.message_from_bytes(raw + b"\nbody\n", policy=policy)
+    # Resent once: the envelope is the Resent- block's (RFC 5322 §3.6.6).
+    expected_mail = mailbox if field == "Resent-From" else parse_mailbox("r@abc.example")
+    expected_rcpts = [mailbox if field == "Resent-To" else parse_mailbox("c@pqr.example")]
+    if given_:
+        expected_mail = parse_mailbox("x@abc.example")
+        mail, rcpts = _envelope_of(message, "x@abc.example", [str(expected_rcpts[0])])
+    else:
+        mail, rcpts = _envelope_of(message)
+    assert mail.sender == expected_mail
+    assert [rcpt.recipient for rcpt in rcpts] == expected_rcpts
+
+
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
+@pytest.mark.parametrize("sender", ["Sender:", "Sender: undisclosed:;", "Sender:  (nobody)"])
+def test_a_sender_field_without_an_address_falls_back_to_from(
+    policy: email.policy.Policy, sender: str
+) -> None:
+    """An empty or group-only ``Sender`` names no mailbox: the envelope's sender comes
+    from ``From``, as ``smtplib`` takes it (RFC 5322 §3.6.2 makes ``Sender`` the
+    agent's, but one without an address says nothing)."""
+    raw = f"{sender}\nFrom: A <a@abc.example>\nTo: b@pqr.example\n\nbody\n".encode()
+    mail, _ = _envelope_of(email.message_from_bytes(raw, policy=policy))
+    assert mail.sender == parse_mailbox("a@abc.example")
+    nothing = email.message_from_bytes(b"Sender:\nFrom: undisclosed:;\nTo: b@pqr.example\n\n")
+    with pytest.raises(ValueError, match="Sender and From have no address"):
+        _envelope_of(nothing)
 
 
 def test_a_resent_email_message_goes_to_its_resent_recipients(adapter: str) -> None:

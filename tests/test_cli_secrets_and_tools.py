@@ -17,24 +17,36 @@ import socket
 import subprocess
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, reject
+from hypothesis import strategies as st
 
 import smtpcore.__main__ as cli
-from peers import make_tls_files
-from smtpcore.handler import Authenticator
+from peers import make_tls_files, running_smtp_server
+from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
+from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
-from smtpcore.server.tools import check_header_text, make_test_message, printable
+from smtpcore.server.tools import (
+    _envelope_from_headers,
+    check_header_text,
+    make_test_message,
+    printable,
+)
+from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from smtpcore.testing import strategies as sst
 from test_cli_serve import LOOPBACK, ROOT, serve
 
 
@@ -485,6 +497,308 @@ def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
             (stored,) = abc.mailbox(user)
             assert b"Bcc" not in stored and b"secret@" not in stored
         assert abc.stop() == 0
+
+
+class _Keeping(Handler):
+    """A server that takes every recipient and keeps each message's envelope."""
+
+    def __init__(self) -> None:
+        self.messages: list[Envelope] = []
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope)
+        return None
+
+
+def _send_file(tmp_path: Path, message: bytes, port: int) -> int:
+    """``send FILE`` without ``--from`` or ``--to``, to a plaintext server on ``port``."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(message)
+    server = f"127.0.0.1:{port}"
+    return cli.main(
+        ["send", "--server", server, "--no-starttls", "--helo", "client.test", str(path)]
+    )
+
+
+def test_send_takes_utf8_addresses_from_the_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 6532 §3.2: address fields may hold UTF-8, and the envelope ``send`` takes from
+    them (as ``sendmail -t``) is those addresses, in an SMTPUTF8 transaction, through
+    the library's own derivation (``send_message``'s)."""
+    message = (
+        "From: José <josé@abc.example>\r\nTo: Jörg <jörg@pqr.example>\r\n"
+        "Bcc: zoë@pqr.example\r\nSubject: hi\r\n\r\nhello\r\n"
+    ).encode()
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file(tmp_path, message, server.port)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "<jörg@pqr.example>: accepted" in out and "<zoë@pqr.example>: accepted" in out
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "josé@abc.example"
+    assert [str(r.mailbox) for r in envelope.recipients] == ["jörg@pqr.example", "zoë@pqr.example"]
+    assert "SMTPUTF8" in envelope.mail_params
+    assert b"Bcc" not in envelope.content and "zoë".encode() not in envelope.content
+
+
+@pytest.mark.parametrize(
+    ("field", "shown"),
+    [
+        (b"To: j\xf6rg@pqr.example", "To field is not UTF-8"),
+        ("To: jörg@bücher..example".encode(), "bücher..example"),
+        ("From: josé@@abc.example".encode(), "@abc.example"),
+        (b"From: undisclosed:;", "From has no address"),
+    ],
+)
+def test_send_says_which_address_of_the_headers_is_bad(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], field: bytes, shown: str
+) -> None:
+    """A header address that is not UTF-8, or no address, stops ``send`` before it
+    connects (status 2), the user's own text quoted, never shown as U+FFFD."""
+    head = {b"From": b"From: a@abc.example", b"To": b"To: b@pqr.example"}
+    head[field.split(b":")[0]] = field
+    message = b"\r\n".join(head.values()) + b"\r\nSubject: hi\r\n\r\nhello\r\n"
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file(tmp_path, message, server.port)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert shown in err and "\ufffd" not in err
+    assert handler.messages == []
+
+
+def _send_file_with(tmp_path: Path, message: bytes, port: int, *options: str) -> int:
+    """``send FILE`` with ``options`` (``--from``, ``--to``) to a plaintext server."""
+    path = tmp_path / "message.eml"
+    path.write_bytes(message)
+    server = f"127.0.0.1:{port}"
+    argv = ["send", "--server", server, "--no-starttls", "--helo", "client.test"]
+    return cli.main([*argv, *options, str(path)])
+
+
+@st.composite
+def _spaced_colon_mailboxes(draw: st.DrawFn) -> Mailbox:
+    """A mailbox whose quoted local part holds `` :``, which looks like the obsolete
+    white space before a field's colon (RFC 5322 §4.5.3) on a line of its own."""
+    before, after = draw(sst.local_parts(quoted=False)), draw(sst.local_parts(quoted=False))
+    try:
+        return Mailbox(f"{before} :{after}", draw(sst.domains()))
+    except AddressError:  # over 64 octets quoted (RFC 5321 §4.5.3.1.1)
+        reject()
+
+
+@given(st.lists(_spaced_colon_mailboxes(), min_size=1, max_size=4))
+def test_send_reads_folded_quoted_local_parts_as_they_are(folded: list[Mailbox]) -> None:
+    """A folded line (RFC 5322 §2.2.3) begins with white space and holds no field name:
+    only a line that starts a field may lose the obsolete space before its colon. A
+    ``To`` folded before ``"b :c"@pqr.example`` went to ``"b:c"@pqr.example``, another
+    mailbox."""
+    first = parse_mailbox("d@pqr.example")
+    field = ",\r\n ".join(str(mailbox) for mailbox in [first, *folded])
+    message = f"From: a@abc.example\r\nTo: {field}\r\nSubject: x\r\n\r\nhi\r\n".encode()
+    lines = header_lines(message)
+    continued = [line for line in lines if line[:1] == b" "]
+    assert unobsolete_names(lines).splitlines(keepends=True)[2:-1] == continued
+    _, recipients = _envelope_from_headers(message, "a@abc.example", [])
+    assert [parse_mailbox(address) for address in recipients] == [first, *folded]
+
+
+def test_header_lines_reads_the_header_section_only() -> None:
+    """The header section ends at the first empty line (RFC 5322 §2.1): the body, which
+    may be as large as the message, is never split into lines to find it (memory
+    stays bounded by the header, not the message)."""
+    head = b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+    message = head + b"\r\n" + b"y\r\n" * 400_000
+    tracemalloc.start()
+    try:
+        lines = header_lines(message)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert lines == [b"From: a@abc.example\r\n", b"To: b@pqr.example\r\n"]
+    assert peak < 100_000
+    assert header_lines(b"From: a@abc.example\nTo: b\n\nX: not a field\r\n\r\n") == [
+        b"From: a@abc.example\n",
+        b"To: b\n",
+    ]
+    assert header_lines(b"\r\nX: body\r\n") == []
+    assert header_lines(b"X: a\r\nY: b") == [b"X: a\r\n", b"Y: b"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        (),
+        ("--from", "a@abc.example"),
+        ("--to", "b@pqr.example"),
+        ("--from", "a@abc.example", "--to", "b@pqr.example"),
+    ],
+    ids=["from the headers", "--from", "--to", "--from and --to"],
+)
+@pytest.mark.parametrize(
+    "bcc",
+    [
+        b"Bcc: hidden@pqr.example",
+        b"Resent-Bcc: hidden@pqr.example",
+        b"Bcc : hidden@pqr.example,\r\n hidden2@pqr.example",
+    ],
+)
+def test_send_never_transmits_a_bcc_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...], bcc: bytes
+) -> None:
+    """RFC 5322 §3.6.3: ``Bcc`` recipients stay hidden from the others. ``send`` removes
+    the ``Bcc`` and ``Resent-Bcc`` fields (the obsolete ``Bcc :`` too, RFC 5322 §4.5.3)
+    whatever gives the envelope, as Postfix's cleanup does; it sent them as they stood
+    when ``--from`` and ``--to`` were both given."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n" + bcc + b"\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, *options)
+    assert status == 0, capsys.readouterr()
+    [envelope] = handler.messages
+    assert b"hidden" not in envelope.content and b"Bcc" not in envelope.content
+    assert envelope.content.endswith(b"Subject: x\r\n\r\nhi\r\n")
+    if "--to" not in options and bcc.startswith(b"Bcc"):
+        assert "hidden@pqr.example" in [str(r.mailbox) for r in envelope.recipients]
+
+
+RESENT_ONCE = (
+    b"From: a@abc.example\r\nTo: team@pqr.example\r\n"
+    b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: old@abc.example\r\n"
+    b"Resent-To: ex-employee@pqr.example\r\nSubject: saved\r\n\r\nhi\r\n"
+)
+
+
+def test_send_says_when_the_envelope_comes_from_resent_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message resent once goes to its ``Resent-`` recipients (RFC 5322 §3.6.6, as
+    ``sendmail -t``): a saved message may hold a stale block, so ``send`` says, in one
+    line on stderr, which fields gave the envelope. It said nothing."""
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, RESENT_ONCE, server.port)
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert [str(r.mailbox) for r in envelope.recipients] == ["ex-employee@pqr.example"]
+    [line] = captured.err.splitlines()
+    assert "Resent-From, Resent-To" in line and "RFC 5322 §3.6.6" in line
+
+
+def test_send_takes_the_sender_of_a_message_resent_twice_from_its_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--to`` given only a sender is asked: a message resent twice (which block
+    is meant is not said) gives its ``From``, as before; it exited 2. Without ``--to``
+    the recipients are asked, and the ambiguity stays an error."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
+        b"Resent-Date: Tue, 2 Jan 2024 00:00:00 +0000\r\nResent-To: d@pqr.example\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
+        refused = _send_file_with(tmp_path, message, server.port)
+    captured = capsys.readouterr()
+    assert (status, refused) == (0, 2), captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "a@abc.example"
+    assert "more than one Resent- block" in captured.err
+
+
+def test_send_takes_the_sender_of_a_resent_block_without_resent_from_from_its_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``--to`` given only a sender is asked: a resent block that names no sender
+    (``Resent-Date`` and ``Resent-To`` only) gives none, and the original ``From`` does,
+    as for a message resent twice; it exited 2 ("no Resent-From header"). No
+    ``Resent-`` field gave the envelope, and stderr says none did."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
+        b"Subject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "a@abc.example"
+    assert "Resent-" not in captured.err
+
+
+def test_send_names_only_the_resent_fields_that_gave_the_envelope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 5322 §3.6.6: ``Resent-Sender`` gives the sender before ``Resent-From``, and a
+    field with no address gives nothing: the line on stderr names the fields read,
+    not every ``Resent-`` field present."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: r@abc.example\r\n"
+        b"Resent-Sender: s@abc.example\r\nResent-To: c@pqr.example\r\n"
+        b"Resent-Cc: undisclosed:;\r\nSubject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port)
+    captured = capsys.readouterr()
+    assert status == 0, captured
+    [envelope] = handler.messages
+    assert str(envelope.sender) == "s@abc.example"
+    [line] = captured.err.splitlines()
+    assert "message's Resent-Sender, Resent-To (resent" in line
+
+
+def test_send_says_a_message_whose_end_went_unanswered_may_have_been_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 5321 §6.1: a connection lost after the final dot, before its reply, may have
+    delivered the message; ``send`` says so rather than call it refused."""
+    steps = script(
+        """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250 scripted.test
+C: MAIL FROM:<a@abc.example>
+S: 250 ok
+C: RCPT TO:<b@pqr.example>
+S: 250 ok
+C: DATA
+S: 354 go
+C: Subject: hi
+C:
+C: body
+C: .
+-- close
+"""
+    )
+    path = tmp_path / "message.eml"
+    path.write_bytes(b"Subject: hi\r\n\r\nbody\r\n")
+    with ScriptedServer(steps) as server:
+        status = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{server.port}", "--no-starttls"),
+                *("--helo", "client.test", "--from", "a@abc.example", "--to", "b@pqr.example"),
+                str(path),
+            ]
+        )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert out.startswith(f"<b@pqr.example>: may have been delivered by 127.0.0.1:{server.port}")
+    assert "no readable reply to the end of the message" in out and "refused" not in out
 
 
 def test_send_uses_starttls_when_offered(

@@ -232,9 +232,12 @@ def test_fetch_streams_a_large_message_into_the_maildir(
 
 
 @contextlib.contextmanager
-def _exchanger(address: str, port: int, rcpt_reply: bytes) -> Iterator[list[bytes]]:
+def _exchanger(
+    address: str, port: int, rcpt_reply: bytes, end_reply: bytes = b"250 2.0.0 queued\r\n"
+) -> Iterator[list[bytes]]:
     """One SMTP session on ``address:port`` that answers RCPT with ``rcpt_reply`` and
-    takes a message; yields the command lines it read."""
+    takes a message, answering its end with ``end_reply`` (``b""``: the connection
+    closed instead, the reply lost); yields the command lines it read."""
     listener = socket.create_server((address, port))
     lines: list[bytes] = []
 
@@ -252,7 +255,9 @@ def _exchanger(address: str, port: int, rcpt_reply: bytes) -> Iterator[list[byte
                 if in_data:
                     in_data = line != b".\r\n"
                     if not in_data:
-                        conn.sendall(b"250 2.0.0 queued\r\n")
+                        if not end_reply:
+                            return
+                        conn.sendall(end_reply)
                     continue
                 lines.append(line)
                 verb = line[:4].upper()
@@ -309,6 +314,37 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert status == 1
         assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
         assert not second
+
+
+@pytest.mark.parametrize("end_reply", [b"", b"2x0 garbled\r\n"], ids=["lost", "garbled"])
+def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end_reply: bytes
+) -> None:
+    """RFC 5321 §6.1: a connection lost after the final dot, before its reply, or a
+    reply no client can read, may have delivered the message. A duplicate is accepted
+    only from that window, not from a deliberate resend: the next exchanger is not
+    tried, and ``send`` says the message may have been delivered by the first. It
+    tried mx2 (here, where nothing listens), whose failure overwrote that line, or
+    which delivered the message a second time."""
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.1\n"
+        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.2\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
+        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
+        *("--helo", "client.abc.example"),
+    ]
+    with _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    assert status == 1
+    assert out.startswith("<b@pqr.example>: may have been delivered by mx1.pqr.example")
+    assert "mx2" not in out
+    assert lines.count(b"DATA\r\n") == 1
 
 
 @contextlib.contextmanager

@@ -876,6 +876,156 @@ S: 354 go
     assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]
 
 
+#: Sessions whose reply to the end of the content never comes: the script up to the
+#: end, the error, and the command it names.
+GREET_ONE_AT_A_TIME = GREET.replace("S: 250-PIPELINING\n", "")
+GREET_CHUNKING = GREET.replace("S: 250-PIPELINING\n", "S: 250-PIPELINING\nS: 250-CHUNKING\n")
+ONE_AT_A_TIME = """
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+C: RCPT TO:<eve@pqr.example>
+S: 550 5.1.1 no
+C: DATA
+S: 354 go
+"""
+PIPELINED_TWO = """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: RCPT TO:<eve@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 550 5.1.1 no
+S: 354 go
+"""
+CHUNKED = """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: RCPT TO:<eve@pqr.example>
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 550 5.1.1 no
+C: BDAT 25 LAST
+C: Subject: errors
+C:
+C: body
+"""
+END_UNANSWERED: dict[str, tuple[str, str]] = {
+    "dot, one at a time": (GREET_ONE_AT_A_TIME + ONE_AT_A_TIME + MESSAGE_LINES, "DATA"),
+    "dot, pipelined": (GREET + PIPELINED_TWO + MESSAGE_LINES, "DATA"),
+    "BDAT LAST": (GREET_CHUNKING + CHUNKED, "BDAT"),
+}
+
+
+#: How the reply to the end of the content is lost: the script's end, and the error.
+LOST_REPLIES: dict[str, tuple[str, str]] = {
+    "timeout": ("", "SMTPTimeout"),
+    "close": ("-- close", "SMTPConnectionError"),
+    "garbled": ("S: 2x0 garbled\n-- close", "SMTPProtocolError"),
+}
+
+
+@pytest.mark.parametrize("lost", list(LOST_REPLIES))
+@pytest.mark.parametrize("case", list(END_UNANSWERED))
+def test_no_reply_to_the_end_of_the_content_says_the_message_may_be_delivered(
+    adapter: str, case: str, lost: str
+) -> None:
+    """RFC 5321 §6.1 (RFC 1047): once the end of the content has gone, the server may
+    have taken the message though its reply never comes, or comes garbled (no reply
+    can be read from it: the same unknown fate). A timeout, a lost connection or a
+    reply that breaks the protocol then names the command (``DATA``, ``BDAT``) and
+    carries the transaction: the accepted recipients, whose fate is unknown (no
+    ``delivery``), and the refused ones; a caller can tell it from a failure before
+    the end."""
+    lines, command = END_UNANSWERED[case]
+    mod = module(adapter)
+    end, error_name = LOST_REPLIES[lost]
+    ending = [Call(ScriptedConnection.read_to_close)] if lost == "timeout" else []
+    steps = [*script(lines + end), *ending]
+    error = getattr(mod, error_name)
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(data_termination=0.3)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(
+                MESSAGE, "a@abc.example", ["bob@pqr.example", "eve@pqr.example"]
+            )
+
+    with ScriptedServer(steps) as server, pytest.raises(error) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.reply, exc.may_have_been_delivered) == (command, None, True)
+    bob, eve = exc.result.recipients
+    assert bob.accepted and bob.delivery is None and not (bob.delivered or bob.refused)
+    assert eve.refused and eve.reply.code == 550
+
+
+def test_no_reply_before_the_end_of_the_content_names_no_command(adapter: str) -> None:
+    """A timeout before the end has gone (at MAIL) leaves nothing delivered."""
+    mod = module(adapter)
+    steps = [*script(AFTER_MAIL), Call(ScriptedConnection.read_to_close)]
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(command=0.2)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPTimeout) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.result, exc.may_have_been_delivered) == (None, None, False)
+
+
+def test_no_reply_to_the_end_when_no_recipient_was_accepted_names_no_command(
+    adapter: str,
+) -> None:
+    """Pipelined, DATA may get its 354 though every RCPT was refused (RFC 2920 §3.1):
+    the client ends an empty message, and a lost reply to that end delivered nothing
+    to anyone. Only a transaction with an accepted recipient whose delivery is unknown
+    may have been delivered (RFC 5321 §6.1)."""
+    mod = module(adapter)
+    lines = (
+        GREET
+        + """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<bob@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 550 5.1.1 no
+S: 354 go
+C: .
+"""
+    )
+    steps = [*script(lines), Call(ScriptedConnection.read_to_close)]
+
+    async def go(port: int) -> None:
+        timeouts = mod.Timeouts(data_termination=0.3)
+        async with mod.SMTPClient("127.0.0.1", port, timeouts=timeouts) as client:
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPTimeout) as raised:
+        run(adapter, lambda: go(server.port))
+    exc = raised.value
+    assert (exc.command, exc.may_have_been_delivered) == (None, False)
+
+
+def test_the_blocking_client_says_the_message_may_be_delivered() -> None:
+    """The blocking client shares the driver, and the same answer."""
+    from smtpcore import sync
+
+    lines, _ = END_UNANSWERED["dot, one at a time"]
+    steps = [*script(lines), Call(ScriptedConnection.read_to_close)]
+    with (
+        ScriptedServer(steps) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=0.3, starttls=False) as client,
+        pytest.raises(sync.SMTPTimeout) as raised,
+    ):
+        client.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example", "eve@pqr.example"])
+    assert raised.value.command == "DATA" and raised.value.may_have_been_delivered
+
+
 # -- async content closed when the message stops --------------------------------
 
 

@@ -1081,7 +1081,7 @@ class BaseSMTPClient(BaseClient):
                 try:
                     event = conn.next_event()  # a reply that came with the one before
                 except RemoteProtocolError as exc:
-                    raise SMTPProtocolError(str(exc)) from exc
+                    raise self._garbled(exc) from exc
                 if type(event) is Reply and event.code != 421:
                     replies.append(event)
                     continue
@@ -1256,7 +1256,7 @@ class BaseSMTPClient(BaseClient):
         try:
             event = conn.next_event()
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         if event is not PAUSED:
             await self._unasked(event)
 
@@ -1302,13 +1302,13 @@ class BaseSMTPClient(BaseClient):
         try:
             received = await transport.receive_within(replying, _CHUNK)
         except TimeoutError as exc:
-            raise SMTPTimeout(f"no reply within {replying} s") from exc
+            raise self._unanswered(SMTPTimeout(f"no reply within {replying} s")) from exc
         except OSError:
             received = b""
         try:
             event = conn._receive_event(received)
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         if type(event) is Reply and event.code != 421:
             return event
         # more to read, a 421, the close
@@ -1398,7 +1398,7 @@ class BaseSMTPClient(BaseClient):
         try:
             event = conn._receive_event(data)
         except RemoteProtocolError as exc:
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         await self._unasked(event)
 
     async def _forward(self, commands: Sequence[Rset | Xforward]) -> None:
@@ -1584,7 +1584,7 @@ class BaseSMTPClient(BaseClient):
             else:
                 data = before + self._send(*events)
         except RemoteProtocolError as exc:  # bytes no command asked for, held
-            raise SMTPProtocolError(str(exc)) from exc
+            raise self._garbled(exc) from exc
         except LocalProtocolError:
             if conn._received and not conn._queue:  # a reply held, maybe a 421: read it
                 await self._unasked_held()
@@ -1647,6 +1647,36 @@ class BaseSMTPClient(BaseClient):
             pass
         return replies
 
+    def _unanswered(self, error: SMTPError) -> SMTPError:
+        """``error``, a timeout, a lost connection or a garbled reply (:meth:`_garbled`)
+        while a reply was awaited, naming the end of a message's content when that was
+        what the reply was to answer: the final dot (``"DATA"``) or ``BDAT ... LAST``
+        (``"BDAT"``), with the transaction in ``result``. The server may have taken the
+        message then (RFC 5321 §6.1, RFC 1047; §4.5.3.2.6 gives that wait its own
+        timeout): the caller must be able to tell it from a failure before the end
+        (:attr:`SMTPError.may_have_been_delivered`). Every read of a reply fails through
+        here; the machine's oldest awaited event says what the reply was for. A
+        transaction with no recipient accepted and left unanswered (every ``RCPT``
+        refused, pipelined behind a ``DATA`` that got its 354) delivered nothing to
+        anyone: the error then names no command."""
+        conn = self._conn
+        pending = () if conn is None else conn.pending
+        ended = pending[0] if pending else None
+        if type(ended) is EndOfMessage or (type(ended) is Bdat and ended.last):
+            assert conn is not None  # it had a pending event
+            transaction = conn.transaction
+            if transaction is not None and _fate_unknown(transaction):
+                error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
+                error.result = transaction
+        return error
+
+    def _garbled(self, exc: RemoteProtocolError) -> SMTPError:
+        """The server's breach of the protocol (a reply no client can read, bytes no
+        command asked for) as :class:`SMTPProtocolError`, through :meth:`_unanswered`:
+        a garbled reply to the end of a message's content leaves its fate as unknown
+        as a lost one (RFC 5321 §6.1), and the caller must hear so alike."""
+        return self._unanswered(SMTPProtocolError(str(exc)))
+
     async def _reply(
         self,
         timeout: float | None,
@@ -1672,7 +1702,7 @@ class BaseSMTPClient(BaseClient):
                 try:
                     event = conn.next_event()
                 except RemoteProtocolError as exc:
-                    raise SMTPProtocolError(str(exc)) from exc
+                    raise self._garbled(exc) from exc
             else:
                 event, taken = taken, None
             if isinstance(event, Reply):
@@ -1680,7 +1710,7 @@ class BaseSMTPClient(BaseClient):
                     raise SMTPConnectionError("the server is closing the session", event)
                 return event
             if isinstance(event, ConnectionClosed):
-                raise SMTPConnectionError("the server closed the connection")
+                raise self._unanswered(SMTPConnectionError("the server closed the connection"))
             if event is PAUSED:
                 raise SMTPProtocolError("no reply is awaited")
             assert event is NEED_DATA
@@ -1688,7 +1718,7 @@ class BaseSMTPClient(BaseClient):
             if in_pieces and timeout is not None:  # the rest of a reply begun
                 begun, wait = rest_of_answer(timeout, begun)
                 if wait <= 0:
-                    raise SMTPTimeout(_UNENDED.format(timeout))
+                    raise self._unanswered(SMTPTimeout(_UNENDED.format(timeout)))
             # A stand-in for a Link (a wrapper that shows the wire) may not have it.
             receive_within = getattr(transport, "receive_within", None)
             try:
@@ -1699,8 +1729,8 @@ class BaseSMTPClient(BaseClient):
                         data = await transport.receive_some(_CHUNK)
             except TimeoutError as exc:
                 if begun is not None:
-                    raise SMTPTimeout(_UNENDED.format(timeout)) from exc
-                raise SMTPTimeout(f"no reply within {timeout} s") from exc
+                    raise self._unanswered(SMTPTimeout(_UNENDED.format(timeout))) from exc
+                raise self._unanswered(SMTPTimeout(f"no reply within {timeout} s")) from exc
             except OSError:
                 data = b""
             in_pieces = True
@@ -1709,7 +1739,7 @@ class BaseSMTPClient(BaseClient):
             try:
                 taken = conn._receive_event(data)
             except RemoteProtocolError as exc:
-                raise SMTPProtocolError(str(exc)) from exc
+                raise self._garbled(exc) from exc
 
 
 _UNENDED: Final = "the reply did not end within {} s of its start"
@@ -1732,6 +1762,12 @@ async def _receive_within(transport: Link, seconds: float) -> bytes:
         return data
     async with transport.deadline(seconds):
         return await transport.receive_some(_CHUNK)
+
+
+def _fate_unknown(transaction: TransactionResult) -> bool:
+    """Whether a recipient of ``transaction`` was accepted and has no reply after the
+    content yet: the one whose message a lost reply may have delivered (RFC 5321 §6.1)."""
+    return any(item.delivery is None for item in transaction.accepted)
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:

@@ -13,6 +13,8 @@ reply is the one the RFCs name for the case and ``local`` is true.
 
 from __future__ import annotations
 
+from typing import Final
+
 from smtpcore.smtp import EnhancedStatus, Reply, TransactionResult
 
 __all__ = [
@@ -31,6 +33,9 @@ __all__ = [
     "SenderRefused",
     "TLSNotAvailable",
 ]
+
+_END_OF_CONTENT: Final = frozenset({"DATA", "BDAT"})
+"""What :attr:`SMTPError.command` names when the reply awaited was the end of data's."""
 
 
 class SMTPError(Exception):
@@ -52,11 +57,29 @@ class SMTPError(Exception):
     goes to those not delivered only. In LMTP, among the replies after the
     content (RFC 2033 §4.2); with a server's LIMITS, among the transactions a
     message was split into (RFC 9422 §4.2), the recipients of those not done
-    unanswered, as when the session reached the server's MAILMAX (§4.1)."""
+    unanswered, as when the session reached the server's MAILMAX (§4.1). And
+    after the end of a message's content went with no readable reply to it (see
+    :attr:`may_have_been_delivered`): the transaction, each accepted recipient's
+    fate unknown (no ``delivery``)."""
+    command: str | None = None
+    """The command refused (:class:`SMTPReplyError`); for a timeout, a lost
+    connection or a garbled reply (:class:`SMTPProtocolError`), ``"DATA"`` (the
+    final dot) or ``"BDAT"`` (``BDAT ... LAST``) when its reply was the one awaited
+    and a recipient accepted at ``RCPT`` waited for it, else None (every recipient
+    refused: nothing can have been delivered)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message if reply is None else f"{message}: {reply}")
         self.reply = reply
+
+    @property
+    def may_have_been_delivered(self) -> bool:
+        """True when the session timed out, was lost or got a garbled reply awaiting
+        the reply to the end of a message's content: the server may have taken the
+        message before the reply was lost (RFC 5321 §6.1, RFC 1047), for the recipients accepted in
+        :attr:`result` with no ``delivery``. Sending it again may deliver it twice;
+        not sending it may lose it: a relay defers it, as §6.1 accepts."""
+        return self.reply is None and self.command in _END_OF_CONTENT
 
     @property
     def code(self) -> int | None:
@@ -82,6 +105,7 @@ class SMTPReplyError(SMTPError):
     """
 
     reply: Reply
+    command: str
 
     def __init__(self, command: str, reply: Reply, *, local: bool = False) -> None:
         what = f"{command} not sent" if local else f"{command} refused"

@@ -30,6 +30,13 @@ from smtpcore._driver import (
     SMTPReplyError,
     check_hello_name,
 )
+from smtpcore._driver._smtp_envelope import (
+    header_lines,
+    recipient_fields,
+    sender_field,
+    unobsolete_names,
+    without_hidden_fields,
+)
 from smtpcore._ip import host_port
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
@@ -189,11 +196,15 @@ class _Fate:
     accepted: bool
     text: str
     temporary: bool = False
-    """Refused for now (a 4xx, no answer, the connection lost): by MX lookup, the next
-    exchanger is tried for it (RFC 5321 §5.1)."""
+    """Refused for now (a 4xx, no answer, the connection lost before the end of the
+    message): by MX lookup, the next exchanger is tried for it (RFC 5321 §5.1)."""
     local: bool = False
     """Not sent by this client's own choice (``--starttls`` and no STARTTLS offered):
     nothing was refused by the server, whatever reply the error carries."""
+    unknown: bool = False
+    """The end of the message went, its reply never came: the server may have taken
+    it (RFC 5321 §6.1). Not ``temporary``: no other exchanger is tried, for §6.1 accepts
+    a duplicate only from that unavoidable window, not from a deliberate resend."""
 
 
 def _error_fate(
@@ -242,12 +253,27 @@ async def _submit(
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
     except SMTPError as exc:  # no answer in time, the connection lost
+        if exc.may_have_been_delivered and exc.result is not None:
+            return _unknown_fates(exc, exc.result, where)
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
         await client.quit()
     return _fates(result, where)
+
+
+def _unknown_fates(exc: SMTPError, result: TransactionResult, where: str) -> list[_Fate]:
+    """Every recipient's fate when the reply to the end of the message never came
+    (:attr:`SMTPError.may_have_been_delivered`): those accepted at ``RCPT`` may have
+    been delivered, those refused there were refused."""
+    text = f"{where}: no readable reply to the end of the message ({exc})"
+    return [
+        _Fate(str(item.recipient), False, text, unknown=True)
+        if item.accepted and item.delivery is None
+        else fate
+        for item, fate in zip(result.recipients, _fates(result, where), strict=True)
+    ]
 
 
 def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
@@ -358,31 +384,45 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
     return fates
 
 
-def _envelope_from_headers(content: bytes) -> tuple[str | None, list[str], bytes]:
-    """``From`` (or ``Sender``) and the ``To``, ``Cc`` and ``Bcc`` addresses of a message,
-    as ``sendmail -t`` takes them, and the message without its ``Bcc`` field (which
-    would tell every recipient who else got it)."""
-    end = content.find(b"\r\n\r\n")
-    if end < 0:
-        end = content.find(b"\n\n")
-    head = content if end < 0 else content[:end]
+def _envelope_from_headers(
+    content: bytes, sender: str | None, recipients: list[str]
+) -> tuple[str, list[str]]:
+    """The envelope of a message where ``--from`` or ``--to`` is not given, as
+    ``sendmail -t`` takes it and ``send_message`` does (one derivation: the library's,
+    the ``Resent-`` fields of a message resent once included, said on stderr by
+    :func:`_say_if_resent`), with the address fields read as the UTF-8 they may hold
+    (RFC 6532 §3.2). With ``--to`` given, only a return address is asked: a message
+    resent more than once, or whose resent block names no sender, gives its original
+    one, as it always did. What cannot be read is a :class:`ConfigError`, its text
+    printable (:func:`printable`: the fields are the message's, not the user's)."""
+    head = unobsolete_names(header_lines(content))
     header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    senders = email.utils.getaddresses(header.get_all("Sender", []) + header.get_all("From", []))
-    sender = next((address for _, address in senders if address), None)
-    fields = header.get_all("To", []) + header.get_all("Cc", []) + header.get_all("Bcc", [])
-    recipients = [address for _, address in email.utils.getaddresses(fields) if address]
-    if header.get_all("Bcc"):
-        kept: list[bytes] = []
-        dropping = False
-        lines = head.splitlines(keepends=True)
-        for line in lines:
-            if line[:1] in (b" ", b"\t") and dropping:
-                continue
-            dropping = line[:4].lower() == b"bcc:"
-            if not dropping:
-                kept.append(line)
-        content = b"".join(kept) + content[len(head) :]
-    return sender, recipients, content
+    used: list[str] = []
+    try:
+        if sender is None:
+            field, sender = sender_field(header, fall_back_to_original=bool(recipients))
+            used.append(field)
+        if not recipients:
+            fields = recipient_fields(header)
+            recipients = [address for addresses in fields.values() for address in addresses]
+            used += fields
+    except ValueError as exc:
+        raise ConfigError(printable(f"{exc} (--from and --to give the envelope)")) from None
+    _say_if_resent(used)
+    return sender, recipients
+
+
+def _say_if_resent(used: list[str]) -> None:
+    """One line on stderr naming the ``Resent-`` fields the envelope came from (``used``
+    names every field read), when the message was resent once (RFC 5322 §3.6.6): a
+    saved message may hold a stale block, and its first recipients are then not the
+    ones it goes to."""
+    resent = [name for name in used if name.startswith("Resent-")]
+    if resent:
+        text = (
+            f"the envelope comes from the message's {', '.join(resent)} (resent, RFC 5322 §3.6.6)"
+        )
+        print(printable(f"smtpcore send: {text}"), file=sys.stderr)
 
 
 def _read_message(args: argparse.Namespace) -> bytes | None:
@@ -406,12 +446,12 @@ def run_send(args: argparse.Namespace) -> int:
     for recipient in args.recipients or []:
         check_address_text("--to", recipient)
     content = _read_message(args)
-    if content is not None and (args.sender is None or not args.recipients):
-        sender, recipients, content = _envelope_from_headers(content)
-        if args.sender is None:
-            args.sender = sender
-        if not args.recipients:
-            args.recipients = recipients
+    if content is not None:
+        if args.sender is None or not args.recipients:
+            args.sender, args.recipients = _envelope_from_headers(
+                content, args.sender, args.recipients or []
+            )
+        content = without_hidden_fields(content)  # whatever gave the envelope
     if args.sender is None:
         raise ConfigError("no sender: give --from, or a message with a From header")
     if not args.recipients:
@@ -420,8 +460,8 @@ def run_send(args: argparse.Namespace) -> int:
         rcpts = [parse_mailbox(r) for r in args.recipients]
         if args.sender:
             parse_mailbox(args.sender)
-    except AddressError as exc:
-        raise ConfigError(str(exc)) from None
+    except AddressError as exc:  # the message's own fields quoted, maybe
+        raise ConfigError(printable(str(exc))) from None
     if args.user is not None:
         args.password = read_password(
             given=args.password, password_file=args.password_file, user=args.user
@@ -447,6 +487,8 @@ def run_send(args: argparse.Namespace) -> int:
         verdict = "accepted by" if fate.accepted else "refused by"
         if fate.local:
             verdict = "not sent to"
+        elif fate.unknown:
+            verdict = "may have been delivered by"
         print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
     return 0 if fates and all(f.accepted for f in fates) else 1
 
