@@ -231,14 +231,31 @@ def test_fetch_streams_a_large_message_into_the_maildir(
     assert stored.stat().st_size == size - (size - len(_HEAD)) // 1024 - 3  # LF line ends
 
 
+def _listeners_on_one_port(*addresses: str) -> list[socket.socket]:
+    """A listening socket on each of ``addresses``, all on one port (the exchangers of
+    an MX list share ``--remote-port``). A port free on the first address may be
+    taken on another: try again with a new one, as many times as it takes, bounded."""
+    for _ in range(50):
+        first = socket.create_server((addresses[0], 0))
+        port = first.getsockname()[1]
+        listeners = [first]
+        try:
+            listeners += [socket.create_server((address, port)) for address in addresses[1:]]
+        except OSError:
+            for listener in listeners:
+                listener.close()
+            continue
+        return listeners
+    raise AssertionError(f"no port free on all of {addresses}")
+
+
 @contextlib.contextmanager
 def _exchanger(
-    address: str, port: int, rcpt_reply: bytes, end_reply: bytes = b"250 2.0.0 queued\r\n"
+    listener: socket.socket, rcpt_reply: bytes, end_reply: bytes = b"250 2.0.0 queued\r\n"
 ) -> Iterator[list[bytes]]:
-    """One SMTP session on ``address:port`` that answers RCPT with ``rcpt_reply`` and
+    """One SMTP session on ``listener`` that answers RCPT with ``rcpt_reply`` and
     takes a message, answering its end with ``end_reply`` (``b""``: the connection
     closed instead, the reply lost); yields the command lines it read."""
-    listener = socket.create_server((address, port))
     lines: list[bytes] = []
 
     def run() -> None:
@@ -274,7 +291,7 @@ def _exchanger(
         yield lines
     finally:
         with contextlib.suppress(OSError):
-            socket.create_connection((address, port), timeout=1).close()
+            socket.create_connection(listener.getsockname()[:2], timeout=1).close()
         thread.join(5)
 
 
@@ -288,8 +305,8 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
 ) -> None:
     """RFC 5321 §5.1: a busy exchanger is no reason to give up; a 5xx is final. send
     stopped at the first exchanger that answered, whatever it answered."""
-    with socket.create_server(("127.0.0.2", 0)) as probe:
-        port = probe.getsockname()[1]
+    first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
     zone = tmp_path / "zone"
     zone.write_text(
         "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
@@ -301,8 +318,8 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         *("--helo", "client.abc.example"),
     ]
     with (
-        _exchanger("127.0.0.2", port, first_reply),
-        _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n") as second,
+        _exchanger(first, first_reply),
+        _exchanger(other, b"250 2.1.5 ok\r\n") as second,
     ):
         status = cli.main(argv)
     out = capsys.readouterr().out
@@ -326,8 +343,8 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
     tried, and ``send`` says the message may have been delivered by the first. It
     tried mx2 (here, where nothing listens), whose failure overwrote that line, or
     which delivered the message a second time."""
-    with socket.create_server(("127.0.0.1", 0)) as probe:
-        port = probe.getsockname()[1]
+    [listener] = _listeners_on_one_port("127.0.0.1")
+    port = listener.getsockname()[1]
     zone = tmp_path / "zone"
     zone.write_text(
         "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.1\n"
@@ -338,7 +355,7 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
         *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
         *("--helo", "client.abc.example"),
     ]
-    with _exchanger("127.0.0.1", port, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
+    with _exchanger(listener, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
         status = cli.main(argv)
     out = capsys.readouterr().out
     assert status == 1
