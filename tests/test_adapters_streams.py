@@ -510,3 +510,62 @@ def test_a_unix_socket_that_refuses_names_its_path(adapter: str, tmp_path: Path)
 
     with pytest.raises(module.SMTPConnectionError, match=r"nobody\.sock"):
         run(adapter, body)
+
+
+# -- a given stream serves one session -------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
+    adapter: str, protocol: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting again after the session over a given stream is refused, ``local``:
+    it opened a TCP connection to ``host`` (``localhost`` port 25 or 110), taking
+    mail meant for a private channel (an SSH tunnel) onto the network."""
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    looked_up: list[object] = []
+
+    def no_lookup(host: object, *args: object, **kwargs: object) -> Any:
+        looked_up.append(host)
+        raise OSError("this test opens no connection")
+
+    write_maildir(tmp_path / "mail" / "alice", [MESSAGE])
+    if protocol == "SMTP":
+        server = module.SMTPServer(Keeping(), hostname="mx.test")
+    else:
+        server = module.POP3Server(
+            MaildirStore(tmp_path / "mail", {"alice": "wonderland"}), hostname="pop.test"
+        )
+
+    async def one_session(client: Any) -> None:
+        async with client:
+            if protocol == "SMTP":
+                await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            else:
+                await client.login("alice", "wonderland")
+
+    error = getattr(module, f"{protocol}ConnectionError")
+
+    async def session_then_again(client: Any) -> None:
+        await one_session(client)
+        monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+        with pytest.raises(error, match="transport has been used") as raised:
+            await one_session(client)
+        assert raised.value.local
+
+    async def asyncio_body() -> None:
+        (server_reader, server_writer), (reader, writer) = await asyncio_pair()
+        serving = asyncio.ensure_future(server.serve_stream(server_reader, server_writer))
+        try:
+            await session_then_again(getattr(module, f"{protocol}Client").over_stream(reader, writer))
+        finally:
+            await asyncio.wait_for(serving, 10)
+
+    async def trio_body() -> None:
+        server_end, client_end = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve_stream, server_end)
+            await session_then_again(getattr(module, f"{protocol}Client").over_stream(client_end))
+
+    run(adapter, asyncio_body if adapter == "asyncio" else trio_body)
+    assert looked_up == []
