@@ -20,6 +20,7 @@ import trio
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
+from smtpcore._driver._transport import FastPaths
 from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.smtp import Event, Noop, Reply, ServerConnection
 
@@ -61,8 +62,9 @@ class ScriptedTransport:
         return None
 
 
-class TakingSome(ScriptedTransport):
-    """One whose ``send_nowait`` takes at most ``takes`` bytes at a time."""
+class TakingSome(ScriptedTransport, FastPaths):
+    """One whose ``send_nowait`` takes at most ``takes`` bytes at a time: marked as one
+    of the library's own transports, whose fast paths the driver takes."""
 
     def __init__(self, client: bytes, takes: int) -> None:
         super().__init__(client)

@@ -75,7 +75,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, new_pump
-from smtpcore._driver._transport import BoundLink, Link, readable_now
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, readable_now
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -302,7 +302,7 @@ async def _connect(
         return SocketClientTransport(await connect_socket(host, port))
 
 
-class AsyncioTransport(asyncio.BufferedProtocol):
+class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     """A :class:`~smtpcore.transport.Transport` on an asyncio connection.
 
     Idle connections are the many ones on a server, so it keeps little: received

@@ -65,7 +65,10 @@ class Transport(Protocol):
     channel binding data that SCRAM-SHA-256-PLUS needs, ``send_eof()``,
     the half-close of a session the server ends on its own, and
     ``finish_handshake()``, the handshake of a stream given under TLS (see the
-    module's description).
+    module's description). No other method is ever called: the adapters' own
+    transports have fast paths of their own (``send_nowait``, ``receive_nowait``
+    and others), which a transport of yours does not take on by having methods
+    of those names.
     """
 
     async def receive_some(self, max_bytes: int) -> bytes:

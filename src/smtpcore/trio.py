@@ -67,7 +67,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
-from smtpcore._driver._transport import Link, YieldFirst, readable_now
+from smtpcore._driver._transport import FastPaths, Link, YieldFirst, readable_now
 from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.address import Mailbox
@@ -603,7 +603,7 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
-class TrioTransport:
+class TrioTransport(FastPaths):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
     A ``trio.SocketStream`` is read and written through its socket directly
