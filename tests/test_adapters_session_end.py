@@ -10,6 +10,7 @@ still gets every byte, in order, before its close.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -246,6 +247,31 @@ def test_a_close_that_fails_is_logged_and_ends_that_session_alone(
     assert any(
         "session with" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records
     )
+
+
+class LostAsItCloses(ScriptedTransport):
+    """One whose close finds the connection gone (a flush that fails)."""
+
+    async def aclose(self) -> None:
+        self.closed = True
+        raise BrokenPipeError("the client is gone")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_connection_lost_as_it_closes_is_logged_as_a_loss_not_a_failure(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``OSError`` from the close of a session that went well is the connection
+    lost, as a client's reset is: one INFO line, no traceback (it was logged at
+    ERROR, with one, as the session's failure)."""
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    transport = LostAsItCloses(b"EHLO client.test\r\nQUIT\r\n")
+    _serve(adapter, transport)
+    assert transport.closed
+    assert b"".join(transport.written).endswith(b"221 2.0.0 mx.test Bye\r\n")
+    lost = [r for r in caplog.records if "the client is gone" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.INFO and lost[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

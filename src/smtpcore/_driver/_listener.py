@@ -485,6 +485,8 @@ class ServedSession:
             finally:
                 try:
                     await self.transport.aclose()
+                except OSError as exc:
+                    self.log_lost_in_close(exc)
                 except Exception:  # run() raises only cancellations (a transport's own bug)
                     self.log_failure()
                 finally:
@@ -500,6 +502,17 @@ class ServedSession:
         :meth:`run`, or escaped it: see the trio adapter's ``_run_contained``)."""
         self.logger.exception(
             "%s session with %s failed", self.protocol, client_text(self.session)
+        )
+
+    def log_lost_in_close(self, exc: OSError) -> None:
+        """Log the connection lost as the transport closed (a last flush that found the
+        client gone): what ends a session in any case, as a client's reset does, so
+        one INFO line without a traceback; the session's replies were all made."""
+        self.logger.info(
+            "%s session with %s: connection lost as it closed: %s",
+            self.protocol,
+            client_text(self.session),
+            describe_error(exc),
         )
 
     def _call_failed(self, exc: BaseException) -> bool:
