@@ -143,6 +143,8 @@ def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
     if isinstance(transport, FastPaths):
         return getattr(transport, name, stand_in)
     return stand_in
+
+
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
 
 
