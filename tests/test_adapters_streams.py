@@ -523,6 +523,7 @@ def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
     it opened a TCP connection to ``host`` (``localhost`` port 25 or 110), taking
     mail meant for a private channel (an SSH tunnel) onto the network."""
     module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    client_class = getattr(module, f"{protocol}Client")
     looked_up: list[object] = []
 
     def no_lookup(host: object, *args: object, **kwargs: object) -> Any:
@@ -557,7 +558,7 @@ def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
         (server_reader, server_writer), (reader, writer) = await asyncio_pair()
         serving = asyncio.ensure_future(server.serve_stream(server_reader, server_writer))
         try:
-            await session_then_again(getattr(module, f"{protocol}Client").over_stream(reader, writer))
+            await session_then_again(client_class.over_stream(reader, writer))
         finally:
             await asyncio.wait_for(serving, 10)
 
@@ -565,7 +566,7 @@ def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
         server_end, client_end = trio.testing.memory_stream_pair()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.serve_stream, server_end)
-            await session_then_again(getattr(module, f"{protocol}Client").over_stream(client_end))
+            await session_then_again(client_class.over_stream(client_end))
 
     run(adapter, asyncio_body if adapter == "asyncio" else trio_body)
     assert looked_up == []

@@ -36,10 +36,12 @@ server only reads and drops what still comes before it closes.
 
 A transport given under TLS whose handshake is not made yet (a
 ``trio.SSLStream`` makes it on first use) may have an
-``async finish_handshake() -> None`` method: a client calls it first, under
-its TLS handshake timeout, so that :attr:`Transport.tls` describes the
-session from its first byte and a failed handshake is reported as the
-client's own handshakes are (a certificate it cannot verify is its refusal).
+``async finish_handshake() -> None`` method: a client, and a server's session
+(``serve_transport``, ``serve_stream``), call it first, under their TLS
+handshake timeout, so that :attr:`Transport.tls` describes the session from
+its first byte. A failed handshake is reported as their own handshakes are:
+the client's connection error (a certificate it cannot verify is its
+refusal); on the server, one INFO line, and the session ends unserved.
 """
 
 from __future__ import annotations

@@ -504,6 +504,35 @@ class ServedSession:
             "%s session with %s failed", self.protocol, client_text(self.session)
         )
 
+    async def _tls_from_the_start(self, handshake_timeout: float | None) -> TLSInfo | None:
+        """The TLS of a transport given under it (a ``trio.SSLStream``, asyncio's
+        ``start_server(ssl=...)``), or None. Its optional ``finish_handshake`` (a
+        handshake made lazily, on first use) runs first, as a client's does, so that
+        ``tls`` describes the session from its first byte (RFC 8314 §3.3): read before
+        the handshake, it says None and the session runs as if in plaintext. One
+        place for both protocols and both adapters."""
+        transport = self.transport
+        finish_handshake = transport.finish_handshake
+        if finish_handshake is not None:
+            await self._shake_hands(finish_handshake, handshake_timeout)
+        return transport.tls
+
+    async def _shake_hands(
+        self, handshake: Callable[[], Awaitable[None]], timeout: float | None
+    ) -> None:
+        """Run ``handshake`` under ``timeout``: one place for every handshake a server
+        session makes (STARTTLS, STLS, ``tls_on_connect``, a given transport's). A
+        failed one is the client's connection lost (RFC 3207 §4.1: the session
+        cannot go on in plaintext), logged at INFO."""
+        try:
+            async with self.transport.deadline(timeout):
+                await handshake()
+        except (OSError, TimeoutError) as exc:
+            self.logger.info(
+                "TLS handshake with %s failed: %s", client_text(self.session), describe_error(exc)
+            )
+            raise ConnectionLost from None
+
     def log_lost_in_close(self, exc: OSError) -> None:
         """Log the connection lost as the transport closed (a last flush that found the
         client gone): what ends a session in any case, as a client's reset does, so

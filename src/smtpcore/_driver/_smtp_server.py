@@ -684,9 +684,7 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
-            # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
-            # given to serve_stream): the session is under TLS from its first byte.
-            self.session.tls = self.transport.tls
+            self.session.tls = await self._tls_from_the_start(self.options.timeouts.tls_handshake)
         # However it came (a proxy that terminated the client's TLS: _client_from_proxy),
         # the session's TLS is what the machine's gates read, as the POP3 session's is.
         self.conn.tls = self.options.tls_on_connect or self.session.tls is not None
@@ -1347,13 +1345,10 @@ class ServerSession(ServedSession):
     async def _handshake(self) -> None:
         context = self.options.ssl_context
         assert context is not None
-        try:
-            async with self.transport.deadline(self.options.timeouts.tls_handshake):
-                await self.transport.start_tls(context, server_side=True)
-        except (OSError, TimeoutError) as exc:
-            peer = client_text(self.session)
-            logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
-            raise ConnectionLost from None
+        await self._shake_hands(
+            functools.partial(self.transport.start_tls, context, server_side=True),
+            self.options.timeouts.tls_handshake,
+        )
         self.session.tls = self.transport.tls
         names = self._auth.names
         if names or self.options.auth_mechanisms:
