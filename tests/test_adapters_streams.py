@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Callable
@@ -159,6 +160,18 @@ def test_asyncio_session_over_a_stream_pair(with_tls: bool, tls: TLSFiles) -> No
 
     asyncio.run(body())
     assert handler.messages == [MESSAGE] and handler.tls == [with_tls]
+
+
+def test_asyncio_starttls_over_a_stream_pair_warns_of_nothing(
+    tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each STARTTLS over asyncio streams logged "returning true from eof_received()
+    has no effect when using ssl" twice (asyncio's warning for the stream's protocol,
+    handed to ``loop.start_tls`` as it was made for plaintext), once each side's
+    peer closed."""
+    caplog.set_level(logging.INFO, logger="asyncio")
+    test_asyncio_session_over_a_stream_pair(True, tls)
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
 
 
 def test_asyncio_timeout_over_a_stream_pair() -> None:
