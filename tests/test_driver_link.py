@@ -13,6 +13,7 @@ import pytest
 from smtpcore._asyncio_client_socket import SocketClientTransport
 from smtpcore._driver import BoundLink, Link, address
 from smtpcore._driver._blocking import SocketTransport
+from smtpcore._driver._transport import FastPaths
 from smtpcore.asyncio import (
     AsyncioClock,
     AsyncioTransport,
@@ -175,7 +176,9 @@ def test_a_users_transport_gets_the_stand_ins_whatever_its_methods_are_named() -
     "transport_class",
     [AsyncioTransport, SocketClientTransport, SocketTransport, TrioTransport],
 )
-def test_the_librarys_own_transports_keep_their_fast_paths(transport_class: type) -> None:
+def test_the_librarys_own_transports_keep_their_fast_paths(
+    transport_class: type[FastPaths],
+) -> None:
     """Made without a connection: binding a method reads no field of the transport."""
     transport = transport_class.__new__(transport_class)
     link = Link(transport, object())  # type: ignore[arg-type]  # no clock is used
@@ -212,11 +215,10 @@ def test_a_session_over_a_transport_with_such_names_sends_every_byte_once(side: 
         server = SMTPServer(inbox, hostname="mx.test")
         serving = asyncio.ensure_future(server.serve_transport(server_class(*server_streams)))
         client = SMTPClient.over_transport(client_class(*client_streams), hostname="c.test")
-        async with asyncio.timeout(10):
-            async with client:
-                for message in messages:
-                    await client.send_message(message, "a@abc.example", ["b@pqr.example"])
-            await serving
+        async with client:
+            for message in messages:
+                await client.send_message(message, "a@abc.example", ["b@pqr.example"])
+        await serving
 
-    asyncio.run(body())
+    asyncio.run(asyncio.wait_for(body(), 10))
     assert inbox.messages == messages
