@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -485,7 +486,7 @@ class ServedSession:
             finally:
                 try:
                     await self.transport.aclose()
-                except OSError as exc:
+                except (ConnectionError, ssl.SSLError) as exc:
                     self.log_lost_in_close(exc)
                 except Exception:  # run() raises only cancellations (a transport's own bug)
                     self.log_failure()
@@ -504,18 +505,18 @@ class ServedSession:
             "%s session with %s failed", self.protocol, client_text(self.session)
         )
 
-    async def _tls_from_the_start(self, handshake_timeout: float | None) -> TLSInfo | None:
-        """The TLS of a transport given under it (a ``trio.SSLStream``, asyncio's
-        ``start_server(ssl=...)``), or None. Its optional ``finish_handshake`` (a
-        handshake made lazily, on first use) runs first, as a client's does, so that
-        ``tls`` describes the session from its first byte (RFC 8314 §3.3): read before
-        the handshake, it says None and the session runs as if in plaintext. One
-        place for both protocols and both adapters."""
-        transport = self.transport
-        finish_handshake = transport.finish_handshake
-        if finish_handshake is not None:
-            await self._shake_hands(finish_handshake, handshake_timeout)
-        return transport.tls
+    def tls_from_the_start(self, handshake_timeout: float | None) -> Awaitable[None] | None:
+        """What a transport given under TLS (a ``trio.SSLStream``, asyncio's
+        ``start_server(ssl=...)``) still has to do before its ``tls`` can be read: its
+        optional ``finish_handshake`` (a handshake made lazily, on first use), run as a
+        client's is, so that ``tls`` describes the session from its first byte (RFC 8314
+        §3.3); read before the handshake, it says None and the session runs as if in
+        plaintext. None when there is nothing to finish, the everyday case, which then
+        costs no coroutine. One place for both protocols and both adapters."""
+        finish_handshake = self.transport.finish_handshake
+        if finish_handshake is None:
+            return None
+        return self._shake_hands(finish_handshake, handshake_timeout)
 
     async def _shake_hands(
         self, handshake: Callable[[], Awaitable[None]], timeout: float | None
@@ -533,7 +534,7 @@ class ServedSession:
             )
             raise ConnectionLost from None
 
-    def log_lost_in_close(self, exc: OSError) -> None:
+    def log_lost_in_close(self, exc: ConnectionError | ssl.SSLError) -> None:
         """Log the connection lost as the transport closed (a last flush that found the
         client gone): what ends a session in any case, as a client's reset does, so
         one INFO line without a traceback; the session's replies were all made."""

@@ -641,7 +641,10 @@ class POP3ServerSession(ServedSession):
         if options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
-            self.session.tls = await self._tls_from_the_start(self.options.timeouts.tls_handshake)
+            finishing = self.tls_from_the_start(self.options.timeouts.tls_handshake)
+            if finishing is not None:
+                await finishing
+            self.session.tls = self.transport.tls
         logins = await self._logins(client)
         if options.connection_factory is None:
             conn = self.conn = options._session_connection(logins)

@@ -684,7 +684,10 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
-            self.session.tls = await self._tls_from_the_start(self.options.timeouts.tls_handshake)
+            finishing = self.tls_from_the_start(self.options.timeouts.tls_handshake)
+            if finishing is not None:
+                await finishing
+            self.session.tls = self.transport.tls
         # However it came (a proxy that terminated the client's TLS: _client_from_proxy),
         # the session's TLS is what the machine's gates read, as the POP3 session's is.
         self.conn.tls = self.options.tls_on_connect or self.session.tls is not None
