@@ -10,6 +10,7 @@ still gets every byte, in order, before its close.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ import trio
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
+from smtpcore._driver._transport import FastPaths
 from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.smtp import Event, Noop, Reply, ServerConnection
 
@@ -61,8 +63,9 @@ class ScriptedTransport:
         return None
 
 
-class TakingSome(ScriptedTransport):
-    """One whose ``send_nowait`` takes at most ``takes`` bytes at a time."""
+class TakingSome(ScriptedTransport, FastPaths):
+    """One whose ``send_nowait`` takes at most ``takes`` bytes at a time: marked as one
+    of the library's own transports, whose fast paths the driver takes."""
 
     def __init__(self, client: bytes, takes: int) -> None:
         super().__init__(client)
@@ -244,6 +247,31 @@ def test_a_close_that_fails_is_logged_and_ends_that_session_alone(
     assert any(
         "session with" in r.getMessage() and "failed" in r.getMessage() for r in caplog.records
     )
+
+
+class LostAsItCloses(ScriptedTransport):
+    """One whose close finds the connection gone (a flush that fails)."""
+
+    async def aclose(self) -> None:
+        self.closed = True
+        raise BrokenPipeError("the client is gone")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_connection_lost_as_it_closes_is_logged_as_a_loss_not_a_failure(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``OSError`` from the close of a session that went well is the connection
+    lost, as a client's reset is: one INFO line, no traceback (it was logged at
+    ERROR, with one, as the session's failure)."""
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    transport = LostAsItCloses(b"EHLO client.test\r\nQUIT\r\n")
+    _serve(adapter, transport)
+    assert transport.closed
+    assert b"".join(transport.written).endswith(b"221 2.0.0 mx.test Bye\r\n")
+    lost = [r for r in caplog.records if "the client is gone" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.INFO and lost[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -494,3 +522,71 @@ def test_a_named_client_over_its_share_is_closed_without_handle_connect(adapter:
     assert b"".join(proxy.written).split(b"\r\n")[-2].startswith(b"421 4.7.0")
     assert handler.connected == [("192.0.2.1", 40000), ("192.0.2.2", 40001)]
     assert handler.closed == [("192.0.2.2", 40001), ("192.0.2.1", 40000)]
+
+
+class LazyTLS(ScriptedTransport):
+    """A transport given under TLS whose handshake waits for ``finish_handshake`` (as a
+    ``trio.SSLStream``'s waits for its first use); ``fails``: the handshake fails."""
+
+    def __init__(self, client: bytes, *, fails: bool = False) -> None:
+        super().__init__(client)
+        self.fails = fails
+        self.shaken = False
+
+    async def finish_handshake(self) -> None:
+        if self.fails:
+            raise ssl.SSLError("the client's certificate is revoked")
+        self.shaken = True
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return TLSInfo(version="TLSv1.3", cipher="TLS_AES_128_GCM_SHA256") if self.shaken else None
+
+
+def _serve_seeing_tls(adapter: str, transport: ScriptedTransport) -> list[TLSInfo | None]:
+    """Serve one SMTP session over ``transport``; what ``handle_connect`` saw of its TLS."""
+    seen: list[TLSInfo | None] = []
+
+    class Seeing(Handler):
+        async def handle_connect(self, session: Session) -> Reply | None:
+            seen.append(session.tls)
+            return None
+
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+
+    async def body() -> None:
+        await module.SMTPServer(Seeing(), hostname="mx.test").serve_transport(transport)
+
+    if adapter == "asyncio":
+        asyncio.run(body())
+    else:
+        trio.run(body)
+    return seen
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_transport_given_under_tls_finishes_its_handshake_before_the_greeting(
+    adapter: str,
+) -> None:
+    """``serve_transport`` calls the transport's optional ``finish_handshake`` as a
+    client does, so the session is under TLS from its first byte (asyncio read
+    ``tls`` before any handshake, and served the session as plaintext)."""
+    transport = LazyTLS(b"EHLO client.test\r\nQUIT\r\n")
+    seen = _serve_seeing_tls(adapter, transport)
+    assert transport.shaken and seen == [transport.tls]
+    assert b"".join(transport.written).endswith(b"221 2.0.0 mx.test Bye\r\n")
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_transport_whose_given_handshake_fails_is_closed_unserved(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As a failed STARTTLS handshake does: one INFO line, the transport closed,
+    nothing written and the handler never told of a connection."""
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    transport = LazyTLS(b"EHLO client.test\r\nQUIT\r\n", fails=True)
+    assert _serve_seeing_tls(adapter, transport) == []
+    assert transport.closed and transport.written == []
+    failed = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.INFO] and "revoked" in failed[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

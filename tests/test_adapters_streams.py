@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 from collections.abc import Callable
@@ -159,6 +160,18 @@ def test_asyncio_session_over_a_stream_pair(with_tls: bool, tls: TLSFiles) -> No
 
     asyncio.run(body())
     assert handler.messages == [MESSAGE] and handler.tls == [with_tls]
+
+
+def test_asyncio_starttls_over_a_stream_pair_warns_of_nothing(
+    tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each STARTTLS over asyncio streams logged "returning true from eof_received()
+    has no effect when using ssl" twice (asyncio's warning for the stream's protocol,
+    handed to ``loop.start_tls`` as it was made for plaintext), once each side's
+    peer closed."""
+    caplog.set_level(logging.INFO, logger="asyncio")
+    test_asyncio_session_over_a_stream_pair(True, tls)
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.WARNING]
 
 
 def test_asyncio_timeout_over_a_stream_pair() -> None:
@@ -510,3 +523,63 @@ def test_a_unix_socket_that_refuses_names_its_path(adapter: str, tmp_path: Path)
 
     with pytest.raises(module.SMTPConnectionError, match=r"nobody\.sock"):
         run(adapter, body)
+
+
+# -- a given stream serves one session -------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["SMTP", "POP3"])
+def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
+    adapter: str, protocol: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connecting again after the session over a given stream is refused, ``local``:
+    it opened a TCP connection to ``host`` (``localhost`` port 25 or 110), taking
+    mail meant for a private channel (an SSH tunnel) onto the network."""
+    module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
+    client_class = getattr(module, f"{protocol}Client")
+    looked_up: list[object] = []
+
+    def no_lookup(host: object, *args: object, **kwargs: object) -> Any:
+        looked_up.append(host)
+        raise OSError("this test opens no connection")
+
+    write_maildir(tmp_path / "mail" / "alice", [MESSAGE])
+    if protocol == "SMTP":
+        server = module.SMTPServer(Keeping(), hostname="mx.test")
+    else:
+        server = module.POP3Server(
+            MaildirStore(tmp_path / "mail", {"alice": "wonderland"}), hostname="pop.test"
+        )
+
+    async def one_session(client: Any) -> None:
+        async with client:
+            if protocol == "SMTP":
+                await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            else:
+                await client.login("alice", "wonderland")
+
+    error = getattr(module, f"{protocol}ConnectionError")
+
+    async def session_then_again(client: Any) -> None:
+        await one_session(client)
+        monkeypatch.setattr(socket, "getaddrinfo", no_lookup)
+        with pytest.raises(error, match="transport has been used") as raised:
+            await one_session(client)
+        assert raised.value.local
+
+    async def asyncio_body() -> None:
+        (server_reader, server_writer), (reader, writer) = await asyncio_pair()
+        serving = asyncio.ensure_future(server.serve_stream(server_reader, server_writer))
+        try:
+            await session_then_again(client_class.over_stream(reader, writer))
+        finally:
+            await asyncio.wait_for(serving, 10)
+
+    async def trio_body() -> None:
+        server_end, client_end = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.serve_stream, server_end)
+            await session_then_again(client_class.over_stream(client_end))
+
+    run(adapter, asyncio_body if adapter == "asyncio" else trio_body)
+    assert looked_up == []

@@ -6,11 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 
 import pytest
 
+from smtpcore._asyncio_client_socket import SocketClientTransport
 from smtpcore._driver import BoundLink, Link, address
-from smtpcore.asyncio import AsyncioClock
+from smtpcore._driver._blocking import SocketTransport
+from smtpcore._driver._transport import FastPaths
+from smtpcore.asyncio import (
+    AsyncioClock,
+    AsyncioTransport,
+    SMTPClient,
+    SMTPServer,
+    StreamTransport,
+)
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Rcpt, Reply
+from smtpcore.trio import TrioTransport
 
 
 class Minimal:
@@ -115,3 +128,97 @@ def test_an_ipv4_address_is_kept_as_it_is_and_others_are_reduced() -> None:
     assert address("/run/smtp.sock") is None
     assert address(("192.0.2.1", True)) == ("192.0.2.1", 1)  # bool is not int here
     assert type(address(("192.0.2.1", True))[1]) is int  # type: ignore[index]
+
+
+class NaturalNowaits(StreamTransport):
+    """A user's transport with helpers of its own under the names of the library's
+    fast paths, meaning what such names often mean: neither is in the
+    :class:`~smtpcore.transport.Transport` protocol."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        super().__init__(reader, writer)
+        self.writer = writer
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue ``data`` without waiting; returns nothing, as ``write()`` does."""
+        self.writer.write(data)
+
+    def receive_nowait(self, max_bytes: int) -> bytes:
+        """What is buffered: ``b""`` when nothing is, as a non-blocking read says."""
+        return b""
+
+    def drained(self) -> bool:
+        return True
+
+    def arrived(self) -> bool:
+        return True
+
+
+def test_a_users_transport_gets_the_stand_ins_whatever_its_methods_are_named() -> None:
+    """Only the library's own transports (:class:`FastPaths`) have their ``send_nowait``,
+    ``receive_nowait``, ``drained`` and ``arrived`` bound: another transport's methods
+    of those names mean what their writer meant, not what the driver assumes."""
+
+    async def body() -> None:
+        a, b = socket.socketpair()
+        reader, writer = await asyncio.open_connection(sock=a)
+        transport = NaturalNowaits(reader, writer)
+        for link in (Link(transport, AsyncioClock()), BoundLink(transport, AsyncioClock())):
+            assert link.send_nowait(b"x") == 0 and link.receive_nowait(10) is None
+            assert not link.drained() and not link.arrived()
+        writer.close()
+        b.close()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    "transport_class",
+    [AsyncioTransport, SocketClientTransport, SocketTransport, TrioTransport],
+)
+def test_the_librarys_own_transports_keep_their_fast_paths(
+    transport_class: type[FastPaths],
+) -> None:
+    """Made without a connection: binding a method reads no field of the transport."""
+    transport = transport_class.__new__(transport_class)
+    link = Link(transport, object())  # type: ignore[arg-type]  # no clock is used
+    for name in ("send_nowait", "receive_nowait", "drained", "arrived"):
+        if hasattr(transport_class, name):
+            assert getattr(link, name) == getattr(transport, name), name
+
+
+class Inbox(Handler):
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope.content)
+        return None
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_a_session_over_a_transport_with_such_names_sends_every_byte_once(side: str) -> None:
+    """Its ``send_nowait`` returning None sent each command twice; its ``receive_nowait``
+    answering ``b""`` for nothing buffered was taken for the peer's close."""
+    inbox = Inbox()
+    messages = [b"Subject: %d\r\n\r\nbody\r\n" % n for n in range(3)]
+
+    async def body() -> None:
+        a, b = socket.socketpair()
+        server_streams = await asyncio.open_connection(sock=a)
+        client_streams = await asyncio.open_connection(sock=b)
+        server_class = NaturalNowaits if side == "server" else StreamTransport
+        client_class = NaturalNowaits if side == "client" else StreamTransport
+        server = SMTPServer(inbox, hostname="mx.test")
+        serving = asyncio.ensure_future(server.serve_transport(server_class(*server_streams)))
+        client = SMTPClient.over_transport(client_class(*client_streams), hostname="c.test")
+        async with client:
+            for message in messages:
+                await client.send_message(message, "a@abc.example", ["b@pqr.example"])
+        await serving
+
+    asyncio.run(asyncio.wait_for(body(), 10))
+    assert inbox.messages == messages

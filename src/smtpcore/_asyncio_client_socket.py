@@ -29,7 +29,7 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._asyncio_raw import serves_raw
-from smtpcore._driver._transport import address, readable_now
+from smtpcore._driver._transport import FastPaths, address, readable_now
 from smtpcore.handler import TLSInfo
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading (a server that floods)."""
 
 
-class SocketClientTransport:
+class SocketClientTransport(FastPaths):
     """A :class:`~smtpcore.transport.Transport` on a connected non-blocking TCP socket,
     for a client (see the module's docstring).
 

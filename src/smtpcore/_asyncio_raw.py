@@ -934,6 +934,13 @@ class RawSocketTransport(_OwnLink):
         inner = self._inner
         return None if inner is None else inner.tls
 
+    @property
+    def finish_handshake(self) -> Callable[[], Awaitable[None]] | None:
+        """None: an accepted socket starts in plaintext (``tls_on_connect`` makes its
+        handshake with :meth:`start_tls`), so it has none to finish. The link's own
+        would ask ``transport``, which is this."""
+        return None
+
     def channel_binding(self, kind: str) -> bytes | None:
         """The TLS layer's, once there is one (the link's asks the transport: this)."""
         binding = getattr(self._inner, "channel_binding", None)

@@ -75,7 +75,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, new_pump
-from smtpcore._driver._transport import BoundLink, Link, readable_now
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, readable_now
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -302,7 +302,7 @@ async def _connect(
         return SocketClientTransport(await connect_socket(host, port))
 
 
-class AsyncioTransport(asyncio.BufferedProtocol):
+class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     """A :class:`~smtpcore.transport.Transport` on an asyncio connection.
 
     Idle connections are the many ones on a server, so it keeps little: received
@@ -745,6 +745,37 @@ def _drop_buffered(reader: asyncio.StreamReader) -> None:
     buffer.clear()
 
 
+class _UnderTLS(asyncio.Protocol):
+    """The stream's protocol as ``loop.start_tls`` is handed it: the same protocol, whose
+    ``eof_received`` says the connection closes.
+
+    A ``StreamReaderProtocol`` made for plaintext keeps the connection half open at
+    the peer's end (``True``), which TLS cannot do (RFC 8446 §6.1: closure alerts
+    close both ways), and asyncio warns of it at each close; the protocol learns it
+    is under TLS only when asyncio's own ``StreamWriter.start_tls`` tells it, which
+    chooses the side by how the stream was opened. Everything else goes to the
+    stream's protocol, whose reader and flow control go on as they were."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self._inner = inner
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool:
+        self._inner.eof_received()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
 class StreamTransport:
     """A :class:`~smtpcore.transport.Transport` over an asyncio stream pair.
 
@@ -793,7 +824,7 @@ class StreamTransport:
         try:
             new = await loop.start_tls(
                 transport,
-                transport.get_protocol(),
+                _UnderTLS(cast(asyncio.Protocol, transport.get_protocol())),
                 context,
                 server_side=server_side,
                 server_hostname=server_hostname,

@@ -36,10 +36,12 @@ server only reads and drops what still comes before it closes.
 
 A transport given under TLS whose handshake is not made yet (a
 ``trio.SSLStream`` makes it on first use) may have an
-``async finish_handshake() -> None`` method: a client calls it first, under
-its TLS handshake timeout, so that :attr:`Transport.tls` describes the
-session from its first byte and a failed handshake is reported as the
-client's own handshakes are (a certificate it cannot verify is its refusal).
+``async finish_handshake() -> None`` method: a client, and a server's session
+(``serve_transport``, ``serve_stream``), call it first, under their TLS
+handshake timeout, so that :attr:`Transport.tls` describes the session from
+its first byte. A failed handshake is reported as their own handshakes are:
+the client's connection error (a certificate it cannot verify is its
+refusal); on the server, one INFO line, and the session ends unserved.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ class Transport(Protocol):
     channel binding data that SCRAM-SHA-256-PLUS needs, ``send_eof()``,
     the half-close of a session the server ends on its own, and
     ``finish_handshake()``, the handshake of a stream given under TLS (see the
-    module's description).
+    module's description). No other method is ever called: the adapters' own
+    transports have fast paths of their own (``send_nowait``, ``receive_nowait``
+    and others), which a transport of yours does not take on by having methods
+    of those names.
     """
 
     async def receive_some(self, max_bytes: int) -> bytes:

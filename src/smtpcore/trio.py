@@ -67,7 +67,7 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of
-from smtpcore._driver._transport import Link, YieldFirst, readable_now
+from smtpcore._driver._transport import FastPaths, Link, YieldFirst, readable_now
 from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.address import Mailbox
@@ -603,7 +603,7 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
-class TrioTransport:
+class TrioTransport(FastPaths):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
     A ``trio.SocketStream`` is read and written through its socket directly
@@ -1101,21 +1101,9 @@ class _Listener(BaseListener[_S]):
         """Serve one session over any ``trio.abc.Stream`` (a ``trio.SocketStream``, a
         ``trio.SSLStream``, one end of ``trio.testing.memory_stream_pair()``...), as
         :meth:`serve_transport` does: ``trio.serve_tcp(server.serve_stream, ...)``
-        works as it is."""
-        transport = TrioTransport(stream)
-        finish_handshake = transport.finish_handshake
-        if finish_handshake is not None:  # TLS from the first byte: shake hands now
-            seconds = self.options.timeouts.tls_handshake
-            with trio.move_on_after(math.inf if seconds is None else seconds) as scope:
-                try:
-                    await finish_handshake()
-                except OSError as exc:
-                    logger.info("TLS handshake failed on a stream given: %s", describe_error(exc))
-                    scope.cancel()
-            if scope.cancelled_caught:
-                await trio.aclose_forcefully(stream)
-                return
-        await self.serve_transport(transport)
+        works as it is. A ``trio.SSLStream``'s handshake is the session's first step
+        (the transport's ``finish_handshake``)."""
+        await self.serve_transport(TrioTransport(stream))
 
     async def serve_forever(self) -> None:
         """Wait until the server is closed (by :meth:`aclose` or leaving its block)."""

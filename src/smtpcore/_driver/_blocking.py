@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._transport import BoundLink, Link, address
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
 
@@ -193,7 +193,7 @@ class SocketClock:
         return left
 
 
-class SocketTransport:
+class SocketTransport(FastPaths):
     """A :class:`~smtpcore.transport.Transport` on a connected blocking socket.
 
     A plain TCP socket stays in blocking mode, and each read or write that must

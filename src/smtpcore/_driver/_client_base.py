@@ -186,6 +186,8 @@ class BaseClient:
         where = self._unix_path or host_port(self.host, self.port)
         try:
             self._transport = await self._open(self.host, self.port)
+        except self.connection_error:
+            raise  # the protocol's own already (a refusal of this client's)
         except TimeoutError as exc:
             raise self.timeout_error(f"connecting to {where} timed out") from exc
         except OSError as exc:
@@ -242,10 +244,17 @@ class BaseClient:
         go on, so the error is ``local``, as the client's other refusals are. The reason
         is :func:`describe_error`'s: asyncio raises a bare ``ConnectionResetError()``
         for a server that closes in the handshake, and "failed: " must name something."""
-        error = self.connection_error(f"TLS handshake failed: {describe_error(exc)}")
+        reason = f"TLS handshake failed: {describe_error(exc)}"
         if isinstance(exc, ssl.SSLCertVerificationError):
-            # connection_error is typed as any Exception; both families declare local.
-            setattr(error, "local", True)  # noqa: B010
+            return self.local_connection_error(reason)
+        return self.connection_error(reason)
+
+    def local_connection_error(self, message: str) -> Exception:
+        """The :attr:`connection_error` for a connection this client declined to make
+        or go on with, the server having refused nothing: its ``local`` is true."""
+        error = self.connection_error(message)
+        # connection_error is typed as any Exception; both families declare local.
+        setattr(error, "local", True)  # noqa: B010
         return error
 
     async def _abort(self) -> None:

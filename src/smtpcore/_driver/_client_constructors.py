@@ -28,6 +28,9 @@ class ClientConstructors(BaseClient):
     first, then connects to :attr:`_unix_path` or to ``host`` and ``port``."""
 
     _given: Transport | None = None
+    _given_used: bool = False
+    """Whether this client was made over a transport and has used it: it then never
+    connects again (see :meth:`_take_given`)."""
     _unix_path: str | None = None
 
     @classmethod
@@ -43,7 +46,8 @@ class ClientConstructors(BaseClient):
         A client whose session runs over ``transport`` (a
         :class:`~smtpcore.transport.Transport` whose waits are the adapter's: asyncio's
         or trio's) instead of a TCP connection it opens. ``host`` names the server (for
-        TLS, and in errors); the other keywords are the constructor's."""
+        TLS, and in errors); the other keywords are the constructor's. The transport
+        serves one session: connecting again raises the client's connection error."""
         client = cls(host, None, *args, **options)
         client._given = transport
         return client
@@ -65,6 +69,19 @@ class ClientConstructors(BaseClient):
         return client
 
     def _take_given(self) -> Transport | None:
-        """The transport given to this client, once: a second ``connect`` opens its own."""
+        """The transport given to this client, for its one session; None for a client
+        that opens its own connections.
+
+        A client given a transport never opens a connection of its own: its ``host``
+        names the server for TLS, not where to connect, and a session meant for a
+        private channel (an SSH tunnel, a socket pair) would go over the network
+        instead, in plaintext before any STARTTLS. Once the transport has been used,
+        connecting again is refused, ``local``, as the client's other refusals are."""
         given, self._given = self._given, None
+        if given is not None:
+            self._given_used = True
+        elif self._given_used:
+            raise self.local_connection_error(
+                "this client's transport has been used; make a new client for a new session"
+            )
         return given

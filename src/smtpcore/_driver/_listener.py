@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -485,6 +486,8 @@ class ServedSession:
             finally:
                 try:
                     await self.transport.aclose()
+                except (ConnectionError, ssl.SSLError) as exc:
+                    self.log_lost_in_close(exc)
                 except Exception:  # run() raises only cancellations (a transport's own bug)
                     self.log_failure()
                 finally:
@@ -500,6 +503,46 @@ class ServedSession:
         :meth:`run`, or escaped it: see the trio adapter's ``_run_contained``)."""
         self.logger.exception(
             "%s session with %s failed", self.protocol, client_text(self.session)
+        )
+
+    def tls_from_the_start(self, handshake_timeout: float | None) -> Awaitable[None] | None:
+        """What a transport given under TLS (a ``trio.SSLStream``, asyncio's
+        ``start_server(ssl=...)``) still has to do before its ``tls`` can be read: its
+        optional ``finish_handshake`` (a handshake made lazily, on first use), run as a
+        client's is, so that ``tls`` describes the session from its first byte (RFC 8314
+        §3.3); read before the handshake, it says None and the session runs as if in
+        plaintext. None when there is nothing to finish, the everyday case, which then
+        costs no coroutine. One place for both protocols and both adapters."""
+        finish_handshake = self.transport.finish_handshake
+        if finish_handshake is None:
+            return None
+        return self._shake_hands(finish_handshake, handshake_timeout)
+
+    async def _shake_hands(
+        self, handshake: Callable[[], Awaitable[None]], timeout: float | None
+    ) -> None:
+        """Run ``handshake`` under ``timeout``: one place for every handshake a server
+        session makes (STARTTLS, STLS, ``tls_on_connect``, a given transport's). A
+        failed one is the client's connection lost (RFC 3207 §4.1: the session
+        cannot go on in plaintext), logged at INFO."""
+        try:
+            async with self.transport.deadline(timeout):
+                await handshake()
+        except (OSError, TimeoutError) as exc:
+            self.logger.info(
+                "TLS handshake with %s failed: %s", client_text(self.session), describe_error(exc)
+            )
+            raise ConnectionLost from None
+
+    def log_lost_in_close(self, exc: ConnectionError | ssl.SSLError) -> None:
+        """Log the connection lost as the transport closed (a last flush that found the
+        client gone): what ends a session in any case, as a client's reset does, so
+        one INFO line without a traceback; the session's replies were all made."""
+        self.logger.info(
+            "%s session with %s: connection lost as it closed: %s",
+            self.protocol,
+            client_text(self.session),
+            describe_error(exc),
         )
 
     def _call_failed(self, exc: BaseException) -> bool:

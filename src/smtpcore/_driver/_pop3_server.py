@@ -642,8 +642,9 @@ class POP3ServerSession(ServedSession):
         if options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
-            # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
-            # given to serve_stream): the session is under TLS from its first byte.
+            finishing = self.tls_from_the_start(self.options.timeouts.tls_handshake)
+            if finishing is not None:
+                await finishing
             self.session.tls = self.transport.tls
         logins = await self._logins(client)
         if options.connection_factory is None:
@@ -894,13 +895,10 @@ class POP3ServerSession(ServedSession):
     async def _handshake(self) -> None:
         context = self.options.ssl_context
         assert context is not None
-        try:
-            async with self.transport.deadline(self.options.timeouts.tls_handshake):
-                await self.transport.start_tls(context, server_side=True)
-        except (OSError, TimeoutError) as exc:
-            peer = client_text(self.session)
-            logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
-            raise ConnectionLost from None
+        await self._shake_hands(
+            functools.partial(self.transport.start_tls, context, server_side=True),
+            self.options.timeouts.tls_handshake,
+        )
         self.session.tls = self.transport.tls
 
     # -- logging in -------------------------------------------------------

@@ -685,8 +685,9 @@ class ServerSession(ServedSession):
         if self.options.tls_on_connect:
             await self._handshake()
         elif self.session.tls is None:
-            # A stream that is TLS already (a trio.SSLStream, asyncio's start_server(ssl=)
-            # given to serve_stream): the session is under TLS from its first byte.
+            finishing = self.tls_from_the_start(self.options.timeouts.tls_handshake)
+            if finishing is not None:
+                await finishing
             self.session.tls = self.transport.tls
         # However it came (a proxy that terminated the client's TLS: _client_from_proxy),
         # the session's TLS is what the machine's gates read, as the POP3 session's is.
@@ -1348,13 +1349,10 @@ class ServerSession(ServedSession):
     async def _handshake(self) -> None:
         context = self.options.ssl_context
         assert context is not None
-        try:
-            async with self.transport.deadline(self.options.timeouts.tls_handshake):
-                await self.transport.start_tls(context, server_side=True)
-        except (OSError, TimeoutError) as exc:
-            peer = client_text(self.session)
-            logger.info("TLS handshake with %s failed: %s", peer, describe_error(exc))
-            raise ConnectionLost from None
+        await self._shake_hands(
+            functools.partial(self.transport.start_tls, context, server_side=True),
+            self.options.timeouts.tls_handshake,
+        )
         self.session.tls = self.transport.tls
         names = self._auth.names
         if names or self.options.auth_mechanisms:

@@ -24,6 +24,7 @@ _T = TypeVar("_T")
 
 __all__ = [
     "BoundLink",
+    "FastPaths",
     "Link",
     "LinkBase",
     "Transport",
@@ -102,6 +103,23 @@ def _no_channel_binding(kind: str) -> bytes | None:
     return None
 
 
+class FastPaths:
+    """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
+    ``send_nowait``, ``receive_nowait``, ``drained`` and ``arrived``, each meaning
+    what :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait``
+    gives ``None`` for nothing yet and ``b""`` only for the peer's close).
+
+    Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
+    another transport's methods of the same names mean whatever their writer meant
+    (a ``send_nowait`` that returns None, a ``receive_nowait`` that gives ``b""``
+    for nothing buffered): taken for the fast paths, they would send bytes twice
+    or read an end that never came. Every transport without this mark gets the
+    stand-ins, which never take the fast path. A transport that derives from one
+    of the library's keeps the mark and its meaning."""
+
+    __slots__ = ()
+
+
 _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
     "receive_some": None,
     "receive_nowait": _cannot_receive_now,
@@ -110,8 +128,23 @@ _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
     "send_all": None,
     "send_nowait": _cannot_send_now,
 }
-"""The link's methods that are the transport's, with what stands in for an optional
-one the transport lacks (None: every transport has it)."""
+"""The link's methods that are the transport's, with what stands in for a fast path
+(None: a method of the Transport protocol, which every transport has). A fast path
+is the transport's only where it is one of :class:`FastPaths`."""
+
+
+def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
+    """The transport's method ``name`` for the link, or its stand-in (see
+    :data:`_FROM_TRANSPORT` and :class:`FastPaths`)."""
+    stand_in = _FROM_TRANSPORT[name]
+    if stand_in is None:
+        method: Callable[..., Any] = getattr(transport, name)
+        return method
+    if isinstance(transport, FastPaths):
+        return getattr(transport, name, stand_in)
+    return stand_in
+
+
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
 
 
@@ -160,25 +193,26 @@ class LinkBase:
     frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`)."""
     receive_nowait: Callable[[int], bytes | None]
     """What has already arrived, without waiting: ``None`` when nothing has (or
-    the transport cannot tell: it has no such method), ``b""`` once the peer has
-    closed. A client reads it before writing a command while no reply is due."""
+    the transport cannot tell: it is no :class:`FastPaths`, or has no such
+    method), ``b""`` once the peer has closed. A client reads it before writing a
+    command while no reply is due."""
     arrived: Callable[[], bool]
     """Whether bytes have reached the socket that :attr:`receive_nowait` cannot give
     (a TLS record, which a read that never waits cannot decrypt on trio; what an
     event loop kept from running has yet to read): a read now would start on them
-    at once. ``False`` when the transport cannot tell (it has no such method). A
-    client reads them before the end of content it took time to read (RFC 5321
-    §4.1.1.4)."""
+    at once. ``False`` when the transport cannot tell (as for
+    :attr:`receive_nowait`). A client reads them before the end of content it took
+    time to read (RFC 5321 §4.1.1.4)."""
     drained: Callable[[], bool]
     """Whether the last read took everything that had arrived by then (a plain
     socket's read that gave fewer octets than asked for); ``False`` when the
-    transport cannot tell (it has no such method). A client that has just read
-    a reply and finds it drained need not look for unasked ones before its next
-    command."""
+    transport cannot tell (as for :attr:`receive_nowait`). A client that has just
+    read a reply and finds it drained need not look for unasked ones before its
+    next command."""
     send_all: Callable[[bytes], Awaitable[None]]
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
-    the transport has no such method: the driver then waits for the rest)."""
+    the transport has no such fast path: the driver then waits for the rest)."""
     receive_within: Callable[[float | None, int], Awaitable[bytes]]
     """``receive_within(seconds, max_bytes)``: a read under a deadline of ``seconds``
     (``TimeoutError`` after), as a client reads each reply. What the clock's own
@@ -300,13 +334,7 @@ class Link(LinkBase):
         def __getattr__(self, name: str) -> Any:
             """A hot-path method not used before on this link: bound now, and kept."""
             if name in _FROM_TRANSPORT:
-                lacking = _FROM_TRANSPORT[name]
-                transport = self.transport
-                method = (
-                    getattr(transport, name)
-                    if lacking is None
-                    else getattr(transport, name, lacking)
-                )
+                method = _from_transport(self.transport, name)
             elif name == "receive_or_wait":
                 method = self.receive_some  # one bound method for both slots
             elif name in _FROM_CLOCK:
