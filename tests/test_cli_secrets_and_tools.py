@@ -717,17 +717,24 @@ def test_send_takes_the_sender_of_a_message_resent_twice_from_its_from(
     assert "more than one Resent- block" in captured.err
 
 
+@pytest.mark.parametrize(
+    "resent_sender",
+    [b"", b"Resent-From:\r\n", b"Resent-Sender: undisclosed:;\r\n"],
+    ids=["absent", "empty Resent-From", "group Resent-Sender"],
+)
 def test_send_takes_the_sender_of_a_resent_block_without_resent_from_from_its_from(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], resent_sender: bytes
 ) -> None:
     """With ``--to`` given only a sender is asked: a resent block that names no sender
-    (``Resent-Date`` and ``Resent-To`` only) gives none, and the original ``From`` does,
-    as for a message resent twice; it exited 2 ("no Resent-From header"). No
-    ``Resent-`` field gave the envelope, and stderr says none did."""
+    (``Resent-Date`` and ``Resent-To`` only, or sender fields that name nobody) gives
+    none, and the original ``From`` does, as for a message resent twice; it exited 2
+    ("no Resent-From header", "has no address"). No ``Resent-`` field gave the
+    envelope, and stderr says none did."""
     message = (
         b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
         b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
-        b"Subject: x\r\n\r\nhi\r\n"
+        + resent_sender
+        + b"Subject: x\r\n\r\nhi\r\n"
     )
     handler = _Keeping()
     with running_smtp_server("asyncio", handler) as server:
@@ -737,6 +744,27 @@ def test_send_takes_the_sender_of_a_resent_block_without_resent_from_from_its_fr
     [envelope] = handler.messages
     assert str(envelope.sender) == "a@abc.example"
     assert "Resent-" not in captured.err
+
+
+def test_send_says_a_resent_block_naming_no_recipient_names_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message resent (``Resent-Date``, ``Resent-From``) with no ``Resent-To``, ``-Cc``
+    or ``-Bcc`` goes to no one: the error says so, where it said the message had no
+    To, Cc or Bcc (it has a To), after a stderr line naming the Resent-From."""
+    message = (
+        b"From: a@abc.example\r\nTo: b@pqr.example\r\n"
+        b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: r@abc.example\r\n"
+        b"Subject: x\r\n\r\nhi\r\n"
+    )
+    handler = _Keeping()
+    with running_smtp_server("asyncio", handler) as server:
+        status = _send_file_with(tmp_path, message, server.port)
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    assert "Resent-To, Resent-Cc and Resent-Bcc name no recipient" in captured.err
+    assert "envelope comes from" not in captured.err
+    assert not handler.messages
 
 
 def test_send_names_only_the_resent_fields_that_gave_the_envelope(

@@ -374,18 +374,19 @@ def sender_field(
     (RFC 5321 §4.5.5). With ``fall_back_to_original`` (the recipients given, only a
     return address is asked), a message resent more than once, or whose resent block
     has no ``Resent-Sender`` nor ``Resent-From``, gives its original ``Sender`` or
-    ``From`` rather than a :class:`ValueError`."""
+    ``From`` rather than a :class:`ValueError`; so does one whose resent sender fields
+    name nobody (empty, a group)."""
     prefix = resent_prefix(message, original_if_resent_again=fall_back_to_original)
-    names = (f"{prefix}Sender", f"{prefix}From")
-    if prefix and fall_back_to_original and not any(map(message.get_all, names)):
-        names = ("Sender", "From")
+    names: tuple[str, ...] = (f"{prefix}Sender", f"{prefix}From")
+    if prefix and fall_back_to_original:
+        names += ("Sender", "From")
     for name in names:
         for _, address in field_addresses(message, name):
             if address:
                 return name, address
     present = [name for name in names if message.get_all(name)]
     if not present:
-        raise ValueError(f"no sender given and the message has no {names[1]} header")
+        raise ValueError(f"no sender given and the message has no {names[-1]} header")
     verb = "has" if len(present) == 1 else "have"
     raise ValueError(
         f"no sender given and the message's {' and '.join(present)} {verb} no address"

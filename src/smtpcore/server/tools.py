@@ -33,6 +33,7 @@ from smtpcore._driver import (
 from smtpcore._driver._smtp_envelope import (
     header_lines,
     recipient_fields,
+    resent_prefix,
     sender_field,
     unobsolete_names,
     without_hidden_fields,
@@ -406,6 +407,11 @@ def _envelope_from_headers(
             fields = recipient_fields(header)
             recipients = [address for addresses in fields.values() for address in addresses]
             used += fields
+            if not recipients and resent_prefix(header):
+                raise ValueError(
+                    "the message was resent (RFC 5322 §3.6.6) and its Resent-To, "
+                    "Resent-Cc and Resent-Bcc name no recipient"
+                )
     except ValueError as exc:
         raise ConfigError(printable(f"{exc} (--from and --to give the envelope)")) from None
     _say_if_resent(used)
