@@ -307,6 +307,18 @@ def test_a_utf8_policy_gives_utf8_fields_only_in_an_smtputf8_transaction(adapter
     assert contents[1].isascii() and b"Subject: =?utf-8?" in contents[1]
 
 
+def test_a_latin1_display_name_needs_smtputf8_and_is_called_8_bit(adapter: str) -> None:
+    """A Latin-1 display name from old mail refuses nothing in the envelope, but the
+    field goes as it came, 8-bit: only in an SMTPUTF8 transaction (RFC 6532 §3), and a
+    server without it refuses it before MAIL, naming 8-bit fields, not UTF-8 ones."""
+    raw = b"From: J\xf6rg <alice@abc.example>\nTo: bob@pqr.example\n\nbody\n"
+    message = email.message_from_bytes(raw)
+    envelope, refused = sent_with_and_without_smtputf8(adapter, message)
+    assert "SMTPUTF8" in envelope.mail_params
+    assert b"From: J\xf6rg <alice@abc.example>\r\n" in envelope.content
+    assert refused.code == 553 and "its 8-bit header fields" in str(refused)
+
+
 @pytest.mark.parametrize("policy", [email.policy.default, email.policy.compat32])
 def test_utf8_header_fields_parsed_from_bytes_need_smtputf8(
     adapter: str, policy: email.policy.Policy

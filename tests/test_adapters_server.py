@@ -964,9 +964,13 @@ def test_a_timeout_that_is_no_wait_is_refused_when_built(
         kind.uniform(10**400)
 
 
-def test_a_negative_rate_is_refused_in_its_own_unit() -> None:
+def test_a_rate_that_is_none_is_refused_in_its_own_unit() -> None:
     with pytest.raises(ValueError, match="min_data_rate must be 0 or more octets a second"):
         Timeouts(min_data_rate=-1)
+    with pytest.raises(ValueError, match="min_data_rate must be a finite number of octets"):
+        Timeouts(min_data_rate=math.nan)
+    with pytest.raises(ValueError, match="min_data_rate must be a number of octets a second"):
+        Timeouts(min_data_rate="5")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kind", [Timeouts, POP3Timeouts])

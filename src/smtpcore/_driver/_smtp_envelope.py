@@ -170,10 +170,11 @@ def build_envelope(
         utf8_policy = offer.smtputf8 and getattr(message.policy, "utf8", False)
         utf8 = wide is not None or wide_field is not None or utf8_policy or "SMTPUTF8" in given
         content = _email_bytes(message, utf8=utf8)
-        if not utf8 and not _header_section(content).isascii():
-            # Header fields a message parsed from bytes keeps as they came: UTF-8 they
+        header = _header_section(content)
+        if not utf8 and not header.isascii():
+            # Header fields a message parsed from bytes keeps as they came: 8-bit they
             # stay, and go only in an SMTPUTF8 transaction (RFC 6532 §3).
-            wide_field = "its UTF-8 header fields"
+            wide_field = f"its {'UTF-8' if _is_utf8(header) else '8-bit'} header fields"
     else:
         check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
@@ -520,6 +521,16 @@ def _first_wide_field(message: email.message.Message) -> str | None:
         if not all(address.isascii() for _, address in field_addresses(message, name)):
             return name
     return None
+
+
+def _is_utf8(octets: bytes) -> bool:
+    """Whether ``octets`` are UTF-8: a Latin-1 name in old mail is 8-bit, not UTF-8,
+    and a refusal says which it saw."""
+    try:
+        octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _header_section(content: bytes) -> bytes:

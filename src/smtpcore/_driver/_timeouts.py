@@ -50,19 +50,19 @@ Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
 awaitable's ``__await__`` gave."""
 
 
-def as_seconds(name: str, value: object) -> float:
+def as_seconds(name: str, value: object, unit: str = "seconds") -> float:
     """``value``, the option ``name``, as a finite float number of seconds, or a
     ``ValueError`` naming the option. A string, None or a bool is no duration (compared,
     it would raise ``TypeError``), and an int past a float's range (``10**400``) compares
     as finite but makes every deadline built from it an ``OverflowError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number of seconds, not {_quoted(value)}")
+        raise ValueError(f"{name} must be a number of {unit}, not {_quoted(value)}")
     try:
         seconds = float(value)
     except OverflowError:
-        raise ValueError(f"{name} is past the range of a number of seconds") from None
+        raise ValueError(f"{name} is past the range of a number of {unit}") from None
     if not math.isfinite(seconds):
-        raise ValueError(f"{name} must be a finite number of seconds, not {seconds!r}")
+        raise ValueError(f"{name} must be a finite number of {unit}, not {seconds!r}")
     return seconds
 
 
@@ -77,7 +77,7 @@ def as_wait(name: str, value: object, unit: str = "seconds") -> float:
     """``value``, the option ``name``, as a number of seconds a session can wait: what
     :func:`as_seconds` takes, zero or more (``ValueError`` otherwise). A negative wait
     has no meaning, and a negative rate would take time away with each read."""
-    seconds = as_seconds(name, value)
+    seconds = as_seconds(name, value, unit)
     if seconds < 0:
         raise ValueError(f"{name} must be 0 or more {unit}, not {seconds!r}")
     return seconds

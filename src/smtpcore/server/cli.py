@@ -325,14 +325,23 @@ def _add_send(commands: Any) -> None:
         "it, straight to the recipients' exchangers",
     )
     send.add_argument(
-        "--from", dest="sender", metavar="ADDR", help="default: the message's From header"
+        "--from",
+        dest="sender",
+        metavar="ADDR",
+        help=(
+            "default: the message's Sender or From (Resent-Sender or Resent-From in a "
+            "message resent once)"
+        ),
     )
     send.add_argument(
         "--to",
         dest="recipients",
         action="append",
         metavar="ADDR",
-        help="repeatable; default: the message's To, Cc and Bcc (Bcc is removed)",
+        help=(
+            "repeatable; default: the message's To, Cc and Bcc (the Resent- ones in a "
+            "message resent once); Bcc and Resent-Bcc are never sent"
+        ),
     )
     security = send.add_mutually_exclusive_group()
     security.add_argument(
