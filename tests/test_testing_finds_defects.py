@@ -130,7 +130,11 @@ def test_smuggling_content_finds_the_server_that_ends_data_on_lf_dot_lf() -> Non
 
 def test_chunkings_find_the_server_that_answers_bdat_before_its_octets() -> None:
     def run(server_class: type[SmallServer]) -> None:
-        @BUDGET
+        # The defect shows only in a session with a BDAT whose octets come apart from
+        # its line: 60 examples missed it once in a whole CI run, though they find it
+        # when the file runs alone (why the draws differed there was not found);
+        # 150 leave room.
+        @settings(BUDGET, max_examples=150)
         @given(sst.sessions(extensions={*OFFERED, "CHUNKING"}), st.data())
         def no_reply_before_its_command(session: sst.ClientSession, data: st.DataObject) -> None:
             def drawn(write: bytes, due: list[int]) -> list[bytes]:
