@@ -56,7 +56,15 @@ from smtpcore.smtp._extensions import (
 )
 from smtpcore.smtp._params import NO_PARAMETERS
 from smtpcore.smtp._replies import Reply, ReplyParser, known_replies
-from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State, next_state
+from smtpcore.smtp._state import (
+    DISCARDING,
+    END_OF_DATA_RULE,
+    RULES,
+    Rule,
+    State,
+    next_state,
+    replies_after_content,
+)
 from smtpcore.smtp._transaction import TransactionResult, _Transaction
 
 __all__ = ["ClientConnection"]
@@ -900,6 +908,8 @@ class ClientConnection:
         transaction = entry.transaction
         positive = 200 <= reply.code < 300
         if transaction is not None and isinstance(command, (Data, Bdat)):  # once a message
+            if transaction.content_refused():
+                return  # a chunk pipelined behind the refused one, discarded (RFC 3030 §2)
             transaction.data_reply = reply
             if reply.code == 354:  # the content's encoder is made with its first piece
                 self._content_transaction = transaction
@@ -927,32 +937,45 @@ class ClientConnection:
                 self._last_transaction.complete = True
 
     def _answer_end(self, entry: _Awaited, reply: Reply, moved: State) -> None:
-        """A reply after the content: one in SMTP, one per accepted recipient in LMTP;
-        ``moved`` is the state the session goes to once the last one is in."""
+        """A reply after the content, of as many as :func:`replies_after_content` says
+        (the server machine's count too): one in SMTP, one per accepted recipient in
+        LMTP, one after a refused chunk; ``moved`` is the state the session goes to
+        once the last one is in."""
         transaction = entry.transaction
         assert transaction is not None
-        deliveries = transaction.deliveries
-        if self.lmtp:
-            accepted = transaction.accepted_indexes()
-            if not entry.replies_due:
-                entry.replies_due = max(len(accepted), 1)
-            position = len(transaction.end_replies)
-            if position < len(accepted):
-                index = accepted[position]
-                deliveries[index] = reply
-                self._answered_recipient = transaction.recipients[index]
-            entry.replies_due -= 1
-            done = entry.replies_due == 0
-        else:
-            for index, answer in enumerate(transaction.replies):
-                if answer is not None and 200 <= answer.code < 300:  # accepted
-                    deliveries[index] = reply
-            done = True
+        reached_end = not transaction.content_refused()
+        if not entry.replies_due:
+            entry.replies_due = replies_after_content(
+                lmtp=self.lmtp,
+                accepted=len(transaction.accepted_indexes()),
+                reached_end=reached_end,
+            )
+        if reached_end:
+            self._record_delivery(transaction, reply)
+        # Else the reply answers a BDAT LAST whose content the server discarded (RFC
+        # 3030 §2): the recipients keep the refusal of the chunk that ended the message.
+        entry.replies_due -= 1
         transaction.end_replies.append(reply)
-        if done or reply.code == 421:
+        if not entry.replies_due or reply.code == 421:
             self._queue.popleft()
             transaction.complete = True
             self._state = moved
+
+    def _record_delivery(self, transaction: _Transaction, reply: Reply) -> None:
+        """``reply`` to content that reached its end decides the message's fate: in
+        LMTP for the next accepted recipient in order (RFC 2033 §4.2), in SMTP for
+        every accepted recipient (RFC 5321 §4.1.1.4)."""
+        deliveries = transaction.deliveries
+        accepted = transaction.accepted_indexes()
+        if not self.lmtp:
+            for index in accepted:
+                deliveries[index] = reply
+            return
+        position = len(transaction.end_replies)
+        if position < len(accepted):
+            index = accepted[position]
+            deliveries[index] = reply
+            self._answered_recipient = transaction.recipients[index]
 
     def _fail(self, *, keep_received: bool = False) -> None:
         """The ERROR state: as after a close, no reply will come for any transaction.
