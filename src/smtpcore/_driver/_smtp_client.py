@@ -30,6 +30,7 @@ from smtpcore._driver._content import (
     first_piece_checked,
     replayable,
 )
+from smtpcore._driver._ports import client_port
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
     Offer,
@@ -168,6 +169,9 @@ class BaseSMTPClient(BaseClient):
     default): ASCII (A-labels), one word of at most 255 octets (RFC 5321
     §4.1.1.1, §4.5.3.1.2), else ``ValueError`` when the client is built.
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
+    ``port`` is 25 by default, 465 with ``tls_on_connect``; with ``lmtp`` it is
+    24, the lmtp port, and 25 is a ``ValueError``: LMTP must not be used on TCP
+    port 25 (RFC 2033 §1).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
     server offers it, and goes on in plaintext when the server refuses it (a
     ``454``: see :attr:`starttls_refused`) unless credentials are to be sent,
@@ -232,7 +236,7 @@ class BaseSMTPClient(BaseClient):
             allow_plaintext_auth,
         )
         self.host = host
-        self.port = port if port is not None else (465 if tls_on_connect else 25)
+        self.port = client_port(port, lmtp=lmtp, tls_on_connect=tls_on_connect)
         self.hostname = hostname or socket.getfqdn()
         if hostname:
             check_hello_name(hostname)
