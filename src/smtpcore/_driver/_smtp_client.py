@@ -53,6 +53,7 @@ from smtpcore._driver._smtp_errors import (
     SMTPReplyError,
     SMTPTimeout,
     TLSNotAvailable,
+    summary_reply,
 )
 from smtpcore._driver._smtp_resend import any_too_many, to_send_again
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
@@ -1110,7 +1111,9 @@ class BaseSMTPClient(BaseClient):
         if not accepted:
             result = conn.transaction
             assert result is not None
-            raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
+            raise RecipientsRefused(
+                summary_reply(result, result.recipients[-1].reply or mail_reply), result
+            )
         if chunked:
             binary = (mail.params.get("BODY") or "").upper() == _BINARYMIME
             last = await self._send_chunks(content, binary=binary)
@@ -1143,7 +1146,7 @@ class BaseSMTPClient(BaseClient):
         result = record.snapshot()
         # In SMTP the one reply after the content decides for every accepted recipient.
         if (last.code >= 300) if not self.lmtp else not result.delivered:
-            raise MessageRefused("end of data", last, result)
+            raise MessageRefused("end of data", summary_reply(result, last), result)
         self._transaction_failed = False
         return result
 
@@ -1176,7 +1179,7 @@ class BaseSMTPClient(BaseClient):
         if not accepted:  # no DATA: it could only be refused (RFC 5321 §3.3)
             refused = conn.transaction
             assert refused is not None  # a MAIL was accepted
-            raise RecipientsRefused(reply, refused)
+            raise RecipientsRefused(summary_reply(refused, reply), refused)
         reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
         if reply.code != 354:
             raise MessageRefused("DATA", reply, conn.transaction)
@@ -1190,7 +1193,7 @@ class BaseSMTPClient(BaseClient):
         assert record is not None
         result = record.snapshot()
         if last.code >= 300:
-            raise MessageRefused("end of data", last, result)
+            raise MessageRefused("end of data", summary_reply(result, last), result)
         self._transaction_failed = False
         return result
 

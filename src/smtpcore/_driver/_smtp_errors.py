@@ -32,10 +32,28 @@ __all__ = [
     "SMTPTimeout",
     "SenderRefused",
     "TLSNotAvailable",
+    "summary_reply",
 ]
 
 _END_OF_CONTENT: Final = frozenset({"DATA", "BDAT"})
 """What :attr:`SMTPError.command` names when the reply awaited was the end of data's."""
+
+
+def summary_reply(result: TransactionResult, last: Reply) -> Reply:
+    """The reply that sums up a message refused for every recipient of ``result``:
+    ``last``, unless it is permanent and a recipient's own refusal was temporary;
+    then the last such (RFC 5321 §4.2.1: a 4xx says the same message may succeed
+    later). A caller deciding bounce or retry by ``code`` then retries, as Postfix
+    defers such a message, and never bounces a recipient a retry may reach;
+    ``result`` still tells each recipient's fate."""
+    if last.code < 500:
+        return last
+    temporary = None
+    for recipient in result.recipients:
+        refusal = recipient.delivery if recipient.accepted else recipient.reply
+        if refusal is not None and 400 <= refusal.code < 500:
+            temporary = refusal
+    return temporary or last
 
 
 class SMTPError(Exception):
@@ -131,8 +149,10 @@ class SenderRefused(SMTPReplyError):
 
 class RecipientsRefused(SMTPReplyError):
     """Every recipient was refused; ``result`` holds each one's reply, and ``reply``
-    is the last of them. For a message split into transactions (LIMITS, RFC 9422
-    §4.2), ``result`` covers every transaction and ``reply`` is the last one's."""
+    is the last of them, or the last temporary one when the last is permanent
+    (``code`` says retry when any may succeed later, RFC 5321 §4.2.1). For a
+    message split into transactions (LIMITS, RFC 9422 §4.2), ``result`` covers
+    every transaction and ``reply`` is the last one's."""
 
     def __init__(self, reply: Reply, result: TransactionResult) -> None:
         super().__init__("RCPT", reply)
@@ -141,6 +161,12 @@ class RecipientsRefused(SMTPReplyError):
 
 class MessageRefused(SMTPReplyError):
     """``DATA`` or the message itself was refused (for every recipient, in LMTP).
+
+    ``reply`` sums up: refused at the end of the content with a permanent reply
+    while a recipient's refusal was temporary (LMTP's ``452`` for one and
+    ``550`` for another, RFC 2033 §4.2), it is that temporary reply (RFC 5321
+    §4.2.1), so that deciding bounce or retry by ``code`` never
+    bounces a recipient a retry may reach; ``result`` has each one's own.
 
     ``result`` holds each recipient's fate when the transaction got that far
     (for a message split into transactions for LIMITS, RFC 9422 §4.2, every
