@@ -953,6 +953,62 @@ S: 221 bye
     assert [r.reply.code for r in error.result.recipients] == [452, 550]
 
 
+#: An SMTP transaction: one recipient refused for now at RCPT, one accepted, then the
+#: message refused for good at the end of its content. ``{}`` takes the greeting.
+SMTP_RCPT_452_END_554 = (
+    """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<u1@pqr.example>
+C: RCPT TO:<u2@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 452 4.2.2 u1 full
+S: 250 2.1.5 ok
+S: 354 go
+"""
+    + MESSAGE_LINES
+    + "S: 554 5.7.1 content refused\nC: QUIT\nS: 221 bye\n"
+)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_an_smtp_end_of_data_refusal_is_its_own_reply_whatever_rcpt_said(
+    adapter: str, pipelining: bool
+) -> None:
+    """In SMTP the one reply after the content judges the message (RFC 5321
+    §4.1.1.4): a 554 there is the error's reply, never u1's 452 from ``RCPT``, which
+    answered another command and would make a permanent refusal read as temporary
+    (§4.2.1). ``result`` keeps u1's 452 at ``RCPT`` and u2's 554."""
+    greet = GREET if pipelining else GREET.replace("S: 250-PIPELINING\n", "")
+    session = SMTP_RCPT_452_END_554
+    if not pipelining:  # each reply before the next command
+        session = session.replace(
+            "C: RCPT TO:<u1@pqr.example>\nC: RCPT TO:<u2@pqr.example>\nC: DATA\n"
+            "S: 250 2.1.0 ok\nS: 452 4.2.2 u1 full\nS: 250 2.1.5 ok\n",
+            "S: 250 2.1.0 ok\nC: RCPT TO:<u1@pqr.example>\nS: 452 4.2.2 u1 full\n"
+            "C: RCPT TO:<u2@pqr.example>\nS: 250 2.1.5 ok\nC: DATA\n",
+        )
+    steps = script(greet + session)
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port) as client:
+            with pytest.raises(mod.MessageRefused) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return refused.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, go)
+    assert (error.command, error.code, str(error.status)) == ("end of data", 554, "5.7.1")
+    recipients = error.result.recipients
+    assert [(r.reply.code, r.delivery and r.delivery.code) for r in recipients] == [
+        (452, None),
+        (250, 554),
+    ]
+
+
 #: Sessions whose reply to the end of the content never comes: the script up to the
 #: end, the error, and the command it names.
 GREET_ONE_AT_A_TIME = GREET.replace("S: 250-PIPELINING\n", "")

@@ -53,7 +53,8 @@ from smtpcore._driver._smtp_errors import (
     SMTPReplyError,
     SMTPTimeout,
     TLSNotAvailable,
-    summary_reply,
+    lmtp_refusal,
+    recipients_refusal,
 )
 from smtpcore._driver._smtp_resend import any_too_many, to_send_again
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
@@ -1112,7 +1113,7 @@ class BaseSMTPClient(BaseClient):
             result = conn.transaction
             assert result is not None
             raise RecipientsRefused(
-                summary_reply(result, result.recipients[-1].reply or mail_reply), result
+                recipients_refusal(result, result.recipients[-1].reply or mail_reply), result
             )
         if chunked:
             binary = (mail.params.get("BODY") or "").upper() == _BINARYMIME
@@ -1145,8 +1146,11 @@ class BaseSMTPClient(BaseClient):
         assert record is not None
         result = record.snapshot()
         # In SMTP the one reply after the content decides for every accepted recipient.
-        if (last.code >= 300) if not self.lmtp else not result.delivered:
-            raise MessageRefused("end of data", summary_reply(result, last), result)
+        if not self.lmtp:
+            if last.code >= 300:
+                raise MessageRefused("end of data", last, result)
+        elif not result.delivered:
+            raise MessageRefused("end of data", lmtp_refusal(result, last), result)
         self._transaction_failed = False
         return result
 
@@ -1179,7 +1183,7 @@ class BaseSMTPClient(BaseClient):
         if not accepted:  # no DATA: it could only be refused (RFC 5321 §3.3)
             refused = conn.transaction
             assert refused is not None  # a MAIL was accepted
-            raise RecipientsRefused(summary_reply(refused, reply), refused)
+            raise RecipientsRefused(recipients_refusal(refused, reply), refused)
         reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
         if reply.code != 354:
             raise MessageRefused("DATA", reply, conn.transaction)
@@ -1192,8 +1196,8 @@ class BaseSMTPClient(BaseClient):
         record = conn._last_transaction  # conn.transaction, without the property's call
         assert record is not None
         result = record.snapshot()
-        if last.code >= 300:
-            raise MessageRefused("end of data", summary_reply(result, last), result)
+        if last.code >= 300:  # SMTP: the one reply after the content judges the message
+            raise MessageRefused("end of data", last, result)
         self._transaction_failed = False
         return result
 
