@@ -1146,11 +1146,9 @@ class BaseSMTPClient(BaseClient):
         assert record is not None
         result = record.snapshot()
         # In SMTP the one reply after the content decides for every accepted recipient.
-        if not self.lmtp:
-            if last.code >= 300:
-                raise MessageRefused("end of data", last, result)
-        elif not result.delivered:
-            raise MessageRefused("end of data", lmtp_refusal(result, last), result)
+        if (last.code >= 300) if not self.lmtp else not result.delivered:
+            refusal = lmtp_refusal(result, last) if self.lmtp else last
+            raise MessageRefused("end of data", refusal, result)
         self._transaction_failed = False
         return result
 

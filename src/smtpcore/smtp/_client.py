@@ -940,42 +940,47 @@ class ClientConnection:
         """A reply after the content, of as many as :func:`replies_after_content` says
         (the server machine's count too): one in SMTP, one per accepted recipient in
         LMTP, one after a refused chunk; ``moved`` is the state the session goes to
-        once the last one is in."""
+        once the last one is in. The everyday reply (SMTP, content that reached its
+        end) costs no call: BDAT is every message's path to a CHUNKING server."""
         transaction = entry.transaction
         assert transaction is not None
-        reached_end = not transaction.content_refused()
-        if not entry.replies_due:
-            entry.replies_due = replies_after_content(
-                lmtp=self.lmtp,
-                accepted=len(transaction.accepted_indexes()),
-                reached_end=reached_end,
-            )
-        if reached_end:
-            self._record_delivery(transaction, reply)
+        refused = transaction.data_reply  # content_refused(), inline: once a message
+        reached_end = refused is None or refused.code < 400
         # Else the reply answers a BDAT LAST whose content the server discarded (RFC
         # 3030 §2): the recipients keep the refusal of the chunk that ended the message.
-        entry.replies_due -= 1
+        if not self.lmtp:  # one reply decides for every accepted recipient (§4.1.1.4)
+            if reached_end:
+                deliveries = transaction.deliveries
+                for index, answer in enumerate(transaction.replies):
+                    if answer is not None and 200 <= answer.code < 300:  # accepted
+                        deliveries[index] = reply
+            done = True
+        else:
+            done = self._answer_lmtp_end(entry, transaction, reply, reached_end)
         transaction.end_replies.append(reply)
-        if not entry.replies_due or reply.code == 421:
+        if done or reply.code == 421:
             self._queue.popleft()
             transaction.complete = True
             self._state = moved
 
-    def _record_delivery(self, transaction: _Transaction, reply: Reply) -> None:
-        """``reply`` to content that reached its end decides the message's fate: in
-        LMTP for the next accepted recipient in order (RFC 2033 §4.2), in SMTP for
-        every accepted recipient (RFC 5321 §4.1.1.4)."""
-        deliveries = transaction.deliveries
+    def _answer_lmtp_end(
+        self, entry: _Awaited, transaction: _Transaction, reply: Reply, reached_end: bool
+    ) -> bool:
+        """One of LMTP's replies after the content, for the next accepted recipient in
+        order when the content reached its end (RFC 2033 §4.2); True once the last of
+        them is in."""
         accepted = transaction.accepted_indexes()
-        if not self.lmtp:
-            for index in accepted:
-                deliveries[index] = reply
-            return
+        if not entry.replies_due:
+            entry.replies_due = replies_after_content(
+                lmtp=True, accepted=len(accepted), reached_end=reached_end
+            )
         position = len(transaction.end_replies)
-        if position < len(accepted):
+        if reached_end and position < len(accepted):
             index = accepted[position]
-            deliveries[index] = reply
+            transaction.deliveries[index] = reply
             self._answered_recipient = transaction.recipients[index]
+        entry.replies_due -= 1
+        return not entry.replies_due
 
     def _fail(self, *, keep_received: bool = False) -> None:
         """The ERROR state: as after a close, no reply will come for any transaction.
