@@ -168,6 +168,31 @@ def test_a_hostname_ehlo_cannot_carry_is_refused_when_the_client_is_built(
         sync.SMTPClient("127.0.0.1", 25, hostname=hostname)
 
 
+def test_an_lmtp_client_connects_to_the_lmtp_port_by_default(adapter: str) -> None:
+    """LMTP must not be used on TCP port 25 (RFC 2033 §1): with no port given, an LMTP
+    client connects to 24, the port IANA assigns to lmtp (Postfix's ``lmtp:`` uses it),
+    implicit TLS or not; an SMTP client keeps 25 (465 with implicit TLS)."""
+    from smtpcore import sync
+
+    for client_class in (module(adapter).SMTPClient, sync.SMTPClient):
+        assert client_class("127.0.0.1", lmtp=True).port == 24
+        assert client_class("127.0.0.1", lmtp=True, tls_on_connect=True).port == 24
+        assert client_class("127.0.0.1").port == 25
+        assert client_class("127.0.0.1", tls_on_connect=True).port == 465
+        assert client_class("127.0.0.1", 2424, lmtp=True).port == 2424
+
+
+def test_an_lmtp_client_refuses_port_25_when_it_is_built(adapter: str) -> None:
+    """RFC 2033 §1: LMTP MUST NOT be used on TCP port 25, where an SMTP server would
+    read LHLO as an error and an SMTP client take LMTP's replies for its own. A
+    ValueError at once, not a session that cannot work."""
+    from smtpcore import sync
+
+    for client_class in (module(adapter).SMTPClient, sync.SMTPClient):
+        with pytest.raises(ValueError, match=r"port 25 \(RFC 2033 §1\)"):
+            client_class("127.0.0.1", 25, lmtp=True)
+
+
 def test_one_str_for_the_auth_mechanisms_is_a_type_error(adapter: str) -> None:
     """``auth_mechanisms="PLAIN"`` would allow P, L, A, I and N, none of them a
     mechanism, and AUTH would fail at the first connection for want of a shared one."""

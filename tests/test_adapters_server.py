@@ -28,6 +28,7 @@ from peers import (
     RawSmtpSession,
     TLSFiles,
     dual_stack_loopback,
+    module,
     open_fd_count,
     raise_fd_limit,
     raw_smtp_session,
@@ -764,6 +765,19 @@ def test_lmtp_answers_once_per_recipient(adapter: str) -> None:
         assert [s.recv_reply()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
         s.send(b"hi\r\n.\r\n")
         assert [s.recv_reply()[:3] for _ in range(2)] == [b"250", b"452"]
+
+
+def test_an_lmtp_server_refuses_to_listen_on_port_25(adapter: str, tmp_path: Path) -> None:
+    """RFC 2033 §1: LMTP MUST NOT be used on TCP port 25. A host and port to bind
+    name the port, so the server refuses it when built; a socket or a Unix socket
+    given to it is the caller's choice, its port not the server's to judge."""
+    server_class = module(adapter).SMTPServer
+    with pytest.raises(ValueError, match=r"port 25 \(RFC 2033 §1\)"):
+        server_class(Lmtp(), "127.0.0.1", 25, lmtp=True)
+    assert server_class(Lmtp(), "127.0.0.1", 25).requested_port == 25
+    assert server_class(Lmtp(), "127.0.0.1", 24, lmtp=True).requested_port == 24
+    unix = server_class(Lmtp(), None, 25, unix_path=tmp_path / "lmtp.sock", lmtp=True)
+    assert unix.unix_path is not None
 
 
 class LmtpClosing(Recorder):

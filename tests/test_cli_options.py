@@ -63,6 +63,16 @@ def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
     assert defaults.retry_after == 300 and defaults.max_queue_age == 5 * 86400
 
 
+def test_lmtp_port_25_is_refused(tmp_path: Path) -> None:
+    """RFC 2033 §1: LMTP MUST NOT be used on TCP port 25; ``--lmtp-port 25`` is a
+    configuration mistake named at start, not a listener SMTP clients would reach."""
+    args = ["serve", "--data-dir", str(tmp_path), "--smtp-port", "0", "--lmtp-port", "25"]
+    with pytest.raises(ConfigError, match=r"--lmtp-port: .*port 25 \(RFC 2033 §1\)"):
+        config_from_args(build_parser().parse_args(args))
+    args[-1] = "24"
+    assert dict(config_from_args(build_parser().parse_args(args)).listeners())["lmtp"] == 24
+
+
 def test_session_limits_on_the_command_line(tmp_path: Path) -> None:
     base = ["serve", "--data-dir", str(tmp_path)]
     defaults = config_from_args(build_parser().parse_args(base))

@@ -1052,6 +1052,51 @@ def test_send_says_a_refusal_before_mail_is_its_own_not_the_servers() -> None:
         assert str(error.reply.code) not in fate.text, fate
 
 
+def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> None:
+    """A message refused at the end of its content in SMTP (554) after b was refused
+    for now at ``RCPT`` (452): every recipient took the error's one reply, so c, refused
+    for good, read as temporary and could go to the next exchanger (RFC 5321 §5.1).
+    Each recipient's fate comes from ``result`` now, as for a refusal of every
+    ``RCPT``: b temporary by its 452, c permanent by the 554 (§4.2.1)."""
+    from typing import cast
+
+    from smtpcore._driver import BaseSMTPClient
+    from smtpcore._driver._smtp_errors import MessageRefused
+    from smtpcore.address import parse_mailbox
+    from smtpcore.server.tools import _submit
+    from smtpcore.smtp import RecipientResult, Reply, TransactionResult
+
+    b, c = parse_mailbox("b@d.example"), parse_mailbox("c@d.example")
+    end = Reply(554, "content refused", "5.7.1")
+    result = TransactionResult(
+        parse_mailbox("a@x.example"),
+        Reply(250, "ok", "2.1.0"),
+        (
+            RecipientResult(b, Reply(452, "b over quota", "4.2.2")),
+            RecipientResult(c, Reply(250, "ok", "2.1.5"), end),
+        ),
+        Reply(354, "go"),
+        (end,),
+        complete=True,
+    )
+
+    class Refusing:
+        async def send_message(self, *args: object) -> None:
+            raise MessageRefused("end of data", end, result)
+
+        async def quit(self) -> None:
+            return None
+
+    client = cast(BaseSMTPClient, Refusing())
+    fates = asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx"))
+    assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
+        ("b@d.example", False, True),
+        ("c@d.example", False, False),
+    ]
+    assert "452 4.2.2 b over quota" in fates[0].text, fates
+    assert "554 5.7.1 content refused" in fates[1].text, fates
+
+
 def test_fetch_delete_without_a_maildir_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """``fetch --delete`` alone read each message for its summary line, then deleted it:
     the mail was thrown away. It is a usage error now, before any password is asked."""

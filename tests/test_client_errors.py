@@ -876,6 +876,139 @@ S: 354 go
     assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]
 
 
+def test_an_lmtp_refusal_with_one_temporary_reply_among_them_is_temporary(adapter: str) -> None:
+    """RFC 2033 §4.2: each recipient has its own reply. Every one refused, 452 for u1
+    and 550 for u2 after it: the error's reply is u1's 452, not the last (550), so a
+    caller that bounces or retries by ``code`` retries (RFC 5321 §4.2.1; Postfix
+    defers such a message), and ``result`` still says which failure was which."""
+    steps = script(
+        """
+S: 220 lmtp.test LMTP
+C~ LHLO .+
+S: 250-lmtp.test
+S: 250-PIPELINING
+S: 250 ENHANCEDSTATUSCODES
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<u1@pqr.example>
+C: RCPT TO:<u2@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 250 2.1.5 ok
+S: 250 2.1.5 ok
+S: 354 go
+"""
+        + MESSAGE_LINES
+        + "S: 452 4.2.2 u1 full\nS: 550 5.2.1 u2 disabled\nC: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port, lmtp=True) as client:
+            with pytest.raises(mod.MessageRefused) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return refused.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, go)
+    assert (error.code, str(error.status)) == (452, "4.2.2")
+    assert [r.delivery.code for r in error.result.recipients] == [452, 550]
+
+
+def test_recipients_refused_with_one_temporary_refusal_among_them_is_temporary(
+    adapter: str,
+) -> None:
+    """Every RCPT refused, 452 then 550: the error's reply is the 452, so a caller
+    that decides by ``code`` retries the recipient a retry may reach (RFC 5321
+    §4.2.1); ``result`` keeps each reply."""
+    steps = script(
+        GREET
+        + """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<u1@pqr.example>
+C: RCPT TO:<u2@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 452 4.2.2 u1 full
+S: 550 5.1.1 u2 unknown
+S: 554 5.5.1 no valid recipients
+C: QUIT
+S: 221 bye
+"""
+    )
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port) as client:
+            with pytest.raises(mod.RecipientsRefused) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return refused.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, go)
+    assert (error.code, str(error.status)) == (452, "4.2.2")
+    assert [r.reply.code for r in error.result.recipients] == [452, 550]
+
+
+#: An SMTP transaction: one recipient refused for now at RCPT, one accepted, then the
+#: message refused for good at the end of its content. ``{}`` takes the greeting.
+SMTP_RCPT_452_END_554 = (
+    """
+C: MAIL FROM:<a@abc.example>
+C: RCPT TO:<u1@pqr.example>
+C: RCPT TO:<u2@pqr.example>
+C: DATA
+S: 250 2.1.0 ok
+S: 452 4.2.2 u1 full
+S: 250 2.1.5 ok
+S: 354 go
+"""
+    + MESSAGE_LINES
+    + "S: 554 5.7.1 content refused\nC: QUIT\nS: 221 bye\n"
+)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-at-a-time"])
+def test_an_smtp_end_of_data_refusal_is_its_own_reply_whatever_rcpt_said(
+    adapter: str, pipelining: bool
+) -> None:
+    """In SMTP the one reply after the content judges the message (RFC 5321
+    §4.1.1.4): a 554 there is the error's reply, never u1's 452 from ``RCPT``, which
+    answered another command and would make a permanent refusal read as temporary
+    (§4.2.1). ``result`` keeps u1's 452 at ``RCPT`` and u2's 554."""
+    greet = GREET if pipelining else GREET.replace("S: 250-PIPELINING\n", "")
+    session = SMTP_RCPT_452_END_554
+    if not pipelining:  # each reply before the next command
+        session = session.replace(
+            "C: RCPT TO:<u1@pqr.example>\nC: RCPT TO:<u2@pqr.example>\nC: DATA\n"
+            "S: 250 2.1.0 ok\nS: 452 4.2.2 u1 full\nS: 250 2.1.5 ok\n",
+            "S: 250 2.1.0 ok\nC: RCPT TO:<u1@pqr.example>\nS: 452 4.2.2 u1 full\n"
+            "C: RCPT TO:<u2@pqr.example>\nS: 250 2.1.5 ok\nC: DATA\n",
+        )
+    steps = script(greet + session)
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port) as client:
+            with pytest.raises(mod.MessageRefused) as refused:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return refused.value
+
+    with ScriptedServer(steps) as server:
+        error = run(adapter, go)
+    assert (error.command, error.code, str(error.status)) == ("end of data", 554, "5.7.1")
+    recipients = error.result.recipients
+    assert [(r.reply.code, r.delivery and r.delivery.code) for r in recipients] == [
+        (452, None),
+        (250, 554),
+    ]
+
+
 #: Sessions whose reply to the end of the content never comes: the script up to the
 #: end, the error, and the command it names.
 GREET_ONE_AT_A_TIME = GREET.replace("S: 250-PIPELINING\n", "")

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from python_calls import python_calls
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, RemoteProtocolError
 from smtpcore._textsafe import holds_unsafe
 from smtpcore.address import Mailbox, parse_mailbox
@@ -1108,6 +1109,36 @@ def test_bdat_chunks() -> None:
     assert result is not None and result.complete
     assert result.data_reply == Reply(250, "chunk", "2.0.0")
     assert result.end_replies == (final,) and result.delivered[0].delivery == final
+
+
+@pytest.mark.parametrize(
+    ("lmtp", "calls"),
+    [
+        (False, []),
+        (True, ["_answer_lmtp_end", "accepted_indexes", "replies_after_content"]),
+    ],
+    ids=["smtp", "lmtp"],
+)
+def test_the_reply_to_a_bdat_last_costs_the_calls_it_needs(lmtp: bool, calls: list[str]) -> None:
+    """BDAT is the everyday path against any server offering CHUNKING: the reply to
+    ``BDAT ... LAST`` of content that reached its end is handled by ``_answer_end``
+    itself in SMTP (one reply judges the message, RFC 5321 §4.1.1.4), and in LMTP with
+    the accepted recipients read once and the replies counted once (RFC 2033 §4.2).
+    The calls after the reply's parsing are counted, comprehensions' own frames aside."""
+    conn = session(lmtp=lmtp)
+    body = b"Subject: x\r\n\r\nhello\r\n"
+    for event in (Mail(ALICE), Rcpt(BOB), Bdat(len(body), last=True), MessageData(body)):
+        conn.send(event)
+    assert codes(feed(conn, b"250 ok\r\n250 ok\r\n")) == [250, 250]
+    conn.receive_data(b"250 2.0.0 queued\r\n")
+    with python_calls() as counted:
+        conn.next_event()
+    answered = counted[counted.index("_answer_end") + 1 :]
+    assert [name for name in answered if not name.startswith("<")] == calls
+    result = conn.transaction
+    assert result is not None and [r.delivery for r in result.delivered] == [
+        Reply(250, "queued", "2.0.0")
+    ]
 
 
 def test_bdat_refused_ends_the_transaction() -> None:

@@ -21,6 +21,7 @@ from smtpcore._lines import FramingPolicy
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     BadCommand,
+    Bdat,
     ClientConnection,
     Command,
     Data,
@@ -239,3 +240,87 @@ def test_one_fixed_session_byte_by_byte() -> None:
     )
     for lmtp, pipelining in itertools.product((False, True), repeat=2):
         run_session([plan, plan], lmtp=lmtp, pipelining=pipelining, up=[1], down=[1])
+
+
+def _chunked(content: bytes, pieces: list[bytes]) -> list[Event]:
+    """``content`` in BDAT chunks, one per piece, the last one ``LAST``."""
+    if not pieces:
+        return [Bdat(0, last=True)]
+    events: list[Event] = []
+    for number, piece in enumerate(pieces, start=1):
+        events += [Bdat(len(piece), last=number == len(pieces)), MessageData(piece)]
+    assert b"".join(pieces) == content
+    return events
+
+
+def _lmtp_pair(max_message_size: int) -> ConnectionPair:
+    server = ServerConnection("mx.test", lmtp=True, max_message_size=max_message_size)
+    pair = ConnectionPair(ClientConnection("client.test", lmtp=True), server)
+    pair.send(Lhlo("client.test"))
+    return pair
+
+
+_SENDER = Mailbox("a", "x.example")
+_NEXT = Mailbox("d", "d.example")
+
+
+def test_lmtp_chunk_refused_before_the_last_leaves_one_reply_for_the_last() -> None:
+    """RFC 3030 §2: after a 552 to a chunk before the last, the pipelined ``BDAT
+    LAST`` is out of sequence and answered once (503), not once per recipient
+    (RFC 2033 §4.2 gives one each only to content that reached its end). The
+    next transaction's replies are its own, and the refused message is not
+    recorded as delivered."""
+    pair = _lmtp_pair(max_message_size=8)
+    client = pair.client
+    b, c = Mailbox("b", "d.example"), Mailbox("c", "d.example")
+    pair.send(
+        Mail(_SENDER), Rcpt(b), Rcpt(c), *_chunked(b"0123456789abcde", [b"0123456789", b"abcde"])
+    )
+    first = client.transaction
+    assert first is not None and first.complete
+    assert _state(client) is State.READY
+    assert [r.delivery and r.delivery.code for r in first.recipients] == [552, 552]
+    assert not first.delivered
+    pair.send(Mail(_SENDER), Rcpt(_NEXT), *_chunked(b"hi!", [b"hi!"]))
+    second = client.transaction
+    assert second is not None and second.complete
+    assert [r.recipient for r in second.delivered] == [_NEXT]
+    assert second.mail_reply is not None and second.mail_reply.code == 250
+    pair.send(Quit())
+    assert _state(client) is State.CLOSED
+
+
+@settings(max_examples=60)
+@given(
+    st.lists(sst.mailboxes(at_limits=False), min_size=1, max_size=4),
+    sst.message_contents(long_lines=False, max_lines=6),
+    st.integers(min_value=4, max_value=64),
+    st.data(),
+)
+def test_lmtp_client_counts_the_replies_its_server_sends_after_chunks(
+    recipients: list[Mailbox], content: bytes, limit: int, data: st.DataObject
+) -> None:
+    """Whatever the chunks and the size limit, the client machine waits for as many
+    replies after the content as the server machine sends (one per recipient for
+    content that reached its end, one after a refused chunk), so the next
+    transaction is answered in step."""
+    pair = _lmtp_pair(max_message_size=limit)
+    client = pair.client
+    pieces = [piece for piece in data.draw(sst.chunkings(content)) if piece]
+    # At most four chunks: past the server's error limit, the 503s to chunks behind
+    # a refused one end the session (421), which is another test's story.
+    pieces = [*pieces[:3], b"".join(pieces[3:])] if len(pieces) > 4 else pieces
+    pair.send(Mail(_SENDER), *[Rcpt(r) for r in recipients], *_chunked(content, pieces))
+    first = client.transaction
+    assert first is not None and first.complete
+    assert _state(client) is State.READY
+    assert all(r.delivery is not None for r in first.recipients)
+    assert len(first.delivered) == (len(recipients) if pair.messages else 0)
+    if len(content) > limit:
+        assert {r.delivery.code for r in first.recipients if r.delivery} == {552}
+    pair.send(Mail(_SENDER), Rcpt(_NEXT), *_chunked(b"hi\r\n", [b"hi\r\n"]))
+    second = client.transaction
+    assert second is not None and second.complete
+    assert [r.recipient for r in second.delivered] == [_NEXT]
+    pair.send(Quit())
+    assert _state(client) is State.CLOSED

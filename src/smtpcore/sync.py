@@ -210,7 +210,8 @@ class SMTPClient(_WithBlock):
 
     @property
     def port(self) -> int:
-        """The server's port (25 by default, 465 with ``tls_on_connect``)."""
+        """The server's port (25 by default, 465 with ``tls_on_connect``, 24 with
+        ``lmtp``: LMTP must not be used on TCP port 25, RFC 2033 §1)."""
         return self._session.port
 
     @property

@@ -30,6 +30,7 @@ from smtpcore._driver._content import (
     first_piece_checked,
     replayable,
 )
+from smtpcore._driver._ports import client_port
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore._driver._smtp_envelope import (
     Offer,
@@ -52,6 +53,8 @@ from smtpcore._driver._smtp_errors import (
     SMTPReplyError,
     SMTPTimeout,
     TLSNotAvailable,
+    lmtp_refusal,
+    recipients_refusal,
 )
 from smtpcore._driver._smtp_resend import any_too_many, to_send_again
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
@@ -168,6 +171,9 @@ class BaseSMTPClient(BaseClient):
     default): ASCII (A-labels), one word of at most 255 octets (RFC 5321
     §4.1.1.1, §4.5.3.1.2), else ``ValueError`` when the client is built.
     ``tls_on_connect`` speaks TLS from the first byte (port 465, RFC 8314).
+    ``port`` is 25 by default, 465 with ``tls_on_connect``; with ``lmtp`` it is
+    24, the lmtp port, and 25 is a ``ValueError``: LMTP must not be used on TCP
+    port 25 (RFC 2033 §1).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
     server offers it, and goes on in plaintext when the server refuses it (a
     ``454``: see :attr:`starttls_refused`) unless credentials are to be sent,
@@ -232,7 +238,7 @@ class BaseSMTPClient(BaseClient):
             allow_plaintext_auth,
         )
         self.host = host
-        self.port = port if port is not None else (465 if tls_on_connect else 25)
+        self.port = client_port(port, lmtp=lmtp, tls_on_connect=tls_on_connect)
         self.hostname = hostname or socket.getfqdn()
         if hostname:
             check_hello_name(hostname)
@@ -1106,7 +1112,9 @@ class BaseSMTPClient(BaseClient):
         if not accepted:
             result = conn.transaction
             assert result is not None
-            raise RecipientsRefused(result.recipients[-1].reply or mail_reply, result)
+            raise RecipientsRefused(
+                recipients_refusal(result, result.recipients[-1].reply or mail_reply), result
+            )
         if chunked:
             binary = (mail.params.get("BODY") or "").upper() == _BINARYMIME
             last = await self._send_chunks(content, binary=binary)
@@ -1139,7 +1147,8 @@ class BaseSMTPClient(BaseClient):
         result = record.snapshot()
         # In SMTP the one reply after the content decides for every accepted recipient.
         if (last.code >= 300) if not self.lmtp else not result.delivered:
-            raise MessageRefused("end of data", last, result)
+            refusal = lmtp_refusal(result, last) if self.lmtp else last
+            raise MessageRefused("end of data", refusal, result)
         self._transaction_failed = False
         return result
 
@@ -1172,7 +1181,7 @@ class BaseSMTPClient(BaseClient):
         if not accepted:  # no DATA: it could only be refused (RFC 5321 §3.3)
             refused = conn.transaction
             assert refused is not None  # a MAIL was accepted
-            raise RecipientsRefused(reply, refused)
+            raise RecipientsRefused(recipients_refusal(refused, reply), refused)
         reply = await self._ask(conn, transport, _DATA, timeouts.data_initiation)
         if reply.code != 354:
             raise MessageRefused("DATA", reply, conn.transaction)
@@ -1185,7 +1194,7 @@ class BaseSMTPClient(BaseClient):
         record = conn._last_transaction  # conn.transaction, without the property's call
         assert record is not None
         result = record.snapshot()
-        if last.code >= 300:
+        if last.code >= 300:  # SMTP: the one reply after the content judges the message
             raise MessageRefused("end of data", last, result)
         self._transaction_failed = False
         return result

@@ -13,6 +13,7 @@ reply is the one the RFCs name for the case and ``local`` is true.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from smtpcore.smtp import EnhancedStatus, Reply, TransactionResult
@@ -32,10 +33,41 @@ __all__ = [
     "SMTPTimeout",
     "SenderRefused",
     "TLSNotAvailable",
+    "lmtp_refusal",
+    "recipients_refusal",
 ]
 
 _END_OF_CONTENT: Final = frozenset({"DATA", "BDAT"})
 """What :attr:`SMTPError.command` names when the reply awaited was the end of data's."""
+
+
+def recipients_refusal(result: TransactionResult, last: Reply) -> Reply:
+    """The reply that sums up every ``RCPT`` of ``result`` refused: ``last``, or the
+    last temporary refusal when ``last`` is permanent (RFC 5321 §4.2.1: a 4xx says the
+    same command may succeed later), so that a caller deciding bounce or retry by
+    ``code`` retries, as Postfix defers such a message."""
+    return _temporary_if_any(last, (recipient.reply for recipient in result.recipients))
+
+
+def lmtp_refusal(result: TransactionResult, last: Reply) -> Reply:
+    """The reply that sums up an LMTP message refused for every accepted recipient:
+    each has its own reply after the content (RFC 2033 §4.2), so ``last``, or the
+    last temporary one of them when ``last`` is permanent (RFC 5321 §4.2.1). Not for
+    SMTP, where the one reply after the content judges the message (§4.1.1.4)."""
+    deliveries = (recipient.delivery for recipient in result.recipients if recipient.accepted)
+    return _temporary_if_any(last, deliveries)
+
+
+def _temporary_if_any(last: Reply, refusals: Iterable[Reply | None]) -> Reply:
+    """``last`` unless it is permanent and one of ``refusals`` is temporary (4xx):
+    then the last such, and a retry never skips what may succeed later."""
+    if last.code < 500:
+        return last
+    temporary = None
+    for refusal in refusals:
+        if refusal is not None and 400 <= refusal.code < 500:
+            temporary = refusal
+    return temporary or last
 
 
 class SMTPError(Exception):
@@ -130,9 +162,15 @@ class SenderRefused(SMTPReplyError):
 
 
 class RecipientsRefused(SMTPReplyError):
-    """Every recipient was refused; ``result`` holds each one's reply, and ``reply``
-    is the last of them. For a message split into transactions (LIMITS, RFC 9422
-    §4.2), ``result`` covers every transaction and ``reply`` is the last one's."""
+    """Every recipient was refused; ``result`` holds each one's reply.
+
+    ``reply`` is the last of them, unless that one is permanent and another was
+    temporary: then it is the last temporary one (RFC 5321 §4.2.1), so that
+    ``code`` says retry when a recipient may be reached later. For a message split
+    into transactions (LIMITS, RFC 9422 §4.2), ``result`` covers every transaction
+    and ``reply`` is the last transaction's refusal, chosen so among its own
+    recipients.
+    """
 
     def __init__(self, reply: Reply, result: TransactionResult) -> None:
         super().__init__("RCPT", reply)
@@ -141,6 +179,14 @@ class RecipientsRefused(SMTPReplyError):
 
 class MessageRefused(SMTPReplyError):
     """``DATA`` or the message itself was refused (for every recipient, in LMTP).
+
+    ``reply`` is the refusal: in SMTP the one reply that judged the message (RFC
+    5321 §4.1.1.4), whatever ``RCPT`` said to others. In LMTP, where each accepted
+    recipient has its own reply after the content (RFC 2033 §4.2), it is the last
+    of them, or, when that one is permanent (``550``) and another was temporary
+    (``452``), the last temporary one (RFC 5321 §4.2.1), so that deciding bounce
+    or retry by ``code`` never bounces a recipient a retry may reach. ``result``
+    has each recipient's own reply: decide each one's fate by it.
 
     ``result`` holds each recipient's fate when the transaction got that far
     (for a message split into transactions for LIMITS, RFC 9422 §4.2, every

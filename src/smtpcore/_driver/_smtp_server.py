@@ -43,6 +43,7 @@ from smtpcore._driver._logtext import (
     loggable_reply,
     login_fields,
 )
+from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -1692,6 +1693,9 @@ class BaseSMTPServer(BaseListener[ServerSession]):
     With ``ssl_context`` the server offers STARTTLS, or, with
     ``tls_on_connect``, speaks TLS from the first byte (port 465). With
     ``auth`` (an :class:`~smtpcore.handler.Authenticator`) it offers SMTP AUTH.
+    With ``lmtp`` it refuses to listen on ``port`` 25 (``ValueError``): LMTP must
+    not be used on TCP port 25 (RFC 2033 §1); a ``sock`` or ``unix_path`` given
+    instead is the caller's to choose.
     The other keywords are those of :class:`ServerOptions`.
     """
 
@@ -1711,6 +1715,10 @@ class BaseSMTPServer(BaseListener[ServerSession]):
         self.options: ServerOptions = ServerOptions(
             hostname=hostname or socket.getfqdn(), **options
         )
+        if self.options.lmtp and sock is None and unix_path is None:
+            refusal = lmtp_port_refusal(port)
+            if refusal is not None:
+                raise ValueError(refusal)
         self.state = ServerState(handler, self.options)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
+from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._driver._timeouts import as_seconds
 from smtpcore._secret import SECRET, secret_repr
@@ -507,6 +508,9 @@ def _check_ca_file(path: Path) -> None:
 def _check_port(name: str, port: int) -> None:
     if not 0 <= port < 65536:
         raise ConfigError(f"--{name}-port: {port} is not a port (0 turns the listener off)")
+    refusal = lmtp_port_refusal(port) if name == "lmtp" else None
+    if refusal is not None:
+        raise ConfigError(f"--lmtp-port: {refusal}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,10 +235,13 @@ def _for_now(reply: Reply | None) -> bool:
     return reply is None or 400 <= reply.code < 500
 
 
-def _fates(result: TransactionResult, where: str) -> list[_Fate]:
+def _fates(result: TransactionResult, where: str, refusal: Reply | None = None) -> list[_Fate]:
+    """Each recipient's fate by its own reply: its ``RCPT``'s, or once accepted, the
+    reply after the content; ``refusal`` (the message's) for one accepted whose
+    message was refused before any reply of its own came."""
     fates = []
     for item in result.recipients:
-        reply = item.delivery if item.accepted else item.reply
+        reply = (item.delivery or refusal) if item.accepted else item.reply
         text = f"{where}: {_reply_text(reply)}"
         later = not item.delivered and _for_now(reply)
         fates.append(_Fate(str(item.recipient), item.delivered, text, later))
@@ -281,12 +284,15 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
     """Every recipient's fate after a refusal. This client's own (:attr:`local`: a
     message it would not send, as ``ExtensionNotOffered`` or ``MessageTooLarge``)
     comes first, whatever its kind: its reply is none a server sent, and must not read
-    as one. Then the server's, by the command it refused."""
+    as one. Then the server's: each recipient by its own reply in the transaction's
+    result, where there is one (a summary such as :class:`MessageRefused`'s ``reply``
+    says nothing of a recipient refused at ``RCPT``, RFC 5321 §4.2.1), else by the
+    command refused."""
     later = _for_now(exc.reply)
     if exc.local:
         return [_error_fate(str(r), where, exc, later) for r in rcpts]
-    if isinstance(exc, RecipientsRefused) and exc.result is not None:
-        return _fates(exc.result, where)
+    if isinstance(exc, (RecipientsRefused, MessageRefused)) and exc.result is not None:
+        return _fates(exc.result, where, exc.reply)
     if isinstance(exc, (SenderRefused, RecipientsRefused, MessageRefused)):
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
         return [_Fate(str(r), False, text, later) for r in rcpts]

@@ -56,7 +56,15 @@ from smtpcore.smtp._extensions import (
 )
 from smtpcore.smtp._params import NO_PARAMETERS
 from smtpcore.smtp._replies import Reply, ReplyParser, known_replies
-from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State, next_state
+from smtpcore.smtp._state import (
+    DISCARDING,
+    END_OF_DATA_RULE,
+    RULES,
+    Rule,
+    State,
+    next_state,
+    replies_after_content,
+)
 from smtpcore.smtp._transaction import TransactionResult, _Transaction
 
 __all__ = ["ClientConnection"]
@@ -900,6 +908,8 @@ class ClientConnection:
         transaction = entry.transaction
         positive = 200 <= reply.code < 300
         if transaction is not None and isinstance(command, (Data, Bdat)):  # once a message
+            if transaction.content_refused():
+                return  # a chunk pipelined behind the refused one, discarded (RFC 3030 §2)
             transaction.data_reply = reply
             if reply.code == 354:  # the content's encoder is made with its first piece
                 self._content_transaction = transaction
@@ -927,32 +937,50 @@ class ClientConnection:
                 self._last_transaction.complete = True
 
     def _answer_end(self, entry: _Awaited, reply: Reply, moved: State) -> None:
-        """A reply after the content: one in SMTP, one per accepted recipient in LMTP;
-        ``moved`` is the state the session goes to once the last one is in."""
+        """A reply after the content, of as many as :func:`replies_after_content` says
+        (the server machine's count too): one in SMTP, one per accepted recipient in
+        LMTP, one after a refused chunk; ``moved`` is the state the session goes to
+        once the last one is in. The everyday reply (SMTP, content that reached its
+        end) costs no call: BDAT is every message's path to a CHUNKING server."""
         transaction = entry.transaction
         assert transaction is not None
-        deliveries = transaction.deliveries
-        if self.lmtp:
-            accepted = transaction.accepted_indexes()
-            if not entry.replies_due:
-                entry.replies_due = max(len(accepted), 1)
-            position = len(transaction.end_replies)
-            if position < len(accepted):
-                index = accepted[position]
-                deliveries[index] = reply
-                self._answered_recipient = transaction.recipients[index]
-            entry.replies_due -= 1
-            done = entry.replies_due == 0
-        else:
-            for index, answer in enumerate(transaction.replies):
-                if answer is not None and 200 <= answer.code < 300:  # accepted
-                    deliveries[index] = reply
+        refused = transaction.data_reply  # content_refused(), inline: once a message
+        reached_end = refused is None or refused.code < 400
+        # Else the reply answers a BDAT LAST whose content the server discarded (RFC
+        # 3030 §2): the recipients keep the refusal of the chunk that ended the message.
+        if not self.lmtp:  # one reply decides for every accepted recipient (§4.1.1.4)
+            if reached_end:
+                deliveries = transaction.deliveries
+                for index, answer in enumerate(transaction.replies):
+                    if answer is not None and 200 <= answer.code < 300:  # accepted
+                        deliveries[index] = reply
             done = True
+        else:
+            done = self._answer_lmtp_end(entry, transaction, reply, reached_end)
         transaction.end_replies.append(reply)
         if done or reply.code == 421:
             self._queue.popleft()
             transaction.complete = True
             self._state = moved
+
+    def _answer_lmtp_end(
+        self, entry: _Awaited, transaction: _Transaction, reply: Reply, reached_end: bool
+    ) -> bool:
+        """One of LMTP's replies after the content, for the next accepted recipient in
+        order when the content reached its end (RFC 2033 §4.2); True once the last of
+        them is in."""
+        accepted = transaction.accepted_indexes()
+        if not entry.replies_due:
+            entry.replies_due = replies_after_content(
+                lmtp=True, accepted=len(accepted), reached_end=reached_end
+            )
+        position = len(transaction.end_replies)
+        if reached_end and position < len(accepted):
+            index = accepted[position]
+            transaction.deliveries[index] = reply
+            self._answered_recipient = transaction.recipients[index]
+        entry.replies_due -= 1
+        return not entry.replies_due
 
     def _fail(self, *, keep_received: bool = False) -> None:
         """The ERROR state: as after a close, no reply will come for any transaction.

@@ -76,7 +76,14 @@ from smtpcore.smtp._server_config import (
     ServerConfig,
     session_tables,
 )
-from smtpcore.smtp._state import DISCARDING, END_OF_DATA_RULE, RULES, Rule, State
+from smtpcore.smtp._state import (
+    DISCARDING,
+    END_OF_DATA_RULE,
+    RULES,
+    Rule,
+    State,
+    replies_after_content,
+)
 
 __all__ = ["ServerConnection"]
 
@@ -1484,9 +1491,7 @@ class ServerConnection:
         one per recipient only at the end of the content); a BDAT after it is out of
         sequence (503), its chunk still read and skipped."""
         self._content = None
-        event = self._end_content()
-        self._lmtp_replies_due = 1
-        return event
+        return self._end_content(reached_end=False)
 
     def _content_refusal(self) -> Reply | None:
         if self._past_size_limit:
@@ -1504,13 +1509,17 @@ class ServerConnection:
             return reply(500, "5.6.0", "Message line too long")
         return None
 
-    def _end_content(self) -> Event:
+    def _end_content(self, *, reached_end: bool = True) -> Event:
+        """The message's end: the content's last octet read (``reached_end``), or a
+        chunk before the last refused, which ends it short (RFC 3030 §2)."""
         refusal = self._refusal
         event: Event = _END_OF_MESSAGE if refusal is None else RejectedMessage(refusal)
         self._decoder = None
         self._content = None
         self._content_ended = False
-        self._lmtp_replies_due = self._accepted if self._config.lmtp else 1
+        self._lmtp_replies_due = replies_after_content(
+            lmtp=self._config.lmtp, accepted=self._accepted, reached_end=reached_end
+        )
         self._pending = event
         return event
 

@@ -43,6 +43,7 @@ __all__ = [
     "Rule",
     "State",
     "next_state",
+    "replies_after_content",
 ]
 
 
@@ -174,6 +175,20 @@ whose success and failure both lead back to READY; the client's answers to
 334 challenges (``AuthResponse``) are answered under the ``Auth`` rule."""
 
 END_OF_DATA_RULE: Final = Rule(frozenset({State.DATA, State.BDAT}), _OK, State.READY, State.READY)
+
+
+def replies_after_content(*, lmtp: bool, accepted: int, reached_end: bool) -> int:
+    """How many replies answer the end of a message's content, the same count for the
+    server that sends them and the client that waits for them.
+
+    LMTP gives one per accepted recipient, but only to content that reached its end
+    (RFC 2033 §4.2). A chunk refused before the last ends the transaction with that
+    one refusal (RFC 3030 §2), and the ``BDAT ... LAST`` pipelined behind it, its
+    content discarded, is answered once, as any command out of sequence is. SMTP
+    answers the end of the content once (RFC 5321 §4.1.1.4)."""
+    if lmtp and reached_end:
+        return max(accepted, 1)
+    return 1
 
 
 def next_state(rule: Rule, code: int, current: State) -> State:

@@ -80,9 +80,11 @@ class TransactionResult:
     """One entry per ``RCPT`` sent, in order."""
     data_reply: Reply | None
     """The reply to ``DATA`` (354 or a refusal), or to the last ``BDAT`` chunk
-    that was not the last one."""
+    that was not the last one; once a chunk is refused, that refusal (the
+    replies to chunks pipelined behind it answer discarded content, RFC 3030 §2)."""
     end_replies: tuple[Reply, ...]
-    """The replies after the content (one in SMTP, one per accepted recipient in LMTP)."""
+    """The replies after the content (one in SMTP, one per accepted recipient in LMTP);
+    after a refused chunk, the one reply to the ``BDAT ... LAST`` pipelined behind it."""
     complete: bool
     """True once no further reply will come for this transaction (refused, ended,
     abandoned with RSET, the connection closed, or the machine in ERROR)."""
@@ -148,6 +150,12 @@ class _Transaction:
             for index, reply in enumerate(self.replies)
             if reply is not None and 200 <= reply.code < 300
         ]
+
+    def content_refused(self) -> bool:
+        """``DATA`` or a ``BDAT`` chunk was refused, which ends the transaction (RFC
+        5321 §3.3, RFC 3030 §2): the content never reaches its end."""
+        reply = self.data_reply
+        return reply is not None and reply.code >= 400
 
     def refuse_content(self, reply: Reply) -> None:
         """``DATA`` or a ``BDAT`` chunk was refused: no content follows, so that
