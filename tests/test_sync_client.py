@@ -26,7 +26,6 @@ from peers import (
     write_maildir,
 )
 from smtpcore import LocalProtocolError, sync
-from smtpcore._driver import _blocking
 from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
 from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
@@ -663,27 +662,3 @@ def test_a_huge_timeout_does_not_hide_a_shorter_deadline() -> None:
         with pytest.raises(sync.SMTPTimeout):
             client.noop()
     assert 0.3 <= time.monotonic() - started < 5
-
-
-def test_a_wait_longer_than_one_poll_waits_in_turns_until_its_deadline(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A deadline past the longest poll is waited out one longest poll at a time:
-    the wait ends at the deadline, not at the first poll's end (here the longest
-    poll is made 20 ms, so that the turns show in a test)."""
-    monkeypatch.setattr(_blocking, "_LONGEST_POLL", 0.02)
-    silent = [*script(GREET), Call(ScriptedConnection.read_to_close)]
-    timeouts = dataclasses.replace(sync.Timeouts.uniform(1e300), command=0.3)
-    with ScriptedServer(silent) as server:
-        client = sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts)
-        client.connect()
-        started = time.monotonic()
-        with pytest.raises(sync.SMTPTimeout):
-            client.noop()
-        assert 0.3 <= time.monotonic() - started < 5
-    handler = Recorder()
-    with (
-        running_smtp_server("asyncio", handler) as running,
-        sync.SMTPClient("127.0.0.1", running.port, timeout=1e300) as client,
-    ):
-        assert client.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example"]).delivered
