@@ -15,7 +15,8 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore._driver._blocking import SocketTransport, open_link, run
+from smtpcore._driver import _blocking
+from smtpcore._driver._blocking import SocketClock, SocketTransport, open_link, run
 from smtpcore._driver._transport import YieldFirst
 from smtpcore.asyncio import AsyncioTransport
 from smtpcore.trio import TrioTransport
@@ -391,6 +392,40 @@ def test_blocking_reply_read_keeps_each_deadline() -> None:
                 assert run(transport.receive_within(0.05, 100)) == b"221 bye\r\n"
             finally:
                 timer.join(10)
+        run(link.aclose())
+
+
+def test_a_blocking_wait_longer_than_one_poll_waits_in_turns_to_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deadline further off than one ``poll`` takes (2**31 - 1 ms) is waited out in
+    turns of the longest poll, here made 20 ms so that the turns show: a reply's
+    read under a deadline poll refuses (1e300 s) gets its bytes 0.2 s later, and a
+    wait under the clock's 0.3 s deadline ends then, not after the first turn."""
+    monkeypatch.setattr(_blocking, "_LONGEST_POLL", 0.02)
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        link = open_link(LOOPBACK, listener.getsockname()[1], 1e300)
+        peer, _ = listener.accept()
+        transport = link.transport
+        assert isinstance(transport, SocketTransport)
+        clock = link.clock
+        assert isinstance(clock, SocketClock)
+
+        async def wait_under_the_clock() -> bytes:
+            async with clock.deadline(0.3):
+                return await transport.receive_some(100)
+
+        with peer:
+            timer = threading.Timer(0.2, peer.sendall, (b"250 ok\r\n",))
+            timer.start()
+            try:
+                assert run(transport.receive_within(1e300, 100)) == b"250 ok\r\n"
+            finally:
+                timer.join(10)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                run(wait_under_the_clock())
+            assert 0.3 <= time.monotonic() - started < 5
         run(link.aclose())
 
 

@@ -3,9 +3,12 @@ smtp-sink and the reference server, and their wire trace."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import socket
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,13 @@ from peers import (
     TLSFiles,
     make_tls_files,
     open_fd_count,
+    running_pop3_server,
     running_smtp_server,
     smtp_sink,
+    write_maildir,
 )
 from smtpcore import LocalProtocolError, sync
+from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
 from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
 from test_adapters_auth import (
@@ -592,3 +598,67 @@ def test_a_session_that_would_wait_on_an_event_loop_is_refused() -> None:
 
     with pytest.raises(RuntimeError, match="event loop"):
         run(waits())
+
+
+# 2**31 - 1 ms, the longest one poll() takes, is about 24.8 days; 9.2e9 s is past
+# what a socket timeout takes; 1e300 and the largest float are past everything.
+_BEYOND_THE_PLATFORMS_WAITS = [2_147_484.0, 1e10, 1e300, sys.float_info.max]
+
+
+@pytest.mark.parametrize("timeout", _BEYOND_THE_PLATFORMS_WAITS)
+def test_a_timeout_longer_than_the_platform_waits_at_once_still_delivers(
+    tmp_path: Path, timeout: float
+) -> None:
+    """Any finite timeout is a deadline, however far off: the asyncio and trio
+    clients take 1e308, and so does the blocking one, over plain TCP and POP3."""
+    handler = Recorder()
+    with (
+        running_smtp_server("asyncio", handler) as server,
+        sync.SMTPClient("127.0.0.1", server.port, timeout=timeout) as client,
+    ):
+        client.noop()
+        assert client.send_message(MESSAGE, "a@abc.example", ["bob@pqr.example"]).delivered
+    write_maildir(tmp_path / "mail" / "alice", [MESSAGE])
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    with (
+        running_pop3_server("asyncio", store) as pop3,
+        sync.POP3Client(pop3.host, pop3.port, timeout=timeout) as pop,
+    ):
+        pop.login("alice", "wonderland")
+        assert pop.stat()[0] == 1
+
+
+@pytest.mark.parametrize("timeout", [1e10, sys.float_info.max])
+def test_a_timeout_longer_than_a_socket_timeout_takes_still_delivers_over_tls(
+    tls: TLSFiles, timeout: float
+) -> None:
+    """Under TLS every wait is a socket timeout (and the connect always is one)."""
+    handler = Recorder()
+    with running_smtp_server(
+        "asyncio", handler, ssl_context=tls.server_context, tls_on_connect=True
+    ) as server:
+        sync.send_message(
+            MESSAGE,
+            "a@abc.example",
+            "bob@pqr.example",
+            host="127.0.0.1",
+            port=server.port,
+            ssl_context=tls.client_context,
+            tls_on_connect=True,
+            timeout=timeout,
+        )
+    assert len(handler.messages) == 1
+
+
+def test_a_huge_timeout_does_not_hide_a_shorter_deadline() -> None:
+    """The reply to NOOP is due within ``command`` (RFC 5321 §4.5.3.2.3), whatever
+    the other waits of the session may take."""
+    silent = [*script(GREET), Call(ScriptedConnection.read_to_close)]
+    timeouts = dataclasses.replace(sync.Timeouts.uniform(1e300), command=0.3)
+    with ScriptedServer(silent) as server:
+        client = sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts)
+        client.connect()
+        started = time.monotonic()
+        with pytest.raises(sync.SMTPTimeout):
+            client.noop()
+    assert 0.3 <= time.monotonic() - started < 5

@@ -33,6 +33,24 @@ T = TypeVar("T")
 _POLL = hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")
 """Without ``poll`` (Windows), plain sockets also run in timeout mode."""
 _DONTWAIT: Final = getattr(socket, "MSG_DONTWAIT", 0)
+_LONGEST_POLL: Final = (2**31 - 1) / 1000
+"""The longest one wait may take, in seconds (about 24.8 days): ``poll`` takes its
+timeout as a C ``int`` of milliseconds, and so does the wait under a socket timeout.
+A deadline further off is still a deadline: it is waited out in turns this long."""
+
+
+def _poll_timeout(seconds: float | None) -> float | None:
+    """``seconds`` as one ``poll``'s timeout in milliseconds (``None``: no limit), no
+    more than it takes; ``poll`` rounds a fraction of a millisecond up."""
+    return None if seconds is None else min(seconds, _LONGEST_POLL) * 1000
+
+
+def _socket_timeout(seconds: float | None) -> float | None:
+    """``seconds`` as a socket timeout: beyond the longest wait, none. A shorter one
+    would end the wait before its deadline; with none, a wait whose deadline is
+    more than 24.8 days off may outlast it, and a connect ends at the kernel's own
+    connect timeout (about two minutes on Linux) as it would anyway."""
+    return None if seconds is None or seconds > _LONGEST_POLL else seconds
 
 
 def run(call: Coroutine[Any, Any, T]) -> T:
@@ -221,16 +239,17 @@ class SocketTransport(FastPaths):
             self._readable.register(sock, select.POLLIN)
 
     def _wait(self, poller: select.poll) -> None:
-        """Wait until ``poller`` finds the plain socket ready, or ``TimeoutError``."""
-        timeout = self._clock.timeout()
-        if not poller.poll(None if timeout is None else math.ceil(timeout * 1000)):
-            raise TimeoutError("timed out")
+        """Wait until ``poller`` finds the plain socket ready, or ``TimeoutError`` once
+        the clock's deadline is due. Bounded: each turn waits what is left of a finite
+        deadline, at most :data:`_LONGEST_POLL`, and the clock raises once it is due."""
+        while not poller.poll(_poll_timeout(self._clock.timeout())):
+            pass
 
     async def receive_some(self, max_bytes: int) -> bytes:
         sock = self._sock
         readable = self._readable
         if readable is None:
-            sock.settimeout(self._clock.timeout())
+            sock.settimeout(_socket_timeout(self._clock.timeout()))
             self._drained = False
             return sock.recv(max_bytes)
         while True:
@@ -246,27 +265,30 @@ class SocketTransport(FastPaths):
         """A reply's read under a deadline of ``seconds`` (the link's ``receive_within``),
         in one call: the reply is due, and most often not there yet, so the plain
         socket waits for it at once, as a socket timeout would, without the failed
-        read and the ``BlockingIOError`` that trying first would cost."""
+        read and the ``BlockingIOError`` that trying first would cost. A deadline
+        further off than one ``poll`` takes makes it refuse the wait
+        (``OverflowError``): then, as after a wake for nothing, the rest is waited
+        out in turns of at most :data:`_LONGEST_POLL`, bounded by the finite
+        deadline, so the first wait costs nothing more."""
         clock = self._clock
         readable = self._readable
         if readable is None or clock._deadlines or clock._watchdog is not None:
             return await clock.receive_within(self.receive_some, seconds, max_bytes)
         sock = self._sock
         due = math.inf if seconds is None else time.monotonic() + seconds
-        wait: int | None = None if seconds is None else math.ceil(seconds * 1000)
+        wait = None if seconds is None else seconds * 1000  # poll rounds it up
         while True:
-            if not readable.poll(wait):
-                raise TimeoutError("timed out")
             try:
-                data = sock.recv(max_bytes, _DONTWAIT)
-            except BlockingIOError:  # woken for nothing: wait out what is left
-                left = due - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("timed out") from None
-                wait = None if due == math.inf else math.ceil(left * 1000)
-            else:
-                self._drained = len(data) < max_bytes
-                return data
+                if readable.poll(wait):
+                    data = sock.recv(max_bytes, _DONTWAIT)
+                    self._drained = len(data) < max_bytes
+                    return data
+            except (BlockingIOError, OverflowError):  # woken for nothing; too long a wait
+                pass
+            left = due - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            wait = None if due == math.inf else _poll_timeout(left)
 
     def drained(self) -> bool:
         """Whether the last read took everything that had arrived by then: a plain
@@ -309,7 +331,7 @@ class SocketTransport(FastPaths):
     async def send_all(self, data: bytes) -> None:
         sock = self._sock
         if self._readable is None:
-            sock.settimeout(self._clock.timeout())
+            sock.settimeout(_socket_timeout(self._clock.timeout()))
             sock.sendall(data)
             return
         writable = self._writable
@@ -332,7 +354,7 @@ class SocketTransport(FastPaths):
     ) -> None:
         # Nothing is buffered here: bytes still in the kernel go to the handshake,
         # which fails on them rather than read them as protected (RFC 3207 §6).
-        self._sock.settimeout(self._clock.timeout())
+        self._sock.settimeout(_socket_timeout(self._clock.timeout()))
         self._readable = self._writable = None
         self._drained = False
         self._sock = context.wrap_socket(
@@ -363,17 +385,18 @@ class SocketTransport(FastPaths):
 
 def open_link(host: str, port: int, timeout: float | None, unix_path: str | None = None) -> Link:
     """A TCP connection to ``host:port``, or one to the Unix socket ``unix_path``
-    (``TimeoutError`` after ``timeout``)."""
+    (``TimeoutError`` after ``timeout``; see :func:`_socket_timeout` for one further
+    off than a socket timeout takes)."""
     if unix_path is not None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(_socket_timeout(timeout))
             sock.connect(unix_path)
         except BaseException:
             sock.close()
             raise
     else:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=_socket_timeout(timeout))
         with contextlib.suppress(OSError):  # not every socket family has it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     clock = SocketClock()
