@@ -251,9 +251,10 @@ def test_a_batch_whose_data_is_refused_is_refused_in_the_result(adapter: str) ->
 
 
 def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
-    """No batch delivered: the refusal raised is the last batch's, but its ``result``
-    has every batch's recipients with their own replies, so that the first batch's
-    451 is not taken for the second batch's 550."""
+    """No batch delivered: the refusal raised is the first batch's 451, not the second
+    batch's 550 (a temporary refusal in any batch makes the error temporary, RFC 5321
+    §4.2.1), and its ``result`` has every batch's recipients with their own replies,
+    so that the second batch's 550s are not taken for the first batch's 451."""
     from smtpcore.testing import ScriptedServer, script
 
     envelope = (
@@ -282,7 +283,7 @@ def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
 
     with ScriptedServer(steps) as server, pytest.raises(mod.RecipientsRefused) as caught:
         run(adapter, lambda: send(server.port))
-    assert caught.value.code == 550
+    assert caught.value.code == 451
     result = caught.value.result
     assert [(str(r.recipient), r.reply and r.reply.code) for r in result.recipients] == [
         ("u1@pqr.example", 451),
@@ -290,6 +291,73 @@ def test_no_batch_delivered_the_refusal_holds_every_batch(adapter: str) -> None:
         ("u3@pqr.example", 550),
         ("u4@pqr.example", 550),
     ]
+
+
+_TEMPORARY = "452 4.2.2 mailbox full"
+_PERMANENT = "550 5.1.1 no such user"
+
+
+def _refused_batch(who: str, where: str, reply: str, *, after_a_refusal: bool) -> str:
+    """A scripted batch of one recipient (RCPTMAX=1) refused with ``reply`` at ``where``:
+    its ``RCPT`` (then the pipelined DATA's 554), or the end of its content. A batch
+    after a refused one opens with the client's RSET."""
+    sent = ("C: RSET\n" if after_a_refusal else "") + ENVELOPE.format(who)
+    answers = "S: 250 reset\n" if after_a_refusal else ""
+    if where == "RCPT":
+        return sent + answers + f"S: 250 ok\nS: {reply}\nS: 554 5.5.1 no valid recipients\n"
+    return sent + answers + "S: 250 ok\nS: 250 ok\nS: 354 go\n" + CONTENT + f"S: {reply}\n"
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+@pytest.mark.parametrize(
+    ("first", "second", "raised"),
+    [
+        (("RCPT", _TEMPORARY), ("RCPT", _PERMANENT), "RecipientsRefused"),
+        (("RCPT", _PERMANENT), ("RCPT", _TEMPORARY), "RecipientsRefused"),
+        (("end", _TEMPORARY), ("end", _PERMANENT), "MessageRefused"),
+        (("end", _PERMANENT), ("end", _TEMPORARY), "MessageRefused"),
+        (("RCPT", _TEMPORARY), ("end", _PERMANENT), "RecipientsRefused"),
+        (("end", _TEMPORARY), ("RCPT", _PERMANENT), "MessageRefused"),
+    ],
+)
+def test_no_batch_delivered_a_temporary_refusal_in_any_batch_makes_the_error_temporary(
+    adapter: str, lmtp: bool, first: tuple[str, str], second: tuple[str, str], raised: str
+) -> None:
+    """RFC 9422 §4.2 batches, none delivered, one refused 452 and the other 550, in
+    either order: the error raised is the temporary one's, command and reply, as one
+    transaction's summary prefers a temporary refusal (RFC 5321 §4.2.1), so that a
+    caller deciding bounce or retry by ``code`` retries; ``result`` keeps each
+    recipient's own reply. In LMTP each reply after the content is a recipient's
+    (RFC 2033 §4.2); with one recipient a batch, the same rule."""
+    from smtpcore.testing import ScriptedServer, script
+
+    hello = ONE_A_BATCH.replace("PIPELINING", "PIPELINING\nS: 250-ENHANCEDSTATUSCODES")
+    if lmtp:
+        hello = hello.replace("ESMTP", "LMTP").replace("EHLO", "LHLO")
+    steps = script(
+        hello
+        + _refused_batch("b", *first, after_a_refusal=False)
+        + _refused_batch("c", *second, after_a_refusal=True)
+        + "C: QUIT\nS: 221 bye\n"
+    )
+    mod = module(adapter)
+
+    async def send(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port, lmtp=lmtp) as client:
+            try:
+                return await client.send_message(
+                    MESSAGE, "a@abc.example", ["b@pqr.example", "c@pqr.example"]
+                )
+            finally:
+                await client.quit()
+
+    with ScriptedServer(steps) as server, pytest.raises(getattr(mod, raised)) as caught:
+        run(adapter, lambda: send(server.port))
+    error = caught.value
+    assert (error.code, str(error.status)) == (452, "4.2.2")
+    assert error.command == ("RCPT" if raised == "RecipientsRefused" else "end of data")
+    own = [(str(r.recipient), (r.delivery or r.reply).code) for r in error.result.recipients]
+    assert own == [("b@pqr.example", int(first[1][:3])), ("c@pqr.example", int(second[1][:3]))]
 
 
 def _mailmax_script(mail_max: int, body: str) -> Any:

@@ -53,6 +53,7 @@ from smtpcore._driver._smtp_errors import (
     SMTPReplyError,
     SMTPTimeout,
     TLSNotAvailable,
+    batches_refusal,
     lmtp_refusal,
     recipients_refusal,
 )
@@ -895,10 +896,11 @@ class BaseSMTPClient(BaseClient):
         """One transaction per batch of recipients, the content sent again for each
         (RFC 9422 §4.2); their results in one. A batch refused whole (its MAIL, every
         RCPT, or the content) does not stop the others, and its recipients carry the
-        refusal in the result; if none is delivered, the last refusal is raised, its
-        ``result`` every batch's, so that no recipient is judged by another batch's
-        reply. Any other error part way (a session lost or timed out, a malformed
-        reply, a :class:`LocalProtocolError`) carries in ``result`` the batches done
+        refusal in the result; if none is delivered, the batches' refusal is raised
+        (:func:`batches_refusal`: the last, or the last temporary one), its ``result``
+        every batch's, so that no recipient is judged by another batch's reply. Any
+        other error part way (a session lost or timed out, a malformed reply, a
+        :class:`LocalProtocolError`) carries in ``result`` the batches done
         and, unanswered, the recipients of the others, so that a retry goes to those
         only (as LMTP's lost session does); so does a session that reaches the
         server's MAILMAX (RFC 9422 §4.1) before the last batch, and one that has
@@ -920,7 +922,7 @@ class BaseSMTPClient(BaseClient):
         offer = self._offer
         mail_max = None if offer is None or offer.limits is None else offer.limits.mail_max
         results: list[TransactionResult] = list(before)
-        refusal: SenderRefused | RecipientsRefused | MessageRefused | None = None
+        refusals: list[SenderRefused | RecipientsRefused | MessageRefused] = []
         batches = list(batches)  # grows by the batches sent again, bounded as said
         for done, batch in enumerate(batches):
             if mail_max is not None and self._mails >= mail_max:
@@ -939,7 +941,7 @@ class BaseSMTPClient(BaseClient):
                         batches.append(again)
                 results.append(result)
             except SenderRefused as exc:  # for this batch: each of its recipients refused so
-                refusal = exc
+                refusals.append(exc)
                 refused = tuple(
                     RecipientResult(rcpt.recipient, exc.reply, mail_refused=True) for rcpt in batch
                 )
@@ -949,7 +951,7 @@ class BaseSMTPClient(BaseClient):
             except (RecipientsRefused, MessageRefused) as exc:
                 if exc.result is None:
                     raise
-                refusal = exc
+                refusals.append(exc)
                 results.append(exc.result)
             except (SMTPError, LocalProtocolError) as exc:
                 # Any other failure (a lost session, a timeout, a malformed reply, the
@@ -975,7 +977,8 @@ class BaseSMTPClient(BaseClient):
             )
             await self._no_more_mail(reason, mail, [later], results)
         merged = _merged(results)
-        if not merged.delivered and refusal is not None:
+        if not merged.delivered and refusals:
+            refusal = batches_refusal(refusals)
             refusal.result = merged
             raise refusal
         return merged

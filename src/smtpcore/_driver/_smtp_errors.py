@@ -13,8 +13,8 @@ reply is the one the RFCs name for the case and ``local`` is true.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, TypeVar
 
 from smtpcore.smtp import EnhancedStatus, Reply, TransactionResult
 
@@ -33,6 +33,7 @@ __all__ = [
     "SMTPTimeout",
     "SenderRefused",
     "TLSNotAvailable",
+    "batches_refusal",
     "lmtp_refusal",
     "recipients_refusal",
 ]
@@ -41,12 +42,17 @@ _END_OF_CONTENT: Final = frozenset({"DATA", "BDAT"})
 """What :attr:`SMTPError.command` names when the reply awaited was the end of data's."""
 
 
+_Summed = TypeVar("_Summed")
+_Refusal = TypeVar("_Refusal", bound="SMTPReplyError")
+
+
 def recipients_refusal(result: TransactionResult, last: Reply) -> Reply:
     """The reply that sums up every ``RCPT`` of ``result`` refused: ``last``, or the
     last temporary refusal when ``last`` is permanent (RFC 5321 §4.2.1: a 4xx says the
     same command may succeed later), so that a caller deciding bounce or retry by
     ``code`` retries, as Postfix defers such a message."""
-    return _temporary_if_any(last, (recipient.reply for recipient in result.recipients))
+    replies = (recipient.reply for recipient in result.recipients)
+    return _temporary_if_any(last, replies, _itself)
 
 
 def lmtp_refusal(result: TransactionResult, last: Reply) -> Reply:
@@ -55,19 +61,38 @@ def lmtp_refusal(result: TransactionResult, last: Reply) -> Reply:
     last temporary one of them when ``last`` is permanent (RFC 5321 §4.2.1). Not for
     SMTP, where the one reply after the content judges the message (§4.1.1.4)."""
     deliveries = (recipient.delivery for recipient in result.recipients if recipient.accepted)
-    return _temporary_if_any(last, deliveries)
+    return _temporary_if_any(last, deliveries, _itself)
 
 
-def _temporary_if_any(last: Reply, refusals: Iterable[Reply | None]) -> Reply:
-    """``last`` unless it is permanent and one of ``refusals`` is temporary (4xx):
-    then the last such, and a retry never skips what may succeed later."""
-    if last.code < 500:
+def batches_refusal(refusals: Sequence[_Refusal]) -> _Refusal:
+    """The refusal to raise for a message none of whose transactions delivered it (its
+    batches for a server's LIMITS, RFC 9422 §4.2), ``refusals`` theirs in order: the
+    last, or the last temporary one when the last is permanent, the rule each batch's
+    own reply was chosen by (RFC 5321 §4.2.1), so that one batch's ``452`` is not
+    hidden behind a later batch's ``550``. Each keeps its own command and reply."""
+    return _temporary_if_any(refusals[-1], refusals, _reply_of)
+
+
+def _temporary_if_any(
+    last: _Summed, refusals: Iterable[_Summed | None], reply: Callable[[_Summed], Reply]
+) -> _Summed:
+    """``last`` unless its ``reply`` is permanent and one of ``refusals``' is temporary
+    (4xx): then the last such, and a retry never skips what may succeed later."""
+    if reply(last).code < 500:
         return last
     temporary = None
     for refusal in refusals:
-        if refusal is not None and 400 <= refusal.code < 500:
+        if refusal is not None and 400 <= reply(refusal).code < 500:
             temporary = refusal
-    return temporary or last
+    return last if temporary is None else temporary
+
+
+def _itself(reply: Reply) -> Reply:
+    return reply
+
+
+def _reply_of(refusal: SMTPReplyError) -> Reply:
+    return refusal.reply
 
 
 class SMTPError(Exception):
@@ -155,9 +180,10 @@ class SenderRefused(SMTPReplyError):
     """``MAIL FROM`` was refused.
 
     ``result`` is None, but for a message split into transactions for the server's
-    LIMITS (RFC 9422 §4.2) none of which delivered it, and the last of them
-    refused at ``MAIL``: then it holds every batch's recipients, each with its
-    own reply (its batch's ``MAIL`` reply where that was refused).
+    LIMITS (RFC 9422 §4.2) none of which delivered it, whose refusal (see
+    :class:`RecipientsRefused`) was a ``MAIL``'s: then it holds every batch's
+    recipients, each with its own reply (its batch's ``MAIL`` reply where that
+    was refused).
     """
 
 
@@ -167,9 +193,12 @@ class RecipientsRefused(SMTPReplyError):
     ``reply`` is the last of them, unless that one is permanent and another was
     temporary: then it is the last temporary one (RFC 5321 §4.2.1), so that
     ``code`` says retry when a recipient may be reached later. For a message split
-    into transactions (LIMITS, RFC 9422 §4.2), ``result`` covers every transaction
-    and ``reply`` is the last transaction's refusal, chosen so among its own
-    recipients.
+    into transactions (LIMITS, RFC 9422 §4.2) none of which delivered it, ``result``
+    covers every transaction, and the same rule picks among the transactions'
+    refusals (each chosen so among its own recipients): the last transaction's,
+    unless it is permanent and an earlier one's was temporary, then the last
+    temporary one's, raised as that transaction's own error (this, or a
+    :class:`MessageRefused` or :class:`SenderRefused`).
     """
 
     def __init__(self, reply: Reply, result: TransactionResult) -> None:
@@ -190,8 +219,9 @@ class MessageRefused(SMTPReplyError):
 
     ``result`` holds each recipient's fate when the transaction got that far
     (for a message split into transactions for LIMITS, RFC 9422 §4.2, every
-    transaction's), and is ``None`` when the client refused the message before
-    ``MAIL``.
+    transaction's, and ``reply`` the refusal of the last of them, or of the last
+    whose refusal was temporary, as for :class:`RecipientsRefused`), and is
+    ``None`` when the client refused the message before ``MAIL``.
     """
 
     def __init__(

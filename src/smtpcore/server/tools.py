@@ -291,9 +291,10 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
     later = _for_now(exc.reply)
     if exc.local:
         return [_error_fate(str(r), where, exc, later) for r in rcpts]
-    if isinstance(exc, (RecipientsRefused, MessageRefused)) and exc.result is not None:
+    refusals = (SenderRefused, RecipientsRefused, MessageRefused)
+    if isinstance(exc, refusals) and exc.result is not None:
         return _fates(exc.result, where, exc.reply)
-    if isinstance(exc, (SenderRefused, RecipientsRefused, MessageRefused)):
+    if isinstance(exc, refusals):
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
         return [_Fate(str(r), False, text, later) for r in rcpts]
     return [_error_fate(str(r), where, exc, True) for r in rcpts]
