@@ -838,12 +838,10 @@ def test_connect_on_an_open_session_is_refused_and_the_session_goes_on(
     _open_session(adapter, protocol, steps, connect_again)
 
 
-def test_an_lmtp_session_lost_among_the_replies_says_who_was_delivered(adapter: str) -> None:
-    """RFC 2033 §4.2: one reply after the content for each accepted recipient. A
-    session lost after the first of them raises, with ``result`` saying the first
-    recipient was delivered: a caller that retried everyone would deliver twice."""
-    steps = script(
-        """
+#: An LMTP client's pipelined transaction to u1 and u2, up to its content; the
+#: replies after the content (RFC 2033 §4.2) are each test's own.
+LMTP_TO_U1_AND_U2 = (
+    """
 S: 220 lmtp.test LMTP
 C~ LHLO .+
 S: 250-lmtp.test
@@ -858,9 +856,15 @@ S: 250 2.1.5 ok
 S: 250 2.1.5 ok
 S: 354 go
 """
-        + MESSAGE_LINES
-        + "S: 250 2.0.0 u1 delivered\n-- close"
-    )
+    + MESSAGE_LINES
+)
+
+
+def test_an_lmtp_session_lost_among_the_replies_says_who_was_delivered(adapter: str) -> None:
+    """RFC 2033 §4.2: one reply after the content for each accepted recipient. A
+    session lost after the first of them raises, with ``result`` saying the first
+    recipient was delivered: a caller that retried everyone would deliver twice."""
+    steps = script(LMTP_TO_U1_AND_U2 + "S: 250 2.0.0 u1 delivered\n-- close")
     mod = module(adapter)
 
     async def go() -> Any:
@@ -882,23 +886,7 @@ def test_an_lmtp_refusal_with_one_temporary_reply_among_them_is_temporary(adapte
     caller that bounces or retries by ``code`` retries (RFC 5321 §4.2.1; Postfix
     defers such a message), and ``result`` still says which failure was which."""
     steps = script(
-        """
-S: 220 lmtp.test LMTP
-C~ LHLO .+
-S: 250-lmtp.test
-S: 250-PIPELINING
-S: 250 ENHANCEDSTATUSCODES
-C: MAIL FROM:<a@abc.example>
-C: RCPT TO:<u1@pqr.example>
-C: RCPT TO:<u2@pqr.example>
-C: DATA
-S: 250 2.1.0 ok
-S: 250 2.1.5 ok
-S: 250 2.1.5 ok
-S: 354 go
-"""
-        + MESSAGE_LINES
-        + "S: 452 4.2.2 u1 full\nS: 550 5.2.1 u2 disabled\nC: QUIT\nS: 221 bye\n"
+        LMTP_TO_U1_AND_U2 + "S: 452 4.2.2 u1 full\nS: 550 5.2.1 u2 disabled\nC: QUIT\nS: 221 bye\n"
     )
     mod = module(adapter)
 
