@@ -1097,24 +1097,20 @@ def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> 
     assert "554 5.7.1 content refused" in fates[1].text, fates
 
 
-def test_send_decides_each_recipient_of_a_message_split_for_limits_by_its_own_reply() -> None:
-    """A server's LIMITS RCPTMAX=1 splits the message (RFC 9422 §4.2): b refused for
-    now at ``RCPT`` (452), c refused for good after the content (550). The error is
-    b's transaction's (452, RFC 5321 §4.2.1), yet each recipient's fate is its own
-    reply: b temporary, c permanent, never c's fate by b's reply or b's by c's."""
+_LIMITS_RCPTMAX_1 = (
+    "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+    "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
+)
+"""A scripted server's greeting and EHLO reply whose LIMITS send one recipient a
+transaction (RFC 9422 §4.2)."""
+
+
+def _fates_of_b_and_c(steps: list[Any]) -> list[Any]:
+    """The fates ``send``'s one transaction (``_submit``) gives b and c, sent to a
+    scripted server playing ``steps``."""
     from smtpcore.asyncio import SMTPClient
     from smtpcore.server.tools import _submit
 
-    steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
-        "S: 250 ok\nS: 452 4.2.2 b over quota\nS: 554 5.5.1 no valid recipients\n"
-        "C: RSET\nC: MAIL FROM:<a@abc.example>\nC: RCPT TO:<c@pqr.example>\nC: DATA\n"
-        "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
-        "C: Subject: x\nC:\nC: body\nC: .\nS: 550 5.7.1 content refused\n"
-        "C: QUIT\nS: 221 bye\n"
-    )
     rcpts = [parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")]
 
     async def go(port: int) -> Any:
@@ -1124,7 +1120,24 @@ def test_send_decides_each_recipient_of_a_message_split_for_limits_by_its_own_re
         return await _submit(client, content, "a@abc.example", rcpts, "mx")
 
     with ScriptedServer(steps) as server:
-        fates = asyncio.run(go(server.port))
+        fates: list[Any] = asyncio.run(go(server.port))
+    return fates
+
+
+def test_send_decides_each_recipient_of_a_message_split_for_limits_by_its_own_reply() -> None:
+    """A server's LIMITS RCPTMAX=1 splits the message (RFC 9422 §4.2): b refused for
+    now at ``RCPT`` (452), c refused for good after the content (550). The error is
+    b's transaction's (452, RFC 5321 §4.2.1), yet each recipient's fate is its own
+    reply: b temporary, c permanent, never c's fate by b's reply or b's by c's."""
+    steps = script(
+        _LIMITS_RCPTMAX_1 + "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        "S: 250 ok\nS: 452 4.2.2 b over quota\nS: 554 5.5.1 no valid recipients\n"
+        "C: RSET\nC: MAIL FROM:<a@abc.example>\nC: RCPT TO:<c@pqr.example>\nC: DATA\n"
+        "S: 250 reset\nS: 250 ok\nS: 250 ok\nS: 354 go\n"
+        "C: Subject: x\nC:\nC: body\nC: .\nS: 550 5.7.1 content refused\n"
+        "C: QUIT\nS: 221 bye\n"
+    )
+    fates = _fates_of_b_and_c(steps)
     assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
         ("b@pqr.example", False, True),
         ("c@pqr.example", False, False),
@@ -1138,29 +1151,15 @@ def test_send_decides_each_recipient_after_a_batch_refused_at_mail_by_its_own_re
     for good at ``RCPT`` (550). The error is the ``SenderRefused`` of b's batch (its
     451 is temporary, RFC 5321 §4.2.1), and it holds every batch's result: c's fate is
     its own 550, not b's 451 (c went to the next exchanger, its refusal never said)."""
-    from smtpcore.asyncio import SMTPClient
-    from smtpcore.server.tools import _submit
-
     steps = script(
-        "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
-        "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"
-        "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
+        _LIMITS_RCPTMAX_1 + "C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA\n"
         "S: 451 4.3.0 sender check deferred\nS: 503 5.5.1 no MAIL\nS: 503 5.5.1 no MAIL\n"
         "C: RSET\nC: MAIL FROM:<a@abc.example>\nC: RCPT TO:<c@pqr.example>\nC: DATA\n"
         "S: 250 reset\nS: 250 ok\nS: 550 5.1.1 c no such user\n"
         "S: 554 5.5.1 no valid recipients\n"
         "C: QUIT\nS: 221 bye\n"
     )
-    rcpts = [parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")]
-
-    async def go(port: int) -> Any:
-        client = SMTPClient("127.0.0.1", port)
-        await client.connect()
-        content = b"Subject: x\r\n\r\nbody\r\n"
-        return await _submit(client, content, "a@abc.example", rcpts, "mx")
-
-    with ScriptedServer(steps) as server:
-        fates = asyncio.run(go(server.port))
+    fates = _fates_of_b_and_c(steps)
     assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
         ("b@pqr.example", False, True),
         ("c@pqr.example", False, False),
