@@ -860,23 +860,31 @@ S: 354 go
 )
 
 
+def _raised_sending_to_u1_and_u2(
+    adapter: str, steps: list[Any], error: str, *, lmtp: bool = False
+) -> Any:
+    """The ``error`` (a class name of the adapter's) that sending MESSAGE from a@ to u1
+    and u2 raises, against a scripted server playing ``steps``."""
+    mod = module(adapter)
+
+    async def go() -> Any:
+        async with mod.SMTPClient("127.0.0.1", server.port, lmtp=lmtp) as client:
+            with pytest.raises(getattr(mod, error)) as raised:
+                await client.send_message(
+                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
+                )
+            return raised.value
+
+    with ScriptedServer(steps) as server:
+        return run(adapter, go)
+
+
 def test_an_lmtp_session_lost_among_the_replies_says_who_was_delivered(adapter: str) -> None:
     """RFC 2033 §4.2: one reply after the content for each accepted recipient. A
     session lost after the first of them raises, with ``result`` saying the first
     recipient was delivered: a caller that retried everyone would deliver twice."""
     steps = script(LMTP_TO_U1_AND_U2 + "S: 250 2.0.0 u1 delivered\n-- close")
-    mod = module(adapter)
-
-    async def go() -> Any:
-        async with mod.SMTPClient("127.0.0.1", server.port, lmtp=True) as client:
-            with pytest.raises(mod.SMTPConnectionError) as lost:
-                await client.send_message(
-                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
-                )
-            return lost.value.result
-
-    with ScriptedServer(steps) as server:
-        result = run(adapter, go)
+    result = _raised_sending_to_u1_and_u2(adapter, steps, "SMTPConnectionError", lmtp=True).result
     assert [str(r.recipient) for r in result.delivered] == ["u1@pqr.example"]
 
 
@@ -888,18 +896,7 @@ def test_an_lmtp_refusal_with_one_temporary_reply_among_them_is_temporary(adapte
     steps = script(
         LMTP_TO_U1_AND_U2 + "S: 452 4.2.2 u1 full\nS: 550 5.2.1 u2 disabled\nC: QUIT\nS: 221 bye\n"
     )
-    mod = module(adapter)
-
-    async def go() -> Any:
-        async with mod.SMTPClient("127.0.0.1", server.port, lmtp=True) as client:
-            with pytest.raises(mod.MessageRefused) as refused:
-                await client.send_message(
-                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
-                )
-            return refused.value
-
-    with ScriptedServer(steps) as server:
-        error = run(adapter, go)
+    error = _raised_sending_to_u1_and_u2(adapter, steps, "MessageRefused", lmtp=True)
     assert (error.code, str(error.status)) == (452, "4.2.2")
     assert [r.delivery.code for r in error.result.recipients] == [452, 550]
 
@@ -925,18 +922,7 @@ C: QUIT
 S: 221 bye
 """
     )
-    mod = module(adapter)
-
-    async def go() -> Any:
-        async with mod.SMTPClient("127.0.0.1", server.port) as client:
-            with pytest.raises(mod.RecipientsRefused) as refused:
-                await client.send_message(
-                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
-                )
-            return refused.value
-
-    with ScriptedServer(steps) as server:
-        error = run(adapter, go)
+    error = _raised_sending_to_u1_and_u2(adapter, steps, "RecipientsRefused")
     assert (error.code, str(error.status)) == (452, "4.2.2")
     assert [r.reply.code for r in error.result.recipients] == [452, 550]
 
@@ -977,18 +963,7 @@ def test_an_smtp_end_of_data_refusal_is_its_own_reply_whatever_rcpt_said(
             "C: RCPT TO:<u2@pqr.example>\nS: 250 2.1.5 ok\nC: DATA\n",
         )
     steps = script(greet + session)
-    mod = module(adapter)
-
-    async def go() -> Any:
-        async with mod.SMTPClient("127.0.0.1", server.port) as client:
-            with pytest.raises(mod.MessageRefused) as refused:
-                await client.send_message(
-                    MESSAGE, "a@abc.example", ["u1@pqr.example", "u2@pqr.example"]
-                )
-            return refused.value
-
-    with ScriptedServer(steps) as server:
-        error = run(adapter, go)
+    error = _raised_sending_to_u1_and_u2(adapter, steps, "MessageRefused")
     assert (error.command, error.code, str(error.status)) == ("end of data", 554, "5.7.1")
     recipients = error.result.recipients
     assert [(r.reply.code, r.delivery and r.delivery.code) for r in recipients] == [
