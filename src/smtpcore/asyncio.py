@@ -252,11 +252,10 @@ class _ClientClock(AsyncioClock):
         if future is None:
             return reader(seconds, max_bytes)
         self._read = future
-        timers = self._timers
-        self._read_due = due = timers.now() + seconds
+        self._read_due = due = self._timers.now() + seconds
         queued = self.queued
-        if queued is None or queued > due:
-            timers.add(self, due)
+        if queued is None or queued > due:  # rarely: the next ring falls before it
+            self._timers.add(self, due)
         return future
 
     def close(self) -> None:

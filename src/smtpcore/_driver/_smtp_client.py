@@ -732,7 +732,7 @@ class BaseSMTPClient(BaseClient):
             if offer is None or offer.extensions is not extensions:
                 offer = self._offer = Offer.of(extensions)
             envelope = build_envelope(offer, message, sender, recipients, mail_params, rcpt_params)
-            forward: list[Xforward] = []
+            forward: Sequence[Xforward] = ()  # no list made for the message without it
             if xforward is not None:
                 sent = xforward.only(extensions.xforward)
                 if sent is None:
