@@ -419,12 +419,6 @@ class Spool:
             self.path.unlink(missing_ok=True)
 
 
-def _whole_lines(data: bytes) -> bytes:
-    """``data`` up to and with its last CRLF: the whole lines of a piece cut at an
-    arbitrary octet (none if it holds no line end)."""
-    return data[: data.rfind(b"\r\n") + 2] if b"\r\n" in data else b""
-
-
 @dataclass(frozen=True, slots=True)
 class QueuedContent:
     """A queued message's content, on disk: read in pieces when it is needed, never whole.
@@ -448,23 +442,32 @@ class QueuedContent:
         return os.lstat(self.path).st_size
 
     def header(self, limit: int = MAX_HEADER) -> bytes:
-        """The header section and the empty line after it (RFC 5322 §2.1), or the whole
-        message if it has no body. A header longer than ``limit`` octets comes cut back
-        to its last whole line within them: a cut at the limit itself could fall between
-        a CR and its LF, or inside a UTF-8 character, and a report returning it would
-        carry a bare CR (RFC 5322 §2.3) or text that is not UTF-8 (RFC 6532 §3.2)."""
+        """The header section and the empty line after it (RFC 5322 §2.1), or the first
+        ``limit`` octets of a header that long (the whole message, if it has no body)."""
         found = bytearray()
         with self.open() as file:
             while len(found) < limit:
                 piece = file.read(min(_READ_SIZE, limit - len(found)))
                 if not piece:
-                    return bytes(found)
+                    break
                 start = max(len(found) - 3, 0)
                 found += piece
                 end = found.find(b"\r\n\r\n", start)
                 if end >= 0:
                     return bytes(found[: end + 4])
-        return _whole_lines(bytes(found))
+        return bytes(found)
+
+    def returned_header(self, limit: int = MAX_HEADER) -> bytes:
+        """The header as a report returns it (RFC 3462 §2): :meth:`header`, but one cut
+        at ``limit`` comes back to its last whole line (none if no line ends within
+        it). A cut at the limit itself could fall between a CR and its LF, or inside a
+        UTF-8 character, and the report would carry a bare CR (RFC 5322 §2.3) or text
+        that is not UTF-8 (RFC 6532 §3.2). What the relay examines (8-bit octets, the
+        ``TLS-Required`` field) stays :meth:`header`, every octet within the limit."""
+        header = self.header(limit)
+        if len(header) < limit or header.endswith(b"\r\n"):
+            return header
+        return header[: header.rfind(b"\r\n") + 2] if b"\r\n" in header else b""
 
     def returned(self, limit: int) -> bytes | None:
         """The whole message when it is at most ``limit`` octets, else None (a report
