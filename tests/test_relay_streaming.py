@@ -218,8 +218,27 @@ def test_the_header_is_found_across_the_read_boundary(tmp_path: Path, shift: int
     path.write_bytes(content)
     assert QueuedContent(path).header() == field + b"\r\n"
     assert QueuedContent(path).header(limit=100) == content[:100]
+    assert QueuedContent(path).returned_header(limit=100) == b""  # no whole line in it
     assert QueuedContent(path).returned(len(content)) == content
     assert QueuedContent(path).returned(len(content) - 1) is None
+
+
+@pytest.mark.parametrize("cut", [b"\r", b"\r\n", "é".encode()[:1]], ids=["CR", "CRLF", "UTF-8"])
+def test_a_returned_header_cut_at_its_limit_ends_at_its_last_whole_line(
+    tmp_path: Path, cut: bytes
+) -> None:
+    """A header longer than the limit is cut back to its last whole line: never between
+    a CR and its LF (RFC 5322 §2.3), never inside a UTF-8 character (RFC 6532 §3.2)."""
+    line = "X-Pad: aé\r\n".encode()
+    whole = line * 10
+    path = tmp_path / "message"
+    path.write_bytes(whole + b"X-Pad: a" + cut + b"rest\r\n\r\nbody\r\n")
+    limit = len(whole) + len(b"X-Pad: a" + cut)
+    header = QueuedContent(path).returned_header(limit=limit)
+    assert header == (whole + b"X-Pad: a\r\n" if cut == b"\r\n" else whole)
+    header.decode()
+    examined = QueuedContent(path).header(limit=limit)  # what the relay looks at: all
+    assert examined == whole + b"X-Pad: a" + cut
 
 
 @pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])

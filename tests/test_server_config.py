@@ -74,6 +74,25 @@ def test_a_bounce_for_a_long_host_name_keeps_its_boundary_within_70_characters()
     assert len(message.get_payload()) == 3  # the parts are found by it  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("original", [b"Subject: x\r\n\r\nbody\r", b"Subject: x\r"])
+def test_a_returned_message_ending_in_a_lone_cr_leaves_no_bare_cr_in_the_bounce(
+    original: bytes,
+) -> None:
+    """Content that ends in CR alone (BDAT content may) gets the LF that finishes its
+    line, not a CRLF after it: a CR stands only in CRLF (RFC 5322 §2.3)."""
+    raw = build_bounce(
+        reporting_mta="mx.abc.example",
+        recipient="a@b.example",
+        queue_id="8452DE06F8",
+        arrival=0.0,
+        now=0.0,
+        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
+        original=original,
+    ).content
+    assert b"\r\r" not in raw and raw.count(b"\r") == raw.count(b"\r\n")
+    assert raw.count(b"\n") == raw.count(b"\r\n")
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [

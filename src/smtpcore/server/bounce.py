@@ -546,7 +546,9 @@ def _build_report(
             status.append(f"Last-Attempt-Date: {date}")
         if item.action == "delayed" and retry_until is not None:
             status.append(f"Will-Retry-Until: {retry_until}")
-    if content and not content.endswith(b"\r\n"):
+    if content.endswith(b"\r"):  # a last line ending in CR alone: finish it, not a bare CR
+        content += b"\n"
+    elif content and not content.endswith(b"\r\n"):
         content += b"\r\n"
     fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",

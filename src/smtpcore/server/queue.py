@@ -457,6 +457,18 @@ class QueuedContent:
                     return bytes(found[: end + 4])
         return bytes(found)
 
+    def returned_header(self, limit: int = MAX_HEADER) -> bytes:
+        """The header as a report returns it (RFC 3462 §2): :meth:`header`, but one cut
+        at ``limit`` comes back to its last whole line (none if no line ends within
+        it). A cut at the limit itself could fall between a CR and its LF, or inside a
+        UTF-8 character, and the report would carry a bare CR (RFC 5322 §2.3) or text
+        that is not UTF-8 (RFC 6532 §3.2). What the relay examines (8-bit octets, the
+        ``TLS-Required`` field) stays :meth:`header`, every octet within the limit."""
+        header = self.header(limit)
+        if len(header) < limit or header.endswith(b"\r\n"):
+            return header
+        return header[: header.rfind(b"\r\n") + 2] if b"\r\n" in header else b""
+
     def returned(self, limit: int) -> bytes | None:
         """The whole message when it is at most ``limit`` octets, else None (a report
         then returns the header alone)."""

@@ -135,7 +135,7 @@ class SenderReports:
                 )
                 for r in delayed
             ],
-            original=await self.worker.threads.run(content.header),
+            original=await self.worker.threads.run(content.returned_header),
             retry_until=entry.created + self.worker.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
@@ -215,7 +215,7 @@ class SenderReports:
             original = await self.worker.threads.run(content.returned, MAX_RETURNED_MESSAGE)
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
-            original = await self.worker.threads.run(content.header)
+            original = await self.worker.threads.run(content.returned_header)
         expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.worker.max_queue_age) if expired else None
         bounce = build_bounce(
@@ -275,7 +275,7 @@ class SenderReports:
                 )
                 for r in owed
             ],
-            original=await self.worker.threads.run(content.header),
+            original=await self.worker.threads.run(content.returned_header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
             for_sender=on_behalf_of,
