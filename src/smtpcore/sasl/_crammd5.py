@@ -24,10 +24,12 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     _Reject,
+    _require_found,
     decode_utf8,
     encode_utf8,
     prepare_identity,
 )
+from smtpcore.sasl._saslprep import password_octets
 
 __all__ = ["CramMD5Client", "CramMD5Server", "GetPassword"]
 
@@ -113,8 +115,8 @@ class CramMD5Server(ServerMechanism):
         if not username or not _DIGEST.fullmatch(digest):
             raise _Reject("CRAM-MD5 response is not 'user digest'")
         username = prepare_identity(username, "CRAM-MD5 user name")
-        password = self._get_password(username)
-        key = _DUMMY_KEY if password is None else password.encode("utf-8")
+        password = _require_found(self._get_password(username), str, "get_password")
+        key = _DUMMY_KEY if password is None else password_octets(password)
         expected = _digest(key, self.challenge)
         self._no_secret = password is None
         if not hmac.compare_digest(expected, digest.lower()) or password is None:
