@@ -141,7 +141,7 @@ def test_an_authenticators_get_password_is_checked_under_every_mechanism(
 ) -> None:
     """The one ``get_password`` an :class:`Authenticator` serves PLAIN and LOGIN with, as
     well as CRAM-MD5: a result of the wrong type is its mistake under all three."""
-    wrong = coroutine if kind == "coroutine" else b"pw"
+    wrong: Any = coroutine if kind == "coroutine" else b"pw"  # the callable's mistake
     authenticator = Authenticator(get_password=lambda user: wrong)
     server = authenticator.server_mechanisms("mx.example")[mechanism]()
     assert_callback_error(play(mechanism, server), "get_password", kind)

@@ -90,11 +90,12 @@ class Failure:
     """The exchange failed; ``temporary`` when retrying later may help.
 
     ``callback_error`` when the application's credential callback broke its
-    contract (a ``check_password`` that gave no bool: an ``async def`` one
-    gives a coroutine), so that no credential was judged: the mechanisms make
-    it temporary too. A server logs it as the application's error and answers
-    as it does a callback that raised (SMTP ``454 4.7.0``), never as the
-    client's wrong password, which a failed-login limit or fail2ban counts.
+    contract (a ``check_password`` that gave no bool, a ``get_password`` that gave
+    no str: an ``async def`` one gives a coroutine), so that no credential was
+    judged: the mechanisms make it temporary too. A server logs it as the
+    application's error and answers as it does a callback that raised (SMTP
+    ``454 4.7.0``), never as the client's wrong password, which a failed-login
+    limit or fail2ban counts.
     """
 
     reason: str

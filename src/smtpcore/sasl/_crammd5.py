@@ -80,7 +80,9 @@ class CramMD5Server(ServerMechanism):
     regard to case, in constant time). The user name is prepared with SASLprep
     as a query before ``get_password`` sees it, as the other mechanisms' are;
     the password is the HMAC key as it is (RFC 2195 prepares nothing, and the
-    client keys with the password it has). CRAM-MD5 is server-first: an initial
+    client keys with the password it has), in the octets PLAIN and LOGIN compare
+    it by. ``get_password`` giving anything but a str or None is its own mistake
+    (``callback_error``). CRAM-MD5 is server-first: an initial
     response ends the exchange with :class:`~smtpcore.sasl.UnexpectedInitialResponse`
     (RFC 4954 §4 answers it with 501).
     """
