@@ -86,9 +86,7 @@ def passwords_match(stored: str, presented: str) -> bool:
     except ValueError:
         expected = ""
     if not expected:
-        return bool(stored) and hmac.compare_digest(
-            password_octets(stored), password_octets(presented)
-        )
+        return bool(stored) and hmac.compare_digest(_octets(stored), _octets(presented))
     try:
         given = saslprep(presented, allow_unassigned=True)
     except ValueError:
@@ -96,8 +94,6 @@ def passwords_match(stored: str, presented: str) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def password_octets(text: str) -> bytes:
-    """UTF-8, a lone surrogate and all: a password SASLprep refuses may hold one. PLAIN
-    and LOGIN compare such a stored password by these octets, and CRAM-MD5 keys with
-    them, so that one stored password means the same under every mechanism."""
+def _octets(text: str) -> bytes:
+    """UTF-8, a lone surrogate and all: a password SASLprep refuses may hold one."""
     return text.encode("utf-8", "surrogatepass")
