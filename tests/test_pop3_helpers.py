@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import types
 
 import pytest
@@ -33,6 +34,15 @@ class TestApop:
         assert apop_digest(timestamp, "tanstaaf") == "c4c9334bac560ecc979e58001b3e22fb"
         assert apop_matches(timestamp, "tanstaaf", "C4C9334BAC560ECC979E58001B3E22FB")
         assert not apop_matches(timestamp, "tanstaa", "c4c9334bac560ecc979e58001b3e22fb")
+
+    def test_a_secret_that_is_not_utf8_matches_nothing(self) -> None:
+        """A stored secret with a lone surrogate no client can have hashed: no match,
+        and no UnicodeEncodeError for the driver to answer as a store failure."""
+        timestamp = apop_timestamp(1896, 697170952, "dbc.mtview.ca.us")
+        secret = "pen\udcffcil"
+        for octets in (secret.encode("utf-8", "surrogatepass"), b"pen\xffcil"):
+            digest = hashlib.md5(timestamp.encode() + octets).hexdigest()
+            assert not apop_matches(timestamp, secret, digest)
 
     @pytest.mark.parametrize(
         ("process", "clock", "host"), [("1 2", 3, "h"), ("", 2, "h"), (1, "<2>", "h"), (1, 2, "")]

@@ -47,6 +47,7 @@ from smtpcore.sasl import (
     XOAuth2Server,
     passwords_match,
 )
+from smtpcore.sasl._base import _require_found
 from smtpcore.sasl._scram import DEFAULT_ITERATIONS
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
@@ -266,7 +267,8 @@ class Authenticator:
         assert get_password is not None
 
         def check(authzid: str, authcid: str, password: str) -> bool:
-            stored = get_password(authcid)
+            # Checked as CRAM-MD5 checks the same callable: one contract for one lookup.
+            stored = _require_found(get_password(authcid), str, "get_password")
             return passwords_match(stored or "", password) and stored is not None
 
         return check

@@ -71,5 +71,11 @@ def apop_digest(timestamp: str, secret: str) -> str:
 
 
 def apop_matches(timestamp: str, secret: str, digest: str) -> bool:
-    """Whether an APOP digest is right, compared in constant time."""
-    return hmac.compare_digest(apop_digest(timestamp, secret), digest.lower())
+    """Whether an APOP digest is right, compared in constant time. A secret that is not
+    UTF-8 (a lone surrogate) is one no client can have hashed: it matches nothing, as
+    it matches nothing under PASS or SASL."""
+    try:
+        expected = apop_digest(timestamp, secret)
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected, digest.lower())

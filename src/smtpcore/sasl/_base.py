@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias
+from typing import ClassVar, Final, TypeAlias, TypeVar
 
 from smtpcore._errors import LocalProtocolError, ProtocolError
 from smtpcore.sasl._saslprep import saslprep
@@ -90,11 +90,12 @@ class Failure:
     """The exchange failed; ``temporary`` when retrying later may help.
 
     ``callback_error`` when the application's credential callback broke its
-    contract (a ``check_password`` that gave no bool: an ``async def`` one
-    gives a coroutine), so that no credential was judged: the mechanisms make
-    it temporary too. A server logs it as the application's error and answers
-    as it does a callback that raised (SMTP ``454 4.7.0``), never as the
-    client's wrong password, which a failed-login limit or fail2ban counts.
+    contract (a ``check_password`` that gave no bool, a ``get_password`` that gave
+    no str: an ``async def`` one gives a coroutine), so that no credential was
+    judged: the mechanisms make it temporary too. A server logs it as the
+    application's error and answers as it does a callback that raised (SMTP
+    ``454 4.7.0``), never as the client's wrong password, which a failed-login
+    limit or fail2ban counts.
     """
 
     reason: str
@@ -151,6 +152,19 @@ def _require_true(verdict: object, callback: str, refusal: str) -> None:
         if verdict is not False:
             raise _CallbackError(f"{callback} gave {type(verdict).__name__}, not a bool")
         raise _Reject(refusal)
+
+
+_Found = TypeVar("_Found")
+
+
+def _require_found(found: object, kind: type[_Found], callback: str) -> _Found | None:
+    """A lookup callback's result (``get_password``'s str, ``get_credentials``'s keys),
+    or None for an unknown user; a result of any other type (a password as bytes, the
+    coroutine an ``async def`` lookup gives) is the callback's mistake, as a verdict
+    that is not a bool is in :func:`_require_true`: nothing the mechanism could use."""
+    if found is None or isinstance(found, kind):
+        return found
+    raise _CallbackError(f"{callback} gave {type(found).__name__}, not {kind.__name__} or None")
 
 
 def decode_utf8(data: bytes, what: str) -> str:

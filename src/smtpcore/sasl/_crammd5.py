@@ -24,6 +24,7 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     _Reject,
+    _require_found,
     decode_utf8,
     encode_utf8,
     prepare_identity,
@@ -40,6 +41,15 @@ _LITERAL: Final = re.compile(r"\[[!-Z^-~]*\]")  # an address literal, as in EHLO
 # An unknown user is checked against this key, so that the work done, and the
 # time taken, are the same as for a known user with a wrong password.
 _DUMMY_KEY: Final = secrets.token_bytes(32)
+
+
+def _key_of(password: str) -> bytes | None:
+    """The HMAC key a stored ``password`` gives: its UTF-8 octets, or None for one
+    no client can send (a lone surrogate, which is not UTF-8)."""
+    try:
+        return password.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def _digest(password: bytes, challenge: bytes) -> str:
@@ -78,7 +88,11 @@ class CramMD5Server(ServerMechanism):
     regard to case, in constant time). The user name is prepared with SASLprep
     as a query before ``get_password`` sees it, as the other mechanisms' are;
     the password is the HMAC key as it is (RFC 2195 prepares nothing, and the
-    client keys with the password it has). CRAM-MD5 is server-first: an initial
+    client keys with the password it has), in UTF-8: a stored password that is not
+    (a lone surrogate) is no secret at all, as PLAIN and LOGIN, which read the
+    client's password as UTF-8, never match it either. ``get_password`` giving
+    anything but a str or None is its own mistake
+    (``callback_error``). CRAM-MD5 is server-first: an initial
     response ends the exchange with :class:`~smtpcore.sasl.UnexpectedInitialResponse`
     (RFC 4954 §4 answers it with 501).
     """
@@ -113,10 +127,10 @@ class CramMD5Server(ServerMechanism):
         if not username or not _DIGEST.fullmatch(digest):
             raise _Reject("CRAM-MD5 response is not 'user digest'")
         username = prepare_identity(username, "CRAM-MD5 user name")
-        password = self._get_password(username)
-        key = _DUMMY_KEY if password is None else password.encode("utf-8")
-        expected = _digest(key, self.challenge)
-        self._no_secret = password is None
-        if not hmac.compare_digest(expected, digest.lower()) or password is None:
+        password = _require_found(self._get_password(username), str, "get_password")
+        secret = None if password is None else _key_of(password)
+        expected = _digest(_DUMMY_KEY if secret is None else secret, self.challenge)
+        self._no_secret = secret is None
+        if not hmac.compare_digest(expected, digest.lower()) or secret is None:
             raise _Reject("invalid credentials")
         return self._succeed("", username)

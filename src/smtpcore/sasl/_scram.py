@@ -43,6 +43,7 @@ from smtpcore.sasl._base import (
     ServerMechanism,
     Step,
     _Reject,
+    _require_found,
     decode_utf8,
     encode_utf8,
     escape_saslname,
@@ -578,7 +579,9 @@ class _ScramServer(ServerMechanism):
         # RFC 5802 §5.1: the server "MUST either prepare it using the SASLprep
         # profile ... treating it as a query string" or compare SASLprep-aware.
         username = prepare_identity(username, "SCRAM username")
-        credentials = self._get_credentials(username)
+        credentials = _require_found(
+            self._get_credentials(username), ScramCredentials, "get_credentials"
+        )
         self._known_user = credentials is not None
         if credentials is None:
             credentials = self._mock_credentials(username)
