@@ -45,7 +45,8 @@ _DUMMY_KEY: Final = secrets.token_bytes(32)
 
 def _key_of(password: str) -> bytes | None:
     """The HMAC key a stored ``password`` gives: its UTF-8 octets, or None for one
-    no client can send (a lone surrogate, which is not UTF-8)."""
+    no client can send (a lone surrogate, which is not UTF-8), which then matches no
+    response."""
     try:
         return password.encode("utf-8")
     except UnicodeEncodeError:
@@ -89,9 +90,9 @@ class CramMD5Server(ServerMechanism):
     as a query before ``get_password`` sees it, as the other mechanisms' are;
     the password is the HMAC key as it is (RFC 2195 prepares nothing, and the
     client keys with the password it has), in UTF-8: a stored password that is not
-    (a lone surrogate) is no secret at all, as PLAIN and LOGIN, which read the
-    client's password as UTF-8, never match it either. ``get_password`` giving
-    anything but a str or None is its own mistake
+    (a lone surrogate) matches no response, an ordinary failed login, as PLAIN and
+    LOGIN, which read the client's password as UTF-8, never match it either.
+    ``get_password`` giving anything but a str or None is its own mistake
     (``callback_error``). CRAM-MD5 is server-first: an initial
     response ends the exchange with :class:`~smtpcore.sasl.UnexpectedInitialResponse`
     (RFC 4954 §4 answers it with 501).
@@ -130,7 +131,7 @@ class CramMD5Server(ServerMechanism):
         password = _require_found(self._get_password(username), str, "get_password")
         secret = None if password is None else _key_of(password)
         expected = _digest(_DUMMY_KEY if secret is None else secret, self.challenge)
-        self._no_secret = secret is None
+        self._no_secret = password is None  # a stored password is a secret, if not UTF-8
         if not hmac.compare_digest(expected, digest.lower()) or secret is None:
             raise _Reject("invalid credentials")
         return self._succeed("", username)
