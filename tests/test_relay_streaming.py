@@ -223,6 +223,16 @@ def test_the_header_is_found_across_the_read_boundary(tmp_path: Path, shift: int
     assert QueuedContent(path).returned(len(content) - 1) is None
 
 
+def test_a_message_that_starts_with_its_empty_line_has_an_empty_header(tmp_path: Path) -> None:
+    """No field before the empty line: the header is that line alone, never the body
+    (a report returning the header would return body lines, and the relay would look
+    for 8-bit octets and ``TLS-Required`` in them)."""
+    path = tmp_path / "message"
+    path.write_bytes(b"\r\nTLS-Required: No\r\n\r\nbody \xc3\xa9\r\n")
+    assert QueuedContent(path).header() == b"\r\n"
+    assert QueuedContent(path).returned_header() == b"\r\n"
+
+
 @pytest.mark.parametrize("cut", [b"\r", b"\r\n", "é".encode()[:1]], ids=["CR", "CRLF", "UTF-8"])
 def test_a_returned_header_cut_at_its_limit_ends_at_its_last_whole_line(
     tmp_path: Path, cut: bytes

@@ -442,7 +442,8 @@ class QueuedContent:
         return os.lstat(self.path).st_size
 
     def header(self, limit: int = MAX_HEADER) -> bytes:
-        """The header section and the empty line after it (RFC 5322 §2.1), or the first
+        """The header section and the empty line after it (RFC 5322 §2.1; the empty line
+        alone when the message starts with it: its body is no header), or the first
         ``limit`` octets of a header that long (the whole message, if it has no body)."""
         found = bytearray()
         with self.open() as file:
@@ -452,6 +453,8 @@ class QueuedContent:
                     break
                 start = max(len(found) - 3, 0)
                 found += piece
+                if found.startswith(b"\r\n"):  # no field: the empty line comes first
+                    return b"\r\n"
                 end = found.find(b"\r\n\r\n", start)
                 if end >= 0:
                     return bytes(found[: end + 4])
