@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import types
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 import smtpcore.pop3
 from smtpcore import LocalProtocolError, RemoteProtocolError
@@ -84,6 +86,20 @@ class TestApop:
     )
     def test_find_timestamp(self, greeting: str, timestamp: str | None) -> None:
         assert find_apop_timestamp(greeting) == timestamp
+
+    @given(st.text(alphabet="<>@a .\x7f\u00e9", max_size=24))
+    def test_find_timestamp_finds_what_the_one_pattern_would(self, greeting: str) -> None:
+        """The scan of bracketed runs finds exactly what ``<part+@part+>`` searched for
+        (the pattern it replaces, which was quadratic in a run of ``@``)."""
+        part = r"[\x21-\x3b\x3d\x3f-\x7e]"
+        found = re.search(f"<{part}+@{part}+>", greeting)
+        assert find_apop_timestamp(greeting) == (found[0] if found else None)
+
+    def test_a_greeting_of_at_signs_is_scanned_once(self) -> None:
+        """``<`` and 64k ``@`` with no ``>``: one pass, where the pattern it replaced
+        tried every ``@`` against every other (seconds of CPU)."""
+        assert find_apop_timestamp("<" + "@" * 65536) is None
+        assert find_apop_timestamp("<" + "@" * 65536 + ">") == "<" + "@" * 65536 + ">"
 
 
 class TestListings:

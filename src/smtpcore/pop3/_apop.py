@@ -27,7 +27,10 @@ _PART: Final = r"[\x21-\x3b\x3d\x3f-\x7e]"
 """What a timestamp's parts may hold: printable ASCII but ``<`` and ``>``."""
 _PART_RE: Final = re.compile(f"{_PART}+")
 _NOT_IN_PART_RE: Final = re.compile(f"[^{_PART[1:-1]}]|@")
-_TIMESTAMP_RE: Final = re.compile(f"<{_PART}+@{_PART}+>")
+_BRACKETED_RE: Final = re.compile(f"<({_PART}+)>")
+"""Text in angle brackets. ``_PART`` holds neither bracket, so the matches cannot overlap
+and one scan finds them all: ``<part@part>`` as one pattern would try every ``@`` of a
+run against every other, quadratic in a hostile greeting's ``<@@@...``."""
 
 
 def apop_timestamp(process: int | str, clock: int | str, host: str) -> str:
@@ -59,9 +62,13 @@ def timestamp_host(hostname: str) -> str:
 
 
 def find_apop_timestamp(text: str) -> str | None:
-    """The timestamp in a greeting's text, angle brackets included, or ``None``."""
-    match = _TIMESTAMP_RE.search(text)
-    return match[0] if match else None
+    """The timestamp in a greeting's text, angle brackets included, or ``None``: the
+    first bracketed run with an ``@`` that has a character on either side (RFC 1939 §7,
+    a msg-id ``<local@domain>``)."""
+    for match in _BRACKETED_RE.finditer(text):
+        if "@" in match[1][1:-1]:
+            return match[0]
+    return None
 
 
 def apop_digest(timestamp: str, secret: str) -> str:
