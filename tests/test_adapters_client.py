@@ -31,7 +31,7 @@ from peers import (
 )
 from smtpcore import LocalProtocolError
 from smtpcore._driver import Timeouts
-from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection, xtext
 from smtpcore.sync import SMTPClient as SyncSMTPClient
@@ -1008,3 +1008,32 @@ def test_given_parameters_take_the_place_of_the_clients_own(adapter: str) -> Non
         )
     [envelope] = handler.messages
     assert dict(envelope.mail_params) == {"SIZE": "99999", "BODY": "8BITMIME"}
+
+
+@pytest.mark.parametrize("sender", ["", "<>"])
+@pytest.mark.parametrize("recipient", ["brendon@pqr.example", "<brendon@pqr.example>"])
+def test_a_sender_and_recipients_in_angle_brackets_are_read_as_smtplib_reads_them(
+    sender: str, recipient: str
+) -> None:
+    """``sendmail("<>", ...)``, as smtplib takes it for a bounce: ``"<>"`` is the null
+    reverse-path (RFC 5321 §4.5.5) and an address in angle brackets is a path (§4.1.2),
+    on the everyday path and the general one (a ``SIZE`` offer takes the general)."""
+    from smtpcore._driver._smtp_envelope import Offer, build_envelope
+    from smtpcore.smtp._extensions import ServerExtensions
+
+    for lines in (["mx.example"], ["mx.example", "SIZE 1000"]):
+        offer = Offer.of(ServerExtensions.from_reply(Reply(250, lines)))
+        envelope = build_envelope(
+            offer, b"Subject: x\r\n\r\nbody\r\n", sender, [recipient], None, None
+        )
+        assert envelope.mail.sender is None
+        assert [str(rcpt.recipient) for rcpt in envelope.rcpts] == ["brendon@pqr.example"]
+
+
+def test_the_null_path_is_no_recipient() -> None:
+    from smtpcore._driver._smtp_envelope import Offer, build_envelope
+    from smtpcore.smtp._extensions import ServerExtensions
+
+    offer = Offer.of(ServerExtensions.from_reply(Reply(250, ["mx.example"])))
+    with pytest.raises(AddressError, match="null path"):
+        build_envelope(offer, b"Subject: x\r\n\r\nbody\r\n", "", ["<>"], None, None)

@@ -78,6 +78,20 @@ def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         assert wrong == 1 and "smtpcore fetch:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("null", ["", "<>"])
+def test_send_from_the_null_sender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], null: str
+) -> None:
+    """``--from '<>'`` (or ``''``) sends from the null reverse-path, as a bounce is
+    (RFC 5321 §4.5.5): the mailbox gets ``Return-Path: <>``."""
+    with serve(tmp_path / "abc", "abc.example", USERS) as abc:
+        server = f"127.0.0.1:{abc.ports['smtp']}"
+        argv = ["send", "--server", server, "--from", null, "--to", "mary@abc.example"]
+        assert cli.main([*argv, "--no-starttls"]) == 0, capsys.readouterr()
+        (stored,) = abc.mailbox("mary@abc.example")
+    assert stored.startswith(b"Return-Path: <>")
+
+
 def test_send_names_an_ipv6_server_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     """``refused by ::1:2587: cannot connect to ::1:2587``: which colon is the port's?
     The address is written as ``--server`` takes it, ``[::1]:2587``."""

@@ -26,7 +26,7 @@ from smtpcore._driver._content import Content, check_not_text, known_size
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
-from smtpcore.address import Mailbox, parse_mailbox
+from smtpcore.address import AddressError, Mailbox, parse_mailbox, parse_path
 from smtpcore.smtp import Limits, Mail, Parameters, Rcpt, Reply, ServerExtensions
 from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
@@ -145,7 +145,7 @@ def build_envelope(
         raise ValueError("a sender is needed with bytes content ('' for the null path)")
     from_ = (
         None
-        if sender == ""
+        if sender in NULL_SENDERS
         else sender
         if isinstance(sender, Mailbox)
         else _parsed_mailbox(sender)
@@ -317,7 +317,7 @@ def _plain_mail(sender: str) -> Mail | None:
     """``MAIL`` from ``sender`` (text, ``""`` for the null path) with no parameter, as
     :func:`build_envelope` makes it for ASCII content to a server without ``SIZE``;
     None for a UTF-8 address, which needs more (an event is immutable: made once)."""
-    mailbox = None if sender == "" else _parsed_mailbox(sender)
+    mailbox = None if sender in NULL_SENDERS else _parsed_mailbox(sender)
     if mailbox is not None and _first_wide(mailbox, ()) is not None:
         return None
     return Mail(mailbox, NO_PARAMETERS)
@@ -335,11 +335,22 @@ def _plain_rcpt(recipient: object) -> Rcpt | None:
     return Rcpt(mailbox, NO_PARAMETERS)
 
 
+NULL_SENDERS: Final = frozenset({"", "<>"})
+"""A sender given as text that is the null reverse-path (RFC 5321 §4.5.5): ``""``, or
+``"<>"`` as smtplib's ``sendmail`` takes it."""
+
+
 @functools.lru_cache(maxsize=256)
 def _parsed_mailbox(text: str) -> Mailbox:
     """``text`` parsed, once: a client sends from the same address, and often to the
-    same few, message after message (a :class:`Mailbox` is immutable)."""
-    return parse_mailbox(text)
+    same few, message after message (a :class:`Mailbox` is immutable). An address in
+    angle brackets is read as a path (RFC 5321 §4.1.2), as smtplib takes it."""
+    if not text.startswith("<"):
+        return parse_mailbox(text)
+    path = parse_path(text)
+    if path is None:
+        raise AddressError("the null path <> is a sender, not a recipient")
+    return path
 
 
 def envelope_from_fields(

@@ -330,7 +330,7 @@ def _add_send(commands: Any) -> None:
         metavar="ADDR",
         help=(
             "default: the message's Sender or From (Resent-Sender or Resent-From in a "
-            "message resent once)"
+            "message resent once); '' or '<>' for the null sender of a bounce"
         ),
     )
     send.add_argument(

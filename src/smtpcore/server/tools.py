@@ -456,6 +456,8 @@ def run_send(args: argparse.Namespace) -> int:
     if args.helo:
         check_helo(args.helo)
     check_address_text("--from", args.sender or "")
+    if args.sender == "<>":  # the null reverse-path, as the clients take it
+        args.sender = ""
     for recipient in args.recipients or []:
         check_address_text("--to", recipient)
     content = _read_message(args)
