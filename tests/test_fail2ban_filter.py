@@ -18,6 +18,7 @@ import smtplib
 import socket
 from contextlib import AbstractContextManager
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import example, given
@@ -456,3 +457,73 @@ def test_refusal_line_names_a_session_as_every_log_line_does() -> None:
     proxied.peer_stands_in_for = "unknown"
     line = refusal_line("smtp", peer=proxied, command="AUTH", reply=reply)
     assert " AUTH from unknown via proxy [127.0.0.1]:4000: 535 " in line
+
+
+def _pipelined_after_mail(port: int, mail: bytes, *, login: bytes = b"") -> list[bytes]:
+    """One pipelined transaction (RFC 2920 §3.1) as Postfix or aiosmtplib sends it: MAIL,
+    five RCPTs and DATA in one write, after EHLO (and an AUTH PLAIN ``login``); the
+    first line of each of the seven replies."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        lines.readline()
+        sock.sendall(b"EHLO relay.example\r\n")
+        while lines.readline()[3:4] == b"-":
+            pass
+        if login:
+            sock.sendall(b"AUTH PLAIN " + base64.b64encode(login) + b"\r\n")
+            assert lines.readline().startswith(b"235 "), "login"
+        batch = b"MAIL FROM:<" + mail + b">\r\n"
+        batch += b"".join(b"RCPT TO:<john@abc.example>\r\n" for _ in range(5)) + b"DATA\r\n"
+        sock.sendall(batch)
+        replies = [lines.readline() for _ in range(7)]
+        sock.sendall(b"QUIT\r\n")
+        lines.readline()
+        return replies
+
+
+@pytest.mark.parametrize(
+    ("listener", "extra", "login", "refused"),
+    [
+        ("smtp", ("--min-free-space", str(1 << 60)), b"", b"452 4.3.1"),
+        ("submission", (), b"", b"530 5.7.0"),
+        ("submission", (), b"\0john@abc.example\0john-pw", b"553 5.7.1"),
+    ],
+    ids=["452 full disk", "530 auth first", "553 not his address"],
+)
+def test_a_pipelining_client_whose_mail_is_refused_is_banned_for_that_refusal_alone(
+    tmp_path: Path, listener: str, extra: tuple[str, ...], login: bytes, refused: bytes
+) -> None:
+    """After a refused MAIL, a pipelining client's RCPTs and DATA are each answered
+    ``503 5.5.1`` (RFC 2920 §3.1: the normal result of pipelining, not a policy
+    refusal). Each was a ``reject:`` line the filter matched: one attempt with five
+    recipients made six, over the jail's ``maxretry = 5``, and a relay was banned for
+    our own full disk. The 503s are logged as a bad sequence, which no expression
+    matches; the MAIL refusal itself still counts when it is the client's doing."""
+    options = ("--auth-failure-delay", "0", *extra)
+    with _serve_john(tmp_path, *options) as abc:
+        mail = b"mary@abc.example" if login else b"a@relay.example"
+        replies = _pipelined_after_mail(abc.ports[listener], mail, login=login)
+        assert abc.stop() == 0
+    assert replies[0].startswith(refused), replies
+    assert all(reply.startswith(b"503 5.5.1 ") for reply in replies[1:]), replies
+    log = abc.log()
+    found = _hosts(log)
+    assert len(found) == (0 if refused.startswith(b"4") else 1), log
+    assert all(" MAIL from " in line for _, line in found), found
+    sequence = [line for line in log.splitlines() if ": 503 5.5.1 " in line]
+    assert len(sequence) == 6 and all("reject:" not in line for line in sequence), log
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA", "AUTH"])
+def test_no_503_is_a_refusal_the_filter_bans_even_in_an_older_servers_shape(verb: str) -> None:
+    """Earlier servers logged a bad sequence of commands as ``reject:``: the filter
+    passes those lines by, as it does the ``bad sequence:`` lines of this one."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    sequence = Reply(503, "Need MAIL command", "5.5.1")
+    old = refusal_line("smtp", client, verb, sequence)
+    new = old.replace("reject:", "bad sequence:")
+    assert (
+        _hosts(_as_logged([_record("smtpcore.server", old), _record("smtpcore.mail", new)])) == []
+    )
+    refused = refusal_line("smtp", client, verb, Reply(550, "no", "5.7.1"))
+    assert _hosts(_as_logged([_record("smtpcore.mail", refused)])) == [("192.0.2.7", ANY)]

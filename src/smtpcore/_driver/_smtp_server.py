@@ -137,6 +137,15 @@ def _logged_verb(event: BadCommand) -> str:
     return verb if verb in _KNOWN_VERBS else "command"
 
 
+def _refusal_kind(reply: Reply) -> str:
+    """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
+    (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
+    after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
+    nothing of its own; ``reject`` for any other reply, the refusal fail2ban counts.
+    The machine counts both toward ``max_errors`` alike."""
+    return "bad sequence" if reply.code == 503 else "reject"
+
+
 READ_SIZE: Final = 65536
 """Bytes asked of the transport per read: big enough for a pipelined batch, small
 enough that unstuffing a chunk stays in the CPU cache."""
@@ -1051,7 +1060,8 @@ class ServerSession(ServedSession):
                 await self._auth_failed(answered, flow.mechanism, failure)
                 return
         logger.info(
-            "NOQUEUE: reject: %s from %s: %s",
+            "NOQUEUE: %s: %s from %s: %s",
+            _refusal_kind(event.reply),
             _logged_verb(event),
             client_text(self.session),
             loggable_reply(event.reply),
