@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import configparser
 import logging
+import os
 import poplib
 import re
 import smtplib
@@ -25,6 +26,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from peers import running_smtp_server
+from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
@@ -527,3 +529,20 @@ def test_no_503_is_a_refusal_the_filter_bans_even_in_an_older_servers_shape(verb
     )
     refused = refusal_line("smtp", client, verb, Reply(550, "no", "5.7.1"))
     assert _hosts(_as_logged([_record("smtpcore.mail", refused)])) == [("192.0.2.7", ANY)]
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA"])
+@pytest.mark.parametrize("code", sorted(BY_ERRNO))
+def test_no_refusal_for_want_of_room_on_our_side_is_one_the_filter_bans(
+    verb: str, code: int
+) -> None:
+    """A full disk, a spent quota or a file size limit is the server's state, not the
+    client's doing: whichever command it refuses, in the line the reference server
+    writes or the driver's (no ``listener=``), the filter passes it by."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    reply, why = BY_ERRNO[code], os.strerror(code)
+    lines = [
+        refusal_line(listener, client, verb, reply, sender="a@b.example", detail=why)
+        for listener in ("smtp", None)
+    ]
+    assert _hosts(_as_logged([_record("smtpcore.mail", line) for line in lines])) == []

@@ -447,7 +447,8 @@ class Handler:
     full disk or quota (``ENOSPC``, ``EDQUOT``) ``452 4.3.1`` (RFC 5321
     §4.2.2, RFC 3463 X.3.1), as temporary, but the client learns why; a file
     size limit (``EFBIG``) ``552 5.3.4`` (RFC 3463 X.3.4), for that message
-    will never fit.
+    will never fit; being the expected state of a full disk, it is logged as one
+    ``reject:`` line without a traceback, which any other exception keeps.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks
