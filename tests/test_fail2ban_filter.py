@@ -461,10 +461,12 @@ def test_refusal_line_names_a_session_as_every_log_line_does() -> None:
     assert " AUTH from unknown via proxy [127.0.0.1]:4000: 535 " in line
 
 
-def _pipelined_after_mail(port: int, mail: bytes, *, login: bytes = b"") -> list[bytes]:
+def _pipelined_after_mail(
+    port: int, mail: bytes, *, login: bytes = b"", recipients: int = 5
+) -> list[bytes]:
     """One pipelined transaction (RFC 2920 §3.1) as Postfix or aiosmtplib sends it: MAIL,
-    five RCPTs and DATA in one write, after EHLO (and an AUTH PLAIN ``login``); the
-    first line of each of the seven replies."""
+    ``recipients`` RCPTs and DATA in one write, after EHLO (and an AUTH PLAIN
+    ``login``); the first line of each reply, then of QUIT's."""
     with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
         lines = sock.makefile("rb")
         lines.readline()
@@ -475,12 +477,11 @@ def _pipelined_after_mail(port: int, mail: bytes, *, login: bytes = b"") -> list
             sock.sendall(b"AUTH PLAIN " + base64.b64encode(login) + b"\r\n")
             assert lines.readline().startswith(b"235 "), "login"
         batch = b"MAIL FROM:<" + mail + b">\r\n"
-        batch += b"".join(b"RCPT TO:<john@abc.example>\r\n" for _ in range(5)) + b"DATA\r\n"
+        batch += b"RCPT TO:<john@abc.example>\r\n" * recipients + b"DATA\r\n"
         sock.sendall(batch)
-        replies = [lines.readline() for _ in range(7)]
+        replies = [lines.readline() for _ in range(recipients + 2)]
         sock.sendall(b"QUIT\r\n")
-        lines.readline()
-        return replies
+        return [*replies, lines.readline()]
 
 
 @pytest.mark.parametrize(
@@ -507,7 +508,7 @@ def test_a_pipelining_client_whose_mail_is_refused_is_banned_for_that_refusal_al
         replies = _pipelined_after_mail(abc.ports[listener], mail, login=login)
         assert abc.stop() == 0
     assert replies[0].startswith(refused), replies
-    assert all(reply.startswith(b"503 5.5.1 ") for reply in replies[1:]), replies
+    assert all(reply.startswith(b"503 5.5.1 ") for reply in replies[1:-1]), replies
     log = abc.log()
     found = _hosts(log)
     assert len(found) == (0 if refused.startswith(b"4") else 1), log
@@ -546,3 +547,21 @@ def test_no_refusal_for_want_of_room_on_our_side_is_one_the_filter_bans(
         for listener in ("smtp", None)
     ]
     assert _hosts(_as_logged([_record("smtpcore.mail", line) for line in lines])) == []
+
+
+@pytest.mark.parametrize("recipients", [25, 100])
+def test_a_pipelining_relay_our_full_disk_refuses_is_never_cut_off_and_banned(
+    tmp_path: Path, recipients: int
+) -> None:
+    """The 503s behind a refused MAIL count toward the overshoot limit, as excess
+    recipients do, not ``max_errors`` (20): a relay whose batch has more recipients
+    than that is not ended with ``421 4.7.0 ... Too many errors``, which the filter
+    bans, for our own full disk."""
+    with _serve_john(tmp_path, "--min-free-space", str(1 << 60)) as abc:
+        port = abc.ports["smtp"]
+        replies = _pipelined_after_mail(port, b"a@relay.example", recipients=recipients)
+        assert abc.stop() == 0
+    assert replies[0].startswith(b"452 4.3.1 "), replies
+    assert replies[1:-1] == [b"503 5.5.1 Need MAIL command\r\n"] * (recipients + 1)
+    assert replies[-1].startswith(b"221 "), replies
+    assert _hosts(abc.log()) == []

@@ -143,7 +143,8 @@ def _refusal_kind(reply: Reply) -> str:
     (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
     after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
     nothing of its own; ``reject`` for any other reply, the refusal fail2ban counts.
-    The machine counts both toward ``max_errors`` alike."""
+    The machine counts the 503s behind a refused MAIL toward ``max_recipient_overshoot``
+    and every other one toward ``max_errors``."""
     return "bad sequence" if reply.code == 503 else "reject"
 
 
@@ -308,7 +309,8 @@ class ServerOptions:
     max_recipients: int = 100
     max_recipient_overshoot: int = 1000
     """Recipients past ``max_recipients`` answered ``452 4.5.3`` in one transaction before
-    they count as errors (Postfix's ``smtpd_recipient_overshoot_limit``)."""
+    they count as errors (Postfix's ``smtpd_recipient_overshoot_limit``); so for the
+    ``503`` answers to what a pipelining client sent behind a refused MAIL."""
     max_junk_commands: int = 100
     """Commands that move no mail forward before ``421 4.7.0`` and a close (Postfix's
     ``smtpd_junk_command_limit``)."""
