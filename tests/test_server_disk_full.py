@@ -366,7 +366,9 @@ def test_a_write_that_finds_no_room_is_one_reject_line_without_a_traceback(
     assert (first, second[0]) == (reply, 250)
     _only_the_small_message_kept(config)
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
-    (line,) = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    (record,) = [r for r in caplog.records if "reject:" in r.getMessage()]
+    assert record.levelno == logging.WARNING  # heard at --log-level warning, as MAIL's
+    line = record.getMessage()
     assert ": reject: DATA from [127.0.0.1]:" in line, line
     assert f": {reply[0]} {reply[1]}; " in line, line
     assert "from=<a@xyz.example> to=<john@abc.example> helo=<client.example>" in line, line
@@ -409,6 +411,8 @@ def test_lmtp_answers_452_for_each_recipient_whose_copy_finds_the_disk_full(
     for sub in ("tmp", "messages", "envelopes"):
         assert list((config.queue_dir / sub).iterdir()) == [], sub
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
-    (line,) = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    (record,) = [r for r in caplog.records if "reject:" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    line = record.getMessage()
     assert ": 452 4.3.1 Insufficient system storage; listener=lmtp " in line, line
     assert " to=<mary@abc.example> " in line and line.endswith(" (Disk quota exceeded)"), line

@@ -448,7 +448,8 @@ class Handler:
     §4.2.2, RFC 3463 X.3.1), as temporary, but the client learns why; a file
     size limit (``EFBIG``) ``552 5.3.4`` (RFC 3463 X.3.4), for that message
     will never fit; being the expected state of a full disk, it is logged as one
-    ``reject:`` line without a traceback, which any other exception keeps.
+    ``reject:`` line at WARNING without a traceback (naming the refused MAIL's
+    sender or RCPT's recipient), where any other exception is logged with its.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

@@ -1000,47 +1000,65 @@ class ServerSession(ServedSession):
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
 
-    def _hook_failed(self, hook: str, exc: BaseException) -> Reply:
-        """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``) and
-        give the reply it earns. In a mail transaction :func:`failure_reply` tells a
-        write that found no room (``452 4.3.1``, ``552 5.3.4``) from any other fault
-        (``451 4.3.0``), before the content as after it, since RFC 5321 §4.2.2 452 is a
-        reply to MAIL, RCPT and DATA alike. Any other hook (EHLO, AUTH, VRFY, EXPN) gets
-        ``451 4.3.0``: "message too big" or "storage full" answers no such command.
+    def _hook_failed(self, hook: str, exc: BaseException, event: Event | None = None) -> Reply:
+        """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``)
+        answering ``event``, and give the reply it earns. In a mail transaction
+        :func:`failure_reply` tells a write that found no room (``452 4.3.1``, ``552
+        5.3.4``) from any other fault (``451 4.3.0``), before the content as after it,
+        since RFC 5321 §4.2.2 452 is a reply to MAIL, RCPT and DATA alike. Any other
+        hook (EHLO, AUTH, VRFY, EXPN) gets ``451 4.3.0``: "message too big" or "storage
+        full" answers no such command.
 
         A write that found no room (:func:`no_room`) is the expected state of a full
         disk, not a fault: one ``reject:`` line, with the write's reason and no
         traceback (:meth:`_refused_for_want_of_room`); any other failure keeps its."""
-        command = _TRANSACTION_HOOKS.get(hook)
+        verb = _TRANSACTION_HOOKS.get(hook)
         why = no_room(exc)
-        if command is None or why is None:
+        if verb is None or why is None:
             logger.exception("%s failed", hook)
-            return LOCAL_ERROR if command is None else failure_reply(exc)
+            return LOCAL_ERROR if verb is None else failure_reply(exc)
         reply = failure_reply(exc)
-        self._refused_for_want_of_room(command, reply, why)
+        self._refused_for_want_of_room(verb, event, reply, why)
         return reply
 
-    def _refused_for_want_of_room(self, command: str, reply: Reply, why: str) -> None:
-        """The ``reject:`` line of a transaction a full disk refused, with what is known
-        of its envelope (a refused message's recipient when it has one alone, as Postfix
-        logs a refused DATA; never a recipient accepted before a refused RCPT): one line
-        at INFO, as every refusal."""
+    def _refused_for_want_of_room(
+        self, verb: str, event: Event | None, reply: Reply, why: str
+    ) -> None:
+        """The ``reject:`` line of a transaction a full disk refused, naming what was
+        refused as every refusal does (:meth:`_refused_addresses`). One line at WARNING,
+        as the reference server's floor check warns of the same state at MAIL: mail is
+        refused until the operator makes room, which ``--log-level warning`` must show."""
         session = self.session
-        envelope = session.envelope
-        recipients = envelope.recipients if envelope is not None and command == "DATA" else ()
-        logger.info(
+        sender, recipient = self._refused_addresses(verb, event)
+        logger.warning(
             refusal_line(
                 None,
                 session,
-                command,
+                verb,
                 reply,
-                sender=None if envelope is None else _path_text(envelope.sender),
-                recipient=str(recipients[0].mailbox) if len(recipients) == 1 else None,
+                sender=sender,
+                recipient=recipient,
                 helo=session.helo_name,
                 user=None if session.authenticated is None else str(session.authenticated),
                 detail=why,
             )
         )
+
+    def _refused_addresses(self, verb: str, event: Event | None) -> tuple[str | None, str | None]:
+        """The ``from=`` and ``to=`` of a refused ``verb`` answering ``event``, as the
+        reference server's refusals give them: a MAIL's own sender (``<>`` for the null
+        path), a RCPT's own recipient with its transaction's sender, a message's sender
+        and its recipient when it has one alone, as Postfix logs a refused DATA (never
+        a recipient accepted before a refused RCPT)."""
+        envelope = self.session.envelope
+        if isinstance(event, Mail):
+            return _path_text(event.sender), None
+        sender = None if envelope is None else _path_text(envelope.sender)
+        if isinstance(event, Rcpt):
+            return sender, str(event.recipient)
+        if envelope is not None and verb == "DATA" and len(envelope.recipients) == 1:
+            return sender, str(envelope.recipients[0].mailbox)
+        return sender, None
 
     async def _call(self, hook: str, args: tuple[Any, ...]) -> None:
         """Tell the handler's ``hook``, called with ``args``, within the ``command``
@@ -1174,7 +1192,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                return (self._hook_failed(hook, exc),)
+                return (self._hook_failed(hook, exc, event),)
             if not isinstance(started, tuple):  # the hook waits: the rest is awaited
                 return self._answer_when_done(answer, event, hook, args, started)
             if started[0] is not None:
@@ -1201,7 +1219,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                reply = self._hook_failed(hook, exc)
+                reply = self._hook_failed(hook, exc, event)
         if reply is None:
             reply = self.state.fixed_answers.get(hook)
             if reply is None:

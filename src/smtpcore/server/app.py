@@ -22,6 +22,7 @@ and made visible by renames after; only then is the 250 sent (RFC 5321
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -339,10 +340,12 @@ class _MailHandler(Handler):
         recipient: object = None,
         queue_id: str | None = None,
         detail: str | None = None,
+        level: int = logging.INFO,
     ) -> Reply:
-        """Log a refusal, one line at INFO with the client and the reply (and the
-        server's own reason, ``detail``), and return it."""
-        logger.info(
+        """Log a refusal, one line (at INFO unless ``level`` says otherwise) with the
+        client and the reply (and the server's own reason, ``detail``), and return it."""
+        logger.log(
+            level,
             refusal_line(
                 self.listener,
                 session,
@@ -354,7 +357,7 @@ class _MailHandler(Handler):
                 helo=session.helo_name,
                 user=None if session.authenticated is None else str(session.authenticated),
                 detail=detail,
-            )
+            ),
         )
         return reply
 
@@ -372,8 +375,10 @@ class _MailHandler(Handler):
         logged. A write that found no room (:func:`no_room`: a full disk, a spent quota,
         a file size limit) is the expected state it names, and refuses the message as a
         policy does: one ``reject: DATA`` line with the write's reason, no traceback
-        (RFC 5321 §4.2.2 452, RFC 3463 X.3.1 and X.3.4). Any other failure is a fault:
-        ``what``, with its traceback."""
+        (RFC 5321 §4.2.2 452, RFC 3463 X.3.1 and X.3.4), at WARNING, as the floor check
+        warns of the same state at MAIL (``freespace``): mail is being refused until
+        the operator makes room. Any other failure is a fault: ``what``, with its
+        traceback."""
         reply = failure_reply(exc)
         why = no_room(exc)
         if why is None:
@@ -387,6 +392,7 @@ class _MailHandler(Handler):
             recipient=recipient if recipient is not None else _only_recipient(envelope),
             queue_id=queue_id,
             detail=why,
+            level=logging.WARNING,
         )
 
     def _stats(self, session: Session) -> _Stats:
