@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import errno
 import logging
 import os
 import poplib
@@ -565,3 +566,39 @@ def test_a_pipelining_relay_our_full_disk_refuses_is_never_cut_off_and_banned(
     assert replies[1:-1] == [b"503 5.5.1 Need MAIL command\r\n"] * (recipients + 1)
     assert replies[-1].startswith(b"221 "), replies
     assert _hosts(abc.log()) == []
+
+
+def test_a_bdat_chunk_over_the_size_limit_is_banned_as_a_message_over_it_by_data_is(
+    tmp_path: Path,
+) -> None:
+    """A message over ``--max-message-size`` sent by BDAT (RFC 3030) is refused as one
+    sent by DATA, ``552 5.3.4 Message size exceeds fixed limit``, and the filter matches
+    its ``reject: BDAT`` line as it matches the ``reject: DATA`` one."""
+    with _serve_john(tmp_path, "--max-message-size", "2000") as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock:
+            lines = sock.makefile("rb")
+            lines.readline()
+            sock.sendall(b"EHLO relay.example\r\n")
+            while lines.readline()[3:4] == b"-":
+                pass
+            sock.sendall(b"MAIL FROM:<a@relay.example>\r\nRCPT TO:<john@abc.example>\r\n")
+            assert [lines.readline()[:3] for _ in range(2)] == [b"250", b"250"]
+            sock.sendall(b"BDAT 3000 LAST\r\n" + b"x" * 3000)
+            refused = lines.readline()
+            sock.sendall(b"QUIT\r\n")
+            lines.readline()
+        assert abc.stop() == 0
+    assert refused.startswith(b"552 5.3.4 Message size exceeds fixed limit"), refused
+    (line,) = _banned_lines(abc.log())
+    assert " reject: BDAT from [127.0.0.1]:" in line, line
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(503, "Bad sequence of commands", "5.5.1"), BY_ERRNO[errno.EFBIG]],
+    ids=["503", "too big for system"],
+)
+def test_a_bdat_refusal_the_filter_passes_by_as_it_does_for_data(reply: Reply) -> None:
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line("smtp", client, "BDAT", reply, sender="a@b.example")
+    assert _hosts(_as_logged([_record("smtpcore.mail", line)])) == []
