@@ -602,3 +602,13 @@ def test_a_bdat_refusal_the_filter_passes_by_as_it_does_for_data(reply: Reply) -
     client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
     line = refusal_line("smtp", client, "BDAT", reply, sender="a@b.example")
     assert _hosts(_as_logged([_record("smtpcore.mail", line)])) == []
+
+
+def test_a_refusal_line_with_nothing_known_of_its_envelope_ends_with_the_reply() -> None:
+    """No fields and no reason (the driver's line names no listener): no "; " after the
+    reply, and no trailing space a log reader or a filter anchored at $ trips on."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line(None, client, "MAIL", Reply(452, "Insufficient system storage", "4.3.1"))
+    assert line.endswith(": 452 4.3.1 Insufficient system storage"), repr(line)
+    with_detail = refusal_line(None, client, "MAIL", Reply(452, "x", "4.3.1"), detail="why")
+    assert with_detail.endswith(": 452 4.3.1 x; (why)"), repr(with_detail)

@@ -33,17 +33,17 @@ def refusal_line(
     ``reply`` prints as its wire form without the line breaks. ``listener`` None (the
     driver, which serves no named listener) leaves its field out; ``detail``, the
     server's own reason (a write's ``No space left on device``), ends the line in
-    parentheses, as in Postfix's ``status=`` lines."""
+    parentheses, as in Postfix's ``status=`` lines. With none of these the line ends
+    with the reply."""
     fields = [] if listener is None else [f"listener={listener}"]
     for name, value in (("from", sender), ("to", recipient), ("user", user), ("helo", helo)):
         if value is not None:
             fields.append(f"{name}=<{loggable(value)}>")
     if detail is not None:
         fields.append(f"({loggable(detail)})")
-    return (
-        f"{queue_id or 'NOQUEUE'}: reject: {command} from {_refused_text(peer)}: "
-        f"{loggable_reply(reply)}; " + " ".join(fields)
-    )
+    line = f"{queue_id or 'NOQUEUE'}: reject: {command} from {_refused_text(peer)}: "
+    line += loggable_reply(reply)
+    return f"{line}; {' '.join(fields)}" if fields else line
 
 
 def _refused_text(peer: SeenClient | tuple[str, int] | None) -> str:
