@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from peers import ADAPTERS, running_smtp_server
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
-from smtpcore import LocalProtocolError
+from smtpcore import NEED_DATA, LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     Auth,
@@ -32,8 +32,10 @@ from smtpcore.smtp import (
     ConnectionClosed,
     EndOfMessage,
     Event,
+    Extension,
     Mail,
     MessageData,
+    Parameter,
     Rcpt,
     RejectedMessage,
     Reply,
@@ -125,6 +127,32 @@ def test_rcpts_behind_a_mail_the_machine_refused_are_not_errors_either() -> None
     conn = greeted(require_auth=True)
     _, out = run(conn, EHLO + b"MAIL FROM:<john@abc.example>\r\n" + recipients(25))
     assert codes(out)[1:] == ["530 5.7.0"] + ["503 5.5.1"] * 25
+    assert conn.state is State.READY
+
+
+def test_rcpts_behind_a_mail_whose_extension_check_failed_are_not_errors_either() -> None:
+    """A MAIL refused because an extension's own check raised (``451 4.3.0``, our
+    fault, raised to the caller as ``LocalProtocolError``) is a refused MAIL too."""
+
+    def broken(value: str) -> None:
+        raise ZeroDivisionError("the check's own bug")
+
+    entry = Extension(
+        "X-PRIO", "", "priorities", mail_parameters=(Parameter("X-PRIO", str, str, check=broken),)
+    )
+    conn = greeted(extra_extensions=[entry])
+    conn.receive_data(EHLO + b"MAIL FROM:<a@b.example> X-PRIO=3\r\n" + recipients(25))
+    out = b""
+    for _ in range(100):
+        try:
+            event = conn.next_event()
+        except LocalProtocolError as failed:
+            out += conn.send(failed.reply_hint)
+            continue
+        if event is NEED_DATA:
+            break
+        out += conn.send(permissive_smtp_answer(conn, event))
+    assert codes(out)[1:] == ["451 4.3.0"] + ["503 5.5.1"] * 25
     assert conn.state is State.READY
 
 

@@ -465,7 +465,7 @@ class ServerConnection:
         # The open transaction.
         self._utf8_transaction = False
         self._binary_transaction = False
-        self._accepted = 0
+        self._accepted = 0  # or _MAIL_REFUSED: read it through accepted_recipients
         self._lmtp_replies_due = 0
         # The content being read.
         self._decoder: DotDecoder | None = None
@@ -1187,14 +1187,14 @@ class ServerConnection:
                 bad = self._refuse_chunk(line, problem, command.size)
             else:
                 bad = self._bad(line, problem)
+            if isinstance(command, Mail) and self._state is _STATE_READY:
+                self._accepted = _MAIL_REFUSED  # before a raise: however it was refused
             if failed is not None:
                 raise failed
             if problem is _TOO_MANY_RECIPIENTS or self._behind_refused_mail(command, allowed):
                 self._overshoot += 1
                 if self._overshoot <= self._config.max_recipient_overshoot:
                     self._forgiven = bad
-            if isinstance(command, Mail) and self._state is _STATE_READY:
-                self._accepted = _MAIL_REFUSED
             return bad
         if isinstance(command, Bdat):
             self._start_chunk(command)
