@@ -421,6 +421,44 @@ def test_every_hook_that_finds_no_room_earns_the_same_reply(adapter: str, waits:
         assert s.command(b"QUIT").startswith(b"221")
 
 
+@pytest.mark.parametrize("waits", [False, True], ids=["at-once", "after-waiting"])
+def test_a_hook_that_finds_no_room_is_one_warning_naming_the_refused_address(
+    adapter: str, waits: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk is heard at ``--log-level warning`` (as the server's own floor check
+    warns at MAIL), in one ``reject:`` line without a traceback that names what was
+    refused as every other refusal does: the MAIL's sender, the RCPT's recipient."""
+    caplog.set_level(logging.WARNING, "smtpcore")
+    with (
+        running_smtp_server(adapter, FullBeforeContent(adapter, waits)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        s.command(b"MAIL FROM:<mail-nospc@abc.example>")
+        s.command(b"MAIL FROM:<a@abc.example>")
+        s.command(b"RCPT TO:<rcpt-dquot@pqr.example>")
+        s.command(b"RSET")
+        s.command(b"MAIL FROM:<data-fbig@abc.example>")
+        s.command(b"RCPT TO:<b@pqr.example>")
+        s.command(b"DATA")
+        s.command(b"QUIT")
+    assert [r for r in caplog.records if r.exc_info] == []
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [line.split(": ", 2)[2].split(" from [", 1)[0] for line in lines] == [
+        "MAIL",
+        "RCPT",
+        "DATA",
+    ], lines
+    ends = [line.split("; ", 1)[1] for line in lines]
+    assert ends == [
+        "from=<mail-nospc@abc.example> helo=<client.test> (No space left on device)",
+        "from=<a@abc.example> to=<rcpt-dquot@pqr.example> helo=<client.test> "
+        "(Disk quota exceeded)",
+        "from=<data-fbig@abc.example> to=<b@pqr.example> helo=<client.test> (File too large)",
+    ]
+
+
 class ListingItsOwn(Recorder):
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
         if command.domain == "lines.test":

@@ -11,19 +11,23 @@ from __future__ import annotations
 
 import base64
 import configparser
+import errno
 import logging
+import os
 import poplib
 import re
 import smtplib
 import socket
 from contextlib import AbstractContextManager
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from peers import running_smtp_server
+from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
@@ -456,3 +460,155 @@ def test_refusal_line_names_a_session_as_every_log_line_does() -> None:
     proxied.peer_stands_in_for = "unknown"
     line = refusal_line("smtp", peer=proxied, command="AUTH", reply=reply)
     assert " AUTH from unknown via proxy [127.0.0.1]:4000: 535 " in line
+
+
+def _pipelined_after_mail(
+    port: int, mail: bytes, *, login: bytes = b"", recipients: int = 5
+) -> list[bytes]:
+    """One pipelined transaction (RFC 2920 §3.1) as Postfix or aiosmtplib sends it: MAIL,
+    ``recipients`` RCPTs and DATA in one write, after EHLO (and an AUTH PLAIN
+    ``login``); the first line of each reply, then of QUIT's."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        lines.readline()
+        sock.sendall(b"EHLO relay.example\r\n")
+        while lines.readline()[3:4] == b"-":
+            pass
+        if login:
+            sock.sendall(b"AUTH PLAIN " + base64.b64encode(login) + b"\r\n")
+            assert lines.readline().startswith(b"235 "), "login"
+        batch = b"MAIL FROM:<" + mail + b">\r\n"
+        batch += b"RCPT TO:<john@abc.example>\r\n" * recipients + b"DATA\r\n"
+        sock.sendall(batch)
+        replies = [lines.readline() for _ in range(recipients + 2)]
+        sock.sendall(b"QUIT\r\n")
+        return [*replies, lines.readline()]
+
+
+@pytest.mark.parametrize(
+    ("listener", "extra", "login", "refused"),
+    [
+        ("smtp", ("--min-free-space", str(1 << 60)), b"", b"452 4.3.1"),
+        ("submission", (), b"", b"530 5.7.0"),
+        ("submission", (), b"\0john@abc.example\0john-pw", b"553 5.7.1"),
+    ],
+    ids=["452 full disk", "530 auth first", "553 not his address"],
+)
+def test_a_pipelining_client_whose_mail_is_refused_is_banned_for_that_refusal_alone(
+    tmp_path: Path, listener: str, extra: tuple[str, ...], login: bytes, refused: bytes
+) -> None:
+    """After a refused MAIL, a pipelining client's RCPTs and DATA are each answered
+    ``503 5.5.1`` (RFC 2920 §3.1: the normal result of pipelining, not a policy
+    refusal). Each was a ``reject:`` line the filter matched: one attempt with five
+    recipients made six, over the jail's ``maxretry = 5``, and a relay was banned for
+    our own full disk. The 503s are logged as a bad sequence, which no expression
+    matches; the MAIL refusal itself still counts when it is the client's doing."""
+    options = ("--auth-failure-delay", "0", *extra)
+    with _serve_john(tmp_path, *options) as abc:
+        mail = b"mary@abc.example" if login else b"a@relay.example"
+        replies = _pipelined_after_mail(abc.ports[listener], mail, login=login)
+        assert abc.stop() == 0
+    assert replies[0].startswith(refused), replies
+    assert all(reply.startswith(b"503 5.5.1 ") for reply in replies[1:-1]), replies
+    log = abc.log()
+    found = _hosts(log)
+    assert len(found) == (0 if refused.startswith(b"4") else 1), log
+    assert all(" MAIL from " in line for _, line in found), found
+    sequence = [line for line in log.splitlines() if ": 503 5.5.1 " in line]
+    assert len(sequence) == 6 and all("reject:" not in line for line in sequence), log
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA", "AUTH"])
+def test_no_503_is_a_refusal_the_filter_bans_even_in_an_older_servers_shape(verb: str) -> None:
+    """Earlier servers logged a bad sequence of commands as ``reject:``: the filter
+    passes those lines by, as it does the ``bad sequence:`` lines of this one."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    sequence = Reply(503, "Need MAIL command", "5.5.1")
+    old = refusal_line("smtp", client, verb, sequence)
+    new = old.replace("reject:", "bad sequence:")
+    assert (
+        _hosts(_as_logged([_record("smtpcore.server", old), _record("smtpcore.mail", new)])) == []
+    )
+    refused = refusal_line("smtp", client, verb, Reply(550, "no", "5.7.1"))
+    assert _hosts(_as_logged([_record("smtpcore.mail", refused)])) == [("192.0.2.7", ANY)]
+
+
+@pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA"])
+@pytest.mark.parametrize("code", sorted(BY_ERRNO))
+def test_no_refusal_for_want_of_room_on_our_side_is_one_the_filter_bans(
+    verb: str, code: int
+) -> None:
+    """A full disk, a spent quota or a file size limit is the server's state, not the
+    client's doing: whichever command it refuses, in the line the reference server
+    writes or the driver's (no ``listener=``), the filter passes it by."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    reply, why = BY_ERRNO[code], os.strerror(code)
+    lines = [
+        refusal_line(listener, client, verb, reply, sender="a@b.example", detail=why)
+        for listener in ("smtp", None)
+    ]
+    assert _hosts(_as_logged([_record("smtpcore.mail", line) for line in lines])) == []
+
+
+@pytest.mark.parametrize("recipients", [25, 100])
+def test_a_pipelining_relay_our_full_disk_refuses_is_never_cut_off_and_banned(
+    tmp_path: Path, recipients: int
+) -> None:
+    """The 503s behind a refused MAIL count toward the overshoot limit, as excess
+    recipients do, not ``max_errors`` (20): a relay whose batch has more recipients
+    than that is not ended with ``421 4.7.0 ... Too many errors``, which the filter
+    bans, for our own full disk."""
+    with _serve_john(tmp_path, "--min-free-space", str(1 << 60)) as abc:
+        port = abc.ports["smtp"]
+        replies = _pipelined_after_mail(port, b"a@relay.example", recipients=recipients)
+        assert abc.stop() == 0
+    assert replies[0].startswith(b"452 4.3.1 "), replies
+    assert replies[1:-1] == [b"503 5.5.1 Need MAIL command\r\n"] * (recipients + 1)
+    assert replies[-1].startswith(b"221 "), replies
+    assert _hosts(abc.log()) == []
+
+
+def test_a_bdat_chunk_over_the_size_limit_is_banned_as_a_message_over_it_by_data_is(
+    tmp_path: Path,
+) -> None:
+    """A message over ``--max-message-size`` sent by BDAT (RFC 3030) is refused as one
+    sent by DATA, ``552 5.3.4 Message size exceeds fixed limit``, and the filter matches
+    its ``reject: BDAT`` line as it matches the ``reject: DATA`` one."""
+    with _serve_john(tmp_path, "--max-message-size", "2000") as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock:
+            lines = sock.makefile("rb")
+            lines.readline()
+            sock.sendall(b"EHLO relay.example\r\n")
+            while lines.readline()[3:4] == b"-":
+                pass
+            sock.sendall(b"MAIL FROM:<a@relay.example>\r\nRCPT TO:<john@abc.example>\r\n")
+            assert [lines.readline()[:3] for _ in range(2)] == [b"250", b"250"]
+            sock.sendall(b"BDAT 3000 LAST\r\n" + b"x" * 3000)
+            refused = lines.readline()
+            sock.sendall(b"QUIT\r\n")
+            lines.readline()
+        assert abc.stop() == 0
+    assert refused.startswith(b"552 5.3.4 Message size exceeds fixed limit"), refused
+    (line,) = _banned_lines(abc.log())
+    assert " reject: BDAT from [127.0.0.1]:" in line, line
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(503, "Bad sequence of commands", "5.5.1"), BY_ERRNO[errno.EFBIG]],
+    ids=["503", "too big for system"],
+)
+def test_a_bdat_refusal_the_filter_passes_by_as_it_does_for_data(reply: Reply) -> None:
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line("smtp", client, "BDAT", reply, sender="a@b.example")
+    assert _hosts(_as_logged([_record("smtpcore.mail", line)])) == []
+
+
+def test_a_refusal_line_with_nothing_known_of_its_envelope_ends_with_the_reply() -> None:
+    """No fields and no reason (the driver's line names no listener): no "; " after the
+    reply, and no trailing space a log reader or a filter anchored at $ trips on."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line(None, client, "MAIL", Reply(452, "Insufficient system storage", "4.3.1"))
+    assert line.endswith(": 452 4.3.1 Insufficient system storage"), repr(line)
+    with_detail = refusal_line(None, client, "MAIL", Reply(452, "x", "4.3.1"), detail="why")
+    assert with_detail.endswith(": 452 4.3.1 x; (why)"), repr(with_detail)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
+from test_fail2ban_filter import _as_logged, _hosts
 
 LOOPBACK = "127.0.0.1"
 BLOCK = 4096
@@ -320,21 +321,68 @@ def test_a_maildir_copy_that_fails_for_want_of_room_is_answered_by_its_errno(
 
 
 def test_any_other_fault_is_still_451_with_one_text(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A fault nobody expects keeps its traceback in the log, and is no refusal."""
+    caplog.set_level(logging.INFO, "smtpcore")
     config = _config(tmp_path)
     monkeypatch.setattr(queue.Spool, "write", _failing_once(queue.Spool.write, 3, errno.EIO))
     first, second = _serve(config, _send_twice)
     assert first == (451, "4.3.0 Local error in processing")
     assert second[0] == 250
     _only_the_small_message_kept(config)
+    assert [r for r in caplog.records if r.exc_info], caplog.text
+    assert "reject:" not in caplog.text
+
+
+WHERE_THE_DISK_FILLS: dict[str, tuple[Any, str, int]] = {
+    "spooling the content": (queue.Spool, "write", 3),
+    "copying into the mailbox": (maildir.LFWriter, "write", 2),
+}
+"""The write that finds no room: the ``n``-th call of ``owner.name``; the first while the
+content comes (the driver hears of it), the second once it is in (the server's commit)."""
+
+
+@pytest.mark.parametrize(("code", "reply"), WRITE_FAILURES)
+@pytest.mark.parametrize("where", WHERE_THE_DISK_FILLS)
+def test_a_write_that_finds_no_room_is_one_reject_line_without_a_traceback(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    where: str,
+    code: int,
+    reply: tuple[int, str],
+) -> None:
+    """A full disk after DATA was answered as it should be, but logged as two or three
+    tracebacks (``handle_data_chunk failed``, ``cannot store the message``) and no
+    ``reject:`` line, where the operator guide promises one per refusal. It is one line
+    now, shaped as every refusal, with the reason the write gave; no fail2ban filter
+    line matches it (the disk is ours, not the client's fault), and the session goes on."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    owner, name, call = WHERE_THE_DISK_FILLS[where]
+    monkeypatch.setattr(owner, name, _failing_once(getattr(owner, name), call, code))
+    config = _config(tmp_path)
+    first, second = _serve(config, _send_twice)
+    assert (first, second[0]) == (reply, 250)
+    _only_the_small_message_kept(config)
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    (record,) = [r for r in caplog.records if "reject:" in r.getMessage()]
+    assert record.levelno == logging.WARNING  # heard at --log-level warning, as MAIL's
+    line = record.getMessage()
+    assert ": reject: DATA from [127.0.0.1]:" in line, line
+    assert f": {reply[0]} {reply[1]}; " in line, line
+    assert "from=<a@xyz.example> to=<john@abc.example> helo=<client.example>" in line, line
+    assert line.endswith(f" ({os.strerror(code)})"), line
+    assert _hosts(_as_logged(caplog.records)) == []
 
 
 def test_lmtp_answers_452_for_each_recipient_whose_copy_finds_the_disk_full(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """One reply per recipient (RFC 2033 §4.2): john's copy is made, mary's finds the
-    quota spent; john has the message, mary has nothing."""
+    quota spent; john has the message, mary has nothing, and her refusal is one
+    ``reject:`` line that names her, with no traceback."""
+    caplog.set_level(logging.INFO, "smtpcore")
     config = _config(tmp_path, smtp_port=0, lmtp_port=1)
     real = LocalMailboxes.deliver_file
 
@@ -362,3 +410,9 @@ def test_lmtp_answers_452_for_each_recipient_whose_copy_finds_the_disk_full(
     assert Maildir(config.mailbox_path("mary@abc.example")).messages() == []
     for sub in ("tmp", "messages", "envelopes"):
         assert list((config.queue_dir / sub).iterdir()) == [], sub
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    (record,) = [r for r in caplog.records if "reject:" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    line = record.getMessage()
+    assert ": 452 4.3.1 Insufficient system storage; listener=lmtp " in line, line
+    assert " to=<mary@abc.example> " in line and line.endswith(" (Disk quota exceeded)"), line

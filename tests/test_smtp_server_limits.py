@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from peers import ADAPTERS, running_smtp_server
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
-from smtpcore import LocalProtocolError
+from smtpcore import NEED_DATA, LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     Auth,
@@ -31,13 +31,18 @@ from smtpcore.smtp import (
     Bdat,
     ConnectionClosed,
     EndOfMessage,
+    Event,
+    Extension,
+    Mail,
     MessageData,
+    Parameter,
     Rcpt,
     RejectedMessage,
     Reply,
     ServerConnection,
     State,
 )
+from smtpcore.testing import permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
 # -- excess recipients (RFC 5321 §4.5.3.1.10) ---------------------------------------
@@ -79,6 +84,114 @@ def test_the_overshoot_count_is_per_transaction() -> None:
     _, out = run(conn, EHLO + message * 5)
     assert "421 4.7.0" not in codes(out)
     assert conn.state is State.READY
+
+
+# -- what a pipelining client sends behind a refused MAIL (RFC 2920 §3.1) -------------
+
+
+def refusing_mail(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+    """The application's answers, refusing a MAIL from ``full@...`` as a full disk
+    does (``452 4.3.1``); every other event answered as ``permissive_smtp_answer``."""
+    if isinstance(event, Mail) and event.sender and event.sender.local_part == "full":
+        return Reply(452, "Insufficient system storage", "4.3.1")
+    return permissive_smtp_answer(conn, event)
+
+
+REFUSED_MAIL = b"MAIL FROM:<full@abc.example>\r\n"
+BDAT_CHUNKS = b"BDAT 4\r\nabcdBDAT 0 LAST\r\n"
+
+
+@pytest.mark.parametrize("count", [25, 100])
+@pytest.mark.parametrize("content", [b"DATA\r\n", BDAT_CHUNKS], ids=["DATA", "BDAT"])
+def test_a_pipelining_client_whose_mail_is_refused_is_not_cut_off_for_its_503s(
+    count: int, content: bytes
+) -> None:
+    """Each RCPT, DATA or BDAT behind a refused MAIL gets ``503``, which refuses nothing
+    of its own: it counts toward the overshoot limit, as an excess recipient does, not
+    ``max_errors`` (20), whose ``421`` a fail2ban filter bans."""
+    conn = greeted(chunking=True)
+    batch = EHLO + REFUSED_MAIL + recipients(count) + content
+    _, out = run(conn, batch, answer=refusing_mail)
+    replies = codes(out)[1:]
+    assert replies[0] == "452 4.3.1"
+    assert replies[1:] == ["503 5.5.1"] * (len(replies) - 1)
+    assert len(replies) == 1 + count + content.count(b"\r\n")
+    assert conn.state is State.READY and conn.accepted_recipients == 0
+    message = b"MAIL FROM:<john@abc.example>\r\n" + recipients(1) + b"DATA\r\n"
+    _, out = run(conn, message, answer=refusing_mail)
+    _, end = run(conn, b"hi\r\n.\r\n", answer=refusing_mail)
+    assert codes(out + end) == ["250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+
+
+def test_rcpts_behind_a_mail_the_machine_refused_are_not_errors_either() -> None:
+    conn = greeted(require_auth=True)
+    _, out = run(conn, EHLO + b"MAIL FROM:<john@abc.example>\r\n" + recipients(25))
+    assert codes(out)[1:] == ["530 5.7.0"] + ["503 5.5.1"] * 25
+    assert conn.state is State.READY
+
+
+def test_rcpts_behind_a_mail_whose_extension_check_failed_are_not_errors_either() -> None:
+    """A MAIL refused because an extension's own check raised (``451 4.3.0``, our
+    fault, raised to the caller as ``LocalProtocolError``) is a refused MAIL too."""
+
+    def broken(value: str) -> None:
+        raise ZeroDivisionError("the check's own bug")
+
+    entry = Extension(
+        "X-PRIO", "", "priorities", mail_parameters=(Parameter("X-PRIO", str, str, check=broken),)
+    )
+    conn = greeted(extra_extensions=[entry])
+    conn.receive_data(EHLO + b"MAIL FROM:<a@b.example> X-PRIO=3\r\n" + recipients(25))
+    out = b""
+    for _ in range(100):
+        try:
+            event = conn.next_event()
+        except LocalProtocolError as failed:
+            out += conn.send(failed.reply_hint)
+            continue
+        if event is NEED_DATA:
+            break
+        out += conn.send(permissive_smtp_answer(conn, event))
+    assert codes(out)[1:] == ["451 4.3.0"] + ["503 5.5.1"] * 25
+    assert conn.state is State.READY
+
+
+def test_rcpts_with_no_mail_sent_are_errors_as_ever() -> None:
+    conn = greeted()
+    _, out = run(conn, EHLO + recipients(25), answer=refusing_mail)
+    assert codes(out)[1:] == ["503 5.5.1"] * 20 + ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+def test_503s_behind_a_refused_mail_past_the_overshoot_limit_count_as_errors() -> None:
+    conn = greeted(max_recipient_overshoot=3, max_errors=5)
+    _, out = run(conn, EHLO + REFUSED_MAIL + recipients(12), answer=refusing_mail)
+    # The MAIL's refusal, 3 forgiven, 4 counted (5 errors), and the 421 for the next.
+    assert codes(out)[1:] == ["452 4.3.1"] + ["503 5.5.1"] * 7 + ["421 4.7.0"]
+    assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        [b"RSET\r\n"],
+        [EHLO],
+        [b"MAIL FROM:<john@abc.example>\r\n" + recipients(1) + b"DATA\r\n", b"hi\r\n.\r\n"],
+        [b"MAIL FROM:<john@abc.example>\r\nRSET\r\n"],
+    ],
+    ids=["RSET", "EHLO", "a message", "an accepted MAIL"],
+)
+def test_503s_count_as_errors_again_once_the_transaction_state_is_reset(
+    reset: list[bytes],
+) -> None:
+    """A refused MAIL excuses the commands behind it until the session's transaction
+    state is next reset, where the overshoot count starts again."""
+    conn = greeted()
+    for batch in [EHLO + REFUSED_MAIL, *reset]:
+        run(conn, batch, answer=refusing_mail)
+    _, out = run(conn, recipients(25), answer=refusing_mail)
+    assert codes(out)[-1] == "421 4.7.0"
+    assert conn.state is State.CLOSED
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ or Maildir write that failed): both answer alike, from one table, :data:`BY_ERRN
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Mapping
 from typing import Final
 
@@ -20,6 +21,7 @@ __all__ = [
     "LOCAL_ERROR",
     "TOO_BIG_FOR_SYSTEM",
     "failure_reply",
+    "no_room",
 ]
 
 LOCAL_ERROR: Final = Reply(451, "Local error in processing", "4.3.0")
@@ -51,3 +53,13 @@ def failure_reply(exc: BaseException) -> Reply:
     if isinstance(exc, OSError) and exc.errno is not None:
         return BY_ERRNO.get(exc.errno, LOCAL_ERROR)
     return LOCAL_ERROR
+
+
+def no_room(exc: BaseException) -> str | None:
+    """Why a write found no room, when ``exc`` is a failure :data:`BY_ERRNO` names
+    (``No space left on device``): the expected state of a full disk, answered and
+    logged as a refusal, in one line with no traceback. None for any other failure,
+    a fault whose traceback the log keeps."""
+    if not isinstance(exc, OSError) or exc.errno is None or exc.errno not in BY_ERRNO:
+        return None
+    return exc.strerror or os.strerror(exc.errno)

@@ -28,7 +28,7 @@ from smtpcore._driver._factory import (
     refuse_server_keywords,
     session_state,
 )
-from smtpcore._driver._failures import LOCAL_ERROR, failure_reply
+from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, no_room
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -53,6 +53,7 @@ from smtpcore._driver._proxied import (
     networks,
     trusted,
 )
+from smtpcore._driver._refusals import refusal_line
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -135,6 +136,16 @@ def _logged_verb(event: BadCommand) -> str:
     match = _VERB.match(event.line)
     verb = match.group().decode("ascii").upper() if match else ""
     return verb if verb in _KNOWN_VERBS else "command"
+
+
+def _refusal_kind(reply: Reply) -> str:
+    """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
+    (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
+    after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
+    nothing of its own; ``reject`` for any other reply, the refusal fail2ban counts.
+    The machine counts the 503s behind a refused MAIL toward ``max_recipient_overshoot``
+    and every other one toward ``max_errors``."""
+    return "bad sequence" if reply.code == 503 else "reject"
 
 
 READ_SIZE: Final = 65536
@@ -242,24 +253,22 @@ def _option_value(machine: object, name: str) -> object:
     return value
 
 
-_TRANSACTION_HOOKS: Final = frozenset(
-    ("handle_mail", "handle_rcpt", "handle_data", "handle_data_chunk", "handle_message")
-)
+_TRANSACTION_HOOKS: Final[Mapping[str, str]] = {
+    "handle_mail": "MAIL",
+    "handle_rcpt": "RCPT",
+    "handle_data": "DATA",
+    "handle_data_chunk": "DATA",
+    "handle_message": "DATA",
+}
 """The hooks of a mail transaction, whose replies RFC 5321 §4.2.2 gives 452 (MAIL,
-RCPT, DATA and the end of the content) and 552 (the content) among."""
+RCPT, DATA and the end of the content) and 552 (the content) among, and the command
+each answers in the reject log (the content is ``DATA``'s, as the reference server's
+refusals of a message name it)."""
 
 
-def _hook_failure(hook: str, exc: BaseException) -> Reply:
-    """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``) and
-    give the reply it earns. In a mail transaction :func:`failure_reply` tells a
-    write that found no room (``452 4.3.1``, ``552 5.3.4``) from any other fault
-    (``451 4.3.0``), before the content as after it, since RFC 5321 §4.2.2 452 is a
-    reply to MAIL, RCPT and DATA alike. Any other hook (EHLO, AUTH, VRFY, EXPN) gets
-    ``451 4.3.0``: "message too big" or "storage full" answers no such command."""
-    logger.exception("%s failed", hook)
-    if hook in _TRANSACTION_HOOKS:
-        return failure_reply(exc)
-    return LOCAL_ERROR
+def _path_text(path: Mailbox | None) -> str:
+    """A reverse path for the log: the address, or empty for the null path ``<>``."""
+    return "" if path is None else str(path)
 
 
 def _submitter(value: str | None) -> str | None:
@@ -300,7 +309,8 @@ class ServerOptions:
     max_recipients: int = 100
     max_recipient_overshoot: int = 1000
     """Recipients past ``max_recipients`` answered ``452 4.5.3`` in one transaction before
-    they count as errors (Postfix's ``smtpd_recipient_overshoot_limit``)."""
+    they count as errors (Postfix's ``smtpd_recipient_overshoot_limit``); so for the
+    ``503`` answers to what a pipelining client sent behind a refused MAIL."""
     max_junk_commands: int = 100
     """Commands that move no mail forward before ``421 4.7.0`` and a close (Postfix's
     ``smtpd_junk_command_limit``)."""
@@ -969,7 +979,7 @@ class ServerSession(ServedSession):
 
         ``None`` stands for what :class:`~smtpcore.handler.Handler`'s own hook
         answers, and an exception for ``failed``, or else the reply the exception
-        earns (:func:`_hook_failure`). The hook is named and its
+        earns (:meth:`_hook_failed`). The hook is named and its
         arguments given, rather than a function calling it: a hook of every
         message makes no closure (a function and a cell per argument).
         """
@@ -981,7 +991,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                earned = _hook_failure(hook, exc)
+                earned = self._hook_failed(hook, exc)
                 return earned if failed is None else failed
         if reply is None:
             reply = self.state.fixed_answers.get(hook)  # Handler's, without calling it
@@ -989,6 +999,66 @@ class ServerSession(ServedSession):
                 reply = await getattr(_HANDLER, hook)(*args)
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
+
+    def _hook_failed(self, hook: str, exc: BaseException, event: Event | None = None) -> Reply:
+        """Log the handler's ``hook`` that raised ``exc`` (called in its ``except``)
+        answering ``event``, and give the reply it earns. In a mail transaction
+        :func:`failure_reply` tells a write that found no room (``452 4.3.1``, ``552
+        5.3.4``) from any other fault (``451 4.3.0``), before the content as after it,
+        since RFC 5321 §4.2.2 452 is a reply to MAIL, RCPT and DATA alike. Any other
+        hook (EHLO, AUTH, VRFY, EXPN) gets ``451 4.3.0``: "message too big" or "storage
+        full" answers no such command.
+
+        A write that found no room (:func:`no_room`) is the expected state of a full
+        disk, not a fault: one ``reject:`` line, with the write's reason and no
+        traceback (:meth:`_refused_for_want_of_room`); any other failure keeps its."""
+        verb = _TRANSACTION_HOOKS.get(hook)
+        why = no_room(exc)
+        if verb is None or why is None:
+            logger.exception("%s failed", hook)
+            return LOCAL_ERROR if verb is None else failure_reply(exc)
+        reply = failure_reply(exc)
+        self._refused_for_want_of_room(verb, event, reply, why)
+        return reply
+
+    def _refused_for_want_of_room(
+        self, verb: str, event: Event | None, reply: Reply, why: str
+    ) -> None:
+        """The ``reject:`` line of a transaction a full disk refused, naming what was
+        refused as every refusal does (:meth:`_refused_addresses`). One line at WARNING,
+        as the reference server's floor check warns of the same state at MAIL: mail is
+        refused until the operator makes room, which ``--log-level warning`` must show."""
+        session = self.session
+        sender, recipient = self._refused_addresses(verb, event)
+        logger.warning(
+            refusal_line(
+                None,
+                session,
+                verb,
+                reply,
+                sender=sender,
+                recipient=recipient,
+                helo=session.helo_name,
+                user=None if session.authenticated is None else str(session.authenticated),
+                detail=why,
+            )
+        )
+
+    def _refused_addresses(self, verb: str, event: Event | None) -> tuple[str | None, str | None]:
+        """The ``from=`` and ``to=`` of a refused ``verb`` answering ``event``, as the
+        reference server's refusals give them: a MAIL's own sender (``<>`` for the null
+        path), a RCPT's own recipient with its transaction's sender, a message's sender
+        and its recipient when it has one alone, as Postfix logs a refused DATA (never
+        a recipient accepted before a refused RCPT)."""
+        envelope = self.session.envelope
+        if isinstance(event, Mail):
+            return _path_text(event.sender), None
+        sender = None if envelope is None else _path_text(envelope.sender)
+        if isinstance(event, Rcpt):
+            return sender, str(event.recipient)
+        if envelope is not None and verb == "DATA" and len(envelope.recipients) == 1:
+            return sender, str(envelope.recipients[0].mailbox)
+        return sender, None
 
     async def _call(self, hook: str, args: tuple[Any, ...]) -> None:
         """Tell the handler's ``hook``, called with ``args``, within the ``command``
@@ -1051,7 +1121,8 @@ class ServerSession(ServedSession):
                 await self._auth_failed(answered, flow.mechanism, failure)
                 return
         logger.info(
-            "NOQUEUE: reject: %s from %s: %s",
+            "NOQUEUE: %s: %s from %s: %s",
+            _refusal_kind(event.reply),
             _logged_verb(event),
             client_text(self.session),
             loggable_reply(event.reply),
@@ -1121,7 +1192,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                return (_hook_failure(hook, exc),)
+                return (self._hook_failed(hook, exc, event),)
             if not isinstance(started, tuple):  # the hook waits: the rest is awaited
                 return self._answer_when_done(answer, event, hook, args, started)
             if started[0] is not None:
@@ -1148,7 +1219,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                reply = _hook_failure(hook, exc)
+                reply = self._hook_failed(hook, exc, event)
         if reply is None:
             reply = self.state.fixed_answers.get(hook)
             if reply is None:
@@ -1564,7 +1635,7 @@ class ServerSession(ServedSession):
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
-            self._content_failure = _hook_failure("handle_data_chunk", exc)
+            self._content_failure = self._hook_failed("handle_data_chunk", exc)
 
     def _end_of_message(self, event: EndOfMessage) -> Awaitable[None] | None:
         session = self.session
@@ -1612,7 +1683,7 @@ class ServerSession(ServedSession):
         :class:`~smtpcore.smtp.Reply` stands for every recipient; a sequence gives
         one each (LMTP, RFC 2033 §4.2). Anything else is the hook's failure, as an
         exception is: logged, and the reply an exception earns
-        (:func:`_hook_failure`) for every reply due; ``451 4.3.0`` for a bad result."""
+        (:meth:`_hook_failed`) for every reply due; ``451 4.3.0`` for a bad result."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             try:
@@ -1623,7 +1694,7 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                result = _hook_failure("handle_message", exc)
+                result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
             if result is None:

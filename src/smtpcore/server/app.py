@@ -22,13 +22,14 @@ and made visible by renames after; only then is the 250 sent (RFC 5321
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
-from smtpcore._driver._failures import INSUFFICIENT_STORAGE, failure_reply
+from smtpcore._driver._failures import INSUFFICIENT_STORAGE, failure_reply, no_room
 from smtpcore._numbers import parse_number
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
@@ -338,9 +339,13 @@ class _MailHandler(Handler):
         sender: str | None = None,
         recipient: object = None,
         queue_id: str | None = None,
+        detail: str | None = None,
+        level: int = logging.INFO,
     ) -> Reply:
-        """Log a refusal, one line at INFO with the client and the reply, and return it."""
-        logger.info(
+        """Log a refusal, one line (at INFO unless ``level`` says otherwise) with the
+        client and the reply (and the server's own reason, ``detail``), and return it."""
+        logger.log(
+            level,
             refusal_line(
                 self.listener,
                 session,
@@ -351,9 +356,44 @@ class _MailHandler(Handler):
                 recipient=None if recipient is None else str(recipient),
                 helo=session.helo_name,
                 user=None if session.authenticated is None else str(session.authenticated),
-            )
+                detail=detail,
+            ),
         )
         return reply
+
+    def _storage_failed(
+        self,
+        session: Session,
+        envelope: Envelope,
+        exc: BaseException,
+        what: str,
+        *,
+        queue_id: str | None = None,
+        recipient: str | None = None,
+    ) -> Reply:
+        """The reply a failed write of the message earns (:func:`failure_reply`),
+        logged. A write that found no room (:func:`no_room`: a full disk, a spent quota,
+        a file size limit) is the expected state it names, and refuses the message as a
+        policy does: one ``reject: DATA`` line with the write's reason, no traceback
+        (RFC 5321 §4.2.2 452, RFC 3463 X.3.1 and X.3.4), at WARNING, as the floor check
+        warns of the same state at MAIL (``freespace``): mail is being refused until
+        the operator makes room. Any other failure is a fault: ``what``, with its
+        traceback."""
+        reply = failure_reply(exc)
+        why = no_room(exc)
+        if why is None:
+            logger.error("%s%s", f"{queue_id}: " if queue_id else "", what, exc_info=exc)
+            return reply
+        return self._refuse(
+            session,
+            "DATA",
+            reply,
+            sender=_path_text(envelope.sender),
+            recipient=recipient if recipient is not None else _only_recipient(envelope),
+            queue_id=queue_id,
+            detail=why,
+            level=logging.WARNING,
+        )
 
     def _stats(self, session: Session) -> _Stats:
         stats = session.extra.get("stats")
@@ -420,8 +460,7 @@ class _MailHandler(Handler):
         try:
             self._incoming(session, envelope)
         except OSError as exc:
-            logger.exception("cannot create a spool file")
-            return failure_reply(exc)
+            return self._storage_failed(session, envelope, exc, "cannot create a spool file")
         return None
 
     def _incoming(self, session: Session, envelope: Envelope) -> _Incoming:
@@ -474,15 +513,15 @@ class _MailHandler(Handler):
         try:
             incoming = self._incoming(session, envelope)  # an empty BDAT LAST has no chunk
         except OSError as exc:
-            logger.exception("cannot create a spool file")
-            return failure_reply(exc)
+            return self._storage_failed(session, envelope, exc, "cannot create a spool file")
         del session.extra["incoming"]
         try:
             incoming.spool.write(incoming.rest())
         except OSError as exc:
-            logger.exception("cannot write the spool file")
             incoming.spool.discard()
-            return failure_reply(exc)
+            return self._storage_failed(
+                session, envelope, exc, "cannot write the spool file", queue_id=incoming.spool.id
+            )
         if not incoming.header_done:
             incoming.scan(b"\r\n\r\n")
         if incoming.hops >= MAX_HOPS:
@@ -547,8 +586,9 @@ class _MailHandler(Handler):
                 local_dsn=local_dsn,
             )
         except Exception as exc:
-            logger.exception("%s: cannot store the message", spool.id)
-            return failure_reply(exc)
+            return self._storage_failed(
+                session, envelope, exc, "cannot store the message", queue_id=spool.id
+            )
         self._accepted(session, accepted, sender, size, local, client)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
 
@@ -694,9 +734,11 @@ class LMTPHandler(_MailHandler):
         try:
             await self.store.threads.run(spool.finish)
         except OSError as exc:
-            logger.exception("%s: cannot store the message", spool.id)
             spool.discard()
-            return [failure_reply(exc)] * due
+            failed = self._storage_failed(
+                session, envelope, exc, "cannot store the message", queue_id=spool.id
+            )
+            return [failed] * due
         delivered: dict[str, str] = {}
         paths: dict[str, Path] = {}
         for recipient in envelope.recipients:
@@ -711,8 +753,12 @@ class LMTPHandler(_MailHandler):
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
             except Exception as exc:
-                logger.exception("%s: delivery to %s failed", spool.id, key)
-                replies.append(failure_reply(exc))
+                what = f"delivery to {key} failed"
+                replies.append(
+                    self._storage_failed(
+                        session, envelope, exc, what, queue_id=spool.id, recipient=address
+                    )
+                )
                 continue
             delivered[address] = key
             replies.append(Reply(250, quoted(f"<{address}> delivered as {spool.id}"), "2.0.0"))
@@ -726,6 +772,13 @@ class LMTPHandler(_MailHandler):
 def _path_text(path: Mailbox | None) -> str:
     """A reverse path for the log: the address, or empty for the null path."""
     return "" if path is None else str(path)
+
+
+def _only_recipient(envelope: Envelope) -> str | None:
+    """The recipient a refused message's line names: its only one, as Postfix logs a
+    refused DATA; None for several, which one field could not name."""
+    recipients = envelope.recipients
+    return str(recipients[0].mailbox) if len(recipients) == 1 else None
 
 
 def _upper(value: str | None) -> str | None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 
-from smtpcore._driver._logtext import loggable, loggable_reply, printable
-from smtpcore._driver._proxied import SeenClient, client_text, peer_text
+from smtpcore._driver._logtext import loggable, printable
+from smtpcore._driver._proxied import client_text, peer_text
+from smtpcore._driver._refusals import refusal_line
 
 __all__ = [
     "client_text",
@@ -33,42 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("smtpcore.mail")
-
-
-def refusal_line(
-    listener: str,
-    peer: SeenClient | tuple[str, int] | None,
-    command: str,
-    reply: object,
-    *,
-    queue_id: str | None = None,
-    sender: str | None = None,
-    recipient: str | None = None,
-    helo: str | None = None,
-    user: str | None = None,
-) -> str:
-    """One refused command, as Postfix's ``reject:`` lines read (and fail2ban's filters
-    expect): ``NOQUEUE: reject: RCPT from [192.0.2.1]:40312: 550 5.1.1 <x@y>: no such
-    mailbox here; listener=smtp from=<a@b> to=<x@y> helo=<h>``. ``peer`` is the session,
-    named as :func:`client_text` names it (with the proxy that stands in for it), or, as
-    earlier versions took it, a ``(host, port)`` or None, named by :func:`peer_text`;
-    ``reply`` prints as its wire form without the line breaks."""
-    fields = [f"listener={listener}"]
-    for name, value in (("from", sender), ("to", recipient), ("user", user), ("helo", helo)):
-        if value is not None:
-            fields.append(f"{name}=<{loggable(value)}>")
-    return (
-        f"{queue_id or 'NOQUEUE'}: reject: {command} from {_refused_text(peer)}: "
-        f"{loggable_reply(reply)}; " + " ".join(fields)
-    )
-
-
-def _refused_text(peer: SeenClient | tuple[str, int] | None) -> str:
-    """The refused client as :func:`refusal_line` names it: a session by
-    :func:`client_text`, an address (or None) by :func:`peer_text`."""
-    if peer is None or isinstance(peer, tuple):
-        return peer_text(peer)
-    return client_text(peer)
 
 
 def delivery_line(

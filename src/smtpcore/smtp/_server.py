@@ -186,6 +186,14 @@ _IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
 _TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.BDAT})
 _BDAT_RULE: Final = RULES[Bdat]
 _TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
+_MAIL_REFUSED: Final = -1
+"""What ``_accepted`` holds from a MAIL refused until the transaction state is next
+reset (a MAIL accepted, RSET, a hello, STARTTLS, XCLIENT): no transaction is open, and
+the RCPT, DATA and BDAT a pipelining client sent behind that MAIL (RFC 2920 §3.1) get
+``503`` as the normal course of pipelining. Held in ``_accepted`` so that every point
+that resets the recipients counted clears it, at no cost to the everyday path."""
+_SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
+"""The commands a pipelining client sends behind its MAIL (RFC 2920 §3.1)."""
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
 )
@@ -457,7 +465,7 @@ class ServerConnection:
         # The open transaction.
         self._utf8_transaction = False
         self._binary_transaction = False
-        self._accepted = 0
+        self._accepted = 0  # or _MAIL_REFUSED: read it through accepted_recipients
         self._lmtp_replies_due = 0
         # The content being read.
         self._decoder: DotDecoder | None = None
@@ -565,7 +573,15 @@ class ServerConnection:
             from the next piece of DATA content but from the next BDAT chunk: a chunk is
             measured once, at the size its command announces (RFC 3030 §2).""",
         )
-        max_errors = _option("max_errors")
+        max_errors = _option(
+            "max_errors",
+            """4xx and 5xx answers a session may earn before the next command line gets
+            ``421 4.7.0`` and the session is closed (RFC 5321 §3.8; Postfix's
+            ``smtpd_hard_error_limit``). Not counted, up to ``max_recipient_overshoot``:
+            excess recipients, and the ``503`` of each RCPT, DATA or BDAT a pipelining
+            client sent behind a MAIL that was refused (RFC 2920 §3.1); a message
+            accepted starts the count again.""",
+        )
         max_bad_commands = _option("max_bad_commands")
         max_junk_commands = _option(
             "max_junk_commands",
@@ -578,7 +594,10 @@ class ServerConnection:
             """Recipients past ``max_recipients`` in one transaction that are refused
             with ``452 4.5.3`` without counting toward ``max_errors`` (RFC 5321
             §4.5.3.1.10 expects the client to go on; Postfix's
-            ``smtpd_recipient_overshoot_limit``); each one past this counts.""",
+            ``smtpd_recipient_overshoot_limit``); each one past this counts. So do the
+            RCPT, DATA and BDAT refused with ``503`` behind a refused MAIL (RFC 2920
+            §3.1: a pipelining client sent them before it read the refusal), until the
+            next MAIL, RSET, hello, STARTTLS or XCLIENT.""",
         )
         framing = _option("framing")
         pipelining = _option("pipelining")
@@ -654,7 +673,7 @@ class ServerConnection:
     @property
     def accepted_recipients(self) -> int:
         """How many RCPTs of the open transaction were accepted."""
-        return self._accepted
+        return max(self._accepted, 0)  # not _MAIL_REFUSED: no transaction, no recipient
 
     @property
     def replies_due(self) -> int:
@@ -1168,9 +1187,11 @@ class ServerConnection:
                 bad = self._refuse_chunk(line, problem, command.size)
             else:
                 bad = self._bad(line, problem)
+            if isinstance(command, Mail) and self._state is _STATE_READY:
+                self._accepted = _MAIL_REFUSED  # before a raise: however it was refused
             if failed is not None:
                 raise failed
-            if problem is _TOO_MANY_RECIPIENTS:
+            if problem is _TOO_MANY_RECIPIENTS or self._behind_refused_mail(command, allowed):
                 self._overshoot += 1
                 if self._overshoot <= self._config.max_recipient_overshoot:
                     self._forgiven = bad
@@ -1179,6 +1200,19 @@ class ServerConnection:
             self._start_chunk(command)
         self._pending = command
         return command
+
+    def _behind_refused_mail(self, command: Command, allowed: frozenset[State]) -> bool:
+        """Whether ``command`` is refused out of sequence only because the MAIL before
+        it was (:data:`_MAIL_REFUSED`): a RCPT, DATA or BDAT a pipelining client sent
+        behind it (RFC 2920 §3.1), whose ``503`` refuses nothing of its own. It counts
+        toward ``max_recipient_overshoot`` as an excess recipient does, not toward
+        ``max_errors``, so that a relay whose MAIL a full disk refused is not cut off
+        (and banned) for the size of its batch; the MAIL's own refusal counts."""
+        return (
+            self._accepted == _MAIL_REFUSED
+            and type(command) in _SENT_BEHIND_MAIL
+            and self._state not in allowed
+        )
 
     def _auth_response(self, line: bytes, text: str) -> Event:
         """A line answering a 334 challenge: base64, or ``*`` to cancel (RFC 4954 §4)."""
@@ -1574,6 +1608,8 @@ class ServerConnection:
                     raise
                 if written is not None:
                     return written
+        elif isinstance(command, Mail):
+            self._accepted = _MAIL_REFUSED
         elif (code in _AUTH_FAILURE_STATUS or event.status == _CREDENTIALS_INVALID) and isinstance(
             command, Auth | AuthResponse
         ):
