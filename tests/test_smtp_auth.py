@@ -7,12 +7,15 @@ import contextlib
 import smtplib
 import socket
 import threading
+import unicodedata
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
 
 from smtp_helpers import EHLO, codes, greeted, run
 from smtpcore import LocalProtocolError
+from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -46,8 +49,11 @@ from smtpcore.smtp import (
     ServerAuth,
     ServerConnection,
     State,
+    decode_xtext,
+    xtext,
 )
 from smtpcore.testing import ConnectionPair, SMTPAnswer, permissive_smtp_answer, run_server
+from smtpcore.testing.strategies import mailboxes, xtexts
 
 USERS = {"john@abc.example": "correct horse"}
 SCRAM = {name: derive_scram_credentials(pw) for name, pw in USERS.items()}
@@ -397,6 +403,64 @@ def test_auth_parameter_unknown_without_auth() -> None:
     assert codes(out)[-1] == "555 5.5.4"
 
 
+def _auth_parameter_reply(value: str) -> str:
+    """The reply to ``MAIL`` with ``AUTH=value``, from a server offering AUTH."""
+    line = f"MAIL FROM:<a@b.example> AUTH={value}\r\n".encode()
+    return codes(run(auth_server(auth_require_tls=False), EHLO + line)[1])[-1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "evil+0D+0AX-Injected:+20yes@abc.example",  # a CR LF, header injection
+        "+ZZ+00nul@abc.example",  # "+" not followed by two hex digits, a NUL
+        "a+2",  # a "+" cut short
+        "j+2bx@abc.example",  # lower-case hex (RFC 3461 §4: %x41-46 only)
+        "a=b@abc.example",  # "=" is no xchar
+        "+FF@abc.example",  # no UTF-8
+    ],
+)
+def test_malformed_xtext_in_auth_parameter_gets_501_as_envid_does(value: str) -> None:
+    """RFC 4954 §5: ``AUTH=`` is xtext (RFC 3461 §4, ``hexchar = "+" 2(%x30-39 /
+    %x41-46)``). It was decoded leniently, so an encoded CR LF or NUL reached the
+    submitter; a malformed value now gets the 501 5.5.4 a malformed ENVID gets."""
+    assert _auth_parameter_reply(value) == "501 5.5.4"
+    envid = f"MAIL FROM:<a@b.example> ENVID={value}\r\n".encode()
+    assert codes(run(greeted(dsn=True), EHLO + envid)[1])[-1] == "501 5.5.4"
+
+
+@pytest.mark.parametrize("value", ["x+20y", "nobody", "a+3Eb", "evil+0D+0A@abc.example"])
+def test_auth_parameter_that_is_no_mailbox_gets_501(value: str) -> None:
+    """RFC 4954 §5: the decoded xtext is a mailbox or ``<>``; anything else is a
+    syntax error in the parameter (RFC 5321 §4.1.1.11: 501)."""
+    assert _auth_parameter_reply(value) == "501 5.5.4"
+
+
+@pytest.mark.parametrize(
+    "value", ["<>", "+3C+3E", "j+2Bx@abc.example", "j+C3+B6rg@abc.example", "ann@[192.0.2.1]"]
+)
+def test_auth_parameter_with_a_mailbox_or_null_is_accepted(value: str) -> None:
+    assert _auth_parameter_reply(value) == "250 2.1.0"
+
+
+@given(xtexts(hostile=True))
+def test_an_accepted_auth_parameter_is_a_mailbox_without_controls(value: str) -> None:
+    """Whatever xtext a client sends, the server either refuses it with 501 5.5.4 or
+    takes a mailbox (or ``<>``) whose text holds no control character."""
+    reply = _auth_parameter_reply(value)
+    if reply == "501 5.5.4":
+        return
+    assert reply == "250 2.1.0"
+    decoded = decode_xtext(value)
+    assert decoded == "<>" or str(parse_mailbox(decoded))
+    assert not any(unicodedata.category(char) == "Cc" for char in decoded)
+
+
+@given(mailboxes(utf8=True))
+def test_any_mailbox_as_xtext_is_an_accepted_auth_parameter(mailbox: Mailbox) -> None:
+    assert _auth_parameter_reply(xtext(str(mailbox))) == "250 2.1.0"
+
+
 # -- the two machines back to back -------------------------------------------------
 
 
@@ -430,6 +494,20 @@ def test_every_mechanism_authenticates_between_the_machines(name: str) -> None:
     assert reply.code == 235 and server.authenticated
     assert auth.success is not None and auth.success.authcid == "john@abc.example"
     assert client.state is State.READY
+
+
+def test_the_client_machine_sends_auth_parameters_the_server_reads_and_no_other() -> None:
+    """The client checks ``AUTH=`` with the server's own parser (RFC 4954 §5, strict
+    xtext): a malformed value is the application's LocalProtocolError, never on the
+    wire; a mailbox written with :func:`xtext` (upper-case hex) goes and is read back."""
+    _, _, client, _ = exchange("PLAIN", "john@abc.example", "correct horse")
+    sender = parse_mailbox("john@abc.example")
+    for bad in ("evil+0D+0AX-Injected:+20yes@abc.example", "j+2bx@abc.example", "a+2", "nobody"):
+        with pytest.raises(LocalProtocolError, match="AUTH="):
+            client.send(Mail(sender, {"AUTH": bad}))
+    assert client.state is State.READY
+    wire = client.send(Mail(sender, {"AUTH": xtext("j+ö@abc.example")}))
+    assert wire == b"MAIL FROM:<john@abc.example> AUTH=j+2B+C3+B6@abc.example\r\n"
 
 
 @pytest.mark.parametrize("name", list(SERVER_FACTORIES))

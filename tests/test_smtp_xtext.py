@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore.smtp import Parameters, decode_xtext, xtext
-from smtpcore.smtp._dsn import dsn_mail_problem, dsn_rcpt_problem
+from smtpcore.smtp._dsn import DSNError, dsn_mail_problem, dsn_rcpt_problem, read_xtext
+from smtpcore.testing.strategies import xtexts
 
 
 def test_plus_equals_space_and_controls_are_hex_escaped() -> None:
@@ -21,6 +22,19 @@ def test_plus_equals_space_and_controls_are_hex_escaped() -> None:
 def test_decoding_tolerates_lower_case_hex_and_bad_utf8() -> None:
     assert decode_xtext("a+2bb") == "a+b"
     assert decode_xtext("+FF") == "\ufffd"
+
+
+@given(xtexts(hostile=True))
+def test_the_strict_reader_takes_what_the_grammar_takes_and_nothing_else(value: str) -> None:
+    """RFC 3461 §4: ``xchar`` and ``"+" 2(%x30-39 / %x41-46)``. :func:`read_xtext`, the
+    reader of ENVID, ORCPT and AUTH=, refuses the rest (lower-case or short hex, a lone
+    "+", "=", octets that are not UTF-8); where it reads, the lenient decoder agrees."""
+    try:
+        text = read_xtext(value, "X")
+    except DSNError:
+        assert xtext(decode_xtext(value)) != value
+    else:
+        assert text == decode_xtext(value) and xtext(text) == value
 
 
 @given(st.text(max_size=80))

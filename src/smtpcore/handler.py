@@ -329,6 +329,9 @@ class Envelope:
     submitter: str | None = None
     """The ``AUTH=`` mailbox of ``MAIL`` (xtext-decoded), from an authenticated client only.
 
+    A mailbox (RFC 4954 §5), in its wire form: the machine refuses, with ``501 5.5.4``,
+    an ``AUTH=`` that is not strict xtext of a mailbox or ``<>``, so it holds no control.
+
     ``None`` when the client gave ``AUTH=<>``, no ``AUTH=``, or has not
     authenticated: RFC 4954 §5 then has the server act as if ``AUTH=<>``
     was given. Whether to trust the authenticated client's word is the

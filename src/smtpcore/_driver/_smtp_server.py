@@ -107,9 +107,9 @@ from smtpcore.smtp import (
     Vrfy,
     Xclient,
     Xforward,
-    decode_xtext,
 )
 from smtpcore.smtp._commands import VERBS
+from smtpcore.smtp._ext.auth import read_submitter
 from smtpcore.smtp._server_config import ServerConfig
 
 if TYPE_CHECKING:
@@ -263,10 +263,13 @@ def _hook_failure(hook: str, exc: BaseException) -> Reply:
 
 
 def _submitter(value: str | None) -> str | None:
-    """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
-    if value is None or value == "<>":
+    """The mailbox of ``AUTH=xtext`` (RFC 4954 §5) as the AUTH entry's parser read it
+    when the machine accepted the MAIL (strict xtext, a mailbox or ``<>``), never a
+    second, lenient decoding; None for ``<>`` or no ``AUTH=``."""
+    if value is None:
         return None
-    return decode_xtext(value) or None
+    submitter = read_submitter(value)
+    return None if submitter is None else str(submitter)
 
 
 @dataclass(frozen=True, slots=True)

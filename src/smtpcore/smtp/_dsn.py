@@ -26,6 +26,7 @@ __all__ = [
     "decode_xtext",
     "dsn_mail_problem",
     "dsn_rcpt_problem",
+    "read_xtext",
     "xtext",
 ]
 
@@ -144,9 +145,9 @@ class EnvelopeId:
 
     @classmethod
     def parse(cls, value: str) -> EnvelopeId:
-        if len(value) > MAX_ENVID or not _XTEXT.fullmatch(value):
+        if len(value) > MAX_ENVID:
             raise DSNError("ENVID must be xtext of at most 100 characters")
-        return cls(_decode_strict(value, "ENVID"))
+        return cls(read_xtext(value, "ENVID"))
 
     def to_parameter(self) -> str:
         return xtext(self.text)
@@ -204,9 +205,7 @@ class OriginalRecipient:
             if not pattern.fullmatch(encoded):
                 raise DSNError("a utf-8 ORCPT must be utf-8-addr-xtext (RFC 6533 §3)")
             return cls(addr_type, _decode_utf8_addr(encoded))
-        if not _XTEXT.fullmatch(encoded):
-            raise DSNError("ORCPT must be addr-type;xtext")
-        return cls(addr_type, _decode_strict(encoded, "ORCPT"))
+        return cls(addr_type, read_xtext(encoded, "ORCPT"))
 
     def to_parameter(self) -> str:
         """``addr-type;xtext``; for a ``utf-8`` address, ``utf-8-addr-xtext`` where it
@@ -222,7 +221,15 @@ class OriginalRecipient:
         return f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
 
 
-def _decode_strict(value: str, keyword: str) -> str:
+def read_xtext(value: str, keyword: str) -> str:
+    """The text a peer's xtext value stands for, read strictly: the one reader of
+    ``ENVID``, ``ORCPT`` and ``AUTH=`` (RFC 3461 §4, RFC 4954 §5). Only ``xchar``
+    and ``"+" 2(%x30-39 / %x41-46)``: a "+" without two upper-case hex digits, an
+    "=" or a space, or octets that are not UTF-8, raise :class:`DSNError`, so that
+    no encoded control slips past a check of the wire form. Whether the text may
+    hold what it decodes to (a CR, a NUL) is the caller's question."""
+    if not _XTEXT.fullmatch(value):
+        raise DSNError(f"{keyword} must be xtext (RFC 3461 §4)")
     raw = _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("ascii"))
     try:
         return raw.decode("utf-8")
@@ -290,10 +297,19 @@ def xtext(text: str) -> str:
 
 
 def xtext_octets(value: str) -> bytes:
-    """The octets an xtext value stands for (RFC 3461 §4), each ``+XX`` one octet."""
+    """The octets an xtext value stands for (RFC 3461 §4), each ``+XX`` one octet.
+
+    Lenient, for a value already checked or a peer known to bend the grammar (Postfix's
+    XCLIENT and XFORWARD values, lower-case hex and all): lower-case hex is decoded and
+    a "+" without two hex digits kept as it is. A value from the wire that must be
+    xtext is read with :func:`read_xtext`."""
     return _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8"))
 
 
 def decode_xtext(value: str) -> str:
-    """The text an xtext value stands for; octets that are not UTF-8 become U+FFFD."""
+    """The text an xtext value stands for; octets that are not UTF-8 become U+FFFD.
+
+    As lenient as :func:`xtext_octets`: for a value the server machine has accepted
+    (an ``ENVID`` in a bounce), or for display. It checks nothing, so the text may hold
+    any control an escape names."""
     return xtext_octets(value).decode("utf-8", "replace")
