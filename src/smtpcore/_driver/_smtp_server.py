@@ -263,11 +263,10 @@ def _hook_failure(hook: str, exc: BaseException) -> Reply:
 
 
 def _submitter(value: str | None) -> str | None:
-    """The mailbox of ``AUTH=xtext`` (RFC 4954 §5) as the AUTH entry's parser read it
-    when the machine accepted the MAIL (strict xtext, a mailbox or ``<>``), never a
-    second, lenient decoding; None for ``<>`` or no ``AUTH=``."""
-    if value is None:
-        return None
+    """The mailbox ``AUTH=xtext`` names (RFC 4954 §5), in its wire form: None for
+    ``<>``, no ``AUTH=``, or a value that names no mailbox (:func:`read_submitter`).
+    The machine keeps a parameter as its wire text, so it is decoded here, once, by
+    the AUTH entry's own reader, never by a lenient decoder that lets a CR LF by."""
     submitter = read_submitter(value)
     return None if submitter is None else str(submitter)
 
