@@ -520,9 +520,10 @@ def test_every_mechanism_authenticates_between_the_machines(name: str) -> None:
 
 
 def test_the_client_machine_sends_auth_parameters_the_server_reads_and_no_other() -> None:
-    """The client checks ``AUTH=`` with the server's own parser (RFC 4954 §5, strict
-    xtext): a malformed value is the application's LocalProtocolError, never on the
-    wire; a mailbox written with :func:`xtext` (upper-case hex) goes and is read back."""
+    """The client is held to what RFC 4954 §5 asks of a sender, more than the server
+    refuses: strict xtext (upper-case hex) of a mailbox or ``<>``. Anything else is the
+    application's LocalProtocolError, never on the wire; a mailbox written with
+    :func:`xtext` goes and is read back."""
     _, _, client, _ = exchange("PLAIN", "john@abc.example", "correct horse")
     sender = parse_mailbox("john@abc.example")
     for bad in ("evil+0D+0AX-Injected:+20yes@abc.example", "j+2bx@abc.example", "a+2", "nobody"):
