@@ -330,7 +330,8 @@ class Envelope:
     """The ``AUTH=`` mailbox of ``MAIL`` (xtext-decoded), from an authenticated client only.
 
     A mailbox (RFC 4954 §5), in its wire form, that holds no control or format
-    character: an ``AUTH=`` whose xtext decodes to anything else (a bare user name, a
+    character (ZWNJ and ZWJ excepted: some scripts cannot be written without them,
+    as log text keeps them): an ``AUTH=`` whose xtext decodes to anything else (a bare user name, a
     CR LF) is taken as ``AUTH=<>``, and one that is no xtext gets ``501 5.5.4``.
 
     ``None`` when the client gave ``AUTH=<>``, no ``AUTH=``, or has not
