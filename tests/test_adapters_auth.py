@@ -510,6 +510,40 @@ def test_identity_authzid_veto_and_auth_parameter(
     assert envelope.mail_params["AUTH"] == "j+2Bx@abc.example"
 
 
+def test_the_submitter_is_the_auth_parameters_mailbox_and_never_holds_a_control(
+    adapter: str,
+) -> None:
+    """``Envelope.submitter`` was ``AUTH=``'s xtext decoded a second time, leniently: an
+    encoded CR LF reached it (``evil\r\nX-Injected: yes``), and ``+3C+3E`` (``<>``,
+    RFC 4954 §5) was taken for a mailbox. A value that is no xtext gets 501 5.5.4; any
+    xtext is accepted (§5: parse and discard), and the submitter is its mailbox, or
+    None for ``<>`` and for whatever decodes to no mailbox (a bare name, a CR LF)."""
+    handler = Submission()
+    with (
+        running_smtp_server(adapter, handler, auth=authenticator(), auth_require_tls=False) as s,
+        raw_smtp_session(s.host, s.port) as c,
+    ):
+        c.recv_reply()
+        c.command(b"EHLO client.test")
+        assert c.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
+        for value in (b"+ZZ+00nul", b"a+2", b"a=b@abc.example"):
+            assert c.command(b"MAIL FROM:<a@abc.example> AUTH=" + value).startswith(b"501 5.5.4")
+        accepted = (
+            b"evil+0D+0AX-Injected:+20yes",
+            b"john",
+            b"+3C+3E",
+            b"j+C3+B6rg@abc.example",
+            b"j+c3+b6rg@abc.example",
+        )
+        for value in accepted:
+            assert c.command(b"MAIL FROM:<a@abc.example> AUTH=" + value).startswith(b"250")
+            assert c.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+            assert c.command(b"DATA").startswith(b"354")
+            assert c.command(b"hi\r\n.").startswith(b"250")
+    submitters = [envelope.submitter for envelope in handler.messages]
+    assert submitters == [None, None, None, "jörg@abc.example", "jörg@abc.example"]
+
+
 def test_bad_input_and_the_failure_limit(adapter: str) -> None:
     with (
         plaintext_auth_server(adapter, max_auth_failures=2) as server,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import re
 import smtplib
 import socket
 import threading
+import unicodedata
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
 
 from smtp_helpers import EHLO, codes, greeted, run
 from smtpcore import LocalProtocolError
+from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -46,8 +50,11 @@ from smtpcore.smtp import (
     ServerAuth,
     ServerConnection,
     State,
+    xtext,
 )
+from smtpcore.smtp._ext.auth import read_submitter
 from smtpcore.testing import ConnectionPair, SMTPAnswer, permissive_smtp_answer, run_server
+from smtpcore.testing.strategies import mailboxes, xtexts
 
 USERS = {"john@abc.example": "correct horse"}
 SCRAM = {name: derive_scram_credentials(pw) for name, pw in USERS.items()}
@@ -397,6 +404,86 @@ def test_auth_parameter_unknown_without_auth() -> None:
     assert codes(out)[-1] == "555 5.5.4"
 
 
+def _auth_parameter_reply(value: str) -> str:
+    """The reply to ``MAIL`` with ``AUTH=value``, from a server offering AUTH."""
+    line = f"MAIL FROM:<a@b.example> AUTH={value}\r\n".encode()
+    return codes(run(auth_server(auth_require_tls=False), EHLO + line)[1])[-1]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "+ZZ+00nul@abc.example",  # "+" not followed by two hex digits
+        "+ZZ",
+        "a+2",  # a "+" cut short
+        "x+",
+        "a=b@abc.example",  # "=" is no xchar
+    ],
+)
+def test_a_value_that_is_not_xtext_in_auth_parameter_gets_501_as_envid_does(value: str) -> None:
+    """RFC 4954 §5: ``auth-param = "AUTH=" xtext`` (RFC 3461 §4). It was decoded
+    leniently, a "+" without two hex digits kept; a value that is no xtext at all now
+    gets the 501 5.5.4 a malformed ENVID gets, as Exim answers it."""
+    assert _auth_parameter_reply(value) == "501 5.5.4"
+    envid = f"MAIL FROM:<a@b.example> ENVID={value}\r\n".encode()
+    assert codes(run(greeted(dsn=True), EHLO + envid)[1])[-1] == "501 5.5.4"
+
+
+@pytest.mark.parametrize(
+    ("value", "submitter"),
+    [
+        ("<>", None),
+        ("+3C+3E", None),  # <> in xtext
+        ("j+2Bx@abc.example", "j+x@abc.example"),
+        ("j+C3+B6rg@abc.example", "jörg@abc.example"),  # UTF-8 in ASCII xtext: no SMTPUTF8
+        ("j+c3+b6rg@abc.example", "jörg@abc.example"),  # lower-case hex, read as Exim reads it
+        ("j+2bx@abc.example", "j+x@abc.example"),
+        ("ann@[192.0.2.1]", "ann@[192.0.2.1]"),
+        # xtext, but no mailbox once decoded: taken as <> (RFC 4954 §5), not refused
+        ("john", None),  # a bare user name (Postfix's lmtp to Cyrus)
+        ("<john@abc.example>", None),
+        ("+3Cjohn@abc.example+3E", None),
+        ("John+20Doe@abc.example", None),
+        ("john@abc.example.", None),
+        ("evil+0D+0AX-Injected:+20yes", None),  # a CR LF: header injection
+        ("evil+0D+0A@abc.example", None),
+        ("nul+00@abc.example", None),
+        ("+FF@abc.example", None),  # no UTF-8
+        ("j+E2+80+8Bx@abc.example", None),  # U+200B, a format character
+    ],
+)
+def test_an_auth_parameter_that_is_xtext_is_accepted_and_names_a_mailbox_or_none(
+    value: str, submitter: str | None
+) -> None:
+    """RFC 4954 §5: a server "does nothing more than parse and discard syntactically
+    valid AUTH parameters" from a client it does not trust, and acts "as if the
+    AUTH=<> parameter was supplied". The branch refused with 501 every value that was
+    not strict xtext of a mailbox, and so refused the whole message; now any xtext is
+    accepted, and what does not decode to a mailbox free of controls names no one."""
+    assert _auth_parameter_reply(value) == "250 2.1.0"
+    mailbox = read_submitter(value)
+    assert (None if mailbox is None else str(mailbox)) == submitter
+
+
+@given(xtexts(hostile=True))
+def test_an_auth_parameter_is_refused_only_when_it_is_not_xtext(value: str) -> None:
+    """Whatever a client sends, the server refuses it with 501 5.5.4 only when it is
+    no xtext (hex of either case accepted), and otherwise takes it; the submitter it
+    names is None or a mailbox that holds no control or format character."""
+    reply = _auth_parameter_reply(value)
+    not_xtext = re.fullmatch(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})+", value) is None
+    assert reply == ("501 5.5.4" if not_xtext else "250 2.1.0")
+    mailbox = read_submitter(value)
+    if mailbox is not None:
+        assert not any(unicodedata.category(char) in ("Cc", "Cf") for char in str(mailbox))
+
+
+@given(mailboxes(utf8=True))
+def test_any_mailbox_as_xtext_is_an_accepted_auth_parameter(mailbox: Mailbox) -> None:
+    assert _auth_parameter_reply(xtext(str(mailbox))) == "250 2.1.0"
+    assert read_submitter(xtext(str(mailbox))) == parse_mailbox(str(mailbox))
+
+
 # -- the two machines back to back -------------------------------------------------
 
 
@@ -430,6 +517,21 @@ def test_every_mechanism_authenticates_between_the_machines(name: str) -> None:
     assert reply.code == 235 and server.authenticated
     assert auth.success is not None and auth.success.authcid == "john@abc.example"
     assert client.state is State.READY
+
+
+def test_the_client_machine_sends_auth_parameters_the_server_reads_and_no_other() -> None:
+    """The client is held to what RFC 4954 §5 asks of a sender, more than the server
+    refuses: strict xtext (upper-case hex) of a mailbox or ``<>``. Anything else is the
+    application's LocalProtocolError, never on the wire; a mailbox written with
+    :func:`xtext` goes and is read back."""
+    _, _, client, _ = exchange("PLAIN", "john@abc.example", "correct horse")
+    sender = parse_mailbox("john@abc.example")
+    for bad in ("evil+0D+0AX-Injected:+20yes@abc.example", "j+2bx@abc.example", "a+2", "nobody"):
+        with pytest.raises(LocalProtocolError, match="AUTH="):
+            client.send(Mail(sender, {"AUTH": bad}))
+    assert client.state is State.READY
+    wire = client.send(Mail(sender, {"AUTH": xtext("j+ö@abc.example")}))
+    assert wire == b"MAIL FROM:<john@abc.example> AUTH=j+2B+C3+B6@abc.example\r\n"
 
 
 @pytest.mark.parametrize("name", list(SERVER_FACTORIES))

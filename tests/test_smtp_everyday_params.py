@@ -23,7 +23,7 @@ from smtp_helpers import greeted, run
 from smtpcore.smtp import Mail, Parameters, Rcpt
 from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import parse_everyday_line
-from smtpcore.smtp._everyday_params import read_parameters
+from smtpcore.smtp._everyday_params import SMTPUTF8_BIT, read_parameters
 from smtpcore.testing import strategies as sst
 
 WORDS = st.sampled_from(
@@ -87,6 +87,7 @@ def session(options: dict[str, object], hello: bytes, lines: list[bytes]) -> lis
 @example({}, b"EHLO c.example\r\n", " SIZE=1 size=2", "")
 @example({}, b"EHLO c.example\r\n", " SIZE=1 BODY=8BITMIME SIZE=2", "")
 @example({"dsn": True}, b"EHLO c.example\r\n", " RET=FULL ENVID=x RET=HDRS", "")
+@example({"eight_bit_mime": False}, b"EHLO c.example\r\n", " SMTPUTF8", "")
 def test_the_everyday_parameters_are_answered_as_the_general_path_answers(
     options: dict[str, object], hello: bytes, mail_text: str, rcpt_text: str
 ) -> None:
@@ -103,6 +104,16 @@ def test_the_everyday_parameters_are_answered_as_the_general_path_answers(
     ):
         general = session(options, hello, lines)
     assert fast == general
+
+
+def test_smtputf8_is_everyday_where_the_8bitmime_it_depends_on_is_offered() -> None:
+    """SMTPUTF8 depends on 8BITMIME (RFC 6531 §3.1 item 8); 8BITMIME asks nothing of
+    a session opened with EHLO, so SMTPUTF8 is in force in every such session and
+    stays on the fast path; with 8BITMIME off it is not offered, and goes the general
+    way, to its 555."""
+    with_8bitmime = greeted()._config.tables.everyday_mail
+    without = greeted(eight_bit_mime=False)._config.tables.everyday_mail
+    assert with_8bitmime & SMTPUTF8_BIT and not without & SMTPUTF8_BIT
 
 
 @given(TEXTS)

@@ -141,6 +141,20 @@ def test_extensions_can_be_switched_off() -> None:
     assert out == b"250-mx.pqr.example OK\r\n250-SIZE\r\n250 HELP\r\n250 OK\r\n"
 
 
+def test_smtputf8_is_offered_only_with_8bitmime() -> None:
+    """RFC 6531 §3.1 item 8: a server offering SMTPUTF8 MUST offer 8BITMIME. With
+    8BITMIME off, SMTPUTF8 was still listed, and a UTF-8 sender taken; it now goes
+    with 8BITMIME, as BINARYMIME does (its entry depends on it): not listed, and its
+    parameter unsupported (RFC 5321 §4.1.2: 555)."""
+    conn = greeted(eight_bit_mime=False)
+    _, out = run(conn, EHLO)
+    assert b"SMTPUTF8" not in out and b"8BITMIME" not in out
+    _, out = run(conn, "MAIL FROM:<jörg@abc.example> SMTPUTF8\r\n".encode())
+    assert codes(out) == ["555 5.5.4"]
+    _, out = run(greeted(), EHLO)
+    assert b"250-8BITMIME\r\n" in out and b"250-SMTPUTF8\r\n" in out
+
+
 def test_helo_gets_a_plain_reply_and_no_extensions() -> None:
     conn = greeted()
     events, out = run(conn, b"HELO client.abc.example\r\n")

@@ -331,6 +331,11 @@ class Envelope:
     submitter: str | None = None
     """The ``AUTH=`` mailbox of ``MAIL`` (xtext-decoded), from an authenticated client only.
 
+    A mailbox (RFC 4954 §5), in its wire form, that holds no control or format
+    character (ZWNJ and ZWJ excepted: some scripts cannot be written without them,
+    as log text keeps them): an ``AUTH=`` whose xtext decodes to anything else (a bare user name, a
+    CR LF) is taken as ``AUTH=<>``, and one that is no xtext gets ``501 5.5.4``.
+
     ``None`` when the client gave ``AUTH=<>``, no ``AUTH=``, or has not
     authenticated: RFC 4954 §5 then has the server act as if ``AUTH=<>``
     was given. Whether to trust the authenticated client's word is the

@@ -108,9 +108,9 @@ from smtpcore.smtp import (
     Vrfy,
     Xclient,
     Xforward,
-    decode_xtext,
 )
 from smtpcore.smtp._commands import VERBS
+from smtpcore.smtp._ext.auth import read_submitter
 from smtpcore.smtp._server_config import ServerConfig
 
 if TYPE_CHECKING:
@@ -272,10 +272,12 @@ def _path_text(path: Mailbox | None) -> str:
 
 
 def _submitter(value: str | None) -> str | None:
-    """The mailbox of ``AUTH=xtext`` (RFC 4954 §5, xtext of RFC 3461 §4); None for ``<>``."""
-    if value is None or value == "<>":
-        return None
-    return decode_xtext(value) or None
+    """The mailbox ``AUTH=xtext`` names (RFC 4954 §5), in its wire form: None for
+    ``<>``, no ``AUTH=``, or a value that names no mailbox (:func:`read_submitter`).
+    The machine keeps a parameter as its wire text, so it is decoded here, once, by
+    the AUTH entry's own reader, never by a lenient decoder that lets a CR LF by."""
+    submitter = read_submitter(value)
+    return None if submitter is None else str(submitter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,15 @@ __all__ = [
     "decode_xtext",
     "dsn_mail_problem",
     "dsn_rcpt_problem",
+    "read_any_case_xtext",
+    "read_xtext",
     "xtext",
 ]
 
 # xtext (RFC 3461 §4): printable ASCII but "+" and "=", and "+" 2HEXDIGIT.
 _XTEXT: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-F]{2})+")
+# The same, hex of either case: what a server takes where it must not refuse mail.
+_XTEXT_ANY_CASE: Final = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})+")
 _ADDR_TYPE: Final = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
 _XTEXT_HEX: Final = re.compile(rb"\+([0-9A-Fa-f]{2})")
 # RFC 6533 §3: QCHAR is printable ASCII but "+", "=" and "\"; QUCHAR adds any
@@ -144,9 +148,9 @@ class EnvelopeId:
 
     @classmethod
     def parse(cls, value: str) -> EnvelopeId:
-        if len(value) > MAX_ENVID or not _XTEXT.fullmatch(value):
-            raise DSNError("ENVID must be xtext of at most 100 characters")
-        return cls(_decode_strict(value, "ENVID"))
+        if len(value) > MAX_ENVID:
+            raise DSNError(_MALFORMED_ENVID)
+        return cls(read_xtext(value, "ENVID", malformed=_MALFORMED_ENVID))
 
     def to_parameter(self) -> str:
         return xtext(self.text)
@@ -204,9 +208,9 @@ class OriginalRecipient:
             if not pattern.fullmatch(encoded):
                 raise DSNError("a utf-8 ORCPT must be utf-8-addr-xtext (RFC 6533 §3)")
             return cls(addr_type, _decode_utf8_addr(encoded))
-        if not _XTEXT.fullmatch(encoded):
-            raise DSNError("ORCPT must be addr-type;xtext")
-        return cls(addr_type, _decode_strict(encoded, "ORCPT"))
+        return cls(
+            addr_type, read_xtext(encoded, "ORCPT", malformed="ORCPT must be addr-type;xtext")
+        )
 
     def to_parameter(self) -> str:
         """``addr-type;xtext``; for a ``utf-8`` address, ``utf-8-addr-xtext`` where it
@@ -222,12 +226,36 @@ class OriginalRecipient:
         return f"{self.addr_type};{_utf8_addr_unitext(self.address)}"
 
 
-def _decode_strict(value: str, keyword: str) -> str:
+_MALFORMED_ENVID: Final = "ENVID must be xtext of at most 100 characters"
+
+
+def read_xtext(value: str, keyword: str, *, malformed: str | None = None) -> str:
+    """The text a peer's xtext value stands for, read strictly: the one reader of
+    ``ENVID`` and ``ORCPT``, and of the ``AUTH=`` a client may send (RFC 3461 §4,
+    RFC 4954 §5; a server reads that with :func:`read_any_case_xtext`). Only ``xchar``
+    and ``"+" 2(%x30-39 / %x41-46)``: a "+" without two upper-case hex digits, an
+    "=" or a space, or octets that are not UTF-8, raise :class:`DSNError`, so that
+    no encoded control slips past a check of the wire form. Whether the text may
+    hold what it decodes to (a CR, a NUL) is the caller's question. ``malformed``: the
+    refusal's text for a value that is no xtext, if not the general one."""
+    if not _XTEXT.fullmatch(value):
+        raise DSNError(malformed or f"{keyword} must be xtext (RFC 3461 §4)")
     raw = _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("ascii"))
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise DSNError(f"{keyword} must be UTF-8 text in xtext") from None
+
+
+def read_any_case_xtext(value: str, keyword: str) -> bytes:
+    """The octets a peer's xtext value stands for, read as a server reads a value it
+    must not refuse mail over (``AUTH=``, RFC 4954 §5): the grammar of RFC 3461 §4,
+    but hex of either case after "+", as Exim reads it. A value that is no xtext at
+    all (a "+" without two hex digits, a space, "=", a control, anything beyond
+    ASCII) raises :class:`DSNError`; what the octets hold is the caller's question."""
+    if not _XTEXT_ANY_CASE.fullmatch(value):
+        raise DSNError(f"{keyword} must be xtext (RFC 3461 §4)")
+    return xtext_octets(value)
 
 
 def _decode_utf8_addr(encoded: str) -> str:
@@ -290,10 +318,19 @@ def xtext(text: str) -> str:
 
 
 def xtext_octets(value: str) -> bytes:
-    """The octets an xtext value stands for (RFC 3461 §4), each ``+XX`` one octet."""
+    """The octets an xtext value stands for (RFC 3461 §4), each ``+XX`` one octet.
+
+    Lenient, for a value already checked or a peer known to bend the grammar (Postfix's
+    XCLIENT and XFORWARD values, lower-case hex and all): lower-case hex is decoded and
+    a "+" without two hex digits kept as it is. A value from the wire that must be
+    xtext is read with :func:`read_xtext` or :func:`read_any_case_xtext`."""
     return _XTEXT_HEX.sub(lambda m: bytes([int(m.group(1), 16)]), value.encode("utf-8"))
 
 
 def decode_xtext(value: str) -> str:
-    """The text an xtext value stands for; octets that are not UTF-8 become U+FFFD."""
+    """The text an xtext value stands for; octets that are not UTF-8 become U+FFFD.
+
+    As lenient as :func:`xtext_octets`: for a value the server machine has accepted
+    (an ``ENVID`` in a bounce), or for display. It checks nothing, so the text may hold
+    any control an escape names."""
     return xtext_octets(value).decode("utf-8", "replace")

@@ -23,7 +23,7 @@ paths to the same answers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from smtpcore.smtp._dsn import _NOTIFY_VALUES, MAX_ENVID, MAX_ORCPT
@@ -126,16 +126,39 @@ def _read_words(text: bytes) -> Parameters | None:
     return params
 
 
-def everyday_bits(readers: Mapping[str, tuple[Extension, Parameter[object]]]) -> int:
+def everyday_bits(
+    readers: Mapping[str, tuple[Extension, Parameter[object]]], offerable: Sequence[Extension]
+) -> int:
     """The bits of the everyday keywords a session with these parameter ``readers``
-    takes whenever it was opened with EHLO: those whose extension it offers and that
-    ask nothing more of the session (no requirement, no other extension it needs)."""
+    takes whenever it was opened with EHLO: those whose extension is in force in
+    every such session of a server offering ``offerable`` (:func:`in_force_after_ehlo`)."""
+    in_force = in_force_after_ehlo(offerable)
     bits = 0
     for keyword, (bit, _) in _EVERYDAY.items():
         known = readers.get(keyword)
-        if known is not None and not known[0].requires and not known[0].depends:
+        if known is not None and known[0].keyword in in_force:
             bits |= bit
     return bits
+
+
+def in_force_after_ehlo(offerable: Sequence[Extension]) -> frozenset[str]:
+    """The keywords of the ``offerable`` extensions in force in every session opened
+    with EHLO: those with no requirement whose every dependency is such an extension
+    too (SMTPUTF8 with 8BITMIME, RFC 6531 §3.1 item 8). One pass a level of
+    dependency, so at most one an extension."""
+    in_force: set[str] = set()
+    for _ in range(len(offerable)):
+        more = {
+            entry.keyword
+            for entry in offerable
+            if not entry.requires
+            and entry.keyword not in in_force
+            and all(needed in in_force for needed in entry.depends)
+        }
+        if not more:
+            break
+        in_force |= more
+    return frozenset(in_force)
 
 
 _new: Final = object.__new__

@@ -246,8 +246,8 @@ def build_tables(
             **plain_verbs,
             **{verb: VERBS[verb] for verb in verb_owner if verb in VERBS},
         },
-        everyday_mail=everyday_bits(mail_readers),
-        everyday_rcpt=everyday_bits(rcpt_readers),
+        everyday_mail=everyday_bits(mail_readers, offerable),
+        everyday_rcpt=everyday_bits(rcpt_readers, offerable),
         hellos={} if builtin else None,
     )
 

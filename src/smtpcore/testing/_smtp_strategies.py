@@ -57,6 +57,7 @@ from smtpcore.smtp import (
     xtext,
 )
 from smtpcore.smtp._commands import chunk_after, format_command
+from smtpcore.smtp._dsn import DSNError, read_any_case_xtext
 from smtpcore.smtp._forwarding import MAX_VALUE as _MAX_XTEXT_VALUE
 from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
@@ -97,8 +98,9 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     """xtext values (RFC 3461 §4), as ``ENVID``, ``ORCPT`` and ``AUTH=`` carry them:
     text without control characters (§4.2, §4.4: printable characters only).
 
-    ``hostile=True`` adds malformed ones: lower-case or short hex after
-    ``+``, a lone ``+``, a raw ``=``, an encoded CR LF or NUL.
+    Some escape octets that need no escape (``+41`` for "A"): xtext allows it, and a
+    reader must take it. ``hostile=True`` adds malformed ones: lower-case or short
+    hex after ``+``, a lone ``+``, a raw ``=``, an encoded CR LF or NUL.
 
     >>> from hypothesis import given
     >>> from smtpcore.smtp import decode_xtext, xtext
@@ -107,7 +109,8 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     'caf+C3+A9'
     >>> @given(sst.xtexts())
     ... def test_xtext_round_trip(value):
-    ...     assert xtext(decode_xtext(value)) == value
+    ...     text = decode_xtext(value)
+    ...     assert decode_xtext(xtext(text)) == text
     >>> test_xtext_round_trip()
     """
     valid = (
@@ -118,7 +121,7 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
             ),
             max_size=20,
         )
-        .map(xtext)
+        .flatmap(_xtext_forms)
         .filter(lambda value: 0 < len(value) <= 100)  # ENVID's limit (RFC 3461 §4.4)
     )
     if not hostile:
@@ -126,7 +129,39 @@ def xtexts(*, hostile: bool = False) -> st.SearchStrategy[str]:
     return st.one_of(valid, st.sampled_from(_MALFORMED_XTEXTS))
 
 
+def _xtext_forms(text: str) -> st.SearchStrategy[str]:
+    """``text`` as xtext (RFC 3461 §4): each octet that must be escaped escaped, and
+    any other escaped or not, as drawn; mostly the canonical form :func:`xtext` writes."""
+    octets = text.encode("utf-8")
+    return st.one_of(
+        st.just(xtext(text)),
+        st.lists(st.booleans(), min_size=len(octets), max_size=len(octets)).map(
+            lambda escape: "".join(
+                _xtext_octet(octet, also=flag) for octet, flag in zip(octets, escape, strict=True)
+            )
+        ),
+    )
+
+
+def _xtext_octet(octet: int, *, also: bool) -> str:
+    """One octet as xtext: ``+XX`` where it must be (RFC 3461 §4) or ``also``."""
+    if also or not (33 <= octet <= 126) or octet in (43, 61):
+        return f"+{octet:02X}"
+    return chr(octet)
+
+
+def _is_xtext_of_any_case(value: str) -> bool:
+    try:
+        read_any_case_xtext(value, "xtext")
+    except DSNError:
+        return False
+    return True
+
+
 _MALFORMED_XTEXTS: Final = ("+", "+2", "+zz", "+2b", "a=b", "x+", "+G0", "a+0D+0Ab", "+00")
+_NOT_XTEXT: Final = tuple(value for value in _MALFORMED_XTEXTS if not _is_xtext_of_any_case(value))
+"""The malformed values no server reads as xtext, whatever the case of its hex: what
+even ``AUTH=`` is refused for (RFC 4954 §5 takes any xtext, as ``<>`` if need be)."""
 
 
 def _numbers() -> st.SearchStrategy[str]:
@@ -203,6 +238,8 @@ _HOSTILE_MAIL_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]]
     # A raw "=" is no esmtp-value at all: Parameters cannot hold it, and
     # command_lines(hostile=True) writes it on a line instead.
     st.tuples(st.just("ENVID"), st.sampled_from([v for v in _MALFORMED_XTEXTS if "=" not in v])),
+    # AUTH=: RFC 4954 §5, any xtext taken; one that is no xtext refused
+    st.tuples(st.just("AUTH"), st.sampled_from([v for v in _NOT_XTEXT if "=" not in v])),
     st.tuples(st.sampled_from(["X-FOO", "NOTIFY", "ORCPT"]), st.just("1")),
     st.tuples(st.sampled_from(["SIZE", "BODY", "RET", "ENVID"]), st.none()),
 ]

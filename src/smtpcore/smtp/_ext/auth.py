@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from smtpcore._textsafe import holds_unsafe
 from smtpcore._words import ascii_upper
-from smtpcore.smtp._dsn import decode_xtext, xtext
+from smtpcore.address import AddressError, Mailbox, parse_mailbox
+from smtpcore.smtp._dsn import DSNError, read_any_case_xtext, read_xtext
 from smtpcore.smtp._events import Auth
 from smtpcore.smtp._extension import (
     Extension,
@@ -19,21 +21,69 @@ from smtpcore.smtp._replies import EnhancedStatus, Reply
 if TYPE_CHECKING:
     from smtpcore.smtp._extensions import ServerExtensions
 
-__all__ = ["AUTH"]
+__all__ = ["AUTH", "read_submitter"]
 
 _NEEDS_VALUE: Final = Reply(555, "Unsupported parameter AUTH", EnhancedStatus(5, 5, 4))
 
 
 def _parse(value: str | None) -> str:
-    """``AUTH=<>`` or ``AUTH=xtext`` (RFC 4954 §5): the submitter's mailbox, "" for
-    ``<>``. Whether to trust it is the application's business."""
+    """``AUTH=xtext`` (RFC 4954 §5) as both machines read it: the value, once it is xtext
+    (RFC 3461 §4; hex of either case, as Exim reads it). Only a value that is no xtext
+    at all gets 501 5.5.4: §5 has a server "parse and discard syntactically valid
+    AUTH parameters", so one whose text names no mailbox is taken, as ``<>``
+    (:func:`read_submitter`), and the message with it. A client is held to more
+    (:func:`_client_problem`)."""
     if value is None:
         raise ParameterError("AUTH= needs a value", _NEEDS_VALUE)
-    return "" if value == "<>" else decode_xtext(value)
+    try:
+        read_any_case_xtext(value, "AUTH=")
+    except DSNError as exc:
+        raise ParameterError(str(exc)) from None
+    return value
 
 
-def _format(submitter: str) -> str:
-    return xtext(submitter) if submitter else "<>"
+def _client_problem(offered: ServerExtensions, value: str) -> str | None:
+    """What a client must not send (RFC 4954 §5: the decoded xtext "MUST be either an
+    addr-spec ... or the two characters '<>'"): strict xtext (upper-case hex, RFC 3461
+    §4) of a mailbox, or ``<>``. :func:`xtext` writes any mailbox so."""
+    try:
+        text = read_xtext(value, "AUTH=")
+    except DSNError as exc:
+        return str(exc)
+    if text == "<>" or _mailbox_in(text) is not None:
+        return None
+    return "AUTH= must be a mailbox or <> in xtext (RFC 4954 §5)"
+
+
+def read_submitter(value: str | None) -> Mailbox | None:
+    """The submitter an ``AUTH=`` value names (RFC 4954 §5): its mailbox, or None for
+    ``<>``, for no value, and for a value whose text is no mailbox free of controls
+    (a bare user name, a CR LF, a trailing dot, octets that are not UTF-8): the server
+    acts "as if the AUTH=<> parameter was supplied" for a value it cannot trust, as
+    Postfix and sendmail do, so no CR, LF or NUL reaches the application. Whether to
+    trust a mailbox is the application's business."""
+    if value is None:
+        return None
+    try:
+        text = read_any_case_xtext(value, "AUTH=").decode("utf-8")
+    except (DSNError, UnicodeDecodeError):
+        return None
+    return None if text == "<>" else _mailbox_in(text)
+
+
+def _mailbox_in(text: str) -> Mailbox | None:
+    """``text`` as a mailbox, or None when it is none or holds a character unsafe in
+    text (RFC 5198 §2: a control, a format character such as U+200B)."""
+    if holds_unsafe(text):
+        return None
+    try:
+        return parse_mailbox(text)
+    except AddressError:
+        return None
+
+
+def _format(value: str) -> str:
+    return value
 
 
 def _mechanisms(facts: ServerFacts) -> str | None:
@@ -64,7 +114,7 @@ AUTH: Final = Extension(
     option="auth_mechanisms",
     line_allowance=500,  # RFC 4954 §5: AUTH= on MAIL
     arguments=_mechanisms,
-    mail_parameters=(Parameter("AUTH", _parse, _format),),
+    mail_parameters=(Parameter("AUTH", _parse, _format, client_check=_client_problem),),
     verbs=("AUTH",),
     requires=(_USABLE_MECHANISM,),
     client_check=_mechanism_offered,

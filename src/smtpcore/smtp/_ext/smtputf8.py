@@ -1,4 +1,7 @@
-"""SMTPUTF8 (RFC 6531): UTF-8 addresses in a transaction whose MAIL says so."""
+"""SMTPUTF8 (RFC 6531): UTF-8 addresses in a transaction whose MAIL says so.
+
+Offered only with 8BITMIME (RFC 6531 §3.1 item 8), as its entry says (``depends``).
+"""
 
 from __future__ import annotations
 
@@ -33,5 +36,8 @@ SMTPUTF8: Final = Extension(
     "UTF-8 addresses and headers in a transaction whose MAIL has SMTPUTF8",
     option="smtputf8",
     line_allowance=10,  # RFC 6531 §3.1 item 5
+    # RFC 6531 §3.1 item 8: "Servers offering this extension MUST provide support
+    # for, and announce, the 8BITMIME extension": without it SMTPUTF8 is not offered.
+    depends=("8BITMIME",),
     mail_parameters=(Parameter("SMTPUTF8", _parse, _format, read=_read),),
 )
