@@ -31,6 +31,7 @@ from smtpcore.routing import (
     resolve_exchangers,
     resolve_host,
 )
+from smtpcore.server.delivery import RESOLVE_TIMEOUT
 
 T = TypeVar("T")
 
@@ -536,3 +537,128 @@ def test_local_literals_are_local_but_cut_no_mx_list() -> None:
     )
     assert isinstance(result, Rejected)
     assert result.reason is RejectReason.ROUTING_LOOP
+
+
+# --- one wide preference level with lame exchangers --------------------------
+
+LAME_LOOKUP_SECONDS = 10.8  # AAAA then A, each to a 5.4 s resolver lifetime
+
+
+class InOrder:
+    """A random source that shuffles nothing: the records keep the order given."""
+
+    def randrange(self, stop: int, /) -> int:
+        return stop - 1
+
+
+class LameLevel:
+    """``slow.example``: one level (MX 10) of five good exchangers listed first, then
+    ``lame`` exchangers whose lookups each cost ``LAME_LOOKUP_SECONDS`` of a fake clock
+    and fail temporarily, as lame delegations do; ``own`` names one more, listed last,
+    whose address is this host's."""
+
+    def __init__(self, lame: int, *, own: bool = False) -> None:
+        names = [f"g{n}.slow.example" for n in range(1, 6)]
+        names += [f"lame{n}.slow.example" for n in range(1, lame + 1)]
+        names += ["self.slow.example"] if own else []
+        self.records = [MXRecord(10, name) for name in names]
+        self.asked: list[str] = []
+        self.clock = 0.0
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        return self.records
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        if host.startswith("lame"):
+            self.clock += LAME_LOOKUP_SECONDS
+            raise TemporaryDNSError(host, "timed out")
+        if host.startswith("self"):
+            return [ip_address(LOCAL_ADDRESSES[0])]
+        return [ip_address(f"192.0.2.{host[1]}")]
+
+
+GOOD_HOSTS = [f"g{n}.slow.example" for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_full_cap_stops_the_lookups_within_a_level(library: str) -> None:
+    """With five usable addresses found and no address of this host to look for,
+    nothing more at the same level can change what is tried: 13 lame exchangers behind
+    them were looked up one by one (140 s, past the server's 120 s resolve deadline,
+    which turned the round into 451 4.4.3 every time)."""
+    zone = LameLevel(13)
+    result = run(library, lambda: resolve_exchangers("slow.example", zone, rng=InOrder()))
+    assert isinstance(result, tuple)
+    assert [a.host for a in result] == GOOD_HOSTS
+    assert zone.asked == GOOD_HOSTS
+    assert zone.clock == 0.0
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("limit", [None, 8])
+def test_the_exchanger_names_looked_up_are_capped(library: str, limit: int | None) -> None:
+    """Where this host's addresses are known, the level is completed to find it there
+    (RFC 5321 §5.1), but no further than ``max_lookups`` names: a 60-host level cost 60
+    lookups for a cap of five attempts, and with the default, ten minutes of lame
+    lookups."""
+    zone = LameLevel(60)
+    make = partial(
+        resolve_exchangers, "slow.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+    )
+    if limit is not None:
+        make = partial(make, max_lookups=limit)
+    result = run(library, make)
+    assert isinstance(result, tuple)
+    assert [a.host for a in result] == GOOD_HOSTS
+    assert zone.clock < RESOLVE_TIMEOUT  # the server's deadline for the whole lookup
+    if limit is not None:
+        assert len(zone.asked) == limit
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_is_still_found_at_the_level_that_filled_the_cap(library: str) -> None:
+    """The reason a level is completed once the cap is full: this host, known by its
+    address only, listed at that level after the usable ones, must cut the level (RFC
+    5321 §5.1: only exchangers more preferred than this host are tried)."""
+    zone = LameLevel(2, own=True)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "slow.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
+    assert zone.asked[-1] == "self.slow.example"
+
+
+def test_exchangers_left_unlooked_make_an_empty_outcome_temporary() -> None:
+    """Two addressless exchangers use up ``max_lookups=2``; the third, which has an
+    address, was never asked about: no route is not known, so the mail waits (451
+    4.4.3) rather than bounce (550 5.4.4)."""
+    zone = StaticResolver.from_zone_text(
+        "cut.example MX 10 ghost1.cut.example\n"
+        "cut.example MX 20 ghost2.cut.example\n"
+        "cut.example MX 30 mx.skip.example\n"
+        "mx.skip.example A 192.0.2.51\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers("cut.example", zone, rng=random.Random(0), max_lookups=2),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.DNS_TEMPORARY
+    result = run(
+        "trio",
+        lambda: resolve_exchangers("cut.example", zone, rng=random.Random(0), max_lookups=3),
+    )
+    assert simplify(result) == [("mx.skip.example", "192.0.2.51")]
+
+
+def test_max_lookups_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        run(
+            "asyncio",
+            lambda: resolve_exchangers("plain.example", ZONE, rng=random.Random(0), max_lookups=0),
+        )
+    with pytest.raises(ValueError):
+        Router(["abc.example"], max_lookups=0)

@@ -26,6 +26,10 @@ AddressPreference = Literal["ipv6", "ipv4", "any"]
 Exclude = Callable[[Attempt], bool]
 
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_LOOKUPS = 10
+"""Exchanger names whose addresses one resolution looks up at most: ten lame names at
+about ten seconds each (AAAA then A to a 5 s resolver lifetime) still fit the reference
+server's two-minute ``RESOLVE_TIMEOUT``."""
 
 
 def order_addresses(
@@ -63,6 +67,21 @@ def _literal_attempt(
     return (attempt,)
 
 
+def _cap_is_full(
+    attempts: Sequence[Attempt], exchanger: MXRecord, max_attempts: int, *, seeking_self: bool
+) -> bool:
+    """Whether ``exchanger`` can change nothing that is tried, so need not be looked up.
+
+    Once ``max_attempts`` addresses are listed, a less preferred exchanger comes too
+    late. One at the level that filled the cap still matters only while this host is
+    sought by address (``seeking_self``): found there, it cuts that level (RFC 5321
+    section 5.1); otherwise the shuffle already chose which of the level are tried.
+    """
+    if len(attempts) < max_attempts:
+        return False
+    return not seeking_self or exchanger.preference > attempts[-1].preference
+
+
 async def resolve_exchangers(
     domain: str,
     resolver: Resolver,
@@ -72,6 +91,7 @@ async def resolve_exchangers(
     local_addresses: Iterable[IPAddress | str] = (),
     failures: FailedExchangers | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_lookups: int = DEFAULT_MAX_LOOKUPS,
     port: int = 25,
     address_preference: AddressPreference = "ipv6",
     exclude: Exclude | None = None,
@@ -89,12 +109,19 @@ async def resolve_exchangers(
     internal one) is left out before that cut, so that it takes no usable
     address's place; if it leaves none, the outcome is 550 5.4.4.
 
+    The work is bounded, as Postfix bounds it, so that a level of lame exchangers
+    cannot outlast the caller's deadline: lookups stop once the cap is full (the
+    level that filled it is completed only to find this host there by address,
+    see ``_cap_is_full``), and at most ``max_lookups`` exchanger names are looked
+    up. Names left unlooked make an empty outcome temporary, never 550 5.4.4.
+
     The outcomes the server maps to replies:
 
     - a non-empty tuple of ``Attempt``;
     - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
     - ``Rejected`` 550 5.1.2, the domain does not exist;
-    - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
+    - ``Rejected`` 451 4.4.3, a temporary DNS failure (or ``max_lookups``) left
+      no address;
     - ``Rejected`` 550 5.4.4, no exchanger has an address;
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
@@ -102,6 +129,8 @@ async def resolve_exchangers(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    if max_lookups < 1:
+        raise ValueError("max_lookups must be at least 1")
     own_addresses = {host_address(ip_address(a)) for a in local_addresses}
     if is_address_literal(domain):
         return _literal_attempt(domain, own_addresses, port, exclude)
@@ -127,8 +156,12 @@ async def resolve_exchangers(
     attempts: list[Attempt] = []
     failed_levels: set[int] = set()
     cutoff: int | None = None
-    for exchanger in exchangers:
-        if len(attempts) >= max_attempts and exchanger.preference > attempts[-1].preference:
+    for looked_up, exchanger in enumerate(exchangers):
+        if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
+            break
+        if looked_up == max_lookups:
+            # This exchanger may have an address: not knowing is temporary.
+            failed_levels.add(exchanger.preference)
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
