@@ -251,11 +251,16 @@ def _listeners_on_one_port(*addresses: str) -> list[socket.socket]:
 
 @contextlib.contextmanager
 def _exchanger(
-    listener: socket.socket, rcpt_reply: bytes, end_reply: bytes = b"250 2.0.0 queued\r\n"
+    listener: socket.socket,
+    rcpt_reply: bytes,
+    end_reply: bytes = b"250 2.0.0 queued\r\n",
+    *,
+    ehlo_reply: bytes = b"250 ok\r\n",
 ) -> Iterator[list[bytes]]:
-    """One SMTP session on ``listener`` that answers RCPT with ``rcpt_reply`` and
-    takes a message, answering its end with ``end_reply`` (``b""``: the connection
-    closed instead, the reply lost); yields the command lines it read."""
+    """One SMTP session on ``listener`` that answers EHLO with ``ehlo_reply``, RCPT with
+    ``rcpt_reply`` and takes a message, answering its end with ``end_reply`` (``b""``:
+    the connection closed instead, the reply lost); yields the lines it read, commands
+    and content."""
     lines: list[bytes] = []
 
     def run() -> None:
@@ -270,6 +275,7 @@ def _exchanger(
             in_data = False
             for line in reader:
                 if in_data:
+                    lines.append(line)
                     in_data = line != b".\r\n"
                     if not in_data:
                         if not end_reply:
@@ -281,7 +287,11 @@ def _exchanger(
                 if verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
-                answer = {b"RCPT": rcpt_reply, b"DATA": b"354 go ahead\r\n"}.get(verb)
+                answer = {
+                    b"EHLO": ehlo_reply,
+                    b"RCPT": rcpt_reply,
+                    b"DATA": b"354 go ahead\r\n",
+                }.get(verb)
                 in_data = verb == b"DATA"
                 conn.sendall(answer or b"250 ok\r\n")
 
@@ -331,6 +341,45 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert status == 1
         assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
         assert not second
+
+
+def test_send_by_mx_to_an_idn_domain_without_smtputf8_delivers_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exchanger without SMTPUTF8 gets the recipient's domain in A-labels (RFC 5890
+    §2.3.2.1), and the client reports it so. ``send`` looked its result up by the
+    U-label form it was given: the recipient kept "no exchanger answered", went to the
+    next exchanger as well (both took the message) and ``send`` said it failed. The
+    test message's ``To:`` carried the U-labels raw, 8-bit in a header sent without
+    SMTPUTF8 (RFC 6531 §3.2): it names the address as the envelope does now."""
+    first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "xn--bcher-kva.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
+        "xn--bcher-kva.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "u@bücher.example"),
+        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
+        *("--helo", "client.abc.example", "--body", "hi"),
+    ]
+    eight_bit = b"250-mx\r\n250 8BITMIME\r\n"
+    with (
+        _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=eight_bit) as lines,
+        _exchanger(other, b"250 2.1.5 ok\r\n", ehlo_reply=eight_bit) as second,
+    ):
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert (
+        out
+        == f"<u@bücher.example>: accepted by mx1.pqr.example[127.0.0.2]:{port}: 250 2.0.0 queued\n"
+    )
+    assert not second
+    assert b"RCPT TO:<u@xn--bcher-kva.example>\r\n" in lines
+    assert b"To: <u@xn--bcher-kva.example>\r\n" in lines
+    assert all(line.isascii() for line in lines), lines
 
 
 @pytest.mark.parametrize("end_reply", [b"", b"2x0 garbled\r\n"], ids=["lost", "garbled"])
