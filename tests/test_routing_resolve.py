@@ -476,10 +476,34 @@ def test_smart_host(smart_host: tuple[str, int], expected: list[tuple[str, str, 
     assert [(a.host, str(a.address), a.port) for a in result] == expected
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("[mx2.plain.example]", [("mx2.plain.example", "192.0.2.12")]),
+        ("[MX2.Plain.Example.]", [("mx2.plain.example", "192.0.2.12")]),
+        ("mx2.plain.example", [("mx2.plain.example", "192.0.2.12")]),
+        ("[192.0.2.200]", [("192.0.2.200", "192.0.2.200")]),
+        ("[IPv6:2001:DB8::200]", [("2001:db8::200", "2001:db8::200")]),
+        ("2001:db8::200", [("2001:db8::200", "2001:db8::200")]),
+    ],
+)
+def test_resolve_host_takes_postfix_brackets(
+    library: str, host: str, expected: list[tuple[str, str]]
+) -> None:
+    """``resolve_host`` is Postfix's ``relayhost = [host]:port``, so it takes the
+    brackets as ``Router(smart_host=...)`` does (one shared reading): a bracketed name
+    raised ``AddressError``, though ``[192.0.2.1]`` was taken."""
+    result = run(library, lambda: resolve_host(host, 2525, ZONE, rng=random.Random(0)))
+    assert simplify(result) == expected
+    assert isinstance(result, tuple) and {a.port for a in result} == {2525}
+
+
 @pytest.mark.parametrize(
     ("host", "reason", "status"),
     [
         ("nxdomain.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
+        ("[nxdomain.example]", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("bare.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("servfail.example", RejectReason.DNS_TEMPORARY, "4.4.3"),
     ],

@@ -19,7 +19,13 @@ from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order
 from smtpcore.routing._outcomes import Attempt, Rejected
 from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
 
-__all__ = ["AddressPreference", "order_addresses", "resolve_exchangers", "resolve_host"]
+__all__ = [
+    "AddressPreference",
+    "order_addresses",
+    "resolve_exchangers",
+    "resolve_host",
+    "smart_host_name",
+]
 
 IPAddress = IPv4Address | IPv6Address
 AddressPreference = Literal["ipv6", "ipv4", "any"]
@@ -190,6 +196,24 @@ async def resolve_exchangers(
     return out.no_route(domain)
 
 
+def smart_host_name(host: str) -> str:
+    """A smart host as an IP address in text, or a canonical host name.
+
+    Postfix's brackets (``[relay.example]``, ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``)
+    are accepted and mean what they mean there, no MX lookup, which is how a smart
+    host is always looked up here. ``Router`` and ``resolve_host`` both read a smart
+    host so. Raises ``AddressError`` when ``host`` names no host.
+    """
+    address = parse_address_literal(host) if is_address_literal(host) else None
+    if address is not None:
+        return str(address)
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ip_address(inner))
+    except ValueError:
+        return normalize_domain(inner)
+
+
 async def resolve_host(
     host: str,
     port: int,
@@ -202,18 +226,22 @@ async def resolve_host(
 ) -> tuple[Attempt, ...] | Rejected:
     """Find the addresses of a smart host, without any MX lookup.
 
-    This is Postfix's ``relayhost = [host]:port``. A smart host that cannot be
+    This is Postfix's ``relayhost = [host]:port``: ``host`` is a name or an IP
+    address, with or without those brackets (``smart_host_name``), and the
+    attempts name it in that canonical form. A smart host that cannot be
     resolved is a configuration problem of this host, not of the recipient,
     so every failure here is temporary (451 4.3.5 or 451 4.4.3): the queue
     keeps the mail until the administrator fixes it. ``exclude`` is
-    ``resolve_exchangers``'s.
+    ``resolve_exchangers``'s. Raises ``AddressError`` when ``host`` names no
+    host.
     """
+    host = smart_host_name(host)
     addresses: Sequence[IPAddress]
     try:
-        addresses = (ip_address(host.removeprefix("[").removesuffix("]")),)
+        addresses = (ip_address(host),)
     except ValueError:
         try:
-            found = tuple(await resolver.addresses(normalize_domain(host)))
+            found = tuple(await resolver.addresses(host))
         except NXDomain:
             return out.smart_host_failure(host)
         except TemporaryDNSError:

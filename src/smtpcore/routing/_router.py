@@ -28,6 +28,7 @@ from smtpcore.routing._resolve import (
     Exclude,
     resolve_exchangers,
     resolve_host,
+    smart_host_name,
 )
 from smtpcore.routing._resolver import Resolver
 
@@ -64,23 +65,6 @@ def _as_address(value: IPAddress | str) -> IPAddress:
 def _is_postmaster(local_part: str) -> bool:
     """``postmaster`` in any ASCII case (RFC 5321 section 4.5.1 and 4.1.1.3)."""
     return local_part.isascii() and local_part.lower() == "postmaster"
-
-
-def _smart_host_name(host: str) -> str:
-    """An IP address as text, or a canonical host name.
-
-    Postfix's brackets (``[relay.example]``, ``[192.0.2.1]``) are accepted and
-    mean what they mean there, no MX lookup, which is how a smart host is
-    always looked up here.
-    """
-    address = parse_address_literal(host) if is_address_literal(host) else None
-    if address is not None:
-        return str(address)
-    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        return str(ip_address(inner))
-    except ValueError:
-        return normalize_domain(inner)
 
 
 class Router:
@@ -156,7 +140,7 @@ class Router:
             host, smart_port = smart_host
             if not 0 < smart_port < 65536:
                 raise ValueError(f"smart host port {smart_port} out of range")
-            smart_host = (_smart_host_name(host), smart_port)
+            smart_host = (smart_host_name(host), smart_port)
         self.smart_host = smart_host
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
