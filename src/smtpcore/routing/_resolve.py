@@ -117,8 +117,8 @@ async def resolve_exchangers(
 
     The work is bounded, as Postfix bounds it, so that a level of lame exchangers
     cannot outlast the caller's deadline: lookups stop once the cap is full (the
-    level that filled it is completed only to find this host there by address,
-    see ``_cap_is_full``), and at most ``max_lookups`` exchanger names are looked
+    level that filled it is completed only where ``local_addresses`` are given, to
+    find this host there), and at most ``max_lookups`` exchanger names are looked
     up. Names left unlooked make an empty outcome temporary, never 550 5.4.4.
 
     The outcomes the server maps to replies:
