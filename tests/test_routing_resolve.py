@@ -21,6 +21,7 @@ from smtpcore.routing import (
     FailedExchangers,
     LocalDelivery,
     MXRecord,
+    NXDomain,
     Rejected,
     RejectReason,
     RemoteDelivery,
@@ -621,23 +622,25 @@ def test_a_full_cap_stops_the_lookups_within_a_level(library: str) -> None:
 
 @pytest.mark.parametrize("library", LIBRARIES)
 @pytest.mark.parametrize("limit", [None, 8])
-def test_the_exchanger_names_looked_up_are_capped(library: str, limit: int | None) -> None:
+def test_the_failed_lookups_are_capped(library: str, limit: int | None) -> None:
     """Where this host's addresses are known, the level is completed to find it there
-    (RFC 5321 §5.1), but no further than ``max_lookups`` names: a 60-host level cost 60
-    lookups for a cap of five attempts, and with the default, ten minutes of lame
-    lookups."""
+    (RFC 5321 §5.1), but lookups that fail stop at ``max_failed_lookups``: a 60-host
+    level cost 60 lookups, ten minutes of lame ones. This host may be among the names
+    left unlooked, at the level the usable ones share, so none of that level is tried:
+    the mail waits (451), and says why."""
     zone = LameLevel(60)
     make = partial(
         resolve_exchangers, "slow.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
     )
     if limit is not None:
-        make = partial(make, max_lookups=limit)
+        make = partial(make, max_failed_lookups=limit)
     result = run(library, make)
-    assert isinstance(result, tuple)
-    assert [a.host for a in result] == GOOD_HOSTS
+    failed = 10 if limit is None else limit
+    assert zone.asked == GOOD_HOSTS + [f"lame{n}.slow.example" for n in range(1, failed + 1)]
     assert zone.clock < RESOLVE_TIMEOUT  # the server's deadline for the whole lookup
-    if limit is not None:
-        assert len(zone.asked) == limit
+    assert isinstance(result, Rejected) and result.reason is RejectReason.LOOKUP_LIMIT
+    assert (result.code, result.status) == (451, "4.4.3")
+    assert result.text == f"lookups of {failed} mail exchangers for slow.example failed"
 
 
 @pytest.mark.parametrize("library", LIBRARIES)
@@ -657,32 +660,180 @@ def test_this_host_is_still_found_at_the_level_that_filled_the_cap(library: str)
 
 
 def test_exchangers_left_unlooked_make_an_empty_outcome_temporary() -> None:
-    """Two addressless exchangers use up ``max_lookups=2``; the third, which has an
-    address, was never asked about: no route is not known, so the mail waits (451
-    4.4.3) rather than bounce (550 5.4.4)."""
+    """Two exchangers whose lookups fail use up ``max_failed_lookups=2``; the third,
+    which has an address, was never asked about: no route is not known, so the mail
+    waits (451 4.4.3) rather than bounce (550 5.4.4)."""
     zone = StaticResolver.from_zone_text(
         "cut.example MX 10 ghost1.cut.example\n"
         "cut.example MX 20 ghost2.cut.example\n"
         "cut.example MX 30 mx.skip.example\n"
+        "ghost1.cut.example SERVFAIL\nghost2.cut.example SERVFAIL\n"
         "mx.skip.example A 192.0.2.51\n"
     )
     result = run(
         "asyncio",
-        lambda: resolve_exchangers("cut.example", zone, rng=random.Random(0), max_lookups=2),
+        lambda: resolve_exchangers(
+            "cut.example", zone, rng=random.Random(0), max_failed_lookups=2
+        ),
     )
-    assert isinstance(result, Rejected) and result.reason is RejectReason.DNS_TEMPORARY
+    assert isinstance(result, Rejected) and result.reason is RejectReason.LOOKUP_LIMIT
     result = run(
         "trio",
-        lambda: resolve_exchangers("cut.example", zone, rng=random.Random(0), max_lookups=3),
+        lambda: resolve_exchangers(
+            "cut.example", zone, rng=random.Random(0), max_failed_lookups=3
+        ),
     )
     assert simplify(result) == [("mx.skip.example", "192.0.2.51")]
 
 
-def test_max_lookups_must_be_positive() -> None:
+def test_max_failed_lookups_must_be_positive() -> None:
     with pytest.raises(ValueError):
         run(
             "asyncio",
-            lambda: resolve_exchangers("plain.example", ZONE, rng=random.Random(0), max_lookups=0),
+            lambda: resolve_exchangers(
+                "plain.example", ZONE, rng=random.Random(0), max_failed_lookups=0
+            ),
         )
     with pytest.raises(ValueError):
-        Router(["abc.example"], max_lookups=0)
+        Router(["abc.example"], max_failed_lookups=0)
+
+
+class Scripted:
+    """``d.example``'s ``records``, and each exchanger's answer: its addresses, or an
+    exception to raise (``NXDomain`` or ``TemporaryDNSError``). Records every name
+    asked about."""
+
+    def __init__(self, records: Sequence[MXRecord], answers: dict[str, list[str] | str]) -> None:
+        self.records = list(records)
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        return self.records
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        answer = self.answers[host]
+        if answer == "nxdomain":
+            raise NXDomain(host)
+        if isinstance(answer, str):
+            raise TemporaryDNSError(host, "timed out")
+        return [ip_address(a) for a in answer]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("local", [[], LOCAL_ADDRESSES], ids=["", "local_addresses"])
+@pytest.mark.parametrize("answer", ["nxdomain", []], ids=["NXDOMAIN", "no address"])
+def test_exchangers_without_an_address_do_not_use_up_the_limit(
+    library: str, local: list[str], answer: str | list[str]
+) -> None:
+    """Only a lookup that fails costs the resolver's timeout, and only those count. Ten
+    exchangers without an address (an NXDOMAIN or an empty answer comes at once) used
+    up a limit of ten names, and the two behind them with addresses were never asked:
+    the mail waited with a "temporary DNS failure" that never happened, every round
+    until it bounced."""
+    records = [MXRecord(10 * n, f"mx{n}.d.example") for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {f"mx{n}.d.example": answer for n in range(1, 11)}
+    answers |= {"mx11.d.example": ["192.0.2.11"], "mx12.d.example": ["192.0.2.12"]}
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers("d.example", zone, rng=InOrder(), local_addresses=local),
+    )
+    assert simplify(result) == [("mx11.d.example", "192.0.2.11"), ("mx12.d.example", "192.0.2.12")]
+    assert len(zone.asked) == 12
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_failed_lookups_stop_at_the_limit_and_the_reply_says_so(library: str) -> None:
+    """Ten exchangers whose lookups time out reach the default limit: the two behind
+    them are not asked, and the reply says what happened, not that looking up the
+    domain failed."""
+    records = [MXRecord(10 * n, f"mx{n}.d.example") for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {f"mx{n}.d.example": "timeout" for n in range(1, 11)}
+    answers |= {"mx11.d.example": ["192.0.2.11"], "mx12.d.example": ["192.0.2.12"]}
+    zone = Scripted(records, answers)
+    result = run(library, lambda: resolve_exchangers("d.example", zone, rng=InOrder()))
+    assert isinstance(result, Rejected) and result.reason is RejectReason.LOOKUP_LIMIT
+    assert str(result.code) + " " + result.status + " " + result.text == (
+        "451 4.4.3 lookups of 10 mail exchangers for d.example failed"
+    )
+    assert len(zone.asked) == 10
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers("d.example", zone, rng=InOrder(), max_failed_lookups=11),
+    )
+    assert simplify(result) == [("mx11.d.example", "192.0.2.11"), ("mx12.d.example", "192.0.2.12")]
+
+
+SELF_LEVEL_PEERS = [f"p{n}.d.example" for n in range(1, 12)]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_is_found_however_many_peers_resolve_at_its_level(library: str) -> None:
+    """This host, known by address only, 11th of 12 exchangers at the best level:
+    every name is looked up, since none fails, and this host cuts the level (RFC 5321
+    §5.1). A limit of ten names stopped before it and relayed to its peers."""
+    names = [*SELF_LEVEL_PEERS[:10], "self.d.example", SELF_LEVEL_PEERS[10]]
+    answers: dict[str, list[str] | str] = {p: [f"192.0.2.{n}"] for n, p in enumerate(names, 1)}
+    answers["self.d.example"] = LOCAL_ADDRESSES
+    zone = Scripted([MXRecord(10, name) for name in names], answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
+    assert zone.asked[-1] == "self.d.example"
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_left_unlooked_at_its_level_is_never_passed_over(library: str) -> None:
+    """RFC 5321 §5.1: this host drops every exchanger of its own preference or worse.
+    At the best level with five peers that resolve and twelve whose lookups time out,
+    it is found only when the shuffle puts it before the tenth failure; otherwise it
+    may be any of the names left unlooked, so nothing at that level is tried: never a
+    relay to a peer (21 shuffles in 200 did), the mail waits (451) or loops (550)."""
+    good = [f"g{n}.d.example" for n in range(1, 6)]
+    lame = [f"lame{n}.d.example" for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {g: [f"192.0.2.{n}"] for n, g in enumerate(good, 1)}
+    answers |= dict.fromkeys(lame, "timeout")
+    answers |= {"self.d.example": LOCAL_ADDRESSES, "backup.d.example": ["192.0.2.200"]}
+    records = [MXRecord(10, name) for name in [*good, *lame, "self.d.example"]]
+    records.append(MXRecord(20, "backup.d.example"))
+    reasons = set()
+    for seed in range(200):
+        make = partial(
+            resolve_exchangers,
+            "d.example",
+            Scripted(records, answers),
+            rng=random.Random(seed),
+            local_addresses=LOCAL_ADDRESSES,
+        )
+        result = run(library, make)
+        assert isinstance(result, Rejected), (seed, result)
+        reasons.add(result.reason)
+    assert reasons == {RejectReason.ROUTING_LOOP, RejectReason.LOOKUP_LIMIT}
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_the_limit_keeps_the_levels_better_than_this_host_may_be(library: str) -> None:
+    """The cut for a host that may be unlooked is at the level where the lookups
+    stopped: two usable exchangers more preferred than that are still tried."""
+    lame = [f"lame{n}.d.example" for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = dict.fromkeys(lame, "timeout")
+    answers |= {"a.d.example": ["192.0.2.1"], "b.d.example": ["192.0.2.2"]}
+    answers["self.d.example"] = LOCAL_ADDRESSES
+    records = [MXRecord(10, "a.d.example"), MXRecord(10, "b.d.example")]
+    records += [MXRecord(20, name) for name in [*lame, "self.d.example"]]
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert simplify(result) == [("a.d.example", "192.0.2.1"), ("b.d.example", "192.0.2.2")]
+    assert len(zone.asked) == 12

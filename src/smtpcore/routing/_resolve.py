@@ -32,10 +32,12 @@ AddressPreference = Literal["ipv6", "ipv4", "any"]
 Exclude = Callable[[Attempt], bool]
 
 DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_MAX_LOOKUPS = 10
-"""Exchanger names whose addresses one resolution looks up at most: ten lame names at
-about ten seconds each (AAAA then A to a 5 s resolver lifetime) still fit the reference
-server's two-minute ``RESOLVE_TIMEOUT``."""
+DEFAULT_MAX_FAILED_LOOKUPS = 10
+"""Exchanger lookups that may fail temporarily in one resolution before it stops. A
+failure is what costs time: a lame name takes the resolver's whole timeout, about ten
+seconds for AAAA then A at a 5 s lifetime, so ten of them, about 110 s, fit the
+reference server's two-minute ``RESOLVE_TIMEOUT``; an NXDOMAIN or an answer comes at
+once and is not counted."""
 
 
 def order_addresses(
@@ -97,7 +99,7 @@ async def resolve_exchangers(
     local_addresses: Iterable[IPAddress | str] = (),
     failures: FailedExchangers | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    max_lookups: int = DEFAULT_MAX_LOOKUPS,
+    max_failed_lookups: int = DEFAULT_MAX_FAILED_LOOKUPS,
     port: int = 25,
     address_preference: AddressPreference = "ipv6",
     exclude: Exclude | None = None,
@@ -115,19 +117,25 @@ async def resolve_exchangers(
     internal one) is left out before that cut, so that it takes no usable
     address's place; if it leaves none, the outcome is 550 5.4.4.
 
-    The work is bounded, as Postfix bounds it, so that a level of lame exchangers
-    cannot outlast the caller's deadline: lookups stop once the cap is full (the
-    level that filled it is completed only where ``local_addresses`` are given, to
-    find this host there), and at most ``max_lookups`` exchanger names are looked
-    up. Names left unlooked make an empty outcome temporary, never 550 5.4.4.
+    Lookups stop once the cap is full (the level that filled it is completed only
+    where ``local_addresses`` are given, to find this host there), and once
+    ``max_failed_lookups`` of them have failed temporarily, so that a level of lame
+    exchangers, each costing the resolver's whole timeout, cannot outlast the
+    caller's deadline; a lookup that gets an answer, addresses or NXDOMAIN, does not
+    count.
+    When that limit leaves exchangers unlooked, this host (given
+    ``local_addresses``) may be one of them, so the level of the first unlooked and
+    every worse one are dropped (RFC 5321 section 5.1); an empty outcome is then
+    temporary, never 550 5.4.4.
 
     The outcomes the server maps to replies:
 
     - a non-empty tuple of ``Attempt``;
     - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
     - ``Rejected`` 550 5.1.2, the domain does not exist;
-    - ``Rejected`` 451 4.4.3, a temporary DNS failure (or ``max_lookups``) left
-      no address;
+    - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
+    - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
+      lookups left no address;
     - ``Rejected`` 550 5.4.4, no exchanger has an address;
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
@@ -135,8 +143,8 @@ async def resolve_exchangers(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
-    if max_lookups < 1:
-        raise ValueError("max_lookups must be at least 1")
+    if max_failed_lookups < 1:
+        raise ValueError("max_failed_lookups must be at least 1")
     own_addresses = {host_address(ip_address(a)) for a in local_addresses}
     if is_address_literal(domain):
         return _literal_attempt(domain, own_addresses, port, exclude)
@@ -160,21 +168,21 @@ async def resolve_exchangers(
         return out.routing_loop(domain)
 
     attempts: list[Attempt] = []
-    failed_levels: set[int] = set()
+    failed: list[int] = []  # the level of each lookup that failed temporarily
     cutoff: int | None = None
-    for looked_up, exchanger in enumerate(exchangers):
+    unlooked: int | None = None  # the level of the first exchanger left unlooked
+    for exchanger in exchangers:
         if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
             break
-        if looked_up == max_lookups:
-            # This exchanger may have an address: not knowing is temporary.
-            failed_levels.add(exchanger.preference)
+        if len(failed) == max_failed_lookups:
+            unlooked = exchanger.preference
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
         except NXDomain:
             continue
         except TemporaryDNSError:
-            failed_levels.add(exchanger.preference)
+            failed.append(exchanger.preference)
             continue
         if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
@@ -186,12 +194,17 @@ async def resolve_exchangers(
             if address not in listed and (exclude is None or not exclude(attempt)):
                 attempts.append(attempt)
 
+    if unlooked is not None and own_addresses:
+        # This host may be any exchanger left unlooked: none as preferred is tried.
+        attempts = [a for a in attempts if a.preference < unlooked]
     attempts = attempts[:max_attempts]
     if attempts:
         return tuple(attempts)
     if cutoff is not None and exchangers[0].preference >= cutoff:
         return out.routing_loop(domain)
-    if any(cutoff is None or level < cutoff for level in failed_levels):
+    if unlooked is not None:
+        return out.lookup_limit(domain, len(failed))
+    if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
     return out.no_route(domain)
 

@@ -23,7 +23,7 @@ from smtpcore.routing._mx import FailedExchangers, RandomSource, canonical_host
 from smtpcore.routing._outcomes import Attempt, LocalDelivery, Rejected, RemoteDelivery
 from smtpcore.routing._resolve import (
     DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_LOOKUPS,
+    DEFAULT_MAX_FAILED_LOOKUPS,
     AddressPreference,
     Exclude,
     resolve_exchangers,
@@ -96,7 +96,7 @@ class Router:
     its own port): mail to their literals is local, but an exchanger there is
     that other server, and cuts nothing. With ``smart_host`` set, every remote
     recipient is sent to that (host, port) instead of the domain's exchangers.
-    ``port``, ``max_attempts``, ``max_lookups`` and ``address_preference`` are
+    ``port``, ``max_attempts``, ``max_failed_lookups`` and ``address_preference`` are
     passed to ``resolve_exchangers``; a smart host's lookup takes ``max_attempts``
     and ``address_preference``.
     """
@@ -114,7 +114,7 @@ class Router:
         smart_host: tuple[str, int] | None = None,
         port: int = 25,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        max_lookups: int = DEFAULT_MAX_LOOKUPS,
+        max_failed_lookups: int = DEFAULT_MAX_FAILED_LOOKUPS,
         address_preference: AddressPreference = "ipv6",
     ) -> None:
         addresses = {_as_address(a) for a in local_addresses}
@@ -146,11 +146,11 @@ class Router:
             raise ValueError(f"port {port} out of range")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if max_lookups < 1:
-            raise ValueError("max_lookups must be at least 1")
+        if max_failed_lookups < 1:
+            raise ValueError("max_failed_lookups must be at least 1")
         self.port = port
         self.max_attempts = max_attempts
-        self.max_lookups = max_lookups
+        self.max_failed_lookups = max_failed_lookups
         self.address_preference: AddressPreference = address_preference
 
     def is_local_domain(self, domain: str) -> bool:
@@ -263,7 +263,7 @@ class Router:
             local_addresses=self.local_addresses,
             failures=failures,
             max_attempts=self.max_attempts,
-            max_lookups=self.max_lookups,
+            max_failed_lookups=self.max_failed_lookups,
             port=self.port,
             address_preference=self.address_preference,
             exclude=exclude,
