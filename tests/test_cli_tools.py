@@ -256,11 +256,13 @@ def _exchanger(
     end_reply: bytes = b"250 2.0.0 queued\r\n",
     *,
     ehlo_reply: bytes = b"250 ok\r\n",
+    mails: int | None = None,
 ) -> Iterator[list[bytes]]:
     """One SMTP session on ``listener`` that answers EHLO with ``ehlo_reply``, RCPT with
-    ``rcpt_reply`` and takes a message, answering its end with ``end_reply`` (``b""``:
-    the connection closed instead, the reply lost); yields the lines it read, commands
-    and content."""
+    ``rcpt_reply`` and takes messages, answering each end with ``end_reply`` (``b""``:
+    the connection closed instead, the reply lost), and closes the connection at a
+    ``MAIL`` past the first ``mails``; yields the lines it read, commands and
+    content."""
     lines: list[bytes] = []
 
     def run() -> None:
@@ -286,6 +288,8 @@ def _exchanger(
                 verb = line[:4].upper()
                 if verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
+                    return
+                if verb == b"MAIL" and lines.count(b".\r\n") == mails:
                     return
                 answer = {
                     b"EHLO": ehlo_reply,
@@ -380,6 +384,49 @@ def test_send_by_mx_to_an_idn_domain_without_smtputf8_delivers_once(
     assert b"RCPT TO:<u@xn--bcher-kva.example>\r\n" in lines
     assert b"To: <u@xn--bcher-kva.example>\r\n" in lines
     assert all(line.isascii() for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("limits", "mails"),
+    [("RCPTMAX=1 MAILMAX=1", None), ("RCPTMAX=1", 1)],
+    ids=["MAILMAX reached", "connection lost at the second MAIL"],
+)
+def test_send_by_mx_does_not_send_again_what_an_exchanger_split_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limits: str, mails: int | None
+) -> None:
+    """An exchanger that takes one recipient a transaction (RFC 9422 LIMITS) delivers
+    b in the first; the second cannot be had (MAILMAX, or the connection lost), and
+    the client's error carries the result so far. ``send`` took every recipient as
+    refused for now and sent b to the next exchanger too: b is delivered once, c goes
+    to the next exchanger."""
+    first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
+        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
+        *("--to", "c@pqr.example", "--resolver", f"static:{zone}"),
+        *("--remote-port", str(port), "--no-starttls", "--helo", "client.abc.example"),
+    ]
+    ehlo = f"250-mx\r\n250 LIMITS {limits}\r\n".encode()
+    with (
+        _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=ehlo, mails=mails) as lines,
+        _exchanger(other, b"250 2.1.5 ok\r\n") as second,
+    ):
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.splitlines() == [
+        f"<b@pqr.example>: accepted by mx1.pqr.example[127.0.0.2]:{port}: 250 2.0.0 queued",
+        f"<c@pqr.example>: accepted by mx2.pqr.example[127.0.0.1]:{port}: 250 2.0.0 queued",
+    ]
+    assert [line for line in lines if line.startswith(b"RCPT")] == [b"RCPT TO:<b@pqr.example>\r\n"]
+    assert [line for line in second if line.startswith(b"RCPT")] == [
+        b"RCPT TO:<c@pqr.example>\r\n"
+    ]
 
 
 @pytest.mark.parametrize("end_reply", [b"", b"2x0 garbled\r\n"], ids=["lost", "garbled"])

@@ -274,9 +274,9 @@ async def _submit(
         result = await client.send_message(content, sender, rcpts)
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
-    except SMTPError as exc:  # no answer in time, the connection lost
-        if exc.may_have_been_delivered and exc.result is not None:
-            return _unknown_fates(exc, exc.result, rcpts, where)
+    except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
+        if exc.result is not None:
+            return _interrupted_fates(exc, exc.result, rcpts, where)
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
@@ -285,17 +285,25 @@ async def _submit(
     return _fates(result, rcpts, where)
 
 
-def _unknown_fates(
+def _interrupted_fates(
     exc: SMTPError, result: TransactionResult, rcpts: Sequence[Mailbox], where: str
 ) -> list[_Fate]:
-    """Every recipient's fate when the reply to the end of the message never came
-    (:attr:`SMTPError.may_have_been_delivered`): those accepted at ``RCPT`` may have
-    been delivered, those refused there were refused."""
-    text = f"{where}: no readable reply to the end of the message ({exc})"
-    fates = _fates(result, rcpts, where)
+    """Every recipient's fate when the session ended part way with ``result`` so far
+    (:attr:`SMTPError.result`: the connection lost or timed out, the server's MAILMAX
+    reached between the transactions of a message split for RFC 9422 LIMITS). Each
+    recipient with a reply is decided by it, so that one delivered in an earlier
+    transaction goes to no other exchanger. One accepted whose reply to the end of
+    the message never came (:attr:`SMTPError.may_have_been_delivered`) may have been
+    delivered: it goes nowhere else either, as RFC 5321 §6.1 accepts a duplicate from
+    that window only. The others, unanswered, have the error's fate: for now."""
+    unknown = f"{where}: no readable reply to the end of the message ({exc})"
+    fates = [_error_fate(str(r), where, exc, True) for r in rcpts]
     for i, item in match_results(enumerate(rcpts), result.recipients).items():
         if item.accepted and item.delivery is None:
-            fates[i] = _Fate(str(rcpts[i]), False, text, unknown=True)
+            if exc.may_have_been_delivered:
+                fates[i] = _Fate(str(rcpts[i]), False, unknown, unknown=True)
+        elif item.reply is not None:
+            fates[i] = _own_fate(rcpts[i], item, where, None)
     return fates
 
 
