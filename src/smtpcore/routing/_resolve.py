@@ -123,9 +123,11 @@ async def resolve_exchangers(
     exchangers, each costing the resolver's whole timeout, cannot outlast the
     caller's deadline; a lookup that gets an answer, addresses or NXDOMAIN, does not
     count.
-    When that limit leaves exchangers unlooked, this host (given
-    ``local_addresses``) may be one of them, so the level of the first unlooked and
-    every worse one are dropped (RFC 5321 section 5.1); an empty outcome is then
+    An exchanger left unlooked by that limit, like one whose lookup failed, has no
+    address known, so it is taken to be another host, as Postfix's smtp_find_self
+    takes an exchanger without an address, unless its name is one of
+    ``local_names``: names are compared before any lookup, so such an exchanger
+    still cuts its level. What was found is tried; an empty outcome is then
     temporary, never 550 5.4.4.
 
     The outcomes the server maps to replies:
@@ -175,6 +177,7 @@ async def resolve_exchangers(
         if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
             break
         if len(failed) == max_failed_lookups:
+            # Not one of local_names (order_exchangers cut those): another host.
             unlooked = exchanger.preference
             break
         try:
@@ -194,9 +197,6 @@ async def resolve_exchangers(
             if address not in listed and (exclude is None or not exclude(attempt)):
                 attempts.append(attempt)
 
-    if unlooked is not None and own_addresses:
-        # This host may be any exchanger left unlooked: none as preferred is tried.
-        attempts = [a for a in attempts if a.preference < unlooked]
     attempts = attempts[:max_attempts]
     if attempts:
         return tuple(attempts)
