@@ -1097,6 +1097,47 @@ def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> 
     assert "554 5.7.1 content refused" in fates[1].text, fates
 
 
+def test_send_matches_results_to_recipients_by_address_not_by_text() -> None:
+    """The client names a recipient as it sent it: a UTF-8 domain in A-labels to a
+    server without SMTPUTF8 (RFC 6531 §3.4), and a message split for LIMITS lists its
+    results transaction by transaction. ``send`` looked results up by the text the
+    user gave, so ``u@bücher.example`` found none and went to the next exchanger too.
+    Each fate is its recipient's now, in the order given and as the user wrote it."""
+    from typing import cast
+
+    from smtpcore._driver import BaseSMTPClient
+    from smtpcore.server.tools import _submit
+    from smtpcore.smtp import RecipientResult, Reply, TransactionResult
+
+    idn, other = parse_mailbox("u@bücher.example"), parse_mailbox("v@pqr.example")
+    queued = Reply(250, "queued", "2.0.0")
+    result = TransactionResult(
+        parse_mailbox("a@x.example"),
+        Reply(250, "ok", "2.1.0"),
+        (
+            RecipientResult(other, Reply(550, "v unknown", "5.1.1")),
+            RecipientResult(idn.a_label_form, Reply(250, "ok", "2.1.5"), queued),
+        ),
+        Reply(354, "go"),
+        (queued,),
+        complete=True,
+    )
+
+    class Answering:
+        async def send_message(self, *args: object) -> TransactionResult:
+            return result
+
+        async def quit(self) -> None:
+            return None
+
+    client = cast(BaseSMTPClient, Answering())
+    fates = asyncio.run(_submit(client, b"x", "a@x.example", [idn, other], "mx"))
+    assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
+        ("u@bücher.example", True, False),
+        ("v@pqr.example", False, False),
+    ]
+
+
 _LIMITS_RCPTMAX_1 = (
     "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
     "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1\n"

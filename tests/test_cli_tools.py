@@ -265,11 +265,18 @@ def _listeners_on_one_port(*addresses: str) -> list[socket.socket]:
 
 @contextlib.contextmanager
 def _exchanger(
-    listener: socket.socket, rcpt_reply: bytes, end_reply: bytes = b"250 2.0.0 queued\r\n"
+    listener: socket.socket,
+    rcpt_reply: bytes,
+    end_reply: bytes = b"250 2.0.0 queued\r\n",
+    *,
+    ehlo_reply: bytes = b"250 ok\r\n",
+    mails: int | None = None,
 ) -> Iterator[list[bytes]]:
-    """One SMTP session on ``listener`` that answers RCPT with ``rcpt_reply`` and
-    takes a message, answering its end with ``end_reply`` (``b""``: the connection
-    closed instead, the reply lost); yields the command lines it read."""
+    """One SMTP session on ``listener`` that answers EHLO with ``ehlo_reply``, RCPT with
+    ``rcpt_reply`` and takes messages, answering each end with ``end_reply`` (``b""``:
+    the connection closed instead, the reply lost), and closes the connection at a
+    ``MAIL`` past the first ``mails``; yields the lines it read, commands and
+    content."""
     lines: list[bytes] = []
 
     def run() -> None:
@@ -284,6 +291,7 @@ def _exchanger(
             in_data = False
             for line in reader:
                 if in_data:
+                    lines.append(line)
                     in_data = line != b".\r\n"
                     if not in_data:
                         if not end_reply:
@@ -295,7 +303,13 @@ def _exchanger(
                 if verb == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
-                answer = {b"RCPT": rcpt_reply, b"DATA": b"354 go ahead\r\n"}.get(verb)
+                if verb == b"MAIL" and lines.count(b".\r\n") == mails:
+                    return
+                answer = {
+                    b"EHLO": ehlo_reply,
+                    b"RCPT": rcpt_reply,
+                    b"DATA": b"354 go ahead\r\n",
+                }.get(verb)
                 in_data = verb == b"DATA"
                 conn.sendall(answer or b"250 ok\r\n")
 
@@ -345,6 +359,88 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert status == 1
         assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
         assert not second
+
+
+def test_send_by_mx_to_an_idn_domain_without_smtputf8_delivers_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An exchanger without SMTPUTF8 gets the recipient's domain in A-labels (RFC 5890
+    §2.3.2.1), and the client reports it so. ``send`` looked its result up by the
+    U-label form it was given: the recipient kept "no exchanger answered", went to the
+    next exchanger as well (both took the message) and ``send`` said it failed. The
+    test message's ``To:`` carried the U-labels raw, 8-bit in a header sent without
+    SMTPUTF8 (RFC 6531 §3.2): it names the address as the envelope does now."""
+    first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "xn--bcher-kva.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
+        "xn--bcher-kva.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "u@bücher.example"),
+        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
+        *("--helo", "client.abc.example", "--body", "hi"),
+    ]
+    eight_bit = b"250-mx\r\n250 8BITMIME\r\n"
+    with (
+        _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=eight_bit) as lines,
+        _exchanger(other, b"250 2.1.5 ok\r\n", ehlo_reply=eight_bit) as second,
+    ):
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert (
+        out
+        == f"<u@bücher.example>: accepted by mx1.pqr.example[127.0.0.2]:{port}: 250 2.0.0 queued\n"
+    )
+    assert not second
+    assert b"RCPT TO:<u@xn--bcher-kva.example>\r\n" in lines
+    assert b"To: <u@xn--bcher-kva.example>\r\n" in lines
+    assert all(line.isascii() for line in lines), lines
+
+
+@pytest.mark.parametrize(
+    ("limits", "mails"),
+    [("RCPTMAX=1 MAILMAX=1", None), ("RCPTMAX=1", 1)],
+    ids=["MAILMAX reached", "connection lost at the second MAIL"],
+)
+def test_send_by_mx_does_not_send_again_what_an_exchanger_split_delivered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], limits: str, mails: int | None
+) -> None:
+    """An exchanger that takes one recipient a transaction (RFC 9422 LIMITS) delivers
+    b in the first; the second cannot be had (MAILMAX, or the connection lost), and
+    the client's error carries the result so far. ``send`` took every recipient as
+    refused for now and sent b to the next exchanger too: b is delivered once, c goes
+    to the next exchanger."""
+    first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
+    zone = tmp_path / "zone"
+    zone.write_text(
+        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
+        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    )
+    argv = [
+        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
+        *("--to", "c@pqr.example", "--resolver", f"static:{zone}"),
+        *("--remote-port", str(port), "--no-starttls", "--helo", "client.abc.example"),
+    ]
+    ehlo = f"250-mx\r\n250 LIMITS {limits}\r\n".encode()
+    with (
+        _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=ehlo, mails=mails) as lines,
+        _exchanger(other, b"250 2.1.5 ok\r\n") as second,
+    ):
+        status = cli.main(argv)
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.splitlines() == [
+        f"<b@pqr.example>: accepted by mx1.pqr.example[127.0.0.2]:{port}: 250 2.0.0 queued",
+        f"<c@pqr.example>: accepted by mx2.pqr.example[127.0.0.1]:{port}: 250 2.0.0 queued",
+    ]
+    assert [line for line in lines if line.startswith(b"RCPT")] == [b"RCPT TO:<b@pqr.example>\r\n"]
+    assert [line for line in second if line.startswith(b"RCPT")] == [
+        b"RCPT TO:<c@pqr.example>\r\n"
+    ]
 
 
 @pytest.mark.parametrize("end_reply", [b"", b"2x0 garbled\r\n"], ids=["lost", "garbled"])

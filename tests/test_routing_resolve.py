@@ -21,6 +21,7 @@ from smtpcore.routing import (
     FailedExchangers,
     LocalDelivery,
     MXRecord,
+    NXDomain,
     Rejected,
     RejectReason,
     RemoteDelivery,
@@ -31,6 +32,7 @@ from smtpcore.routing import (
     resolve_exchangers,
     resolve_host,
 )
+from smtpcore.server.delivery import RESOLVE_TIMEOUT
 
 T = TypeVar("T")
 
@@ -475,10 +477,34 @@ def test_smart_host(smart_host: tuple[str, int], expected: list[tuple[str, str, 
     assert [(a.host, str(a.address), a.port) for a in result] == expected
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("[mx2.plain.example]", [("mx2.plain.example", "192.0.2.12")]),
+        ("[MX2.Plain.Example.]", [("mx2.plain.example", "192.0.2.12")]),
+        ("mx2.plain.example", [("mx2.plain.example", "192.0.2.12")]),
+        ("[192.0.2.200]", [("192.0.2.200", "192.0.2.200")]),
+        ("[IPv6:2001:DB8::200]", [("2001:db8::200", "2001:db8::200")]),
+        ("2001:db8::200", [("2001:db8::200", "2001:db8::200")]),
+    ],
+)
+def test_resolve_host_takes_postfix_brackets(
+    library: str, host: str, expected: list[tuple[str, str]]
+) -> None:
+    """``resolve_host`` is Postfix's ``relayhost = [host]:port``, so it takes the
+    brackets as ``Router(smart_host=...)`` does (one shared reading): a bracketed name
+    raised ``AddressError``, though ``[192.0.2.1]`` was taken."""
+    result = run(library, lambda: resolve_host(host, 2525, ZONE, rng=random.Random(0)))
+    assert simplify(result) == expected
+    assert isinstance(result, tuple) and {a.port for a in result} == {2525}
+
+
 @pytest.mark.parametrize(
     ("host", "reason", "status"),
     [
         ("nxdomain.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
+        ("[nxdomain.example]", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("bare.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("servfail.example", RejectReason.DNS_TEMPORARY, "4.4.3"),
     ],
@@ -536,3 +562,374 @@ def test_local_literals_are_local_but_cut_no_mx_list() -> None:
     )
     assert isinstance(result, Rejected)
     assert result.reason is RejectReason.ROUTING_LOOP
+
+
+# --- one wide preference level with lame exchangers --------------------------
+
+LAME_LOOKUP_SECONDS = 10.8  # AAAA then A, each to a 5.4 s resolver lifetime
+
+
+class InOrder:
+    """A random source that shuffles nothing: the records keep the order given."""
+
+    def randrange(self, stop: int, /) -> int:
+        return stop - 1
+
+
+class LameLevel:
+    """``slow.example``: one level (MX 10) of five good exchangers listed first, then
+    ``lame`` exchangers whose lookups each cost ``LAME_LOOKUP_SECONDS`` of a fake clock
+    and fail temporarily, as lame delegations do; ``own`` names one more, listed last,
+    whose address is this host's."""
+
+    def __init__(self, lame: int, *, own: bool = False) -> None:
+        names = [f"g{n}.slow.example" for n in range(1, 6)]
+        names += [f"lame{n}.slow.example" for n in range(1, lame + 1)]
+        names += ["self.slow.example"] if own else []
+        self.records = [MXRecord(10, name) for name in names]
+        self.asked: list[str] = []
+        self.clock = 0.0
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        return self.records
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        if host.startswith("lame"):
+            self.clock += LAME_LOOKUP_SECONDS
+            raise TemporaryDNSError(host, "timed out")
+        if host.startswith("self"):
+            return [ip_address(LOCAL_ADDRESSES[0])]
+        return [ip_address(f"192.0.2.{host[1]}")]
+
+
+GOOD_HOSTS = [f"g{n}.slow.example" for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_full_cap_stops_the_lookups_within_a_level(library: str) -> None:
+    """With five usable addresses found and no address of this host to look for,
+    nothing more at the same level can change what is tried: 13 lame exchangers behind
+    them were looked up one by one (140 s, past the server's 120 s resolve deadline,
+    which turned the round into 451 4.4.3 every time)."""
+    zone = LameLevel(13)
+    result = run(library, lambda: resolve_exchangers("slow.example", zone, rng=InOrder()))
+    assert isinstance(result, tuple)
+    assert [a.host for a in result] == GOOD_HOSTS
+    assert zone.asked == GOOD_HOSTS
+    assert zone.clock == 0.0
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("lame", [13, 60])
+@pytest.mark.parametrize("limit", [None, 8])
+def test_the_failed_lookups_are_capped_and_the_usable_exchangers_tried(
+    library: str, lame: int, limit: int | None
+) -> None:
+    """Where this host's addresses are known, the level is completed to find it there
+    (RFC 5321 §5.1), but lookups that fail stop at ``max_failed_lookups``: a 60-host
+    level cost 60 lookups, ten minutes of lame ones. The names left unlooked have no
+    address known, and are not this host's names, so they are taken to be other hosts,
+    as Postfix's smtp_find_self takes a name without an address: the five usable
+    exchangers are tried. Cutting their level instead, since this host might be
+    unlooked, deferred the audit's domain (13 lame) with 451 every round, for ever."""
+    zone = LameLevel(lame)
+    make = partial(
+        resolve_exchangers,
+        "slow.example",
+        zone,
+        rng=InOrder(),
+        local_names=LOCAL_NAMES,
+        local_addresses=LOCAL_ADDRESSES,
+    )
+    if limit is not None:
+        make = partial(make, max_failed_lookups=limit)
+    result = run(library, make)
+    failed = 10 if limit is None else limit
+    assert zone.asked == GOOD_HOSTS + [f"lame{n}.slow.example" for n in range(1, failed + 1)]
+    assert zone.clock < RESOLVE_TIMEOUT  # the server's deadline for the whole lookup
+    assert isinstance(result, tuple)
+    assert [a.host for a in result] == GOOD_HOSTS
+
+
+def test_the_audit_domain_is_delivered_by_the_relays_router() -> None:
+    """The audit case through a ``Router`` set up as the reference relay's is (its host
+    name and its addresses): the five usable exchangers, not 451 on every retry."""
+    router = Router(["abc.example"], hostnames=LOCAL_NAMES, local_addresses=LOCAL_ADDRESSES)
+    zone = LameLevel(13)
+    result = run("trio", lambda: router.resolve(remote("slow.example"), zone, rng=InOrder()))
+    assert isinstance(result, tuple)
+    assert [a.host for a in result] == GOOD_HOSTS
+    assert len(zone.asked) == 5 + router.max_failed_lookups
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_is_still_found_at_the_level_that_filled_the_cap(library: str) -> None:
+    """The reason a level is completed once the cap is full: this host, known by its
+    address only, listed at that level after the usable ones, must cut the level (RFC
+    5321 §5.1: only exchangers more preferred than this host are tried)."""
+    zone = LameLevel(2, own=True)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "slow.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
+    assert zone.asked[-1] == "self.slow.example"
+
+
+def test_exchangers_left_unlooked_make_an_empty_outcome_temporary() -> None:
+    """Two exchangers whose lookups fail use up ``max_failed_lookups=2``; the third,
+    which has an address, was never asked about: no route is not known, so the mail
+    waits (451 4.4.3) rather than bounce (550 5.4.4)."""
+    zone = StaticResolver.from_zone_text(
+        "cut.example MX 10 ghost1.cut.example\n"
+        "cut.example MX 20 ghost2.cut.example\n"
+        "cut.example MX 30 mx.skip.example\n"
+        "ghost1.cut.example SERVFAIL\nghost2.cut.example SERVFAIL\n"
+        "mx.skip.example A 192.0.2.51\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "cut.example", zone, rng=random.Random(0), max_failed_lookups=2
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.LOOKUP_LIMIT
+    result = run(
+        "trio",
+        lambda: resolve_exchangers(
+            "cut.example", zone, rng=random.Random(0), max_failed_lookups=3
+        ),
+    )
+    assert simplify(result) == [("mx.skip.example", "192.0.2.51")]
+
+
+def test_max_failed_lookups_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        run(
+            "asyncio",
+            lambda: resolve_exchangers(
+                "plain.example", ZONE, rng=random.Random(0), max_failed_lookups=0
+            ),
+        )
+    with pytest.raises(ValueError):
+        Router(["abc.example"], max_failed_lookups=0)
+
+
+class Scripted:
+    """``d.example``'s ``records``, and each exchanger's answer: its addresses, or an
+    exception to raise (``NXDomain`` or ``TemporaryDNSError``). Records every name
+    asked about."""
+
+    def __init__(self, records: Sequence[MXRecord], answers: dict[str, list[str] | str]) -> None:
+        self.records = list(records)
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        return self.records
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        self.asked.append(host)
+        answer = self.answers[host]
+        if answer == "nxdomain":
+            raise NXDomain(host)
+        if isinstance(answer, str):
+            raise TemporaryDNSError(host, "timed out")
+        return [ip_address(a) for a in answer]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("local", [[], LOCAL_ADDRESSES], ids=["", "local_addresses"])
+@pytest.mark.parametrize("answer", ["nxdomain", []], ids=["NXDOMAIN", "no address"])
+def test_exchangers_without_an_address_do_not_use_up_the_limit(
+    library: str, local: list[str], answer: str | list[str]
+) -> None:
+    """Only a lookup that fails costs the resolver's timeout, and only those count. Ten
+    exchangers without an address (an NXDOMAIN or an empty answer comes at once) used
+    up a limit of ten names, and the two behind them with addresses were never asked:
+    the mail waited with a "temporary DNS failure" that never happened, every round
+    until it bounced."""
+    records = [MXRecord(10 * n, f"mx{n}.d.example") for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {f"mx{n}.d.example": answer for n in range(1, 11)}
+    answers |= {"mx11.d.example": ["192.0.2.11"], "mx12.d.example": ["192.0.2.12"]}
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers("d.example", zone, rng=InOrder(), local_addresses=local),
+    )
+    assert simplify(result) == [("mx11.d.example", "192.0.2.11"), ("mx12.d.example", "192.0.2.12")]
+    assert len(zone.asked) == 12
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_failed_lookups_stop_at_the_limit_and_the_reply_says_so(library: str) -> None:
+    """Ten exchangers whose lookups time out reach the default limit: the two behind
+    them are not asked, and the reply says what happened, not that looking up the
+    domain failed."""
+    records = [MXRecord(10 * n, f"mx{n}.d.example") for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {f"mx{n}.d.example": "timeout" for n in range(1, 11)}
+    answers |= {"mx11.d.example": ["192.0.2.11"], "mx12.d.example": ["192.0.2.12"]}
+    zone = Scripted(records, answers)
+    result = run(library, lambda: resolve_exchangers("d.example", zone, rng=InOrder()))
+    assert isinstance(result, Rejected) and result.reason is RejectReason.LOOKUP_LIMIT
+    assert str(result.code) + " " + result.status + " " + result.text == (
+        "451 4.4.3 lookups of 10 mail exchangers for d.example failed"
+    )
+    assert len(zone.asked) == 10
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers("d.example", zone, rng=InOrder(), max_failed_lookups=11),
+    )
+    assert simplify(result) == [("mx11.d.example", "192.0.2.11"), ("mx12.d.example", "192.0.2.12")]
+
+
+SELF_LEVEL_PEERS = [f"p{n}.d.example" for n in range(1, 12)]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_is_found_however_many_peers_resolve_at_its_level(library: str) -> None:
+    """This host, known by address only, 11th of 12 exchangers at the best level:
+    every name is looked up, since none fails, and this host cuts the level (RFC 5321
+    §5.1). A limit of ten names stopped before it and relayed to its peers."""
+    names = [*SELF_LEVEL_PEERS[:10], "self.d.example", SELF_LEVEL_PEERS[10]]
+    answers: dict[str, list[str] | str] = {p: [f"192.0.2.{n}"] for n, p in enumerate(names, 1)}
+    answers["self.d.example"] = LOCAL_ADDRESSES
+    zone = Scripted([MXRecord(10, name) for name in names], answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
+    assert zone.asked[-1] == "self.d.example"
+
+
+def self_among_lame_peers() -> tuple[list[MXRecord], dict[str, list[str] | str]]:
+    """``d.example``: at the best level (MX 10) five peers that resolve, twelve whose
+    lookups time out and ``self.d.example``, whose address is this host's; then
+    ``backup.d.example`` at MX 20."""
+    good = [f"g{n}.d.example" for n in range(1, 6)]
+    lame = [f"lame{n}.d.example" for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = {g: [f"192.0.2.{n}"] for n, g in enumerate(good, 1)}
+    answers |= dict.fromkeys(lame, "timeout")
+    answers |= {"self.d.example": LOCAL_ADDRESSES, "backup.d.example": ["192.0.2.200"]}
+    records = [MXRecord(10, name) for name in [*good, *lame, "self.d.example"]]
+    return [*records, MXRecord(20, "backup.d.example")], answers
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_named_among_lame_peers_is_never_passed_over(library: str) -> None:
+    """RFC 5321 §5.1: this host drops every exchanger of its own preference or worse.
+    At the best level among five peers that resolve and twelve lame ones, listed under
+    the relay's own host name, it is found by that name before any lookup, whatever
+    the shuffle and wherever the limit of failed lookups would stop: 200 shuffles, no
+    relay to a peer (a loop, 550 5.4.6)."""
+    records, answers = self_among_lame_peers()
+    router = Router(["abc.example"], hostnames=["self.d.example"], local_addresses=LOCAL_ADDRESSES)
+    for seed in range(200):
+        zone = Scripted(records, answers)
+        make = partial(router.resolve, remote("d.example"), zone, rng=random.Random(seed))
+        result = run(library, make)
+        assert simplify(result) is RejectReason.ROUTING_LOOP, (seed, result)
+        assert zone.asked == []
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_this_host_known_by_address_only_and_left_unlooked_is_taken_for_another(
+    library: str,
+) -> None:
+    """The price of delivering past lame exchangers, paid only where this host's name
+    is not its MX target's: known by address alone, it is found when the shuffle puts
+    it before the tenth failed lookup (a loop, 550 5.4.6); left unlooked, it has no
+    address known and is taken for another host, as Postfix takes an exchanger without
+    an address, so the peers that resolve and were looked up are tried (451 when the
+    shuffle put ten lame ones before them all), and never the backup below."""
+    records, answers = self_among_lame_peers()
+    found = relayed = deferred = 0
+    for seed in range(200):
+        zone = Scripted(records, answers)
+        make = partial(
+            resolve_exchangers,
+            "d.example",
+            zone,
+            rng=random.Random(seed),
+            local_names=LOCAL_NAMES,
+            local_addresses=LOCAL_ADDRESSES,
+        )
+        result = run(library, make)
+        if "self.d.example" in zone.asked:
+            found += 1
+            assert simplify(result) is RejectReason.ROUTING_LOOP, (seed, result)
+        elif isinstance(result, Rejected):
+            deferred += 1
+            assert result.reason is RejectReason.LOOKUP_LIMIT, (seed, result)
+        else:
+            relayed += 1
+            assert {a.host for a in result} <= {f"g{n}.d.example" for n in range(1, 6)}
+        assert "backup.d.example" not in zone.asked
+    assert found and relayed and deferred
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+@pytest.mark.parametrize("level", [10, 20])
+def test_this_host_by_name_where_the_limit_would_stop_cuts_its_level(
+    library: str, level: int
+) -> None:
+    """This host's name is compared without a lookup, so it cuts its level even where
+    the limit of failed lookups would have left it unlooked: listed last among five
+    usable peers and thirteen lame ones, it is still this host. At the best level that
+    is a loop (550 5.4.6), with nothing looked up; below two usable exchangers, those
+    two are tried and nothing of its level is asked about."""
+    good = [f"g{n}.d.example" for n in range(1, 6)]
+    lame = [f"lame{n}.d.example" for n in range(1, 14)]
+    answers: dict[str, list[str] | str] = {g: [f"192.0.2.{n}"] for n, g in enumerate(good, 1)}
+    answers |= dict.fromkeys(lame, "timeout")
+    answers |= {"a.d.example": ["192.0.2.101"], "b.d.example": ["192.0.2.102"]}
+    records = [MXRecord(5, "a.d.example"), MXRecord(5, "b.d.example")] if level == 20 else []
+    records += [MXRecord(level, name) for name in [*good, *lame, "mx.abc.example"]]
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "d.example",
+            zone,
+            rng=InOrder(),
+            local_names=LOCAL_NAMES,
+            local_addresses=LOCAL_ADDRESSES,
+        ),
+    )
+    if level == 10:
+        assert simplify(result) is RejectReason.ROUTING_LOOP
+        assert zone.asked == []
+    else:
+        assert simplify(result) == [
+            ("a.d.example", "192.0.2.101"),
+            ("b.d.example", "192.0.2.102"),
+        ]
+        assert zone.asked == ["a.d.example", "b.d.example"]
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_the_limit_keeps_the_levels_better_than_this_host_may_be(library: str) -> None:
+    """This host, known by address only, is left unlooked at MX 20 behind ten lame
+    names: the two usable exchangers more preferred than that level are tried."""
+    lame = [f"lame{n}.d.example" for n in range(1, 13)]
+    answers: dict[str, list[str] | str] = dict.fromkeys(lame, "timeout")
+    answers |= {"a.d.example": ["192.0.2.1"], "b.d.example": ["192.0.2.2"]}
+    answers["self.d.example"] = LOCAL_ADDRESSES
+    records = [MXRecord(10, "a.d.example"), MXRecord(10, "b.d.example")]
+    records += [MXRecord(20, name) for name in [*lame, "self.d.example"]]
+    zone = Scripted(records, answers)
+    result = run(
+        library,
+        lambda: resolve_exchangers(
+            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
+        ),
+    )
+    assert simplify(result) == [("a.d.example", "192.0.2.1"), ("b.d.example", "192.0.2.2")]
+    assert len(zone.asked) == 12

@@ -30,6 +30,7 @@ class RejectReason(enum.Enum):
     NULL_MX = "null-mx"
     NO_SUCH_DOMAIN = "no-such-domain"
     DNS_TEMPORARY = "dns-temporary"
+    LOOKUP_LIMIT = "lookup-limit"
     NO_ROUTE = "no-route"
     ROUTING_LOOP = "routing-loop"
     SMART_HOST_FAILURE = "smart-host-failure"
@@ -142,6 +143,16 @@ def no_such_domain(domain: str) -> Rejected:
 def dns_temporary(name: str) -> Rejected:
     return Rejected(
         451, "4.4.3", f"temporary DNS failure looking up {name}", RejectReason.DNS_TEMPORARY
+    )
+
+
+def lookup_limit(domain: str, failed: int) -> Rejected:
+    # Not the domain's DNS failing: its exchangers' lookups, as many as allowed.
+    return Rejected(
+        451,
+        "4.4.3",
+        f"lookups of {failed} mail exchangers for {domain} failed",
+        RejectReason.LOOKUP_LIMIT,
     )
 
 

@@ -19,13 +19,25 @@ from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order
 from smtpcore.routing._outcomes import Attempt, Rejected
 from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
 
-__all__ = ["AddressPreference", "order_addresses", "resolve_exchangers", "resolve_host"]
+__all__ = [
+    "AddressPreference",
+    "order_addresses",
+    "resolve_exchangers",
+    "resolve_host",
+    "smart_host_name",
+]
 
 IPAddress = IPv4Address | IPv6Address
 AddressPreference = Literal["ipv6", "ipv4", "any"]
 Exclude = Callable[[Attempt], bool]
 
 DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_FAILED_LOOKUPS = 10
+"""Exchanger lookups that may fail temporarily in one resolution before it stops. A
+failure is what costs time: a lame name takes the resolver's whole timeout, about ten
+seconds for AAAA then A at a 5 s lifetime, so ten of them, about 110 s, fit the
+reference server's two-minute ``RESOLVE_TIMEOUT``; an NXDOMAIN or an answer comes at
+once and is not counted."""
 
 
 def order_addresses(
@@ -63,6 +75,21 @@ def _literal_attempt(
     return (attempt,)
 
 
+def _cap_is_full(
+    attempts: Sequence[Attempt], exchanger: MXRecord, max_attempts: int, *, seeking_self: bool
+) -> bool:
+    """Whether ``exchanger`` can change nothing that is tried, so need not be looked up.
+
+    Once ``max_attempts`` addresses are listed, a less preferred exchanger comes too
+    late. One at the level that filled the cap still matters only while this host is
+    sought by address (``seeking_self``): found there, it cuts that level (RFC 5321
+    section 5.1); otherwise the shuffle already chose which of the level are tried.
+    """
+    if len(attempts) < max_attempts:
+        return False
+    return not seeking_self or exchanger.preference > attempts[-1].preference
+
+
 async def resolve_exchangers(
     domain: str,
     resolver: Resolver,
@@ -72,6 +99,7 @@ async def resolve_exchangers(
     local_addresses: Iterable[IPAddress | str] = (),
     failures: FailedExchangers | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_failed_lookups: int = DEFAULT_MAX_FAILED_LOOKUPS,
     port: int = 25,
     address_preference: AddressPreference = "ipv6",
     exclude: Exclude | None = None,
@@ -89,12 +117,27 @@ async def resolve_exchangers(
     internal one) is left out before that cut, so that it takes no usable
     address's place; if it leaves none, the outcome is 550 5.4.4.
 
+    Lookups stop once the cap is full (the level that filled it is completed only
+    where ``local_addresses`` are given, to find this host there), and once
+    ``max_failed_lookups`` of them have failed temporarily, so that a level of lame
+    exchangers, each costing the resolver's whole timeout, cannot outlast the
+    caller's deadline; a lookup that gets an answer, addresses or NXDOMAIN, does not
+    count.
+    An exchanger left unlooked by that limit, like one whose lookup failed, has no
+    address known, so it is taken to be another host, as Postfix's smtp_find_self
+    takes an exchanger without an address, unless its name is one of
+    ``local_names``: names are compared before any lookup, so such an exchanger
+    still cuts its level. What was found is tried; an empty outcome is then
+    temporary, never 550 5.4.4.
+
     The outcomes the server maps to replies:
 
     - a non-empty tuple of ``Attempt``;
     - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
     - ``Rejected`` 550 5.1.2, the domain does not exist;
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
+    - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
+      lookups left no address;
     - ``Rejected`` 550 5.4.4, no exchanger has an address;
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
@@ -102,6 +145,8 @@ async def resolve_exchangers(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    if max_failed_lookups < 1:
+        raise ValueError("max_failed_lookups must be at least 1")
     own_addresses = {host_address(ip_address(a)) for a in local_addresses}
     if is_address_literal(domain):
         return _literal_attempt(domain, own_addresses, port, exclude)
@@ -125,17 +170,22 @@ async def resolve_exchangers(
         return out.routing_loop(domain)
 
     attempts: list[Attempt] = []
-    failed_levels: set[int] = set()
+    failed: list[int] = []  # the level of each lookup that failed temporarily
     cutoff: int | None = None
+    unlooked: int | None = None  # the level of the first exchanger left unlooked
     for exchanger in exchangers:
-        if len(attempts) >= max_attempts and exchanger.preference > attempts[-1].preference:
+        if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
+            break
+        if len(failed) == max_failed_lookups:
+            # Not one of local_names (order_exchangers cut those): another host.
+            unlooked = exchanger.preference
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
         except NXDomain:
             continue
         except TemporaryDNSError:
-            failed_levels.add(exchanger.preference)
+            failed.append(exchanger.preference)
             continue
         if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
@@ -152,9 +202,29 @@ async def resolve_exchangers(
         return tuple(attempts)
     if cutoff is not None and exchangers[0].preference >= cutoff:
         return out.routing_loop(domain)
-    if any(cutoff is None or level < cutoff for level in failed_levels):
+    if unlooked is not None:
+        return out.lookup_limit(domain, len(failed))
+    if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
     return out.no_route(domain)
+
+
+def smart_host_name(host: str) -> str:
+    """A smart host as an IP address in text, or a canonical host name.
+
+    Postfix's brackets (``[relay.example]``, ``[192.0.2.1]``, ``[IPv6:2001:db8::1]``)
+    are accepted and mean what they mean there, no MX lookup, which is how a smart
+    host is always looked up here. ``Router`` and ``resolve_host`` both read a smart
+    host so. Raises ``AddressError`` when ``host`` names no host.
+    """
+    address = parse_address_literal(host) if is_address_literal(host) else None
+    if address is not None:
+        return str(address)
+    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return str(ip_address(inner))
+    except ValueError:
+        return normalize_domain(inner)
 
 
 async def resolve_host(
@@ -169,18 +239,22 @@ async def resolve_host(
 ) -> tuple[Attempt, ...] | Rejected:
     """Find the addresses of a smart host, without any MX lookup.
 
-    This is Postfix's ``relayhost = [host]:port``. A smart host that cannot be
+    This is Postfix's ``relayhost = [host]:port``: ``host`` is a name or an IP
+    address, with or without those brackets (``smart_host_name``), and the
+    attempts name it in that canonical form. A smart host that cannot be
     resolved is a configuration problem of this host, not of the recipient,
     so every failure here is temporary (451 4.3.5 or 451 4.4.3): the queue
     keeps the mail until the administrator fixes it. ``exclude`` is
-    ``resolve_exchangers``'s.
+    ``resolve_exchangers``'s. Raises ``AddressError`` when ``host`` names no
+    host.
     """
+    host = smart_host_name(host)
     addresses: Sequence[IPAddress]
     try:
-        addresses = (ip_address(host.removeprefix("[").removesuffix("]")),)
+        addresses = (ip_address(host),)
     except ValueError:
         try:
-            found = tuple(await resolver.addresses(normalize_domain(host)))
+            found = tuple(await resolver.addresses(host))
         except NXDomain:
             return out.smart_host_failure(host)
         except TemporaryDNSError:

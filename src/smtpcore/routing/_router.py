@@ -23,10 +23,12 @@ from smtpcore.routing._mx import FailedExchangers, RandomSource, canonical_host
 from smtpcore.routing._outcomes import Attempt, LocalDelivery, Rejected, RemoteDelivery
 from smtpcore.routing._resolve import (
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_FAILED_LOOKUPS,
     AddressPreference,
     Exclude,
     resolve_exchangers,
     resolve_host,
+    smart_host_name,
 )
 from smtpcore.routing._resolver import Resolver
 
@@ -65,23 +67,6 @@ def _is_postmaster(local_part: str) -> bool:
     return local_part.isascii() and local_part.lower() == "postmaster"
 
 
-def _smart_host_name(host: str) -> str:
-    """An IP address as text, or a canonical host name.
-
-    Postfix's brackets (``[relay.example]``, ``[192.0.2.1]``) are accepted and
-    mean what they mean there, no MX lookup, which is how a smart host is
-    always looked up here.
-    """
-    address = parse_address_literal(host) if is_address_literal(host) else None
-    if address is not None:
-        return str(address)
-    inner = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        return str(ip_address(inner))
-    except ValueError:
-        return normalize_domain(inner)
-
-
 class Router:
     """Decides, for each recipient, local delivery, relaying, or refusal.
 
@@ -111,6 +96,9 @@ class Router:
     its own port): mail to their literals is local, but an exchanger there is
     that other server, and cuts nothing. With ``smart_host`` set, every remote
     recipient is sent to that (host, port) instead of the domain's exchangers.
+    ``port``, ``max_attempts``, ``max_failed_lookups`` and ``address_preference`` are
+    passed to ``resolve_exchangers``; a smart host's lookup takes ``max_attempts``
+    and ``address_preference``.
     """
 
     def __init__(
@@ -126,6 +114,7 @@ class Router:
         smart_host: tuple[str, int] | None = None,
         port: int = 25,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        max_failed_lookups: int = DEFAULT_MAX_FAILED_LOOKUPS,
         address_preference: AddressPreference = "ipv6",
     ) -> None:
         addresses = {_as_address(a) for a in local_addresses}
@@ -151,14 +140,17 @@ class Router:
             host, smart_port = smart_host
             if not 0 < smart_port < 65536:
                 raise ValueError(f"smart host port {smart_port} out of range")
-            smart_host = (_smart_host_name(host), smart_port)
+            smart_host = (smart_host_name(host), smart_port)
         self.smart_host = smart_host
         if not 0 < port < 65536:
             raise ValueError(f"port {port} out of range")
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if max_failed_lookups < 1:
+            raise ValueError("max_failed_lookups must be at least 1")
         self.port = port
         self.max_attempts = max_attempts
+        self.max_failed_lookups = max_failed_lookups
         self.address_preference: AddressPreference = address_preference
 
     def is_local_domain(self, domain: str) -> bool:
@@ -271,6 +263,7 @@ class Router:
             local_addresses=self.local_addresses,
             failures=failures,
             max_attempts=self.max_attempts,
+            max_failed_lookups=self.max_failed_lookups,
             port=self.port,
             address_preference=self.address_preference,
             exclude=exclude,

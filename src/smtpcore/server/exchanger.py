@@ -46,6 +46,7 @@ from smtpcore._driver import (
     TLSNotAvailable,
 )
 from smtpcore._driver._logtext import describe_error
+from smtpcore._driver._smtp_matching import match_results, same_address
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
@@ -563,28 +564,14 @@ def _batch_recorder(
     return on_batch
 
 
-def _same_address(mailbox: Mailbox) -> tuple[str, str]:
-    """What identifies a recipient in the client's results: the client may send a UTF-8
-    domain in A-labels to an exchanger without SMTPUTF8 (the same address, RFC 5890
-    §2.3.2.1), and names the recipient as it sent it."""
-    return mailbox.local_part, mailbox.ascii_domain
-
-
 def _fates(
     deliveries: Mapping[str, RemoteDelivery], results: Iterable[RecipientResult]
 ) -> dict[str, RecipientResult]:
-    """Each address's result, matched by the recipient it answers, in order among those
-    with the same mailbox: a message split into transactions (RFC 9422 LIMITS) may
-    have results from some of them only, so a position says nothing."""
-    waiting: dict[tuple[str, str], list[str]] = {}
-    for address, delivery in deliveries.items():
-        waiting.setdefault(_same_address(delivery.mailbox), []).append(address)
-    fates = {}
-    for item in results:
-        addresses = waiting.get(_same_address(item.recipient))
-        if addresses:
-            fates[addresses.pop(0)] = item
-    return fates
+    """Each address's result, matched by the recipient it answers (``match_results``,
+    shared with ``send``): a message split into transactions (RFC 9422 LIMITS) may have
+    results from some of them only, so a position says nothing, and a UTF-8 domain may
+    have gone in A-labels."""
+    return match_results(((a, d.mailbox) for a, d in deliveries.items()), results)
 
 
 def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
@@ -891,7 +878,7 @@ class ExchangerSession:
             queued = {r.address: r for r in entry.recipients}
             for address, delivery in deliveries.items():
                 recipient = queued[address]
-                params = rcpt_params.setdefault(_same_address(delivery.mailbox), {})
+                params = rcpt_params.setdefault(same_address(delivery.mailbox), {})
                 if recipient.notify is not None:
                     params["NOTIFY"] = recipient.notify
                 orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
@@ -916,7 +903,7 @@ class ExchangerSession:
                     sender,
                     rcpts,
                     mail_params=mail_params,
-                    rcpt_params=lambda mailbox: rcpt_params.get(_same_address(mailbox), {}),
+                    rcpt_params=lambda mailbox: rcpt_params.get(same_address(mailbox), {}),
                     on_batch=on_batch,
                     resend_too_many=True,
                 )

@@ -38,18 +38,19 @@ from smtpcore._driver._smtp_envelope import (
     unobsolete_names,
     without_hidden_fields,
 )
+from smtpcore._driver._smtp_matching import match_results
 from smtpcore._ip import host_port
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import (
     SMTPClient,
 )
-from smtpcore.routing import Rejected, resolve_exchangers
+from smtpcore.routing import Attempt, Rejected, resolve_exchangers
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.log import loggable
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.smtp import Reply, TransactionResult
+from smtpcore.smtp import RecipientResult, Reply, TransactionResult
 
 __all__ = [
     "client_tls_context",
@@ -235,49 +236,75 @@ def _for_now(reply: Reply | None) -> bool:
     return reply is None or 400 <= reply.code < 500
 
 
-def _fates(result: TransactionResult, where: str, refusal: Reply | None = None) -> list[_Fate]:
-    """Each recipient's fate by its own reply: its ``RCPT``'s, or once accepted, the
-    reply after the content; ``refusal`` (the message's) for one accepted whose
-    message was refused before any reply of its own came."""
-    fates = []
-    for item in result.recipients:
-        reply = (item.delivery or refusal) if item.accepted else item.reply
-        text = f"{where}: {_reply_text(reply)}"
-        later = not item.delivered and _for_now(reply)
-        fates.append(_Fate(str(item.recipient), item.delivered, text, later))
-    return fates
+def _fates(
+    result: TransactionResult,
+    rcpts: Sequence[Mailbox],
+    where: str,
+    refusal: Reply | None = None,
+) -> list[_Fate]:
+    """The fate of each of ``rcpts``, in their order and as the user wrote them, by its
+    own reply in ``result``: its ``RCPT``'s, or once accepted, the reply after the
+    content; ``refusal`` (the message's) for one accepted whose message was refused
+    before any reply of its own came. Results are matched by address, never by the
+    text given (``match_results``: the client names a UTF-8 domain sent without
+    SMTPUTF8 in A-labels)."""
+    matched = match_results(enumerate(rcpts), result.recipients)
+    return [_own_fate(rcpt, matched.get(i), where, refusal) for i, rcpt in enumerate(rcpts)]
+
+
+def _own_fate(
+    rcpt: Mailbox, item: RecipientResult | None, where: str, refusal: Reply | None
+) -> _Fate:
+    """One recipient's fate by its result (``_fates``); with none, its ``RCPT`` never
+    went, and it waits for another try."""
+    if item is None:
+        return _Fate(str(rcpt), False, f"{where}: not sent", temporary=True)
+    reply = (item.delivery or refusal) if item.accepted else item.reply
+    text = f"{where}: {_reply_text(reply)}"
+    later = not item.delivered and _for_now(reply)
+    return _Fate(str(rcpt), item.delivered, text, later)
 
 
 async def _submit(
     client: BaseSMTPClient, content: bytes, sender: str, rcpts: Sequence[Mailbox], where: str
 ) -> list[_Fate]:
-    """One transaction on a connected client; every recipient's fate, errors included."""
+    """One transaction on a connected client; every recipient's fate, errors included,
+    in the order of ``rcpts``."""
     try:
         result = await client.send_message(content, sender, rcpts)
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
-    except SMTPError as exc:  # no answer in time, the connection lost
-        if exc.may_have_been_delivered and exc.result is not None:
-            return _unknown_fates(exc, exc.result, where)
+    except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
+        if exc.result is not None:
+            return _interrupted_fates(exc, exc.result, rcpts, where)
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
     finally:
         await client.quit()
-    return _fates(result, where)
+    return _fates(result, rcpts, where)
 
 
-def _unknown_fates(exc: SMTPError, result: TransactionResult, where: str) -> list[_Fate]:
-    """Every recipient's fate when the reply to the end of the message never came
-    (:attr:`SMTPError.may_have_been_delivered`): those accepted at ``RCPT`` may have
-    been delivered, those refused there were refused."""
-    text = f"{where}: no readable reply to the end of the message ({exc})"
-    return [
-        _Fate(str(item.recipient), False, text, unknown=True)
-        if item.accepted and item.delivery is None
-        else fate
-        for item, fate in zip(result.recipients, _fates(result, where), strict=True)
-    ]
+def _interrupted_fates(
+    exc: SMTPError, result: TransactionResult, rcpts: Sequence[Mailbox], where: str
+) -> list[_Fate]:
+    """Every recipient's fate when the session ended part way with ``result`` so far
+    (:attr:`SMTPError.result`: the connection lost or timed out, the server's MAILMAX
+    reached between the transactions of a message split for RFC 9422 LIMITS). Each
+    recipient with a reply is decided by it, so that one delivered in an earlier
+    transaction goes to no other exchanger. One accepted whose reply to the end of
+    the message never came (:attr:`SMTPError.may_have_been_delivered`) may have been
+    delivered: it goes nowhere else either, as RFC 5321 §6.1 accepts a duplicate from
+    that window only. The others, unanswered, have the error's fate: for now."""
+    unknown = f"{where}: no readable reply to the end of the message ({exc})"
+    fates = [_error_fate(str(r), where, exc, True) for r in rcpts]
+    for i, item in match_results(enumerate(rcpts), result.recipients).items():
+        if item.accepted and item.delivery is None:
+            if exc.may_have_been_delivered:
+                fates[i] = _Fate(str(rcpts[i]), False, unknown, unknown=True)
+        elif item.reply is not None:
+            fates[i] = _own_fate(rcpts[i], item, where, None)
+    return fates
 
 
 def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
@@ -293,7 +320,7 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
         return [_error_fate(str(r), where, exc, later) for r in rcpts]
     refusals = (SenderRefused, RecipientsRefused, MessageRefused)
     if isinstance(exc, refusals) and exc.result is not None:
-        return _fates(exc.result, where, exc.reply)
+        return _fates(exc.result, rcpts, where, exc.reply)
     if isinstance(exc, refusals):
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
         return [_Fate(str(r), False, text, later) for r in rcpts]
@@ -363,32 +390,42 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
             fates += [_Fate(str(r), False, text) for r in group]
             continue
-        # Each exchanger in turn, for the recipients the ones before refused for now
-        # (RFC 5321 §5.1: an unreachable or busy one is no reason to give up).
-        unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
-        fate = {str(r): replace(unanswered, recipient=str(r)) for r in group}
-        pending = group
-        for attempt in attempts:
-            where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
-            client = _client(
-                args, str(attempt.address), attempt.port, attempt.host, exchanger=True
-            )
-            try:
-                await client.connect()
-            except SMTPError as exc:
-                name = client.server_hostname
-                fate |= {
-                    str(r): _error_fate(str(r), where, exc, True, checked_name=name)
-                    for r in pending
-                }
-                continue
-            _say_if_plaintext(client, where)
-            for result in await _submit(client, content, sender, pending, where):
-                fate[result.recipient] = result
-            pending = [r for r in pending if fate[str(r)].temporary]
-            if not pending:
-                break
-        fates += [fate[str(r)] for r in group]
+        fates += await _send_by_mx(args, content, domain, group, attempts)
+    return fates
+
+
+async def _send_by_mx(
+    args: argparse.Namespace,
+    content: bytes,
+    domain: str,
+    group: Sequence[Mailbox],
+    attempts: Sequence[Attempt],
+) -> list[_Fate]:
+    """The fates of ``group`` (recipients at ``domain``), in its order: each exchanger
+    in turn, for the recipients the ones before refused for now (RFC 5321 §5.1: an
+    unreachable or busy one is no reason to give up). A recipient is followed by its
+    place in ``group``, as ``_submit`` answers in the order it was given."""
+    unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
+    fates = [replace(unanswered, recipient=str(r)) for r in group]
+    pending = list(range(len(group)))
+    for attempt in attempts:
+        where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+        client = _client(args, str(attempt.address), attempt.port, attempt.host, exchanger=True)
+        try:
+            await client.connect()
+        except SMTPError as exc:
+            name = client.server_hostname
+            for i in pending:
+                fates[i] = _error_fate(str(group[i]), where, exc, True, checked_name=name)
+            continue
+        _say_if_plaintext(client, where)
+        sent = [group[i] for i in pending]
+        answered = await _submit(client, content, args.sender, sent, where)
+        for i, fate in zip(pending, answered, strict=True):
+            fates[i] = fate
+        pending = [i for i in pending if fates[i].temporary]
+        if not pending:
+            break
     return fates
 
 
@@ -488,7 +525,11 @@ def run_send(args: argparse.Namespace) -> int:
             print(f"smtpcore send: warning: {warning}", file=sys.stderr)
     if content is None:
         content = make_test_message(
-            args.sender, args.recipients, args.subject, args.body, args.helo
+            _envelope_form(args.sender),
+            [str(r.a_label_form) for r in rcpts],
+            args.subject,
+            args.body,
+            args.helo,
         )
     if args.server is None:
         resolver = make_resolver(args.resolver)
@@ -506,6 +547,14 @@ def run_send(args: argparse.Namespace) -> int:
             verdict = "may have been delivered by"
         print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
     return 0 if fates and all(f.accepted for f in fates) else 1
+
+
+def _envelope_form(address: str) -> str:
+    """``address`` (``""`` for the null path) as the envelope names it to a server
+    without SMTPUTF8: a UTF-8 domain in A-labels. The test message's header fields
+    name their addresses so, or they would hold UTF-8 that only SMTPUTF8 allows
+    (RFC 6531 §3.2); an address with a UTF-8 local part needs SMTPUTF8 anyway."""
+    return str(parse_mailbox(address).a_label_form) if address else address
 
 
 def printable(text: str) -> str:
