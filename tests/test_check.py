@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -52,6 +52,7 @@ from broken_servers import (
 )
 from peers import TLSFiles, free_port
 from private_postfix import private_postfix
+from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import _wire
@@ -1383,6 +1384,62 @@ def test_what_one_connection_keeps_from_the_server_is_capped(
 
 
 # -- the command line ---------------------------------------------------------------------
+
+
+HOSTILE_TEXT: Final = (
+    "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mfake: 12 passed, 0 failed\x1b[0m"
+    "\x9b31m \u202eevil\u202c \u2028next line\u2029 \x7f\x00"
+)
+"""Text a hostile server puts in its replies: OSC (set the title), BEL, CSI (clear the
+screen, colour), the 8-bit CSI, a bidi override, the line and paragraph separators,
+DEL and NUL."""
+
+
+def greeting_server(greeting: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """A :func:`raw_server` session that greets with ``greeting`` and reads until the
+    client goes."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(greeting)
+        while not stop.is_set() and sock.recv(4096):  # bounded: ends when the client goes
+            pass
+
+    return session
+
+
+def assert_terminal_safe(printed: str) -> None:
+    """No character of ``printed`` drives a terminal or splits a line, but its newlines."""
+    for line in printed.split("\n"):
+        unsafe = [char for char in line if unsafe_in_text(char)]
+        assert not unsafe, (unsafe, line)
+
+
+def test_a_hostile_greeting_reaches_the_report_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A summary quotes the server's reply: its controls come out as escapes, never raw,
+    however the report is printed (the transcripts show bytes literals already)."""
+    greeting = b"554 " + HOSTILE_TEXT.encode() + b"\r\n"
+    with raw_server(greeting_server(greeting), socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
+        status = main(["check", f"{host}:{port}", "--only", "smuggling"])
+    assert status == 1
+    printed = capsys.readouterr().out
+    for text in (report.format(), str(report["chunking"]), report["pipelining"].summary, printed):
+        assert_terminal_safe(text)
+    assert "the greeting was 554 \\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in printed
+    assert "\\u202eevil\\u202c \\u2028next line\\u2029 \\x7f\\x00 rather than 220" in printed
+    assert str(_wire.ServerReply(554, greeting)) == report["chunking"].summary.removeprefix(
+        "the greeting was "
+    ).removesuffix(" rather than 220")
+
+
+def test_every_summary_is_escaped_whoever_made_it() -> None:
+    """The escaping is the result's own: a check that quotes the server without
+    ``ServerReply`` (a keyword, a decoded line) cannot print a control either."""
+    result = CheckResult("x", Outcome.FAILED, f"the server said {HOSTILE_TEXT}")
+    assert_terminal_safe(str(result))
+    assert result.summary.startswith("the server said \\x1b]0;PWNED")
 
 
 def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture[str]) -> None:
