@@ -33,7 +33,10 @@ real servers:
   tail of a long line can be a lone dot that ends the message;
 - :class:`FewRecipientsServer` refuses the eleventh recipient with ``550``
   (RFC 5321 §4.5.3.1.8 wants 100, and ``452`` for too many);
-- :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything.
+- :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything;
+- :class:`RcptBeforeMailServer` takes ``RCPT`` with no ``MAIL`` before it, opening
+  a transaction with an implicit sender, as a planted aiosmtpd did (RFC 5321
+  §4.1.4 wants 503).
 
 Two ways to run one:
 
@@ -75,6 +78,7 @@ __all__ = [
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PlaintextAfterStartTlsServer",
+    "RcptBeforeMailServer",
     "RunningServer",
     "SilentHoleServer",
     "SizeIgnoringServer",
@@ -630,6 +634,14 @@ class SizeIgnoringServer(SmallServer):
         return _reply(250, f"2.0.0 Message {len(self.messages)} accepted")
 
 
+class RcptBeforeMailServer(SmallServer):
+    """Takes RCPT before MAIL, as if MAIL had come with an implicit sender."""
+
+    def rcpt(self, argument: str) -> bytes:
+        self.in_transaction = True
+        return super().rcpt(argument)
+
+
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
     EagerBdatServer,
@@ -644,6 +656,7 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LongTextLineServer,
     FewRecipientsServer,
     SizeIgnoringServer,
+    RcptBeforeMailServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 

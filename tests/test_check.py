@@ -40,6 +40,7 @@ from broken_servers import (
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
+    RcptBeforeMailServer,
     RunningServer,
     SilentHoleServer,
     SizeIgnoringServer,
@@ -80,6 +81,7 @@ PLANTED = [
     (LongTextLineServer, "text-line-length"),
     (FewRecipientsServer, "recipient-limit"),
     (SizeIgnoringServer, "size-limit"),
+    (RcptBeforeMailServer, "state-order"),
 ]
 
 
@@ -107,6 +109,24 @@ def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
     assert not server.crashes
+
+
+def test_a_server_that_takes_rcpt_before_mail_fails_the_battery() -> None:
+    """Before state-order, no check judged the reply to RCPT with no MAIL (pipelining
+    sent one, but only compared its reply pipelined and not), so a server that took
+    it passed every check (RFC 5321 §4.1.4: 503)."""
+    with serve(RcptBeforeMailServer) as server:
+        report = check_server(server.host, server.port, timeout=5)
+    failed = [result.name for result in report.failures]
+    assert failed == ["pipelining", "state-order"], report.format()
+    assert report["pipelining"].summary.endswith(
+        "but its RCPT after RSET, with no MAIL, got 250, not a refusal (503 expected, "
+        "RFC 5321 §4.1.4)"
+    )
+    summary = report["state-order"].summary
+    assert "RCPT before MAIL: 'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK" in summary
+    assert "got 250 2.1.5 OK, not a refusal: 503 expected (RFC 5321 §4.1.4)" in summary
+    assert "RCPT after RSET" in summary and "DATA before MAIL" not in summary
 
 
 def test_the_chunking_check_closes_the_connections_it_forgets() -> None:

@@ -520,7 +520,9 @@ def check_pipelining(probe: Probe) -> str:
 
     A group mixing accepted and refused commands is sent one command at a
     time on one connection and in a single write on another; both must get
-    the same codes. A server that ends the session inside the group sent one
+    the same codes, and its RCPT with no MAIL before it must be refused, which a
+    server that takes it does both ways alike (RFC 5321 §4.1.4; ``state-order``
+    tries more). A server that ends the session inside the group sent one
     command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
     """
@@ -532,7 +534,7 @@ def check_pipelining(probe: Probe) -> str:
         b"RCPT TO:<no-closing-bracket@smtpcore.test",
         probe.rcpt_line(),
         b"RSET",
-        probe.rcpt_line(),  # no MAIL: refused
+        probe.rcpt_line(),  # no MAIL: refused (_NO_MAIL_IN_GROUP)
         probe.mail_line(),
         b"RSET",
         b"NOOP",
@@ -552,7 +554,125 @@ def check_pipelining(probe: Probe) -> str:
         raise _Failed(
             f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
         )
+    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
+        raise _Failed(
+            f"the group got {_show(pipelined)} both ways, but its RCPT after RSET, with no "
+            f"MAIL, got {lock_step[_NO_MAIL_IN_GROUP]}, not a refusal (503 expected, RFC "
+            "5321 §4.1.4)"
+        )
     return f"one reply per command, in order: {pipelined}"
+
+
+_NO_MAIL_IN_GROUP: Final = 4
+"""Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
+else the server does (RFC 5321 §4.1.4), for a 2xx there compares equal both ways."""
+
+
+@dataclass(frozen=True)
+class _OutOfSequence:
+    """One command sent where the session's state does not allow it (RFC 5321 §4.1.4).
+
+    ``setup`` goes first, one line at a time, and each must be accepted; then
+    ``line``, which must be refused: a 4xx or 5xx; ``expected`` names the reply
+    the RFC asks for, and where. A 2xx or 3xx is the defect: a server that takes
+    it runs a transaction the client never opened, or one it aborted.
+    """
+
+    what: str
+    setup: tuple[bytes, ...]
+    line: bytes
+    expected: str
+
+
+def _out_of_sequence(probe: Probe, offered: Mapping[str, str]) -> list[_OutOfSequence]:
+    """The commands ``state-order`` sends out of sequence, each with what must come
+    first: MAIL opens a transaction, RSET and a new EHLO abort it (RFC 5321 §4.1.4),
+    so RCPT, DATA and BDAT must find it open and MAIL must find it closed."""
+    mail, rcpt = probe.mail_line(), probe.rcpt_line()
+    ehlo = b"EHLO " + probe.helo.encode()
+    steps = [
+        _OutOfSequence("RCPT before MAIL", (), rcpt, "503 expected (RFC 5321 §4.1.4)"),
+        _OutOfSequence("DATA before MAIL", (), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"),
+        _OutOfSequence(
+            "DATA with no recipient", (mail,), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"
+        ),
+        _OutOfSequence(
+            "a second MAIL in a transaction", (mail,), mail, "503 expected (RFC 5321 §4.1.4)"
+        ),
+        _OutOfSequence(
+            "RCPT after RSET", (mail, b"RSET"), rcpt, "503 expected (RFC 5321 §4.1.1.5)"
+        ),
+        _OutOfSequence(
+            "RCPT after a new EHLO", (mail, ehlo), rcpt, "503 expected (RFC 5321 §4.1.4)"
+        ),
+    ]
+    if "CHUNKING" in offered:
+        # BDAT takes DATA's place (RFC 3030 §2), so §4.1.4's order holds for it. No
+        # octets follow: refused or not, nothing is left for the server to read.
+        steps.append(
+            _OutOfSequence(
+                "BDAT before MAIL", (), b"BDAT 0 LAST", "503 expected (RFC 5321 §4.1.4)"
+            )
+        )
+    return steps
+
+
+def check_state_order(probe: Probe) -> str:
+    """Commands out of sequence are refused, never run (RFC 5321 §4.1.4, §3.3).
+
+    Each command of :func:`_out_of_sequence` goes after ``RSET`` and its setup,
+    one line at a time, and must get a 4xx or 5xx: 503 is the RFC's "bad
+    sequence of commands", and a refusal for another reason (554 to DATA with
+    no recipient, a policy) is no defect. A 2xx or 3xx is: RCPT taken before
+    MAIL runs a transaction with a sender the client never gave. A setup the
+    server refuses (the sender) skips the check; a server that ends the session
+    (421, RFC 5321 §3.8) is followed on a new connection.
+    """
+    client: WireClient | None
+    client, offered = probe.hello()
+    got: list[str] = []
+    accepted: list[str] = []
+    for step in _out_of_sequence(probe, offered):
+        if client is None:
+            client, _ = probe.hello()
+        answer = _out_of_sequence_answer(probe, client, step)
+        got.append(f"{step.what} got {answer.code}")
+        if answer.code // 100 in (2, 3):
+            accepted.append(
+                f"{step.what}: {step.line.decode()!r} got {answer}, not a refusal: {step.expected}"
+            )
+            _end_data_if_opened(client, answer)
+        if answer.code in _CLOSING or client.closed:
+            client = None
+    if accepted:
+        raise _Failed("commands out of sequence were accepted: " + "; ".join(accepted))
+    if client is not None:
+        _quit(client)
+    return ", ".join(got)
+
+
+def _out_of_sequence_answer(probe: Probe, client: WireClient, step: _OutOfSequence) -> ServerReply:
+    """RSET, ``step``'s setup and its line on ``client``: the reply to the line. RSET
+    must get 250 (RFC 5321 §4.1.1.5); a setup line refused skips the check."""
+    reset = _ask(client, b"RSET")
+    if reset.code != 250:
+        raise _Failed(f"RSET got {reset}, not 250 (RFC 5321 §4.1.1.5)")
+    for line in step.setup:
+        answer = _ask(client, line)
+        if answer.code // 100 != 2:
+            raise _Skipped(
+                f"{line.decode()!r} was answered {answer}, so {step.what} could not be "
+                "tried: give a sender the server accepts"
+            )
+    return _ask(client, step.line)
+
+
+def _end_data_if_opened(client: WireClient, answer: ServerReply) -> None:
+    """After a 354 the server reads a message: end it, empty, so that the next command
+    is read as one (RFC 5321 §4.1.1.4)."""
+    if answer.code == 354:
+        client.send(b".\r\n")
+        client.read_reply()
 
 
 def check_starttls_injection(probe: Probe) -> str:
@@ -1433,6 +1553,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
     "pipelining": check_pipelining,
+    "state-order": check_state_order,
     "starttls-injection": check_starttls_injection,
     "command-line-length": check_command_line_length,
     "text-line-length": check_text_line_length,
