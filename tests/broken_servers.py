@@ -36,7 +36,16 @@ real servers:
 - :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything;
 - :class:`RcptBeforeMailServer` takes ``RCPT`` with no ``MAIL`` before it, opening
   a transaction with an implicit sender, as a planted aiosmtpd did (RFC 5321
-  §4.1.4 wants 503).
+  §3.3 wants 503);
+- :class:`MailKeepsRecipientsServer` takes a second ``MAIL`` inside a transaction
+  but keeps the old one's recipients, so ``DATA`` gets ``354`` (RFC 5321 §3.3:
+  MAIL resets all state, recipients included).
+
+Two correct servers that a check must not blame, for they do what RFC 5321
+allows: :class:`NewTransactionMailServer` answers a second ``MAIL`` ``250`` and
+starts a new transaction, as qmail-smtpd does (§3.3), and
+:class:`HardErrorLimitServer` ends the session with ``421`` after a few refused
+commands, as Postfix does at its ``smtpd_hard_error_limit`` (§3.8).
 
 Two ways to run one:
 
@@ -69,12 +78,15 @@ __all__ = [
     "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
+    "HardErrorLimitServer",
     "HoleBdatServer",
     "LfDotLfClosingServer",
     "LfDotLfOneCommandServer",
     "LfDotLfServer",
     "LongLineTailServer",
     "LongTextLineServer",
+    "MailKeepsRecipientsServer",
+    "NewTransactionMailServer",
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PlaintextAfterStartTlsServer",
@@ -642,6 +654,51 @@ class RcptBeforeMailServer(SmallServer):
         return super().rcpt(argument)
 
 
+class MailKeepsRecipientsServer(SmallServer):
+    """Takes a MAIL inside a transaction, but keeps that transaction's recipients: the
+    DATA after it gets 354 for recipients the new transaction never named."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.in_transaction:
+            return _reply(250, "2.1.0 OK")
+        return super().mail(argument)
+
+
+# -- correct servers that differ from SmallServer where RFC 5321 allows it ---------------
+
+
+class NewTransactionMailServer(SmallServer):
+    """A MAIL inside a transaction starts a new one, as qmail-smtpd does: RFC 5321 §3.3
+    has MAIL "reset all its state tables and buffers, including any recipients", and
+    §4.1.4's "MUST NOT be sent if a mail transaction is already open" binds the client."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.hello is not None:
+            self.reset()
+        return super().mail(argument)
+
+
+class HardErrorLimitServer(SmallServer):
+    """After ``error_limit`` refused commands, answers the next command (QUIT included)
+    421 and closes: Postfix's ``smtpd_hard_error_limit``, which RFC 5321 §3.8 allows."""
+
+    error_limit = 2
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.errors = 0
+
+    def command(self, line: bytes) -> bytes:
+        if self.errors >= self.error_limit:
+            self.commands.append(line)
+            self.closed = True
+            return _reply(421, "4.7.0 Error: too many errors")
+        answer = super().command(line)
+        if answer[:1] in (b"4", b"5"):
+            self.errors += 1
+        return answer
+
+
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
     EagerBdatServer,
@@ -657,6 +714,7 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     FewRecipientsServer,
     SizeIgnoringServer,
     RcptBeforeMailServer,
+    MailKeepsRecipientsServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 
