@@ -30,6 +30,7 @@ from broken_servers import (
     DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
+    HardErrorLimitServer,
     HoleBdatServer,
     LfDotLfClosingServer,
     LfDotLfDroppingServer,
@@ -37,6 +38,8 @@ from broken_servers import (
     LfDotLfServer,
     LongLineTailServer,
     LongTextLineServer,
+    MailKeepsRecipientsServer,
+    NewTransactionMailServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
@@ -114,18 +117,18 @@ def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
 def test_a_server_that_takes_rcpt_before_mail_fails_the_battery() -> None:
     """Before state-order, no check judged the reply to RCPT with no MAIL (pipelining
     sent one, but only compared its reply pipelined and not), so a server that took
-    it passed every check (RFC 5321 §4.1.4: 503)."""
+    it passed every check (RFC 5321 §3.3: 503; §4.1.4's order binds the client)."""
     with serve(RcptBeforeMailServer) as server:
         report = check_server(server.host, server.port, timeout=5)
     failed = [result.name for result in report.failures]
     assert failed == ["pipelining", "state-order"], report.format()
     assert report["pipelining"].summary.endswith(
         "but its RCPT after RSET, with no MAIL, got 250, not a refusal (503 expected, "
-        "RFC 5321 §4.1.4)"
+        "RFC 5321 §3.3)"
     )
     summary = report["state-order"].summary
     assert "RCPT before MAIL: 'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK" in summary
-    assert "got 250 2.1.5 OK, not a refusal: 503 expected (RFC 5321 §4.1.4)" in summary
+    assert "got 250 2.1.5 OK, not a refusal: 503 expected (RFC 5321 §3.3)" in summary
     assert "RCPT after RSET" in summary and "DATA before MAIL" not in summary
 
 
@@ -590,6 +593,163 @@ def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> N
         "the server ended the session at 'RCPT TO:<postmaster@smtpcore.test>' "
         "(421 4.7.0 Error: too many errors)"
     )
+
+
+ALL_REFUSED: Final = (
+    "RCPT before MAIL got 503, DATA before MAIL got 503, DATA with no recipient got 554, "
+    "a second MAIL in a transaction got 503, RCPT after RSET got 503, RCPT after a new "
+    "EHLO got 503, BDAT before MAIL got 503"
+)
+"""What state-order says of SmallServer: every command out of sequence refused."""
+
+
+def test_a_second_mail_that_starts_a_new_transaction_passes_state_order() -> None:
+    """A second MAIL answered 250 failed state-order ("503 expected (§4.1.4)"), but RFC
+    5321 §3.3 has MAIL start a new transaction and reset every state table, recipients
+    included; §4.1.4's "MUST NOT" binds the client, and qmail-smtpd answers 250. The
+    defect is a taken MAIL that keeps the old recipients, which DATA shows."""
+    with serve(NewTransactionMailServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == ALL_REFUSED.replace(
+        "a second MAIL in a transaction got 503",
+        "a second MAIL in a transaction got 250, then DATA got 554",
+    )
+
+
+def test_a_second_mail_that_keeps_the_recipients_fails_and_delivers_nothing() -> None:
+    """The DATA after the taken MAIL gets 354: the old recipient carried over. The
+    check ends that message by closing the connection, never with its end, so that no
+    message goes to the recipient."""
+    with serve(MailKeepsRecipientsServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: a second MAIL in a transaction: "
+        "'MAIL FROM:<check@smtpcore.test>' got 250 2.1.0 OK, then 'DATA' got 354 End data "
+        "with <CR><LF>.<CR><LF>, not a refusal: "
+    ), result.summary
+    assert "§3.3" in result.summary and "§4.1.4" not in result.summary
+    assert "RCPT" not in result.summary.partition("not a refusal")[0]  # the one defect
+    assert server.messages == []
+    assert "client half-closes" in result.transcript_text()
+
+
+class ClosingRefusalServer(SmallServer):
+    """Ends the session at a command out of sequence: 421 in place of the 503, then the
+    close (RFC 5321 §3.8 allows it at any command)."""
+
+    def command(self, line: bytes) -> bytes:
+        answer = super().command(line)
+        if answer.startswith(b"503"):
+            self.closed = True
+            return b"421 4.5.1 Bad sequence, goodbye\r\n"
+        return answer
+
+
+@pytest.mark.parametrize(
+    "server_class", [ErrorLimitServer, HardErrorLimitServer, ClosingRefusalServer]
+)
+def test_a_server_that_ends_the_session_after_refusals_passes_state_order(
+    server_class: type[SmallServer],
+) -> None:
+    """Every command state-order sends is a refusal. On one connection, a server with an
+    error limit (Postfix's ``smtpd_hard_error_limit``, which drops to 1 under stress;
+    RFC 5321 §3.8) answered a later RSET or setup line 421, and the check failed at
+    "RSET got 421". Each command now has a connection of its own, and a 421 in its
+    place is a refusal that owes QUIT nothing."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    if server_class is ClosingRefusalServer:
+        # BDAT's 503 follows its (empty) chunk, which this server reads elsewhere.
+        closing = ALL_REFUSED.replace("503", "421").replace("BDAT before MAIL got 421", "")
+        assert result.summary == closing + "BDAT before MAIL got 503", result.summary
+    else:
+        assert result.summary == ALL_REFUSED, result.summary
+
+
+@pytest.mark.interop
+def test_postfix_at_a_hard_error_limit_of_one_passes_state_order() -> None:
+    """Postfix answers the command after its ``smtpd_hard_error_limit``-th error 421 and
+    closes; at 5 errors the one-connection state-order failed it with "RSET got 421"."""
+    main_cf = {"smtpd_soft_error_limit": "1", "smtpd_hard_error_limit": "1"}
+    with private_postfix(main_cf=main_cf) as postfix:
+        report = check_server(postfix.host, postfix.port, checks=["state-order"], timeout=10)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert "not tried" not in result.summary, result.summary
+
+
+class AuthRequiredServer(SmallServer):
+    """A submission port: MAIL before AUTH gets 530 (RFC 4954 §6)."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"530 5.7.0 Authentication required\r\n"
+
+
+class RcptBeforeMailAuthServer(AuthRequiredServer, RcptBeforeMailServer):
+    """The planted RCPT before MAIL, on a port that wants AUTH before MAIL."""
+
+
+class RcptBeforeMailNoReEhloServer(RcptBeforeMailServer):
+    """The planted RCPT before MAIL, and a new EHLO inside a transaction refused."""
+
+    def command(self, line: bytes) -> bytes:
+        if self.in_transaction and line[:5].upper() == b"EHLO ":
+            self.commands.append(line)
+            return b"503 5.5.1 EHLO inside a transaction\r\n"
+        return super().command(line)
+
+
+_MAIL_530: Final = (
+    "('MAIL FROM:<check@smtpcore.test>' was answered 530 5.7.0 Authentication required: "
+    "the server wants authentication first, RFC 4954 §6, which the checks do not give)"
+)
+
+
+def test_an_auth_port_passes_state_order_and_names_what_it_could_not_try() -> None:
+    """A 530 to MAIL skipped the whole check, telling to "give a sender the server
+    accepts"; the commands that need no MAIL are tried all the same."""
+    with serve(AuthRequiredServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == (
+        "RCPT before MAIL got 503, DATA before MAIL got 503, BDAT before MAIL got 503; not "
+        f"tried: DATA with no recipient {_MAIL_530}; a second MAIL in a transaction "
+        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}"
+    ), result.summary
+
+
+@pytest.mark.parametrize(
+    ("server_class", "not_tried"),
+    [
+        (RcptBeforeMailAuthServer, f"not tried: DATA with no recipient {_MAIL_530}; "),
+        (
+            RcptBeforeMailNoReEhloServer,
+            "not tried: RCPT after a new EHLO ('EHLO check.smtpcore.test' was answered 503 "
+            "5.5.1 EHLO inside a transaction)",
+        ),
+    ],
+)
+def test_a_step_that_cannot_be_tried_keeps_the_defects_found(
+    server_class: type[SmallServer], not_tried: str
+) -> None:
+    """A refused setup line in a later step raised a skip that threw away the RCPT
+    before MAIL already taken: the planted defect came out SKIPPED."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: RCPT before MAIL: "
+        "'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK"
+    ), result.summary
+    assert not_tried in result.summary, result.summary
 
 
 class BareLfEndsLinesServer(SmallServer):

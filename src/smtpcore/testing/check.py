@@ -521,7 +521,7 @@ def check_pipelining(probe: Probe) -> str:
     A group mixing accepted and refused commands is sent one command at a
     time on one connection and in a single write on another; both must get
     the same codes, and its RCPT with no MAIL before it must be refused, which a
-    server that takes it does both ways alike (RFC 5321 §4.1.4; ``state-order``
+    server that takes it does both ways alike (RFC 5321 §3.3; ``state-order``
     tries more). A server that ends the session inside the group sent one
     command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
@@ -558,121 +558,171 @@ def check_pipelining(probe: Probe) -> str:
         raise _Failed(
             f"the group got {_show(pipelined)} both ways, but its RCPT after RSET, with no "
             f"MAIL, got {lock_step[_NO_MAIL_IN_GROUP]}, not a refusal (503 expected, RFC "
-            "5321 §4.1.4)"
+            "5321 §3.3)"
         )
     return f"one reply per command, in order: {pipelined}"
 
 
 _NO_MAIL_IN_GROUP: Final = 4
 """Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
-else the server does (RFC 5321 §4.1.4), for a 2xx there compares equal both ways."""
+else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
 
 
 @dataclass(frozen=True)
 class _OutOfSequence:
-    """One command sent where the session's state does not allow it (RFC 5321 §4.1.4).
+    """One command sent where the session's state does not allow it (RFC 5321 §3.3).
 
     ``setup`` goes first, one line at a time, and each must be accepted; then
-    ``line``, which must be refused: a 4xx or 5xx; ``expected`` names the reply
-    the RFC asks for, and where. A 2xx or 3xx is the defect: a server that takes
-    it runs a transaction the client never opened, or one it aborted.
+    ``line``, which must be refused: a 4xx or 5xx; ``expected`` names what the
+    RFC asks for, and where. A 2xx or 3xx is the defect: a server that takes
+    it runs a transaction the client never opened, or one it aborted. Where
+    ``then`` is given, a 2xx to ``line`` is no defect yet: ``then`` follows, and
+    it is the one that must be refused.
     """
 
     what: str
     setup: tuple[bytes, ...]
     line: bytes
     expected: str
+    then: bytes | None = None
 
 
 def _out_of_sequence(probe: Probe, offered: Mapping[str, str]) -> list[_OutOfSequence]:
     """The commands ``state-order`` sends out of sequence, each with what must come
-    first: MAIL opens a transaction, RSET and a new EHLO abort it (RFC 5321 §4.1.4),
-    so RCPT, DATA and BDAT must find it open and MAIL must find it closed."""
+    first: MAIL opens a transaction, RSET and a new EHLO abort it (RFC 5321
+    §4.1.1.5, §4.1.4), so RCPT, DATA and BDAT must find one open.
+
+    A MAIL inside a transaction is the client's mistake (§4.1.4's "MUST NOT"
+    binds the client), and the server may refuse it (503) or take it: MAIL
+    "tells the SMTP-receiver that a new mail transaction is starting and to
+    reset all its state tables and buffers, including any recipients" (§3.3),
+    as qmail-smtpd does. Taken, the old recipient is gone, so the DATA sent
+    after it must be refused; a 354 there is the defect."""
     mail, rcpt = probe.mail_line(), probe.rcpt_line()
     ehlo = b"EHLO " + probe.helo.encode()
     steps = [
-        _OutOfSequence("RCPT before MAIL", (), rcpt, "503 expected (RFC 5321 §4.1.4)"),
+        _OutOfSequence("RCPT before MAIL", (), rcpt, "503 expected (RFC 5321 §3.3)"),
         _OutOfSequence("DATA before MAIL", (), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"),
         _OutOfSequence(
             "DATA with no recipient", (mail,), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"
         ),
         _OutOfSequence(
-            "a second MAIL in a transaction", (mail,), mail, "503 expected (RFC 5321 §4.1.4)"
+            "a second MAIL in a transaction",
+            (mail, rcpt),
+            mail,
+            "a second MAIL starts a new transaction with no recipient, so DATA after it "
+            "must be refused, 503 or 554 (RFC 5321 §3.3: MAIL resets all state, "
+            "recipients included)",
+            then=b"DATA",
         ),
         _OutOfSequence(
-            "RCPT after RSET", (mail, b"RSET"), rcpt, "503 expected (RFC 5321 §4.1.1.5)"
+            "RCPT after RSET", (mail, b"RSET"), rcpt, "503 expected (RFC 5321 §4.1.1.5, §3.3)"
         ),
         _OutOfSequence(
-            "RCPT after a new EHLO", (mail, ehlo), rcpt, "503 expected (RFC 5321 §4.1.4)"
+            "RCPT after a new EHLO", (mail, ehlo), rcpt, "503 expected (RFC 5321 §4.1.4, §3.3)"
         ),
     ]
     if "CHUNKING" in offered:
-        # BDAT takes DATA's place (RFC 3030 §2), so §4.1.4's order holds for it. No
+        # BDAT takes DATA's place (RFC 3030 §2), so §3.3's order holds for it. No
         # octets follow: refused or not, nothing is left for the server to read.
         steps.append(
-            _OutOfSequence(
-                "BDAT before MAIL", (), b"BDAT 0 LAST", "503 expected (RFC 5321 §4.1.4)"
-            )
+            _OutOfSequence("BDAT before MAIL", (), b"BDAT 0 LAST", "503 expected (RFC 5321 §3.3)")
         )
     return steps
 
 
 def check_state_order(probe: Probe) -> str:
-    """Commands out of sequence are refused, never run (RFC 5321 §4.1.4, §3.3).
+    """Commands out of sequence are refused, never run (RFC 5321 §3.3, §4.1.4).
 
-    Each command of :func:`_out_of_sequence` goes after ``RSET`` and its setup,
-    one line at a time, and must get a 4xx or 5xx: 503 is the RFC's "bad
-    sequence of commands", and a refusal for another reason (554 to DATA with
-    no recipient, a policy) is no defect. A 2xx or 3xx is: RCPT taken before
-    MAIL runs a transaction with a sender the client never gave. A setup the
-    server refuses (the sender) skips the check; a server that ends the session
-    (421, RFC 5321 §3.8) is followed on a new connection.
+    Each command of :func:`_out_of_sequence` goes on a connection of its own,
+    after EHLO and its setup, one line at a time, and must get a 4xx or 5xx:
+    503 is the RFC's "bad sequence of commands", and a refusal for another
+    reason (554 to DATA with no recipient, a policy, a 421 that ends the
+    session, §3.8) is no defect. A 2xx or 3xx is: RCPT taken before MAIL runs
+    a transaction with a sender the client never gave. Every one of these
+    commands is an error to the server, so a connection each keeps a server
+    with an error limit (Postfix's ``smtpd_hard_error_limit``, as low as 1)
+    from ending the session at the next one.
+
+    A step whose setup the server refuses (MAIL on a port that wants AUTH, a
+    new EHLO inside a transaction) is not tried, and the others go on: the
+    check fails if any command was accepted, is skipped only if none could be
+    tried, and its summary names the steps not tried.
     """
     client: WireClient | None
     client, offered = probe.hello()
     got: list[str] = []
     accepted: list[str] = []
+    not_tried: list[str] = []
     for step in _out_of_sequence(probe, offered):
         if client is None:
             client, _ = probe.hello()
-        answer = _out_of_sequence_answer(probe, client, step)
-        got.append(f"{step.what} got {answer.code}")
-        if answer.code // 100 in (2, 3):
-            accepted.append(
-                f"{step.what}: {step.line.decode()!r} got {answer}, not a refusal: {step.expected}"
-            )
-            _end_data_if_opened(client, answer)
-        if answer.code in _CLOSING or client.closed:
-            client = None
+        verdict, said = _try_out_of_sequence(probe, client, step)
+        {"refused": got, "accepted": accepted, "not tried": not_tried}[verdict].append(said)
+        client = None
+    skipped = f"not tried: {'; '.join(not_tried)}" if not_tried else ""
     if accepted:
-        raise _Failed("commands out of sequence were accepted: " + "; ".join(accepted))
-    if client is not None:
-        _quit(client)
-    return ", ".join(got)
+        raise _Failed(
+            "commands out of sequence were accepted: "
+            + "; ".join([*accepted, skipped] if skipped else accepted)
+        )
+    if not got:
+        raise _Skipped(f"no command out of sequence could be tried; {skipped}")
+    return ", ".join(got) + (f"; {skipped}" if skipped else "")
 
 
-def _out_of_sequence_answer(probe: Probe, client: WireClient, step: _OutOfSequence) -> ServerReply:
-    """RSET, ``step``'s setup and its line on ``client``: the reply to the line. RSET
-    must get 250 (RFC 5321 §4.1.1.5); a setup line refused skips the check."""
-    reset = _ask(client, b"RSET")
-    if reset.code != 250:
-        raise _Failed(f"RSET got {reset}, not 250 (RFC 5321 §4.1.1.5)")
+def _try_out_of_sequence(
+    probe: Probe, client: WireClient, step: _OutOfSequence
+) -> tuple[str, str]:
+    """``step`` on ``client``, a connection of its own: its setup, its line (and its
+    ``then``), then the session's end (:func:`_end_out_of_sequence`). The verdict
+    ("refused", "accepted" or "not tried") and what to say of it."""
     for line in step.setup:
         answer = _ask(client, line)
         if answer.code // 100 != 2:
-            raise _Skipped(
-                f"{line.decode()!r} was answered {answer}, so {step.what} could not be "
-                "tried: give a sender the server accepts"
-            )
-    return _ask(client, step.line)
+            _end_out_of_sequence(client, answer)
+            return "not tried", f"{step.what} ({_why_not_tried(probe, line, answer)})"
+    answer = _ask(client, step.line)
+    shown = f"{step.what}: {step.line.decode()!r} got {answer}"
+    said = f"{step.what} got {answer.code}"
+    if step.then is not None and answer.code // 100 == 2:
+        answer = _ask(client, step.then)
+        shown += f", then {step.then.decode()!r} got {answer}"
+        said += f", then {step.then.decode()} got {answer.code}"
+    _end_out_of_sequence(client, answer)
+    if answer.code // 100 in (2, 3):
+        return "accepted", f"{shown}, not a refusal: {step.expected}"
+    return "refused", said
 
 
-def _end_data_if_opened(client: WireClient, answer: ServerReply) -> None:
-    """After a 354 the server reads a message: end it, empty, so that the next command
-    is read as one (RFC 5321 §4.1.1.4)."""
-    if answer.code == 354:
-        client.send(b".\r\n")
-        client.read_reply()
+def _why_not_tried(probe: Probe, line: bytes, answer: ServerReply) -> str:
+    """Why a refused setup ``line`` keeps its step from being tried, and what to do."""
+    why = f"{line.decode()!r} was answered {answer}"
+    if answer.code == 530:
+        return (
+            f"{why}: the server wants authentication first, RFC 4954 §6, which the checks "
+            "do not give"
+        )
+    if line == probe.mail_line():
+        return f"{why}: give a sender the server accepts"
+    if line == probe.rcpt_line():
+        return f"{why}: give a recipient the server accepts"
+    return why
+
+
+def _end_out_of_sequence(client: WireClient, last: ServerReply) -> None:
+    """End a ``state-order`` session after ``last``, its last reply. After a 354 the
+    server reads a message that no one should get: the client closes the connection
+    inside it, so it has no end and nothing is delivered. After a reply that ends
+    the session (:data:`_CLOSING`, RFC 5321 §3.8) nothing is owed. Otherwise QUIT
+    (:func:`_quit`)."""
+    if last.code == 354:
+        client.shutdown_write()
+        client.close()
+    elif last.code in _CLOSING:
+        client.close()
+    else:
+        _quit(client)
 
 
 def check_starttls_injection(probe: Probe) -> str:
