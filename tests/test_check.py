@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -43,6 +43,7 @@ from broken_servers import (
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
+    RateLimitedServer,
     RcptBeforeMailServer,
     RunningServer,
     SilentHoleServer,
@@ -51,6 +52,7 @@ from broken_servers import (
     SmallServer,
     SplitCommandServer,
     StateFirstBdatServer,
+    rate_limited,
     raw_server,
     serve,
 )
@@ -750,6 +752,119 @@ def test_a_step_that_cannot_be_tried_keeps_the_defects_found(
         "'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK"
     ), result.summary
     assert not_tried in result.summary, result.summary
+
+
+_RATE_REFUSALS: Final[Mapping[str, Callable[[int], bool]]] = {
+    "from the fourth": lambda number: number > 3,
+    "every third": lambda number: number % 3 == 0,
+    "every second": lambda number: number % 2 == 0,
+}
+"""Which connections a rate-limited server refuses, by connection number from 1: an
+anvil-like limit met at the fourth, and refusals scattered among connections taken."""
+
+_REFUSED_CONNECTION: Final = "the server refused a new connection: "
+
+
+@pytest.mark.parametrize("at", ["greeting", "ehlo"])
+@pytest.mark.parametrize("refuse", list(_RATE_REFUSALS))
+def test_a_connection_rate_limit_fails_no_check(at: str, refuse: str) -> None:
+    """A server that limits a client's connection rate (Postfix's
+    ``smtpd_client_connection_rate_limit``; postscreen) answers a new connection, or
+    its EHLO, 421 and closes, as RFC 5321 §3.8 allows. Any connection after the run's
+    first so refused failed its check ("the greeting was 421 ... rather than 220",
+    "EHLO was answered 421"): the battery opens 39. Such a check is skipped now, and a
+    state-order step so refused is not tried."""
+    with serve(rate_limited(_RATE_REFUSALS[refuse], at=at)) as server:
+        report = check_server(server.host, server.port, timeout=5)
+    assert report.ok, report.format(transcripts=False)
+    refused = [result for result in report.results if _REFUSED_CONNECTION in result.summary]
+    assert refused, report.format(transcripts=False)
+    for result in refused:
+        assert "RFC 5321 §3.8" in result.summary and "rate limit?" in result.summary
+    if refuse != "from the fourth":  # some checks still ran whole
+        assert any(result.passed for result in report.results), report.format()
+
+
+def test_state_order_names_a_step_whose_connection_was_refused() -> None:
+    """The third connection, DATA with no recipient's, is refused; the other steps go
+    on and the check passes, naming the step not tried and why."""
+    with serve(rate_limited(lambda number: number == 3)) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == (
+        ALL_REFUSED.replace(" DATA with no recipient got 554,", "")
+        + "; not tried: DATA with no recipient (the server refused a new connection: 421 "
+        "4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: a connection "
+        "rate limit?)"
+    ), result.summary
+
+
+class RateLimitedRcptBeforeMailServer(RateLimitedServer, RcptBeforeMailServer):
+    """The planted RCPT before MAIL, behind a connection-rate limit."""
+
+
+class RateLimitedLfDotLfServer(RateLimitedServer, LfDotLfServer):
+    """The planted LF.LF end of data, behind a connection-rate limit."""
+
+
+def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
+    """LF.LF, the first look-alike, is found on the first connection; the second is
+    refused, and the failure stands, naming the look-alikes left untested."""
+    with serve(rate_limited(lambda n: n == 2, cls=RateLimitedLfDotLfServer)) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "LF.LF (" in result.summary, result.summary
+    assert result.summary.endswith(
+        "(untested: CR.CR, LF.CRLF, CRLF.LF, CR.CRLF, CRLF.CR, "
+        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, as the server refused a new "
+        "connection: 421 4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: "
+        "a connection rate limit?)"
+    ), result.summary
+
+
+def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
+    with serve(rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: RCPT before MAIL: "
+    ), result.summary
+    assert "not tried: DATA before MAIL (the server refused a new connection: 421" in (
+        result.summary
+    )
+
+
+@pytest.mark.parametrize("at", ["greeting", "ehlo"])
+def test_a_refused_first_connection_still_fails_the_first_check(at: str) -> None:
+    """The run's first connection refused leaves nothing tested: that stays a failure
+    of the first check, not a skip that a report of no failures would hide; the
+    checks after it are skipped."""
+    with serve(rate_limited(lambda number: True, at=at)) as server:
+        report = check_server(server.host, server.port, checks=["state-order", "chunking"])
+    first, then = report.results
+    assert first.outcome is Outcome.FAILED, report.format()
+    assert then.outcome is Outcome.SKIPPED and _REFUSED_CONNECTION in then.summary
+
+
+def test_a_554_greeting_skips_a_later_check_and_fails_the_first() -> None:
+    """A 554 greeting is a server that will not serve this client (RFC 5321 §3.1): on
+    the run's first connection nothing can be tested; on a later one the check that
+    opened it is skipped, and QUIT is sent, which such a server waits for."""
+    with serve(rate_limited(lambda number: number > 1, code=554)) as server:
+        report = check_server(server.host, server.port, checks=["recipient-limit", "chunking"])
+        sessions = list(server.sessions)
+    first, then = report.results
+    assert first.passed, report.format()
+    assert then.outcome is Outcome.SKIPPED, report.format()
+    assert then.summary.startswith(f"{_REFUSED_CONNECTION}554 5.7.1 No SMTP service"), then.summary
+    assert "RFC 5321 §3.1" in then.summary
+    assert sessions[1].commands == [b"QUIT\r\n"]
+    with serve(rate_limited(lambda number: True, code=554)) as server:
+        report = check_server(server.host, server.port, checks=["chunking"])
+    assert report["chunking"].outcome is Outcome.FAILED, report.format()
 
 
 class BareLfEndsLinesServer(SmallServer):

@@ -95,26 +95,65 @@ class Probe:
     seed: int = 0
     tls_context: ssl.SSLContext | None = None
     max_size_probe: int = 2 << 20
+    first: bool = False
+    """Whether this probe's check is the run's first, so that its first connection is
+    the run's first (see :meth:`connect`)."""
     clients: list[WireClient] = field(default_factory=list)
+    runs_first: WireClient | None = field(default=None, init=False)
+    """The run's first connection, where this probe opened it."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
 
     def connect(self) -> WireClient:
-        """A new connection, its 220 greeting read (anything else fails the check)."""
+        """A new connection, its 220 greeting read.
+
+        A 421 greeting (RFC 5321 §3.8) or a 554 one (§3.1: no service for this
+        client) on any connection but the run's first is a server refusing a new
+        connection, as one that limits a client's connection rate does (Postfix's
+        ``smtpd_client_connection_rate_limit``, postscreen): it skips the check
+        (:class:`_Refused`), for the battery opens dozens. Any other greeting, or
+        any but 220 on the run's first connection, fails the check: there the
+        server refuses to be tested at all."""
         client = open_wire(
             self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
         )
         self.clients.append(client)
+        if self.first and self.runs_first is None:
+            self.runs_first = client
         greeting = client.read_reply()
+        if greeting is not None and greeting.code in _NO_SERVICE:
+            if greeting.code == 554 and not client.closed:
+                client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
+            self.refused(client, greeting)
         if greeting is None or greeting.code != 220:
             raise _Failed(f"the greeting was {greeting} rather than 220")
         return client
 
+    def refused(self, client: WireClient, answer: ServerReply) -> None:
+        """Raise :class:`_Refused` where ``answer``, the greeting or the reply to the
+        first command on ``client``, refuses service (421 or, as a greeting, 554) on a
+        connection other than the run's first; else return."""
+        if client is self.runs_first or answer.code not in _NO_SERVICE:
+            return
+        if answer.code == 421:
+            raise _Refused(
+                f"the server refused a new connection: {answer}, RFC 5321 §3.8: a "
+                "connection rate limit?"
+            )
+        raise _Refused(
+            f"the server refused a new connection: {answer}, RFC 5321 §3.1 (no service "
+            "for this client): a connection rate limit?"
+        )
+
     def hello(self) -> tuple[WireClient, dict[str, str]]:
-        """A new connection after EHLO: the client and the offered extensions."""
+        """A new connection after EHLO: the client and the offered extensions. A 421 to
+        EHLO on a connection other than the run's first is a refused connection, as a
+        421 greeting is (:meth:`connect`)."""
         client = self.connect()
         answer = _ask(client, b"EHLO " + self.helo.encode())
+        if answer.code == 421:
+            self.refused(client, answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
@@ -167,6 +206,18 @@ class Probe:
         for client in self.clients[keep:]:
             client.close()
         del self.clients[keep:]
+
+
+class _Refused(_Skipped):
+    """A connection other than the run's first refused at its greeting or its first
+    command (:meth:`Probe.refused`): the check that opened it is skipped, and a check
+    that found a defect before keeps it."""
+
+
+_NO_SERVICE: Final = (421, 554)
+"""Greetings that refuse service: 421, "service not available, closing" (RFC 5321
+§3.8), and 554 (§3.1), after which the server waits for QUIT. Only 421 ends a
+session at a command."""
 
 
 def checked_helo(helo: object) -> str:
@@ -379,11 +430,13 @@ def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
 def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
     """The session's reply codes, -1 where the connection closed with a reply due."""
     client = probe.connect()
-    codes = []
+    codes: list[int] = []
     for step in _session_steps(probe)[:-1]:
         pieces = chunking(step) if chunking else None
         client.send(step, pieces)
         answer = client.read_reply()
+        if answer is not None and answer.code == 421 and not codes:
+            probe.refused(client, answer)  # EHLO, as in Probe.hello
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
@@ -461,9 +514,19 @@ def check_smuggling(probe: Probe) -> str:
     attacker's relay may send it. Where both writes still come in one read,
     such a server drops QUIT with the marker: QUIT left unanswered fails too.
     """
-    ran, out_of_order, unanswered, unfinished = [], [], [], []
-    for name, ending in SMUGGLING_ENDINGS.items():
-        client, _ = probe.hello()
+    ran: list[str] = []
+    out_of_order: list[str] = []
+    unanswered: list[str] = []
+    unfinished: list[str] = []
+    untested = ""
+    for index, (name, ending) in enumerate(SMUGGLING_ENDINGS.items()):
+        try:
+            client, _ = probe.hello()
+        except _Refused as exc:
+            if not (ran or out_of_order or unanswered or unfinished):
+                raise
+            untested = f" (untested: {', '.join(list(SMUGGLING_ENDINGS)[index:])}, as {exc})"
+            break
         probe.transaction(client)
         answer = _ask(client, b"DATA")
         if answer.code != 354:
@@ -511,7 +574,7 @@ def check_smuggling(probe: Probe) -> str:
             "closed the connection or fell silent"
         )
     if problems:
-        raise _Failed("; ".join(problems))
+        raise _Failed("; ".join(problems) + untested)
     return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
 
 
@@ -645,7 +708,9 @@ def check_state_order(probe: Probe) -> str:
     from ending the session at the next one.
 
     A step whose setup the server refuses (MAIL on a port that wants AUTH, a
-    new EHLO inside a transaction) is not tried, and the others go on: the
+    new EHLO inside a transaction), or whose connection it refuses (a 421
+    greeting, :meth:`Probe.connect`: a connection rate limit), is not tried,
+    and the others go on: the
     check fails if any command was accepted, is skipped only if none could be
     tried, and its summary names the steps not tried.
     """
@@ -656,7 +721,11 @@ def check_state_order(probe: Probe) -> str:
     not_tried: list[str] = []
     for step in _out_of_sequence(probe, offered):
         if client is None:
-            client, _ = probe.hello()
+            try:
+                client, _ = probe.hello()
+            except _Refused as exc:
+                not_tried.append(f"{step.what} ({exc})")
+                continue
         verdict, said = _try_out_of_sequence(probe, client, step)
         {"refused": got, "accepted": accepted, "not tried": not_tried}[verdict].append(said)
         client = None
@@ -787,7 +856,13 @@ def _unanswered_starttls(probe: Probe, instead: str) -> _Failed:
     and a server that will not go on says 421 first (RFC 5321 §3.8). A STARTTLS
     alone, on a new connection, tells whether the command behind it was the cause."""
     probe.close()
-    clean, _ = probe.hello()
+    try:
+        clean, _ = probe.hello()
+    except _Refused as exc:
+        return _Failed(
+            f"the server offers STARTTLS but {instead} instead of answering it (alone, "
+            f"on a new connection, it could not be tried: {exc})"
+        )
     clean.send(b"STARTTLS\r\n")
     alone = _starttls_reply(clean)
     if not isinstance(alone, ServerReply):
@@ -817,7 +892,7 @@ def check_command_line_length(probe: Probe) -> str:
     (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
     client = probe.connect()
-    _shortest_limit_taken(client)
+    _shortest_limit_taken(probe, client)
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
     first = client.read_reply()
     if first is not None and first.code in _CLOSING:
@@ -847,7 +922,7 @@ def _noop_at_the_limit() -> bytes:
     return b"NOOP " + b"x" * padding
 
 
-def _shortest_limit_taken(client: WireClient) -> None:
+def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
     """A 512-octet command line gets 250, or the check fails: every server MUST
     take command lines that long (RFC 5321 §4.5.3.1), so refusing it is no limit
     of its own to choose.
@@ -860,6 +935,8 @@ def _shortest_limit_taken(client: WireClient) -> None:
     answer = _ask(client, _noop_at_the_limit())
     if answer.code == 250:
         return
+    if answer.code == 421:
+        probe.refused(client, answer)  # the first command, as EHLO is elsewhere
     control = _ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
@@ -1253,10 +1330,15 @@ def check_ascii_digits(probe: Probe) -> str:
     answers: dict[bytes, ServerReply | None] = {}
     problems: list[str] = []
     closed_after = untried = ""
-    for item in lines:
+    for index, item in enumerate(lines):
         text, line = item.text, item.line
         if client is None:
-            client, _ = probe.hello()
+            try:
+                client, _ = probe.hello()
+            except _Refused as exc:
+                later = ", ".join(repr(rest.text) for rest in lines[index:])
+                untried = f"{later} not tried: {exc}"
+                break
         bdat = line.startswith(b"BDAT")
         if bdat:
             try:
@@ -1373,9 +1455,9 @@ def check_bdat_bare_lf(probe: Probe) -> str:
     summaries: list[str] = []
     problems: list[str] = []
     for lead in (b"NOOP", probe.rcpt_line()):
-        if client is None:
-            client, _ = probe.hello()
         try:
+            if client is None:
+                client, _ = probe.hello()
             probe.transaction(client)
         except _Skipped:
             if not problems:
@@ -1451,9 +1533,9 @@ def check_bdat_refused_chunk(probe: Probe) -> str:
     problems: list[str] = []
     lines = _refused_chunk_lines(probe, offered)
     for index, (line, chunk) in enumerate(lines):
-        if client is None:
-            client, _ = probe.hello()
         try:
+            if client is None:
+                client, _ = probe.hello()
             probe.transaction(client)
             summaries.append(_chunks_around_a_refusal(probe, client, line, chunk))
         except _Skipped as exc:
@@ -1666,7 +1748,9 @@ def check_server(
     ``TypeError`` when ``checks`` is one str rather than a list of names;
     :class:`ServerUnreachable` when the run's first connection fails (a
     refused connection, a host that does not resolve): a server that cannot
-    be reached fails no check. A connection that fails later fails its check.
+    be reached fails no check. A connection that fails later fails its check;
+    one refused later with a 421 or 554 greeting or a 421 to EHLO (a connection
+    rate limit, RFC 5321 §3.8, §3.1) skips it (:meth:`Probe.connect`).
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = selected(CHECKS, checks)
@@ -1683,8 +1767,9 @@ def check_server(
             seed=seed,
             tls_context=tls_context,
             max_size_probe=max_size_probe,
+            first=not results,
         )
-        results.append(run_one(name, CHECKS[name], probe, first=not results))
+        results.append(run_one(name, CHECKS[name], probe, first=probe.first))
     return CheckReport(host_port(host, port), tuple(results))
 
 
