@@ -33,7 +33,22 @@ real servers:
   tail of a long line can be a lone dot that ends the message;
 - :class:`FewRecipientsServer` refuses the eleventh recipient with ``550``
   (RFC 5321 §4.5.3.1.8 wants 100, and ``452`` for too many);
-- :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything.
+- :class:`SizeIgnoringServer` offers ``SIZE 10000`` and accepts anything;
+- :class:`RcptBeforeMailServer` takes ``RCPT`` with no ``MAIL`` before it, opening
+  a transaction with an implicit sender, as a planted aiosmtpd did (RFC 5321
+  §3.3 wants 503);
+- :class:`MailKeepsRecipientsServer` takes a second ``MAIL`` inside a transaction
+  but keeps the old one's recipients, so ``DATA`` gets ``354`` (RFC 5321 §3.3:
+  MAIL resets all state, recipients included).
+
+Correct servers that a check must not blame, for they do what RFC 5321
+allows: :class:`NewTransactionMailServer` answers a second ``MAIL`` ``250`` and
+starts a new transaction, as qmail-smtpd does (§3.3), and
+:class:`HardErrorLimitServer` ends the session with ``421`` after a few refused
+commands, as Postfix does at its ``smtpd_hard_error_limit`` (§3.8). And
+:class:`RateLimitedServer`, served through :func:`rate_limited`, refuses some
+connections with a ``421`` greeting or a ``421`` to EHLO (§3.8), as a server that
+limits a client's connection rate does, or with a ``554`` greeting (§3.1).
 
 Two ways to run one:
 
@@ -52,6 +67,7 @@ Two ways to run one:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import ssl
 import threading
@@ -66,15 +82,20 @@ __all__ = [
     "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
+    "HardErrorLimitServer",
     "HoleBdatServer",
     "LfDotLfClosingServer",
     "LfDotLfOneCommandServer",
     "LfDotLfServer",
     "LongLineTailServer",
     "LongTextLineServer",
+    "MailKeepsRecipientsServer",
+    "NewTransactionMailServer",
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PlaintextAfterStartTlsServer",
+    "RateLimitedServer",
+    "RcptBeforeMailServer",
     "RunningServer",
     "SilentHoleServer",
     "SizeIgnoringServer",
@@ -82,6 +103,7 @@ __all__ = [
     "SmallServer",
     "SplitCommandServer",
     "StateFirstBdatServer",
+    "rate_limited",
     "raw_server",
     "serve",
 ]
@@ -630,6 +652,126 @@ class SizeIgnoringServer(SmallServer):
         return _reply(250, f"2.0.0 Message {len(self.messages)} accepted")
 
 
+class RcptBeforeMailServer(SmallServer):
+    """Takes RCPT before MAIL, as if MAIL had come with an implicit sender."""
+
+    def rcpt(self, argument: str) -> bytes:
+        self.in_transaction = True
+        return super().rcpt(argument)
+
+
+class MailKeepsRecipientsServer(SmallServer):
+    """Takes a MAIL inside a transaction, but keeps that transaction's recipients: the
+    DATA after it gets 354 for recipients the new transaction never named."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.in_transaction:
+            return _reply(250, "2.1.0 OK")
+        return super().mail(argument)
+
+
+# -- correct servers that differ from SmallServer where RFC 5321 allows it ---------------
+
+
+class NewTransactionMailServer(SmallServer):
+    """A MAIL inside a transaction starts a new one, as qmail-smtpd does: RFC 5321 §3.3
+    has MAIL "reset all its state tables and buffers, including any recipients", and
+    §4.1.4's "MUST NOT be sent if a mail transaction is already open" binds the client."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.hello is not None:
+            self.reset()
+        return super().mail(argument)
+
+
+class HardErrorLimitServer(SmallServer):
+    """After ``error_limit`` refused commands, answers the next command (QUIT included)
+    421 and closes: Postfix's ``smtpd_hard_error_limit``, which RFC 5321 §3.8 allows."""
+
+    error_limit = 2
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.errors = 0
+
+    def command(self, line: bytes) -> bytes:
+        if self.errors >= self.error_limit:
+            self.commands.append(line)
+            self.closed = True
+            return _reply(421, "4.7.0 Error: too many errors")
+        answer = super().command(line)
+        if answer[:1] in (b"4", b"5"):
+            self.errors += 1
+        return answer
+
+
+class RateLimitedServer(SmallServer):
+    """A session of a server that limits how often a client may connect (Postfix's
+    ``smtpd_client_connection_rate_limit``, anvil; postscreen): when ``refused``, it
+    says ``code`` where its greeting or (``at="ehlo"``) the reply to the first command
+    was due (EHLO, but for ``command-line-length``'s NOOP), and with 421 closes (RFC
+    5321 §3.8); after a 554 greeting it waits for QUIT and answers anything else 503
+    (RFC 5321 §3.1). :func:`rate_limited` decides which sessions
+    are refused."""
+
+    def __init__(
+        self,
+        *,
+        starttls: bool = False,
+        refused: bool = False,
+        at: str = "greeting",
+        code: int = 421,
+    ) -> None:
+        super().__init__(starttls=starttls)
+        self.refused = refused
+        self.at = at
+        self.code = code
+
+    def refusal(self) -> bytes:
+        if self.code == 421:
+            self.closed = True
+            return _reply(421, "4.7.0 Error: too many connections from 127.0.0.1")
+        return _reply(self.code, "5.7.1 No SMTP service here for you")
+
+    def greeting(self) -> bytes:
+        if self.refused and self.at == "greeting":
+            return self.refusal()
+        return super().greeting()
+
+    def command(self, line: bytes) -> bytes:
+        if not (self.refused and self.at == "greeting" and self.code == 554):
+            if self.refused and self.at == "ehlo":
+                self.commands.append(line)
+                return self.refusal()
+            return super().command(line)
+        self.commands.append(line)
+        if line[:4].upper() == b"QUIT":
+            self.closed = True
+            return _reply(221, "2.0.0 Bye")
+        return _reply(503, "5.5.1 Bad sequence of commands")
+
+
+def rate_limited(
+    refuse: Callable[[int], bool],
+    *,
+    at: str = "greeting",
+    code: int = 421,
+    cls: type[RateLimitedServer] = RateLimitedServer,
+) -> Callable[..., RateLimitedServer]:
+    """A factory for :func:`serve` whose ``n``-th connection (from 1) is refused where
+    ``refuse(n)`` is true: ``lambda n: n > 3`` is a rate limit met at the fourth.
+    ``cls`` may mix a planted defect in."""
+    count = itertools.count(1)
+    lock = threading.Lock()
+
+    def factory(*, starttls: bool = False) -> RateLimitedServer:
+        with lock:
+            number = next(count)
+        return cls(starttls=starttls, refused=refuse(number), at=at, code=code)
+
+    return factory
+
+
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
     EagerBdatServer,
@@ -644,6 +786,8 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LongTextLineServer,
     FewRecipientsServer,
     SizeIgnoringServer,
+    RcptBeforeMailServer,
+    MailKeepsRecipientsServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 

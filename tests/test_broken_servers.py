@@ -16,9 +16,12 @@ from broken_servers import (
     DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
+    HardErrorLimitServer,
     LfDotLfServer,
     LongLineTailServer,
     LongTextLineServer,
+    MailKeepsRecipientsServer,
+    NewTransactionMailServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
@@ -158,6 +161,38 @@ def test_size_ignoring_server_takes_too_much() -> None:
     line = b"EHLO c\r\nMAIL FROM:<a@b> SIZE=20000\r\n"
     assert SmallServer().receive(line).endswith(b"552 5.3.4 Message too big\r\n")
     assert SizeIgnoringServer().receive(line).endswith(b"250 2.1.0 OK\r\n")
+
+
+def test_a_second_mail_is_refused_or_starts_a_transaction_with_no_recipient() -> None:
+    """RFC 5321 §3.3: MAIL resets every state table, recipients included. SmallServer
+    refuses the second MAIL, so the first transaction, recipient and all, goes on to
+    DATA's 354; qmail-smtpd's way takes it and starts afresh, so DATA has no
+    recipient; only the planted server takes it and keeps the recipient."""
+    batch = SETUP + b"MAIL FROM:<a@client.test>\r\nDATA\r\n"
+    tails = {
+        cls: cls().receive(batch).splitlines()[-2:]
+        for cls in (SmallServer, NewTransactionMailServer, MailKeepsRecipientsServer)
+    }
+    assert tails[SmallServer] == [
+        b"503 5.5.1 Nested MAIL",
+        b"354 End data with <CR><LF>.<CR><LF>",
+    ]
+    assert tails[NewTransactionMailServer] == [b"250 2.1.0 OK", b"554 5.5.1 No recipients"]
+    assert tails[MailKeepsRecipientsServer] == [
+        b"250 2.1.0 OK",
+        b"354 End data with <CR><LF>.<CR><LF>",
+    ]
+
+
+def test_hard_error_limit_server_ends_the_session_after_its_limit() -> None:
+    server = HardErrorLimitServer()
+    batch = b"EHLO c\r\nRCPT TO:<a@b>\r\nDATA\r\nRSET\r\nNOOP\r\n"
+    assert server.receive(batch).splitlines()[-3:] == [
+        b"503 5.5.1 Need MAIL first",
+        b"503 5.5.1 No recipients",
+        b"421 4.7.0 Error: too many errors",
+    ]
+    assert server.closed
 
 
 def test_serve_runs_a_session_per_connection_and_records_crashes() -> None:

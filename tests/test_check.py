@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -30,6 +30,7 @@ from broken_servers import (
     DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
+    HardErrorLimitServer,
     HoleBdatServer,
     LfDotLfClosingServer,
     LfDotLfDroppingServer,
@@ -37,9 +38,13 @@ from broken_servers import (
     LfDotLfServer,
     LongLineTailServer,
     LongTextLineServer,
+    MailKeepsRecipientsServer,
+    NewTransactionMailServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
     PlaintextAfterStartTlsServer,
+    RateLimitedServer,
+    RcptBeforeMailServer,
     RunningServer,
     SilentHoleServer,
     SizeIgnoringServer,
@@ -47,11 +52,13 @@ from broken_servers import (
     SmallServer,
     SplitCommandServer,
     StateFirstBdatServer,
+    rate_limited,
     raw_server,
     serve,
 )
 from peers import TLSFiles, free_port
 from private_postfix import private_postfix
+from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import _wire
@@ -79,6 +86,7 @@ PLANTED = [
     (LongTextLineServer, "text-line-length"),
     (FewRecipientsServer, "recipient-limit"),
     (SizeIgnoringServer, "size-limit"),
+    (RcptBeforeMailServer, "state-order"),
 ]
 
 
@@ -106,6 +114,24 @@ def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
     assert not server.crashes
+
+
+def test_a_server_that_takes_rcpt_before_mail_fails_the_battery() -> None:
+    """Before state-order, no check judged the reply to RCPT with no MAIL (pipelining
+    sent one, but only compared its reply pipelined and not), so a server that took
+    it passed every check (RFC 5321 §3.3: 503; §4.1.4's order binds the client)."""
+    with serve(RcptBeforeMailServer) as server:
+        report = check_server(server.host, server.port, timeout=5)
+    failed = [result.name for result in report.failures]
+    assert failed == ["pipelining", "state-order"], report.format()
+    assert report["pipelining"].summary.endswith(
+        "but its RCPT after RSET, with no MAIL, got 250, not a refusal (503 expected, "
+        "RFC 5321 §3.3)"
+    )
+    summary = report["state-order"].summary
+    assert "RCPT before MAIL: 'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK" in summary
+    assert "got 250 2.1.5 OK, not a refusal: 503 expected (RFC 5321 §3.3)" in summary
+    assert "RCPT after RSET" in summary and "DATA before MAIL" not in summary
 
 
 def test_the_chunking_check_closes_the_connections_it_forgets() -> None:
@@ -569,6 +595,276 @@ def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> N
         "the server ended the session at 'RCPT TO:<postmaster@smtpcore.test>' "
         "(421 4.7.0 Error: too many errors)"
     )
+
+
+ALL_REFUSED: Final = (
+    "RCPT before MAIL got 503, DATA before MAIL got 503, DATA with no recipient got 554, "
+    "a second MAIL in a transaction got 503, RCPT after RSET got 503, RCPT after a new "
+    "EHLO got 503, BDAT before MAIL got 503"
+)
+"""What state-order says of SmallServer: every command out of sequence refused."""
+
+
+def test_a_second_mail_that_starts_a_new_transaction_passes_state_order() -> None:
+    """A second MAIL answered 250 failed state-order ("503 expected (§4.1.4)"), but RFC
+    5321 §3.3 has MAIL start a new transaction and reset every state table, recipients
+    included; §4.1.4's "MUST NOT" binds the client, and qmail-smtpd answers 250. The
+    defect is a taken MAIL that keeps the old recipients, which DATA shows."""
+    with serve(NewTransactionMailServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == ALL_REFUSED.replace(
+        "a second MAIL in a transaction got 503",
+        "a second MAIL in a transaction got 250, then DATA got 554",
+    )
+
+
+def test_a_second_mail_that_keeps_the_recipients_fails_and_delivers_nothing() -> None:
+    """The DATA after the taken MAIL gets 354: the old recipient carried over. The
+    check ends that message by closing the connection, never with its end, so that no
+    message goes to the recipient."""
+    with serve(MailKeepsRecipientsServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: a second MAIL in a transaction: "
+        "'MAIL FROM:<check@smtpcore.test>' got 250 2.1.0 OK, then 'DATA' got 354 End data "
+        "with <CR><LF>.<CR><LF>, not a refusal: "
+    ), result.summary
+    assert "§3.3" in result.summary and "§4.1.4" not in result.summary
+    assert "RCPT" not in result.summary.partition("not a refusal")[0]  # the one defect
+    assert server.messages == []
+    assert "client half-closes" in result.transcript_text()
+
+
+class ClosingRefusalServer(SmallServer):
+    """Ends the session at a command out of sequence: 421 in place of the 503, then the
+    close (RFC 5321 §3.8 allows it at any command)."""
+
+    def command(self, line: bytes) -> bytes:
+        answer = super().command(line)
+        if answer.startswith(b"503"):
+            self.closed = True
+            return b"421 4.5.1 Bad sequence, goodbye\r\n"
+        return answer
+
+
+@pytest.mark.parametrize(
+    "server_class", [ErrorLimitServer, HardErrorLimitServer, ClosingRefusalServer]
+)
+def test_a_server_that_ends_the_session_after_refusals_passes_state_order(
+    server_class: type[SmallServer],
+) -> None:
+    """Every command state-order sends is a refusal. On one connection, a server with an
+    error limit (Postfix's ``smtpd_hard_error_limit``, which drops to 1 under stress;
+    RFC 5321 §3.8) answered a later RSET or setup line 421, and the check failed at
+    "RSET got 421". Each command now has a connection of its own, and a 421 in its
+    place is a refusal that owes QUIT nothing."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    if server_class is ClosingRefusalServer:
+        # BDAT's 503 follows its (empty) chunk, which this server reads elsewhere.
+        closing = ALL_REFUSED.replace("503", "421").replace("BDAT before MAIL got 421", "")
+        assert result.summary == closing + "BDAT before MAIL got 503", result.summary
+    else:
+        assert result.summary == ALL_REFUSED, result.summary
+
+
+@pytest.mark.interop
+def test_postfix_at_a_hard_error_limit_of_one_passes_state_order() -> None:
+    """Postfix answers the command after its ``smtpd_hard_error_limit``-th error 421 and
+    closes; at 5 errors the one-connection state-order failed it with "RSET got 421"."""
+    main_cf = {"smtpd_soft_error_limit": "1", "smtpd_hard_error_limit": "1"}
+    with private_postfix(main_cf=main_cf) as postfix:
+        report = check_server(postfix.host, postfix.port, checks=["state-order"], timeout=10)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert "not tried" not in result.summary, result.summary
+
+
+class AuthRequiredServer(SmallServer):
+    """A submission port: MAIL before AUTH gets 530 (RFC 4954 §6)."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"530 5.7.0 Authentication required\r\n"
+
+
+class RcptBeforeMailAuthServer(AuthRequiredServer, RcptBeforeMailServer):
+    """The planted RCPT before MAIL, on a port that wants AUTH before MAIL."""
+
+
+class RcptBeforeMailNoReEhloServer(RcptBeforeMailServer):
+    """The planted RCPT before MAIL, and a new EHLO inside a transaction refused."""
+
+    def command(self, line: bytes) -> bytes:
+        if self.in_transaction and line[:5].upper() == b"EHLO ":
+            self.commands.append(line)
+            return b"503 5.5.1 EHLO inside a transaction\r\n"
+        return super().command(line)
+
+
+_MAIL_530: Final = (
+    "('MAIL FROM:<check@smtpcore.test>' was answered 530 5.7.0 Authentication required: "
+    "the server wants authentication first, RFC 4954 §6, which the checks do not give)"
+)
+
+
+def test_an_auth_port_passes_state_order_and_names_what_it_could_not_try() -> None:
+    """A 530 to MAIL skipped the whole check, telling to "give a sender the server
+    accepts"; the commands that need no MAIL are tried all the same."""
+    with serve(AuthRequiredServer) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == (
+        "RCPT before MAIL got 503, DATA before MAIL got 503, BDAT before MAIL got 503; not "
+        f"tried: DATA with no recipient {_MAIL_530}; a second MAIL in a transaction "
+        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}"
+    ), result.summary
+
+
+@pytest.mark.parametrize(
+    ("server_class", "not_tried"),
+    [
+        (RcptBeforeMailAuthServer, f"not tried: DATA with no recipient {_MAIL_530}; "),
+        (
+            RcptBeforeMailNoReEhloServer,
+            "not tried: RCPT after a new EHLO ('EHLO check.smtpcore.test' was answered 503 "
+            "5.5.1 EHLO inside a transaction)",
+        ),
+    ],
+)
+def test_a_step_that_cannot_be_tried_keeps_the_defects_found(
+    server_class: type[SmallServer], not_tried: str
+) -> None:
+    """A refused setup line in a later step raised a skip that threw away the RCPT
+    before MAIL already taken: the planted defect came out SKIPPED."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: RCPT before MAIL: "
+        "'RCPT TO:<postmaster@smtpcore.test>' got 250 2.1.5 OK"
+    ), result.summary
+    assert not_tried in result.summary, result.summary
+
+
+_RATE_REFUSALS: Final[Mapping[str, Callable[[int], bool]]] = {
+    "from the fourth": lambda number: number > 3,
+    "every third": lambda number: number % 3 == 0,
+    "every second": lambda number: number % 2 == 0,
+}
+"""Which connections a rate-limited server refuses, by connection number from 1: an
+anvil-like limit met at the fourth, and refusals scattered among connections taken."""
+
+_REFUSED_CONNECTION: Final = "the server refused a new connection: "
+
+
+@pytest.mark.parametrize("at", ["greeting", "ehlo"])
+@pytest.mark.parametrize("refuse", list(_RATE_REFUSALS))
+def test_a_connection_rate_limit_fails_no_check(at: str, refuse: str) -> None:
+    """A server that limits a client's connection rate (Postfix's
+    ``smtpd_client_connection_rate_limit``; postscreen) answers a new connection, or
+    its EHLO, 421 and closes, as RFC 5321 §3.8 allows. Any connection after the run's
+    first so refused failed its check ("the greeting was 421 ... rather than 220",
+    "EHLO was answered 421"): the battery opens 39. Such a check is skipped now, and a
+    state-order step so refused is not tried."""
+    with serve(rate_limited(_RATE_REFUSALS[refuse], at=at)) as server:
+        report = check_server(server.host, server.port, timeout=5)
+    assert report.ok, report.format(transcripts=False)
+    refused = [result for result in report.results if _REFUSED_CONNECTION in result.summary]
+    assert refused, report.format(transcripts=False)
+    for result in refused:
+        assert "RFC 5321 §3.8" in result.summary and "rate limit?" in result.summary
+    if refuse != "from the fourth":  # some checks still ran whole
+        assert any(result.passed for result in report.results), report.format()
+
+
+def test_state_order_names_a_step_whose_connection_was_refused() -> None:
+    """The third connection, DATA with no recipient's, is refused; the other steps go
+    on and the check passes, naming the step not tried and why."""
+    with serve(rate_limited(lambda number: number == 3)) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.passed, report.format()
+    assert result.summary == (
+        ALL_REFUSED.replace(" DATA with no recipient got 554,", "")
+        + "; not tried: DATA with no recipient (the server refused a new connection: 421 "
+        "4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: a connection "
+        "rate limit?)"
+    ), result.summary
+
+
+class RateLimitedRcptBeforeMailServer(RateLimitedServer, RcptBeforeMailServer):
+    """The planted RCPT before MAIL, behind a connection-rate limit."""
+
+
+class RateLimitedLfDotLfServer(RateLimitedServer, LfDotLfServer):
+    """The planted LF.LF end of data, behind a connection-rate limit."""
+
+
+def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
+    """LF.LF, the first look-alike, is found on the first connection; the second is
+    refused, and the failure stands, naming the look-alikes left untested."""
+    with serve(rate_limited(lambda n: n == 2, cls=RateLimitedLfDotLfServer)) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "LF.LF (" in result.summary, result.summary
+    assert result.summary.endswith(
+        "(untested: CR.CR, LF.CRLF, CRLF.LF, CR.CRLF, CRLF.CR, "
+        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, as the server refused a new "
+        "connection: 421 4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: "
+        "a connection rate limit?)"
+    ), result.summary
+
+
+def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
+    with serve(rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "commands out of sequence were accepted: RCPT before MAIL: "
+    ), result.summary
+    assert "not tried: DATA before MAIL (the server refused a new connection: 421" in (
+        result.summary
+    )
+
+
+@pytest.mark.parametrize("at", ["greeting", "ehlo"])
+def test_a_refused_first_connection_still_fails_the_first_check(at: str) -> None:
+    """The run's first connection refused leaves nothing tested: that stays a failure
+    of the first check, not a skip that a report of no failures would hide; the
+    checks after it are skipped."""
+    with serve(rate_limited(lambda number: True, at=at)) as server:
+        report = check_server(server.host, server.port, checks=["state-order", "chunking"])
+    first, then = report.results
+    assert first.outcome is Outcome.FAILED, report.format()
+    assert then.outcome is Outcome.SKIPPED and _REFUSED_CONNECTION in then.summary
+
+
+def test_a_554_greeting_skips_a_later_check_and_fails_the_first() -> None:
+    """A 554 greeting is a server that will not serve this client (RFC 5321 §3.1): on
+    the run's first connection nothing can be tested; on a later one the check that
+    opened it is skipped, and QUIT is sent, which such a server waits for."""
+    with serve(rate_limited(lambda number: number > 1, code=554)) as server:
+        report = check_server(server.host, server.port, checks=["recipient-limit", "chunking"])
+        sessions = list(server.sessions)
+    first, then = report.results
+    assert first.passed, report.format()
+    assert then.outcome is Outcome.SKIPPED, report.format()
+    assert then.summary.startswith(f"{_REFUSED_CONNECTION}554 5.7.1 No SMTP service"), then.summary
+    assert "RFC 5321 §3.1" in then.summary
+    assert sessions[1].commands == [b"QUIT\r\n"]
+    with serve(rate_limited(lambda number: True, code=554)) as server:
+        report = check_server(server.host, server.port, checks=["chunking"])
+    assert report["chunking"].outcome is Outcome.FAILED, report.format()
 
 
 class BareLfEndsLinesServer(SmallServer):
@@ -1383,6 +1679,62 @@ def test_what_one_connection_keeps_from_the_server_is_capped(
 
 
 # -- the command line ---------------------------------------------------------------------
+
+
+HOSTILE_TEXT: Final = (
+    "\x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mfake: 12 passed, 0 failed\x1b[0m"
+    "\x9b31m \u202eevil\u202c \u2028next line\u2029 \x7f\x00"
+)
+"""Text a hostile server puts in its replies: OSC (set the title), BEL, CSI (clear the
+screen, colour), the 8-bit CSI, a bidi override, the line and paragraph separators,
+DEL and NUL."""
+
+
+def greeting_server(greeting: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """A :func:`raw_server` session that greets with ``greeting`` and reads until the
+    client goes."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        sock.sendall(greeting)
+        while not stop.is_set() and sock.recv(4096):  # bounded: ends when the client goes
+            pass
+
+    return session
+
+
+def assert_terminal_safe(printed: str) -> None:
+    """No character of ``printed`` drives a terminal or splits a line, but its newlines."""
+    for line in printed.split("\n"):
+        unsafe = [char for char in line if unsafe_in_text(char)]
+        assert not unsafe, (unsafe, line)
+
+
+def test_a_hostile_greeting_reaches_the_report_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A summary quotes the server's reply: its controls come out as escapes, never raw,
+    however the report is printed (the transcripts show bytes literals already)."""
+    greeting = b"554 " + HOSTILE_TEXT.encode() + b"\r\n"
+    with raw_server(greeting_server(greeting), socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
+        status = main(["check", f"{host}:{port}", "--only", "smuggling"])
+    assert status == 1
+    printed = capsys.readouterr().out
+    for text in (report.format(), str(report["chunking"]), report["pipelining"].summary, printed):
+        assert_terminal_safe(text)
+    assert "the greeting was 554 \\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in printed
+    assert "\\u202eevil\\u202c \\u2028next line\\u2029 \\x7f\\x00 rather than 220" in printed
+    assert str(_wire.ServerReply(554, greeting)) == report["chunking"].summary.removeprefix(
+        "the greeting was "
+    ).removesuffix(" rather than 220")
+
+
+def test_every_summary_is_escaped_whoever_made_it() -> None:
+    """The escaping is the result's own: a check that quotes the server without
+    ``ServerReply`` (a keyword, a decoded line) cannot print a control either."""
+    result = CheckResult("x", Outcome.FAILED, f"the server said {HOSTILE_TEXT}")
+    assert_terminal_safe(str(result))
+    assert result.summary.startswith("the server said \\x1b]0;PWNED")
 
 
 def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,6 +24,7 @@ from planted_defects import (
     stuck_tls_server,
 )
 from smtpcore import smtp
+from smtpcore._textsafe import unsafe_in_text
 from smtpcore.testing import fuzz
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._harness import time_limit
@@ -340,3 +341,16 @@ def test_atheris_reports_a_hang_within_its_seconds(tmp_path: Path) -> None:
     [hang] = tmp_path.glob("timeout-*")
     again = fuzz.reproduce("smtp-server", hang, machine=spinning_tls_server, timeout=0.2)
     assert again is not None and isinstance(again.error, Hang)
+
+
+def test_a_crash_shows_the_controls_of_its_input_escaped() -> None:
+    """An exception's text may quote the input that crashed the machine, which may come
+    from a hostile peer: printed, its controls are escapes, never raw."""
+    try:
+        raise ValueError("bad line '\x1b]0;PWNED\x07\x1b[2J\u202eevil\u2028'")
+    except ValueError as exc:
+        crash = fuzz.Crash("smtp-server", b"", exc, None)
+    for printed in (crash.describe(), crash.message):
+        for line in printed.split("\n"):
+            assert not [char for char in line if unsafe_in_text(char)], line
+    assert "\\x1b]0;PWNED\\x07\\x1b[2J\\u202eevil\\u2028" in crash.message

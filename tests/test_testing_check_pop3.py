@@ -55,6 +55,7 @@ from broken_pop3_servers import (
     UnknownUsersRefused,
     serve_pop3,
 )
+from broken_servers import raw_server
 from peers import (
     TLSFiles,
     dovecot_pop3,
@@ -78,7 +79,7 @@ from smtpcore.testing.check_pop3 import (
     _framing_problem,
     check_pop3_server,
 )
-from test_check import python_blocks
+from test_check import HOSTILE_TEXT, assert_terminal_safe, greeting_server, python_blocks
 
 MESSAGES = [
     b"Subject: dots\r\nFrom: <a@abc.example>\r\n\r\n.\r\n..\r\n.x\r\n"
@@ -225,6 +226,23 @@ def test_no_server_is_unreachable_and_bad_arguments_are_refused() -> None:
         check_pop3_server("127.0.0.1", 110, user="a\r\nDELE 1", password=PASSWORD)
     with pytest.raises(ValueError, match="no check named"):
         check_pop3_server("127.0.0.1", 110, user=USER, password=PASSWORD, checks=["nope"])
+
+
+def test_a_hostile_greeting_reaches_the_report_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As in the SMTP battery, what the server sent shows in a summary with its
+    controls escaped, never raw (the one escaping of every result's summary)."""
+    greeting = b"-ERR " + HOSTILE_TEXT.encode() + b"\r\n"
+    with raw_server(greeting_server(greeting), socket_timeout=5) as (host, port):
+        report = check_pop3_server(host, port, user=USER, password=PASSWORD, timeout=TIMEOUT)
+        argv = ["check-pop3", f"{host}:{port}", "--user", USER, "--only", "uidl"]
+        status = main([*argv, "--password", PASSWORD])
+    assert status == 1
+    printed = capsys.readouterr().out
+    assert "the greeting was" in printed
+    for text in (report.format(), printed, *(result.summary for result in report.results)):
+        assert_terminal_safe(text)
 
 
 # -- no mail lost, whatever the server does at QUIT ----------------------------------------

@@ -37,6 +37,7 @@ from typing import Final
 __all__ = [
     "FORBIDDEN_IN_ADDRESSES",
     "backslash_escaped",
+    "escape_unsafe",
     "escape_unsafe_beyond_ascii",
     "first_unsafe",
     "holds_unsafe",
@@ -111,6 +112,15 @@ def backslash_escaped(char: str) -> str:
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_unsafe(text: str) -> str:
+    """``text`` with every character unsafe in text :func:`backslash_escaped`: what a
+    log line or a terminal shows of a peer's text, for raw, a control drives the
+    terminal (ESC, BEL, the 8-bit CSI U+009B), a format character reorders the line
+    (a bidi override), and a separator splits it (RFC 5198 §2). Text with no such
+    character is returned as it is, at the cost of one C call."""
+    return replace_unsafe(text, backslash_escaped)
 
 
 def escape_unsafe_beyond_ascii(text: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from smtpcore._textsafe import backslash_escaped, replace_unsafe
+from smtpcore._textsafe import backslash_escaped, escape_unsafe
 
 __all__ = [
     "LOGGED_NAME_LIMIT",
@@ -31,7 +31,7 @@ def loggable(text: str) -> str:
     """``text`` with every character unsafe in text (:mod:`smtpcore._textsafe`: controls,
     C1 among them, line and paragraph separators, format characters such as the bidi
     controls) and every tab shown as its escape (``\\x9b``, ``\\u2028``), never raw."""
-    return replace_unsafe(text, backslash_escaped).replace("\t", "\\x09")
+    return escape_unsafe(text).replace("\t", "\\x09")
 
 
 def printable(text: str) -> str:

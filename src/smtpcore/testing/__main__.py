@@ -359,7 +359,7 @@ def _fuzz(args: argparse.Namespace) -> int:
         f"{len(result.crashes)} crash(es)"
     )
     for crash in result.crashes:
-        print(f"  {crash.path}: {crash.signature}: {crash.error}")
+        print(f"  {crash.path}: {crash.signature}: {crash.message}")
     return 1 if result.crashes else 0
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from smtpcore._ip import host_port
+from smtpcore._textsafe import escape_unsafe
 from smtpcore.testing._wire import (
     Exchange,
     ServerFlood,
@@ -57,9 +58,15 @@ class CheckResult:
     name: str
     outcome: Outcome
     summary: str
+    """One line, every control, format character and separator in it escaped
+    (:func:`~smtpcore._textsafe.escape_unsafe`): a summary quotes what the server
+    sent, and a hostile server must not drive the terminal it is read on."""
     transcript: tuple[Exchange, ...] = ()
     """Every write and read of the connections the check made, in order (for a
     failure, the connection that shows it)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "summary", escape_unsafe(self.summary))
 
     @property
     def passed(self) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from smtpcore._ip import host_port
+from smtpcore._textsafe import escape_unsafe
 
 __all__ = [
     "Exchange",
@@ -90,7 +91,11 @@ class ServerReply:
         return [line[4:].rstrip(b"\r") for line in self.raw.rstrip(b"\n").split(b"\n")]
 
     def __str__(self) -> str:
-        return self.raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " | ")
+        """The reply as one line of text, its lines joined by `` | ``, and every control,
+        format character and separator escaped (:func:`~smtpcore._textsafe.escape_unsafe`):
+        the server chose these bytes, and summaries are read on a terminal."""
+        text = self.raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", " | ")
+        return escape_unsafe(text)
 
 
 class ServerFlood(ConnectionError):

@@ -95,26 +95,65 @@ class Probe:
     seed: int = 0
     tls_context: ssl.SSLContext | None = None
     max_size_probe: int = 2 << 20
+    first: bool = False
+    """Whether this probe's check is the run's first, so that its first connection is
+    the run's first (see :meth:`connect`)."""
     clients: list[WireClient] = field(default_factory=list)
+    runs_first: WireClient | None = field(default=None, init=False)
+    """The run's first connection, where this probe opened it."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
 
     def connect(self) -> WireClient:
-        """A new connection, its 220 greeting read (anything else fails the check)."""
+        """A new connection, its 220 greeting read.
+
+        A 421 greeting (RFC 5321 §3.8) or a 554 one (§3.1: no service for this
+        client) on any connection but the run's first is a server refusing a new
+        connection, as one that limits a client's connection rate does (Postfix's
+        ``smtpd_client_connection_rate_limit``, postscreen): it skips the check
+        (:class:`_Refused`), for the battery opens dozens. Any other greeting, or
+        any but 220 on the run's first connection, fails the check: there the
+        server refuses to be tested at all."""
         client = open_wire(
             self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
         )
         self.clients.append(client)
+        if self.first and self.runs_first is None:
+            self.runs_first = client
         greeting = client.read_reply()
+        if greeting is not None and greeting.code in _NO_SERVICE:
+            if greeting.code == 554 and not client.closed:
+                client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
+            self.refused(client, greeting)
         if greeting is None or greeting.code != 220:
             raise _Failed(f"the greeting was {greeting} rather than 220")
         return client
 
+    def refused(self, client: WireClient, answer: ServerReply) -> None:
+        """Raise :class:`_Refused` where ``answer``, the greeting or the reply to the
+        first command on ``client``, refuses service (421 or, as a greeting, 554) on a
+        connection other than the run's first; else return."""
+        if client is self.runs_first or answer.code not in _NO_SERVICE:
+            return
+        if answer.code == 421:
+            raise _Refused(
+                f"the server refused a new connection: {answer}, RFC 5321 §3.8: a "
+                "connection rate limit?"
+            )
+        raise _Refused(
+            f"the server refused a new connection: {answer}, RFC 5321 §3.1 (no service "
+            "for this client): a connection rate limit?"
+        )
+
     def hello(self) -> tuple[WireClient, dict[str, str]]:
-        """A new connection after EHLO: the client and the offered extensions."""
+        """A new connection after EHLO: the client and the offered extensions. A 421 to
+        EHLO on a connection other than the run's first is a refused connection, as a
+        421 greeting is (:meth:`connect`)."""
         client = self.connect()
         answer = _ask(client, b"EHLO " + self.helo.encode())
+        if answer.code == 421:
+            self.refused(client, answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
@@ -167,6 +206,18 @@ class Probe:
         for client in self.clients[keep:]:
             client.close()
         del self.clients[keep:]
+
+
+class _Refused(_Skipped):
+    """A connection other than the run's first refused at its greeting or its first
+    command (:meth:`Probe.refused`): the check that opened it is skipped, and a check
+    that found a defect before keeps it."""
+
+
+_NO_SERVICE: Final = (421, 554)
+"""Greetings that refuse service: 421, "service not available, closing" (RFC 5321
+§3.8), and 554 (§3.1), after which the server waits for QUIT. Only 421 ends a
+session at a command."""
 
 
 def checked_helo(helo: object) -> str:
@@ -379,11 +430,13 @@ def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
 def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
     """The session's reply codes, -1 where the connection closed with a reply due."""
     client = probe.connect()
-    codes = []
+    codes: list[int] = []
     for step in _session_steps(probe)[:-1]:
         pieces = chunking(step) if chunking else None
         client.send(step, pieces)
         answer = client.read_reply()
+        if answer is not None and answer.code == 421 and not codes:
+            probe.refused(client, answer)  # EHLO, as in Probe.hello
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
@@ -461,9 +514,19 @@ def check_smuggling(probe: Probe) -> str:
     attacker's relay may send it. Where both writes still come in one read,
     such a server drops QUIT with the marker: QUIT left unanswered fails too.
     """
-    ran, out_of_order, unanswered, unfinished = [], [], [], []
-    for name, ending in SMUGGLING_ENDINGS.items():
-        client, _ = probe.hello()
+    ran: list[str] = []
+    out_of_order: list[str] = []
+    unanswered: list[str] = []
+    unfinished: list[str] = []
+    untested = ""
+    for index, (name, ending) in enumerate(SMUGGLING_ENDINGS.items()):
+        try:
+            client, _ = probe.hello()
+        except _Refused as exc:
+            if not (ran or out_of_order or unanswered or unfinished):
+                raise
+            untested = f" (untested: {', '.join(list(SMUGGLING_ENDINGS)[index:])}, as {exc})"
+            break
         probe.transaction(client)
         answer = _ask(client, b"DATA")
         if answer.code != 354:
@@ -511,7 +574,7 @@ def check_smuggling(probe: Probe) -> str:
             "closed the connection or fell silent"
         )
     if problems:
-        raise _Failed("; ".join(problems))
+        raise _Failed("; ".join(problems) + untested)
     return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
 
 
@@ -520,7 +583,9 @@ def check_pipelining(probe: Probe) -> str:
 
     A group mixing accepted and refused commands is sent one command at a
     time on one connection and in a single write on another; both must get
-    the same codes. A server that ends the session inside the group sent one
+    the same codes, and its RCPT with no MAIL before it must be refused, which a
+    server that takes it does both ways alike (RFC 5321 §3.3; ``state-order``
+    tries more). A server that ends the session inside the group sent one
     command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
     """
@@ -532,7 +597,7 @@ def check_pipelining(probe: Probe) -> str:
         b"RCPT TO:<no-closing-bracket@smtpcore.test",
         probe.rcpt_line(),
         b"RSET",
-        probe.rcpt_line(),  # no MAIL: refused
+        probe.rcpt_line(),  # no MAIL: refused (_NO_MAIL_IN_GROUP)
         probe.mail_line(),
         b"RSET",
         b"NOOP",
@@ -552,7 +617,181 @@ def check_pipelining(probe: Probe) -> str:
         raise _Failed(
             f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
         )
+    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
+        raise _Failed(
+            f"the group got {_show(pipelined)} both ways, but its RCPT after RSET, with no "
+            f"MAIL, got {lock_step[_NO_MAIL_IN_GROUP]}, not a refusal (503 expected, RFC "
+            "5321 §3.3)"
+        )
     return f"one reply per command, in order: {pipelined}"
+
+
+_NO_MAIL_IN_GROUP: Final = 4
+"""Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
+else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
+
+
+@dataclass(frozen=True)
+class _OutOfSequence:
+    """One command sent where the session's state does not allow it (RFC 5321 §3.3).
+
+    ``setup`` goes first, one line at a time, and each must be accepted; then
+    ``line``, which must be refused: a 4xx or 5xx; ``expected`` names what the
+    RFC asks for, and where. A 2xx or 3xx is the defect: a server that takes
+    it runs a transaction the client never opened, or one it aborted. Where
+    ``then`` is given, a 2xx to ``line`` is no defect yet: ``then`` follows, and
+    it is the one that must be refused.
+    """
+
+    what: str
+    setup: tuple[bytes, ...]
+    line: bytes
+    expected: str
+    then: bytes | None = None
+
+
+def _out_of_sequence(probe: Probe, offered: Mapping[str, str]) -> list[_OutOfSequence]:
+    """The commands ``state-order`` sends out of sequence, each with what must come
+    first: MAIL opens a transaction, RSET and a new EHLO abort it (RFC 5321
+    §4.1.1.5, §4.1.4), so RCPT, DATA and BDAT must find one open.
+
+    A MAIL inside a transaction is the client's mistake (§4.1.4's "MUST NOT"
+    binds the client), and the server may refuse it (503) or take it: MAIL
+    "tells the SMTP-receiver that a new mail transaction is starting and to
+    reset all its state tables and buffers, including any recipients" (§3.3),
+    as qmail-smtpd does. Taken, the old recipient is gone, so the DATA sent
+    after it must be refused; a 354 there is the defect."""
+    mail, rcpt = probe.mail_line(), probe.rcpt_line()
+    ehlo = b"EHLO " + probe.helo.encode()
+    steps = [
+        _OutOfSequence("RCPT before MAIL", (), rcpt, "503 expected (RFC 5321 §3.3)"),
+        _OutOfSequence("DATA before MAIL", (), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"),
+        _OutOfSequence(
+            "DATA with no recipient", (mail,), b"DATA", "503 or 554 expected (RFC 5321 §3.3)"
+        ),
+        _OutOfSequence(
+            "a second MAIL in a transaction",
+            (mail, rcpt),
+            mail,
+            "a second MAIL starts a new transaction with no recipient, so DATA after it "
+            "must be refused, 503 or 554 (RFC 5321 §3.3: MAIL resets all state, "
+            "recipients included)",
+            then=b"DATA",
+        ),
+        _OutOfSequence(
+            "RCPT after RSET", (mail, b"RSET"), rcpt, "503 expected (RFC 5321 §4.1.1.5, §3.3)"
+        ),
+        _OutOfSequence(
+            "RCPT after a new EHLO", (mail, ehlo), rcpt, "503 expected (RFC 5321 §4.1.4, §3.3)"
+        ),
+    ]
+    if "CHUNKING" in offered:
+        # BDAT takes DATA's place (RFC 3030 §2), so §3.3's order holds for it. No
+        # octets follow: refused or not, nothing is left for the server to read.
+        steps.append(
+            _OutOfSequence("BDAT before MAIL", (), b"BDAT 0 LAST", "503 expected (RFC 5321 §3.3)")
+        )
+    return steps
+
+
+def check_state_order(probe: Probe) -> str:
+    """Commands out of sequence are refused, never run (RFC 5321 §3.3, §4.1.4).
+
+    Each command of :func:`_out_of_sequence` goes on a connection of its own,
+    after EHLO and its setup, one line at a time, and must get a 4xx or 5xx:
+    503 is the RFC's "bad sequence of commands", and a refusal for another
+    reason (554 to DATA with no recipient, a policy, a 421 that ends the
+    session, §3.8) is no defect. A 2xx or 3xx is: RCPT taken before MAIL runs
+    a transaction with a sender the client never gave. Every one of these
+    commands is an error to the server, so a connection each keeps a server
+    with an error limit (Postfix's ``smtpd_hard_error_limit``, as low as 1)
+    from ending the session at the next one.
+
+    A step whose setup the server refuses (MAIL on a port that wants AUTH, a
+    new EHLO inside a transaction), or whose connection it refuses (a 421
+    greeting, :meth:`Probe.connect`: a connection rate limit), is not tried,
+    and the others go on: the
+    check fails if any command was accepted, is skipped only if none could be
+    tried, and its summary names the steps not tried.
+    """
+    client: WireClient | None
+    client, offered = probe.hello()
+    got: list[str] = []
+    accepted: list[str] = []
+    not_tried: list[str] = []
+    for step in _out_of_sequence(probe, offered):
+        if client is None:
+            try:
+                client, _ = probe.hello()
+            except _Refused as exc:
+                not_tried.append(f"{step.what} ({exc})")
+                continue
+        verdict, said = _try_out_of_sequence(probe, client, step)
+        {"refused": got, "accepted": accepted, "not tried": not_tried}[verdict].append(said)
+        client = None
+    skipped = f"not tried: {'; '.join(not_tried)}" if not_tried else ""
+    if accepted:
+        raise _Failed(
+            "commands out of sequence were accepted: "
+            + "; ".join([*accepted, skipped] if skipped else accepted)
+        )
+    if not got:
+        raise _Skipped(f"no command out of sequence could be tried; {skipped}")
+    return ", ".join(got) + (f"; {skipped}" if skipped else "")
+
+
+def _try_out_of_sequence(
+    probe: Probe, client: WireClient, step: _OutOfSequence
+) -> tuple[str, str]:
+    """``step`` on ``client``, a connection of its own: its setup, its line (and its
+    ``then``), then the session's end (:func:`_end_out_of_sequence`). The verdict
+    ("refused", "accepted" or "not tried") and what to say of it."""
+    for line in step.setup:
+        answer = _ask(client, line)
+        if answer.code // 100 != 2:
+            _end_out_of_sequence(client, answer)
+            return "not tried", f"{step.what} ({_why_not_tried(probe, line, answer)})"
+    answer = _ask(client, step.line)
+    shown = f"{step.what}: {step.line.decode()!r} got {answer}"
+    said = f"{step.what} got {answer.code}"
+    if step.then is not None and answer.code // 100 == 2:
+        answer = _ask(client, step.then)
+        shown += f", then {step.then.decode()!r} got {answer}"
+        said += f", then {step.then.decode()} got {answer.code}"
+    _end_out_of_sequence(client, answer)
+    if answer.code // 100 in (2, 3):
+        return "accepted", f"{shown}, not a refusal: {step.expected}"
+    return "refused", said
+
+
+def _why_not_tried(probe: Probe, line: bytes, answer: ServerReply) -> str:
+    """Why a refused setup ``line`` keeps its step from being tried, and what to do."""
+    why = f"{line.decode()!r} was answered {answer}"
+    if answer.code == 530:
+        return (
+            f"{why}: the server wants authentication first, RFC 4954 §6, which the checks "
+            "do not give"
+        )
+    if line == probe.mail_line():
+        return f"{why}: give a sender the server accepts"
+    if line == probe.rcpt_line():
+        return f"{why}: give a recipient the server accepts"
+    return why
+
+
+def _end_out_of_sequence(client: WireClient, last: ServerReply) -> None:
+    """End a ``state-order`` session after ``last``, its last reply. After a 354 the
+    server reads a message that no one should get: the client closes the connection
+    inside it, so it has no end and nothing is delivered. After a reply that ends
+    the session (:data:`_CLOSING`, RFC 5321 §3.8) nothing is owed. Otherwise QUIT
+    (:func:`_quit`)."""
+    if last.code == 354:
+        client.shutdown_write()
+        client.close()
+    elif last.code in _CLOSING:
+        client.close()
+    else:
+        _quit(client)
 
 
 def check_starttls_injection(probe: Probe) -> str:
@@ -617,7 +856,13 @@ def _unanswered_starttls(probe: Probe, instead: str) -> _Failed:
     and a server that will not go on says 421 first (RFC 5321 §3.8). A STARTTLS
     alone, on a new connection, tells whether the command behind it was the cause."""
     probe.close()
-    clean, _ = probe.hello()
+    try:
+        clean, _ = probe.hello()
+    except _Refused as exc:
+        return _Failed(
+            f"the server offers STARTTLS but {instead} instead of answering it (alone, "
+            f"on a new connection, it could not be tried: {exc})"
+        )
     clean.send(b"STARTTLS\r\n")
     alone = _starttls_reply(clean)
     if not isinstance(alone, ServerReply):
@@ -647,7 +892,7 @@ def check_command_line_length(probe: Probe) -> str:
     (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
     client = probe.connect()
-    _shortest_limit_taken(client)
+    _shortest_limit_taken(probe, client)
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
     first = client.read_reply()
     if first is not None and first.code in _CLOSING:
@@ -677,7 +922,7 @@ def _noop_at_the_limit() -> bytes:
     return b"NOOP " + b"x" * padding
 
 
-def _shortest_limit_taken(client: WireClient) -> None:
+def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
     """A 512-octet command line gets 250, or the check fails: every server MUST
     take command lines that long (RFC 5321 §4.5.3.1), so refusing it is no limit
     of its own to choose.
@@ -690,6 +935,8 @@ def _shortest_limit_taken(client: WireClient) -> None:
     answer = _ask(client, _noop_at_the_limit())
     if answer.code == 250:
         return
+    if answer.code == 421:
+        probe.refused(client, answer)  # the first command, as EHLO is elsewhere
     control = _ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
@@ -1083,10 +1330,15 @@ def check_ascii_digits(probe: Probe) -> str:
     answers: dict[bytes, ServerReply | None] = {}
     problems: list[str] = []
     closed_after = untried = ""
-    for item in lines:
+    for index, item in enumerate(lines):
         text, line = item.text, item.line
         if client is None:
-            client, _ = probe.hello()
+            try:
+                client, _ = probe.hello()
+            except _Refused as exc:
+                later = ", ".join(repr(rest.text) for rest in lines[index:])
+                untried = f"{later} not tried: {exc}"
+                break
         bdat = line.startswith(b"BDAT")
         if bdat:
             try:
@@ -1203,9 +1455,9 @@ def check_bdat_bare_lf(probe: Probe) -> str:
     summaries: list[str] = []
     problems: list[str] = []
     for lead in (b"NOOP", probe.rcpt_line()):
-        if client is None:
-            client, _ = probe.hello()
         try:
+            if client is None:
+                client, _ = probe.hello()
             probe.transaction(client)
         except _Skipped:
             if not problems:
@@ -1281,9 +1533,9 @@ def check_bdat_refused_chunk(probe: Probe) -> str:
     problems: list[str] = []
     lines = _refused_chunk_lines(probe, offered)
     for index, (line, chunk) in enumerate(lines):
-        if client is None:
-            client, _ = probe.hello()
         try:
+            if client is None:
+                client, _ = probe.hello()
             probe.transaction(client)
             summaries.append(_chunks_around_a_refusal(probe, client, line, chunk))
         except _Skipped as exc:
@@ -1433,6 +1685,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
     "pipelining": check_pipelining,
+    "state-order": check_state_order,
     "starttls-injection": check_starttls_injection,
     "command-line-length": check_command_line_length,
     "text-line-length": check_text_line_length,
@@ -1495,7 +1748,9 @@ def check_server(
     ``TypeError`` when ``checks`` is one str rather than a list of names;
     :class:`ServerUnreachable` when the run's first connection fails (a
     refused connection, a host that does not resolve): a server that cannot
-    be reached fails no check. A connection that fails later fails its check.
+    be reached fails no check. A connection that fails later fails its check;
+    one refused later with a 421 or 554 greeting or a 421 to EHLO (a connection
+    rate limit, RFC 5321 §3.8, §3.1) skips it (:meth:`Probe.connect`).
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = selected(CHECKS, checks)
@@ -1512,8 +1767,9 @@ def check_server(
             seed=seed,
             tls_context=tls_context,
             max_size_probe=max_size_probe,
+            first=not results,
         )
-        results.append(run_one(name, CHECKS[name], probe, first=not results))
+        results.append(run_one(name, CHECKS[name], probe, first=probe.first))
     return CheckReport(host_port(host, port), tuple(results))
 
 

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+from smtpcore._textsafe import escape_unsafe
 from smtpcore.testing._harness import TARGETS, BufferOverrun, Hang, Target
 
 __all__ = [
@@ -99,9 +100,20 @@ class Crash:
         where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
         return f"{type(self.error).__name__} at {where}"
 
+    @property
+    def message(self) -> str:
+        """The exception's text, escaped (:func:`~smtpcore._textsafe.escape_unsafe`): it
+        may quote the input, which may come from a hostile peer, and it is printed on a
+        terminal."""
+        return escape_unsafe(str(self.error))
+
     def describe(self) -> str:
+        """The signature, the message and the traceback, each line escaped as
+        :attr:`message` is."""
         shown = "".join(traceback.format_exception(self.error)).rstrip()
-        return f"{self.signature}: {self.error}\n{shown}"
+        return "\n".join(
+            map(escape_unsafe, f"{self.signature}: {self.error}\n{shown}".split("\n"))
+        )
 
 
 @dataclass
