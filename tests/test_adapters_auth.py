@@ -299,7 +299,7 @@ def test_the_clients_credentials_keep_the_secrets_out_of_their_repr() -> None:
     given = Credentials(USER, PASSWORD, TOKEN)
     assert repr(given) == (
         f"Credentials(username={USER!r}, password=<hidden>, oauth_token=<hidden>, "
-        "mechanism=None, allowed=None, allow_plaintext=False)"
+        "mechanism=None, allowed=None)"
     )
     assert (given.password, given.oauth_token) == (PASSWORD, TOKEN)
     assert given == Credentials(USER, PASSWORD, TOKEN) != Credentials(USER, "other", TOKEN)

@@ -1430,6 +1430,51 @@ def test_our_client_with_implicit_tls(adapter: str, store: MaildirStore, tls: TL
         assert run(adapter, lambda: session(server.port)) == crlf(MESSAGES[1])
 
 
+#: A server that leaves STLS out of CAPA, as one an attacker stripped it from would
+#: (RFC 2595 §2.2), and offers APOP (the timestamp) and SASL PLAIN and CRAM-MD5.
+STRIPPED = """
+S: +OK ready <1.2@pop.test>
+C: CAPA
+S: +OK
+S: USER
+S: SASL PLAIN CRAM-MD5
+S: .
+"""
+QUIT = "C: QUIT\nS: +OK bye\n"
+
+
+def test_our_client_shows_no_password_without_tls_unless_allowed(adapter: str) -> None:
+    """USER/PASS and AUTH PLAIN show the password itself; without TLS both are refused
+    before a byte is sent (RFC 2595 §2.2 and §6), as the SMTP client refuses PLAIN
+    (RFC 4954 §4). APOP and CRAM-MD5 show no reusable secret and go on; the session
+    is left as it was. ``allow_plaintext_auth=True`` sends USER and PASS anyway."""
+    mod = module(adapter)
+    refused = script(STRIPPED + "C~ APOP u [0-9a-f]{32}\nS: +OK\n" + CAPA + QUIT)
+
+    async def refusing(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            attempts = [
+                ("USER/PASS", lambda: client.login("u", "p")),
+                ("PLAIN", lambda: client.authenticate(PlainClient("u", "p"))),
+            ]
+            for what, attempt in attempts:
+                with pytest.raises(mod.POP3AuthenticationNotAvailable) as info:
+                    await attempt()
+                assert what in str(info.value) and "allow_plaintext_auth" in str(info.value)
+                assert info.value.needs_tls and info.value.local
+                assert isinstance(info.value, mod.POP3Error)
+            await client.login("u", "p", apop=True)
+
+    async def allowed(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
+            await client.login("u", "p")
+
+    with ScriptedServer(refused) as server:
+        run(adapter, lambda: refusing(server.port))
+    with ScriptedServer(script(LOGIN + QUIT)) as server:
+        run(adapter, lambda: allowed(server.port))
+
+
 # -- a maildrop that reads asynchronously ----------------------------------------------
 
 

@@ -27,6 +27,7 @@ from peers import (
 )
 from smtpcore import LocalProtocolError, sync
 from smtpcore.maildrop import MaildirStore
+from smtpcore.sasl import PlainClient
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
 from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
 from test_adapters_auth import (
@@ -48,7 +49,7 @@ from test_client_errors import (
     content_broken_off,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
-from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY
+from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -348,6 +349,21 @@ def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
         client.login("u", "p")
         client.delete(1)
         raise KeyError("the caller's own")
+
+
+def test_pop3_login_without_tls_sends_no_password() -> None:
+    """The audit's case, poplib's habit: the default client against a server whose CAPA
+    lacks STLS (stripped by an attacker, RFC 2595 §2.2) refuses USER/PASS and AUTH
+    PLAIN before sending them, the server having seen nothing but CAPA."""
+    steps = script(STRIPPED)
+    with (
+        ScriptedServer([*steps, ExpectClose()]) as server,
+        pytest.raises(sync.POP3AuthenticationNotAvailable, match="USER/PASS needs TLS"),
+        sync.POP3Client("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        with pytest.raises(sync.POP3AuthenticationNotAvailable, match="PLAIN needs TLS"):
+            client.authenticate(PlainClient("alice", "s3cret-password"))
+        client.login("alice", "s3cret-password")
 
 
 def test_timeouts_and_closed_connections_leave_nothing_open() -> None:

@@ -236,8 +236,8 @@ class BaseSMTPClient(BaseClient):
             None
             if auth_mechanisms is None
             else [name.upper() for name in listed("auth_mechanisms", auth_mechanisms)],
-            allow_plaintext_auth,
         )
+        self.allow_plaintext_auth = allow_plaintext_auth
         self.host = host
         self.port = client_port(port, lmtp=lmtp, tls_on_connect=tls_on_connect)
         self.hostname = hostname or socket.getfqdn()
@@ -504,7 +504,6 @@ class BaseSMTPClient(BaseClient):
             None,
             None,
             self._credentials.allowed,
-            self._credentials.allow_plaintext,
         )
         await self._authenticate_with(self._mechanism())
 
@@ -519,13 +518,8 @@ class BaseSMTPClient(BaseClient):
         await self._authenticate_with(mechanism)
 
     async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
-        if mechanism.requires_tls and not (
-            self.connection.tls or self._credentials.allow_plaintext
-        ):
-            raise AuthenticationNotAvailable(
-                f"{mechanism.name} needs TLS (allow_plaintext_auth=True to send anyway)",
-                needs_tls=True,
-            )
+        if mechanism.requires_tls:
+            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
@@ -580,6 +574,10 @@ class BaseSMTPClient(BaseClient):
 
     # -- AUTH ---------------------------------------------------------------
 
+    def plaintext_auth_error(self, message: str) -> AuthenticationNotAvailable:
+        """``538 5.7.11``, encryption required for the mechanism (RFC 4954 §6)."""
+        return AuthenticationNotAvailable(message, needs_tls=True)
+
     def _mechanism(self) -> ClientMechanism:
         """The client mechanism to run: the one given, or the strongest both sides have."""
         conn = self.connection
@@ -587,6 +585,7 @@ class BaseSMTPClient(BaseClient):
         return self._credentials.choose(
             conn.extensions,
             tls=conn.tls,
+            allow_plaintext=self.allow_plaintext_auth,
             host=self.server_hostname,
             port=self.port,
             channel_bindings=bindings,
