@@ -33,7 +33,7 @@ _BUSY = "another call is in progress on this session"
 
 PLAINTEXT_AUTH_HINT: Final = "allow_plaintext_auth=True to send anyway"
 """What a login refused for want of TLS says to send it anyway: the keyword of the
-SMTP and POP3 clients alike (see :meth:`BaseClient._refuse_without_tls`)."""
+SMTP and POP3 clients alike."""
 
 
 def sasl_failure_text(command: str, error: BaseException) -> str:
@@ -111,8 +111,8 @@ class BaseClient:
     _hold: _Hold | None = None
     """The loop that holds the session between the items of an async iterator."""
     allow_plaintext_auth: bool = False
-    """Whether a login may show a reusable secret on a session without TLS
-    (see :meth:`_refuse_without_tls`)."""
+    """Whether a login may show a reusable secret (a password, a bearer token) on a
+    session without TLS (RFC 2595 §2.2, RFC 4954 §4); false by default."""
 
     def _refuse_without_tls(self, login: str, *, tls: bool) -> None:
         """Refuse ``login``, one that shows a reusable secret (the password itself in
@@ -125,9 +125,9 @@ class BaseClient:
         protocols; loopback and Unix sockets get no exemption, since the client cannot
         tell a local peer from a forwarded one."""
         if not (tls or self.allow_plaintext_auth):
-            raise self.plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
+            raise self._plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
 
-    def plaintext_auth_error(self, message: str) -> Exception:
+    def _plaintext_auth_error(self, message: str) -> Exception:
         """The protocol's own error for a login :meth:`_refuse_without_tls` refused:
         local, the server having refused nothing."""
         raise NotImplementedError

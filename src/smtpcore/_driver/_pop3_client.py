@@ -308,7 +308,7 @@ class BasePOP3Client(BaseClient):
         """Whether the session is protected by TLS."""
         return self._conn is not None and self._conn.tls
 
-    def plaintext_auth_error(self, message: str) -> POP3AuthenticationNotAvailable:
+    def _plaintext_auth_error(self, message: str) -> POP3AuthenticationNotAvailable:
         return POP3AuthenticationNotAvailable(message)
 
     # -- session ------------------------------------------------------------

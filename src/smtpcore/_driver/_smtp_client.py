@@ -574,7 +574,7 @@ class BaseSMTPClient(BaseClient):
 
     # -- AUTH ---------------------------------------------------------------
 
-    def plaintext_auth_error(self, message: str) -> AuthenticationNotAvailable:
+    def _plaintext_auth_error(self, message: str) -> AuthenticationNotAvailable:
         """``538 5.7.11``, encryption required for the mechanism (RFC 4954 §6)."""
         return AuthenticationNotAvailable(message, needs_tls=True)
 
