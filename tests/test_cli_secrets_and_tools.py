@@ -277,7 +277,10 @@ def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Pat
         password = tmp_path / "pw"
         password.write_text("john-pw\n")
         for auth in ("user", "scram-sha-256", "plain"):
-            fetched = _run("fetch", *args, "--password-file", str(password), "--auth", auth)
+            anyway = "--allow-plaintext-auth"  # a server without TLS: the test's own
+            fetched = _run(
+                "fetch", *args, "--password-file", str(password), "--auth", auth, anyway
+            )
             assert fetched.returncode == 0, (auth, fetched.stdout, fetched.stderr)
         assert abc.stop() == 0
     assert "warning: --user" not in abc.log()
@@ -942,7 +945,14 @@ def test_send_and_fetch_show_a_servers_control_characters_escaped(
         b"*": b"+OK\r\n",
     }
     with scripted_server(b"+OK ready\r\n", pop3) as port:
-        argv = ["fetch", "--server", f"{LOOPBACK}:{port}", "--auth", "user"]
+        argv = [
+            "fetch",
+            "--server",
+            f"{LOOPBACK}:{port}",
+            "--auth",
+            "user",
+            "--allow-plaintext-auth",
+        ]
         status = cli.main([*argv, "--user", "john@abc.example", "--password", "pw"])
     err = capsys.readouterr().err
     assert status == 1 and "\x9b" not in err and "\u202e" not in err
@@ -958,7 +968,10 @@ def test_fetch_reports_errors_on_stderr_never_quoting_the_password(
     with serve(
         tmp_path / "abc", "abc.example", ["john@abc.example:pw"], listeners=("pop3",)
     ) as abc:
-        argv = ["fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}", "--auth", "user"]
+        argv = [
+            *("fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}"),
+            *("--auth", "user", "--allow-plaintext-auth"),
+        ]
         for password, error in (
             ("Zq7Secr3tPw\r", "cannot log in: PASS password holds a control character"),
             ("Zq7Secr3tPw\x1b", "cannot log in: PASS password holds a control character"),
@@ -990,6 +1003,7 @@ def test_fetch_shows_header_control_characters_escaped(
                 [
                     *("fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}"),
                     *("--user", "john@abc.example", "--password", "pw", "--auth", auth),
+                    "--allow-plaintext-auth",
                 ]
             )
             out = capsys.readouterr().out

@@ -928,7 +928,9 @@ def test_our_client_fetches_streams_and_deletes(adapter: str, tmp_path: Path) ->
     store = MaildirStore(tmp_path, PASSWORDS)
 
     async def session(port: int) -> None:
-        async with module(adapter).POP3Client("127.0.0.1", port) as client:
+        async with module(adapter).POP3Client(
+            "127.0.0.1", port, allow_plaintext_auth=True
+        ) as client:
             assert "PIPELINING" in client.capabilities
             await client.login("alice", "wonderland")
             listing = await client.list()
@@ -978,11 +980,15 @@ def test_our_client_logins_and_typed_errors(
                     await other.authenticate(PlainClient("alice", "wonderland"))
                 assert in_use.value.code == "IN-USE"
                 await other.authenticate(CramMD5Client("bob", "builder"))
-        async with mod.POP3Client("127.0.0.1", port, stls=False) as plain:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+        ) as plain:
             assert not plain.tls
             await plain.login("alice", "wonderland", apop=True)
         with pytest.raises(mod.POP3ConnectionError, match="TLS handshake failed"):
-            async with mod.POP3Client("127.0.0.1", port):  # the test CA is not trusted
+            async with mod.POP3Client(
+                "127.0.0.1", port, allow_plaintext_auth=True
+            ):  # the test CA is not trusted
                 pass
 
     with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
@@ -998,7 +1004,9 @@ def test_our_client_issues_utf8_where_the_server_lists_it(
     mod = module(adapter)
 
     async def session(port: int, offered: bool) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+        ) as client:
             if not offered:
                 with pytest.raises(mod.POP3Error, match="does not offer UTF8"):
                     await client.utf8()
@@ -1028,7 +1036,9 @@ def test_our_client_sends_a_non_ascii_login_only_where_utf8_user_is_listed(
         sent.append(line)
 
     async def session(port: int, offered: bool) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, trace=trace, allow_plaintext_auth=True
+        ) as client:
             assert client.capabilities.get("UTF8") == (("USER",) if offered else None)
             sent.clear()
             for user, password, apop in (
@@ -1064,7 +1074,9 @@ def test_our_client_sends_no_apop_for_a_name_with_a_space(
         sent.append(line)
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, trace=trace, allow_plaintext_auth=True
+        ) as client:
             sent.clear()
             with pytest.raises(mod.POP3Error, match="APOP name may not hold a space"):
                 await client.login("ann smith", "wonderland", apop=True)
@@ -1199,7 +1211,7 @@ S: +OK bye
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ResponseError) as info:
                 await client.list()
@@ -1243,7 +1255,7 @@ def test_our_client_reads_what_a_retrieve_many_left_early_owes_before_the_next_c
     mod = module(adapter)
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             async for number, content in client.retrieve_many([1, 2, 3]):
                 assert (number, content) == (1, b"one\r\n")
@@ -1283,7 +1295,7 @@ S: +OK bye
     busy = "another call is in progress on this session"
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
 
             async def meanwhile() -> None:
@@ -1342,7 +1354,7 @@ S: +OK bye
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             chunks = client.retrieve_chunks(1)
             assert await chunks.__anext__()
@@ -1362,7 +1374,7 @@ def test_a_session_after_one_cut_off_in_a_message_starts_clean(adapter: str) -> 
     fresh = script(LOGIN + "C: STAT\nS: +OK 1 20\nC: QUIT\nS: +OK bye")
 
     async def session(first: int, second: int) -> None:
-        client = mod.POP3Client("127.0.0.1", first)
+        client = mod.POP3Client("127.0.0.1", first, allow_plaintext_auth=True)
         await client.connect()
         await client.login("u", "p")
         with pytest.raises(mod.POP3ConnectionError):
@@ -1392,7 +1404,9 @@ S: +OK
 
     async def session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
-        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, allow_plaintext_auth=True
+        ) as client:
             assert client.capabilities == {}
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError):
@@ -1400,7 +1414,9 @@ S: +OK
 
     async def cut_off_session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
-        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, allow_plaintext_auth=True
+        ) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ConnectionError, match="closed"):
                 await client.retrieve(1)
@@ -1453,7 +1469,7 @@ def test_our_client_shows_no_password_without_tls_unless_allowed(adapter: str) -
 
     async def refusing(port: int) -> None:
         async with mod.POP3Client("127.0.0.1", port) as client:
-            attempts = [
+            attempts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
                 ("USER/PASS", lambda: client.login("u", "p")),
                 ("PLAIN", lambda: client.authenticate(PlainClient("u", "p"))),
             ]
@@ -1729,7 +1745,7 @@ def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) 
     steps = script(LOGIN + "C: UIDL 1\nS: +OK\nC: QUIT\nS: +OK bye")  # still in step
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="unique-id of message 1"):
                 await client.uid(1)
@@ -1756,7 +1772,7 @@ def test_our_client_refuses_a_listing_that_names_a_message_twice(
     steps = script(login + "C: LIST\nS: +OK\n" + listings + "\nC: QUIT\nS: +OK bye")
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match=error):
                 await client.list()
@@ -1781,7 +1797,7 @@ def test_our_client_refuses_a_listing_without_end(
     ]
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="listing longer than 2000"):
                 await client.list()
@@ -1855,7 +1871,9 @@ def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+        ) as client:
             await client.authenticate(PlainClient("u", password))
 
     with ScriptedServer(steps) as server:

@@ -418,6 +418,12 @@ def _add_fetch(commands: Any) -> None:
         "when offered, so the password does not cross in the clear; else USER/PASS)",
     )
     fetch.add_argument(
+        "--allow-plaintext-auth",
+        action="store_true",
+        help="send the password itself (USER/PASS, AUTH PLAIN or LOGIN) without TLS; "
+        "refused by default (RFC 2595 §2.2), loopback included",
+    )
+    fetch.add_argument(
         "--delete",
         action="store_true",
         help="delete what was stored from the server (needs --to-maildir); a message "

@@ -21,7 +21,13 @@ from typing import Final, TypeVar
 
 from smtpcore import ProtocolError
 from smtpcore._ip import host_port
-from smtpcore.asyncio import MessageListing, POP3Client, POP3Error, POP3ResponseError
+from smtpcore.asyncio import (
+    MessageListing,
+    POP3AuthenticationNotAvailable,
+    POP3Client,
+    POP3Error,
+    POP3ResponseError,
+)
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -145,6 +151,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         tls_on_connect=args.tls,
         stls=_stls_choice(args),
         ssl_context=client_tls_context(args.cafile, args.insecure),
+        allow_plaintext_auth=args.allow_plaintext_auth,
     )
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
     try:
@@ -448,17 +455,32 @@ def _auto_method(client: POP3Client) -> str:
 
 
 async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
+    """Log in by ``--auth``. A method that shows the password is refused without TLS by
+    the client itself (RFC 2595 §2.2), unless ``--allow-plaintext-auth``, which warns;
+    the refusal says, in the command line's words, how to log in."""
     method = args.auth if args.auth != "auto" else _auto_method(client)
-    if method in _IN_THE_CLEAR and not client.tls:
+    if method in _IN_THE_CLEAR and not client.tls and args.allow_plaintext_auth:
         print(
             "smtpcore fetch: warning: the password crosses the network in the clear "
             f"({_IN_THE_CLEAR[method]}); use --stls or --tls",
             file=sys.stderr,
         )
-    if method in ("user", "apop"):
-        await client.login(args.user, args.password, apop=method == "apop")
-        return
-    await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+    try:
+        if method in ("user", "apop"):
+            await client.login(args.user, args.password, apop=method == "apop")
+            return
+        await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+    except POP3AuthenticationNotAvailable as exc:
+        raise POP3AuthenticationNotAvailable(
+            _PLAINTEXT_REFUSED.format(_IN_THE_CLEAR[method])
+        ) from exc
+
+
+_PLAINTEXT_REFUSED: Final = (
+    "{} needs TLS and the session has none: use --stls or --tls, or --auth "
+    "scram-sha-256, apop or cram-md5 where the server offers one; "
+    "--allow-plaintext-auth sends the password in the clear anyway"
+)
 
 
 def _fetch_failed(exc: Exception | str, *, checked_name: str | None = None) -> None:
