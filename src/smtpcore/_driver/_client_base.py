@@ -86,6 +86,12 @@ class _ClientTimeouts(Protocol):
     def tls_handshake(self) -> float | None: ...
 
 
+class _ErrorFactory(Protocol):
+    """An exception class, or a factory of one, called with the message alone."""
+
+    def __call__(self, message: str, /) -> Exception: ...
+
+
 class BaseClient:
     """The connection of one client session; subclasses speak the protocol."""
 
@@ -110,6 +116,10 @@ class BaseClient:
     """Whether a call is in progress on the session (see :func:`one_call`)."""
     _hold: _Hold | None = None
     """The loop that holds the session between the items of an async iterator."""
+    _plaintext_auth_error: ClassVar[_ErrorFactory] = PermissionError
+    """Builds, from its message, the error for a login :meth:`_refuse_without_tls`
+    refused: each protocol's own, ``local`` (the server refused nothing) and with
+    ``needs_tls`` true, as :attr:`connection_error` is the protocol's own."""
     allow_plaintext_auth: bool = False
     """Whether a login may show a reusable secret (a password, a bearer token) on a
     session without TLS (RFC 2595 §2.2, RFC 4954 §4); false by default."""
@@ -126,11 +136,6 @@ class BaseClient:
         tell a local peer from a forwarded one."""
         if not (tls or self.allow_plaintext_auth):
             raise self._plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
-
-    def _plaintext_auth_error(self, message: str) -> Exception:
-        """The protocol's own error for a login :meth:`_refuse_without_tls` refused:
-        local, the server having refused nothing."""
-        raise NotImplementedError
 
     def _current_task(self) -> object:
         """Who is calling: the adapter's task; here, for a blocking client, the thread."""

@@ -130,7 +130,8 @@ class POP3AuthenticationNotAvailable(POP3Error):
 
     local = True
     needs_tls = True
-    """What the login lacked: TLS, as the SMTP error's ``needs_tls``."""
+    """Whether what the login lacked is TLS: always true here, as the SMTP
+    ``AuthenticationNotAvailable.needs_tls`` is for the same refusal."""
 
 
 class POP3TLSNotAvailable(POP3Error):
@@ -243,6 +244,7 @@ class BasePOP3Client(BaseClient):
     connection_error = POP3ConnectionError
     timeout_error = POP3Timeout
     misuse_error = POP3Error
+    _plaintext_auth_error = POP3AuthenticationNotAvailable
     timeouts: POP3Timeouts
 
     def __init__(
@@ -307,9 +309,6 @@ class BasePOP3Client(BaseClient):
     def tls(self) -> bool:
         """Whether the session is protected by TLS."""
         return self._conn is not None and self._conn.tls
-
-    def _plaintext_auth_error(self, message: str) -> POP3AuthenticationNotAvailable:
-        return POP3AuthenticationNotAvailable(message)
 
     # -- session ------------------------------------------------------------
 

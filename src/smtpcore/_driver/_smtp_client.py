@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
+from functools import partial
 from types import TracebackType
 from typing import Final, NoReturn, TypedDict, TypeVar
 
@@ -204,6 +205,8 @@ class BaseSMTPClient(BaseClient):
     connection_error = SMTPConnectionError
     timeout_error = SMTPTimeout
     misuse_error = LocalProtocolError
+    _plaintext_auth_error = partial(AuthenticationNotAvailable, needs_tls=True)
+    """``538 5.7.11``, encryption required for the mechanism (RFC 4954 §6)."""
     timeouts: Timeouts
 
     def __init__(
@@ -573,10 +576,6 @@ class BaseSMTPClient(BaseClient):
         return None
 
     # -- AUTH ---------------------------------------------------------------
-
-    def _plaintext_auth_error(self, message: str) -> AuthenticationNotAvailable:
-        """``538 5.7.11``, encryption required for the mechanism (RFC 4954 §6)."""
-        return AuthenticationNotAvailable(message, needs_tls=True)
 
     def _mechanism(self) -> ClientMechanism:
         """The client mechanism to run: the one given, or the strongest both sides have."""

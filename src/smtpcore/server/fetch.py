@@ -43,6 +43,8 @@ from smtpcore.server.tools import (
     client_tls_context,
     declined_certificate,
     failed_certificate_check,
+    plaintext_auth_refused,
+    plaintext_auth_warning,
     printable,
 )
 
@@ -460,27 +462,20 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     the refusal says, in the command line's words, how to log in."""
     method = args.auth if args.auth != "auto" else _auto_method(client)
     if method in _IN_THE_CLEAR and not client.tls and args.allow_plaintext_auth:
-        print(
-            "smtpcore fetch: warning: the password crosses the network in the clear "
-            f"({_IN_THE_CLEAR[method]}); use --stls or --tls",
-            file=sys.stderr,
-        )
+        warning = plaintext_auth_warning("fetch", _IN_THE_CLEAR[method], use=_TLS_OPTIONS)
+        print(warning, file=sys.stderr)
     try:
         if method in ("user", "apop"):
             await client.login(args.user, args.password, apop=method == "apop")
             return
         await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
     except POP3AuthenticationNotAvailable as exc:
-        raise POP3AuthenticationNotAvailable(
-            _PLAINTEXT_REFUSED.format(_IN_THE_CLEAR[method])
-        ) from exc
+        safely = f"{_TLS_OPTIONS}, or --auth scram-sha-256|apop|cram-md5 where offered"
+        refused = plaintext_auth_refused(_IN_THE_CLEAR[method], use=safely)
+        raise POP3AuthenticationNotAvailable(refused) from exc
 
 
-_PLAINTEXT_REFUSED: Final = (
-    "{} needs TLS and the session has none: use --stls or --tls, or --auth "
-    "scram-sha-256, apop or cram-md5 where the server offers one; "
-    "--allow-plaintext-auth sends the password in the clear anyway"
-)
+_TLS_OPTIONS: Final = "--stls or --tls"
 
 
 def _fetch_failed(exc: Exception | str, *, checked_name: str | None = None) -> None:
