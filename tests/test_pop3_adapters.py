@@ -980,15 +980,11 @@ def test_our_client_logins_and_typed_errors(
                     await other.authenticate(PlainClient("alice", "wonderland"))
                 assert in_use.value.code == "IN-USE"
                 await other.authenticate(CramMD5Client("bob", "builder"))
-        async with mod.POP3Client(
-            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
-        ) as plain:
+        async with mod.POP3Client("127.0.0.1", port, stls=False) as plain:
             assert not plain.tls
-            await plain.login("alice", "wonderland", apop=True)
+            await plain.login("alice", "wonderland", apop=True)  # no password shown
         with pytest.raises(mod.POP3ConnectionError, match="TLS handshake failed"):
-            async with mod.POP3Client(
-                "127.0.0.1", port, allow_plaintext_auth=True
-            ):  # the test CA is not trusted
+            async with mod.POP3Client("127.0.0.1", port):  # the test CA is not trusted
                 pass
 
     with running_pop3_server(adapter, store, ssl_context=tls.server_context) as server:
@@ -1074,9 +1070,7 @@ def test_our_client_sends_no_apop_for_a_name_with_a_space(
         sent.append(line)
 
     async def session(port: int) -> None:
-        async with mod.POP3Client(
-            "127.0.0.1", port, stls=False, trace=trace, allow_plaintext_auth=True
-        ) as client:
+        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
             sent.clear()
             with pytest.raises(mod.POP3Error, match="APOP name may not hold a space"):
                 await client.login("ann smith", "wonderland", apop=True)

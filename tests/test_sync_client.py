@@ -259,7 +259,7 @@ def test_pop3_utf8_is_sent_where_the_server_lists_it(tmp_path: Path) -> None:
         assert pop.stat()[0] == 1
     with (
         running_pop3_server("asyncio", store) as server,
-        sync.POP3Client(server.host, server.port, timeout=10, allow_plaintext_auth=True) as pop,
+        sync.POP3Client(server.host, server.port, timeout=10) as pop,
         pytest.raises(sync.POP3Error, match="does not offer UTF8"),
     ):
         pop.utf8()
@@ -550,10 +550,8 @@ def test_pop3_trace_masks_the_password_and_sasl(tmp_path: Path) -> None:
         ) as pop:
             pop.login("alice", "wonderland")
             assert pop.retrieve(1).startswith(b"Subject: one")
-        with sync.POP3Client(
-            "127.0.0.1", server.port, timeout=10, trace=trace, allow_plaintext_auth=True
-        ) as pop:
-            pop.authenticate(ScramSHA256Client("alice", "wonderland"))
+        with sync.POP3Client("127.0.0.1", server.port, timeout=10, trace=trace) as pop:
+            pop.authenticate(ScramSHA256Client("alice", "wonderland"))  # without TLS
             assert pop.stat()[0] == 1
     sent = [line for direction, line in lines if direction == "C"]
     assert "USER alice" in sent and "PASS ****" in sent
