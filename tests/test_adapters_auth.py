@@ -273,12 +273,13 @@ def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
     handler = Submission()
     auth = Authenticator(check_password=check_password)
     with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
-        with pytest.raises(errors.AuthenticationNotAvailable, match="need TLS"):
+        with pytest.raises(errors.AuthenticationNotAvailable, match="need TLS") as refused:
             run(
                 adapter,
                 lambda: login_and_send(adapter, server.port, username=USER, password=PASSWORD),
             )
         assert handler.identities == []
+        assert refused.value.needs_tls and refused.value.local and refused.value.code == 538
         used = run(
             adapter,
             lambda: login_and_send(
@@ -299,7 +300,7 @@ def test_the_clients_credentials_keep_the_secrets_out_of_their_repr() -> None:
     given = Credentials(USER, PASSWORD, TOKEN)
     assert repr(given) == (
         f"Credentials(username={USER!r}, password=<hidden>, oauth_token=<hidden>, "
-        "mechanism=None, allowed=None, allow_plaintext=False)"
+        "mechanism=None, allowed=None)"
     )
     assert (given.password, given.oauth_token) == (PASSWORD, TOKEN)
     assert given == Credentials(USER, PASSWORD, TOKEN) != Credentials(USER, "other", TOKEN)
@@ -322,8 +323,34 @@ def test_a_mechanism_given_by_hand_keeps_the_password_off_plaintext(adapter: str
         with pytest.raises(mod.AuthenticationNotAvailable, match="needs TLS") as refused:
             run(adapter, lambda: by_hand(server.port))
         assert refused.value.code == 538 and handler.identities == []
+        assert refused.value.needs_tls and refused.value.local
+        assert str(refused.value).endswith("(allow_plaintext_auth=True to send anyway)")
         assert run(adapter, lambda: by_hand(server.port, allow_plaintext_auth=True)) == "PLAIN"
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
+
+
+def test_the_auth_refusal_says_whether_tls_is_what_it_lacks(adapter: str) -> None:
+    """``AuthenticationNotAvailable.needs_tls``, as POP3's: true with ``538 5.7.11``
+    for a mechanism given in the constructor that needs TLS (its message saying how
+    to send it anyway), false with ``504 5.5.4`` when the server offers no AUTH."""
+    mod = module(adapter)
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+    with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
+        given = PlainClient(USER, PASSWORD)
+        with pytest.raises(mod.AuthenticationNotAvailable) as refused:
+            run(adapter, lambda: login_and_send(adapter, server.port, sasl_mechanism=given))
+        assert (refused.value.needs_tls, refused.value.code) == (True, 538)
+        assert str(refused.value).endswith(
+            "PLAIN needs TLS (allow_plaintext_auth=True to send anyway)"
+        )
+    with running_smtp_server(adapter, Submission()) as server:
+        with pytest.raises(mod.AuthenticationNotAvailable, match="does not offer AUTH") as none:
+            run(
+                adapter,
+                lambda: login_and_send(adapter, server.port, username=USER, password=PASSWORD),
+            )
+        assert (none.value.needs_tls, none.value.code, none.value.local) == (False, 504, True)
 
 
 def test_starttls_after_a_login_forgets_it(adapter: str, tls: TLSFiles) -> None:

@@ -223,7 +223,7 @@ def test_pop3_over_a_unix_socket(adapter: str, tmp_path: Path) -> None:
     async def body() -> None:
         async with (
             module.POP3Server(store, hostname="pop.test", unix_path=path),
-            module.POP3Client.over_unix_socket(path) as client,
+            module.POP3Client.over_unix_socket(path, allow_plaintext_auth=True) as client,
         ):
             await client.login("alice", "wonderland")
             fetched.append(await client.retrieve(1))
@@ -259,7 +259,7 @@ def test_trio_pop3_over_a_memory_stream(tmp_path: Path) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(server.serve_stream, server_end)
             async with smtp_trio.POP3Client.over_stream(client_end) as client:
-                await client.login("alice", "wonderland")
+                await client.login("alice", "wonderland", apop=True)  # no TLS here
                 fetched.append(await client.retrieve(1))
 
     trio.run(body)
@@ -556,7 +556,7 @@ def test_a_client_over_a_given_stream_never_opens_a_connection_of_its_own(
             if protocol == "SMTP":
                 await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
             else:
-                await client.login("alice", "wonderland")
+                await client.login("alice", "wonderland", apop=True)  # no TLS here
 
     error = getattr(module, f"{protocol}ConnectionError")
 

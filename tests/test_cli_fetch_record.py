@@ -32,7 +32,10 @@ from smtpcore.testing import Call, Expect, ScriptedConnection, ScriptedServer, S
 from smtpcore.testing.strategies import pop3_unique_ids
 
 USER = "alice"
-LOGIN = ("--user", USER, "--password", "wonderland", "--no-stls", "--auth", "user")
+LOGIN = (
+    *("--user", USER, "--password", "wonderland"),
+    *("--no-stls", "--auth", "user", "--allow-plaintext-auth"),
+)
 
 
 def _message(subject: str) -> bytes:

@@ -277,7 +277,11 @@ def test_hash_password_reads_stdin_and_serve_logs_in_with_the_keys(tmp_path: Pat
         password = tmp_path / "pw"
         password.write_text("john-pw\n")
         for auth in ("user", "scram-sha-256", "plain"):
-            fetched = _run("fetch", *args, "--password-file", str(password), "--auth", auth)
+            # A server without TLS: the password itself goes only when allowed.
+            anyway = ("--allow-plaintext-auth",) if auth != "scram-sha-256" else ()
+            fetched = _run(
+                "fetch", *args, "--password-file", str(password), "--auth", auth, *anyway
+            )
             assert fetched.returncode == 0, (auth, fetched.stdout, fetched.stderr)
         assert abc.stop() == 0
     assert "warning: --user" not in abc.log()
@@ -942,11 +946,77 @@ def test_send_and_fetch_show_a_servers_control_characters_escaped(
         b"*": b"+OK\r\n",
     }
     with scripted_server(b"+OK ready\r\n", pop3) as port:
-        argv = ["fetch", "--server", f"{LOOPBACK}:{port}", "--auth", "user"]
+        argv = [
+            "fetch",
+            "--server",
+            f"{LOOPBACK}:{port}",
+            "--auth",
+            "user",
+            "--allow-plaintext-auth",
+        ]
         status = cli.main([*argv, "--user", "john@abc.example", "--password", "pw"])
     err = capsys.readouterr().err
     assert status == 1 and "\x9b" not in err and "\u202e" not in err
     assert "no \ufffd31m\ufffdevil" in err, err
+
+
+def test_send_refuses_auth_plain_without_tls_unless_allowed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server without STARTTLS that offers only PLAIN and LOGIN gets no password
+    from ``send``: the refusal names send's own options (``--starttls``, ``--tls``,
+    ``--allow-plaintext-auth``), worded as ``fetch`` words its own, not the library's
+    keyword. ``--allow-plaintext-auth`` logs in, with a warning."""
+    smtp = {
+        b"EHLO": b"250-mx.abc.example\r\n250 AUTH PLAIN LOGIN\r\n",
+        b"AUTH": b"235 2.7.0 ok\r\n",
+        b"RCPT": b"550 5.1.1 no such user\r\n",
+        b"QUIT": b"221 bye\r\n",
+        b"*": b"250 ok\r\n",
+    }
+    argv = [
+        *("send", "--helo", "client.abc.example", "--from", "a@abc.example"),
+        *("--to", "b@abc.example", "--user", "a@abc.example", "--password", "Zq7pw"),
+    ]
+    with scripted_server(b"220 mx.abc.example\r\n", smtp) as port:
+        status = cli.main([*argv, "--server", f"{LOOPBACK}:{port}"])
+    refused = capsys.readouterr()
+    assert status == 1
+    assert (
+        "AUTH not sent: this client refused to go on: AUTH PLAIN or LOGIN needs TLS and "
+        "the session has none: use --starttls or --tls; --allow-plaintext-auth sends the "
+        "password in the clear anyway"
+    ) in refused.out
+    assert "allow_plaintext_auth=True" not in refused.out + refused.err
+    with scripted_server(b"220 mx.abc.example\r\n", smtp) as port:
+        anyway = ["--server", f"{LOOPBACK}:{port}", "--allow-plaintext-auth"]
+        status = cli.main([*argv, *anyway])
+    sent = capsys.readouterr()
+    assert status == 1 and "550 5.1.1 no such user" in sent.out  # logged in, then refused
+    assert "AUTH not sent" not in sent.out and "Zq7pw" not in sent.out + sent.err
+    warning = (
+        "smtpcore send: warning: the password crosses the network in the clear "
+        "(AUTH PLAIN); use --starttls or --tls"
+    )
+    assert sent.err.count(warning) == 1
+
+
+def test_send_and_fetch_help_say_the_password_needs_tls(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Both commands take ``--allow-plaintext-auth``, and ``fetch --auth`` says which of
+    its choices it refuses without TLS unless given it."""
+    helps = {}
+    for command in ("send", "fetch"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    send_help = helps["send"]
+    assert "--allow-plaintext-auth send the password itself (AUTH PLAIN or LOGIN)" in send_help
+    assert "--allow-plaintext-auth send the password itself (USER/PASS," in helps["fetch"]
+    assert (
+        "USER/PASS, plain and login are refused without TLS unless --allow-plaintext-auth"
+    ) in helps["fetch"]
 
 
 def test_fetch_reports_errors_on_stderr_never_quoting_the_password(
@@ -958,7 +1028,10 @@ def test_fetch_reports_errors_on_stderr_never_quoting_the_password(
     with serve(
         tmp_path / "abc", "abc.example", ["john@abc.example:pw"], listeners=("pop3",)
     ) as abc:
-        argv = ["fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}", "--auth", "user"]
+        argv = [
+            *("fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}"),
+            *("--auth", "user", "--allow-plaintext-auth"),
+        ]
         for password, error in (
             ("Zq7Secr3tPw\r", "cannot log in: PASS password holds a control character"),
             ("Zq7Secr3tPw\x1b", "cannot log in: PASS password holds a control character"),
@@ -990,6 +1063,7 @@ def test_fetch_shows_header_control_characters_escaped(
                 [
                     *("fetch", "--server", f"127.0.0.1:{abc.ports['pop3']}"),
                     *("--user", "john@abc.example", "--password", "pw", "--auth", auth),
+                    *(("--allow-plaintext-auth",) if auth == "user" else ()),
                 ]
             )
             out = capsys.readouterr().out

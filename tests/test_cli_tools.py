@@ -151,9 +151,19 @@ def test_send_from_stdin_by_mx_and_over_tls(
         login = ("--cafile", str(tls.ca_file), "--user", "b@pqr.example", "--password", "pw")
         assert cli.main([*pop3, *login]) == 0
         assert "in the clear" not in capsys.readouterr().err
-        assert cli.main([*pop3, *login, "--no-stls"]) == 0
+        # Without TLS the password itself is refused before it is sent (RFC 2595 §2.2),
+        # saying how to log in; --allow-plaintext-auth sends it, with a warning.
+        assert cli.main([*pop3, *login, "--no-stls"]) == 1
+        refused = capsys.readouterr().err
+        assert (
+            "smtpcore fetch: USER/PASS needs TLS and the session has none: use --stls or "
+            "--tls, or --auth scram-sha-256|apop|cram-md5 where offered; "
+            "--allow-plaintext-auth sends the password in the clear anyway"
+        ) in refused
+        anyway = ("--no-stls", "--allow-plaintext-auth")
+        assert cli.main([*pop3, *login, *anyway]) == 0
         assert "in the clear (USER/PASS)" in capsys.readouterr().err
-        plain = ("--auth", "plain", "--no-stls")
+        plain = ("--auth", "plain", *anyway)
         assert cli.main([*pop3[:-2], *login, *plain]) == 1  # PLAIN is offered under TLS only
         assert "in the clear (AUTH PLAIN)" in capsys.readouterr().err
     first = email.message_from_bytes(pqr.mailbox("b@pqr.example")[0], policy=email.policy.default)
@@ -204,7 +214,7 @@ def _one_message_pop3(listed: int, blocks: int) -> Iterator[tuple[str, list[str]
 
 def _fetch(server: str, *options: str) -> int:
     login = ("--user", "u", "--password", "p", "--no-stls", "--auth", "user")
-    return cli.main(["fetch", "--server", server, *login, *options])
+    return cli.main(["fetch", "--server", server, *login, "--allow-plaintext-auth", *options])
 
 
 def test_fetch_refuses_a_message_far_larger_than_listed(

@@ -694,7 +694,7 @@ def test_pop3_client_closes_when_the_server_breaks_off(adapter: str) -> None:
     with ScriptedServer(script(pop3)) as server:  # and the connection drops
 
         async def go() -> None:
-            client = mod.POP3Client("127.0.0.1", server.port)
+            client = mod.POP3Client("127.0.0.1", server.port, allow_plaintext_auth=True)
             kept.append(client)
             await client.connect()
             await client.login("u", "p")
@@ -785,9 +785,10 @@ def _open_session(
     with ScriptedServer(steps) as server:
 
         async def go() -> None:
-            client = (mod.SMTPClient if protocol == "smtp" else mod.POP3Client)(
-                "127.0.0.1", server.port
-            )
+            if protocol == "smtp":
+                client = mod.SMTPClient("127.0.0.1", server.port)
+            else:
+                client = mod.POP3Client("127.0.0.1", server.port, allow_plaintext_auth=True)
             kept.append(client)
             await client.connect()
             if protocol == "pop3":
@@ -1356,7 +1357,7 @@ def test_a_pop3_block_left_by_an_exception_closes_without_quit(adapter: str) -> 
     steps = script(POP3_LOGGED_IN + "C: DELE 1\nS: +OK marked\n-- expect close")
 
     async def go(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             await client.delete(1)
             raise ValueError("the caller's own")

@@ -153,7 +153,9 @@ def pop3_session(adapter: str, port: int) -> None:
     if adapter == "sync":
         with (
             contextlib.suppress(module.POP3Error),
-            module.POP3Client("127.0.0.1", port, timeout=5, stls=False) as client,
+            module.POP3Client(
+                "127.0.0.1", port, timeout=5, stls=False, allow_plaintext_auth=True
+            ) as client,
         ):
             client.login("u", "p")
             client.list()
@@ -163,7 +165,9 @@ def pop3_session(adapter: str, port: int) -> None:
 
     async def session() -> None:
         with contextlib.suppress(module.POP3Error):
-            async with module.POP3Client("127.0.0.1", port, stls=False) as client:
+            async with module.POP3Client(
+                "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+            ) as client:
                 await client.login("u", "p")
                 await client.list()
                 await client.retrieve(1)
@@ -308,14 +312,18 @@ def test_pop3_content_slower_in_all_than_the_timeout_is_read(adapter: str) -> No
     expected = b"".join(line + b"\r\n" for line in lines)
     with ScriptedServer(steps) as server:
         if adapter == "sync":
-            with mod.POP3Client("127.0.0.1", server.port, timeout=0.2) as pop:
+            with mod.POP3Client(
+                "127.0.0.1", server.port, timeout=0.2, allow_plaintext_auth=True
+            ) as pop:
                 pop.login("u", "p")
                 assert pop.retrieve(1) == expected
             return
 
         async def go() -> None:
             timeouts = mod.POP3Timeouts.uniform(0.2)
-            async with mod.POP3Client("127.0.0.1", server.port, timeouts=timeouts) as client:
+            async with mod.POP3Client(
+                "127.0.0.1", server.port, timeouts=timeouts, allow_plaintext_auth=True
+            ) as client:
                 await client.login("u", "p")
                 assert await client.retrieve(1) == expected
 
@@ -436,7 +444,9 @@ def _quit_after_leaving_a_message_early(
     before QUIT."""
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
-        client = mod.POP3Client("127.0.0.1", port, timeout=timeout, stls=False)
+        client = mod.POP3Client(
+            "127.0.0.1", port, timeout=timeout, stls=False, allow_plaintext_auth=True
+        )
         client.connect()
         client.login("u", "p")
         if listed:
@@ -452,7 +462,9 @@ def _quit_after_leaving_a_message_early(
 
     async def session() -> None:
         timeouts = mod.POP3Timeouts.uniform(timeout)
-        client = mod.POP3Client("127.0.0.1", port, timeouts=timeouts, stls=False)
+        client = mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, stls=False, allow_plaintext_auth=True
+        )
         await client.connect()
         await client.login("u", "p")
         if listed:
@@ -558,7 +570,9 @@ def _fetch_one(adapter: str, port: int, fetch: str, *, listed: bool, **options: 
     ``top``) with ``options``; what came, whole."""
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     if adapter == "sync":
-        with mod.POP3Client("127.0.0.1", port, timeout=10, stls=False) as pop:
+        with mod.POP3Client(
+            "127.0.0.1", port, timeout=10, stls=False, allow_plaintext_auth=True
+        ) as pop:
             pop.login("u", "p")
             if listed:
                 pop.list()
@@ -574,7 +588,9 @@ def _fetch_one(adapter: str, port: int, fetch: str, *, listed: bool, **options: 
 
     async def session() -> bytes:
         timeouts = mod.POP3Timeouts.uniform(10)
-        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts, stls=False) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, stls=False, allow_plaintext_auth=True
+        ) as client:
             await client.login("u", "p")
             if listed:
                 await client.list()

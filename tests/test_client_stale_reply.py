@@ -799,7 +799,9 @@ def test_a_pop3_response_no_command_asked_for_ends_the_session(
         if adapter == "sync":
             with (
                 pytest.raises(getattr(module, error)),
-                module.POP3Client("127.0.0.1", port, timeout=10, stls=False) as client,
+                module.POP3Client(
+                    "127.0.0.1", port, timeout=10, stls=False, allow_plaintext_auth=True
+                ) as client,
             ):
                 client.login("u", "p")
                 client.list()
@@ -810,7 +812,9 @@ def test_a_pop3_response_no_command_asked_for_ends_the_session(
         else:
 
             async def session() -> None:
-                async with module.POP3Client("127.0.0.1", port, stls=False) as client:
+                async with module.POP3Client(
+                    "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+                ) as client:
                     await client.login("u", "p")
                     await client.list()
                     await client.noop()
@@ -887,7 +891,9 @@ def test_bytes_flooding_in_unasked_are_read_no_further_than_the_machine_holds(
                         _flooded(client._session, flood)
                         client.send_message(message, "a@abc.example", "b@pqr.example")
                 else:
-                    with module.POP3Client("127.0.0.1", port, timeout=10, stls=False) as client:
+                    with module.POP3Client(
+                        "127.0.0.1", port, timeout=10, stls=False, allow_plaintext_auth=True
+                    ) as client:
                         client.login("u", "p")
                         machine = client.connection
                         _flooded(client._session, flood)
@@ -902,7 +908,9 @@ def test_bytes_flooding_in_unasked_are_read_no_further_than_the_machine_holds(
                         _flooded(client, flood)
                         await client.send_message(message, "a@abc.example", "b@pqr.example")
                 else:
-                    async with module.POP3Client("127.0.0.1", port, stls=False) as client:
+                    async with module.POP3Client(
+                        "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+                    ) as client:
                         await client.login("u", "p")
                         machine = client.connection
                         _flooded(client, flood)

@@ -928,7 +928,9 @@ def test_our_client_fetches_streams_and_deletes(adapter: str, tmp_path: Path) ->
     store = MaildirStore(tmp_path, PASSWORDS)
 
     async def session(port: int) -> None:
-        async with module(adapter).POP3Client("127.0.0.1", port) as client:
+        async with module(adapter).POP3Client(
+            "127.0.0.1", port, allow_plaintext_auth=True
+        ) as client:
             assert "PIPELINING" in client.capabilities
             await client.login("alice", "wonderland")
             listing = await client.list()
@@ -980,7 +982,7 @@ def test_our_client_logins_and_typed_errors(
                 await other.authenticate(CramMD5Client("bob", "builder"))
         async with mod.POP3Client("127.0.0.1", port, stls=False) as plain:
             assert not plain.tls
-            await plain.login("alice", "wonderland", apop=True)
+            await plain.login("alice", "wonderland", apop=True)  # no password shown
         with pytest.raises(mod.POP3ConnectionError, match="TLS handshake failed"):
             async with mod.POP3Client("127.0.0.1", port):  # the test CA is not trusted
                 pass
@@ -998,7 +1000,9 @@ def test_our_client_issues_utf8_where_the_server_lists_it(
     mod = module(adapter)
 
     async def session(port: int, offered: bool) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+        ) as client:
             if not offered:
                 with pytest.raises(mod.POP3Error, match="does not offer UTF8"):
                     await client.utf8()
@@ -1028,7 +1032,9 @@ def test_our_client_sends_a_non_ascii_login_only_where_utf8_user_is_listed(
         sent.append(line)
 
     async def session(port: int, offered: bool) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False, trace=trace) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, trace=trace, allow_plaintext_auth=True
+        ) as client:
             assert client.capabilities.get("UTF8") == (("USER",) if offered else None)
             sent.clear()
             for user, password, apop in (
@@ -1199,7 +1205,7 @@ S: +OK bye
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ResponseError) as info:
                 await client.list()
@@ -1243,7 +1249,7 @@ def test_our_client_reads_what_a_retrieve_many_left_early_owes_before_the_next_c
     mod = module(adapter)
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             async for number, content in client.retrieve_many([1, 2, 3]):
                 assert (number, content) == (1, b"one\r\n")
@@ -1283,7 +1289,7 @@ S: +OK bye
     busy = "another call is in progress on this session"
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
 
             async def meanwhile() -> None:
@@ -1342,7 +1348,7 @@ S: +OK bye
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             chunks = client.retrieve_chunks(1)
             assert await chunks.__anext__()
@@ -1362,7 +1368,7 @@ def test_a_session_after_one_cut_off_in_a_message_starts_clean(adapter: str) -> 
     fresh = script(LOGIN + "C: STAT\nS: +OK 1 20\nC: QUIT\nS: +OK bye")
 
     async def session(first: int, second: int) -> None:
-        client = mod.POP3Client("127.0.0.1", first)
+        client = mod.POP3Client("127.0.0.1", first, allow_plaintext_auth=True)
         await client.connect()
         await client.login("u", "p")
         with pytest.raises(mod.POP3ConnectionError):
@@ -1392,7 +1398,9 @@ S: +OK
 
     async def session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
-        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, allow_plaintext_auth=True
+        ) as client:
             assert client.capabilities == {}
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError):
@@ -1400,7 +1408,9 @@ S: +OK
 
     async def cut_off_session(port: int) -> None:
         timeouts = POP3Timeouts.uniform(10)
-        async with mod.POP3Client("127.0.0.1", port, timeouts=timeouts) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, timeouts=timeouts, allow_plaintext_auth=True
+        ) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ConnectionError, match="closed"):
                 await client.retrieve(1)
@@ -1428,6 +1438,51 @@ def test_our_client_with_implicit_tls(adapter: str, store: MaildirStore, tls: TL
         adapter, store, ssl_context=tls.server_context, tls_on_connect=True
     ) as server:
         assert run(adapter, lambda: session(server.port)) == crlf(MESSAGES[1])
+
+
+#: A server that leaves STLS out of CAPA, as one an attacker stripped it from would
+#: (RFC 2595 §2.2), and offers APOP (the timestamp) and SASL PLAIN and CRAM-MD5.
+STRIPPED = """
+S: +OK ready <1.2@pop.test>
+C: CAPA
+S: +OK
+S: USER
+S: SASL PLAIN CRAM-MD5
+S: .
+"""
+QUIT = "C: QUIT\nS: +OK bye\n"
+
+
+def test_our_client_shows_no_password_without_tls_unless_allowed(adapter: str) -> None:
+    """USER/PASS and AUTH PLAIN show the password itself; without TLS both are refused
+    before a byte is sent (RFC 2595 §2.2 and §6), as the SMTP client refuses PLAIN
+    (RFC 4954 §4). APOP and CRAM-MD5 show no reusable secret and go on; the session
+    is left as it was. ``allow_plaintext_auth=True`` sends USER and PASS anyway."""
+    mod = module(adapter)
+    refused = script(STRIPPED + "C~ APOP u [0-9a-f]{32}\nS: +OK\n" + CAPA + QUIT)
+
+    async def refusing(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port) as client:
+            attempts: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+                ("USER/PASS", lambda: client.login("u", "p")),
+                ("PLAIN", lambda: client.authenticate(PlainClient("u", "p"))),
+            ]
+            for what, attempt in attempts:
+                with pytest.raises(mod.POP3AuthenticationNotAvailable) as info:
+                    await attempt()
+                assert what in str(info.value) and "allow_plaintext_auth" in str(info.value)
+                assert info.value.needs_tls and info.value.local
+                assert isinstance(info.value, mod.POP3Error)
+            await client.login("u", "p", apop=True)
+
+    async def allowed(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
+            await client.login("u", "p")
+
+    with ScriptedServer(refused) as server:
+        run(adapter, lambda: refusing(server.port))
+    with ScriptedServer(script(LOGIN + QUIT)) as server:
+        run(adapter, lambda: allowed(server.port))
 
 
 # -- a maildrop that reads asynchronously ----------------------------------------------
@@ -1684,7 +1739,7 @@ def test_our_client_refuses_a_uidl_answer_that_names_no_unique_id(adapter: str) 
     steps = script(LOGIN + "C: UIDL 1\nS: +OK\nC: QUIT\nS: +OK bye")  # still in step
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="unique-id of message 1"):
                 await client.uid(1)
@@ -1711,7 +1766,7 @@ def test_our_client_refuses_a_listing_that_names_a_message_twice(
     steps = script(login + "C: LIST\nS: +OK\n" + listings + "\nC: QUIT\nS: +OK bye")
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match=error):
                 await client.list()
@@ -1736,7 +1791,7 @@ def test_our_client_refuses_a_listing_without_end(
     ]
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port) as client:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="listing longer than 2000"):
                 await client.list()
@@ -1810,7 +1865,9 @@ def test_our_client_sends_an_initial_response_while_the_auth_line_fits(
     )
 
     async def session(port: int) -> None:
-        async with mod.POP3Client("127.0.0.1", port, stls=False) as client:
+        async with mod.POP3Client(
+            "127.0.0.1", port, stls=False, allow_plaintext_auth=True
+        ) as client:
             await client.authenticate(PlainClient("u", password))
 
     with ScriptedServer(steps) as server:

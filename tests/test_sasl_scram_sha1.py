@@ -152,7 +152,12 @@ def test_the_client_picks_sha1_only_where_nothing_better_is_offered(
         scram_client("user", "pencil", offered=offered, channel_bindings=bindings),
         # What the SMTP clients choose with a password (smtpcore.asyncio, .trio, .sync).
         Credentials("user", "pencil").choose(
-            extensions, tls=False, host="mx.test", port=25, channel_bindings=bindings
+            extensions,
+            tls=False,
+            allow_plaintext=False,
+            host="mx.test",
+            port=25,
+            channel_bindings=bindings,
         ),
     ):
         assert client is not None and client.name == name
@@ -167,6 +172,7 @@ def test_a_client_told_not_to_bind_says_n_where_plus_is_offered() -> None:
     chosen = credentials.choose(
         ServerExtensions.from_reply(reply),
         tls=False,
+        allow_plaintext=False,
         host="mx.test",
         port=25,
         channel_bindings={TLS_EXPORTER: b"x" * 32},

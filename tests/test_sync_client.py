@@ -27,6 +27,7 @@ from peers import (
 )
 from smtpcore import LocalProtocolError, sync
 from smtpcore.maildrop import MaildirStore
+from smtpcore.sasl import PlainClient
 from smtpcore.smtp import Data, Expn, Help, Noop, Reply, Vrfy
 from smtpcore.testing import Call, ExpectClose, ScriptedConnection, ScriptedServer, script
 from test_adapters_auth import (
@@ -48,7 +49,7 @@ from test_client_errors import (
     content_broken_off,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
-from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY
+from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -232,7 +233,7 @@ def test_lmtp_and_pop3_over_unix_sockets(tmp_path: Path) -> None:
     pop3_path = tmp_path / "pop3.sock"
     with (
         running_pop3_server("trio", store, unix_path=str(pop3_path)),
-        sync.POP3Client.over_unix_socket(pop3_path, timeout=10) as pop,
+        sync.POP3Client.over_unix_socket(pop3_path, timeout=10, allow_plaintext_auth=True) as pop,
     ):
         pop.login("alice", "wonderland")
         assert pop.retrieve(1) == MESSAGE
@@ -251,7 +252,7 @@ def test_pop3_utf8_is_sent_where_the_server_lists_it(tmp_path: Path) -> None:
     store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
     with (
         running_pop3_server("asyncio", store, utf8=True) as server,
-        sync.POP3Client(server.host, server.port, timeout=10) as pop,
+        sync.POP3Client(server.host, server.port, timeout=10, allow_plaintext_auth=True) as pop,
     ):
         pop.utf8()
         pop.login("alice", "wonderland")
@@ -275,7 +276,7 @@ def test_pop3_retrieve_chunks_reads_a_large_message_in_pieces(tmp_path: Path) ->
     store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
     with (
         running_pop3_server("asyncio", store) as server,
-        sync.POP3Client(server.host, server.port, timeout=10) as pop,
+        sync.POP3Client(server.host, server.port, timeout=10, allow_plaintext_auth=True) as pop,
     ):
         pop.login("alice", "wonderland")
         chunks = list(pop.retrieve_chunks(1))
@@ -343,11 +344,26 @@ def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
     with (
         server,
         pytest.raises(KeyError),
-        sync.POP3Client("127.0.0.1", server.port, timeout=10) as client,
+        sync.POP3Client("127.0.0.1", server.port, timeout=10, allow_plaintext_auth=True) as client,
     ):
         client.login("u", "p")
         client.delete(1)
         raise KeyError("the caller's own")
+
+
+def test_pop3_login_without_tls_sends_no_password() -> None:
+    """The audit's case, poplib's habit: the default client against a server whose CAPA
+    lacks STLS (stripped by an attacker, RFC 2595 §2.2) refuses USER/PASS and AUTH
+    PLAIN before sending them, the server having seen nothing but CAPA."""
+    steps = script(STRIPPED)
+    with (
+        ScriptedServer([*steps, ExpectClose()]) as server,
+        pytest.raises(sync.POP3AuthenticationNotAvailable, match="USER/PASS needs TLS"),
+        sync.POP3Client("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        with pytest.raises(sync.POP3AuthenticationNotAvailable, match="PLAIN needs TLS"):
+            client.authenticate(PlainClient("alice", "s3cret-password"))
+        client.login("alice", "s3cret-password")
 
 
 def test_timeouts_and_closed_connections_leave_nothing_open() -> None:
@@ -478,7 +494,7 @@ def test_pop3_reads_what_a_retrieve_many_left_early_owes_before_the_next_command
     is left are read and dropped first, so the refused DELE is reported refused."""
     with (
         ScriptedServer(script(RETRIEVE_MANY_LEFT_EARLY)) as server,
-        sync.POP3Client("127.0.0.1", server.port, timeout=10) as pop,
+        sync.POP3Client("127.0.0.1", server.port, timeout=10, allow_plaintext_auth=True) as pop,
     ):
         pop.login("u", "p")
         for number, content in pop.retrieve_many([1, 2, 3]):
@@ -529,11 +545,13 @@ def test_pop3_trace_masks_the_password_and_sasl(tmp_path: Path) -> None:
         lines.append((direction, line))
 
     with running_pop3_server("trio", store) as server:
-        with sync.POP3Client("127.0.0.1", server.port, timeout=10, trace=trace) as pop:
+        with sync.POP3Client(
+            "127.0.0.1", server.port, timeout=10, trace=trace, allow_plaintext_auth=True
+        ) as pop:
             pop.login("alice", "wonderland")
             assert pop.retrieve(1).startswith(b"Subject: one")
         with sync.POP3Client("127.0.0.1", server.port, timeout=10, trace=trace) as pop:
-            pop.authenticate(ScramSHA256Client("alice", "wonderland"))
+            pop.authenticate(ScramSHA256Client("alice", "wonderland"))  # without TLS
             assert pop.stat()[0] == 1
     sent = [line for direction, line in lines if direction == "C"]
     assert "USER alice" in sent and "PASS ****" in sent
@@ -622,7 +640,7 @@ def test_a_timeout_longer_than_the_platform_waits_at_once_still_delivers(
     store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
     with (
         running_pop3_server("asyncio", store) as pop3,
-        sync.POP3Client(pop3.host, pop3.port, timeout=timeout) as pop,
+        sync.POP3Client(pop3.host, pop3.port, timeout=timeout, allow_plaintext_auth=True) as pop,
     ):
         pop.login("alice", "wonderland")
         assert pop.stat()[0] == 1

@@ -32,6 +32,7 @@ from smtpcore._driver._pop3_client import (
     MaxSize,
     MessageListing,
     POP3AuthenticationError,
+    POP3AuthenticationNotAvailable,
     POP3ClientOptions,
     POP3ConnectionError,
     POP3Error,
@@ -79,6 +80,7 @@ __all__ = [
     "MessageRefused",
     "MessageTooLarge",
     "POP3AuthenticationError",
+    "POP3AuthenticationNotAvailable",
     "POP3Client",
     "POP3ClientOptions",
     "POP3ConnectionError",
@@ -451,7 +453,9 @@ class POP3Client(_WithBlock):
         run(self._session.connect())
 
     def login(self, user: str, password: str, *, apop: bool = False) -> None:
-        """USER and PASS, or APOP (RFC 1939 §7); :class:`POP3AuthenticationError`."""
+        """USER and PASS, or APOP (RFC 1939 §7); :class:`POP3AuthenticationError`.
+        USER/PASS without TLS is :class:`POP3AuthenticationNotAvailable` unless
+        ``allow_plaintext_auth`` (RFC 2595 §2.2)."""
         run(self._session.login(user, password, apop=apop))
 
     def authenticate(self, mechanism: ClientMechanism) -> None:

@@ -17,19 +17,23 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, ClassVar, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._transport import Link
 from smtpcore._ip import host_port
 
-__all__ = ["BaseClient", "one_call", "sasl_failure_text"]
+__all__ = ["PLAINTEXT_AUTH_HINT", "BaseClient", "one_call", "sasl_failure_text"]
 
 _C = TypeVar("_C", bound="BaseClient")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 _BUSY = "another call is in progress on this session"
+
+PLAINTEXT_AUTH_HINT: Final = "allow_plaintext_auth=True to send anyway"
+"""What a login refused for want of TLS says to send it anyway: the keyword of the
+SMTP and POP3 clients alike."""
 
 
 def sasl_failure_text(command: str, error: BaseException) -> str:
@@ -82,6 +86,12 @@ class _ClientTimeouts(Protocol):
     def tls_handshake(self) -> float | None: ...
 
 
+class _ErrorFactory(Protocol):
+    """An exception class, or a factory of one, called with the message alone."""
+
+    def __call__(self, message: str, /) -> Exception: ...
+
+
 class BaseClient:
     """The connection of one client session; subclasses speak the protocol."""
 
@@ -106,6 +116,26 @@ class BaseClient:
     """Whether a call is in progress on the session (see :func:`one_call`)."""
     _hold: _Hold | None = None
     """The loop that holds the session between the items of an async iterator."""
+    _plaintext_auth_error: ClassVar[_ErrorFactory] = PermissionError
+    """Builds, from its message, the error for a login :meth:`_refuse_without_tls`
+    refused: each protocol's own, ``local`` (the server refused nothing) and with
+    ``needs_tls`` true, as :attr:`connection_error` is the protocol's own."""
+    allow_plaintext_auth: bool = False
+    """Whether a login may show a reusable secret (a password, a bearer token) on a
+    session without TLS (RFC 2595 §2.2, RFC 4954 §4); false by default."""
+
+    def _refuse_without_tls(self, login: str, *, tls: bool) -> None:
+        """Refuse ``login``, one that shows a reusable secret (the password itself in
+        POP3's PASS or in SASL PLAIN and LOGIN, a bearer token), before anything is
+        sent, on a session without TLS unless :attr:`allow_plaintext_auth`: anyone on
+        the path could read it, and an attacker who strips STARTTLS or STLS from the
+        server's list would get it for the asking. RFC 4954 §4 and RFC 4616 §5 (SMTP
+        AUTH, PLAIN), RFC 2595 §2.2 and §6 (POP3: a client "MUST be configurable to
+        refuse all clear-text login commands or mechanisms"). One rule for both
+        protocols; loopback and Unix sockets get no exemption, since the client cannot
+        tell a local peer from a forwarded one."""
+        if not (tls or self.allow_plaintext_auth):
+            raise self._plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
 
     def _current_task(self) -> object:
         """Who is calling: the adapter's task; here, for a blocking client, the thread."""

@@ -65,6 +65,7 @@ __all__ = [
     "BasePOP3Client",
     "MessageListing",
     "POP3AuthenticationError",
+    "POP3AuthenticationNotAvailable",
     "POP3ClientOptions",
     "POP3ConnectionError",
     "POP3Error",
@@ -117,6 +118,20 @@ class POP3ResponseError(POP3Error):
 
 class POP3AuthenticationError(POP3ResponseError):
     """The login was refused (a wrong password, or a maildrop that cannot be opened)."""
+
+
+class POP3AuthenticationNotAvailable(POP3Error):
+    """The client refused to log in, before sending anything: USER/PASS, or a SASL
+    mechanism that shows a reusable secret (PLAIN, LOGIN, a bearer token), on a
+    session without TLS while ``allow_plaintext_auth`` is false (RFC 2595 §2.2, §6).
+    The server refused nothing (``local``); the session goes on, and APOP or a
+    challenge-response mechanism (CRAM-MD5, SCRAM) may still log in. As the SMTP
+    clients' ``AuthenticationNotAvailable``."""
+
+    local = True
+    needs_tls = True
+    """Whether what the login lacked is TLS: always true here, as the SMTP
+    ``AuthenticationNotAvailable.needs_tls`` is for the same refusal."""
 
 
 class POP3TLSNotAvailable(POP3Error):
@@ -177,6 +192,7 @@ class POP3ClientOptions(TypedDict, total=False):
     timeouts: POP3Timeouts
     pipelining: bool | None
     hostname: str | None
+    allow_plaintext_auth: bool
     trace: Trace | None
 
 
@@ -213,6 +229,12 @@ class BasePOP3Client(BaseClient):
     :func:`ssl.create_default_context`, which verifies them. ``pipelining``
     forces RFC 2449 pipelining on or off; by default it follows CAPA.
 
+    USER/PASS and SASL mechanisms that show a reusable secret (PLAIN, LOGIN,
+    bearer tokens) are used only under TLS unless ``allow_plaintext_auth`` is
+    true, as in the SMTP clients (RFC 2595 §2.2): a server that does not list
+    STLS, or an attacker who strips it, gets :class:`POP3AuthenticationNotAvailable`
+    rather than the password. APOP, CRAM-MD5 and SCRAM go without TLS.
+
     ``trace`` receives every line of the session both ways, as the SMTP
     clients' does: a callback ``trace(direction, line)`` or a
     :class:`logging.Logger`; the PASS argument, the APOP digest, the AUTH
@@ -222,6 +244,7 @@ class BasePOP3Client(BaseClient):
     connection_error = POP3ConnectionError
     timeout_error = POP3Timeout
     misuse_error = POP3Error
+    _plaintext_auth_error = POP3AuthenticationNotAvailable
     timeouts: POP3Timeouts
 
     def __init__(
@@ -236,6 +259,7 @@ class BasePOP3Client(BaseClient):
         timeouts: POP3Timeouts = DEFAULT_POP3_TIMEOUTS,
         pipelining: bool | None = None,
         hostname: str | None = None,
+        allow_plaintext_auth: bool = False,
         trace: Trace | None = None,
     ) -> None:
         self.host = host
@@ -247,6 +271,7 @@ class BasePOP3Client(BaseClient):
         self.timeouts = timeouts
         self.pipelining = pipelining
         self.hostname = hostname or socket.gethostname()
+        self.allow_plaintext_auth = allow_plaintext_auth
         self.greeting: Ok | None = None
         """The server's greeting."""
         self._trace = None if trace is None else WireTrace(trace)
@@ -343,8 +368,12 @@ class BasePOP3Client(BaseClient):
         Raises :class:`POP3AuthenticationError` when refused. A non-ASCII user name
         or password is :class:`POP3Error`, before anything is sent, unless CAPA listed
         ``UTF8 USER`` (RFC 6856 §2.1); :meth:`authenticate` carries UTF-8 anywhere.
+        USER/PASS on a session without TLS is :class:`POP3AuthenticationNotAvailable`,
+        before anything is sent, unless ``allow_plaintext_auth`` (RFC 2595 §2.2).
         """
         conn = self.connection
+        if not apop:
+            self._refuse_without_tls("USER/PASS", tls=conn.tls)
         if not (user.isascii() and password.isascii()) and not conn.utf8_login:
             raise POP3Error(
                 "cannot log in: the server does not list UTF8 USER in CAPA, and a non-ASCII "
@@ -372,7 +401,12 @@ class BasePOP3Client(BaseClient):
 
         Raises :class:`POP3AuthenticationError` when refused, and
         :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
+        A mechanism that shows a reusable secret (PLAIN, LOGIN, a bearer token) on a
+        session without TLS is :class:`POP3AuthenticationNotAvailable`, before
+        anything is sent, unless ``allow_plaintext_auth`` (RFC 2595 §6).
         """
+        if mechanism.requires_tls:
+            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         flow = ClientAuth(mechanism)
         response = await self._ask(flow.start())
         try:

@@ -18,6 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
+from functools import partial
 from types import TracebackType
 from typing import Final, NoReturn, TypedDict, TypeVar
 
@@ -204,6 +205,8 @@ class BaseSMTPClient(BaseClient):
     connection_error = SMTPConnectionError
     timeout_error = SMTPTimeout
     misuse_error = LocalProtocolError
+    _plaintext_auth_error = partial(AuthenticationNotAvailable, needs_tls=True)
+    """``538 5.7.11``, encryption required for the mechanism (RFC 4954 §6)."""
     timeouts: Timeouts
 
     def __init__(
@@ -236,8 +239,8 @@ class BaseSMTPClient(BaseClient):
             None
             if auth_mechanisms is None
             else [name.upper() for name in listed("auth_mechanisms", auth_mechanisms)],
-            allow_plaintext_auth,
         )
+        self.allow_plaintext_auth = allow_plaintext_auth
         self.host = host
         self.port = client_port(port, lmtp=lmtp, tls_on_connect=tls_on_connect)
         self.hostname = hostname or socket.getfqdn()
@@ -504,7 +507,6 @@ class BaseSMTPClient(BaseClient):
             None,
             None,
             self._credentials.allowed,
-            self._credentials.allow_plaintext,
         )
         await self._authenticate_with(self._mechanism())
 
@@ -519,13 +521,8 @@ class BaseSMTPClient(BaseClient):
         await self._authenticate_with(mechanism)
 
     async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
-        if mechanism.requires_tls and not (
-            self.connection.tls or self._credentials.allow_plaintext
-        ):
-            raise AuthenticationNotAvailable(
-                f"{mechanism.name} needs TLS (allow_plaintext_auth=True to send anyway)",
-                needs_tls=True,
-            )
+        if mechanism.requires_tls:
+            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
@@ -587,6 +584,7 @@ class BaseSMTPClient(BaseClient):
         return self._credentials.choose(
             conn.extensions,
             tls=conn.tls,
+            allow_plaintext=self.allow_plaintext_auth,
             host=self.server_hostname,
             port=self.port,
             channel_bindings=bindings,

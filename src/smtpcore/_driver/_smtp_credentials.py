@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from smtpcore._driver._client_base import PLAINTEXT_AUTH_HINT
 from smtpcore._driver._smtp_errors import AuthenticationNotAvailable
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.sasl import (
@@ -59,7 +60,6 @@ class Credentials:
     mechanism: ClientMechanism | Callable[[], ClientMechanism] | None = None
     allowed: Sequence[str] | None = None
     """Mechanism names to choose from (upper case), or None for any."""
-    allow_plaintext: bool = False
 
     __repr__ = secret_repr
 
@@ -78,6 +78,7 @@ class Credentials:
         extensions: ServerExtensions,
         *,
         tls: bool,
+        allow_plaintext: bool,
         host: str,
         port: int,
         channel_bindings: Mapping[str, bytes] | None = None,
@@ -88,18 +89,22 @@ class Credentials:
         ``channel_bindings`` is the TLS layer's channel binding data by type: with
         ``tls-exporter`` among them a password may go by a SCRAM ``-PLUS``, and a
         plain SCRAM then says the client could have bound (``y``), so a server
-        that offered -PLUS detects the downgrade (RFC 5802 §6)."""
+        that offered -PLUS detects the downgrade (RFC 5802 §6). A mechanism that shows
+        a reusable secret is one only with ``tls`` or ``allow_plaintext`` (the client's
+        ``allow_plaintext_auth``, RFC 4954 §4)."""
         if "AUTH" not in extensions:
             raise AuthenticationNotAvailable("the server does not offer AUTH")
         offered = extensions.auth
-        secure = tls or self.allow_plaintext
+        secure = tls or allow_plaintext
         given = self.mechanism
         if given is not None:
             mechanism = given if isinstance(given, ClientMechanism) else given()
             if mechanism.name.upper() not in offered:
                 raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
             if mechanism.requires_tls and not secure:
-                raise AuthenticationNotAvailable(f"{mechanism.name} needs TLS", needs_tls=True)
+                raise AuthenticationNotAvailable(
+                    f"{mechanism.name} needs TLS ({PLAINTEXT_AUTH_HINT})", needs_tls=True
+                )
             return mechanism
         binding = (channel_bindings or {}).get(TLS_EXPORTER)
         names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
@@ -116,7 +121,7 @@ class Credentials:
             if shared:
                 detail = "needs TLS" if len(shared) == 1 else "need TLS"
                 raise AuthenticationNotAvailable(
-                    f"{', '.join(shared)} {detail} (allow_plaintext_auth=True to send anyway)",
+                    f"{', '.join(shared)} {detail} ({PLAINTEXT_AUTH_HINT})",
                     needs_tls=True,
                 )
             raise AuthenticationNotAvailable(

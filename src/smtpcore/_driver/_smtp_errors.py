@@ -307,9 +307,16 @@ class AuthenticationNotAvailable(SMTPReplyError):
     or none the client can do (``504 5.5.4``, RFC 4954 §6), or only ones that need
     TLS on a plaintext connection (``538 5.7.11``)."""
 
+    needs_tls: bool
+    """Whether what the login lacked is TLS: true with ``538 5.7.11`` (a mechanism
+    that would show a reusable secret on a connection without TLS, sent with
+    ``allow_plaintext_auth=True`` or over TLS), false with ``504 5.5.4``. POP3's
+    ``POP3AuthenticationNotAvailable.needs_tls`` is always true."""
+
     def __init__(self, message: str, *, needs_tls: bool = False) -> None:
         reply = Reply(538, message, "5.7.11") if needs_tls else Reply(504, message, "5.5.4")
         super().__init__("AUTH", reply, local=True)
+        self.needs_tls = needs_tls
 
 
 class SMTPConnectionError(SMTPError, ConnectionError):

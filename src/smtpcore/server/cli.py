@@ -353,6 +353,7 @@ def _add_send(commands: Any) -> None:
     security.add_argument("--tls", action="store_true", help="implicit TLS (port 465 style)")
     send.add_argument("--user", metavar="NAME", help="log in with AUTH as NAME")
     add_password_options(send)
+    _add_allow_plaintext_auth(send, "AUTH PLAIN or LOGIN", "RFC 4954 §4")
     send.add_argument(
         "--cafile", type=Path, metavar="FILE", help="trust this CA for the server's certificate"
     )
@@ -381,6 +382,17 @@ def _add_send(commands: Any) -> None:
         nargs="?",
         metavar="FILE|-",
         help="the message (RFC 5322); - reads stdin; none sends a test message",
+    )
+
+
+def _add_allow_plaintext_auth(command: argparse.ArgumentParser, logins: str, rfc: str) -> None:
+    """``--allow-plaintext-auth``, alike in ``send`` and ``fetch``: ``logins`` show the
+    password itself, and the client refuses them without TLS unless it is given."""
+    command.add_argument(
+        "--allow-plaintext-auth",
+        action="store_true",
+        help=f"send the password itself ({logins}) without TLS; "
+        f"refused by default ({rfc}), loopback included",
     )
 
 
@@ -415,8 +427,10 @@ def _add_fetch(commands: Any) -> None:
         choices=AUTH_CHOICES,
         default="auto",
         help="how to log in (default auto: without TLS, SCRAM-SHA-256, APOP or CRAM-MD5 "
-        "when offered, so the password does not cross in the clear; else USER/PASS)",
+        "when offered, so the password does not cross in the clear; else USER/PASS); "
+        "USER/PASS, plain and login are refused without TLS unless --allow-plaintext-auth",
     )
+    _add_allow_plaintext_auth(fetch, "USER/PASS, AUTH PLAIN or LOGIN", "RFC 2595 §2.2")
     fetch.add_argument(
         "--delete",
         action="store_true",

@@ -32,6 +32,7 @@ from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import POP3Client, SMTPClient
 from smtpcore.handler import TLSInfo
 from smtpcore.routing import LocalDelivery, MXRecord, RemoteDelivery, StaticResolver
+from smtpcore.sasl import ScramSHA256Client
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.mailserver import MailServer
 
@@ -391,7 +392,8 @@ class _Story:
             LOOPBACK, _port(self.pop3), say=self.say, stls=False, hostname="brendon"
         )
         async with client:
-            await client.login(BRENDON, PASSWORDS[BRENDON])
+            # SCRAM, as john's AUTH: no TLS here, and USER/PASS would show the password.
+            await client.authenticate(ScramSHA256Client(BRENDON, PASSWORDS[BRENDON]))
             listing = await client.list()
             fetched = [await client.retrieve(item.number) for item in listing]
             for item in listing:

@@ -21,7 +21,13 @@ from typing import Final, TypeVar
 
 from smtpcore import ProtocolError
 from smtpcore._ip import host_port
-from smtpcore.asyncio import MessageListing, POP3Client, POP3Error, POP3ResponseError
+from smtpcore.asyncio import (
+    MessageListing,
+    POP3AuthenticationNotAvailable,
+    POP3Client,
+    POP3Error,
+    POP3ResponseError,
+)
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -37,6 +43,8 @@ from smtpcore.server.tools import (
     client_tls_context,
     declined_certificate,
     failed_certificate_check,
+    plaintext_auth_refused,
+    plaintext_auth_warning,
     printable,
 )
 
@@ -145,6 +153,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         tls_on_connect=args.tls,
         stls=_stls_choice(args),
         ssl_context=client_tls_context(args.cafile, args.insecure),
+        allow_plaintext_auth=args.allow_plaintext_auth,
     )
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
     try:
@@ -448,17 +457,25 @@ def _auto_method(client: POP3Client) -> str:
 
 
 async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
+    """Log in by ``--auth``. A method that shows the password is refused without TLS by
+    the client itself (RFC 2595 §2.2), unless ``--allow-plaintext-auth``, which warns;
+    the refusal says, in the command line's words, how to log in."""
     method = args.auth if args.auth != "auto" else _auto_method(client)
-    if method in _IN_THE_CLEAR and not client.tls:
-        print(
-            "smtpcore fetch: warning: the password crosses the network in the clear "
-            f"({_IN_THE_CLEAR[method]}); use --stls or --tls",
-            file=sys.stderr,
-        )
-    if method in ("user", "apop"):
-        await client.login(args.user, args.password, apop=method == "apop")
-        return
-    await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+    if method in _IN_THE_CLEAR and not client.tls and args.allow_plaintext_auth:
+        warning = plaintext_auth_warning("fetch", _IN_THE_CLEAR[method], use=_TLS_OPTIONS)
+        print(warning, file=sys.stderr)
+    try:
+        if method in ("user", "apop"):
+            await client.login(args.user, args.password, apop=method == "apop")
+            return
+        await client.authenticate(_SASL_CLIENTS[method](args.user, args.password))
+    except POP3AuthenticationNotAvailable as exc:
+        safely = f"{_TLS_OPTIONS}, or --auth scram-sha-256|apop|cram-md5 where offered"
+        refused = plaintext_auth_refused(_IN_THE_CLEAR[method], use=safely)
+        raise POP3AuthenticationNotAvailable(refused) from exc
+
+
+_TLS_OPTIONS: Final = "--stls or --tls"
 
 
 def _fetch_failed(exc: Exception | str, *, checked_name: str | None = None) -> None:

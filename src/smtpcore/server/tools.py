@@ -43,6 +43,7 @@ from smtpcore._ip import host_port
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import (
+    AuthenticationNotAvailable,
     SMTPClient,
 )
 from smtpcore.routing import Attempt, Rejected, resolve_exchangers
@@ -57,6 +58,8 @@ __all__ = [
     "declined_certificate",
     "failed_certificate_check",
     "make_test_message",
+    "plaintext_auth_refused",
+    "plaintext_auth_warning",
     "printable",
     "run_send",
 ]
@@ -69,6 +72,27 @@ def client_tls_context(cafile: Path | None, insecure: bool) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def plaintext_auth_refused(login: str, *, use: str) -> str:
+    """Why ``send`` or ``fetch`` did not log in: ``login`` (``USER/PASS``, ``AUTH
+    PLAIN``) would show the password itself on a session without TLS, which the
+    library's clients refuse (RFC 4954 §4, RFC 2595 §2.2), said in the command line's
+    words: ``use`` names the options that log in safely, and ``--allow-plaintext-auth``
+    the one that sends it anyway."""
+    return (
+        f"{login} needs TLS and the session has none: use {use}; "
+        "--allow-plaintext-auth sends the password in the clear anyway"
+    )
+
+
+def plaintext_auth_warning(command: str, login: str, *, use: str) -> str:
+    """The warning of ``smtpcore COMMAND`` that ``login`` went without TLS, as
+    ``--allow-plaintext-auth`` let it; ``use`` names the options that protect it."""
+    return (
+        f"smtpcore {command}: warning: the password crosses the network in the clear "
+        f"({login}); use {use}"
+    )
 
 
 _UNTRUSTED_ISSUER: Final = frozenset({2, 18, 19, 20, 21, 27})
@@ -223,6 +247,8 @@ def _error_fate(
     server certificate that failed this client's check (against ``checked_name``)."""
     if isinstance(exc, SMTPReplyError) and exc.local:
         reason = " ".join(exc.reply.lines)
+        if isinstance(exc, AuthenticationNotAvailable) and exc.needs_tls:
+            reason = plaintext_auth_refused(_SEND_PLAINTEXT_AUTH, use=_SEND_TLS_OPTIONS)
         text = f"{where}: {exc.command} not sent: this client refused to go on: {reason}"
         return _Fate(recipient, False, text, temporary, local=True)
     failure = failed_certificate_check(exc)
@@ -327,13 +353,24 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
     return [_error_fate(str(r), where, exc, True) for r in rcpts]
 
 
+_SEND_PLAINTEXT_AUTH: Final = "AUTH PLAIN or LOGIN"
+"""The mechanisms ``send`` may log in with that show the password itself: the ones
+its client refuses without TLS unless ``--allow-plaintext-auth``."""
+_SEND_TLS_OPTIONS: Final = "--starttls or --tls"
+
+
 def _say_if_plaintext(client: BaseSMTPClient, where: str) -> None:
     """One line on stderr when the server offered STARTTLS and refused it, so that
-    the message goes without TLS (``starttls=None``): the user should know."""
+    the message goes without TLS (``starttls=None``): the user should know. And one
+    when the password itself went without TLS (``--allow-plaintext-auth``)."""
     refused = client.starttls_refused
     if refused is not None:
         text = f"{where} refused STARTTLS ({_reply_text(refused)}): sending without TLS"
         print(printable(f"smtpcore send: warning: {text}"), file=sys.stderr)
+    mechanism = client.authenticated_with
+    if mechanism in ("PLAIN", "LOGIN") and not client.connection.tls:
+        warning = plaintext_auth_warning("send", f"AUTH {mechanism}", use=_SEND_TLS_OPTIONS)
+        print(warning, file=sys.stderr)
 
 
 def _client(
@@ -360,6 +397,7 @@ def _client(
         starttls=starttls,
         ssl_context=client_tls_context(args.cafile, insecure),
         server_hostname=server_hostname,
+        allow_plaintext_auth=args.allow_plaintext_auth,
         **options,
     )
 
