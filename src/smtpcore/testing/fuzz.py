@@ -102,9 +102,9 @@ class Crash:
 
     @property
     def message(self) -> str:
-        """The exception's text, escaped (:func:`~smtpcore._textsafe.escape_unsafe`): it
-        may quote the input, which may come from a hostile peer, and it is printed on a
-        terminal."""
+        """The exception's text, its control and format characters written as
+        backslash escapes (``\\x1b``, ``\\u202e``): it may quote the input, which may
+        come from a hostile peer, and it is printed on a terminal."""
         return escape_unsafe(str(self.error))
 
     def describe(self) -> str:
