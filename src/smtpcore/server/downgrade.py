@@ -29,7 +29,7 @@ one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit`
 ``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
 its encoded lines are at most 76 characters, and decode to the line as it was.
 
-The message is read twice, line by line, so that memory holds a line whatever
+The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
 per MIME part), whether it can be, and the size of the converted form;
 :class:`SevenBitReader` walks it again, writing the converted form as it is read.
@@ -38,6 +38,13 @@ header whether it encloses a message or is encoded whole, by reading the enclose
 header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
 (RFC 5321 §4.5.3.1.6); a longer one (binary content) is read in pieces of
 :data:`READ_LIMIT` octets.
+
+The parser steps line by line only where a line can change what follows: in a
+header, and at a body line that starts with ``--`` inside a multipart (only such a
+line can be a delimiter, RFC 2046 §5.1.1). The body lines between, whole lines of at
+most 998 octets with no bare CR or LF, go by as one run (:class:`_Scanner`): checked,
+measured and encoded a run at a time with C-level searches and ``binascii``, to the
+same octets the line-by-line encoder writes (:func:`_quoted_run`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import binascii
 import email.message
 import email.policy
 import enum
+import functools
 import io
 import re
 import threading
@@ -65,6 +73,7 @@ __all__ = [
     "MAX_NESTING",
     "NotConvertible",
     "READ_LIMIT",
+    "SCAN_BLOCK",
     "SevenBitPlan",
     "SevenBitReader",
     "plan_seven_bit",
@@ -90,6 +99,10 @@ MAX_BOUNDARY: Final = READ_LIMIT - 4
 """The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
 one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
 
+SCAN_BLOCK: Final = 65536
+"""The octets read from the message at a time: a run of body lines is at most this and a
+line (:class:`_Scanner`)."""
+
 _BATCH: Final = 65536
 """The octets :class:`SevenBitReader` writes at a time, at least (the client's chunk)."""
 
@@ -103,6 +116,19 @@ continuation, or a misplaced ``From`` envelope line; the email package's own tes
 (``email.feedparser.headerRE``), so that the header ends where readers end it."""
 
 _FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+
+_BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+"""A CR or LF that is not half of a CRLF: an octet of its line (binary content), which
+only the line-by-line reading (:func:`_pieces`) takes as it does."""
+
+_LONG_DASH_LINE: Final = re.compile(rb"(?:\A|\n)-[^\n]{73}")
+"""An encoded line that starts with ``-`` and is longer than :func:`_folded` keeps whole
+once its ``-`` is written ``=2D``: 73 characters after the ``-`` at least."""
+
+_LONG_PADDED_LINE: Final = re.compile(rb"(?:\A|\n)[^\n]{73,}=(?:20|09)\n")
+"""An encoded line of 76 characters or more that ends in a space or tab encoded after the
+fact (``binascii.b2a_qp`` of text encodes the one before a line break, but counted it as
+one character): a line on its own would have had a soft break before it."""
 """Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
 
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
@@ -172,26 +198,43 @@ class _Part:
     until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
 
     def resolve(self) -> None:
-        """Read the media type and boundary once the header is whole. The email
-        package reads them, so that quoting, comments and RFC 2231 parameters are
-        understood as a reader of the message understands them (RFC 2045 §5.1)."""
-        parsed = email.message.Message()
-        parsed.set_default_type(self.default_type)
-        if self.has_content_type:
-            parsed["Content-Type"] = self.content_type.decode("ascii", "replace")
-        self.media_type = parsed.get_content_type()
-        boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
-        self.boundary = None if not boundary else boundary.encode("ascii", "replace")
-        if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
-            raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
-        self.holds_message = (
-            parsed.get_content_maintype() == "message" and self.media_type not in _FIELD_BLOCKS
-        )
+        """Read the media type, boundary and encoding once the header is whole
+        (:func:`_resolved`)."""
+        content_type = bytes(self.content_type) if self.has_content_type else None
+        encoding = bytes(self.encoding) if self.has_encoding else None
+        resolved = _resolved(self.default_type, content_type, encoding)
+        self.media_type, self.boundary, self.holds_message, self.label = resolved
         self.encloses = self.boundary is not None or self.holds_message
-        self.label = _transfer_encoding(self.encoding) if self.has_encoding else ""
 
 
-def _transfer_encoding(value: bytearray) -> str:
+class _Resolved(NamedTuple):
+    media_type: str
+    boundary: bytes | None
+    holds_message: bool
+    label: str
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | None) -> _Resolved:
+    """What a part's two fields say, read by the email package, so that quoting, comments
+    and RFC 2231 parameters are understood as a reader of the message understands them
+    (RFC 2045 §5.1). Remembered: parts with the same fields, many in a message of many
+    parts, are read the same, and reading builds a message object each time."""
+    parsed = email.message.Message()
+    parsed.set_default_type(default_type)
+    if content_type is not None:
+        parsed["Content-Type"] = content_type.decode("ascii", "replace")
+    media_type = parsed.get_content_type()
+    found = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
+    boundary = None if not found else found.encode("ascii", "replace")
+    if boundary is not None and len(boundary) > MAX_BOUNDARY:
+        raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
+    holds_message = parsed.get_content_maintype() == "message" and media_type not in _FIELD_BLOCKS
+    label = "" if encoding is None else _transfer_encoding(encoding)
+    return _Resolved(media_type, boundary, holds_message, label)
+
+
+def _transfer_encoding(value: bytes) -> str:
     """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
     package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
     anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
@@ -223,6 +266,10 @@ class _Event(NamedTuple):
     part: _Part
     is_encoding: bool = False
     """Part of the ``Content-Transfer-Encoding`` field."""
+    whole_lines: bool = False
+    """``data`` is a run of whole body lines joined by CRLF (:meth:`_Scanner.run`), the
+    last one's CRLF left out as for a line: each at most :data:`MAX_LINE` octets, with
+    no bare CR or LF, and none a delimiter."""
 
 
 def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
@@ -241,6 +288,141 @@ def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
             yield piece, False
     if held:
         yield held, False
+
+
+class _Scanner:
+    """The message read a block of :data:`SCAN_BLOCK` octets at a time, given either as
+    :func:`_pieces` gives it, a piece of a line at a time (:meth:`piece`), or, where the
+    parser needs no line on its own, as a run of whole lines (:meth:`run`). Holds a
+    block and a line at most."""
+
+    def __init__(self, file: BinaryIO, block_size: int) -> None:
+        self._file = file
+        self._block_size = block_size
+        self._buffer = b""
+        self._start = 0
+        self._at_end = False
+        self._held_cr = False
+        self._last_crlf = -1
+        """Where the buffer's last CRLF is: a run ends there at the latest."""
+        self._bare_at = -1
+        """Where the first bare CR or LF at or after ``_bare_searched`` is (the buffer's
+        length if none): searched once per stretch, so that a buffer is scanned once
+        however many runs it is cut into."""
+        self._bare_searched = 0
+
+    @property
+    def position(self) -> int:
+        """The offset in the file of what comes next, at a line's start."""
+        assert not self._held_cr  # a CR held back is mid-line
+        return self._file.tell() - (len(self._buffer) - self._start)
+
+    def piece(self) -> tuple[bytes, bool] | None:
+        """The next piece exactly as :func:`_pieces` gives it, or None at the end. Each
+        turn takes a read; only a read of a lone CR, held back, gives nothing yet."""
+        while read := self._readline():
+            piece = b"\r" + read if self._held_cr else read
+            self._held_cr = False
+            if piece.endswith(b"\r\n"):
+                return piece[:-2], True
+            if piece.endswith(b"\r"):
+                piece, self._held_cr = piece[:-1], True
+            if piece:
+                return piece, False
+        if self._held_cr:
+            self._held_cr = False
+            return b"\r", False
+        return None
+
+    def run(self, *, delimiters: bool) -> bytes | None:
+        """The whole lines from here to the last CRLF buffered, joined by CRLF (the last
+        one's left out), up to the first that is not regular: one that starts with
+        ``--`` where ``delimiters`` may be delimited (RFC 2046 §5.1.1), one with a bare
+        CR or LF, or one over :data:`MAX_LINE` octets. None where the next line is such
+        a one, or not buffered whole: that line is read in pieces (:meth:`piece`).
+        Called at a line's start; each cut is one C-level search of the block."""
+        if self._held_cr:
+            return None
+        self._fill(READ_LIMIT)
+        buffer, start = self._buffer, self._start
+        end = self._last_crlf if self._last_crlf >= start else -1
+        if delimiters and end != -1:
+            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
+        if end != -1 and (bare := self._first_bare_cr_or_lf()) < end:
+            end = buffer.rfind(b"\r\n", start, bare)
+        if end != -1:
+            end = _before_long_line(buffer, start, end)
+        if end == -1:
+            return None
+        self._start = end + 2
+        return buffer[start:end]
+
+    def _first_bare_cr_or_lf(self) -> int:
+        """Where the first bare CR or LF from here is, the buffer's length if there is
+        none: the regular expression runs only past a stretch the counts (C-level, and
+        faster) do not clear."""
+        if self._bare_searched <= self._start <= self._bare_at:
+            return self._bare_at
+        found = _BARE_CR_OR_LF.search(self._buffer, self._start)
+        self._bare_searched = self._start
+        self._bare_at = len(self._buffer) if found is None else found.start()
+        return self._bare_at
+
+    def _readline(self) -> bytes:
+        """What ``file.readline(READ_LIMIT)`` reads: through the first LF, at most
+        :data:`READ_LIMIT` octets."""
+        self._fill(READ_LIMIT)
+        start = self._start
+        end = self._buffer.find(b"\n", start, start + READ_LIMIT)
+        end = min(start + READ_LIMIT, len(self._buffer)) if end == -1 else end + 1
+        self._start = end
+        return self._buffer[start:end]
+
+    def _fill(self, wanted: int) -> None:
+        """Read blocks until ``wanted`` octets are buffered, or the file ends."""
+        if self._at_end or len(self._buffer) - self._start >= wanted:
+            return
+        blocks = [self._buffer[self._start :]]
+        buffered = len(blocks[0])
+        while buffered < wanted:  # ends at the file's end at the latest
+            block = self._file.read(self._block_size)
+            if not block:
+                self._at_end = True
+                break
+            blocks.append(block)
+            buffered += len(block)
+        self._buffer, self._start = b"".join(blocks), 0
+        self._last_crlf = self._buffer.rfind(b"\r\n")
+        self._bare_searched, self._bare_at = 0, -1
+        if _pairs_up(self._buffer, self._last_crlf):
+            self._bare_at = len(self._buffer)
+
+
+def _pairs_up(buffer: bytes, end: int) -> bool:
+    """Whether every CR and LF before ``end`` is half of a CRLF: the counts say so."""
+    crlf = buffer.count(b"\r\n", 0, end)
+    return buffer.count(b"\r", 0, end) == crlf == buffer.count(b"\n", 0, end)
+
+
+def _before_dashes(buffer: bytes, start: int, end: int) -> int:
+    """``end``, or the CRLF before the first line after ``start`` that starts with ``--``
+    (the line at ``start`` is not one)."""
+    dashes = buffer.find(b"\r\n--", start, end + 3)  # a CRLF before ``end``
+    return end if dashes == -1 else dashes
+
+
+def _before_long_line(buffer: bytes, start: int, end: int) -> int:
+    """``end``, or the CRLF before the first line over :data:`MAX_LINE` octets, -1 where
+    the first line is one. The last CRLF within :data:`MAX_LINE` octets and a CRLF
+    of a line's start proves every line before it short: one search per 1000 octets,
+    as :func:`~smtpcore._lines.line_length_exceeded` does."""
+    line_start = start
+    while line_start <= end:  # each turn moves past a CRLF
+        newline = buffer.rfind(b"\r\n", line_start, min(line_start + MAX_LINE + 2, end + 2))
+        if newline == -1:
+            return line_start - 2 if line_start > start else -1
+        line_start = newline + 2
+    return end
 
 
 def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
@@ -266,10 +448,12 @@ class _Parser:
     """The MIME structure of a message read line by line (RFC 2045, RFC 2046): which
     part each piece belongs to and what it is. Holds the boundaries of the enclosing
     multiparts and the two fields it reads, never a body. ``file`` is the message being
-    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`)."""
+    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`),
+    from where ``scanner`` stands."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, scanner: _Scanner) -> None:
         self._file = file
+        self._scanner = scanner
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
         self._delimiters: dict[bytes, int] = {}
@@ -290,6 +474,23 @@ class _Parser:
             part.default_type = "message/rfc822"
         self._parts += 1
         return part
+
+    def events(self) -> Iterator[_Event]:
+        """Every piece of the message: a run of body lines as one event where no line of
+        it can change what follows (:meth:`_Scanner.run`), else a piece at a time. Each
+        turn reads on."""
+        scanner = self._scanner
+        while True:
+            if self._line_start and self._padded is None and not self._in_header:
+                run = scanner.run(delimiters=bool(self._frames))
+                if run is not None:
+                    kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
+                    yield _Event(kind, run, True, self._part, whole_lines=True)
+                    continue
+            piece = scanner.piece()
+            if piece is None:
+                return
+            yield from self.feed(*piece)
 
     def feed(self, data: bytes, ends_line: bool) -> tuple[_Event, ...]:
         """The events of one piece of a line: one, or more where a line that is not a
@@ -401,7 +602,8 @@ class _Parser:
         field, a delimiter), then back, so that both readings decide at the enclosing
         part's header. Each enclosed header is read ahead once, so the message is read
         at most twice over."""
-        start = self._file.tell()
+        resume = self._file.tell()
+        self._file.seek(self._scanner.position)
         try:
             starts = True
             for data, ends_line in _pieces(self._file):
@@ -412,7 +614,7 @@ class _Parser:
                 starts = ends_line
             return False
         finally:
-            self._file.seek(start)
+            self._file.seek(resume)
 
     def _delimited(self, data: bytes, ends_line: bool, index: int, closes: bool) -> _Event:
         """A delimiter line: the next body part's header follows, or, closing, the
@@ -464,11 +666,9 @@ def _is_binary_leaf(part: _Part) -> bool:
     return part.label == "binary" and not part.encloses
 
 
-def _events(file: BinaryIO) -> Iterator[_Event]:
+def _events(file: BinaryIO, block_size: int) -> Iterator[_Event]:
     """Every piece of the message, classified by :class:`_Parser`."""
-    parser = _Parser(file)
-    for data, ends_line in _pieces(file):
-        yield from parser.feed(data, ends_line)
+    return _Parser(file, _Scanner(file, block_size)).events()
 
 
 @dataclass(slots=True)
@@ -500,32 +700,37 @@ class SevenBitPlan:
     def count(self, event: _Event) -> None:
         """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
         part is rewritten, else held on the part until it is (:meth:`mark`)."""
-        as_is = _sent_size(_as_is(event), event.data)
+        as_is = _sent_size(_as_is(event), event)
         self.size += as_is
         if not _may_be_rewritten(event.part):
             return
-        growth = _sent_size(_rewritten(event), event.data) - as_is
+        growth = _sent_size(_rewritten(event), event) - as_is
         if event.part.marked:
             self.size += growth
         else:
             event.part.growth += growth
 
 
-def _sent_size(written: bytes, data: bytes) -> int:
-    """What the client sends for ``written``, made from ``data``: only if ``data`` holds
-    a bare CR or LF may ``written`` (its line's CRLF aside), and a per-line count is
-    paid only then."""
-    return sent_size(written) if b"\r" in data or b"\n" in data else len(written)
+def _sent_size(written: bytes, event: _Event) -> int:
+    """What the client sends for ``written``, made from ``event``: only if its data holds
+    a bare CR or LF may ``written`` (its lines' CRLF aside), and a count is paid only
+    then; a run of whole lines holds none."""
+    data = event.data
+    if event.whole_lines or (b"\r" not in data and b"\n" not in data):
+        return len(written)
+    return sent_size(written)
 
 
-def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
+def plan_seven_bit(file: BinaryIO, *, block_size: int = SCAN_BLOCK) -> SevenBitPlan:
     """Read the message through once: the parts its 7-bit form rewrites and its size,
     or :class:`NotConvertible` with the reason it has none. The line each event is of
-    is measured as it is written unless rewritten (a delimiter's padding left out)."""
+    is measured as it is written unless rewritten (a delimiter's padding left out); a
+    run of whole lines holds none over :data:`MAX_LINE` octets. ``block_size``: the
+    octets read at a time."""
     plan = SevenBitPlan()
     line_length = 0
-    for event in _events(file):
-        line_length += len(event.data)
+    for event in _events(file, block_size):
+        line_length += 0 if event.whole_lines else len(event.data)
         _check(event, plan, long_line=line_length > MAX_LINE)
         plan.count(event)
         if event.ends_line:
@@ -617,6 +822,40 @@ def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
     return b"=\r\n".join(lines) + b"=\r\n" if data else b""
 
 
+def _quoted_run(lines: bytes) -> bytes:
+    """A run of whole lines (:meth:`_Scanner.run`) quoted-printable, octet for octet as
+    :func:`_quoted_printable` writes each line: ``binascii.b2a_qp`` of the run as text
+    (LF line breaks) encodes each line as it encodes the line alone, but for what
+    :func:`_quoted_printable` folds again (a line that starts with ``-``, written
+    ``=2D``, too long to stay whole, or a soft break before a ``-``) and a space or tab
+    at a line's end that ``b2a_qp`` encodes after placing its soft breaks. A run that
+    holds one of those is halved until the line that does is encoded on its own."""
+    encoded = binascii.b2a_qp(lines.replace(b"\r\n", b"\n") + b"\n", istext=True)
+    if _encoded_as_alone(encoded):
+        dashes_escaped = encoded.replace(b"\n-", b"\n=2D")
+        if dashes_escaped.startswith(b"-"):
+            dashes_escaped = b"=2D" + dashes_escaped[1:]
+        return dashes_escaped.replace(b"\n", b"\r\n")
+    middle = lines.find(b"\r\n", len(lines) // 2)
+    if middle == -1:
+        middle = lines.rfind(b"\r\n")
+    if middle == -1:
+        return _quoted_printable(lines, True)
+    return _quoted_run(lines[:middle]) + _quoted_run(lines[middle + 2 :])
+
+
+def _encoded_as_alone(encoded: bytes) -> bool:
+    """Whether each line of ``encoded`` (``b2a_qp`` of whole lines as text) is the line's
+    encoding alone once a ``-`` that starts it is written ``=2D`` (:func:`_quoted_run`):
+    no soft break before a ``-``, no line that starts with one too long for
+    :func:`_folded` to keep whole, no line too long for the space or tab that ends it."""
+    if b"=\n-" in encoded:
+        return False
+    if (encoded.startswith(b"-") or b"\n-" in encoded) and _LONG_DASH_LINE.search(encoded):
+        return False
+    return not ((b"=20\n" in encoded or b"=09\n" in encoded) and _LONG_PADDED_LINE.search(encoded))
+
+
 def _folded(encoded: bytes) -> list[bytes]:
     """One encoded line cut into lines of at most :data:`_QP_LINE` characters, never
     inside an ``=XX``, a ``-`` that starts one written ``=2D``."""
@@ -662,6 +901,8 @@ def _rewritten(event: _Event) -> bytes:
         return b""
     if event.kind is _Kind.HEADER_END:
         return _rewritten_header_end(event)
+    if event.kind is _Kind.BODY and event.whole_lines:
+        return _quoted_run(event.data)
     if event.kind is _Kind.BODY:
         return _quoted_printable(event.data, event.ends_line)
     return _as_is(event)
@@ -680,14 +921,14 @@ def _rewritten_header_end(event: _Event) -> bytes:
     return before + _added_fields(part) + after
 
 
-def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
+def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan, block_size: int) -> Iterator[bytes]:
     """The message as :func:`plan_seven_bit` planned it, in batches of at least
     :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
     joins, not a step per line. The plan is asked once per run of a part's events."""
     part, rewritten = None, False
     batch: list[bytes] = []
     batched = 0
-    for event in _events(file):
+    for event in _events(file, block_size):
         if event.part is not part:
             part, rewritten = event.part, plan.is_rewritten(event.part)
         written = _rewritten(event) if rewritten else _as_is(event)
@@ -711,8 +952,15 @@ class SevenBitReader(io.RawIOBase):
     send): opening the source and closing hold one lock, so that a read that starts
     after the close raises rather than reopen the queue file for no one to close."""
 
-    def __init__(self, open_source: Callable[[], BinaryIO], plan: SevenBitPlan) -> None:
+    def __init__(
+        self,
+        open_source: Callable[[], BinaryIO],
+        plan: SevenBitPlan,
+        *,
+        block_size: int = SCAN_BLOCK,
+    ) -> None:
         super().__init__()
+        self._block_size = block_size
         self._source_lock = threading.Lock()
         self._open_source = open_source
         self._plan = plan
@@ -766,7 +1014,9 @@ class SevenBitReader(io.RawIOBase):
                     raise ValueError("I/O operation on closed file")
                 self._source = self._open_source()
             self._pieces = (
-                piece for piece in _seven_bit_pieces(self._source, self._plan) if piece
+                piece
+                for piece in _seven_bit_pieces(self._source, self._plan, self._block_size)
+                if piece
             )
         return self._pieces
 

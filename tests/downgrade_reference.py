@@ -1,0 +1,762 @@
+"""The line-by-line 7-bit conversion, as it was before the block scan: the oracle the
+property tests in ``test_server_downgrade.py`` hold :mod:`smtpcore.server.downgrade` equal
+to, octet for octet and refusal for refusal. Frozen: a change of behaviour is made in the
+module and here alike, on purpose, or the tests say where they part."""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import email.policy
+import enum
+import io
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
+
+from smtpcore._driver._content import sent_size
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = [
+    "MAX_BOUNDARY",
+    "MAX_FIELD",
+    "MAX_LINE",
+    "MAX_NESTING",
+    "NotConvertible",
+    "READ_LIMIT",
+    "SevenBitPlan",
+    "SevenBitReader",
+    "plan_seven_bit",
+]
+
+READ_LIMIT: Final = 1000
+"""Octets read at a time: a whole line of 8BITMIME content, 998 octets and CRLF."""
+
+MAX_LINE: Final = 998
+"""The longest line, CRLF aside, that a 7-bit hop takes (RFC 5321 §4.5.3.1.6); a leaf
+with no transfer encoding that holds a longer one goes quoted-printable, and a longer
+one anywhere else is :class:`NotConvertible`."""
+
+MAX_NESTING: Final = 100
+"""How deep multiparts and enclosed messages may nest (Postfix's
+``mime_nesting_limit``); deeper is :class:`NotConvertible`."""
+
+MAX_FIELD: Final = 8192
+"""The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
+value; a longer one is :class:`NotConvertible`."""
+
+MAX_BOUNDARY: Final = READ_LIMIT - 4
+"""The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
+one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
+
+_BATCH: Final = 65536
+"""The octets :class:`SevenBitReader` writes at a time, at least (the client's chunk)."""
+
+_QP_LINE: Final = 75
+"""The characters of an encoded line before its soft break's ``=`` (RFC 2045 §6.7 rule
+5: 76 in all)."""
+
+_HEADER_LINE: Final = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
+"""A line that belongs to a header: a field (a name and a colon, RFC 5322 §2.2), a
+continuation, or a misplaced ``From`` envelope line; the email package's own test
+(``email.feedparser.headerRE``), so that the header ends where readers end it."""
+
+_FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+"""Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
+
+_UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
+"""The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
+
+_FIELD_BLOCKS: Final[Mapping[str, str | None]] = {
+    "message/delivery-status": "RFC 3464 §2.1",
+    "message/disposition-notification": "RFC 8098 §3.1",
+    "message/global-delivery-status": None,
+    "message/global-disposition-notification": None,
+}
+"""The ``message`` types whose body is not a message but blocks of fields (a report's
+status, RFC 3464 §2.1, RFC 8098 §3.1, RFC 6533 §6.1, §7): leaves, never an enclosed
+message, whose first block a reader would take for a header. Each maps to the RFC
+section that makes it 7-bit only, where 8-bit octets have no 7-bit form; or to None for
+the ``global`` ones, whose UTF-8 fields may be encoded (RFC 6533 §6.1, §7), and go
+quoted-printable whole as any leaf does."""
+
+_ENCODABLE_MESSAGES: Final = frozenset({"message/global", "message/global-headers"})
+"""The ``message`` types that may be encoded (RFC 6532 §3.5, RFC 6533 §6.3): one whose
+enclosed header holds UTF-8 goes quoted-printable whole."""
+
+_UNKNOWN_CHARSET_FIELDS: Final = b"Content-Type: text/plain; charset=unknown-8bit\r\n"
+"""What a message with no MIME gets for its 8-bit body (RFC 1428 §3)."""
+
+
+class NotConvertible(ValueError):
+    """The message has no 7-bit form; the reason says why, for the bounce and the log."""
+
+
+@dataclass(slots=True)
+class _Part:
+    """One MIME entity: the message itself, a body part, or an enclosed message."""
+
+    ordinal: int
+    depth: int
+    top: bool = False
+    default_type: str = "text/plain"
+    content_type: bytearray = field(default_factory=bytearray)
+    encoding: bytearray = field(default_factory=bytearray)
+    has_encoding: bool = False
+    has_content_type: bool = False
+    has_mime_version: bool = False
+    media_type: str = ""
+    boundary: bytes | None = None
+    label: str = ""
+    """The declared transfer encoding, as readers read it (RFC 2045 §6.1: case and
+    comments do not matter); empty when the field is absent. Known once the header is."""
+    holds_message: bool = False
+    """Whether the body is a message (RFC 2046 §5.2) whose insides are converted: every
+    ``message`` type but the :data:`_FIELD_BLOCKS` ones, ``message/global``
+    too where its enclosed header is 7-bit (RFC 6532 §3.5 lets it be encoded, but its
+    insides converted are what every reader reads the same). Known once the header is."""
+    encloses: bool = False
+    """Whether the body is more parts (a multipart with a boundary) or a message, whose
+    insides are converted rather than the body encoded. Known once the header is."""
+    after_unended_header: bool = False
+    """An enclosed message whose enclosing part's header ended at a line that is no
+    field, with no empty line: that line ends this (empty) header too. Rewritten, this
+    header writes the empty line the enclosing one lacked before its new fields, which
+    would else join the enclosing header."""
+    marked: bool = False
+    """Rewritten, as the plan found so far (:meth:`SevenBitPlan.mark`); the second
+    reading asks the plan, whose parts these are not."""
+    growth: int = 0
+    """How much the 7-bit form adds to the part so far, if it is rewritten (not known
+    until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
+
+    def resolve(self) -> None:
+        """Read the media type and boundary once the header is whole. The email
+        package reads them, so that quoting, comments and RFC 2231 parameters are
+        understood as a reader of the message understands them (RFC 2045 §5.1)."""
+        parsed = email.message.Message()
+        parsed.set_default_type(self.default_type)
+        if self.has_content_type:
+            parsed["Content-Type"] = self.content_type.decode("ascii", "replace")
+        self.media_type = parsed.get_content_type()
+        boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
+        self.boundary = None if not boundary else boundary.encode("ascii", "replace")
+        if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
+            raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
+        self.holds_message = (
+            parsed.get_content_maintype() == "message" and self.media_type not in _FIELD_BLOCKS
+        )
+        self.encloses = self.boundary is not None or self.holds_message
+        self.label = _transfer_encoding(self.encoding) if self.has_encoding else ""
+
+
+def _transfer_encoding(value: bytearray) -> str:
+    """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
+    package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
+    anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
+    it, and an empty value is ``7bit`` (RFC 2045 §6.1)."""
+    text = value.decode("ascii", "replace")
+    header = email.policy.default.header_factory("Content-Transfer-Encoding", text)
+    return str(getattr(header, "cte", "7bit"))
+
+
+class _Kind(enum.Enum):
+    FIELD = enum.auto()
+    """A piece of a header field line."""
+    HEADER_END = enum.auto()
+    """The end of a part's header: the empty line (``ends_line``), or, with no empty
+    line, the first line that is not a field (which follows as the body's)."""
+    BODY = enum.auto()
+    """A piece of a leaf part's body."""
+    FRAME = enum.auto()
+    """A delimiter line, or a piece of a preamble or epilogue (RFC 2046 §5.1.1)."""
+
+
+class _Event(NamedTuple):
+    """One piece of the message and what it is; a tuple, as one is made per line."""
+
+    kind: _Kind
+    data: bytes
+    """The octets, without the line's CRLF."""
+    ends_line: bool
+    part: _Part
+    is_encoding: bool = False
+    """Part of the ``Content-Transfer-Encoding`` field."""
+
+
+def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
+    """The content as ``(octets, ends_line)``: each line without its CRLF, a line longer
+    than :data:`READ_LIMIT` in pieces. A bare CR or LF (binary content) is an octet of
+    the line, not its end; a CR at the end of a read waits for the next."""
+    held = b""
+    while read := file.readline(READ_LIMIT):
+        piece, held = held + read, b""
+        if piece.endswith(b"\r\n"):
+            yield piece[:-2], True
+            continue
+        if piece.endswith(b"\r"):
+            piece, held = piece[:-1], b"\r"
+        if piece:
+            yield piece, False
+    if held:
+        yield held, False
+
+
+def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
+    """Which enclosing boundary ``line`` delimits, innermost first, and whether it
+    closes; None for a line of content. Transport padding (spaces and tabs) may follow
+    (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too.
+
+    One lookup whatever the nesting: ``delimiters`` maps each boundary to the index of
+    the innermost multipart that has it. The line less ``--`` and its padding is a
+    boundary (a delimiter), or, less a closing ``--`` too, one that closes; where both
+    readings name one, the inner wins (``a--`` and ``a`` both read ``--a--``)."""
+    if not line.startswith(b"--"):
+        return None
+    name = line[2:].rstrip(b" \t")
+    opens = delimiters.get(name)
+    closes = delimiters.get(name[:-2]) if name.endswith(b"--") else None
+    if closes is not None and (opens is None or closes > opens):
+        return closes, True
+    return None if opens is None else (opens, False)
+
+
+class _Parser:
+    """The MIME structure of a message read line by line (RFC 2045, RFC 2046): which
+    part each piece belongs to and what it is. Holds the boundaries of the enclosing
+    multiparts and the two fields it reads, never a body. ``file`` is the message being
+    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`)."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._parts = 0
+        self._frames: list[tuple[bytes, _Part]] = []
+        self._delimiters: dict[bytes, int] = {}
+        """Each enclosing boundary and the index of its innermost frame (:func:`_delimiter`)."""
+        self._part = self._new_part(depth=0, top=True)
+        self._in_header = True
+        self._kept: bytearray | None = None
+        self._is_encoding = False
+        self._line_start = True
+        self._padded: _Part | None = None
+        """The multipart whose delimiter line goes on past a read: padding follows."""
+
+    def _new_part(self, depth: int, *, top: bool = False, digest: bool = False) -> _Part:
+        if depth > MAX_NESTING:
+            raise NotConvertible(f"MIME parts nest deeper than {MAX_NESTING}")
+        part = _Part(self._parts, depth, top=top)
+        if digest:  # RFC 2046 §5.1.5
+            part.default_type = "message/rfc822"
+        self._parts += 1
+        return part
+
+    def feed(self, data: bytes, ends_line: bool) -> tuple[_Event, ...]:
+        """The events of one piece of a line: one, or more where a line that is not a
+        header field ends a header (or two) and starts the body."""
+        starts, self._line_start = self._line_start, ends_line
+        if self._padded is not None:
+            events: tuple[_Event, ...] = (self._padding(data, ends_line),)
+        elif starts and self._frames and (found := _delimiter(data, self._delimiters)):
+            events = (self._delimited(data, ends_line, *found),)
+        else:
+            events = self._classified(data, ends_line, starts)
+        return events
+
+    def _push_frame(self, multipart: _Part) -> None:
+        assert multipart.boundary is not None  # only a multipart with one frames parts
+        self._delimiters[multipart.boundary] = len(self._frames)
+        self._frames.append((multipart.boundary, multipart))
+
+    def _pop_frames(self, start: int) -> None:
+        """End the multiparts from ``start`` in: their boundaries delimit no more, and
+        one they hid again names the outer multipart that has it."""
+        if start >= len(self._frames):
+            return
+        del self._frames[start:]
+        self._delimiters = {boundary: index for index, (boundary, _) in enumerate(self._frames)}
+
+    def _classified(self, data: bytes, ends_line: bool, starts: bool) -> tuple[_Event, ...]:
+        """A piece that is not a delimiter's. A line that is neither a field nor a
+        continuation ends the header where there is no empty line, as the email package
+        reads it: it is the body's first line, and the header's end comes before it.
+        Recursive once or twice at most: a part with no field is never enclosing."""
+        if not self._in_header:
+            kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
+            return (_Event(kind, data, ends_line, self._part),)
+        if starts and ends_line and not data:
+            return (self._header_end(empty_line=True),)
+        if starts and not _HEADER_LINE.match(data):
+            _check_field_name_ends(data, ends_line)
+            return (self._header_end(empty_line=False), *self._classified(data, ends_line, starts))
+        return (self._field(data, ends_line, starts),)
+
+    def _padding(self, data: bytes, ends_line: bool) -> _Event:
+        """A piece of a delimiter line past its first read: transport padding (RFC 2046
+        §5.1.1), spaces and tabs only, and left out. Anything else would make the line
+        content after all, known only now that its start is written as a delimiter: no
+        7-bit form."""
+        multipart = self._padded
+        assert multipart is not None  # feed() calls this only while padding
+        if data.strip(b" \t"):
+            raise NotConvertible(
+                "a line that starts as a MIME delimiter runs past "
+                f"{READ_LIMIT} octets and is not one"
+            )
+        if ends_line:
+            self._padded = None
+        return _Event(_Kind.FRAME, b"", ends_line, multipart)
+
+    def _field(self, data: bytes, ends_line: bool, starts: bool) -> _Event:
+        """A piece of a header line: a field's first line starts it (and says whether
+        it is one of the two read), any other piece continues it (RFC 5322 §2.2.3)."""
+        part = self._part
+        if starts and data[:1] not in (b" ", b"\t"):
+            name = data.partition(b":")[0].strip().lower()
+            self._is_encoding = name == b"content-transfer-encoding"
+            self._kept = None
+            if self._is_encoding and not part.has_encoding:
+                part.has_encoding = True  # the first one counts, empty or not, as for readers
+                self._kept = part.encoding
+            elif name == b"content-type" and not part.has_content_type:
+                part.has_content_type = True  # the first one counts, as in the email package
+                self._kept = part.content_type
+            elif name == b"mime-version":
+                part.has_mime_version = True
+            value = data.partition(b":")[2]
+        else:
+            value = data
+        if self._kept is not None:
+            if len(self._kept) + len(value) > MAX_FIELD:
+                raise NotConvertible(f"a MIME header field over {MAX_FIELD} octets")
+            self._kept += value
+        return _Event(_Kind.FIELD, data, ends_line, part, self._is_encoding)
+
+    def _header_end(self, *, empty_line: bool) -> _Event:
+        """The header's end: the part's type is known, and says what its body is."""
+        part = self._part
+        self._kept, self._is_encoding = None, False
+        part.resolve()
+        if part.holds_message and empty_line and self._encoded_whole(part):
+            part.holds_message = part.encloses = False
+        event = _Event(_Kind.HEADER_END, b"", empty_line, part)
+        if part.boundary is not None:
+            self._push_frame(part)
+            self._in_header = False
+        elif part.holds_message:
+            self._part = self._new_part(part.depth + 1)
+            self._part.after_unended_header = not empty_line
+        else:
+            self._in_header = False
+        return event
+
+    def _encoded_whole(self, part: _Part) -> bool:
+        """Whether a message part is a leaf, encoded whole: a type that may be (RFC 6532
+        §3.5) whose enclosed header holds UTF-8, which no 7-bit header can say."""
+        return part.media_type in _ENCODABLE_MESSAGES and self._header_is_8bit()
+
+    def _header_is_8bit(self) -> bool:
+        """Whether the header that starts at the file's position holds 8-bit octets: read
+        ahead to its end, as :meth:`_classified` ends it (an empty line, a line that is no
+        field, a delimiter), then back, so that both readings decide at the enclosing
+        part's header. Each enclosed header is read ahead once, so the message is read
+        at most twice over."""
+        start = self._file.tell()
+        try:
+            starts = True
+            for data, ends_line in _pieces(self._file):
+                if starts and _ends_header(data, ends_line, self._delimiters):
+                    return False
+                if not data.isascii():
+                    return True
+                starts = ends_line
+            return False
+        finally:
+            self._file.seek(start)
+
+    def _delimited(self, data: bytes, ends_line: bool, index: int, closes: bool) -> _Event:
+        """A delimiter line: the next body part's header follows, or, closing, the
+        multipart's epilogue (RFC 2046 §5.1.1); inner multiparts end with it. Its first
+        read decides: the rest of a longer line is padding, and the last line of the
+        message, with no CRLF, is a whole line too. The padding of such a line is left
+        out (transport padding is the transport's to add and remove), so that no line
+        of the 7-bit form is longer than RFC 5321 §4.5.3.1.6 allows."""
+        _, multipart = self._frames[index]
+        if not ends_line:
+            self._padded, data = multipart, data.rstrip(b" \t")
+        self._pop_frames(index + (0 if closes else 1))
+        self._kept, self._is_encoding = None, False
+        if closes:
+            self._part, self._in_header = multipart, False
+        else:
+            digest = multipart.media_type == "multipart/digest"
+            self._part = self._new_part(multipart.depth + 1, digest=digest)
+            self._in_header = True
+        return _Event(_Kind.FRAME, data, ends_line, multipart)
+
+
+def _ends_header(line_start: bytes, ends_line: bool, delimiters: dict[bytes, int]) -> bool:
+    """Whether a line whose first piece is ``line_start`` ends a header: the empty line,
+    a line that is no field, or a delimiter of an enclosing multipart."""
+    if ends_line and not line_start:
+        return True
+    if not _HEADER_LINE.match(line_start):
+        _check_field_name_ends(line_start, ends_line)
+        return True
+    return bool(delimiters) and _delimiter(line_start, delimiters) is not None
+
+
+def _check_field_name_ends(line_start: bytes, ends_line: bool) -> None:
+    """:class:`NotConvertible` for a header line whose first read, all field-name
+    characters, does not end it: its colon may come later, making it a field (RFC 5322
+    §2.2), which only the whole line shows. Taken for the body's first line, the fields
+    after it would be encoded as body; and a header line that long has no 7-bit form
+    anyway (RFC 5321 §4.5.3.1.6). A shorter first read that does not end its line is
+    the message's last line, which ends there."""
+    if ends_line or len(line_start) < READ_LIMIT - 1:  # a CR held back: one octet less
+        return
+    if _FIELD_NAME.fullmatch(line_start):
+        raise NotConvertible(f"a header line over {READ_LIMIT} octets")
+
+
+def _is_binary_leaf(part: _Part) -> bool:
+    """A leaf labelled ``binary`` (RFC 3030 §3), which always goes quoted-printable."""
+    return part.label == "binary" and not part.encloses
+
+
+def _events(file: BinaryIO) -> Iterator[_Event]:
+    """Every piece of the message, classified by :class:`_Parser`."""
+    parser = _Parser(file)
+    for data, ends_line in _pieces(file):
+        yield from parser.feed(data, ends_line)
+
+
+@dataclass(slots=True)
+class SevenBitPlan:
+    """What :func:`plan_seven_bit` found: the parts to rewrite, one bit each (by their
+    order in the message), so that the second reading knows at a part's header what
+    its body holds; and the size of the 7-bit form, to declare (RFC 1870 §3)."""
+
+    rewritten: bytearray = field(default_factory=bytearray)
+    quoted_parts: int = 0
+    """How many leaf parts go quoted-printable."""
+    size: int = 0
+    """The octets of the 7-bit form on the wire, exactly: what :class:`SevenBitReader`
+    gives, a bare CR or LF (queued under a lenient framing policy) counted as the CRLF
+    the client sends it as (:func:`~smtpcore._driver._content.sent_size`)."""
+
+    def mark(self, part: _Part) -> None:
+        byte, bit = divmod(part.ordinal, 8)
+        if byte >= len(self.rewritten):
+            self.rewritten.extend(bytes(byte + 1 - len(self.rewritten)))
+        self.rewritten[byte] |= 1 << bit
+        part.marked = True
+        self.size, part.growth = self.size + part.growth, 0
+
+    def is_rewritten(self, part: _Part) -> bool:
+        byte, bit = divmod(part.ordinal, 8)
+        return byte < len(self.rewritten) and bool(self.rewritten[byte] & (1 << bit))
+
+    def count(self, event: _Event) -> None:
+        """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
+        part is rewritten, else held on the part until it is (:meth:`mark`)."""
+        as_is = _sent_size(_as_is(event), event.data)
+        self.size += as_is
+        if not _may_be_rewritten(event.part):
+            return
+        growth = _sent_size(_rewritten(event), event.data) - as_is
+        if event.part.marked:
+            self.size += growth
+        else:
+            event.part.growth += growth
+
+
+def _sent_size(written: bytes, data: bytes) -> int:
+    """What the client sends for ``written``, made from ``data``: only if ``data`` holds
+    a bare CR or LF may ``written`` (its line's CRLF aside), and a per-line count is
+    paid only then."""
+    return sent_size(written) if b"\r" in data or b"\n" in data else len(written)
+
+
+def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
+    """Read the message through once: the parts its 7-bit form rewrites and its size,
+    or :class:`NotConvertible` with the reason it has none. The line each event is of
+    is measured as it is written unless rewritten (a delimiter's padding left out)."""
+    plan = SevenBitPlan()
+    line_length = 0
+    for event in _events(file):
+        line_length += len(event.data)
+        _check(event, plan, long_line=line_length > MAX_LINE)
+        plan.count(event)
+        if event.ends_line:
+            line_length = 0
+    return plan
+
+
+def _check(event: _Event, plan: SevenBitPlan, *, long_line: bool) -> None:
+    """Mark the part of ``event`` for rewriting where it needs it, or raise
+    :class:`NotConvertible` where it cannot be. ``long_line``: the event's line is over
+    :data:`MAX_LINE` octets so far, which no 7-bit hop takes as it is and which cut
+    would be corrupted (RFC 5321 §4.5.3.1.6); a leaf with no transfer encoding goes
+    quoted-printable for it, as for 8-bit octets (its lines at most 76, RFC 2045 §6.7)."""
+    part = event.part
+    if event.kind is _Kind.HEADER_END:
+        if part.encloses and part.label in ("8bit", "binary"):
+            plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
+        elif _is_binary_leaf(part):
+            _quote(part, plan)  # RFC 3030 §3: its lines need not be lines at all
+        return
+    if event.kind is _Kind.FIELD and (b"\r" in event.data or b"\n" in event.data):
+        raise NotConvertible(
+            "a bare CR or LF in a header field (RFC 5322 §2.2), which readers take "
+            "for a line's end and the conversion would not"
+        )
+    if long_line:
+        _quote_or_refuse(event, plan, _LONG_LINE, "RFC 5321 §4.5.3.1.6")
+    elif not event.data.isascii():
+        _quote_or_refuse(
+            event, plan, "8-bit octets", "RFC 2047 needs a charset the message does not name"
+        )
+
+
+_LONG_LINE: Final = f"a line over {MAX_LINE} octets"
+
+
+def _quote_or_refuse(event: _Event, plan: SevenBitPlan, what: str, field_rule: str) -> None:
+    """Mark the leaf ``event`` is of to go quoted-printable for ``what`` it holds, or
+    raise :class:`NotConvertible` where nothing may be encoded: a header field
+    (``field_rule`` says why), a preamble or epilogue, a part already encoded, a 7-bit
+    status part."""
+    part = event.part
+    if event.kind is _Kind.FIELD:
+        raise NotConvertible(f"{what} in a header field ({field_rule})")
+    if event.kind is _Kind.FRAME:
+        raise NotConvertible(f"{what} outside any MIME part (a preamble or epilogue)")
+    if seven_bit_only := _FIELD_BLOCKS.get(part.media_type):
+        raise NotConvertible(f"{what} in a {part.media_type} part ({seven_bit_only}: 7-bit)")
+    if part.label not in _UNENCODED:
+        raise NotConvertible(f"{what} in a part already encoded {part.label}")
+    _quote(part, plan)
+
+
+def _quote(part: _Part, plan: SevenBitPlan) -> None:
+    """Mark a leaf to go quoted-printable, once: one with 8-bit octets or a line over
+    :data:`MAX_LINE` octets, and every one labelled ``binary``, whose long lines and
+    bare CR or LF no 7-bit hop takes (RFC 3030 §3, RFC 5321 §4.5.3.1.6), 8-bit octets
+    or not."""
+    if not part.marked:
+        plan.mark(part)
+        plan.quoted_parts += 1
+
+
+def _may_be_rewritten(part: _Part) -> bool:
+    """Whether a part could be marked: only one under an identity encoding (RFC 2045
+    §6.2) is; the rest need not be encoded to measure them."""
+    return part.label in _UNENCODED
+
+
+def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
+    """A piece of a line, quoted-printable (RFC 2045 §6.7): ``=`` and every octet
+    outside printable ASCII as ``=XX`` (a bare CR or LF too: only CRLF is a line
+    break), space and tab at the end encoded, lines of at most 76 characters with soft
+    breaks; the line's end kept as a hard break, a piece's end a soft one.
+
+    No encoded line starts with ``-``: a soft break, or the start of a piece (each
+    starts an encoded line), would otherwise let ``--boundary`` begin one, and readers
+    would take it for a delimiter, which RFC 2046 §5.1.1 forbids an encoding to make.
+    Such a ``-`` goes ``=2D`` (rule 1 lets any octet be encoded), and the lines are
+    folded again around it; so are they where the piece's own soft break would make
+    its last line 77 characters."""
+    encoded = binascii.b2a_qp(data, istext=False)
+    lines = encoded.split(b"=\n")
+    starts_with_dash = encoded.startswith(b"-") or b"\n-" in encoded
+    if starts_with_dash or (not ends_line and len(lines[-1]) > _QP_LINE):
+        lines = _folded(b"".join(lines))
+    if ends_line:
+        return b"=\r\n".join(lines) + b"\r\n"
+    return b"=\r\n".join(lines) + b"=\r\n" if data else b""
+
+
+def _folded(encoded: bytes) -> list[bytes]:
+    """One encoded line cut into lines of at most :data:`_QP_LINE` characters, never
+    inside an ``=XX``, a ``-`` that starts one written ``=2D``."""
+    lines = []
+    start = 0
+    while start < len(encoded):
+        head = b""
+        if encoded[start] == ord("-"):
+            head, start = b"=2D", start + 1
+        end = start + _QP_LINE - len(head)
+        if end < len(encoded) and (escape := encoded.find(b"=", end - 2, end)) != -1:
+            end = escape
+        lines.append(head + encoded[start:end])
+        start = end
+    return lines
+
+
+def _added_fields(part: _Part) -> bytes:
+    """The fields a converted part's header ends with: its new encoding, and for a
+    message with no MIME its declaration (RFC 2045 §4; RFC 1428 §3 for the type)."""
+    encoding = b"quoted-printable" if not part.encloses else b"7bit"
+    added = b"Content-Transfer-Encoding: " + encoding + b"\r\n"
+    if part.top and not part.has_mime_version:
+        if not part.has_content_type:
+            added = _UNKNOWN_CHARSET_FIELDS + added
+        added = b"MIME-Version: 1.0\r\n" + added
+    return added
+
+
+def _as_is(event: _Event) -> bytes:
+    """What ``event`` writes in a part not rewritten: its octets as they came; a
+    header's end its empty line, if it had one."""
+    if event.kind is _Kind.HEADER_END:
+        return b"\r\n" if event.ends_line else b""
+    return event.data + b"\r\n" if event.ends_line else event.data
+
+
+def _rewritten(event: _Event) -> bytes:
+    """What ``event`` writes in a rewritten part: its encoding field left out and the
+    new one written at the end of its header, its body quoted-printable; everything
+    else as it is."""
+    if event.kind is _Kind.FIELD and event.is_encoding:
+        return b""
+    if event.kind is _Kind.HEADER_END:
+        return _rewritten_header_end(event)
+    if event.kind is _Kind.BODY:
+        return _quoted_printable(event.data, event.ends_line)
+    return _as_is(event)
+
+
+def _rewritten_header_end(event: _Event) -> bytes:
+    """The new fields and the empty line, which the header may not have had (a line
+    that is no field ended it). A message part's header with no empty line ends at the
+    first line of the message it encloses, whose header is empty: that part writes the
+    empty line, before its own new fields if it is rewritten, so that they are not read
+    as the enclosing header's (RFC 2046 §5.2.1: a message/rfc822 part is never
+    encoded); if it is not rewritten, the line ends both headers as it did."""
+    part = event.part
+    before = b"\r\n" if part.after_unended_header else b""
+    after = b"" if part.holds_message and not event.ends_line else b"\r\n"
+    return before + _added_fields(part) + after
+
+
+def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
+    """The message as :func:`plan_seven_bit` planned it, in batches of at least
+    :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
+    joins, not a step per line. The plan is asked once per run of a part's events."""
+    part, rewritten = None, False
+    batch: list[bytes] = []
+    batched = 0
+    for event in _events(file):
+        if event.part is not part:
+            part, rewritten = event.part, plan.is_rewritten(event.part)
+        written = _rewritten(event) if rewritten else _as_is(event)
+        batch.append(written)
+        batched += len(written)
+        if batched >= _BATCH:
+            yield b"".join(batch)
+            batch.clear()
+            batched = 0
+    yield b"".join(batch)
+
+
+class SevenBitReader(io.RawIOBase):
+    """The 7-bit form of a message, read as a file, written as it is read.
+
+    ``open_source`` opens the message (the queue file) for each reading. Seekable, as
+    the SMTP client needs to send a message again in a new transaction (RFC 5321
+    §4.5.3.1.8): a seek starts the reading over and skips to the offset.
+
+    Its reads may run in a worker thread while the event loop closes it (a cancelled
+    send): opening the source and closing hold one lock, so that a read that starts
+    after the close raises rather than reopen the queue file for no one to close."""
+
+    def __init__(self, open_source: Callable[[], BinaryIO], plan: SevenBitPlan) -> None:
+        super().__init__()
+        self._source_lock = threading.Lock()
+        self._open_source = open_source
+        self._plan = plan
+        self._source: BinaryIO | None = None
+        self._pieces: Iterator[bytes] = iter(())
+        self._pending = b""
+        self._position = 0
+
+    @property
+    def quoted_parts(self) -> int:
+        """How many parts go quoted-printable (for the log)."""
+        return self._plan.quoted_parts
+
+    @property
+    def size(self) -> int:
+        """The octets of the 7-bit form, known before it is read (for ``SIZE=``)."""
+        return self._plan.size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` whole, short only at the end: the client sends each read as
+        a BDAT chunk or a write, so a read of one encoded line each made a chunk, and a
+        wait for its reply, of every line. Memory holds the buffer and one line's
+        encoding."""
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._pending:
+                self._pending = next(self._started_pieces(), b"")
+                if not self._pending:
+                    break
+            taken = self._pending[: len(view) - filled]
+            self._pending = self._pending[len(taken) :]
+            view[filled : filled + len(taken)] = taken
+            filled += len(taken)
+        self._position += filled
+        return filled
+
+    def _started_pieces(self) -> Iterator[bytes]:
+        if self._source is None:
+            with self._source_lock:
+                if self.closed:
+                    raise ValueError("I/O operation on closed file")
+                self._source = self._open_source()
+            self._pieces = (
+                piece for piece in _seven_bit_pieces(self._source, self._plan) if piece
+            )
+        return self._pieces
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("the 7-bit form's size is not known before it is read")
+        if offset < 0:
+            raise ValueError(f"negative seek position {offset}")
+        if offset < self._position:
+            self._restart()
+        while self._position < offset and self.read(offset - self._position):
+            pass
+        return self._position
+
+    def _restart(self) -> None:
+        self._close_source()
+        self._pending, self._position = b"", 0
+
+    def _close_source(self) -> None:
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        self._pieces = iter(())
+
+    def close(self) -> None:
+        with self._source_lock:
+            super().close()
+            self._close_source()
