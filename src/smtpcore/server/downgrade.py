@@ -319,7 +319,13 @@ class _Scanner:
 
     def piece(self) -> tuple[bytes, bool] | None:
         """The next piece exactly as :func:`_pieces` gives it, or None at the end. Each
-        turn takes a read; only a read of a lone CR, held back, gives nothing yet."""
+        turn takes a read; only a read of a lone CR, held back, gives nothing yet. A
+        whole line buffered, the common case, is cut out at once."""
+        start = self._start
+        newline = self._buffer.find(b"\n", start, start + READ_LIMIT)
+        if newline > start and self._buffer[newline - 1] == 13 and not self._held_cr:
+            self._start = newline + 1
+            return self._buffer[start : newline - 1], True
         while read := self._readline():
             piece = b"\r" + read if self._held_cr else read
             self._held_cr = False
@@ -341,9 +347,10 @@ class _Scanner:
         CR or LF, or one over :data:`MAX_LINE` octets. None where the next line is such
         a one, or not buffered whole: that line is read in pieces (:meth:`piece`).
         Called at a line's start; each cut is one C-level search of the block."""
-        if self._held_cr:
+        if self._held_cr or (delimiters and self._buffer.startswith(b"--", self._start)):
             return None
-        self._fill(READ_LIMIT)
+        if len(self._buffer) - self._start < READ_LIMIT:
+            self._fill(READ_LIMIT)
         buffer, start = self._buffer, self._start
         end = self._last_crlf if self._last_crlf >= start else -1
         if delimiters and end != -1:
