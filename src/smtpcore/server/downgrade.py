@@ -320,12 +320,14 @@ class _Scanner:
     def piece(self) -> tuple[bytes, bool] | None:
         """The next piece exactly as :func:`_pieces` gives it, or None at the end. Each
         turn takes a read; only a read of a lone CR, held back, gives nothing yet. A
-        whole line buffered, the common case, is cut out at once."""
+        read that ends at a buffered LF, the common case, is cut out at once."""
         start = self._start
         newline = self._buffer.find(b"\n", start, start + READ_LIMIT)
-        if newline > start and self._buffer[newline - 1] == 13 and not self._held_cr:
+        if newline != -1 and not self._held_cr:
             self._start = newline + 1
-            return self._buffer[start : newline - 1], True
+            if newline > start and self._buffer[newline - 1] == 13:
+                return self._buffer[start : newline - 1], True
+            return self._buffer[start : newline + 1], False  # a bare LF: an octet
         while read := self._readline():
             piece = b"\r" + read if self._held_cr else read
             self._held_cr = False
