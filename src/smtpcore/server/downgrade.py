@@ -355,10 +355,10 @@ class _Scanner:
             self._fill(READ_LIMIT)
         buffer, start = self._buffer, self._start
         end = self._last_crlf if self._last_crlf >= start else -1
-        if delimiters and end != -1:
-            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
         if end != -1 and (bare := self._first_bare_cr_or_lf()) < end:
             end = buffer.rfind(b"\r\n", start, bare)
+        if delimiters and end != -1:  # after the cut above: searched to ``end`` only
+            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
         if end != -1:
             end = _before_long_line(buffer, start, end)
         if end == -1:
