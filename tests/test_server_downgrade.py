@@ -13,18 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import downgrade_reference as reference
-from smtpcore.server import downgrade
 from smtpcore.server.downgrade import (
+    _SCAN_BLOCK,
     MAX_LINE,
     MAX_NESTING,
     READ_LIMIT,
-    SCAN_BLOCK,
     NotConvertible,
     SevenBitReader,
     _delimiter,
+    _events,
+    _planned,
     _quoted_printable,
     _quoted_run,
+    _seven_bit_pieces,
     plan_seven_bit,
 )
 from smtpcore.testing import strategies as sst
@@ -930,29 +931,36 @@ def _mangled_messages(draw: st.DrawFn) -> bytes:
     return bytes(message)
 
 
-def _converted(module: object, message: bytes, **block: int) -> tuple[object, ...]:
-    """The plan's findings and the 7-bit form, or the reason there is none."""
-    plan_seven_bit = module.plan_seven_bit  # type: ignore[attr-defined]  # either module
+def _converted(message: bytes, *, runs: bool, block_size: int = _SCAN_BLOCK) -> tuple[object, ...]:
+    """The plan's findings and the 7-bit form, or the reason there is none, as the
+    module reads the message with or without runs of body lines (:func:`_events`)."""
     try:
-        plan = plan_seven_bit(io.BytesIO(message), **block)
-    except module.NotConvertible as reason:  # type: ignore[attr-defined]  # either module
+        plan = _planned(_events(io.BytesIO(message), runs=runs, block_size=block_size))
+    except NotConvertible as reason:
         return ("not convertible", str(reason))
-    reader = module.SevenBitReader(lambda: io.BytesIO(message), plan, **block)  # type: ignore[attr-defined]  # either module
-    with reader:
-        converted = reader.read()
+    events = _events(io.BytesIO(message), runs=runs, block_size=block_size)
+    converted = b"".join(_seven_bit_pieces(events, plan))
     return (bytes(plan.rewritten), plan.quoted_parts, plan.size, converted)
 
 
 @settings(max_examples=500, deadline=None)
 @given(
     st.one_of(_MESSAGES, _mangled_messages()),
-    st.sampled_from([1, 2, 3, 5, 7, 64, READ_LIMIT - 1, READ_LIMIT + 1, SCAN_BLOCK]),
+    st.sampled_from([1, 2, 3, 5, 7, 64, READ_LIMIT - 1, READ_LIMIT + 1, _SCAN_BLOCK]),
 )
-def test_the_block_scan_converts_as_the_line_by_line_reading_did(
+def test_the_block_scan_converts_as_the_line_by_line_reading_does(
     message: bytes, block_size: int
 ) -> None:
-    """Octet for octet, and refusal for refusal, what the conversion read line by line
-    gave (``downgrade_reference``, the module as it was), whatever the block size: blocks
-    of 1 to 7 octets cut lines, CRLFs and delimiters anywhere."""
-    expected = _converted(reference, message)
-    assert _converted(downgrade, message, block_size=block_size) == expected
+    """Octet for octet, and refusal for refusal, what the plain reading gives, a piece
+    of a line at a time, whatever the block size: blocks of 1 to 7 octets cut lines,
+    CRLFs and delimiters anywhere."""
+    expected = _converted(message, runs=False)
+    assert _converted(message, runs=True, block_size=block_size) == expected
+
+
+@pytest.mark.parametrize("block_size", [0, -1])
+def test_a_block_size_under_one_octet_is_refused(block_size: int) -> None:
+    """No block of 0 octets (which would read the message as empty) nor of -1 (the
+    whole message at once)."""
+    with pytest.raises(ValueError, match="octets"):
+        _events(io.BytesIO(b"Subject: x\r\n\r\n\xe9\r\n"), block_size=block_size)

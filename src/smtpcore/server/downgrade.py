@@ -73,7 +73,6 @@ __all__ = [
     "MAX_NESTING",
     "NotConvertible",
     "READ_LIMIT",
-    "SCAN_BLOCK",
     "SevenBitPlan",
     "SevenBitReader",
     "plan_seven_bit",
@@ -99,9 +98,9 @@ MAX_BOUNDARY: Final = READ_LIMIT - 4
 """The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
 one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
 
-SCAN_BLOCK: Final = 65536
+_SCAN_BLOCK: Final = 65536
 """The octets read from the message at a time: a run of body lines is at most this and a
-line (:class:`_Scanner`)."""
+line (:class:`_Scanner`). The tests read with smaller blocks, to cut lines anywhere."""
 
 _BATCH: Final = 65536
 """The octets :class:`SevenBitReader` writes at a time, at least (the client's chunk)."""
@@ -291,12 +290,14 @@ def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
 
 
 class _Scanner:
-    """The message read a block of :data:`SCAN_BLOCK` octets at a time, given either as
-    :func:`_pieces` gives it, a piece of a line at a time (:meth:`piece`), or, where the
-    parser needs no line on its own, as a run of whole lines (:meth:`run`). Holds a
-    block and a line at most."""
+    """The message read ``block_size`` octets at a time, given either as :func:`_pieces`
+    gives it, a piece of a line at a time (:meth:`piece`), or, where the parser needs no
+    line on its own, as a run of whole lines (:meth:`run`). Holds a block and a line at
+    most."""
 
     def __init__(self, file: BinaryIO, block_size: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"a block of {block_size} octets reads nothing")
         self._file = file
         self._block_size = block_size
         self._buffer = b""
@@ -458,11 +459,11 @@ class _Parser:
     part each piece belongs to and what it is. Holds the boundaries of the enclosing
     multiparts and the two fields it reads, never a body. ``file`` is the message being
     read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`),
-    from where ``scanner`` stands."""
+    from ``position()``, the offset in it of the line the next piece starts."""
 
-    def __init__(self, file: BinaryIO, scanner: _Scanner) -> None:
+    def __init__(self, file: BinaryIO, position: Callable[[], int]) -> None:
         self._file = file
-        self._scanner = scanner
+        self._position = position
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
         self._delimiters: dict[bytes, int] = {}
@@ -484,11 +485,10 @@ class _Parser:
         self._parts += 1
         return part
 
-    def events(self) -> Iterator[_Event]:
-        """Every piece of the message: a run of body lines as one event where no line of
-        it can change what follows (:meth:`_Scanner.run`), else a piece at a time. Each
-        turn reads on."""
-        scanner = self._scanner
+    def events(self, scanner: _Scanner) -> Iterator[_Event]:
+        """Every piece of the message ``scanner`` reads: a run of body lines as one event
+        where no line of it can change what follows (:meth:`_Scanner.run`), else a piece
+        at a time (:meth:`feed`). Each turn reads on."""
         while True:
             if self._line_start and self._padded is None and not self._in_header:
                 run = scanner.run(delimiters=bool(self._frames))
@@ -612,7 +612,7 @@ class _Parser:
         part's header. Each enclosed header is read ahead once, so the message is read
         at most twice over."""
         resume = self._file.tell()
-        self._file.seek(self._scanner.position)
+        self._file.seek(self._position())
         try:
             starts = True
             for data, ends_line in _pieces(self._file):
@@ -675,9 +675,18 @@ def _is_binary_leaf(part: _Part) -> bool:
     return part.label == "binary" and not part.encloses
 
 
-def _events(file: BinaryIO, block_size: int) -> Iterator[_Event]:
-    """Every piece of the message, classified by :class:`_Parser`."""
-    return _Parser(file, _Scanner(file, block_size)).events()
+def _events(
+    file: BinaryIO, *, runs: bool = True, block_size: int = _SCAN_BLOCK
+) -> Iterator[_Event]:
+    """Every piece of the message, classified by :class:`_Parser`. With ``runs``, read
+    ``block_size`` octets at a time, and a run of body lines as one event where it can
+    be (:class:`_Scanner`); without, the plain reading, a piece of a line at a time
+    (:func:`_pieces`), which the tests hold the other equal to, octet for octet."""
+    if not runs:
+        parser = _Parser(file, file.tell)
+        return (event for piece in _pieces(file) for event in parser.feed(*piece))
+    scanner = _Scanner(file, block_size)
+    return _Parser(file, lambda: scanner.position).events(scanner)
 
 
 @dataclass(slots=True)
@@ -730,15 +739,19 @@ def _sent_size(written: bytes, event: _Event) -> int:
     return sent_size(written)
 
 
-def plan_seven_bit(file: BinaryIO, *, block_size: int = SCAN_BLOCK) -> SevenBitPlan:
+def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
     """Read the message through once: the parts its 7-bit form rewrites and its size,
-    or :class:`NotConvertible` with the reason it has none. The line each event is of
-    is measured as it is written unless rewritten (a delimiter's padding left out); a
-    run of whole lines holds none over :data:`MAX_LINE` octets. ``block_size``: the
-    octets read at a time."""
+    or :class:`NotConvertible` with the reason it has none."""
+    return _planned(_events(file))
+
+
+def _planned(events: Iterator[_Event]) -> SevenBitPlan:
+    """The plan of the message ``events`` classify (:func:`plan_seven_bit`). The line
+    each event is of is measured as it is written unless rewritten (a delimiter's
+    padding left out); a run of whole lines holds none over :data:`MAX_LINE` octets."""
     plan = SevenBitPlan()
     line_length = 0
-    for event in _events(file, block_size):
+    for event in events:
         line_length += 0 if event.whole_lines else len(event.data)
         _check(event, plan, long_line=line_length > MAX_LINE)
         plan.count(event)
@@ -930,14 +943,14 @@ def _rewritten_header_end(event: _Event) -> bytes:
     return before + _added_fields(part) + after
 
 
-def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan, block_size: int) -> Iterator[bytes]:
-    """The message as :func:`plan_seven_bit` planned it, in batches of at least
-    :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
-    joins, not a step per line. The plan is asked once per run of a part's events."""
+def _seven_bit_pieces(events: Iterator[_Event], plan: SevenBitPlan) -> Iterator[bytes]:
+    """The message ``events`` classify, as :func:`plan_seven_bit` planned it, in batches
+    of at least :data:`_BATCH` octets (but the last): a reader's buffer is filled from a
+    few joins, not a step per line. The plan is asked once per run of a part's events."""
     part, rewritten = None, False
     batch: list[bytes] = []
     batched = 0
-    for event in _events(file, block_size):
+    for event in events:
         if event.part is not part:
             part, rewritten = event.part, plan.is_rewritten(event.part)
         written = _rewritten(event) if rewritten else _as_is(event)
@@ -961,15 +974,8 @@ class SevenBitReader(io.RawIOBase):
     send): opening the source and closing hold one lock, so that a read that starts
     after the close raises rather than reopen the queue file for no one to close."""
 
-    def __init__(
-        self,
-        open_source: Callable[[], BinaryIO],
-        plan: SevenBitPlan,
-        *,
-        block_size: int = SCAN_BLOCK,
-    ) -> None:
+    def __init__(self, open_source: Callable[[], BinaryIO], plan: SevenBitPlan) -> None:
         super().__init__()
-        self._block_size = block_size
         self._source_lock = threading.Lock()
         self._open_source = open_source
         self._plan = plan
@@ -1023,9 +1029,7 @@ class SevenBitReader(io.RawIOBase):
                     raise ValueError("I/O operation on closed file")
                 self._source = self._open_source()
             self._pieces = (
-                piece
-                for piece in _seven_bit_pieces(self._source, self._plan, self._block_size)
-                if piece
+                piece for piece in _seven_bit_pieces(_events(self._source), self._plan) if piece
             )
         return self._pieces
 
