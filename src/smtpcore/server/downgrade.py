@@ -115,6 +115,7 @@ continuation, or a misplaced ``From`` envelope line; the email package's own tes
 (``email.feedparser.headerRE``), so that the header ends where readers end it."""
 
 _FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+"""Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
 
 _BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 """A CR or LF that is not half of a CRLF: an octet of its line (binary content), which
@@ -128,7 +129,6 @@ _LONG_PADDED_LINE: Final = re.compile(rb"(?:\A|\n)[^\n]{73,}=(?:20|09)\n")
 """An encoded line of 76 characters or more that ends in a space or tab encoded after the
 fact (``binascii.b2a_qp`` of text encodes the one before a line break, but counted it as
 one character): a line on its own would have had a soft break before it."""
-"""Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
 
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
