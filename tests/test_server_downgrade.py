@@ -886,7 +886,7 @@ characters), ``=`` and 8-bit octets that an escape puts astride a fold."""
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.lists(_QP_EDGE_LINES, min_size=1, max_size=8))
+@given(st.lists(_QP_EDGE_LINES, min_size=1, max_size=16))
 def test_a_run_of_lines_is_encoded_as_each_line_alone(lines: list[bytes]) -> None:
     """The block encoder writes what the line-by-line one writes, octet for octet."""
     expected = b"".join(_quoted_printable(line, True) for line in lines)

@@ -54,6 +54,7 @@ import email.message
 import email.policy
 import enum
 import functools
+import heapq
 import io
 import re
 import threading
@@ -121,15 +122,18 @@ _BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 """A CR or LF that is not half of a CRLF: an octet of its line (binary content), which
 only the line-by-line reading (:func:`_pieces`) takes as it does."""
 
-_LONG_DASH_LINE: Final = re.compile(rb"(?:\A|\n)-[^\n]{73}")
+_SOFT_BREAK_BEFORE_DASH: Final = re.compile(rb"=\n-")
+"""A soft break before a ``-``, which :func:`_folded` does not place (it keeps the ``-``
+on the line before, or writes it ``=2D``)."""
+
+_LONG_DASH_LINE: Final = re.compile(rb"^-[^\n]{73}", re.MULTILINE)
 """An encoded line that starts with ``-`` and is longer than :func:`_folded` keeps whole
 once its ``-`` is written ``=2D``: 73 characters after the ``-`` at least."""
 
-_LONG_PADDED_LINE: Final = re.compile(rb"(?:\A|\n)[^\n]{73,}=(?:20|09)\n")
+_LONG_PADDED_LINE: Final = re.compile(rb"^[^\n]{73,}=(?:20|09)$", re.MULTILINE)
 """An encoded line of 76 characters or more that ends in a space or tab encoded after the
 fact (``binascii.b2a_qp`` of text encodes the one before a line break, but counted it as
 one character): a line on its own would have had a soft break before it."""
-
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
 
@@ -847,35 +851,73 @@ def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
 def _quoted_run(lines: bytes) -> bytes:
     """A run of whole lines (:meth:`_Scanner.run`) quoted-printable, octet for octet as
     :func:`_quoted_printable` writes each line: ``binascii.b2a_qp`` of the run as text
-    (LF line breaks) encodes each line as it encodes the line alone, but for what
-    :func:`_quoted_printable` folds again (a line that starts with ``-``, written
-    ``=2D``, too long to stay whole, or a soft break before a ``-``) and a space or tab
-    at a line's end that ``b2a_qp`` encodes after placing its soft breaks. A run that
-    holds one of those is halved until the line that does is encoded on its own."""
+    (LF line breaks) encodes each line as it encodes the line alone, once a ``-`` that
+    starts a line is written ``=2D``, but for the lines :func:`_not_as_alone` finds,
+    which are encoded again alone. One ``b2a_qp`` call and one search of its output,
+    however many such lines."""
     encoded = binascii.b2a_qp(lines.replace(b"\r\n", b"\n") + b"\n", istext=True)
-    if _encoded_as_alone(encoded):
-        dashes_escaped = encoded.replace(b"\n-", b"\n=2D")
-        if dashes_escaped.startswith(b"-"):
-            dashes_escaped = b"=2D" + dashes_escaped[1:]
-        return dashes_escaped.replace(b"\n", b"\r\n")
-    middle = lines.find(b"\r\n", len(lines) // 2)
-    if middle == -1:
-        middle = lines.rfind(b"\r\n")
-    if middle == -1:
-        return _quoted_printable(lines, True)
-    return _quoted_run(lines[:middle]) + _quoted_run(lines[middle + 2 :])
+    found = _not_as_alone(encoded)
+    at = next(found, None)
+    if at is None:
+        return _crlf_lines(encoded)
+    source = lines.split(b"\r\n")
+    written: list[bytes] = []
+    done = index = 0  # where the next line to write starts in ``encoded``, its index
+    while at is not None:  # each turn writes the lines through the one ``at`` is in
+        start = _hard_line_start(encoded, done, at)
+        if start > done:
+            index += encoded.count(b"\n", done, start) - encoded.count(b"=\n", done, start)
+            written.append(_crlf_lines(encoded[done:start]))
+        written.append(_quoted_printable(source[index], True))
+        done, index = _hard_line_end(encoded, at) + 1, index + 1
+        at = next((offset for offset in found if offset >= done), None)
+    written.append(_crlf_lines(encoded[done:]))
+    return b"".join(written)
 
 
-def _encoded_as_alone(encoded: bytes) -> bool:
-    """Whether each line of ``encoded`` (``b2a_qp`` of whole lines as text) is the line's
-    encoding alone once a ``-`` that starts it is written ``=2D`` (:func:`_quoted_run`):
-    no soft break before a ``-``, no line that starts with one too long for
-    :func:`_folded` to keep whole, no line too long for the space or tab that ends it."""
+def _not_as_alone(encoded: bytes) -> Iterator[int]:
+    """Offsets in ``encoded`` (``b2a_qp`` of whole lines as text), in order, one at least
+    in each line that is not the line's encoding alone (:func:`_quoted_run`): a soft
+    break before a ``-``, a line that starts with one too long for :func:`_folded` to
+    keep whole, a line too long for the space or tab that ends it. Each search runs
+    once, and only where a C-level test finds what it looks for."""
+    searches = []
     if b"=\n-" in encoded:
-        return False
-    if (encoded.startswith(b"-") or b"\n-" in encoded) and _LONG_DASH_LINE.search(encoded):
-        return False
-    return not ((b"=20\n" in encoded or b"=09\n" in encoded) and _LONG_PADDED_LINE.search(encoded))
+        searches.append(_SOFT_BREAK_BEFORE_DASH.finditer(encoded))
+    if encoded.startswith(b"-") or b"\n-" in encoded:
+        searches.append(_LONG_DASH_LINE.finditer(encoded))
+    if b"=20\n" in encoded or b"=09\n" in encoded:
+        searches.append(_LONG_PADDED_LINE.finditer(encoded))
+    return heapq.merge(*((match.start() for match in search) for search in searches))
+
+
+def _hard_line_start(encoded: bytes, done: int, at: int) -> int:
+    """Where the line of ``encoded`` that ``at`` is in starts, ``done`` at the earliest
+    (a line's start): after the last line break before ``at`` that is not a soft one
+    (``=`` before it)."""
+    newline = encoded.rfind(b"\n", done, at)
+    while newline > 0 and encoded[newline - 1] == ord("="):  # moves back each turn
+        newline = encoded.rfind(b"\n", done, newline)
+    return done if newline == -1 else newline + 1
+
+
+def _hard_line_end(encoded: bytes, at: int) -> int:
+    """Where the line break after ``at`` that is not a soft one is: ``encoded`` ends with
+    one."""
+    newline = encoded.index(b"\n", at)
+    while encoded[newline - 1] == ord("="):  # moves on each turn
+        newline = encoded.index(b"\n", newline + 1)
+    return newline
+
+
+def _crlf_lines(encoded: bytes) -> bytes:
+    """Whole lines of ``b2a_qp``'s output (LF line breaks), each the line's encoding
+    alone, as :func:`_quoted_printable` writes them: a ``-`` that starts a line written
+    ``=2D`` (none starts a soft-broken piece, :func:`_not_as_alone`), CRLF line breaks."""
+    dashes_escaped = encoded.replace(b"\n-", b"\n=2D")
+    if dashes_escaped.startswith(b"-"):
+        dashes_escaped = b"=2D" + dashes_escaped[1:]
+    return dashes_escaped.replace(b"\n", b"\r\n")
 
 
 def _folded(encoded: bytes) -> list[bytes]:
