@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
     _SCAN_BLOCK,
     MAX_LINE,
@@ -23,8 +24,6 @@ from smtpcore.server.downgrade import (
     _delimiter,
     _events,
     _planned,
-    _quoted_printable,
-    _quoted_run,
     _seven_bit_pieces,
     plan_seven_bit,
 )
@@ -418,7 +417,7 @@ def test_quoted_printable_decodes_back_and_starts_no_line_with_a_dash(
 ) -> None:
     """Each piece of a line starts an encoded line (the piece before it ended with a
     break, soft or hard), so each piece's encoding alone must keep the rules."""
-    encoded = _quoted_printable(data, ends_line)
+    encoded = quoted_printable(data, ends_line)
     assert encoded.isascii()
     lines = encoded.split(b"\r\n")
     assert lines[-1] == b""
@@ -889,8 +888,8 @@ characters), ``=`` and 8-bit octets that an escape puts astride a fold."""
 @given(st.lists(_QP_EDGE_LINES, min_size=1, max_size=16))
 def test_a_run_of_lines_is_encoded_as_each_line_alone(lines: list[bytes]) -> None:
     """The block encoder writes what the line-by-line one writes, octet for octet."""
-    expected = b"".join(_quoted_printable(line, True) for line in lines)
-    assert _quoted_run(b"\r\n".join(lines)) == expected
+    expected = b"".join(quoted_printable(line, True) for line in lines)
+    assert quoted_run(b"\r\n".join(lines)) == expected
 
 
 _SPLICES = st.sampled_from(
