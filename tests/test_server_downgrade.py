@@ -13,14 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
+    _SCAN_BLOCK,
     MAX_LINE,
     MAX_NESTING,
     READ_LIMIT,
     NotConvertible,
     SevenBitReader,
     _delimiter,
-    _quoted_printable,
+    _events,
+    _planned,
+    _seven_bit_pieces,
     plan_seven_bit,
 )
 from smtpcore.testing import strategies as sst
@@ -413,7 +417,7 @@ def test_quoted_printable_decodes_back_and_starts_no_line_with_a_dash(
 ) -> None:
     """Each piece of a line starts an encoded line (the piece before it ended with a
     break, soft or hard), so each piece's encoding alone must keep the rules."""
-    encoded = _quoted_printable(data, ends_line)
+    encoded = quoted_printable(data, ends_line)
     assert encoded.isascii()
     lines = encoded.split(b"\r\n")
     assert lines[-1] == b""
@@ -861,3 +865,101 @@ def test_a_last_line_with_no_crlf_and_no_colon_still_ends_the_header() -> None:
     start of a long one: a line that is no field, the body's, as before."""
     message = b"Subject: t\r\nTrailer"
     assert _downgraded(message) == message
+
+
+# -- the block scan against the line-by-line conversion -----------------------------------
+
+_QP_EDGE_LINES = st.one_of(
+    _AWKWARD_LINES,
+    st.tuples(
+        st.sampled_from([b"", b"-", b"--", b"."]),
+        st.integers(0, 80),
+        st.sampled_from([b"a", b"\xe9", b"-", b"=", b"\x00", b"a-"]),
+        st.sampled_from([b"", b" ", b"\t", b"  ", b"-", b"\xe9 "]),
+    ).map(lambda t: (t[0] + t[2] * t[1])[: MAX_LINE - len(t[3])] + t[3]),
+    st.binary(max_size=30).map(lambda line: line.replace(b"\r", b"").replace(b"\n", b"")),
+)
+"""Lines at the edges of quoted-printable: a ``-`` where a line or a soft break starts,
+a space or tab at the end of a line long enough for a soft break (73 to 76 encoded
+characters), ``=`` and 8-bit octets that an escape puts astride a fold."""
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_QP_EDGE_LINES, min_size=1, max_size=16))
+def test_a_run_of_lines_is_encoded_as_each_line_alone(lines: list[bytes]) -> None:
+    """The block encoder writes what the line-by-line one writes, octet for octet."""
+    expected = b"".join(quoted_printable(line, True) for line in lines)
+    assert quoted_run(b"\r\n".join(lines)) == expected
+
+
+_SPLICES = st.sampled_from(
+    [
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\r\n--",
+        b"\r\n\r\n",
+        b"\xe9",
+        b"-",
+        b" \r\n",
+        b"\r\n-- x\r\n",
+        b"x" * 990,
+        b"\xe9" * 999,
+        b"\r\nContent-Type: message/global\r\n\r\nSubject: \xe9\r\n\r\n",
+        b"\r\nContent-Transfer-Encoding: base64\r\n",
+        b"\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n--b0\r\n",
+        b"\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n--b0--\r\n",
+    ]
+)
+"""What is spliced into a generated message: bare CR and LF, lines that start with
+``--`` and are no delimiter, 8-bit octets in headers as well as bodies, lines near and
+over 998 octets, a ``message/global`` part with an 8-bit header, and multiparts whose
+boundaries are prefixes of each other's."""
+
+
+@st.composite
+def _mangled_messages(draw: st.DrawFn) -> bytes:
+    """A generated message, with pieces spliced in and perhaps its end cut off (no final
+    CRLF, a line cut anywhere)."""
+    message = bytearray(draw(_MESSAGES))
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(message)))
+        message[at:at] = draw(_SPLICES)
+    if draw(st.booleans()):
+        del message[draw(st.integers(0, len(message))) :]
+    return bytes(message)
+
+
+def _converted(message: bytes, *, runs: bool, block_size: int = _SCAN_BLOCK) -> tuple[object, ...]:
+    """The plan's findings and the 7-bit form, or the reason there is none, as the
+    module reads the message with or without runs of body lines (:func:`_events`)."""
+    try:
+        plan = _planned(_events(io.BytesIO(message), runs=runs, block_size=block_size))
+    except NotConvertible as reason:
+        return ("not convertible", str(reason))
+    events = _events(io.BytesIO(message), runs=runs, block_size=block_size)
+    converted = b"".join(_seven_bit_pieces(events, plan))
+    return (bytes(plan.rewritten), plan.quoted_parts, plan.size, converted)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(_MESSAGES, _mangled_messages()),
+    st.sampled_from([1, 2, 3, 5, 7, 64, READ_LIMIT - 1, READ_LIMIT + 1, _SCAN_BLOCK]),
+)
+def test_the_block_scan_converts_as_the_line_by_line_reading_does(
+    message: bytes, block_size: int
+) -> None:
+    """Octet for octet, and refusal for refusal, what the plain reading gives, a piece
+    of a line at a time, whatever the block size: blocks of 1 to 7 octets cut lines,
+    CRLFs and delimiters anywhere."""
+    expected = _converted(message, runs=False)
+    assert _converted(message, runs=True, block_size=block_size) == expected
+
+
+@pytest.mark.parametrize("block_size", [0, -1])
+def test_a_block_size_under_one_octet_is_refused(block_size: int) -> None:
+    """No block of 0 octets (which would read the message as empty) nor of -1 (the
+    whole message at once)."""
+    with pytest.raises(ValueError, match="octets"):
+        _events(io.BytesIO(b"Subject: x\r\n\r\n\xe9\r\n"), block_size=block_size)

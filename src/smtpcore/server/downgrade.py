@@ -29,7 +29,7 @@ one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit`
 ``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
 its encoded lines are at most 76 characters, and decode to the line as it was.
 
-The message is read twice, line by line, so that memory holds a line whatever
+The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
 per MIME part), whether it can be, and the size of the converted form;
 :class:`SevenBitReader` walks it again, writing the converted form as it is read.
@@ -38,14 +38,21 @@ header whether it encloses a message or is encoded whole, by reading the enclose
 header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
 (RFC 5321 §4.5.3.1.6); a longer one (binary content) is read in pieces of
 :data:`READ_LIMIT` octets.
+
+The parser steps line by line only where a line can change what follows: in a
+header, and at a body line that starts with ``--`` inside a multipart (only such a
+line can be a delimiter, RFC 2046 §5.1.1). The body lines between, whole lines of at
+most 998 octets with no bare CR or LF, go by as one run (:class:`_Scanner`): checked,
+measured and encoded a run at a time with C-level searches and ``binascii``, to the
+same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quoted_run`).
 """
 
 from __future__ import annotations
 
-import binascii
 import email.message
 import email.policy
 import enum
+import functools
 import io
 import re
 import threading
@@ -54,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 
 from smtpcore._driver._content import sent_size
+from smtpcore.server._quoted import quoted_printable, quoted_run
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -90,12 +98,12 @@ MAX_BOUNDARY: Final = READ_LIMIT - 4
 """The longest boundary whose close delimiter (``--``, the boundary, ``--``) fits in
 one read; RFC 2046 §5.1.1 allows 70 characters. A longer one is :class:`NotConvertible`."""
 
+_SCAN_BLOCK: Final = 65536
+"""The octets read from the message at a time: a run of body lines is at most this and a
+line (:class:`_Scanner`). The tests read with smaller blocks, to cut lines anywhere."""
+
 _BATCH: Final = 65536
 """The octets :class:`SevenBitReader` writes at a time, at least (the client's chunk)."""
-
-_QP_LINE: Final = 75
-"""The characters of an encoded line before its soft break's ``=`` (RFC 2045 §6.7 rule
-5: 76 in all)."""
 
 _HEADER_LINE: Final = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
 """A line that belongs to a header: a field (a name and a colon, RFC 5322 §2.2), a
@@ -104,6 +112,10 @@ continuation, or a misplaced ``From`` envelope line; the email package's own tes
 
 _FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 """Field-name characters only: printable ASCII but ``:`` (RFC 5322 §3.6.8 ftext)."""
+
+_BARE_CR_OR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+"""A CR or LF that is not half of a CRLF: an octet of its line (binary content), which
+only the line-by-line reading (:func:`_pieces`) takes as it does."""
 
 _UNENCODED: Final = frozenset({"", "7bit", "8bit", "binary"})
 """The identity encodings (RFC 2045 §6.2), the only ones 8-bit octets may be under."""
@@ -172,26 +184,43 @@ class _Part:
     until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
 
     def resolve(self) -> None:
-        """Read the media type and boundary once the header is whole. The email
-        package reads them, so that quoting, comments and RFC 2231 parameters are
-        understood as a reader of the message understands them (RFC 2045 §5.1)."""
-        parsed = email.message.Message()
-        parsed.set_default_type(self.default_type)
-        if self.has_content_type:
-            parsed["Content-Type"] = self.content_type.decode("ascii", "replace")
-        self.media_type = parsed.get_content_type()
-        boundary = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
-        self.boundary = None if not boundary else boundary.encode("ascii", "replace")
-        if self.boundary is not None and len(self.boundary) > MAX_BOUNDARY:
-            raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
-        self.holds_message = (
-            parsed.get_content_maintype() == "message" and self.media_type not in _FIELD_BLOCKS
-        )
+        """Read the media type, boundary and encoding once the header is whole
+        (:func:`_resolved`)."""
+        content_type = bytes(self.content_type) if self.has_content_type else None
+        encoding = bytes(self.encoding) if self.has_encoding else None
+        resolved = _resolved(self.default_type, content_type, encoding)
+        self.media_type, self.boundary, self.holds_message, self.label = resolved
         self.encloses = self.boundary is not None or self.holds_message
-        self.label = _transfer_encoding(self.encoding) if self.has_encoding else ""
 
 
-def _transfer_encoding(value: bytearray) -> str:
+class _Resolved(NamedTuple):
+    media_type: str
+    boundary: bytes | None
+    holds_message: bool
+    label: str
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | None) -> _Resolved:
+    """What a part's two fields say, read by the email package, so that quoting, comments
+    and RFC 2231 parameters are understood as a reader of the message understands them
+    (RFC 2045 §5.1). Remembered: parts with the same fields, many in a message of many
+    parts, are read the same, and reading builds a message object each time."""
+    parsed = email.message.Message()
+    parsed.set_default_type(default_type)
+    if content_type is not None:
+        parsed["Content-Type"] = content_type.decode("ascii", "replace")
+    media_type = parsed.get_content_type()
+    found = parsed.get_boundary() if parsed.get_content_maintype() == "multipart" else None
+    boundary = None if not found else found.encode("ascii", "replace")
+    if boundary is not None and len(boundary) > MAX_BOUNDARY:
+        raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
+    holds_message = parsed.get_content_maintype() == "message" and media_type not in _FIELD_BLOCKS
+    label = "" if encoding is None else _transfer_encoding(encoding)
+    return _Resolved(media_type, boundary, holds_message, label)
+
+
+def _transfer_encoding(value: bytes) -> str:
     """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
     package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
     anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
@@ -223,6 +252,10 @@ class _Event(NamedTuple):
     part: _Part
     is_encoding: bool = False
     """Part of the ``Content-Transfer-Encoding`` field."""
+    whole_lines: bool = False
+    """``data`` is a run of whole body lines joined by CRLF (:meth:`_Scanner.run`), the
+    last one's CRLF left out as for a line: each at most :data:`MAX_LINE` octets, with
+    no bare CR or LF, and none a delimiter."""
 
 
 def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
@@ -241,6 +274,152 @@ def _pieces(file: BinaryIO) -> Iterator[tuple[bytes, bool]]:
             yield piece, False
     if held:
         yield held, False
+
+
+class _Scanner:
+    """The message read ``block_size`` octets at a time, given either as :func:`_pieces`
+    gives it, a piece of a line at a time (:meth:`piece`), or, where the parser needs no
+    line on its own, as a run of whole lines (:meth:`run`). Holds a block and a line at
+    most."""
+
+    def __init__(self, file: BinaryIO, block_size: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"a block of {block_size} octets reads nothing")
+        self._file = file
+        self._block_size = block_size
+        self._buffer = b""
+        self._start = 0
+        self._at_end = False
+        self._held_cr = False
+        self._last_crlf = -1
+        """Where the buffer's last CRLF is: a run ends there at the latest."""
+        self._bare_at = -1
+        """Where the first bare CR or LF at or after ``_bare_searched`` is (the buffer's
+        length if none): searched once per stretch, so that a buffer is scanned once
+        however many runs it is cut into."""
+        self._bare_searched = 0
+
+    @property
+    def position(self) -> int:
+        """The offset in the file of what comes next, at a line's start."""
+        assert not self._held_cr  # a CR held back is mid-line
+        return self._file.tell() - (len(self._buffer) - self._start)
+
+    def piece(self) -> tuple[bytes, bool] | None:
+        """The next piece exactly as :func:`_pieces` gives it, or None at the end. Each
+        turn takes a read; only a read of a lone CR, held back, gives nothing yet. A
+        read that ends at a buffered LF, the common case, is cut out at once."""
+        start = self._start
+        newline = self._buffer.find(b"\n", start, start + READ_LIMIT)
+        if newline != -1 and not self._held_cr:
+            self._start = newline + 1
+            if newline > start and self._buffer[newline - 1] == 13:
+                return self._buffer[start : newline - 1], True
+            return self._buffer[start : newline + 1], False  # a bare LF: an octet
+        while read := self._readline():
+            piece = b"\r" + read if self._held_cr else read
+            self._held_cr = False
+            if piece.endswith(b"\r\n"):
+                return piece[:-2], True
+            if piece.endswith(b"\r"):
+                piece, self._held_cr = piece[:-1], True
+            if piece:
+                return piece, False
+        if self._held_cr:
+            self._held_cr = False
+            return b"\r", False
+        return None
+
+    def run(self, *, delimiters: bool) -> bytes | None:
+        """The whole lines from here to the last CRLF buffered, joined by CRLF (the last
+        one's left out), up to the first that is not regular: one that starts with
+        ``--`` where ``delimiters`` may be delimited (RFC 2046 §5.1.1), one with a bare
+        CR or LF, or one over :data:`MAX_LINE` octets. None where the next line is such
+        a one, or not buffered whole: that line is read in pieces (:meth:`piece`).
+        Called at a line's start; each cut is one C-level search of the block."""
+        if self._held_cr or (delimiters and self._buffer.startswith(b"--", self._start)):
+            return None
+        if len(self._buffer) - self._start < READ_LIMIT:
+            self._fill(READ_LIMIT)
+        buffer, start = self._buffer, self._start
+        end = self._last_crlf if self._last_crlf >= start else -1
+        if end != -1 and (bare := self._first_bare_cr_or_lf()) < end:
+            end = buffer.rfind(b"\r\n", start, bare)
+        if delimiters and end != -1:  # after the cut above: searched to ``end`` only
+            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
+        if end != -1:
+            end = _before_long_line(buffer, start, end)
+        if end == -1:
+            return None
+        self._start = end + 2
+        return buffer[start:end]
+
+    def _first_bare_cr_or_lf(self) -> int:
+        """Where the first bare CR or LF from here is, the buffer's length if there is
+        none: the regular expression runs only past a stretch the counts (C-level, and
+        faster) do not clear."""
+        if self._bare_searched <= self._start <= self._bare_at:
+            return self._bare_at
+        found = _BARE_CR_OR_LF.search(self._buffer, self._start)
+        self._bare_searched = self._start
+        self._bare_at = len(self._buffer) if found is None else found.start()
+        return self._bare_at
+
+    def _readline(self) -> bytes:
+        """What ``file.readline(READ_LIMIT)`` reads: through the first LF, at most
+        :data:`READ_LIMIT` octets."""
+        self._fill(READ_LIMIT)
+        start = self._start
+        end = self._buffer.find(b"\n", start, start + READ_LIMIT)
+        end = min(start + READ_LIMIT, len(self._buffer)) if end == -1 else end + 1
+        self._start = end
+        return self._buffer[start:end]
+
+    def _fill(self, wanted: int) -> None:
+        """Read blocks until ``wanted`` octets are buffered, or the file ends."""
+        if self._at_end or len(self._buffer) - self._start >= wanted:
+            return
+        blocks = [self._buffer[self._start :]]
+        buffered = len(blocks[0])
+        while buffered < wanted:  # ends at the file's end at the latest
+            block = self._file.read(self._block_size)
+            if not block:
+                self._at_end = True
+                break
+            blocks.append(block)
+            buffered += len(block)
+        self._buffer, self._start = b"".join(blocks), 0
+        self._last_crlf = self._buffer.rfind(b"\r\n")
+        self._bare_searched, self._bare_at = 0, -1
+        if _pairs_up(self._buffer, self._last_crlf):
+            self._bare_at = len(self._buffer)
+
+
+def _pairs_up(buffer: bytes, end: int) -> bool:
+    """Whether every CR and LF before ``end`` is half of a CRLF: the counts say so."""
+    crlf = buffer.count(b"\r\n", 0, end)
+    return buffer.count(b"\r", 0, end) == crlf == buffer.count(b"\n", 0, end)
+
+
+def _before_dashes(buffer: bytes, start: int, end: int) -> int:
+    """``end``, or the CRLF before the first line after ``start`` that starts with ``--``
+    (the line at ``start`` is not one)."""
+    dashes = buffer.find(b"\r\n--", start, end + 3)  # a CRLF before ``end``
+    return end if dashes == -1 else dashes
+
+
+def _before_long_line(buffer: bytes, start: int, end: int) -> int:
+    """``end``, or the CRLF before the first line over :data:`MAX_LINE` octets, -1 where
+    the first line is one. The last CRLF within :data:`MAX_LINE` octets and a CRLF
+    of a line's start proves every line before it short: one search per 1000 octets,
+    as :func:`~smtpcore._lines.line_length_exceeded` does."""
+    line_start = start
+    while line_start <= end:  # each turn moves past a CRLF
+        newline = buffer.rfind(b"\r\n", line_start, min(line_start + MAX_LINE + 2, end + 2))
+        if newline == -1:
+            return line_start - 2 if line_start > start else -1
+        line_start = newline + 2
+    return end
 
 
 def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
@@ -266,10 +445,12 @@ class _Parser:
     """The MIME structure of a message read line by line (RFC 2045, RFC 2046): which
     part each piece belongs to and what it is. Holds the boundaries of the enclosing
     multiparts and the two fields it reads, never a body. ``file`` is the message being
-    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`)."""
+    read, seekable: an enclosed header is read ahead in it (:meth:`_header_is_8bit`),
+    from ``position()``, the offset in it of the line the next piece starts."""
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, position: Callable[[], int]) -> None:
         self._file = file
+        self._position = position
         self._parts = 0
         self._frames: list[tuple[bytes, _Part]] = []
         self._delimiters: dict[bytes, int] = {}
@@ -290,6 +471,22 @@ class _Parser:
             part.default_type = "message/rfc822"
         self._parts += 1
         return part
+
+    def events(self, scanner: _Scanner) -> Iterator[_Event]:
+        """Every piece of the message ``scanner`` reads: a run of body lines as one event
+        where no line of it can change what follows (:meth:`_Scanner.run`), else a piece
+        at a time (:meth:`feed`). Each turn reads on."""
+        while True:
+            if self._line_start and self._padded is None and not self._in_header:
+                run = scanner.run(delimiters=bool(self._frames))
+                if run is not None:
+                    kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
+                    yield _Event(kind, run, True, self._part, whole_lines=True)
+                    continue
+            piece = scanner.piece()
+            if piece is None:
+                return
+            yield from self.feed(*piece)
 
     def feed(self, data: bytes, ends_line: bool) -> tuple[_Event, ...]:
         """The events of one piece of a line: one, or more where a line that is not a
@@ -401,7 +598,8 @@ class _Parser:
         field, a delimiter), then back, so that both readings decide at the enclosing
         part's header. Each enclosed header is read ahead once, so the message is read
         at most twice over."""
-        start = self._file.tell()
+        resume = self._file.tell()
+        self._file.seek(self._position())
         try:
             starts = True
             for data, ends_line in _pieces(self._file):
@@ -412,7 +610,7 @@ class _Parser:
                 starts = ends_line
             return False
         finally:
-            self._file.seek(start)
+            self._file.seek(resume)
 
     def _delimited(self, data: bytes, ends_line: bool, index: int, closes: bool) -> _Event:
         """A delimiter line: the next body part's header follows, or, closing, the
@@ -464,11 +662,18 @@ def _is_binary_leaf(part: _Part) -> bool:
     return part.label == "binary" and not part.encloses
 
 
-def _events(file: BinaryIO) -> Iterator[_Event]:
-    """Every piece of the message, classified by :class:`_Parser`."""
-    parser = _Parser(file)
-    for data, ends_line in _pieces(file):
-        yield from parser.feed(data, ends_line)
+def _events(
+    file: BinaryIO, *, runs: bool = True, block_size: int = _SCAN_BLOCK
+) -> Iterator[_Event]:
+    """Every piece of the message, classified by :class:`_Parser`. With ``runs``, read
+    ``block_size`` octets at a time, and a run of body lines as one event where it can
+    be (:class:`_Scanner`); without, the plain reading, a piece of a line at a time
+    (:func:`_pieces`), which the tests hold the other equal to, octet for octet."""
+    if not runs:
+        parser = _Parser(file, file.tell)
+        return (event for piece in _pieces(file) for event in parser.feed(*piece))
+    scanner = _Scanner(file, block_size)
+    return _Parser(file, lambda: scanner.position).events(scanner)
 
 
 @dataclass(slots=True)
@@ -500,32 +705,41 @@ class SevenBitPlan:
     def count(self, event: _Event) -> None:
         """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
         part is rewritten, else held on the part until it is (:meth:`mark`)."""
-        as_is = _sent_size(_as_is(event), event.data)
+        as_is = _sent_size(_as_is(event), event)
         self.size += as_is
         if not _may_be_rewritten(event.part):
             return
-        growth = _sent_size(_rewritten(event), event.data) - as_is
+        growth = _sent_size(_rewritten(event), event) - as_is
         if event.part.marked:
             self.size += growth
         else:
             event.part.growth += growth
 
 
-def _sent_size(written: bytes, data: bytes) -> int:
-    """What the client sends for ``written``, made from ``data``: only if ``data`` holds
-    a bare CR or LF may ``written`` (its line's CRLF aside), and a per-line count is
-    paid only then."""
-    return sent_size(written) if b"\r" in data or b"\n" in data else len(written)
+def _sent_size(written: bytes, event: _Event) -> int:
+    """What the client sends for ``written``, made from ``event``: only if its data holds
+    a bare CR or LF may ``written`` (its lines' CRLF aside), and a count is paid only
+    then; a run of whole lines holds none."""
+    data = event.data
+    if event.whole_lines or (b"\r" not in data and b"\n" not in data):
+        return len(written)
+    return sent_size(written)
 
 
 def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
     """Read the message through once: the parts its 7-bit form rewrites and its size,
-    or :class:`NotConvertible` with the reason it has none. The line each event is of
-    is measured as it is written unless rewritten (a delimiter's padding left out)."""
+    or :class:`NotConvertible` with the reason it has none."""
+    return _planned(_events(file))
+
+
+def _planned(events: Iterator[_Event]) -> SevenBitPlan:
+    """The plan of the message ``events`` classify (:func:`plan_seven_bit`). The line
+    each event is of is measured as it is written unless rewritten (a delimiter's
+    padding left out); a run of whole lines holds none over :data:`MAX_LINE` octets."""
     plan = SevenBitPlan()
     line_length = 0
-    for event in _events(file):
-        line_length += len(event.data)
+    for event in events:
+        line_length += 0 if event.whole_lines else len(event.data)
         _check(event, plan, long_line=line_length > MAX_LINE)
         plan.count(event)
         if event.ends_line:
@@ -595,45 +809,6 @@ def _may_be_rewritten(part: _Part) -> bool:
     return part.label in _UNENCODED
 
 
-def _quoted_printable(data: bytes, ends_line: bool) -> bytes:
-    """A piece of a line, quoted-printable (RFC 2045 §6.7): ``=`` and every octet
-    outside printable ASCII as ``=XX`` (a bare CR or LF too: only CRLF is a line
-    break), space and tab at the end encoded, lines of at most 76 characters with soft
-    breaks; the line's end kept as a hard break, a piece's end a soft one.
-
-    No encoded line starts with ``-``: a soft break, or the start of a piece (each
-    starts an encoded line), would otherwise let ``--boundary`` begin one, and readers
-    would take it for a delimiter, which RFC 2046 §5.1.1 forbids an encoding to make.
-    Such a ``-`` goes ``=2D`` (rule 1 lets any octet be encoded), and the lines are
-    folded again around it; so are they where the piece's own soft break would make
-    its last line 77 characters."""
-    encoded = binascii.b2a_qp(data, istext=False)
-    lines = encoded.split(b"=\n")
-    starts_with_dash = encoded.startswith(b"-") or b"\n-" in encoded
-    if starts_with_dash or (not ends_line and len(lines[-1]) > _QP_LINE):
-        lines = _folded(b"".join(lines))
-    if ends_line:
-        return b"=\r\n".join(lines) + b"\r\n"
-    return b"=\r\n".join(lines) + b"=\r\n" if data else b""
-
-
-def _folded(encoded: bytes) -> list[bytes]:
-    """One encoded line cut into lines of at most :data:`_QP_LINE` characters, never
-    inside an ``=XX``, a ``-`` that starts one written ``=2D``."""
-    lines = []
-    start = 0
-    while start < len(encoded):
-        head = b""
-        if encoded[start] == ord("-"):
-            head, start = b"=2D", start + 1
-        end = start + _QP_LINE - len(head)
-        if end < len(encoded) and (escape := encoded.find(b"=", end - 2, end)) != -1:
-            end = escape
-        lines.append(head + encoded[start:end])
-        start = end
-    return lines
-
-
 def _added_fields(part: _Part) -> bytes:
     """The fields a converted part's header ends with: its new encoding, and for a
     message with no MIME its declaration (RFC 2045 §4; RFC 1428 §3 for the type)."""
@@ -662,8 +837,10 @@ def _rewritten(event: _Event) -> bytes:
         return b""
     if event.kind is _Kind.HEADER_END:
         return _rewritten_header_end(event)
+    if event.kind is _Kind.BODY and event.whole_lines:
+        return quoted_run(event.data)
     if event.kind is _Kind.BODY:
-        return _quoted_printable(event.data, event.ends_line)
+        return quoted_printable(event.data, event.ends_line)
     return _as_is(event)
 
 
@@ -680,14 +857,14 @@ def _rewritten_header_end(event: _Event) -> bytes:
     return before + _added_fields(part) + after
 
 
-def _seven_bit_pieces(file: BinaryIO, plan: SevenBitPlan) -> Iterator[bytes]:
-    """The message as :func:`plan_seven_bit` planned it, in batches of at least
-    :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
-    joins, not a step per line. The plan is asked once per run of a part's events."""
+def _seven_bit_pieces(events: Iterator[_Event], plan: SevenBitPlan) -> Iterator[bytes]:
+    """The message ``events`` classify, as :func:`plan_seven_bit` planned it, in batches
+    of at least :data:`_BATCH` octets (but the last): a reader's buffer is filled from a
+    few joins, not a step per line. The plan is asked once per run of a part's events."""
     part, rewritten = None, False
     batch: list[bytes] = []
     batched = 0
-    for event in _events(file):
+    for event in events:
         if event.part is not part:
             part, rewritten = event.part, plan.is_rewritten(event.part)
         written = _rewritten(event) if rewritten else _as_is(event)
@@ -766,7 +943,7 @@ class SevenBitReader(io.RawIOBase):
                     raise ValueError("I/O operation on closed file")
                 self._source = self._open_source()
             self._pieces = (
-                piece for piece in _seven_bit_pieces(self._source, self._plan) if piece
+                piece for piece in _seven_bit_pieces(_events(self._source), self._plan) if piece
             )
         return self._pieces
 
