@@ -22,9 +22,23 @@ from broken_servers import LfDotLfDroppingServer, LfDotLfServer, raw_server, ser
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox, parse_path
+from smtpcore.handler import Envelope, Session
 from smtpcore.maildrop import MaildirStore
-from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Noop, Quit, Rcpt
+from smtpcore.smtp import (
+    Auth,
+    AuthResponse,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Reply,
+)
 from smtpcore.testing import (
+    CollectingHandler,
     PlayedPOP3Session,
     POP3ConnectionPair,
     SMTPTestServer,
@@ -61,6 +75,117 @@ def test_a_session_against_smtpcores_own_server_gets_every_reply_in_order() -> N
             assert played.codes.count(354) == len(session.messages)
 
         every_reply()
+
+
+class RefusingHandler(CollectingHandler):
+    """Refuses every recipient, as a server that is no relay for the domain does."""
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(550, "relay access denied")
+
+
+def test_quit_pipelined_behind_a_refused_messages_end_is_still_written() -> None:
+    """Every recipient refused, DATA gets 554 (RFC 5321 §4.1.1.4): the content must not
+    go, but the QUIT pipelined behind its end (RFC 2920 §3.1) still must, and the
+    server that closes after it is not blamed for a QUIT it never got."""
+    envelope = (Mail(None), Rcpt(parse_mailbox("0@a.example")), Data())
+    session = ClientSession(
+        ((Ehlo("client.test"),), envelope, (EndOfMessage(), Quit())), frozenset(OFFERED)
+    )
+    with SMTPTestServer(RefusingHandler()) as server:
+        played = play_smtp_session(server.host, server.port, session, timeout=1)
+    assert played.codes == [220, 250, 250, 550, 554, 221], played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+    assert played.stopped == "the server closed the connection after the session", played
+    written = [entry.data for entry in played.transcript if entry.side == "client"]
+    assert written[-1] == b"QUIT\r\n", written
+
+
+def test_every_reply_comes_in_order_when_a_server_refuses_every_recipient() -> None:
+    with SMTPTestServer(RefusingHandler()) as server:
+
+        @settings(max_examples=15, deadline=None)
+        @given(sst.sessions(extensions=OFFERED))
+        def every_reply(session: ClientSession) -> None:
+            played = play_smtp_session(server.host, server.port, session, timeout=1)
+            assert played.missing == 0 and played.surplus == 0, played
+            assert played.closed and played.codes[-1] == 221, played
+            assert 354 not in played.codes, played
+
+        every_reply()
+
+
+def test_an_auth_response_with_no_challenge_is_left_out_and_the_rest_of_its_group_goes() -> None:
+    """AUTH refused with 504: no 334 came, so the answer to one must not go (RFC 4954
+    §4), but the QUIT written with it must."""
+
+    def refuse_auth(line: bytes) -> bytes:
+        if line.startswith(b"AUTH"):
+            return b"504 5.5.4 unrecognized mechanism\r\n"
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (Auth("PLAIN"),), (AuthResponse(b"\0a\0b"), Quit())),
+        frozenset({"PIPELINING", "AUTH"}),
+    )
+    with listening(line_server(b"220 hi\r\n", refuse_auth)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 504, 221] and played.closed, played
+    assert played.missing == 0 and played.surplus == 0, played
+    written = [entry.data for entry in played.transcript if entry.side == "client"]
+    assert written[-1] == b"QUIT\r\n", written
+
+
+def answering_each_read(answer: Callable[[bytes], bytes]) -> Callable[[socket.socket], None]:
+    """A server that, like aiosmtpd, ends a command line at a bare LF, and writes its
+    replies to everything one read brought in one write; it closes after QUIT."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer = b""
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            *lines, buffer = (buffer + data).split(b"\n")
+            sock.sendall(b"".join(answer(line.rstrip(b"\r").upper()) for line in lines))
+            if any(line.upper().startswith(b"QUIT") for line in lines):
+                return
+
+    return serve_one
+
+
+def smtp_answer(line: bytes) -> bytes:
+    """354 to DATA, 221 to QUIT, 500 to what is no command, 250 to the rest."""
+    for verb, reply in ((b"DATA", b"354 go\r\n"), (b"QUIT", b"221 bye\r\n")):
+        if line.startswith(verb):
+            return reply
+    known = (b"EHLO", b"MAIL FROM:<>", b"RCPT", b".")
+    return b"250 ok\r\n" if line.startswith(known) else b"500 what?\r\n"
+
+
+def test_two_replies_to_one_command_line_are_counted_in_surplus() -> None:
+    """The server reads ``MAIL FROM:<`` LF ``>`` CRLF as two lines and answers both
+    in one write: the second reply is owed to no command. Taken as the next group's,
+    it put every later reply out of step and QUIT went as message content."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (b"MAIL FROM:<\n>\r\n",),
+            (Mail(None),),
+            (Rcpt(parse_mailbox("bob@pqr.example")),),
+            (Data(),),
+            (EndOfMessage(),),
+            (Quit(),),
+        ),
+        frozenset(),
+    )
+    with listening(answering_each_read(smtp_answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 500, 500, 250, 250, 354, 250, 221], played
+    assert played.surplus == 1 and played.missing == 0 and played.closed, played
+    assert played.unowed == (3,), played
+    assert "1 reply owed to no command, the first before group 3 (Mail)" in played.stopped
 
 
 def smuggling_session() -> ClientSession:
@@ -346,6 +471,21 @@ def test_an_extra_pop3_response_ends_the_play_with_a_reason(greeting: bytes, noo
     assert played.error == "the server sent a response no command asked for"
     assert played.unanswered == ()
     assert pop3.Quit() not in played.sent
+
+
+def test_pass_after_a_refused_user_is_left_out_and_the_rest_of_its_group_goes() -> None:
+    """USER refused: PASS must not follow (RFC 1939 §7), but the QUIT pipelined with
+    it (RFC 2449 §6.6) still goes, and the server that closes after it is not blamed."""
+
+    def refuse_user(line: bytes) -> bytes:
+        return b"-ERR no such mailbox\r\n" if line.startswith(b"USER") else b"+OK bye\r\n"
+
+    session = POP3Session(((pop3.User("a"),), (pop3.Pass("b"), pop3.Quit())))
+    with listening(line_server(b"+OK ready\r\n", refuse_user)) as (host, port):
+        played = play_pop3_session(host, port, session, timeout=1)
+    assert played.sent == (pop3.User("a"), pop3.Quit()), played
+    assert played.unanswered == () and played.error is None and played.closed, played
+    assert played.stopped == "the server closed the connection after the session", played
 
 
 @pytest.mark.parametrize(
