@@ -764,9 +764,14 @@ class ClientSession:
     """
 
     groups: tuple[tuple[Event | bytes, ...], ...]
+    """The groups, in order, each written in one go. A failing example prints as
+    ``ClientSession(groups=..., ...)`` in public names, and pastes back to be
+    played again (:ref:`replaying a failing session <replaying-failing-sessions>`)."""
     extensions: frozenset[str] = EXTENSIONS
     """The extensions the session uses (what the server must offer)."""
     lmtp: bool = False
+    """Whether it is an LMTP session (LHLO; a reply per accepted recipient at the end
+    of content, RFC 2033 §4.2)."""
 
     @property
     def events(self) -> tuple[Event | bytes, ...]:
