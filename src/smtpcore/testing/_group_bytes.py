@@ -14,11 +14,12 @@ from smtpcore._dotstuff import DotEncoder
 from smtpcore.smtp import Bdat, EndOfMessage, Event, MessageData
 from smtpcore.smtp._commands import format_command
 
-__all__ = ["encoded", "group_answer_points", "group_write"]
+__all__ = ["encoded", "group_answer_points", "group_write", "pieces"]
 
 
-def encoded(group: Sequence[Event | bytes]) -> list[tuple[bytes, bool]]:
-    """Each item's bytes, and whether a reply is due once they are in.
+def pieces(group: Sequence[Event | bytes]) -> list[tuple[Event | bytes, bytes, bool]]:
+    """Each item's bytes (a hostile line's in one piece per line), with the item, and
+    whether a reply is due once they are in.
 
     A command is due once its line is in (only CRLF ends a line, RFC 5321
     §2.3.8: a hostile line holding one is two lines), a BDAT once its octets
@@ -26,31 +27,36 @@ def encoded(group: Sequence[Event | bytes]) -> list[tuple[bytes, bool]]:
     in. DATA content is dot-stuffed with its line endings left as they are, so
     that smuggling sequences reach the server.
     """
-    out: list[tuple[bytes, bool]] = []
+    out: list[tuple[Event | bytes, bytes, bool]] = []
     encoder: DotEncoder | None = None
     bdat_left = 0
     for item in group:
         if isinstance(item, bytes):
             start = 0
             while (end := item.find(b"\r\n", start)) >= 0:
-                out.append((item[start : end + 2], True))
+                out.append((item, item[start : end + 2], True))
                 start = end + 2
             if start < len(item):
-                out.append((item[start:], False))
+                out.append((item, item[start:], False))
         elif isinstance(item, MessageData):
             if bdat_left:
                 bdat_left -= len(item.data)
-                out.append((item.data, bdat_left == 0))
+                out.append((item, item.data, bdat_left == 0))
                 continue
             encoder = encoder or DotEncoder(normalize=False)
-            out.append((encoder.encode(item.data), False))
+            out.append((item, encoder.encode(item.data), False))
         elif isinstance(item, EndOfMessage):
-            out.append(((encoder or DotEncoder(normalize=False)).end(), True))
+            out.append((item, (encoder or DotEncoder(normalize=False)).end(), True))
             encoder = None
         else:
             bdat_left = item.size if isinstance(item, Bdat) else 0
-            out.append((format_command(item), not bdat_left))
+            out.append((item, format_command(item), not bdat_left))
     return out
+
+
+def encoded(group: Sequence[Event | bytes]) -> list[tuple[bytes, bool]]:
+    """Each item's bytes, and whether a reply is due once they are in (see :func:`pieces`)."""
+    return [(piece, answered) for _, piece, answered in pieces(group)]
 
 
 def group_write(group: Sequence[Event | bytes]) -> bytes:

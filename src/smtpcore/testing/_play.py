@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
-from smtpcore.testing._group_bytes import group_answer_points, group_write
+from smtpcore.testing._group_bytes import group_write
+from smtpcore.testing._in_step import Line, Lines, Pairing, impossible
 from smtpcore.testing._wire import (
     MAX_RECEIVED,
     Exchange,
@@ -129,8 +130,10 @@ class PlayedSMTPSession:
     a deadline passed), each a :class:`smtpcore.testing.check.Exchange`."""
     unowed: tuple[int, ...] = ()
     """Where in :attr:`replies` those owed to no command are: replies already waiting
-    when every reply owed so far was in and a group was about to go out, and those
-    after the reply to the last group."""
+    when every reply owed so far was in and a group was about to go out, those
+    after the reply to the last group, and a reply that showed the replies out of
+    step (one no correct server gives the line it was paired with, where no line
+    later in its group could take it: the extra reply came before it)."""
 
     @property
     def codes(self) -> list[int]:
@@ -188,8 +191,11 @@ def play_smtp_session(
     AUTH got no 334, and the commands pipelined behind them (a QUIT after the
     end of a refused message) still go. Whole replies already waiting when a
     group is about to go out are owed to no command, and counted in
-    :attr:`~PlayedSMTPSession.surplus`. After 220 to STARTTLS the TLS handshake
-    is made with ``tls_context`` (by default, one that checks no certificate).
+    :attr:`~PlayedSMTPSession.surplus`. A reply that no correct server gives the
+    line it is paired with (354 to anything but DATA, say) shows the replies out
+    of step, whatever their timing: the play stops there and says so. After 220
+    to STARTTLS the TLS handshake is made with ``tls_context`` (by default, one
+    that checks no certificate).
     After the last group the player reads until the server closes.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection
@@ -242,6 +248,11 @@ class _SMTPPlayer:
         self.first_unowed = ""
         """Where the first reply owed to no command was found."""
         self.quit_written = False
+        self.lines = Lines()
+        """What each reply due answers, to see replies out of step."""
+        self.out_of_step: Pairing | None = None
+        self.out_of_step_at = -1
+        """Where in :attr:`replies` the reply that showed them out of step is."""
 
     def play(
         self, session: smtpcore.testing.strategies.ClientSession, greeting_deadline: float
@@ -249,7 +260,7 @@ class _SMTPPlayer:
         """Play every group, each by one deadline for its write, its replies and a TLS
         handshake, then wait for the close; why the play ended. A flood may come at
         any read and raises :class:`ServerFlood`, a failed handshake ``OSError``."""
-        if not self.read_owed(1, greeting_deadline):
+        if not self.read_owed([None], greeting_deadline, judged=False):
             return self.stop("the greeting")
         for number, group in enumerate(session.groups, 1):
             sendable = _sendable(group, lambda item: _smtp_may_lead(item, self.answer))
@@ -260,27 +271,50 @@ class _SMTPPlayer:
             deadline = time.monotonic() + self.wire.timeout
             self.wire.send(group_write(sendable), deadline=deadline)
             self.quit_written |= any(isinstance(item, smtp.Quit) for item in sendable)
-            if not self.read_owed(len(group_answer_points(sendable)), deadline):
+            if not self.read_owed(self.lines.write(sendable), deadline):
+                if self.out_of_step is not None:
+                    return self.out_of_step.reason(where)
                 return self.stop(where)
             if isinstance(sendable[0], smtp.StartTls) and self.answer_code() == 220:
                 self.wire.start_tls(self.tls_context or _insecure_context(), deadline)
         self.take_unowed("after the last group's replies", self.wire.read_until_closed())
         return self.ended()
 
-    def read_owed(self, count: int, deadline: float) -> bool:
-        """Read the ``count`` replies a write made due by ``deadline``; False if one did
-        not come (the server closed, a write failed, or the deadline passed)."""
-        self.owed += count
-        for _ in range(count):
+    def read_owed(self, lines: list[Line], deadline: float, *, judged: bool = True) -> bool:
+        """Read the replies a write made due, one for each of its ``lines``, by
+        ``deadline``; False if one did not come (the server closed, a write failed,
+        or the deadline passed) or, where ``judged``, one cannot answer its line: the
+        replies are out of step, and :attr:`out_of_step` says how."""
+        self.owed += len(lines)
+        first = len(self.lines.written) - len(lines)
+        for number, line in enumerate(lines):
             try:
                 reply = self.wire.read_reply(deadline)
             except TimeoutError:
                 return False
             if reply is None:
                 return False
+            before = (self.answer, *self.replies[-1:])
+            previous = [earlier.code for earlier in before if earlier is not None]
             self.replies.append(reply)
             self.answer = reply
+            if judged and not self.judge(first + number, line, reply.code, previous):
+                return False
         return True
+
+    def judge(self, index: int, line: Line, code: int, previous: list[int]) -> bool:
+        """Whether reply ``code`` can answer ``line``, the ``index``-th written; if not,
+        the replies are out of step: the reply owed to no command is counted here,
+        where it showed, when no line written after ``line`` could take ``code``."""
+        pairing = impossible(self.lines, index, code, previous)
+        self.lines.answered(line, code)
+        if pairing is None:
+            return True
+        self.out_of_step = pairing
+        if not pairing.owed_before:
+            self.out_of_step_at = len(self.replies) - 1
+            self.unowed.append(self.out_of_step_at)
+        return False
 
     def take_unowed(self, where: str, replies: list[ServerReply] | None = None) -> None:
         """Count as owed to no command ``replies``, by default the whole replies
@@ -314,9 +348,10 @@ class _SMTPPlayer:
 
     def unowed_note(self) -> str:
         """The replies owed to no command, for :attr:`PlayedSMTPSession.stopped`."""
-        if not self.unowed:
+        unowed = [index for index in self.unowed if index != self.out_of_step_at]
+        if not unowed:
             return ""
-        count = len(self.unowed)
+        count = len(unowed)
         replies = "reply" if count == 1 else "replies"
         return f"; {count} {replies} owed to no command, the first {self.first_unowed}"
 
