@@ -16,16 +16,33 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 
 from broken_servers import LfDotLfDroppingServer, LfDotLfServer, raw_server, serve
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox, parse_path
+from smtpcore.handler import Authenticator, Envelope, Session
 from smtpcore.maildrop import MaildirStore
-from smtpcore.smtp import Data, Ehlo, EndOfMessage, Mail, MessageData, Noop, Quit, Rcpt
+from smtpcore.smtp import (
+    Auth,
+    AuthResponse,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Mail,
+    MessageData,
+    Noop,
+    Quit,
+    Rcpt,
+    Reply,
+    Rset,
+    Xclient,
+)
 from smtpcore.testing import (
+    CollectingHandler,
     PlayedPOP3Session,
+    PlayedSMTPSession,
     POP3ConnectionPair,
     SMTPTestServer,
     play_pop3_session,
@@ -61,6 +78,307 @@ def test_a_session_against_smtpcores_own_server_gets_every_reply_in_order() -> N
             assert played.codes.count(354) == len(session.messages)
 
         every_reply()
+
+
+class RefusingHandler(CollectingHandler):
+    """Refuses every recipient, as a server that is no relay for the domain does."""
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(550, "relay access denied")
+
+
+def test_quit_pipelined_behind_a_refused_messages_end_is_still_written() -> None:
+    """Every recipient refused, DATA gets 554 (RFC 5321 §4.1.1.4): the content must not
+    go, but the QUIT pipelined behind its end (RFC 2920 §3.1) still must, and the
+    server that closes after it is not blamed for a QUIT it never got."""
+    envelope = (Mail(None), Rcpt(parse_mailbox("0@a.example")), Data())
+    session = ClientSession(
+        ((Ehlo("client.test"),), envelope, (EndOfMessage(), Quit())), frozenset(OFFERED)
+    )
+    with SMTPTestServer(RefusingHandler()) as server:
+        played = play_smtp_session(server.host, server.port, session, timeout=1)
+    assert played.codes == [220, 250, 250, 550, 554, 221], played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+    assert played.stopped == "the server closed the connection after the session", played
+    written = [entry.data for entry in played.transcript if entry.side == "client"]
+    assert written[-1] == b"QUIT\r\n", written
+
+
+def test_every_reply_comes_in_order_when_a_server_refuses_every_recipient() -> None:
+    with SMTPTestServer(RefusingHandler()) as server:
+
+        @settings(max_examples=15, deadline=None)
+        @given(sst.sessions(extensions=OFFERED))
+        def every_reply(session: ClientSession) -> None:
+            played = play_smtp_session(server.host, server.port, session, timeout=1)
+            assert played.missing == 0 and played.surplus == 0, played
+            assert played.closed and played.codes[-1] == 221, played
+            assert 354 not in played.codes, played
+
+        every_reply()
+
+
+def test_an_auth_response_with_no_challenge_is_left_out_and_the_rest_of_its_group_goes() -> None:
+    """AUTH refused with 504: no 334 came, so the answer to one must not go (RFC 4954
+    §4), but the QUIT written with it must."""
+
+    def refuse_auth(line: bytes) -> bytes:
+        if line.startswith(b"AUTH"):
+            return b"504 5.5.4 unrecognized mechanism\r\n"
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (Auth("PLAIN"),), (AuthResponse(b"\0a\0b"), Quit())),
+        frozenset({"PIPELINING", "AUTH"}),
+    )
+    with listening(line_server(b"220 hi\r\n", refuse_auth)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 504, 221] and played.closed, played
+    assert played.missing == 0 and played.surplus == 0, played
+    written = [entry.data for entry in played.transcript if entry.side == "client"]
+    assert written[-1] == b"QUIT\r\n", written
+
+
+def answering_each_read(answer: Callable[[bytes], bytes]) -> Callable[[socket.socket], None]:
+    """A server that, like aiosmtpd, ends a command line at a bare LF, and writes its
+    replies to everything one read brought in one write; it closes after QUIT."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer = b""
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            *lines, buffer = (buffer + data).split(b"\n")
+            sock.sendall(b"".join(answer(line.rstrip(b"\r").upper()) for line in lines))
+            if any(line.upper().startswith(b"QUIT") for line in lines):
+                return
+
+    return serve_one
+
+
+def smtp_answer(line: bytes) -> bytes:
+    """354 to DATA, 221 to QUIT, 500 to what is no command, 250 to the rest."""
+    for verb, reply in ((b"DATA", b"354 go\r\n"), (b"QUIT", b"221 bye\r\n")):
+        if line.startswith(verb):
+            return reply
+    known = (b"EHLO", b"MAIL FROM:<>", b"RCPT", b".")
+    return b"250 ok\r\n" if line.startswith(known) else b"500 what?\r\n"
+
+
+def test_two_replies_to_one_command_line_are_counted_in_surplus() -> None:
+    """The server reads ``MAIL FROM:<`` LF ``>`` CRLF as two lines and answers both
+    in one write: the second reply is owed to no command. Taken as the next group's,
+    it put every later reply out of step and QUIT went as message content."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (b"MAIL FROM:<\n>\r\n",),
+            (Mail(None),),
+            (Rcpt(parse_mailbox("bob@pqr.example")),),
+            (Data(),),
+            (EndOfMessage(),),
+            (Quit(),),
+        ),
+        frozenset(),
+    )
+    with listening(answering_each_read(smtp_answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 500, 500, 250, 250, 354, 250, 221], played
+    assert played.surplus == 1 and played.missing == 0 and played.closed, played
+    assert played.unowed == (3,), played
+    assert "1 reply owed to no command, the first before group 3 (Mail)" in played.stopped
+
+
+def one_reply_behind_after_a_bare_lf(
+    answer: Callable[[bytes], bytes],
+) -> Callable[[socket.socket], None]:
+    """A server that, like aiosmtpd, ends a command line at a bare LF and writes each
+    reply apart. A read's first reply goes at once; a second one, and from then on
+    every reply, waits for the client's next write, as aiosmtpd's second 500 came
+    after the player had looked for replies already waiting (17 runs in 20 against
+    the real one). The wait makes the race go the same way every run."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer, held, behind = b"", list[bytes](), False
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            if held:
+                sock.sendall(held.pop(0))
+            *lines, buffer = (buffer + data).split(b"\n")
+            replies = [answer(line.rstrip(b"\r").upper()) for line in lines]
+            if replies and not behind:
+                sock.sendall(replies.pop(0))
+            behind |= bool(replies)
+            held += replies
+
+    return serve_one
+
+
+def test_replies_out_of_step_are_found_by_a_reply_that_cannot_answer_its_command() -> None:
+    """The server answers ``MAIL FROM:<`` LF ``>`` CRLF with two 500s, the second after
+    the player looked for waiting replies: it is taken for MAIL's, every later reply
+    is one behind, and DATA's 354 comes back to QUIT. No correct server answers QUIT
+    with 354 (RFC 5321 §4.3.2), so the play stops there and counts a reply owed to
+    no command, instead of waiting for a close that cannot come (QUIT went as the
+    message's content)."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (b"MAIL FROM:<\n>\r\n",),
+            (Mail(None),),
+            (Rcpt(parse_mailbox("bob@pqr.example")),),
+            (Data(),),
+            (EndOfMessage(),),
+            (Quit(),),
+        ),
+        frozenset(),
+    )
+    with listening(one_reply_behind_after_a_bare_lf(smtp_answer)) as (host, port):
+        started = time.monotonic()
+        played = play_smtp_session(host, port, session, timeout=2)
+        took = time.monotonic() - started
+    assert played.codes == [220, 250, 500, 500, 250, 250, 354], played
+    assert played.stopped == (
+        "replies out of step: 354 answered QUIT in group 7 (Quit), a reply no correct"
+        " server gives it (RFC 5321 §4.3.2); a reply before it was owed to no command"
+    ), played.stopped
+    assert played.surplus == 1 and played.unowed == (6,), played
+    assert not played.closed, played
+    assert took < 2, "it stops at the reply, without waiting for a close"
+
+
+def test_a_reply_swallowed_in_a_pipelined_group_shows_as_missing_when_steps_slip() -> None:
+    """The server never answers RCPT in a pipelined MAIL, RCPT, DATA: its 354 is paired
+    with RCPT. DATA, written after RCPT, can take it, so a reply is missing, not owed
+    to no command."""
+
+    def no_reply_to_rcpt(line: bytes) -> bytes | None:
+        return None if line.startswith(b"RCPT") else smtp_answer(line)
+
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(parse_mailbox("bob@pqr.example")), Data()),
+            (EndOfMessage(), Quit()),
+        ),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(line_server(b"220 hi\r\n", no_reply_to_rcpt)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 250, 354], played
+    assert played.stopped.startswith(
+        "replies out of step: 354 answered RCPT TO:<bob@pqr.example> in group 2"
+    ), played.stopped
+    assert played.stopped.endswith("; a reply owed before it did not come"), played.stopped
+    assert played.surplus == 0 and played.missing == 1, played
+
+
+def sasl_reading_any_line(line: bytes) -> bytes:
+    """A LOGIN exchange that reads any line after a 334 as the next answer: 334 for
+    the user name, 235 for the password, as a correct server does (RFC 4954 §4)."""
+    if line.startswith(b"AUTH"):
+        return b"334 VXNlcm5hbWU6\r\n"
+    if line.startswith(b"NOOP"):  # read as the user name: "NOOP" is base64
+        return b"334 UGFzc3dvcmQ6\r\n"
+    if line.startswith(b"RSET"):  # read as the password
+        return b"235 2.7.0 ok\r\n"
+    return smtp_answer(line)
+
+
+def test_a_sasl_exchange_reading_commands_as_its_answers_is_in_step() -> None:
+    """After a 334 a server reads the next line as an answer, whatever it says: 334
+    and 235 to NOOP and RSET are in step there, and the play goes on to the close."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), (Auth("LOGIN"),), (Noop(),), (Rset(),), (Quit(),)),
+        frozenset({"AUTH"}),
+    )
+    with listening(line_server(b"220 hi\r\n", sasl_reading_any_line)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 334, 334, 235, 221], played
+    assert played.stopped == "the server closed the connection after the session", played
+    assert played.surplus == 0 and played.missing == 0, played
+
+
+def test_220_to_xclient_is_in_step() -> None:
+    """Postfix answers XCLIENT with a new 220 greeting (XCLIENT_README)."""
+
+    def answer(line: bytes) -> bytes:
+        return b"220 again\r\n" if line.startswith(b"XCLIENT") else smtp_answer(line)
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (Xclient(addr="192.0.2.1"),), (Ehlo("client.test"),), (Quit(),)),
+        frozenset(),
+    )
+    with listening(line_server(b"220 hi\r\n", answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 220, 250, 221], played
+    assert played.stopped == "the server closed the connection after the session", played
+
+
+def test_a_line_begun_by_hostile_bytes_is_not_judged() -> None:
+    """A hostile line with no CRLF of its own ends at the next command's: the server
+    answers the joined line, which may be anything (here ``DATA`` and ``NOOP`` make
+    ``DATA NOOP``, which this server takes as DATA), so no reply to it is judged."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), (b"DATA ",), (Noop(),), (EndOfMessage(), Quit())),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(line_server(b"220 hi\r\n", smtp_answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=1)
+    assert played.codes == [220, 250, 354, 250, 221], played
+    assert "out of step" not in played.stopped, played
+
+
+REFERENCE_OFFER = {"PIPELINING", "8BITMIME", "SIZE", "SMTPUTF8", "CHUNKING", "STARTTLS", "AUTH"}
+
+
+def john_secret(username: str, password: str) -> bool:
+    return (username, password) == ("john", "secret")  # what sessions() logs in with
+
+
+@pytest.mark.parametrize("handler", [CollectingHandler, RefusingHandler])
+def test_no_session_against_the_reference_server_is_ever_out_of_step(
+    handler: Callable[[], CollectingHandler],
+) -> None:
+    """Three hundred drawn sessions (seeded), hostile lines, STARTTLS, AUTH, BDAT and
+    pipelined groups among them, against the reference server, a correct one that
+    takes every recipient or refuses every one: not one is stopped as out of step,
+    none has a reply owed to no command, and none misses one but where the server
+    closed on too many errors (421, RFC 5321 §3.8)."""
+    played_all: list[PlayedSMTPSession] = []
+    auth = Authenticator(check_password=john_secret)
+    with SMTPTestServer(handler(), starttls=True, auth=auth) as server:
+
+        @settings(
+            max_examples=300,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(sst.sessions(extensions=REFERENCE_OFFER, hostile=True))
+        def in_step(session: ClientSession) -> None:
+            played = play_smtp_session(
+                server.host, server.port, session, tls_context=server.client_context
+            )
+            played_all.append(played)
+            assert "out of step" not in played.stopped, played
+            assert played.surplus == 0, played
+            assert played.missing == 0 or played.codes[-1] == 421, played
+
+        in_step()
+    assert len(played_all) == 300
+    codes = [played.codes for played in played_all]
+    assert sum(235 in each for each in codes) > 30, "AUTH exchanges were played"
+    assert sum(220 in each[1:] for each in codes) > 30, "STARTTLS was played"
+    if handler is CollectingHandler:
+        assert sum(354 in each for each in codes) > 30, "DATA was played"
 
 
 def smuggling_session() -> ClientSession:
@@ -346,6 +664,21 @@ def test_an_extra_pop3_response_ends_the_play_with_a_reason(greeting: bytes, noo
     assert played.error == "the server sent a response no command asked for"
     assert played.unanswered == ()
     assert pop3.Quit() not in played.sent
+
+
+def test_pass_after_a_refused_user_is_left_out_and_the_rest_of_its_group_goes() -> None:
+    """USER refused: PASS must not follow (RFC 1939 §7), but the QUIT pipelined with
+    it (RFC 2449 §6.6) still goes, and the server that closes after it is not blamed."""
+
+    def refuse_user(line: bytes) -> bytes:
+        return b"-ERR no such mailbox\r\n" if line.startswith(b"USER") else b"+OK bye\r\n"
+
+    session = POP3Session(((pop3.User("a"),), (pop3.Pass("b"), pop3.Quit())))
+    with listening(line_server(b"+OK ready\r\n", refuse_user)) as (host, port):
+        played = play_pop3_session(host, port, session, timeout=1)
+    assert played.sent == (pop3.User("a"), pop3.Quit()), played
+    assert played.unanswered == () and played.error is None and played.closed, played
+    assert played.stopped == "the server closed the connection after the session", played
 
 
 @pytest.mark.parametrize(

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
+from smtpcore.testing._group_bytes import group_write
+from smtpcore.testing._in_step import Line, Lines, Pairing, impossible
 from smtpcore.testing._wire import (
     MAX_RECEIVED,
     Exchange,
@@ -56,6 +58,7 @@ its answers) and the close: long for a server on loopback, short enough that a
 shrinking run of hundreds of examples that wait it out ends in minutes."""
 
 POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
+Item = TypeVar("Item")
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -80,6 +83,20 @@ def _named(items: Sequence[object]) -> str:
     return ", ".join(str(name) for name in names)
 
 
+def _sendable(group: Sequence[Item], may_lead: Callable[[Item], bool]) -> tuple[Item, ...]:
+    """``group`` from its first item that may lead it after the answers so far.
+
+    An answer can refuse only the head of a group, what follows the command it
+    answers: content after a refused DATA, an AUTH or POP3 SASL response with no
+    challenge, PASS after a refused USER. That head is left out; the commands
+    pipelined behind it still go (RFC 2920 §3.1, RFC 2449 §6.6), a QUIT among
+    them, and the server owes their replies."""
+    for index, item in enumerate(group):
+        if may_lead(item):
+            return tuple(group[index:])
+    return ()
+
+
 # -- SMTP ---------------------------------------------------------------------------
 
 
@@ -90,7 +107,8 @@ class PlayedSMTPSession:
     Compare :attr:`owed` with the replies read: :attr:`missing` counts replies
     that did not come (the player stopped at the first), :attr:`surplus` those
     the server sent beyond what was owed (a command read from inside a
-    message). ``str()`` shows it all, with the bytes on the wire.
+    message, a line answered twice). ``str()`` shows it all, with the bytes on
+    the wire.
     """
 
     replies: tuple[ServerReply, ...]
@@ -100,7 +118,7 @@ class PlayedSMTPSession:
     owed: int
     """The replies the server owed for what was written: the greeting, and one per
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
-    group sent."""
+    group sent (of the part sent, where a refusal left its head out)."""
     closed: bool
     """Whether the server ended the stream (after QUIT, if it came to that): a read
     found its end, or a reset. False when the play stopped reading first (a flood, a
@@ -110,6 +128,12 @@ class PlayedSMTPSession:
     transcript: tuple[Exchange, ...]
     """Every write and read, byte for byte, and what was not bytes (a TLS handshake,
     a deadline passed), each a :class:`smtpcore.testing.check.Exchange`."""
+    unowed: tuple[int, ...] = ()
+    """Where in :attr:`replies` those owed to no command are: replies already waiting
+    when every reply owed so far was in and a group was about to go out, those
+    after the reply to the last group, and a reply that showed the replies out of
+    step (one no correct server gives the line it was paired with, where no line
+    later in its group could take it: the extra reply came before it)."""
 
     @property
     def codes(self) -> list[int]:
@@ -119,12 +143,12 @@ class PlayedSMTPSession:
     @property
     def missing(self) -> int:
         """Replies owed and not read: a server that swallowed a command, or stalled."""
-        return max(0, self.owed - len(self.replies))
+        return max(0, self.owed - (len(self.replies) - len(self.unowed)))
 
     @property
     def surplus(self) -> int:
         """Replies read beyond those owed: a server that ran a command no one sent."""
-        return max(0, len(self.replies) - self.owed)
+        return len(self.unowed)
 
     @property
     def received(self) -> bytes:
@@ -138,13 +162,13 @@ class PlayedSMTPSession:
         )
 
 
-def _smtp_group_playable(group: tuple[object, ...], last: ServerReply | None) -> bool:
-    """Whether a group may go out after the reply ``last``: content only after 354
-    (RFC 5321 §4.1.1.4), an AUTH response only after a 334 challenge (RFC 4954 §4)."""
-    first = group[0]
-    if isinstance(first, smtp.MessageData | smtp.EndOfMessage):
+def _smtp_may_lead(item: object, last: ServerReply | None) -> bool:
+    """Whether ``item`` may go at the head of a group after the reply ``last``: content
+    only after 354 (RFC 5321 §4.1.1.4), an AUTH response only after a 334 challenge
+    (RFC 4954 §4)."""
+    if isinstance(item, smtp.MessageData | smtp.EndOfMessage):
         return last is not None and last.code == 354
-    if isinstance(first, smtp.AuthResponse):
+    if isinstance(item, smtp.AuthResponse):
         return last is not None and last.code == 334
     return True
 
@@ -163,10 +187,16 @@ def play_smtp_session(
     Each group goes out in one write once the replies to the one before are in
     (RFC 2920 §3.1), and the replies its
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` make due are
-    read. A content group is left out when DATA did not get 354, an AUTH response
-    when AUTH got no 334; after 220 to STARTTLS the TLS handshake is made with
-    ``tls_context`` (by default, one that checks no certificate). After the last
-    group the player reads until the server closes.
+    read. Content is left out when DATA did not get 354, an AUTH response when
+    AUTH got no 334, and the commands pipelined behind them (a QUIT after the
+    end of a refused message) still go. Whole replies already waiting when a
+    group is about to go out are owed to no command, and counted in
+    :attr:`~PlayedSMTPSession.surplus`. A reply that no correct server gives the
+    line it is paired with (354 to anything but DATA, say) shows the replies out
+    of step, whatever their timing: the play stops there and says so. After 220
+    to STARTTLS the TLS handshake is made with ``tls_context`` (by default, one
+    that checks no certificate).
+    After the last group the player reads until the server closes.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection
     and the greeting, one per group written (its write, all its replies and a
@@ -185,72 +215,145 @@ def play_smtp_session(
         raise ValueError("play_smtp_session plays SMTP sessions, not LMTP ones")
     greeting_deadline = time.monotonic() + timeout
     wire = WireClient(checked_host(host), port, timeout=timeout)
+    player = _SMTPPlayer(wire, tls_context)
     try:
-        replies, owed, stopped = _play_smtp(wire, session, tls_context, greeting_deadline)
+        stopped = player.play(session, greeting_deadline)
+    except ServerFlood as exc:
+        stopped = _flooded(exc)
+    except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
+        stopped = f"the TLS handshake failed: {exc}"
     finally:
         wire.close()
     return PlayedSMTPSession(
-        tuple(replies), owed, wire.server_closed, stopped, tuple(wire.transcript)
+        tuple(player.replies),
+        player.owed,
+        wire.server_closed,
+        stopped + player.unowed_note(),
+        tuple(wire.transcript),
+        tuple(player.unowed),
     )
 
 
-def _play_smtp(
-    wire: WireClient,
-    session: smtpcore.testing.strategies.ClientSession,
-    tls_context: ssl.SSLContext | None,
-    greeting_deadline: float,
-) -> tuple[list[ServerReply], int, str]:
-    """The replies, the count owed and why the play ended. A flood may come at any
-    read, the last one included: every read is inside the ``try``."""
-    replies: list[ServerReply] = []
-    owed = 1
-    try:
-        if not _read_smtp_replies(wire, 1, replies, greeting_deadline):
-            return replies, owed, _smtp_stop(wire, "the greeting")
-        for number, (group, write, due) in enumerate(
-            zip(session.groups, session.writes(), session.answer_points(), strict=True), 1
-        ):
-            if not _smtp_group_playable(group, replies[-1] if replies else None):
+class _SMTPPlayer:
+    """The socket, the replies read, and which of them were owed."""
+
+    def __init__(self, wire: WireClient, tls_context: ssl.SSLContext | None) -> None:
+        self.wire = wire
+        self.tls_context = tls_context
+        self.replies: list[ServerReply] = []
+        self.owed = 0
+        self.answer: ServerReply | None = None
+        """The last reply owed so far: the one the head of the next group follows."""
+        self.unowed: list[int] = []
+        self.first_unowed = ""
+        """Where the first reply owed to no command was found."""
+        self.quit_written = False
+        self.lines = Lines()
+        """What each reply due answers, to see replies out of step."""
+        self.out_of_step: Pairing | None = None
+        self.out_of_step_at = -1
+        """Where in :attr:`replies` the reply that showed them out of step is."""
+
+    def play(
+        self, session: smtpcore.testing.strategies.ClientSession, greeting_deadline: float
+    ) -> str:
+        """Play every group, each by one deadline for its write, its replies and a TLS
+        handshake, then wait for the close; why the play ended. A flood may come at
+        any read and raises :class:`ServerFlood`, a failed handshake ``OSError``."""
+        if not self.read_owed([None], greeting_deadline, judged=False):
+            return self.stop("the greeting")
+        for number, group in enumerate(session.groups, 1):
+            sendable = _sendable(group, lambda item: _smtp_may_lead(item, self.answer))
+            if not sendable:
                 continue
-            deadline = time.monotonic() + wire.timeout
-            wire.send(write, deadline=deadline)
-            owed += len(due)
-            if not _read_smtp_replies(wire, len(due), replies, deadline):
-                return replies, owed, _smtp_stop(wire, f"group {number} ({_named(group)})")
-            if isinstance(group[0], smtp.StartTls) and replies[-1].code == 220:
-                wire.start_tls(tls_context or _insecure_context(), deadline)
-        replies += wire.read_until_closed()
-    except ServerFlood as exc:
-        return replies, owed, _flooded(exc)
-    except OSError as exc:  # the TLS handshake failed (ssl.SSLError is an OSError)
-        return replies, owed, f"the TLS handshake failed: {exc}"
-    if wire.server_closed:
-        return replies, owed, "the server closed the connection after the session"
-    return replies, owed, f"the server did not close within {wire.timeout:g} s after QUIT"
+            where = f"group {number} ({_named(sendable)})"
+            self.take_unowed(f"before {where}")
+            deadline = time.monotonic() + self.wire.timeout
+            self.wire.send(group_write(sendable), deadline=deadline)
+            self.quit_written |= any(isinstance(item, smtp.Quit) for item in sendable)
+            if not self.read_owed(self.lines.write(sendable), deadline):
+                if self.out_of_step is not None:
+                    return self.out_of_step.reason(where)
+                return self.stop(where)
+            if isinstance(sendable[0], smtp.StartTls) and self.answer_code() == 220:
+                self.wire.start_tls(self.tls_context or _insecure_context(), deadline)
+        self.take_unowed("after the last group's replies", self.wire.read_until_closed())
+        return self.ended()
 
+    def read_owed(self, lines: list[Line], deadline: float, *, judged: bool = True) -> bool:
+        """Read the replies a write made due, one for each of its ``lines``, by
+        ``deadline``; False if one did not come (the server closed, a write failed,
+        or the deadline passed) or, where ``judged``, one cannot answer its line: the
+        replies are out of step, and :attr:`out_of_step` says how."""
+        self.owed += len(lines)
+        first = len(self.lines.written) - len(lines)
+        for number, line in enumerate(lines):
+            try:
+                reply = self.wire.read_reply(deadline)
+            except TimeoutError:
+                return False
+            if reply is None:
+                return False
+            before = (self.answer, *self.replies[-1:])
+            previous = [earlier.code for earlier in before if earlier is not None]
+            self.replies.append(reply)
+            self.answer = reply
+            if judged and not self.judge(first + number, line, reply.code, previous):
+                return False
+        return True
 
-def _read_smtp_replies(
-    wire: WireClient, count: int, replies: list[ServerReply], deadline: float
-) -> bool:
-    """Read ``count`` replies into ``replies`` by ``deadline``; False if one did not
-    come (the server closed, a write failed, or the deadline passed)."""
-    for _ in range(count):
-        try:
-            reply = wire.read_reply(deadline)
-        except TimeoutError:
-            return False
-        if reply is None:
-            return False
-        replies.append(reply)
-    return True
+    def judge(self, index: int, line: Line, code: int, previous: list[int]) -> bool:
+        """Whether reply ``code`` can answer ``line``, the ``index``-th written; if not,
+        the replies are out of step: the reply owed to no command is counted here,
+        where it showed, when no line written after ``line`` could take ``code``."""
+        pairing = impossible(self.lines, index, code, previous)
+        self.lines.answered(line, code)
+        if pairing is None:
+            return True
+        self.out_of_step = pairing
+        if not pairing.owed_before:
+            self.out_of_step_at = len(self.replies) - 1
+            self.unowed.append(self.out_of_step_at)
+        return False
 
+    def take_unowed(self, where: str, replies: list[ServerReply] | None = None) -> None:
+        """Count as owed to no command ``replies``, by default the whole replies
+        already waiting: every reply owed so far is in, so these are answers to no
+        line written (a line answered twice, a command read from inside a message).
+        Taken for the next group's, they would put every later reply out of step."""
+        if replies is None:
+            replies = self.wire.read_waiting_replies()
+        if replies and not self.unowed:
+            self.first_unowed = where
+        self.unowed += range(len(self.replies), len(self.replies) + len(replies))
+        self.replies += replies
 
-def _smtp_stop(wire: WireClient, what: str) -> str:
-    if wire.write_failed:  # the cause, where the read after it then found the close
-        return f"the write of {what} failed"
-    if wire.server_closed:
-        return f"the server closed the connection before its replies to {what}"
-    return f"no whole reply within {wire.timeout:g} s to {what}"
+    def answer_code(self) -> int:
+        return self.answer.code if self.answer is not None else 0
+
+    def stop(self, what: str) -> str:
+        wire = self.wire
+        if wire.write_failed:  # the cause, where the read after it then found the close
+            return f"the write of {what} failed"
+        if wire.server_closed:
+            return f"the server closed the connection before its replies to {what}"
+        return f"no whole reply within {wire.timeout:g} s to {what}"
+
+    def ended(self) -> str:
+        """Why the play ended once every group was answered."""
+        if self.wire.server_closed:
+            return "the server closed the connection after the session"
+        after = "QUIT" if self.quit_written else "the last group (no QUIT was written)"
+        return f"the server did not close within {self.wire.timeout:g} s after {after}"
+
+    def unowed_note(self) -> str:
+        """The replies owed to no command, for :attr:`PlayedSMTPSession.stopped`."""
+        unowed = [index for index in self.unowed if index != self.out_of_step_at]
+        if not unowed:
+            return ""
+        count = len(unowed)
+        replies = "reply" if count == 1 else "replies"
+        return f"; {count} {replies} owed to no command, the first {self.first_unowed}"
 
 
 # -- POP3 ---------------------------------------------------------------------------
@@ -346,13 +449,14 @@ class _POP3Player:
         for number, group in enumerate(groups, 1):
             if self.client.state is pop3.State.CLOSED:
                 break
-            if not self.playable(group):
+            sendable = _sendable(group, self.may_lead)
+            if not sendable:
                 continue
             deadline = time.monotonic() + self.wire.timeout
-            self.write(group, deadline)
+            self.write(sendable, deadline)
             self.read_answers(deadline)
             self.stop_if_closed_early(number, groups)
-            if isinstance(group[0], pop3.Stls) and self.client.state is pop3.State.TLS_PENDING:
+            if isinstance(sendable[0], pop3.Stls) and self.client.state is pop3.State.TLS_PENDING:
                 self.wire.start_tls(self.tls_context or _insecure_context(), deadline)
                 self.client.tls_started()
         return self.await_close()
@@ -375,13 +479,14 @@ class _POP3Player:
                 f"the server closed the connection after {where}, before the session ended"
             )
 
-    def playable(self, group: tuple[POP3Sent, ...]) -> bool:
-        """A SASL response only after a ``+`` challenge, PASS only after USER's
-        ``+OK`` (RFC 1939 §7): a refusal before leaves the group out."""
-        first, state = group[0], self.client.state
-        if isinstance(first, pop3.AuthResponse):
+    def may_lead(self, item: POP3Sent) -> bool:
+        """Whether ``item`` may go at the head of a group after the answers so far: a
+        SASL response only after a ``+`` challenge (RFC 5034 §4), PASS only after
+        USER's ``+OK`` (RFC 1939 §7)."""
+        state = self.client.state
+        if isinstance(item, pop3.AuthResponse):
             return state is pop3.State.SASL
-        if isinstance(first, pop3.Pass):
+        if isinstance(item, pop3.Pass):
             return state is pop3.State.USER
         return True
 
@@ -505,8 +610,9 @@ def play_pop3_session(
     argument, RETR, TOP (RFC 1939), CAPA (RFC 2449 §5), a bare AUTH; and that a
     ``+`` line is a SASL challenge (RFC 5034 §4). Each response must be whole
     within ``timeout`` seconds. A SASL response is left out when AUTH got no
-    challenge, PASS when USER was refused; after STLS's ``+OK`` the TLS handshake
-    is made with ``tls_context`` (by default, one that checks no certificate).
+    challenge, PASS when USER was refused, and the commands pipelined behind them
+    still go; after STLS's ``+OK`` the TLS handshake is made with ``tls_context``
+    (by default, one that checks no certificate).
     After the last group the player waits for the server to close.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection

@@ -22,7 +22,6 @@ from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from smtpcore._dotstuff import DotEncoder
 from smtpcore.address import Mailbox
 from smtpcore.sasl import PlainClient
 from smtpcore.smtp import (
@@ -61,6 +60,7 @@ from smtpcore.smtp._dsn import DSNError, read_any_case_xtext
 from smtpcore.smtp._forwarding import MAX_VALUE as _MAX_XTEXT_VALUE
 from smtpcore.testing._addresses import _ATEXT, _ODD_PATHS, broken_paths, domains, mailboxes
 from smtpcore.testing._content import message_contents
+from smtpcore.testing._group_bytes import group_answer_points, group_write
 from smtpcore.testing._numbers import malformed_numbers
 from smtpcore.testing._regex import regex
 
@@ -801,9 +801,14 @@ class ClientSession:
     """
 
     groups: tuple[tuple[Event | bytes, ...], ...]
+    """The groups, in order, each written in one go. A failing example prints as
+    ``ClientSession(groups=..., ...)`` in public names, and pastes back to be
+    played again (:ref:`replaying a failing session <replaying-failing-sessions>`)."""
     extensions: frozenset[str] = EXTENSIONS
     """The extensions the session uses (what the server must offer)."""
     lmtp: bool = False
+    """Whether it is an LMTP session (LHLO; a reply per accepted recipient at the end
+    of content, RFC 2033 §4.2)."""
 
     @property
     def events(self) -> tuple[Event | bytes, ...]:
@@ -837,7 +842,7 @@ class ClientSession:
         endings left as they are, so smuggling sequences reach the server)
         and ended by ``CRLF.CRLF``, BDAT octets unchanged.
         """
-        return [b"".join(piece for piece, _ in _encode(group)) for group in self.groups]
+        return [group_write(group) for group in self.groups]
 
     def answer_points(self) -> list[list[int]]:
         """For each group, the offsets in its write at which a reply falls due.
@@ -848,49 +853,10 @@ class ClientSession:
         a server that answers before has not read what it answers. (LMTP
         gives one reply per accepted recipient at the end of content.)
         """
-        points: list[list[int]] = []
-        for group in self.groups:
-            offset, due = 0, []
-            for piece, answered in _encode(group):
-                offset += len(piece)
-                if answered:
-                    due.append(offset)
-            points.append(due)
-        return points
+        return [group_answer_points(group) for group in self.groups]
 
     def __iter__(self) -> Iterator[tuple[Event | bytes, ...]]:
         return iter(self.groups)
-
-
-def _encode(group: tuple[Event | bytes, ...]) -> list[tuple[bytes, bool]]:
-    """Each item's bytes, and whether a reply is due once they are in."""
-    out: list[tuple[bytes, bool]] = []
-    encoder: DotEncoder | None = None
-    bdat_left = 0
-    for item in group:
-        if isinstance(item, bytes):
-            # A reply for each line the item ends: only CRLF ends one (RFC 5321 §2.3.8),
-            # so a CRLF inside a hostile path is two lines, and a bare CR or LF is none.
-            start = 0
-            while (end := item.find(b"\r\n", start)) >= 0:
-                out.append((item[start : end + 2], True))
-                start = end + 2
-            if start < len(item):
-                out.append((item[start:], False))
-        elif isinstance(item, MessageData):
-            if bdat_left:
-                bdat_left -= len(item.data)
-                out.append((item.data, bdat_left == 0))
-                continue
-            encoder = encoder or DotEncoder(normalize=False)
-            out.append((encoder.encode(item.data), False))
-        elif isinstance(item, EndOfMessage):
-            out.append(((encoder or DotEncoder(normalize=False)).end(), True))
-            encoder = None
-        else:
-            bdat_left = item.size if isinstance(item, Bdat) else 0
-            out.append((format_command(item), not bdat_left))
-    return out
 
 
 @functools.cache

@@ -38,6 +38,9 @@ MAX_REPLIES: Final = 10_000
 #: transcript keeps every octet read, so this bounds its memory too).
 MAX_RECEIVED: Final = 8 << 20
 
+_NOTHING_WAITING: Final = (BlockingIOError, ssl.SSLWantReadError)
+"""What a read that must not wait raises when no bytes are waiting."""
+
 _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
 
 
@@ -143,6 +146,9 @@ class WireClient:
         self.replies = 0
         """Replies taken so far (at most :data:`MAX_REPLIES`)."""
         self._buffer = bytearray()
+        self._scanned = 0
+        """Where in the buffer the search for the end of a reply goes on: the lines
+        before it are continuation lines."""
         self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
             (host, port), timeout=timeout
         )
@@ -226,13 +232,33 @@ class WireClient:
         if self.closed:
             return False
         self.sock.settimeout(self._remaining(deadline))
+        return self._took(self._recv())
+
+    def _fill_if_waiting(self) -> bool:
+        """Read once without waiting; False when nothing was waiting, or the server
+        closed (or reset) the connection. Raises ``ServerFlood`` past the limits."""
+        if self.closed:
+            return False
+        self.sock.settimeout(0.0)
         try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
+            data = self._recv()
+        except _NOTHING_WAITING:
+            return False
+        return self._took(data)
+
+    def _recv(self) -> bytes:
+        """One read: ``b""`` at the end of the stream, or a reset (a close, for what
+        the checks need)."""
+        try:
+            return self.sock.recv(65536)
+        except (TimeoutError, *_NOTHING_WAITING):
             raise
-        except OSError as exc:  # a reset is a close, for what the checks need
+        except OSError as exc:
             self.transcript.append(Exchange("note", note=f"connection lost: {exc}"))
-            data = b""
+            return b""
+
+    def _took(self, data: bytes) -> bool:
+        """Keep ``data`` read from the server; False when it is the end of the stream."""
         if not data:
             self.transcript.append(Exchange("note", note="server closed the connection"))
             self.closed = self.server_closed = True
@@ -256,23 +282,36 @@ class WireClient:
         """Bytes received and not yet taken as a reply."""
         return bytes(self._buffer)
 
+    def _buffered_reply(self) -> ServerReply | None:
+        """The first whole reply in the buffer, taken out of it, or None. Lines seen to
+        be continuation lines (``250-``) are not scanned again: a reply trickled in
+        costs time linear in its length."""
+        start = self._scanned
+        while (end := self._buffer.find(b"\n", start)) >= 0:
+            if self._buffer[start + 3 : start + 4] != b"-":
+                raw = bytes(self._buffer[: end + 1])
+                self._take(end + 1)
+                self.replies += 1
+                if self.replies > MAX_REPLIES:
+                    self._flood(f"over {MAX_REPLIES} replies on one connection")
+                return ServerReply(_code(raw), raw)
+            start = end + 1
+        self._scanned = start
+        return None
+
+    def _take(self, size: int) -> None:
+        """Drop the first ``size`` octets of the buffer, taken as a reply or a line."""
+        del self._buffer[:size]
+        self._scanned = 0
+
     def _next_reply(self, deadline: float) -> ServerReply | None:
-        start = 0
-        while True:
-            end = self._buffer.find(b"\n", start)
-            while end >= 0:
-                line = self._buffer[start : end + 1]
-                if line[3:4] != b"-":
-                    raw = bytes(self._buffer[: end + 1])
-                    del self._buffer[: end + 1]
-                    self.replies += 1
-                    if self.replies > MAX_REPLIES:
-                        self._flood(f"over {MAX_REPLIES} replies on one connection")
-                    return ServerReply(_code(raw), raw)
-                start = end + 1
-                end = self._buffer.find(b"\n", start)
-            if not self._fill(deadline):
-                return None
+        # Each read brings an octet at least, or ends the stream, and the octets
+        # a connection may bring are bounded (MAX_RECEIVED).
+        for _ in range(MAX_RECEIVED + 1):
+            reply = self._buffered_reply()
+            if reply is not None or not self._fill(deadline):
+                return reply
+        raise AssertionError("unreachable: each read brings an octet, or the close")
 
     def read_reply(self, deadline: float | None = None) -> ServerReply | None:
         """The next whole reply, or None if the server closed first.
@@ -286,6 +325,20 @@ class WireClient:
             note = f"no whole reply within {self.timeout:g} s"
             self.transcript.append(Exchange("note", note=note))
             raise
+
+    def read_waiting_replies(self) -> list[ServerReply]:
+        """Every whole reply the server has already sent, without waiting: those
+        buffered, and those that reads finding bytes waiting bring. A reply still on
+        its way is left for a later read."""
+        replies: list[ServerReply] = []
+        # Each reply taken counts toward MAX_REPLIES, each read toward MAX_RECEIVED.
+        for _ in range(MAX_RECEIVED + MAX_REPLIES + 1):
+            reply = self._buffered_reply()
+            if reply is not None:
+                replies.append(reply)
+            elif not self._fill_if_waiting():
+                return replies
+        raise AssertionError("unreachable: the limits end a flood first")
 
     def read_replies(self, count: int) -> list[ServerReply]:
         """Up to ``count`` replies, each within ``timeout``: fewer if the server closes first."""
@@ -305,7 +358,7 @@ class WireClient:
         if not self._buffer:
             self._fill(self._deadline() if deadline is None else deadline)
         data = bytes(self._buffer)
-        self._buffer.clear()
+        self._take(len(data))
         return data
 
     def read_line(self, deadline: float | None = None) -> bytes | None:
@@ -319,7 +372,7 @@ class WireClient:
             end = self._buffer.find(b"\n", start)
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
+                self._take(end + 1)
                 return line
             start = len(self._buffer)
             try:
