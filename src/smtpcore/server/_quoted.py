@@ -53,15 +53,15 @@ def quoted_printable(data: bytes, ends_line: bool) -> bytes:
 
 
 def quoted_run(lines: bytes) -> bytes:
-    """Whole lines joined by CRLF (the last one's left out), none with a bare CR or LF,
-    as the downgrade's block scan cuts them, quoted-printable octet for octet as
+    """Whole lines joined by CRLF (the last one's CRLF left out), none with a bare CR or
+    LF, as the downgrade's block scan cuts them, quoted-printable octet for octet as
     :func:`quoted_printable` writes each line: ``binascii.b2a_qp`` of the run as text
     (LF line breaks) encodes each line as it encodes the line alone, once a ``-`` that
-    starts a line is written ``=2D``, but for the lines :func:`_not_as_alone` finds,
-    which are encoded again alone. One ``b2a_qp`` call and one search of its output,
-    however many such lines."""
+    starts a line is written ``=2D``, but for the lines :func:`_lines_encoded_otherwise`
+    finds, which are encoded again alone. One ``b2a_qp`` call and one pass of each
+    search of its output (three at most), however many such lines."""
     encoded = binascii.b2a_qp(lines.replace(b"\r\n", b"\n") + b"\n", istext=True)
-    found = _not_as_alone(encoded)
+    found = _lines_encoded_otherwise(encoded)
     at = next(found, None)
     if at is None:
         return _crlf_lines(encoded)
@@ -80,7 +80,7 @@ def quoted_run(lines: bytes) -> bytes:
     return b"".join(written)
 
 
-def _not_as_alone(encoded: bytes) -> Iterator[int]:
+def _lines_encoded_otherwise(encoded: bytes) -> Iterator[int]:
     """Offsets in ``encoded`` (``b2a_qp`` of whole lines as text), in order, one at least
     in each line that is not the line's encoding alone (:func:`quoted_run`): a soft
     break before a ``-``, a line that starts with one too long for :func:`_folded` to
@@ -118,7 +118,8 @@ def _hard_line_end(encoded: bytes, at: int) -> int:
 def _crlf_lines(encoded: bytes) -> bytes:
     """Whole lines of ``b2a_qp``'s output (LF line breaks), each the line's encoding
     alone, as :func:`quoted_printable` writes them: a ``-`` that starts a line written
-    ``=2D`` (none starts a soft-broken piece, :func:`_not_as_alone`), CRLF line breaks."""
+    ``=2D`` (none starts a soft-broken piece, :func:`_lines_encoded_otherwise`), CRLF
+    line breaks."""
     dashes_escaped = encoded.replace(b"\n-", b"\n=2D")
     if dashes_escaped.startswith(b"-"):
         dashes_escaped = b"=2D" + dashes_escaped[1:]

@@ -668,7 +668,9 @@ def _events(
     """Every piece of the message, classified by :class:`_Parser`. With ``runs``, read
     ``block_size`` octets at a time, and a run of body lines as one event where it can
     be (:class:`_Scanner`); without, the plain reading, a piece of a line at a time
-    (:func:`_pieces`), which the tests hold the other equal to, octet for octet."""
+    (:func:`_pieces`), which the tests hold the other equal to, octet for octet.
+    Without ``runs``, ``block_size`` is ignored, not even checked: :func:`_pieces` reads
+    a line at a time, at most :data:`READ_LIMIT` octets."""
     if not runs:
         parser = _Parser(file, file.tell)
         return (event for piece in _pieces(file) for event in parser.feed(*piece))
