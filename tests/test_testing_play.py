@@ -30,6 +30,7 @@ from smtpcore.smtp import (
     Data,
     Ehlo,
     EndOfMessage,
+    Event,
     Mail,
     MessageData,
     Noop,
@@ -624,6 +625,127 @@ def test_an_endless_smtp_greeting_line_ends_the_play_with_a_reason() -> None:
         played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
     assert played.replies == () and played.missing == 1 and not played.closed
     assert "more than any session is owed" in played.stopped
+
+
+# -- a server that ends the session on its own (RFC 5321 §3.8) -------------------------
+
+POSTFIX_GOODBYE = b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+"""Postfix's answer to a line its ``smtpd_forbidden_commands`` name (by default
+``CONNECT``, ``GET``, ``POST`` and a line that does not start with a letter), before
+it closes the connection."""
+GET = b"GET / HTTP/1.1\r\n"
+BOB = parse_mailbox("bob@pqr.example")
+
+
+def goodbye_on(verb: bytes, goodbye: bytes | None) -> Callable[[socket.socket], None]:
+    """250 to every line but one that starts with ``verb``: that one gets ``goodbye``
+    (nothing if None), and then the server closes, reading on only to give the
+    player an orderly end of stream rather than a reset."""
+
+    def answer(line: bytes) -> bytes | None:
+        return goodbye if line.startswith(verb) else b"250 ok\r\n"
+
+    def serve_one(sock: socket.socket) -> None:
+        line_server(b"220 hi\r\n", answer, last=verb)(sock)
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(1000):  # until the player hangs up
+            if not sock.recv(65536):
+                return
+
+    return serve_one
+
+
+@pytest.mark.parametrize(
+    ("verb", "goodbye", "groups", "codes"),
+    [
+        (b"GET ", POSTFIX_GOODBYE, ((GET,), (Mail(None), Rcpt(BOB), Noop())), [220, 250, 221]),
+        (b"GET ", POSTFIX_GOODBYE, ((Mail(None), GET, Rcpt(BOB), Noop()),), [220, 250, 250, 221]),
+        (
+            b"RCPT",
+            b"421 4.7.0 mx.pqr.example Error: too many errors\r\n",
+            ((Mail(None), Rcpt(BOB), Noop()), (Rset(),)),
+            [220, 250, 250, 421],
+        ),
+    ],
+    ids=["221 then later groups", "221 inside a pipelined group", "421"],
+)
+def test_a_server_that_ends_the_session_with_221_or_421_owes_nothing_after_it(
+    verb: bytes, goodbye: bytes, groups: tuple[tuple[Event | bytes, ...], ...], codes: list[int]
+) -> None:
+    """Postfix answers ``GET / HTTP/1.1`` with 221 and closes; any server may end the
+    session with 421 (RFC 5321 §3.8). The replies owed after the one that announced
+    the close are owed no more: nothing is missing, and ``stopped`` says who ended
+    the session, with which reply."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), *groups, (Quit(),)),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(goodbye_on(verb, goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == codes, played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+    assert played.owed == len(codes), played
+    assert played.stopped.startswith(f"the server ended the session with {codes[-1]}"), played
+    assert goodbye.decode().rstrip() in played.stopped, played
+
+
+def test_a_221_to_a_line_the_server_split_at_a_bare_lf_ends_the_session_too() -> None:
+    """Postfix reads ``NOOP`` LF ``GET ...`` as two lines: 250, then its 221 and the
+    close. The 221 is owed to no command (or taken for the next group's first reply,
+    as its timing falls), and the next group's replies are owed no more."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), (b"NOOP\n" + GET,), (Mail(None), Rcpt(BOB)), (Quit(),)),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(goodbye_on(b"GET ", POSTFIX_GOODBYE)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == [220, 250, 250, 221], played
+    assert played.missing == 0 and played.closed, played
+    assert played.owed + played.surplus == len(played.codes), played
+    assert played.stopped.startswith("the server ended the session with 221"), played
+
+
+@pytest.mark.parametrize(
+    "last_reply", [None, b"500 5.5.2 Error: command not recognized\r\n"], ids=["none", "500"]
+)
+def test_a_server_that_closes_without_announcing_it_is_still_reported(
+    last_reply: bytes | None,
+) -> None:
+    """A close after no reply, or after one that does not say the session ends, leaves
+    the replies owed missing: RFC 5321 §3.8 closes a session with 221 or 421."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), (GET,), (Noop(),), (Quit(),)), frozenset({"PIPELINING"})
+    )
+    with listening(goodbye_on(b"GET ", last_reply)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.closed and played.missing == 1, played
+    group = "group 2" if last_reply is None else "group 3"
+    assert played.stopped.startswith(
+        f"the server closed the connection before its replies to {group}"
+    ), played
+
+
+def test_a_221_to_a_command_from_a_server_that_does_not_close_is_still_reported() -> None:
+    """221 to GET, but the server neither closes nor answers what follows: the
+    replies owed after it are missing, as with any stall."""
+    said_goodbye: list[bytes] = []
+
+    def answer(line: bytes) -> bytes | None:
+        if said_goodbye:
+            return None
+        if line.startswith(b"GET "):
+            said_goodbye.append(line)
+            return POSTFIX_GOODBYE
+        return b"250 ok\r\n"
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (GET,), (Noop(),), (Quit(),)), frozenset({"PIPELINING"})
+    )
+    with listening(line_server(b"220 hi\r\n", answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=0.5)
+    assert played.codes == [220, 250, 221] and played.missing == 1, played
+    assert not played.closed, played
+    assert played.stopped.startswith("no whole reply within 0.5 s to group 3"), played
 
 
 def test_an_endless_pop3_greeting_line_ends_the_play_with_a_reason() -> None:

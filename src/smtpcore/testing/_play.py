@@ -60,6 +60,12 @@ shrinking run of hundreds of examples that wait it out ends in minutes."""
 POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 Item = TypeVar("Item")
 
+CLOSING_CODES: Final = frozenset({221, 421})
+"""Replies that say the server is closing the connection: 221 (after QUIT, or as
+Postfix answers the commands its ``smtpd_forbidden_commands`` name) and 421 (the
+service is closing, RFC 5321 §3.8, §4.2.2). A close right after one ends the session;
+a close after any other reply leaves the replies still owed missing."""
+
 
 def _insecure_context() -> ssl.SSLContext:
     """TLS without certificate checks: a player tests the protocol, not the PKI."""
@@ -118,7 +124,9 @@ class PlayedSMTPSession:
     owed: int
     """The replies the server owed for what was written: the greeting, and one per
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
-    group sent (of the part sent, where a refusal left its head out)."""
+    group sent (of the part sent, where a refusal left its head out). When the server
+    closed right after a 221 or 421 (it ended the session, RFC 5321 §3.8), the replies
+    due after that one are not owed."""
     closed: bool
     """Whether the server ended the stream (after QUIT, if it came to that): a read
     found its end, or a reset. False when the play stopped reading first (a flood, a
@@ -196,7 +204,12 @@ def play_smtp_session(
     of step, whatever their timing: the play stops there and says so. After 220
     to STARTTLS the TLS handshake is made with ``tls_context`` (by default, one
     that checks no certificate).
-    After the last group the player reads until the server closes.
+    After the last group the player reads until the server closes. A server that
+    closes right after a 221 or 421 reply, before the session's end, ended the
+    session (RFC 5321 §3.8; Postfix answers ``GET``, ``POST``, ``CONNECT`` and a
+    line that does not start with a letter so): the replies due after that one are
+    not owed, and :attr:`~PlayedSMTPSession.stopped` names the reply. A close
+    after any other reply, or a 221 with no close, leaves them missing.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection
     and the greeting, one per group written (its write, all its replies and a
@@ -293,6 +306,8 @@ class _SMTPPlayer:
             except TimeoutError:
                 return False
             if reply is None:
+                if self.closed_with() is not None:  # the session ended: none owed after
+                    self.owed -= len(lines) - number
                 return False
             before = (self.answer, *self.replies[-1:])
             previous = [earlier.code for earlier in before if earlier is not None]
@@ -331,8 +346,26 @@ class _SMTPPlayer:
     def answer_code(self) -> int:
         return self.answer.code if self.answer is not None else 0
 
+    def closed_with(self) -> ServerReply | None:
+        """The reply with which the server ended the session, if it closed right after
+        a 221 or 421, owed or not, with nothing after it (RFC 5321 §3.8)."""
+        wire = self.wire
+        if not (wire.server_closed and self.replies) or wire.unread:
+            return None
+        last = self.replies[-1]
+        return last if last.code in CLOSING_CODES else None
+
     def stop(self, what: str) -> str:
         wire = self.wire
+        closing = self.closed_with()
+        if closing is not None:  # before a failed write: the close made it fail
+            text = str(closing)
+            text = text if len(text) <= 80 else text[:79] + "…"
+            return (
+                f"the server ended the session with {closing.code} ({text}) and closed"
+                f" the connection; the replies to {what} after it are owed no more"
+                " (RFC 5321 §3.8)"
+            )
         if wire.write_failed:  # the cause, where the read after it then found the close
             return f"the write of {what} failed"
         if wire.server_closed:
