@@ -691,18 +691,138 @@ def test_a_server_that_ends_the_session_with_221_or_421_owes_nothing_after_it(
 
 def test_a_221_to_a_line_the_server_split_at_a_bare_lf_ends_the_session_too() -> None:
     """Postfix reads ``NOOP`` LF ``GET ...`` as two lines: 250, then its 221 and the
-    close. The 221 is owed to no command (or taken for the next group's first reply,
-    as its timing falls), and the next group's replies are owed no more."""
+    close, here written at once, so the 221 is waiting before the next group and is
+    owed to no command (counted in ``surplus``); the next group's replies are owed no
+    more."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer = b""
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                parts = line.split(b"\n")
+                goodbye = [part.startswith(b"GET ") for part in parts]
+                sock.sendall(
+                    b"".join(POSTFIX_GOODBYE if bye else b"250 ok\r\n" for bye in goodbye)
+                )
+                if any(goodbye):
+                    sock.shutdown(socket.SHUT_WR)
+                    for _ in range(1000):  # until the player hangs up
+                        if not sock.recv(65536):
+                            return
+                    return
+
     session = ClientSession(
         ((Ehlo("client.test"),), (b"NOOP\n" + GET,), (Mail(None), Rcpt(BOB)), (Quit(),)),
         frozenset({"PIPELINING"}),
     )
-    with listening(goodbye_on(b"GET ", POSTFIX_GOODBYE)) as (host, port):
+    with listening(serve_one) as (host, port):
         played = play_smtp_session(host, port, session, timeout=2)
     assert played.codes == [220, 250, 250, 221], played
-    assert played.missing == 0 and played.closed, played
-    assert played.owed + played.surplus == len(played.codes), played
+    assert played.missing == 0 and played.surplus == 1 and played.closed, played
+    assert played.owed == 3, played
     assert played.stopped.startswith("the server ended the session with 221"), played
+
+
+def dropping(drop: bytes, goodbye: bytes = b"221 bye\r\n") -> Callable[[socket.socket], None]:
+    """250 to every line, 354 to DATA and 250 to the end of its content, but nothing
+    to a line that starts with ``drop`` (``.`` for the end of the content); QUIT gets
+    ``goodbye``, and then the server closes."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer, content = b"", False
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                if content and line != b".":
+                    continue
+                reply = b"250 ok\r\n"
+                if line.upper().startswith(b"QUIT"):
+                    reply = goodbye
+                elif line.upper().startswith(b"DATA"):
+                    reply = b"354 go\r\n"
+                content = line.upper().startswith(b"DATA")
+                if not line.upper().startswith(drop):
+                    sock.sendall(reply)
+                if reply == goodbye:
+                    sock.shutdown(socket.SHUT_WR)
+                    for _ in range(1000):  # until the player hangs up
+                        if not sock.recv(65536):
+                            return
+                    return
+
+    return serve_one
+
+
+@pytest.mark.parametrize(
+    ("drop", "goodbye", "groups", "codes"),
+    [
+        (
+            b".",
+            b"221 bye\r\n",
+            ((Mail(None), Rcpt(BOB), Data()), (MessageData(b"hi\r\n"), EndOfMessage(), Quit())),
+            [220, 250, 250, 250, 354, 221],
+        ),
+        (b"RSET", b"221 bye\r\n", ((Rset(), Quit()),), [220, 250, 221]),
+        (b"RSET", b"421 closing\r\n", ((Rset(), Quit()),), [220, 250, 421]),
+    ],
+    ids=[
+        "221 after a dropped end of data",
+        "221 after a dropped RSET",
+        "421 after a dropped RSET",
+    ],
+)
+def test_a_reply_dropped_before_quits_221_or_421_is_missing(
+    drop: bytes, goodbye: bytes, groups: tuple[tuple[Event, ...], ...], codes: list[int]
+) -> None:
+    """A server that drops a reply and then answers the QUIT pipelined after it and
+    closes: its 221 or 421 is paired with the line whose reply was dropped, not with
+    QUIT, so it did not end the session there, and a reply is missing."""
+    session = ClientSession(((Ehlo("client.test"),), *groups), frozenset({"PIPELINING"}))
+    with listening(dropping(drop, goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == codes, played
+    assert played.missing == 1 and played.closed, played
+    assert played.stopped.startswith("the server closed the connection before its replies"), played
+
+
+@pytest.mark.parametrize("goodbye", [b"221 bye\r\n", b"421 closing\r\n"])
+def test_quits_own_221_or_421_after_every_reply_misses_nothing(goodbye: bytes) -> None:
+    session = ClientSession(((Ehlo("client.test"),), (Rset(), Quit())), frozenset({"PIPELINING"}))
+    with listening(dropping(b"NOTHING", goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == [220, 250, 250, int(goodbye[:3])], played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+
+
+def test_a_smuggled_quit_answered_221_does_not_end_the_session() -> None:
+    """LF.LF ends DATA, the smuggled QUIT gets 221 and the server closes: the 221 is
+    paired with the MAIL pipelined after the end of the message, so the replies to
+    it and to RCPT are missing, not owed no more."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(BOB), Data()),
+            (MessageData(b"a\n.\nQUIT\r\nb\r\n"), EndOfMessage(), Mail(None), Rcpt(BOB)),
+            (Quit(),),
+        ),
+        frozenset({"PIPELINING"}),
+    )
+    with serve(LfDotLfServer) as server:
+        played = play_smtp_session(server.host, server.port, session, timeout=2)
+    assert played.codes == [220, 250, 250, 250, 354, 250, 221], played
+    assert played.missing == 1 and played.closed, played
+    assert "ended the session" not in played.stopped, played
 
 
 @pytest.mark.parametrize(

@@ -60,11 +60,21 @@ shrinking run of hundreds of examples that wait it out ends in minutes."""
 POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 Item = TypeVar("Item")
 
-CLOSING_CODES: Final = frozenset({221, 421})
-"""Replies that say the server is closing the connection: 221 (after QUIT, or as
-Postfix answers the commands its ``smtpd_forbidden_commands`` name) and 421 (the
-service is closing, RFC 5321 §3.8, §4.2.2). A close right after one ends the session;
-a close after any other reply leaves the replies still owed missing."""
+
+def _ends_session(code: int, line: Line, *, owed: bool, quit_written: bool) -> bool:
+    """Whether a close right after reply ``code``, paired with ``line`` (where
+    ``owed``), is the server ending the session, so that the replies due after it are
+    owed no more. 421 may end it after any command (RFC 5321 §3.8), but once QUIT was
+    written a 421 paired with another line may be QUIT's own, a reply before it
+    dropped. 221 answers QUIT (RFC 5321 §4.1.1.10), and Postfix gives it to a line its
+    ``smtpd_forbidden_commands`` name, which the player cannot read (None); paired
+    with any other command, a reply before it was dropped. A 221 owed to no command
+    is counted there, so the server is blamed all the same."""
+    if isinstance(line, smtp.Quit) or (not owed and code == 221):
+        return code in (221, 421)
+    if code == 421:
+        return not quit_written
+    return code == 221 and line is None
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -125,8 +135,8 @@ class PlayedSMTPSession:
     """The replies the server owed for what was written: the greeting, and one per
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
     group sent (of the part sent, where a refusal left its head out). When the server
-    closed right after a 221 or 421 (it ended the session, RFC 5321 §3.8), the replies
-    due after that one are not owed."""
+    closed right after a 221 or 421 that ends the session (RFC 5321 §3.8, see
+    :func:`play_smtp_session`), the replies due after that one are not owed."""
     closed: bool
     """Whether the server ended the stream (after QUIT, if it came to that): a read
     found its end, or a reset. False when the play stopped reading first (a flood, a
@@ -208,8 +218,11 @@ def play_smtp_session(
     closes right after a 221 or 421 reply, before the session's end, ended the
     session (RFC 5321 §3.8; Postfix answers ``GET``, ``POST``, ``CONNECT`` and a
     line that does not start with a letter so): the replies due after that one are
-    not owed, and :attr:`~PlayedSMTPSession.stopped` names the reply. A close
-    after any other reply, or a 221 with no close, leaves them missing.
+    not owed, and :attr:`~PlayedSMTPSession.stopped` names the reply. Only a 221
+    paired with QUIT or a line the player cannot read (or owed to no command), and
+    a 421 paired with QUIT or read before any QUIT was written, end it so: any
+    other may be QUIT's reply after a dropped one. A close after any other reply,
+    or a 221 with no close, leaves them missing.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection
     and the greeting, one per group written (its write, all its replies and a
@@ -261,6 +274,8 @@ class _SMTPPlayer:
         self.first_unowed = ""
         """Where the first reply owed to no command was found."""
         self.quit_written = False
+        self.ending_at = -1
+        """Where in :attr:`replies` the last reply after which a close ends the session is."""
         self.lines = Lines()
         """What each reply due answers, to see replies out of step."""
         self.out_of_step: Pairing | None = None
@@ -311,6 +326,8 @@ class _SMTPPlayer:
                 return False
             before = (self.answer, *self.replies[-1:])
             previous = [earlier.code for earlier in before if earlier is not None]
+            if _ends_session(reply.code, line, owed=True, quit_written=self.quit_written):
+                self.ending_at = len(self.replies)
             self.replies.append(reply)
             self.answer = reply
             if judged and not self.judge(first + number, line, reply.code, previous):
@@ -341,19 +358,21 @@ class _SMTPPlayer:
         if replies and not self.unowed:
             self.first_unowed = where
         self.unowed += range(len(self.replies), len(self.replies) + len(replies))
-        self.replies += replies
+        for reply in replies:
+            if _ends_session(reply.code, None, owed=False, quit_written=self.quit_written):
+                self.ending_at = len(self.replies)
+            self.replies.append(reply)
 
     def answer_code(self) -> int:
         return self.answer.code if self.answer is not None else 0
 
     def closed_with(self) -> ServerReply | None:
         """The reply with which the server ended the session, if it closed right after
-        a 221 or 421, owed or not, with nothing after it (RFC 5321 §3.8)."""
+        one that can end it (:func:`_ends_session`), with nothing after it."""
         wire = self.wire
-        if not (wire.server_closed and self.replies) or wire.unread:
+        if not wire.server_closed or wire.unread or self.ending_at != len(self.replies) - 1:
             return None
-        last = self.replies[-1]
-        return last if last.code in CLOSING_CODES else None
+        return self.replies[-1]
 
     def stop(self, what: str) -> str:
         wire = self.wire
