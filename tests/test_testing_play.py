@@ -30,6 +30,7 @@ from smtpcore.smtp import (
     Data,
     Ehlo,
     EndOfMessage,
+    Event,
     Mail,
     MessageData,
     Noop,
@@ -624,6 +625,247 @@ def test_an_endless_smtp_greeting_line_ends_the_play_with_a_reason() -> None:
         played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
     assert played.replies == () and played.missing == 1 and not played.closed
     assert "more than any session is owed" in played.stopped
+
+
+# -- a server that ends the session on its own (RFC 5321 §3.8) -------------------------
+
+POSTFIX_GOODBYE = b"221 2.7.0 Error: I can break rules, too. Goodbye.\r\n"
+"""Postfix's answer to a line its ``smtpd_forbidden_commands`` name (by default
+``CONNECT``, ``GET``, ``POST`` and a line that does not start with a letter), before
+it closes the connection."""
+GET = b"GET / HTTP/1.1\r\n"
+BOB = parse_mailbox("bob@pqr.example")
+
+
+def goodbye_on(verb: bytes, goodbye: bytes | None) -> Callable[[socket.socket], None]:
+    """250 to every line but one that starts with ``verb``: that one gets ``goodbye``
+    (nothing if None), and then the server closes, reading on only to give the
+    player an orderly end of stream rather than a reset."""
+
+    def answer(line: bytes) -> bytes | None:
+        return goodbye if line.startswith(verb) else b"250 ok\r\n"
+
+    def serve_one(sock: socket.socket) -> None:
+        line_server(b"220 hi\r\n", answer, last=verb)(sock)
+        sock.shutdown(socket.SHUT_WR)
+        for _ in range(1000):  # until the player hangs up
+            if not sock.recv(65536):
+                return
+
+    return serve_one
+
+
+@pytest.mark.parametrize(
+    ("verb", "goodbye", "groups", "codes"),
+    [
+        (b"GET ", POSTFIX_GOODBYE, ((GET,), (Mail(None), Rcpt(BOB), Noop())), [220, 250, 221]),
+        (b"GET ", POSTFIX_GOODBYE, ((Mail(None), GET, Rcpt(BOB), Noop()),), [220, 250, 250, 221]),
+        (
+            b"RCPT",
+            b"421 4.7.0 mx.pqr.example Error: too many errors\r\n",
+            ((Mail(None), Rcpt(BOB), Noop()), (Rset(),)),
+            [220, 250, 250, 421],
+        ),
+    ],
+    ids=["221 then later groups", "221 inside a pipelined group", "421"],
+)
+def test_a_server_that_ends_the_session_with_221_or_421_owes_nothing_after_it(
+    verb: bytes, goodbye: bytes, groups: tuple[tuple[Event | bytes, ...], ...], codes: list[int]
+) -> None:
+    """Postfix answers ``GET / HTTP/1.1`` with 221 and closes; any server may end the
+    session with 421 (RFC 5321 §3.8). The replies owed after the one that announced
+    the close are owed no more: nothing is missing, and ``stopped`` says who ended
+    the session, with which reply."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), *groups, (Quit(),)),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(goodbye_on(verb, goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == codes, played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+    assert played.owed == len(codes), played
+    assert played.stopped.startswith(f"the server ended the session with {codes[-1]}"), played
+    assert goodbye.decode().rstrip() in played.stopped, played
+
+
+def test_a_221_to_a_line_the_server_split_at_a_bare_lf_ends_the_session_too() -> None:
+    """Postfix reads ``NOOP`` LF ``GET ...`` as two lines: 250, then its 221 and the
+    close, here written at once, so the 221 is waiting before the next group and is
+    owed to no command (counted in ``surplus``); the next group's replies are owed no
+    more."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer = b""
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                parts = line.split(b"\n")
+                goodbye = [part.startswith(b"GET ") for part in parts]
+                sock.sendall(
+                    b"".join(POSTFIX_GOODBYE if bye else b"250 ok\r\n" for bye in goodbye)
+                )
+                if any(goodbye):
+                    sock.shutdown(socket.SHUT_WR)
+                    for _ in range(1000):  # until the player hangs up
+                        if not sock.recv(65536):
+                            return
+                    return
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (b"NOOP\n" + GET,), (Mail(None), Rcpt(BOB)), (Quit(),)),
+        frozenset({"PIPELINING"}),
+    )
+    with listening(serve_one) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == [220, 250, 250, 221], played
+    assert played.missing == 0 and played.surplus == 1 and played.closed, played
+    assert played.owed == 3, played
+    assert played.stopped.startswith("the server ended the session with 221"), played
+
+
+def dropping(drop: bytes, goodbye: bytes = b"221 bye\r\n") -> Callable[[socket.socket], None]:
+    """250 to every line, 354 to DATA and 250 to the end of its content, but nothing
+    to a line that starts with ``drop`` (``.`` for the end of the content); QUIT gets
+    ``goodbye``, and then the server closes."""
+
+    def serve_one(sock: socket.socket) -> None:
+        sock.sendall(b"220 hi\r\n")
+        buffer, content = b"", False
+        for _ in range(100):
+            data = sock.recv(65536)
+            if not data:
+                return
+            buffer += data
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                if content and line != b".":
+                    continue
+                reply = b"250 ok\r\n"
+                if line.upper().startswith(b"QUIT"):
+                    reply = goodbye
+                elif line.upper().startswith(b"DATA"):
+                    reply = b"354 go\r\n"
+                content = line.upper().startswith(b"DATA")
+                if not line.upper().startswith(drop):
+                    sock.sendall(reply)
+                if reply == goodbye:
+                    sock.shutdown(socket.SHUT_WR)
+                    for _ in range(1000):  # until the player hangs up
+                        if not sock.recv(65536):
+                            return
+                    return
+
+    return serve_one
+
+
+@pytest.mark.parametrize(
+    ("drop", "goodbye", "groups", "codes"),
+    [
+        (
+            b".",
+            b"221 bye\r\n",
+            ((Mail(None), Rcpt(BOB), Data()), (MessageData(b"hi\r\n"), EndOfMessage(), Quit())),
+            [220, 250, 250, 250, 354, 221],
+        ),
+        (b"RSET", b"221 bye\r\n", ((Rset(), Quit()),), [220, 250, 221]),
+        (b"RSET", b"421 closing\r\n", ((Rset(), Quit()),), [220, 250, 421]),
+    ],
+    ids=[
+        "221 after a dropped end of data",
+        "221 after a dropped RSET",
+        "421 after a dropped RSET",
+    ],
+)
+def test_a_reply_dropped_before_quits_221_or_421_is_missing(
+    drop: bytes, goodbye: bytes, groups: tuple[tuple[Event, ...], ...], codes: list[int]
+) -> None:
+    """A server that drops a reply and then answers the QUIT pipelined after it and
+    closes: its 221 or 421 is paired with the line whose reply was dropped, not with
+    QUIT, so it did not end the session there, and a reply is missing."""
+    session = ClientSession(((Ehlo("client.test"),), *groups), frozenset({"PIPELINING"}))
+    with listening(dropping(drop, goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == codes, played
+    assert played.missing == 1 and played.closed, played
+    assert played.stopped.startswith("the server closed the connection before its replies"), played
+
+
+@pytest.mark.parametrize("goodbye", [b"221 bye\r\n", b"421 closing\r\n"])
+def test_quits_own_221_or_421_after_every_reply_misses_nothing(goodbye: bytes) -> None:
+    session = ClientSession(((Ehlo("client.test"),), (Rset(), Quit())), frozenset({"PIPELINING"}))
+    with listening(dropping(b"NOTHING", goodbye)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.codes == [220, 250, 250, int(goodbye[:3])], played
+    assert played.missing == 0 and played.surplus == 0 and played.closed, played
+
+
+def test_a_smuggled_quit_answered_221_does_not_end_the_session() -> None:
+    """LF.LF ends DATA, the smuggled QUIT gets 221 and the server closes: the 221 is
+    paired with the MAIL pipelined after the end of the message, so the replies to
+    it and to RCPT are missing, not owed no more."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(BOB), Data()),
+            (MessageData(b"a\n.\nQUIT\r\nb\r\n"), EndOfMessage(), Mail(None), Rcpt(BOB)),
+            (Quit(),),
+        ),
+        frozenset({"PIPELINING"}),
+    )
+    with serve(LfDotLfServer) as server:
+        played = play_smtp_session(server.host, server.port, session, timeout=2)
+    assert played.codes == [220, 250, 250, 250, 354, 250, 221], played
+    assert played.missing == 1 and played.closed, played
+    assert "ended the session" not in played.stopped, played
+
+
+@pytest.mark.parametrize(
+    "last_reply", [None, b"500 5.5.2 Error: command not recognized\r\n"], ids=["none", "500"]
+)
+def test_a_server_that_closes_without_announcing_it_is_still_reported(
+    last_reply: bytes | None,
+) -> None:
+    """A close after no reply, or after one that does not say the session ends, leaves
+    the replies owed missing: RFC 5321 §3.8 closes a session with 221 or 421."""
+    session = ClientSession(
+        ((Ehlo("client.test"),), (GET,), (Noop(),), (Quit(),)), frozenset({"PIPELINING"})
+    )
+    with listening(goodbye_on(b"GET ", last_reply)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=2)
+    assert played.closed and played.missing == 1, played
+    group = "group 2" if last_reply is None else "group 3"
+    assert played.stopped.startswith(
+        f"the server closed the connection before its replies to {group}"
+    ), played
+
+
+def test_a_221_to_a_command_from_a_server_that_does_not_close_is_still_reported() -> None:
+    """221 to GET, but the server neither closes nor answers what follows: the
+    replies owed after it are missing, as with any stall."""
+    said_goodbye: list[bytes] = []
+
+    def answer(line: bytes) -> bytes | None:
+        if said_goodbye:
+            return None
+        if line.startswith(b"GET "):
+            said_goodbye.append(line)
+            return POSTFIX_GOODBYE
+        return b"250 ok\r\n"
+
+    session = ClientSession(
+        ((Ehlo("client.test"),), (GET,), (Noop(),), (Quit(),)), frozenset({"PIPELINING"})
+    )
+    with listening(line_server(b"220 hi\r\n", answer)) as (host, port):
+        played = play_smtp_session(host, port, session, timeout=0.5)
+    assert played.codes == [220, 250, 221] and played.missing == 1, played
+    assert not played.closed, played
+    assert played.stopped.startswith("no whole reply within 0.5 s to group 3"), played
 
 
 def test_an_endless_pop3_greeting_line_ends_the_play_with_a_reason() -> None:

@@ -61,6 +61,22 @@ POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 Item = TypeVar("Item")
 
 
+def _ends_session(code: int, line: Line, *, owed: bool, quit_written: bool) -> bool:
+    """Whether a close right after reply ``code``, paired with ``line`` (where
+    ``owed``), is the server ending the session, so that the replies due after it are
+    owed no more. 421 may end it after any command (RFC 5321 §3.8), but once QUIT was
+    written a 421 paired with another line may be QUIT's own, a reply before it
+    dropped. 221 answers QUIT (RFC 5321 §4.1.1.10), and Postfix gives it to a line its
+    ``smtpd_forbidden_commands`` name, which the player cannot read (None); paired
+    with any other command, a reply before it was dropped. A 221 owed to no command
+    is counted there, so the server is blamed all the same."""
+    if isinstance(line, smtp.Quit) or (not owed and code == 221):
+        return code in (221, 421)
+    if code == 421:
+        return not quit_written
+    return code == 221 and line is None
+
+
 def _insecure_context() -> ssl.SSLContext:
     """TLS without certificate checks: a player tests the protocol, not the PKI."""
     from smtpcore.testing._battery import insecure_context as battery_context
@@ -118,7 +134,9 @@ class PlayedSMTPSession:
     owed: int
     """The replies the server owed for what was written: the greeting, and one per
     :meth:`~smtpcore.testing.strategies.ClientSession.answer_points` offset of each
-    group sent (of the part sent, where a refusal left its head out)."""
+    group sent (of the part sent, where a refusal left its head out). When the server
+    closed right after a 221 or 421 that ends the session (RFC 5321 §3.8, see
+    :func:`play_smtp_session`), the replies due after that one are not owed."""
     closed: bool
     """Whether the server ended the stream (after QUIT, if it came to that): a read
     found its end, or a reset. False when the play stopped reading first (a flood, a
@@ -196,7 +214,15 @@ def play_smtp_session(
     of step, whatever their timing: the play stops there and says so. After 220
     to STARTTLS the TLS handshake is made with ``tls_context`` (by default, one
     that checks no certificate).
-    After the last group the player reads until the server closes.
+    After the last group the player reads until the server closes. A server that
+    closes right after a 221 or 421 reply, before the session's end, ended the
+    session (RFC 5321 §3.8; Postfix answers ``GET``, ``POST``, ``CONNECT`` and a
+    line that does not start with a letter so): the replies due after that one are
+    not owed, and :attr:`~PlayedSMTPSession.stopped` names the reply. Only a 221
+    paired with QUIT or a line the player cannot read (or owed to no command), and
+    a 421 paired with QUIT or read before any QUIT was written, end it so: any
+    other may be QUIT's reply after a dropped one. A close after any other reply,
+    or a 221 with no close, leaves them missing.
 
     Time is given by deadlines, each ``timeout`` seconds: one for the connection
     and the greeting, one per group written (its write, all its replies and a
@@ -248,6 +274,8 @@ class _SMTPPlayer:
         self.first_unowed = ""
         """Where the first reply owed to no command was found."""
         self.quit_written = False
+        self.ending_at = -1
+        """Where in :attr:`replies` the last reply after which a close ends the session is."""
         self.lines = Lines()
         """What each reply due answers, to see replies out of step."""
         self.out_of_step: Pairing | None = None
@@ -293,9 +321,13 @@ class _SMTPPlayer:
             except TimeoutError:
                 return False
             if reply is None:
+                if self.closed_with() is not None:  # the session ended: none owed after
+                    self.owed -= len(lines) - number
                 return False
             before = (self.answer, *self.replies[-1:])
             previous = [earlier.code for earlier in before if earlier is not None]
+            if _ends_session(reply.code, line, owed=True, quit_written=self.quit_written):
+                self.ending_at = len(self.replies)
             self.replies.append(reply)
             self.answer = reply
             if judged and not self.judge(first + number, line, reply.code, previous):
@@ -326,13 +358,33 @@ class _SMTPPlayer:
         if replies and not self.unowed:
             self.first_unowed = where
         self.unowed += range(len(self.replies), len(self.replies) + len(replies))
-        self.replies += replies
+        for reply in replies:
+            if _ends_session(reply.code, None, owed=False, quit_written=self.quit_written):
+                self.ending_at = len(self.replies)
+            self.replies.append(reply)
 
     def answer_code(self) -> int:
         return self.answer.code if self.answer is not None else 0
 
+    def closed_with(self) -> ServerReply | None:
+        """The reply with which the server ended the session, if it closed right after
+        one that can end it (:func:`_ends_session`), with nothing after it."""
+        wire = self.wire
+        if not wire.server_closed or wire.unread or self.ending_at != len(self.replies) - 1:
+            return None
+        return self.replies[-1]
+
     def stop(self, what: str) -> str:
         wire = self.wire
+        closing = self.closed_with()
+        if closing is not None:  # before a failed write: the close made it fail
+            text = str(closing)
+            text = text if len(text) <= 80 else text[:79] + "…"
+            return (
+                f"the server ended the session with {closing.code} ({text}) and closed"
+                f" the connection; the replies to {what} after it are owed no more"
+                " (RFC 5321 §3.8)"
+            )
         if wire.write_failed:  # the cause, where the read after it then found the close
             return f"the write of {what} failed"
         if wire.server_closed:
