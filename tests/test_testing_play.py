@@ -51,6 +51,7 @@ from smtpcore.testing import (
     run_pop3_server,
 )
 from smtpcore.testing import strategies as sst
+from smtpcore.testing._in_step import refused_as_a_web_request
 from smtpcore.testing.strategies import ClientSession, POP3Session
 
 OFFERED = {"PIPELINING", "8BITMIME", "SIZE"}
@@ -775,19 +776,25 @@ def dropping(drop: bytes, goodbye: bytes = b"221 bye\r\n") -> Callable[[socket.s
         ),
         (b"RSET", b"221 bye\r\n", ((Rset(), Quit()),), [220, 250, 221]),
         (b"RSET", b"421 closing\r\n", ((Rset(), Quit()),), [220, 250, 421]),
+        (b"RSET", b"221 bye\r\n", ((Rset(), b"XJUNK\r\n", Quit()),), [220, 250, 250, 221]),
     ],
     ids=[
         "221 after a dropped end of data",
         "221 after a dropped RSET",
         "421 after a dropped RSET",
+        "221 after a dropped RSET and a hostile line",
     ],
 )
 def test_a_reply_dropped_before_quits_221_or_421_is_missing(
-    drop: bytes, goodbye: bytes, groups: tuple[tuple[Event, ...], ...], codes: list[int]
+    drop: bytes,
+    goodbye: bytes,
+    groups: tuple[tuple[Event | bytes, ...], ...],
+    codes: list[int],
 ) -> None:
     """A server that drops a reply and then answers the QUIT pipelined after it and
-    closes: its 221 or 421 is paired with the line whose reply was dropped, not with
-    QUIT, so it did not end the session there, and a reply is missing."""
+    closes: its 221 or 421 is paired with the line whose reply was dropped (or with a
+    hostile line no server ends a session for), not with QUIT, so it did not end the
+    session there, and a reply is missing."""
     session = ClientSession(((Ehlo("client.test"),), *groups), frozenset({"PIPELINING"}))
     with listening(dropping(drop, goodbye)) as (host, port):
         played = play_smtp_session(host, port, session, timeout=2)
@@ -1079,3 +1086,23 @@ def test_each_group_has_one_deadline_so_the_play_keeps_its_bound() -> None:
     assert took <= (len(session.groups) + 2) * timeout + 0.2, took
     assert played.codes[:2] == [220, 250] and played.missing > 0, played
     assert "group 2" in played.stopped
+
+
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        (b"GET / HTTP/1.1\r\n", True),
+        (b"post /x HTTP/1.0\r\n", True),
+        (b"CONNECT mx:25 HTTP/1.1\r\n", True),
+        (b"\x16\x03\x01\x02\x00\r\n", True),
+        (b"XJUNK\r\n", False),
+        (b"\r\n", False),
+        (b"GETX\r\n", False),
+    ],
+)
+def test_the_lines_a_server_may_end_the_session_for_are_postfixs_web_requests(
+    line: bytes, refused: bool
+) -> None:
+    """Postfix's ``smtpd_forbidden_commands``: ``CONNECT``, ``GET``, ``POST`` and a
+    command that starts with no letter get 221 and a close; any other line does not."""
+    assert refused_as_a_web_request(line) is refused

@@ -100,6 +100,17 @@ def _changes_framing(line: bytes) -> bool:
     return line.lstrip()[:4].upper() in (b"DATA", b"BDAT")
 
 
+def refused_as_a_web_request(line: bytes) -> bool:
+    """Whether Postfix's smtpd answers ``line`` with ``221`` and closes: its
+    ``smtpd_forbidden_commands`` name an HTTP or proxy request (``GET``, ``POST``,
+    ``CONNECT``) and a command that starts with no letter."""
+    words = line.split(maxsplit=1)
+    if not words:
+        return False
+    verb = words[0].upper()
+    return verb in (b"GET", b"POST", b"CONNECT") or not verb[:1].isalpha()
+
+
 @dataclass(slots=True)
 class Lines:
     """The lines written so far, as the server reads them, across groups: a line a
@@ -109,6 +120,9 @@ class Lines:
     """What each reply due answers, in order."""
     judging: bool = True
     """False once something was written that a correct server may frame otherwise."""
+    web_requests: set[int] = field(default_factory=set)
+    """Where in :attr:`written` a line the player cannot read is one a server may end
+    the session for (:func:`refused_as_a_web_request`)."""
     _open: list[Event | bytes] = field(default_factory=list)
     _open_bytes: bytearray = field(default_factory=bytearray)
 
@@ -126,6 +140,8 @@ class Lines:
                 line = _line(self._open)
                 if line is None and self._may_change_framing():
                     self.judging = False
+                if line is None and refused_as_a_web_request(bytes(self._open_bytes)):
+                    self.web_requests.add(len(self.written) + len(lines))
                 lines.append(line)
                 self._open, self._open_bytes = [], bytearray()
         self.written += lines

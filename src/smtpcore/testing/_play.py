@@ -61,20 +61,22 @@ POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
 Item = TypeVar("Item")
 
 
-def _ends_session(code: int, line: Line, *, owed: bool, quit_written: bool) -> bool:
+def _ends_session(
+    code: int, line: Line, *, owed: bool, quit_written: bool, web_request: bool = False
+) -> bool:
     """Whether a close right after reply ``code``, paired with ``line`` (where
     ``owed``), is the server ending the session, so that the replies due after it are
     owed no more. 421 may end it after any command (RFC 5321 §3.8), but once QUIT was
     written a 421 paired with another line may be QUIT's own, a reply before it
     dropped. 221 answers QUIT (RFC 5321 §4.1.1.10), and Postfix gives it to a line its
-    ``smtpd_forbidden_commands`` name, which the player cannot read (None); paired
-    with any other command, a reply before it was dropped. A 221 owed to no command
-    is counted there, so the server is blamed all the same."""
+    ``smtpd_forbidden_commands`` name (``web_request``: ``GET``, ``POST``, ``CONNECT``,
+    no letter first); paired with any other line, a reply before it was dropped. A
+    221 owed to no command is counted there, so the server is blamed all the same."""
     if isinstance(line, smtp.Quit) or (not owed and code == 221):
         return code in (221, 421)
     if code == 421:
         return not quit_written
-    return code == 221 and line is None
+    return code == 221 and line is None and web_request
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -326,7 +328,14 @@ class _SMTPPlayer:
                 return False
             before = (self.answer, *self.replies[-1:])
             previous = [earlier.code for earlier in before if earlier is not None]
-            if _ends_session(reply.code, line, owed=True, quit_written=self.quit_written):
+            web_request = first + number in self.lines.web_requests
+            if _ends_session(
+                reply.code,
+                line,
+                owed=True,
+                quit_written=self.quit_written,
+                web_request=web_request,
+            ):
                 self.ending_at = len(self.replies)
             self.replies.append(reply)
             self.answer = reply
