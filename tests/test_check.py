@@ -65,6 +65,7 @@ from smtpcore.testing import _wire
 from smtpcore.testing.__main__ import main
 from smtpcore.testing.check import (
     CHECKS,
+    CheckReport,
     CheckResult,
     Outcome,
     Probe,
@@ -597,6 +598,12 @@ def test_a_session_the_server_ends_with_421_after_a_refusal_is_no_failure() -> N
     )
 
 
+def state_order_against(factory: Callable[..., SmallServer]) -> CheckReport:
+    """The ``state-order`` check's report against the server ``factory`` makes."""
+    with serve(factory) as server:
+        return check_server(server.host, server.port, checks=["state-order"], timeout=5)
+
+
 ALL_REFUSED: Final = (
     "RCPT before MAIL got 503, DATA before MAIL got 503, DATA with no recipient got 554, "
     "a second MAIL in a transaction got 503, RCPT after RSET got 503, RCPT after a new "
@@ -610,8 +617,7 @@ def test_a_second_mail_that_starts_a_new_transaction_passes_state_order() -> Non
     5321 §3.3 has MAIL start a new transaction and reset every state table, recipients
     included; §4.1.4's "MUST NOT" binds the client, and qmail-smtpd answers 250. The
     defect is a taken MAIL that keeps the old recipients, which DATA shows."""
-    with serve(NewTransactionMailServer) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(NewTransactionMailServer)
     result = report["state-order"]
     assert result.passed, report.format()
     assert result.summary == ALL_REFUSED.replace(
@@ -662,8 +668,7 @@ def test_a_server_that_ends_the_session_after_refusals_passes_state_order(
     RFC 5321 §3.8) answered a later RSET or setup line 421, and the check failed at
     "RSET got 421". Each command now has a connection of its own, and a 421 in its
     place is a refusal that owes QUIT nothing."""
-    with serve(server_class) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(server_class)
     result = report["state-order"]
     assert result.passed, report.format()
     if server_class is ClosingRefusalServer:
@@ -716,8 +721,7 @@ _MAIL_530: Final = (
 def test_an_auth_port_passes_state_order_and_names_what_it_could_not_try() -> None:
     """A 530 to MAIL skipped the whole check, telling to "give a sender the server
     accepts"; the commands that need no MAIL are tried all the same."""
-    with serve(AuthRequiredServer) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(AuthRequiredServer)
     result = report["state-order"]
     assert result.passed, report.format()
     assert result.summary == (
@@ -743,8 +747,7 @@ def test_a_step_that_cannot_be_tried_keeps_the_defects_found(
 ) -> None:
     """A refused setup line in a later step raised a skip that threw away the RCPT
     before MAIL already taken: the planted defect came out SKIPPED."""
-    with serve(server_class) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(server_class)
     result = report["state-order"]
     assert result.outcome is Outcome.FAILED, report.format()
     assert result.summary.startswith(
@@ -788,8 +791,7 @@ def test_a_connection_rate_limit_fails_no_check(at: str, refuse: str) -> None:
 def test_state_order_names_a_step_whose_connection_was_refused() -> None:
     """The third connection, DATA with no recipient's, is refused; the other steps go
     on and the check passes, naming the step not tried and why."""
-    with serve(rate_limited(lambda number: number == 3)) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(rate_limited(lambda number: number == 3))
     result = report["state-order"]
     assert result.passed, report.format()
     assert result.summary == (
@@ -825,8 +827,9 @@ def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
 
 
 def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
-    with serve(rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)) as server:
-        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    report = state_order_against(
+        rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)
+    )
     result = report["state-order"]
     assert result.outcome is Outcome.FAILED, report.format()
     assert result.summary.startswith(

@@ -333,6 +333,32 @@ def _exchanger(
         thread.join(5)
 
 
+def _send_by_mx(
+    tmp_path: Path,
+    port: int,
+    to: list[str],
+    *,
+    domain: str = "pqr.example",
+    mx1: str = "127.0.0.2",
+    mx2: str = "127.0.0.1",
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The argv of a ``send`` to ``to`` by MX on ``port``, without STARTTLS: a static
+    zone in ``tmp_path`` gives ``domain`` mx1.pqr.example (MX 10) at ``mx1`` and
+    mx2.pqr.example (MX 20) at ``mx2``."""
+    zone = tmp_path / "zone"
+    zone.write_text(
+        f"{domain} MX 10 mx1.pqr.example\nmx1.pqr.example A {mx1}\n"
+        f"{domain} MX 20 mx2.pqr.example\nmx2.pqr.example A {mx2}\n"
+    )
+    return [
+        *("send", "--from", "john@abc.example"),
+        *(option for address in to for option in ("--to", address)),
+        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
+        *("--helo", "client.abc.example", *(extra or [])),
+    ]
+
+
 @pytest.mark.parametrize(
     ("first_reply", "second_used"),
     [(b"451 4.3.0 busy, try later\r\n", True), (b"550 5.1.1 no such user\r\n", False)],
@@ -344,17 +370,7 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
     """RFC 5321 §5.1: a busy exchanger is no reason to give up; a 5xx is final. send
     stopped at the first exchanger that answered, whatever it answered."""
     first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
-    port = first.getsockname()[1]
-    zone = tmp_path / "zone"
-    zone.write_text(
-        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
-        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
-    )
-    argv = [
-        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
-        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
-        *("--helo", "client.abc.example"),
-    ]
+    argv = _send_by_mx(tmp_path, first.getsockname()[1], ["b@pqr.example"])
     with (
         _exchanger(first, first_reply),
         _exchanger(other, b"250 2.1.5 ok\r\n") as second,
@@ -382,16 +398,13 @@ def test_send_by_mx_to_an_idn_domain_without_smtputf8_delivers_once(
     SMTPUTF8 (RFC 6531 §3.2): it names the address as the envelope does now."""
     first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
     port = first.getsockname()[1]
-    zone = tmp_path / "zone"
-    zone.write_text(
-        "xn--bcher-kva.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
-        "xn--bcher-kva.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
+    argv = _send_by_mx(
+        tmp_path,
+        port,
+        ["u@bücher.example"],
+        domain="xn--bcher-kva.example",
+        extra=["--body", "hi"],
     )
-    argv = [
-        *("send", "--from", "john@abc.example", "--to", "u@bücher.example"),
-        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
-        *("--helo", "client.abc.example", "--body", "hi"),
-    ]
     eight_bit = b"250-mx\r\n250 8BITMIME\r\n"
     with (
         _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=eight_bit) as lines,
@@ -425,16 +438,7 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_split_delivered(
     to the next exchanger."""
     first, other = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
     port = first.getsockname()[1]
-    zone = tmp_path / "zone"
-    zone.write_text(
-        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.2\n"
-        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.1\n"
-    )
-    argv = [
-        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
-        *("--to", "c@pqr.example", "--resolver", f"static:{zone}"),
-        *("--remote-port", str(port), "--no-starttls", "--helo", "client.abc.example"),
-    ]
+    argv = _send_by_mx(tmp_path, port, ["b@pqr.example", "c@pqr.example"])
     ehlo = f"250-mx\r\n250 LIMITS {limits}\r\n".encode()
     with (
         _exchanger(first, b"250 2.1.5 ok\r\n", ehlo_reply=ehlo, mails=mails) as lines,
@@ -465,16 +469,7 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
     which delivered the message a second time."""
     [listener] = _listeners_on_one_port("127.0.0.1")
     port = listener.getsockname()[1]
-    zone = tmp_path / "zone"
-    zone.write_text(
-        "pqr.example MX 10 mx1.pqr.example\nmx1.pqr.example A 127.0.0.1\n"
-        "pqr.example MX 20 mx2.pqr.example\nmx2.pqr.example A 127.0.0.2\n"
-    )
-    argv = [
-        *("send", "--from", "john@abc.example", "--to", "b@pqr.example"),
-        *("--resolver", f"static:{zone}", "--remote-port", str(port), "--no-starttls"),
-        *("--helo", "client.abc.example"),
-    ]
+    argv = _send_by_mx(tmp_path, port, ["b@pqr.example"], mx1="127.0.0.1", mx2="127.0.0.2")
     with _exchanger(listener, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
         status = cli.main(argv)
     out = capsys.readouterr().out

@@ -18,8 +18,10 @@ import poplib
 import re
 import smtplib
 import socket
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from unittest.mock import ANY
 
 import pytest
@@ -137,6 +139,21 @@ def test_every_refusal_is_one_line_the_filter_bans_and_nothing_else(tmp_path: Pa
     assert "('127.0.0.1'" not in log
 
 
+@contextmanager
+def _after_ehlo(
+    port: int, helo: bytes = b"relay.example"
+) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """A connection to the SMTP server on ``port``, past its greeting and the reply to
+    ``EHLO helo``: the socket, and the lines it reads."""
+    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        lines.readline()
+        sock.sendall(b"EHLO " + helo + b"\r\n")
+        while lines.readline()[3:4] == b"-":
+            pass
+        yield sock, lines
+
+
 def _until_closed(smtp: smtplib.SMTP, command: str, most: int) -> bytes:
     """Send ``command`` until the server answers 421 and ends the session (at most
     ``most`` times); the 421's text."""
@@ -243,12 +260,7 @@ def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
     cancelled was banned. The line now says it was cancelled, and the filter passes
     it by; POP3's ``-ERR`` to a cancel was never one."""
     with _serve_john(tmp_path) as abc:
-        with socket.create_connection((LOOPBACK, abc.ports["submission"]), timeout=10) as sock:
-            reader = sock.makefile("rb")
-            reader.readline()
-            sock.sendall(b"EHLO client.test\r\n")
-            while reader.readline()[3:4] == b"-":
-                pass
+        with _after_ehlo(abc.ports["submission"], b"client.test") as (sock, reader):
             for _ in range(2):
                 sock.sendall(b"AUTH PLAIN\r\n")
                 assert reader.readline().startswith(b"334")
@@ -468,12 +480,7 @@ def _pipelined_after_mail(
     """One pipelined transaction (RFC 2920 §3.1) as Postfix or aiosmtplib sends it: MAIL,
     ``recipients`` RCPTs and DATA in one write, after EHLO (and an AUTH PLAIN
     ``login``); the first line of each reply, then of QUIT's."""
-    with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
-        lines = sock.makefile("rb")
-        lines.readline()
-        sock.sendall(b"EHLO relay.example\r\n")
-        while lines.readline()[3:4] == b"-":
-            pass
+    with _after_ehlo(port) as (sock, lines):
         if login:
             sock.sendall(b"AUTH PLAIN " + base64.b64encode(login) + b"\r\n")
             assert lines.readline().startswith(b"235 "), "login"
@@ -575,12 +582,7 @@ def test_a_bdat_chunk_over_the_size_limit_is_banned_as_a_message_over_it_by_data
     sent by DATA, ``552 5.3.4 Message size exceeds fixed limit``, and the filter matches
     its ``reject: BDAT`` line as it matches the ``reject: DATA`` one."""
     with _serve_john(tmp_path, "--max-message-size", "2000") as abc:
-        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock:
-            lines = sock.makefile("rb")
-            lines.readline()
-            sock.sendall(b"EHLO relay.example\r\n")
-            while lines.readline()[3:4] == b"-":
-                pass
+        with _after_ehlo(abc.ports["smtp"]) as (sock, lines):
             sock.sendall(b"MAIL FROM:<a@relay.example>\r\nRCPT TO:<john@abc.example>\r\n")
             assert [lines.readline()[:3] for _ in range(2)] == [b"250", b"250"]
             sock.sendall(b"BDAT 3000 LAST\r\n" + b"x" * 3000)

@@ -576,6 +576,23 @@ class InOrder:
         return stop - 1
 
 
+def resolve_in_order(
+    library: str, domain: str, zone: Resolver, *, local_names: Sequence[str] = ()
+) -> tuple[Attempt, ...] | Rejected:
+    """``resolve_exchangers`` for ``domain`` on ``library``, the records in the order
+    given, this host known by ``LOCAL_ADDRESSES`` (and ``local_names``)."""
+    return run(
+        library,
+        lambda: resolve_exchangers(
+            domain,
+            zone,
+            rng=InOrder(),
+            local_names=local_names,
+            local_addresses=LOCAL_ADDRESSES,
+        ),
+    )
+
+
 class LameLevel:
     """``slow.example``: one level (MX 10) of five good exchangers listed first, then
     ``lame`` exchangers whose lookups each cost ``LAME_LOOKUP_SECONDS`` of a fake clock
@@ -669,12 +686,7 @@ def test_this_host_is_still_found_at_the_level_that_filled_the_cap(library: str)
     address only, listed at that level after the usable ones, must cut the level (RFC
     5321 §5.1: only exchangers more preferred than this host are tried)."""
     zone = LameLevel(2, own=True)
-    result = run(
-        library,
-        lambda: resolve_exchangers(
-            "slow.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
-        ),
-    )
+    result = resolve_in_order(library, "slow.example", zone)
     assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
     assert zone.asked[-1] == "self.slow.example"
 
@@ -799,12 +811,7 @@ def test_this_host_is_found_however_many_peers_resolve_at_its_level(library: str
     answers: dict[str, list[str] | str] = {p: [f"192.0.2.{n}"] for n, p in enumerate(names, 1)}
     answers["self.d.example"] = LOCAL_ADDRESSES
     zone = Scripted([MXRecord(10, name) for name in names], answers)
-    result = run(
-        library,
-        lambda: resolve_exchangers(
-            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
-        ),
-    )
+    result = resolve_in_order(library, "d.example", zone)
     assert isinstance(result, Rejected) and result.reason is RejectReason.ROUTING_LOOP
     assert zone.asked[-1] == "self.d.example"
 
@@ -893,16 +900,7 @@ def test_this_host_by_name_where_the_limit_would_stop_cuts_its_level(
     records = [MXRecord(5, "a.d.example"), MXRecord(5, "b.d.example")] if level == 20 else []
     records += [MXRecord(level, name) for name in [*good, *lame, "mx.abc.example"]]
     zone = Scripted(records, answers)
-    result = run(
-        library,
-        lambda: resolve_exchangers(
-            "d.example",
-            zone,
-            rng=InOrder(),
-            local_names=LOCAL_NAMES,
-            local_addresses=LOCAL_ADDRESSES,
-        ),
-    )
+    result = resolve_in_order(library, "d.example", zone, local_names=LOCAL_NAMES)
     if level == 10:
         assert simplify(result) is RejectReason.ROUTING_LOOP
         assert zone.asked == []
@@ -925,11 +923,6 @@ def test_the_limit_keeps_the_levels_better_than_this_host_may_be(library: str) -
     records = [MXRecord(10, "a.d.example"), MXRecord(10, "b.d.example")]
     records += [MXRecord(20, name) for name in [*lame, "self.d.example"]]
     zone = Scripted(records, answers)
-    result = run(
-        library,
-        lambda: resolve_exchangers(
-            "d.example", zone, rng=InOrder(), local_addresses=LOCAL_ADDRESSES
-        ),
-    )
+    result = resolve_in_order(library, "d.example", zone)
     assert simplify(result) == [("a.d.example", "192.0.2.1"), ("b.d.example", "192.0.2.2")]
     assert len(zone.asked) == 12

@@ -56,18 +56,22 @@ from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.resolvers import SystemResolver, make_resolver
 
 
+def _refused_bounce(original: bytes, *, reporting_mta: str = "mx.abc.example") -> bytes:
+    """A bounce to a@b.example for c@d.example, refused outright (5.0.0)."""
+    failed = [FailedRecipient("c@d.example", "5.0.0", "refused")]
+    return _bounce(
+        failed,
+        original,
+        recipient="a@b.example",
+        reporting_mta=reporting_mta,
+        queue_id="8452DE06F8",
+    )
+
+
 def test_a_bounce_for_a_long_host_name_keeps_its_boundary_within_70_characters() -> None:
     """RFC 2046 §5.1.1: a boundary is 1 to 70 characters, whatever the host's name."""
     host = "mail-relay-" + "x" * 40 + ".abc.example"
-    raw = build_bounce(
-        reporting_mta=host,
-        recipient="a@b.example",
-        queue_id="8452DE06F8",
-        arrival=0.0,
-        now=0.0,
-        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
-        original=b"Subject: x\r\n\r\nbody\r\n",
-    ).content
+    raw = _refused_bounce(b"Subject: x\r\n\r\nbody\r\n", reporting_mta=host)
     message = email.message_from_bytes(raw, policy=email.policy.default)
     boundary = message.get_boundary()
     assert boundary is not None and 1 <= len(boundary) <= 70
@@ -80,15 +84,7 @@ def test_a_returned_message_ending_in_a_lone_cr_leaves_no_bare_cr_in_the_bounce(
 ) -> None:
     """Content that ends in CR alone (BDAT content may) gets the LF that finishes its
     line, not a CRLF after it: a CR stands only in CRLF (RFC 5322 §2.3)."""
-    raw = build_bounce(
-        reporting_mta="mx.abc.example",
-        recipient="a@b.example",
-        queue_id="8452DE06F8",
-        arrival=0.0,
-        now=0.0,
-        failed=[FailedRecipient("c@d.example", "5.0.0", "refused")],
-        original=original,
-    ).content
+    raw = _refused_bounce(original)
     assert b"\r\r" not in raw and raw.count(b"\r") == raw.count(b"\r\n")
     assert raw.count(b"\n") == raw.count(b"\r\n")
 
@@ -684,12 +680,14 @@ def _bounce(
     recipient: str = "john@abc.example",
     headers_only: bool = False,
     utf8: bool = False,
+    reporting_mta: str = "mx.abc.example",
+    queue_id: str = "Q1",
 ) -> bytes:
-    """A bounce from mx.abc.example to ``recipient``, sent as its message arrived."""
+    """A bounce from ``reporting_mta`` to ``recipient``, sent as its message arrived."""
     return build_bounce(
-        reporting_mta="mx.abc.example",
+        reporting_mta=reporting_mta,
         recipient=recipient,
-        queue_id="Q1",
+        queue_id=queue_id,
         arrival=0.0,
         now=0.0,
         failed=failed,

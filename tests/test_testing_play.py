@@ -64,6 +64,17 @@ def listening(serve_one: Callable[[socket.socket], None]) -> Iterator[tuple[str,
         yield address
 
 
+def reads(sock: socket.socket, greeting: bytes = b"220 hi\r\n") -> Iterator[bytes]:
+    """Send ``greeting``, then yield what each read brings until the client closes
+    (100 reads at the most)."""
+    sock.sendall(greeting)
+    for _ in range(100):
+        data = sock.recv(65536)
+        if not data:
+            return
+        yield data
+
+
 # -- SMTP ---------------------------------------------------------------------------
 
 
@@ -146,12 +157,8 @@ def answering_each_read(answer: Callable[[bytes], bytes]) -> Callable[[socket.so
     replies to everything one read brought in one write; it closes after QUIT."""
 
     def serve_one(sock: socket.socket) -> None:
-        sock.sendall(b"220 hi\r\n")
         buffer = b""
-        for _ in range(100):
-            data = sock.recv(65536)
-            if not data:
-                return
+        for data in reads(sock):
             *lines, buffer = (buffer + data).split(b"\n")
             sock.sendall(b"".join(answer(line.rstrip(b"\r").upper()) for line in lines))
             if any(line.upper().startswith(b"QUIT") for line in lines):
@@ -169,11 +176,10 @@ def smtp_answer(line: bytes) -> bytes:
     return b"250 ok\r\n" if line.startswith(known) else b"500 what?\r\n"
 
 
-def test_two_replies_to_one_command_line_are_counted_in_surplus() -> None:
-    """The server reads ``MAIL FROM:<`` LF ``>`` CRLF as two lines and answers both
-    in one write: the second reply is owed to no command. Taken as the next group's,
-    it put every later reply out of step and QUIT went as message content."""
-    session = ClientSession(
+def bare_lf_in_mail_session() -> ClientSession:
+    """``MAIL FROM:<`` LF ``>`` CRLF, one group of its own, then a whole transaction
+    a command a group, and QUIT."""
+    return ClientSession(
         (
             (Ehlo("client.test"),),
             (b"MAIL FROM:<\n>\r\n",),
@@ -185,6 +191,13 @@ def test_two_replies_to_one_command_line_are_counted_in_surplus() -> None:
         ),
         frozenset(),
     )
+
+
+def test_two_replies_to_one_command_line_are_counted_in_surplus() -> None:
+    """The server reads ``MAIL FROM:<`` LF ``>`` CRLF as two lines and answers both
+    in one write: the second reply is owed to no command. Taken as the next group's,
+    it put every later reply out of step and QUIT went as message content."""
+    session = bare_lf_in_mail_session()
     with listening(answering_each_read(smtp_answer)) as (host, port):
         played = play_smtp_session(host, port, session, timeout=1)
     assert played.codes == [220, 250, 500, 500, 250, 250, 354, 250, 221], played
@@ -203,12 +216,8 @@ def one_reply_behind_after_a_bare_lf(
     the real one). The wait makes the race go the same way every run."""
 
     def serve_one(sock: socket.socket) -> None:
-        sock.sendall(b"220 hi\r\n")
         buffer, held, behind = b"", list[bytes](), False
-        for _ in range(100):
-            data = sock.recv(65536)
-            if not data:
-                return
+        for data in reads(sock):
             if held:
                 sock.sendall(held.pop(0))
             *lines, buffer = (buffer + data).split(b"\n")
@@ -228,18 +237,7 @@ def test_replies_out_of_step_are_found_by_a_reply_that_cannot_answer_its_command
     with 354 (RFC 5321 §4.3.2), so the play stops there and counts a reply owed to
     no command, instead of waiting for a close that cannot come (QUIT went as the
     message's content)."""
-    session = ClientSession(
-        (
-            (Ehlo("client.test"),),
-            (b"MAIL FROM:<\n>\r\n",),
-            (Mail(None),),
-            (Rcpt(parse_mailbox("bob@pqr.example")),),
-            (Data(),),
-            (EndOfMessage(),),
-            (Quit(),),
-        ),
-        frozenset(),
-    )
+    session = bare_lf_in_mail_session()
     with listening(one_reply_behind_after_a_bare_lf(smtp_answer)) as (host, port):
         started = time.monotonic()
         played = play_smtp_session(host, port, session, timeout=2)
@@ -565,12 +563,8 @@ def line_server(
     after the line that starts with ``last``, answered."""
 
     def serve_one(sock: socket.socket) -> None:
-        sock.sendall(greeting)
         buffer = b""
-        for _ in range(100):
-            data = sock.recv(65536)
-            if not data:
-                return
+        for data in reads(sock, greeting):
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -697,12 +691,8 @@ def test_a_221_to_a_line_the_server_split_at_a_bare_lf_ends_the_session_too() ->
     more."""
 
     def serve_one(sock: socket.socket) -> None:
-        sock.sendall(b"220 hi\r\n")
         buffer = b""
-        for _ in range(100):
-            data = sock.recv(65536)
-            if not data:
-                return
+        for data in reads(sock):
             buffer += data
             while b"\r\n" in buffer:
                 line, buffer = buffer.split(b"\r\n", 1)
@@ -736,12 +726,8 @@ def dropping(drop: bytes, goodbye: bytes = b"221 bye\r\n") -> Callable[[socket.s
     ``goodbye``, and then the server closes."""
 
     def serve_one(sock: socket.socket) -> None:
-        sock.sendall(b"220 hi\r\n")
         buffer, content = b"", False
-        for _ in range(100):
-            data = sock.recv(65536)
-            if not data:
-                return
+        for data in reads(sock):
             buffer += data
             while b"\r\n" in buffer:
                 line, buffer = buffer.split(b"\r\n", 1)
