@@ -6,10 +6,12 @@ server (every refusal it decides), so that a refusal reads alike whoever logs it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from smtpcore._driver._logtext import loggable, loggable_reply
 from smtpcore._driver._proxied import SeenClient, client_text, peer_text
 
-__all__ = ["refusal_line"]
+__all__ = ["only_recipient", "path_text", "refusal_line"]
 
 
 def refusal_line(
@@ -52,3 +54,14 @@ def _refused_text(peer: SeenClient | tuple[str, int] | None) -> str:
     if peer is None or isinstance(peer, tuple):
         return peer_text(peer)
     return client_text(peer)
+
+
+def path_text(path: object | None) -> str:
+    """A reverse path for ``from=``: the address, or empty for the null path ``<>``."""
+    return "" if path is None else str(path)
+
+
+def only_recipient(mailboxes: Sequence[object]) -> str | None:
+    """The ``to=`` of a refused message: its only recipient, as Postfix logs a refused
+    DATA; None for several, which one field could not name."""
+    return str(mailboxes[0]) if len(mailboxes) == 1 else None

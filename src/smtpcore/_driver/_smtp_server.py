@@ -53,7 +53,7 @@ from smtpcore._driver._proxied import (
     networks,
     trusted,
 )
-from smtpcore._driver._refusals import refusal_line
+from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -264,11 +264,6 @@ _TRANSACTION_HOOKS: Final[Mapping[str, str]] = {
 RCPT, DATA and the end of the content) and 552 (the content) among, and the command
 each answers in the reject log (the content is ``DATA``'s, as the reference server's
 refusals of a message name it)."""
-
-
-def _path_text(path: Mailbox | None) -> str:
-    """A reverse path for the log: the address, or empty for the null path ``<>``."""
-    return "" if path is None else str(path)
 
 
 def _submitter(value: str | None) -> str | None:
@@ -1054,12 +1049,12 @@ class ServerSession(ServedSession):
         a recipient accepted before a refused RCPT)."""
         envelope = self.session.envelope
         if isinstance(event, Mail):
-            return _path_text(event.sender), None
-        sender = None if envelope is None else _path_text(envelope.sender)
+            return path_text(event.sender), None
+        sender = None if envelope is None else path_text(envelope.sender)
         if isinstance(event, Rcpt):
             return sender, str(event.recipient)
-        if envelope is not None and verb == "DATA" and len(envelope.recipients) == 1:
-            return sender, str(envelope.recipients[0].mailbox)
+        if envelope is not None and verb == "DATA":
+            return sender, only_recipient([r.mailbox for r in envelope.recipients])
         return sender, None
 
     async def _call(self, hook: str, args: tuple[Any, ...]) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from smtpcore._driver._failures import INSUFFICIENT_STORAGE, failure_reply, no_room
+from smtpcore._driver._refusals import only_recipient, path_text
 from smtpcore._numbers import parse_number
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
@@ -388,8 +389,10 @@ class _MailHandler(Handler):
             session,
             "DATA",
             reply,
-            sender=_path_text(envelope.sender),
-            recipient=recipient if recipient is not None else _only_recipient(envelope),
+            sender=path_text(envelope.sender),
+            recipient=recipient
+            if recipient is not None
+            else only_recipient([r.mailbox for r in envelope.recipients]),
             queue_id=queue_id,
             detail=why,
             level=logging.WARNING,
@@ -413,7 +416,7 @@ class _MailHandler(Handler):
         declared = None if size is None else parse_number(size, max_digits=20)
         if not self.store.room.allows(declared):
             return self._refuse(
-                session, "MAIL", INSUFFICIENT_STORAGE, sender=_path_text(command.sender)
+                session, "MAIL", INSUFFICIENT_STORAGE, sender=path_text(command.sender)
             )
         return None
 
@@ -429,7 +432,7 @@ class _MailHandler(Handler):
                 session,
                 "RCPT",
                 reply,
-                sender=_path_text(envelope.sender),
+                sender=path_text(envelope.sender),
                 recipient=command.recipient,
             )
         routes: dict[str, str | None] = session.extra.setdefault("routes", {})
@@ -445,7 +448,7 @@ class _MailHandler(Handler):
                     session,
                     "RCPT",
                     reply,
-                    sender=_path_text(envelope.sender),
+                    sender=path_text(envelope.sender),
                     recipient=command.recipient,
                 )
             routes[str(command.recipient)] = key
@@ -531,7 +534,7 @@ class _MailHandler(Handler):
                 session,
                 "DATA",
                 reply,
-                sender=_path_text(envelope.sender),
+                sender=path_text(envelope.sender),
                 queue_id=incoming.spool.id,
             )
         return await self._commit(session, envelope, incoming.spool, due)
@@ -675,7 +678,7 @@ class SubmissionHandler(_MailHandler):
                 session,
                 "RCPT",
                 reply,
-                sender=_path_text(envelope.sender),
+                sender=path_text(envelope.sender),
                 recipient=command.recipient,
             )
         return await super().handle_rcpt(session, envelope, command)
@@ -684,7 +687,7 @@ class SubmissionHandler(_MailHandler):
         if session.authenticated is None:
             self._stats(session).mail += 1
             reply = Reply(530, "Authentication required", "5.7.0")
-            return self._refuse(session, "MAIL", reply, sender=_path_text(command.sender))
+            return self._refuse(session, "MAIL", reply, sender=path_text(command.sender))
         if not self._may_send_as(str(session.authenticated), command.sender):
             self._stats(session).mail += 1
             reply = Reply(
@@ -695,7 +698,7 @@ class SubmissionHandler(_MailHandler):
                 ),
                 "5.7.1",
             )
-            return self._refuse(session, "MAIL", reply, sender=_path_text(command.sender))
+            return self._refuse(session, "MAIL", reply, sender=path_text(command.sender))
         return await super().handle_mail(session, command)
 
     def _may_send_as(self, login: str, sender: Mailbox | None) -> bool:
@@ -767,18 +770,6 @@ class LMTPHandler(_MailHandler):
             accepted = Accepted(spool.id, paths, None)
             self._accepted(session, accepted, sender, size, delivered, client)
         return replies
-
-
-def _path_text(path: Mailbox | None) -> str:
-    """A reverse path for the log: the address, or empty for the null path."""
-    return "" if path is None else str(path)
-
-
-def _only_recipient(envelope: Envelope) -> str | None:
-    """The recipient a refused message's line names: its only one, as Postfix logs a
-    refused DATA; None for several, which one field could not name."""
-    recipients = envelope.recipients
-    return str(recipients[0].mailbox) if len(recipients) == 1 else None
 
 
 def _upper(value: str | None) -> str | None:

@@ -125,16 +125,17 @@ class Probe:
         if greeting is not None and greeting.code in _NO_SERVICE:
             if greeting.code == 554 and not client.closed:
                 client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
-            self.refused(client, greeting)
+            self.refused(client, greeting, greeting=True)
         if greeting is None or greeting.code != 220:
             raise _Failed(f"the greeting was {greeting} rather than 220")
         return client
 
-    def refused(self, client: WireClient, answer: ServerReply) -> None:
+    def refused(self, client: WireClient, answer: ServerReply, *, greeting: bool = False) -> None:
         """Raise :class:`_Refused` where ``answer``, the greeting or the reply to the
-        first command on ``client``, refuses service (421 or, as a greeting, 554) on a
-        connection other than the run's first; else return."""
-        if client is self.runs_first or answer.code not in _NO_SERVICE:
+        first command on ``client``, refuses service (421, or 554 as a ``greeting``) on
+        a connection other than the run's first; else return."""
+        refusing = _NO_SERVICE if greeting else (421,)
+        if client is self.runs_first or answer.code not in refusing:
             return
         if answer.code == 421:
             raise _Refused(
@@ -152,8 +153,7 @@ class Probe:
         421 greeting is (:meth:`connect`)."""
         client = self.connect()
         answer = _ask(client, b"EHLO " + self.helo.encode())
-        if answer.code == 421:
-            self.refused(client, answer)
+        self.refused(client, answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
@@ -435,7 +435,7 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
         pieces = chunking(step) if chunking else None
         client.send(step, pieces)
         answer = client.read_reply()
-        if answer is not None and answer.code == 421 and not codes:
+        if answer is not None and not codes:
             probe.refused(client, answer)  # EHLO, as in Probe.hello
         codes.append(answer.code if answer else -1)
         if answer is None:
@@ -935,8 +935,7 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
     answer = _ask(client, _noop_at_the_limit())
     if answer.code == 250:
         return
-    if answer.code == 421:
-        probe.refused(client, answer)  # the first command, as EHLO is elsewhere
+    probe.refused(client, answer)  # the first command, as EHLO is elsewhere
     control = _ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
