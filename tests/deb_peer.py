@@ -10,6 +10,7 @@ root, apt-get or dpkg the test is skipped, or fails under CI.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -32,10 +33,18 @@ def unpacked(name: str, packages: list[str], binary: str) -> Path:
         if shutil.which(tool) is None:
             missing_peer(f"{tool} is needed to fetch {name}")
     directory = CACHE / name
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two test workers (pytest-xdist) may want the same peer at once: one fetches
+    # and unpacks while the other waits, rather than both writing the same tree.
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _unpack(directory, name, packages, binary)
+
+
+def _unpack(directory: Path, name: str, packages: list[str], binary: str) -> Path:
     root = directory / "root"
     if (root / binary).is_file():
         return root
-    directory.mkdir(parents=True, exist_ok=True)
     download = subprocess.run(
         ["apt-get", "download", *packages], cwd=directory, capture_output=True, timeout=300
     )
