@@ -521,8 +521,6 @@ class BaseSMTPClient(BaseClient):
         await self._authenticate_with(mechanism)
 
     async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
-        if mechanism.requires_tls:
-            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
@@ -591,7 +589,11 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _authenticate(self, mechanism: ClientMechanism) -> None:
-        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted."""
+        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted. Every
+        login comes here, however the mechanism was chosen or given, so the rule that
+        keeps a reusable secret off a session without TLS is kept here once."""
+        if mechanism.requires_tls:
+            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         flow = ClientAuth(mechanism)
         command = f"AUTH {flow.mechanism.name}"
         timeout = self.timeouts.command
