@@ -592,8 +592,8 @@ class ServedSession:
         UNIX family names a socket's path, v1 ``UNKNOWN`` and v2 ``LOCAL`` name
         none) leaves the proxy's address as the peer, a stand-in the session knows
         for one (its ``peer_stands_in_for``), so that the log never names the
-        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`). A
-        Unix socket's client is counted under no address (:func:`counted_peer`).
+        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`), and is
+        counted under no address (:func:`counted_peer`).
         A client whose TLS the proxy terminated, as its header says, is under TLS
         from the start (the session's ``tls``: :func:`proxied_tls`).
 
@@ -624,7 +624,7 @@ class ServedSession:
             session.local = header.destination
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
-        if not self.state.readdress(self, counted_peer(header, proxy)):
+        if not self.state.readdress(self, counted_peer(header)):
             self.logger.info("too many sessions from %s: refused", client_text(session))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):
