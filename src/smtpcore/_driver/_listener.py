@@ -210,7 +210,7 @@ class SessionRegistry(Generic[S]):
 
     def readdress(self, session: S, peer: tuple[str, int] | None) -> bool:
         """Count ``session`` under ``peer`` from now on (the client a proxy's header
-        named, or the proxy itself when the header names none). False, and the
+        named, or None, no address, when the header names none). False, and the
         session counted under no address, when that address has its share already:
         the session then writes :attr:`address_busy_reply` and ends."""
         sessions = self.sessions
@@ -567,9 +567,9 @@ class ServedSession:
         None when the header names no client (v1 ``UNKNOWN``, a v2 ``LOCAL`` command
         or unspecified family: HAProxy sends ``UNKNOWN`` for a client on a Unix
         socket) or names a Unix socket's path (v2 UNIX family), never an address:
-        the peer is then the proxy's address, which the log shows and the session
-        is counted under, but the client behind it is unknown, never loopback or
-        trusted because its proxy is."""
+        the peer is then the proxy's address, which the log shows with the client
+        it stands in for (the session is counted under no address), but the client
+        behind it is unknown, never loopback or trusted because its proxy is."""
         if not self.state.proxy_networks:
             return self.session.peer
         return await self._client_from_proxy(send_timeout)

@@ -318,7 +318,7 @@ class BaseSMTPClient(BaseClient):
                 elif self.use_starttls:
                     raise TLSNotAvailable()
             if self._credentials.given:
-                await self._authenticate(self._mechanism())
+                await self._authenticate_with(self._mechanism())
         except BaseException:
             await self._abort()
             raise
@@ -521,6 +521,12 @@ class BaseSMTPClient(BaseClient):
         await self._authenticate_with(mechanism)
 
     async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
+        """Every login, however the mechanism was chosen or given (``connect``,
+        :meth:`login`, :meth:`authenticate`): the rule that keeps a reusable secret off
+        a session without TLS is kept here once, before anything is sent, so that its
+        refusal leaves the session as it stands."""
+        if mechanism.requires_tls:
+            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         await self._closing_unless_refused(self._authenticate(mechanism))
 
     async def _simple(self, command: Command, verb: str) -> Reply:
@@ -589,11 +595,7 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _authenticate(self, mechanism: ClientMechanism) -> None:
-        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted. Every
-        login comes here, however the mechanism was chosen or given, so the rule that
-        keeps a reusable secret off a session without TLS is kept here once."""
-        if mechanism.requires_tls:
-            self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
+        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted."""
         flow = ClientAuth(mechanism)
         command = f"AUTH {flow.mechanism.name}"
         timeout = self.timeouts.command
