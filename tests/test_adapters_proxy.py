@@ -176,11 +176,15 @@ def test_a_unix_client_is_not_trusted_by_the_address_its_path_spells(
     assert "unix:192.0.2.10 via proxy [127.0.0.1]:" in caplog.text
 
 
-def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str) -> None:
+@pytest.mark.parametrize("header", NAMES_NO_CLIENT.values(), ids=NAMES_NO_CLIENT.keys())
+def test_clients_a_header_names_by_no_address_take_no_share_of_their_proxys(
+    adapter: str, header: bytes
+) -> None:
     """Every client of HAProxy's ``unix@`` listener comes through the proxy's one
-    address, and a socket's path is no address: its sessions are counted under none,
-    so that Unix clients never fill the proxy's share of ``max_sessions_per_address``
-    and turn away the next of them, or the proxy's own ``LOCAL`` health check."""
+    address, its header naming it by no address (``UNKNOWN`` in version 1, a path in
+    version 2): such sessions are counted under none, so that they never fill the
+    proxy's share of ``max_sessions_per_address`` and turn away the next of them, or
+    the proxy's own ``LOCAL`` health check (proxy-protocol.txt §2.2)."""
     handler = Recorder()
     with (
         running_smtp_server(
@@ -189,8 +193,8 @@ def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str) -> Non
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as second,
     ):
-        for sock, path in ((first, b"/run/a.sock"), (second, b"")):
-            sock.sendall(v2_unix(path))
+        for sock in (first, second):
+            sock.sendall(header)
             assert sock.recv(1024).startswith(b"220 ")
         assert greeting_after(server.port, NAMES_NO_CLIENT["v2 LOCAL"]).startswith(b"220 ")
         for sock in (first, second):

@@ -24,7 +24,7 @@ from haproxy_peer import haproxy, haproxy_tls_offload
 from peers import TLSFiles, running_pop3_server, write_maildir
 from smtpcore.asyncio import POP3Timeouts
 from smtpcore.maildrop import MaildirStore, Maildrop, POP3Session
-from test_adapters_proxy import OFFLOADED, TLSAfterHeader, v2_unix
+from test_adapters_proxy import NAMES_NO_CLIENT, OFFLOADED, TLSAfterHeader, v2_unix
 
 PASSWORDS = {"alice": "wonderland"}
 V1 = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 110\r\n"
@@ -302,17 +302,25 @@ def test_a_unix_client_is_neither_logged_nor_counted_as_the_address_its_path_spe
     assert "unix:203.0.113.5 via proxy [127.0.0.1]:" in caplog.text
 
 
-def test_unix_clients_take_no_share_of_their_proxys_address(adapter: str, store: Recorder) -> None:
-    """A socket's path is no address: Unix clients through one proxy are counted under
-    none, and never fill the proxy's share of ``max_sessions_per_address`` against
-    the next of them or the proxy's own ``LOCAL`` health check."""
-    local = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"
+@pytest.mark.parametrize(
+    "header",
+    [v2_unix(b"/run/a.sock", b"/run/haproxy/pop3.sock"), *NAMES_NO_CLIENT.values()],
+    ids=["v2 UNIX path", *NAMES_NO_CLIENT.keys()],
+)
+def test_clients_a_header_names_by_no_address_take_no_share_of_their_proxys(
+    adapter: str, store: Recorder, header: bytes
+) -> None:
+    """A socket's path is no address, nor a header naming no client (``UNKNOWN``,
+    ``LOCAL``): such clients through one proxy are counted under none, and never fill
+    the proxy's share of ``max_sessions_per_address`` against the next of them or the
+    proxy's own ``LOCAL`` health check."""
+    local = NAMES_NO_CLIENT["v2 LOCAL"]
     with (
         running_pop3_server(
             adapter, store, proxy_protocol_from=["127.0.0.1"], max_sessions_per_address=1
         ) as server,
-        connect(server.port, v2_unix(b"/run/a.sock", b"/run/haproxy/pop3.sock")) as first,
-        connect(server.port, v2_unix(b"", b"/run/haproxy/pop3.sock")) as second,
+        connect(server.port, header) as first,
+        connect(server.port, header) as second,
     ):
         for _, lines in (first, second):
             assert read_line(lines).startswith(b"+OK")

@@ -182,6 +182,9 @@ def test_the_answer_to_success_data_must_be_empty(answer: bytes, expected: str) 
     [
         ([b"AUTH PLAIN !!!notbase64\r\n"], "501 5.5.2"),
         ([b"AUTH LOGIN\r\n", b"@@@\r\n"], "501 5.5.2"),
+        # Not base64 either: no UTF-8, or a bare LF within (RFC 4954 §4).
+        ([b"AUTH LOGIN\r\n", b"dXNlcg\xff==\r\n"], "501 5.5.2"),
+        ([b"AUTH LOGIN\r\n", b"dXNl\ncg==\r\n"], "501 5.5.2"),
         ([b"AUTH LOGIN\r\n", b"*\r\n"], "501 5.0.0"),
         ([b"AUTH GSSAPI\r\n"], "504 5.5.4"),
         ([b"AUTH\r\n"], "501 5.5.4"),
@@ -198,6 +201,7 @@ def test_bad_input_gets_its_rfc_reply_and_the_session_goes_on(
     for line in lines:
         out = drive(conn, line, auth)
     assert codes(out)[-1] == expected
+    assert conn.state is not State.AUTH  # the exchange is over, for both sides
     assert codes(drive(conn, b"NOOP\r\n", auth)) == ["250 2.0.0"]
 
 

@@ -210,7 +210,7 @@ class SessionRegistry(Generic[S]):
 
     def readdress(self, session: S, peer: tuple[str, int] | None) -> bool:
         """Count ``session`` under ``peer`` from now on (the client a proxy's header
-        named, or the proxy itself when the header names none). False, and the
+        named, or None, no address, when the header names none). False, and the
         session counted under no address, when that address has its share already:
         the session then writes :attr:`address_busy_reply` and ends."""
         sessions = self.sessions
@@ -567,9 +567,9 @@ class ServedSession:
         None when the header names no client (v1 ``UNKNOWN``, a v2 ``LOCAL`` command
         or unspecified family: HAProxy sends ``UNKNOWN`` for a client on a Unix
         socket) or names a Unix socket's path (v2 UNIX family), never an address:
-        the peer is then the proxy's address, which the log shows and the session
-        is counted under, but the client behind it is unknown, never loopback or
-        trusted because its proxy is."""
+        the peer is then the proxy's address, which the log shows with the client
+        it stands in for (the session is counted under no address), but the client
+        behind it is unknown, never loopback or trusted because its proxy is."""
         if not self.state.proxy_networks:
             return self.session.peer
         return await self._client_from_proxy(send_timeout)
@@ -592,8 +592,8 @@ class ServedSession:
         UNIX family names a socket's path, v1 ``UNKNOWN`` and v2 ``LOCAL`` name
         none) leaves the proxy's address as the peer, a stand-in the session knows
         for one (its ``peer_stands_in_for``), so that the log never names the
-        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`). A
-        Unix socket's client is counted under no address (:func:`counted_peer`).
+        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`), and is
+        counted under no address (:func:`counted_peer`).
         A client whose TLS the proxy terminated, as its header says, is under TLS
         from the start (the session's ``tls``: :func:`proxied_tls`).
 
@@ -624,7 +624,7 @@ class ServedSession:
             session.local = header.destination
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
-        if not self.state.readdress(self, counted_peer(header, proxy)):
+        if not self.state.readdress(self, counted_peer(header)):
             self.logger.info("too many sessions from %s: refused", client_text(session))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):

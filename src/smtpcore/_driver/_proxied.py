@@ -99,16 +99,17 @@ def ip_peer(peer: tuple[str, int] | None) -> tuple[str, int] | None:
     return peer
 
 
-def counted_peer(header: ProxyHeader, proxy: tuple[str, int] | None) -> tuple[str, int] | None:
-    """The address a session behind ``proxy`` is counted under for
-    ``max_sessions_per_address``: the client the header names, the proxy's for a
-    header that names none (its ``LOCAL`` health check, ``UNKNOWN``), and none for a
-    Unix socket's client. A path is no address, and every client of HAProxy's
-    ``unix@`` listener comes through the proxy's: counted under it, two of them would
-    fill its share and turn away the next, and the health check."""
-    if header.source_path is not None:
-        return None
-    return ip_peer(proxy if header.source is None else header.source)
+def counted_peer(header: ProxyHeader) -> tuple[str, int] | None:
+    """The address a session behind a proxy is counted under for
+    ``max_sessions_per_address``: the client the header names, and none when it names
+    no client by an address (``UNKNOWN``, ``LOCAL``, an unspecified family, a
+    datagram transport, a Unix socket's path). The proxy's address is never that
+    client's: every client HAProxy's ``unix@`` listener takes comes through it
+    (``UNKNOWN`` in version 1, a path in version 2), and counted under it, a few
+    of them would fill its share and turn away the next of them, and the proxy's
+    own ``LOCAL`` health check, which proxy-protocol.txt §2.2 has the receiver
+    accept. ``max_sessions`` still bounds them all."""
+    return None if header.source is None else ip_peer(header.source)
 
 
 def peer_text(peer: tuple[str, int | None] | None) -> str:

@@ -318,7 +318,7 @@ class BaseSMTPClient(BaseClient):
                 elif self.use_starttls:
                     raise TLSNotAvailable()
             if self._credentials.given:
-                await self._authenticate(self._mechanism())
+                await self._authenticate_with(self._mechanism())
         except BaseException:
             await self._abort()
             raise
@@ -521,6 +521,10 @@ class BaseSMTPClient(BaseClient):
         await self._authenticate_with(mechanism)
 
     async def _authenticate_with(self, mechanism: ClientMechanism) -> None:
+        """Every login, however the mechanism was chosen or given (``connect``,
+        :meth:`login`, :meth:`authenticate`): the rule that keeps a reusable secret off
+        a session without TLS is kept here once, before anything is sent, so that its
+        refusal leaves the session as it stands."""
         if mechanism.requires_tls:
             self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
         await self._closing_unless_refused(self._authenticate(mechanism))

@@ -90,8 +90,9 @@ class Credentials:
         ``tls-exporter`` among them a password may go by a SCRAM ``-PLUS``, and a
         plain SCRAM then says the client could have bound (``y``), so a server
         that offered -PLUS detects the downgrade (RFC 5802 §6). A mechanism that shows
-        a reusable secret is one only with ``tls`` or ``allow_plaintext`` (the client's
-        ``allow_plaintext_auth``, RFC 4954 §4)."""
+        a reusable secret is chosen only with ``tls`` or ``allow_plaintext`` (the
+        client's ``allow_plaintext_auth``, RFC 4954 §4); a given one is returned as it
+        is, for the rule the client keeps for every login to refuse."""
         if "AUTH" not in extensions:
             raise AuthenticationNotAvailable("the server does not offer AUTH")
         offered = extensions.auth
@@ -101,11 +102,7 @@ class Credentials:
             mechanism = given if isinstance(given, ClientMechanism) else given()
             if mechanism.name.upper() not in offered:
                 raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
-            if mechanism.requires_tls and not secure:
-                raise AuthenticationNotAvailable(
-                    f"{mechanism.name} needs TLS ({PLAINTEXT_AUTH_HINT})", needs_tls=True
-                )
-            return mechanism
+            return mechanism  # the client's one rule for every login refuses it without TLS
         binding = (channel_bindings or {}).get(TLS_EXPORTER)
         names = list(_PASSWORD_MECHANISMS) if self.password is not None else []
         if binding and names:

@@ -1045,14 +1045,18 @@ class ServerConnection:
                     type(everyday) in _ALWAYS_KNOWN or everyday.verb in self._verbs
                 ):
                     return self._take_command(line, everyday)
+        if in_auth:
+            # An answer to a 334 is base64 or "*": a bare LF or an octet that is not
+            # UTF-8 makes it no base64, whose 501 ends the exchange (RFC 4954 §4), so
+            # that the client, told 5xx, and the machine agree that it is over.
+            text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8", "replace")
+            return self._auth_response(line, text)
         if not lf_ends and line.find(b"\n", 0, len(line) - 2) >= 0:
             return self._refused(line, reply(500, "5.5.2", "Bare LF in command; use CRLF"))
         try:
             text = line.rstrip(b"\n").removesuffix(b"\r").decode("utf-8")
         except UnicodeDecodeError:
             return self._refused(line, reply(500, "5.5.2", "Invalid UTF-8 in command"))
-        if in_auth:
-            return self._auth_response(line, text)
         try:
             command = parse_command_line(text, self._verbs)
         except CommandSyntaxError as exc:
@@ -1112,8 +1116,6 @@ class ServerConnection:
         refused for its place is. Where the size cannot be read, no one knows where
         that chunk ends: the session cannot go on, and gets 421 (RFC 5321 §3.8).
         """
-        if self._state is _STATE_AUTH:  # an AUTH exchange's line is no command
-            return self._bad(line, answer)
         size = chunk_after(line)
         if size is None:
             self._unreadable_chunk()
