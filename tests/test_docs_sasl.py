@@ -39,3 +39,13 @@ def test_example_runs(block: str) -> None:
 @pytest.mark.parametrize("block", [code for code, fragment in _blocks() if fragment])
 def test_fragment_compiles(block: str) -> None:
     compile(block, str(PAGE), "exec")
+
+
+def test_the_smtp_auth_fragment_answers_every_event_in_one_call() -> None:
+    """The loop an embedder copies hands the BadCommand that ends an exchange to
+    ServerAuth.answer with the rest: a loop that answered it alone let a refused
+    token's exchange escape ``max_auth_failures``."""
+    fragments = [code for code, fragment in _blocks() if fragment and "ServerAuth(" in code]
+    assert len(fragments) == 1
+    assert "auth.answer(conn, event)" in fragments[0]
+    assert "BadCommand" in fragments[0]
