@@ -112,7 +112,9 @@ class ServerAuth:
         5034 §4) is over here too (:meth:`abandon`): so the flags count a refused
         token's exchange as the failed login it was (RFC 7628 §3.2.2), however it
         ended. The one call an event loop needs; count what the flags say after
-        sending the response."""
+        sending the response. Every ``BadCommand`` resets the flags, one outside an
+        exchange too (``success`` included: read a login's name when it succeeds), so
+        that they never tell an earlier failure twice."""
         if isinstance(event, Auth):
             return self.start(event)
         if isinstance(event, AuthResponse):

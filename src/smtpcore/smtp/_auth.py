@@ -105,11 +105,14 @@ class ServerAuth:
         the credentials (a token's error challenge, RFC 7628 §3.2.2) the exchange was
         a failed authentication however it ended, so ``conn`` counts it toward
         ``max_auth_failures`` as a 535
-        (:meth:`~smtpcore.smtp.ServerConnection.count_auth_failure`). A refusal
-        that leaves the machine in its AUTH state ended no exchange."""
-        if conn.state is State.AUTH:
+        (:meth:`~smtpcore.smtp.ServerConnection.count_auth_failure`), unless the
+        reply, already sent, ended the session (a ``421``): there is nothing left to
+        count toward. A refusal that leaves the machine in its AUTH state ended no
+        exchange."""
+        state = conn.state
+        if state is State.AUTH:
             self.failure = None
-        elif self.abandon() is not None:
+        elif self.abandon() is not None and state not in (State.CLOSED, State.ERROR):
             conn.count_auth_failure()
         return bad.reply
 
