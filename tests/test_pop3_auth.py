@@ -40,7 +40,9 @@ class _Session:
     """A server machine answered by ``ServerAuth``, a client machine driven by
     ``ClientAuth``, bytes passed between them by hand."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, one_call: bool = False) -> None:
+        self.one_call = one_call
+        """Whether the server answers through ``ServerAuth.answer`` alone."""
         mechanisms = _server_mechanisms()
         self.server = pop3.ServerConnection("pop.test", sasl_mechanisms=list(mechanisms))
         self.client = pop3.ClientConnection("client.test")
@@ -61,9 +63,12 @@ class _Session:
         """Give the server ``line``, answer it as an embedder would, give the bytes."""
         self.server.receive_data(line)
         command = self.server.next_event()
-        if isinstance(command, pop3.BadCommand):
+        if self.one_call:
+            assert isinstance(command, pop3.Auth | pop3.AuthResponse | pop3.BadCommand)
+            response: pop3.Ok | pop3.Err | pop3.Continue = self.auth.answer(command)
+        elif isinstance(command, pop3.BadCommand):
             self.auth.abandon()
-            response: pop3.Ok | pop3.Err | pop3.Continue = command.response
+            response = command.response
         elif isinstance(command, pop3.Auth):
             response = self.auth.start(command)
         else:
@@ -155,6 +160,32 @@ def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login() -> None:
     assert refusal is not None and session.auth.failure is refusal
     assert session.auth.failed_login and not session.auth.bad_command
     assert session.auth.success is None
+
+
+@pytest.mark.parametrize("unreadable", [b"!!!!\r\n", b"A" * 4000 + b"\r\n"])
+def test_answer_ends_an_exchange_a_bad_command_ended(unreadable: bytes) -> None:
+    """A loop that sent the BadCommand's response without abandon() left the refused
+    token's exchange under way in ServerAuth and its failed login uncounted (RFC
+    7628 §3.2.2): a client tried tokens without limit. ServerAuth.answer takes the
+    BadCommand with the rest, so the flags say failed_login."""
+    session = _Session(one_call=True)
+    first = session.exchange(pop3.Auth("OAUTHBEARER", _REFUSED_TOKEN))
+    assert isinstance(first, pop3.Continue)
+    assert session.answer(unreadable).startswith(b"-ERR")
+    assert session.failed_logins == 1
+    assert session.server.state is pop3.State.AUTHORIZATION
+
+
+@pytest.mark.parametrize("one_call", [False, True], ids=["parts", "answer"])
+def test_answer_and_its_parts_count_alike(one_call: bool) -> None:
+    """The one call counts what start(), step() and abandon() do: one bad command for
+    an initial response to CRAM-MD5 (RFC 5034 §4), one failed login for a wrong
+    password, whatever junk follows."""
+    session = _Session(one_call=one_call)
+    _junk_after(session, pop3.Auth("CRAM-MD5", b"tim 0123"), junk=2)
+    _junk_after(session, pop3.Auth("PLAIN", b"\0tim\0wrong"), junk=2)
+    assert session.failed_logins == 1
+    assert session.server._bad_commands == 5
 
 
 def _junk_after(session: _Session, first: pop3.Auth, junk: int) -> None:

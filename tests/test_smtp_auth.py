@@ -277,6 +277,61 @@ def test_an_unreadable_answer_after_a_refused_token_is_a_failed_authentication(
         conn.count_auth_failure()
 
 
+def answer_in_one_call(auth: ServerAuth) -> SMTPAnswer:
+    """The application the docs show: every event of an exchange, the BadCommand that
+    ended one included, through :meth:`ServerAuth.answer`."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Auth | AuthResponse | BadCommand):
+            return auth.answer(conn, event)
+        return permissive_smtp_answer(conn, event)
+
+    return answer
+
+
+UNREADABLE_ANSWERS = {"base64": b"!!!!\r\n", "too-long": b"A" * 13000 + b"\r\n"}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_TOKENS))
+@pytest.mark.parametrize("unreadable", UNREADABLE_ANSWERS.values(), ids=list(UNREADABLE_ANSWERS))
+def test_answer_counts_an_unreadable_line_after_a_refused_token(
+    name: str, unreadable: bytes
+) -> None:
+    """The docs' loop answered Auth with start() and AuthResponse with step(), and a
+    BadCommand with its reply; an embedder who missed the extra abandon() and
+    count_auth_failure() calls let a client try tokens without limit: each refused
+    token's exchange ended with junk (RFC 4954 §4) counted nothing toward
+    ``max_auth_failures``. :meth:`ServerAuth.answer` takes the BadCommand too, ends
+    the exchange and counts it, so the third AUTH gets 421."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    auth = ServerAuth(SERVER_FACTORIES)
+    answer = answer_in_one_call(auth)
+    refused = b"AUTH " + name.encode() + b" " + base64.b64encode(REFUSED_TOKENS[name]) + b"\r\n"
+    run_server(conn, EHLO, answer=answer)
+    for _ in range(2):
+        assert codes(run_server(conn, refused, answer=answer)[1]) == ["334"]
+        out = run_server(conn, unreadable, answer=answer)[1]
+        assert codes(out)[0] in ("501 5.5.2", "500 5.5.6")
+        assert auth.failure is not None and auth.failure.named == "john@abc.example"
+    assert codes(run_server(conn, refused, answer=answer)[1]) == ["421 4.7.0"]
+
+
+def test_answer_counts_nothing_for_a_bad_command_outside_an_exchange() -> None:
+    """A BadCommand that ended no exchange (an unknown verb, junk after LOGIN's
+    exchange that judged nothing) gets its own reply and counts no failure."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=1)
+    auth = ServerAuth(SERVER_FACTORIES)
+    answer = answer_in_one_call(auth)
+    run_server(conn, EHLO, answer=answer)
+    assert codes(run_server(conn, b"AUTH LOGIN\r\n!!!!\r\nXYZZY\r\n", answer=answer)[1]) == [
+        "334",
+        "501 5.5.2",
+        "500 5.5.2",
+    ]
+    assert auth.failure is None
+    assert codes(run_server(conn, b"AUTH LOGIN\r\n", answer=answer)[1]) == ["334"]
+
+
 def test_an_unreadable_answer_where_nothing_was_judged_gives_no_failure() -> None:
     """LOGIN's answer to its username challenge, not base64: the machine's 501 5.5.2
     ends an exchange that judged nothing, so :meth:`ServerAuth.abandon` gives None."""

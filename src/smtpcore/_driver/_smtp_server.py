@@ -1103,19 +1103,18 @@ class ServerSession(ServedSession):
         raise RuntimeError(f"unexpected event {event!r}")  # pragma: no cover
 
     async def _bad_command(self, event: BadCommand) -> None:
-        """A line the machine refused. One that ended an AUTH exchange (an answer to a
-        334 that is not base64, or too long: the machine left its AUTH state) ends the
-        exchange in ``_auth`` too; after the mechanism had refused the credentials (a
-        token's error challenge, RFC 7628 §3.2.2) that is the failed authentication the
-        refusal already was, whatever ended it: the machine's reply, held back and
-        logged as a failed AUTH is, and counted toward ``max_auth_failures``."""
-        if event.secret and self.conn.state is not State.AUTH:
+        """A line the machine refused. One that may carry a credential goes to
+        :meth:`ServerAuth.answer <smtpcore.smtp.ServerAuth.answer>`, which ends the
+        exchange it ended (an answer to a 334 that is not base64, or too long) and,
+        after the mechanism had refused the credentials (a token's error challenge,
+        RFC 7628 §3.2.2), counts the failed authentication the refusal already was
+        toward ``max_auth_failures``: the machine's reply, held back and logged as a
+        failed AUTH is."""
+        if event.secret:
             flow = self._auth
-            failure = flow.abandon()
-            if failure is not None:
-                answered = self._answer(event.reply)
-                self.conn.count_auth_failure()
-                await self._auth_failed(answered, flow.mechanism, failure)
+            reply = flow.answer(self.conn, event)
+            if flow.failure is not None:
+                await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
                 return
         logger.info(
             "NOQUEUE: %s: %s from %s: %s",

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-from smtpcore._errors import RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import format_command
-from smtpcore.pop3._events import Auth, AuthResponse, Continue, Err, Ok
+from smtpcore.pop3._events import Auth, AuthResponse, BadCommand, Continue, Err, Ok
 from smtpcore.sasl import (
     Challenge,
     ChannelBindings,
@@ -48,8 +48,10 @@ class ServerAuth:
 
     ``mechanisms`` maps each mechanism name the server offers to a factory that
     builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per ``AUTH``).
-    :meth:`start`, :meth:`step` and :meth:`abandon` give the response to send (or
-    the refusal), and say what it was in three attributes, reset at each of them:
+    :meth:`answer` takes every event of an exchange, the ``BadCommand`` that ended
+    one included, and gives the response to send; it is :meth:`start`,
+    :meth:`step` and :meth:`abandon`, which each say what the response was in
+    three attributes, reset at each of them:
 
     * :attr:`success`: the client logged in as its ``authzid``. The response is
       ``+OK``; open the maildrop first, and send ``-ERR [IN-USE]`` in its place
@@ -102,6 +104,25 @@ class ServerAuth:
         """Whether the last step refused a client that broke the exchange before any
         credential was tried (RFC 5034 §4): a bad command, not a failed login."""
         return isinstance(self.failure, UnexpectedInitialResponse)
+
+    def answer(self, event: Auth | AuthResponse | BadCommand) -> AuthAnswer:
+        """The response to ``event``, which the machine gave during an exchange:
+        ``AUTH`` (:meth:`start`), a line answering a ``+`` challenge (:meth:`step`), or
+        a ``BadCommand``, whose own ``-ERR`` stands once the exchange it ended (RFC
+        5034 §4) is over here too (:meth:`abandon`): so the flags count a refused
+        token's exchange as the failed login it was (RFC 7628 §3.2.2), however it
+        ended. The one call an event loop needs; count what the flags say after
+        sending the response. Every ``BadCommand`` resets the flags, one outside an
+        exchange too (``success`` included: read a login's name when it succeeds), so
+        that they never tell an earlier failure twice."""
+        if isinstance(event, Auth):
+            return self.start(event)
+        if isinstance(event, AuthResponse):
+            return self.step(event)
+        if isinstance(event, BadCommand):
+            self.abandon()
+            return event.response
+        raise LocalProtocolError(f"ServerAuth answers no {type(event).__name__}")
 
     def start(self, event: Auth) -> AuthAnswer:
         """The response to ``AUTH mechanism [initial-response]``."""

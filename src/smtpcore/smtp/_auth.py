@@ -9,6 +9,7 @@ embedder's own loop) runs an exchange the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._words import ascii_upper
@@ -25,8 +26,12 @@ from smtpcore.sasl import (
     needs_channel_binding,
 )
 from smtpcore.smtp._commands import format_command
-from smtpcore.smtp._events import Auth, AuthResponse
+from smtpcore.smtp._events import Auth, AuthResponse, BadCommand
 from smtpcore.smtp._replies import Reply
+from smtpcore.smtp._state import State
+
+if TYPE_CHECKING:
+    from smtpcore.smtp._server import ServerConnection
 
 __all__ = ["AuthenticationFailed", "ClientAuth", "ServerAuth"]
 
@@ -35,6 +40,10 @@ MechanismFactory = Callable[[], ServerMechanism]
 
 class ServerAuth:
     """Answers the ``Auth`` and ``AuthResponse`` events of one server session.
+
+    :meth:`answer` takes every event of an exchange, the ``BadCommand`` that
+    ended one included, and gives the reply to send: the one call an event loop
+    needs. :meth:`start`, :meth:`step` and :meth:`abandon` are its parts.
 
     ``mechanisms`` maps each mechanism name the server offers to a factory
     that builds a fresh :class:`~smtpcore.sasl.ServerMechanism` (one per
@@ -72,6 +81,40 @@ class ServerAuth:
         self.failure: Failure | None = None
         self._mechanism: ServerMechanism | None = None
         self._final_data_sent: Success | None = None
+
+    def answer(self, conn: ServerConnection, event: Auth | AuthResponse | BadCommand) -> Reply:
+        """The reply to ``event``, which ``conn`` gave during an exchange: ``AUTH``
+        (:meth:`start`), a line answering a 334 (:meth:`step`), or a ``BadCommand``,
+        whose own reply stands once the exchange it may have ended is over here too,
+        and counted on ``conn`` when it was a failed authentication. Before or after
+        ``conn.send`` of the reply alike; either way, one call ends every exchange
+        the machine ends, so that no refused credential escapes
+        ``max_auth_failures``."""
+        if isinstance(event, Auth):
+            return self.start(event)
+        if isinstance(event, AuthResponse):
+            return self.step(event)
+        if isinstance(event, BadCommand):
+            return self._answer_bad_command(conn, event)
+        raise LocalProtocolError(f"ServerAuth answers no {type(event).__name__}")
+
+    def _answer_bad_command(self, conn: ServerConnection, bad: BadCommand) -> Reply:
+        """The reply to a line ``conn`` refused: its own. One that ended the exchange
+        (the machine left its AUTH state: not base64, over ``max_auth_line``, RFC
+        4954 §4) ends it here too (:meth:`abandon`); after the mechanism had refused
+        the credentials (a token's error challenge, RFC 7628 §3.2.2) the exchange was
+        a failed authentication however it ended, so ``conn`` counts it toward
+        ``max_auth_failures`` as a 535
+        (:meth:`~smtpcore.smtp.ServerConnection.count_auth_failure`), unless the
+        reply, already sent, ended the session (a ``421``): there is nothing left to
+        count toward. A refusal that leaves the machine in its AUTH state ended no
+        exchange."""
+        state = conn.state
+        if state is State.AUTH:
+            self.failure = None
+        elif self.abandon() is not None and state not in (State.CLOSED, State.ERROR):
+            conn.count_auth_failure()
+        return bad.reply
 
     def start(self, event: Auth) -> Reply:
         """The reply to ``AUTH mechanism [initial-response]``."""

@@ -935,15 +935,16 @@ class ServerConnection:
                 self._reset_transaction()
 
     def count_auth_failure(self) -> None:
-        """Count a failed authentication only the application can tell, after
-        answering it: an AUTH exchange this machine ended by refusing the client's
-        answer to a 334 (not base64, a line over ``max_auth_line``; RFC 4954 §4) once
-        the mechanism had judged and refused the credentials (a token's error
+        """Count a failed authentication only the application can tell, before or
+        after answering it: an AUTH exchange this machine ended by refusing the
+        client's answer to a 334 (not base64, a line over ``max_auth_line``; RFC 4954
+        §4) once the mechanism had judged and refused the credentials (a token's error
         challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
         <smtpcore.smtp.ServerAuth.abandon>` gives that refusal). The reply stays the
         syntax error's; the exchange was a failed authentication all the same, and
         counts toward ``max_auth_failures`` as a 535 does: at the limit the next AUTH
-        gets 421."""
+        gets 421. :meth:`ServerAuth.answer <smtpcore.smtp.ServerAuth.answer>` calls
+        it when it answers that ``BadCommand``."""
         if self._state in (State.ERROR, State.CLOSED):
             raise LocalProtocolError(f"the session is over ({self._state.name})")
         self._auth_failures += 1
