@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -84,12 +85,101 @@ def smtp_source_path() -> str:
     return require_program("smtp-source")
 
 
+#: Where the kernel's ephemeral range starts and ends when /proc does not say:
+#: Linux's default (other systems start theirs higher, at 49152, IANA's dynamic range).
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+
+#: The lowest port :func:`free_port` hands out: below it sit well-known and
+#: commonly configured services.
+LOWEST_TEST_PORT = 10000
+
+
+def ephemeral_port_range(
+    path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range"),
+) -> tuple[int, int]:
+    """The kernel's ephemeral range: where a bind to port 0 and every outgoing
+    connect() take their local port from (``ip_local_port_range``, first and last)."""
+    try:
+        low, high = (int(word) for word in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return (low, high) if 0 < low <= high <= 65535 else DEFAULT_EPHEMERAL_RANGE
+
+
+def outside_ephemeral_range(ephemeral: tuple[int, int]) -> range:
+    """Ports no kernel picks for port 0 or for a connect(): the larger free stretch
+    below or above the ephemeral range, starting at :data:`LOWEST_TEST_PORT`."""
+    below = range(LOWEST_TEST_PORT, ephemeral[0])
+    above = range(max(ephemeral[1] + 1, LOWEST_TEST_PORT), 65536)
+    return below if len(below) >= len(above) else above
+
+
+def worker_slice(ports: range, environ: Mapping[str, str]) -> range:
+    """This pytest-xdist worker's share of ``ports`` (``PYTEST_XDIST_WORKER`` is
+    ``gw0``, ``gw1``, ...; out of ``PYTEST_XDIST_WORKER_COUNT``): no two workers
+    hand out the same port. Without xdist, the whole of ``ports``."""
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    count = environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit()):
+        return ports
+    index, workers = int(worker[2:]), int(count)
+    if not 0 <= index < workers:
+        return ports
+    share = len(ports) // workers
+    return ports[index * share : (index + 1) * share]
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` on ``host`` can be bound now for TCP and for UDP, without
+    ``SO_REUSEADDR`` (so a port a closed connection still holds in TIME_WAIT is not
+    free: a peer that does not set the option could not bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(family, kind) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+class PortAllocator:
+    """Hands out the ports of ``ports``, each one at most once, each checked free
+    when it is handed out. It starts at a random place, so that two test runs at
+    once on one machine are unlikely to walk the same ports in step."""
+
+    def __init__(self, ports: Sequence[int], start: int | None = None) -> None:
+        self._ports = ports
+        self._next = random.randrange(len(ports)) if start is None else start
+        self._left = len(ports)
+        self._lock = threading.Lock()
+
+    def allocate(self, host: str) -> int:
+        """The next port of the range that is free on ``host``; each is tried once."""
+        with self._lock:
+            while self._left > 0:
+                port = self._ports[self._next % len(self._ports)]
+                self._next += 1
+                self._left -= 1
+                if port_is_free(host, port):
+                    return port
+        raise RuntimeError(f"free_port: all {len(self._ports)} ports are handed out or taken")
+
+
+_ports = PortAllocator(worker_slice(outside_ephemeral_range(ephemeral_port_range()), os.environ))
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP (and UDP) port free on ``host``, for a peer that binds it itself.
+
+    Port 0 let the kernel pick from its ephemeral range, released the port, and
+    left a window in which another test worker's server or any connect() (which
+    takes local ports from the same range) could take it before the peer bound it.
+    These ports come from outside that range, from this worker's own share of it,
+    and never twice in one process: nothing else in the test run picks them.
+    """
+    return _ports.allocate(host)
 
 
 def dual_stack_loopback() -> socket.socket:
@@ -302,19 +392,10 @@ def smtp_sink(
         # The template is expanded by strftime(3), so a literal % must be doubled.
         options += ["-d", str(dump_dir.resolve()).replace("%", "%%") + "/msg."]
     options += list(extra_args)
-    last_error: Exception | None = None
-    for _attempt in range(3):
-        port = free_port(host)
-        with run_process([sink, *options, f"{host}:{port}", "128"]) as process:
-            try:
-                wait_for_port(host, port, startup_timeout, process=process)
-            except RuntimeError as exc:
-                # Most likely another process took the port in between: try another.
-                last_error = exc
-                continue
-            yield SmtpSink(host, port, dump_dir, process)
-            return
-    raise RuntimeError(f"smtp-sink did not start: {last_error}")
+    port = free_port(host)
+    with run_process([sink, *options, f"{host}:{port}", "128"]) as process:
+        wait_for_port(host, port, startup_timeout, process=process)
+        yield SmtpSink(host, port, dump_dir, process)
 
 
 def received_now(sock: socket.socket) -> bytes:

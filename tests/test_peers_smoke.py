@@ -6,6 +6,7 @@ deep inside an interop test.
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 import subprocess
@@ -16,17 +17,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peers import (
+    DEFAULT_EPHEMERAL_RANGE,
+    PortAllocator,
     RawSmtpSession,
     SmtpSink,
+    ephemeral_port_range,
     free_port,
+    outside_ephemeral_range,
     raw_smtp_session,
     require_program,
     run_process,
     smtp_sink,
     smtp_source_path,
     wait_for_port,
+    worker_slice,
 )
 
 #: program, arguments that make it print its version and exit, text expected in the output.
@@ -131,6 +139,63 @@ def test_raw_session_reply_framing(chunk_size: int) -> None:
         with pytest.raises(ConnectionError):
             session.recv_reply()
     writer.join()
+
+
+def test_free_port_never_hands_out_a_port_the_kernel_picks_nor_one_twice() -> None:
+    """free_port() bound port 0 and let it go: the port came from the ephemeral range,
+    where the other xdist worker's servers and every outgoing connect() take theirs,
+    so it could be gone before the peer bound it. Its ports now come from outside that
+    range, from this worker's share, once each."""
+    low, high = ephemeral_port_range()
+    mine = worker_slice(outside_ephemeral_range((low, high)), os.environ)
+    ports = [free_port() for _ in range(100)]
+    assert len(set(ports)) == len(ports)
+    assert all(port in mine and not low <= port <= high for port in ports)
+
+
+@given(
+    low=st.integers(1025, 65535),
+    width=st.integers(0, 40000),
+    workers=st.integers(1, 16),
+)
+def test_worker_shares_are_disjoint_and_outside_the_ephemeral_range(
+    low: int, width: int, workers: int
+) -> None:
+    ephemeral = (low, min(low + width, 65535))
+    ports = outside_ephemeral_range(ephemeral)
+    ends = [ports[0], ports[-1]] if ports else []  # a range: its ends tell where it lies
+    assert not any(ephemeral[0] <= port <= ephemeral[1] for port in ends)
+    shares = [
+        set(
+            worker_slice(
+                ports,
+                {"PYTEST_XDIST_WORKER": f"gw{index}", "PYTEST_XDIST_WORKER_COUNT": str(workers)},
+            )
+        )
+        for index in range(workers)
+    ]
+    assert sum(len(share) for share in shares) == len(set().union(*shares))
+    assert set().union(*shares) <= set(ports)
+    assert worker_slice(ports, {}) == ports
+
+
+def test_an_unreadable_ephemeral_range_falls_back_to_linux_default(tmp_path: Path) -> None:
+    (tmp_path / "range").write_text("not a range\n")
+    assert ephemeral_port_range(tmp_path / "range") == DEFAULT_EPHEMERAL_RANGE
+    assert ephemeral_port_range(tmp_path / "absent") == DEFAULT_EPHEMERAL_RANGE
+    (tmp_path / "range").write_text("40000\t50000\n")
+    assert ephemeral_port_range(tmp_path / "range") == (40000, 50000)
+
+
+def test_a_taken_port_is_skipped_and_none_is_handed_out_twice() -> None:
+    taken, spare = free_port(), free_port()
+    allocator = PortAllocator([taken, spare], start=0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", taken))
+        listener.listen()
+        assert allocator.allocate("127.0.0.1") == spare
+    with pytest.raises(RuntimeError, match="all 2 ports are handed out or taken"):
+        allocator.allocate("127.0.0.1")
 
 
 def test_wait_for_port_and_free_port() -> None:
