@@ -399,14 +399,16 @@ def smtp_sink(
 
 
 def received_now(sock: socket.socket) -> bytes:
-    """What a blocking socket's peer end can read at once (b"" when nothing has come)."""
+    """What a blocking socket's peer end can read at once (b"" when nothing has come).
+    The socket's timeout is kept: a later read still fails rather than hangs."""
+    timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
         return sock.recv(65536)
     except BlockingIOError:
         return b""
     finally:
-        sock.setblocking(True)
+        sock.settimeout(timeout)
 
 
 def starttls_client(
