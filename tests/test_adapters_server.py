@@ -525,7 +525,7 @@ class Hanging(Recorder):
     file's delete on a hung network mount, say). :attr:`waiting` is set when it starts,
     :attr:`cut_off` when its wait ends (only the command timeout ends it): a test can
     tell that a reply came while the hook was still waiting, by order rather than by a
-    stopwatch."""
+    stopwatch. :attr:`waited` is how long it waited, from start to cut-off."""
 
     def __init__(self, adapter: str, hook: str) -> None:
         super().__init__()
@@ -533,10 +533,12 @@ class Hanging(Recorder):
         self.hook = hook
         self.waiting = threading.Event()
         self.cut_off = threading.Event()
+        self.waited = 0.0
 
     async def _forever(self, hook: str) -> None:
         if hook != self.hook:
             return
+        began = time.monotonic()
         self.waiting.set()
         try:
             if self.adapter == "asyncio":
@@ -546,6 +548,7 @@ class Hanging(Recorder):
 
                 await trio.sleep(3600)
         finally:
+            self.waited = time.monotonic() - began
             self.cut_off.set()
 
     async def handle_reset(self, session: Session, envelope: Envelope) -> None:
@@ -561,7 +564,10 @@ def test_a_handle_reset_that_never_returns_is_answered_and_timed(
     """RSET's 250 goes out before the hook waits; the hook has the command timeout,
     as every hook, and the session goes on after it (it kept its slot for ever).
 
-    "Before" is an order: the 250 has come while the hook has not yet been cut off."""
+    "Before" is an order: the 250 has come while the hook has not yet been cut off.
+    "The command timeout" has a generous upper bound that still tells it from another
+    wait (5 s, say): NOOP is answered within ``command + 3`` s of RSET, and the hook
+    waited less than ``command + 2`` s."""
     hanging = Hanging(adapter, "handle_reset")
     command = 1.5
     with (
@@ -578,7 +584,8 @@ def test_a_handle_reset_that_never_returns_is_answered_and_timed(
         assert hanging.waiting.wait(5)
         assert s.command(b"NOOP").startswith(b"250")  # once the hook's time is up
         assert hanging.cut_off.is_set()
-        assert time.monotonic() - started >= command
+        assert command <= time.monotonic() - started < command + 3
+        assert hanging.waited < command + 2, hanging.waited
         s.send(b"QUIT\r\n")
     assert "handle_reset failed" in caplog.text
 
@@ -590,7 +597,8 @@ def test_a_handle_close_that_never_returns_holds_no_connection(
     has the command timeout: the server shuts down at once after it.
 
     "Whatever it does" is an order: the end of the stream has come while the hook has
-    not yet been cut off."""
+    not yet been cut off. "The command timeout" has a generous upper bound that still
+    tells it from another wait (5 s, say): the hook waited less than ``command + 2`` s."""
     hanging = Hanging(adapter, "handle_close")
     command = 1.5
     with running_smtp_server(adapter, hanging, timeouts=Timeouts(command=command)) as server:
@@ -602,6 +610,7 @@ def test_a_handle_close_that_never_returns_holds_no_connection(
             assert not hanging.cut_off.is_set()
         assert hanging.waiting.wait(5)
         assert hanging.cut_off.wait(command + 5)  # by its timeout, not the shutdown's
+        assert hanging.waited < command + 2, hanging.waited
         server.wait_for_sessions(0, timeout=3)
     assert "handle_close failed" in caplog.text
 
