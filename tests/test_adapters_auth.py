@@ -800,25 +800,28 @@ def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other
         raw_smtp_session(server.host, server.port) as guesser,
         raw_smtp_session(server.host, server.port) as bystander,
     ):
-        guesser.recv_reply()
-        guesser.command(b"EHLO guesser.test")
-        bystander.recv_reply()
-        for login in (
-            [b"AUTH PLAIN " + plain(USER, "nope")],
-            [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(b"nope")],
-        ):
-            for line in login[:-1]:
-                assert guesser.command(line).startswith(b"334")
-            guesser.send(login[-1] + b"\r\n")
-            assert checking.wait(10)  # the check is under way, and held
-            assert bystander.command(b"NOOP").startswith(b"250")
-            assert received_now(guesser.sock) == b""
+        try:
+            guesser.recv_reply()
+            guesser.command(b"EHLO guesser.test")
+            bystander.recv_reply()
+            for login in (
+                [b"AUTH PLAIN " + plain(USER, "nope")],
+                [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(b"nope")],
+            ):
+                for line in login[:-1]:
+                    assert guesser.command(line).startswith(b"334")
+                guesser.send(login[-1] + b"\r\n")
+                assert checking.wait(10)  # the check is under way, and held
+                assert bystander.command(b"NOOP").startswith(b"250")
+                assert received_now(guesser.sock) == b""
+                release.set()
+                assert guesser.recv_reply().startswith(b"535 5.7.8")
+                checking.clear()
+                release.clear()
             release.set()
-            assert guesser.recv_reply().startswith(b"535 5.7.8")
-            checking.clear()
-            release.clear()
-        release.set()
-        assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+            assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+        finally:
+            release.set()  # a failed assertion leaves no thread held
     assert released == [True, True, True]  # no check waited out its 10 s
     assert len(checked_in) == 3
     assert threading.current_thread().name not in checked_in

@@ -432,19 +432,23 @@ def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
         raw(server.port) as guesser,
         raw(server.port) as bystander,
     ):
-        answers, replies = guesser.makefile("rb"), bystander.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
-        assert replies.readline().startswith(b"+OK")
-        for password, answer in ((b"nope", b"-ERR [AUTH]"), (b"wonderland", b"+OK Logged in")):
-            guesser.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + password) + b"\r\n")
-            assert checking.wait(10)  # the check is under way, and held
-            bystander.sendall(b"NOOP\r\n")
-            assert replies.readline().startswith(b"-ERR")  # NOOP before a login
-            assert not answer_waiting(guesser)
-            release.set()
-            assert answers.readline().startswith(answer)
-            checking.clear()
-            release.clear()
+        try:
+            answers, replies = guesser.makefile("rb"), bystander.makefile("rb")
+            assert answers.readline().startswith(b"+OK")
+            assert replies.readline().startswith(b"+OK")
+            for password, answer in ((b"nope", b"-ERR [AUTH]"), (b"wonderland", b"+OK Logged in")):
+                token = base64.b64encode(b"\0alice\0" + password)
+                guesser.sendall(b"AUTH PLAIN " + token + b"\r\n")
+                assert checking.wait(10)  # the check is under way, and held
+                bystander.sendall(b"NOOP\r\n")
+                assert replies.readline().startswith(b"-ERR")  # NOOP before a login
+                assert not answer_waiting(guesser)
+                release.set()
+                assert answers.readline().startswith(answer)
+                checking.clear()
+                release.clear()
+        finally:
+            release.set()  # a failed assertion leaves no thread held
     assert released == [True, True]  # no check waited out its 10 s
     assert len(checked_in) == 2
     assert threading.current_thread().name not in checked_in
@@ -1636,18 +1640,21 @@ def test_a_slow_maildir_listing_holds_no_other_session(
         running_pop3_server(adapter, store) as server,
         raw(server.port) as alice,
     ):
-        read_until(alice, b"\r\n")
-        converse(alice, b"USER alice")
-        alice.sendall(b"PASS wonderland\r\n")
-        assert listing.wait(10)
-        with raw(server.port) as bob:
-            assert read_until(bob, b"\r\n").startswith(b"+OK")
-            answers = converse(bob, b"USER bob", b"PASS builder", b"STAT", b"QUIT")
-        assert [a[:3] for a in answers] == [b"+OK"] * 4
-        assert answers[2] == b"+OK 1 %d\r\n" % len(crlf(MESSAGES[0]))
-        assert not answer_waiting(alice)
-        release.set()
-        assert read_until(alice, b"\r\n").startswith(b"+OK Logged in, 3 messages")
+        try:
+            read_until(alice, b"\r\n")
+            converse(alice, b"USER alice")
+            alice.sendall(b"PASS wonderland\r\n")
+            assert listing.wait(10)
+            with raw(server.port) as bob:
+                assert read_until(bob, b"\r\n").startswith(b"+OK")
+                answers = converse(bob, b"USER bob", b"PASS builder", b"STAT", b"QUIT")
+            assert [a[:3] for a in answers] == [b"+OK"] * 4
+            assert answers[2] == b"+OK 1 %d\r\n" % len(crlf(MESSAGES[0]))
+            assert not answer_waiting(alice)
+            release.set()
+            assert read_until(alice, b"\r\n").startswith(b"+OK Logged in, 3 messages")
+        finally:
+            release.set()  # a failed assertion leaves no thread held
     assert released == [True]  # alice's listing did not wait out its 10 s
 
 
