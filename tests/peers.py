@@ -8,7 +8,9 @@ when ``CI=true``: CI must never pass by skipping the interop tests.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import random
 import shutil
 import signal
 import socket
@@ -84,12 +86,177 @@ def smtp_source_path() -> str:
     return require_program("smtp-source")
 
 
+#: Where the kernel's ephemeral range starts and ends when /proc does not say:
+#: Linux's default (other systems start theirs higher, at 49152, IANA's dynamic range).
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
+
+#: The lowest port :func:`free_port` hands out: below it sit well-known and
+#: commonly configured services.
+LOWEST_TEST_PORT = 10000
+
+#: The fewest ports a worker's share may hold. A whole run asks a worker for a few
+#: dozen ports; with fewer than this (an ephemeral range such as ``1024 65535``
+#: leaves none), :func:`free_port` lets the kernel pick instead (:class:`KernelPorts`).
+MIN_WORKER_PORTS = 300
+
+
+def ephemeral_port_range(
+    path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range"),
+) -> tuple[int, int]:
+    """The kernel's ephemeral range: where a bind to port 0 and every outgoing
+    connect() take their local port from (``ip_local_port_range``, first and last)."""
+    try:
+        low, high = (int(word) for word in path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_RANGE
+    return (low, high) if 0 < low <= high <= 65535 else DEFAULT_EPHEMERAL_RANGE
+
+
+def outside_ephemeral_range(ephemeral: tuple[int, int]) -> range:
+    """Ports no kernel picks for port 0 or for a connect(): the larger free stretch
+    below or above the ephemeral range, starting at :data:`LOWEST_TEST_PORT`. It is
+    empty when the ephemeral range covers everything from there to 65535."""
+    below = range(LOWEST_TEST_PORT, max(ephemeral[0], LOWEST_TEST_PORT))
+    above = range(max(ephemeral[1] + 1, LOWEST_TEST_PORT), 65536)
+    return below if len(below) >= len(above) else above
+
+
+def worker_slice(ports: range, environ: Mapping[str, str]) -> range:
+    """This pytest-xdist worker's share of ``ports`` (``PYTEST_XDIST_WORKER`` is
+    ``gw0``, ``gw1``, ...; out of ``PYTEST_XDIST_WORKER_COUNT``). Without xdist, the
+    whole of ``ports``.
+
+    ``ports`` is cut into twice as many shares as there are workers: ``gwI`` takes
+    share ``I``. A worker that replaces a crashed one gets the next id (``gw2`` of
+    two workers, then ``gw3``, ...) and takes one of the spare shares, ``count +
+    (I - count) % count``, so it never shares ports with a live first worker (the
+    crashed one's peers may still hold its ports); only the ``count``-th replacement
+    after it shares with an earlier replacement, which has likely crashed too."""
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    count = environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit() and count.isdigit()):
+        return ports
+    index, workers = int(worker[2:]), int(count)
+    if workers < 1:
+        return ports
+    if index >= workers:
+        index = workers + (index - workers) % workers
+    share = len(ports) // (2 * workers)
+    return ports[index * share : (index + 1) * share]
+
+
+#: Bind errors that say this one port cannot be had now (in use; or refused to us,
+#: as a port a security policy reserves). Any other error is the host's, not the
+#: port's: every port would fail alike.
+PORT_TAKEN = frozenset({errno.EADDRINUSE, errno.EACCES})
+
+
+def unbindable(host: str, exc: OSError) -> OSError:
+    """The error for a ``host`` no port can be bound on, naming it."""
+    return OSError(exc.errno, f"free_port: cannot bind on {host!r}: {exc.strerror or exc}")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """Whether ``port`` on ``host`` can be bound now for TCP and for UDP, without
+    ``SO_REUSEADDR`` (so a port a closed connection still holds in TIME_WAIT is not
+    free: a peer that does not set the option could not bind it).
+
+    Raises :class:`OSError` naming ``host`` when ``host`` itself cannot be bound (not
+    an address of this machine: ``::1`` where IPv6 loopback is off, 192.0.2.1):
+    that says nothing of ``port``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        try:
+            with socket.socket(family, kind) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+                sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in PORT_TAKEN:
+                return False
+            raise unbindable(host, exc) from exc
+    return True
+
+
+class PortAllocator:
+    """Hands out the ports of ``ports``, each one at most once, each checked free
+    when it is handed out. It starts at a random place, so that two test runs at
+    once on one machine are unlikely to walk the same ports in step. A host that
+    cannot be bound at all raises at once and uses up no port."""
+
+    def __init__(self, ports: Sequence[int], start: int | None = None) -> None:
+        self._ports = ports
+        if start is None:
+            start = random.randrange(len(ports)) if ports else 0
+        self._next = start
+        self._left = len(ports)
+        self._lock = threading.Lock()
+
+    def allocate(self, host: str) -> int:
+        """The next port of the range that is free on ``host``; each is tried once."""
+        with self._lock:
+            while self._left > 0:
+                port = self._ports[self._next % len(self._ports)]
+                free = port_is_free(host, port)  # raises before the port is counted
+                self._next += 1
+                self._left -= 1
+                if free:
+                    return port
+        raise RuntimeError(f"free_port: all {len(self._ports)} ports are handed out or taken")
+
+
+class KernelPorts:
+    """The fallback where no stretch outside the ephemeral range is large enough: the
+    kernel picks a port (a bind to port 0), which is released before the peer binds
+    it. That leaves the race :class:`PortAllocator` avoids: the port comes from the
+    ephemeral range, where another worker's port-0 server or any connect() may take
+    it in between. Rare, and only on such a machine; a port is still handed out at
+    most once in a process, and checked free for UDP too."""
+
+    def __init__(self) -> None:
+        self._given: set[int] = set()
+        self._lock = threading.Lock()
+
+    def allocate(self, host: str) -> int:
+        """A port the kernel picked on ``host``, free for TCP and UDP, not given before."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with self._lock:
+            for _ in range(100):
+                try:
+                    with socket.socket(family, socket.SOCK_STREAM) as sock:
+                        sock.bind((host, 0))
+                        port: int = sock.getsockname()[1]
+                except OSError as exc:
+                    raise unbindable(host, exc) from exc
+                if port not in self._given and port_is_free(host, port):
+                    self._given.add(port)
+                    return port
+        raise RuntimeError(f"free_port: no port the kernel picked on {host!r} was free")
+
+
+def port_allocator(
+    ephemeral: tuple[int, int], environ: Mapping[str, str]
+) -> PortAllocator | KernelPorts:
+    """This worker's share of the ports outside ``ephemeral``; :class:`KernelPorts`
+    when that share holds fewer than :data:`MIN_WORKER_PORTS`."""
+    share = worker_slice(outside_ephemeral_range(ephemeral), environ)
+    return PortAllocator(share) if len(share) >= MIN_WORKER_PORTS else KernelPorts()
+
+
+_ports = port_allocator(ephemeral_port_range(), os.environ)
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP (and UDP) port free on ``host``, for a peer that binds it itself.
+
+    Port 0 let the kernel pick from its ephemeral range, released the port, and
+    left a window in which another test worker's server or any connect() (which
+    takes local ports from the same range) could take it before the peer bound it.
+    These ports come from outside that range, from this worker's own share of it,
+    and never twice in one process: nothing else in the test run picks them (except
+    where the kernel's range leaves too few outside it: see :class:`KernelPorts`).
+    A ``host`` that cannot be bound raises :class:`OSError` naming it.
+    """
+    return _ports.allocate(host)
 
 
 def dual_stack_loopback() -> socket.socket:
@@ -302,30 +469,23 @@ def smtp_sink(
         # The template is expanded by strftime(3), so a literal % must be doubled.
         options += ["-d", str(dump_dir.resolve()).replace("%", "%%") + "/msg."]
     options += list(extra_args)
-    last_error: Exception | None = None
-    for _attempt in range(3):
-        port = free_port(host)
-        with run_process([sink, *options, f"{host}:{port}", "128"]) as process:
-            try:
-                wait_for_port(host, port, startup_timeout, process=process)
-            except RuntimeError as exc:
-                # Most likely another process took the port in between: try another.
-                last_error = exc
-                continue
-            yield SmtpSink(host, port, dump_dir, process)
-            return
-    raise RuntimeError(f"smtp-sink did not start: {last_error}")
+    port = free_port(host)
+    with run_process([sink, *options, f"{host}:{port}", "128"]) as process:
+        wait_for_port(host, port, startup_timeout, process=process)
+        yield SmtpSink(host, port, dump_dir, process)
 
 
 def received_now(sock: socket.socket) -> bytes:
-    """What a blocking socket's peer end can read at once (b"" when nothing has come)."""
+    """What a blocking socket's peer end can read at once (b"" when nothing has come).
+    The socket's timeout is kept: a later read still fails rather than hangs."""
+    timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
         return sock.recv(65536)
     except BlockingIOError:
         return b""
     finally:
-        sock.setblocking(True)
+        sock.settimeout(timeout)
 
 
 def starttls_client(

@@ -34,6 +34,7 @@ from peers import (
     missing_peer,
     module,
     raw_smtp_session,
+    received_now,
     recorded_sleeps,
     require_program,
     run,
@@ -592,39 +593,44 @@ def test_bad_input_and_the_failure_limit(adapter: str) -> None:
 
 
 def test_a_failed_auth_is_answered_after_the_delay_and_holds_no_other_session(
-    adapter: str,
+    adapter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong password was answered at once: a client guessed a thousand times a
     second. Its 535 (and a veto's) now waits ``auth_failure_delay``, in that session
     alone: another client is served meanwhile. A 504 (an unknown mechanism) is no
     guess, and is answered at once, as a cancelled exchange is (see
-    test_a_cancelled_auth_is_answered_without_the_failure_delay)."""
+    test_a_cancelled_auth_is_answered_without_the_failure_delay), and so is a success.
+
+    "Meanwhile" is checked as an order, not on a stopwatch: the bystander is done
+    while the guesser's answer has still not come. "At once" is checked as no delay
+    asked of the clock. The delay is long enough that a second test worker sharing the
+    CPU cannot stretch the bystander's session past it."""
+    delay = 1.0
+    sleeps = recorded_sleeps(adapter, monkeypatch)
     with (
-        plaintext_auth_server(adapter, auth_failure_delay=0.3) as server,
+        plaintext_auth_server(adapter, auth_failure_delay=delay) as server,
         raw_smtp_session(server.host, server.port) as guesser,
         raw_smtp_session(server.host, server.port) as bystander,
     ):
         guesser.recv_reply()
         guesser.command(b"EHLO guesser.test")
-        started = time.monotonic()
         assert guesser.command(b"AUTH GSSAPI").startswith(b"504 5.5.4")
-        assert time.monotonic() - started < 0.25
+        assert delay not in sleeps
         started = time.monotonic()
         guesser.send(b"AUTH PLAIN " + plain(USER, "nope") + b"\r\n")
         bystander.recv_reply()
         assert bystander.command(b"EHLO bystander.test").startswith(b"250")
         assert bystander.command(b"NOOP").startswith(b"250")
-        assert time.monotonic() - started < 0.25
+        assert received_now(guesser.sock) == b""
         assert guesser.recv_reply().startswith(b"535 5.7.8")
-        assert time.monotonic() - started >= 0.3
+        assert time.monotonic() - started >= delay
         started = time.monotonic()
         # A veto (the handler's 535) counts as a failure too.
         vetoed = plain(USER, PASSWORD, "postmaster@abc.example")
         assert guesser.command(b"AUTH PLAIN " + vetoed).startswith(b"535 5.7.8 Not for")
-        assert time.monotonic() - started >= 0.3
-        started = time.monotonic()
+        assert time.monotonic() - started >= delay
         assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235")
-        assert time.monotonic() - started < 0.25
+    assert sleeps.count(delay) == 2
 
 
 def test_a_cancelled_auth_is_answered_without_the_failure_delay(
@@ -731,10 +737,17 @@ def test_an_unreadable_answer_after_a_refused_token_is_a_failed_login(
     assert ": 500 5.5.6 " in rejects[1], rejects
 
 
-def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter: str) -> None:
+def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(
+    adapter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A session holding back a failed AUTH's reply is busy, not idle: a graceful
     shutdown lets it answer (then 421), and cuts it off once ``grace`` runs out, as it
-    does a session busy in a handler's hook; it never waits longer than either."""
+    does a session busy in a handler's hook; it never waits longer than either.
+
+    The shutdown starts once the delay has begun (asked of the clock), not after a
+    guessed pause; "no longer" allows 3 s for a loaded machine, still far short of the
+    other wait (30 s) and of a close's own 5 s wait."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
     for delay, grace in ((0.3, 30.0), (30.0, 0.3)):
         with (
             plaintext_auth_server(adapter, auth_failure_delay=delay) as server,
@@ -743,11 +756,13 @@ def test_a_shutdown_waits_for_a_delayed_failure_no_longer_than_its_grace(adapter
             guesser.recv_reply()
             guesser.command(b"EHLO guesser.test")
             guesser.send(b"AUTH PLAIN " + plain(USER, "nope") + b"\r\n")
-            server.wait_for_sessions(1)
-            time.sleep(0.05)  # the guess is read, its answer held back
+            due = time.monotonic() + 5
+            while delay not in sleeps:  # the guess is read, its answer held back
+                assert time.monotonic() < due, "the failed login's delay never began"
+                time.sleep(0.01)
             started = time.monotonic()
             server.call(lambda: server.server.aclose(grace))  # noqa: B023
-            assert time.monotonic() - started < min(delay, grace) + 1.0
+            assert time.monotonic() - started < min(delay, grace) + 3.0
             # Answered, then told the server is going: at once when cut off at the
             # grace's end (the delay is cut short, the reply held back goes out).
             assert guesser.recv_reply().startswith(b"535 5.7.8")
@@ -761,14 +776,22 @@ def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other
     """A password check is a key derivation (milliseconds; more for keys of a high
     iteration count) and ran in the event loop: fifty guessing clients held every other
     session's greeting. With ``in_thread=True`` each step of an exchange runs in a
-    worker thread, and another client is served meanwhile."""
+    worker thread, and another client is served meanwhile.
+
+    "Meanwhile" is an order, not a stopwatch: each wrong password's check is held
+    until the bystander's NOOP has been answered, so that answer came while the check
+    was under way (a check that held the loop would time out held, and fail)."""
     import threading
 
     checked_in: list[str] = []
+    checking = threading.Event()  # a check has started
+    release = threading.Event()  # the test lets it finish
+    released: list[bool] = []
 
     def slow_check(username: str, password: str) -> bool:
         checked_in.append(threading.current_thread().name)
-        time.sleep(0.5)
+        checking.set()
+        released.append(release.wait(10))
         return check_password(username, password)
 
     auth = Authenticator(check_password=slow_check, mechanisms=["PLAIN", "LOGIN"], in_thread=True)
@@ -777,23 +800,29 @@ def test_an_authenticator_in_thread_checks_in_a_worker_thread_and_holds_no_other
         raw_smtp_session(server.host, server.port) as guesser,
         raw_smtp_session(server.host, server.port) as bystander,
     ):
-        guesser.recv_reply()
-        guesser.command(b"EHLO guesser.test")
-        bystander.recv_reply()
-        for login in (
-            [b"AUTH PLAIN " + plain(USER, "nope")],
-            [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(b"nope")],
-        ):
-            for line in login[:-1]:
-                assert guesser.command(line).startswith(b"334")
-            started = time.monotonic()
-            guesser.send(login[-1] + b"\r\n")
-            time.sleep(0.05)  # the check is under way
-            assert bystander.command(b"NOOP").startswith(b"250")
-            assert time.monotonic() - started < 0.4
-            assert guesser.recv_reply().startswith(b"535 5.7.8")
-            assert time.monotonic() - started >= 0.5
-        assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+        try:
+            guesser.recv_reply()
+            guesser.command(b"EHLO guesser.test")
+            bystander.recv_reply()
+            for login in (
+                [b"AUTH PLAIN " + plain(USER, "nope")],
+                [b"AUTH LOGIN", base64.b64encode(USER.encode()), base64.b64encode(b"nope")],
+            ):
+                for line in login[:-1]:
+                    assert guesser.command(line).startswith(b"334")
+                guesser.send(login[-1] + b"\r\n")
+                assert checking.wait(10)  # the check is under way, and held
+                assert bystander.command(b"NOOP").startswith(b"250")
+                assert received_now(guesser.sock) == b""
+                release.set()
+                assert guesser.recv_reply().startswith(b"535 5.7.8")
+                checking.clear()
+                release.clear()
+            release.set()
+            assert guesser.command(b"AUTH PLAIN " + plain(USER, PASSWORD)).startswith(b"235 2.7.0")
+        finally:
+            release.set()  # a failed assertion leaves no thread held
+    assert released == [True, True, True]  # no check waited out its 10 s
     assert len(checked_in) == 3
     assert threading.current_thread().name not in checked_in
     assert not any(name.startswith(("SMTPServer", "MainThread")) for name in checked_in)
@@ -875,7 +904,8 @@ def test_authenticator_in_thread_checks_keep_off_the_frameworks_shared_threads(
     threads (asyncio's default executor, ``min(32, CPUs + 4)`` threads; trio's default
     limiter), which the reference server's spool writes use too: a credential backend
     that hung held them all. They run on threads of their own, ``AUTH_THREADS`` at
-    once, and the shared threads stay free."""
+    once, and the shared threads stay free: a call on them is done while every check
+    is still held (an order, not a stopwatch)."""
     import threading
 
     from smtpcore import _threads
@@ -897,15 +927,20 @@ def test_authenticator_in_thread_checks_keep_off_the_frameworks_shared_threads(
                 running.pop()
         return False
 
-    async def shared_thread_wait() -> float:
-        started = time.monotonic()
+    async def shared_thread_work() -> bool:
+        """Whether a call on the framework's shared threads is done within 5 s."""
         if adapter == "asyncio":
-            await asyncio.to_thread(lambda: None)
-        else:
-            import trio
+            try:
+                await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)
+            except TimeoutError:
+                return False
+            return True
+        import trio
 
+        with trio.move_on_after(5):
             await trio.to_thread.run_sync(lambda: None)
-        return time.monotonic() - started
+            return True
+        return False
 
     auth = Authenticator(check_password=hung, mechanisms=["PLAIN"], in_thread=True)
     clients = _threads.AUTH_THREADS + 4
@@ -930,7 +965,9 @@ def test_authenticator_in_thread_checks_keep_off_the_frameworks_shared_threads(
                 time.sleep(0.01)
             time.sleep(0.1)  # no other check starts: the rest wait for a thread
             assert len(running) == _threads.AUTH_THREADS
-            assert server.call(shared_thread_wait) < 0.5
+            # Done while every check is still held: none of them took a shared thread.
+            assert server.call(shared_thread_work)
+            assert len(running) == _threads.AUTH_THREADS and not release.is_set()
             release.set()
             for session in sessions:
                 assert session.recv_reply().startswith(b"535 5.7.8")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import email.message
 import email.policy
 import importlib
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from peers import (
     HeldAnswer,
     TLSFiles,
     alongside,
+    free_port,
     module,
     run,
     running_smtp_server,
@@ -865,9 +865,7 @@ def test_greeting_timeout(adapter: str) -> None:
 
 
 def test_connection_refused(adapter: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port("127.0.0.1")  # nothing listens there
     with pytest.raises(module(adapter).SMTPConnectionError):
         run(
             adapter,

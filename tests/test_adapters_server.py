@@ -521,46 +521,71 @@ def test_a_hook_past_the_command_timeout_becomes_451_and_the_session_goes_on(
 
 
 class Hanging(Recorder):
-    """``handle_reset`` and ``handle_close`` that never return (a spool file's delete on
-    a hung network mount, say)."""
+    """A ``handle_reset`` or ``handle_close`` (``hook``) that never returns (a spool
+    file's delete on a hung network mount, say). :attr:`waiting` is set when it starts,
+    :attr:`cut_off` when its wait ends (only the command timeout ends it): a test can
+    tell that a reply came while the hook was still waiting, by order rather than by a
+    stopwatch. :attr:`waited` is how long it waited, from start to cut-off."""
 
-    def __init__(self, adapter: str) -> None:
+    def __init__(self, adapter: str, hook: str) -> None:
         super().__init__()
         self.adapter = adapter
+        self.hook = hook
+        self.waiting = threading.Event()
+        self.cut_off = threading.Event()
+        self.waited = 0.0
 
-    async def _forever(self) -> None:
-        if self.adapter == "asyncio":
-            await asyncio.sleep(3600)
-        else:
-            import trio
+    async def _forever(self, hook: str) -> None:
+        if hook != self.hook:
+            return
+        began = time.monotonic()
+        self.waiting.set()
+        try:
+            if self.adapter == "asyncio":
+                await asyncio.sleep(3600)
+            else:
+                import trio
 
-            await trio.sleep(3600)
+                await trio.sleep(3600)
+        finally:
+            self.waited = time.monotonic() - began
+            self.cut_off.set()
 
     async def handle_reset(self, session: Session, envelope: Envelope) -> None:
-        await self._forever()
+        await self._forever("handle_reset")
 
     async def handle_close(self, session: Session) -> None:
-        await self._forever()
+        await self._forever("handle_close")
 
 
 def test_a_handle_reset_that_never_returns_is_answered_and_timed(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """RSET's 250 goes out before the hook waits; the hook has the command timeout,
-    as every hook, and the session goes on after it (it kept its slot for ever)."""
+    as every hook, and the session goes on after it (it kept its slot for ever).
+
+    "Before" is an order: the 250 has come while the hook has not yet been cut off.
+    "The command timeout" has a generous upper bound that still tells it from another
+    wait (5 s, say): NOOP is answered within ``command + 3`` s of RSET, and the hook
+    waited less than ``command + 2`` s."""
+    hanging = Hanging(adapter, "handle_reset")
+    command = 1.5
     with (
-        running_smtp_server(adapter, Hanging(adapter), timeouts=Timeouts(command=0.5)) as server,
+        running_smtp_server(adapter, hanging, timeouts=Timeouts(command=command)) as server,
         raw_smtp_session(server.host, server.port) as s,
     ):
-        s.sock.settimeout(5)
+        s.sock.settimeout(10)
         s.recv_reply()
         s.command(b"EHLO client.test")
         s.command(b"MAIL FROM:<a@abc.example>")
         started = time.monotonic()
         assert s.command(b"RSET").startswith(b"250")
-        assert time.monotonic() - started < 0.4
+        assert not hanging.cut_off.is_set()
+        assert hanging.waiting.wait(5)
         assert s.command(b"NOOP").startswith(b"250")  # once the hook's time is up
-        assert 0.4 < time.monotonic() - started < 3
+        assert hanging.cut_off.is_set()
+        assert command <= time.monotonic() - started < command + 3
+        assert hanging.waited < command + 2, hanging.waited
         s.send(b"QUIT\r\n")
     assert "handle_reset failed" in caplog.text
 
@@ -569,15 +594,23 @@ def test_a_handle_close_that_never_returns_holds_no_connection(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The connection closes after QUIT's 221 whatever ``handle_close`` does, and the hook
-    has the command timeout: the server shuts down at once after it."""
-    with running_smtp_server(adapter, Hanging(adapter), timeouts=Timeouts(command=0.5)) as server:
+    has the command timeout: the server shuts down at once after it.
+
+    "Whatever it does" is an order: the end of the stream has come while the hook has
+    not yet been cut off. "The command timeout" has a generous upper bound that still
+    tells it from another wait (5 s, say): the hook waited less than ``command + 2`` s."""
+    hanging = Hanging(adapter, "handle_close")
+    command = 1.5
+    with running_smtp_server(adapter, hanging, timeouts=Timeouts(command=command)) as server:
         with raw_smtp_session(server.host, server.port) as s:
-            s.sock.settimeout(5)
+            s.sock.settimeout(10)
             s.recv_reply()
             assert s.command(b"QUIT").startswith(b"221 ")
-            started = time.monotonic()
             assert s.recv_some() == b""
-            assert time.monotonic() - started < 0.4
+            assert not hanging.cut_off.is_set()
+        assert hanging.waiting.wait(5)
+        assert hanging.cut_off.wait(command + 5)  # by its timeout, not the shutdown's
+        assert hanging.waited < command + 2, hanging.waited
         server.wait_for_sessions(0, timeout=3)
     assert "handle_close failed" in caplog.text
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from peers import make_tls_files
+from peers import free_port, make_tls_files
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore.asyncio import _client_link, _connect
@@ -336,9 +336,7 @@ def test_tls_goes_over_asyncio_and_drops_what_came_before_it(tmp_path: Path) -> 
 
 def test_connecting_tries_each_address_and_says_why_none_answered() -> None:
     async def main() -> None:
-        with socket.socket() as unused:
-            unused.bind(("127.0.0.1", 0))
-            port = unused.getsockname()[1]
+        port = free_port("127.0.0.1")  # nothing listens there
         with pytest.raises(ConnectionRefusedError):
             await connect_socket("127.0.0.1", port)
         listener = socket.create_server(("127.0.0.1", 0))

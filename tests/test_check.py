@@ -1776,10 +1776,8 @@ def test_cli_refuses_a_host_port_or_timeout_out_of_range(
 
 
 def refused_port() -> int:
-    """A loopback port nothing listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on (one no other test is handed)."""
+    return free_port("127.0.0.1")
 
 
 def test_a_server_that_cannot_be_reached_is_no_failed_check() -> None:
@@ -2014,9 +2012,7 @@ def python_blocks(page: Path) -> list[str]:
 def test_an_ipv6_server_is_named_in_brackets() -> None:
     """The report and its transcript named ``::1:2525``; as the CLI takes it, the
     address goes in brackets: ``[::1]:2525``."""
-    with socket.socket(socket.AF_INET6) as sock:
-        sock.bind(("::1", 0))
-        port = sock.getsockname()[1]
+    port = free_port("::1")  # nothing listens there
     with pytest.raises(ServerUnreachable, match=re.escape(f"connect to [::1]:{port}: ")):
         check_server("::1", port, checks=["chunking"], timeout=5)  # refused
     with serve(SmallServer, host="::1") as server:

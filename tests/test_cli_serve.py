@@ -82,9 +82,15 @@ def serve(
     """Run ``python -m smtpcore serve`` until its listeners are up (under the soft and
     hard ``open_files`` limits, ``ulimit -n``, when given).
 
-    A port that was free when picked may be taken before the server binds it
-    (another test's outgoing connection lands on it), so when the server
-    cannot listen on a port picked here it starts again on fresh ones.
+    The ports picked here (``free_port``) lie outside the kernel's ephemeral range,
+    so no outgoing connection of this test run takes one; but a port is only free
+    when it is picked, and the server, a new Python process, binds three of them a
+    second or so later. In that window another program may bind one: a second test
+    run on this machine, or anything at all where the ephemeral range leaves too few
+    ports outside it and ``free_port`` lets the kernel pick (``peers.KernelPorts``).
+    So when the server cannot listen on a port picked here ("address already in
+    use"), it starts again on fresh ones, three times at most; ports the caller gave
+    are not retried.
     """
     given = dict(ports or {})
     for attempt in range(3):

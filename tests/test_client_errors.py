@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import trio
 
-from peers import ADAPTERS, module, open_fd_count, run, running_smtp_server
+from peers import ADAPTERS, free_port, module, open_fd_count, run, running_smtp_server
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
@@ -627,12 +627,9 @@ def test_cancellation_in_the_middle_of_a_message_closes_the_connection(adapter: 
 
 
 def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
-    import socket
 
     mod = module(adapter)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port("127.0.0.1")  # nothing listens there
     before = open_fd_count()
     kept: list[Any] = []
 
@@ -649,12 +646,9 @@ def test_connection_refused_leaves_nothing_open(adapter: str) -> None:
 def test_an_ipv6_server_is_named_in_brackets_in_connection_errors(adapter: str) -> None:
     """``cannot connect to ::1:2525`` left the port to be told from the address's last
     group: the address goes in brackets, ``[::1]:2525``, as in a URI (RFC 3986 §3.2.2)."""
-    import socket
 
     mod = module(adapter)
-    with socket.socket(socket.AF_INET6) as sock:
-        sock.bind(("::1", 0))
-        port = sock.getsockname()[1]
+    port = free_port("::1")  # nothing listens there
 
     async def go(client: Any) -> None:
         await client.connect()

@@ -28,7 +28,7 @@ from typing import TypeVar
 import pytest
 import trio
 
-from peers import missing_peer
+from peers import free_port, missing_peer
 from smtpcore.routing import (
     MXRecord,
     NXDomain,
@@ -56,21 +56,6 @@ def find_program(name: str, package: str) -> str:
         missing(f"{name} is not installed (Debian package {package})")
         raise AssertionError("not reached")
     return path
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (dnsmasq listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port on 127.0.0.1")
 
 
 ZONE = [

@@ -392,7 +392,10 @@ def test_maildir_listings_keep_off_the_loops_shared_threads(
 ) -> None:
     """Listings run in the store's own threads: twelve slow ones at once leave the
     event loop's default executor (the reference server's spool writes, password
-    checks) free; on it, they held every other use of it for the whole listing."""
+    checks) free; on it, they held every other use of it for the whole listing.
+
+    "Free" is an order, not a stopwatch: a call on the default executor is done while
+    every listing thread is still held in its scan and the rest queue behind them."""
     import time
 
     from smtpcore import _threads
@@ -401,25 +404,37 @@ def test_maildir_listings_keep_off_the_loops_shared_threads(
         write_maildir(tmp_path / f"u{user}", [b"x\n"])
     store = MaildirStore(tmp_path, {})
     scan = Maildir._scan
+    lock = threading.Lock()
+    scanning: list[str] = []  # the scans under way
+    release = threading.Event()  # the test lets them finish
+    released: list[bool] = []
 
     def slow_scan(self: Maildir) -> Any:
-        time.sleep(0.5)
+        with lock:
+            scanning.append(self.path.name)
+        released.append(release.wait(10))
         return scan(self)
 
     monkeypatch.setattr(Maildir, "_scan", slow_scan)
 
-    async def main() -> float:
+    async def main() -> tuple[int, int]:
         listings = [
             asyncio.ensure_future(store.maildir(f"u{user}").messages()) for user in range(12)
         ]
-        await asyncio.sleep(0.05)  # the listings are in their threads
-        started = time.monotonic()
-        await asyncio.to_thread(lambda: None)
-        waited = time.monotonic() - started
+        try:
+            due = time.monotonic() + 10
+            while len(scanning) < _threads.STORE_THREADS:  # every store thread is held
+                assert time.monotonic() < due, f"{len(scanning)} scans under way"
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(asyncio.to_thread(lambda: None), 5)
+            held = (len(scanning), len(released))  # when the call was done
+        finally:
+            release.set()
         await asyncio.gather(*listings)
-        return waited
+        return held
 
-    assert run(main()) < 0.3
+    assert run(main()) == (_threads.STORE_THREADS, 0)
+    assert released == [True] * 12  # no scan waited out its 10 s
     assert _threads.STORE_THREADS < 12  # the listings queued on their own threads
 
 

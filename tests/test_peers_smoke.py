@@ -6,6 +6,9 @@ deep inside an interop test.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import smtplib
 import socket
 import subprocess
@@ -14,19 +17,32 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peers import (
+    DEFAULT_EPHEMERAL_RANGE,
+    LOWEST_TEST_PORT,
+    MIN_WORKER_PORTS,
+    KernelPorts,
+    PortAllocator,
     RawSmtpSession,
     SmtpSink,
+    ephemeral_port_range,
     free_port,
+    outside_ephemeral_range,
+    port_allocator,
+    port_is_free,
     raw_smtp_session,
     require_program,
     run_process,
     smtp_sink,
     smtp_source_path,
     wait_for_port,
+    worker_slice,
 )
 
 #: program, arguments that make it print its version and exit, text expected in the output.
@@ -131,6 +147,137 @@ def test_raw_session_reply_framing(chunk_size: int) -> None:
         with pytest.raises(ConnectionError):
             session.recv_reply()
     writer.join()
+
+
+def test_free_port_never_hands_out_a_port_the_kernel_picks_nor_one_twice() -> None:
+    """free_port() bound port 0 and let it go: the port came from the ephemeral range,
+    where the other xdist worker's servers and every outgoing connect() take theirs,
+    so it could be gone before the peer bound it. Its ports now come from outside that
+    range, from this worker's share, once each (where the share is large enough)."""
+    low, high = ephemeral_port_range()
+    mine = worker_slice(outside_ephemeral_range((low, high)), os.environ)
+    ports = [free_port() for _ in range(100)]
+    assert len(set(ports)) == len(ports)
+    if len(mine) >= MIN_WORKER_PORTS:
+        assert all(port in mine and not low <= port <= high for port in ports)
+    else:  # this machine's ephemeral range leaves too few: the kernel picks
+        assert isinstance(port_allocator((low, high), os.environ), KernelPorts)
+
+
+def xdist(index: int, workers: int) -> dict[str, str]:
+    return {"PYTEST_XDIST_WORKER": f"gw{index}", "PYTEST_XDIST_WORKER_COUNT": str(workers)}
+
+
+@given(
+    low=st.integers(1, 65535),
+    width=st.integers(0, 65535),
+    workers=st.integers(1, 16),
+)
+def test_worker_shares_are_disjoint_and_outside_the_ephemeral_range(
+    low: int, width: int, workers: int
+) -> None:
+    """Any ephemeral range, however little it leaves outside (``1024 65535`` leaves
+    nothing), gives each worker an allocator: an empty range made the import fail."""
+    ephemeral = (low, min(low + width, 65535))
+    ports = outside_ephemeral_range(ephemeral)
+    ends = [ports[0], ports[-1]] if ports else []  # a range: its ends tell where it lies
+    assert not any(ephemeral[0] <= port <= ephemeral[1] for port in ends)
+    assert all(port >= LOWEST_TEST_PORT for port in ends)
+    # The first workers, then as many replacements of crashed ones (gw2, gw3 of two).
+    shares = [set(worker_slice(ports, xdist(index, workers))) for index in range(2 * workers)]
+    assert sum(len(share) for share in shares) == len(set().union(*shares))
+    assert set().union(*shares) <= set(ports)
+    assert worker_slice(ports, {}) == ports
+    for index in range(3 * workers):
+        allocator = port_allocator(ephemeral, xdist(index, workers))
+        share = worker_slice(ports, xdist(index, workers))
+        assert isinstance(allocator, PortAllocator) == (len(share) >= MIN_WORKER_PORTS)
+
+
+def test_a_replaced_worker_shares_no_port_with_a_live_one() -> None:
+    """xdist names a worker that replaces a crashed one ``gw2`` (of two workers): it
+    took the whole range, the live worker's share with it."""
+    ports = range(10000, 32768)
+    first, second = (set(worker_slice(ports, xdist(index, 2))) for index in (0, 1))
+    for replacement in (2, 3):
+        share = set(worker_slice(ports, xdist(replacement, 2)))
+        assert len(share) >= MIN_WORKER_PORTS
+        assert not share & first and not share & second
+    assert worker_slice(ports, xdist(4, 2)) == worker_slice(ports, xdist(2, 2))
+
+
+@pytest.mark.parametrize(
+    "ephemeral", [(1024, 65535), (9000, 65535), (10000, 65535), (5000, 65400)]
+)
+def test_an_ephemeral_range_that_leaves_too_few_ports_lets_the_kernel_pick(
+    ephemeral: tuple[int, int],
+) -> None:
+    """``ip_local_port_range`` of ``1024 65535`` (a common tuning) leaves no port from
+    10000 up outside it: the allocator was built on an empty range, and every test
+    failed at collection. Too few ports per worker fall back to the kernel's pick."""
+    for environ in ({}, xdist(0, 2), xdist(1, 2), xdist(2, 2)):
+        allocator = port_allocator(ephemeral, environ)
+        assert isinstance(allocator, KernelPorts)
+    ports = [allocator.allocate("127.0.0.1") for _ in range(20)]
+    assert len(set(ports)) == len(ports)
+    assert all(port_is_free("127.0.0.1", port) for port in ports)
+
+
+def test_a_small_stretch_outside_the_ephemeral_range_is_still_used() -> None:
+    """Below 10000 nothing is taken, but what lies between 10000 and a range that
+    starts higher is used, however the range ends."""
+    allocator = port_allocator((20000, 65535), xdist(1, 2))
+    assert isinstance(allocator, PortAllocator)
+    assert LOWEST_TEST_PORT <= allocator.allocate("127.0.0.1") < 20000
+
+
+def test_an_unreadable_ephemeral_range_falls_back_to_linux_default(tmp_path: Path) -> None:
+    (tmp_path / "range").write_text("not a range\n")
+    assert ephemeral_port_range(tmp_path / "range") == DEFAULT_EPHEMERAL_RANGE
+    assert ephemeral_port_range(tmp_path / "absent") == DEFAULT_EPHEMERAL_RANGE
+    (tmp_path / "range").write_text("40000\t50000\n")
+    assert ephemeral_port_range(tmp_path / "range") == (40000, 50000)
+
+
+def test_a_taken_port_is_skipped_and_none_is_handed_out_twice() -> None:
+    taken, spare = free_port(), free_port()
+    allocator = PortAllocator([taken, spare], start=0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", taken))
+        listener.listen()
+        assert allocator.allocate("127.0.0.1") == spare
+    with pytest.raises(RuntimeError, match="all 2 ports are handed out or taken"):
+        allocator.allocate("127.0.0.1")
+
+
+def test_a_host_that_cannot_be_bound_raises_and_uses_up_no_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any bind error counted as "port taken", and each port is tried once: one
+    host that cannot be bound (``::1`` without IPv6 loopback; here 192.0.2.1, which
+    is no address of this machine) used up every port of the worker, and said they
+    were all handed out. Only "in use" (and "refused") says a port is taken."""
+    bind = socket.socket.bind
+
+    def no_such_address(sock: socket.socket, address: Any) -> None:
+        if address[0] == "192.0.2.1":  # never bound for real: the error a bind gets
+            raise OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+        bind(sock, address)
+
+    monkeypatch.setattr(socket.socket, "bind", no_such_address)
+    first, second = free_port(), free_port()
+    allocator = PortAllocator([first, second], start=0)
+    for _ in range(3):
+        with pytest.raises(OSError, match=re.escape("cannot bind on '192.0.2.1'")) as raised:
+            allocator.allocate("192.0.2.1")
+        assert raised.value.errno == errno.EADDRNOTAVAIL
+    assert allocator.allocate("127.0.0.1") == first
+    with pytest.raises(OSError, match=re.escape("192.0.2.1")):
+        KernelPorts().allocate("192.0.2.1")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", second))
+        listener.listen()
+        assert not port_is_free("127.0.0.1", second)  # in use: taken, no error
 
 
 def test_wait_for_port_and_free_port() -> None:

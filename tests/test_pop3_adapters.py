@@ -226,7 +226,7 @@ def test_poplib_apop_and_wrong_passwords(adapter: str, store: MaildirStore) -> N
 
 
 def test_a_failed_login_is_answered_after_the_delay_and_holds_no_other_session(
-    adapter: str, store: MaildirStore
+    adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A wrong PASS, APOP or AUTH was answered at once: a client guessed a thousand
     times a second. Its ``-ERR [AUTH]`` now waits ``auth_failure_delay``, in that
@@ -234,8 +234,10 @@ def test_a_failed_login_is_answered_after_the_delay_and_holds_no_other_session(
 
     "Meanwhile" is checked as an order, not on a stopwatch: the bystander is done
     while the guesser's answer has still not come. The delay is long enough that a
-    second test worker sharing the CPU cannot stretch the bystander's session past it."""
+    second test worker sharing the CPU cannot stretch the bystander's session past it.
+    "No guess" is checked as no delay asked of the clock."""
     delay = 1.0
+    sleeps = recorded_sleeps(adapter, monkeypatch)
     digest = hashlib.md5(b"not it").hexdigest()
     guesses = [
         (b"USER alice\r\n", b"PASS nope\r\n"),
@@ -262,11 +264,10 @@ def test_a_failed_login_is_answered_after_the_delay_and_holds_no_other_session(
             assert not answer_waiting(guesser)
             assert answers.readline().startswith(b"-ERR [AUTH]")
             assert time.monotonic() - started >= delay
-        started = time.monotonic()
         guesser.sendall(b"AUTH CRAM-MD5 a b\r\nAUTH CRAM-MD5 !!!\r\n")
         assert answers.readline().startswith(b"-ERR Syntax")
         assert answers.readline().startswith(b"-ERR")
-        assert time.monotonic() - started < 0.25
+    assert sleeps.count(delay) == len(guesses)
 
 
 def test_bare_auth_lists_the_mechanisms_and_is_no_failed_login(
@@ -362,11 +363,16 @@ def test_a_maildrop_error_with_no_code_after_a_login_is_no_bad_command(
 
 
 def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
-    adapter: str, store: MaildirStore
+    adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A session holding back a failed login's ``-ERR`` is busy, not idle: a graceful
     shutdown lets it answer (then says it is going), and cuts it off once ``grace``
-    runs out; it never waits longer than either."""
+    runs out; it never waits longer than either.
+
+    The shutdown starts once the delay has begun (asked of the clock), not after a
+    guessed pause; "no longer" allows 3 s for a loaded machine, still far short of the
+    other wait (30 s) and of a close's own 5 s wait."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
     for delay, grace in ((0.3, 30.0), (30.0, 0.3)):
         with (
             running_pop3_server(adapter, store, auth_failure_delay=delay) as server,
@@ -377,10 +383,11 @@ def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
             guesser.sendall(b"USER alice\r\n")
             assert answers.readline().startswith(b"+OK")
             guesser.sendall(b"PASS nope\r\n")
-            time.sleep(0.05)  # the guess is read, its answer held back
+            # The guess is read, its answer held back.
+            wait_until(lambda: delay in sleeps)  # noqa: B023
             started = time.monotonic()
             server.call(lambda: server.server.aclose(grace))  # noqa: B023
-            assert time.monotonic() - started < min(delay, grace) + 1.0
+            assert time.monotonic() - started < min(delay, grace) + 3.0
             if delay < grace:  # answered, then told the server is going
                 assert answers.readline().startswith(b"-ERR [AUTH]")
             # Cut off at the grace's end, the session is told so as it closes.
@@ -393,16 +400,24 @@ def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
 ) -> None:
     """A store whose AUTH mechanisms are an ``Authenticator(in_thread=True)``'s: each
     step of the exchange runs in a worker thread, so a slow check holds no other
-    session (it ran in the event loop)."""
+    session (it ran in the event loop).
+
+    "Holds no other session" is an order, not a stopwatch: each check is held until
+    the bystander's NOOP has been answered (a check that held the loop would time out
+    held, and fail)."""
     import threading
 
     from smtpcore.handler import Authenticator
 
     checked_in: list[str] = []
+    checking = threading.Event()  # a check has started
+    release = threading.Event()  # the test lets it finish
+    released: list[bool] = []
 
     def slow_check(username: str, password: str) -> bool:
         checked_in.append(threading.current_thread().name)
-        time.sleep(0.5)
+        checking.set()
+        released.append(release.wait(10))
         return PASSWORDS.get(username) == password
 
     auth = Authenticator(check_password=slow_check, mechanisms=["PLAIN"], in_thread=True)
@@ -417,18 +432,24 @@ def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
         raw(server.port) as guesser,
         raw(server.port) as bystander,
     ):
-        answers, replies = guesser.makefile("rb"), bystander.makefile("rb")
-        assert answers.readline().startswith(b"+OK")
-        assert replies.readline().startswith(b"+OK")
-        for password, answer in ((b"nope", b"-ERR [AUTH]"), (b"wonderland", b"+OK Logged in")):
-            started = time.monotonic()
-            guesser.sendall(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0" + password) + b"\r\n")
-            time.sleep(0.05)  # the check is under way
-            bystander.sendall(b"NOOP\r\n")
-            assert replies.readline().startswith(b"-ERR")  # NOOP before a login
-            assert time.monotonic() - started < 0.4
-            assert answers.readline().startswith(answer)
-            assert time.monotonic() - started >= 0.5
+        try:
+            answers, replies = guesser.makefile("rb"), bystander.makefile("rb")
+            assert answers.readline().startswith(b"+OK")
+            assert replies.readline().startswith(b"+OK")
+            for password, answer in ((b"nope", b"-ERR [AUTH]"), (b"wonderland", b"+OK Logged in")):
+                token = base64.b64encode(b"\0alice\0" + password)
+                guesser.sendall(b"AUTH PLAIN " + token + b"\r\n")
+                assert checking.wait(10)  # the check is under way, and held
+                bystander.sendall(b"NOOP\r\n")
+                assert replies.readline().startswith(b"-ERR")  # NOOP before a login
+                assert not answer_waiting(guesser)
+                release.set()
+                assert answers.readline().startswith(answer)
+                checking.clear()
+                release.clear()
+        finally:
+            release.set()  # a failed assertion leaves no thread held
+    assert released == [True, True]  # no check waited out its 10 s
     assert len(checked_in) == 2
     assert threading.current_thread().name not in checked_in
     assert not any(name.startswith(("POP3Server", "MainThread")) for name in checked_in)
@@ -1600,28 +1621,41 @@ def slow_listing(
 def test_a_slow_maildir_listing_holds_no_other_session(
     adapter: str, store: MaildirStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The listing runs in a worker thread: while alice's takes 1.5 s, bob is
-    greeted, logs in, lists and quits."""
+    """The listing runs in a worker thread: while alice's is under way, bob is
+    greeted, logs in, lists and quits.
+
+    "While" is an order, not a stopwatch: alice's listing is held until bob has quit
+    (a listing that held the loop would time out held, and fail)."""
     write_maildir(store.root / "bob", MESSAGES[:1])
+    listing = threading.Event()  # alice's listing has begun
+    release = threading.Event()  # the test lets it finish
+    released: list[bool] = []
+
+    def held() -> None:
+        listing.set()
+        released.append(release.wait(10))
+
     with (
-        slow_listing(monkeypatch, "alice", lambda: time.sleep(1.5)),
+        slow_listing(monkeypatch, "alice", held),
         running_pop3_server(adapter, store) as server,
         raw(server.port) as alice,
     ):
-        read_until(alice, b"\r\n")
-        converse(alice, b"USER alice")
-        alice.sendall(b"PASS wonderland\r\n")
-        time.sleep(0.1)  # alice's listing has begun
-        started = time.monotonic()
-        with raw(server.port) as bob:
-            assert read_until(bob, b"\r\n").startswith(b"+OK")
-            greeted = time.monotonic() - started
-            answers = converse(bob, b"USER bob", b"PASS builder", b"STAT", b"QUIT")
-        served = time.monotonic() - started
-        assert [a[:3] for a in answers] == [b"+OK"] * 4
-        assert answers[2] == b"+OK 1 %d\r\n" % len(crlf(MESSAGES[0]))
-        assert greeted < 0.5 and served < 1.0, (greeted, served)
-        assert read_until(alice, b"\r\n").startswith(b"+OK Logged in, 3 messages")
+        try:
+            read_until(alice, b"\r\n")
+            converse(alice, b"USER alice")
+            alice.sendall(b"PASS wonderland\r\n")
+            assert listing.wait(10)
+            with raw(server.port) as bob:
+                assert read_until(bob, b"\r\n").startswith(b"+OK")
+                answers = converse(bob, b"USER bob", b"PASS builder", b"STAT", b"QUIT")
+            assert [a[:3] for a in answers] == [b"+OK"] * 4
+            assert answers[2] == b"+OK 1 %d\r\n" % len(crlf(MESSAGES[0]))
+            assert not answer_waiting(alice)
+            release.set()
+            assert read_until(alice, b"\r\n").startswith(b"+OK Logged in, 3 messages")
+        finally:
+            release.set()  # a failed assertion leaves no thread held
+    assert released == [True]  # alice's listing did not wait out its 10 s
 
 
 def test_a_stuck_maildir_listing_is_err_at_the_store_timeout_and_unlocks_when_done(

@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 from hypothesis import example, given
 
+from peers import free_port
 from slow_writes import SlowWrites
 from smtpcore.asyncio import SMTPClient
 from smtpcore.handler import Envelope, Session
@@ -952,9 +953,7 @@ def test_what_a_peer_chose_reaches_the_log_escaped(
 def test_the_queue_is_picked_up_after_a_restart(tmp_path: Path) -> None:
     """A message queued by a server that stopped is delivered by the next one."""
     pqr = _config(tmp_path, "pqr.example", {"brendon@pqr.example": "pw"}, submission_port=0)
-    with socket.socket() as unused:
-        unused.bind((LOOPBACK, 0))
-        port = unused.getsockname()[1]
+    port = free_port(LOOPBACK)  # refused until pqr's server binds it
     zone = f"pqr.example MX 10 mx.pqr.example\nmx.pqr.example A {LOOPBACK}\n"
     abc = _config(
         tmp_path,

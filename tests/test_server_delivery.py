@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from peers import free_port
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
@@ -815,9 +816,7 @@ def test_unreachable_mail_expires_into_a_bounce(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    with socket.socket() as unused:
-        unused.bind((LOOPBACK, 0))
-        port = unused.getsockname()[1]
+    port = free_port(LOOPBACK)  # nothing listens there
     now = [1000.0]
     setup = _setup(
         tmp_path, ZONE, port, retry_after=0.05, max_queue_age=3600, clock=lambda: now[0]

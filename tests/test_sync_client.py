@@ -18,6 +18,7 @@ import pytest
 from peers import (
     HeldAnswer,
     TLSFiles,
+    free_port,
     make_tls_files,
     open_fd_count,
     running_pop3_server,
@@ -379,9 +380,7 @@ def test_timeouts_and_closed_connections_leave_nothing_open() -> None:
 
 
 def test_connection_refused() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port("127.0.0.1")  # nothing listens there
     with pytest.raises(sync.SMTPConnectionError):
         sync.send_message(MESSAGE, "a@abc.example", "b@pqr.example", host="127.0.0.1", port=port)
 
