@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from python_calls import python_calls
+from smtpcore._driver._content import sent_size
 from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
     _SCAN_BLOCK,
@@ -933,13 +934,17 @@ def _mangled_messages(draw: st.DrawFn) -> bytes:
 
 def _converted(message: bytes, *, runs: bool, block_size: int = _SCAN_BLOCK) -> tuple[object, ...]:
     """The plan's findings and the 7-bit form, or the reason there is none, as the
-    module reads the message with or without runs of body lines (:func:`_events`)."""
+    module reads the message with or without runs of body lines (:func:`_events`).
+    Every caller also holds the planned size to what goes on the wire (RFC 1870 §4):
+    both readings share the plan's count, so comparing them alone would not see it
+    wrong."""
     try:
         plan = _planned(_events(io.BytesIO(message), runs=runs, block_size=block_size))
     except NotConvertible as reason:
         return ("not convertible", str(reason))
     events = _events(io.BytesIO(message), runs=runs, block_size=block_size)
     converted = b"".join(_seven_bit_pieces(events, plan))
+    assert plan.size == sent_size(converted)
     return (bytes(plan.rewritten), plan.quoted_parts, plan.size, converted)
 
 
