@@ -494,7 +494,7 @@ class _Parser:
         starts, self._line_start = self._line_start, ends_line
         if self._padded is not None:
             events: tuple[_Event, ...] = (self._padding(data, ends_line),)
-        elif starts and self._frames and (found := _delimiter(data, self._delimiters)):
+        elif starts and data[:2] == b"--" and (found := _delimiter(data, self._delimiters)):
             events = (self._delimited(data, ends_line, *found),)
         else:
             events = self._classified(data, ends_line, starts)
@@ -706,26 +706,27 @@ class SevenBitPlan:
 
     def count(self, event: _Event) -> None:
         """Add what ``event`` writes: as it is, and what its rewriting adds, now if its
-        part is rewritten, else held on the part until it is (:meth:`mark`)."""
-        as_is = _sent_size(_as_is(event), event)
+        part is rewritten, else held on the part until it is (:meth:`mark`). Measured,
+        not written, where the writing is the octets as they came (most events: a
+        delimiter, a field, every event of a part that cannot be rewritten: only one
+        under an identity encoding, RFC 2045 §6.2, can), so that a message of many
+        small parts costs a few steps a line."""
+        data = event.data
+        has_bare_cr_or_lf = not event.whole_lines and (b"\r" in data or b"\n" in data)
+        as_is = len(data) + 2 * event.ends_line
+        if has_bare_cr_or_lf:
+            as_is = sent_size(_as_is(event))
         self.size += as_is
-        if not _may_be_rewritten(event.part):
+        kind = event.kind  # what a rewritten part writes otherwise (:func:`_rewritten`)
+        writes_otherwise = kind is _Kind.BODY or kind is _Kind.HEADER_END or event.is_encoding
+        if not (writes_otherwise and event.part.label in _UNENCODED):
             return
-        growth = _sent_size(_rewritten(event), event) - as_is
+        rewritten = _rewritten(event)
+        growth = (sent_size(rewritten) if has_bare_cr_or_lf else len(rewritten)) - as_is
         if event.part.marked:
             self.size += growth
         else:
             event.part.growth += growth
-
-
-def _sent_size(written: bytes, event: _Event) -> int:
-    """What the client sends for ``written``, made from ``event``: only if its data holds
-    a bare CR or LF may ``written`` (its lines' CRLF aside), and a count is paid only
-    then; a run of whole lines holds none."""
-    data = event.data
-    if event.whole_lines or (b"\r" not in data and b"\n" not in data):
-        return len(written)
-    return sent_size(written)
 
 
 def plan_seven_bit(file: BinaryIO) -> SevenBitPlan:
@@ -805,12 +806,6 @@ def _quote(part: _Part, plan: SevenBitPlan) -> None:
         plan.quoted_parts += 1
 
 
-def _may_be_rewritten(part: _Part) -> bool:
-    """Whether a part could be marked: only one under an identity encoding (RFC 2045
-    §6.2) is; the rest need not be encoded to measure them."""
-    return part.label in _UNENCODED
-
-
 def _added_fields(part: _Part) -> bytes:
     """The fields a converted part's header ends with: its new encoding, and for a
     message with no MIME its declaration (RFC 2045 §4; RFC 1428 §3 for the type)."""
@@ -825,16 +820,16 @@ def _added_fields(part: _Part) -> bytes:
 
 def _as_is(event: _Event) -> bytes:
     """What ``event`` writes in a part not rewritten: its octets as they came; a
-    header's end its empty line, if it had one."""
-    if event.kind is _Kind.HEADER_END:
-        return b"\r\n" if event.ends_line else b""
+    header's end (whose data is empty) its empty line, if it had one."""
     return event.data + b"\r\n" if event.ends_line else event.data
 
 
 def _rewritten(event: _Event) -> bytes:
     """What ``event`` writes in a rewritten part: its encoding field left out and the
     new one written at the end of its header, its body quoted-printable; everything
-    else as it is."""
+    else as it is. :meth:`SevenBitPlan.count` names the same kinds (its
+    ``writes_otherwise``), to measure the rest without writing them: a kind
+    rewritten here is one to add there."""
     if event.kind is _Kind.FIELD and event.is_encoding:
         return b""
     if event.kind is _Kind.HEADER_END:
