@@ -13,6 +13,7 @@ loopback port with :func:`broken_servers.raw_server`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import ssl
 import threading
@@ -568,6 +569,30 @@ def serve_pop3(
 
     def session(sock: socket.socket, stop: threading.Event) -> None:
         kind(mailbox, stls=tls is not None).run(sock, tls)
+
+    with raw_server(session, socket_timeout=10) as address:
+        yield address
+
+
+BUSY_GREETING = b"-ERR [SYS/TEMP] too many connections from 127.0.0.1, try later\r\n"
+"""How a POP3 server that limits connections refuses one (RFC 2449 §8.1.2)."""
+
+
+@contextlib.contextmanager
+def serve_pop3_busy_from(first_refused: int, mailbox: Mailbox) -> Iterator[tuple[str, int]]:
+    """Serve :class:`SmallPOP3` over ``mailbox``, but greet the ``first_refused``-th
+    connection (from 1) and every later one with :data:`BUSY_GREETING` and close: a
+    server at its limit of connections."""
+    count = itertools.count(1)
+    lock = threading.Lock()
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            number = next(count)
+        if number >= first_refused:
+            sock.sendall(BUSY_GREETING)
+            return
+        SmallPOP3(mailbox).run(sock, None)
 
     with raw_server(session, socket_timeout=10) as address:
         yield address

@@ -54,6 +54,7 @@ from broken_pop3_servers import (
     UidIsNumber,
     UnknownUsersRefused,
     serve_pop3,
+    serve_pop3_busy_from,
 )
 from broken_servers import raw_server
 from peers import (
@@ -238,11 +239,32 @@ def test_a_hostile_greeting_reaches_the_report_escaped(
         report = check_pop3_server(host, port, user=USER, password=PASSWORD, timeout=TIMEOUT)
         argv = ["check-pop3", f"{host}:{port}", "--user", USER, "--only", "uidl"]
         status = main([*argv, "--password", PASSWORD])
-    assert status == 1
+    assert status == 0  # a -ERR greeting refuses service: the check is skipped
     printed = capsys.readouterr().out
-    assert "the greeting was" in printed
+    assert "SKIPPED uidl: the server refused a new connection: '-ERR \\x1b]0;PWNED" in printed
     for text in (report.format(), printed, *(result.summary for result in report.results)):
         assert_terminal_safe(text)
+
+
+@pytest.mark.parametrize("first_refused", [1, 2])
+def test_a_busy_greeting_skips_the_check_it_refuses(first_refused: int) -> None:
+    """A server at its connection limit greets ``-ERR`` (RFC 1939 §4 has a session
+    start with ``+OK``; RFC 2449 §8.1.2's ``[SYS/TEMP]``): that failed the check ("the
+    greeting was -ERR ... rather than +OK"), on the run's first connection or any
+    later one, as if the server spoke POP3 wrongly. It cannot be tested there, so the
+    check is skipped, as the SMTP battery skips one refused by a 421 greeting."""
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3_busy_from(first_refused, mailbox) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=PASSWORD, timeout=TIMEOUT, checks=["uidl"]
+        )
+    result = report["uidl"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert result.summary.startswith(
+        "the server refused a new connection: '-ERR [SYS/TEMP] too many connections"
+    ), result.summary
+    assert "RFC 1939 §4" in result.summary
+    assert mailbox.messages == MESSAGES
 
 
 # -- no mail lost, whatever the server does at QUIT ----------------------------------------

@@ -30,12 +30,14 @@ __all__ = [
     "CheckResult",
     "Failed",
     "Outcome",
+    "Refused",
     "ServerUnreachable",
     "Skipped",
     "check_run_arguments",
     "close_all",
     "insecure_context",
     "open_wire",
+    "refused_connection",
     "run_one",
     "selected",
     "transcript_of",
@@ -137,6 +139,22 @@ class Failed(Exception):
 
 class Skipped(Exception):
     """Raised by a check with nothing to test (an extension not offered, no mail)."""
+
+
+class Refused(Skipped):
+    """Raised where the server refused service on a new connection, at its greeting
+    (SMTP's 421 or 554, RFC 5321 §3.8, §3.1; POP3's ``-ERR``, RFC 1939 §4) or its
+    first command: busy, or a limit on how often a client may connect. The server
+    cannot be tested through that connection, which says nothing of how it speaks
+    the protocol, so the check that opened it is skipped, the run's first connection
+    included; a check that found a defect before keeps it."""
+
+
+def refused_connection(answer: object, why: str) -> Refused:
+    """The skip for a new connection refused with ``answer``; ``why`` cites the RFC
+    that lets the server refuse so and names the likely cause. One wording for both
+    batteries, so that a report reads alike whichever protocol was refused."""
+    return Refused(f"the server refused a new connection: {answer}, {why}")
 
 
 class Prober(Protocol):

@@ -43,12 +43,14 @@ from smtpcore.testing._battery import (
     close_all,
     insecure_context,
     open_wire,
+    refused_connection,
     run_one,
     selected,
     transcript_of,
     unjudged,
 )
 from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._wire import (
     Exchange,
@@ -95,12 +97,7 @@ class Probe:
     seed: int = 0
     tls_context: ssl.SSLContext | None = None
     max_size_probe: int = 2 << 20
-    first: bool = False
-    """Whether this probe's check is the run's first, so that its first connection is
-    the run's first (see :meth:`connect`)."""
     clients: list[WireClient] = field(default_factory=list)
-    runs_first: WireClient | None = field(default=None, init=False)
-    """The run's first connection, where this probe opened it."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
@@ -109,51 +106,43 @@ class Probe:
         """A new connection, its 220 greeting read.
 
         A 421 greeting (RFC 5321 §3.8) or a 554 one (§3.1: no service for this
-        client) on any connection but the run's first is a server refusing a new
-        connection, as one that limits a client's connection rate does (Postfix's
-        ``smtpd_client_connection_rate_limit``, postscreen): it skips the check
-        (:class:`_Refused`), for the battery opens dozens. Any other greeting, or
-        any but 220 on the run's first connection, fails the check: there the
-        server refuses to be tested at all."""
+        client) is a server refusing a new connection, busy or limiting a client's
+        connection rate (Postfix's ``smtpd_client_connection_rate_limit``,
+        postscreen): the server cannot be tested through it, and the check is
+        skipped (:meth:`refused`), on the run's first connection as on the dozens
+        after. Any other greeting but 220 fails the check."""
         client = open_wire(
             self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
         )
         self.clients.append(client)
-        if self.first and self.runs_first is None:
-            self.runs_first = client
         greeting = client.read_reply()
         if greeting is not None and greeting.code in _NO_SERVICE:
             if greeting.code == 554 and not client.closed:
                 client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
-            self.refused(client, greeting, greeting=True)
+            self.refused(greeting, greeting=True)
         if greeting is None or greeting.code != 220:
             raise _Failed(f"the greeting was {greeting} rather than 220")
         return client
 
-    def refused(self, client: WireClient, answer: ServerReply, *, greeting: bool = False) -> None:
-        """Raise :class:`_Refused` where ``answer``, the greeting or the reply to the
-        first command on ``client``, refuses service (421, or 554 as a ``greeting``) on
-        a connection other than the run's first; else return."""
+    def refused(self, answer: ServerReply, *, greeting: bool = False) -> None:
+        """Raise :class:`~smtpcore.testing._battery.Refused` where ``answer``, the
+        greeting or the reply to the first command of a connection, refuses service
+        (421, or 554 as a ``greeting``); else return."""
         refusing = _NO_SERVICE if greeting else (421,)
-        if client is self.runs_first or answer.code not in refusing:
+        if answer.code not in refusing:
             return
         if answer.code == 421:
-            raise _Refused(
-                f"the server refused a new connection: {answer}, RFC 5321 §3.8: a "
-                "connection rate limit?"
-            )
-        raise _Refused(
-            f"the server refused a new connection: {answer}, RFC 5321 §3.1 (no service "
-            "for this client): a connection rate limit?"
+            raise refused_connection(answer, "RFC 5321 §3.8: a connection rate limit?")
+        raise refused_connection(
+            answer, "RFC 5321 §3.1 (no service for this client): a connection rate limit?"
         )
 
     def hello(self) -> tuple[WireClient, dict[str, str]]:
         """A new connection after EHLO: the client and the offered extensions. A 421 to
-        EHLO on a connection other than the run's first is a refused connection, as a
-        421 greeting is (:meth:`connect`)."""
+        EHLO is a refused connection, as a 421 greeting is (:meth:`connect`)."""
         client = self.connect()
         answer = _ask(client, b"EHLO " + self.helo.encode())
-        self.refused(client, answer)
+        self.refused(answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
@@ -206,12 +195,6 @@ class Probe:
         for client in self.clients[keep:]:
             client.close()
         del self.clients[keep:]
-
-
-class _Refused(_Skipped):
-    """A connection other than the run's first refused at its greeting or its first
-    command (:meth:`Probe.refused`): the check that opened it is skipped, and a check
-    that found a defect before keeps it."""
 
 
 _NO_SERVICE: Final = (421, 554)
@@ -436,7 +419,7 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
         client.send(step, pieces)
         answer = client.read_reply()
         if answer is not None and not codes:
-            probe.refused(client, answer)  # EHLO, as in Probe.hello
+            probe.refused(answer)  # EHLO, as in Probe.hello
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
@@ -935,7 +918,7 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
     answer = _ask(client, _noop_at_the_limit())
     if answer.code == 250:
         return
-    probe.refused(client, answer)  # the first command, as EHLO is elsewhere
+    probe.refused(answer)  # the first command, as EHLO is elsewhere
     control = _ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
@@ -1747,9 +1730,10 @@ def check_server(
     ``TypeError`` when ``checks`` is one str rather than a list of names;
     :class:`ServerUnreachable` when the run's first connection fails (a
     refused connection, a host that does not resolve): a server that cannot
-    be reached fails no check. A connection that fails later fails its check;
-    one refused later with a 421 or 554 greeting or a 421 to EHLO (a connection
-    rate limit, RFC 5321 §3.8, §3.1) skips it (:meth:`Probe.connect`).
+    be reached fails no check. A connection that fails later fails its check.
+    A connection the server refuses with a 421 or 554 greeting or a 421 to EHLO
+    (busy, or a connection rate limit, RFC 5321 §3.8, §3.1), the run's first
+    included, skips its check (:meth:`Probe.connect`).
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = selected(CHECKS, checks)
@@ -1766,9 +1750,8 @@ def check_server(
             seed=seed,
             tls_context=tls_context,
             max_size_probe=max_size_probe,
-            first=not results,
         )
-        results.append(run_one(name, CHECKS[name], probe, first=probe.first))
+        results.append(run_one(name, CHECKS[name], probe, first=not results))
     return CheckReport(host_port(host, port), tuple(results))
 
 
