@@ -62,7 +62,7 @@ from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import _wire
-from smtpcore.testing.__main__ import main
+from smtpcore.testing.__main__ import NOTHING_TESTED, main
 from smtpcore.testing.check import (
     CHECKS,
     CheckReport,
@@ -1719,7 +1719,7 @@ def test_a_hostile_greeting_reaches_the_report_escaped(
     with raw_server(greeting_server(greeting), socket_timeout=5) as (host, port):
         report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
         status = main(["check", f"{host}:{port}", "--only", "smuggling"])
-    assert status == 0  # a 554 greeting refuses service: the check is skipped
+    assert status == NOTHING_TESTED  # a 554 greeting refuses service: the check is skipped
     printed = capsys.readouterr().out
     for text in (report.format(), str(report["chunking"]), report["pipelining"].summary, printed):
         assert_terminal_safe(text)
@@ -1736,6 +1736,22 @@ def test_every_summary_is_escaped_whoever_made_it() -> None:
     result = CheckResult("x", Outcome.FAILED, f"the server said {HOSTILE_TEXT}")
     assert_terminal_safe(str(result))
     assert result.summary.startswith("the server said \\x1b]0;PWNED")
+
+
+def test_a_run_whose_every_check_was_skipped_is_no_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that refuses every connection (421 at the greeting) skips every check:
+    the report has no failure, but it tested nothing, and the exit status says so
+    (4), as pytest's "no tests ran" is no success."""
+    with raw_server(greeting_server(b"421 4.7.0 busy\r\n"), socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
+        status = main(["check", f"{host}:{port}", "--only", "smuggling", "--only", "chunking"])
+    assert report.ok and not report.tested
+    assert status == NOTHING_TESTED
+    captured = capsys.readouterr()
+    assert "0 passed, 0 failed, 2 skipped" in captured.out
+    assert "nothing was tested: every check was skipped" in captured.err
 
 
 def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,6 +98,13 @@ class CheckReport:
         return not self.failures
 
     @property
+    def tested(self) -> bool:
+        """True when a check passed or failed: a run whose every check was skipped
+        (a server refusing each connection, a login refused, nothing it offers)
+        says nothing of the server, and is no pass."""
+        return any(result.outcome is not Outcome.SKIPPED for result in self.results)
+
+    @property
     def failures(self) -> list[CheckResult]:
         return [result for result in self.results if result.outcome is Outcome.FAILED]
 
