@@ -245,6 +245,17 @@ class IntNumbers(SmallPOP3):
             return None
 
 
+class DiesAtWrappedNumber(SmallPOP3):
+    """Closes the session, with no response, at ``RETR 4294967297`` (2**32+1, which a
+    32-bit reader wraps to 1): a crash on hostile input, where a response was due."""
+
+    def answer(self, line: bytes) -> bytes:
+        if line == b"RETR 4294967297":
+            self.closed = True
+            return b""
+        return super().answer(line)
+
+
 class KeepsPlaintextAfterStls(SmallPOP3):
     """Runs what came behind STLS after the handshake (the POP3 CVE-2011-0411)."""
 
@@ -579,10 +590,12 @@ BUSY_GREETING = b"-ERR [SYS/TEMP] too many connections from 127.0.0.1, try later
 
 
 @contextlib.contextmanager
-def serve_pop3_busy_from(first_refused: int, mailbox: Mailbox) -> Iterator[tuple[str, int]]:
-    """Serve :class:`SmallPOP3` over ``mailbox``, but greet the ``first_refused``-th
-    connection (from 1) and every later one with :data:`BUSY_GREETING` and close: a
-    server at its limit of connections."""
+def serve_pop3_busy_from(
+    first_refused: int, mailbox: Mailbox, kind: type[SmallPOP3] = SmallPOP3
+) -> Iterator[tuple[str, int]]:
+    """Serve ``kind`` over ``mailbox``, but greet the ``first_refused``-th connection
+    (from 1) and every later one with :data:`BUSY_GREETING` and close: a server at its
+    limit of connections (or restarting, after a crash)."""
     count = itertools.count(1)
     lock = threading.Lock()
 
@@ -592,7 +605,7 @@ def serve_pop3_busy_from(first_refused: int, mailbox: Mailbox) -> Iterator[tuple
         if number >= first_refused:
             sock.sendall(BUSY_GREETING)
             return
-        SmallPOP3(mailbox).run(sock, None)
+        kind(mailbox).run(sock, None)
 
     with raw_server(session, socket_timeout=10) as address:
         yield address

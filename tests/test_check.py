@@ -61,7 +61,7 @@ from private_postfix import private_postfix
 from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
-from smtpcore.testing import _wire
+from smtpcore.testing import _battery, _wire
 from smtpcore.testing.__main__ import NOTHING_TESTED, main
 from smtpcore.testing.check import (
     CHECKS,
@@ -840,6 +840,62 @@ def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("refuse", "outcome"),
+    [(lambda number: number == 1, Outcome.PASSED), (lambda number: True, Outcome.SKIPPED)],
+    ids=["first-only", "every"],
+)
+def test_a_rate_limit_at_the_long_noop_is_told_from_a_short_line_limit(
+    refuse: Callable[[int], bool], outcome: Outcome
+) -> None:
+    """A rate limit that answers a connection's first command 421 meets
+    command-line-length's 512-octet NOOP: a new connection's ``NOOP x`` is refused too
+    (the check is skipped), or it gets 250 and the NOOP after it 250 (the check goes on
+    and passes), never a failure of the line."""
+    with serve(rate_limited(refuse, at="ehlo")) as server:
+        report = check_server(server.host, server.port, checks=["command-line-length"])
+    result = report["command-line-length"]
+    assert result.outcome is outcome, report.format()
+    if outcome is Outcome.SKIPPED:
+        assert result.summary.startswith(f"{_REFUSED_CONNECTION}421 "), result.summary
+
+
+class SplitLineClosingServer(SmallServer):
+    """Ends the session with 421 (RFC 5321 §3.8) where a command line comes in more
+    than one read: a server that takes a read for a line, and says so."""
+
+    def receive(self, data: bytes) -> bytes:
+        if self.mode == "command" and data and not data.endswith(b"\r\n"):
+            self.closed = True
+            return b"421 4.4.2 a line came in pieces, closing\r\n"
+        return super().receive(data)
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome"),
+    [(SplitLineClosingServer, Outcome.FAILED), (rate_limited(lambda n: n == 2, at="ehlo"), None)],
+    ids=["split-ehlo-421", "rate-limit"],
+)
+def test_a_421_to_a_split_ehlo_is_its_answer_unless_the_connection_is_refused(
+    factory: Callable[..., SmallServer], outcome: Outcome | None
+) -> None:
+    """chunking's sessions open with EHLO split, the line it tests. A 421 to it skipped
+    the check as a refused connection, the server's answer to the split unseen. The
+    session is played again on a new connection after a whole EHLO: a 421 there is the
+    split's answer, and fails the check; a rate limit that answered the split EHLO
+    (the second connection) lets the replay pass."""
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+    result = report["chunking"]
+    if outcome is Outcome.FAILED:
+        assert result.outcome is Outcome.FAILED, report.format()
+        assert result.summary.startswith("written one byte at a time, the session got [421, "), (
+            result.summary
+        )
+    else:
+        assert result.passed, report.format()
+
+
 @pytest.mark.parametrize(("at", "code"), [("greeting", 421), ("ehlo", 421), ("greeting", 554)])
 def test_a_refused_first_connection_skips_the_first_check(at: str, code: int) -> None:
     """A server busy or rate-limited at the run's first connection (a 421 greeting or
@@ -1236,6 +1292,17 @@ class ShortCommandLineServer(SmallServer):
     max_line = 510
 
 
+class ShortCommandLineClosingServer(ShortCommandLineServer):
+    """Takes command lines of 510 octets and ends the session at a longer one with 421
+    (RFC 5321 §3.8), as a server may past its limit: but 512 is no limit to choose."""
+
+    def command(self, line: bytes) -> bytes:
+        if not line:
+            self.closed = True
+            return b"421 4.7.0 line too long, closing\r\n"
+        return super().command(line)
+
+
 class LenientLineServer(SmallServer):
     """Takes lines of any length, commands and text, and large messages."""
 
@@ -1262,19 +1329,37 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
             Outcome.FAILED,
             "a 512-octet command line (NOOP, CRLF included) got 500",
         ),
+        (
+            ShortCommandLineClosingServer,
+            "command-line-length",
+            Outcome.FAILED,
+            "a 512-octet command line (NOOP, CRLF included) got 421 4.7.0 line too long, "
+            "closing, not 250, where NOOP x got 250",
+        ),
         (SmallServer, "text-line-length", Outcome.PASSED, "the message of long lines got 552"),
         (SmallServer, "command-line-length", Outcome.PASSED, "the 10,000-octet line got 500"),
         (LenientLineServer, "text-line-length", Outcome.PASSED, LENIENT_TEXT),
         (LenientLineServer, "command-line-length", Outcome.PASSED, LENIENT_COMMAND),
     ],
-    ids=["text-998", "command-512", "text", "command", "lenient-text", "lenient-command"],
+    ids=[
+        "text-998",
+        "command-512",
+        "command-512-421",
+        "text",
+        "command",
+        "lenient-text",
+        "lenient-command",
+    ],
 )
 def test_the_line_length_checks_want_the_smallest_limit_taken(
     server_class: type[SmallServer], name: str, outcome: Outcome, summary: str
 ) -> None:
     """A server that refused a legal 998-octet text line, or a 512-octet command line,
     passed, as the over-long lines may be refused: RFC 5321 §4.5.3.1 has every server
-    take lines of at least those sizes, so the checks send one of each first."""
+    take lines of at least those sizes, so the checks send one of each first. One that
+    answers the 512-octet line 421 and closes was skipped, the 421 taken for a refused
+    connection ("a connection rate limit?"), though it answered a line on a connection
+    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=2)
     result = report[name]
@@ -2077,3 +2162,43 @@ def test_what_the_checks_say_is_refused_before_the_port() -> None:
     """The order of main's argument errors: the host, then helo, sender and recipient."""
     with pytest.raises(ValueError, match="helo"):
         check_server("127.0.0.1", 0, helo="a\r\nb")
+
+
+def _records_then(ending: Callable[[], str]) -> Callable[[Probe], str]:
+    def check(probe: Probe) -> str:
+        probe.problems.append("X got 250, not 5xx")
+        return ending()
+
+    return check
+
+
+def _refused() -> str:
+    raise _battery.refused_connection("421 busy", "RFC 5321 §3.8")
+
+
+def _failed() -> str:
+    raise _battery.Failed("Y got 250 too")
+
+
+@pytest.mark.parametrize(
+    ("ending", "summary"),
+    [
+        (
+            _refused,
+            "X got 250, not 5xx; then the check stopped: the server refused a new "
+            "connection: 421 busy, RFC 5321 §3.8",
+        ),
+        (_failed, "X got 250, not 5xx; Y got 250 too"),
+        (lambda: "all fine", "X got 250, not 5xx"),
+    ],
+    ids=["refused", "failed", "returned"],
+)
+def test_a_problem_recorded_fails_the_check_however_it_ends(
+    ending: Callable[[], str], summary: str
+) -> None:
+    """The runner, not each check, keeps a defect a check recorded and went on past:
+    a refused connection after it, another failure, or a summary returned as if all
+    passed, and the check fails with it."""
+    result = _battery.run_one("x", _records_then(ending), Probe("127.0.0.1", 1))
+    assert result.outcome is Outcome.FAILED
+    assert result.summary == summary

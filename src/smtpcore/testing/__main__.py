@@ -1,9 +1,10 @@
 """``python -m smtpcore.testing``: check an SMTP server, or fuzz smtpcore's machines.
 
 ``check HOST:PORT`` runs :mod:`smtpcore.testing.check`'s battery and prints
-a report; the exit status is 1 when a check failed, 3, with one line
-saying why, when the first connection failed (no server was reached), and 4
-when every check was skipped (nothing was tested).
+a report; the exit status is 0 when no check failed and one at least passed,
+1 when a check failed, 3, with one line saying why, when the first connection
+failed (no server was reached), and 4 when every check was skipped (nothing
+was tested).
 
 ``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
 battery, logged in as U with a password taken as ``python -m smtpcore send``
@@ -127,9 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the check battery against the SMTP server at HOST:PORT. "
         "It sends a few small messages to --recipient: use a sink address. "
         f"The checks, in the order they run: {', '.join(CHECKS)}.",
-        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
-        "argument, 3 when the server could not be reached (the first connection failed), 4 "
-        "when every check was skipped (nothing was tested).",
+        epilog="exit status: 0 when no check failed and one at least passed, 1 when one "
+        "failed, 2 for a bad argument, 3 when the server could not be reached (the first "
+        "connection failed), 4 when every check was skipped (nothing was tested).",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument(
@@ -247,9 +248,9 @@ def _add_pop3_parser(commands: Any) -> None:
         "as --user. Put one message in the mailbox at least; no message is deleted: a "
         "session that sent RETR, TOP or DELE ends after RSET without QUIT, which deletes "
         f"nothing. The checks, in the order they run: {', '.join(POP3_CHECKS)}.",
-        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
-        "argument, 3 when the server could not be reached (the first connection failed), 4 "
-        "when every check was skipped (nothing was tested).",
+        epilog="exit status: 0 when no check failed and one at least passed, 1 when one "
+        "failed, 2 for a bad argument, 3 when the server could not be reached (the first "
+        "connection failed), 4 when every check was skipped (nothing was tested).",
     )
     # A password refused after parsing is a usage error of check-pop3's, not the top level's.
     check.set_defaults(own_parser=check)

@@ -373,8 +373,9 @@ class POP3Probe:
     """Where the POP3 server is, who logs in, and the connections a check made.
 
     A check opens connections with :meth:`connect` or :meth:`session`, raises
-    to fail or skip, and ends a session with :meth:`end`; the connections'
-    transcripts become the result's.
+    to fail or skip, records in :attr:`problems` the defects it goes on past, and
+    ends a session with :meth:`end`; the connections' transcripts become the
+    result's.
     """
 
     host: str
@@ -387,6 +388,11 @@ class POP3Probe:
     clients: list[POP3Wire] = field(default_factory=list)
     delivery: Delivery | None = None
     """Where the battery delivers its test messages over SMTP, if it does."""
+    problems: list[str] = field(default_factory=list)
+    """Defects a check found and went on past: they fail the check however it ends,
+    a ``-ERR`` greeting or a refused login on a later session included
+    (:func:`~smtpcore.testing._battery.run_one`). A check that goes on past a defect
+    records it here, never in a list of its own that a skip would drop."""
 
     __repr__ = secret_repr
 

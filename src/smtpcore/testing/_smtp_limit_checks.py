@@ -47,8 +47,7 @@ def check_command_line_length(probe: Probe) -> str:
     too often. Where the long line gets a reply that ends the session
     (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
-    client = probe.connect()
-    _shortest_limit_taken(probe, client)
+    client = _shortest_limit_taken(probe, probe.connect())
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
     first = client.read_reply()
     if first is not None and first.code in _CLOSING:
@@ -79,21 +78,35 @@ def _noop_at_the_limit() -> bytes:
     return b"NOOP " + b"x" * padding
 
 
-def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
+def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
     """A 512-octet command line gets 250, or the check fails: every server MUST
     take command lines that long (RFC 5321 §4.5.3.1), so refusing it is no limit
-    of its own to choose.
+    of its own to choose. Returns the connection the check goes on with.
 
     The padded NOOP is refused by a server that refuses NOOP's argument, which
     RFC 5321 §4.1.1.9 only says it SHOULD ignore (CPython's smtpd answers 501),
     so a refusal fails the check only when a short ``NOOP x`` is taken. Otherwise
     a HELO padded to the limit is tried (:func:`_helo_at_the_limit`); when that is
-    refused too, the minimum goes unjudged and the transcript says why."""
+    refused too, the minimum goes unjudged and the transcript says why.
+
+    The padded NOOP is the connection's first command, and a 421 to it (RFC 5321
+    §3.8) is either a server refusing the connection (a rate limit that answers the
+    first command, as at EHLO in :meth:`Probe.hello`) or one ending the session at
+    the line it will not take: the defect. A new connection tells which: ``NOOP x``
+    first, where a 421 refuses the connection and skips the check
+    (:meth:`Probe.refused`), then the padded NOOP again, whose 421 there answers
+    the line."""
     answer = _ask(client, _noop_at_the_limit())
+    control = None
+    if answer.code == 421:
+        client = probe.connect()
+        control = _ask(client, b"NOOP x")
+        probe.refused(control)  # the first command, a line the check does not test
+        answer = _ask(client, _noop_at_the_limit())
     if answer.code == 250:
-        return
-    probe.refused(answer)  # the first command, as EHLO is elsewhere
-    control = _ask(client, b"NOOP x")
+        return client
+    if control is None:
+        control = _ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
             f"a {_COMMAND_LINE_MINIMUM}-octet command line (NOOP, CRLF included) got "
@@ -107,6 +120,7 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> None:
             f"{_COMMAND_LINE_MINIMUM} octets: the {_COMMAND_LINE_MINIMUM}-octet minimum "
             "cannot be checked this way",
         )
+    return client
 
 
 def _helo_at_the_limit() -> bytes:

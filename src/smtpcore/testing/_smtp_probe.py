@@ -52,6 +52,10 @@ class Probe:
     tls_context: ssl.SSLContext | None = None
     max_size_probe: int = 2 << 20
     clients: list[WireClient] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    """Defects a check found and went on past: they fail the check however it ends,
+    a refused connection after them included
+    (:func:`~smtpcore.testing._battery.run_one`)."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)

@@ -29,6 +29,7 @@ from smtpcore.testing._smtp_probe import (
     _session_end,
     _show,
 )
+from smtpcore.testing._wire import ServerReply, WireClient
 
 __all__ = ["SMUGGLING_ENDINGS", "check_chunking", "check_pipelining", "check_smuggling"]
 
@@ -82,19 +83,37 @@ def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
 
 
 def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
-    """The session's reply codes, -1 where the connection closed with a reply due."""
+    """The session's reply codes, -1 where the connection closed with a reply due.
+
+    Its first line is EHLO, and a 421 to it (RFC 5321 §3.8) refuses the connection
+    (:meth:`Probe.refused`), as in :meth:`Probe.hello`, where EHLO goes whole. Split,
+    EHLO is a line the check tests, and a 421 to it may be the server's answer to
+    the split: the session is then played again on a new connection after a whole
+    EHLO (:meth:`Probe.hello`, where a refused connection skips the check), and a
+    421 to the split EHLO there is its answer, compared as any other reply."""
+    steps = _session_steps(probe)[:-1]
     client = probe.connect()
-    codes: list[int] = []
-    for step in _session_steps(probe)[:-1]:
-        pieces = chunking(step) if chunking else None
-        client.send(step, pieces)
-        answer = client.read_reply()
-        if answer is not None and not codes:
-            probe.refused(answer)  # EHLO, as in Probe.hello
+    first = _written(client, steps[0], chunking)
+    if first is not None and first.code == 421:
+        if chunking is None:
+            probe.refused(first)
+        client, _ = probe.hello()
+        first = _written(client, steps[0], chunking)
+    codes = [first.code if first else -1]
+    for step in steps[1:] if first else ():
+        answer = _written(client, step, chunking)
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
     return codes + _codes(_quit(client))
+
+
+def _written(
+    client: WireClient, step: bytes, chunking: Callable[[bytes], list[bytes]] | None
+) -> ServerReply | None:
+    """``step`` written in the pieces ``chunking`` cuts it into, then its reply."""
+    client.send(step, chunking(step) if chunking else None)
+    return client.read_reply()
 
 
 def check_chunking(probe: Probe) -> str:
