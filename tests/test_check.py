@@ -826,6 +826,47 @@ def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     ), result.summary
 
 
+class MessageLimitedLfDotLfServer(RateLimitedServer, LfDotLfServer):
+    """The planted LF.LF end of data, behind a message-rate limit (Postfix's
+    ``smtpd_client_message_rate_limit``): a refused session is greeted and answers MAIL
+    ``450``."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.refused:
+            return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+        return super().mail(argument)
+
+
+def test_a_message_rate_limit_keeps_the_smuggling_found_before_it() -> None:
+    """LF.LF is found on the first connection; the second's MAIL meets a message-rate
+    limit (450), which skips what is left, not the defect found: the check fails."""
+    factory = rate_limited(lambda n: n >= 2, at="mail", cls=MessageLimitedLfDotLfServer)
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "LF.LF (" in result.summary and "was answered 450 4.7.1" in result.summary
+
+
+class RateLimitedRcptBeforeMailPipeliningServer(RateLimitedServer, RcptBeforeMailServer):
+    """RCPT with no MAIL taken, and every connection after the first refused."""
+
+
+def test_a_refused_second_connection_keeps_the_pipelining_defect_seen_on_the_first() -> None:
+    """The group sent one command at a time already shows its RCPT with no MAIL taken
+    (RFC 5321 §3.3); the connection that would send it pipelined is refused: the check
+    fails with what it saw, then says why it stopped."""
+    factory = rate_limited(lambda n: n >= 2, cls=RateLimitedRcptBeforeMailPipeliningServer)
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "its RCPT after RSET, with no MAIL, got 250, not a refusal (503 expected, RFC 5321 "
+        "§3.3); then the check stopped: the server refused a new connection: 421"
+    ), result.summary
+
+
 def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
     report = state_order_against(
         rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)

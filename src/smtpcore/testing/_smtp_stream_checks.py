@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed as _Failed
-from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
     _CLOSING,
@@ -194,17 +193,17 @@ def check_smuggling(probe: Probe) -> str:
     unfinished: list[str] = []
     untested = ""
     for index, (name, ending) in enumerate(SMUGGLING_ENDINGS.items()):
-        try:
+        try:  # a refused connection, or a message rate limit at MAIL, RCPT or DATA
             client, _ = probe.hello()
-        except _Refused as exc:
+            probe.transaction(client)
+            answer = _ask(client, b"DATA")
+            if answer.code != 354:
+                raise _Skipped(f"DATA was answered {answer}")
+        except _Skipped as exc:  # what an earlier look-alike showed still fails the check
             if not (ran or out_of_order or unanswered or unfinished):
                 raise
             untested = f" (untested: {', '.join(list(SMUGGLING_ENDINGS)[index:])}, as {exc})"
             break
-        probe.transaction(client)
-        answer = _ask(client, b"DATA")
-        if answer.code != 354:
-            raise _Skipped(f"DATA was answered {answer}")
         head = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending
         tail = _MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
         client.send(head + tail, [head, tail])
@@ -283,6 +282,8 @@ def check_pipelining(probe: Probe) -> str:
             raise _Skipped(f"the server ended the session at {line.decode()!r} ({answer})")
         lock_step.append(answer.code)
     lock_step += _codes(_quit(client))
+    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):  # a defect whatever comes next
+        probe.problems.append(_taken_without_mail(lock_step[_NO_MAIL_IN_GROUP]))
     client, _ = probe.hello()
     client.send(b"".join(line + b"\r\n" for line in group))
     pipelined = _codes(_owed(client, len(group), "the pipelined group"))
@@ -292,12 +293,18 @@ def check_pipelining(probe: Probe) -> str:
             f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
         )
     if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
-        raise _Failed(
-            f"the group got {_show(pipelined)} both ways, but its RCPT after RSET, with no "
-            f"MAIL, got {lock_step[_NO_MAIL_IN_GROUP]}, not a refusal (503 expected, RFC "
-            "5321 §3.3)"
-        )
+        taken = _taken_without_mail(lock_step[_NO_MAIL_IN_GROUP])
+        raise _Failed(f"the group got {_show(pipelined)} both ways, but {taken}")
     return f"one reply per command, in order: {pipelined}"
+
+
+def _taken_without_mail(code: int) -> str:
+    """What the pipelining group's RCPT with no MAIL shows when it is accepted: one
+    wording, whether the second connection then compares or is refused."""
+    return (
+        f"its RCPT after RSET, with no MAIL, got {code}, not a refusal (503 expected, RFC "
+        "5321 §3.3)"
+    )
 
 
 _NO_MAIL_IN_GROUP: Final = 4
