@@ -13,6 +13,7 @@ loopback port with :func:`broken_servers.raw_server`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import ssl
 import threading
@@ -242,6 +243,17 @@ class IntNumbers(SmallPOP3):
             return int(word)
         except ValueError:
             return None
+
+
+class DiesAtWrappedNumber(SmallPOP3):
+    """Closes the session, with no response, at ``RETR 4294967297`` (2**32+1, which a
+    32-bit reader wraps to 1): a crash on hostile input, where a response was due."""
+
+    def answer(self, line: bytes) -> bytes:
+        if line == b"RETR 4294967297":
+            self.closed = True
+            return b""
+        return super().answer(line)
 
 
 class KeepsPlaintextAfterStls(SmallPOP3):
@@ -568,6 +580,32 @@ def serve_pop3(
 
     def session(sock: socket.socket, stop: threading.Event) -> None:
         kind(mailbox, stls=tls is not None).run(sock, tls)
+
+    with raw_server(session, socket_timeout=10) as address:
+        yield address
+
+
+BUSY_GREETING = b"-ERR [SYS/TEMP] too many connections from 127.0.0.1, try later\r\n"
+"""How a POP3 server that limits connections refuses one (RFC 2449 §8.1.2)."""
+
+
+@contextlib.contextmanager
+def serve_pop3_busy_from(
+    first_refused: int, mailbox: Mailbox, kind: type[SmallPOP3] = SmallPOP3
+) -> Iterator[tuple[str, int]]:
+    """Serve ``kind`` over ``mailbox``, but greet the ``first_refused``-th connection
+    (from 1) and every later one with :data:`BUSY_GREETING` and close: a server at its
+    limit of connections (or restarting, after a crash)."""
+    count = itertools.count(1)
+    lock = threading.Lock()
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            number = next(count)
+        if number >= first_refused:
+            sock.sendall(BUSY_GREETING)
+            return
+        kind(mailbox).run(sock, None)
 
     with raw_server(session, socket_timeout=10) as address:
         yield address

@@ -61,8 +61,8 @@ from private_postfix import private_postfix
 from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
-from smtpcore.testing import _wire
-from smtpcore.testing.__main__ import main
+from smtpcore.testing import _battery, _wire
+from smtpcore.testing.__main__ import NOTHING_TESTED, main
 from smtpcore.testing.check import (
     CHECKS,
     CheckReport,
@@ -826,6 +826,47 @@ def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     ), result.summary
 
 
+class MessageLimitedLfDotLfServer(RateLimitedServer, LfDotLfServer):
+    """The planted LF.LF end of data, behind a message-rate limit (Postfix's
+    ``smtpd_client_message_rate_limit``): a refused session is greeted and answers MAIL
+    ``450``."""
+
+    def mail(self, argument: str) -> bytes:
+        if self.refused:
+            return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+        return super().mail(argument)
+
+
+def test_a_message_rate_limit_keeps_the_smuggling_found_before_it() -> None:
+    """LF.LF is found on the first connection; the second's MAIL meets a message-rate
+    limit (450), which skips what is left, not the defect found: the check fails."""
+    factory = rate_limited(lambda n: n >= 2, at="mail", cls=MessageLimitedLfDotLfServer)
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "LF.LF (" in result.summary and "was answered 450 4.7.1" in result.summary
+
+
+class RateLimitedRcptBeforeMailPipeliningServer(RateLimitedServer, RcptBeforeMailServer):
+    """RCPT with no MAIL taken, and every connection after the first refused."""
+
+
+def test_a_refused_second_connection_keeps_the_pipelining_defect_seen_on_the_first() -> None:
+    """The group sent one command at a time already shows its RCPT with no MAIL taken
+    (RFC 5321 §3.3); the connection that would send it pipelined is refused: the check
+    fails with what it saw, then says why it stopped."""
+    factory = rate_limited(lambda n: n >= 2, cls=RateLimitedRcptBeforeMailPipeliningServer)
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "its RCPT after RSET, with no MAIL, got 250, not a refusal (503 expected, RFC 5321 "
+        "§3.3); then the check stopped: the server refused a new connection: 421"
+    ), result.summary
+
+
 def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
     report = state_order_against(
         rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)
@@ -840,22 +881,79 @@ def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None
     )
 
 
-@pytest.mark.parametrize("at", ["greeting", "ehlo"])
-def test_a_refused_first_connection_still_fails_the_first_check(at: str) -> None:
-    """The run's first connection refused leaves nothing tested: that stays a failure
-    of the first check, not a skip that a report of no failures would hide; the
-    checks after it are skipped."""
-    with serve(rate_limited(lambda number: True, at=at)) as server:
+@pytest.mark.parametrize(
+    ("refuse", "outcome"),
+    [(lambda number: number == 1, Outcome.PASSED), (lambda number: True, Outcome.SKIPPED)],
+    ids=["first-only", "every"],
+)
+def test_a_rate_limit_at_the_long_noop_is_told_from_a_short_line_limit(
+    refuse: Callable[[int], bool], outcome: Outcome
+) -> None:
+    """A rate limit that answers a connection's first command 421 meets
+    command-line-length's 512-octet NOOP: a new connection's ``NOOP x`` is refused too
+    (the check is skipped), or it gets 250 and the NOOP after it 250 (the check goes on
+    and passes), never a failure of the line."""
+    with serve(rate_limited(refuse, at="ehlo")) as server:
+        report = check_server(server.host, server.port, checks=["command-line-length"])
+    result = report["command-line-length"]
+    assert result.outcome is outcome, report.format()
+    if outcome is Outcome.SKIPPED:
+        assert result.summary.startswith(f"{_REFUSED_CONNECTION}421 "), result.summary
+
+
+class SplitLineClosingServer(SmallServer):
+    """Ends the session with 421 (RFC 5321 §3.8) where a command line comes in more
+    than one read: a server that takes a read for a line, and says so."""
+
+    def receive(self, data: bytes) -> bytes:
+        if self.mode == "command" and data and not data.endswith(b"\r\n"):
+            self.closed = True
+            return b"421 4.4.2 a line came in pieces, closing\r\n"
+        return super().receive(data)
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome"),
+    [(SplitLineClosingServer, Outcome.FAILED), (rate_limited(lambda n: n == 2, at="ehlo"), None)],
+    ids=["split-ehlo-421", "rate-limit"],
+)
+def test_a_421_to_a_split_ehlo_is_its_answer_unless_the_connection_is_refused(
+    factory: Callable[..., SmallServer], outcome: Outcome | None
+) -> None:
+    """chunking's sessions open with EHLO split, the line it tests. A 421 to it skipped
+    the check as a refused connection, the server's answer to the split unseen. The
+    session is played again on a new connection after a whole EHLO: a 421 there is the
+    split's answer, and fails the check; a rate limit that answered the split EHLO
+    (the second connection) lets the replay pass."""
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+    result = report["chunking"]
+    if outcome is Outcome.FAILED:
+        assert result.outcome is Outcome.FAILED, report.format()
+        assert result.summary.startswith("written one byte at a time, the session got [421, "), (
+            result.summary
+        )
+    else:
+        assert result.passed, report.format()
+
+
+@pytest.mark.parametrize(("at", "code"), [("greeting", 421), ("ehlo", 421), ("greeting", 554)])
+def test_a_refused_first_connection_skips_the_first_check(at: str, code: int) -> None:
+    """A server busy or rate-limited at the run's first connection (a 421 greeting or
+    EHLO reply, RFC 5321 §3.8; a 554 greeting, §3.1) cannot be tested there: that
+    failed the first check ("the greeting was 421 ... rather than 220"), as if the
+    server spoke SMTP wrongly. It is skipped as a later connection's check is."""
+    with serve(rate_limited(lambda number: True, at=at, code=code)) as server:
         report = check_server(server.host, server.port, checks=["state-order", "chunking"])
-    first, then = report.results
-    assert first.outcome is Outcome.FAILED, report.format()
-    assert then.outcome is Outcome.SKIPPED and _REFUSED_CONNECTION in then.summary
+    for result in report.results:
+        assert result.outcome is Outcome.SKIPPED, report.format()
+        assert result.summary.startswith(f"{_REFUSED_CONNECTION}{code} "), result.summary
+        assert "rate limit?" in result.summary
 
 
-def test_a_554_greeting_skips_a_later_check_and_fails_the_first() -> None:
-    """A 554 greeting is a server that will not serve this client (RFC 5321 §3.1): on
-    the run's first connection nothing can be tested; on a later one the check that
-    opened it is skipped, and QUIT is sent, which such a server waits for."""
+def test_a_554_greeting_skips_a_check_and_waits_for_no_reply_but_quit() -> None:
+    """A 554 greeting is a server that will not serve this client (RFC 5321 §3.1): the
+    check that opened it is skipped, and QUIT is sent, which such a server waits for."""
     with serve(rate_limited(lambda number: number > 1, code=554)) as server:
         report = check_server(server.host, server.port, checks=["recipient-limit", "chunking"])
         sessions = list(server.sessions)
@@ -865,9 +963,6 @@ def test_a_554_greeting_skips_a_later_check_and_fails_the_first() -> None:
     assert then.summary.startswith(f"{_REFUSED_CONNECTION}554 5.7.1 No SMTP service"), then.summary
     assert "RFC 5321 §3.1" in then.summary
     assert sessions[1].commands == [b"QUIT\r\n"]
-    with serve(rate_limited(lambda number: True, code=554)) as server:
-        report = check_server(server.host, server.port, checks=["chunking"])
-    assert report["chunking"].outcome is Outcome.FAILED, report.format()
 
 
 class BareLfEndsLinesServer(SmallServer):
@@ -1238,6 +1333,17 @@ class ShortCommandLineServer(SmallServer):
     max_line = 510
 
 
+class ShortCommandLineClosingServer(ShortCommandLineServer):
+    """Takes command lines of 510 octets and ends the session at a longer one with 421
+    (RFC 5321 §3.8), as a server may past its limit: but 512 is no limit to choose."""
+
+    def command(self, line: bytes) -> bytes:
+        if not line:
+            self.closed = True
+            return b"421 4.7.0 line too long, closing\r\n"
+        return super().command(line)
+
+
 class LenientLineServer(SmallServer):
     """Takes lines of any length, commands and text, and large messages."""
 
@@ -1264,19 +1370,37 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
             Outcome.FAILED,
             "a 512-octet command line (NOOP, CRLF included) got 500",
         ),
+        (
+            ShortCommandLineClosingServer,
+            "command-line-length",
+            Outcome.FAILED,
+            "a 512-octet command line (NOOP, CRLF included) got 421 4.7.0 line too long, "
+            "closing, not 250, where NOOP x got 250",
+        ),
         (SmallServer, "text-line-length", Outcome.PASSED, "the message of long lines got 552"),
         (SmallServer, "command-line-length", Outcome.PASSED, "the 10,000-octet line got 500"),
         (LenientLineServer, "text-line-length", Outcome.PASSED, LENIENT_TEXT),
         (LenientLineServer, "command-line-length", Outcome.PASSED, LENIENT_COMMAND),
     ],
-    ids=["text-998", "command-512", "text", "command", "lenient-text", "lenient-command"],
+    ids=[
+        "text-998",
+        "command-512",
+        "command-512-421",
+        "text",
+        "command",
+        "lenient-text",
+        "lenient-command",
+    ],
 )
 def test_the_line_length_checks_want_the_smallest_limit_taken(
     server_class: type[SmallServer], name: str, outcome: Outcome, summary: str
 ) -> None:
     """A server that refused a legal 998-octet text line, or a 512-octet command line,
     passed, as the over-long lines may be refused: RFC 5321 §4.5.3.1 has every server
-    take lines of at least those sizes, so the checks send one of each first."""
+    take lines of at least those sizes, so the checks send one of each first. One that
+    answers the 512-octet line 421 and closes was skipped, the 421 taken for a refused
+    connection ("a connection rate limit?"), though it answered a line on a connection
+    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=2)
     result = report[name]
@@ -1721,15 +1845,15 @@ def test_a_hostile_greeting_reaches_the_report_escaped(
     with raw_server(greeting_server(greeting), socket_timeout=5) as (host, port):
         report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
         status = main(["check", f"{host}:{port}", "--only", "smuggling"])
-    assert status == 1
+    assert status == NOTHING_TESTED  # a 554 greeting refuses service: the check is skipped
     printed = capsys.readouterr().out
     for text in (report.format(), str(report["chunking"]), report["pipelining"].summary, printed):
         assert_terminal_safe(text)
-    assert "the greeting was 554 \\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in printed
-    assert "\\u202eevil\\u202c \\u2028next line\\u2029 \\x7f\\x00 rather than 220" in printed
+    assert f"{_REFUSED_CONNECTION}554 \\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in printed
+    assert "\\u202eevil\\u202c \\u2028next line\\u2029 \\x7f\\x00, RFC 5321 §3.1" in printed
     assert str(_wire.ServerReply(554, greeting)) == report["chunking"].summary.removeprefix(
-        "the greeting was "
-    ).removesuffix(" rather than 220")
+        _REFUSED_CONNECTION
+    ).removesuffix(", RFC 5321 §3.1 (no service for this client): a connection rate limit?")
 
 
 def test_every_summary_is_escaped_whoever_made_it() -> None:
@@ -1738,6 +1862,22 @@ def test_every_summary_is_escaped_whoever_made_it() -> None:
     result = CheckResult("x", Outcome.FAILED, f"the server said {HOSTILE_TEXT}")
     assert_terminal_safe(str(result))
     assert result.summary.startswith("the server said \\x1b]0;PWNED")
+
+
+def test_a_run_whose_every_check_was_skipped_is_no_pass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that refuses every connection (421 at the greeting) skips every check:
+    the report has no failure, but it tested nothing, and the exit status says so
+    (4), as pytest's "no tests ran" is no success."""
+    with raw_server(greeting_server(b"421 4.7.0 busy\r\n"), socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["chunking", "pipelining"], timeout=5)
+        status = main(["check", f"{host}:{port}", "--only", "smuggling", "--only", "chunking"])
+    assert report.ok and not report.tested
+    assert status == NOTHING_TESTED
+    captured = capsys.readouterr()
+    assert "0 passed, 0 failed, 2 skipped" in captured.out
+    assert "nothing was tested: every check was skipped" in captured.err
 
 
 def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture[str]) -> None:
@@ -2059,3 +2199,43 @@ def test_what_the_checks_say_is_refused_before_the_port() -> None:
     """The order of main's argument errors: the host, then helo, sender and recipient."""
     with pytest.raises(ValueError, match="helo"):
         check_server("127.0.0.1", 0, helo="a\r\nb")
+
+
+def _records_then(ending: Callable[[], str]) -> Callable[[Probe], str]:
+    def check(probe: Probe) -> str:
+        probe.problems.append("X got 250, not 5xx")
+        return ending()
+
+    return check
+
+
+def _refused() -> str:
+    raise _battery.refused_connection("421 busy", "RFC 5321 §3.8")
+
+
+def _failed() -> str:
+    raise _battery.Failed("Y got 250 too")
+
+
+@pytest.mark.parametrize(
+    ("ending", "summary"),
+    [
+        (
+            _refused,
+            "X got 250, not 5xx; then the check stopped: the server refused a new "
+            "connection: 421 busy, RFC 5321 §3.8",
+        ),
+        (_failed, "X got 250, not 5xx; Y got 250 too"),
+        (lambda: "all fine", "X got 250, not 5xx"),
+    ],
+    ids=["refused", "failed", "returned"],
+)
+def test_a_problem_recorded_fails_the_check_however_it_ends(
+    ending: Callable[[], str], summary: str
+) -> None:
+    """The runner, not each check, keeps a defect a check recorded and went on past:
+    a refused connection after it, another failure, or a summary returned as if all
+    passed, and the check fails with it."""
+    result = _battery.run_one("x", _records_then(ending), Probe("127.0.0.1", 1))
+    assert result.outcome is Outcome.FAILED
+    assert result.summary == summary

@@ -1,8 +1,10 @@
 """``python -m smtpcore.testing``: check an SMTP server, or fuzz smtpcore's machines.
 
 ``check HOST:PORT`` runs :mod:`smtpcore.testing.check`'s battery and prints
-a report; the exit status is 1 when a check failed, and 3, with one line
-saying why, when the first connection failed (no server was reached).
+a report; the exit status is 0 when no check failed and one at least passed,
+1 when a check failed, 3, with one line saying why, when the first connection
+failed (no server was reached), and 4 when every check was skipped (nothing
+was tested).
 
 ``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
 battery, logged in as U with a password taken as ``python -m smtpcore send``
@@ -33,9 +35,12 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore.testing._wire import checked_host
+
+if TYPE_CHECKING:
+    from smtpcore.testing._battery import CheckReport
 
 __all__ = ["main"]
 
@@ -123,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the check battery against the SMTP server at HOST:PORT. "
         "It sends a few small messages to --recipient: use a sink address. "
         f"The checks, in the order they run: {', '.join(CHECKS)}.",
-        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
-        "argument, 3 when the server could not be reached (the first connection failed).",
+        epilog="exit status: 0 when no check failed and one at least passed, 1 when one "
+        "failed, 2 for a bad argument, 3 when the server could not be reached (the first "
+        "connection failed), 4 when every check was skipped (nothing was tested).",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument(
@@ -242,8 +248,9 @@ def _add_pop3_parser(commands: Any) -> None:
         "as --user. Put one message in the mailbox at least; no message is deleted: a "
         "session that sent RETR, TOP or DELE ends after RSET without QUIT, which deletes "
         f"nothing. The checks, in the order they run: {', '.join(POP3_CHECKS)}.",
-        epilog="exit status: 0 when no check failed, 1 when one did, 2 for a bad "
-        "argument, 3 when the server could not be reached (the first connection failed).",
+        epilog="exit status: 0 when no check failed and one at least passed, 1 when one "
+        "failed, 2 for a bad argument, 3 when the server could not be reached (the first "
+        "connection failed), 4 when every check was skipped (nothing was tested).",
     )
     # A password refused after parsing is a usage error of check-pop3's, not the top level's.
     check.set_defaults(own_parser=check)
@@ -366,6 +373,21 @@ def _fuzz(args: argparse.Namespace) -> int:
 UNREACHABLE: Final = 3
 """The exit status of a check run that reached no server (its first connection failed)."""
 
+NOTHING_TESTED: Final = 4
+"""The exit status of a check run whose every check was skipped: no failure, and no
+pass either (pytest's "no tests ran" is likewise no success)."""
+
+
+def _status(report: CheckReport) -> int:
+    """A check run's exit status: 1 when a check failed, :data:`NOTHING_TESTED`
+    (with a line on stderr) when every one was skipped, else 0."""
+    if not report.ok:
+        return 1
+    if not report.tested:
+        print("nothing was tested: every check was skipped (see why above)", file=sys.stderr)
+        return NOTHING_TESTED
+    return 0
+
 
 def _check(args: argparse.Namespace) -> int:
     from smtpcore.testing.check import ServerUnreachable, check_server
@@ -386,7 +408,7 @@ def _check(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return UNREACHABLE
     print(report.format(transcripts=not args.no_transcripts))
-    return 0 if report.ok else 1
+    return _status(report)
 
 
 def _password(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -496,7 +518,7 @@ def _check_pop3(args: argparse.Namespace, password: str, deliver_password: str |
         print(exc, file=sys.stderr)
         return UNREACHABLE
     print(report.format(transcripts=not args.no_transcripts))
-    return 0 if report.ok else 1
+    return _status(report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

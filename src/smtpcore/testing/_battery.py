@@ -30,12 +30,14 @@ __all__ = [
     "CheckResult",
     "Failed",
     "Outcome",
+    "Refused",
     "ServerUnreachable",
     "Skipped",
     "check_run_arguments",
     "close_all",
     "insecure_context",
     "open_wire",
+    "refused_connection",
     "run_one",
     "selected",
     "transcript_of",
@@ -92,8 +94,18 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
-        """True when no check failed (skipped checks do not count against)."""
+        """True when no check failed (skipped checks do not count against), and so
+        also when every check was skipped, as against a server that refuses every
+        connection: such a run tested nothing. A caller that asserts ``ok`` asserts
+        :attr:`tested` too."""
         return not self.failures
+
+    @property
+    def tested(self) -> bool:
+        """True when a check passed or failed: a run whose every check was skipped
+        (a server refusing each connection, a login refused, nothing it offers)
+        says nothing of the server, and is no pass."""
+        return any(result.outcome is not Outcome.SKIPPED for result in self.results)
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -139,6 +151,22 @@ class Skipped(Exception):
     """Raised by a check with nothing to test (an extension not offered, no mail)."""
 
 
+class Refused(Skipped):
+    """Raised where the server refused service on a new connection, at its greeting
+    (SMTP's 421 or 554, RFC 5321 §3.8, §3.1; POP3's ``-ERR``, RFC 1939 §4) or its
+    first command: busy, or a limit on how often a client may connect. The server
+    cannot be tested through that connection, which says nothing of how it speaks
+    the protocol, so the check that opened it is skipped, the run's first connection
+    included; a check that found a defect before keeps it (:func:`run_one`)."""
+
+
+def refused_connection(answer: object, why: str) -> Refused:
+    """The skip for a new connection refused with ``answer``; ``why`` cites the RFC
+    that lets the server refuse so and names the likely cause. One wording for both
+    batteries, so that a report reads alike whichever protocol was refused."""
+    return Refused(f"the server refused a new connection: {answer}, {why}")
+
+
 class Prober(Protocol):
     """What :func:`run_one` needs of a battery's probe."""
 
@@ -147,6 +175,12 @@ class Prober(Protocol):
 
     @property
     def clients(self) -> Sequence[WireClient]: ...
+
+    @property
+    def problems(self) -> Sequence[str]:
+        """The defects a check found and went on past: they fail it, whatever ends it
+        (:func:`run_one`)."""
+        ...
 
     def transcript(self) -> tuple[Exchange, ...]: ...
 
@@ -193,33 +227,52 @@ def run_one(
 ) -> CheckResult:
     """``function``'s result on ``probe``. In the ``first`` check of a run, a first
     connection that fails raises :class:`ServerUnreachable` rather than fail the
-    check: no server was reached to fail."""
+    check: no server was reached to fail.
+
+    A check that recorded problems in ``probe.problems`` fails with them however it
+    ends: a skip part way, a connection or a login refused on a later session, hides
+    none of them. The rule lives here, once, so that no check can forget it where it
+    opens a new connection."""
     try:
         summary = function(probe)
     except Failed as exc:
-        return CheckResult(name, Outcome.FAILED, str(exc), probe.transcript())
+        return _judged(name, Outcome.FAILED, str(exc), probe)
     except Skipped as exc:
-        return CheckResult(name, Outcome.SKIPPED, str(exc), probe.transcript())
+        return _judged(name, Outcome.SKIPPED, str(exc), probe)
     except TimeoutError:
-        return CheckResult(
+        return _judged(
             name,
             Outcome.FAILED,
             f"no whole reply came within {probe.timeout:g} s where one was due",
-            probe.transcript(),
+            probe,
         )
     except ServerFlood as exc:
-        return CheckResult(
-            name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe.transcript()
-        )
+        return _judged(name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe)
     except ServerUnreachable as exc:
         if first and not probe.clients:
             raise
-        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
+        return _judged(name, Outcome.FAILED, f"connection error: {exc}", probe)
     except (OSError, ssl.SSLError) as exc:
-        return CheckResult(name, Outcome.FAILED, f"connection error: {exc}", probe.transcript())
+        return _judged(name, Outcome.FAILED, f"connection error: {exc}", probe)
     finally:
         probe.close()
-    return CheckResult(name, Outcome.PASSED, summary, probe.transcript())
+    return _judged(name, Outcome.PASSED, summary, probe)
+
+
+def _judged(name: str, outcome: Outcome, summary: str, probe: Prober) -> CheckResult:
+    """The result of check ``name`` that ended with ``outcome`` and ``summary``, the
+    problems ``probe`` recorded first: any of them fails the check, and the summary
+    names those it does not already name, then what ended the check (a skip, as
+    "then the check stopped: ..."; a pass says nothing more)."""
+    found = [problem for problem in probe.problems if problem not in summary]
+    if found:
+        ending = {
+            Outcome.PASSED: [],
+            Outcome.SKIPPED: [f"then the check stopped: {summary}"],
+            Outcome.FAILED: [summary],
+        }[outcome]
+        outcome, summary = Outcome.FAILED, "; ".join([*found, *ending])
+    return CheckResult(name, outcome, summary, probe.transcript())
 
 
 def check_run_arguments(port: int, timeout: float, pause: float, checks: object) -> None:

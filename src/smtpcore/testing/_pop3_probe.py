@@ -35,6 +35,7 @@ from smtpcore.testing._battery import (
     Skipped,
     close_all,
     open_wire,
+    refused_connection,
     transcript_of,
 )
 from smtpcore.testing._hiding import credential_forms, hide_in_server_reads, hide_in_text
@@ -372,8 +373,9 @@ class POP3Probe:
     """Where the POP3 server is, who logs in, and the connections a check made.
 
     A check opens connections with :meth:`connect` or :meth:`session`, raises
-    to fail or skip, and ends a session with :meth:`end`; the connections'
-    transcripts become the result's.
+    to fail or skip, records in :attr:`problems` the defects it goes on past, and
+    ends a session with :meth:`end`; the connections' transcripts become the
+    result's.
     """
 
     host: str
@@ -386,16 +388,31 @@ class POP3Probe:
     clients: list[POP3Wire] = field(default_factory=list)
     delivery: Delivery | None = None
     """Where the battery delivers its test messages over SMTP, if it does."""
+    problems: list[str] = field(default_factory=list)
+    """Defects a check found and went on past: they fail the check however it ends,
+    a ``-ERR`` greeting or a refused login on a later session included
+    (:func:`~smtpcore.testing._battery.run_one`). A check that goes on past a defect
+    records it here, never in a list of its own that a skip would drop."""
 
     __repr__ = secret_repr
 
     def connect(self) -> POP3Wire:
-        """A new connection, its ``+OK`` greeting read (anything else fails the check)."""
+        """A new connection, its ``+OK`` greeting read.
+
+        A ``-ERR`` greeting is a server refusing a new connection, busy or at its
+        limit of connections (``[SYS/TEMP]``, RFC 2449 §8.1.2): the server cannot be
+        tested through it, and the check is skipped
+        (:func:`~smtpcore.testing._battery.refused_connection`), on the run's first
+        connection as on any other. Anything else but ``+OK`` fails the check."""
         client = open_wire(
             self.host, self.port, timeout=self.timeout, pause=self.pause, kind=POP3Wire
         )
         self.clients.append(client)
         greeting = read_response(client, multi_line=False)
+        if greeting is not None and greeting.err:
+            raise refused_connection(
+                greeting, "RFC 1939 §4 (a session starts with +OK): a connection limit?"
+            )
         if greeting is None or not greeting.ok:
             raise Failed(f"the greeting was {greeting} rather than +OK (RFC 1939 §4)")
         return client

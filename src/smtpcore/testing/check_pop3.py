@@ -22,11 +22,10 @@ counted, not missed.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import ssl
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -123,12 +122,29 @@ class _Sessions:
             self.client = self.probe.session() if self.logged_in else self.probe.connect()
         return self.client
 
-    def answer(self, line: bytes, secret: bytes = b"") -> POP3Response | None:
+    def answer(
+        self, line: bytes, secret: bytes = b"", *, may_close: bool = False
+    ) -> POP3Response | None:
         """The status line answering ``line`` (then ``secret``, written as the user's
         credential, :meth:`POP3Wire.send_login`), or None where two sessions closed
-        at it."""
-        for _ in range(2):
-            client = self.current()
+        at it.
+
+        Where the session closed at ``line`` and no new one opens to try it again (a
+        ``-ERR`` greeting, a refused login), the check stops with that skip, and the
+        close is recorded first as the problem it is (:attr:`POP3Probe.problems`):
+        a session that dies where a response was due is a crash on the line, which
+        a server restarting, or at its limit of connections after it, must not
+        hide. Not so where the server ``may_close`` at ``line``."""
+        for attempt in range(2):
+            try:
+                client = self.current()
+            except Skipped:
+                if attempt and not may_close:
+                    self.probe.problems.append(
+                        f"{_shown_login(line, secret)!r} was answered by closing the "
+                        "connection, and no new session opened to try it again"
+                    )
+                raise
             if secret:
                 client.send_login(line, secret)
             else:
@@ -140,39 +156,27 @@ class _Sessions:
                 return answer
         return None
 
-    def refusals_missing(self, lines: Sequence[bytes], where: str) -> list[str]:
-        """What is wrong where ``lines``, each out of its state, do not get -ERR."""
-        return [problem for line in lines for problem in self.refusal_missing(line, where)]
+    def expect_err(self, lines: Sequence[bytes], where: str) -> None:
+        """Each of ``lines``, out of its state, must get -ERR (:meth:`expect_err_one`)."""
+        for line in lines:
+            self.expect_err_one(line, where)
 
-    def refusal_missing(self, line: bytes, where: str, secret: bytes = b"") -> list[str]:
-        """What is wrong where ``line`` (then ``secret``), out of its state, does not
-        get -ERR; a problem shows :data:`HIDDEN` for ``secret``."""
+    def expect_err_one(self, line: bytes, where: str, secret: bytes = b"") -> None:
+        """``line`` (then ``secret``), out of its state, must get -ERR; what is wrong
+        is recorded in :attr:`POP3Probe.problems`, with :data:`HIDDEN` for ``secret``."""
         answer = self.answer(line, secret)
         shown = _shown_login(line, secret).decode("utf-8", "replace")
         if answer is None:
-            return [f"{shown} {where} was answered by closing, twice"]
-        if not answer.err:
+            self.probe.problems.append(f"{shown} {where} was answered by closing, twice")
+        elif not answer.err:
             self.drop()
-            return [f"{shown} {where} got {answer}, not -ERR"]
-        return []
+            self.probe.problems.append(f"{shown} {where} got {answer}, not -ERR")
 
     def drop(self) -> None:
         """Give up the session: what it was asked may have left it out of step."""
         if self.client is not None:
             self.probe.abandon(self.client)
             self.client = None
-
-
-@contextlib.contextmanager
-def _problems_win(problems: list[str]) -> Iterator[None]:
-    """A skip part way (a login refused, or ``[IN-USE]`` past the timeout, on a new
-    session) does not hide the problems found before it: they fail the check."""
-    try:
-        yield
-    except Skipped as exc:
-        if problems:
-            raise Failed("; ".join([*problems, f"then the check stopped: {exc}"])) from None
-        raise
 
 
 def _shown_login(line: bytes, secret: bytes) -> bytes:
@@ -214,8 +218,9 @@ def check_number_edges(probe: POP3Probe) -> str:
     with ``atoi``, ``strtoul`` or ``int()`` hands out message 1, or deletes
     it). Then NOOP gets ``+OK`` and LIST is whole: no refused DELE marked a
     message. RETR 1 and LIST 1 go first, as the control: a server that takes
-    them refuses the edges for what they are. Problems found before a login
-    refused on a later session still fail the check.
+    them refuses the edges for what they are. Problems found before a login or
+    a connection refused on a later session still fail the check, and so does a
+    session closed at a line where no new one opens to try it again.
     """
     sessions = _Sessions(probe)
     client = sessions.current()
@@ -227,14 +232,13 @@ def check_number_edges(probe: POP3Probe) -> str:
         if not answer.ok:
             raise Failed(f"{control!r} got {answer}, though LIST lists message {first}")
     edges = _edge_lines()
-    problems: list[str] = []
-    with _problems_win(problems):
-        for line in edges:
-            problem = _edge_problem(line, sessions.answer(line))
-            if problem:
-                problems.append(problem)
-                sessions.drop()
-        client = sessions.current()
+    problems = probe.problems
+    for line in edges:
+        problem = _edge_problem(line, sessions.answer(line, may_close=line == _OVER_LONG_NUMBER))
+        if problem:
+            problems.append(problem)
+            sessions.drop()
+    client = sessions.current()
     noop = ask(client, b"NOOP")
     after = probe.listing(client)
     if not noop.ok:
@@ -451,7 +455,7 @@ def check_command_line_length(probe: POP3Probe) -> str:
     readers, and of any ``fgets`` into a fixed buffer).
     """
     minimum = _longest_line_taken(probe)
-    problems = []
+    problems = probe.problems  # a session refused after a problem found keeps it
     before_login = _long_line_answers(probe, probe.connect(), then=b"NOOP")
     if before_login:
         problems.append(f"before login, {before_login}")
@@ -632,24 +636,20 @@ def check_state_order(probe: POP3Probe) -> str:
     PASS and APOP get ``-ERR``. It runs last: a wrong password slows down a
     server's later logins (Dovecot's auth penalty).
     """
-    problems: list[str] = []
-    with _problems_win(problems):
-        before_login = _Sessions(probe, logged_in=False)
-        problems += before_login.refusals_missing(_TRANSACTION_ONLY, "before login")
-        password = probe.password.encode()
-        problems += before_login.refusal_missing(b"PASS ", "without USER", password)
-        before_login.drop()
-        logged_in = _Sessions(probe)
-        apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
-        problems += logged_in.refusals_missing(
-            [b"USER " + probe.user.encode(), b"PASS x", apop], "after login"
-        )
-        client = logged_in.current()
-        stat = ask(client, b"STAT")
-        if not stat.ok:
-            problems.append(f"STAT after the refusals got {stat}: the session did not go on")
-        probe.end(client)
-        problems += _wrong_password(probe)  # last: a server may slow down logins after it
+    problems = probe.problems
+    before_login = _Sessions(probe, logged_in=False)
+    before_login.expect_err(_TRANSACTION_ONLY, "before login")
+    before_login.expect_err_one(b"PASS ", "without USER", probe.password.encode())
+    before_login.drop()
+    logged_in = _Sessions(probe)
+    apop = b"APOP " + probe.user.encode() + b" " + b"0" * 32
+    logged_in.expect_err([b"USER " + probe.user.encode(), b"PASS x", apop], "after login")
+    client = logged_in.current()
+    stat = ask(client, b"STAT")
+    if not stat.ok:
+        problems.append(f"STAT after the refusals got {stat}: the session did not go on")
+    probe.end(client)
+    problems += _wrong_password(probe)  # last: a server may slow down logins after it
     if problems:
         raise Failed("; ".join(problems))
     return "every command out of its state got -ERR, and the session went on"
@@ -712,7 +712,7 @@ def check_deletion(probe: POP3Probe) -> str:
     if not marked.ok:
         probe.restore(client, before)
         raise Skipped(f"DELE {number} was refused ({marked}): the mailbox may be read-only")
-    problems = []
+    problems = probe.problems  # a session refused after a problem found keeps it
     for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"DELE %d"):
         answer = ask(client, line % number)
         if not answer.err:

@@ -1,0 +1,312 @@
+"""Checks that a server reads the stream of a session as its peers do: ``chunking``,
+``smuggling`` and ``pipelining``.
+
+However the network splits a session (only CRLF ends a line, RFC 5321 §2.3.8),
+whatever looks like the end of data without being ``CRLF.CRLF`` (§4.1.1.4), and
+however many commands come in one write (RFC 2920 §3.1), the replies must be the
+same: a server that reads otherwise lets two readers of one session disagree, the
+raw material of SMTP smuggling.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
+
+from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import Skipped as _Skipped
+from smtpcore.testing._smtp_probe import (
+    _CLOSING,
+    Probe,
+    _ask,
+    _codes,
+    _message_then_quit,
+    _owed,
+    _quit,
+    _session_end,
+    _show,
+)
+from smtpcore.testing._wire import ServerReply, WireClient
+
+__all__ = ["SMUGGLING_ENDINGS", "check_chunking", "check_pipelining", "check_smuggling"]
+
+
+_CONTENT: Final = (
+    b"From: <check@smtpcore.test>\r\n"
+    b"Subject: smtpcore check\r\n"
+    b"\r\n"
+    b"..a line that starts with a dot\r\n"
+    b"..\r\n"
+    b"last line\r\n"
+    b".\r\n"
+)
+
+
+def _session_steps(probe: Probe) -> list[bytes]:
+    """A whole session, one item per lock-step write (each answered by one reply)."""
+    return [
+        b"EHLO " + probe.helo.encode() + b"\r\n",
+        probe.mail_line() + b"\r\n",
+        probe.rcpt_line() + b"\r\n",
+        b"DATA\r\n",
+        _CONTENT,
+        b"RSET\r\n",
+        b"NOOP\r\n",
+        b"QUIT\r\n",
+    ]
+
+
+def _cut(data: bytes, points: Sequence[int]) -> list[bytes]:
+    edges = sorted({0, len(data), *(p for p in points if 0 < p < len(data))})
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
+    rng = random.Random(seed)
+
+    def at_random(data: bytes) -> list[bytes]:
+        return _cut(data, rng.sample(range(1, max(len(data), 2)), min(3, len(data) - 1)))
+
+    return {
+        "one byte at a time": lambda data: [data[i : i + 1] for i in range(len(data))],
+        "split inside every CRLF": lambda data: _cut(
+            data, [i + 1 for i in range(len(data)) if data[i : i + 2] == b"\r\n"]
+        ),
+        f"three random splits a write (seed {seed})": at_random,
+        "a split after every line's first octet": lambda data: _cut(
+            data, [1, *(i + 2 for i in range(len(data)) if data[i : i + 1] == b"\n")]
+        ),
+    }
+
+
+def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
+    """The session's reply codes, -1 where the connection closed with a reply due.
+
+    Its first line is EHLO, and a 421 to it (RFC 5321 §3.8) refuses the connection
+    (:meth:`Probe.refused`), as in :meth:`Probe.hello`, where EHLO goes whole. Split,
+    EHLO is a line the check tests, and a 421 to it may be the server's answer to
+    the split: the session is then played again on a new connection after a whole
+    EHLO (:meth:`Probe.hello`, where a refused connection skips the check), and a
+    421 to the split EHLO there is its answer, compared as any other reply."""
+    steps = _session_steps(probe)[:-1]
+    client = probe.connect()
+    first = _written(client, steps[0], chunking)
+    if first is not None and first.code == 421:
+        if chunking is None:
+            probe.refused(first)
+        client, _ = probe.hello()
+        first = _written(client, steps[0], chunking)
+    codes = [first.code if first else -1]
+    for step in steps[1:] if first else ():
+        answer = _written(client, step, chunking)
+        codes.append(answer.code if answer else -1)
+        if answer is None:
+            break
+    return codes + _codes(_quit(client))
+
+
+def _written(
+    client: WireClient, step: bytes, chunking: Callable[[bytes], list[bytes]] | None
+) -> ServerReply | None:
+    """``step`` written in the pieces ``chunking`` cuts it into, then its reply."""
+    client.send(step, chunking(step) if chunking else None)
+    return client.read_reply()
+
+
+def check_chunking(probe: Probe) -> str:
+    """The same session gives the same replies however the network splits it.
+
+    A server that takes one read for one command, or loses a CR at a read's
+    end, answers differently when a command arrives in pieces (RFC 5321
+    §2.3.8: only CRLF ends a line, wherever the reads fall).
+    """
+    reference = _run_chunked(probe, None)
+    for code in reference[: len(_session_steps(probe)) - 1]:  # QUIT's replies after
+        if code == -1:
+            raise _Failed(
+                f"unsplit, the session got {_show(reference)}: the server closed the "
+                "connection where a reply was due (-1)"
+            )
+        if code // 100 not in (2, 3):
+            raise _Skipped(
+                f"the unsplit session was refused (codes {reference}): check the recipient"
+            )
+    for name, chunking in _chunkings(probe.seed).items():
+        probe.close()
+        codes = _run_chunked(probe, chunking)
+        if codes == reference:
+            probe.forget(keep=1)  # keep the unsplit run, to compare with a failing one
+        else:
+            closed = " (-1: the connection closed where a reply was due)" if -1 in codes else ""
+            raise _Failed(
+                f"written {name}, the session got {_show(codes)} instead of "
+                f"{_show(reference)}{closed}"
+            )
+    return f"{len(_chunkings(0))} chunkings gave the replies {reference}"
+
+
+SMUGGLING_ENDINGS: Final[Mapping[str, bytes]] = {
+    "LF.LF": b"\n.\n",
+    "CR.CR": b"\r.\r",
+    "LF.CRLF": b"\n.\r\n",
+    "CRLF.LF": b"\r\n.\n",
+    "CR.CRLF": b"\r.\r\n",
+    "CRLF.CR": b"\r\n.\r",
+    "LF.CR": b"\n.\r",
+    "CRLF NUL.CRLF": b"\r\n\x00.\r\n",
+    "CRLF.NUL CRLF": b"\r\n.\x00\r\n",
+    "LF NUL.LF": b"\n\x00.\n",
+}
+"""End-of-data look-alikes that a server must not take for ``CRLF.CRLF``
+(SMTP smuggling: a second reader of the same message ends it elsewhere)."""
+
+
+_MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
+
+
+def check_smuggling(probe: Probe) -> str:
+    """No end-of-data look-alike ends a message (SMTP smuggling).
+
+    For each sequence in :data:`SMUGGLING_ENDINGS`, a message holds the
+    sequence followed by a ``NOOP`` marker line, then ends properly, and
+    ``QUIT`` follows. The replies must be the message's and then QUIT's
+    (221, or after a refused message a 421 or 521 that ends the session, RFC
+    5321 §3.8), and then the close; a message answered 421 or 521 owes QUIT
+    nothing. A server that
+    ended the message at the look-alike answers the marker (and the rest) as
+    commands: more than two replies, or a second one that cannot answer QUIT
+    (:func:`_message_then_quit`). Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF;
+    Postfix replies 550 or 521 for a bare LF) is fine.
+
+    The message goes in two writes, the probe's pause apart, split after the
+    look-alike: a server that ends the message there and drops the rest of
+    that read (its pipelined commands) would answer one reply to a single
+    write, yet run the marker when it comes in a read of its own, as an
+    attacker's relay may send it. Where both writes still come in one read,
+    such a server drops QUIT with the marker: QUIT left unanswered fails too.
+    """
+    ran: list[str] = []
+    out_of_order: list[str] = []
+    unanswered: list[str] = []
+    unfinished: list[str] = []
+    untested = ""
+    for index, (name, ending) in enumerate(SMUGGLING_ENDINGS.items()):
+        try:  # a refused connection, or a message rate limit at MAIL, RCPT or DATA
+            client, _ = probe.hello()
+            probe.transaction(client)
+            answer = _ask(client, b"DATA")
+            if answer.code != 354:
+                raise _Skipped(f"DATA was answered {answer}")
+        except _Skipped as exc:  # what an earlier look-alike showed still fails the check
+            if not (ran or out_of_order or unanswered or unfinished):
+                raise
+            untested = f" (untested: {', '.join(list(SMUGGLING_ENDINGS)[index:])}, as {exc})"
+            break
+        head = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending
+        tail = _MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
+        client.send(head + tail, [head, tail])
+        replies = client.read_until_closed()
+        codes = _codes(replies)
+        if not codes:  # the message is owed a reply, refusal or not
+            unanswered.append(name)
+        elif len(codes) > 2:
+            ran.append(f"{name} ({len(codes)} replies: {_show(codes)})")
+        elif not _message_then_quit(codes):
+            out_of_order.append(f"{name} ({codes})")
+        elif wrong := _session_end(client, replies):
+            unfinished.append(f"{name} ({codes}: {wrong})")
+        else:
+            probe.clients.remove(client)
+            client.close()
+            continue
+        probe.close()
+    problems = []
+    if ran:
+        problems.append(
+            "a message and QUIT got more than two replies, so the message ended early and "
+            f"the marker line after the look-alike was run as a command: {'; '.join(ran)}"
+        )
+    if out_of_order:
+        problems.append(
+            "a message and QUIT got two replies, the second no answer to QUIT (221; after "
+            "a refusal 421 or 521), so the message ended early and the marker line after "
+            f"the look-alike was answered in QUIT's place: {'; '.join(out_of_order)}"
+        )
+    if unfinished:
+        problems.append(
+            "a message and QUIT did not end with QUIT's 221 and the close, so the server "
+            "left unread what came after the message (one that ends the message at the "
+            "look-alike and drops the rest of its read, the marker, the real end and QUIT, "
+            f"does): {'; '.join(unfinished)}"
+        )
+    if unanswered:
+        problems.append(
+            f"a message holding {', '.join(unanswered)} got no reply before the server "
+            "closed the connection or fell silent"
+        )
+    if problems:
+        raise _Failed("; ".join(problems) + untested)
+    return f"none of {len(SMUGGLING_ENDINGS)} look-alikes ended a message"
+
+
+def check_pipelining(probe: Probe) -> str:
+    """Pipelined commands get one reply each, in order (RFC 2920 §3.1).
+
+    A group mixing accepted and refused commands is sent one command at a
+    time on one connection and in a single write on another; both must get
+    the same codes, and its RCPT with no MAIL before it must be refused, which a
+    server that takes it does both ways alike (RFC 5321 §3.3; ``state-order``
+    tries more). A server that ends the session inside the group sent one
+    command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
+    ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
+    """
+    client, offered = probe.hello()
+    if "PIPELINING" not in offered:
+        raise _Skipped("PIPELINING is not offered")
+    group = [
+        probe.mail_line(),
+        b"RCPT TO:<no-closing-bracket@smtpcore.test",
+        probe.rcpt_line(),
+        b"RSET",
+        probe.rcpt_line(),  # no MAIL: refused (_NO_MAIL_IN_GROUP)
+        probe.mail_line(),
+        b"RSET",
+        b"NOOP",
+    ]
+    lock_step = []
+    for line in group:
+        answer = _ask(client, line)
+        if answer.code in _CLOSING:
+            raise _Skipped(f"the server ended the session at {line.decode()!r} ({answer})")
+        lock_step.append(answer.code)
+    lock_step += _codes(_quit(client))
+    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):  # a defect whatever comes next
+        probe.problems.append(_taken_without_mail(lock_step[_NO_MAIL_IN_GROUP]))
+    client, _ = probe.hello()
+    client.send(b"".join(line + b"\r\n" for line in group))
+    pipelined = _codes(_owed(client, len(group), "the pipelined group"))
+    pipelined += _codes(_quit(client))
+    if pipelined != lock_step:
+        raise _Failed(
+            f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
+        )
+    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
+        taken = _taken_without_mail(lock_step[_NO_MAIL_IN_GROUP])
+        raise _Failed(f"the group got {_show(pipelined)} both ways, but {taken}")
+    return f"one reply per command, in order: {pipelined}"
+
+
+def _taken_without_mail(code: int) -> str:
+    """What the pipelining group's RCPT with no MAIL shows when it is accepted: one
+    wording, whether the second connection then compares or is refused."""
+    return (
+        f"its RCPT after RSET, with no MAIL, got {code}, not a refusal (503 expected, RFC "
+        "5321 §3.3)"
+    )
+
+
+_NO_MAIL_IN_GROUP: Final = 4
+"""Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
+else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
