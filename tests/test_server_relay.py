@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from hypothesis import given
@@ -24,11 +24,18 @@ from hypothesis import strategies as st
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
 from smtpcore.address import parse_mailbox
+from smtpcore.asyncio import SMTPConnectionError
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
-from smtpcore.server.exchanger import MAX_KEPT_TEXT, Outcome, kept_text, reply_text
+from smtpcore.server.exchanger import (
+    MAX_KEPT_TEXT,
+    Outcome,
+    default_client,
+    kept_text,
+    reply_text,
+)
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
@@ -1825,6 +1832,71 @@ def test_outbound_sessions_are_bounded_whatever_the_fan_out(tmp_path: Path) -> N
 
         _while_running(relay, steps)
         hop.release.set()
+
+
+class _HangingSession:
+    """A client whose exchanger takes the connection and never answers: ``connect()``
+    waits until its event is set (never, unless the test frees that session), then
+    fails as a lost connection would."""
+
+    def __init__(self, hung: list[asyncio.Event]) -> None:
+        self.released = asyncio.Event()
+        hung.append(self.released)
+
+    async def connect(self) -> None:
+        await self.released.wait()
+        raise SMTPConnectionError("connection lost")
+
+
+HUNG_AND_HEALTHY: Final = "".join(
+    f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
+    for name in ("hung1", "hung2", "fast")
+)
+
+
+def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> None:
+    """Two destinations whose exchangers never answer, each at its destination limit,
+    held every session and, since ``concurrency`` also counted messages in a round, every
+    round: a local copy and mail to a healthy domain waited for a hung session to end
+    (up to 10 minutes per exchanger, RFC 5321 §4.5.3.2). Rounds are now bounded apart
+    (``active_limit``, Postfix's ``qmgr_message_active_limit``): the local copy is
+    delivered at once, and the healthy domain's mail takes the first session given
+    back, the sessions still never more than ``concurrency``."""
+    hung: list[asyncio.Event] = []
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        if server_hostname.startswith("mx.hung"):
+            return _HangingSession(hung)
+        return default_client(host, port, server_hostname=server_hostname, **options)
+
+    with remote() as fast:
+        relay = _relay(
+            tmp_path,
+            fast.port,
+            zone=HUNG_AND_HEALTHY,
+            retry_after=3600.0,
+            concurrency=4,
+            destination_concurrency=2,
+            client_factory=client_factory,
+        )
+
+        async def steps() -> None:
+            for number in range(2):
+                relay.enqueue([f"u{number}@hung1.example"])
+                relay.enqueue([f"u{number}@hung2.example"])
+            await _within(lambda: len(hung) == 4)
+            relay.enqueue(["john@abc.example"], sender="someone@pqr.example")
+            relay.enqueue(["bob@fast.example"])
+            await _within(lambda: bool(relay.reports()), timeout=3.0)
+            await _within(lambda: relay.worker.places.in_use("fast.example") == 1)
+            await asyncio.sleep(0.2)
+            assert not fast.transactions and fast.connections == 0  # no session token free
+            hung[0].set()
+            await _within(lambda: bool(fast.transactions), timeout=5.0)
+            assert len(hung) == 4
+
+        _while_running(relay, steps)
+    assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
 
 
 def test_a_message_waiting_for_two_busy_destinations_is_not_starved(

@@ -87,6 +87,7 @@ from smtpcore.server.settlement import RoundSettlement, local_error, rejected_ou
 from smtpcore.server.waits import Threads, finish, stray_cancellation, within
 
 __all__ = [
+    "ACTIVE_LIMIT",
     "Applied",
     "ClientFactory",
     "DeliveryWorker",
@@ -118,6 +119,14 @@ with it an operator's action on the message and the message's other domains. Pos
 ``smtp_quit_timeout`` is 300 s, as every command's; an exchanger that never answers
 QUIT held a round that long."""
 
+
+ACTIVE_LIMIT: Final = 1000
+"""Messages in a delivery round at once by default, apart from the ``concurrency``
+outbound sessions (Postfix keeps them apart too: ``qmgr_message_active_limit``, 20000
+messages in its active queue, and a process limit per transport). A round waiting for
+a session token, or whose session hangs, holds one of these and no more: the other
+rounds, local copies, LMTP and reports among them, go on. It bounds memory: each round
+holds its message's envelope, never its content."""
 
 PLACE_RETRY: Final = 30.0
 """Seconds after which a message turned away by a full destination tries again at the
@@ -167,14 +176,19 @@ class DeliveryWorker:
     so the event loop keeps serving sessions meanwhile. ``resolve_timeout``
     bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
 
-    The scheduler. Up to ``concurrency`` messages are in a round at once. A round
-    delivers the local recipients, then runs one job per remote *destination*
-    (:func:`destination`: the smart host, or the recipient's domain) of the message,
-    all at once, and waits for every one of them. A job first takes a place at its
-    destination, without waiting (at most ``destination_concurrency`` there; by default
-    half of ``concurrency``, as Postfix's ``default_destination_concurrency_limit``, or
-    all of it with a smart host, the only destination: :func:`default_destination_concurrency`),
-    then one of the worker's ``concurrency`` session tokens, which it holds while its
+    The scheduler. Up to ``active_limit`` messages are in a round at once
+    (:data:`ACTIVE_LIMIT`), a bound apart from the ``concurrency`` sessions, as
+    Postfix's active queue is apart from its transports' process limits: a round that
+    waits for a session, or whose session hangs, holds its own place among them and no
+    other, so hanging exchangers never hold local work (Maildir, LMTP, reports) nor the
+    rounds of other messages. A round delivers the local recipients, then runs one job
+    per remote *destination* (:func:`destination`: the smart host, or the recipient's
+    domain) of the message, all at once, and waits for every one of them. A job first
+    takes a place at its destination, without waiting (at most
+    ``destination_concurrency`` there; by default half of ``concurrency``, as Postfix's
+    ``default_destination_concurrency_limit``, or all of it with a smart host, the only
+    destination: :func:`default_destination_concurrency`), then one of the worker's
+    ``concurrency`` session tokens, first come first served, which it holds while its
     sessions run: the worker never has more than ``concurrency`` outbound SMTP sessions
     open, whatever the fan-out. A destination that is full turns the job away: its
     recipients stay pending, not attempted (no attempt counted, no delay notice, no
@@ -205,6 +219,7 @@ class DeliveryWorker:
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
         destination_concurrency: int | None = None,
+        active_limit: int = ACTIVE_LIMIT,
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
@@ -217,8 +232,10 @@ class DeliveryWorker:
             destination_concurrency = default_destination_concurrency(
                 concurrency, smart_host=smart_host
             )
-        if concurrency < 1 or destination_concurrency < 1:
-            raise ValueError("concurrency and destination_concurrency must be at least 1")
+        if concurrency < 1 or destination_concurrency < 1 or active_limit < 1:
+            raise ValueError(
+                "concurrency, destination_concurrency and active_limit must be at least 1"
+            )
         self.queue = queue
         self.router = router
         self.resolver = resolver
@@ -239,7 +256,9 @@ class DeliveryWorker:
         :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
-        """Messages in a round at once, and outbound sessions open at once."""
+        """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
+        self.active_limit = active_limit
+        """Messages in a round at once (:data:`ACTIVE_LIMIT`), whatever their sessions."""
         self.destination_concurrency = destination_concurrency
         """Outbound sessions at once to one destination (above ``concurrency``: no effect)."""
         self.places = DestinationPlaces(self.destination_concurrency)
@@ -371,7 +390,7 @@ class DeliveryWorker:
                 self._wakeup.clear()
                 now = self.clock()
                 for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
-                    if len(self._running) >= self.concurrency:
+                    if len(self._running) >= self.active_limit:
                         break
                     if due <= now and queue_id not in self._running:
                         del self._due[queue_id]
@@ -380,7 +399,7 @@ class DeliveryWorker:
                         task.add_done_callback(functools.partial(self._done, queue_id))
                 waiting = [d for q, d in self._due.items() if q not in self._running]
                 timeout = None
-                if waiting and len(self._running) < self.concurrency:
+                if waiting and len(self._running) < self.active_limit:
                     timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
                 # within, not wait_for: on Python 3.11 wait_for loses a cancellation
                 # that comes as the event is set (a round ending as the server stops),
