@@ -4,6 +4,8 @@ steady flow of newcomers cannot starve one that waits."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from smtpcore.address import Mailbox
 from smtpcore.routing import RemoteDelivery
 from smtpcore.server.places import DestinationPlaces, destination
+from smtpcore.server.tokens import SessionTokens
 from smtpcore.testing import strategies as sst
 
 PLACES = ("a.example", "b.example")
@@ -71,3 +74,69 @@ def test_the_smart_host_is_the_destination_when_there_is_one(mailbox: Mailbox, p
 def test_a_destination_has_at_least_one_place() -> None:
     with pytest.raises(ValueError, match="place"):
         DestinationPlaces(0)
+
+
+token_steps = st.lists(
+    st.tuples(
+        st.sampled_from(("ask", "give_back", "cancel", "hand_and_cancel")), st.integers(0, 9)
+    ),
+    max_size=60,
+)
+
+
+@given(count=st.integers(1, 3), script=token_steps)
+def test_session_tokens_are_bounded_and_handed_over_first_come_first_served(
+    count: int, script: list[tuple[str, int]]
+) -> None:
+    """Never more than ``count`` held; a token given back goes to the job that asked
+    first among those still waiting, even one cancelled as it is handed over passes it
+    on; and no token stays free while a job waits (none is lost)."""
+
+    async def main() -> None:
+        tokens = SessionTokens(count)
+        got: list[int] = []  # jobs in the order they got a token
+        expected: list[int] = []  # jobs in the order they asked, less those cancelled
+        held: list[int] = []
+        jobs: dict[int, asyncio.Task[None]] = {}
+
+        async def job(number: int) -> None:
+            await tokens.take()
+            got.append(number)
+            held.append(number)
+
+        def in_line() -> list[int]:
+            return [n for n in expected if n not in got]
+
+        for number, (action, pick) in enumerate(script):
+            if action == "ask":
+                jobs[number] = asyncio.get_running_loop().create_task(job(number))
+                expected.append(number)
+            elif action == "give_back" and held:
+                held.pop(pick % len(held))
+                tokens.give_back()
+            elif action == "cancel" and in_line():
+                waiting = in_line()[pick % len(in_line())]
+                jobs[waiting].cancel()
+                expected.remove(waiting)
+            elif action == "hand_and_cancel" and held and in_line():
+                held.pop(pick % len(held))
+                tokens.give_back()  # to the first in line, which is cancelled before it runs
+                first = in_line()[0]
+                jobs[first].cancel()
+                expected.remove(first)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert len(held) <= count and tokens.free == count - len(held)
+            assert got == expected[: len(got)]
+            assert len(held) == count or not in_line()
+            assert tokens.waiting == len(in_line())
+        for task in jobs.values():
+            task.cancel()
+        await asyncio.gather(*jobs.values(), return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_session_tokens_need_one() -> None:
+    with pytest.raises(ValueError, match="session token"):
+        SessionTokens(0)

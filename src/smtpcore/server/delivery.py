@@ -84,6 +84,7 @@ from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
+from smtpcore.server.tokens import SessionTokens
 from smtpcore.server.waits import Threads, finish, stray_cancellation, within
 
 __all__ = [
@@ -262,8 +263,9 @@ class DeliveryWorker:
         self.destination_concurrency = destination_concurrency
         """Outbound sessions at once to one destination (above ``concurrency``: no effect)."""
         self.places = DestinationPlaces(self.destination_concurrency)
-        self._sessions = asyncio.Semaphore(concurrency)
-        """One token per outbound session job: the bound on sessions open at once."""
+        self._sessions = SessionTokens(concurrency)
+        """One token per outbound session job: the bound on sessions open at once,
+        handed out first come, first served (:mod:`smtpcore.server.tokens`)."""
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
@@ -640,7 +642,7 @@ class DeliveryWorker:
         one after another (several go through one smart host), so a job has one session
         open at a time. Its place there is given back when the job's task is done,
         whatever ended it (:meth:`_deliver_destinations`)."""
-        async with self._sessions:
+        async with self._sessions.held():
             for domain, deliveries in domains.items():
                 await self._deliver_domain(round_, domain, deliveries, content, record)
 
