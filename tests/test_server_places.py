@@ -5,6 +5,7 @@ steady flow of newcomers cannot starve one that waits."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 from hypothesis import given
@@ -78,7 +79,8 @@ def test_a_destination_has_at_least_one_place() -> None:
 
 token_steps = st.lists(
     st.tuples(
-        st.sampled_from(("ask", "give_back", "cancel", "hand_and_cancel")), st.integers(0, 9)
+        st.sampled_from(("ask", "give_back", "cancel", "hand_and_cancel", "withdraw")),
+        st.integers(0, 9),
     ),
     max_size=60,
 )
@@ -90,7 +92,8 @@ def test_session_tokens_are_bounded_and_handed_over_first_come_first_served(
 ) -> None:
     """Never more than ``count`` held; a token given back goes to the job that asked
     first among those still waiting, even one cancelled as it is handed over passes it
-    on; and no token stays free while a job waits (none is lost)."""
+    on; one withdrawn leaves the line with none; and no token stays free while a job
+    waits (none is lost)."""
 
     async def main() -> None:
         tokens = SessionTokens(count)
@@ -98,11 +101,13 @@ def test_session_tokens_are_bounded_and_handed_over_first_come_first_served(
         expected: list[int] = []  # jobs in the order they asked, less those cancelled
         held: list[int] = []
         jobs: dict[int, asyncio.Task[None]] = {}
+        withdrawals: dict[int, asyncio.Future[None]] = {}
 
         async def job(number: int) -> None:
-            await tokens.take()
-            got.append(number)
-            held.append(number)
+            withdrawals[number] = asyncio.get_running_loop().create_future()
+            if await tokens.take(withdrawals[number]):
+                got.append(number)
+                held.append(number)
 
         def in_line() -> list[int]:
             return [n for n in expected if n not in got]
@@ -124,6 +129,10 @@ def test_session_tokens_are_bounded_and_handed_over_first_come_first_served(
                 first = in_line()[0]
                 jobs[first].cancel()
                 expected.remove(first)
+            elif action == "withdraw" and in_line():
+                waiting = in_line()[pick % len(in_line())]
+                withdrawals[waiting].set_result(None)
+                expected.remove(waiting)
             for _ in range(3):
                 await asyncio.sleep(0)
             assert len(held) <= count and tokens.free == count - len(held)
@@ -140,3 +149,39 @@ def test_session_tokens_are_bounded_and_handed_over_first_come_first_served(
 def test_session_tokens_need_one() -> None:
     with pytest.raises(ValueError, match="session token"):
         SessionTokens(0)
+
+
+def test_a_stop_takes_every_waiter_out_of_the_line_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop cancels every job in line at once, in no particular order, and each left
+    the line by a scan of it: quadratic (20,000 waiters held a stop for seconds past
+    its grace). Counted as comparisons between waiters, which a scan makes and a
+    hashed line does not."""
+    compared = 0
+
+    class CountedFuture(asyncio.Future[bool]):
+        def __eq__(self, other: object) -> bool:
+            nonlocal compared
+            compared += 1
+            return self is other
+
+        __hash__ = asyncio.Future.__hash__
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        monkeypatch.setattr(loop, "create_future", lambda: CountedFuture(loop=loop))
+        tokens = SessionTokens(1)
+        await tokens.take()
+        jobs = [loop.create_task(tokens.take()) for _ in range(1000)]
+        await asyncio.sleep(0)
+        random.Random(1).shuffle(jobs)
+        for job in jobs:
+            job.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        assert tokens.waiting == 0
+        tokens.give_back()
+        assert tokens.free == 1
+
+    asyncio.run(main())
+    assert compared < 1000
