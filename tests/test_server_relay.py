@@ -40,6 +40,7 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
 from smtpcore.smtp import Reply
@@ -1897,6 +1898,60 @@ def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> No
 
         _while_running(relay, steps)
     assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+
+
+@pytest.mark.parametrize("action", ["hold", "delete"])
+def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
+    tmp_path: Path, action: str
+) -> None:
+    """A message whose round waits for a session token (hanging exchangers hold them
+    all) was held or deleted only when its round ended, that is once a hung session
+    ended (up to 10 minutes per exchanger), and a deleted one was then sent. The action
+    now cuts the round short: its job leaves the token line, its recipient stays
+    pending, not attempted, and the action is written at once; the token given back
+    later goes to no one."""
+    hung: list[asyncio.Event] = []
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        if server_hostname.startswith("mx.hung"):
+            return _HangingSession(hung)
+        return default_client(host, port, server_hostname=server_hostname, **options)
+
+    with remote() as fast:
+        relay = _relay(
+            tmp_path,
+            fast.port,
+            zone=HUNG_AND_HEALTHY,
+            retry_after=3600.0,
+            concurrency=2,
+            destination_concurrency=1,
+            client_factory=client_factory,
+        )
+        worker = relay.worker
+
+        async def steps() -> None:
+            relay.enqueue(["u@hung1.example"])
+            relay.enqueue(["u@hung2.example"])
+            await _within(lambda: len(hung) == 2)
+            stopped = relay.enqueue(["bob@fast.example"])
+            await _within(lambda: worker._sessions.waiting == 1)
+            applied = await worker.apply(QueueCommand(action, (stopped.id,)))
+            await _within(lambda: applied.written.done(), timeout=5.0)
+            assert applied.written.result() is True
+            assert worker.places.in_use("fast.example") == 0
+            hung[0].set()  # a session ends: its token is free, and nobody waits for it
+            await _within(lambda: worker._sessions.free == 1)
+            assert not fast.transactions and fast.connections == 0
+            held = [entry for entry in relay.entries() if entry.id == stopped.id]
+            if action == "delete":
+                assert not held
+            else:
+                (entry,) = held
+                assert entry.held and entry.attempts == 0
+                assert [r.status for r in entry.recipients] == [RecipientStatus.PENDING]
+            assert not relay.reports()  # no bounce, no delay notice
+
+        _while_running(relay, steps)
 
 
 def test_a_message_waiting_for_two_busy_destinations_is_not_starved(

@@ -281,6 +281,9 @@ class DeliveryWorker:
         )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._withdrawals: dict[str, asyncio.Future[None]] = {}
+        """Per message in a round, done once an operator's ``hold`` or ``delete`` cuts the
+        round short (:meth:`_cut_round_short`)."""
         self._catch_up_until: dict[str, float] = {}
         """Per message waiting for a place, its next full round's time: a round begun
         before it delivers only the destinations the message waited at."""
@@ -396,9 +399,7 @@ class DeliveryWorker:
                         break
                     if due <= now and queue_id not in self._running:
                         del self._due[queue_id]
-                        task = asyncio.get_running_loop().create_task(self._process(queue_id))
-                        self._running[queue_id] = task
-                        task.add_done_callback(functools.partial(self._done, queue_id))
+                        self._begin_round(queue_id)
                 waiting = [d for q, d in self._due.items() if q not in self._running]
                 timeout = None
                 if waiting and len(self._running) < self.active_limit:
@@ -411,8 +412,28 @@ class DeliveryWorker:
         finally:
             self._wakeup = None
 
+    def _begin_round(self, queue_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._withdrawals[queue_id] = loop.create_future()
+        task = loop.create_task(self._process(queue_id))
+        self._running[queue_id] = task
+        task.add_done_callback(functools.partial(self._done, queue_id))
+
+    def _cut_round_short(self, queue_id: str) -> None:
+        """An operator's ``hold`` or ``delete`` of ``queue_id`` while a round delivers it:
+        the round's destination jobs not yet in a session are withdrawn. They leave the
+        token line and give their places back, their recipients stay pending, not
+        attempted (no attempt counted, no delay notice, no bounce), and no job starts
+        in the round from now on: the round ends without waiting for a session, and
+        the action is carried out at once. A job already in a session goes on, and the
+        action waits for it (its recipients may be sent meanwhile)."""
+        withdrawn = self._withdrawals.get(queue_id)
+        if withdrawn is not None and not withdrawn.done():
+            withdrawn.set_result(None)
+
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
+        self._withdrawals.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
         self._forget_places_if_unscheduled(queue_id)
@@ -581,7 +602,8 @@ class DeliveryWorker:
         if catch_up:
             remote = {place: domains for place, domains in remote.items() if place in awaited}
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
-        round_ = _Round(entry, failed, deferred)
+        withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
+        round_ = _Round(entry, failed, deferred, withdrawn)
         await self._deliver_destinations(round_, remote, content)
         await self.settlement.finish_round(
             round_.entry, content, failed, deferred, counts=not catch_up
@@ -613,7 +635,9 @@ class DeliveryWorker:
                 await self._save(round_.entry)
 
         def start(place: str) -> bool:
-            if place not in remote or place in started or not self.places.take(place, queue_id):
+            if round_.withdrawn.done() or place not in remote or place in started:
+                return False
+            if not self.places.take(place, queue_id):
                 return False
             started.add(place)
             job = loop.create_task(self._destination_job(round_, remote[place], content, record))
@@ -641,10 +665,20 @@ class DeliveryWorker:
         """One destination's part of a round, holding one session token: its domains
         one after another (several go through one smart host), so a job has one session
         open at a time. Its place there is given back when the job's task is done,
-        whatever ended it (:meth:`_deliver_destinations`)."""
-        async with self._sessions.held():
+        whatever ended it (:meth:`_deliver_destinations`). Withdrawn while it waits for
+        its token (:meth:`_cut_round_short`), it ends, its recipients untouched."""
+        if not await self._sessions.take(round_.withdrawn):
+            logger.info(
+                "%s: delivery to %s withdrawn before its session (queue hold or delete)",
+                round_.entry.id,
+                loggable(", ".join(domains)),
+            )
+            return
+        try:
             for domain, deliveries in domains.items():
                 await self._deliver_domain(round_, domain, deliveries, content, record)
+        finally:
+            self._sessions.give_back()
 
     async def _deliver_domain(
         self,
@@ -752,11 +786,14 @@ class DeliveryWorker:
 @dataclass(slots=True)
 class _Round:
     """One round of one message, as its destination jobs share it: the entry as the
-    outcomes so far leave it, and the recipients that failed or wait."""
+    outcomes so far leave it, the recipients that failed or wait, and whether an
+    operator's action cut it short."""
 
     entry: QueueEntry
     failed: dict[str, Outcome]
     deferred: dict[str, Outcome]
+    withdrawn: asyncio.Future[None]
+    """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
 
 
 class _Envelope:

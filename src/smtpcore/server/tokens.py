@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-from collections.abc import AsyncIterator
 
 __all__ = ["SessionTokens"]
 
@@ -49,15 +47,6 @@ class SessionTokens:
     def waiting(self) -> int:
         """Jobs in line for a token."""
         return sum(not waiter.done() for waiter in self._line)
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        """A token for the block: taken (:meth:`take`), and given back however it ends."""
-        await self.take()
-        try:
-            yield
-        finally:
-            self.give_back()
 
     async def take(self, withdrawn: asyncio.Future[None] | None = None) -> bool:
         """A token (True), now if one is free and nobody waits, else when it is this
