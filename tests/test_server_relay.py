@@ -5,12 +5,14 @@ parameters kept through the queue, a delay notice, the resolver check."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
@@ -1898,6 +1900,59 @@ def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> No
 
         _while_running(relay, steps)
     assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+
+
+def test_an_inbound_commit_waits_behind_no_more_than_concurrency_worker_calls(
+    tmp_path: Path,
+) -> None:
+    """The worker's rounds (up to ``active_limit``) share the server's threads with
+    the inbound sessions, which commit their message there at the end of DATA. All of
+    them handed their disk work over at once, and an inbound commit waited behind every
+    round's (seconds behind large local copies: a client timed out and sent its
+    accepted message again). The worker now has at most ``concurrency`` calls there, as
+    when rounds were bounded by it: counted in order, on a one-thread executor kept
+    busy while the rounds begin."""
+    relay = _relay(tmp_path, 25, concurrency=2, active_limit=40)
+    for _ in range(30):
+        relay.enqueue(["john@abc.example"], sender="someone@pqr.example")
+    started = 0
+    busy = threading.Event()
+
+    class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+        def submit(  # type: ignore[override]  # counted, then as the base class
+            self, fn: Callable[..., object], /, *args: object, **kwargs: object
+        ) -> concurrent.futures.Future[object]:
+            def counted() -> object:
+                nonlocal started
+                started += 1
+                return fn(*args, **kwargs)
+
+            return super().submit(counted)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(CountingExecutor(max_workers=1))
+        blocked = loop.run_in_executor(None, busy.wait)
+        worker = loop.create_task(relay.worker.run())
+        try:
+            await _within(lambda: len(relay.worker._running) == 30)
+            for _ in range(20):
+                await asyncio.sleep(0)  # every round reaches its first disk step
+            inbound = loop.create_task(relay.worker.threads.run(lambda: started))
+            await asyncio.sleep(0)
+        finally:
+            busy.set()
+        await blocked
+        position = await inbound
+        await _within(relay.empty)
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await relay.worker.aclose(0.5)
+        return position - 2  # less the call that kept the thread busy, and its own
+
+    ahead = asyncio.run(main())
+    assert ahead <= relay.worker.concurrency
+    assert len(relay.reports()) == 30
 
 
 @pytest.mark.parametrize("action", ["hold", "delete"])

@@ -85,7 +85,7 @@ from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.tokens import SessionTokens
-from smtpcore.server.waits import Threads, finish, stray_cancellation, within
+from smtpcore.server.waits import Threads, ThreadShare, finish, stray_cancellation, within
 
 __all__ = [
     "ACTIVE_LIMIT",
@@ -174,7 +174,9 @@ class DeliveryWorker:
     ``router`` decides local or remote and where remote mail goes (its
     ``port`` is the remote port); ``mailboxes`` takes the bounces for local
     senders and any recipient that became local. Disk work runs in threads,
-    so the event loop keeps serving sessions meanwhile. ``resolve_timeout``
+    so the event loop keeps serving sessions meanwhile, no more than ``concurrency``
+    calls at once (:attr:`disk`), so the inbound sessions find a thread for their
+    own. ``resolve_timeout``
     bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
 
     The scheduler. Up to ``active_limit`` messages are in a round at once
@@ -254,7 +256,13 @@ class DeliveryWorker:
         self.threads = threads if threads is not None else Threads()
         """Where the worker's disk work runs (the server's, shared with its sessions): a
         stop waits there for what it cut off before the data directory's lock goes (see
-        :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`)."""
+        :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`). The
+        worker hands its work over through :attr:`disk`, never straight here."""
+        self.disk = ThreadShare(self.threads, concurrency)
+        """The worker's share of :attr:`threads`: ``concurrency`` calls at once, as many
+        as it had when rounds were bounded by ``concurrency`` too. Its rounds, up to
+        ``active_limit``, take turns there, and an inbound session committing its
+        message waits behind no more than these."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
@@ -512,12 +520,12 @@ class DeliveryWorker:
             except OSError:  # not known to be gone: a local error
                 return False
 
-        return await self.threads.run(missing)
+        return await self.disk.run(missing)
 
     async def _load(self, queue_id: str) -> QueueEntry:
         """The entry, as this process last left it if its queue file is behind. The
         file is read all the same: one removed meanwhile ends the delivery."""
-        entry = await self.threads.run(self.queue.load, queue_id)
+        entry = await self.disk.run(self.queue.load, queue_id)
         return self._unsaved.get(queue_id, entry)
 
     async def _save(self, entry: QueueEntry) -> QueueEntry:
@@ -549,7 +557,7 @@ class DeliveryWorker:
         if envelope is None:
             envelope = self._envelopes[entry.id] = _Envelope(entry)
         envelope.latest = entry
-        written = await self.threads.run(envelope.write, self.queue.update)
+        written = await self.disk.run(envelope.write, self.queue.update)
         if self._unsaved.get(entry.id) is written:
             del self._unsaved[entry.id]
 
@@ -563,7 +571,7 @@ class DeliveryWorker:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return
         content = self.queue.content(queue_id)
-        if not await self.threads.run(content.path.exists):
+        if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
         catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
         failed: dict[str, Outcome] = {}
@@ -744,7 +752,7 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            path, written = await self.threads.run(
+            path, written = await self.disk.run(
                 self.mailboxes.deliver_queued,
                 key,
                 entry.sender,

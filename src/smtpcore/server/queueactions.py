@@ -16,7 +16,7 @@ from typing import Final, Protocol
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import ThreadShare
 
 __all__ = ["STOPPING", "ActingWorker", "Applied", "QueueActions"]
 
@@ -71,7 +71,7 @@ class ActingWorker(Protocol):
     delivers it) and its record of the queue."""
 
     queue: Queue
-    threads: Threads
+    disk: ThreadShare
     clock: Callable[[], float]
     _due: dict[str, float]
     _running: dict[str, asyncio.Task[None]]
@@ -119,7 +119,7 @@ class QueueActions:
         """Carry out ``command`` on the queue. A message in delivery, or with actions that
         still wait for its round, is acted on after them, when its round ends. An action
         the disk refuses now raises (those before it stand)."""
-        entries = await self.worker.threads.run(self.worker.queue.entries)
+        entries = await self.worker.disk.run(self.worker.queue.entries)
         ids = []
         waiting = []
         for entry in entries:
@@ -206,7 +206,7 @@ class QueueActions:
         if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
-            await self.worker.threads.run(self._remove_by_operator, entry)
+            await self.worker.disk.run(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
             self.worker._copies_begun.pop(queue_id, None)
         elif action == "hold":

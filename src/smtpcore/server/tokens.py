@@ -17,6 +17,9 @@ its first waiter is found in constant time too (a plain dict scans the slots its
 earlier first waiters left). A waiter may
 also be withdrawn, without a cancellation, when its round is (an operator's ``hold`` or
 ``delete``): it leaves the line and gets no token.
+
+The delivery worker's disk work takes its turn in the server's threads with tokens of
+the same kind (:class:`~smtpcore.server.waits.ThreadShare`).
 """
 
 from __future__ import annotations
