@@ -1902,6 +1902,41 @@ def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> No
     assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
 
 
+def test_rounds_and_the_jobs_waiting_for_a_session_are_bounded(tmp_path: Path) -> None:
+    """Each destination job waiting for a session token costs memory (about 4 KB), up
+    to ``active_limit`` rounds times the destinations of each message: the default
+    limit is 10 rounds per session (it was 1,000, whatever ``concurrency``: up to
+    400 MB at 100 destinations a message), and it holds however much is due."""
+    assert _relay(tmp_path / "a", 25, concurrency=3).worker.active_limit == 30
+    assert _relay(tmp_path / "b", 25).worker.active_limit == 10 * 20
+    hung: list[asyncio.Event] = []
+    zone = "".join(
+        f"d{n}.example MX 10 mx.hung{n}.example\nmx.hung{n}.example A 127.0.0.1\n"
+        for n in range(12)
+    )
+    relay = _relay(
+        tmp_path / "c",
+        25,
+        zone=zone,
+        retry_after=3600.0,
+        concurrency=2,
+        destination_concurrency=1,
+        active_limit=4,
+        client_factory=lambda *a, **k: _HangingSession(hung),
+    )
+    worker = relay.worker
+
+    async def steps() -> None:
+        for number in range(6):
+            relay.enqueue([f"u@d{2 * number}.example", f"u@d{2 * number + 1}.example"])
+        await _within(lambda: len(hung) == 2 and worker._sessions.waiting == 4 * 2 - 2)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(worker._running) == 4 and worker._sessions.waiting == 6 and len(hung) == 2
+
+    _while_running(relay, steps)
+
+
 def test_an_inbound_commit_waits_behind_no_more_than_concurrency_worker_calls(
     tmp_path: Path,
 ) -> None:

@@ -88,7 +88,7 @@ from smtpcore.server.tokens import SessionTokens
 from smtpcore.server.waits import Threads, ThreadShare, finish, stray_cancellation, within
 
 __all__ = [
-    "ACTIVE_LIMIT",
+    "ACTIVE_PER_SESSION",
     "Applied",
     "ClientFactory",
     "DeliveryWorker",
@@ -121,13 +121,17 @@ with it an operator's action on the message and the message's other domains. Pos
 QUIT held a round that long."""
 
 
-ACTIVE_LIMIT: Final = 1000
-"""Messages in a delivery round at once by default, apart from the ``concurrency``
-outbound sessions (Postfix keeps them apart too: ``qmgr_message_active_limit``, 20000
-messages in its active queue, and a process limit per transport). A round waiting for
-a session token, or whose session hangs, holds one of these and no more: the other
-rounds, local copies, LMTP and reports among them, go on. It bounds memory: each round
-holds its message's envelope, never its content."""
+ACTIVE_PER_SESSION: Final = 10
+"""Messages in a delivery round at once by default, per outbound session: the default
+``active_limit`` is 10 times ``concurrency`` (200 at the default 20), a bound apart from
+the sessions (Postfix keeps them apart too: ``qmgr_message_active_limit``, and a
+process limit per transport). A round waiting for a session token, or whose session
+hangs, holds one of these and no more: the other rounds, local copies, LMTP and reports
+among them, go on. It bounds memory: a round holds its message's envelope, never its
+content, and each of its destination jobs waiting for a token costs about 4 KB (its
+task and coroutine frames), so at most ``active_limit`` times the destinations per
+message (no more than its recipients, 100 by default) times 4 KB: 80 MB at worst by
+default, about 1 MB when messages have one or two destinations."""
 
 PLACE_RETRY: Final = 30.0
 """Seconds after which a message turned away by a full destination tries again at the
@@ -180,11 +184,13 @@ class DeliveryWorker:
     bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
 
     The scheduler. Up to ``active_limit`` messages are in a round at once
-    (:data:`ACTIVE_LIMIT`), a bound apart from the ``concurrency`` sessions, as
-    Postfix's active queue is apart from its transports' process limits: a round that
-    waits for a session, or whose session hangs, holds its own place among them and no
-    other, so hanging exchangers never hold local work (Maildir, LMTP, reports) nor the
-    rounds of other messages. A round delivers the local recipients, then runs one job
+    (:data:`ACTIVE_PER_SESSION` per session by default), a bound apart from the
+    ``concurrency`` sessions, as Postfix's active queue is apart from its transports'
+    process limits: a round that waits for a session, or whose session hangs, holds its
+    own place among them and no other, so hanging exchangers hold neither local work
+    (Maildir, LMTP, reports) nor the rounds of other messages, until ``active_limit``
+    rounds all wait for sessions. A ``hold`` or ``delete`` cuts a round short
+    (:meth:`_cut_round_short`). A round delivers the local recipients, then runs one job
     per remote *destination* (:func:`destination`: the smart host, or the recipient's
     domain) of the message, all at once, and waits for every one of them. A job first
     takes a place at its destination, without waiting (at most
@@ -222,7 +228,7 @@ class DeliveryWorker:
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
         destination_concurrency: int | None = None,
-        active_limit: int = ACTIVE_LIMIT,
+        active_limit: int | None = None,
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
@@ -235,6 +241,8 @@ class DeliveryWorker:
             destination_concurrency = default_destination_concurrency(
                 concurrency, smart_host=smart_host
             )
+        if active_limit is None:
+            active_limit = ACTIVE_PER_SESSION * concurrency
         if concurrency < 1 or destination_concurrency < 1 or active_limit < 1:
             raise ValueError(
                 "concurrency, destination_concurrency and active_limit must be at least 1"
@@ -267,7 +275,8 @@ class DeliveryWorker:
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
         self.active_limit = active_limit
-        """Messages in a round at once (:data:`ACTIVE_LIMIT`), whatever their sessions."""
+        """Messages in a round at once (by default :data:`ACTIVE_PER_SESSION` times
+        ``concurrency``), whatever their sessions."""
         self.destination_concurrency = destination_concurrency
         """Outbound sessions at once to one destination (above ``concurrency``: no effect)."""
         self.places = DestinationPlaces(self.destination_concurrency)
