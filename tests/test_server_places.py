@@ -185,3 +185,23 @@ def test_a_stop_takes_every_waiter_out_of_the_line_in_linear_time(
 
     asyncio.run(main())
     assert compared < 1000
+
+
+def test_a_token_given_back_passes_by_a_waiter_withdrawn_in_the_same_loop_turn() -> None:
+    """A withdrawal is done before its callback takes the waiter out of the line; a
+    token given back in between (a session ending in the same loop turn) went to it,
+    and ``take`` returned True though ``withdrawn`` was done first. It passes that
+    waiter by: ``take`` says False, and the token stays free."""
+
+    async def main() -> None:
+        tokens = SessionTokens(1)
+        assert await tokens.take()
+        withdrawn = asyncio.get_running_loop().create_future()
+        job = asyncio.ensure_future(tokens.take(withdrawn))
+        await asyncio.sleep(0)
+        withdrawn.set_result(None)
+        tokens.give_back()
+        assert await job is False
+        assert tokens.free == 1 and tokens.waiting == 0
+
+    asyncio.run(main())

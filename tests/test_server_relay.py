@@ -30,7 +30,7 @@ from smtpcore.asyncio import SMTPConnectionError
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
-from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
+from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
     Outcome,
@@ -2042,6 +2042,113 @@ def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
             assert not relay.reports()  # no bounce, no delay notice
 
         _while_running(relay, steps)
+
+
+async def _release_until(hung: list[asyncio.Event], done: Callable[[], bool]) -> None:
+    """End every hung session, those opened meanwhile too, until ``done()``."""
+
+    async def releasing() -> None:
+        while not done():
+            for released in hung:
+                released.set()
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(releasing(), 10.0)
+
+
+def _hanging_relay(
+    tmp_path: Path,
+    hung: list[asyncio.Event],
+    *,
+    zone: str,
+    smart_host: tuple[str, int] | None = None,
+    concurrency: int = 20,
+) -> Relay:
+    """A relay whose every exchanger takes the connection and never answers, one
+    session at a time per destination."""
+    return _relay(
+        tmp_path,
+        25,
+        zone=zone,
+        smart_host=smart_host,
+        retry_after=3600.0,
+        concurrency=concurrency,
+        destination_concurrency=1,
+        client_factory=lambda *a, **k: _HangingSession(hung),
+    )
+
+
+@pytest.mark.parametrize("action", ["hold", "delete"])
+def test_hold_or_delete_opens_no_further_smart_host_session(tmp_path: Path, action: str) -> None:
+    """Through a smart host one job delivers every domain of a message, one session
+    after another, and it looked at the withdrawal only before its session token: a
+    ``hold`` or ``delete`` given during the first domain's session still opened a
+    session for each domain after it. It now opens none; their recipients stay
+    pending, not attempted."""
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(
+        tmp_path,
+        hung,
+        zone="relay.example A 127.0.0.1\n",
+        smart_host=("relay.example", 25),
+    )
+    worker = relay.worker
+
+    async def steps() -> None:
+        stopped = relay.enqueue([f"u@d{n}.example" for n in range(3)])
+        await _within(lambda: len(hung) == 1)
+        applied = await worker.apply(QueueCommand(action, (stopped.id,)))
+        await _release_until(hung, applied.written.done)
+        assert applied.written.result() is True
+        assert len(hung) == 1
+        if action == "hold":
+            (entry,) = relay.entries()
+            assert entry.held
+            assert [(r.address, r.pending, r.reply) for r in entry.recipients[1:]] == [
+                ("u@d1.example", True, None),
+                ("u@d2.example", True, None),
+            ]
+
+    _while_running(relay, steps)
+
+
+def test_a_token_handed_over_as_the_round_is_withdrawn_opens_no_session(
+    tmp_path: Path,
+) -> None:
+    """A ``delete`` that comes in the loop turn in which a session's token is handed to
+    a waiting job of the deleted message: the job, resumed with its token after the
+    round was withdrawn, opened its session all the same. It now gives the token back
+    and opens none."""
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=1)
+    worker = relay.worker
+    tokens = worker._sessions
+    give_back = tokens.give_back
+
+    async def steps() -> None:
+        relay.enqueue(["a@hung1.example"])
+        await _within(lambda: len(hung) == 1)
+        victim = relay.enqueue(["x@fast.example"])
+        await _within(lambda: tokens.waiting == 1)
+        applied: list[asyncio.Task[Applied]] = []
+
+        def give_back_then_delete() -> None:
+            give_back()  # the hung session ends: its token goes to the victim's job
+            del tokens.give_back
+            command = QueueCommand("delete", (victim.id,))
+            applied.append(asyncio.get_running_loop().create_task(worker.apply(command)))
+            worker._cut_round_short(victim.id)  # what apply() does once it runs
+
+        tokens.give_back = give_back_then_delete  # type: ignore[method-assign]  # one turn
+        hung[0].set()
+        await _within(lambda: bool(applied))
+        written = (await applied[0]).written
+        await _release_until(hung, written.done)
+        assert written.result() is True
+        assert len(hung) == 1
+        assert tokens.free == 1
+
+    _while_running(relay, steps)
 
 
 def test_a_message_waiting_for_two_busy_destinations_is_not_starved(

@@ -39,7 +39,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -682,20 +682,31 @@ class DeliveryWorker:
         """One destination's part of a round, holding one session token: its domains
         one after another (several go through one smart host), so a job has one session
         open at a time. Its place there is given back when the job's task is done,
-        whatever ended it (:meth:`_deliver_destinations`). Withdrawn while it waits for
-        its token (:meth:`_cut_round_short`), it ends, its recipients untouched."""
+        whatever ended it (:meth:`_deliver_destinations`). Withdrawn
+        (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
+        (the withdrawal is seen only once this job runs again), it ends, its recipients
+        untouched; withdrawn during a domain's session, it opens no session for the
+        domains after it, whose recipients stay pending, not attempted."""
         if not await self._sessions.take(round_.withdrawn):
-            logger.info(
-                "%s: delivery to %s withdrawn before its session (queue hold or delete)",
-                round_.entry.id,
-                loggable(", ".join(domains)),
-            )
+            self._log_withdrawn(round_, domains)
             return
         try:
-            for domain, deliveries in domains.items():
+            names = list(domains)
+            for number, (domain, deliveries) in enumerate(domains.items()):
+                if round_.withdrawn.done():
+                    self._log_withdrawn(round_, names[number:])
+                    return
                 await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
+
+    @staticmethod
+    def _log_withdrawn(round_: _Round, domains: Iterable[str]) -> None:
+        logger.info(
+            "%s: delivery to %s withdrawn before its session (queue hold or delete)",
+            round_.entry.id,
+            loggable(", ".join(domains)),
+        )
 
     async def _deliver_domain(
         self,

@@ -37,9 +37,11 @@ class SessionTokens:
         if count < 1:
             raise ValueError("the relay needs at least one session token")
         self._free = count
-        self._line: collections.OrderedDict[asyncio.Future[bool], None] = collections.OrderedDict()
-        """Waiters, oldest first (an ordered set); each learns True (a token) or False
-        (withdrawn). One cancelled or withdrawn leaves at once."""
+        self._line: collections.OrderedDict[asyncio.Future[bool], asyncio.Future[None] | None] = (
+            collections.OrderedDict()
+        )
+        """Waiters, oldest first, each with what withdraws it (if anything); each learns
+        True (a token) or False (withdrawn). One cancelled or withdrawn leaves at once."""
 
     @property
     def free(self) -> int:
@@ -55,14 +57,20 @@ class SessionTokens:
         """A token (True), now if one is free and nobody waits, else when it is this
         one's turn; or none (False) if ``withdrawn`` is done first, or already. Cancelled
         in line, the job leaves it; cancelled as a token is handed to it, it passes that
-        token on, so that none is lost."""
+        token on, so that none is lost.
+
+        "First" holds within one turn of the event loop as well: a withdrawal is done
+        before its callback takes the waiter out of the line, and a token given back in
+        between (a session ending in the same turn) would have gone to it; it passes
+        that waiter by (:meth:`give_back`). A withdrawal that comes after the token does
+        not take it back: the caller, holding it, must look at ``withdrawn`` itself."""
         if withdrawn is not None and withdrawn.done():
             return False
         if self._free and not self._line:
             self._free -= 1
             return True
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._line[waiter] = None
+        self._line[waiter] = withdrawn
         if withdrawn is not None:
             withdrawn.add_done_callback(lambda _: self._withdraw(waiter))
         try:
@@ -80,10 +88,15 @@ class SessionTokens:
             waiter.set_result(False)
 
     def give_back(self) -> None:
-        """A token goes to the first job in line still waiting, or is free again."""
+        """A token goes to the first job in line still waiting and not withdrawn, or is
+        free again. One withdrawn whose callback has not yet run leaves now, with none."""
         while self._line:
-            waiter, _ = self._line.popitem(last=False)
-            if not waiter.done():
-                waiter.set_result(True)
-                return
+            waiter, withdrawn = self._line.popitem(last=False)
+            if waiter.done():
+                continue
+            if withdrawn is not None and withdrawn.done():
+                waiter.set_result(False)
+                continue
+            waiter.set_result(True)
+            return
         self._free += 1
