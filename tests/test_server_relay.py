@@ -13,8 +13,8 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, Final
@@ -2149,6 +2149,57 @@ def test_a_token_handed_over_as_the_round_is_withdrawn_opens_no_session(
         assert tokens.free == 1
 
     _while_running(relay, steps)
+
+
+@pytest.mark.parametrize("write", ["envelope", "delete", "delivered"])
+def test_a_write_lands_though_its_caller_is_cancelled_while_the_disk_share_is_full(
+    tmp_path: Path, write: str
+) -> None:
+    """The worker's writes that must land (an envelope after an exchanger's 250, the
+    operator's ``queue delete``, a delivered message's removal) waited for a slot of
+    its share of the threads, and a stop that cancelled them in that wait dropped them:
+    a recipient the exchanger had accepted stayed pending on disk and was sent again
+    after the restart. They are handed to their thread at once, outside the share:
+    here cancelled while other rounds' disk work holds every slot, they land."""
+    relay = _relay(tmp_path, 25, concurrency=2)
+    worker = relay.worker
+    entry = relay.enqueue(["bob@pqr.example"])
+    busy = threading.Event()
+
+    async def loaded(queue_id: str) -> QueueEntry:
+        return entry
+
+    def writing() -> Coroutine[Any, Any, object]:
+        if write == "envelope":
+            return worker._write(replace(entry, attempts=7))
+        if write == "delete":
+            worker._load = loaded  # type: ignore[method-assign]  # read before the share fills
+            return worker.actions._act_unscheduled(entry.id, "delete")
+        sent = replace(entry.recipients[0], status=RecipientStatus.SENT)
+        done = entry.with_recipients({sent.address: sent})
+        return worker.settlement.finish_round(done, relay.queue.content(entry.id), {}, {})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=3))
+        blockers = [loop.create_task(worker.disk.run(busy.wait)) for _ in range(2)]
+        await _within(lambda: worker.disk._slots.free == 0)
+        task = loop.create_task(writing())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()  # a stop
+        await asyncio.gather(task, return_exceptions=True)
+        busy.set()
+        await asyncio.gather(*blockers)
+        idle = loop.create_future()
+        worker.threads.then(lambda: loop.call_soon_threadsafe(idle.set_result, None))
+        await idle
+
+    asyncio.run(main())
+    if write == "envelope":
+        assert relay.queue.load(entry.id).attempts == 7
+    else:
+        assert not relay.entries()
 
 
 def test_a_message_waiting_for_two_busy_destinations_is_not_starved(

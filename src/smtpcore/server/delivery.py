@@ -178,10 +178,18 @@ class DeliveryWorker:
     ``router`` decides local or remote and where remote mail goes (its
     ``port`` is the remote port); ``mailboxes`` takes the bounces for local
     senders and any recipient that became local. Disk work runs in threads,
-    so the event loop keeps serving sessions meanwhile, no more than ``concurrency``
-    calls at once (:attr:`disk`), so the inbound sessions find a thread for their
-    own. ``resolve_timeout``
-    bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
+    so the event loop keeps serving sessions meanwhile. What bounds it is the number
+    of the worker's calls handed to the threads at once, not the threads it holds:
+    ``concurrency`` calls of its share (:attr:`disk`: local copies, reads, reports),
+    plus the envelope writes and removals that must land and never wait for the share
+    (small, one per outcome recorded), plus the content reads of its open sessions,
+    one at a time each, which the exchanger makes in threads of its own (up to
+    ``concurrency`` more). The executor has ``min(32, CPUs + 4)`` threads, 5 on one
+    CPU: the worker can hold them all, and an inbound session committing its message
+    then waits behind up to about twice ``concurrency`` of these calls, as it did when
+    rounds were bounded by ``concurrency``, never behind the work of ``active_limit``
+    rounds. ``resolve_timeout`` bounds one domain's lookups in a round
+    (:data:`RESOLVE_TIMEOUT`).
 
     The scheduler. Up to ``active_limit`` messages are in a round at once
     (:data:`ACTIVE_PER_SESSION` per session by default), a bound apart from the
@@ -265,12 +273,14 @@ class DeliveryWorker:
         """Where the worker's disk work runs (the server's, shared with its sessions): a
         stop waits there for what it cut off before the data directory's lock goes (see
         :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`). The
-        worker hands its work over through :attr:`disk`, never straight here."""
+        worker hands its own work over through :attr:`disk`, never straight here (its
+        exchangers' content reads go to :func:`asyncio.to_thread`)."""
         self.disk = ThreadShare(self.threads, concurrency)
-        """The worker's share of :attr:`threads`: ``concurrency`` calls at once, as many
-        as it had when rounds were bounded by ``concurrency`` too. Its rounds, up to
-        ``active_limit``, take turns there, and an inbound session committing its
-        message waits behind no more than these."""
+        """The worker's share of :attr:`threads`: ``concurrency`` calls at once through
+        its ``run``, as many as it had when rounds were bounded by ``concurrency`` too;
+        its rounds, up to ``active_limit``, take turns there. The writes whose loss
+        would repeat a delivery or lose a record go through its ``now``, at once (the
+        rule: :class:`~smtpcore.server.waits.ThreadShare`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
@@ -560,13 +570,17 @@ class DeliveryWorker:
 
         The write is handed to its thread before any await (:class:`_Envelope`): a
         stop that cancels the caller cannot keep it from landing, and concurrent writes
-        of one message land one at a time, each with the newest entry."""
+        of one message land one at a time, each with the newest entry. So it never
+        waits for a slot of the worker's share of the threads (:meth:`ThreadShare.now
+        <smtpcore.server.waits.ThreadShare.now>`, not ``run``): cancelled in that wait,
+        it would never be handed over, and a recipient an exchanger accepted would stay
+        pending on disk, sent again after a restart."""
         self._unsaved[entry.id] = entry
         envelope = self._envelopes.get(entry.id)
         if envelope is None:
             envelope = self._envelopes[entry.id] = _Envelope(entry)
         envelope.latest = entry
-        written = await self.disk.run(envelope.write, self.queue.update)
+        written = await self.disk.now(envelope.write, self.queue.update)
         if self._unsaved.get(entry.id) is written:
             del self._unsaved[entry.id]
 

@@ -206,7 +206,7 @@ class QueueActions:
         if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
-            await self.worker.disk.run(self._remove_by_operator, entry)
+            await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
             self.worker._copies_begun.pop(queue_id, None)
         elif action == "hold":

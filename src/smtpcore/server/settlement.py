@@ -203,7 +203,7 @@ class RoundSettlement:
         )
         if not entry.pending:
             try:
-                await self.worker.disk.run(self.worker.queue.remove, entry.id)
+                await self.worker.disk.now(self.worker.queue.remove, entry.id)
             except OSError as exc:
                 logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
             else:

@@ -156,17 +156,31 @@ class Threads:
 
 class ThreadShare:
     """One user's share of a server's :class:`Threads`: at most ``limit`` of its calls
-    handed over at once, the others waiting their turn, first come, first served.
+    through :meth:`run` handed over at once, the others waiting their turn, first come,
+    first served; and :meth:`now`, for the calls that must not wait.
 
-    The threads are few (:func:`asyncio.to_thread`'s executor, ``min(32, CPUs + 4)``)
-    and shared: an inbound session commits its message there at the end of DATA. The
-    delivery worker may have many rounds at once (``active_limit``), each with disk
-    work (Maildir copies, envelopes, reports); all handed over at once, they queued
-    ahead of the inbound session, which waited seconds for a thread (12 s behind
+    The threads are few (:func:`asyncio.to_thread`'s executor, ``min(32, CPUs + 4)``:
+    5 on one CPU) and shared: an inbound session commits its message there at the end
+    of DATA. The delivery worker may have many rounds at once (``active_limit``), each
+    with disk work (Maildir copies, reads, reports); all handed over at once, they
+    queued ahead of the inbound session, which waited seconds for a thread (12 s behind
     1,000 local copies of 1 MB), and a client that timed out sent its accepted message
-    again. Through its share the worker has no more work waiting there than it had
-    when its rounds were few. A slot is held until the call returns, even when its
-    caller is cancelled first: a stop does not let more in."""
+    again. Through :meth:`run` the worker has no more of that work waiting there than
+    it had when its rounds were few. A slot is held until the call returns, even when
+    its caller is cancelled first: a stop does not let more in.
+
+    The rule for which call goes where: a call whose loss, if a stop cancelled its
+    caller while it waited for a slot, would repeat a delivery or lose a record (a
+    queue envelope's write after an exchanger's 250, a delivered message's removal,
+    the operator's ``queue delete``) goes through :meth:`now`, handed to its thread
+    before any await, as all the worker's disk work was before the share. Only work
+    whose loss a later round makes good goes through :meth:`run`: reads, local
+    Maildir copies (a copy not written stays pending), reports (made again until
+    recorded made). The writes through :meth:`now` are small, and come at most one
+    per outcome recorded, so the bound on the worker's calls waiting for a thread is
+    ``limit``, plus those writes, plus what the worker's exchangers read in threads of
+    their own (:mod:`smtpcore.server.exchanger`, one call at a time per open session):
+    not a bound on the threads it holds, which may be all of them."""
 
     def __init__(self, threads: Threads, limit: int) -> None:
         self.threads = threads
@@ -179,7 +193,9 @@ class ThreadShare:
         return self._slots.waiting
 
     async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """:meth:`Threads.run`, once one of the share's slots is free."""
+        """:meth:`Threads.run`, once one of the share's slots is free. A caller
+        cancelled while it waits for the slot has handed nothing over: ``func`` never
+        runs."""
         await self._slots.take()
         try:
             future = self.threads.submit(func, *args, **kwargs)
@@ -188,3 +204,10 @@ class ThreadShare:
             raise
         future.add_done_callback(lambda _: self._slots.give_back())
         return await asyncio.shield(future)
+
+    async def now(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`Threads.run` at once, outside the share: ``func`` is handed to its
+        thread before any await, so a caller cancelled at any point cannot keep it from
+        running to its end. For the writes that must land (the class docstring's
+        rule)."""
+        return await self.threads.run(func, *args, **kwargs)
