@@ -5,17 +5,19 @@ parameters kept through the queue, a delay notice, the resolver check."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from hypothesis import given
@@ -24,15 +26,23 @@ from hypothesis import strategies as st
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
 from smtpcore.address import parse_mailbox
+from smtpcore.asyncio import SMTPConnectionError
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
-from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
-from smtpcore.server.exchanger import MAX_KEPT_TEXT, Outcome, kept_text, reply_text
+from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
+from smtpcore.server.exchanger import (
+    MAX_KEPT_TEXT,
+    Outcome,
+    default_client,
+    kept_text,
+    reply_text,
+)
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
 from smtpcore.smtp import Reply
@@ -1825,6 +1835,371 @@ def test_outbound_sessions_are_bounded_whatever_the_fan_out(tmp_path: Path) -> N
 
         _while_running(relay, steps)
         hop.release.set()
+
+
+class _HangingSession:
+    """A client whose exchanger takes the connection and never answers: ``connect()``
+    waits until its event is set (never, unless the test frees that session), then
+    fails as a lost connection would."""
+
+    def __init__(self, hung: list[asyncio.Event]) -> None:
+        self.released = asyncio.Event()
+        hung.append(self.released)
+
+    async def connect(self) -> None:
+        await self.released.wait()
+        raise SMTPConnectionError("connection lost")
+
+
+HUNG_AND_HEALTHY: Final = "".join(
+    f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
+    for name in ("hung1", "hung2", "fast")
+)
+
+
+def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> None:
+    """Two destinations whose exchangers never answer, each at its destination limit,
+    held every session and, since ``concurrency`` also counted messages in a round, every
+    round: a local copy and mail to a healthy domain waited for a hung session to end
+    (up to 10 minutes per exchanger, RFC 5321 §4.5.3.2). Rounds are now bounded apart
+    (``active_limit``, Postfix's ``qmgr_message_active_limit``): the local copy is
+    delivered at once, and the healthy domain's mail takes the first session given
+    back, the sessions still never more than ``concurrency``."""
+    hung: list[asyncio.Event] = []
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        if server_hostname.startswith("mx.hung"):
+            return _HangingSession(hung)
+        return default_client(host, port, server_hostname=server_hostname, **options)
+
+    with remote() as fast:
+        relay = _relay(
+            tmp_path,
+            fast.port,
+            zone=HUNG_AND_HEALTHY,
+            retry_after=3600.0,
+            concurrency=4,
+            destination_concurrency=2,
+            client_factory=client_factory,
+        )
+
+        async def steps() -> None:
+            for number in range(2):
+                relay.enqueue([f"u{number}@hung1.example"])
+                relay.enqueue([f"u{number}@hung2.example"])
+            await _within(lambda: len(hung) == 4)
+            relay.enqueue(["john@abc.example"], sender="someone@pqr.example")
+            relay.enqueue(["bob@fast.example"])
+            await _within(lambda: bool(relay.reports()), timeout=3.0)
+            await _within(lambda: relay.worker.places.in_use("fast.example") == 1)
+            await asyncio.sleep(0.2)
+            assert not fast.transactions and fast.connections == 0  # no session token free
+            hung[0].set()
+            await _within(lambda: bool(fast.transactions), timeout=5.0)
+            assert len(hung) == 4
+
+        _while_running(relay, steps)
+    assert [t.recipients for t in fast.transactions] == [["bob@fast.example"]]
+
+
+def test_rounds_and_the_jobs_waiting_for_a_session_are_bounded(tmp_path: Path) -> None:
+    """Each destination job waiting for a session token costs memory (about 4 KB), up
+    to ``active_limit`` rounds times the destinations of each message: the default
+    limit is 10 rounds per session (it was 1,000, whatever ``concurrency``: up to
+    400 MB at 100 destinations a message), and it holds however much is due."""
+    assert _relay(tmp_path / "a", 25, concurrency=3).worker.active_limit == 30
+    assert _relay(tmp_path / "b", 25).worker.active_limit == 10 * 20
+    hung: list[asyncio.Event] = []
+    zone = "".join(
+        f"d{n}.example MX 10 mx.hung{n}.example\nmx.hung{n}.example A 127.0.0.1\n"
+        for n in range(12)
+    )
+    relay = _relay(
+        tmp_path / "c",
+        25,
+        zone=zone,
+        retry_after=3600.0,
+        concurrency=2,
+        destination_concurrency=1,
+        active_limit=4,
+        client_factory=lambda *a, **k: _HangingSession(hung),
+    )
+    worker = relay.worker
+
+    async def steps() -> None:
+        for number in range(6):
+            relay.enqueue([f"u@d{2 * number}.example", f"u@d{2 * number + 1}.example"])
+        await _within(lambda: len(hung) == 2 and worker._sessions.waiting == 4 * 2 - 2)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(worker._running) == 4 and worker._sessions.waiting == 6 and len(hung) == 2
+
+    _while_running(relay, steps)
+
+
+def test_an_inbound_commit_waits_behind_no_more_than_concurrency_worker_calls(
+    tmp_path: Path,
+) -> None:
+    """The worker's rounds (up to ``active_limit``) share the server's threads with
+    the inbound sessions, which commit their message there at the end of DATA. All of
+    them handed their disk work over at once, and an inbound commit waited behind every
+    round's (seconds behind large local copies: a client timed out and sent its
+    accepted message again). The worker now has at most ``concurrency`` calls there, as
+    when rounds were bounded by it: counted in order, on a one-thread executor kept
+    busy while the rounds begin."""
+    relay = _relay(tmp_path, 25, concurrency=2, active_limit=40)
+    for _ in range(30):
+        relay.enqueue(["john@abc.example"], sender="someone@pqr.example")
+    started = 0
+    busy = threading.Event()
+
+    class CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+        def submit(  # type: ignore[override]  # counted, then as the base class
+            self, fn: Callable[..., object], /, *args: object, **kwargs: object
+        ) -> concurrent.futures.Future[object]:
+            def counted() -> object:
+                nonlocal started
+                started += 1
+                return fn(*args, **kwargs)
+
+            return super().submit(counted)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(CountingExecutor(max_workers=1))
+        blocked = loop.run_in_executor(None, busy.wait)
+        worker = loop.create_task(relay.worker.run())
+        try:
+            await _within(lambda: len(relay.worker._running) == 30)
+            for _ in range(20):
+                await asyncio.sleep(0)  # every round reaches its first disk step
+            inbound = loop.create_task(relay.worker.threads.run(lambda: started))
+            await asyncio.sleep(0)
+        finally:
+            busy.set()
+        await blocked
+        position = await inbound
+        await _within(relay.empty)
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await relay.worker.aclose(0.5)
+        return position - 2  # less the call that kept the thread busy, and its own
+
+    ahead = asyncio.run(main())
+    assert ahead <= relay.worker.concurrency
+    assert len(relay.reports()) == 30
+
+
+@pytest.mark.parametrize("action", ["hold", "delete"])
+def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
+    tmp_path: Path, action: str
+) -> None:
+    """A message whose round waits for a session token (hanging exchangers hold them
+    all) was held or deleted only when its round ended, that is once a hung session
+    ended (up to 10 minutes per exchanger), and a deleted one was then sent. The action
+    now cuts the round short: its job leaves the token line, its recipient stays
+    pending, not attempted, and the action is written at once; the token given back
+    later goes to no one."""
+    hung: list[asyncio.Event] = []
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        if server_hostname.startswith("mx.hung"):
+            return _HangingSession(hung)
+        return default_client(host, port, server_hostname=server_hostname, **options)
+
+    with remote() as fast:
+        relay = _relay(
+            tmp_path,
+            fast.port,
+            zone=HUNG_AND_HEALTHY,
+            retry_after=3600.0,
+            concurrency=2,
+            destination_concurrency=1,
+            client_factory=client_factory,
+        )
+        worker = relay.worker
+
+        async def steps() -> None:
+            relay.enqueue(["u@hung1.example"])
+            relay.enqueue(["u@hung2.example"])
+            await _within(lambda: len(hung) == 2)
+            stopped = relay.enqueue(["bob@fast.example"])
+            await _within(lambda: worker._sessions.waiting == 1)
+            applied = await worker.apply(QueueCommand(action, (stopped.id,)))
+            await _within(lambda: applied.written.done(), timeout=5.0)
+            assert applied.written.result() is True
+            assert worker.places.in_use("fast.example") == 0
+            hung[0].set()  # a session ends: its token is free, and nobody waits for it
+            await _within(lambda: worker._sessions.free == 1)
+            assert not fast.transactions and fast.connections == 0
+            held = [entry for entry in relay.entries() if entry.id == stopped.id]
+            if action == "delete":
+                assert not held
+            else:
+                (entry,) = held
+                assert entry.held and entry.attempts == 0
+                assert [r.status for r in entry.recipients] == [RecipientStatus.PENDING]
+            assert not relay.reports()  # no bounce, no delay notice
+
+        _while_running(relay, steps)
+
+
+async def _release_until(hung: list[asyncio.Event], done: Callable[[], bool]) -> None:
+    """End every hung session, those opened meanwhile too, until ``done()``."""
+
+    async def releasing() -> None:
+        while not done():
+            for released in hung:
+                released.set()
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(releasing(), 10.0)
+
+
+def _hanging_relay(
+    tmp_path: Path,
+    hung: list[asyncio.Event],
+    *,
+    zone: str,
+    smart_host: tuple[str, int] | None = None,
+    concurrency: int = 20,
+) -> Relay:
+    """A relay whose every exchanger takes the connection and never answers, one
+    session at a time per destination."""
+    return _relay(
+        tmp_path,
+        25,
+        zone=zone,
+        smart_host=smart_host,
+        retry_after=3600.0,
+        concurrency=concurrency,
+        destination_concurrency=1,
+        client_factory=lambda *a, **k: _HangingSession(hung),
+    )
+
+
+@pytest.mark.parametrize("action", ["hold", "delete"])
+def test_hold_or_delete_opens_no_further_smart_host_session(tmp_path: Path, action: str) -> None:
+    """Through a smart host one job delivers every domain of a message, one session
+    after another, and it looked at the withdrawal only before its session token: a
+    ``hold`` or ``delete`` given during the first domain's session still opened a
+    session for each domain after it. It now opens none; their recipients stay
+    pending, not attempted."""
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(
+        tmp_path,
+        hung,
+        zone="relay.example A 127.0.0.1\n",
+        smart_host=("relay.example", 25),
+    )
+    worker = relay.worker
+
+    async def steps() -> None:
+        stopped = relay.enqueue([f"u@d{n}.example" for n in range(3)])
+        await _within(lambda: len(hung) == 1)
+        applied = await worker.apply(QueueCommand(action, (stopped.id,)))
+        await _release_until(hung, applied.written.done)
+        assert applied.written.result() is True
+        assert len(hung) == 1
+        if action == "hold":
+            (entry,) = relay.entries()
+            assert entry.held
+            assert [(r.address, r.pending, r.reply) for r in entry.recipients[1:]] == [
+                ("u@d1.example", True, None),
+                ("u@d2.example", True, None),
+            ]
+
+    _while_running(relay, steps)
+
+
+def test_a_token_handed_over_as_the_round_is_withdrawn_opens_no_session(
+    tmp_path: Path,
+) -> None:
+    """A ``delete`` that comes in the loop turn in which a session's token is handed to
+    a waiting job of the deleted message: the job, resumed with its token after the
+    round was withdrawn, opened its session all the same. It now gives the token back
+    and opens none."""
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=1)
+    worker = relay.worker
+    tokens = worker._sessions
+    give_back = tokens.give_back
+
+    async def steps() -> None:
+        relay.enqueue(["a@hung1.example"])
+        await _within(lambda: len(hung) == 1)
+        victim = relay.enqueue(["x@fast.example"])
+        await _within(lambda: tokens.waiting == 1)
+        applied: list[asyncio.Task[Applied]] = []
+
+        def give_back_then_delete() -> None:
+            give_back()  # the hung session ends: its token goes to the victim's job
+            del tokens.give_back
+            command = QueueCommand("delete", (victim.id,))
+            applied.append(asyncio.get_running_loop().create_task(worker.apply(command)))
+            worker._cut_round_short(victim.id)  # what apply() does once it runs
+
+        tokens.give_back = give_back_then_delete  # type: ignore[method-assign]  # one turn
+        hung[0].set()
+        await _within(lambda: bool(applied))
+        written = (await applied[0]).written
+        await _release_until(hung, written.done)
+        assert written.result() is True
+        assert len(hung) == 1
+        assert tokens.free == 1
+
+    _while_running(relay, steps)
+
+
+@pytest.mark.parametrize("write", ["envelope", "delete", "delivered"])
+def test_a_write_lands_though_its_caller_is_cancelled_while_the_disk_share_is_full(
+    tmp_path: Path, write: str
+) -> None:
+    """The worker's writes that must land (an envelope after an exchanger's 250, the
+    operator's ``queue delete``, a delivered message's removal) waited for a slot of
+    its share of the threads, and a stop that cancelled them in that wait dropped them:
+    a recipient the exchanger had accepted stayed pending on disk and was sent again
+    after the restart. They are handed to their thread at once, outside the share:
+    here cancelled while other rounds' disk work holds every slot, they land."""
+    relay = _relay(tmp_path, 25, concurrency=2)
+    worker = relay.worker
+    entry = relay.enqueue(["bob@pqr.example"])
+    busy = threading.Event()
+
+    async def loaded(queue_id: str) -> QueueEntry:
+        return entry
+
+    def writing() -> Coroutine[Any, Any, object]:
+        if write == "envelope":
+            return worker._write(replace(entry, attempts=7))
+        if write == "delete":
+            worker._load = loaded  # type: ignore[method-assign]  # read before the share fills
+            return worker.actions._act_unscheduled(entry.id, "delete")
+        sent = replace(entry.recipients[0], status=RecipientStatus.SENT)
+        done = entry.with_recipients({sent.address: sent})
+        return worker.settlement.finish_round(done, relay.queue.content(entry.id), {}, {})
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=3))
+        blockers = [loop.create_task(worker.disk.run(busy.wait)) for _ in range(2)]
+        await _within(lambda: worker.disk._slots.free == 0)
+        task = loop.create_task(writing())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()  # a stop
+        await asyncio.gather(task, return_exceptions=True)
+        busy.set()
+        await asyncio.gather(*blockers)
+        idle = loop.create_future()
+        worker.threads.then(lambda: loop.call_soon_threadsafe(idle.set_result, None))
+        await idle
+
+    asyncio.run(main())
+    if write == "envelope":
+        assert relay.queue.load(entry.id).attempts == 7
+    else:
+        assert not relay.entries()
 
 
 def test_a_message_waiting_for_two_busy_destinations_is_not_starved(

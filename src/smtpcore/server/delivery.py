@@ -39,7 +39,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -84,9 +84,11 @@ from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
-from smtpcore.server.waits import Threads, finish, stray_cancellation, within
+from smtpcore.server.tokens import SessionTokens
+from smtpcore.server.waits import Threads, ThreadShare, finish, stray_cancellation, within
 
 __all__ = [
+    "ACTIVE_PER_SESSION",
     "Applied",
     "ClientFactory",
     "DeliveryWorker",
@@ -118,6 +120,18 @@ with it an operator's action on the message and the message's other domains. Pos
 ``smtp_quit_timeout`` is 300 s, as every command's; an exchanger that never answers
 QUIT held a round that long."""
 
+
+ACTIVE_PER_SESSION: Final = 10
+"""Messages in a delivery round at once by default, per outbound session: the default
+``active_limit`` is 10 times ``concurrency`` (200 at the default 20), a bound apart from
+the sessions (Postfix keeps them apart too: ``qmgr_message_active_limit``, and a
+process limit per transport). A round waiting for a session token, or whose session
+hangs, holds one of these and no more: the other rounds, local copies, LMTP and reports
+among them, go on. It bounds memory: a round holds its message's envelope, never its
+content, and each of its destination jobs waiting for a token costs about 4 KB (its
+task and coroutine frames), so at most ``active_limit`` times the destinations per
+message (no more than its recipients, 100 by default) times 4 KB: 80 MB at worst by
+default, about 1 MB when messages have one or two destinations."""
 
 PLACE_RETRY: Final = 30.0
 """Seconds after which a message turned away by a full destination tries again at the
@@ -164,17 +178,34 @@ class DeliveryWorker:
     ``router`` decides local or remote and where remote mail goes (its
     ``port`` is the remote port); ``mailboxes`` takes the bounces for local
     senders and any recipient that became local. Disk work runs in threads,
-    so the event loop keeps serving sessions meanwhile. ``resolve_timeout``
-    bounds one domain's lookups in a round (:data:`RESOLVE_TIMEOUT`).
+    so the event loop keeps serving sessions meanwhile. What bounds it is the number
+    of the worker's calls handed to the threads at once, not the threads it holds:
+    ``concurrency`` calls of its share (:attr:`disk`: local copies, reads, reports),
+    plus the envelope writes and removals that must land and never wait for the share
+    (small, one per outcome recorded), plus the content reads of its open sessions,
+    one at a time each, which the exchanger makes in threads of its own (up to
+    ``concurrency`` more). The executor has ``min(32, CPUs + 4)`` threads, 5 on one
+    CPU: the worker can hold them all, and an inbound session committing its message
+    then waits behind up to about twice ``concurrency`` of these calls, as it did when
+    rounds were bounded by ``concurrency``, never behind the work of ``active_limit``
+    rounds. ``resolve_timeout`` bounds one domain's lookups in a round
+    (:data:`RESOLVE_TIMEOUT`).
 
-    The scheduler. Up to ``concurrency`` messages are in a round at once. A round
-    delivers the local recipients, then runs one job per remote *destination*
-    (:func:`destination`: the smart host, or the recipient's domain) of the message,
-    all at once, and waits for every one of them. A job first takes a place at its
-    destination, without waiting (at most ``destination_concurrency`` there; by default
-    half of ``concurrency``, as Postfix's ``default_destination_concurrency_limit``, or
-    all of it with a smart host, the only destination: :func:`default_destination_concurrency`),
-    then one of the worker's ``concurrency`` session tokens, which it holds while its
+    The scheduler. Up to ``active_limit`` messages are in a round at once
+    (:data:`ACTIVE_PER_SESSION` per session by default), a bound apart from the
+    ``concurrency`` sessions, as Postfix's active queue is apart from its transports'
+    process limits: a round that waits for a session, or whose session hangs, holds its
+    own place among them and no other, so hanging exchangers hold neither local work
+    (Maildir, LMTP, reports) nor the rounds of other messages, until ``active_limit``
+    rounds all wait for sessions. A ``hold`` or ``delete`` cuts a round short
+    (:meth:`_cut_round_short`). A round delivers the local recipients, then runs one job
+    per remote *destination* (:func:`destination`: the smart host, or the recipient's
+    domain) of the message, all at once, and waits for every one of them. A job first
+    takes a place at its destination, without waiting (at most
+    ``destination_concurrency`` there; by default half of ``concurrency``, as Postfix's
+    ``default_destination_concurrency_limit``, or all of it with a smart host, the only
+    destination: :func:`default_destination_concurrency`), then one of the worker's
+    ``concurrency`` session tokens, first come first served, which it holds while its
     sessions run: the worker never has more than ``concurrency`` outbound SMTP sessions
     open, whatever the fan-out. A destination that is full turns the job away: its
     recipients stay pending, not attempted (no attempt counted, no delay notice, no
@@ -205,6 +236,7 @@ class DeliveryWorker:
         timeouts: Timeouts | None = None,
         concurrency: int = 20,
         destination_concurrency: int | None = None,
+        active_limit: int | None = None,
         clock: Callable[[], float] = time.time,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
@@ -217,8 +249,12 @@ class DeliveryWorker:
             destination_concurrency = default_destination_concurrency(
                 concurrency, smart_host=smart_host
             )
-        if concurrency < 1 or destination_concurrency < 1:
-            raise ValueError("concurrency and destination_concurrency must be at least 1")
+        if active_limit is None:
+            active_limit = ACTIVE_PER_SESSION * concurrency
+        if concurrency < 1 or destination_concurrency < 1 or active_limit < 1:
+            raise ValueError(
+                "concurrency, destination_concurrency and active_limit must be at least 1"
+            )
         self.queue = queue
         self.router = router
         self.resolver = resolver
@@ -236,15 +272,27 @@ class DeliveryWorker:
         self.threads = threads if threads is not None else Threads()
         """Where the worker's disk work runs (the server's, shared with its sessions): a
         stop waits there for what it cut off before the data directory's lock goes (see
-        :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`)."""
+        :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`). The
+        worker hands its own work over through :attr:`disk`, never straight here (its
+        exchangers' content reads go to :func:`asyncio.to_thread`)."""
+        self.disk = ThreadShare(self.threads, concurrency)
+        """The worker's share of :attr:`threads`: ``concurrency`` calls at once through
+        its ``run``, as many as it had when rounds were bounded by ``concurrency`` too;
+        its rounds, up to ``active_limit``, take turns there. The writes whose loss
+        would repeat a delivery or lose a record go through its ``now``, at once (the
+        rule: :class:`~smtpcore.server.waits.ThreadShare`)."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
-        """Messages in a round at once, and outbound sessions open at once."""
+        """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
+        self.active_limit = active_limit
+        """Messages in a round at once (by default :data:`ACTIVE_PER_SESSION` times
+        ``concurrency``), whatever their sessions."""
         self.destination_concurrency = destination_concurrency
         """Outbound sessions at once to one destination (above ``concurrency``: no effect)."""
         self.places = DestinationPlaces(self.destination_concurrency)
-        self._sessions = asyncio.Semaphore(concurrency)
-        """One token per outbound session job: the bound on sessions open at once."""
+        self._sessions = SessionTokens(concurrency)
+        """One token per outbound session job: the bound on sessions open at once,
+        handed out first come, first served (:mod:`smtpcore.server.tokens`)."""
         self.clock = clock
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
@@ -260,6 +308,9 @@ class DeliveryWorker:
         )
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._withdrawals: dict[str, asyncio.Future[None]] = {}
+        """Per message in a round, done once an operator's ``hold`` or ``delete`` cuts the
+        round short (:meth:`_cut_round_short`)."""
         self._catch_up_until: dict[str, float] = {}
         """Per message waiting for a place, its next full round's time: a round begun
         before it delivers only the destinations the message waited at."""
@@ -371,16 +422,14 @@ class DeliveryWorker:
                 self._wakeup.clear()
                 now = self.clock()
                 for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
-                    if len(self._running) >= self.concurrency:
+                    if len(self._running) >= self.active_limit:
                         break
                     if due <= now and queue_id not in self._running:
                         del self._due[queue_id]
-                        task = asyncio.get_running_loop().create_task(self._process(queue_id))
-                        self._running[queue_id] = task
-                        task.add_done_callback(functools.partial(self._done, queue_id))
+                        self._begin_round(queue_id)
                 waiting = [d for q, d in self._due.items() if q not in self._running]
                 timeout = None
-                if waiting and len(self._running) < self.concurrency:
+                if waiting and len(self._running) < self.active_limit:
                     timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
                 # within, not wait_for: on Python 3.11 wait_for loses a cancellation
                 # that comes as the event is set (a round ending as the server stops),
@@ -390,8 +439,28 @@ class DeliveryWorker:
         finally:
             self._wakeup = None
 
+    def _begin_round(self, queue_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._withdrawals[queue_id] = loop.create_future()
+        task = loop.create_task(self._process(queue_id))
+        self._running[queue_id] = task
+        task.add_done_callback(functools.partial(self._done, queue_id))
+
+    def _cut_round_short(self, queue_id: str) -> None:
+        """An operator's ``hold`` or ``delete`` of ``queue_id`` while a round delivers it:
+        the round's destination jobs not yet in a session are withdrawn. They leave the
+        token line and give their places back, their recipients stay pending, not
+        attempted (no attempt counted, no delay notice, no bounce), and no job starts
+        in the round from now on: the round ends without waiting for a session, and
+        the action is carried out at once. A job already in a session goes on, and the
+        action waits for it (its recipients may be sent meanwhile)."""
+        withdrawn = self._withdrawals.get(queue_id)
+        if withdrawn is not None and not withdrawn.done():
+            withdrawn.set_result(None)
+
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
+        self._withdrawals.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
         self._forget_places_if_unscheduled(queue_id)
@@ -470,12 +539,12 @@ class DeliveryWorker:
             except OSError:  # not known to be gone: a local error
                 return False
 
-        return await self.threads.run(missing)
+        return await self.disk.run(missing)
 
     async def _load(self, queue_id: str) -> QueueEntry:
         """The entry, as this process last left it if its queue file is behind. The
         file is read all the same: one removed meanwhile ends the delivery."""
-        entry = await self.threads.run(self.queue.load, queue_id)
+        entry = await self.disk.run(self.queue.load, queue_id)
         return self._unsaved.get(queue_id, entry)
 
     async def _save(self, entry: QueueEntry) -> QueueEntry:
@@ -501,13 +570,17 @@ class DeliveryWorker:
 
         The write is handed to its thread before any await (:class:`_Envelope`): a
         stop that cancels the caller cannot keep it from landing, and concurrent writes
-        of one message land one at a time, each with the newest entry."""
+        of one message land one at a time, each with the newest entry. So it never
+        waits for a slot of the worker's share of the threads (:meth:`ThreadShare.now
+        <smtpcore.server.waits.ThreadShare.now>`, not ``run``): cancelled in that wait,
+        it would never be handed over, and a recipient an exchanger accepted would stay
+        pending on disk, sent again after a restart."""
         self._unsaved[entry.id] = entry
         envelope = self._envelopes.get(entry.id)
         if envelope is None:
             envelope = self._envelopes[entry.id] = _Envelope(entry)
         envelope.latest = entry
-        written = await self.threads.run(envelope.write, self.queue.update)
+        written = await self.disk.now(envelope.write, self.queue.update)
         if self._unsaved.get(entry.id) is written:
             del self._unsaved[entry.id]
 
@@ -521,7 +594,7 @@ class DeliveryWorker:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return
         content = self.queue.content(queue_id)
-        if not await self.threads.run(content.path.exists):
+        if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
         catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
         failed: dict[str, Outcome] = {}
@@ -560,7 +633,8 @@ class DeliveryWorker:
         if catch_up:
             remote = {place: domains for place, domains in remote.items() if place in awaited}
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
-        round_ = _Round(entry, failed, deferred)
+        withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
+        round_ = _Round(entry, failed, deferred, withdrawn)
         await self._deliver_destinations(round_, remote, content)
         await self.settlement.finish_round(
             round_.entry, content, failed, deferred, counts=not catch_up
@@ -592,7 +666,9 @@ class DeliveryWorker:
                 await self._save(round_.entry)
 
         def start(place: str) -> bool:
-            if place not in remote or place in started or not self.places.take(place, queue_id):
+            if round_.withdrawn.done() or place not in remote or place in started:
+                return False
+            if not self.places.take(place, queue_id):
                 return False
             started.add(place)
             job = loop.create_task(self._destination_job(round_, remote[place], content, record))
@@ -620,10 +696,31 @@ class DeliveryWorker:
         """One destination's part of a round, holding one session token: its domains
         one after another (several go through one smart host), so a job has one session
         open at a time. Its place there is given back when the job's task is done,
-        whatever ended it (:meth:`_deliver_destinations`)."""
-        async with self._sessions:
-            for domain, deliveries in domains.items():
+        whatever ended it (:meth:`_deliver_destinations`). Withdrawn
+        (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
+        (the withdrawal is seen only once this job runs again), it ends, its recipients
+        untouched; withdrawn during a domain's session, it opens no session for the
+        domains after it, whose recipients stay pending, not attempted."""
+        if not await self._sessions.take(round_.withdrawn):
+            self._log_withdrawn(round_, domains)
+            return
+        try:
+            names = list(domains)
+            for number, (domain, deliveries) in enumerate(domains.items()):
+                if round_.withdrawn.done():
+                    self._log_withdrawn(round_, names[number:])
+                    return
                 await self._deliver_domain(round_, domain, deliveries, content, record)
+        finally:
+            self._sessions.give_back()
+
+    @staticmethod
+    def _log_withdrawn(round_: _Round, domains: Iterable[str]) -> None:
+        logger.info(
+            "%s: delivery to %s withdrawn before its session (queue hold or delete)",
+            round_.entry.id,
+            loggable(", ".join(domains)),
+        )
 
     async def _deliver_domain(
         self,
@@ -689,7 +786,7 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            path, written = await self.threads.run(
+            path, written = await self.disk.run(
                 self.mailboxes.deliver_queued,
                 key,
                 entry.sender,
@@ -731,11 +828,14 @@ class DeliveryWorker:
 @dataclass(slots=True)
 class _Round:
     """One round of one message, as its destination jobs share it: the entry as the
-    outcomes so far leave it, and the recipients that failed or wait."""
+    outcomes so far leave it, the recipients that failed or wait, and whether an
+    operator's action cut it short."""
 
     entry: QueueEntry
     failed: dict[str, Outcome]
     deferred: dict[str, Outcome]
+    withdrawn: asyncio.Future[None]
+    """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
 
 
 class _Envelope:

@@ -29,7 +29,7 @@ from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS, message_tls
 from smtpcore.server.settlement import rejected_outcome
-from smtpcore.server.waits import Threads, stray_cancellation, within
+from smtpcore.server.waits import ThreadShare, stray_cancellation, within
 
 __all__ = ["OutboundDelivery", "RelayingWorker"]
 
@@ -46,7 +46,7 @@ class RelayingWorker(Protocol):
     internal: InternalAddresses
     relay_tls: RelayTLS
     exchanger: ExchangerSession
-    threads: Threads
+    disk: ThreadShare
 
 
 class OutboundDelivery:
@@ -98,7 +98,7 @@ class OutboundDelivery:
         if isinstance(attempts, Rejected):
             outcome = rejected_outcome(attempts)
             return dict.fromkeys(addresses, outcome)
-        header = await self.worker.threads.run(content.header)
+        header = await self.worker.disk.run(content.header)
         policy = message_tls(self.worker.relay_tls, requiretls=entry.requiretls, header=header)
         failed: list[_ExchangerFailure] = []  # each exchanger that failed as a whole
         relay = "none"

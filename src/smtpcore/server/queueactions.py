@@ -1,8 +1,9 @@
 """The operator's commands (``python -m smtpcore queue``: ``hold``, ``release``,
 ``flush``, ``delete``) carried out on the queue of a running server, between its
 delivery rounds: a message in delivery is acted on when its round ends, and actions
-on one message are carried out in the order given. The command files themselves are
-:mod:`smtpcore.server.queuectl`'s.
+on one message are carried out in the order given. A ``hold`` or ``delete`` cuts the
+round short first: what it has not yet begun to send is not sent (:data:`STOPPING`).
+The command files themselves are :mod:`smtpcore.server.queuectl`'s.
 """
 
 from __future__ import annotations
@@ -10,14 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import ThreadShare
 
-__all__ = ["ActingWorker", "Applied", "QueueActions"]
+__all__ = ["STOPPING", "ActingWorker", "Applied", "QueueActions"]
+
+STOPPING: Final = frozenset({"hold", "delete"})
+"""Actions that stop a message's delivery. Carried out when its round ends, like any
+other, they first cut that round short: its destination jobs still waiting for a
+session are withdrawn, their recipients left pending and not attempted, so the round
+ends without sending them, and the action at once. With rounds bounded apart from
+sessions, a round may wait long for one (while hanging exchangers hold them all): a
+message deleted then would otherwise be sent as soon as a session came free. A job
+already in a session goes on, and the action waits for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +71,7 @@ class ActingWorker(Protocol):
     delivers it) and its record of the queue."""
 
     queue: Queue
-    threads: Threads
+    disk: ThreadShare
     clock: Callable[[], float]
     _due: dict[str, float]
     _running: dict[str, asyncio.Task[None]]
@@ -69,6 +79,8 @@ class ActingWorker(Protocol):
     _copies_begun: dict[str, set[str]]
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
+
+    def _cut_round_short(self, queue_id: str) -> None: ...
 
     def _forget_places_if_unscheduled(self, queue_id: str) -> None: ...
 
@@ -107,14 +119,14 @@ class QueueActions:
         """Carry out ``command`` on the queue. A message in delivery, or with actions that
         still wait for its round, is acted on after them, when its round ends. An action
         the disk refuses now raises (those before it stand)."""
-        entries = await self.worker.threads.run(self.worker.queue.entries)
+        entries = await self.worker.disk.run(self.worker.queue.entries)
         ids = []
         waiting = []
         for entry in entries:
             if not command.applies_to(entry.id):
                 continue
             ids.append(entry.id)
-            busy = entry.id in self.worker._running or entry.id in self.after_round
+            busy = self._in_round(entry.id, command.action) or entry.id in self.after_round
             if busy or not await self.act(entry.id, command.action):
                 written = asyncio.get_running_loop().create_future()
                 self.after_round.setdefault(entry.id, []).append((command.action, written))
@@ -147,11 +159,21 @@ class QueueActions:
         finally:
             self._draining.discard(queue_id)
 
+    def _in_round(self, queue_id: str, action: str) -> bool:
+        """Whether a round delivers ``queue_id``, so that ``action`` waits for its end;
+        one that stops the message (:data:`STOPPING`) cuts that round short."""
+        if queue_id not in self.worker._running:
+            return False
+        if action in STOPPING:
+            self.worker._cut_round_short(queue_id)
+        return True
+
     async def act(self, queue_id: str, action: str) -> bool:
         """``action`` on one message now, on disk when this returns True; what the disk
         refuses is raised. False, with nothing done, while a round delivers the message:
         the round writes its entry back at its end, over a ``hold`` made meanwhile, so
-        the action must wait for that end.
+        the action must wait for that end (a ``hold`` or ``delete`` cuts it short:
+        :data:`STOPPING`).
 
         No round begins while this acts, whatever the action: one begun, and ended,
         while the entry was read or written would have its record written over with the
@@ -161,7 +183,7 @@ class QueueActions:
         A ``hold`` or ``delete`` the disk refuses leaves the message out of the schedule,
         as the operator asked: it is not delivered before its command, kept, is carried
         out again (at the next SIGUSR1, which any ``queue`` command sends, or start)."""
-        if queue_id in self.worker._running:
+        if self._in_round(queue_id, action):
             return False
         due = self.worker._due.pop(queue_id, None)
         try:
@@ -181,10 +203,10 @@ class QueueActions:
             if await self.worker._gone(queue_id, exc):
                 return True  # delivered or deleted meanwhile: nothing left to act on
             raise
-        if queue_id in self.worker._running:  # scheduled anew, and begun, as the entry was read
+        if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
             return False
         if action == "delete":
-            await self.worker.threads.run(self._remove_by_operator, entry)
+            await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
             self.worker._copies_begun.pop(queue_id, None)
         elif action == "hold":

@@ -26,7 +26,7 @@ from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedContent, QueuedRecipient, QueueEntry
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import ThreadShare
 
 __all__ = ["ReportingWorker", "SenderReports", "asks_for"]
 
@@ -42,7 +42,7 @@ class ReportingWorker(Protocol):
     hostname: str
     max_queue_age: float
     delay_warning: float | None
-    threads: Threads
+    disk: ThreadShare
     clock: Callable[[], float]
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
@@ -84,7 +84,7 @@ class SenderReports:
             return entry
         to, on_behalf_of = self._addressee(entry.id, entry.sender)
         report = await self._success_report(entry, content, owed, to, on_behalf_of)
-        queued = await self.worker.threads.run(
+        queued = await self.worker.disk.run(
             self.worker.queue.add,
             report.content,
             "",
@@ -135,7 +135,7 @@ class SenderReports:
                 )
                 for r in delayed
             ],
-            original=await self.worker.threads.run(content.returned_header),
+            original=await self.worker.disk.run(content.returned_header),
             retry_until=entry.created + self.worker.max_queue_age,
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
@@ -212,10 +212,10 @@ class SenderReports:
         headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
-            original = await self.worker.threads.run(content.returned, MAX_RETURNED_MESSAGE)
+            original = await self.worker.disk.run(content.returned, MAX_RETURNED_MESSAGE)
         if original is None:  # asked for, or the message is too large to return whole
             headers_only = True
-            original = await self.worker.threads.run(content.returned_header)
+            original = await self.worker.disk.run(content.returned_header)
         expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.worker.max_queue_age) if expired else None
         bounce = build_bounce(
@@ -275,7 +275,7 @@ class SenderReports:
                 )
                 for r in owed
             ],
-            original=await self.worker.threads.run(content.returned_header),
+            original=await self.worker.disk.run(content.returned_header),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
             for_sender=on_behalf_of,
@@ -335,14 +335,14 @@ class SenderReports:
             if isinstance(decision, LocalDelivery):
                 key = self.worker.mailboxes.lookup(decision.mailbox)
         if key is not None:
-            path = await self.worker.threads.run(
+            path = await self.worker.disk.run(
                 self.worker.mailboxes.deliver, key, "", report.content
             )
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.worker.mailboxes.delivered(key, path, queue_id)
             return
         params = _report_params(sender, report, requiretls=requiretls)
-        queued = await self.worker.threads.run(
+        queued = await self.worker.disk.run(
             self.worker.queue.add, report.content, "", [sender], params=params, report_on=queue_id
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)

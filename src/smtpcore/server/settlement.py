@@ -25,7 +25,7 @@ from smtpcore.server.queue import (
     RecipientStatus,
 )
 from smtpcore.server.reports import SenderReports, asks_for
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import ThreadShare
 
 __all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
 
@@ -36,7 +36,7 @@ class SettlingWorker(Protocol):
     reports, through which the sender is told (read at each use, as the rest)."""
 
     queue: Queue
-    threads: Threads
+    disk: ThreadShare
     clock: Callable[[], float]
     max_queue_age: float
     destination_concurrency: int
@@ -203,7 +203,7 @@ class RoundSettlement:
         )
         if not entry.pending:
             try:
-                await self.worker.threads.run(self.worker.queue.remove, entry.id)
+                await self.worker.disk.now(self.worker.queue.remove, entry.id)
             except OSError as exc:
                 logger.error("%s: cannot remove the delivered message: %s", entry.id, exc)
             else:

@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Final, ParamSpec, TypeVar
 
 from smtpcore.server.log import logger
+from smtpcore.server.tokens import SessionTokens
 
-__all__ = ["CUT_OFF", "Threads", "finish", "stray_cancellation", "within"]
+__all__ = ["CUT_OFF", "ThreadShare", "Threads", "finish", "stray_cancellation", "within"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -111,6 +112,15 @@ class Threads:
     async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """``func(*args, **kwargs)`` in a thread, in the caller's context, counted until
         it returns; cancelling the caller leaves it to end, counted."""
+        # Shielded: a cancellation must not take back work the executor has not begun,
+        # which would leave it counted for ever.
+        return await asyncio.shield(self.submit(func, *args, **kwargs))
+
+    def submit(
+        self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> asyncio.Future[T]:
+        """:meth:`run` without the wait: ``func`` is handed to a thread now, and the
+        future says when it has returned. Never cancel the future."""
         call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
 
         def counted() -> T:
@@ -122,13 +132,10 @@ class Threads:
         with self._guard:
             self._running += 1
         try:
-            future = asyncio.get_running_loop().run_in_executor(None, counted)
+            return asyncio.get_running_loop().run_in_executor(None, counted)
         except BaseException:  # not handed over (the executor is shut down)
             self._ended()
             raise
-        # Shielded: a cancellation must not take back work the executor has not begun,
-        # which would leave it counted for ever.
-        return await asyncio.shield(future)
 
     def _ended(self) -> None:
         with self._guard:
@@ -145,3 +152,62 @@ class Threads:
                 self._then.append(callback)
                 return
         callback()
+
+
+class ThreadShare:
+    """One user's share of a server's :class:`Threads`: at most ``limit`` of its calls
+    through :meth:`run` handed over at once, the others waiting their turn, first come,
+    first served; and :meth:`now`, for the calls that must not wait.
+
+    The threads are few (:func:`asyncio.to_thread`'s executor, ``min(32, CPUs + 4)``:
+    5 on one CPU) and shared: an inbound session commits its message there at the end
+    of DATA. The delivery worker may have many rounds at once (``active_limit``), each
+    with disk work (Maildir copies, reads, reports); all handed over at once, they
+    queued ahead of the inbound session, which waited seconds for a thread (12 s behind
+    1,000 local copies of 1 MB), and a client that timed out sent its accepted message
+    again. Through :meth:`run` the worker has no more of that work waiting there than
+    it had when its rounds were few. A slot is held until the call returns, even when
+    its caller is cancelled first: a stop does not let more in.
+
+    The rule for which call goes where: a call whose loss, if a stop cancelled its
+    caller while it waited for a slot, would repeat a delivery or lose a record (a
+    queue envelope's write after an exchanger's 250, a delivered message's removal,
+    the operator's ``queue delete``) goes through :meth:`now`, handed to its thread
+    before any await, as all the worker's disk work was before the share. Only work
+    whose loss a later round makes good goes through :meth:`run`: reads, local
+    Maildir copies (a copy not written stays pending), reports (made again until
+    recorded made). The writes through :meth:`now` are small, and come at most one
+    per outcome recorded, so the bound on the worker's calls waiting for a thread is
+    ``limit``, plus those writes, plus what the worker's exchangers read in threads of
+    their own (:mod:`smtpcore.server.exchanger`, one call at a time per open session):
+    not a bound on the threads it holds, which may be all of them."""
+
+    def __init__(self, threads: Threads, limit: int) -> None:
+        self.threads = threads
+        self._slots = SessionTokens(limit)
+        """First come, first served, as the relay's sessions (the same kind of tokens)."""
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a slot."""
+        return self._slots.waiting
+
+    async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`Threads.run`, once one of the share's slots is free. A caller
+        cancelled while it waits for the slot has handed nothing over: ``func`` never
+        runs."""
+        await self._slots.take()
+        try:
+            future = self.threads.submit(func, *args, **kwargs)
+        except BaseException:
+            self._slots.give_back()
+            raise
+        future.add_done_callback(lambda _: self._slots.give_back())
+        return await asyncio.shield(future)
+
+    async def now(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """:meth:`Threads.run` at once, outside the share: ``func`` is handed to its
+        thread before any await, so a caller cancelled at any point cannot keep it from
+        running to its end. For the writes that must land (the class docstring's
+        rule)."""
+        return await self.threads.run(func, *args, **kwargs)
