@@ -1811,6 +1811,94 @@ def test_a_success_report_owed_outlives_a_crash_and_is_made_once(
     assert b"Action: relayed" in raw and b"Final-Recipient: rfc822; brendon@pqr.example" in raw
 
 
+_REPORT_ACTIONS = {
+    "bounce": b"Action: failed",
+    "delay": b"Action: delayed",
+    "success": b"Action: relayed",
+}
+
+
+@pytest.mark.parametrize(
+    ("recipients", "held_after", "reports"),
+    [
+        (["x", "y"], "bounce", ["bounce", "delay"]),
+        (["x", "z"], "bounce", ["bounce", "success"]),
+        (["z", "y"], "success", ["success", "delay"]),
+    ],
+)
+def test_a_stop_after_a_report_is_made_does_not_make_it_again(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    recipients: list[str],
+    held_after: str,
+    reports: list[str],
+) -> None:
+    """Once a round's report is made, what it covered is recorded before the round's
+    next disk work: here every later step waits on the disk (other work holds the
+    share) until the server stops. The next start made the bounce again (its
+    recipients' FAILED marks had been in memory only), as Postfix does not: its
+    bounce logs record a recipient's fate as the report is made. x@ is refused for
+    good, y@ deferred with a delay warning due, z@ relayed and owed a success report
+    (RFC 3461 §6.2)."""
+    server = scripted(
+        [b"250 2.0.0 queued as X"],
+        rcpt_replies={"x@pqr.example": b"550 5.1.1 no such user", "y@pqr.example": b"451 4.3.0"},
+    )
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=60)
+    setup.worker.delay_warning = 0.0
+    made: list[str] = []
+    stuck = asyncio.Event()
+    run, send_report, add = setup.worker.disk.run, setup.worker.send_report, setup.queue.add
+
+    async def held_run(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        if held_after in made:
+            stuck.set()
+            await asyncio.Event().wait()  # until the stop cancels the round
+        return await run(func, *args, **kwargs)
+
+    async def sent(queue_id: str, to: str, report: Any, kind: str, **options: Any) -> None:
+        await send_report(queue_id, to, report, kind, **options)
+        made.append({"non-delivery": "bounce"}.get(kind, kind))
+
+    def added(content: bytes, sender: str, *args: Any, **kwargs: Any) -> QueueEntry:
+        entry = add(content, sender, *args, **kwargs)
+        if kwargs.get("reported"):
+            made.append("success")
+        return entry
+
+    monkeypatch.setattr(setup.worker.disk, "run", held_run)
+    monkeypatch.setattr(setup.worker, "send_report", sent)
+    monkeypatch.setattr(setup.queue, "add", added)
+    notify = {"x": None, "y": None, "z": "SUCCESS"}
+
+    async def until_the_stop() -> None:
+        queued = [QueuedRecipient(f"{r}@pqr.example", notify=notify[r]) for r in recipients]
+        _enqueue_dsn(setup, queued)
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(stuck.wait(), 5)
+        finally:
+            await _stop_runs(setup.worker, [task])
+
+    asyncio.run(until_the_stop())
+    monkeypatch.undo()
+    restarted = _setup(tmp_path, ZONE, server.port, retry_after=60)
+    restarted.worker.delay_warning = 0.0
+
+    def counts() -> list[int]:
+        raw = restarted.raw_bounces()
+        return [sum(_REPORT_ACTIONS[kind] in r for r in raw) for kind in reports]
+
+    async def start_again() -> None:
+        for entry in restarted.queue.open():
+            restarted.worker.schedule(entry)
+        await _run_until(restarted, lambda: all(counts()))
+
+    asyncio.run(start_again())
+    assert counts() == [1, 1]
+
+
 @pytest.mark.parametrize("crashed_in", ["the message", "the success report"])
 def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crashed_in: str

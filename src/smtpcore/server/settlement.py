@@ -189,14 +189,7 @@ class RoundSettlement:
         the message runs again as soon as a place is handed to it."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            await self.worker.reports.bounce(entry, content, failed)
-            for address, outcome in failed.items():  # after the bounce step, never before
-                self._log_outcome(entry, address, outcome)
-            # Known at once: whatever fails next, this bounce is not made again.
-            entry = entry.with_recipients(
-                {address: _updated(recipients[address], o) for address, o in failed.items()}
-            )
-            self.worker._unsaved[entry.id] = entry
+            entry = await self._bounce(entry, content, failed)
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -244,6 +237,27 @@ class RoundSettlement:
             self.worker.destination_concurrency,
         )
         self.worker._schedule_for_places(entry)
+
+    async def _bounce(
+        self, entry: QueueEntry, content: QueuedContent, failed: Mapping[str, Outcome]
+    ) -> QueueEntry:
+        """Make the bounce for ``failed``, then record them failed at once, through the
+        worker's :meth:`_save <smtpcore.server.delivery.DeliveryWorker._save>`, handed
+        to its thread before any await: the round's later disk work (a success report,
+        a delay warning) may wait long for the worker's share, and a stop there lost a
+        record kept in memory only, so the next start bounced them again (Postfix
+        records a recipient's fate as its report is made). Never before the bounce has
+        landed: one that fails leaves them pending, bounced by a later round. A disk
+        that refuses the record leaves it in memory (``_unsaved``), written again by
+        each round. ``entry`` as recorded."""
+        await self.worker.reports.bounce(entry, content, failed)
+        recipients = {r.address: r for r in entry.recipients}
+        for address, outcome in failed.items():  # after the bounce step, never before
+            self._log_outcome(entry, address, outcome)
+        entry = entry.with_recipients(
+            {address: _updated(recipients[address], o) for address, o in failed.items()}
+        )
+        return await self.worker._save(entry)
 
     def _expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
