@@ -9,8 +9,10 @@ vanishes mid-command).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import math
 import os
@@ -19,12 +21,14 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from peers import (
+    LOOPBACK,
     RawSmtpSession,
     TLSFiles,
     dual_stack_loopback,
@@ -32,6 +36,7 @@ from peers import (
     open_fd_count,
     raise_fd_limit,
     raw_smtp_session,
+    run,
     running_smtp_server,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
@@ -1198,19 +1203,31 @@ def test_graceful_shutdown_finishes_messages_in_flight(adapter: str) -> None:
     assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
 
 
-@pytest.mark.parametrize(
+MAIL_TO_DATA = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n"
+UNFINISHED = pytest.mark.parametrize(
     "script",
     [
         pytest.param([b"MAIL FROM:<a@abc.example>\r\n"], id="mid-transaction"),
         pytest.param(
-            [
-                b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n",
-                b"Subject: x\r\n",
-            ],
+            [MAIL_TO_DATA, b"Subject: x\r\n"],
             id="mid-data",
         ),
     ],
 )
+"""A session left mid-transaction: the commands whose replies it reads, then what it
+sends without a reply."""
+
+
+def start_unfinished(s: RawSmtpSession, script: list[bytes]) -> None:
+    s.recv_reply()
+    s.command(b"EHLO client.test")
+    s.send(script[0])
+    for _ in script[0].splitlines():
+        s.recv_reply()
+    s.send(b"".join(script[1:]))
+
+
+@UNFINISHED
 def test_shutdown_cuts_off_sessions_after_the_grace_period(
     adapter: str, script: list[bytes]
 ) -> None:
@@ -1222,12 +1239,7 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(
         running_smtp_server(adapter, handler) as server,
         raw_smtp_session(server.host, server.port) as s,
     ):
-        s.recv_reply()
-        s.command(b"EHLO client.test")
-        s.send(script[0])
-        for _ in script[0].splitlines():
-            s.recv_reply()
-        s.send(b"".join(script[1:]))
+        start_unfinished(s, script)
         started = time.monotonic()
 
         async def close() -> None:
@@ -1240,6 +1252,85 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(
         assert server.active_sessions == 0
     assert handler.events[-1] == "reset"
     assert handler.messages == []
+
+
+@UNFINISHED
+def test_a_cancelled_shutdown_ends_the_grace_period_not_the_shutdown(
+    adapter: str, script: list[bytes]
+) -> None:
+    """A caller's deadline on ``aclose`` cancels the wait for the grace period, and the
+    shutdown goes on at once from its end: the session still there hears its 421
+    4.3.2 (RFC 5321 §3.8), every session ends, ``serve_forever`` returns, and then
+    the cancellation reaches the caller. asyncio's shutdown stopped where it was
+    cancelled, and left the session running, never told; trio's waited out the
+    whole grace and swallowed the deadline."""
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        start_unfinished(s, script)
+        assert server.close_under_a_deadline(0.2, grace=20)
+        assert server.active_sessions == 0
+        assert s.recv_reply().startswith(b"421 4.3.2 ")
+        assert s.recv_some() == b""
+    assert handler.events[-1] == "reset"
+    assert handler.messages == []
+
+
+def test_a_block_left_by_a_cancellation_still_gives_the_grace_period(adapter: str) -> None:
+    """Leaving ``async with server`` because the block was cancelled (how ``serve``
+    ends) asks for the shutdown, and is not its deadline: a message in flight is
+    finished within the grace, then the session hears 421 4.3.2, on both adapters
+    (trio's exit runs in the cancelled state, so it shields its ``aclose``)."""
+    import trio
+
+    import smtpcore.asyncio
+    import smtpcore.trio
+
+    handler = Recorder()
+
+    def client(port: int, cancel_serve: Callable[[], object]) -> list[bytes]:
+        with (
+            raw_smtp_session(LOOPBACK, port) as idle,
+            raw_smtp_session(LOOPBACK, port) as busy,
+        ):
+            idle.recv_reply()
+            start_unfinished(busy, [MAIL_TO_DATA, b"Subject: in flight\r\n"])
+            cancel_serve()
+            assert idle.recv_reply().startswith(b"421 4.3.2")  # the shutdown has begun
+            busy.send(b"\r\nbody\r\n.\r\n")
+            return [busy.recv_reply(), busy.recv_reply()]
+
+    async def on_asyncio() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        listening: asyncio.Future[Any] = loop.create_future()
+        serving = loop.create_task(
+            smtpcore.asyncio.serve(handler, started=listening.set_result, hostname="mx.test")
+        )
+        server = await listening
+        cancel = functools.partial(loop.call_soon_threadsafe, serving.cancel)
+        replies = await asyncio.to_thread(client, server.port, cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 10)
+        return replies
+
+    async def on_trio() -> list[bytes]:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(smtpcore.trio.serve, handler, hostname="mx.test")
+            )
+            token = trio.lowlevel.current_trio_token()
+            cancel = functools.partial(
+                trio.from_thread.run_sync, nursery.cancel_scope.cancel, trio_token=token
+            )
+            replies: list[bytes] = await trio.to_thread.run_sync(client, server.port, cancel)
+        return replies
+
+    delivered, goodbye = run(adapter, on_asyncio if adapter == "asyncio" else on_trio)
+    assert delivered.startswith(b"250 ") and goodbye.startswith(b"421 4.3.2 ")
+    [envelope] = handler.messages
+    assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
 
 
 # -- closing on the server's own word ----------------------------------------------------

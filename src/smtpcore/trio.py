@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
@@ -42,7 +42,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
-from smtpcore._driver._listener import LAST_WORDS, BaseListener, ListenedSession
+from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -1001,8 +1001,13 @@ class _Listener(BaseListener[_S]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Leaving the block asks for the shutdown, with its whole grace period: shielded,
+        for a cancellation that ended the block (how :func:`serve` ends) is a state on
+        trio, and would end the grace period as soon as it began. To bound the
+        shutdown, call :meth:`aclose` under a deadline in the block."""
         try:
-            await self.aclose()
+            with trio.CancelScope(shield=True):
+                await self.aclose()
         finally:
             await self._nursery_manager.__aexit__(None, None, None)
 
@@ -1113,25 +1118,32 @@ class _Listener(BaseListener[_S]):
         await self._stopped.wait()
 
     async def aclose(self, grace: float | None = 30.0) -> None:
-        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds,
+        or at once when this call is cancelled (the cancellation is raised after)."""
         self._prepare()
         if self._stopped.is_set():
             return
         self._accepting.cancel()
-        self.state.begin_shutdown()
-        with trio.move_on_after(math.inf if grace is None else grace) as scope:
-            scope.shield = True
+        try:
+            await self._end_sessions(grace)
+        finally:
+            self._stopped.set()
+
+    async def _until_idle(self, timeout: float | None) -> bool:
+        with trio.move_on_after(math.inf if timeout is None else timeout):
             await self._all_done.wait()
-        if not self._all_done.is_set():
-            self.state.cut_off()  # each writes its shutting-down reply (RFC 5321 §3.8)
-            with trio.move_on_after(LAST_WORDS) as scope:
-                scope.shield = True
-                await self._all_done.wait()
-        if not self._all_done.is_set():
-            self._sessions_scope.cancel()
-            for scope in list(self._stream_scopes or ()):
-                scope.cancel()
-        self._stopped.set()
+        return self._all_done.is_set()
+
+    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Trio's cancellation is a state: shielded, ``work`` runs on, and the caller's
+        next wait raises it."""
+        with trio.CancelScope(shield=True):
+            await work()
+
+    def _cancel_sessions(self) -> None:
+        self._sessions_scope.cancel()
+        for scope in list(self._stream_scopes or ()):
+            scope.cancel()
 
 
 class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
