@@ -9,6 +9,7 @@ vanishes mid-command).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import errno
@@ -19,13 +20,16 @@ import os
 import smtplib
 import socket
 import struct
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peers import (
     LOOPBACK,
@@ -41,6 +45,7 @@ from peers import (
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts, Timeouts
+from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, no_room
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
@@ -358,6 +363,57 @@ NO_ROOM_ERRORS = {
 }
 
 
+if sys.version_info >= (3, 11):
+
+    def exception_group(failures: Sequence[Exception]) -> Exception:
+        """What a hook raises when tasks of its own (a task group, a nursery) failed."""
+        return builtins.ExceptionGroup("the hook's tasks failed", failures)
+
+else:
+
+    def exception_group(failures: Sequence[Exception]) -> Exception:
+        pytest.skip("exception groups are new in Python 3.11")
+
+
+def failures_and_leaves() -> st.SearchStrategy[tuple[BaseException, list[BaseException]]]:
+    """A hook's failure, alone or exception groups nested at random, with its leaves."""
+    leaf = st.one_of(
+        st.sampled_from(sorted(NO_ROOM_ERRORS.values())).map(
+            lambda code: OSError(code, os.strerror(code))
+        ),
+        st.builds(ValueError, st.just("not a write")),
+    )
+
+    def grouped(
+        parts: list[tuple[Exception, list[BaseException]]],
+    ) -> tuple[Exception, list[BaseException]]:
+        return exception_group([p[0] for p in parts]), [x for p in parts for x in p[1]]
+
+    return st.recursive(
+        leaf.map(lambda failure: (failure, [failure])),
+        lambda parts: st.lists(parts, min_size=1, max_size=3).map(grouped),
+        max_leaves=8,
+    )
+
+
+@given(failures_and_leaves())
+def test_a_group_of_failures_earns_what_each_of_its_leaves_earns_or_451(
+    tree: tuple[BaseException, list[BaseException]],
+) -> None:
+    """A hook whose own tasks failed raises them as an exception group (PEP 654): when
+    every failure in it is the same write that found no room, the group is answered
+    and logged as that one failure (452 4.3.1, 552 5.3.4); any mix is a fault, 451
+    4.3.0 with its traceback. A group's nesting changes nothing."""
+    failure, leaves = tree
+    first = leaves[0]
+    alike = all(
+        isinstance(leaf, OSError) and isinstance(first, OSError) and leaf.errno == first.errno
+        for leaf in leaves
+    )
+    assert failure_reply(failure) == (failure_reply(first) if alike else LOCAL_ERROR)
+    assert no_room(failure) == (no_room(first) if alike else None)
+
+
 class FullBeforeContent(Recorder):
     """A handler that opens its files before the content, on a disk that fills up:
     the sender's local part names the hook that finds no room and how (``mail-*``,
@@ -370,14 +426,18 @@ class FullBeforeContent(Recorder):
         self.waits = waits
 
     async def _fail_if(self, hook: str, mailbox: Mailbox | None) -> None:
+        """``mail-nospc`` raises ENOSPC; ``mail-nospc-nospc`` raises an exception group
+        of two failures, ENOSPC and ENOSPC, as a hook's task group or nursery does."""
         if mailbox is None or not mailbox.local_part.startswith(hook + "-"):
             return
         if self.waits:
             import trio
 
             await (asyncio.sleep(0.001) if self.adapter == "asyncio" else trio.sleep(0.001))
-        code = NO_ROOM_ERRORS[mailbox.local_part.removeprefix(hook + "-")]
-        raise OSError(code, os.strerror(code))
+        names = mailbox.local_part.removeprefix(hook + "-").split("-")
+        codes = [NO_ROOM_ERRORS[name] for name in names]
+        failures = [OSError(code, os.strerror(code)) for code in codes]
+        raise failures[0] if len(failures) == 1 else exception_group(failures)
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
         if command.domain == "full.test":  # a hook outside the mail transaction
@@ -462,6 +522,43 @@ def test_a_hook_that_finds_no_room_is_one_warning_naming_the_refused_address(
         "(Disk quota exceeded)",
         "from=<data-fbig@abc.example> to=<b@pqr.example> helo=<client.test> (File too large)",
     ]
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["at-once", "after-waiting"])
+def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
+    adapter: str, waits: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception group from a hook's task group or nursery whose failures are all one
+    write that found no room is ``452 4.3.1`` (``552 5.3.4``) and one ``reject:``
+    warning without a traceback, as the failure alone is (RFC 5321 §4.2.2, RFC 3463
+    X.3.1); it was 451 4.3.0 and a traceback. A group with any other failure in it
+    stays 451 4.3.0, logged with its traceback."""
+    caplog.set_level(logging.WARNING, "smtpcore")
+    full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
+    with (
+        running_smtp_server(adapter, FullBeforeContent(adapter, waits)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<mail-nospc-nospc@abc.example>").startswith(full)
+        assert s.command(b"MAIL FROM:<mail-nospc-io@abc.example>").startswith(other)
+        assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<rcpt-dquot-dquot@pqr.example>").startswith(full)
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"RSET").startswith(b"250")
+        assert s.command(b"MAIL FROM:<data-fbig-fbig@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"DATA").startswith(too_big)
+        assert s.command(b"QUIT").startswith(b"221")
+    traced = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert traced == ["handle_mail failed"], traced
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [line.rsplit(" (", 1)[1] for line in warned] == [
+        "No space left on device)",
+        "Disk quota exceeded)",
+        "File too large)",
+    ], warned
 
 
 class ListingItsOwn(Recorder):

@@ -46,20 +46,61 @@ error is :data:`LOCAL_ERROR`. Full space frees up (452); a file size limit does 
 and blaming storage for it would have the client retry the message for days."""
 
 
+_MOST_IN_A_GROUP: Final = 1000
+"""Exceptions at most looked at in a hook's exception group: one bigger is a fault."""
+
+
 def failure_reply(exc: BaseException) -> Reply:
     """The reply a local failure ``exc`` earns: an ``OSError`` whose ``errno`` is in
-    :data:`BY_ERRNO` its entry, anything else ``451 4.3.0``. Nothing was accepted
+    :data:`BY_ERRNO` its entry, and so an exception group whose failures all are that
+    one (:func:`_no_room`); anything else ``451 4.3.0``. Nothing was accepted
     either way, so the client's retry duplicates nothing (RFC 5321 §6.1)."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return BY_ERRNO.get(exc.errno, LOCAL_ERROR)
-    return LOCAL_ERROR
+    found = _no_room(exc)
+    return LOCAL_ERROR if found is None else found[0]
 
 
 def no_room(exc: BaseException) -> str | None:
     """Why a write found no room, when ``exc`` is a failure :data:`BY_ERRNO` names
-    (``No space left on device``): the expected state of a full disk, answered and
-    logged as a refusal, in one line with no traceback. None for any other failure,
-    a fault whose traceback the log keeps."""
-    if not isinstance(exc, OSError) or exc.errno is None or exc.errno not in BY_ERRNO:
+    (``No space left on device``), alone or as every failure of an exception group:
+    the expected state of a full disk, answered and logged as a refusal, in one line
+    with no traceback. None for any other failure, a fault whose traceback the log
+    keeps."""
+    found = _no_room(exc)
+    return None if found is None else found[1]
+
+
+def _no_room(exc: BaseException) -> tuple[Reply, str] | None:
+    """The reply and the reason of a write that found no room, when ``exc`` is one, or
+    an exception group (PEP 654: what a hook's task group or nursery raises) whose
+    every failure is one with the same ``errno``: a hook whose parallel writes all
+    found the disk full failed for that reason alone. None for anything else, a
+    group with any other failure in it included."""
+    leaves = _leaves(exc)
+    if not leaves:
         return None
-    return exc.strerror or os.strerror(exc.errno)
+    first = leaves[0]
+    if not isinstance(first, OSError) or first.errno is None or first.errno not in BY_ERRNO:
+        return None
+    code = first.errno
+    if any(not isinstance(leaf, OSError) or leaf.errno != code for leaf in leaves):
+        return None
+    return BY_ERRNO[code], first.strerror or os.strerror(code)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The failures at the ends of ``exc``'s exception groups, however nested (``exc``
+    itself when it is none); none at all past :data:`_MOST_IN_A_GROUP` exceptions.
+    A group is known by PEP 654's ``exceptions`` tuple, which Python 3.10's
+    ``exceptiongroup`` backport (trio's there) has too."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    for _ in range(_MOST_IN_A_GROUP):
+        if not pending:
+            break
+        current = pending.pop()
+        grouped = getattr(current, "exceptions", None)
+        if isinstance(grouped, tuple) and grouped:
+            pending.extend(reversed(grouped))
+        else:
+            leaves.append(current)
+    return [] if pending else leaves
