@@ -45,7 +45,7 @@ from peers import (
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts, Timeouts
-from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, no_room
+from smtpcore._driver._failures import BY_ERRNO, LOCAL_ERROR, failure_reply, no_room
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
@@ -375,25 +375,40 @@ else:
         pytest.skip("exception groups are new in Python 3.11")
 
 
-def failures_and_leaves() -> st.SearchStrategy[tuple[BaseException, list[BaseException]]]:
-    """A hook's failure, alone or exception groups nested at random, with its leaves."""
-    leaf = st.one_of(
-        st.sampled_from(sorted(NO_ROOM_ERRORS.values())).map(
-            lambda code: OSError(code, os.strerror(code))
-        ),
-        st.builds(ValueError, st.just("not a write")),
+@st.composite
+def failures_and_leaves(
+    draw: st.DrawFn,
+) -> tuple[BaseException, list[BaseException]]:
+    """A hook's failure, alone or exception groups nested at random, with its leaves:
+    each drawn from a few kinds chosen first (a write that found no room, by errno,
+    some other write failure, no write failure at all), so that groups of one kind,
+    or of two errnos that earn the same reply, are common."""
+    kinds = draw(
+        st.lists(
+            st.sampled_from([*sorted(NO_ROOM_ERRORS.values()), None]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
     )
+
+    def alone(code: int | None) -> tuple[Exception, list[BaseException]]:
+        failure = ValueError("not a write") if code is None else OSError(code, os.strerror(code))
+        return failure, [failure]
 
     def grouped(
         parts: list[tuple[Exception, list[BaseException]]],
     ) -> tuple[Exception, list[BaseException]]:
         return exception_group([p[0] for p in parts]), [x for p in parts for x in p[1]]
 
-    return st.recursive(
-        leaf.map(lambda failure: (failure, [failure])),
-        lambda parts: st.lists(parts, min_size=1, max_size=3).map(grouped),
-        max_leaves=8,
+    tree: tuple[Exception, list[BaseException]] = draw(
+        st.recursive(
+            st.sampled_from(kinds).map(alone),
+            lambda parts: st.lists(parts, min_size=1, max_size=3).map(grouped),
+            max_leaves=8,
+        )
     )
+    return tree
 
 
 @given(failures_and_leaves())
@@ -401,17 +416,21 @@ def test_a_group_of_failures_earns_what_each_of_its_leaves_earns_or_451(
     tree: tuple[BaseException, list[BaseException]],
 ) -> None:
     """A hook whose own tasks failed raises them as an exception group (PEP 654): when
-    every failure in it is the same write that found no room, the group is answered
-    and logged as that one failure (452 4.3.1, 552 5.3.4); any mix is a fault, 451
-    4.3.0 with its traceback. A group's nesting changes nothing."""
+    every failure in it is a write that found no room and earns the same reply alone
+    (ENOSPC and EDQUOT both 452 4.3.1; EFBIG 552 5.3.4), the group is answered so and
+    logged with the first failure's reason; any other mix is a fault, 451 4.3.0 with
+    its traceback. A group's nesting changes nothing."""
     failure, leaves = tree
     first = leaves[0]
-    alike = all(
-        isinstance(leaf, OSError) and isinstance(first, OSError) and leaf.errno == first.errno
-        for leaf in leaves
-    )
-    assert failure_reply(failure) == (failure_reply(first) if alike else LOCAL_ERROR)
+    earned = [
+        BY_ERRNO.get(leaf.errno or 0) if isinstance(leaf, OSError) else None for leaf in leaves
+    ]
+    alike = earned[0] is not None and all(reply == earned[0] for reply in earned)
+    assert failure_reply(failure) == (earned[0] if alike else LOCAL_ERROR)
     assert no_room(failure) == (no_room(first) if alike else None)
+    if alike:
+        assert isinstance(first, OSError)
+        assert no_room(failure) == os.strerror(first.errno or 0)
 
 
 class FullBeforeContent(Recorder):
@@ -528,11 +547,13 @@ def test_a_hook_that_finds_no_room_is_one_warning_naming_the_refused_address(
 def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
     adapter: str, waits: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An exception group from a hook's task group or nursery whose failures are all one
-    write that found no room is ``452 4.3.1`` (``552 5.3.4``) and one ``reject:``
-    warning without a traceback, as the failure alone is (RFC 5321 §4.2.2, RFC 3463
-    X.3.1); it was 451 4.3.0 and a traceback. A group with any other failure in it
-    stays 451 4.3.0, logged with its traceback."""
+    """An exception group from a hook's task group or nursery whose failures are all
+    writes that found no room and earn the same reply (ENOSPC and EDQUOT alike) is
+    ``452 4.3.1`` (``552 5.3.4``) and one ``reject:`` warning without a traceback,
+    giving the first failure's reason, as the failure alone is (RFC 5321 §4.2.2, RFC
+    3463 X.3.1); it was 451 4.3.0 and a traceback. A group with any other failure in
+    it, or failures that earn different replies (EFBIG and ENOSPC), stays 451 4.3.0,
+    logged with its traceback."""
     caplog.set_level(logging.WARNING, "smtpcore")
     full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
     with (
@@ -542,6 +563,8 @@ def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
         s.recv_reply()
         s.command(b"EHLO client.test")
         assert s.command(b"MAIL FROM:<mail-nospc-nospc@abc.example>").startswith(full)
+        assert s.command(b"MAIL FROM:<mail-nospc-dquot@abc.example>").startswith(full)
+        assert s.command(b"MAIL FROM:<mail-fbig-nospc@abc.example>").startswith(other)
         assert s.command(b"MAIL FROM:<mail-nospc-io@abc.example>").startswith(other)
         assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"250")
         assert s.command(b"RCPT TO:<rcpt-dquot-dquot@pqr.example>").startswith(full)
@@ -552,9 +575,10 @@ def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
         assert s.command(b"DATA").startswith(too_big)
         assert s.command(b"QUIT").startswith(b"221")
     traced = [r.getMessage() for r in caplog.records if r.exc_info]
-    assert traced == ["handle_mail failed"], traced
+    assert traced == ["handle_mail failed"] * 2, traced
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [line.rsplit(" (", 1)[1] for line in warned] == [
+        "No space left on device)",
         "No space left on device)",
         "Disk quota exceeded)",
         "File too large)",

@@ -52,7 +52,7 @@ _MOST_IN_A_GROUP: Final = 1000
 
 def failure_reply(exc: BaseException) -> Reply:
     """The reply a local failure ``exc`` earns: an ``OSError`` whose ``errno`` is in
-    :data:`BY_ERRNO` its entry, and so an exception group whose failures all are that
+    :data:`BY_ERRNO` its entry, and so an exception group whose failures all earn that
     one (:func:`_no_room`); anything else ``451 4.3.0``. Nothing was accepted
     either way, so the client's retry duplicates nothing (RFC 5321 §6.1)."""
     found = _no_room(exc)
@@ -72,19 +72,31 @@ def no_room(exc: BaseException) -> str | None:
 def _no_room(exc: BaseException) -> tuple[Reply, str] | None:
     """The reply and the reason of a write that found no room, when ``exc`` is one, or
     an exception group (PEP 654: what a hook's task group or nursery raises) whose
-    every failure is one with the same ``errno``: a hook whose parallel writes all
-    found the disk full failed for that reason alone. None for anything else, a
-    group with any other failure in it included."""
+    every failure is one that earns the same reply: a hook whose parallel writes found
+    the disk full and the quota spent (``ENOSPC``, ``EDQUOT``: both ``452 4.3.1``)
+    failed for that reason alone, and the first failure's reason is logged. None for
+    anything else: a group with any other failure in it, or failures that earn
+    different replies (``ENOSPC`` and ``EFBIG``: temporary and permanent)."""
     leaves = _leaves(exc)
-    if not leaves:
+    first = _earns(leaves[0]) if leaves else None
+    if first is None:
         return None
-    first = leaves[0]
-    if not isinstance(first, OSError) or first.errno is None or first.errno not in BY_ERRNO:
+    for leaf in leaves[1:]:
+        found = _earns(leaf)
+        if found is None or found[0] != first[0]:
+            return None
+    return first
+
+
+def _earns(failure: BaseException) -> tuple[Reply, str] | None:
+    """The reply ``failure`` earns by itself when it is a write that found no room
+    (:data:`BY_ERRNO`), and its reason; None when it is any other failure."""
+    if not isinstance(failure, OSError) or failure.errno is None:
         return None
-    code = first.errno
-    if any(not isinstance(leaf, OSError) or leaf.errno != code for leaf in leaves):
+    reply = BY_ERRNO.get(failure.errno)
+    if reply is None:
         return None
-    return BY_ERRNO[code], first.strerror or os.strerror(code)
+    return reply, failure.strerror or os.strerror(failure.errno)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
