@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import gc
 import logging
 import math
 import os
@@ -42,6 +43,7 @@ from peers import (
     raw_smtp_session,
     run,
     running_smtp_server,
+    until,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts, Timeouts
@@ -1452,6 +1454,88 @@ def test_a_block_left_by_a_cancellation_still_gives_the_grace_period(adapter: st
     assert delivered.startswith(b"250 ") and goodbye.startswith(b"421 4.3.2 ")
     [envelope] = handler.messages
     assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("when", ["in-the-grace", "and-again-in-the-cut-off"])
+def test_a_cut_off_that_fails_is_logged_and_the_cancellation_still_reaches_the_caller(
+    adapter: str, when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cut-off runs as the caller's cancellation propagates (shielded: on asyncio,
+    a task of its own). Should it fail, its failure is logged, and the caller still
+    gets its cancellation: on asyncio the failure took the cancellation's place (an
+    ``aclose`` under a deadline raised the cut-off's error), and a failure that came
+    as the caller was cancelled again could go unretrieved."""
+    import trio
+
+    caplog.set_level(logging.ERROR)
+    begun = threading.Event()
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as idle,
+        raw_smtp_session(server.host, server.port) as busy,
+    ):
+        idle.recv_reply()
+        start_unfinished(busy, [b"MAIL FROM:<a@abc.example>\r\n"])
+
+        async def wait(event: Any) -> None:
+            await event.wait()
+
+        async def close_and_cancel() -> bool:
+            """Cancel ``aclose`` once the shutdown has begun, and again (on asyncio) once
+            its cut-off runs, which then fails; whether the cancellation came back."""
+            entered, failing = (
+                (asyncio.Event(), asyncio.Event())
+                if adapter == "asyncio"
+                else (trio.Event(), trio.Event())
+            )
+
+            async def cut_off() -> None:
+                entered.set()
+                await wait(failing)
+                raise RuntimeError("the cut-off broke")
+
+            server.server._cut_off = cut_off
+            if adapter == "asyncio":
+                closing = asyncio.ensure_future(server.server.aclose(20))
+                await until(adapter, begun)
+                closing.cancel()
+                if when != "in-the-grace":
+                    await entered.wait()
+                    closing.cancel()
+                failing.set()
+                try:
+                    await closing
+                except asyncio.CancelledError:
+                    return True
+                return False
+            scope = trio.CancelScope()
+
+            async def close() -> None:
+                with scope:
+                    await server.server.aclose(20)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close)
+                await until(adapter, begun)
+                scope.cancel()
+                await entered.wait()
+                failing.set()
+            return scope.cancelled_caught
+
+        def watch_idle() -> None:
+            if idle.recv_reply().startswith(b"421 4.3.2"):  # the shutdown has begun
+                begun.set()
+
+        watcher = threading.Thread(target=watch_idle)
+        watcher.start()
+        assert server.call(close_and_cancel)
+        watcher.join(10)
+        assert busy.command(b"QUIT").startswith(b"221")  # never cut off: it failed
+    gc.collect()
+    errors = [(r.getMessage(), r.exc_info) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(message, info and info[0]) for message, info in errors] == [
+        ("shutdown: cutting off the sessions left failed", RuntimeError)
+    ], errors
 
 
 # -- closing on the server's own word ----------------------------------------------------

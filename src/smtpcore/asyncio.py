@@ -1023,17 +1023,22 @@ class _Listener(BaseListener[_S]):
     async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """asyncio's cancellation is one exception, not a state: ``work`` runs in a task
         of its own, waited for again after each cancellation of the caller, the last
-        of which is raised once it has ended."""
+        of which is raised once it has ended. Its failure is always retrieved, and
+        logged: raised, it would replace the caller's cancellation."""
         task = asyncio.get_running_loop().create_task(work())
         cancelled: asyncio.CancelledError | None = None
         while not task.done():  # bounded by work's own waits; each pass, one cancellation
             try:
-                await asyncio.shield(task)
+                await asyncio.wait([task])  # never cancels the task, nor raises its failure
             except asyncio.CancelledError as exc:
                 cancelled = exc
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            logger.error("shutdown: cutting off the sessions left failed", exc_info=failure)
         if cancelled is not None:
             raise cancelled
-        task.result()
+        if task.cancelled():  # by other code (the loop's own end): a cancellation still
+            raise asyncio.CancelledError
 
     def _cancel_sessions(self) -> None:
         for runner in list(getattr(self, "_runners", ())):

@@ -1136,9 +1136,13 @@ class _Listener(BaseListener[_S]):
 
     async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Trio's cancellation is a state: shielded, ``work`` runs on, and the caller's
-        next wait raises it."""
+        next wait raises it. Its failure is logged: raised, it would replace the
+        cancellation of a caller that runs this in a ``finally``."""
         with trio.CancelScope(shield=True):
-            await work()
+            try:
+                await work()
+            except Exception:
+                logger.exception("shutdown: cutting off the sessions left failed")
 
     def _cancel_sessions(self) -> None:
         self._sessions_scope.cancel()

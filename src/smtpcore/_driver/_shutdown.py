@@ -84,7 +84,9 @@ class GracefulShutdown:
 
     async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` to its end though the caller is cancelled meanwhile; the
-        cancellation reaches the caller afterwards."""
+        cancellation reaches the caller afterwards. A failure of ``work`` is logged,
+        not raised: :meth:`_end_sessions` runs this in a ``finally``, where a raised
+        failure would replace the cancellation that brought it there."""
         raise NotImplementedError
 
     def _cancel_sessions(self) -> None:
