@@ -1538,6 +1538,71 @@ def test_a_cut_off_that_fails_is_logged_and_the_cancellation_still_reaches_the_c
     ], errors
 
 
+@pytest.mark.parametrize("shielded", [True, False], ids=["shielded", "unshielded"])
+def test_on_trio_a_finally_of_a_cancelled_block_must_shield_aclose_for_the_grace(
+    shielded: bool,
+) -> None:
+    """``try: await server.serve_forever() finally: await server.aclose(grace=...)`` in
+    a cancelled scope calls ``aclose`` in the cancelled state (trio's cancellation is
+    a state): unshielded, that is a cancelled ``aclose``, which ends the grace period
+    at once, so a message in flight is cut off with 421 4.3.2, before its end is
+    sent; under ``trio.CancelScope(shield=True)`` (what leaving ``async with server``
+    does) the message is finished within the grace, its 250 before the 421."""
+    import trio
+
+    import smtpcore.trio
+
+    handler = Recorder()
+    ready = threading.Event()
+
+    def client(port: int) -> list[bytes]:
+        with (
+            raw_smtp_session(LOOPBACK, port) as idle,
+            raw_smtp_session(LOOPBACK, port) as busy,
+        ):
+            idle.recv_reply()
+            start_unfinished(busy, [MAIL_TO_DATA, b"Subject: in flight\r\n"])
+            ready.set()
+            assert idle.recv_reply().startswith(b"421 4.3.2")  # the shutdown has begun
+            if not shielded:
+                return [busy.recv_reply()]  # well within the grace period
+            busy.send(b"\r\nbody\r\n.\r\n")
+            return [busy.recv_reply(), busy.recv_reply()]
+
+    async def main() -> list[bytes]:
+        replies: list[bytes] = []
+
+        async def talk(port: int) -> None:
+            replies.extend(await trio.to_thread.run_sync(client, port))
+
+        async with (
+            smtpcore.trio.SMTPServer(handler, LOOPBACK, 0, hostname="mx.test") as server,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(talk, server.port)
+            await until("trio", ready)
+            with trio.CancelScope() as block:
+                block.cancel()
+                try:
+                    await server.serve_forever()
+                finally:
+                    if shielded:
+                        with trio.CancelScope(shield=True):
+                            await server.aclose(grace=30)
+                    else:
+                        await server.aclose(grace=30)
+        return replies
+
+    replies = trio.run(main)
+    if shielded:
+        assert [reply[:4] for reply in replies] == [b"250 ", b"421 "]
+        [envelope] = handler.messages
+        assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
+    else:
+        assert [reply[:10] for reply in replies] == [b"421 4.3.2 "]
+        assert handler.messages == []
+
+
 # -- closing on the server's own word ----------------------------------------------------
 
 

@@ -1107,7 +1107,15 @@ class _Listener(BaseListener[_S]):
 
     async def aclose(self, grace: float | None = 30.0) -> None:
         """Shut down gracefully, cutting off sessions still running after ``grace`` seconds,
-        or at once when this call is cancelled (the cancellation is raised after)."""
+        or at once when this call is cancelled (the cancellation is raised after).
+
+        A cancelled call still finishes the shutdown, so it raises the cancellation
+        up to about two seconds after it came: the sessions cut off get a second for
+        their last words, then what is left is cancelled, for up to another second.
+        A session whose hook ignores cancellation (catches ``CancelledError``) runs
+        on past even that. asyncio delivers a cancellation once: ``aclose`` in the
+        ``finally`` of a cancelled block gets its whole grace period, unless the
+        task is cancelled again."""
         server = self._server
         if server is not None:
             server.close()

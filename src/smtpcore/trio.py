@@ -1003,8 +1003,9 @@ class _Listener(BaseListener[_S]):
     ) -> None:
         """Leaving the block asks for the shutdown, with its whole grace period: shielded,
         for a cancellation that ended the block (how :func:`serve` ends) is a state on
-        trio, and would end the grace period as soon as it began. To bound the
-        shutdown, call :meth:`aclose` under a deadline in the block."""
+        trio, and would end the grace period as soon as it began (as it does for an
+        unshielded :meth:`aclose` in a ``finally``). To bound the shutdown, call
+        :meth:`aclose` under a deadline in the block."""
         try:
             with trio.CancelScope(shield=True):
                 await self.aclose()
@@ -1119,7 +1120,25 @@ class _Listener(BaseListener[_S]):
 
     async def aclose(self, grace: float | None = 30.0) -> None:
         """Shut down gracefully, cutting off sessions still running after ``grace`` seconds,
-        or at once when this call is cancelled (the cancellation is raised after)."""
+        or at once when this call is cancelled (the cancellation is raised after), as
+        trio's own ``aclose`` methods close at once, less gracefully, when cancelled.
+
+        Trio's cancellation is a state, not an event: called inside a cancelled scope,
+        as in the ``finally`` of a cancelled block, this call is cancelled from its
+        start and gives no grace period at all. To get one there, shield it::
+
+            try:
+                await server.serve_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await server.aclose(grace=10)
+
+        Leaving ``async with server`` does this for you. A cancelled call still
+        finishes the shutdown, so it raises the cancellation up to about two seconds
+        after it came: the sessions cut off get a second for their last words, then
+        what is left is cancelled, for up to another second. A session whose hook
+        ignores cancellation (shields itself) runs on past even that, and leaving
+        the ``async with`` block waits for it."""
         self._prepare()
         if self._stopped.is_set():
             return
@@ -1156,7 +1175,9 @@ class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
     Leaving the block (or :meth:`aclose`) shuts down gracefully, even when
     the block is cancelled: the server stops listening, idle sessions get
     ``421 4.3.2`` at once, sessions in the middle of a message finish it
-    first, and whatever is left after ``grace`` seconds is cut off.
+    first, and whatever is left after ``grace`` seconds is cut off. An
+    :meth:`aclose` called inside a cancelled scope cuts off at once unless
+    shielded (see there).
     """
 
 
@@ -1273,6 +1294,8 @@ class POP3Server(_Listener[POP3ServerSession], BasePOP3Server):
     the server stops listening, idle sessions get ``-ERR [SYS/TEMP]`` at once
     and lose their marks (they did not say QUIT), a response being sent is
     finished first, and whatever is left after ``grace`` seconds is cut off.
+    An :meth:`aclose` called inside a cancelled scope cuts off at once unless
+    shielded (see there).
     """
 
 

@@ -12,8 +12,16 @@ three hooks). A cancelled shutdown (a deadline around ``aclose``, a second
 cancellation of a task leaving ``async with server``) ends the grace period at
 once, not the shutdown: the cut-off, its last words and the cancellation of what
 is left still run, shielded, and the cancellation reaches the caller after them.
-A caller's deadline thus bounds the grace period, and no server is left half
-closed, with a session mid-transaction that never hears its 421.
+So no server is left half closed, with a session mid-transaction that never hears
+its 421; but a caller's deadline bounds the grace period only, not the call, which
+can run :data:`LAST_WORDS` plus ``CUT_OFF_ROUNDS * CUT_OFF_WAIT`` seconds (about two)
+past it. A session whose hook ignores cancellation (catches asyncio's, shields
+itself from trio's) outlives even that: the shutdown gives up on it, and it runs
+on until its hook ends.
+
+On trio, a cancellation is a state: a shutdown asked for inside a cancelled scope
+(a ``finally`` of a cancelled block) is a cancelled one from its start, with no
+grace period, unless shielded, as leaving ``async with server`` does.
 """
 
 from __future__ import annotations
