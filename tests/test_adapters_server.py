@@ -1538,6 +1538,31 @@ def test_a_cut_off_that_fails_is_logged_and_the_cancellation_still_reaches_the_c
     ], errors
 
 
+def test_a_cut_off_that_fails_when_the_grace_runs_out_is_raised(adapter: str) -> None:
+    """No cancellation on its way out: a cut-off that fails after the grace period
+    ran out raises from ``aclose``, and ``aclose`` ends there, bounded by the grace.
+    Logged and dropped (as where it would replace a cancellation), it left ``aclose``
+    waiting without end for the sessions it never cut off."""
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as busy,
+    ):
+        start_unfinished(busy, [b"MAIL FROM:<a@abc.example>\r\n"])
+
+        async def cut_off() -> None:
+            raise RuntimeError("the cut-off broke")
+
+        async def close() -> str:
+            server.server._cut_off = cut_off
+            try:
+                await server.server.aclose(0.2)
+            except RuntimeError as exc:
+                return str(exc)
+            return "returned"
+
+        assert server.call(close) == "the cut-off broke"
+
+
 @pytest.mark.parametrize("shielded", [True, False], ids=["shielded", "unshielded"])
 def test_on_trio_a_finally_of_a_cancelled_block_must_shield_aclose_for_the_grace(
     shielded: bool,

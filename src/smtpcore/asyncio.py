@@ -1020,11 +1020,13 @@ class _Listener(BaseListener[_S]):
         done, _ = await asyncio.wait([idle], timeout=timeout)
         return bool(done)
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *, quiet: bool
+    ) -> None:
         """asyncio's cancellation is one exception, not a state: ``work`` runs in a task
         of its own, waited for again after each cancellation of the caller, the last
-        of which is raised once it has ended. Its failure is always retrieved, and
-        logged: raised, it would replace the caller's cancellation."""
+        of which is raised once it has ended. Its failure is always retrieved: raised,
+        or logged where it would replace a cancellation (see the base class)."""
         task = asyncio.get_running_loop().create_task(work())
         cancelled: asyncio.CancelledError | None = None
         while not task.done():  # bounded by work's own waits; each pass, one cancellation
@@ -1034,6 +1036,8 @@ class _Listener(BaseListener[_S]):
                 cancelled = exc
         failure = None if task.cancelled() else task.exception()
         if failure is not None:
+            if not isinstance(failure, Exception) or not (quiet or cancelled is not None):
+                raise failure
             logger.error("shutdown: cutting off the sessions left failed", exc_info=failure)
         if cancelled is not None:
             raise cancelled

@@ -1153,14 +1153,18 @@ class _Listener(BaseListener[_S]):
             await self._all_done.wait()
         return self._all_done.is_set()
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *, quiet: bool
+    ) -> None:
         """Trio's cancellation is a state: shielded, ``work`` runs on, and the caller's
-        next wait raises it. Its failure is logged: raised, it would replace the
-        cancellation of a caller that runs this in a ``finally``."""
+        next wait raises it. Its failure is raised, or logged where it would replace a
+        cancellation on its way out (``quiet``: see the base class)."""
         with trio.CancelScope(shield=True):
             try:
                 await work()
             except Exception:
+                if not quiet:
+                    raise
                 logger.exception("shutdown: cutting off the sessions left failed")
 
     def _cancel_sessions(self) -> None:

@@ -64,13 +64,13 @@ class GracefulShutdown:
         seconds (None: no limit) or once this wait is cancelled, whichever comes first;
         a cancellation is raised again once the cut-off is over."""
         self.state.begin_shutdown()
-        idle = False
         try:
             idle = await self._until_idle(grace)
-        finally:
-            if not idle:
-                await self._shielded(self._cut_off)
+        except BaseException:  # a cancellation on its way out: the cut-off must not replace it
+            await self._shielded(self._cut_off, quiet=True)
+            raise
         if not idle:
+            await self._shielded(self._cut_off, quiet=False)
             await self._until_idle(None)  # a session that will not end: its own close times it
 
     async def _cut_off(self) -> None:
@@ -90,11 +90,15 @@ class GracefulShutdown:
         limit); whether none is. A cancellation of the caller ends the wait."""
         raise NotImplementedError
 
-    async def _shielded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *, quiet: bool
+    ) -> None:
         """Run ``work`` to its end though the caller is cancelled meanwhile; the
-        cancellation reaches the caller afterwards. A failure of ``work`` is logged,
-        not raised: :meth:`_end_sessions` runs this in a ``finally``, where a raised
-        failure would replace the cancellation that brought it there."""
+        cancellation reaches the caller afterwards. A failure of ``work`` is raised,
+        unless a cancellation is on its way out, which it must not replace: ``quiet``
+        (the caller's own wait was cancelled), or one that came during ``work``. Then
+        it is logged. A ``BaseException`` that is no ``Exception`` (KeyboardInterrupt)
+        is always raised."""
         raise NotImplementedError
 
     def _cancel_sessions(self) -> None:
