@@ -718,6 +718,34 @@ class RunningSMTPServer:
         count: int = self.server.active_sessions
         return count
 
+    def close_under_a_deadline(self, deadline: float, grace: float = 20.0) -> bool:
+        """Call ``aclose(grace)`` under the caller's own ``deadline`` (seconds, shorter
+        than ``grace``: ``asyncio.wait_for``, ``trio.move_on_after``), then wait at most
+        10 seconds for ``serve_forever`` to return; whether the deadline's cancellation
+        reached the caller."""
+
+        async def on_asyncio() -> bool:
+            try:
+                await asyncio.wait_for(self.server.aclose(grace), deadline)
+            except asyncio.TimeoutError:
+                cancelled = True
+            else:
+                cancelled = False
+            await asyncio.wait_for(self.server.serve_forever(), 10)
+            return cancelled
+
+        async def on_trio() -> bool:
+            import trio
+
+            with trio.move_on_after(deadline) as scope:
+                await self.server.aclose(grace)
+            with trio.fail_after(10):
+                await self.server.serve_forever()
+            return scope.cancelled_caught
+
+        cancelled: bool = self.call(on_asyncio if self.adapter == "asyncio" else on_trio)
+        return cancelled
+
     def wait_for_sessions(self, count: int, timeout: float = 5.0) -> None:
         """Block until exactly ``count`` sessions are live, or fail."""
         deadline = time.monotonic() + timeout

@@ -9,22 +9,31 @@ vanishes mid-command).
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import dataclasses
 import errno
+import functools
+import gc
 import logging
 import math
 import os
 import smtplib
 import socket
 import struct
+import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from peers import (
+    LOOPBACK,
     RawSmtpSession,
     TLSFiles,
     dual_stack_loopback,
@@ -32,10 +41,13 @@ from peers import (
     open_fd_count,
     raise_fd_limit,
     raw_smtp_session,
+    run,
     running_smtp_server,
+    until,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import POP3Timeouts, Timeouts
+from smtpcore._driver._failures import BY_ERRNO, LOCAL_ERROR, failure_reply, no_room
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Recipient, Session
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply
@@ -353,6 +365,76 @@ NO_ROOM_ERRORS = {
 }
 
 
+if sys.version_info >= (3, 11):
+
+    def exception_group(failures: Sequence[Exception]) -> Exception:
+        """What a hook raises when tasks of its own (a task group, a nursery) failed."""
+        return builtins.ExceptionGroup("the hook's tasks failed", failures)
+
+else:
+
+    def exception_group(failures: Sequence[Exception]) -> Exception:
+        pytest.skip("exception groups are new in Python 3.11")
+
+
+@st.composite
+def failures_and_leaves(
+    draw: st.DrawFn,
+) -> tuple[BaseException, list[BaseException]]:
+    """A hook's failure, alone or exception groups nested at random, with its leaves:
+    each drawn from a few kinds chosen first (a write that found no room, by errno,
+    some other write failure, no write failure at all), so that groups of one kind,
+    or of two errnos that earn the same reply, are common."""
+    kinds = draw(
+        st.lists(
+            st.sampled_from([*sorted(NO_ROOM_ERRORS.values()), None]),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
+
+    def alone(code: int | None) -> tuple[Exception, list[BaseException]]:
+        failure = ValueError("not a write") if code is None else OSError(code, os.strerror(code))
+        return failure, [failure]
+
+    def grouped(
+        parts: list[tuple[Exception, list[BaseException]]],
+    ) -> tuple[Exception, list[BaseException]]:
+        return exception_group([p[0] for p in parts]), [x for p in parts for x in p[1]]
+
+    tree: tuple[Exception, list[BaseException]] = draw(
+        st.recursive(
+            st.sampled_from(kinds).map(alone),
+            lambda parts: st.lists(parts, min_size=1, max_size=3).map(grouped),
+            max_leaves=8,
+        )
+    )
+    return tree
+
+
+@given(failures_and_leaves())
+def test_a_group_of_failures_earns_what_each_of_its_leaves_earns_or_451(
+    tree: tuple[BaseException, list[BaseException]],
+) -> None:
+    """A hook whose own tasks failed raises them as an exception group (PEP 654): when
+    every failure in it is a write that found no room and earns the same reply alone
+    (ENOSPC and EDQUOT both 452 4.3.1; EFBIG 552 5.3.4), the group is answered so and
+    logged with the first failure's reason; any other mix is a fault, 451 4.3.0 with
+    its traceback. A group's nesting changes nothing."""
+    failure, leaves = tree
+    first = leaves[0]
+    earned = [
+        BY_ERRNO.get(leaf.errno or 0) if isinstance(leaf, OSError) else None for leaf in leaves
+    ]
+    alike = earned[0] is not None and all(reply == earned[0] for reply in earned)
+    assert failure_reply(failure) == (earned[0] if alike else LOCAL_ERROR)
+    assert no_room(failure) == (no_room(first) if alike else None)
+    if alike:
+        assert isinstance(first, OSError)
+        assert no_room(failure) == os.strerror(first.errno or 0)
+
+
 class FullBeforeContent(Recorder):
     """A handler that opens its files before the content, on a disk that fills up:
     the sender's local part names the hook that finds no room and how (``mail-*``,
@@ -365,14 +447,18 @@ class FullBeforeContent(Recorder):
         self.waits = waits
 
     async def _fail_if(self, hook: str, mailbox: Mailbox | None) -> None:
+        """``mail-nospc`` raises ENOSPC; ``mail-nospc-nospc`` raises an exception group
+        of two failures, ENOSPC and ENOSPC, as a hook's task group or nursery does."""
         if mailbox is None or not mailbox.local_part.startswith(hook + "-"):
             return
         if self.waits:
             import trio
 
             await (asyncio.sleep(0.001) if self.adapter == "asyncio" else trio.sleep(0.001))
-        code = NO_ROOM_ERRORS[mailbox.local_part.removeprefix(hook + "-")]
-        raise OSError(code, os.strerror(code))
+        names = mailbox.local_part.removeprefix(hook + "-").split("-")
+        codes = [NO_ROOM_ERRORS[name] for name in names]
+        failures = [OSError(code, os.strerror(code)) for code in codes]
+        raise failures[0] if len(failures) == 1 else exception_group(failures)
 
     async def handle_hello(self, session: Session, command: Ehlo | Helo | Lhlo) -> Reply | None:
         if command.domain == "full.test":  # a hook outside the mail transaction
@@ -457,6 +543,48 @@ def test_a_hook_that_finds_no_room_is_one_warning_naming_the_refused_address(
         "(Disk quota exceeded)",
         "from=<data-fbig@abc.example> to=<b@pqr.example> helo=<client.test> (File too large)",
     ]
+
+
+@pytest.mark.parametrize("waits", [False, True], ids=["at-once", "after-waiting"])
+def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
+    adapter: str, waits: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception group from a hook's task group or nursery whose failures are all
+    writes that found no room and earn the same reply (ENOSPC and EDQUOT alike) is
+    ``452 4.3.1`` (``552 5.3.4``) and one ``reject:`` warning without a traceback,
+    giving the first failure's reason, as the failure alone is (RFC 5321 §4.2.2, RFC
+    3463 X.3.1); it was 451 4.3.0 and a traceback. A group with any other failure in
+    it, or failures that earn different replies (EFBIG and ENOSPC), stays 451 4.3.0,
+    logged with its traceback."""
+    caplog.set_level(logging.WARNING, "smtpcore")
+    full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
+    with (
+        running_smtp_server(adapter, FullBeforeContent(adapter, waits)) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<mail-nospc-nospc@abc.example>").startswith(full)
+        assert s.command(b"MAIL FROM:<mail-nospc-dquot@abc.example>").startswith(full)
+        assert s.command(b"MAIL FROM:<mail-fbig-nospc@abc.example>").startswith(other)
+        assert s.command(b"MAIL FROM:<mail-nospc-io@abc.example>").startswith(other)
+        assert s.command(b"MAIL FROM:<a@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<rcpt-dquot-dquot@pqr.example>").startswith(full)
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"RSET").startswith(b"250")
+        assert s.command(b"MAIL FROM:<data-fbig-fbig@abc.example>").startswith(b"250")
+        assert s.command(b"RCPT TO:<b@pqr.example>").startswith(b"250")
+        assert s.command(b"DATA").startswith(too_big)
+        assert s.command(b"QUIT").startswith(b"221")
+    traced = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert traced == ["handle_mail failed"] * 2, traced
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [line.rsplit(" (", 1)[1] for line in warned] == [
+        "No space left on device)",
+        "No space left on device)",
+        "Disk quota exceeded)",
+        "File too large)",
+    ], warned
 
 
 class ListingItsOwn(Recorder):
@@ -1231,19 +1359,31 @@ def test_graceful_shutdown_finishes_messages_in_flight(adapter: str) -> None:
     assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
 
 
-@pytest.mark.parametrize(
+MAIL_TO_DATA = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n"
+UNFINISHED = pytest.mark.parametrize(
     "script",
     [
         pytest.param([b"MAIL FROM:<a@abc.example>\r\n"], id="mid-transaction"),
         pytest.param(
-            [
-                b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n",
-                b"Subject: x\r\n",
-            ],
+            [MAIL_TO_DATA, b"Subject: x\r\n"],
             id="mid-data",
         ),
     ],
 )
+"""A session left mid-transaction: the commands whose replies it reads, then what it
+sends without a reply."""
+
+
+def start_unfinished(s: RawSmtpSession, script: list[bytes]) -> None:
+    s.recv_reply()
+    s.command(b"EHLO client.test")
+    s.send(script[0])
+    for _ in script[0].splitlines():
+        s.recv_reply()
+    s.send(b"".join(script[1:]))
+
+
+@UNFINISHED
 def test_shutdown_cuts_off_sessions_after_the_grace_period(
     adapter: str, script: list[bytes]
 ) -> None:
@@ -1255,12 +1395,7 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(
         running_smtp_server(adapter, handler) as server,
         raw_smtp_session(server.host, server.port) as s,
     ):
-        s.recv_reply()
-        s.command(b"EHLO client.test")
-        s.send(script[0])
-        for _ in script[0].splitlines():
-            s.recv_reply()
-        s.send(b"".join(script[1:]))
+        start_unfinished(s, script)
         started = time.monotonic()
 
         async def close() -> None:
@@ -1273,6 +1408,257 @@ def test_shutdown_cuts_off_sessions_after_the_grace_period(
         assert server.active_sessions == 0
     assert handler.events[-1] == "reset"
     assert handler.messages == []
+
+
+@UNFINISHED
+def test_a_cancelled_shutdown_ends_the_grace_period_not_the_shutdown(
+    adapter: str, script: list[bytes]
+) -> None:
+    """A caller's deadline on ``aclose`` cancels the wait for the grace period, and the
+    shutdown goes on at once from its end: the session still there hears its 421
+    4.3.2 (RFC 5321 §3.8), every session ends, ``serve_forever`` returns, and then
+    the cancellation reaches the caller. asyncio's shutdown stopped where it was
+    cancelled, and left the session running, never told; trio's waited out the
+    whole grace and swallowed the deadline."""
+    handler = Recorder()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        start_unfinished(s, script)
+        assert server.close_under_a_deadline(0.2, grace=20)
+        assert server.active_sessions == 0
+        assert s.recv_reply().startswith(b"421 4.3.2 ")
+        assert s.recv_some() == b""
+    assert handler.events[-1] == "reset"
+    assert handler.messages == []
+
+
+def test_a_block_left_by_a_cancellation_still_gives_the_grace_period(adapter: str) -> None:
+    """Leaving ``async with server`` because the block was cancelled (how ``serve``
+    ends) asks for the shutdown, and is not its deadline: a message in flight is
+    finished within the grace, then the session hears 421 4.3.2, on both adapters
+    (trio's exit runs in the cancelled state, so it shields its ``aclose``)."""
+    import trio
+
+    import smtpcore.asyncio
+    import smtpcore.trio
+
+    handler = Recorder()
+
+    def client(port: int, cancel_serve: Callable[[], object]) -> list[bytes]:
+        with (
+            raw_smtp_session(LOOPBACK, port) as idle,
+            raw_smtp_session(LOOPBACK, port) as busy,
+        ):
+            idle.recv_reply()
+            start_unfinished(busy, [MAIL_TO_DATA, b"Subject: in flight\r\n"])
+            cancel_serve()
+            assert idle.recv_reply().startswith(b"421 4.3.2")  # the shutdown has begun
+            busy.send(b"\r\nbody\r\n.\r\n")
+            return [busy.recv_reply(), busy.recv_reply()]
+
+    async def on_asyncio() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        listening: asyncio.Future[Any] = loop.create_future()
+        serving = loop.create_task(
+            smtpcore.asyncio.serve(handler, started=listening.set_result, hostname="mx.test")
+        )
+        server = await listening
+        cancel = functools.partial(loop.call_soon_threadsafe, serving.cancel)
+        replies = await asyncio.to_thread(client, server.port, cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(serving, 10)
+        return replies
+
+    async def on_trio() -> list[bytes]:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(smtpcore.trio.serve, handler, hostname="mx.test")
+            )
+            token = trio.lowlevel.current_trio_token()
+            cancel = functools.partial(
+                trio.from_thread.run_sync, nursery.cancel_scope.cancel, trio_token=token
+            )
+            replies: list[bytes] = await trio.to_thread.run_sync(client, server.port, cancel)
+        return replies
+
+    delivered, goodbye = run(adapter, on_asyncio if adapter == "asyncio" else on_trio)
+    assert delivered.startswith(b"250 ") and goodbye.startswith(b"421 4.3.2 ")
+    [envelope] = handler.messages
+    assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("when", ["in-the-grace", "and-again-in-the-cut-off"])
+def test_a_cut_off_that_fails_is_logged_and_the_cancellation_still_reaches_the_caller(
+    adapter: str, when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cut-off runs as the caller's cancellation propagates (shielded: on asyncio,
+    a task of its own). Should it fail, its failure is logged, and the caller still
+    gets its cancellation: on asyncio the failure took the cancellation's place (an
+    ``aclose`` under a deadline raised the cut-off's error), and a failure that came
+    as the caller was cancelled again could go unretrieved."""
+    import trio
+
+    caplog.set_level(logging.ERROR)
+    begun = threading.Event()
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as idle,
+        raw_smtp_session(server.host, server.port) as busy,
+    ):
+        idle.recv_reply()
+        start_unfinished(busy, [b"MAIL FROM:<a@abc.example>\r\n"])
+
+        async def wait(event: Any) -> None:
+            await event.wait()
+
+        async def close_and_cancel() -> bool:
+            """Cancel ``aclose`` once the shutdown has begun, and again (on asyncio) once
+            its cut-off runs, which then fails; whether the cancellation came back."""
+            entered, failing = (
+                (asyncio.Event(), asyncio.Event())
+                if adapter == "asyncio"
+                else (trio.Event(), trio.Event())
+            )
+
+            async def cut_off() -> None:
+                entered.set()
+                await wait(failing)
+                raise RuntimeError("the cut-off broke")
+
+            server.server._cut_off = cut_off
+            if adapter == "asyncio":
+                closing = asyncio.ensure_future(server.server.aclose(20))
+                await until(adapter, begun)
+                closing.cancel()
+                if when != "in-the-grace":
+                    await entered.wait()
+                    closing.cancel()
+                failing.set()
+                try:
+                    await closing
+                except asyncio.CancelledError:
+                    return True
+                return False
+            scope = trio.CancelScope()
+
+            async def close() -> None:
+                with scope:
+                    await server.server.aclose(20)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(close)
+                await until(adapter, begun)
+                scope.cancel()
+                await entered.wait()
+                failing.set()
+            return scope.cancelled_caught
+
+        def watch_idle() -> None:
+            if idle.recv_reply().startswith(b"421 4.3.2"):  # the shutdown has begun
+                begun.set()
+
+        watcher = threading.Thread(target=watch_idle)
+        watcher.start()
+        assert server.call(close_and_cancel)
+        watcher.join(10)
+        assert busy.command(b"QUIT").startswith(b"221")  # never cut off: it failed
+    gc.collect()
+    errors = [(r.getMessage(), r.exc_info) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(message, info and info[0]) for message, info in errors] == [
+        ("shutdown: cutting off the sessions left failed", RuntimeError)
+    ], errors
+
+
+def test_a_cut_off_that_fails_when_the_grace_runs_out_is_raised(adapter: str) -> None:
+    """No cancellation on its way out: a cut-off that fails after the grace period
+    ran out raises from ``aclose``, and ``aclose`` ends there, bounded by the grace.
+    Logged and dropped (as where it would replace a cancellation), it left ``aclose``
+    waiting without end for the sessions it never cut off."""
+    with (
+        running_smtp_server(adapter, Recorder()) as server,
+        raw_smtp_session(server.host, server.port) as busy,
+    ):
+        start_unfinished(busy, [b"MAIL FROM:<a@abc.example>\r\n"])
+
+        async def cut_off() -> None:
+            raise RuntimeError("the cut-off broke")
+
+        async def close() -> str:
+            server.server._cut_off = cut_off
+            try:
+                await server.server.aclose(0.2)
+            except RuntimeError as exc:
+                return str(exc)
+            return "returned"
+
+        assert server.call(close) == "the cut-off broke"
+
+
+@pytest.mark.parametrize("shielded", [True, False], ids=["shielded", "unshielded"])
+def test_on_trio_a_finally_of_a_cancelled_block_must_shield_aclose_for_the_grace(
+    shielded: bool,
+) -> None:
+    """``try: await server.serve_forever() finally: await server.aclose(grace=...)`` in
+    a cancelled scope calls ``aclose`` in the cancelled state (trio's cancellation is
+    a state): unshielded, that is a cancelled ``aclose``, which ends the grace period
+    at once, so a message in flight is cut off with 421 4.3.2, before its end is
+    sent; under ``trio.CancelScope(shield=True)`` (what leaving ``async with server``
+    does) the message is finished within the grace, its 250 before the 421."""
+    import trio
+
+    import smtpcore.trio
+
+    handler = Recorder()
+    ready = threading.Event()
+
+    def client(port: int) -> list[bytes]:
+        with (
+            raw_smtp_session(LOOPBACK, port) as idle,
+            raw_smtp_session(LOOPBACK, port) as busy,
+        ):
+            idle.recv_reply()
+            start_unfinished(busy, [MAIL_TO_DATA, b"Subject: in flight\r\n"])
+            ready.set()
+            assert idle.recv_reply().startswith(b"421 4.3.2")  # the shutdown has begun
+            if not shielded:
+                return [busy.recv_reply()]  # well within the grace period
+            busy.send(b"\r\nbody\r\n.\r\n")
+            return [busy.recv_reply(), busy.recv_reply()]
+
+    async def main() -> list[bytes]:
+        replies: list[bytes] = []
+
+        async def talk(port: int) -> None:
+            replies.extend(await trio.to_thread.run_sync(client, port))
+
+        async with (
+            smtpcore.trio.SMTPServer(handler, LOOPBACK, 0, hostname="mx.test") as server,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(talk, server.port)
+            await until("trio", ready)
+            with trio.CancelScope() as block:
+                block.cancel()
+                try:
+                    await server.serve_forever()
+                finally:
+                    if shielded:
+                        with trio.CancelScope(shield=True):
+                            await server.aclose(grace=30)
+                    else:
+                        await server.aclose(grace=30)
+        return replies
+
+    replies = trio.run(main)
+    if shielded:
+        assert [reply[:4] for reply in replies] == [b"250 ", b"421 "]
+        [envelope] = handler.messages
+        assert envelope.content == b"Subject: in flight\r\n\r\nbody\r\n"
+    else:
+        assert [reply[:10] for reply in replies] == [b"421 4.3.2 "]
+        assert handler.messages == []
 
 
 # -- closing on the server's own word ----------------------------------------------------

@@ -395,6 +395,29 @@ def test_a_shutdown_waits_for_a_delayed_login_failure_no_longer_than_its_grace(
             assert answers.readline() == b""
 
 
+def test_a_cancelled_shutdown_cuts_off_a_busy_session_at_once(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A caller's deadline on ``aclose`` ends the grace period, not the shutdown: the
+    session still busy (a failed login's ``-ERR`` held back) is told the server is
+    going, ``serve_forever`` returns, then the cancellation reaches the caller, as
+    for SMTP (the same shutdown serves both)."""
+    with (
+        running_pop3_server(adapter, store, auth_failure_delay=30.0) as server,
+        raw(server.port) as guesser,
+    ):
+        answers = guesser.makefile("rb")
+        assert answers.readline().startswith(b"+OK")
+        guesser.sendall(b"USER alice\r\n")
+        assert answers.readline().startswith(b"+OK")
+        guesser.sendall(b"PASS nope\r\n")
+        time.sleep(0.05)  # the guess is read, its answer held back
+        assert server.close_under_a_deadline(0.2, grace=20)
+        assert server.active_sessions == 0
+        assert answers.readline() == b"-ERR [SYS/TEMP] Server shutting down\r\n"
+        assert answers.readline() == b""
+
+
 def test_an_authenticator_in_thread_checks_pop3_auth_in_a_worker_thread(
     adapter: str, store: MaildirStore
 ) -> None:

@@ -18,7 +18,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar, cast
 
@@ -50,7 +50,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
-from smtpcore._driver._listener import LAST_WORDS, BaseListener, ListenedSession
+from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -171,9 +171,6 @@ _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading from the socket."""
 _CLOSE_TIMEOUT: Final = 5.0
 _REFUSE_TIMEOUT: Final = 1.0
-_CUT_OFF_WAIT: Final = 0.05
-_CUT_OFF_ROUNDS: Final = 20
-"""How often, and how far apart, sessions past the grace period are cancelled."""
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -1023,29 +1020,35 @@ class _Listener(BaseListener[_S]):
         done, _ = await asyncio.wait([idle], timeout=timeout)
         return bool(done)
 
-    async def _end_sessions(self, grace: float | None) -> None:
-        """Have every session say goodbye, and cut off those still there after ``grace``:
-        each is interrupted to write its shutting-down reply (RFC 5321 §3.8), and
-        cancelled if it has not ended :data:`LAST_WORDS` seconds later.
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *, quiet: bool
+    ) -> None:
+        """asyncio's cancellation is one exception, not a state: ``work`` runs in a task
+        of its own, waited for again after each cancellation of the caller, the last
+        of which is raised once it has ended. Its failure is always retrieved: raised,
+        or logged where it would replace a cancellation (see the base class)."""
+        task = asyncio.get_running_loop().create_task(work())
+        cancelled: asyncio.CancelledError | None = None
+        while not task.done():  # bounded by work's own waits; each pass, one cancellation
+            try:
+                await asyncio.wait([task])  # never cancels the task, nor raises its failure
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:
+            if not isinstance(failure, Exception) or not (quiet or cancelled is not None):
+                raise failure
+            logger.error("shutdown: cutting off the sessions left failed", exc_info=failure)
+        if cancelled is not None:
+            raise cancelled
+        if task.cancelled():  # by other code (the loop's own end): a cancellation still
+            raise asyncio.CancelledError
 
-        A cut-off session is cancelled again while it still waits, on its close, for a
-        client that does not read to take its last bytes: asyncio's cancellation is
-        one exception, where trio's is a state, and the close would otherwise wait
-        out its own timeout past the grace."""
-        self.state.begin_shutdown()
-        if await self._until_idle(grace):
-            return
-        self.state.cut_off()
-        if await self._until_idle(LAST_WORDS):
-            return
-        for _ in range(_CUT_OFF_ROUNDS):
-            for runner in list(getattr(self, "_runners", ())):
-                runner.cancel()
-            for task in list(self._stream_tasks()):
-                task.cancel()
-            if await self._until_idle(_CUT_OFF_WAIT):
-                return
-        await self._until_idle(None)  # a session that will not end: its own close times it
+    def _cancel_sessions(self) -> None:
+        for runner in list(getattr(self, "_runners", ())):
+            runner.cancel()
+        for task in list(self._stream_tasks()):
+            task.cancel()
 
     async def serve_transport(self, transport: Transport) -> None:
         """Serve one session over ``transport`` (a :class:`~smtpcore.transport.Transport`
@@ -1107,22 +1110,33 @@ class _Listener(BaseListener[_S]):
         await self._stop_event().wait()
 
     async def aclose(self, grace: float | None = 30.0) -> None:
-        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds,
+        or at once when this call is cancelled (the cancellation is raised after).
+
+        A cancelled call still finishes the shutdown, so it raises the cancellation
+        up to about two seconds after it came: the sessions cut off get a second for
+        their last words, then what is left is cancelled, for up to another second.
+        A session whose hook ignores cancellation (catches ``CancelledError``) runs
+        on past even that. asyncio delivers a cancellation once: ``aclose`` in the
+        ``finally`` of a cancelled block gets its whole grace period, unless the
+        task is cancelled again."""
         server = self._server
-        if server is None:  # never started, or closed: the sessions serve_transport runs
-            await self._end_sessions(grace)  # and no new one, as after a start
+        if server is not None:
+            server.close()
+            for handing in list(self._handing):
+                handing.cancel()
+        try:
+            await self._end_sessions(grace)  # and no new one, started or not
+            if server is not None:
+                await server.wait_closed()
+        finally:
+            if server is not None:
+                if not self._serving():  # a session left still needs its close timed
+                    self._timers.close()
+                if self.sock is None:
+                    self._unix_socket_closed()
+                self._server = None
             self._stop_event().set()
-            return
-        server.close()
-        for handing in list(self._handing):
-            handing.cancel()
-        await self._end_sessions(grace)
-        self._timers.close()  # no session is left to time
-        await server.wait_closed()
-        if self.sock is None:
-            self._unix_socket_closed()
-        self._server = None
-        self._stopped.set()
 
     async def __aenter__(self: _L) -> _L:
         await self.start()

@@ -454,7 +454,10 @@ class Handler:
     full disk or quota (``ENOSPC``, ``EDQUOT``) ``452 4.3.1`` (RFC 5321
     §4.2.2, RFC 3463 X.3.1), as temporary, but the client learns why; a file
     size limit (``EFBIG``) ``552 5.3.4`` (RFC 3463 X.3.4), for that message
-    will never fit; being the expected state of a full disk, it is logged as one
+    will never fit (an exception group, from a task group or nursery in the hook,
+    whose failures all earn the same such reply, too: ``ENOSPC`` and ``EDQUOT`` are
+    both ``452 4.3.1``); being the expected state of
+    a full disk, it is logged as one
     ``reject:`` line at WARNING without a traceback (naming the refused MAIL's
     sender or RCPT's recipient), where any other exception is logged with its.
 

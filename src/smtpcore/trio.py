@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from types import CodeType, TracebackType
 from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
 
@@ -42,7 +42,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
-from smtpcore._driver._listener import LAST_WORDS, BaseListener, ListenedSession
+from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
@@ -1001,8 +1001,14 @@ class _Listener(BaseListener[_S]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Leaving the block asks for the shutdown, with its whole grace period: shielded,
+        for a cancellation that ended the block (how :func:`serve` ends) is a state on
+        trio, and would end the grace period as soon as it began (as it does for an
+        unshielded :meth:`aclose` in a ``finally``). To bound the shutdown, call
+        :meth:`aclose` under a deadline in the block."""
         try:
-            await self.aclose()
+            with trio.CancelScope(shield=True):
+                await self.aclose()
         finally:
             await self._nursery_manager.__aexit__(None, None, None)
 
@@ -1113,25 +1119,58 @@ class _Listener(BaseListener[_S]):
         await self._stopped.wait()
 
     async def aclose(self, grace: float | None = 30.0) -> None:
-        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds."""
+        """Shut down gracefully, cutting off sessions still running after ``grace`` seconds,
+        or at once when this call is cancelled (the cancellation is raised after), as
+        trio's own ``aclose`` methods close at once, less gracefully, when cancelled.
+
+        Trio's cancellation is a state, not an event: called inside a cancelled scope,
+        as in the ``finally`` of a cancelled block, this call is cancelled from its
+        start and gives no grace period at all. To get one there, shield it::
+
+            try:
+                await server.serve_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await server.aclose(grace=10)
+
+        Leaving ``async with server`` does this for you. A cancelled call still
+        finishes the shutdown, so it raises the cancellation up to about two seconds
+        after it came: the sessions cut off get a second for their last words, then
+        what is left is cancelled, for up to another second. A session whose hook
+        ignores cancellation (shields itself) runs on past even that, and leaving
+        the ``async with`` block waits for it."""
         self._prepare()
         if self._stopped.is_set():
             return
         self._accepting.cancel()
-        self.state.begin_shutdown()
-        with trio.move_on_after(math.inf if grace is None else grace) as scope:
-            scope.shield = True
+        try:
+            await self._end_sessions(grace)
+        finally:
+            self._stopped.set()
+
+    async def _until_idle(self, timeout: float | None) -> bool:
+        with trio.move_on_after(math.inf if timeout is None else timeout):
             await self._all_done.wait()
-        if not self._all_done.is_set():
-            self.state.cut_off()  # each writes its shutting-down reply (RFC 5321 §3.8)
-            with trio.move_on_after(LAST_WORDS) as scope:
-                scope.shield = True
-                await self._all_done.wait()
-        if not self._all_done.is_set():
-            self._sessions_scope.cancel()
-            for scope in list(self._stream_scopes or ()):
-                scope.cancel()
-        self._stopped.set()
+        return self._all_done.is_set()
+
+    async def _shielded(
+        self, work: Callable[[], Coroutine[Any, Any, None]], *, quiet: bool
+    ) -> None:
+        """Trio's cancellation is a state: shielded, ``work`` runs on, and the caller's
+        next wait raises it. Its failure is raised, or logged where it would replace a
+        cancellation on its way out (``quiet``: see the base class)."""
+        with trio.CancelScope(shield=True):
+            try:
+                await work()
+            except Exception:
+                if not quiet:
+                    raise
+                logger.exception("shutdown: cutting off the sessions left failed")
+
+    def _cancel_sessions(self) -> None:
+        self._sessions_scope.cancel()
+        for scope in list(self._stream_scopes or ()):
+            scope.cancel()
 
 
 class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
@@ -1140,7 +1179,9 @@ class SMTPServer(_Listener[ServerSession], BaseSMTPServer):
     Leaving the block (or :meth:`aclose`) shuts down gracefully, even when
     the block is cancelled: the server stops listening, idle sessions get
     ``421 4.3.2`` at once, sessions in the middle of a message finish it
-    first, and whatever is left after ``grace`` seconds is cut off.
+    first, and whatever is left after ``grace`` seconds is cut off. An
+    :meth:`aclose` called inside a cancelled scope cuts off at once unless
+    shielded (see there).
     """
 
 
@@ -1257,6 +1298,8 @@ class POP3Server(_Listener[POP3ServerSession], BasePOP3Server):
     the server stops listening, idle sessions get ``-ERR [SYS/TEMP]`` at once
     and lose their marks (they did not say QUIT), a response being sent is
     finished first, and whatever is left after ``grace`` seconds is cut off.
+    An :meth:`aclose` called inside a cancelled scope cuts off at once unless
+    shielded (see there).
     """
 
 

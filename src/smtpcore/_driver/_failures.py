@@ -46,20 +46,73 @@ error is :data:`LOCAL_ERROR`. Full space frees up (452); a file size limit does 
 and blaming storage for it would have the client retry the message for days."""
 
 
+_MOST_IN_A_GROUP: Final = 1000
+"""Exceptions at most looked at in a hook's exception group: one bigger is a fault."""
+
+
 def failure_reply(exc: BaseException) -> Reply:
     """The reply a local failure ``exc`` earns: an ``OSError`` whose ``errno`` is in
-    :data:`BY_ERRNO` its entry, anything else ``451 4.3.0``. Nothing was accepted
+    :data:`BY_ERRNO` its entry, and so an exception group whose failures all earn that
+    one (:func:`_no_room`); anything else ``451 4.3.0``. Nothing was accepted
     either way, so the client's retry duplicates nothing (RFC 5321 §6.1)."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return BY_ERRNO.get(exc.errno, LOCAL_ERROR)
-    return LOCAL_ERROR
+    found = _no_room(exc)
+    return LOCAL_ERROR if found is None else found[0]
 
 
 def no_room(exc: BaseException) -> str | None:
     """Why a write found no room, when ``exc`` is a failure :data:`BY_ERRNO` names
-    (``No space left on device``): the expected state of a full disk, answered and
-    logged as a refusal, in one line with no traceback. None for any other failure,
-    a fault whose traceback the log keeps."""
-    if not isinstance(exc, OSError) or exc.errno is None or exc.errno not in BY_ERRNO:
+    (``No space left on device``), alone or as every failure of an exception group:
+    the expected state of a full disk, answered and logged as a refusal, in one line
+    with no traceback. None for any other failure, a fault whose traceback the log
+    keeps."""
+    found = _no_room(exc)
+    return None if found is None else found[1]
+
+
+def _no_room(exc: BaseException) -> tuple[Reply, str] | None:
+    """The reply and the reason of a write that found no room, when ``exc`` is one, or
+    an exception group (PEP 654: what a hook's task group or nursery raises) whose
+    every failure is one that earns the same reply: a hook whose parallel writes found
+    the disk full and the quota spent (``ENOSPC``, ``EDQUOT``: both ``452 4.3.1``)
+    failed for that reason alone, and the first failure's reason is logged. None for
+    anything else: a group with any other failure in it, or failures that earn
+    different replies (``ENOSPC`` and ``EFBIG``: temporary and permanent)."""
+    leaves = _leaves(exc)
+    first = _earns(leaves[0]) if leaves else None
+    if first is None:
         return None
-    return exc.strerror or os.strerror(exc.errno)
+    for leaf in leaves[1:]:
+        found = _earns(leaf)
+        if found is None or found[0] != first[0]:
+            return None
+    return first
+
+
+def _earns(failure: BaseException) -> tuple[Reply, str] | None:
+    """The reply ``failure`` earns by itself when it is a write that found no room
+    (:data:`BY_ERRNO`), and its reason; None when it is any other failure."""
+    if not isinstance(failure, OSError) or failure.errno is None:
+        return None
+    reply = BY_ERRNO.get(failure.errno)
+    if reply is None:
+        return None
+    return reply, failure.strerror or os.strerror(failure.errno)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The failures at the ends of ``exc``'s exception groups, however nested (``exc``
+    itself when it is none); none at all past :data:`_MOST_IN_A_GROUP` exceptions.
+    A group is known by PEP 654's ``exceptions`` tuple, which Python 3.10's
+    ``exceptiongroup`` backport (trio's there) has too."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    for _ in range(_MOST_IN_A_GROUP):
+        if not pending:
+            break
+        current = pending.pop()
+        grouped = getattr(current, "exceptions", None)
+        if isinstance(grouped, tuple) and grouped:
+            pending.extend(reversed(grouped))
+        else:
+            leaves.append(current)
+    return [] if pending else leaves

@@ -30,6 +30,7 @@ from smtpcore._driver._proxied import (
     trusted,
     unnamed_client_text,
 )
+from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
@@ -72,10 +73,6 @@ class ListenedSession(Protocol):
 
 
 S = TypeVar("S", bound=ListenedSession)
-
-LAST_WORDS: Final = 1.0
-"""Seconds the sessions cut off at the end of a shutdown's grace period have to write
-their shutting-down reply and close, before they are cancelled outright."""
 
 LINGER: Final = 1.0
 """Seconds at most that a session the server ends on its own reads and drops what its
@@ -284,8 +281,9 @@ class HandshakeTimeouts(Protocol):
     def tls_handshake(self) -> float | None: ...
 
 
-class BaseListener(Generic[S]):
-    """Where a server listens, and what it reports about itself.
+class BaseListener(GracefulShutdown, Generic[S]):
+    """Where a server listens, what it reports about itself, and how it shuts down
+    (:class:`~smtpcore._driver._shutdown.GracefulShutdown`).
 
     The server listens on ``host`` and ``port`` (port 0 picks a free one;
     read :attr:`port`), or on ``sock``, a socket already bound and
