@@ -383,6 +383,10 @@ class DeliveryWorker:
         start = self._in_round.get(heir)
         if start is not None and start(place):
             return
+        withdrawn = self._withdrawals.get(heir)
+        if withdrawn is not None and withdrawn.done():  # a held or deleted message's round
+            self._hand_over(place, self.places.withdraw(heir, place))  # the next in line
+            return
         due = self._due.get(heir)
         if due is not None:
             now = self.clock()
@@ -453,10 +457,15 @@ class DeliveryWorker:
         attempted (no attempt counted, no delay notice, no bounce), and no job starts
         in the round from now on: the round ends without waiting for a session, and
         the action is carried out at once. A job already in a session goes on, and the
-        action waits for it (its recipients may be sent meanwhile)."""
+        action waits for it (its recipients may be sent meanwhile). The message also
+        leaves every destination's line at once: a place given back there would be
+        handed to it, and its round, withdrawn, would never take it up, so the place
+        sat unused, and the next in line waited, as long as the session still going
+        on."""
         withdrawn = self._withdrawals.get(queue_id)
         if withdrawn is not None and not withdrawn.done():
             withdrawn.set_result(None)
+            self._withdraw(queue_id, self.places.awaited_by(queue_id))
 
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
