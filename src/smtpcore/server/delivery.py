@@ -383,10 +383,6 @@ class DeliveryWorker:
         start = self._in_round.get(heir)
         if start is not None and start(place):
             return
-        withdrawn = self._withdrawals.get(heir)
-        if withdrawn is not None and withdrawn.done():  # a held or deleted message's round
-            self._hand_over(place, self.places.withdraw(heir, place))  # the next in line
-            return
         due = self._due.get(heir)
         if due is not None:
             now = self.clock()
@@ -458,10 +454,10 @@ class DeliveryWorker:
         in the round from now on: the round ends without waiting for a session, and
         the action is carried out at once. A job already in a session goes on, and the
         action waits for it (its recipients may be sent meanwhile). The message also
-        leaves every destination's line at once: a place given back there would be
-        handed to it, and its round, withdrawn, would never take it up, so the place
-        sat unused, and the next in line waited, as long as the session still going
-        on."""
+        leaves every destination's line at once, and a place handed to it goes on to
+        the next in line: its withdrawn round would never take a place up, and the
+        next message would wait as long as the session still under way. Released, it
+        joins each line again at the back."""
         withdrawn = self._withdrawals.get(queue_id)
         if withdrawn is not None and not withdrawn.done():
             withdrawn.set_result(None)
