@@ -2044,6 +2044,47 @@ def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
         _while_running(relay, steps)
 
 
+def test_a_held_message_leaves_the_line_where_it_waited_for_a_place(tmp_path: Path) -> None:
+    """A message held while one of its sessions hangs at one destination also waited in
+    line for a place at another. It stayed in that line: the place given back there
+    went to it, its withdrawn round could not take it up, and the place sat reserved
+    and unused until the hung session ended, while the next message in line waited
+    (minutes, an audit found). The hold takes it out of every line at once, so the
+    place goes to the next in line."""
+    hung: list[asyncio.Event] = []
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        return _HangingSession(hung)
+
+    relay = _relay(
+        tmp_path,
+        25,  # no connection is made: every session hangs
+        zone=HUNG_AND_HEALTHY,
+        retry_after=3600.0,
+        concurrency=4,
+        destination_concurrency=1,
+        client_factory=client_factory,
+    )
+    worker = relay.worker
+
+    async def steps() -> None:
+        relay.enqueue(["a@hung1.example"])  # holds hung1's one place
+        await _within(lambda: len(hung) == 1)
+        held = relay.enqueue(["b@hung2.example", "c@hung1.example"])
+        await _within(lambda: len(hung) == 2)  # its hung2 session hangs
+        await _within(lambda: worker.places.awaited_by(held.id) == {"hung1.example"})
+        after = relay.enqueue(["d@hung1.example"])
+        await _within(lambda: worker.places.awaited_by(after.id) == {"hung1.example"})
+        await worker.apply(QueueCommand("hold", (held.id,)))
+        await _within(lambda: not worker.places.awaited_by(held.id))
+        hung[0].set()  # hung1's session ends: its place goes to the next in line
+        await _within(lambda: len(hung) == 3)  # the next message's session at hung1
+        assert not hung[1].is_set()  # the held message's session still hangs
+        await _release_until(hung, lambda: not worker._running)
+
+    _while_running(relay, steps)
+
+
 async def _release_until(hung: list[asyncio.Event], done: Callable[[], bool]) -> None:
     """End every hung session, those opened meanwhile too, until ``done()``."""
 

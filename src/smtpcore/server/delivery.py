@@ -453,10 +453,15 @@ class DeliveryWorker:
         attempted (no attempt counted, no delay notice, no bounce), and no job starts
         in the round from now on: the round ends without waiting for a session, and
         the action is carried out at once. A job already in a session goes on, and the
-        action waits for it (its recipients may be sent meanwhile)."""
+        action waits for it (its recipients may be sent meanwhile). The message also
+        leaves every destination's line at once, and a place handed to it goes on to
+        the next in line: its withdrawn round would never take a place up, and the
+        next message would wait as long as the session still under way. Released, it
+        joins each line again at the back."""
         withdrawn = self._withdrawals.get(queue_id)
         if withdrawn is not None and not withdrawn.done():
             withdrawn.set_result(None)
+            self._withdraw(queue_id, self.places.awaited_by(queue_id))
 
     def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
         self._running.pop(queue_id, None)
