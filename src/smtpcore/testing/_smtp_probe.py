@@ -12,6 +12,7 @@ EHLO) skips the check that opened it (:meth:`Probe.connect`).
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -22,6 +23,7 @@ from smtpcore.smtp import Ehlo
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import (
+    busy_retry_pause,
     close_all,
     open_wire,
     refused_connection,
@@ -56,6 +58,10 @@ class Probe:
     """Defects a check found and went on past: they fail the check however it ends,
     a refused connection after them included
     (:func:`~smtpcore.testing._battery.run_one`)."""
+    after_session: bool = False
+    """Whether the battery's own session ended just before this check: a 421 greeting
+    on its first connection is then tried again (:meth:`connect`), as on its later
+    ones."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
@@ -68,12 +74,31 @@ class Probe:
         connection rate (Postfix's ``smtpd_client_connection_rate_limit``,
         postscreen): the server cannot be tested through it, and the check is
         skipped (:meth:`refused`), on the run's first connection as on the dozens
-        after. Any other greeting but 220 fails the check."""
-        client = open_wire(
-            self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
-        )
-        self.clients.append(client)
-        greeting = client.read_reply()
+        after. Any other greeting but 220 fails the check.
+
+        A 421 greeting right after the battery's own last session ended (any
+        connection but the run's first) may be a per-address limit of sessions that
+        has not yet freed that session's slot: it is tried again, a few times within
+        ``timeout`` (:func:`~smtpcore.testing._battery.busy_retry_pause`), before it
+        counts; the transcript notes each refusal so tried again."""
+        started, tried = time.monotonic(), 0
+        notes: list[Exchange] = []
+        retry = self.after_session or bool(self.clients)
+        while True:
+            client = open_wire(
+                self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
+            )
+            tried += 1
+            self.clients.append(client)
+            client.transcript[:0] = notes
+            greeting = client.read_reply()
+            pause = busy_retry_pause(tried, started, self.timeout) if retry else None
+            if greeting is None or greeting.code != 421 or pause is None:
+                break
+            client.close()
+            self.clients.remove(client)
+            notes.append(Exchange("note", note=f"greeted {greeting}: tried again"))
+            time.sleep(pause)
         if greeting is not None and greeting.code in _NO_SERVICE:
             if greeting.code == 554 and not client.closed:
                 client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
@@ -132,6 +157,15 @@ class Probe:
         reset = _ask(client, b"RSET")
         if reset.code != 250:
             raise _Failed(f"RSET after an accepted MAIL got {reset}, not 250 (RFC 5321 §4.1.1.5)")
+
+    def judged(self, line: bytes, answer: ServerReply | None) -> None:
+        """Raise :class:`~smtpcore.testing._battery.Skipped` where ``answer`` to
+        ``line`` (MAIL, RCPT, DATA or a message's end), the setup of a check or the
+        line it tests, is a temporary refusal (:func:`_temporary`); else return, and
+        the check judges it. Defects recorded before stay (:attr:`problems`)."""
+        why = _temporary(line, answer)
+        if why:
+            raise _Skipped(why)
 
     def mail_line(self, params: str = "") -> bytes:
         return f"MAIL FROM:<{self.sender}>{params}".encode()
@@ -218,6 +252,27 @@ def _offered_size(offered: Mapping[str, str]) -> int | None:
     if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
         return None
     return int(words[0])
+
+
+_TRANSACTION_VERBS: Final = (b"MAIL", b"RCPT", b"DATA")
+
+
+def _temporary(line: bytes, answer: ServerReply | None) -> str | None:
+    """Why ``answer`` to ``line`` leaves a check untested, or None: a 4xx to MAIL,
+    RCPT, DATA or a message's end (``line`` ``b"."``) is a temporary failure (RFC
+    5321 §4.2.1; a message-rate limit, Postfix's ``smtpd_client_message_rate_limit``
+    answers MAIL ``450 4.7.1``), which says nothing of what the line tests. A 421
+    ends the session (§3.8), and each check judges it as such."""
+    verb = line[:4].upper()
+    if answer is None or answer.code // 100 != 4 or answer.code == 421:
+        return None
+    if verb not in _TRANSACTION_VERBS and line != b".":
+        return None
+    shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
+    return (
+        f"{shown} was answered {answer}: a temporary refusal (RFC 5321 §4.2.1; a "
+        "message-rate limit?), which leaves the check untested"
+    )
 
 
 def _ask(client: WireClient, line: bytes) -> ServerReply:
