@@ -860,42 +860,6 @@ def test_a_message_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     assert "LF.LF (" in result.summary and "was answered 450 4.7.1" in result.summary
 
 
-def message_rate_limited(allowed: int) -> Callable[..., SmallServer]:
-    """A correct server with a message-rate limit per client (Postfix's
-    ``smtpd_client_message_rate_limit``): across its sessions, MAIL is taken
-    ``allowed`` times, then answered ``450 4.7.1 Error: too much mail``, a temporary
-    refusal (RFC 5321 §4.2.1) that says nothing of how the server reads MAIL."""
-    taken = itertools.count(1)
-    lock = threading.Lock()
-
-    class MessageRateLimited(SmallServer):
-        def mail(self, argument: str) -> bytes:
-            with lock:
-                number = next(taken)
-            if number > allowed:
-                return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
-            return super().mail(argument)
-
-    return MessageRateLimited
-
-
-@pytest.mark.parametrize(
-    ("name", "allowed"),
-    [("chunking", 1), ("size-limit", 1), ("ascii-digits", 2), ("ascii-digits", 3)],
-)
-def test_a_message_rate_limit_fails_no_check(name: str, allowed: int) -> None:
-    """A ``450`` to MAIL, the setup or the line tested, is a temporary refusal: chunking
-    compared it with the unsplit session's 250 ("the session got [250, 450, 503, ...]"),
-    size-limit wanted 552 for SIZE over the limit ("got 450 ..."), ascii-digits a 5xx
-    ("not a 5xx refusal"). The check is skipped, saying what went untested."""
-    with serve(message_rate_limited(allowed)) as server:
-        report = check_server(server.host, server.port, checks=[name], timeout=5)
-    result = report[name]
-    assert result.outcome is Outcome.SKIPPED, report.format()
-    assert "450 4.7.1 Error: too much mail" in result.summary, result.summary
-    assert "temporary" in result.summary, result.summary
-
-
 class NonAsciiDigitMessageLimitedServer(NonAsciiDigitServer):
     """Reads SIZE with ``int()``, and answers MAIL 450 from its fifth on."""
 

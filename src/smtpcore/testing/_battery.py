@@ -177,7 +177,7 @@ battery's own last session ended (:func:`busy_retry_pause`)."""
 
 def busy_retry_pause(tried: int, started: float, timeout: float) -> float | None:
     """The pause before trying again a new connection greeted busy (SMTP's 421, POP3's
-    ``-ERR [SYS/TEMP]`` or ``[IN-USE]``, RFC 5321 §3.8, RFC 2449 §8.1.2) after
+    ``-ERR [SYS/TEMP]`` or ``[IN-USE]``; RFC 5321 §3.8, RFC 3206 §4, RFC 2449 §8.1.2) after
     ``tried`` tries begun at ``started`` (``time.monotonic()``), or None to give up.
 
     A server with a per-address limit of sessions frees the slot of the battery's

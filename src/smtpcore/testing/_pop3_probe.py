@@ -405,7 +405,7 @@ class POP3Probe:
         """A new connection, its ``+OK`` greeting read.
 
         A ``-ERR`` greeting is a server refusing a new connection, busy or at its
-        limit of connections (``[SYS/TEMP]``, RFC 2449 §8.1.2): the server cannot be
+        limit of connections (``[SYS/TEMP]``, RFC 3206 §4): the server cannot be
         tested through it, and the check is skipped
         (:func:`~smtpcore.testing._battery.refused_connection`), on the run's first
         connection as on any other. Anything else but ``+OK`` fails the check.

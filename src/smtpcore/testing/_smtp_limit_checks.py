@@ -300,9 +300,7 @@ def check_size_limit(probe: Probe) -> str:
     if limit is None:
         raise _Skipped("no SIZE limit is offered")
     probe.sender_accepted(client)
-    over = probe.mail_line(f" SIZE={limit + 1}")
-    answer = client.command(over)
-    probe.judged(over, answer)
+    answer = client.command(probe.mail_line(f" SIZE={limit + 1}"))
     if answer is None or answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
     _quit(client)
@@ -316,7 +314,6 @@ def check_size_limit(probe: Probe) -> str:
     line = b"x" * 78 + b"\r\n"
     client.send(b"Subject: too big\r\n\r\n" + line * (limit // len(line) + 20) + b".\r\n")
     answer = client.read_reply()
-    probe.judged(b".", answer)
     after = _quit(client)
     if answer is None or answer.code != 552 or len(after) != 1:
         raise _Failed(f"a message over {limit} octets got {answer}, then QUIT got {_codes(after)}")

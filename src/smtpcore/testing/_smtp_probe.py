@@ -158,15 +158,6 @@ class Probe:
         if reset.code != 250:
             raise _Failed(f"RSET after an accepted MAIL got {reset}, not 250 (RFC 5321 §4.1.1.5)")
 
-    def judged(self, line: bytes, answer: ServerReply | None) -> None:
-        """Raise :class:`~smtpcore.testing._battery.Skipped` where ``answer`` to
-        ``line`` (MAIL, RCPT, DATA or a message's end), the setup of a check or the
-        line it tests, is a temporary refusal (:func:`_temporary`); else return, and
-        the check judges it. Defects recorded before stay (:attr:`problems`)."""
-        why = _temporary(line, answer)
-        if why:
-            raise _Skipped(why)
-
     def mail_line(self, params: str = "") -> bytes:
         return f"MAIL FROM:<{self.sender}>{params}".encode()
 
@@ -252,27 +243,6 @@ def _offered_size(offered: Mapping[str, str]) -> int | None:
     if not words or not words[0].isascii() or not words[0].isdigit() or int(words[0]) == 0:
         return None
     return int(words[0])
-
-
-_TRANSACTION_VERBS: Final = (b"MAIL", b"RCPT", b"DATA")
-
-
-def _temporary(line: bytes, answer: ServerReply | None) -> str | None:
-    """Why ``answer`` to ``line`` leaves a check untested, or None: a 4xx to MAIL,
-    RCPT, DATA or a message's end (``line`` ``b"."``) is a temporary failure (RFC
-    5321 §4.2.1; a message-rate limit, Postfix's ``smtpd_client_message_rate_limit``
-    answers MAIL ``450 4.7.1``), which says nothing of what the line tests. A 421
-    ends the session (§3.8), and each check judges it as such."""
-    verb = line[:4].upper()
-    if answer is None or answer.code // 100 != 4 or answer.code == 421:
-        return None
-    if verb not in _TRANSACTION_VERBS and line != b".":
-        return None
-    shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
-    return (
-        f"{shown} was answered {answer}: a temporary refusal (RFC 5321 §4.2.1; a "
-        "message-rate limit?), which leaves the check untested"
-    )
 
 
 def _ask(client: WireClient, line: bytes) -> ServerReply:

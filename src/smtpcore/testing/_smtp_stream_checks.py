@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed as _Failed
-from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
     _CLOSING,
@@ -100,9 +99,8 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
         client, _ = probe.hello()
         first = _written(client, steps[0], chunking)
     codes = [first.code if first else -1]
-    for index, step in enumerate(steps[1:] if first else (), 1):
+    for step in steps[1:] if first else ():
         answer = _written(client, step, chunking)
-        probe.judged(_judged_line(step, index), answer)
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
@@ -113,9 +111,9 @@ _MESSAGE_STEP: Final = 4
 """Where the message stands in :func:`_session_steps`."""
 
 
-def _judged_line(step: bytes, index: int) -> bytes:
-    """The line of :func:`_session_steps` at ``index`` as :meth:`Probe.judged` and a
-    summary name it: the message as ``.``, its end."""
+def _step_line(step: bytes, index: int) -> bytes:
+    """The line of :func:`_session_steps` at ``index`` as a summary names it: the
+    message as ``.``, its end."""
     return b"." if index == _MESSAGE_STEP else step.rstrip(b"\r\n")
 
 
@@ -124,7 +122,7 @@ def _refused_step(probe: Probe, reference: Sequence[int]) -> str:
     named, and what to give where the server refused the sender or the recipient."""
     steps = _session_steps(probe)
     index = next(i for i, code in enumerate(reference) if code // 100 not in (2, 3))
-    line = _judged_line(steps[index], index)
+    line = _step_line(steps[index], index)
     shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
     advice = {
         b"MAIL": ": give a sender the server accepts",
@@ -160,17 +158,9 @@ def check_chunking(probe: Probe) -> str:
             )
         if code // 100 not in (2, 3):
             raise _Skipped(_refused_step(probe, reference))
-    for compared, (name, chunking) in enumerate(_chunkings(probe.seed).items()):
+    for name, chunking in _chunkings(probe.seed).items():
         probe.close()
-        try:
-            codes = _run_chunked(probe, chunking)
-        except _Refused:
-            raise
-        except _Skipped as exc:  # a temporary refusal (Probe.judged)
-            raise _Skipped(
-                f"written {name}, {exc} ({compared} of {len(_chunkings(0))} chunkings "
-                "gave the unsplit session's replies before)"
-            ) from None
+        codes = _run_chunked(probe, chunking)
         if codes == reference:
             probe.forget(keep=1)  # keep the unsplit run, to compare with a failing one
         else:

@@ -277,18 +277,6 @@ class WireClient:
         self.closed = True
         raise ServerFlood(what)
 
-    def ends_within(self, seconds: float) -> bool:
-        """Whether the server closes the connection within ``seconds``, with nothing
-        sent before the close: bytes that come instead are kept unread, and say no."""
-        if self.closed:
-            return True
-        if self._buffer:
-            return False
-        try:
-            return not self._fill(time.monotonic() + seconds)
-        except TimeoutError:
-            return False
-
     @property
     def unread(self) -> bytes:
         """Bytes received and not yet taken as a reply."""

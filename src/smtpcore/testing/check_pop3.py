@@ -134,13 +134,7 @@ class _Sessions:
         close is recorded first as the problem it is (:attr:`POP3Probe.problems`):
         a session that dies where a response was due is a crash on the line, which
         a server restarting, or at its limit of connections after it, must not
-        hide. Not so where the server ``may_close`` at ``line``.
-
-        A ``-ERR`` followed by the close (``-ERR Too many bad commands, closing``)
-        ended the session there: the close is looked for a moment after each
-        ``-ERR`` (:data:`_CLOSE_GRACE`), so that the next line goes to a new session
-        and is not blamed for a close it never caused, the server having read none
-        of it."""
+        hide. Not so where the server ``may_close`` at ``line``."""
         for attempt in range(2):
             try:
                 client = self.current()
@@ -157,7 +151,7 @@ class _Sessions:
                 client.send(line + b"\r\n")  # classified: it may touch a message
             answer = read_response(client, multi_line=False)
             if answer is not None:
-                if answer.err and (client.unread or client.ends_within(_CLOSE_GRACE)):
+                if answer.err and client.unread:
                     _closing_notice(client, _shown_login(line, secret))
                 return answer
         return None
@@ -183,11 +177,6 @@ class _Sessions:
         if self.client is not None:
             self.probe.abandon(self.client)
             self.client = None
-
-
-_CLOSE_GRACE: Final = 0.02
-"""Seconds to wait, after a ``-ERR``, for the close of a server that ends the session
-with it: the close comes right behind the response, on the same connection."""
 
 
 def _shown_login(line: bytes, secret: bytes) -> bytes:
