@@ -609,3 +609,54 @@ def serve_pop3_busy_from(
 
     with raw_server(session, socket_timeout=10) as address:
         yield address
+
+
+class ClosesAfterBadCommands(SmallPOP3):
+    """Answers its ``limit``-th refused command with ``-ERR Too many bad commands,
+    closing`` and closes, as smtpcore's own POP3 server does after 10: it says why
+    first, so the line the client wrote behind it went unread."""
+
+    limit = 10
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.refusals = 0
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        if out.startswith(b"-ERR"):
+            self.refusals += 1
+            if self.refusals >= self.limit:
+                self.closed = True
+                return b"-ERR Too many bad commands, closing\r\n"
+        return out
+
+
+@contextlib.contextmanager
+def serve_pop3_one_session_at_a_time(
+    kind: type[SmallPOP3], mailbox: Mailbox, *, linger: float = 0.15
+) -> Iterator[tuple[str, int]]:
+    """Serve ``kind`` over ``mailbox`` to one session at a time per address, as a
+    server with a per-address limit of 1 does: a connection that comes while a
+    session is open, or within ``linger`` seconds after it closed (the server frees
+    the slot once it has cleaned the session up), is greeted :data:`BUSY_GREETING`."""
+    lock = threading.Lock()
+    state = {"open": 0, "free_at": 0.0}
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        with lock:
+            busy = state["open"] > 0 or time.monotonic() < state["free_at"]
+            if not busy:
+                state["open"] += 1
+        if busy:
+            sock.sendall(BUSY_GREETING)
+            return
+        try:
+            kind(mailbox).run(sock, None)
+        finally:
+            with lock:
+                state["open"] -= 1
+                state["free_at"] = time.monotonic() + linger
+
+    with raw_server(session, socket_timeout=10) as address:
+        yield address

@@ -757,13 +757,25 @@ def test_a_step_that_cannot_be_tried_keeps_the_defects_found(
     assert not_tried in result.summary, result.summary
 
 
+TRIES: Final = len(_battery.BUSY_PAUSES) + 1
+"""How many times the battery tries a connection greeted 421 after its own last
+session (:func:`~smtpcore.testing._battery.busy_retry_pause`): a rate limit that
+refuses a connection refuses the tries right behind it too."""
+
+
+def refused_from(first: int) -> Callable[[int], bool]:
+    """The ``first`` connection refused, and the tries again right behind it."""
+    return lambda number: first <= number < first + TRIES
+
+
 _RATE_REFUSALS: Final[Mapping[str, Callable[[int], bool]]] = {
     "from the fourth": lambda number: number > 3,
-    "every third": lambda number: number % 3 == 0,
-    "every second": lambda number: number % 2 == 0,
+    "every third": lambda number: (number // TRIES) % 3 == 2,
+    "every second": lambda number: (number // TRIES) % 2 == 1,
 }
 """Which connections a rate-limited server refuses, by connection number from 1: an
-anvil-like limit met at the fourth, and refusals scattered among connections taken."""
+anvil-like limit met at the fourth, and refusals scattered among connections taken,
+each a run of :data:`TRIES`, so that one is refused however often it is tried."""
 
 _REFUSED_CONNECTION: Final = "the server refused a new connection: "
 
@@ -791,7 +803,7 @@ def test_a_connection_rate_limit_fails_no_check(at: str, refuse: str) -> None:
 def test_state_order_names_a_step_whose_connection_was_refused() -> None:
     """The third connection, DATA with no recipient's, is refused; the other steps go
     on and the check passes, naming the step not tried and why."""
-    report = state_order_against(rate_limited(lambda number: number == 3))
+    report = state_order_against(rate_limited(refused_from(3)))
     result = report["state-order"]
     assert result.passed, report.format()
     assert result.summary == (
@@ -813,7 +825,7 @@ class RateLimitedLfDotLfServer(RateLimitedServer, LfDotLfServer):
 def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     """LF.LF, the first look-alike, is found on the first connection; the second is
     refused, and the failure stands, naming the look-alikes left untested."""
-    with serve(rate_limited(lambda n: n == 2, cls=RateLimitedLfDotLfServer)) as server:
+    with serve(rate_limited(refused_from(2), cls=RateLimitedLfDotLfServer)) as server:
         report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
     result = report["smuggling"]
     assert result.outcome is Outcome.FAILED, report.format()
@@ -848,6 +860,85 @@ def test_a_message_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     assert "LF.LF (" in result.summary and "was answered 450 4.7.1" in result.summary
 
 
+class NonAsciiDigitMessageLimitedServer(NonAsciiDigitServer):
+    """Reads SIZE with ``int()``, and answers MAIL 450 from its fifth on."""
+
+    mails = 0
+
+    def mail(self, argument: str) -> bytes:
+        type(self).mails += 1
+        if type(self).mails > 4:
+            return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+        return super().mail(argument)
+
+
+def test_a_message_rate_limit_keeps_the_digits_defect_found_before_it() -> None:
+    """The Arabic-Indic ten, read as a size, is found before MAIL meets the limit: the
+    check still fails with it."""
+    with serve(NonAsciiDigitMessageLimitedServer) as server:
+        report = check_server(server.host, server.port, checks=["ascii-digits"], timeout=5)
+    result = report["ascii-digits"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "a size was read from its digits" in result.summary, result.summary
+
+
+class EhloRefusedServer(SmallServer):
+    """Refuses EHLO outright (a client it will not serve)."""
+
+    def command(self, line: bytes) -> bytes:
+        if line[:4].upper() == b"EHLO":
+            self.commands.append(line)
+            return b"550 5.7.1 EHLO refused here\r\n"
+        return super().command(line)
+
+
+def test_chunking_names_the_line_refused_in_its_skip() -> None:
+    """The unsplit session refused at EHLO was skipped with "check the recipient"."""
+    with serve(EhloRefusedServer) as server:
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+    result = report["chunking"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert "'EHLO check.smtpcore.test' got 550" in result.summary, result.summary
+    assert "recipient" not in result.summary, result.summary
+
+
+def one_session_at_a_time(linger: float = 0.15) -> Callable[..., SmallServer]:
+    """A correct server that takes one session per address at a time and frees the
+    slot ``linger`` seconds after a session's QUIT: a connection before then is greeted
+    ``421 4.7.0 Too many connections`` (``smtpcore serve --max-sessions-per-address
+    1``), a limit the battery meets with its own last session."""
+    lock = threading.Lock()
+    free_at = [0.0]
+
+    class OneSessionAtATime(SmallServer):
+        def greeting(self) -> bytes:
+            with lock:
+                busy = time.monotonic() < free_at[0]
+            if busy:
+                self.closed = True
+                return b"421 4.7.0 localhost Too many connections from your address\r\n"
+            return super().greeting()
+
+        def command(self, line: bytes) -> bytes:
+            answer = super().command(line)
+            if self.closed:
+                with lock:
+                    free_at[0] = time.monotonic() + linger
+            return answer
+
+    return OneSessionAtATime
+
+
+def test_a_busy_greeting_right_after_the_last_session_is_tried_again() -> None:
+    """Each check after the first connects right after the last one's QUIT, and met the
+    server still cleaning that session up: skipped ("the server refused a new
+    connection: 421 ... Too many connections"), the checker's own doing."""
+    checks = ["recipient-limit", "size-limit", "text-line-length", "command-line-length"]
+    with serve(one_session_at_a_time()) as server:
+        report = check_server(server.host, server.port, checks=checks, timeout=5)
+    assert all(result.passed for result in report.results), report.format()
+
+
 class RateLimitedRcptBeforeMailPipeliningServer(RateLimitedServer, RcptBeforeMailServer):
     """RCPT with no MAIL taken, and every connection after the first refused."""
 
@@ -869,7 +960,7 @@ def test_a_refused_second_connection_keeps_the_pipelining_defect_seen_on_the_fir
 
 def test_a_rate_limit_hides_no_defect_found_on_the_connections_it_took() -> None:
     report = state_order_against(
-        rate_limited(lambda n: n % 2 == 0, cls=RateLimitedRcptBeforeMailServer)
+        rate_limited(refused_from(2), cls=RateLimitedRcptBeforeMailServer)
     )
     result = report["state-order"]
     assert result.outcome is Outcome.FAILED, report.format()

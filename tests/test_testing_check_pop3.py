@@ -32,6 +32,7 @@ from broken_pop3_servers import (
     AddsFinalLineEnd,
     AlertsOnInjectedPlaintext,
     AnswersBehindStlsInPlaintext,
+    ClosesAfterBadCommands,
     CutsLongLines,
     DeletesRetrieved,
     DiesAtWrappedNumber,
@@ -56,6 +57,7 @@ from broken_pop3_servers import (
     UnknownUsersRefused,
     serve_pop3,
     serve_pop3_busy_from,
+    serve_pop3_one_session_at_a_time,
 )
 from broken_servers import raw_server
 from peers import (
@@ -321,6 +323,41 @@ def test_a_crash_is_no_busy_server(first_refused: int) -> None:
         assert result.summary == (
             "b'RETR 4294967297' was answered by closing the connection, twice"
         ), result.summary
+    assert mailbox.messages == MESSAGES
+
+
+def test_a_server_that_says_it_closes_at_its_error_limit_passes_number_edges() -> None:
+    """smtpcore's POP3 server answers its 10th refused command ``-ERR Too many bad
+    commands, closing`` and closes, and takes one session per address at a time. The
+    battery had already written the next edge into that session and blamed the close
+    on it ("was answered by closing the connection, and no new session opened ..."),
+    and its reconnect at once met the limit (``-ERR [SYS/TEMP]``) before the old
+    session's slot was freed: the check failed a correct server."""
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3_one_session_at_a_time(ClosesAfterBadCommands, mailbox) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=PASSWORD, timeout=TIMEOUT, checks=["number-edges"]
+        )
+    result = report["number-edges"]
+    assert result.passed, report.format()
+    assert mailbox.messages == MESSAGES
+
+
+def test_a_busy_greeting_right_after_a_session_is_tried_again() -> None:
+    """A server that takes one session per address, and frees the slot a little after
+    a session ends, greets a connection opened right after the battery's last session
+    ``-ERR [SYS/TEMP]``: the battery's own doing, retried before it skips a check."""
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3_one_session_at_a_time(SmallPOP3, mailbox) as (host, port):
+        report = check_pop3_server(
+            host,
+            port,
+            user=USER,
+            password=PASSWORD,
+            timeout=TIMEOUT,
+            checks=["uidl", "deletion", "command-line-length"],
+        )
+    assert all(result.passed for result in report.results), report.format()
     assert mailbox.messages == MESSAGES
 
 

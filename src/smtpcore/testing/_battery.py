@@ -12,9 +12,10 @@ from __future__ import annotations
 import enum
 import math
 import ssl
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
 from smtpcore._ip import host_port
 from smtpcore._textsafe import escape_unsafe
@@ -26,6 +27,7 @@ from smtpcore.testing._wire import (
 )
 
 __all__ = [
+    "BUSY_PAUSES",
     "CheckReport",
     "CheckResult",
     "Failed",
@@ -33,6 +35,7 @@ __all__ = [
     "Refused",
     "ServerUnreachable",
     "Skipped",
+    "busy_retry_pause",
     "check_run_arguments",
     "close_all",
     "insecure_context",
@@ -165,6 +168,28 @@ def refused_connection(answer: object, why: str) -> Refused:
     that lets the server refuse so and names the likely cause. One wording for both
     batteries, so that a report reads alike whichever protocol was refused."""
     return Refused(f"the server refused a new connection: {answer}, {why}")
+
+
+BUSY_PAUSES: Final = (0.05, 0.15, 0.3)
+"""Seconds to wait before each new try of a connection greeted busy right after the
+battery's own last session ended (:func:`busy_retry_pause`)."""
+
+
+def busy_retry_pause(tried: int, started: float, timeout: float) -> float | None:
+    """The pause before trying again a new connection greeted busy (SMTP's 421, POP3's
+    ``-ERR [SYS/TEMP]`` or ``[IN-USE]``; RFC 5321 §3.8, RFC 3206 §4, RFC 2449 §8.1.2) after
+    ``tried`` tries begun at ``started`` (``time.monotonic()``), or None to give up.
+
+    A server with a per-address limit of sessions frees the slot of the battery's
+    last session a moment after it closed; a connection opened at once meets the
+    battery's own session, not a busy server. A few tries, within ``timeout``, tell
+    the two apart before the refusal counts (:func:`refused_connection`)."""
+    if tried > len(BUSY_PAUSES):
+        return None
+    pause = BUSY_PAUSES[tried - 1]
+    if time.monotonic() + pause - started > timeout:
+        return None
+    return pause
 
 
 class Prober(Protocol):

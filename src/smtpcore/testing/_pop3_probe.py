@@ -33,6 +33,7 @@ from smtpcore.testing._battery import (
     CheckResult,
     Failed,
     Skipped,
+    busy_retry_pause,
     close_all,
     open_wire,
     refused_connection,
@@ -393,6 +394,10 @@ class POP3Probe:
     a ``-ERR`` greeting or a refused login on a later session included
     (:func:`~smtpcore.testing._battery.run_one`). A check that goes on past a defect
     records it here, never in a list of its own that a skip would drop."""
+    after_session: bool = False
+    """Whether the battery's own session ended just before this check: a busy greeting
+    on its first connection is then tried again (:meth:`connect`), as on its later
+    ones."""
 
     __repr__ = secret_repr
 
@@ -400,15 +405,35 @@ class POP3Probe:
         """A new connection, its ``+OK`` greeting read.
 
         A ``-ERR`` greeting is a server refusing a new connection, busy or at its
-        limit of connections (``[SYS/TEMP]``, RFC 2449 §8.1.2): the server cannot be
+        limit of connections (``[SYS/TEMP]``, RFC 3206 §4): the server cannot be
         tested through it, and the check is skipped
         (:func:`~smtpcore.testing._battery.refused_connection`), on the run's first
-        connection as on any other. Anything else but ``+OK`` fails the check."""
-        client = open_wire(
-            self.host, self.port, timeout=self.timeout, pause=self.pause, kind=POP3Wire
-        )
-        self.clients.append(client)
-        greeting = read_response(client, multi_line=False)
+        connection as on any other. Anything else but ``+OK`` fails the check.
+
+        A busy greeting (``-ERR [SYS/TEMP]`` or ``[IN-USE]``) right after the
+        battery's own last session ended (any connection but the run's first) may be
+        a per-address limit that has not yet freed that session's slot: it is tried
+        again, a few times within ``timeout``
+        (:func:`~smtpcore.testing._battery.busy_retry_pause`), before it counts; the
+        transcript notes each refusal so tried again."""
+        started, tried = time.monotonic(), 0
+        notes: list[Exchange] = []
+        retry = self.after_session or bool(self.clients)
+        while True:
+            client = open_wire(
+                self.host, self.port, timeout=self.timeout, pause=self.pause, kind=POP3Wire
+            )
+            tried += 1
+            self.clients.append(client)
+            client.transcript[:0] = notes
+            greeting = read_response(client, multi_line=False)
+            pause = busy_retry_pause(tried, started, self.timeout) if retry else None
+            if greeting is None or not _busy(greeting) or pause is None:
+                break
+            client.close()
+            self.clients.remove(client)
+            notes.append(Exchange("note", note=f"greeted {greeting}: tried again"))
+            time.sleep(pause)
         if greeting is not None and greeting.err:
             raise refused_connection(
                 greeting, "RFC 1939 §4 (a session starts with +OK): a connection limit?"
@@ -581,6 +606,14 @@ class POP3Probe:
             if client.touched and not client.closed:
                 self.abandon(client)
         close_all(self.clients)
+
+
+def _busy(greeting: POP3Response) -> bool:
+    """Whether ``greeting`` refuses a connection for now: ``[IN-USE]`` (RFC 2449
+    §8.1.2) or ``[SYS/TEMP]`` (RFC 3206 §4)."""
+    return greeting.err and status_and_code(greeting.status).upper().endswith(
+        (b"[SYS/TEMP]", b"[IN-USE]")
+    )
 
 
 def _late_lines(client: WireClient) -> list[bytes]:

@@ -12,6 +12,7 @@ EHLO) skips the check that opened it (:meth:`Probe.connect`).
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -22,6 +23,7 @@ from smtpcore.smtp import Ehlo
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import (
+    busy_retry_pause,
     close_all,
     open_wire,
     refused_connection,
@@ -56,6 +58,10 @@ class Probe:
     """Defects a check found and went on past: they fail the check however it ends,
     a refused connection after them included
     (:func:`~smtpcore.testing._battery.run_one`)."""
+    after_session: bool = False
+    """Whether the battery's own session ended just before this check: a 421 greeting
+    on its first connection is then tried again (:meth:`connect`), as on its later
+    ones."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
@@ -68,12 +74,31 @@ class Probe:
         connection rate (Postfix's ``smtpd_client_connection_rate_limit``,
         postscreen): the server cannot be tested through it, and the check is
         skipped (:meth:`refused`), on the run's first connection as on the dozens
-        after. Any other greeting but 220 fails the check."""
-        client = open_wire(
-            self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
-        )
-        self.clients.append(client)
-        greeting = client.read_reply()
+        after. Any other greeting but 220 fails the check.
+
+        A 421 greeting right after the battery's own last session ended (any
+        connection but the run's first) may be a per-address limit of sessions that
+        has not yet freed that session's slot: it is tried again, a few times within
+        ``timeout`` (:func:`~smtpcore.testing._battery.busy_retry_pause`), before it
+        counts; the transcript notes each refusal so tried again."""
+        started, tried = time.monotonic(), 0
+        notes: list[Exchange] = []
+        retry = self.after_session or bool(self.clients)
+        while True:
+            client = open_wire(
+                self.host, self.port, timeout=self.timeout, pause=self.pause, kind=WireClient
+            )
+            tried += 1
+            self.clients.append(client)
+            client.transcript[:0] = notes
+            greeting = client.read_reply()
+            pause = busy_retry_pause(tried, started, self.timeout) if retry else None
+            if greeting is None or greeting.code != 421 or pause is None:
+                break
+            client.close()
+            self.clients.remove(client)
+            notes.append(Exchange("note", note=f"greeted {greeting}: tried again"))
+            time.sleep(pause)
         if greeting is not None and greeting.code in _NO_SERVICE:
             if greeting.code == 554 and not client.closed:
                 client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for

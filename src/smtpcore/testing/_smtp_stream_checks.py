@@ -107,6 +107,33 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
     return codes + _codes(_quit(client))
 
 
+_MESSAGE_STEP: Final = 4
+"""Where the message stands in :func:`_session_steps`."""
+
+
+def _step_line(step: bytes, index: int) -> bytes:
+    """The line of :func:`_session_steps` at ``index`` as a summary names it: the
+    message as ``.``, its end."""
+    return b"." if index == _MESSAGE_STEP else step.rstrip(b"\r\n")
+
+
+def _refused_step(probe: Probe, reference: Sequence[int]) -> str:
+    """The skip for an unsplit session that a step of it was refused in: the step
+    named, and what to give where the server refused the sender or the recipient."""
+    steps = _session_steps(probe)
+    index = next(i for i, code in enumerate(reference) if code // 100 not in (2, 3))
+    line = _step_line(steps[index], index)
+    shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
+    advice = {
+        b"MAIL": ": give a sender the server accepts",
+        b"RCPT": ": give a recipient the server accepts",
+    }
+    return (
+        f"the unsplit session was refused: {shown} got {reference[index]} (codes "
+        f"{reference}){advice.get(line[:4].upper(), '')}"
+    )
+
+
 def _written(
     client: WireClient, step: bytes, chunking: Callable[[bytes], list[bytes]] | None
 ) -> ServerReply | None:
@@ -130,9 +157,7 @@ def check_chunking(probe: Probe) -> str:
                 "connection where a reply was due (-1)"
             )
         if code // 100 not in (2, 3):
-            raise _Skipped(
-                f"the unsplit session was refused (codes {reference}): check the recipient"
-            )
+            raise _Skipped(_refused_step(probe, reference))
     for name, chunking in _chunkings(probe.seed).items():
         probe.close()
         codes = _run_chunked(probe, chunking)

@@ -182,6 +182,7 @@ def check_server(
             seed=seed,
             tls_context=tls_context,
             max_size_probe=max_size_probe,
+            after_session=bool(results),
         )
         results.append(run_one(name, CHECKS[name], probe, first=not results))
     return CheckReport(host_port(host, port), tuple(results))

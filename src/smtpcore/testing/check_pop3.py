@@ -1078,6 +1078,7 @@ def run_pop3_checks(run: POP3Run) -> CheckReport:
             run.host, run.port, run.user, run.password, run.timeout, run.pause, run.tls_context
         )
         probe.delivery = run.delivery
+        probe.after_session = reached
         result = run_one(name, POP3_CHECKS[name], probe, first=not reached)
         reached = reached or bool(probe.clients)
         results.append(probe.hide_credentials(result))
