@@ -1370,6 +1370,16 @@ class LongLineClosingServer(SmallServer):
         return super().command(line)
 
 
+class LongLineSilentlyClosingServer(LongLineClosingServer):
+    """Closes at a command line over its limit with no reply at all (smtp-sink does):
+    neither RFC 5321 §4.5.3.1.9's 500 nor §3.8's 421 before the close."""
+
+    def command(self, line: bytes) -> bytes:
+        if line == b"421":
+            return b""
+        return super().command(line)
+
+
 class LongLineTailClosingServer(LongLineTailServer):
     """Cuts an over-long line at the limit, answers its head 421, yet reads on and
     answers the rest as commands of their own."""
@@ -1390,8 +1400,13 @@ class LongLineTailClosingServer(LongLineTailServer):
             Outcome.FAILED,
             "the long line got [421, 500, 500,",
         ),
+        (
+            LongLineSilentlyClosingServer,
+            Outcome.FAILED,
+            "the server closed the connection at the 10,000-octet line without a reply",
+        ),
     ],
-    ids=["421", "cut-then-421"],
+    ids=["421", "cut-then-421", "silent-close"],
 )
 def test_a_long_command_line_may_end_the_session_with_421(
     server_class: type[SmallServer], outcome: Outcome, summary: str
@@ -1925,6 +1940,20 @@ def assert_terminal_safe(printed: str) -> None:
     for line in printed.split("\n"):
         unsafe = [char for char in line if unsafe_in_text(char)]
         assert not unsafe, (unsafe, line)
+
+
+def test_a_close_before_the_greeting_is_said_as_such() -> None:
+    """A server that takes the connection and closes it at once (smtp-sink's ``-q
+    connect``) fails the check with that said, not "the greeting was None"."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        del sock, stop  # closed on return, before any greeting
+
+    with raw_server(session, socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == "the server closed the connection without a greeting (220 expected)"
 
 
 def test_a_hostile_greeting_reaches_the_report_escaped(

@@ -103,7 +103,9 @@ class Probe:
             if greeting.code == 554 and not client.closed:
                 client.send(b"QUIT\r\n")  # which §3.1 has such a server wait for
             self.refused(greeting, greeting=True)
-        if greeting is None or greeting.code != 220:
+        if greeting is None:
+            raise _Failed("the server closed the connection without a greeting (220 expected)")
+        if greeting.code != 220:
             raise _Failed(f"the greeting was {greeting} rather than 220")
         return client
 
