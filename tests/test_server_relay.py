@@ -1851,6 +1851,18 @@ class _HangingSession:
         raise SMTPConnectionError("connection lost")
 
 
+def _hung_or_default(hung: list[asyncio.Event]) -> Callable[..., object]:
+    """A client factory whose sessions to ``mx.hung*`` hang (each one's event added to
+    ``hung``), and whose others are real clients (to a healthy test server)."""
+
+    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
+        if server_hostname.startswith("mx.hung"):
+            return _HangingSession(hung)
+        return default_client(host, port, server_hostname=server_hostname, **options)
+
+    return client_factory
+
+
 HUNG_AND_HEALTHY: Final = "".join(
     f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
     for name in ("hung1", "hung2", "fast")
@@ -1867,11 +1879,6 @@ def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> No
     back, the sessions still never more than ``concurrency``."""
     hung: list[asyncio.Event] = []
 
-    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
-        if server_hostname.startswith("mx.hung"):
-            return _HangingSession(hung)
-        return default_client(host, port, server_hostname=server_hostname, **options)
-
     with remote() as fast:
         relay = _relay(
             tmp_path,
@@ -1880,7 +1887,7 @@ def test_hanging_destinations_hold_sessions_but_not_rounds(tmp_path: Path) -> No
             retry_after=3600.0,
             concurrency=4,
             destination_concurrency=2,
-            client_factory=client_factory,
+            client_factory=_hung_or_default(hung),
         )
 
         async def steps() -> None:
@@ -2002,11 +2009,6 @@ def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
     later goes to no one."""
     hung: list[asyncio.Event] = []
 
-    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
-        if server_hostname.startswith("mx.hung"):
-            return _HangingSession(hung)
-        return default_client(host, port, server_hostname=server_hostname, **options)
-
     with remote() as fast:
         relay = _relay(
             tmp_path,
@@ -2015,7 +2017,7 @@ def test_hold_or_delete_withdraws_a_round_that_waits_for_a_session(
             retry_after=3600.0,
             concurrency=2,
             destination_concurrency=1,
-            client_factory=client_factory,
+            client_factory=_hung_or_default(hung),
         )
         worker = relay.worker
 
@@ -2052,19 +2054,7 @@ def test_a_held_message_leaves_the_line_where_it_waited_for_a_place(tmp_path: Pa
     (minutes, an audit found). The hold takes it out of every line at once, so the
     place goes to the next in line."""
     hung: list[asyncio.Event] = []
-
-    def client_factory(host: str, port: int, *, server_hostname: str, **options: Any) -> object:
-        return _HangingSession(hung)
-
-    relay = _relay(
-        tmp_path,
-        25,  # no connection is made: every session hangs
-        zone=HUNG_AND_HEALTHY,
-        retry_after=3600.0,
-        concurrency=4,
-        destination_concurrency=1,
-        client_factory=client_factory,
-    )
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=4)
     worker = relay.worker
 
     async def steps() -> None:
