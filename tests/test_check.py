@@ -860,6 +860,106 @@ def test_a_message_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     assert "LF.LF (" in result.summary and "was answered 450 4.7.1" in result.summary
 
 
+def message_rate_limited(allowed: int) -> Callable[..., SmallServer]:
+    """A correct server with a message-rate limit per client (Postfix's
+    ``smtpd_client_message_rate_limit``): across its sessions, MAIL is taken
+    ``allowed`` times, then answered ``450 4.7.1 Error: too much mail``, a temporary
+    refusal (RFC 5321 §4.2.1) that says nothing of how the server reads MAIL."""
+    taken = itertools.count(1)
+    lock = threading.Lock()
+
+    class MessageRateLimited(SmallServer):
+        def mail(self, argument: str) -> bytes:
+            with lock:
+                number = next(taken)
+            if number > allowed:
+                return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+            return super().mail(argument)
+
+    return MessageRateLimited
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed"),
+    [("chunking", 1), ("size-limit", 1), ("ascii-digits", 2), ("ascii-digits", 3)],
+)
+def test_a_message_rate_limit_fails_no_check(name: str, allowed: int) -> None:
+    """A ``450`` to MAIL, the setup or the line tested, where a plain MAIL after it
+    (chunking: the unsplit session played again) gets a 450 too, is the server
+    refusing mail for now: chunking compared it with the unsplit session's 250,
+    size-limit wanted 552 for SIZE over the limit, ascii-digits a 5xx. The check is
+    skipped, saying what went untested."""
+    with serve(message_rate_limited(allowed)) as server:
+        report = check_server(server.host, server.port, checks=[name], timeout=5)
+    result = report[name]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert "450 4.7.1 Error: too much mail" in result.summary or "got 450" in result.summary
+    assert "refuses mail for now" in result.summary, result.summary
+
+
+class Size452Server(SmallServer):
+    """Answers SIZE over its fixed, offered maximum ``452 4.3.1`` (temporary) where RFC
+    1870 §6.1 wants 552; a plain MAIL it takes."""
+
+    def mail(self, argument: str) -> bytes:
+        value = argument.upper().partition(" SIZE=")[2].split(" ")[0]
+        if value.isascii() and value.isdigit() and int(value) > self.max_size:
+            return b"452 4.3.1 Insufficient system storage\r\n"
+        return super().mail(argument)
+
+
+class Digit451Server(SmallServer):
+    """Validates SIZE with ``str.isdigit()``, then ``int()`` raises on '²', which a
+    generic handler answers ``451 4.3.0`` (an internal error); a plain MAIL it takes."""
+
+    def parse_number(self, text: str) -> int | None:
+        return int(text) if text.isdigit() else None
+
+    def mail(self, argument: str) -> bytes:
+        try:
+            return super().mail(argument)
+        except ValueError:
+            return b"451 4.3.0 Error: internal error\r\n"
+
+
+class Split451Server(SmallServer):
+    """Breaks on a read that ends mid-line: MAIL after one is answered ``451 4.3.0``."""
+
+    partial = False
+
+    def receive(self, data: bytes) -> bytes:
+        if data and not data.endswith(b"\r\n"):
+            self.partial = True
+        return super().receive(data)
+
+    def mail(self, argument: str) -> bytes:
+        if self.partial:
+            return b"451 4.3.0 Error: internal error\r\n"
+        return super().mail(argument)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "said"),
+    [
+        ("size-limit", Size452Server, "got 452 4.3.1"),
+        ("ascii-digits", Digit451Server, "451 4.3.0 Error: internal error, not a 5xx"),
+        ("chunking", Split451Server, "[250, 451,"),
+    ],
+)
+def test_a_4xx_to_the_tested_line_alone_fails_the_check(
+    name: str, kind: type[SmallServer], said: str
+) -> None:
+    """A 4xx that a plain MAIL after it (chunking: the unsplit session again) does not
+    get answered the tested line: SIZE over the fixed limit with 452, a 451 internal
+    error on '²', a 451 to a MAIL read in pieces. A rule skipping every 4xx passed
+    them as skips; they fail as they always did."""
+    with serve(kind) as server:
+        report = check_server(server.host, server.port, checks=[name], timeout=5)
+    result = report[name]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert said in result.summary, result.summary
+
+
 class NonAsciiDigitMessageLimitedServer(NonAsciiDigitServer):
     """Reads SIZE with ``int()``, and answers MAIL 450 from its fifth on."""
 

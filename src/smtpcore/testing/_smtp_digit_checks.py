@@ -196,8 +196,17 @@ def check_ascii_digits(probe: Probe) -> str:
                 client = None
                 continue
         answer = answers[line] = client.command(line)
+        refused = None if bdat else probe.mail_refused_for_now(client, line, answer)
+        if refused:
+            del answers[line]  # it says nothing of the digits
+            later = ", ".join(repr(rest.text) for rest in lines[index + 1 :])
+            untried = refused + (f", and {later} not tried" if later else "")
+            break
         if answer is None:
             client = None
+            continue
+        if client.closed and not bdat and answer.code // 100 == 4 and answer.code != 421:
+            client = None  # closed at RSET or the plain MAIL after it: the 4xx is judged
             continue
         closing = answer.code == 421 and bdat
         after = client.command(b"RSET")
@@ -244,7 +253,8 @@ def check_ascii_digits(probe: Probe) -> str:
             f"read ({'; '.join(ignored)})"
         )
     if untried:
-        raise _Skipped(f"{sized}, but {untried}")
+        tried = any(item.control is not None and item.line in answers for item in lines)
+        raise _Skipped(f"{sized}, but {untried}" if tried else untried)
     if ignored:
         return sized + closed_after
     if closed_after:

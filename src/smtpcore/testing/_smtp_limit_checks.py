@@ -305,7 +305,11 @@ def check_size_limit(probe: Probe) -> str:
     if limit is None:
         raise _Skipped("no SIZE limit is offered")
     probe.sender_accepted(client)
-    answer = client.command(probe.mail_line(f" SIZE={limit + 1}"))
+    over = probe.mail_line(f" SIZE={limit + 1}")
+    answer = client.command(over)
+    refused = probe.mail_refused_for_now(client, over, answer)
+    if refused:
+        raise _Skipped(refused)
     if answer is None or answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
     _quit(client)

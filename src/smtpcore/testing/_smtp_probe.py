@@ -160,6 +160,31 @@ class Probe:
         if reset.code != 250:
             raise _Failed(f"RSET after an accepted MAIL got {reset}, not 250 (RFC 5321 §4.1.1.5)")
 
+    def mail_refused_for_now(
+        self, client: WireClient, line: bytes, answer: ServerReply | None
+    ) -> str | None:
+        """Why the check is left untested, or None, after ``answer`` to ``line``, a
+        MAIL the check tests. A 4xx (but 421, which ends the session, RFC 5321 §3.8)
+        may answer the line (a server that keeps a SIZE over its fixed limit for
+        later, or fails on what it read) or refuse any mail for now (§4.2.1; a
+        message-rate limit, Postfix's ``smtpd_client_message_rate_limit`` answers
+        ``450 4.7.1``). RSET and a plain MAIL on the same session tell which: a 4xx
+        to it too is the server refusing mail, whose reason this returns, and the
+        check is skipped (defects found before still fail it, :attr:`problems`);
+        anything else leaves ``answer`` to the check, judged as it says. A plain
+        MAIL taken leaves its transaction open for the caller's RSET."""
+        if answer is None or answer.code // 100 != 4 or answer.code == 421:
+            return None
+        reset = client.command(b"RSET")
+        plain = client.command(self.mail_line()) if reset is not None else None
+        if plain is None or plain.code // 100 != 4 or plain.code == 421:
+            return None
+        return (
+            f"{line.decode('utf-8', 'replace')!r} was answered {answer}, and a plain "
+            f"MAIL after RSET got {plain}: the server refuses mail for now (RFC 5321 §4.2.1; "
+            "a message-rate limit?), which leaves the check untested"
+        )
+
     def mail_line(self, params: str = "") -> bytes:
         return f"MAIL FROM:<{self.sender}>{params}".encode()
 
