@@ -938,12 +938,40 @@ class Split451Server(SmallServer):
         return super().mail(argument)
 
 
+class StickySize452Server(Size452Server):
+    """Size452Server whose storage check then sticks for the session: every later MAIL
+    on that connection gets ``452 4.3.1`` too, a new connection's is taken."""
+
+    full = False
+
+    def mail(self, argument: str) -> bytes:
+        answer = b"452 4.3.1 Insufficient system storage\r\n" if self.full else None
+        answer = answer or super().mail(argument)
+        self.full = answer.startswith(b"452")
+        return answer
+
+
+class StickyDigit451Server(Digit451Server):
+    """Digit451Server whose internal error breaks the session: every later MAIL on that
+    connection gets ``451 4.3.0`` too, a new connection's is taken."""
+
+    broken = False
+
+    def mail(self, argument: str) -> bytes:
+        answer = b"451 4.3.0 Error: internal error\r\n" if self.broken else None
+        answer = answer or super().mail(argument)
+        self.broken = answer.startswith(b"451")
+        return answer
+
+
 @pytest.mark.parametrize(
     ("name", "kind", "said"),
     [
         ("size-limit", Size452Server, "got 452 4.3.1"),
         ("ascii-digits", Digit451Server, "451 4.3.0 Error: internal error, not a 5xx"),
         ("chunking", Split451Server, "[250, 451,"),
+        ("size-limit", StickySize452Server, "got 452 4.3.1"),
+        ("ascii-digits", StickyDigit451Server, "451 4.3.0 Error: internal error, not a 5xx"),
     ],
 )
 def test_a_4xx_to_the_tested_line_alone_fails_the_check(
@@ -952,12 +980,32 @@ def test_a_4xx_to_the_tested_line_alone_fails_the_check(
     """A 4xx that a plain MAIL after it (chunking: the unsplit session again) does not
     get answered the tested line: SIZE over the fixed limit with 452, a 451 internal
     error on '²', a 451 to a MAIL read in pieces. A rule skipping every 4xx passed
-    them as skips; they fail as they always did."""
+    them as skips; they fail as they always did. So do the sticky ones, whose 4xx
+    holds for the rest of the session: a plain MAIL on a new connection is taken."""
     with serve(kind) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=5)
     result = report[name]
     assert result.outcome is Outcome.FAILED, report.format()
     assert said in result.summary, result.summary
+
+
+class ConnectionLimitedSplit451Server(RateLimitedServer, Split451Server):
+    """The planted 451 to a MAIL read in pieces, behind a connection-rate limit."""
+
+
+def test_a_split_4xx_stands_where_its_confirming_connection_is_refused() -> None:
+    """The first split session gets 451 at MAIL; the connection to play the unsplit
+    session again on, the third, is refused (421). Nothing tells the 451 for a rate
+    limit, so the split session's replies fail the check, named, as they did before
+    the rule, and the refusal with them."""
+    factory = rate_limited(refused_from(3), cls=ConnectionLimitedSplit451Server)
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["chunking"], timeout=5)
+    result = report["chunking"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith("written one byte at a time, the session got [250, 451,")
+    assert "not confirmed as the server refusing mail for now" in result.summary
+    assert "refused (the server refused a new connection: 421 4.7.0" in result.summary
 
 
 class NonAsciiDigitMessageLimitedServer(NonAsciiDigitServer):

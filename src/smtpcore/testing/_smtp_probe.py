@@ -21,6 +21,7 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import Ehlo
 from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import (
     busy_retry_pause,
@@ -168,21 +169,36 @@ class Probe:
         may answer the line (a server that keeps a SIZE over its fixed limit for
         later, or fails on what it read) or refuse any mail for now (§4.2.1; a
         message-rate limit, Postfix's ``smtpd_client_message_rate_limit`` answers
-        ``450 4.7.1``). RSET and a plain MAIL on the same session tell which: a 4xx
-        to it too is the server refusing mail, whose reason this returns, and the
-        check is skipped (defects found before still fail it, :attr:`problems`);
-        anything else leaves ``answer`` to the check, judged as it says. A plain
-        MAIL taken leaves its transaction open for the caller's RSET."""
+        ``450 4.7.1``). RSET and a plain MAIL on the same session, then, where that
+        gets a 4xx too, a plain MAIL on a new connection (:meth:`hello`, a busy
+        greeting tried again) tell which: a server that stays broken for the rest of
+        a session after the tested line answers the new one as it should. A 4xx
+        there too, or the new connection refused, is the server refusing mail, whose
+        reason this returns, and the check is skipped (defects found before still
+        fail it, :attr:`problems`); anything else leaves ``answer`` to the check,
+        judged as it says. A plain MAIL taken on the same session leaves its
+        transaction open for the caller's RSET."""
         if answer is None or answer.code // 100 != 4 or answer.code == 421:
             return None
         reset = client.command(b"RSET")
         plain = client.command(self.mail_line()) if reset is not None else None
         if plain is None or plain.code // 100 != 4 or plain.code == 421:
             return None
+        try:
+            fresh, _ = self.hello()
+        except _Refused as refusal:
+            again = f"a new connection was refused ({refusal})"
+        else:
+            renewed = fresh.command(self.mail_line())
+            if renewed is None or renewed.code // 100 != 4:
+                _quit(fresh)
+                return None  # the 4xx stuck to that session: it answered the line
+            again = f"a plain MAIL on a new connection got {renewed}"
+            _quit(fresh)
         return (
-            f"{line.decode('utf-8', 'replace')!r} was answered {answer}, and a plain "
-            f"MAIL after RSET got {plain}: the server refuses mail for now (RFC 5321 §4.2.1; "
-            "a message-rate limit?), which leaves the check untested"
+            f"{line.decode('utf-8', 'replace')!r} was answered {answer}, a plain MAIL "
+            f"after RSET got {plain}, and {again}: the server refuses mail for now (RFC "
+            "5321 §4.2.1; a message-rate limit?), which leaves the check untested"
         )
 
     def mail_line(self, params: str = "") -> bytes:

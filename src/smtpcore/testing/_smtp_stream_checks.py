@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
     _CLOSING,
@@ -153,7 +154,9 @@ def _refusing_mail(probe: Probe, codes: Sequence[int]) -> str | None:
     (RFC 5321 §4.2.1; a message-rate limit): the unsplit session, played again on a
     new connection, tells which. A 4xx there too is the server refusing mail, and
     the check is skipped; anything else leaves the split session's replies to be
-    compared, as they are."""
+    compared, as they are. A refused new connection raises
+    :class:`~smtpcore.testing._battery.Refused`: nothing then tells the 4xx for a
+    limit, and :func:`check_chunking` fails on the difference, unconfirmed."""
     split = _temporary_step(probe, codes)
     if split is None:
         return None
@@ -199,17 +202,25 @@ def check_chunking(probe: Probe) -> str:
         if codes == reference:
             probe.forget(keep=1)  # keep the unsplit run, to compare with a failing one
         else:
-            refused = _refusing_mail(probe, codes)
+            closed = " (-1: the connection closed where a reply was due)" if -1 in codes else ""
+            differing = (
+                f"written {name}, the session got {_show(codes)} instead of "
+                f"{_show(reference)}{closed}"
+            )
+            try:
+                refused = _refusing_mail(probe, codes)
+            except _Refused as refusal:
+                raise _Failed(
+                    f"{differing}, not confirmed as the server refusing mail for now "
+                    f"({_temporary_step(probe, codes)}): the new connection to play the "
+                    f"unsplit session again was refused ({refusal})"
+                ) from None
             if refused:
                 raise _Skipped(
                     f"written {name}, {refused} ({compared} of {len(_chunkings(0))} "
                     "chunkings gave the unsplit session's replies before)"
                 )
-            closed = " (-1: the connection closed where a reply was due)" if -1 in codes else ""
-            raise _Failed(
-                f"written {name}, the session got {_show(codes)} instead of "
-                f"{_show(reference)}{closed}"
-            )
+            raise _Failed(differing)
     return f"{len(_chunkings(0))} chunkings gave the replies {reference}"
 
 
