@@ -11,7 +11,13 @@ from typing import Final
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
-from smtpcore.testing._smtp_probe import Probe, _codes, _offered_size, _quit
+from smtpcore.testing._smtp_probe import (
+    Probe,
+    _codes,
+    _offered_size,
+    _quit,
+    _temporary_refusal,
+)
 from smtpcore.testing._wire import ServerReply, WireClient
 
 __all__ = ["check_ascii_digits"]
@@ -205,7 +211,7 @@ def check_ascii_digits(probe: Probe) -> str:
         if answer is None:
             client = None
             continue
-        if client.closed and not bdat and answer.code // 100 == 4 and answer.code != 421:
+        if client.closed and not bdat and _temporary_refusal(answer):
             client = None  # closed at RSET or the plain MAIL after it: the 4xx is judged
             continue
         closing = answer.code == 421 and bdat

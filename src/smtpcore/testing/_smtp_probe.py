@@ -35,6 +35,13 @@ from smtpcore.testing._wire import Exchange, ServerReply, WireClient
 __all__ = ["Probe", "checked_helo", "checked_mailbox", "extensions"]
 
 
+def _temporary_refusal(answer: ServerReply | int | None) -> bool:
+    """Whether ``answer`` (a reply or its code) is a 4xx that leaves the session
+    standing: a temporary refusal (RFC 5321 §4.2.1), not 421, which ends it (§3.8)."""
+    code = answer.code if isinstance(answer, ServerReply) else answer
+    return code is not None and code // 100 == 4 and code != 421
+
+
 @dataclass
 class Probe:
     """What a check needs: where the server is, what to say, and the connections made.
@@ -178,11 +185,11 @@ class Probe:
         fail it, :attr:`problems`); anything else leaves ``answer`` to the check,
         judged as it says. A plain MAIL taken on the same session leaves its
         transaction open for the caller's RSET."""
-        if answer is None or answer.code // 100 != 4 or answer.code == 421:
+        if not _temporary_refusal(answer):
             return None
         reset = client.command(b"RSET")
         plain = client.command(self.mail_line()) if reset is not None else None
-        if plain is None or plain.code // 100 != 4 or plain.code == 421:
+        if not _temporary_refusal(plain):
             return None
         try:
             fresh, _ = self.hello()

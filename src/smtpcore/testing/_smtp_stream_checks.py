@@ -28,6 +28,7 @@ from smtpcore.testing._smtp_probe import (
     _quit,
     _session_end,
     _show,
+    _temporary_refusal,
 )
 from smtpcore.testing._wire import ServerReply, WireClient
 
@@ -141,7 +142,7 @@ def _temporary_step(probe: Probe, codes: Sequence[int]) -> str | None:
     steps = _session_steps(probe)
     for index in range(1, _MESSAGE_STEP + 1):
         code = codes[index] if index < len(codes) else None
-        if code is not None and code // 100 == 4 and code != 421:
+        if _temporary_refusal(code):
             line = _step_line(steps[index], index)
             shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
             return f"{shown} got {code}"
