@@ -32,6 +32,7 @@ __all__ = [
     "SmtpSink",
     "dual_stack_loopback",
     "free_port",
+    "ipv6_loopback_port",
     "in_ci",
     "missing_peer",
     "raw_smtp_session",
@@ -257,6 +258,17 @@ def free_port(host: str = LOOPBACK) -> int:
     A ``host`` that cannot be bound raises :class:`OSError` naming it.
     """
     return _ports.allocate(host)
+
+
+def ipv6_loopback_port() -> int:
+    """A port :func:`free_port` hands out on ``::1``, for a test that needs IPv6
+    loopback. A machine without it (IPv6 off, a container with no ``::1``) skips the
+    test on a developer's machine and fails it under CI, like a missing peer: the
+    test says what it lacks instead of erroring with ``cannot bind on '::1'``."""
+    try:
+        return free_port("::1")
+    except OSError as exc:
+        missing_peer(f"no IPv6 loopback here: {exc}")
 
 
 def dual_stack_loopback() -> socket.socket:

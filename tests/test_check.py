@@ -56,7 +56,7 @@ from broken_servers import (
     raw_server,
     serve,
 )
-from peers import TLSFiles, free_port
+from peers import TLSFiles, free_port, ipv6_loopback_port
 from private_postfix import private_postfix
 from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
@@ -2420,7 +2420,7 @@ def python_blocks(page: Path) -> list[str]:
 def test_an_ipv6_server_is_named_in_brackets() -> None:
     """The report and its transcript named ``::1:2525``; as the CLI takes it, the
     address goes in brackets: ``[::1]:2525``."""
-    port = free_port("::1")  # nothing listens there
+    port = ipv6_loopback_port()  # nothing listens there
     with pytest.raises(ServerUnreachable, match=re.escape(f"connect to [::1]:{port}: ")):
         check_server("::1", port, checks=["chunking"], timeout=5)  # refused
     with serve(SmallServer, host="::1") as server:

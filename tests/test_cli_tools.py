@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import smtpcore.__main__ as cli
-from peers import free_port, make_tls_files
+from peers import ipv6_loopback_port, make_tls_files
 from smtpcore.server.maildir import Maildir
 from test_cli_serve import serve
 
@@ -95,7 +95,7 @@ def test_send_from_the_null_sender(
 def test_send_names_an_ipv6_server_in_brackets(capsys: pytest.CaptureFixture[str]) -> None:
     """``refused by ::1:2587: cannot connect to ::1:2587``: which colon is the port's?
     The address is written as ``--server`` takes it, ``[::1]:2587``."""
-    port = free_port("::1")  # nothing listens there
+    port = ipv6_loopback_port()  # nothing listens there
     argv = ["send", "--server", f"[::1]:{port}", "--from", "a@b.example", "--to", "c@d.example"]
     assert cli.main([*argv, "--no-starttls", "--helo", "client.b.example"]) == 1
     out = capsys.readouterr().out

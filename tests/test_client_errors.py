@@ -27,7 +27,15 @@ from typing import Any
 import pytest
 import trio
 
-from peers import ADAPTERS, free_port, module, open_fd_count, run, running_smtp_server
+from peers import (
+    ADAPTERS,
+    free_port,
+    ipv6_loopback_port,
+    module,
+    open_fd_count,
+    run,
+    running_smtp_server,
+)
 from smtpcore import LocalProtocolError
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
@@ -648,7 +656,7 @@ def test_an_ipv6_server_is_named_in_brackets_in_connection_errors(adapter: str) 
     group: the address goes in brackets, ``[::1]:2525``, as in a URI (RFC 3986 §3.2.2)."""
 
     mod = module(adapter)
-    port = free_port("::1")  # nothing listens there
+    port = ipv6_loopback_port()  # nothing listens there
 
     async def go(client: Any) -> None:
         await client.connect()

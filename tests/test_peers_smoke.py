@@ -33,6 +33,7 @@ from peers import (
     SmtpSink,
     ephemeral_port_range,
     free_port,
+    ipv6_loopback_port,
     outside_ephemeral_range,
     port_allocator,
     port_is_free,
@@ -278,6 +279,29 @@ def test_a_host_that_cannot_be_bound_raises_and_uses_up_no_port(
         listener.bind(("127.0.0.1", second))
         listener.listen()
         assert not port_is_free("127.0.0.1", second)  # in use: taken, no error
+
+
+def test_a_machine_without_ipv6_loopback_skips_or_fails_what_needs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tests that name an IPv6 server took their port from ``free_port("::1")``,
+    which errors where ``::1`` cannot be bound: each errored with ``cannot bind``
+    instead of saying what the machine lacks, skipped like a missing peer (and failed
+    under CI)."""
+    bind = socket.socket.bind
+
+    def no_ipv6(sock: socket.socket, address: Any) -> None:
+        if sock.family == socket.AF_INET6:
+            raise OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+        bind(sock, address)
+
+    monkeypatch.setattr(socket.socket, "bind", no_ipv6)
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="no IPv6 loopback here"):
+        ipv6_loopback_port()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no IPv6 loopback here"):
+        ipv6_loopback_port()
 
 
 def test_wait_for_port_and_free_port() -> None:
