@@ -897,6 +897,56 @@ def test_a_message_rate_limit_fails_no_check(name: str, allowed: int) -> None:
     assert "refuses mail for now" in result.summary, result.summary
 
 
+class MailRefusingRcptBeforeMailServer(RcptBeforeMailServer):
+    """The planted RCPT with no MAIL taken, behind a message-rate limit met already:
+    every MAIL gets ``450 4.7.1``."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+
+
+class MailRefusingOutOfOrderServer(OutOfOrderServer):
+    """The planted pipelined replies out of order, behind a message-rate limit met
+    already: every MAIL gets ``450 4.7.1``."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome", "said"),
+    [
+        (
+            message_rate_limited(0),
+            Outcome.SKIPPED,
+            "every MAIL of the group got a 4xx, one at a time and pipelined (codes [450, "
+            "503, 503, 250, 503, 450, 250, 250, 221]): the server refuses mail for now",
+        ),
+        (
+            MailRefusingRcptBeforeMailServer,
+            Outcome.FAILED,
+            "the group got [450, 501, 250, 250, 250, 450, 250, 250, 221] both ways, but its "
+            "RCPT after RSET, with no MAIL, got 250",
+        ),
+        (MailRefusingOutOfOrderServer, Outcome.FAILED, "pipelined, the group got [250, 250,"),
+    ],
+    ids=["correct", "rcpt-before-mail", "out-of-order"],
+)
+def test_a_group_whose_every_mail_got_450_is_untested_not_passed(
+    factory: Callable[..., SmallServer], outcome: Outcome, said: str
+) -> None:
+    """A message-rate limit met already answers the group's every MAIL 450, so its
+    RCPTs get 503 both ways and the codes compare equal, though the group never
+    mixed accepted commands with refused ones: the check passed, "one reply per
+    command, in order". It is skipped now, saying why; a defect the group still
+    shows (RCPT with no MAIL taken, replies out of order) fails it as before."""
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is outcome, report.format()
+    assert result.summary.startswith(said), result.summary
+
+
 class Size452Server(SmallServer):
     """Answers SIZE over its fixed, offered maximum ``452 4.3.1`` (temporary) where RFC
     1870 §6.1 wants 552; a plain MAIL it takes."""

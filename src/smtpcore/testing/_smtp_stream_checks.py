@@ -339,6 +339,8 @@ def check_pipelining(probe: Probe) -> str:
     tries more). A server that ends the session inside the group sent one
     command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
+    So does a group whose every MAIL got a 4xx both ways (:func:`_group_refused_mail`),
+    once the codes compare equal and its RCPT with no MAIL was refused.
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
@@ -373,7 +375,25 @@ def check_pipelining(probe: Probe) -> str:
     if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
         taken = _taken_without_mail(lock_step[_NO_MAIL_IN_GROUP])
         raise _Failed(f"the group got {_show(pipelined)} both ways, but {taken}")
+    if all(_temporary_refusal(lock_step[index]) for index in _MAILS_IN_GROUP):
+        raise _Skipped(_group_refused_mail(lock_step))
     return f"one reply per command, in order: {pipelined}"
+
+
+def _group_refused_mail(codes: Sequence[int]) -> str:
+    """Why a pipelining group whose every MAIL got a 4xx (but 421) both ways, ``codes``
+    equal, is left untested: no transaction opened, so its RCPTs were refused for want
+    of one and nothing accepted mixed with the refusals (the check's point). A 4xx to
+    a plain MAIL sent alone, again after RSET, and again on a new connection (the
+    pipelined one) is the server refusing mail for now (RFC 5321 §4.2.1; Postfix's
+    ``smtpd_client_message_rate_limit`` answers ``450 4.7.1``), as
+    :meth:`Probe.mail_refused_for_now` confirms it."""
+    return (
+        f"every MAIL of the group got a 4xx, one at a time and pipelined (codes "
+        f"{_show(codes)}): the server refuses mail for now (RFC 5321 §4.2.1; a "
+        "message-rate limit?), so the group opened no transaction to mix accepted "
+        "commands with refused ones, which leaves the check untested"
+    )
 
 
 def _taken_without_mail(code: int) -> str:
@@ -388,3 +408,8 @@ def _taken_without_mail(code: int) -> str:
 _NO_MAIL_IN_GROUP: Final = 4
 """Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
 else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
+
+
+_MAILS_IN_GROUP: Final = (0, 5)
+"""Where the pipelining group's MAIL lines stand, the second after RSET: a 4xx to both
+is the server refusing mail for now (:func:`_group_refused_mail`)."""
