@@ -1578,6 +1578,16 @@ class LongLineSilentlyClosingServer(LongLineClosingServer):
         return super().command(line)
 
 
+class LongLine500ClosingServer(LongLineClosingServer):
+    """Answers a command line over its limit 500 (RFC 5321 §4.5.3.1.9), then closes
+    with no 421 (§3.8), the NOOP after it unanswered."""
+
+    def command(self, line: bytes) -> bytes:
+        if line == b"421":
+            return b"500 5.5.2 Line too long\r\n"
+        return super().command(line)
+
+
 class LongLineTailClosingServer(LongLineTailServer):
     """Cuts an over-long line at the limit, answers its head 421, yet reads on and
     answers the rest as commands of their own."""
@@ -1603,15 +1613,24 @@ class LongLineTailClosingServer(LongLineTailServer):
             Outcome.FAILED,
             "the server closed the connection at the 10,000-octet line without a reply",
         ),
+        (
+            LongLine500ClosingServer,
+            Outcome.FAILED,
+            "the long line got 500, then the server closed the connection without a reply "
+            "to the NOOP after it (a server that ends the session sends 421 first: RFC 5321 "
+            "§3.8)",
+        ),
     ],
-    ids=["421", "cut-then-421", "silent-close"],
+    ids=["421", "cut-then-421", "silent-close", "500-then-close"],
 )
 def test_a_long_command_line_may_end_the_session_with_421(
     server_class: type[SmallServer], outcome: Outcome, summary: str
 ) -> None:
     """A 421 and the close (RFC 5321 §3.8) failed: the check wanted 250 or 500 and
     replies to the NOOP and QUIT after it. More than one reply to the long line is
-    still the sign of a line cut and run as commands."""
+    still the sign of a line cut and run as commands. A 500 and then a close with no
+    421 fails, said as such, where it was "a long line, NOOP and QUIT got [500], not
+    one reply each"."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=["command-line-length"], timeout=1)
     result = report["command-line-length"]
@@ -1648,6 +1667,16 @@ class ShortCommandLineClosingServer(ShortCommandLineServer):
         return super().command(line)
 
 
+class ShortCommandLineSilentlyClosingServer(ShortCommandLineServer):
+    """Takes command lines of 510 octets and closes at a longer one with no reply."""
+
+    def command(self, line: bytes) -> bytes:
+        if not line:
+            self.closed = True
+            return b""
+        return super().command(line)
+
+
 class LenientLineServer(SmallServer):
     """Takes lines of any length, commands and text, and large messages."""
 
@@ -1681,6 +1710,13 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
             "a 512-octet command line (NOOP, CRLF included) got 421 4.7.0 line too long, "
             "closing, not 250, where NOOP x got 250",
         ),
+        (
+            ShortCommandLineSilentlyClosingServer,
+            "command-line-length",
+            Outcome.FAILED,
+            "the server closed the connection instead of answering a 512-octet command line "
+            "(NOOP padded, CRLF included): every server MUST take",
+        ),
         (SmallServer, "text-line-length", Outcome.PASSED, "the message of long lines got 552"),
         (SmallServer, "command-line-length", Outcome.PASSED, "the 10,000-octet line got 500"),
         (LenientLineServer, "text-line-length", Outcome.PASSED, LENIENT_TEXT),
@@ -1690,6 +1726,7 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
         "text-998",
         "command-512",
         "command-512-421",
+        "command-512-close",
         "text",
         "command",
         "lenient-text",
@@ -1704,7 +1741,9 @@ def test_the_line_length_checks_want_the_smallest_limit_taken(
     take lines of at least those sizes, so the checks send one of each first. One that
     answers the 512-octet line 421 and closes was skipped, the 421 taken for a refused
     connection ("a connection rate limit?"), though it answered a line on a connection
-    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells."""
+    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells. One
+    that closes at the 512-octet line with no reply has it said in words, not quoted
+    whole."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=2)
     result = report[name]
