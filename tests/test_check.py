@@ -1890,6 +1890,80 @@ class StartTlsSilentServer(SmallServer):
         return super().command(line)
 
 
+class ClosingOverTlsServer(SmallServer):
+    """Completes the TLS handshake after STARTTLS, then closes with no reply."""
+
+    def tls_started(self) -> None:
+        super().tls_started()
+        self.closed = True
+
+
+def test_a_close_after_the_handshake_is_said_as_such(tls: TLSFiles) -> None:
+    """A server that closes once TLS is up, NOOP unanswered, failed with "over TLS,
+    NOOP and QUIT got []: the command pipelined in plaintext behind STARTTLS was
+    run", which nothing showed; it fails now saying what happened."""
+    with serve(ClosingOverTlsServer, tls=tls.server_context) as server:
+        report = check_server(server.host, server.port, checks=["starttls-injection"], timeout=1)
+    result = report["starttls-injection"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "over TLS, the server closed the connection instead of answering NOOP, the first "
+        "command after the handshake"
+    ), result.summary
+
+
+class SizeClosingServer(SmallServer):
+    """Closes with no reply at a SIZE over its offered limit (RFC 1870 §6.1 wants
+    552)."""
+
+    def check_size(self, value: str) -> bytes | None:
+        answer = super().check_size(value)
+        if answer is not None and answer.startswith(b"552"):
+            self.closed = True
+            return b""
+        return answer
+
+
+class BigMessageClosingServer(SmallServer):
+    """Reads a message over its offered SIZE to the end, then closes with no reply
+    (RFC 1870 §6.3 wants 552)."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        answer = super().end_of_message(content)
+        if answer.startswith(b"552"):
+            self.closed = True
+            return b""
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("server_class", "summary"),
+    [
+        (
+            SizeClosingServer,
+            "the server closed the connection instead of answering MAIL with SIZE=10001 "
+            "over the offered 10000 (552 expected, RFC 1870 §6.1)",
+        ),
+        (
+            BigMessageClosingServer,
+            "the server closed the connection instead of answering a message over 10000 "
+            "octets (552 expected, RFC 1870 §6.3)",
+        ),
+    ],
+    ids=["size-parameter", "message"],
+)
+def test_a_close_where_size_limit_wants_552_is_said_as_such(
+    server_class: type[SmallServer], summary: str
+) -> None:
+    """They failed with "MAIL with SIZE=10001 over the offered 10000 got None", and "a
+    message over 10000 octets got None, then QUIT got []"."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["size-limit"], timeout=1)
+    result = report["size-limit"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == summary, result.summary
+
+
 @pytest.mark.parametrize(
     ("server_class", "summary"),
     [

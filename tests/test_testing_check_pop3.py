@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -247,6 +248,25 @@ def test_a_hostile_greeting_reaches_the_report_escaped(
     assert "SKIPPED uidl: the server refused a new connection: '-ERR \\x1b]0;PWNED" in printed
     for text in (report.format(), printed, *(result.summary for result in report.results)):
         assert_terminal_safe(text)
+
+
+def test_a_close_before_the_greeting_is_said_as_such() -> None:
+    """A server that takes the connection and closes it at once failed every check
+    with "the greeting was None rather than +OK": it now says what happened, as the
+    SMTP battery does."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        del sock, stop  # closed on return, before any greeting
+
+    with raw_server(session, socket_timeout=5) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=PASSWORD, timeout=TIMEOUT, checks=["uidl"]
+        )
+    result = report["uidl"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == (
+        "the server closed the connection without a greeting (+OK expected, RFC 1939 §4)"
+    )
 
 
 @pytest.mark.parametrize("first_refused", [1, 2])
@@ -832,6 +852,25 @@ def test_a_plaintext_answer_behind_stls_fails_the_injection_check(tls: TLSFiles)
     result = run_check(AnswersBehindStlsInPlaintext, "stls-injection", tls=tls)
     assert result.outcome is Outcome.FAILED, result
     assert "bytes that are no TLS record" in result.summary, result
+
+
+class ClosesOverTls(SmallPOP3):
+    """Completes the TLS handshake after STLS, then closes with no response."""
+
+    def after_stls(self, buffer: bytearray) -> bytearray:
+        self.closed = True
+        return bytearray()
+
+
+def test_a_close_after_the_handshake_is_said_as_such(tls: TLSFiles) -> None:
+    """It failed with "over TLS, QUIT got []: the CAPA pipelined in plaintext behind
+    STLS was run after the handshake", which nothing showed."""
+    result = run_check(ClosesOverTls, "stls-injection", tls=tls, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "over TLS, QUIT got no response before the server closed the connection or fell "
+        "silent for 1 s"
+    ), result.summary
 
 
 def test_a_tls_alert_at_the_injected_handshake_passes(tls: TLSFiles) -> None:

@@ -438,7 +438,11 @@ class POP3Probe:
             raise refused_connection(
                 greeting, "RFC 1939 §4 (a session starts with +OK): a connection limit?"
             )
-        if greeting is None or not greeting.ok:
+        if greeting is None:
+            raise Failed(
+                "the server closed the connection without a greeting (+OK expected, RFC 1939 §4)"
+            )
+        if not greeting.ok:
             raise Failed(f"the greeting was {greeting} rather than +OK (RFC 1939 §4)")
         return client
 

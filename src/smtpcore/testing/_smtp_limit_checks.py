@@ -333,7 +333,12 @@ def check_size_limit(probe: Probe) -> str:
     refused = probe.mail_refused_for_now(client, over, answer)
     if refused:
         raise _Skipped(refused)
-    if answer is None or answer.code != 552:
+    if answer is None:
+        raise _Failed(
+            f"the server closed the connection instead of answering MAIL with SIZE="
+            f"{limit + 1} over the offered {limit} (552 expected, RFC 1870 §6.1)"
+        )
+    if answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
     _quit(client)
     if limit > probe.max_size_probe:
@@ -346,7 +351,12 @@ def check_size_limit(probe: Probe) -> str:
     line = b"x" * 78 + b"\r\n"
     client.send(b"Subject: too big\r\n\r\n" + line * (limit // len(line) + 20) + b".\r\n")
     answer = client.read_reply()
+    if answer is None:
+        raise _Failed(
+            f"the server closed the connection instead of answering a message over {limit} "
+            "octets (552 expected, RFC 1870 §6.3)"
+        )
     after = _quit(client)
-    if answer is None or answer.code != 552 or len(after) != 1:
+    if answer.code != 552 or len(after) != 1:
         raise _Failed(f"a message over {limit} octets got {answer}, then QUIT got {_codes(after)}")
     return "SIZE= over the limit and a message over it both got 552"

@@ -288,6 +288,11 @@ def check_stls_injection(probe: POP3Probe) -> str:
         return _injected_handshake_failed(probe, context, exc)
     client.send(b"QUIT\r\n")
     lines = client.read_lines_until_closed()
+    if not lines:
+        raise Failed(
+            "over TLS, QUIT got no response before the server closed the connection or "
+            f"fell silent for {client.timeout:g} s"
+        )
     if len(lines) != 1 or not lines[0].startswith(b"+OK"):
         raise Failed(
             f"over TLS, QUIT got {lines}: the CAPA pipelined in plaintext behind STLS was "
