@@ -913,6 +913,15 @@ class MailRefusingOutOfOrderServer(OutOfOrderServer):
         return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
 
 
+class Mail450OpensTransactionServer(SmallServer):
+    """Answers MAIL ``450 4.7.1`` yet opens the transaction: the RCPT after it is taken,
+    where one with no transaction open must be refused (RFC 5321 §3.3: 503)."""
+
+    def mail(self, argument: str) -> bytes:
+        answer = super().mail(argument)
+        return b"450 4.7.1 try later\r\n" if answer.startswith(b"250") else answer
+
+
 @pytest.mark.parametrize(
     ("factory", "outcome", "said"),
     [
@@ -926,11 +935,19 @@ class MailRefusingOutOfOrderServer(OutOfOrderServer):
             MailRefusingRcptBeforeMailServer,
             Outcome.FAILED,
             "the group got [450, 501, 250, 250, 250, 450, 250, 250, 221] both ways, but its "
-            "RCPT after RSET, with no MAIL, got 250",
+            "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
+            "(503 expected, RFC 5321 §3.3), and its RCPT after RSET, with no MAIL, got 250",
         ),
         (MailRefusingOutOfOrderServer, Outcome.FAILED, "pipelined, the group got [250, 250,"),
+        (
+            Mail450OpensTransactionServer,
+            Outcome.FAILED,
+            "the group got [450, 501, 250, 250, 503, 450, 250, 250, 221] both ways, but its "
+            "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
+            "(503 expected, RFC 5321 §3.3)",
+        ),
     ],
-    ids=["correct", "rcpt-before-mail", "out-of-order"],
+    ids=["correct", "rcpt-before-mail", "out-of-order", "450-opens-transaction"],
 )
 def test_a_group_whose_every_mail_got_450_is_untested_not_passed(
     factory: Callable[..., SmallServer], outcome: Outcome, said: str

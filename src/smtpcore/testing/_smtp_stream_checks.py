@@ -334,23 +334,24 @@ def check_pipelining(probe: Probe) -> str:
 
     A group mixing accepted and refused commands is sent one command at a
     time on one connection and in a single write on another; both must get
-    the same codes, and its RCPT with no MAIL before it must be refused, which a
-    server that takes it does both ways alike (RFC 5321 §3.3; ``state-order``
-    tries more). A server that ends the session inside the group sent one
-    command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
+    the same codes, and a RCPT with no transaction open (after RSET with no
+    MAIL, or after a MAIL that was not accepted) must be refused, which a server
+    that takes it does both ways alike (RFC 5321 §3.3; ``state-order`` tries
+    more). A server that ends the session inside the group sent one command at a
+    time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
     So does a group whose every MAIL got a 4xx both ways (:func:`_group_refused_mail`),
-    once the codes compare equal and its RCPT with no MAIL was refused.
+    once the codes compare equal and no RCPT was taken with no transaction open.
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
         raise _Skipped("PIPELINING is not offered")
     group = [
         probe.mail_line(),
-        b"RCPT TO:<no-closing-bracket@smtpcore.test",
+        _MALFORMED_RCPT,
         probe.rcpt_line(),
         b"RSET",
-        probe.rcpt_line(),  # no MAIL: refused (_NO_MAIL_IN_GROUP)
+        probe.rcpt_line(),  # no MAIL: refused (_taken_without_mail)
         probe.mail_line(),
         b"RSET",
         b"NOOP",
@@ -362,8 +363,8 @@ def check_pipelining(probe: Probe) -> str:
             raise _Skipped(f"the server ended the session at {line.decode()!r} ({answer})")
         lock_step.append(answer.code)
     lock_step += _codes(_quit(client))
-    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):  # a defect whatever comes next
-        probe.problems.append(_taken_without_mail(lock_step[_NO_MAIL_IN_GROUP]))
+    taken = _taken_without_mail(group, lock_step)
+    probe.problems.extend(taken)  # defects whatever comes next
     client, _ = probe.hello()
     client.send(b"".join(line + b"\r\n" for line in group))
     pipelined = _codes(_owed(client, len(group), "the pipelined group"))
@@ -372,9 +373,8 @@ def check_pipelining(probe: Probe) -> str:
         raise _Failed(
             f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
         )
-    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
-        taken = _taken_without_mail(lock_step[_NO_MAIL_IN_GROUP])
-        raise _Failed(f"the group got {_show(pipelined)} both ways, but {taken}")
+    if taken:
+        raise _Failed(f"the group got {_show(pipelined)} both ways, but {', and '.join(taken)}")
     if all(_temporary_refusal(lock_step[index]) for index in _MAILS_IN_GROUP):
         raise _Skipped(_group_refused_mail(lock_step))
     return f"one reply per command, in order: {pipelined}"
@@ -396,18 +396,34 @@ def _group_refused_mail(codes: Sequence[int]) -> str:
     )
 
 
-def _taken_without_mail(code: int) -> str:
-    """What the pipelining group's RCPT with no MAIL shows when it is accepted: one
-    wording, whether the second connection then compares or is refused."""
-    return (
-        f"its RCPT after RSET, with no MAIL, got {code}, not a refusal (503 expected, RFC "
-        "5321 §3.3)"
-    )
+def _taken_without_mail(group: Sequence[bytes], codes: Sequence[int]) -> list[str]:
+    """What the pipelining group's RCPTs sent with no transaction open show where
+    ``codes`` accept them (2xx, or a 3xx): one wording for each, whether the second
+    connection then compares, is refused, or a refused MAIL leaves the rest
+    untested. No transaction is open after RSET, before any MAIL, or after a MAIL
+    that was not accepted, and a RCPT then must be refused (RFC 5321 §3.3: 503); a
+    server that answers MAIL ``450`` yet opens the transaction takes it."""
+    found = []
+    without: str | None = "with no MAIL before it"
+    for line, code in zip(group, codes, strict=False):
+        verb = line[:4].upper()
+        if verb == b"MAIL":
+            accepted = code // 100 == 2
+            without = None if accepted else f"after a MAIL answered {code}, so with no transaction"
+        elif verb == b"RSET":
+            without = "after RSET, with no MAIL"
+        elif verb == b"RCPT" and without and code // 100 in (2, 3):
+            rcpt = "its malformed RCPT" if line == _MALFORMED_RCPT else "its RCPT"
+            found.append(
+                f"{rcpt} {without}, got {code}, not a refusal (503 expected, RFC 5321 §3.3)"
+            )
+    return found
 
 
-_NO_MAIL_IN_GROUP: Final = 4
-"""Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
-else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
+_MALFORMED_RCPT: Final = b"RCPT TO:<no-closing-bracket@smtpcore.test"
+"""The pipelining group's RCPT that no server can take (its path lacks the closing
+bracket): refused whether a transaction is open or not, a reply that differs from
+the well-formed RCPT's."""
 
 
 _MAILS_IN_GROUP: Final = (0, 5)
