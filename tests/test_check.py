@@ -221,6 +221,16 @@ class QuitIgnoringServer(SmallServer):
         return super().command(line)
 
 
+class QuitClosingServer(SmallServer):
+    """Closes the connection at QUIT without its 221 (RFC 5321 §4.1.1.10)."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"QUIT"):
+            self.closed = True
+            return b""
+        return super().command(line)
+
+
 class OpenAfterQuitServer(SmallServer):
     """Answers QUIT with 221 and keeps the connection open."""
 
@@ -232,30 +242,37 @@ class OpenAfterQuitServer(SmallServer):
 
 
 @pytest.mark.parametrize(
-    ("server_class", "summary"),
+    ("server_class", "summary", "quit_got"),
     [
-        (QuitIgnoringServer, "QUIT was left unanswered: no 221 and no close within 0.3 s"),
+        (QuitIgnoringServer, "QUIT was left unanswered: no 221 and no close within 0.3 s", ""),
+        (
+            QuitClosingServer,
+            "the server closed the connection with QUIT unanswered (no 221)",
+            "",
+        ),
         (
             OpenAfterQuitServer,
             "the server answered QUIT but did not close the connection within 0.3 s "
             "(RFC 5321 §4.1.1.10)",
+            "QUIT got [221]: ",
         ),
     ],
-    ids=["unanswered", "not-closed"],
+    ids=["unanswered", "closed", "not-closed"],
 )
 def test_a_session_that_does_not_end_as_quit_asks_fails_every_check(
-    server_class: type[SmallServer], summary: str
+    server_class: type[SmallServer], summary: str, quit_got: str
 ) -> None:
     """Every check reads to the close after QUIT, so that no reply is missed; a server
     still open at the timeout passed on the replies that had come (chunking and
-    pipelining compared two runs that both lacked the 221)."""
+    pipelining compared two runs that both lacked the 221). Where QUIT got no reply
+    the summary says so in words: it printed "QUIT got []: " before them."""
     names = ["chunking", "pipelining", "text-line-length", "command-line-length"]
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=names, timeout=0.3)
     for result in report.results:
         assert result.outcome is Outcome.FAILED, result
         assert result.summary.endswith(summary), result
-    assert report["chunking"].summary.startswith("QUIT got ")
+    assert report["chunking"].summary == quit_got + summary
     assert report["text-line-length"].summary.startswith(
         "a message of long lines and QUIT got [552"
     )
@@ -2239,8 +2256,8 @@ def test_a_server_still_open_after_the_clients_close_fails_bdat_octets() -> None
     result = report["bdat-octets"]
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == (
-        "BDAT 20 LAST with 5 of its octets got []: the server did not close the connection "
-        "within 0.3 s of the client closing its side, so a reply may yet come"
+        "BDAT 20 LAST with 5 of its octets got no reply: the server did not close the "
+        "connection within 0.3 s of the client closing its side, so a reply may yet come"
     )
     assert "-- the server did not close within 0.3 s" in result.transcript_text()
     assert elapsed < 1.5

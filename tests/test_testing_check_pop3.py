@@ -1043,3 +1043,114 @@ def test_the_docs_page_pop3_example_runs(capsys: pytest.CaptureFixture[str]) -> 
         exec(compile(block, str(page), "exec"), {"__name__": "docs"})
     # no STLS here, and no delivery
     assert "7 passed, 0 failed, 2 skipped" in capsys.readouterr().out
+
+
+class QuitClosesSilently(SmallPOP3):
+    """Closes at QUIT with no +OK (RFC 1939 §6 wants one)."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return b""
+
+
+class QuitAnsweredTwice(SmallPOP3):
+    """Answers QUIT twice, a second +OK owed no one, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return super().do_QUIT(words) + b"+OK and again\r\n"
+
+
+class QuitRefused(SmallPOP3):
+    """Answers QUIT ``-ERR``, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return b"-ERR not now\r\n"
+
+
+class QuitLeftOpen(SmallPOP3):
+    """Answers QUIT +OK and keeps the connection open."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        self.closed = False
+        return answer
+
+
+class QuitIgnored(SmallPOP3):
+    """Neither answers QUIT nor closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return b""
+
+
+class NoopAnsweredTwice(SmallPOP3):
+    """Answers NOOP with two status lines, one owed no one."""
+
+    def do_NOOP(self, words: list[str]) -> bytes:
+        return b"+OK\r\n+OK again\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "summary"),
+    [
+        (
+            QuitClosesSilently,
+            "uidl",
+            "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)",
+        ),
+        (
+            QuitAnsweredTwice,
+            "uidl",
+            "QUIT got 2 lines (b'+OK bye', b'+OK and again') before the close, not one +OK: "
+            "a line the server owed no one was counted (RFC 1939 §6)",
+        ),
+        (
+            QuitRefused,
+            "uidl",
+            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §6)",
+        ),
+        (
+            QuitLeftOpen,
+            "uidl",
+            "QUIT got 1 line (b'+OK bye'), and the server did not close the connection "
+            "within 1 s (RFC 1939 §6)",
+        ),
+        (
+            QuitIgnored,
+            "uidl",
+            "QUIT went unanswered, and the server did not close the connection within 1 s "
+            "(RFC 1939 §6)",
+        ),
+        (
+            NoopAnsweredTwice,
+            "dot-stuffing",
+            "RSET and NOOP, the session's last commands, got 3 lines (b'+OK', b'+OK', b'+OK "
+            "again'), not one status line each: a response the server owed no one was "
+            "counted (RFC 1939 §3)",
+        ),
+    ],
+    ids=["closed", "twice", "refused", "left-open", "ignored", "noop-twice"],
+)
+def test_how_a_session_ended_is_said_not_printed_as_a_list(
+    kind: type[SmallPOP3], name: str, summary: str
+) -> None:
+    """Every check ends its sessions with QUIT, or RSET and NOOP where it touched a
+    message: a close with QUIT unanswered failed with "QUIT got [] before the close,
+    not one +OK: a line the server owed no one was counted", a line it never sent,
+    and the other endings printed the lines as a list of bytes."""
+    result = run_check(kind, name, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == summary, result.summary
+
+
+def test_a_piece_of_a_long_line_run_as_a_command_is_said_in_lines() -> None:
+    """The lines that show it were a list of bytes prefixes: "got 42 responses [b'+OK',
+    ...]"; they are counted and quoted, the first few, now."""
+    result = run_check(CutsLongLines, "command-line-length")
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(
+        "before login, a 10,000-octet line, NOOP and QUIT got 42 lines (b'+OK', b'-ERR not "
+        "logged in', b'-ERR unknown command', b'-ERR unknown command', 38 more): a piece of "
+        "the long line was run as a command"
+    ), result.summary

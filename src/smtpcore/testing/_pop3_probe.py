@@ -56,6 +56,7 @@ __all__ = [
     "ask_login",
     "has_multi_line_response",
     "lines_of",
+    "lines_said",
     "read_response",
     "touches_no_message",
     "wire_number",
@@ -165,6 +166,23 @@ def lines_of(text: bytes) -> list[bytes]:
     """``text``'s lines, each with its line end: a line ends at LF alone, where
     ``bytes.splitlines`` would cut at a bare CR too."""
     return _LINE.findall(text)
+
+
+def lines_said(lines: Sequence[bytes]) -> str:
+    """``lines``, one or more the server sent, for a summary: how many, then each
+    quoted as a bytes repr without its line end (the form password hiding reads,
+    :meth:`POP3Probe.hide_credentials`), cut at :data:`_SHOWN_OCTETS`, the first
+    :data:`_SHOWN_LINES` of them. A caller says "no response" in words where none
+    came: an empty list printed says nothing a reader can use."""
+    quoted = [repr(line.rstrip(b"\r\n")[:_SHOWN_OCTETS]) for line in lines[:_SHOWN_LINES]]
+    if len(lines) > _SHOWN_LINES:
+        quoted.append(f"{len(lines) - _SHOWN_LINES} more")
+    count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
+    return f"{count} ({', '.join(quoted)})"
+
+
+_SHOWN_OCTETS: Final = 40
+_SHOWN_LINES: Final = 4
 
 
 def wire_number(word: bytes) -> int | None:
@@ -556,14 +574,21 @@ class POP3Probe:
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
+            got = f"QUIT got {lines_said(lines)}, and" if lines else "QUIT went unanswered, and"
             raise Failed(
-                f"QUIT got {lines}, and the server did not close the connection within "
-                f"{client.timeout:g} s (RFC 1939 §6)"
+                f"{got} the server did not close the connection within {client.timeout:g} s "
+                "(RFC 1939 §6)"
             )
-        if len(lines) != 1 or not lines[0].startswith(b"+OK"):
+        if not lines:
             raise Failed(
-                f"QUIT got {lines} before the close, not one +OK: a line the server owed no "
-                "one was counted (RFC 1939 §6)"
+                "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
+            )
+        if len(lines) == 1 and not lines[0].startswith(b"+OK"):
+            raise Failed(f"QUIT got {lines_said(lines)} before the close, not +OK (RFC 1939 §6)")
+        if len(lines) > 1:
+            raise Failed(
+                f"QUIT got {lines_said(lines)} before the close, not one +OK: a line the "
+                "server owed no one was counted (RFC 1939 §6)"
             )
 
     def _leave(self, client: POP3Wire) -> None:
@@ -579,8 +604,9 @@ class POP3Probe:
         self.abandon(client)
         if len(lines) > 2 or not all(line.startswith((b"+OK", b"-ERR")) for line in lines):
             raise Failed(
-                f"RSET and NOOP, the session's last commands, got {lines}, not one status "
-                "line each: a response the server owed no one was counted (RFC 1939 §3)"
+                f"RSET and NOOP, the session's last commands, got {lines_said(lines)}, not "
+                "one status line each: a response the server owed no one was counted (RFC "
+                "1939 §3)"
             )
 
     def quit_after_own_deletions(self, client: POP3Wire) -> None:

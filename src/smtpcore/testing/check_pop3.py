@@ -60,6 +60,7 @@ from smtpcore.testing._pop3_probe import (
     ask_login,
     has_multi_line_response,
     lines_of,
+    lines_said,
     mail_needed,
     read_response,
 )
@@ -295,8 +296,8 @@ def check_stls_injection(probe: POP3Probe) -> str:
         )
     if len(lines) != 1 or not lines[0].startswith(b"+OK"):
         raise Failed(
-            f"over TLS, QUIT got {lines}: the CAPA pipelined in plaintext behind STLS was "
-            "run after the handshake (RFC 2595 §4)"
+            f"over TLS, QUIT got {lines_said(lines)}: the CAPA pipelined in plaintext "
+            "behind STLS was run after the handshake (RFC 2595 §4)"
         )
     if not client.closed:
         raise Failed(f"the server did not close within {client.timeout:g} s of QUIT")
@@ -440,12 +441,13 @@ def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> 
     client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
     lines = client.read_lines_until_closed()
     if not client.closed:
-        return f"the server did not close within {client.timeout:g} s of QUIT (got {lines})"
+        got = f"after {lines_said(lines)}" if lines else "with nothing answered"
+        return f"the server did not close within {client.timeout:g} s of QUIT, {got}"
     if len(lines) <= 1 or (len(lines) == 3 and lines[2].startswith(b"+OK")):
         return None
     return (
-        f"a 10,000-octet line, {then.decode()} and QUIT got {len(lines)} responses "
-        f"{[line[:40] for line in lines]}: a piece of the long line was run as a command"
+        f"a 10,000-octet line, {then.decode()} and QUIT got {lines_said(lines)}: a piece "
+        "of the long line was run as a command"
     )
 
 
