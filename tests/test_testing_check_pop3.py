@@ -56,6 +56,7 @@ from broken_pop3_servers import (
     TricklesRetr,
     UidIsNumber,
     UnknownUsersRefused,
+    multi,
     serve_pop3,
     serve_pop3_busy_from,
     serve_pop3_one_session_at_a_time,
@@ -1153,4 +1154,136 @@ def test_a_piece_of_a_long_line_run_as_a_command_is_said_in_lines() -> None:
         "before login, a 10,000-octet line, NOOP and QUIT got 42 lines (b'+OK', b'-ERR not "
         "logged in', b'-ERR unknown command', b'-ERR unknown command', 38 more): a piece of "
         "the long line was run as a command"
+    ), result.summary
+
+
+ECHO = b"-ERR late, for the last login: PASS " + PASSWORD.encode() + b"\r\n"
+"""A line saying the password back, which a summary cuts at 40 octets: the password
+starts before the cut and ends after it."""
+
+
+class QuitEchoesPassword(SmallPOP3):
+    """Answers QUIT +OK, then says the password back, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return super().do_QUIT(words) + ECHO
+
+
+class QuitAnsweredByEcho(SmallPOP3):
+    """Answers QUIT with the password said back alone, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return ECHO
+
+
+class QuitAnsweredByEchoLeftOpen(SmallPOP3):
+    """Answers QUIT with the password said back, and keeps the connection open."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return ECHO
+
+
+class NoopEchoesPassword(SmallPOP3):
+    """Answers NOOP +OK, then says the password back."""
+
+    def do_NOOP(self, words: list[str]) -> bytes:
+        return b"+OK\r\n" + ECHO
+
+
+class LongLineEchoesPassword(SmallPOP3):
+    """Answers a long line twice, the second time saying the password back."""
+
+    def answer(self, line: bytes) -> bytes:
+        return super().answer(line) + (ECHO if line == b"\0long" else b"")
+
+
+class ErrEchoesPassword(SmallPOP3):
+    """Follows every -ERR with the password said back, a response owed no one."""
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        return out + ECHO if out.startswith(b"-ERR") else out
+
+
+class ListEchoesPassword(SmallPOP3):
+    """Gives the password said back as a line of the scan listing."""
+
+    def do_LIST(self, words: list[str]) -> bytes:
+        return multi(b"listing", [ECHO]) if not words else super().do_LIST(words)
+
+
+class QuitEchoesPasswordOverTls(SmallPOP3):
+    """Over TLS, answers QUIT with the password said back, then +OK."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return ECHO + super().do_QUIT(words)
+
+
+def assert_password_hidden(result: CheckResult) -> None:
+    assert result.outcome is Outcome.FAILED, result
+    assert "PASS <hidden>" in result.summary, result.summary
+    assert "PASS " + PASSWORD[:3] not in result.summary, result.summary
+
+
+def test_the_echo_crosses_the_cut() -> None:
+    start = ECHO.index(PASSWORD.encode())
+    assert start < 40 < start + len(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (QuitEchoesPassword, "uidl"),
+        (QuitAnsweredByEcho, "uidl"),
+        (QuitAnsweredByEchoLeftOpen, "uidl"),
+        (NoopEchoesPassword, "dot-stuffing"),
+        (LongLineEchoesPassword, "command-line-length"),
+        (ErrEchoesPassword, "number-edges"),
+        (ListEchoesPassword, "uidl"),
+    ],
+    ids=["quit-twice", "quit-once", "quit-left-open", "noop", "long-line", "err", "list"],
+)
+def test_a_password_said_back_across_the_cut_is_hidden(kind: type[SmallPOP3], name: str) -> None:
+    """Summaries quote the lines a server sent cut at 40 octets; the cut came before
+    the password was hidden, and hiding matches the whole password only, so a line cut
+    through it showed its start: ``b'-ERR ... PASS wonder'``. Each line is hidden now,
+    then cut, wherever a summary quotes it."""
+    assert_password_hidden(run_check(kind, name, timeout=1.0))
+
+
+def test_a_password_said_back_over_tls_across_the_cut_is_hidden(tls: TLSFiles) -> None:
+    """stls-injection quotes QUIT's lines over TLS as the other checks do."""
+    assert_password_hidden(
+        run_check(QuitEchoesPasswordOverTls, "stls-injection", tls=tls, timeout=1.0)
+    )
+
+
+class ErrThenPartialLine(SmallPOP3):
+    """Follows every -ERR with the start of a line it never ends, and stays open."""
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        return out + b"-ERR" if out.startswith(b"-ERR") else out
+
+
+@pytest.mark.parametrize(
+    ("name", "command"), [("number-edges", "RETR 0"), ("state-order", "STAT")]
+)
+def test_a_partial_line_after_an_err_is_said_in_words(name: str, command: str) -> None:
+    """It printed ``b'RETR 0' got -ERR and then [], and the server went on``: no line
+    came, only part of one."""
+    result = run_check(ErrThenPartialLine, name, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        f"b'{command}' got -ERR and then part of a line, never ended, and no close within "
+        "1 s: one command, the start of a second response"
+    ), result.summary
+
+
+def test_a_line_after_an_err_is_counted_and_quoted() -> None:
+    result = run_check(ErrEchoesPassword, "number-edges", timeout=1.0)
+    assert result.summary == (
+        "b'RETR 0' got -ERR and then 1 line (b'-ERR late, for the last login: PASS "
+        "<hidden>'), and the server went on: one command, two responses"
     ), result.summary
