@@ -1017,6 +1017,49 @@ def test_a_group_whose_every_mail_got_450_is_untested_not_passed(
     assert result.summary.startswith(said), result.summary
 
 
+def swaps_first_two_when_refused(allowed: int) -> Callable[..., SmallServer]:
+    """The message-rate limit of :func:`message_rate_limited` on a server with a defect
+    it shows only then: a read whose replies include a 450 gets its first two
+    replies swapped (RFC 2920 §3.1 wants them in order)."""
+
+    class SwapsFirstTwo(message_rate_limited(allowed)):  # type: ignore[misc]  # a factory's class
+        def emit(self, replies: list[bytes]) -> bytes:
+            if len(replies) > 1 and any(reply.startswith(b"450") for reply in replies):
+                replies = [replies[1], replies[0], *replies[2:]]
+            return b"".join(replies)
+
+    return SwapsFirstTwo
+
+
+@pytest.mark.parametrize(
+    ("allowed", "said"),
+    [
+        (
+            0,
+            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "a time it got [450, 503, 503, 250, 503, 450, 250, 250, 221]",
+        ),
+        (
+            2,
+            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "a time it got [250, 501, 250, 250, 503, 250, 250, 250, 221]",
+        ),
+    ],
+    ids=["limit-at-mail-1", "limit-at-mail-3"],
+)
+def test_replies_swapped_behind_a_met_rate_limit_fail(allowed: int, said: str) -> None:
+    """Any difference at a MAIL and the RCPTs after it was put down to the rate limit,
+    so replies swapped where a MAIL's 450 was due (``503`` first, then ``450``) were
+    skipped as the server refusing mail for now. A difference there is explained
+    only where one run's MAIL got a 2xx and the other's a 4xx: here one got 450
+    and the other 503, and the check fails."""
+    with serve(swaps_first_two_when_refused(allowed)) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == said, result.summary
+
+
 class Size452Server(SmallServer):
     """Answers SIZE over its fixed, offered maximum ``452 4.3.1`` (temporary) where RFC
     1870 §6.1 wants 552; a plain MAIL it takes."""

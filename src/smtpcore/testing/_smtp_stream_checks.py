@@ -429,18 +429,29 @@ def _refused_mail_explains(
     group: Sequence[bytes], lock_step: Sequence[int], pipelined: Sequence[int]
 ) -> bool:
     """Whether the two runs' codes differ, if at all, only where a MAIL's answer
-    reaches: at a MAIL and the RCPTs after it, which a MAIL refused in one run and
-    taken in the other answer otherwise. RSET and NOOP get 250 whatever came before
-    (RFC 5321 §4.1.1.5, §4.1.1.9), and a RCPT after RSET with no MAIL is refused
-    (§3.3): a difference there is the server's reading of the group (replies out of
-    order), which no refusal of mail explains, and which fails the check."""
+    reaches: at a MAIL one run took (2xx) and the other refused for now (a 4xx but
+    421, RFC 5321 §4.2.1), and the RCPTs after it, which that MAIL's answer opens or
+    leaves without a transaction. Anywhere else a difference is the server's
+    reading of the group (replies out of order, a 503 where the MAIL's answer was
+    due), which no refusal of mail explains, and which fails the check: RSET and
+    NOOP get 250 whatever came before (§4.1.1.5, §4.1.1.9), a RCPT after RSET with
+    no MAIL is refused (§3.3), and a MAIL answered alike both ways, or otherwise
+    than 2xx against 4xx, leaves its RCPTs to answer alike."""
     after_mail = False
     for line, one, other in zip(group, lock_step, pipelined, strict=False):
         verb = line[:4].upper()
-        after_mail = verb == b"MAIL" or (verb == b"RCPT" and after_mail)
+        if verb == b"MAIL":
+            after_mail = _taken_and_refused_for_now(one, other)
+        elif verb != b"RCPT":
+            after_mail = False
         if not after_mail and one != other:
             return False
     return True
+
+
+def _taken_and_refused_for_now(one: int, other: int) -> bool:
+    """Whether one of a MAIL's two codes is a 2xx and the other a 4xx but 421."""
+    return {one // 100, other // 100} == {2, 4} and 421 not in (one, other)
 
 
 def _taken_without_mail(group: Sequence[bytes], codes: Sequence[int]) -> list[str]:
