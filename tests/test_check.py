@@ -221,6 +221,16 @@ class QuitIgnoringServer(SmallServer):
         return super().command(line)
 
 
+class QuitClosingServer(SmallServer):
+    """Closes the connection at QUIT without its 221 (RFC 5321 §4.1.1.10)."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"QUIT"):
+            self.closed = True
+            return b""
+        return super().command(line)
+
+
 class OpenAfterQuitServer(SmallServer):
     """Answers QUIT with 221 and keeps the connection open."""
 
@@ -232,30 +242,37 @@ class OpenAfterQuitServer(SmallServer):
 
 
 @pytest.mark.parametrize(
-    ("server_class", "summary"),
+    ("server_class", "summary", "quit_got"),
     [
-        (QuitIgnoringServer, "QUIT was left unanswered: no 221 and no close within 0.3 s"),
+        (QuitIgnoringServer, "QUIT was left unanswered: no 221 and no close within 0.3 s", ""),
+        (
+            QuitClosingServer,
+            "the server closed the connection with QUIT unanswered (no 221)",
+            "",
+        ),
         (
             OpenAfterQuitServer,
             "the server answered QUIT but did not close the connection within 0.3 s "
             "(RFC 5321 §4.1.1.10)",
+            "QUIT got [221]: ",
         ),
     ],
-    ids=["unanswered", "not-closed"],
+    ids=["unanswered", "closed", "not-closed"],
 )
 def test_a_session_that_does_not_end_as_quit_asks_fails_every_check(
-    server_class: type[SmallServer], summary: str
+    server_class: type[SmallServer], summary: str, quit_got: str
 ) -> None:
     """Every check reads to the close after QUIT, so that no reply is missed; a server
     still open at the timeout passed on the replies that had come (chunking and
-    pipelining compared two runs that both lacked the 221)."""
+    pipelining compared two runs that both lacked the 221). Where QUIT got no reply
+    the summary says so in words: it printed "QUIT got []: " before them."""
     names = ["chunking", "pipelining", "text-line-length", "command-line-length"]
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=names, timeout=0.3)
     for result in report.results:
         assert result.outcome is Outcome.FAILED, result
         assert result.summary.endswith(summary), result
-    assert report["chunking"].summary.startswith("QUIT got ")
+    assert report["chunking"].summary == quit_got + summary
     assert report["text-line-length"].summary.startswith(
         "a message of long lines and QUIT got [552"
     )
@@ -881,13 +898,23 @@ def message_rate_limited(allowed: int) -> Callable[..., SmallServer]:
 
 @pytest.mark.parametrize(
     ("name", "allowed"),
-    [("chunking", 1), ("size-limit", 1), ("ascii-digits", 2), ("ascii-digits", 3)],
+    [
+        ("chunking", 1),
+        ("size-limit", 1),
+        ("ascii-digits", 2),
+        ("ascii-digits", 3),
+        ("pipelining", 1),
+        ("pipelining", 2),
+        ("pipelining", 3),
+    ],
 )
 def test_a_message_rate_limit_fails_no_check(name: str, allowed: int) -> None:
     """A ``450`` to MAIL, the setup or the line tested, where a plain MAIL after it
     (chunking: the unsplit session played again) gets a 450 too, is the server
     refusing mail for now: chunking compared it with the unsplit session's 250,
-    size-limit wanted 552 for SIZE over the limit, ascii-digits a 5xx. The check is
+    size-limit wanted 552 for SIZE over the limit, ascii-digits a 5xx, and
+    pipelining, its limit met during the check (after 1, 2 or 3 MAILs), compared
+    a run whose MAILs were taken with one whose MAILs got 450. The check is
     skipped, saying what went untested."""
     with serve(message_rate_limited(allowed)) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=5)
@@ -895,6 +922,142 @@ def test_a_message_rate_limit_fails_no_check(name: str, allowed: int) -> None:
     assert result.outcome is Outcome.SKIPPED, report.format()
     assert "450 4.7.1 Error: too much mail" in result.summary or "got 450" in result.summary
     assert "refuses mail for now" in result.summary, result.summary
+
+
+class MailRefusingRcptBeforeMailServer(RcptBeforeMailServer):
+    """The planted RCPT with no MAIL taken, behind a message-rate limit met already:
+    every MAIL gets ``450 4.7.1``."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+
+
+class MailRefusingOutOfOrderServer(OutOfOrderServer):
+    """The planted pipelined replies out of order, behind a message-rate limit met
+    already: every MAIL gets ``450 4.7.1``."""
+
+    def mail(self, argument: str) -> bytes:
+        return b"450 4.7.1 Error: too much mail from 127.0.0.1\r\n"
+
+
+class Mail450OpensTransactionServer(SmallServer):
+    """Answers MAIL ``450 4.7.1`` yet opens the transaction: the RCPT after it is taken,
+    where one with no transaction open must be refused (RFC 5321 §3.3: 503)."""
+
+    def mail(self, argument: str) -> bytes:
+        answer = super().mail(argument)
+        return b"450 4.7.1 try later\r\n" if answer.startswith(b"250") else answer
+
+
+class PipelinedMail450Server(SmallServer):
+    """Answers MAIL ``450 4.3.0`` only when it came in one read with other commands: a
+    server that cannot take MAIL pipelined (RFC 2920 §3.1), whatever a plain MAIL on
+    its own, after RSET, gets."""
+
+    pipelined = False
+
+    def receive(self, data: bytes) -> bytes:
+        self.pipelined = data.count(b"\r\n") > 1
+        return super().receive(data)
+
+    def mail(self, argument: str) -> bytes:
+        if self.pipelined:
+            return b"450 4.3.0 pipelined MAIL not handled\r\n"
+        return super().mail(argument)
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome", "said"),
+    [
+        (
+            message_rate_limited(0),
+            Outcome.SKIPPED,
+            "pipelined, 'MAIL FROM:<check@smtpcore.test>' was answered 450 4.7.1 Error: too "
+            "much mail from 127.0.0.1, a plain MAIL after RSET got 450 4.7.1 Error: too much "
+            "mail from 127.0.0.1, and a plain MAIL on a new connection got 450",
+        ),
+        (
+            MailRefusingRcptBeforeMailServer,
+            Outcome.FAILED,
+            "the group got [450, 501, 250, 250, 250, 450, 250, 250, 221] both ways, but its "
+            "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
+            "(503 expected, RFC 5321 §3.3), and its RCPT after RSET, with no MAIL, got 250",
+        ),
+        (MailRefusingOutOfOrderServer, Outcome.FAILED, "pipelined, the group got [250, 250,"),
+        (
+            Mail450OpensTransactionServer,
+            Outcome.FAILED,
+            "the group got [450, 501, 250, 250, 503, 450, 250, 250, 221] both ways, but its "
+            "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
+            "(503 expected, RFC 5321 §3.3)",
+        ),
+        (
+            PipelinedMail450Server,
+            Outcome.FAILED,
+            "pipelined, the group got [450, 503, 503, 250, 503, 450, 250, 250, 221]; one at a "
+            "time it got [250, 501, 250, 250, 503, 250, 250, 250, 221]",
+        ),
+    ],
+    ids=["correct", "rcpt-before-mail", "out-of-order", "450-opens-transaction", "450-pipelined"],
+)
+def test_a_group_whose_every_mail_got_450_is_untested_not_passed(
+    factory: Callable[..., SmallServer], outcome: Outcome, said: str
+) -> None:
+    """A message-rate limit met already answers the group's every MAIL 450, so its
+    RCPTs get 503 both ways and the codes compare equal, though the group never
+    mixed accepted commands with refused ones: the check passed, "one reply per
+    command, in order". It is skipped now where a plain MAIL after RSET, and one on
+    a new connection, get a 4xx too (:meth:`Probe.mail_refused_for_now`), saying
+    why; a defect the group still shows (a RCPT taken with no transaction open,
+    replies out of order, a MAIL refused only when pipelined) fails it."""
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is outcome, report.format()
+    assert result.summary.startswith(said), result.summary
+
+
+def swaps_first_two_when_refused(allowed: int) -> Callable[..., SmallServer]:
+    """The message-rate limit of :func:`message_rate_limited` on a server with a defect
+    it shows only then: a read whose replies include a 450 gets its first two
+    replies swapped (RFC 2920 §3.1 wants them in order)."""
+
+    class SwapsFirstTwo(message_rate_limited(allowed)):  # type: ignore[misc]  # a factory's class
+        def emit(self, replies: list[bytes]) -> bytes:
+            if len(replies) > 1 and any(reply.startswith(b"450") for reply in replies):
+                replies = [replies[1], replies[0], *replies[2:]]
+            return b"".join(replies)
+
+    return SwapsFirstTwo
+
+
+@pytest.mark.parametrize(
+    ("allowed", "said"),
+    [
+        (
+            0,
+            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "a time it got [450, 503, 503, 250, 503, 450, 250, 250, 221]",
+        ),
+        (
+            2,
+            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "a time it got [250, 501, 250, 250, 503, 250, 250, 250, 221]",
+        ),
+    ],
+    ids=["limit-at-mail-1", "limit-at-mail-3"],
+)
+def test_replies_swapped_behind_a_met_rate_limit_fail(allowed: int, said: str) -> None:
+    """Any difference at a MAIL and the RCPTs after it was put down to the rate limit,
+    so replies swapped where a MAIL's 450 was due (``503`` first, then ``450``) were
+    skipped as the server refusing mail for now. A difference there is explained
+    only where one run's MAIL got a 2xx and the other's a 4xx: here one got 450
+    and the other 503, and the check fails."""
+    with serve(swaps_first_two_when_refused(allowed)) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == said, result.summary
 
 
 class Size452Server(SmallServer):
@@ -1528,6 +1691,16 @@ class LongLineSilentlyClosingServer(LongLineClosingServer):
         return super().command(line)
 
 
+class LongLine500ClosingServer(LongLineClosingServer):
+    """Answers a command line over its limit 500 (RFC 5321 §4.5.3.1.9), then closes
+    with no 421 (§3.8), the NOOP after it unanswered."""
+
+    def command(self, line: bytes) -> bytes:
+        if line == b"421":
+            return b"500 5.5.2 Line too long\r\n"
+        return super().command(line)
+
+
 class LongLineTailClosingServer(LongLineTailServer):
     """Cuts an over-long line at the limit, answers its head 421, yet reads on and
     answers the rest as commands of their own."""
@@ -1553,15 +1726,24 @@ class LongLineTailClosingServer(LongLineTailServer):
             Outcome.FAILED,
             "the server closed the connection at the 10,000-octet line without a reply",
         ),
+        (
+            LongLine500ClosingServer,
+            Outcome.FAILED,
+            "the long line got 500, then the server closed the connection without a reply "
+            "to the NOOP after it (a server that ends the session sends 421 first: RFC 5321 "
+            "§3.8)",
+        ),
     ],
-    ids=["421", "cut-then-421", "silent-close"],
+    ids=["421", "cut-then-421", "silent-close", "500-then-close"],
 )
 def test_a_long_command_line_may_end_the_session_with_421(
     server_class: type[SmallServer], outcome: Outcome, summary: str
 ) -> None:
     """A 421 and the close (RFC 5321 §3.8) failed: the check wanted 250 or 500 and
     replies to the NOOP and QUIT after it. More than one reply to the long line is
-    still the sign of a line cut and run as commands."""
+    still the sign of a line cut and run as commands. A 500 and then a close with no
+    421 fails, said as such, where it was "a long line, NOOP and QUIT got [500], not
+    one reply each"."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=["command-line-length"], timeout=1)
     result = report["command-line-length"]
@@ -1598,6 +1780,16 @@ class ShortCommandLineClosingServer(ShortCommandLineServer):
         return super().command(line)
 
 
+class ShortCommandLineSilentlyClosingServer(ShortCommandLineServer):
+    """Takes command lines of 510 octets and closes at a longer one with no reply."""
+
+    def command(self, line: bytes) -> bytes:
+        if not line:
+            self.closed = True
+            return b""
+        return super().command(line)
+
+
 class LenientLineServer(SmallServer):
     """Takes lines of any length, commands and text, and large messages."""
 
@@ -1631,6 +1823,13 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
             "a 512-octet command line (NOOP, CRLF included) got 421 4.7.0 line too long, "
             "closing, not 250, where NOOP x got 250",
         ),
+        (
+            ShortCommandLineSilentlyClosingServer,
+            "command-line-length",
+            Outcome.FAILED,
+            "the server closed the connection instead of answering a 512-octet command line "
+            "(NOOP padded, CRLF included): every server MUST take",
+        ),
         (SmallServer, "text-line-length", Outcome.PASSED, "the message of long lines got 552"),
         (SmallServer, "command-line-length", Outcome.PASSED, "the 10,000-octet line got 500"),
         (LenientLineServer, "text-line-length", Outcome.PASSED, LENIENT_TEXT),
@@ -1640,6 +1839,7 @@ LENIENT_COMMAND: Final = "the 10,000-octet line got 250"
         "text-998",
         "command-512",
         "command-512-421",
+        "command-512-close",
         "text",
         "command",
         "lenient-text",
@@ -1654,7 +1854,9 @@ def test_the_line_length_checks_want_the_smallest_limit_taken(
     take lines of at least those sizes, so the checks send one of each first. One that
     answers the 512-octet line 421 and closes was skipped, the 421 taken for a refused
     connection ("a connection rate limit?"), though it answered a line on a connection
-    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells."""
+    accepted: a new one where ``NOOP x`` gets 250 and the line 421 again tells. One
+    that closes at the 512-octet line with no reply has it said in words, not quoted
+    whole."""
     with serve(server_class) as server:
         report = check_server(server.host, server.port, checks=[name], timeout=2)
     result = report[name]
@@ -1799,6 +2001,80 @@ class StartTlsSilentServer(SmallServer):
             self.hung = True
             return b""
         return super().command(line)
+
+
+class ClosingOverTlsServer(SmallServer):
+    """Completes the TLS handshake after STARTTLS, then closes with no reply."""
+
+    def tls_started(self) -> None:
+        super().tls_started()
+        self.closed = True
+
+
+def test_a_close_after_the_handshake_is_said_as_such(tls: TLSFiles) -> None:
+    """A server that closes once TLS is up, NOOP unanswered, failed with "over TLS,
+    NOOP and QUIT got []: the command pipelined in plaintext behind STARTTLS was
+    run", which nothing showed; it fails now saying what happened."""
+    with serve(ClosingOverTlsServer, tls=tls.server_context) as server:
+        report = check_server(server.host, server.port, checks=["starttls-injection"], timeout=1)
+    result = report["starttls-injection"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "over TLS, the server closed the connection instead of answering NOOP, the first "
+        "command after the handshake"
+    ), result.summary
+
+
+class SizeClosingServer(SmallServer):
+    """Closes with no reply at a SIZE over its offered limit (RFC 1870 §6.1 wants
+    552)."""
+
+    def check_size(self, value: str) -> bytes | None:
+        answer = super().check_size(value)
+        if answer is not None and answer.startswith(b"552"):
+            self.closed = True
+            return b""
+        return answer
+
+
+class BigMessageClosingServer(SmallServer):
+    """Reads a message over its offered SIZE to the end, then closes with no reply
+    (RFC 1870 §6.3 wants 552)."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        answer = super().end_of_message(content)
+        if answer.startswith(b"552"):
+            self.closed = True
+            return b""
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("server_class", "summary"),
+    [
+        (
+            SizeClosingServer,
+            "the server closed the connection instead of answering MAIL with SIZE=10001 "
+            "over the offered 10000 (552 expected, RFC 1870 §6.1)",
+        ),
+        (
+            BigMessageClosingServer,
+            "the server closed the connection instead of answering a message over 10000 "
+            "octets (552 expected, RFC 1870 §6.3)",
+        ),
+    ],
+    ids=["size-parameter", "message"],
+)
+def test_a_close_where_size_limit_wants_552_is_said_as_such(
+    server_class: type[SmallServer], summary: str
+) -> None:
+    """They failed with "MAIL with SIZE=10001 over the offered 10000 got None", and "a
+    message over 10000 octets got None, then QUIT got []"."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["size-limit"], timeout=1)
+    result = report["size-limit"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == summary, result.summary
 
 
 @pytest.mark.parametrize(
@@ -2023,8 +2299,8 @@ def test_a_server_still_open_after_the_clients_close_fails_bdat_octets() -> None
     result = report["bdat-octets"]
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == (
-        "BDAT 20 LAST with 5 of its octets got []: the server did not close the connection "
-        "within 0.3 s of the client closing its side, so a reply may yet come"
+        "BDAT 20 LAST with 5 of its octets got no reply: the server did not close the "
+        "connection within 0.3 s of the client closing its side, so a reply may yet come"
     )
     assert "-- the server did not close within 0.3 s" in result.transcript_text()
     assert elapsed < 1.5

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ from broken_pop3_servers import (
     TricklesRetr,
     UidIsNumber,
     UnknownUsersRefused,
+    multi,
     serve_pop3,
     serve_pop3_busy_from,
     serve_pop3_one_session_at_a_time,
@@ -247,6 +249,25 @@ def test_a_hostile_greeting_reaches_the_report_escaped(
     assert "SKIPPED uidl: the server refused a new connection: '-ERR \\x1b]0;PWNED" in printed
     for text in (report.format(), printed, *(result.summary for result in report.results)):
         assert_terminal_safe(text)
+
+
+def test_a_close_before_the_greeting_is_said_as_such() -> None:
+    """A server that takes the connection and closes it at once failed every check
+    with "the greeting was None rather than +OK": it now says what happened, as the
+    SMTP battery does."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        del sock, stop  # closed on return, before any greeting
+
+    with raw_server(session, socket_timeout=5) as (host, port):
+        report = check_pop3_server(
+            host, port, user=USER, password=PASSWORD, timeout=TIMEOUT, checks=["uidl"]
+        )
+    result = report["uidl"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == (
+        "the server closed the connection without a greeting (+OK expected, RFC 1939 §4)"
+    )
 
 
 @pytest.mark.parametrize("first_refused", [1, 2])
@@ -834,6 +855,25 @@ def test_a_plaintext_answer_behind_stls_fails_the_injection_check(tls: TLSFiles)
     assert "bytes that are no TLS record" in result.summary, result
 
 
+class ClosesOverTls(SmallPOP3):
+    """Completes the TLS handshake after STLS, then closes with no response."""
+
+    def after_stls(self, buffer: bytearray) -> bytearray:
+        self.closed = True
+        return bytearray()
+
+
+def test_a_close_after_the_handshake_is_said_as_such(tls: TLSFiles) -> None:
+    """It failed with "over TLS, QUIT got []: the CAPA pipelined in plaintext behind
+    STLS was run after the handshake", which nothing showed."""
+    result = run_check(ClosesOverTls, "stls-injection", tls=tls, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "over TLS, QUIT got no response before the server closed the connection or fell "
+        "silent for 1 s"
+    ), result.summary
+
+
 def test_a_tls_alert_at_the_injected_handshake_passes(tls: TLSFiles) -> None:
     """A fatal alert is a TLS record: the server ended the session in TLS, as a close does."""
     for _ in range(3):
@@ -1007,3 +1047,246 @@ def test_the_docs_page_pop3_example_runs(capsys: pytest.CaptureFixture[str]) -> 
         exec(compile(block, str(page), "exec"), {"__name__": "docs"})
     # no STLS here, and no delivery
     assert "7 passed, 0 failed, 2 skipped" in capsys.readouterr().out
+
+
+class QuitClosesSilently(SmallPOP3):
+    """Closes at QUIT with no +OK (RFC 1939 §6 wants one)."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return b""
+
+
+class QuitAnsweredTwice(SmallPOP3):
+    """Answers QUIT twice, a second +OK owed no one, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return super().do_QUIT(words) + b"+OK and again\r\n"
+
+
+class QuitRefused(SmallPOP3):
+    """Answers QUIT ``-ERR``, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return b"-ERR not now\r\n"
+
+
+class QuitLeftOpen(SmallPOP3):
+    """Answers QUIT +OK and keeps the connection open."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        self.closed = False
+        return answer
+
+
+class QuitIgnored(SmallPOP3):
+    """Neither answers QUIT nor closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return b""
+
+
+class NoopAnsweredTwice(SmallPOP3):
+    """Answers NOOP with two status lines, one owed no one."""
+
+    def do_NOOP(self, words: list[str]) -> bytes:
+        return b"+OK\r\n+OK again\r\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "summary"),
+    [
+        (
+            QuitClosesSilently,
+            "uidl",
+            "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)",
+        ),
+        (
+            QuitAnsweredTwice,
+            "uidl",
+            "QUIT got 2 lines (b'+OK bye', b'+OK and again') before the close, not one +OK: "
+            "a line the server owed no one was counted (RFC 1939 §6)",
+        ),
+        (
+            QuitRefused,
+            "uidl",
+            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §6)",
+        ),
+        (
+            QuitLeftOpen,
+            "uidl",
+            "QUIT got 1 line (b'+OK bye'), and the server did not close the connection "
+            "within 1 s (RFC 1939 §6)",
+        ),
+        (
+            QuitIgnored,
+            "uidl",
+            "QUIT went unanswered, and the server did not close the connection within 1 s "
+            "(RFC 1939 §6)",
+        ),
+        (
+            NoopAnsweredTwice,
+            "dot-stuffing",
+            "RSET and NOOP, the session's last commands, got 3 lines (b'+OK', b'+OK', b'+OK "
+            "again'), not one status line each: a response the server owed no one was "
+            "counted (RFC 1939 §3)",
+        ),
+    ],
+    ids=["closed", "twice", "refused", "left-open", "ignored", "noop-twice"],
+)
+def test_how_a_session_ended_is_said_not_printed_as_a_list(
+    kind: type[SmallPOP3], name: str, summary: str
+) -> None:
+    """Every check ends its sessions with QUIT, or RSET and NOOP where it touched a
+    message: a close with QUIT unanswered failed with "QUIT got [] before the close,
+    not one +OK: a line the server owed no one was counted", a line it never sent,
+    and the other endings printed the lines as a list of bytes."""
+    result = run_check(kind, name, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == summary, result.summary
+
+
+def test_a_piece_of_a_long_line_run_as_a_command_is_said_in_lines() -> None:
+    """The lines that show it were a list of bytes prefixes: "got 42 responses [b'+OK',
+    ...]"; they are counted and quoted, the first few, now."""
+    result = run_check(CutsLongLines, "command-line-length")
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(
+        "before login, a 10,000-octet line, NOOP and QUIT got 42 lines (b'+OK', b'-ERR not "
+        "logged in', b'-ERR unknown command', b'-ERR unknown command', 38 more): a piece of "
+        "the long line was run as a command"
+    ), result.summary
+
+
+ECHO = b"-ERR late, for the last login: PASS " + PASSWORD.encode() + b"\r\n"
+"""A line saying the password back, which a summary cuts at 40 octets: the password
+starts before the cut and ends after it."""
+
+
+class QuitEchoesPassword(SmallPOP3):
+    """Answers QUIT +OK, then says the password back, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return super().do_QUIT(words) + ECHO
+
+
+class QuitAnsweredByEcho(SmallPOP3):
+    """Answers QUIT with the password said back alone, then closes."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        super().do_QUIT(words)
+        return ECHO
+
+
+class QuitAnsweredByEchoLeftOpen(SmallPOP3):
+    """Answers QUIT with the password said back, and keeps the connection open."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return ECHO
+
+
+class NoopEchoesPassword(SmallPOP3):
+    """Answers NOOP +OK, then says the password back."""
+
+    def do_NOOP(self, words: list[str]) -> bytes:
+        return b"+OK\r\n" + ECHO
+
+
+class LongLineEchoesPassword(SmallPOP3):
+    """Answers a long line twice, the second time saying the password back."""
+
+    def answer(self, line: bytes) -> bytes:
+        return super().answer(line) + (ECHO if line == b"\0long" else b"")
+
+
+class ErrEchoesPassword(SmallPOP3):
+    """Follows every -ERR with the password said back, a response owed no one."""
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        return out + ECHO if out.startswith(b"-ERR") else out
+
+
+class ListEchoesPassword(SmallPOP3):
+    """Gives the password said back as a line of the scan listing."""
+
+    def do_LIST(self, words: list[str]) -> bytes:
+        return multi(b"listing", [ECHO]) if not words else super().do_LIST(words)
+
+
+class QuitEchoesPasswordOverTls(SmallPOP3):
+    """Over TLS, answers QUIT with the password said back, then +OK."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        return ECHO + super().do_QUIT(words)
+
+
+def assert_password_hidden(result: CheckResult) -> None:
+    assert result.outcome is Outcome.FAILED, result
+    assert "PASS <hidden>" in result.summary, result.summary
+    assert "PASS " + PASSWORD[:3] not in result.summary, result.summary
+
+
+def test_the_echo_crosses_the_cut() -> None:
+    start = ECHO.index(PASSWORD.encode())
+    assert start < 40 < start + len(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        (QuitEchoesPassword, "uidl"),
+        (QuitAnsweredByEcho, "uidl"),
+        (QuitAnsweredByEchoLeftOpen, "uidl"),
+        (NoopEchoesPassword, "dot-stuffing"),
+        (LongLineEchoesPassword, "command-line-length"),
+        (ErrEchoesPassword, "number-edges"),
+        (ListEchoesPassword, "uidl"),
+    ],
+    ids=["quit-twice", "quit-once", "quit-left-open", "noop", "long-line", "err", "list"],
+)
+def test_a_password_said_back_across_the_cut_is_hidden(kind: type[SmallPOP3], name: str) -> None:
+    """Summaries quote the lines a server sent cut at 40 octets; the cut came before
+    the password was hidden, and hiding matches the whole password only, so a line cut
+    through it showed its start: ``b'-ERR ... PASS wonder'``. Each line is hidden now,
+    then cut, wherever a summary quotes it."""
+    assert_password_hidden(run_check(kind, name, timeout=1.0))
+
+
+def test_a_password_said_back_over_tls_across_the_cut_is_hidden(tls: TLSFiles) -> None:
+    """stls-injection quotes QUIT's lines over TLS as the other checks do."""
+    assert_password_hidden(
+        run_check(QuitEchoesPasswordOverTls, "stls-injection", tls=tls, timeout=1.0)
+    )
+
+
+class ErrThenPartialLine(SmallPOP3):
+    """Follows every -ERR with the start of a line it never ends, and stays open."""
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        return out + b"-ERR" if out.startswith(b"-ERR") else out
+
+
+@pytest.mark.parametrize(
+    ("name", "command"), [("number-edges", "RETR 0"), ("state-order", "STAT")]
+)
+def test_a_partial_line_after_an_err_is_said_in_words(name: str, command: str) -> None:
+    """It printed ``b'RETR 0' got -ERR and then [], and the server went on``: no line
+    came, only part of one."""
+    result = run_check(ErrThenPartialLine, name, timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        f"b'{command}' got -ERR and then part of a line, never ended, and no close within "
+        "1 s: one command, the start of a second response"
+    ), result.summary
+
+
+def test_a_line_after_an_err_is_counted_and_quoted() -> None:
+    result = run_check(ErrEchoesPassword, "number-edges", timeout=1.0)
+    assert result.summary == (
+        "b'RETR 0' got -ERR and then 1 line (b'-ERR late, for the last login: PASS "
+        "<hidden>'), and the server went on: one command, two responses"
+    ), result.summary

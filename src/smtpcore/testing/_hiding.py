@@ -28,7 +28,13 @@ from typing import Final
 
 from smtpcore.testing._wire import Exchange
 
-__all__ = ["UNAMBIGUOUS", "credential_forms", "hide_in_server_reads", "hide_in_text"]
+__all__ = [
+    "UNAMBIGUOUS",
+    "credential_forms",
+    "hide_in_bytes",
+    "hide_in_server_reads",
+    "hide_in_text",
+]
 
 _MARKED: Final = re.compile(rb"\x01+")
 UNAMBIGUOUS: Final = 8
@@ -65,6 +71,19 @@ def hide_in_server_reads(
         replace(entry, data=next(hidden)) if entry.side == "server" else entry
         for entry in transcript
     )
+
+
+def hide_in_bytes(data: bytes, secrets: Sequence[bytes], shown: bytes) -> bytes:
+    """``data``, one piece of what a server sent, with ``shown`` in place of each of
+    ``secrets`` (a short one standing as a word), as :func:`hide_in_server_reads`
+    finds them. For a line a summary quotes cut short: hidden before the cut, for
+    a cut through a secret leaves its start, which the whole secret no longer
+    matches once the summary is written."""
+    mark = bytearray(len(data))
+    for secret in filter(None, secrets):
+        for start, end in _words_in_stream([data], secret):
+            mark[start:end] = b"\x01" * (end - start)
+    return _shown(data, mark, shown)
 
 
 def hide_in_text(text: str, secrets: Sequence[bytes], shown: bytes) -> str:

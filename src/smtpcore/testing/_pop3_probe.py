@@ -23,7 +23,7 @@ import base64
 import re
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
@@ -39,7 +39,12 @@ from smtpcore.testing._battery import (
     refused_connection,
     transcript_of,
 )
-from smtpcore.testing._hiding import credential_forms, hide_in_server_reads, hide_in_text
+from smtpcore.testing._hiding import (
+    credential_forms,
+    hide_in_bytes,
+    hide_in_server_reads,
+    hide_in_text,
+)
 from smtpcore.testing._wire import Exchange, WireClient
 
 if TYPE_CHECKING:
@@ -165,6 +170,17 @@ def lines_of(text: bytes) -> list[bytes]:
     """``text``'s lines, each with its line end: a line ends at LF alone, where
     ``bytes.splitlines`` would cut at a bare CR too."""
     return _LINE.findall(text)
+
+
+def _cut(line: bytes) -> bytes:
+    """``line`` cut at :data:`_SHOWN_OCTETS`, or just past a :data:`HIDDEN` the cut
+    would split: ``<hid`` says less than the whole mark."""
+    mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
+    return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
+
+
+_SHOWN_OCTETS: Final = 40
+_SHOWN_LINES: Final = 4
 
 
 def wire_number(word: bytes) -> int | None:
@@ -351,14 +367,15 @@ class POP3Wire(WireClient):
             self._continuing = status_and_code(line) == b"+"
 
 
-def parse_listing(answer: POP3Response) -> Listing:
-    """The scan listing of a multi-line LIST: ``n size`` a line (RFC 1939 §5)."""
+def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing:
+    """The scan listing of a multi-line LIST: ``n size`` a line (RFC 1939 §5); a line
+    that is not is quoted by ``said`` (:meth:`POP3Probe.line_said`)."""
     listing: Listing = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
         number, size = (wire_number(word) for word in [*words, b""][:2])
         if number is None or size is None:
-            raise Failed(f"LIST gave the line {line[:80]!r}, not 'number size' (RFC 1939 §5)")
+            raise Failed(f"LIST gave the line {said(line)}, not 'number size' (RFC 1939 §5)")
         listing[number] = size
     return listing
 
@@ -438,7 +455,11 @@ class POP3Probe:
             raise refused_connection(
                 greeting, "RFC 1939 §4 (a session starts with +OK): a connection limit?"
             )
-        if greeting is None or not greeting.ok:
+        if greeting is None:
+            raise Failed(
+                "the server closed the connection without a greeting (+OK expected, RFC 1939 §4)"
+            )
+        if not greeting.ok:
             raise Failed(f"the greeting was {greeting} rather than +OK (RFC 1939 §4)")
         return client
 
@@ -503,6 +524,25 @@ class POP3Probe:
         summary = hide_in_text(result.summary, secrets, HIDDEN)
         return replace(result, summary=summary, transcript=transcript)
 
+    def lines_said(self, lines: Sequence[bytes]) -> str:
+        """``lines``, one or more the server sent, for a summary: how many, then the
+        first :data:`_SHOWN_LINES` quoted as bytes reprs without their line ends, the
+        password hidden (as :meth:`hide_credentials` hides it) and only then cut at
+        :data:`_SHOWN_OCTETS`: cut first, a line would show the start of a password
+        it cut through, which hiding the summary no longer finds. Every line a POP3
+        summary quotes goes through here. A caller says "no response" in words where
+        none came: an empty list printed says nothing a reader can use."""
+        quoted = [self.line_said(line) for line in lines[:_SHOWN_LINES]]
+        if len(lines) > _SHOWN_LINES:
+            quoted.append(f"{len(lines) - _SHOWN_LINES} more")
+        count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
+        return f"{count} ({', '.join(quoted)})"
+
+    def line_said(self, line: bytes) -> str:
+        """One line the server sent, for a summary: a bytes repr without its line end,
+        the password hidden, then cut (:meth:`lines_said`)."""
+        return repr(_cut(hide_in_bytes(line, self._credentials(), HIDDEN).rstrip(b"\r\n")))
+
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""
         return self.login(self.connect())
@@ -520,7 +560,7 @@ class POP3Probe:
         answer = ask(client, b"LIST")
         if not answer.ok:
             raise Failed(f"LIST was answered {answer} in the TRANSACTION state (RFC 1939 §5)")
-        return parse_listing(answer)
+        return parse_listing(answer, self.line_said)
 
     def restore(self, client: WireClient, before: Listing) -> None:
         """RSET, then a listing that must equal ``before`` (RFC 1939 §5: RSET unmarks
@@ -552,14 +592,25 @@ class POP3Probe:
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
-            raise Failed(
-                f"QUIT got {lines}, and the server did not close the connection within "
-                f"{client.timeout:g} s (RFC 1939 §6)"
+            got = (
+                f"QUIT got {self.lines_said(lines)}, and" if lines else "QUIT went unanswered, and"
             )
-        if len(lines) != 1 or not lines[0].startswith(b"+OK"):
             raise Failed(
-                f"QUIT got {lines} before the close, not one +OK: a line the server owed no "
-                "one was counted (RFC 1939 §6)"
+                f"{got} the server did not close the connection within {client.timeout:g} s "
+                "(RFC 1939 §6)"
+            )
+        if not lines:
+            raise Failed(
+                "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
+            )
+        if len(lines) == 1 and not lines[0].startswith(b"+OK"):
+            raise Failed(
+                f"QUIT got {self.lines_said(lines)} before the close, not +OK (RFC 1939 §6)"
+            )
+        if len(lines) > 1:
+            raise Failed(
+                f"QUIT got {self.lines_said(lines)} before the close, not one +OK: a line the "
+                "server owed no one was counted (RFC 1939 §6)"
             )
 
     def _leave(self, client: POP3Wire) -> None:
@@ -575,8 +626,9 @@ class POP3Probe:
         self.abandon(client)
         if len(lines) > 2 or not all(line.startswith((b"+OK", b"-ERR")) for line in lines):
             raise Failed(
-                f"RSET and NOOP, the session's last commands, got {lines}, not one status "
-                "line each: a response the server owed no one was counted (RFC 1939 §3)"
+                f"RSET and NOOP, the session's last commands, got {self.lines_said(lines)}, not "
+                "one status line each: a response the server owed no one was counted (RFC "
+                "1939 §3)"
             )
 
     def quit_after_own_deletions(self, client: POP3Wire) -> None:

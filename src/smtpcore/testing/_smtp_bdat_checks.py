@@ -50,7 +50,8 @@ def check_bdat_octets(probe: Probe) -> str:
         )
     wrong = _session_end(client, replies, by_quit=False)
     if wrong:
-        raise _Failed(f"BDAT 20 LAST with 5 of its octets got {_codes(replies)}: {wrong}")
+        got = f"got {_codes(replies)}" if replies else "got no reply"
+        raise _Failed(f"BDAT 20 LAST with 5 of its octets {got}: {wrong}")
     return f"an unfinished chunk got {_codes(replies) or 'no reply'}"
 
 

@@ -58,7 +58,14 @@ def check_command_line_length(probe: Probe) -> str:
     if first.code in _CLOSING:
         return _closed_at_long_line(client, first)
     client.send(b"NOOP\r\n")
-    replies = ([first] if first else []) + client.read_replies(1) + _quit(client)
+    replies = [first, *client.read_replies(1)]
+    if len(replies) == 1:  # read_replies gives none only at the close
+        raise _Failed(
+            f"the long line got {first.code}, then the server closed the connection "
+            "without a reply to the NOOP after it (a server that ends the session sends "
+            "421 first: RFC 5321 §3.8)"
+        )
+    replies += _quit(client)
     codes = _codes(replies)
     if len(codes) != 3 or codes[1:] != [250, 221]:
         raise _Failed(f"a long line, NOOP and QUIT got {_show(codes)}, not one reply each")
@@ -101,13 +108,13 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
     first, where a 421 refuses the connection and skips the check
     (:meth:`Probe.refused`), then the padded NOOP again, whose 421 there answers
     the line."""
-    answer = _ask(client, _noop_at_the_limit())
+    answer = _ask_at_the_limit(client, _noop_at_the_limit(), "NOOP")
     control = None
     if answer.code == 421:
         client = probe.connect()
         control = _ask(client, b"NOOP x")
         probe.refused(control)  # the first command, a line the check does not test
-        answer = _ask(client, _noop_at_the_limit())
+        answer = _ask_at_the_limit(client, _noop_at_the_limit(), "NOOP")
     if answer.code == 250:
         return client
     if control is None:
@@ -118,7 +125,7 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
             f"{answer}, not 250, where NOOP x got 250: every server MUST take command "
             f"lines of {_COMMAND_LINE_MINIMUM} octets (RFC 5321 §4.5.3.1, §4.5.3.1.4)"
         )
-    if _ask(client, _helo_at_the_limit()).code != 250:
+    if _ask_at_the_limit(client, _helo_at_the_limit(), "HELO").code != 250:
         unjudged(
             client,
             "NOOP with an argument is refused, and so is a HELO padded to "
@@ -126,6 +133,22 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
             "cannot be checked this way",
         )
     return client
+
+
+def _ask_at_the_limit(client: WireClient, line: bytes, verb: str) -> ServerReply:
+    """``line``, a ``verb`` padded to :data:`_COMMAND_LINE_MINIMUM` octets, and its
+    reply; a close instead fails the check, said in words rather than by quoting
+    the 512 octets (as :func:`_ask` quotes a line): the server died on a line every
+    server MUST take (RFC 5321 §4.5.3.1.4)."""
+    answer = client.command(line)
+    if answer is None:
+        raise _Failed(
+            f"the server closed the connection instead of answering a "
+            f"{_COMMAND_LINE_MINIMUM}-octet command line ({verb} padded, CRLF included): "
+            f"every server MUST take command lines of {_COMMAND_LINE_MINIMUM} octets (RFC "
+            "5321 §4.5.3.1, §4.5.3.1.4)"
+        )
+    return answer
 
 
 def _helo_at_the_limit() -> bytes:
@@ -310,7 +333,12 @@ def check_size_limit(probe: Probe) -> str:
     refused = probe.mail_refused_for_now(client, over, answer)
     if refused:
         raise _Skipped(refused)
-    if answer is None or answer.code != 552:
+    if answer is None:
+        raise _Failed(
+            f"the server closed the connection instead of answering MAIL with SIZE="
+            f"{limit + 1} over the offered {limit} (552 expected, RFC 1870 §6.1)"
+        )
+    if answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
     _quit(client)
     if limit > probe.max_size_probe:
@@ -323,7 +351,12 @@ def check_size_limit(probe: Probe) -> str:
     line = b"x" * 78 + b"\r\n"
     client.send(b"Subject: too big\r\n\r\n" + line * (limit // len(line) + 20) + b".\r\n")
     answer = client.read_reply()
+    if answer is None:
+        raise _Failed(
+            f"the server closed the connection instead of answering a message over {limit} "
+            "octets (552 expected, RFC 1870 §6.3)"
+        )
     after = _quit(client)
-    if answer is None or answer.code != 552 or len(after) != 1:
+    if answer.code != 552 or len(after) != 1:
         raise _Failed(f"a message over {limit} octets got {answer}, then QUIT got {_codes(after)}")
     return "SIZE= over the limit and a message over it both got 552"

@@ -397,8 +397,8 @@ def _quit(client: WireClient) -> list[ServerReply]:
     client.send(b"QUIT\r\n")
     replies = client.read_until_closed()
     wrong = _session_end(client, replies)
-    if wrong:
-        raise _Failed(f"QUIT got {_show(_codes(replies))}: {wrong}")
+    if wrong:  # with no reply, the wrong says so itself
+        raise _Failed(f"QUIT got {_show(_codes(replies))}: {wrong}" if replies else wrong)
     return replies
 
 

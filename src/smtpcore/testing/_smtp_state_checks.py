@@ -220,7 +220,13 @@ def check_starttls_injection(probe: Probe) -> str:
             ) from None
         return f"the server ended the injected session at the handshake ({exc})"
     client.send(b"NOOP\r\n")
-    replies = client.read_replies(1) + _quit(client)
+    replies = client.read_replies(1)
+    if not replies:
+        raise _Failed(
+            "over TLS, the server closed the connection instead of answering NOOP, the "
+            "first command after the handshake"
+        )
+    replies += _quit(client)
     if _codes(replies) != [250, 221]:
         raise _Failed(
             f"over TLS, NOOP and QUIT got {_codes(replies)}: the command pipelined in "

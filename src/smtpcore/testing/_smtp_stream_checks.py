@@ -334,57 +334,151 @@ def check_pipelining(probe: Probe) -> str:
 
     A group mixing accepted and refused commands is sent one command at a
     time on one connection and in a single write on another; both must get
-    the same codes, and its RCPT with no MAIL before it must be refused, which a
-    server that takes it does both ways alike (RFC 5321 §3.3; ``state-order``
-    tries more). A server that ends the session inside the group sent one
-    command at a time (421 to any command, RFC 5321 §3.8: Postfix does at its
+    the same codes, and a RCPT with no transaction open (after RSET with no
+    MAIL, or after a MAIL that was not accepted) must be refused, which a server
+    that takes it does both ways alike (RFC 5321 §3.3; ``state-order`` tries
+    more). A server that ends the session inside the group sent one command at a
+    time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
+    So does a MAIL of the group refused with a 4xx, in either run, that
+    :meth:`Probe.mail_refused_for_now` confirms is the server refusing mail for
+    now (a message-rate limit met before or during the check), unless a RCPT was
+    taken with no transaction open or the runs differ where no MAIL's answer
+    reaches (:func:`_refused_mail_explains`).
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
         raise _Skipped("PIPELINING is not offered")
     group = [
         probe.mail_line(),
-        b"RCPT TO:<no-closing-bracket@smtpcore.test",
+        _MALFORMED_RCPT,
         probe.rcpt_line(),
         b"RSET",
-        probe.rcpt_line(),  # no MAIL: refused (_NO_MAIL_IN_GROUP)
+        probe.rcpt_line(),  # no MAIL: refused (_taken_without_mail)
         probe.mail_line(),
         b"RSET",
         b"NOOP",
     ]
-    lock_step = []
+    one_at_a_time = []
     for line in group:
         answer = _ask(client, line)
         if answer.code in _CLOSING:
             raise _Skipped(f"the server ended the session at {line.decode()!r} ({answer})")
-        lock_step.append(answer.code)
-    lock_step += _codes(_quit(client))
-    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):  # a defect whatever comes next
-        probe.problems.append(_taken_without_mail(lock_step[_NO_MAIL_IN_GROUP]))
+        one_at_a_time.append(answer)
+    lock_step = _codes(one_at_a_time) + _codes(_quit(client))
+    taken = _taken_without_mail(group, lock_step)
+    probe.problems.extend(taken)  # defects whatever comes next
     client, _ = probe.hello()
     client.send(b"".join(line + b"\r\n" for line in group))
-    pipelined = _codes(_owed(client, len(group), "the pipelined group"))
+    replies = _owed(client, len(group), "the pipelined group")
+    pipelined = _codes(replies)
+    taken_pipelined = [
+        f"pipelined, {found}"
+        for found in _taken_without_mail(group, pipelined)
+        if found not in taken
+    ]
+    if not taken and not taken_pipelined and _refused_mail_explains(group, lock_step, pipelined):
+        _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
     pipelined += _codes(_quit(client))
     if pipelined != lock_step:
         raise _Failed(
-            f"pipelined, the group got {_show(pipelined)}; one at a time it got {_show(lock_step)}"
+            "; ".join(
+                [
+                    f"pipelined, the group got {_show(pipelined)}; one at a time it got "
+                    f"{_show(lock_step)}",
+                    *taken_pipelined,
+                ]
+            )
         )
-    if lock_step[_NO_MAIL_IN_GROUP] // 100 in (2, 3):
-        taken = _taken_without_mail(lock_step[_NO_MAIL_IN_GROUP])
-        raise _Failed(f"the group got {_show(pipelined)} both ways, but {taken}")
+    if taken:
+        raise _Failed(f"the group got {_show(pipelined)} both ways, but {', and '.join(taken)}")
     return f"one reply per command, in order: {pipelined}"
 
 
-def _taken_without_mail(code: int) -> str:
-    """What the pipelining group's RCPT with no MAIL shows when it is accepted: one
-    wording, whether the second connection then compares or is refused."""
-    return (
-        f"its RCPT after RSET, with no MAIL, got {code}, not a refusal (503 expected, RFC "
-        "5321 §3.3)"
-    )
+def _skip_if_mail_refused_for_now(
+    probe: Probe,
+    client: WireClient,
+    group: Sequence[bytes],
+    one_at_a_time: Sequence[ServerReply],
+    pipelined: Sequence[ServerReply],
+) -> None:
+    """Skip the check where a MAIL of the group got a 4xx (but 421) in either run and
+    :meth:`Probe.mail_refused_for_now`, asked on ``client``, the pipelined connection
+    with QUIT still to come, finds the server refusing mail for now (RFC 5321
+    §4.2.1): a message-rate limit met before the check, or during it (Postfix's
+    ``smtpd_client_message_rate_limit`` answers ``450 4.7.1`` from the n-th MAIL on),
+    refuses one run's MAILs and not the other's, or all of them, so the codes tell
+    nothing of how the server reads a pipelined group. Where the plain MAIL is taken
+    the 4xx was the group's own (a server that refuses a MAIL only when it comes
+    pipelined), and the codes are compared as ever."""
+    for index, line in enumerate(group):
+        if not line.startswith(b"MAIL"):
+            continue
+        for run, answer in (
+            ("pipelined", pipelined[index]),
+            ("one at a time", one_at_a_time[index]),
+        ):
+            if _temporary_refusal(answer):
+                refused = probe.mail_refused_for_now(client, line, answer)
+                if refused:
+                    raise _Skipped(f"{run}, {refused}")
+                return
 
 
-_NO_MAIL_IN_GROUP: Final = 4
-"""Where the pipelining group's RCPT with no MAIL before it stands: refused, whatever
-else the server does (RFC 5321 §3.3), for a 2xx there compares equal both ways."""
+def _refused_mail_explains(
+    group: Sequence[bytes], lock_step: Sequence[int], pipelined: Sequence[int]
+) -> bool:
+    """Whether the two runs' codes differ, if at all, only where a MAIL's answer
+    reaches: at a MAIL one run took (2xx) and the other refused for now (a 4xx but
+    421, RFC 5321 §4.2.1), and the RCPTs after it, which that MAIL's answer opens or
+    leaves without a transaction. Anywhere else a difference is the server's
+    reading of the group (replies out of order, a 503 where the MAIL's answer was
+    due), which no refusal of mail explains, and which fails the check: RSET and
+    NOOP get 250 whatever came before (§4.1.1.5, §4.1.1.9), a RCPT after RSET with
+    no MAIL is refused (§3.3), and a MAIL answered alike both ways, or otherwise
+    than 2xx against 4xx, leaves its RCPTs to answer alike."""
+    after_mail = False
+    for line, one, other in zip(group, lock_step, pipelined, strict=False):
+        verb = line[:4].upper()
+        if verb == b"MAIL":
+            after_mail = _taken_and_refused_for_now(one, other)
+        elif verb != b"RCPT":
+            after_mail = False
+        if not after_mail and one != other:
+            return False
+    return True
+
+
+def _taken_and_refused_for_now(one: int, other: int) -> bool:
+    """Whether one of a MAIL's two codes is a 2xx and the other a 4xx but 421."""
+    return {one // 100, other // 100} == {2, 4} and 421 not in (one, other)
+
+
+def _taken_without_mail(group: Sequence[bytes], codes: Sequence[int]) -> list[str]:
+    """What the pipelining group's RCPTs sent with no transaction open show where
+    ``codes`` accept them (2xx, or a 3xx): one wording for each, whether the second
+    connection then compares, is refused, or a refused MAIL leaves the rest
+    untested. No transaction is open after RSET, before any MAIL, or after a MAIL
+    that was not accepted, and a RCPT then must be refused (RFC 5321 §3.3: 503); a
+    server that answers MAIL ``450`` yet opens the transaction takes it."""
+    found = []
+    without: str | None = "with no MAIL before it"
+    for line, code in zip(group, codes, strict=False):
+        verb = line[:4].upper()
+        if verb == b"MAIL":
+            accepted = code // 100 == 2
+            without = None if accepted else f"after a MAIL answered {code}, so with no transaction"
+        elif verb == b"RSET":
+            without = "after RSET, with no MAIL"
+        elif verb == b"RCPT" and without and code // 100 in (2, 3):
+            rcpt = "its malformed RCPT" if line == _MALFORMED_RCPT else "its RCPT"
+            found.append(
+                f"{rcpt} {without}, got {code}, not a refusal (503 expected, RFC 5321 §3.3)"
+            )
+    return found
+
+
+_MALFORMED_RCPT: Final = b"RCPT TO:<no-closing-bracket@smtpcore.test"
+"""The pipelining group's RCPT that no server can take (its path lacks the closing
+bracket): refused whether a transaction is open or not, a reply that differs from
+the well-formed RCPT's."""

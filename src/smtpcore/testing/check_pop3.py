@@ -152,7 +152,7 @@ class _Sessions:
             answer = read_response(client, multi_line=False)
             if answer is not None:
                 if answer.err and client.unread:
-                    _closing_notice(client, _shown_login(line, secret))
+                    _closing_notice(self.probe, client, _shown_login(line, secret))
                 return answer
         return None
 
@@ -184,17 +184,23 @@ def _shown_login(line: bytes, secret: bytes) -> bytes:
     return line + HIDDEN if secret else line
 
 
-def _closing_notice(client: WireClient, line: bytes) -> None:
+def _closing_notice(probe: POP3Probe, client: WireClient, line: bytes) -> None:
     """More than one line came for ``line`` answered -ERR: fine where the server
     then closes (Dovecot says ``-ERR Too many invalid bad commands.`` after the
-    refusal that reached its limit, and closes), a surplus response otherwise."""
+    refusal that reached its limit, and closes), a surplus response otherwise: the
+    lines after the -ERR, or the part of one that came with no line end."""
     extra = client.read_lines_until_closed()
-    if not client.closed:
+    if client.closed:
+        return
+    if not extra:
         raise Failed(
-            f"{line!r} got -ERR and then {extra}, and the server went on: "
-            "one command, "
-            "two responses"
+            f"{line!r} got -ERR and then part of a line, never ended, and no close within "
+            f"{client.timeout:g} s: one command, the start of a second response"
         )
+    raise Failed(
+        f"{line!r} got -ERR and then {probe.lines_said(extra)}, and the server went on: one "
+        "command, two responses"
+    )
 
 
 def _edge_problem(line: bytes, answer: POP3Response | None) -> str | None:
@@ -288,10 +294,15 @@ def check_stls_injection(probe: POP3Probe) -> str:
         return _injected_handshake_failed(probe, context, exc)
     client.send(b"QUIT\r\n")
     lines = client.read_lines_until_closed()
+    if not lines:
+        raise Failed(
+            "over TLS, QUIT got no response before the server closed the connection or "
+            f"fell silent for {client.timeout:g} s"
+        )
     if len(lines) != 1 or not lines[0].startswith(b"+OK"):
         raise Failed(
-            f"over TLS, QUIT got {lines}: the CAPA pipelined in plaintext behind STLS was "
-            "run after the handshake (RFC 2595 §4)"
+            f"over TLS, QUIT got {probe.lines_said(lines)}: the CAPA pipelined in plaintext "
+            "behind STLS was run after the handshake (RFC 2595 §4)"
         )
     if not client.closed:
         raise Failed(f"the server did not close within {client.timeout:g} s of QUIT")
@@ -435,12 +446,13 @@ def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> 
     client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
     lines = client.read_lines_until_closed()
     if not client.closed:
-        return f"the server did not close within {client.timeout:g} s of QUIT (got {lines})"
+        got = f"after {probe.lines_said(lines)}" if lines else "with nothing answered"
+        return f"the server did not close within {client.timeout:g} s of QUIT, {got}"
     if len(lines) <= 1 or (len(lines) == 3 and lines[2].startswith(b"+OK")):
         return None
     return (
-        f"a 10,000-octet line, {then.decode()} and QUIT got {len(lines)} responses "
-        f"{[line[:40] for line in lines]}: a piece of the long line was run as a command"
+        f"a 10,000-octet line, {then.decode()} and QUIT got {probe.lines_said(lines)}: a piece "
+        "of the long line was run as a command"
     )
 
 
