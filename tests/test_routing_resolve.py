@@ -124,6 +124,15 @@ ZONE = StaticResolver.from_zone_text(
     mx.abc.example       A 192.0.2.99
     other-name.abc.example A 192.0.2.99
 
+    # this host a backup, the better exchangers without an address just now
+    waitname.example     MX 10 ghost.waitname.example
+    waitname.example     MX 15 empty.unusable.example
+    waitname.example     MX 20 mx.abc.example
+    waitname.example     MX 30 mx3.backup.example
+    waitaddr.example     MX 10 ghost.waitaddr.example
+    waitaddr.example     MX 20 other-name.abc.example
+    waitaddr.example     MX 30 mx3.backup.example
+
     # one address under two names
     twice.example        MX 10 one.twice.example
     twice.example        MX 20 two.twice.example
@@ -194,6 +203,10 @@ RFC_CASES: list[tuple[str, Outcome]] = [
     ("byaddr.example", [("mx.backup.example", "192.0.2.71")]),
     ("selfaddr.example", RejectReason.ROUTING_LOOP),
     ("selfimplicit.example", RejectReason.ROUTING_LOOP),
+    # A backup holds the mail while the better exchangers have no address (RFC 5321
+    # §5.1 leaves them in the list; Postfix's "unable to find primary relay").
+    ("waitname.example", RejectReason.NO_PRIMARY),
+    ("waitaddr.example", RejectReason.NO_PRIMARY),
     ("twice.example", [("one.twice.example", "192.0.2.81"), ("two.twice.example", "192.0.2.82")]),
     ("[192.0.2.5]", [("[192.0.2.5]", "192.0.2.5")]),
     ("[IPv6:2001:db8::5]", [("[IPv6:2001:db8::5]", "2001:db8::5")]),
@@ -208,6 +221,7 @@ REPLIES = {
     RejectReason.NO_SUCH_DOMAIN: (550, "5.1.2"),
     RejectReason.DNS_TEMPORARY: (451, "4.4.3"),
     RejectReason.NO_ROUTE: (550, "5.4.4"),
+    RejectReason.NO_PRIMARY: (451, "4.4.4"),
     RejectReason.ROUTING_LOOP: (550, "5.4.6"),
 }
 
@@ -449,6 +463,65 @@ def test_router_resolve_uses_its_own_names_and_port() -> None:
     )
     assert isinstance(result, Rejected)
     assert result.reason is RejectReason.ROUTING_LOOP
+
+
+BACKUP_ZONE = StaticResolver.from_zone_text(
+    """
+    held.example            MX 10 primary.held.example
+    held.example            MX 20 mx.abc.example
+    primary.held.example    EXISTS                  ; its A record is missing just now
+    renumbered.example      MX 10 gone.renumbered.example   ; NXDOMAIN: a zone edit
+    renumbered.example      MX 20 mx.abc.example
+    mx.abc.example          A 192.0.2.99
+    """
+)
+
+
+@pytest.mark.parametrize("domain", ["held.example", "renumbered.example"])
+@pytest.mark.parametrize("by_name", [True, False], ids=["by-name", "by-address"])
+def test_a_backup_holds_the_mail_while_the_primary_has_no_address(
+    domain: str, by_name: bool
+) -> None:
+    """This host is MX 20 of a domain it relays for (``relay_domains``, "domains this
+    host is a backup MX for"); the MX 10 has no address right now. That bounced at once
+    (550 5.4.4), when holding the mail is a backup's whole job: it waits (451 4.4.4)."""
+    router = Router(
+        ["abc.example"],
+        hostnames=LOCAL_NAMES if by_name else (),
+        local_addresses=() if by_name else LOCAL_ADDRESSES,
+        relay_domains=[domain],
+        trusted_networks=(),
+    )
+    decision = router.route(parse_mailbox(f"u@{domain}"), client_address="198.51.100.7")
+    assert isinstance(decision, RemoteDelivery)
+    for library in LIBRARIES:
+        result = run(library, lambda: router.resolve(decision, BACKUP_ZONE, rng=random.Random(0)))
+        assert isinstance(result, Rejected)
+        assert result.reason is RejectReason.NO_PRIMARY
+        assert (result.code, result.status) == (451, "4.4.4")
+        assert result.temporary
+        assert result.text.startswith(f"unable to find primary relay for {domain}")
+
+
+def test_a_backup_whose_primary_is_only_internal_still_bounces() -> None:
+    """Only the unusable-now case waits: a primary whose addresses ``exclude`` leaves out
+    (the reference server's internal networks) will not become usable by waiting, so
+    the outcome stays no route (550 5.4.4), which the server words for that case."""
+    zone = StaticResolver.from_zone_text(
+        "pqr.example MX 10 lan.pqr.example\nlan.pqr.example A 10.0.0.1\n"
+        "pqr.example MX 20 mx.abc.example\nmx.abc.example A 192.0.2.99\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example",
+            zone,
+            rng=random.Random(0),
+            local_names=LOCAL_NAMES,
+            exclude=lambda attempt: attempt.address in ip_network("10.0.0.0/8"),
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_ROUTE
 
 
 @pytest.mark.parametrize(

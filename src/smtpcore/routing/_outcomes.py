@@ -32,6 +32,7 @@ class RejectReason(enum.Enum):
     DNS_TEMPORARY = "dns-temporary"
     LOOKUP_LIMIT = "lookup-limit"
     NO_ROUTE = "no-route"
+    NO_PRIMARY = "no-primary"
     ROUTING_LOOP = "routing-loop"
     SMART_HOST_FAILURE = "smart-host-failure"
 
@@ -158,6 +159,18 @@ def lookup_limit(domain: str, failed: int) -> Rejected:
 
 def no_route(domain: str) -> Rejected:
     return Rejected(550, "5.4.4", f"no usable mail exchanger for {domain}", RejectReason.NO_ROUTE)
+
+
+def no_primary(domain: str) -> Rejected:
+    # Postfix's words: this host is a backup exchanger, and the better ones have no
+    # address just now; holding the mail until they do is what a backup is for.
+    return Rejected(
+        451,
+        "4.4.4",
+        f"unable to find primary relay for {domain}: no mail exchanger"
+        " more preferred than this host has an address",
+        RejectReason.NO_PRIMARY,
+    )
 
 
 def routing_loop(domain: str) -> Rejected:

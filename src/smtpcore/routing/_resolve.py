@@ -15,7 +15,13 @@ from typing import Literal
 from smtpcore._ip import host_address
 from smtpcore.address import is_address_literal, normalize_domain, parse_address_literal
 from smtpcore.routing import _outcomes as out
-from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order_exchangers
+from smtpcore.routing._mx import (
+    FailedExchangers,
+    MXRecord,
+    RandomSource,
+    order_exchangers,
+    own_level,
+)
 from smtpcore.routing._outcomes import Attempt, Rejected
 from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
 
@@ -138,7 +144,11 @@ async def resolve_exchangers(
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
     - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
       lookups left no address;
-    - ``Rejected`` 550 5.4.4, no exchanger has an address;
+    - ``Rejected`` 451 4.4.4 (``NO_PRIMARY``), this host is a backup exchanger and
+      no more preferred one has an address now (Postfix's "unable to find primary
+      relay"): the mail waits, as a backup is there to make it;
+    - ``Rejected`` 550 5.4.4, no exchanger has an address (or, for a backup, those
+      more preferred have only addresses that ``exclude`` leaves out);
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
     Raises ``AddressError`` when ``domain`` is not a domain name at all.
@@ -163,6 +173,7 @@ async def resolve_exchangers(
         return out.null_mx(domain)
     if not records:
         records = [MXRecord(0, domain)]
+    local_names = tuple(local_names)
     exchangers = order_exchangers(records, rng, local_names=local_names, failures=failures)
     if not exchangers:
         # Only null records are dropped silently, and those were handled
@@ -171,7 +182,9 @@ async def resolve_exchangers(
 
     attempts: list[Attempt] = []
     failed: list[int] = []  # the level of each lookup that failed temporarily
-    cutoff: int | None = None
+    excluded: set[int] = set()  # the levels of addresses that ``exclude`` left out
+    # Where this host cuts the list: by name already, or below by address once found.
+    cutoff = own_level(records, local_names)
     unlooked: int | None = None  # the level of the first exchanger left unlooked
     for exchanger in exchangers:
         if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
@@ -194,7 +207,11 @@ async def resolve_exchangers(
         listed = {a.address for a in attempts}
         for address in order_addresses(found, address_preference, rng):
             attempt = Attempt(exchanger.exchange, address, port, exchanger.preference)
-            if address not in listed and (exclude is None or not exclude(attempt)):
+            if address in listed:
+                continue
+            if exclude is not None and exclude(attempt):
+                excluded.add(exchanger.preference)
+            else:
                 attempts.append(attempt)
 
     attempts = attempts[:max_attempts]
@@ -206,6 +223,9 @@ async def resolve_exchangers(
         return out.lookup_limit(domain, len(failed))
     if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
+    if cutoff is not None and not any(level < cutoff for level in excluded):
+        # More preferred exchangers are listed, and none has an address now.
+        return out.no_primary(domain)
     return out.no_route(domain)
 
 
