@@ -30,6 +30,7 @@ import trio
 
 from peers import free_port, missing_peer
 from smtpcore.routing import (
+    CNAMELoop,
     MXRecord,
     NXDomain,
     Rejected,
@@ -258,12 +259,17 @@ def test_several_nameservers(dns_port: int) -> None:
 
 
 @contextlib.contextmanager
-def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
+def answering(
+    answers: dict[tuple[str, str], list[str]], aliases: dict[str, str] | None = None
+) -> Iterator[int]:
     """A DNS server on loopback (UDP) for what dnsmasq cannot hold: it answers each
-    ``(name, type)`` with the given records in wire form, and NODATA otherwise.
-    Yields its port; the thread stops when the block ends."""
+    ``(name, type)`` with the given records in wire form, and NODATA otherwise. A name
+    in ``aliases`` is a CNAME for its value, and the answer carries the chain (a loop,
+    which dnsmasq refuses, once round: each alias once). Yields its port; the thread
+    stops when the block ends."""
     import dns.flags
     import dns.message
+    import dns.name
     import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
@@ -284,8 +290,16 @@ def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
             question = query.question[0]
-            key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)
+            name = question.name.to_text().lower()
+            chained: set[str] = set()
+            while aliases and name in aliases and name not in chained:
+                chained.add(name)
+                response.answer.append(
+                    dns.rrset.from_text(name, 300, "IN", "CNAME", aliases[name])
+                )
+                name = aliases[name]
+            key = (name, dns.rdatatype.to_text(question.rdtype))
+            rrset = dns.rrset.RRset(dns.name.from_text(name), dns.rdataclass.IN, question.rdtype)
             for record in answers.get(key, []):
                 rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, record), 300)
             if rrset:
@@ -330,6 +344,37 @@ def test_only_malformed_exchanges_are_a_temporary_error(library: str) -> None:
             lambda: resolve_exchangers("evil.example", resolver_for(port), rng=random.Random(0)),
         )
     assert isinstance(result, Rejected) and result.reason is RejectReason.DNS_TEMPORARY
+
+
+LOOP = {"loop.example.": "loop2.example.", "loop2.example.": "loop.example."}
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_cname_loop_is_permanent(library: str) -> None:
+    """A server answers with a CNAME chain that loops: dnspython gives up on it
+    (``ChainTooLong`` inside ``NoNameservers``), and so did we, as a temporary failure
+    (451 4.4.3) on every retry, until the queue's lifetime ran out five days later. It
+    is a ``CNAMELoop``: for the domain, 550 5.4.4 at once; for an exchanger, that
+    exchanger is skipped, as one that does not exist is."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    mx_loop = {("mxloop.example.", "MX"): ["10 loop.example."]}
+    with answering(mx_loop, aliases=LOOP) as port:
+        resolver = resolver_for(port)
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.mx("loop.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("loop.example"))
+        domain = run(
+            library, lambda: resolve_exchangers("loop.example", resolver, rng=random.Random(0))
+        )
+        exchanger = run(
+            library, lambda: resolve_exchangers("mxloop.example", resolver, rng=random.Random(0))
+        )
+    assert isinstance(domain, Rejected) and domain.reason is RejectReason.CNAME_LOOP
+    assert (domain.code, domain.status) == (550, "5.4.4")
+    assert isinstance(exchanger, Rejected) and exchanger.reason is RejectReason.NO_ROUTE
+    assert not exchanger.temporary
 
 
 def test_a_name_the_dns_cannot_hold_does_not_exist() -> None:

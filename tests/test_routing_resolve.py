@@ -102,6 +102,13 @@ ZONE = StaticResolver.from_zone_text(
     mxalias.example      MX 10 cname.mxalias.example
     cname.mxalias.example CNAME mx2.plain.example
 
+    # CNAME loops: for the domain, and for an exchanger
+    loop.example         CNAME loop2.example
+    loop2.example        CNAME loop.example
+    mxloop.example       MX 10 loop.example
+    halfloop.example     MX 10 loop.example
+    halfloop.example     MX 20 mx2.plain.example
+
     # this host (mx.abc.example, 192.0.2.99) in other domains' lists
     backup.example       MX 10 mx.backup.example
     backup.example       MX 20 mx.abc.example
@@ -197,6 +204,11 @@ RFC_CASES: list[tuple[str, Outcome]] = [
         ],
     ),
     ("mxalias.example", [("cname.mxalias.example", "192.0.2.12")]),
+    # A loop is permanent: asking again walks the same chain (Postfix: "Name server
+    # loop", not found). The domain's cannot route (5.4.4); an exchanger's is skipped.
+    ("loop.example", RejectReason.CNAME_LOOP),
+    ("mxloop.example", RejectReason.NO_ROUTE),
+    ("halfloop.example", [("mx2.plain.example", "192.0.2.12")]),
     ("backup.example", [("mx.backup.example", "192.0.2.71")]),
     ("best.example", RejectReason.ROUTING_LOOP),
     ("peer.example", RejectReason.ROUTING_LOOP),
@@ -219,6 +231,7 @@ RFC_CASES: list[tuple[str, Outcome]] = [
 REPLIES = {
     RejectReason.NULL_MX: (556, "5.1.10"),
     RejectReason.NO_SUCH_DOMAIN: (550, "5.1.2"),
+    RejectReason.CNAME_LOOP: (550, "5.4.4"),
     RejectReason.DNS_TEMPORARY: (451, "4.4.3"),
     RejectReason.NO_ROUTE: (550, "5.4.4"),
     RejectReason.NO_PRIMARY: (451, "4.4.4"),
@@ -580,6 +593,8 @@ def test_resolve_host_takes_postfix_brackets(
         ("[nxdomain.example]", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("bare.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("servfail.example", RejectReason.DNS_TEMPORARY, "4.4.3"),
+        # A looping name is the configuration's fault, as a missing one is.
+        ("loop.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
     ],
 )
 def test_smart_host_failures_are_temporary(host: str, reason: RejectReason, status: str) -> None:

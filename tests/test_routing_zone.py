@@ -13,6 +13,7 @@ import trio
 
 from smtpcore.routing import (
     CNAME,
+    CNAMELoop,
     MXRecord,
     NXDomain,
     Resolver,
@@ -106,12 +107,28 @@ def test_cname_is_followed() -> None:
     assert now(ZONE.mx("alias.example")) == now(ZONE.mx("pqr.example"))
 
 
-@pytest.mark.parametrize("name", ["loop1.example", "broken.example"])
-def test_temporary_failures(name: str) -> None:
+def test_temporary_failures() -> None:
     with pytest.raises(TemporaryDNSError):
-        now(ZONE.mx(name))
+        now(ZONE.mx("broken.example"))
     with pytest.raises(TemporaryDNSError):
-        now(ZONE.addresses(name))
+        now(ZONE.addresses("broken.example"))
+
+
+def test_a_cname_loop_or_an_endless_chain_is_permanent() -> None:
+    """A loop was a ``TemporaryDNSError``: retried for the queue's whole lifetime when
+    every retry walks the same chain. It is a ``CNAMELoop``, as dnspython's resolver
+    says, and so is a chain longer than the resolver follows."""
+    long_chain = StaticResolver(
+        {f"c{n}.example": [CNAME(f"c{n + 1}.example")] for n in range(20)}
+        | {"c20.example": [IPv4Address("192.0.2.20")]}
+    )
+    for resolver, name in [(ZONE, "loop1.example"), (long_chain, "c0.example")]:
+        with pytest.raises(CNAMELoop) as info:
+            now(resolver.mx(name))
+        assert not isinstance(info.value, TemporaryDNSError | NXDomain)
+        with pytest.raises(CNAMELoop):
+            now(resolver.addresses(name))
+    assert now(long_chain.addresses("c15.example")) == [ip_address("192.0.2.20")]
 
 
 def test_idna_names() -> None:

@@ -29,6 +29,7 @@ class RejectReason(enum.Enum):
     ROUTING_TRICK = "routing-trick"
     NULL_MX = "null-mx"
     NO_SUCH_DOMAIN = "no-such-domain"
+    CNAME_LOOP = "cname-loop"
     DNS_TEMPORARY = "dns-temporary"
     LOOKUP_LIMIT = "lookup-limit"
     NO_ROUTE = "no-route"
@@ -139,6 +140,18 @@ def null_mx(domain: str) -> Rejected:
 
 def no_such_domain(domain: str) -> Rejected:
     return Rejected(550, "5.1.2", f"domain {domain} does not exist", RejectReason.NO_SUCH_DOMAIN)
+
+
+def cname_loop(domain: str) -> Rejected:
+    # The name exists, so not 5.1.2; its routing data leads nowhere, and asking again
+    # walks the same chain: RFC 3463's X.4.4 "unable to route", permanent, as Postfix's
+    # "Name server loop" (a not-found) ends.
+    return Rejected(
+        550,
+        "5.4.4",
+        f"the CNAME chain of {domain} loops or is too long to follow",
+        RejectReason.CNAME_LOOP,
+    )
 
 
 def dns_temporary(name: str) -> Rejected:

@@ -23,7 +23,7 @@ from smtpcore.routing._mx import (
     own_level,
 )
 from smtpcore.routing._outcomes import Attempt, Rejected
-from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
+from smtpcore.routing._resolver import CNAMELoop, NXDomain, Resolver, TemporaryDNSError
 
 __all__ = [
     "AddressPreference",
@@ -141,6 +141,9 @@ async def resolve_exchangers(
     - a non-empty tuple of ``Attempt``;
     - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
     - ``Rejected`` 550 5.1.2, the domain does not exist;
+    - ``Rejected`` 550 5.4.4 (``CNAME_LOOP``), the domain's CNAME chain loops
+      (``CNAMELoop``); an exchanger's that does is skipped, as one that does not
+      exist is;
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
     - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
       lookups left no address;
@@ -167,6 +170,8 @@ async def resolve_exchangers(
         records: Sequence[MXRecord] = tuple(await resolver.mx(domain))
     except NXDomain:
         return out.no_such_domain(domain)
+    except CNAMELoop:
+        return out.cname_loop(domain)
     except TemporaryDNSError:
         return out.dns_temporary(domain)
     if records and all(record.is_null for record in records):
@@ -195,7 +200,8 @@ async def resolve_exchangers(
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
-        except NXDomain:
+        except (NXDomain, CNAMELoop):
+            # A name that leads to no address, now or on a retry: skipped.
             continue
         except TemporaryDNSError:
             failed.append(exchanger.preference)
@@ -275,7 +281,7 @@ async def resolve_host(
     except ValueError:
         try:
             found = tuple(await resolver.addresses(host))
-        except NXDomain:
+        except (NXDomain, CNAMELoop):
             return out.smart_host_failure(host)
         except TemporaryDNSError:
             return out.dns_temporary(host)

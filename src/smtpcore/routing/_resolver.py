@@ -19,6 +19,7 @@ from smtpcore.routing._mx import MXRecord, canonical_host
 
 __all__ = [
     "CNAME",
+    "CNAMELoop",
     "DNSError",
     "NXDomain",
     "Resolver",
@@ -48,6 +49,16 @@ class TemporaryDNSError(DNSError):
     """No answer could be had now (SERVFAIL, timeout, no server): retry later."""
 
 
+class CNAMELoop(DNSError):
+    """The name's CNAME chain loops, or is longer than the resolver follows: a
+    permanent answer, since asking again walks the same chain.
+
+    The name exists (it holds a CNAME), so it is no ``NXDomain``; it leads to no
+    records, as Postfix's "Name server loop" is a not-found. Both resolvers here raise
+    it, whichever of them found the loop.
+    """
+
+
 @runtime_checkable
 class Resolver(Protocol):
     """What routing asks of DNS.
@@ -64,7 +75,8 @@ class Resolver(Protocol):
     empty when it has neither, and raises ``NXDomain`` when the name does not
     exist.
 
-    Either raises ``TemporaryDNSError`` when it cannot get an answer now.
+    Either raises ``TemporaryDNSError`` when it cannot get an answer now, and
+    ``CNAMELoop`` when the name's CNAME chain loops or never ends.
     """
 
     async def mx(self, domain: str) -> Sequence[MXRecord]: ...
@@ -154,7 +166,7 @@ class StaticResolver:
                 key = found[0].target
                 continue
             return found
-        raise TemporaryDNSError(name, "CNAME chain too long or looping")
+        raise CNAMELoop(name, f"CNAME chain longer than {_MAX_CNAME_CHAIN} or looping")
 
     def _has_descendant(self, key: str) -> bool:
         # An empty non-terminal exists (RFC 8020): it answers NODATA, not NXDOMAIN.
