@@ -125,10 +125,29 @@ def test_a_cname_loop_or_an_endless_chain_is_permanent() -> None:
     for resolver, name in [(ZONE, "loop1.example"), (long_chain, "c0.example")]:
         with pytest.raises(CNAMELoop) as info:
             now(resolver.mx(name))
-        assert not isinstance(info.value, TemporaryDNSError | NXDomain)
+        assert not isinstance(info.value, TemporaryDNSError)
         with pytest.raises(CNAMELoop):
             now(resolver.addresses(name))
     assert now(long_chain.addresses("c15.example")) == [ip_address("192.0.2.20")]
+
+
+def test_a_loop_is_a_not_found_to_code_written_for_two_errors() -> None:
+    """The resolver contract named two errors, ``NXDomain`` and ``TemporaryDNSError``,
+    and code catching just those (a sender-domain check, say) crashed on a loop once a
+    third error came. ``CNAMELoop`` is an ``NXDomain``, as Postfix's "Name server loop"
+    is a not-found: such code now refuses the domain for good."""
+
+    async def sender_domain_check(domain: str) -> str:
+        try:
+            await ZONE.mx(domain)
+        except NXDomain:
+            return "550 5.1.8 sender domain does not exist"
+        except TemporaryDNSError:
+            return "451 4.1.8 try again"
+        return "250 ok"
+
+    assert now(sender_domain_check("loop1.example")) == "550 5.1.8 sender domain does not exist"
+    assert issubclass(CNAMELoop, NXDomain)
 
 
 def test_idna_names() -> None:

@@ -168,10 +168,10 @@ async def resolve_exchangers(
         # Each answer is read once, into a tuple: a resolver that hands back a
         # generator must not see it emptied by the first look.
         records: Sequence[MXRecord] = tuple(await resolver.mx(domain))
+    except CNAMELoop:  # an NXDomain too: before it, as the replies differ
+        return out.cname_loop(domain)
     except NXDomain:
         return out.no_such_domain(domain)
-    except CNAMELoop:
-        return out.cname_loop(domain)
     except TemporaryDNSError:
         return out.dns_temporary(domain)
     if records and all(record.is_null for record in records):
@@ -200,8 +200,8 @@ async def resolve_exchangers(
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
-        except (NXDomain, CNAMELoop):
-            # A name that leads to no address, now or on a retry: skipped.
+        except NXDomain:
+            # A name that leads to no address (a CNAMELoop too), now or on a retry: skipped.
             continue
         except TemporaryDNSError:
             failed.append(exchanger.preference)
@@ -281,7 +281,7 @@ async def resolve_host(
     except ValueError:
         try:
             found = tuple(await resolver.addresses(host))
-        except (NXDomain, CNAMELoop):
+        except NXDomain:  # a CNAMELoop too: the configuration's fault either way
             return out.smart_host_failure(host)
         except TemporaryDNSError:
             return out.dns_temporary(host)

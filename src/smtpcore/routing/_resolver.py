@@ -49,13 +49,15 @@ class TemporaryDNSError(DNSError):
     """No answer could be had now (SERVFAIL, timeout, no server): retry later."""
 
 
-class CNAMELoop(DNSError):
+class CNAMELoop(NXDomain):
     """The name's CNAME chain loops, or is longer than the resolver follows: a
     permanent answer, since asking again walks the same chain.
 
-    The name exists (it holds a CNAME), so it is no ``NXDomain``; it leads to no
-    records, as Postfix's "Name server loop" is a not-found. Both resolvers here raise
-    it, whichever of them found the loop.
+    An ``NXDomain``, as Postfix's "Name server loop" is a not-found: the name leads
+    to no records, and code written when a resolver raised only ``NXDomain`` or
+    ``TemporaryDNSError`` takes it as permanent rather than crash on a third error.
+    Catch it before ``NXDomain`` where the answers differ (routing says 5.4.4 for the
+    domain's loop, 5.1.2 for its absence). Both resolvers here raise it.
     """
 
 
@@ -76,7 +78,7 @@ class Resolver(Protocol):
     exist.
 
     Either raises ``TemporaryDNSError`` when it cannot get an answer now, and
-    ``CNAMELoop`` when the name's CNAME chain loops or never ends.
+    ``CNAMELoop`` (an ``NXDomain``) when the name's CNAME chain loops or never ends.
     """
 
     async def mx(self, domain: str) -> Sequence[MXRecord]: ...

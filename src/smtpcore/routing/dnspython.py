@@ -87,12 +87,12 @@ class DNSPythonResolver:
         for rdtype in (dns.rdatatype.AAAA, dns.rdatatype.A):
             try:
                 answer = await self._query(host, rdtype)
+            except CNAMELoop as exc:  # an NXDomain too: caught first
+                loop = exc
             except NXDomain:
                 missing += 1
             except TemporaryDNSError as exc:
                 failure = exc
-            except CNAMELoop as exc:
-                loop = exc
             else:
                 found.extend(
                     ip_address(rdata.address) for rdata in answer if isinstance(rdata, A | AAAA)
