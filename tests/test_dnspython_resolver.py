@@ -260,13 +260,18 @@ def test_several_nameservers(dns_port: int) -> None:
 
 @contextlib.contextmanager
 def answering(
-    answers: dict[tuple[str, str], list[str]], aliases: dict[str, str] | None = None
+    answers: dict[tuple[str, str], list[str]],
+    aliases: dict[str, str] | None = None,
+    *,
+    once: bool = False,
 ) -> Iterator[int]:
     """A DNS server on loopback (UDP) for what dnsmasq cannot hold: it answers each
     ``(name, type)`` with the given records in wire form, and NODATA otherwise. A name
     in ``aliases`` is a CNAME for its value, and the answer carries the chain (a loop,
-    which dnsmasq refuses, once round: each alias once). Yields its port; the thread
-    stops when the block ends."""
+    which dnsmasq refuses, once round: each alias once). With ``once``, a question is
+    answered the first time only and never again: listed twice as a resolver's
+    nameservers, it is one server that answers and one that stays silent. Yields its
+    port; the thread stops when the block ends."""
     import dns.flags
     import dns.message
     import dns.name
@@ -279,6 +284,7 @@ def answering(
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.05)
     stop = threading.Event()
+    asked: set[tuple[str, int]] = set()
 
     def serve() -> None:
         while not stop.is_set():
@@ -287,6 +293,10 @@ def answering(
             except TimeoutError:
                 continue
             query = dns.message.from_wire(data)
+            seen = (query.question[0].name.to_text().lower(), int(query.question[0].rdtype))
+            if once and seen in asked:
+                continue
+            asked.add(seen)
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
             question = query.question[0]
@@ -375,6 +385,25 @@ def test_a_cname_loop_is_permanent(library: str) -> None:
     assert (domain.code, domain.status) == (550, "5.4.4")
     assert isinstance(exchanger, Rejected) and exchanger.reason is RejectReason.NO_ROUTE
     assert not exchanger.temporary
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_cname_loop_beside_a_silent_server_is_permanent(library: str) -> None:
+    """One server answers with a loop, the other never answers. dnspython then ends
+    the lookup with ``LifetimeTimeout``, not ``NoNameservers``, though its errors hold
+    the same ``ChainTooLong``; we read only ``NoNameservers``'s, and called the loop a
+    temporary failure here and a permanent one beside a server that said SERVFAIL.
+    Neither failing server knows better than the one that answered: ``CNAMELoop``."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    from smtpcore.routing.dnspython import DNSPythonResolver
+
+    with answering({}, aliases=LOOP, once=True) as port:
+        resolver = DNSPythonResolver(["127.0.0.1", "127.0.0.1"], port, timeout=0.5)
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.mx("loop.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("loop.example"))
 
 
 def test_a_name_the_dns_cannot_hold_does_not_exist() -> None:

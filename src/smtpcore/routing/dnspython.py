@@ -134,13 +134,14 @@ class DNSPythonResolver:
 
 def _looped(exc: dns.exception.DNSException) -> bool:
     """Whether a server answered with a CNAME chain too long to follow (dnspython's
-    ``ChainTooLong``, which ``resolve`` reports inside ``NoNameservers``). Such an
-    answer is as final as an NXDOMAIN from one server: a server that failed
-    otherwise beside it knows no better."""
+    ``ChainTooLong``). ``resolve`` files it in the ``errors`` of the error that ends
+    the lookup: ``NoNameservers`` when the other servers failed at once (SERVFAIL,
+    refused), ``LifetimeTimeout`` when one stayed silent until time ran out. One rule
+    for all: the answering server gave the chain, and a server that failed beside it,
+    loudly or silently, knows no better, so the loop is final (one that answers
+    properly ends the lookup with its answer, and nothing is raised)."""
     if isinstance(exc, dns.message.ChainTooLong):
         return True
-    if not isinstance(exc, dns.resolver.NoNameservers):
-        return False
     # Each error is (server, tcp, port, exception or text, response).
     errors = exc.kwargs.get("errors") or ()
     return any(
