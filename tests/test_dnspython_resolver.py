@@ -406,6 +406,23 @@ def test_a_cname_loop_beside_a_silent_server_is_permanent(library: str) -> None:
             run(library, lambda: resolver.addresses("loop.example"))
 
 
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_fifteen_cnames_are_followed_and_sixteen_are_a_loop(library: str) -> None:
+    """dnspython follows fifteen CNAMEs and gives up on the sixteenth
+    (``dns.message.MAX_CHAIN``); ``StaticResolver`` draws the line at the same place
+    (tests/test_routing_zone.py), so a chain routes alike whichever resolver runs."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    aliases = {f"c{n}.example.": f"c{n + 1}.example." for n in range(16)}
+    answers = {(f"c{n}.example.", "A"): ["192.0.2.20"] for n in (15, 16)}
+    with answering(answers, aliases=aliases) as port:
+        resolver = resolver_for(port)
+        found = run(library, lambda: resolver.addresses("c1.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("c0.example"))
+    assert found == [ip_address("192.0.2.20")]
+
+
 def test_a_name_the_dns_cannot_hold_does_not_exist() -> None:
     """An empty label, a bad escape, a label over 63 octets: no such name (no query)."""
     if find_spec("dns") is None:

@@ -131,6 +131,26 @@ def test_a_cname_loop_or_an_endless_chain_is_permanent() -> None:
     assert now(long_chain.addresses("c15.example")) == [ip_address("192.0.2.20")]
 
 
+def cname_chain(cnames: int) -> StaticResolver:
+    """``c0.example`` is a chain of ``cnames`` CNAMEs, the last name holding an A."""
+    records: dict[str, list[CNAME | IPv4Address]] = {
+        f"c{n}.example": [CNAME(f"c{n + 1}.example")] for n in range(cnames)
+    }
+    records[f"c{cnames}.example"] = [IPv4Address("192.0.2.20")]
+    return StaticResolver(records)
+
+
+def test_a_chain_is_followed_as_far_as_dnspython_follows_one() -> None:
+    """The resolver stopped after seven CNAMEs, so a legal chain of eight was refused
+    (then 550 5.4.4) where the dnspython resolver follows fifteen and refuses the
+    sixteenth (``dns.message.MAX_CHAIN``): both now draw the line there."""
+    assert now(cname_chain(15).addresses("c0.example")) == [ip_address("192.0.2.20")]
+    with pytest.raises(CNAMELoop):
+        now(cname_chain(16).addresses("c0.example"))
+    with pytest.raises(CNAMELoop):
+        now(cname_chain(16).mx("c0.example"))
+
+
 def test_a_loop_is_a_not_found_to_code_written_for_two_errors() -> None:
     """The resolver contract named two errors, ``NXDomain`` and ``TemporaryDNSError``,
     and code catching just those (a sender-domain check, say) crashed on a loop once a

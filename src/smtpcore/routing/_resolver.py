@@ -30,7 +30,9 @@ __all__ = [
 
 IPAddress = IPv4Address | IPv6Address
 
-_MAX_CNAME_CHAIN = 8
+_MAX_CNAMES = 15
+"""The CNAMEs one chain may hold; a sixteenth is a ``CNAMELoop``. dnspython's resolver
+stops there too (``dns.message.MAX_CHAIN``, 16), so both route the same chain alike."""
 
 
 class DNSError(Exception):
@@ -156,7 +158,7 @@ class StaticResolver:
             key = canonical_host(name)
         except ValueError:
             raise NXDomain(name, "not a valid domain name") from None
-        for _ in range(_MAX_CNAME_CHAIN):
+        for _ in range(_MAX_CNAMES + 1):  # the chain's names: its CNAMEs and the last
             if key in self._failing:
                 raise TemporaryDNSError(key, "server failure")
             found = self._records.get(key)
@@ -168,7 +170,7 @@ class StaticResolver:
                 key = found[0].target
                 continue
             return found
-        raise CNAMELoop(name, f"CNAME chain longer than {_MAX_CNAME_CHAIN} or looping")
+        raise CNAMELoop(name, f"CNAME chain of more than {_MAX_CNAMES} CNAMEs, or looping")
 
     def _has_descendant(self, key: str) -> bool:
         # An empty non-terminal exists (RFC 8020): it answers NODATA, not NXDOMAIN.

@@ -39,8 +39,8 @@ class DNSPythonResolver:
     is used; otherwise queries go to the given server address (or addresses)
     on ``port``. ``timeout`` bounds one whole lookup, retries included; a
     lookup that runs out of time is a ``TemporaryDNSError``. CNAME chains are
-    followed as the recursive server returns them; one that loops or runs past
-    dnspython's limit is a ``CNAMELoop``. No search list is applied: mail domains
+    followed as the recursive server returns them; one that loops or holds more
+    than dnspython's fifteen CNAMEs is a ``CNAMELoop``. No search list is applied: mail domains
     are fully qualified (RFC 5321 section 5.1).
     """
 
