@@ -537,6 +537,33 @@ def test_a_backup_whose_primary_is_only_internal_still_bounces() -> None:
     assert isinstance(result, Rejected) and result.reason is RejectReason.NO_ROUTE
 
 
+@pytest.mark.parametrize("by_name", [True, False], ids=["by-name", "by-address"])
+def test_a_backup_waits_while_one_better_exchanger_has_no_address(by_name: bool) -> None:
+    """MX 5 is NXDOMAIN just now, MX 10 resolves only to an internal address, this host
+    is MX 20: that bounced, 550 5.4.4, which the server words "the exchangers resolve
+    only to internal addresses", untrue of MX 5, whose zone may be mended tomorrow.
+    Only when every more preferred exchanger resolved, and all to excluded addresses,
+    is there nothing to wait for; here the mail waits (451 4.4.4)."""
+    zone = StaticResolver.from_zone_text(
+        "pqr.example MX 5 gone.pqr.example\n"
+        "pqr.example MX 10 lan.pqr.example\nlan.pqr.example A 10.0.0.1\n"
+        "pqr.example MX 20 mx.abc.example\nmx.abc.example A 192.0.2.99\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example",
+            zone,
+            rng=random.Random(0),
+            local_names=LOCAL_NAMES if by_name else (),
+            local_addresses=() if by_name else LOCAL_ADDRESSES,
+            exclude=lambda attempt: attempt.address in ip_network("10.0.0.0/8"),
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert (result.code, result.status) == (451, "4.4.4")
+
+
 @pytest.mark.parametrize(
     ("smart_host", "expected"),
     [

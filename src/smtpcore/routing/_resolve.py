@@ -147,11 +147,12 @@ async def resolve_exchangers(
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
     - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
       lookups left no address;
-    - ``Rejected`` 451 4.4.4 (``NO_PRIMARY``), this host is a backup exchanger and
-      no more preferred one has an address now (Postfix's "unable to find primary
-      relay"): the mail waits, as a backup is there to make it;
-    - ``Rejected`` 550 5.4.4, no exchanger has an address (or, for a backup, those
-      more preferred have only addresses that ``exclude`` leaves out);
+    - ``Rejected`` 451 4.4.4 (``NO_PRIMARY``), this host is a backup exchanger,
+      no more preferred one is usable, and one of them has no address now
+      (Postfix's "unable to find primary relay"): the mail waits, as a backup is
+      there to make it;
+    - ``Rejected`` 550 5.4.4, no exchanger has an address (or, for a backup, every
+      more preferred one has only addresses that ``exclude`` leaves out);
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
     Raises ``AddressError`` when ``domain`` is not a domain name at all.
@@ -187,7 +188,7 @@ async def resolve_exchangers(
 
     attempts: list[Attempt] = []
     failed: list[int] = []  # the level of each lookup that failed temporarily
-    excluded: set[int] = set()  # the levels of addresses that ``exclude`` left out
+    lacking: list[MXRecord] = []  # each exchanger looked up and found with no address
     # Where this host cuts the list: by name already, or below by address once found.
     cutoff = own_level(records, local_names)
     unlooked: int | None = None  # the level of the first exchanger left unlooked
@@ -201,10 +202,14 @@ async def resolve_exchangers(
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
         except NXDomain:
-            # A name that leads to no address (a CNAMELoop too), now or on a retry: skipped.
+            # A name that leads to no address (a CNAMELoop too): skipped.
+            lacking.append(exchanger)
             continue
         except TemporaryDNSError:
             failed.append(exchanger.preference)
+            continue
+        if not found:
+            lacking.append(exchanger)
             continue
         if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
@@ -213,11 +218,7 @@ async def resolve_exchangers(
         listed = {a.address for a in attempts}
         for address in order_addresses(found, address_preference, rng):
             attempt = Attempt(exchanger.exchange, address, port, exchanger.preference)
-            if address in listed:
-                continue
-            if exclude is not None and exclude(attempt):
-                excluded.add(exchanger.preference)
-            else:
+            if address not in listed and (exclude is None or not exclude(attempt)):
                 attempts.append(attempt)
 
     attempts = attempts[:max_attempts]
@@ -229,9 +230,11 @@ async def resolve_exchangers(
         return out.lookup_limit(domain, len(failed))
     if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
-    if cutoff is not None and not any(level < cutoff for level in excluded):
-        # More preferred exchangers are listed, and none has an address now.
+    if cutoff is not None and any(x.preference < cutoff for x in lacking):
+        # A more preferred exchanger has no address now; one may have it on a retry.
         return out.no_primary(domain)
+    # No exchanger has an address, or (for a backup) every more preferred one resolved,
+    # only to addresses that ``exclude`` leaves out, which waiting will not change.
     return out.no_route(domain)
 
 
