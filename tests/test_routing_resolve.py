@@ -564,6 +564,68 @@ def test_a_backup_waits_while_one_better_exchanger_has_no_address(by_name: bool)
     assert (result.code, result.status) == (451, "4.4.4")
 
 
+def test_the_wait_names_the_better_exchangers_without_an_address_and_why() -> None:
+    """The 451 4.4.4 said only that no better exchanger had an address, and so did the
+    bounce five days later: it names them now, and why (NXDOMAIN, no AAAA or A record,
+    a CNAME loop), so that the operator or the sender can mend the zone."""
+    zone = StaticResolver.from_zone_text(
+        """
+        pqr.example MX 5 gone.pqr.example
+        pqr.example MX 6 empty.pqr.example
+        pqr.example MX 7 loop.pqr.example
+        pqr.example MX 20 mx.abc.example
+        empty.pqr.example EXISTS
+        loop.pqr.example CNAME loop.pqr.example
+        """
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example", zone, rng=random.Random(0), local_names=LOCAL_NAMES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert result.text == (
+        "unable to find primary relay for pqr.example: no address for"
+        " gone.pqr.example (NXDOMAIN), empty.pqr.example (no AAAA or A record),"
+        " loop.pqr.example (CNAME loop)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "domain_label", "expected_named"),
+    [(1, 3, 3), (59, 3, 1), (59, 63, 0)],
+    ids=["short-names", "long-names", "long-names-and-domain"],
+)
+def test_the_wait_names_a_few_exchangers_and_counts_the_rest(
+    label: int, domain_label: int, expected_named: int
+) -> None:
+    """Many better exchangers, or long names: the text names at most three, counts the
+    rest, and stays short enough for a reply line (RFC 5321 §4.5.3.1.5)."""
+    names = [
+        ".".join([f"mx{n:02}" + "x" * label, "y" * label, "z" * label, "example"])
+        for n in range(40)
+    ]
+    domain = ".".join(["d" * domain_label, "e" * domain_label, "f" * domain_label, "example"])
+    zone = StaticResolver.from_zone_text(
+        "".join(f"{domain} MX {n} {name}\n" for n, name in enumerate(names))
+        + f"{domain} MX 50 mx.abc.example\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(domain, zone, rng=random.Random(0), local_names=LOCAL_NAMES),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert len(result.text) <= 400
+    named = [name for name in names if name in result.text]
+    assert named == names[:expected_named]
+    if named:
+        assert result.text.endswith(f", and {40 - len(named)} more")
+    else:
+        assert result.text.endswith(": no address for 40 more preferred exchangers")
+    assert len(f"{result.code} {result.status} {result.text}\r\n") <= 512
+
+
 @pytest.mark.parametrize(
     ("smart_host", "expected"),
     [

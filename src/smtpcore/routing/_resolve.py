@@ -188,7 +188,7 @@ async def resolve_exchangers(
 
     attempts: list[Attempt] = []
     failed: list[int] = []  # the level of each lookup that failed temporarily
-    lacking: list[MXRecord] = []  # each exchanger looked up and found with no address
+    lacking: list[tuple[MXRecord, str]] = []  # each exchanger with no address, and why
     # Where this host cuts the list: by name already, or below by address once found.
     cutoff = own_level(records, local_names)
     unlooked: int | None = None  # the level of the first exchanger left unlooked
@@ -201,15 +201,17 @@ async def resolve_exchangers(
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
+        except CNAMELoop:  # an NXDomain too: before it, as it is said apart
+            lacking.append((exchanger, "CNAME loop"))
+            continue
         except NXDomain:
-            # A name that leads to no address (a CNAMELoop too): skipped.
-            lacking.append(exchanger)
+            lacking.append((exchanger, "NXDOMAIN"))
             continue
         except TemporaryDNSError:
             failed.append(exchanger.preference)
             continue
         if not found:
-            lacking.append(exchanger)
+            lacking.append((exchanger, "no AAAA or A record"))
             continue
         if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
@@ -230,9 +232,11 @@ async def resolve_exchangers(
         return out.lookup_limit(domain, len(failed))
     if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
-    if cutoff is not None and any(x.preference < cutoff for x in lacking):
-        # A more preferred exchanger has no address now; one may have it on a retry.
-        return out.no_primary(domain)
+    if cutoff is not None:
+        better = [(x.exchange, why) for x, why in lacking if x.preference < cutoff]
+        if better:
+            # A more preferred exchanger has no address now; it may have one on a retry.
+            return out.no_primary(domain, better)
     # No exchanger has an address, or (for a backup) every more preferred one resolved,
     # only to addresses that ``exclude`` leaves out, which waiting will not change.
     return out.no_route(domain)
