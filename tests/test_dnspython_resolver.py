@@ -30,6 +30,7 @@ import trio
 
 from peers import free_port, missing_peer
 from smtpcore.routing import (
+    CNAMELoop,
     MXRecord,
     NXDomain,
     Rejected,
@@ -258,12 +259,22 @@ def test_several_nameservers(dns_port: int) -> None:
 
 
 @contextlib.contextmanager
-def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
+def answering(
+    answers: dict[tuple[str, str], list[str]],
+    aliases: dict[str, str] | None = None,
+    *,
+    once: bool = False,
+) -> Iterator[int]:
     """A DNS server on loopback (UDP) for what dnsmasq cannot hold: it answers each
-    ``(name, type)`` with the given records in wire form, and NODATA otherwise.
-    Yields its port; the thread stops when the block ends."""
+    ``(name, type)`` with the given records in wire form, and NODATA otherwise. A name
+    in ``aliases`` is a CNAME for its value, and the answer carries the chain (a loop,
+    which dnsmasq refuses, once round: each alias once). With ``once``, a question is
+    answered the first time only and never again: listed twice as a resolver's
+    nameservers, it is one server that answers and one that stays silent. Yields its
+    port; the thread stops when the block ends."""
     import dns.flags
     import dns.message
+    import dns.name
     import dns.rdata
     import dns.rdataclass
     import dns.rdatatype
@@ -273,6 +284,7 @@ def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(0.05)
     stop = threading.Event()
+    asked: set[tuple[str, int]] = set()
 
     def serve() -> None:
         while not stop.is_set():
@@ -281,11 +293,23 @@ def answering(answers: dict[tuple[str, str], list[str]]) -> Iterator[int]:
             except TimeoutError:
                 continue
             query = dns.message.from_wire(data)
+            seen = (query.question[0].name.to_text().lower(), int(query.question[0].rdtype))
+            if once and seen in asked:
+                continue
+            asked.add(seen)
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
             question = query.question[0]
-            key = (question.name.to_text().lower(), dns.rdatatype.to_text(question.rdtype))
-            rrset = dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)
+            name = question.name.to_text().lower()
+            chained: set[str] = set()
+            while aliases and name in aliases and name not in chained:
+                chained.add(name)
+                response.answer.append(
+                    dns.rrset.from_text(name, 300, "IN", "CNAME", aliases[name])
+                )
+                name = aliases[name]
+            key = (name, dns.rdatatype.to_text(question.rdtype))
+            rrset = dns.rrset.RRset(dns.name.from_text(name), dns.rdataclass.IN, question.rdtype)
             for record in answers.get(key, []):
                 rrset.add(dns.rdata.from_text(dns.rdataclass.IN, question.rdtype, record), 300)
             if rrset:
@@ -330,6 +354,73 @@ def test_only_malformed_exchanges_are_a_temporary_error(library: str) -> None:
             lambda: resolve_exchangers("evil.example", resolver_for(port), rng=random.Random(0)),
         )
     assert isinstance(result, Rejected) and result.reason is RejectReason.DNS_TEMPORARY
+
+
+LOOP = {"loop.example.": "loop2.example.", "loop2.example.": "loop.example."}
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_cname_loop_is_permanent(library: str) -> None:
+    """A server answers with a CNAME chain that loops: dnspython gives up on it
+    (``ChainTooLong`` inside ``NoNameservers``), and so did we, as a temporary failure
+    (451 4.4.3) on every retry, until the queue's lifetime ran out five days later. It
+    is a ``CNAMELoop``: for the domain, 550 5.4.4 at once; for an exchanger, that
+    exchanger is skipped, as one that does not exist is."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    mx_loop = {("mxloop.example.", "MX"): ["10 loop.example."]}
+    with answering(mx_loop, aliases=LOOP) as port:
+        resolver = resolver_for(port)
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.mx("loop.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("loop.example"))
+        domain = run(
+            library, lambda: resolve_exchangers("loop.example", resolver, rng=random.Random(0))
+        )
+        exchanger = run(
+            library, lambda: resolve_exchangers("mxloop.example", resolver, rng=random.Random(0))
+        )
+    assert isinstance(domain, Rejected) and domain.reason is RejectReason.CNAME_LOOP
+    assert (domain.code, domain.status) == (550, "5.4.4")
+    assert isinstance(exchanger, Rejected) and exchanger.reason is RejectReason.NO_ROUTE
+    assert not exchanger.temporary
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_a_cname_loop_beside_a_silent_server_is_permanent(library: str) -> None:
+    """One server answers with a loop, the other never answers. dnspython then ends
+    the lookup with ``LifetimeTimeout``, not ``NoNameservers``, though its errors hold
+    the same ``ChainTooLong``; we read only ``NoNameservers``'s, and called the loop a
+    temporary failure here and a permanent one beside a server that said SERVFAIL.
+    Neither failing server knows better than the one that answered: ``CNAMELoop``."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    from smtpcore.routing.dnspython import DNSPythonResolver
+
+    with answering({}, aliases=LOOP, once=True) as port:
+        resolver = DNSPythonResolver(["127.0.0.1", "127.0.0.1"], port, timeout=0.5)
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.mx("loop.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("loop.example"))
+
+
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_fifteen_cnames_are_followed_and_sixteen_are_a_loop(library: str) -> None:
+    """dnspython follows fifteen CNAMEs and gives up on the sixteenth
+    (``dns.message.MAX_CHAIN``); ``StaticResolver`` draws the line at the same place
+    (tests/test_routing_zone.py), so a chain routes alike whichever resolver runs."""
+    if find_spec("dns") is None:
+        missing("dnspython is not installed (the 'dns' extra)")
+    aliases = {f"c{n}.example.": f"c{n + 1}.example." for n in range(16)}
+    answers = {(f"c{n}.example.", "A"): ["192.0.2.20"] for n in (15, 16)}
+    with answering(answers, aliases=aliases) as port:
+        resolver = resolver_for(port)
+        found = run(library, lambda: resolver.addresses("c1.example"))
+        with pytest.raises(CNAMELoop):
+            run(library, lambda: resolver.addresses("c0.example"))
+    assert found == [ip_address("192.0.2.20")]
 
 
 def test_a_name_the_dns_cannot_hold_does_not_exist() -> None:

@@ -102,6 +102,13 @@ ZONE = StaticResolver.from_zone_text(
     mxalias.example      MX 10 cname.mxalias.example
     cname.mxalias.example CNAME mx2.plain.example
 
+    # CNAME loops: for the domain, and for an exchanger
+    loop.example         CNAME loop2.example
+    loop2.example        CNAME loop.example
+    mxloop.example       MX 10 loop.example
+    halfloop.example     MX 10 loop.example
+    halfloop.example     MX 20 mx2.plain.example
+
     # this host (mx.abc.example, 192.0.2.99) in other domains' lists
     backup.example       MX 10 mx.backup.example
     backup.example       MX 20 mx.abc.example
@@ -123,6 +130,15 @@ ZONE = StaticResolver.from_zone_text(
     nat64.abc.example    AAAA 64:ff9b::c000:263
     mx.abc.example       A 192.0.2.99
     other-name.abc.example A 192.0.2.99
+
+    # this host a backup, the better exchangers without an address just now
+    waitname.example     MX 10 ghost.waitname.example
+    waitname.example     MX 15 empty.unusable.example
+    waitname.example     MX 20 mx.abc.example
+    waitname.example     MX 30 mx3.backup.example
+    waitaddr.example     MX 10 ghost.waitaddr.example
+    waitaddr.example     MX 20 other-name.abc.example
+    waitaddr.example     MX 30 mx3.backup.example
 
     # one address under two names
     twice.example        MX 10 one.twice.example
@@ -188,12 +204,21 @@ RFC_CASES: list[tuple[str, Outcome]] = [
         ],
     ),
     ("mxalias.example", [("cname.mxalias.example", "192.0.2.12")]),
+    # A loop is permanent: asking again walks the same chain (Postfix: "Name server
+    # loop", not found). The domain's cannot route (5.4.4); an exchanger's is skipped.
+    ("loop.example", RejectReason.CNAME_LOOP),
+    ("mxloop.example", RejectReason.NO_ROUTE),
+    ("halfloop.example", [("mx2.plain.example", "192.0.2.12")]),
     ("backup.example", [("mx.backup.example", "192.0.2.71")]),
     ("best.example", RejectReason.ROUTING_LOOP),
     ("peer.example", RejectReason.ROUTING_LOOP),
     ("byaddr.example", [("mx.backup.example", "192.0.2.71")]),
     ("selfaddr.example", RejectReason.ROUTING_LOOP),
     ("selfimplicit.example", RejectReason.ROUTING_LOOP),
+    # A backup holds the mail while the better exchangers have no address (RFC 5321
+    # §5.1 leaves them in the list; Postfix's "unable to find primary relay").
+    ("waitname.example", RejectReason.NO_PRIMARY),
+    ("waitaddr.example", RejectReason.NO_PRIMARY),
     ("twice.example", [("one.twice.example", "192.0.2.81"), ("two.twice.example", "192.0.2.82")]),
     ("[192.0.2.5]", [("[192.0.2.5]", "192.0.2.5")]),
     ("[IPv6:2001:db8::5]", [("[IPv6:2001:db8::5]", "2001:db8::5")]),
@@ -206,8 +231,10 @@ RFC_CASES: list[tuple[str, Outcome]] = [
 REPLIES = {
     RejectReason.NULL_MX: (556, "5.1.10"),
     RejectReason.NO_SUCH_DOMAIN: (550, "5.1.2"),
+    RejectReason.CNAME_LOOP: (550, "5.4.4"),
     RejectReason.DNS_TEMPORARY: (451, "4.4.3"),
     RejectReason.NO_ROUTE: (550, "5.4.4"),
+    RejectReason.NO_PRIMARY: (451, "4.4.4"),
     RejectReason.ROUTING_LOOP: (550, "5.4.6"),
 }
 
@@ -451,6 +478,154 @@ def test_router_resolve_uses_its_own_names_and_port() -> None:
     assert result.reason is RejectReason.ROUTING_LOOP
 
 
+BACKUP_ZONE = StaticResolver.from_zone_text(
+    """
+    held.example            MX 10 primary.held.example
+    held.example            MX 20 mx.abc.example
+    primary.held.example    EXISTS                  ; its A record is missing just now
+    renumbered.example      MX 10 gone.renumbered.example   ; NXDOMAIN: a zone edit
+    renumbered.example      MX 20 mx.abc.example
+    mx.abc.example          A 192.0.2.99
+    """
+)
+
+
+@pytest.mark.parametrize("domain", ["held.example", "renumbered.example"])
+@pytest.mark.parametrize("by_name", [True, False], ids=["by-name", "by-address"])
+def test_a_backup_holds_the_mail_while_the_primary_has_no_address(
+    domain: str, by_name: bool
+) -> None:
+    """This host is MX 20 of a domain it relays for (``relay_domains``, "domains this
+    host is a backup MX for"); the MX 10 has no address right now. That bounced at once
+    (550 5.4.4), when holding the mail is a backup's whole job: it waits (451 4.4.4)."""
+    router = Router(
+        ["abc.example"],
+        hostnames=LOCAL_NAMES if by_name else (),
+        local_addresses=() if by_name else LOCAL_ADDRESSES,
+        relay_domains=[domain],
+        trusted_networks=(),
+    )
+    decision = router.route(parse_mailbox(f"u@{domain}"), client_address="198.51.100.7")
+    assert isinstance(decision, RemoteDelivery)
+    for library in LIBRARIES:
+        result = run(library, lambda: router.resolve(decision, BACKUP_ZONE, rng=random.Random(0)))
+        assert isinstance(result, Rejected)
+        assert result.reason is RejectReason.NO_PRIMARY
+        assert (result.code, result.status) == (451, "4.4.4")
+        assert result.temporary
+        assert result.text.startswith(f"unable to find primary relay for {domain}")
+
+
+def test_a_backup_whose_primary_is_only_internal_still_bounces() -> None:
+    """Only the unusable-now case waits: a primary whose addresses ``exclude`` leaves out
+    (the reference server's internal networks) will not become usable by waiting, so
+    the outcome stays no route (550 5.4.4), which the server words for that case."""
+    zone = StaticResolver.from_zone_text(
+        "pqr.example MX 10 lan.pqr.example\nlan.pqr.example A 10.0.0.1\n"
+        "pqr.example MX 20 mx.abc.example\nmx.abc.example A 192.0.2.99\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example",
+            zone,
+            rng=random.Random(0),
+            local_names=LOCAL_NAMES,
+            exclude=lambda attempt: attempt.address in ip_network("10.0.0.0/8"),
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_ROUTE
+
+
+@pytest.mark.parametrize("by_name", [True, False], ids=["by-name", "by-address"])
+def test_a_backup_waits_while_one_better_exchanger_has_no_address(by_name: bool) -> None:
+    """MX 5 is NXDOMAIN just now, MX 10 resolves only to an internal address, this host
+    is MX 20: that bounced, 550 5.4.4, which the server words "the exchangers resolve
+    only to internal addresses", untrue of MX 5, whose zone may be mended tomorrow.
+    Only when every more preferred exchanger resolved, and all to excluded addresses,
+    is there nothing to wait for; here the mail waits (451 4.4.4)."""
+    zone = StaticResolver.from_zone_text(
+        "pqr.example MX 5 gone.pqr.example\n"
+        "pqr.example MX 10 lan.pqr.example\nlan.pqr.example A 10.0.0.1\n"
+        "pqr.example MX 20 mx.abc.example\nmx.abc.example A 192.0.2.99\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example",
+            zone,
+            rng=random.Random(0),
+            local_names=LOCAL_NAMES if by_name else (),
+            local_addresses=() if by_name else LOCAL_ADDRESSES,
+            exclude=lambda attempt: attempt.address in ip_network("10.0.0.0/8"),
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert (result.code, result.status) == (451, "4.4.4")
+
+
+def test_the_wait_names_the_better_exchangers_without_an_address_and_why() -> None:
+    """The 451 4.4.4 said only that no better exchanger had an address, and so did the
+    bounce five days later: it names them now, and why (NXDOMAIN, no AAAA or A record,
+    a CNAME loop), so that the operator or the sender can mend the zone."""
+    zone = StaticResolver.from_zone_text(
+        """
+        pqr.example MX 5 gone.pqr.example
+        pqr.example MX 6 empty.pqr.example
+        pqr.example MX 7 loop.pqr.example
+        pqr.example MX 20 mx.abc.example
+        empty.pqr.example EXISTS
+        loop.pqr.example CNAME loop.pqr.example
+        """
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(
+            "pqr.example", zone, rng=random.Random(0), local_names=LOCAL_NAMES
+        ),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert result.text == (
+        "unable to find primary relay for pqr.example: no address for"
+        " gone.pqr.example (NXDOMAIN), empty.pqr.example (no AAAA or A record),"
+        " loop.pqr.example (CNAME loop)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "domain_label", "expected_named"),
+    [(1, 3, 3), (59, 3, 1), (59, 63, 0)],
+    ids=["short-names", "long-names", "long-names-and-domain"],
+)
+def test_the_wait_names_a_few_exchangers_and_counts_the_rest(
+    label: int, domain_label: int, expected_named: int
+) -> None:
+    """Many better exchangers, or long names: the text names at most three, counts the
+    rest, and stays short enough for a reply line (RFC 5321 §4.5.3.1.5)."""
+    names = [
+        ".".join([f"mx{n:02}" + "x" * label, "y" * label, "z" * label, "example"])
+        for n in range(40)
+    ]
+    domain = ".".join(["d" * domain_label, "e" * domain_label, "f" * domain_label, "example"])
+    zone = StaticResolver.from_zone_text(
+        "".join(f"{domain} MX {n} {name}\n" for n, name in enumerate(names))
+        + f"{domain} MX 50 mx.abc.example\n"
+    )
+    result = run(
+        "asyncio",
+        lambda: resolve_exchangers(domain, zone, rng=random.Random(0), local_names=LOCAL_NAMES),
+    )
+    assert isinstance(result, Rejected) and result.reason is RejectReason.NO_PRIMARY
+    assert len(result.text) <= 400
+    named = [name for name in names if name in result.text]
+    assert named == names[:expected_named]
+    if named:
+        assert result.text.endswith(f", and {40 - len(named)} more")
+    else:
+        assert result.text.endswith(": no address for 40 more preferred exchangers")
+    assert len(f"{result.code} {result.status} {result.text}\r\n") <= 512
+
+
 @pytest.mark.parametrize(
     ("smart_host", "expected"),
     [
@@ -507,6 +682,8 @@ def test_resolve_host_takes_postfix_brackets(
         ("[nxdomain.example]", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("bare.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
         ("servfail.example", RejectReason.DNS_TEMPORARY, "4.4.3"),
+        # A looping name is the configuration's fault, as a missing one is.
+        ("loop.example", RejectReason.SMART_HOST_FAILURE, "4.3.5"),
     ],
 )
 def test_smart_host_failures_are_temporary(host: str, reason: RejectReason, status: str) -> None:

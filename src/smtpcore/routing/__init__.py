@@ -21,6 +21,7 @@ from smtpcore.routing._resolve import (
 )
 from smtpcore.routing._resolver import (
     CNAME,
+    CNAMELoop,
     DNSError,
     NXDomain,
     Resolver,
@@ -32,6 +33,7 @@ from smtpcore.routing._router import DEFAULT_TRUSTED_NETWORKS, Router
 
 __all__ = [
     "CNAME",
+    "CNAMELoop",
     "DEFAULT_TRUSTED_NETWORKS",
     "AddressPreference",
     "Attempt",

@@ -12,7 +12,14 @@ from typing import Protocol
 
 from smtpcore.address import normalize_domain
 
-__all__ = ["FailedExchangers", "MXRecord", "RandomSource", "canonical_host", "order_exchangers"]
+__all__ = [
+    "FailedExchangers",
+    "MXRecord",
+    "RandomSource",
+    "canonical_host",
+    "order_exchangers",
+    "own_level",
+]
 
 
 def canonical_host(name: str) -> str:
@@ -156,6 +163,15 @@ def _shuffle(items: list[MXRecord], rng: RandomSource) -> None:
         items[i], items[j] = items[j], items[i]
 
 
+def own_level(records: Iterable[MXRecord], local_names: Iterable[str]) -> int | None:
+    """The most preferred level at which one of ``local_names`` (this host) is listed,
+    or None: where ``order_exchangers`` cuts the list. Its caller needs the level too,
+    to tell "this host is the best exchanger" from "the better ones are unusable now"."""
+    own = {canonical_host(name) for name in local_names}
+    levels = [r.preference for r in records if not r.is_null and r.exchange in own]
+    return min(levels, default=None)
+
+
 def order_exchangers(
     records: Iterable[MXRecord],
     rng: RandomSource,
@@ -180,6 +196,7 @@ def order_exchangers(
     - Hosts that ``failures`` remembers go to the back of their level, still
       shuffled among themselves.
     """
+    records = tuple(records)
     best: dict[str, MXRecord] = {}
     for record in records:
         if record.is_null:
@@ -187,10 +204,8 @@ def order_exchangers(
         known = best.get(record.exchange)
         if known is None or record.preference < known.preference:
             best[record.exchange] = record
-    own = {canonical_host(name) for name in local_names}
-    own_levels = [record.preference for host, record in best.items() if host in own]
-    if own_levels:
-        cutoff = min(own_levels)
+    cutoff = own_level(records, local_names)
+    if cutoff is not None:
         best = {host: r for host, r in best.items() if r.preference < cutoff}
     levels: dict[int, list[MXRecord]] = {}
     for record in best.values():

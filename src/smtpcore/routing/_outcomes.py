@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -29,9 +30,11 @@ class RejectReason(enum.Enum):
     ROUTING_TRICK = "routing-trick"
     NULL_MX = "null-mx"
     NO_SUCH_DOMAIN = "no-such-domain"
+    CNAME_LOOP = "cname-loop"
     DNS_TEMPORARY = "dns-temporary"
     LOOKUP_LIMIT = "lookup-limit"
     NO_ROUTE = "no-route"
+    NO_PRIMARY = "no-primary"
     ROUTING_LOOP = "routing-loop"
     SMART_HOST_FAILURE = "smart-host-failure"
 
@@ -140,6 +143,18 @@ def no_such_domain(domain: str) -> Rejected:
     return Rejected(550, "5.1.2", f"domain {domain} does not exist", RejectReason.NO_SUCH_DOMAIN)
 
 
+def cname_loop(domain: str) -> Rejected:
+    # The name exists, so not 5.1.2; its routing data leads nowhere, and asking again
+    # walks the same chain: RFC 3463's X.4.4 "unable to route", permanent, as Postfix's
+    # "Name server loop" (a not-found) ends.
+    return Rejected(
+        550,
+        "5.4.4",
+        f"the CNAME chain of {domain} loops or is too long to follow",
+        RejectReason.CNAME_LOOP,
+    )
+
+
 def dns_temporary(name: str) -> Rejected:
     return Rejected(
         451, "4.4.3", f"temporary DNS failure looking up {name}", RejectReason.DNS_TEMPORARY
@@ -158,6 +173,34 @@ def lookup_limit(domain: str, failed: int) -> Rejected:
 
 def no_route(domain: str) -> Rejected:
     return Rejected(550, "5.4.4", f"no usable mail exchanger for {domain}", RejectReason.NO_ROUTE)
+
+
+NO_PRIMARY_NAMED = 3
+"""The more preferred exchangers a ``NO_PRIMARY`` text names at most; the rest it counts."""
+NO_PRIMARY_ROOM = 400
+"""Characters of a ``NO_PRIMARY`` text at most (names are ASCII A-labels): with its code
+and status it fits a 512-octet reply line (RFC 5321 section 4.5.3.1.5)."""
+
+
+def no_primary(domain: str, lacking: Sequence[tuple[str, str]]) -> Rejected:
+    """Postfix's words (this host is a backup exchanger, and the better ones are not
+    usable now; holding the mail until they are is what a backup is for), then which
+    of them have no address and why, ``lacking`` as (host, why) pairs: the operator,
+    and the sender of the bounce when the queue gives up, can see what to mend."""
+    text = f"unable to find primary relay for {domain}: no address for"
+    named: list[str] = []
+    reserve = len(f", and {len(lacking)} more")
+    for host, why in lacking[:NO_PRIMARY_NAMED]:
+        entry = f"{host} ({why})"
+        if len(text) + len(", ".join([*named, entry])) + 1 + reserve > NO_PRIMARY_ROOM:
+            break
+        named.append(entry)
+    rest = len(lacking) - len(named)
+    if not named:
+        named.append(f"{rest} more preferred exchanger" + ("s" if rest != 1 else ""))
+    elif rest:
+        named.append(f"and {rest} more")
+    return Rejected(451, "4.4.4", f"{text} {', '.join(named)}", RejectReason.NO_PRIMARY)
 
 
 def routing_loop(domain: str) -> Rejected:

@@ -15,9 +15,15 @@ from typing import Literal
 from smtpcore._ip import host_address
 from smtpcore.address import is_address_literal, normalize_domain, parse_address_literal
 from smtpcore.routing import _outcomes as out
-from smtpcore.routing._mx import FailedExchangers, MXRecord, RandomSource, order_exchangers
+from smtpcore.routing._mx import (
+    FailedExchangers,
+    MXRecord,
+    RandomSource,
+    order_exchangers,
+    own_level,
+)
 from smtpcore.routing._outcomes import Attempt, Rejected
-from smtpcore.routing._resolver import NXDomain, Resolver, TemporaryDNSError
+from smtpcore.routing._resolver import CNAMELoop, NXDomain, Resolver, TemporaryDNSError
 
 __all__ = [
     "AddressPreference",
@@ -135,10 +141,18 @@ async def resolve_exchangers(
     - a non-empty tuple of ``Attempt``;
     - ``Rejected`` 556 5.1.10, a null MX (RFC 7505);
     - ``Rejected`` 550 5.1.2, the domain does not exist;
+    - ``Rejected`` 550 5.4.4 (``CNAME_LOOP``), the domain's CNAME chain loops
+      (``CNAMELoop``); an exchanger's that does is skipped, as one that does not
+      exist is;
     - ``Rejected`` 451 4.4.3, a temporary DNS failure left no address;
     - ``Rejected`` 451 4.4.3 (``LOOKUP_LIMIT``), ``max_failed_lookups`` failed
       lookups left no address;
-    - ``Rejected`` 550 5.4.4, no exchanger has an address;
+    - ``Rejected`` 451 4.4.4 (``NO_PRIMARY``), this host is a backup exchanger,
+      no more preferred one is usable, and one of them has no address now
+      (Postfix's "unable to find primary relay"): the mail waits, as a backup is
+      there to make it;
+    - ``Rejected`` 550 5.4.4, no exchanger has an address (or, for a backup, every
+      more preferred one has only addresses that ``exclude`` leaves out);
     - ``Rejected`` 550 5.4.6, this host is the best exchanger: a loop.
 
     Raises ``AddressError`` when ``domain`` is not a domain name at all.
@@ -155,6 +169,8 @@ async def resolve_exchangers(
         # Each answer is read once, into a tuple: a resolver that hands back a
         # generator must not see it emptied by the first look.
         records: Sequence[MXRecord] = tuple(await resolver.mx(domain))
+    except CNAMELoop:  # an NXDomain too: before it, as the replies differ
+        return out.cname_loop(domain)
     except NXDomain:
         return out.no_such_domain(domain)
     except TemporaryDNSError:
@@ -163,6 +179,7 @@ async def resolve_exchangers(
         return out.null_mx(domain)
     if not records:
         records = [MXRecord(0, domain)]
+    local_names = tuple(local_names)
     exchangers = order_exchangers(records, rng, local_names=local_names, failures=failures)
     if not exchangers:
         # Only null records are dropped silently, and those were handled
@@ -171,7 +188,9 @@ async def resolve_exchangers(
 
     attempts: list[Attempt] = []
     failed: list[int] = []  # the level of each lookup that failed temporarily
-    cutoff: int | None = None
+    lacking: list[tuple[MXRecord, str]] = []  # each exchanger with no address, and why
+    # Where this host cuts the list: by name already, or below by address once found.
+    cutoff = own_level(records, local_names)
     unlooked: int | None = None  # the level of the first exchanger left unlooked
     for exchanger in exchangers:
         if _cap_is_full(attempts, exchanger, max_attempts, seeking_self=bool(own_addresses)):
@@ -182,10 +201,17 @@ async def resolve_exchangers(
             break
         try:
             found = tuple(await resolver.addresses(exchanger.exchange))
+        except CNAMELoop:  # an NXDomain too: before it, as it is said apart
+            lacking.append((exchanger, "CNAME loop"))
+            continue
         except NXDomain:
+            lacking.append((exchanger, "NXDOMAIN"))
             continue
         except TemporaryDNSError:
             failed.append(exchanger.preference)
+            continue
+        if not found:
+            lacking.append((exchanger, "no AAAA or A record"))
             continue
         if any(host_address(a) in own_addresses for a in found):
             cutoff = exchanger.preference
@@ -206,6 +232,13 @@ async def resolve_exchangers(
         return out.lookup_limit(domain, len(failed))
     if any(cutoff is None or level < cutoff for level in failed):
         return out.dns_temporary(domain)
+    if cutoff is not None:
+        better = [(x.exchange, why) for x, why in lacking if x.preference < cutoff]
+        if better:
+            # A more preferred exchanger has no address now; it may have one on a retry.
+            return out.no_primary(domain, better)
+    # No exchanger has an address, or (for a backup) every more preferred one resolved,
+    # only to addresses that ``exclude`` leaves out, which waiting will not change.
     return out.no_route(domain)
 
 
@@ -255,7 +288,7 @@ async def resolve_host(
     except ValueError:
         try:
             found = tuple(await resolver.addresses(host))
-        except NXDomain:
+        except NXDomain:  # a CNAMELoop too: the configuration's fault either way
             return out.smart_host_failure(host)
         except TemporaryDNSError:
             return out.dns_temporary(host)

@@ -19,6 +19,7 @@ from smtpcore.routing._mx import MXRecord, canonical_host
 
 __all__ = [
     "CNAME",
+    "CNAMELoop",
     "DNSError",
     "NXDomain",
     "Resolver",
@@ -29,7 +30,9 @@ __all__ = [
 
 IPAddress = IPv4Address | IPv6Address
 
-_MAX_CNAME_CHAIN = 8
+_MAX_CNAMES = 15
+"""The CNAMEs one chain may hold; a sixteenth is a ``CNAMELoop``. dnspython's resolver
+stops there too (``dns.message.MAX_CHAIN``, 16), so both route the same chain alike."""
 
 
 class DNSError(Exception):
@@ -48,6 +51,18 @@ class TemporaryDNSError(DNSError):
     """No answer could be had now (SERVFAIL, timeout, no server): retry later."""
 
 
+class CNAMELoop(NXDomain):
+    """The name's CNAME chain loops, or is longer than the resolver follows: a
+    permanent answer, since asking again walks the same chain.
+
+    An ``NXDomain``, as Postfix's "Name server loop" is a not-found: the name leads
+    to no records, and code written when a resolver raised only ``NXDomain`` or
+    ``TemporaryDNSError`` takes it as permanent rather than crash on a third error.
+    Catch it before ``NXDomain`` where the answers differ (routing says 5.4.4 for the
+    domain's loop, 5.1.2 for its absence). Both resolvers here raise it.
+    """
+
+
 @runtime_checkable
 class Resolver(Protocol):
     """What routing asks of DNS.
@@ -64,7 +79,8 @@ class Resolver(Protocol):
     empty when it has neither, and raises ``NXDomain`` when the name does not
     exist.
 
-    Either raises ``TemporaryDNSError`` when it cannot get an answer now.
+    Either raises ``TemporaryDNSError`` when it cannot get an answer now, and
+    ``CNAMELoop`` (an ``NXDomain``) when the name's CNAME chain loops or never ends.
     """
 
     async def mx(self, domain: str) -> Sequence[MXRecord]: ...
@@ -142,7 +158,7 @@ class StaticResolver:
             key = canonical_host(name)
         except ValueError:
             raise NXDomain(name, "not a valid domain name") from None
-        for _ in range(_MAX_CNAME_CHAIN):
+        for _ in range(_MAX_CNAMES + 1):  # the chain's names: its CNAMEs and the last
             if key in self._failing:
                 raise TemporaryDNSError(key, "server failure")
             found = self._records.get(key)
@@ -154,7 +170,7 @@ class StaticResolver:
                 key = found[0].target
                 continue
             return found
-        raise TemporaryDNSError(name, "CNAME chain too long or looping")
+        raise CNAMELoop(name, f"CNAME chain of more than {_MAX_CNAMES} CNAMEs, or looping")
 
     def _has_descendant(self, key: str) -> bool:
         # An empty non-terminal exists (RFC 8020): it answers NODATA, not NXDOMAIN.

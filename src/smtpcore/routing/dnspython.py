@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 import dns.asyncbackend
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.rdatatype
 import dns.resolver
@@ -24,7 +25,7 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 
 from smtpcore.routing._mx import MXRecord
-from smtpcore.routing._resolver import NXDomain, TemporaryDNSError
+from smtpcore.routing._resolver import CNAMELoop, NXDomain, TemporaryDNSError
 
 __all__ = ["DNSPythonResolver"]
 
@@ -38,8 +39,9 @@ class DNSPythonResolver:
     is used; otherwise queries go to the given server address (or addresses)
     on ``port``. ``timeout`` bounds one whole lookup, retries included; a
     lookup that runs out of time is a ``TemporaryDNSError``. CNAME chains are
-    followed as the recursive server returns them. No search list is
-    applied: mail domains are fully qualified (RFC 5321 section 5.1).
+    followed as the recursive server returns them; one that loops or holds more
+    than dnspython's fifteen CNAMEs is a ``CNAMELoop``. No search list is applied: mail domains
+    are fully qualified (RFC 5321 section 5.1).
     """
 
     def __init__(
@@ -81,9 +83,12 @@ class DNSPythonResolver:
         found: list[IPAddress] = []
         missing = 0
         failure: TemporaryDNSError | None = None
+        loop: CNAMELoop | None = None
         for rdtype in (dns.rdatatype.AAAA, dns.rdatatype.A):
             try:
                 answer = await self._query(host, rdtype)
+            except CNAMELoop as exc:  # an NXDomain too: caught first
+                loop = exc
             except NXDomain:
                 missing += 1
             except TemporaryDNSError as exc:
@@ -95,6 +100,9 @@ class DNSPythonResolver:
         if found:
             # An answer for one family is worth more than a failure of the other.
             return found
+        if loop is not None:
+            # The chain is the name's, not a type's: the other family walks it too.
+            raise loop
         if failure is not None:
             raise failure
         if missing == 2:
@@ -104,7 +112,8 @@ class DNSPythonResolver:
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType) -> list[object]:
         """The records of the final name of the CNAME chain, or raise a typed error:
         a name that cannot be written in the DNS (an empty label, one over 63
-        octets, a bad escape) cannot exist there, ``NXDomain``."""
+        octets, a bad escape) cannot exist there, ``NXDomain``; a chain that loops is
+        ``CNAMELoop`` (see ``_looped``)."""
         try:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException as exc:
@@ -117,5 +126,26 @@ class DNSPythonResolver:
         except dns.resolver.NXDOMAIN:
             raise NXDomain(name) from None
         except dns.exception.DNSException as exc:
+            if _looped(exc):
+                raise CNAMELoop(name, str(exc) or type(exc).__name__) from None
             raise TemporaryDNSError(name, str(exc) or type(exc).__name__) from None
         return list(answer.rrset) if answer.rrset is not None else []
+
+
+def _looped(exc: dns.exception.DNSException) -> bool:
+    """Whether a server answered with a CNAME chain too long to follow (dnspython's
+    ``ChainTooLong``). ``resolve`` files it in the ``errors`` of the error that ends
+    the lookup: ``NoNameservers`` when the other servers failed at once (SERVFAIL,
+    refused), ``LifetimeTimeout`` when one stayed silent until time ran out. One rule
+    for all: the answering server gave the chain, and a server that failed beside it,
+    loudly or silently, knows no better, so the loop is final (one that answers
+    properly ends the lookup with its answer, and nothing is raised)."""
+    if isinstance(exc, dns.message.ChainTooLong):
+        return True
+    # Each error is (server, tcp, port, exception or text, response).
+    errors = exc.kwargs.get("errors") or ()
+    return any(
+        isinstance(error, tuple)
+        and any(isinstance(part, dns.message.ChainTooLong) for part in error)
+        for error in errors
+    )
