@@ -237,6 +237,58 @@ def test_550_bounces_at_once_and_452_is_retried(
     assert [t.recipients for t in server.transactions][-1] == ["full@pqr.example"]
 
 
+MULTI_LINE_REFUSAL: Final = (
+    b"550-5.1.1 The account you tried to reach does not exist. Please try\r\n"
+    b"550-5.1.1 double-checking the address for typos or\r\n"
+    b"550 5.1.1 unnecessary spaces."
+)
+
+
+def test_a_multi_line_refusal_keeps_each_line_s_code_in_the_report_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 3461 §9.2: a multi-line reply is transcribed line by line, ``550-`` before
+    each but the last, a fold before each line after the first; unfolded (and in the
+    log, the queue and the text part) its lines follow one another as Postfix writes
+    them. Joined behind one code, they read as one line with stray statuses in it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"gone@pqr.example": MULTI_LINE_REFUSAL}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["gone@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    transcription = (
+        "550-5.1.1 The account you tried to reach does not exist. Please try "
+        "550-5.1.1 double-checking the address for typos or "
+        "550 5.1.1 unnecessary spaces."
+    )
+    (raw,) = relay.reports()  # as the mailbox keeps it, lines ended by LF
+    status = raw.split(b"Delivery report")[1].split(b"\n--")[0].decode()
+    assert (
+        "Diagnostic-Code: smtp; 550-5.1.1 The account you tried to reach does not exist."
+        " Please try\n 550-5.1.1 double-checking the address for typos or\n"
+        " 550 5.1.1 unnecessary spaces.\n"
+    ) in status
+    assert f"Diagnostic-Code: smtp; {transcription}\n" in status.replace("\n ", " ")
+    notification = raw.split(b"Notification")[1].split(b"\n--")[0].decode()
+    assert transcription in " ".join(notification.split())
+    assert _lines(caplog, f"status=bounced ({transcription})")
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        (Reply(550, ["5.1.1 first", "5.1.1 last"]), "550-5.1.1 first 550 5.1.1 last"),
+        (Reply(550, ["first", "last"], "5.1.1"), "550-5.1.1 first 550 5.1.1 last"),
+        (Reply(451, ["", "later"]), "451- 451 later"),
+        (Reply(250, ""), "250"),
+        (Reply(550, "5.1.1 gone"), "550 5.1.1 gone"),
+    ],
+)
+def test_a_reply_is_kept_line_by_line_as_it_came(reply: Reply, text: str) -> None:
+    assert reply_text(reply) == text
+
+
 TWO_MX = (
     "pqr.example MX 10 mx.pqr.example\n"
     "pqr.example MX 20 mx2.pqr.example\n"
@@ -1117,6 +1169,27 @@ def test_a_report_escapes_what_is_unsafe_in_text_in_either_kind(utf8: bool) -> N
     assert ("\u200d" in text) is utf8  # ZWJ is text in a global report
 
 
+@given(sst.replies(codes=[421, 450, 550, 554]), st.integers(1, 100), st.booleans())
+def test_a_multi_line_diagnostic_folds_between_its_lines_and_within_the_line_limit(
+    reply: Reply, copies: int, utf8: bool
+) -> None:
+    """However long and hostile the reply, the field's lines stay within RFC 5322's
+    998 octets and the field, unfolded, is the transcription as a report words it: cut
+    to 900 octets, its unsafe characters escaped, as for a one-line reply."""
+    from smtpcore.server.bounce import ReportedRecipient, _one_line
+
+    longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
+    said = reply_text(longer)
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", said, from_remote=True)]
+    raw = _report(failed=failed, utf8=utf8)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    status = raw.split(b"Delivery report\r\n")[1].split(b"\r\n--")[0].decode()
+    (field,) = [
+        line for line in status.replace("\r\n ", " ").split("\r\n") if "Diagnostic" in line
+    ]
+    assert field == f"Diagnostic-Code: smtp; {_one_line(said, utf8)}"
+
+
 _VALID_WITH_FORMAT_CHARACTERS = [
     "\u05d3\u200e\u05d4@pqr.example",  # a left-to-right mark between Hebrew letters
     "soft\u00adhyphen@pqr.example",
@@ -1592,8 +1665,12 @@ def test_a_reply_of_any_length_is_kept_with_its_code_and_status_first(
     """A reply the client could read (up to 100 lines) is kept whole when short, and
     always begins as the server wrote it: the code and status a reader greps for."""
     longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
-    whole = f"{longer.code}{'' if longer.status is None else f' {longer.status}'}"
-    whole = f"{whole} {' '.join(longer.lines)}".strip()
+    status = "" if longer.status is None else f"{longer.status} "
+    last = len(longer.lines) - 1
+    whole = " ".join(
+        f"{longer.code}{' ' if index == last else '-'}{status}{line}".rstrip()
+        for index, line in enumerate(longer.lines)
+    )
     kept = reply_text(longer)
     assert len(kept) <= MAX_KEPT_TEXT
     assert (

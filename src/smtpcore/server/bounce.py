@@ -30,6 +30,7 @@ from typing import Final
 from smtpcore._textsafe import replace_unsafe
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.server.log import printable
+from smtpcore.server.reportfields import diagnostic_field
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -541,7 +542,7 @@ def _build_report(
         if item.remote_mta:
             status.append(f"Remote-MTA: dns; {item.remote_mta}")
         kind = "smtp" if item.from_remote else "x-local"
-        status.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic, utf8)}")
+        status += diagnostic_field(kind, _one_line(item.diagnostic, utf8))
         if item.action in ("failed", "delayed"):
             status.append(f"Last-Attempt-Date: {date}")
         if item.action == "delayed" and retry_until is not None:

@@ -144,11 +144,19 @@ def _cut_mark(cut: int) -> str:
 
 
 def reply_text(reply: Reply) -> str:
-    """The reply as one line of text, its lines joined by spaces, cut to
-    :func:`kept_text`: the exchanger's own words (RFC 3464 §2.3.6), as the relay keeps
-    them for a recipient."""
-    status = f" {reply.status}" if reply.status is not None else ""
-    return kept_text(f"{reply.code}{status} {' '.join(reply.lines)}".strip())
+    """The reply as one line of text, cut to :func:`kept_text`: the exchanger's own
+    words (RFC 3464 §2.3.6), as the relay keeps them for a recipient. Each line is
+    written as it came, code and status first (``550-5.1.1 ...`` then ``550 5.1.1
+    ...`` for the last), the lines joined by spaces: RFC 3461 §9.2's transcription of a
+    multi-line reply, unfolded, as Postfix logs and reports one."""
+    status = f"{reply.status} " if reply.status is not None else ""
+    last = len(reply.lines) - 1
+    return kept_text(
+        " ".join(
+            f"{reply.code}{' ' if index == last else '-'}{status}{line}".rstrip()
+            for index, line in enumerate(reply.lines)
+        )
+    )
 
 
 _STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
