@@ -1950,6 +1950,42 @@ def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
     assert b"Final-Recipient: rfc822; postmaster@abc.example" in raw
 
 
+def test_a_success_report_says_delivered_and_only_the_log_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Maildir file's name holds this machine's own host name (not the server's
+    ``hostname``) and how it stores mail: the sender, maybe remote, reads
+    ``delivered to maildir`` (Postfix's words) in both parts of the report; the
+    operator's log names the file, and the queue keeps what the report says."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 9)
+    kept: list[str | None] = []
+    update = setup.queue.update
+
+    def keep_replies(entry: QueueEntry) -> None:
+        kept.extend(r.reply for r in entry.recipients if r.status is RecipientStatus.SENT)
+        update(entry)
+
+    setup.queue.update = keep_replies  # type: ignore[method-assign]  # watching its writes
+
+    async def deliver() -> None:
+        _enqueue_dsn(
+            setup, [QueuedRecipient("postmaster@abc.example", notify="SUCCESS")], new=True
+        )
+        await _run_until(setup, lambda: _queue_empty(setup) and bool(setup.raw_bounces()))
+
+    asyncio.run(deliver())
+    postmaster = Maildir(setup.mailboxes.config.mailbox_path("postmaster@abc.example"))
+    (copy,) = postmaster.messages()
+    (raw,) = setup.raw_bounces()
+    assert copy.name.encode() not in raw
+    assert raw.count(b"delivered to maildir\n") == 2  # the text part and Diagnostic-Code
+    assert b"Diagnostic-Code: x-local; delivered to maildir\n" in raw
+    assert set(kept) == {"delivered to maildir"}
+    (line,) = [r.getMessage() for r in caplog.records if "to=<postmaster@" in r.getMessage()]
+    assert line.endswith(f"status=sent (delivered to maildir {copy.name})")
+
+
 def _count_listings(monkeypatch: pytest.MonkeyPatch, under: Path) -> list[str]:
     """The directories under ``under`` that ``os.listdir`` or ``os.scandir`` reads from now."""
     listed: list[str] = []

@@ -194,6 +194,10 @@ class Outcome:
     server_policy: bool = False
     """Failed by this server's own rule, not by a peer nor by the sender's choice (a
     queued sender that no longer parses): reported whatever NOTIFY and RET asked."""
+    logged: str | None = None
+    """What the mail log says instead of :attr:`detail`, which the queue file and the
+    sender's report keep, where the operator is told more than the sender (the
+    Maildir file a local copy went into)."""
 
 
 def _tls_name(attempt: Attempt) -> str:

@@ -167,7 +167,7 @@ class RoundSettlement:
                 delay=self.worker.clock() - entry.created,
                 dsn=outcome.dsn,
                 status=label,
-                detail=outcome.detail,
+                detail=outcome.detail if outcome.logged is None else outcome.logged,
                 tls=outcome.tls,
                 tls_policy=outcome.tls_policy,
             )
