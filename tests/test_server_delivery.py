@@ -1531,6 +1531,24 @@ def test_a_missing_file_not_the_messages_own_is_a_local_error(
     assert b"/gone/ca.pem" not in raw and b"ca.pem" not in raw
 
 
+def test_a_queue_file_that_is_no_regular_file_is_said_without_its_path(
+    tmp_path: Path,
+) -> None:
+    """A round broken by a queue file that became a link says what broke, as for an
+    OSError, not where: the text is a recipient's last error, which a report quotes."""
+    from smtpcore.server.safefiles import NotRegularFile, open_regular
+    from smtpcore.server.settlement import local_error
+
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"x")
+    (tmp_path / "content").symlink_to(target)
+    with pytest.raises(NotRegularFile) as caught:
+        open_regular(tmp_path / "content")
+    assert str(tmp_path) in str(caught.value)  # the operator's log has it
+    detail = local_error(caught.value).detail
+    assert detail == "local error in delivery: NotRegularFile: a symbolic link, not followed"
+
+
 def test_a_file_missing_in_a_mailbox_defers_its_recipient(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
