@@ -289,6 +289,41 @@ def test_a_reply_is_kept_line_by_line_as_it_came(reply: Reply, text: str) -> Non
     assert reply_text(reply) == text
 
 
+def test_a_smart_host_given_as_an_address_is_named_as_a_domain_literal(
+    tmp_path: Path,
+) -> None:
+    """RFC 3461 §9.3, RFC 3464 §2.3.5: a ``dns`` mta-name is a domain name, or an
+    address as a domain literal; a smart host given as ``127.0.0.1`` was written
+    ``Remote-MTA: dns; 127.0.0.1``, which no parser of a domain name takes."""
+    with remote(rcpt_replies={"gone@pqr.example": b"550 5.1.1 gone"}) as server:
+        relay = _relay(tmp_path, server.port, smart_host=("127.0.0.1", server.port))
+        relay.enqueue(["gone@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Remote-MTA: dns; [127.0.0.1]\n" in raw
+    assert b"host [127.0.0.1] said: 550 5.1.1 gone" in raw
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("192.0.2.1", "[192.0.2.1]"),
+        ("2001:db8::1", "[IPv6:2001:db8::1]"),
+        ("[192.0.2.1]", "[192.0.2.1]"),
+        ("[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]"),
+        ("mx.pqr.example", "mx.pqr.example"),
+    ],
+)
+def test_an_exchanger_is_named_in_a_report_as_a_dns_mta_name(host: str, name: str) -> None:
+    from smtpcore.server.bounce import ReportedRecipient
+
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", "550 5.1.1 gone", host, True)]
+    raw = _report(failed=failed)
+    assert f"Remote-MTA: dns; {name}\r\n".encode() in raw
+    assert f"host {name} said".encode() in raw
+
+
 TWO_MX = (
     "pqr.example MX 10 mx.pqr.example\n"
     "pqr.example MX 20 mx2.pqr.example\n"

@@ -30,7 +30,7 @@ from typing import Final
 from smtpcore._textsafe import replace_unsafe
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.server.log import printable
-from smtpcore.server.reportfields import diagnostic_field
+from smtpcore.server.reportfields import diagnostic_field, mta_name
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -505,7 +505,8 @@ def _build_report(
     text = textwrap.wrap(explanation, 72)
     for item in reported:
         text.append("")
-        where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
+        shown = item.remote_mta and mta_name(item.remote_mta)
+        where = f"host {shown} said" if shown and item.from_remote else ""
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
         said = f"{where}: " if where else ""
         text += textwrap.wrap(
@@ -540,7 +541,7 @@ def _build_report(
             f"Status: {item.status}",
         ]
         if item.remote_mta:
-            status.append(f"Remote-MTA: dns; {item.remote_mta}")
+            status.append(f"Remote-MTA: dns; {mta_name(item.remote_mta)}")
         kind = "smtp" if item.from_remote else "x-local"
         status += diagnostic_field(kind, _one_line(item.diagnostic, utf8))
         if item.action in ("failed", "delayed"):

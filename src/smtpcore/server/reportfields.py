@@ -1,12 +1,25 @@
-"""How a report's status fields quote what an exchanger said (RFC 3464 §2.3.6, RFC 3461
-§9.2): apart from the report's assembly, so that the grammar of these fields reads in
-one place."""
+"""How a report's status fields name an exchanger and quote what it said (RFC 3464
+§2.3.5, §2.3.6; RFC 3461 §9.2, §9.3): apart from the report's assembly, so that the
+grammar of these fields reads in one place."""
 
 from __future__ import annotations
 
 import re
+from ipaddress import IPv6Address, ip_address
 
-__all__ = ["diagnostic_field"]
+__all__ = ["diagnostic_field", "mta_name"]
+
+
+def mta_name(host: str) -> str:
+    """``host`` as a ``dns`` mta-name: a domain name, or an IP address as the domain
+    literal RFC 5321 §4.1.3 writes (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``), never
+    the bare address (RFC 3461 §9.3), which no parser of a domain takes. A smart host
+    given as an address is named so."""
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return host  # a name, or an address literal already
+    return f"[IPv6:{address}]" if isinstance(address, IPv6Address) else f"[{address}]"
 
 
 _CODE: re.Pattern[str] = re.compile(r"[2-5][0-9][0-9]-")
