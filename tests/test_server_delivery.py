@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import email
 import email.policy
 import errno
 import logging
 import math
 import os
+import pickle
 import quopri
 import re
 import socket
@@ -1547,6 +1549,25 @@ def test_a_queue_file_that_is_no_regular_file_is_said_without_its_path(
     assert str(tmp_path) in str(caught.value)  # the operator's log has it
     detail = local_error(caught.value).detail
     assert detail == "local error in delivery: NotRegularFile: a symbolic link, not followed"
+
+
+@pytest.mark.parametrize(
+    "rebuilt",
+    [copy.copy, copy.deepcopy, lambda exc: pickle.loads(pickle.dumps(exc))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_a_not_regular_file_error_is_copied_and_pickled_whole(
+    rebuilt: Callable[[BaseException], BaseException],
+) -> None:
+    """Its ``__init__`` takes the path and the reason, where ``ValueError``'s ``args``
+    hold one text: copied or pickled (as a process pool does), it must come back."""
+    from smtpcore.server.safefiles import NotRegularFile
+
+    error = NotRegularFile(Path("/var/spool/q/ABC"), "a symbolic link, not followed")
+    again = rebuilt(error)
+    assert isinstance(again, NotRegularFile)
+    assert str(again) == str(error) and again.args == error.args
+    assert again.reason == error.reason and again.path == error.path
 
 
 def test_a_file_missing_in_a_mailbox_defers_its_recipient(

@@ -47,7 +47,13 @@ class NotRegularFile(ValueError):
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
+        self.path = path
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[NotRegularFile], tuple[Path, str]]:
+        # ``args`` holds the one text ValueError was given: copy and pickle rebuild
+        # the exception from what ``__init__`` takes instead.
+        return type(self), (self.path, self.reason)
 
 
 def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
