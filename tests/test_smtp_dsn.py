@@ -400,6 +400,8 @@ _ASCII_ONLY_VALUES = [
     ("RCPT", "NOTIFY=FAILURE,DELAŸ"),
     ("MAIL", "SIZE=\uff11\uff10"),  # fullwidth digits
     ("MAIL", "BODY=8BITMİME"),
+    ("MAIL", "AUTH=jörg@b.example"),  # xtext (RFC 4954 §5)
+    ("MAIL", "AUTH=<>\u00a0"),
 ]
 
 
@@ -418,7 +420,8 @@ def test_a_utf8_value_where_the_grammar_has_none_is_refused_alike_with_smtputf8(
             lines = f"{mail} {parameter}\r\n"
         else:
             lines = f"{mail}\r\nRCPT TO:<c@d.example> {parameter}\r\n"
-        _, out = run(greeted(dsn=True, smtputf8=True), EHLO + lines.encode())
+        conn = greeted(dsn=True, smtputf8=True, auth_mechanisms=["PLAIN"], auth_require_tls=False)
+        _, out = run(conn, EHLO + lines.encode())
         answers.append(out.decode().split("\r\n")[-2])
     assert answers[0] == answers[1]
     assert answers[0].startswith("501 5.5.4 ") and "SMTPUTF8" not in answers[0]
@@ -442,6 +445,45 @@ def test_a_client_refuses_a_utf8_envid_in_its_own_words_with_or_without_smtputf8
     with pytest.raises(LocalProtocolError) as refused:
         client.send(Mail(Mailbox("a", "b.example"), params))  # type: ignore[arg-type]  # raw text
     assert "SMTPUTF8" not in str(refused.value) and "ENVID" in str(refused.value)
+
+
+def test_every_known_parameter_but_orcpt_takes_no_utf8() -> None:
+    """xtext, keywords, digits and no value at all: of the known grammars, only
+    ORCPT's has room for UTF-8 (RFC 6533 §3); RFC 6531 §3.3 adds it to no other."""
+    from smtpcore.smtp._ext import KNOWN
+
+    takes = {
+        (parameter.keyword, parameter.takes_utf8)
+        for extension in KNOWN
+        for parameter in (*extension.mail_parameters, *extension.rcpt_parameters)
+    }
+    assert {keyword for keyword, utf8 in takes if utf8} == {"ORCPT"}
+    assert {"AUTH", "MT-PRIORITY", "BY", "HOLDFOR", "HOLDUNTIL"} <= {k for k, _ in takes}
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "offered"),
+    [
+        ("AUTH", "jörg@b.example", "AUTH PLAIN"),
+        ("MT-PRIORITY", "\uff13", "MT-PRIORITY"),  # a fullwidth 3
+        ("BY", "\uff11\uff10;R", "DELIVERBY"),
+        ("HOLDFOR", "\uff16\uff10", "FUTURERELEASE"),
+        ("HOLDUNTIL", "2030-01-01T00:00:00Z\u200b", "FUTURERELEASE"),
+    ],
+)
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_client_refuses_a_utf8_value_of_an_ascii_grammar_in_its_own_words(
+    keyword: str, value: str, offered: str, utf8: bool
+) -> None:
+    """AUTH's xtext and the digits of the parameters the client only checks: a UTF-8
+    value is malformed, never one that SMTPUTF8 would let through."""
+    client = _client([offered, "8BITMIME", "SMTPUTF8"])
+    params: dict[str, object] = {keyword: value}
+    if utf8:
+        params["SMTPUTF8"] = True
+    with pytest.raises(LocalProtocolError) as refused:
+        client.send(Mail(Mailbox("a", "b.example"), params))  # type: ignore[arg-type]  # raw text
+    assert "SMTPUTF8" not in str(refused.value) and keyword in str(refused.value)
 
 
 def test_an_entry_that_takes_no_utf8_is_held_to_it_whatever_its_parser_takes() -> None:

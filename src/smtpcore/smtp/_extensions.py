@@ -320,7 +320,7 @@ def check_parameters(
     rules out (SIZE over the limit), and UTF-8 in a value unless ``utf8``, the
     transaction's MAIL carrying SMTPUTF8 to a server that offered it (RFC 6531
     §3.3; RFC 6533 §3 for a raw UTF-8 ORCPT), and never where the parameter's
-    grammar has no room for it (``Parameter.takes_utf8``: ENVID, NOTIFY)."""
+    grammar has no room for it (``Parameter.takes_utf8``: every known one but ORCPT)."""
     params = command.params
     if not params:
         return
