@@ -312,6 +312,7 @@ def test_a_smart_host_given_as_an_address_is_named_as_a_domain_literal(
         ("2001:db8::1", "[IPv6:2001:db8::1]"),
         ("[192.0.2.1]", "[192.0.2.1]"),
         ("[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]"),
+        ("fe80::1%eth0", "[IPv6:fe80::1]"),  # the scope is our interface's, no address's
         ("mx.pqr.example", "mx.pqr.example"),
     ],
 )

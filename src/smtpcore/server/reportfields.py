@@ -14,12 +14,15 @@ def mta_name(host: str) -> str:
     """``host`` as a ``dns`` mta-name: a domain name, or an IP address as the domain
     literal RFC 5321 §4.1.3 writes (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``), never
     the bare address (RFC 3461 §9.3), which no parser of a domain takes. A smart host
-    given as an address is named so."""
+    given as an address is named so; a link-local one's scope (``fe80::1%eth0``) is
+    this machine's interface, no part of an address literal, and is left out."""
     try:
         address = ip_address(host)
     except ValueError:
         return host  # a name, or an address literal already
-    return f"[IPv6:{address}]" if isinstance(address, IPv6Address) else f"[{address}]"
+    if isinstance(address, IPv6Address):
+        return f"[IPv6:{IPv6Address(int(address))}]"  # rebuilt from its number: no scope
+    return f"[{address}]"
 
 
 _CODE: re.Pattern[str] = re.compile(r"[2-5][0-9][0-9]-")
