@@ -4,7 +4,7 @@ grammar of these fields reads in one place."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Sequence
 from ipaddress import IPv6Address, ip_address
 
 __all__ = ["diagnostic_field", "mta_name"]
@@ -25,17 +25,14 @@ def mta_name(host: str) -> str:
     return f"[{address}]"
 
 
-_CODE: re.Pattern[str] = re.compile(r"[2-5][0-9][0-9]-")
-
-
-def diagnostic_field(kind: str, text: str) -> list[str]:
-    """The ``Diagnostic-Code`` field for ``text``, one line of text already fit for a
-    field (no line breaks, within 998 octets), as the lines of the field. An SMTP
-    reply of several lines, transcribed as :func:`~smtpcore.server.exchanger.reply_text`
-    writes it (``550-first 550 last``), is folded before each of its lines after the
-    first, as RFC 3461 §9.2 shows: unfolded, the field is ``text`` again; a fold only
-    ever comes before a space (RFC 5322 §2.2.3), so no line of it gets longer."""
-    if kind != "smtp" or _CODE.match(text) is None:
-        return [f"Diagnostic-Code: {kind}; {text}"]
-    head, *rest = re.split(f" (?={text[:3]}[- ])", text)
-    return [f"Diagnostic-Code: {kind}; {head}", *(f" {line}" for line in rest)]
+def diagnostic_field(kind: str, lines: Sequence[str]) -> list[str]:
+    """The ``Diagnostic-Code`` field, as the lines of the header it takes, for text
+    already fit for one field (no line breaks, within 998 octets) given in ``lines``:
+    the pieces a reply's lines make of it (one piece for any other text). The field
+    is folded before each piece after the first, as RFC 3461 §9.2 shows for a reply
+    of several lines; nowhere else, and no piece is re-split, so the fold lines are
+    exactly the reply's (a line whose text says `` 550 `` is not cut there). Unfolded
+    (RFC 5322 §2.2.3), the field is ``kind; `` and the pieces joined by spaces; a fold
+    only ever replaces a space, so no line gets longer than the unfolded one."""
+    first, *rest = lines
+    return [f"Diagnostic-Code: {kind}; {first}", *(f" {line}" for line in rest)]

@@ -308,6 +308,7 @@ def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
         recipient,
         status=outcome.status,
         reply=outcome.detail,
+        reply_breaks=outcome.detail_breaks,
         dsn=outcome.dsn,
         remote_mta=outcome.remote_mta,
         from_remote=outcome.from_remote,
