@@ -1171,6 +1171,47 @@ def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> 
     assert "554 5.7.1 content refused" in fates[1].text, fates
 
 
+def test_send_shows_a_reply_of_several_lines_as_the_relay_keeps_it() -> None:
+    """``send`` joined a reply's lines behind one code (``550 5.1.1 no such user``);
+    it now writes each line with its code, as the relay's log and reports do (RFC 3461
+    §9.2), by the relay's own function."""
+    from typing import cast
+
+    from smtpcore._driver import BaseSMTPClient
+    from smtpcore._driver._smtp_errors import MessageRefused
+    from smtpcore.address import parse_mailbox
+    from smtpcore.server.tools import _submit
+    from smtpcore.smtp import RecipientResult, Reply, TransactionResult
+
+    b, c = parse_mailbox("b@d.example"), parse_mailbox("c@d.example")
+    end = Reply(554, ["content", "refused"], "5.7.1")
+    result = TransactionResult(
+        parse_mailbox("a@x.example"),
+        Reply(250, "ok", "2.1.0"),
+        (
+            RecipientResult(b, Reply(550, ["no such", "user"], "5.1.1")),
+            RecipientResult(c, Reply(250, "ok", "2.1.5"), end),
+        ),
+        Reply(354, "go"),
+        (end,),
+        complete=True,
+    )
+
+    class Refusing:
+        async def send_message(self, *args: object) -> None:
+            raise MessageRefused("end of data", end, result)
+
+        async def quit(self) -> None:
+            return None
+
+    client = cast(BaseSMTPClient, Refusing())
+    fates = asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx"))
+    assert [f.text for f in fates] == [
+        "mx: 550-5.1.1 no such 550 5.1.1 user",
+        "mx: 554-5.7.1 content 554 5.7.1 refused",
+    ]
+
+
 def test_send_matches_results_to_recipients_by_address_not_by_text() -> None:
     """The client names a recipient as it sent it: a UTF-8 domain in A-labels to a
     server without SMTPUTF8 (RFC 6531 §3.4), and a message split for LIMITS lists its

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import email
 import email.policy
 import errno
 import logging
 import math
 import os
+import pickle
 import quopri
 import re
 import socket
@@ -1531,6 +1533,43 @@ def test_a_missing_file_not_the_messages_own_is_a_local_error(
     assert b"/gone/ca.pem" not in raw and b"ca.pem" not in raw
 
 
+def test_a_queue_file_that_is_no_regular_file_is_said_without_its_path(
+    tmp_path: Path,
+) -> None:
+    """A round broken by a queue file that became a link says what broke, as for an
+    OSError, not where: the text is a recipient's last error, which a report quotes."""
+    from smtpcore.server.safefiles import NotRegularFile, open_regular
+    from smtpcore.server.settlement import local_error
+
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"x")
+    (tmp_path / "content").symlink_to(target)
+    with pytest.raises(NotRegularFile) as caught:
+        open_regular(tmp_path / "content")
+    assert str(tmp_path) in str(caught.value)  # the operator's log has it
+    detail = local_error(caught.value).detail
+    assert detail == "local error in delivery: NotRegularFile: a symbolic link, not followed"
+
+
+@pytest.mark.parametrize(
+    "rebuilt",
+    [copy.copy, copy.deepcopy, lambda exc: pickle.loads(pickle.dumps(exc))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_a_not_regular_file_error_is_copied_and_pickled_whole(
+    rebuilt: Callable[[BaseException], BaseException],
+) -> None:
+    """Its ``__init__`` takes the path and the reason, where ``ValueError``'s ``args``
+    hold one text: copied or pickled (as a process pool does), it must come back."""
+    from smtpcore.server.safefiles import NotRegularFile
+
+    error = NotRegularFile(Path("/var/spool/q/ABC"), "a symbolic link, not followed")
+    again = rebuilt(error)
+    assert isinstance(again, NotRegularFile)
+    assert str(again) == str(error) and again.args == error.args
+    assert again.reason == error.reason and again.path == error.path
+
+
 def test_a_file_missing_in_a_mailbox_defers_its_recipient(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1948,6 +1987,42 @@ def test_a_local_copy_whose_record_a_crash_stopped_is_not_delivered_twice(
     (raw,) = restarted.raw_bounces()
     assert b"Action: delivered" in raw
     assert b"Final-Recipient: rfc822; postmaster@abc.example" in raw
+
+
+def test_a_success_report_says_delivered_and_only_the_log_names_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Maildir file's name holds this machine's own host name (not the server's
+    ``hostname``) and how it stores mail: the sender, maybe remote, reads
+    ``delivered to maildir`` (Postfix's words) in both parts of the report; the
+    operator's log names the file, and the queue keeps what the report says."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 9)
+    kept: list[str | None] = []
+    update = setup.queue.update
+
+    def keep_replies(entry: QueueEntry) -> None:
+        kept.extend(r.reply for r in entry.recipients if r.status is RecipientStatus.SENT)
+        update(entry)
+
+    setup.queue.update = keep_replies  # type: ignore[method-assign]  # watching its writes
+
+    async def deliver() -> None:
+        _enqueue_dsn(
+            setup, [QueuedRecipient("postmaster@abc.example", notify="SUCCESS")], new=True
+        )
+        await _run_until(setup, lambda: _queue_empty(setup) and bool(setup.raw_bounces()))
+
+    asyncio.run(deliver())
+    postmaster = Maildir(setup.mailboxes.config.mailbox_path("postmaster@abc.example"))
+    (copy,) = postmaster.messages()
+    (raw,) = setup.raw_bounces()
+    assert copy.name.encode() not in raw
+    assert raw.count(b"delivered to maildir\n") == 2  # the text part and Diagnostic-Code
+    assert b"Diagnostic-Code: x-local; delivered to maildir\n" in raw
+    assert set(kept) == {"delivered to maildir"}
+    (line,) = [r.getMessage() for r in caplog.records if "to=<postmaster@" in r.getMessage()]
+    assert line.endswith(f"status=sent (delivered to maildir {copy.name})")
 
 
 def _count_listings(monkeypatch: pytest.MonkeyPatch, under: Path) -> list[str]:

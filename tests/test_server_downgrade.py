@@ -58,6 +58,10 @@ def _fields_but_encoding(part: email.message.Message) -> list[tuple[str, str]]:
     return [(k, v) for k, v in part.items() if k.lower() != "content-transfer-encoding"]
 
 
+_MIME_DECLARED = [("MIME-Version", "1.0"), ("Content-Type", "text/plain; charset=unknown-8bit")]
+"""The fields a converted message with no MIME gains, besides its encoding."""
+
+
 # -- generated MIME messages ----------------------------------------------------------------
 
 _AWKWARD_LINES = st.sampled_from(
@@ -189,7 +193,18 @@ def test_the_7bit_form_decodes_to_the_same_parts(message: bytes) -> None:
     assert all(len(line) <= 998 for line in converted.split(b"\r\n"))
     assert _leaves(converted) == _leaves(message)
     before, after = _parts(message), _parts(converted)
-    assert [_fields_but_encoding(p) for p in after] == [_fields_but_encoding(p) for p in before]
+    assert len(after) == len(before)
+    for was, now in zip(before, after, strict=True):
+        kept, fields = _fields_but_encoding(was), _fields_but_encoding(now)
+        assert fields[: len(kept)] == kept
+        # An enclosed message's header with no MIME, rewritten, declares it, as the top
+        # one does (RFC 2045 §4, RFC 1428 §3): MIME-Version only where it had none, a
+        # Content-Type only where it had none either; no other field comes or goes.
+        added = fields[len(kept) :]
+        if added:
+            assert "MIME-Version" not in was
+            declared = _MIME_DECLARED if "Content-Type" not in was else _MIME_DECLARED[:1]
+            assert added == declared
 
 
 @given(_MESSAGES)
@@ -288,6 +303,26 @@ def test_an_enclosed_message_labelled_8bit_becomes_7bit() -> None:
     assert b"Content-Transfer-Encoding: 7bit\r\n\r\nSubject: returned\r\n" in converted
     assert b"Content-Transfer-Encoding: 8bit" not in converted
     assert _leaves(converted) == _leaves(message)
+
+
+def test_an_enclosed_message_converted_declares_mime() -> None:
+    """RFC 2045 §4: the header of a message/rfc822 body says MIME-Version when the
+    message claims MIME conformance, as its new Content-Transfer-Encoding does; with
+    no Content-Type, its 8-bit text has no known charset (RFC 1428 §3), as for the top
+    message. An enclosed message that says MIME-Version already keeps its one."""
+    enclosed = b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\n" + EIGHT_BIT
+    message = _multipart(b"Content-Type: multipart/mixed; boundary=outer\r\n", enclosed)
+    converted = _downgraded(message)
+    assert (
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=unknown-8bit\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC"
+    ) in converted
+    (inner,) = [p for p in _parts(converted) if p["Subject"] == "inner"]
+    assert inner["MIME-Version"] == "1.0"
+    assert _leaves(converted) == _leaves(message)
+    declared = message.replace(b"Subject: inner\r\n", b"Subject: inner\r\nMIME-Version: 1.0\r\n")
+    assert _downgraded(declared).count(b"MIME-Version") == message.count(b"MIME-Version") + 1
 
 
 def test_a_message_without_mime_becomes_text_plain_of_unknown_charset() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import random
 import socket
@@ -37,6 +38,7 @@ from smtpcore.server.exchanger import (
     default_client,
     kept_text,
     reply_text,
+    transcribe,
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -235,6 +237,178 @@ def test_550_bounces_at_once_and_452_is_retried(
         _run(relay, relay.empty)
         _wait_closed(server)
     assert [t.recipients for t in server.transactions][-1] == ["full@pqr.example"]
+
+
+MULTI_LINE_REFUSAL: Final = (
+    b"550-5.1.1 The account you tried to reach does not exist. Please try\r\n"
+    b"550-5.1.1 double-checking the address for typos or\r\n"
+    b"550 5.1.1 unnecessary spaces."
+)
+
+
+def test_a_multi_line_refusal_keeps_each_line_s_code_in_the_report_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 3461 §9.2: a multi-line reply is transcribed line by line, ``550-`` before
+    each but the last, a fold before each line after the first; unfolded (and in the
+    log, the queue and the text part) its lines follow one another as Postfix writes
+    them. Joined behind one code, they read as one line with stray statuses in it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"gone@pqr.example": MULTI_LINE_REFUSAL}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["gone@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    transcription = (
+        "550-5.1.1 The account you tried to reach does not exist. Please try "
+        "550-5.1.1 double-checking the address for typos or "
+        "550 5.1.1 unnecessary spaces."
+    )
+    (raw,) = relay.reports()  # as the mailbox keeps it, lines ended by LF
+    status = raw.split(b"Delivery report")[1].split(b"\n--")[0].decode()
+    assert (
+        "Diagnostic-Code: smtp; 550-5.1.1 The account you tried to reach does not exist."
+        " Please try\n 550-5.1.1 double-checking the address for typos or\n"
+        " 550 5.1.1 unnecessary spaces.\n"
+    ) in status
+    assert f"Diagnostic-Code: smtp; {transcription}\n" in status.replace("\n ", " ")
+    notification = raw.split(b"Notification")[1].split(b"\n--")[0].decode()
+    assert transcription in " ".join(notification.split())
+    assert _lines(caplog, f"status=bounced ({transcription})")
+
+
+_LINES_THAT_LOOK_LIKE_MORE: Final = (
+    b"550-5.1.1 please call 550 people 550-now\r\n"  # text that says a code
+    b"550-5.1.1 a\t550-b\r\n"  # a TAB a report writes as a space
+    b"550 "  # a last line that is the code alone
+)
+
+
+def test_a_diagnostic_folds_at_the_reply_s_own_lines_and_nowhere_else(
+    tmp_path: Path,
+) -> None:
+    """The fold lines are the reply's lines, as the relay read them: a line whose
+    text says `` 550 `` or holds a TAB is not cut there, and a last line of the code
+    alone is a line too. Guessed from the one line the text is kept as, they were not."""
+    with remote(rcpt_replies={"gone@pqr.example": _LINES_THAT_LOOK_LIKE_MORE}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["gone@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()  # as the mailbox keeps it, lines ended by LF
+    assert (
+        b"Diagnostic-Code: smtp; 550-5.1.1 please call 550 people 550-now\n"
+        b" 550-5.1.1 a 550-b\n"
+        b" 550\n"
+    ) in raw
+
+
+def test_a_queued_reply_keeps_its_lines_for_a_later_report(tmp_path: Path) -> None:
+    """A delay notice is made from the queue file, where the reply is one line: the
+    places its lines meet go with it, so the notice folds at them too."""
+    now = [1000.0]
+    refusal = b"450-4.2.1 busy, 450 of them\r\n450 4.2.1 try later"
+    with remote(rcpt_replies={"brendon@pqr.example": refusal}) as server:
+        relay = _relay(tmp_path, server.port, clock=lambda: now[0], delay_warning=600.0)
+        entry = relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: relay.entries()[0].attempts >= 1)
+        (queued,) = relay.queue.load(entry.id).recipients
+        assert queued.reply == "450-4.2.1 busy, 450 of them 450 4.2.1 try later"
+        assert queued.reply_breaks == (len("450-4.2.1 busy, 450 of them"),)
+        now[0] += 700
+        relay.worker.schedule(relay.queue.load(entry.id))
+        _run(relay, lambda: bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Action: delayed" in raw
+    assert b"Diagnostic-Code: smtp; 450-4.2.1 busy, 450 of them\n 450 4.2.1 try later\n" in raw
+
+
+@pytest.mark.parametrize(
+    ("reply", "breaks"),
+    [
+        (Reply(550, ["5.1.1 first", "5.1.1 last"]), (len("550-5.1.1 first"),)),
+        (Reply(550, ["a 550 b", "", "c"]), (len("550-a 550 b"), len("550-a 550 b 550-"))),
+        (Reply(550, "one"), ()),
+        (Reply(550, ["x" * 3000, "y"]), ()),  # the second line is past the cut
+    ],
+)
+def test_a_transcription_says_where_the_reply_s_lines_meet(
+    reply: Reply, breaks: tuple[int, ...]
+) -> None:
+    text, found = transcribe(reply)
+    assert text == reply_text(reply) and found == breaks
+    assert all(text[at] == " " for at in found)
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [(4,), (9, 3), (3, 3), (-1,), (0,), (17,), (99,)],
+    ids=["not-a-space", "backwards", "twice", "negative", "first", "at-the-end", "past-the-end"],
+)
+def test_breaks_a_queue_file_should_not_hold_leave_the_diagnostic_in_one_line(
+    breaks: tuple[int, ...],
+) -> None:
+    from smtpcore.server.bounce import ReportedRecipient
+
+    said = "550-a 550-b 550 c"  # breaks (5, 11)
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", said, "mx.pqr.example", True, "failed")]
+    assert b"Diagnostic-Code: smtp; 550-a 550-b 550 c\r\n" in _report(failed=failed)
+    failed = [replace(failed[0], diagnostic_breaks=breaks)]
+    assert b"Diagnostic-Code: smtp; 550-a 550-b 550 c\r\n" in _report(failed=failed)
+    failed = [replace(failed[0], diagnostic_breaks=(5, 11))]
+    raw = _report(failed=failed)
+    assert b"Diagnostic-Code: smtp; 550-a\r\n 550-b\r\n 550 c\r\n" in raw
+
+
+@pytest.mark.parametrize(
+    ("reply", "text"),
+    [
+        (Reply(550, ["5.1.1 first", "5.1.1 last"]), "550-5.1.1 first 550 5.1.1 last"),
+        (Reply(550, ["first", "last"], "5.1.1"), "550-5.1.1 first 550 5.1.1 last"),
+        (Reply(451, ["", "later"]), "451- 451 later"),
+        (Reply(250, ""), "250"),
+        (Reply(550, "5.1.1 gone"), "550 5.1.1 gone"),
+    ],
+)
+def test_a_reply_is_kept_line_by_line_as_it_came(reply: Reply, text: str) -> None:
+    assert reply_text(reply) == text
+
+
+def test_a_smart_host_given_as_an_address_is_named_as_a_domain_literal(
+    tmp_path: Path,
+) -> None:
+    """RFC 3461 §9.3, RFC 3464 §2.3.5: a ``dns`` mta-name is a domain name, or an
+    address as a domain literal; a smart host given as ``127.0.0.1`` was written
+    ``Remote-MTA: dns; 127.0.0.1``, which no parser of a domain name takes."""
+    with remote(rcpt_replies={"gone@pqr.example": b"550 5.1.1 gone"}) as server:
+        relay = _relay(tmp_path, server.port, smart_host=("127.0.0.1", server.port))
+        relay.enqueue(["gone@pqr.example"])
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    (raw,) = relay.reports()
+    assert b"Remote-MTA: dns; [127.0.0.1]\n" in raw
+    assert b"host [127.0.0.1] said: 550 5.1.1 gone" in raw
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("192.0.2.1", "[192.0.2.1]"),
+        ("2001:db8::1", "[IPv6:2001:db8::1]"),
+        ("[192.0.2.1]", "[192.0.2.1]"),
+        ("[IPv6:2001:db8::1]", "[IPv6:2001:db8::1]"),
+        ("fe80::1%eth0", "[IPv6:fe80::1]"),  # the scope is our interface's, no address's
+        ("mx.pqr.example", "mx.pqr.example"),
+    ],
+)
+def test_an_exchanger_is_named_in_a_report_as_a_dns_mta_name(host: str, name: str) -> None:
+    from smtpcore.server.bounce import ReportedRecipient
+
+    failed = [ReportedRecipient("b@pqr.example", "5.1.1", "550 5.1.1 gone", host, True)]
+    raw = _report(failed=failed)
+    assert f"Remote-MTA: dns; {name}\r\n".encode() in raw
+    assert f"host {name} said".encode() in raw
 
 
 TWO_MX = (
@@ -1117,6 +1291,49 @@ def test_a_report_escapes_what_is_unsafe_in_text_in_either_kind(utf8: bool) -> N
     assert ("\u200d" in text) is utf8  # ZWJ is text in a global report
 
 
+@given(sst.replies(codes=[421, 450, 550, 554]), st.integers(1, 100), st.booleans())
+def test_a_multi_line_diagnostic_folds_between_its_lines_and_within_the_line_limit(
+    reply: Reply, copies: int, utf8: bool
+) -> None:
+    """However long and hostile the reply, the field's lines stay within RFC 5322's
+    998 octets and the field, unfolded, is the transcription as a report words it: cut
+    to 900 octets, its unsafe characters escaped, as for a one-line reply. Folded, it
+    has one line per reply line, each that line as the report words it, up to the cut."""
+    from smtpcore.server.bounce import ReportedRecipient, _one_line
+
+    longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
+    said, breaks = transcribe(longer)
+    failed = [
+        ReportedRecipient(
+            "b@pqr.example", "5.1.1", said, from_remote=True, diagnostic_breaks=breaks
+        )
+    ]
+    raw = _report(failed=failed, utf8=utf8)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    status = raw.split(b"Delivery report\r\n")[1].split(b"\r\n--")[0].decode()
+    (field,) = [
+        line for line in status.replace("\r\n ", " ").split("\r\n") if "Diagnostic" in line
+    ]
+    shown = _one_line(said, utf8)
+    assert field == f"Diagnostic-Code: smtp; {shown}"
+    folded = status.split("Diagnostic-Code: smtp; ")[1].split("\r\n")
+    folded = [folded[0], *(line[1:] for line in itertools.takewhile(_continues, folded[1:]))]
+    status_text = "" if longer.status is None else f"{longer.status} "
+    last = len(longer.lines) - 1
+    worded = [  # each reply line as the report words it, read apart from the rest
+        _one_line(f"{longer.code}{' ' if i == last else '-'}{status_text}{line}", utf8, 10**6)
+        for i, line in enumerate(longer.lines)
+    ]
+    if shown == " ".join(worded):  # nothing cut: a line of the field per reply line
+        assert folded == worded
+    else:
+        assert folded[:-1] == worded[: len(folded) - 1] and shown.endswith(folded[-1])
+
+
+def _continues(line: str) -> bool:
+    return line.startswith(" ")
+
+
 _VALID_WITH_FORMAT_CHARACTERS = [
     "\u05d3\u200e\u05d4@pqr.example",  # a left-to-right mark between Hebrew letters
     "soft\u00adhyphen@pqr.example",
@@ -1592,8 +1809,12 @@ def test_a_reply_of_any_length_is_kept_with_its_code_and_status_first(
     """A reply the client could read (up to 100 lines) is kept whole when short, and
     always begins as the server wrote it: the code and status a reader greps for."""
     longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
-    whole = f"{longer.code}{'' if longer.status is None else f' {longer.status}'}"
-    whole = f"{whole} {' '.join(longer.lines)}".strip()
+    status = "" if longer.status is None else f"{longer.status} "
+    last = len(longer.lines) - 1
+    whole = " ".join(
+        f"{longer.code}{' ' if index == last else '-'}{status}{line}".rstrip()
+        for index, line in enumerate(longer.lines)
+    )
     kept = reply_text(longer)
     assert len(kept) <= MAX_KEPT_TEXT
     assert (

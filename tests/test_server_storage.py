@@ -840,6 +840,23 @@ def test_dsn_parameters_survive_the_queue_file_and_older_files_still_load() -> N
     assert [(r.notify, r.orcpt) for r in loaded.recipients] == [(None, None), (None, None)]
 
 
+def test_where_a_reply_s_lines_meet_survives_the_queue_file() -> None:
+    """A report made from the queue folds at the reply's own lines: the file keeps
+    where they meet; an older file, without them, loads with none; a file whose list
+    holds anything but integers is damaged."""
+    reply = "450-4.2.1 busy 450 4.2.1 later"
+    recipient = QueuedRecipient("a@pqr.example", reply=reply, reply_breaks=(14,))
+    entry = QueueEntry(id="Q1", sender="john@abc.example", recipients=(recipient,), created=1.0)
+    assert QueueEntry.from_json(entry.to_json()) == entry
+    older = json.loads(entry.to_json())
+    del older["recipients"][0]["reply_breaks"]
+    assert QueueEntry.from_json(json.dumps(older)).recipients[0].reply_breaks == ()
+    for damaged in (["14"], [True], [14.0], 14):
+        older["recipients"][0]["reply_breaks"] = damaged
+        with pytest.raises(ValueError, match="reply_breaks"):
+            QueueEntry.from_json(json.dumps(older))
+
+
 def test_messages_come_in_delivery_order_though_microseconds_are_not_padded(
     tmp_path: Path,
 ) -> None:

@@ -17,9 +17,11 @@ from smtpcore.smtp import (
     Ehlo,
     EnhancedStatus,
     EnvelopeId,
+    Extension,
     Mail,
     Notify,
     OriginalRecipient,
+    Parameter,
     Parameters,
     Rcpt,
     Reply,
@@ -390,3 +392,110 @@ def test_ret_parse_reads_full_and_hdrs_in_any_case(value: str) -> None:
     else:
         with pytest.raises(DSNError):
             Ret.parse(value)
+
+
+_ASCII_ONLY_VALUES = [
+    ("MAIL", "ENVID=café"),
+    ("MAIL", "RET=FÜLL"),
+    ("RCPT", "NOTIFY=FAILURE,DELAŸ"),
+    ("MAIL", "SIZE=\uff11\uff10"),  # fullwidth digits
+    ("MAIL", "BODY=8BITMİME"),
+    ("MAIL", "AUTH=jörg@b.example"),  # xtext (RFC 4954 §5)
+    ("MAIL", "AUTH=<>\u00a0"),
+]
+
+
+@pytest.mark.parametrize(("verb", "parameter"), _ASCII_ONLY_VALUES)
+def test_a_utf8_value_where_the_grammar_has_none_is_refused_alike_with_smtputf8(
+    verb: str, parameter: str
+) -> None:
+    """RFC 3461 §4 (xtext, keywords), which RFC 6533 leaves as it is for all but
+    ORCPT: a raw UTF-8 ENVID was told ``Non-ASCII ENVID value needs SMTPUTF8``, and
+    with SMTPUTF8 refused as no xtext. It is malformed in either transaction, and
+    refused in the parameter's own words in both."""
+    answers = []
+    for smtputf8 in ("", " SMTPUTF8"):
+        mail = f"MAIL FROM:<a@b.example>{smtputf8}"
+        if verb == "MAIL":
+            lines = f"{mail} {parameter}\r\n"
+        else:
+            lines = f"{mail}\r\nRCPT TO:<c@d.example> {parameter}\r\n"
+        conn = greeted(dsn=True, smtputf8=True, auth_mechanisms=["PLAIN"], auth_require_tls=False)
+        _, out = run(conn, EHLO + lines.encode())
+        answers.append(out.decode().split("\r\n")[-2])
+    assert answers[0] == answers[1]
+    assert answers[0].startswith("501 5.5.4 ") and "SMTPUTF8" not in answers[0]
+
+
+def test_a_raw_utf8_orcpt_still_needs_smtputf8() -> None:
+    """ORCPT's grammar takes UTF-8 (RFC 6533 §3): outside SMTPUTF8 it is told so."""
+    lines = "MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example> ORCPT=utf-8;jörg@d.example\r\n"
+    _, out = run(greeted(dsn=True, smtputf8=True), EHLO + lines.encode())
+    assert out.decode().split("\r\n")[-2] == "501 5.5.4 Non-ASCII ORCPT value needs SMTPUTF8"
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_client_refuses_a_utf8_envid_in_its_own_words_with_or_without_smtputf8(
+    utf8: bool,
+) -> None:
+    client = _client(["DSN", "SMTPUTF8"])
+    params: dict[str, object] = {"ENVID": "café"}
+    if utf8:
+        params["SMTPUTF8"] = True
+    with pytest.raises(LocalProtocolError) as refused:
+        client.send(Mail(Mailbox("a", "b.example"), params))  # type: ignore[arg-type]  # raw text
+    assert "SMTPUTF8" not in str(refused.value) and "ENVID" in str(refused.value)
+
+
+def test_every_known_parameter_but_orcpt_takes_no_utf8() -> None:
+    """xtext, keywords, digits and no value at all: of the known grammars, only
+    ORCPT's has room for UTF-8 (RFC 6533 §3); RFC 6531 §3.3 adds it to no other."""
+    from smtpcore.smtp._ext import KNOWN
+
+    takes = {
+        (parameter.keyword, parameter.takes_utf8)
+        for extension in KNOWN
+        for parameter in (*extension.mail_parameters, *extension.rcpt_parameters)
+    }
+    assert {keyword for keyword, utf8 in takes if utf8} == {"ORCPT"}
+    assert {"AUTH", "MT-PRIORITY", "BY", "HOLDFOR", "HOLDUNTIL"} <= {k for k, _ in takes}
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "offered"),
+    [
+        ("AUTH", "jörg@b.example", "AUTH PLAIN"),
+        ("MT-PRIORITY", "\uff13", "MT-PRIORITY"),  # a fullwidth 3
+        ("BY", "\uff11\uff10;R", "DELIVERBY"),
+        ("HOLDFOR", "\uff16\uff10", "FUTURERELEASE"),
+        ("HOLDUNTIL", "2030-01-01T00:00:00Z\u200b", "FUTURERELEASE"),
+    ],
+)
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_client_refuses_a_utf8_value_of_an_ascii_grammar_in_its_own_words(
+    keyword: str, value: str, offered: str, utf8: bool
+) -> None:
+    """AUTH's xtext and the digits of the parameters the client only checks: a UTF-8
+    value is malformed, never one that SMTPUTF8 would let through."""
+    client = _client([offered, "8BITMIME", "SMTPUTF8"])
+    params: dict[str, object] = {keyword: value}
+    if utf8:
+        params["SMTPUTF8"] = True
+    with pytest.raises(LocalProtocolError) as refused:
+        client.send(Mail(Mailbox("a", "b.example"), params))  # type: ignore[arg-type]  # raw text
+    assert "SMTPUTF8" not in str(refused.value) and keyword in str(refused.value)
+
+
+def test_an_entry_that_takes_no_utf8_is_held_to_it_whatever_its_parser_takes() -> None:
+    """An application's parameter said to take no UTF-8 whose parser takes any text:
+    a UTF-8 value is refused as malformed all the same, in either transaction."""
+    x_tag = Extension(
+        "X-TAG", "", "tags", mail_parameters=(Parameter("X-TAG", str, str, takes_utf8=False),)
+    )
+    for smtputf8 in ("", " SMTPUTF8"):
+        conn = greeted(smtputf8=True, extra_extensions=[x_tag])
+        line = f"MAIL FROM:<a@b.example>{smtputf8} X-TAG=tëg\r\n"
+        _, out = run(conn, EHLO + line.encode())
+        assert out.decode().split("\r\n")[-2] == "501 5.5.4 Malformed X-TAG value"
+    _, out = run(greeted(extra_extensions=[x_tag]), EHLO + b"MAIL FROM:<a@b.example> X-TAG=t\r\n")
+    assert codes(out)[-1] == "250 2.1.0"

@@ -40,7 +40,7 @@ from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.freespace import FreeSpace
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import client_text, delivery_line, loggable, logger, refusal_line
-from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.mailboxes import LocalMailboxes, delivered_note
 from smtpcore.server.maildir import StagedMessage
 from smtpcore.server.origin import MessageOrigin
 from smtpcore.server.queue import (
@@ -629,7 +629,7 @@ class _MailHandler(Handler):
                     delay=0.0,
                     dsn="2.0.0",
                     status="sent",
-                    detail=f"delivered to maildir {path}",
+                    detail=delivered_note(path),
                 )
             )
             # Delivered all the same whatever the hook does: no 451 for a retry to repeat.

@@ -25,11 +25,13 @@ import secrets
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Final
 
 from smtpcore._textsafe import replace_unsafe
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.server.log import printable
+from smtpcore.server.reportfields import diagnostic_field, mta_name
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
 __all__ = [
@@ -66,6 +68,10 @@ class ReportedRecipient:
     DSN)."""
     original_recipient: str | None = None
     """The recipient's ``ORCPT`` parameter as it came (RFC 3461 §4.2)."""
+    diagnostic_breaks: tuple[int, ...] = ()
+    """Where ``diagnostic``, a reply of several lines, has the spaces between its lines
+    (:func:`~smtpcore.server.exchanger.transcribe`): its ``Diagnostic-Code`` folds
+    there. Any that is not such a space is passed over."""
 
 
 FailedRecipient = ReportedRecipient
@@ -103,14 +109,48 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
     character) in either kind of report, and ASCII unless the report is a
     ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
-    text = replace_unsafe(" ".join(text.split()), _hex_escape)
-    if not utf8 and not text.isascii():
-        text = "".join(char if char.isascii() else _hex_escape(char) for char in text)
+    text = _field_text(text, utf8)
     # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text
     return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
+
+
+def _field_text(text: str, utf8: bool) -> str:
+    """:func:`_one_line` but for the cut: each character's fate depends on it alone,
+    and each run of white space becomes one space."""
+    text = replace_unsafe(" ".join(text.split()), _hex_escape)
+    if not utf8 and not text.isascii():
+        text = "".join(char if char.isascii() else _hex_escape(char) for char in text)
+    return text
+
+
+def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
+    """``item``'s diagnostic as :func:`_one_line` writes it, in pieces that begin where
+    the reply's lines begin (:attr:`ReportedRecipient.diagnostic_breaks`), up to the
+    cut: joined by spaces, they are that one line whatever the breaks say. Breaks that
+    are not increasing spaces inside the text, as no queue file of ours holds, leave
+    it in one piece."""
+    text, breaks = item.diagnostic, item.diagnostic_breaks
+    shown = _one_line(text, utf8)
+    edges = [-1, *breaks, len(text)]
+    if not breaks or any(
+        not (start < end < len(text) and text[end] == " ") for start, end in pairwise(edges[:-1])
+    ):
+        return [shown]
+    pieces = [_field_text(text[start + 1 : end], utf8) for start, end in pairwise(edges)]
+    if "" in pieces or " ".join(pieces) != _field_text(text, utf8):
+        return [shown]
+    lines: list[str] = []
+    start = 0
+    for piece in pieces[:-1]:
+        end = start + len(piece)
+        if end >= len(shown) or shown[end] != " ":
+            break  # the rest was cut, or this line was cut short
+        lines.append(shown[start:end])
+        start = end + 1
+    return [*lines, shown[start:]]
 
 
 def _parses(address: str) -> bool:
@@ -504,7 +544,8 @@ def _build_report(
     text = textwrap.wrap(explanation, 72)
     for item in reported:
         text.append("")
-        where = f"host {item.remote_mta} said" if item.remote_mta and item.from_remote else ""
+        shown = item.remote_mta and mta_name(item.remote_mta)
+        where = f"host {shown} said" if shown and item.from_remote else ""
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
         said = f"{where}: " if where else ""
         text += textwrap.wrap(
@@ -539,9 +580,9 @@ def _build_report(
             f"Status: {item.status}",
         ]
         if item.remote_mta:
-            status.append(f"Remote-MTA: dns; {item.remote_mta}")
+            status.append(f"Remote-MTA: dns; {mta_name(item.remote_mta)}")
         kind = "smtp" if item.from_remote else "x-local"
-        status.append(f"Diagnostic-Code: {kind}; {_one_line(item.diagnostic, utf8)}")
+        status += diagnostic_field(kind, _diagnostic_lines(item, utf8))
         if item.action in ("failed", "delayed"):
             status.append(f"Last-Attempt-Date: {date}")
         if item.action == "delayed" and retry_until is not None:

@@ -66,7 +66,7 @@ from smtpcore.server.exchanger import (
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger, printable
-from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.mailboxes import DELIVERED, LocalMailboxes, delivered_note
 from smtpcore.server.outbound import OutboundDelivery
 from smtpcore.server.places import (
     DestinationPlaces,
@@ -812,7 +812,10 @@ class DeliveryWorker:
             self.mailboxes.delivered(key, path, entry.id)
         else:
             logger.info("%s: the copy for %s is in its mailbox already", entry.id, key)
-        return Outcome(RecipientStatus.SENT, "2.0.0", f"delivered to maildir {path.name}", "local")
+        # The sender hears that it was delivered; only the log says into which file.
+        return Outcome(
+            RecipientStatus.SENT, "2.0.0", DELIVERED, "local", logged=delivered_note(path)
+        )
 
     # -- remote -----------------------------------------------------------------
 

@@ -171,6 +171,10 @@ class _Part:
     encloses: bool = False
     """Whether the body is more parts (a multipart with a boundary) or a message, whose
     insides are converted rather than the body encoded. Known once the header is."""
+    enclosed_message: bool = False
+    """The header of a message a message part encloses: rewritten, it declares MIME as
+    the top one does (RFC 2045 §4: a message/rfc822 body's own header says MIME-Version
+    when that message claims MIME, as a Content-Transfer-Encoding does)."""
     after_unended_header: bool = False
     """An enclosed message whose enclosing part's header ended at a line that is no
     field, with no empty line: that line ends this (empty) header too. Rewritten, this
@@ -582,6 +586,7 @@ class _Parser:
             self._in_header = False
         elif part.holds_message:
             self._part = self._new_part(part.depth + 1)
+            self._part.enclosed_message = True
             self._part.after_unended_header = not empty_line
         else:
             self._in_header = False
@@ -808,10 +813,11 @@ def _quote(part: _Part, plan: SevenBitPlan) -> None:
 
 def _added_fields(part: _Part) -> bytes:
     """The fields a converted part's header ends with: its new encoding, and for a
-    message with no MIME its declaration (RFC 2045 §4; RFC 1428 §3 for the type)."""
+    message with no MIME, the top one or an enclosed one, its declaration (RFC 2045 §4;
+    RFC 1428 §3 for the type)."""
     encoding = b"quoted-printable" if not part.encloses else b"7bit"
     added = b"Content-Transfer-Encoding: " + encoding + b"\r\n"
-    if part.top and not part.has_mime_version:
+    if (part.top or part.enclosed_message) and not part.has_mime_version:
         if not part.has_content_type:
             added = _UNKNOWN_CHARSET_FIELDS + added
         added = b"MIME-Version: 1.0\r\n" + added

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import ssl
@@ -77,6 +78,7 @@ __all__ = [
     "kept_text",
     "reply_dsn",
     "reply_text",
+    "transcribe",
 ]
 
 
@@ -132,11 +134,15 @@ def kept_text(text: str) -> str:
     :data:`MAX_KEPT_TEXT` characters, else its start (the first line or lines of a
     reply, where the code, status and reason are) and ``[... N more characters]``, in
     :data:`MAX_KEPT_TEXT` characters all told."""
-    if len(text) <= MAX_KEPT_TEXT:
-        return text
-    room = MAX_KEPT_TEXT - len(_cut_mark(len(text)))  # the mark can only get shorter
-    kept = text[: max(room, 0)]
-    return kept + _cut_mark(len(text) - len(kept))
+    kept = _kept_length(len(text))
+    return text if kept == len(text) else text[:kept] + _cut_mark(len(text) - kept)
+
+
+def _kept_length(length: int) -> int:
+    """How many characters :func:`kept_text` keeps of a text of ``length``."""
+    if length <= MAX_KEPT_TEXT:
+        return length
+    return max(MAX_KEPT_TEXT - len(_cut_mark(length)), 0)  # the mark can only get shorter
 
 
 def _cut_mark(cut: int) -> str:
@@ -144,11 +150,30 @@ def _cut_mark(cut: int) -> str:
 
 
 def reply_text(reply: Reply) -> str:
-    """The reply as one line of text, its lines joined by spaces, cut to
-    :func:`kept_text`: the exchanger's own words (RFC 3464 §2.3.6), as the relay keeps
-    them for a recipient."""
-    status = f" {reply.status}" if reply.status is not None else ""
-    return kept_text(f"{reply.code}{status} {' '.join(reply.lines)}".strip())
+    """The reply as one line of text, cut to :func:`kept_text`: the exchanger's own
+    words (RFC 3464 §2.3.6), as the relay keeps them for a recipient. Each line is
+    written as it came, code and status first (``550-5.1.1 ...`` then ``550 5.1.1
+    ...`` for the last), the lines joined by spaces: RFC 3461 §9.2's transcription of a
+    multi-line reply, unfolded, as Postfix logs and reports one."""
+    return transcribe(reply)[0]
+
+
+def transcribe(reply: Reply) -> tuple[str, tuple[int, ...]]:
+    """:func:`reply_text`, and where in it the reply's lines meet: the offset of the
+    space before each line after the first, up to the cut. The text alone cannot tell
+    (a line may say `` 550 `` itself, or hold a TAB a report writes as a space), so
+    these go with it into the queue, for a report to fold its ``Diagnostic-Code`` at
+    the reply's own lines."""
+    status = f"{reply.status} " if reply.status is not None else ""
+    last = len(reply.lines) - 1
+    lines = [
+        f"{reply.code}{' ' if index == last else '-'}{status}{line}".rstrip()
+        for index, line in enumerate(reply.lines)
+    ]
+    whole = " ".join(lines)
+    kept = _kept_length(len(whole))
+    breaks = list(itertools.accumulate(len(line) + 1 for line in lines[:-1]))
+    return kept_text(whole), tuple(end - 1 for end in breaks if end - 1 < kept)
 
 
 _STATUS_TEXT: Final = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
@@ -186,6 +211,13 @@ class Outcome:
     server_policy: bool = False
     """Failed by this server's own rule, not by a peer nor by the sender's choice (a
     queued sender that no longer parses): reported whatever NOTIFY and RET asked."""
+    logged: str | None = None
+    """What the mail log says instead of :attr:`detail`, which the queue file and the
+    sender's report keep, where the operator is told more than the sender (the
+    Maildir file a local copy went into)."""
+    detail_breaks: tuple[int, ...] = ()
+    """Where :attr:`detail`, a reply :func:`transcribe` wrote, has the spaces between
+    its lines; none for other text."""
 
 
 def _tls_name(attempt: Attempt) -> str:
@@ -849,12 +881,14 @@ class ExchangerSession:
                 status = RecipientStatus.FAILED
             else:
                 status = RecipientStatus.PENDING
+            text, breaks = transcribe(reply)  # the server's own words (RFC 3464 §2.3.6)
             return Outcome(
                 status,
                 dsn,
-                reply_text(reply),  # the server's own words (RFC 3464 §2.3.6)
+                text,
                 relay,
                 attempt.host,
+                detail_breaks=breaks,
                 from_remote=from_remote,
                 tls=tls,
                 tls_policy=policy.label,
@@ -973,7 +1007,9 @@ class ExchangerSession:
                 continue
             known = "" if last is None else f" (the last refusal: {last.detail})"
             unknown = outcome(Reply(451, "no reply known", "4.0.0"), from_remote=False)
-            outcomes[address] = replace(unknown, detail=f"no reply known for it{known}")
+            outcomes[address] = replace(
+                unknown, detail=f"no reply known for it{known}", detail_breaks=()
+            )
         return outcomes
 
     def _settled(

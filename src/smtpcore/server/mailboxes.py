@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.server.config import ServerConfig, mailbox_key
@@ -12,7 +12,18 @@ from smtpcore.server.log import loggable, logger
 from smtpcore.server.maildir import Maildir, StagedMessage, once_name
 from smtpcore.server.trace import return_path_header
 
-__all__ = ["LocalMailboxes"]
+__all__ = ["DELIVERED", "LocalMailboxes", "delivered_note"]
+
+DELIVERED: Final = "delivered to maildir"
+"""What the queue and a sender's report say of a copy delivered here (Postfix's words),
+never where it went: a Maildir file's name holds this machine's own host name (not
+``--hostname``) and how it stores mail, which are the operator's."""
+
+
+def delivered_note(path: Path) -> str:
+    """What the mail log says of a copy delivered at ``path``: :data:`DELIVERED` and
+    the file's name, for the operator to find it by."""
+    return f"{DELIVERED} {path.name}"
 
 
 class LocalMailboxes:

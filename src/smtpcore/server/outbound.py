@@ -23,7 +23,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.exchanger import ExchangerSession, Outcome, Recorder, TryNext, reply_text
+from smtpcore.server.exchanger import ExchangerSession, Outcome, Recorder, TryNext, transcribe
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
@@ -247,13 +247,15 @@ def _waiting_failure(failed: Sequence[_ExchangerFailure]) -> _ExchangerFailure:
 def _failure_outcome(failed: _ExchangerFailure, status: RecipientStatus) -> Outcome:
     """A recipient's when no exchanger took it, with ``failed``'s reply and status."""
     failure = failed.failure
+    # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464 §2.3.6), as
+    # for a recipient's; else what went wrong.
+    text, breaks = (failure.detail, ()) if failure.reply is None else transcribe(failure.reply)
     return Outcome(
         status,
         failure.dsn,
-        # The server's own reply for a Diagnostic-Code of type smtp (RFC 3464
-        # §2.3.6), as for a recipient's; else what went wrong.
-        failure.detail if failure.reply is None else reply_text(failure.reply),
+        text,
         failed.relay,
         remote_mta=failed.host,
         from_remote=failure.reply is not None and not failure.local,
+        detail_breaks=breaks,
     )

@@ -125,6 +125,9 @@ class QueuedRecipient:
     report ``NOTIFY=SUCCESS`` asks for and not yet queued (RFC 3461 §6.2). Written with
     the ``sent`` status in one step, so that a crash between the delivery and the
     report cannot lose the report; cleared once the report is queued."""
+    reply_breaks: tuple[int, ...] = ()
+    """Where ``reply``, an exchanger's reply of several lines, has the spaces between
+    its lines (:func:`~smtpcore.server.exchanger.transcribe`): a report folds there."""
 
     @property
     def pending(self) -> bool:
@@ -217,6 +220,7 @@ class QueueEntry:
                     "address": r.address,
                     "status": r.status.value,
                     "reply": r.reply,
+                    "reply_breaks": list(r.reply_breaks),
                     "dsn": r.dsn,
                     "remote_mta": r.remote_mta,
                     "notify": r.notify,
@@ -271,6 +275,7 @@ def _recipient(fields: Mapping[str, object]) -> QueuedRecipient:
         address=_text(fields, "address"),
         status=RecipientStatus(_text(fields, "status")),
         reply=_optional_text(fields, "reply"),
+        reply_breaks=tuple(_integers(fields, "reply_breaks")),  # absent from older files
         dsn=_optional_text(fields, "dsn"),
         remote_mta=_optional_text(fields, "remote_mta"),
         notify=_optional_text(fields, "notify", absent_ok=True),  # absent from older files
@@ -310,6 +315,16 @@ def _texts(fields: Mapping[str, object], key: str) -> list[str]:
     if not all(isinstance(item, str) for item in items):
         raise ValueError(f"{key}: not an array of strings")
     return [str(item) for item in items]
+
+
+def _integers(fields: Mapping[str, object], key: str) -> list[int]:
+    """An array of integers, empty when absent (files written before it existed)."""
+    if key not in fields:
+        return []
+    items = _array(fields, key)
+    if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        raise ValueError(f"{key}: not an array of integers")
+    return [item for item in items if isinstance(item, int)]
 
 
 def _text(fields: Mapping[str, object], key: str) -> str:

@@ -131,6 +131,7 @@ class SenderReports:
                     r.reply or "not yet attempted",
                     r.remote_mta,
                     r.from_remote,
+                    diagnostic_breaks=r.reply_breaks,
                     original_recipient=r.orcpt,
                 )
                 for r in delayed
@@ -231,6 +232,7 @@ class SenderReports:
                     outcome.detail,
                     outcome.remote_mta,
                     outcome.from_remote,
+                    diagnostic_breaks=outcome.detail_breaks,
                     original_recipient=recipients[address].orcpt,
                 )
                 for address, outcome in failed.items()
@@ -270,6 +272,7 @@ class SenderReports:
                     r.reply or "",
                     r.remote_mta,
                     r.from_remote,
+                    diagnostic_breaks=r.reply_breaks,
                     action=r.report_owed or "relayed",
                     original_recipient=r.orcpt,
                 )

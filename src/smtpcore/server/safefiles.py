@@ -41,7 +41,19 @@ _SAFE: Final = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class NotRegularFile(ValueError):
     """A name that should hold one of our files holds a link, a FIFO, a directory or a
     device: a damaged file, never followed or read (a ``ValueError``, as the other
-    damage a queue file can have is)."""
+    damage a queue file can have is). Its text names the path; :attr:`reason` says
+    what is wrong without it, as an ``OSError``'s ``strerror`` does, for a text that
+    may reach a sender."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[NotRegularFile], tuple[Path, str]]:
+        # ``args`` holds the one text ValueError was given: copy and pickle rebuild
+        # the exception from what ``__init__`` takes instead.
+        return type(self), (self.path, self.reason)
 
 
 def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int:
@@ -52,11 +64,11 @@ def open_regular(path: Path, flags: int = os.O_RDONLY, mode: int = 0o600) -> int
         fd = os.open(path, flags | _SAFE, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a link
-            raise NotRegularFile(f"{path}: a symbolic link, not followed") from None
+            raise NotRegularFile(path, "a symbolic link, not followed") from None
         raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(f"{path}: not a regular file")
+            raise NotRegularFile(path, "not a regular file")
     except BaseException:
         os.close(fd)
         raise

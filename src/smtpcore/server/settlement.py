@@ -25,6 +25,7 @@ from smtpcore.server.queue import (
     RecipientStatus,
 )
 from smtpcore.server.reports import SenderReports, asks_for
+from smtpcore.server.safefiles import NotRegularFile
 from smtpcore.server.waits import ThreadShare
 
 __all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
@@ -167,7 +168,7 @@ class RoundSettlement:
                 delay=self.worker.clock() - entry.created,
                 dsn=outcome.dsn,
                 status=label,
-                detail=outcome.detail,
+                detail=outcome.detail if outcome.logged is None else outcome.logged,
                 tls=outcome.tls,
                 tls_policy=outcome.tls_policy,
             )
@@ -272,8 +273,14 @@ def local_error(exc: BaseException) -> Outcome:
     """A recipient's outcome when delivery broke on our side: it waits, and its last
     error says what broke (so an expiry bounce does). An OSError is said without the
     files it names: the bounce goes to the sender, and where the server keeps its
-    files is the operator's, whose log has the whole error."""
-    what = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    files is the operator's, whose log has the whole error; so is a queue file found
+    to be no regular file (:class:`~smtpcore.server.safefiles.NotRegularFile`)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror
+    elif isinstance(exc, NotRegularFile):
+        what = exc.reason
+    else:
+        what = str(exc)
     detail = f"local error in delivery: {type(exc).__name__}: {what}"
     return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
 
@@ -301,6 +308,7 @@ def _updated(recipient: QueuedRecipient, outcome: Outcome) -> QueuedRecipient:
         recipient,
         status=outcome.status,
         reply=outcome.detail,
+        reply_breaks=outcome.detail_breaks,
         dsn=outcome.dsn,
         remote_mta=outcome.remote_mta,
         from_remote=outcome.from_remote,

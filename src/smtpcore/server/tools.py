@@ -48,6 +48,7 @@ from smtpcore.asyncio import (
 )
 from smtpcore.routing import Attempt, Rejected, resolve_exchangers
 from smtpcore.server.config import ConfigError, default_hostname_warning
+from smtpcore.server.exchanger import reply_text
 from smtpcore.server.log import loggable
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -210,10 +211,9 @@ def make_test_message(
 
 
 def _reply_text(reply: Reply | None) -> str:
-    if reply is None:
-        return "no reply"
-    status = f" {reply.status}" if reply.status is not None else ""
-    return f"{reply.code}{status} {' '.join(reply.lines)}".strip()
+    """A server's reply as the relay's log and reports give it (each line with its
+    code, RFC 3461 §9.2), or that there was none."""
+    return "no reply" if reply is None else reply_text(reply)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,15 @@ class Parameter(Generic[T]):
     """What :meth:`refusal` gives, in one call: for the parameters of every message
     (``SIZE=``, ``BODY=``, ``NOTIFY=``), where ``parse`` and ``check`` would cost a
     call or two each. A test holds each to :meth:`refusal`."""
+    takes_utf8: bool = True
+    """Whether the value's grammar has room for UTF-8, which RFC 6531 §3.3 lets an
+    SMTPUTF8 transaction carry where a parameter defines it (``ORCPT``'s
+    ``utf-8-addr-unitext``, RFC 6533 §3), the only built-in one that does. False for
+    a grammar that never does: xtext (``ENVID``, ``AUTH``), keywords (``RET``,
+    ``NOTIFY``, ``BODY``), digits (``SIZE``, ``MT-PRIORITY``, ``BY``, ``HOLDFOR``,
+    ``HOLDUNTIL``), no value at all (``SMTPUTF8``, ``REQUIRETLS``). A non-ASCII value
+    is then malformed in any transaction, refused by the parameter's own words, never
+    told that SMTPUTF8 would let it through."""
 
     def refusal(self, facts: ServerFacts, value: str | None) -> Reply | None:
         """The reply a server refuses ``value`` with (``parse`` failed, or ``check``

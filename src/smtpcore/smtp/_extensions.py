@@ -319,7 +319,8 @@ def check_parameters(
     server did not offer, a value its extension cannot read or the EHLO reply
     rules out (SIZE over the limit), and UTF-8 in a value unless ``utf8``, the
     transaction's MAIL carrying SMTPUTF8 to a server that offered it (RFC 6531
-    §3.3; RFC 6533 §3 for a raw UTF-8 ORCPT)."""
+    §3.3; RFC 6533 §3 for a raw UTF-8 ORCPT), and never where the parameter's
+    grammar has no room for it (``Parameter.takes_utf8``: every known one but ORCPT)."""
     params = command.params
     if not params:
         return
@@ -330,12 +331,17 @@ def check_parameters(
         needed = unoffered_parameter(offered, keyword, value, verb)
         if needed is not None:
             raise LocalProtocolError(f"{keyword} needs the server to offer {needed}")
-        if value is not None and not utf8 and not value.isascii():
+        utf8_value = value is not None and not value.isascii()
+        known = owner_of_parameter(keyword, verb)
+        takes_utf8 = known is None or known[1].takes_utf8
+        if utf8_value and not utf8 and takes_utf8:
             raise LocalProtocolError(
                 f"a UTF-8 {keyword} value needs SMTPUTF8, offered by the server and "
                 "given on MAIL (RFC 6531 §3.3)"
             )
         problem = parameter_problem(offered, keyword, value, verb)
+        if problem is None and utf8_value and not takes_utf8:
+            problem = f"{keyword} takes no UTF-8 value, SMTPUTF8 or not"
         if problem is not None:
             raise LocalProtocolError(problem)
 

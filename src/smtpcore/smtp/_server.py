@@ -1348,7 +1348,10 @@ class ServerConnection:
     ) -> Reply | None:
         """Each parameter read by the entry it belongs to, if that is in force (RFC 5321
         §4.1.2: 555 for one the server does not know); UTF-8 in a value only in an
-        SMTPUTF8 transaction (RFC 6531 §3.3)."""
+        SMTPUTF8 transaction (RFC 6531 §3.3), and only where the parameter's grammar
+        has room for it (:attr:`Parameter.takes_utf8
+        <smtpcore.smtp.Parameter.takes_utf8>`): elsewhere the reader refuses it in
+        its own words, whatever the transaction."""
         for keyword, value in items:
             known = readers.get(keyword)
             if known is None or not self.extended:
@@ -1360,7 +1363,8 @@ class ServerConnection:
                 entry.depends and not all([self.in_force(needed) for needed in entry.depends])
             ):
                 return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
-            if value is not None and not utf8 and not value.isascii():
+            utf8_value = value is not None and not value.isascii()
+            if utf8_value and not utf8 and parameter.takes_utf8:
                 return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
             read = parameter.read
             if read is None:
@@ -1370,6 +1374,9 @@ class ServerConnection:
                     problem = read(self, value)
                 except Exception as exc:
                     raise entry_failed(f"the {keyword} parameter's read", exc) from exc
+            if problem is None and utf8_value and not parameter.takes_utf8:
+                # Its reader should have refused it: the entry's word holds all the same.
+                problem = reply(501, "5.5.4", f"Malformed {keyword} value")
             if problem is not None:
                 if not isinstance(problem, Reply):  # the application's entry, mistyped
                     raise entry_failed(

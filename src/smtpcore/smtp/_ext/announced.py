@@ -16,6 +16,8 @@ __all__ = ["DELIVERBY", "FUTURERELEASE", "MT_PRIORITY"]
 
 
 def _matching(keyword: str, pattern: str) -> Parameter[str]:
+    """The parameter ``keyword``, its value ASCII that ``pattern`` matches: digits,
+    signs and letters, never UTF-8 (``takes_utf8``), SMTPUTF8 or not."""
     compiled = re.compile(pattern)
 
     def parse(value: str | None) -> str:
@@ -23,7 +25,7 @@ def _matching(keyword: str, pattern: str) -> Parameter[str]:
             raise ParameterError(f"malformed {keyword} value")
         return value
 
-    return Parameter(keyword, parse, str)
+    return Parameter(keyword, parse, str, takes_utf8=False)
 
 
 MT_PRIORITY: Final = Extension(

@@ -114,7 +114,15 @@ AUTH: Final = Extension(
     option="auth_mechanisms",
     line_allowance=500,  # RFC 4954 §5: AUTH= on MAIL
     arguments=_mechanisms,
-    mail_parameters=(Parameter("AUTH", _parse, _format, client_check=_client_problem),),
+    mail_parameters=(
+        Parameter(
+            "AUTH",
+            _parse,
+            _format,
+            client_check=_client_problem,
+            takes_utf8=False,  # xtext (RFC 4954 §5); a UTF-8 mailbox goes hex-encoded
+        ),
+    ),
     verbs=("AUTH",),
     requires=(_USABLE_MECHANISM,),
     client_check=_mechanism_offered,

@@ -35,11 +35,17 @@ T = TypeVar("T", bound=_Value)
 
 
 def _reader(
-    keyword: str, read: Callable[[str], T], known: Collection[str] | None = None
+    keyword: str,
+    read: Callable[[str], T],
+    known: Collection[str] | None = None,
+    *,
+    takes_utf8: bool = False,
 ) -> Parameter[T]:
     """The parameter ``keyword``, its value read by ``read``. ``known``: the values
     ``read`` takes, upper-cased (each of them, and nothing else, whatever its case),
-    which a server then accepts with one lookup."""
+    which a server then accepts with one lookup. ``takes_utf8``: its grammar has room
+    for UTF-8 (ORCPT's, RFC 6533 §3); RET's and NOTIFY's keywords and ENVID's xtext
+    (RFC 3461 §4, which RFC 6533 leaves as it is) have none."""
 
     def parse(value: str | None) -> T:
         if value is None:
@@ -52,7 +58,7 @@ def _reader(
     def format(value: T) -> str:
         return value.to_parameter()
 
-    parameter = Parameter(keyword, parse, format)
+    parameter = Parameter(keyword, parse, format, takes_utf8=takes_utf8)
     if known is None:
         return parameter
 
@@ -86,6 +92,6 @@ DSN: Final = Extension(
     ),
     rcpt_parameters=(
         _reader("NOTIFY", Notify.parse, frozenset(_NOTIFY_VALUES)),
-        _reader("ORCPT", _orcpt),
+        _reader("ORCPT", _orcpt, takes_utf8=True),
     ),
 )

@@ -74,6 +74,14 @@ EIGHTBITMIME: Final = Extension(
     option="eight_bit_mime",
     line_allowance=len(" BODY=BINARYMIME"),
     mail_parameters=(
-        Parameter("BODY", _parse, _format, check=_binary_in_force, needs=_needs, read=_read),
+        Parameter(
+            "BODY",
+            _parse,
+            _format,
+            check=_binary_in_force,
+            needs=_needs,
+            read=_read,
+            takes_utf8=False,  # a keyword (RFC 6152 §2, RFC 3030 §3)
+        ),
     ),
 )

@@ -31,6 +31,6 @@ REQUIRETLS: Final = Extension(
     "the message may travel only over TLS with a verified certificate",
     option="requiretls",
     line_allowance=len(" REQUIRETLS"),
-    mail_parameters=(Parameter("REQUIRETLS", _parse, _format),),
+    mail_parameters=(Parameter("REQUIRETLS", _parse, _format, takes_utf8=False),),  # no value
     requires=(TLS,),
 )

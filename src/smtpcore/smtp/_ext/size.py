@@ -68,6 +68,7 @@ SIZE: Final = Extension(
             check=_over_limit,
             client_check=_client_over_limit,
             read=_read,
+            takes_utf8=False,  # digits (RFC 1870 §3)
         ),
     ),
 )

@@ -39,5 +39,5 @@ SMTPUTF8: Final = Extension(
     # RFC 6531 §3.1 item 8: "Servers offering this extension MUST provide support
     # for, and announce, the 8BITMIME extension": without it SMTPUTF8 is not offered.
     depends=("8BITMIME",),
-    mail_parameters=(Parameter("SMTPUTF8", _parse, _format, read=_read),),
+    mail_parameters=(Parameter("SMTPUTF8", _parse, _format, read=_read, takes_utf8=False),),
 )
