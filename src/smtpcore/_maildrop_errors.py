@@ -16,11 +16,19 @@ class MaildropError(Exception):
     ``code`` is an RFC 2449 §8 response code: ``SYS/TEMP`` (the default: try
     again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``. The
     server logs a code that is not one (``""``, ``"SYS/PERM "``) and leaves it out.
+
+    ``logged``: the store has already said in the log why (a
+    :class:`~smtpcore.maildrop.Maildir` names the file or folder it could not read),
+    and the server adds no line of its own. Otherwise the server logs the refusal,
+    naming the hook that raised it: every refusal leaves one trace, and only one.
     """
 
-    def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
+    def __init__(
+        self, message: str, code: str | None = "SYS/TEMP", *, logged: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
+        self.logged = logged
 
 
 class MaildropInUse(MaildropError):
@@ -33,8 +41,10 @@ class MaildropInUse(MaildropError):
 class MessageUnavailable(MaildropError):
     """The message went away since the listing (another program removed it)."""
 
-    def __init__(self, message: str = "Message no longer available") -> None:
-        super().__init__(message, None)
+    def __init__(
+        self, message: str = "Message no longer available", *, logged: bool = False
+    ) -> None:
+        super().__init__(message, None, logged=logged)
 
 
 for _error in (MaildropError, MaildropInUse, MessageUnavailable):

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
+from smtpcore._maildir_faults import FILE_FAULTS, refused
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -47,7 +48,13 @@ from smtpcore._maildir_open import (
     _Opened,
     _take_lock,
 )
-from smtpcore._maildir_unlisted import HIDDEN, NOT_SIZED_THIS_TIME, TOO_LARGE_TO_SIZE, Unlisted
+from smtpcore._maildir_unlisted import (
+    HIDDEN,
+    NOT_SIZED_THIS_TIME,
+    TOO_LARGE_TO_SIZE,
+    UNREADABLE,
+    Unlisted,
+)
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._threads import in_thread
 from smtpcore.handler import TLSInfo, _RarelySet
@@ -693,7 +700,7 @@ class Maildir(Maildrop):
                         if e.is_file(follow_symlinks=False) and e.name[:1] != "."
                     ]
             except OSError as exc:
-                raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+                raise refused(self.path / sub, exc, "read the maildrop") from exc
             for name in names:
                 base = name.split(":", 1)[0]
                 found.append((_order_key(base), sub, name, base))
@@ -738,7 +745,8 @@ class Maildir(Maildrop):
         except FileNotFoundError:
             return None  # removed by another program since listdir
         except OSError as exc:
-            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            self._unreadable(sub, name, exc, unlisted)
+            return None
         most = self.max_sized_by_reading
         if stat.st_size > most:
             unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
@@ -781,7 +789,8 @@ class Maildir(Maildrop):
             unlisted.add(reason, path, exc.size, limit)
             return most
         except OSError as exc:
-            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            self._unreadable(item.sub, item.name, exc, unlisted)
+            return 0
         cache = self._size_cache
         with _SIZES_GUARD:
             if len(cache) >= _SIZES_KEPT:
@@ -790,6 +799,17 @@ class Maildir(Maildrop):
             cache[item.key] = size
         item.size = size
         return item.octets
+
+    def _unreadable(self, sub: str, name: str, exc: OSError, unlisted: Unlisted) -> None:
+        """Leave out a file that cannot be read (see
+        :data:`~smtpcore._maildir_unlisted.UNREADABLE`), so that the rest of the maildrop
+        is served: a client refused the whole of it would retry at every poll, for ever.
+        A failure that is not the file's own (:data:`~smtpcore._maildir_faults.FILE_FAULTS`)
+        refuses the listing, logged."""
+        path = self.path / sub / name
+        if exc.errno not in FILE_FAULTS:
+            raise refused(path, exc, "read the maildrop") from exc
+        unlisted.add(UNREADABLE, str(path), exc.strerror)
 
     def _entry(self, number: int) -> _Entry:
         entries = self._entries
@@ -811,13 +831,15 @@ class Maildir(Maildrop):
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
-            raise MaildropError(f"Cannot read the message: {exc.strerror}") from exc
+            entry = self._entry(number)
+            raise refused(self.path / entry.folder / entry.name, exc, "read the message") from exc
         try:
             entry = self._entry(number)
             yield from _chunks(fd, size, entry.info.size + _RETR_SLACK)
         except _TooLarge as exc:
             _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
-            raise MessageUnavailable("The message changed since it was listed") from None
+            changed = "The message changed since it was listed"
+            raise MessageUnavailable(changed, logged=True) from None
         finally:
             os.close(fd)
 
@@ -881,6 +903,7 @@ class Maildir(Maildrop):
                 )
             return
         failed = 0
+        first: tuple[Path, OSError] | None = None
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
@@ -890,10 +913,25 @@ class Maildir(Maildrop):
                         self._size_cache.pop(entry.cached, None)
                 else:
                     _mark(entry, folders, seen=number in retrieved)
-            except OSError:
-                failed += number in deleted
-        if failed:
-            raise MaildropError(f"{failed} deleted messages could not be removed")
+            except OSError as exc:
+                if number in deleted:
+                    failed += 1
+                    first = first or (self.path / entry.folder / entry.name, exc)
+        if first is not None:
+            _not_removed(*first, failed)
+            raise MaildropError(f"{failed} deleted messages could not be removed", logged=True)
+
+
+def _not_removed(path: Path, exc: OSError, failed: int) -> None:
+    """Warn that UPDATE left ``failed`` deleted messages, the first ``path`` for ``exc``:
+    one line, however many (a folder made read-only fails them all)."""
+    logger.warning(
+        "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
+        "all): they are listed again at the next login",
+        str(path),
+        exc.strerror,
+        failed,
+    )
 
 
 def _remove(folder: int, name: str) -> None:

@@ -64,9 +64,11 @@ from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import (
     Maildrop,
     MaildropError,
+    MaildropInUse,
     Mailstore,
     MechanismFactory,
     MessageInfo,
+    MessageUnavailable,
     POP3Session,
 )
 from smtpcore.pop3 import (
@@ -811,8 +813,13 @@ class POP3ServerSession(ServedSession):
     ) -> Err:
         """The answer to a mailstore call that failed with ``exc`` (one
         :meth:`_call_failed` says is its own): a :class:`MaildropError`'s ``-ERR``,
-        else ``answer``, with ``exc`` logged as the failure of ``call % args``."""
+        else ``answer``, with ``exc`` logged as the failure of ``call % args``. A
+        :class:`MaildropError` the store has not logged itself is logged here (see
+        :func:`_refusal_level`), so that every refusal leaves one line, and one only."""
         if isinstance(exc, MaildropError):
+            if not exc.logged:
+                level = _refusal_level(exc)
+                logger.log(level, f"{call} refused: %s", *args, loggable(_text(exc)))
             return _maildrop_err(exc)
         logger.error(f"{call} failed", *args, exc_info=exc)
         return answer
@@ -1341,6 +1348,15 @@ def _broke_off(exc: BaseException, number: int, user: str | None) -> None:
         logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
     else:
         logger.error("message %d of %r broke off", number, user, exc_info=exc)
+
+
+def _refusal_level(exc: MaildropError) -> int:
+    """How loud a store's own refusal is logged: a maildrop another session holds, or a
+    message gone since the listing, is the normal course of things (INFO); anything
+    else, a store that cannot serve, is for the operator (WARNING)."""
+    if isinstance(exc, MaildropInUse | MessageUnavailable):
+        return logging.INFO
+    return logging.WARNING
 
 
 def _maildrop_err(exc: MaildropError) -> Err:

@@ -1,0 +1,272 @@
+"""smtpcore.maildrop: files and folders of a Maildir the server cannot read.
+
+A file another agent wrote ``0600`` under its own uid refused the whole login with
+``-ERR [SYS/TEMP]`` (which fetchmail and mpop retry at every poll, for ever), and
+nothing in the log named it. Now such a file is left out of the listing, with a
+WARNING naming it, and comes in a later session under the same unique-id; a folder
+that cannot be read, or a message file that became unreadable, is refused with the
+code ``_cannot_open`` gives (``SYS/PERM`` for a permission), logged once, naming it.
+
+The suite may run as root, whom a mode does not stop: files are made unreadable by
+making ``os.open`` (``os.stat``, ``os.scandir``, ``os.unlink``) refuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import poplib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from peers import running_pop3_server, write_maildir
+from smtpcore.maildrop import (
+    Maildir,
+    MaildirStore,
+    Maildrop,
+    MaildropError,
+    Mailstore,
+    POP3Session,
+)
+
+T = TypeVar("T")
+LOGGER = "smtpcore.pop3.server"
+PASSWORDS = {"alice": "wonderland"}
+MESSAGES = [b"Subject: one\n\nfirst\n", b"Subject: two\n\nsecond\n", b"Subject: three\n\nthird\n"]
+
+
+def run(awaitable: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+def refuse(
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    names: set[str],
+    error: int = errno.EACCES,
+) -> None:
+    """Make ``os.<name>`` fail with ``error`` for a file named in ``names`` (as relative
+    to a folder's descriptor, or as a path ending so): what a file another uid wrote
+    ``0600`` gives a server without ``CAP_DAC_OVERRIDE``, as root or not."""
+    real: Callable[..., Any] = getattr(os, name)
+
+    def refusing(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(path, str | os.PathLike) and os.path.basename(os.fspath(path)) in names:
+            raise OSError(error, os.strerror(error), os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, name, refusing)
+
+
+def refuse_folder(monkeypatch: pytest.MonkeyPatch, folder: Path, error: int) -> None:
+    """Make ``os.scandir`` of the open folder ``folder`` fail with ``error``."""
+    real = os.scandir
+    inode = folder.stat().st_ino
+
+    def scandir(path: Any = ".") -> Any:
+        if isinstance(path, int) and os.fstat(path).st_ino == inode:
+            raise OSError(error, os.strerror(error))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def mentions(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if text in r.getMessage()]
+
+
+@pytest.mark.parametrize("call", ["open", "stat"])
+def test_an_unreadable_file_is_left_out_with_a_warning_and_comes_back_under_its_uid(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    call: str,
+) -> None:
+    """One file that cannot be read (to be sized: its name has no ``,W=``) refused the
+    whole maildrop. It is left out now, the others numbered in order for the session
+    (RFC 1939 §5), with one WARNING naming it and the error; once readable, a later
+    session lists it under the unique-id it always had (its name, RFC 1939 §7), and the
+    others under theirs: no message comes twice."""
+    paths = write_maildir(tmp_path / "alice", MESSAGES)
+    with monkeypatch.context() as patched:
+        refuse(patched, call, {paths[1].name})
+        maildir = Maildir(tmp_path / "alice")
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            first = run(maildir.messages())
+        run(maildir.close())
+    assert [m.uid for m in first] == [paths[0].name, paths[2].name]
+    [warning] = mentions(caplog, paths[1].name)
+    assert warning.levelno == logging.WARNING
+    assert repr(str(paths[1])) in warning.getMessage()
+    assert "Permission denied" in warning.getMessage()
+
+    later = run(Maildir(tmp_path / "alice").messages())
+    assert [m.uid for m in later] == [p.name for p in paths]
+
+
+def test_a_failure_that_is_not_the_files_own_refuses_the_listing_for_now_and_logs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of descriptors is the server's state, not the file's: leaving the file out
+    would show the client a maildrop with holes at random. The listing is refused
+    ``SYS/TEMP``, and the WARNING names the file it was reading."""
+    paths = write_maildir(tmp_path / "alice", MESSAGES)
+    refuse(monkeypatch, "open", {paths[0].name}, errno.EMFILE)
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(MaildropError) as raised:
+        run(Maildir(tmp_path / "alice").messages())
+    assert raised.value.code == "SYS/TEMP"
+    [warning] = mentions(caplog, paths[0].name)
+    assert "Too many open files" in warning.getMessage()
+    assert raised.value.logged
+
+
+@pytest.mark.parametrize(("error", "code"), [(errno.EACCES, "SYS/PERM"), (errno.EIO, "SYS/TEMP")])
+def test_a_folder_that_cannot_be_read_refuses_the_maildrop_and_names_the_folder(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: int,
+    code: str,
+) -> None:
+    """``new/`` that cannot be listed: the maildrop cannot be served as a whole, and is
+    refused, with the code ``_cannot_open`` gives the same cause (a permission is
+    permanent: no retry cures it, RFC 3206 §4) and a WARNING naming the folder."""
+    write_maildir(tmp_path / "alice", MESSAGES)
+    refuse_folder(monkeypatch, tmp_path / "alice" / "new", error)
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(MaildropError) as raised:
+        run(Maildir(tmp_path / "alice").messages())
+    assert raised.value.code == code
+    assert str(raised.value) == f"Cannot read the maildrop: {os.strerror(error)}"
+    [warning] = caplog.records
+    assert repr(str(tmp_path / "alice" / "new")) in warning.getMessage()
+
+
+def test_a_message_file_unreadable_at_retr_is_refused_permanently_and_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file whose name gives its size (``,W=``) is listed unread; if it cannot be
+    read at RETR, the answer is ``SYS/PERM`` (as ``_cannot_open`` answers a permission
+    refused) and one WARNING names it."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    name = "1700000001.M1P1.test,S=20,W=21"
+    (path / "new" / name).write_bytes(b"Subject: w\n\nbody\n..")
+    maildir = Maildir(path)
+    assert [m.uid for m in run(maildir.messages())] == [name]
+    refuse(monkeypatch, "open", {name})
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(MaildropError) as raised:
+        next(iter(maildir.open(1)))
+    run(maildir.close())
+    assert raised.value.code == "SYS/PERM"
+    assert str(raised.value) == "Cannot read the message: Permission denied"
+    [warning] = caplog.records
+    assert repr(str(path / "new" / name)) in warning.getMessage()
+    assert raised.value.logged
+
+
+def test_deleted_messages_that_cannot_be_removed_are_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """UPDATE that cannot remove deleted messages says which (the first) and how many,
+    in one WARNING, however many there are."""
+    paths = write_maildir(tmp_path / "alice", MESSAGES)
+    maildir = Maildir(tmp_path / "alice")
+    run(maildir.messages())
+    refuse(monkeypatch, "unlink", {p.name for p in paths})
+    removed = "3 deleted messages could not be removed"
+    with (
+        caplog.at_level(logging.WARNING, logger=LOGGER),
+        pytest.raises(MaildropError, match=removed),
+    ):
+        run(maildir.update(deleted={1, 2, 3}, retrieved=set()))
+    run(maildir.close())
+    [warning] = caplog.records
+    assert repr(str(paths[0])) in warning.getMessage() and "(3 deleted" in warning.getMessage()
+
+
+# -- over the wire ---------------------------------------------------------------
+
+
+def test_a_server_serves_the_rest_of_a_maildrop_and_refuses_an_unreadable_message(
+    adapter: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The audit's case, on both adapters: a file with no ``,W=`` that cannot be read,
+    and one with it. The login succeeds with the readable messages; RETR of the other is
+    ``-ERR [SYS/PERM]``; each file is named once in the log, and nothing else is said
+    of either."""
+    path = tmp_path / "mail" / "alice"
+    paths = write_maildir(path, MESSAGES)
+    sized = path / "new" / "1700000009.M9P9.test,S=20,W=21"
+    sized.write_bytes(b"Subject: w\n\nbody\n..")
+    refuse(monkeypatch, "open", {paths[1].name, sized.name})
+    store = MaildirStore(tmp_path / "mail", PASSWORDS)
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        assert client.pass_("wonderland").startswith(b"+OK Logged in, 3 messages")
+        assert [line.split()[1] for line in client.uidl()[1]] == [
+            paths[0].name.encode(),
+            paths[2].name.encode(),
+            sized.name.encode(),
+        ]
+        with pytest.raises(poplib.error_proto) as raised:
+            client.retr(3)
+        refusal = b"-ERR [SYS/PERM] Cannot read the message: Permission denied"
+        assert raised.value.args[0] == refusal
+        assert client.retr(2)[1] == [b"Subject: three", b"", b"third"]
+        client.quit()
+    assert len(mentions(caplog, paths[1].name)) == 1
+    assert len(mentions(caplog, sized.name)) == 1
+    assert len(mentions(caplog, "Permission denied")) == 2
+
+
+class _Refusing(Mailstore):
+    """A store of an embedder's own, whose maildrops cannot be opened."""
+
+    def __init__(self, error: MaildropError) -> None:
+        self.error = error
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        return True
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        raise self.error
+
+
+@pytest.mark.parametrize(("logged", "lines"), [(False, 1), (True, 0)], ids=["unlogged", "logged"])
+def test_a_stores_own_refusal_is_logged_once_unless_the_store_logged_it(
+    adapter: str, caplog: pytest.LogCaptureFixture, logged: bool, lines: int
+) -> None:
+    """An embedder's store that refuses a maildrop left no trace: the server now logs
+    the refusal it was not told the store logged (``logged=True``), naming the hook."""
+    text = "Mailbox on a broken disk"
+    error = MaildropError(text, logged=True) if logged else MaildropError(text)
+    store = _Refusing(error)
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        with pytest.raises(poplib.error_proto, match="SYS/TEMP"):
+            client.pass_("any")
+        client.quit()
+    found = mentions(caplog, "Mailbox on a broken disk")
+    assert len(found) == lines
+    if found:
+        assert "open_maildrop('alice')" in found[0].getMessage()
+        assert found[0].levelno == logging.WARNING
