@@ -270,3 +270,36 @@ def test_a_stores_own_refusal_is_logged_once_unless_the_store_logged_it(
     if found:
         assert "open_maildrop('alice')" in found[0].getMessage()
         assert found[0].levelno == logging.WARNING
+
+
+def test_the_reference_servers_line_of_a_login_whose_maildrop_failed_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reference server's line for a login refused because the maildrop could not
+    be read said ``method=-``, as if no password had been right: it shows the
+    mechanism now, and that the maildrop failed, with the answer's code."""
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.pop3 import POP3Store
+
+    address = "alice@abc.example"
+    config = ServerConfig(domains=("abc.example",), users={address: "pw"}, data_dir=tmp_path)
+    server = MailServer(config)
+    store = POP3Store(config, server.authenticator(), credentials=server.credentials)
+    key = config.user_key(address)
+    assert key
+    write_maildir(config.mailboxes_dir / key, MESSAGES)
+    refuse_folder(monkeypatch, config.mailboxes_dir / key / "new", errno.EACCES)
+    with (
+        caplog.at_level(logging.INFO),
+        running_pop3_server("asyncio", store) as pop3,
+    ):
+        client = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+        client.user(address)
+        with pytest.raises(poplib.error_proto, match="Cannot read the maildrop"):
+            client.pass_("pw")
+        client.quit()
+    [line] = mentions(caplog, "pop3: disconnect from")
+    text = line.getMessage()
+    assert " method=USER " in text, text
+    assert "(maildrop failed: [SYS/PERM] Cannot read the maildrop: Permission denied" in text

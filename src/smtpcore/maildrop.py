@@ -152,7 +152,11 @@ class POP3Session(_RarelySet):
     user: str | None = None
     """The user logged in as; ``None`` until a login succeeds."""
     mechanism: str | None = None
-    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
+    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name. Set
+    once the credentials are right, before :meth:`Mailstore.open_maildrop` (which may
+    read it, and whose maildrop, closed, may log it), and back to ``None`` if the
+    maildrop cannot be opened and listed: the session is then still in the
+    AUTHORIZATION state (RFC 1939 §4)."""
 
 
 class Maildrop(abc.ABC):

@@ -1078,9 +1078,11 @@ class POP3ServerSession(ServedSession):
     async def _login(self, user: str, mechanism: str) -> None:
         """Open and lock the maildrop; then the session is in TRANSACTION (RFC 1939 §4)."""
         session = self.session
+        session.mechanism = mechanism  # the credentials were right: the store may read it
         try:
             maildrop = await self._store(lambda: self.store.open_maildrop(session, user))
         except BaseException as exc:
+            session.mechanism = None
             if not self._call_failed(exc):
                 raise
             self._answer(self._failure(exc, "open_maildrop(%r)", user))
@@ -1090,13 +1092,15 @@ class POP3ServerSession(ServedSession):
             listing = _checked_listing(await self._store(maildrop.messages))
         except BaseException as exc:
             if not self._call_failed(exc):
+                session.mechanism = None
                 raise
             await self._release()
+            session.mechanism = None
             self._answer(self._failure(exc, "listing the maildrop of %r", user))
             return
         self.listing = listing
         self.numbers = MessageNumbers(len(listing))
-        session.user, session.mechanism = user, mechanism
+        session.user = user
         count, size = self._totals()
         if not self._answer(Ok(f"Logged in, {count} messages ({size} octets)")):
             await self._release()
