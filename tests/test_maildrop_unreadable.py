@@ -252,9 +252,12 @@ def test_a_stores_own_refusal_is_logged_once_unless_the_store_logged_it(
     adapter: str, caplog: pytest.LogCaptureFixture, logged: bool, lines: int
 ) -> None:
     """An embedder's store that refuses a maildrop left no trace: the server now logs
-    the refusal it was not told the store logged (``logged=True``), naming the hook."""
+    the refusal it was not told the store logged (``error.logged = True``), naming the
+    hook."""
     text = "Mailbox on a broken disk"
-    error = MaildropError(text, logged=True) if logged else MaildropError(text)
+    error = MaildropError(text)
+    if logged:
+        error.logged = True
     store = _Refusing(error)
     with (
         caplog.at_level(logging.DEBUG, logger="smtpcore"),
@@ -270,6 +273,36 @@ def test_a_stores_own_refusal_is_logged_once_unless_the_store_logged_it(
     if found:
         assert "open_maildrop('alice')" in found[0].getMessage()
         assert found[0].levelno == logging.WARNING
+
+
+class _OverQuota(MaildropError):
+    """An embedder's error that sets its code itself and never calls
+    ``MaildropError.__init__``, as one written against 0.x may."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "Over quota")
+        self.code = "SYS/PERM"
+
+
+def test_an_embedders_error_that_skips_maildroperrors_init_is_answered_and_logged(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such an error was answered with its ``-ERR`` before ``logged`` came; reading an
+    attribute only ``__init__`` set broke the session (the client got EOF). ``logged``
+    is a class attribute, False: the refusal is answered, and logged by the server."""
+    store = _Refusing(_OverQuota())
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        with pytest.raises(poplib.error_proto) as raised:
+            client.pass_("any")
+        assert raised.value.args[0] == b"-ERR [SYS/PERM] Over quota"
+        client.quit()
+    assert [r.levelno for r in mentions(caplog, "Over quota")] == [logging.WARNING]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_the_reference_servers_line_of_a_login_whose_maildrop_failed_says_so(

@@ -14,9 +14,11 @@ from __future__ import annotations
 import errno
 import logging
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from smtpcore._maildrop_errors import MaildropError
+
+_E = TypeVar("_E", bound=MaildropError)
 
 logger: Final = logging.getLogger("smtpcore.pop3.server")
 
@@ -49,4 +51,11 @@ def refused(
     tail = _PERMANENT_TAIL if permanent else _TEMPORARY_TAIL
     logger.warning("maildrop: %r: %s; cannot %s: %s", str(where), exc.strerror, doing, tail)
     code = "SYS/PERM" if permanent else "SYS/TEMP"
-    return MaildropError(f"Cannot {doing}: {exc.strerror}", code, logged=True)
+    return told(MaildropError(f"Cannot {doing}: {exc.strerror}", code))
+
+
+def told(error: _E) -> _E:
+    """``error``, marked ``logged``: its cause is in the log already, and the server
+    adds no line of its own."""
+    error.logged = True
+    return error

@@ -17,18 +17,20 @@ class MaildropError(Exception):
     again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``. The
     server logs a code that is not one (``""``, ``"SYS/PERM "``) and leaves it out.
 
-    ``logged``: the store has already said in the log why (a
-    :class:`~smtpcore.maildrop.Maildir` names the file or folder it could not read),
-    and the server adds no line of its own. Otherwise the server logs the refusal,
-    naming the hook that raised it: every refusal leaves one trace, and only one.
+    ``logged`` says whether the store has told the log why already. It is False (a
+    class attribute, so that a subclass that sets ``code`` without calling this
+    ``__init__`` has it too), and the server logs the refusal, naming the hook that
+    raised it. A store that has logged it (a :class:`~smtpcore.maildrop.Maildir`
+    names the file or folder it could not read) sets it on the exception before
+    raising it (``error.logged = True``), and the server adds no line of its own:
+    every refusal leaves one trace, and only one.
     """
 
-    def __init__(
-        self, message: str, code: str | None = "SYS/TEMP", *, logged: bool = False
-    ) -> None:
+    logged: bool = False
+
+    def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
         super().__init__(message)
         self.code = code
-        self.logged = logged
 
 
 class MaildropInUse(MaildropError):
@@ -41,10 +43,8 @@ class MaildropInUse(MaildropError):
 class MessageUnavailable(MaildropError):
     """The message went away since the listing (another program removed it)."""
 
-    def __init__(
-        self, message: str = "Message no longer available", *, logged: bool = False
-    ) -> None:
-        super().__init__(message, None, logged=logged)
+    def __init__(self, message: str = "Message no longer available") -> None:
+        super().__init__(message, None)
 
 
 for _error in (MaildropError, MaildropInUse, MessageUnavailable):

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
-from smtpcore._maildir_faults import FILE_FAULTS, refused
+from smtpcore._maildir_faults import FILE_FAULTS, refused, told
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -842,8 +842,7 @@ class Maildir(Maildrop):
             yield from _chunks(fd, size, entry.info.size + _RETR_SLACK)
         except _TooLarge as exc:
             _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
-            changed = "The message changed since it was listed"
-            raise MessageUnavailable(changed, logged=True) from None
+            raise told(MessageUnavailable("The message changed since it was listed")) from None
         finally:
             os.close(fd)
 
@@ -923,7 +922,7 @@ class Maildir(Maildrop):
                     first = first or (self.path / entry.folder / entry.name, exc)
         if first is not None:
             _not_removed(*first, failed)
-            raise MaildropError(f"{failed} deleted messages could not be removed", logged=True)
+            raise told(MaildropError(f"{failed} deleted messages could not be removed"))
 
 
 def _not_removed(path: Path, exc: OSError, failed: int) -> None:
