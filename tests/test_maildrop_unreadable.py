@@ -112,6 +112,63 @@ def test_an_unreadable_file_is_left_out_with_a_warning_and_comes_back_under_its_
     assert [m.uid for m in later] == [p.name for p in paths]
 
 
+@pytest.mark.parametrize("suffix", ["", ",S=12,W=13"], ids=["read", "named-size"])
+def test_an_unreadable_file_hides_no_readable_one_of_the_same_unique_name(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    suffix: str,
+) -> None:
+    """A file in ``cur/`` that the server cannot read (its ``stat`` works, as for a
+    ``0600`` file of another uid), named as a readable message in ``new/``, was listed
+    first, so that the readable one was dropped as its copy and then it as unreadable:
+    neither listed, and a warning that said the unreadable one was. Anyone who could
+    write into ``cur/`` hid a message so. The readable one is listed now, and the one
+    warning names the unreadable file as not listed; no copy is claimed."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    base = f"1700000001.M1P1.test{suffix}"
+    (path / "new" / base).write_bytes(b"the message\n")
+    planted = path / "cur" / f"{base}:2,"
+    planted.write_bytes(b"planted file\n")
+    refuse(monkeypatch, "open", {planted.name})
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        listing = run(maildir.messages())
+    assert [(m.uid, m.size) for m in listing] == [(base, 13)]
+    assert b"".join(maildir.open(1)) == b"the message\n"
+    run(maildir.close())
+    [warning] = caplog.records
+    assert warning.getMessage().startswith(f"maildrop: {str(planted)!r} is not listed: ")
+    assert "share the unique name" not in warning.getMessage()
+
+
+def test_a_copy_is_named_only_beside_the_file_finally_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three files of one unique name, the first unreadable: the second is listed, and
+    the warning about a copy names the second as listed and the third as not."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    base = "1700000001.M1P1.test"
+    planted = path / "cur" / f"{base}:2,"
+    listed = path / "cur" / f"{base}:2,S"
+    copy = path / "new" / base
+    for file in (planted, listed, copy):
+        file.write_bytes(file.name.encode() + b"\n")
+    refuse(monkeypatch, "open", {planted.name})
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert [m.uid for m in run(maildir.messages())] == [base]
+    assert b"".join(maildir.open(1)) == listed.name.encode() + b"\n"
+    run(maildir.close())
+    [unreadable] = mentions(caplog, "is not listed")
+    assert repr(str(planted)) in unreadable.getMessage()
+    [hidden] = mentions(caplog, "share the unique name")
+    assert f"{str(listed)!r} is listed, {str(copy)!r} is not" in hidden.getMessage()
+    assert len(caplog.records) == 2
+
+
 def test_a_failure_that_is_not_the_files_own_refuses_the_listing_for_now_and_logs_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

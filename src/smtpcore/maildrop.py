@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import threading
+from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -423,6 +424,16 @@ def _uid(base: str) -> str:
     return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
 
 
+def _by_unique_name(names: Iterable[tuple[str, str, str]]) -> dict[str, deque[tuple[str, str]]]:
+    """The files of each unique-id (folder and name), from ``names`` as
+    :meth:`Maildir._names` gives them: unique-ids in delivery order, and the files of
+    one, ``cur`` first, in the order a listing tries them."""
+    files: dict[str, deque[tuple[str, str]]] = {}
+    for sub, name, base in names:
+        files.setdefault(_uid(base), deque()).append((sub, name))
+    return files
+
+
 def delivery_order(name: str) -> list[tuple[int, int, str]]:
     """The sort key that puts Maildir messages in delivery order.
 
@@ -500,7 +511,8 @@ class Maildir(Maildrop):
     with the ``S`` (seen) flag on those retrieved, as Dovecot does. A message
     another reader renamed meanwhile is found again by its unique name. Two
     files of one unique name (a copy beside a rename) are listed as one
-    message, the first found (``cur`` is read before ``new``), and a warning
+    message, the first found that can be sized (``cur`` is read before ``new``;
+    one that cannot gives way to the next), and a warning
     names both (one warning a listing, counting the other such files): a
     unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
@@ -677,8 +689,7 @@ class Maildir(Maildrop):
         self._listed_in = frozenset(folders)
         unlisted = Unlisted()
         try:
-            found = self._sized_or_not(folders, self._names(folders), unlisted)
-            self._read_sizes(folders, found, unlisted)
+            found = self._sized(folders, _by_unique_name(self._names(folders)), unlisted)
         finally:
             unlisted.warn()
         return [
@@ -711,29 +722,73 @@ class Maildir(Maildrop):
         found.sort(key=lambda item: item[0])
         return [(sub, name, base) for _, sub, name, base in found]
 
-    def _sized_or_not(
+    def _sized(
         self,
         folders: Mapping[str, int],
-        names: Iterable[tuple[str, str, str]],
+        files: Mapping[str, deque[tuple[str, str]]],
         unlisted: Unlisted,
     ) -> list[_Sizing]:
-        """One :class:`_Sizing` a unique name, its size known from its ``,W=`` or the
-        ``size_cache``, or still to be read; none for a file gone since the directory
-        was read, or too large to be read."""
-        found: list[_Sizing] = []
-        listed: dict[str, tuple[str, str]] = {}
-        for sub, name, base in names:
-            uid = _uid(base)
+        """One sized :class:`_Sizing` a unique-id, in delivery order: the first of its
+        ``files`` (see :func:`_by_unique_name`) that can be sized. A file that cannot
+        (gone, unreadable, too large, not sized this time) gives way to the next of the
+        same unique name, so that a file planted under a message's name, which the
+        server cannot read, hides no message; a file left behind one listed is
+        :data:`~smtpcore._maildir_unlisted.HIDDEN`. Each round sizes the next file of
+        the unique-ids still unsized, within what is left of the reading budget."""
+        listed: dict[str, _Sizing] = {}
+        waiting = list(files)
+        budget = self.max_sized_by_reading
+        while waiting:
+            to_read: list[_Sizing] = []
+            for uid in waiting:
+                item = self._first_statted(folders, uid, files[uid], unlisted)
+                if item is not None and item.size is None:
+                    to_read.append(item)
+                elif item is not None:
+                    listed[uid] = item
+            budget = self._read_sizes(folders, to_read, budget, unlisted)
+            listed.update((item.uid, item) for item in to_read if item.size is not None)
+            waiting = [item.uid for item in to_read if item.size is None and files[item.uid]]
+        for uid, left in files.items():
             if uid in listed:
-                unlisted.add(
-                    HIDDEN, str(self.path.joinpath(*listed[uid])), str(self.path / sub / name)
-                )
-                continue
+                shown = str(self.path / listed[uid].sub / listed[uid].name)
+                for sub, name in left:
+                    unlisted.add(HIDDEN, shown, str(self.path / sub / name))
+        return [listed[uid] for uid in files if uid in listed]
+
+    def _first_statted(
+        self,
+        folders: Mapping[str, int],
+        uid: str,
+        left: deque[tuple[str, str]],
+        unlisted: Unlisted,
+    ) -> _Sizing | None:
+        """The next of ``left``, the files of ``uid`` not yet tried, whose name or
+        ``stat`` gives a :class:`_Sizing` (see :meth:`_size`); None when none is left.
+        One sized unread (by its ``,W=``, or the ``size_cache``) with others behind it
+        is listed only if it opens: else a file planted with a listed message's name,
+        ``,W=`` and all, would hide it behind one the server cannot read."""
+        while left:
+            sub, name = left.popleft()
             item = self._size(folders[sub], sub, name, uid, unlisted)
-            if item is not None:
-                listed[uid] = (sub, name)
-                found.append(item)
-        return found
+            if item is None:
+                continue
+            if item.size is None or not left or self._opens(folders[sub], item, unlisted):
+                return item
+        return None
+
+    def _opens(self, folder: int, item: _Sizing, unlisted: Unlisted) -> bool:
+        """Whether ``item``'s file opens; one that is gone does not, and one that cannot
+        be read is left out (see :meth:`_unreadable`)."""
+        try:
+            fd, _ = _open_message(folder, item.name)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            self._unreadable(item.sub, item.name, exc, unlisted)
+            return False
+        os.close(fd)
+        return True
 
     def _size(
         self, folder: int, sub: str, name: str, uid: str, unlisted: Unlisted
@@ -759,15 +814,19 @@ class Maildir(Maildrop):
         return _Sizing(sub, name, uid, self._size_cache.get(key), key)
 
     def _read_sizes(
-        self, folders: Mapping[str, int], found: Iterable[_Sizing], unlisted: Unlisted
-    ) -> None:
+        self,
+        folders: Mapping[str, int],
+        found: Iterable[_Sizing],
+        budget: int,
+        unlisted: Unlisted,
+    ) -> int:
         """Size the files of ``found`` not yet sized by reading them, the smallest
-        first, within the listing's budget of ``max_sized_by_reading`` octets: a limit
-        for each file would let a user who plants many (sparse, each at the limit)
-        have one login read them all, and a ``touch`` makes their cached sizes stale.
-        A file the budget has no room left for is left out this time; the ones read
-        are cached, so that a later login spends its budget further on."""
-        budget = self.max_sized_by_reading
+        first, within ``budget``, what is left of the listing's ``max_sized_by_reading``
+        octets, and return what is left of it then: a limit for each file would let a
+        user who plants many (sparse, each at the limit) have one login read them all,
+        and a ``touch`` makes their cached sizes stale. A file the budget has no room
+        left for is left out this time; the ones read are cached, so that a later login
+        spends its budget further on."""
         for item in sorted(
             (item for item in found if item.size is None), key=lambda item: item.octets
         ):
@@ -776,6 +835,7 @@ class Maildir(Maildrop):
                 unlisted.add(NOT_SIZED_THIS_TIME, path, item.octets, self.max_sized_by_reading)
                 continue
             budget -= self._read_size(folders[item.sub], item, budget, unlisted)
+        return budget
 
     def _read_size(self, folder: int, item: _Sizing, most: int, unlisted: Unlisted) -> int:
         """Size ``item`` by reading at most ``most`` octets of it, cache its size, and
