@@ -26,11 +26,13 @@ import pytest
 
 from peers import running_pop3_server, write_maildir
 from smtpcore.maildrop import (
+    READ_SIZE,
     Maildir,
     MaildirStore,
     Maildrop,
     MaildropError,
     Mailstore,
+    MessageUnavailable,
     POP3Session,
 )
 
@@ -393,3 +395,146 @@ def test_the_reference_servers_line_of_a_login_whose_maildrop_failed_says_so(
     text = line.getMessage()
     assert " method=USER " in text, text
     assert "(maildrop failed: [SYS/PERM] Cannot read the maildrop: Permission denied" in text
+
+
+# -- RETR and TOP of a file that cannot be read -----------------------------------
+
+
+def fail_reads(monkeypatch: pytest.MonkeyPatch, path: Path, after: int = 0) -> None:
+    """Make ``os.read`` of the file at ``path`` fail with ``EIO`` (a bad block) once
+    ``after`` reads of it have succeeded: the file opens, and its content does not
+    come."""
+    real = os.read
+    inode = path.stat().st_ino
+    done = [0]
+
+    def read(fd: int, count: int) -> bytes:
+        if os.fstat(fd).st_ino == inode:
+            if done[0] >= after:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            done[0] += 1
+        return real(fd, count)
+
+    monkeypatch.setattr(os, "read", read)
+
+
+def test_eio_reading_a_message_is_refused_and_names_the_file(
+    adapter: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``EIO`` comes at the read, not at the open: it escaped ``Maildir.open`` as a raw
+    ``OSError``, answered ``-ERR [SYS/TEMP] Internal error`` with an ERROR traceback
+    that named no file. It is the file's refusal now, as one that cannot be opened:
+    ``[SYS/TEMP]`` (a retry may find the block read), one WARNING naming the file."""
+    path = tmp_path / "mail" / "alice"
+    write_maildir(path, [])
+    name = "1700000009.M9P9.test,S=20,W=21"
+    (path / "new" / name).write_bytes(b"Subject: w\n\nbody\n..")
+    fail_reads(monkeypatch, path / "new" / name)
+    store = MaildirStore(tmp_path / "mail", PASSWORDS)
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        with pytest.raises(poplib.error_proto) as raised:
+            client.retr(1)
+        refusal = b"-ERR [SYS/TEMP] Cannot read the message: Input/output error"
+        assert raised.value.args[0] == refusal
+        client.quit()
+    [warning] = mentions(caplog, name)
+    assert warning.levelno == logging.WARNING
+    assert repr(str(path / "new" / name)) in warning.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_eio_once_a_message_streams_closes_the_session_and_names_the_file_once(
+    adapter: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A read that fails after ``+OK`` and part of the message cannot become ``-ERR``:
+    the session is closed, the message unfinished (the client deletes nothing), the
+    file named in one WARNING, with no traceback and no second line from the server;
+    the lock is released, so the next session logs in."""
+    path = tmp_path / "mail" / "alice"
+    [big] = write_maildir(path, [b"Subject: big\n\n" + (b"x" * 75 + b"\n") * 14000])
+    store = MaildirStore(tmp_path / "mail", PASSWORDS)
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")  # the listing has read it whole, to size it
+        fail_reads(monkeypatch, big, after=2)  # past the first write's worth, sent
+        with pytest.raises(poplib.error_proto, match="EOF"):
+            client.retr(1)
+        client.close()
+        again = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        again.user("alice")
+        assert again.pass_("wonderland").startswith(b"+OK Logged in, 1 messages")
+        again.quit()
+    [warning] = mentions(caplog, big.name)
+    assert "Input/output error" in warning.getMessage()
+    assert "past octet" in warning.getMessage()
+    assert not mentions(caplog, "broke off")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_message_refused_again_and_again_is_named_once_a_session(
+    adapter: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each RETR or TOP of a listed file that cannot be read logged a WARNING, without
+    bound (500 RETR, 500 lines). The first names the file; the others are answered the
+    same with no line, as a listing names a file it leaves out once; the next session
+    names it again."""
+    path = tmp_path / "mail" / "alice"
+    write_maildir(path, [])
+    name = "1700000009.M9P9.test,S=20,W=21"
+    (path / "new" / name).write_bytes(b"Subject: w\n\nbody\n..")
+    refuse(monkeypatch, "open", {name, f"{name}:2,"})  # QUIT moves it to cur/
+    store = MaildirStore(tmp_path / "mail", PASSWORDS)
+    refusal = b"-ERR [SYS/PERM] Cannot read the message: Permission denied"
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server(adapter, store) as server,
+    ):
+        for _ in range(2):
+            client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+            client.user("alice")
+            client.pass_("wonderland")
+            for top in [False, True] * 10:
+                with pytest.raises(poplib.error_proto) as raised:
+                    client.top(1, 0) if top else client.retr(1)
+                assert raised.value.args[0] == refusal
+            client.quit()
+    assert len(mentions(caplog, name)) == 2
+
+
+def test_a_grown_message_refused_again_is_named_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file grown past its listed size is refused at each RETR; the warning that
+    names it is given once a session, as for a file that cannot be read."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    grown = path / "new" / "1700000002.M2P2.test,S=4,W=5"
+    grown.write_bytes(b"two\n" + b"x" * (READ_SIZE + 10))
+    maildir = Maildir(path)
+    run(maildir.messages())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for _ in range(3):
+            with pytest.raises(MessageUnavailable):
+                next(iter(maildir.open(1)))
+    run(maildir.close())
+    [warning] = caplog.records
+    assert repr(str(grown)) in warning.getMessage()

@@ -44,12 +44,20 @@ def refused(
     where: Path, exc: OSError, doing: str, *, permanent: bool | None = None
 ) -> MaildropError:
     """The ``logged`` error for ``exc``, met trying to ``doing`` (``"read the message"``)
-    at ``where``: ``SYS/PERM`` if ``permanent`` (by default, if its errno is in
-    :data:`PERMANENT`), else ``SYS/TEMP``; one WARNING names ``where``."""
+    at ``where`` (see :func:`refusal`); one WARNING names ``where``."""
+    error = refusal(exc, doing, permanent=permanent)
+    tail = _TEMPORARY_TAIL if error.code == "SYS/TEMP" else _PERMANENT_TAIL
+    logger.warning("maildrop: %r: %s; cannot %s: %s", str(where), exc.strerror, doing, tail)
+    return error
+
+
+def refusal(exc: OSError, doing: str, *, permanent: bool | None = None) -> MaildropError:
+    """The error for ``exc``, met trying to ``doing``, marked ``logged`` with no line
+    said: the caller has said it (see :func:`refused`), or said it once already for the
+    same file. ``SYS/PERM`` if ``permanent`` (by default, if its errno is in
+    :data:`PERMANENT`), else ``SYS/TEMP``."""
     if permanent is None:
         permanent = exc.errno in PERMANENT
-    tail = _PERMANENT_TAIL if permanent else _TEMPORARY_TAIL
-    logger.warning("maildrop: %r: %s; cannot %s: %s", str(where), exc.strerror, doing, tail)
     code = "SYS/PERM" if permanent else "SYS/TEMP"
     return told(MaildropError(f"Cannot {doing}: {exc.strerror}", code))
 

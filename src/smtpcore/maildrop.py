@@ -41,7 +41,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
-from smtpcore._maildir_faults import FILE_FAULTS, refused, told
+from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -535,7 +535,8 @@ class Maildir(Maildrop):
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
     than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
     grows past it while it is sent ends the session, the message unfinished; a
-    WARNING names the file either way.
+    WARNING names the file either way, once a session for each message, as it does
+    a file that cannot be opened or read.
     """
 
     def __init__(
@@ -564,6 +565,11 @@ class Maildir(Maildrop):
         """A worker thread runs this maildrop's work (which a close must wait for)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
+        self._refused: set[str] = set()
+        """The unique-ids of the messages whose file RETR or TOP could not read, which
+        a WARNING has named in this session: asked again, they are refused again with
+        no new line, once a session as :class:`Unlisted` is once a listing, however
+        often a client asks."""
 
     # -- session --------------------------------------------------------
 
@@ -889,22 +895,50 @@ class Maildir(Maildrop):
         file is never changed once delivered, and the client was told its size (RFC
         1939 §5). Past that it is :class:`MessageUnavailable`: ``-ERR`` before the
         first chunk, and the session's end after it, the message unfinished (no
-        ``.``: the client knows it is cut, and deletes nothing)."""
+        ``.``: the client knows it is cut, and deletes nothing). A file that cannot be
+        opened or read is refused (see :meth:`_unread`), the same way. Either is
+        ``logged``, and named in a WARNING once a session for each message."""
         try:
             fd, size = self._reopened(number, _open_message)
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
-            entry = self._entry(number)
-            raise refused(self.path / entry.folder / entry.name, exc, "read the message") from exc
+            raise self._unread(number, exc, "read the message") from exc
+        done = 0
         try:
             entry = self._entry(number)
-            yield from _chunks(fd, size, entry.info.size + _RETR_SLACK)
+            for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
+                done += len(chunk)
+                yield chunk
         except _TooLarge as exc:
-            _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
+            if self._first_refusal(entry):
+                _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
             raise told(MessageUnavailable("The message changed since it was listed")) from None
+        except OSError as exc:
+            doing = f"read the message past octet {done}" if done else "read the message"
+            raise self._unread(number, exc, doing) from exc
         finally:
             os.close(fd)
+
+    def _unread(self, number: int, exc: OSError, doing: str) -> MaildropError:
+        """The error for message ``number``, whose file could not be opened or read for
+        ``exc`` (see :func:`~smtpcore._maildir_faults.refused`): its path named in a
+        WARNING the first time in the session, and only then. A read that fails once
+        the message is streaming (``EIO``) is refused so too: the server answers
+        ``-ERR`` if it has sent nothing yet, and else closes the session, the message
+        unfinished (RFC 1939 §3: no ``.``, so the client deletes nothing)."""
+        entry = self._entry(number)
+        if self._first_refusal(entry):
+            return refused(self.path / entry.folder / entry.name, exc, doing)
+        return refusal(exc, doing)
+
+    def _first_refusal(self, entry: _Entry) -> bool:
+        """Whether ``entry`` is refused for the first time in the session (see
+        :attr:`_refused`); it is noted as refused now."""
+        uid = entry.info.uid
+        first = uid not in self._refused
+        self._refused.add(uid)
+        return first
 
     def _reopened(self, number: int, use: Callable[[int, str], _T]) -> _T:
         """``use(folder, name)`` of message ``number``'s file, ``folder`` the descriptor

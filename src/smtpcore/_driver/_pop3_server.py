@@ -1343,13 +1343,15 @@ def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
 
 
 def _broke_off(exc: BaseException, number: int, user: str | None) -> None:
-    """Log a message cut off after ``+OK``. A :class:`MaildropError` (a Maildir file
-    grown past its listed size is :class:`~smtpcore.maildrop.MessageUnavailable`) is
-    the maildrop's own answer, which it has explained already: one line, for a user who
-    grows his files at will would fill the log with tracebacks. Anything else is a
+    """Log a message cut off after ``+OK``. A :class:`MaildropError` is the maildrop's
+    own answer: one line, for a user who grows his files at will would fill the log
+    with tracebacks, and none where the store has logged it (``logged``: a Maildir
+    file grown past its listed size, or one that could not be read, named by its
+    path), so that a message cut off leaves one line, never two. Anything else is a
     fault, logged with its traceback."""
     if isinstance(exc, MaildropError):
-        logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
+        if not exc.logged:
+            logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
     else:
         logger.error("message %d of %r broke off", number, user, exc_info=exc)
 
