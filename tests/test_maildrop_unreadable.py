@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 import poplib
@@ -364,30 +365,39 @@ def test_an_embedders_error_that_skips_maildroperrors_init_is_answered_and_logge
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+ADDRESS = "alice@abc.example"
+
+
+def reference_store(tmp_path: Path) -> tuple[Mailstore, Path]:
+    """The reference server's store, whose one user has a Maildir of
+    :data:`MESSAGES`, and the path of that Maildir."""
+    from smtpcore.server.config import ServerConfig
+    from smtpcore.server.mailserver import MailServer
+    from smtpcore.server.pop3 import POP3Store
+
+    config = ServerConfig(domains=("abc.example",), users={ADDRESS: "pw"}, data_dir=tmp_path)
+    server = MailServer(config)
+    store = POP3Store(config, server.authenticator(), credentials=server.credentials)
+    key = config.user_key(ADDRESS)
+    assert key
+    write_maildir(config.mailboxes_dir / key, MESSAGES)
+    return store, config.mailboxes_dir / key
+
+
 def test_the_reference_servers_line_of_a_login_whose_maildrop_failed_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The reference server's line for a login refused because the maildrop could not
     be read said ``method=-``, as if no password had been right: it shows the
     mechanism now, and that the maildrop failed, with the answer's code."""
-    from smtpcore.server.config import ServerConfig
-    from smtpcore.server.mailserver import MailServer
-    from smtpcore.server.pop3 import POP3Store
-
-    address = "alice@abc.example"
-    config = ServerConfig(domains=("abc.example",), users={address: "pw"}, data_dir=tmp_path)
-    server = MailServer(config)
-    store = POP3Store(config, server.authenticator(), credentials=server.credentials)
-    key = config.user_key(address)
-    assert key
-    write_maildir(config.mailboxes_dir / key, MESSAGES)
-    refuse_folder(monkeypatch, config.mailboxes_dir / key / "new", errno.EACCES)
+    store, maildir = reference_store(tmp_path)
+    refuse_folder(monkeypatch, maildir / "new", errno.EACCES)
     with (
         caplog.at_level(logging.INFO),
         running_pop3_server("asyncio", store) as pop3,
     ):
         client = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
-        client.user(address)
+        client.user(ADDRESS)
         with pytest.raises(poplib.error_proto, match="Cannot read the maildrop"):
             client.pass_("pw")
         client.quit()
@@ -538,3 +548,47 @@ def test_a_grown_message_refused_again_is_named_once(
     run(maildir.close())
     [warning] = caplog.records
     assert repr(str(grown)) in warning.getMessage()
+
+
+def test_a_lock_the_kernel_refuses_keeps_its_wording_and_names_the_lock_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``flock`` failing for another cause than another session's lock (``ENOLCK``)
+    is ``Cannot lock the maildrop``, as it always was (it read ``Cannot open the
+    maildrop`` for a while), ``SYS/TEMP``, and a WARNING names the lock file."""
+    write_maildir(tmp_path / "alice", MESSAGES)
+
+    def flock(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(MaildropError) as raised:
+        Maildir(tmp_path / "alice").lock()
+    assert str(raised.value) == f"Cannot lock the maildrop: {os.strerror(errno.ENOLCK)}"
+    assert raised.value.code == "SYS/TEMP"
+    [warning] = caplog.records
+    assert repr(str(tmp_path / "alice" / "smtpcore-pop3.lock")) in warning.getMessage()
+
+
+def test_the_reference_server_says_a_maildrop_in_use_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A second session of a user whose maildrop is locked got the session's line
+    (``maildrop failed: [IN-USE] ...``) and the server's own ``open_maildrop(...)
+    refused`` line too. The session's line says it all: it is the one line."""
+    store, _ = reference_store(tmp_path)
+    with (
+        caplog.at_level(logging.DEBUG, logger="smtpcore"),
+        running_pop3_server("asyncio", store) as pop3,
+    ):
+        first = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+        first.user(ADDRESS)
+        first.pass_("pw")
+        second = poplib.POP3("127.0.0.1", pop3.port, timeout=10)
+        second.user(ADDRESS)
+        with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+            second.pass_("pw")
+        second.quit()
+        first.quit()
+    [line] = mentions(caplog, "already locked")
+    assert "(maildrop failed: [IN-USE] " in line.getMessage()

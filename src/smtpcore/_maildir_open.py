@@ -88,6 +88,11 @@ class _NotReal(OSError):
     refused, never followed."""
 
 
+class _NotLocked(OSError):
+    """``flock`` refused the lock file for a cause other than another session's lock
+    (``ENOLCK``, say): the maildrop opened, and cannot be locked."""
+
+
 def _open_real(name: str, flags: int, *, root: int) -> int:
     """``name`` in the directory open as ``root``, opened with ``flags`` without following
     a symbolic link (``O_NOFOLLOW``); :class:`_NotReal` for a link, or for a file the
@@ -122,14 +127,16 @@ def _open_maildir(path: Path, *, create: bool) -> _Opened:
 
 
 def _cannot_open(path: Path, exc: OSError) -> MaildropError:
-    """The error for a maildrop that could not be opened or locked for ``exc``, logged
-    naming the path (see :func:`~smtpcore._maildir_faults.refused`): a link or another
-    file where a folder or the lock file should be is ``SYS/PERM``, as is a cause no
-    retry cures; RFC 3206 §4 has ``SYS/TEMP`` for a problem that is likely to be gone
-    if the client tries again later."""
+    """The error for a maildrop that could not be opened (``Cannot open the
+    maildrop``) or locked (``Cannot lock the maildrop``) for ``exc``, logged naming the
+    path (see :func:`~smtpcore._maildir_faults.refused`): a link or another file where
+    a folder or the lock file should be is ``SYS/PERM``, as is a cause no retry cures;
+    RFC 3206 §4 has ``SYS/TEMP`` for a problem that is likely to be gone if the client
+    tries again later."""
     where = path / exc.filename if isinstance(exc.filename, str) else path
     permanent = True if isinstance(exc, _NotReal) else None
-    return refused(where, exc, "open the maildrop", permanent=permanent)
+    doing = "lock the maildrop" if isinstance(exc, _NotLocked) else "open the maildrop"
+    return refused(where, exc, doing, permanent=permanent)
 
 
 def _take_lock(root: int) -> int:
@@ -156,7 +163,7 @@ def _take_lock(root: int) -> int:
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise MaildropInUse() from None
-            raise OSError(exc.errno, exc.strerror, _LOCK_NAME) from exc
+            raise _NotLocked(exc.errno, exc.strerror, _LOCK_NAME) from exc
     except BaseException:
         os.close(fd)
         raise

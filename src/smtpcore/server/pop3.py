@@ -51,19 +51,24 @@ class _LoggedMaildir(Maildir):
 
     def lock(self, *, create: bool = False) -> None:
         """Lock it; one that cannot be locked is never closed, so its line is logged
-        here."""
+        here. That line says why (``IN-USE``, say), so the refusal is ``logged``: the
+        server adds no line of its own."""
         try:
             super().lock(create=create)
         except MaildropError as exc:
             self._failed = exc
             self._log()
+            exc.logged = True
             raise
 
     async def messages(self) -> Sequence[MessageInfo]:
+        """The listing; one that fails is said in the session's line, which the close
+        that follows it logs (the server closes a maildrop whose listing failed)."""
         try:
             listing = await super().messages()
         except MaildropError as exc:
             self._failed = exc
+            exc.logged = True
             raise
         self._count = len(listing)
         return listing
