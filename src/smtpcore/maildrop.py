@@ -896,8 +896,9 @@ class Maildir(Maildrop):
         1939 §5). Past that it is :class:`MessageUnavailable`: ``-ERR`` before the
         first chunk, and the session's end after it, the message unfinished (no
         ``.``: the client knows it is cut, and deletes nothing). A file that cannot be
-        opened or read is refused (see :meth:`_unread`), the same way. Either is
-        ``logged``, and named in a WARNING once a session for each message."""
+        opened or read is refused the same way: :class:`MaildropError`, ``SYS/PERM``
+        for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
+        is ``logged``, and named in a WARNING once a session for each message."""
         try:
             fd, size = self._reopened(number, _open_message)
         except FileNotFoundError:
