@@ -36,12 +36,13 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
+from smtpcore._maildir_move import inode, move_unless_taken
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -392,6 +393,13 @@ class _Entry:
     cached: tuple[int, int, int, int] | None = None
     """The ``size_cache`` key of a file sized by reading it: a message deleted at
     UPDATE takes its size out of the cache with it."""
+    links: tuple[tuple[str, str], ...] = ()
+    """Other names (folder and name) of this very file, which a move at an earlier
+    UPDATE left when it was cut short between its link and its unlink (see
+    :mod:`smtpcore._maildir_move`): this UPDATE removes them, as long as they still
+    name the file (:attr:`inode`)."""
+    inode: tuple[int, int] | None = None
+    """The device and inode of the file, where it has :attr:`links`."""
 
 
 @dataclass(slots=True)
@@ -405,6 +413,9 @@ class _Sizing:
     """Its POP3 size; None while it is still to be read (a ``size_cache`` miss)."""
     key: tuple[int, int, int, int] | None = None
     """Its ``size_cache`` key, where it has no ``,W=``."""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """Other names of the same file (see :attr:`_Entry.links`)."""
+    inode: tuple[int, int] | None = None
 
     @property
     def octets(self) -> int:
@@ -699,7 +710,14 @@ class Maildir(Maildrop):
         finally:
             unlisted.warn()
         return [
-            _Entry(item.sub, item.name, MessageInfo(item.size, item.uid), item.key)
+            _Entry(
+                item.sub,
+                item.name,
+                MessageInfo(item.size, item.uid),
+                item.key,
+                tuple(item.links),
+                item.inode,
+            )
             for item in found
             if item.size is not None
         ]
@@ -739,7 +757,9 @@ class Maildir(Maildrop):
         (gone, unreadable, too large, not sized this time) gives way to the next of the
         same unique name, so that a file planted under a message's name, which the
         server cannot read, hides no message; a file left behind one listed is
-        :data:`~smtpcore._maildir_unlisted.HIDDEN`. Each round sizes the next file of
+        :data:`~smtpcore._maildir_unlisted.HIDDEN`, unless it is another name of the
+        same file (a move cut short, see :mod:`smtpcore._maildir_move`): one message,
+        listed once, whose UPDATE removes that name. Each round sizes the next file of
         the unique-ids still unsized, within what is left of the reading budget."""
         listed: dict[str, _Sizing] = {}
         waiting = list(files)
@@ -757,9 +777,15 @@ class Maildir(Maildrop):
             waiting = [item.uid for item in to_read if item.size is None and files[item.uid]]
         for uid, left in files.items():
             if uid in listed:
-                shown = str(self.path / listed[uid].sub / listed[uid].name)
+                item = listed[uid]
+                shown = str(self.path / item.sub / item.name)
                 for sub, name in left:
-                    unlisted.add(HIDDEN, shown, str(self.path / sub / name))
+                    found = inode(folders[sub], name)
+                    if found is not None and found == inode(folders[item.sub], item.name):
+                        item.links.append((sub, name))
+                        item.inode = found
+                    else:
+                        unlisted.add(HIDDEN, shown, str(self.path / sub / name))
         return [listed[uid] for uid in files if uid in listed]
 
     def _first_statted(
@@ -973,7 +999,7 @@ class Maildir(Maildrop):
             for other in os.listdir(folders[sub]):
                 if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
                     continue
-                candidate = _Entry(sub, other, entry.info, entry.cached)
+                candidate = replace(entry, folder=sub, name=other)
                 if other == entry.name:
                     return candidate
                 found.append(candidate)
@@ -1000,21 +1026,28 @@ class Maildir(Maildrop):
                     "the maildrop was not listed, or changed since it was"
                 )
             return
-        failed = 0
+        failed = unmoved = 0
         first: tuple[Path, OSError] | None = None
+        first_unmoved: tuple[Path, OSError] | None = None
         for number, entry in enumerate(entries, 1):
             try:
+                _unlink_links(entry, folders)
                 if number in deleted:
                     with contextlib.suppress(FileNotFoundError):  # gone: removed already
                         self._reopened(number, _remove)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    _mark(entry, folders, seen=number in retrieved)
+                    _mark(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
                     failed += 1
                     first = first or (self.path / entry.folder / entry.name, exc)
+                else:
+                    unmoved += 1
+                    first_unmoved = first_unmoved or (self.path / entry.folder / entry.name, exc)
+        if first_unmoved is not None:
+            _not_moved(*first_unmoved, unmoved)
         if first is not None:
             _not_removed(*first, failed)
             raise told(MaildropError(f"{failed} deleted messages could not be removed"))
@@ -1032,14 +1065,42 @@ def _not_removed(path: Path, exc: OSError, failed: int) -> None:
     )
 
 
+def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
+    """Warn that UPDATE could not move ``unmoved`` kept messages to ``cur/`` (or change
+    their flags), the first ``path`` for ``exc``: one line, however many (a filesystem
+    without hard links fails them all, at every QUIT)."""
+    logger.warning(
+        "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
+        "all): they stay where they are, listed again, their flags unchanged",
+        str(path),
+        exc.strerror,
+        unmoved,
+    )
+
+
 def _remove(folder: int, name: str) -> None:
     """Remove the file ``name`` from the folder open as ``folder``."""
     os.unlink(name, dir_fd=folder)
 
 
-def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
+def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
+    """Remove the other names of ``entry``'s file (:attr:`_Entry.links`), before it is
+    moved or removed: only while its listed name still holds it (else a link may be
+    all that is left of it), and each only if it still names that file (one put under
+    it since is another message)."""
+    held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
+    for sub, name in entry.links if held else ():
+        if sub in folders and inode(folders[sub], name) == entry.inode:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=folders[sub])
+
+
+def _mark(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
     """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
-    a Maildir without ``cur`` keeps it where it is."""
+    a Maildir without ``cur`` keeps it where it is. A file under the new name already
+    (one the listing left out: unreadable, or a copy) is never replaced: the message
+    stays where it is, still delivered, and a WARNING names both
+    (see :mod:`smtpcore._maildir_move`)."""
     base, _, info = entry.name.partition(":")
     flags = info[2:] if info.startswith("2,") else ""
     if seen and "S" not in flags:
@@ -1047,9 +1108,13 @@ def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
     target = f"{base}:2,{flags}"
     if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
         with contextlib.suppress(FileNotFoundError):
-            os.rename(
-                entry.name, target, src_dir_fd=folders[entry.folder], dst_dir_fd=folders["cur"]
-            )
+            if not move_unless_taken(folders[entry.folder], entry.name, folders["cur"], target):
+                logger.warning(
+                    "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
+                    "it stays where it is, its flags unchanged (remove or rename one of them)",
+                    str(root / entry.folder / entry.name),
+                    str(root / "cur" / target),
+                )
 
 
 def _login_name(name: str) -> str:
