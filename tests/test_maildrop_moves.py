@@ -112,6 +112,24 @@ def test_a_move_cut_short_between_link_and_unlink_is_one_message(
     assert names(path) == ([] if deleted else [f"cur/{UID}:2,S"])
 
 
+def test_a_message_found_again_under_its_other_name_keeps_that_name(tmp_path: Path) -> None:
+    """A move cut short is listed as ``cur/X:2,S`` with ``new/X`` its other name;
+    another reader (Dovecot's duplicate fixer) removes ``cur/X:2,S`` in the session,
+    and RETR finds the message under ``new/X``. That name stayed among the entry's
+    other names, and QUIT removed it as one: the message kept, its last name gone."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": b"Subject: one\n\nfirst\n"})
+    os.link(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+    maildir = Maildir(path)
+    assert [m.uid for m in run(maildir.messages())] == [UID]
+    (path / "cur" / f"{UID}:2,S").unlink()  # the other reader's
+    assert b"".join(maildir.open(1)) == b"Subject: one\n\nfirst\n"
+    run(maildir.update(deleted=set(), retrieved={1}))
+    run(maildir.close())
+    assert len(names(path)) == 1
+    (kept,) = names(path)
+    assert (path / kept).read_bytes() == b"Subject: one\n\nfirst\n"
+
+
 def test_a_link_to_another_file_is_never_taken_for_a_move_cut_short(tmp_path: Path) -> None:
     """Only a name of the very same file is removed with the message: a file put under
     that name since is another message, and stays."""

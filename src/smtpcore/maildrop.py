@@ -999,7 +999,9 @@ class Maildir(Maildrop):
             for other in os.listdir(folders[sub]):
                 if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
                     continue
-                candidate = replace(entry, folder=sub, name=other)
+                # The name found is no longer one of the file's other names.
+                links = tuple(link for link in entry.links if link != (sub, other))
+                candidate = replace(entry, folder=sub, name=other, links=links)
                 if other == entry.name:
                     return candidate
                 found.append(candidate)
@@ -1090,6 +1092,8 @@ def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
     it since is another message)."""
     held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
     for sub, name in entry.links if held else ():
+        if (sub, name) == (entry.folder, entry.name):
+            continue  # the listed name itself: never one to remove with the message
         if sub in folders and inode(folders[sub], name) == entry.inode:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=folders[sub])
