@@ -16,16 +16,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from smtpcore._maildir_faults import refused
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse
-
-logger: Final = logging.getLogger("smtpcore.pop3.server")
 
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
 _FOLDERS: Final = ("cur", "new")
@@ -46,12 +44,6 @@ should be (``ENOTDIR``), a directory (``EISDIR``, with ``O_CREAT``) or a socket
 (``ENXIO``) where the lock file should be."""
 _NOT_REAL_WHY: Final = "a symbolic link or another file, not followed"
 _LINKED_WHY: Final = "a file with content (the lock file is always empty), not used as the lock"
-_PERMANENT: Final = frozenset(
-    {errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EACCES, errno.EPERM}
-)
-"""Why a maildrop may fail to open that no retry cures (besides :class:`_NotReal`): a
-file where the Maildir's directory should be, links that loop, a name too long, a
-permission refused."""
 
 
 @dataclass(slots=True, eq=False)
@@ -96,6 +88,11 @@ class _NotReal(OSError):
     refused, never followed."""
 
 
+class _NotLocked(OSError):
+    """``flock`` refused the lock file for a cause other than another session's lock
+    (``ENOLCK``, say): the maildrop opened, and cannot be locked."""
+
+
 def _open_real(name: str, flags: int, *, root: int) -> int:
     """``name`` in the directory open as ``root``, opened with ``flags`` without following
     a symbolic link (``O_NOFOLLOW``); :class:`_NotReal` for a link, or for a file the
@@ -130,16 +127,16 @@ def _open_maildir(path: Path, *, create: bool) -> _Opened:
 
 
 def _cannot_open(path: Path, exc: OSError) -> MaildropError:
-    """The error for a maildrop that could not be opened or locked for ``exc``.
-
-    A cause no retry cures (:data:`_PERMANENT`) is ``SYS/PERM``, and is logged as a
-    warning naming the path, for the operator to act on: RFC 3206 §4 has ``SYS/TEMP``
-    for a problem that is likely to be gone if the client tries again later."""
-    if not isinstance(exc, _NotReal) and exc.errno not in _PERMANENT:
-        return MaildropError(f"Cannot open the maildrop: {exc.strerror}")
+    """The error for a maildrop that could not be opened (``Cannot open the
+    maildrop``) or locked (``Cannot lock the maildrop``) for ``exc``, logged naming the
+    path (see :func:`~smtpcore._maildir_faults.refused`): a link or another file where
+    a folder or the lock file should be is ``SYS/PERM``, as is a cause no retry cures;
+    RFC 3206 §4 has ``SYS/TEMP`` for a problem that is likely to be gone if the client
+    tries again later."""
     where = path / exc.filename if isinstance(exc.filename, str) else path
-    logger.warning("maildrop: %s: %s; the maildrop is refused", where, exc.strerror)
-    return MaildropError(f"Cannot open the maildrop: {exc.strerror}", "SYS/PERM")
+    permanent = True if isinstance(exc, _NotReal) else None
+    doing = "lock the maildrop" if isinstance(exc, _NotLocked) else "open the maildrop"
+    return refused(where, exc, doing, permanent=permanent)
 
 
 def _take_lock(root: int) -> int:
@@ -166,7 +163,7 @@ def _take_lock(root: int) -> int:
         except OSError as exc:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise MaildropInUse() from None
-            raise MaildropError(f"Cannot lock the maildrop: {exc.strerror}") from exc
+            raise _NotLocked(exc.errno, exc.strerror, _LOCK_NAME) from exc
     except BaseException:
         os.close(fd)
         raise

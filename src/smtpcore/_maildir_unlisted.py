@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-__all__ = ["HIDDEN", "NOT_SIZED_THIS_TIME", "TOO_LARGE_TO_SIZE", "Unlisted"]
+__all__ = ["HIDDEN", "NOT_SIZED_THIS_TIME", "TOO_LARGE_TO_SIZE", "UNREADABLE", "Unlisted"]
 
 logger: Final = logging.getLogger("smtpcore.pop3.server")
 
@@ -30,6 +30,14 @@ NOT_SIZED_THIS_TIME: Final = (
     "a later login once the sizes read before it are cached"
 )
 """A file with no ``,W=`` that the listing's reading budget has no room left for."""
+
+UNREADABLE: Final = (
+    "maildrop: %r is not listed: %s; it stays where it is, and is listed, under the "
+    "same unique-id, at the first login after the server can read it"
+)
+"""A file the server cannot read (another agent wrote it ``0600`` under its own uid, a
+bad block): the rest of the maildrop is served, and this file, whose unique-id is its
+name (RFC 1939 §7), comes in a later session as a message the client has not seen."""
 
 HIDDEN: Final = (
     "maildrop: two files share the unique name of one message; %r is listed, %r "

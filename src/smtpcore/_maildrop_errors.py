@@ -16,7 +16,17 @@ class MaildropError(Exception):
     ``code`` is an RFC 2449 §8 response code: ``SYS/TEMP`` (the default: try
     again later), ``SYS/PERM``, ``IN-USE`` or ``LOGIN-DELAY``, or ``None``. The
     server logs a code that is not one (``""``, ``"SYS/PERM "``) and leaves it out.
+
+    ``logged`` says whether the store has told the log why already. It is False (a
+    class attribute, so that a subclass that sets ``code`` without calling this
+    ``__init__`` has it too), and the server logs the refusal, naming the hook that
+    raised it. A store that has logged it (a :class:`~smtpcore.maildrop.Maildir`
+    names the file or folder it could not read) sets it on the exception before
+    raising it (``error.logged = True``), and the server adds no line of its own:
+    every refusal leaves one trace, and only one.
     """
+
+    logged: bool = False
 
     def __init__(self, message: str, code: str | None = "SYS/TEMP") -> None:
         super().__init__(message)

@@ -25,6 +25,7 @@ import os
 import re
 import stat
 import threading
+from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -35,11 +36,13 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
+from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
+from smtpcore._maildir_move import inode, move_unless_taken
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -47,7 +50,13 @@ from smtpcore._maildir_open import (
     _Opened,
     _take_lock,
 )
-from smtpcore._maildir_unlisted import HIDDEN, NOT_SIZED_THIS_TIME, TOO_LARGE_TO_SIZE, Unlisted
+from smtpcore._maildir_unlisted import (
+    HIDDEN,
+    NOT_SIZED_THIS_TIME,
+    TOO_LARGE_TO_SIZE,
+    UNREADABLE,
+    Unlisted,
+)
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._threads import in_thread
 from smtpcore.handler import TLSInfo, _RarelySet
@@ -145,7 +154,11 @@ class POP3Session(_RarelySet):
     user: str | None = None
     """The user logged in as; ``None`` until a login succeeds."""
     mechanism: str | None = None
-    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name."""
+    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name. Set
+    once the credentials are right, before :meth:`Mailstore.open_maildrop` (which may
+    read it, and whose maildrop, closed, may log it), and back to ``None`` if the
+    maildrop cannot be opened and listed: the session is then still in the
+    AUTHORIZATION state (RFC 1939 §4)."""
 
 
 class Maildrop(abc.ABC):
@@ -380,6 +393,13 @@ class _Entry:
     cached: tuple[int, int, int, int] | None = None
     """The ``size_cache`` key of a file sized by reading it: a message deleted at
     UPDATE takes its size out of the cache with it."""
+    links: tuple[tuple[str, str], ...] = ()
+    """Other names (folder and name) of this very file, which a move at an earlier
+    UPDATE left when it was cut short between its link and its unlink (see
+    :mod:`smtpcore._maildir_move`): this UPDATE removes them, as long as they still
+    name the file (:attr:`inode`)."""
+    inode: tuple[int, int] | None = None
+    """The device and inode of the file, where it has :attr:`links`."""
 
 
 @dataclass(slots=True)
@@ -393,6 +413,9 @@ class _Sizing:
     """Its POP3 size; None while it is still to be read (a ``size_cache`` miss)."""
     key: tuple[int, int, int, int] | None = None
     """Its ``size_cache`` key, where it has no ``,W=``."""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """Other names of the same file (see :attr:`_Entry.links`)."""
+    inode: tuple[int, int] | None = None
 
     @property
     def octets(self) -> int:
@@ -410,6 +433,16 @@ def _uid(base: str) -> str:
     if _UID_RE.fullmatch(base):
         return base
     return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+
+
+def _by_unique_name(names: Iterable[tuple[str, str, str]]) -> dict[str, deque[tuple[str, str]]]:
+    """The files of each unique-id (folder and name), from ``names`` as
+    :meth:`Maildir._names` gives them: unique-ids in delivery order, and the files of
+    one, ``cur`` first, in the order a listing tries them."""
+    files: dict[str, deque[tuple[str, str]]] = {}
+    for sub, name, base in names:
+        files.setdefault(_uid(base), deque()).append((sub, name))
+    return files
 
 
 def delivery_order(name: str) -> list[tuple[int, int, str]]:
@@ -489,7 +522,8 @@ class Maildir(Maildrop):
     with the ``S`` (seen) flag on those retrieved, as Dovecot does. A message
     another reader renamed meanwhile is found again by its unique name. Two
     files of one unique name (a copy beside a rename) are listed as one
-    message, the first found (``cur`` is read before ``new``), and a warning
+    message, the first found that can be sized (``cur`` is read before ``new``;
+    one that cannot gives way to the next), and a warning
     names both (one warning a listing, counting the other such files): a
     unique-id is one message's (RFC 1939 §7). Only
     regular files are messages: a symbolic link is not followed, nor a FIFO
@@ -512,7 +546,8 @@ class Maildir(Maildrop):
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
     than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
     grows past it while it is sent ends the session, the message unfinished; a
-    WARNING names the file either way.
+    WARNING names the file either way, once a session for each message, as it does
+    a file that cannot be opened or read.
     """
 
     def __init__(
@@ -541,6 +576,11 @@ class Maildir(Maildrop):
         """A worker thread runs this maildrop's work (which a close must wait for)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
+        self._refused: set[str] = set()
+        """The unique-ids of the messages whose file RETR or TOP could not read, which
+        a WARNING has named in this session: asked again, they are refused again with
+        no new line, once a session as :class:`Unlisted` is once a listing, however
+        often a client asks."""
 
     # -- session --------------------------------------------------------
 
@@ -666,12 +706,18 @@ class Maildir(Maildrop):
         self._listed_in = frozenset(folders)
         unlisted = Unlisted()
         try:
-            found = self._sized_or_not(folders, self._names(folders), unlisted)
-            self._read_sizes(folders, found, unlisted)
+            found = self._sized(folders, _by_unique_name(self._names(folders)), unlisted)
         finally:
             unlisted.warn()
         return [
-            _Entry(item.sub, item.name, MessageInfo(item.size, item.uid), item.key)
+            _Entry(
+                item.sub,
+                item.name,
+                MessageInfo(item.size, item.uid),
+                item.key,
+                tuple(item.links),
+                item.inode,
+            )
             for item in found
             if item.size is not None
         ]
@@ -693,36 +739,88 @@ class Maildir(Maildrop):
                         if e.is_file(follow_symlinks=False) and e.name[:1] != "."
                     ]
             except OSError as exc:
-                raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+                raise refused(self.path / sub, exc, "read the maildrop") from exc
             for name in names:
                 base = name.split(":", 1)[0]
                 found.append((_order_key(base), sub, name, base))
         found.sort(key=lambda item: item[0])
         return [(sub, name, base) for _, sub, name, base in found]
 
-    def _sized_or_not(
+    def _sized(
         self,
         folders: Mapping[str, int],
-        names: Iterable[tuple[str, str, str]],
+        files: Mapping[str, deque[tuple[str, str]]],
         unlisted: Unlisted,
     ) -> list[_Sizing]:
-        """One :class:`_Sizing` a unique name, its size known from its ``,W=`` or the
-        ``size_cache``, or still to be read; none for a file gone since the directory
-        was read, or too large to be read."""
-        found: list[_Sizing] = []
-        listed: dict[str, tuple[str, str]] = {}
-        for sub, name, base in names:
-            uid = _uid(base)
+        """One sized :class:`_Sizing` a unique-id, in delivery order: the first of its
+        ``files`` (see :func:`_by_unique_name`) that can be sized. A file that cannot
+        (gone, unreadable, too large, not sized this time) gives way to the next of the
+        same unique name, so that a file planted under a message's name, which the
+        server cannot read, hides no message; a file left behind one listed is
+        :data:`~smtpcore._maildir_unlisted.HIDDEN`, unless it is another name of the
+        same file (a move cut short, see :mod:`smtpcore._maildir_move`): one message,
+        listed once, whose UPDATE removes that name. Each round sizes the next file of
+        the unique-ids still unsized, within what is left of the reading budget."""
+        listed: dict[str, _Sizing] = {}
+        waiting = list(files)
+        budget = self.max_sized_by_reading
+        while waiting:
+            to_read: list[_Sizing] = []
+            for uid in waiting:
+                item = self._first_statted(folders, uid, files[uid], unlisted)
+                if item is not None and item.size is None:
+                    to_read.append(item)
+                elif item is not None:
+                    listed[uid] = item
+            budget = self._read_sizes(folders, to_read, budget, unlisted)
+            listed.update((item.uid, item) for item in to_read if item.size is not None)
+            waiting = [item.uid for item in to_read if item.size is None and files[item.uid]]
+        for uid, left in files.items():
             if uid in listed:
-                unlisted.add(
-                    HIDDEN, str(self.path.joinpath(*listed[uid])), str(self.path / sub / name)
-                )
-                continue
+                item = listed[uid]
+                shown = str(self.path / item.sub / item.name)
+                for sub, name in left:
+                    found = inode(folders[sub], name)
+                    if found is not None and found == inode(folders[item.sub], item.name):
+                        item.links.append((sub, name))
+                        item.inode = found
+                    else:
+                        unlisted.add(HIDDEN, shown, str(self.path / sub / name))
+        return [listed[uid] for uid in files if uid in listed]
+
+    def _first_statted(
+        self,
+        folders: Mapping[str, int],
+        uid: str,
+        left: deque[tuple[str, str]],
+        unlisted: Unlisted,
+    ) -> _Sizing | None:
+        """The next of ``left``, the files of ``uid`` not yet tried, whose name or
+        ``stat`` gives a :class:`_Sizing` (see :meth:`_size`); None when none is left.
+        One sized unread (by its ``,W=``, or the ``size_cache``) with others behind it
+        is listed only if it opens: else a file planted with a listed message's name,
+        ``,W=`` and all, would hide it behind one the server cannot read."""
+        while left:
+            sub, name = left.popleft()
             item = self._size(folders[sub], sub, name, uid, unlisted)
-            if item is not None:
-                listed[uid] = (sub, name)
-                found.append(item)
-        return found
+            if item is None:
+                continue
+            if item.size is None or not left or self._opens(folders[sub], item, unlisted):
+                return item
+        return None
+
+    def _opens(self, folder: int, item: _Sizing, unlisted: Unlisted) -> bool:
+        """Whether ``item``'s file opens; one that is gone does not, and one that cannot
+        be read is left out (see :meth:`_unreadable`)."""
+        try:
+            fd, _ = _open_message(folder, item.name)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            self._unreadable(item.sub, item.name, exc, unlisted)
+            return False
+        os.close(fd)
+        return True
 
     def _size(
         self, folder: int, sub: str, name: str, uid: str, unlisted: Unlisted
@@ -738,7 +836,8 @@ class Maildir(Maildrop):
         except FileNotFoundError:
             return None  # removed by another program since listdir
         except OSError as exc:
-            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            self._unreadable(sub, name, exc, unlisted)
+            return None
         most = self.max_sized_by_reading
         if stat.st_size > most:
             unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
@@ -747,15 +846,19 @@ class Maildir(Maildrop):
         return _Sizing(sub, name, uid, self._size_cache.get(key), key)
 
     def _read_sizes(
-        self, folders: Mapping[str, int], found: Iterable[_Sizing], unlisted: Unlisted
-    ) -> None:
+        self,
+        folders: Mapping[str, int],
+        found: Iterable[_Sizing],
+        budget: int,
+        unlisted: Unlisted,
+    ) -> int:
         """Size the files of ``found`` not yet sized by reading them, the smallest
-        first, within the listing's budget of ``max_sized_by_reading`` octets: a limit
-        for each file would let a user who plants many (sparse, each at the limit)
-        have one login read them all, and a ``touch`` makes their cached sizes stale.
-        A file the budget has no room left for is left out this time; the ones read
-        are cached, so that a later login spends its budget further on."""
-        budget = self.max_sized_by_reading
+        first, within ``budget``, what is left of the listing's ``max_sized_by_reading``
+        octets, and return what is left of it then: a limit for each file would let a
+        user who plants many (sparse, each at the limit) have one login read them all,
+        and a ``touch`` makes their cached sizes stale. A file the budget has no room
+        left for is left out this time; the ones read are cached, so that a later login
+        spends its budget further on."""
         for item in sorted(
             (item for item in found if item.size is None), key=lambda item: item.octets
         ):
@@ -764,6 +867,7 @@ class Maildir(Maildrop):
                 unlisted.add(NOT_SIZED_THIS_TIME, path, item.octets, self.max_sized_by_reading)
                 continue
             budget -= self._read_size(folders[item.sub], item, budget, unlisted)
+        return budget
 
     def _read_size(self, folder: int, item: _Sizing, most: int, unlisted: Unlisted) -> int:
         """Size ``item`` by reading at most ``most`` octets of it, cache its size, and
@@ -781,7 +885,8 @@ class Maildir(Maildrop):
             unlisted.add(reason, path, exc.size, limit)
             return most
         except OSError as exc:
-            raise MaildropError(f"Cannot read the maildrop: {exc.strerror}") from exc
+            self._unreadable(item.sub, item.name, exc, unlisted)
+            return 0
         cache = self._size_cache
         with _SIZES_GUARD:
             if len(cache) >= _SIZES_KEPT:
@@ -790,6 +895,17 @@ class Maildir(Maildrop):
             cache[item.key] = size
         item.size = size
         return item.octets
+
+    def _unreadable(self, sub: str, name: str, exc: OSError, unlisted: Unlisted) -> None:
+        """Leave out a file that cannot be read (see
+        :data:`~smtpcore._maildir_unlisted.UNREADABLE`), so that the rest of the maildrop
+        is served: a client refused the whole of it would retry at every poll, for ever.
+        A failure that is not the file's own (:data:`~smtpcore._maildir_faults.FILE_FAULTS`)
+        refuses the listing, logged."""
+        path = self.path / sub / name
+        if exc.errno not in FILE_FAULTS:
+            raise refused(path, exc, "read the maildrop") from exc
+        unlisted.add(UNREADABLE, str(path), exc.strerror)
 
     def _entry(self, number: int) -> _Entry:
         entries = self._entries
@@ -805,21 +921,51 @@ class Maildir(Maildrop):
         file is never changed once delivered, and the client was told its size (RFC
         1939 §5). Past that it is :class:`MessageUnavailable`: ``-ERR`` before the
         first chunk, and the session's end after it, the message unfinished (no
-        ``.``: the client knows it is cut, and deletes nothing)."""
+        ``.``: the client knows it is cut, and deletes nothing). A file that cannot be
+        opened or read is refused the same way: :class:`MaildropError`, ``SYS/PERM``
+        for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
+        is ``logged``, and named in a WARNING once a session for each message."""
         try:
             fd, size = self._reopened(number, _open_message)
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
-            raise MaildropError(f"Cannot read the message: {exc.strerror}") from exc
+            raise self._unread(number, exc, "read the message") from exc
+        done = 0
         try:
             entry = self._entry(number)
-            yield from _chunks(fd, size, entry.info.size + _RETR_SLACK)
+            for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
+                done += len(chunk)
+                yield chunk
         except _TooLarge as exc:
-            _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
-            raise MessageUnavailable("The message changed since it was listed") from None
+            if self._first_refusal(entry):
+                _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
+            raise told(MessageUnavailable("The message changed since it was listed")) from None
+        except OSError as exc:
+            doing = f"read the message past octet {done}" if done else "read the message"
+            raise self._unread(number, exc, doing) from exc
         finally:
             os.close(fd)
+
+    def _unread(self, number: int, exc: OSError, doing: str) -> MaildropError:
+        """The error for message ``number``, whose file could not be opened or read for
+        ``exc`` (see :func:`~smtpcore._maildir_faults.refused`): its path named in a
+        WARNING the first time in the session, and only then. A read that fails once
+        the message is streaming (``EIO``) is refused so too: the server answers
+        ``-ERR`` if it has sent nothing yet, and else closes the session, the message
+        unfinished (RFC 1939 §3: no ``.``, so the client deletes nothing)."""
+        entry = self._entry(number)
+        if self._first_refusal(entry):
+            return refused(self.path / entry.folder / entry.name, exc, doing)
+        return refusal(exc, doing)
+
+    def _first_refusal(self, entry: _Entry) -> bool:
+        """Whether ``entry`` is refused for the first time in the session (see
+        :attr:`_refused`); it is noted as refused now."""
+        uid = entry.info.uid
+        first = uid not in self._refused
+        self._refused.add(uid)
+        return first
 
     def _reopened(self, number: int, use: Callable[[int, str], _T]) -> _T:
         """``use(folder, name)`` of message ``number``'s file, ``folder`` the descriptor
@@ -853,7 +999,9 @@ class Maildir(Maildrop):
             for other in os.listdir(folders[sub]):
                 if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
                     continue
-                candidate = _Entry(sub, other, entry.info, entry.cached)
+                # The name found is no longer one of the file's other names.
+                links = tuple(link for link in entry.links if link != (sub, other))
+                candidate = replace(entry, folder=sub, name=other, links=links)
                 if other == entry.name:
                     return candidate
                 found.append(candidate)
@@ -880,20 +1028,56 @@ class Maildir(Maildrop):
                     "the maildrop was not listed, or changed since it was"
                 )
             return
-        failed = 0
+        failed = unmoved = 0
+        first: tuple[Path, OSError] | None = None
+        first_unmoved: tuple[Path, OSError] | None = None
         for number, entry in enumerate(entries, 1):
             try:
+                _unlink_links(entry, folders)
                 if number in deleted:
                     with contextlib.suppress(FileNotFoundError):  # gone: removed already
                         self._reopened(number, _remove)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    _mark(entry, folders, seen=number in retrieved)
-            except OSError:
-                failed += number in deleted
-        if failed:
-            raise MaildropError(f"{failed} deleted messages could not be removed")
+                    _mark(entry, folders, self.path, seen=number in retrieved)
+            except OSError as exc:
+                if number in deleted:
+                    failed += 1
+                    first = first or (self.path / entry.folder / entry.name, exc)
+                else:
+                    unmoved += 1
+                    first_unmoved = first_unmoved or (self.path / entry.folder / entry.name, exc)
+        if first_unmoved is not None:
+            _not_moved(*first_unmoved, unmoved)
+        if first is not None:
+            _not_removed(*first, failed)
+            raise told(MaildropError(f"{failed} deleted messages could not be removed"))
+
+
+def _not_removed(path: Path, exc: OSError, failed: int) -> None:
+    """Warn that UPDATE left ``failed`` deleted messages, the first ``path`` for ``exc``:
+    one line, however many (a folder made read-only fails them all)."""
+    logger.warning(
+        "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
+        "all): they are listed again at the next login",
+        str(path),
+        exc.strerror,
+        failed,
+    )
+
+
+def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
+    """Warn that UPDATE could not move ``unmoved`` kept messages to ``cur/`` (or change
+    their flags), the first ``path`` for ``exc``: one line, however many (a filesystem
+    without hard links fails them all, at every QUIT)."""
+    logger.warning(
+        "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
+        "all): they stay where they are, listed again, their flags unchanged",
+        str(path),
+        exc.strerror,
+        unmoved,
+    )
 
 
 def _remove(folder: int, name: str) -> None:
@@ -901,9 +1085,26 @@ def _remove(folder: int, name: str) -> None:
     os.unlink(name, dir_fd=folder)
 
 
-def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
+def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
+    """Remove the other names of ``entry``'s file (:attr:`_Entry.links`), before it is
+    moved or removed: only while its listed name still holds it (else a link may be
+    all that is left of it), and each only if it still names that file (one put under
+    it since is another message)."""
+    held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
+    for sub, name in entry.links if held else ():
+        if (sub, name) == (entry.folder, entry.name):
+            continue  # the listed name itself: never one to remove with the message
+        if sub in folders and inode(folders[sub], name) == entry.inode:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=folders[sub])
+
+
+def _mark(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
     """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
-    a Maildir without ``cur`` keeps it where it is."""
+    a Maildir without ``cur`` keeps it where it is. A file under the new name already
+    (one the listing left out: unreadable, or a copy) is never replaced: the message
+    stays where it is, still delivered, and a WARNING names both
+    (see :mod:`smtpcore._maildir_move`)."""
     base, _, info = entry.name.partition(":")
     flags = info[2:] if info.startswith("2,") else ""
     if seen and "S" not in flags:
@@ -911,9 +1112,13 @@ def _mark(entry: _Entry, folders: Mapping[str, int], *, seen: bool) -> None:
     target = f"{base}:2,{flags}"
     if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
         with contextlib.suppress(FileNotFoundError):
-            os.rename(
-                entry.name, target, src_dir_fd=folders[entry.folder], dst_dir_fd=folders["cur"]
-            )
+            if not move_unless_taken(folders[entry.folder], entry.name, folders["cur"], target):
+                logger.warning(
+                    "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
+                    "it stays where it is, its flags unchanged (remove or rename one of them)",
+                    str(root / entry.folder / entry.name),
+                    str(root / "cur" / target),
+                )
 
 
 def _login_name(name: str) -> str:

@@ -64,9 +64,11 @@ from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import (
     Maildrop,
     MaildropError,
+    MaildropInUse,
     Mailstore,
     MechanismFactory,
     MessageInfo,
+    MessageUnavailable,
     POP3Session,
 )
 from smtpcore.pop3 import (
@@ -811,8 +813,13 @@ class POP3ServerSession(ServedSession):
     ) -> Err:
         """The answer to a mailstore call that failed with ``exc`` (one
         :meth:`_call_failed` says is its own): a :class:`MaildropError`'s ``-ERR``,
-        else ``answer``, with ``exc`` logged as the failure of ``call % args``."""
+        else ``answer``, with ``exc`` logged as the failure of ``call % args``. A
+        :class:`MaildropError` the store has not logged itself is logged here (see
+        :func:`_refusal_level`), so that every refusal leaves one line, and one only."""
         if isinstance(exc, MaildropError):
+            if not exc.logged:
+                level = _refusal_level(exc)
+                logger.log(level, f"{call} refused: %s", *args, loggable(_text(exc)))
             return _maildrop_err(exc)
         logger.error(f"{call} failed", *args, exc_info=exc)
         return answer
@@ -1071,9 +1078,11 @@ class POP3ServerSession(ServedSession):
     async def _login(self, user: str, mechanism: str) -> None:
         """Open and lock the maildrop; then the session is in TRANSACTION (RFC 1939 §4)."""
         session = self.session
+        session.mechanism = mechanism  # the credentials were right: the store may read it
         try:
             maildrop = await self._store(lambda: self.store.open_maildrop(session, user))
         except BaseException as exc:
+            session.mechanism = None
             if not self._call_failed(exc):
                 raise
             self._answer(self._failure(exc, "open_maildrop(%r)", user))
@@ -1083,13 +1092,15 @@ class POP3ServerSession(ServedSession):
             listing = _checked_listing(await self._store(maildrop.messages))
         except BaseException as exc:
             if not self._call_failed(exc):
+                session.mechanism = None
                 raise
             await self._release()
+            session.mechanism = None
             self._answer(self._failure(exc, "listing the maildrop of %r", user))
             return
         self.listing = listing
         self.numbers = MessageNumbers(len(listing))
-        session.user, session.mechanism = user, mechanism
+        session.user = user
         count, size = self._totals()
         if not self._answer(Ok(f"Logged in, {count} messages ({size} octets)")):
             await self._release()
@@ -1332,15 +1343,26 @@ def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
 
 
 def _broke_off(exc: BaseException, number: int, user: str | None) -> None:
-    """Log a message cut off after ``+OK``. A :class:`MaildropError` (a Maildir file
-    grown past its listed size is :class:`~smtpcore.maildrop.MessageUnavailable`) is
-    the maildrop's own answer, which it has explained already: one line, for a user who
-    grows his files at will would fill the log with tracebacks. Anything else is a
+    """Log a message cut off after ``+OK``. A :class:`MaildropError` is the maildrop's
+    own answer: one line, for a user who grows his files at will would fill the log
+    with tracebacks, and none where the store has logged it (``logged``: a Maildir
+    file grown past its listed size, or one that could not be read, named by its
+    path), so that a message cut off leaves one line, never two. Anything else is a
     fault, logged with its traceback."""
     if isinstance(exc, MaildropError):
-        logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
+        if not exc.logged:
+            logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
     else:
         logger.error("message %d of %r broke off", number, user, exc_info=exc)
+
+
+def _refusal_level(exc: MaildropError) -> int:
+    """How loud a store's own refusal is logged: a maildrop another session holds, or a
+    message gone since the listing, is the normal course of things (INFO); anything
+    else, a store that cannot serve, is for the operator (WARNING)."""
+    if isinstance(exc, MaildropInUse | MessageUnavailable):
+        return logging.INFO
+    return logging.WARNING
 
 
 def _maildrop_err(exc: MaildropError) -> Err:

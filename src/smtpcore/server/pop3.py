@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 
+from smtpcore._driver._logtext import loggable
 from smtpcore._threads import AUTH
 from smtpcore.handler import Authenticator
 from smtpcore.maildrop import (
@@ -45,9 +46,30 @@ class _LoggedMaildir(Maildir):
         self._retrieved = 0
         self._quit = False
         self._count = 0
+        self._failed: MaildropError | None = None
+        """Why the maildrop could not be locked or listed: the login is refused."""
+
+    def lock(self, *, create: bool = False) -> None:
+        """Lock it; one that cannot be locked is never closed, so its line is logged
+        here. That line says why (``IN-USE``, say), so the refusal is ``logged``: the
+        server adds no line of its own."""
+        try:
+            super().lock(create=create)
+        except MaildropError as exc:
+            self._failed = exc
+            self._log()
+            exc.logged = True
+            raise
 
     async def messages(self) -> Sequence[MessageInfo]:
-        listing = await super().messages()
+        """The listing; one that fails is said in the session's line, which the close
+        that follows it logs (the server closes a maildrop whose listing failed)."""
+        try:
+            listing = await super().messages()
+        except MaildropError as exc:
+            self._failed = exc
+            exc.logged = True
+            raise
         self._count = len(listing)
         return listing
 
@@ -58,6 +80,11 @@ class _LoggedMaildir(Maildir):
 
     async def close(self) -> None:
         await super().close()
+        self._log()
+
+    def _log(self) -> None:
+        """The session's line: after a login refused because the maildrop could not be
+        opened, how the client logged in (its password was right) and why."""
         session = self._session
         logger.info(
             "%s: disconnect from %s user=%s method=%s tls=%s messages=%d retrieved=%d "
@@ -70,9 +97,16 @@ class _LoggedMaildir(Maildir):
             self._count,
             self._retrieved,
             self._deleted,
-            "" if self._quit else " (no QUIT: nothing deleted)",
+            self._ending(),
             time.monotonic() - self._start,
         )
+
+    def _ending(self) -> str:
+        failed = self._failed
+        if failed is not None:
+            code = f"[{failed.code}] " if failed.code else ""
+            return f" (maildrop failed: {code}{loggable(str(failed))}: login refused)"
+        return "" if self._quit else " (no QUIT: nothing deleted)"
 
 
 def _most_sized_by_reading(config: ServerConfig) -> int:
