@@ -2109,6 +2109,54 @@ def _hanging_relay(
     )
 
 
+def test_a_wait_for_a_place_is_logged_once_as_it_begins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "waiting for a place at" was logged at a round's end only (a message whose other
+    session hung said nothing until it ended), then again at each round that found it
+    still in line (every ``PLACE_RETRY`` seconds), and at the end of a held message's
+    round. It is now logged once, as the message joins the line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    monkeypatch.setattr(delivery, "PLACE_RETRY", 0.05)
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=4)
+    worker = relay.worker
+    rounds: list[str] = []
+    begin_round = worker._begin_round
+
+    def counted(queue_id: str) -> None:
+        rounds.append(queue_id)
+        begin_round(queue_id)
+
+    monkeypatch.setattr(worker, "_begin_round", counted)
+
+    def waits(queue_id: str) -> list[str]:
+        return _lines(caplog, f"{queue_id}: waiting for a place at")
+
+    async def steps() -> None:
+        relay.enqueue(["a@hung1.example"])  # holds hung1's one place
+        await _within(lambda: len(hung) == 1)
+        split = relay.enqueue(["b@hung2.example", "c@hung1.example"])
+        await _within(lambda: len(hung) == 2)  # its hung2 session hangs, its round runs
+        await _within(lambda: bool(waits(split.id)))
+        assert not hung[1].is_set() and split.id in worker._running
+        alone = relay.enqueue(["d@hung1.example"])
+        await _within(lambda: rounds.count(alone.id) >= 4)  # it still waits, round after round
+        assert waits(alone.id) == [
+            f"{alone.id}: waiting for a place at hung1.example (destination concurrency 1)"
+        ]
+        await worker.apply(QueueCommand("hold", (split.id,)))
+        await _within(lambda: not worker.places.awaited_by(split.id))
+        hung[1].set()  # the held message's round ends
+        await _within(lambda: split.id not in worker._running)
+        await _within(lambda: rounds.count(alone.id) >= 6)
+        await _release_until(hung, lambda: not worker._running)
+        assert len(waits(split.id)) == 1  # none at its held round's end
+
+    _while_running(relay, steps)
+    assert len(_lines(caplog, "waiting for a place at")) == 2
+
+
 @pytest.mark.parametrize("action", ["hold", "delete"])
 def test_hold_or_delete_opens_no_further_smart_host_session(tmp_path: Path, action: str) -> None:
     """Through a smart host one job delivers every domain of a message, one session

@@ -673,7 +673,10 @@ class DeliveryWorker:
         def start(place: str) -> bool:
             if round_.withdrawn.done() or place not in remote or place in started:
                 return False
+            joins = not self.places.in_line(place, queue_id)
             if not self.places.take(place, queue_id):
+                if joins:
+                    self._log_waiting(queue_id, place)
                 return False
             started.add(place)
             job = loop.create_task(self._destination_job(round_, remote[place], content, record))
@@ -718,6 +721,19 @@ class DeliveryWorker:
                 await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
+
+    def _log_waiting(self, queue_id: str, place: str) -> None:
+        """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
+        each round that finds it still there (every :data:`PLACE_RETRY` seconds), nor at
+        the end of a round whose message a ``hold`` or ``delete`` took out of the line.
+        It is said again only if the message joins again (released, or turned away
+        after a place it was handed)."""
+        logger.info(
+            "%s: waiting for a place at %s (destination concurrency %d)",
+            queue_id,
+            loggable(place),
+            self.destination_concurrency,
+        )
 
     @staticmethod
     def _log_withdrawn(round_: _Round, domains: Iterable[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.exchanger import Outcome
-from smtpcore.server.log import delivery_line, loggable, logger
+from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.places import DestinationPlaces
 from smtpcore.server.queue import (
     Queue,
@@ -39,7 +39,6 @@ class SettlingWorker(Protocol):
     disk: ThreadShare
     clock: Callable[[], float]
     max_queue_age: float
-    destination_concurrency: int
     places: DestinationPlaces
     reports: SenderReports
     _due: dict[str, float]
@@ -226,16 +225,10 @@ class RoundSettlement:
             )
         elif failed or deferred:
             await self.worker._save(entry)
-        waiting_at = self.worker.places.awaited_by(entry.id)
-        if not waiting_at:
+        if not self.worker.places.awaited_by(entry.id):
             self.worker.schedule(entry)
             return
-        logger.info(
-            "%s: waiting for a place at %s (destination concurrency %d)",
-            entry.id,
-            loggable(", ".join(sorted(waiting_at))),
-            self.worker.destination_concurrency,
-        )
+        # Its wait was logged as it joined each line (DeliveryWorker._log_waiting).
         self.worker._schedule_for_places(entry)
 
     async def _bounce(
