@@ -1404,6 +1404,46 @@ def test_a_limits_batch_is_recorded_as_it_ends_though_the_round_is_then_stopped(
     assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
 
 
+def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred_and_sends_them_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session the stop cut short (past its grace) left no line for the recipients it
+    was sending: the operator saw them neither sent nor deferred, though they wait for
+    the next start. Each now has its deferred line, as any deferral's; those recorded
+    sent before the stop have none, and the next start sends the others, once."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", b""]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(list(FOUR))
+
+        def first_batch_recorded() -> bool:
+            return [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 2)
+            await _within(first_batch_recorded)
+
+        _while_running(relay, steps)  # its stop cuts the second batch's session short
+        server.release.set()
+        _wait_closed(server)
+    cut = _lines(caplog, "delivery cut short by shutdown")
+    assert [line.split(",")[0] for line in cut] == [f"{entry.id}: to=<{a}>" for a in FOUR[2:]]
+    for line in cut:
+        assert f", relay=mx.pqr.example[127.0.0.1]:{server.port}, " in line
+        assert line.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+    assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+    caplog.clear()
+    with remote() as again:  # the next start
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [FOUR[2:]]
+    assert [line.split(",")[0] for line in _lines(caplog, "status=sent")] == [
+        f"{entry.id}: to=<{address}>" for address in FOUR[2:]
+    ]
+    assert not _lines(caplog, "cut short")
+
+
 def test_limits_mailmax_sessions_follow_one_another_within_the_round(tmp_path: Path) -> None:
     """RFC 9422 §4.1: an exchanger that takes one transaction a session is healthy: the
     rest go in new sessions to it at once, not after a backoff, nor to the next one."""

@@ -9,9 +9,9 @@ recipient itself (a local error, a routing refusal, an expiry) are made here too
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.exchanger import Outcome
@@ -27,7 +27,12 @@ from smtpcore.server.queue import (
 from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
+__all__ = ["CUT_SHORT", "RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
+
+CUT_SHORT: Final = "delivery cut short by shutdown"
+"""The deferral a recipient's log line gives when a stop (``serve``'s SIGTERM, past its
+``--stop-timeout``) cut its session short: 4.3.0, the mail system's own trouble (RFC
+3463 §3.4), as for this server's other local errors (:func:`local_error`)."""
 
 
 class SettlingWorker(Protocol):
@@ -150,6 +155,14 @@ class RoundSettlement:
         if sent:
             return entry.with_recipients(sent), True
         return entry, False
+
+    def log_cut_short(self, entry: QueueEntry, addresses: Iterable[str], relay: str) -> None:
+        """Each of ``addresses`` deferred in the log, its session (or the lookup before
+        it, ``relay`` ``none``) cut short by a stop (:data:`CUT_SHORT`). Only logged: they
+        are pending on disk already, and the next start sends them."""
+        outcome = Outcome(RecipientStatus.PENDING, "4.3.0", CUT_SHORT, relay)
+        for address in addresses:
+            self._log_outcome(entry, address, outcome)
 
     def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
         """One recipient's line in the mail log, as Postfix writes it."""
