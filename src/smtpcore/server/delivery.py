@@ -39,7 +39,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -56,6 +56,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server.activemarks import DeliveryMarks
 from smtpcore.server.bounce import Report
 from smtpcore.server.exchanger import (
     ClientFactory,
@@ -241,6 +242,7 @@ class DeliveryWorker:
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
+        marks: DeliveryMarks | None = None,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -275,6 +277,9 @@ class DeliveryWorker:
         :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`). The
         worker hands its own work over through :attr:`disk`, never straight here (its
         exchangers' content reads go to :func:`asyncio.to_thread`)."""
+        self.marks = marks
+        """Where the messages in a session or a local copy now are marked for ``queue
+        list`` (:mod:`smtpcore.server.activemarks`); None: nowhere."""
         self.disk = ThreadShare(self.threads, concurrency)
         """The worker's share of :attr:`threads`: ``concurrency`` calls at once through
         its ``run``, as many as it had when rounds were bounded by ``concurrency`` too;
@@ -713,14 +718,28 @@ class DeliveryWorker:
             self._log_withdrawn(round_, domains)
             return
         try:
-            names = list(domains)
-            for number, (domain, deliveries) in enumerate(domains.items()):
-                if round_.withdrawn.done():
-                    self._log_withdrawn(round_, names[number:])
-                    return
-                await self._deliver_domain(round_, domain, deliveries, content, record)
+            with self._in_delivery(round_.entry.id):
+                names = list(domains)
+                for number, (domain, deliveries) in enumerate(domains.items()):
+                    if round_.withdrawn.done():
+                        self._log_withdrawn(round_, names[number:])
+                        return
+                    await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
+
+    @contextlib.contextmanager
+    def _in_delivery(self, queue_id: str) -> Iterator[None]:
+        """A session job or a local copy of ``queue_id`` runs: ``queue list`` marks the
+        message meanwhile (:attr:`marks`)."""
+        if self.marks is None:
+            yield
+            return
+        self.marks.begin(queue_id)
+        try:
+            yield
+        finally:
+            self.marks.end(queue_id)
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
@@ -807,15 +826,16 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            path, written = await self.disk.run(
-                self.mailboxes.deliver_queued,
-                key,
-                entry.sender,
-                content.path,
-                entry.id,
-                entry.created,
-                search=search,
-            )
+            with self._in_delivery(entry.id):
+                path, written = await self.disk.run(
+                    self.mailboxes.deliver_queued,
+                    key,
+                    entry.sender,
+                    content.path,
+                    entry.id,
+                    entry.created,
+                    search=search,
+                )
         except OSError as exc:  # the mailbox's trouble, not the other recipients'
             if await self._gone(entry.id, exc):
                 raise
