@@ -1444,6 +1444,152 @@ def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred_and_sends_th
     assert not _lines(caplog, "cut short")
 
 
+def test_a_recipient_refused_for_good_before_the_stop_is_logged_with_its_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """u1 was refused 550 in the first LIMITS batch; the stop cut the second batch's
+    session short. A failure is logged and written only with its bounce, at the round's
+    end, which the stop skips: u1 had no line at all, yet was pending on disk, tried
+    again after the restart. Its line now says it was refused, and why it is tried
+    again; the next start bounces it then."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        extra_ehlo=LIMITED,
+        rcpt_replies={"u1@pqr.example": b"550 5.1.1 no such user"},
+        data_replies=[b"250 2.0.0 queued", b""],
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(list(FOUR))
+
+        def first_batch_recorded() -> bool:  # u1's outcome was taken with u2's
+            return [r.address for r in relay.queue.load(entry.id).pending] == [
+                "u1@pqr.example",
+                *FOUR[2:],
+            ]
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 2)
+            await _within(first_batch_recorded)
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    relay_field = f"relay=mx.pqr.example[127.0.0.1]:{server.port}"
+    assert _lines(caplog, "to=<u1@pqr.example>") == [
+        f"{entry.id}: to=<u1@pqr.example>, {relay_field}, delay={_delay(caplog, 'u1')}, "
+        "dsn=4.3.0, status=deferred (delivery cut short by shutdown before its bounce was "
+        "made (failed: 550 5.1.1 no such user); tried again at the next start)"
+    ]
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("u1@pqr.example", *FOUR[2:])
+    ]
+    (u2,) = _lines(caplog, "to=<u2@pqr.example>")  # recorded sent: no more
+    assert "status=sent" in u2
+    caplog.clear()
+    with remote(rcpt_replies={"u1@pqr.example": b"550 5.1.1 no such user"}) as again:
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [FOUR[2:]]
+    assert len(_lines(caplog, "to=<u1@pqr.example>")) == 1
+    assert "status=bounced" in _lines(caplog, "to=<u1@pqr.example>")[0]
+
+
+def _delay(caplog: pytest.LogCaptureFixture, local_part: str) -> str:
+    """The ``delay=`` field of ``local_part``'s line (what the test cannot know)."""
+    (line,) = _lines(caplog, f"to=<{local_part}@")
+    return line.split("delay=", 1)[1].split(",", 1)[0]
+
+
+TWO_DOMAINS: Final = (
+    "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+    "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+)
+
+
+def test_a_failure_at_one_destination_is_logged_when_the_stop_cuts_another(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message's pqr.example session ended, its one recipient refused 550; its
+    xyz.example session was cut by the stop. The pqr.example recipient had no line and
+    stayed pending on disk: each now has its own line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}, data_replies=[b""]
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, zone=TWO_DOMAINS)
+        entry = relay.enqueue(["a@pqr.example", "b@xyz.example"])
+
+        async def steps() -> None:
+            # b's end of data is in, and a's session, the other, has closed (after its
+            # outcome was taken: before QUIT).
+            await _within(
+                lambda: (
+                    (server.connections, server.open_connections, len(server.transactions))
+                    == (2, 1, 1)
+                )
+            )
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=deferred (delivery cut short by shutdown before its bounce was made " in a_line
+    assert "(failed: 550 5.1.1 no such user)" in a_line
+    (b_line,) = _lines(caplog, "to=<b@xyz.example>")
+    assert f"relay=mx.xyz.example[127.0.0.1]:{server.port}, " in b_line
+    assert "status=deferred (delivery cut short by shutdown" in b_line
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "a@pqr.example",
+        "b@xyz.example",
+    ]
+
+
+class _HangingResolver:
+    """Asked for a domain's exchangers, never answers."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        self.asked += 1
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+def test_a_stop_during_the_lookup_logs_each_recipient_deferred_at_relay_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop while the domain's exchangers are looked up: no session yet, each
+    recipient is cut short at ``relay=none``, and waits on disk."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, resolve_timeout=3600.0)
+        resolver = _HangingResolver()
+        relay.worker.resolver = resolver
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(lambda: resolver.asked >= 1)
+
+        _while_running(relay, steps)
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("a@pqr.example", "b@pqr.example")
+    ]
+    assert all(", relay=none, " in line for line in cut)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "a@pqr.example",
+        "b@pqr.example",
+    ]
+    assert not server.connections
+
+
 def test_limits_mailmax_sessions_follow_one_another_within_the_round(tmp_path: Path) -> None:
     """RFC 9422 §4.1: an exchanger that takes one transaction a session is healthy: the
     rest go in new sessions to it at once, not after a backoff, nor to the next one."""

@@ -40,7 +40,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -58,6 +58,7 @@ from smtpcore.routing import (
 )
 from smtpcore.server.activemarks import DeliveryMarks
 from smtpcore.server.bounce import Report
+from smtpcore.server.cutshort import RoundProgress, cut_short_outcome
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -696,8 +697,28 @@ class DeliveryWorker:
         self._in_round[queue_id] = start
         try:
             await _all_finished(jobs)
+        except asyncio.CancelledError:
+            if not stray_cancellation():  # a stop: its jobs are all done now
+                begun = (a for place in started for d in remote[place].values() for a in d)
+                self._log_cut_short(round_, begun)
+            raise
         finally:
             del self._in_round[queue_id]
+
+    def _log_cut_short(self, round_: _Round, begun: Iterable[str]) -> None:
+        """The round was cut short by a stop: each recipient it leaves pending on disk
+        with no line of its own gets a deferred line (:mod:`smtpcore.server.cutshort`):
+        those of the destinations ``begun`` that were neither recorded sent nor logged
+        deferred, and those refused for good this round, whose line waits for a bounce
+        the stop kept from being made. The next start sends them; nothing is written."""
+        sent = {r.address for r in round_.entry.recipients if not r.pending}
+        left = dict.fromkeys([*begun, *round_.failed])
+        cut = {
+            address: cut_short_outcome(round_.progress, address, round_.failed.get(address))
+            for address in left
+            if address not in sent and address not in round_.deferred
+        }
+        self.settlement.log_cut_short(round_.entry, cut)
 
     async def _destination_job(
         self,
@@ -774,7 +795,7 @@ class DeliveryWorker:
         answer, a bug) is its recipients' alone: they wait with the error, the other
         domains' are sent, bounced or deferred on their own; a message gone is raised."""
         try:
-            await self._deliver_remote(round_.entry, deliveries, content, record)
+            await self._deliver_remote(round_.entry, deliveries, content, record, round_.progress)
         except Exception as exc:
             if await self._gone(round_.entry.id, exc):
                 raise
@@ -858,12 +879,13 @@ class DeliveryWorker:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         record: Recorder,
+        progress: RoundProgress | None = None,
     ) -> None:
         """Deliver one domain's recipients, each exchanger's sent and bounced ones given
         to ``record`` as soon as it answers (before its QUIT, before the next exchanger
         is tried: the module docstring's "recorded so at once"), the deferred ones once
-        no exchanger is left."""
-        await record(await self.outbound.outcomes(entry, deliveries, content, record))
+        no exchanger is left. Where they are goes in ``progress``."""
+        await record(await self.outbound.outcomes(entry, deliveries, content, record, progress))
 
 
 @dataclass(slots=True)
@@ -877,6 +899,8 @@ class _Round:
     deferred: dict[str, Outcome]
     withdrawn: asyncio.Future[None]
     """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
+    progress: RoundProgress = field(default_factory=RoundProgress)
+    """Where its remote recipients are, for the lines a stop logs."""
 
 
 class _Envelope:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from smtpcore.routing import (
@@ -23,12 +23,13 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import ExchangerSession, Outcome, Recorder, TryNext, reply_text
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS, message_tls
-from smtpcore.server.settlement import RoundSettlement, rejected_outcome
+from smtpcore.server.settlement import rejected_outcome
 from smtpcore.server.waits import ThreadShare, stray_cancellation, within
 
 __all__ = ["OutboundDelivery", "RelayingWorker"]
@@ -47,7 +48,6 @@ class RelayingWorker(Protocol):
     relay_tls: RelayTLS
     exchanger: ExchangerSession
     disk: ThreadShare
-    settlement: RoundSettlement
 
 
 class OutboundDelivery:
@@ -63,40 +63,12 @@ class OutboundDelivery:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         record: Recorder,
+        progress: RoundProgress | None = None,
     ) -> dict[str, Outcome]:
         """The outcomes :meth:`DeliveryWorker._deliver_remote
-        <smtpcore.server.delivery.DeliveryWorker._deliver_remote>` has not recorded yet.
-
-        A stop that cuts the delivery short (the round's own cancellation, not a stray
-        one: :func:`~smtpcore.server.waits.stray_cancellation`) leaves each recipient
-        not yet given to ``record`` pending on disk, retried after the restart; each is
-        logged deferred then, as any deferral (:meth:`RoundSettlement.log_cut_short
-        <smtpcore.server.settlement.RoundSettlement.log_cut_short>`), or the operator
-        could not tell what became of it. Nothing is written: what was recorded stays
-        recorded, and what was not is sent once, after the restart."""
-        progress = _Progress()
-
-        async def recording(outcomes: Mapping[str, Outcome]) -> None:
-            progress.recorded.update(outcomes)  # before the write: it is under way
-            await record(outcomes)
-
-        try:
-            return await self._outcomes(entry, deliveries, content, recording, progress)
-        except asyncio.CancelledError:
-            if not stray_cancellation():
-                cut = [a for a in deliveries if a not in progress.recorded]
-                self.worker.settlement.log_cut_short(entry, cut, progress.relay)
-            raise
-
-    async def _outcomes(
-        self,
-        entry: QueueEntry,
-        deliveries: Mapping[str, RemoteDelivery],
-        content: QueuedContent,
-        record: Recorder,
-        progress: _Progress,
-    ) -> dict[str, Outcome]:
-        """:meth:`outcomes`, each exchanger tried named in ``progress``."""
+        <smtpcore.server.delivery.DeliveryWorker._deliver_remote>` has not recorded yet;
+        each exchanger tried is named in ``progress``, for the lines a stop logs
+        (:mod:`smtpcore.server.cutshort`)."""
         addresses = list(deliveries)
         delivery = next(iter(deliveries.values()))
         refused: list[Attempt] = []
@@ -144,7 +116,9 @@ class OutboundDelivery:
             )
 
         for number, attempt in enumerate(attempts, 1):
-            relay = progress.relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+            relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+            if progress is not None:
+                progress.trying(remaining, relay)
             try:
                 outcomes = await self.worker.exchanger.deliver(
                     attempt, relay, entry, remaining, content, policy, record_final
@@ -254,15 +228,6 @@ class OutboundDelivery:
             f"temporary DNS failure looking up {name}: {why}",
             RejectReason.DNS_TEMPORARY,
         )
-
-
-@dataclass(slots=True)
-class _Progress:
-    """How far one domain's delivery has come: the exchanger it is at (``none``
-    before the first), and the recipients given to the round's recorder."""
-
-    relay: str = "none"
-    recorded: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ recipient itself (a local error, a routing refusal, an expiry) are made here too
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Final, Protocol
+from typing import Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.exchanger import Outcome
@@ -27,12 +27,7 @@ from smtpcore.server.queue import (
 from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["CUT_SHORT", "RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
-
-CUT_SHORT: Final = "delivery cut short by shutdown"
-"""The deferral a recipient's log line gives when a stop (``serve``'s SIGTERM, past its
-``--stop-timeout``) cut its session short: 4.3.0, the mail system's own trouble (RFC
-3463 §3.4), as for this server's other local errors (:func:`local_error`)."""
+__all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
 
 
 class SettlingWorker(Protocol):
@@ -156,12 +151,11 @@ class RoundSettlement:
             return entry.with_recipients(sent), True
         return entry, False
 
-    def log_cut_short(self, entry: QueueEntry, addresses: Iterable[str], relay: str) -> None:
-        """Each of ``addresses`` deferred in the log, its session (or the lookup before
-        it, ``relay`` ``none``) cut short by a stop (:data:`CUT_SHORT`). Only logged: they
-        are pending on disk already, and the next start sends them."""
-        outcome = Outcome(RecipientStatus.PENDING, "4.3.0", CUT_SHORT, relay)
-        for address in addresses:
+    def log_cut_short(self, entry: QueueEntry, outcomes: Mapping[str, Outcome]) -> None:
+        """Each of ``outcomes`` deferred in the log, its round cut short by a stop
+        (:mod:`smtpcore.server.cutshort`). Only logged: they are pending on disk
+        already, and the next start sends them."""
+        for address, outcome in outcomes.items():
             self._log_outcome(entry, address, outcome)
 
     def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
