@@ -30,6 +30,7 @@ from smtpcore.asyncio import SMTPConnectionError
 from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
 from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
@@ -1404,13 +1405,15 @@ def test_a_limits_batch_is_recorded_as_it_ends_though_the_round_is_then_stopped(
     assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
 
 
-def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred_and_sends_them_once(
+def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A session the stop cut short (past its grace) left no line for the recipients it
     was sending: the operator saw them neither sent nor deferred, though they wait for
     the next start. Each now has its deferred line, as any deferral's; those recorded
-    sent before the stop have none, and the next start sends the others, once."""
+    sent before the stop have none, and the next start sends the others. Here the stop
+    came after the second batch's end of data, before its reply: the line says the
+    message may go twice, and it does (RFC 5321 §6.1)."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", b""]) as server:
         relay = _relay(tmp_path, server.port, retry_after=3600.0)
@@ -1430,7 +1433,7 @@ def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred_and_sends_th
     assert [line.split(",")[0] for line in cut] == [f"{entry.id}: to=<{a}>" for a in FOUR[2:]]
     for line in cut:
         assert f", relay=mx.pqr.example[127.0.0.1]:{server.port}, " in line
-        assert line.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+        assert line.endswith(f", dsn=4.3.0, status=deferred ({CUT_IN_END_OF_DATA})")
     assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
     caplog.clear()
     with remote() as again:  # the next start
@@ -1442,6 +1445,60 @@ def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred_and_sends_th
         f"{entry.id}: to=<{address}>" for address in FOUR[2:]
     ]
     assert not _lines(caplog, "cut short")
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["dot", "bdat-last"])
+def test_a_cut_after_the_end_of_data_says_the_message_may_be_sent_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, chunking: bool
+) -> None:
+    """The stop came after the final dot (or BDAT LAST) went out, before its reply: the
+    exchanger may have the message, and the next start sends it again (RFC 5321 §6.1).
+    The line said only "delivery cut short by shutdown"; it now says so, as Postfix."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(chunking=chunking, data_replies=[b""]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 1)  # the end is in
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("a@pqr.example", "b@pqr.example")
+    ]
+    for line in cut:
+        assert line.endswith(
+            ", dsn=4.3.0, status=deferred (delivery cut short by shutdown while sending end "
+            "of data -- message may be sent more than once)"
+        )
+    assert server.transactions[0].recipients == ["a@pqr.example", "b@pqr.example"]
+    with remote() as again:  # the next start: the second copy the line warned of
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [["a@pqr.example", "b@pqr.example"]]
+
+
+def test_a_cut_before_the_end_of_data_warns_of_no_second_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session cut before its end of data went out (here: its exchanger never
+    answered the connection) cannot have delivered: its line says no more than that."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY)
+    entry = relay.enqueue(["a@hung1.example"])
+
+    async def steps() -> None:
+        await _within(lambda: len(hung) == 1)
+
+    _while_running(relay, steps)
+    (line,) = _lines(caplog, "cut short")
+    assert line.startswith(f"{entry.id}: to=<a@hung1.example>, relay=mx.hung1.example[127.0.0.1]:")
+    assert line.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
 
 
 def test_a_recipient_refused_for_good_before_the_stop_is_logged_with_its_refusal(
@@ -1539,7 +1596,7 @@ def test_a_failure_at_one_destination_is_logged_when_the_stop_cuts_another(
     assert "(failed: 550 5.1.1 no such user)" in a_line
     (b_line,) = _lines(caplog, "to=<b@xyz.example>")
     assert f"relay=mx.xyz.example[127.0.0.1]:{server.port}, " in b_line
-    assert "status=deferred (delivery cut short by shutdown" in b_line
+    assert b_line.endswith(f"status=deferred ({CUT_IN_END_OF_DATA})")
     assert [r.address for r in relay.queue.load(entry.id).pending] == [
         "a@pqr.example",
         "b@xyz.example",
@@ -1940,6 +1997,7 @@ def test_a_message_gone_while_it_waits_in_line_leaves_no_place_behind(
         content: object,
         policy: object,
         record: Callable[[dict[str, Outcome]], Awaitable[None]],
+        cut_after_end: object = None,
     ) -> dict[str, Outcome]:
         if "m1@a.example" in remaining:
             await hold.wait()
@@ -2486,6 +2544,7 @@ def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
         entry: QueueEntry,
         remaining: dict[str, object],
         *_: object,
+        cut_after_end: object = None,
     ) -> dict[str, Outcome]:
         nonlocal most_busy
         domain = next(iter(remaining)).split("@")[1]

@@ -57,7 +57,9 @@ from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import (
+    Bdat,
     DSNError,
+    EndOfMessage,
     OriginalRecipient,
     RecipientResult,
     Reply,
@@ -583,6 +585,26 @@ def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
     return None if item.reply is None else outcome(item.reply, to_rcpt=not item.mail_refused)
 
 
+def _end_unanswered(client: BaseSMTPClient) -> bool:
+    """Whether the end of a message's data (the final dot, or BDAT LAST) was sent and
+    its reply is not read: the machine records it as it makes the bytes, just before
+    they go out, and drops it as the reply is read (``pending``)."""
+    return any(
+        isinstance(event, EndOfMessage) or (isinstance(event, Bdat) and event.last)
+        for event in client.connection.pending
+    )
+
+
+def _in_transaction(client: BaseSMTPClient, deliveries: Mapping[str, RemoteDelivery]) -> list[str]:
+    """The recipients of ``deliveries`` the current transaction carries (accepted, no
+    reply after the content yet); all of them when the machine cannot tell: a line
+    that says a message may go twice when it cannot is the safe mistake."""
+    transaction = client.connection.transaction
+    fates = _fates(deliveries, () if transaction is None else transaction.recipients)
+    carried = [a for a, item in fates.items() if item.accepted and item.delivery is None]
+    return carried or list(deliveries)
+
+
 def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:
     """Whether ``reply`` is RFC 821's misnumbered 452: RFC 5321 §4.5.3.1.10 says a client
     SHOULD take a 552 to RCPT as temporary, as Postfix's client does (it reads it as
@@ -731,9 +753,14 @@ class ExchangerSession:
         content: QueuedContent,
         policy: MessageTLS | None = None,
         record: Recorder | None = None,
+        cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
         """Send ``entry`` to ``deliveries`` through one exchanger, TLS as ``policy`` says
         (by default, the configured policy).
+
+        ``cut_after_end`` is told the recipients whose end of data (the final dot, or
+        BDAT LAST) had gone out with its reply not yet read when a stop cut the session
+        short: the exchanger may have taken the message for them (RFC 5321 §6.1).
 
         ``record`` is given the outcomes (those a :class:`TryNext` settled, when the
         session fails) before QUIT, and each LIMITS transaction's as it ends: the
@@ -754,7 +781,7 @@ class ExchangerSession:
         for _ in range(MAILMAX_SESSIONS):
             try:
                 return outcomes | await self._session(
-                    attempt, relay, entry, remaining, content, policy, record
+                    attempt, relay, entry, remaining, content, policy, record, cut_after_end
                 )
             except _SessionFull as full:
                 outcomes |= full.outcomes
@@ -793,10 +820,12 @@ class ExchangerSession:
         content: QueuedContent,
         policy: MessageTLS,
         record: Recorder | None,
+        cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
         """One session of :meth:`deliver`. Cancelled (a stop), it closes the connection
         without QUIT, whose reply tells nothing more: waiting for it held the stop up to
-        :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace."""
+        :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace; and tells
+        ``cut_after_end`` who the unanswered end of data was for, if one was."""
         client = await self._connect(attempt, relay, policy)
         polite = True
         try:
@@ -817,6 +846,8 @@ class ExchangerSession:
             return outcomes
         except asyncio.CancelledError:
             polite = False
+            if cut_after_end is not None and _end_unanswered(client):
+                cut_after_end(_in_transaction(client, deliveries))
             raise
         finally:
             # Closes the connection on every way out.

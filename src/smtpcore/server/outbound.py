@@ -67,8 +67,8 @@ class OutboundDelivery:
     ) -> dict[str, Outcome]:
         """The outcomes :meth:`DeliveryWorker._deliver_remote
         <smtpcore.server.delivery.DeliveryWorker._deliver_remote>` has not recorded yet;
-        each exchanger tried is named in ``progress``, for the lines a stop logs
-        (:mod:`smtpcore.server.cutshort`)."""
+        each exchanger tried is named in ``progress``, and an end of data a stop left
+        unanswered, for the lines a stop logs (:mod:`smtpcore.server.cutshort`)."""
         addresses = list(deliveries)
         delivery = next(iter(deliveries.values()))
         refused: list[Attempt] = []
@@ -121,7 +121,14 @@ class OutboundDelivery:
                 progress.trying(remaining, relay)
             try:
                 outcomes = await self.worker.exchanger.deliver(
-                    attempt, relay, entry, remaining, content, policy, record_final
+                    attempt,
+                    relay,
+                    entry,
+                    remaining,
+                    content,
+                    policy,
+                    record_final,
+                    cut_after_end=None if progress is None else progress.end_unanswered,
                 )
             except TryNext as failure:
                 if failure.requiretls:
