@@ -6,9 +6,17 @@ running server's believed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from pathlib import Path
+from typing import Any
 
+from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.activemarks import DeliveryMarks, read_active
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.delivery import DeliveryWorker
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.queue import Queue
 from smtpcore.server.waits import Threads
 
 
@@ -47,3 +55,73 @@ def test_a_start_clears_the_marks_a_crash_left(tmp_path: Path) -> None:
     assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
     DeliveryMarks(tmp_path, Threads(), owner=4242).clear()
     assert read_active(tmp_path, 4242) == frozenset()
+
+
+def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) -> None:
+    """A local copy was marked from before its wait for a slot of the worker's threads
+    (its ``ThreadShare``): with the slots taken, every message queued behind them was
+    listed ``*``, in delivery, though none of its work had begun. Only the copy being
+    written is marked now; one relay session's mark waits for its token likewise."""
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+    )
+    queue = Queue(config.queue_dir)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    threads = Threads()
+    marks = DeliveryMarks(config.queue_dir, threads)
+    marks.clear()
+    worker = DeliveryWorker(
+        queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"]),
+        resolver=StaticResolver.from_zone_text(""),
+        mailboxes=mailboxes,
+        hostname="mx.abc.example",
+        retry_after=3600.0,
+        threads=threads,
+        marks=marks,
+        concurrency=1,  # one slot of the worker's threads
+    )
+    writing: list[str] = []  # the queue id of each copy begun, in order
+    go_on = threading.Event()
+    deliver_queued = mailboxes.deliver_queued
+
+    def held(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+        writing.append(args[3])
+        go_on.wait(30)
+        return deliver_queued(*args, **kwargs)
+
+    mailboxes.deliver_queued = held  # type: ignore[method-assign]
+
+    async def main() -> None:
+        ids = []
+        for _ in range(3):
+            spool = queue.spool()
+            spool.write(b"Subject: x\r\n\r\nbody\r\n")
+            entry = queue.prepare(spool, "john@abc.example", ["john@abc.example"]).commit()
+            ids.append(entry.id)
+            worker.schedule(entry)
+        task = asyncio.get_running_loop().create_task(worker.run())
+        try:
+            while not (writing and worker.disk.waiting == 2):
+                await asyncio.sleep(0.01)
+            assert marks._wanted == {writing[0]}  # the two waiting: not in delivery
+            while read_active(config.queue_dir, os.getpid()) != {writing[0]}:
+                await asyncio.sleep(0.01)
+            go_on.set()
+            while worker.queued:
+                await asyncio.sleep(0.01)
+        finally:
+            go_on.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.aclose(1.0)
+        assert sorted(writing) == sorted(ids)
+        await _settled(threads)
+        assert read_active(config.queue_dir, os.getpid()) == frozenset()
+
+    asyncio.run(main())

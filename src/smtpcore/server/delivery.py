@@ -739,7 +739,8 @@ class DeliveryWorker:
             self._log_withdrawn(round_, domains)
             return
         try:
-            with self._in_delivery(round_.entry.id):
+            with self._in_delivery(round_.entry.id) as begin:
+                begin()  # the token is held
                 names = list(domains)
                 for number, (domain, deliveries) in enumerate(domains.items()):
                     if round_.withdrawn.done():
@@ -750,17 +751,28 @@ class DeliveryWorker:
             self._sessions.give_back()
 
     @contextlib.contextmanager
-    def _in_delivery(self, queue_id: str) -> Iterator[None]:
-        """A session job or a local copy of ``queue_id`` runs: ``queue list`` marks the
-        message meanwhile (:attr:`marks`)."""
-        if self.marks is None:
-            yield
-            return
-        self.marks.begin(queue_id)
+    def _in_delivery(self, queue_id: str) -> Iterator[Callable[[], None]]:
+        """A session job or a local copy of ``queue_id`` may run in the block: ``queue
+        list`` marks the message (:attr:`marks`) from the call of the function given,
+        once the delivery holds what it waited for (a session token, a slot of the
+        worker's threads, :meth:`ThreadShare.run_announced
+        <smtpcore.server.waits.ThreadShare.run_announced>`), to the block's end. A
+        delivery that only waits is not marked: not in delivery, as ``mailq`` counts
+        only its active queue's."""
+        marks = self.marks
+        begun = False
+
+        def begin() -> None:
+            nonlocal begun
+            if marks is not None and not begun:
+                begun = True
+                marks.begin(queue_id)
+
         try:
-            yield
+            yield begin
         finally:
-            self.marks.end(queue_id)
+            if begun and marks is not None:
+                marks.end(queue_id)
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
@@ -847,8 +859,9 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            with self._in_delivery(entry.id):
-                path, written = await self.disk.run(
+            with self._in_delivery(entry.id) as begin:
+                path, written = await self.disk.run_announced(
+                    begin,
                     self.mailboxes.deliver_queued,
                     key,
                     entry.sender,
