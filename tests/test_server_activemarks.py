@@ -6,10 +6,13 @@ running server's believed."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import threading
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.activemarks import DeliveryMarks, read_active
@@ -43,6 +46,42 @@ def test_a_message_is_marked_while_any_of_its_deliveries_runs(tmp_path: Path) ->
         assert read_active(tmp_path, 4243) == frozenset()  # another server's: stale
         assert read_active(tmp_path, None) == frozenset()  # no server runs
         marks.end("AAAAAAAAAA")
+        await _settled(threads)
+        assert not list((tmp_path / "active").iterdir())
+
+    asyncio.run(main())
+
+
+def test_a_mark_the_disk_would_not_remove_is_removed_at_the_next_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark whose removal failed (EIO, once) was forgotten as removed: it went on
+    saying "in delivery" until the message's next delivery or a restart. It is now
+    removed by the next change of any mark."""
+    threads = Threads()
+    marks = DeliveryMarks(tmp_path, threads, owner=4242)
+    marks.clear()
+    unlink = Path.unlink
+    refused: list[Path] = []
+
+    def fails_once(self: Path, missing_ok: bool = False) -> None:
+        if self.name == "AAAAAAAAAA" and not refused:
+            refused.append(self)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    async def main() -> None:
+        marks.begin("AAAAAAAAAA")
+        await _settled(threads)
+        monkeypatch.setattr(Path, "unlink", fails_once)
+        marks.end("AAAAAAAAAA")
+        await _settled(threads)
+        assert refused
+        assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}  # the disk refused
+        marks.begin("BBBBBBBBBB")  # another message's delivery: the next change
+        await _settled(threads)
+        assert read_active(tmp_path, 4242) == {"BBBBBBBBBB"}
+        marks.end("BBBBBBBBBB")
         await _settled(threads)
         assert not list((tmp_path / "active").iterdir())
 

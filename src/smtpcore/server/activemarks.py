@@ -5,7 +5,8 @@ The running server keeps one small file per message that has a relay session ope
 a local copy being written: ``queue/active/ID``, holding the server's process id. It
 is made when the message's first such delivery begins and removed when its last one
 ends, in a thread (the event loop never waits on the disk for it), so there are never
-more files than deliveries under way (``active_limit`` at most). A mark is only ever a
+more files than deliveries under way (``active_limit`` at most), and those whose
+removal the disk refused (tried again at each later change). A mark is only ever a
 hint: a failed write is dropped, and a delivery is never held for one.
 
 A mark cannot lie for ever after a crash: the reader believes only marks holding the
@@ -84,24 +85,31 @@ class DeliveryMarks:
 
     def _sync(self, queue_id: str) -> None:
         """Make the disk say what is wanted for ``queue_id`` now: writes handed over in
-        any order end with the last state asked for, never an older one."""
+        any order end with the last state asked for, never an older one. A mark whose
+        removal the disk refused stays known as on disk, and each later sync, of any
+        message, tries again: forgotten, it said "in delivery" until the message's next
+        delivery or the next start."""
         with self._guard:
-            wanted = queue_id in self._wanted
-            if wanted == (queue_id in self._on_disk):
-                return
-            path = self.directory / queue_id
-            try:
-                if wanted:
-                    path.unlink(missing_ok=True)  # one a crash left, if any
-                    with os.fdopen(create_new(path), "w", encoding="ascii") as file:
-                        file.write(f"{self.owner}\n")
-                    self._on_disk.add(queue_id)
-                else:
-                    path.unlink(missing_ok=True)
-                    self._on_disk.discard(queue_id)
-            except OSError:  # a hint only: a full disk must not hold a delivery
-                if not wanted:
-                    self._on_disk.discard(queue_id)
+            for name in {queue_id} | (self._on_disk - self._wanted):
+                self._sync_one(name)
+
+    def _sync_one(self, queue_id: str) -> None:
+        """:meth:`_sync` for one message, under the guard."""
+        wanted = queue_id in self._wanted
+        if wanted == (queue_id in self._on_disk):
+            return
+        path = self.directory / queue_id
+        try:
+            if wanted:
+                path.unlink(missing_ok=True)  # one a crash left, if any
+                with os.fdopen(create_new(path), "w", encoding="ascii") as file:
+                    file.write(f"{self.owner}\n")
+                self._on_disk.add(queue_id)
+            else:
+                path.unlink(missing_ok=True)
+                self._on_disk.discard(queue_id)
+        except OSError:  # a hint only: a full disk must not hold a delivery
+            pass  # a mark not written is left out; one not removed, tried again
 
 
 def read_active(queue_dir: Path, server: int | None) -> frozenset[str]:
