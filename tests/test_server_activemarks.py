@@ -20,7 +20,7 @@ from smtpcore.server.config import ServerConfig
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import Threads, ThreadShare
 
 
 def _settled(threads: Threads) -> asyncio.Future[None]:
@@ -162,5 +162,23 @@ def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) ->
         assert sorted(writing) == sorted(ids)
         await _settled(threads)
         assert read_active(config.queue_dir, os.getpid()) == frozenset()
+
+    asyncio.run(main())
+
+
+def test_a_begin_that_raises_gives_the_thread_slot_back(tmp_path: Path) -> None:
+    """``began`` (a delivery's mark) was called after the slot was taken and before the
+    ``try`` that gives it back: one that raised kept the slot for ever, and the share
+    had one call fewer at once, down to none."""
+    share = ThreadShare(Threads(), 1)
+
+    def broken() -> None:
+        raise OSError(errno.EIO, "mark refused")
+
+    async def main() -> None:
+        with pytest.raises(OSError):
+            await share.run_announced(broken, os.getpid)
+        assert share._slots.free == 1
+        assert await share.run(os.getpid) == os.getpid()
 
     asyncio.run(main())

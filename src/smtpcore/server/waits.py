@@ -211,9 +211,9 @@ class ThreadShare:
         ``*``, :mod:`smtpcore.server.activemarks`). Never called for a caller
         cancelled while it waits."""
         await self._slots.take()
-        if began is not None:
-            began()
-        try:
+        try:  # a ``began`` that raises gives the slot back too
+            if began is not None:
+                began()
             future = self.threads.submit(func, *args, **kwargs)
         except BaseException:
             self._slots.give_back()
