@@ -1603,6 +1603,147 @@ def test_a_failure_at_one_destination_is_logged_when_the_stop_cuts_another(
     ]
 
 
+def test_a_stop_in_the_bounce_step_logs_the_refused_recipient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a@ refused 550, b@ accepted: the round's sessions were over, and the stop came in
+    the bounce step at its end (its reads wait for the worker's share of the threads,
+    which may be full). a@ stayed pending on disk, tried again at the next start, with
+    no line at all: the lines came only from a stop in the sessions. They are now
+    written for the whole round, wherever the stop lands in it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entered = asyncio.Event()
+
+        async def hanging_bounce(*args: object, **kwargs: object) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+        relay.worker.reports.bounce = hanging_bounce  # type: ignore[method-assign]  # a stand-in
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(entered.is_set)
+
+        _while_running(relay, steps)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == ["a@pqr.example"]
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert a_line.startswith(
+        f"{entry.id}: to=<a@pqr.example>, relay=mx.pqr.example[127.0.0.1]:{server.port}, "
+    )
+    assert a_line.endswith(
+        ", dsn=4.3.0, status=deferred (delivery cut short by shutdown before its bounce was "
+        "made (failed: 550 5.1.1 no such user); tried again at the next start)"
+    )
+    (b_line,) = _lines(caplog, "to=<b@pqr.example>")  # recorded sent: no more
+    assert "status=sent" in b_line
+
+
+def test_a_stop_while_the_bounce_reads_the_message_logs_the_refused_recipient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, nothing of the worker replaced: the bounce's read of the message (a
+    large one, a slow disk) outlasts the stop's grace."""
+    from smtpcore.server.queue import QueuedContent
+
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    reading = threading.Event()
+    go_on = threading.Event()
+    returned = QueuedContent.returned
+
+    def slow(self: QueuedContent, limit: int) -> bytes | None:
+        reading.set()
+        go_on.wait(30)
+        return returned(self, limit)
+
+    monkeypatch.setattr(QueuedContent, "returned", slow)
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(reading.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == ["a@pqr.example"]
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=deferred (delivery cut short by shutdown before its bounce was made " in a_line
+
+
+def test_a_stop_in_a_local_copy_logs_an_earlier_local_failure_and_the_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nosuch@ failed 5.1.1 at once (its line waits for the bounce at the round's end),
+    and the stop came while john@'s copy was written, before any relay session: no line
+    for either, both pending on disk. Each now has its line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        writing = threading.Event()
+        go_on = threading.Event()
+        deliver_queued = relay.worker.mailboxes.deliver_queued
+
+        def slow(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+            writing.set()
+            go_on.wait(30)
+            return deliver_queued(*args, **kwargs)
+
+        relay.worker.mailboxes.deliver_queued = slow  # type: ignore[method-assign]  # held
+        entry = relay.enqueue(["nosuch@abc.example", "john@abc.example", "a@pqr.example"])
+
+        async def steps() -> None:
+            await _within(writing.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "nosuch@abc.example",
+        "john@abc.example",
+        "a@pqr.example",
+    ]
+    assert _lines(caplog, "to=<nosuch@abc.example>") == [
+        f"{entry.id}: to=<nosuch@abc.example>, relay=local, "
+        f"delay={_delay(caplog, 'nosuch')}, dsn=4.3.0, status=deferred (delivery cut short "
+        "by shutdown before its bounce was made (failed: 550 5.1.1 no such mailbox here); "
+        "tried again at the next start)"
+    ]
+    (john,) = _lines(caplog, "to=<john@abc.example>")
+    assert ", relay=local, " in john
+    assert john.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+    assert not _lines(caplog, "to=<a@pqr.example>")  # not come to: not tried
+    assert not server.connections
+
+
+def test_a_stop_as_the_bounce_is_recorded_logs_the_failure_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bounce was made and a@'s line written with it; the stop came while its record
+    was written. a@ has that one line, not a second saying its bounce was not made."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        writing = threading.Event()
+        go_on = threading.Event()
+        update = relay.queue.update
+
+        def held(entry: QueueEntry) -> None:
+            if any(r.status is RecipientStatus.FAILED for r in entry.recipients):
+                writing.set()
+                go_on.wait(30)
+            update(entry)
+
+        relay.queue.update = held  # type: ignore[method-assign]  # held
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(writing.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=bounced" in a_line
+    assert not relay.queue.load(entry.id).pending  # the record landed after the stop
+
+
 class _HangingResolver:
     """Asked for a domain's exchangers, never answers."""
 
@@ -1869,8 +2010,14 @@ async def _within(done: Callable[[], bool], timeout: float = 10.0) -> None:
     await asyncio.wait_for(_until(done), timeout)
 
 
-def _while_running(relay: Relay, steps: Callable[[], Awaitable[None]]) -> None:
-    """Run the worker while ``steps`` runs, then stop it."""
+def _while_running(
+    relay: Relay,
+    steps: Callable[[], Awaitable[None]],
+    after_stop: Callable[[], object] = lambda: None,
+) -> None:
+    """Run the worker while ``steps`` runs, then stop it; then call ``after_stop`` (to
+    let a thread the stop found busy end: the loop waits for its threads as it
+    closes)."""
 
     async def main() -> None:
         task = asyncio.get_running_loop().create_task(relay.worker.run())
@@ -1879,7 +2026,10 @@ def _while_running(relay: Relay, steps: Callable[[], Awaitable[None]]) -> None:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await relay.worker.aclose(0.5)
+            try:
+                await relay.worker.aclose(0.5)
+            finally:
+                after_stop()
 
     asyncio.run(main())
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from smtpcore.routing import Rejected
+from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.places import DestinationPlaces
@@ -187,15 +188,18 @@ class RoundSettlement:
         deferred: Mapping[str, Outcome],
         *,
         counts: bool = True,
+        progress: RoundProgress | None = None,
     ) -> None:
         """End a round: bounce what failed, report what was sent, record what waits.
         Only a round that ``counts`` (not a catch-up round) and deferred a recipient is
         an attempt: it moves the backoff on and may warn the sender. Recipients turned
         away by a full destination were not attempted: they neither count nor warn, and
-        the message runs again as soon as a place is handed to it."""
+        the message runs again as soon as a place is handed to it. Each failure's line,
+        written with its bounce, is told to ``progress``: a stop later in the round
+        writes it no other."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            entry = await self._bounce(entry, content, failed)
+            entry = await self._bounce(entry, content, failed, progress)
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -239,7 +243,11 @@ class RoundSettlement:
         self.worker._schedule_for_places(entry)
 
     async def _bounce(
-        self, entry: QueueEntry, content: QueuedContent, failed: Mapping[str, Outcome]
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        progress: RoundProgress | None = None,
     ) -> QueueEntry:
         """Make the bounce for ``failed``, then record them failed at once, through the
         worker's :meth:`_save <smtpcore.server.delivery.DeliveryWorker._save>`, handed
@@ -254,6 +262,8 @@ class RoundSettlement:
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
+            if progress is not None:
+                progress.bounce_logged(address)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in failed.items()}
         )
