@@ -25,9 +25,10 @@ from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
+from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError
-from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
+from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
@@ -35,6 +36,8 @@ from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backo
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
     Outcome,
+    _end_unanswered,
+    _fates,
     default_client,
     kept_text,
     reply_text,
@@ -46,7 +49,7 @@ from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientS
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
-from smtpcore.smtp import Reply
+from smtpcore.smtp import Bdat, ClientConnection, Ehlo, Mail, MessageData, Rcpt, Reply
 from smtpcore.testing import strategies as sst
 
 ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
@@ -1480,6 +1483,47 @@ def test_a_cut_after_the_end_of_data_says_the_message_may_be_sent_twice(
         restarted.worker.schedule(restarted.queue.load(entry.id))
         _run(restarted, restarted.empty)
     assert [t.recipients for t in again.transactions] == [["a@pqr.example", "b@pqr.example"]]
+
+
+def _feed(connection: ClientConnection, data: bytes) -> None:
+    connection.receive_data(data)
+    while connection.next_event() not in (NEED_DATA, PAUSED):
+        pass
+
+
+def test_an_unanswered_pipelined_batch_covers_its_own_recipients_only() -> None:
+    """A LIMITS batch sent in one write (MAIL, RCPT, BDAT LAST), cut before any reply
+    to it: the machine's ``transaction`` was still the batch before (it moves on with
+    the first reply to the next MAIL), and the cut was said to cover every recipient of
+    the domain: u1, refused 450 earlier and pending, and u2, already sent, were said
+    "may be sent more than once". Only the batch's own recipient, u3, is now; and with
+    the batch's MAIL and RCPT answered, only u3 still."""
+    mailbox = parse_mailbox
+    connection = ClientConnection("mail.abc.example")
+    _feed(connection, b"220 mx\r\n")
+    connection.send(Ehlo("mail.abc.example"))
+    _feed(connection, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    router = Router(["abc.example"])
+    deliveries = {
+        address: router.route(mailbox(address), authenticated=True)
+        for address in ("u1@pqr.example", "u2@pqr.example", "u3@pqr.example")
+    }
+    remote = {a: d for a, d in deliveries.items() if isinstance(d, RemoteDelivery)}
+    assert len(remote) == 3
+    connection.send(Mail(mailbox("john@abc.example")))
+    connection.send(Rcpt(mailbox("u1@pqr.example")))
+    connection.send(Rcpt(mailbox("u2@pqr.example")))
+    connection.send(Bdat(3, last=True))
+    connection.send(MessageData(b"abc"))
+    _feed(connection, b"250 ok\r\n450 4.2.1 busy\r\n250 ok\r\n250 2.0.0 queued\r\n")
+    assert not _fates(remote, _end_unanswered(connection))
+    connection.send(Mail(mailbox("john@abc.example")))
+    connection.send(Rcpt(mailbox("u3@pqr.example")))
+    connection.send(Bdat(3, last=True))
+    connection.send(MessageData(b"abc"))
+    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
+    _feed(connection, b"250 ok\r\n250 ok\r\n")
+    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
 
 
 def test_a_cut_before_the_end_of_data_warns_of_no_second_copy(

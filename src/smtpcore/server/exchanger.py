@@ -58,9 +58,12 @@ from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import (
     Bdat,
+    ClientConnection,
     DSNError,
     EndOfMessage,
+    Mail,
     OriginalRecipient,
+    Rcpt,
     RecipientResult,
     Reply,
     TransactionResult,
@@ -585,24 +588,30 @@ def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
     return None if item.reply is None else outcome(item.reply, to_rcpt=not item.mail_refused)
 
 
-def _end_unanswered(client: BaseSMTPClient) -> bool:
-    """Whether the end of a message's data (the final dot, or BDAT LAST) was sent and
-    its reply is not read: the machine records it as it makes the bytes, just before
-    they go out, and drops it as the reply is read (``pending``)."""
-    return any(
-        isinstance(event, EndOfMessage) or (isinstance(event, Bdat) and event.last)
-        for event in client.connection.pending
-    )
-
-
-def _in_transaction(client: BaseSMTPClient, deliveries: Mapping[str, RemoteDelivery]) -> list[str]:
-    """The recipients of ``deliveries`` the current transaction carries (accepted, no
-    reply after the content yet); all of them when the machine cannot tell: a line
-    that says a message may go twice when it cannot is the safe mistake."""
-    transaction = client.connection.transaction
-    fates = _fates(deliveries, () if transaction is None else transaction.recipients)
-    carried = [a for a, item in fates.items() if item.accepted and item.delivery is None]
-    return carried or list(deliveries)
+def _end_unanswered(connection: ClientConnection) -> list[RecipientResult]:
+    """The recipients an end of data (the final dot, or BDAT LAST) sent with its reply
+    not read may have had the message delivered to (RFC 5321 §6.1): the machine records
+    the end as it makes the bytes, just before they go out, and drops it as the reply is
+    read (``pending``, oldest first). An end covers its own transaction's recipients
+    only: those accepted with no reply after the content, when its ``MAIL`` was
+    answered (the machine's ``transaction`` is then that one), and those whose ``RCPT``,
+    pipelined with it, is unanswered too (a LIMITS batch in one write, RFC 9422: the
+    server may have accepted them). Not the recipients of a transaction before it,
+    ``transaction`` still names until its ``MAIL`` is answered."""
+    covered: list[RecipientResult] = []
+    opened = connection.transaction  # a transaction whose MAIL is answered
+    unanswered: list[RecipientResult] = []
+    for event in connection.pending:
+        if isinstance(event, Mail):
+            opened, unanswered = None, []
+        elif isinstance(event, Rcpt):
+            unanswered.append(RecipientResult(event.recipient))
+        elif isinstance(event, EndOfMessage) or (isinstance(event, Bdat) and event.last):
+            carried = () if opened is None else opened.accepted
+            covered += [item for item in carried if item.delivery is None]
+            covered += unanswered
+            opened, unanswered = None, []
+    return covered
 
 
 def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:
@@ -846,8 +855,9 @@ class ExchangerSession:
             return outcomes
         except asyncio.CancelledError:
             polite = False
-            if cut_after_end is not None and _end_unanswered(client):
-                cut_after_end(_in_transaction(client, deliveries))
+            may_have_been_sent = _fates(deliveries, _end_unanswered(client.connection))
+            if cut_after_end is not None and may_have_been_sent:
+                cut_after_end(list(may_have_been_sent))
             raise
         finally:
             # Closes the connection on every way out.
