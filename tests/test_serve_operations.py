@@ -22,6 +22,7 @@ import pytest
 
 from peers import free_port
 from relay_remote import remote
+from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
 from smtpcore.server.queue import Queue
 from test_cli_serve import LOOPBACK, ROOT, _until, serve
 
@@ -87,6 +88,43 @@ def test_queue_tools_on_a_running_server(tmp_path: Path) -> None:
             assert missing.returncode == 2 and "no message 0123456789" in missing.stderr
             assert abc.stop() == 0
     assert [t.recipients for t in server.transactions][1] == ["a@pqr.example"]
+
+
+def test_queue_list_marks_a_message_in_delivery_and_no_stale_mark(tmp_path: Path) -> None:
+    """``queue list`` did not say which messages were in delivery (``mailq`` puts ``*``
+    after the id of its active queue's). A message whose relay session is open is now
+    listed ``ID*``; its mark goes with the session (here cut by a stop, which logs its
+    recipient deferred), and a mark a dead server left names nothing: neither listed
+    with no server running nor after the next start, which delivers the message."""
+    zone = tmp_path / "zone"
+    zone.write_text(ZONE)
+    data = tmp_path / "abc"
+    active = data / "queue" / "active"
+    relay_options: tuple[str, ...] = ("--resolver", f"static:{zone}", "--stop-timeout", "1s")
+    with remote(data_replies=[b""], hold=30.0) as server:  # the first dot: no answer
+        relay_options += ("--remote-port", str(server.port))
+        with serve(data, "abc.example", ["john@abc.example:john-pw"], extra=relay_options) as abc:
+            _submit(abc.ports["submission"], "a@pqr.example", "first")
+            _until(lambda: len(server.transactions) == 1, "the hanging session", abc)
+            (queue_id,) = Queue(data / "queue").ids()
+            listing = _queue(data, "list")
+            assert listing.returncode == 0, listing.stderr
+            assert listing.stdout.splitlines()[0].startswith(f"{queue_id}*  age ")
+            assert abc.stop() == 0
+            # The dot went out, unanswered: the exchanger may have the message.
+            assert f"status=deferred ({CUT_IN_END_OF_DATA})" in abc.log()
+        server.release.set()
+        assert not list(active.iterdir())
+        (active / queue_id).write_text(f"{abc.process.popen.pid}\n")  # as if it crashed
+        listing = _queue(data, "list")
+        assert listing.stdout.splitlines()[0].startswith(f"{queue_id}  age ")
+        with serve(
+            data, "abc.example", ["john@abc.example:john-pw"], extra=relay_options
+        ) as again:
+            _until(lambda: again.queued() == 0, "the message delivered after the start", again)
+            assert not list(active.iterdir())
+            assert again.stop() == 0
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"]] * 2
 
 
 def test_queue_tools_without_a_server(tmp_path: Path) -> None:

@@ -271,6 +271,13 @@ async def _run_until(setup: Setup, done: Callable[[], bool], timeout: float = 10
         await setup.worker.aclose(1.0)
 
 
+async def _deliver(worker: DeliveryWorker, queue_id: str) -> None:
+    """One round of ``queue_id``, as the worker's task runs it, its errors raised."""
+    round_ = await worker._open_round(queue_id)
+    if round_ is not None:
+        await worker._deliver_round(round_)
+
+
 def _enqueue(setup: Setup, sender: str, recipients: list[str]) -> QueueEntry:
     entry = setup.queue.add(MESSAGE, sender, recipients)
     setup.worker.schedule(entry)
@@ -394,7 +401,7 @@ def test_a_552_to_rcpt_is_deferred_as_452(
 
     async def main() -> QueueEntry:
         entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "c@pqr.example"])
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         return setup.queue.load(entry.id)
 
     entry = asyncio.run(main())
@@ -434,7 +441,7 @@ def test_a_552_to_mail_bounces(
 
     async def main() -> None:
         entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "b@pqr.example"])
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
 
     asyncio.run(main())
     assert _queue_empty(setup)
@@ -462,7 +469,7 @@ def test_recipients_refused_452_go_at_once_in_new_transactions(
 
     async def main() -> None:
         entry = _enqueue(setup, "john@abc.example", TEN)
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
 
     asyncio.run(main())
     assert [t.recipients for t in server.transactions] == [TEN[:4], TEN[4:8], TEN[8:]]
@@ -484,7 +491,7 @@ def test_a_452_to_every_recipient_defers_them_without_a_loop(
 
     async def main() -> QueueEntry:
         entry = _enqueue(setup, "john@abc.example", TEN[:3])
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         return setup.queue.load(entry.id)
 
     entry = asyncio.run(main())
@@ -507,7 +514,7 @@ def test_a_452_after_a_refusal_of_the_content_is_not_sent_again(
 
     async def main() -> QueueEntry:
         entry = _enqueue(setup, "john@abc.example", TEN[:2])
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         return setup.queue.load(entry.id)
 
     entry = asyncio.run(main())
@@ -539,10 +546,10 @@ def test_a_session_lost_in_the_new_transaction_keeps_what_was_delivered(
     server.at_mail = at_mail
 
     async def main() -> QueueEntry:
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         waiting = setup.queue.load(entry.id)
         server.hang_up_at_data = None
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         return waiting
 
     waiting = asyncio.run(main())
@@ -570,7 +577,7 @@ def test_a_452_to_every_recipient_of_the_new_transaction_defers_them(
 
     async def main() -> QueueEntry:
         entry = _enqueue(setup, "john@abc.example", TEN[:5])
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
         return setup.queue.load(entry.id)
 
     entry = asyncio.run(main())
@@ -865,7 +872,7 @@ def test_a_message_past_its_lifetime_gets_one_more_attempt(
     async def main() -> None:
         entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
         for _ in range(3):
-            await setup.worker._deliver(entry.id)
+            await _deliver(setup.worker, entry.id)
             if _queue_empty(setup):
                 return
             now[0] = setup.queue.load(entry.id).next_attempt
@@ -901,7 +908,7 @@ def test_a_temporary_failure_past_the_lifetime_bounces_with_its_last_error(
     async def main() -> None:
         entry = _enqueue(setup, "john@abc.example", ["brendon@pqr.example"])
         now[0] += 3600
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
 
     asyncio.run(main())
     assert _queue_empty(setup)
@@ -928,7 +935,7 @@ def test_a_permanent_failure_past_the_lifetime_does_not_say_it_was_retried(
     async def main() -> None:
         entry = _enqueue(setup, "john@abc.example", ["a@pqr.example", "c@pqr.example"])
         now[0] += 3600
-        await setup.worker._deliver(entry.id)
+        await _deliver(setup.worker, entry.id)
 
     asyncio.run(main())
     (raw,) = setup.raw_bounces()
@@ -1773,13 +1780,13 @@ def test_a_round_that_lost_its_cancellation_is_cancelled_again(
     setup = _setup(tmp_path, ZONE, 1)
     began = asyncio.Event()
 
-    async def deaf(queue_id: str) -> None:
+    async def deaf(round_: object) -> None:
         began.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(30)  # the first cancellation, lost
         await asyncio.sleep(30)
 
-    monkeypatch.setattr(setup.worker, "_deliver", deaf)
+    monkeypatch.setattr(setup.worker, "_deliver_round", deaf)
 
     async def main() -> float:
         task = asyncio.get_running_loop().create_task(setup.worker.run())

@@ -26,15 +26,19 @@ from hypothesis import strategies as st
 
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
+from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError
-from smtpcore.routing import MXRecord, Resolver, Router, StaticResolver
+from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
 from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
     Outcome,
+    _end_unanswered,
+    _fates,
     default_client,
     kept_text,
     reply_text,
@@ -47,7 +51,7 @@ from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientS
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery
-from smtpcore.smtp import Reply
+from smtpcore.smtp import Bdat, ClientConnection, Ehlo, Mail, MessageData, Rcpt, Reply
 from smtpcore.testing import strategies as sst
 
 ZONE = "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
@@ -1621,6 +1625,430 @@ def test_a_limits_batch_is_recorded_as_it_ends_though_the_round_is_then_stopped(
     assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
 
 
+def test_a_session_cut_short_by_a_stop_logs_its_recipients_deferred(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session the stop cut short (past its grace) left no line for the recipients it
+    was sending: the operator saw them neither sent nor deferred, though they wait for
+    the next start. Each now has its deferred line, as any deferral's; those recorded
+    sent before the stop have none, and the next start sends the others. Here the stop
+    came after the second batch's end of data, before its reply: the line says the
+    message may go twice, and it does (RFC 5321 §6.1)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(extra_ehlo=LIMITED, data_replies=[b"250 2.0.0 queued", b""]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(list(FOUR))
+
+        def first_batch_recorded() -> bool:
+            return [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 2)
+            await _within(first_batch_recorded)
+
+        _while_running(relay, steps)  # its stop cuts the second batch's session short
+        server.release.set()
+        _wait_closed(server)
+    cut = _lines(caplog, "delivery cut short by shutdown")
+    assert [line.split(",")[0] for line in cut] == [f"{entry.id}: to=<{a}>" for a in FOUR[2:]]
+    for line in cut:
+        assert f", relay=mx.pqr.example[127.0.0.1]:{server.port}, " in line
+        assert line.endswith(f", dsn=4.3.0, status=deferred ({CUT_IN_END_OF_DATA})")
+    assert [r.address for r in relay.queue.load(entry.id).pending] == FOUR[2:]
+    caplog.clear()
+    with remote() as again:  # the next start
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [FOUR[2:]]
+    assert [line.split(",")[0] for line in _lines(caplog, "status=sent")] == [
+        f"{entry.id}: to=<{address}>" for address in FOUR[2:]
+    ]
+    assert not _lines(caplog, "cut short")
+
+
+@pytest.mark.parametrize("chunking", [False, True], ids=["dot", "bdat-last"])
+def test_a_cut_after_the_end_of_data_says_the_message_may_be_sent_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, chunking: bool
+) -> None:
+    """The stop came after the final dot (or BDAT LAST) went out, before its reply: the
+    exchanger may have the message, and the next start sends it again (RFC 5321 §6.1).
+    The line said only "delivery cut short by shutdown"; it now says so, as Postfix."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(chunking=chunking, data_replies=[b""]) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 1)  # the end is in
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("a@pqr.example", "b@pqr.example")
+    ]
+    for line in cut:
+        assert line.endswith(
+            ", dsn=4.3.0, status=deferred (delivery cut short by shutdown while sending end "
+            "of data -- message may be sent more than once)"
+        )
+    assert server.transactions[0].recipients == ["a@pqr.example", "b@pqr.example"]
+    with remote() as again:  # the next start: the second copy the line warned of
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [["a@pqr.example", "b@pqr.example"]]
+
+
+def _feed(connection: ClientConnection, data: bytes) -> None:
+    connection.receive_data(data)
+    while connection.next_event() not in (NEED_DATA, PAUSED):
+        pass
+
+
+def test_an_unanswered_pipelined_batch_covers_its_own_recipients_only() -> None:
+    """A LIMITS batch sent in one write (MAIL, RCPT, BDAT LAST), cut before any reply
+    to it: the machine's ``transaction`` was still the batch before (it moves on with
+    the first reply to the next MAIL), and the cut was said to cover every recipient of
+    the domain: u1, refused 450 earlier and pending, and u2, already sent, were said
+    "may be sent more than once". Only the batch's own recipient, u3, is now; and with
+    the batch's MAIL and RCPT answered, only u3 still."""
+    mailbox = parse_mailbox
+    connection = ClientConnection("mail.abc.example")
+    _feed(connection, b"220 mx\r\n")
+    connection.send(Ehlo("mail.abc.example"))
+    _feed(connection, b"250-mx\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    router = Router(["abc.example"])
+    deliveries = {
+        address: router.route(mailbox(address), authenticated=True)
+        for address in ("u1@pqr.example", "u2@pqr.example", "u3@pqr.example")
+    }
+    remote = {a: d for a, d in deliveries.items() if isinstance(d, RemoteDelivery)}
+    assert len(remote) == 3
+    connection.send(Mail(mailbox("john@abc.example")))
+    connection.send(Rcpt(mailbox("u1@pqr.example")))
+    connection.send(Rcpt(mailbox("u2@pqr.example")))
+    connection.send(Bdat(3, last=True))
+    connection.send(MessageData(b"abc"))
+    _feed(connection, b"250 ok\r\n450 4.2.1 busy\r\n250 ok\r\n250 2.0.0 queued\r\n")
+    assert not _fates(remote, _end_unanswered(connection))
+    connection.send(Mail(mailbox("john@abc.example")))
+    connection.send(Rcpt(mailbox("u3@pqr.example")))
+    connection.send(Bdat(3, last=True))
+    connection.send(MessageData(b"abc"))
+    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
+    _feed(connection, b"250 ok\r\n250 ok\r\n")
+    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
+
+
+def test_a_cut_before_the_end_of_data_warns_of_no_second_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session cut before its end of data went out (here: its exchanger never
+    answered the connection) cannot have delivered: its line says no more than that."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY)
+    entry = relay.enqueue(["a@hung1.example"])
+
+    async def steps() -> None:
+        await _within(lambda: len(hung) == 1)
+
+    _while_running(relay, steps)
+    (line,) = _lines(caplog, "cut short")
+    assert line.startswith(f"{entry.id}: to=<a@hung1.example>, relay=mx.hung1.example[127.0.0.1]:")
+    assert line.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+
+
+def test_a_recipient_refused_for_good_before_the_stop_is_logged_with_its_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """u1 was refused 550 in the first LIMITS batch; the stop cut the second batch's
+    session short. A failure is logged and written only with its bounce, at the round's
+    end, which the stop skips: u1 had no line at all, yet was pending on disk, tried
+    again after the restart. Its line now says it was refused, and why it is tried
+    again; the next start bounces it then."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        extra_ehlo=LIMITED,
+        rcpt_replies={"u1@pqr.example": b"550 5.1.1 no such user"},
+        data_replies=[b"250 2.0.0 queued", b""],
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(list(FOUR))
+
+        def first_batch_recorded() -> bool:  # u1's outcome was taken with u2's
+            return [r.address for r in relay.queue.load(entry.id).pending] == [
+                "u1@pqr.example",
+                *FOUR[2:],
+            ]
+
+        async def steps() -> None:
+            await _within(lambda: len(server.transactions) == 2)
+            await _within(first_batch_recorded)
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    relay_field = f"relay=mx.pqr.example[127.0.0.1]:{server.port}"
+    assert _lines(caplog, "to=<u1@pqr.example>") == [
+        f"{entry.id}: to=<u1@pqr.example>, {relay_field}, delay={_delay(caplog, 'u1')}, "
+        "dsn=4.3.0, status=deferred (delivery cut short by shutdown before its bounce was "
+        "made (failed: 550 5.1.1 no such user); tried again at the next start)"
+    ]
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("u1@pqr.example", *FOUR[2:])
+    ]
+    (u2,) = _lines(caplog, "to=<u2@pqr.example>")  # recorded sent: no more
+    assert "status=sent" in u2
+    caplog.clear()
+    with remote(rcpt_replies={"u1@pqr.example": b"550 5.1.1 no such user"}) as again:
+        restarted = _relay(tmp_path, again.port, retry_after=3600.0)
+        restarted.worker.schedule(restarted.queue.load(entry.id))
+        _run(restarted, restarted.empty)
+    assert [t.recipients for t in again.transactions] == [FOUR[2:]]
+    assert len(_lines(caplog, "to=<u1@pqr.example>")) == 1
+    assert "status=bounced" in _lines(caplog, "to=<u1@pqr.example>")[0]
+
+
+def _delay(caplog: pytest.LogCaptureFixture, local_part: str) -> str:
+    """The ``delay=`` field of ``local_part``'s line (what the test cannot know)."""
+    (line,) = _lines(caplog, f"to=<{local_part}@")
+    return line.split("delay=", 1)[1].split(",", 1)[0]
+
+
+TWO_DOMAINS: Final = (
+    "pqr.example MX 10 mx.pqr.example\nmx.pqr.example A 127.0.0.1\n"
+    "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+)
+
+
+def test_a_failure_at_one_destination_is_logged_when_the_stop_cuts_another(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The message's pqr.example session ended, its one recipient refused 550; its
+    xyz.example session was cut by the stop. The pqr.example recipient had no line and
+    stayed pending on disk: each now has its own line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}, data_replies=[b""]
+    ) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, zone=TWO_DOMAINS)
+        entry = relay.enqueue(["a@pqr.example", "b@xyz.example"])
+
+        async def steps() -> None:
+            # b's end of data is in, and a's session, the other, has closed (after its
+            # outcome was taken: before QUIT).
+            await _within(
+                lambda: (
+                    (server.connections, server.open_connections, len(server.transactions))
+                    == (2, 1, 1)
+                )
+            )
+
+        _while_running(relay, steps)
+        server.release.set()
+        _wait_closed(server)
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=deferred (delivery cut short by shutdown before its bounce was made " in a_line
+    assert "(failed: 550 5.1.1 no such user)" in a_line
+    (b_line,) = _lines(caplog, "to=<b@xyz.example>")
+    assert f"relay=mx.xyz.example[127.0.0.1]:{server.port}, " in b_line
+    assert b_line.endswith(f"status=deferred ({CUT_IN_END_OF_DATA})")
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "a@pqr.example",
+        "b@xyz.example",
+    ]
+
+
+def test_a_stop_in_the_bounce_step_logs_the_refused_recipient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """a@ refused 550, b@ accepted: the round's sessions were over, and the stop came in
+    the bounce step at its end (its reads wait for the worker's share of the threads,
+    which may be full). a@ stayed pending on disk, tried again at the next start, with
+    no line at all: the lines came only from a stop in the sessions. They are now
+    written for the whole round, wherever the stop lands in it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entered = asyncio.Event()
+
+        async def hanging_bounce(*args: object, **kwargs: object) -> None:
+            entered.set()
+            await asyncio.Event().wait()
+
+        relay.worker.reports.bounce = hanging_bounce  # type: ignore[method-assign]  # a stand-in
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(entered.is_set)
+
+        _while_running(relay, steps)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == ["a@pqr.example"]
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert a_line.startswith(
+        f"{entry.id}: to=<a@pqr.example>, relay=mx.pqr.example[127.0.0.1]:{server.port}, "
+    )
+    assert a_line.endswith(
+        ", dsn=4.3.0, status=deferred (delivery cut short by shutdown before its bounce was "
+        "made (failed: 550 5.1.1 no such user); tried again at the next start)"
+    )
+    (b_line,) = _lines(caplog, "to=<b@pqr.example>")  # recorded sent: no more
+    assert "status=sent" in b_line
+
+
+def test_a_stop_while_the_bounce_reads_the_message_logs_the_refused_recipient(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, nothing of the worker replaced: the bounce's read of the message (a
+    large one, a slow disk) outlasts the stop's grace."""
+    from smtpcore.server.queue import QueuedContent
+
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    reading = threading.Event()
+    go_on = threading.Event()
+    returned = QueuedContent.returned
+
+    def slow(self: QueuedContent, limit: int) -> bytes | None:
+        reading.set()
+        go_on.wait(30)
+        return returned(self, limit)
+
+    monkeypatch.setattr(QueuedContent, "returned", slow)
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(reading.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == ["a@pqr.example"]
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=deferred (delivery cut short by shutdown before its bounce was made " in a_line
+
+
+def test_a_stop_in_a_local_copy_logs_an_earlier_local_failure_and_the_copy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """nosuch@ failed 5.1.1 at once (its line waits for the bounce at the round's end),
+    and the stop came while john@'s copy was written, before any relay session: no line
+    for either, both pending on disk. Each now has its line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        writing = threading.Event()
+        go_on = threading.Event()
+        deliver_queued = relay.worker.mailboxes.deliver_queued
+
+        def slow(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+            writing.set()
+            go_on.wait(30)
+            return deliver_queued(*args, **kwargs)
+
+        relay.worker.mailboxes.deliver_queued = slow  # type: ignore[method-assign]  # held
+        entry = relay.enqueue(["nosuch@abc.example", "john@abc.example", "a@pqr.example"])
+
+        async def steps() -> None:
+            await _within(writing.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "nosuch@abc.example",
+        "john@abc.example",
+        "a@pqr.example",
+    ]
+    assert _lines(caplog, "to=<nosuch@abc.example>") == [
+        f"{entry.id}: to=<nosuch@abc.example>, relay=local, "
+        f"delay={_delay(caplog, 'nosuch')}, dsn=4.3.0, status=deferred (delivery cut short "
+        "by shutdown before its bounce was made (failed: 550 5.1.1 no such mailbox here); "
+        "tried again at the next start)"
+    ]
+    (john,) = _lines(caplog, "to=<john@abc.example>")
+    assert ", relay=local, " in john
+    assert john.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+    assert not _lines(caplog, "to=<a@pqr.example>")  # not come to: not tried
+    assert not server.connections
+
+
+def test_a_stop_as_the_bounce_is_recorded_logs_the_failure_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bounce was made and a@'s line written with it; the stop came while its record
+    was written. a@ has that one line, not a second saying its bounce was not made."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(rcpt_replies={"a@pqr.example": b"550 5.1.1 no such user"}) as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        writing = threading.Event()
+        go_on = threading.Event()
+        update = relay.queue.update
+
+        def held(entry: QueueEntry) -> None:
+            if any(r.status is RecipientStatus.FAILED for r in entry.recipients):
+                writing.set()
+                go_on.wait(30)
+            update(entry)
+
+        relay.queue.update = held  # type: ignore[method-assign]  # held
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(writing.is_set)
+
+        _while_running(relay, steps, after_stop=go_on.set)
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")
+    assert "status=bounced" in a_line
+    assert not relay.queue.load(entry.id).pending  # the record landed after the stop
+
+
+class _HangingResolver:
+    """Asked for a domain's exchangers, never answers."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def mx(self, domain: str) -> Sequence[MXRecord]:
+        self.asked += 1
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    async def addresses(self, host: str) -> Sequence[IPv4Address | IPv6Address]:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+def test_a_stop_during_the_lookup_logs_each_recipient_deferred_at_relay_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop while the domain's exchangers are looked up: no session yet, each
+    recipient is cut short at ``relay=none``, and waits on disk."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, resolve_timeout=3600.0)
+        resolver = _HangingResolver()
+        relay.worker.resolver = resolver
+        entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])
+
+        async def steps() -> None:
+            await _within(lambda: resolver.asked >= 1)
+
+        _while_running(relay, steps)
+    cut = _lines(caplog, "cut short")
+    assert [line.split(",")[0] for line in cut] == [
+        f"{entry.id}: to=<{a}>" for a in ("a@pqr.example", "b@pqr.example")
+    ]
+    assert all(", relay=none, " in line for line in cut)
+    assert [r.address for r in relay.queue.load(entry.id).pending] == [
+        "a@pqr.example",
+        "b@pqr.example",
+    ]
+    assert not server.connections
+
+
 def test_limits_mailmax_sessions_follow_one_another_within_the_round(tmp_path: Path) -> None:
     """RFC 9422 §4.1: an exchanger that takes one transaction a session is healthy: the
     rest go in new sessions to it at once, not after a backoff, nor to the next one."""
@@ -1847,8 +2275,14 @@ async def _within(done: Callable[[], bool], timeout: float = 10.0) -> None:
     await asyncio.wait_for(_until(done), timeout)
 
 
-def _while_running(relay: Relay, steps: Callable[[], Awaitable[None]]) -> None:
-    """Run the worker while ``steps`` runs, then stop it."""
+def _while_running(
+    relay: Relay,
+    steps: Callable[[], Awaitable[None]],
+    after_stop: Callable[[], object] = lambda: None,
+) -> None:
+    """Run the worker while ``steps`` runs, then stop it; then call ``after_stop`` (to
+    let a thread the stop found busy end: the loop waits for its threads as it
+    closes)."""
 
     async def main() -> None:
         task = asyncio.get_running_loop().create_task(relay.worker.run())
@@ -1857,7 +2291,10 @@ def _while_running(relay: Relay, steps: Callable[[], Awaitable[None]]) -> None:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            await relay.worker.aclose(0.5)
+            try:
+                await relay.worker.aclose(0.5)
+            finally:
+                after_stop()
 
     asyncio.run(main())
 
@@ -1975,6 +2412,7 @@ def test_a_message_gone_while_it_waits_in_line_leaves_no_place_behind(
         content: object,
         policy: object,
         record: Callable[[dict[str, Outcome]], Awaitable[None]],
+        cut_after_end: object = None,
     ) -> dict[str, Outcome]:
         if "m1@a.example" in remaining:
             await hold.wait()
@@ -2330,6 +2768,54 @@ def _hanging_relay(
     )
 
 
+def test_a_wait_for_a_place_is_logged_once_as_it_begins(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "waiting for a place at" was logged at a round's end only (a message whose other
+    session hung said nothing until it ended), then again at each round that found it
+    still in line (every ``PLACE_RETRY`` seconds), and at the end of a held message's
+    round. It is now logged once, as the message joins the line."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    monkeypatch.setattr(delivery, "PLACE_RETRY", 0.05)
+    hung: list[asyncio.Event] = []
+    relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=4)
+    worker = relay.worker
+    rounds: list[str] = []
+    begin_round = worker._begin_round
+
+    def counted(queue_id: str) -> None:
+        rounds.append(queue_id)
+        begin_round(queue_id)
+
+    monkeypatch.setattr(worker, "_begin_round", counted)
+
+    def waits(queue_id: str) -> list[str]:
+        return _lines(caplog, f"{queue_id}: waiting for a place at")
+
+    async def steps() -> None:
+        relay.enqueue(["a@hung1.example"])  # holds hung1's one place
+        await _within(lambda: len(hung) == 1)
+        split = relay.enqueue(["b@hung2.example", "c@hung1.example"])
+        await _within(lambda: len(hung) == 2)  # its hung2 session hangs, its round runs
+        await _within(lambda: bool(waits(split.id)))
+        assert not hung[1].is_set() and split.id in worker._running
+        alone = relay.enqueue(["d@hung1.example"])
+        await _within(lambda: rounds.count(alone.id) >= 4)  # it still waits, round after round
+        assert waits(alone.id) == [
+            f"{alone.id}: waiting for a place at hung1.example (destination concurrency 1)"
+        ]
+        await worker.apply(QueueCommand("hold", (split.id,)))
+        await _within(lambda: not worker.places.awaited_by(split.id))
+        hung[1].set()  # the held message's round ends
+        await _within(lambda: split.id not in worker._running)
+        await _within(lambda: rounds.count(alone.id) >= 6)
+        await _release_until(hung, lambda: not worker._running)
+        assert len(waits(split.id)) == 1  # none at its held round's end
+
+    _while_running(relay, steps)
+    assert len(_lines(caplog, "waiting for a place at")) == 2
+
+
 @pytest.mark.parametrize("action", ["hold", "delete"])
 def test_hold_or_delete_opens_no_further_smart_host_session(tmp_path: Path, action: str) -> None:
     """Through a smart host one job delivers every domain of a message, one session
@@ -2473,6 +2959,7 @@ def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
         entry: QueueEntry,
         remaining: dict[str, object],
         *_: object,
+        cut_after_end: object = None,
     ) -> dict[str, Outcome]:
         nonlocal most_busy
         domain = next(iter(remaining)).split("@")[1]

@@ -39,8 +39,8 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -56,7 +56,9 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server.activemarks import DeliveryMarks
 from smtpcore.server.bounce import Report
+from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -241,6 +243,7 @@ class DeliveryWorker:
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
+        marks: DeliveryMarks | None = None,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -275,6 +278,9 @@ class DeliveryWorker:
         :meth:`MailServer.aclose <smtpcore.server.mailserver.MailServer.aclose>`). The
         worker hands its own work over through :attr:`disk`, never straight here (its
         exchangers' content reads go to :func:`asyncio.to_thread`)."""
+        self.marks = marks
+        """Where the messages in a session or a local copy now are marked for ``queue
+        list`` (:mod:`smtpcore.server.activemarks`); None: nowhere."""
         self.disk = ThreadShare(self.threads, concurrency)
         """The worker's share of :attr:`threads`: ``concurrency`` calls at once through
         its ``run``, as many as it had when rounds were bounded by ``concurrency`` too;
@@ -502,11 +508,19 @@ class DeliveryWorker:
         return backoff(self.retry_after, attempts, cap=self.max_retry_after, rng=self.rng)
 
     async def _process(self, queue_id: str) -> None:
+        round_: _Round | None = None
         try:
-            await self._deliver(queue_id)
+            round_ = await self._open_round(queue_id)
+            if round_ is not None:
+                await self._deliver_round(round_)
         except asyncio.CancelledError as exc:
             if not stray_cancellation():
-                raise  # a success report owed is on disk: the next start makes it
+                # A stop, wherever in the round it landed: a success report owed is on
+                # disk (the next start makes it), and each recipient it left pending
+                # with no line gets one.
+                if round_ is not None:
+                    self._log_cut_short(round_)
+                raise
             # Some future other code cancelled (a library's, a hook's): a broken round
             # like any other, or the message would wait unscheduled until a restart.
             logger.exception(
@@ -589,37 +603,44 @@ class DeliveryWorker:
         if self._unsaved.get(entry.id) is written:
             del self._unsaved[entry.id]
 
-    async def _deliver(self, queue_id: str) -> None:
-        """One round of ``queue_id``: its local recipients, then each remote destination
-        at once (the class docstring's scheduler). A catch-up round, begun for a place
-        handed to the message before its next attempt is due, delivers only at the
-        destinations it waited for, and counts no attempt."""
+    async def _open_round(self, queue_id: str) -> _Round | None:
+        """The round of ``queue_id`` about to begin, before anything is delivered (a stop
+        anywhere in it finds what it had done: :meth:`_log_cut_short`); None if the
+        message is held. A catch-up round, begun for a place handed to the message
+        before its next attempt is due, delivers only at the destinations it waited
+        for, and counts no attempt."""
         entry = await self._load(queue_id)
         if entry.held:
             logger.info("%s: on hold; not delivered until released", entry.id)
-            return
+            return None
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
         catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
-        failed: dict[str, Outcome] = {}
-        deferred: dict[str, Outcome] = {}
+        withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
+        return _Round(entry, {}, {}, withdrawn, content, catch_up)
+
+    async def _deliver_round(self, round_: _Round) -> None:
+        """One round: its local recipients, then each remote destination at once (the
+        class docstring's scheduler)."""
+        queue_id = round_.entry.id
+        content = round_.content
         remote: dict[str, dict[str, dict[str, RemoteDelivery]]] = {}
-        refused_sender = _sender_refusal(entry.sender)
-        for recipient in entry.pending:
+        refused_sender = _sender_refusal(round_.entry.sender)
+        for recipient in round_.entry.pending:
             refused = _recipient_refusal(recipient.address)
             decision = self._route(recipient.address)
             if refused is None and refused_sender is None and isinstance(decision, RemoteDelivery):
                 domains = remote.setdefault(destination(decision), {})
                 domains.setdefault(decision.domain, {})[recipient.address] = decision
                 continue
-            if catch_up:
+            if round_.catch_up:
                 continue  # delivered in its full round
             if refused is not None:
                 logger.warning(
                     "%s: queued recipient <%s> no longer parses: failed, %s; the postmaster "
                     "is told whatever NOTIFY asked",
-                    entry.id,
+                    queue_id,
                     loggable(recipient.address),
                     refused.detail,
                 )
@@ -628,22 +649,34 @@ class DeliveryWorker:
                 assert refused_sender is not None  # else it went to ``remote`` above
                 outcome = refused_sender
             elif isinstance(decision, LocalDelivery):
-                outcome = await self._deliver_local(entry, decision, content)
+                round_.progress.trying([recipient.address], "local")
+                outcome = await self._deliver_local(round_.entry, decision, content)
             else:
                 outcome = rejected_outcome(decision)
-            entry = await self.settlement.settle(
-                entry, {recipient.address: outcome}, failed, deferred
-            )
+            await self._record(round_, {recipient.address: outcome})
         awaited = self.places.awaited_by(queue_id)
-        if catch_up:
+        if round_.catch_up:
             remote = {place: domains for place, domains in remote.items() if place in awaited}
         self._withdraw(queue_id, awaited - remote.keys())  # its recipients there are gone
-        withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        round_ = _Round(entry, failed, deferred, withdrawn)
         await self._deliver_destinations(round_, remote, content)
         await self.settlement.finish_round(
-            round_.entry, content, failed, deferred, counts=not catch_up
+            round_.entry,
+            content,
+            round_.failed,
+            round_.deferred,
+            counts=not round_.catch_up,
+            progress=round_.progress,
         )
+
+    async def _record(self, round_: _Round, outcomes: Mapping[str, Outcome]) -> None:
+        """Put ``outcomes`` in the round's entry before any await (a stop in the write
+        finds them there), then write what was sent (:meth:`_save`)."""
+        entry, sent = self.settlement.apply_outcomes(
+            round_.entry, outcomes, round_.failed, round_.deferred
+        )
+        round_.entry = entry
+        if sent:
+            await self._save(round_.entry)
 
     async def _deliver_destinations(
         self,
@@ -663,19 +696,18 @@ class DeliveryWorker:
         loop = asyncio.get_running_loop()
 
         async def record(outcomes: Mapping[str, Outcome]) -> None:
-            entry, sent = self.settlement.apply_outcomes(
-                round_.entry, outcomes, round_.failed, round_.deferred
-            )
-            round_.entry = entry
-            if sent:
-                await self._save(round_.entry)
+            await self._record(round_, outcomes)
 
         def start(place: str) -> bool:
             if round_.withdrawn.done() or place not in remote or place in started:
                 return False
+            joins = not self.places.in_line(place, queue_id)
             if not self.places.take(place, queue_id):
+                if joins:
+                    self._log_waiting(queue_id, place)
                 return False
             started.add(place)
+            round_.progress.begin(a for d in remote[place].values() for a in d)
             job = loop.create_task(self._destination_job(round_, remote[place], content, record))
             # A callback, not the job's finally: a job cancelled before its first step
             # runs no code of its own, and its place would never be given back.
@@ -690,6 +722,15 @@ class DeliveryWorker:
             await _all_finished(jobs)
         finally:
             del self._in_round[queue_id]
+
+    def _log_cut_short(self, round_: _Round) -> None:
+        """The round was cut short by a stop, wherever it was (a local copy, a session,
+        the bounce step): each recipient it leaves pending on disk with no line of its
+        own gets a deferred line (:func:`~smtpcore.server.cutshort.cut_short_outcomes`).
+        The next start sends them; nothing is written. Its destination jobs, if any,
+        are all done by then (:func:`_all_finished` waits for them)."""
+        cut = cut_short_outcomes(round_.progress, round_.entry, round_.failed, round_.deferred)
+        self.settlement.log_cut_short(round_.entry, cut)
 
     async def _destination_job(
         self,
@@ -710,14 +751,53 @@ class DeliveryWorker:
             self._log_withdrawn(round_, domains)
             return
         try:
-            names = list(domains)
-            for number, (domain, deliveries) in enumerate(domains.items()):
-                if round_.withdrawn.done():
-                    self._log_withdrawn(round_, names[number:])
-                    return
-                await self._deliver_domain(round_, domain, deliveries, content, record)
+            with self._in_delivery(round_.entry.id) as begin:
+                begin()  # the token is held
+                names = list(domains)
+                for number, (domain, deliveries) in enumerate(domains.items()):
+                    if round_.withdrawn.done():
+                        self._log_withdrawn(round_, names[number:])
+                        return
+                    await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
+
+    @contextlib.contextmanager
+    def _in_delivery(self, queue_id: str) -> Iterator[Callable[[], None]]:
+        """A session job or a local copy of ``queue_id`` may run in the block: ``queue
+        list`` marks the message (:attr:`marks`) from the call of the function given,
+        once the delivery holds what it waited for (a session token, a slot of the
+        worker's threads, :meth:`ThreadShare.run_announced
+        <smtpcore.server.waits.ThreadShare.run_announced>`), to the block's end. A
+        delivery that only waits is not marked: not in delivery, as ``mailq`` counts
+        only its active queue's."""
+        marks = self.marks
+        begun = False
+
+        def begin() -> None:
+            nonlocal begun
+            if marks is not None and not begun:
+                begun = True
+                marks.begin(queue_id)
+
+        try:
+            yield begin
+        finally:
+            if begun and marks is not None:
+                marks.end(queue_id)
+
+    def _log_waiting(self, queue_id: str, place: str) -> None:
+        """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
+        each round that finds it still there (every :data:`PLACE_RETRY` seconds), nor at
+        the end of a round whose message a ``hold`` or ``delete`` took out of the line.
+        It is said again only if the message joins again (released, or turned away
+        after a place it was handed)."""
+        logger.info(
+            "%s: waiting for a place at %s (destination concurrency %d)",
+            queue_id,
+            loggable(place),
+            self.destination_concurrency,
+        )
 
     @staticmethod
     def _log_withdrawn(round_: _Round, domains: Iterable[str]) -> None:
@@ -739,7 +819,7 @@ class DeliveryWorker:
         answer, a bug) is its recipients' alone: they wait with the error, the other
         domains' are sent, bounced or deferred on their own; a message gone is raised."""
         try:
-            await self._deliver_remote(round_.entry, deliveries, content, record)
+            await self._deliver_remote(round_.entry, deliveries, content, record, round_.progress)
         except Exception as exc:
             if await self._gone(round_.entry.id, exc):
                 raise
@@ -791,15 +871,17 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            path, written = await self.disk.run(
-                self.mailboxes.deliver_queued,
-                key,
-                entry.sender,
-                content.path,
-                entry.id,
-                entry.created,
-                search=search,
-            )
+            with self._in_delivery(entry.id) as begin:
+                path, written = await self.disk.run_announced(
+                    begin,
+                    self.mailboxes.deliver_queued,
+                    key,
+                    entry.sender,
+                    content.path,
+                    entry.id,
+                    entry.created,
+                    search=search,
+                )
         except OSError as exc:  # the mailbox's trouble, not the other recipients'
             if await self._gone(entry.id, exc):
                 raise
@@ -825,25 +907,31 @@ class DeliveryWorker:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         record: Recorder,
+        progress: RoundProgress | None = None,
     ) -> None:
         """Deliver one domain's recipients, each exchanger's sent and bounced ones given
         to ``record`` as soon as it answers (before its QUIT, before the next exchanger
         is tried: the module docstring's "recorded so at once"), the deferred ones once
-        no exchanger is left."""
-        await record(await self.outbound.outcomes(entry, deliveries, content, record))
+        no exchanger is left. Where they are goes in ``progress``."""
+        await record(await self.outbound.outcomes(entry, deliveries, content, record, progress))
 
 
 @dataclass(slots=True)
 class _Round:
-    """One round of one message, as its destination jobs share it: the entry as the
-    outcomes so far leave it, the recipients that failed or wait, and whether an
-    operator's action cut it short."""
+    """One round of one message, as its local stage and destination jobs share it: the
+    entry as the outcomes so far leave it, the recipients that failed or wait, and
+    whether an operator's action cut it short."""
 
     entry: QueueEntry
     failed: dict[str, Outcome]
     deferred: dict[str, Outcome]
     withdrawn: asyncio.Future[None]
     """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
+    content: QueuedContent
+    catch_up: bool
+    """Whether it delivers only at the destinations where places were handed to it."""
+    progress: RoundProgress = field(default_factory=RoundProgress)
+    """How far its recipients have come, for the lines a stop logs."""
 
 
 class _Envelope:

@@ -58,8 +58,13 @@ from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import (
+    Bdat,
+    ClientConnection,
     DSNError,
+    EndOfMessage,
+    Mail,
     OriginalRecipient,
+    Rcpt,
     RecipientResult,
     Reply,
     TransactionResult,
@@ -615,6 +620,32 @@ def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
     return None if item.reply is None else outcome(item.reply, to_rcpt=not item.mail_refused)
 
 
+def _end_unanswered(connection: ClientConnection) -> list[RecipientResult]:
+    """The recipients an end of data (the final dot, or BDAT LAST) sent with its reply
+    not read may have had the message delivered to (RFC 5321 §6.1): the machine records
+    the end as it makes the bytes, just before they go out, and drops it as the reply is
+    read (``pending``, oldest first). An end covers its own transaction's recipients
+    only: those accepted with no reply after the content, when its ``MAIL`` was
+    answered (the machine's ``transaction`` is then that one), and those whose ``RCPT``,
+    pipelined with it, is unanswered too (a LIMITS batch in one write, RFC 9422: the
+    server may have accepted them). Not the recipients of a transaction before it,
+    ``transaction`` still names until its ``MAIL`` is answered."""
+    covered: list[RecipientResult] = []
+    opened = connection.transaction  # a transaction whose MAIL is answered
+    unanswered: list[RecipientResult] = []
+    for event in connection.pending:
+        if isinstance(event, Mail):
+            opened, unanswered = None, []
+        elif isinstance(event, Rcpt):
+            unanswered.append(RecipientResult(event.recipient))
+        elif isinstance(event, EndOfMessage) or (isinstance(event, Bdat) and event.last):
+            carried = () if opened is None else opened.accepted
+            covered += [item for item in carried if item.delivery is None]
+            covered += unanswered
+            opened, unanswered = None, []
+    return covered
+
+
 def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:
     """Whether ``reply`` is RFC 821's misnumbered 452: RFC 5321 §4.5.3.1.10 says a client
     SHOULD take a 552 to RCPT as temporary, as Postfix's client does (it reads it as
@@ -763,9 +794,14 @@ class ExchangerSession:
         content: QueuedContent,
         policy: MessageTLS | None = None,
         record: Recorder | None = None,
+        cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
         """Send ``entry`` to ``deliveries`` through one exchanger, TLS as ``policy`` says
         (by default, the configured policy).
+
+        ``cut_after_end`` is told the recipients whose end of data (the final dot, or
+        BDAT LAST) had gone out with its reply not yet read when a stop cut the session
+        short: the exchanger may have taken the message for them (RFC 5321 §6.1).
 
         ``record`` is given the outcomes (those a :class:`TryNext` settled, when the
         session fails) before QUIT, and each LIMITS transaction's as it ends: the
@@ -786,7 +822,7 @@ class ExchangerSession:
         for _ in range(MAILMAX_SESSIONS):
             try:
                 return outcomes | await self._session(
-                    attempt, relay, entry, remaining, content, policy, record
+                    attempt, relay, entry, remaining, content, policy, record, cut_after_end
                 )
             except _SessionFull as full:
                 outcomes |= full.outcomes
@@ -825,10 +861,12 @@ class ExchangerSession:
         content: QueuedContent,
         policy: MessageTLS,
         record: Recorder | None,
+        cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
         """One session of :meth:`deliver`. Cancelled (a stop), it closes the connection
         without QUIT, whose reply tells nothing more: waiting for it held the stop up to
-        :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace."""
+        :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace; and tells
+        ``cut_after_end`` who the unanswered end of data was for, if one was."""
         client = await self._connect(attempt, relay, policy)
         polite = True
         try:
@@ -849,6 +887,9 @@ class ExchangerSession:
             return outcomes
         except asyncio.CancelledError:
             polite = False
+            may_have_been_sent = _fates(deliveries, _end_unanswered(client.connection))
+            if cut_after_end is not None and may_have_been_sent:
+                cut_after_end(list(may_have_been_sent))
             raise
         finally:
             # Closes the connection on every way out.

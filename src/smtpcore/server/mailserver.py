@@ -22,6 +22,7 @@ from smtpcore._ip import host_port
 from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
+from smtpcore.server.activemarks import DeliveryMarks
 from smtpcore.server.app import InboundHandler, LMTPHandler, MailStore, SubmissionHandler
 from smtpcore.server.config import (
     PROXIED_LISTENERS,
@@ -137,6 +138,7 @@ class MailServer:
             relay_ca=config.relay_ca,
             internal=self.internal,
             threads=self.threads,
+            marks=DeliveryMarks(config.queue_dir, self.threads),
             **worker_options,
         )
         self.store = MailStore(
@@ -295,7 +297,10 @@ class MailServer:
             self._lock_data_dir()
             self.mailboxes.create_all()
             make_private_directory(self.config.queue_dir)
-            return self.queue.open()
+            entries = self.queue.open()
+            if self.worker.marks is not None:
+                self.worker.marks.clear()  # a crashed server's: they name nothing now
+            return entries
         except FileExistsError as exc:  # mkdir(exist_ok=True) found something else there
             not_a_directory = os.strerror(errno.ENOTDIR)
             raise ConfigError(f"--data-dir: {exc.filename}: {not_a_directory}") from None

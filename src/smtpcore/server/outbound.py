@@ -23,6 +23,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import ExchangerSession, Outcome, Recorder, TryNext, transcribe
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger
@@ -62,9 +63,12 @@ class OutboundDelivery:
         deliveries: Mapping[str, RemoteDelivery],
         content: QueuedContent,
         record: Recorder,
+        progress: RoundProgress | None = None,
     ) -> dict[str, Outcome]:
         """The outcomes :meth:`DeliveryWorker._deliver_remote
-        <smtpcore.server.delivery.DeliveryWorker._deliver_remote>` has not recorded yet."""
+        <smtpcore.server.delivery.DeliveryWorker._deliver_remote>` has not recorded yet;
+        each exchanger tried is named in ``progress``, and an end of data a stop left
+        unanswered, for the lines a stop logs (:mod:`smtpcore.server.cutshort`)."""
         addresses = list(deliveries)
         delivery = next(iter(deliveries.values()))
         refused: list[Attempt] = []
@@ -113,9 +117,18 @@ class OutboundDelivery:
 
         for number, attempt in enumerate(attempts, 1):
             relay = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+            if progress is not None:
+                progress.trying(remaining, relay)
             try:
                 outcomes = await self.worker.exchanger.deliver(
-                    attempt, relay, entry, remaining, content, policy, record_final
+                    attempt,
+                    relay,
+                    entry,
+                    remaining,
+                    content,
+                    policy,
+                    record_final,
+                    cut_after_end=None if progress is None else progress.end_unanswered,
                 )
             except TryNext as failure:
                 if failure.requiretls:

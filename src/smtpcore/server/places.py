@@ -99,6 +99,11 @@ class DestinationPlaces:
             self._reserved.pop(place, None)
         return None
 
+    def in_line(self, place: str, queue_id: str) -> bool:
+        """Whether ``queue_id`` waits in ``place``'s line (a place handed to it is not
+        a wait: its next job takes it)."""
+        return queue_id in self._line.get(place, {})
+
     def awaited_by(self, queue_id: str) -> frozenset[str]:
         """The destinations where ``queue_id`` waits in line or has a place handed to it."""
         waiting = {p for p, line in self._line.items() if queue_id in line}

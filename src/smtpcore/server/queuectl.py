@@ -26,7 +26,7 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
@@ -492,26 +492,30 @@ def _age(seconds: float) -> str:
     return f"{int(seconds)}s"
 
 
-def format_listing(queue: Queue, now: float) -> Iterator[str]:
+def format_listing(
+    queue: Queue, now: float, active: Collection[str] = frozenset()
+) -> Iterator[str]:
     """``mailq``'s view, a line at a time as the envelopes are read (in directory order,
     as ``mailq``'s: a queue of any size is listed with one entry in memory, its first
-    line at once): per message its id, age, size, sender and state, then each pending
-    recipient with its last error, then the success reports it still owes (an entry
-    with no recipient pending is kept for them: deleting it drops them); the totals
-    last."""
+    line at once): per message its id (followed by ``*`` if it is in ``active``, the
+    messages in delivery now, as ``mailq`` marks its active queue), age, size, sender
+    and state, then each pending recipient with its last error, then the success
+    reports it still owes (an entry with no recipient pending is kept for them:
+    deleting it drops them); the totals last."""
     count = total = 0
     for entry in queue.scan():
-        yield from _entry_lines(entry, now)
+        yield from _entry_lines(entry, now, entry.id in active)
         count += 1
         total += entry.size
     yield "queue is empty" if not count else f"-- {count} messages, {total} octets"
 
 
-def _entry_lines(entry: QueueEntry, now: float) -> Iterator[str]:
+def _entry_lines(entry: QueueEntry, now: float, active: bool) -> Iterator[str]:
     state = " (held)" if entry.held else ""
+    mark = "*" if active else ""
     sender = entry.sender or "MAILER-DAEMON"
     yield (
-        f"{entry.id}{state}  age {_age(now - entry.created)}  {entry.size} octets  "
+        f"{entry.id}{mark}{state}  age {_age(now - entry.created)}  {entry.size} octets  "
         f"from <{sender}>  attempts {entry.attempts}"
     )
     for recipient in entry.pending:

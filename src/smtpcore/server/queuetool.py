@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+from smtpcore.server.activemarks import read_active
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import loggable
 from smtpcore.server.queue import Queue
@@ -47,7 +48,8 @@ def _run(args: argparse.Namespace) -> int:
     require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
     if args.action == "list":  # writes nothing, and follows no link: for any reader
-        for line in format_listing(queue, time.time()):
+        active = read_active(queue_dir, _server_or_none(data_dir))
+        for line in format_listing(queue, time.time(), active):
             print(loggable(line))  # remote servers' replies, senders' addresses
         return 0
     _check_owner(queue_dir)
@@ -77,6 +79,16 @@ def _run(args: argparse.Namespace) -> int:
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
     return 2 if set(ids) - set(done) else 0  # each id skipped was told, with its reason
+
+
+def _server_or_none(data_dir: Path) -> int | None:
+    """The running server's process id, for the listing's ``*`` marks; None when none
+    runs or the lock cannot be read by this user (the listing is for any reader: it
+    then goes on without the marks)."""
+    try:
+        return running_server(data_dir)
+    except (OSError, ConfigError):
+        return None
 
 
 def _check_owner(queue_dir: Path) -> None:

@@ -14,8 +14,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from smtpcore.routing import Rejected
+from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import Outcome
-from smtpcore.server.log import delivery_line, loggable, logger
+from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.places import DestinationPlaces
 from smtpcore.server.queue import (
     Queue,
@@ -40,7 +41,6 @@ class SettlingWorker(Protocol):
     disk: ThreadShare
     clock: Callable[[], float]
     max_queue_age: float
-    destination_concurrency: int
     places: DestinationPlaces
     reports: SenderReports
     _due: dict[str, float]
@@ -153,6 +153,13 @@ class RoundSettlement:
             return entry.with_recipients(sent), True
         return entry, False
 
+    def log_cut_short(self, entry: QueueEntry, outcomes: Mapping[str, Outcome]) -> None:
+        """Each of ``outcomes`` deferred in the log, its round cut short by a stop
+        (:mod:`smtpcore.server.cutshort`). Only logged: they are pending on disk
+        already, and the next start sends them."""
+        for address, outcome in outcomes.items():
+            self._log_outcome(entry, address, outcome)
+
     def _log_outcome(self, entry: QueueEntry, address: str, outcome: Outcome) -> None:
         """One recipient's line in the mail log, as Postfix writes it."""
         label = {
@@ -182,15 +189,18 @@ class RoundSettlement:
         deferred: Mapping[str, Outcome],
         *,
         counts: bool = True,
+        progress: RoundProgress | None = None,
     ) -> None:
         """End a round: bounce what failed, report what was sent, record what waits.
         Only a round that ``counts`` (not a catch-up round) and deferred a recipient is
         an attempt: it moves the backoff on and may warn the sender. Recipients turned
         away by a full destination were not attempted: they neither count nor warn, and
-        the message runs again as soon as a place is handed to it."""
+        the message runs again as soon as a place is handed to it. Each failure's line,
+        written with its bounce, is told to ``progress``: a stop later in the round
+        writes it no other."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            entry = await self._bounce(entry, content, failed)
+            entry = await self._bounce(entry, content, failed, progress)
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -227,20 +237,18 @@ class RoundSettlement:
             )
         elif failed or deferred:
             await self.worker._save(entry)
-        waiting_at = self.worker.places.awaited_by(entry.id)
-        if not waiting_at:
+        if not self.worker.places.awaited_by(entry.id):
             self.worker.schedule(entry)
             return
-        logger.info(
-            "%s: waiting for a place at %s (destination concurrency %d)",
-            entry.id,
-            loggable(", ".join(sorted(waiting_at))),
-            self.worker.destination_concurrency,
-        )
+        # Its wait was logged as it joined each line (DeliveryWorker._log_waiting).
         self.worker._schedule_for_places(entry)
 
     async def _bounce(
-        self, entry: QueueEntry, content: QueuedContent, failed: Mapping[str, Outcome]
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        progress: RoundProgress | None = None,
     ) -> QueueEntry:
         """Make the bounce for ``failed``, then record them failed at once, through the
         worker's :meth:`_save <smtpcore.server.delivery.DeliveryWorker._save>`, handed
@@ -255,6 +263,8 @@ class RoundSettlement:
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
+            if progress is not None:
+                progress.bounce_logged(address)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in failed.items()}
         )

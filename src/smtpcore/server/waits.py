@@ -196,8 +196,24 @@ class ThreadShare:
         """:meth:`Threads.run`, once one of the share's slots is free. A caller
         cancelled while it waits for the slot has handed nothing over: ``func`` never
         runs."""
+        return await self.run_announced(None, func, *args, **kwargs)
+
+    async def run_announced(
+        self,
+        began: Callable[[], object] | None,
+        func: Callable[P, T],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """:meth:`run`, calling ``began()`` once the slot is taken, just before ``func``
+        is handed over: what only waits for a slot has not begun (``queue list``'s
+        ``*``, :mod:`smtpcore.server.activemarks`). Never called for a caller
+        cancelled while it waits."""
         await self._slots.take()
-        try:
+        try:  # a ``began`` that raises gives the slot back too
+            if began is not None:
+                began()
             future = self.threads.submit(func, *args, **kwargs)
         except BaseException:
             self._slots.give_back()

@@ -1,0 +1,184 @@
+"""The marks ``queue list`` reads to put ``*`` after a message in delivery
+(:mod:`smtpcore.server.activemarks`): one per message while any of its deliveries
+runs, the last state asked for whatever order the threads write in, and only the
+running server's believed."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtpcore.routing import Router, StaticResolver
+from smtpcore.server.activemarks import DeliveryMarks, read_active
+from smtpcore.server.config import ServerConfig
+from smtpcore.server.delivery import DeliveryWorker
+from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.queue import Queue
+from smtpcore.server.waits import Threads, ThreadShare
+
+
+def _settled(threads: Threads) -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    threads.then(lambda: loop.call_soon_threadsafe(done.set_result, None))
+    return done
+
+
+def test_a_message_is_marked_while_any_of_its_deliveries_runs(tmp_path: Path) -> None:
+    threads = Threads()
+    marks = DeliveryMarks(tmp_path, threads, owner=4242)
+    marks.clear()
+
+    async def main() -> None:
+        marks.begin("AAAAAAAAAA")
+        marks.begin("AAAAAAAAAA")  # a session and a local copy
+        marks.begin("BBBBBBBBBB")
+        marks.end("BBBBBBBBBB")  # in the same turn: its writes may land in any order
+        marks.end("AAAAAAAAAA")
+        await _settled(threads)
+        assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
+        assert read_active(tmp_path, 4243) == frozenset()  # another server's: stale
+        assert read_active(tmp_path, None) == frozenset()  # no server runs
+        marks.end("AAAAAAAAAA")
+        await _settled(threads)
+        assert not list((tmp_path / "active").iterdir())
+
+    asyncio.run(main())
+
+
+def test_a_mark_the_disk_would_not_remove_is_removed_at_the_next_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark whose removal failed (EIO, once) was forgotten as removed: it went on
+    saying "in delivery" until the message's next delivery or a restart. It is now
+    removed by the next change of any mark."""
+    threads = Threads()
+    marks = DeliveryMarks(tmp_path, threads, owner=4242)
+    marks.clear()
+    unlink = Path.unlink
+    refused: list[Path] = []
+
+    def fails_once(self: Path, missing_ok: bool = False) -> None:
+        if self.name == "AAAAAAAAAA" and not refused:
+            refused.append(self)
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        unlink(self, missing_ok=missing_ok)
+
+    async def main() -> None:
+        marks.begin("AAAAAAAAAA")
+        await _settled(threads)
+        monkeypatch.setattr(Path, "unlink", fails_once)
+        marks.end("AAAAAAAAAA")
+        await _settled(threads)
+        assert refused
+        assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}  # the disk refused
+        marks.begin("BBBBBBBBBB")  # another message's delivery: the next change
+        await _settled(threads)
+        assert read_active(tmp_path, 4242) == {"BBBBBBBBBB"}
+        marks.end("BBBBBBBBBB")
+        await _settled(threads)
+        assert not list((tmp_path / "active").iterdir())
+
+    asyncio.run(main())
+
+
+def test_a_start_clears_the_marks_a_crash_left(tmp_path: Path) -> None:
+    (tmp_path / "active").mkdir()
+    (tmp_path / "active" / "AAAAAAAAAA").write_text("4242\n")
+    assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
+    DeliveryMarks(tmp_path, Threads(), owner=4242).clear()
+    assert read_active(tmp_path, 4242) == frozenset()
+
+
+def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) -> None:
+    """A local copy was marked from before its wait for a slot of the worker's threads
+    (its ``ThreadShare``): with the slots taken, every message queued behind them was
+    listed ``*``, in delivery, though none of its work had begun. Only the copy being
+    written is marked now; one relay session's mark waits for its token likewise."""
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+    )
+    queue = Queue(config.queue_dir)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    threads = Threads()
+    marks = DeliveryMarks(config.queue_dir, threads)
+    marks.clear()
+    worker = DeliveryWorker(
+        queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"]),
+        resolver=StaticResolver.from_zone_text(""),
+        mailboxes=mailboxes,
+        hostname="mx.abc.example",
+        retry_after=3600.0,
+        threads=threads,
+        marks=marks,
+        concurrency=1,  # one slot of the worker's threads
+    )
+    writing: list[str] = []  # the queue id of each copy begun, in order
+    go_on = threading.Event()
+    deliver_queued = mailboxes.deliver_queued
+
+    def held(*args: Any, **kwargs: Any) -> tuple[Path, bool]:
+        writing.append(args[3])
+        go_on.wait(30)
+        return deliver_queued(*args, **kwargs)
+
+    mailboxes.deliver_queued = held  # type: ignore[method-assign]
+
+    async def main() -> None:
+        ids = []
+        for _ in range(3):
+            spool = queue.spool()
+            spool.write(b"Subject: x\r\n\r\nbody\r\n")
+            entry = queue.prepare(spool, "john@abc.example", ["john@abc.example"]).commit()
+            ids.append(entry.id)
+            worker.schedule(entry)
+        task = asyncio.get_running_loop().create_task(worker.run())
+        try:
+            while not (writing and worker.disk.waiting == 2):
+                await asyncio.sleep(0.01)
+            assert marks._wanted == {writing[0]}  # the two waiting: not in delivery
+            while read_active(config.queue_dir, os.getpid()) != {writing[0]}:
+                await asyncio.sleep(0.01)
+            go_on.set()
+            while worker.queued:
+                await asyncio.sleep(0.01)
+        finally:
+            go_on.set()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.aclose(1.0)
+        assert sorted(writing) == sorted(ids)
+        await _settled(threads)
+        assert read_active(config.queue_dir, os.getpid()) == frozenset()
+
+    asyncio.run(main())
+
+
+def test_a_begin_that_raises_gives_the_thread_slot_back(tmp_path: Path) -> None:
+    """``began`` (a delivery's mark) was called after the slot was taken and before the
+    ``try`` that gives it back: one that raised kept the slot for ever, and the share
+    had one call fewer at once, down to none."""
+    share = ThreadShare(Threads(), 1)
+
+    def broken() -> None:
+        raise OSError(errno.EIO, "mark refused")
+
+    async def main() -> None:
+        with pytest.raises(OSError):
+            await share.run_announced(broken, os.getpid)
+        assert share._slots.free == 1
+        assert await share.run(os.getpid) == os.getpid()
+
+    asyncio.run(main())
