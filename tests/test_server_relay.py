@@ -347,8 +347,17 @@ def test_a_transcription_says_where_the_reply_s_lines_meet(
 
 @pytest.mark.parametrize(
     "breaks",
-    [(4,), (9, 3), (3, 3), (-1,), (0,), (17,), (99,)],
-    ids=["not-a-space", "backwards", "twice", "negative", "first", "at-the-end", "past-the-end"],
+    [(4,), (9, 3), (3, 3), (-1,), (0,), (17,), (99,), (5, 11) * 10],
+    ids=[
+        "not-a-space",
+        "backwards",
+        "twice",
+        "negative",
+        "first",
+        "at-the-end",
+        "past-the-end",
+        "more-than-the-text",  # a damaged file's list, read no further than the text
+    ],
 )
 def test_breaks_a_queue_file_should_not_hold_leave_the_diagnostic_in_one_line(
     breaks: tuple[int, ...],
@@ -363,6 +372,19 @@ def test_breaks_a_queue_file_should_not_hold_leave_the_diagnostic_in_one_line(
     failed = [replace(failed[0], diagnostic_breaks=(5, 11))]
     raw = _report(failed=failed)
     assert b"Diagnostic-Code: smtp; 550-a\r\n 550-b\r\n 550 c\r\n" in raw
+
+
+def test_the_diagnostic_field_takes_pieces_not_one_string() -> None:
+    """A ``str`` is a ``Sequence[str]`` to the type checker: given one, the field was
+    folded before every character."""
+    from smtpcore.server.reportfields import diagnostic_field
+
+    assert diagnostic_field("smtp", ["550-a", "550 b"]) == [
+        "Diagnostic-Code: smtp; 550-a",
+        " 550 b",
+    ]
+    with pytest.raises(TypeError, match="pieces"):
+        diagnostic_field("smtp", "550 b")
 
 
 @pytest.mark.parametrize(

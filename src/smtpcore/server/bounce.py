@@ -71,7 +71,8 @@ class ReportedRecipient:
     diagnostic_breaks: tuple[int, ...] = ()
     """Where ``diagnostic``, a reply of several lines, has the spaces between its lines
     (:func:`~smtpcore.server.exchanger.transcribe`): its ``Diagnostic-Code`` folds
-    there. Any that is not such a space is passed over."""
+    there. Breaks that are not all such spaces, in increasing order, leave the field
+    unfolded."""
 
 
 FailedRecipient = ReportedRecipient
@@ -134,6 +135,8 @@ def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
     it in one piece."""
     text, breaks = item.diagnostic, item.diagnostic_breaks
     shown = _one_line(text, utf8)
+    if len(breaks) >= len(text):  # not increasing inside the text: a damaged file's
+        return [shown]  # list, which costs no more than the text then
     edges = [-1, *breaks, len(text)]
     if not breaks or any(
         not (start < end < len(text) and text[end] == " ") for start, end in pairwise(edges[:-1])

@@ -34,5 +34,7 @@ def diagnostic_field(kind: str, lines: Sequence[str]) -> list[str]:
     exactly the reply's (a line whose text says `` 550 `` is not cut there). Unfolded
     (RFC 5322 §2.2.3), the field is ``kind; `` and the pieces joined by spaces; a fold
     only ever replaces a space, so no line gets longer than the unfolded one."""
+    if isinstance(lines, str):  # a str is a Sequence[str] too: folded at every character
+        raise TypeError("diagnostic_field takes the text's pieces, not one str")
     first, *rest = lines
     return [f"Diagnostic-Code: {kind}; {first}", *(f" {line}" for line in rest)]
