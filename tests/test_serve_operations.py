@@ -606,6 +606,13 @@ def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
         users.write_bytes(b"john@abc.example:john-pw\nmary@abc.example:p\xe4ss\n")
         abc.process.popen.send_signal(signal.SIGHUP)
         _until(lambda: "users:2: not UTF-8" in abc.log(), "the refused reload", abc)
+        # One whose alias names nobody, as at start.
+        users.write_text(
+            "john@abc.example:john-pw\nmary@abc.example:mary-pw\n"
+            "info@abc.example -> nobody@abc.example\n"
+        )
+        abc.process.popen.send_signal(signal.SIGHUP)
+        _until(lambda: "nobody@abc.example is not a user" in abc.log(), "the refusal", abc)
         with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as smtp:
             smtp.starttls(context=second)
             smtp.ehlo()

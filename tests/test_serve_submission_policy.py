@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpcore.server import cli
 from smtpcore.server.config import ConfigError, read_users_and_aliases
 from test_cli_serve import LOOPBACK, serve
 
@@ -26,9 +27,32 @@ def test_the_users_file_grants_sender_aliases(tmp_path: Path) -> None:
     users, aliases = read_users_and_aliases(path)
     assert set(users) == {"john@abc.example", "mary@abc.example"}
     assert aliases == {"sales@abc.example": ("john@abc.example", "mary@abc.example")}
+
+
+def test_an_alias_may_name_a_user_of_the_command_line(tmp_path: Path) -> None:
+    """The operator tutorial gives john with ``--user`` and grants him an alias in the
+    users file: the file's parser refused that alias, knowing only its own users, so
+    the tutorial's server never started (exit 2)."""
+    path = tmp_path / "users"
+    path.write_text("mary@abc.example:mary-pw\nsales@abc.example -> john@abc.example\n")
+    argv = ["serve", "--domain", "abc.example", "--user", "john@abc.example:john-pw"]
+    args = cli.build_parser().parse_args([*argv, "--users-file", str(path)])
+    config = cli.config_from_args(args)
+    assert config.sender_aliases == {"sales@abc.example": ("john@abc.example",)}
+
+
+def test_an_alias_naming_nobody_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Refused at start and so at a SIGHUP, whose reload reads the options again and
+    keeps the old configuration when they fail."""
+    path = tmp_path / "users"
     path.write_text(USERS + "info@abc.example -> nobody@abc.example\n")
-    with pytest.raises(ConfigError, match=r"nobody@abc\.example is not a user"):
-        read_users_and_aliases(path)
+    argv = ["serve", "--domain", "abc.example", "--user", "john2@abc.example:pw"]
+    args = cli.build_parser().parse_args([*argv, "--users-file", str(path)])
+    with pytest.raises(ConfigError) as refused:
+        cli.config_from_args(args)
+    assert str(refused.value) == (
+        f"{path}:5: info@abc.example -> nobody@abc.example: nobody@abc.example is not a user here"
+    )
 
 
 def _mail_from(port: int, login: str, password: str, senders: list[str]) -> list[int]:

@@ -535,8 +535,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}
+    alias_sources: dict[tuple[str, str], str] = {}
     if args.users_file is not None:
-        users, aliases, sources = read_users(args.users_file)
+        users, aliases, sources, alias_sources = read_users(args.users_file)
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
@@ -592,6 +593,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allow_internal_relay=args.allow_internal_relay,
         sender_login_match=args.sender_login_match,
         sender_aliases=aliases,
+        alias_sources=alias_sources,
         proxy_protocol_from=tuple(args.proxy_protocol_from),
         proxy_protocol_timeout=args.proxy_protocol_timeout,
         xclient_from=tuple(args.xclient_from),

@@ -332,8 +332,8 @@ def _login_key(place: int, text: str, where: str) -> str:
 
 def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """The users and sender aliases of :func:`read_users`, without where each user is."""
-    users, aliases, _ = read_users(path)
-    return users, aliases
+    found = read_users(path)
+    return found.users, found.aliases
 
 
 class UsersFile(NamedTuple):
@@ -343,6 +343,8 @@ class UsersFile(NamedTuple):
     aliases: dict[str, tuple[str, ...]]
     sources: dict[str, str]
     """Each user's ``FILE:LINE``, for :class:`ServerConfig` to name in its errors."""
+    alias_sources: dict[tuple[str, str], str]
+    """Each ``(alias, login)`` grant's ``FILE:LINE``, for the same."""
 
 
 def read_users(path: Path) -> UsersFile:
@@ -352,6 +354,9 @@ def read_users(path: Path) -> UsersFile:
     ``ADDRESS -> LOGIN, LOGIN...`` a line: the logins that may send as ADDRESS on the
     submission listener (Postfix's ``smtpd_sender_login_maps``). Blank lines and ``#``
     comments are skipped.
+
+    An alias may name a login given elsewhere (``serve --user``): whether each login
+    is a user is :class:`ServerConfig`'s to check, which knows them all.
 
     Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
     would also cut a password at a form feed or U+2028. A byte order mark at the
@@ -375,6 +380,7 @@ def read_users(path: Path) -> UsersFile:
     user_lines: dict[str, int] = {}
     login_lines: dict[str, tuple[int, str]] = {}
     aliases: dict[str, tuple[str, ...]] = {}
+    alias_sources: dict[tuple[str, str], str] = {}
     for number, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
@@ -390,6 +396,8 @@ def read_users(path: Path) -> UsersFile:
             if not logins:
                 raise ConfigError(f"{where}: expected ADDRESS -> LOGIN[, LOGIN...]")
             aliases[key] = tuple(dict.fromkeys(aliases.get(key, ()) + logins))
+            for login in logins:
+                alias_sources.setdefault((key, login), where)
             continue
         key, password = parse_user(line, where)
         if key in user_lines:
@@ -409,11 +417,7 @@ def read_users(path: Path) -> UsersFile:
         login_lines[login] = number, key
         users[key] = password
         sources[key] = where
-    for alias, logins in aliases.items():
-        for login in logins:
-            if login not in users:
-                raise ConfigError(f"{path}: {alias} -> {login}: {login} is not a user here")
-    return UsersFile(users, aliases, sources)
+    return UsersFile(users, aliases, sources, alias_sources)
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
@@ -607,6 +611,10 @@ class ServerConfig:
     user_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """Where each user was given (``FILE:LINE``, ``--user``), for the errors about it
     to name, as the users file's parser names the line of its own."""
+    alias_sources: Mapping[tuple[str, str], str] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Where each ``(alias, login)`` of ``sender_aliases`` was granted (``FILE:LINE``)."""
     _logins: Mapping[str, str] = field(init=False, repr=False, compare=False)
     """Each user's :func:`credential_key` to the user's mailbox key."""
 
@@ -634,7 +642,8 @@ class ServerConfig:
         for alias, logins in self.sender_aliases.items():
             for login in logins:
                 if login not in self.users:
-                    raise ConfigError(f"sender alias {alias}: {login} is not a user here")
+                    where = self.alias_sources.get((alias, login), "sender alias")
+                    raise ConfigError(f"{where}: {alias} -> {login}: {login} is not a user here")
         object.__setattr__(self, "sender_aliases", MappingProxyType(dict(self.sender_aliases)))
         for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
             _check_port(name, getattr(self, f"{name}_port"))

@@ -350,6 +350,7 @@ class MailServer:
             users=config.users,
             user_sources=config.user_sources,
             sender_aliases=config.sender_aliases,
+            alias_sources=config.alias_sources,
         )
         await self.threads.run(LocalMailboxes(new).create_all)
         fresh = self._tls_current
