@@ -14,6 +14,7 @@ from smtpcore.server.queuectl import (
     QueueCommand,
     apply_left_offline,
     apply_offline,
+    damaged_lines,
     format_listing,
     offline_lock,
     running_server,
@@ -47,9 +48,14 @@ def _run(args: argparse.Namespace) -> int:
     require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
     if args.action == "list":  # writes nothing, and follows no link: for any reader
-        for line in format_listing(queue, time.time()):
+        damaged: list[tuple[str, OSError | ValueError]] = []
+        for line in format_listing(
+            queue, time.time(), lambda queue_id, exc: damaged.append((queue_id, exc))
+        ):
             print(loggable(line))  # remote servers' replies, senders' addresses
-        return 0
+        for line in damaged_lines(damaged):
+            print(loggable(line))
+        return 2 if damaged else 0
     _check_owner(queue_dir)
     check_private_directories(data_dir, queue_dir)
 
@@ -73,10 +79,11 @@ def _run(args: argparse.Namespace) -> int:
         left = apply_left_offline(queue, time.time(), tell)
         if left:
             print(f"queue: {left} commands a stopped server left carried out first")
-        done = apply_offline(queue, command, time.time(), tell)
+        skips: list[str] = []
+        done = apply_offline(queue, command, time.time(), tell, skips=skips)
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
-    return 2 if set(ids) - set(done) else 0  # each id skipped was told, with its reason
+    return 2 if skips else 0  # each id skipped was told, with its reason
 
 
 def _check_owner(queue_dir: Path) -> None:
