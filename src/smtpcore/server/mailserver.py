@@ -259,7 +259,7 @@ class MailServer:
                 except OSError as exc:
                     where = host_port(self.config.host, port)
                     raise OSError(
-                        exc.errno, f"{name} listener on {where}: {exc.strerror or exc}"
+                        exc.errno, f"{name} listener on {where}: {_bind_failure_text(exc)}"
                     ) from exc
         except BaseException:
             await self.aclose(grace=0)
@@ -604,3 +604,14 @@ class MailServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _bind_failure_text(exc: OSError) -> str:
+    """Why a listener could not be bound, in the system's words (``Address already in
+    use``): asyncio's ``create_server`` hands back its own sentence for a failed bind
+    (``error while attempting to bind on address ('127.0.0.1', 2587): address already
+    in use``), whose ``errno`` still says it. A failed name lookup has a negative
+    ``errno`` (getaddrinfo's) and its own words, kept."""
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
