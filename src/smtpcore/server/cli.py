@@ -18,9 +18,11 @@ from typing import Any, TypeVar
 
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
+from smtpcore._numbers import parse_number
 from smtpcore._version import __version__
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
+    DEFAULT_MAX_RETRY_AFTER,
     ConfigError,
     ServerConfig,
     default_hostname_warning,
@@ -55,10 +57,21 @@ def _arg(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
 
 
 def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port < 65536:
-        raise ValueError(f"{port} is not a port")
+    """A port, 0 to 65535, in ASCII digits: Python's ``int()`` also reads other scripts'
+    digits (Arabic-Indic ones bound a port nobody asked for), and says so in its own
+    words (``invalid literal for int() with base 10``)."""
+    port = parse_number(text, max_digits=5)
+    if port is None or port > 65535:
+        raise ValueError(f"{text!r} is not a port (0 to 65535)")
     return port
+
+
+def _count(text: str) -> int:
+    """A count (sessions, recipients, bits) in ASCII digits, as :func:`_port`."""
+    number = parse_number(text, max_digits=9)
+    if number is None:
+        raise ValueError(f"{text!r} is not a whole number (digits 0-9)")
+    return number
 
 
 def _add_serve(commands: Any) -> None:
@@ -178,21 +191,21 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--max-recipients",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=100,
         metavar="N",
         help="recipients per message (default 100)",
     )
     limits.add_argument(
         "--max-sessions",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=2000,
         metavar="N",
         help="sessions each listener serves at once; more get 421 (default 2000)",
     )
     limits.add_argument(
         "--max-sessions-per-address",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=50,
         metavar="N",
         help="sessions each listener serves at once for one client address, as Postfix's "
@@ -200,7 +213,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--client-ipv6-prefix-length",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=84,
         metavar="BITS",
         help="count an IPv6 client for --max-sessions-per-address by its network of this "
@@ -247,13 +260,13 @@ def _add_serve(commands: Any) -> None:
     relay.add_argument(
         "--max-retry-after",
         type=_arg(parse_duration, "duration"),
-        default=4000.0,
+        default=None,
         metavar="DURATION",
         help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time)",
     )
     relay.add_argument(
         "--destination-concurrency",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=None,
         metavar="N",
         help="outbound sessions at once to one destination (a recipient domain, or the "
@@ -584,7 +597,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         remote_port=args.remote_port,
         relay_host=args.relay_host,
         retry_after=args.retry_after,
-        max_retry_after=max(args.max_retry_after, args.retry_after),
+        max_retry_after=_max_retry_after(args),
         destination_concurrency=args.destination_concurrency,
         max_queue_age=args.max_queue_age,
         delay_warning=args.delay_warning,
@@ -599,6 +612,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         xclient_from=tuple(args.xclient_from),
         **options,
     )
+
+
+def _max_retry_after(args: argparse.Namespace) -> float:
+    """``--max-retry-after`` as given, for :class:`ServerConfig` to refuse one shorter
+    than ``--retry-after``; left out, the default, raised to a longer ``--retry-after``
+    (``--retry-after 2h`` alone is no contradiction)."""
+    given: float | None = args.max_retry_after
+    retry_after: float = args.retry_after
+    return max(DEFAULT_MAX_RETRY_AFTER, retry_after) if given is None else given
 
 
 async def _serve(

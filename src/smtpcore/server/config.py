@@ -22,6 +22,7 @@ from typing import NamedTuple
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._driver._timeouts import as_seconds
+from smtpcore._numbers import parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
@@ -66,6 +67,8 @@ XCLIENT_LISTENERS = ("smtp",)
 
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
 """Five days, as Postfix's ``maximal_queue_lifetime`` (RFC 5321 §4.5.4.1 asks for 4-5)."""
+DEFAULT_MAX_RETRY_AFTER = 4000.0
+"""Postfix's ``maximal_backoff_time``."""
 
 
 class ConfigError(ValueError):
@@ -420,7 +423,8 @@ def read_users(path: Path) -> UsersFile:
     return UsersFile(users, aliases, sources, alias_sources)
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+# [0-9], not \d: a str pattern's \d, and float(), take every script's digits.
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION = 100 * 365 * 86400.0
 """A hundred years: longer is a typing mistake, and far longer no float at all (inf)."""
@@ -428,7 +432,8 @@ MAX_DURATION = 100 * 365 * 86400.0
 
 def parse_duration(text: str) -> float:
     """Seconds, or a number with a unit as Postfix writes them: ``90s``, ``30m``, ``5d``;
-    at most :data:`MAX_DURATION`."""
+    at most :data:`MAX_DURATION`. Its digits are ASCII ones, as every number the
+    project reads (``5m`` in Arabic-Indic digits is no duration)."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration (seconds, or like 30m, 12h, 5d)")
@@ -438,17 +443,21 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-_SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
+_SIZE_DIGITS = 20
+"""Digits a size may have: a thousand times any disk, and a bound on the work."""
 
 
 def parse_size(text: str) -> int:
-    """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``."""
+    """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``; in ASCII digits
+    (:func:`~smtpcore._numbers.parse_number`)."""
     match = _SIZE.match(text)
-    if match is None:
+    number = None if match is None else parse_number(match.group(1), max_digits=_SIZE_DIGITS)
+    if match is None or number is None:
         raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
     exponent = " kmg".index(match.group(2).lower() or " ")
-    number: int = int(match.group(1)) * 1024**exponent
-    return number
+    size: int = number * 1024**exponent
+    return size
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -460,13 +469,13 @@ def parse_host_port(text: str) -> tuple[str, int]:
     group of the address, so a host with a colon outside brackets is refused.
     """
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
+    number = parse_number(port, max_digits=5)
+    if not sep or not host or number is None:
         raise ValueError(f"{text!r} is not HOST:PORT")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ConfigError(
             f"{text!r}: write an IPv6 address with a port in brackets, as [2001:db8::1]:25"
         )
-    number = int(port)
     if not 0 < number < 65536:
         raise ValueError(f"port {number} out of range")
     if host.startswith("[") and host.endswith("]") and ":" in host:
@@ -573,7 +582,7 @@ class ServerConfig:
     retry_after: float = 300.0
     """Seconds before the first retry of a temporary failure; the wait doubles after
     (Postfix's ``minimal_backoff_time``)."""
-    max_retry_after: float = 4000.0
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
     """The longest wait between two attempts (Postfix's ``maximal_backoff_time``)."""
     destination_concurrency: int | None = None
     """Outbound sessions the relay holds at once to one destination (a recipient domain,
