@@ -9,11 +9,13 @@ anything."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
 import subprocess
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -275,8 +277,10 @@ def test_queue_list_and_hold_do_not_hang_on_a_fifo(tmp_path: Path) -> None:
     queue, (good,) = _queue_with(tmp_path, 1)
     os.mkfifo(queue.envelope_path("0000000000"))
     listed = _queue(tmp_path, "list")
-    assert listed.returncode == 2 and listed.stdout.startswith(good.id), listed.stderr
-    assert listed.stdout.splitlines()[-1].startswith("0000000000  damaged (")
+    lines = listed.stdout.splitlines()
+    assert listed.returncode == 2, listed.stderr
+    assert any(line.startswith(f"{good.id}  ") for line in lines)
+    assert any(line.startswith("0000000000  damaged (") for line in lines)
     assert _queue(tmp_path, "hold", "ALL").returncode == 2  # skipped, and said
     assert queue.load(good.id).held
 
@@ -515,9 +519,10 @@ def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
     queue.content_path("0123456789").write_bytes(MESSAGE)
     listed = _queue(tmp_path, "list")
     assert listed.returncode == 2, listed.stderr
-    *listing, damaged = listed.stdout.splitlines()
-    assert listing[0].startswith(good.id)
-    assert listing[-1] == f"-- 1 messages, {len(MESSAGE)} octets"
+    *listing, totals = listed.stdout.splitlines()
+    assert totals == f"-- 1 messages, {len(MESSAGE)} octets"
+    (damaged,) = [line for line in listing if line.startswith("0123456789")]
+    assert any(line.startswith(good.id) for line in listing)
     assert damaged.startswith("0123456789  damaged (")
     assert damaged.endswith("): see queue/corrupt/ after the next start")
     for action in ("hold", "release", "flush", "delete"):
@@ -531,6 +536,41 @@ def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
     gone: list[str] = []
     assert list(queue.scan(lambda queue_id, exc: gone.append(queue_id))) == []
     assert gone == ["0123456789"]
+
+
+def test_queue_list_keeps_nothing_of_a_damaged_envelope_it_has_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list`` kept each damaged envelope's error until the end, to print after the
+    totals: the error and its traceback hold the file's bytes and text, so 300 damaged
+    envelopes of 1 MB took 651 MB. Each is printed as it is found and let go: when the
+    next envelope is read, no error of an earlier one is alive."""
+    queue, _ = _queue_with(tmp_path, 1)
+    damaged_ids = [f"00000000{n:02d}" for n in range(5)]
+    for queue_id in damaged_ids:
+        queue.envelope_path(queue_id).write_text('{"id": "' + "x" * 1000)
+        queue.content_path(queue_id).write_bytes(MESSAGE)
+    errors: list[weakref.ref[BaseException]] = []
+    alive_at_each_read: list[int] = []
+    real_load = Queue.load
+
+    def watched_load(self: Queue, queue_id: str) -> QueueEntry:
+        gc.collect()
+        alive_at_each_read.append(sum(ref() is not None for ref in errors))
+        try:
+            return real_load(self, queue_id)
+        except ValueError as exc:
+            errors.append(weakref.ref(exc))
+            raise
+
+    monkeypatch.setattr(Queue, "load", watched_load)
+    assert cli.main(["queue", "--data-dir", str(tmp_path), "list"]) == 2
+    gc.collect()
+    assert len(errors) == len(damaged_ids)
+    assert alive_at_each_read == [0] * (len(damaged_ids) + 1)
+    out = capsys.readouterr().out.splitlines()
+    told = sorted(line[:10] for line in out if "  damaged (" in line)
+    assert told == damaged_ids
 
 
 def test_scan_says_nothing_of_an_entry_gone_meanwhile(

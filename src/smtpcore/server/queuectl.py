@@ -47,7 +47,7 @@ __all__ = [
     "QueueCommand",
     "apply_left_offline",
     "apply_offline",
-    "damaged_lines",
+    "damaged_line",
     "dropped_report",
     "format_listing",
     "offline_lock",
@@ -487,11 +487,10 @@ def _unusable_why(exc: OSError | ValueError) -> str:
     return f"damaged ({exc}): see queue/corrupt/ after the next start"  # a link, a FIFO, bad JSON
 
 
-def damaged_lines(damaged: Iterable[tuple[str, OSError | ValueError]]) -> Iterator[str]:
-    """One line for each envelope :meth:`Queue.scan` skipped, for ``list`` to show after
-    its listing (Postfix's ``showq`` warns of each corrupt queue file)."""
-    for queue_id, exc in damaged:
-        yield f"{queue_id}  {_unusable_why(exc)}"
+def damaged_line(queue_id: str, exc: OSError | ValueError) -> str:
+    """The line ``list`` prints for an envelope :meth:`Queue.scan` skipped (Postfix's
+    ``showq`` warns of each corrupt queue file)."""
+    return f"{queue_id}  {_unusable_why(exc)}"
 
 
 def _age(seconds: float) -> str:
@@ -513,7 +512,7 @@ def format_listing(
     recipient with its last error, then the success reports it still owes (an entry
     with no recipient pending is kept for them: deleting it drops them); the totals
     last. An envelope that cannot be read is told to ``damaged`` (see
-    :meth:`Queue.scan` and :func:`damaged_lines`)."""
+    :meth:`Queue.scan` and :func:`damaged_line`)."""
     count = total = 0
     for entry in queue.scan(damaged):
         yield from _entry_lines(entry, now)

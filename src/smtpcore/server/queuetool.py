@@ -14,7 +14,7 @@ from smtpcore.server.queuectl import (
     QueueCommand,
     apply_left_offline,
     apply_offline,
-    damaged_lines,
+    damaged_line,
     format_listing,
     offline_lock,
     running_server,
@@ -48,14 +48,7 @@ def _run(args: argparse.Namespace) -> int:
     require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
     if args.action == "list":  # writes nothing, and follows no link: for any reader
-        damaged: list[tuple[str, OSError | ValueError]] = []
-        for line in format_listing(
-            queue, time.time(), lambda queue_id, exc: damaged.append((queue_id, exc))
-        ):
-            print(loggable(line))  # remote servers' replies, senders' addresses
-        for line in damaged_lines(damaged):
-            print(loggable(line))
-        return 2 if damaged else 0
+        return _list(queue)
     _check_owner(queue_dir)
     check_private_directories(data_dir, queue_dir)
 
@@ -84,6 +77,22 @@ def _run(args: argparse.Namespace) -> int:
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
     return 2 if skips else 0  # each id skipped was told, with its reason
+
+
+def _list(queue: Queue) -> int:
+    """``list``: status 2 when an envelope could not be read. Each such one gets its
+    line where the listing meets it, as ``showq`` warns as it goes, and nothing of it
+    is kept: its error, and the traceback's frames, hold the file's whole text."""
+    damaged = 0
+
+    def tell_damaged(queue_id: str, exc: OSError | ValueError) -> None:
+        nonlocal damaged
+        damaged += 1
+        print(loggable(damaged_line(queue_id, exc)))
+
+    for line in format_listing(queue, time.time(), tell_damaged):
+        print(loggable(line))  # remote servers' replies, senders' addresses
+    return 2 if damaged else 0
 
 
 def _check_owner(queue_dir: Path) -> None:
