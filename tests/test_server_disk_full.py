@@ -384,6 +384,59 @@ def test_a_spool_file_that_cannot_be_created_is_a_reject_line_then_a_traceback(
     assert line.endswith(" (cannot create a spool file: Operation not permitted)"), line
 
 
+def _relay_reusing_its_connection(messages: int) -> Callable[[int], list[int]]:
+    """A relay that sends ``messages`` down one connection, each answered with its
+    code; it goes on after a refusal, as a relay with a batch does."""
+
+    def client(port: int) -> list[int]:
+        codes = []
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("relay.example")
+            for _ in range(messages):
+                code = smtp.docmd("MAIL FROM:<a@xyz.example>")[0]
+                if code == 250:
+                    smtp.rcpt("john@abc.example")
+                    try:
+                        code = smtp.data(b"Subject: t\r\n\r\nx\r\n")[0]
+                    except smtplib.SMTPDataError as refused:
+                        code = refused.smtp_code
+                codes.append(code)
+                smtp.rset()
+        return codes
+
+    return client
+
+
+def test_a_relay_is_not_cut_off_and_banned_for_spool_files_that_cannot_be_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """25 messages down one connection while ``queue/tmp`` refuses spool files: each
+    ``451 4.3.0`` counted toward the session's error limit, and the 21st command got
+    ``421 4.7.0 ... Too many errors``, which the fail2ban filter bans, for the server's
+    own fault."""
+    caplog.set_level(logging.INFO, "smtpcore")
+
+    def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(queue, "create_new", denied)
+    assert _serve(_config(tmp_path), _relay_reusing_its_connection(25)) == [451] * 25
+    assert _hosts(_as_logged(caplog.records)) == []
+    assert "Too many errors" not in caplog.text
+
+
+def test_a_relay_is_not_cut_off_and_banned_for_a_full_disk_at_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same relay while the disk is under ``--min-free-space``: 25 ``452 4.3.1``
+    at MAIL, and no ``421``."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, min_free_space=1 << 60)
+    assert _serve(config, _relay_reusing_its_connection(25)) == [452] * 25
+    assert _hosts(_as_logged(caplog.records)) == []
+    assert "Too many errors" not in caplog.text
+
+
 WHERE_THE_DISK_FILLS: dict[str, tuple[Any, str, int]] = {
     "spooling the content": (queue.Spool, "write", 3),
     "copying into the mailbox": (maildir.LFWriter, "write", 2),
