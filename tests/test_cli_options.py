@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError
 
@@ -201,6 +202,21 @@ def test_numbers_in_ascii_digits_are_read_as_before(tmp_path: Path) -> None:
     assert config.relay_host == ("[smart.example]", 587)
 
 
+def test_a_max_retry_after_given_alone_lowers_the_default_retry_after(
+    tmp_path: Path,
+) -> None:
+    """``--max-retry-after 1m`` alone started before (the maximum raised to the default
+    300 s), then was refused with ``--max-retry-after must not be shorter than
+    --retry-after``, an option never given. Given alone, it lowers the first retry to
+    it, as a lone ``--retry-after 2h`` raises the maximum (Postfix adjusts one backoff
+    time to the other)."""
+    base = ["serve", "--data-dir", str(tmp_path)]
+    alone = config_from_args(build_parser().parse_args([*base, "--max-retry-after", "1m"]))
+    assert (alone.retry_after, alone.max_retry_after) == (60.0, 60.0)
+    longer = config_from_args(build_parser().parse_args([*base, "--max-retry-after", "10m"]))
+    assert (longer.retry_after, longer.max_retry_after) == (300.0, 600.0)
+
+
 def test_a_max_retry_after_shorter_than_the_retry_after_given_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -214,6 +230,7 @@ def test_a_max_retry_after_shorter_than_the_retry_after_given_is_refused(
     alone = config_from_args(build_parser().parse_args([*base, "--retry-after", "2h"]))
     assert (alone.retry_after, alone.max_retry_after) == (7200.0, 7200.0)
     default = config_from_args(build_parser().parse_args(base))
-    assert (default.retry_after, default.max_retry_after) == (300.0, 4000.0)
+    assert (default.retry_after, default.max_retry_after) == (MIN_BACKOFF, MAX_BACKOFF)
+    assert (MIN_BACKOFF, MAX_BACKOFF) == (300.0, 4000.0)  # Postfix's
     equal = [*base, "--retry-after", "1h", "--max-retry-after", "60m"]
     assert config_from_args(build_parser().parse_args(equal)).max_retry_after == 3600.0

@@ -20,9 +20,9 @@ from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
 from smtpcore._numbers import parse_number
 from smtpcore._version import __version__
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
-    DEFAULT_MAX_RETRY_AFTER,
     ConfigError,
     ServerConfig,
     default_hostname_warning,
@@ -253,16 +253,18 @@ def _add_serve(commands: Any) -> None:
     relay.add_argument(
         "--retry-after",
         type=_arg(parse_duration, "duration"),
-        default=300.0,
+        default=None,
         metavar="DURATION",
-        help="first retry of a temporary failure, doubling after, with jitter (default 300s)",
+        help="first retry of a temporary failure, doubling after, with jitter (default 300s, "
+        "Postfix's minimal_backoff_time; lowered to a shorter --max-retry-after given alone)",
     )
     relay.add_argument(
         "--max-retry-after",
         type=_arg(parse_duration, "duration"),
         default=None,
         metavar="DURATION",
-        help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time)",
+        help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time; "
+        "raised to a longer --retry-after given alone)",
     )
     relay.add_argument(
         "--destination-concurrency",
@@ -549,6 +551,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     aliases: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}
     alias_sources: dict[tuple[str, str], str] = {}
+    retry_after, max_retry_after = _retry_bounds(args)
     if args.users_file is not None:
         users, aliases, sources, alias_sources = read_users(args.users_file)
     for text in args.user:
@@ -596,8 +599,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         resolver=args.resolver,
         remote_port=args.remote_port,
         relay_host=args.relay_host,
-        retry_after=args.retry_after,
-        max_retry_after=_max_retry_after(args),
+        retry_after=retry_after,
+        max_retry_after=max_retry_after,
         destination_concurrency=args.destination_concurrency,
         max_queue_age=args.max_queue_age,
         delay_warning=args.delay_warning,
@@ -614,13 +617,20 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def _max_retry_after(args: argparse.Namespace) -> float:
-    """``--max-retry-after`` as given, for :class:`ServerConfig` to refuse one shorter
-    than ``--retry-after``; left out, the default, raised to a longer ``--retry-after``
-    (``--retry-after 2h`` alone is no contradiction)."""
-    given: float | None = args.max_retry_after
-    retry_after: float = args.retry_after
-    return max(DEFAULT_MAX_RETRY_AFTER, retry_after) if given is None else given
+def _retry_bounds(args: argparse.Namespace) -> tuple[float, float]:
+    """``--retry-after`` and ``--max-retry-after``. Given alone, either moves the other's
+    default to meet it, as Postfix adjusts one backoff time to the other: ``--retry-after
+    2h`` raises the maximum to 2h, ``--max-retry-after 1m`` lowers the first retry to 1m.
+    Given together, they are taken as given, for :class:`ServerConfig` to refuse a
+    maximum shorter than the first retry: the operator said two things that disagree."""
+    retry_after: float | None = args.retry_after
+    most: float | None = args.max_retry_after
+    if most is None:
+        first = MIN_BACKOFF if retry_after is None else retry_after
+        return first, max(MAX_BACKOFF, first)
+    if retry_after is None:
+        return min(MIN_BACKOFF, most), most
+    return retry_after, most
 
 
 async def _serve(

@@ -33,6 +33,7 @@ from smtpcore.address import (
 )
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials, saslprep
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 
 __all__ = [
     "MAX_DURATION",
@@ -67,8 +68,6 @@ XCLIENT_LISTENERS = ("smtp",)
 
 DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
 """Five days, as Postfix's ``maximal_queue_lifetime`` (RFC 5321 §4.5.4.1 asks for 4-5)."""
-DEFAULT_MAX_RETRY_AFTER = 4000.0
-"""Postfix's ``maximal_backoff_time``."""
 
 
 class ConfigError(ValueError):
@@ -579,10 +578,10 @@ class ServerConfig:
     remote_port: int = 25
     """The port relayed mail goes to on every exchanger (Postfix's ``smtp_tcp_port``)."""
     relay_host: tuple[str, int] | None = None
-    retry_after: float = 300.0
+    retry_after: float = MIN_BACKOFF
     """Seconds before the first retry of a temporary failure; the wait doubles after
     (Postfix's ``minimal_backoff_time``)."""
-    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    max_retry_after: float = MAX_BACKOFF
     """The longest wait between two attempts (Postfix's ``maximal_backoff_time``)."""
     destination_concurrency: int | None = None
     """Outbound sessions the relay holds at once to one destination (a recipient domain,
