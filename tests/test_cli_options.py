@@ -166,7 +166,9 @@ ARABIC_INDIC_26526 = "\u0662\u0666\u0665\u0662\u0666"
         ("--max-recipients", "1_0", "'1_0' is not a whole number"),
         ("--max-sessions-per-address", "-3", "'-3' is not a whole number"),
         ("--client-ipv6-prefix-length", "\u0666\u0664", "is not a whole number"),
-        ("--destination-concurrency", "9" * 5000, "is not a whole number"),
+        ("--destination-concurrency", "9" * 5000, "is too large (at most 999999999)"),
+        ("--max-recipients", "9999999999", "'9999999999' is too large (at most 999999999)"),
+        ("--smtp-port", "0000070000", "'0000070000' is not a port (0 to 65535)"),
         ("--max-message-size", "\u0661\u0660M", "is not a size"),
         ("--max-message-size", "9" * 5000, "is not a size"),
         ("--min-free-space", "\u0665", "is not a size"),
@@ -195,9 +197,12 @@ def test_numeric_options_take_ascii_digits_and_say_what_they_want(
 def test_numbers_in_ascii_digits_are_read_as_before(tmp_path: Path) -> None:
     base = ["serve", "--data-dir", str(tmp_path)]
     args = [*base, "--smtp-port", "02525", "--max-sessions", "10", "--max-message-size", "10M"]
-    args += ["--retry-after", "1.5m", "--relay-host", "[smart.example]:0587"]
+    args += ["--pop3-port", "0000110", "--max-recipients", "0" * 20 + "7"]
+    args += ["--retry-after", "1.5m", "--relay-host", "[smart.example]:0000587"]
     config = config_from_args(build_parser().parse_args(args))
     assert (config.smtp_port, config.max_sessions) == (2525, 10)
+    # Leading zeros, as int() took them, past the digits a value may have.
+    assert (config.pop3_port, config.max_recipients) == (110, 7)
     assert (config.max_message_size, config.retry_after) == (10 << 20, 90.0)
     assert config.relay_host == ("[smart.example]", 587)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
-from smtpcore._numbers import parse_number
+from smtpcore._numbers import is_digits
 from smtpcore._version import __version__
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
@@ -27,6 +27,7 @@ from smtpcore.server.config import (
     ServerConfig,
     default_hostname_warning,
     machine_name,
+    option_number,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -60,18 +61,25 @@ def _port(text: str) -> int:
     """A port, 0 to 65535, in ASCII digits: Python's ``int()`` also reads other scripts'
     digits (Arabic-Indic ones bound a port nobody asked for), and says so in its own
     words (``invalid literal for int() with base 10``)."""
-    port = parse_number(text, max_digits=5)
+    port = option_number(text, max_digits=5)
     if port is None or port > 65535:
         raise ValueError(f"{text!r} is not a port (0 to 65535)")
     return port
 
 
+_COUNT_DIGITS = 9
+"""Digits a count may have: far past any session, recipient or bit count, and a bound
+on the work."""
+
+
 def _count(text: str) -> int:
     """A count (sessions, recipients, bits) in ASCII digits, as :func:`_port`."""
-    number = parse_number(text, max_digits=9)
-    if number is None:
-        raise ValueError(f"{text!r} is not a whole number (digits 0-9)")
-    return number
+    number = option_number(text, max_digits=_COUNT_DIGITS)
+    if number is not None:
+        return number
+    if is_digits(text):
+        raise ValueError(f"{text!r} is too large (at most {'9' * _COUNT_DIGITS})")
+    raise ValueError(f"{text!r} is not a whole number (digits 0-9)")
 
 
 def _add_serve(commands: Any) -> None:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._driver._timeouts import as_seconds
-from smtpcore._numbers import parse_number
+from smtpcore._numbers import is_digits, parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
@@ -442,6 +442,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def option_number(text: str, *, max_digits: int) -> int | None:
+    """The value of a number an option gives: ASCII digits alone, else None, as
+    :func:`~smtpcore._numbers.parse_number` reads one, up to ``max_digits`` digits. Leading
+    zeros are not counted toward them: they add nothing to the value, nor to the work, and
+    ``int()``, which the options used, took them (``--smtp-port 000025`` is 25)."""
+    if not is_digits(text):
+        return None
+    return parse_number(text.lstrip("0") or "0", max_digits=max_digits)
+
+
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
 _SIZE_DIGITS = 20
 """Digits a size may have: a thousand times any disk, and a bound on the work."""
@@ -451,7 +461,7 @@ def parse_size(text: str) -> int:
     """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``; in ASCII digits
     (:func:`~smtpcore._numbers.parse_number`)."""
     match = _SIZE.match(text)
-    number = None if match is None else parse_number(match.group(1), max_digits=_SIZE_DIGITS)
+    number = None if match is None else option_number(match.group(1), max_digits=_SIZE_DIGITS)
     if match is None or number is None:
         raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
     exponent = " kmg".index(match.group(2).lower() or " ")
@@ -468,7 +478,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
     group of the address, so a host with a colon outside brackets is refused.
     """
     host, sep, port = text.rpartition(":")
-    number = parse_number(port, max_digits=5)
+    number = option_number(port, max_digits=5)
     if not sep or not host or number is None:
         raise ValueError(f"{text!r} is not HOST:PORT")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
