@@ -5,6 +5,7 @@ message in flight finish."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -937,3 +938,73 @@ def test_a_port_in_use_names_the_listener(tmp_path: Path) -> None:
         f"{os.strerror(errno.EADDRINUSE)}\n"
     ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("make", ["create_server", "listening_sockets"])
+def test_a_bind_that_fails_for_one_address_of_a_name_names_that_address(make: str) -> None:
+    """``--host`` may be a name with several addresses (``localhost``: 127.0.0.1 and
+    ::1): the message named the name alone once it gave the system's words for the
+    error, not which of its addresses was taken. The address comes from the sentence
+    the bind failed with, asyncio's and the adapters' own alike."""
+    from smtpcore._asyncio_raw import listening_sockets
+    from smtpcore.server.mailserver import _listener_place
+
+    async def failed_bind(port: int) -> OSError:
+        loop = asyncio.get_running_loop()
+        try:
+            if make == "create_server":
+                server = await loop.create_server(asyncio.Protocol, LOOPBACK, port)
+                server.close()
+            else:
+                for sock in await listening_sockets(loop, LOOPBACK, port, 5):
+                    sock.close()
+        except OSError as exc:
+            return exc
+        raise AssertionError("the port was bound twice")
+
+    port = free_port()
+    with socket.create_server((LOOPBACK, port)):
+        exc = asyncio.run(failed_bind(port))
+    assert exc.errno == errno.EADDRINUSE
+    assert _listener_place("mx.abc.example", port, exc) == (
+        f"mx.abc.example:{port} (address {LOOPBACK})"
+    )
+    assert _listener_place(LOOPBACK, port, exc) == f"{LOOPBACK}:{port}"
+    assert _listener_place("[::1]", port, OSError(errno.EADDRINUSE, "x")) == f"[::1]:{port}"
+
+
+def test_serve_names_the_address_of_its_host_that_could_not_be_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through :meth:`MailServer.start`, ``--host`` a name that resolves to
+    the loopback address, whose port is taken."""
+    from smtpcore.server import MailServer, ServerConfig
+
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(LOOPBACK if host == "mx.abc.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    port = free_port()
+    config = ServerConfig(
+        domains=("abc.example",),
+        data_dir=tmp_path / "data",
+        hostname="mx.abc.example",
+        host="mx.abc.example",
+        smtp_port=port,
+        submission_port=0,
+        pop3_port=0,
+        min_free_space=0,
+    )
+
+    async def start() -> None:
+        async with MailServer(config):
+            raise AssertionError("started on a port taken")
+
+    with socket.create_server((LOOPBACK, port)), pytest.raises(OSError) as failed:
+        asyncio.run(start())
+    assert str(failed.value).endswith(
+        f"smtp listener on mx.abc.example:{port} (address {LOOPBACK}): "
+        f"{os.strerror(errno.EADDRINUSE)}"
+    ), failed.value

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -257,7 +258,7 @@ class MailServer:
                 try:
                     await self._listen(name, port)
                 except OSError as exc:
-                    where = host_port(self.config.host, port)
+                    where = _listener_place(self.config.host, port, exc)
                     raise OSError(
                         exc.errno, f"{name} listener on {where}: {_bind_failure_text(exc)}"
                     ) from exc
@@ -604,6 +605,23 @@ class MailServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_BOUND_ADDRESS: Final = re.compile(r"bind on address \('([^']*)', ")
+"""The address in the sentence asyncio's ``create_server`` (and
+:func:`~smtpcore._asyncio_raw.listening_sockets`, worded as it) gives a failed bind, where
+alone it says which: ``error while attempting to bind on address ('::1', 2587, 0, 0): ...``."""
+
+
+def _listener_place(host: str, port: int, exc: OSError) -> str:
+    """Where a listener failed, as ``--host`` names it, and the address whose bind failed
+    when that is not ``--host`` itself: a name can resolve to several (``localhost`` to
+    127.0.0.1 and ::1), and one taken or not this machine's is the one to know."""
+    where = host_port(host, port)
+    found = _BOUND_ADDRESS.search(str(exc))
+    if found is None or found[1] in (host, host.strip("[]")):
+        return where
+    return f"{where} (address {found[1]})"
 
 
 def _bind_failure_text(exc: OSError) -> str:
