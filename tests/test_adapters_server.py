@@ -555,7 +555,7 @@ def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
     giving the first failure's reason, as the failure alone is (RFC 5321 §4.2.2, RFC
     3463 X.3.1); it was 451 4.3.0 and a traceback. A group with any other failure in
     it, or failures that earn different replies (EFBIG and ENOSPC), stays 451 4.3.0,
-    logged with its traceback."""
+    logged with its traceback after its ``reject:`` line."""
     caplog.set_level(logging.WARNING, "smtpcore")
     full, too_big, other = b"452 4.3.1 Insufficient", b"552 5.3.4 Message too big", b"451 4.3.0"
     with (
@@ -582,6 +582,8 @@ def test_a_hook_whose_tasks_all_found_no_room_is_answered_as_one_that_did(
     assert [line.rsplit(" (", 1)[1] for line in warned] == [
         "No space left on device)",
         "No space left on device)",
+        "handle_mail failed: ExceptionGroup)",
+        "handle_mail failed: ExceptionGroup)",
         "Disk quota exceeded)",
         "File too large)",
     ], warned

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError
 
@@ -145,3 +146,96 @@ def test_min_free_space_is_a_size_and_defaults_to_half_again_the_size_limit(
     assert config.min_free_space == config.free_space_floor == 64 << 20
     with pytest.raises(SystemExit):
         build_parser().parse_args([*base, "--min-free-space", "lots"])
+
+
+ARABIC_INDIC_26526 = "\u0662\u0666\u0665\u0662\u0666"
+"""26526 in Arabic-Indic digits, which ``int()`` and ``float()`` read as 26526."""
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("--smtp-port", "abc", "'abc' is not a port (0 to 65535)"),
+        ("--smtp-port", ARABIC_INDIC_26526, "is not a port (0 to 65535)"),
+        ("--smtp-port", "70000", "'70000' is not a port (0 to 65535)"),
+        ("--smtp-port", "-1", "'-1' is not a port (0 to 65535)"),
+        ("--smtp-port", " 25", "' 25' is not a port"),
+        ("--remote-port", "2_5", "'2_5' is not a port"),
+        ("--max-sessions", "abc", "'abc' is not a whole number (digits 0-9)"),
+        ("--max-sessions", "\u0665", "is not a whole number (digits 0-9)"),
+        ("--max-recipients", "1_0", "'1_0' is not a whole number"),
+        ("--max-sessions-per-address", "-3", "'-3' is not a whole number"),
+        ("--client-ipv6-prefix-length", "\u0666\u0664", "is not a whole number"),
+        ("--destination-concurrency", "9" * 5000, "is too large (at most 999999999)"),
+        ("--max-recipients", "9999999999", "'9999999999' is too large (at most 999999999)"),
+        ("--smtp-port", "0000070000", "'0000070000' is not a port (0 to 65535)"),
+        ("--max-message-size", "\u0661\u0660M", "is not a size"),
+        ("--max-message-size", "9" * 5000, "is not a size"),
+        ("--min-free-space", "\u0665", "is not a size"),
+        ("--retry-after", "\u0665m", "is not a duration"),
+        ("--stop-timeout", "1\u0660s", "is not a duration"),
+        ("--relay-host", "smart.example:" + "9" * 5000, "is not HOST:PORT"),
+        ("--relay-host", "smart.example:\u0662\u0665", "is not HOST:PORT"),
+    ],
+)
+def test_numeric_options_take_ascii_digits_and_say_what_they_want(
+    option: str, value: str, error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--smtp-port abc`` showed ``invalid literal for int() with base 10: 'abc'``, and
+    ``--smtp-port`` in Arabic-Indic digits bound port 26526: every number the server
+    reads is ASCII digits (:mod:`smtpcore._numbers`), its options' too. 5000 digits
+    made ``int()`` fail with its own message (past 4300 digits)."""
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["serve", option, value])
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"python -m smtpcore serve: error: argument {option}: ")
+    assert error in message, message
+    assert "int()" not in message and "Exceeds" not in message
+
+
+def test_numbers_in_ascii_digits_are_read_as_before(tmp_path: Path) -> None:
+    base = ["serve", "--data-dir", str(tmp_path)]
+    args = [*base, "--smtp-port", "02525", "--max-sessions", "10", "--max-message-size", "10M"]
+    args += ["--pop3-port", "0000110", "--max-recipients", "0" * 20 + "7"]
+    args += ["--retry-after", "1.5m", "--relay-host", "[smart.example]:0000587"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert (config.smtp_port, config.max_sessions) == (2525, 10)
+    # Leading zeros, as int() took them, past the digits a value may have.
+    assert (config.pop3_port, config.max_recipients) == (110, 7)
+    assert (config.max_message_size, config.retry_after) == (10 << 20, 90.0)
+    assert config.relay_host == ("[smart.example]", 587)
+
+
+def test_a_max_retry_after_given_alone_lowers_the_default_retry_after(
+    tmp_path: Path,
+) -> None:
+    """``--max-retry-after 1m`` alone started before (the maximum raised to the default
+    300 s), then was refused with ``--max-retry-after must not be shorter than
+    --retry-after``, an option never given. Given alone, it lowers the first retry to
+    it, as a lone ``--retry-after 2h`` raises the maximum (Postfix adjusts one backoff
+    time to the other)."""
+    base = ["serve", "--data-dir", str(tmp_path)]
+    alone = config_from_args(build_parser().parse_args([*base, "--max-retry-after", "1m"]))
+    assert (alone.retry_after, alone.max_retry_after) == (60.0, 60.0)
+    longer = config_from_args(build_parser().parse_args([*base, "--max-retry-after", "10m"]))
+    assert (longer.retry_after, longer.max_retry_after) == (300.0, 600.0)
+
+
+def test_a_max_retry_after_shorter_than_the_retry_after_given_is_refused(
+    tmp_path: Path,
+) -> None:
+    """``--retry-after 1h --max-retry-after 1m`` started, the maximum silently raised to
+    the hour; the two given contradict each other, and are refused. ``--retry-after``
+    over the default maximum, alone, still raises the maximum to it."""
+    base = ["serve", "--data-dir", str(tmp_path)]
+    both = [*base, "--retry-after", "1h", "--max-retry-after", "1m"]
+    with pytest.raises(ConfigError, match="--max-retry-after must not be shorter than"):
+        config_from_args(build_parser().parse_args(both))
+    alone = config_from_args(build_parser().parse_args([*base, "--retry-after", "2h"]))
+    assert (alone.retry_after, alone.max_retry_after) == (7200.0, 7200.0)
+    default = config_from_args(build_parser().parse_args(base))
+    assert (default.retry_after, default.max_retry_after) == (MIN_BACKOFF, MAX_BACKOFF)
+    assert (MIN_BACKOFF, MAX_BACKOFF) == (300.0, 4000.0)  # Postfix's
+    equal = [*base, "--retry-after", "1h", "--max-retry-after", "60m"]
+    assert config_from_args(build_parser().parse_args(equal)).max_retry_after == 3600.0

@@ -114,7 +114,7 @@ def serve(
             )
             if (
                 process.popen.poll() is not None
-                and "address already in use" in process.output()
+                and "address already in use" in process.output().lower()
                 and chosen != given
                 and attempt < 2
             ):

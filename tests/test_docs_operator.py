@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 import shlex
+import smtplib
 import textwrap
 from pathlib import Path
 
@@ -19,10 +20,12 @@ import pytest
 from smtpcore.server import cli
 from smtpcore.server.config import ConfigError
 from smtpcore.server.resolvers import SystemResolver, check_remote_delivery, make_resolver
+from test_cli_serve import LOOPBACK, ZONE, serve
 
 PAGE = Path(__file__).parent.parent / "docs" / "tutorials" / "operator.rst"
 _BLOCK = re.compile(r"\.\. code-block:: sh\n\n((?:(?:   .*)?\n)+)")
 _HEADING = re.compile(r"^\S.*\n[-=~^]{3,}\n", re.MULTILINE)
+_TEXT = re.compile(r"\.\. code-block:: text\n\n((?:(?:   .*)?\n)+)")
 _ZONE = re.compile(r"cat > (\S+) <<'EOF'\n(.*?)\nEOF\n", re.DOTALL)
 
 
@@ -91,3 +94,30 @@ def test_the_relay_example_needs_no_dnspython(
     for argv in commands:
         args = cli.build_parser().parse_args(argv)
         check_remote_delivery(make_resolver(args.resolver), args.relay_host)
+
+
+def test_the_two_domain_server_runs_with_its_users_file_and_aliases(tmp_path: Path) -> None:
+    """The section's ``serve`` command as written, with the ``users.txt`` its text
+    blocks write (its users, and its sender alias, which names the ``--user`` john),
+    only its data directory, ports and resolver moved to the test's: the users file's
+    parser refused the alias, and the server exited 2. Here john sends as the alias."""
+    (section,) = [s for s in _sections() if s.startswith("A server for two domains")]
+    blocks = [textwrap.dedent(block) for block in _TEXT.findall(section)]
+    users = next(block for block in blocks if block.startswith("# users.txt"))
+    alias = next(block for block in blocks if "->" in block)
+    users_file = tmp_path / "users.txt"
+    users_file.write_text(users + alias, encoding="utf-8")
+    users_file.chmod(0o600)
+    (argv,) = [argv for block in _BLOCK.findall(section) for argv in _serve_commands(block)]
+    assert "--user" in argv and "users.txt" in argv
+    argv = [str(users_file) if word == "users.txt" else word for word in argv[1:]]
+    zone = tmp_path / "zone.txt"
+    zone.write_text(ZONE, encoding="utf-8")
+    data = tmp_path / "data"
+    moved = ("--data-dir", str(data), "--resolver", f"static:{zone}")
+    extra = (*argv, *moved)
+    with serve(data, "abc.example", [], listeners=("submission",), extra=extra) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+            smtp.login("john@abc.example", "s3cret")
+            assert smtp.mail("sales@abc.example")[0] == 250
+        assert abc.stop() == 0

@@ -5,7 +5,9 @@ message in flight finish."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import os
 import signal
 import smtplib
@@ -644,6 +646,13 @@ def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
         users.write_bytes(b"john@abc.example:john-pw\nmary@abc.example:p\xe4ss\n")
         abc.process.popen.send_signal(signal.SIGHUP)
         _until(lambda: "users:2: not UTF-8" in abc.log(), "the refused reload", abc)
+        # One whose alias names nobody, as at start.
+        users.write_text(
+            "john@abc.example:john-pw\nmary@abc.example:mary-pw\n"
+            "info@abc.example -> nobody@abc.example\n"
+        )
+        abc.process.popen.send_signal(signal.SIGHUP)
+        _until(lambda: "nobody@abc.example is not a user" in abc.log(), "the refusal", abc)
         with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as smtp:
             smtp.starttls(context=second)
             smtp.ehlo()
@@ -960,5 +969,80 @@ def test_a_port_in_use_names_the_listener(tmp_path: Path) -> None:
         argv += ["--smtp-port", "0", "--pop3-port", "0", "--submission-port", str(port)]
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert f"cannot listen: submission listener on 127.0.0.1:{port}: " in result.stderr
+    # In the system's words, as the operator guide shows it: asyncio's own sentence
+    # ("error while attempting to bind on address ...: address already in use") was shown.
+    assert result.stderr.endswith(
+        f"smtpcore serve: cannot listen: submission listener on 127.0.0.1:{port}: "
+        f"{os.strerror(errno.EADDRINUSE)}\n"
+    ), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("make", ["create_server", "listening_sockets"])
+def test_a_bind_that_fails_for_one_address_of_a_name_names_that_address(make: str) -> None:
+    """``--host`` may be a name with several addresses (``localhost``: 127.0.0.1 and
+    ::1): the message named the name alone once it gave the system's words for the
+    error, not which of its addresses was taken. The address comes from the sentence
+    the bind failed with, asyncio's and the adapters' own alike."""
+    from smtpcore._asyncio_raw import listening_sockets
+    from smtpcore.server.mailserver import _listener_place
+
+    async def failed_bind(port: int) -> OSError:
+        loop = asyncio.get_running_loop()
+        try:
+            if make == "create_server":
+                server = await loop.create_server(asyncio.Protocol, LOOPBACK, port)
+                server.close()
+            else:
+                for sock in await listening_sockets(loop, LOOPBACK, port, 5):
+                    sock.close()
+        except OSError as exc:
+            return exc
+        raise AssertionError("the port was bound twice")
+
+    port = free_port()
+    with socket.create_server((LOOPBACK, port)):
+        exc = asyncio.run(failed_bind(port))
+    assert exc.errno == errno.EADDRINUSE
+    assert _listener_place("mx.abc.example", port, exc) == (
+        f"mx.abc.example:{port} (address {LOOPBACK})"
+    )
+    assert _listener_place(LOOPBACK, port, exc) == f"{LOOPBACK}:{port}"
+    assert _listener_place("[::1]", port, OSError(errno.EADDRINUSE, "x")) == f"[::1]:{port}"
+
+
+def test_serve_names_the_address_of_its_host_that_could_not_be_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same through :meth:`MailServer.start`, ``--host`` a name that resolves to
+    the loopback address, whose port is taken."""
+    from smtpcore.server import MailServer, ServerConfig
+
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(LOOPBACK if host == "mx.abc.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    port = free_port()
+    config = ServerConfig(
+        domains=("abc.example",),
+        data_dir=tmp_path / "data",
+        hostname="mx.abc.example",
+        host="mx.abc.example",
+        smtp_port=port,
+        submission_port=0,
+        pop3_port=0,
+        min_free_space=0,
+    )
+
+    async def start() -> None:
+        async with MailServer(config):
+            raise AssertionError("started on a port taken")
+
+    with socket.create_server((LOOPBACK, port)), pytest.raises(OSError) as failed:
+        asyncio.run(start())
+    assert str(failed.value).endswith(
+        f"smtp listener on mx.abc.example:{port} (address {LOOPBACK}): "
+        f"{os.strerror(errno.EADDRINUSE)}"
+    ), failed.value

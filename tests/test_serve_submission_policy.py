@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import re
 import smtplib
 from pathlib import Path
 
 import pytest
 
-from smtpcore.server.config import ConfigError, read_users_and_aliases
+from smtpcore.server import cli
+from smtpcore.server.config import ConfigError, ServerConfig, read_users, read_users_and_aliases
 from test_cli_serve import LOOPBACK, serve
 
 USERS = """\
@@ -26,9 +28,67 @@ def test_the_users_file_grants_sender_aliases(tmp_path: Path) -> None:
     users, aliases = read_users_and_aliases(path)
     assert set(users) == {"john@abc.example", "mary@abc.example"}
     assert aliases == {"sales@abc.example": ("john@abc.example", "mary@abc.example")}
+
+
+def test_an_alias_naming_nobody_read_through_the_api_is_refused_by_server_config(
+    tmp_path: Path,
+) -> None:
+    """``read_users_and_aliases()`` refused such an alias itself; it no longer knows
+    every user (``--user`` gives more), and ``ServerConfig``, which does, refuses it."""
+    path = tmp_path / "users"
     path.write_text(USERS + "info@abc.example -> nobody@abc.example\n")
-    with pytest.raises(ConfigError, match=r"nobody@abc\.example is not a user"):
-        read_users_and_aliases(path)
+    users, aliases = read_users_and_aliases(path)
+    assert aliases["info@abc.example"] == ("nobody@abc.example",)
+    with pytest.raises(ConfigError, match=r"info@abc\.example -> nobody@abc\.example: "):
+        ServerConfig(domains=("abc.example",), users=users, sender_aliases=aliases)
+    found = read_users(path)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:5: info@abc\.example -> "):
+        ServerConfig(
+            domains=("abc.example",),
+            users=found.users,
+            sender_aliases=found.aliases,
+            alias_sources=found.alias_sources,
+        )
+
+
+def test_serve_with_an_alias_naming_nobody_exits_2_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users"
+    path.write_text(USERS + "info@abc.example -> nobody@abc.example\n")
+    path.chmod(0o600)
+    argv = ["serve", "--domain", "abc.example", "--data-dir", str(tmp_path / "data")]
+    assert cli.main([*argv, "--users-file", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"smtpcore serve: {path}:5: info@abc.example -> nobody@abc.example: "
+        "nobody@abc.example is not a user here\n"
+    )
+
+
+def test_an_alias_may_name_a_user_of_the_command_line(tmp_path: Path) -> None:
+    """The operator tutorial gives john with ``--user`` and grants him an alias in the
+    users file: the file's parser refused that alias, knowing only its own users, so
+    the tutorial's server never started (exit 2)."""
+    path = tmp_path / "users"
+    path.write_text("mary@abc.example:mary-pw\nsales@abc.example -> john@abc.example\n")
+    argv = ["serve", "--domain", "abc.example", "--user", "john@abc.example:john-pw"]
+    args = cli.build_parser().parse_args([*argv, "--users-file", str(path)])
+    config = cli.config_from_args(args)
+    assert config.sender_aliases == {"sales@abc.example": ("john@abc.example",)}
+
+
+def test_an_alias_naming_nobody_is_refused_with_its_line(tmp_path: Path) -> None:
+    """Refused at start and so at a SIGHUP, whose reload reads the options again and
+    keeps the old configuration when they fail."""
+    path = tmp_path / "users"
+    path.write_text(USERS + "info@abc.example -> nobody@abc.example\n")
+    argv = ["serve", "--domain", "abc.example", "--user", "john2@abc.example:pw"]
+    args = cli.build_parser().parse_args([*argv, "--users-file", str(path)])
+    with pytest.raises(ConfigError) as refused:
+        cli.config_from_args(args)
+    assert str(refused.value) == (
+        f"{path}:5: info@abc.example -> nobody@abc.example: nobody@abc.example is not a user here"
+    )
 
 
 def _mail_from(port: int, login: str, password: str, senders: list[str]) -> list[int]:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue
+from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue, safefiles
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from test_fail2ban_filter import _as_logged, _hosts
@@ -320,10 +320,22 @@ def test_a_maildir_copy_that_fails_for_want_of_room_is_answered_by_its_errno(
     _only_the_small_message_kept(config)
 
 
+def _reject_then_traceback(records: list[logging.LogRecord]) -> str:
+    """The one ``reject:`` line of a fault, which must come (at WARNING) right before
+    the fault's traceback, the only one."""
+    (reject,) = [r for r in records if "reject:" in r.getMessage()]
+    (fault,) = [r for r in records if r.exc_info]
+    assert records.index(fault) == records.index(reject) + 1
+    assert reject.levelno == logging.WARNING
+    assert _hosts(_as_logged(records)) == []  # a 451: the disk's fault, not the client's
+    return reject.getMessage()
+
+
 def test_any_other_fault_is_still_451_with_one_text(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A fault nobody expects keeps its traceback in the log, and is no refusal."""
+    """A fault nobody expects keeps its traceback in the log; it is a refusal all the
+    same, and gets the ``reject:`` line every refusal has, before the traceback."""
     caplog.set_level(logging.INFO, "smtpcore")
     config = _config(tmp_path)
     monkeypatch.setattr(queue.Spool, "write", _failing_once(queue.Spool.write, 3, errno.EIO))
@@ -331,8 +343,98 @@ def test_any_other_fault_is_still_451_with_one_text(
     assert first == (451, "4.3.0 Local error in processing")
     assert second[0] == 250
     _only_the_small_message_kept(config)
-    assert [r for r in caplog.records if r.exc_info], caplog.text
-    assert "reject:" not in caplog.text
+    line = _reject_then_traceback(caplog.records)
+    assert ": reject: DATA from [127.0.0.1]:" in line, line
+    assert ": 451 4.3.0 Local error in processing; " in line, line
+    assert line.endswith(" (handle_data_chunk failed: Input/output error)"), line
+
+
+def test_a_spool_file_that_cannot_be_created_is_a_reject_line_then_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``queue/tmp`` made unwritable (an audit's ``chattr +i``): the 451 after DATA was
+    logged as a traceback and a disconnect line with ``messages=0``, and no ``reject:``
+    line, where the operator guide promises one for every refusal."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path)
+    create_new = _failing_once(safefiles.create_new, 1, errno.EPERM)
+    monkeypatch.setattr(queue, "create_new", create_new)  # as the queue module calls it
+
+    def send_twice(port: int) -> list[tuple[int, bytes | str]]:
+        replies: list[tuple[int, bytes | str]] = []
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("client.example")
+            for _ in range(2):
+                smtp.mail("a@xyz.example")
+                smtp.rcpt("john@abc.example")
+                try:  # the 451 answers DATA itself, before any content
+                    replies.append(smtp.data(b"Subject: t\r\n\r\nsmall\r\n"))
+                except smtplib.SMTPDataError as refused:
+                    replies.append((refused.smtp_code, refused.smtp_error))
+                    smtp.rset()
+        return replies
+
+    first, second = _serve(config, send_twice)
+    assert first == (451, b"4.3.0 Local error in processing")
+    assert second[0] == 250
+    _only_the_small_message_kept(config)
+    line = _reject_then_traceback(caplog.records)
+    assert line.startswith("NOQUEUE: reject: DATA from [127.0.0.1]:"), line
+    assert "from=<a@xyz.example> to=<john@abc.example> helo=<client.example>" in line, line
+    assert line.endswith(" (cannot create a spool file: Operation not permitted)"), line
+
+
+def _relay_reusing_its_connection(messages: int) -> Callable[[int], list[int]]:
+    """A relay that sends ``messages`` down one connection, each answered with its
+    code; it goes on after a refusal, as a relay with a batch does."""
+
+    def client(port: int) -> list[int]:
+        codes = []
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.ehlo("relay.example")
+            for _ in range(messages):
+                code = smtp.docmd("MAIL FROM:<a@xyz.example>")[0]
+                if code == 250:
+                    smtp.rcpt("john@abc.example")
+                    try:
+                        code = smtp.data(b"Subject: t\r\n\r\nx\r\n")[0]
+                    except smtplib.SMTPDataError as refused:
+                        code = refused.smtp_code
+                codes.append(code)
+                smtp.rset()
+        return codes
+
+    return client
+
+
+def test_a_relay_is_not_cut_off_and_banned_for_spool_files_that_cannot_be_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """25 messages down one connection while ``queue/tmp`` refuses spool files: each
+    ``451 4.3.0`` counted toward the session's error limit, and the 21st command got
+    ``421 4.7.0 ... Too many errors``, which the fail2ban filter bans, for the server's
+    own fault."""
+    caplog.set_level(logging.INFO, "smtpcore")
+
+    def denied(*args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(queue, "create_new", denied)
+    assert _serve(_config(tmp_path), _relay_reusing_its_connection(25)) == [451] * 25
+    assert _hosts(_as_logged(caplog.records)) == []
+    assert "Too many errors" not in caplog.text
+
+
+def test_a_relay_is_not_cut_off_and_banned_for_a_full_disk_at_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same relay while the disk is under ``--min-free-space``: 25 ``452 4.3.1``
+    at MAIL, and no ``421``."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    config = _config(tmp_path, min_free_space=1 << 60)
+    assert _serve(config, _relay_reusing_its_connection(25)) == [452] * 25
+    assert _hosts(_as_logged(caplog.records)) == []
+    assert "Too many errors" not in caplog.text
 
 
 WHERE_THE_DISK_FILLS: dict[str, tuple[Any, str, int]] = {

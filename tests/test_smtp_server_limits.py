@@ -40,9 +40,10 @@ from smtpcore.smtp import (
     RejectedMessage,
     Reply,
     ServerConnection,
+    StartTls,
     State,
 )
-from smtpcore.testing import permissive_smtp_answer
+from smtpcore.testing import SMTPAnswer, permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
 # -- excess recipients (RFC 5321 §4.5.3.1.10) ---------------------------------------
@@ -168,9 +169,89 @@ def test_rcpts_with_no_mail_sent_are_errors_as_ever() -> None:
 def test_503s_behind_a_refused_mail_past_the_overshoot_limit_count_as_errors() -> None:
     conn = greeted(max_recipient_overshoot=3, max_errors=5)
     _, out = run(conn, EHLO + REFUSED_MAIL + recipients(12), answer=refusing_mail)
-    # The MAIL's refusal, 3 forgiven, 4 counted (5 errors), and the 421 for the next.
-    assert codes(out)[1:] == ["452 4.3.1"] + ["503 5.5.1"] * 7 + ["421 4.7.0"]
+    # The MAIL's refusal (the server's fault, no error), 3 forgiven, 5 counted, and the
+    # 421 for the next.
+    assert codes(out)[1:] == ["452 4.3.1"] + ["503 5.5.1"] * 8 + ["421 4.7.0"]
     assert conn.state is State.CLOSED
+
+
+# -- the server's own failures are not the client's errors (RFC 3463 §3.4) -----------
+
+SERVER_FAILURES = [
+    Reply(451, "Local error in processing", "4.3.0"),
+    Reply(452, "Insufficient system storage", "4.3.1"),
+    Reply(451, "System incorrectly configured", "4.3.5"),
+]
+CLIENT_ERRORS = [
+    Reply(450, "Try again later", "4.7.1"),  # a policy's: the client's to earn
+    Reply(552, "Message too big for system", "5.3.4"),  # permanent: counted as ever
+    Reply(451, "Try again later", None),  # says nothing of whose fault it is
+]
+
+
+def answering_mail_with(refusal: Reply) -> SMTPAnswer:
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Mail):
+            return refusal
+        return permissive_smtp_answer(conn, event)
+
+    return answer
+
+
+@pytest.mark.parametrize("refusal", SERVER_FAILURES, ids=str)
+def test_a_relay_whose_mails_the_server_fails_is_not_cut_off(refusal: Reply) -> None:
+    """A relay sending its batch down one connection while the disk is full, or a spool
+    file cannot be created, got ``421 4.7.0 Too many errors`` at its 21st message,
+    which the fail2ban filter bans: for the server's fault, not the client's."""
+    conn = greeted()
+    _, out = run(
+        conn,
+        EHLO + b"MAIL FROM:<a@b.example>\r\nRSET\r\n" * 30,
+        answer=answering_mail_with(refusal),
+    )
+    assert codes(out)[1:] == [f"{refusal.code} {refusal.status}", "250 2.0.0"] * 30
+    assert conn.state is State.READY
+
+
+@pytest.mark.parametrize("refusal", CLIENT_ERRORS, ids=str)
+def test_other_refusals_of_mail_count_as_errors_as_ever(refusal: Reply) -> None:
+    conn = greeted()
+    _, out = run(
+        conn,
+        EHLO + b"MAIL FROM:<a@b.example>\r\nRSET\r\n" * 30,
+        answer=answering_mail_with(refusal),
+    )
+    assert codes(out)[-1] == "421 4.7.0"
+    assert conn.state is State.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("options", "line", "event_type"),
+    [
+        ({"starttls": True}, b"STARTTLS\r\n", StartTls),
+        (
+            {"auth_mechanisms": ["PLAIN"], "auth_require_tls": False},
+            b"AUTH PLAIN AGpvaG4AcHc=\r\n",
+            Auth,
+        ),
+    ],
+    ids=["STARTTLS", "AUTH"],
+)
+def test_a_454_the_server_could_not_help_is_not_the_clients_error(
+    options: dict[str, Any], line: bytes, event_type: type[Event]
+) -> None:
+    """``454`` says the server failed, to STARTTLS (RFC 3207 §4, "TLS not available due
+    to temporary reason") and to AUTH (RFC 4954 §6, "a temporary server failure")."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, event_type):
+            return Reply(454, "Temporary failure", "4.7.0")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted(**options)
+    _, out = run(conn, EHLO + line * 30, answer=answer)
+    assert codes(out)[1:] == ["454 4.7.0"] * 30
+    assert conn.state is State.READY
 
 
 @pytest.mark.parametrize(

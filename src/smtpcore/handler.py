@@ -459,7 +459,12 @@ class Handler:
     both ``452 4.3.1``); being the expected state of
     a full disk, it is logged as one
     ``reject:`` line at WARNING without a traceback (naming the refused MAIL's
-    sender or RCPT's recipient), where any other exception is logged with its.
+    sender or RCPT's recipient). Any other exception out of such a hook refuses
+    the transaction too, and gets the same ``reject:`` line first, its reason the
+    hook and the error (``(handle_data_chunk failed: Input/output error)``), then
+    its traceback; one out of any other hook is logged with its traceback alone.
+    None of these ``4.3.X`` refusals counts toward the session's ``max_errors``:
+    the fault is the server's, not the client's.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

@@ -21,6 +21,7 @@ __all__ = [
     "LOCAL_ERROR",
     "TOO_BIG_FOR_SYSTEM",
     "failure_reply",
+    "fault_text",
     "no_room",
 ]
 
@@ -57,6 +58,14 @@ def failure_reply(exc: BaseException) -> Reply:
     either way, so the client's retry duplicates nothing (RFC 5321 §6.1)."""
     found = _no_room(exc)
     return LOCAL_ERROR if found is None else found[0]
+
+
+def fault_text(exc: BaseException) -> str:
+    """A fault in a few words, for the ``reject:`` line logged before its traceback:
+    an ``OSError``'s ``Operation not permitted``, else the exception's class."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 def no_room(exc: BaseException) -> str | None:

@@ -28,7 +28,7 @@ from smtpcore._driver._factory import (
     refuse_server_keywords,
     session_state,
 )
-from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, no_room
+from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, fault_text, no_room
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
@@ -1008,23 +1008,26 @@ class ServerSession(ServedSession):
 
         A write that found no room (:func:`no_room`) is the expected state of a full
         disk, not a fault: one ``reject:`` line, with the write's reason and no
-        traceback (:meth:`_refused_for_want_of_room`); any other failure keeps its."""
+        traceback (:meth:`_refused_by_failure`). Any other failure in a transaction is
+        refused too, and gets that line, every refusal having one, then its traceback."""
         verb = _TRANSACTION_HOOKS.get(hook)
-        why = no_room(exc)
-        if verb is None or why is None:
+        if verb is None:
             logger.exception("%s failed", hook)
-            return LOCAL_ERROR if verb is None else failure_reply(exc)
+            return LOCAL_ERROR
+        why = no_room(exc)
         reply = failure_reply(exc)
-        self._refused_for_want_of_room(verb, event, reply, why)
+        detail = why if why is not None else f"{hook} failed: {fault_text(exc)}"
+        self._refused_by_failure(verb, event, reply, detail)
+        if why is None:
+            logger.exception("%s failed", hook)
         return reply
 
-    def _refused_for_want_of_room(
-        self, verb: str, event: Event | None, reply: Reply, why: str
-    ) -> None:
-        """The ``reject:`` line of a transaction a full disk refused, naming what was
-        refused as every refusal does (:meth:`_refused_addresses`). One line at WARNING,
-        as the reference server's floor check warns of the same state at MAIL: mail is
-        refused until the operator makes room, which ``--log-level warning`` must show."""
+    def _refused_by_failure(self, verb: str, event: Event | None, reply: Reply, why: str) -> None:
+        """The ``reject:`` line of a transaction a local failure refused (a full disk,
+        a fault), naming what was refused as every refusal does
+        (:meth:`_refused_addresses`). One line at WARNING, as the reference server's
+        floor check warns of a full disk at MAIL: mail is refused until the operator
+        acts, which ``--log-level warning`` must show."""
         session = self.session
         sender, recipient = self._refused_addresses(verb, event)
         logger.warning(

@@ -29,7 +29,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
-from smtpcore._driver._failures import INSUFFICIENT_STORAGE, failure_reply, no_room
+from smtpcore._driver._failures import (
+    INSUFFICIENT_STORAGE,
+    failure_reply,
+    fault_text,
+    no_room,
+)
 from smtpcore._driver._refusals import only_recipient, path_text
 from smtpcore._numbers import parse_number
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
@@ -378,14 +383,12 @@ class _MailHandler(Handler):
         policy does: one ``reject: DATA`` line with the write's reason, no traceback
         (RFC 5321 §4.2.2 452, RFC 3463 X.3.1 and X.3.4), at WARNING, as the floor check
         warns of the same state at MAIL (``freespace``): mail is being refused until
-        the operator makes room. Any other failure is a fault: ``what``, with its
-        traceback."""
-        reply = failure_reply(exc)
+        the operator makes room. Any other failure is a fault, refused all the same: its
+        ``reject: DATA`` line, every refusal having one, with ``what`` and the error as
+        its reason, then ``what`` with its traceback."""
         why = no_room(exc)
-        if why is None:
-            logger.error("%s%s", f"{queue_id}: " if queue_id else "", what, exc_info=exc)
-            return reply
-        return self._refuse(
+        reply = failure_reply(exc)
+        self._refuse(
             session,
             "DATA",
             reply,
@@ -394,9 +397,12 @@ class _MailHandler(Handler):
             if recipient is not None
             else only_recipient([r.mailbox for r in envelope.recipients]),
             queue_id=queue_id,
-            detail=why,
+            detail=why if why is not None else f"{what}: {fault_text(exc)}",
             level=logging.WARNING,
         )
+        if why is None:
+            logger.error("%s%s", f"{queue_id}: " if queue_id else "", what, exc_info=exc)
+        return reply
 
     def _stats(self, session: Session) -> _Stats:
         stats = session.extra.get("stats")

@@ -18,13 +18,16 @@ from typing import Any, TypeVar
 
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
+from smtpcore._numbers import is_digits
 from smtpcore._version import __version__
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
     ConfigError,
     ServerConfig,
     default_hostname_warning,
     machine_name,
+    option_number,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -55,10 +58,28 @@ def _arg(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
 
 
 def _port(text: str) -> int:
-    port = int(text)
-    if not 0 <= port < 65536:
-        raise ValueError(f"{port} is not a port")
+    """A port, 0 to 65535, in ASCII digits: Python's ``int()`` also reads other scripts'
+    digits (Arabic-Indic ones bound a port nobody asked for), and says so in its own
+    words (``invalid literal for int() with base 10``)."""
+    port = option_number(text, max_digits=5)
+    if port is None or port > 65535:
+        raise ValueError(f"{text!r} is not a port (0 to 65535)")
     return port
+
+
+_COUNT_DIGITS = 9
+"""Digits a count may have: far past any session, recipient or bit count, and a bound
+on the work."""
+
+
+def _count(text: str) -> int:
+    """A count (sessions, recipients, bits) in ASCII digits, as :func:`_port`."""
+    number = option_number(text, max_digits=_COUNT_DIGITS)
+    if number is not None:
+        return number
+    if is_digits(text):
+        raise ValueError(f"{text!r} is too large (at most {'9' * _COUNT_DIGITS})")
+    raise ValueError(f"{text!r} is not a whole number (digits 0-9)")
 
 
 def _add_serve(commands: Any) -> None:
@@ -178,21 +199,21 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--max-recipients",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=100,
         metavar="N",
         help="recipients per message (default 100)",
     )
     limits.add_argument(
         "--max-sessions",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=2000,
         metavar="N",
         help="sessions each listener serves at once; more get 421 (default 2000)",
     )
     limits.add_argument(
         "--max-sessions-per-address",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=50,
         metavar="N",
         help="sessions each listener serves at once for one client address, as Postfix's "
@@ -200,7 +221,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--client-ipv6-prefix-length",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=84,
         metavar="BITS",
         help="count an IPv6 client for --max-sessions-per-address by its network of this "
@@ -240,20 +261,22 @@ def _add_serve(commands: Any) -> None:
     relay.add_argument(
         "--retry-after",
         type=_arg(parse_duration, "duration"),
-        default=300.0,
+        default=None,
         metavar="DURATION",
-        help="first retry of a temporary failure, doubling after, with jitter (default 300s)",
+        help="first retry of a temporary failure, doubling after, with jitter (default 300s, "
+        "Postfix's minimal_backoff_time; lowered to a shorter --max-retry-after given alone)",
     )
     relay.add_argument(
         "--max-retry-after",
         type=_arg(parse_duration, "duration"),
-        default=4000.0,
+        default=None,
         metavar="DURATION",
-        help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time)",
+        help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time; "
+        "raised to a longer --retry-after given alone)",
     )
     relay.add_argument(
         "--destination-concurrency",
-        type=_arg(int, "number"),
+        type=_arg(_count, "number"),
         default=None,
         metavar="N",
         help="outbound sessions at once to one destination (a recipient domain, or the "
@@ -535,8 +558,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}
+    alias_sources: dict[tuple[str, str], str] = {}
+    retry_after, max_retry_after = _retry_bounds(args)
     if args.users_file is not None:
-        users, aliases, sources = read_users(args.users_file)
+        users, aliases, sources, alias_sources = read_users(args.users_file)
     for text in args.user:
         key, password = parse_user(text)
         users[key] = password
@@ -582,8 +607,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         resolver=args.resolver,
         remote_port=args.remote_port,
         relay_host=args.relay_host,
-        retry_after=args.retry_after,
-        max_retry_after=max(args.max_retry_after, args.retry_after),
+        retry_after=retry_after,
+        max_retry_after=max_retry_after,
         destination_concurrency=args.destination_concurrency,
         max_queue_age=args.max_queue_age,
         delay_warning=args.delay_warning,
@@ -592,11 +617,28 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         allow_internal_relay=args.allow_internal_relay,
         sender_login_match=args.sender_login_match,
         sender_aliases=aliases,
+        alias_sources=alias_sources,
         proxy_protocol_from=tuple(args.proxy_protocol_from),
         proxy_protocol_timeout=args.proxy_protocol_timeout,
         xclient_from=tuple(args.xclient_from),
         **options,
     )
+
+
+def _retry_bounds(args: argparse.Namespace) -> tuple[float, float]:
+    """``--retry-after`` and ``--max-retry-after``. Given alone, either moves the other's
+    default to meet it, as Postfix adjusts one backoff time to the other: ``--retry-after
+    2h`` raises the maximum to 2h, ``--max-retry-after 1m`` lowers the first retry to 1m.
+    Given together, they are taken as given, for :class:`ServerConfig` to refuse a
+    maximum shorter than the first retry: the operator said two things that disagree."""
+    retry_after: float | None = args.retry_after
+    most: float | None = args.max_retry_after
+    if most is None:
+        first = MIN_BACKOFF if retry_after is None else retry_after
+        return first, max(MAX_BACKOFF, first)
+    if retry_after is None:
+        return min(MIN_BACKOFF, most), most
+    return retry_after, most
 
 
 async def _serve(

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._driver._timeouts import as_seconds
+from smtpcore._numbers import is_digits, parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
@@ -32,6 +33,7 @@ from smtpcore.address import (
 )
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials, saslprep
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 
 __all__ = [
     "MAX_DURATION",
@@ -332,8 +334,8 @@ def _login_key(place: int, text: str, where: str) -> str:
 
 def read_users_and_aliases(path: Path) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
     """The users and sender aliases of :func:`read_users`, without where each user is."""
-    users, aliases, _ = read_users(path)
-    return users, aliases
+    found = read_users(path)
+    return found.users, found.aliases
 
 
 class UsersFile(NamedTuple):
@@ -343,6 +345,8 @@ class UsersFile(NamedTuple):
     aliases: dict[str, tuple[str, ...]]
     sources: dict[str, str]
     """Each user's ``FILE:LINE``, for :class:`ServerConfig` to name in its errors."""
+    alias_sources: dict[tuple[str, str], str]
+    """Each ``(alias, login)`` grant's ``FILE:LINE``, for the same."""
 
 
 def read_users(path: Path) -> UsersFile:
@@ -352,6 +356,9 @@ def read_users(path: Path) -> UsersFile:
     ``ADDRESS -> LOGIN, LOGIN...`` a line: the logins that may send as ADDRESS on the
     submission listener (Postfix's ``smtpd_sender_login_maps``). Blank lines and ``#``
     comments are skipped.
+
+    An alias may name a login given elsewhere (``serve --user``): whether each login
+    is a user is :class:`ServerConfig`'s to check, which knows them all.
 
     Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
     would also cut a password at a form feed or U+2028. A byte order mark at the
@@ -375,6 +382,7 @@ def read_users(path: Path) -> UsersFile:
     user_lines: dict[str, int] = {}
     login_lines: dict[str, tuple[int, str]] = {}
     aliases: dict[str, tuple[str, ...]] = {}
+    alias_sources: dict[tuple[str, str], str] = {}
     for number, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
@@ -390,6 +398,8 @@ def read_users(path: Path) -> UsersFile:
             if not logins:
                 raise ConfigError(f"{where}: expected ADDRESS -> LOGIN[, LOGIN...]")
             aliases[key] = tuple(dict.fromkeys(aliases.get(key, ()) + logins))
+            for login in logins:
+                alias_sources.setdefault((key, login), where)
             continue
         key, password = parse_user(line, where)
         if key in user_lines:
@@ -409,14 +419,11 @@ def read_users(path: Path) -> UsersFile:
         login_lines[login] = number, key
         users[key] = password
         sources[key] = where
-    for alias, logins in aliases.items():
-        for login in logins:
-            if login not in users:
-                raise ConfigError(f"{path}: {alias} -> {login}: {login} is not a user here")
-    return UsersFile(users, aliases, sources)
+    return UsersFile(users, aliases, sources, alias_sources)
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
+# [0-9], not \d: a str pattern's \d, and float(), take every script's digits.
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*\Z", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION = 100 * 365 * 86400.0
 """A hundred years: longer is a typing mistake, and far longer no float at all (inf)."""
@@ -424,7 +431,8 @@ MAX_DURATION = 100 * 365 * 86400.0
 
 def parse_duration(text: str) -> float:
     """Seconds, or a number with a unit as Postfix writes them: ``90s``, ``30m``, ``5d``;
-    at most :data:`MAX_DURATION`."""
+    at most :data:`MAX_DURATION`. Its digits are ASCII ones, as every number the
+    project reads (``5m`` in Arabic-Indic digits is no duration)."""
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"{text!r} is not a duration (seconds, or like 30m, 12h, 5d)")
@@ -434,17 +442,31 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-_SIZE = re.compile(r"\s*(\d+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
+def option_number(text: str, *, max_digits: int) -> int | None:
+    """The value of a number an option gives: ASCII digits alone, else None, as
+    :func:`~smtpcore._numbers.parse_number` reads one, up to ``max_digits`` digits. Leading
+    zeros are not counted toward them: they add nothing to the value, nor to the work, and
+    ``int()``, which the options used, took them (``--smtp-port 000025`` is 25)."""
+    if not is_digits(text):
+        return None
+    return parse_number(text.lstrip("0") or "0", max_digits=max_digits)
+
+
+_SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
+_SIZE_DIGITS = 20
+"""Digits a size may have: a thousand times any disk, and a bound on the work."""
 
 
 def parse_size(text: str) -> int:
-    """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``."""
+    """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``; in ASCII digits
+    (:func:`~smtpcore._numbers.parse_number`)."""
     match = _SIZE.match(text)
-    if match is None:
+    number = None if match is None else option_number(match.group(1), max_digits=_SIZE_DIGITS)
+    if match is None or number is None:
         raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
     exponent = " kmg".index(match.group(2).lower() or " ")
-    number: int = int(match.group(1)) * 1024**exponent
-    return number
+    size: int = number * 1024**exponent
+    return size
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -456,13 +478,13 @@ def parse_host_port(text: str) -> tuple[str, int]:
     group of the address, so a host with a colon outside brackets is refused.
     """
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()):
+    number = option_number(port, max_digits=5)
+    if not sep or not host or number is None:
         raise ValueError(f"{text!r} is not HOST:PORT")
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
         raise ConfigError(
             f"{text!r}: write an IPv6 address with a port in brackets, as [2001:db8::1]:25"
         )
-    number = int(port)
     if not 0 < number < 65536:
         raise ValueError(f"port {number} out of range")
     if host.startswith("[") and host.endswith("]") and ":" in host:
@@ -566,10 +588,10 @@ class ServerConfig:
     remote_port: int = 25
     """The port relayed mail goes to on every exchanger (Postfix's ``smtp_tcp_port``)."""
     relay_host: tuple[str, int] | None = None
-    retry_after: float = 300.0
+    retry_after: float = MIN_BACKOFF
     """Seconds before the first retry of a temporary failure; the wait doubles after
     (Postfix's ``minimal_backoff_time``)."""
-    max_retry_after: float = 4000.0
+    max_retry_after: float = MAX_BACKOFF
     """The longest wait between two attempts (Postfix's ``maximal_backoff_time``)."""
     destination_concurrency: int | None = None
     """Outbound sessions the relay holds at once to one destination (a recipient domain,
@@ -607,6 +629,10 @@ class ServerConfig:
     user_sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """Where each user was given (``FILE:LINE``, ``--user``), for the errors about it
     to name, as the users file's parser names the line of its own."""
+    alias_sources: Mapping[tuple[str, str], str] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Where each ``(alias, login)`` of ``sender_aliases`` was granted (``FILE:LINE``)."""
     _logins: Mapping[str, str] = field(init=False, repr=False, compare=False)
     """Each user's :func:`credential_key` to the user's mailbox key."""
 
@@ -634,7 +660,8 @@ class ServerConfig:
         for alias, logins in self.sender_aliases.items():
             for login in logins:
                 if login not in self.users:
-                    raise ConfigError(f"sender alias {alias}: {login} is not a user here")
+                    where = self.alias_sources.get((alias, login), "sender alias")
+                    raise ConfigError(f"{where}: {alias} -> {login}: {login} is not a user here")
         object.__setattr__(self, "sender_aliases", MappingProxyType(dict(self.sender_aliases)))
         for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
             _check_port(name, getattr(self, f"{name}_port"))

@@ -57,6 +57,7 @@ from smtpcore.routing import (
     Router,
 )
 from smtpcore.server.activemarks import DeliveryMarks
+from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
 from smtpcore.server.exchanger import (
@@ -95,6 +96,7 @@ __all__ = [
     "ClientFactory",
     "DeliveryWorker",
     "MAX_BACKOFF",
+    "MIN_BACKOFF",
     "PLACE_RETRY",
     "QUIT_TIMEOUT",
     "RESOLVE_TIMEOUT",
@@ -102,10 +104,6 @@ __all__ = [
     "destination",
     "opportunistic_tls_context",
 ]
-
-MAX_BACKOFF: Final = 4000.0
-"""The longest wait between two attempts by default (Postfix's ``maximal_backoff_time``),
-unless ``retry_after`` itself is longer."""
 
 RESOLVE_TIMEOUT: Final = 120.0
 """Seconds one domain's lookups (its MX records, then its exchangers' addresses) may take
@@ -145,33 +143,6 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     """TLS that encrypts without checking who answers (RFC 7435 opportunistic security):
     MX records are not authenticated, so a name check would prove nothing."""
     return relay_tls_context(RelayTLS.MAY)
-
-
-def backoff(
-    retry_after: float,
-    attempts: int,
-    *,
-    cap: float = MAX_BACKOFF,
-    rng: RandomSource | None = None,
-) -> float:
-    """Seconds to wait after the ``attempts``-th failed round.
-
-    ``retry_after``, doubling each round, up to ``cap`` (or ``retry_after``
-    when that is longer), as Postfix's ``minimal_backoff_time`` and
-    ``maximal_backoff_time``. With ``rng``, the wait is drawn between half
-    that and all of it, never below ``retry_after``: messages deferred
-    together by one outage do not all come back in the same second.
-    """
-    ceiling = max(retry_after, cap)
-    # 64 doublings take even a nanosecond past 500 years, beyond any cap; counting every
-    # round would overflow 2.0 ** n once a message has failed 1025 of them.
-    doublings = min(max(attempts - 1, 0), 64)
-    wait = min(retry_after * 2.0**doublings, ceiling)
-    if rng is None:
-        return wait
-    low = max(retry_after, wait / 2)
-    steps = int((wait - low) * 1000)
-    return low + (rng.randrange(steps + 1) / 1000 if steps > 0 else 0.0)
 
 
 class DeliveryWorker:
@@ -227,7 +198,7 @@ class DeliveryWorker:
         resolver: Resolver,
         mailboxes: LocalMailboxes,
         hostname: str,
-        retry_after: float = 300.0,
+        retry_after: float = MIN_BACKOFF,
         max_retry_after: float = MAX_BACKOFF,
         max_queue_age: float = 5 * 86400.0,
         delay_warning: float | None = None,

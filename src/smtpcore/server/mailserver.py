@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import errno
 import os
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -259,9 +260,9 @@ class MailServer:
                 try:
                     await self._listen(name, port)
                 except OSError as exc:
-                    where = host_port(self.config.host, port)
+                    where = _listener_place(self.config.host, port, exc)
                     raise OSError(
-                        exc.errno, f"{name} listener on {where}: {exc.strerror or exc}"
+                        exc.errno, f"{name} listener on {where}: {_bind_failure_text(exc)}"
                     ) from exc
         except BaseException:
             await self.aclose(grace=0)
@@ -355,6 +356,7 @@ class MailServer:
             users=config.users,
             user_sources=config.user_sources,
             sender_aliases=config.sender_aliases,
+            alias_sources=config.alias_sources,
         )
         await self.threads.run(LocalMailboxes(new).create_all)
         fresh = self._tls_current
@@ -608,3 +610,31 @@ class MailServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_BOUND_ADDRESS: Final = re.compile(r"bind on address \('([^']*)', ")
+"""The address in the sentence asyncio's ``create_server`` (and
+:func:`~smtpcore._asyncio_raw.listening_sockets`, worded as it) gives a failed bind, where
+alone it says which: ``error while attempting to bind on address ('::1', 2587, 0, 0): ...``."""
+
+
+def _listener_place(host: str, port: int, exc: OSError) -> str:
+    """Where a listener failed, as ``--host`` names it, and the address whose bind failed
+    when that is not ``--host`` itself: a name can resolve to several (``localhost`` to
+    127.0.0.1 and ::1), and one taken or not this machine's is the one to know."""
+    where = host_port(host, port)
+    found = _BOUND_ADDRESS.search(str(exc))
+    if found is None or found[1] in (host, host.strip("[]")):
+        return where
+    return f"{where} (address {found[1]})"
+
+
+def _bind_failure_text(exc: OSError) -> str:
+    """Why a listener could not be bound, in the system's words (``Address already in
+    use``): asyncio's ``create_server`` hands back its own sentence for a failed bind
+    (``error while attempting to bind on address ('127.0.0.1', 2587): address already
+    in use``), whose ``errno`` still says it. A failed name lookup has a negative
+    ``errno`` (getaddrinfo's) and its own words, kept."""
+    if exc.errno and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)

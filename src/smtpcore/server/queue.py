@@ -777,14 +777,22 @@ class Queue:
                 if is_visible(item.name):
                     yield item.name
 
-    def scan(self) -> Iterator[QueueEntry]:
-        """Every entry on disk, read one at a time without changing anything (a file
-        that goes, is being replaced meanwhile, or is damaged is skipped)."""
+    def scan(
+        self, damaged: Callable[[str, OSError | ValueError], object] | None = None
+    ) -> Iterator[QueueEntry]:
+        """Every entry on disk, read one at a time without changing anything. A file
+        that goes meanwhile (delivered, or being replaced) is skipped; one that is
+        damaged or cannot be read is skipped too, and told to ``damaged`` with the
+        error, for a tool to show (Postfix's ``showq`` warns of each): the server's
+        start moves those to ``queue/corrupt/`` instead."""
         for queue_id in self.ids():
             try:
                 yield self.load(queue_id)
-            except (OSError, ValueError):
+            except FileNotFoundError:
                 continue
+            except (OSError, ValueError) as exc:
+                if damaged is not None:
+                    damaged(queue_id, exc)
 
     def entries(self) -> list[QueueEntry]:
         """Every entry now on disk, by id (see :meth:`scan`, which holds one at a time)."""

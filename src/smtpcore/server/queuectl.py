@@ -47,6 +47,7 @@ __all__ = [
     "QueueCommand",
     "apply_left_offline",
     "apply_offline",
+    "damaged_line",
     "dropped_report",
     "format_listing",
     "offline_lock",
@@ -400,18 +401,22 @@ def apply_offline(
     tell: Callable[[str], object] = print,
     *,
     own: bool = True,
+    skips: list[str] | None = None,
 ) -> list[str]:
     """Carry ``command`` out on the files, no server running; the ids acted on. What a
     delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``; so
-    does each id it names but skips (see :func:`_targets`) when the command is the
-    operator's ``own``. One a stopped server left (``own=False``) skips in silence: a
-    line ``queue hold: ID skipped`` under ``queue release`` reads as a command never
-    given, and a message gone since it was left was delivered, as is normal. Only the
-    envelopes of the messages it names are read, one at a time."""
+    does each id it skips (see :func:`_targets`) when the command is the operator's
+    ``own``, and the id goes into ``skips``, for the tool's status. One a stopped
+    server left (``own=False``) skips in silence: a line ``queue hold: ID skipped``
+    under ``queue release`` reads as a command never given, and a message gone since
+    it was left was delivered, as is normal. Only the envelopes of the messages it
+    names are read, one at a time."""
 
-    def skipped(line: str) -> None:
+    def skipped(queue_id: str, why: str) -> None:
         if own:
-            tell(f"queue {command.action}: {line}")
+            tell(f"queue {command.action}: {queue_id} skipped: {why}")
+            if skips is not None:
+                skips.append(queue_id)
 
     done = []
     for entry in _targets(queue, command, skipped):
@@ -454,34 +459,38 @@ def apply_left_offline(queue: Queue, now: float, tell: Callable[[str], object] =
 
 
 def _targets(
-    queue: Queue, command: QueueCommand, skipped: Callable[[str], object]
+    queue: Queue, command: QueueCommand, skipped: Callable[[str, str], object]
 ) -> Iterator[QueueEntry]:
     """The entries ``command`` acts on, loaded one at a time. An id it names that is gone
     or damaged is skipped and told to ``skipped`` with why: the operator asked for it.
-    For ``ALL``, such files are no messages (``list`` shows none of them), and are
-    skipped in silence. Every message's ids are taken first (names only, none read): the
-    files are rewritten by renames while this goes on, which a directory read under way
-    may or may not show again."""
+    ``ALL`` asked for every message, a damaged one included (``list`` shows those too),
+    and is told the same of each; a message gone meanwhile was delivered, and goes
+    unsaid. Every message's ids are taken first (names only, none read): the files are
+    rewritten by renames while this goes on, which a directory read under way may or
+    may not show again."""
     named = bool(command.ids) and not command.pinned
     ids = command.ids if command.ids or command.pinned else tuple(sorted(queue.ids()))
     for queue_id in ids:
-        found = _load_or_why(queue, queue_id)
-        if isinstance(found, QueueEntry):
-            yield found
-        elif named:
-            skipped(f"{queue_id} skipped: {found}")
+        try:
+            yield queue.load(queue_id)
+        except FileNotFoundError:
+            if named:
+                skipped(queue_id, "no longer in the queue")
+        except (OSError, ValueError) as exc:
+            skipped(queue_id, _unusable_why(exc))
 
 
-def _load_or_why(queue: Queue, queue_id: str) -> QueueEntry | str:
-    """The entry ``queue_id``, or why it cannot be acted on."""
-    try:
-        return queue.load(queue_id)
-    except FileNotFoundError:
-        return "no longer in the queue"
-    except OSError as exc:
+def _unusable_why(exc: OSError | ValueError) -> str:
+    """Why an envelope that is there cannot be acted on, as the tool says it."""
+    if isinstance(exc, OSError):
         return f"cannot be read ({exc.strerror or exc})"
-    except ValueError as exc:  # a link, a FIFO, not an entry's JSON
-        return f"damaged ({exc}): see queue/corrupt/ after the next start"
+    return f"damaged ({exc}): see queue/corrupt/ after the next start"  # a link, a FIFO, bad JSON
+
+
+def damaged_line(queue_id: str, exc: OSError | ValueError) -> str:
+    """The line ``list`` prints for an envelope :meth:`Queue.scan` skipped (Postfix's
+    ``showq`` warns of each corrupt queue file)."""
+    return f"{queue_id}  {_unusable_why(exc)}"
 
 
 def _age(seconds: float) -> str:
@@ -493,7 +502,10 @@ def _age(seconds: float) -> str:
 
 
 def format_listing(
-    queue: Queue, now: float, active: Collection[str] = frozenset()
+    queue: Queue,
+    now: float,
+    active: Collection[str] = frozenset(),
+    damaged: Callable[[str, OSError | ValueError], object] | None = None,
 ) -> Iterator[str]:
     """``mailq``'s view, a line at a time as the envelopes are read (in directory order,
     as ``mailq``'s: a queue of any size is listed with one entry in memory, its first
@@ -501,9 +513,10 @@ def format_listing(
     messages in delivery now, as ``mailq`` marks its active queue), age, size, sender
     and state, then each pending recipient with its last error, then the success
     reports it still owes (an entry with no recipient pending is kept for them:
-    deleting it drops them); the totals last."""
+    deleting it drops them); the totals last. An envelope that cannot be read is told
+    to ``damaged`` (see :meth:`Queue.scan` and :func:`damaged_line`)."""
     count = total = 0
-    for entry in queue.scan():
+    for entry in queue.scan(damaged):
         yield from _entry_lines(entry, now, entry.id in active)
         count += 1
         total += entry.size

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from smtpcore.server.activemarks import read_active
@@ -15,6 +16,7 @@ from smtpcore.server.queuectl import (
     QueueCommand,
     apply_left_offline,
     apply_offline,
+    damaged_line,
     format_listing,
     offline_lock,
     running_server,
@@ -48,10 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     require_real_directory(queue_dir / "envelopes")
     queue = Queue(queue_dir)
     if args.action == "list":  # writes nothing, and follows no link: for any reader
-        active = read_active(queue_dir, _server_or_none(data_dir))
-        for line in format_listing(queue, time.time(), active):
-            print(loggable(line))  # remote servers' replies, senders' addresses
-        return 0
+        return _list(queue, read_active(queue_dir, _server_or_none(data_dir)))
     _check_owner(queue_dir)
     check_private_directories(data_dir, queue_dir)
 
@@ -75,10 +74,27 @@ def _run(args: argparse.Namespace) -> int:
         left = apply_left_offline(queue, time.time(), tell)
         if left:
             print(f"queue: {left} commands a stopped server left carried out first")
-        done = apply_offline(queue, command, time.time(), tell)
+        skips: list[str] = []
+        done = apply_offline(queue, command, time.time(), tell, skips=skips)
     later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
     print(f"queue {args.action}: {len(done)} messages{later}")
-    return 2 if set(ids) - set(done) else 0  # each id skipped was told, with its reason
+    return 2 if skips else 0  # each id skipped was told, with its reason
+
+
+def _list(queue: Queue, active: Collection[str]) -> int:
+    """``list``: status 2 when an envelope could not be read. Each such one gets its
+    line where the listing meets it, as ``showq`` warns as it goes, and nothing of it
+    is kept: its error, and the traceback's frames, hold the file's whole text."""
+    damaged = 0
+
+    def tell_damaged(queue_id: str, exc: OSError | ValueError) -> None:
+        nonlocal damaged
+        damaged += 1
+        print(loggable(damaged_line(queue_id, exc)))
+
+    for line in format_listing(queue, time.time(), active, tell_damaged):
+        print(loggable(line))  # remote servers' replies, senders' addresses
+    return 2 if damaged else 0
 
 
 def _server_or_none(data_dir: Path) -> int | None:

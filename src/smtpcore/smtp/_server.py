@@ -194,6 +194,14 @@ the RCPT, DATA and BDAT a pipelining client sent behind that MAIL (RFC 2920 §3.
 that resets the recipients counted clears it, at no cost to the everyday path."""
 _SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
 """The commands a pipelining client sends behind its MAIL (RFC 2920 §3.1)."""
+_MAIL_SYSTEM_SUBJECT: Final = 3
+"""RFC 3463 §3.4's X.3.XXX, Mail System Status: "something having to do with the
+destination system", under "the destination system administrator"'s control, caused
+the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage)."""
+_SERVER_UNAVAILABLE: Final = frozenset({(StartTls, 454), (Auth, 454), (AuthResponse, 454)})
+"""Answers whose code alone says the server failed: ``454`` to STARTTLS (RFC 3207 §4,
+"TLS not available due to temporary reason") and to AUTH (RFC 4954 §6, "a temporary
+server failure")."""
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
 )
@@ -580,7 +588,10 @@ class ServerConnection:
             ``smtpd_hard_error_limit``). Not counted, up to ``max_recipient_overshoot``:
             excess recipients, and the ``503`` of each RCPT, DATA or BDAT a pipelining
             client sent behind a MAIL that was refused (RFC 2920 §3.1); a message
-            accepted starts the count again.""",
+            accepted starts the count again. Nor are temporary refusals of the server's
+            own making: a status ``4.3.X`` (RFC 3463 §3.4, mail system status, as
+            ``451 4.3.0`` local error and ``452 4.3.1`` insufficient storage), and
+            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6).""",
         )
         max_bad_commands = _option("max_bad_commands")
         max_junk_commands = _option(
@@ -1210,7 +1221,8 @@ class ServerConnection:
         behind it (RFC 2920 §3.1), whose ``503`` refuses nothing of its own. It counts
         toward ``max_recipient_overshoot`` as an excess recipient does, not toward
         ``max_errors``, so that a relay whose MAIL a full disk refused is not cut off
-        (and banned) for the size of its batch; the MAIL's own refusal counts."""
+        (and banned) for the size of its batch; the MAIL's own refusal counts, unless it
+        is the server's own failure (:meth:`_clients_error`)."""
         return (
             self._accepted == _MAIL_REFUSED
             and type(command) in _SENT_BEHIND_MAIL
@@ -1871,7 +1883,7 @@ class ServerConnection:
 
     def _finish(self, answered: Event, event: Reply) -> bytes:
         code = event.code
-        if code >= 400 and answered is not self._forgiven:
+        if code >= 400 and self._clients_error(answered, event):
             self._errors += 1
         if code == 421:
             self._state = State.CLOSED
@@ -1886,6 +1898,24 @@ class ServerConnection:
             if known is status:
                 return data
         return event.to_bytes(status)
+
+    def _clients_error(self, answered: Event, event: Reply) -> bool:
+        """Whether the refusal ``event`` of ``answered`` counts toward ``max_errors``: a
+        limit on what the client does wrong (RFC 5321 §3.8's "erroneous commands").
+        Excused: a refusal the machine forgave (:meth:`_behind_refused_mail`, an excess
+        recipient: ``max_recipient_overshoot`` counts those), and a temporary one that
+        says the server itself failed, by its status (:data:`_MAIL_SYSTEM_SUBJECT`) or
+        by its code (:data:`_SERVER_UNAVAILABLE`): a relay that sends its batch down
+        one connection while the disk is full or a spool file cannot be made is not
+        cut off, and banned, for the server's fault."""
+        if answered is self._forgiven:
+            return False
+        if event.code >= 500:
+            return True
+        status = event.status
+        if status is not None and status.subject == _MAIL_SYSTEM_SUBJECT:
+            return False
+        return (type(answered), event.code) not in _SERVER_UNAVAILABLE
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         """The enhanced status ``event`` is written with, answering ``answered`` (RFC
