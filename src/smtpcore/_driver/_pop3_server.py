@@ -481,6 +481,7 @@ class POP3ServerSession(ServedSession):
         "_failures",
         "_out",
         "_out_size",
+        "_part_written",
         "_sasl",
         "conn",
         "listing",
@@ -517,6 +518,8 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._part_written = False
+        """Whether a write was cut off part-way: the client holds part of a response."""
         self._closing = False
         self._waiting_idle = False
 
@@ -760,9 +763,14 @@ class POP3ServerSession(ServedSession):
         await self._end(ended, watching)
 
     def _goodbye(self, response: Err) -> None:
-        """Answer, then end the session (nothing is deleted: there was no QUIT)."""
+        """Answer, then end the session (nothing is deleted: there was no QUIT).
+
+        Where a response is part-written (a multi-line one under way, or a write
+        cut off), the close alone ends it: a status line there would be read as
+        its content (RFC 1939 §3), and mid-line at that."""
         assert self.conn is not None
-        self._out.append(response.to_bytes())
+        if not (self._part_written or self.conn.responding):
+            self._out.append(response.to_bytes())
         self._closing = True
 
     async def _flush(self) -> None:
@@ -774,6 +782,7 @@ class POP3ServerSession(ServedSession):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self._out_size = 0
+        self._part_written = True  # until all of it is out: a cancellation may cut it
         try:
             sent = self.transport.send_nowait(data)
             if sent < len(data):
@@ -783,6 +792,7 @@ class POP3ServerSession(ServedSession):
             if self.conn is not None:
                 self.conn.send_failed()
             raise ConnectionLost from None
+        self._part_written = False
 
     async def _emit(self, data: bytes) -> None:
         """Queue bytes for the client, writing once enough has gathered."""
