@@ -1935,6 +1935,38 @@ def test_a_response_cut_off_at_the_grace_period_gets_no_err_after_its_part(
     assert b"-ERR" not in received, bytes(received[-80:])
 
 
+def test_a_client_told_of_a_shutdown_while_idle_says_the_server_closed_the_session(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A server's shutdown sends an idle client ``-ERR [SYS/TEMP] Server shutting
+    down`` and closes (RFC 2449 §8.1.2); the client's QUIT on leaving ``async with``
+    found it and raised ``POP3ProtocolError`` ("a response no command asked for"),
+    where the SMTP client says the server is closing the session. It now raises
+    :class:`POP3ConnectionError` carrying that ``-ERR``."""
+    mod = module(adapter)
+    with running_pop3_server(adapter, store) as server:
+
+        async def session() -> BaseException:
+            with pytest.raises(mod.POP3ConnectionError) as closed:
+                async with mod.POP3Client(
+                    "127.0.0.1", server.port, allow_plaintext_auth=True
+                ) as client:
+                    await client.login("alice", "wonderland")
+                    closing = threading.Thread(
+                        target=server.call, args=(lambda: server.server.aclose(grace=5),)
+                    )
+                    closing.start()
+                    closing.join(30)  # told, then closed
+                    await module_sleep(adapter)(0.2)  # the event loop reads what came
+            error: BaseException = closed.value
+            return error
+
+        error = run(adapter, session)
+    assert isinstance(error, module(adapter).POP3ConnectionError)
+    assert error.response is not None and error.response.code == "SYS/TEMP"
+    assert "the server is closing the session: -ERR [SYS/TEMP]" in str(error)
+
+
 def test_a_session_cut_off_at_the_grace_period_is_told_the_server_shuts_down(
     adapter: str,
 ) -> None:
