@@ -769,7 +769,7 @@ class POP3ServerSession(ServedSession):
         cut off), the close alone ends it: a status line there would be read as
         its content (RFC 1939 §3), and mid-line at that."""
         assert self.conn is not None
-        if not (self._part_written or self.conn.responding):
+        if not (self._part_written or self.conn.in_multiline_response):
             self._out.append(response.to_bytes())
         self._closing = True
 
