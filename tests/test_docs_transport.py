@@ -93,3 +93,32 @@ def test_starttls_through_the_transport(page: dict[str, Any], tls: TLSFiles) -> 
     asyncio.run(body())
     assert seen == [True]
     assert inbox.messages == [b"Subject: tls\r\n\r\nsecret\r\n"]
+
+
+def test_the_pages_transport_has_no_plaintext_way_back_from_a_cancelled_handshake(
+    page: dict[str, Any], tls: TLSFiles
+) -> None:
+    """The page's contract (RFC 3207 §4): a handshake cancelled midway (a shutdown's
+    cut-off) leaves reads and writes failing, never reaching the peer in clear."""
+
+    async def body() -> bytes:
+        server_end, client_end = socket.socketpair()
+        transport = page["SocketTransport"](server_end)
+        client_end.sendall(b"\x16\x03\x01")  # a ClientHello begins; no more comes
+        starting = transport.start_tls(tls.server_context, server_side=True)
+        handshake = asyncio.ensure_future(starting)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        handshake.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await handshake
+        with pytest.raises(OSError):
+            await transport.send_all(b"421 4.3.2 mx.test Service shutting down\r\n")
+        with pytest.raises(OSError) as failed:  # not a wait for the handshake's rest
+            await asyncio.wait_for(transport.receive_some(100), 10)
+        assert not isinstance(failed.value, TimeoutError)
+        await transport.aclose()
+        with client_end:
+            return client_end.recv(100)
+
+    assert asyncio.run(body()) == b""

@@ -1898,6 +1898,75 @@ def test_a_client_that_stops_reading_is_cut_off_at_the_grace_period(
     assert took < 3.0, took  # the close's own 5 s wait came on top of the grace before
 
 
+def test_a_response_cut_off_at_the_grace_period_gets_no_err_after_its_part(
+    adapter: str, tmp_path: Path
+) -> None:
+    """A large RETR to a client that stopped reading, cut off when the grace runs out:
+    ``-ERR [SYS/TEMP] Server shutting down`` went out after the part of the message
+    written (on trio mid-line, ``...\\r\\n\\r-ERR``), where a client taking the close
+    for the end stores it as the message's last line (RFC 1939 §3: no status line
+    inside a multi-line response). The session now closes without it."""
+    write_maildir(tmp_path / "alice", [b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 200_000])
+    store = MaildirStore(tmp_path, PASSWORDS)
+    with (
+        running_pop3_server(adapter, store) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        replies = sock.makefile("rb")
+        replies.readline()
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+        assert replies.readline().startswith(b"+OK") and replies.readline().startswith(b"+OK")
+        sock.sendall(b"RETR 1\r\n")
+        assert replies.readline().startswith(b"+OK")
+        received = bytearray()
+
+        def read_slowly() -> None:  # a client on a slow line: the writes go on, in part
+            with contextlib.suppress(OSError):
+                while chunk := replies.read1(8192):
+                    received.extend(chunk)
+                    time.sleep(0.005)
+
+        reader = threading.Thread(target=read_slowly)
+        reader.start()
+        server.call(lambda: server.server.aclose(grace=0.3))
+        reader.join(60)
+        assert not reader.is_alive()  # the close ended the read, not the join's patience
+    assert received.startswith(b"Subject: big\r\n") and not received.endswith(b"\r\n.\r\n")
+    assert b"-ERR" not in received, bytes(received[-80:])
+
+
+def test_a_client_told_of_a_shutdown_while_idle_says_the_server_closed_the_session(
+    adapter: str, store: MaildirStore
+) -> None:
+    """A server's shutdown sends an idle client ``-ERR [SYS/TEMP] Server shutting
+    down`` and closes (RFC 2449 §8.1.2); the client's QUIT on leaving ``async with``
+    found it and raised ``POP3ProtocolError`` ("a response no command asked for"),
+    where the SMTP client says the server is closing the session. It now raises
+    :class:`POP3ConnectionError` carrying that ``-ERR``."""
+    mod = module(adapter)
+    with running_pop3_server(adapter, store) as server:
+
+        async def session() -> BaseException:
+            with pytest.raises(mod.POP3ConnectionError) as closed:
+                async with mod.POP3Client(
+                    "127.0.0.1", server.port, allow_plaintext_auth=True
+                ) as client:
+                    await client.login("alice", "wonderland")
+                    closing = threading.Thread(
+                        target=server.call, args=(lambda: server.server.aclose(grace=5),)
+                    )
+                    closing.start()
+                    closing.join(30)  # told, then closed
+                    await module_sleep(adapter)(0.2)  # the event loop reads what came
+            error: BaseException = closed.value
+            return error
+
+        error = run(adapter, session)
+    assert isinstance(error, module(adapter).POP3ConnectionError)
+    assert error.response is not None and error.response.code == "SYS/TEMP"
+    assert "the server is closing the session: -ERR [SYS/TEMP]" in str(error)
+
+
 def test_a_session_cut_off_at_the_grace_period_is_told_the_server_shuts_down(
     adapter: str,
 ) -> None:

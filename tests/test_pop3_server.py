@@ -630,6 +630,22 @@ class TestMultiline:
         assert out == b"..starts with a dot\r\nline\r\n..\r\n.\r\n"
         assert conn.next_event() is NEED_DATA
 
+    def test_in_multiline_response_from_the_ok_to_the_end(self) -> None:
+        """The session asks this before a goodbye: no -ERR inside an answer (RFC 1939 §3)."""
+        conn = logged_in()
+        assert not conn.in_multiline_response
+        assert receive(conn, b"RETR 1\r\n") == Retr(1)
+        assert not conn.in_multiline_response  # not answered yet: an -ERR may still go
+        conn.send(Ok())
+        assert conn.in_multiline_response
+        conn.send(ResponseData(b"line\r\n"))
+        assert conn.in_multiline_response
+        conn.send(EndOfResponse())
+        assert not conn.in_multiline_response
+        assert receive(conn, b"STAT\r\n") == Stat()
+        conn.send(Ok("2 320"))
+        assert not conn.in_multiline_response
+
     def test_bare_lf_content_becomes_crlf(self) -> None:
         """A Maildir stores LF line ends; the wire wants CRLF (RFC 1939 §3)."""
         conn = logged_in()

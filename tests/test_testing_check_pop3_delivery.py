@@ -696,7 +696,7 @@ def test_the_smtp_password_is_hidden_in_every_form_a_server_quotes(
         )
     text = report.format()
     assert report["delivered-intact"].outcome is Outcome.FAILED, text
-    assert "535" in text and "<hidden>" in text, text
+    assert "535 5.7.8" in text and "<hidden>" in text, text
     for form in credential_forms("bob", SMTP_PASSWORD):
         assert form.decode() not in text, (form, text)
 

@@ -482,6 +482,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # before the reads of the same pass, so it would find nothing.
         while not chunks:
             if self._eof:
+                if self._closing and self._transport is None:  # see _handshake_failed
+                    raise ConnectionResetError("the TLS handshake failed")
                 return b""
             runner = self._runner
             if runner is not None and runner.task is None:
@@ -658,17 +660,37 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._next = self._offset = self._buffered = self._exact = 0
         self._reading_paused = False
         loop = asyncio.get_running_loop()
-        new = await loop.start_tls(
-            transport,
-            self,
-            context,
-            server_side=server_side,
-            server_hostname=server_hostname,
-        )
+        try:
+            new = await loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=server_side,
+                server_hostname=server_hostname,
+            )
+        except BaseException:
+            self._handshake_failed(transport)
+            raise
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
         self._tls = True
+
+    def _handshake_failed(self, transport: asyncio.Transport) -> None:
+        """Leave no way back to plaintext after a handshake that raised, a cancelled
+        one included (see :meth:`smtpcore.transport.Transport.start_tls`).
+
+        asyncio closes the plain transport then, but gently: what is queued (a
+        ``220`` the peer has not read) still goes out, a close waits for it, and the
+        protocol is asyncio's TLS one by then, so this one is never told of the end
+        (a read would wait for ever). So the transport is aborted, dropping what is
+        queued, and forgotten: reads and writes raise ``ConnectionResetError``,
+        whoever waits is woken, and :meth:`aclose` has nothing left to close
+        (closing, and no transport: what only this leaves)."""
+        transport.abort()
+        self._transport = None
+        self._closing = True
+        self.connection_lost(None)
 
     async def aclose(self) -> None:
         transport = self._transport
@@ -820,18 +842,33 @@ class StreamTransport:
         _drop_buffered(self._reader)
         loop = asyncio.get_running_loop()
         try:
-            new = await loop.start_tls(
-                transport,
-                _UnderTLS(cast(asyncio.Protocol, transport.get_protocol())),
-                context,
-                server_side=server_side,
-                server_hostname=server_hostname,
-            )
-        except (TypeError, NotImplementedError, RuntimeError) as exc:  # a pipe, say
-            raise ConnectionResetError(f"this stream cannot start TLS: {exc}") from exc
+            try:
+                new = await loop.start_tls(
+                    transport,
+                    _UnderTLS(cast(asyncio.Protocol, transport.get_protocol())),
+                    context,
+                    server_side=server_side,
+                    server_hostname=server_hostname,
+                )
+            except (TypeError, NotImplementedError, RuntimeError) as exc:  # a pipe, say
+                raise ConnectionResetError(f"this stream cannot start TLS: {exc}") from exc
+        except BaseException:
+            self._handshake_failed()
+            raise
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+
+    def _handshake_failed(self) -> None:
+        """Leave no way back to plaintext after a handshake that raised, a cancelled
+        one included (see :meth:`smtpcore.transport.Transport.start_tls`): the
+        transport is aborted, dropping what is queued, and closed for this stream,
+        whose reads raise ``ConnectionResetError`` (the reader's protocol, behind
+        asyncio's TLS one by then, would never hear of the end), its writes too,
+        and whose :meth:`aclose` has nothing left to wait for."""
+        self._closed = True
+        self._reader.set_exception(ConnectionResetError("the TLS handshake failed"))
+        cast(asyncio.WriteTransport, self._transport).abort()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -96,6 +96,12 @@ class Transport(Protocol):
         :meth:`receive_some` must be dropped: they came in plaintext and must
         never be taken as protected (RFC 3207 §6). A stream that cannot be
         upgraded raises :class:`OSError`.
+
+        A handshake that raised, a cancelled one included, leaves no way back to
+        plaintext (RFC 3207 §4): the peer may be mid-handshake, and a plain
+        reply (a shutdown's ``421``) would land among its TLS records. Every
+        later :meth:`receive_some` and :meth:`send_all` raises :class:`OSError`,
+        as over a reset connection, and :meth:`aclose` still closes the stream.
         """
         ...
 

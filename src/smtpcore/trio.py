@@ -869,7 +869,16 @@ class TrioTransport(FastPaths):
             server_hostname=server_hostname,
             https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
         )
-        await _shake_hands(stream)
+        try:
+            await _shake_hands(stream)
+        except BaseException:
+            # No way back to plaintext (RFC 3207 §4): the peer may be mid-handshake,
+            # so a plain reply (a shutdown's 421) would land in its TLS records.
+            # Reads and writes go to the stream whose handshake failed, which fails them
+            # as a reset connection does; aclose still closes the socket.
+            self._stream = _HandshakeFailed(stream)
+            self._fd = -1
+            raise
         self._ssl = stream
         self._stream = stream
         self._fd = -1
@@ -927,6 +936,30 @@ class TrioTransport(FastPaths):
         for one whose handshake is done."""
         assert self._ssl is not None
         await _shake_hands(self._ssl)
+
+
+class _HandshakeFailed(trio.abc.Stream):
+    """What is left of a stream whose TLS handshake did not finish (it failed, or was
+    cancelled): every read and write fails, as over a reset connection, and closing
+    closes the stream under it. trio leaves such an ``SSLStream`` broken, but says
+    it *may*; this says it for certain, and for every stream."""
+
+    def __init__(self, stream: trio.SSLStream[trio.abc.Stream]) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("the TLS handshake did not finish")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("the TLS handshake did not finish")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def _shake_hands(stream: trio.SSLStream[trio.abc.Stream]) -> None:

@@ -59,6 +59,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
+from smtpcore.pop3._responses import parse_status_line
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -179,6 +180,23 @@ def size_bound(listed: int) -> int:
 
 class POP3ProtocolError(POP3Error):
     """The server broke the protocol beyond repair (or the SASL exchange failed)."""
+
+
+_MAX_CLOSING_ERR: Final = 512
+"""The longest line a server's closing ``-ERR`` is read from (RFC 2449 §4: 512 octets)."""
+
+
+def _closing_err(came: bytes) -> Err | None:
+    """The ``-ERR`` that ``came`` is, one whole line and nothing else: what a server
+    says as it closes the session on its own (a shutdown's ``-ERR [SYS/TEMP]``, RFC
+    2449 §8.1.2), no answer to a command; ``None`` for anything else."""
+    if len(came) > _MAX_CLOSING_ERR or not came.endswith(b"\r\n") or came.count(b"\n") != 1:
+        return None
+    try:
+        said = parse_status_line(came[:-2])
+    except RemoteProtocolError:
+        return None
+    return said if isinstance(said, Err) else None
 
 
 class POP3ClientOptions(TypedDict, total=False):
@@ -742,6 +760,7 @@ class BasePOP3Client(BaseClient):
         stops once the machine holds more than its ``max_buffered`` (any byte is one
         too many already): a server that keeps the socket full cannot grow memory."""
         conn = self.connection
+        came = b""  # what arrived unasked, kept while it may be one -ERR line
         # A stand-in for a Link (a wrapper that shows the wire) may not have it.
         receive_nowait = getattr(self._transport, "receive_nowait", None)
         while receive_nowait is not None and (data := receive_nowait(_READ_SIZE)) is not None:
@@ -750,8 +769,16 @@ class BasePOP3Client(BaseClient):
             conn.receive_data(data)
             if not data:
                 self._peer_closed = True
-                conn.next_event()  # the machine closes the session, or refuses what came
+                try:
+                    conn.next_event()  # the machine closes the session, or refuses what came
+                except RemoteProtocolError as exc:
+                    said = _closing_err(came)
+                    if said is None:
+                        raise
+                    raise POP3ConnectionError("the server is closing the session", said) from exc
                 raise POP3ConnectionError("the server closed the connection")
+            if len(came) <= _MAX_CLOSING_ERR:
+                came += data
             if conn.buffered > conn.max_buffered:
                 return
 

@@ -519,6 +519,7 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._write_cut = False
         self._closing = False
         self._waiting_idle = False
 
@@ -762,9 +763,14 @@ class POP3ServerSession(ServedSession):
         await self._end(ended, watching)
 
     def _goodbye(self, response: Err) -> None:
-        """Answer, then end the session (nothing is deleted: there was no QUIT)."""
+        """Answer, then end the session (nothing is deleted: there was no QUIT).
+
+        Where a response is part-written (a multi-line one under way, or a write
+        cut off), the close alone ends it: a status line there would be read as
+        its content (RFC 1939 §3), and mid-line at that."""
         assert self.conn is not None
-        self._out.append(response.to_bytes())
+        if not (self._write_cut or self.conn.in_multiline_response):
+            self._out.append(response.to_bytes())
         self._closing = True
 
     async def _flush(self) -> None:
@@ -780,7 +786,7 @@ class POP3ServerSession(ServedSession):
             sent = self.transport.send_nowait(data)
             if sent < len(data):
                 async with self.transport.deadline(self.options.timeouts.send):
-                    await self.transport.send_all(data[sent:])
+                    await self._send_all(data[sent:])
         except (OSError, TimeoutError):
             if self.conn is not None:
                 self.conn.send_failed()

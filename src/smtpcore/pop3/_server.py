@@ -222,6 +222,13 @@ class ServerConnection:
         state = property(attrgetter("_state"), doc="The state the session is in.")
 
     @property
+    def in_multiline_response(self) -> bool:
+        """Whether a multi-line response is under way: its ``+OK`` sent, its
+        :class:`EndOfResponse` not yet. Nothing else may go out meanwhile, not even
+        an ``-ERR`` (RFC 1939 §3): a session that must end then closes."""
+        return self._encoder is not None
+
+    @property
     def buffered(self) -> int:
         """Octets received from the client and not yet turned into events.
 
