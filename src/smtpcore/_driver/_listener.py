@@ -396,7 +396,7 @@ class ServedSession:
 
     # Slots, here and in the protocols' sessions: an idle session keeps its fields for
     # minutes, and an instance dictionary costs more than the fields themselves.
-    __slots__ = ("_waiting_idle", "_watchdog", "_write_cut", "session", "state", "transport")
+    __slots__ = ("_waiting_idle", "_watchdog", "session", "state", "transport")
 
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
     protocol: ClassVar[str] = ""
@@ -410,13 +410,6 @@ class ServedSession:
     _waiting_idle: bool
     """True while the session waits for a command outside a transaction (False from
     the start: each protocol's session sets it in its constructor)."""
-    _write_cut: bool
-    """True while a write to the client is under way (:meth:`_send_all`), so still
-    True after one cut off part-way (a cancellation: a timeout, a shutdown's
-    cut-off; trio drops the rest of a cancelled ``send_all``): the client then
-    holds part of a reply, and a last word written after it would land inside it,
-    mid-line. Each protocol's :meth:`_close` says nothing then: the close alone
-    ends the session. (False from the start, as :attr:`_waiting_idle`.)"""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation.
@@ -502,13 +495,6 @@ class ServedSession:
                             await told
                         finally:
                             self.transport.clock.close()  # its deadlines set the timer again
-
-    async def _send_all(self, data: bytes) -> None:
-        """Write ``data`` to the client, however long it takes; a write cut off
-        part-way leaves :attr:`_write_cut` set."""
-        self._write_cut = True
-        await self.transport.send_all(data)
-        self._write_cut = False
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended

@@ -483,6 +483,7 @@ class POP3ServerSession(ServedSession):
         "_failures",
         "_out",
         "_out_size",
+        "_part_written",
         "_sasl",
         "conn",
         "listing",
@@ -519,7 +520,8 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
-        self._write_cut = False
+        self._part_written = False
+        """Whether a write was cut off part-way: the client holds part of a response."""
         self._closing = False
         self._waiting_idle = False
 
@@ -769,7 +771,7 @@ class POP3ServerSession(ServedSession):
         cut off), the close alone ends it: a status line there would be read as
         its content (RFC 1939 §3), and mid-line at that."""
         assert self.conn is not None
-        if not (self._write_cut or self.conn.in_multiline_response):
+        if not (self._part_written or self.conn.in_multiline_response):
             self._out.append(response.to_bytes())
         self._closing = True
 
@@ -782,15 +784,17 @@ class POP3ServerSession(ServedSession):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self._out_size = 0
+        self._part_written = True  # until all of it is out: a cancellation may cut it
         try:
             sent = self.transport.send_nowait(data)
             if sent < len(data):
                 async with self.transport.deadline(self.options.timeouts.send):
-                    await self._send_all(data[sent:])
+                    await self.transport.send_all(data[sent:])
         except (OSError, TimeoutError):
             if self.conn is not None:
                 self.conn.send_failed()
             raise ConnectionLost from None
+        self._part_written = False
 
     async def _emit(self, data: bytes) -> None:
         """Queue bytes for the client, writing once enough has gathered."""
