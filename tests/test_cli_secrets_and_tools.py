@@ -1126,29 +1126,22 @@ def test_send_says_a_refusal_before_mail_is_its_own_not_the_servers() -> None:
         assert str(error.reply.code) not in fate.text, fate
 
 
-def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> None:
-    """A message refused at the end of its content in SMTP (554) after b was refused
-    for now at ``RCPT`` (452): every recipient took the error's one reply, so c, refused
-    for good, read as temporary and could go to the next exchanger (RFC 5321 §5.1).
-    Each recipient's fate comes from ``result`` now, as for a refusal of every
-    ``RCPT``: b temporary by its 452, c permanent by the 554 (§4.2.1)."""
+def _fates_of_a_refused_message(b_reply: Reply, end: Reply) -> list[Any]:
+    """What ``send`` makes of a message refused at the end of its content (``end``)
+    whose recipient b got ``b_reply`` at ``RCPT`` and c got 250."""
     from typing import cast
 
     from smtpcore._driver import BaseSMTPClient
     from smtpcore._driver._smtp_errors import MessageRefused
     from smtpcore.address import parse_mailbox
     from smtpcore.server.tools import _submit
-    from smtpcore.smtp import RecipientResult, Reply, TransactionResult
+    from smtpcore.smtp import RecipientResult, TransactionResult
 
     b, c = parse_mailbox("b@d.example"), parse_mailbox("c@d.example")
-    end = Reply(554, "content refused", "5.7.1")
     result = TransactionResult(
         parse_mailbox("a@x.example"),
         Reply(250, "ok", "2.1.0"),
-        (
-            RecipientResult(b, Reply(452, "b over quota", "4.2.2")),
-            RecipientResult(c, Reply(250, "ok", "2.1.5"), end),
-        ),
+        (RecipientResult(b, b_reply), RecipientResult(c, Reply(250, "ok", "2.1.5"), end)),
         Reply(354, "go"),
         (end,),
         complete=True,
@@ -1162,7 +1155,18 @@ def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> 
             return None
 
     client = cast(BaseSMTPClient, Refusing())
-    fates = asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx"))
+    return list(asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx")))
+
+
+def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> None:
+    """A message refused at the end of its content in SMTP (554) after b was refused
+    for now at ``RCPT`` (452): every recipient took the error's one reply, so c, refused
+    for good, read as temporary and could go to the next exchanger (RFC 5321 §5.1).
+    Each recipient's fate comes from ``result`` now, as for a refusal of every
+    ``RCPT``: b temporary by its 452, c permanent by the 554 (§4.2.1)."""
+    fates = _fates_of_a_refused_message(
+        Reply(452, "b over quota", "4.2.2"), Reply(554, "content refused", "5.7.1")
+    )
     assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
         ("b@d.example", False, True),
         ("c@d.example", False, False),
@@ -1175,37 +1179,9 @@ def test_send_shows_a_reply_of_several_lines_as_the_relay_keeps_it() -> None:
     """``send`` joined a reply's lines behind one code (``550 5.1.1 no such user``);
     it now writes each line with its code, as the relay's log and reports do (RFC 3461
     §9.2), by the relay's own function."""
-    from typing import cast
-
-    from smtpcore._driver import BaseSMTPClient
-    from smtpcore._driver._smtp_errors import MessageRefused
-    from smtpcore.address import parse_mailbox
-    from smtpcore.server.tools import _submit
-    from smtpcore.smtp import RecipientResult, Reply, TransactionResult
-
-    b, c = parse_mailbox("b@d.example"), parse_mailbox("c@d.example")
-    end = Reply(554, ["content", "refused"], "5.7.1")
-    result = TransactionResult(
-        parse_mailbox("a@x.example"),
-        Reply(250, "ok", "2.1.0"),
-        (
-            RecipientResult(b, Reply(550, ["no such", "user"], "5.1.1")),
-            RecipientResult(c, Reply(250, "ok", "2.1.5"), end),
-        ),
-        Reply(354, "go"),
-        (end,),
-        complete=True,
+    fates = _fates_of_a_refused_message(
+        Reply(550, ["no such", "user"], "5.1.1"), Reply(554, ["content", "refused"], "5.7.1")
     )
-
-    class Refusing:
-        async def send_message(self, *args: object) -> None:
-            raise MessageRefused("end of data", end, result)
-
-        async def quit(self) -> None:
-            return None
-
-    client = cast(BaseSMTPClient, Refusing())
-    fates = asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx"))
     assert [f.text for f in fates] == [
         "mx: 550-5.1.1 no such 550 5.1.1 user",
         "mx: 554-5.7.1 content 554 5.7.1 refused",
