@@ -28,14 +28,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from peers import running_smtp_server
+from peers import TLSFiles, running_smtp_server
 from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.server.log import refusal_line
 from smtpcore.smtp import Reply
-from test_adapters_auth import USER, authenticator
+from test_adapters_auth import NO_CREDENTIAL_CHECKED, USER, authenticator
 from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
 from test_cli_serve import LOOPBACK, Served, serve
 
@@ -278,6 +278,63 @@ def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
     assert _hosts(log) == [], log
     cancelled = [line for line in log.splitlines() if "cancelled by the client" in line]
     assert len(cancelled) == 2 and all("AUTH PLAIN from [127.0.0.1]:" in c for c in cancelled)
+
+
+def test_an_auth_refusal_that_checked_no_credential_is_answered_at_once_and_never_banned(
+    tmp_path: Path, tls: TLSFiles
+) -> None:
+    """``AUTH CRAM-MD5 =`` waited ``--auth-failure-delay``, and it, PLAIN before
+    STARTTLS, an unknown mechanism, a syntax error, an answer not base64 or too long
+    were each logged ``reject: AUTH``, which the filter counts: the documented jail
+    (maxretry = 5) banned a client that had tried no password. Five of each, in a
+    session of their own, are now answered while the delay is an hour, and the filter
+    matches none of their lines. (With a certificate, PLAIN needs STARTTLS first.)"""
+    options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    with _serve_john(tmp_path, "--auth-failure-delay", "3600", *options) as abc:
+        for lines, refusal in NO_CREDENTIAL_CHECKED:
+            with _after_ehlo(abc.ports["submission"], b"client.test") as (sock, reader):
+                for _ in range(5):
+                    for line in lines:
+                        sock.sendall(line + b"\r\n")
+                        answer = reader.readline()
+                    assert answer.startswith(refusal), (lines, answer)
+                sock.sendall(b"NOOP\r\n")
+                assert reader.readline().startswith(b"250"), lines
+        assert abc.stop() == 0
+    log = abc.log()
+    assert _hosts(log) == [], log
+    unchecked = [line for line in log.splitlines() if "no credential checked: AUTH" in line]
+    assert len(unchecked) == 5 * len(NO_CREDENTIAL_CHECKED), log
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(538, "Encryption required for requested mechanism", "5.7.11"),
+        Reply(504, "Unrecognized authentication type", "5.5.4"),
+        Reply(501, "Client initiated Authentication Exchange", "5.7.0"),
+        Reply(501, "Syntax: AUTH mechanism [initial-response]", "5.5.4"),
+    ],
+)
+def test_no_auth_refusal_that_checks_no_credential_is_banned_in_an_older_servers_shape(
+    reply: Reply,
+) -> None:
+    """Earlier servers logged every AUTH refusal ``reject:``: the filter passes by the
+    ones that never check a credential. A wrong password's, and the 421 after too many,
+    are still banned."""
+    peer = "[192.0.2.7]:40318"
+    old = f"NOQUEUE: reject: AUTH from {peer}: {reply}; mechanism=CRAM-MD5 user=<>"
+    assert _hosts(_as_logged([_record("smtpcore.server", old)])) == []
+    banned = [
+        f"NOQUEUE: reject: AUTH from {peer}: 535 5.7.8 Authentication credentials invalid;"
+        " mechanism=PLAIN user=<>",
+        f"NOQUEUE: reject: AUTH from {peer}: 501 5.7.8 Authentication cancelled,"
+        " credentials invalid; mechanism=XOAUTH2 user=<>",
+        f"NOQUEUE: reject: AUTH from {peer}: 421 4.7.0 mx.abc.example Too many failed"
+        " authentications",
+    ]
+    found = _hosts(_as_logged([_record("smtpcore.server", line) for line in banned]))
+    assert [host for host, _ in found] == ["192.0.2.7"] * 3
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(

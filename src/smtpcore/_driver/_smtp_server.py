@@ -138,14 +138,26 @@ def _logged_verb(event: BadCommand) -> str:
     return verb if verb in _KNOWN_VERBS else "command"
 
 
-def _refusal_kind(reply: Reply) -> str:
+NO_CREDENTIAL_CHECKED: Final = "no credential checked"
+"""What the log calls an AUTH refusal that judged no credential (RFC 4954 §4, §6: an
+unknown mechanism, a mechanism that needs TLS, a syntax error, an initial response to
+CRAM-MD5): not ``reject:``, which fail2ban's filter counts as a failed login. Postfix
+likewise warns ``SASL ... authentication failed`` only once a credential was checked."""
+
+
+def _refusal_kind(event: BadCommand) -> str:
     """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
     (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
     after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
-    nothing of its own; ``reject`` for any other reply, the refusal fail2ban counts.
+    nothing of its own; :data:`NO_CREDENTIAL_CHECKED` for a line of AUTH that no
+    mechanism judged, unless its ``421`` ends the session for abuse (too many errors
+    or failed logins); ``reject`` for any other reply, the refusal fail2ban counts.
     The machine counts the 503s behind a refused MAIL toward ``max_recipient_overshoot``
     and every other one toward ``max_errors``."""
-    return "bad sequence" if reply.code == 503 else "reject"
+    code = event.reply.code
+    if code == 503:
+        return "bad sequence"
+    return NO_CREDENTIAL_CHECKED if event.secret and code != 421 else "reject"
 
 
 READ_SIZE: Final = 65536
@@ -1112,16 +1124,17 @@ class ServerSession(ServedSession):
         after the mechanism had refused the credentials (a token's error challenge,
         RFC 7628 §3.2.2), counts the failed authentication the refusal already was
         toward ``max_auth_failures``: the machine's reply, held back and logged as a
-        failed AUTH is."""
+        failed AUTH is. Any other line of AUTH judged no credential: answered at once
+        and logged as such (:func:`_refusal_kind`)."""
         if event.secret:
             flow = self._auth
             reply = flow.answer(self.conn, event)
-            if flow.failure is not None:
+            if flow.failed_login:
                 await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
                 return
         logger.info(
             "NOQUEUE: %s: %s from %s: %s",
-            _refusal_kind(event.reply),
+            _refusal_kind(event),
             _logged_verb(event),
             client_text(self.session),
             loggable_reply(event.reply),
@@ -1492,7 +1505,11 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
+            answered = self._answer(reply)
+            if flow.failed_login:
+                await self._auth_failed(answered, flow.mechanism, flow.failure)
+            elif answered.code >= 500:
+                self._auth_refused(answered, flow.mechanism)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1532,6 +1549,20 @@ class ServerSession(ServedSession):
             loggable_reply(reply),
         )
 
+    def _auth_refused(self, reply: Reply, mechanism: str) -> None:
+        """An AUTH the mechanism refused before it judged any credential, answered
+        with ``reply``: an initial response to a server-first mechanism (``501
+        5.7.0``, RFC 4954 §4), a ``-PLUS`` mechanism without channel binding data
+        (``504``). No failed login: answered at once, with no
+        ``auth_failure_delay``, and logged in no line fail2ban's filter reads."""
+        logger.info(
+            "NOQUEUE: %s: AUTH from %s: %s; mechanism=%s",
+            NO_CREDENTIAL_CHECKED,
+            client_text(self.session),
+            loggable_reply(reply),
+            loggable(mechanism),
+        )
+
     async def _auth_failed(
         self,
         reply: Reply,
@@ -1540,10 +1571,12 @@ class ServerSession(ServedSession):
         *,
         proven: str | None = None,
     ) -> None:
-        """A failed AUTH, answered with ``reply`` (a 5xx other than 504, an unknown
-        mechanism: not a guess at a password): logged at INFO, in the line
-        fail2ban's filter reads, and the reply held back ``auth_failure_delay``
-        seconds. The line names the user the ``failure`` named only when the
+        """A failed AUTH, answered with ``reply``: the mechanism refused the
+        credentials (:attr:`ServerAuth.failed_login
+        <smtpcore.smtp.ServerAuth.failed_login>`) or the handler vetoed the
+        identity they proved (``proven``). A 5xx other than 504 (a veto's too) is
+        logged at INFO, in the line fail2ban's filter reads, and the reply held back
+        ``auth_failure_delay`` seconds. The line names the user the ``failure`` named only when the
         Authenticator's ``is_user`` knows it (a password typed as a name is not
         logged), or the one a handler vetoed (``proven``). A known user whom the
         mechanism had no secret for (CRAM-MD5 and SCRAM keys) could not have

@@ -113,6 +113,15 @@ class Failure:
     for a wrong password; a server that knows the user exists logs the attempt as
     impossible rather than as a guess. Not compared either."""
 
+    @property
+    def failed_login(self) -> bool:
+        """Whether the mechanism judged and refused the client's credentials: a failed
+        login, which a server counts toward its limit, answers after its failure
+        delay and logs in the line fail2ban bans (SMTP's 5.7.8, RFC 4954 §6; POP3's
+        ``[AUTH]``, RFC 3206 §4). A temporary failure or a callback's error judged
+        nothing, and an :class:`UnexpectedInitialResponse` tried nothing."""
+        return not (self.temporary or self.callback_error)
+
 
 @dataclass(frozen=True, slots=True)
 class UnexpectedInitialResponse(Failure):
@@ -123,6 +132,11 @@ class UnexpectedInitialResponse(Failure):
     it with 501 (RFC 4954 §4), POP3 with ``-ERR`` (RFC 5034 §4), and neither
     counts it toward the failed authentications a session may make.
     """
+
+    @property
+    def failed_login(self) -> bool:
+        """False: no credential was tried (see :attr:`Failure.failed_login`)."""
+        return False
 
 
 Step: TypeAlias = Challenge | Success | Failure
