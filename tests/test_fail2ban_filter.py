@@ -28,14 +28,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from peers import TLSFiles, running_smtp_server
+from peers import TLSFiles, recorded_sleeps, running_smtp_server
 from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
-from smtpcore.handler import Handler, Session
+from smtpcore.handler import AuthIdentity, Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.server.log import refusal_line
 from smtpcore.smtp import Reply
-from test_adapters_auth import NO_CREDENTIAL_CHECKED, USER, authenticator
+from test_adapters_auth import NO_CREDENTIAL_CHECKED, PASSWORD, USER, authenticator
 from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
 from test_cli_serve import LOOPBACK, Served, serve
 
@@ -307,23 +307,26 @@ def test_an_auth_refusal_that_checked_no_credential_is_answered_at_once_and_neve
     assert len(unchecked) == 5 * len(NO_CREDENTIAL_CHECKED), log
 
 
-@pytest.mark.parametrize(
-    "reply",
-    [
-        Reply(538, "Encryption required for requested mechanism", "5.7.11"),
-        Reply(504, "Unrecognized authentication type", "5.5.4"),
-        Reply(501, "Client initiated Authentication Exchange", "5.7.0"),
-        Reply(501, "Syntax: AUTH mechanism [initial-response]", "5.5.4"),
-    ],
-)
+OLDER_SERVERS_NO_CREDENTIAL_LINES = [
+    # What a server before "no credential checked:" logged for AUTH refusals that
+    # judged no credential: the machine's own refusal with nothing after the reply,
+    # and the 501 5.7.0 to an initial response to CRAM-MD5, which names no user.
+    "538 5.7.11 Encryption required for requested mechanism",
+    "504 5.5.4 Unrecognized authentication type",
+    "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
+    "501 5.7.0 Client initiated Authentication Exchange; mechanism=CRAM-MD5 user=<>",
+]
+
+
+@pytest.mark.parametrize("refusal", OLDER_SERVERS_NO_CREDENTIAL_LINES)
 def test_no_auth_refusal_that_checks_no_credential_is_banned_in_an_older_servers_shape(
-    reply: Reply,
+    refusal: str,
 ) -> None:
     """Earlier servers logged every AUTH refusal ``reject:``: the filter passes by the
     ones that never check a credential. A wrong password's, and the 421 after too many,
     are still banned."""
     peer = "[192.0.2.7]:40318"
-    old = f"NOQUEUE: reject: AUTH from {peer}: {reply}; mechanism=CRAM-MD5 user=<>"
+    old = f"NOQUEUE: reject: AUTH from {peer}: {refusal}"
     assert _hosts(_as_logged([_record("smtpcore.server", old)])) == []
     banned = [
         f"NOQUEUE: reject: AUTH from {peer}: 535 5.7.8 Authentication credentials invalid;"
@@ -335,6 +338,63 @@ def test_no_auth_refusal_that_checks_no_credential_is_banned_in_an_older_servers
     ]
     found = _hosts(_as_logged([_record("smtpcore.server", line) for line in banned]))
     assert [host for host, _ in found] == ["192.0.2.7"] * 3
+
+
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Unrecognized authentication type", "5.5.4"),
+        Reply(501, "Syntax: AUTH mechanism [initial-response]", "5.5.4"),
+        Reply(501, "Client initiated Authentication Exchange", "5.7.0"),
+    ],
+)
+def test_a_failed_login_is_banned_whatever_its_code(veto: Reply) -> None:
+    """The filter's exceptions for an older server's lines passed by this server's
+    failed logins that carry the same code: a handler's veto worded ``538 5.7.11``,
+    held back and logged ``reject: AUTH``, was never banned. Its line ends with the
+    login's fields, which no exempted line of an older server had, and is banned."""
+    peer = "[192.0.2.7]:40318"
+    for user in (USER, ""):
+        line = f"NOQUEUE: reject: AUTH from {peer}: {veto}; mechanism=PLAIN user=<{user}>"
+        found = _hosts(_as_logged([_record("smtpcore.server", line)]))
+        assert [host for host, _ in found] == ["192.0.2.7"], line
+
+
+class _VetoedWithoutTLS(Handler):
+    """Refuses every login it is asked about, worded as a missing TLS layer."""
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        return Reply(538, "Encryption required for this account", "5.7.11")
+
+
+def test_a_veto_worded_538_is_delayed_and_banned(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler's veto is a failed login whatever its code: a ``538`` one is held back
+    ``auth_failure_delay`` and logged ``reject: AUTH ... 538 ...; mechanism=PLAIN
+    user=<...>``, and the filter, which passed such lines by, now bans each."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    options = {"auth_require_tls": False, "auth_failure_delay": 0.01}
+    login = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
+    with (
+        running_smtp_server(
+            adapter, _VetoedWithoutTLS(), auth=authenticator(), **options
+        ) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(login * 2 + b"QUIT\r\n")
+        answers = [lines.readline()[:10] for _ in range(3)]
+        assert answers == [b"538 5.7.11", b"538 5.7.11", b"221 2.0.0 "]
+    assert sleeps == [0.01, 0.01]
+    found = _hosts(_as_logged(caplog.records))
+    assert [host for host, _ in found] == ["127.0.0.1"] * 2, found
+    assert all(f"; mechanism=PLAIN user=<{USER}>" in line for _, line in found), found
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(
