@@ -710,7 +710,10 @@ def test_an_auth_refusal_that_checked_no_credential_is_answered_at_once_and_not_
     assert [m.split(": ")[3][:9].encode() for m in unchecked] == [
         refusal[:9] for _, refusal in NO_CREDENTIAL_CHECKED
     ], messages
-    assert "; mechanism=CRAM-MD5" in unchecked[0], unchecked
+    # One shape, whichever refused it (the machine or the mechanism), naming the
+    # mechanism where the server knows it: never GSSAPI, a word it does not know.
+    named = [m.partition("; mechanism=")[2] for m in unchecked]
+    assert named == ["CRAM-MD5", "PLAIN", "", "", "CRAM-MD5", "CRAM-MD5"], unchecked
     rejects = [m for m in messages if "reject: AUTH" in m]
     assert [m.split(": ")[3][:9] for m in rejects] == ["535 5.7.8", "535 5.7.8", "421 4.7.0"]
 

@@ -361,27 +361,37 @@ def test_a_failed_login_is_banned_whatever_its_code(veto: Reply) -> None:
         assert [host for host, _ in found] == ["192.0.2.7"], line
 
 
-class _VetoedWithoutTLS(Handler):
-    """Refuses every login it is asked about, worded as a missing TLS layer."""
+class _Vetoing(Handler):
+    """Refuses every login it is asked about with ``veto``."""
+
+    def __init__(self, veto: Reply) -> None:
+        self.veto = veto
 
     async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
-        return Reply(538, "Encryption required for this account", "5.7.11")
+        return self.veto
 
 
-def test_a_veto_worded_538_is_delayed_and_banned(
-    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Not with this mechanism", "5.5.4"),
+    ],
+    ids=["538", "504"],
+)
+def test_a_veto_is_delayed_and_banned_whatever_its_code(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, veto: Reply
 ) -> None:
-    """A handler's veto is a failed login whatever its code: a ``538`` one is held back
-    ``auth_failure_delay`` and logged ``reject: AUTH ... 538 ...; mechanism=PLAIN
-    user=<...>``, and the filter, which passed such lines by, now bans each."""
+    """A handler's veto is a failed login whatever its code. One worded ``538`` was held
+    back ``auth_failure_delay`` and logged ``reject: AUTH ... 538 ...; mechanism=PLAIN
+    user=<...>``, but the filter passed such lines by; one worded ``504`` was neither
+    held back nor logged. Each is now held back, logged, and banned."""
     caplog.set_level(logging.INFO, "smtpcore")
     sleeps = recorded_sleeps(adapter, monkeypatch)
     options = {"auth_require_tls": False, "auth_failure_delay": 0.01}
     login = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
     with (
-        running_smtp_server(
-            adapter, _VetoedWithoutTLS(), auth=authenticator(), **options
-        ) as server,
+        running_smtp_server(adapter, _Vetoing(veto), auth=authenticator(), **options) as server,
         socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
         sock.makefile("rb") as lines,
     ):
@@ -389,12 +399,44 @@ def test_a_veto_worded_538_is_delayed_and_banned(
         while not lines.readline().startswith(b"250 "):
             pass
         sock.sendall(login * 2 + b"QUIT\r\n")
-        answers = [lines.readline()[:10] for _ in range(3)]
-        assert answers == [b"538 5.7.11", b"538 5.7.11", b"221 2.0.0 "]
+        answers = [lines.readline().rstrip() for _ in range(3)]
+        assert answers[:2] == [str(veto).encode()] * 2, answers
+        assert answers[2].startswith(b"221 2.0.0 "), answers
     assert sleeps == [0.01, 0.01]
     found = _hosts(_as_logged(caplog.records))
     assert [host for host, _ in found] == ["127.0.0.1"] * 2, found
     assert all(f"; mechanism=PLAIN user=<{USER}>" in line for _, line in found), found
+
+
+def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``AUTHX`` and ``AUTHENTICATE foo`` are unknown commands (``500``), not AUTH
+    refused before a credential was checked: they were logged ``no credential
+    checked:``, which the filter passes by, so a client could send any number
+    unbanned. They are a ``reject:`` again, the verb hidden as ``AUTH`` (what follows
+    may be a password). The same words sent as the answer to a 334 are part of the
+    exchange: refused (not base64) and logged ``no credential checked:``."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0}
+    with (
+        running_smtp_server(adapter, Handler(), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"AUTHX\r\nauthenticate foo\r\nAUTH CRAM-MD5\r\nAUTHENTICATE foo\r\n")
+        answers = [lines.readline()[:9] for _ in range(4)]
+        assert [answer[:4] for answer in answers] == [b"500 ", b"500 ", b"334 ", b"501 "]
+        assert answers[3] == b"501 5.5.2", answers
+    log = _as_logged(caplog.records)
+    banned = _banned_lines(log)
+    assert len(banned) == 2 and all(": 500 5.5.2 Command unrecognized" in b for b in banned), log
+    assert all("reject: AUTH from [127.0.0.1]:" in b for b in banned), banned
+    (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
+    assert unchecked.endswith(": 501 5.5.2 Invalid base64 data; mechanism=CRAM-MD5"), unchecked
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(

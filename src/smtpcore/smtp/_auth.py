@@ -96,6 +96,13 @@ class ServerAuth:
         failure = self.failure
         return failure is not None and failure.failed_login
 
+    @property
+    def exchange_under_way(self) -> bool:
+        """Whether an exchange has started and not ended: the machine reads the
+        client's next line as its answer to a 334 (RFC 4954 §4), so a line it refuses
+        then belongs to the AUTH exchange, whatever it says."""
+        return self._mechanism is not None
+
     def answer(self, conn: ServerConnection, event: Auth | AuthResponse | BadCommand) -> Reply:
         """The reply to ``event``, which ``conn`` gave during an exchange: ``AUTH``
         (:meth:`start`), a line answering a 334 (:meth:`step`), or a ``BadCommand``,
