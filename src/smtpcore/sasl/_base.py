@@ -115,11 +115,15 @@ class Failure:
 
     @property
     def failed_login(self) -> bool:
-        """Whether the mechanism judged and refused the client's credentials: a failed
-        login, which a server counts toward its limit, answers after its failure
-        delay and logs in the line fail2ban bans (SMTP's 5.7.8, RFC 4954 §6; POP3's
-        ``[AUTH]``, RFC 3206 §4). A temporary failure or a callback's error judged
-        nothing, and an :class:`UnexpectedInitialResponse` tried nothing."""
+        """Whether a server takes this failure for a failed login: counts it toward its
+        limit, answers after its failure delay and logs it in the line fail2ban bans
+        (SMTP's 5.7.8, RFC 4954 §6; POP3's ``[AUTH]``, RFC 3206 §4). True for every
+        failure that is not temporary: credentials judged and refused, and also a
+        response too malformed for anything to be judged (no NUL in PLAIN's, a
+        CRAM-MD5 answer with no digest), for a guesser must not get a faster answer
+        by sending one: the safe side. False for a temporary failure or a callback's
+        error, which judged nothing, and for an :class:`UnexpectedInitialResponse`,
+        which tried nothing."""
         return not (self.temporary or self.callback_error)
 
 
