@@ -657,6 +657,67 @@ def test_a_cancelled_auth_is_answered_without_the_failure_delay(
     ]
 
 
+def cram_md5_answer(challenge_line: bytes, password: str) -> bytes:
+    """The client's answer to CRAM-MD5's ``334`` challenge line (RFC 2195 §2)."""
+    challenge = base64.b64decode(challenge_line[4:].strip())
+    digest = hmac.new(password.encode(), challenge, "md5").hexdigest()
+    return base64.b64encode(f"{USER} {digest}".encode())
+
+
+NO_CREDENTIAL_CHECKED = [
+    # (lines of one attempt, the reply to its last): AUTH refusals no mechanism judged.
+    ([b"AUTH CRAM-MD5 ="], b"501 5.7.0"),  # initial response to CRAM-MD5, RFC 4954 §4
+    ([b"AUTH PLAIN " + plain(USER, "nope")], b"538 5.7.11"),  # PLAIN before STARTTLS
+    ([b"AUTH GSSAPI"], b"504 5.5.4"),  # unknown mechanism
+    ([b"AUTH"], b"501 5.5.4"),  # no mechanism
+    ([b"AUTH CRAM-MD5", b"!!!!"], b"501 5.5.2"),  # answer not base64
+    ([b"AUTH CRAM-MD5", b"A" * 13000], b"500 5.5.6"),  # answer over max_auth_line
+]
+
+
+def test_an_auth_refusal_that_checked_no_credential_is_answered_at_once_and_not_banned(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``AUTH CRAM-MD5 =`` (an initial response to a server-first mechanism) got its
+    ``501 5.7.0`` after ``auth_failure_delay``, and it and PLAIN before STARTTLS
+    (538), an unknown mechanism (504), a syntax error, an answer not base64 or too
+    long were logged ``reject: AUTH``, the line fail2ban bans: a client that never
+    tried a password was banned. No credential was checked (RFC 4954 §6): each is
+    answered at once, counts nothing toward ``max_auth_failures`` and is logged
+    ``no credential checked:``. A wrong password is still delayed, logged
+    ``reject: AUTH`` and counted, up to the 421."""
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    server = running_smtp_server(
+        adapter,
+        Submission(),
+        auth=authenticator(),
+        auth_failure_delay=0.01,
+        max_auth_failures=2,
+    )
+    with _logged_session(server, caplog) as c:
+        for lines, refusal in NO_CREDENTIAL_CHECKED:
+            for line in lines[:-1]:
+                assert c.command(line).startswith(b"334")
+            assert c.command(lines[-1]).startswith(refusal)
+        assert sleeps == []
+        for _ in range(2):
+            challenge = c.command(b"AUTH CRAM-MD5")
+            assert c.command(cram_md5_answer(challenge, "nope")).startswith(b"535 5.7.8")
+        assert sleeps == [0.01, 0.01]
+        assert c.command(b"AUTH CRAM-MD5").startswith(b"421 4.7.0")
+    messages = [r.getMessage() for r in caplog.records]
+    unchecked = [m for m in messages if m.startswith("NOQUEUE: no credential checked: AUTH")]
+    assert [m.split(": ")[3][:9].encode() for m in unchecked] == [
+        refusal[:9] for _, refusal in NO_CREDENTIAL_CHECKED
+    ], messages
+    # One shape, whichever refused it (the machine or the mechanism), naming the
+    # mechanism where the server knows it: never GSSAPI, a word it does not know.
+    named = [m.partition("; mechanism=")[2] for m in unchecked]
+    assert named == ["CRAM-MD5", "PLAIN", "", "", "CRAM-MD5", "CRAM-MD5"], unchecked
+    rejects = [m for m in messages if "reject: AUTH" in m]
+    assert [m.split(": ")[3][:9] for m in rejects] == ["535 5.7.8", "535 5.7.8", "421 4.7.0"]
+
+
 REFUSED_TOKENS = {
     "XOAUTH2": f"user={USER}\x01auth=Bearer wrong\x01\x01".encode(),
     "OAUTHBEARER": f"n,a={USER},\x01auth=Bearer wrong\x01\x01".encode(),
@@ -1098,10 +1159,13 @@ def test_the_reject_log_never_quotes_what_may_be_a_password(
         assert c.command(b"OpenSesame!42").startswith(b"500 5.5.2")  # read as a command
         assert c.command(b"Data4Sesame").startswith(b"500 5.5.2")  # no verb of ours
         assert c.command(b"MAIL FROM:<nobody").startswith(b"501")
-    rejects = [r.getMessage() for r in caplog.records if "reject:" in r.getMessage()]
+    refused = ("reject:", "no credential checked:")
+    messages = [r.getMessage() for r in caplog.records]
+    rejects = [m for m in messages if any(kind in m for kind in refused)]
     assert "SESAME" not in "\n".join(rejects).upper()
     assert [line.split(" from ")[0] for line in rejects] == [
-        "NOQUEUE: reject: AUTH",  # the answer to the 334 (the cancel is no refusal)
+        # the answer to the 334, which no mechanism judged (the cancel is no refusal)
+        "NOQUEUE: no credential checked: AUTH",
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: command",
         "NOQUEUE: reject: MAIL",

@@ -28,14 +28,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from peers import running_smtp_server
+from peers import TLSFiles, recorded_sleeps, running_smtp_server
 from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
-from smtpcore.handler import Handler, Session
+from smtpcore.handler import AuthIdentity, Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.server.log import refusal_line
 from smtpcore.smtp import Reply
-from test_adapters_auth import USER, authenticator
+from test_adapters_auth import NO_CREDENTIAL_CHECKED, PASSWORD, USER, authenticator
 from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
 from test_cli_serve import LOOPBACK, Served, serve
 
@@ -278,6 +278,165 @@ def test_a_cancelled_auth_is_no_failed_login(tmp_path: Path) -> None:
     assert _hosts(log) == [], log
     cancelled = [line for line in log.splitlines() if "cancelled by the client" in line]
     assert len(cancelled) == 2 and all("AUTH PLAIN from [127.0.0.1]:" in c for c in cancelled)
+
+
+def test_an_auth_refusal_that_checked_no_credential_is_answered_at_once_and_never_banned(
+    tmp_path: Path, tls: TLSFiles
+) -> None:
+    """``AUTH CRAM-MD5 =`` waited ``--auth-failure-delay``, and it, PLAIN before
+    STARTTLS, an unknown mechanism, a syntax error, an answer not base64 or too long
+    were each logged ``reject: AUTH``, which the filter counts: the documented jail
+    (maxretry = 5) banned a client that had tried no password. Five of each, in a
+    session of their own, are now answered while the delay is an hour, and the filter
+    matches none of their lines. (With a certificate, PLAIN needs STARTTLS first.)"""
+    options = ("--tls-cert", str(tls.cert_file), "--tls-key", str(tls.key_file))
+    with _serve_john(tmp_path, "--auth-failure-delay", "3600", *options) as abc:
+        for lines, refusal in NO_CREDENTIAL_CHECKED:
+            with _after_ehlo(abc.ports["submission"], b"client.test") as (sock, reader):
+                for _ in range(5):
+                    for line in lines:
+                        sock.sendall(line + b"\r\n")
+                        answer = reader.readline()
+                    assert answer.startswith(refusal), (lines, answer)
+                sock.sendall(b"NOOP\r\n")
+                assert reader.readline().startswith(b"250"), lines
+        assert abc.stop() == 0
+    log = abc.log()
+    assert _hosts(log) == [], log
+    unchecked = [line for line in log.splitlines() if "no credential checked: AUTH" in line]
+    assert len(unchecked) == 5 * len(NO_CREDENTIAL_CHECKED), log
+
+
+OLDER_SERVERS_NO_CREDENTIAL_LINES = [
+    # What a server before "no credential checked:" logged for AUTH refusals that
+    # judged no credential: the machine's own refusal with nothing after the reply,
+    # and the 501 5.7.0 to an initial response to CRAM-MD5, which names no user.
+    "538 5.7.11 Encryption required for requested mechanism",
+    "504 5.5.4 Unrecognized authentication type",
+    "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
+    "501 5.7.0 Client initiated Authentication Exchange; mechanism=CRAM-MD5 user=<>",
+]
+
+
+@pytest.mark.parametrize("refusal", OLDER_SERVERS_NO_CREDENTIAL_LINES)
+def test_no_auth_refusal_that_checks_no_credential_is_banned_in_an_older_servers_shape(
+    refusal: str,
+) -> None:
+    """Earlier servers logged every AUTH refusal ``reject:``: the filter passes by the
+    ones that never check a credential. A wrong password's, and the 421 after too many,
+    are still banned."""
+    peer = "[192.0.2.7]:40318"
+    old = f"NOQUEUE: reject: AUTH from {peer}: {refusal}"
+    assert _hosts(_as_logged([_record("smtpcore.server", old)])) == []
+    banned = [
+        f"NOQUEUE: reject: AUTH from {peer}: 535 5.7.8 Authentication credentials invalid;"
+        " mechanism=PLAIN user=<>",
+        f"NOQUEUE: reject: AUTH from {peer}: 501 5.7.8 Authentication cancelled,"
+        " credentials invalid; mechanism=XOAUTH2 user=<>",
+        f"NOQUEUE: reject: AUTH from {peer}: 421 4.7.0 mx.abc.example Too many failed"
+        " authentications",
+    ]
+    found = _hosts(_as_logged([_record("smtpcore.server", line) for line in banned]))
+    assert [host for host, _ in found] == ["192.0.2.7"] * 3
+
+
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Unrecognized authentication type", "5.5.4"),
+        Reply(501, "Syntax: AUTH mechanism [initial-response]", "5.5.4"),
+        Reply(501, "Client initiated Authentication Exchange", "5.7.0"),
+    ],
+)
+def test_a_failed_login_is_banned_whatever_its_code(veto: Reply) -> None:
+    """The filter's exceptions for an older server's lines passed by this server's
+    failed logins that carry the same code: a handler's veto worded ``538 5.7.11``,
+    held back and logged ``reject: AUTH``, was never banned. Its line ends with the
+    login's fields, which no exempted line of an older server had, and is banned."""
+    peer = "[192.0.2.7]:40318"
+    for user in (USER, ""):
+        line = f"NOQUEUE: reject: AUTH from {peer}: {veto}; mechanism=PLAIN user=<{user}>"
+        found = _hosts(_as_logged([_record("smtpcore.server", line)]))
+        assert [host for host, _ in found] == ["192.0.2.7"], line
+
+
+class _Vetoing(Handler):
+    """Refuses every login it is asked about with ``veto``."""
+
+    def __init__(self, veto: Reply) -> None:
+        self.veto = veto
+
+    async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
+        return self.veto
+
+
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Not with this mechanism", "5.5.4"),
+    ],
+    ids=["538", "504"],
+)
+def test_a_veto_is_delayed_and_banned_whatever_its_code(
+    adapter: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, veto: Reply
+) -> None:
+    """A handler's veto is a failed login whatever its code. One worded ``538`` was held
+    back ``auth_failure_delay`` and logged ``reject: AUTH ... 538 ...; mechanism=PLAIN
+    user=<...>``, but the filter passed such lines by; one worded ``504`` was neither
+    held back nor logged. Each is now held back, logged, and banned."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    sleeps = recorded_sleeps(adapter, monkeypatch)
+    options = {"auth_require_tls": False, "auth_failure_delay": 0.01}
+    login = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
+    with (
+        running_smtp_server(adapter, _Vetoing(veto), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(login * 2 + b"QUIT\r\n")
+        answers = [lines.readline().rstrip() for _ in range(3)]
+        assert answers[:2] == [str(veto).encode()] * 2, answers
+        assert answers[2].startswith(b"221 2.0.0 "), answers
+    assert sleeps == [0.01, 0.01]
+    found = _hosts(_as_logged(caplog.records))
+    assert [host for host, _ in found] == ["127.0.0.1"] * 2, found
+    assert all(f"; mechanism=PLAIN user=<{USER}>" in line for _, line in found), found
+
+
+def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``AUTHX`` and ``AUTHENTICATE foo`` are unknown commands (``500``), not AUTH
+    refused before a credential was checked: they were logged ``no credential
+    checked:``, which the filter passes by, so a client could send any number
+    unbanned. They are a ``reject:`` again, the verb hidden as ``AUTH`` (what follows
+    may be a password). The same words sent as the answer to a 334 are part of the
+    exchange: refused (not base64) and logged ``no credential checked:``."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0}
+    with (
+        running_smtp_server(adapter, Handler(), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(b"AUTHX\r\nauthenticate foo\r\nAUTH CRAM-MD5\r\nAUTHENTICATE foo\r\n")
+        answers = [lines.readline()[:9] for _ in range(4)]
+        assert [answer[:4] for answer in answers] == [b"500 ", b"500 ", b"334 ", b"501 "]
+        assert answers[3] == b"501 5.5.2", answers
+    log = _as_logged(caplog.records)
+    banned = _banned_lines(log)
+    assert len(banned) == 2 and all(": 500 5.5.2 Command unrecognized" in b for b in banned), log
+    assert all("reject: AUTH from [127.0.0.1]:" in b for b in banned), banned
+    (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
+    assert unchecked.endswith(": 501 5.5.2 Invalid base64 data; mechanism=CRAM-MD5"), unchecked
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(

@@ -158,6 +158,26 @@ def test_login_challenges_and_wrong_password() -> None:
     assert conn.state.name == "READY" and not conn.authenticated
 
 
+def test_an_exchange_is_under_way_from_its_first_334_to_its_end() -> None:
+    """``exchange_under_way`` says the machine reads the next line as an answer to a
+    334 (RFC 4954 §4): what a server needs to tell a refused answer from a refused
+    command that only starts as AUTH."""
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth(SERVER_FACTORIES)
+    drive(conn, EHLO, auth)
+    assert not auth.exchange_under_way
+    for line in (b"AUTH LOGIN\r\n", base64.b64encode(b"john@abc.example") + b"\r\n"):
+        assert drive(conn, line, auth).startswith(b"334 ")
+        assert auth.exchange_under_way
+    assert codes(drive(conn, base64.b64encode(b"wrong") + b"\r\n", auth)) == ["535 5.7.8"]
+    assert not auth.exchange_under_way
+    drive(conn, b"AUTH LOGIN\r\n", auth)
+    assert codes(drive(conn, b"*\r\n", auth)) == ["501 5.0.0"]
+    assert not auth.exchange_under_way
+    assert codes(drive(conn, b"AUTH CRAM-MD5 =\r\n", auth)) == ["501 5.7.0"]
+    assert not auth.exchange_under_way
+
+
 @pytest.mark.parametrize(("answer", "expected"), [(b"", "235 2.7.0"), (b"xyz", "535 5.7.8")])
 def test_the_answer_to_success_data_must_be_empty(answer: bytes, expected: str) -> None:
     """RFC 4954 §4: success data in a last 334 is answered by an empty line; anything

@@ -138,6 +138,17 @@ def _logged_verb(event: BadCommand) -> str:
     return verb if verb in _KNOWN_VERBS else "command"
 
 
+NO_CREDENTIAL_CHECKED: Final = "no credential checked"
+"""What the log calls an AUTH refusal that judged no credential (RFC 4954 §4, §6: an
+unknown mechanism, a mechanism that needs TLS, a syntax error, an initial response to
+CRAM-MD5): not ``reject:``, which fail2ban's filter counts as a failed login. Postfix
+likewise warns ``SASL ... authentication failed`` only once a credential was checked."""
+
+_AUTH_COMMAND: Final = re.compile(rb"AUTH(?=[ \r\n]|\Z)", re.IGNORECASE)
+"""An AUTH command line, its verb read as the machine reads it, up to the first space:
+``AUTHX`` or ``AUTHENTICATE foo`` is an unknown command, not an AUTH refused."""
+
+
 def _refusal_kind(reply: Reply) -> str:
     """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
     (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
@@ -146,6 +157,23 @@ def _refusal_kind(reply: Reply) -> str:
     The machine counts the 503s behind a refused MAIL toward ``max_recipient_overshoot``
     and every other one toward ``max_errors``."""
     return "bad sequence" if reply.code == 503 else "reject"
+
+
+def _judged_no_credential(reply: Reply) -> bool:
+    """Whether ``reply``, refusing a line of AUTH, is one that checked no credential:
+    a 5xx, but not a ``503`` (a ``bad sequence``, as for any command), and not the
+    ``421`` that ends a session for abuse (too many errors or failed logins), which
+    fail2ban's filter bans."""
+    return reply.code >= 500 and reply.code != 503
+
+
+def _named_mechanism(line: bytes, known: Sequence[str]) -> str | None:
+    """The mechanism an AUTH command ``line`` names, when it is one of ``known`` (the
+    server's own): any other word there may be a password typed in its place, so it
+    is never logged."""
+    words = line[len(b"AUTH") :].split(maxsplit=1)
+    name = words[0].upper().decode("latin-1") if words else ""
+    return name if name in known else None
 
 
 READ_SIZE: Final = 65536
@@ -1112,12 +1140,25 @@ class ServerSession(ServedSession):
         after the mechanism had refused the credentials (a token's error challenge,
         RFC 7628 §3.2.2), counts the failed authentication the refusal already was
         toward ``max_auth_failures``: the machine's reply, held back and logged as a
-        failed AUTH is."""
+        failed AUTH is. Any other refusal of an answer to a 334, or of an ``AUTH``
+        command, judged no credential: answered at once and logged as such
+        (:meth:`_no_credential_checked`). A line that only starts as AUTH
+        (``AUTHX``) is an unknown command, refused as any other is."""
         if event.secret:
             flow = self._auth
+            answering = flow.exchange_under_way
             reply = flow.answer(self.conn, event)
-            if flow.failure is not None:
+            if flow.failed_login:
                 await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
+                return
+            if _judged_no_credential(reply) and (
+                answering or _AUTH_COMMAND.match(event.line) is not None
+            ):
+                mechanism = (
+                    flow.mechanism if answering else _named_mechanism(event.line, flow.names)
+                )
+                self._no_credential_checked(self._answer(reply), mechanism)
+                await self._follow_the_machine_out_of_a_transaction()
                 return
         logger.info(
             "NOQUEUE: %s: %s from %s: %s",
@@ -1492,7 +1533,11 @@ class ServerSession(ServedSession):
         session = self.session
         success = flow.success
         if reply.code != 235 or success is None:
-            await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
+            answered = self._answer(reply)
+            if flow.failed_login:
+                await self._auth_failed(answered, flow.mechanism, flow.failure)
+            elif answered.code >= 500:
+                self._no_credential_checked(answered, flow.mechanism)
             return
         flow.success = None
         identity = AuthIdentity(success.authcid, success.authzid, flow.mechanism)
@@ -1532,6 +1577,25 @@ class ServerSession(ServedSession):
             loggable_reply(reply),
         )
 
+    def _no_credential_checked(self, reply: Reply, mechanism: str | None) -> None:
+        """The line of an AUTH refused before any credential was judged (RFC 4954 §6),
+        answered with ``reply``: by the machine (PLAIN before STARTTLS, an unknown
+        mechanism, a syntax error, an answer to a 334 that is not base64 or too
+        long) or by the mechanism (an initial response to a server-first mechanism,
+        ``501 5.7.0``, RFC 4954 §4; a ``-PLUS`` mechanism without channel binding
+        data, ``504``). No failed login: answered at once, with no
+        ``auth_failure_delay``, and logged in no line fail2ban's filter reads, with
+        ``mechanism=`` when the server knows which (never a word it does not: it
+        may be a password)."""
+        named = f"; mechanism={loggable(mechanism)}" if mechanism else ""
+        logger.info(
+            "NOQUEUE: %s: AUTH from %s: %s%s",
+            NO_CREDENTIAL_CHECKED,
+            client_text(self.session),
+            loggable_reply(reply),
+            named,
+        )
+
     async def _auth_failed(
         self,
         reply: Reply,
@@ -1540,10 +1604,14 @@ class ServerSession(ServedSession):
         *,
         proven: str | None = None,
     ) -> None:
-        """A failed AUTH, answered with ``reply`` (a 5xx other than 504, an unknown
-        mechanism: not a guess at a password): logged at INFO, in the line
-        fail2ban's filter reads, and the reply held back ``auth_failure_delay``
-        seconds. The line names the user the ``failure`` named only when the
+        """A failed AUTH, answered with ``reply``: the mechanism refused the
+        credentials (:attr:`ServerAuth.failed_login
+        <smtpcore.smtp.ServerAuth.failed_login>`) or the handler vetoed the
+        identity they proved (``proven``), whatever the veto's code. A 5xx is
+        logged at INFO, in the line fail2ban's filter reads, and the reply held back
+        ``auth_failure_delay`` seconds; a 4xx is neither (a veto's temporary failure, or
+        the ``421`` of a session the machine closed for too many errors). The line
+        names the user the ``failure`` named only when the
         Authenticator's ``is_user`` knows it (a password typed as a name is not
         logged), or the one a handler vetoed (``proven``). A known user whom the
         mechanism had no secret for (CRAM-MD5 and SCRAM keys) could not have
@@ -1551,7 +1619,7 @@ class ServerSession(ServedSession):
         ``reject:``, so that a client trying mechanisms in turn is not banned.
         The replies due go out at the session's next wait for its client, so the
         session waits here, alone, before it gets there."""
-        if reply.code >= 500 and reply.code != 504:
+        if reply.code >= 500:
             user = proven
             if user is None and failure is not None:
                 user = await self._known_user(failure.named)

@@ -95,9 +95,10 @@ class ServerAuth:
     @property
     def failed_login(self) -> bool:
         """Whether the last step ended a failed login: credentials judged and refused,
-        not a temporary failure, nor a client that broke the exchange first."""
+        not a temporary failure, nor a client that broke the exchange first
+        (:attr:`smtpcore.sasl.Failure.failed_login`)."""
         failure = self.failure
-        return failure is not None and not failure.temporary and not self.bad_command
+        return failure is not None and failure.failed_login
 
     @property
     def bad_command(self) -> bool:

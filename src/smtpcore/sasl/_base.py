@@ -113,6 +113,19 @@ class Failure:
     for a wrong password; a server that knows the user exists logs the attempt as
     impossible rather than as a guess. Not compared either."""
 
+    @property
+    def failed_login(self) -> bool:
+        """Whether a server takes this failure for a failed login: counts it toward its
+        limit, answers after its failure delay and logs it in the line fail2ban bans
+        (SMTP's 5.7.8, RFC 4954 §6; POP3's ``[AUTH]``, RFC 3206 §4). True for every
+        failure that is not temporary: credentials judged and refused, and also a
+        response too malformed for anything to be judged (no NUL in PLAIN's, a
+        CRAM-MD5 answer with no digest), for a guesser must not get a faster answer
+        by sending one: the safe side. False for a temporary failure or a callback's
+        error, which judged nothing, and for an :class:`UnexpectedInitialResponse`,
+        which tried nothing."""
+        return not (self.temporary or self.callback_error)
+
 
 @dataclass(frozen=True, slots=True)
 class UnexpectedInitialResponse(Failure):
@@ -123,6 +136,11 @@ class UnexpectedInitialResponse(Failure):
     it with 501 (RFC 4954 §4), POP3 with ``-ERR`` (RFC 5034 §4), and neither
     counts it toward the failed authentications a session may make.
     """
+
+    @property
+    def failed_login(self) -> bool:
+        """False: no credential was tried (see :attr:`Failure.failed_login`)."""
+        return False
 
 
 Step: TypeAlias = Challenge | Success | Failure

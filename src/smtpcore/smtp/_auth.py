@@ -50,7 +50,9 @@ class ServerAuth:
     ``AUTH`` command). After a 235, :attr:`success` holds the outcome with
     the authenticated identity; after a step the mechanism failed,
     :attr:`failure` holds its :class:`~smtpcore.sasl.Failure` (whose
-    ``callback_error`` is the application's mistake, to log as such). A ``*``
+    ``callback_error`` is the application's mistake, to log as such), and
+    :attr:`failed_login` says whether it was a failed login to delay and log as
+    one. A ``*``
     that cancels the exchange gets ``501`` (RFC 4954 §4): ``5.0.0`` with no
     :attr:`failure` when the mechanism had judged nothing, and ``5.7.8``, with
     the mechanism's :attr:`~smtpcore.sasl.ServerMechanism.refusal` as
@@ -81,6 +83,25 @@ class ServerAuth:
         self.failure: Failure | None = None
         self._mechanism: ServerMechanism | None = None
         self._final_data_sent: Success | None = None
+
+    @property
+    def failed_login(self) -> bool:
+        """Whether the last reply ended a failed login: the mechanism judged and
+        refused the credentials (:attr:`smtpcore.sasl.Failure.failed_login`), which a
+        server answers after its failure delay and logs for fail2ban. Not a refusal
+        that judged none: an unknown mechanism, a temporary failure, an initial
+        response to a server-first mechanism (``501 5.7.0``), a plain cancel, a line
+        the machine refused before any credential was tried. POP3's
+        :class:`~smtpcore.pop3.ServerAuth` says the same in the same name."""
+        failure = self.failure
+        return failure is not None and failure.failed_login
+
+    @property
+    def exchange_under_way(self) -> bool:
+        """Whether an exchange has started and not ended: the machine reads the
+        client's next line as its answer to a 334 (RFC 4954 §4), so a line it refuses
+        then belongs to the AUTH exchange, whatever it says."""
+        return self._mechanism is not None
 
     def answer(self, conn: ServerConnection, event: Auth | AuthResponse | BadCommand) -> Reply:
         """The reply to ``event``, which ``conn`` gave during an exchange: ``AUTH``
