@@ -181,10 +181,14 @@ SERVER_FAILURES = [
     Reply(451, "Local error in processing", "4.3.0"),
     Reply(452, "Insufficient system storage", "4.3.1"),
     Reply(451, "System incorrectly configured", "4.3.5"),
+    Reply(451, "temporary DNS failure looking up xyz.example", "4.4.3"),
+    Reply(451, "Mail system congestion", "4.4.5"),
 ]
 CLIENT_ERRORS = [
     Reply(450, "Try again later", "4.7.1"),  # a policy's: the client's to earn
     Reply(552, "Message too big for system", "5.3.4"),  # permanent: counted as ever
+    Reply(552, "Message size exceeds fixed limit", "5.3.4"),  # SIZE's: the same reply
+    Reply(554, "unable to route", "5.4.4"),  # routing, but permanent: counted
     Reply(451, "Try again later", None),  # says nothing of whose fault it is
 ]
 
