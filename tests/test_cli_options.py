@@ -10,7 +10,7 @@ import pytest
 
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.cli import build_parser, config_from_args
-from smtpcore.server.config import ConfigError
+from smtpcore.server.config import MAX_SIZE, ConfigError, ServerConfig
 
 
 def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
@@ -170,8 +170,17 @@ ARABIC_INDIC_26526 = "\u0662\u0666\u0665\u0662\u0666"
         ("--max-recipients", "9999999999", "'9999999999' is too large (at most 999999999)"),
         ("--smtp-port", "0000070000", "'0000070000' is not a port (0 to 65535)"),
         ("--max-message-size", "\u0661\u0660M", "is not a size"),
-        ("--max-message-size", "9" * 5000, "is not a size"),
+        ("--max-message-size", "9" * 5000, "is too large (at most 9223372036854775807 octets)"),
         ("--min-free-space", "\u0665", "is not a size"),
+        # RFC 1870's SIZE has at most 20 digits: the EHLO reply offered 30 of them.
+        (
+            "--max-message-size",
+            "99999999999999999999G",
+            "'99999999999999999999G' is too large (at most 9223372036854775807 octets)",
+        ),
+        ("--max-message-size", "9223372036854775808", "is too large (at most"),
+        ("--max-message-size", "8589934592G", "is too large (at most"),  # 2**63 octets
+        ("--min-free-space", "99999999999999999999", "is too large (at most"),
         ("--retry-after", "\u0665m", "is not a duration"),
         ("--stop-timeout", "1\u0660s", "is not a duration"),
         ("--relay-host", "smart.example:" + "9" * 5000, "is not HOST:PORT"),
@@ -192,6 +201,22 @@ def test_numeric_options_take_ascii_digits_and_say_what_they_want(
     assert message.startswith(f"python -m smtpcore serve: error: argument {option}: ")
     assert error in message, message
     assert "int()" not in message and "Exceeds" not in message
+
+
+def test_the_largest_size_is_taken_and_offered_in_20_digits_at_most(tmp_path: Path) -> None:
+    base = ["serve", "--data-dir", str(tmp_path), "--min-free-space", "8589934591G"]
+    args = [*base, "--max-message-size", "9223372036854775807"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.max_message_size == MAX_SIZE == 2**63 - 1
+    assert config.min_free_space == 8589934591 << 30
+    assert len(str(config.max_message_size)) <= 20  # RFC 1870 §8, size-value
+
+
+@pytest.mark.parametrize("option", ["max_message_size", "min_free_space"])
+def test_a_server_config_refuses_a_size_past_the_largest(tmp_path: Path, option: str) -> None:
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}: .* is too large"):
+        options: dict[str, Any] = {option: MAX_SIZE + 1}
+        ServerConfig(data_dir=tmp_path, hostname="mx.abc.example", **options)
 
 
 def test_numbers_in_ascii_digits_are_read_as_before(tmp_path: Path) -> None:

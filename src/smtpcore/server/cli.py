@@ -186,7 +186,8 @@ def _add_serve(commands: Any) -> None:
         type=_arg(parse_size, "size"),
         default=10_240_000,
         metavar="SIZE",
-        help="largest message accepted, in octets or like 10M; 0 for no limit (default 10240000)",
+        help="largest message accepted, in octets or like 10M, at most 2**63-1 octets; 0 for "
+        "no limit (default 10240000)",
     )
     limits.add_argument(
         "--min-free-space",

@@ -37,6 +37,7 @@ from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 
 __all__ = [
     "MAX_DURATION",
+    "MAX_SIZE",
     "PROXIED_LISTENERS",
     "XCLIENT_LISTENERS",
     "ConfigError",
@@ -454,17 +455,24 @@ def option_number(text: str, *, max_digits: int) -> int | None:
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
 _SIZE_DIGITS = 20
-"""Digits a size may have: a thousand times any disk, and a bound on the work."""
+"""Digits a size may have before its suffix: RFC 1870's ``size-value``, and a bound on
+the work."""
+MAX_SIZE = 2**63 - 1
+"""The largest size an option takes, in octets (8 EiB less one): the largest file a
+64-bit ``off_t`` can hold, so more than the server can ever keep, and 19 digits, so the
+EHLO reply's ``SIZE`` stays within RFC 1870's 20 (``size-value = 1*20DIGIT``)."""
 
 
 def parse_size(text: str) -> int:
     """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``; in ASCII digits
-    (:func:`~smtpcore._numbers.parse_number`)."""
+    (:func:`~smtpcore._numbers.parse_number`), at most :data:`MAX_SIZE`."""
     match = _SIZE.match(text)
-    number = None if match is None else option_number(match.group(1), max_digits=_SIZE_DIGITS)
-    if match is None or number is None:
+    if match is None:
         raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
+    number = option_number(match.group(1), max_digits=_SIZE_DIGITS)
     exponent = " kmg".index(match.group(2).lower() or " ")
+    if number is None or number * 1024**exponent > MAX_SIZE:
+        raise ValueError(f"{text!r} is too large (at most {MAX_SIZE} octets)")
     size: int = number * 1024**exponent
     return size
 
@@ -694,6 +702,11 @@ class ServerConfig:
             raise ConfigError("--max-message-size must not be negative (0: no limit)")
         if self.min_free_space is not None and self.min_free_space < 0:
             raise ConfigError("--min-free-space must not be negative (0: no floor)")
+        for name in ("max_message_size", "min_free_space"):
+            size = getattr(self, name)
+            if size is not None and size > MAX_SIZE:
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag}: {size} is too large (at most {MAX_SIZE} octets)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
         if self.destination_concurrency is not None and self.destination_concurrency < 1:
