@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
-from smtpcore.server.cli import build_parser, config_from_args
+from smtpcore.server.cli import build_parser, config_from_args, main
 from smtpcore.server.config import MAX_SIZE, ConfigError, ServerConfig
 
 
@@ -72,6 +72,35 @@ def test_lmtp_port_25_is_refused(tmp_path: Path) -> None:
         config_from_args(build_parser().parse_args(args))
     args[-1] = "24"
     assert dict(config_from_args(build_parser().parse_args(args)).listeners())["lmtp"] == 24
+
+
+def test_two_listeners_on_one_port_are_refused_naming_both_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pop3-port`` equal to ``--smtp-port`` failed only at bind time, as ``cannot
+    listen: pop3 listener on 127.0.0.1:2525: Address already in use``, naming neither
+    option nor the listener that held the port."""
+    args = ["serve", "--data-dir", str(tmp_path), "--smtp-port", "2525", "--pop3-port", "2525"]
+    with pytest.raises(ConfigError) as refused:
+        config_from_args(build_parser().parse_args(args))
+    assert str(refused.value) == (
+        "--smtp-port and --pop3-port are both 2525: two listeners cannot share a port on "
+        "--host 127.0.0.1; give one another port, or 0 to turn it off"
+    )
+    with pytest.raises(ConfigError, match="--submission-port and --lmtp-port are both 2587"):
+        config_from_args(build_parser().parse_args([*args[:3], "--lmtp-port", "2587"]))
+    assert main(args) == 2  # before anything is made or bound
+    assert capsys.readouterr().err.startswith("smtpcore serve: --smtp-port and --pop3-port ")
+    assert not tmp_path.joinpath("queue").exists()
+
+
+def test_any_number_of_listeners_may_be_off(tmp_path: Path) -> None:
+    """Port 0 turns a listener off: two, or all but one, at 0 are no clash."""
+    base = ["serve", "--data-dir", str(tmp_path), "--smtp-port", "0", "--pop3-port", "0"]
+    config = config_from_args(build_parser().parse_args([*base, "--submission-port", "0"]))
+    assert list(config.listeners()) == []
+    config = config_from_args(build_parser().parse_args(base))
+    assert list(config.listeners()) == [("submission", 2587)]
 
 
 def test_session_limits_on_the_command_line(tmp_path: Path) -> None:

@@ -89,7 +89,7 @@ def _add_serve(commands: Any) -> None:
         description="Run the reference mail server: SMTP in, submission, relay, POP3 out.",
     )
     ports = serve.add_argument_group("listeners (port 0 turns one off)")
-    for name, default, what in (
+    for name, default, what in (  # as _LISTENERS
         ("smtp", 2525, "inbound mail for the local domains (no AUTH, never relays)"),
         ("submission", 2587, "mail from local users (AUTH required), any recipient"),
         ("pop3", 2110, "POP3 for the local mailboxes"),
@@ -554,8 +554,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LISTENERS = ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s")
+"""The listeners ``serve`` has a ``--NAME-port`` for, in the order of its help."""
+
+
+def _check_ports_apart(args: argparse.Namespace) -> None:
+    """Two listeners on one port, refused as the options are read, naming both: every
+    listener binds ``--host``, and the second bind failed at start as ``cannot listen:
+    pop3 listener on 127.0.0.1:2525: Address already in use``, naming neither option.
+    Port 0 turns a listener off, so any number may be 0. Here, not in
+    :class:`ServerConfig`: a server given its sockets (``MailServer(sockets=...)``, as
+    tests and the demo do) binds no port of its configuration, whose ports then only
+    say which listeners are on."""
+    taken: dict[int, str] = {}
+    for name in _LISTENERS:
+        port: int = getattr(args, f"{name}_port")
+        first = taken.setdefault(port, name) if port else name
+        if first != name:
+            raise ConfigError(
+                f"--{first}-port and --{name}-port are both {port}: two listeners cannot "
+                f"share a port on --host {args.host}; give one another port, or 0 to turn "
+                "it off"
+            )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` that ``serve``'s options describe."""
+    _check_ports_apart(args)
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}
