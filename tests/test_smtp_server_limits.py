@@ -181,14 +181,16 @@ SERVER_FAILURES = [
     Reply(451, "Local error in processing", "4.3.0"),
     Reply(452, "Insufficient system storage", "4.3.1"),
     Reply(451, "System incorrectly configured", "4.3.5"),
-    Reply(451, "temporary DNS failure looking up xyz.example", "4.4.3"),
-    Reply(451, "Mail system congestion", "4.4.5"),
 ]
 CLIENT_ERRORS = [
     Reply(450, "Try again later", "4.7.1"),  # a policy's: the client's to earn
     Reply(552, "Message too big for system", "5.3.4"),  # permanent: counted as ever
     Reply(552, "Message size exceeds fixed limit", "5.3.4"),  # SIZE's: the same reply
     Reply(554, "unable to route", "5.4.4"),  # routing, but permanent: counted
+    # Network and routing (RFC 3463 §3.5): the domain may be the client's own, its name
+    # servers silent on purpose, and each such refusal costs the server DNS lookups.
+    Reply(451, "temporary DNS failure looking up xyz.example", "4.4.3"),
+    Reply(451, "Mail system congestion", "4.4.5"),
     Reply(451, "Try again later", None),  # says nothing of whose fault it is
 ]
 
@@ -226,6 +228,23 @@ def test_other_refusals_of_mail_count_as_errors_as_ever(refusal: Reply) -> None:
         answer=answering_mail_with(refusal),
     )
     assert codes(out)[-1] == "421 4.7.0"
+    assert conn.state is State.CLOSED
+
+
+def test_recipients_refused_while_dns_fails_for_now_are_cut_off_at_max_errors() -> None:
+    """``451 4.4.3`` for every RCPT, as a server answers that resolves the recipient's
+    domain at RCPT (docs/routing.rst) when the client names a domain of its own behind
+    silent name servers: each RCPT cost up to ten lookups, and exempting ``4.4.X`` from
+    ``max_errors`` let one session send 300 of them, never cut off."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Rcpt):
+            return Reply(451, "temporary DNS failure looking up lame.example", "4.4.3")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted()
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@lame.example>\r\n" + recipients(30), answer=answer)
+    assert codes(out)[1:] == ["250 2.1.0"] + ["451 4.4.3"] * 20 + ["421 4.7.0"]
     assert conn.state is State.CLOSED
 
 

@@ -464,9 +464,7 @@ class Handler:
     hook and the error (``(handle_data_chunk failed: Input/output error)``), then
     its traceback; one out of any other hook is logged with its traceback alone.
     None of these ``4.3.X`` refusals counts toward the session's ``max_errors``:
-    the fault is the server's, not the client's (nor does a ``4.4.X`` one a hook
-    returns, as ``451 4.4.3`` when DNS fails for now); ``552 5.3.4`` does, as every
-    5xx does.
+    the fault is the server's, not the client's.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

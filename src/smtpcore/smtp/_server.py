@@ -194,13 +194,13 @@ the RCPT, DATA and BDAT a pipelining client sent behind that MAIL (RFC 2920 §3.
 that resets the recipients counted clears it, at no cost to the everyday path."""
 _SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
 """The commands a pipelining client sends behind its MAIL (RFC 2920 §3.1)."""
-_SERVERS_OWN_SUBJECTS: Final = frozenset({3, 4})
-"""The RFC 3463 subjects of a temporary refusal that says the server itself failed:
-§3.4's X.3.XXX, Mail System Status, "something having to do with the destination
-system", under "the destination system administrator"'s control (``451 4.3.0`` local
-error, ``452 4.3.1`` insufficient storage), and §3.5's X.4.XXX, Network and Routing
-Status, the network or the routing failing (``451 4.4.3``, a DNS lookup that failed
-for now, ``451 4.4.5`` congestion): none is what the client sent."""
+_MAIL_SYSTEM_SUBJECT: Final = 3
+"""RFC 3463 §3.4's X.3.XXX, Mail System Status: "something having to do with the
+destination system", under "the destination system administrator"'s control, caused
+the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage). Not §3.5's
+X.4.XXX, Network and Routing Status: a ``451 4.4.3`` for a DNS lookup that failed for
+now may answer a RCPT whose domain the client chose, lame name servers and all, and
+each costs the server lookups, so it counts as Postfix counts every refusal."""
 _SERVER_UNAVAILABLE: Final = frozenset({(StartTls, 454), (Auth, 454), (AuthResponse, 454)})
 """Answers whose code alone says the server failed: ``454`` to STARTTLS (RFC 3207 §4,
 "TLS not available due to temporary reason") and to AUTH (RFC 4954 §6, "a temporary
@@ -593,10 +593,10 @@ class ServerConnection:
             client sent behind a MAIL that was refused (RFC 2920 §3.1); a message
             accepted starts the count again. Nor are temporary refusals of the server's
             own making: a status ``4.3.X`` (RFC 3463 §3.4, mail system status, as
-            ``451 4.3.0`` local error and ``452 4.3.1`` insufficient storage) or
-            ``4.4.X`` (§3.5, network and routing status, as ``451 4.4.3`` for a DNS
-            lookup that failed for now), and ``454`` to STARTTLS or AUTH (RFC 3207 §4,
-            RFC 4954 §6). Every 5xx counts, ``552 5.3.4`` too.""",
+            ``451 4.3.0`` local error and ``452 4.3.1`` insufficient storage), and
+            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6). A ``4.4.X`` one
+            (§3.5, network and routing, as ``451 4.4.3`` when DNS fails for now)
+            counts: the client may have chosen the domain that fails.""",
         )
         max_bad_commands = _option("max_bad_commands")
         max_junk_commands = _option(
@@ -1909,18 +1909,17 @@ class ServerConnection:
         limit on what the client does wrong (RFC 5321 §3.8's "erroneous commands").
         Excused: a refusal the machine forgave (:meth:`_behind_refused_mail`, an excess
         recipient: ``max_recipient_overshoot`` counts those), and a temporary one that
-        says the server itself failed, by its status (:data:`_SERVERS_OWN_SUBJECTS`) or
+        says the server itself failed, by its status (:data:`_MAIL_SYSTEM_SUBJECT`) or
         by its code (:data:`_SERVER_UNAVAILABLE`): a relay that sends its batch down
-        one connection while the disk is full, a spool file cannot be made or DNS does
-        not answer is not cut off, and banned, for the server's fault. Every 5xx counts,
-        ``552 5.3.4`` too: a permanent refusal is not retried, so twenty in a row with
-        no message taken are a client's own doing (Postfix counts them all)."""
+        one connection while the disk is full or a spool file cannot be made is not
+        cut off, and banned, for the server's fault. A temporary DNS failure counts: the
+        client may own the domain whose name servers do not answer."""
         if answered is self._forgiven:
             return False
         if event.code >= 500:
             return True
         status = event.status
-        if status is not None and status.subject in _SERVERS_OWN_SUBJECTS:
+        if status is not None and status.subject == _MAIL_SYSTEM_SUBJECT:
             return False
         return (type(answered), event.code) not in _SERVER_UNAVAILABLE
 
