@@ -67,6 +67,7 @@ from smtpcore.smtp._events import (
 )
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
+from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT
 from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
 from smtpcore.smtp._server_config import (
@@ -201,6 +202,10 @@ the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage). Not �
 X.4.XXX, Network and Routing Status: a ``451 4.4.3`` for a DNS lookup that failed for
 now may answer a RCPT whose domain the client chose, lame name servers and all, and
 each costs the server lookups, so it counts as Postfix counts every refusal."""
+_TOO_BIG_FOR_SYSTEM: Final = 4
+"""RFC 3463's X.3.4, "message too big for system": permanent, yet the server's own
+failure when the message was within the SIZE it offered (a file size limit, ``EFBIG``),
+unlike the machine's own :data:`OVER_SIZE_LIMIT`, which shares the status."""
 _SERVER_UNAVAILABLE: Final = frozenset({(StartTls, 454), (Auth, 454), (AuthResponse, 454)})
 """Answers whose code alone says the server failed: ``454`` to STARTTLS (RFC 3207 §4,
 "TLS not available due to temporary reason") and to AUTH (RFC 4954 §6, "a temporary
@@ -302,6 +307,26 @@ def _option(name: str, doc: str = "") -> property:
         conn._config = new
 
     return property(attrgetter(f"_config.{name}"), write, doc=doc)
+
+
+def _servers_own_failure(answered: Event, event: Reply) -> bool:
+    """Whether the refusal ``event`` of ``answered`` says the server failed, not the
+    client: by its code alone (:data:`_SERVER_UNAVAILABLE`), or by a mail system status
+    (:data:`_MAIL_SYSTEM_SUBJECT`), temporary (``4.3.X``) or ``5.3.4`` for a message
+    the server could not hold (:data:`_TOO_BIG_FOR_SYSTEM`). The machine's own
+    ``5.3.4``, for what was over ``max_message_size`` (:data:`OVER_SIZE_LIMIT`, the
+    suggested reply of the :class:`BadCommand` or :class:`RejectedMessage` answered),
+    is the client's: it was told the limit in SIZE. Any other 5xx is the client's."""
+    if (type(answered), event.code) in _SERVER_UNAVAILABLE:
+        return True
+    status = event.status
+    if status is None or status.subject != _MAIL_SYSTEM_SUBJECT:
+        return False
+    if event.code < 500:
+        return True
+    return status.detail == _TOO_BIG_FOR_SYSTEM and not (
+        isinstance(answered, BadCommand | RejectedMessage) and answered.reply == OVER_SIZE_LIMIT
+    )
 
 
 class ServerConnection:
@@ -594,7 +619,10 @@ class ServerConnection:
             accepted starts the count again. Nor are temporary refusals of the server's
             own making: a status ``4.3.X`` (RFC 3463 §3.4, mail system status, as
             ``451 4.3.0`` local error and ``452 4.3.1`` insufficient storage), and
-            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6). A ``4.4.X`` one
+            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6), and a ``552 5.3.4``
+            the application sends (a message the server could not hold, within the
+            SIZE it offered); the machine's own ``552 5.3.4``, over
+            ``max_message_size``, counts. A ``4.4.X`` one
             (§3.5, network and routing, as ``451 4.4.3`` when DNS fails for now)
             counts: the client may have chosen the domain that fails.""",
         )
@@ -1556,7 +1584,7 @@ class ServerConnection:
 
     def _content_refusal(self) -> Reply | None:
         if self._past_size_limit:
-            return reply(552, "5.3.4", "Message size exceeds fixed limit")
+            return OVER_SIZE_LIMIT
         content = self._content
         if content is None:
             return None
@@ -1908,20 +1936,15 @@ class ServerConnection:
         """Whether the refusal ``event`` of ``answered`` counts toward ``max_errors``: a
         limit on what the client does wrong (RFC 5321 §3.8's "erroneous commands").
         Excused: a refusal the machine forgave (:meth:`_behind_refused_mail`, an excess
-        recipient: ``max_recipient_overshoot`` counts those), and a temporary one that
-        says the server itself failed, by its status (:data:`_MAIL_SYSTEM_SUBJECT`) or
-        by its code (:data:`_SERVER_UNAVAILABLE`): a relay that sends its batch down
-        one connection while the disk is full or a spool file cannot be made is not
-        cut off, and banned, for the server's fault. A temporary DNS failure counts: the
-        client may own the domain whose name servers do not answer."""
+        recipient: ``max_recipient_overshoot`` counts those), and one that says the
+        server itself failed (:func:`_servers_own_failure`): a relay that sends its
+        batch down one connection while the disk is full, a spool file cannot be made
+        or a file size limit stops each message is not cut off, and banned, for the
+        server's fault. A temporary DNS failure counts: the client may own the domain
+        whose name servers do not answer."""
         if answered is self._forgiven:
             return False
-        if event.code >= 500:
-            return True
-        status = event.status
-        if status is not None and status.subject == _MAIL_SYSTEM_SUBJECT:
-            return False
-        return (type(answered), event.code) not in _SERVER_UNAVAILABLE
+        return not _servers_own_failure(answered, event)
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         """The enhanced status ``event`` is written with, answering ``answered`` (RFC

@@ -11,9 +11,12 @@ from smtpcore.smtp._replies import EnhancedStatus, Reply
 if TYPE_CHECKING:
     from smtpcore.smtp._extensions import ServerExtensions
 
-__all__ = ["SIZE"]
+__all__ = ["OVER_SIZE_LIMIT", "SIZE"]
 
-_TOO_BIG: Final = Reply(552, "Message size exceeds fixed limit", EnhancedStatus(5, 3, 4))
+OVER_SIZE_LIMIT: Final = Reply(552, "Message size exceeds fixed limit", EnhancedStatus(5, 3, 4))
+"""The machine's refusal of a message over ``max_message_size``, the limit the client was
+told in SIZE: declared at MAIL (RFC 1870 §6.1), or sent as DATA or BDAT content. The one
+``5.3.4`` that counts toward ``max_errors``: the client's to heed."""
 _BAD_SIZE: Final = Reply(501, "Bad SIZE value", EnhancedStatus(5, 5, 4))
 
 
@@ -29,7 +32,7 @@ def _over_limit(facts: ServerFacts, size: int) -> Reply | None:
     """Over ``max_message_size``, where there is one: None and 0 mean no limit, as
     ``SIZE 0`` does (RFC 1870 §4)."""
     limit = facts.max_message_size
-    return _TOO_BIG if limit and size > limit else None
+    return OVER_SIZE_LIMIT if limit and size > limit else None
 
 
 def _read(facts: ServerFacts, value: str | None) -> Reply | None:
@@ -38,7 +41,7 @@ def _read(facts: ServerFacts, value: str | None) -> Reply | None:
     if size is None:
         return _BAD_SIZE
     limit = facts.max_message_size
-    return _TOO_BIG if limit and size > limit else None
+    return OVER_SIZE_LIMIT if limit and size > limit else None
 
 
 def _client_over_limit(offered: ServerExtensions, size: int) -> str | None:
