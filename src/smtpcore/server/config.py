@@ -34,6 +34,7 @@ from smtpcore.address import (
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials, saslprep
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
+from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
 __all__ = [
     "MAX_DURATION",
@@ -457,10 +458,10 @@ _SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
 _SIZE_DIGITS = 20
 """Digits a size may have before its suffix: RFC 1870's ``size-value``, and a bound on
 the work."""
-MAX_SIZE = 2**63 - 1
-"""The largest size an option takes, in octets (8 EiB less one): the largest file a
-64-bit ``off_t`` can hold, so more than the server can ever keep, and 19 digits, so the
-EHLO reply's ``SIZE`` stays within RFC 1870's 20 (``size-value = 1*20DIGIT``)."""
+MAX_SIZE = MAX_MESSAGE_SIZE
+"""The largest size an option takes, in octets (2**63-1): the machine's own bound on
+``max_message_size`` (``MAX_MESSAGE_SIZE`` of the SIZE extension's entry), which keeps
+the EHLO reply's ``SIZE`` within RFC 1870's 20 digits."""
 
 
 def parse_size(text: str) -> int:

@@ -67,7 +67,7 @@ from smtpcore.smtp._events import (
 )
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
-from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT
+from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT, checked_message_size
 from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
 from smtpcore.smtp._server_config import (
@@ -289,6 +289,14 @@ def _wire_hostname(hostname: str) -> str:
     return a_label_hostname(hostname)
 
 
+_OPTION_CHECKS: Final[dict[str, Callable[[Any], object]]] = {
+    "hostname": _wire_hostname,
+    "max_message_size": checked_message_size,
+}
+"""Options checked as they are taken, by the constructor and when written: the value
+the machine keeps, or ``ValueError``."""
+
+
 def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
@@ -296,9 +304,10 @@ def _option(name: str, doc: str = "") -> property:
     this machine alone. An extension switched on or off counts from the next
     command (its parameters, its commands) and the next EHLO (its line there)."""
 
-    def write(conn: ServerConnection, value: object) -> None:
-        if name == "hostname":
-            value = _wire_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
+    def write(conn: ServerConnection, value: Any) -> None:
+        check = _OPTION_CHECKS.get(name)
+        if check is not None:
+            value = check(value)  # as the constructor takes it, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -439,7 +448,7 @@ class ServerConnection:
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
         config.max_recipients = max_recipients
-        config.max_message_size = max_message_size
+        config.max_message_size = checked_message_size(max_message_size)
         config.max_errors = max_errors
         config.max_bad_commands = max_bad_commands
         config.max_junk_commands = max_junk_commands
@@ -605,9 +614,11 @@ class ServerConnection:
             refused with ``552 5.3.4``, as a ``MAIL`` declaring a larger ``SIZE=``. The
             EHLO reply lists it as ``SIZE``'s argument. ``None`` or ``0`` for no limit:
             RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``);
-            a negative value refuses every message. Written during a message, it counts
-            from the next piece of DATA content but from the next BDAT chunk: a chunk is
-            measured once, at the size its command announces (RFC 3030 §2).""",
+            a negative value refuses every message. At most 2**63-1, given or written
+            (``ValueError``): SIZE offers it in at most 20 digits (RFC 1870 §3).
+            Written during a message, it counts from the next piece of DATA content but
+            from the next BDAT chunk: a chunk is measured once, at the size its command
+            announces (RFC 3030 §2).""",
         )
         max_errors = _option(
             "max_errors",
