@@ -10,7 +10,7 @@ import pytest
 
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.cli import build_parser, config_from_args, main
-from smtpcore.server.config import MAX_SIZE, ConfigError, ServerConfig
+from smtpcore.server.config import LISTENERS, MAX_SIZE, ConfigError, ServerConfig
 from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
 
@@ -102,6 +102,20 @@ def test_any_number_of_listeners_may_be_off(tmp_path: Path) -> None:
     assert list(config.listeners()) == []
     config = config_from_args(build_parser().parse_args(base))
     assert list(config.listeners()) == [("submission", 2587)]
+
+
+def test_the_listener_options_are_read_from_the_one_table(tmp_path: Path) -> None:
+    """``serve``'s port options, :meth:`ServerConfig.listeners` and the clash check all
+    read :data:`LISTENERS`: a listener added there has its option and is opened."""
+    args = ["serve", "--data-dir", str(tmp_path)]
+    args += [
+        arg
+        for number, name in enumerate(LISTENERS)
+        for arg in (f"--{name}-port", f"{3000 + number}")
+    ]
+    args += ["--tls-cert", __file__, "--tls-key", __file__]  # smtps, pop3s: read at start
+    config = config_from_args(build_parser().parse_args(args))
+    assert [name for name, _ in config.listeners()] == list(LISTENERS)
 
 
 def test_session_limits_on_the_command_line(tmp_path: Path) -> None:

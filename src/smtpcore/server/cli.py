@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ from smtpcore._version import __version__
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
+    LISTENERS,
     ConfigError,
     ServerConfig,
     default_hostname_warning,
@@ -89,14 +91,9 @@ def _add_serve(commands: Any) -> None:
         description="Run the reference mail server: SMTP in, submission, relay, POP3 out.",
     )
     ports = serve.add_argument_group("listeners (port 0 turns one off)")
-    for name, default, what in (  # as _LISTENERS
-        ("smtp", 2525, "inbound mail for the local domains (no AUTH, never relays)"),
-        ("submission", 2587, "mail from local users (AUTH required), any recipient"),
-        ("pop3", 2110, "POP3 for the local mailboxes"),
-        ("lmtp", 0, "LMTP final delivery into the local mailboxes"),
-        ("smtps", 0, "submission over implicit TLS (RFC 8314); needs --tls-cert"),
-        ("pop3s", 0, "POP3 over implicit TLS; needs --tls-cert"),
-    ):
+    default_ports = {field.name: field.default for field in dataclasses.fields(ServerConfig)}
+    for name, what in LISTENERS.items():
+        default = default_ports[f"{name}_port"]
         ports.add_argument(
             f"--{name}-port",
             type=_arg(_port, "port"),
@@ -554,10 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_LISTENERS = ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s")
-"""The listeners ``serve`` has a ``--NAME-port`` for, in the order of its help."""
-
-
 def _check_ports_apart(args: argparse.Namespace) -> None:
     """Two listeners on one port, refused as the options are read, naming both: every
     listener binds ``--host``, and the second bind failed at start as ``cannot listen:
@@ -567,7 +560,7 @@ def _check_ports_apart(args: argparse.Namespace) -> None:
     tests and the demo do) binds no port of its configuration, whose ports then only
     say which listeners are on."""
     taken: dict[int, str] = {}
-    for name in _LISTENERS:
+    for name in LISTENERS:
         port: int = getattr(args, f"{name}_port")
         first = taken.setdefault(port, name) if port else name
         if first != name:

@@ -38,6 +38,7 @@ from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
 __all__ = [
     "MAX_DURATION",
+    "LISTENERS",
     "MAX_SIZE",
     "PROXIED_LISTENERS",
     "XCLIENT_LISTENERS",
@@ -60,6 +61,19 @@ __all__ = [
     "server_hostname",
 ]
 
+LISTENERS: Mapping[str, str] = MappingProxyType(
+    {
+        "smtp": "inbound mail for the local domains (no AUTH, never relays)",
+        "submission": "mail from local users (AUTH required), any recipient",
+        "smtps": "submission over implicit TLS (RFC 8314); needs --tls-cert",
+        "lmtp": "LMTP final delivery into the local mailboxes",
+        "pop3": "POP3 for the local mailboxes",
+        "pop3s": "POP3 over implicit TLS; needs --tls-cert",
+    }
+)
+"""Every listener, by name, and what it serves: each has a ``NAME_port`` option (0
+turns it off). In the order the server opens them and ``serve --help`` lists them;
+the one table that :meth:`ServerConfig.listeners` and ``serve``'s options read."""
 PROXIED_LISTENERS = ("smtp", "submission", "smtps", "pop3", "pop3s")
 """The listeners ``--proxy-protocol-from`` applies to: those a load balancer fronts.
 LMTP is not one: its client is the MTA in front, whose own address is the one to
@@ -672,7 +686,7 @@ class ServerConfig:
                     where = self.alias_sources.get((alias, login), "sender alias")
                     raise ConfigError(f"{where}: {alias} -> {login}: {login} is not a user here")
         object.__setattr__(self, "sender_aliases", MappingProxyType(dict(self.sender_aliases)))
-        for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
+        for name in LISTENERS:
             _check_port(name, getattr(self, f"{name}_port"))
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
@@ -818,7 +832,7 @@ class ServerConfig:
 
     def listeners(self) -> Iterable[tuple[str, int]]:
         """(name, port) of every listener that is on."""
-        for name in ("smtp", "submission", "smtps", "lmtp", "pop3", "pop3s"):
+        for name in LISTENERS:
             port: int = getattr(self, f"{name}_port")
             if port:
                 yield name, port
