@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
-from smtpcore.server.cli import build_parser, config_from_args
-from smtpcore.server.config import ConfigError
+from smtpcore.server.cli import build_parser, config_from_args, main
+from smtpcore.server.config import LISTENERS, MAX_SIZE, ConfigError, ServerConfig
+from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
 
 def test_serve_options_as_the_issue_lists_them(tmp_path: Path) -> None:
@@ -72,6 +73,49 @@ def test_lmtp_port_25_is_refused(tmp_path: Path) -> None:
         config_from_args(build_parser().parse_args(args))
     args[-1] = "24"
     assert dict(config_from_args(build_parser().parse_args(args)).listeners())["lmtp"] == 24
+
+
+def test_two_listeners_on_one_port_are_refused_naming_both_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--pop3-port`` equal to ``--smtp-port`` failed only at bind time, as ``cannot
+    listen: pop3 listener on 127.0.0.1:2525: Address already in use``, naming neither
+    option nor the listener that held the port."""
+    args = ["serve", "--data-dir", str(tmp_path), "--smtp-port", "2525", "--pop3-port", "2525"]
+    with pytest.raises(ConfigError) as refused:
+        config_from_args(build_parser().parse_args(args))
+    assert str(refused.value) == (
+        "--smtp-port and --pop3-port are both 2525: two listeners cannot share a port on "
+        "--host 127.0.0.1; give one another port, or 0 to turn it off"
+    )
+    with pytest.raises(ConfigError, match="--submission-port and --lmtp-port are both 2587"):
+        config_from_args(build_parser().parse_args([*args[:3], "--lmtp-port", "2587"]))
+    assert main(args) == 2  # before anything is made or bound
+    assert capsys.readouterr().err.startswith("smtpcore serve: --smtp-port and --pop3-port ")
+    assert not tmp_path.joinpath("queue").exists()
+
+
+def test_any_number_of_listeners_may_be_off(tmp_path: Path) -> None:
+    """Port 0 turns a listener off: two, or all but one, at 0 are no clash."""
+    base = ["serve", "--data-dir", str(tmp_path), "--smtp-port", "0", "--pop3-port", "0"]
+    config = config_from_args(build_parser().parse_args([*base, "--submission-port", "0"]))
+    assert list(config.listeners()) == []
+    config = config_from_args(build_parser().parse_args(base))
+    assert list(config.listeners()) == [("submission", 2587)]
+
+
+def test_the_listener_options_are_read_from_the_one_table(tmp_path: Path) -> None:
+    """``serve``'s port options, :meth:`ServerConfig.listeners` and the clash check all
+    read :data:`LISTENERS`: a listener added there has its option and is opened."""
+    args = ["serve", "--data-dir", str(tmp_path)]
+    args += [
+        arg
+        for number, name in enumerate(LISTENERS)
+        for arg in (f"--{name}-port", f"{3000 + number}")
+    ]
+    args += ["--tls-cert", __file__, "--tls-key", __file__]  # smtps, pop3s: read at start
+    config = config_from_args(build_parser().parse_args(args))
+    assert [name for name, _ in config.listeners()] == list(LISTENERS)
 
 
 def test_session_limits_on_the_command_line(tmp_path: Path) -> None:
@@ -170,8 +214,17 @@ ARABIC_INDIC_26526 = "\u0662\u0666\u0665\u0662\u0666"
         ("--max-recipients", "9999999999", "'9999999999' is too large (at most 999999999)"),
         ("--smtp-port", "0000070000", "'0000070000' is not a port (0 to 65535)"),
         ("--max-message-size", "\u0661\u0660M", "is not a size"),
-        ("--max-message-size", "9" * 5000, "is not a size"),
+        ("--max-message-size", "9" * 5000, "is too large (at most 9223372036854775807 octets)"),
         ("--min-free-space", "\u0665", "is not a size"),
+        # RFC 1870's SIZE has at most 20 digits: the EHLO reply offered 30 of them.
+        (
+            "--max-message-size",
+            "99999999999999999999G",
+            "'99999999999999999999G' is too large (at most 9223372036854775807 octets)",
+        ),
+        ("--max-message-size", "9223372036854775808", "is too large (at most"),
+        ("--max-message-size", "8589934592G", "is too large (at most"),  # 2**63 octets
+        ("--min-free-space", "99999999999999999999", "is too large (at most"),
         ("--retry-after", "\u0665m", "is not a duration"),
         ("--stop-timeout", "1\u0660s", "is not a duration"),
         ("--relay-host", "smart.example:" + "9" * 5000, "is not HOST:PORT"),
@@ -192,6 +245,22 @@ def test_numeric_options_take_ascii_digits_and_say_what_they_want(
     assert message.startswith(f"python -m smtpcore serve: error: argument {option}: ")
     assert error in message, message
     assert "int()" not in message and "Exceeds" not in message
+
+
+def test_the_largest_size_is_taken_and_offered_in_20_digits_at_most(tmp_path: Path) -> None:
+    base = ["serve", "--data-dir", str(tmp_path), "--min-free-space", "8589934591G"]
+    args = [*base, "--max-message-size", "9223372036854775807"]
+    config = config_from_args(build_parser().parse_args(args))
+    assert config.max_message_size == MAX_SIZE == MAX_MESSAGE_SIZE == 2**63 - 1  # the machine's
+    assert config.min_free_space == 8589934591 << 30
+    assert len(str(config.max_message_size)) <= 20  # RFC 1870 §8, size-value
+
+
+@pytest.mark.parametrize("option", ["max_message_size", "min_free_space"])
+def test_a_server_config_refuses_a_size_past_the_largest(tmp_path: Path, option: str) -> None:
+    with pytest.raises(ConfigError, match=f"--{option.replace('_', '-')}: .* is too large"):
+        options: dict[str, Any] = {option: MAX_SIZE + 1}
+        ServerConfig(data_dir=tmp_path, hostname="mx.abc.example", **options)
 
 
 def test_numbers_in_ascii_digits_are_read_as_before(tmp_path: Path) -> None:

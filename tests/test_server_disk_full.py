@@ -437,6 +437,26 @@ def test_a_relay_is_not_cut_off_and_banned_for_a_full_disk_at_mail(
     assert "Too many errors" not in caplog.text
 
 
+def test_a_relay_is_not_cut_off_and_banned_for_a_file_size_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """25 messages, each well within the SIZE offered, that a file size limit (``EFBIG``:
+    ``ulimit -f``, the filesystem's largest file) keeps out of the spool: each ``552 5.3.4
+    Message too big for system``, which the filter passes by, and no ``421 4.7.0 ... Too
+    many errors``, which it bans: the 21st command got one, for the server's own limit."""
+    caplog.set_level(logging.INFO, "smtpcore")
+
+    def write(self: queue.Spool, data: bytes) -> None:
+        raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+
+    monkeypatch.setattr(queue.Spool, "write", write)
+    assert _serve(_config(tmp_path), _relay_reusing_its_connection(25)) == [552] * 25
+    refused = [m for m in caplog.messages if "reject: DATA" in m]
+    assert len(refused) == 25 and "552 5.3.4 Message too big for system" in refused[-1]
+    assert _hosts(_as_logged(caplog.records)) == []
+    assert "Too many errors" not in caplog.text
+
+
 WHERE_THE_DISK_FILLS: dict[str, tuple[Any, str, int]] = {
     "spooling the content": (queue.Spool, "write", 3),
     "copying into the mailbox": (maildir.LFWriter, "write", 2),

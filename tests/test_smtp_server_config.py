@@ -20,6 +20,7 @@ from smtp_helpers import EHLO, codes, greeted, run
 from smtpcore._driver._smtp_server import ServerOptions
 from smtpcore._lines import FramingPolicy
 from smtpcore.smtp import Reply, ServerConnection
+from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 from smtpcore.smtp._server_config import ServerConfig
 
 # Every constructor option, each with a value other than its default.
@@ -125,6 +126,29 @@ def test_a_machine_keeps_its_writes_through_its_session() -> None:
     _, out = run(conn, EHLO + b"MAIL FROM:<a@abc.example> SIZE=11\r\n")
     assert out.endswith(b"552 Message size exceeds fixed limit\r\n")
     assert ServerConnection("mx.pqr.example").max_message_size == 10_240_000
+
+
+@pytest.mark.parametrize("size", [2**63, 10**19, 10**25])
+def test_a_size_limit_past_the_largest_is_refused_where_the_option_is_taken(size: int) -> None:
+    """``max_message_size=10**25`` was taken, and the EHLO reply offered ``SIZE`` and 26
+    digits where RFC 1870 §3 allows 20 (``size-value = 1*20DIGIT``): the constructor,
+    the adapters' options (built through it) and a write all refuse it now."""
+    with pytest.raises(ValueError, match=r"max_message_size \d+ is over 9223372036854775807"):
+        ServerConnection("mx.pqr.example", max_message_size=size)
+    with pytest.raises(ValueError, match="is over 9223372036854775807"):
+        ServerOptions(hostname="mx.pqr.example", max_message_size=size)
+    conn = greeted()
+    with pytest.raises(ValueError, match="is over 9223372036854775807"):
+        conn.max_message_size = size
+    assert conn.max_message_size == 10_240_000
+
+
+def test_the_largest_size_limit_is_offered_in_19_digits() -> None:
+    conn = greeted(max_message_size=MAX_MESSAGE_SIZE)
+    _, out = run(conn, EHLO)
+    assert b"250-SIZE 9223372036854775807\r\n" in out
+    conn.max_message_size = -1  # refuses every message: no bound below
+    assert conn.max_message_size == -1
 
 
 def test_an_extension_written_on_a_machine_is_offered_and_read_so() -> None:

@@ -181,10 +181,18 @@ SERVER_FAILURES = [
     Reply(451, "Local error in processing", "4.3.0"),
     Reply(452, "Insufficient system storage", "4.3.1"),
     Reply(451, "System incorrectly configured", "4.3.5"),
+    # A file size limit (EFBIG) on a message within the SIZE offered: permanent, but the
+    # server's; only the machine's own refusal over max_message_size is the client's.
+    Reply(552, "Message too big for system", "5.3.4"),
 ]
 CLIENT_ERRORS = [
     Reply(450, "Try again later", "4.7.1"),  # a policy's: the client's to earn
-    Reply(552, "Message too big for system", "5.3.4"),  # permanent: counted as ever
+    Reply(554, "System not accepting network messages", "5.3.2"),  # permanent: counted
+    Reply(554, "unable to route", "5.4.4"),  # routing, but permanent: counted
+    # Network and routing (RFC 3463 §3.5): the domain may be the client's own, its name
+    # servers silent on purpose, and each such refusal costs the server DNS lookups.
+    Reply(451, "temporary DNS failure looking up xyz.example", "4.4.3"),
+    Reply(451, "Mail system congestion", "4.4.5"),
     Reply(451, "Try again later", None),  # says nothing of whose fault it is
 ]
 
@@ -222,6 +230,75 @@ def test_other_refusals_of_mail_count_as_errors_as_ever(refusal: Reply) -> None:
         answer=answering_mail_with(refusal),
     )
     assert codes(out)[-1] == "421 4.7.0"
+    assert conn.state is State.CLOSED
+
+
+ENVELOPE_TO_DATA = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<r@pqr.example>\r\nDATA\r\n"
+OVER_THE_SIZE_LIMIT: dict[str, tuple[bytes, ...]] = {
+    "MAIL SIZE=": (b"MAIL FROM:<a@b.example> SIZE=2000\r\nRSET\r\n",),
+    "DATA": (ENVELOPE_TO_DATA, (b"x" * 78 + b"\r\n") * 25 + b".\r\n"),  # after the 354
+    "BDAT": (
+        b"MAIL FROM:<a@b.example>\r\nRCPT TO:<r@pqr.example>\r\nBDAT 2000 LAST\r\n"
+        + (b"x" * 78 + b"\r\n") * 25,
+    ),
+}
+"""A message over a ``max_message_size`` of 1000, as the client's writes go."""
+
+
+def sent_in_turn(
+    conn: ServerConnection, writes: tuple[bytes, ...], times: int, answer: SMTPAnswer | None = None
+) -> list[str]:
+    """The codes of the replies to ``writes``, sent ``times`` over, one write at a time."""
+    out = b""
+    for _ in range(times):
+        for data in writes:
+            out += run(conn, data, **({} if answer is None else {"answer": answer}))[1]
+    return codes(out)
+
+
+@pytest.mark.parametrize("message", OVER_THE_SIZE_LIMIT.values(), ids=list(OVER_THE_SIZE_LIMIT))
+def test_messages_over_the_size_offered_count_as_errors(message: tuple[bytes, ...]) -> None:
+    """The machine's own ``552 5.3.4`` (``max_message_size``, offered in SIZE) is the
+    client's doing, though it shares its status with the server's file size limit."""
+    conn = greeted(max_message_size=1000)
+    run(conn, EHLO)
+    replies = sent_in_turn(conn, message, 21)
+    assert replies.count("552 5.3.4") == 20
+    assert replies[-1] == "421 4.7.0"
+    assert conn.state is State.CLOSED
+
+
+def test_messages_the_server_cannot_hold_within_the_size_offered_are_not_errors() -> None:
+    """The review's case: a relay sends 21 messages within SIZE, and a file size limit
+    (``EFBIG``) refuses each ``552 5.3.4 Message too big for system``; the 21st got
+    ``421 4.7.0 Too many errors``, and a fail2ban ban, for the server's own limit."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, EndOfMessage):
+            return Reply(552, "Message too big for system", "5.3.4")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted(max_message_size=10_000)
+    run(conn, EHLO)
+    replies = sent_in_turn(conn, OVER_THE_SIZE_LIMIT["DATA"], 25, answer)
+    assert replies == ["250 2.1.0", "250 2.1.5", "354", "552 5.3.4"] * 25
+    assert conn.state is State.READY
+
+
+def test_recipients_refused_while_dns_fails_for_now_are_cut_off_at_max_errors() -> None:
+    """``451 4.4.3`` for every RCPT, as a server answers that resolves the recipient's
+    domain at RCPT (docs/routing.rst) when the client names a domain of its own behind
+    silent name servers: each RCPT cost up to ten lookups, and exempting ``4.4.X`` from
+    ``max_errors`` let one session send 300 of them, never cut off."""
+
+    def answer(conn: ServerConnection, event: Event) -> Reply | list[Reply] | None:
+        if isinstance(event, Rcpt):
+            return Reply(451, "temporary DNS failure looking up lame.example", "4.4.3")
+        return permissive_smtp_answer(conn, event)
+
+    conn = greeted()
+    _, out = run(conn, EHLO + b"MAIL FROM:<a@lame.example>\r\n" + recipients(30), answer=answer)
+    assert codes(out)[1:] == ["250 2.1.0"] + ["451 4.4.3"] * 20 + ["421 4.7.0"]
     assert conn.state is State.CLOSED
 
 

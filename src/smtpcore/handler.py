@@ -463,8 +463,9 @@ class Handler:
     the transaction too, and gets the same ``reject:`` line first, its reason the
     hook and the error (``(handle_data_chunk failed: Input/output error)``), then
     its traceback; one out of any other hook is logged with its traceback alone.
-    None of these ``4.3.X`` refusals counts toward the session's ``max_errors``:
-    the fault is the server's, not the client's.
+    None of these refusals (``4.3.X``, and a ``552 5.3.4`` for a message within
+    the ``SIZE`` offered) counts toward the session's ``max_errors``: the fault is
+    the server's, not the client's.
 
     Message content reaches the handler through :meth:`handle_data_chunk`,
     one unstuffed chunk at a time. :class:`Handler`'s own keeps the chunks

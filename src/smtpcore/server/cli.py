@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -23,6 +24,7 @@ from smtpcore._version import __version__
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
+    LISTENERS,
     ConfigError,
     ServerConfig,
     default_hostname_warning,
@@ -89,14 +91,9 @@ def _add_serve(commands: Any) -> None:
         description="Run the reference mail server: SMTP in, submission, relay, POP3 out.",
     )
     ports = serve.add_argument_group("listeners (port 0 turns one off)")
-    for name, default, what in (
-        ("smtp", 2525, "inbound mail for the local domains (no AUTH, never relays)"),
-        ("submission", 2587, "mail from local users (AUTH required), any recipient"),
-        ("pop3", 2110, "POP3 for the local mailboxes"),
-        ("lmtp", 0, "LMTP final delivery into the local mailboxes"),
-        ("smtps", 0, "submission over implicit TLS (RFC 8314); needs --tls-cert"),
-        ("pop3s", 0, "POP3 over implicit TLS; needs --tls-cert"),
-    ):
+    default_ports = {field.name: field.default for field in dataclasses.fields(ServerConfig)}
+    for name, what in LISTENERS.items():
+        default = default_ports[f"{name}_port"]
         ports.add_argument(
             f"--{name}-port",
             type=_arg(_port, "port"),
@@ -186,7 +183,8 @@ def _add_serve(commands: Any) -> None:
         type=_arg(parse_size, "size"),
         default=10_240_000,
         metavar="SIZE",
-        help="largest message accepted, in octets or like 10M; 0 for no limit (default 10240000)",
+        help="largest message accepted, in octets or like 10M, at most 2**63-1 octets; 0 for "
+        "no limit (default 10240000)",
     )
     limits.add_argument(
         "--min-free-space",
@@ -553,8 +551,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_ports_apart(args: argparse.Namespace) -> None:
+    """Two listeners on one port, refused as the options are read, naming both: every
+    listener binds ``--host``, and the second bind failed at start as ``cannot listen:
+    pop3 listener on 127.0.0.1:2525: Address already in use``, naming neither option.
+    Port 0 turns a listener off, so any number may be 0. Here, not in
+    :class:`ServerConfig`: a server given its sockets (``MailServer(sockets=...)``, as
+    tests and the demo do) binds no port of its configuration, whose ports then only
+    say which listeners are on."""
+    taken: dict[int, str] = {}
+    for name in LISTENERS:
+        port: int = getattr(args, f"{name}_port")
+        first = taken.setdefault(port, name) if port else name
+        if first != name:
+            raise ConfigError(
+                f"--{first}-port and --{name}-port are both {port}: two listeners cannot "
+                f"share a port on --host {args.host}; give one another port, or 0 to turn "
+                "it off"
+            )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The :class:`ServerConfig` that ``serve``'s options describe."""
+    _check_ports_apart(args)
     users: dict[str, str] = {}
     aliases: dict[str, tuple[str, ...]] = {}
     sources: dict[str, str] = {}

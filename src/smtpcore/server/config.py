@@ -34,9 +34,12 @@ from smtpcore.address import (
 from smtpcore.routing import Router
 from smtpcore.sasl import ScramCredentials, saslprep
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
+from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
 __all__ = [
     "MAX_DURATION",
+    "LISTENERS",
+    "MAX_SIZE",
     "PROXIED_LISTENERS",
     "XCLIENT_LISTENERS",
     "ConfigError",
@@ -58,6 +61,19 @@ __all__ = [
     "server_hostname",
 ]
 
+LISTENERS: Mapping[str, str] = MappingProxyType(
+    {
+        "smtp": "inbound mail for the local domains (no AUTH, never relays)",
+        "submission": "mail from local users (AUTH required), any recipient",
+        "smtps": "submission over implicit TLS (RFC 8314); needs --tls-cert",
+        "lmtp": "LMTP final delivery into the local mailboxes",
+        "pop3": "POP3 for the local mailboxes",
+        "pop3s": "POP3 over implicit TLS; needs --tls-cert",
+    }
+)
+"""Every listener, by name, and what it serves: each has a ``NAME_port`` option (0
+turns it off). In the order the server opens them and ``serve --help`` lists them;
+the one table that :meth:`ServerConfig.listeners` and ``serve``'s options read."""
 PROXIED_LISTENERS = ("smtp", "submission", "smtps", "pop3", "pop3s")
 """The listeners ``--proxy-protocol-from`` applies to: those a load balancer fronts.
 LMTP is not one: its client is the MTA in front, whose own address is the one to
@@ -454,17 +470,24 @@ def option_number(text: str, *, max_digits: int) -> int | None:
 
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]?)i?b?\s*\Z", re.IGNORECASE)
 _SIZE_DIGITS = 20
-"""Digits a size may have: a thousand times any disk, and a bound on the work."""
+"""Digits a size may have before its suffix: RFC 1870's ``size-value``, and a bound on
+the work."""
+MAX_SIZE = MAX_MESSAGE_SIZE
+"""The largest size an option takes, in octets (2**63-1): the machine's own bound on
+``max_message_size`` (``MAX_MESSAGE_SIZE`` of the SIZE extension's entry), which keeps
+the EHLO reply's ``SIZE`` within RFC 1870's 20 digits."""
 
 
 def parse_size(text: str) -> int:
     """Octets, or with a binary suffix: ``512k``, ``10M``, ``1G``; in ASCII digits
-    (:func:`~smtpcore._numbers.parse_number`)."""
+    (:func:`~smtpcore._numbers.parse_number`), at most :data:`MAX_SIZE`."""
     match = _SIZE.match(text)
-    number = None if match is None else option_number(match.group(1), max_digits=_SIZE_DIGITS)
-    if match is None or number is None:
+    if match is None:
         raise ValueError(f"{text!r} is not a size (octets, or like 512k, 10M)")
+    number = option_number(match.group(1), max_digits=_SIZE_DIGITS)
     exponent = " kmg".index(match.group(2).lower() or " ")
+    if number is None or number * 1024**exponent > MAX_SIZE:
+        raise ValueError(f"{text!r} is too large (at most {MAX_SIZE} octets)")
     size: int = number * 1024**exponent
     return size
 
@@ -663,7 +686,7 @@ class ServerConfig:
                     where = self.alias_sources.get((alias, login), "sender alias")
                     raise ConfigError(f"{where}: {alias} -> {login}: {login} is not a user here")
         object.__setattr__(self, "sender_aliases", MappingProxyType(dict(self.sender_aliases)))
-        for name in ("smtp", "submission", "pop3", "lmtp", "smtps", "pop3s"):
+        for name in LISTENERS:
             _check_port(name, getattr(self, f"{name}_port"))
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together")
@@ -694,6 +717,11 @@ class ServerConfig:
             raise ConfigError("--max-message-size must not be negative (0: no limit)")
         if self.min_free_space is not None and self.min_free_space < 0:
             raise ConfigError("--min-free-space must not be negative (0: no floor)")
+        for name in ("max_message_size", "min_free_space"):
+            size = getattr(self, name)
+            if size is not None and size > MAX_SIZE:
+                flag = name.replace("_", "-")
+                raise ConfigError(f"--{flag}: {size} is too large (at most {MAX_SIZE} octets)")
         if self.max_recipients < 1:
             raise ConfigError("--max-recipients must be at least 1")
         if self.destination_concurrency is not None and self.destination_concurrency < 1:
@@ -804,7 +832,7 @@ class ServerConfig:
 
     def listeners(self) -> Iterable[tuple[str, int]]:
         """(name, port) of every listener that is on."""
-        for name in ("smtp", "submission", "smtps", "lmtp", "pop3", "pop3s"):
+        for name in LISTENERS:
             port: int = getattr(self, f"{name}_port")
             if port:
                 yield name, port

@@ -67,6 +67,7 @@ from smtpcore.smtp._events import (
 )
 from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
 from smtpcore.smtp._ext import BUILTIN, Body
+from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT, checked_message_size
 from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
 from smtpcore.smtp._server_config import (
@@ -197,7 +198,14 @@ _SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
 _MAIL_SYSTEM_SUBJECT: Final = 3
 """RFC 3463 §3.4's X.3.XXX, Mail System Status: "something having to do with the
 destination system", under "the destination system administrator"'s control, caused
-the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage)."""
+the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage). Not §3.5's
+X.4.XXX, Network and Routing Status: a ``451 4.4.3`` for a DNS lookup that failed for
+now may answer a RCPT whose domain the client chose, lame name servers and all, and
+each costs the server lookups, so it counts as Postfix counts every refusal."""
+_TOO_BIG_FOR_SYSTEM: Final = 4
+"""RFC 3463's X.3.4, "message too big for system": permanent, yet the server's own
+failure when the message was within the SIZE it offered (a file size limit, ``EFBIG``),
+unlike the machine's own :data:`OVER_SIZE_LIMIT`, which shares the status."""
 _SERVER_UNAVAILABLE: Final = frozenset({(StartTls, 454), (Auth, 454), (AuthResponse, 454)})
 """Answers whose code alone says the server failed: ``454`` to STARTTLS (RFC 3207 §4,
 "TLS not available due to temporary reason") and to AUTH (RFC 4954 §6, "a temporary
@@ -281,6 +289,14 @@ def _wire_hostname(hostname: str) -> str:
     return a_label_hostname(hostname)
 
 
+_OPTION_CHECKS: Final[dict[str, Callable[[Any], object]]] = {
+    "hostname": _wire_hostname,
+    "max_message_size": checked_message_size,
+}
+"""Options checked as they are taken, by the constructor and when written: the value
+the machine keeps, or ``ValueError``."""
+
+
 def _option(name: str, doc: str = "") -> property:
     """The constructor option ``name`` of a machine, kept in its shared configuration:
     read in C (no Python call: extensions read some on every command), and written
@@ -288,9 +304,10 @@ def _option(name: str, doc: str = "") -> property:
     this machine alone. An extension switched on or off counts from the next
     command (its parameters, its commands) and the next EHLO (its line there)."""
 
-    def write(conn: ServerConnection, value: object) -> None:
-        if name == "hostname":
-            value = _wire_hostname(value)  # type: ignore[arg-type]  # a str, or refused there
+    def write(conn: ServerConnection, value: Any) -> None:
+        check = _OPTION_CHECKS.get(name)
+        if check is not None:
+            value = check(value)  # as the constructor takes it, or refused there
         old = conn._config
         new = old.replaced(name, value)
         if new.tables is not old.tables:
@@ -299,6 +316,26 @@ def _option(name: str, doc: str = "") -> property:
         conn._config = new
 
     return property(attrgetter(f"_config.{name}"), write, doc=doc)
+
+
+def _servers_own_failure(answered: Event, event: Reply) -> bool:
+    """Whether the refusal ``event`` of ``answered`` says the server failed, not the
+    client: by its code alone (:data:`_SERVER_UNAVAILABLE`), or by a mail system status
+    (:data:`_MAIL_SYSTEM_SUBJECT`), temporary (``4.3.X``) or ``5.3.4`` for a message
+    the server could not hold (:data:`_TOO_BIG_FOR_SYSTEM`). The machine's own
+    ``5.3.4``, for what was over ``max_message_size`` (:data:`OVER_SIZE_LIMIT`, the
+    suggested reply of the :class:`BadCommand` or :class:`RejectedMessage` answered),
+    is the client's: it was told the limit in SIZE. Any other 5xx is the client's."""
+    if (type(answered), event.code) in _SERVER_UNAVAILABLE:
+        return True
+    status = event.status
+    if status is None or status.subject != _MAIL_SYSTEM_SUBJECT:
+        return False
+    if event.code < 500:
+        return True
+    return status.detail == _TOO_BIG_FOR_SYSTEM and not (
+        isinstance(answered, BadCommand | RejectedMessage) and answered.reply == OVER_SIZE_LIMIT
+    )
 
 
 class ServerConnection:
@@ -411,7 +448,7 @@ class ServerConnection:
         config.max_command_line = max_command_line
         config.max_text_line = max_text_line
         config.max_recipients = max_recipients
-        config.max_message_size = max_message_size
+        config.max_message_size = checked_message_size(max_message_size)
         config.max_errors = max_errors
         config.max_bad_commands = max_bad_commands
         config.max_junk_commands = max_junk_commands
@@ -577,9 +614,11 @@ class ServerConnection:
             refused with ``552 5.3.4``, as a ``MAIL`` declaring a larger ``SIZE=``. The
             EHLO reply lists it as ``SIZE``'s argument. ``None`` or ``0`` for no limit:
             RFC 1870 §4 reads ``SIZE 0`` so (Postfix's ``message_size_limit = 0``);
-            a negative value refuses every message. Written during a message, it counts
-            from the next piece of DATA content but from the next BDAT chunk: a chunk is
-            measured once, at the size its command announces (RFC 3030 §2).""",
+            a negative value refuses every message. At most 2**63-1, given or written
+            (``ValueError``): SIZE offers it in at most 20 digits (RFC 1870 §3).
+            Written during a message, it counts from the next piece of DATA content but
+            from the next BDAT chunk: a chunk is measured once, at the size its command
+            announces (RFC 3030 §2).""",
         )
         max_errors = _option(
             "max_errors",
@@ -591,7 +630,12 @@ class ServerConnection:
             accepted starts the count again. Nor are temporary refusals of the server's
             own making: a status ``4.3.X`` (RFC 3463 §3.4, mail system status, as
             ``451 4.3.0`` local error and ``452 4.3.1`` insufficient storage), and
-            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6).""",
+            ``454`` to STARTTLS or AUTH (RFC 3207 §4, RFC 4954 §6), and a ``552 5.3.4``
+            the application sends (a message the server could not hold, within the
+            SIZE it offered); the machine's own ``552 5.3.4``, over
+            ``max_message_size``, counts. A ``4.4.X`` one
+            (§3.5, network and routing, as ``451 4.4.3`` when DNS fails for now)
+            counts: the client may have chosen the domain that fails.""",
         )
         max_bad_commands = _option("max_bad_commands")
         max_junk_commands = _option(
@@ -1551,7 +1595,7 @@ class ServerConnection:
 
     def _content_refusal(self) -> Reply | None:
         if self._past_size_limit:
-            return reply(552, "5.3.4", "Message size exceeds fixed limit")
+            return OVER_SIZE_LIMIT
         content = self._content
         if content is None:
             return None
@@ -1903,19 +1947,15 @@ class ServerConnection:
         """Whether the refusal ``event`` of ``answered`` counts toward ``max_errors``: a
         limit on what the client does wrong (RFC 5321 §3.8's "erroneous commands").
         Excused: a refusal the machine forgave (:meth:`_behind_refused_mail`, an excess
-        recipient: ``max_recipient_overshoot`` counts those), and a temporary one that
-        says the server itself failed, by its status (:data:`_MAIL_SYSTEM_SUBJECT`) or
-        by its code (:data:`_SERVER_UNAVAILABLE`): a relay that sends its batch down
-        one connection while the disk is full or a spool file cannot be made is not
-        cut off, and banned, for the server's fault."""
+        recipient: ``max_recipient_overshoot`` counts those), and one that says the
+        server itself failed (:func:`_servers_own_failure`): a relay that sends its
+        batch down one connection while the disk is full, a spool file cannot be made
+        or a file size limit stops each message is not cut off, and banned, for the
+        server's fault. A temporary DNS failure counts: the client may own the domain
+        whose name servers do not answer."""
         if answered is self._forgiven:
             return False
-        if event.code >= 500:
-            return True
-        status = event.status
-        if status is not None and status.subject == _MAIL_SYSTEM_SUBJECT:
-            return False
-        return (type(answered), event.code) not in _SERVER_UNAVAILABLE
+        return not _servers_own_failure(answered, event)
 
     def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
         """The enhanced status ``event`` is written with, answering ``answered`` (RFC
