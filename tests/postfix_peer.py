@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orphan_reaper
 from peers import (
     LOOPBACK,
     RunningProcess,
@@ -137,12 +138,18 @@ smtputf8_enable = yes
 """
     )
     (conf / "master.cf").write_text(SERVICES.format(address=f"{LOOPBACK}:{port}"))
+    # The master of this instance only (its pid file is in our queue directory).
+    pid_file = directory / "queue" / "pid" / "master.pid"
     with run_process([postfix, "-c", str(conf), "start-fg"]) as process:
+        master = None
         try:
             wait_for_port(LOOPBACK, port, 30.0, process=process)
+            with contextlib.suppress(OSError, ValueError):
+                master = int(pid_file.read_text().split()[0])
+                orphan_reaper.watch(master, group=False)
             yield PrivatePostfix(port, directory, process)
         finally:
-            # The master of this instance only (its pid file is in our queue directory).
-            pid_file = directory / "queue" / "pid" / "master.pid"
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            if master is not None:
+                orphan_reaper.forget(master, group=False)

@@ -5,7 +5,8 @@
 mail, which the ``discard`` transport then drops. Nothing of the system's
 Postfix (its /etc/postfix, its queue, port 25) is read, touched or stopped.
 Leaving the block runs ``postfix -c DIR stop`` and then kills the
-instance's own master by the PID it wrote, if it is still there.
+instance's own master by the PID it wrote, if it is still there; should the
+test process die first, :mod:`orphan_reaper` stops that master.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import orphan_reaper
 from peers import LOOPBACK, free_port, missing_peer, require_program, wait_for_port
 
 __all__ = ["PrivatePostfix", "private_postfix"]
@@ -156,6 +158,9 @@ def private_postfix(
         wait_for_port(LOOPBACK, port, startup_timeout)
         while time.monotonic() < deadline and _master_pid(queue_dir) is None:
             time.sleep(0.05)
+        watched = _master_pid(queue_dir)
+        if watched is not None:  # a daemon: no block of ours stops it if we die
+            orphan_reaper.watch(watched, group=False)
         yield instance
     finally:
         pid = _master_pid(queue_dir)
@@ -170,6 +175,7 @@ def private_postfix(
             else:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            orphan_reaper.forget(pid, group=False)
         shutil.rmtree(directory, ignore_errors=True)
 
 
