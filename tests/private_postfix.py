@@ -149,6 +149,7 @@ def private_postfix(
     (config_dir / "master.cf").write_text(_MASTER_CF.format(address=f"{LOOPBACK}:{port}"))
     started = _postfix(postfix, config_dir, "start")
     instance = PrivatePostfix(LOOPBACK, port, config_dir, log_file)
+    master: _Master | None = None
     try:
         if started.returncode != 0:
             raise RuntimeError(
@@ -158,25 +159,41 @@ def private_postfix(
         wait_for_port(LOOPBACK, port, startup_timeout)
         while time.monotonic() < deadline and _master_pid(queue_dir) is None:
             time.sleep(0.05)
-        watched = _master_pid(queue_dir)
-        if watched is not None:  # a daemon: no block of ours stops it if we die
-            orphan_reaper.watch(watched, group=False)
+        master = _held_master(queue_dir)
+        if master is not None:  # a daemon: no block of ours stops it if we die
+            orphan_reaper.watch(master.pid, group=False)
         yield instance
     finally:
-        pid = _master_pid(queue_dir)
+        if master is None:
+            master = _held_master(queue_dir)
         _postfix(postfix, config_dir, "stop")
-        if pid is not None:
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            orphan_reaper.forget(pid, group=False)
+        if master is not None:
+            try:
+                if not master.process.wait(5.0):
+                    master.process.signal(signal.SIGKILL)
+                if master.process.wait(5.0):
+                    orphan_reaper.forget(master.pid, group=False)
+            finally:
+                master.process.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class _Master:
+    """The instance's master by its pid, and held by a pidfd: not our child, so its
+    pid is free the moment it ends, and a signal by number could reach another."""
+
+    pid: int
+    process: orphan_reaper.Process
+
+
+def _held_master(queue_dir: Path) -> _Master | None:
+    pid = _master_pid(queue_dir)
+    started = None if pid is None else orphan_reaper.start_time(pid)
+    if pid is None or started is None:
+        return None
+    process = orphan_reaper.Process.pin(pid, started)
+    return None if process is None else _Master(pid, process)
 
 
 def _postfix_ids() -> tuple[int, int]:

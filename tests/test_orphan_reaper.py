@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import orphan_reaper
 from test_peers_smoke import _is_gone
@@ -38,7 +41,7 @@ def _test_process(
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS)])}
     env["PEER_PIDS"] = str(pids)
     started = subprocess.Popen(argv, env=env, cwd=pids.parent, stdout=subprocess.DEVNULL)
-    found: list[int] = []
+    held: list[orphan_reaper.Process | orphan_reaper.Group] = []
     try:
         deadline = time.monotonic() + 60
         while not pids.exists():
@@ -46,15 +49,30 @@ def _test_process(
             assert time.monotonic() < deadline, f"{argv} started no peer"
             time.sleep(0.05)
         found = [int(word) for word in pids.read_text().split()]
+        held = _hold(found)
         yield started, found
     finally:
         started.kill()
         started.wait()
-        for pid in found:  # a test that failed must not leak them either
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        # A test that failed must not leak them either; one that passed saw them
+        # gone, and their pids may be another's now: hence held, not by number.
+        for peer in held:
+            peer.signal(signal.SIGKILL)
+            peer.close()
+
+
+def _hold(pids: list[int]) -> list[orphan_reaper.Process | orphan_reaper.Group]:
+    """Each of ``pids``, and the group it may lead, pinned while they still run."""
+    held: list[orphan_reaper.Process | orphan_reaper.Group] = []
+    for pid in pids:
+        started = orphan_reaper.start_time(pid)
+        if started is None:
+            continue
+        held.append(orphan_reaper.Group(pid, started))
+        process = orphan_reaper.Process.pin(pid, started)
+        if process is not None:
+            held.append(process)
+    return held
 
 
 def _write_pids(name: str) -> str:
@@ -107,3 +125,152 @@ def test_a_served_smtpcore_dies_with_the_pytest_that_started_it(tmp_path: Path) 
         pytest_process.send_signal(signal.SIGKILL)
         pytest_process.wait()
         assert _is_gone(served, GONE_WITHIN)
+
+
+def _fake_proc(tmp_path: Path, pid: int, started: int, name: str = "sleep") -> str:
+    """A /proc that shows ``pid`` with start time ``started``, and nothing else."""
+    proc = tmp_path / "proc"
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    after_name = ["S", *["0"] * 18, str(started), *["0"] * 30]  # fields 3, 4, ..., 22, ...
+    (proc / str(pid) / "stat").write_text(f"{pid} ({name}) {' '.join(after_name)}\n")
+    return str(proc)
+
+
+def _own_session_sleeper() -> subprocess.Popen[str]:
+    """A process leading a group of its own that says which signal it got, when asked."""
+    code = (
+        "import signal, sys\n"
+        "got = []\n"
+        "signal.signal(signal.SIGTERM, lambda signum, frame: got.append('SIGTERM'))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "print(' '.join(got) or 'untouched', flush=True)\n"
+    )
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert sleeper.stdout is not None and sleeper.stdout.readline() == "ready\n"
+    return sleeper
+
+
+def _what_it_got(sleeper: subprocess.Popen[str]) -> str:
+    """Signals sent before this call are handled before the answer (PEP 475)."""
+    answer, _ = sleeper.communicate("?\n", timeout=60)
+    return answer.strip()
+
+
+def test_the_start_time_is_read_past_a_name_with_spaces_and_parentheses(tmp_path: Path) -> None:
+    assert orphan_reaper.start_time(4321, _fake_proc(tmp_path, 4321, 987654, "a) b (c")) == 987654
+    assert orphan_reaper.start_time(4322, str(tmp_path / "proc")) is None
+    assert orphan_reaper.start_time(os.getpid()) is not None
+
+
+def test_a_group_whose_leader_s_pid_went_to_another_process_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """The review's case: the leader was reaped and its pid given to a process that is
+    not ours. /proc shows another start time there, so nothing is sent; the same
+    group, shown as ours, gets the signal."""
+    sleeper = _own_session_sleeper()
+    try:
+        started = orphan_reaper.start_time(sleeper.pid)
+        assert started is not None
+        someone_else = _fake_proc(tmp_path, sleeper.pid, started + 1)
+        assert not orphan_reaper.Group(sleeper.pid, started, someone_else).signal(signal.SIGTERM)
+        assert _what_it_got(sleeper) == "untouched"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_group_shown_as_ours_or_leaderless_gets_the_signal(tmp_path: Path) -> None:
+    """A live group's id is never a new process's pid: with its leader gone from
+    /proc, the group is still ours."""
+    for proc in ("same start", "leader gone"):
+        sleeper = _own_session_sleeper()
+        try:
+            started = orphan_reaper.start_time(sleeper.pid)
+            assert started is not None
+            shown = (
+                _fake_proc(tmp_path / proc, sleeper.pid, started)
+                if proc == "same start"
+                else str(tmp_path / "empty")
+            )
+            assert orphan_reaper.Group(sleeper.pid, started, shown).signal(signal.SIGTERM)
+            assert _what_it_got(sleeper) == "SIGTERM"
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+
+
+def test_a_process_is_pinned_only_with_its_own_start_time() -> None:
+    sleeper = _own_session_sleeper()
+    try:
+        started = orphan_reaper.start_time(sleeper.pid)
+        assert started is not None
+        assert orphan_reaper.Process.pin(sleeper.pid, started + 1) is None
+        pinned = orphan_reaper.Process.pin(sleeper.pid, started)
+        assert pinned is not None
+        try:
+            assert pinned.signal(signal.SIGTERM)
+            assert _what_it_got(sleeper) == "SIGTERM"
+            sleeper.wait()
+            assert not pinned.signal(0)  # reaped: the pidfd reaches no one, whoever has the pid
+        finally:
+            pinned.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# Run as pid 1 of a pid namespace of its own, where the next pid can be chosen.
+_PID_REUSE = r"""
+import os, select, subprocess, sys
+test_process = subprocess.Popen([sys.executable, "-c", '''
+import sys, time
+import orphan_reaper
+from peers import run_process
+with run_process([sys.executable, "-c", "pass"]) as peer:
+    peer.popen.wait()  # as Served.stop() does: the peer's pid is free again
+    print(peer.popen.pid, orphan_reaper._watchdog.pid, flush=True)
+    time.sleep(600)
+'''], stdout=subprocess.PIPE, text=True)
+freed, watchdog = map(int, test_process.stdout.readline().split())
+sys.path.insert(0, os.environ["TESTS"])
+from test_orphan_reaper import _own_session_sleeper, _what_it_got
+with open("/proc/sys/kernel/ns_last_pid", "w") as last:
+    last.write(str(freed - 1))
+victim = _own_session_sleeper()  # someone else's daemon, given the freed pid
+print("reused" if victim.pid == freed else "not reused", flush=True)
+watchdog_ended = os.pidfd_open(watchdog)
+test_process.kill()
+test_process.wait()
+select.select([watchdog_ended], [], [], 120)
+print(_what_it_got(victim) if victim.poll() is None else "killed", flush=True)
+victim.kill()
+"""
+
+
+def test_the_watchdog_leaves_alone_a_process_given_a_stopped_peer_s_pid() -> None:
+    """The review's demonstration, in a pid namespace of its own: a peer reaped inside
+    its block, its pid given to an unrelated group leader, the test process killed.
+    Once the watchdog has ended, that process got no signal."""
+    unshare = shutil.which("unshare")
+    probe = [sys.executable, "-c", "open('/proc/sys/kernel/ns_last_pid', 'w').write('300')"]
+    namespace = [unshare or "unshare", "--pid", "--fork", "--mount-proc"]
+    if unshare is None or subprocess.run([*namespace, *probe], capture_output=True).returncode:
+        pytest.skip("needs unshare and the right to choose the next pid in a pid namespace")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(TESTS)])}
+    env["TESTS"] = str(TESTS)
+    run = subprocess.run(
+        [*namespace, sys.executable, "-c", _PID_REUSE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.stdout.split("\n")[:2] == ["reused", "untouched"], run.stdout + run.stderr
