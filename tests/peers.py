@@ -25,6 +25,8 @@ from typing import NoReturn
 
 import pytest
 
+import orphan_reaper
+
 __all__ = [
     "RawSmtpSession",
     "RunningProcess",
@@ -356,7 +358,8 @@ def run_process(
     """Run ``argv`` for the duration of the block; always stop it, children included.
 
     The process gets its own session so that a daemon's worker processes are
-    signalled with it: SIGTERM first, SIGKILL after ``terminate_timeout``.
+    signalled with it: SIGTERM first, SIGKILL after ``terminate_timeout``. Should
+    this process die inside the block, :mod:`orphan_reaper` stops the group.
     Output goes to a temporary file (never a pipe that could fill and block
     the peer); read it with :meth:`RunningProcess.output`.
     """
@@ -376,10 +379,12 @@ def run_process(
         os.close(fd)
         log_path.unlink(missing_ok=True)
         raise
-    os.close(fd)
-    running = RunningProcess(tuple(argv), popen, log_path)
     try:
-        yield running
+        try:
+            orphan_reaper.watch(popen.pid, group=True)
+        finally:
+            os.close(fd)
+        yield RunningProcess(tuple(argv), popen, log_path)
     finally:
         _signal_group(popen, signal.SIGTERM)
         try:
@@ -389,6 +394,7 @@ def run_process(
             popen.wait()
         # Workers that outlived their leader are still in the group.
         _signal_group(popen, signal.SIGKILL)
+        orphan_reaper.forget(popen.pid, group=True)
         log_path.unlink(missing_ok=True)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orphan_reaper
 from peers import (
     LOOPBACK,
     RunningProcess,
@@ -137,12 +138,58 @@ smtputf8_enable = yes
 """
     )
     (conf / "master.cf").write_text(SERVICES.format(address=f"{LOOPBACK}:{port}"))
+    # The master of this instance only (its pid file is in our queue directory).
+    pid_file = directory / "queue" / "pid" / "master.pid"
     with run_process([postfix, "-c", str(conf), "start-fg"]) as process:
+        master: _Master | None = None
         try:
             wait_for_port(LOOPBACK, port, 30.0, process=process)
+            master = _watch_master(pid_file)
             yield PrivatePostfix(port, directory, process)
         finally:
-            # The master of this instance only (its pid file is in our queue directory).
-            pid_file = directory / "queue" / "pid" / "master.pid"
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            if master is None:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+            else:
+                _stop_master(master)
+
+
+@dataclass
+class _Master:
+    """Postfix's master, held by a pidfd, and its process group: ``master -s`` leads a
+    session of its own, so its smtpd and qmgr are in its group, not in the group
+    run_process stops."""
+
+    pid: int
+    process: orphan_reaper.Process
+    group: orphan_reaper.Group
+
+
+def _watch_master(pid_file: Path) -> _Master | None:
+    """The master that wrote ``pid_file``, its group watched: should this process die,
+    the watchdog kills the master with its children."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+    started = orphan_reaper.start_time(pid)
+    process = None if started is None else orphan_reaper.Process.pin(pid, started)
+    if started is None or process is None:
+        return None
+    orphan_reaper.watch(pid, group=True)
+    return _Master(pid, process, orphan_reaper.Group(pid, started))
+
+
+def _stop_master(master: _Master) -> None:
+    """SIGTERM, SIGKILL to the group if the master is still there after 30 seconds,
+    and to any child left behind; the watchdog is told only once the master is gone."""
+    try:
+        master.process.signal(signal.SIGTERM)
+        if not master.process.wait(30.0):
+            master.group.signal(signal.SIGKILL)
+            master.process.wait(30.0)
+        master.group.signal(signal.SIGKILL)
+        if master.process.wait(0):
+            orphan_reaper.forget(master.pid, group=True)
+    finally:
+        master.process.close()

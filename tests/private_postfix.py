@@ -5,7 +5,8 @@
 mail, which the ``discard`` transport then drops. Nothing of the system's
 Postfix (its /etc/postfix, its queue, port 25) is read, touched or stopped.
 Leaving the block runs ``postfix -c DIR stop`` and then kills the
-instance's own master by the PID it wrote, if it is still there.
+instance's own master by the PID it wrote, if it is still there; should the
+test process die first, :mod:`orphan_reaper` stops that master.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import orphan_reaper
 from peers import LOOPBACK, free_port, missing_peer, require_program, wait_for_port
 
 __all__ = ["PrivatePostfix", "private_postfix"]
@@ -147,6 +149,7 @@ def private_postfix(
     (config_dir / "master.cf").write_text(_MASTER_CF.format(address=f"{LOOPBACK}:{port}"))
     started = _postfix(postfix, config_dir, "start")
     instance = PrivatePostfix(LOOPBACK, port, config_dir, log_file)
+    master: _Master | None = None
     try:
         if started.returncode != 0:
             raise RuntimeError(
@@ -156,21 +159,41 @@ def private_postfix(
         wait_for_port(LOOPBACK, port, startup_timeout)
         while time.monotonic() < deadline and _master_pid(queue_dir) is None:
             time.sleep(0.05)
+        master = _held_master(queue_dir)
+        if master is not None:  # a daemon: no block of ours stops it if we die
+            orphan_reaper.watch(master.pid, group=False)
         yield instance
     finally:
-        pid = _master_pid(queue_dir)
+        if master is None:
+            master = _held_master(queue_dir)
         _postfix(postfix, config_dir, "stop")
-        if pid is not None:
-            for _ in range(100):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        if master is not None:
+            try:
+                if not master.process.wait(5.0):
+                    master.process.signal(signal.SIGKILL)
+                if master.process.wait(5.0):
+                    orphan_reaper.forget(master.pid, group=False)
+            finally:
+                master.process.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class _Master:
+    """The instance's master by its pid, and held by a pidfd: not our child, so its
+    pid is free the moment it ends, and a signal by number could reach another."""
+
+    pid: int
+    process: orphan_reaper.Process
+
+
+def _held_master(queue_dir: Path) -> _Master | None:
+    pid = _master_pid(queue_dir)
+    started = None if pid is None else orphan_reaper.start_time(pid)
+    if pid is None or started is None:
+        return None
+    process = orphan_reaper.Process.pin(pid, started)
+    return None if process is None else _Master(pid, process)
 
 
 def _postfix_ids() -> tuple[int, int]:

@@ -8,9 +8,10 @@ shutdown); and a deadline never swallows a cancellation that is not its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -227,16 +228,46 @@ def watchdog_factory(framework: str) -> Any:
     return clock_for(framework).watchdog()
 
 
+@contextlib.asynccontextmanager
+async def running_beside(
+    framework: str, task: Callable[[], Coroutine[Any, Any, None]]
+) -> AsyncIterator[None]:
+    """Run ``task()`` alongside the block; cancel it, if still running, when the block ends."""
+    if framework == "asyncio":
+        beside = asyncio.get_running_loop().create_task(task())
+        try:
+            yield
+        finally:
+            beside.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beside
+    else:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task)
+            yield
+            nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
     """Disarmed, it lets the session wait in ``within`` and under ``deadline`` as long
-    as those allow, and in plain waits too."""
+    as those allow, and in plain waits too; armed, a wait shorter than its time is left
+    alone and a longer one is cut short.
+
+    Each wait past an armed time is disarmed before any await, so a loaded machine
+    that is slow to run the loop cannot let the armed time pass first; the armed wait
+    that must not go off has twenty times its length to spare (a 0.05-second arming
+    around a 0.01-second sleep went off on a loaded machine). That the cut comes on
+    time is shown by order, not by a stopwatch: a timer set for twenty times the armed
+    time has not gone off yet when the wait is cut short."""
 
     async def body() -> None:
         clock = clock_for(framework)
         async with clock.watchdog() as watchdog:
-            watchdog.arm(0.05)
+            watchdog.arm(10)
             await sleep(framework, 0.01)
+            watchdog.disarm()
+            watchdog.arm(0.05)
             watchdog.disarm()
             await clock.within(5, sleep(framework, 0.1))  # past the armed time
             watchdog.arm(0.05)
@@ -249,13 +280,24 @@ def test_the_watchdog_goes_off_only_while_armed(framework: str) -> None:
             watchdog.arm(None)
             await sleep(framework, 0.1)
         assert not watchdog.expired
-        started = time.monotonic()
-        with pytest.raises(TimeoutError):
-            async with watchdog_factory(framework) as watchdog:
-                watchdog.arm(0.05)
-                await sleep(framework, 5)
-        assert watchdog.expired
-        assert time.monotonic() - started < 2
+        events: list[str] = []
+
+        async def much_later() -> None:
+            await sleep(framework, 20 * 0.05)
+            events.append("a timer set for twenty times the armed time went off")
+
+        async with running_beside(framework, much_later):
+            with pytest.raises(TimeoutError):
+                async with watchdog_factory(framework) as watchdog:
+                    watchdog.arm(0.05)
+                    try:
+                        await sleep(framework, 60)
+                    except BaseException:
+                        events.append("the wait was cut short")
+                        raise
+                    events.append("the wait ran to its end")
+            assert watchdog.expired
+            assert events == ["the wait was cut short"]  # and on time, before the timer
         await sleep(framework, 0.01)  # no cancellation left pending
 
     run(framework, body)

@@ -16,19 +16,17 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from importlib.util import find_spec
 from ipaddress import ip_address
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
 import trio
 
-from peers import free_port, missing_peer
+from peers import RunningProcess, free_port, missing_peer, run_process
 from smtpcore.routing import (
     CNAMELoop,
     MXRecord,
@@ -103,35 +101,26 @@ def dns_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         f"--server=/broken.example/127.0.0.1#{dead_port}",
         *ZONE,
     ]
-    log = (workdir / "dnsmasq.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_until_answering(process, port, workdir / "dnsmasq.log")
+    with run_process(command) as process:
+        wait_until_answering(process, port)
         yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
-def wait_until_answering(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+def wait_until_answering(process: RunningProcess, port: int) -> None:
     from smtpcore.routing.dnspython import DNSPythonResolver
 
     resolver = DNSPythonResolver("127.0.0.1", port, timeout=0.2)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"dnsmasq exited with {process.returncode}; see {log_path}")
+        if process.popen.poll() is not None:
+            status = process.popen.returncode
+            raise RuntimeError(f"dnsmasq exited with {status}:\n{process.output()}")
         try:
             asyncio.run(resolver.addresses("mx2.plain.example"))
         except TemporaryDNSError:
             continue
         return
-    raise RuntimeError(f"dnsmasq did not answer within 10 s; see {log_path}")
+    raise RuntimeError(f"dnsmasq did not answer within 10 s:\n{process.output()}")
 
 
 def run(library: str, make: Callable[[], Awaitable[T]]) -> T:

@@ -2968,12 +2968,17 @@ def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
     """With one place per destination, a steady flow to a.example and to b.example (a new
     message queued as the last is delivered) and an older message to both: it started
     only when both were free at the same moment, which never came. A place given back
-    now goes to the message that has waited longest at that destination."""
+    now goes to the message that has waited longest at that destination.
+
+    The first flow messages are held until the older message waits in both lines: on a
+    loaded machine it could reach them only after several 50 ms deliveries had gone
+    by, each a flow message ahead of it."""
     zone = "".join(f"{d}.example MX 10 mx.{d}.example\nmx.{d}.example A 127.0.0.1\n" for d in "ab")
     relay = _relay(tmp_path, 25, zone=zone, retry_after=3600.0, destination_concurrency=1)
     delivered: list[str] = []
     busy = dict.fromkeys(("a.example", "b.example"), 0)
     most_busy = 0
+    waiting = asyncio.Event()
 
     async def deliver(
         attempt: object,
@@ -2987,6 +2992,8 @@ def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
         domain = next(iter(remaining)).split("@")[1]
         busy[domain] += 1
         most_busy = max(most_busy, busy[domain])
+        if next(iter(remaining)).startswith("flow0@"):
+            await waiting.wait()
         await asyncio.sleep(0.05)
         busy[domain] -= 1
         for address in remaining:
@@ -3002,7 +3009,10 @@ def test_a_message_waiting_for_two_busy_destinations_is_not_starved(
 
     async def steps() -> None:
         await _within(lambda: busy["a.example"] == busy["b.example"] == 1)
-        relay.enqueue(["m@a.example", "m@b.example"])
+        older = relay.enqueue(["m@a.example", "m@b.example"]).id
+        places = relay.worker.places
+        await _within(lambda: all(places.in_line(d, older) for d in ("a.example", "b.example")))
+        waiting.set()
         await _within(lambda: {"m@a.example", "m@b.example"} <= set(delivered))
 
     _while_running(relay, steps)

@@ -43,20 +43,60 @@ def test_the_tutorial_has_code() -> None:
     assert len(code_blocks(TUTORIAL.read_text())) >= 5
 
 
-# Hypothesis's own defaults, as on a user's machine outside CI, but for the
-# too_slow health check: it measures wall time, which a loaded machine running
-# the suite inflates tenfold (block 1 failed 5 runs in 15 under load), while
-# the tutorial's code keeps the defaults a user sees. A real slowdown is caught
-# by test_the_tutorials_strategies_draw_within_a_cpu_budget, in CPU time.
+# Hypothesis's own defaults, as on a user's machine outside CI, but with its clock
+# swapped: its too_slow health check and its 200 ms deadline measure wall time, which
+# a loaded machine running the suite inflates tenfold (block 1 failed 5 runs in 15
+# under load; an example past the deadline failed a block too). So the runner turns
+# both off and holds each example of a test that keeps the user's deadline to that
+# deadline in the CPU time of the thread running it, raising the DeadlineExceeded a
+# user would see: a body that got slow still fails here. A slow strategy is caught by
+# test_the_tutorials_strategies_draw_within_a_cpu_budget, in CPU time too.
 _RUN_BLOCKS = """
-import json, sys
+import datetime, json, sys, time
+import hypothesis
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import DeadlineExceeded
+
+USERS_DEADLINE = settings.get_profile("default").deadline
+# Stands for "the user's deadline" in the settings a test inherits: too long for
+# Hypothesis's wall clock ever to reach, and told apart from a test's deadline=None.
+INHERITED = datetime.timedelta(days=1)
 settings.register_profile(
     "tutorial-runner",
     settings.get_profile("default"),
     suppress_health_check=[HealthCheck.too_slow],
+    deadline=INHERITED,
 )
 settings.load_profile("tutorial-runner")
+
+
+def within_cpu_deadline(test):
+    def timed(*args, **kwargs):
+        deadline = settings.default.deadline  # the running test's own settings
+        if deadline == INHERITED:
+            deadline = USERS_DEADLINE
+        started = time.thread_time()
+        result = test(*args, **kwargs)
+        spent = datetime.timedelta(seconds=time.thread_time() - started)
+        if deadline is not None and spent >= deadline:
+            raise DeadlineExceeded(spent, deadline)
+        return result
+
+    return timed
+
+
+def given(*arguments, **keywords):
+    decorate = hypothesis_given(*arguments, **keywords)
+
+    def apply(function):
+        test = decorate(function)
+        test.hypothesis.inner_test = within_cpu_deadline(test.hypothesis.inner_test)
+        return test
+
+    return apply
+
+
+hypothesis_given, hypothesis.given = hypothesis.given, given
 namespace = {"__name__": "fuzzer_tutorial"}
 for number, block in enumerate(json.load(sys.stdin), 1):
     exec(compile(block, f"fuzzer.rst block {number}", "exec"), namespace)
