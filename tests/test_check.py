@@ -1060,6 +1060,69 @@ def test_replies_swapped_behind_a_met_rate_limit_fail(allowed: int, said: str) -
     assert result.summary == said, result.summary
 
 
+class OneMailASessionServer(SmallServer):
+    """Takes the first MAIL of a session and answers every later one ``451 4.3.2``: a
+    server that refuses mail for the rest of a session once it took a message's MAIL
+    (a per-session message limit), though a new connection gets its MAIL taken."""
+
+    mails = 0
+
+    def mail(self, argument: str) -> bytes:
+        self.mails += 1
+        if self.mails > 1:
+            return b"451 4.3.2 one message a session, connect again\r\n"
+        return super().mail(argument)
+
+
+class OneMailASessionSwapsServer(OneMailASessionServer):
+    """:class:`OneMailASessionServer` that, in a read of several commands, sends its
+    451 before the reply to the command ahead of that MAIL (RFC 2920 §3.1 wants them
+    in order): the 503 of the RCPT after RSET comes where the MAIL's 451 was due."""
+
+    def emit(self, replies: list[bytes]) -> bytes:
+        for at in range(1, len(replies)):
+            if replies[at].startswith(b"451"):
+                replies = [*replies[: at - 1], replies[at], replies[at - 1], *replies[at + 1 :]]
+                break
+        return b"".join(replies)
+
+
+@pytest.mark.parametrize(
+    ("factory", "outcome", "said"),
+    [
+        (
+            OneMailASessionServer,
+            Outcome.SKIPPED,
+            "'MAIL FROM:<check@smtpcore.test>' got 451 4.3.2 one message a session, connect "
+            "again both one at a time and pipelined, though a plain MAIL was taken after "
+            "it, after RSET or on a new connection: the server refused that MAIL for now "
+            "(RFC 5321 §4.2.1) both ways, so the group's transaction it opens was never "
+            "opened, and how the server answers that transaction pipelined went untested",
+        ),
+        (
+            OneMailASessionSwapsServer,
+            Outcome.FAILED,
+            "pipelined, the group got [250, 501, 250, 250, 451, 503, 250, 250, 221]; one at "
+            "a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
+        ),
+    ],
+    ids=["correct", "swapped"],
+)
+def test_a_group_mail_refused_for_now_both_ways_is_untested_not_passed(
+    factory: Callable[..., SmallServer], outcome: Outcome, said: str
+) -> None:
+    """A server that answers ``451`` to every MAIL but a session's first refused the
+    group's second MAIL both ways; a plain MAIL on a new connection was taken, so it
+    was no refusal of all mail, and the equal codes passed the check, "one reply per
+    command, in order", on a transaction the group never opened. It is skipped now,
+    saying why; replies out of order there still fail it."""
+    with serve(factory) as server:
+        report = check_server(server.host, server.port, checks=["pipelining"], timeout=5)
+    result = report["pipelining"]
+    assert result.outcome is outcome, report.format()
+    assert result.summary == said, result.summary
+
+
 class Size452Server(SmallServer):
     """Answers SIZE over its fixed, offered maximum ``452 4.3.1`` (temporary) where RFC
     1870 §6.1 wants 552; a plain MAIL it takes."""

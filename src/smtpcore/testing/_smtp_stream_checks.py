@@ -342,9 +342,10 @@ def check_pipelining(probe: Probe) -> str:
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
     So does a MAIL of the group refused with a 4xx, in either run, that
     :meth:`Probe.mail_refused_for_now` confirms is the server refusing mail for
-    now (a message-rate limit met before or during the check), unless a RCPT was
-    taken with no transaction open or the runs differ where no MAIL's answer
-    reaches (:func:`_refused_mail_explains`).
+    now (a message-rate limit met before or during the check), or that got it in
+    both runs alike (:func:`_refused_both_ways`), unless a RCPT was taken with no
+    transaction open or the runs differ where no MAIL's answer reaches
+    (:func:`_refused_mail_explains`).
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
@@ -409,8 +410,9 @@ def _skip_if_mail_refused_for_now(
     ``smtpd_client_message_rate_limit`` answers ``450 4.7.1`` from the n-th MAIL on),
     refuses one run's MAILs and not the other's, or all of them, so the codes tell
     nothing of how the server reads a pipelined group. Where the plain MAIL is taken
-    the 4xx was the group's own (a server that refuses a MAIL only when it comes
-    pipelined), and the codes are compared as ever."""
+    and the 4xx came in one run only, it was the group's own (a server that refuses
+    a MAIL only when it comes pipelined), and the codes are compared as ever; where
+    it came in both, the check is skipped too (:func:`_refused_both_ways`)."""
     for index, line in enumerate(group):
         if not line.startswith(b"MAIL"):
             continue
@@ -422,7 +424,27 @@ def _skip_if_mail_refused_for_now(
                 refused = probe.mail_refused_for_now(client, line, answer)
                 if refused:
                     raise _Skipped(f"{run}, {refused}")
+                if _temporary_refusal(one_at_a_time[index]) and _temporary_refusal(
+                    pipelined[index]
+                ):
+                    raise _Skipped(_refused_both_ways(line, answer))
                 return
+
+
+def _refused_both_ways(line: bytes, answer: ServerReply) -> str:
+    """The skip for a MAIL of the group refused for now (a 4xx but 421, RFC 5321
+    §4.2.1) one at a time and pipelined alike, where a plain MAIL after it was taken
+    (a server that takes one MAIL a session answers each later one so): the codes
+    compare equal, but the transaction that MAIL opens in the group, its RCPTs taken
+    or refused, was never opened either way, so nothing shows how the server answers
+    it pipelined, and the check must not pass on it."""
+    return (
+        f"{line.decode('utf-8', 'replace')!r} got {answer} both one at a time and "
+        "pipelined, though a plain MAIL was taken after it, after RSET or on a new "
+        "connection: the server refused that MAIL for now (RFC 5321 §4.2.1) both ways, "
+        "so the group's transaction it opens was never opened, and how the server "
+        "answers that transaction pipelined went untested"
+    )
 
 
 def _refused_mail_explains(
