@@ -1065,11 +1065,21 @@ class QuitAnsweredTwice(SmallPOP3):
 
 
 class QuitRefused(SmallPOP3):
-    """Answers QUIT ``-ERR``, then closes."""
+    """Answers QUIT ``-ERR`` before login, then closes: RFC 1939 §4 gives QUIT in the
+    AUTHORIZATION state ``+OK`` alone."""
 
     def do_QUIT(self, words: list[str]) -> bytes:
-        super().do_QUIT(words)
-        return b"-ERR not now\r\n"
+        answer = super().do_QUIT(words)
+        return answer if self.logged_in else b"-ERR not now\r\n"
+
+
+class QuitRefusedInUpdate(SmallPOP3):
+    """Answers QUIT after login ``-ERR some deleted messages not removed``, then closes,
+    as RFC 1939 §6 allows in the UPDATE state; before login ``+OK``."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        return b"-ERR some deleted messages not removed\r\n" if self.logged_in else answer
 
 
 class QuitLeftOpen(SmallPOP3):
@@ -1106,13 +1116,14 @@ class NoopAnsweredTwice(SmallPOP3):
         (
             QuitAnsweredTwice,
             "uidl",
-            "QUIT got 2 lines (b'+OK bye', b'+OK and again') before the close, not one +OK: "
-            "a line the server owed no one was counted (RFC 1939 §6)",
+            "QUIT got 2 lines (b'+OK bye', b'+OK and again') before the close, not one "
+            "status line: a line the server owed no one was counted (RFC 1939 §6)",
         ),
         (
             QuitRefused,
-            "uidl",
-            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §6)",
+            "state-order",
+            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §4: QUIT "
+            "before login gets +OK)",
         ),
         (
             QuitLeftOpen,
@@ -1146,6 +1157,43 @@ def test_how_a_session_ended_is_said_not_printed_as_a_list(
     result = run_check(kind, name, timeout=1.0)
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == summary, result.summary
+
+
+def test_a_quit_refused_in_the_update_state_passes_every_check(tls: TLSFiles) -> None:
+    """RFC 1939 §6 lists ``-ERR`` among QUIT's responses in the UPDATE state (some
+    messages marked deleted were not removed), and the session ends: a single
+    ``-ERR`` to QUIT after login failed every check that ended a session with QUIT.
+    It passes now; before login, where §4 gives QUIT ``+OK`` alone, it still fails."""
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3(QuitRefusedInUpdate, mailbox, tls=tls.server_context) as address:
+        outcomes = run_battery(address)
+    assert outcomes == ALL_PASS
+    assert mailbox.messages == MESSAGES
+
+
+class QuitRefusedAfterLongLine(SmallPOP3):
+    """Answers QUIT ``-ERR`` before login once it refused a long line in the session."""
+
+    long_line = False
+
+    def answer(self, line: bytes) -> bytes:
+        self.long_line = self.long_line or line == b"\0long"
+        return super().answer(line)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        return b"-ERR not now\r\n" if self.long_line and not self.logged_in else answer
+
+
+def test_a_quit_refused_before_login_fails_command_line_length() -> None:
+    """The long line, NOOP and QUIT before login: QUIT's ``-ERR`` is no response RFC
+    1939 §4 allows, and the summary says so, not that a piece of the line ran."""
+    result = run_check(QuitRefusedAfterLongLine, "command-line-length", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "before login, QUIT got b'-ERR not now' after the long line's and NOOP's "
+        "responses, not +OK (RFC 1939 §4: QUIT before login gets +OK)"
+    ), result.summary
 
 
 def test_a_piece_of_a_long_line_run_as_a_command_is_said_in_lines() -> None:
@@ -1238,7 +1286,7 @@ def test_the_echo_crosses_the_cut() -> None:
     ("kind", "name"),
     [
         (QuitEchoesPassword, "uidl"),
-        (QuitAnsweredByEcho, "uidl"),
+        (QuitAnsweredByEcho, "state-order"),  # -ERR to QUIT fails before login only
         (QuitAnsweredByEchoLeftOpen, "uidl"),
         (NoopEchoesPassword, "dot-stuffing"),
         (LongLineEchoesPassword, "command-line-length"),

@@ -535,6 +535,37 @@ class FailsTheDeleteSession(SmallPOP3):
         return answer + b"+OK and again\r\n" if self.failing.endswith("quit") else answer
 
 
+class RemovesNoneAtQuit(SmallPOP3):
+    """Answers a QUIT after DELE ``-ERR some deleted messages not removed`` and removes
+    none of them, as RFC 1939 §6 allows in the UPDATE state (a resource shortage)."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if not self.deleted:
+            return super().do_QUIT(words)
+        self.closed = True
+        return b"-ERR some deleted messages not removed\r\n"
+
+
+def test_a_delete_session_whose_quit_got_err_counts_none_as_deleted() -> None:
+    """RFC 1939 §6 lets QUIT in the UPDATE state get ``-ERR`` where some or none of the
+    marked messages were removed, and the session still ends: the delete session
+    failed ("QUIT got 1 line (b'-ERR ...') before the close, not +OK"), and with
+    the -ERR allowed, saying "4 of 4 ... were deleted" would be untrue. The note
+    counts none as known deleted and says why."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        RemovesNoneAtQuit, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages is known to have been deleted; 4 may be "
+        "left in the mailbox (QUIT after 4 were marked with DELE got b'-ERR some deleted "
+        "messages not removed': the server removed some or none of them (RFC 1939 §6)): "
+    ), note
+    assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
+
+
 @pytest.mark.parametrize(
     ("failing", "failure"),
     [

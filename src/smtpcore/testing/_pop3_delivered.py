@@ -292,7 +292,9 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     change by session, names another once mail came or went. The session sends UIDL,
     those TOPs and DELEs, and QUIT only where every TOP showed one of the run's own
     messages; a listing that gives two messages one id, or a TOP that shows another
-    message, deletes nothing at all: the session ends without QUIT."""
+    message, deletes nothing at all: the session ends without QUIT. A ``-ERR`` to
+    that QUIT says the server removed some or none of the marked messages (§6): the
+    note then counts none as known deleted."""
     if not delivery.uids:
         return _deletion_note(delivery, 0, _why_none_found(delivery))
     try:
@@ -312,7 +314,13 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     if not deleted:
         return _none_deleted(probe, client, delivery, "not found")
     delivery.marked_before_quit = deleted
-    probe.quit_after_own_deletions(client)
+    quit = probe.quit_after_own_deletions(client)
+    if quit.startswith(b"-ERR"):  # some marked messages were not removed (RFC 1939 §6)
+        why = (
+            f"QUIT after {deleted} were marked with DELE got {probe.line_said(quit)}: the "
+            "server removed some or none of them (RFC 1939 §6)"
+        )
+        return _deletion_note(delivery, 0, why, known=False)
     return _deletion_note(delivery, deleted, "not found")
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "ask_login",
     "has_multi_line_response",
     "lines_of",
+    "quit_statuses",
     "read_response",
     "touches_no_message",
     "wire_number",
@@ -278,6 +279,10 @@ class POP3Wire(WireClient):
         super().__init__(host, port, timeout=timeout, pause=pause)
         self.touched = False
         """Whether a line written may have marked or handed out a message."""
+        self.logged_in = False
+        """Whether a login was taken (the TRANSACTION state, RFC 1939 §5): QUIT then
+        enters the UPDATE state, where ``-ERR`` is one of its possible responses
+        (§6); before login, only ``+OK`` is (§4)."""
         self._partial = b""
         self._login_answer: int | None = None
         """Where in the transcript the reads of a login line's answer begin, while it is due."""
@@ -480,6 +485,7 @@ class POP3Probe:
             self.abandon(client)
             time.sleep(_LOCK_RETRY)
             client = self.connect()
+        client.logged_in = True
         return client
 
     def _log_in(self, client: POP3Wire) -> POP3Response:
@@ -586,9 +592,12 @@ class POP3Probe:
         else:
             self._quit(client)
 
-    def _quit(self, client: POP3Wire) -> None:
-        """QUIT, then every line until the server closes: exactly one ``+OK`` (RFC
-        1939 §6), else the check fails."""
+    def _quit(self, client: POP3Wire) -> bytes:
+        """QUIT, then every line until the server closes: exactly one status line,
+        which it returns, else the check fails. Logged in, QUIT enters the UPDATE
+        state, where ``-ERR`` reports that some messages marked deleted were not
+        removed, and the session still ends (RFC 1939 §6); before login it is
+        ``+OK`` (§4), and anything else fails."""
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
@@ -603,15 +612,18 @@ class POP3Probe:
             raise Failed(
                 "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
             )
-        if len(lines) == 1 and not lines[0].startswith(b"+OK"):
+        allowed = quit_statuses(logged_in=client.logged_in)
+        if len(lines) == 1 and not lines[0].startswith(allowed):
             raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not +OK (RFC 1939 §6)"
+                f"QUIT got {self.lines_said(lines)} before the close, not "
+                f"{' or '.join(s.decode() for s in allowed)} ({_QUIT_RULE[client.logged_in]})"
             )
         if len(lines) > 1:
             raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not one +OK: a line the "
-                "server owed no one was counted (RFC 1939 §6)"
+                f"QUIT got {self.lines_said(lines)} before the close, not one status line: a "
+                f"line the server owed no one was counted ({_QUIT_RULE[client.logged_in]})"
             )
+        return lines[0]
 
     def _leave(self, client: POP3Wire) -> None:
         """RSET and NOOP, one status line each, then nothing for :data:`SETTLE`
@@ -631,12 +643,13 @@ class POP3Probe:
                 "1939 §3)"
             )
 
-    def quit_after_own_deletions(self, client: POP3Wire) -> None:
+    def quit_after_own_deletions(self, client: POP3Wire) -> bytes:
         """QUIT, to delete what the session marked, on a session whose only lines that
         touched a message were DELE of the battery's own test messages (asked for
-        explicitly): the one QUIT after a touch (RFC 1939 §6)."""
+        explicitly): the one QUIT after a touch (RFC 1939 §6). Returns its status
+        line: ``-ERR`` says some marked messages were not removed."""
         client.touched = False
-        self._quit(client)
+        return self._quit(client)
 
     def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have
@@ -658,6 +671,19 @@ class POP3Probe:
             if client.touched and not client.closed:
                 self.abandon(client)
         close_all(self.clients)
+
+
+def quit_statuses(*, logged_in: bool) -> tuple[bytes, ...]:
+    """The status lines QUIT may get: ``+OK`` before login (RFC 1939 §4), and in the
+    UPDATE state, which QUIT enters once logged in, ``-ERR`` too, a report that some
+    messages marked deleted were not removed, after which the session ends (§6)."""
+    return (b"+OK", b"-ERR") if logged_in else (b"+OK",)
+
+
+_QUIT_RULE: Final = {
+    False: "RFC 1939 §4: QUIT before login gets +OK",
+    True: "RFC 1939 §6",
+}
 
 
 def _busy(greeting: POP3Response) -> bool:

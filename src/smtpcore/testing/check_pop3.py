@@ -61,6 +61,7 @@ from smtpcore.testing._pop3_probe import (
     has_multi_line_response,
     lines_of,
     mail_needed,
+    quit_statuses,
     read_response,
 )
 from smtpcore.testing._wire import WireClient, checked_host
@@ -440,16 +441,25 @@ def _longest_line_taken(probe: POP3Probe) -> str:
     return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
 
 
-def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> str | None:
+def _long_line_answers(probe: POP3Probe, client: POP3Wire, *, then: bytes) -> str | None:
     """The long line, ``then`` and QUIT in one write, read to the close: one response
-    to each, or the long line's alone (or none) and the close; else what is wrong."""
+    to each, or the long line's alone (or none) and the close; else what is wrong.
+    QUIT's is ``+OK``, or, logged in, ``-ERR`` too (RFC 1939 §4, §6:
+    :func:`~smtpcore.testing._pop3_probe.quit_statuses`)."""
     client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
     lines = client.read_lines_until_closed()
     if not client.closed:
         got = f"after {probe.lines_said(lines)}" if lines else "with nothing answered"
         return f"the server did not close within {client.timeout:g} s of QUIT, {got}"
-    if len(lines) <= 1 or (len(lines) == 3 and lines[2].startswith(b"+OK")):
+    if len(lines) <= 1 or (
+        len(lines) == 3 and lines[2].startswith(quit_statuses(logged_in=client.logged_in))
+    ):
         return None
+    if len(lines) == 3 and lines[2].startswith(b"-ERR"):
+        return (
+            f"QUIT got {probe.line_said(lines[2])} after the long line's and "
+            f"{then.decode()}'s responses, not +OK (RFC 1939 §4: QUIT before login gets +OK)"
+        )
     return (
         f"a 10,000-octet line, {then.decode()} and QUIT got {probe.lines_said(lines)}: a piece "
         "of the long line was run as a command"
