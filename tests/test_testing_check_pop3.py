@@ -725,10 +725,73 @@ def test_a_summary_quoting_several_server_lines_in_one_repr_hides_the_password()
 def test_a_summary_quoting_an_excerpt_from_mid_line_hides_the_password() -> None:
     """dot-stuffing quotes the 40 octets before a bare LF, starting inside a line."""
     body = b"a line long enough to be cut, and the password: " + PASSWORD.encode() + b"\nend\r\n"
-    summary = _framing_problem("RETR 1", POP3Response(b"+OK\r\n", body))
-    assert summary is not None and PASSWORD in summary
+    probe = POP3Probe("127.0.0.1", 110, USER, PASSWORD)
+    summary = _framing_problem(probe, "RETR 1", POP3Response(b"+OK\r\n", body))
+    assert summary is not None and PASSWORD not in summary
     hidden = hidden_summary(summary, b"+OK\r\n" + body + b".\r\n")
-    assert PASSWORD not in hidden and "password: <hidden>\\n'" in hidden, hidden
+    assert hidden == summary and "password: <hidden>\\n'" in hidden, hidden
+
+
+BARE_LF_ACROSS_THE_CUT = (
+    b"Subject: framing\r\n\r\nthe server said PASS "
+    + PASSWORD.encode()
+    + b" back to us; this line ends badly\n"
+)
+"""A message line ending in a bare LF whose last 40 octets, the excerpt dot-stuffing
+quotes, start inside the password."""
+UNDOUBLED_DOT_ACROSS_THE_CUT = (
+    b"Subject: framing\r\n\r\n.a line not stuffed, after it: PASS "
+    + PASSWORD.encode()
+    + b" then more\r\n"
+)
+"""A message line starting with a dot whose first 40 octets, the excerpt dot-stuffing
+quotes from a server that does not double it, end inside the password."""
+
+
+def pieces(secret: str, at_least: int = 3) -> set[str]:
+    """Every part of ``secret`` of ``at_least`` characters or more."""
+    return {secret[i:j] for i in range(len(secret)) for j in range(i + at_least, len(secret) + 1)}
+
+
+def test_the_excerpts_cross_the_password() -> None:
+    bare_line = BARE_LF_ACROSS_THE_CUT.split(b"\r\n")[-1]
+    start = bare_line.index(PASSWORD.encode())
+    assert start < len(bare_line) - 40 < start + len(PASSWORD)
+    dot_line = UNDOUBLED_DOT_ACROSS_THE_CUT.split(b"\r\n")[2]
+    start = dot_line.index(PASSWORD.encode())
+    assert start < 40 < start + len(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "said"),
+    [
+        (
+            SmallPOP3,
+            BARE_LF_ACROSS_THE_CUT,
+            "line 3 of RETR 1 ends in a bare LF: b'<hidden> back to us; this line ends badly\\n'",
+        ),
+        (
+            NoStuffing,
+            UNDOUBLED_DOT_ACROSS_THE_CUT,
+            "line 3 of RETR 1 starts with a dot not doubled: b'.a line not stuffed, after "
+            "it: PASS <hidden>'",
+        ),
+    ],
+    ids=["bare-lf", "undoubled-dot"],
+)
+def test_a_password_in_a_message_across_the_excerpts_cut_never_shows(
+    kind: type[SmallPOP3], message: bytes, said: str
+) -> None:
+    """dot-stuffing quoted 40 octets of a message's line cut before the password was
+    hidden, and hiding matches the whole password only, so a password the cut went
+    through showed in part (``b'rland back to us, ...'``). The line is hidden first
+    now, then cut, as :meth:`POP3Probe.lines_said` does, and never inside
+    ``<hidden>``: no part of the password of three characters or more shows."""
+    result = run_check(kind, "dot-stuffing", messages=[message], timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == said, result.summary
+    shown = str(result) + result.transcript_text()
+    assert not [piece for piece in pieces(PASSWORD) if piece in shown], shown
 
 
 def test_a_summary_quoting_line_prefixes_in_a_list_hides_the_password() -> None:

@@ -173,11 +173,17 @@ def lines_of(text: bytes) -> list[bytes]:
     return _LINE.findall(text)
 
 
-def _cut(line: bytes) -> bytes:
+def _cut(line: bytes, *, tail: bool = False) -> bytes:
     """``line`` cut at :data:`_SHOWN_OCTETS`, or just past a :data:`HIDDEN` the cut
-    would split: ``<hid`` says less than the whole mark."""
-    mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
-    return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
+    would split: ``<hid`` says less than the whole mark. With ``tail``, its last
+    :data:`_SHOWN_OCTETS` octets, or from just before a :data:`HIDDEN` the cut would
+    split."""
+    if not tail:
+        mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
+        return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
+    edge = max(0, len(line) - _SHOWN_OCTETS)
+    mark = line.find(HIDDEN, max(0, edge - len(HIDDEN) + 1), edge + len(HIDDEN) - 1)
+    return line[mark if mark >= 0 else edge :]
 
 
 _SHOWN_OCTETS: Final = 40
@@ -544,10 +550,13 @@ class POP3Probe:
         count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
         return f"{count} ({', '.join(quoted)})"
 
-    def line_said(self, line: bytes) -> str:
+    def line_said(self, line: bytes, *, tail: bool = False) -> str:
         """One line the server sent, for a summary: a bytes repr without its line end,
-        the password hidden, then cut (:meth:`lines_said`)."""
-        return repr(_cut(hide_in_bytes(line, self._credentials(), HIDDEN).rstrip(b"\r\n")))
+        the password hidden, then cut (:meth:`lines_said`). With ``tail``, its last
+        octets, line end kept: where what is wrong is how the line ends (a bare LF in
+        a message, ``dot-stuffing``), hidden first and cut after, as ever."""
+        hidden = hide_in_bytes(line, self._credentials(), HIDDEN)
+        return repr(_cut(hidden, tail=True) if tail else _cut(hidden.rstrip(b"\r\n")))
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""

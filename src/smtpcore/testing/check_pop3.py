@@ -506,17 +506,22 @@ _ADDED_LINE_END: Final = 2
 none, before the terminating dot (RFC 1939 §3); LIST counts the message as stored."""
 
 
-def _framing_problem(what: str, answer: POP3Response) -> str | None:
-    """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None."""
+def _framing_problem(probe: POP3Probe, what: str, answer: POP3Response) -> str | None:
+    """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None.
+    The line that shows it is quoted by :meth:`POP3Probe.line_said`, the password
+    hidden before the cut: the end of a line that ends in a bare LF, the start of one
+    whose dot is not doubled."""
     body = answer.body
     if bare := _BARE_LF.search(body):
         line = body.count(b"\n", 0, bare.start()) + 1
-        shown = body[max(0, bare.start() - 40) : bare.end()]
-        return f"line {line} of {what} ends in a bare LF: {shown!r}"
+        start = body.rfind(b"\n", 0, bare.start()) + 1
+        shown = probe.line_said(body[start : bare.end()], tail=True)
+        return f"line {line} of {what} ends in a bare LF: {shown}"
     if dot := _UNDOUBLED_DOT.search(body):
         line = body.count(b"\n", 0, dot.start()) + 1
-        shown = body[dot.start() : dot.start() + 40]
-        return f"line {line} of {what} starts with a dot not doubled: {shown!r}"
+        end = body.find(b"\n", dot.start()) + 1 or len(body)
+        shown = probe.line_said(body[dot.start() : end])
+        return f"line {line} of {what} starts with a dot not doubled: {shown}"
     return None
 
 
@@ -561,12 +566,12 @@ class _Seen:
 
 
 def _message_problems(
-    client: WireClient, number: int, size: int, top: bool, seen: _Seen
+    probe: POP3Probe, client: WireClient, number: int, size: int, top: bool, seen: _Seen
 ) -> list[str]:
     answer = ask(client, b"RETR %d" % number)
     if not answer.ok:
         return [f"RETR {number} got {answer}, though LIST lists it"]
-    framing = _framing_problem(f"RETR {number}", answer)
+    framing = _framing_problem(probe, f"RETR {number}", answer)
     if framing:
         return [framing]
     content = answer.content()
@@ -617,7 +622,7 @@ def check_dot_stuffing(probe: POP3Probe) -> str:
         if client.received + 4 * size > _SESSION_BUDGET:
             probe.end(client)
             client = probe.session()
-        problems = _message_problems(client, number, size, top, seen)
+        problems = _message_problems(probe, client, number, size, top, seen)
         if problems:  # what follows may be the rest of the message: the transcript shows it
             raise Failed("; ".join(problems))
     probe.end(client)
