@@ -164,7 +164,7 @@ def test_delete_delivered_deletes_only_the_test_messages(
         delete_delivered=True,
     )
     assert report.ok, report
-    assert report.notes == ("4 of 4 delivered test messages were deleted (DELE, then QUIT)",)
+    assert report.notes == (ALL_DELETED,)
     assert maildir_contents(maildir) == KEPT
 
 
@@ -426,7 +426,7 @@ def test_a_delete_after_download_server_keeps_the_users_mail(
     assert [m for m in mailbox.messages if MARKER_FIELD not in m] == kept, mailbox.messages
     (note,) = report.notes
     if change == "none":
-        assert note == "4 of 4 delivered test messages were deleted (DELE, then QUIT)", note
+        assert note == ALL_DELETED, note
     else:
         assert "none of the 4" in note and "now names another message" in note, note
 
@@ -535,6 +535,13 @@ class FailsTheDeleteSession(SmallPOP3):
         return answer + b"+OK and again\r\n" if self.failing.endswith("quit") else answer
 
 
+ALL_DELETED = (
+    "4 of 4 delivered test messages were deleted (DELE, then QUIT, and a new session lists "
+    "them no more)"
+)
+"""The delete session's note where a new session no longer finds any test message."""
+
+
 class RemovesNoneAtQuit(SmallPOP3):
     """Answers a QUIT after DELE ``-ERR some deleted messages not removed`` and removes
     none of them, as RFC 1939 §6 allows in the UPDATE state (a resource shortage)."""
@@ -546,24 +553,58 @@ class RemovesNoneAtQuit(SmallPOP3):
         return b"-ERR some deleted messages not removed\r\n"
 
 
-def test_a_delete_session_whose_quit_got_err_counts_none_as_deleted() -> None:
-    """RFC 1939 §6 lets QUIT in the UPDATE state get ``-ERR`` where some or none of the
-    marked messages were removed, and the session still ends: the delete session
-    failed ("QUIT got 1 line (b'-ERR ...') before the close, not +OK"), and with
-    the -ERR allowed, saying "4 of 4 ... were deleted" would be untrue. The note
-    counts none as known deleted and says why."""
+class KeepsAllAtQuit(SmallPOP3):
+    """Answers every QUIT ``+OK`` and removes nothing: a QUIT's ``+OK`` is no proof."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        self.closed = True
+        return b"+OK bye\r\n"
+
+
+class RemovesAllButSaysNot(SmallPOP3):
+    """Removes every marked message at QUIT yet answers ``-ERR some deleted messages not
+    removed``: the ``-ERR`` says some or none, never which."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        marked = bool(self.deleted)
+        answer = super().do_QUIT(words)
+        return b"-ERR some deleted messages not removed\r\n" if marked else answer
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "left"),
+    [
+        (
+            RemovesNoneAtQuit,
+            "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+            "marked with DELE and QUIT got b'-ERR some deleted messages not removed', and a "
+            "new session still lists 4 of them): ",
+            4,
+        ),
+        (
+            KeepsAllAtQuit,
+            "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+            "marked with DELE and QUIT got b'+OK bye', and a new session still lists 4 of "
+            "them): ",
+            4,
+        ),
+        (RemovesAllButSaysNot, ALL_DELETED, 0),
+    ],
+    ids=["err-removes-none", "ok-removes-none", "err-removes-all"],
+)
+def test_the_delete_sessions_note_counts_what_a_new_session_no_longer_finds(
+    kind: type[SmallPOP3], said: str, left: int
+) -> None:
+    """The note counted every message marked as deleted where QUIT got ``+OK``, and none
+    where it got ``-ERR``: a server that removed nothing was said to have deleted all
+    4, and one that removed all was said to have left them. A new session looks now,
+    and the note counts the messages it no longer finds."""
     mailbox = Mailbox(list(KEPT))
-    report = _run(
-        RemovesNoneAtQuit, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
-    )
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
     assert report.ok, report
     (note,) = report.notes
-    assert note.startswith(
-        "none of the 4 delivered test messages is known to have been deleted; 4 may be "
-        "left in the mailbox (QUIT after 4 were marked with DELE got b'-ERR some deleted "
-        "messages not removed': the server removed some or none of them (RFC 1939 §6)): "
-    ), note
-    assert len(mailbox.messages) == 5 and mailbox.messages[0] == KEPT[0]
+    assert note.startswith(said), note
+    assert len(mailbox.messages) == 1 + left and mailbox.messages[0] == KEPT[0]
 
 
 @pytest.mark.parametrize(

@@ -292,9 +292,10 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     change by session, names another once mail came or went. The session sends UIDL,
     those TOPs and DELEs, and QUIT only where every TOP showed one of the run's own
     messages; a listing that gives two messages one id, or a TOP that shows another
-    message, deletes nothing at all: the session ends without QUIT. A ``-ERR`` to
-    that QUIT says the server removed some or none of the marked messages (§6): the
-    note then counts none as known deleted."""
+    message, deletes nothing at all: the session ends without QUIT. Neither QUIT's
+    ``+OK`` nor its ``-ERR`` (some or none of the marked messages removed, §6) says
+    which were removed: a new session looks (:func:`_still_listed`), and the note
+    counts as deleted only those it no longer finds."""
     if not delivery.uids:
         return _deletion_note(delivery, 0, _why_none_found(delivery))
     try:
@@ -310,18 +311,42 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     if own is None:
         why = "a unique-id now names another message (RFC 1939 §7)"
         return _none_deleted(probe, client, delivery, why)
-    deleted = sum(ask(client, b"DELE %d" % number).ok for number in own)
-    if not deleted:
+    marked = {identities[number] for number in own if ask(client, b"DELE %d" % number).ok}
+    if not marked:
         return _none_deleted(probe, client, delivery, "not found")
-    delivery.marked_before_quit = deleted
-    quit = probe.quit_after_own_deletions(client)
-    if quit.startswith(b"-ERR"):  # some marked messages were not removed (RFC 1939 §6)
-        why = (
-            f"QUIT after {deleted} were marked with DELE got {probe.line_said(quit)}: the "
-            "server removed some or none of them (RFC 1939 §6)"
-        )
+    delivery.marked_before_quit = len(marked)
+    quit = probe.line_said(probe.quit_after_own_deletions(client))
+    after = f"{len(marked)} were marked with DELE and QUIT got {quit}"
+    still = _still_listed(probe, delivery, marked)
+    if still is None:
+        why = f"{after}, but a new session's UIDL is refused, so none is known gone"
         return _deletion_note(delivery, 0, why, known=False)
-    return _deletion_note(delivery, deleted, "not found")
+    why = "not found"
+    if still:
+        why = f"{after}, and a new session still lists {still} of them"
+        if len(delivery.messages) > len(marked):
+            why = f"{len(delivery.messages) - len(marked)} not found; {why}"
+    return _deletion_note(delivery, len(marked) - still, why)
+
+
+def _still_listed(probe: POP3Probe, delivery: Delivery, marked: set[bytes]) -> int | None:
+    """How many of the messages ``marked`` (unique-ids) with DELE before a QUIT a new
+    session still finds, or None where its UIDL is refused: a QUIT answered ``+OK``
+    may have removed nothing, and one answered ``-ERR`` some or all (RFC 1939 §6).
+    A unique-id still listed counts where ``TOP n 0`` shows the marker it was found
+    with, or is refused (nothing then says it went); one that names another message
+    now (a server whose ids are message numbers, §7) does not."""
+    client = probe.session()
+    identities, by_uid = _identities(client)
+    still = 0
+    if by_uid:
+        numbers = {uid: number for number, uid in identities.items()}
+        for marker, uid in delivery.uids.items():
+            if uid in marked and uid in numbers:
+                answer = ask(client, b"TOP %d 0" % numbers[uid])
+                still += not answer.ok or marker_of(answer.content()) == marker
+    probe.end(client)
+    return still if by_uid else None
 
 
 def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
@@ -383,7 +408,10 @@ def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bo
     left = total - deleted
     find = f"find them by their header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
     if deleted:
-        note = f"{deleted} of {total} delivered test messages were deleted (DELE, then QUIT)"
+        note = (
+            f"{deleted} of {total} delivered test messages were deleted (DELE, then QUIT, and "
+            "a new session lists them no more)"
+        )
     elif known:
         note = f"none of the {total} delivered test messages was deleted"
     else:

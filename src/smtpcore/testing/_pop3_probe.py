@@ -61,7 +61,8 @@ __all__ = [
     "ask_login",
     "has_multi_line_response",
     "lines_of",
-    "quit_statuses",
+    "QUIT_BEFORE_LOGIN_RULE",
+    "QUIT_UNMARKED_RULE",
     "read_response",
     "touches_no_message",
     "wire_number",
@@ -285,10 +286,6 @@ class POP3Wire(WireClient):
         super().__init__(host, port, timeout=timeout, pause=pause)
         self.touched = False
         """Whether a line written may have marked or handed out a message."""
-        self.logged_in = False
-        """Whether a login was taken (the TRANSACTION state, RFC 1939 §5): QUIT then
-        enters the UPDATE state, where ``-ERR`` is one of its possible responses
-        (§6); before login, only ``+OK`` is (§4)."""
         self._partial = b""
         self._login_answer: int | None = None
         """Where in the transcript the reads of a login line's answer begin, while it is due."""
@@ -491,7 +488,6 @@ class POP3Probe:
             self.abandon(client)
             time.sleep(_LOCK_RETRY)
             client = self.connect()
-        client.logged_in = True
         return client
 
     def _log_in(self, client: POP3Wire) -> POP3Response:
@@ -601,12 +597,13 @@ class POP3Probe:
         else:
             self._quit(client)
 
-    def _quit(self, client: POP3Wire) -> bytes:
+    def _quit(self, client: POP3Wire, *, marked: bool = False) -> bytes:
         """QUIT, then every line until the server closes: exactly one status line,
-        which it returns, else the check fails. Logged in, QUIT enters the UPDATE
-        state, where ``-ERR`` reports that some messages marked deleted were not
-        removed, and the session still ends (RFC 1939 §6); before login it is
-        ``+OK`` (§4), and anything else fails."""
+        which it returns, else the check fails. It must be ``+OK``: before login QUIT
+        gets nothing else (RFC 1939 §4), and in the UPDATE state ``-ERR`` reports
+        only that some messages marked deleted were not removed (§6), which a session
+        that marked none cannot be told. Only where the session ``marked`` messages
+        (:meth:`quit_after_own_deletions`) is ``-ERR`` taken too."""
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
@@ -621,16 +618,16 @@ class POP3Probe:
             raise Failed(
                 "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
             )
-        allowed = quit_statuses(logged_in=client.logged_in)
-        if len(lines) == 1 and not lines[0].startswith(allowed):
-            raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not "
-                f"{' or '.join(s.decode() for s in allowed)} ({_QUIT_RULE[client.logged_in]})"
-            )
+        owed = "+OK or -ERR" if marked else "+OK"
+        if len(lines) == 1 and not lines[0].startswith((b"+OK", b"-ERR") if marked else b"+OK"):
+            rule = "RFC 1939 §6" if marked else QUIT_UNMARKED_RULE
+            said = self.lines_said(lines)
+            raise Failed(f"QUIT got {said} before the close, not {owed} ({rule})")
         if len(lines) > 1:
             raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not one status line: a "
-                f"line the server owed no one was counted ({_QUIT_RULE[client.logged_in]})"
+                f"QUIT got {self.lines_said(lines)} before the close, not one "
+                f"{'status line' if marked else '+OK'}: a line the server owed no one was "
+                "counted (RFC 1939 §6)"
             )
         return lines[0]
 
@@ -655,10 +652,11 @@ class POP3Probe:
     def quit_after_own_deletions(self, client: POP3Wire) -> bytes:
         """QUIT, to delete what the session marked, on a session whose only lines that
         touched a message were DELE of the battery's own test messages (asked for
-        explicitly): the one QUIT after a touch (RFC 1939 §6). Returns its status
-        line: ``-ERR`` says some marked messages were not removed."""
+        explicitly): the one QUIT after a touch (RFC 1939 §6), and the one session
+        whose QUIT may get ``-ERR``, some marked messages not removed. Returns its
+        status line."""
         client.touched = False
-        return self._quit(client)
+        return self._quit(client, marked=True)
 
     def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have
@@ -682,17 +680,14 @@ class POP3Probe:
         close_all(self.clients)
 
 
-def quit_statuses(*, logged_in: bool) -> tuple[bytes, ...]:
-    """The status lines QUIT may get: ``+OK`` before login (RFC 1939 §4), and in the
-    UPDATE state, which QUIT enters once logged in, ``-ERR`` too, a report that some
-    messages marked deleted were not removed, after which the session ends (§6)."""
-    return (b"+OK", b"-ERR") if logged_in else (b"+OK",)
-
-
-_QUIT_RULE: Final = {
-    False: "RFC 1939 §4: QUIT before login gets +OK",
-    True: "RFC 1939 §6",
-}
+QUIT_BEFORE_LOGIN_RULE: Final = "RFC 1939 §4: QUIT before login gets +OK"
+"""Why ``-ERR`` to QUIT before login fails, for a summary."""
+QUIT_UNMARKED_RULE: Final = (
+    "RFC 1939 §4, §6: -ERR to QUIT says marked messages were not removed, and the "
+    "session marked none"
+)
+"""Why ``-ERR`` to QUIT on a session that marked no message fails, logged in or not,
+for a summary."""
 
 
 def _busy(greeting: POP3Response) -> bool:

@@ -53,6 +53,8 @@ from smtpcore.testing._pop3_delivered import (
 )
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
+    QUIT_BEFORE_LOGIN_RULE,
+    QUIT_UNMARKED_RULE,
     POP3Probe,
     POP3Response,
     POP3Wire,
@@ -61,7 +63,6 @@ from smtpcore.testing._pop3_probe import (
     has_multi_line_response,
     lines_of,
     mail_needed,
-    quit_statuses,
     read_response,
 )
 from smtpcore.testing._wire import WireClient, checked_host
@@ -441,29 +442,51 @@ def _longest_line_taken(probe: POP3Probe) -> str:
     return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
 
 
-def _long_line_answers(probe: POP3Probe, client: POP3Wire, *, then: bytes) -> str | None:
-    """The long line, ``then`` and QUIT in one write, read to the close: one response
-    to each, or the long line's alone (or none) and the close; else what is wrong.
-    QUIT's is ``+OK``, or, logged in, ``-ERR`` too (RFC 1939 §4, §6:
-    :func:`~smtpcore.testing._pop3_probe.quit_statuses`)."""
-    client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
+def _long_line_answers(probe: POP3Probe, client: POP3Wire, *, logged_in: bool) -> str | None:
+    """The long line, NOOP and QUIT in one write, read to the close; what is wrong, or
+    None. A server answers in order, one status line a command (none of the three
+    has a multi-line response, RFC 1939 §3), so three lines are read as the long
+    line's, NOOP's and QUIT's, each judged as what its command gets
+    (:func:`_unlike_their_commands`); fewer than two are the long line's answer (or
+    none) and the close, which a server may choose over reading on; more are
+    responses to pieces of the line run as commands."""
+    client.send(_long_user_line() + b"\r\nNOOP\r\nQUIT\r\n")
     lines = client.read_lines_until_closed()
     if not client.closed:
         got = f"after {probe.lines_said(lines)}" if lines else "with nothing answered"
         return f"the server did not close within {client.timeout:g} s of QUIT, {got}"
-    if len(lines) <= 1 or (
-        len(lines) == 3 and lines[2].startswith(quit_statuses(logged_in=client.logged_in))
-    ):
+    if len(lines) <= 1:
         return None
-    if len(lines) == 3 and lines[2].startswith(b"-ERR"):
+    got = f"a 10,000-octet line, NOOP and QUIT got {probe.lines_said(lines)}"
+    if len(lines) != 3:
+        return f"{got}: a piece of the long line was run as a command"
+    wrong = _unlike_their_commands(lines, logged_in=logged_in)
+    return f"{got}: {wrong}" if wrong else None
+
+
+def _unlike_their_commands(lines: Sequence[bytes], *, logged_in: bool) -> str | None:
+    """Which of three lines, read as the long line's, NOOP's and QUIT's responses, is
+    not what its command gets, and the two readings left: a piece of the long line
+    run as a command answered in its place, or the command answered wrong. The
+    long line gets a status line (``-ERR``, or ``+OK`` from a server that takes a
+    long USER); NOOP ``+OK`` once logged in (§5), and before login either (RFC 1939
+    lists it in no state but TRANSACTION, and ``state-order`` leaves it out); QUIT,
+    on a session that marked nothing, ``+OK`` alone (§4, §6)."""
+    status = (b"+OK", b"-ERR")
+    if not lines[0].startswith(status):
+        return "the first, the long line's, is no status line (RFC 1939 §3)"
+    if not lines[1].startswith(b"+OK" if logged_in else status):
         return (
-            f"QUIT got {probe.line_said(lines[2])} after the long line's and "
-            f"{then.decode()}'s responses, not +OK (RFC 1939 §4: QUIT before login gets +OK)"
+            "the second is no +OK: a piece of the long line was run as a command, or NOOP "
+            "was refused (RFC 1939 §5: NOOP after login gets +OK)"
         )
-    return (
-        f"a 10,000-octet line, {then.decode()} and QUIT got {probe.lines_said(lines)}: a piece "
-        "of the long line was run as a command"
-    )
+    if not lines[2].startswith(b"+OK"):
+        rule = QUIT_UNMARKED_RULE if logged_in else QUIT_BEFORE_LOGIN_RULE
+        return (
+            "the third is no +OK: a piece of the long line was run as a command, or QUIT "
+            f"was refused ({rule})"
+        )
+    return None
 
 
 def check_command_line_length(probe: POP3Probe) -> str:
@@ -478,10 +501,10 @@ def check_command_line_length(probe: POP3Probe) -> str:
     """
     minimum = _longest_line_taken(probe)
     problems = probe.problems  # a session refused after a problem found keeps it
-    before_login = _long_line_answers(probe, probe.connect(), then=b"NOOP")
+    before_login = _long_line_answers(probe, probe.connect(), logged_in=False)
     if before_login:
         problems.append(f"before login, {before_login}")
-    after_login = _long_line_answers(probe, probe.session(), then=b"NOOP")
+    after_login = _long_line_answers(probe, probe.session(), logged_in=True)
     if after_login:
         problems.append(f"after login, {after_login}")
     if problems:
