@@ -1114,9 +1114,30 @@ class FirstMailDeferredRefusesPipelinedServer(FirstMailDeferredServer):
         return super().mail(argument)
 
 
+class FirstMailDeferredSaysHowServer(FirstMailDeferredServer):
+    """:class:`FirstMailDeferredServer` whose ``451`` text says whether the MAIL came
+    with more commands behind it: the two runs' replies differ in text alone."""
+
+    def mail(self, argument: str) -> bytes:
+        answer = super().mail(argument)
+        if self.mails == 1 and self.buffer:
+            return b"451 4.7.1 first MAIL of a session, pipelined: try again\r\n"
+        return answer
+
+
 @pytest.mark.parametrize(
     ("factory", "outcome", "said"),
     [
+        (
+            FirstMailDeferredSaysHowServer,
+            Outcome.SKIPPED,
+            "'MAIL FROM:<check@smtpcore.test>' got \"451 4.7.1 first MAIL of a session: try "
+            'again" one at a time and "451 4.7.1 first MAIL of a session, pipelined: try '
+            'again" pipelined, though a plain MAIL after RSET got "250 2.1.0 OK": the '
+            "server refused that MAIL for now (RFC 5321 §4.2.1) both ways, so the "
+            "transaction it opens in the group was never opened, and how the server "
+            "answers that transaction pipelined went untested",
+        ),
         (
             FirstMailDeferredServer,
             Outcome.SKIPPED,
@@ -1144,14 +1165,21 @@ class FirstMailDeferredRefusesPipelinedServer(FirstMailDeferredServer):
             "a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
         ),
     ],
-    ids=["first-mail-deferred", "and-pipelined-mail-refused", "mail-then-rset", "swapped"],
+    ids=[
+        "texts-differ",
+        "first-mail-deferred",
+        "and-pipelined-mail-refused",
+        "mail-then-rset",
+        "swapped",
+    ],
 )
 def test_a_group_mail_refused_for_now_both_ways_skips_only_what_went_untested(
     factory: Callable[..., SmallServer], outcome: Outcome, said: str
 ) -> None:
     """A MAIL of the group refused for now both ways, where a plain MAIL after it was
     taken, passed the check on codes compared equal over a transaction the group
-    never opened: it is skipped now, quoting the replies. Only there, though: where
+    never opened: it is skipped now, quoting the replies, each run's where their texts
+    differ (one run's text was quoted as both runs'). Only there, though: where
     the codes differ elsewhere (the second MAIL taken one at a time, refused
     pipelined) the check fails, as it did before any skip, and where the refused
     MAIL is followed by RSET alone, every reply was compared, and the check passes."""

@@ -435,7 +435,7 @@ def _skip_if_mail_refused_for_now(
                     pipelined[index]
                 )
                 if plain and both and _opens_untested_transaction(group, index):
-                    return _untested_both_ways(line, answer, plain)
+                    return _untested_both_ways(line, one_at_a_time[index], pipelined[index], plain)
                 return None
     return None
 
@@ -454,19 +454,25 @@ def _opens_untested_transaction(group: Sequence[bytes], index: int) -> bool:
     return False
 
 
-def _untested_both_ways(line: bytes, answer: ServerReply, plain: PlainMail) -> str:
+def _untested_both_ways(
+    line: bytes, one_at_a_time: ServerReply, pipelined: ServerReply, plain: PlainMail
+) -> str:
     """Why the check is skipped where a MAIL of the group was refused for now (a 4xx
     but 421, RFC 5321 §4.2.1) one at a time and pipelined alike, though a plain MAIL
     after it was not (a server that refuses a session's first MAIL for now, as
     greylisting at MAIL does): the codes compare equal, but the group's transaction
     that MAIL opens, its RCPTs taken or refused, was never opened either way, so
     nothing shows how the server answers it pipelined, and the check must not pass
-    on it."""
+    on it. Each run's reply is quoted, once where their texts are the same."""
+    if str(one_at_a_time) == str(pipelined):
+        got = f'got "{one_at_a_time}" both one at a time and pipelined'
+    else:
+        got = f'got "{one_at_a_time}" one at a time and "{pipelined}" pipelined'
     return (
-        f'{line.decode("utf-8", "replace")!r} got "{answer}" both one at a time and '
-        f"pipelined, though {plain.said}: the server refused that MAIL for now (RFC "
-        "5321 §4.2.1) both ways, so the transaction it opens in the group was never "
-        "opened, and how the server answers that transaction pipelined went untested"
+        f"{line.decode('utf-8', 'replace')!r} {got}, though {plain.said}: the server "
+        "refused that MAIL for now (RFC 5321 §4.2.1) both ways, so the transaction it "
+        "opens in the group was never opened, and how the server answers that "
+        "transaction pipelined went untested"
     )
 
 
