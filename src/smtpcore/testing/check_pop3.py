@@ -966,7 +966,9 @@ def check_pop3_server(
     offered, and waits up to ``deliver_wait`` seconds for them over POP3. They
     are left in the mailbox, and the report's notes say so, unless
     ``delete_delivered``: then a last session deletes them, and only them, by
-    their unique-ids, and ends with QUIT.
+    their unique-ids and markers, and ends with QUIT; a new session looks for
+    the markers after it, and the note counts as deleted only those it no
+    longer finds.
 
     Raises ``ValueError`` for a host the socket calls cannot take, a port
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
