@@ -433,6 +433,60 @@ def test_a_delete_after_download_server_keeps_the_users_mail(
         assert "none of the 4" in note and "now names another message" in note, note
 
 
+class StaleTopBuffer(UidIsNumber):
+    """Once ``lying``, ``TOP n`` serves the header of the message the session's previous
+    TOP named (a buffer not refreshed): each test message shows another's marker."""
+
+    lying = False
+    previous: list[str] | None = None
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        if not self.lying:
+            return super().do_TOP(words)
+        previous, self.previous = self.previous, words
+        return super().do_TOP(previous or words)
+
+
+class TopAlwaysFirstTest(UidIsNumber):
+    """Once ``lying``, ``TOP n`` of the first test message, or of any after it, serves
+    the first test message's header (a cache that never refreshes)."""
+
+    lying = False
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 2 else None
+        if not self.lying or number is None:
+            return super().do_TOP(words)
+        first = next(n for n, m in enumerate(self.mailbox.messages, 1) if MARKER_FIELD in m)
+        return super().do_TOP([str(first), words[1]] if number >= first else words)
+
+
+@pytest.mark.parametrize("kind", [StaleTopBuffer, TopAlwaysFirstTest])
+def test_each_message_deleted_must_show_the_marker_found_under_its_unique_id(
+    kind: type[StaleTopBuffer | TopAlwaysFirstTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``TOP n 0`` that shows one of the run's markers, but not the one the poll found
+    under that message's unique-id, shows a message other than the one the id named:
+    with ids by number, after the user's client took a message and new mail came, the
+    user's new mail is where the last test message was. Nothing is deleted."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            _user_mail_changed("taken, new after", mailbox.messages)
+        monkeypatch.setattr(kind, "lying", True)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert NEW_MAIL in mailbox.messages and b"Subject: two\r\n\r\n2\r\n" in mailbox.messages
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == 4, mailbox.messages
+    (note,) = report.notes
+    assert "none of the 4" in note and "now names another message" in note, note
+
+
 class RenumbersWithoutUidl(NoUidl):
     """No UIDL; the first look for the delivered messages does not see the last one, and
     before the second the user's client has taken the first message: every number

@@ -15,8 +15,7 @@ asked for explicitly, deletes, and only the battery's own messages.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from smtpcore.testing._battery import (
@@ -124,31 +123,16 @@ def _repeats_an_id(identities: Identities) -> bool:
     return len(set(uids)) != len(uids)
 
 
-@dataclass
-class _Look:
-    """What one session's look at the new messages found."""
-
-    found: dict[bytes, int] = field(default_factory=dict)
-    """Each wanted marker read, with its message number in this session."""
-    others: int = 0
-    """New messages read that carry no wanted marker."""
-    unread: int = 0
-    """New messages whose header could not be read: TOP refused, and RETR too."""
-
-
 class _Mailbox:
-    """The one place that reads which test message is which: message number, then
-    ``TOP n 0`` (:func:`_marker_at`), then the marker. ``before`` holds the unique-ids
-    listed before the delivery: those messages are not read. With ``remember`` (the
-    poll, which looks many times) each unique-id's marker is kept, so that none is
-    read twice, and each marker's unique-id, for :func:`delete_delivered`; the
-    sessions that delete and confirm look once, and trust no marker read in another
-    session: a server whose unique-ids are message numbers names another message
-    with one once mail came or went (RFC 1939 §7)."""
+    """The poll's reading of which test message is which: message number, then ``TOP
+    n 0`` (:func:`_marker_at`), then the marker. ``before`` holds the unique-ids listed
+    before the delivery: those messages are not read. The poll looks many times, so
+    each unique-id's marker is kept, that none is read twice, and each marker's
+    unique-id, for :func:`delete_delivered`. A message with no unique-id is read at
+    every look: its number names it in one session only (RFC 1939 §5)."""
 
-    def __init__(self, before: set[bytes], *, remember: bool = False) -> None:
+    def __init__(self, before: set[bytes]) -> None:
         self.before = before
-        self.remember = remember
         self.by_uid = False
         self.markers: dict[bytes, bytes | None] = {}
         self.uids: dict[bytes, bytes] = {}
@@ -156,39 +140,39 @@ class _Mailbox:
     def find(self, client: POP3Wire, wanted: set[bytes], said: Said) -> dict[bytes, int]:
         """The wanted markers found in this session, each with its message number."""
         identities, self.by_uid = _identities(client, said)
-        return self.look(client, identities, wanted).found
-
-    def look(
-        self,
-        client: POP3Wire,
-        identities: Mapping[int, bytes | None],
-        wanted: set[bytes],
-        *,
-        retr: bool = True,
-    ) -> _Look:
-        """Read each message of ``identities`` not listed before; ``retr``: with RETR
-        where TOP is refused (never in the session that will QUIT: a server may
-        delete what was retrieved)."""
-        look = _Look()
+        found: dict[bytes, int] = {}
         for number, uid in identities.items():
             if uid is not None and uid in self.before:
                 continue
             if uid is not None and uid in self.markers:
                 marker = self.markers[uid]
             else:
-                read, marker = _marker_at(client, number, retr=retr)
-                if self.remember and uid is not None:
+                read, marker = _marker_at(client, number, retr=True)
+                if uid is not None:
                     self.markers[uid] = marker
                 if not read:
-                    look.unread += 1
                     continue
             if marker is not None and marker in wanted:
-                look.found[marker] = number
-                if self.remember and uid is not None:
+                found[marker] = number
+                if uid is not None:
                     self.uids[marker] = uid
-            else:
-                look.others += 1
-        return look
+        return found
+
+
+def _markers_at(
+    client: POP3Wire, numbers: Iterable[int], *, retr: bool
+) -> dict[int, bytes | None]:
+    """Each message of ``numbers`` whose header was read (:func:`_marker_at`), with its
+    marker, if any; one left out could not be read. Read afresh: the sessions that
+    delete and confirm trust no marker read in another session, for a server whose
+    unique-ids are message numbers names another message with one once mail came or
+    went (RFC 1939 §7)."""
+    markers: dict[int, bytes | None] = {}
+    for number in numbers:
+        read, marker = _marker_at(client, number, retr=retr)
+        if read:
+            markers[number] = marker
+    return markers
 
 
 def _marker_at(client: POP3Wire, number: int, *, retr: bool) -> tuple[bool, bytes | None]:
@@ -210,7 +194,7 @@ def _snapshot(probe: POP3Probe) -> _Mailbox:
     client = probe.session()
     identities, _ = _identities(client, probe.line_said)
     probe.end(client)
-    return _Mailbox({uid for uid in identities.values() if uid is not None}, remember=True)
+    return _Mailbox({uid for uid in identities.values() if uid is not None})
 
 
 def _await_delivery(
@@ -345,13 +329,14 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     """DELE the battery's own test messages, then QUIT to have them deleted (RFC 1939
     §6); returns the note that says how many were deleted, and how to find the rest.
 
-    A candidate is a message the poll found by UIDL; in this session it must still
-    carry, by ``TOP n 0``, one of the run's markers: a unique-id names one message
-    across sessions (§7), but a server whose ids are the message numbers, or change
-    by session, names another once mail came or went. The session sends UIDL, those
-    TOPs and DELEs, and QUIT only where every TOP showed one of the run's own
-    messages; a listing that gives two messages one id, or a TOP that shows another
-    message, deletes nothing at all: the session ends without QUIT. Neither QUIT's
+    A candidate is a message the poll found by UIDL; in this session its ``TOP n 0``
+    must show the marker the poll found under its unique-id: a unique-id names one
+    message across sessions (§7), but a server whose ids are the message numbers, or
+    change by session, names another once mail came or went, and a TOP that serves a
+    stale header shows another test message's marker. The session sends UIDL, those
+    TOPs and DELEs, and QUIT only where every TOP read showed its own message; a
+    listing that gives two messages one id, or a TOP that shows any other message,
+    deletes nothing at all: the session ends without QUIT. Neither QUIT's
     ``+OK`` nor its ``-ERR`` (some or none of the marked messages removed, §6) says
     which were removed: a new session looks (:func:`_confirmed`)."""
     if not delivery.uids:
@@ -364,14 +349,14 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     if not by_uid or _repeats_an_id(identities):
         why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
         return _none_deleted(probe, client, delivery, why)
-    found = set(delivery.uids.values())
-    candidates = {number: uid for number, uid in identities.items() if uid in found}
+    own = {uid: marker for marker, uid in delivery.uids.items()}
+    candidates = {number: uid for number, uid in identities.items() if uid in own}
     # No RETR: a server may delete what was retrieved at QUIT.
-    look = _Mailbox(set()).look(client, candidates, delivery.markers, retr=False)
-    if look.others:
+    shown = _markers_at(client, candidates, retr=False)
+    if any(marker != own[candidates[number]] for number, marker in shown.items()):
         why = "a unique-id now names another message (RFC 1939 §7)"
         return _none_deleted(probe, client, delivery, why)
-    marked = {m for m, number in look.found.items() if ask(client, b"DELE %d" % number).ok}
+    marked = {own[candidates[n]] for n in shown if ask(client, b"DELE %d" % n).ok}
     if not marked:
         return _none_deleted(probe, client, delivery, "not found")
     delivery.marked_before_quit = len(marked)
@@ -424,12 +409,14 @@ def _still_found(
     if _repeats_an_id(identities):
         probe.end(client)
         return 0, "a new session's UIDL gives one unique-id to two messages"
-    look = _Mailbox(delivery.before).look(client, identities, marked)
+    numbers = [n for n, uid in identities.items() if uid is None or uid not in delivery.before]
+    markers = _markers_at(client, numbers, retr=True)
     probe.end(client)
-    if look.unread:
-        unread = "1 message" if look.unread == 1 else f"{look.unread} messages"
-        return 0, f"a new session could not read the header of {unread} (TOP and RETR refused)"
-    return len(look.found), None
+    unread = len(numbers) - len(markers)
+    if unread:
+        messages = "1 message" if unread == 1 else f"{unread} messages"
+        return 0, f"a new session could not read the header of {messages} (TOP and RETR refused)"
+    return len(marked.intersection(markers.values())), None
 
 
 def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
