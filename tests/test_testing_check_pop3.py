@@ -725,10 +725,73 @@ def test_a_summary_quoting_several_server_lines_in_one_repr_hides_the_password()
 def test_a_summary_quoting_an_excerpt_from_mid_line_hides_the_password() -> None:
     """dot-stuffing quotes the 40 octets before a bare LF, starting inside a line."""
     body = b"a line long enough to be cut, and the password: " + PASSWORD.encode() + b"\nend\r\n"
-    summary = _framing_problem("RETR 1", POP3Response(b"+OK\r\n", body))
-    assert summary is not None and PASSWORD in summary
+    probe = POP3Probe("127.0.0.1", 110, USER, PASSWORD)
+    summary = _framing_problem(probe, "RETR 1", POP3Response(b"+OK\r\n", body))
+    assert summary is not None and PASSWORD not in summary
     hidden = hidden_summary(summary, b"+OK\r\n" + body + b".\r\n")
-    assert PASSWORD not in hidden and "password: <hidden>\\n'" in hidden, hidden
+    assert hidden == summary and "password: <hidden>\\n'" in hidden, hidden
+
+
+BARE_LF_ACROSS_THE_CUT = (
+    b"Subject: framing\r\n\r\nthe server said PASS "
+    + PASSWORD.encode()
+    + b" back to us; this line ends badly\n"
+)
+"""A message line ending in a bare LF whose last 40 octets, the excerpt dot-stuffing
+quotes, start inside the password."""
+UNDOUBLED_DOT_ACROSS_THE_CUT = (
+    b"Subject: framing\r\n\r\n.a line not stuffed, after it: PASS "
+    + PASSWORD.encode()
+    + b" then more\r\n"
+)
+"""A message line starting with a dot whose first 40 octets, the excerpt dot-stuffing
+quotes from a server that does not double it, end inside the password."""
+
+
+def pieces(secret: str, at_least: int = 3) -> set[str]:
+    """Every part of ``secret`` of ``at_least`` characters or more."""
+    return {secret[i:j] for i in range(len(secret)) for j in range(i + at_least, len(secret) + 1)}
+
+
+def test_the_excerpts_cross_the_password() -> None:
+    bare_line = BARE_LF_ACROSS_THE_CUT.split(b"\r\n")[-1]
+    start = bare_line.index(PASSWORD.encode())
+    assert start < len(bare_line) - 40 < start + len(PASSWORD)
+    dot_line = UNDOUBLED_DOT_ACROSS_THE_CUT.split(b"\r\n")[2]
+    start = dot_line.index(PASSWORD.encode())
+    assert start < 40 < start + len(PASSWORD)
+
+
+@pytest.mark.parametrize(
+    ("kind", "message", "said"),
+    [
+        (
+            SmallPOP3,
+            BARE_LF_ACROSS_THE_CUT,
+            "line 3 of RETR 1 ends in a bare LF: b'<hidden> back to us; this line ends badly\\n'",
+        ),
+        (
+            NoStuffing,
+            UNDOUBLED_DOT_ACROSS_THE_CUT,
+            "line 3 of RETR 1 starts with a dot not doubled: b'.a line not stuffed, after "
+            "it: PASS <hidden>'",
+        ),
+    ],
+    ids=["bare-lf", "undoubled-dot"],
+)
+def test_a_password_in_a_message_across_the_excerpts_cut_never_shows(
+    kind: type[SmallPOP3], message: bytes, said: str
+) -> None:
+    """dot-stuffing quoted 40 octets of a message's line cut before the password was
+    hidden, and hiding matches the whole password only, so a password the cut went
+    through showed in part (``b'rland back to us, ...'``). The line is hidden first
+    now, then cut, as :meth:`POP3Probe.lines_said` does, and never inside
+    ``<hidden>``: no part of the password of three characters or more shows."""
+    result = run_check(kind, "dot-stuffing", messages=[message], timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == said, result.summary
+    shown = str(result) + result.transcript_text()
+    assert not [piece for piece in pieces(PASSWORD) if piece in shown], shown
 
 
 def test_a_summary_quoting_line_prefixes_in_a_list_hides_the_password() -> None:
@@ -1072,6 +1135,19 @@ class QuitRefused(SmallPOP3):
         return b"-ERR not now\r\n"
 
 
+class QuitUnknownAfterLogin(SmallPOP3):
+    """Knows QUIT only before login: after login ``-ERR unknown command``, and it drops
+    the connection, having removed nothing. RFC 1939 §6 gives ``-ERR`` to QUIT the
+    meaning "some messages marked deleted were not removed" alone, which no session
+    that marked nothing can be told."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.logged_in:
+            self.closed = True
+            return b"-ERR unknown command\r\n"
+        return super().do_QUIT(words)
+
+
 class QuitLeftOpen(SmallPOP3):
     """Answers QUIT +OK and keeps the connection open."""
 
@@ -1112,7 +1188,8 @@ class NoopAnsweredTwice(SmallPOP3):
         (
             QuitRefused,
             "uidl",
-            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §6)",
+            "QUIT got 1 line (b'-ERR not now') before the close, not +OK (RFC 1939 §4, §6: "
+            "-ERR to QUIT says marked messages were not removed, and the session marked none)",
         ),
         (
             QuitLeftOpen,
@@ -1146,6 +1223,115 @@ def test_how_a_session_ended_is_said_not_printed_as_a_list(
     result = run_check(kind, name, timeout=1.0)
     assert result.outcome is Outcome.FAILED, result
     assert result.summary == summary, result.summary
+
+
+def test_a_quit_refused_on_a_session_that_marked_nothing_fails(tls: TLSFiles) -> None:
+    """A single ``-ERR`` to QUIT after login passed every check, though RFC 1939 §6
+    gives it one meaning, some messages marked deleted not removed, and every
+    session but the delete session's marks none: a server that knows no QUIT once
+    logged in and drops the connection passed. Each check that ends a logged-in
+    session with QUIT fails it again; the delete session alone may get ``-ERR``
+    (test_testing_check_pop3_delivery)."""
+    mailbox = Mailbox(list(MESSAGES))
+    with serve_pop3(QuitUnknownAfterLogin, mailbox, tls=tls.server_context) as address:
+        outcomes = run_battery(address)
+    failing = ("command-line-length", "deletion", "uidl", "state-order")
+    assert outcomes == {**ALL_PASS, **dict.fromkeys(failing, Outcome.FAILED)}, outcomes
+    assert mailbox.messages == MESSAGES
+
+
+class QuitRefusedAfterLongLine(SmallPOP3):
+    """Answers QUIT ``-ERR`` before login once it refused a long line in the session."""
+
+    long_line = False
+
+    def answer(self, line: bytes) -> bytes:
+        self.long_line = self.long_line or line == b"\0long"
+        return super().answer(line)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        return b"-ERR not now\r\n" if self.long_line and not self.logged_in else answer
+
+
+def test_a_quit_refused_before_login_fails_command_line_length() -> None:
+    """The long line, NOOP and QUIT before login: QUIT's ``-ERR`` is no response RFC
+    1939 §4 allows, and the summary says so, not that a piece of the line ran."""
+    result = run_check(QuitRefusedAfterLongLine, "command-line-length", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "before login, a 10,000-octet line, NOOP and QUIT got 3 lines (b'-ERR line too "
+        "long', b'-ERR not logged in', b'-ERR not now'): the third is no +OK: a piece of "
+        "the long line was run as a command, or QUIT was refused (RFC 1939 §4: QUIT "
+        "before login gets +OK)"
+    ), result.summary
+
+
+class ChunkedReader(SmallPOP3):
+    """Reads command lines 4,000 octets at a time (``fgets`` into a fixed buffer): each
+    piece of a longer line is run as a command; it closes after three errors in a
+    row. The 10,000-octet line gets three ``-ERR`` responses, which before login
+    look like the long line's, NOOP's and a refused QUIT's."""
+
+    errors = 0
+
+    def lines(self, buffer: bytearray) -> Iterator[bytes]:
+        while True:
+            end = buffer.find(b"\r\n")
+            if 0 <= end <= 4000:
+                line = bytes(buffer[:end])
+                del buffer[: end + 2]
+            elif len(buffer) >= 4000:
+                line = bytes(buffer[:4000])
+                del buffer[:4000]
+            else:
+                return
+            yield line
+
+    def answer(self, line: bytes) -> bytes:
+        out = super().answer(line)
+        self.errors = self.errors + 1 if out.startswith(b"-ERR") else 0
+        self.closed = self.closed or self.errors >= 3
+        return out
+
+
+class LongLineAnsweredWithoutStatus(SmallPOP3):
+    """Answers an over-long line with text that is no status line (RFC 1939 §3)."""
+
+    def answer(self, line: bytes) -> bytes:
+        return b"line too long\r\n" if line == b"\0long" else super().answer(line)
+
+
+def test_a_long_lines_answer_that_is_no_status_line_fails() -> None:
+    """Three lines ending in ``+OK`` passed whatever the first was: the long line's
+    answer is judged too now."""
+    result = run_check(LongLineAnsweredWithoutStatus, "command-line-length", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    said = "the first, the long line's, is no status line (RFC 1939 §3)"
+    assert result.summary == (
+        "before login, a 10,000-octet line, NOOP and QUIT got 3 lines (b'line too long', "
+        f"b'-ERR not logged in', b'+OK bye'): {said}; after login, a 10,000-octet line, "
+        f"NOOP and QUIT got 3 lines (b'line too long', b'+OK', b'+OK bye'): {said}"
+    ), result.summary
+
+
+def test_a_long_line_run_as_three_commands_fails_before_and_after_login() -> None:
+    """Three lines were judged by the last alone: after login a server that ran the
+    10,000-octet line as three commands passed (three ``-ERR``, the last taken for
+    QUIT's), and before login it was said to refuse QUIT. The long line's and NOOP's
+    lines are judged too, and the summary gives both readings it cannot tell apart."""
+    result = run_check(ChunkedReader, "command-line-length", timeout=1.0)
+    assert result.outcome is Outcome.FAILED, result
+    got = (
+        "a 10,000-octet line, NOOP and QUIT got 3 lines (b'-ERR no', b'-ERR unknown "
+        "command', b'-ERR unknown command')"
+    )
+    assert result.summary == (
+        f"before login, {got}: the third is no +OK: a piece of the long line was run as a "
+        "command, or QUIT was refused (RFC 1939 §4: QUIT before login gets +OK); after "
+        f"login, {got}: the second is no +OK: a piece of the long line was run as a "
+        "command, or NOOP was refused (RFC 1939 §5: NOOP after login gets +OK)"
+    ), result.summary
 
 
 def test_a_piece_of_a_long_line_run_as_a_command_is_said_in_lines() -> None:

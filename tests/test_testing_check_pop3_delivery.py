@@ -9,6 +9,7 @@ an MTA does, which the check must ignore.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import itertools
 import os
@@ -55,10 +56,11 @@ from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing.__main__ import main
-from smtpcore.testing._delivery import MARKER_FIELD, Delivery
+from smtpcore.testing._delivery import MARKER_FIELD, DeliveredMessage, Delivery
 from smtpcore.testing._hiding import credential_forms
-from smtpcore.testing._pop3_delivered import delete_delivered, poll_sleeps
+from smtpcore.testing._pop3_delivered import delete_delivered, failed_deletion_note, poll_sleeps
 from smtpcore.testing._pop3_probe import POP3Probe, lines_of
+from smtpcore.testing._wire import MAX_RECEIVED
 from smtpcore.testing.check import CheckReport, Outcome
 from smtpcore.testing.check_pop3 import check_pop3_server
 
@@ -164,7 +166,7 @@ def test_delete_delivered_deletes_only_the_test_messages(
         delete_delivered=True,
     )
     assert report.ok, report
-    assert report.notes == ("4 of 4 delivered test messages were deleted (DELE, then QUIT)",)
+    assert report.notes == (ALL_DELETED,)
     assert maildir_contents(maildir) == KEPT
 
 
@@ -426,9 +428,63 @@ def test_a_delete_after_download_server_keeps_the_users_mail(
     assert [m for m in mailbox.messages if MARKER_FIELD not in m] == kept, mailbox.messages
     (note,) = report.notes
     if change == "none":
-        assert note == "4 of 4 delivered test messages were deleted (DELE, then QUIT)", note
+        assert note == ALL_DELETED, note
     else:
         assert "none of the 4" in note and "now names another message" in note, note
+
+
+class StaleTopBuffer(UidIsNumber):
+    """Once ``lying``, ``TOP n`` serves the header of the message the session's previous
+    TOP named (a buffer not refreshed): each test message shows another's marker."""
+
+    lying = False
+    previous: list[str] | None = None
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        if not self.lying:
+            return super().do_TOP(words)
+        previous, self.previous = self.previous, words
+        return super().do_TOP(previous or words)
+
+
+class TopAlwaysFirstTest(UidIsNumber):
+    """Once ``lying``, ``TOP n`` of the first test message, or of any after it, serves
+    the first test message's header (a cache that never refreshes)."""
+
+    lying = False
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 2 else None
+        if not self.lying or number is None:
+            return super().do_TOP(words)
+        first = next(n for n, m in enumerate(self.mailbox.messages, 1) if MARKER_FIELD in m)
+        return super().do_TOP([str(first), words[1]] if number >= first else words)
+
+
+@pytest.mark.parametrize("kind", [StaleTopBuffer, TopAlwaysFirstTest])
+def test_each_message_deleted_must_show_the_marker_found_under_its_unique_id(
+    kind: type[StaleTopBuffer | TopAlwaysFirstTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``TOP n 0`` that shows one of the run's markers, but not the one the poll found
+    under that message's unique-id, shows a message other than the one the id named:
+    with ids by number, after the user's client took a message and new mail came, the
+    user's new mail is where the last test message was. Nothing is deleted."""
+    mailbox = Mailbox([b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"])
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            _user_mail_changed("taken, new after", mailbox.messages)
+        monkeypatch.setattr(kind, "lying", True)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report
+    assert NEW_MAIL in mailbox.messages and b"Subject: two\r\n\r\n2\r\n" in mailbox.messages
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == 4, mailbox.messages
+    (note,) = report.notes
+    assert "none of the 4" in note and "now names another message" in note, note
 
 
 class RenumbersWithoutUidl(NoUidl):
@@ -533,6 +589,280 @@ class FailsTheDeleteSession(SmallPOP3):
     def do_QUIT(self, words: list[str]) -> bytes:
         answer = super().do_QUIT(words)
         return answer + b"+OK and again\r\n" if self.failing.endswith("quit") else answer
+
+
+ALL_DELETED = (
+    "4 of 4 delivered test messages were deleted (DELE, then QUIT, and a new session finds "
+    "them no more)"
+)
+"""The delete session's note where a new session no longer finds any test message."""
+
+
+class RemovesNoneAtQuit(SmallPOP3):
+    """Answers a QUIT after DELE ``-ERR some deleted messages not removed`` and removes
+    none of them, as RFC 1939 §6 allows in the UPDATE state (a resource shortage)."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if not self.deleted:
+            return super().do_QUIT(words)
+        self.closed = True
+        return b"-ERR some deleted messages not removed\r\n"
+
+
+class KeepsAllAtQuit(SmallPOP3):
+    """Answers every QUIT ``+OK`` and removes nothing: a QUIT's ``+OK`` is no proof."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        self.closed = True
+        return b"+OK bye\r\n"
+
+
+class RemovesAllButSaysNot(SmallPOP3):
+    """Removes every marked message at QUIT yet answers ``-ERR some deleted messages not
+    removed``: the ``-ERR`` says some or none, never which."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        marked = bool(self.deleted)
+        answer = super().do_QUIT(words)
+        return b"-ERR some deleted messages not removed\r\n" if marked else answer
+
+
+@pytest.mark.parametrize(
+    ("kind", "said", "left"),
+    [
+        (
+            RemovesNoneAtQuit,
+            "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+            "marked with DELE and QUIT got b'-ERR some deleted messages not removed', and a "
+            "new session still finds 4 of them): ",
+            4,
+        ),
+        (
+            KeepsAllAtQuit,
+            "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+            "marked with DELE and QUIT got b'+OK bye', and a new session still finds 4 of "
+            "them): ",
+            4,
+        ),
+        (RemovesAllButSaysNot, ALL_DELETED, 0),
+    ],
+    ids=["err-removes-none", "ok-removes-none", "err-removes-all"],
+)
+def test_the_delete_sessions_note_counts_what_a_new_session_no_longer_finds(
+    kind: type[SmallPOP3], said: str, left: int
+) -> None:
+    """The note counted every message marked as deleted where QUIT got ``+OK``, and none
+    where it got ``-ERR``: a server that removed nothing was said to have deleted all
+    4, and one that removed all was said to have left them. A new session looks now,
+    and the note counts the messages it no longer finds."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report.ok, report
+    (note,) = report.notes
+    assert note.startswith(said), note
+    assert len(mailbox.messages) == 1 + left and mailbox.messages[0] == KEPT[0]
+
+
+class RemovesFirstOnly(SmallPOP3):
+    """Removes only the first message marked at QUIT and answers ``-ERR`` (RFC 1939
+    §6); its unique-ids are ``uid-N`` by position, so every id after the one removed
+    now names the message after it, and the last id is gone."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if not self.deleted:
+            return super().do_QUIT(words)
+        self.closed = True
+        with self.mailbox.lock:
+            del self.mailbox.messages[min(self.deleted) - 1]
+        return b"-ERR some deleted messages not removed\r\n"
+
+
+class RemovesFirstOnlyStableIds(RemovesFirstOnly):
+    """:class:`RemovesFirstOnly` with unique-ids that stay with their message."""
+
+    def uid(self, number: int) -> str:
+        return hashlib.sha1(self.mailbox.messages[number - 1]).hexdigest()[:16]
+
+
+class RenumbersAfterUpdate(KeepsAllAtQuit):
+    """Removes nothing at a QUIT that answers ``+OK``, and gives every message a new
+    unique-id after a session that marked some: no id the poll found is listed."""
+
+    generation = 0
+
+    def uid(self, number: int) -> str:
+        return f"g{self.generation}-{number}"
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            RenumbersAfterUpdate.generation += 1
+        return super().do_QUIT(words)
+
+
+class UpdatedOnce(SmallPOP3):
+    """Sets ``updated`` at a QUIT after DELE: what follows is the new session's."""
+
+    updated = False
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            type(self).updated = True
+        return super().do_QUIT(words)
+
+
+class UidlLiesAfterUpdate(UpdatedOnce, KeepsAllAtQuit):
+    """Removes nothing at QUIT (``+OK``); after it, UIDL lists the user's message alone,
+    while LIST, TOP and RETR still serve every message."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if self.updated and not words:
+            return multi(b"ids", [b"1 uid-1\r\n"])
+        return super().do_UIDL(words)
+
+
+@pytest.mark.parametrize(
+    ("kind", "left"),
+    [
+        (RemovesFirstOnly, 3),
+        (RenumbersAfterUpdate, 4),
+        (UidlLiesAfterUpdate, 4),
+        (RemovesFirstOnlyStableIds, 3),
+    ],
+    ids=["ids-by-position", "renumbered", "uidl-leaves-out", "stable-ids"],
+)
+def test_the_delete_note_counts_by_marker_what_a_new_session_still_finds(
+    kind: type[SmallPOP3], left: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new session counted a test message as deleted where its unique-id was no
+    longer listed or named another message: ids by position shift after a removal,
+    an UPDATE may rename them, UIDL may leave one out, and the note said "4 of 4 ...
+    deleted" while 3 or 4 were left, without the header line that finds them. It
+    reads the markers of the messages not there before the delivery now, and
+    counts those."""
+    monkeypatch.setattr(RenumbersAfterUpdate, "generation", 0)
+    monkeypatch.setattr(UidlLiesAfterUpdate, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report.ok, report
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == left, mailbox.messages
+    (note,) = report.notes
+    if left == 4:
+        assert note.startswith("none of the 4 delivered test messages was deleted; 4 left"), note
+        assert "and a new session still finds 4 of them): " in note, note
+    else:
+        assert note.startswith(
+            "1 of 4 delivered test messages was deleted (DELE, then QUIT, and a new session "
+            "finds it no more); 3 left in the mailbox (4 were marked with DELE and QUIT got "
+            "b'-ERR some deleted messages not removed', and a new session still finds 3 of "
+            "them): find them by their header 'X-Smtpcore-Check: "
+        ), note
+    assert mailbox.messages[0] == KEPT[0]
+
+
+class LocksOutAfterUpdate(UpdatedOnce):
+    """Deletes what was marked, then refuses every login: the new session cannot look."""
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if self.updated:
+            return b"-ERR [AUTH] wonderland is locked out\r\n"
+        return super().do_PASS(words)
+
+
+class HugeUidlAfterUpdate(UpdatedOnce):
+    """Deletes what was marked, then lists more unique-ids than a connection may send."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if self.updated and not words:
+            count = MAX_RECEIVED // 10
+            return multi(b"ids", [b"%d u%d\r\n" % (n, n) for n in range(1, count)])
+        return super().do_UIDL(words)
+
+
+@pytest.mark.parametrize(
+    ("kind", "failure"),
+    [
+        (
+            LocksOutAfterUpdate,
+            "logging in as 'alice' was refused ('-ERR [AUTH]'; its text is not shown: it may "
+            "quote the password)",
+        ),
+        (HugeUidlAfterUpdate, "the server sent more than owed: over 8388608 octets"),
+    ],
+    ids=["login-refused", "huge-uidl"],
+)
+def test_a_failed_confirming_session_is_its_own_failure_and_leaves_the_count_unknown(
+    kind: type[UpdatedOnce], failure: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure of the session that confirms the deletion was blamed on the delete
+    session, with advice to give a user and password the server takes, which it had
+    just taken: the note says the deletes were sent and the confirmation failed."""
+    monkeypatch.setattr(kind, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(kind, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True)
+    assert report.ok, report
+    assert mailbox.messages == KEPT
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages is known to have been deleted; 4 may be left "
+        "in the mailbox (4 were marked with DELE and QUIT got b'+OK bye', but a new session "
+        "to confirm it failed: " + failure
+    ), note
+    assert "the delete session failed" not in note and "give a user" not in note, note
+    assert f"'{MARKER_FIELD.decode()}: " in note and ".*'" in note, note
+
+
+class BadUidlAfterUpdate(UpdatedOnce):
+    """After the deletes, UIDL gives a malformed line that quotes the password
+    ``pad`` octets in."""
+
+    pad = 0
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if self.updated and not words:
+            line = b"x" * self.pad + b" pw=" + PASSWORD.encode() + b"\r\n"
+            return multi(b"ids", [line])
+        return super().do_UIDL(words)
+
+
+@pytest.mark.parametrize("pad", [*range(22, 42), *range(66, 80)])
+def test_a_malformed_listing_line_never_shows_the_password_in_part(
+    pad: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed scan or unique-id listing line was cut at 80 octets and only then
+    hidden, so a password the cut went through showed in part (``pw=wo``); it is
+    hidden first and cut after, as every summary's line (``line_said``)."""
+    monkeypatch.setattr(BadUidlAfterUpdate, "updated", False)
+    monkeypatch.setattr(BadUidlAfterUpdate, "pad", pad)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        BadUidlAfterUpdate, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    (note,) = report.notes
+    quoted = note.partition("gave the line ")[2].partition(" (RFC 1939")[0]
+    assert quoted.startswith("b'xxx"), note
+    assert PASSWORD[:3] not in quoted, note
+
+
+def _delivered(count: int) -> Delivery:
+    delivery = Delivery("127.0.0.1", 25, MAILBOX, run="0123")
+    content = b"Subject: test\r\n\r\nbody\r\n"
+    delivery.messages = [DeliveredMessage(f"m{n}", b"0123.%d" % n, content) for n in range(count)]
+    return delivery
+
+
+def test_the_delete_notes_say_one_message_in_the_singular() -> None:
+    """'1 of 4 ... were deleted', '1 were marked': the notes count in the singular now."""
+    one = _delivered(1)
+    one.marked_before_quit = 1
+    assert failed_deletion_note(one, "QUIT got 2 lines") == (
+        "the delivered test message is not known to have been deleted; 1 may be left in the "
+        "mailbox (the delete session failed: QUIT got 2 lines; its QUIT was sent after 1 was "
+        "marked with DELE, which may be deleted): find it by its header "
+        "'X-Smtpcore-Check: 0123.*'"
+    )
+    assert failed_deletion_note(_delivered(1), "UIDL is refused").startswith(
+        "the delivered test message was not deleted; 1 left in the mailbox"
+    )
 
 
 @pytest.mark.parametrize(

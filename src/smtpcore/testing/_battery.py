@@ -33,11 +33,13 @@ __all__ = [
     "Failed",
     "Outcome",
     "Refused",
+    "SESSION_ENDINGS",
     "ServerUnreachable",
     "Skipped",
     "busy_retry_pause",
     "check_run_arguments",
     "close_all",
+    "ending_said",
     "insecure_context",
     "open_wire",
     "refused_connection",
@@ -247,6 +249,24 @@ def insecure_context() -> ssl.SSLContext:
     return context
 
 
+SESSION_ENDINGS: Final = (Failed, Skipped, OSError)
+"""What ends a check's sessions early, and :func:`run_one` judges: a failure, a skip,
+a timeout, a server that sent more than owed, a connection or TLS error (the last
+three are :class:`OSError`)."""
+
+
+def ending_said(exc: Failed | Skipped | OSError, timeout: float) -> str:
+    """What ``exc``, one of :data:`SESSION_ENDINGS`, says in a summary; ``timeout`` the
+    seconds a reply was waited for."""
+    if isinstance(exc, (Failed, Skipped)):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"no whole reply came within {timeout:g} s where one was due"
+    if isinstance(exc, ServerFlood):
+        return f"the server sent more than owed: {exc}"
+    return f"connection error: {exc}"
+
+
 def run_one(
     name: str, function: Callable[[P], str], probe: P, *, first: bool = False
 ) -> CheckResult:
@@ -260,25 +280,11 @@ def run_one(
     opens a new connection."""
     try:
         summary = function(probe)
-    except Failed as exc:
-        return _judged(name, Outcome.FAILED, str(exc), probe)
-    except Skipped as exc:
-        return _judged(name, Outcome.SKIPPED, str(exc), probe)
-    except TimeoutError:
-        return _judged(
-            name,
-            Outcome.FAILED,
-            f"no whole reply came within {probe.timeout:g} s where one was due",
-            probe,
-        )
-    except ServerFlood as exc:
-        return _judged(name, Outcome.FAILED, f"the server sent more than owed: {exc}", probe)
-    except ServerUnreachable as exc:
-        if first and not probe.clients:
+    except SESSION_ENDINGS as exc:
+        if isinstance(exc, ServerUnreachable) and first and not probe.clients:
             raise
-        return _judged(name, Outcome.FAILED, f"connection error: {exc}", probe)
-    except (OSError, ssl.SSLError) as exc:
-        return _judged(name, Outcome.FAILED, f"connection error: {exc}", probe)
+        outcome = Outcome.SKIPPED if isinstance(exc, Skipped) else Outcome.FAILED
+        return _judged(name, outcome, ending_said(exc, probe.timeout), probe)
     finally:
         probe.close()
     return _judged(name, Outcome.PASSED, summary, probe)

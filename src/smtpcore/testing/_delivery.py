@@ -178,6 +178,9 @@ class Delivery:
     uids: dict[bytes, bytes] = field(default_factory=dict)
     """Each delivered message's unique-id by marker, where the server gives UIDL: what
     :func:`~smtpcore.testing._pop3_delivered.delete_delivered` deletes by."""
+    before: set[bytes] = field(default_factory=set)
+    """The unique-ids listed before the messages were submitted: the messages the
+    session that confirms a deletion does not read."""
     uidl: bool | None = None
     """Whether the POP3 server answered UIDL when the messages were sought; None if
     they never were."""

@@ -15,10 +15,16 @@ asked for explicitly, deletes, and only the battery's own messages.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
-from smtpcore.testing._battery import Failed, Skipped, unjudged
+from smtpcore.testing._battery import (
+    SESSION_ENDINGS,
+    Failed,
+    Skipped,
+    ending_said,
+    unjudged,
+)
 from smtpcore.testing._delivery import (
     MARKER_FIELD,
     DeliveredMessage,
@@ -30,6 +36,7 @@ from smtpcore.testing._delivery import (
 from smtpcore.testing._pop3_probe import (
     LoginRefused,
     POP3Probe,
+    POP3Response,
     POP3Wire,
     StalledResponse,
     ask,
@@ -55,11 +62,14 @@ _MAX_POLLS: Final = 100
 quarter of a second to ten, :data:`MAX_WAIT` takes about 70."""
 _MAX_HEADER_READ: Final = 1 << 20
 """A new message larger than this (by LIST) is not read to look for a marker."""
-_SHOWN: Final = 80
 
-Identities = dict[int, bytes]
-"""Message number to what names it: its unique-id (RFC 1939 §7), or, where UIDL is
-refused, its number, which names the message in this session only (§5)."""
+Identities = dict[int, bytes | None]
+"""Message number to its unique-id (RFC 1939 §7), or None where none is known (UIDL
+refused, or a message it leaves out): such a message is read every time, for its
+number names it in this session only (§5)."""
+Said = Callable[[bytes], str]
+"""How a summary quotes a line the server sent: :meth:`POP3Probe.line_said`, which
+hides the password before it cuts."""
 
 
 def poll_sleeps(wait: float) -> Iterator[float]:
@@ -77,82 +87,114 @@ def poll_sleeps(wait: float) -> Iterator[float]:
         sleep = min(sleep * _SLEEP_GROWTH, _LONGEST_SLEEP)
 
 
-def _identities(client: POP3Wire) -> tuple[Identities, bool]:
-    """The mailbox's messages by identity, and whether the identities are unique-ids:
-    UIDL where the server takes it, else LIST. Numbers are ASCII digits, bounded
-    (:func:`~smtpcore.testing._pop3_probe.wire_number`)."""
+def _identities(client: POP3Wire, said: Said, *, every: bool = False) -> tuple[Identities, bool]:
+    """The mailbox's messages by unique-id, and whether UIDL was taken; where UIDL is
+    refused, LIST's numbers, each with no unique-id. With ``every``, LIST's numbers
+    always, each with the unique-id UIDL gave it, if any: a UIDL that leaves a
+    message out must not hide it (RFC 1939 §5: LIST lists every message)."""
     answer = ask(client, b"UIDL")
-    by_uid = answer.ok
-    if not by_uid:
-        answer = ask(client, b"LIST")
-        if not answer.ok:
-            raise Failed(f"LIST was answered {answer} in the TRANSACTION state (RFC 1939 §5)")
-    ids: Identities = {}
+    uids = _listed(answer, said) if answer.ok else {}
+    if answer.ok and not every:
+        return {number: uid for number, uid in uids.items()}, True
+    scan = ask(client, b"LIST")
+    if not scan.ok:
+        raise Failed(f"LIST was answered {scan} in the TRANSACTION state (RFC 1939 §5)")
+    return {number: uids.get(number) for number in _listed(scan, said)}, answer.ok
+
+
+def _listed(answer: POP3Response, said: Said) -> dict[int, bytes]:
+    """A scan or unique-id listing's lines: each message number, ASCII digits,
+    bounded (:func:`~smtpcore.testing._pop3_probe.wire_number`), with the word after
+    it. A malformed line is quoted by ``said``."""
+    listed: dict[int, bytes] = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
         number = wire_number(words[0])
         if len(words) < 2 or number is None:
             raise Failed(
-                f"a scan or unique-id listing gave the line {line[:_SHOWN]!r}"
-                f"{' ...' if len(line) > _SHOWN else ''} (RFC 1939 §5, §7)"
+                f"a scan or unique-id listing gave the line {said(line)} (RFC 1939 §5, §7)"
             )
-        ids[number] = words[1] if by_uid else words[0]
-    return ids, by_uid
+        listed[number] = words[1]
+    return listed
+
+
+def _repeats_an_id(identities: Identities) -> bool:
+    uids = [uid for uid in identities.values() if uid is not None]
+    return len(set(uids)) != len(uids)
 
 
 class _Mailbox:
-    """What the poll learnt: the identities there before the delivery, the marker (or
-    None) of each new message by unique-id, so that none is read twice, and each
-    marker's unique-id, for :func:`delete_delivered`. Without UIDL nothing is kept
-    across sessions: a number names another message once one is deleted (RFC 1939
-    §5), so each session reads the markers again."""
+    """The poll's reading of which test message is which: message number, then ``TOP
+    n 0`` (:func:`_marker_at`), then the marker. ``before`` holds the unique-ids listed
+    before the delivery: those messages are not read. The poll looks many times, so
+    each unique-id's marker is kept, that none is read twice, and each marker's
+    unique-id, for :func:`delete_delivered`. A message with no unique-id is read at
+    every look: its number names it in one session only (RFC 1939 §5)."""
 
-    def __init__(self, before: set[bytes], by_uid: bool) -> None:
-        self.before = before if by_uid else set()
-        self.by_uid = by_uid
+    def __init__(self, before: set[bytes]) -> None:
+        self.before = before
+        self.by_uid = False
         self.markers: dict[bytes, bytes | None] = {}
         self.uids: dict[bytes, bytes] = {}
 
-    def find(self, client: POP3Wire, wanted: set[bytes]) -> dict[bytes, int]:
+    def find(self, client: POP3Wire, wanted: set[bytes], said: Said) -> dict[bytes, int]:
         """The wanted markers found in this session, each with its message number."""
+        identities, self.by_uid = _identities(client, said)
         found: dict[bytes, int] = {}
-        identities, self.by_uid = _identities(client)
-        for number, identity in identities.items():
-            if self.by_uid and identity in self.before:
+        for number, uid in identities.items():
+            if uid is not None and uid in self.before:
                 continue
-            marker = self._marker(client, number, identity)
+            if uid is not None and uid in self.markers:
+                marker = self.markers[uid]
+            else:
+                read, marker = _marker_at(client, number, retr=True)
+                if uid is not None:
+                    self.markers[uid] = marker
+                if not read:
+                    continue
             if marker is not None and marker in wanted:
                 found[marker] = number
-                if self.by_uid:
-                    self.uids[marker] = identity
+                if uid is not None:
+                    self.uids[marker] = uid
         return found
 
-    def _marker(self, client: POP3Wire, number: int, identity: bytes) -> bytes | None:
-        if not self.by_uid:
-            return _marker_at(client, number)
-        if identity not in self.markers:
-            self.markers[identity] = _marker_at(client, number)
-        return self.markers[identity]
+
+def _markers_at(
+    client: POP3Wire, numbers: Iterable[int], *, retr: bool
+) -> dict[int, bytes | None]:
+    """Each message of ``numbers`` whose header was read (:func:`_marker_at`), with its
+    marker, if any; one left out could not be read. Read afresh: the sessions that
+    delete and confirm trust no marker read in another session, for a server whose
+    unique-ids are message numbers names another message with one once mail came or
+    went (RFC 1939 §7)."""
+    markers: dict[int, bytes | None] = {}
+    for number in numbers:
+        read, marker = _marker_at(client, number, retr=retr)
+        if read:
+            markers[number] = marker
+    return markers
 
 
-def _marker_at(client: POP3Wire, number: int, *, retr: bool = True) -> bytes | None:
-    """The marker of message ``number``: read with ``TOP n 0``, or, if ``retr``, with
-    RETR where TOP is refused (RFC 1939 §7 makes TOP optional)."""
+def _marker_at(client: POP3Wire, number: int, *, retr: bool) -> tuple[bool, bytes | None]:
+    """Whether message ``number``'s header was read, and its marker, if any: read with
+    ``TOP n 0``, or, if ``retr``, with RETR where TOP is refused (RFC 1939 §7 makes
+    TOP optional) and LIST gives a size up to :data:`_MAX_HEADER_READ`."""
     answer = ask(client, b"TOP %d 0" % number)
     if not answer.ok and retr:
         words = ask(client, b"LIST %d" % number).status.split()
         size = wire_number(words[2]) if len(words) > 2 else None
         if size is None or size > _MAX_HEADER_READ:
-            return None
+            return False, None
         answer = ask(client, b"RETR %d" % number)
-    return marker_of(answer.content()) if answer.ok else None
+    return (True, marker_of(answer.content())) if answer.ok else (False, None)
 
 
 def _snapshot(probe: POP3Probe) -> _Mailbox:
+    """The mailbox before the delivery: its unique-ids, which no look reads again."""
     client = probe.session()
-    identities, by_uid = _identities(client)
+    identities, _ = _identities(client, probe.line_said)
     probe.end(client)
-    return _Mailbox(set(identities.values()), by_uid)
+    return _Mailbox({uid for uid in identities.values() if uid is not None})
 
 
 def _await_delivery(
@@ -164,7 +206,7 @@ def _await_delivery(
     sleeps = poll_sleeps(wait)
     while True:
         client = probe.session()
-        found = mailbox.find(client, wanted)
+        found = mailbox.find(client, wanted, probe.line_said)
         sleep = None if set(found) == wanted else next(sleeps, None)
         if sleep is None:
             return client, found
@@ -260,6 +302,7 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     client, found = _await_delivery(probe, mailbox, wanted, delivery.wait)
     delivery.uids.update(mailbox.uids)
     delivery.uidl = mailbox.by_uid
+    delivery.before = mailbox.before
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
@@ -286,34 +329,94 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     """DELE the battery's own test messages, then QUIT to have them deleted (RFC 1939
     §6); returns the note that says how many were deleted, and how to find the rest.
 
-    A candidate is a message the poll found by UIDL; in this session it must still
-    carry, by ``TOP n 0``, the marker it was found with: a unique-id names one
+    A candidate is a message the poll found by UIDL; in this session its ``TOP n 0``
+    must show the marker the poll found under its unique-id: a unique-id names one
     message across sessions (§7), but a server whose ids are the message numbers, or
-    change by session, names another once mail came or went. The session sends UIDL,
-    those TOPs and DELEs, and QUIT only where every TOP showed one of the run's own
-    messages; a listing that gives two messages one id, or a TOP that shows another
-    message, deletes nothing at all: the session ends without QUIT."""
+    change by session, names another once mail came or went, and a TOP that serves a
+    stale header shows another test message's marker. The session sends UIDL, those
+    TOPs and DELEs, and QUIT only where every TOP read showed its own message; a
+    listing that gives two messages one id, or a TOP that shows any other message,
+    deletes nothing at all: the session ends without QUIT. Neither QUIT's
+    ``+OK`` nor its ``-ERR`` (some or none of the marked messages removed, §6) says
+    which were removed: a new session looks (:func:`_confirmed`)."""
     if not delivery.uids:
         return _deletion_note(delivery, 0, _why_none_found(delivery))
     try:
         client = probe.session()
     except LoginRefused as exc:  # the same login worked for the checks: no advice
         raise Failed(exc.refusal) from None
-    identities, by_uid = _identities(client)
-    numbers = {uid: number for number, uid in identities.items()}
-    if not by_uid or len(numbers) != len(identities):
+    identities, by_uid = _identities(client, probe.line_said)
+    if not by_uid or _repeats_an_id(identities):
         why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
         return _none_deleted(probe, client, delivery, why)
-    own = _own_messages(client, numbers, delivery.uids)
-    if own is None:
+    own = {uid: marker for marker, uid in delivery.uids.items()}
+    candidates = {number: uid for number, uid in identities.items() if uid in own}
+    # No RETR: a server may delete what was retrieved at QUIT.
+    shown = _markers_at(client, candidates, retr=False)
+    if any(marker != own[candidates[number]] for number, marker in shown.items()):
         why = "a unique-id now names another message (RFC 1939 §7)"
         return _none_deleted(probe, client, delivery, why)
-    deleted = sum(ask(client, b"DELE %d" % number).ok for number in own)
-    if not deleted:
+    marked = {own[candidates[n]] for n in shown if ask(client, b"DELE %d" % n).ok}
+    if not marked:
         return _none_deleted(probe, client, delivery, "not found")
-    delivery.marked_before_quit = deleted
-    probe.quit_after_own_deletions(client)
-    return _deletion_note(delivery, deleted, "not found")
+    delivery.marked_before_quit = len(marked)
+    quit = probe.line_said(probe.quit_after_own_deletions(client))
+    return _confirmed(
+        probe, delivery, marked, f"{_were(len(marked))} marked with DELE and QUIT got {quit}"
+    )
+
+
+def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: str) -> str:
+    """The note once QUIT followed the DELE of the test messages ``marked`` (their
+    markers), ``after`` saying so: a QUIT answered ``+OK`` may have removed nothing,
+    and one answered ``-ERR`` some or all (RFC 1939 §6), so a new session looks for
+    the markers (:func:`_still_found`), and the note counts as deleted only those it
+    no longer finds. What that session cannot tell, or a failure of it, leaves the
+    count unknown, never deleted."""
+    try:
+        still, unknown = _still_found(probe, delivery, marked)
+    except LoginRefused as exc:  # the login worked for the deletes: no advice
+        still, unknown = 0, f"a new session to confirm it failed: {exc.refusal}"
+    except SESSION_ENDINGS as exc:
+        still, unknown = (
+            0,
+            f"a new session to confirm it failed: {ending_said(exc, probe.timeout)}",
+        )
+    if unknown:
+        return _deletion_note(delivery, 0, f"{after}, but {unknown}", known=False)
+    why = "not found"
+    if still:
+        them = "it" if len(marked) == 1 else f"{still} of them"
+        why = f"{after}, and a new session still finds {them}"
+        if len(delivery.messages) > len(marked):
+            why = f"{len(delivery.messages) - len(marked)} not found; {why}"
+    return _deletion_note(delivery, len(marked) - still, why)
+
+
+def _still_found(
+    probe: POP3Probe, delivery: Delivery, marked: set[bytes]
+) -> tuple[int, str | None]:
+    """How many of the markers ``marked`` a new session still finds, reading ``TOP n
+    0`` (or RETR) of every message listed that was not there before the delivery
+    (:attr:`~Delivery.before`); and what keeps that from being known, or None. Every
+    message LIST gives is looked at, with or without a unique-id: ids may be message
+    numbers, which shift once one is removed, be renamed by the UPDATE, or be left
+    out of UIDL, so a missing id says nothing; a marker found does. A message whose
+    header cannot be read, or a UIDL that gives two messages one id, leaves the count
+    unknown."""
+    client = probe.session()
+    identities, _ = _identities(client, probe.line_said, every=True)
+    if _repeats_an_id(identities):
+        probe.end(client)
+        return 0, "a new session's UIDL gives one unique-id to two messages"
+    numbers = [n for n, uid in identities.items() if uid is None or uid not in delivery.before]
+    markers = _markers_at(client, numbers, retr=True)
+    probe.end(client)
+    unread = len(numbers) - len(markers)
+    if unread:
+        messages = "1 message" if unread == 1 else f"{unread} messages"
+        return 0, f"a new session could not read the header of {messages} (TOP and RETR refused)"
+    return len(marked.intersection(markers.values())), None
 
 
 def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
@@ -344,28 +447,8 @@ def failed_deletion_note(delivery: Delivery, failure: str) -> str:
     marked = delivery.marked_before_quit
     why = f"the delete session failed: {failure}"
     if marked:
-        why += f"; its QUIT was sent after {marked} were marked with DELE, which may be deleted"
+        why += f"; its QUIT was sent after {_were(marked)} marked with DELE, which may be deleted"
     return _deletion_note(delivery, 0, why, known=not marked)
-
-
-def _own_messages(
-    client: POP3Wire, numbers: dict[bytes, int], uids: dict[bytes, bytes]
-) -> list[int] | None:
-    """The numbers of the candidates whose ``TOP n 0`` shows the marker each was found
-    with (a refused TOP shows nothing, and the message stays); None where one shows
-    another message. No RETR: a server may delete what was retrieved at QUIT."""
-    own = []
-    for marker, uid in uids.items():
-        number = numbers.get(uid)
-        if number is None:
-            continue
-        answer = ask(client, b"TOP %d 0" % number)
-        if not answer.ok:
-            continue
-        if marker_of(answer.content()) != marker:
-            return None
-        own.append(number)
-    return own
 
 
 def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bool = True) -> str:
@@ -373,12 +456,34 @@ def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bo
     some were left, why, and the header line that finds them."""
     total = len(delivery.messages)
     left = total - deleted
-    find = f"find them by their header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
+    them = "it by its" if left == 1 else "them by their"
+    find = f"find {them} header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
     if deleted:
-        note = f"{deleted} of {total} delivered test messages were deleted (DELE, then QUIT)"
+        them = "it" if deleted == 1 else "them"
+        note = (
+            f"{deleted} of {total} delivered test {_messages(total)} {_was(deleted)} deleted "
+            f"(DELE, then QUIT, and a new session finds {them} no more)"
+        )
+    elif total == 1:
+        note = "the delivered test message " + (
+            "was not deleted" if known else "is not known to have been deleted"
+        )
     elif known:
         note = f"none of the {total} delivered test messages was deleted"
     else:
         note = f"none of the {total} delivered test messages is known to have been deleted"
     where = "left in the mailbox" if known else "may be left in the mailbox"
     return note + (f"; {left} {where} ({why_left}): {find}" if left else "")
+
+
+def _messages(count: int) -> str:
+    return "message" if count == 1 else "messages"
+
+
+def _was(count: int) -> str:
+    return "was" if count == 1 else "were"
+
+
+def _were(count: int) -> str:
+    """``count`` and its verb: "1 was", "4 were"."""
+    return f"{count} {_was(count)}"

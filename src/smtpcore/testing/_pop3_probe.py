@@ -61,6 +61,8 @@ __all__ = [
     "ask_login",
     "has_multi_line_response",
     "lines_of",
+    "QUIT_BEFORE_LOGIN_RULE",
+    "QUIT_UNMARKED_RULE",
     "read_response",
     "touches_no_message",
     "wire_number",
@@ -172,11 +174,17 @@ def lines_of(text: bytes) -> list[bytes]:
     return _LINE.findall(text)
 
 
-def _cut(line: bytes) -> bytes:
+def _cut(line: bytes, *, tail: bool = False) -> bytes:
     """``line`` cut at :data:`_SHOWN_OCTETS`, or just past a :data:`HIDDEN` the cut
-    would split: ``<hid`` says less than the whole mark."""
-    mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
-    return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
+    would split: ``<hid`` says less than the whole mark. With ``tail``, its last
+    :data:`_SHOWN_OCTETS` octets, or from just before a :data:`HIDDEN` the cut would
+    split."""
+    if not tail:
+        mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
+        return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
+    edge = max(0, len(line) - _SHOWN_OCTETS)
+    mark = line.find(HIDDEN, max(0, edge - len(HIDDEN) + 1), edge + len(HIDDEN) - 1)
+    return line[mark if mark >= 0 else edge :]
 
 
 _SHOWN_OCTETS: Final = 40
@@ -538,10 +546,13 @@ class POP3Probe:
         count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
         return f"{count} ({', '.join(quoted)})"
 
-    def line_said(self, line: bytes) -> str:
+    def line_said(self, line: bytes, *, tail: bool = False) -> str:
         """One line the server sent, for a summary: a bytes repr without its line end,
-        the password hidden, then cut (:meth:`lines_said`)."""
-        return repr(_cut(hide_in_bytes(line, self._credentials(), HIDDEN).rstrip(b"\r\n")))
+        the password hidden, then cut (:meth:`lines_said`). With ``tail``, its last
+        octets, line end kept: where what is wrong is how the line ends (a bare LF in
+        a message, ``dot-stuffing``), hidden first and cut after, as ever."""
+        hidden = hide_in_bytes(line, self._credentials(), HIDDEN)
+        return repr(_cut(hidden, tail=True) if tail else _cut(hidden.rstrip(b"\r\n")))
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""
@@ -586,9 +597,13 @@ class POP3Probe:
         else:
             self._quit(client)
 
-    def _quit(self, client: POP3Wire) -> None:
-        """QUIT, then every line until the server closes: exactly one ``+OK`` (RFC
-        1939 §6), else the check fails."""
+    def _quit(self, client: POP3Wire, *, marked: bool = False) -> bytes:
+        """QUIT, then every line until the server closes: exactly one status line,
+        which it returns, else the check fails. It must be ``+OK``: before login QUIT
+        gets nothing else (RFC 1939 §4), and in the UPDATE state ``-ERR`` reports
+        only that some messages marked deleted were not removed (§6), which a session
+        that marked none cannot be told. Only where the session ``marked`` messages
+        (:meth:`quit_after_own_deletions`) is ``-ERR`` taken too."""
         client.send(b"QUIT\r\n")
         lines = client.read_lines_until_closed()
         if not client.closed:
@@ -603,15 +618,18 @@ class POP3Probe:
             raise Failed(
                 "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
             )
-        if len(lines) == 1 and not lines[0].startswith(b"+OK"):
-            raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not +OK (RFC 1939 §6)"
-            )
+        owed = "+OK or -ERR" if marked else "+OK"
+        if len(lines) == 1 and not lines[0].startswith((b"+OK", b"-ERR") if marked else b"+OK"):
+            rule = "RFC 1939 §6" if marked else QUIT_UNMARKED_RULE
+            said = self.lines_said(lines)
+            raise Failed(f"QUIT got {said} before the close, not {owed} ({rule})")
         if len(lines) > 1:
             raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not one +OK: a line the "
-                "server owed no one was counted (RFC 1939 §6)"
+                f"QUIT got {self.lines_said(lines)} before the close, not one "
+                f"{'status line' if marked else '+OK'}: a line the server owed no one was "
+                "counted (RFC 1939 §6)"
             )
+        return lines[0]
 
     def _leave(self, client: POP3Wire) -> None:
         """RSET and NOOP, one status line each, then nothing for :data:`SETTLE`
@@ -631,12 +649,14 @@ class POP3Probe:
                 "1939 §3)"
             )
 
-    def quit_after_own_deletions(self, client: POP3Wire) -> None:
+    def quit_after_own_deletions(self, client: POP3Wire) -> bytes:
         """QUIT, to delete what the session marked, on a session whose only lines that
         touched a message were DELE of the battery's own test messages (asked for
-        explicitly): the one QUIT after a touch (RFC 1939 §6)."""
+        explicitly): the one QUIT after a touch (RFC 1939 §6), and the one session
+        whose QUIT may get ``-ERR``, some marked messages not removed. Returns its
+        status line."""
         client.touched = False
-        self._quit(client)
+        return self._quit(client, marked=True)
 
     def abandon(self, client: POP3Wire) -> None:
         """Give up ``client`` (it showed what it had to): RSET where it may have
@@ -658,6 +678,16 @@ class POP3Probe:
             if client.touched and not client.closed:
                 self.abandon(client)
         close_all(self.clients)
+
+
+QUIT_BEFORE_LOGIN_RULE: Final = "RFC 1939 §4: QUIT before login gets +OK"
+"""Why ``-ERR`` to QUIT before login fails, for a summary."""
+QUIT_UNMARKED_RULE: Final = (
+    "RFC 1939 §4, §6: -ERR to QUIT says marked messages were not removed, and the "
+    "session marked none"
+)
+"""Why ``-ERR`` to QUIT on a session that marked no message fails, logged in or not,
+for a summary."""
 
 
 def _busy(greeting: POP3Response) -> bool:

@@ -32,7 +32,7 @@ from smtpcore.testing._battery import (
 )
 from smtpcore.testing._wire import Exchange, ServerReply, WireClient
 
-__all__ = ["Probe", "checked_helo", "checked_mailbox", "extensions"]
+__all__ = ["PlainMail", "Probe", "checked_helo", "checked_mailbox", "extensions"]
 
 
 def _temporary_refusal(answer: ServerReply | int | None) -> bool:
@@ -40,6 +40,25 @@ def _temporary_refusal(answer: ServerReply | int | None) -> bool:
     standing: a temporary refusal (RFC 5321 §4.2.1), not 421, which ends it (§3.8)."""
     code = answer.code if isinstance(answer, ServerReply) else answer
     return code is not None and code // 100 == 4 and code != 421
+
+
+@dataclass(frozen=True)
+class PlainMail:
+    """What plain MAILs showed after a MAIL a check tests got a 4xx
+    (:meth:`Probe.plain_mail_after`)."""
+
+    refusing: str | None
+    """Why the check is left untested, the server refusing any mail for now, or None
+    where a plain MAIL was not refused for now."""
+    said: str
+    """Where the plain MAILs went and what they got, replies quoted, for a summary:
+    ``a plain MAIL after RSET got "250 2.1.0 Ok"``."""
+
+
+def _quoted(answer: ServerReply | None) -> str:
+    """``answer`` in double quotes, for a sentence that goes on after it, or ``no
+    reply`` where the server sent none."""
+    return f'"{answer}"' if answer is not None else "no reply"
 
 
 @dataclass
@@ -172,40 +191,51 @@ class Probe:
         self, client: WireClient, line: bytes, answer: ServerReply | None
     ) -> str | None:
         """Why the check is left untested, or None, after ``answer`` to ``line``, a
-        MAIL the check tests. A 4xx (but 421, which ends the session, RFC 5321 §3.8)
-        may answer the line (a server that keeps a SIZE over its fixed limit for
-        later, or fails on what it read) or refuse any mail for now (§4.2.1; a
-        message-rate limit, Postfix's ``smtpd_client_message_rate_limit`` answers
-        ``450 4.7.1``). RSET and a plain MAIL on the same session, then, where that
-        gets a 4xx too, a plain MAIL on a new connection (:meth:`hello`, a busy
-        greeting tried again) tell which: a server that stays broken for the rest of
-        a session after the tested line answers the new one as it should. A 4xx
-        there too, or the new connection refused, is the server refusing mail, whose
-        reason this returns, and the check is skipped (defects found before still
-        fail it, :attr:`problems`); anything else leaves ``answer`` to the check,
-        judged as it says. A plain MAIL taken on the same session leaves its
-        transaction open for the caller's RSET."""
+        MAIL the check tests (:meth:`plain_mail_after`)."""
+        plain = self.plain_mail_after(client, line, answer)
+        return plain.refusing if plain else None
+
+    def plain_mail_after(
+        self, client: WireClient, line: bytes, answer: ServerReply | None
+    ) -> PlainMail | None:
+        """What plain MAILs showed after ``answer`` to ``line``, a MAIL the check
+        tests, or None where ``answer`` is no 4xx and nothing was asked. A 4xx (but
+        421, which ends the session, RFC 5321 §3.8) may answer the line (a server that
+        keeps a SIZE over its fixed limit for later, or fails on what it read) or
+        refuse any mail for now (§4.2.1; a message-rate limit, Postfix's
+        ``smtpd_client_message_rate_limit`` answers ``450 4.7.1``). RSET and a plain
+        MAIL on the same session, then, where that gets a 4xx too, a plain MAIL on a
+        new connection (:meth:`hello`, a busy greeting tried again) tell which: a
+        server that stays broken for the rest of a session after the tested line
+        answers the new one as it should. A 4xx there too, or the new connection
+        refused, is the server refusing mail, and the check is skipped (defects found
+        before still fail it, :attr:`problems`); anything else leaves ``answer`` to
+        the check, judged as it says. A plain MAIL taken on the same session leaves
+        its transaction open for the caller's RSET."""
         if not _temporary_refusal(answer):
             return None
         reset = client.command(b"RSET")
         plain = client.command(self.mail_line()) if reset is not None else None
+        after_reset = f"a plain MAIL after RSET got {_quoted(plain)}"
         if not _temporary_refusal(plain):
-            return None
+            return PlainMail(None, after_reset)
         try:
             fresh, _ = self.hello()
         except _Refused as refusal:
             again = f"a new connection was refused ({refusal})"
         else:
             renewed = fresh.command(self.mail_line())
-            if renewed is None or renewed.code // 100 != 4:
-                _quit(fresh)
-                return None  # the 4xx stuck to that session: it answered the line
-            again = f"a plain MAIL on a new connection got {renewed}"
             _quit(fresh)
-        return (
+            if renewed is None or renewed.code // 100 != 4:
+                # the 4xx stuck to that session: it answered the line
+                on_new = f"one on a new connection got {_quoted(renewed)}"
+                return PlainMail(None, f"{after_reset}, and {on_new}")
+            again = f"a plain MAIL on a new connection got {renewed}"
+        return PlainMail(
             f"{line.decode('utf-8', 'replace')!r} was answered {answer}, a plain MAIL "
             f"after RSET got {plain}, and {again}: the server refuses mail for now (RFC "
-            "5321 §4.2.1; a message-rate limit?), which leaves the check untested"
+            "5321 §4.2.1; a message-rate limit?), which leaves the check untested",
+            after_reset,
         )
 
     def mail_line(self, params: str = "") -> bytes:

@@ -20,6 +20,7 @@ from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
     _CLOSING,
+    PlainMail,
     Probe,
     _ask,
     _codes,
@@ -341,10 +342,13 @@ def check_pipelining(probe: Probe) -> str:
     time (421 to any command, RFC 5321 §3.8: Postfix does at its
     ``smtpd_hard_error_limit``) leaves nothing to compare: the check is skipped.
     So does a MAIL of the group refused with a 4xx, in either run, that
-    :meth:`Probe.mail_refused_for_now` confirms is the server refusing mail for
-    now (a message-rate limit met before or during the check), unless a RCPT was
-    taken with no transaction open or the runs differ where no MAIL's answer
-    reaches (:func:`_refused_mail_explains`).
+    :meth:`Probe.plain_mail_after` confirms is the server refusing mail for now (a
+    message-rate limit met before or during the check), unless a RCPT was taken
+    with no transaction open or the runs differ where no MAIL's answer reaches
+    (:func:`_refused_mail_explains`). A MAIL refused for now in both runs, where a
+    plain one was taken, skips it only where every code compared equal and the
+    MAIL's transaction held RCPTs whose answers went untested
+    (:func:`_untested_both_ways`).
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
@@ -377,8 +381,9 @@ def check_pipelining(probe: Probe) -> str:
         for found in _taken_without_mail(group, pipelined)
         if found not in taken
     ]
+    untested = None
     if not taken and not taken_pipelined and _refused_mail_explains(group, lock_step, pipelined):
-        _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
+        untested = _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
     pipelined += _codes(_quit(client))
     if pipelined != lock_step:
         raise _Failed(
@@ -392,6 +397,8 @@ def check_pipelining(probe: Probe) -> str:
         )
     if taken:
         raise _Failed(f"the group got {_show(pipelined)} both ways, but {', and '.join(taken)}")
+    if untested:
+        raise _Skipped(untested)
     return f"one reply per command, in order: {pipelined}"
 
 
@@ -401,16 +408,18 @@ def _skip_if_mail_refused_for_now(
     group: Sequence[bytes],
     one_at_a_time: Sequence[ServerReply],
     pipelined: Sequence[ServerReply],
-) -> None:
+) -> str | None:
     """Skip the check where a MAIL of the group got a 4xx (but 421) in either run and
-    :meth:`Probe.mail_refused_for_now`, asked on ``client``, the pipelined connection
+    :meth:`Probe.plain_mail_after`, asked on ``client``, the pipelined connection
     with QUIT still to come, finds the server refusing mail for now (RFC 5321
     §4.2.1): a message-rate limit met before the check, or during it (Postfix's
     ``smtpd_client_message_rate_limit`` answers ``450 4.7.1`` from the n-th MAIL on),
     refuses one run's MAILs and not the other's, or all of them, so the codes tell
-    nothing of how the server reads a pipelined group. Where the plain MAIL is taken
-    the 4xx was the group's own (a server that refuses a MAIL only when it comes
-    pipelined), and the codes are compared as ever."""
+    nothing of how the server reads a pipelined group. Where the plain MAIL is taken,
+    the 4xx was the group's own, and the codes are compared as ever: a server that
+    refuses a MAIL only when it comes pipelined fails. Returns why the check is
+    untested should the codes compare equal, where that MAIL was refused both ways
+    (:func:`_untested_both_ways`), else None."""
     for index, line in enumerate(group):
         if not line.startswith(b"MAIL"):
             continue
@@ -419,10 +428,52 @@ def _skip_if_mail_refused_for_now(
             ("one at a time", one_at_a_time[index]),
         ):
             if _temporary_refusal(answer):
-                refused = probe.mail_refused_for_now(client, line, answer)
-                if refused:
-                    raise _Skipped(f"{run}, {refused}")
-                return
+                plain = probe.plain_mail_after(client, line, answer)
+                if plain and plain.refusing:
+                    raise _Skipped(f"{run}, {plain.refusing}")
+                both = _temporary_refusal(one_at_a_time[index]) and _temporary_refusal(
+                    pipelined[index]
+                )
+                if plain and both and _opens_untested_transaction(group, index):
+                    return _untested_both_ways(line, one_at_a_time[index], pipelined[index], plain)
+                return None
+    return None
+
+
+def _opens_untested_transaction(group: Sequence[bytes], index: int) -> bool:
+    """Whether the transaction the group's MAIL at ``index`` opens holds commands
+    (a RCPT, DATA or BDAT before the next RSET or MAIL): refused, that MAIL leaves
+    their answers to a transaction never opened, and untested. A MAIL followed by
+    RSET alone leaves nothing out: every reply was compared."""
+    for line in group[index + 1 :]:
+        verb = line[:4].upper()
+        if verb in (b"RCPT", b"DATA", b"BDAT"):
+            return True
+        if verb in (b"RSET", b"MAIL"):
+            return False
+    return False
+
+
+def _untested_both_ways(
+    line: bytes, one_at_a_time: ServerReply, pipelined: ServerReply, plain: PlainMail
+) -> str:
+    """Why the check is skipped where a MAIL of the group was refused for now (a 4xx
+    but 421, RFC 5321 §4.2.1) one at a time and pipelined alike, though a plain MAIL
+    after it was not (a server that refuses a session's first MAIL for now, as
+    greylisting at MAIL does): the codes compare equal, but the group's transaction
+    that MAIL opens, its RCPTs taken or refused, was never opened either way, so
+    nothing shows how the server answers it pipelined, and the check must not pass
+    on it. Each run's reply is quoted, once where their texts are the same."""
+    if str(one_at_a_time) == str(pipelined):
+        got = f'got "{one_at_a_time}" both one at a time and pipelined'
+    else:
+        got = f'got "{one_at_a_time}" one at a time and "{pipelined}" pipelined'
+    return (
+        f"{line.decode('utf-8', 'replace')!r} {got}, though {plain.said}: the server "
+        "refused that MAIL for now (RFC 5321 §4.2.1) both ways, so the transaction it "
+        "opens in the group was never opened, and how the server answers that "
+        "transaction pipelined went untested"
+    )
 
 
 def _refused_mail_explains(

@@ -53,6 +53,8 @@ from smtpcore.testing._pop3_delivered import (
 )
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
+    QUIT_BEFORE_LOGIN_RULE,
+    QUIT_UNMARKED_RULE,
     POP3Probe,
     POP3Response,
     POP3Wire,
@@ -440,20 +442,51 @@ def _longest_line_taken(probe: POP3Probe) -> str:
     return f"the {_COMMAND_LINE_MINIMUM}-octet USER line got {long}"
 
 
-def _long_line_answers(probe: POP3Probe, client: WireClient, *, then: bytes) -> str | None:
-    """The long line, ``then`` and QUIT in one write, read to the close: one response
-    to each, or the long line's alone (or none) and the close; else what is wrong."""
-    client.send(_long_user_line() + b"\r\n" + then + b"\r\nQUIT\r\n")
+def _long_line_answers(probe: POP3Probe, client: POP3Wire, *, logged_in: bool) -> str | None:
+    """The long line, NOOP and QUIT in one write, read to the close; what is wrong, or
+    None. A server answers in order, one status line a command (none of the three
+    has a multi-line response, RFC 1939 §3), so three lines are read as the long
+    line's, NOOP's and QUIT's, each judged as what its command gets
+    (:func:`_unlike_their_commands`); fewer than two are the long line's answer (or
+    none) and the close, which a server may choose over reading on; more are
+    responses to pieces of the line run as commands."""
+    client.send(_long_user_line() + b"\r\nNOOP\r\nQUIT\r\n")
     lines = client.read_lines_until_closed()
     if not client.closed:
         got = f"after {probe.lines_said(lines)}" if lines else "with nothing answered"
         return f"the server did not close within {client.timeout:g} s of QUIT, {got}"
-    if len(lines) <= 1 or (len(lines) == 3 and lines[2].startswith(b"+OK")):
+    if len(lines) <= 1:
         return None
-    return (
-        f"a 10,000-octet line, {then.decode()} and QUIT got {probe.lines_said(lines)}: a piece "
-        "of the long line was run as a command"
-    )
+    got = f"a 10,000-octet line, NOOP and QUIT got {probe.lines_said(lines)}"
+    if len(lines) != 3:
+        return f"{got}: a piece of the long line was run as a command"
+    wrong = _unlike_their_commands(lines, logged_in=logged_in)
+    return f"{got}: {wrong}" if wrong else None
+
+
+def _unlike_their_commands(lines: Sequence[bytes], *, logged_in: bool) -> str | None:
+    """Which of three lines, read as the long line's, NOOP's and QUIT's responses, is
+    not what its command gets, and the two readings left: a piece of the long line
+    run as a command answered in its place, or the command answered wrong. The
+    long line gets a status line (``-ERR``, or ``+OK`` from a server that takes a
+    long USER); NOOP ``+OK`` once logged in (§5), and before login either (RFC 1939
+    lists it in no state but TRANSACTION, and ``state-order`` leaves it out); QUIT,
+    on a session that marked nothing, ``+OK`` alone (§4, §6)."""
+    status = (b"+OK", b"-ERR")
+    if not lines[0].startswith(status):
+        return "the first, the long line's, is no status line (RFC 1939 §3)"
+    if not lines[1].startswith(b"+OK" if logged_in else status):
+        return (
+            "the second is no +OK: a piece of the long line was run as a command, or NOOP "
+            "was refused (RFC 1939 §5: NOOP after login gets +OK)"
+        )
+    if not lines[2].startswith(b"+OK"):
+        rule = QUIT_UNMARKED_RULE if logged_in else QUIT_BEFORE_LOGIN_RULE
+        return (
+            "the third is no +OK: a piece of the long line was run as a command, or QUIT "
+            f"was refused ({rule})"
+        )
+    return None
 
 
 def check_command_line_length(probe: POP3Probe) -> str:
@@ -468,10 +501,10 @@ def check_command_line_length(probe: POP3Probe) -> str:
     """
     minimum = _longest_line_taken(probe)
     problems = probe.problems  # a session refused after a problem found keeps it
-    before_login = _long_line_answers(probe, probe.connect(), then=b"NOOP")
+    before_login = _long_line_answers(probe, probe.connect(), logged_in=False)
     if before_login:
         problems.append(f"before login, {before_login}")
-    after_login = _long_line_answers(probe, probe.session(), then=b"NOOP")
+    after_login = _long_line_answers(probe, probe.session(), logged_in=True)
     if after_login:
         problems.append(f"after login, {after_login}")
     if problems:
@@ -496,17 +529,22 @@ _ADDED_LINE_END: Final = 2
 none, before the terminating dot (RFC 1939 §3); LIST counts the message as stored."""
 
 
-def _framing_problem(what: str, answer: POP3Response) -> str | None:
-    """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None."""
+def _framing_problem(probe: POP3Probe, what: str, answer: POP3Response) -> str | None:
+    """What is wrong with how a multi-line response is framed (RFC 1939 §3), or None.
+    The line that shows it is quoted by :meth:`POP3Probe.line_said`, the password
+    hidden before the cut: the end of a line that ends in a bare LF, the start of one
+    whose dot is not doubled."""
     body = answer.body
     if bare := _BARE_LF.search(body):
         line = body.count(b"\n", 0, bare.start()) + 1
-        shown = body[max(0, bare.start() - 40) : bare.end()]
-        return f"line {line} of {what} ends in a bare LF: {shown!r}"
+        start = body.rfind(b"\n", 0, bare.start()) + 1
+        shown = probe.line_said(body[start : bare.end()], tail=True)
+        return f"line {line} of {what} ends in a bare LF: {shown}"
     if dot := _UNDOUBLED_DOT.search(body):
         line = body.count(b"\n", 0, dot.start()) + 1
-        shown = body[dot.start() : dot.start() + 40]
-        return f"line {line} of {what} starts with a dot not doubled: {shown!r}"
+        end = body.find(b"\n", dot.start()) + 1 or len(body)
+        shown = probe.line_said(body[dot.start() : end])
+        return f"line {line} of {what} starts with a dot not doubled: {shown}"
     return None
 
 
@@ -551,12 +589,12 @@ class _Seen:
 
 
 def _message_problems(
-    client: WireClient, number: int, size: int, top: bool, seen: _Seen
+    probe: POP3Probe, client: WireClient, number: int, size: int, top: bool, seen: _Seen
 ) -> list[str]:
     answer = ask(client, b"RETR %d" % number)
     if not answer.ok:
         return [f"RETR {number} got {answer}, though LIST lists it"]
-    framing = _framing_problem(f"RETR {number}", answer)
+    framing = _framing_problem(probe, f"RETR {number}", answer)
     if framing:
         return [framing]
     content = answer.content()
@@ -607,7 +645,7 @@ def check_dot_stuffing(probe: POP3Probe) -> str:
         if client.received + 4 * size > _SESSION_BUDGET:
             probe.end(client)
             client = probe.session()
-        problems = _message_problems(client, number, size, top, seen)
+        problems = _message_problems(probe, client, number, size, top, seen)
         if problems:  # what follows may be the rest of the message: the transcript shows it
             raise Failed("; ".join(problems))
     probe.end(client)
@@ -928,7 +966,9 @@ def check_pop3_server(
     offered, and waits up to ``deliver_wait`` seconds for them over POP3. They
     are left in the mailbox, and the report's notes say so, unless
     ``delete_delivered``: then a last session deletes them, and only them, by
-    their unique-ids, and ends with QUIT.
+    their unique-ids and markers, and ends with QUIT; a new session looks for
+    the markers after it, and the note counts as deleted only those it no
+    longer finds.
 
     Raises ``ValueError`` for a host the socket calls cannot take, a port
     outside 1 to 65535, a ``timeout`` that is not a positive number, an
