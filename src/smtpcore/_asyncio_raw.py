@@ -751,6 +751,11 @@ class RawSocketTransport(_OwnLink):
             self._writing = True
             self._loop.add_writer(self._fd, self._writable)
 
+    keeps_cancelled_sends: Final = True
+    """A cancelled :meth:`send_all` loses nothing: what the kernel has not taken waits
+    here, written as the socket has room, and an asyncio transport under TLS keeps
+    what it is given (see :mod:`smtpcore.transport`)."""
+
     async def send_all(self, data: bytes) -> None:
         inner = self._inner
         if inner is not None:

@@ -632,6 +632,11 @@ class TrioTransport(FastPaths):
         if self._ssl is not None:
             self.finish_handshake = self._finish_handshake
 
+    keeps_cancelled_sends: Final = False
+    """A cancelled :meth:`send_all` drops what it had not written yet (trio's streams do,
+    and so does the write straight to a ``SocketStream``'s socket): the peer may hold
+    a part of it (see :mod:`smtpcore.transport`)."""
+
     finish_handshake: Callable[[], Awaitable[None]] | None = None
     """Finish the handshake of a ``trio.SSLStream`` given as it came (see
     :mod:`smtpcore.transport`); None for any other stream, so that a client over plain

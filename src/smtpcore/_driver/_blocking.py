@@ -328,6 +328,10 @@ class SocketTransport(FastPaths):
         except BlockingIOError:
             return 0
 
+    keeps_cancelled_sends: Final = False
+    """A :meth:`send_all` cut short (its deadline: the clock's timeout) drops what the
+    kernel had not taken (see :mod:`smtpcore.transport`)."""
+
     async def send_all(self, data: bytes) -> None:
         sock = self._sock
         if self._readable is None:

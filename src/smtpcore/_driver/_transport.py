@@ -248,6 +248,13 @@ class LinkBase:
         export keying material)."""
         return getattr(self.transport, "channel_binding", _no_channel_binding)(kind)
 
+    def cancelled_send_may_cut(self) -> bool:
+        """Whether a cancelled ``send_all`` may have written only a part of its data: unless
+        the transport's optional ``keeps_cancelled_sends`` is ``True`` (asyncio's
+        transports keep every byte written), the safe assumption (see
+        :mod:`smtpcore.transport`): the peer may hold half a reply."""
+        return getattr(self.transport, "keeps_cancelled_sends", False) is not True
+
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
         the transport can: its optional ``send_eof``; nothing without one."""
