@@ -37,7 +37,7 @@ from contextlib import AbstractAsyncContextManager
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from sys import intern
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._timeouts import (
@@ -751,7 +751,7 @@ class RawSocketTransport(_OwnLink):
             self._writing = True
             self._loop.add_writer(self._fd, self._writable)
 
-    keeps_cancelled_sends: Final = True
+    keeps_cancelled_sends: ClassVar[bool] = True
     """A cancelled :meth:`send_all` loses nothing: what the kernel has not taken waits
     here, written as the socket has room, and an asyncio transport under TLS keeps
     what it is given (see :mod:`smtpcore.transport`)."""

@@ -17,7 +17,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Final, TypeVar
 
 import trio
 
@@ -632,7 +632,7 @@ class TrioTransport(FastPaths):
         if self._ssl is not None:
             self.finish_handshake = self._finish_handshake
 
-    keeps_cancelled_sends: Final = False
+    keeps_cancelled_sends: ClassVar[bool] = False
     """A cancelled :meth:`send_all` drops what it had not written yet (trio's streams do,
     and so does the write straight to a ``SocketStream``'s socket): the peer may hold
     a part of it (see :mod:`smtpcore.transport`)."""

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
 from smtpcore.handler import TLSInfo
@@ -328,7 +328,7 @@ class SocketTransport(FastPaths):
         except BlockingIOError:
             return 0
 
-    keeps_cancelled_sends: Final = False
+    keeps_cancelled_sends: ClassVar[bool] = False
     """A :meth:`send_all` cut short (its deadline: the clock's timeout) drops what the
     kernel had not taken (see :mod:`smtpcore.transport`)."""
 
