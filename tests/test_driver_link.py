@@ -268,3 +268,34 @@ def test_the_librarys_transports_say_what_a_cancelled_write_keeps() -> None:
             assert plain.keeps_cancelled_sends is False  # under TLS, asyncio's: True
 
     asyncio.run(body())
+
+
+class OwnDropping(Minimal):
+    """A user's transport with a method of the name the library's own read to drop."""
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        raise AssertionError("a method of the user's, not the library's fast path")
+
+
+class LibraryDropping(FastPaths, Minimal):
+    """One of the library's transports, as the link sees it."""
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        return b"raw"[:max_bytes]
+
+
+@pytest.mark.parametrize(
+    ("transport", "read"),
+    [(Minimal(), b"data"), (OwnDropping(), b"data"), (LibraryDropping(), b"raw")],
+)
+def test_a_linger_reads_through_receive_to_drop_only_on_the_librarys_transports(
+    transport: object, read: bytes
+) -> None:
+    """The linger's read (trio's reads under a broken TLS layer) is the transport's own
+    only where it is a :class:`FastPaths` one; any other transport's ``receive_some``."""
+
+    async def body() -> bytes:
+        link = Link(transport, AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        return await link.receive_to_drop(100)
+
+    assert asyncio.run(body()) == read

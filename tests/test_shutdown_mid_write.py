@@ -10,6 +10,7 @@ lines): the session just closes. POP3's multi-line side (a ``RETR`` cut off) is 
 from __future__ import annotations
 
 import functools
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import trio.testing
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
-from peers import running_pop3_server, running_smtp_server, write_maildir
+from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
@@ -245,3 +246,124 @@ def test_asyncio_a_pop3_write_interrupted_keeps_its_responses_and_then_gets_its_
     assert received.endswith(goodbye), received[-80:]
     responses = received[: -len(goodbye)]
     assert len(responses) > len(capa) and responses == capa * (len(responses) // len(capa))
+
+
+# -- TLS: the replies sent before the cut reach the client ------------------------------
+
+
+def watch_tls_writes(adapter: str, monkeypatch: pytest.MonkeyPatch) -> WriteWatch:
+    """What :class:`WriteWatch` tells, of the server's writes under TLS: on trio, the
+    writes of the ``SocketStream`` under the ``SSLStream`` (``waiting`` once the
+    kernel did not take all of one); on asyncio, its TLS transport's (``waiting``
+    once it pauses the protocol's writing)."""
+    watch = WriteWatch()
+    if adapter == "trio":
+        send_all = trio.SocketStream.send_all
+
+        async def watched_trio(stream: trio.SocketStream, data: Any) -> None:
+            view = memoryview(data)
+            try:
+                sent = os.write(stream.socket.fileno(), view)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(view):
+                await trio.lowlevel.checkpoint()
+                return
+            watch.waiting.set()
+            try:
+                await send_all(stream, view[sent:])
+            except BaseException:
+                watch.cut.set()
+                raise
+
+        monkeypatch.setattr(trio.SocketStream, "send_all", watched_trio)
+    else:
+        pause_writing = smtp_asyncio.AsyncioTransport.pause_writing
+        transport_send_all = smtp_asyncio.AsyncioTransport.send_all
+
+        def paused(transport: smtp_asyncio.AsyncioTransport) -> None:
+            watch.waiting.set()
+            pause_writing(transport)
+
+        async def watched_asyncio(transport: smtp_asyncio.AsyncioTransport, data: bytes) -> None:
+            try:
+                await transport_send_all(transport, data)
+            except BaseException:
+                watch.cut.set()
+                raise
+
+        monkeypatch.setattr(smtp_asyncio.AsyncioTransport, "pause_writing", paused)
+        monkeypatch.setattr(smtp_asyncio.AsyncioTransport, "send_all", watched_asyncio)
+    return watch
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
+    adapter: str,
+    protocol: str,
+    tls: TLSFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client over TLS that pipelined commands and stopped reading, its session's
+    write cut off by a shutdown. On trio the client read nothing at all, not even
+    the replies the server's kernel had sent before the cut: trio's ``SSLStream`` is
+    broken by a cancelled write, so the linger could not read the client's pending
+    commands, and the close with them unread reset the connection, which makes the
+    client's kernel drop what it had not read (RFC 1122 §4.2.2.13). The linger now
+    reads them under the broken TLS layer: the client reads every whole reply the
+    server had sent, then the end (a reply the cut left in part, but no last word).
+    On asyncio, nothing of the write is lost: every reply, then the last word."""
+    watch = watch_tls_writes(adapter, monkeypatch)
+    server_options: dict[str, Any] = {"ssl_context": tls.server_context, "tls_on_connect": True}
+    if protocol == "smtp":
+        running = running_smtp_server(
+            adapter, Handler(), max_junk_commands=10**9, **server_options
+        )
+        login, command = b"EHLO client.test\r\n", b"HELP\r\n"
+        goodbye = b"421 4.3.2 mx.test Service shutting down\r\n"
+    else:
+        write_maildir(tmp_path / "alice", [b"Subject: hi\r\n\r\nhello\r\n"])
+        store = MaildirStore(tmp_path, {"alice": "wonderland"})
+        running = running_pop3_server(adapter, store, **server_options)
+        login, command = b"USER alice\r\nPASS wonderland\r\n", b"CAPA\r\n"
+        goodbye = b"-ERR [SYS/TEMP] Server shutting down\r\n"
+    with running as server, slow_reader() as plain:
+        plain.connect(("127.0.0.1", server.port))
+        with tls.client_context.wrap_socket(plain, server_hostname="127.0.0.1") as sock:
+            greeting = read_line_of(sock)
+            assert greeting.startswith((b"220 ", b"+OK"))
+            sock.sendall(login)
+            if protocol == "smtp":
+                while not (line := read_line_of(sock)).startswith(b"250 "):
+                    assert line.startswith(b"250-"), line
+            else:
+                assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(
+                    b"+OK"
+                )
+            sock.sendall(command)
+            unit = read_line_of(sock)  # a reply, or a response whole: what repeats
+            while protocol == "pop3" and not unit.endswith(b"\r\n.\r\n") and len(unit) < 4096:
+                unit += read_line_of(sock)
+            pipeline_until_the_write_waits(sock, command * 10_000, watch)
+            closing = threading.Thread(
+                target=server.call, args=(lambda: server.server.aclose(grace=0.3),)
+            )
+            closing.start()
+            assert watch.cut.wait(10)
+            if adapter == "trio":
+                # Read once the server has closed: a reset would have come by then. (An
+                # asyncio server still writes what it kept, as the client reads it.)
+                closing.join(30)
+            received = read_to_the_end(sock)
+            closing.join(30)
+            assert not closing.is_alive()
+    if adapter == "asyncio":
+        assert received.endswith(goodbye), received[-80:]
+        replies = received[: -len(goodbye)]
+        assert len(replies) > len(unit) and replies == unit * (len(replies) // len(unit))
+    else:
+        whole, part = divmod(len(received), len(unit))
+        assert whole > 0, received
+        assert received == unit * whole + unit[:part], received[-80:]

@@ -654,6 +654,10 @@ class TrioTransport(FastPaths):
     end, has gone (a task of the server's writes it)."""
     _write_failed: OSError | None = None
     """Why a held write failed, for the session's next write to raise."""
+    _tls_broken: bool = False
+    """Whether the ``trio.SSLStream`` is broken: a write through it did not finish (cut
+    off, or failed), or a read found it so. trio then refuses every read and write on
+    it, so what is left to do (the server's linger) goes to the stream under it."""
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
@@ -812,6 +816,31 @@ class TrioTransport(FastPaths):
             return
         try:
             await self._stream.send_all(data)
+        except BaseException as exc:
+            # Some of the TLS records went out, and trio cannot tell how much: it
+            # breaks the SSLStream (cancelled, as the session's timeout does, or failed).
+            self._tls_broken = self._ssl is not None
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                raise ConnectionResetError(str(exc) or "connection lost") from exc
+            raise
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        """Read bytes only to drop them, as a server's linger does before its close:
+        through TLS while it works; once trio's ``SSLStream`` is broken (a write cut off
+        part-way), the raw bytes of the stream under it. Left unread, the client's
+        pipelined commands would turn the close into a reset, and the client's
+        kernel would drop every reply it had not read yet (RFC 1122 §4.2.2.13)."""
+        ssl_stream = self._ssl
+        if not self._tls_broken:
+            try:
+                return await self.receive_some(max_bytes)
+            except ConnectionResetError:
+                if ssl_stream is None or self._closed:
+                    raise
+                self._tls_broken = True  # the stream under it is tried next
+        assert ssl_stream is not None
+        try:
+            return bytes(await ssl_stream.transport_stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
@@ -836,11 +865,16 @@ class TrioTransport(FastPaths):
     async def send_eof(self) -> None:
         """Shut down the sending side once everything written has gone (the held reply
         first), where the stream can: a ``trio.abc.HalfCloseableStream`` (a
-        ``SocketStream``) with no TLS over it; else nothing."""
+        ``SocketStream``) with no TLS over it, or under a broken TLS layer, which
+        writes no more records; else nothing."""
         if self._closed:
             raise ConnectionResetError("the connection is closed")
         stream = self._stream
-        if self._ssl is not None or not isinstance(stream, trio.abc.HalfCloseableStream):
+        if self._ssl is not None:
+            if not self._tls_broken:
+                return
+            stream = self._ssl.transport_stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
             return
         if self._writes is not None and self._fd >= 0:
             held = await self._held_first(b"")

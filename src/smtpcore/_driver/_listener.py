@@ -678,7 +678,7 @@ class ServedSession:
             async with transport.deadline(LAST_WORDS / 2 if self.state.stopping else LINGER):
                 await transport.send_eof()
                 while left > 0:
-                    data = await transport.receive_some(min(left, _LINGER_READ))
+                    data = await transport.receive_to_drop(min(left, _LINGER_READ))
                     if not data:
                         break
                     left -= len(data)

@@ -255,6 +255,20 @@ class LinkBase:
         :mod:`smtpcore.transport`): the peer may hold half a reply."""
         return getattr(self.transport, "keeps_cancelled_sends", False) is not True
 
+    def receive_to_drop(self, max_bytes: int) -> Awaitable[bytes]:
+        """Read bytes only to drop them, as a server's linger does before its close: the
+        transport's own ``receive_to_drop`` where it is one of the library's
+        (:class:`FastPaths`: trio's reads on under a TLS layer that a write cut off
+        has broken), else its ``receive_some``."""
+        transport = self.transport
+        if isinstance(transport, FastPaths):
+            receive: Callable[[int], Awaitable[bytes]] | None = getattr(
+                transport, "receive_to_drop", None
+            )
+            if receive is not None:
+                return receive(max_bytes)
+        return transport.receive_some(max_bytes)
+
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
         the transport can: its optional ``send_eof``; nothing without one."""
