@@ -289,13 +289,6 @@ class SocketClientTransport(FastPaths):
         except (BlockingIOError, InterruptedError):
             return 0
 
-    @property
-    def keeps_cancelled_sends(self) -> bool:
-        """Whether a cancelled :meth:`send_all` loses nothing: under TLS, where asyncio's
-        transport takes every byte at once; not over the plain socket, where what the
-        kernel had not taken is dropped (see :mod:`smtpcore.transport`)."""
-        return self._tls is not None
-
     async def send_all(self, data: bytes) -> None:
         if self._tls is not None:
             await self._tls.send_all(data)

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
 from smtpcore.handler import TLSInfo
@@ -327,10 +327,6 @@ class SocketTransport(FastPaths):
             return sock.send(data, flags)
         except BlockingIOError:
             return 0
-
-    keeps_cancelled_sends: ClassVar[bool] = False
-    """A :meth:`send_all` cut short (its deadline: the clock's timeout) drops what the
-    kernel had not taken (see :mod:`smtpcore.transport`)."""
 
     async def send_all(self, data: bytes) -> None:
         sock = self._sock
