@@ -54,7 +54,11 @@ then still ends it with its last word (SMTP's ``421``, POP3's closing
 its data and dropped the rest (trio's streams do): the peer may then hold
 half a reply, a last word would land inside it, mid-line (RFC 5321 §4.2),
 so the session just closes. That is the safe default: a missing ``421`` is
-a missing courtesy, a spliced one corrupts the reply stream.
+a missing courtesy, a spliced one corrupts the reply stream. ``True``
+promises more than the bytes: after a cancelled ``send_all`` the transport
+stays usable, what it kept still goes out, later writes go out after it, in
+order, and ``aclose`` writes it before closing. A transport over a layer
+that a cancelled write breaks (trio's ``SSLStream``) cannot say ``True``.
 """
 
 from __future__ import annotations
