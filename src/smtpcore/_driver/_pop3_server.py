@@ -501,8 +501,7 @@ class POP3ServerSession(ServedSession):
     def __init__(
         self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
     ) -> None:
-        self.transport = transport
-        self.state = state
+        super().__init__(transport, state)
         self.options = options = state.options
         self.store = state.store
         self.session = POP3Session(
@@ -519,9 +518,7 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
-        self._write_cut = False
         self._closing = False
-        self._waiting_idle = False
 
     # -- the loop ---------------------------------------------------------
 
