@@ -409,7 +409,7 @@ class ServedSession:
     """The timer of the waits for the client; the protocol enters it around its loop."""
     _waiting_idle: bool
     """True while the session waits for a command outside a transaction (False from
-    the start)."""
+    the start: each protocol's session sets it in its constructor)."""
     _write_cut: bool
     """True while a write that a cancellation (a timeout, a shutdown's cut-off) may cut
     part-way is under way (:meth:`_send_all`), and so still True after one was cut:
@@ -417,14 +417,7 @@ class ServedSession:
     land inside it, mid-line. Each protocol's :meth:`_close` says nothing
     then: the close alone ends the session. Never set over a transport that keeps
     a cancelled write's bytes (asyncio's), where the last word goes out after them.
-    (False from the start.)"""
-
-    def __init__(self, transport: Link, state: SessionRegistry[Any]) -> None:
-        """What every session starts with; each protocol's constructor adds its own."""
-        self.transport = transport
-        self.state = state
-        self._waiting_idle = False
-        self._write_cut = False
+    (False from the start, as :attr:`_waiting_idle`.)"""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation.

@@ -501,7 +501,10 @@ class POP3ServerSession(ServedSession):
     def __init__(
         self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
     ) -> None:
-        super().__init__(transport, state)
+        # ServedSession's fields are set here, as in the SMTP session's constructor
+        # (_smtp_server.ServerSession.__init__): a base constructor costs a call a connection.
+        self.transport = transport
+        self.state = state
         self.options = options = state.options
         self.store = state.store
         self.session = POP3Session(
@@ -518,7 +521,9 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._write_cut = False
         self._closing = False
+        self._waiting_idle = False
 
     # -- the loop ---------------------------------------------------------
 

@@ -618,7 +618,10 @@ class ServerSession(ServedSession):
     ``connection_factory``'s, taken as the session starts (:meth:`_open`)."""
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
-        super().__init__(transport, state)
+        # ServedSession's fields are set here, as in the POP3 session's constructor
+        # (_pop3_server.POP3ServerSession.__init__): a base constructor costs a call a connection.
+        self.transport = transport
+        self.state = state
         self.options = options = state.options
         local = transport.local_address
         if local is not None and local[0][:7] == "::ffff:":  # session_address, inline:
@@ -632,6 +635,8 @@ class ServerSession(ServedSession):
         self._in_chunk = False
         """Whether the octets of a BDAT chunk are being read."""
         self._last_read = 0
+        self._waiting_idle = False
+        self._write_cut = False
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._content_failure: Reply | None = None
