@@ -367,3 +367,43 @@ def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
         whole, part = divmod(len(received), len(unit))
         assert whole > 0, received
         assert received == unit * whole + unit[:part], received[-80:]
+
+
+def test_trio_a_tls_write_cancelled_before_it_sent_anything_ends_with_tls_close(
+    tls: TLSFiles,
+) -> None:
+    """A write over a user's ``trio.SSLStream`` cancelled before it sent a byte (the
+    cancellation pending as it starts: trio raises before it encrypts anything, and the
+    stream stays whole) was taken to have broken the TLS layer: the linger half-closed
+    the socket under it and read the client's commands as raw records, and the client
+    met the socket's end with no TLS close (``SSLEOFError``). The linger now reads
+    through TLS, and the client reads TLS's close (close_notify): a clean end."""
+
+    async def body() -> tuple[bytes, bytes]:
+        server_socket, client_socket = trio.socket.socketpair()
+        server_tls = trio.SSLStream(
+            trio.SocketStream(server_socket), tls.server_context, server_side=True
+        )
+        client = trio.SSLStream(
+            trio.SocketStream(client_socket), tls.client_context, server_hostname="mx.test"
+        )
+        transport = smtp_trio.TrioTransport(server_tls)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.do_handshake)
+                await server_tls.do_handshake()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await transport.send_all(b"250 2.0.0 OK\r\n")
+            assert scope.cancelled_caught
+            await client.send_all(b"NOOP\r\n")
+            await transport.send_eof()  # the linger's steps, then the close
+            dropped = await transport.receive_to_drop(100)
+            await transport.aclose()
+            try:
+                return dropped, bytes(await client.receive_some())
+            except trio.BrokenResourceError as exc:
+                return dropped, repr(exc.__cause__).encode()
+
+    assert trio.run(body) == (b"NOOP\r\n", b"")
+

@@ -655,9 +655,12 @@ class TrioTransport(FastPaths):
     _write_failed: OSError | None = None
     """Why a held write failed, for the session's next write to raise."""
     _tls_broken: bool = False
-    """Whether the ``trio.SSLStream`` is broken: a write through it did not finish (cut
-    off, or failed), or a read found it so. trio then refuses every read and write on
-    it, so what is left to do (the server's linger) goes to the stream under it."""
+    """Whether the ``trio.SSLStream`` was found broken, which trio makes it when a write
+    through it did not finish (cut off part-way, or failed): trio then refuses every
+    read and write on it, so what is left to do (the server's linger) goes to the
+    stream under it. Found as the linger starts (:meth:`send_eof` asks, a read
+    fails), not when a write is cancelled: one cancelled before it sent anything
+    leaves the stream whole, and its close says so (TLS's close_notify)."""
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
@@ -816,13 +819,8 @@ class TrioTransport(FastPaths):
             return
         try:
             await self._stream.send_all(data)
-        except BaseException as exc:
-            # Some of the TLS records went out, and trio cannot tell how much: it
-            # breaks the SSLStream (cancelled, as the session's timeout does, or failed).
-            self._tls_broken = self._ssl is not None
-            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
-                raise ConnectionResetError(str(exc) or "connection lost") from exc
-            raise
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
 
     async def receive_to_drop(self, max_bytes: int) -> bytes:
         """Read bytes only to drop them, as a server's linger does before its close:
@@ -871,7 +869,7 @@ class TrioTransport(FastPaths):
             raise ConnectionResetError("the connection is closed")
         stream = self._stream
         if self._ssl is not None:
-            if not self._tls_broken:
+            if not (self._tls_broken or await self._tls_found_broken()):
                 return
             stream = self._ssl.transport_stream
         if not isinstance(stream, trio.abc.HalfCloseableStream):
@@ -884,6 +882,19 @@ class TrioTransport(FastPaths):
             await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _tls_found_broken(self) -> bool:
+        """Whether the ``trio.SSLStream`` is broken (see :attr:`_tls_broken`), asked with a
+        write of nothing, which trio refuses on a broken stream and otherwise turns
+        into a checkpoint that sends no record."""
+        assert self._ssl is not None
+        try:
+            await self._ssl.send_all(b"")
+        except trio.BrokenResourceError:
+            self._tls_broken = True
+        except trio.ClosedResourceError as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+        return self._tls_broken
 
     async def start_tls(
         self,
