@@ -26,6 +26,7 @@ import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
+from smtpcore._driver._listener import ServedSession
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
 
@@ -407,3 +408,49 @@ def test_trio_a_tls_write_cancelled_before_it_sent_anything_ends_with_tls_close(
 
     assert trio.run(body) == (b"NOOP\r\n", b"")
 
+
+def test_trio_a_client_whose_tls_write_was_cut_off_reads_the_end_while_the_server_lingers(
+    tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write under TLS cut off part-way (the command timeout) breaks trio's
+    ``SSLStream``, which sends no more records, not even TLS's close: the linger
+    half-closes the socket under it, so that a client that reads only now reads the
+    replies sent and then the end, while the server still lingers for the client's
+    own close, not once the linger has run out."""
+    watch = watch_tls_writes("trio", monkeypatch)
+    events: list[str] = []
+    linger = ServedSession._linger
+
+    async def watched_linger(session: ServedSession) -> None:
+        try:
+            await linger(session)
+        finally:
+            events.append("the linger is over")
+
+    monkeypatch.setattr(ServedSession, "_linger", watched_linger)
+    # Far longer than the client takes to read the end: the order tells which came first.
+    monkeypatch.setattr("smtpcore._driver._listener.LINGER", 5.0)
+    with (
+        running_smtp_server(
+            "trio",
+            Handler(),
+            max_junk_commands=10**9,
+            ssl_context=tls.server_context,
+            tls_on_connect=True,
+            timeouts=smtp_trio.Timeouts(command=1.0),
+        ) as server,
+        slow_reader() as plain,
+    ):
+        plain.connect(("127.0.0.1", server.port))
+        with tls.client_context.wrap_socket(plain, server_hostname="127.0.0.1") as sock:
+            assert read_line_of(sock).startswith(b"220 ")
+            sock.sendall(b"HELP\r\n")
+            unit = read_line_of(sock)
+            assert unit.startswith(b"214 ")
+            pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch)
+            assert watch.cut.wait(10)
+            received = read_to_the_end(sock)
+            events.append("the client has read the end")
+    assert events == ["the client has read the end", "the linger is over"]
+    whole, part = divmod(len(received), len(unit))
+    assert whole > 0 and received == unit * whole + unit[:part], received[-80:]
