@@ -609,6 +609,9 @@ class RawSocketTransport(_OwnLink):
             self._want = _NOTHING
             self._waiter = None
 
+    receive_to_drop = receive_some
+    """The linger's read (see :class:`~smtpcore._driver._transport.LinkBase`): any read."""
+
     def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
         """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
         or else what to await until it sends more: :data:`WOKEN` while a runner steps
