@@ -11,6 +11,7 @@ import socket
 import pytest
 
 from smtpcore._asyncio_client_socket import SocketClientTransport
+from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver import BoundLink, Link, address
 from smtpcore._driver._blocking import SocketTransport
 from smtpcore._driver._transport import FastPaths
@@ -222,3 +223,72 @@ def test_a_session_over_a_transport_with_such_names_sends_every_byte_once(side: 
 
     asyncio.run(asyncio.wait_for(body(), 10))
     assert inbox.messages == messages
+
+
+class Keeping(Minimal):
+    """A transport that says a cancelled write of its keeps every byte."""
+
+    keeps_cancelled_sends = True
+
+
+class Vague(Minimal):
+    """A transport whose answer is not ``True``: taken as no answer."""
+
+    keeps_cancelled_sends = "yes"
+
+
+@pytest.mark.parametrize(
+    ("transport", "may_cut"), [(Minimal(), True), (Keeping(), False), (Vague(), True)]
+)
+def test_a_transport_that_does_not_say_it_keeps_a_cancelled_write_is_taken_to_cut_it(
+    transport: object, may_cut: bool
+) -> None:
+    """The safe default: without ``keeps_cancelled_sends = True`` a cancelled write may
+    have left half a reply with the client, so the session adds no last word."""
+
+    async def body() -> None:
+        link = Link(transport, AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.cancelled_send_may_cut() is may_cut
+
+    asyncio.run(body())
+
+
+def test_the_librarys_transports_say_what_a_cancelled_write_keeps() -> None:
+    """asyncio's transports take every byte before they wait; trio's streams drop what
+    a cancelled write had not sent. (Only a server reads it: the client-only
+    transports do not say.)"""
+    assert AsyncioTransport.keeps_cancelled_sends is True
+    assert StreamTransport.keeps_cancelled_sends is True
+    assert RawSocketTransport.keeps_cancelled_sends is True
+    assert TrioTransport.keeps_cancelled_sends is False
+
+
+class OwnDropping(Minimal):
+    """A user's transport with a method of the name the library's own read to drop."""
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        raise AssertionError("a method of the user's, not the library's fast path")
+
+
+class LibraryDropping(FastPaths, Minimal):
+    """One of the library's transports, as the link sees it."""
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        return b"raw"[:max_bytes]
+
+
+@pytest.mark.parametrize(
+    ("transport", "read"),
+    [(Minimal(), b"data"), (OwnDropping(), b"data"), (LibraryDropping(), b"raw")],
+)
+def test_a_linger_reads_through_receive_to_drop_only_on_the_librarys_transports(
+    transport: object, read: bytes
+) -> None:
+    """The linger's read (trio's reads under a broken TLS layer) is the transport's own
+    only where it is a :class:`FastPaths` one; any other transport's ``receive_some``."""
+
+    async def body() -> bytes:
+        link = Link(transport, AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        return await link.receive_to_drop(100)
+
+    assert asyncio.run(body()) == read

@@ -37,7 +37,7 @@ from contextlib import AbstractAsyncContextManager
 from selectors import EVENT_READ, EVENT_WRITE, SelectorKey
 from sys import intern
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver._timeouts import (
@@ -609,6 +609,9 @@ class RawSocketTransport(_OwnLink):
             self._want = _NOTHING
             self._waiter = None
 
+    receive_to_drop = receive_some
+    """The linger's read (see :class:`~smtpcore._driver._transport.LinkBase`): any read."""
+
     def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
         """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
         or else what to await until it sends more: :data:`WOKEN` while a runner steps
@@ -750,6 +753,11 @@ class RawSocketTransport(_OwnLink):
         if not self._writing:
             self._writing = True
             self._loop.add_writer(self._fd, self._writable)
+
+    keeps_cancelled_sends: ClassVar[bool] = True
+    """A cancelled :meth:`send_all` loses nothing: what the kernel has not taken waits
+    here, written as the socket has room, and an asyncio transport under TLS keeps
+    what it is given (see :mod:`smtpcore.transport`)."""
 
     async def send_all(self, data: bytes) -> None:
         inner = self._inner

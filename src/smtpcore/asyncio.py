@@ -20,7 +20,7 @@ import ssl
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Final, TypeVar, cast
 
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_alarm import OffLoopTimers
@@ -617,6 +617,10 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
             raise ConnectionResetError("the connection was lost while writing")
         return len(data)
 
+    keeps_cancelled_sends: ClassVar[bool] = True
+    """A cancelled :meth:`send_all` loses nothing: asyncio's transport took every byte
+    before the wait for room, and still writes them (see :mod:`smtpcore.transport`)."""
+
     async def send_all(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or self._lost or self._closing:
@@ -812,6 +816,10 @@ class StreamTransport:
 
     async def receive_some(self, max_bytes: int) -> bytes:
         return await self._reader.read(max_bytes)
+
+    keeps_cancelled_sends: ClassVar[bool] = True
+    """A cancelled :meth:`send_all` loses nothing: the stream's transport took every byte
+    before the drain waits, and still writes them (see :mod:`smtpcore.transport`)."""
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport

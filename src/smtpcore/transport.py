@@ -42,6 +42,23 @@ handshake timeout, so that :attr:`Transport.tls` describes the session from
 its first byte. A failed handshake is reported as their own handshakes are:
 the client's connection error (a certificate it cannot verify is its
 refusal); on the server, one INFO line, and the session ends unserved.
+
+A transport may also have a ``keeps_cancelled_sends`` attribute: ``True``
+when a cancelled :meth:`Transport.send_all` loses none of its data, because
+the transport has already taken all of it and still writes it (asyncio's
+transports buffer every byte written; the library's asyncio transports say
+so). A server whose session a timeout or a shutdown interrupts in a write
+then still ends it with its last word (SMTP's ``421``, POP3's closing
+``-ERR``), after the replies it was writing. Absent, or anything but
+``True``, a cancelled ``send_all`` is taken to have written only a part of
+its data and dropped the rest (trio's streams do): the peer may then hold
+half a reply, a last word would land inside it, mid-line (RFC 5321 §4.2),
+so the session just closes. That is the safe default: a missing ``421`` is
+a missing courtesy, a spliced one corrupts the reply stream. ``True``
+promises more than the bytes: after a cancelled ``send_all`` the transport
+stays usable, what it kept still goes out, later writes go out after it, in
+order, and ``aclose`` writes it before closing. A transport over a layer
+that a cancelled write breaks (trio's ``SSLStream``) cannot say ``True``.
 """
 
 from __future__ import annotations
@@ -65,12 +82,13 @@ class Transport(Protocol):
 
     Optional, looked up when present: ``channel_binding(kind)``, the TLS
     channel binding data that SCRAM-SHA-256-PLUS needs, ``send_eof()``,
-    the half-close of a session the server ends on its own, and
-    ``finish_handshake()``, the handshake of a stream given under TLS (see the
-    module's description). No other method is ever called: the adapters' own
-    transports have fast paths of their own (``send_nowait``, ``receive_nowait``
-    and others), which a transport of yours does not take on by having methods
-    of those names.
+    the half-close of a session the server ends on its own,
+    ``finish_handshake()``, the handshake of a stream given under TLS, and
+    ``keeps_cancelled_sends``, whether a cancelled :meth:`send_all` still
+    writes all of its data (see the module's description). No other method is
+    ever called: the adapters' own transports have fast paths of their own
+    (``send_nowait``, ``receive_nowait`` and others), which a transport of yours
+    does not take on by having methods of those names.
     """
 
     async def receive_some(self, max_bytes: int) -> bytes:
@@ -79,7 +97,11 @@ class Transport(Protocol):
         ...
 
     async def send_all(self, data: bytes) -> None:
-        """Write all of ``data``, waiting while the peer is slow to read."""
+        """Write all of ``data``, waiting while the peer is slow to read.
+
+        Cancelled, it may have written a part of ``data`` only, unless the
+        transport's ``keeps_cancelled_sends`` is ``True`` (see the module's
+        description)."""
         ...
 
     async def start_tls(

@@ -17,7 +17,7 @@ import os
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Final, TypeVar
 
 import trio
 
@@ -632,6 +632,11 @@ class TrioTransport(FastPaths):
         if self._ssl is not None:
             self.finish_handshake = self._finish_handshake
 
+    keeps_cancelled_sends: ClassVar[bool] = False
+    """A cancelled :meth:`send_all` drops what it had not written yet (trio's streams do,
+    and so does the write straight to a ``SocketStream``'s socket): the peer may hold
+    a part of it (see :mod:`smtpcore.transport`)."""
+
     finish_handshake: Callable[[], Awaitable[None]] | None = None
     """Finish the handshake of a ``trio.SSLStream`` given as it came (see
     :mod:`smtpcore.transport`); None for any other stream, so that a client over plain
@@ -649,6 +654,13 @@ class TrioTransport(FastPaths):
     end, has gone (a task of the server's writes it)."""
     _write_failed: OSError | None = None
     """Why a held write failed, for the session's next write to raise."""
+    _tls_broken: bool = False
+    """Whether the ``trio.SSLStream`` was found broken, which trio makes it when a write
+    through it did not finish (cut off part-way, or failed): trio then refuses every
+    read and write on it, so what is left to do (the server's linger) goes to the
+    stream under it. Found as the linger starts (:meth:`send_eof` asks, a read
+    fails), not when a write is cancelled: one cancelled before it sent anything
+    leaves the stream whole, and its close says so (TLS's close_notify)."""
 
     async def receive_some(self, max_bytes: int) -> bytes:
         if self._fd >= 0 and not self._closed:
@@ -810,6 +822,26 @@ class TrioTransport(FastPaths):
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        """Read bytes only to drop them, as a server's linger does before its close:
+        through TLS while it works; once trio's ``SSLStream`` is broken (a write cut off
+        part-way), the raw bytes of the stream under it. Left unread, the client's
+        pipelined commands would turn the close into a reset, and the client's
+        kernel would drop every reply it had not read yet (RFC 1122 §4.2.2.13)."""
+        ssl_stream = self._ssl
+        if not self._tls_broken:
+            try:
+                return await self.receive_some(max_bytes)
+            except ConnectionResetError:
+                if ssl_stream is None or self._closed:
+                    raise
+                self._tls_broken = True  # the stream under it is tried next
+        assert ssl_stream is not None
+        try:
+            return bytes(await ssl_stream.transport_stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
     async def _send_plain(self, data: bytes) -> None:
         """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
         kernel takes, and wait for room only when it took nothing. (trio's stream
@@ -831,11 +863,16 @@ class TrioTransport(FastPaths):
     async def send_eof(self) -> None:
         """Shut down the sending side once everything written has gone (the held reply
         first), where the stream can: a ``trio.abc.HalfCloseableStream`` (a
-        ``SocketStream``) with no TLS over it; else nothing."""
+        ``SocketStream``) with no TLS over it, or under a broken TLS layer, which
+        writes no more records; else nothing."""
         if self._closed:
             raise ConnectionResetError("the connection is closed")
         stream = self._stream
-        if self._ssl is not None or not isinstance(stream, trio.abc.HalfCloseableStream):
+        if self._ssl is not None:
+            if not (self._tls_broken or await self._tls_found_broken()):
+                return
+            stream = self._ssl.transport_stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
             return
         if self._writes is not None and self._fd >= 0:
             held = await self._held_first(b"")
@@ -845,6 +882,19 @@ class TrioTransport(FastPaths):
             await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _tls_found_broken(self) -> bool:
+        """Whether the ``trio.SSLStream`` is broken (see :attr:`_tls_broken`), asked with a
+        write of nothing, which trio refuses on a broken stream and otherwise turns
+        into a checkpoint that sends no record."""
+        assert self._ssl is not None
+        try:
+            await self._ssl.send_all(b"")
+        except trio.BrokenResourceError:
+            self._tls_broken = True
+        except trio.ClosedResourceError as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+        return self._tls_broken
 
     async def start_tls(
         self,

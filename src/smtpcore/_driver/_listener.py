@@ -396,7 +396,7 @@ class ServedSession:
 
     # Slots, here and in the protocols' sessions: an idle session keeps its fields for
     # minutes, and an instance dictionary costs more than the fields themselves.
-    __slots__ = ("_waiting_idle", "_watchdog", "session", "state", "transport")
+    __slots__ = ("_waiting_idle", "_watchdog", "_write_cut", "session", "state", "transport")
 
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
     protocol: ClassVar[str] = ""
@@ -410,6 +410,14 @@ class ServedSession:
     _waiting_idle: bool
     """True while the session waits for a command outside a transaction (False from
     the start: each protocol's session sets it in its constructor)."""
+    _write_cut: bool
+    """True while a write that a cancellation (a timeout, a shutdown's cut-off) may cut
+    part-way is under way (:meth:`_send_all`), and so still True after one was cut:
+    the client may hold part of a reply, and a last word written after it would
+    land inside it, mid-line. Each protocol's :meth:`_close` says nothing
+    then: the close alone ends the session. Never set over a transport that keeps
+    a cancelled write's bytes (asyncio's), where the last word goes out after them.
+    (False from the start, as :attr:`_waiting_idle`.)"""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation.
@@ -495,6 +503,15 @@ class ServedSession:
                             await told
                         finally:
                             self.transport.clock.close()  # its deadlines set the timer again
+
+    async def _send_all(self, data: bytes) -> None:
+        """Write ``data`` to the client, however long it takes; a write a cancellation
+        cut off part-way leaves :attr:`_write_cut` set, where the transport may drop
+        the rest (see :meth:`~smtpcore._driver._transport.LinkBase.cancelled_send_may_cut`)."""
+        transport = self.transport
+        self._write_cut = transport.cancelled_send_may_cut()
+        await transport.send_all(data)
+        self._write_cut = False
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended
@@ -661,7 +678,7 @@ class ServedSession:
             async with transport.deadline(LAST_WORDS / 2 if self.state.stopping else LINGER):
                 await transport.send_eof()
                 while left > 0:
-                    data = await transport.receive_some(min(left, _LINGER_READ))
+                    data = await transport.receive_to_drop(min(left, _LINGER_READ))
                     if not data:
                         break
                     left -= len(data)

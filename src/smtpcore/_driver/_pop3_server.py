@@ -483,7 +483,6 @@ class POP3ServerSession(ServedSession):
         "_failures",
         "_out",
         "_out_size",
-        "_part_written",
         "_sasl",
         "conn",
         "listing",
@@ -502,6 +501,8 @@ class POP3ServerSession(ServedSession):
     def __init__(
         self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
     ) -> None:
+        # ServedSession's fields are set here, as in the SMTP session's constructor
+        # (_smtp_server.ServerSession.__init__): a base constructor costs a call a connection.
         self.transport = transport
         self.state = state
         self.options = options = state.options
@@ -520,8 +521,7 @@ class POP3ServerSession(ServedSession):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
-        self._part_written = False
-        """Whether a write was cut off part-way: the client holds part of a response."""
+        self._write_cut = False
         self._closing = False
         self._waiting_idle = False
 
@@ -768,10 +768,10 @@ class POP3ServerSession(ServedSession):
         """Answer, then end the session (nothing is deleted: there was no QUIT).
 
         Where a response is part-written (a multi-line one under way, or a write
-        cut off), the close alone ends it: a status line there would be read as
-        its content (RFC 1939 §3), and mid-line at that."""
+        cut off part-way: see :attr:`_write_cut`), the close alone ends it: a status
+        line there would be read as its content (RFC 1939 §3), and mid-line at that."""
         assert self.conn is not None
-        if not (self._part_written or self.conn.in_multiline_response):
+        if not (self._write_cut or self.conn.in_multiline_response):
             self._out.append(response.to_bytes())
         self._closing = True
 
@@ -784,17 +784,15 @@ class POP3ServerSession(ServedSession):
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
         self._out_size = 0
-        self._part_written = True  # until all of it is out: a cancellation may cut it
         try:
             sent = self.transport.send_nowait(data)
             if sent < len(data):
                 async with self.transport.deadline(self.options.timeouts.send):
-                    await self.transport.send_all(data[sent:])
+                    await self._send_all(data[sent:])
         except (OSError, TimeoutError):
             if self.conn is not None:
                 self.conn.send_failed()
             raise ConnectionLost from None
-        self._part_written = False
 
     async def _emit(self, data: bytes) -> None:
         """Queue bytes for the client, writing once enough has gathered."""

@@ -646,6 +646,8 @@ class ServerSession(ServedSession):
     ``connection_factory``'s, taken as the session starts (:meth:`_open`)."""
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
+        # ServedSession's fields are set here, as in the POP3 session's constructor
+        # (_pop3_server.POP3ServerSession.__init__): a base constructor costs a call a connection.
         self.transport = transport
         self.state = state
         self.options = options = state.options
@@ -662,6 +664,7 @@ class ServerSession(ServedSession):
         """Whether the octets of a BDAT chunk are being read."""
         self._last_read = 0
         self._waiting_idle = False
+        self._write_cut = False
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
         self._content_failure: Reply | None = None
@@ -780,6 +783,12 @@ class ServerSession(ServedSession):
             self.state.factory_machines.give_back(self.conn)
 
     async def _close(self, timed_out: bool) -> bool:
+        if self._write_cut:
+            # The client may hold part of a reply (see ServedSession._write_cut): a 421
+            # would land inside it. The close alone ends the session, lingered on as
+            # after a 421 when the watchdog went off.
+            self._out = None
+            return timed_out
         if timed_out:
             if self.state.stopping and (self._waited_idle or self.state.cutting_off):
                 reply = Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2")
@@ -966,7 +975,7 @@ class ServerSession(ServedSession):
         self._out = None
         data = out[0] if len(out) == 1 else b"".join(out)
         try:
-            await self.transport.send_all(data)
+            await self._send_all(data)
         except OSError:
             self.conn.send_failed()
             raise ConnectionLost from None

@@ -105,9 +105,10 @@ def _no_channel_binding(kind: str) -> bytes | None:
 
 class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
-    ``send_nowait``, ``receive_nowait``, ``drained`` and ``arrived``, each meaning
-    what :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait``
-    gives ``None`` for nothing yet and ``b""`` only for the peer's close).
+    ``send_nowait``, ``receive_nowait``, ``drained``, ``arrived`` and
+    ``receive_to_drop``, each meaning what :class:`LinkBase` says (``send_nowait``
+    gives a count; ``receive_nowait`` gives ``None`` for nothing yet and ``b""``
+    only for the peer's close).
 
     Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
     another transport's methods of the same names mean whatever their writer meant
@@ -120,17 +121,19 @@ class FastPaths:
     __slots__ = ()
 
 
-_FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | None]] = {
+_FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | str | None]] = {
     "receive_some": None,
     "receive_nowait": _cannot_receive_now,
     "arrived": _nothing_arrived,
     "drained": _not_drained,
     "send_all": None,
     "send_nowait": _cannot_send_now,
+    "receive_to_drop": "receive_some",
 }
 """The link's methods that are the transport's, with what stands in for a fast path
-(None: a method of the Transport protocol, which every transport has). A fast path
-is the transport's only where it is one of :class:`FastPaths`."""
+(None: a method of the Transport protocol, which every transport has; a name: the
+transport's method of that name). A fast path is the transport's only where it is
+one of :class:`FastPaths`."""
 
 
 def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
@@ -140,6 +143,8 @@ def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
     if stand_in is None:
         method: Callable[..., Any] = getattr(transport, name)
         return method
+    if isinstance(stand_in, str):
+        stand_in = getattr(transport, stand_in)
     if isinstance(transport, FastPaths):
         return getattr(transport, name, stand_in)
     return stand_in
@@ -209,6 +214,11 @@ class LinkBase:
     transport cannot tell (as for :attr:`receive_nowait`). A client that has just
     read a reply and finds it drained need not look for unasked ones before its
     next command."""
+    receive_to_drop: Callable[[int], Awaitable[bytes]]
+    """Read bytes only to drop them, as a server's linger does before its close: the
+    transport's ``receive_some``, or its own ``receive_to_drop`` where it is a
+    :class:`FastPaths` (trio's reads on under a TLS layer that a write cut off has
+    broken)."""
     send_all: Callable[[bytes], Awaitable[None]]
     send_nowait: Callable[[bytes], int]
     """Write what can go out without waiting; how many bytes that was (``0`` when
@@ -247,6 +257,13 @@ class LinkBase:
         when it has none (or no such method: the standard library's ``ssl`` cannot
         export keying material)."""
         return getattr(self.transport, "channel_binding", _no_channel_binding)(kind)
+
+    def cancelled_send_may_cut(self) -> bool:
+        """Whether a cancelled ``send_all`` may have written only a part of its data: unless
+        the transport's optional ``keeps_cancelled_sends`` is ``True`` (asyncio's
+        transports keep every byte written), the safe assumption (see
+        :mod:`smtpcore.transport`): the peer may hold half a reply."""
+        return getattr(self.transport, "keeps_cancelled_sends", False) is not True
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
@@ -318,6 +335,7 @@ class Link(LinkBase):
         "receive_nowait",
         "receive_or_wait",
         "receive_some",
+        "receive_to_drop",
         "receive_within",
         "send_all",
         "send_nowait",
