@@ -192,6 +192,18 @@ def test_users() -> None:
         parse_user("a/b@abc.example:pw")
 
 
+def test_a_domain_with_sharp_s_is_configured_in_either_spelling() -> None:
+    """IDNA 2008 keeps ß (RFC 5892): ``--domain straße.example`` was refused ("IDNA
+    2003 would turn it into strasse"); it is its A-label, which the users given in
+    either spelling are keyed under."""
+    key, _ = parse_user("U@Straße.example:pw")
+    assert key == "u@xn--strae-oqa.example"
+    assert parse_user("u@xn--strae-oqa.example:pw")[0] == key
+    for domain in ("straße.example", "XN--STRAE-OQA.example"):
+        config = ServerConfig(domains=(domain,), users={key: "pw"})
+        assert config.domains == ("xn--strae-oqa.example",)
+
+
 def test_users_file(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text(
@@ -573,7 +585,7 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
         ({"hostname": "-mx.abc.example"}, "--hostname: not a domain name"),
         ({"hostname": "x" * 64 + ".example"}, "--hostname: not a domain name"),
         ({"hostname": ("x" * 60 + ".") * 5 + "example"}, "--hostname: not a domain name"),
-        ({"hostname": "stra\u00dfe.example"}, "--hostname: not a domain name"),
+        ({"hostname": "stra\u1e9ee.example"}, "--hostname: not a domain name"),
         ({"relay_host": ("bad host", 25)}, "--relay-host: label 'bad host'"),
         ({"relay_host": ("relay.example", 0)}, "--relay-host: smart host port 0"),
         ({"retry_after": math.inf}, "--retry-after: must be a finite number .* not inf"),
@@ -594,6 +606,7 @@ def test_config_mistakes(options: dict[str, object], message: str) -> None:
         ("mail_1.abc.example", "mail_1.abc.example"),  # Postfix's valid_hostname() allows _
         ("\u00fcn\u00efcode.example", "xn--ncode-cta3g.example"),
         ("m\u00fcnchen.example", "xn--mnchen-3ya.example"),
+        ("mx.stra\u00dfe.example", "mx.xn--strae-oqa.example"),  # IDNA 2008 keeps ß
     ],
 )
 def test_the_server_names_itself_by_a_domain_in_a_label_form(given: str, named: str) -> None:

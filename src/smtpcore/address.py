@@ -5,11 +5,14 @@ value, so every rule that keeps an address safe to write back on the wire lives 
 the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
-Limitation: internationalized domain labels are checked and converted with the standard
-library's ``encodings.idna``, which implements IDNA 2003 (RFC 3490), not IDNA 2008
-(RFC 5891). To avoid the two standards silently naming different hosts, a U-label that
-IDNA 2003 would map to another string (``ß`` to ``ss``, final sigma, soft hyphen,
-uppercase aside) is rejected instead of converted.
+Internationalized domain labels are checked with the standard library's
+``encodings.idna``, which implements IDNA 2003 (RFC 3490), not IDNA 2008 (RFC 5891). To
+avoid the two standards silently naming different hosts, a U-label that IDNA 2003 would
+map to another string (a soft hyphen, a compatibility form; uppercase aside) is rejected
+instead of converted. The exceptions are the four characters IDNA 2008 keeps where IDNA
+2003 maps them (``ß``, final sigma, ZWJ and ZWNJ, :mod:`smtpcore._idna_deviations`): a
+label holding them is converted as IDNA 2008 does (``straße``: ``xn--strae-oqa``), and
+the rest of it is held to the IDNA 2003 checks.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._idna_deviations import DEVIATIONS, a_label, joiner_problem, without_deviations
 from smtpcore._numbers import is_digits
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 
@@ -206,19 +210,70 @@ def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
         raise AddressError(
             f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)"
         )
-    try:
-        mapped = encodings.idna.nameprep(label)
-        alabel = encodings.idna.ToASCII(label).decode("ascii")
-    except (UnicodeError, ValueError) as exc:
-        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-    if mapped != label.lower():
-        raise AddressError(
-            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn it "
-            f"into {_show(mapped)}"
-        )
+    if not DEVIATIONS.isdisjoint(label):
+        alabel = _idna2008_a_label(label)
+    else:
+        try:
+            alabel = encodings.idna.ToASCII(label).decode("ascii")
+        except (UnicodeError, ValueError) as exc:
+            raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+        _check_unmapped(label, label)
     if not alabel.startswith("xn--") or not _LDH_LABEL.fullmatch(alabel):
         raise AddressError(f"label {_show(label)} does not convert to an LDH A-label")
     return alabel.lower()
+
+
+def _check_unmapped(text: str, label: str) -> None:
+    """Refuse ``text`` (``label``, or what is left of it, see :func:`_idna2008_a_label`)
+    when IDNA 2003's nameprep (RFC 3491) refuses it, or maps it to any other string than
+    its lowercase: a look-alike or compatibility spelling would otherwise silently
+    become another domain."""
+    try:
+        mapped = encodings.idna.nameprep(text)
+    except (UnicodeError, ValueError) as exc:
+        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+    if mapped != text.lower():
+        it = "it" if text == label else _show(text)
+        raise AddressError(
+            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn {it} "
+            f"into {_show(mapped)}"
+        )
+
+
+def _idna2008_a_label(label: str) -> str:
+    """The A-label of a U-label holding ß, ς, ZWJ or ZWNJ, which IDNA 2008 keeps and
+    IDNA 2003 maps away (:mod:`smtpcore._idna_deviations`).
+
+    Nothing else is let through that a label without them would not be: set aside, the
+    rest of the label passes :func:`_check_unmapped` as any label does; the whole label
+    passes nameprep's prohibitions and bidi rule (ß and ς are left-to-right letters);
+    a joiner stands where RFC 5892 appendix A allows it. Lowercased one character at a
+    time: :meth:`str.lower` would make a final capital sigma ``ς``, which IDNA 2003
+    makes sigma (U+03C3)."""
+    problem = joiner_problem(label)
+    if problem is not None:
+        raise AddressError(f"label {_show(label)} {problem}")
+    rest = without_deviations(label)
+    if rest:
+        _check_unmapped(rest, label)
+    try:
+        encodings.idna.nameprep(label)
+    except (UnicodeError, ValueError) as exc:
+        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+    lowered = "".join(char.lower() for char in label)
+    if not unicodedata.is_normalized("NFC", lowered):
+        raise AddressError(f"label {_show(label)} is not in normalized form (NFC, RFC 5891 §5.4)")
+    if lowered[2:4] == "--":
+        raise AddressError(
+            f"label {_show(label)} has hyphens in its third and fourth places (RFC 5891 §4.2.3.1)"
+        )
+    alabel = a_label(lowered)
+    if len(alabel) > MAX_LABEL_OCTETS:
+        raise AddressError(
+            f"label {_show(label)} is {len(alabel)} octets in A-label form, "
+            f"over {MAX_LABEL_OCTETS}"
+        )
+    return alabel
 
 
 def _format_ipv6(addr: ipaddress.IPv6Address) -> str:
