@@ -95,8 +95,9 @@ def test_a_host_name_with_sharp_s_has_its_a_label() -> None:
         ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.ir", "NON-JOINER"),
         # Beside ß, a character IDNA 2003 maps still refuses the label.
         ("ßa\u00ad.test", "normalized"),  # a soft hyphen, mapped to nothing
-        ("stra\u1e9ee.test", "normalized"),  # capital sharp s, mapped to ss
-        ("ß\u1e9e.test", "normalized"),
+        # Capital sharp s (Unicode 5.1), which IDNA 2003 has no tables for.
+        ("stra\u1e9ee.test", "unassigned in Unicode"),
+        ("ß\u1e9e.test", "unassigned in Unicode"),
         ("ß\uff41.test", "normalized"),  # a fullwidth letter, mapped to a
         ("ßb\u0307.test", "normalized"),  # not NFKC: IDNA 2003 composes it
         ("ß\ue000.test", "IDNA"),  # private use: prohibited (RFC 3454 C.3)
@@ -178,3 +179,45 @@ def test_a_label_with_deviations_takes_nothing_the_rest_would_not_pass(label: st
         return
     decoded = a_label.removeprefix("xn--").encode("ascii").decode("punycode")
     assert decoded == unicodedata.normalize("NFC", "".join(char.lower() for char in label))
+
+
+# Code points unassigned in Unicode 3.2, nameprep's version (RFC 3454 table A.1): the
+# standard library's nameprep neither maps them (its NFKC is 3.2's) nor gives them a bidi
+# class, so a label holding one got an A-label IDNA 2008 does not make (UTS #46 maps
+# U+1D40 to "t": "ᵀestß" is xn--test-yna, not xn--est-7ka5347a) or passed a bidi
+# rule IDNA 2008 applies (an Arabic letter added in Unicode 4.1 beside ß).
+UNASSIGNED_IN_3_2 = [
+    "\u1d40est",  # MODIFIER LETTER CAPITAL T (4.0): UTS #46 makes it t
+    "\u1d40est\u00df",
+    "\u1c80a",  # CYRILLIC SMALL LETTER ROUNDED VE (9.0): UTS #46 makes it в
+    "\u1c80\u00df",
+    "\u1d69a",  # GREEK SUBSCRIPT SMALL LETTER BETA (4.0): UTS #46 makes it β
+    "\u1dba\u00df",
+    "\uab81a",  # CHEROKEE SMALL LETTER (8.0): UTS #46 makes it the capital
+    "\u13b1\u03c2",  # a Cherokee capital, which str.lower() makes U+AB81
+    # Right-to-left letters newer than 3.2, which nameprep's bidi rule does not see.
+    "\u00df\u0750",  # ARABIC LETTER BEH WITH THREE DOTS ... (4.1)
+    "\u0750\u00df",
+    "\u0750\u03c2\u0750",
+    "\u08a0\u00df",  # ARABIC LETTER BEH WITH SMALL V BELOW (6.1)
+    "\u08a0a",
+    "a\u0750",
+    "\u07ca\u00df",  # NKO LETTER A (5.0)
+    "\U00010a10\U00010a3f\u200c",  # Kharoshthi (4.1), its virama before a ZWNJ
+]
+
+
+@pytest.mark.parametrize("label", UNASSIGNED_IN_3_2)
+def test_a_code_point_unassigned_in_unicode_3_2_is_refused(label: str) -> None:
+    """RFC 3490 §7: stored strings must not hold unassigned code points. Refused in
+    every caller, with or without a deviation character in the label."""
+    for check in _checks():
+        with pytest.raises(ValueError, match=r"unassigned in Unicode 3\.2"):
+            check(f"mx.{label}.test")
+
+
+def test_labels_of_unicode_3_2_are_still_converted() -> None:
+    """The check is on what IDNA 2003 has tables for, no wider."""
+    assert normalize_domain("bücher.test") == "xn--bcher-kva.test"
+    assert normalize_domain("\u0628\u0627.test") == "xn--mgbb.test"  # Arabic of 3.2
+    assert normalize_domain("straße.test") == "xn--strae-oqa.test"

@@ -5,28 +5,22 @@ value, so every rule that keeps an address safe to write back on the wire lives 
 the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
-Internationalized domain labels are checked with the standard library's
-``encodings.idna``, which implements IDNA 2003 (RFC 3490), not IDNA 2008 (RFC 5891). To
-avoid the two standards silently naming different hosts, a U-label that IDNA 2003 would
-map to another string (a soft hyphen, a compatibility form; uppercase aside) is rejected
-instead of converted. The exceptions are the four characters IDNA 2008 keeps where IDNA
-2003 maps them (``ß``, final sigma, ZWJ and ZWNJ, :mod:`smtpcore._idna_deviations`): a
-label holding them is converted as IDNA 2008 does (``straße``: ``xn--strae-oqa``), and
-the rest of it is held to the IDNA 2003 checks.
+Internationalized domain labels are converted to A-labels by :mod:`smtpcore._idna`, which
+holds them to IDNA 2003's checks (the standard library's ``encodings.idna``) and takes the
+four characters IDNA 2008 keeps (``ß``, final sigma, ZWJ and ZWNJ) the IDNA 2008 way: a
+label the two standards would make different domains of is refused, never converted.
 """
 
 from __future__ import annotations
 
-import encodings.idna
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
-from smtpcore._idna_deviations import DEVIATIONS, a_label, joiner_problem, without_deviations
+from smtpcore._idna import LabelError, to_a_label
 from smtpcore._numbers import is_digits
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 
@@ -80,9 +74,6 @@ _IPV4_TAIL = re.compile(r"(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")  # IPv6v4-full
 _FORBIDDEN = re.compile(f"{FORBIDDEN_IN_ADDRESSES.pattern}|[\ud800-\udfff]")
 # What _check_chars looks at any further: printable ASCII alone is checked in one search.
 _NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
-# Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
-# accept, so these must not hide inside a label.
-_IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
 _CHAR_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\t": "TAB"}
 
 # The common case, checked with two compiled patterns before the full rules run:
@@ -201,73 +192,10 @@ def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
                 "and inner hyphens (RFC 5321 §4.1.2 sub-domain)"
             )
         return label.lower()
-    if _IDEOGRAPHIC_DOTS.intersection(label):
-        raise AddressError(f"label {_show(label)} contains a non-ASCII full stop")
-    if label.startswith("-") or label.endswith("-"):
-        raise AddressError(f"label {_show(label)} starts or ends with a hyphen")
-    if unicodedata.category(label[0]).startswith("M"):
-        # IDNA 2003's nameprep, below, lets such a label through.
-        raise AddressError(
-            f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)"
-        )
-    if not DEVIATIONS.isdisjoint(label):
-        alabel = _idna2008_a_label(label)
-    else:
-        try:
-            alabel = encodings.idna.ToASCII(label).decode("ascii")
-        except (UnicodeError, ValueError) as exc:
-            raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-        _check_unmapped(label, label)
-    if not alabel.startswith("xn--") or not _LDH_LABEL.fullmatch(alabel):
-        raise AddressError(f"label {_show(label)} does not convert to an LDH A-label")
-    return alabel.lower()
-
-
-def _check_unmapped(text: str, label: str) -> None:
-    """Refuse ``text`` (``label``, or what is left of it, see :func:`_idna2008_a_label`)
-    when IDNA 2003's nameprep (RFC 3491) refuses it, or maps it to any other string than
-    its lowercase: a look-alike or compatibility spelling would otherwise silently
-    become another domain."""
     try:
-        mapped = encodings.idna.nameprep(text)
-    except (UnicodeError, ValueError) as exc:
-        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-    if mapped != text.lower():
-        it = "it" if text == label else _show(text)
-        raise AddressError(
-            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn {it} "
-            f"into {_show(mapped)}"
-        )
-
-
-def _idna2008_a_label(label: str) -> str:
-    """The A-label of a U-label holding ß, ς, ZWJ or ZWNJ, which IDNA 2008 keeps and
-    IDNA 2003 maps away (:mod:`smtpcore._idna_deviations`).
-
-    Nothing else is let through that a label without them would not be: set aside, the
-    rest of the label passes :func:`_check_unmapped` as any label does; the whole label
-    passes nameprep's prohibitions and bidi rule (ß and ς are left-to-right letters);
-    a joiner stands where RFC 5892 appendix A allows it. Lowercased one character at a
-    time: :meth:`str.lower` would make a final capital sigma ``ς``, which IDNA 2003
-    makes sigma (U+03C3)."""
-    problem = joiner_problem(label)
-    if problem is not None:
-        raise AddressError(f"label {_show(label)} {problem}")
-    rest = without_deviations(label)
-    if rest:
-        _check_unmapped(rest, label)
-    try:
-        encodings.idna.nameprep(label)
-    except (UnicodeError, ValueError) as exc:
-        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-    lowered = "".join(char.lower() for char in label)
-    if not unicodedata.is_normalized("NFC", lowered):
-        raise AddressError(f"label {_show(label)} is not in normalized form (NFC, RFC 5891 §5.4)")
-    if lowered[2:4] == "--":
-        raise AddressError(
-            f"label {_show(label)} has hyphens in its third and fourth places (RFC 5891 §4.2.3.1)"
-        )
-    alabel = a_label(lowered)
+        alabel = to_a_label(label)
+    except LabelError as exc:
+        raise AddressError(str(exc)) from None
     if len(alabel) > MAX_LABEL_OCTETS:
         raise AddressError(
             f"label {_show(label)} is {len(alabel)} octets in A-label form, "

@@ -1,0 +1,171 @@
+"""A non-ASCII domain label (a U-label) to its A-label (``xn--``), or the reason it has none.
+
+The standard library's ``encodings.idna`` implements IDNA 2003 (RFC 3490, nameprep RFC
+3491), not IDNA 2008 (RFC 5890-5892), which SMTPUTF8 (RFC 6531) relies on. Where the two
+would name different domains, a label is refused rather than converted, so that a
+look-alike spelling never silently becomes another domain:
+
+- a label IDNA 2003 would map to another string than its lowercase (a soft hyphen, a
+  fullwidth or other compatibility form) is refused;
+- a code point unassigned in Unicode 3.2, nameprep's version (RFC 3454 table A.1), is
+  refused: nameprep's tables know nothing of it (no mapping, no bidi class), and stored
+  strings must not hold one (RFC 3490 §7);
+- the four characters IDNA 2008 keeps where IDNA 2003 maps them (UTS #46 §6,
+  "deviations": ß, final sigma ς, ZWJ and ZWNJ) are taken the IDNA 2008 way
+  (``straße``: ``xn--strae-oqa``, never ``strasse``), the rest of such a label held to
+  the IDNA 2003 checks.
+
+Stdlib only: :mod:`encodings.idna`, :mod:`stringprep`, :mod:`unicodedata` and the
+``punycode`` codec. :mod:`smtpcore.address` checks ASCII labels and the limits.
+"""
+
+from __future__ import annotations
+
+import encodings.idna
+import re
+import stringprep
+import unicodedata
+from typing import Final
+
+__all__ = ["DEVIATIONS", "LabelError", "to_a_label"]
+
+DEVIATIONS: Final = frozenset("\u00df\u03c2\u200c\u200d")
+"""ß, final sigma, ZWNJ and ZWJ: all IDNA 2008 keeps that IDNA 2003 maps (UTS #46 §6)."""
+
+_ZWNJ: Final = "\u200c"
+_ZWJ: Final = "\u200d"
+_VIRAMA: Final = 9
+"""Canonical_Combining_Class Virama (RFC 5892 appendix A.1, A.2)."""
+_IDEOGRAPHIC_DOTS: Final = frozenset("\u3002\uff0e\uff61")
+"""Label separators IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one taken."""
+_LDH_LABEL: Final = re.compile(r"xn--[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+
+
+class LabelError(ValueError):
+    """A U-label with no A-label; the message names the label and says why."""
+
+
+def _show(text: str) -> str:
+    """Repr of ``text`` cut short, so error messages stay one readable line."""
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "..."
+
+
+def to_a_label(label: str) -> str:
+    """The lowercase A-label of the non-ASCII ``label``, or :class:`LabelError`.
+
+    ``label`` has passed the address parser's character checks (no control, no
+    surrogate). Its length in A-label form is the caller's to check."""
+    if _IDEOGRAPHIC_DOTS.intersection(label):
+        raise LabelError(f"label {_show(label)} contains a non-ASCII full stop")
+    if label.startswith("-") or label.endswith("-"):
+        raise LabelError(f"label {_show(label)} starts or ends with a hyphen")
+    if unicodedata.category(label[0]).startswith("M"):
+        # IDNA 2003's nameprep lets such a label through.
+        raise LabelError(f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)")
+    _refuse_unassigned(label, label)
+    convert = _idna2003_a_label if DEVIATIONS.isdisjoint(label) else _idna2008_a_label
+    alabel = convert(label).lower()
+    if not _LDH_LABEL.fullmatch(alabel):
+        raise LabelError(f"label {_show(label)} does not convert to an LDH A-label")
+    return alabel
+
+
+def _refuse_unassigned(text: str, label: str) -> None:
+    """Refuse ``text`` (``label``, or what a step made of it) when it holds a code point
+    unassigned in Unicode 3.2 (RFC 3454 table A.1). Nameprep neither maps nor bidi-checks
+    such a character (``ᵀ``, U+1D40, stays; an Arabic letter added after 3.2 passes as
+    neither left-to-right nor right-to-left), so IDNA 2008 would name another domain or
+    refuse the label; RFC 3490 §7 keeps them out of stored strings."""
+    for char in text:
+        if stringprep.in_table_a1(char):
+            raise LabelError(
+                f"label {_show(label)} holds U+{ord(char):04X}, unassigned in Unicode 3.2, "
+                "which IDNA 2003 has no tables for (RFC 3454 table A.1, RFC 3490 §7)"
+            )
+
+
+def _nameprep(text: str, label: str) -> str:
+    """IDNA 2003's nameprep of ``text`` (RFC 3491: mapping, NFKC, prohibitions and bidi
+    rule), its output free of unassigned code points."""
+    try:
+        mapped = encodings.idna.nameprep(text)
+    except (UnicodeError, ValueError) as exc:
+        raise LabelError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+    _refuse_unassigned(mapped, label)
+    return mapped
+
+
+def _check_unmapped(text: str, label: str) -> None:
+    """Refuse ``text`` (``label``, or what is left of it, see :func:`_idna2008_a_label`)
+    when nameprep refuses it, or maps it to any other string than its lowercase."""
+    mapped = _nameprep(text, label)
+    if mapped != text.lower():
+        it = "it" if text == label else _show(text)
+        raise LabelError(
+            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn {it} "
+            f"into {_show(mapped)}"
+        )
+
+
+def _idna2003_a_label(label: str) -> str:
+    """The A-label of a label without deviations, as IDNA 2003's ToASCII makes it
+    (RFC 3490 §4.1), once nameprep is known to change nothing but case."""
+    try:
+        alabel = encodings.idna.ToASCII(label).decode("ascii")
+    except (UnicodeError, ValueError) as exc:
+        raise LabelError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
+    _check_unmapped(label, label)
+    return alabel
+
+
+def _idna2008_a_label(label: str) -> str:
+    """The A-label of a label holding ß, ς, ZWJ or ZWNJ, which IDNA 2008 keeps.
+
+    Nothing else is let through that a label without them would not be: set aside, the
+    rest of the label passes :func:`_check_unmapped` as any label does; the whole label
+    passes nameprep's prohibitions and bidi rule (ß and ς are left-to-right letters);
+    a joiner stands where RFC 5892 appendix A allows it. Lowercased one character at a
+    time: :meth:`str.lower` would make a final capital sigma ``ς``, which IDNA 2003
+    makes sigma (U+03C3)."""
+    problem = _joiner_problem(label)
+    if problem is not None:
+        raise LabelError(f"label {_show(label)} {problem}")
+    rest = "".join(char for char in label if char not in DEVIATIONS)
+    if rest:
+        _check_unmapped(rest, label)
+    _nameprep(label, label)
+    lowered = "".join(char.lower() for char in label)
+    _refuse_unassigned(lowered, label)
+    if not unicodedata.is_normalized("NFC", lowered):
+        raise LabelError(f"label {_show(label)} is not in normalized form (NFC, RFC 5891 §5.4)")
+    if lowered[2:4] == "--":
+        raise LabelError(
+            f"label {_show(label)} has hyphens in its third and fourth places (RFC 5891 §4.2.3.1)"
+        )
+    # RFC 5891 §4.4: the ACE prefix and the Punycode (RFC 3492), ß and ς kept.
+    return "xn--" + lowered.encode("punycode").decode("ascii")
+
+
+def _joiner_problem(label: str) -> str | None:
+    """Why a ZWJ or ZWNJ in ``label`` stands where RFC 5892 appendix A does not allow
+    it, or None.
+
+    ZWJ is valid only right after a virama (A.2). ZWNJ is valid after a virama, or
+    between letters that join (A.1), a rule on Unicode's Joining_Type property, which
+    the standard library lacks: that second context is refused here, never guessed."""
+    for index, char in enumerate(label):
+        if char != _ZWJ and char != _ZWNJ:
+            continue
+        if index > 0 and unicodedata.combining(label[index - 1]) == _VIRAMA:
+            continue
+        if char == _ZWJ:
+            return (
+                f"has ZERO WIDTH JOINER (U+200D) at index {index} not right after a "
+                "virama (RFC 5892 appendix A.2)"
+            )
+        return (
+            f"has ZERO WIDTH NON-JOINER (U+200C) at index {index} not right after a "
+            "virama (RFC 5892 appendix A.1; its other context, between joining "
+            "letters, is not taken)"
+        )
+    return None
