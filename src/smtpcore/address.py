@@ -5,8 +5,8 @@ value, so every rule that keeps an address safe to write back on the wire lives 
 the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
-Internationalized domain labels are converted to A-labels by :mod:`smtpcore._idna`, which
-holds them to IDNA 2003's checks (the standard library's ``encodings.idna``) and takes the
+Internationalized domain labels are converted to A-labels in one module of their own,
+which holds them to IDNA 2003's checks (the standard library's ``encodings.idna``) and takes the
 four characters IDNA 2008 keeps (``ß``, final sigma, ZWJ and ZWNJ) the IDNA 2008 way: a
 label the two standards would make different domains of is refused, never converted.
 """

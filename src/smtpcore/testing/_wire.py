@@ -50,7 +50,7 @@ def checked_host(host: object) -> str:
     encode a name with the IDNA codec, which refuses an empty label (``a..b``) or one
     over 63 octets (RFC 1035 §2.3.4) with a UnicodeError, and so only at the first
     connection, halfway through a run: asked first, it is the caller's mistake. A
-    non-ASCII name comes back in its A-label form (:func:`~smtpcore._dial_name.dial_name`):
+    non-ASCII name comes back in its A-label form, as the clients use it:
     the codec is IDNA 2003, and would connect ``mx.straße.test`` to ``mx.strasse.test``."""
     if not isinstance(host, str):
         raise ValueError(f"{host!r} is no host name or address")
