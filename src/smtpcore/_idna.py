@@ -8,8 +8,11 @@ look-alike spelling never silently becomes another domain:
 - a label IDNA 2003 would map to another string than its lowercase (a soft hyphen, a
   fullwidth or other compatibility form) is refused;
 - a code point unassigned in Unicode 3.2, nameprep's version (RFC 3454 table A.1), is
-  refused: nameprep's tables know nothing of it (no mapping, no bidi class), and stored
-  strings must not hold one (RFC 3490 §7);
+  refused where nameprep's ignorance of it could change the result (see
+  :func:`newer_char_problem`: a decomposition, a case mapping, a direction other than
+  left-to-right, no letter, mark or digit, a default-ignorable character); the rest, the
+  everyday letters of scripts Unicode added or completed since (Burmese, Tifinagh,
+  Malayalam chillus, CJK), are converted as IDNA 2008 converts them;
 - the four characters IDNA 2008 keeps where IDNA 2003 maps them (UTS #46 §6,
   "deviations": ß, final sigma ς, ZWJ and ZWNJ) are taken the IDNA 2008 way
   (``straße``: ``xn--strae-oqa``, never ``strasse``), the rest of such a label held to
@@ -27,7 +30,7 @@ import stringprep
 import unicodedata
 from typing import Final
 
-__all__ = ["DEVIATIONS", "LabelError", "to_a_label"]
+__all__ = ["DEVIATIONS", "LabelError", "newer_char_problem", "to_a_label"]
 
 DEVIATIONS: Final = frozenset("\u00df\u03c2\u200c\u200d")
 """ß, final sigma, ZWNJ and ZWJ: all IDNA 2008 keeps that IDNA 2003 maps (UTS #46 §6)."""
@@ -62,7 +65,7 @@ def to_a_label(label: str) -> str:
     if unicodedata.category(label[0]).startswith("M"):
         # IDNA 2003's nameprep lets such a label through.
         raise LabelError(f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)")
-    _refuse_unassigned(label, label)
+    _refuse_untrusted(label, label)
     convert = _idna2003_a_label if DEVIATIONS.isdisjoint(label) else _idna2008_a_label
     alabel = convert(label).lower()
     if not _LDH_LABEL.fullmatch(alabel):
@@ -70,28 +73,101 @@ def to_a_label(label: str) -> str:
     return alabel
 
 
-def _refuse_unassigned(text: str, label: str) -> None:
+_TRUSTED_CATEGORIES: Final = frozenset({"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"})
+"""General categories IDNA 2008 derives PVALID from (RFC 5892 §2.1 LetterDigits)."""
+_TRUSTED_BIDI: Final = frozenset({"L", "NSM", "EN"})
+"""Bidi classes that leave a label left-to-right: the only ones nameprep's rule assumes
+of a character it does not know (RFC 3454 §6 has tables D.1 and D.2 of 3.2 only)."""
+_DEFAULT_IGNORABLE_MARKS: Final = ((0x180B, 0x180F), (0xFE00, 0xFE0F), (0xE0100, 0xE01EF))
+"""Variation selectors (Mongolian's among them): nonspacing marks that are
+default-ignorable (Unicode's DerivedCoreProperties), which the standard library does not
+list; every other default-ignorable character is a format control or unassigned."""
+_CONJOINING_JAMO: Final = ((0x1100, 0x11FF), (0xA960, 0xA97F), (0xD7B0, 0xD7FF))
+"""Conjoining Hangul jamo, which IDNA 2008 disallows (RFC 5892 §2.9, OldHangulJamo)."""
+_IGNORABLE_BLOCKS: Final = ((0x20D0, 0x20FF), (0x1D100, 0x1D24F))
+"""Combining marks for symbols and musical notation, blocks IDNA 2008 disallows (RFC 5892
+§2.4, IgnorableBlocks)."""
+
+
+def _in_ranges(char: str, ranges: tuple[tuple[int, int], ...]) -> bool:
+    """Whether ``char`` falls in one of the inclusive code point ``ranges``."""
+    return any(low <= ord(char) <= high for low, high in ranges)
+
+
+def newer_char_problem(char: str) -> str | None:
+    """Why ``char``, unassigned in Unicode 3.2 (RFC 3454 table A.1), cannot be trusted to
+    the standard library's IDNA 2003 tables, or None when it can.
+
+    Nameprep passes such a character through unchanged, unmapped, unnormalized and
+    without a direction, which is exactly what IDNA 2008 does with a lowercase letter,
+    mark or digit that has no other form: those (``မြန်မာ``'s U+103C, ``উৎসব``'s
+    khanda ta, ``അവൻ``'s chillu, Tifinagh, CJK of Unicode 4.1 on) convert to the
+    A-label IDNA 2008 makes. Each clause names where the two would part:
+
+    - unassigned today: nothing at all is known of it;
+    - a decomposition: IDNA 2008 (UTS #46) maps a compatibility form (``ᵀ``, U+1D40,
+      to ``t``) and requires NFC, which nameprep's 3.2 NFKC does not apply to it;
+    - a case mapping (lowercasing or case-folding changes it): UTS #46 maps it to
+      another letter (``ẞ`` to ``ß``, Cherokee small to capital), nameprep leaves it;
+    - no letter, mark or digit (a symbol, an emoji, punctuation): IDNA 2008 disallows
+      it (RFC 5892 §2.1);
+    - a bidi class other than L, NSM or EN: nameprep's bidi rule (RFC 3491 §6) does
+      not see a right-to-left letter it does not know (U+0750, Unicode 4.1, beside ``ß``), while
+      IDNA 2008's (RFC 5893) does;
+    - a variation selector or another default-ignorable mark: UTS #46 maps it to
+      nothing, nameprep's table B.1 does not know it, so the two would name different
+      domains;
+    - a conjoining Hangul jamo, or a mark for symbols or musical notation: IDNA 2008
+      disallows them (RFC 5892 §2.9, §2.4)."""
+    category = unicodedata.category(char)
+    if category == "Cn":
+        return "unassigned in this Python's Unicode too"
+    if unicodedata.decomposition(char):
+        return "has a decomposition IDNA 2008 applies and IDNA 2003 does not know"
+    if char.lower() != char or unicodedata.normalize("NFKC", char.casefold()) != char:
+        return "has a case mapping IDNA 2008 applies and IDNA 2003 does not know"
+    if category not in _TRUSTED_CATEGORIES:
+        return "is no letter, mark or digit"
+    if unicodedata.bidirectional(char) not in _TRUSTED_BIDI:
+        return "is right-to-left or neutral, which IDNA 2003's bidi rule does not see"
+    if _in_ranges(char, _DEFAULT_IGNORABLE_MARKS):
+        return "is a default-ignorable variation selector"
+    if _in_ranges(char, _CONJOINING_JAMO):
+        return "is a conjoining Hangul jamo, which IDNA 2008 disallows"
+    if _in_ranges(char, _IGNORABLE_BLOCKS):
+        return "is a mark for symbols or music, which IDNA 2008 disallows"
+    return None
+
+
+def _refuse_untrusted(text: str, label: str) -> None:
     """Refuse ``text`` (``label``, or what a step made of it) when it holds a code point
-    unassigned in Unicode 3.2 (RFC 3454 table A.1). Nameprep neither maps nor bidi-checks
-    such a character (``ᵀ``, U+1D40, stays; an Arabic letter added after 3.2 passes as
-    neither left-to-right nor right-to-left), so IDNA 2008 would name another domain or
-    refuse the label; RFC 3490 §7 keeps them out of stored strings."""
+    unassigned in Unicode 3.2 that :func:`newer_char_problem` does not trust, or when,
+    holding any, it is not in NFC: nameprep's 3.2 normalization does not reorder a mark
+    it does not know, IDNA 2008 requires NFC (RFC 5891 §5.4)."""
+    newer = False
     for char in text:
-        if stringprep.in_table_a1(char):
+        if not stringprep.in_table_a1(char):
+            continue
+        newer = True
+        problem = newer_char_problem(char)
+        if problem is not None:
             raise LabelError(
-                f"label {_show(label)} holds U+{ord(char):04X}, unassigned in Unicode 3.2, "
-                "which IDNA 2003 has no tables for (RFC 3454 table A.1, RFC 3490 §7)"
+                f"label {_show(label)} holds U+{ord(char):04X}, unassigned in Unicode 3.2 "
+                f"(IDNA 2003's tables, RFC 3454 table A.1), which {problem}"
             )
+    if newer and not unicodedata.is_normalized("NFC", text):
+        raise LabelError(f"label {_show(label)} is not in normalized form (NFC, RFC 5891 §5.4)")
 
 
 def _nameprep(text: str, label: str) -> str:
     """IDNA 2003's nameprep of ``text`` (RFC 3491: mapping, NFKC, prohibitions and bidi
-    rule), its output free of unassigned code points."""
+    rule), its output free of code points newer than Unicode 3.2 that it cannot be
+    trusted with."""
     try:
         mapped = encodings.idna.nameprep(text)
     except (UnicodeError, ValueError) as exc:
         raise LabelError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-    _refuse_unassigned(mapped, label)
+    _refuse_untrusted(mapped, label)
     return mapped
 
 
@@ -135,7 +211,7 @@ def _idna2008_a_label(label: str) -> str:
         _check_unmapped(rest, label)
     _nameprep(label, label)
     lowered = "".join(char.lower() for char in label)
-    _refuse_unassigned(lowered, label)
+    _refuse_untrusted(lowered, label)
     if not unicodedata.is_normalized("NFC", lowered):
         raise LabelError(f"label {_show(label)} is not in normalized form (NFC, RFC 5891 §5.4)")
     if lowered[2:4] == "--":
