@@ -4,6 +4,7 @@ socket layer's and :mod:`ssl`'s IDNA 2003 codec would make of it (``mx.strasse.t
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -141,10 +142,54 @@ def test_a_host_idna_refuses_is_refused_when_the_client_is_built(adapter: str) -
             make("127.0.0.1", server_hostname="a\u200db.test")
 
 
+LONGEST_NAME = ".".join(["x" * 63] * 3 + ["y" * 61])  # 253 characters, 255 octets in DNS
+
+
 def test_names_that_need_no_conversion_are_kept() -> None:
-    for name in ("MX.Example", "127.0.0.1", "::1", "fe80::1%\u00e9", "localhost"):
+    names = ("MX.Example", "mx.example.", "127.0.0.1", "::1", "fe80::1%\u00e9", "localhost")
+    for name in (*names, "[::1]", "x" * 63 + ".example", LONGEST_NAME, LONGEST_NAME + "."):
         assert dial_name(name) == name
-    assert dial_name("Bücher.example.") == "xn--bcher-kva.example"
+
+
+def test_a_trailing_dot_is_kept_after_converting() -> None:
+    """``straße.`` is the root-anchored name, as ``mx.example.`` is: the dot stays."""
+    assert dial_name("Bücher.example.") == "xn--bcher-kva.example."
+    assert dial_name("straße.") == "xn--strae-oqa."
+    assert dial_name("mx.straße.test") == "mx.xn--strae-oqa.test"
+
+
+BAD_ASCII_HOSTS = [
+    ("mx.a..b", "empty label"),
+    (".mx.example", "empty label"),
+    ("mx.example..", "empty label"),
+    ("", "empty name"),
+    (".", "empty name"),
+    ("x" * 64 + ".test", "over 63 octets"),
+    (LONGEST_NAME + "y", "over 255 octets"),
+]
+
+
+@pytest.mark.parametrize(("host", "why"), BAD_ASCII_HOSTS)
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_bad_ascii_host_is_refused_when_the_client_is_built(
+    adapter: str, host: str, why: str
+) -> None:
+    """The socket layer's IDNA codec refused such a name with a bare UnicodeError at the
+    first connection, outside the clients' error family; a bad non-ASCII name was a
+    ValueError when the client was built, and so is this one now."""
+    mod = module(adapter)
+    refusal = re.escape(f"{host!r} is no host name or address: ") + f".*{why}"
+    makers = (mod.SMTPClient, mod.POP3Client, sync.SMTPClient, sync.POP3Client)
+    for make in makers:
+        with pytest.raises(ValueError, match=f"^host {refusal}"):
+            make(host)
+        if host:  # an empty server_hostname is none: the host's name is used
+            with pytest.raises(ValueError, match=f"^server_hostname {refusal}"):
+                make("127.0.0.1", server_hostname=host)
+    with pytest.raises(ValueError, match=why):
+        ScriptedClient(host, 25, [])
+    with pytest.raises(ValueError, match=why):
+        checked_host(host)
 
 
 def test_the_testing_clients_connect_to_the_a_label() -> None:

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ClassVar, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
-from smtpcore._dial_name import dial_name
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._transport import Link
 from smtpcore._ip import host_port
@@ -124,18 +123,6 @@ class BaseClient:
     allow_plaintext_auth: bool = False
     """Whether a login may show a reusable secret (a password, a bearer token) on a
     session without TLS (RFC 2595 §2.2, RFC 4954 §4); false by default."""
-
-    def _name_server(self, host: str, server_hostname: str | None) -> None:
-        """Set :attr:`host` and :attr:`server_hostname` (``host`` when not given), a non-ASCII
-        name in its A-label form (:func:`~smtpcore._dial_name.dial_name`): given a
-        U-label, the socket layer and :mod:`ssl` would use IDNA 2003 and connect to,
-        and check the certificate of, another domain (``mx.straße.test`` as
-        ``mx.strasse.test``). ``ValueError`` for a name IDNA refuses, when the client
-        is built rather than at its first connection."""
-        self.host = dial_name(host)
-        self.server_hostname = (
-            dial_name(server_hostname, "server_hostname") if server_hostname else self.host
-        )
 
     def _refuse_without_tls(self, login: str, *, tls: bool) -> None:
         """Refuse ``login``, one that shows a reusable secret (the password itself in

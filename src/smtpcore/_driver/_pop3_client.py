@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
+from smtpcore._dial_name import dial_names
 from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
@@ -247,7 +248,8 @@ class BasePOP3Client(BaseClient):
     :func:`ssl.create_default_context`, which verifies them. A non-ASCII ``host``
     or ``server_hostname`` is used in its A-label form, as IDNA 2008 makes it
     (``mx.straße.test``: ``mx.xn--strae-oqa.test``, never ``mx.strasse.test``);
-    one IDNA refuses is a ``ValueError`` when the client is built. ``pipelining``
+    one IDNA refuses, or a name with an empty label or a label over 63 octets, is a
+    ``ValueError`` when the client is built. ``pipelining``
     forces RFC 2449 pipelining on or off; by default it follows CAPA.
 
     USER/PASS and SASL mechanisms that show a reusable secret (PLAIN, LOGIN,
@@ -283,7 +285,7 @@ class BasePOP3Client(BaseClient):
         allow_plaintext_auth: bool = False,
         trace: Trace | None = None,
     ) -> None:
-        self._name_server(host, server_hostname)
+        self.host, self.server_hostname = dial_names(host, server_hostname)
         self.port = port if port is not None else (995 if tls_on_connect else 110)
         self.tls_on_connect = tls_on_connect
         self.stls = stls

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, TypeAlias
 
-from smtpcore._dial_name import dial_name
+from smtpcore._dial_name import dial_names
 
 __all__ = [
     "Call",
@@ -484,9 +484,8 @@ class ScriptedClient(ScriptedPeer):
         timeout: float = _TIMEOUT,
     ) -> None:
         super().__init__(steps, ssl_context=ssl_context, timeout=timeout)
-        self.host = dial_name(host)
+        self.host, self.server_hostname = dial_names(host, server_hostname)
         self.port = port
-        self.server_hostname = dial_name(server_hostname) if server_hostname else self.host
 
     def run(self) -> None:
         """Connect, play the script, and raise :class:`ScriptMismatch` on a departure."""

@@ -46,22 +46,14 @@ _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
 
 
 def checked_host(host: object) -> str:
-    """``host`` as the socket calls should be given it, else ValueError naming it. They
-    encode a name with the IDNA codec, which refuses an empty label (``a..b``) or one
-    over 63 octets (RFC 1035 §2.3.4) with a UnicodeError, and so only at the first
-    connection, halfway through a run: asked first, it is the caller's mistake. A
-    non-ASCII name comes back in its A-label form, as the clients use it:
-    the codec is IDNA 2003, and would connect ``mx.straße.test`` to ``mx.strasse.test``."""
+    """``host`` as the socket calls should be given it, as the clients give it
+    (:func:`~smtpcore._dial_name.dial_name`: a non-ASCII name in A-label form), else
+    ValueError naming it: an empty label (``a..b``) or one over 63 octets would
+    otherwise fail only at the first connection, halfway through a run, and asked
+    first, it is the caller's mistake."""
     if not isinstance(host, str):
         raise ValueError(f"{host!r} is no host name or address")
-    host = dial_name(host)
-    try:
-        encoded = host.encode("idna")
-    except UnicodeError:
-        encoded = b""
-    if not encoded:
-        raise ValueError(f"{host!r} is no host name or address")
-    return host
+    return dial_name(host)
 
 
 @dataclass(frozen=True, slots=True)
