@@ -182,10 +182,9 @@ def test_a_label_with_deviations_takes_nothing_the_rest_would_not_pass(label: st
 
 
 # Code points unassigned in Unicode 3.2, nameprep's version (RFC 3454 table A.1): the
-# standard library's nameprep neither maps them (its NFKC is 3.2's) nor gives them a bidi
-# class, so a label holding one got an A-label IDNA 2008 does not make (UTS #46 maps
-# U+1D40 to "t": "ᵀestß" is xn--test-yna, not xn--est-7ka5347a) or passed a bidi
-# rule IDNA 2008 applies (an Arabic letter added in Unicode 4.1 beside ß).
+# standard library's nameprep does not map them (its NFKC is 3.2's), so a label holding
+# one got an A-label IDNA 2008 does not make (UTS #46 maps U+1D40 to "t": "ᵀestß" is
+# xn--test-yna, not xn--est-7ka5347a).
 UNASSIGNED_IN_3_2 = [
     "\u1d40est",  # MODIFIER LETTER CAPITAL T (4.0): UTS #46 makes it t
     "\u1d40est\u00df",
@@ -195,15 +194,6 @@ UNASSIGNED_IN_3_2 = [
     "\u1dba\u00df",
     "\uab81a",  # CHEROKEE SMALL LETTER (8.0): UTS #46 makes it the capital
     "\u13b1\u03c2",  # a Cherokee capital, which str.lower() makes U+AB81
-    # Right-to-left letters newer than 3.2, which nameprep's bidi rule does not see.
-    "\u00df\u0750",  # ARABIC LETTER BEH WITH THREE DOTS ... (4.1)
-    "\u0750\u00df",
-    "\u0750\u03c2\u0750",
-    "\u08a0\u00df",  # ARABIC LETTER BEH WITH SMALL V BELOW (6.1)
-    "\u08a0a",
-    "a\u0750",
-    "\u07ca\u00df",  # NKO LETTER A (5.0)
-    "\U00010a10\U00010a3f\u200c",  # Kharoshthi (4.1), its virama before a ZWNJ
 ]
 
 
@@ -213,6 +203,31 @@ def test_a_code_point_unassigned_in_unicode_3_2_is_refused(label: str) -> None:
     every caller, with or without a deviation character in the label."""
     for check in _checks():
         with pytest.raises(ValueError, match=r"unassigned in Unicode 3\.2"):
+            check(f"mx.{label}.test")
+
+
+# Right-to-left letters newer than 3.2, to which the standard library's nameprep gives no
+# direction: its bidi rule (RFC 3454 §6) let them mix with left-to-right letters. The
+# rule is applied with their direction known.
+NEWER_RIGHT_TO_LEFT_BREAKING_THE_BIDI_RULE = [
+    "\u00df\u0750",  # ARABIC LETTER BEH WITH THREE DOTS ... (4.1)
+    "\u0750\u00df",
+    "\u0750\u03c2\u0750",
+    "\u08a0\u00df",  # ARABIC LETTER BEH WITH SMALL V BELOW (6.1)
+    "\u08a0a",
+    "a\u0750",
+    "\u0628a\u0750",  # an Arabic letter of 3.2 first
+    "\u07ca\u00df",  # NKO LETTER A (5.0)
+    "\U0001e922b",  # ADLAM SMALL LETTER ALIF (9.0)
+    "\U00010a10\U00010a3f\u200c",  # Kharoshthi (4.1): a ZWNJ last, no right-to-left letter
+    "\u07ca\u07eb",  # an NKo tone mark last (requirement 3, as for an Arabic vowel sign)
+]
+
+
+@pytest.mark.parametrize("label", NEWER_RIGHT_TO_LEFT_BREAKING_THE_BIDI_RULE)
+def test_a_newer_right_to_left_letter_is_held_to_the_bidi_rule(label: str) -> None:
+    for check in _checks():
+        with pytest.raises(ValueError, match=r"RFC 3454 §6 requirement [23]"):
             check(f"mx.{label}.test")
 
 

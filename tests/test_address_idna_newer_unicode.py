@@ -5,16 +5,21 @@ the standard library's IDNA 2003 cannot be trusted with is refused (smtpcore._id
 
 from __future__ import annotations
 
+import encodings.idna
+import importlib
 import stringprep
 import sys
 import unicodedata
 from collections.abc import Callable
+from importlib.util import find_spec
+from types import ModuleType
 
 import pytest
 
+from peers import missing_peer
 from smtpcore._dial_name import dial_name
 from smtpcore._hostname import a_label_hostname
-from smtpcore._idna import newer_char_problem
+from smtpcore._idna import _nameprep, newer_char_problem
 from smtpcore.address import Mailbox, normalize_domain, normalize_host_name, parse_mailbox
 from smtpcore.routing import LocalDelivery, Router
 from smtpcore.server.config import ServerConfig
@@ -32,6 +37,8 @@ def _checks() -> list[Callable[[str], object]]:
     ]
 
 
+ALEF = "\u05d0"  # HEBREW LETTER ALEF, right-to-left in Unicode 3.2
+
 # Each A-label is the one the idna package (IDNA 2008, UTS #46 nontransitional) makes,
 # and the one the previous release made, before it refused these words.
 LIVING_WORDS = [
@@ -43,6 +50,16 @@ LIVING_WORDS = [
     ("\u2d30\u2d4e\u2d30\u2d63\u2d49\u2d56", "xn--4lja9esa6b8d"),  # Tifinagh "amazigh" (4.1)
     ("\u0515\u0430", "xn--80a17b"),  # Cyrillic U+0515 (5.1)
     ("\u9fc3\u4e2d", "xn--fiqx20r"),  # CJK U+9FC3 (5.1)
+    # Right-to-left scripts, held to nameprep's bidi rule with their direction known.
+    ("\u0628\u0750\u0627", "xn--mgbb20g"),  # Arabic Supplement U+0750 (4.1)
+    ("\u0750\u0627", "xn--mgb70d"),  # the same letter first, IDNA 2003 alone refuses it
+    ("\u08a0\u0627", "xn--mgb97j"),  # Arabic Extended-A U+08A0 (6.1)
+    ("\u07d2\u07de\u07cf", "xn--qsbf0b"),  # NKo "N'Ko" (5.0)
+    ("\U0001e922\U0001e923\U0001e924\U0001e922\U0001e925", "xn--9d6haceg"),  # Adlam (9.0)
+    ("\u0800\u0801", "xn--4tbc"),  # Samaritan (5.2)
+    ("\u0840\u0841", "xn--yvbc"),  # Mandaic (6.0)
+    ("\u0860\u0861", "xn--vwbc"),  # Syriac Supplement (10.0)
+    ("\u07501\u0627", "xn--1-zmc30g"),  # a European digit inside, as RFC 3454 §6 lets it
 ]
 
 
@@ -61,16 +78,33 @@ def test_living_words_newer_than_unicode_3_2_convert_as_idna_2008_does(
     assert config.domains == (f"{a_label}.test",)
 
 
+def _idna_package() -> ModuleType:
+    """The idna package (IDNA 2008 and UTS #46), a test dependency: a developer without
+    it skips the comparisons, CI fails them."""
+    if find_spec("idna") is None:
+        missing_peer("the idna package is not installed (the 'test' extra)")
+    return importlib.import_module("idna")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the idna package's Unicode")
+@pytest.mark.parametrize(("label", "a_label"), LIVING_WORDS)
+def test_the_a_labels_are_the_ones_idna_2008_makes(label: str, a_label: str) -> None:
+    idna = _idna_package()
+    assert idna.encode(label, uts46=True).decode("ascii") == a_label
+
+
 # What each clause of newer_char_problem keeps out, on top of the cases of
-# test_address_idna2008.UNASSIGNED_IN_3_2 (a decomposition, a case mapping, a
-# right-to-left letter).
+# test_address_idna2008.UNASSIGNED_IN_3_2 (a decomposition, a case mapping).
 UNTRUSTED = [
     ("\U0001f600", "no letter, mark or digit"),  # an emoji (6.1): IDNA 2008 disallows it
     ("a\U000e0100", "variation selector"),  # VS17 (4.0): UTS #46 maps it to nothing
     ("\u1820\u180f", "variation selector"),  # Mongolian FVS4 (14.0)
     ("\ua960a", "Hangul jamo"),  # old Hangul jamo (5.2): RFC 5892 §2.9
     ("a\u20eb", "symbols or music"),  # a combining mark for symbols (4.1): RFC 5892 §2.4
-    ("\u0628\u0750\u0627", "right-to-left"),  # Arabic Supplement (4.1): bidi unchecked
+    # A Hanifi Rohingya digit (11.0), an Arabic number (AN): RFC 3454 §6 lets it stand
+    # beside a European digit or in a left-to-right label, RFC 5893 does not.
+    ("\U00010d00\U00010d30", "bidi class"),
+    ("\u07ca\u07fa\u07ca", "extender"),  # NKO LAJANYALAN (5.0): RFC 5892 §2.6
 ]
 
 
@@ -96,8 +130,7 @@ def test_every_newer_character_taken_is_one_idna_2008_takes() -> None:
     """The rule accepts nothing IDNA 2008 disallows (RFC 5892 PVALID, as the idna
     package derives it): the characters it keeps out where the two agree are a
     narrower set, never a wider one."""
-    idnadata = pytest.importorskip("idna.idnadata")
-    pvalid = idnadata.codepoint_classes["PVALID"]
+    pvalid = _idna_package().idnadata.codepoint_classes["PVALID"]
 
     def is_pvalid(code: int) -> bool:
         return any(low >> 32 <= code < low & 0xFFFFFFFF for low in pvalid)
@@ -111,3 +144,30 @@ def test_every_newer_character_taken_is_one_idna_2008_takes() -> None:
     refused_by_idna = [f"U+{code:04X}" for code in taken if not is_pvalid(code)]
     assert refused_by_idna == []
     assert unicodedata.unidata_version >= "13"
+
+
+def _outcome(prep: Callable[[str], str], text: str) -> str | None:
+    """What ``prep`` makes of ``text``, None where it refuses it."""
+    try:
+        return prep(text)
+    except ValueError:
+        return None
+
+
+def test_without_a_newer_code_point_nameprep_answers_as_the_standard_library() -> None:
+    """The module's own nameprep, whose bidi rule knows newer code points, maps, refuses
+    and applies the bidi rule to every code point of Unicode 3.2 as
+    :func:`encodings.idna.nameprep` does: alone, after a right-to-left letter (RFC 3454
+    §6 requirement 2 and 3) and between two. Left out: the 126 code points nameprep maps
+    to a newer one (U+04C0 to U+04CF, Georgian and Cherokee capitals), where the two part
+    on purpose: ``\u05d0\u04c0\u05d0`` mixes a left-to-right letter in."""
+    for code in range(0x110000):
+        char = chr(code)
+        if stringprep.in_table_a1(char) or unicodedata.category(char) == "Cs":
+            continue
+        mapped = unicodedata.normalize("NFKC", stringprep.map_table_b2(char))
+        if any(stringprep.in_table_a1(newer) for newer in mapped):
+            continue
+        for text in (char, ALEF + char, ALEF + char + ALEF):
+            ours = _outcome(lambda text: _nameprep(text, text), text)
+            assert ours == _outcome(encodings.idna.nameprep, text), f"U+{code:04X} in {text!r}"
