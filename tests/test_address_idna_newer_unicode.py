@@ -171,3 +171,26 @@ def test_without_a_newer_code_point_nameprep_answers_as_the_standard_library() -
         for text in (char, ALEF + char, ALEF + char + ALEF):
             ours = _outcome(lambda text: _nameprep(text, text), text)
             assert ours == _outcome(encodings.idna.nameprep, text), f"U+{code:04X} in {text!r}"
+
+
+# Punycode writes a label's ASCII characters first, so a hyphen in a U-label can come
+# right after the ACE prefix; each A-label is the idna package's and the last release's.
+HYPHENATED = [
+    ("москва-сити.рф", "xn----7sbf0aahnq1aem.xn--p1ai"),
+    ("東京-大阪.jp", "xn----tx6a884a8zo288c.jp"),
+    ("пример-1.test", "xn---1-mlcluqhd.test"),
+    ("ड-n.test", "xn---n-mof.test"),
+    ("مثال-اختبار.test", "xn----ymcbaeld1a4a7pi.test"),
+    ("ü-a.test", "xn---a-wka.test"),
+    ("bücher-shop.test", "xn--bcher-shop-9db.test"),
+]
+
+
+@pytest.mark.parametrize(("domain", "ascii_domain"), HYPHENATED)
+def test_a_hyphenated_u_label_converts_whatever_follows_the_prefix(
+    domain: str, ascii_domain: str
+) -> None:
+    assert normalize_domain(domain) == ascii_domain
+    assert normalize_domain(ascii_domain) == ascii_domain
+    assert Mailbox("ivan", domain).ascii_domain == ascii_domain
+    assert dial_name(f"mx.{domain}") == f"mx.{ascii_domain}"

@@ -47,7 +47,10 @@ _VIRAMA: Final = 9
 """Canonical_Combining_Class Virama (RFC 5892 appendix A.1, A.2)."""
 _IDEOGRAPHIC_DOTS: Final = frozenset("\u3002\uff0e\uff61")
 """Label separators IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one taken."""
-_LDH_LABEL: Final = re.compile(r"xn--[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
+_LDH_LABEL: Final = re.compile(r"xn--[a-z0-9-]*[a-z0-9]")
+"""An A-label in letters, digits and hyphens. Punycode writes a label's ASCII first, so
+a U-label whose first ASCII character is a hyphen ("москва-сити") has one right after
+the prefix: xn----7sbf0aahnq1aem."""
 
 
 class LabelError(ValueError):
