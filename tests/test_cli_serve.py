@@ -602,6 +602,7 @@ def test_serve_warns_when_the_default_hostname_is_not_fully_qualified(
             "xn--ncode-cta3g.example",
             False,
         ),
+        ("localhost", ("--hostname", "mx.stra\u00dfe.example"), "mx.xn--strae-oqa.example", False),
     ],
 )
 def test_serve_names_itself_in_a_label_form_and_warns_of_a_machine_name_that_is_none(

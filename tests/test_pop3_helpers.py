@@ -60,7 +60,8 @@ class TestApop:
             ("MÄIL.Example", "xn--mil-qla.example"),  # IDNA lowercases (RFC 5891 §5.2)
             ("例子.测试", "xn--fsqu00a.xn--0zwm56d"),
             ("POP.Example", "POP.Example"),  # ASCII stays as given
-            ("straße.de", "stra-e.de"),  # IDNA 2003 would make it strasse: refused
+            ("straße.de", "xn--strae-oqa.de"),  # IDNA 2008 keeps ß (RFC 5892)
+            ("stra\u1e9ee.de", "stra-e.de"),  # IDNA 2003 would make it strasse: refused
             ("a@b", "a-b"),
             ("<h>", "-h-"),
         ],

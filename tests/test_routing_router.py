@@ -222,6 +222,40 @@ def test_relay_domains_are_accepted_from_anyone() -> None:
     assert decision == RemoteDelivery(parse_mailbox("user@Backup.Example"), "backup.example")
 
 
+@pytest.mark.parametrize(
+    ("configured", "addressed"),
+    [
+        ("straße.test", "straße.test"),
+        ("straße.test", "xn--strae-oqa.test"),
+        ("xn--strae-oqa.test", "STRAßE.test"),
+        ("βόλος.gr", "xn--nxasmm1c.gr"),
+        ("xn--nxasmm1c.gr", "βόλος.gr"),
+    ],
+)
+def test_a_domain_with_a_deviation_character_matches_in_either_spelling(
+    configured: str, addressed: str
+) -> None:
+    """IDNA 2008 keeps ß and final sigma (RFC 5892): ``straße.test`` and
+    ``xn--strae-oqa.test`` are one domain, local or relayed in either spelling; the
+    U-label was refused as a syntax error before, and could not be configured."""
+    local = Router([configured]).route(parse_mailbox(f"user@{addressed}"))
+    assert isinstance(local, LocalDelivery)
+    assert local.domain == normalize_domain(configured)
+    relay = Router(["abc.example"], relay_domains=[configured])
+    decision = relay.route(parse_mailbox(f"user@{addressed}"), client_address="203.0.113.5")
+    assert isinstance(decision, RemoteDelivery)
+    assert decision.domain == normalize_domain(configured)
+
+
+def test_a_deviation_character_names_its_own_domain_not_the_mapped_one() -> None:
+    """``straße`` is not ``strasse`` under IDNA 2008: a router for one does not take
+    mail for the other."""
+    router = Router(["strasse.test"])
+    decision = router.route(parse_mailbox("user@straße.test"), client_address="203.0.113.5")
+    assert isinstance(decision, Rejected)
+    assert decision.reason is RejectReason.RELAY_DENIED
+
+
 def test_remote_address_literal() -> None:
     decision = ROUTER.route(parse_mailbox("user@[192.0.2.2]"), authenticated=True)
     assert isinstance(decision, RemoteDelivery)

@@ -239,3 +239,15 @@ def test_a_password_kept_in_the_clear_is_taken_decomposed(mechanism: str) -> Non
     credentials = Credentials({"jo@abc.example": COMPOSED})
     assert credentials.check_password("jo@abc.example", DECOMPOSED)  # also POP3 PASS
     assert not credentials.check_password("jo@abc.example", DECOMPOSED + "x")
+
+
+@pytest.mark.parametrize("mechanism", list(SERVERS))
+def test_the_domain_of_a_name_keeps_its_joiner_the_local_part_does_not(mechanism: str) -> None:
+    """SASLprep maps ZWJ to nothing (RFC 3454 table B.1); IDNA 2008 keeps one after a
+    virama, where it makes another domain (``xn--11b2ezcw70k``, not ``xn--11b2ezc``). The
+    store is asked for the local part prepared and the domain as it came, for the
+    application to compare as domains are compared."""
+    store = Store()
+    name = "a\u200db@\u0915\u094d\u200d\u0937.test"
+    feed(SERVERS[mechanism](store), first_messages(mechanism, name))
+    assert store.asked == ["ab@\u0915\u094d\u200d\u0937.test"]

@@ -690,6 +690,40 @@ def test_an_empty_quoted_local_part_is_no_user_here(tmp_path: Path) -> None:
     assert empty[0] == 550 and empty[1].startswith(b"5.1.1")
 
 
+@pytest.mark.parametrize("domain", ["straße.test", "xn--strae-oqa.test"])
+def test_a_domain_with_sharp_s_gets_the_relay_decision_in_either_spelling(
+    tmp_path: Path, domain: str
+) -> None:
+    """IDNA 2008 keeps ß (RFC 5892, UTS #46 §6): ``RCPT TO:<u@straße.test>`` got
+    ``501 5.1.3 ... IDNA 2003 would turn it into strasse`` while its A-label was
+    taken. A server for ``straße.test`` (its host name under it too) now takes mail
+    for its user in both spellings, configured in either, and ``faß.de``, not its
+    own, gets the relay decision, not a syntax error."""
+    config = _config(tmp_path, domain, {"u@xn--strae-oqa.test": "pw"})
+    assert config.domains == ("xn--strae-oqa.test",)
+    assert config.hostname == "mx.xn--strae-oqa.test"
+
+    def client(port: int) -> list[tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.command_encoding = "utf-8"
+            return [
+                smtp.ehlo("client.abc.example"),
+                smtp.docmd("MAIL", "FROM:<john@abc.example> SMTPUTF8"),
+                smtp.docmd("RCPT", "TO:<u@straße.test>"),
+                smtp.docmd("RCPT", "TO:<u@XN--STRAE-OQA.test>"),
+                smtp.docmd("RCPT", "TO:<u@faß.de>"),
+            ]
+
+    async def main() -> list[tuple[int, bytes]]:
+        async with MailServer(config, sockets={"smtp": _listening()}) as server:
+            return await asyncio.to_thread(client, _port(server, "smtp"))
+
+    ehlo, mail, u_label, a_label, elsewhere = _run(main)
+    assert ehlo[1].startswith(b"mx.xn--strae-oqa.test")
+    assert mail[0] == 250 and u_label[0] == 250 and a_label[0] == 250
+    assert elsewhere == (550, b"5.7.1 relay access denied for xn--fa-hia.de")
+
+
 def test_a_recipient_quoted_in_a_reply_has_its_unsafe_characters_escaped(
     tmp_path: Path,
 ) -> None:

@@ -192,6 +192,18 @@ def test_users() -> None:
         parse_user("a/b@abc.example:pw")
 
 
+def test_a_domain_with_sharp_s_is_configured_in_either_spelling() -> None:
+    """IDNA 2008 keeps ß (RFC 5892): ``--domain straße.example`` was refused ("IDNA
+    2003 would turn it into strasse"); it is its A-label, which the users given in
+    either spelling are keyed under."""
+    key, _ = parse_user("U@Straße.example:pw")
+    assert key == "u@xn--strae-oqa.example"
+    assert parse_user("u@xn--strae-oqa.example:pw")[0] == key
+    for domain in ("straße.example", "XN--STRAE-OQA.example"):
+        config = ServerConfig(domains=(domain,), users={key: "pw"})
+        assert config.domains == ("xn--strae-oqa.example",)
+
+
 def test_users_file(tmp_path: Path) -> None:
     path = tmp_path / "users"
     path.write_text(
@@ -424,6 +436,50 @@ def test_a_name_saslprep_refuses_logs_in_by_user_and_apop_as_before(tmp_path: Pa
         assert isinstance(step, Failure) and "SASLprep" in step.reason
 
 
+JOINER_DOMAIN = "\u0915\u094d\u200d\u0937.test"  # ZWJ after a virama: xn--11b2ezcw70k
+NO_JOINER_DOMAIN = "\u0915\u094d\u0937.test"  # another domain: xn--11b2ezc
+
+
+def test_a_login_whose_domain_has_a_joiner_finds_that_domain_s_user_only(tmp_path: Path) -> None:
+    """SASLprep maps ZWJ to nothing, and once ran over the whole login: a login at the
+    joiner's domain found, and was checked against the password of, the user at the
+    domain without it. Now the local part alone is SASLprep'd and the domain compared
+    as IDNA 2008 compares it, on every path: SMTP and POP3 AUTH, USER/PASS, APOP."""
+    path = tmp_path / "users"
+    path.write_text(
+        f"alice@xn--11b2ezcw70k.test:Zq7one\nalice@{NO_JOINER_DOMAIN}:Zq7two\n", encoding="utf-8"
+    )
+    users = read_users_file(path)
+    config = ServerConfig(
+        domains=(JOINER_DOMAIN, NO_JOINER_DOMAIN), users=users, data_dir=tmp_path
+    )
+    server = MailServer(config)
+    store = POP3Store(config, server.authenticator(), credentials=server.credentials)
+    session = POP3Session("pop.abc.example", peer=("127.0.0.1", 1110))
+    smtp = server.authenticator().server_mechanisms("mx.abc.example")
+    pop3 = store.sasl_mechanisms(session)
+    mine, other = "alice@xn--11b2ezcw70k.test", "alice@xn--11b2ezc.test"
+    assert set(config.users) == {mine, other}
+    for login in (f"alice@{JOINER_DOMAIN}", mine, f"Alice@{JOINER_DOMAIN.upper()}"):
+        assert config.user_key(login) == server.credentials.key(login) == mine
+        for mechanisms in (smtp, pop3):
+            assert _sasl_login(mechanisms["PLAIN"](), PlainClient(login, "Zq7one")) == login
+            assert _sasl_login(mechanisms["PLAIN"](), PlainClient(login, "Zq7two")) is None
+            scram = ScramSHA256Client(login, "Zq7one")
+            assert _sasl_login(mechanisms["SCRAM-SHA-256"](), scram) == login
+            scram = ScramSHA256Client(login, "Zq7two")
+            assert _sasl_login(mechanisms["SCRAM-SHA-256"](), scram) is None
+        assert _run(store.check_password(session, login, "Zq7one"))  # USER/PASS
+        assert not _run(store.check_password(session, login, "Zq7two"))
+        assert _run(store.apop_secret(session, login)) == "Zq7one"
+        maildrop = _run(store.open_maildrop(session, login))
+        assert maildrop.path == config.mailbox_path(mine)  # type: ignore[attr-defined]  # a Maildir
+        _run(maildrop.close())
+    login = f"alice@{NO_JOINER_DOMAIN}"
+    assert config.user_key(login) == server.credentials.key(login) == other
+    assert _run(store.apop_secret(session, login)) == "Zq7two"
+
+
 @pytest.mark.parametrize(
     ("first", "second"),
     [
@@ -573,7 +629,7 @@ def test_scram_keys_in_the_users_file_must_be_sha256_keys(
         ({"hostname": "-mx.abc.example"}, "--hostname: not a domain name"),
         ({"hostname": "x" * 64 + ".example"}, "--hostname: not a domain name"),
         ({"hostname": ("x" * 60 + ".") * 5 + "example"}, "--hostname: not a domain name"),
-        ({"hostname": "stra\u00dfe.example"}, "--hostname: not a domain name"),
+        ({"hostname": "stra\u1e9ee.example"}, "--hostname: not a domain name"),
         ({"relay_host": ("bad host", 25)}, "--relay-host: label 'bad host'"),
         ({"relay_host": ("relay.example", 0)}, "--relay-host: smart host port 0"),
         ({"retry_after": math.inf}, "--retry-after: must be a finite number .* not inf"),
@@ -594,6 +650,7 @@ def test_config_mistakes(options: dict[str, object], message: str) -> None:
         ("mail_1.abc.example", "mail_1.abc.example"),  # Postfix's valid_hostname() allows _
         ("\u00fcn\u00efcode.example", "xn--ncode-cta3g.example"),
         ("m\u00fcnchen.example", "xn--mnchen-3ya.example"),
+        ("mx.stra\u00dfe.example", "mx.xn--strae-oqa.example"),  # IDNA 2008 keeps ß
     ],
 )
 def test_the_server_names_itself_by_a_domain_in_a_label_form(given: str, named: str) -> None:

@@ -5,24 +5,22 @@ value, so every rule that keeps an address safe to write back on the wire lives 
 the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
-Limitation: internationalized domain labels are checked and converted with the standard
-library's ``encodings.idna``, which implements IDNA 2003 (RFC 3490), not IDNA 2008
-(RFC 5891). To avoid the two standards silently naming different hosts, a U-label that
-IDNA 2003 would map to another string (``ß`` to ``ss``, final sigma, soft hyphen,
-uppercase aside) is rejected instead of converted.
+Internationalized domain labels are converted to A-labels in one module of their own,
+which holds them to IDNA 2003's checks (the standard library's ``encodings.idna``) and takes the
+four characters IDNA 2008 keeps (``ß``, final sigma, ZWJ and ZWNJ) the IDNA 2008 way: a
+label the two standards would make different domains of is refused, never converted.
 """
 
 from __future__ import annotations
 
-import encodings.idna
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
+from smtpcore._idna import LabelError, to_a_label
 from smtpcore._numbers import is_digits
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 
@@ -76,9 +74,6 @@ _IPV4_TAIL = re.compile(r"(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3}\Z")  # IPv6v4-full
 _FORBIDDEN = re.compile(f"{FORBIDDEN_IN_ADDRESSES.pattern}|[\ud800-\udfff]")
 # What _check_chars looks at any further: printable ASCII alone is checked in one search.
 _NOT_PRINTABLE_ASCII = re.compile("[^\x20-\x7e]")
-# Label separators that IDNA 2003 treats as dots (RFC 3490 §3.1); "." is the only one we
-# accept, so these must not hide inside a label.
-_IDEOGRAPHIC_DOTS = frozenset("\u3002\uff0e\uff61")
 _CHAR_NAMES = {"\r": "CR", "\n": "LF", "\x00": "NUL", "\t": "TAB"}
 
 # The common case, checked with two compiled patterns before the full rules run:
@@ -197,28 +192,16 @@ def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
                 "and inner hyphens (RFC 5321 §4.1.2 sub-domain)"
             )
         return label.lower()
-    if _IDEOGRAPHIC_DOTS.intersection(label):
-        raise AddressError(f"label {_show(label)} contains a non-ASCII full stop")
-    if label.startswith("-") or label.endswith("-"):
-        raise AddressError(f"label {_show(label)} starts or ends with a hyphen")
-    if unicodedata.category(label[0]).startswith("M"):
-        # IDNA 2003's nameprep, below, lets such a label through.
-        raise AddressError(
-            f"label {_show(label)} begins with a combining mark (RFC 5891 §4.2.3.2)"
-        )
     try:
-        mapped = encodings.idna.nameprep(label)
-        alabel = encodings.idna.ToASCII(label).decode("ascii")
-    except (UnicodeError, ValueError) as exc:
-        raise AddressError(f"label {_show(label)} is not a valid IDNA label: {exc}") from None
-    if mapped != label.lower():
+        alabel = to_a_label(label)
+    except LabelError as exc:
+        raise AddressError(str(exc)) from None
+    if len(alabel) > MAX_LABEL_OCTETS:
         raise AddressError(
-            f"label {_show(label)} is not in normalized form: IDNA 2003 would turn it "
-            f"into {_show(mapped)}"
+            f"label {_show(label)} is {len(alabel)} octets in A-label form, "
+            f"over {MAX_LABEL_OCTETS}"
         )
-    if not alabel.startswith("xn--") or not _LDH_LABEL.fullmatch(alabel):
-        raise AddressError(f"label {_show(label)} does not convert to an LDH A-label")
-    return alabel.lower()
+    return alabel
 
 
 def _format_ipv6(addr: ipaddress.IPv6Address) -> str:

@@ -70,7 +70,7 @@ from smtpcore.sasl import (
     ServerMechanism,
     derive_scram_credentials,
     passwords_match,
-    saslprep,
+    saslprep_login,
 )
 
 __all__ = [
@@ -1123,10 +1123,11 @@ def _mark(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) 
 
 def _login_name(name: str) -> str:
     """How :class:`MaildirStore` compares user names: SASLprep'd as a query (RFC 4013,
-    RFC 3454 §7), as its SASL mechanisms give them; a name SASLprep refuses or
+    RFC 3454 §7), an address's domain aside, as its SASL mechanisms give them
+    (:func:`~smtpcore.sasl.saslprep_login`); a name SASLprep refuses or
     empties is kept as it is."""
     try:
-        return saslprep(name, allow_unassigned=True, bidi_rule=False) or name
+        return saslprep_login(name) or name
     except ValueError:
         return name
 

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
+from smtpcore._dial_name import dial_names
 from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
@@ -244,7 +245,11 @@ class BasePOP3Client(BaseClient):
     ``stls``: True requires STLS, None (the default) uses it when the server
     offers it, False never does. Certificates are checked against ``host``
     (or ``server_hostname``) with ``ssl_context``, by default
-    :func:`ssl.create_default_context`, which verifies them. ``pipelining``
+    :func:`ssl.create_default_context`, which verifies them. A non-ASCII ``host``
+    or ``server_hostname`` is used in its A-label form, as IDNA 2008 makes it
+    (``mx.straße.test``: ``mx.xn--strae-oqa.test``, never ``mx.strasse.test``);
+    one IDNA refuses, or a name with an empty label or a label over 63 octets, is a
+    ``ValueError`` when the client is built. ``pipelining``
     forces RFC 2449 pipelining on or off; by default it follows CAPA.
 
     USER/PASS and SASL mechanisms that show a reusable secret (PLAIN, LOGIN,
@@ -280,12 +285,11 @@ class BasePOP3Client(BaseClient):
         allow_plaintext_auth: bool = False,
         trace: Trace | None = None,
     ) -> None:
-        self.host = host
+        self.host, self.server_hostname = dial_names(host, server_hostname)
         self.port = port if port is not None else (995 if tls_on_connect else 110)
         self.tls_on_connect = tls_on_connect
         self.stls = stls
         self.ssl_context = ssl_context
-        self.server_hostname = server_hostname or host
         self.timeouts = timeouts
         self.pipelining = pipelining
         self.hostname = hostname or socket.gethostname()

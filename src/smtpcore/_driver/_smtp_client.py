@@ -22,6 +22,7 @@ from functools import partial
 from types import TracebackType
 from typing import Final, NoReturn, TypedDict, TypeVar
 
+from smtpcore._dial_name import dial_names
 from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
 from smtpcore._driver._content import (
     Content,
@@ -181,7 +182,11 @@ class BaseSMTPClient(BaseClient):
     ``454``: see :attr:`starttls_refused`) unless credentials are to be sent,
     False never does. Certificates are checked against
     ``host`` (or ``server_hostname``) with ``ssl_context``, by default
-    :func:`ssl.create_default_context`, which verifies them.
+    :func:`ssl.create_default_context`, which verifies them. A non-ASCII ``host``
+    or ``server_hostname`` is used in its A-label form, as IDNA 2008 makes it
+    (``mx.straße.test``: ``mx.xn--strae-oqa.test``, never ``mx.strasse.test``);
+    one IDNA refuses, or a name with an empty label or a label over 63 octets, is a
+    ``ValueError`` when the client is built.
 
     With ``username`` and ``password`` (or ``oauth_token``) the client
     authenticates after EHLO and STARTTLS, with the strongest mechanism both
@@ -241,7 +246,7 @@ class BaseSMTPClient(BaseClient):
             else [name.upper() for name in listed("auth_mechanisms", auth_mechanisms)],
         )
         self.allow_plaintext_auth = allow_plaintext_auth
-        self.host = host
+        self.host, self.server_hostname = dial_names(host, server_hostname)
         self.port = client_port(port, lmtp=lmtp, tls_on_connect=tls_on_connect)
         self.hostname = hostname or socket.getfqdn()
         if hostname:
@@ -250,7 +255,6 @@ class BaseSMTPClient(BaseClient):
         self.use_starttls = starttls
         """The ``starttls`` option: True requires it, None uses it if offered, False never."""
         self.ssl_context = ssl_context
-        self.server_hostname = server_hostname or host
         self.timeouts = timeouts
         self.lmtp = lmtp
         if chunk_size < 1:

@@ -57,7 +57,7 @@ from smtpcore.sasl._registry import (
     choose_mechanism,
     scram_client,
 )
-from smtpcore.sasl._saslprep import passwords_match, saslprep
+from smtpcore.sasl._saslprep import passwords_match, saslprep, saslprep_login
 from smtpcore.sasl._scram import (
     GetCredentials,
     ScramCredentials,
@@ -120,5 +120,6 @@ __all__ = [
     "offered_mechanisms",
     "passwords_match",
     "saslprep",
+    "saslprep_login",
     "scram_client",
 ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias, TypeVar
 
 from smtpcore._errors import LocalProtocolError, ProtocolError
-from smtpcore.sasl._saslprep import saslprep
+from smtpcore.sasl._saslprep import saslprep_login
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_SIZE",
@@ -207,11 +207,13 @@ def prepare_identity(name: str, what: str) -> str:
     """SASLprep a user name the client sent, as a query (RFC 4013; RFC 3454 §7:
     unassigned code points allowed), so that every way of typing it names one user
     (RFC 5802 §5.1, RFC 4616 §2); without the bidirectional rule, which would refuse
-    every address with a right-to-left local part. Refused (a control or private-use
+    every address with a right-to-left local part; and the domain of an address left
+    as it is (:func:`~smtpcore.sasl.saslprep_login`: SASLprep would drop
+    the joiner that tells one IDNA domain from another). Refused (a control or private-use
     character), or left empty, it fails the exchange, as RFC 4616 §2 says ("If
     preparation fails or results in an empty string, verification SHALL fail")."""
     try:
-        prepared = saslprep(name, allow_unassigned=True, bidi_rule=False)
+        prepared = saslprep_login(name)
     except ValueError as exc:
         raise _Reject(f"{what} refused by SASLprep: {exc}") from None
     if not prepared:

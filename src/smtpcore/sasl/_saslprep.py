@@ -13,7 +13,7 @@ import stringprep
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["passwords_match", "saslprep"]
+__all__ = ["passwords_match", "saslprep", "saslprep_login"]
 
 _PROHIBITED: tuple[Callable[[str], bool], ...] = (
     stringprep.in_table_c12,  # non-ASCII space characters
@@ -66,6 +66,24 @@ def saslprep(text: str, *, allow_unassigned: bool = False, bidi_rule: bool = Tru
         if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
             raise ValueError("right-to-left text must start and end right-to-left")
     return prepared
+
+
+def saslprep_login(name: str) -> str:
+    """A user name SASLprep'd as a query (unassigned code points allowed, no bidi rule),
+    all but the domain of a name that is a mail address: the part after the last "@".
+
+    SASLprep maps ZWJ and ZWNJ to nothing (RFC 3454 table B.1), and NFKC folds what
+    IDNA refuses, while IDNA 2008 keeps a joiner after a virama: ``u@क्\u200dष.test``
+    (a ZWJ) and ``u@क्ष.test`` are two domains (``xn--11b2ezcw70k`` and
+    ``xn--11b2ezc``), and a login naming one must never find the other's user. The
+    domain is left as it is, for the application to compare as domains are compared
+    (as A-labels); its characters SASLprep prohibits still refuse the name
+    (``ValueError``)."""
+    local, at, domain = name.rpartition("@")
+    if not at:
+        return saslprep(name, allow_unassigned=True, bidi_rule=False)
+    saslprep(domain, allow_unassigned=True, bidi_rule=False)  # refuses a control, say
+    return saslprep(local, allow_unassigned=True, bidi_rule=False) + at + domain
 
 
 def passwords_match(stored: str, presented: str) -> bool:

@@ -51,7 +51,7 @@ from smtpcore.sasl._base import (
     unescape_saslname,
 )
 from smtpcore.sasl._channel import CB_NAME, TLS_EXPORTER
-from smtpcore.sasl._saslprep import saslprep
+from smtpcore.sasl._saslprep import saslprep, saslprep_login
 
 __all__ = [
     "GetCredentials",
@@ -329,7 +329,7 @@ class _ScramClient(ClientMechanism):
     ) -> None:
         super().__init__()
         try:
-            user = saslprep(username, allow_unassigned=True, bidi_rule=False)
+            user = saslprep_login(username)  # a domain's joiners kept
             self._password = _prepare_password(password)
         except ValueError as exc:
             raise LocalProtocolError(f"SCRAM credentials refused by SASLprep: {exc}") from None

@@ -32,7 +32,7 @@ from smtpcore.address import (
     parse_mailbox,
 )
 from smtpcore.routing import Router
-from smtpcore.sasl import ScramCredentials, saslprep
+from smtpcore.sasl import ScramCredentials, saslprep_login
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 
@@ -111,8 +111,11 @@ def mailbox_key(mailbox: Mailbox) -> str:
 
 
 def credential_key(login: str) -> str | None:
-    """The key a login name finds its user by: the name SASLprep'd as a query (RFC
-    4013; RFC 3454 §7), then its :func:`mailbox_key`; None if it names no mailbox.
+    """The key a login name finds its user by: its local part SASLprep'd as a query (RFC
+    4013; RFC 3454 §7), then its :func:`mailbox_key`, whose domain is compared as IDNA
+    compares domains (:func:`~smtpcore.address.normalize_domain`); None if it names no
+    mailbox. SASLprep over the domain too would drop a joiner that IDNA 2008 keeps, and
+    ``u@क्\u200dष.test`` (a ZWJ) would find the user ``u@क्ष.test``, another domain's.
 
     SMTP AUTH and POP3 AUTH give the user name SASLprep'd (RFC 5802 §5.1, RFC 4616
     §2), POP3 USER and APOP as the client typed it: keyed this way, every path finds
@@ -123,7 +126,7 @@ def credential_key(login: str) -> str | None:
     it: RFC 4616 §2). Mail is delivered by the mailbox key, never by this one.
     """
     try:
-        prepared = saslprep(login, allow_unassigned=True, bidi_rule=False)
+        prepared = saslprep_login(login)
     except ValueError:
         prepared = login
     for name in dict.fromkeys((prepared, login)):

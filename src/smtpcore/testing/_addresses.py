@@ -21,6 +21,7 @@ from smtpcore.address import (
     MAX_PATH_OCTETS,
     AddressError,
     Mailbox,
+    normalize_domain,
     parse_domain,
     parse_path,
 )
@@ -37,10 +38,25 @@ __all__ = [
 
 _ATEXT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 _QTEXT_SPECIALS: Final = ' "\\(),:;<>@[]'
-# U-labels IDNA 2003 leaves as they are (lowercase, no mapped characters).
-_U_LABELS: Final = ("exämple", "例子", "bücher", "пример", "münchen", "日本語", "δοκιμή", "ñandú")
-# Letters nameprep leaves as they are, from several scripts, to build U-labels from.
-_U_LETTERS: Final = "äöüéñçåø日本語例子пример"
+# U-labels IDNA 2003 leaves as they are (lowercase, no mapped characters), and some
+# holding the characters IDNA 2008 keeps where IDNA 2003 maps them (UTS #46 §6): ß,
+# final sigma, and a ZWJ after a virama (Sinhala "śrī", RFC 5892 appendix A.2).
+_U_LABELS: Final = (
+    "exämple",
+    "例子",
+    "bücher",
+    "пример",
+    "münchen",
+    "日本語",
+    "δοκιμή",
+    "ñandú",
+    "straße",
+    "βόλος",
+    "\u0dc1\u0dca\u200d\u0dbb\u0dd3",
+)
+# Letters nameprep leaves as they are, from several scripts, and ß and final sigma,
+# which IDNA 2008 keeps anywhere in a label, to build U-labels from.
+_U_LETTERS: Final = "äöüéñçåø日本語例子пример\u00df\u03c2"
 _UTF8_LETTERS: Final = st.characters(
     categories=("Ll", "Lo"), min_codepoint=0xA0, max_codepoint=0x9FFF
 )
@@ -118,7 +134,8 @@ def _ldh_labels() -> st.SearchStrategy[str]:
 
 def _u_labels() -> st.SearchStrategy[str]:
     """U-labels: real words, and labels mixing ASCII, hyphens and letters of
-    several scripts, each one IDNA 2003 takes as it is."""
+    several scripts, each one IDNA 2003 takes as it is, or IDNA 2008 where they
+    differ (ß, final sigma, a joiner after a virama)."""
     chars = string.ascii_lowercase + string.digits + _U_LETTERS
     built = regex(rf"[{chars}]([{chars}-]{{0,10}}[{chars}])?", alphabet=chars + "-")
     return st.one_of(st.sampled_from(_U_LABELS), built.filter(_is_domain))
@@ -126,12 +143,9 @@ def _u_labels() -> st.SearchStrategy[str]:
 
 def _a_labels() -> st.SearchStrategy[str]:
     """A-labels (``xn--``, RFC 5890 §2.3.2.1): internationalized labels in the ASCII
-    form that travels without SMTPUTF8."""
-    return (
-        _u_labels()
-        .filter(lambda text: not text.isascii())
-        .map(lambda text: text.encode("idna").decode("ascii"))
-    )
+    form that travels without SMTPUTF8, converted as the parser converts them (the
+    ``idna`` codec, IDNA 2003, would make ``straße`` another domain, ``strasse``)."""
+    return _u_labels().filter(lambda text: not text.isascii()).map(normalize_domain)
 
 
 def _is_domain(text: str) -> bool:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, TypeAlias
 
+from smtpcore._dial_name import dial_names
+
 __all__ = [
     "Call",
     "Close",
@@ -465,7 +467,8 @@ class ScriptedClient(ScriptedPeer):
     ``steps`` use the client's point of view (:func:`script` with
     ``role="client"``); a :class:`StartTLS` step needs ``ssl_context`` (a
     client context). :meth:`run` plays the whole script in the calling
-    thread, then checks it.
+    thread, then checks it. A non-ASCII ``host`` or ``server_hostname`` is used in
+    its A-label form, as the clients use it (``mx.xn--strae-oqa.test``).
     """
 
     _own, _other = "C", "S"
@@ -481,9 +484,8 @@ class ScriptedClient(ScriptedPeer):
         timeout: float = _TIMEOUT,
     ) -> None:
         super().__init__(steps, ssl_context=ssl_context, timeout=timeout)
-        self.host = host
+        self.host, self.server_hostname = dial_names(host, server_hostname)
         self.port = port
-        self.server_hostname = server_hostname or host
 
     def run(self) -> None:
         """Connect, play the script, and raise :class:`ScriptMismatch` on a departure."""

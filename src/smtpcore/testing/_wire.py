@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from smtpcore._dial_name import dial_name
 from smtpcore._ip import host_port
 from smtpcore._textsafe import escape_unsafe
 
@@ -45,19 +46,14 @@ _STATUS: Final = re.compile(rb"^[245]\.\d{1,3}\.\d{1,3}")
 
 
 def checked_host(host: object) -> str:
-    """``host`` if the socket calls can take it, else ValueError naming it. They encode
-    a name with the IDNA codec, which refuses an empty label (``a..b``) or one over
-    63 octets (RFC 1035 §2.3.4) with a UnicodeError, and so only at the first
-    connection, halfway through a run: asked first, it is the caller's mistake."""
+    """``host`` as the socket calls should be given it, as the clients give it
+    (:func:`~smtpcore._dial_name.dial_name`: a non-ASCII name in A-label form), else
+    ValueError naming it: an empty label (``a..b``) or one over 63 octets would
+    otherwise fail only at the first connection, halfway through a run, and asked
+    first, it is the caller's mistake."""
     if not isinstance(host, str):
         raise ValueError(f"{host!r} is no host name or address")
-    try:
-        encoded = host.encode("idna")
-    except UnicodeError:
-        encoded = b""
-    if not encoded:
-        raise ValueError(f"{host!r} is no host name or address")
-    return host
+    return dial_name(host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +122,7 @@ class WireClient:
     """
 
     def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
-        self.host = host
+        host = self.host = dial_name(host)  # A-labels, for the socket calls and TLS
         self.timeout = timeout
         self.pause = pause
         connect = Exchange("note", note=f"connect to {host_port(host, port)}")
