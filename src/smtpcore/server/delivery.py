@@ -598,6 +598,7 @@ class DeliveryWorker:
         content = round_.content
         remote: dict[str, dict[str, dict[str, RemoteDelivery]]] = {}
         refused_sender = _sender_refusal(round_.entry.sender)
+        round_.progress.plan(self._planned(round_, refused_sender))
         for recipient in round_.entry.pending:
             refused = _recipient_refusal(recipient.address)
             decision = self._route(recipient.address)
@@ -638,6 +639,25 @@ class DeliveryWorker:
             counts=not round_.catch_up,
             progress=round_.progress,
         )
+
+    def _planned(self, round_: _Round, refused_sender: Outcome | None) -> list[str]:
+        """The recipients ``round_`` is to deliver, before it comes to any: every pending
+        one, or in a catch-up round those at the destinations the message waited for
+        (its others wait for its full round)."""
+        if not round_.catch_up:
+            return [r.address for r in round_.entry.pending]
+        awaited = self.places.awaited_by(round_.entry.id)
+        planned = []
+        for recipient in round_.entry.pending:
+            decision = self._route(recipient.address)
+            if (
+                isinstance(decision, RemoteDelivery)
+                and refused_sender is None
+                and _recipient_refusal(recipient.address) is None
+                and destination(decision) in awaited
+            ):
+                planned.append(recipient.address)
+        return planned
 
     async def _record(self, round_: _Round, outcomes: Mapping[str, Outcome]) -> None:
         """Put ``outcomes`` in the round's entry before any await (a stop in the write
