@@ -42,7 +42,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from smtpcore._driver import Timeouts
 from smtpcore.address import AddressError, parse_mailbox
@@ -104,6 +104,9 @@ __all__ = [
     "destination",
     "opportunistic_tls_context",
 ]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 RESOLVE_TIMEOUT: Final = 120.0
 """Seconds one domain's lookups (its MX records, then its exchangers' addresses) may take
@@ -304,6 +307,8 @@ class DeliveryWorker:
         done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
+        self._marks_writer: asyncio.Task[None] | None = None
+        """The task writing the marks' changes, while it runs (:meth:`_write_marks`)."""
         self._copies_begun: dict[str, set[str]] = {}
         """For each entry this process queued, the mailboxes its rounds began to write its
         copy into: only these can hold one already (a round broken after the write), so a
@@ -471,6 +476,8 @@ class DeliveryWorker:
         deadline = loop.time() + grace
         await finish(set(self._running.values()), grace)
         await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
+        if self._marks_writer is not None:  # the last marks' removal: a hint, if time is left
+            await finish({self._marks_writer}, max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
@@ -754,14 +761,18 @@ class DeliveryWorker:
             self._sessions.give_back()
 
     @contextlib.contextmanager
-    def _in_delivery(self, queue_id: str) -> Iterator[Callable[[], None]]:
+    def _in_delivery(
+        self, queue_id: str, *, synced_in_call: bool = False
+    ) -> Iterator[Callable[[], None]]:
         """A session job or a local copy of ``queue_id`` may run in the block: ``queue
         list`` marks the message (:attr:`marks`) from the call of the function given,
         once the delivery holds what it waited for (a session token, a slot of the
         worker's threads, :meth:`ThreadShare.run_announced
         <smtpcore.server.waits.ThreadShare.run_announced>`), to the block's end. A
         delivery that only waits is not marked: not in delivery, as ``mailq`` counts
-        only its active queue's."""
+        only its active queue's. The marks are written in the worker's share of the
+        threads (:meth:`_write_marks`); ``synced_in_call``: the delivery's own thread
+        call writes its mark first (:meth:`_marked`), so it needs no other."""
         marks = self.marks
         begun = False
 
@@ -770,12 +781,44 @@ class DeliveryWorker:
             if marks is not None and not begun:
                 begun = True
                 marks.begin(queue_id)
+                if not synced_in_call:
+                    self._write_marks()
 
         try:
             yield begin
         finally:
             if begun and marks is not None:
                 marks.end(queue_id)
+                self._write_marks()
+
+    def _write_marks(self) -> None:
+        """Have the marks' changes written (:meth:`DeliveryMarks.sync
+        <smtpcore.server.activemarks.DeliveryMarks.sync>`) through the worker's share of
+        the threads, as its other disk work that a later round makes good: one call at
+        a time, by one task, which runs again while changes came meanwhile. Never in
+        the event loop, and never beside the share, where they queued ahead of an
+        inbound session's commit with no bound but ``active_limit``."""
+        writer = self._marks_writer
+        if self.marks is None or (writer is not None and not writer.done()):
+            return
+        self._marks_writer = asyncio.get_running_loop().create_task(self._sync_marks(self.marks))
+
+    async def _sync_marks(self, marks: DeliveryMarks) -> None:
+        while marks.unsynced:
+            await self.disk.run(marks.sync)
+
+    def _marked(self, func: Callable[P, T]) -> Callable[P, T]:
+        """``func``, writing the marks' changes first in the same thread call: a local
+        copy's mark is written in the slot the copy holds, as it begins, however many
+        other calls wait for one."""
+        marks = self.marks
+
+        def marked(*args: P.args, **kwargs: P.kwargs) -> T:
+            if marks is not None:
+                marks.sync()
+            return func(*args, **kwargs)
+
+        return marked
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
@@ -862,10 +905,10 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            with self._in_delivery(entry.id) as begin:
+            with self._in_delivery(entry.id, synced_in_call=True) as begin:
                 path, written = await self.disk.run_announced(
                     begin,
-                    self.mailboxes.deliver_queued,
+                    self._marked(self.mailboxes.deliver_queued),
                     key,
                     entry.sender,
                     content.path,
