@@ -7,9 +7,9 @@ is made when the message's first such delivery begins and removed when its last 
 ends, so there are never more files than deliveries under way (``active_limit`` at
 most), and those whose removal the disk refused (tried again at each later sync). The
 event loop only says what it wants (:meth:`DeliveryMarks.begin`, :meth:`~DeliveryMarks.end`);
-the disk is made to say so by :meth:`~DeliveryMarks.sync`, which the delivery worker
-runs in its share of the threads as its other disk work (a local copy's own thread
-call, or one of its own), never in the event loop. A mark is only ever a hint: a
+the disk is made to say so by :meth:`~DeliveryMarks.sync`, which :class:`MarksWriter`
+runs in the delivery worker's share of the threads as its other disk work (a local
+copy's own thread call, or one of its own), never in the event loop. A mark is only ever a hint: a
 failed write is dropped, and a delivery is never held for one.
 
 A mark cannot lie for ever after a crash: the reader believes only marks holding the
@@ -20,18 +20,23 @@ starts, before it delivers anything.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, ParamSpec, TypeVar
 
 from smtpcore.server.queue import is_queue_id
 from smtpcore.server.safefiles import create_new, open_regular, require_real_directory
+from smtpcore.server.waits import ThreadShare, finish, in_one_call
 
-__all__ = ["ACTIVE_DIR", "DeliveryMarks", "read_active"]
+__all__ = ["ACTIVE_DIR", "DeliveryMarks", "MarksWriter", "read_active"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ACTIVE_DIR: Final = "active"
 """The marks' directory, under the queue's."""
@@ -125,6 +130,85 @@ class DeliveryMarks:
                 self._on_disk.discard(queue_id)
         except OSError:  # a hint only: a full disk must not hold a delivery
             pass  # a mark not written is left out; one not removed, tried again
+
+
+class MarksWriter:
+    """The deliveries' marks (``marks``; None: none kept) as the delivery worker makes
+    them, written through its share of the threads (``share``) as its other disk work
+    that a later round makes good: never in the event loop, and never beside the share,
+    where they queued ahead of an inbound session's commit with no bound but
+    ``active_limit``. A delivery that only waits (for a session token, for a slot) is
+    not marked: not in delivery, as ``mailq`` counts only its active queue's."""
+
+    def __init__(self, marks: DeliveryMarks | None, share: ThreadShare) -> None:
+        self.marks = marks
+        self.share = share
+        self._task: asyncio.Task[None] | None = None
+        """The task writing the marks' changes, while it runs (:meth:`_write`)."""
+
+    @contextlib.contextmanager
+    def session(self, queue_id: str) -> Iterator[Callable[[], None]]:
+        """A session job of ``queue_id`` may run in the block: marked from the call of
+        the function given (once it holds its session token) to the block's end, the
+        writes made by a call of their own."""
+        with self._delivery(queue_id, self._write) as begin:
+            yield begin
+
+    @contextlib.contextmanager
+    def local_copy(
+        self, queue_id: str, copy: Callable[P, T]
+    ) -> Iterator[tuple[Callable[[], None], Callable[P, T]]]:
+        """A local copy of ``queue_id`` may be written in the block: the function to call
+        as it takes its slot of the share (:meth:`ThreadShare.run_announced
+        <smtpcore.server.waits.ThreadShare.run_announced>`), and ``copy``, which writes
+        the mark first in its own thread call, in the slot it holds, however many other
+        calls wait for one. Its removal, at the block's end, has a call of its own."""
+        marks = self.marks
+        marked = copy if marks is None else in_one_call(copy, before=marks.sync)
+        with self._delivery(queue_id, None) as begin:
+            yield begin, marked
+
+    async def finish(self, timeout: float) -> None:
+        """Let the last changes (a stop's removals) be written within ``timeout``
+        seconds: a hint, if the stop has time left."""
+        if self._task is not None:
+            await finish({self._task}, timeout)
+
+    @contextlib.contextmanager
+    def _delivery(
+        self, queue_id: str, written: Callable[[], None] | None
+    ) -> Iterator[Callable[[], None]]:
+        """:meth:`session` and :meth:`local_copy`: ``written``, called as the delivery
+        begins, has its mark written (None: its own call writes it)."""
+        marks = self.marks
+        begun = False
+
+        def begin() -> None:
+            nonlocal begun
+            if marks is not None and not begun:
+                begun = True
+                marks.begin(queue_id)
+                if written is not None:
+                    written()
+
+        try:
+            yield begin
+        finally:
+            if begun and marks is not None:
+                marks.end(queue_id)
+                self._write()
+
+    def _write(self) -> None:
+        """Have the marks' changes written: one call at a time, by one task, which runs
+        again while changes came meanwhile."""
+        task = self._task
+        if self.marks is None or (task is not None and not task.done()):
+            return
+        self._task = asyncio.get_running_loop().create_task(self._sync(self.marks))
+
+    async def _sync(self, marks: DeliveryMarks) -> None:
+        while marks.unsynced:
+            await self.share.run(marks.sync)
 
 
 def read_active(queue_dir: Path, server: int | None) -> frozenset[str]:

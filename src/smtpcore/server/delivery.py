@@ -39,10 +39,10 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, ParamSpec, TypeVar
+from typing import Final
 
 from smtpcore._driver import Timeouts
 from smtpcore.address import AddressError, parse_mailbox
@@ -56,7 +56,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.activemarks import DeliveryMarks
+from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
@@ -104,9 +104,6 @@ __all__ = [
     "destination",
     "opportunistic_tls_context",
 ]
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 RESOLVE_TIMEOUT: Final = 120.0
 """Seconds one domain's lookups (its MX records, then its exchangers' addresses) may take
@@ -261,6 +258,8 @@ class DeliveryWorker:
         its rounds, up to ``active_limit``, take turns there. The writes whose loss
         would repeat a delivery or lose a record go through its ``now``, at once (the
         rule: :class:`~smtpcore.server.waits.ThreadShare`)."""
+        self.marks_writer = MarksWriter(marks, self.disk)
+        """:attr:`marks` as the deliveries make them, written in :attr:`disk`."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
@@ -307,8 +306,6 @@ class DeliveryWorker:
         done again, and written again by each round until the disk takes them."""
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._marks_writer: asyncio.Task[None] | None = None
-        """The task writing the marks' changes, while it runs (:meth:`_write_marks`)."""
         self._copies_begun: dict[str, set[str]] = {}
         """For each entry this process queued, the mailboxes its rounds began to write its
         copy into: only these can hold one already (a round broken after the write), so a
@@ -476,8 +473,7 @@ class DeliveryWorker:
         deadline = loop.time() + grace
         await finish(set(self._running.values()), grace)
         await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
-        if self._marks_writer is not None:  # the last marks' removal: a hint, if time is left
-            await finish({self._marks_writer}, max(deadline - loop.time(), 0.0))
+        await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
@@ -749,7 +745,7 @@ class DeliveryWorker:
             self._log_withdrawn(round_, domains)
             return
         try:
-            with self._in_delivery(round_.entry.id) as begin:
+            with self.marks_writer.session(round_.entry.id) as begin:
                 begin()  # the token is held
                 names = list(domains)
                 for number, (domain, deliveries) in enumerate(domains.items()):
@@ -759,66 +755,6 @@ class DeliveryWorker:
                     await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
-
-    @contextlib.contextmanager
-    def _in_delivery(
-        self, queue_id: str, *, synced_in_call: bool = False
-    ) -> Iterator[Callable[[], None]]:
-        """A session job or a local copy of ``queue_id`` may run in the block: ``queue
-        list`` marks the message (:attr:`marks`) from the call of the function given,
-        once the delivery holds what it waited for (a session token, a slot of the
-        worker's threads, :meth:`ThreadShare.run_announced
-        <smtpcore.server.waits.ThreadShare.run_announced>`), to the block's end. A
-        delivery that only waits is not marked: not in delivery, as ``mailq`` counts
-        only its active queue's. The marks are written in the worker's share of the
-        threads (:meth:`_write_marks`); ``synced_in_call``: the delivery's own thread
-        call writes its mark first (:meth:`_marked`), so it needs no other."""
-        marks = self.marks
-        begun = False
-
-        def begin() -> None:
-            nonlocal begun
-            if marks is not None and not begun:
-                begun = True
-                marks.begin(queue_id)
-                if not synced_in_call:
-                    self._write_marks()
-
-        try:
-            yield begin
-        finally:
-            if begun and marks is not None:
-                marks.end(queue_id)
-                self._write_marks()
-
-    def _write_marks(self) -> None:
-        """Have the marks' changes written (:meth:`DeliveryMarks.sync
-        <smtpcore.server.activemarks.DeliveryMarks.sync>`) through the worker's share of
-        the threads, as its other disk work that a later round makes good: one call at
-        a time, by one task, which runs again while changes came meanwhile. Never in
-        the event loop, and never beside the share, where they queued ahead of an
-        inbound session's commit with no bound but ``active_limit``."""
-        writer = self._marks_writer
-        if self.marks is None or (writer is not None and not writer.done()):
-            return
-        self._marks_writer = asyncio.get_running_loop().create_task(self._sync_marks(self.marks))
-
-    async def _sync_marks(self, marks: DeliveryMarks) -> None:
-        while marks.unsynced:
-            await self.disk.run(marks.sync)
-
-    def _marked(self, func: Callable[P, T]) -> Callable[P, T]:
-        """``func``, writing the marks' changes first in the same thread call: a local
-        copy's mark is written in the slot the copy holds, as it begins, however many
-        other calls wait for one."""
-        marks = self.marks
-
-        def marked(*args: P.args, **kwargs: P.kwargs) -> T:
-            if marks is not None:
-                marks.sync()
-            return func(*args, **kwargs)
-
-        return marked
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
@@ -905,10 +841,11 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            with self._in_delivery(entry.id, synced_in_call=True) as begin:
+            copy = self.mailboxes.deliver_queued
+            with self.marks_writer.local_copy(entry.id, copy) as (begin, marked_copy):
                 path, written = await self.disk.run_announced(
                     begin,
-                    self._marked(self.mailboxes.deliver_queued),
+                    marked_copy,
                     key,
                     entry.sender,
                     content.path,
