@@ -544,6 +544,11 @@ class DeliveryWorker:
         """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
         it, this process still knows what it sent and reported, and the next round
         writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
+        await self._saved(entry)
+        return entry
+
+    async def _saved(self, entry: QueueEntry) -> bool:
+        """:meth:`_save`, and whether ``entry`` is on disk now."""
         try:
             await self._write(entry)
         except OSError as exc:
@@ -553,7 +558,8 @@ class DeliveryWorker:
                 entry.id,
                 exc,
             )
-        return entry
+            return False
+        return True
 
     async def _write(self, entry: QueueEntry) -> None:
         """:meth:`_save`, raising what the disk refuses: an operator's action must know
@@ -812,12 +818,23 @@ class DeliveryWorker:
         return self.router.route(mailbox, authenticated=True)
 
     async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+        self,
+        queue_id: str,
+        sender: str,
+        report: Report,
+        kind: str,
+        *,
+        requiretls: bool = False,
+        landed: Callable[[], object] | None = None,
     ) -> None:
         """Hand a delivery status notification to ``sender``
         (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`).
-        Every bounce and delay warning goes through here."""
-        await self.reports.send_report(queue_id, sender, report, kind, requiretls=requiretls)
+        Every bounce and delay warning goes through here; ``landed()`` is called in the
+        thread call that made it, as it lands (a bounce copy's record): a wrapper passes
+        it on."""
+        await self.reports.send_report(
+            queue_id, sender, report, kind, requiretls=requiretls, landed=landed
+        )
 
     # -- local ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from smtpcore.routing import Rejected
+from smtpcore.server.bouncerecords import BounceCopy
 from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, logger
@@ -55,6 +56,8 @@ class SettlingWorker(Protocol):
     async def _load(self, queue_id: str) -> QueueEntry: ...
 
     async def _save(self, entry: QueueEntry) -> QueueEntry: ...
+
+    async def _saved(self, entry: QueueEntry) -> bool: ...
 
 
 class RoundSettlement:
@@ -258,8 +261,10 @@ class RoundSettlement:
         records a recipient's fate as its report is made). Never before the bounce has
         landed: one that fails leaves them pending, bounced by a later round. A disk
         that refuses the record leaves it in memory (``_unsaved``), written again by
-        each round. ``entry`` as recorded."""
-        await self.worker.reports.bounce(entry, content, failed)
+        each round. Once it is written, the records of the bounce's copies go
+        (:mod:`~smtpcore.server.bouncerecords`): they kept a copy that landed from being
+        made again while its recipients were pending on disk. ``entry`` as recorded."""
+        copies = await self.worker.reports.bounce(entry, content, failed)
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
@@ -268,7 +273,17 @@ class RoundSettlement:
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in failed.items()}
         )
-        return await self.worker._save(entry)
+        if await self.worker._saved(entry) and copies:
+            await self._forget_copies(entry.id, copies)
+        return entry
+
+    async def _forget_copies(self, queue_id: str, copies: list[BounceCopy]) -> None:
+        """Remove the records of ``copies``, now recorded in the envelope. One the disk
+        keeps goes with the message: it names recipients no longer pending."""
+        try:
+            await self.worker.disk.run(self.worker.queue.bounced.forget, copies)
+        except OSError as exc:
+            logger.warning("%s: cannot remove its bounce records: %s", queue_id, exc)
 
     def _expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,

@@ -1,0 +1,536 @@
+"""A bounce's copies are each made once: the record of a copy that landed
+(:mod:`smtpcore.server.bouncerecords`) outlives a stop, a crash, a broken round and an
+operator's action, until its recipients are recorded failed or the message goes."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import smtpcore.server.bouncerecords as bouncerecords
+from smtpcore.server.bouncerecords import BounceCopy, BounceRecords
+from smtpcore.server.exchanger import Outcome
+from smtpcore.server.maildir import Maildir
+from smtpcore.server.queue import QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand
+from test_server_delivery import (
+    MESSAGE,
+    ZONE,
+    Setup,
+    _enqueue_dsn,
+    _queue_empty,
+    _run_until,
+    _setup,
+    _stop_runs,
+)
+
+POLICY_FAILURE = "no address@pqr.example"
+"""A queued recipient that no longer parses: it fails by this server's policy, so its
+bounce has two copies, the sender's (as NOTIFY asked) and the postmaster's (whole)."""
+
+SENDER_BOX = "john@abc.example"
+POSTMASTER_BOX = "postmaster@abc.example"
+
+
+def _copies(setup: Setup, *keys: str) -> list[int]:
+    """How many messages each mailbox holds."""
+    config = setup.mailboxes.config
+    return [len(Maildir(config.mailbox_path(key)).messages()) for key in keys]
+
+
+def _records(setup: Setup) -> list[str]:
+    directory = setup.queue.directory / "bounced"
+    return sorted(os.listdir(directory)) if directory.exists() else []
+
+
+def _restart(tmp_path: Path, *, release: str | None = None) -> Setup:
+    """Start again on the same data directory and run until the queue is empty."""
+    restarted = _setup(tmp_path, ZONE, 9, retry_after=60)
+
+    async def main() -> None:
+        if release is not None:
+            await restarted.worker.apply(QueueCommand("release", (release,)))
+        for entry in restarted.queue.entries():
+            restarted.worker.schedule(entry)
+        await _run_until(restarted, lambda: _queue_empty(restarted))
+
+    asyncio.run(main())
+    return restarted
+
+
+# -- the records themselves -----------------------------------------------------
+
+
+def test_a_copy_is_made_once_each_of_its_parts_is_recorded(tmp_path: Path) -> None:
+    """A combined copy (the sender cannot take one: to the postmaster) stands for the
+    sender's and the postmaster's, and they for it; another set of recipients is
+    another bounce; a message's records are its own."""
+    records = BounceRecords(tmp_path / "bounced")
+    sender = BounceCopy.of("AAAAAAAAAA", sender=["a@x", "b@x"])
+    postmaster = BounceCopy.of("AAAAAAAAAA", postmaster=["b@x"])
+    combined = BounceCopy.of("AAAAAAAAAA", sender=["b@x", "a@x"], postmaster=["b@x"])
+    assert not records.made(sender)
+    records.record(sender)
+    records.record(sender)  # one there already is the same record
+    assert records.made(sender)
+    assert not records.made(combined)
+    assert not records.made(BounceCopy.of("AAAAAAAAAA", sender=["a@x"]))
+    assert not records.made(BounceCopy.of("BBBBBBBBBB", sender=["a@x", "b@x"]))
+    records.record(postmaster)
+    assert records.made(combined)
+    records.forget([sender, postmaster])
+    assert not records.made(combined)
+    records.record(combined)
+    assert records.made(sender) and records.made(postmaster)
+    records.record(BounceCopy.of("BBBBBBBBBB", sender=["a@x"]))
+    records.keep_only({"BBBBBBBBBB"})
+    assert not records.made(sender)
+    assert os.listdir(tmp_path / "bounced") == [BounceCopy.of("BBBBBBBBBB", sender=["a@x"]).name]
+    records.forget_message("BBBBBBBBBB")
+    assert os.listdir(tmp_path / "bounced") == []
+
+
+def test_a_record_name_holds_any_address(tmp_path: Path) -> None:
+    """An address that no longer parses may hold a slash, dots, a surrogate: the name
+    is a digest of it."""
+    records = BounceRecords(tmp_path / "bounced")
+    copy = BounceCopy.of("AAAAAAAAAA", sender=["../x/y@z", "\udcff@x"])
+    records.record(copy)
+    assert records.made(copy)
+    assert len(os.listdir(tmp_path / "bounced")) == 1
+
+
+# -- a stop, a broken round, an operator's action -------------------------------
+
+
+@pytest.mark.parametrize("stopped_in", ["the first copy's write", "the second copy"])
+def test_a_stop_between_the_two_copies_of_a_bounce_makes_only_the_second_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    stopped_in: str,
+) -> None:
+    """The stop came once the sender's copy was in its mailbox, before the postmaster's
+    was made, or while the sender's was still being written (its thread goes on to the
+    end). The recipient stayed pending, and the next start made both copies again: the
+    sender had two bounces for one failure. It now makes only the postmaster's, and
+    nothing is lost: each mailbox holds one."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    stuck = asyncio.Event()
+    go_on = threading.Event()
+    calls: list[str] = []
+    send_report, deliver = setup.worker.send_report, setup.mailboxes.deliver
+
+    async def second_held(queue_id: str, to: str, report: Any, kind: str, **options: Any) -> None:
+        calls.append(to)
+        if len(calls) == 2:
+            stuck.set()
+            await asyncio.Event().wait()  # until the stop cancels the round
+        await send_report(queue_id, to, report, kind, **options)
+
+    def first_held(*args: Any, **kwargs: Any) -> Path:
+        stuck.set()
+        go_on.wait(30)  # the stop comes meanwhile; the thread writes on after it
+        return deliver(*args, **kwargs)
+
+    if stopped_in == "the second copy":
+        monkeypatch.setattr(setup.worker, "send_report", second_held)
+    else:
+        monkeypatch.setattr(setup.mailboxes, "deliver", first_held)
+
+    async def until_the_stop() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(stuck.wait(), 5)
+        finally:
+            await _stop_runs(setup.worker, [task])
+            go_on.set()
+
+    asyncio.run(until_the_stop())
+    monkeypatch.undo()
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 0]
+    caplog.clear()
+    restarted = _restart(tmp_path)
+    assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == [1, 1]
+    assert any(
+        "the sender copy of its bounce was made in an earlier attempt: not made again"
+        in record.getMessage()
+        for record in caplog.records
+    )
+    assert _records(restarted) == []
+
+
+def test_a_sender_who_is_the_postmaster_gets_both_copies_of_a_bounce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The postmaster sends, RET=HDRS, to a queued address that no longer parses: its
+    bounce has the sender's copy (headers only) and the postmaster's (whole), both into
+    the postmaster's mailbox, and a stop came between them. The next start made both
+    again; a record named by its address would have skipped the whole one. Each copy is
+    recorded as which copy it is: the postmaster has one of each."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    postmaster = setup.mailboxes.config.postmaster_key("abc.example")
+    stuck = asyncio.Event()
+    calls: list[str] = []
+    send_report = setup.worker.send_report
+
+    async def second_held(queue_id: str, to: str, report: Any, kind: str, **options: Any) -> None:
+        calls.append(to)
+        if len(calls) == 2:
+            stuck.set()
+            await asyncio.Event().wait()
+        await send_report(queue_id, to, report, kind, **options)
+
+    monkeypatch.setattr(setup.worker, "send_report", second_held)
+
+    async def until_the_stop() -> None:
+        spool = setup.queue.spool()
+        spool.write(MESSAGE)
+        recipients = [QueuedRecipient(POLICY_FAILURE)]
+        params = (("RET", "HDRS"),)
+        entry = setup.queue.prepare(spool, postmaster, recipients, params=params).commit()
+        setup.worker.schedule(entry)
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(stuck.wait(), 5)
+        finally:
+            await _stop_runs(setup.worker, [task])
+
+    asyncio.run(until_the_stop())
+    _restart(tmp_path)
+    box = Maildir(setup.mailboxes.config.mailbox_path(postmaster))
+    copies = [path.read_bytes() for path in box.messages()]
+    assert sorted(b"\nbody\n" in copy for copy in copies) == [False, True]  # Maildir: LF
+
+
+@pytest.mark.parametrize("refused", ["once", "every time"])
+def test_a_second_bounce_copy_the_disk_refuses_leaves_the_first_made_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused: str
+) -> None:
+    """The sender's copy of a two-copy bounce landed, and the postmaster's mailbox
+    refused its copy (a full disk): the round broke, and each retry made the sender's
+    copy again, as often as the postmaster's failed. The sender now has one copy, the
+    postmaster one once its disk takes it."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=0.05)
+    setup.worker.max_retry_after = 0.05
+    deliver = setup.mailboxes.deliver
+    tries: list[str] = []
+
+    def postmaster_refused(key: Any, *args: Any, **kwargs: Any) -> Path:
+        if key == POSTMASTER_BOX:
+            tries.append(key)
+            if refused == "every time" or len(tries) == 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return deliver(key, *args, **kwargs)
+
+    monkeypatch.setattr(setup.mailboxes, "deliver", postmaster_refused)
+
+    async def main() -> QueueEntry:
+        entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        if refused == "once":
+            await _run_until(setup, lambda: _queue_empty(setup))
+        else:
+            await _run_until(setup, lambda: len(tries) >= 4)
+        return entry
+
+    entry = asyncio.run(main())
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 1 if refused == "once" else 0]
+    if refused == "every time":
+        (left,) = setup.queue.entries()
+        assert left.recipients[0].pending
+        assert setup.queue.bounced.made(BounceCopy.of(entry.id, sender=[POLICY_FAILURE]))
+    else:
+        assert _records(setup) == []
+
+
+def test_a_copy_made_in_an_earlier_round_is_not_made_again_and_a_later_failure_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1: c waits, the policy failure's sender copy lands, the postmaster's is
+    refused. Round 2: both fail; the postmaster's copy is refused again. Round 3: c
+    waits, the policy failure's bounce is made and recorded. Round 4: c fails. The
+    sender's copy of round 1 was made again in round 3; each failure is now told once
+    per set of recipients reported: round 2's copy names c, and so does round 4's, as
+    the round that recorded c failed."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    deliver = setup.mailboxes.deliver
+    refusals = [2]
+
+    def postmaster_refused(key: Any, *args: Any, **kwargs: Any) -> Path:
+        if key == POSTMASTER_BOX and refusals[0]:
+            refusals[0] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return deliver(key, *args, **kwargs)
+
+    monkeypatch.setattr(setup.mailboxes, "deliver", postmaster_refused)
+    failed = Outcome(RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such user", "local")
+    deferred = Outcome(RecipientStatus.PENDING, "4.2.0", "450 4.2.0 try later", "local")
+    script = [deferred, failed, deferred, failed]
+
+    async def scripted(*args: object) -> Outcome:
+        return script.pop(0)
+
+    monkeypatch.setattr(setup.worker, "_deliver_local", scripted)
+
+    async def main() -> None:
+        recipients = [QueuedRecipient(POLICY_FAILURE), QueuedRecipient("c@abc.example")]
+        entry = _enqueue_dsn(setup, recipients)
+        for _ in range(4):
+            await setup.worker._process(entry.id)
+        await setup.worker.aclose(1.0)
+
+    asyncio.run(main())
+    assert _queue_empty(setup)
+    bounces = setup.raw_bounces()
+    assert len(bounces) == 3  # {no address}, {no address, c}, {c}
+    assert sum(b"c@abc.example" in bounce for bounce in bounces) == 2
+    assert _records(setup) == []
+
+
+def test_a_copy_made_while_the_entry_is_kept_in_memory_is_not_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk refused the record of a recipient sent (the entry kept in memory), then
+    the sender's copy of another's bounce landed and the postmaster's copy was refused:
+    the round's error wrote the entry kept in memory, and the next round made the
+    sender's copy again. The record is no part of the entry: no write undoes it."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    deliver, update = setup.mailboxes.deliver, setup.queue.update
+    postmaster_refusals, update_refusals = [1], [1]
+
+    def postmaster_refused(key: Any, *args: Any, **kwargs: Any) -> Path:
+        if key == POSTMASTER_BOX and postmaster_refusals[0]:
+            postmaster_refusals[0] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return deliver(key, *args, **kwargs)
+
+    def refused_once(entry: QueueEntry) -> None:
+        if update_refusals[0]:
+            update_refusals[0] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        update(entry)
+
+    monkeypatch.setattr(setup.mailboxes, "deliver", postmaster_refused)
+    monkeypatch.setattr(setup.queue, "update", refused_once)
+
+    async def sent(*args: object) -> Outcome:
+        return Outcome(RecipientStatus.SENT, "2.0.0", "delivered", "local")
+
+    monkeypatch.setattr(setup.worker, "_deliver_local", sent)
+
+    async def main() -> None:
+        recipients = [QueuedRecipient("s@abc.example"), QueuedRecipient(POLICY_FAILURE)]
+        entry = _enqueue_dsn(setup, recipients)
+        for _ in range(2):
+            await setup.worker._process(entry.id)
+        await setup.worker.aclose(1.0)
+
+    asyncio.run(main())
+    assert _queue_empty(setup)
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 1]
+    assert _records(setup) == []
+
+
+@pytest.mark.parametrize("action", ["hold", "delete"])
+def test_an_action_as_a_stop_cuts_off_a_bounce_copy_does_not_make_it_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """A ``queue hold`` or ``delete`` given while a round makes the sender's copy, then
+    a stop: the copy's thread goes on, and its record lands after the action read the
+    queue file, and after it wrote it. A hold kept, released at the next start, made
+    the sender's copy again. Now only the postmaster's is made; a deleted message's
+    record, left by the copy's thread, goes at the next start."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    stuck = asyncio.Event()
+    go_on = threading.Event()
+    deliver = setup.mailboxes.deliver
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def held(*args: Any, **kwargs: Any) -> Path:
+        loops[0].call_soon_threadsafe(stuck.set)
+        go_on.wait(30)
+        return deliver(*args, **kwargs)
+
+    monkeypatch.setattr(setup.mailboxes, "deliver", held)
+
+    async def main() -> str:
+        loops.append(asyncio.get_running_loop())
+        entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(stuck.wait(), 5)
+            applied = await setup.worker.apply(QueueCommand(action, (entry.id,)))
+            setup.worker._running[entry.id].cancel()  # the stop, as the copy is written
+            assert await asyncio.wait_for(applied.written, 5)
+            landed = asyncio.Event()
+            go_on.set()  # the copy's thread, left running by the stop, lands now
+            setup.worker.threads.then(lambda: loops[0].call_soon_threadsafe(landed.set))
+            await asyncio.wait_for(landed.wait(), 10)
+        finally:
+            go_on.set()
+            await _stop_runs(setup.worker, [task])
+        return entry.id
+
+    queue_id = asyncio.run(main())
+    monkeypatch.undo()
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 0]
+    if action == "hold":
+        assert setup.queue.load(queue_id).held
+        restarted = _restart(tmp_path, release=queue_id)
+        assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == [1, 1]
+    else:
+        assert not setup.queue.envelope_path(queue_id).exists()
+        restarted = _restart(tmp_path)
+        assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == [1, 0]
+    assert _records(restarted) == []
+
+
+def test_a_stop_after_a_combined_copy_does_not_make_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local sender with no mailbox: one copy, the sender's and the postmaster's in
+    one, goes to the postmaster. A stop after it landed, before the round recorded the
+    recipient failed, made it again at the next start."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    stuck = asyncio.Event()
+    send_report = setup.worker.send_report
+
+    async def stopped_after(
+        queue_id: str, to: str, report: Any, kind: str, **options: Any
+    ) -> None:
+        await send_report(queue_id, to, report, kind, **options)
+        stuck.set()
+        await asyncio.Event().wait()  # until the stop cancels the round
+
+    monkeypatch.setattr(setup.worker, "send_report", stopped_after)
+
+    async def until_the_stop() -> None:
+        spool = setup.queue.spool()
+        spool.write(MESSAGE)
+        recipients = [QueuedRecipient(POLICY_FAILURE)]
+        entry = setup.queue.prepare(spool, "nobody@abc.example", recipients).commit()
+        setup.worker.schedule(entry)
+        task = asyncio.get_running_loop().create_task(setup.worker.run())
+        try:
+            await asyncio.wait_for(stuck.wait(), 5)
+        finally:
+            await _stop_runs(setup.worker, [task])
+
+    asyncio.run(until_the_stop())
+    assert _copies(setup, POSTMASTER_BOX) == [1]
+    restarted = _restart(tmp_path)
+    assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == [0, 1]
+    assert _records(restarted) == []
+
+
+@pytest.mark.parametrize("refused", ["record", "read"])
+def test_records_the_disk_refuses_lose_no_bounce_and_repeat_none(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    refused: str,
+) -> None:
+    """The disk refuses a record (``queue/bounced`` full or unwritable), or its read:
+    each copy is made all the same, once, and the round records the bounce; the error
+    is logged. A record that broke the round would make the copy again each retry."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=0.05)
+    name = "record" if refused == "record" else "made"
+
+    def refusing(*args: object) -> None:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(setup.queue.bounced, name, refusing)
+
+    async def main() -> None:
+        _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 1]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("Permission denied" in error for error in errors)
+
+
+# -- a crash at each step -------------------------------------------------------
+
+
+class _Crash(BaseException):
+    """The process dies here: nothing after it runs, no handler of the worker's sees it."""
+
+
+def _crashing_at(step: int, steps: list[str]) -> Callable[[str, Callable[..., Any]], Any]:
+    """A wrapper of the records' disk calls that counts them in ``steps`` and raises
+    :class:`_Crash` instead of making call number ``step``."""
+
+    def wrap(name: str, func: Callable[..., Any]) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            steps.append(name)
+            if len(steps) == step:
+                raise _Crash(name)
+            return func(*args, **kwargs)
+
+        return counted
+
+    return wrap
+
+
+class _CountedOs:
+    """The records' ``os`` module, its calls counted (:func:`_crashing_at`)."""
+
+    def __init__(self, wrap: Callable[[str, Callable[..., Any]], Any]) -> None:
+        self.scandir = wrap("scandir", os.scandir)
+        self.unlink = wrap("unlink", os.unlink)
+
+
+def _run_crashing(tmp_path: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """One round of a two-copy bounce that crashes at the records' disk call ``step``
+    (if it comes to it); the calls counted."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    steps: list[str] = []
+    wrap = _crashing_at(step, steps)
+    monkeypatch.setattr(bouncerecords, "os", _CountedOs(wrap))
+    for name in ("write_synced", "fsync_directory", "make_private_directory"):
+        monkeypatch.setattr(bouncerecords, name, wrap(name, getattr(bouncerecords, name)))
+
+    async def main() -> None:
+        entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        try:
+            await setup.worker._process(entry.id)
+        except _Crash:
+            return
+        await setup.worker.aclose(1.0)
+
+    asyncio.run(main())
+    monkeypatch.undo()
+    return steps
+
+
+def test_a_crash_at_any_step_of_the_records_loses_no_bounce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash at each disk call of the records, then a start: each copy is made, and
+    made twice only when the crash came as its record was being created (after the copy
+    landed, before the record did), the one instant the docs name."""
+    all_steps = _run_crashing(tmp_path / "whole", 0, monkeypatch)
+    assert all_steps.count("write_synced") == 2  # one record per copy
+    for step in range(1, len(all_steps) + 1):
+        data = tmp_path / str(step)
+        steps = _run_crashing(data, step, monkeypatch)
+        assert len(steps) == step
+        restarted = _restart(data)
+        creating = steps[-1] == "write_synced"
+        sender_twice = creating and steps.count("write_synced") == 1
+        postmaster_twice = creating and steps.count("write_synced") == 2
+        expected = [1 + sender_twice, 1 + postmaster_twice]
+        assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == expected, steps
+        assert _records(restarted) == [], steps
