@@ -108,6 +108,21 @@ def test_a_record_name_holds_any_address(tmp_path: Path) -> None:
     assert len(os.listdir(tmp_path / "bounced")) == 1
 
 
+def test_records_are_never_made_or_removed_through_a_link(tmp_path: Path) -> None:
+    """A link planted in place of ``queue/bounced``: no record is made where it points,
+    and a message's removal removes nothing there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "AAAAAAAAAA.keep").write_bytes(b"")
+    (tmp_path / "bounced").symlink_to(elsewhere)
+    records = BounceRecords(tmp_path / "bounced")
+    with pytest.raises(NotADirectoryError):
+        records.record(BounceCopy.of("AAAAAAAAAA", sender=["a@x"]))
+    with pytest.raises(NotADirectoryError):
+        records.forget_message("AAAAAAAAAA")
+    assert os.listdir(elsewhere) == ["AAAAAAAAAA.keep"]
+
+
 # -- a stop, a broken round, an operator's action -------------------------------
 
 
@@ -492,18 +507,21 @@ class _CountedOs:
         self.unlink = wrap("unlink", os.unlink)
 
 
-def _run_crashing(tmp_path: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _run_crashing(
+    tmp_path: Path, step: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Setup, str]:
     """One round of a two-copy bounce that crashes at the records' disk call ``step``
-    (if it comes to it); the calls counted."""
+    (if it comes to it): the calls counted, the setup, the message's id."""
     setup = _setup(tmp_path, ZONE, 9, retry_after=60)
     steps: list[str] = []
     wrap = _crashing_at(step, steps)
     monkeypatch.setattr(bouncerecords, "os", _CountedOs(wrap))
-    for name in ("write_synced", "fsync_directory", "make_private_directory"):
+    disk_calls = ("write_synced", "fsync_directory", "make_private_directory")
+    for name in (*disk_calls, "require_real_directory"):
         monkeypatch.setattr(bouncerecords, name, wrap(name, getattr(bouncerecords, name)))
+    entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
 
     async def main() -> None:
-        entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
         try:
             await setup.worker._process(entry.id)
         except _Crash:
@@ -512,7 +530,15 @@ def _run_crashing(tmp_path: Path, step: int, monkeypatch: pytest.MonkeyPatch) ->
 
     asyncio.run(main())
     monkeypatch.undo()
-    return steps
+    return steps, setup, entry.id
+
+
+def _pending(setup: Setup, queue_id: str) -> bool:
+    """Whether the message is still queued with its recipient pending."""
+    try:
+        return setup.queue.load(queue_id).recipients[0].pending
+    except FileNotFoundError:
+        return False
 
 
 def test_a_crash_at_any_step_of_the_records_loses_no_bounce(
@@ -521,16 +547,30 @@ def test_a_crash_at_any_step_of_the_records_loses_no_bounce(
     """A crash at each disk call of the records, then a start: each copy is made, and
     made twice only when the crash came as its record was being created (after the copy
     landed, before the record did), the one instant the docs name."""
-    all_steps = _run_crashing(tmp_path / "whole", 0, monkeypatch)
+    all_steps, _, _ = _run_crashing(tmp_path / "whole", 0, monkeypatch)
     assert all_steps.count("write_synced") == 2  # one record per copy
+    creating = {"require_real_directory", "make_private_directory", "write_synced"}
+    crashes_made_twice = 0
     for step in range(1, len(all_steps) + 1):
         data = tmp_path / str(step)
-        steps = _run_crashing(data, step, monkeypatch)
+        steps, crashed, queue_id = _run_crashing(data, step, monkeypatch)
         assert len(steps) == step
+        landed = _copies(crashed, SENDER_BOX, POSTMASTER_BOX)
+        copies = [
+            BounceCopy.of(queue_id, sender=[POLICY_FAILURE]),
+            BounceCopy.of(queue_id, postmaster=[POLICY_FAILURE]),
+        ]
+        pending = _pending(crashed, queue_id)
+        recorded = _records(crashed)
+        twice = [
+            pending and n == 1 and copy.name not in recorded
+            for n, copy in zip(landed, copies, strict=True)
+        ]
+        if any(twice):  # the crash came in the record's creation, after its copy landed
+            assert steps[-1] in creating, steps
+            crashes_made_twice += 1
         restarted = _restart(data)
-        creating = steps[-1] == "write_synced"
-        sender_twice = creating and steps.count("write_synced") == 1
-        postmaster_twice = creating and steps.count("write_synced") == 2
-        expected = [1 + sender_twice, 1 + postmaster_twice]
+        expected = [1 + again for again in twice]
         assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == expected, steps
         assert _records(restarted) == [], steps
+    assert crashes_made_twice == 4  # each copy's record: its directory's check, its file

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from smtpcore.server.maildir import fsync_directory, make_private_directory
-from smtpcore.server.safefiles import is_visible, write_synced
+from smtpcore.server.safefiles import is_visible, require_real_directory, write_synced
 
 __all__ = ["POSTMASTER", "SENDER", "BounceCopy", "BounceRecords"]
 
@@ -92,12 +92,10 @@ class BounceRecords:
     def record(self, copy: BounceCopy) -> None:
         """Record ``copy`` landed: a new empty file, synced, as the queue's others. One
         there already is the same record."""
-        path = self.directory / copy.name
-        try:
-            write_synced(path, b"")
-        except FileNotFoundError:  # no record yet in this queue directory
+        if not self._exists():  # no record yet in this queue directory
             make_private_directory(self.directory)
-            write_synced(path, b"")
+        try:
+            write_synced(self.directory / copy.name, b"")
         except FileExistsError:
             return
         fsync_directory(self.directory)
@@ -131,12 +129,19 @@ class BounceRecords:
         prefix = f"{queue_id}."
         return (name for name in self._names() if name.startswith(prefix))
 
-    def _names(self) -> Iterator[str]:
+    def _exists(self) -> bool:
+        """Whether the directory is there; ``NotADirectoryError`` for a link in its
+        place (records would be made and removed where it points)."""
         try:
-            scan = os.scandir(self.directory)
+            require_real_directory(self.directory)
         except FileNotFoundError:
+            return False
+        return True
+
+    def _names(self) -> Iterator[str]:
+        if not self._exists():
             return
-        with scan:
+        with os.scandir(self.directory) as scan:
             for item in scan:
                 if is_visible(item.name):
                     yield item.name
