@@ -137,7 +137,8 @@ def test_a_stop_between_the_two_copies_of_a_bounce_makes_only_the_second_again(
     was made, or while the sender's was still being written (its thread goes on to the
     end). The recipient stayed pending, and the next start made both copies again: the
     sender had two bounces for one failure. It now makes only the postmaster's, and
-    nothing is lost: each mailbox holds one."""
+    nothing is lost: each mailbox holds one. The stop's line said "before its bounce
+    was made" though the sender's copy was: it now says which was."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     setup = _setup(tmp_path, ZONE, 9, retry_after=60)
     stuck = asyncio.Event()
@@ -174,6 +175,11 @@ def test_a_stop_between_the_two_copies_of_a_bounce_makes_only_the_second_again(
     asyncio.run(until_the_stop())
     monkeypatch.undo()
     assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 0]
+    (line,) = [r.getMessage() for r in caplog.records if "cut short" in r.getMessage()]
+    if stopped_in == "the second copy":
+        assert "shutdown after the sender copy of its bounce was made (failed: 553 " in line
+    else:  # the copy was still being written: the round cannot know it landed
+        assert "shutdown before its bounce was made (failed: 553 " in line
     caplog.clear()
     restarted = _restart(tmp_path)
     assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == [1, 1]

@@ -61,6 +61,11 @@ class BounceCopy:
         return cls(queue_id, tuple(sorted((role, r) for role, r in given if r)))
 
     @property
+    def recipients(self) -> frozenset[str]:
+        """Every recipient the copy reports, in any role."""
+        return frozenset().union(*(recipients for _, recipients in self.parts))
+
+    @property
     def label(self) -> str:
         """Which copy it is, for the log: ``sender``, ``postmaster``, or both."""
         return " and ".join(role for role, _ in self.parts)

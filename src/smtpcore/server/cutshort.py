@@ -46,7 +46,7 @@ class RoundProgress:
     session, the session), where it is (``none`` before the first exchanger), whether the
     end of its data is unanswered, and whether its failure's line is written."""
 
-    __slots__ = ("_bounced", "_end_unanswered", "_planned", "_relay")
+    __slots__ = ("_bounced", "_copies_made", "_end_unanswered", "_planned", "_relay")
 
     def __init__(self) -> None:
         self._planned: dict[str, None] = {}
@@ -55,6 +55,8 @@ class RoundProgress:
         """Each recipient whose delivery began, in that order, and where it is."""
         self._end_unanswered: set[str] = set()
         self._bounced: set[str] = set()
+        self._copies_made: dict[str, list[str]] = {}
+        """Per failed recipient, which copies of its bounce are made (``sender``...)."""
 
     def plan(self, addresses: Iterable[str]) -> None:
         """The round is to deliver ``addresses`` (before it begins any): a stop before
@@ -80,6 +82,15 @@ class RoundProgress:
         """``address``'s failure has its line, written with its bounce: a stop after it
         (in the bounce's record) must not write another."""
         self._bounced.add(address)
+
+    def bounce_copy_made(self, addresses: Iterable[str], label: str) -> None:
+        """The ``label`` copy of the bounce of ``addresses`` is made (now, or in an
+        earlier attempt): a stop before the bounce is recorded makes only the others."""
+        for address in addresses:
+            self._copies_made.setdefault(address, []).append(label)
+
+    def copies_made(self, address: str) -> list[str]:
+        return self._copies_made.get(address, [])
 
     @property
     def begun(self) -> list[str]:
@@ -128,12 +139,17 @@ def cut_short_outcome(progress: RoundProgress, address: str, failure: Outcome | 
     (:meth:`RoundSettlement.finish_round
     <smtpcore.server.settlement.RoundSettlement.finish_round>`), which the stop kept from
     being made: the line quotes the refusal, or the operator could not tell why a
-    recipient refused for good is tried again after the restart."""
+    recipient refused for good is tried again after the restart, and names the copies
+    of the bounce made already (not made again: :mod:`smtpcore.server.bouncerecords`)."""
     if failure is not None:
-        detail = (
-            f"{CUT_SHORT} before its bounce was made (failed: {failure.detail}); "
-            "tried again at the next start"
-        )
+        made = progress.copies_made(address)
+        if not made:
+            when = "before its bounce was made"
+        elif len(made) == 1:
+            when = f"after the {made[0]} copy of its bounce was made"
+        else:
+            when = f"after the {' and '.join(made)} copies of its bounce were made"
+        detail = f"{CUT_SHORT} {when} (failed: {failure.detail}); tried again at the next start"
         return Outcome(RecipientStatus.PENDING, "4.3.0", detail, failure.relay)
     cut = CUT_IN_END_OF_DATA if progress.may_have_been_sent(address) else CUT_SHORT
     return Outcome(RecipientStatus.PENDING, "4.3.0", cut, progress.relay(address))

@@ -160,6 +160,7 @@ class SenderReports:
         entry: QueueEntry,
         content: QueuedContent,
         failed: Mapping[str, Outcome],
+        made: Callable[[BounceCopy], object] | None = None,
     ) -> list[BounceCopy]:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
@@ -171,7 +172,8 @@ class SenderReports:
         why each recipient it lists failed (:attr:`Outcome.expired`).
 
         Each copy is made once (:mod:`smtpcore.server.bouncerecords`): one whose record
-        says it landed in an earlier attempt is not made again. Returns the copies of
+        says it landed in an earlier attempt is not made again. Each copy made, now or
+        then, is told to ``made`` (the line a stop writes names it). Returns the copies of
         this bounce, made now or then, whose records go once the round has recorded
         ``failed`` (:meth:`RoundSettlement._bounce
         <smtpcore.server.settlement.RoundSettlement._bounce>`).
@@ -205,16 +207,22 @@ class SenderReports:
                 return []
             copy = BounceCopy.of(entry.id, sender=asked, postmaster=policy)
             await self._send_copy(entry, content, both, to, copy, whole=bool(policy))
+            if made is not None:
+                made(copy)
             return [copy]
         copies = []
         if asked:
             copy = BounceCopy.of(entry.id, sender=asked)
             await self._send_copy(entry, content, asked, entry.sender, copy, whole=False)
             copies.append(copy)
+            if made is not None:
+                made(copy)
         if policy:
             copy = BounceCopy.of(entry.id, postmaster=policy)
             await self._send_copy(entry, content, policy, self._postmaster(), copy, whole=True)
             copies.append(copy)
+            if made is not None:
+                made(copy)
         return copies
 
     async def _send_copy(

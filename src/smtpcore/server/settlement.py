@@ -264,7 +264,8 @@ class RoundSettlement:
         each round. Once it is written, the records of the bounce's copies go
         (:mod:`~smtpcore.server.bouncerecords`): they kept a copy that landed from being
         made again while its recipients were pending on disk. ``entry`` as recorded."""
-        copies = await self.worker.reports.bounce(entry, content, failed)
+        made = None if progress is None else _copy_made(progress)
+        copies = await self.worker.reports.bounce(entry, content, failed, made)
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
@@ -292,6 +293,11 @@ class RoundSettlement:
         has reached" the limit). Bouncing before the round lost mail the exchanger
         would take now."""
         return self.worker.clock() >= entry.created + self.worker.max_queue_age
+
+
+def _copy_made(progress: RoundProgress) -> Callable[[BounceCopy], None]:
+    """Tell ``progress`` of each copy of the bounce made."""
+    return lambda copy: progress.bounce_copy_made(copy.recipients, copy.label)
 
 
 def local_error(exc: BaseException) -> Outcome:
