@@ -31,7 +31,6 @@ from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
-from smtpcore.server.bouncerecords import BounceCopy
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
 from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
@@ -1900,10 +1899,9 @@ def test_a_stop_in_the_bounce_step_logs_the_refused_recipient(
         relay = _relay(tmp_path, server.port, retry_after=3600.0)
         entered = asyncio.Event()
 
-        async def hanging_bounce(*args: object, **kwargs: object) -> list[BounceCopy]:
+        async def hanging_bounce(*args: object, **kwargs: object) -> None:
             entered.set()
             await asyncio.Event().wait()
-            return []
 
         relay.worker.reports.bounce = hanging_bounce  # type: ignore[method-assign]  # a stand-in
         entry = relay.enqueue(["a@pqr.example", "b@pqr.example"])

@@ -1,26 +1,28 @@
-"""Which copies of a bounce have landed while their recipients are still pending on
-disk: one empty file per copy in ``queue/bounced/``, so that a stop or a crash between
-a bounce's two copies (or between a copy and the write that records its recipients
-failed) does not make the copy that landed again at the next start.
+"""Which recipients each copy of a bounce has reported while they are still pending on
+disk: one empty file per role and recipient in ``queue/bounced/``, so that a stop or a
+crash between a bounce's two copies (or between a copy and the write that records its
+recipients failed) does not report them again at the next start, nor does a later
+round whose failures overlap theirs.
 
 A bounce has up to two copies (:meth:`SenderReports.bounce
 <smtpcore.server.reports.SenderReports.bounce>`): the sender's, for the failures
 NOTIFY asked to hear of, and the postmaster's, whole, for the failures by this
 server's policy; or, when the sender cannot take one, a combined copy to the
 postmaster that stands for both. Each copy carries *parts*: a role (``sender``,
-``postmaster``) and a digest of the recipients reported in that role. A record's name
-is the message's id and the copy's parts, ``ID.postmaster-D1+sender-D2``, so a copy is
-known made when each of its parts is in some record of the message: a combined copy
-stands in for the two others, and they for it. A later round that fails other
-recipients reports another set, with another digest: its copies are made.
+``postmaster``) and the recipients it reports in that role. A record's name is the
+message's id, a role and a digest of one recipient, ``ID.sender-D``: before a copy is
+made, the recipients recorded in its role are taken out of it
+(:meth:`BounceRecords.unmade`), and a copy with none left is not made. A combined
+copy records both its roles, and is made only for what they have not reported.
 
-The record is written in the thread call that made the copy, right after it landed
-(:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. Only a crash
-in that instant, or a disk that refuses the record, makes the copy again. Records are
-never in the envelope: no envelope write (a round's, an operator's ``hold``) can undo
-one. They go once the round's write records the recipients failed, with the message
-(:meth:`Queue.remove <smtpcore.server.queue.Queue.remove>`), and at the start for a
-message no longer queued (:meth:`BounceRecords.keep_only`).
+The records of a copy are written in the thread call that made it, right after it
+landed (:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. Only
+a crash in that instant, or a disk that refuses the record, reports its recipients
+again. Records are never in the envelope: no envelope write (a round's, an operator's
+``hold``) can undo one. A recipient's records go once the round's write records it
+failed (:meth:`BounceRecords.forget`), with the message (:meth:`Queue.remove
+<smtpcore.server.queue.Queue.remove>`), and at the start for a message no longer
+queued (:meth:`BounceRecords.keep_only`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ SENDER: Final = "sender"
 """The role of the part a copy tells the sender (as NOTIFY and RET asked)."""
 POSTMASTER: Final = "postmaster"
 """The role of the part a copy tells the postmaster (this server's policy, whole)."""
+ROLES: Final = (POSTMASTER, SENDER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +73,35 @@ class BounceCopy:
         """Which copy it is, for the log: ``sender``, ``postmaster``, or both."""
         return " and ".join(role for role, _ in self.parts)
 
-    def part_names(self) -> frozenset[str]:
-        """Each part as a name: its role and a digest of its recipients."""
-        return frozenset(f"{role}-{_digest(recipients)}" for role, recipients in self.parts)
+    def has(self, role: str) -> bool:
+        """Whether the copy reports anything in ``role``."""
+        return any(part == role for part, _ in self.parts)
 
-    @property
-    def name(self) -> str:
-        """The record's file name."""
-        return f"{self.queue_id}.{'+'.join(sorted(self.part_names()))}"
+    def record_names(self) -> dict[str, tuple[str, str]]:
+        """The name of each of its records, and the role and recipient it stands for."""
+        return {
+            record_name(self.queue_id, role, recipient): (role, recipient)
+            for role, recipients in self.parts
+            for recipient in recipients
+        }
+
+    def without(self, recorded: Collection[str]) -> BounceCopy:
+        """The copy less each role's recipients whose record name is in ``recorded``."""
+        left: dict[str, set[str]] = {}
+        for name, (role, recipient) in self.record_names().items():
+            if name not in recorded:
+                left.setdefault(role, set()).add(recipient)
+        return BounceCopy.of(
+            self.queue_id, sender=left.get(SENDER, ()), postmaster=left.get(POSTMASTER, ())
+        )
+
+
+def record_name(queue_id: str, role: str, recipient: str) -> str:
+    """The name of the record that ``recipient`` of ``queue_id`` was reported in
+    ``role``: a digest of the address, which may hold any character (one that no
+    longer parses: a slash, dots, a surrogate)."""
+    text = recipient.encode("utf-8", "surrogateescape")
+    return f"{queue_id}.{role}-{hashlib.sha256(text).hexdigest()[:16]}"
 
 
 class BounceRecords:
@@ -87,27 +111,32 @@ class BounceRecords:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    def unmade(self, copy: BounceCopy) -> BounceCopy:
+        """``copy`` less the recipients a record says were reported in its role."""
+        return copy.without(set(self._names_of(copy.queue_id)))
+
     def made(self, copy: BounceCopy) -> bool:
-        """Whether each part of ``copy`` is in a record of its message."""
-        recorded: set[str] = set()
-        for name in self._names_of(copy.queue_id):
-            recorded.update(name[len(copy.queue_id) + 1 :].split("+"))
-        return copy.part_names() <= recorded
+        """Whether every recipient of ``copy`` is recorded reported in its role."""
+        return not self.unmade(copy).parts
 
     def record(self, copy: BounceCopy) -> None:
-        """Record ``copy`` landed: a new empty file, synced, as the queue's others. One
-        there already is the same record."""
+        """Record the recipients of ``copy`` reported: a new empty file for each role
+        and recipient, synced, as the queue's others. One there already is the same
+        record."""
         if not self._exists():  # no record yet in this queue directory
             make_private_directory(self.directory)
-        try:
-            write_synced(self.directory / copy.name, b"")
-        except FileExistsError:
-            return
+        for name in copy.record_names():
+            try:
+                write_synced(self.directory / name, b"")
+            except FileExistsError:
+                continue
         fsync_directory(self.directory)
 
-    def forget(self, copies: Iterable[BounceCopy]) -> None:
-        """Remove the records of ``copies``, whose recipients are now recorded failed."""
-        self._remove(copy.name for copy in copies)
+    def forget(self, queue_id: str, recipients: Collection[str]) -> None:
+        """Remove every record of ``recipients`` of ``queue_id``, in any role: they are
+        recorded failed in the envelope now, and are reported no more."""
+        covered = {record_name(queue_id, role, r) for role in ROLES for r in recipients}
+        self._remove([name for name in self._names_of(queue_id) if name in covered])
 
     def forget_message(self, queue_id: str) -> None:
         """Remove every record of ``queue_id``, which is gone from the queue."""
@@ -150,10 +179,3 @@ class BounceRecords:
             for item in scan:
                 if is_visible(item.name):
                     yield item.name
-
-
-def _digest(recipients: Iterable[str]) -> str:
-    """A short digest of a set of addresses, whatever their order (and whatever they
-    hold: an address that no longer parses may have any character)."""
-    text = "\n".join(sorted(recipients)).encode("utf-8", "surrogateescape")
-    return hashlib.sha256(text).hexdigest()[:16]

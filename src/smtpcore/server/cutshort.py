@@ -84,8 +84,10 @@ class RoundProgress:
         self._bounced.add(address)
 
     def bounce_copy_made(self, addresses: Iterable[str], label: str) -> None:
-        """The ``label`` copy of the bounce of ``addresses`` is made (now, or in an
-        earlier attempt): a stop before the bounce is recorded makes only the others."""
+        """The ``label`` copy of the bounce has reported ``addresses``, and its records
+        say so (it landed now and they did, or they were found): a stop before the
+        bounce is recorded in the envelope does not report them in it again. A copy the
+        disk would not record is not told: the next start makes it again."""
         for address in addresses:
             self._copies_made.setdefault(address, []).append(label)
 

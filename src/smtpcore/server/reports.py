@@ -23,7 +23,7 @@ from smtpcore.server.bounce import (
     build_delay_notice,
     build_success_report,
 )
-from smtpcore.server.bouncerecords import BounceCopy
+from smtpcore.server.bouncerecords import POSTMASTER, BounceCopy
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -160,8 +160,8 @@ class SenderReports:
         entry: QueueEntry,
         content: QueuedContent,
         failed: Mapping[str, Outcome],
-        made: Callable[[BounceCopy], object] | None = None,
-    ) -> list[BounceCopy]:
+        made: Callable[[frozenset[str], str], object] | None = None,
+    ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
         server's own policy (:attr:`Outcome.server_policy`) was no choice of the
@@ -171,11 +171,12 @@ class SenderReports:
         are one report. The bounce says how long the message was retried when that is
         why each recipient it lists failed (:attr:`Outcome.expired`).
 
-        Each copy is made once (:mod:`smtpcore.server.bouncerecords`): one whose record
-        says it landed in an earlier attempt is not made again. Each copy made, now or
-        then, is told to ``made`` (the line a stop writes names it). Returns the copies of
-        this bounce, made now or then, whose records go once the round has recorded
-        ``failed`` (:meth:`RoundSettlement._bounce
+        Each recipient is reported once in each role (:mod:`smtpcore.server.bouncerecords`):
+        a copy leaves out those a record says an earlier attempt reported, and is not
+        made when none are left. ``made(recipients, label)`` hears which recipients each
+        copy has reported, now (once their record landed) or then (the line a stop
+        writes names it). Their records go once the round has recorded ``failed``
+        (:meth:`RoundSettlement._bounce
         <smtpcore.server.settlement.RoundSettlement._bounce>`).
 
         Mail from the null sender is a report (this server's or another's), which is
@@ -189,11 +190,11 @@ class SenderReports:
                 len(failed),
                 "" if entry.report_on is None else f" on {entry.report_on}",
             )
-            return []
+            return
         recipients = {r.address: r for r in entry.recipients}
-        asked = {a: o for a, o in failed.items() if asks_for(recipients[a], "FAILURE")}
-        policy = {a: o for a, o in failed.items() if o.server_policy}
-        unreported = len(failed.keys() - asked.keys() - policy.keys())
+        asked = [a for a in failed if asks_for(recipients[a], "FAILURE")]
+        policy = [a for a, o in failed.items() if o.server_policy]
+        unreported = len(failed.keys() - {*asked, *policy})
         if unreported:
             logger.info(
                 "%s: no bounce for %d recipients: NOTIFY did not ask for one",
@@ -202,28 +203,15 @@ class SenderReports:
             )
         to, on_behalf_of = self._addressee(entry.id, entry.sender)
         if on_behalf_of is not None:
-            both = {a: o for a, o in failed.items() if a in asked or a in policy}
-            if not both:
-                return []
-            copy = BounceCopy.of(entry.id, sender=asked, postmaster=policy)
-            await self._send_copy(entry, content, both, to, copy, whole=bool(policy))
-            if made is not None:
-                made(copy)
-            return [copy]
-        copies = []
-        if asked:
-            copy = BounceCopy.of(entry.id, sender=asked)
-            await self._send_copy(entry, content, asked, entry.sender, copy, whole=False)
-            copies.append(copy)
-            if made is not None:
-                made(copy)
-        if policy:
-            copy = BounceCopy.of(entry.id, postmaster=policy)
-            await self._send_copy(entry, content, policy, self._postmaster(), copy, whole=True)
-            copies.append(copy)
-            if made is not None:
-                made(copy)
-        return copies
+            copies = [(to, BounceCopy.of(entry.id, sender=asked, postmaster=policy))]
+        else:
+            copies = [
+                (entry.sender, BounceCopy.of(entry.id, sender=asked)),
+                (self._postmaster(), BounceCopy.of(entry.id, postmaster=policy)),
+            ]
+        for copy_to, copy in copies:
+            if copy.parts:
+                await self._send_copy(entry, content, failed, copy_to, copy, made)
 
     async def _send_copy(
         self,
@@ -232,33 +220,55 @@ class SenderReports:
         failed: Mapping[str, Outcome],
         to: str,
         copy: BounceCopy,
-        *,
-        whole: bool,
+        made: Callable[[frozenset[str], str], object] | None,
     ) -> None:
-        """:meth:`_send_bounce`, unless ``copy`` is recorded made; recorded as it lands,
-        in the same thread call, so that no stop comes between the two. Records the
-        disk refuses are logged, never raised: a bounce is never lost to avoid a
-        second copy, and a round broken after its copy landed would make it again."""
+        """:meth:`_send_bounce` for the recipients of ``copy`` not recorded reported in
+        its roles; recorded as it lands, in the same thread call, so that no stop comes
+        between the two. Records the disk refuses are logged, never raised: a bounce is
+        never lost to avoid a second copy, and a round broken after its copy landed
+        would make it again. It returns the whole message when it tells the
+        postmaster."""
         try:
-            made = await self.worker.disk.run(self.worker.queue.bounced.made, copy)
+            unmade = await self.worker.disk.run(self.worker.queue.bounced.unmade, copy)
         except OSError as exc:
             logger.error("%s: cannot read its bounce records: %s", entry.id, exc)
-            made = False
-        if made:
+            unmade = copy
+        reported = copy.recipients - unmade.recipients
+        if reported and made is not None:
+            made(reported, copy.label)
+        if not unmade.parts:
             logger.info(
                 "%s: the %s copy of its bounce was made in an earlier attempt: not made again",
                 entry.id,
                 copy.label,
             )
             return
-        landed = functools.partial(self._record, copy)
-        await self._send_bounce(entry, content, failed, to, whole=whole, landed=landed)
+        if unmade != copy:
+            logger.info(
+                "%s: the %s copy of its bounce leaves out what an earlier attempt reported",
+                entry.id,
+                copy.label,
+            )
+        recorded: list[bool] = []
+        landed = functools.partial(self._record, unmade, recorded)
+        await self._send_bounce(
+            entry,
+            content,
+            {a: o for a, o in failed.items() if a in unmade.recipients},
+            to,
+            whole=unmade.has(POSTMASTER),
+            landed=landed,
+        )
+        if made is not None and recorded == [True]:
+            made(unmade.recipients, copy.label)
 
-    def _record(self, copy: BounceCopy) -> None:
-        """Record ``copy`` landed (in the thread that made it)."""
+    def _record(self, copy: BounceCopy, recorded: list[bool]) -> None:
+        """Record ``copy`` landed (in the thread that made it); ``recorded`` says
+        whether its records did."""
         try:
             self.worker.queue.bounced.record(copy)
         except OSError as exc:
+            recorded.append(False)
             logger.error(
                 "%s: cannot record the %s copy of its bounce made: %s; a stop before the "
                 "round records the bounce makes it again",
@@ -266,6 +276,8 @@ class SenderReports:
                 copy.label,
                 exc,
             )
+        else:
+            recorded.append(True)
 
     async def _send_bounce(
         self,

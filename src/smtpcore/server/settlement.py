@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Protocol
 
 from smtpcore.routing import Rejected
-from smtpcore.server.bouncerecords import BounceCopy
 from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, logger
@@ -261,11 +260,12 @@ class RoundSettlement:
         records a recipient's fate as its report is made). Never before the bounce has
         landed: one that fails leaves them pending, bounced by a later round. A disk
         that refuses the record leaves it in memory (``_unsaved``), written again by
-        each round. Once it is written, the records of the bounce's copies go
-        (:mod:`~smtpcore.server.bouncerecords`): they kept a copy that landed from being
-        made again while its recipients were pending on disk. ``entry`` as recorded."""
-        made = None if progress is None else _copy_made(progress)
-        copies = await self.worker.reports.bounce(entry, content, failed, made)
+        each round. Once it is written, the bounce records of every recipient recorded
+        failed go (:mod:`~smtpcore.server.bouncerecords`): they kept a recipient its
+        copies reported from being reported again while it was pending on disk.
+        ``entry`` as recorded."""
+        made = None if progress is None else progress.bounce_copy_made
+        await self.worker.reports.bounce(entry, content, failed, made)
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
@@ -274,17 +274,19 @@ class RoundSettlement:
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in failed.items()}
         )
-        if await self.worker._saved(entry) and copies:
-            await self._forget_copies(entry.id, copies)
+        if await self.worker._saved(entry):
+            await self._forget_reported(entry)
         return entry
 
-    async def _forget_copies(self, queue_id: str, copies: list[BounceCopy]) -> None:
-        """Remove the records of ``copies``, now recorded in the envelope. One the disk
+    async def _forget_reported(self, entry: QueueEntry) -> None:
+        """Remove the bounce records of every recipient ``entry`` records failed (this
+        round's, and an earlier round's whose removal the disk refused). One the disk
         keeps goes with the message: it names recipients no longer pending."""
+        failed = [r.address for r in entry.recipients if r.status is RecipientStatus.FAILED]
         try:
-            await self.worker.disk.run(self.worker.queue.bounced.forget, copies)
+            await self.worker.disk.run(self.worker.queue.bounced.forget, entry.id, failed)
         except OSError as exc:
-            logger.warning("%s: cannot remove its bounce records: %s", queue_id, exc)
+            logger.warning("%s: cannot remove its bounce records: %s", entry.id, exc)
 
     def _expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
@@ -293,11 +295,6 @@ class RoundSettlement:
         has reached" the limit). Bouncing before the round lost mail the exchanger
         would take now."""
         return self.worker.clock() >= entry.created + self.worker.max_queue_age
-
-
-def _copy_made(progress: RoundProgress) -> Callable[[BounceCopy], None]:
-    """Tell ``progress`` of each copy of the bounce made."""
-    return lambda copy: progress.bounce_copy_made(copy.recipients, copy.label)
 
 
 def local_error(exc: BaseException) -> Outcome:
