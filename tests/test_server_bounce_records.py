@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import smtpcore.server.bouncerecords as bouncerecords
 from smtpcore.server.bouncerecords import BounceCopy, BounceRecords
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
 from smtpcore.server.queuectl import QueueCommand
 from test_server_delivery import (
     MESSAGE,
@@ -120,6 +121,59 @@ def test_a_record_name_holds_any_address(tmp_path: Path) -> None:
     records.record(copy)
     assert records.made(copy)
     assert len(os.listdir(tmp_path / "bounced")) == 2
+
+
+def _record_names(bounced: Path) -> list[str]:
+    """The regular files of ``bounced``: its records."""
+    return sorted(path.name for path in bounced.iterdir() if path.is_file())
+
+
+def test_a_stray_directory_among_the_records_stops_no_removal(tmp_path: Path) -> None:
+    """A directory among the records (``bounced/0000000000.zzz``) made the first unlink
+    fail, and the removal stopped there: every record after it stayed, at every start,
+    and a message's removal left its others. Only regular files are records now: the
+    directory is left alone, and every record goes."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: x\r\n\r\nbody\r\n", "john@abc.example", ["a@pqr.example"])
+    bounced = tmp_path / "queue" / "bounced"
+    for n in range(3):  # records of messages gone
+        queue.bounced.record(BounceCopy.of(f"{n:010X}", sender=[f"r{n}@x"]))
+    strays = sorted(["0000000000.zzz", f"{entry.id}.zzz"])
+    for stray in strays:
+        (bounced / stray).mkdir()
+    queue.bounced.record(BounceCopy.of(entry.id, sender=["a@pqr.example"]))
+    Queue(tmp_path / "queue").open()
+    assert [name.partition(".")[0] for name in _record_names(bounced)] == [entry.id]
+    queue.remove(entry.id)
+    assert sorted(os.listdir(bounced)) == strays
+
+
+def test_a_removal_the_disk_refuses_stops_no_other_and_is_told_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk refuses one record's removal (here: a read-only file system): the
+    others go all the same, and the name refused is told once, at the end (a warning
+    at the queue's start)."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    bounced = tmp_path / "queue" / "bounced"
+    for n in range(3):  # records of messages gone
+        queue.bounced.record(BounceCopy.of(f"{n:010X}", sender=[f"r{n}@x"]))
+    (kept,) = [name for name in _record_names(bounced) if name.startswith("0000000000.")]
+    unlink = os.unlink
+
+    def refused(path: Any) -> None:
+        if Path(path).name == kept:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        unlink(path)
+
+    monkeypatch.setattr(bouncerecords, "os", SimpleNamespace(scandir=os.scandir, unlink=refused))
+    caplog.set_level(logging.WARNING)
+    Queue(tmp_path / "queue").open()
+    assert _record_names(bounced) == [kept]
+    (warning,) = [r.getMessage() for r in caplog.records if "bounce records" in r.getMessage()]
+    assert f"1 records not removed: {kept}: {os.strerror(errno.EROFS)}" in warning
 
 
 def test_records_are_never_made_or_removed_through_a_link(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ again. Records are never in the envelope: no envelope write (a round's, an opera
 ``hold``) can undo one. A recipient's records go once the round's write records it
 failed (:meth:`BounceRecords.forget`), with the message (:meth:`Queue.remove
 <smtpcore.server.queue.Queue.remove>`), and at the start for a message no longer
-queued (:meth:`BounceRecords.keep_only`).
+queued (:meth:`BounceRecords.keep_only`). Only regular files are records: anything
+else found there is left alone.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ from typing import Final
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import is_visible, require_real_directory, write_synced
 
-__all__ = ["POSTMASTER", "SENDER", "BounceCopy", "BounceRecords"]
+__all__ = ["POSTMASTER", "SENDER", "BounceCopy", "BounceRecords", "RecordsLeft"]
 
 SENDER: Final = "sender"
 """The role of the part a copy tells the sender (as NOTIFY and RET asked)."""
 POSTMASTER: Final = "postmaster"
 """The role of the part a copy tells the postmaster (this server's policy, whole)."""
 ROLES: Final = (POSTMASTER, SENDER)
+
+_NAMED_FAILURES: Final = 5
+"""How many of the records it could not remove a :class:`RecordsLeft` names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,21 @@ def record_name(queue_id: str, role: str, recipient: str) -> str:
     return f"{queue_id}.{role}-{hashlib.sha256(text).hexdigest()[:16]}"
 
 
+class RecordsLeft(OSError):
+    """Records the disk would not remove, each tried: the first few named, with why."""
+
+    def __init__(self, failures: list[tuple[str, OSError]]) -> None:
+        named = "; ".join(
+            f"{name}: {exc.strerror or exc}" for name, exc in failures[:_NAMED_FAILURES]
+        )
+        more = len(failures) - _NAMED_FAILURES
+        super().__init__(
+            f"{len(failures)} records not removed: {named}"
+            + (f"; and {more} more" if more > 0 else "")
+        )
+        self.names = [name for name, _ in failures]
+
+
 class BounceRecords:
     """The records of ``directory`` (``queue/bounced``). Its methods block on the disk:
     call them from a thread when an event loop must keep running."""
@@ -149,15 +168,23 @@ class BounceRecords:
         self._remove([n for n in self._names() if n.partition(".")[0] not in queue_ids])
 
     def _remove(self, names: Iterable[str]) -> None:
+        """Remove each of ``names``; one the disk refuses stops none of the others, and
+        all of those are told at the end, in one :class:`RecordsLeft`."""
         removed = False
+        failures: list[tuple[str, OSError]] = []
         for name in names:
             try:
                 os.unlink(self.directory / name)
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                failures.append((name, exc))
+                continue
             removed = True
         if removed:
             fsync_directory(self.directory)
+        if failures:
+            raise RecordsLeft(failures)
 
     def _names_of(self, queue_id: str) -> Iterator[str]:
         prefix = f"{queue_id}."
@@ -173,9 +200,11 @@ class BounceRecords:
         return True
 
     def _names(self) -> Iterator[str]:
+        """The records: regular files, not links, not directories (a stray one is no
+        record, and no unlink of it can fail)."""
         if not self._exists():
             return
         with os.scandir(self.directory) as scan:
             for item in scan:
-                if is_visible(item.name):
+                if is_visible(item.name) and item.is_file(follow_symlinks=False):
                     yield item.name
