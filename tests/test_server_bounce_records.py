@@ -719,6 +719,54 @@ def test_records_the_disk_refuses_lose_no_bounce_and_repeat_none(
     assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 1]
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 2 and all("Permission denied" in error for error in errors)
+    told = (
+        "that copy may be made again at the next attempt"
+        if refused == "record"
+        else "copy is made whole, for every recipient it reports"
+    )
+    assert all(told in error for error in errors)
+
+
+def test_a_refused_record_and_the_other_copy_failing_make_that_copy_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No stop, no crash: the disk refuses the sender copy's record, and the
+    postmaster's Maildir its copy, so the round records nothing; the next attempt makes
+    the sender's copy again. The docs said only a stop or a crash did that: the ERROR
+    line, the docs and this test say it as it is."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    postmaster = setup.mailboxes.config.postmaster_key("abc.example")
+    deliver, record = setup.mailboxes.deliver, setup.queue.bounced.record
+    refusals = {"record": 1, "postmaster": 1}
+
+    def refused_once(what: str) -> None:
+        if refusals[what]:
+            refusals[what] -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def delivered(key: str, *args: Any, **kwargs: Any) -> Path:
+        if key == postmaster:
+            refused_once("postmaster")
+        return deliver(key, *args, **kwargs)
+
+    def recorded(copy: BounceCopy) -> None:
+        refused_once("record")
+        record(copy)
+
+    monkeypatch.setattr(setup.mailboxes, "deliver", delivered)
+    monkeypatch.setattr(setup.queue.bounced, "record", recorded)
+
+    async def main() -> None:
+        entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
+        await setup.worker._process(entry.id)
+        assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [1, 0]
+        await setup.worker._process(entry.id)
+        await setup.worker.aclose(1.0)
+
+    asyncio.run(main())
+    assert _copies(setup, SENDER_BOX, POSTMASTER_BOX) == [2, 1]
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("that copy may be made again at the next attempt" in e for e in errors)
 
 
 # -- a crash at each step -------------------------------------------------------

@@ -87,7 +87,7 @@ class RoundProgress:
         """The ``label`` copy of the bounce has reported ``addresses``, and its records
         say so (it landed now and they did, or they were found): a stop before the
         bounce is recorded in the envelope does not report them in it again. A copy the
-        disk would not record is not told: the next start makes it again."""
+        disk would not record is not told: the next attempt may make it again."""
         for address in addresses:
             self._copies_made.setdefault(address, []).append(label)
 

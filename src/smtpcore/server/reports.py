@@ -231,7 +231,13 @@ class SenderReports:
         try:
             unmade = await self.worker.disk.run(self.worker.queue.bounced.unmade, copy)
         except OSError as exc:
-            logger.error("%s: cannot read its bounce records: %s", entry.id, exc)
+            logger.error(
+                "%s: cannot read its bounce records: %s; the %s copy is made whole, for "
+                "every recipient it reports",
+                entry.id,
+                exc,
+                copy.label,
+            )
             unmade = copy
         reported = copy.recipients - unmade.recipients
         if reported and made is not None:
@@ -270,8 +276,8 @@ class SenderReports:
         except OSError as exc:
             recorded.append(False)
             logger.error(
-                "%s: cannot record the %s copy of its bounce made: %s; a stop before the "
-                "round records the bounce makes it again",
+                "%s: cannot record the %s copy of its bounce made: %s; that copy may be "
+                "made again at the next attempt",
                 copy.queue_id,
                 copy.label,
                 exc,
