@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import smtpcore.server.bouncerecords as bouncerecords
+import smtpcore.server.queue as queue_module
 from smtpcore.server.bouncerecords import BounceCopy, BounceRecords
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.maildir import Maildir
@@ -198,6 +199,40 @@ def test_a_removal_the_disk_refuses_stops_no_other_and_is_told_once(
     assert _record_names(bounced) == [kept]
     (warning,) = [r.getMessage() for r in caplog.records if "bounce records" in r.getMessage()]
     assert f"1 records not removed: {kept}: {os.strerror(errno.EROFS)}" in warning
+
+
+def test_a_new_message_is_never_given_the_id_of_leftover_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records outlive their message until the next start (a copy that finished after
+    ``queue delete``, a removal the disk refused). A new message given that id had its
+    own recipients' reports left out where their addresses matched: an id with records
+    is taken now, as one with a queue file is."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    queue.bounced.record(BounceCopy.of("AAAAAAAAAA", sender=["a@pqr.example"]))
+    ids = iter(["AAAAAAAAAA", "BBBBBBBBBB"])
+    monkeypatch.setattr(queue_module, "new_queue_id", lambda: next(ids))
+    entry = queue.add(b"Subject: x\r\n\r\nbody\r\n", "john@abc.example", ["a@pqr.example"])
+    assert entry.id == "BBBBBBBBBB"
+    copy = BounceCopy.of(entry.id, sender=["a@pqr.example"])
+    assert queue.bounced.unmade(copy) == copy
+
+
+def test_records_the_disk_will_not_list_take_no_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records that cannot be listed stop no message from being queued: a bounce cannot
+    read them either, and makes its copies whole."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+
+    def refused(queue_id: str) -> bool:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(queue.bounced, "exist_for", refused)
+    entry = queue.add(b"Subject: x\r\n\r\nbody\r\n", "john@abc.example", ["a@pqr.example"])
+    assert queue.load(entry.id).recipients[0].pending
 
 
 def test_records_are_never_made_or_removed_through_a_link(tmp_path: Path) -> None:
@@ -806,13 +841,13 @@ def _run_crashing(
     """One round of a two-copy bounce that crashes at the records' disk call ``step``
     (if it comes to it): the calls counted, the setup, the message's id."""
     setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])  # its id's check uncounted
     steps: list[str] = []
     wrap = _crashing_at(step, steps)
     monkeypatch.setattr(bouncerecords, "os", _CountedOs(wrap))
     disk_calls = ("create_empty", "fsync_directory", "make_private_directory")
     for name in (*disk_calls, "require_real_directory"):
         monkeypatch.setattr(bouncerecords, name, wrap(name, getattr(bouncerecords, name)))
-    entry = _enqueue_dsn(setup, [QueuedRecipient(POLICY_FAILURE)])
 
     async def main() -> None:
         try:

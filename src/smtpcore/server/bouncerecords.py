@@ -134,6 +134,13 @@ class BounceRecords:
         """``copy`` less the recipients a record says were reported in its role."""
         return copy.without(set(self._names_of(copy.queue_id)))
 
+    def exist_for(self, queue_id: str) -> bool:
+        """Whether any record of ``queue_id`` is there: its message may be gone (a copy
+        that finished after ``queue delete``, a removal the disk refused), but until
+        the next start removes them a new message given its id would have its own
+        recipients' reports left out."""
+        return next(self._names_of(queue_id), None) is not None
+
     def made(self, copy: BounceCopy) -> bool:
         """Whether every recipient of ``copy`` is recorded reported in its role."""
         return not self.unmade(copy).parts

@@ -691,6 +691,8 @@ class Queue:
         return True
 
     def _unused_id(self) -> str:
+        """An id that no queue file, no file set aside and no leftover bounce record
+        holds."""
         while True:
             queue_id = new_queue_id()
             corrupt = self.directory / "corrupt"
@@ -701,8 +703,18 @@ class Queue:
                 corrupt / f"{queue_id}.message",  # set aside: kept apart from a new one's
                 corrupt / f"{queue_id}.envelope",
             )
-            if not any(os.path.lexists(path) for path in taken):
-                return queue_id
+            if any(os.path.lexists(path) for path in taken) or self._has_records(queue_id):
+                continue
+            return queue_id
+
+    def _has_records(self, queue_id: str) -> bool:
+        """Whether bounce records left by a message gone hold ``queue_id``. Records the
+        disk will not list take no id: a bounce could not read them either, and makes
+        its copies whole."""
+        try:
+            return self.bounced.exist_for(queue_id)
+        except OSError:
+            return False
 
     def spool(self) -> Spool:
         """Start receiving a message."""
