@@ -31,25 +31,22 @@ def _settled(threads: Threads) -> asyncio.Future[None]:
 
 
 def test_a_message_is_marked_while_any_of_its_deliveries_runs(tmp_path: Path) -> None:
-    threads = Threads()
-    marks = DeliveryMarks(tmp_path, threads, owner=4242)
+    marks = DeliveryMarks(tmp_path, owner=4242)
     marks.clear()
-
-    async def main() -> None:
-        marks.begin("AAAAAAAAAA")
-        marks.begin("AAAAAAAAAA")  # a session and a local copy
-        marks.begin("BBBBBBBBBB")
-        marks.end("BBBBBBBBBB")  # in the same turn: its writes may land in any order
-        marks.end("AAAAAAAAAA")
-        await _settled(threads)
-        assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
-        assert read_active(tmp_path, 4243) == frozenset()  # another server's: stale
-        assert read_active(tmp_path, None) == frozenset()  # no server runs
-        marks.end("AAAAAAAAAA")
-        await _settled(threads)
-        assert not list((tmp_path / "active").iterdir())
-
-    asyncio.run(main())
+    marks.begin("AAAAAAAAAA")
+    marks.begin("AAAAAAAAAA")  # a session and a local copy
+    marks.begin("BBBBBBBBBB")
+    marks.end("BBBBBBBBBB")  # before any sync: B is never written
+    marks.end("AAAAAAAAAA")
+    assert marks.unsynced
+    marks.sync()
+    assert not marks.unsynced
+    assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
+    assert read_active(tmp_path, 4243) == frozenset()  # another server's: stale
+    assert read_active(tmp_path, None) == frozenset()  # no server runs
+    marks.end("AAAAAAAAAA")
+    marks.sync()
+    assert not list((tmp_path / "active").iterdir())
 
 
 def test_a_mark_the_disk_would_not_remove_is_removed_at_the_next_change(
@@ -58,8 +55,7 @@ def test_a_mark_the_disk_would_not_remove_is_removed_at_the_next_change(
     """A mark whose removal failed (EIO, once) was forgotten as removed: it went on
     saying "in delivery" until the message's next delivery or a restart. It is now
     removed by the next change of any mark."""
-    threads = Threads()
-    marks = DeliveryMarks(tmp_path, threads, owner=4242)
+    marks = DeliveryMarks(tmp_path, owner=4242)
     marks.clear()
     unlink = Path.unlink
     refused: list[Path] = []
@@ -70,29 +66,26 @@ def test_a_mark_the_disk_would_not_remove_is_removed_at_the_next_change(
             raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
         unlink(self, missing_ok=missing_ok)
 
-    async def main() -> None:
-        marks.begin("AAAAAAAAAA")
-        await _settled(threads)
-        monkeypatch.setattr(Path, "unlink", fails_once)
-        marks.end("AAAAAAAAAA")
-        await _settled(threads)
-        assert refused
-        assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}  # the disk refused
-        marks.begin("BBBBBBBBBB")  # another message's delivery: the next change
-        await _settled(threads)
-        assert read_active(tmp_path, 4242) == {"BBBBBBBBBB"}
-        marks.end("BBBBBBBBBB")
-        await _settled(threads)
-        assert not list((tmp_path / "active").iterdir())
-
-    asyncio.run(main())
+    marks.begin("AAAAAAAAAA")
+    marks.sync()
+    monkeypatch.setattr(Path, "unlink", fails_once)
+    marks.end("AAAAAAAAAA")
+    marks.sync()
+    assert refused
+    assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}  # the disk refused
+    marks.begin("BBBBBBBBBB")  # another message's delivery: the next change
+    marks.sync()
+    assert read_active(tmp_path, 4242) == {"BBBBBBBBBB"}
+    marks.end("BBBBBBBBBB")
+    marks.sync()
+    assert not list((tmp_path / "active").iterdir())
 
 
 def test_a_start_clears_the_marks_a_crash_left(tmp_path: Path) -> None:
     (tmp_path / "active").mkdir()
     (tmp_path / "active" / "AAAAAAAAAA").write_text("4242\n")
     assert read_active(tmp_path, 4242) == {"AAAAAAAAAA"}
-    DeliveryMarks(tmp_path, Threads(), owner=4242).clear()
+    DeliveryMarks(tmp_path, owner=4242).clear()
     assert read_active(tmp_path, 4242) == frozenset()
 
 
@@ -112,7 +105,7 @@ def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) ->
     mailboxes = LocalMailboxes(config)
     mailboxes.create_all()
     threads = Threads()
-    marks = DeliveryMarks(config.queue_dir, threads)
+    marks = DeliveryMarks(config.queue_dir)
     marks.clear()
     worker = DeliveryWorker(
         queue,
@@ -182,3 +175,79 @@ def test_a_begin_that_raises_gives_the_thread_slot_back(tmp_path: Path) -> None:
         assert await share.run(os.getpid) == os.getpid()
 
     asyncio.run(main())
+
+
+def test_the_marks_are_written_in_the_worker_s_share_of_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mark's write and its removal went to the server's threads beside the worker's
+    share of them (:class:`ThreadShare`): with many deliveries at once, as many calls
+    queued there ahead of an inbound session's commit, whatever the share's bound.
+    Each is now written in a call that holds one of the share's slots: a local copy's
+    mark in the copy's own call (so it is on disk while the copy is written), its
+    removal in a call of its own."""
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"john@abc.example": "pw"},
+        data_dir=tmp_path,
+        hostname="mx.abc.example",
+    )
+    queue = Queue(config.queue_dir)
+    queue.open()
+    mailboxes = LocalMailboxes(config)
+    mailboxes.create_all()
+    threads = Threads()
+    marks = DeliveryMarks(config.queue_dir)
+    marks.clear()
+    worker = DeliveryWorker(
+        queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"]),
+        resolver=StaticResolver.from_zone_text(""),
+        mailboxes=mailboxes,
+        hostname="mx.abc.example",
+        retry_after=3600.0,
+        threads=threads,
+        marks=marks,
+    )
+    slot = threading.local()
+    run_announced = worker.disk.run_announced
+
+    async def in_a_slot(began: Any, func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        def holding(*args: Any, **kwargs: Any) -> Any:
+            slot.held = True
+            try:
+                return func(*args, **kwargs)
+            finally:
+                slot.held = False
+
+        return await run_announced(began, holding, *args, **kwargs)
+
+    monkeypatch.setattr(worker.disk, "run_announced", in_a_slot)
+    written: list[tuple[bool, bool]] = []  # (marked, in a slot) for each write
+    sync_one = DeliveryMarks._sync_one
+
+    def recorded(self: DeliveryMarks, queue_id: str) -> None:
+        before = read_active(config.queue_dir, os.getpid())
+        sync_one(self, queue_id)
+        if read_active(config.queue_dir, os.getpid()) != before:
+            written.append((queue_id in self._on_disk, getattr(slot, "held", False)))
+
+    monkeypatch.setattr(DeliveryMarks, "_sync_one", recorded)
+
+    async def main() -> None:
+        spool = queue.spool()
+        spool.write(b"Subject: x\r\n\r\nbody\r\n")
+        worker.schedule(queue.prepare(spool, "john@abc.example", ["john@abc.example"]).commit())
+        task = asyncio.get_running_loop().create_task(worker.run())
+        try:
+            while worker.queued:
+                await asyncio.sleep(0.01)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await worker.aclose(1.0)
+        await _settled(threads)
+
+    asyncio.run(main())
+    assert written == [(True, True), (False, True)]
+    assert read_active(config.queue_dir, os.getpid()) == frozenset()

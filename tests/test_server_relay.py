@@ -1959,7 +1959,9 @@ def test_a_stop_in_a_local_copy_logs_an_earlier_local_failure_and_the_copy(
 ) -> None:
     """nosuch@ failed 5.1.1 at once (its line waits for the bounce at the round's end),
     and the stop came while john@'s copy was written, before any relay session: no line
-    for either, both pending on disk. Each now has its line."""
+    for either, both pending on disk. Each now has its line; and so has a@, which the
+    round had not come to yet (it had none: Postfix logs every recipient of a delivery
+    it interrupts), once, at ``relay=none``."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     with remote() as server:
         relay = _relay(tmp_path, server.port, retry_after=3600.0)
@@ -1993,7 +1995,12 @@ def test_a_stop_in_a_local_copy_logs_an_earlier_local_failure_and_the_copy(
     (john,) = _lines(caplog, "to=<john@abc.example>")
     assert ", relay=local, " in john
     assert john.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
-    assert not _lines(caplog, "to=<a@pqr.example>")  # not come to: not tried
+    (a_line,) = _lines(caplog, "to=<a@pqr.example>")  # not come to: not tried
+    assert a_line.startswith(f"{entry.id}: to=<a@pqr.example>, relay=none, ")
+    assert a_line.endswith(", dsn=4.3.0, status=deferred (delivery cut short by shutdown)")
+    assert [line.split(".example>")[0] for line in _lines(caplog, "cut short")] == [
+        f"{entry.id}: to=<{a}" for a in ("nosuch@abc", "john@abc", "a@pqr")
+    ]
     assert not server.connections
 
 

@@ -39,7 +39,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -56,7 +56,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server.activemarks import DeliveryMarks
+from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
@@ -258,6 +258,8 @@ class DeliveryWorker:
         its rounds, up to ``active_limit``, take turns there. The writes whose loss
         would repeat a delivery or lose a record go through its ``now``, at once (the
         rule: :class:`~smtpcore.server.waits.ThreadShare`)."""
+        self.marks_writer = MarksWriter(marks, self.disk)
+        """:attr:`marks` as the deliveries make them, written in :attr:`disk`."""
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
@@ -471,6 +473,7 @@ class DeliveryWorker:
         deadline = loop.time() + grace
         await finish(set(self._running.values()), grace)
         await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
+        await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
 
     # -- one message ----------------------------------------------------------
 
@@ -541,6 +544,11 @@ class DeliveryWorker:
         """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
         it, this process still knows what it sent and reported, and the next round
         writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
+        await self._saved(entry)
+        return entry
+
+    async def _saved(self, entry: QueueEntry) -> bool:
+        """:meth:`_save`, and whether ``entry`` is on disk now."""
         try:
             await self._write(entry)
         except OSError as exc:
@@ -550,7 +558,8 @@ class DeliveryWorker:
                 entry.id,
                 exc,
             )
-        return entry
+            return False
+        return True
 
     async def _write(self, entry: QueueEntry) -> None:
         """:meth:`_save`, raising what the disk refuses: an operator's action must know
@@ -598,6 +607,7 @@ class DeliveryWorker:
         content = round_.content
         remote: dict[str, dict[str, dict[str, RemoteDelivery]]] = {}
         refused_sender = _sender_refusal(round_.entry.sender)
+        round_.progress.plan(self._planned(round_, refused_sender))
         for recipient in round_.entry.pending:
             refused = _recipient_refusal(recipient.address)
             decision = self._route(recipient.address)
@@ -638,6 +648,25 @@ class DeliveryWorker:
             counts=not round_.catch_up,
             progress=round_.progress,
         )
+
+    def _planned(self, round_: _Round, refused_sender: Outcome | None) -> list[str]:
+        """The recipients ``round_`` is to deliver, before it comes to any: every pending
+        one, or in a catch-up round those at the destinations the message waited for
+        (its others wait for its full round)."""
+        if not round_.catch_up:
+            return [r.address for r in round_.entry.pending]
+        awaited = self.places.awaited_by(round_.entry.id)
+        planned = []
+        for recipient in round_.entry.pending:
+            decision = self._route(recipient.address)
+            if (
+                isinstance(decision, RemoteDelivery)
+                and refused_sender is None
+                and _recipient_refusal(recipient.address) is None
+                and destination(decision) in awaited
+            ):
+                planned.append(recipient.address)
+        return planned
 
     async def _record(self, round_: _Round, outcomes: Mapping[str, Outcome]) -> None:
         """Put ``outcomes`` in the round's entry before any await (a stop in the write
@@ -722,7 +751,7 @@ class DeliveryWorker:
             self._log_withdrawn(round_, domains)
             return
         try:
-            with self._in_delivery(round_.entry.id) as begin:
+            with self.marks_writer.session(round_.entry.id) as begin:
                 begin()  # the token is held
                 names = list(domains)
                 for number, (domain, deliveries) in enumerate(domains.items()):
@@ -732,30 +761,6 @@ class DeliveryWorker:
                     await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
             self._sessions.give_back()
-
-    @contextlib.contextmanager
-    def _in_delivery(self, queue_id: str) -> Iterator[Callable[[], None]]:
-        """A session job or a local copy of ``queue_id`` may run in the block: ``queue
-        list`` marks the message (:attr:`marks`) from the call of the function given,
-        once the delivery holds what it waited for (a session token, a slot of the
-        worker's threads, :meth:`ThreadShare.run_announced
-        <smtpcore.server.waits.ThreadShare.run_announced>`), to the block's end. A
-        delivery that only waits is not marked: not in delivery, as ``mailq`` counts
-        only its active queue's."""
-        marks = self.marks
-        begun = False
-
-        def begin() -> None:
-            nonlocal begun
-            if marks is not None and not begun:
-                begun = True
-                marks.begin(queue_id)
-
-        try:
-            yield begin
-        finally:
-            if begun and marks is not None:
-                marks.end(queue_id)
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
@@ -813,12 +818,23 @@ class DeliveryWorker:
         return self.router.route(mailbox, authenticated=True)
 
     async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+        self,
+        queue_id: str,
+        sender: str,
+        report: Report,
+        kind: str,
+        *,
+        requiretls: bool = False,
+        landed: Callable[[], object] | None = None,
     ) -> None:
         """Hand a delivery status notification to ``sender``
         (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`).
-        Every bounce and delay warning goes through here."""
-        await self.reports.send_report(queue_id, sender, report, kind, requiretls=requiretls)
+        Every bounce and delay warning goes through here; ``landed()`` is called in the
+        thread call that made it, as it lands (a bounce copy's record): a wrapper passes
+        it on."""
+        await self.reports.send_report(
+            queue_id, sender, report, kind, requiretls=requiretls, landed=landed
+        )
 
     # -- local ------------------------------------------------------------------
 
@@ -842,10 +858,11 @@ class DeliveryWorker:
         if begun is not None:
             begun.add(key)  # before the write: a round broken in it must search next time
         try:
-            with self._in_delivery(entry.id) as begin:
+            copy = self.mailboxes.deliver_queued
+            with self.marks_writer.local_copy(entry.id, copy) as (begin, marked_copy):
                 path, written = await self.disk.run_announced(
                     begin,
-                    self.mailboxes.deliver_queued,
+                    marked_copy,
                     key,
                     entry.sender,
                     content.path,

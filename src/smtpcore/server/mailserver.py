@@ -139,7 +139,7 @@ class MailServer:
             relay_ca=config.relay_ca,
             internal=self.internal,
             threads=self.threads,
-            marks=DeliveryMarks(config.queue_dir, self.threads),
+            marks=DeliveryMarks(config.queue_dir),
             **worker_options,
         )
         self.store = MailStore(

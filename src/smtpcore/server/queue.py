@@ -10,6 +10,8 @@ Layout under the queue directory, all on one file system::
     tmp/            messages being received, envelopes being rewritten
     messages/ID     the content, in wire form (CRLF), our Received header first
     envelopes/ID    sender, recipients and each recipient's state, as JSON
+    bounced/ID.*    the copies of a bounce made while their recipients are still
+                    pending here (:mod:`smtpcore.server.bouncerecords`)
 
 Creating ``envelopes/ID`` (by a rename, after ``messages/ID`` is in place)
 is what commits an entry; removing it is what ends one. A content file with
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
+from smtpcore.server.bouncerecords import BounceRecords
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import (
@@ -544,6 +547,8 @@ class Queue:
     def __init__(self, directory: Path, *, clock: Callable[[], float] = time.time) -> None:
         self.directory = directory
         self.clock = clock
+        self.bounced = BounceRecords(directory / "bounced")
+        """The copies of bounces made and not yet recorded in their envelopes."""
 
     def content_path(self, queue_id: str) -> Path:
         return self.directory / "messages" / queue_id
@@ -560,7 +565,7 @@ class Queue:
         the rest of the queue goes on. One that cannot even be moved is left where it
         is, with its content, and skipped. An envelope whose content is gone goes to
         ``corrupt/`` too (see :meth:`_without_content`)."""
-        for sub in ("tmp", "messages", "envelopes"):
+        for sub in ("tmp", "messages", "envelopes", "bounced"):
             make_private_directory(self.directory / sub)
             require_real_directory(self.directory / sub)
         for leftover in (self.directory / "tmp").iterdir():
@@ -580,6 +585,10 @@ class Queue:
         for path in (self.directory / "messages").iterdir():
             if path.name not in kept and is_visible(path.name):
                 _remove_leftover(path)
+        try:
+            self.bounced.keep_only(kept)
+        except OSError as exc:  # records of messages gone: they stand for nothing
+            logger.warning("cannot remove the bounce records of messages gone: %s", exc)
         return self._settle_reports(entries)
 
     def _load_with_content(self, queue_id: str) -> QueueEntry:
@@ -682,6 +691,8 @@ class Queue:
         return True
 
     def _unused_id(self) -> str:
+        """An id that no queue file, no file set aside and no leftover bounce record
+        holds."""
         while True:
             queue_id = new_queue_id()
             corrupt = self.directory / "corrupt"
@@ -692,8 +703,18 @@ class Queue:
                 corrupt / f"{queue_id}.message",  # set aside: kept apart from a new one's
                 corrupt / f"{queue_id}.envelope",
             )
-            if not any(os.path.lexists(path) for path in taken):
-                return queue_id
+            if any(os.path.lexists(path) for path in taken) or self._has_records(queue_id):
+                continue
+            return queue_id
+
+    def _has_records(self, queue_id: str) -> bool:
+        """Whether bounce records left by a message gone hold ``queue_id``. Records the
+        disk will not list take no id: a bounce could not read them either, and makes
+        its copies whole."""
+        try:
+            return self.bounced.exist_for(queue_id)
+        except OSError:
+            return False
 
     def spool(self) -> Spool:
         """Start receiving a message."""
@@ -834,7 +855,12 @@ class Queue:
         fsync_directory(self.directory / "envelopes")
 
     def remove(self, queue_id: str) -> None:
-        """End an entry: the envelope goes first, so a crash leaves only an orphan."""
+        """End an entry: the envelope goes first, so a crash leaves only orphans (its
+        content, its bounce records), which :meth:`open` removes."""
         self.envelope_path(checked_queue_id(queue_id)).unlink(missing_ok=True)
         fsync_directory(self.directory / "envelopes")
         self.content_path(queue_id).unlink(missing_ok=True)
+        try:
+            self.bounced.forget_message(queue_id)
+        except OSError as exc:  # the message is gone all the same
+            logger.warning("%s: cannot remove its bounce records: %s", queue_id, exc)

@@ -8,6 +8,7 @@ when one is owed, the end of a round decides
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -22,11 +23,12 @@ from smtpcore.server.bounce import (
     build_delay_notice,
     build_success_report,
 )
+from smtpcore.server.bouncerecords import POSTMASTER, BounceCopy
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedContent, QueuedRecipient, QueueEntry
-from smtpcore.server.waits import ThreadShare
+from smtpcore.server.waits import ThreadShare, in_one_call
 
 __all__ = ["ReportingWorker", "SenderReports", "asks_for"]
 
@@ -48,7 +50,14 @@ class ReportingWorker(Protocol):
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
     async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+        self,
+        queue_id: str,
+        sender: str,
+        report: Report,
+        kind: str,
+        *,
+        requiretls: bool = False,
+        landed: Callable[[], object] | None = None,
     ) -> None: ...
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected: ...
@@ -151,6 +160,7 @@ class SenderReports:
         entry: QueueEntry,
         content: QueuedContent,
         failed: Mapping[str, Outcome],
+        made: Callable[[frozenset[str], str], object] | None = None,
     ) -> None:
         """Tell the sender, unless it is the null sender (RFC 5321 §4.5.5) or asked not
         to hear of these failures (``NOTIFY``, RFC 3461 §4.1). A failure by this
@@ -160,6 +170,14 @@ class SenderReports:
         sender's copy goes to the postmaster too (:meth:`_postmaster_instead`), the two
         are one report. The bounce says how long the message was retried when that is
         why each recipient it lists failed (:attr:`Outcome.expired`).
+
+        Each recipient is reported once in each role (:mod:`smtpcore.server.bouncerecords`):
+        a copy leaves out those a record says an earlier attempt reported, and is not
+        made when none are left. ``made(recipients, label)`` hears which recipients each
+        copy has reported, now (once their record landed) or then (the line a stop
+        writes names it). Their records go once the round has recorded ``failed``
+        (:meth:`RoundSettlement._bounce
+        <smtpcore.server.settlement.RoundSettlement._bounce>`).
 
         Mail from the null sender is a report (this server's or another's), which is
         never bounced (RFC 3461 §6.2): one that fails is lost, and only the log can say
@@ -174,9 +192,9 @@ class SenderReports:
             )
             return
         recipients = {r.address: r for r in entry.recipients}
-        asked = {a: o for a, o in failed.items() if asks_for(recipients[a], "FAILURE")}
-        policy = {a: o for a, o in failed.items() if o.server_policy}
-        unreported = len(failed.keys() - asked.keys() - policy.keys())
+        asked = [a for a in failed if asks_for(recipients[a], "FAILURE")]
+        policy = [a for a, o in failed.items() if o.server_policy]
+        unreported = len(failed.keys() - {*asked, *policy})
         if unreported:
             logger.info(
                 "%s: no bounce for %d recipients: NOTIFY did not ask for one",
@@ -185,14 +203,87 @@ class SenderReports:
             )
         to, on_behalf_of = self._addressee(entry.id, entry.sender)
         if on_behalf_of is not None:
-            both = {a: o for a, o in failed.items() if a in asked or a in policy}
-            if both:
-                await self._send_bounce(entry, content, both, to, whole=bool(policy))
+            copies = [(to, BounceCopy.of(entry.id, sender=asked, postmaster=policy))]
+        else:
+            copies = [
+                (entry.sender, BounceCopy.of(entry.id, sender=asked)),
+                (self._postmaster(), BounceCopy.of(entry.id, postmaster=policy)),
+            ]
+        for copy_to, copy in copies:
+            if copy.parts:
+                await self._send_copy(entry, content, failed, copy_to, copy, made)
+
+    async def _send_copy(
+        self,
+        entry: QueueEntry,
+        content: QueuedContent,
+        failed: Mapping[str, Outcome],
+        to: str,
+        copy: BounceCopy,
+        made: Callable[[frozenset[str], str], object] | None,
+    ) -> None:
+        """:meth:`_send_bounce` for the recipients of ``copy`` not recorded reported in
+        its roles; recorded as it lands, in the same thread call, so that no stop comes
+        between the two. Records the disk refuses are logged, never raised: a bounce is
+        never lost to avoid a second copy, and a round broken after its copy landed
+        would make it again. It returns the whole message when it tells the
+        postmaster."""
+        try:
+            unmade = await self.worker.disk.run(self.worker.queue.bounced.unmade, copy)
+        except OSError as exc:
+            logger.error(
+                "%s: cannot read its bounce records: %s; the %s copy is made whole, for "
+                "every recipient it reports",
+                entry.id,
+                exc,
+                copy.label,
+            )
+            unmade = copy
+        reported = copy.recipients - unmade.recipients
+        if reported and made is not None:
+            made(reported, copy.label)
+        if not unmade.parts:
+            logger.info(
+                "%s: the %s copy of its bounce was made in an earlier attempt: not made again",
+                entry.id,
+                copy.label,
+            )
             return
-        if asked:
-            await self._send_bounce(entry, content, asked, entry.sender, whole=False)
-        if policy:
-            await self._send_bounce(entry, content, policy, self._postmaster(), whole=True)
+        if unmade != copy:
+            logger.info(
+                "%s: the %s copy of its bounce leaves out what an earlier attempt reported",
+                entry.id,
+                copy.label,
+            )
+        recorded: list[bool] = []
+        landed = functools.partial(self._record, unmade, recorded)
+        await self._send_bounce(
+            entry,
+            content,
+            {a: o for a, o in failed.items() if a in unmade.recipients},
+            to,
+            whole=unmade.has(POSTMASTER),
+            landed=landed,
+        )
+        if made is not None and recorded == [True]:
+            made(unmade.recipients, copy.label)
+
+    def _record(self, copy: BounceCopy, recorded: list[bool]) -> None:
+        """Record ``copy`` landed (in the thread that made it); ``recorded`` says
+        whether its records did."""
+        try:
+            self.worker.queue.bounced.record(copy)
+        except OSError as exc:
+            recorded.append(False)
+            logger.error(
+                "%s: cannot record the %s copy of its bounce made: %s; that copy may be "
+                "made again at the next attempt",
+                copy.queue_id,
+                copy.label,
+                exc,
+            )
+        else:
+            recorded.append(True)
 
     async def _send_bounce(
         self,
@@ -202,12 +293,13 @@ class SenderReports:
         to: str,
         *,
         whole: bool,
+        landed: Callable[[], object],
     ) -> None:
         """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
         postmaster, in which case the report names the sender in its text. ``whole``
         returns the message whole whatever RET asked; RFC 8689 §5 returns the header
         of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`)."""
+        :meth:`send_report`). ``landed()`` is called as it lands."""
         recipients = {r.address: r for r in entry.recipients}
         ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
         headers_only = ret_hdrs or entry.requiretls
@@ -245,7 +337,7 @@ class SenderReports:
             for_sender=None if to == entry.sender else entry.sender,
         )
         await self.worker.send_report(
-            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls
+            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls, landed=landed
         )
 
     async def _success_report(
@@ -317,7 +409,14 @@ class SenderReports:
         return key
 
     async def send_report(
-        self, queue_id: str, sender: str, report: Report, kind: str, *, requiretls: bool = False
+        self,
+        queue_id: str,
+        sender: str,
+        report: Report,
+        kind: str,
+        *,
+        requiretls: bool = False,
+        landed: Callable[[], object] | None = None,
     ) -> None:
         """The worker's :meth:`DeliveryWorker.send_report
         <smtpcore.server.delivery.DeliveryWorker.send_report>`, which forwards here.
@@ -331,22 +430,25 @@ class SenderReports:
         its header, so it is queued with REQUIRETLS as well (a "REQUIRETLS bounce
         message", RFC 8689 §5): the relay sends it only as it would send that message.
         When no exchanger qualifies it is dropped, and logged, rather than sent in the
-        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5)."""
+        clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5).
+
+        ``landed()`` is called as the report lands, in the thread call that made it
+        (:func:`~smtpcore.server.waits.in_one_call`): a bounce copy's record."""
         key = self._postmaster_instead(queue_id, sender)
         if key is None:
             decision = self.worker._route(sender)
             if isinstance(decision, LocalDelivery):
                 key = self.worker.mailboxes.lookup(decision.mailbox)
         if key is not None:
-            path = await self.worker.disk.run(
-                self.worker.mailboxes.deliver, key, "", report.content
-            )
+            deliver = in_one_call(self.worker.mailboxes.deliver, after=landed)
+            path = await self.worker.disk.run(deliver, key, "", report.content)
             logger.info("%s: sender %s notification: delivered to %s", queue_id, kind, path)
             self.worker.mailboxes.delivered(key, path, queue_id)
             return
         params = _report_params(sender, report, requiretls=requiretls)
+        add = in_one_call(self.worker.queue.add, after=landed)
         queued = await self.worker.disk.run(
-            self.worker.queue.add, report.content, "", [sender], params=params, report_on=queue_id
+            add, report.content, "", [sender], params=params, report_on=queue_id
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.worker.schedule(queued, new=True)

@@ -25,6 +25,7 @@ from smtpcore.server.config import ConfigError
 __all__ = [
     "NotRegularFile",
     "check_private_directories",
+    "create_empty",
     "create_new",
     "is_visible",
     "open_regular",
@@ -85,6 +86,13 @@ def create_new(path: Path, mode: int = 0o600) -> int:
     """A descriptor, for writing, on a file made now at ``path``: ``FileExistsError``
     when anything is there already, a link included (``O_EXCL`` follows none)."""
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE, mode)
+
+
+def create_empty(path: Path) -> None:
+    """Make an empty file at ``path`` (:func:`create_new`), not synced: it holds no
+    data to sync, and its name is made durable by syncing its directory, which the
+    caller does once for all the files it made there."""
+    os.close(create_new(path))
 
 
 def write_synced(path: Path, data: bytes) -> None:

@@ -56,6 +56,8 @@ class SettlingWorker(Protocol):
 
     async def _save(self, entry: QueueEntry) -> QueueEntry: ...
 
+    async def _saved(self, entry: QueueEntry) -> bool: ...
+
 
 class RoundSettlement:
     """The outcomes of the rounds of one :class:`~smtpcore.server.delivery.DeliveryWorker`
@@ -258,8 +260,12 @@ class RoundSettlement:
         records a recipient's fate as its report is made). Never before the bounce has
         landed: one that fails leaves them pending, bounced by a later round. A disk
         that refuses the record leaves it in memory (``_unsaved``), written again by
-        each round. ``entry`` as recorded."""
-        await self.worker.reports.bounce(entry, content, failed)
+        each round. Once it is written, the bounce records of every recipient recorded
+        failed go (:mod:`~smtpcore.server.bouncerecords`): they kept a recipient its
+        copies reported from being reported again while it was pending on disk.
+        ``entry`` as recorded."""
+        made = None if progress is None else progress.bounce_copy_made
+        await self.worker.reports.bounce(entry, content, failed, made)
         recipients = {r.address: r for r in entry.recipients}
         for address, outcome in failed.items():  # after the bounce step, never before
             self._log_outcome(entry, address, outcome)
@@ -268,7 +274,19 @@ class RoundSettlement:
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in failed.items()}
         )
-        return await self.worker._save(entry)
+        if await self.worker._saved(entry):
+            await self._forget_reported(entry)
+        return entry
+
+    async def _forget_reported(self, entry: QueueEntry) -> None:
+        """Remove the bounce records of every recipient ``entry`` records failed (this
+        round's, and an earlier round's whose removal the disk refused). One the disk
+        keeps goes with the message: it names recipients no longer pending."""
+        failed = [r.address for r in entry.recipients if r.status is RecipientStatus.FAILED]
+        try:
+            await self.worker.disk.run(self.worker.queue.bounced.forget, entry.id, failed)
+        except OSError as exc:
+            logger.warning("%s: cannot remove its bounce records: %s", entry.id, exc)
 
     def _expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
