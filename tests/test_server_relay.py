@@ -685,6 +685,24 @@ def test_a_connection_dropped_in_data_is_deferred_then_delivered(
     assert len(server.transactions) == 1 and relay.reports() == []
 
 
+def test_an_exchanger_whose_reply_lines_end_in_a_bare_lf_gets_the_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """smtplib and Postfix's client read a reply line ended by LF alone; the relay
+    deferred such an exchanger's mail until it expired (``reply line not ended by
+    CRLF``). Its multi-line EHLO reply is read too: the ENHANCEDSTATUSCODES it lists
+    splits the status off the 250 after the content."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(reply_end=b"\n") as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    assert _lines(caplog, "dsn=2.0.0, status=sent (250 2.0.0 queued)")
+    assert not _lines(caplog, "deferred") and relay.reports() == []
+
+
 def test_expiry_bounce_carries_the_last_remote_reply(tmp_path: Path) -> None:
     now = [1000.0]
     with remote(rcpt_replies={"brendon@pqr.example": b"451 4.3.2 system busy"}) as server:
