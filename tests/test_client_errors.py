@@ -509,16 +509,90 @@ def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
     assert (refused.value.command, refused.value.code) == ("greeting", 554)
 
 
-def test_a_refused_helo_after_a_refused_ehlo_names_helo(adapter: str) -> None:
-    """The error names the command whose reply it carries: HELO's 550, not EHLO."""
+@pytest.mark.parametrize("helo", ["550 5.7.1 not you", "451 4.3.0 try later"])
+def test_a_refused_helo_after_a_refused_ehlo_names_helo_and_quits(adapter: str, helo: str) -> None:
+    """The error names the command whose reply it carries: HELO's, not EHLO's. The
+    session still takes QUIT, which goes before the close (RFC 5321 §4.1.1.10); the
+    connection was closed without it."""
     steps = script(
         "S: 220 scripted.test\nC~ EHLO .+\nS: 502 5.5.1 no EHLO\n"
-        "C~ HELO .+\nS: 550 5.7.1 not you\n-- expect close"
+        f"C~ HELO .+\nS: {helo}\nC: QUIT\nS: 221 bye\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
-    assert (refused.value.command, refused.value.code) == ("HELO", 550)
+    server.check()
+    assert (refused.value.command, refused.value.code) == ("HELO", int(helo[:3]))
+
+
+EHLO_REFUSALS = [
+    "500 5.5.1 unrecognized",
+    "502 5.5.1 not implemented",
+    "503 5.5.1 bad sequence",
+    "550 5.5.1 EHLO not supported here",
+    "554 5.7.1 ESMTP not available",
+    "451 4.3.0 try HELO",
+]
+
+
+@pytest.mark.parametrize("ehlo", EHLO_REFUSALS)
+def test_any_refusal_of_ehlo_but_421_falls_back_to_helo(adapter: str, ehlo: str) -> None:
+    """RFC 5321 §4.1.4 lists 550 among EHLO's refusals, and servers also say 503, 554
+    or a 4xx: each is followed by HELO, as Postfix's ``smtp_helo()`` does (a 550 or
+    554 raised ``HelloRefused`` at once, a 451 too). The session then has no extension:
+    no PIPELINING, no SIZE, no ENHANCEDSTATUSCODES."""
+    steps = script(
+        f"S: 220 scripted.test\nC~ EHLO .+\nS: {ehlo}\nC~ HELO .+\nS: 250 scripted.test\n"
+        "C: MAIL FROM:<a@abc.example>\nS: 250 2.1.0 ok\n"
+        "C: RCPT TO:<bob@pqr.example>\nS: 250 2.1.5 ok\nC: DATA\nS: 354 go\n"
+        + MESSAGE_LINES
+        + "S: 250 queued\nC: QUIT\nS: 221 bye\n-- expect close"
+    )
+    mod = module(adapter)
+
+    async def go() -> None:
+        async with mod.SMTPClient("127.0.0.1", server.port) as client:
+            assert not client.connection.extended
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server:
+        run(adapter, go)
+    server.check()
+
+
+def test_a_421_to_ehlo_ends_the_session_without_helo(adapter: str) -> None:
+    steps = script("S: 220 scripted.test\nC~ EHLO .+\nS: 421 4.3.2 going down\n-- expect close")
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+    server.check()
+
+
+def test_a_refused_lhlo_has_no_helo_to_fall_back_to(adapter: str) -> None:
+    """RFC 2033 §4.1: HELO is not present in LMTP."""
+    steps = script(
+        "S: 220 scripted.test LMTP\nC~ LHLO .+\nS: 550 5.7.1 not you\n"
+        "C: QUIT\nS: 221 bye\n-- expect close"
+    )
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, lmtp=True).connect())
+    server.check()
+    assert (refused.value.command, refused.value.code) == ("LHLO", 550)
+
+
+def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str) -> None:
+    """``starttls=True`` with EHLO refused: HELO's session offers no STARTTLS, so
+    :class:`TLSNotAvailable` is raised before any mail command, as for a server that
+    lists no STARTTLS; the fallback cannot lower a TLS requirement."""
+    steps = script(
+        "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.5.1 no EHLO\n"
+        "C~ HELO .+\nS: 250 scripted.test\n-- expect close"
+    )
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.TLSNotAvailable):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, starttls=True).connect())
+    server.check()
 
 
 # -- every connection closed on every path ------------------------------------------

@@ -655,6 +655,79 @@ def test_a_4xx_to_helo_or_a_5xx_greeting_defers(
     assert _lines(caplog, "dsn=4.7.1, status=deferred")
 
 
+EIGHT_BIT_MESSAGE = (
+    b"From: john@abc.example\r\nSubject: hello\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    b"\r\ncaf\xc3\xa9\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "ehlo",
+    [
+        b"550 5.5.1 EHLO not supported here",
+        b"554 5.7.1 ESMTP not available",
+        b"503 5.5.1 bad sequence",
+        b"451 4.3.0 try HELO",
+    ],
+)
+def test_any_refusal_of_ehlo_but_421_is_followed_by_helo_and_the_mail_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ehlo: bytes
+) -> None:
+    """RFC 5321 §4.1.4 lists 550 among EHLO's refusals; Postfix's ``smtp_helo()`` says
+    HELO after any refusal of EHLO but 421. The relay bounced the mail at once after
+    a 550, 554 or 503 (deferred it after a 451) without trying HELO, and closed
+    without QUIT. The HELO session has no extension, though its reply lists some: the
+    8-bit body goes converted to 7 bits, MAIL carries no BODY or SIZE."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies={b"EHLO": ehlo}, size=100_000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=EIGHT_BIT_MESSAGE)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
+    (transaction,) = server.transactions
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example>\r\n"
+    assert transaction.content.isascii() and b"caf" in transaction.content
+    assert _lines(caplog, "status=sent") and relay.reports() == []
+
+
+def test_a_4xx_to_the_helo_after_a_refused_ehlo_defers_after_quit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused for good only when HELO gets a 5xx too (RFC 5321 §4.2.1): a 4xx to HELO
+    waits, whatever EHLO got; the session ends with QUIT (§4.1.1.10)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    replies = {b"EHLO": b"550 5.5.1 no EHLO", b"HELO": b"451 4.3.0 not now"}
+    with remote(hello_replies=replies) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO", b"HELO", b"QUIT"]
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.3.0" in line and "451 4.3.0 not now" in line
+
+
+def test_a_helo_session_cannot_meet_a_tls_requirement(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``encrypt``, an exchanger that refuses EHLO and takes HELO offers no
+    STARTTLS, though its HELO reply lists it: the mail waits (4.7.4, as for any
+    exchanger without STARTTLS) and no mail command, nor STARTTLS, goes in clear."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no EHLO"}, starttls="refuse") as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.ENCRYPT, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and b"STAR" not in server.verbs
+    assert server.mail_lines == []
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.7.4" in line and "not offered" in line
+
+
 def test_an_expired_message_reports_the_servers_own_reply_and_status(
     tmp_path: Path,
 ) -> None:

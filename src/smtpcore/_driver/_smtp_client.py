@@ -319,6 +319,11 @@ class BaseSMTPClient(BaseClient):
                     raise TLSNotAvailable()
             if self._credentials.given:
                 await self._authenticate_with(self._mechanism())
+        except HelloRefused:
+            # Refused, the session still takes QUIT (RFC 5321 §4.1.1.10): said before
+            # the close, as after a greeting other than 220.
+            await self._quit()
+            raise
         except BaseException:
             await self._abort()
             raise
@@ -415,7 +420,8 @@ class BaseSMTPClient(BaseClient):
     async def ehlo(self, hostname: str | None = None) -> Reply:
         """Say EHLO (LHLO in LMTP) again, as after a change on the server's side;
         :attr:`connection`'s ``extensions`` are what this reply lists. Falls back
-        to HELO if EHLO is refused as unknown; :class:`HelloRefused` if refused."""
+        to HELO if EHLO is refused with anything but ``421`` (then no extension is
+        offered); :class:`HelloRefused` if that is refused too."""
         return await self._closing_unless_refused(self._hello(hostname or self.hostname))
 
     @one_call
@@ -543,9 +549,17 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _hello(self, hostname: str) -> Reply:
+        """EHLO (LHLO in LMTP); any refusal of EHLO but a ``421`` (which ends the
+        session, raised by :meth:`_reply`) is followed by HELO, as Postfix's
+        ``smtp_helo()`` does: RFC 5321 §4.1.4 has a server refuse EHLO with 500, 501,
+        502 or 550 and stay where it was, and servers also say 503, 554 or a 4xx.
+        After HELO the session has no extension at all (no SIZE, PIPELINING,
+        STARTTLS, 8BITMIME, SMTPUTF8), so whatever needs one is refused or done
+        without as for any server that offers none. LHLO has no fallback (RFC 2033
+        §4.1). :class:`HelloRefused` names the command whose refusal it carries."""
         hello: Lhlo | Ehlo | Helo = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
         reply = await self._command(hello, self.timeouts.command)
-        if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
+        if not reply.is_positive and not self.lmtp:
             hello = Helo(hostname)  # the command the reply raised is the one that got it
             reply = await self._command(hello, self.timeouts.command)
         if not reply.is_positive:

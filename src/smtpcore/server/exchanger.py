@@ -299,10 +299,11 @@ def _tls_reason(exc: SMTPError) -> str:
 
 def _refused_for_good(exc: SMTPError) -> bool:
     """Whether ``exc``, which ended a session before any mail was sent, is a permanent
-    refusal: a 5xx to EHLO, or to the HELO the client falls back to (RFC 5321 §4.2.1:
-    the command SHOULD NOT be repeated), which Postfix's ``smtp_helo()`` bounces at
-    once. A 5xx greeting is not: Postfix takes it as 4xx by default
-    (``smtp_skip_5xx_greeting``, :func:`_greeting_status`), and so does this relay.
+    refusal: a 5xx to the HELO the client falls back to after any refusal of EHLO but
+    421 (RFC 5321 §4.2.1: the command SHOULD NOT be repeated), which Postfix's
+    ``smtp_helo()`` bounces at once; a 4xx there waits. A 5xx greeting is not: Postfix
+    takes it as 4xx by default (``smtp_skip_5xx_greeting``, :func:`_greeting_status`),
+    and so does this relay.
     The relay does not authenticate, so no AUTH reply comes here."""
     return (
         isinstance(exc, HelloRefused) and exc.command != "greeting" and 500 <= exc.reply.code < 600
