@@ -28,7 +28,7 @@ from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
-from smtpcore.asyncio import SMTPConnectionError
+from smtpcore.asyncio import SMTPConnectionError, Timeouts
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
@@ -43,6 +43,7 @@ from smtpcore.server.exchanger import (
     kept_text,
     reply_text,
     transcribe,
+    while_sending_end_of_data,
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -756,6 +757,41 @@ def test_a_connection_dropped_in_data_is_deferred_then_delivered(
         _run(relay, relay.empty)
         _wait_closed(server)
     assert len(server.transactions) == 1 and relay.reports() == []
+
+
+@pytest.mark.parametrize(
+    ("data_reply", "timeouts", "why"),
+    [
+        (None, None, "the server closed the connection"),
+        (b"", Timeouts(data_termination=0.3), "no reply within 0.3 s"),
+    ],
+    ids=["closed", "timed out"],
+)
+def test_a_session_lost_after_the_final_dot_says_the_message_may_be_sent_twice(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    data_reply: bytes | None,
+    timeouts: Timeouts | None,
+    why: str,
+) -> None:
+    """The exchanger read the final dot and closed (or never answered): it may have
+    taken the message, and the retry, right as it is (RFC 5321 §6.1), sends it again.
+    The deferral said only "the server closed the connection" ("no reply within N s"),
+    as for a drop in the middle of the content; it now says so in Postfix's words, as
+    the line of a stop at that point does."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(data_replies=[data_reply]) as server:
+        relay = _relay(tmp_path, server.port, timeouts=timeouts)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        server.release.set()
+        _wait_closed(server)
+    (deferred,) = _lines(caplog, "status=deferred")
+    assert deferred.endswith(
+        f"{why} while sending end of data -- message may be sent more than once)"
+    )
+    assert _lines(caplog, "status=sent")
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]] * 2
 
 
 def test_an_exchanger_whose_reply_lines_end_in_a_bare_lf_gets_the_mail(
@@ -2341,6 +2377,18 @@ def test_kept_text_is_bounded_and_keeps_the_start(text: str) -> None:
     else:
         start, mark = kept.rsplit(" [... ", 1)
         assert text.startswith(start) and mark == f"{len(text) - len(start)} more characters]"
+
+
+@given(st.text(max_size=3 * MAX_KEPT_TEXT))
+def test_the_end_of_data_warning_is_never_cut_off(why: str) -> None:
+    """However long the error (a lost connection quotes the replies it left behind),
+    the warning stays whole at its end, within the bound."""
+    kept = while_sending_end_of_data(why)
+    warning = " while sending end of data -- message may be sent more than once"
+    assert len(kept) <= MAX_KEPT_TEXT and kept.endswith(warning)
+    assert kept_text(why, warning) == kept
+    assert kept[: -len(warning)] == kept_text(why, "x" * len(warning))[: -len(warning)]
+    assert "delivery cut short by shutdown" + warning == CUT_IN_END_OF_DATA
 
 
 @given(sst.replies(codes=[250, 421, 450, 550]), st.integers(1, 100))

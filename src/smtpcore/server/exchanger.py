@@ -81,6 +81,7 @@ __all__ = [
     "MAX_KEPT_TEXT",
     "default_client",
     "kept_text",
+    "while_sending_end_of_data",
     "reply_dsn",
     "reply_text",
     "transcribe",
@@ -134,20 +135,34 @@ keeps 2,048 octets of a multi-line reply (``var_line_limit`` in ``smtp_chat_resp
 "to defend against a denial of service attack"."""
 
 
-def kept_text(text: str) -> str:
+def kept_text(text: str, tail: str = "") -> str:
     """``text`` as the relay stores and logs it: whole when it fits in
     :data:`MAX_KEPT_TEXT` characters, else its start (the first line or lines of a
     reply, where the code, status and reason are) and ``[... N more characters]``, in
-    :data:`MAX_KEPT_TEXT` characters all told."""
-    kept = _kept_length(len(text))
-    return text if kept == len(text) else text[:kept] + _cut_mark(len(text) - kept)
+    :data:`MAX_KEPT_TEXT` characters all told; ``tail``, kept whole, after it and
+    within that count (what the relay says of the text, never to be cut off)."""
+    kept = _kept_length(len(text), MAX_KEPT_TEXT - len(tail))
+    kept_start = text if kept == len(text) else text[:kept] + _cut_mark(len(text) - kept)
+    return kept_start + tail
 
 
-def _kept_length(length: int) -> int:
-    """How many characters :func:`kept_text` keeps of a text of ``length``."""
-    if length <= MAX_KEPT_TEXT:
+def _kept_length(length: int, room: int = MAX_KEPT_TEXT) -> int:
+    """How many characters :func:`kept_text` keeps of a text of ``length`` in ``room``."""
+    if length <= room:
         return length
-    return max(MAX_KEPT_TEXT - len(_cut_mark(length)), 0)  # the mark can only get shorter
+    return max(room - len(_cut_mark(length)), 0)  # the mark can only get shorter
+
+
+_SENT_MORE_THAN_ONCE: Final = " while sending end of data -- message may be sent more than once"
+
+
+def while_sending_end_of_data(why: str) -> str:
+    """``why`` a session ended, for one that ended while an end of data (the final dot,
+    or BDAT LAST) was unanswered: the exchanger may have taken the message, and the
+    retry sends it again (RFC 5321 §6.1). Postfix's words (``lost connection with HOST
+    while sending end of data -- message may be sent more than once``), kept whole
+    however long ``why`` is; the one wording of the relay's lines and of a stop's."""
+    return kept_text(why, _SENT_MORE_THAN_ONCE)
 
 
 def _cut_mark(cut: int) -> str:
@@ -768,16 +783,19 @@ class ExchangerSession:
             )
         return client
 
-    def _error_text(self, exc: SMTPError, relay: str) -> str:
+    def _error_text(self, exc: SMTPError, relay: str, *, end_unanswered: bool = False) -> str:
         """What failed the session, as the log and the waiting recipients keep it, cut to
         :func:`kept_text`: a lost connection's text quotes the replies it left behind, a
-        ``421``'s its whole reply."""
+        ``421``'s its whole reply. ``end_unanswered``: it failed while an end of data
+        waited for its reply (:func:`while_sending_end_of_data` says so), where a drop
+        in the middle of the content, say, reads the same as it."""
         if isinstance(exc, SMTPReplyError):
             return kept_text(f"host {relay} refused {exc.command}: {reply_text(exc.reply)}")
         cause = exc.__cause__
         if str(exc).startswith("cannot connect") and isinstance(cause, OSError) and cause.errno:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
-        return kept_text(f"{relay}: {exc}")
+        why = f"{relay}: {exc}"
+        return while_sending_end_of_data(why) if end_unanswered else kept_text(why)
 
     def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
         """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
@@ -1022,9 +1040,10 @@ class ExchangerSession:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
                 refused = outcome(reply, from_remote=not exc.local)
                 return {address: settled.get(address, refused) for address in addresses}
-            raise TryNext(
-                self._error_text(exc, relay), reply=reply, settled=settled, local=exc.local
-            ) from exc
+            why = self._error_text(
+                exc, relay, end_unanswered=bool(_end_unanswered(client.connection))
+            )
+            raise TryNext(why, reply=reply, settled=settled, local=exc.local) from exc
         return self._refused(deliveries, result, None, outcome)
 
     def _refused(
