@@ -512,11 +512,11 @@ def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
 @pytest.mark.parametrize("helo", ["550 5.7.1 not you", "451 4.3.0 try later"])
 def test_a_refused_helo_after_a_refused_ehlo_names_helo_and_quits(adapter: str, helo: str) -> None:
     """The error names the command whose reply it carries: HELO's, not EHLO's. The
-    session still takes QUIT, which goes before the close (RFC 5321 §4.1.1.10); the
-    connection was closed without it."""
+    session still takes QUIT, which goes before the close (RFC 5321 §4.1.1.10), its
+    reply not waited for; the connection was closed without it."""
     steps = script(
         "S: 220 scripted.test\nC~ EHLO .+\nS: 502 5.5.1 no EHLO\n"
-        f"C~ HELO .+\nS: {helo}\nC: QUIT\nS: 221 bye\n-- expect close"
+        f"C~ HELO .+\nS: {helo}\nC: QUIT\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
@@ -571,14 +571,56 @@ def test_a_421_to_ehlo_ends_the_session_without_helo(adapter: str) -> None:
 def test_a_refused_lhlo_has_no_helo_to_fall_back_to(adapter: str) -> None:
     """RFC 2033 §4.1: HELO is not present in LMTP."""
     steps = script(
-        "S: 220 scripted.test LMTP\nC~ LHLO .+\nS: 550 5.7.1 not you\n"
-        "C: QUIT\nS: 221 bye\n-- expect close"
+        "S: 220 scripted.test LMTP\nC~ LHLO .+\nS: 550 5.7.1 not you\nC: QUIT\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, lmtp=True).connect())
     server.check()
     assert (refused.value.command, refused.value.code) == ("LHLO", 550)
+
+
+#: An EHLO refused, then the connection closed: the server's last word is that refusal.
+REFUSED_EHLO_THEN_CLOSE = "S: 220 scripted.test\nC~ EHLO .+\nS: {}\n-- close"
+
+
+@pytest.mark.parametrize(
+    "ehlo", ["554 5.7.1 your IP is on a blocklist", "550 5.7.1 go away", "451 4.3.0 not now"]
+)
+def test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo(adapter: str, ehlo: str) -> None:
+    """A server that refuses EHLO and closes, as many do after a ``554`` to a
+    blocklisted client, said its last word there: the HELO fallback, sent into the
+    closed connection, raised a lost connection that hid it. ``HelloRefused`` names
+    EHLO and carries its reply, as before the fallback."""
+    mod = module(adapter)
+    steps = script(REFUSED_EHLO_THEN_CLOSE.format(ehlo))
+    with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+    assert (refused.value.command, str(refused.value.reply)) == ("EHLO", ehlo)
+
+
+#: Refusals after which connect() says QUIT; the server reads it and never answers.
+QUIT_UNANSWERED = {
+    "greeting": "S: 554 5.3.2 no service for you\nC: QUIT\n-- expect close",
+    "hello": (
+        "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.7.1 no EHLO\n"
+        "C~ HELO .+\nS: 550 5.7.1 no HELO\nC: QUIT\n-- expect close"
+    ),
+}
+
+
+@pytest.mark.parametrize("refused", list(QUIT_UNANSWERED))
+def test_a_refused_session_does_not_wait_for_the_reply_to_quit(adapter: str, refused: str) -> None:
+    """After a refused greeting or hello, connect() says QUIT (RFC 5321 §4.1.1.10) and
+    closes without waiting for its ``221``: a server that never answers held it for
+    the whole QUIT timeout (300 s by default). Order of events: the client closes
+    before the server, which gives up waiting for that close after 5 s, though the
+    client's QUIT timeout is longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    steps = script(QUIT_UNANSWERED[refused])
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(mod.HelloRefused):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect())
 
 
 def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str) -> None:

@@ -44,7 +44,9 @@ from test_client_errors import (
     PIPELINED,
     POP3_LOGGED_IN,
     QUIT,
+    QUIT_UNANSWERED,
     RCPT_REFUSED,
+    REFUSED_EHLO_THEN_CLOSE,
     Recorder,
     SeekableText,
     content_broken_off,
@@ -305,6 +307,26 @@ def test_send_message_says_quit_after_a_refusal() -> None:
         sync.send_message(
             ERRORS_MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=server.port
         )
+
+
+def test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo() -> None:
+    """The server's refusal of EHLO, its last word before it closed, is what connect()
+    raises (the adapters' test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo)."""
+    steps = script(REFUSED_EHLO_THEN_CLOSE.format("554 5.7.1 your IP is on a blocklist"))
+    with ScriptedServer(steps) as server, pytest.raises(sync.HelloRefused) as refused:
+        sync.SMTPClient("127.0.0.1", server.port).connect()
+    assert (refused.value.command, refused.value.code) == ("EHLO", 554)
+
+
+@pytest.mark.parametrize("refused", list(QUIT_UNANSWERED))
+def test_a_refused_session_does_not_wait_for_the_reply_to_quit(refused: str) -> None:
+    """connect() closes after its QUIT without waiting for a 221 that never comes: the
+    client's close reaches the server before the server gives up on it (5 s), though
+    the QUIT timeout is longer."""
+    timeouts = sync.Timeouts(quit=120.0)
+    steps = script(QUIT_UNANSWERED[refused])
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.HelloRefused):
+        sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect()
 
 
 def test_seekable_content_of_text_is_refused_before_mail_and_the_session_goes_on() -> None:

@@ -232,6 +232,12 @@ class SMTPClient(_WithBlock):
         session went on in plaintext (RFC 3207 §4); None otherwise."""
         return self._session.starttls_refused
 
+    @property
+    def ehlo_refused(self) -> Reply | None:
+        """The reply that refused EHLO when the session went on after HELO, with no
+        extension (a ``4xx``: the refusal was temporary); None otherwise."""
+        return self._session.ehlo_refused
+
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the connection's TLS layer, by type, as the async
         clients' ``channel_bindings()``: empty here, since the standard library's
