@@ -1,8 +1,9 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO, reply lines ended
-by a bare LF, a connection dropped in the middle of DATA or after the final dot, a QUIT
-never answered), and it keeps the verb of every command line it read.
+CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO and a close after
+it, reply lines ended by a bare LF, a connection dropped in the middle of DATA or after
+the final dot, a QUIT never answered), and it keeps the verb of every command line it
+read.
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -66,6 +67,9 @@ class ScriptedRemote:
     hello_replies: dict[bytes, bytes] = field(default_factory=dict)
     """A refusal of ``EHLO`` or ``HELO`` (the key, in capitals) instead of the EHLO
     reply (``{b"HELO": b"550 5.7.1 not welcome"}``)."""
+    close_after_hello_refusal: bool = False
+    """True: close the connection once a refusal of ``hello_replies`` is sent, as many
+    servers do after a ``554`` to a blocklisted client."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
     data_replies: list[bytes | None] = field(default_factory=list)
@@ -169,6 +173,9 @@ class ScriptedRemote:
                 self.verbs.append(verb)
             if verb in self.hello_replies:
                 self._write(sock, self.hello_replies[verb] + b"\r\n")
+                if self.close_after_hello_refusal:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
             elif verb in (b"EHLO", b"HELO"):
                 self._write(sock, self._ehlo(tls))
             elif verb == b"STAR":

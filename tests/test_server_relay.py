@@ -729,6 +729,87 @@ def test_a_helo_session_cannot_meet_a_tls_requirement(
     assert "dsn=4.7.4" in line and "not offered" in line
 
 
+@pytest.mark.parametrize(
+    ("ehlo", "status"),
+    [
+        (b"554 5.7.1 your IP is on the blocklist", "bounced"),
+        (b"450 4.7.1 greylisted, come back later", "deferred"),
+    ],
+)
+def test_an_ehlo_refusal_then_a_close_keeps_the_exchangers_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ehlo: bytes, status: str
+) -> None:
+    """An exchanger that refuses EHLO and closes (a blocklist's 554) said its last
+    word there: the HELO fallback, sent into the closed connection, made it a lost
+    connection, deferred 4.4.1 for days with the exchanger's reason in neither the log
+    nor the bounce. A 5xx bounces at once with its words, a 4xx waits with them."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    hello = {b"EHLO": ehlo}
+    with remote(hello_replies=hello, close_after_hello_refusal=True) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, f"status={status}")))
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO"]
+    (line,) = _lines(caplog, "status=")
+    assert f"dsn={ehlo[4:9].decode()}, status={status}" in line and ehlo.decode() in line
+    if status == "bounced":
+        (raw,) = relay.reports()
+        assert b"Status: 5.7.1" in raw and b"your IP is on the blocklist" in raw
+    else:
+        assert relay.reports() == [] and len(relay.entries()) == 1
+
+
+EHLO_FOR_NOW = {b"EHLO": b"451 4.3.0 ESMTP temporarily unavailable"}
+#: Mail that needs what a HELO session lacks: REQUIRETLS (TLS and the extension), a
+#: UTF-8 address (SMTPUTF8), TLS for the relay's own policy.
+NEEDS_AN_EXTENSION = {
+    "REQUIRETLS": ("brendon@pqr.example", (("REQUIRETLS", None),), RelayTLS.MAY),
+    "SMTPUTF8": ("jörg@pqr.example", (("SMTPUTF8", None),), RelayTLS.MAY),
+    "encrypt": ("brendon@pqr.example", (), RelayTLS.ENCRYPT),
+}
+
+
+@pytest.mark.parametrize("needs", list(NEEDS_AN_EXTENSION))
+def test_mail_that_needs_an_extension_waits_after_a_4xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, needs: str
+) -> None:
+    """A 4xx to EHLO is temporary: the exchanger may speak ESMTP next time. The HELO
+    session it fell back to bounced REQUIRETLS mail (5.7.30) and SMTPUTF8 mail (5.6.7)
+    at once; such mail waits, the EHLO reply its reason, as before the fallback."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipient, params, relay_tls = NEEDS_AN_EXTENSION[needs]
+    with remote(hello_replies=EHLO_FOR_NOW) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=relay_tls, retry_after=300)
+        relay.enqueue([recipient], params=params)
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert line.endswith("dsn=4.3.0, status=deferred (451 4.3.0 ESMTP temporarily unavailable)")
+
+
+@pytest.mark.parametrize(("needs", "dsn"), [("REQUIRETLS", "5.7.30"), ("SMTPUTF8", "5.6.7")])
+def test_mail_that_needs_an_extension_bounces_after_a_5xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, needs: str, dsn: str
+) -> None:
+    """After a 5xx to EHLO the HELO session is what the exchanger offers: REQUIRETLS
+    mail finds no exchanger that qualifies and goes back (RFC 8689 §5), SMTPUTF8 mail
+    cannot go (RFC 6531 §3.4)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipient, params, relay_tls = NEEDS_AN_EXTENSION[needs]
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no ESMTP here"}) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=relay_tls)
+        relay.enqueue([recipient], params=params)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert f"Status: {dsn}".encode() in raw and b"Action: failed" in raw
+    assert _lines(caplog, f"dsn={dsn}, status=bounced") and not _lines(caplog, "deferred")
+
+
 def test_an_expired_message_reports_the_servers_own_reply_and_status(
     tmp_path: Path,
 ) -> None:

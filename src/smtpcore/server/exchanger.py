@@ -14,7 +14,9 @@ recipients whose fate the session had not decided yet (those it had delivered or
 refused for good are settled). So is a 5xx to EHLO and HELO, marked permanent: if
 every exchanger tried refuses so, the recipients fail at once; while one of them
 only deferred, they wait (RFC 5321 §5.1; a 5xx greeting waits too, as Postfix's
-``smtp_skip_5xx_greeting`` has it).
+``smtp_skip_5xx_greeting`` has it). A session that went on after HELO because EHLO got
+a 4xx lacks its extensions only for now: mail that needs one (TLS, REQUIRETLS,
+SMTPUTF8, 8BITMIME or BINARYMIME) waits with that reply.
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -81,10 +83,10 @@ __all__ = [
     "MAX_KEPT_TEXT",
     "default_client",
     "kept_text",
-    "while_sending_end_of_data",
     "reply_dsn",
     "reply_text",
     "transcribe",
+    "while_sending_end_of_data",
 ]
 
 
@@ -332,6 +334,20 @@ def _greeting_status(exc: SMTPError) -> str | None:
     if isinstance(exc, HelloRefused) and exc.command == "greeting" and exc.reply.code >= 500:
         return "4" + reply_dsn(exc.reply)[1:]
     return None
+
+
+def _defer_if_ehlo_refused_for_now(client: BaseSMTPClient, relay: str) -> None:
+    """Raise :class:`TryNext` where the session went on after HELO because EHLO got a
+    ``4xx``, for mail that needs an extension it therefore lacks (TLS, REQUIRETLS,
+    SMTPUTF8, 8BITMIME, BINARYMIME): the exchanger refused EHLO only for now and may
+    offer it next time, so the mail waits, the EHLO reply its reason, as when a ``4xx``
+    to EHLO ended the session. Nothing for any other session: after a ``5xx`` to EHLO
+    what the HELO session lacks is what the exchanger offers, and the mail that needs
+    it is refused (RFC 8689 §5: REQUIRETLS's 5.7.30; RFC 6531 §3.4: SMTPUTF8's 5.6.7)."""
+    refusal = client.ehlo_refused
+    if refusal is not None and refusal.code < 500:
+        why = kept_text(f"host {relay} refused EHLO: {reply_text(refusal)}")
+        raise TryNext(why, reply=refusal)
 
 
 class _TLSFailed(Exception):
@@ -720,6 +736,7 @@ class ExchangerSession:
         client = await self._tls_session(attempt, relay, policy)
         if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
             await client.quit()
+            _defer_if_ehlo_refused_for_now(client, relay)
             raise TryNext(
                 f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
             )
@@ -758,6 +775,7 @@ class ExchangerSession:
         try:
             await client.connect()
         except TLSNotAvailable as exc:
+            _defer_if_ehlo_refused_for_now(client, relay)
             raise TryNext(
                 f"TLS is required ({policy.label}), but was not offered by host {relay}",
                 "4.7.4",
@@ -958,12 +976,14 @@ class ExchangerSession:
         header = await asyncio.to_thread(content.header)
         refusal = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
         if refusal is not None:
+            _defer_if_ehlo_refused_for_now(client, relay)
             return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         converted: bytes | SevenBitReader | None = None  # what goes instead of the queued content
         if await _needs_8bitmime(client, content):
             try:
                 converted = await asyncio.to_thread(_seven_bit_content, entry, content, relay)
             except NotConvertible as reason:
+                _defer_if_ehlo_refused_for_now(client, relay)
                 refusal = _seven_bit_refusal(entry, relay, reason)
                 return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
@@ -1019,6 +1039,8 @@ class ExchangerSession:
         except (RecipientsRefused, MessageRefused) as exc:
             # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
             # client's reply on the exchanger's behalf, for what it announced.
+            if exc.local and exc.reply.code >= 500:
+                _defer_if_ehlo_refused_for_now(client, relay)
             refused = outcome(exc.reply, from_remote=not exc.local)
             if exc.result is None:
                 return dict.fromkeys(addresses, refused)
