@@ -1,9 +1,9 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO and a close after
-it, reply lines ended by a bare LF, a connection dropped in the middle of DATA or after
-the final dot, a QUIT never answered), and it keeps the verb of every command line it
-read.
+CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO (under TLS only, if
+asked) and a close after it, reply lines ended by a bare LF, a connection dropped in the
+middle of DATA or after the final dot, a QUIT never answered), and it keeps the verb of
+every command line it read.
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -67,6 +67,9 @@ class ScriptedRemote:
     hello_replies: dict[bytes, bytes] = field(default_factory=dict)
     """A refusal of ``EHLO`` or ``HELO`` (the key, in capitals) instead of the EHLO
     reply (``{b"HELO": b"550 5.7.1 not welcome"}``)."""
+    tls_hello_replies: dict[bytes, bytes] = field(default_factory=dict)
+    """Refusals as :attr:`hello_replies`, given only under TLS: an exchanger that takes
+    EHLO in plaintext, offers STARTTLS, and refuses EHLO after the handshake."""
     close_after_hello_refusal: bool = False
     """True: close the connection once a refusal of ``hello_replies`` is sent, as many
     servers do after a ``554`` to a blocklisted client."""
@@ -171,8 +174,9 @@ class ScriptedRemote:
             verb = line[:4].upper()
             with self._lock:
                 self.verbs.append(verb)
-            if verb in self.hello_replies:
-                self._write(sock, self.hello_replies[verb] + b"\r\n")
+            refusals = self.hello_replies | (self.tls_hello_replies if tls else {})
+            if verb in refusals:
+                self._write(sock, refusals[verb] + b"\r\n")
                 if self.close_after_hello_refusal:
                     sock.shutdown(socket.SHUT_RDWR)
                     return

@@ -810,6 +810,88 @@ def test_mail_that_needs_an_extension_bounces_after_a_5xx_to_ehlo(
     assert _lines(caplog, f"dsn={dsn}, status=bounced") and not _lines(caplog, "deferred")
 
 
+BINARY = (
+    b"From: john@abc.example\r\nSubject: bin\r\n\r\n\x00bare\rcr, bare\nlf, "
+    + b"x" * 1200
+    + b"\r\n"
+)
+
+
+UNCONVERTIBLE_HEADER = b"From: john@abc.example\r\nSubject: caf\xc3\xa9\r\n\r\nbody\r\n"
+"""8-bit octets in a header field, whose charset no RFC 2047 word could name."""
+
+
+@pytest.mark.parametrize(
+    ("content", "params"),
+    [(EIGHT_BIT_MESSAGE, ()), (MESSAGE, (("RET", "HDRS"), ("ENVID", "x1")))],
+    ids=["convertible 8-bit", "DSN parameters"],
+)
+def test_mail_a_helo_session_can_carry_goes_after_a_4xx_to_ehlo(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    params: tuple[tuple[str, str | None], ...],
+) -> None:
+    """Only mail that needs what the HELO session lacks waits after a 4xx to EHLO:
+    8-bit content goes converted to 7 bits, DSN's RET and ENVID are left off (RFC 3461
+    §6.2), as for any exchanger that offers neither."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies=EHLO_FOR_NOW, dsn=True) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.mail_lines == [b"MAIL FROM:<john@abc.example>\r\n"]
+    (transaction,) = server.transactions
+    assert transaction.content.isascii()
+    assert _lines(caplog, "status=sent") and relay.reports() == []
+
+
+#: Content a HELO session cannot carry: 8-bit with no 7-bit form, binary.
+CANNOT_BE_CARRIED = {
+    "unconvertible 8-bit": (UNCONVERTIBLE_HEADER, ()),
+    "BINARYMIME": (BINARY, (("BODY", "BINARYMIME"),)),
+}
+
+
+@pytest.mark.parametrize("kind", list(CANNOT_BE_CARRIED))
+def test_content_a_helo_session_cannot_carry_waits_after_a_4xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """8BITMIME (or BINARYMIME and CHUNKING) may be offered once EHLO is taken: the
+    content waits, the EHLO reply its reason, and is neither sent nor returned."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    content, params = CANNOT_BE_CARRIED[kind]
+    with remote(hello_replies=EHLO_FOR_NOW) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert line.endswith("dsn=4.3.0, status=deferred (451 4.3.0 ESMTP temporarily unavailable)")
+
+
+@pytest.mark.parametrize("kind", list(CANNOT_BE_CARRIED))
+def test_content_a_helo_session_cannot_carry_bounces_5_6_3_after_a_5xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """After a 5xx to EHLO the exchanger offers no 8BITMIME nor BINARYMIME: content
+    that cannot go without them is returned at once (RFC 6152 §3, RFC 3030 §3)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    content, params = CANNOT_BE_CARRIED[kind]
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no ESMTP here"}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.3" in raw and b"Action: failed" in raw
+    assert _lines(caplog, "dsn=5.6.3, status=bounced") and not _lines(caplog, "deferred")
+
+
 def test_an_expired_message_reports_the_servers_own_reply_and_status(
     tmp_path: Path,
 ) -> None:
@@ -3301,13 +3383,6 @@ def test_what_the_client_refuses_to_send_fails_that_message_for_good(tmp_path: P
     assert server.transactions == [] and server.connections == 1
     (raw,) = relay.reports()
     assert b"Status: 5.3.0" in raw and b"RET must be FULL or HDRS" in raw
-
-
-BINARY = (
-    b"From: john@abc.example\r\nSubject: bin\r\n\r\n\x00bare\rcr, bare\nlf, "
-    + b"x" * 1200
-    + b"\r\n"
-)
 
 
 @pytest.mark.parametrize(
