@@ -34,10 +34,11 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from smtpcore._driver import (
     BaseSMTPClient,
+    ExtensionNotOffered,
     HelloRefused,
     MessageRefused,
     RecipientsRefused,
@@ -336,18 +337,28 @@ def _greeting_status(exc: SMTPError) -> str | None:
     return None
 
 
-def _defer_if_ehlo_refused_for_now(client: BaseSMTPClient, relay: str) -> None:
-    """Raise :class:`TryNext` where the session went on after HELO because EHLO got a
-    ``4xx``, for mail that needs an extension it therefore lacks (TLS, REQUIRETLS,
-    SMTPUTF8, 8BITMIME, BINARYMIME): the exchanger refused EHLO only for now and may
-    offer it next time, so the mail waits, the EHLO reply its reason, as when a ``4xx``
-    to EHLO ended the session. Nothing for any other session: after a ``5xx`` to EHLO
-    what the HELO session lacks is what the exchanger offers, and the mail that needs
-    it is refused (RFC 8689 §5: REQUIRETLS's 5.7.30; RFC 6531 §3.4: SMTPUTF8's 5.6.7)."""
-    refusal = client.ehlo_refused
-    if refusal is not None and refusal.code < 500:
-        why = kept_text(f"host {relay} refused EHLO: {reply_text(refusal)}")
-        raise TryNext(why, reply=refusal)
+_Lacking = TypeVar("_Lacking", Reply, TryNext)
+
+
+def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
+    """Every refusal of mail for what this session does not offer (TLS, REQUIRETLS,
+    SMTPUTF8, 8BITMIME, BINARYMIME, CHUNKING) goes through here: ``refusal``, what an
+    exchanger that offers no more gets (a reply the recipients bounce with, or a
+    :class:`TryNext` for TLS and REQUIRETLS, which another exchanger may offer).
+    But where the session went on after HELO because EHLO got a ``4xx``, it lacks them
+    only for now: the exchanger may offer them next time, so :class:`TryNext` with the
+    EHLO reply is raised and the mail waits, as when that ``4xx`` ended the session.
+    After a ``5xx`` to EHLO what the HELO session lacks is what the exchanger offers,
+    and ``refusal`` stands (RFC 8689 §5: REQUIRETLS's 5.7.30; RFC 6531 §3.4:
+    SMTPUTF8's 5.6.7; RFC 6152 §3 and RFC 3030 §3: 5.6.3).
+
+    Its three callers: TLS not offered, REQUIRETLS not offered, and
+    :class:`ExtensionNotOffered` for the message, the client's or :func:`_carried`'s,
+    where a new check of what the message needs belongs."""
+    ehlo = client.ehlo_refused
+    if ehlo is not None and ehlo.code < 500:
+        raise TryNext(kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}"), reply=ehlo)
+    return refusal
 
 
 class _TLSFailed(Exception):
@@ -371,7 +382,9 @@ def _tls_failure(exc: SMTPError) -> bool:
     return "TLS handshake" in str(exc)
 
 
-def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) -> Reply | None:
+def _needs_smtputf8(
+    client: BaseSMTPClient, entry: QueueEntry, header: bytes
+) -> ExtensionNotOffered | None:
     """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
     has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
     ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
@@ -380,12 +393,13 @@ def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) ->
         return None
     if header.isascii():
         return None
-    return Reply(
+    reply = Reply(
         553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
     )
+    return ExtensionNotOffered("SMTPUTF8", "SMTPUTF8", reply)
 
 
-def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None:
+def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNotOffered | None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
     exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too.
     :func:`_forwarded_mail_params` leaves off a parameter the exchanger was not
@@ -401,11 +415,12 @@ def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None
     missing = offered.missing_for("BODY", body) or (None if offered.chunking else "CHUNKING")
     if missing is None:
         return None
-    return Reply(
+    reply = Reply(
         554,
         f"the message is binary (BODY=BINARYMIME) and the server does not offer {missing}",
         "5.6.3",
     )
+    return ExtensionNotOffered("BODY", missing, reply)
 
 
 async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> bool:
@@ -505,24 +520,51 @@ class _ConvertedOffLoop:
         self._reader.close()
 
 
-def _seven_bit_refusal(entry: QueueEntry, relay: str, reason: NotConvertible) -> Reply:
+def _seven_bit_refusal(reason: NotConvertible) -> ExtensionNotOffered:
     """The refusal of 8-bit content with no 7-bit form (RFC 6152 §3: returned as
-    undeliverable, RFC 3463 5.6.3). From ``<>`` it cannot be returned (RFC 5321
-    §4.5.5), so the loss is said here with its cause."""
-    if not entry.sender:
-        logger.warning(
-            "%s: %s does not offer 8BITMIME and the message from <> has no 7-bit form "
-            "(%s): it cannot be sent there, and no report of it can be made",
-            entry.id,
-            loggable(relay),
-            reason,
-        )
-    return Reply(
+    undeliverable, RFC 3463 5.6.3)."""
+    reply = Reply(
         554,
         f"the server does not offer 8BITMIME, needed for 8-bit content that cannot be "
         f"converted: {reason}",
         "5.6.3",
     )
+    return ExtensionNotOffered(None, "8BITMIME", reply)
+
+
+def _say_unreturnable(entry: QueueEntry, relay: str, refusal: ExtensionNotOffered) -> None:
+    """A refusal of 8-bit content with no 7-bit form cannot be returned from ``<>``
+    (RFC 5321 §4.5.5), so the loss is said here with its cause."""
+    reason = refusal.__cause__
+    if entry.sender or not isinstance(reason, NotConvertible):
+        return
+    logger.warning(
+        "%s: %s does not offer 8BITMIME and the message from <> has no 7-bit form "
+        "(%s): it cannot be sent there, and no report of it can be made",
+        entry.id,
+        loggable(relay),
+        reason,
+    )
+
+
+async def _carried(
+    client: BaseSMTPClient, entry: QueueEntry, content: QueuedContent, relay: str
+) -> bytes | SevenBitReader | None:
+    """What goes instead of the queued content in this session (None: the content
+    itself, as queued). :class:`ExtensionNotOffered`, as the client raises for what it
+    was not offered, where the session lacks what the message needs: SMTPUTF8 for a
+    UTF-8 header, BINARYMIME and CHUNKING for binary content, 8BITMIME for 8-bit
+    content with no 7-bit form."""
+    header = await asyncio.to_thread(content.header)
+    lacking = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
+    if lacking is not None:
+        raise lacking
+    if not await _needs_8bitmime(client, content):
+        return None
+    try:
+        return await asyncio.to_thread(_seven_bit_content, entry, content, relay)
+    except NotConvertible as reason:
+        raise _seven_bit_refusal(reason) from reason
 
 
 _FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
@@ -736,9 +778,12 @@ class ExchangerSession:
         client = await self._tls_session(attempt, relay, policy)
         if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
             await client.quit()
-            _defer_if_ehlo_refused_for_now(client, relay)
-            raise TryNext(
-                f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
+            raise _lacking(
+                client,
+                relay,
+                TryNext(
+                    f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
+                ),
             )
         return client
 
@@ -775,12 +820,12 @@ class ExchangerSession:
         try:
             await client.connect()
         except TLSNotAvailable as exc:
-            _defer_if_ehlo_refused_for_now(client, relay)
-            raise TryNext(
+            not_offered = TryNext(
                 f"TLS is required ({policy.label}), but was not offered by host {relay}",
                 "4.7.4",
                 requiretls=policy.requiretls,
-            ) from exc
+            )
+            raise _lacking(client, relay, not_offered) from exc
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
@@ -973,38 +1018,16 @@ class ExchangerSession:
                 dsn_passed=passed,
             )
 
-        header = await asyncio.to_thread(content.header)
-        refusal = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
-        if refusal is not None:
-            _defer_if_ehlo_refused_for_now(client, relay)
-            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        converted: bytes | SevenBitReader | None = None  # what goes instead of the queued content
-        if await _needs_8bitmime(client, content):
-            try:
-                converted = await asyncio.to_thread(_seven_bit_content, entry, content, relay)
-            except NotConvertible as reason:
-                _defer_if_ehlo_refused_for_now(client, relay)
-                refusal = _seven_bit_refusal(entry, relay, reason)
-                return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
-        rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
-        if passed:
-            queued = {r.address: r for r in entry.recipients}
-            for address, delivery in deliveries.items():
-                recipient = queued[address]
-                params = rcpt_params.setdefault(same_address(delivery.mailbox), {})
-                if recipient.notify is not None:
-                    params["NOTIFY"] = recipient.notify
-                orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
-                if orcpt is not None:
-                    params["ORCPT"] = orcpt
         on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
-        # The content goes from the queue file in the client's chunks (DATA or BDAT),
-        # so a message of any size needs no more memory than a chunk.
         try:
+            converted = await _carried(client, entry, content, relay)
+            mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
+            rcpt_params = self._rcpt_params(client, entry, deliveries) if passed else {}
             # A queued sender that no longer parses is refused here, as for good as any
             # other unsendable message (the worker refuses it before it comes here).
             sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
+            # The content goes from the queue file in the client's chunks (DATA or BDAT),
+            # so a message of any size needs no more memory than a chunk.
             with (
                 contextlib.nullcontext(converted)
                 if isinstance(converted, bytes)
@@ -1036,11 +1059,15 @@ class ExchangerSession:
                     self._error_text(exc, relay), reply_dsn(exc.reply), exc.reply
                 ) from exc
             return dict.fromkeys(addresses, outcome(exc.reply))
+        except ExtensionNotOffered as exc:
+            # What the session lacks for the message, found before MAIL by the relay
+            # (_carried) or the client (a UTF-8 address): a reply on the exchanger's behalf.
+            refusal = _lacking(client, relay, exc.reply)
+            _say_unreturnable(entry, relay, exc)
+            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         except (RecipientsRefused, MessageRefused) as exc:
-            # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
-            # client's reply on the exchanger's behalf, for what it announced.
-            if exc.local and exc.reply.code >= 500:
-                _defer_if_ehlo_refused_for_now(client, relay)
+            # A local refusal (a SIZE overrun) is the client's reply on the exchanger's
+            # behalf, for what it announced.
             refused = outcome(exc.reply, from_remote=not exc.local)
             if exc.result is None:
                 return dict.fromkeys(addresses, refused)
@@ -1067,6 +1094,24 @@ class ExchangerSession:
             )
             raise TryNext(why, reply=reply, settled=settled, local=exc.local) from exc
         return self._refused(deliveries, result, None, outcome)
+
+    def _rcpt_params(
+        self, client: BaseSMTPClient, entry: QueueEntry, deliveries: Mapping[str, RemoteDelivery]
+    ) -> dict[tuple[str, str], dict[str, str | None]]:
+        """The queued DSN parameters of each recipient, by its address as
+        :func:`same_address` compares it, for an exchanger that speaks DSN (RFC 3461
+        §6.2)."""
+        queued = {r.address: r for r in entry.recipients}
+        rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
+        for address, delivery in deliveries.items():
+            recipient = queued[address]
+            params = rcpt_params.setdefault(same_address(delivery.mailbox), {})
+            if recipient.notify is not None:
+                params["NOTIFY"] = recipient.notify
+            orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
+            if orcpt is not None:
+                params["ORCPT"] = orcpt
+        return rcpt_params
 
     def _refused(
         self,
