@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import itertools
 import os
 import socket
 import ssl
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import trio
 
+from broken_servers import RateLimitedServer, SmallServer, serve
 from peers import (
     ADAPTERS,
     free_port,
@@ -635,6 +637,66 @@ def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str)
     with ScriptedServer(steps) as server, pytest.raises(mod.TLSNotAvailable):
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, starttls=True).connect())
     server.check()
+
+
+EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"
+
+
+class RefusesEhloOnce(SmallServer):
+    """A session that refuses its first EHLO for now (``451``) and takes HELO and any
+    later EHLO, as a server whose ESMTP part is briefly unavailable."""
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.refused_ehlo = False
+
+    def command(self, line: bytes) -> bytes:
+        if not self.refused_ehlo and line[:5].upper() == b"EHLO ":
+            self.refused_ehlo = True
+            self.commands.append(line)
+            return f"{EHLO_FOR_NOW}\r\n".encode()
+        return super().command(line)
+
+
+def refusing_ehlo_in(sessions: int) -> Callable[..., SmallServer]:
+    """A factory for :func:`serve`: its first ``sessions`` sessions refuse EHLO once;
+    the later ones refuse service at the greeting (``554``), before any EHLO."""
+    count = itertools.count()
+
+    def factory(*, starttls: bool = False) -> SmallServer:
+        if next(count) < sessions:
+            return RefusesEhloOnce(starttls=starttls)
+        return RateLimitedServer(starttls=starttls, refused=True, code=554)
+
+    return factory
+
+
+def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo(adapter: str) -> None:
+    """``ehlo_refused`` holds the reply that refused EHLO while the session goes on after
+    HELO, and after its QUIT (the relay reads it then); an ``ehlo()`` that is taken
+    clears it, and so does a new ``connect()``, though it fails before EHLO."""
+    mod = module(adapter)
+
+    async def sessions(port: int) -> list[str | None]:
+        client = mod.SMTPClient("127.0.0.1", port)
+        seen: list[Reply | None] = []
+        await client.connect()
+        seen.append(client.ehlo_refused)
+        await client.ehlo()
+        seen.append(client.ehlo_refused)
+        await client.quit()
+        await client.connect()
+        seen.append(client.ehlo_refused)
+        await client.quit()
+        seen.append(client.ehlo_refused)
+        with pytest.raises(mod.HelloRefused):
+            await client.connect()
+        seen.append(client.ehlo_refused)
+        return [None if reply is None else str(reply) for reply in seen]
+
+    with serve(refusing_ehlo_in(2)) as server:
+        seen = run(adapter, lambda: sessions(server.port))
+    assert seen == [EHLO_FOR_NOW, None, EHLO_FOR_NOW, EHLO_FOR_NOW, None]
 
 
 # -- every connection closed on every path ------------------------------------------

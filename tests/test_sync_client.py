@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from broken_servers import serve
 from peers import (
     HeldAnswer,
     TLSFiles,
@@ -40,6 +41,7 @@ from test_adapters_auth import (
     running_aiosmtpd,
 )
 from test_client_errors import (
+    EHLO_FOR_NOW,
     GREET,
     PIPELINED,
     POP3_LOGGED_IN,
@@ -50,6 +52,7 @@ from test_client_errors import (
     Recorder,
     SeekableText,
     content_broken_off,
+    refusing_ehlo_in,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
 from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
@@ -327,6 +330,29 @@ def test_a_refused_session_does_not_wait_for_the_reply_to_quit(refused: str) -> 
     steps = script(QUIT_UNANSWERED[refused])
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.HelloRefused):
         sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect()
+
+
+def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo() -> None:
+    """As the adapters' test of the same name: the refusal of EHLO is kept while the
+    session goes on after HELO and after its QUIT, until an ``ehlo()`` is taken or a
+    new ``connect()``, though it fails before EHLO."""
+    seen: list[Reply | None] = []
+    with serve(refusing_ehlo_in(2)) as server:
+        client = sync.SMTPClient("127.0.0.1", server.port, timeout=10)
+        client.connect()
+        seen.append(client.ehlo_refused)
+        client.ehlo()
+        seen.append(client.ehlo_refused)
+        client.quit()
+        client.connect()
+        seen.append(client.ehlo_refused)
+        client.quit()
+        seen.append(client.ehlo_refused)
+        with pytest.raises(sync.HelloRefused):
+            client.connect()
+        seen.append(client.ehlo_refused)
+    shown = [None if reply is None else str(reply) for reply in seen]
+    assert shown == [EHLO_FOR_NOW, None, EHLO_FOR_NOW, EHLO_FOR_NOW, None]
 
 
 def test_seekable_content_of_text_is_refused_before_mail_and_the_session_goes_on() -> None:

@@ -234,8 +234,10 @@ class SMTPClient(_WithBlock):
 
     @property
     def ehlo_refused(self) -> Reply | None:
-        """The reply that refused EHLO when the session went on after HELO, with no
-        extension (a ``4xx``: the refusal was temporary); None otherwise."""
+        """The reply that refused EHLO (a ``4xx`` or a ``5xx``) when the session went
+        on after HELO, with no extension, kept after QUIT until the next ``connect()``;
+        None when EHLO was taken (an ``ehlo()`` too), or not sent (LMTP). A ``4xx`` says
+        the refusal was temporary: what the session lacks may be offered later."""
         return self._session.ehlo_refused
 
     def channel_bindings(self) -> dict[str, bytes]:

@@ -265,7 +265,8 @@ class BaseSMTPClient(BaseClient):
         None when STARTTLS was not refused, or not sent."""
         self.ehlo_refused: Reply | None = None
         """The reply that refused EHLO (a ``4xx`` or a ``5xx``) when the session went
-        on after HELO, with no extension; None when EHLO was taken, or not sent (LMTP).
+        on after HELO, with no extension, kept after QUIT until the next ``connect()``;
+        None when EHLO was taken (an ``ehlo()`` too), or not sent (LMTP).
         A ``4xx`` says the refusal was temporary: what the session lacks for it may be
         offered later (a relay defers, rather than bounce, mail that needs it)."""
         self._trace = None if trace is None else WireTrace(trace)
