@@ -11,12 +11,13 @@ delivers to none. A failure of
 the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy that
 cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
 recipients whose fate the session had not decided yet (those it had delivered or
-refused for good are settled). So is a 5xx to EHLO and HELO, marked permanent: if
-every exchanger tried refuses so, the recipients fail at once; while one of them
-only deferred, they wait (RFC 5321 §5.1; a 5xx greeting waits too, as Postfix's
-``smtp_skip_5xx_greeting`` has it). A session that went on after HELO because EHLO got
-a 4xx lacks its extensions only for now: mail that needs one (TLS, REQUIRETLS,
-SMTPUTF8, 8BITMIME or BINARYMIME) waits with that reply.
+refused for good are settled). So is a 5xx to EHLO and HELO (or to EHLO, then a
+close), marked permanent: if every exchanger tried refuses so, the recipients fail at
+once; while one of them only deferred, they wait (RFC 5321 §5.1; a 5xx greeting
+waits too, as Postfix's ``smtp_skip_5xx_greeting`` has it). A session that went on
+after HELO because EHLO got a 4xx lacks its extensions only for now: mail that needs
+one (TLS, REQUIRETLS, SMTPUTF8, 8BITMIME or BINARYMIME) waits with that reply
+(``_lacking``).
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -319,10 +320,11 @@ def _refused_for_good(exc: SMTPError) -> bool:
     """Whether ``exc``, which ended a session before any mail was sent, is a permanent
     refusal: a 5xx to the HELO the client falls back to after any refusal of EHLO but
     421 (RFC 5321 §4.2.1: the command SHOULD NOT be repeated), which Postfix's
-    ``smtp_helo()`` bounces at once; a 4xx there waits. A 5xx greeting is not: Postfix
-    takes it as 4xx by default (``smtp_skip_5xx_greeting``, :func:`_greeting_status`),
-    and so does this relay.
-    The relay does not authenticate, so no AUTH reply comes here."""
+    ``smtp_helo()`` bounces at once, or a 5xx to EHLO followed by a close, the
+    exchanger's last word (a blocklist's 554, say); a 4xx to either waits. A 5xx
+    greeting is not: Postfix takes it as 4xx by default (``smtp_skip_5xx_greeting``,
+    :func:`_greeting_status`), and so does this relay. The relay does not
+    authenticate, so no AUTH reply comes here."""
     return (
         isinstance(exc, HelloRefused) and exc.command != "greeting" and 500 <= exc.reply.code < 600
     )
