@@ -1,7 +1,9 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
 per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
-CHUNKING, REQUIRETLS, per-recipient replies, a connection dropped in the middle of DATA
-or after the final dot, a QUIT never answered).
+CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO (under TLS only, if
+asked) and a close after it, reply lines ended by a bare LF, a connection dropped in the
+middle of DATA or after the final dot, a QUIT never answered), and it keeps the verb of
+every command line it read.
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -65,6 +67,12 @@ class ScriptedRemote:
     hello_replies: dict[bytes, bytes] = field(default_factory=dict)
     """A refusal of ``EHLO`` or ``HELO`` (the key, in capitals) instead of the EHLO
     reply (``{b"HELO": b"550 5.7.1 not welcome"}``)."""
+    tls_hello_replies: dict[bytes, bytes] = field(default_factory=dict)
+    """Refusals as :attr:`hello_replies`, given only under TLS: an exchanger that takes
+    EHLO in plaintext, offers STARTTLS, and refuses EHLO after the handshake."""
+    close_after_hello_refusal: bool = False
+    """True: close the connection once a refusal of ``hello_replies`` is sent, as many
+    servers do after a ``554`` to a blocklisted client."""
     rcpt_replies: dict[str, bytes] = field(default_factory=dict)
     data_reply: bytes = b"250 2.0.0 queued"
     data_replies: list[bytes | None] = field(default_factory=list)
@@ -81,7 +89,12 @@ class ScriptedRemote:
     """Close the connection after the first line of content."""
     answer_quit: bool = True
     """False: QUIT is never answered (the remote waits for the client to close)."""
+    reply_end: bytes = b"\r\n"
+    """What ends each reply line: ``b"\\n"`` for a server that ends its lines in a bare LF."""
     transactions: list[RemoteTransaction] = field(default_factory=list)
+    verbs: list[bytes] = field(default_factory=list)
+    """The verb of each command line read (``b"EHLO"``, ``b"HELO"``, ``b"QUIT"``), in
+    capitals, sessions one after another."""
     mail_lines: list[bytes] = field(default_factory=list)
     connections: int = 0
     open_connections: int = 0
@@ -148,7 +161,7 @@ class ScriptedRemote:
         sock = sockets[0]
         tls = False
         lines: BinaryIO = sock.makefile("rb")
-        sock.sendall(self.greeting + b"\r\n")
+        self._write(sock, self.greeting + b"\r\n")
         if not self.greeting.startswith(b"220"):
             return
         recipients: list[str] = []
@@ -159,16 +172,22 @@ class ScriptedRemote:
             if not line:
                 return
             verb = line[:4].upper()
-            if verb in self.hello_replies:
-                sock.sendall(self.hello_replies[verb] + b"\r\n")
+            with self._lock:
+                self.verbs.append(verb)
+            refusals = self.hello_replies | (self.tls_hello_replies if tls else {})
+            if verb in refusals:
+                self._write(sock, refusals[verb] + b"\r\n")
+                if self.close_after_hello_refusal:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
             elif verb in (b"EHLO", b"HELO"):
-                sock.sendall(self._ehlo(tls))
+                self._write(sock, self._ehlo(tls))
             elif verb == b"STAR":
                 if self.starttls == "refuse":
-                    sock.sendall(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    self._write(sock, b"454 4.7.0 TLS not available due to temporary reason\r\n")
                     continue
                 assert self.tls_context is not None
-                sock.sendall(b"220 2.0.0 ready\r\n")
+                self._write(sock, b"220 2.0.0 ready\r\n")
                 sock = self.tls_context.wrap_socket(sock, server_side=True)
                 sockets.append(sock)
                 lines = sock.makefile("rb")
@@ -178,25 +197,25 @@ class ScriptedRemote:
                 received_chunks = None
                 with self._lock:
                     self.mail_lines.append(line)
-                sock.sendall(b"250 2.1.0 ok\r\n")
+                self._write(sock, b"250 2.1.0 ok\r\n")
             elif verb == b"RCPT":
                 rcpt_lines.append(line)
                 address = line.decode().split(":", 1)[1].strip().split()[0].strip("<>")
                 reply = self.rcpt_replies.get(address, b"250 2.1.5 ok")
                 if reply.startswith(b"2"):
                     recipients.append(address)
-                sock.sendall(reply + b"\r\n")
+                self._write(sock, reply + b"\r\n")
             elif verb == b"DATA":
                 if not recipients:
-                    sock.sendall(b"554 5.5.1 no valid recipients\r\n")
+                    self._write(sock, b"554 5.5.1 no valid recipients\r\n")
                     continue
                 with self._lock:
                     waiting = self.data_command_replies
                     refusal = waiting.pop(0) if waiting else None
                 if refusal is not None:
-                    sock.sendall(refusal + b"\r\n")
+                    self._write(sock, refusal + b"\r\n")
                     continue
-                sock.sendall(b"354 go on\r\n")
+                self._write(sock, b"354 go on\r\n")
                 received = _Received(self.keep_content)
                 for data_line in lines:
                     if self.drop_in_data:
@@ -220,7 +239,7 @@ class ScriptedRemote:
                     received_chunks.add(piece)
                     size -= len(piece)
                 if not last:
-                    sock.sendall(b"250 2.0.0 chunk taken\r\n")
+                    self._write(sock, b"250 2.0.0 chunk taken\r\n")
                     continue
                 self._record(received_chunks, mail_line, rcpt_lines, recipients, tls)
                 received_chunks = None
@@ -228,15 +247,15 @@ class ScriptedRemote:
                     return
             elif verb == b"QUIT":
                 if self.answer_quit:
-                    sock.sendall(b"221 2.0.0 bye\r\n")
+                    self._write(sock, b"221 2.0.0 bye\r\n")
                 # Wait for the client to close its side: it must, on every path.
                 while lines.readline():
                     pass
                 return
             elif verb == b"RSET" or verb == b"NOOP":
-                sock.sendall(b"250 2.0.0 ok\r\n")
+                self._write(sock, b"250 2.0.0 ok\r\n")
             else:
-                sock.sendall(b"502 5.5.2 not here\r\n")
+                self._write(sock, b"502 5.5.2 not here\r\n")
 
     def _record(
         self,
@@ -268,8 +287,14 @@ class ScriptedRemote:
                 self.release.wait(self.hold)
             sock.shutdown(socket.SHUT_RDWR)
             return False
-        sock.sendall(reply + b"\r\n")
+        self._write(sock, reply + b"\r\n")
         return True
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        """Write reply lines, each ended as :attr:`reply_end` says."""
+        if self.reply_end != b"\r\n":
+            data = data.replace(b"\r\n", self.reply_end)
+        sock.sendall(data)
 
     def _closed(self) -> None:
         with self._lock:

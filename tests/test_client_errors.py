@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import itertools
 import os
 import socket
 import ssl
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 import trio
 
+from broken_servers import RateLimitedServer, SmallServer, serve
 from peers import (
     ADAPTERS,
     free_port,
@@ -520,16 +522,192 @@ def test_a_greeting_other_than_220_is_hello_refused(adapter: str) -> None:
     assert (refused.value.command, refused.value.code) == ("greeting", 554)
 
 
-def test_a_refused_helo_after_a_refused_ehlo_names_helo(adapter: str) -> None:
-    """The error names the command whose reply it carries: HELO's 550, not EHLO."""
+@pytest.mark.parametrize("helo", ["550 5.7.1 not you", "451 4.3.0 try later"])
+def test_a_refused_helo_after_a_refused_ehlo_names_helo_and_quits(adapter: str, helo: str) -> None:
+    """The error names the command whose reply it carries: HELO's, not EHLO's. The
+    session still takes QUIT, which goes before the close (RFC 5321 §4.1.1.10), its
+    reply not waited for; the connection was closed without it."""
     steps = script(
         "S: 220 scripted.test\nC~ EHLO .+\nS: 502 5.5.1 no EHLO\n"
-        "C~ HELO .+\nS: 550 5.7.1 not you\n-- expect close"
+        f"C~ HELO .+\nS: {helo}\nC: QUIT\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
-    assert (refused.value.command, refused.value.code) == ("HELO", 550)
+    server.check()
+    assert (refused.value.command, refused.value.code) == ("HELO", int(helo[:3]))
+
+
+EHLO_REFUSALS = [
+    "500 5.5.1 unrecognized",
+    "502 5.5.1 not implemented",
+    "503 5.5.1 bad sequence",
+    "550 5.5.1 EHLO not supported here",
+    "554 5.7.1 ESMTP not available",
+    "451 4.3.0 try HELO",
+]
+
+
+@pytest.mark.parametrize("ehlo", EHLO_REFUSALS)
+def test_any_refusal_of_ehlo_but_421_falls_back_to_helo(adapter: str, ehlo: str) -> None:
+    """RFC 5321 §4.1.4 lists 550 among EHLO's refusals, and servers also say 503, 554
+    or a 4xx: each is followed by HELO, as Postfix's ``smtp_helo()`` does (a 550 or
+    554 raised ``HelloRefused`` at once, a 451 too). The session then has no extension:
+    no PIPELINING, no SIZE, no ENHANCEDSTATUSCODES."""
+    steps = script(
+        f"S: 220 scripted.test\nC~ EHLO .+\nS: {ehlo}\nC~ HELO .+\nS: 250 scripted.test\n"
+        "C: MAIL FROM:<a@abc.example>\nS: 250 2.1.0 ok\n"
+        "C: RCPT TO:<bob@pqr.example>\nS: 250 2.1.5 ok\nC: DATA\nS: 354 go\n"
+        + MESSAGE_LINES
+        + "S: 250 queued\nC: QUIT\nS: 221 bye\n-- expect close"
+    )
+    mod = module(adapter)
+
+    async def go() -> None:
+        async with mod.SMTPClient("127.0.0.1", server.port) as client:
+            assert not client.connection.extended
+            await client.send_message(MESSAGE, "a@abc.example", "bob@pqr.example")
+
+    with ScriptedServer(steps) as server:
+        run(adapter, go)
+    server.check()
+
+
+def test_a_421_to_ehlo_ends_the_session_without_helo(adapter: str) -> None:
+    steps = script("S: 220 scripted.test\nC~ EHLO .+\nS: 421 4.3.2 going down\n-- expect close")
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.SMTPConnectionError):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+    server.check()
+
+
+def test_a_refused_lhlo_has_no_helo_to_fall_back_to(adapter: str) -> None:
+    """RFC 2033 §4.1: HELO is not present in LMTP."""
+    steps = script(
+        "S: 220 scripted.test LMTP\nC~ LHLO .+\nS: 550 5.7.1 not you\nC: QUIT\n-- expect close"
+    )
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, lmtp=True).connect())
+    server.check()
+    assert (refused.value.command, refused.value.code) == ("LHLO", 550)
+
+
+#: An EHLO refused, then the connection closed: the server's last word is that refusal.
+REFUSED_EHLO_THEN_CLOSE = "S: 220 scripted.test\nC~ EHLO .+\nS: {}\n-- close"
+
+
+@pytest.mark.parametrize(
+    "ehlo", ["554 5.7.1 your IP is on a blocklist", "550 5.7.1 go away", "451 4.3.0 not now"]
+)
+def test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo(adapter: str, ehlo: str) -> None:
+    """A server that refuses EHLO and closes, as many do after a ``554`` to a
+    blocklisted client, said its last word there: the HELO fallback, sent into the
+    closed connection, raised a lost connection that hid it. ``HelloRefused`` names
+    EHLO and carries its reply, as before the fallback."""
+    mod = module(adapter)
+    steps = script(REFUSED_EHLO_THEN_CLOSE.format(ehlo))
+    with ScriptedServer(steps) as server, pytest.raises(mod.HelloRefused) as refused:
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port).connect())
+    assert (refused.value.command, str(refused.value.reply)) == ("EHLO", ehlo)
+
+
+#: Refusals after which connect() says QUIT; the server reads it and never answers.
+QUIT_UNANSWERED = {
+    "greeting": "S: 554 5.3.2 no service for you\nC: QUIT\n-- expect close",
+    "hello": (
+        "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.7.1 no EHLO\n"
+        "C~ HELO .+\nS: 550 5.7.1 no HELO\nC: QUIT\n-- expect close"
+    ),
+}
+
+
+@pytest.mark.parametrize("refused", list(QUIT_UNANSWERED))
+def test_a_refused_session_does_not_wait_for_the_reply_to_quit(adapter: str, refused: str) -> None:
+    """After a refused greeting or hello, connect() says QUIT (RFC 5321 §4.1.1.10) and
+    closes without waiting for its ``221``: a server that never answers held it for
+    the whole QUIT timeout (300 s by default). Order of events: the client closes
+    before the server, which gives up waiting for that close after 5 s, though the
+    client's QUIT timeout is longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    steps = script(QUIT_UNANSWERED[refused])
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(mod.HelloRefused):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect())
+
+
+def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str) -> None:
+    """``starttls=True`` with EHLO refused: HELO's session offers no STARTTLS, so
+    :class:`TLSNotAvailable` is raised before any mail command, as for a server that
+    lists no STARTTLS; the fallback cannot lower a TLS requirement."""
+    steps = script(
+        "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.5.1 no EHLO\n"
+        "C~ HELO .+\nS: 250 scripted.test\n-- expect close"
+    )
+    mod = module(adapter)
+    with ScriptedServer(steps) as server, pytest.raises(mod.TLSNotAvailable):
+        run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, starttls=True).connect())
+    server.check()
+
+
+EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"
+
+
+class RefusesEhloOnce(SmallServer):
+    """A session that refuses its first EHLO for now (``451``) and takes HELO and any
+    later EHLO, as a server whose ESMTP part is briefly unavailable."""
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.refused_ehlo = False
+
+    def command(self, line: bytes) -> bytes:
+        if not self.refused_ehlo and line[:5].upper() == b"EHLO ":
+            self.refused_ehlo = True
+            self.commands.append(line)
+            return f"{EHLO_FOR_NOW}\r\n".encode()
+        return super().command(line)
+
+
+def refusing_ehlo_in(sessions: int) -> Callable[..., SmallServer]:
+    """A factory for :func:`serve`: its first ``sessions`` sessions refuse EHLO once;
+    the later ones refuse service at the greeting (``554``), before any EHLO."""
+    count = itertools.count()
+
+    def factory(*, starttls: bool = False) -> SmallServer:
+        if next(count) < sessions:
+            return RefusesEhloOnce(starttls=starttls)
+        return RateLimitedServer(starttls=starttls, refused=True, code=554)
+
+    return factory
+
+
+def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo(adapter: str) -> None:
+    """``ehlo_refused`` holds the reply that refused EHLO while the session goes on after
+    HELO, and after its QUIT (the relay reads it then); an ``ehlo()`` that is taken
+    clears it, and so does a new ``connect()``, though it fails before EHLO."""
+    mod = module(adapter)
+
+    async def sessions(port: int) -> list[str | None]:
+        client = mod.SMTPClient("127.0.0.1", port)
+        seen: list[Reply | None] = []
+        await client.connect()
+        seen.append(client.ehlo_refused)
+        await client.ehlo()
+        seen.append(client.ehlo_refused)
+        await client.quit()
+        await client.connect()
+        seen.append(client.ehlo_refused)
+        await client.quit()
+        seen.append(client.ehlo_refused)
+        with pytest.raises(mod.HelloRefused):
+            await client.connect()
+        seen.append(client.ehlo_refused)
+        return [None if reply is None else str(reply) for reply in seen]
+
+    with serve(refusing_ehlo_in(2)) as server:
+        seen = run(adapter, lambda: sessions(server.port))
+    assert seen == [EHLO_FOR_NOW, None, EHLO_FOR_NOW, EHLO_FOR_NOW, None]
 
 
 # -- every connection closed on every path ------------------------------------------

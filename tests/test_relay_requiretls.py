@@ -159,6 +159,40 @@ def test_requiretls_to_an_exchanger_not_offering_requiretls_bounces_with_5_7_30(
     assert b"does not offer REQUIRETLS after TLS" in b" ".join(raw.split())
 
 
+@pytest.mark.parametrize(
+    ("refusal", "deferred"),
+    [(b"451 4.3.0 ESMTP temporarily unavailable", True), (b"550 5.5.1 no ESMTP under TLS", False)],
+    ids=["4xx", "5xx"],
+)
+def test_requiretls_when_ehlo_is_refused_after_starttls(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    mx: MXCertificates,
+    refusal: bytes,
+    deferred: bool,
+) -> None:
+    """An exchanger that refuses EHLO only under TLS is sent HELO there, a session
+    without REQUIRETLS: after a 4xx the message waits, the EHLO reply its reason (the
+    exchanger may offer REQUIRETLS next time); after a 5xx it bounces with 5.7.30 (RFC
+    8689 §5), as for an exchanger that never offers it."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    options = {"tls_hello_replies": {b"EHLO": refusal}, "requiretls": True}
+    with remote(starttls="tls", tls_context=mx.server, **options) as server:
+        relay = _relay(tmp_path, server.port, relay_ca=mx.ca_file, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"], content=MESSAGE, params=REQUIRETLS)
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO", b"STAR", b"EHLO", b"HELO", b"QUIT"]
+    (line,) = _lines(caplog, "status=")
+    if deferred:
+        assert line.endswith(f"dsn=4.3.0, status=deferred ({refusal.decode()})")
+        assert relay.reports() == [] and len(relay.entries()) == 1
+    else:
+        assert "dsn=5.7.30, status=bounced" in line
+        _run(relay, lambda: bool(relay.reports()))
+        _bounced(relay.reports())
+
+
 def test_requiretls_ignores_tls_required_no(tmp_path: Path, mx: MXCertificates) -> None:
     """RFC 8689 §4.1: under REQUIRETLS the header field is ignored."""
     content = b"TLS-Required: No\r\n" + MESSAGE

@@ -28,7 +28,7 @@ from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
-from smtpcore.asyncio import SMTPConnectionError
+from smtpcore.asyncio import SMTPConnectionError, Timeouts
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
 from smtpcore.server.config import ConfigError, ServerConfig
@@ -43,6 +43,7 @@ from smtpcore.server.exchanger import (
     kept_text,
     reply_text,
     transcribe,
+    while_sending_end_of_data,
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -655,6 +656,242 @@ def test_a_4xx_to_helo_or_a_5xx_greeting_defers(
     assert _lines(caplog, "dsn=4.7.1, status=deferred")
 
 
+EIGHT_BIT_MESSAGE = (
+    b"From: john@abc.example\r\nSubject: hello\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n"
+    b"\r\ncaf\xc3\xa9\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "ehlo",
+    [
+        b"550 5.5.1 EHLO not supported here",
+        b"554 5.7.1 ESMTP not available",
+        b"503 5.5.1 bad sequence",
+        b"451 4.3.0 try HELO",
+    ],
+)
+def test_any_refusal_of_ehlo_but_421_is_followed_by_helo_and_the_mail_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ehlo: bytes
+) -> None:
+    """RFC 5321 §4.1.4 lists 550 among EHLO's refusals; Postfix's ``smtp_helo()`` says
+    HELO after any refusal of EHLO but 421. The relay bounced the mail at once after
+    a 550, 554 or 503 (deferred it after a 451) without trying HELO, and closed
+    without QUIT. The HELO session has no extension, though its reply lists some: the
+    8-bit body goes converted to 7 bits, MAIL carries no BODY or SIZE."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies={b"EHLO": ehlo}, size=100_000) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=EIGHT_BIT_MESSAGE)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO", b"HELO", b"MAIL", b"RCPT", b"DATA", b"QUIT"]
+    (transaction,) = server.transactions
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example>\r\n"
+    assert transaction.content.isascii() and b"caf" in transaction.content
+    assert _lines(caplog, "status=sent") and relay.reports() == []
+
+
+def test_a_4xx_to_the_helo_after_a_refused_ehlo_defers_after_quit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused for good only when HELO gets a 5xx too (RFC 5321 §4.2.1): a 4xx to HELO
+    waits, whatever EHLO got; the session ends with QUIT (§4.1.1.10)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    replies = {b"EHLO": b"550 5.5.1 no EHLO", b"HELO": b"451 4.3.0 not now"}
+    with remote(hello_replies=replies) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO", b"HELO", b"QUIT"]
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.3.0" in line and "451 4.3.0 not now" in line
+
+
+def test_a_helo_session_cannot_meet_a_tls_requirement(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under ``encrypt``, an exchanger that refuses EHLO and takes HELO offers no
+    STARTTLS, though its HELO reply lists it: the mail waits (4.7.4, as for any
+    exchanger without STARTTLS) and no mail command, nor STARTTLS, goes in clear."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no EHLO"}, starttls="refuse") as server:
+        relay = _relay(tmp_path, server.port, relay_tls=RelayTLS.ENCRYPT, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, "status=deferred")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and b"STAR" not in server.verbs
+    assert server.mail_lines == []
+    (line,) = _lines(caplog, "status=deferred")
+    assert "dsn=4.7.4" in line and "not offered" in line
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "status"),
+    [
+        (b"554 5.7.1 your IP is on the blocklist", "bounced"),
+        (b"450 4.7.1 greylisted, come back later", "deferred"),
+    ],
+)
+def test_an_ehlo_refusal_then_a_close_keeps_the_exchangers_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, ehlo: bytes, status: str
+) -> None:
+    """An exchanger that refuses EHLO and closes (a blocklist's 554) said its last
+    word there: the HELO fallback, sent into the closed connection, made it a lost
+    connection, deferred 4.4.1 for days with the exchanger's reason in neither the log
+    nor the bounce. A 5xx bounces at once with its words, a 4xx waits with them."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    hello = {b"EHLO": ehlo}
+    with remote(hello_replies=hello, close_after_hello_refusal=True) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, lambda: bool(_lines(caplog, f"status={status}")))
+        _wait_closed(server)
+    assert server.verbs == [b"EHLO"]
+    (line,) = _lines(caplog, "status=")
+    assert f"dsn={ehlo[4:9].decode()}, status={status}" in line and ehlo.decode() in line
+    if status == "bounced":
+        (raw,) = relay.reports()
+        assert b"Status: 5.7.1" in raw and b"your IP is on the blocklist" in raw
+    else:
+        assert relay.reports() == [] and len(relay.entries()) == 1
+
+
+EHLO_FOR_NOW = {b"EHLO": b"451 4.3.0 ESMTP temporarily unavailable"}
+#: Mail that needs what a HELO session lacks: REQUIRETLS (TLS and the extension), a
+#: UTF-8 address (SMTPUTF8), TLS for the relay's own policy.
+NEEDS_AN_EXTENSION = {
+    "REQUIRETLS": ("brendon@pqr.example", (("REQUIRETLS", None),), RelayTLS.MAY),
+    "SMTPUTF8": ("jörg@pqr.example", (("SMTPUTF8", None),), RelayTLS.MAY),
+    "encrypt": ("brendon@pqr.example", (), RelayTLS.ENCRYPT),
+}
+
+
+@pytest.mark.parametrize("needs", list(NEEDS_AN_EXTENSION))
+def test_mail_that_needs_an_extension_waits_after_a_4xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, needs: str
+) -> None:
+    """A 4xx to EHLO is temporary: the exchanger may speak ESMTP next time. The HELO
+    session it fell back to bounced REQUIRETLS mail (5.7.30) and SMTPUTF8 mail (5.6.7)
+    at once; such mail waits, the EHLO reply its reason, as before the fallback."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipient, params, relay_tls = NEEDS_AN_EXTENSION[needs]
+    with remote(hello_replies=EHLO_FOR_NOW) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=relay_tls, retry_after=300)
+        relay.enqueue([recipient], params=params)
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert line.endswith("dsn=4.3.0, status=deferred (451 4.3.0 ESMTP temporarily unavailable)")
+
+
+@pytest.mark.parametrize(("needs", "dsn"), [("REQUIRETLS", "5.7.30"), ("SMTPUTF8", "5.6.7")])
+def test_mail_that_needs_an_extension_bounces_after_a_5xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, needs: str, dsn: str
+) -> None:
+    """After a 5xx to EHLO the HELO session is what the exchanger offers: REQUIRETLS
+    mail finds no exchanger that qualifies and goes back (RFC 8689 §5), SMTPUTF8 mail
+    cannot go (RFC 6531 §3.4)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipient, params, relay_tls = NEEDS_AN_EXTENSION[needs]
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no ESMTP here"}) as server:
+        relay = _relay(tmp_path, server.port, relay_tls=relay_tls)
+        relay.enqueue([recipient], params=params)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.mail_lines == []
+    (raw,) = relay.reports()
+    assert f"Status: {dsn}".encode() in raw and b"Action: failed" in raw
+    assert _lines(caplog, f"dsn={dsn}, status=bounced") and not _lines(caplog, "deferred")
+
+
+BINARY = (
+    b"From: john@abc.example\r\nSubject: bin\r\n\r\n\x00bare\rcr, bare\nlf, "
+    + b"x" * 1200
+    + b"\r\n"
+)
+
+
+UNCONVERTIBLE_HEADER = b"From: john@abc.example\r\nSubject: caf\xc3\xa9\r\n\r\nbody\r\n"
+"""8-bit octets in a header field, whose charset no RFC 2047 word could name."""
+
+
+@pytest.mark.parametrize(
+    ("content", "params"),
+    [(EIGHT_BIT_MESSAGE, ()), (MESSAGE, (("RET", "HDRS"), ("ENVID", "x1")))],
+    ids=["convertible 8-bit", "DSN parameters"],
+)
+def test_mail_a_helo_session_can_carry_goes_after_a_4xx_to_ehlo(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    params: tuple[tuple[str, str | None], ...],
+) -> None:
+    """Only mail that needs what the HELO session lacks waits after a 4xx to EHLO:
+    8-bit content goes converted to 7 bits, DSN's RET and ENVID are left off (RFC 3461
+    §6.2), as for any exchanger that offers neither."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(hello_replies=EHLO_FOR_NOW, dsn=True) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.mail_lines == [b"MAIL FROM:<john@abc.example>\r\n"]
+    (transaction,) = server.transactions
+    assert transaction.content.isascii()
+    assert _lines(caplog, "status=sent") and relay.reports() == []
+
+
+#: Content a HELO session cannot carry: 8-bit with no 7-bit form, binary.
+CANNOT_BE_CARRIED = {
+    "unconvertible 8-bit": (UNCONVERTIBLE_HEADER, ()),
+    "BINARYMIME": (BINARY, (("BODY", "BINARYMIME"),)),
+}
+
+
+@pytest.mark.parametrize("kind", list(CANNOT_BE_CARRIED))
+def test_content_a_helo_session_cannot_carry_waits_after_a_4xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """8BITMIME (or BINARYMIME and CHUNKING) may be offered once EHLO is taken: the
+    content waits, the EHLO reply its reason, and is neither sent nor returned."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    content, params = CANNOT_BE_CARRIED[kind]
+    with remote(hello_replies=EHLO_FOR_NOW) as server:
+        relay = _relay(tmp_path, server.port, retry_after=300)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, lambda: bool(_lines(caplog, "status=")))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    assert relay.reports() == [] and len(relay.entries()) == 1
+    (line,) = _lines(caplog, "status=")
+    assert line.endswith("dsn=4.3.0, status=deferred (451 4.3.0 ESMTP temporarily unavailable)")
+
+
+@pytest.mark.parametrize("kind", list(CANNOT_BE_CARRIED))
+def test_content_a_helo_session_cannot_carry_bounces_5_6_3_after_a_5xx_to_ehlo(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    """After a 5xx to EHLO the exchanger offers no 8BITMIME nor BINARYMIME: content
+    that cannot go without them is returned at once (RFC 6152 §3, RFC 3030 §3)."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    content, params = CANNOT_BE_CARRIED[kind]
+    with remote(hello_replies={b"EHLO": b"550 5.5.1 no ESMTP here"}) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content, params=params)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+    assert server.verbs[:2] == [b"EHLO", b"HELO"] and server.mail_lines == []
+    (raw,) = relay.reports()
+    assert b"Status: 5.6.3" in raw and b"Action: failed" in raw
+    assert _lines(caplog, "dsn=5.6.3, status=bounced") and not _lines(caplog, "deferred")
+
+
 def test_an_expired_message_reports_the_servers_own_reply_and_status(
     tmp_path: Path,
 ) -> None:
@@ -683,6 +920,59 @@ def test_a_connection_dropped_in_data_is_deferred_then_delivered(
         _run(relay, relay.empty)
         _wait_closed(server)
     assert len(server.transactions) == 1 and relay.reports() == []
+
+
+@pytest.mark.parametrize(
+    ("data_reply", "timeouts", "why"),
+    [
+        (None, None, "the server closed the connection"),
+        (b"", Timeouts(data_termination=0.3), "no reply within 0.3 s"),
+    ],
+    ids=["closed", "timed out"],
+)
+def test_a_session_lost_after_the_final_dot_says_the_message_may_be_sent_twice(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    data_reply: bytes | None,
+    timeouts: Timeouts | None,
+    why: str,
+) -> None:
+    """The exchanger read the final dot and closed (or never answered): it may have
+    taken the message, and the retry, right as it is (RFC 5321 §6.1), sends it again.
+    The deferral said only "the server closed the connection" ("no reply within N s"),
+    as for a drop in the middle of the content; it now says so in Postfix's words, as
+    the line of a stop at that point does."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(data_replies=[data_reply]) as server:
+        relay = _relay(tmp_path, server.port, timeouts=timeouts)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        server.release.set()
+        _wait_closed(server)
+    (deferred,) = _lines(caplog, "status=deferred")
+    assert deferred.endswith(
+        f"{why} while sending end of data -- message may be sent more than once)"
+    )
+    assert _lines(caplog, "status=sent")
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]] * 2
+
+
+def test_an_exchanger_whose_reply_lines_end_in_a_bare_lf_gets_the_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """smtplib and Postfix's client read a reply line ended by LF alone; the relay
+    deferred such an exchanger's mail until it expired (``reply line not ended by
+    CRLF``). Its multi-line EHLO reply is read too: the ENHANCEDSTATUSCODES it lists
+    splits the status off the 250 after the content."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(reply_end=b"\n") as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["brendon@pqr.example"]]
+    assert _lines(caplog, "dsn=2.0.0, status=sent (250 2.0.0 queued)")
+    assert not _lines(caplog, "deferred") and relay.reports() == []
 
 
 def test_expiry_bounce_carries_the_last_remote_reply(tmp_path: Path) -> None:
@@ -2259,6 +2549,18 @@ def test_kept_text_is_bounded_and_keeps_the_start(text: str) -> None:
         assert text.startswith(start) and mark == f"{len(text) - len(start)} more characters]"
 
 
+@given(st.text(max_size=3 * MAX_KEPT_TEXT))
+def test_the_end_of_data_warning_is_never_cut_off(why: str) -> None:
+    """However long the error (a lost connection quotes the replies it left behind),
+    the warning stays whole at its end, within the bound."""
+    kept = while_sending_end_of_data(why)
+    warning = " while sending end of data -- message may be sent more than once"
+    assert len(kept) <= MAX_KEPT_TEXT and kept.endswith(warning)
+    assert kept_text(why, warning) == kept
+    assert kept[: -len(warning)] == kept_text(why, "x" * len(warning))[: -len(warning)]
+    assert "delivery cut short by shutdown" + warning == CUT_IN_END_OF_DATA
+
+
 @given(sst.replies(codes=[250, 421, 450, 550]), st.integers(1, 100))
 def test_a_reply_of_any_length_is_kept_with_its_code_and_status_first(
     reply: Reply, copies: int
@@ -3098,13 +3400,6 @@ def test_what_the_client_refuses_to_send_fails_that_message_for_good(tmp_path: P
     assert server.transactions == [] and server.connections == 1
     (raw,) = relay.reports()
     assert b"Status: 5.3.0" in raw and b"RET must be FULL or HDRS" in raw
-
-
-BINARY = (
-    b"From: john@abc.example\r\nSubject: bin\r\n\r\n\x00bare\rcr, bare\nlf, "
-    + b"x" * 1200
-    + b"\r\n"
-)
 
 
 @pytest.mark.parametrize(

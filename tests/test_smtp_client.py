@@ -606,10 +606,13 @@ def test_content_without_normalisation() -> None:
         (b"199 odd\r\n", "malformed"),
         (b"2500 ok\r\n", "malformed"),
         (b"250-one\r\n251 two\r\n", "changed"),
-        (b"250 ok\n", "CRLF"),
+        (b"250-one\n251 two\n", "changed"),
         (b"250 " + b"x" * 5000, "longer than 4096"),
         (b"250 " + b"x" * 5000 + b"\r\n", "longer than 4096"),
+        (b"250 " + b"x" * 5000 + b"\n", "longer than 4096"),
         (b"250-x\r\n" * 101, "too many lines"),
+        (b"250-x\n" * 101, "too many lines"),
+        (b"25 ok\n", "malformed"),
         (b"354 go on\r\n", "not a reply to NOOP"),
         (b"221 bye\r\n", "not a reply to NOOP"),
     ],
@@ -625,6 +628,44 @@ def test_broken_replies_are_fatal_and_sticky(data: bytes, match: str) -> None:
         conn.next_event()
     with pytest.raises(LocalProtocolError):
         conn.send(Quit())
+
+
+def test_reply_lines_ended_by_a_bare_lf_are_read_as_smtplib_reads_them() -> None:
+    """A server whose reply lines end in LF alone (or mix the two) is read, the CR
+    before an LF dropped where there is one: smtplib and Postfix's client take such
+    replies, and refusing them left a relay's mail waiting until it expired."""
+    conn = ClientConnection("client.test")
+    [greeting] = feed(conn, b"220-mx.test ESMTP\n220 ready\n")
+    assert greeting.lines == ("mx.test ESMTP", "ready")
+    conn.send(Ehlo("client.test"))
+    ehlo = b"250-mx.test\n250-SIZE 1000\r\n250-PIPELINING\n250 ENHANCEDSTATUSCODES\n"
+    [hello] = feed(conn, ehlo)
+    assert hello.lines == ("mx.test", "SIZE 1000", "PIPELINING", "ENHANCEDSTATUSCODES")
+    assert conn.extensions.pipelining and conn.extensions.enhanced_status_codes
+    conn.send(Mail(ALICE))
+    conn.send(Rcpt(BOB))
+    replies = feed(conn, b"250 2.1.0 ok\n550\n")
+    assert replies == [Reply(250, "ok", "2.1.0"), Reply(550, "")]
+    assert state(conn) is State.MAIL
+
+
+@given(sst.replies())
+def test_a_reply_written_with_bare_lf_reads_as_with_crlf(reply: Reply) -> None:
+    """The same reply, its lines ended by LF or by CRLF, is read the same."""
+
+    def read(wire: bytes) -> tuple[object, ...]:
+        conn = session(EHLO_PIPELINING if reply.status is None else EHLO_FULL)
+        conn.send(Noop())
+        conn.receive_data(wire)
+        try:
+            event = conn.next_event()
+        except RemoteProtocolError as exc:  # a code NOOP cannot get: refused alike
+            return ("error", str(exc))
+        assert isinstance(event, Reply)
+        return (event.code, event.status, event.lines, event.text)
+
+    crlf = reply.to_bytes(reply.status)
+    assert read(crlf.replace(b"\r\n", b"\n")) == read(crlf)
 
 
 @pytest.mark.parametrize(

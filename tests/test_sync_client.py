@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from broken_servers import serve
 from peers import (
     HeldAnswer,
     TLSFiles,
@@ -40,14 +41,18 @@ from test_adapters_auth import (
     running_aiosmtpd,
 )
 from test_client_errors import (
+    EHLO_FOR_NOW,
     GREET,
     PIPELINED,
     POP3_LOGGED_IN,
     QUIT,
+    QUIT_UNANSWERED,
     RCPT_REFUSED,
+    REFUSED_EHLO_THEN_CLOSE,
     Recorder,
     SeekableText,
     content_broken_off,
+    refusing_ehlo_in,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
 from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
@@ -305,6 +310,49 @@ def test_send_message_says_quit_after_a_refusal() -> None:
         sync.send_message(
             ERRORS_MESSAGE, "a@abc.example", "bob@pqr.example", host="127.0.0.1", port=server.port
         )
+
+
+def test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo() -> None:
+    """The server's refusal of EHLO, its last word before it closed, is what connect()
+    raises (the adapters' test_an_ehlo_refusal_then_a_close_is_hello_refused_for_ehlo)."""
+    steps = script(REFUSED_EHLO_THEN_CLOSE.format("554 5.7.1 your IP is on a blocklist"))
+    with ScriptedServer(steps) as server, pytest.raises(sync.HelloRefused) as refused:
+        sync.SMTPClient("127.0.0.1", server.port).connect()
+    assert (refused.value.command, refused.value.code) == ("EHLO", 554)
+
+
+@pytest.mark.parametrize("refused", list(QUIT_UNANSWERED))
+def test_a_refused_session_does_not_wait_for_the_reply_to_quit(refused: str) -> None:
+    """connect() closes after its QUIT without waiting for a 221 that never comes: the
+    client's close reaches the server before the server gives up on it (5 s), though
+    the QUIT timeout is longer."""
+    timeouts = sync.Timeouts(quit=120.0)
+    steps = script(QUIT_UNANSWERED[refused])
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.HelloRefused):
+        sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect()
+
+
+def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo() -> None:
+    """As the adapters' test of the same name: the refusal of EHLO is kept while the
+    session goes on after HELO and after its QUIT, until an ``ehlo()`` is taken or a
+    new ``connect()``, though it fails before EHLO."""
+    seen: list[Reply | None] = []
+    with serve(refusing_ehlo_in(2)) as server:
+        client = sync.SMTPClient("127.0.0.1", server.port, timeout=10)
+        client.connect()
+        seen.append(client.ehlo_refused)
+        client.ehlo()
+        seen.append(client.ehlo_refused)
+        client.quit()
+        client.connect()
+        seen.append(client.ehlo_refused)
+        client.quit()
+        seen.append(client.ehlo_refused)
+        with pytest.raises(sync.HelloRefused):
+            client.connect()
+        seen.append(client.ehlo_refused)
+    shown = [None if reply is None else str(reply) for reply in seen]
+    assert shown == [EHLO_FOR_NOW, None, EHLO_FOR_NOW, EHLO_FOR_NOW, None]
 
 
 def test_seekable_content_of_text_is_refused_before_mail_and_the_session_goes_on() -> None:

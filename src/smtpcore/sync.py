@@ -232,6 +232,14 @@ class SMTPClient(_WithBlock):
         session went on in plaintext (RFC 3207 §4); None otherwise."""
         return self._session.starttls_refused
 
+    @property
+    def ehlo_refused(self) -> Reply | None:
+        """The reply that refused EHLO (a ``4xx`` or a ``5xx``) when the session went
+        on after HELO, with no extension, kept after QUIT until the next ``connect()``;
+        None when EHLO was taken (an ``ehlo()`` too), or not sent (LMTP). A ``4xx`` says
+        the refusal was temporary: what the session lacks may be offered later."""
+        return self._session.ehlo_refused
+
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the connection's TLS layer, by type, as the async
         clients' ``channel_bindings()``: empty here, since the standard library's

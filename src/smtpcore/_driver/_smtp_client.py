@@ -267,6 +267,12 @@ class BaseSMTPClient(BaseClient):
         """The reply that refused the STARTTLS ``connect`` sent with ``starttls=None``
         (a ``454``, say), after which the session went on in plaintext (RFC 3207 §4);
         None when STARTTLS was not refused, or not sent."""
+        self.ehlo_refused: Reply | None = None
+        """The reply that refused EHLO (a ``4xx`` or a ``5xx``) when the session went
+        on after HELO, with no extension, kept after QUIT until the next ``connect()``;
+        None when EHLO was taken (an ``ehlo()`` too), or not sent (LMTP).
+        A ``4xx`` says the refusal was temporary: what the session lacks for it may be
+        offered later (a relay defers, rather than bounce, mail that needs it)."""
         self._trace = None if trace is None else WireTrace(trace)
         self._transport: Link | None = None
         self._conn: ClientConnection | None = None
@@ -277,6 +283,7 @@ class BaseSMTPClient(BaseClient):
         no RSET for a transaction that failed in the old one."""
         self.authenticated_with = None
         self.starttls_refused = None
+        self.ehlo_refused = None
         self._transaction_failed = False
         self._mails = 0
         """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
@@ -302,9 +309,9 @@ class BaseSMTPClient(BaseClient):
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured. Raises :class:`HelloRefused` for a greeting other than 220
-        (after saying QUIT, RFC 5321 §3.1), but :class:`SMTPConnectionError` for
-        a 421, with which the server closes the connection; the connection is
-        closed on every error."""
+        (RFC 5321 §3.1) or a refused hello, after saying QUIT, whose reply is not
+        waited for, but :class:`SMTPConnectionError` for a 421, with which the
+        server closes the connection; the connection is closed on every error."""
         await self._open_transport()
         self._new_session()
         try:
@@ -312,7 +319,6 @@ class BaseSMTPClient(BaseClient):
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=tls)
             greeting = await self._reply(self.timeouts.greeting)
             if greeting.code != 220:
-                await self._quit()
                 raise HelloRefused("greeting", greeting)
             await self._hello(self.hostname)
             conn = self._conn
@@ -323,6 +329,12 @@ class BaseSMTPClient(BaseClient):
                     raise TLSNotAvailable()
             if self._credentials.given:
                 await self._authenticate_with(self._mechanism())
+        except HelloRefused:
+            # Refused, the session still takes QUIT (RFC 5321 §4.1.1.10), said before
+            # the close; its 221 is not waited for: a server that never answers it
+            # would hold connect() for the whole QUIT timeout (300 s by default).
+            await self._quit_unwaited()
+            raise
         except BaseException:
             await self._abort()
             raise
@@ -405,6 +417,11 @@ class BaseSMTPClient(BaseClient):
         failed write does: :meth:`_lost_in_writing`). A cancellation during the
         write propagates, as cancellations must. Run as a call: another task's call
         meanwhile is refused as busy."""
+        await self._quit_unwaited()
+
+    async def _quit_unwaited(self) -> None:
+        """:meth:`_quit_after_error`'s QUIT and close, for a call under way (``connect``
+        refused) to say as its own."""
         try:
             if self._can_quit():
                 await self._write(self.timeouts.quit, Quit())
@@ -419,7 +436,8 @@ class BaseSMTPClient(BaseClient):
     async def ehlo(self, hostname: str | None = None) -> Reply:
         """Say EHLO (LHLO in LMTP) again, as after a change on the server's side;
         :attr:`connection`'s ``extensions`` are what this reply lists. Falls back
-        to HELO if EHLO is refused as unknown; :class:`HelloRefused` if refused."""
+        to HELO if EHLO is refused with anything but ``421`` (then no extension is
+        offered); :class:`HelloRefused` if that is refused too."""
         return await self._closing_unless_refused(self._hello(hostname or self.hostname))
 
     @one_call
@@ -547,14 +565,40 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _hello(self, hostname: str) -> Reply:
+        """EHLO (LHLO in LMTP); any refusal of EHLO but a ``421`` (which ends the
+        session, raised by :meth:`_reply`) is followed by HELO, as Postfix's
+        ``smtp_helo()`` does: RFC 5321 §4.1.4 has a server refuse EHLO with 500, 501,
+        502 or 550 and stay where it was, and servers also say 503, 554 or a 4xx.
+        After HELO the session has no extension at all (no SIZE, PIPELINING,
+        STARTTLS, 8BITMIME, SMTPUTF8), so whatever needs one is refused or done
+        without as for any server that offers none. LHLO has no fallback (RFC 2033
+        §4.1). :class:`HelloRefused` names the command whose refusal it carries."""
         hello: Lhlo | Ehlo | Helo = Lhlo(hostname) if self.lmtp else Ehlo(hostname)
+        self.ehlo_refused = None
         reply = await self._command(hello, self.timeouts.command)
-        if not reply.is_positive and not self.lmtp and reply.code in (500, 501, 502, 504):
+        if not reply.is_positive and not self.lmtp:
+            refusal = reply
+            reply = await self._helo_after(refusal, hostname)
             hello = Helo(hostname)  # the command the reply raised is the one that got it
-            reply = await self._command(hello, self.timeouts.command)
+            if reply.is_positive:
+                self.ehlo_refused = refusal
         if not reply.is_positive:
             raise HelloRefused(hello.verb, reply)
         return reply
+
+    async def _helo_after(self, refusal: Reply, hostname: str) -> Reply:
+        """HELO's reply, after ``refusal`` of EHLO. A server that closed the connection
+        once it had refused EHLO (many do, a ``554`` for a blocklisted client) has
+        said its last word there: :class:`HelloRefused` for EHLO carries it, as it
+        did before the fallback, rather than a lost connection that hides it and
+        that a relay would retry for days. A ``421`` left behind is its own end
+        (:meth:`_lost_in_writing`)."""
+        try:
+            return await self._command(Helo(hostname), self.timeouts.command)
+        except SMTPConnectionError as exc:
+            if exc.reply is not None:
+                raise
+            raise HelloRefused("EHLO", refusal) from exc
 
     async def _opportunistic_starttls(self) -> None:
         """STARTTLS as ``connect`` runs it: a refusal raises when ``starttls`` is True

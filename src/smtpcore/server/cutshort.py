@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from smtpcore.server.exchanger import Outcome
+from smtpcore.server.exchanger import Outcome, while_sending_end_of_data
 from smtpcore.server.queue import QueueEntry, RecipientStatus
 
 __all__ = [
@@ -33,9 +33,7 @@ CUT_SHORT: Final = "delivery cut short by shutdown"
 """The deferral of a recipient whose delivery the stop cut short: 4.3.0, the mail
 system's own trouble (RFC 3463 §3.4), as for this server's other local errors."""
 
-CUT_IN_END_OF_DATA: Final = (
-    f"{CUT_SHORT} while sending end of data -- message may be sent more than once"
-)
+CUT_IN_END_OF_DATA: Final = while_sending_end_of_data(CUT_SHORT)
 """The deferral of a recipient whose transaction's end of data was sent and its reply
 not read: the exchanger may have the message already (Postfix's wording)."""
 

@@ -11,10 +11,13 @@ delivers to none. A failure of
 the whole session (a connection refused or lost, a 4xx to MAIL, a TLS policy that
 cannot be met) is a :class:`TryNext`: the next exchanger may do better, for the
 recipients whose fate the session had not decided yet (those it had delivered or
-refused for good are settled). So is a 5xx to EHLO and HELO, marked permanent: if
-every exchanger tried refuses so, the recipients fail at once; while one of them
-only deferred, they wait (RFC 5321 §5.1; a 5xx greeting waits too, as Postfix's
-``smtp_skip_5xx_greeting`` has it).
+refused for good are settled). So is a 5xx to EHLO and HELO (or to EHLO, then a
+close), marked permanent: if every exchanger tried refuses so, the recipients fail at
+once; while one of them only deferred, they wait (RFC 5321 §5.1; a 5xx greeting
+waits too, as Postfix's ``smtp_skip_5xx_greeting`` has it). A session that went on
+after HELO because EHLO got a 4xx lacks its extensions only for now: mail that needs
+one (TLS, REQUIRETLS, SMTPUTF8, 8BITMIME or BINARYMIME) waits with that reply
+(``_lacking``).
 Replies are matched to recipients by the recipient they answer, never by position: a
 message split into transactions (RFC 9422 LIMITS) has replies from each. The TLS
 each message gets is a :class:`~smtpcore.server.relay_tls.MessageTLS` (REQUIRETLS,
@@ -32,10 +35,11 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from smtpcore._driver import (
     BaseSMTPClient,
+    ExtensionNotOffered,
     HelloRefused,
     MessageRefused,
     RecipientsRefused,
@@ -84,6 +88,7 @@ __all__ = [
     "reply_dsn",
     "reply_text",
     "transcribe",
+    "while_sending_end_of_data",
 ]
 
 
@@ -134,20 +139,34 @@ keeps 2,048 octets of a multi-line reply (``var_line_limit`` in ``smtp_chat_resp
 "to defend against a denial of service attack"."""
 
 
-def kept_text(text: str) -> str:
+def kept_text(text: str, tail: str = "") -> str:
     """``text`` as the relay stores and logs it: whole when it fits in
     :data:`MAX_KEPT_TEXT` characters, else its start (the first line or lines of a
     reply, where the code, status and reason are) and ``[... N more characters]``, in
-    :data:`MAX_KEPT_TEXT` characters all told."""
-    kept = _kept_length(len(text))
-    return text if kept == len(text) else text[:kept] + _cut_mark(len(text) - kept)
+    :data:`MAX_KEPT_TEXT` characters all told; ``tail``, kept whole, after it and
+    within that count (what the relay says of the text, never to be cut off)."""
+    kept = _kept_length(len(text), MAX_KEPT_TEXT - len(tail))
+    kept_start = text if kept == len(text) else text[:kept] + _cut_mark(len(text) - kept)
+    return kept_start + tail
 
 
-def _kept_length(length: int) -> int:
-    """How many characters :func:`kept_text` keeps of a text of ``length``."""
-    if length <= MAX_KEPT_TEXT:
+def _kept_length(length: int, room: int = MAX_KEPT_TEXT) -> int:
+    """How many characters :func:`kept_text` keeps of a text of ``length`` in ``room``."""
+    if length <= room:
         return length
-    return max(MAX_KEPT_TEXT - len(_cut_mark(length)), 0)  # the mark can only get shorter
+    return max(room - len(_cut_mark(length)), 0)  # the mark can only get shorter
+
+
+_SENT_MORE_THAN_ONCE: Final = " while sending end of data -- message may be sent more than once"
+
+
+def while_sending_end_of_data(why: str) -> str:
+    """``why`` a session ended, for one that ended while an end of data (the final dot,
+    or BDAT LAST) was unanswered: the exchanger may have taken the message, and the
+    retry sends it again (RFC 5321 §6.1). Postfix's words (``lost connection with HOST
+    while sending end of data -- message may be sent more than once``), kept whole
+    however long ``why`` is; the one wording of the relay's lines and of a stop's."""
+    return kept_text(why, _SENT_MORE_THAN_ONCE)
 
 
 def _cut_mark(cut: int) -> str:
@@ -299,11 +318,13 @@ def _tls_reason(exc: SMTPError) -> str:
 
 def _refused_for_good(exc: SMTPError) -> bool:
     """Whether ``exc``, which ended a session before any mail was sent, is a permanent
-    refusal: a 5xx to EHLO, or to the HELO the client falls back to (RFC 5321 §4.2.1:
-    the command SHOULD NOT be repeated), which Postfix's ``smtp_helo()`` bounces at
-    once. A 5xx greeting is not: Postfix takes it as 4xx by default
-    (``smtp_skip_5xx_greeting``, :func:`_greeting_status`), and so does this relay.
-    The relay does not authenticate, so no AUTH reply comes here."""
+    refusal: a 5xx to the HELO the client falls back to after any refusal of EHLO but
+    421 (RFC 5321 §4.2.1: the command SHOULD NOT be repeated), which Postfix's
+    ``smtp_helo()`` bounces at once, or a 5xx to EHLO followed by a close, the
+    exchanger's last word (a blocklist's 554, say); a 4xx to either waits. A 5xx
+    greeting is not: Postfix takes it as 4xx by default (``smtp_skip_5xx_greeting``,
+    :func:`_greeting_status`), and so does this relay. The relay does not
+    authenticate, so no AUTH reply comes here."""
     return (
         isinstance(exc, HelloRefused) and exc.command != "greeting" and 500 <= exc.reply.code < 600
     )
@@ -316,6 +337,30 @@ def _greeting_status(exc: SMTPError) -> str | None:
     if isinstance(exc, HelloRefused) and exc.command == "greeting" and exc.reply.code >= 500:
         return "4" + reply_dsn(exc.reply)[1:]
     return None
+
+
+_Lacking = TypeVar("_Lacking", Reply, TryNext)
+
+
+def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
+    """Every refusal of mail for what this session does not offer (TLS, REQUIRETLS,
+    SMTPUTF8, 8BITMIME, BINARYMIME, CHUNKING) goes through here: ``refusal``, what an
+    exchanger that offers no more gets (a reply the recipients bounce with, or a
+    :class:`TryNext` for TLS and REQUIRETLS, which another exchanger may offer).
+    But where the session went on after HELO because EHLO got a ``4xx``, it lacks them
+    only for now: the exchanger may offer them next time, so :class:`TryNext` with the
+    EHLO reply is raised and the mail waits, as when that ``4xx`` ended the session.
+    After a ``5xx`` to EHLO what the HELO session lacks is what the exchanger offers,
+    and ``refusal`` stands (RFC 8689 §5: REQUIRETLS's 5.7.30; RFC 6531 §3.4:
+    SMTPUTF8's 5.6.7; RFC 6152 §3 and RFC 3030 §3: 5.6.3).
+
+    Its three callers: TLS not offered, REQUIRETLS not offered, and
+    :class:`ExtensionNotOffered` for the message, the client's or :func:`_carried`'s,
+    where a new check of what the message needs belongs."""
+    ehlo = client.ehlo_refused
+    if ehlo is not None and ehlo.code < 500:
+        raise TryNext(kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}"), reply=ehlo)
+    return refusal
 
 
 class _TLSFailed(Exception):
@@ -339,7 +384,9 @@ def _tls_failure(exc: SMTPError) -> bool:
     return "TLS handshake" in str(exc)
 
 
-def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) -> Reply | None:
+def _needs_smtputf8(
+    client: BaseSMTPClient, entry: QueueEntry, header: bytes
+) -> ExtensionNotOffered | None:
     """RFC 6531 §3.4, as Postfix does: a message its sender sent with SMTPUTF8 and that
     has UTF-8 in its header cannot go to an exchanger without SMTPUTF8, even with an
     ASCII envelope (the client refuses UTF-8 addresses, a SIZE overrun and 8-bit
@@ -348,12 +395,13 @@ def _needs_smtputf8(client: BaseSMTPClient, entry: QueueEntry, header: bytes) ->
         return None
     if header.isascii():
         return None
-    return Reply(
+    reply = Reply(
         553, "the message needs SMTPUTF8 (RFC 6531) and the exchanger does not offer it", "5.6.7"
     )
+    return ExtensionNotOffered("SMTPUTF8", "SMTPUTF8", reply)
 
 
-def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None:
+def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNotOffered | None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
     exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too.
     :func:`_forwarded_mail_params` leaves off a parameter the exchanger was not
@@ -369,11 +417,12 @@ def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> Reply | None
     missing = offered.missing_for("BODY", body) or (None if offered.chunking else "CHUNKING")
     if missing is None:
         return None
-    return Reply(
+    reply = Reply(
         554,
         f"the message is binary (BODY=BINARYMIME) and the server does not offer {missing}",
         "5.6.3",
     )
+    return ExtensionNotOffered("BODY", missing, reply)
 
 
 async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> bool:
@@ -473,24 +522,51 @@ class _ConvertedOffLoop:
         self._reader.close()
 
 
-def _seven_bit_refusal(entry: QueueEntry, relay: str, reason: NotConvertible) -> Reply:
+def _seven_bit_refusal(reason: NotConvertible) -> ExtensionNotOffered:
     """The refusal of 8-bit content with no 7-bit form (RFC 6152 §3: returned as
-    undeliverable, RFC 3463 5.6.3). From ``<>`` it cannot be returned (RFC 5321
-    §4.5.5), so the loss is said here with its cause."""
-    if not entry.sender:
-        logger.warning(
-            "%s: %s does not offer 8BITMIME and the message from <> has no 7-bit form "
-            "(%s): it cannot be sent there, and no report of it can be made",
-            entry.id,
-            loggable(relay),
-            reason,
-        )
-    return Reply(
+    undeliverable, RFC 3463 5.6.3)."""
+    reply = Reply(
         554,
         f"the server does not offer 8BITMIME, needed for 8-bit content that cannot be "
         f"converted: {reason}",
         "5.6.3",
     )
+    return ExtensionNotOffered(None, "8BITMIME", reply)
+
+
+def _say_unreturnable(entry: QueueEntry, relay: str, refusal: ExtensionNotOffered) -> None:
+    """A refusal of 8-bit content with no 7-bit form cannot be returned from ``<>``
+    (RFC 5321 §4.5.5), so the loss is said here with its cause."""
+    reason = refusal.__cause__
+    if entry.sender or not isinstance(reason, NotConvertible):
+        return
+    logger.warning(
+        "%s: %s does not offer 8BITMIME and the message from <> has no 7-bit form "
+        "(%s): it cannot be sent there, and no report of it can be made",
+        entry.id,
+        loggable(relay),
+        reason,
+    )
+
+
+async def _carried(
+    client: BaseSMTPClient, entry: QueueEntry, content: QueuedContent, relay: str
+) -> bytes | SevenBitReader | None:
+    """What goes instead of the queued content in this session (None: the content
+    itself, as queued). :class:`ExtensionNotOffered`, as the client raises for what it
+    was not offered, where the session lacks what the message needs: SMTPUTF8 for a
+    UTF-8 header, BINARYMIME and CHUNKING for binary content, 8BITMIME for 8-bit
+    content with no 7-bit form."""
+    header = await asyncio.to_thread(content.header)
+    lacking = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
+    if lacking is not None:
+        raise lacking
+    if not await _needs_8bitmime(client, content):
+        return None
+    try:
+        return await asyncio.to_thread(_seven_bit_content, entry, content, relay)
+    except NotConvertible as reason:
+        raise _seven_bit_refusal(reason) from reason
 
 
 _FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
@@ -704,8 +780,12 @@ class ExchangerSession:
         client = await self._tls_session(attempt, relay, policy)
         if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
             await client.quit()
-            raise TryNext(
-                f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
+            raise _lacking(
+                client,
+                relay,
+                TryNext(
+                    f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
+                ),
             )
         return client
 
@@ -742,11 +822,12 @@ class ExchangerSession:
         try:
             await client.connect()
         except TLSNotAvailable as exc:
-            raise TryNext(
+            not_offered = TryNext(
                 f"TLS is required ({policy.label}), but was not offered by host {relay}",
                 "4.7.4",
                 requiretls=policy.requiretls,
-            ) from exc
+            )
+            raise _lacking(client, relay, not_offered) from exc
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
@@ -767,16 +848,19 @@ class ExchangerSession:
             )
         return client
 
-    def _error_text(self, exc: SMTPError, relay: str) -> str:
+    def _error_text(self, exc: SMTPError, relay: str, *, end_unanswered: bool = False) -> str:
         """What failed the session, as the log and the waiting recipients keep it, cut to
         :func:`kept_text`: a lost connection's text quotes the replies it left behind, a
-        ``421``'s its whole reply."""
+        ``421``'s its whole reply. ``end_unanswered``: it failed while an end of data
+        waited for its reply (:func:`while_sending_end_of_data` says so), where a drop
+        in the middle of the content, say, reads the same as it."""
         if isinstance(exc, SMTPReplyError):
             return kept_text(f"host {relay} refused {exc.command}: {reply_text(exc.reply)}")
         cause = exc.__cause__
         if str(exc).startswith("cannot connect") and isinstance(cause, OSError) and cause.errno:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
-        return kept_text(f"{relay}: {exc}")
+        why = f"{relay}: {exc}"
+        return while_sending_end_of_data(why) if end_unanswered else kept_text(why)
 
     def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
         """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
@@ -936,36 +1020,16 @@ class ExchangerSession:
                 dsn_passed=passed,
             )
 
-        header = await asyncio.to_thread(content.header)
-        refusal = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
-        if refusal is not None:
-            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        converted: bytes | SevenBitReader | None = None  # what goes instead of the queued content
-        if await _needs_8bitmime(client, content):
-            try:
-                converted = await asyncio.to_thread(_seven_bit_content, entry, content, relay)
-            except NotConvertible as reason:
-                refusal = _seven_bit_refusal(entry, relay, reason)
-                return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
-        mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
-        rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
-        if passed:
-            queued = {r.address: r for r in entry.recipients}
-            for address, delivery in deliveries.items():
-                recipient = queued[address]
-                params = rcpt_params.setdefault(same_address(delivery.mailbox), {})
-                if recipient.notify is not None:
-                    params["NOTIFY"] = recipient.notify
-                orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
-                if orcpt is not None:
-                    params["ORCPT"] = orcpt
         on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
-        # The content goes from the queue file in the client's chunks (DATA or BDAT),
-        # so a message of any size needs no more memory than a chunk.
         try:
+            converted = await _carried(client, entry, content, relay)
+            mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
+            rcpt_params = self._rcpt_params(client, entry, deliveries) if passed else {}
             # A queued sender that no longer parses is refused here, as for good as any
             # other unsendable message (the worker refuses it before it comes here).
             sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
+            # The content goes from the queue file in the client's chunks (DATA or BDAT),
+            # so a message of any size needs no more memory than a chunk.
             with (
                 contextlib.nullcontext(converted)
                 if isinstance(converted, bytes)
@@ -997,9 +1061,15 @@ class ExchangerSession:
                     self._error_text(exc, relay), reply_dsn(exc.reply), exc.reply
                 ) from exc
             return dict.fromkeys(addresses, outcome(exc.reply))
+        except ExtensionNotOffered as exc:
+            # What the session lacks for the message, found before MAIL by the relay
+            # (_carried) or the client (a UTF-8 address): a reply on the exchanger's behalf.
+            refusal = _lacking(client, relay, exc.reply)
+            _say_unreturnable(entry, relay, exc)
+            return dict.fromkeys(addresses, outcome(refusal, from_remote=False))
         except (RecipientsRefused, MessageRefused) as exc:
-            # A local refusal (a SIZE overrun, SMTPUTF8 or 8BITMIME missing) is the
-            # client's reply on the exchanger's behalf, for what it announced.
+            # A local refusal (a SIZE overrun) is the client's reply on the exchanger's
+            # behalf, for what it announced.
             refused = outcome(exc.reply, from_remote=not exc.local)
             if exc.result is None:
                 return dict.fromkeys(addresses, refused)
@@ -1021,10 +1091,29 @@ class ExchangerSession:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
                 refused = outcome(reply, from_remote=not exc.local)
                 return {address: settled.get(address, refused) for address in addresses}
-            raise TryNext(
-                self._error_text(exc, relay), reply=reply, settled=settled, local=exc.local
-            ) from exc
+            why = self._error_text(
+                exc, relay, end_unanswered=bool(_end_unanswered(client.connection))
+            )
+            raise TryNext(why, reply=reply, settled=settled, local=exc.local) from exc
         return self._refused(deliveries, result, None, outcome)
+
+    def _rcpt_params(
+        self, client: BaseSMTPClient, entry: QueueEntry, deliveries: Mapping[str, RemoteDelivery]
+    ) -> dict[tuple[str, str], dict[str, str | None]]:
+        """The queued DSN parameters of each recipient, by its address as
+        :func:`same_address` compares it, for an exchanger that speaks DSN (RFC 3461
+        §6.2)."""
+        queued = {r.address: r for r in entry.recipients}
+        rcpt_params: dict[tuple[str, str], dict[str, str | None]] = {}
+        for address, delivery in deliveries.items():
+            recipient = queued[address]
+            params = rcpt_params.setdefault(same_address(delivery.mailbox), {})
+            if recipient.notify is not None:
+                params["NOTIFY"] = recipient.notify
+            orcpt = None if recipient.orcpt is None else _passed_orcpt(client, recipient.orcpt)
+            if orcpt is not None:
+                params["ORCPT"] = orcpt
+        return rcpt_params
 
     def _refused(
         self,

@@ -467,6 +467,12 @@ class ReplyParser:
     line carries the same code (RFC 2034 §3). A character unsafe in text (a C0
     or C1 control, a format or separator character: RFC 5198 §2) comes out as
     ``?``, so that no consumer of the text (a report, a log, a screen) meets one.
+
+    A reply line ends at LF, the CR before it dropped if there is one: a server
+    whose lines end in a bare LF is read as smtplib and Postfix's client read it,
+    rather than never being given the mail. The server side reads commands by the
+    strict rule (RFC 5321 §2.3.8, the SMTP smuggling defence); on this side a line
+    end only separates replies, whose codes, lengths and count are checked alike.
     """
 
     def __init__(self, *, max_line_length: int = 2048, max_lines: int = 200) -> None:
@@ -510,12 +516,14 @@ class ReplyParser:
         if self._code is not None and code != self._code:
             raise RemoteProtocolError("reply code changed inside a multi-line reply")
         self._code = code
-        if not line.endswith(b"\r\n"):
-            raise RemoteProtocolError("reply line not ended by CRLF")
+        # A bare LF ends a reply line too, as smtplib and Postfix's client read it:
+        # the CR before it is dropped if there is one (see the class docstring).
+        end = -2 if line.endswith(b"\r\n") else -1
+        body = line[4:end]
         try:
-            text = line[4:-2].decode("utf-8") if len(line) > 5 else ""
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            text = line[4:-2].decode("latin-1")
+            text = body.decode("latin-1")
         if not text.isprintable():  # the everyday case, in C; HTAB goes on to be kept
             text = replace_unsafe(text, _masked)
         self._lines.append(text)

@@ -1251,9 +1251,10 @@ def reply_lines(*, hostile: bool = False) -> st.SearchStrategy[bytes]:
     Valid by default (:func:`replies` serialized); ``hostile=True`` adds
     what a client must refuse or survive: missing or extra digits, codes out
     of range, non-ASCII digits, a code that changes inside a multi-line
-    reply, bare LF or CR endings, NUL and invalid UTF-8, over-long lines and
-    too many lines, a 421 where another reply was due, a 334 whose text is
-    not base64, and a reply glued to an unsolicited one.
+    reply, a line ended by a bare LF (which a client reads as a line end) or
+    a bare CR, NUL and invalid UTF-8, over-long lines and too many lines, a
+    421 where another reply was due, a 334 whose text is not base64, and a
+    reply glued to an unsolicited one.
 
     >>> from hypothesis import given
     >>> from smtpcore import ProtocolError
