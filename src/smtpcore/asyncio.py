@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar, cast
 
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_alarm import OffLoopTimers
+from smtpcore._asyncio_beneath import tcp_beneath
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
 from smtpcore._asyncio_clock import Deadline
@@ -312,6 +313,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     """
 
     __slots__ = (
+        "_beneath",
         "_buffered",
         "_chunks",
         "_close_waiters",
@@ -336,6 +338,9 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     def __init__(self, on_connect: Callable[[AsyncioTransport], None] | None = None) -> None:
         self._on_connect = on_connect
         self._transport: asyncio.Transport | None = None
+        self._beneath: asyncio.BaseTransport | None = None
+        """Under TLS, the TCP transport beneath (see :mod:`smtpcore._asyncio_beneath`):
+        closing at the write that failed, a pass or two before the TLS transport."""
         self._chunks: list[bytes] = []
         """Received chunks not yet read; those before ``_next`` are read already."""
         self._next = 0
@@ -372,6 +377,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # A stream transport, not necessarily of asyncio's classes: uvloop's have
         # the same methods and subclass none of them.
         self._transport = cast(asyncio.Transport, transport)
+        self._beneath = tcp_beneath(transport)  # TLS from the first byte (ssl=)
         if not isinstance(self._loop, asyncio.BaseEventLoop):
             _set_nodelay(transport)
         if self._on_connect is not None:
@@ -599,10 +605,12 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
 
         asyncio's transport never raises from ``write``: a failed write (``EPIPE``,
         ``ECONNRESET``) closes it at once (``is_closing()``), drops every later
-        write, and tells the protocol only at the loop's next pass. So the write
-        is followed by that question, inline (a write is the hot path), and a
-        closing transport raises ``ConnectionResetError`` here, as :meth:`send_all`
-        does: the driver then tells the machine (``send_failed``) and reads the
+        write, and tells the protocol only at the loop's next pass. Under TLS it is
+        the TCP transport beneath that closes at once, the TLS one a pass later
+        (see :mod:`smtpcore._asyncio_beneath`). So the write is followed by that
+        question, inline (a write is the hot path; a plain connection asks one
+        transport), and a closing transport raises ``ConnectionResetError`` here,
+        as :meth:`send_all` does: the driver then tells the machine (``send_failed``) and reads the
         reply the server left behind, a ``421`` saying why (RFC 5321 §3.8), within
         its bound, instead of writing the rest of a message into the void and
         waiting for the reply to it. :class:`StreamTransport` asks the same before
@@ -613,7 +621,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if self._writing_paused:
             return 0
         transport.write(data)
-        if transport.is_closing():
+        beneath = self._beneath
+        if transport.is_closing() or (beneath is not None and beneath.is_closing()):
             raise ConnectionResetError("the connection was lost while writing")
         return len(data)
 
@@ -622,7 +631,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
-        if transport.is_closing():  # the write failed: see send_nowait
+        beneath = self._beneath  # the write failed: see send_nowait
+        if transport.is_closing() or (beneath is not None and beneath.is_closing()):
             raise ConnectionResetError("the connection was lost while writing")
         while self._writing_paused and not self._lost:
             if self._stepped():
@@ -674,6 +684,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+        self._beneath = transport
         self._tls = True
 
     def _handshake_failed(self, transport: asyncio.Transport) -> None:

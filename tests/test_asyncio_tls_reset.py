@@ -1,0 +1,133 @@
+"""asyncio under TLS: a connection the peer reset is noticed at the first write that fails.
+
+asyncio's TLS transport says it is closing only once the TCP transport beneath it
+has told it of the loss, a pass or two of the loop after the write that failed;
+until then every write goes into the dead socket, and asyncio logs a WARNING
+("socket.send() raised exception.") for each after the fifth. A POP3 RETR of a
+large message wrote the whole rest of it that way, a warning per write.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from peers import TLSFiles, running_pop3_server, write_maildir
+from smtpcore import _asyncio_raw
+from smtpcore.maildrop import MaildirStore, Maildrop, MessageInfo, POP3Session
+
+PASSWORDS = {"alice": "wonderland"}
+LINE = b"x" * 78 + b"\r\n"
+BIG = b"Subject: big\r\n\r\n" + LINE * (16 * 1024 * 1024 // len(LINE))  # 16 MiB
+SENT_WARNING = "socket.send() raised exception"
+AFTER_RESET_AT_MOST = 4
+"""Chunks of the message the server may still read once the client has reset: those it
+was reading when the reset came, and the one whose write fails."""
+
+
+@pytest.fixture(params=[True, False], ids=["raw", "fallback"])
+def raw(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether the server takes the raw socket path (STLS then hands the socket to an
+    asyncio TLS transport) or asyncio's transports throughout."""
+    monkeypatch.setattr(_asyncio_raw, "enabled", request.param)
+    value: bool = request.param
+    return value
+
+
+class CountedMaildrop(Maildrop):
+    """A Maildir whose message chunks are counted once ``reset`` is set."""
+
+    def __init__(self, inner: Maildrop, reset: threading.Event) -> None:
+        self.inner = inner
+        self.reset = reset
+        self.after_reset = 0
+
+    async def messages(self) -> Sequence[MessageInfo]:
+        return await self.inner.messages()
+
+    def open(self, number: int) -> Iterator[bytes]:
+        chunks = self.inner.open(number)
+        assert isinstance(chunks, Iterator)
+        for chunk in chunks:
+            if self.reset.is_set():
+                self.after_reset += 1
+            yield chunk
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        await self.inner.update(deleted, retrieved)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class CountingStore(MaildirStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, PASSWORDS)
+        self.reset = threading.Event()
+        self.maildrops: list[CountedMaildrop] = []
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        maildrop = CountedMaildrop(await super().open_maildrop(session, user), self.reset)
+        self.maildrops.append(maildrop)
+        return maildrop
+
+
+def read_line(sock: socket.socket | ssl.SSLSocket) -> bytes:
+    data = b""
+    while not data.endswith(b"\r\n"):
+        more = sock.recv(1)
+        assert more, data
+        data += more
+    return data
+
+
+def reset(sock: socket.socket | ssl.SSLSocket) -> None:
+    """Close with an RST (``SO_LINGER`` 0), as a client that is killed or cancelled."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["stls", "implicit"])
+def test_a_pop3_client_reset_mid_retr_stops_the_writes_at_once(
+    raw: bool,
+    implicit: bool,
+    tmp_path: Path,
+    tls: TLSFiles,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that resets mid-RETR: the server stops reading the message within a
+    few chunks, and asyncio logs no warning of writes into the dead socket."""
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    write_maildir(tmp_path / "alice", [BIG])
+    store = CountingStore(tmp_path)
+    client_context = tls.client_context
+    with running_pop3_server(
+        "asyncio", store, ssl_context=tls.server_context, tls_on_connect=implicit
+    ) as server:
+        plain = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        if not implicit:
+            assert read_line(plain).startswith(b"+OK")
+            plain.sendall(b"STLS\r\n")
+            assert read_line(plain).startswith(b"+OK")
+        secure = client_context.wrap_socket(plain, server_hostname="localhost")
+        if implicit:
+            assert read_line(secure).startswith(b"+OK")
+        secure.sendall(b"USER alice\r\nPASS wonderland\r\nRETR 1\r\n")
+        for _ in range(3):
+            assert read_line(secure).startswith(b"+OK")
+        got = 0
+        while got < 200_000:
+            got += len(secure.recv(65536))
+        store.reset.set()
+        reset(secure)
+        server.wait_for_sessions(0, timeout=30)
+    (maildrop,) = store.maildrops
+    assert maildrop.after_reset <= AFTER_RESET_AT_MOST
+    assert not [r for r in caplog.records if SENT_WARNING in r.getMessage()]
