@@ -22,6 +22,7 @@ import pytest
 from peers import TLSFiles, running_pop3_server, write_maildir
 from smtpcore import _asyncio_raw
 from smtpcore.maildrop import MaildirStore, Maildrop, MessageInfo, POP3Session
+from smtpcore.testing import Call, Close, ScriptedConnection, ScriptedServer, script
 
 PASSWORDS = {"alice": "wonderland"}
 LINE = b"x" * 78 + b"\r\n"
@@ -130,4 +131,77 @@ def test_a_pop3_client_reset_mid_retr_stops_the_writes_at_once(
         server.wait_for_sessions(0, timeout=30)
     (maildrop,) = store.maildrops
     assert maildrop.after_reset <= AFTER_RESET_AT_MOST
+    assert not [r for r in caplog.records if SENT_WARNING in r.getMessage()]
+
+
+#: An SMTP session through STARTTLS up to the content.
+UP_TO_THE_CONTENT_UNDER_TLS = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250 STARTTLS
+C: STARTTLS
+S: 220 2.0.0 go ahead
+-- starttls
+C~ EHLO .+
+S: 250 scripted.test
+C: MAIL FROM:<a@abc.example>
+S: 250 2.1.0 ok
+C: RCPT TO:<bob@pqr.example>
+S: 250 2.1.5 ok
+C: DATA
+S: 354 go ahead
+"""
+PIECE = LINE * 800  # 64,000 octets
+PIECES = 256  # 16 MB
+
+
+def test_the_asyncio_client_writing_content_into_a_reset_tls_server_stops_at_once(
+    tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that resets the connection while the content is written under TLS: the
+    client raises ``SMTPConnectionError`` ("connection lost") from the write that
+    failed, taking a few more pieces of the content at most, and asyncio logs no
+    warning of writes into the dead socket."""
+    import asyncio
+
+    from smtpcore.asyncio import SMTPClient, SMTPConnectionError
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    was_reset = threading.Event()
+    after_reset = 0
+
+    def reset_at_the_first_line(conn: ScriptedConnection) -> None:
+        conn.line()
+        was_reset.set()
+        conn._conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def content() -> Iterator[bytes]:
+        nonlocal after_reset
+        yield b"Subject: big\r\n\r\n"
+        for _ in range(PIECES):
+            if was_reset.is_set():
+                after_reset += 1
+            yield PIECE
+
+    async def send(port: int) -> None:
+        client = SMTPClient(
+            "127.0.0.1",
+            port,
+            starttls=True,
+            ssl_context=tls.client_context,
+            server_hostname="localhost",
+        )
+        async with client:
+            await client.send_message(content(), "a@abc.example", "bob@pqr.example")
+
+    steps = [*script(UP_TO_THE_CONTENT_UNDER_TLS), Call(reset_at_the_first_line), Close()]
+    with (
+        ScriptedServer(steps, ssl_context=tls.server_context) as server,
+        pytest.raises(SMTPConnectionError) as raised,
+    ):
+        asyncio.run(send(server.port))
+    assert isinstance(raised.value.__cause__, OSError), raised.value
+    assert "connection lost" in str(raised.value)
+    assert after_reset <= AFTER_RESET_AT_MOST
     assert not [r for r in caplog.records if SENT_WARNING in r.getMessage()]
