@@ -95,6 +95,29 @@ def reset(sock: socket.socket | ssl.SSLSocket) -> None:
     sock.close()
 
 
+def reset_mid_retr(
+    port: int, implicit: bool, context: ssl.SSLContext, was_reset: threading.Event
+) -> None:
+    """Log in as alice over TLS (STLS, or ``implicit`` from the first byte), RETR her
+    message, read some 200 kB of it, set ``was_reset`` and reset the connection."""
+    plain = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if not implicit:
+        assert read_line(plain).startswith(b"+OK")
+        plain.sendall(b"STLS\r\n")
+        assert read_line(plain).startswith(b"+OK")
+    secure = context.wrap_socket(plain, server_hostname="localhost")
+    if implicit:
+        assert read_line(secure).startswith(b"+OK")
+    secure.sendall(b"USER alice\r\nPASS wonderland\r\nRETR 1\r\n")
+    for _ in range(3):
+        assert read_line(secure).startswith(b"+OK")
+    got = 0
+    while got < 200_000:
+        got += len(secure.recv(65536))
+    was_reset.set()
+    reset(secure)
+
+
 @pytest.mark.parametrize("implicit", [False, True], ids=["stls", "implicit"])
 def test_a_pop3_client_reset_mid_retr_stops_the_writes_at_once(
     raw: bool,
@@ -108,27 +131,50 @@ def test_a_pop3_client_reset_mid_retr_stops_the_writes_at_once(
     caplog.set_level(logging.WARNING, logger="asyncio")
     write_maildir(tmp_path / "alice", [BIG])
     store = CountingStore(tmp_path)
-    client_context = tls.client_context
     with running_pop3_server(
         "asyncio", store, ssl_context=tls.server_context, tls_on_connect=implicit
     ) as server:
-        plain = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-        if not implicit:
-            assert read_line(plain).startswith(b"+OK")
-            plain.sendall(b"STLS\r\n")
-            assert read_line(plain).startswith(b"+OK")
-        secure = client_context.wrap_socket(plain, server_hostname="localhost")
-        if implicit:
-            assert read_line(secure).startswith(b"+OK")
-        secure.sendall(b"USER alice\r\nPASS wonderland\r\nRETR 1\r\n")
-        for _ in range(3):
-            assert read_line(secure).startswith(b"+OK")
-        got = 0
-        while got < 200_000:
-            got += len(secure.recv(65536))
-        store.reset.set()
-        reset(secure)
+        reset_mid_retr(server.port, implicit, tls.client_context, store.reset)
         server.wait_for_sessions(0, timeout=30)
+    (maildrop,) = store.maildrops
+    assert maildrop.after_reset <= AFTER_RESET_AT_MOST
+    assert not [r for r in caplog.records if SENT_WARNING in r.getMessage()]
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["stls", "implicit"])
+def test_a_pop3_client_reset_mid_retr_over_asyncio_streams_stops_the_writes_at_once(
+    implicit: bool, tmp_path: Path, tls: TLSFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same for a session over asyncio streams (``serve_stream`` under
+    ``asyncio.start_server``), with TLS from the first byte (``ssl=``) or after STLS."""
+    import asyncio
+
+    from smtpcore.asyncio import POP3Server
+
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    write_maildir(tmp_path / "alice", [BIG])
+    store = CountingStore(tmp_path)
+    server = POP3Server(store, "127.0.0.1", 0, hostname="pop.test", ssl_context=tls.server_context)
+
+    async def main() -> None:
+        ended = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await server.serve_stream(reader, writer)
+            finally:
+                ended.set()
+
+        context = tls.server_context if implicit else None
+        listener = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=context)
+        async with listener:
+            port = listener.sockets[0].getsockname()[1]
+            await asyncio.to_thread(
+                reset_mid_retr, port, implicit, tls.client_context, store.reset
+            )
+            await asyncio.wait_for(ended.wait(), 30)
+
+    asyncio.run(main())
     (maildrop,) = store.maildrops
     assert maildrop.after_reset <= AFTER_RESET_AT_MOST
     assert not [r for r in caplog.records if SENT_WARNING in r.getMessage()]

@@ -612,8 +612,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         does: the driver then tells the machine (``send_failed``) and reads the
         reply the server left behind, a ``421`` saying why (RFC 5321 §3.8), within
         its bound, instead of writing the rest of a message into the void and
-        waiting for the reply to it. :class:`StreamTransport` asks the same before
-        each write."""
+        waiting for the reply to it. :class:`StreamTransport` asks the same at each
+        write."""
         transport = self._transport
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
@@ -846,23 +846,32 @@ class StreamTransport:
         self._reader = reader
         self._writer = writer
         self._transport: asyncio.BaseTransport = writer.transport
+        self._beneath = _tcp_beneath(writer.transport)  # TLS from the first byte (ssl=)
+        """Under TLS, the TCP transport beneath (see :func:`_closing`)."""
         self._closed = False
 
     async def receive_some(self, max_bytes: int) -> bytes:
         return await self._reader.read(max_bytes)
 
     async def send_all(self, data: bytes) -> None:
+        """Write ``data`` and wait while the stream's protocol has paused writing.
+
+        A transport that closes at the write (it failed: see
+        :meth:`AsyncioTransport.send_nowait`) raises ``ConnectionResetError`` there,
+        under TLS too, rather than at a later write or read."""
         transport = self._transport
-        if self._closed or transport.is_closing():
+        if self._closed or _closing(transport, self._beneath):
             raise ConnectionResetError("the connection is closed")
         cast(asyncio.WriteTransport, transport).write(data)  # a stream's (see connection_made)
+        if _closing(transport, self._beneath):
+            raise ConnectionResetError("the connection was lost while writing")
         await self._writer.drain()  # the protocol's flow control, TLS or not
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what is buffered has gone, where the stream
         can (``can_write_eof()``: a socket or a pipe, not TLS)."""
         transport = cast(asyncio.WriteTransport, self._transport)
-        if self._closed or transport.is_closing():
+        if self._closed or _closing(transport, self._beneath):
             raise ConnectionResetError("the connection is closed")
         if transport.can_write_eof():
             transport.write_eof()
@@ -896,6 +905,7 @@ class StreamTransport:
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+        self._beneath = transport
 
     def _handshake_failed(self) -> None:
         """Leave no way back to plaintext after a handshake that raised, a cancelled
