@@ -312,6 +312,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     """
 
     __slots__ = (
+        "_beneath",
         "_buffered",
         "_chunks",
         "_close_waiters",
@@ -336,6 +337,9 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
     def __init__(self, on_connect: Callable[[AsyncioTransport], None] | None = None) -> None:
         self._on_connect = on_connect
         self._transport: asyncio.Transport | None = None
+        self._beneath: asyncio.BaseTransport | None = None
+        """Under TLS, the TCP transport beneath (see :func:`_closing`): closing at the
+        write that failed, a pass or two before the TLS transport."""
         self._chunks: list[bytes] = []
         """Received chunks not yet read; those before ``_next`` are read already."""
         self._next = 0
@@ -372,6 +376,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # A stream transport, not necessarily of asyncio's classes: uvloop's have
         # the same methods and subclass none of them.
         self._transport = cast(asyncio.Transport, transport)
+        self._beneath = _tcp_beneath(transport)  # TLS from the first byte (ssl=)
         if not isinstance(self._loop, asyncio.BaseEventLoop):
             _set_nodelay(transport)
         if self._on_connect is not None:
@@ -599,21 +604,23 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
 
         asyncio's transport never raises from ``write``: a failed write (``EPIPE``,
         ``ECONNRESET``) closes it at once (``is_closing()``), drops every later
-        write, and tells the protocol only at the loop's next pass. So the write
-        is followed by that question, inline (a write is the hot path), and a
+        write, and tells the protocol only at the loop's next pass. Under TLS the
+        TCP transport beneath is asked too: on Python 3.10, 3.11 and older 3.12 and
+        3.13 releases it is the one that closes at once, the TLS one a pass or two
+        later (CPython gh-118950). So the write is followed by that question, and a
         closing transport raises ``ConnectionResetError`` here, as :meth:`send_all`
         does: the driver then tells the machine (``send_failed``) and reads the
         reply the server left behind, a ``421`` saying why (RFC 5321 §3.8), within
         its bound, instead of writing the rest of a message into the void and
-        waiting for the reply to it. :class:`StreamTransport` asks the same before
-        each write."""
+        waiting for the reply to it. :class:`StreamTransport` asks the same at each
+        write."""
         transport = self._transport
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         if self._writing_paused:
             return 0
         transport.write(data)
-        if transport.is_closing():
+        if _closing(transport, self._beneath):
             raise ConnectionResetError("the connection was lost while writing")
         return len(data)
 
@@ -626,7 +633,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None or self._lost or self._closing:
             raise ConnectionResetError("the connection is closed")
         transport.write(data)
-        if transport.is_closing():  # the write failed: see send_nowait
+        if _closing(transport, self._beneath):  # the write failed: see send_nowait
             raise ConnectionResetError("the connection was lost while writing")
         while self._writing_paused and not self._lost:
             if self._stepped():
@@ -678,6 +685,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+        self._beneath = transport
         self._tls = True
 
     def _handshake_failed(self, transport: asyncio.Transport) -> None:
@@ -759,6 +767,36 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         return tls_info(self._transport.get_extra_info("ssl_object"))
 
 
+def _tcp_beneath(transport: asyncio.BaseTransport) -> asyncio.BaseTransport | None:
+    """The TCP transport beneath ``transport`` if it is asyncio's own TLS transport
+    made with TLS from the first byte (``ssl=`` to ``connect_accepted_socket``,
+    ``create_server``, ``start_server``, ``create_connection``), else None: a
+    plain transport, another loop's TLS transport (uvloop's, in C), or a Python
+    whose ``sslproto`` changed, where only the transport's own ``is_closing()``
+    tells. asyncio has no public way to it, so this is the one place that touches
+    ``_SSLProtocolTransport._ssl_protocol._transport`` (the same from Python 3.10
+    to 3.13); one handed to :meth:`asyncio.loop.start_tls` is known already."""
+    beneath = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)
+    return beneath if isinstance(beneath, asyncio.BaseTransport) else None
+
+
+def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None) -> bool:
+    """Whether a write to ``transport`` failed: it, or under TLS the TCP transport
+    ``beneath`` it (None on a plain connection), is closing.
+
+    asyncio's transports never raise from ``write``: the TCP transport marks itself
+    closing at the write that fails (``ECONNRESET``, ``EPIPE``) and drops every
+    later one, logging ``socket.send() raised exception.`` for each after the
+    fifth. asyncio's TLS transport on top says so only once that transport's
+    ``connection_lost`` has reached it, a pass of the loop later, on Python 3.10,
+    3.11 and older 3.12 and 3.13 releases (CPython gh-118950, reported fixed in
+    3.12.8, 3.13.1 and 3.14): a writer that asks it alone and writes again
+    without waiting on the loop (a POP3 message streamed from disk) writes into
+    the dead socket to the end. Asking the TCP transport too is a workaround for
+    those Pythons, and can go once the oldest Python supported has the fix."""
+    return transport.is_closing() or (beneath is not None and beneath.is_closing())
+
+
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
     """Forget what ``reader`` holds unread: plaintext from before a TLS handshake
     (RFC 3207 §6). asyncio has no public way, so this is the one place that
@@ -812,6 +850,8 @@ class StreamTransport:
         self._reader = reader
         self._writer = writer
         self._transport: asyncio.BaseTransport = writer.transport
+        self._beneath = _tcp_beneath(writer.transport)  # TLS from the first byte (ssl=)
+        """Under TLS, the TCP transport beneath (see :func:`_closing`)."""
         self._closed = False
 
     async def receive_some(self, max_bytes: int) -> bytes:
@@ -822,17 +862,24 @@ class StreamTransport:
     before the drain waits, and still writes them (see :mod:`smtpcore.transport`)."""
 
     async def send_all(self, data: bytes) -> None:
+        """Write ``data`` and wait while the stream's protocol has paused writing.
+
+        A transport that closes at the write (it failed: see
+        :meth:`AsyncioTransport.send_nowait`) raises ``ConnectionResetError`` there,
+        under TLS too, rather than at a later write or read."""
         transport = self._transport
-        if self._closed or transport.is_closing():
+        if self._closed or _closing(transport, self._beneath):
             raise ConnectionResetError("the connection is closed")
         cast(asyncio.WriteTransport, transport).write(data)  # a stream's (see connection_made)
+        if _closing(transport, self._beneath):
+            raise ConnectionResetError("the connection was lost while writing")
         await self._writer.drain()  # the protocol's flow control, TLS or not
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what is buffered has gone, where the stream
         can (``can_write_eof()``: a socket or a pipe, not TLS)."""
         transport = cast(asyncio.WriteTransport, self._transport)
-        if self._closed or transport.is_closing():
+        if self._closed or _closing(transport, self._beneath):
             raise ConnectionResetError("the connection is closed")
         if transport.can_write_eof():
             transport.write_eof()
@@ -866,6 +913,7 @@ class StreamTransport:
         if new is None:  # pragma: no cover - only for a closing transport
             raise ConnectionResetError("the connection closed during the TLS handshake")
         self._transport = new
+        self._beneath = transport
 
     def _handshake_failed(self) -> None:
         """Leave no way back to plaintext after a handshake that raised, a cancelled
