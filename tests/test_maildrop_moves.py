@@ -145,23 +145,84 @@ def test_a_link_to_another_file_is_never_taken_for_a_move_cut_short(tmp_path: Pa
     assert (path / "new" / UID).read_bytes() == b"another\n"
 
 
-def test_without_hard_links_a_message_stays_where_it_is_with_one_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A filesystem without hard links (``EPERM`` from ``link``, as FAT gives) keeps the
-    messages in ``new/``, still listed, and one line says so for the whole UPDATE."""
-    paths = write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
+NO_LINK_ERRORS = sorted({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK})
+
+
+def refuse_links(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """Make ``os.link`` fail with ``error``: a file system without hard links (``EPERM``
+    from FAT, ``EOPNOTSUPP`` from some FUSE ones), ``fs.protected_hardlinks`` on a file
+    of another uid (``EPERM``), a file with as many links as it may have (``EMLINK``)."""
 
     def no_links(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        raise OSError(error, os.strerror(error))
 
     monkeypatch.setattr(os, "link", no_links)
+
+
+@pytest.mark.parametrize("error", NO_LINK_ERRORS, ids=errno.errorcode.get)
+def test_where_the_kernel_refuses_hard_links_a_kept_message_still_moves_to_cur(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: int,
+) -> None:
+    """A refused ``link`` left every kept message in ``new/``, unflagged, with a WARNING
+    at every QUIT, for ever. The move falls back to a ``rename`` onto a free name: each
+    message ends in ``cur/`` with its flags, under one name, and nothing is said."""
+    paths = write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
+    refuse_links(monkeypatch, error)
     maildir = Maildir(tmp_path / "alice")
     run(maildir.messages())
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        run(maildir.update(deleted=set(), retrieved={1, 2, 3}))
+        run(maildir.update(deleted=set(), retrieved={1, 3}))
     run(maildir.close())
-    assert names(tmp_path / "alice") == sorted(f"new/{p.name}" for p in paths)
-    [warning] = caplog.records
-    assert "3 kept message(s) not moved" in warning.getMessage()
-    assert repr(str(paths[0])) in warning.getMessage()
+    assert caplog.records == []
+    assert names(tmp_path / "alice") == [
+        f"cur/{paths[0].name}:2,S",
+        f"cur/{paths[1].name}:2,",
+        f"cur/{paths[2].name}:2,S",
+    ]
+    assert (tmp_path / "alice" / "cur" / f"{paths[1].name}:2,").read_bytes() == b"2\n"
+
+
+def test_without_hard_links_a_move_still_replaces_no_file_under_the_new_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fallback ``rename`` is made only onto a name that is free: a readable
+    ``new/X`` listed in place of an unreadable ``cur/X:2,`` stays where it is, the
+    other file whole, and the WARNING names both files, as with hard links."""
+    path = maildir_with(
+        tmp_path / "alice",
+        {f"new/{UID}": b"Subject: listed\n\nhello\n", f"cur/{UID}:2,": b"another uid's\n"},
+    )
+    refuse(monkeypatch, "open", {f"{UID}:2,"})
+    refuse_links(monkeypatch, errno.EPERM)
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert [m.uid for m in run(maildir.messages())] == [UID]
+        run(maildir.update(deleted=set(), retrieved=set()))
+    run(maildir.close())
+    assert (path / "cur" / f"{UID}:2,").read_bytes() == b"another uid's\n"
+    assert (path / "new" / UID).read_bytes() == b"Subject: listed\n\nhello\n"
+    [warning] = mentions(caplog, "another file has that name")
+    assert repr(str(path / "new" / UID)) in warning.getMessage()
+    assert repr(str(path / "cur" / f"{UID}:2,")) in warning.getMessage()
+
+
+def test_without_hard_links_a_name_already_of_the_same_file_finishes_the_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another reader's move cut short in the session leaves ``cur/X:2,S`` a second
+    name of the listed ``new/X``; on a file system that refuses links now, the name the
+    message moves to is the file itself: the old name goes, with no warning."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": b"Subject: one\n\nfirst\n"})
+    maildir = Maildir(path)
+    assert len(run(maildir.messages())) == 1
+    os.link(path / "new" / UID, path / "cur" / f"{UID}:2,S")  # the other reader's
+    refuse_links(monkeypatch, errno.EPERM)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        run(maildir.update(deleted=set(), retrieved={1}))
+    run(maildir.close())
+    assert caplog.records == []
+    assert names(path) == [f"cur/{UID}:2,S"]
+    assert (path / "cur" / f"{UID}:2,S").read_bytes() == b"Subject: one\n\nfirst\n"

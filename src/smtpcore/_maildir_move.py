@@ -13,19 +13,38 @@ What the link changes:
   them from a copy, so that the next listing lists it once and its UPDATE removes the
   name it was moved from (or both, for a DELE), and never a different file.
 - A filesystem without hard links (FAT; some network and FUSE filesystems: ``EPERM``,
-  ``ENOTSUP``, ``ENOSYS``), or a link the kernel refuses (``protected_hardlinks`` on a
-  file of another uid the server cannot write), leaves the message where it is: still
-  delivered and listed under its unique-id, only its flags and folder unchanged. No
-  fallback to ``rename()``: checking that the name is free and then renaming is racy,
-  and would replace a file made in between; Python has no ``RENAME_NOREPLACE``.
+  ``EOPNOTSUPP``, ``ENOSYS``), a link the kernel refuses (``fs.protected_hardlinks`` on
+  a file of another uid the server cannot write: ``EPERM``) or a file with all the
+  links it may have (``EMLINK``) would leave the message in ``new/`` for ever, with a
+  WARNING at every QUIT. There the move is a ``rename()``, made only once ``lstat``
+  finds the new name free (Python has no ``RENAME_NOREPLACE``). Between the two, a
+  file made under that very name would be replaced, and the only ones that make it
+  are readers moving this message: the server's own POP3 sessions take the
+  maildrop's ``flock`` (the UPDATE holds it), and its delivery writes ``tmp/`` to
+  ``new/``, never into ``cur/``. Another reader that does not take the lock (an IMAP
+  server, a mail user agent) moving this message meanwhile renames it away, and the
+  ``rename()`` then fails (``ENOENT``) and replaces nothing; only a second copy of
+  the message, moved under exactly this name within that instant, could be lost, and
+  a Maildir unique name names one message (Dovecot moves every file with
+  ``rename()`` on that ground alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+from typing import Final
 
-__all__ = ["inode", "move_unless_taken", "same_file"]
+__all__ = ["NO_LINKS", "inode", "move_unless_taken", "same_file"]
+
+NO_LINKS: Final = frozenset(
+    {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+)
+"""What ``link()`` gives where the file system or the kernel refuses a hard link,
+and a ``rename()`` onto a free name may still move the file (see the module's
+docstring); any other failure (``EACCES`` on the folder, ``ENOSPC``) a rename would
+meet as well."""
 
 
 def inode(folder: int, name: str) -> tuple[int, int] | None:
@@ -49,13 +68,36 @@ def move_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bo
     """Give the file ``name`` in ``folder`` the name ``target`` in ``to_folder``, unless
     another file has that name: then nothing changes and the result is False. A
     ``target`` that is already a link to the same file (a move cut short) is finished.
-    ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the link
-    fails otherwise (see the module's docstring), the file left where it is."""
+    ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the move
+    fails otherwise, the file left where it is. Where hard links are refused
+    (:data:`NO_LINKS`), a ``rename()`` onto a free name (see the module's docstring)."""
     try:
         os.link(name, target, src_dir_fd=folder, dst_dir_fd=to_folder, follow_symlinks=False)
     except FileExistsError:
         if not same_file(folder, name, to_folder, target):
             return False
+    except OSError as exc:
+        if exc.errno not in NO_LINKS:
+            raise
+        return _rename_unless_taken(folder, name, to_folder, target)
     with contextlib.suppress(FileNotFoundError):  # another reader moved it meanwhile
+        os.unlink(name, dir_fd=folder)
+    return True
+
+
+def _rename_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bool:
+    """:func:`move_unless_taken` without a hard link: ``rename()`` once ``target`` is
+    found free. A ``target`` that is ``name``'s own file already loses ``name`` (a
+    ``rename()`` between two links of one file changes nothing); one that cannot be
+    looked at is not taken for free."""
+    os.stat(name, dir_fd=folder, follow_symlinks=False)  # FileNotFoundError: gone
+    try:
+        os.stat(target, dir_fd=to_folder, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
+        return True
+    if not same_file(folder, name, to_folder, target):
+        return False
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=folder)
     return True

@@ -540,8 +540,10 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal and move is one ``unlink`` or
-    ``rename``: UPDATE cut short leaves every message whole, deleted or not.
+    still being updated. Each removal is one ``unlink``, and each move a ``link``
+    then an ``unlink`` (a ``rename`` onto a free name where hard links are refused,
+    see :mod:`smtpcore._maildir_move`), never replacing a file: UPDATE cut short
+    leaves every message whole, deleted or not.
     Reading a message (RETR, TOP) stays in the event loop, a chunk at a time, and
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
     than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
@@ -1069,8 +1071,8 @@ def _not_removed(path: Path, exc: OSError, failed: int) -> None:
 
 def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
     """Warn that UPDATE could not move ``unmoved`` kept messages to ``cur/`` (or change
-    their flags), the first ``path`` for ``exc``: one line, however many (a filesystem
-    without hard links fails them all, at every QUIT)."""
+    their flags), the first ``path`` for ``exc``: one line, however many (a folder
+    made read-only fails them all, at every QUIT)."""
     logger.warning(
         "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
         "all): they stay where they are, listed again, their flags unchanged",
