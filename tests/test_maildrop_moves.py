@@ -14,12 +14,13 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import poplib
 from pathlib import Path
 
 import pytest
 
-from peers import write_maildir
-from smtpcore.maildrop import Maildir
+from peers import running_pop3_server, write_maildir
+from smtpcore.maildrop import Maildir, MaildirStore, MaildropError
 from test_maildrop_unreadable import LOGGER, mentions, refuse, run
 
 UID = "1700000001.M1P1.test"
@@ -226,3 +227,79 @@ def test_without_hard_links_a_name_already_of_the_same_file_finishes_the_move(
     assert caplog.records == []
     assert names(path) == [f"cur/{UID}:2,S"]
     assert (path / "cur" / f"{UID}:2,S").read_bytes() == b"Subject: one\n\nfirst\n"
+
+
+@pytest.mark.parametrize(
+    ("retrieved", "deleted"),
+    [(True, False), (False, True), (True, True)],
+    ids=["retr-kept", "dele", "retr-dele"],
+)
+def test_a_message_renamed_beside_its_own_second_name_is_one_file_not_two(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, retrieved: bool, deleted: bool
+) -> None:
+    """``cur/X:2,`` is listed with ``new/X`` its second name (a move cut short), and
+    another reader renames ``cur/X:2,`` to ``cur/X:2,S`` in the session: two names of
+    its unique name, one file, which finding the message again counted as two and
+    refused as ambiguous (RETR ``-ERR``, DELE not done). It is one file: RETR reads
+    it, and UPDATE leaves the message one name, or none for a DELE (a deleted message
+    never comes back under its other name)."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "alice", {f"cur/{UID}:2,": content})
+    os.link(path / "cur" / f"{UID}:2,", path / "new" / UID)
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert [m.uid for m in run(maildir.messages())] == [UID]
+        (path / "cur" / f"{UID}:2,").rename(path / "cur" / f"{UID}:2,S")  # the other's
+        if retrieved:
+            assert b"".join(maildir.open(1)) == content
+        run(
+            maildir.update(
+                deleted={1} if deleted else set(), retrieved={1} if retrieved else set()
+            )
+        )
+    run(maildir.close())
+    assert caplog.records == []
+    assert names(path) == ([] if deleted else [f"cur/{UID}:2,S"])
+
+
+def test_a_second_name_of_the_message_found_again_is_kept_when_it_is_another_file(
+    tmp_path: Path,
+) -> None:
+    """Found again, the message's other names are removed only while each is still
+    that file: a copy put under one meanwhile is another message, and stays."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "alice", {f"cur/{UID}:2,": content})
+    os.link(path / "cur" / f"{UID}:2,", path / "new" / UID)
+    maildir = Maildir(path)
+    run(maildir.messages())
+    (path / "cur" / f"{UID}:2,").rename(path / "cur" / f"{UID}:2,S")
+    (path / "new" / UID).unlink()
+    (path / "new" / UID).write_bytes(b"a copy\n")
+    with pytest.raises(MaildropError, match="2 files hold message"):
+        list(maildir.open(1))
+    with pytest.raises(MaildropError, match="1 deleted messages could not be removed"):
+        run(maildir.update(deleted={1}, retrieved=set()))
+    run(maildir.close())
+    assert names(path) == [f"cur/{UID}:2,S", f"new/{UID}"]
+    assert (path / "new" / UID).read_bytes() == b"a copy\n"
+
+
+def test_two_names_of_one_file_in_new_and_cur_are_one_message_over_pop3(
+    tmp_path: Path, adapter: str
+) -> None:
+    """``new/X`` and ``cur/X:2,S``, one file: LIST and UIDL show one message, RETR sends
+    it once, and DELE then QUIT removes both names."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": content})
+    os.link(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    with running_pop3_server(adapter, store) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        assert client.pass_("wonderland").startswith(b"+OK Logged in, 1 message")
+        assert client.list()[1] == [f"1 {len(content) + 3}".encode()]
+        assert client.uidl()[1] == [f"1 {UID}".encode()]
+        assert client.retr(1)[1] == [b"Subject: one", b"", b"first"]
+        client.dele(1)
+        client.quit()
+    assert names(path) == []

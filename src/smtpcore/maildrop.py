@@ -990,30 +990,34 @@ class Maildir(Maildrop):
     def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
         of the same full name (moved between the two), else the one file of the same
-        unique name (its flags changed). Two or more of them, and none of the full name,
-        is ambiguous (a copy beside a rename): an ``OSError``, so that no RETR reads
-        and no DELE removes a file chosen by the order of a directory listing."""
+        unique name (its flags changed). Names of one file (one device and inode: a
+        move cut short, see :mod:`smtpcore._maildir_move`) are one: the first name, ``cur``
+        first, with the others as its :attr:`_Entry.links`, for UPDATE to remove. Two
+        or more files, and none of the full name, is ambiguous (a copy beside a
+        rename): an ``OSError``, so that no RETR reads and no DELE removes a file
+        chosen by the order of a directory listing."""
         base = entry.name.split(":", 1)[0]
-        found: list[_Entry] = []
+        found: list[tuple[str, str]] = []
         for sub in _FOLDERS:
             if sub not in folders:
                 continue
             for other in os.listdir(folders[sub]):
                 if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
                     continue
-                # The name found is no longer one of the file's other names.
-                links = tuple(link for link in entry.links if link != (sub, other))
-                candidate = replace(entry, folder=sub, name=other, links=links)
                 if other == entry.name:
-                    return candidate
-                found.append(candidate)
-        if len(found) > 1:
+                    return _renamed(entry, sub, other)
+                found.append((sub, other))
+        if len(found) < 2:
+            return _renamed(entry, *found[0]) if found else None
+        files = {inode(folders[sub], name) for sub, name in found}
+        if len(files) > 1 or None in files:
             raise OSError(
                 errno.EEXIST,
                 f"{len(found)} files hold message {base} since it was listed: "
-                + ", ".join(sorted(f.name for f in found)),
+                + ", ".join(sorted(name for _, name in found)),
             )
-        return found[0] if found else None
+        (sub, name), *others = sorted(found, key=lambda f: (f[0] != "cur", f[1]))
+        return _renamed(entry, sub, name, others, files.pop())
 
     # -- UPDATE ---------------------------------------------------------
 
@@ -1035,13 +1039,12 @@ class Maildir(Maildrop):
         first_unmoved: tuple[Path, OSError] | None = None
         for number, entry in enumerate(entries, 1):
             try:
-                _unlink_links(entry, folders)
                 if number in deleted:
-                    with contextlib.suppress(FileNotFoundError):  # gone: removed already
-                        self._reopened(number, _remove)
+                    self._remove(number, folders)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
+                    _unlink_links(entry, folders)
                     _mark(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
@@ -1055,6 +1058,34 @@ class Maildir(Maildrop):
         if first is not None:
             _not_removed(*first, failed)
             raise told(MaildropError(f"{failed} deleted messages could not be removed"))
+
+    def _remove(self, number: int, folders: Mapping[str, int]) -> None:
+        """Remove message ``number``: its file's other names (:attr:`_Entry.links`), then
+        its own, where it is now (see :meth:`_reopened`). Found again under another
+        name, it is removed with the other names found there: one left would bring
+        the deleted message back at the next login. Gone already, it is removed."""
+
+        def remove(folder: int, name: str) -> None:
+            _unlink_links(self._entry(number), folders)
+            os.unlink(name, dir_fd=folder)
+
+        with contextlib.suppress(FileNotFoundError):  # gone: removed already
+            self._reopened(number, remove)
+
+
+def _renamed(
+    entry: _Entry,
+    sub: str,
+    name: str,
+    others: Iterable[tuple[str, str]] = (),
+    file: tuple[int, int] | None = None,
+) -> _Entry:
+    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
+    file, whose device and inode is ``file`` when known."""
+    # The name found is no longer one of the file's other names.
+    links = [link for link in entry.links if link != (sub, name)]
+    links += [link for link in others if link not in links]
+    return replace(entry, folder=sub, name=name, links=tuple(links), inode=file or entry.inode)
 
 
 def _not_removed(path: Path, exc: OSError, failed: int) -> None:
@@ -1080,11 +1111,6 @@ def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
         exc.strerror,
         unmoved,
     )
-
-
-def _remove(folder: int, name: str) -> None:
-    """Remove the file ``name`` from the folder open as ``folder``."""
-    os.unlink(name, dir_fd=folder)
 
 
 def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
