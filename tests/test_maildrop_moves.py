@@ -160,6 +160,30 @@ def refuse_links(monkeypatch: pytest.MonkeyPatch, error: int) -> None:
     monkeypatch.setattr(os, "link", no_links)
 
 
+@pytest.mark.parametrize("error", [errno.EROFS, errno.EACCES], ids=errno.errorcode.get)
+def test_a_move_failing_otherwise_leaves_the_messages_where_they_are_with_one_warning(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: int,
+) -> None:
+    """A ``link`` that fails for a cause a ``rename`` would meet as well (a read-only
+    file system, a folder the server may not write) keeps the messages in ``new/``,
+    still listed, and one line says so for the whole UPDATE, with how many: not a
+    line a message at every QUIT."""
+    paths = write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
+    refuse_links(monkeypatch, error)
+    maildir = Maildir(tmp_path / "alice")
+    run(maildir.messages())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        run(maildir.update(deleted=set(), retrieved={1, 2, 3}))
+    run(maildir.close())
+    assert names(tmp_path / "alice") == sorted(f"new/{p.name}" for p in paths)
+    [warning] = caplog.records
+    assert "3 kept message(s) not moved" in warning.getMessage()
+    assert repr(str(paths[0])) in warning.getMessage()
+
+
 @pytest.mark.parametrize("error", NO_LINK_ERRORS, ids=errno.errorcode.get)
 def test_where_the_kernel_refuses_hard_links_a_kept_message_still_moves_to_cur(
     tmp_path: Path,
