@@ -74,30 +74,36 @@ def move_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bo
     try:
         os.link(name, target, src_dir_fd=folder, dst_dir_fd=to_folder, follow_symlinks=False)
     except FileExistsError:
-        if not same_file(folder, name, to_folder, target):
-            return False
+        pass
     except OSError as exc:
         if exc.errno not in NO_LINKS:
             raise
-        return _rename_unless_taken(folder, name, to_folder, target)
-    with contextlib.suppress(FileNotFoundError):  # another reader moved it meanwhile
-        os.unlink(name, dir_fd=folder)
-    return True
+        if _renamed_onto_free_name(folder, name, to_folder, target):
+            return True
+    else:
+        return _old_name_removed(folder, name)
+    if not same_file(folder, name, to_folder, target):
+        return False
+    return _old_name_removed(folder, name)
 
 
-def _rename_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bool:
-    """:func:`move_unless_taken` without a hard link: ``rename()`` once ``target`` is
-    found free. A ``target`` that is ``name``'s own file already loses ``name`` (a
-    ``rename()`` between two links of one file changes nothing); one that cannot be
-    looked at is not taken for free."""
-    os.stat(name, dir_fd=folder, follow_symlinks=False)  # FileNotFoundError: gone
+def _renamed_onto_free_name(folder: int, name: str, to_folder: int, target: str) -> bool:
+    """``rename()`` ``name`` to ``target`` where hard links are refused, once ``target``
+    is found free (see the module's docstring): False, and nothing done, when it is
+    not (one that cannot be looked at is not taken for free). ``FileNotFoundError``
+    when ``name`` is gone."""
+    os.stat(name, dir_fd=folder, follow_symlinks=False)
     try:
         os.stat(target, dir_fd=to_folder, follow_symlinks=False)
     except FileNotFoundError:
         os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
         return True
-    if not same_file(folder, name, to_folder, target):
-        return False
-    with contextlib.suppress(FileNotFoundError):
+    return False
+
+
+def _old_name_removed(folder: int, name: str) -> bool:
+    """Finish a move whose new name holds the file: remove the old name (a ``rename()``
+    between two names of one file would change nothing). True: the move is done."""
+    with contextlib.suppress(FileNotFoundError):  # another reader moved it meanwhile
         os.unlink(name, dir_fd=folder)
     return True
