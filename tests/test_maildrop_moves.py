@@ -327,3 +327,76 @@ def test_two_names_of_one_file_in_new_and_cur_are_one_message_over_pop3(
         client.dele(1)
         client.quit()
     assert names(path) == []
+
+
+@pytest.mark.parametrize(
+    ("retrieved", "deleted"),
+    [(True, False), (False, True), (True, True)],
+    ids=["retr-kept", "dele", "retr-dele"],
+)
+def test_a_message_moved_under_its_full_name_beside_a_second_name_is_one_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, retrieved: bool, deleted: bool
+) -> None:
+    """``new/X`` is listed; in the session another reader renames it to ``cur/X`` and a
+    move of its own cut short leaves ``cur/X:2,S`` a second name of that file. Found
+    again under its full name, the message was taken without its other names: a DELE
+    removed ``cur/X`` only, and the deleted message came back at the next login under
+    ``cur/X:2,S``. Every name of the file goes now, or all but one for a kept one."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": content})
+    maildir = Maildir(path)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert [m.uid for m in run(maildir.messages())] == [UID]
+        (path / "new" / UID).rename(path / "cur" / UID)  # the other reader's
+        os.link(path / "cur" / UID, path / "cur" / f"{UID}:2,S")
+        if retrieved:
+            assert b"".join(maildir.open(1)) == content
+        run(
+            maildir.update(
+                deleted={1} if deleted else set(), retrieved={1} if retrieved else set()
+            )
+        )
+    run(maildir.close())
+    assert caplog.records == []
+    assert names(path) == ([] if deleted else [f"cur/{UID}:2,S"])
+    again = Maildir(path)
+    assert [m.uid for m in run(again.messages())] == ([] if deleted else [UID])
+    run(again.close())
+
+
+def test_a_copy_beside_the_name_a_message_was_moved_to_is_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    """Found again under its full name, a message's other names are the names of its
+    own file only: a copy under ``cur/X:2,S`` is another file, and a DELE leaves it."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": b"Subject: one\n\nfirst\n"})
+    maildir = Maildir(path)
+    run(maildir.messages())
+    (path / "new" / UID).rename(path / "cur" / UID)
+    (path / "cur" / f"{UID}:2,S").write_bytes(b"a copy\n")
+    run(maildir.update(deleted={1}, retrieved=set()))
+    run(maildir.close())
+    assert names(path) == [f"cur/{UID}:2,S"]
+    assert (path / "cur" / f"{UID}:2,S").read_bytes() == b"a copy\n"
+
+
+def test_an_ambiguous_message_names_a_few_of_its_files_and_counts_the_rest(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message found again among many files of its unique name is refused as
+    ambiguous, and the WARNING listed every name: thousands of files made it a line
+    of a megabyte. It names the first five and says how many more there are."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": b"Subject: one\n\nfirst\n"})
+    maildir = Maildir(path)
+    run(maildir.messages())
+    (path / "new" / UID).unlink()
+    for number in range(12):
+        (path / "cur" / f"{UID}:2,{number:02d}").write_bytes(b"copy %d\n" % number)
+    with caplog.at_level(logging.WARNING, logger=LOGGER), pytest.raises(MaildropError):
+        list(maildir.open(1))
+    run(maildir.close())
+    [warning] = caplog.records
+    text = warning.getMessage()
+    assert f"12 files hold message {UID}" in text
+    assert f"{UID}:2,04 and 7 more" in text
+    assert f"{UID}:2,05" not in text

@@ -991,33 +991,36 @@ class Maildir(Maildrop):
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
         of the same full name (moved between the two), else the one file of the same
         unique name (its flags changed). Names of one file (one device and inode: a
-        move cut short, see :mod:`smtpcore._maildir_move`) are one: the first name, ``cur``
-        first, with the others as its :attr:`_Entry.links`, for UPDATE to remove. Two
-        or more files, and none of the full name, is ambiguous (a copy beside a
-        rename): an ``OSError``, so that no RETR reads and no DELE removes a file
-        chosen by the order of a directory listing."""
+        move cut short, see :mod:`smtpcore._maildir_move`) are one: the name of the same
+        full name, else the first, ``cur`` first, with the others as its
+        :attr:`_Entry.links`, for UPDATE to remove (a DELE that left one would see the
+        message come back). Two or more files, and none of the full name, is ambiguous
+        (a copy beside a rename): an ``OSError``, so that no RETR reads and no DELE
+        removes a file chosen by the order of a directory listing. Linear in the names
+        of the unique name, however many links a file has."""
         base = entry.name.split(":", 1)[0]
         found: list[tuple[str, str]] = []
         for sub in _FOLDERS:
             if sub not in folders:
                 continue
             for other in os.listdir(folders[sub]):
-                if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
-                    continue
-                if other == entry.name:
-                    return _renamed(entry, sub, other)
-                found.append((sub, other))
-        if len(found) < 2:
-            return _renamed(entry, *found[0]) if found else None
-        files = {inode(folders[sub], name) for sub, name in found}
-        if len(files) > 1 or None in files:
-            raise OSError(
-                errno.EEXIST,
-                f"{len(found)} files hold message {base} since it was listed: "
-                + ", ".join(sorted(name for _, name in found)),
-            )
-        (sub, name), *others = sorted(found, key=lambda f: (f[0] != "cur", f[1]))
-        return _renamed(entry, sub, name, others, files.pop())
+                if other.split(":", 1)[0] == base and (sub, other) != (entry.folder, entry.name):
+                    found.append((sub, other))
+        if not found:
+            return None
+        files = {(sub, name): inode(folders[sub], name) for sub, name in found}
+        chosen = next((f for f in found if f[1] == entry.name), None)  # moved as it was
+        if chosen is None:
+            if len(found) > 1 and (len(set(files.values())) > 1 or None in files.values()):
+                raise OSError(
+                    errno.EEXIST,
+                    f"{len(found)} files hold message {base} since it was listed: "
+                    + _some_names(name for _, name in found),
+                )
+            chosen = min(found, key=lambda f: (f[0] != "cur", f[1]))
+        file = files[chosen]
+        others = [f for f in found if f != chosen and file is not None and files[f] == file]
+        return _renamed(entry, *chosen, others, file)
 
     # -- UPDATE ---------------------------------------------------------
 
@@ -1082,10 +1085,23 @@ def _renamed(
 ) -> _Entry:
     """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
     file, whose device and inode is ``file`` when known."""
-    # The name found is no longer one of the file's other names.
-    links = [link for link in entry.links if link != (sub, name)]
-    links += [link for link in others if link not in links]
+    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
+    links.pop((sub, name), None)  # the name found is no longer one of the other names
+    links.update(dict.fromkeys(others))
     return replace(entry, folder=sub, name=name, links=tuple(links), inode=file or entry.inode)
+
+
+_NAMES_SHOWN: Final = 5
+"""How many names an error about a message's files lists: a file with thousands of
+links would make a WARNING line a megabyte long."""
+
+
+def _some_names(names: Iterable[str]) -> str:
+    """The first :data:`_NAMES_SHOWN` of ``names`` in order, and how many are left out."""
+    every = sorted(names)
+    shown = ", ".join(every[:_NAMES_SHOWN])
+    left = len(every) - _NAMES_SHOWN
+    return f"{shown} and {left} more" if left > 0 else shown
 
 
 def _not_removed(path: Path, exc: OSError, failed: int) -> None:
