@@ -400,3 +400,38 @@ def test_an_ambiguous_message_names_a_few_of_its_files_and_counts_the_rest(
     assert f"12 files hold message {UID}" in text
     assert f"{UID}:2,04 and 7 more" in text
     assert f"{UID}:2,05" not in text
+
+
+def test_flags_set_on_a_second_name_of_a_message_are_kept_when_that_name_goes(
+    tmp_path: Path,
+) -> None:
+    """``cur/X:2,F`` and ``cur/X:2,R`` are one file (another reader's move cut short);
+    UPDATE removes one of the names, and the flag set on it went with it. The name
+    kept has the flags of both, in ASCII order; of the flags of a name removed,
+    only the letters (``x`` of ``x-1``)."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "alice", {f"cur/{UID}:2,F": content})
+    os.link(path / "cur" / f"{UID}:2,F", path / "cur" / f"{UID}:2,R")
+    os.link(path / "cur" / f"{UID}:2,F", path / "new" / f"{UID}:2,x-1")  # never listed
+    maildir = Maildir(path)
+    assert [m.uid for m in run(maildir.messages())] == [UID]
+    run(maildir.update(deleted=set(), retrieved=set()))
+    run(maildir.close())
+    assert names(path) == [f"cur/{UID}:2,FRx"]
+    assert (path / "cur" / f"{UID}:2,FRx").read_bytes() == content
+
+
+def test_flags_of_a_name_removed_from_a_message_found_again_are_kept(tmp_path: Path) -> None:
+    """``new/X`` is listed; another reader renames it ``cur/X:2,F``, and a move cut short
+    leaves ``cur/X:2,R`` on the same file. RETR finds it again; QUIT keeps one name
+    with every flag, ``S`` as well."""
+    content = b"Subject: one\n\nfirst\n"
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": content})
+    maildir = Maildir(path)
+    run(maildir.messages())
+    (path / "new" / UID).rename(path / "cur" / f"{UID}:2,F")
+    os.link(path / "cur" / f"{UID}:2,F", path / "cur" / f"{UID}:2,R")
+    assert b"".join(maildir.open(1)) == content
+    run(maildir.update(deleted=set(), retrieved={1}))
+    run(maildir.close())
+    assert names(path) == [f"cur/{UID}:2,FRS"]

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import stat
+import string
 import threading
 from collections import deque
 from collections.abc import (
@@ -108,6 +109,9 @@ _SIZES_GUARD: Final = threading.Lock()
 """Held to add a size to a ``size_cache``, which the listings of several sessions
 fill at once from their threads (the bound is checked and kept in one step)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
+_FLAG_LETTERS: Final = frozenset(string.ascii_letters)
+"""The Maildir flags a message takes from its file's other names at UPDATE (see
+:func:`_mark`): letters only, so that a name stays short whatever the others hold."""
 MAX_SIZED_BY_READING: Final = 1 << 30
 """The default reading budget (1 GiB) of a :class:`Maildir` listing: the most octets it
 reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
@@ -1047,8 +1051,14 @@ class Maildir(Maildrop):
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    _unlink_links(entry, folders)
-                    _mark(entry, folders, self.path, seen=number in retrieved)
+                    removed = _unlink_links(entry, folders)
+                    _mark(
+                        entry,
+                        folders,
+                        self.path,
+                        seen=number in retrieved,
+                        names_removed=removed,
+                    )
             except OSError as exc:
                 if number in deleted:
                     failed += 1
@@ -1129,11 +1139,13 @@ def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
     )
 
 
-def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
+def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> list[str]:
     """Remove the other names of ``entry``'s file (:attr:`_Entry.links`), before it is
     moved or removed: only while its listed name still holds it (else a link may be
     all that is left of it), and each only if it still names that file (one put under
-    it since is another message)."""
+    it since is another message). The names removed, whose flags the message keeps
+    (see :func:`_mark`)."""
+    removed: list[str] = []
     held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
     for sub, name in entry.links if held else ():
         if (sub, name) == (entry.folder, entry.name):
@@ -1141,18 +1153,39 @@ def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
         if sub in folders and inode(folders[sub], name) == entry.inode:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=folders[sub])
+                removed.append(name)
+    return removed
 
 
-def _mark(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
+def _flags(name: str) -> str:
+    """The flags of a Maildir file name: what follows its ``:2,``."""
+    info = name.partition(":")[2]
+    return info[2:] if info.startswith("2,") else ""
+
+
+def _mark(
+    entry: _Entry,
+    folders: Mapping[str, int],
+    root: Path,
+    *,
+    seen: bool,
+    names_removed: Iterable[str] = (),
+) -> None:
     """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
-    a Maildir without ``cur`` keeps it where it is. A file under the new name already
+    a Maildir without ``cur`` keeps it where it is. The flags of ``names_removed``, its
+    file's other names (see :func:`_unlink_links`), are added too: another reader's
+    flag (``F`` on ``X:2,F``) is not lost with the name it was set on; only letters,
+    so that the name stays short. A file under the new name already
     (one the listing left out: unreadable, or a copy) is never replaced: the message
     stays where it is, still delivered, and a WARNING names both
     (see :mod:`smtpcore._maildir_move`)."""
-    base, _, info = entry.name.partition(":")
-    flags = info[2:] if info.startswith("2,") else ""
-    if seen and "S" not in flags:
-        flags = "".join(sorted(flags + "S"))
+    base = entry.name.partition(":")[0]
+    flags = _flags(entry.name)
+    added = {flag for name in names_removed for flag in _flags(name) if flag in _FLAG_LETTERS}
+    if seen:
+        added.add("S")
+    if not added <= set(flags):
+        flags = "".join(sorted(set(flags) | added))  # Maildir flags are in ASCII order
     target = f"{base}:2,{flags}"
     if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
         with contextlib.suppress(FileNotFoundError):
