@@ -545,10 +545,11 @@ class Maildir(Maildrop):
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
     still being updated. Each removal is one ``unlink``, and each move a ``link``
-    then an ``unlink`` (a ``rename`` onto a free name where hard links are refused,
-    see :mod:`smtpcore._maildir_move`), never replacing a file: UPDATE cut short
-    leaves every message whole, deleted or not.
-    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time, and
+    then an ``unlink`` (where hard links are refused, a ``rename`` onto a name found
+    free), never replacing a file: UPDATE cut short leaves every message whole,
+    deleted or not.
+    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
+    does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
     than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
     grows past it while it is sent ends the session, the message unfinished; a
