@@ -43,7 +43,7 @@ from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
-from smtpcore._maildir_move import inode, move_unless_taken
+from smtpcore._maildir_move import Unlinked, inode, move_unless_taken, remove_if_file
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -544,10 +544,11 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal is one ``unlink``, and each move a ``link``
-    then an ``unlink`` (where hard links are refused, a ``rename`` onto a name found
-    free), never replacing a file: UPDATE cut short leaves every message whole,
-    deleted or not.
+    still being updated. Each removal is a ``rename`` to a private dot name
+    beside it and an ``unlink`` (another file found there goes back), and each
+    move a ``link`` then such a removal (where hard links are refused, a
+    ``rename`` onto a name found free), never replacing a file: UPDATE cut
+    short leaves every message whole, deleted or not.
     Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
     does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
@@ -933,7 +934,9 @@ class Maildir(Maildrop):
         for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
         is ``logged``, and named in a WARNING once a session for each message."""
         try:
-            fd, size = self._reopened(number, _open_message)
+            fd, size = self._reopened(
+                number, lambda folders, entry: _open_message(folders[entry.folder], entry.name)
+            )
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
@@ -974,23 +977,24 @@ class Maildir(Maildrop):
         self._refused.add(uid)
         return first
 
-    def _reopened(self, number: int, use: Callable[[int, str], _T]) -> _T:
-        """``use(folder, name)`` of message ``number``'s file, ``folder`` the descriptor
-        of its folder; where it is gone, of the file another reader renamed it to
-        (``new/`` to ``cur/``, its flags changed), found by its unique name as Dovecot
-        finds it; ``FileNotFoundError`` when none is, and an ``OSError`` when more than
-        one may be (see :meth:`_find`)."""
+    def _reopened(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
+        """``use(folders, entry)`` of message ``number``, ``folders`` the descriptors of
+        the maildrop's folders; where its file is gone (``use`` raised
+        ``FileNotFoundError``), of the file another reader renamed it to (``new/`` to
+        ``cur/``, its flags changed), found by its unique name as Dovecot finds it,
+        which the listing keeps from now on; ``FileNotFoundError`` when none is, and an
+        ``OSError`` when more than one may be (see :meth:`_find`)."""
         folders = self._directories().folders  # first: opening anew may forget the listing
         entry = self._entry(number)
         try:
-            return use(folders[entry.folder], entry.name)
+            return use(folders, entry)
         except FileNotFoundError:
             moved = self._find(entry, folders)
             if moved is None:
                 raise
             assert self._entries is not None
             self._entries[number - 1] = moved
-            return use(folders[moved.folder], moved.name)
+            return use(folders, moved)
 
     def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
@@ -1045,21 +1049,15 @@ class Maildir(Maildrop):
         failed = unmoved = 0
         first: tuple[Path, OSError] | None = None
         first_unmoved: tuple[Path, OSError] | None = None
+        names = _NamesByUniqueName(folders)
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
-                    self._remove(number, folders)
+                    self._remove(number, names)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    removed = _unlink_links(entry, folders)
-                    _mark(
-                        entry,
-                        folders,
-                        self.path,
-                        seen=number in retrieved,
-                        names_removed=removed,
-                    )
+                    _keep(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
                     failed += 1
@@ -1073,18 +1071,68 @@ class Maildir(Maildrop):
             _not_removed(*first, failed)
             raise told(MaildropError(f"{failed} deleted messages could not be removed"))
 
-    def _remove(self, number: int, folders: Mapping[str, int]) -> None:
-        """Remove message ``number``: its file's other names (:attr:`_Entry.links`), then
-        its own, where it is now (see :meth:`_reopened`). Found again under another
-        name, it is removed with the other names found there: one left would bring
-        the deleted message back at the next login. Gone already, it is removed."""
-
-        def remove(folder: int, name: str) -> None:
-            _unlink_links(self._entry(number), folders)
-            os.unlink(name, dir_fd=folder)
-
+    def _remove(self, number: int, names: _NamesByUniqueName) -> None:
+        """Remove message ``number`` (see :func:`_remove_file`) where it is now (see
+        :meth:`_reopened`): found again under another name, with the other names
+        found there. Gone already, it is removed."""
         with contextlib.suppress(FileNotFoundError):  # gone: removed already
-            self._reopened(number, remove)
+            self._reopened(
+                number, lambda folders, entry: _remove_file(entry, folders, self.path, names)
+            )
+
+
+class _NamesByUniqueName:
+    """The names of ``new/`` and ``cur/`` by unique name, listed once an UPDATE first
+    asks (see :func:`_remove_file`): a file with names in other maildrops (one
+    delivery linked into each) makes every DELE ask, and a listing each would make
+    an UPDATE quadratic. Names another reader gives a file after that are not in it."""
+
+    def __init__(self, folders: Mapping[str, int]) -> None:
+        self.folders = folders
+        self._names: dict[str, list[tuple[str, str]]] | None = None
+
+    def of(self, name: str) -> list[tuple[str, str]]:
+        """The names (folder and name) of ``name``'s unique name."""
+        if self._names is None:
+            self._names = {}
+            for sub in _FOLDERS:
+                for other in os.listdir(self.folders[sub]) if sub in self.folders else ():
+                    base = other.split(":", 1)[0]
+                    self._names.setdefault(base, []).append((sub, other))
+        return self._names.get(name.split(":", 1)[0], [])
+
+
+def _remove_file(
+    entry: _Entry, folders: Mapping[str, int], root: Path, names: _NamesByUniqueName
+) -> None:
+    """Remove the message ``entry`` at UPDATE: every name of its file in ``new/`` and
+    ``cur/``, so that none brings the deleted message back at the next login. First its
+    other names (:attr:`_Entry.links`), if its own name still holds the file they were
+    found beside; then, if the file has more names than that one left (another reader
+    renamed one of them in the session), the names of its unique name are sought
+    again; then its own. ``FileNotFoundError`` if its name is gone (to find it again);
+    another ``OSError`` (a name that cannot be looked at, or one replaced meanwhile by
+    another file) fails the DELE, rather than count it done while a name of it is
+    left: RFC 1939 §6, ``-ERR some deleted messages not removed``. Each name is
+    removed only while it is the file (see :func:`remove_if_file`); a link to it in
+    another maildrop is not the message's."""
+    folder = folders[entry.folder]
+    found = os.stat(entry.name, dir_fd=folder, follow_symlinks=False)
+    file = (found.st_dev, found.st_ino)
+    own = (entry.folder, entry.name)
+    if entry.links and file == entry.inode:
+        for sub, name in entry.links:
+            if sub in folders and (sub, name) != own:
+                remove_if_file(folders[sub], name, file, shown=root / sub)
+    if os.stat(entry.name, dir_fd=folder, follow_symlinks=False).st_nlink > 1:
+        for sub, name in names.of(entry.name):
+            if (sub, name) != own:
+                remove_if_file(folders[sub], name, file, shown=root / sub)
+    unlinked = remove_if_file(folder, entry.name, file, shown=root / entry.folder)
+    if unlinked is Unlinked.GONE:
+        raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
+    if unlinked is Unlinked.ANOTHER_FILE:
+        raise OSError(errno.EEXIST, "another file was put under its name", entry.name)
 
 
 def _renamed(
@@ -1140,22 +1188,43 @@ def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
     )
 
 
-def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> list[str]:
-    """Remove the other names of ``entry``'s file (:attr:`_Entry.links`), before it is
-    moved or removed: only while its listed name still holds it (else a link may be
-    all that is left of it), and each only if it still names that file (one put under
-    it since is another message). The names removed, whose flags the message keeps
-    (see :func:`_mark`)."""
-    removed: list[str] = []
-    held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
-    for sub, name in entry.links if held else ():
-        if (sub, name) == (entry.folder, entry.name):
-            continue  # the listed name itself: never one to remove with the message
-        if sub in folders and inode(folders[sub], name) == entry.inode:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=folders[sub])
-                removed.append(name)
-    return removed
+def _keep(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
+    """Move a kept message from ``new/`` to ``cur/``, adding the S flag if ``seen``
+    (Maildir info 2), and the flags of its file's other names (:attr:`_Entry.links`),
+    which are removed once the message's name carries them (see :func:`_mark`): move
+    first, so that a move refused (the name taken, a link that fails, a crash) leaves
+    every name, and every flag, where it was."""
+    links = _links_held(entry, folders)
+    flags = _flags(entry.name)
+    added = {flag for _, name in links for flag in _flags(name) if flag in _FLAG_LETTERS}
+    if seen:
+        added.add("S")
+    if not added <= set(flags):
+        flags = "".join(sorted(set(flags) | added))  # Maildir flags are in ASCII order
+    now = _mark(entry, folders, root, flags)
+    if now is None or entry.inode is None:
+        return
+    for sub, name in links:
+        if (sub, name) != now:
+            # One that cannot be removed stays a second name of the file: the next
+            # listing takes the two for one message, and its UPDATE removes it.
+            with contextlib.suppress(OSError):
+                remove_if_file(folders[sub], name, entry.inode, shown=root / sub)
+
+
+def _links_held(entry: _Entry, folders: Mapping[str, int]) -> list[tuple[str, str]]:
+    """The other names of ``entry``'s file (:attr:`_Entry.links`) that still name it,
+    while its listed name still holds it (else a link may be all that is left of it);
+    one put under a name since is another message."""
+    if not entry.links or inode(folders[entry.folder], entry.name) != entry.inode:
+        return []
+    return [
+        (sub, name)
+        for sub, name in entry.links
+        if (sub, name) != (entry.folder, entry.name)
+        and sub in folders
+        and inode(folders[sub], name) == entry.inode
+    ]
 
 
 def _flags(name: str) -> str:
@@ -1165,38 +1234,34 @@ def _flags(name: str) -> str:
 
 
 def _mark(
-    entry: _Entry,
-    folders: Mapping[str, int],
-    root: Path,
-    *,
-    seen: bool,
-    names_removed: Iterable[str] = (),
-) -> None:
-    """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
-    a Maildir without ``cur`` keeps it where it is. The flags of ``names_removed``, its
-    file's other names (see :func:`_unlink_links`), are added too: another reader's
-    flag (``F`` on ``X:2,F``) is not lost with the name it was set on; only letters,
-    so that the name stays short. A file under the new name already
+    entry: _Entry, folders: Mapping[str, int], root: Path, flags: str
+) -> tuple[str, str] | None:
+    """Give a message the name of its unique name with ``flags`` in ``cur/``; the
+    folder and name it has now, or None where it keeps a name without them. A
+    Maildir without ``cur`` keeps it where it is. A file under the new name already
     (one the listing left out: unreadable, or a copy) is never replaced: the message
     stays where it is, still delivered, and a WARNING names both
     (see :mod:`smtpcore._maildir_move`)."""
-    base = entry.name.partition(":")[0]
-    flags = _flags(entry.name)
-    added = {flag for name in names_removed for flag in _flags(name) if flag in _FLAG_LETTERS}
-    if seen:
-        added.add("S")
-    if not added <= set(flags):
-        flags = "".join(sorted(set(flags) | added))  # Maildir flags are in ASCII order
-    target = f"{base}:2,{flags}"
-    if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
-        with contextlib.suppress(FileNotFoundError):
-            if not move_unless_taken(folders[entry.folder], entry.name, folders["cur"], target):
-                logger.warning(
-                    "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
-                    "it stays where it is, its flags unchanged (remove or rename one of them)",
-                    str(root / entry.folder / entry.name),
-                    str(root / "cur" / target),
-                )
+    target = f"{entry.name.partition(':')[0]}:2,{flags}"
+    if (entry.folder, entry.name) == ("cur", target):
+        return "cur", target
+    if "cur" not in folders:
+        return (entry.folder, entry.name) if _flags(entry.name) == flags else None
+    try:
+        moved = move_unless_taken(
+            folders[entry.folder], entry.name, folders["cur"], target, shown=root / entry.folder
+        )
+    except FileNotFoundError:  # another reader moved it meanwhile
+        return None
+    if moved:
+        return "cur", target
+    logger.warning(
+        "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
+        "it stays where it is, its flags unchanged (remove or rename one of them)",
+        str(root / entry.folder / entry.name),
+        str(root / "cur" / target),
+    )
+    return None
 
 
 def _login_name(name: str) -> str:
