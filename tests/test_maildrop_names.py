@@ -4,7 +4,7 @@ A move cut short leaves a message's file two names (``cur/X:2,F`` and ``new/X``)
 UPDATE removes the extra ones, all of them for a DELE. Another reader (Dovecot, a mail
 user agent) may rename any of them in the session, or put another file under one, and
 a name may fail to be looked at (``EIO``): a DELE never counts as done while a name of
-the message is left, no flag another reader set is lost, and no other file is removed.
+the message is left, and no flag another reader set is lost.
 The other reader's moves are injected between the server's own calls, in order, by
 wrapping the ``os`` functions.
 """
@@ -122,85 +122,73 @@ def test_flags_of_another_name_stay_on_it_when_the_merged_name_is_taken(
     assert "its flags unchanged" in warning.getMessage()
 
 
-def before_renaming(
-    monkeypatch: pytest.MonkeyPatch, name: str, then: Callable[[], object]
+def after_listing(monkeypatch: pytest.MonkeyPatch, then: Callable[[], object]) -> list[str]:
+    """Run ``then`` (another reader's move) once, just after the server's first
+    ``os.listdir`` of a folder; the calls the server makes are noted, in order."""
+    calls: list[str] = []
+    real = os.listdir
+
+    def listdir(*args: Any) -> Any:
+        listed = real(*args)
+        calls.append("listdir")
+        if calls.count("listdir") == 2:  # new/ and cur/: the UPDATE's shared listing
+            calls.append("renamed")
+            then()
+        return listed
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    return calls
+
+
+def test_a_name_another_reader_makes_after_the_updates_listing_is_removed_by_a_dele(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Run ``then`` (another reader's move) once, just before the server's first
-    ``os.rename`` or ``os.unlink`` of ``name``: after every check it made of it."""
-    done: list[bool] = []
-
-    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
-        def call(path: Any, *args: Any, **kwargs: Any) -> Any:
-            if path == name and not done:
-                done.append(True)
-                then()
-            return real(path, *args, **kwargs)
-
-        return call
-
-    monkeypatch.setattr(os, "rename", wrap(os.rename))
-    monkeypatch.setattr(os, "unlink", wrap(os.unlink))
-
-
-def test_a_file_renamed_onto_a_name_between_its_check_and_its_removal_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """``new/X`` listed; another reader renames it ``cur/X:2,F``, a move cut short
-    leaves ``cur/X:2,R`` on the same file, and RETR finds the message again. Just
-    after the UPDATE has checked that ``cur/X:2,R`` is the message's file, another
-    reader renames a different file onto it: the removal destroyed that file. It is
-    kept now, under its name, and nothing is said."""
+    """Messages 1 and 2 deleted. Message 1's file is linked into another maildrop too
+    (one delivery to two users), so its DELE lists ``new/`` and ``cur/``, a listing the
+    UPDATE shares. Message 2 is ``cur/Y:2,F`` with ``new/Y`` its other name; another
+    reader moves ``new/Y`` to ``cur/Y:2,S`` just after that listing. The DELE of 2 took
+    its names from the listing, missed ``cur/Y:2,S``, and QUIT said +OK: message 2 came
+    back at the next login. A message with other names has them listed anew."""
+    other_uid = "1700000002.M1P1.test"
     path = maildir_with(tmp_path / "alice", {f"new/{UID}": CONTENT})
-    (path / "tmp" / "copy").write_bytes(b"a copy\n")
+    bob = maildir_with(tmp_path / "bob", {})
+    os.link(path / "new" / UID, bob / "new" / UID)
+    (path / "new" / other_uid).write_bytes(b"second\n")
+    os.link(path / "new" / other_uid, path / "cur" / f"{other_uid}:2,F")
     maildir = Maildir(path)
-    run(maildir.messages())
-    (path / "new" / UID).rename(path / "cur" / f"{UID}:2,F")
-    os.link(path / "cur" / f"{UID}:2,F", path / "cur" / f"{UID}:2,R")
-    assert b"".join(maildir.open(1)) == CONTENT
-    before_renaming(
+    assert [m.uid for m in run(maildir.messages())] == [UID, other_uid]
+    calls = after_listing(
         monkeypatch,
-        f"{UID}:2,R",
-        lambda: (path / "tmp" / "copy").rename(path / "cur" / f"{UID}:2,R"),
+        lambda: (path / "new" / other_uid).rename(path / "cur" / f"{other_uid}:2,S"),
     )
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        run(maildir.update(deleted=set(), retrieved={1}))
+    run(maildir.update(deleted={1, 2}, retrieved=set()))
     run(maildir.close())
-    assert caplog.records == []
-    assert (path / "cur" / f"{UID}:2,R").read_bytes() == b"a copy\n"
-    assert (path / "cur" / f"{UID}:2,FRS").read_bytes() == CONTENT
-    assert names(path) == [f"cur/{UID}:2,FRS", f"cur/{UID}:2,R"]
+    monkeypatch.undo()
+    assert calls[:3] == ["listdir", "listdir", "renamed"]
+    assert names(path) == []
+    assert names(bob) == [f"new/{UID}"]
+    again = Maildir(path)
+    assert run(again.messages()) == []
+    run(again.close())
 
 
-def test_a_file_that_cannot_have_its_name_back_is_kept_aside_and_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_a_file_linked_into_other_maildrops_costs_one_listing_an_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As above, and a third file is put under ``cur/X:2,R`` before the one taken
-    aside can go back: neither is replaced; the one aside keeps a name readers skip,
-    and a WARNING names both, for someone to rename it back."""
-    path = maildir_with(tmp_path / "alice", {f"cur/{UID}:2,F": CONTENT})
-    os.link(path / "cur" / f"{UID}:2,F", path / "cur" / f"{UID}:2,R")
-    (path / "tmp" / "copy").write_bytes(b"a copy\n")
+    """Every message's file linked into another maildrop too: each DELE asks for the
+    names of its unique name, and they share one listing of ``new/`` and ``cur/``, so
+    that the UPDATE stays linear in the messages."""
+    uids = [f"17000000{n:02}.M1P1.test" for n in range(10)]
+    path = maildir_with(tmp_path / "alice", {f"new/{uid}": CONTENT for uid in uids})
+    bob = maildir_with(tmp_path / "bob", {})
+    for uid in uids:
+        os.link(path / "new" / uid, bob / "new" / uid)
     maildir = Maildir(path)
-    run(maildir.messages())
-
-    def two_readers() -> None:
-        (path / "tmp" / "copy").rename(path / "cur" / f"{UID}:2,R")
-        real_link = os.link
-
-        def link(src: Any, dst: Any, *args: Any, **kwargs: Any) -> Any:
-            if dst == f"{UID}:2,R":
-                (path / "cur" / f"{UID}:2,R").write_bytes(b"a third\n")
-            return real_link(src, dst, *args, **kwargs)
-
-        monkeypatch.setattr(os, "link", link)
-
-    before_renaming(monkeypatch, f"{UID}:2,R", two_readers)
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
-        run(maildir.update(deleted={1}, retrieved=set()))
+    assert len(run(maildir.messages())) == len(uids)
+    calls = after_listing(monkeypatch, lambda: None)
+    run(maildir.update(deleted=set(range(1, len(uids) + 1)), retrieved=set()))
     run(maildir.close())
-    [aside] = [name for name in os.listdir(path / "cur") if name.startswith(".")]
-    assert (path / "cur" / aside).read_bytes() == b"a copy\n"
-    assert (path / "cur" / f"{UID}:2,R").read_bytes() == b"a third\n"
-    [warning] = mentions(caplog, "rename it back")
-    assert repr(str(path / "cur" / aside)) in warning.getMessage()
-    assert repr(str(path / "cur" / f"{UID}:2,R")) in warning.getMessage()
+    monkeypatch.undo()
+    assert calls == ["listdir", "listdir", "renamed"]
+    assert names(path) == []
+    assert len(names(bob)) == len(uids)

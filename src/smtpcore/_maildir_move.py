@@ -28,40 +28,36 @@ What the link changes:
   a Maildir unique name names one message (Dovecot moves every file with
   ``rename()`` on that ground alone).
 
-Removing a name only while it names a given file (the extra names of a message, the
-old name of a move, a deleted message's) is no check then ``unlink()`` either:
-another reader may rename a different file onto the name between the two, and the
-``unlink()`` would destroy it. :func:`remove_if_file` renames the name first to a
-private name beside it, which takes whatever the name holds at that instant and
-replaces nothing, and removes that only if it is the file; another file goes back
-under its name without replacing one put there since, or, where it cannot, stays
-under the private name (a dot name, which Maildir readers skip and no ``tmp/``
-cleaning removes) with a WARNING that names both.
+Removing a name only while it names a given file (another name of a message, the old
+name of a move, a deleted message's own name where its file has others) is
+:func:`remove_if_file`: a look at the
+name (``lstat``), then ``unlink()``. Between the two, a file renamed onto that very name
+would be removed in its place. The window is accepted on the fallback's ground: the
+only files renamed onto a message's name are that message's (another reader moving it;
+a Maildir unique name names one message), and the server's own sessions hold the lock.
+
+Only ``ENOENT`` means a name is gone (:func:`stat_name`): any other failure of a look
+(``EIO``) is raised, so that a name that could not be looked at is never taken for
+another file's, nor for none, and no decision to keep or remove a name is made on it.
 """
 
 from __future__ import annotations
 
 import enum
 import errno
-import itertools
-import logging
 import os
-import re
-from pathlib import Path
 from typing import Final
 
 __all__ = [
     "NO_LINKS",
-    "PARKED_PREFIX",
     "Unlinked",
     "file_of",
-    "inode",
     "move_unless_taken",
     "remove_if_file",
     "same_file",
+    "stat_name",
+    "unlink_name",
 ]
-
-logger: Final = logging.getLogger("smtpcore.pop3.server")
 
 NO_LINKS: Final = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
@@ -72,48 +68,47 @@ docstring); any other failure (``EACCES`` on the folder, ``ENOSPC``) a rename wo
 meet as well."""
 
 
-def inode(folder: int, name: str) -> tuple[int, int] | None:
-    """The device and inode of the file ``name`` in the folder open as ``folder`` (the
-    name itself, not a link's target), or None when it cannot be had."""
+def stat_name(folder: int, name: str) -> os.stat_result | None:
+    """The ``lstat`` of ``name`` in the folder open as ``folder`` (the name itself, not a
+    link's target), or None where there is no such name (``ENOENT``) only: any other
+    failure (``EIO``) is raised (see the module's docstring). The one way a name is
+    looked at; a caller that may go on without the answer (a listing) says so where it
+    catches the error."""
     try:
-        found = os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except OSError:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
         return None
-    return found.st_dev, found.st_ino
+
+
+def file_of(folder: int, name: str) -> tuple[int, int] | None:
+    """The device and inode of the file ``name`` in ``folder`` (see :func:`stat_name`):
+    one device and inode is one message, whatever its names."""
+    found = stat_name(folder, name)
+    return None if found is None else (found.st_dev, found.st_ino)
 
 
 def same_file(folder: int, name: str, other_folder: int, other: str) -> bool:
     """Whether two names are links to one file: a move cut short between its link and
-    its unlink, not a copy."""
-    first = inode(folder, name)
-    return first is not None and first == inode(other_folder, other)
+    its unlink, not a copy. ``FileNotFoundError`` where ``name`` is gone."""
+    first = file_of(folder, name)
+    if first is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    return first == file_of(other_folder, other)
 
 
-def file_of(folder: int, name: str) -> tuple[int, int] | None:
-    """The device and inode of the file ``name`` in ``folder``, or None where there is no
-    such name (``ENOENT``) only: any other failure (``EIO``) is raised, so that a name
-    that could not be looked at is never taken for another file's, nor for none."""
-    try:
-        found = os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-def move_unless_taken(folder: int, name: str, to_folder: int, target: str, *, shown: Path) -> bool:
+def move_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bool:
     """Give the file ``name`` in ``folder`` the name ``target`` in ``to_folder``, unless
     another file has that name: then nothing changes and the result is False. A
     ``target`` that is already a link to the same file (a move cut short) is finished.
     ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the move
     fails otherwise, the file left where it is. Where hard links are refused
     (:data:`NO_LINKS`), a ``rename()`` onto a free name (see the module's docstring).
-    The old name is removed by :func:`remove_if_file`; ``shown`` is the path of
-    ``folder``, for its WARNING."""
+    The old name is removed by :func:`remove_if_file`."""
     named = _new_name(folder, name, to_folder, target)
     if named is _Named.BOTH:
         file = file_of(to_folder, target)
         if file is not None:  # else another reader moved it on: the old name may be all
-            remove_if_file(folder, name, file, shown=shown)
+            remove_if_file(folder, name, file)
     return named is not _Named.TAKEN
 
 
@@ -150,13 +145,12 @@ def _renamed_onto_free_name(folder: int, name: str, to_folder: int, target: str)
     is found free (see the module's docstring): False, and nothing done, when it is
     not (one that cannot be looked at is not taken for free). ``FileNotFoundError``
     when ``name`` is gone."""
-    os.stat(name, dir_fd=folder, follow_symlinks=False)
-    try:
-        os.stat(target, dir_fd=to_folder, follow_symlinks=False)
-    except FileNotFoundError:
-        os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
-        return True
-    return False
+    if stat_name(folder, name) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    if stat_name(to_folder, target) is not None:
+        return False
+    os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
+    return True
 
 
 class Unlinked(enum.Enum):
@@ -167,77 +161,25 @@ class Unlinked(enum.Enum):
     GONE = enum.auto()
     """Nothing: another reader renamed or removed it."""
     ANOTHER_FILE = enum.auto()
-    """Another file, left under the name (see :func:`remove_if_file`)."""
+    """Another file, left under the name."""
 
 
-PARKED_PREFIX: Final = ".smtpcore-removing."
-"""How a name being removed by :func:`remove_if_file` begins meanwhile: a dot, which
-Maildir readers skip (the listing too), in the name's own folder, which no ``tmp/``
-cleaning ever looks at."""
-_HOST: Final = re.sub(r"[^A-Za-z0-9.-]", "_", os.uname().nodename)[:64]
-_PARKED_NUMBERS: Final = itertools.count(1)
-
-
-def remove_if_file(folder: int, name: str, file: tuple[int, int], *, shown: Path) -> Unlinked:
-    """Remove ``name`` from ``folder`` if it names ``file`` (device and inode). A check
-    then an ``unlink()`` would destroy a file another reader renamed onto the name
-    between the two; so the name is first renamed to a private name (see
-    :data:`PARKED_PREFIX`), which takes whatever the name holds at once and replaces
-    nothing, and that is looked at: removed if it is ``file``, else put back, never
-    replacing a file put under the name since (then it stays under the private name,
-    and a WARNING names both, ``shown`` being the path of ``folder``). An ``OSError``
-    where it cannot be looked at (``EIO``), the name put back first."""
-    parked = _parked(folder, name)
-    if parked is None:
+def remove_if_file(folder: int, name: str, file: tuple[int, int]) -> Unlinked:
+    """Remove ``name`` from ``folder`` if it names ``file`` (device and inode): look, then
+    ``unlink()`` (see the module's docstring for the window between the two). An
+    ``OSError`` where it cannot be looked at or removed (``EIO``, ``EACCES``)."""
+    found = file_of(folder, name)
+    if found is None:
         return Unlinked.GONE
-    try:
-        found = file_of(folder, parked)
-        if found == file:
-            os.unlink(parked, dir_fd=folder)
-            return Unlinked.REMOVED
-    except OSError:
-        _put_back(folder, parked, name, shown)
-        raise
-    if found is None:  # a private name: nothing else removes it
-        return Unlinked.GONE
-    _put_back(folder, parked, name, shown)
-    return Unlinked.ANOTHER_FILE
+    if found != file:
+        return Unlinked.ANOTHER_FILE
+    return Unlinked.REMOVED if unlink_name(folder, name) else Unlinked.GONE
 
 
-def _parked(folder: int, name: str) -> str | None:
-    """``name`` renamed to a private name of its folder, that name; None when it is gone.
-    Only this process makes names of its host and pid: one found there (a process of
-    that pid that crashed) is never replaced, the next number is taken."""
-    while True:
-        parked = f"{PARKED_PREFIX}{_HOST}.{os.getpid()}.{next(_PARKED_NUMBERS)}"
-        if file_of(folder, parked) is None:
-            break
+def unlink_name(folder: int, name: str) -> bool:
+    """``unlink()`` ``name`` from ``folder``: False where it is gone already."""
     try:
-        os.rename(name, parked, src_dir_fd=folder, dst_dir_fd=folder)
+        os.unlink(name, dir_fd=folder)
     except FileNotFoundError:
-        return None
-    return parked
-
-
-def _put_back(folder: int, parked: str, name: str, shown: Path) -> None:
-    """Give the file put aside as ``parked`` its ``name`` again, never replacing a file
-    made under it meanwhile; where it cannot, it stays as ``parked``, and a WARNING
-    names both."""
-    try:
-        named = _new_name(folder, parked, folder, name)
-        if named is _Named.BOTH:
-            os.unlink(parked, dir_fd=folder)  # a private name: nobody else's
-            return
-        if named is _Named.MOVED:
-            return
-        reason = "another file has that name now"
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-    logger.warning(
-        "maildrop: %r was another file than the message UPDATE removed it for, and "
-        "cannot have its name back (%s): it is kept as %r, which readers skip; "
-        "rename it back",
-        str(shown / name),
-        reason,
-        str(shown / parked),
-    )
+        return False
+    return True

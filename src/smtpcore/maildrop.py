@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import stat
-import string
 import threading
 from collections import deque
 from collections.abc import (
@@ -37,13 +36,21 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
-from smtpcore._maildir_move import Unlinked, inode, move_unless_taken, remove_if_file
+from smtpcore._maildir_move import file_of, stat_name
+from smtpcore._maildir_names import (
+    NamesByUniqueName,
+    keep,
+    names_of,
+    remove_message,
+    renamed,
+    unique_name,
+)
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -109,9 +116,6 @@ _SIZES_GUARD: Final = threading.Lock()
 """Held to add a size to a ``size_cache``, which the listings of several sessions
 fill at once from their threads (the bound is checked and kept in one step)."""
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
-_FLAG_LETTERS: Final = frozenset(string.ascii_letters)
-"""The Maildir flags a message takes from its file's other names at UPDATE (see
-:func:`_mark`): letters only, so that a name stays short whatever the others hold."""
 MAX_SIZED_BY_READING: Final = 1 << 30
 """The default reading budget (1 GiB) of a :class:`Maildir` listing: the most octets it
 reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
@@ -403,7 +407,10 @@ class _Entry:
     :mod:`smtpcore._maildir_move`): this UPDATE removes them, as long as they still
     name the file (:attr:`inode`)."""
     inode: tuple[int, int] | None = None
-    """The device and inode of the file, where it has :attr:`links`."""
+    """The device and inode of the file, where it has :attr:`links` or was found again."""
+    found_again: bool = False
+    """Whether a session found it again under another name (another reader renamed it):
+    its DELE lists its names anew (see :class:`~smtpcore._maildir_names.NamesByUniqueName`)."""
 
 
 @dataclass(slots=True)
@@ -544,11 +551,11 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal is a ``rename`` to a private dot name
-    beside it and an ``unlink`` (another file found there goes back), and each
-    move a ``link`` then such a removal (where hard links are refused, a
-    ``rename`` onto a name found free), never replacing a file: UPDATE cut
-    short leaves every message whole, deleted or not.
+    still being updated. Each removal is an ``lstat`` then an ``unlink`` (for each
+    name of the message's file), and each move a ``link`` then such a removal of
+    the old name (where hard links are refused, a ``rename`` onto a name found
+    free), never replacing a file: UPDATE cut short leaves every message whole,
+    deleted or not.
     Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
     does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
@@ -788,8 +795,8 @@ class Maildir(Maildrop):
                 item = listed[uid]
                 shown = str(self.path / item.sub / item.name)
                 for sub, name in left:
-                    found = inode(folders[sub], name)
-                    if found is not None and found == inode(folders[item.sub], item.name):
+                    found = _file_if_seen(folders[sub], name)
+                    if found is not None and found == _file_if_seen(folders[item.sub], item.name):
                         item.links.append((sub, name))
                         item.inode = found
                     else:
@@ -840,12 +847,12 @@ class Maildir(Maildrop):
         if match is not None:
             return _Sizing(sub, name, uid, int(match[1]))
         try:
-            stat = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # removed by another program since listdir
-        except OSError as exc:
+            stat = stat_name(folder, name)
+        except OSError as exc:  # the listing goes on without it, and names it
             self._unreadable(sub, name, exc, unlisted)
             return None
+        if stat is None:
+            return None  # removed by another program since listdir
         most = self.max_sized_by_reading
         if stat.st_size > most:
             unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
@@ -1007,17 +1014,11 @@ class Maildir(Maildrop):
         (a copy beside a rename): an ``OSError``, so that no RETR reads and no DELE
         removes a file chosen by the order of a directory listing. Linear in the names
         of the unique name, however many links a file has."""
-        base = entry.name.split(":", 1)[0]
-        found: list[tuple[str, str]] = []
-        for sub in _FOLDERS:
-            if sub not in folders:
-                continue
-            for other in os.listdir(folders[sub]):
-                if other.split(":", 1)[0] == base and (sub, other) != (entry.folder, entry.name):
-                    found.append((sub, other))
+        base = unique_name(entry.name)
+        found = [f for f in names_of(folders, base) if f != (entry.folder, entry.name)]
         if not found:
             return None
-        files = {(sub, name): inode(folders[sub], name) for sub, name in found}
+        files = {(sub, name): _file_if_seen(folders[sub], name) for sub, name in found}
         chosen = next((f for f in found if f[1] == entry.name), None)  # moved as it was
         if chosen is None:
             if len(found) > 1 and (len(set(files.values())) > 1 or None in files.values()):
@@ -1029,7 +1030,7 @@ class Maildir(Maildrop):
             chosen = min(found, key=lambda f: (f[0] != "cur", f[1]))
         file = files[chosen]
         others = [f for f in found if f != chosen and file is not None and files[f] == file]
-        return _renamed(entry, *chosen, others, file)
+        return renamed(entry, *chosen, others, file)
 
     # -- UPDATE ---------------------------------------------------------
 
@@ -1049,7 +1050,7 @@ class Maildir(Maildrop):
         failed = unmoved = 0
         first: tuple[Path, OSError] | None = None
         first_unmoved: tuple[Path, OSError] | None = None
-        names = _NamesByUniqueName(folders)
+        names = NamesByUniqueName(folders)
         for number, entry in enumerate(entries, 1):
             try:
                 if number in deleted:
@@ -1057,7 +1058,7 @@ class Maildir(Maildrop):
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    _keep(entry, folders, self.path, seen=number in retrieved)
+                    keep(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
                     failed += 1
@@ -1071,83 +1072,23 @@ class Maildir(Maildrop):
             _not_removed(*first, failed)
             raise told(MaildropError(f"{failed} deleted messages could not be removed"))
 
-    def _remove(self, number: int, names: _NamesByUniqueName) -> None:
-        """Remove message ``number`` (see :func:`_remove_file`) where it is now (see
+    def _remove(self, number: int, names: NamesByUniqueName) -> None:
+        """Remove message ``number`` (see :func:`~smtpcore._maildir_names.remove_message`)
+        where it is now (see
         :meth:`_reopened`): found again under another name, with the other names
         found there. Gone already, it is removed."""
         with contextlib.suppress(FileNotFoundError):  # gone: removed already
-            self._reopened(
-                number, lambda folders, entry: _remove_file(entry, folders, self.path, names)
-            )
+            self._reopened(number, lambda folders, entry: remove_message(entry, folders, names))
 
 
-class _NamesByUniqueName:
-    """The names of ``new/`` and ``cur/`` by unique name, listed once an UPDATE first
-    asks (see :func:`_remove_file`): a file with names in other maildrops (one
-    delivery linked into each) makes every DELE ask, and a listing each would make
-    an UPDATE quadratic. Names another reader gives a file after that are not in it."""
-
-    def __init__(self, folders: Mapping[str, int]) -> None:
-        self.folders = folders
-        self._names: dict[str, list[tuple[str, str]]] | None = None
-
-    def of(self, name: str) -> list[tuple[str, str]]:
-        """The names (folder and name) of ``name``'s unique name."""
-        if self._names is None:
-            self._names = {}
-            for sub in _FOLDERS:
-                for other in os.listdir(self.folders[sub]) if sub in self.folders else ():
-                    base = other.split(":", 1)[0]
-                    self._names.setdefault(base, []).append((sub, other))
-        return self._names.get(name.split(":", 1)[0], [])
-
-
-def _remove_file(
-    entry: _Entry, folders: Mapping[str, int], root: Path, names: _NamesByUniqueName
-) -> None:
-    """Remove the message ``entry`` at UPDATE: every name of its file in ``new/`` and
-    ``cur/``, so that none brings the deleted message back at the next login. First its
-    other names (:attr:`_Entry.links`), if its own name still holds the file they were
-    found beside; then, if the file has more names than that one left (another reader
-    renamed one of them in the session), the names of its unique name are sought
-    again; then its own. ``FileNotFoundError`` if its name is gone (to find it again);
-    another ``OSError`` (a name that cannot be looked at, or one replaced meanwhile by
-    another file) fails the DELE, rather than count it done while a name of it is
-    left: RFC 1939 §6, ``-ERR some deleted messages not removed``. Each name is
-    removed only while it is the file (see :func:`remove_if_file`); a link to it in
-    another maildrop is not the message's."""
-    folder = folders[entry.folder]
-    found = os.stat(entry.name, dir_fd=folder, follow_symlinks=False)
-    file = (found.st_dev, found.st_ino)
-    own = (entry.folder, entry.name)
-    if entry.links and file == entry.inode:
-        for sub, name in entry.links:
-            if sub in folders and (sub, name) != own:
-                remove_if_file(folders[sub], name, file, shown=root / sub)
-    if os.stat(entry.name, dir_fd=folder, follow_symlinks=False).st_nlink > 1:
-        for sub, name in names.of(entry.name):
-            if (sub, name) != own:
-                remove_if_file(folders[sub], name, file, shown=root / sub)
-    unlinked = remove_if_file(folder, entry.name, file, shown=root / entry.folder)
-    if unlinked is Unlinked.GONE:
-        raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
-    if unlinked is Unlinked.ANOTHER_FILE:
-        raise OSError(errno.EEXIST, "another file was put under its name", entry.name)
-
-
-def _renamed(
-    entry: _Entry,
-    sub: str,
-    name: str,
-    others: Iterable[tuple[str, str]] = (),
-    file: tuple[int, int] | None = None,
-) -> _Entry:
-    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
-    file, whose device and inode is ``file`` when known."""
-    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
-    links.pop((sub, name), None)  # the name found is no longer one of the other names
-    links.update(dict.fromkeys(others))
-    return replace(entry, folder=sub, name=name, links=tuple(links), inode=file or entry.inode)
+def _file_if_seen(folder: int, name: str) -> tuple[int, int] | None:
+    """:func:`~smtpcore._maildir_move.file_of`, None where the name cannot be looked at
+    (``EIO``) as well: for a listing, which goes on without it (the name is not taken
+    for the message's), never for a decision to remove or keep a name."""
+    try:
+        return file_of(folder, name)
+    except OSError:
+        return None
 
 
 _NAMES_SHOWN: Final = 5
@@ -1186,82 +1127,6 @@ def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
         exc.strerror,
         unmoved,
     )
-
-
-def _keep(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
-    """Move a kept message from ``new/`` to ``cur/``, adding the S flag if ``seen``
-    (Maildir info 2), and the flags of its file's other names (:attr:`_Entry.links`),
-    which are removed once the message's name carries them (see :func:`_mark`): move
-    first, so that a move refused (the name taken, a link that fails, a crash) leaves
-    every name, and every flag, where it was."""
-    links = _links_held(entry, folders)
-    flags = _flags(entry.name)
-    added = {flag for _, name in links for flag in _flags(name) if flag in _FLAG_LETTERS}
-    if seen:
-        added.add("S")
-    if not added <= set(flags):
-        flags = "".join(sorted(set(flags) | added))  # Maildir flags are in ASCII order
-    now = _mark(entry, folders, root, flags)
-    if now is None or entry.inode is None:
-        return
-    for sub, name in links:
-        if (sub, name) != now:
-            # One that cannot be removed stays a second name of the file: the next
-            # listing takes the two for one message, and its UPDATE removes it.
-            with contextlib.suppress(OSError):
-                remove_if_file(folders[sub], name, entry.inode, shown=root / sub)
-
-
-def _links_held(entry: _Entry, folders: Mapping[str, int]) -> list[tuple[str, str]]:
-    """The other names of ``entry``'s file (:attr:`_Entry.links`) that still name it,
-    while its listed name still holds it (else a link may be all that is left of it);
-    one put under a name since is another message."""
-    if not entry.links or inode(folders[entry.folder], entry.name) != entry.inode:
-        return []
-    return [
-        (sub, name)
-        for sub, name in entry.links
-        if (sub, name) != (entry.folder, entry.name)
-        and sub in folders
-        and inode(folders[sub], name) == entry.inode
-    ]
-
-
-def _flags(name: str) -> str:
-    """The flags of a Maildir file name: what follows its ``:2,``."""
-    info = name.partition(":")[2]
-    return info[2:] if info.startswith("2,") else ""
-
-
-def _mark(
-    entry: _Entry, folders: Mapping[str, int], root: Path, flags: str
-) -> tuple[str, str] | None:
-    """Give a message the name of its unique name with ``flags`` in ``cur/``; the
-    folder and name it has now, or None where it keeps a name without them. A
-    Maildir without ``cur`` keeps it where it is. A file under the new name already
-    (one the listing left out: unreadable, or a copy) is never replaced: the message
-    stays where it is, still delivered, and a WARNING names both
-    (see :mod:`smtpcore._maildir_move`)."""
-    target = f"{entry.name.partition(':')[0]}:2,{flags}"
-    if (entry.folder, entry.name) == ("cur", target):
-        return "cur", target
-    if "cur" not in folders:
-        return (entry.folder, entry.name) if _flags(entry.name) == flags else None
-    try:
-        moved = move_unless_taken(
-            folders[entry.folder], entry.name, folders["cur"], target, shown=root / entry.folder
-        )
-    except FileNotFoundError:  # another reader moved it meanwhile
-        return None
-    if moved:
-        return "cur", target
-    logger.warning(
-        "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
-        "it stays where it is, its flags unchanged (remove or rename one of them)",
-        str(root / entry.folder / entry.name),
-        str(root / "cur" / target),
-    )
-    return None
 
 
 def _login_name(name: str) -> str:

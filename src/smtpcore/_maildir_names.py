@@ -1,0 +1,235 @@
+"""The names of one Maildir message file at UPDATE: which are the message, which its DELE
+removes, and which flags the name it keeps carries.
+
+A message's file may have more than one name in ``new/`` and ``cur/``: a move cut short
+between its link and its unlink (see :mod:`smtpcore._maildir_move`) leaves two, and
+another reader (Dovecot, a mail user agent) may rename any of them in the session. The
+rules:
+
+- One device and inode is one message, whatever its names: they are listed once, and
+  its UPDATE removes the extra ones, every one of them for a DELE, so that a deleted
+  message never comes back under a name left behind. A link to the file outside
+  ``new/`` and ``cur/`` (another user's Maildir, one delivery linked into each) is not
+  the message's, and is left.
+- Only ``ENOENT`` means a name is gone (:func:`~smtpcore._maildir_move.stat_name`): a
+  name that cannot be looked at (``EIO``) fails the DELE, or leaves the kept message
+  where it is, rather than be taken for another file's, or for none.
+- A file is never replaced: a move is a link, or a ``rename()`` onto a name found free,
+  and a name is removed only if it is the file, looked at just before (see
+  :mod:`smtpcore._maildir_move` for the window each leaves).
+- No flag another reader set is lost: the name kept carries the flags of the names
+  removed, which go only once it does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import string
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from smtpcore._maildir_move import (
+    Unlinked,
+    file_of,
+    move_unless_taken,
+    remove_if_file,
+    stat_name,
+    unlink_name,
+)
+from smtpcore._maildir_open import _FOLDERS
+
+if TYPE_CHECKING:
+    from smtpcore.maildrop import _Entry
+
+__all__ = [
+    "FLAG_LETTERS",
+    "NamesByUniqueName",
+    "flags_of",
+    "keep",
+    "links_held",
+    "mark",
+    "names_of",
+    "remove_message",
+    "renamed",
+    "unique_name",
+]
+
+logger: Final = logging.getLogger("smtpcore.pop3.server")
+
+FLAG_LETTERS: Final = frozenset(string.ascii_letters)
+"""The Maildir flags a message takes from its file's other names at UPDATE (see
+:func:`keep`): letters only, so that a name stays short whatever the others hold."""
+
+
+def unique_name(name: str) -> str:
+    """A Maildir file name without its info (what follows its ``:``)."""
+    return name.split(":", 1)[0]
+
+
+def flags_of(name: str) -> str:
+    """The flags of a Maildir file name: what follows its ``:2,``."""
+    info = name.partition(":")[2]
+    return info[2:] if info.startswith("2,") else ""
+
+
+def _listed(folders: Mapping[str, int]) -> Iterator[tuple[str, str]]:
+    """Every name (folder and name) in ``new/`` and ``cur/``, as the directories hold
+    them now."""
+    for sub in _FOLDERS:
+        for name in os.listdir(folders[sub]) if sub in folders else ():
+            yield sub, name
+
+
+def names_of(folders: Mapping[str, int], base: str) -> list[tuple[str, str]]:
+    """The names (folder and name) of the unique name ``base`` in ``new/`` and ``cur/``
+    now: one listing of each."""
+    return [(sub, name) for sub, name in _listed(folders) if unique_name(name) == base]
+
+
+class NamesByUniqueName:
+    """The names of ``new/`` and ``cur/`` by unique name, for the DELEs of one UPDATE
+    (see :func:`remove_message`). A file with names in other maildrops (one delivery
+    linked into each) has more names than its own, and a listing for each would make
+    the UPDATE quadratic: those share one listing, made at the first one. Names another
+    reader makes after it are not in it, so a message with other names here, or one
+    found again (another reader at work on it), both rare, is listed anew."""
+
+    def __init__(self, folders: Mapping[str, int]) -> None:
+        self.folders = folders
+        self._names: dict[str, list[tuple[str, str]]] | None = None
+
+    def of(self, name: str, *, anew: bool) -> list[tuple[str, str]]:
+        """The names (folder and name) of ``name``'s unique name: listed now if
+        ``anew``, else from the listing shared by the UPDATE."""
+        if anew:
+            return names_of(self.folders, unique_name(name))
+        if self._names is None:
+            self._names = {}
+            for sub, other in _listed(self.folders):
+                self._names.setdefault(unique_name(other), []).append((sub, other))
+        return self._names.get(unique_name(name), [])
+
+
+def renamed(
+    entry: _Entry,
+    sub: str,
+    name: str,
+    others: Iterable[tuple[str, str]] = (),
+    file: tuple[int, int] | None = None,
+) -> _Entry:
+    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
+    file, whose device and inode is ``file`` when known."""
+    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
+    links.pop((sub, name), None)  # the name found is no longer one of the other names
+    links.update(dict.fromkeys(others))
+    return replace(
+        entry,
+        folder=sub,
+        name=name,
+        links=tuple(links),
+        inode=file or entry.inode,
+        found_again=True,
+    )
+
+
+def remove_message(entry: _Entry, folders: Mapping[str, int], names: NamesByUniqueName) -> None:
+    """Remove the message ``entry`` at UPDATE: every name of its file in ``new/`` and
+    ``cur/``, so that none brings the deleted message back at the next login. Where the
+    file has more names than its own, the names of its unique name that are the file
+    go first (see :class:`NamesByUniqueName`), then its own, looked at again. A file
+    with one name is removed by one ``unlink()`` after the ``lstat`` that counted them.
+    ``FileNotFoundError`` if its name is gone (to find it again); another ``OSError``
+    (a name that cannot be looked at or removed, or its own replaced meanwhile by
+    another file) fails the DELE, rather than count it done while a name of it is
+    left: RFC 1939 §6, ``-ERR some deleted messages not removed``."""
+    folder = folders[entry.folder]
+    found = stat_name(folder, entry.name)
+    if found is None:
+        raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
+    if found.st_nlink == 1:
+        unlinked = Unlinked.REMOVED if unlink_name(folder, entry.name) else Unlinked.GONE
+    else:
+        file = (found.st_dev, found.st_ino)
+        own = (entry.folder, entry.name)
+        for sub, name in names.of(entry.name, anew=bool(entry.links) or entry.found_again):
+            if (sub, name) != own:
+                remove_if_file(folders[sub], name, file)
+        unlinked = remove_if_file(folder, entry.name, file)
+    if unlinked is Unlinked.GONE:
+        raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
+    if unlinked is Unlinked.ANOTHER_FILE:
+        raise OSError(errno.EEXIST, "another file was put under its name", entry.name)
+
+
+def keep(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
+    """Move a kept message from ``new/`` to ``cur/``, adding the S flag if ``seen``
+    (Maildir info 2), and the flags of its file's other names (``entry.links``),
+    which are removed once the message's name carries them (see :func:`mark`): move
+    first, so that a move refused (the name taken, a link that fails, a crash) leaves
+    every name, and every flag, where it was."""
+    links = links_held(entry, folders)
+    flags = flags_of(entry.name)
+    added = {flag for _, name in links for flag in flags_of(name) if flag in FLAG_LETTERS}
+    if seen:
+        added.add("S")
+    if not added <= set(flags):
+        flags = "".join(sorted(set(flags) | added))  # Maildir flags are in ASCII order
+    now = mark(entry, folders, root, flags)
+    if now is None or entry.inode is None:
+        return
+    for sub, name in links:
+        if (sub, name) != now:
+            # One that cannot be removed stays a second name of the file: the next
+            # listing takes the two for one message, and its UPDATE removes it.
+            with contextlib.suppress(OSError):
+                remove_if_file(folders[sub], name, entry.inode)
+
+
+def links_held(entry: _Entry, folders: Mapping[str, int]) -> list[tuple[str, str]]:
+    """The other names of ``entry``'s file (``entry.links``) that still name it, while
+    its listed name still holds it (else a link may be all that is left of it); one put
+    under a name since is another message. An ``OSError`` where a name cannot be looked
+    at: the message is left as it is."""
+    if not entry.links or file_of(folders[entry.folder], entry.name) != entry.inode:
+        return []
+    return [
+        (sub, name)
+        for sub, name in entry.links
+        if (sub, name) != (entry.folder, entry.name)
+        and sub in folders
+        and file_of(folders[sub], name) == entry.inode
+    ]
+
+
+def mark(
+    entry: _Entry, folders: Mapping[str, int], root: Path, flags: str
+) -> tuple[str, str] | None:
+    """Give a message the name of its unique name with ``flags`` in ``cur/``; the
+    folder and name it has now, or None where it keeps a name without them. A
+    Maildir without ``cur`` keeps it where it is. A file under the new name already
+    (one the listing left out: unreadable, or a copy) is never replaced: the message
+    stays where it is, still delivered, and a WARNING names both
+    (see :mod:`smtpcore._maildir_move`)."""
+    target = f"{unique_name(entry.name)}:2,{flags}"
+    if (entry.folder, entry.name) == ("cur", target):
+        return "cur", target
+    if "cur" not in folders:
+        return (entry.folder, entry.name) if flags_of(entry.name) == flags else None
+    try:
+        moved = move_unless_taken(folders[entry.folder], entry.name, folders["cur"], target)
+    except FileNotFoundError:  # another reader moved it meanwhile
+        return None
+    if moved:
+        return "cur", target
+    logger.warning(
+        "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
+        "it stays where it is, its flags unchanged (remove or rename one of them)",
+        str(root / entry.folder / entry.name),
+        str(root / "cur" / target),
+    )
+    return None
