@@ -192,3 +192,25 @@ def test_a_file_linked_into_other_maildrops_costs_one_listing_an_update(
     assert calls == ["listdir", "listdir", "renamed"]
     assert names(path) == []
     assert len(names(bob)) == len(uids)
+
+
+def test_deles_of_messages_with_a_second_name_list_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every message a move cut short (``new/X`` and ``cur/X:2,F``, one file), all
+    deleted. Each DELE listed ``new/`` and ``cur/`` anew, two listings a message, so
+    that the UPDATE was quadratic, with the maildrop's lock held. The names the session
+    knows are removed directly, and a folder is listed only where another reader has
+    been at a message: none here."""
+    uids = [f"17000000{n:02}.M1P1.test" for n in range(20)]
+    path = maildir_with(tmp_path / "alice", {f"new/{uid}": CONTENT for uid in uids})
+    for uid in uids:
+        os.link(path / "new" / uid, path / "cur" / f"{uid}:2,F")
+    maildir = Maildir(path)
+    assert len(run(maildir.messages())) == len(uids)
+    calls = after_listing(monkeypatch, lambda: None)
+    run(maildir.update(deleted=set(range(1, len(uids) + 1)), retrieved=set()))
+    run(maildir.close())
+    monkeypatch.undo()
+    assert calls.count("listdir") <= 2
+    assert names(path) == []

@@ -28,10 +28,9 @@ import errno
 import logging
 import os
 import string
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
 from smtpcore._maildir_move import (
     Unlinked,
@@ -43,11 +42,9 @@ from smtpcore._maildir_move import (
 )
 from smtpcore._maildir_open import _FOLDERS
 
-if TYPE_CHECKING:
-    from smtpcore.maildrop import _Entry
-
 __all__ = [
     "FLAG_LETTERS",
+    "ListedMessage",
     "NamesByUniqueName",
     "flags_of",
     "keep",
@@ -55,7 +52,6 @@ __all__ = [
     "mark",
     "names_of",
     "remove_message",
-    "renamed",
     "unique_name",
 ]
 
@@ -64,6 +60,33 @@ logger: Final = logging.getLogger("smtpcore.pop3.server")
 FLAG_LETTERS: Final = frozenset(string.ascii_letters)
 """The Maildir flags a message takes from its file's other names at UPDATE (see
 :func:`keep`): letters only, so that a name stays short whatever the others hold."""
+
+
+class ListedMessage(Protocol):
+    """What this module reads of a message the session listed (the maildrop's own entry
+    for it), so that it needs nothing of the maildrop that lists."""
+
+    @property
+    def folder(self) -> str:
+        """``cur`` or ``new``: where its listed name is."""
+
+    @property
+    def name(self) -> str:
+        """Its listed name in :attr:`folder`."""
+
+    @property
+    def links(self) -> tuple[tuple[str, str], ...]:
+        """Other names (folder and name) of its file that the session knows of."""
+
+    @property
+    def inode(self) -> tuple[int, int] | None:
+        """The device and inode of its file, where it has :attr:`links` or was found
+        again."""
+
+    @property
+    def found_again(self) -> bool:
+        """Whether the session found it again under another name: another reader has
+        been at it."""
 
 
 def unique_name(name: str) -> str:
@@ -94,10 +117,9 @@ def names_of(folders: Mapping[str, int], base: str) -> list[tuple[str, str]]:
 class NamesByUniqueName:
     """The names of ``new/`` and ``cur/`` by unique name, for the DELEs of one UPDATE
     (see :func:`remove_message`). A file with names in other maildrops (one delivery
-    linked into each) has more names than its own, and a listing for each would make
-    the UPDATE quadratic: those share one listing, made at the first one. Names another
-    reader makes after it are not in it, so a message with other names here, or one
-    found again (another reader at work on it), both rare, is listed anew."""
+    linked into each) has more names than its own, none of which the session knows,
+    and a listing for each would make the UPDATE quadratic: those share one listing,
+    made at the first one."""
 
     def __init__(self, folders: Mapping[str, int]) -> None:
         self.folders = folders
@@ -115,38 +137,17 @@ class NamesByUniqueName:
         return self._names.get(unique_name(name), [])
 
 
-def renamed(
-    entry: _Entry,
-    sub: str,
-    name: str,
-    others: Iterable[tuple[str, str]] = (),
-    file: tuple[int, int] | None = None,
-) -> _Entry:
-    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
-    file, whose device and inode is ``file`` when known."""
-    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
-    links.pop((sub, name), None)  # the name found is no longer one of the other names
-    links.update(dict.fromkeys(others))
-    return replace(
-        entry,
-        folder=sub,
-        name=name,
-        links=tuple(links),
-        inode=file or entry.inode,
-        found_again=True,
-    )
-
-
-def remove_message(entry: _Entry, folders: Mapping[str, int], names: NamesByUniqueName) -> None:
+def remove_message(
+    entry: ListedMessage, folders: Mapping[str, int], names: NamesByUniqueName
+) -> None:
     """Remove the message ``entry`` at UPDATE: every name of its file in ``new/`` and
-    ``cur/``, so that none brings the deleted message back at the next login. Where the
-    file has more names than its own, the names of its unique name that are the file
-    go first (see :class:`NamesByUniqueName`), then its own, looked at again. A file
-    with one name is removed by one ``unlink()`` after the ``lstat`` that counted them.
-    ``FileNotFoundError`` if its name is gone (to find it again); another ``OSError``
-    (a name that cannot be looked at or removed, or its own replaced meanwhile by
-    another file) fails the DELE, rather than count it done while a name of it is
-    left: RFC 1939 §6, ``-ERR some deleted messages not removed``."""
+    ``cur/``, so that none brings the deleted message back at the next login. A file
+    with one name is removed by one ``unlink()`` after the ``lstat`` that counted them;
+    one with more loses its other names first (see :func:`_remove_other_names`), then
+    its own, looked at again. ``FileNotFoundError`` if its name is gone (to find it
+    again); another ``OSError`` (a name that cannot be looked at or removed, or its own
+    replaced meanwhile by another file) fails the DELE, rather than count it done while
+    a name of it is left: RFC 1939 §6, ``-ERR some deleted messages not removed``."""
     folder = folders[entry.folder]
     found = stat_name(folder, entry.name)
     if found is None:
@@ -155,10 +156,7 @@ def remove_message(entry: _Entry, folders: Mapping[str, int], names: NamesByUniq
         unlinked = Unlinked.REMOVED if unlink_name(folder, entry.name) else Unlinked.GONE
     else:
         file = (found.st_dev, found.st_ino)
-        own = (entry.folder, entry.name)
-        for sub, name in names.of(entry.name, anew=bool(entry.links) or entry.found_again):
-            if (sub, name) != own:
-                remove_if_file(folders[sub], name, file)
+        _remove_other_names(entry, folders, names, file)
         unlinked = remove_if_file(folder, entry.name, file)
     if unlinked is Unlinked.GONE:
         raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
@@ -166,7 +164,36 @@ def remove_message(entry: _Entry, folders: Mapping[str, int], names: NamesByUniq
         raise OSError(errno.EEXIST, "another file was put under its name", entry.name)
 
 
-def keep(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
+def _remove_other_names(
+    entry: ListedMessage,
+    folders: Mapping[str, int],
+    names: NamesByUniqueName,
+    file: tuple[int, int],
+) -> None:
+    """Remove the names of ``file`` in ``new/`` and ``cur/`` but ``entry``'s own. The
+    ones the session knows (:attr:`ListedMessage.links`) are removed directly, and that
+    is all unless another reader has been at the message: found again, or a known name
+    gone or another file's. Then the names of its unique name are listed anew, so that
+    one it made in the session goes too. A file with no other name known (linked into
+    other maildrops) takes them from the listing the UPDATE shares. A listing only
+    where another reader was at work: the UPDATE stays linear in the messages."""
+    own = (entry.folder, entry.name)
+    anew = entry.found_again
+    if entry.links and not anew:
+        met = {
+            remove_if_file(folders[sub], name, file)
+            for sub, name in entry.links
+            if (sub, name) != own and sub in folders
+        }
+        if met <= {Unlinked.REMOVED}:
+            return
+        anew = True
+    for sub, name in names.of(entry.name, anew=anew):
+        if (sub, name) != own:
+            remove_if_file(folders[sub], name, file)
+
+
+def keep(entry: ListedMessage, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
     """Move a kept message from ``new/`` to ``cur/``, adding the S flag if ``seen``
     (Maildir info 2), and the flags of its file's other names (``entry.links``),
     which are removed once the message's name carries them (see :func:`mark`): move
@@ -190,7 +217,7 @@ def keep(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -
                 remove_if_file(folders[sub], name, entry.inode)
 
 
-def links_held(entry: _Entry, folders: Mapping[str, int]) -> list[tuple[str, str]]:
+def links_held(entry: ListedMessage, folders: Mapping[str, int]) -> list[tuple[str, str]]:
     """The other names of ``entry``'s file (``entry.links``) that still name it, while
     its listed name still holds it (else a link may be all that is left of it); one put
     under a name since is another message. An ``OSError`` where a name cannot be looked
@@ -207,7 +234,7 @@ def links_held(entry: _Entry, folders: Mapping[str, int]) -> list[tuple[str, str
 
 
 def mark(
-    entry: _Entry, folders: Mapping[str, int], root: Path, flags: str
+    entry: ListedMessage, folders: Mapping[str, int], root: Path, flags: str
 ) -> tuple[str, str] | None:
     """Give a message the name of its unique name with ``flags`` in ``cur/``; the
     folder and name it has now, or None where it keeps a name without them. A

@@ -36,7 +36,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
@@ -48,7 +48,6 @@ from smtpcore._maildir_names import (
     keep,
     names_of,
     remove_message,
-    renamed,
     unique_name,
 )
 from smtpcore._maildir_open import (
@@ -410,7 +409,7 @@ class _Entry:
     """The device and inode of the file, where it has :attr:`links` or was found again."""
     found_again: bool = False
     """Whether a session found it again under another name (another reader renamed it):
-    its DELE lists its names anew (see :class:`~smtpcore._maildir_names.NamesByUniqueName`)."""
+    its DELE lists its names anew (see :func:`~smtpcore._maildir_names.remove_message`)."""
 
 
 @dataclass(slots=True)
@@ -1030,7 +1029,7 @@ class Maildir(Maildrop):
             chosen = min(found, key=lambda f: (f[0] != "cur", f[1]))
         file = files[chosen]
         others = [f for f in found if f != chosen and file is not None and files[f] == file]
-        return renamed(entry, *chosen, others, file)
+        return _renamed(entry, *chosen, others, file)
 
     # -- UPDATE ---------------------------------------------------------
 
@@ -1079,6 +1078,28 @@ class Maildir(Maildrop):
         found there. Gone already, it is removed."""
         with contextlib.suppress(FileNotFoundError):  # gone: removed already
             self._reopened(number, lambda folders, entry: remove_message(entry, folders, names))
+
+
+def _renamed(
+    entry: _Entry,
+    sub: str,
+    name: str,
+    others: Iterable[tuple[str, str]] = (),
+    file: tuple[int, int] | None = None,
+) -> _Entry:
+    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
+    file, whose device and inode is ``file`` when known."""
+    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
+    links.pop((sub, name), None)  # the name found is no longer one of the other names
+    links.update(dict.fromkeys(others))
+    return replace(
+        entry,
+        folder=sub,
+        name=name,
+        links=tuple(links),
+        inode=file or entry.inode,
+        found_again=True,
+    )
 
 
 def _file_if_seen(folder: int, name: str) -> tuple[int, int] | None:
