@@ -214,3 +214,50 @@ def test_deles_of_messages_with_a_second_name_list_no_folder(
     monkeypatch.undo()
     assert calls.count("listdir") <= 2
     assert names(path) == []
+
+
+def test_a_dele_failed_at_another_name_names_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listed as ``cur/X:2,F`` with ``new/X`` its other name, which cannot be looked at
+    (``EIO``) at UPDATE. The WARNING named ``cur/X:2,F``, which was fine: it names
+    ``new/X``, for the operator to look at the name that failed."""
+    path = tmp_path / "alice"
+    maildir = listed_twice_named(path)
+    fail_stat(monkeypatch, lambda name: name == UID)
+    with (
+        caplog.at_level(logging.WARNING, logger=LOGGER),
+        pytest.raises(MaildropError, match="1 deleted messages could not be removed"),
+    ):
+        run(maildir.update(deleted={1}, retrieved=set()))
+    run(maildir.close())
+    monkeypatch.undo()
+    [warning] = mentions(caplog, "not removed at UPDATE")
+    assert repr(str(path / "new" / UID)) in warning.getMessage()
+    assert names(path) == [f"cur/{UID}:2,F", f"new/{UID}"]
+
+
+def test_a_kept_message_whose_old_name_cannot_be_removed_is_warned_as_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``new/X`` kept: linked to ``cur/X:2,``, then its old name cannot be looked at
+    (``EIO``) to be removed. The WARNING said it was not moved and stayed where it was,
+    its flags unchanged, while it had both names: it says so now, and the next
+    listing takes the two for one message, whose UPDATE removes the old name."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": CONTENT})
+    maildir = Maildir(path)
+    assert [m.uid for m in run(maildir.messages())] == [UID]
+    fail_stat(monkeypatch, lambda name: name == UID)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        run(maildir.update(deleted=set(), retrieved=set()))
+    run(maildir.close())
+    monkeypatch.undo()
+    assert names(path) == [f"cur/{UID}:2,", f"new/{UID}"]
+    assert not mentions(caplog, "stay where they are")
+    [warning] = mentions(caplog, "this old name could not be removed")
+    assert repr(str(path / "new" / UID)) in warning.getMessage()
+    again = Maildir(path)
+    assert [m.uid for m in run(again.messages())] == [UID]
+    run(again.update(deleted=set(), retrieved=set()))
+    run(again.close())
+    assert names(path) == [f"cur/{UID}:2,"]

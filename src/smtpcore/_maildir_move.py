@@ -50,6 +50,7 @@ from typing import Final
 
 __all__ = [
     "NO_LINKS",
+    "OldNameLeft",
     "Unlinked",
     "file_of",
     "move_unless_taken",
@@ -101,15 +102,25 @@ def move_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bo
     another file has that name: then nothing changes and the result is False. A
     ``target`` that is already a link to the same file (a move cut short) is finished.
     ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the move
-    fails otherwise, the file left where it is. Where hard links are refused
+    fails otherwise, the file left where it is, and :class:`OldNameLeft` when it has
+    its new name but keeps its old one too. Where hard links are refused
     (:data:`NO_LINKS`), a ``rename()`` onto a free name (see the module's docstring).
     The old name is removed by :func:`remove_if_file`."""
     named = _new_name(folder, name, to_folder, target)
     if named is _Named.BOTH:
-        file = file_of(to_folder, target)
-        if file is not None:  # else another reader moved it on: the old name may be all
-            remove_if_file(folder, name, file)
+        try:
+            file = file_of(to_folder, target)
+            if file is not None:  # else another reader moved it on: the old name may be all
+                remove_if_file(folder, name, file)
+        except OSError as exc:
+            raise OldNameLeft(exc.errno, exc.strerror, name) from exc
     return named is not _Named.TAKEN
+
+
+class OldNameLeft(OSError):
+    """A move that gave the file its new name, and could not remove its old one (``EIO``):
+    two names of one file, which the next listing takes for one message (see
+    :func:`same_file`), and whose UPDATE removes the old one again."""
 
 
 class _Named(enum.Enum):

@@ -46,6 +46,7 @@ __all__ = [
     "FLAG_LETTERS",
     "ListedMessage",
     "NamesByUniqueName",
+    "OtherNameFailed",
     "flags_of",
     "keep",
     "links_held",
@@ -87,6 +88,16 @@ class ListedMessage(Protocol):
     def found_again(self) -> bool:
         """Whether the session found it again under another name: another reader has
         been at it."""
+
+
+class OtherNameFailed(OSError):
+    """An ``OSError`` at another name of a message's file than its listed one (``EIO``
+    on ``new/X`` while ``cur/X:2,S`` is listed): :attr:`folder` and ``filename`` name
+    the name that failed, for the WARNING to name it."""
+
+    def __init__(self, folder: str, name: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror, name)
+        self.folder = folder
 
 
 def unique_name(name: str) -> str:
@@ -181,7 +192,7 @@ def _remove_other_names(
     anew = entry.found_again
     if entry.links and not anew:
         met = {
-            remove_if_file(folders[sub], name, file)
+            _remove_other_name(folders, sub, name, file)
             for sub, name in entry.links
             if (sub, name) != own and sub in folders
         }
@@ -190,7 +201,18 @@ def _remove_other_names(
         anew = True
     for sub, name in names.of(entry.name, anew=anew):
         if (sub, name) != own:
-            remove_if_file(folders[sub], name, file)
+            _remove_other_name(folders, sub, name, file)
+
+
+def _remove_other_name(
+    folders: Mapping[str, int], sub: str, name: str, file: tuple[int, int]
+) -> Unlinked:
+    """:func:`~smtpcore._maildir_move.remove_if_file` of another name of a message's
+    file, whose failure names it (:class:`OtherNameFailed`)."""
+    try:
+        return remove_if_file(folders[sub], name, file)
+    except OSError as exc:
+        raise OtherNameFailed(sub, name, exc) from exc
 
 
 def keep(entry: ListedMessage, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
@@ -221,7 +243,7 @@ def links_held(entry: ListedMessage, folders: Mapping[str, int]) -> list[tuple[s
     """The other names of ``entry``'s file (``entry.links``) that still name it, while
     its listed name still holds it (else a link may be all that is left of it); one put
     under a name since is another message. An ``OSError`` where a name cannot be looked
-    at: the message is left as it is."""
+    at (:class:`OtherNameFailed` for another name): the message is left as it is."""
     if not entry.links or file_of(folders[entry.folder], entry.name) != entry.inode:
         return []
     return [
@@ -229,8 +251,17 @@ def links_held(entry: ListedMessage, folders: Mapping[str, int]) -> list[tuple[s
         for sub, name in entry.links
         if (sub, name) != (entry.folder, entry.name)
         and sub in folders
-        and file_of(folders[sub], name) == entry.inode
+        and _other_file(folders, sub, name) == entry.inode
     ]
+
+
+def _other_file(folders: Mapping[str, int], sub: str, name: str) -> tuple[int, int] | None:
+    """:func:`~smtpcore._maildir_move.file_of` another name of a message's file, whose
+    failure names it (:class:`OtherNameFailed`)."""
+    try:
+        return file_of(folders[sub], name)
+    except OSError as exc:
+        raise OtherNameFailed(sub, name, exc) from exc
 
 
 def mark(

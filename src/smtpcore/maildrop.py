@@ -42,9 +42,10 @@ from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
-from smtpcore._maildir_move import file_of, stat_name
+from smtpcore._maildir_move import OldNameLeft, file_of, stat_name
 from smtpcore._maildir_names import (
     NamesByUniqueName,
+    OtherNameFailed,
     keep,
     names_of,
     remove_message,
@@ -1046,9 +1047,7 @@ class Maildir(Maildrop):
                     "the maildrop was not listed, or changed since it was"
                 )
             return
-        failed = unmoved = 0
-        first: tuple[Path, OSError] | None = None
-        first_unmoved: tuple[Path, OSError] | None = None
+        not_removed, not_moved, old_name_left = _Faults(), _Faults(), _Faults()
         names = NamesByUniqueName(folders)
         for number, entry in enumerate(entries, 1):
             try:
@@ -1060,16 +1059,16 @@ class Maildir(Maildrop):
                     keep(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
-                    failed += 1
-                    first = first or (self.path / entry.folder / entry.name, exc)
+                    faults = not_removed
+                elif isinstance(exc, OldNameLeft):
+                    faults = old_name_left
                 else:
-                    unmoved += 1
-                    first_unmoved = first_unmoved or (self.path / entry.folder / entry.name, exc)
-        if first_unmoved is not None:
-            _not_moved(*first_unmoved, unmoved)
-        if first is not None:
-            _not_removed(*first, failed)
-            raise told(MaildropError(f"{failed} deleted messages could not be removed"))
+                    faults = not_moved
+                faults.add(self.path / _failed_name(entry, exc), exc)
+        not_moved.warn(_NOT_MOVED)
+        old_name_left.warn(_OLD_NAME_LEFT)
+        if not_removed.warn(_NOT_REMOVED):
+            raise told(MaildropError(f"{not_removed.count} deleted messages could not be removed"))
 
     def _remove(self, number: int, names: NamesByUniqueName) -> None:
         """Remove message ``number`` (see :func:`~smtpcore._maildir_names.remove_message`)
@@ -1125,29 +1124,49 @@ def _some_names(names: Iterable[str]) -> str:
     return f"{shown} and {left} more" if left > 0 else shown
 
 
-def _not_removed(path: Path, exc: OSError, failed: int) -> None:
-    """Warn that UPDATE left ``failed`` deleted messages, the first ``path`` for ``exc``:
-    one line, however many (a folder made read-only fails them all)."""
-    logger.warning(
-        "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
-        "all): they are listed again at the next login",
-        str(path),
-        exc.strerror,
-        failed,
-    )
+def _failed_name(entry: _Entry, exc: OSError) -> str:
+    """The name (``folder/name``) at which ``exc`` stopped the UPDATE of ``entry``: its
+    listed name, or another name of its file (:class:`OtherNameFailed`)."""
+    if isinstance(exc, OtherNameFailed):
+        return f"{exc.folder}/{exc.filename}"
+    return f"{entry.folder}/{entry.name}"
 
 
-def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
-    """Warn that UPDATE could not move ``unmoved`` kept messages to ``cur/`` (or change
-    their flags), the first ``path`` for ``exc``: one line, however many (a folder
-    made read-only fails them all, at every QUIT)."""
-    logger.warning(
-        "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
-        "all): they stay where they are, listed again, their flags unchanged",
-        str(path),
-        exc.strerror,
-        unmoved,
-    )
+_NOT_REMOVED: Final = (
+    "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
+    "all): they are listed again at the next login"
+)
+_NOT_MOVED: Final = (
+    "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
+    "all): they stay where they are, listed again, their flags unchanged"
+)
+_OLD_NAME_LEFT: Final = (
+    "maildrop: %r: %s; moved to cur/ at UPDATE, but this old name could not be removed "
+    "(%d kept message(s) so in all): both names are one file, listed as one message at "
+    "the next login, whose UPDATE removes the old name"
+)
+
+
+@dataclass(slots=True)
+class _Faults:
+    """The messages one kind of UPDATE failure hit: how many, and the first (the path
+    that failed, and why), for one WARNING line however many (a folder made read-only
+    fails them all, at every QUIT)."""
+
+    count: int = 0
+    first: tuple[Path, OSError] | None = None
+
+    def add(self, path: Path, exc: OSError) -> None:
+        self.count += 1
+        self.first = self.first or (path, exc)
+
+    def warn(self, message: str) -> bool:
+        """Log ``message`` (its path, its error, the count) if any failed; whether any did."""
+        if self.first is None:
+            return False
+        path, exc = self.first
+        logger.warning(message, str(path), exc.strerror, self.count)
+        return True
 
 
 def _login_name(name: str) -> str:
