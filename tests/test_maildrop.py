@@ -25,6 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import smtpcore._maildir_names
 import smtpcore.maildrop
 from peers import write_maildir
 from smtpcore._dotstuff import DotEncoder
@@ -320,13 +321,13 @@ def test_an_update_given_up_finishes_in_its_thread_under_the_lock(
     path = tmp_path / "alice"
     write_maildir(path, [b"1\n", b"2\n", b"3\n"])
     moving = threading.Event()
-    mark = smtpcore.maildrop._mark
+    mark = smtpcore._maildir_names.mark
 
     def slow_mark(*args: Any, **options: Any) -> None:
         moving.wait(5)
         mark(*args, **options)
 
-    monkeypatch.setattr(smtpcore.maildrop, "_mark", slow_mark)
+    monkeypatch.setattr(smtpcore._maildir_names, "mark", slow_mark)
 
     async def main() -> None:
         maildrop = await MaildirStore(tmp_path, {}).open_maildrop(SESSION, "alice")
@@ -873,7 +874,7 @@ def test_a_lock_while_a_worker_thread_works_is_refused_and_closes_nothing(
     write_maildir(path, [b"1\n", b"2\n", b"3\n"])
     started, go_on = threading.Event(), threading.Event()
     failed: list[OSError] = []
-    mark = smtpcore.maildrop._mark
+    mark = smtpcore._maildir_names.mark
 
     def slow_mark(*args: Any, **options: Any) -> None:
         started.set()
@@ -884,7 +885,7 @@ def test_a_lock_while_a_worker_thread_works_is_refused_and_closes_nothing(
             failed.append(exc)
             raise
 
-    monkeypatch.setattr(smtpcore.maildrop, "_mark", slow_mark)
+    monkeypatch.setattr(smtpcore._maildir_names, "mark", slow_mark)
 
     async def main() -> None:
         holder = Maildir(path)

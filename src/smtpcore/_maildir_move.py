@@ -13,49 +13,184 @@ What the link changes:
   them from a copy, so that the next listing lists it once and its UPDATE removes the
   name it was moved from (or both, for a DELE), and never a different file.
 - A filesystem without hard links (FAT; some network and FUSE filesystems: ``EPERM``,
-  ``ENOTSUP``, ``ENOSYS``), or a link the kernel refuses (``protected_hardlinks`` on a
-  file of another uid the server cannot write), leaves the message where it is: still
-  delivered and listed under its unique-id, only its flags and folder unchanged. No
-  fallback to ``rename()``: checking that the name is free and then renaming is racy,
-  and would replace a file made in between; Python has no ``RENAME_NOREPLACE``.
+  ``EOPNOTSUPP``, ``ENOSYS``), a link the kernel refuses (``fs.protected_hardlinks`` on
+  a file of another uid the server cannot write: ``EPERM``) or a file with all the
+  links it may have (``EMLINK``) would leave the message in ``new/`` for ever, with a
+  WARNING at every QUIT. There the move is a ``rename()``, made only once ``lstat``
+  finds the new name free (Python has no ``RENAME_NOREPLACE``). Between the two, a
+  file made under that very name would be replaced, and the only ones that make it
+  are readers moving this message: the server's own POP3 sessions take the
+  maildrop's ``flock`` (the UPDATE holds it), and its delivery writes ``tmp/`` to
+  ``new/``, never into ``cur/``. Another reader that does not take the lock (an IMAP
+  server, a mail user agent) moving this message meanwhile renames it away, and the
+  ``rename()`` then fails (``ENOENT``) and replaces nothing; only a second copy of
+  the message, moved under exactly this name within that instant, could be lost, and
+  a Maildir unique name names one message (Dovecot moves every file with
+  ``rename()`` on that ground alone).
+
+Removing a name only while it names a given file (another name of a message, the old
+name of a move, a deleted message's own name where its file has others) is
+:func:`remove_if_file`: a look at the
+name (``lstat``), then ``unlink()``. Between the two, a file renamed onto that very name
+would be removed in its place. The window is accepted on the fallback's ground: the
+only files renamed onto a message's name are that message's (another reader moving it;
+a Maildir unique name names one message), and the server's own sessions hold the lock.
+
+Only ``ENOENT`` means a name is gone (:func:`stat_name`): any other failure of a look
+(``EIO``) is raised, so that a name that could not be looked at is never taken for
+another file's, nor for none, and no decision to keep or remove a name is made on it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
+import errno
 import os
+from typing import Final
 
-__all__ = ["inode", "move_unless_taken", "same_file"]
+__all__ = [
+    "NO_LINKS",
+    "OldNameLeft",
+    "Unlinked",
+    "file_of",
+    "move_unless_taken",
+    "remove_if_file",
+    "same_file",
+    "stat_name",
+    "unlink_name",
+]
+
+NO_LINKS: Final = frozenset(
+    {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
+)
+"""What ``link()`` gives where the file system or the kernel refuses a hard link,
+and a ``rename()`` onto a free name may still move the file (see the module's
+docstring); any other failure (``EACCES`` on the folder, ``ENOSPC``) a rename would
+meet as well."""
 
 
-def inode(folder: int, name: str) -> tuple[int, int] | None:
-    """The device and inode of the file ``name`` in the folder open as ``folder`` (the
-    name itself, not a link's target), or None when it cannot be had."""
+def stat_name(folder: int, name: str) -> os.stat_result | None:
+    """The ``lstat`` of ``name`` in the folder open as ``folder`` (the name itself, not a
+    link's target), or None where there is no such name (``ENOENT``) only: any other
+    failure (``EIO``) is raised (see the module's docstring). The one way a name is
+    looked at; a caller that may go on without the answer (a listing) says so where it
+    catches the error."""
     try:
-        found = os.stat(name, dir_fd=folder, follow_symlinks=False)
-    except OSError:
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
         return None
-    return found.st_dev, found.st_ino
+
+
+def file_of(folder: int, name: str) -> tuple[int, int] | None:
+    """The device and inode of the file ``name`` in ``folder`` (see :func:`stat_name`):
+    one device and inode is one message, whatever its names."""
+    found = stat_name(folder, name)
+    return None if found is None else (found.st_dev, found.st_ino)
 
 
 def same_file(folder: int, name: str, other_folder: int, other: str) -> bool:
     """Whether two names are links to one file: a move cut short between its link and
-    its unlink, not a copy."""
-    first = inode(folder, name)
-    return first is not None and first == inode(other_folder, other)
+    its unlink, not a copy. ``FileNotFoundError`` where ``name`` is gone."""
+    first = file_of(folder, name)
+    if first is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    return first == file_of(other_folder, other)
 
 
 def move_unless_taken(folder: int, name: str, to_folder: int, target: str) -> bool:
     """Give the file ``name`` in ``folder`` the name ``target`` in ``to_folder``, unless
     another file has that name: then nothing changes and the result is False. A
     ``target`` that is already a link to the same file (a move cut short) is finished.
-    ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the link
-    fails otherwise (see the module's docstring), the file left where it is."""
+    ``FileNotFoundError`` when ``name`` is gone; another ``OSError`` when the move
+    fails otherwise, the file left where it is, and :class:`OldNameLeft` when it has
+    its new name but keeps its old one too. Where hard links are refused
+    (:data:`NO_LINKS`), a ``rename()`` onto a free name (see the module's docstring).
+    The old name is removed by :func:`remove_if_file`."""
+    named = _new_name(folder, name, to_folder, target)
+    if named is _Named.BOTH:
+        try:
+            file = file_of(to_folder, target)
+            if file is not None:  # else another reader moved it on: the old name may be all
+                remove_if_file(folder, name, file)
+        except OSError as exc:
+            raise OldNameLeft(exc.errno, exc.strerror, name) from exc
+    return named is not _Named.TAKEN
+
+
+class OldNameLeft(OSError):
+    """A move that gave the file its new name, and could not remove its old one (``EIO``):
+    two names of one file, which the next listing takes for one message (see
+    :func:`same_file`), and whose UPDATE removes the old one again."""
+
+
+class _Named(enum.Enum):
+    """What :func:`_new_name` did."""
+
+    BOTH = enum.auto()
+    """The new name holds the file, and so does the old one, still to remove."""
+    MOVED = enum.auto()
+    """The file was renamed: the old name is gone."""
+    TAKEN = enum.auto()
+    """Another file has the new name: nothing changed."""
+
+
+def _new_name(folder: int, name: str, to_folder: int, target: str) -> _Named:
+    """Make ``target`` a name of the file ``name``, never replacing a file under it: a
+    hard link, or where links are refused a ``rename()`` onto a free name."""
     try:
         os.link(name, target, src_dir_fd=folder, dst_dir_fd=to_folder, follow_symlinks=False)
     except FileExistsError:
-        if not same_file(folder, name, to_folder, target):
-            return False
-    with contextlib.suppress(FileNotFoundError):  # another reader moved it meanwhile
+        pass
+    except OSError as exc:
+        if exc.errno not in NO_LINKS:
+            raise
+        if _renamed_onto_free_name(folder, name, to_folder, target):
+            return _Named.MOVED
+    else:
+        return _Named.BOTH
+    return _Named.BOTH if same_file(folder, name, to_folder, target) else _Named.TAKEN
+
+
+def _renamed_onto_free_name(folder: int, name: str, to_folder: int, target: str) -> bool:
+    """``rename()`` ``name`` to ``target`` where hard links are refused, once ``target``
+    is found free (see the module's docstring): False, and nothing done, when it is
+    not (one that cannot be looked at is not taken for free). ``FileNotFoundError``
+    when ``name`` is gone."""
+    if stat_name(folder, name) is None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+    if stat_name(to_folder, target) is not None:
+        return False
+    os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
+    return True
+
+
+class Unlinked(enum.Enum):
+    """What :func:`remove_if_file` found under the name."""
+
+    REMOVED = enum.auto()
+    """The file: the name is removed."""
+    GONE = enum.auto()
+    """Nothing: another reader renamed or removed it."""
+    ANOTHER_FILE = enum.auto()
+    """Another file, left under the name."""
+
+
+def remove_if_file(folder: int, name: str, file: tuple[int, int]) -> Unlinked:
+    """Remove ``name`` from ``folder`` if it names ``file`` (device and inode): look, then
+    ``unlink()`` (see the module's docstring for the window between the two). An
+    ``OSError`` where it cannot be looked at or removed (``EIO``, ``EACCES``)."""
+    found = file_of(folder, name)
+    if found is None:
+        return Unlinked.GONE
+    if found != file:
+        return Unlinked.ANOTHER_FILE
+    return Unlinked.REMOVED if unlink_name(folder, name) else Unlinked.GONE
+
+
+def unlink_name(folder: int, name: str) -> bool:
+    """``unlink()`` ``name`` from ``folder``: False where it is gone already."""
+    try:
         os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        return False
     return True

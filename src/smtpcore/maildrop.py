@@ -42,7 +42,15 @@ from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
-from smtpcore._maildir_move import inode, move_unless_taken
+from smtpcore._maildir_move import OldNameLeft, file_of, stat_name
+from smtpcore._maildir_names import (
+    NamesByUniqueName,
+    OtherNameFailed,
+    keep,
+    names_of,
+    remove_message,
+    unique_name,
+)
 from smtpcore._maildir_open import (
     _FOLDERS,
     _cannot_open,
@@ -399,7 +407,10 @@ class _Entry:
     :mod:`smtpcore._maildir_move`): this UPDATE removes them, as long as they still
     name the file (:attr:`inode`)."""
     inode: tuple[int, int] | None = None
-    """The device and inode of the file, where it has :attr:`links`."""
+    """The device and inode of the file, where it has :attr:`links` or was found again."""
+    found_again: bool = False
+    """Whether a session found it again under another name (another reader renamed it):
+    its DELE lists its names anew (see :func:`~smtpcore._maildir_names.remove_message`)."""
 
 
 @dataclass(slots=True)
@@ -540,9 +551,13 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal and move is one ``unlink`` or
-    ``rename``: UPDATE cut short leaves every message whole, deleted or not.
-    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time, and
+    still being updated. Each removal is an ``lstat`` then an ``unlink`` (for each
+    name of the message's file), and each move a ``link`` then such a removal of
+    the old name (where hard links are refused, a ``rename`` onto a name found
+    free), never replacing a file: UPDATE cut short leaves every message whole,
+    deleted or not.
+    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
+    does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
     stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
     than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
     grows past it while it is sent ends the session, the message unfinished; a
@@ -780,8 +795,8 @@ class Maildir(Maildrop):
                 item = listed[uid]
                 shown = str(self.path / item.sub / item.name)
                 for sub, name in left:
-                    found = inode(folders[sub], name)
-                    if found is not None and found == inode(folders[item.sub], item.name):
+                    found = _file_if_seen(folders[sub], name)
+                    if found is not None and found == _file_if_seen(folders[item.sub], item.name):
                         item.links.append((sub, name))
                         item.inode = found
                     else:
@@ -832,12 +847,12 @@ class Maildir(Maildrop):
         if match is not None:
             return _Sizing(sub, name, uid, int(match[1]))
         try:
-            stat = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return None  # removed by another program since listdir
-        except OSError as exc:
+            stat = stat_name(folder, name)
+        except OSError as exc:  # the listing goes on without it, and names it
             self._unreadable(sub, name, exc, unlisted)
             return None
+        if stat is None:
+            return None  # removed by another program since listdir
         most = self.max_sized_by_reading
         if stat.st_size > most:
             unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
@@ -926,7 +941,9 @@ class Maildir(Maildrop):
         for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
         is ``logged``, and named in a WARNING once a session for each message."""
         try:
-            fd, size = self._reopened(number, _open_message)
+            fd, size = self._reopened(
+                number, lambda folders, entry: _open_message(folders[entry.folder], entry.name)
+            )
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
@@ -967,51 +984,53 @@ class Maildir(Maildrop):
         self._refused.add(uid)
         return first
 
-    def _reopened(self, number: int, use: Callable[[int, str], _T]) -> _T:
-        """``use(folder, name)`` of message ``number``'s file, ``folder`` the descriptor
-        of its folder; where it is gone, of the file another reader renamed it to
-        (``new/`` to ``cur/``, its flags changed), found by its unique name as Dovecot
-        finds it; ``FileNotFoundError`` when none is, and an ``OSError`` when more than
-        one may be (see :meth:`_find`)."""
+    def _reopened(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
+        """``use(folders, entry)`` of message ``number``, ``folders`` the descriptors of
+        the maildrop's folders; where its file is gone (``use`` raised
+        ``FileNotFoundError``), of the file another reader renamed it to (``new/`` to
+        ``cur/``, its flags changed), found by its unique name as Dovecot finds it,
+        which the listing keeps from now on; ``FileNotFoundError`` when none is, and an
+        ``OSError`` when more than one may be (see :meth:`_find`)."""
         folders = self._directories().folders  # first: opening anew may forget the listing
         entry = self._entry(number)
         try:
-            return use(folders[entry.folder], entry.name)
+            return use(folders, entry)
         except FileNotFoundError:
             moved = self._find(entry, folders)
             if moved is None:
                 raise
             assert self._entries is not None
             self._entries[number - 1] = moved
-            return use(folders[moved.folder], moved.name)
+            return use(folders, moved)
 
     def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
         of the same full name (moved between the two), else the one file of the same
-        unique name (its flags changed). Two or more of them, and none of the full name,
-        is ambiguous (a copy beside a rename): an ``OSError``, so that no RETR reads
-        and no DELE removes a file chosen by the order of a directory listing."""
-        base = entry.name.split(":", 1)[0]
-        found: list[_Entry] = []
-        for sub in _FOLDERS:
-            if sub not in folders:
-                continue
-            for other in os.listdir(folders[sub]):
-                if other.split(":", 1)[0] != base or (sub, other) == (entry.folder, entry.name):
-                    continue
-                # The name found is no longer one of the file's other names.
-                links = tuple(link for link in entry.links if link != (sub, other))
-                candidate = replace(entry, folder=sub, name=other, links=links)
-                if other == entry.name:
-                    return candidate
-                found.append(candidate)
-        if len(found) > 1:
-            raise OSError(
-                errno.EEXIST,
-                f"{len(found)} files hold message {base} since it was listed: "
-                + ", ".join(sorted(f.name for f in found)),
-            )
-        return found[0] if found else None
+        unique name (its flags changed). Names of one file (one device and inode: a
+        move cut short, see :mod:`smtpcore._maildir_move`) are one: the name of the same
+        full name, else the first, ``cur`` first, with the others as its
+        :attr:`_Entry.links`, for UPDATE to remove (a DELE that left one would see the
+        message come back). Two or more files, and none of the full name, is ambiguous
+        (a copy beside a rename): an ``OSError``, so that no RETR reads and no DELE
+        removes a file chosen by the order of a directory listing. Linear in the names
+        of the unique name, however many links a file has."""
+        base = unique_name(entry.name)
+        found = [f for f in names_of(folders, base) if f != (entry.folder, entry.name)]
+        if not found:
+            return None
+        files = {(sub, name): _file_if_seen(folders[sub], name) for sub, name in found}
+        chosen = next((f for f in found if f[1] == entry.name), None)  # moved as it was
+        if chosen is None:
+            if len(found) > 1 and (len(set(files.values())) > 1 or None in files.values()):
+                raise OSError(
+                    errno.EEXIST,
+                    f"{len(found)} files hold message {base} since it was listed: "
+                    + _some_names(name for _, name in found),
+                )
+            chosen = min(found, key=lambda f: (f[0] != "cur", f[1]))
+        file = files[chosen]
+        others = [f for f in found if f != chosen and file is not None and files[f] == file]
+        return _renamed(entry, *chosen, others, file)
 
     # -- UPDATE ---------------------------------------------------------
 
@@ -1028,97 +1047,126 @@ class Maildir(Maildrop):
                     "the maildrop was not listed, or changed since it was"
                 )
             return
-        failed = unmoved = 0
-        first: tuple[Path, OSError] | None = None
-        first_unmoved: tuple[Path, OSError] | None = None
+        not_removed, not_moved, old_name_left = _Faults(), _Faults(), _Faults()
+        names = NamesByUniqueName(folders)
         for number, entry in enumerate(entries, 1):
             try:
-                _unlink_links(entry, folders)
                 if number in deleted:
-                    with contextlib.suppress(FileNotFoundError):  # gone: removed already
-                        self._reopened(number, _remove)
+                    self._remove(number, names)
                     if entry.cached is not None:
                         self._size_cache.pop(entry.cached, None)
                 else:
-                    _mark(entry, folders, self.path, seen=number in retrieved)
+                    keep(entry, folders, self.path, seen=number in retrieved)
             except OSError as exc:
                 if number in deleted:
-                    failed += 1
-                    first = first or (self.path / entry.folder / entry.name, exc)
+                    faults = not_removed
+                elif isinstance(exc, OldNameLeft):
+                    faults = old_name_left
                 else:
-                    unmoved += 1
-                    first_unmoved = first_unmoved or (self.path / entry.folder / entry.name, exc)
-        if first_unmoved is not None:
-            _not_moved(*first_unmoved, unmoved)
-        if first is not None:
-            _not_removed(*first, failed)
-            raise told(MaildropError(f"{failed} deleted messages could not be removed"))
+                    faults = not_moved
+                faults.add(self.path / _failed_name(entry, exc), exc)
+        not_moved.warn(_NOT_MOVED)
+        old_name_left.warn(_OLD_NAME_LEFT)
+        if not_removed.warn(_NOT_REMOVED):
+            raise told(MaildropError(f"{not_removed.count} deleted messages could not be removed"))
+
+    def _remove(self, number: int, names: NamesByUniqueName) -> None:
+        """Remove message ``number`` (see :func:`~smtpcore._maildir_names.remove_message`)
+        where it is now (see
+        :meth:`_reopened`): found again under another name, with the other names
+        found there. Gone already, it is removed."""
+        with contextlib.suppress(FileNotFoundError):  # gone: removed already
+            self._reopened(number, lambda folders, entry: remove_message(entry, folders, names))
 
 
-def _not_removed(path: Path, exc: OSError, failed: int) -> None:
-    """Warn that UPDATE left ``failed`` deleted messages, the first ``path`` for ``exc``:
-    one line, however many (a folder made read-only fails them all)."""
-    logger.warning(
-        "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
-        "all): they are listed again at the next login",
-        str(path),
-        exc.strerror,
-        failed,
+def _renamed(
+    entry: _Entry,
+    sub: str,
+    name: str,
+    others: Iterable[tuple[str, str]] = (),
+    file: tuple[int, int] | None = None,
+) -> _Entry:
+    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
+    file, whose device and inode is ``file`` when known."""
+    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
+    links.pop((sub, name), None)  # the name found is no longer one of the other names
+    links.update(dict.fromkeys(others))
+    return replace(
+        entry,
+        folder=sub,
+        name=name,
+        links=tuple(links),
+        inode=file or entry.inode,
+        found_again=True,
     )
 
 
-def _not_moved(path: Path, exc: OSError, unmoved: int) -> None:
-    """Warn that UPDATE could not move ``unmoved`` kept messages to ``cur/`` (or change
-    their flags), the first ``path`` for ``exc``: one line, however many (a filesystem
-    without hard links fails them all, at every QUIT)."""
-    logger.warning(
-        "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
-        "all): they stay where they are, listed again, their flags unchanged",
-        str(path),
-        exc.strerror,
-        unmoved,
-    )
+def _file_if_seen(folder: int, name: str) -> tuple[int, int] | None:
+    """:func:`~smtpcore._maildir_move.file_of`, None where the name cannot be looked at
+    (``EIO``) as well: for a listing, which goes on without it (the name is not taken
+    for the message's), never for a decision to remove or keep a name."""
+    try:
+        return file_of(folder, name)
+    except OSError:
+        return None
 
 
-def _remove(folder: int, name: str) -> None:
-    """Remove the file ``name`` from the folder open as ``folder``."""
-    os.unlink(name, dir_fd=folder)
+_NAMES_SHOWN: Final = 5
+"""How many names an error about a message's files lists: a file with thousands of
+links would make a WARNING line a megabyte long."""
 
 
-def _unlink_links(entry: _Entry, folders: Mapping[str, int]) -> None:
-    """Remove the other names of ``entry``'s file (:attr:`_Entry.links`), before it is
-    moved or removed: only while its listed name still holds it (else a link may be
-    all that is left of it), and each only if it still names that file (one put under
-    it since is another message)."""
-    held = entry.links and inode(folders[entry.folder], entry.name) == entry.inode
-    for sub, name in entry.links if held else ():
-        if (sub, name) == (entry.folder, entry.name):
-            continue  # the listed name itself: never one to remove with the message
-        if sub in folders and inode(folders[sub], name) == entry.inode:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=folders[sub])
+def _some_names(names: Iterable[str]) -> str:
+    """The first :data:`_NAMES_SHOWN` of ``names`` in order, and how many are left out."""
+    every = sorted(names)
+    shown = ", ".join(every[:_NAMES_SHOWN])
+    left = len(every) - _NAMES_SHOWN
+    return f"{shown} and {left} more" if left > 0 else shown
 
 
-def _mark(entry: _Entry, folders: Mapping[str, int], root: Path, *, seen: bool) -> None:
-    """Move a message from new to cur, adding the S flag if ``seen`` (Maildir info 2);
-    a Maildir without ``cur`` keeps it where it is. A file under the new name already
-    (one the listing left out: unreadable, or a copy) is never replaced: the message
-    stays where it is, still delivered, and a WARNING names both
-    (see :mod:`smtpcore._maildir_move`)."""
-    base, _, info = entry.name.partition(":")
-    flags = info[2:] if info.startswith("2,") else ""
-    if seen and "S" not in flags:
-        flags = "".join(sorted(flags + "S"))
-    target = f"{base}:2,{flags}"
-    if "cur" in folders and (entry.folder, entry.name) != ("cur", target):
-        with contextlib.suppress(FileNotFoundError):
-            if not move_unless_taken(folders[entry.folder], entry.name, folders["cur"], target):
-                logger.warning(
-                    "maildrop: %r is not moved to %r at UPDATE: another file has that name; "
-                    "it stays where it is, its flags unchanged (remove or rename one of them)",
-                    str(root / entry.folder / entry.name),
-                    str(root / "cur" / target),
-                )
+def _failed_name(entry: _Entry, exc: OSError) -> str:
+    """The name (``folder/name``) at which ``exc`` stopped the UPDATE of ``entry``: its
+    listed name, or another name of its file (:class:`OtherNameFailed`)."""
+    if isinstance(exc, OtherNameFailed):
+        return f"{exc.folder}/{exc.filename}"
+    return f"{entry.folder}/{entry.name}"
+
+
+_NOT_REMOVED: Final = (
+    "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
+    "all): they are listed again at the next login"
+)
+_NOT_MOVED: Final = (
+    "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
+    "all): they stay where they are, listed again, their flags unchanged"
+)
+_OLD_NAME_LEFT: Final = (
+    "maildrop: %r: %s; moved to cur/ at UPDATE, but this old name could not be removed "
+    "(%d kept message(s) so in all): both names are one file, listed as one message at "
+    "the next login, whose UPDATE removes the old name"
+)
+
+
+@dataclass(slots=True)
+class _Faults:
+    """The messages one kind of UPDATE failure hit: how many, and the first (the path
+    that failed, and why), for one WARNING line however many (a folder made read-only
+    fails them all, at every QUIT)."""
+
+    count: int = 0
+    first: tuple[Path, OSError] | None = None
+
+    def add(self, path: Path, exc: OSError) -> None:
+        self.count += 1
+        self.first = self.first or (path, exc)
+
+    def warn(self, message: str) -> bool:
+        """Log ``message`` (its path, its error, the count) if any failed; whether any did."""
+        if self.first is None:
+            return False
+        path, exc = self.first
+        logger.warning(message, str(path), exc.strerror, self.count)
+        return True
 
 
 def _login_name(name: str) -> str:
