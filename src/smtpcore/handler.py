@@ -361,7 +361,8 @@ class _RarelySet:
     Not dataclass fields, they stay out of the repr and ``dataclasses.replace``, as
     the application's own state should; pickling keeps them."""
 
-    __slots__ = ("_extra", "_peer_stands_in_for")
+    __slots__ = ("_committing", "_extra", "_peer_stands_in_for")
+    _committing: bool
     _extra: dict[str, Any]
     _peer_stands_in_for: str
 
@@ -399,6 +400,36 @@ class _RarelySet:
             self._peer_stands_in_for = value
         elif hasattr(self, "_peer_stands_in_for"):  # XCLIENT named the client
             del self._peer_stands_in_for
+
+    def begin_commit(self) -> None:
+        """Say, in :meth:`Handler.handle_message`, that the message is being taken: call
+        it just before the step that cannot be taken back (handing the message to a
+        disk write or a queue that runs on, cancelled or not). From then until the
+        hook's replies are sent, a shutdown past its grace does not interrupt the
+        session to answer ``421``: a 4xx to the end of the data says the message was
+        not taken, and the client sends it again (RFC 5321 §4.2.5, §6.1), a duplicate
+        when it was. The cut-off waits for the hook's own replies instead, through its
+        last words (a second), and sends them; if the hook has still not answered by
+        then, the session is cancelled and closed with no reply at all, which at worst
+        makes a duplicate possible (RFC 1047), where the 421 made it certain. Until
+        this call, the 421 of a cut-off is true, and is sent."""
+        self._committing = True
+
+    @property
+    def committing(self) -> bool:
+        """True from :meth:`begin_commit` until the message's replies are sent."""
+        try:
+            return self._committing
+        except AttributeError:
+            return False
+
+    def _end_commit(self) -> bool:
+        """The message's replies are sent (the driver's call): whether it was being
+        committed (:meth:`begin_commit`)."""
+        committing = self.committing
+        if committing:
+            del self._committing
+        return committing
 
 
 @dataclass(slots=True, eq=False)

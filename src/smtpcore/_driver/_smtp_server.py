@@ -1676,6 +1676,21 @@ class ServerSession(ServedSession):
             if self.conn.state is State.CLOSED:
                 break  # a 421 among LMTP's replies closed the session (RFC 2033 §4.2)
             self._answer(reply)
+        if self.session._end_commit() and self.state.cutting_off:
+            super().cut_off()  # put off while the message was committed: see cut_off
+
+    def cut_off(self) -> None:
+        """Interrupt the session, for its 421 (see
+        :meth:`~smtpcore._driver._listener.ServedSession.cut_off`), unless its handler
+        is committing a message (:meth:`Session.begin_commit
+        <smtpcore.handler.Session.begin_commit>`): a 421 to the end of the data would
+        say the message was not taken, and the client would send it again. That session
+        runs on and is cut off once the message's replies are due, after them; should
+        it outlive the cut-off's last words, the shutdown cancels it, and it closes with
+        no reply (RFC 5321 §6.1: a lost reply may cause a duplicate, a false 4xx
+        causes one)."""
+        if not self.session.committing:
+            super().cut_off()
 
     async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
         """The replies of ``handle_message``, ``due`` of them: one
