@@ -11,8 +11,11 @@ only: the cut-off is seen happen (``SessionRegistry.cut_off``), never timed.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +23,9 @@ import pytest
 from peers import RawSmtpSession, raw_smtp_session, running_smtp_server
 from smtpcore._driver._listener import SessionRegistry
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.server import MailServer, ServerConfig
+from smtpcore.server.app import MailStore
+from smtpcore.server.maildir import Maildir
 from smtpcore.smtp import Rcpt, Reply
 
 CONTENT = b"Subject: in flight\r\n\r\nbody\r\n"
@@ -137,3 +143,148 @@ def test_a_commit_that_outlives_the_cut_off_ends_the_session_with_no_reply(
         stopping.join(10)
         assert not stopping.is_alive()
     assert handler.stored == [CONTENT]
+
+
+# -- the reference server -----------------------------------------------------------------
+
+
+def _config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(
+        domains=("abc.example",),
+        users={"a@abc.example": "pw"},
+        data_dir=tmp_path / "abc.example",
+        hostname="mx.abc.example",
+        submission_port=0,
+        pop3_port=0,
+        min_free_space=0,
+    )
+
+
+class _SlowStore:
+    """``MailStore.accept`` held until :attr:`release`, then done, or failed with
+    ``failure``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failure: OSError | None = None) -> None:
+        self.storing = threading.Event()
+        self.release = threading.Event()
+        accept = MailStore.accept
+
+        def slowly(store: MailStore, *args: Any, **kwargs: Any) -> Any:
+            self.storing.set()
+            self.release.wait(20)
+            if failure is not None:
+                raise failure
+            return accept(store, *args, **kwargs)
+
+        monkeypatch.setattr(MailStore, "accept", slowly)
+
+
+async def _serve_one(
+    tmp_path: Path, store: _SlowStore, cut_off: threading.Event, *, release_at: str
+) -> list[bytes]:
+    """Send one message to the reference server, stop it while the message is stored,
+    let the store go on at ``release_at`` (``"cut-off"``, or ``"close"``: once the
+    client saw the connection end), and give what the client heard after the dot."""
+    config = _config(tmp_path)
+    server = MailServer(config, sockets={"smtp": _listening()})
+    await server.start()
+    [port] = [listener.port for listener in server.listeners if listener.name == "smtp"]
+    heard: list[bytes] = []
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        for line in ("EHLO c.example", "MAIL FROM:<x@pqr.example>", "RCPT TO:<a@abc.example>"):
+            writer.write(f"{line}\r\n".encode())
+            while (await reader.readline())[3:4] == b"-":
+                pass
+        writer.write(b"DATA\r\n")
+        assert (await reader.readline()).startswith(b"354")
+        writer.write(CONTENT + b".\r\n")
+        assert await asyncio.to_thread(store.storing.wait, 10)
+        stopping = asyncio.get_running_loop().create_task(server.aclose(grace=0))
+        assert await asyncio.to_thread(cut_off.wait, 10)
+        if release_at == "cut-off":
+            store.release.set()
+        while line_read := await reader.readline():
+            heard.append(line_read)
+        store.release.set()
+        writer.close()
+        await stopping
+        await server.lock_released()
+    finally:
+        store.release.set()
+        await server.aclose(grace=0)
+    return heard
+
+
+def _listening() -> Any:
+    import socket
+
+    return socket.create_server(("127.0.0.1", 0))
+
+
+def _stored(tmp_path: Path) -> list[bytes]:
+    config = _config(tmp_path)
+    return [p.read_bytes() for p in Maildir(config.mailbox_path("a@abc.example")).messages()]
+
+
+def _run(heard: Any) -> list[bytes]:
+    result: list[bytes] = asyncio.run(asyncio.wait_for(heard, 30))
+    return result
+
+
+def test_the_reference_server_answers_a_message_stored_after_the_cut_off_250(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """The audit's case (``serve --stop-timeout 0.1``, SIGTERM just after the final dot
+    of a large message): the client heard ``421 4.3.2`` and the message was in the
+    mailbox, with no ``from=`` line in the log and ``messages=0``. Now the client hears
+    the 250 with its queue id, and the log has the message."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    store = _SlowStore(monkeypatch)
+    heard = _run(_serve_one(tmp_path, store, cut_off, release_at="cut-off"))
+    assert heard[0].startswith(b"250 2.0.0 Ok: queued as ")
+    assert [line[:9] for line in heard[1:]] == [b"421 4.3.2"]
+    queue_id = heard[0].split()[-1].decode()
+    [stored] = _stored(tmp_path)
+    assert stored.endswith(CONTENT.replace(b"\r\n", b"\n"))
+    log = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith(f"{queue_id}: from=<x@pqr.example>") for line in log)
+    assert any("disconnect from" in line and f"messages=1 ({queue_id})" in line for line in log)
+
+
+def test_the_reference_server_closes_with_no_reply_when_the_store_outlives_the_cut_off(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """A store slower than the grace and the cut-off's last words: the client hears
+    nothing (never a 421 for a message that lands), and the log says what landed and
+    that the client was not told."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    store = _SlowStore(monkeypatch)
+    heard = _run(_serve_one(tmp_path, store, cut_off, release_at="close"))
+    assert heard == []
+    [stored] = _stored(tmp_path)
+    assert stored.endswith(CONTENT.replace(b"\r\n", b"\n"))
+    log = [r.getMessage() for r in caplog.records]
+    [landed] = [line for line in log if "stored after its session was cut off" in line]
+    queue_id = landed.split(":")[0]
+    assert any(line.startswith(f"{queue_id}: from=<x@pqr.example>") for line in log)
+    assert "the client was not told, and may send it again" in landed
+
+
+def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_cut_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_off: threading.Event
+) -> None:
+    """A store that fails in that window leaves nothing stored: the client hears its 4xx,
+    as it would have without the stop, and sends the message again."""
+    store = _SlowStore(monkeypatch, OSError(errno.EIO, "Input/output error"))
+    heard = _run(_serve_one(tmp_path, store, cut_off, release_at="cut-off"))
+    assert heard[0].startswith(b"451 4.3.0 ")
+    assert [line[:9] for line in heard[1:]] == [b"421 4.3.2"]
+    assert _stored(tmp_path) == []

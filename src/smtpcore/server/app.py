@@ -22,6 +22,8 @@ and made visible by renames after; only then is the 250 sent (RFC 5321
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -105,10 +107,11 @@ class MailStore:
 
     :meth:`accept` is the commit point of a message; it blocks on the disk
     and runs in a thread, one of ``threads``: the server's, which a stop waits for
-    before it lets the data directory go. A session cut off by the stop hears 421 while
-    its message may still be landing in the queue; were the lock free by then, a
-    ``queue`` tool could act on the queue as that message lands, and the client,
-    which sends it again, would have it delivered twice.
+    before it lets the data directory go. A session cut off by the stop while its
+    message is landing is not told 421 (:meth:`Session.begin_commit
+    <smtpcore.handler.Session.begin_commit>`): it hears the real reply, or, past the
+    cut-off's last words, none; were the lock free by then, a ``queue`` tool could act
+    on the queue as that message lands.
     """
 
     def __init__(
@@ -583,23 +586,61 @@ class _MailHandler(Handler):
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = MessageOrigin.of(session, envelope).log_text()
         size = spool.size
+        # From here a 421 of a stop's cut-off would be false: the write runs on.
+        session.begin_commit()
+        landing = self.store.threads.submit(
+            self.store.accept,
+            spool,
+            sender,
+            local,
+            remote,
+            client=client,
+            params=params,
+            local_dsn=local_dsn,
+        )
         try:
-            accepted = await self.store.threads.run(
-                self.store.accept,
-                spool,
-                sender,
-                local,
-                remote,
-                client=client,
-                params=params,
-                local_dsn=local_dsn,
+            accepted = await asyncio.shield(landing)
+        except asyncio.CancelledError:
+            landing.add_done_callback(
+                functools.partial(self._landed_unanswered, session, sender, size, local, client)
             )
+            raise
         except Exception as exc:
             return self._storage_failed(
                 session, envelope, exc, "cannot store the message", queue_id=spool.id
             )
         self._accepted(session, accepted, sender, size, local, client)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
+
+    def _landed_unanswered(
+        self,
+        session: Session,
+        sender: str,
+        size: int,
+        local: dict[str, str],
+        client: str,
+        landing: asyncio.Future[Accepted],
+    ) -> None:
+        """The message's commit ended after its session was cut off before the reply (a
+        stop past its last words, or the ``data_termination`` timeout): what became of
+        it is logged all the same, its ``from=`` and delivery lines if it landed, and
+        that the client was not told so and may send it again."""
+        if landing.cancelled():  # pragma: no cover - the future is never cancelled
+            return
+        failure = landing.exception()
+        if failure is not None:
+            logger.warning(
+                "message not stored, after its session was cut off before the reply: %s",
+                fault_text(failure),
+            )
+            return
+        accepted = landing.result()
+        self._accepted(session, accepted, sender, size, local, client)
+        logger.warning(
+            "%s: stored after its session was cut off before the reply: the client was "
+            "not told, and may send it again",
+            accepted.queue_id,
+        )
 
     def _accepted(
         self,
@@ -736,9 +777,7 @@ class LMTPHandler(_MailHandler):
         self, session: Session, envelope: Envelope, spool: Spool, due: int
     ) -> MessageReply:
         sender = "" if envelope.sender is None else str(envelope.sender)
-        routes: dict[str, str | None] = session.extra.get("routes", {})
         client = MessageOrigin.of(session, envelope).log_text()
-        replies: list[Reply] = []
         size = spool.size
         try:
             await self.store.threads.run(spool.finish)
@@ -750,6 +789,36 @@ class LMTPHandler(_MailHandler):
             return [failed] * due
         delivered: dict[str, str] = {}
         paths: dict[str, Path] = {}
+        session.begin_commit()  # each copy written is delivered: no 421 from here
+        try:
+            replies = await self._deliver_each(session, envelope, spool, sender, delivered, paths)
+        except asyncio.CancelledError:
+            logger.warning(
+                "%s: session cut off before its replies, delivered to %s (a copy being "
+                "written then may land too): the client was not told, and may send it again",
+                spool.id,
+                ", ".join(delivered) or "none yet",
+            )
+            raise
+        spool.discard()
+        if delivered:
+            accepted = Accepted(spool.id, paths, None)
+            self._accepted(session, accepted, sender, size, delivered, client)
+        return replies
+
+    async def _deliver_each(
+        self,
+        session: Session,
+        envelope: Envelope,
+        spool: Spool,
+        sender: str,
+        delivered: dict[str, str],
+        paths: dict[str, Path],
+    ) -> list[Reply]:
+        """A copy in each recipient's mailbox, one per mailbox, and each recipient's reply
+        (RFC 2033 §4.2); ``delivered`` and ``paths`` say which landed, as they land."""
+        routes: dict[str, str | None] = session.extra.get("routes", {})
+        replies: list[Reply] = []
         for recipient in envelope.recipients:
             address = str(recipient.mailbox)
             key = routes.get(address)
@@ -771,10 +840,6 @@ class LMTPHandler(_MailHandler):
                 continue
             delivered[address] = key
             replies.append(Reply(250, quoted(f"<{address}> delivered as {spool.id}"), "2.0.0"))
-        spool.discard()
-        if delivered:
-            accepted = Accepted(spool.id, paths, None)
-            self._accepted(session, accepted, sender, size, delivered, client)
         return replies
 
 
