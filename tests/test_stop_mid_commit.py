@@ -21,12 +21,14 @@ from typing import Any
 import pytest
 
 from peers import RawSmtpSession, raw_smtp_session, running_smtp_server
+from smtpcore import LocalProtocolError
 from smtpcore._driver._listener import SessionRegistry
+from smtpcore.asyncio import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.server import MailServer, ServerConfig
 from smtpcore.server.app import MailStore
 from smtpcore.server.maildir import Maildir
-from smtpcore.smtp import Rcpt, Reply
+from smtpcore.smtp import Mail, Rcpt, Reply
 
 CONTENT = b"Subject: in flight\r\n\r\nbody\r\n"
 
@@ -54,6 +56,7 @@ class Committing(Handler):
         self.committing = threading.Event()
         self.release = threading.Event()
         self.stored: list[bytes] = []
+        self.done = threading.Event()
 
     async def handle_rcpt(
         self, session: Session, envelope: Envelope, command: Rcpt
@@ -69,6 +72,7 @@ class Committing(Handler):
     def _store(self, content: bytes) -> None:
         self.release.wait(20)
         self.stored.append(content)
+        self.done.set()
 
     async def _in_thread(self, work: Callable[[bytes], None], content: bytes) -> None:
         # Cancelled, both leave the thread running, as a disk write goes on.
@@ -118,6 +122,7 @@ def test_a_commit_that_ends_after_the_cut_off_gets_its_own_reply(
         assert s.recv_some() == b""
         stopping.join(10)
         assert not stopping.is_alive()
+    assert handler.done.wait(10)  # an abandoned thread may end after the server
     assert handler.stored == [CONTENT]
 
 
@@ -142,7 +147,89 @@ def test_a_commit_that_outlives_the_cut_off_ends_the_session_with_no_reply(
             handler.release.set()
         stopping.join(10)
         assert not stopping.is_alive()
+    assert handler.done.wait(10)  # an abandoned thread may end after the server
     assert handler.stored == [CONTENT]
+
+
+def test_a_commit_that_outlives_the_data_termination_timeout_ends_with_no_reply(
+    adapter: str,
+) -> None:
+    """The ``data_termination`` timeout cancels a hook that began its commit: the client
+    heard ``451 4.3.0`` (the message not taken) and the write landed all the same, a
+    duplicate once it sent it again. Now the session closes with no reply, as past a
+    cut-off's last words."""
+    handler = Committing(adapter)
+    timeouts = Timeouts(data_termination=0.2)
+    with (
+        running_smtp_server(adapter, handler, timeouts=timeouts) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        _send_message(s)
+        assert handler.committing.wait(10)
+        try:
+            assert s.recv_some() == b""  # closed, with nothing said
+        finally:
+            handler.release.set()
+    assert handler.done.wait(10)
+    assert handler.stored == [CONTENT]
+
+
+class CommitsTooEarly(Handler):
+    """Calls ``begin_commit`` from ``handle_data_chunk``, where no message is taken yet."""
+
+    def __init__(self) -> None:
+        self.raised: list[BaseException] = []
+        self.committing_at_mail: list[bool] = []
+
+    async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
+        self.committing_at_mail.append(session.committing)
+        return None
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_data_chunk(self, session: Session, envelope: Envelope, data: bytes) -> None:
+        try:
+            session.begin_commit()
+        except LocalProtocolError as exc:
+            self.raised.append(exc)
+            raise
+        raise OSError("disk full")
+
+
+def test_begin_commit_outside_handle_message_is_refused_and_marks_nothing(
+    adapter: str,
+) -> None:
+    """``begin_commit`` in ``handle_data_chunk``, whose failure then refused the message:
+    the mark outlived it, and the next transaction of that session was a commit for a
+    shutdown's cut-off, closed with no 421. Now the call raises, and no mark is left."""
+    handler = CommitsTooEarly()
+    with (
+        running_smtp_server(adapter, handler) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        for _ in range(2):
+            if not handler.committing_at_mail:
+                _send_message(s)
+            else:
+                s.send(b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n")
+                assert [s.recv_reply()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+                s.send(CONTENT + b".\r\n")
+            assert s.recv_reply().startswith(b"451 4.3.0 ")
+    assert handler.committing_at_mail == [False, False]
+    assert len(handler.raised) == 2
+
+
+def test_begin_commit_outside_a_transaction_raises() -> None:
+    session = Session("mx.test")
+    with pytest.raises(LocalProtocolError):
+        session.begin_commit()
+    session.envelope = Envelope(None)  # its content still coming
+    with pytest.raises(LocalProtocolError):
+        session.begin_commit()
+    assert not session.committing
 
 
 # -- the reference server -----------------------------------------------------------------
@@ -288,3 +375,4 @@ def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_
     assert heard[0].startswith(b"451 4.3.0 ")
     assert [line[:9] for line in heard[1:]] == [b"421 4.3.2"]
     assert _stored(tmp_path) == []
+

@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict
 
 from smtpcore._driver._factory import (
     MachinesInUse,
@@ -74,6 +74,7 @@ from smtpcore.handler import (
     MessageReply,
     Recipient,
     Session,
+    _answering,
     _runs_in_thread,
 )
 from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, Failure, offered_mechanisms
@@ -1671,12 +1672,13 @@ class ServerSession(ServedSession):
             replies: Sequence[Reply] = [accepted] * due
         else:
             replies = await self._message_replies(envelope, due)
-        self.session.envelope = None
+        committed = self.session.committing
+        self.session.envelope = None  # and the commit's mark with it
         for reply in replies:
             if self.conn.state is State.CLOSED:
                 break  # a 421 among LMTP's replies closed the session (RFC 2033 §4.2)
             self._answer(reply)
-        if self.session._end_commit() and self.state.cutting_off:
+        if committed and self.state.cutting_off:
             super().cut_off()  # put off while the message was committed: see cut_off
 
     def cut_off(self) -> None:
@@ -1700,6 +1702,7 @@ class ServerSession(ServedSession):
         (:meth:`_hook_failed`) for every reply due; ``451 4.3.0`` for a bad result."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
+            _answering(envelope)  # begin_commit may be called from here
             try:
                 result = await self.transport.within(
                     self.options.timeouts.data_termination,
@@ -1708,6 +1711,8 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
+                if isinstance(exc, TimeoutError) and self.session.committing:
+                    self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
@@ -1724,6 +1729,22 @@ class ServerSession(ServedSession):
             logger.error("handle_message gave %d replies for %d recipients", len(replies), due)
             return [LOCAL_ERROR] * due
         return replies
+
+    def _commit_timed_out(self) -> NoReturn:
+        """End the session with no reply: its ``handle_message`` began the commit
+        (:meth:`Session.begin_commit <smtpcore.handler.Session.begin_commit>`) and did
+        not answer within the ``data_termination`` timeout. Its ``451`` would say the
+        message was not taken, and the client would send it again, while the write
+        begun may land: as past a cut-off's last words, no reply (RFC 5321 §6.1: a lost
+        reply may cause a duplicate, a false 4xx causes one). The message's fate is the
+        handler's to log."""
+        logger.warning(
+            "handle_message began its commit and did not answer within the "
+            "data_termination timeout: %s closed with no reply, which may send the "
+            "message again",
+            client_text(self.session),
+        )
+        raise ConnectionLost from None
 
     def _replies_due(self) -> int:
         """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033
