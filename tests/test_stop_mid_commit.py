@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import smtpcore.server.queuectl
 from peers import RawSmtpSession, raw_smtp_session, running_smtp_server
 from smtpcore import LocalProtocolError
 from smtpcore._driver._listener import SessionRegistry
@@ -27,6 +28,7 @@ from smtpcore.asyncio import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.server import MailServer, ServerConfig
 from smtpcore.server.app import MailStore
+from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.smtp import Mail, Rcpt, Reply
 
@@ -304,6 +306,17 @@ async def _serve_one(
     return heard
 
 
+def _log_lock_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``LOCK RELEASED`` line in the server's log as the data directory's lock goes."""
+    release_lock = smtpcore.server.queuectl.release_lock
+
+    def logged(fd: int) -> None:
+        logging.getLogger("smtpcore.mail").info("LOCK RELEASED")
+        release_lock(fd)
+
+    monkeypatch.setattr("smtpcore.server.mailserver.release_lock", logged)
+
+
 def _listening() -> Any:
     import socket
 
@@ -353,16 +366,25 @@ def test_the_reference_server_closes_with_no_reply_when_the_store_outlives_the_c
     nothing (never a 421 for a message that lands), and the log says what landed and
     that the client was not told."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
+    _log_lock_release(monkeypatch)
     store = _SlowStore(monkeypatch)
     heard = _run(_serve_one(tmp_path, store, cut_off, release_at="close"))
     assert heard == []
     [stored] = _stored(tmp_path)
     assert stored.endswith(CONTENT.replace(b"\r\n", b"\n"))
     log = [r.getMessage() for r in caplog.records]
-    [landed] = [line for line in log if "stored after its session was cut off" in line]
+    [landed] = [line for line in log if "stored after its session was closed" in line]
     queue_id = landed.split(":")[0]
-    assert any(line.startswith(f"{queue_id}: from=<x@pqr.example>") for line in log)
     assert "the client was not told, and may send it again" in landed
+    # What the log says of it comes before the data directory's lock goes (the queue is
+    # the server's until then); the disconnect line, written as the session closed, first.
+    assert [line.split(" from")[0] for line in log if "from" in line or "LOCK" in line] == [
+        "smtp: disconnect",
+        f"{queue_id}:",
+        "LOCK RELEASED",
+    ]
+    assert any(line.startswith(f"{queue_id}: to=<a@abc.example>") for line in log)
+    assert log.index(landed) < log.index("LOCK RELEASED")
 
 
 def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_cut_off(
@@ -376,3 +398,88 @@ def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_
     assert [line[:9] for line in heard[1:]] == [b"421 4.3.2"]
     assert _stored(tmp_path) == []
 
+
+def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after_the_cut_off(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """LMTP, two mailboxes, the second copy slower than the cut-off's last words: both
+    copies landed, the client heard nothing, but the log had no ``from=`` or
+    ``status=sent`` line and ``on_delivery`` was never called, for either copy. Now the
+    copy being written is seen land, and both are logged and announced."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    writing, release = threading.Event(), threading.Event()
+    deliver_file = LocalMailboxes.deliver_file
+
+    def slow_for_b(mailboxes: LocalMailboxes, key: str, *args: Any) -> Path:
+        if key.startswith("b"):
+            writing.set()
+            release.wait(20)
+        return deliver_file(mailboxes, key, *args)
+
+    monkeypatch.setattr(LocalMailboxes, "deliver_file", slow_for_b)
+    config = ServerConfig(
+        domains=("abc.example",),
+        users={"a@abc.example": "pw", "b@abc.example": "pw"},
+        data_dir=tmp_path / "abc.example",
+        hostname="mx.abc.example",
+        smtp_port=0,
+        submission_port=0,
+        pop3_port=0,
+        lmtp_port=1,  # on; the socket below replaces the port
+        min_free_space=0,
+    )
+    announced: list[str] = []
+
+    async def deliver() -> list[bytes]:
+        server = MailServer(
+            config,
+            sockets={"lmtp": _listening()},
+            on_delivery=lambda key, path: announced.append(key),
+        )
+        await server.start()
+        [port] = [listener.port for listener in server.listeners if listener.name == "lmtp"]
+        heard: list[bytes] = []
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await reader.readline()
+            for line in (
+                "LHLO c.example",
+                "MAIL FROM:<x@pqr.example>",
+                "RCPT TO:<a@abc.example>",
+                "RCPT TO:<b@abc.example>",
+                "DATA",
+            ):
+                writer.write(f"{line}\r\n".encode())
+                while (await reader.readline())[3:4] == b"-":
+                    pass
+            writer.write(CONTENT + b".\r\n")
+            assert await asyncio.to_thread(writing.wait, 10)
+            stopping = asyncio.get_running_loop().create_task(server.aclose(grace=0))
+            assert await asyncio.to_thread(cut_off.wait, 10)
+            while line_read := await reader.readline():
+                heard.append(line_read)
+            release.set()
+            writer.close()
+            await stopping
+            await server.lock_released()
+        finally:
+            release.set()
+            await server.aclose(grace=0)
+        return heard
+
+    assert _run(deliver()) == []
+    for user in ("a@abc.example", "b@abc.example"):
+        assert len(list(Maildir(config.mailbox_path(user)).messages())) == 1
+    assert sorted(announced) == ["a@abc.example", "b@abc.example"]
+    log = [r.getMessage() for r in caplog.records]
+    [sender_line] = [line for line in log if ": from=<x@pqr.example>" in line]
+    queue_id = sender_line.split(":")[0]
+    for user in ("a@abc.example", "b@abc.example"):
+        assert any(
+            line.startswith(f"{queue_id}: to=<{user}>") and "status=sent" in line for line in log
+        )
+    [landed] = [line for line in log if "after its session was closed" in line]
+    assert landed.startswith(f"{queue_id}: delivered to a@abc.example, b@abc.example after")

@@ -601,8 +601,11 @@ class _MailHandler(Handler):
         try:
             accepted = await asyncio.shield(landing)
         except asyncio.CancelledError:
-            landing.add_done_callback(
-                functools.partial(self._landed_unanswered, session, sender, size, local, client)
+            self.store.threads.after(
+                landing,
+                functools.partial(
+                    self._landed_unanswered, session, spool.id, sender, size, local, client
+                ),
             )
             raise
         except Exception as exc:
@@ -615,32 +618,32 @@ class _MailHandler(Handler):
     def _landed_unanswered(
         self,
         session: Session,
+        queue_id: str,
         sender: str,
         size: int,
         local: dict[str, str],
         client: str,
         landing: asyncio.Future[Accepted],
     ) -> None:
-        """The message's commit ended after its session was cut off before the reply (a
-        stop past its last words, or the ``data_termination`` timeout): what became of
-        it is logged all the same, its ``from=`` and delivery lines if it landed, and
-        that the client was not told so and may send it again."""
+        """The message's commit ended after its session was closed with no reply (a
+        stop past its cut-off's last words, or the ``data_termination`` timeout): what
+        became of it is logged all the same, its ``from=`` and delivery lines if it
+        landed, and that the client was not told (:func:`_unanswered`)."""
         if landing.cancelled():  # pragma: no cover - the future is never cancelled
             return
         failure = landing.exception()
         if failure is not None:
             logger.warning(
-                "message not stored, after its session was cut off before the reply: %s",
+                "%s: from=<%s>: not stored, %s: %s",
+                queue_id,
+                loggable(sender),
+                _UNANSWERED,
                 fault_text(failure),
             )
             return
         accepted = landing.result()
         self._accepted(session, accepted, sender, size, local, client)
-        logger.warning(
-            "%s: stored after its session was cut off before the reply: the client was "
-            "not told, and may send it again",
-            accepted.queue_id,
-        )
+        _unanswered(accepted.queue_id, "stored")
 
     def _accepted(
         self,
@@ -787,23 +790,23 @@ class LMTPHandler(_MailHandler):
                 session, envelope, exc, "cannot store the message", queue_id=spool.id
             )
             return [failed] * due
-        delivered: dict[str, str] = {}
-        paths: dict[str, Path] = {}
+        copies = _Copies()
         session.begin_commit()  # each copy written is delivered: no 421 from here
         try:
-            replies = await self._deliver_each(session, envelope, spool, sender, delivered, paths)
+            replies = await self._deliver_each(session, envelope, spool, sender, copies)
         except asyncio.CancelledError:
-            logger.warning(
-                "%s: session cut off before its replies, delivered to %s (a copy being "
-                "written then may land too): the client was not told, and may send it again",
-                spool.id,
-                ", ".join(delivered) or "none yet",
+            assert copies.writing is not None, "cancelled only as a copy is written"
+            self.store.threads.after(
+                copies.writing[2],
+                functools.partial(
+                    self._copy_landed_unanswered, session, spool, sender, size, client, copies
+                ),
             )
             raise
         spool.discard()
-        if delivered:
-            accepted = Accepted(spool.id, paths, None)
-            self._accepted(session, accepted, sender, size, delivered, client)
+        if copies.delivered:
+            accepted = Accepted(spool.id, copies.paths, None)
+            self._accepted(session, accepted, sender, size, copies.delivered, client)
         return replies
 
     async def _deliver_each(
@@ -812,11 +815,11 @@ class LMTPHandler(_MailHandler):
         envelope: Envelope,
         spool: Spool,
         sender: str,
-        delivered: dict[str, str],
-        paths: dict[str, Path],
+        copies: _Copies,
     ) -> list[Reply]:
         """A copy in each recipient's mailbox, one per mailbox, and each recipient's reply
-        (RFC 2033 §4.2); ``delivered`` and ``paths`` say which landed, as they land."""
+        (RFC 2033 §4.2); ``copies`` says which landed, as they land, and which is being
+        written."""
         routes: dict[str, str | None] = session.extra.get("routes", {})
         replies: list[Reply] = []
         for recipient in envelope.recipients:
@@ -826,11 +829,15 @@ class LMTPHandler(_MailHandler):
                 replies.append(Reply(550, "Not a local recipient", "5.1.1"))
                 continue
             try:
-                if key not in paths:
-                    paths[key] = await self.store.threads.run(
+                if key not in copies.paths:
+                    writing = self.store.threads.submit(
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
+                    copies.writing = (address, key, writing)
+                    copies.paths[key] = await asyncio.shield(writing)
+                    copies.writing = None
             except Exception as exc:
+                copies.writing = None
                 what = f"delivery to {key} failed"
                 replies.append(
                     self._storage_failed(
@@ -838,9 +845,74 @@ class LMTPHandler(_MailHandler):
                     )
                 )
                 continue
-            delivered[address] = key
+            copies.delivered[address] = key
             replies.append(Reply(250, quoted(f"<{address}> delivered as {spool.id}"), "2.0.0"))
         return replies
+
+    def _copy_landed_unanswered(
+        self,
+        session: Session,
+        spool: Spool,
+        sender: str,
+        size: int,
+        client: str,
+        copies: _Copies,
+        writing: asyncio.Future[Path],
+    ) -> None:
+        """The copy being written when the session was closed with no reply (a stop
+        past its cut-off's last words, the ``data_termination`` timeout) has landed, or
+        failed: the copies that landed are logged and announced (``on_delivery``) as
+        every delivered copy is, and the client, which was not told, may send the
+        message again; the recipients after it got no copy."""
+        assert copies.writing is not None
+        address, key, _ = copies.writing
+        failure = writing.exception()  # never cancelled (Threads.submit)
+        if failure is None:
+            copies.paths[key] = writing.result()
+            copies.delivered[address] = key
+        else:
+            logger.warning(
+                "%s: from=<%s>: delivery to %s failed, %s: %s",
+                spool.id,
+                loggable(sender),
+                key,
+                _UNANSWERED,
+                fault_text(failure),
+            )
+        spool.discard()
+        if copies.delivered:
+            accepted = Accepted(spool.id, copies.paths, None)
+            self._accepted(session, accepted, sender, size, copies.delivered, client)
+        delivered = ", ".join(copies.delivered) or "none"
+        _unanswered(spool.id, f"delivered to {delivered}")
+
+
+@dataclass
+class _Copies:
+    """An LMTP message's copies, one per mailbox, as they land (RFC 2033 §4.2): who has
+    one (``delivered``, address to mailbox key), where (``paths``, by mailbox key), and
+    the copy being written (its address, mailbox key and thread's future), which a
+    session cut off leaves to land (:meth:`LMTPHandler._copy_landed_unanswered`)."""
+
+    delivered: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    writing: tuple[str, str, asyncio.Future[Path]] | None = None
+
+
+_UNANSWERED: Final = (
+    "after its session was closed before the reply (a stop's cut-off, or the end-of-data timeout)"
+)
+
+
+def _unanswered(queue_id: str, what: str) -> None:
+    """The warning of a message that landed, wholly or in part (``what``), after its
+    session was closed with no reply: the client was not told, and may send it again."""
+    logger.warning(
+        "%s: %s %s: the client was not told, and may send it again",
+        queue_id,
+        what,
+        _UNANSWERED,
+    )
 
 
 def _upper(value: str | None) -> str | None:

@@ -144,6 +144,24 @@ class Threads:
         for callback in due:
             callback()
 
+    def after(
+        self, future: asyncio.Future[T], callback: Callable[[asyncio.Future[T]], object]
+    ) -> None:
+        """``callback(future)`` on the loop once ``future`` (of :meth:`submit`) is done,
+        counted as work running until it returns: what it records of that work (the
+        log lines of a message that landed after its session was cut off) comes before
+        what waits for the end of all work (:meth:`then`: the data directory's lock)."""
+        with self._guard:
+            self._running += 1
+
+        def done(ended: asyncio.Future[T]) -> None:
+            try:
+                callback(ended)
+            finally:
+                self._ended()
+
+        future.add_done_callback(done)
+
     def then(self, callback: Callable[[], object]) -> None:
         """``callback()`` once no work is running: now, or in the thread of the last
         one to end."""
