@@ -176,6 +176,41 @@ def test_a_commit_that_outlives_the_data_termination_timeout_ends_with_no_reply(
     assert handler.stored == [CONTENT]
 
 
+class CommitThenOwnTimeout(Handler):
+    """Begins its commit, then its own wait (a database's ``wait_for``) times out."""
+
+    async def handle_rcpt(
+        self, session: Session, envelope: Envelope, command: Rcpt
+    ) -> Reply | None:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        session.begin_commit()
+        raise TimeoutError("the database did not answer")
+
+
+def test_a_handlers_own_timeout_error_after_begin_commit_is_its_failure(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``TimeoutError`` the handler raised itself was taken for the
+    ``data_termination`` timeout (on asyncio; trio's own ``TooSlowError`` was not): the
+    session closed with no reply and a false reason, no traceback. It is the hook's
+    failure, as any other exception: ``451 4.3.0``, its reject line and traceback."""
+    with (
+        caplog.at_level(logging.WARNING, logger="smtpcore"),
+        running_smtp_server(adapter, CommitThenOwnTimeout()) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        _send_message(s)
+        assert s.recv_reply().startswith(b"451 4.3.0 ")
+    assert not [r for r in caplog.records if "data_termination" in r.getMessage()]
+    failed = [r for r in caplog.records if r.getMessage() == "handle_message failed"]
+    assert len(failed) == 1
+    assert failed[0].exc_info is not None
+    assert isinstance(failed[0].exc_info[1], TimeoutError)
+    assert any("reject: DATA" in r.getMessage() for r in caplog.records)
+
+
 class CommitsTooEarly(Handler):
     """Calls ``begin_commit`` from ``handle_data_chunk``, where no message is taken yet."""
 

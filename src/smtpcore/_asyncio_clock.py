@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_timers import Timers
-from smtpcore._driver._timeouts import deadline_when_waiting
+from smtpcore._driver._timeouts import DeadlinePassed, deadline_when_waiting
 from smtpcore._threads import AUTH
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class AsyncioClock:
                 data = await receive(max_bytes)
             except asyncio.CancelledError as exc:
                 if timer.fired and task.uncancel() <= cancelling:
-                    raise TimeoutError from exc
+                    raise DeadlinePassed from exc
                 raise
             finally:
                 timer.task = None
@@ -311,7 +311,7 @@ async def _timed_out(
         ours = task.uncancel() <= cancelling
     if exc_type is asyncio.CancelledError:
         if ours:
-            raise TimeoutError from exc
+            raise DeadlinePassed from exc
         return
     if exc_type is None and ours:
         # The timer fired after the operation finished but before the task

@@ -67,7 +67,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
     SMTPClientOptions,
 )
-from smtpcore._driver._timeouts import POP3Timeouts, rest_of
+from smtpcore._driver._timeouts import DeadlinePassed, POP3Timeouts, rest_of
 from smtpcore._driver._transport import FastPaths, Link, YieldFirst, readable_now
 from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
@@ -192,7 +192,7 @@ class _Deadline:
     ) -> bool:
         suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
         if self._scope.cancelled_caught:
-            raise TimeoutError
+            raise DeadlinePassed
         return suppressed
 
     def expire(self) -> None:
@@ -474,7 +474,7 @@ class TrioClock:
         with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
             return await receive(max_bytes)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
-        raise TimeoutError
+        raise DeadlinePassed
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         """Await ``call`` under a cancel scope of ``seconds``, entered before the call
@@ -499,7 +499,7 @@ class TrioClock:
                 _habits.waited(code)
             return await rest_of(steps, waiting_on)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
-        raise TimeoutError
+        raise DeadlinePassed
 
     def start_within(
         self, seconds: float | None, call: Awaitable[_T]
@@ -560,7 +560,7 @@ class TrioClock:
             with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
                 return await rest_of(steps, waiting_on)
             assert scope.cancelled_caught
-            raise TimeoutError
+            raise DeadlinePassed
         logger.warning(
             "%s waited inside a cancel scope of its own (trio.sleep, a nursery, "
             "trio.fail_after open one) after answering at once %d times: bounded by the "

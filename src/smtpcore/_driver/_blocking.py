@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
+from smtpcore._driver._timeouts import DeadlinePassed
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
@@ -207,7 +208,7 @@ class SocketClock:
             return None
         left = due - time.monotonic()
         if left <= 0:
-            raise TimeoutError("deadline passed")
+            raise DeadlinePassed("deadline passed")
         return left
 
 
@@ -287,7 +288,7 @@ class SocketTransport(FastPaths):
                 pass
             left = due - time.monotonic()
             if left <= 0:
-                raise TimeoutError("timed out")
+                raise DeadlinePassed("timed out")
             wait = None if due == math.inf else _poll_timeout(left)
 
     def drained(self) -> bool:

@@ -54,7 +54,7 @@ from smtpcore._driver._proxied import (
     trusted,
 )
 from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, DeadlinePassed, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
@@ -1711,7 +1711,9 @@ class ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                if isinstance(exc, TimeoutError) and self.session.committing:
+                # The timeout's own, not a TimeoutError of the handler's code (its own
+                # wait_for on a database): that one is its failure, answered 451.
+                if isinstance(exc, DeadlinePassed) and self.session.committing:
                     self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask

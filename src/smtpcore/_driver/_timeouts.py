@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "Deadline",
     "DeadlineFactory",
+    "DeadlinePassed",
     "Pump",
     "POP3Timeouts",
     "Timeouts",
@@ -44,6 +45,15 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class DeadlinePassed(TimeoutError):
+    """The ``TimeoutError`` of a clock's own deadline (:meth:`Clock.deadline`,
+    :meth:`Clock.within`, a timed read), as every adapter raises it: the driver tells
+    it from a ``TimeoutError`` that the application's code raised itself (a handler's
+    own ``asyncio.wait_for`` on its database), which is that code's failure, answered
+    as any other."""
+
 
 Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
 """A call under way, as :func:`rest_of` carries it on: a coroutine, or what another
