@@ -422,6 +422,63 @@ def test_the_reference_server_closes_with_no_reply_when_the_store_outlives_the_c
     assert log.index(landed) < log.index("LOCK RELEASED")
 
 
+def test_the_data_directory_lock_goes_when_a_late_store_ends_after_the_loop_closed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """An embedder's server stopped while a message is stored, its loop closed before
+    the store ends: the lock waited for a callback on that loop, which never ran, and
+    was held until the process exited (the late lines lost too). Now the store's
+    thread, finding the loop closed, logs what landed and lets the lock go."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    released = threading.Event()
+    release_lock = smtpcore.server.queuectl.release_lock
+
+    def seen(fd: int) -> None:
+        release_lock(fd)
+        released.set()
+
+    monkeypatch.setattr("smtpcore.server.mailserver.release_lock", seen)
+    store = _SlowStore(monkeypatch)
+
+    async def stop_while_storing() -> None:
+        server = MailServer(_config(tmp_path), sockets={"smtp": _listening()})
+        await server.start()
+        [port] = [listener.port for listener in server.listeners if listener.name == "smtp"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        for line in ("EHLO c.example", "MAIL FROM:<x@pqr.example>", "RCPT TO:<a@abc.example>"):
+            writer.write(f"{line}\r\n".encode())
+            while (await reader.readline())[3:4] == b"-":
+                pass
+        writer.write(b"DATA\r\n")
+        assert (await reader.readline()).startswith(b"354")
+        writer.write(CONTENT + b".\r\n")
+        assert await asyncio.to_thread(store.storing.wait, 10)
+        await server.aclose(grace=0)  # past the cut-off: the store runs on
+        assert cut_off.is_set()
+        writer.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(stop_while_storing(), 30))
+    finally:
+        loop.close()
+        store.release.set()
+    assert released.wait(10)
+    [stored] = _stored(tmp_path)
+    assert stored.endswith(CONTENT.replace(b"\r\n", b"\n"))
+    [late] = [
+        r.getMessage()
+        for r in caplog.records
+        if "after the event loop had closed" in r.getMessage()
+    ]
+    assert ": the store landed after the event loop had closed" in late
+    assert late.endswith("the client was not told, and may send it again")
+
+
 def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_cut_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut_off: threading.Event
 ) -> None:
@@ -434,17 +491,15 @@ def test_the_reference_server_still_refuses_a_message_its_store_fails_after_the_
     assert _stored(tmp_path) == []
 
 
-def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after_the_cut_off(
+def _lmtp_cut_off(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
     cut_off: threading.Event,
-) -> None:
-    """LMTP, two mailboxes, the second copy slower than the cut-off's last words: both
-    copies landed, the client heard nothing, but the log had no ``from=`` or
-    ``status=sent`` line and ``on_delivery`` was never called, for either copy. Now the
-    copy being written is seen land, and both are logged and announced."""
-    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipients: list[str],
+) -> tuple[list[bytes], list[str], ServerConfig]:
+    """One message to the reference LMTP server for ``recipients``, ``b``'s copy slower
+    than a stop's cut-off: what the client heard, whom ``on_delivery`` was told of, and
+    the server's configuration (users ``a``, ``b`` and ``c``)."""
     writing, release = threading.Event(), threading.Event()
     deliver_file = LocalMailboxes.deliver_file
 
@@ -457,7 +512,7 @@ def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after
     monkeypatch.setattr(LocalMailboxes, "deliver_file", slow_for_b)
     config = ServerConfig(
         domains=("abc.example",),
-        users={"a@abc.example": "pw", "b@abc.example": "pw"},
+        users={f"{user}@abc.example": "pw" for user in "abc"},
         data_dir=tmp_path / "abc.example",
         hostname="mx.abc.example",
         smtp_port=0,
@@ -480,13 +535,8 @@ def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after
         try:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             await reader.readline()
-            for line in (
-                "LHLO c.example",
-                "MAIL FROM:<x@pqr.example>",
-                "RCPT TO:<a@abc.example>",
-                "RCPT TO:<b@abc.example>",
-                "DATA",
-            ):
+            rcpts = [f"RCPT TO:<{address}>" for address in recipients]
+            for line in ("LHLO c.example", "MAIL FROM:<x@pqr.example>", *rcpts, "DATA"):
                 writer.write(f"{line}\r\n".encode())
                 while (await reader.readline())[3:4] == b"-":
                     pass
@@ -505,16 +555,63 @@ def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after
             await server.aclose(grace=0)
         return heard
 
-    assert _run(deliver()) == []
-    for user in ("a@abc.example", "b@abc.example"):
-        assert len(list(Maildir(config.mailbox_path(user)).messages())) == 1
-    assert sorted(announced) == ["a@abc.example", "b@abc.example"]
+    return _run(deliver()), announced, config
+
+
+def _copies(config: ServerConfig, user: str) -> int:
+    return len(list(Maildir(config.mailbox_path(f"{user}@abc.example")).messages()))
+
+
+def test_the_reference_lmtp_server_logs_and_announces_the_copies_that_land_after_the_cut_off(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """LMTP, two mailboxes, the second copy slower than the cut-off's last words: both
+    copies landed, the client heard nothing, but the log had no ``from=`` or
+    ``status=sent`` line and ``on_delivery`` was never called, for either copy. Now the
+    copy being written is seen land, and both are logged and announced."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipients = ["a@abc.example", "b@abc.example"]
+    heard, announced, config = _lmtp_cut_off(tmp_path, monkeypatch, cut_off, recipients)
+    assert heard == []
+    assert [_copies(config, user) for user in "ab"] == [1, 1]
+    assert sorted(announced) == recipients
     log = [r.getMessage() for r in caplog.records]
     [sender_line] = [line for line in log if ": from=<x@pqr.example>" in line]
     queue_id = sender_line.split(":")[0]
-    for user in ("a@abc.example", "b@abc.example"):
+    for user in recipients:
         assert any(
             line.startswith(f"{queue_id}: to=<{user}>") and "status=sent" in line for line in log
         )
     [landed] = [line for line in log if "after its session was closed" in line]
     assert landed.startswith(f"{queue_id}: delivered to a@abc.example, b@abc.example after")
+
+
+def test_the_reference_lmtp_server_names_every_recipient_after_the_copy_cut_off(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    cut_off: threading.Event,
+) -> None:
+    """RCPT a, b, B (b's mailbox), c, and b's copy landing after the cut-off: B's
+    mailbox had the copy, but B got no ``to=`` line nor ``on_delivery``, and c, which
+    got no copy, was named nowhere. Now B is delivered as its reply would have said,
+    and c is named, not delivered."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    recipients = ["a@abc.example", "b@abc.example", "B@abc.example", "c@abc.example"]
+    heard, announced, config = _lmtp_cut_off(tmp_path, monkeypatch, cut_off, recipients)
+    assert heard == []
+    assert [_copies(config, user) for user in "abc"] == [1, 1, 0]
+    assert announced == ["a@abc.example", "b@abc.example", "b@abc.example"]  # as for a 250
+    log = [r.getMessage() for r in caplog.records]
+    [sender_line] = [line for line in log if ": from=<x@pqr.example>" in line]
+    queue_id = sender_line.split(":")[0]
+    sent = [line.split(">")[0] for line in log if "status=sent" in line]
+    assert sent == [f"{queue_id}: to=<{user}" for user in recipients[:3]]
+    [landed] = [line for line in log if "after its session was closed" in line]
+    assert landed.startswith(
+        f"{queue_id}: delivered to a@abc.example, b@abc.example, B@abc.example after"
+    )
+    assert f"{queue_id}: not delivered to c@abc.example: the client may send it again" in log

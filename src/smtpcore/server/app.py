@@ -23,13 +23,14 @@ and made visible by renames after; only then is the 250 sent (RFC 5321
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from smtpcore._driver._failures import (
     INSUFFICIENT_STORAGE,
@@ -65,7 +66,7 @@ from smtpcore.server.trace import (
     received_header,
     tls_comment,
 )
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import Landing, Threads
 from smtpcore.smtp import Mail, Rcpt, Reply, quoted
 
 __all__ = [
@@ -588,7 +589,7 @@ class _MailHandler(Handler):
         size = spool.size
         # From here a 421 of a stop's cut-off would be false: the write runs on.
         session.begin_commit()
-        landing = self.store.threads.submit(
+        landing = self.store.threads.land(
             self.store.accept,
             spool,
             sender,
@@ -599,13 +600,14 @@ class _MailHandler(Handler):
             local_dsn=local_dsn,
         )
         try:
-            accepted = await asyncio.shield(landing)
+            accepted = await asyncio.shield(landing.future)
         except asyncio.CancelledError:
             self.store.threads.after(
                 landing,
                 functools.partial(
                     self._landed_unanswered, session, spool.id, sender, size, local, client
                 ),
+                functools.partial(_lost_with_the_loop, spool.id, "the store"),
             )
             raise
         except Exception as exc:
@@ -623,14 +625,12 @@ class _MailHandler(Handler):
         size: int,
         local: dict[str, str],
         client: str,
-        landing: asyncio.Future[Accepted],
+        landing: concurrent.futures.Future[Accepted],
     ) -> None:
         """The message's commit ended after its session was closed with no reply (a
         stop past its cut-off's last words, or the ``data_termination`` timeout): what
         became of it is logged all the same, its ``from=`` and delivery lines if it
         landed, and that the client was not told (:func:`_unanswered`)."""
-        if landing.cancelled():  # pragma: no cover - the future is never cancelled
-            return
         failure = landing.exception()
         if failure is not None:
             logger.warning(
@@ -795,12 +795,14 @@ class LMTPHandler(_MailHandler):
         try:
             replies = await self._deliver_each(session, envelope, spool, sender, copies)
         except asyncio.CancelledError:
-            assert copies.writing is not None, "cancelled only as a copy is written"
+            writing = copies.writing
+            assert writing is not None, "cancelled only as a copy is written"
             self.store.threads.after(
-                copies.writing[2],
+                writing.landing,
                 functools.partial(
                     self._copy_landed_unanswered, session, spool, sender, size, client, copies
                 ),
+                functools.partial(_copy_lost_with_the_loop, spool, copies),
             )
             raise
         spool.discard()
@@ -821,20 +823,19 @@ class LMTPHandler(_MailHandler):
         (RFC 2033 §4.2); ``copies`` says which landed, as they land, and which is being
         written."""
         routes: dict[str, str | None] = session.extra.get("routes", {})
+        targets = [(str(r.mailbox), routes.get(str(r.mailbox))) for r in envelope.recipients]
         replies: list[Reply] = []
-        for recipient in envelope.recipients:
-            address = str(recipient.mailbox)
-            key = routes.get(address)
+        for at, (address, key) in enumerate(targets):
             if key is None:  # pragma: no cover - the router refuses remote recipients
                 replies.append(Reply(550, "Not a local recipient", "5.1.1"))
                 continue
             try:
                 if key not in copies.paths:
-                    writing = self.store.threads.submit(
+                    landing = self.store.threads.land(
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
-                    copies.writing = (address, key, writing)
-                    copies.paths[key] = await asyncio.shield(writing)
+                    copies.writing = _Writing(address, key, landing, targets[at + 1 :])
+                    copies.paths[key] = await asyncio.shield(landing.future)
                     copies.writing = None
             except Exception as exc:
                 copies.writing = None
@@ -857,19 +858,22 @@ class LMTPHandler(_MailHandler):
         size: int,
         client: str,
         copies: _Copies,
-        writing: asyncio.Future[Path],
+        landed: concurrent.futures.Future[Path],
     ) -> None:
         """The copy being written when the session was closed with no reply (a stop
         past its cut-off's last words, the ``data_termination`` timeout) has landed, or
         failed: the copies that landed are logged and announced (``on_delivery``) as
         every delivered copy is, and the client, which was not told, may send the
-        message again; the recipients after it got no copy."""
-        assert copies.writing is not None
-        address, key, _ = copies.writing
-        failure = writing.exception()  # never cancelled (Threads.submit)
+        message again. Of the recipients after it, one whose mailbox has its copy
+        (the same mailbox as one before, ``b`` and ``B``) is delivered, as its reply
+        would have said; the others got none, and are named."""
+        writing = copies.writing
+        assert writing is not None
+        key = writing.key
+        failure = landed.exception()
         if failure is None:
-            copies.paths[key] = writing.result()
-            copies.delivered[address] = key
+            copies.paths[key] = landed.result()
+            copies.delivered[writing.address] = key
         else:
             logger.warning(
                 "%s: from=<%s>: delivery to %s failed, %s: %s",
@@ -879,29 +883,85 @@ class LMTPHandler(_MailHandler):
                 _UNANSWERED,
                 fault_text(failure),
             )
+        not_delivered: list[str] = []
+        for address, later in writing.after:
+            if later in copies.paths:
+                copies.delivered[address] = later
+            elif later is not None:  # a remote one was refused 550, as ever
+                not_delivered.append(address)
         spool.discard()
         if copies.delivered:
             accepted = Accepted(spool.id, copies.paths, None)
             self._accepted(session, accepted, sender, size, copies.delivered, client)
         delivered = ", ".join(copies.delivered) or "none"
         _unanswered(spool.id, f"delivered to {delivered}")
+        if not_delivered:
+            logger.warning(
+                "%s: not delivered to %s: the client may send it again",
+                spool.id,
+                ", ".join(not_delivered),
+            )
 
 
 @dataclass
 class _Copies:
     """An LMTP message's copies, one per mailbox, as they land (RFC 2033 §4.2): who has
     one (``delivered``, address to mailbox key), where (``paths``, by mailbox key), and
-    the copy being written (its address, mailbox key and thread's future), which a
-    session cut off leaves to land (:meth:`LMTPHandler._copy_landed_unanswered`)."""
+    the copy being written, which a session cut off leaves to land
+    (:meth:`LMTPHandler._copy_landed_unanswered`)."""
 
     delivered: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
-    writing: tuple[str, str, asyncio.Future[Path]] | None = None
+    writing: _Writing | None = None
+
+
+@dataclass
+class _Writing:
+    """The copy of an LMTP message being written: for ``address``, into mailbox
+    ``key``, by ``landing``; ``after``: the recipients still to come (address and
+    mailbox key, None for one not local), who get no copy of their own should the
+    session be cut off now."""
+
+    address: str
+    key: str
+    landing: Landing[Path]
+    after: list[tuple[str, str | None]]
 
 
 _UNANSWERED: Final = (
     "after its session was closed before the reply (a stop's cut-off, or the end-of-data timeout)"
 )
+
+
+def _lost_with_the_loop(queue_id: str, what: str, outcome: concurrent.futures.Future[Any]) -> None:
+    """A write that ended after its session was closed with no reply, and after the
+    server's event loop had closed (an embedder's, closed before the last store
+    ended): nothing is left to log its delivery or announce it (``on_delivery``), so its
+    thread says this much (:meth:`Threads.after <smtpcore.server.waits.Threads.after>`)."""
+    failure = outcome.exception()
+    logger.warning(
+        "%s: %s %s after the event loop had closed, %s: the client was not told, and "
+        "may send it again",
+        queue_id,
+        what,
+        "landed" if failure is None else f"failed ({fault_text(failure)})",
+        _UNANSWERED,
+    )
+
+
+def _copy_lost_with_the_loop(
+    spool: Spool, copies: _Copies, outcome: concurrent.futures.Future[Path]
+) -> None:
+    """:func:`_lost_with_the_loop` for an LMTP message's copy being written, naming
+    the copies delivered before it (unlogged too); the spool file is then removed, as
+    the loop would have."""
+    assert copies.writing is not None
+    before = ", ".join(copies.delivered) or "none"
+    what = f"the copy into {copies.writing.key} (delivered before it: {before})"
+    try:
+        _lost_with_the_loop(spool.id, what, outcome)
+    finally:
+        spool.discard()
 
 
 def _unanswered(queue_id: str, what: str) -> None:

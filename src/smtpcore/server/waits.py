@@ -19,17 +19,26 @@ lets go of its data directory only once none of it is left to land there.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, Generic, ParamSpec, TypeAlias, TypeVar
 
 from smtpcore.server.log import logger
 from smtpcore.server.tokens import SessionTokens
 
-__all__ = ["CUT_OFF", "ThreadShare", "Threads", "finish", "stray_cancellation", "within"]
+__all__ = [
+    "CUT_OFF",
+    "Landing",
+    "ThreadShare",
+    "Threads",
+    "finish",
+    "stray_cancellation",
+    "within",
+]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -144,32 +153,107 @@ class Threads:
         for callback in due:
             callback()
 
+    def land(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Landing[T]:
+        """:meth:`submit`, for work whose caller may be gone before it returns (a
+        message's store, its session closed unanswered): what to do with its outcome
+        then is :meth:`after`'s to say."""
+        landing: Landing[T] = Landing()
+        call = functools.partial(func, *args, **kwargs)
+
+        def landed() -> T:
+            outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                value = call()
+            except BaseException as exc:
+                outcome.set_exception(exc)
+                raise
+            else:
+                outcome.set_result(value)
+                return value
+            finally:
+                with self._guard:
+                    landing.outcome = outcome
+                    then = landing.then
+                if then is not None:
+                    self._hand_back(then, outcome)
+
+        landing.future = self.submit(landed)
+        return landing
+
     def after(
-        self, future: asyncio.Future[T], callback: Callable[[asyncio.Future[T]], object]
+        self,
+        landing: Landing[T],
+        callback: Callable[[concurrent.futures.Future[T]], object],
+        lost: Callable[[concurrent.futures.Future[T]], object],
     ) -> None:
-        """``callback(future)`` on the loop once ``future`` (of :meth:`submit`) is done,
-        counted as work running until it returns: what it records of that work (the
-        log lines of a message that landed after its session was cut off) comes before
-        what waits for the end of all work (:meth:`then`: the data directory's lock)."""
+        """``callback(outcome)`` on the running loop once ``landing``'s call has
+        returned, counted as work running until it returns: what it records of that
+        work (the log lines of a message that landed after its session was cut off)
+        comes before what waits for the end of all work (:meth:`then`: the data
+        directory's lock). Should the loop be closed by then (an embedder's, closed
+        before the last store ended), nothing can run there: ``lost(outcome)`` runs in
+        the call's thread instead, and the count drops all the same."""
+        then = (asyncio.get_running_loop(), callback, lost)
         with self._guard:
             self._running += 1
+            outcome = landing.outcome
+            if outcome is None:
+                landing.then = then
+                return
+        self._hand_back(then, outcome)
 
-        def done(ended: asyncio.Future[T]) -> None:
+    def _hand_back(self, then: _Then[T], outcome: concurrent.futures.Future[T]) -> None:
+        """:meth:`after`'s callback, run on its loop, or ``lost`` here if it is closed;
+        the work's count drops once either has returned."""
+        loop, callback, lost = then
+
+        def on_the_loop() -> None:
             try:
-                callback(ended)
+                callback(outcome)
             finally:
                 self._ended()
 
-        future.add_done_callback(done)
+        try:
+            loop.call_soon_threadsafe(on_the_loop)
+        except RuntimeError:  # the loop is closed: nothing will run there again
+            try:
+                lost(outcome)
+            finally:
+                self._ended()
 
     def then(self, callback: Callable[[], object]) -> None:
-        """``callback()`` once no work is running: now, or in the thread of the last
-        one to end."""
+        """``callback()`` once no work is running: now, or where the last one ends (its
+        thread; the loop, for work followed by :meth:`after`'s callback)."""
         with self._guard:
             if self._running:
                 self._then.append(callback)
                 return
         callback()
+
+
+_Then: TypeAlias = tuple[
+    asyncio.AbstractEventLoop,
+    Callable[[concurrent.futures.Future[T]], object],
+    Callable[[concurrent.futures.Future[T]], object],
+]
+"""Where and what :meth:`Threads.after` runs once a call has landed: its loop, its
+callback there, and what runs in the call's thread if that loop is closed."""
+
+
+class Landing(Generic[T]):
+    """A call handed to a thread by :meth:`Threads.land`: its :attr:`future` to await,
+    its outcome once it has returned, and what :meth:`Threads.after` says to do then.
+    The call's thread and the loop share it under the :class:`Threads`' guard."""
+
+    __slots__ = ("future", "outcome", "then")
+
+    future: asyncio.Future[T]
+    """Done once the call has returned, while the loop runs; never cancel it."""
+
+    def __init__(self) -> None:
+        self.outcome: concurrent.futures.Future[T] | None = None
+        """The call's result or exception, once it has returned."""
+        self.then: _Then[T] | None = None
 
 
 class ThreadShare:
