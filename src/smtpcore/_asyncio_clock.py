@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_timers import Timers
-from smtpcore._driver._timeouts import DeadlinePassed, deadline_when_waiting
+from smtpcore._driver._timeouts import deadline_when_waiting
 from smtpcore._threads import AUTH
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class AsyncioClock:
                 data = await receive(max_bytes)
             except asyncio.CancelledError as exc:
                 if timer.fired and task.uncancel() <= cancelling:
-                    raise DeadlinePassed from exc
+                    raise TimeoutError from exc
                 raise
             finally:
                 timer.task = None
@@ -311,7 +311,7 @@ async def _timed_out(
         ours = task.uncancel() <= cancelling
     if exc_type is asyncio.CancelledError:
         if ours:
-            raise DeadlinePassed from exc
+            raise TimeoutError from exc
         return
     if exc_type is None and ours:
         # The timer fired after the operation finished but before the task
@@ -367,6 +367,10 @@ class Deadline:
         if self._task is not None and not self._fired:
             self._fired = True
             self._task.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._fired
 
     async def __aexit__(
         self,

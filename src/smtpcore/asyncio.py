@@ -75,7 +75,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
     SMTPClientOptions,
 )
-from smtpcore._driver._timeouts import DeadlinePassed, POP3Timeouts, new_pump
+from smtpcore._driver._timeouts import POP3Timeouts, new_pump
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, readable_now
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
@@ -271,7 +271,7 @@ class _ClientClock(AsyncioClock):
             self._read = None
         elif now >= due:
             self._read = None
-            read.set_exception(DeadlinePassed("the read is due"))
+            read.set_exception(TimeoutError("the read is due"))
         else:
             queued = self.queued
             if queued is None or queued > due:

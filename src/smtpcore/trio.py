@@ -67,7 +67,7 @@ from smtpcore._driver._smtp_client import (
     Recipients,
     SMTPClientOptions,
 )
-from smtpcore._driver._timeouts import DeadlinePassed, POP3Timeouts, rest_of
+from smtpcore._driver._timeouts import POP3Timeouts, rest_of
 from smtpcore._driver._transport import FastPaths, Link, YieldFirst, readable_now
 from smtpcore._threads import AUTH
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
@@ -192,11 +192,15 @@ class _Deadline:
     ) -> bool:
         suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
         if self._scope.cancelled_caught:
-            raise DeadlinePassed
+            raise TimeoutError
         return suppressed
 
     def expire(self) -> None:
         self._scope.cancel()
+
+    @property
+    def expired(self) -> bool:
+        return self._scope.cancelled_caught
 
 
 class _Watchdog(_Deadline):
@@ -304,10 +308,6 @@ class _Watchdog(_Deadline):
         self._armed = False
         self._limit, self._rate, self._due, self._received, self._credited = saved
         self._timed_waits = self._waits  # the wait goes on with its own end
-
-    @property
-    def expired(self) -> bool:
-        return self._scope.cancelled_caught
 
 
 class _WatchdogTimer:
@@ -474,7 +474,7 @@ class TrioClock:
         with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
             return await receive(max_bytes)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
-        raise DeadlinePassed
+        raise TimeoutError
 
     async def within(self, seconds: float | None, call: Awaitable[_T]) -> _T:
         """Await ``call`` under a cancel scope of ``seconds``, entered before the call
@@ -499,7 +499,7 @@ class TrioClock:
                 _habits.waited(code)
             return await rest_of(steps, waiting_on)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
-        raise DeadlinePassed
+        raise TimeoutError
 
     def start_within(
         self, seconds: float | None, call: Awaitable[_T]
@@ -560,7 +560,7 @@ class TrioClock:
             with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
                 return await rest_of(steps, waiting_on)
             assert scope.cancelled_caught
-            raise DeadlinePassed
+            raise TimeoutError
         logger.warning(
             "%s waited inside a cancel scope of its own (trio.sleep, a nursery, "
             "trio.fail_after open one) after answering at once %d times: bounded by the "

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._timeouts import DeadlinePassed
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
@@ -77,6 +76,10 @@ class _Deadline:
 
     def expire(self) -> None:
         self.due = -math.inf
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.due
 
     async def __aenter__(self) -> _Deadline:
         self._clock._deadlines.append(self)
@@ -208,7 +211,7 @@ class SocketClock:
             return None
         left = due - time.monotonic()
         if left <= 0:
-            raise DeadlinePassed("deadline passed")
+            raise TimeoutError("deadline passed")
         return left
 
 
@@ -288,7 +291,7 @@ class SocketTransport(FastPaths):
                 pass
             left = due - time.monotonic()
             if left <= 0:
-                raise DeadlinePassed("timed out")
+                raise TimeoutError("timed out")
             wait = None if due == math.inf else _poll_timeout(left)
 
     def drained(self) -> bool:

@@ -54,7 +54,7 @@ from smtpcore._driver._proxied import (
     trusted,
 )
 from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, DeadlinePassed, Timeouts, checked_delay
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
@@ -1703,17 +1703,26 @@ class ServerSession(ServedSession):
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             _answering(envelope)  # begin_commit may be called from here
+            deadline: Deadline | None = None
             try:
-                result = await self.transport.within(
-                    self.options.timeouts.data_termination,
-                    self.state.handler.handle_message(self.session, envelope),
-                )
+                # A deadline of our own, to tell its TimeoutError from one of the
+                # handler's code (its own wait_for on a database), its failure, answered
+                # 451; ``within`` runs the hook where hooks run (an asyncio task).
+                async with self.transport.deadline(
+                    self.options.timeouts.data_termination
+                ) as deadline:
+                    result = await self.transport.within(
+                        None, self.state.handler.handle_message(self.session, envelope)
+                    )
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                # The timeout's own, not a TimeoutError of the handler's code (its own
-                # wait_for on a database): that one is its failure, answered 451.
-                if isinstance(exc, DeadlinePassed) and self.session.committing:
+                if (
+                    isinstance(exc, TimeoutError)
+                    and deadline is not None
+                    and deadline.expired
+                    and self.session.committing
+                ):
                     self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask

@@ -25,7 +25,6 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "Deadline",
     "DeadlineFactory",
-    "DeadlinePassed",
     "Pump",
     "POP3Timeouts",
     "Timeouts",
@@ -45,15 +44,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-class DeadlinePassed(TimeoutError):
-    """The ``TimeoutError`` of a clock's own deadline (:meth:`Clock.deadline`,
-    :meth:`Clock.within`, a timed read), as every adapter raises it: the driver tells
-    it from a ``TimeoutError`` that the application's code raised itself (a handler's
-    own ``asyncio.wait_for`` on its database), which is that code's failure, answered
-    as any other."""
-
 
 Steps = Generator[Any, Any, T] | Coroutine[Any, Any, T]
 """A call under way, as :func:`rest_of` carries it on: a coroutine, or what another
@@ -205,6 +195,12 @@ class Deadline(Protocol):
 
         Graceful shutdown uses it to wake sessions that wait idle for a command.
         """
+
+    @property
+    def expired(self) -> bool:
+        """True once it has gone off (its time passed, or :meth:`expire`): a
+        ``TimeoutError`` out of its block is then its own, not one that the code
+        inside raised itself (a handler's own ``asyncio.wait_for`` on a database)."""
 
 
 class Watchdog(Protocol):
