@@ -422,16 +422,20 @@ def test_the_reference_server_closes_with_no_reply_when_the_store_outlives_the_c
     assert log.index(landed) < log.index("LOCK RELEASED")
 
 
-def test_the_data_directory_lock_goes_when_a_late_store_ends_after_the_loop_closed(
+@pytest.mark.parametrize("loop_at_landing", ["closed", "stopped"])
+def test_the_data_directory_lock_goes_when_a_late_store_ends_after_the_loop_stopped(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     cut_off: threading.Event,
+    loop_at_landing: str,
 ) -> None:
-    """An embedder's server stopped while a message is stored, its loop closed before
-    the store ends: the lock waited for a callback on that loop, which never ran, and
-    was held until the process exited (the late lines lost too). Now the store's
-    thread, finding the loop closed, logs what landed and lets the lock go."""
+    """An embedder's server stopped while a message is stored, its loop closed, or
+    only stopped (``loop.run_until_complete(server.aclose())``, closed later or never),
+    before the store ends: the lock waited for a callback on that loop, which never
+    ran, and was held until the process exited (the late lines lost too). Now the
+    store's thread, finding the loop not running, logs what landed and lets the lock
+    go."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     released = threading.Event()
     release_lock = smtpcore.server.queuectl.release_lock
@@ -464,6 +468,9 @@ def test_the_data_directory_lock_goes_when_a_late_store_ends_after_the_loop_clos
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(asyncio.wait_for(stop_while_storing(), 30))
+        if loop_at_landing == "stopped":
+            store.release.set()
+            assert released.wait(10)  # the loop not closed, nor run again
     finally:
         loop.close()
         store.release.set()
@@ -473,9 +480,9 @@ def test_the_data_directory_lock_goes_when_a_late_store_ends_after_the_loop_clos
     [late] = [
         r.getMessage()
         for r in caplog.records
-        if "after the event loop had closed" in r.getMessage()
+        if "after the event loop had stopped" in r.getMessage()
     ]
-    assert ": the store landed after the event loop had closed" in late
+    assert ": the store landed after the event loop had stopped" in late
     assert late.endswith("the client was not told, and may send it again")
 
 

@@ -935,12 +935,13 @@ _UNANSWERED: Final = (
 
 def _lost_with_the_loop(queue_id: str, what: str, outcome: concurrent.futures.Future[Any]) -> None:
     """A write that ended after its session was closed with no reply, and after the
-    server's event loop had closed (an embedder's, closed before the last store
-    ended): nothing is left to log its delivery or announce it (``on_delivery``), so its
-    thread says this much (:meth:`Threads.after <smtpcore.server.waits.Threads.after>`)."""
+    server's event loop had stopped (an embedder's, stopped or closed before the last
+    store ended, which may never run again): nothing is left to log its delivery or
+    announce it (``on_delivery``), so its thread says this much (:meth:`Threads.after
+    <smtpcore.server.waits.Threads.after>`)."""
     failure = outcome.exception()
     logger.warning(
-        "%s: %s %s after the event loop had closed, %s: the client was not told, and "
+        "%s: %s %s after the event loop had stopped, %s: the client was not told, and "
         "may send it again",
         queue_id,
         what,
