@@ -25,10 +25,12 @@ both adapters.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
+from smtpcore._errors import LocalProtocolError
 from smtpcore._words import listed
 from smtpcore.address import Mailbox
 from smtpcore.sasl import (
@@ -316,8 +318,29 @@ class Recipient:
     params: Parameters = field(default_factory=Parameters)
 
 
+class _Commit(enum.Enum):
+    """Where a message at its end stands for :meth:`Session.begin_commit` (before
+    that, while its content comes, the mark is unset: :class:`_CommitMark`)."""
+
+    ANSWERING = enum.auto()
+    """``handle_message`` runs: it may begin the commit."""
+    COMMITTING = enum.auto()
+    """``handle_message`` began the commit: a 421 from here on would be false."""
+
+
+class _CommitMark:
+    """Where a message stands for :meth:`Session.begin_commit`, kept with its own
+    transaction, so that no mark outlives the message it was set for. A slot set
+    only just before ``handle_message`` (:func:`_answering`) and by ``begin_commit``;
+    unset, the content is still coming: the adapter builds an envelope at each MAIL, and
+    spends no time on it there."""
+
+    __slots__ = ("_commit",)
+    _commit: _Commit
+
+
 @dataclass(slots=True, eq=False)
-class Envelope:
+class Envelope(_CommitMark):
     """One mail transaction: sender, accepted recipients and, once read, the content.
 
     A new envelope starts with each accepted ``MAIL``. ``content`` holds the
@@ -351,6 +374,13 @@ class Envelope:
     """Octets of content received so far (after unstuffing)."""
     chunks: list[bytes] = field(default_factory=list, repr=False)
     """Where the default :meth:`Handler.handle_data_chunk` collects content."""
+
+
+def _answering(envelope: Envelope) -> None:
+    """The adapter's call, just before ``handle_message``: from now on that hook may
+    call :meth:`Session.begin_commit`."""
+    mark: _CommitMark = envelope  # the slot is the base class's, not a field
+    mark._commit = _Commit.ANSWERING
 
 
 class _RarelySet:
@@ -437,6 +467,37 @@ class Session(_RarelySet):
     """The open mail transaction, if any."""
     transactions: int = 0
     """Messages that reached the end of their content in this session."""
+
+    def begin_commit(self) -> None:
+        """Say, in :meth:`Handler.handle_message`, that the message is being taken: call
+        it just before the step that cannot be taken back (handing the message to a
+        disk write or a queue that runs on, cancelled or not). From then until the
+        hook has answered, neither a shutdown past its grace nor the
+        ``data_termination`` timeout answers a 4xx in its place: that would say the
+        message was not taken, and the client would send it again (RFC 5321 §4.2.5,
+        §6.1), a duplicate when it was. The cut-off waits for the hook's own replies
+        instead, through its last words (a second), and sends them before its
+        ``421``; a hook that has still not answered by then, or by the timeout, is
+        cancelled and the session closed with no reply at all, which at worst makes a
+        duplicate possible (RFC 1047), where the 4xx made it certain. Until this call,
+        the 421 of a cut-off is true, and is sent.
+
+        The mark belongs to the message (its :class:`Envelope`) and ends with it.
+        Called anywhere but in ``handle_message`` (``handle_data_chunk``, before the
+        content has all come; outside a transaction), it raises
+        :class:`~smtpcore.LocalProtocolError`."""
+        envelope = self.envelope
+        if envelope is None or getattr(envelope, "_commit", None) is None:
+            raise LocalProtocolError("begin_commit is called in handle_message only")
+        mark: _CommitMark = envelope  # the slot is the base class's, not a field
+        mark._commit = _Commit.COMMITTING
+
+    @property
+    def committing(self) -> bool:
+        """True from :meth:`begin_commit` until ``handle_message`` has answered: its
+        replies are then queued, and sent before a cut-off's ``421``."""
+        envelope = self.envelope
+        return getattr(envelope, "_commit", None) is _Commit.COMMITTING
 
 
 class Handler:

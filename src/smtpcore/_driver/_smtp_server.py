@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict
 
 from smtpcore._driver._factory import (
     MachinesInUse,
@@ -54,7 +54,7 @@ from smtpcore._driver._proxied import (
     trusted,
 )
 from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
@@ -74,6 +74,7 @@ from smtpcore.handler import (
     MessageReply,
     Recipient,
     Session,
+    _answering,
     _runs_in_thread,
 )
 from smtpcore.sasl import SERVER_MECHANISMS, ChannelBindings, Failure, offered_mechanisms
@@ -1748,11 +1749,27 @@ class ServerSession(ServedSession):
             replies: Sequence[Reply] = [accepted] * due
         else:
             replies = await self._message_replies(envelope, due)
-        self.session.envelope = None
+        committed = self.session.committing
+        self.session.envelope = None  # and the commit's mark with it
         for reply in replies:
             if self.conn.state is State.CLOSED:
                 break  # a 421 among LMTP's replies closed the session (RFC 2033 §4.2)
             self._answer(reply)
+        if committed and self.state.cutting_off:
+            super().cut_off()  # put off while the message was committed: see cut_off
+
+    def cut_off(self) -> None:
+        """Interrupt the session, for its 421 (see
+        :meth:`~smtpcore._driver._listener.ServedSession.cut_off`), unless its handler
+        is committing a message (:meth:`Session.begin_commit
+        <smtpcore.handler.Session.begin_commit>`): a 421 to the end of the data would
+        say the message was not taken, and the client would send it again. That session
+        runs on and is cut off once the message's replies are due, after them; should
+        it outlive the cut-off's last words, the shutdown cancels it, and it closes with
+        no reply (RFC 5321 §6.1: a lost reply may cause a duplicate, a false 4xx
+        causes one)."""
+        if not self.session.committing:
+            super().cut_off()
 
     async def _message_replies(self, envelope: Envelope, due: int) -> Sequence[Reply]:
         """The replies of ``handle_message``, ``due`` of them: one
@@ -1762,14 +1779,28 @@ class ServerSession(ServedSession):
         (:meth:`_hook_failed`) for every reply due; ``451 4.3.0`` for a bad result."""
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
+            _answering(envelope)  # begin_commit may be called from here
+            deadline: Deadline | None = None
             try:
-                result = await self.transport.within(
-                    self.options.timeouts.data_termination,
-                    self.state.handler.handle_message(self.session, envelope),
-                )
+                # A deadline of our own, to tell its TimeoutError from one of the
+                # handler's code (its own wait_for on a database), its failure, answered
+                # 451; ``within`` runs the hook where hooks run (an asyncio task).
+                async with self.transport.deadline(
+                    self.options.timeouts.data_termination
+                ) as deadline:
+                    result = await self.transport.within(
+                        None, self.state.handler.handle_message(self.session, envelope)
+                    )
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
+                if (
+                    isinstance(exc, TimeoutError)
+                    and deadline is not None
+                    and deadline.expired
+                    and self.session.committing
+                ):
+                    self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
@@ -1786,6 +1817,22 @@ class ServerSession(ServedSession):
             logger.error("handle_message gave %d replies for %d recipients", len(replies), due)
             return [LOCAL_ERROR] * due
         return replies
+
+    def _commit_timed_out(self) -> NoReturn:
+        """End the session with no reply: its ``handle_message`` began the commit
+        (:meth:`Session.begin_commit <smtpcore.handler.Session.begin_commit>`) and did
+        not answer within the ``data_termination`` timeout. Its ``451`` would say the
+        message was not taken, and the client would send it again, while the write
+        begun may land: as past a cut-off's last words, no reply (RFC 5321 §6.1: a lost
+        reply may cause a duplicate, a false 4xx causes one). The message's fate is the
+        handler's to log."""
+        logger.warning(
+            "handle_message began its commit and did not answer within the "
+            "data_termination timeout: %s closed with no reply, which may send the "
+            "message again",
+            client_text(self.session),
+        )
+        raise ConnectionLost from None
 
     def _replies_due(self) -> int:
         """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033

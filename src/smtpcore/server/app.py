@@ -22,12 +22,15 @@ and made visible by renames after; only then is the 250 sent (RFC 5321
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from smtpcore._driver._failures import (
     INSUFFICIENT_STORAGE,
@@ -63,7 +66,7 @@ from smtpcore.server.trace import (
     received_header,
     tls_comment,
 )
-from smtpcore.server.waits import Threads
+from smtpcore.server.waits import Landing, Threads
 from smtpcore.smtp import Mail, Rcpt, Reply, quoted
 
 __all__ = [
@@ -105,10 +108,11 @@ class MailStore:
 
     :meth:`accept` is the commit point of a message; it blocks on the disk
     and runs in a thread, one of ``threads``: the server's, which a stop waits for
-    before it lets the data directory go. A session cut off by the stop hears 421 while
-    its message may still be landing in the queue; were the lock free by then, a
-    ``queue`` tool could act on the queue as that message lands, and the client,
-    which sends it again, would have it delivered twice.
+    before it lets the data directory go. A session cut off by the stop while its
+    message is landing is not told 421 (:meth:`Session.begin_commit
+    <smtpcore.handler.Session.begin_commit>`): it hears the real reply, or, past the
+    cut-off's last words, none; were the lock free by then, a ``queue`` tool could act
+    on the queue as that message lands.
     """
 
     def __init__(
@@ -583,23 +587,63 @@ class _MailHandler(Handler):
         params = [(k, v) for k, v in envelope.mail_params.items() if k in _KEPT_MAIL_PARAMS]
         client = MessageOrigin.of(session, envelope).log_text()
         size = spool.size
+        # From here a 421 of a stop's cut-off would be false: the write runs on.
+        session.begin_commit()
+        landing = self.store.threads.land(
+            self.store.accept,
+            spool,
+            sender,
+            local,
+            remote,
+            client=client,
+            params=params,
+            local_dsn=local_dsn,
+        )
         try:
-            accepted = await self.store.threads.run(
-                self.store.accept,
-                spool,
-                sender,
-                local,
-                remote,
-                client=client,
-                params=params,
-                local_dsn=local_dsn,
+            accepted = await asyncio.shield(landing.future)
+        except asyncio.CancelledError:
+            self.store.threads.after(
+                landing,
+                functools.partial(
+                    self._landed_unanswered, session, spool.id, sender, size, local, client
+                ),
+                functools.partial(_lost_with_the_loop, spool.id, "the store"),
             )
+            raise
         except Exception as exc:
             return self._storage_failed(
                 session, envelope, exc, "cannot store the message", queue_id=spool.id
             )
         self._accepted(session, accepted, sender, size, local, client)
         return Reply(250, f"Ok: queued as {accepted.queue_id}", "2.0.0")
+
+    def _landed_unanswered(
+        self,
+        session: Session,
+        queue_id: str,
+        sender: str,
+        size: int,
+        local: dict[str, str],
+        client: str,
+        landing: concurrent.futures.Future[Accepted],
+    ) -> None:
+        """The message's commit ended after its session was closed with no reply (a
+        stop past its cut-off's last words, or the ``data_termination`` timeout): what
+        became of it is logged all the same, its ``from=`` and delivery lines if it
+        landed, and that the client was not told (:func:`_unanswered`)."""
+        failure = landing.exception()
+        if failure is not None:
+            logger.warning(
+                "%s: from=<%s>: not stored, %s: %s",
+                queue_id,
+                loggable(sender),
+                _UNANSWERED,
+                fault_text(failure),
+            )
+            return
+        accepted = landing.result()
+        self._accepted(session, accepted, sender, size, local, client)
+        _unanswered(accepted.queue_id, "stored")
 
     def _accepted(
         self,
@@ -736,9 +780,7 @@ class LMTPHandler(_MailHandler):
         self, session: Session, envelope: Envelope, spool: Spool, due: int
     ) -> MessageReply:
         sender = "" if envelope.sender is None else str(envelope.sender)
-        routes: dict[str, str | None] = session.extra.get("routes", {})
         client = MessageOrigin.of(session, envelope).log_text()
-        replies: list[Reply] = []
         size = spool.size
         try:
             await self.store.threads.run(spool.finish)
@@ -748,20 +790,55 @@ class LMTPHandler(_MailHandler):
                 session, envelope, exc, "cannot store the message", queue_id=spool.id
             )
             return [failed] * due
-        delivered: dict[str, str] = {}
-        paths: dict[str, Path] = {}
-        for recipient in envelope.recipients:
-            address = str(recipient.mailbox)
-            key = routes.get(address)
+        copies = _Copies()
+        session.begin_commit()  # each copy written is delivered: no 421 from here
+        try:
+            replies = await self._deliver_each(session, envelope, spool, sender, copies)
+        except asyncio.CancelledError:
+            writing = copies.writing
+            assert writing is not None, "cancelled only as a copy is written"
+            self.store.threads.after(
+                writing.landing,
+                functools.partial(
+                    self._copy_landed_unanswered, session, spool, sender, size, client, copies
+                ),
+                functools.partial(_copy_lost_with_the_loop, spool, copies),
+            )
+            raise
+        spool.discard()
+        if copies.delivered:
+            accepted = Accepted(spool.id, copies.paths, None)
+            self._accepted(session, accepted, sender, size, copies.delivered, client)
+        return replies
+
+    async def _deliver_each(
+        self,
+        session: Session,
+        envelope: Envelope,
+        spool: Spool,
+        sender: str,
+        copies: _Copies,
+    ) -> list[Reply]:
+        """A copy in each recipient's mailbox, one per mailbox, and each recipient's reply
+        (RFC 2033 §4.2); ``copies`` says which landed, as they land, and which is being
+        written."""
+        routes: dict[str, str | None] = session.extra.get("routes", {})
+        targets = [(str(r.mailbox), routes.get(str(r.mailbox))) for r in envelope.recipients]
+        replies: list[Reply] = []
+        for at, (address, key) in enumerate(targets):
             if key is None:  # pragma: no cover - the router refuses remote recipients
                 replies.append(Reply(550, "Not a local recipient", "5.1.1"))
                 continue
             try:
-                if key not in paths:
-                    paths[key] = await self.store.threads.run(
+                if key not in copies.paths:
+                    landing = self.store.threads.land(
                         self.store.mailboxes.deliver_file, key, sender, spool.path
                     )
+                    copies.writing = _Writing(address, key, landing, targets[at + 1 :])
+                    copies.paths[key] = await asyncio.shield(landing.future)
+                    copies.writing = None
             except Exception as exc:
+                copies.writing = None
                 what = f"delivery to {key} failed"
                 replies.append(
                     self._storage_failed(
@@ -769,13 +846,134 @@ class LMTPHandler(_MailHandler):
                     )
                 )
                 continue
-            delivered[address] = key
+            copies.delivered[address] = key
             replies.append(Reply(250, quoted(f"<{address}> delivered as {spool.id}"), "2.0.0"))
-        spool.discard()
-        if delivered:
-            accepted = Accepted(spool.id, paths, None)
-            self._accepted(session, accepted, sender, size, delivered, client)
         return replies
+
+    def _copy_landed_unanswered(
+        self,
+        session: Session,
+        spool: Spool,
+        sender: str,
+        size: int,
+        client: str,
+        copies: _Copies,
+        landed: concurrent.futures.Future[Path],
+    ) -> None:
+        """The copy being written when the session was closed with no reply (a stop
+        past its cut-off's last words, the ``data_termination`` timeout) has landed, or
+        failed: the copies that landed are logged and announced (``on_delivery``) as
+        every delivered copy is, and the client, which was not told, may send the
+        message again. Of the recipients after it, one whose mailbox has its copy
+        (the same mailbox as one before, ``b`` and ``B``) is delivered, as its reply
+        would have said; the others got none, and are named."""
+        writing = copies.writing
+        assert writing is not None
+        key = writing.key
+        failure = landed.exception()
+        if failure is None:
+            copies.paths[key] = landed.result()
+            copies.delivered[writing.address] = key
+        else:
+            logger.warning(
+                "%s: from=<%s>: delivery to %s failed, %s: %s",
+                spool.id,
+                loggable(sender),
+                key,
+                _UNANSWERED,
+                fault_text(failure),
+            )
+        not_delivered: list[str] = []
+        for address, later in writing.after:
+            if later in copies.paths:
+                copies.delivered[address] = later
+            elif later is not None:  # a remote one was refused 550, as ever
+                not_delivered.append(address)
+        spool.discard()
+        if copies.delivered:
+            accepted = Accepted(spool.id, copies.paths, None)
+            self._accepted(session, accepted, sender, size, copies.delivered, client)
+        delivered = ", ".join(copies.delivered) or "none"
+        _unanswered(spool.id, f"delivered to {delivered}")
+        if not_delivered:
+            logger.warning(
+                "%s: not delivered to %s: the client may send it again",
+                spool.id,
+                ", ".join(not_delivered),
+            )
+
+
+@dataclass
+class _Copies:
+    """An LMTP message's copies, one per mailbox, as they land (RFC 2033 §4.2): who has
+    one (``delivered``, address to mailbox key), where (``paths``, by mailbox key), and
+    the copy being written, which a session cut off leaves to land
+    (:meth:`LMTPHandler._copy_landed_unanswered`)."""
+
+    delivered: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+    writing: _Writing | None = None
+
+
+@dataclass
+class _Writing:
+    """The copy of an LMTP message being written: for ``address``, into mailbox
+    ``key``, by ``landing``; ``after``: the recipients still to come (address and
+    mailbox key, None for one not local), who get no copy of their own should the
+    session be cut off now."""
+
+    address: str
+    key: str
+    landing: Landing[Path]
+    after: list[tuple[str, str | None]]
+
+
+_UNANSWERED: Final = (
+    "after its session was closed before the reply (a stop's cut-off, or the end-of-data timeout)"
+)
+
+
+def _lost_with_the_loop(queue_id: str, what: str, outcome: concurrent.futures.Future[Any]) -> None:
+    """A write that ended after its session was closed with no reply, and after the
+    server's event loop had stopped (an embedder's, stopped or closed before the last
+    store ended, which may never run again): nothing is left to log its delivery or
+    announce it (``on_delivery``), so its thread says this much (:meth:`Threads.after
+    <smtpcore.server.waits.Threads.after>`)."""
+    failure = outcome.exception()
+    logger.warning(
+        "%s: %s %s after the event loop had stopped, %s: the client was not told, and "
+        "may send it again",
+        queue_id,
+        what,
+        "landed" if failure is None else f"failed ({fault_text(failure)})",
+        _UNANSWERED,
+    )
+
+
+def _copy_lost_with_the_loop(
+    spool: Spool, copies: _Copies, outcome: concurrent.futures.Future[Path]
+) -> None:
+    """:func:`_lost_with_the_loop` for an LMTP message's copy being written, naming
+    the copies delivered before it (unlogged too); the spool file is then removed, as
+    the loop would have."""
+    assert copies.writing is not None
+    before = ", ".join(copies.delivered) or "none"
+    what = f"the copy into {copies.writing.key} (delivered before it: {before})"
+    try:
+        _lost_with_the_loop(spool.id, what, outcome)
+    finally:
+        spool.discard()
+
+
+def _unanswered(queue_id: str, what: str) -> None:
+    """The warning of a message that landed, wholly or in part (``what``), after its
+    session was closed with no reply: the client was not told, and may send it again."""
+    logger.warning(
+        "%s: %s %s: the client was not told, and may send it again",
+        queue_id,
+        what,
+        _UNANSWERED,
+    )
 
 
 def _upper(value: str | None) -> str | None:

@@ -19,18 +19,20 @@ lets go of its data directory only once none of it is left to land there.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import Any, Final, Generic, ParamSpec, TypeAlias, TypeVar
 
 from smtpcore.server.log import logger
 from smtpcore.server.tokens import SessionTokens
 
 __all__ = [
     "CUT_OFF",
+    "Landing",
     "ThreadShare",
     "Threads",
     "finish",
@@ -174,6 +176,81 @@ class Threads:
         for callback in due:
             callback()
 
+    def land(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Landing[T]:
+        """:meth:`submit`, for work whose caller may be gone before it returns (a
+        message's store, its session closed unanswered): what to do with its outcome
+        then is :meth:`after`'s to say. The thread drops its own count, as
+        :meth:`submit`'s does, once that is done: the data directory's lock goes when
+        the files are on disk, whatever became of the loop."""
+        landing: Landing[T] = Landing()
+        call = functools.partial(func, *args, **kwargs)
+
+        def landed() -> T:
+            outcome: concurrent.futures.Future[T] = concurrent.futures.Future()
+            try:
+                value = call()
+            except BaseException as exc:
+                outcome.set_exception(exc)
+                raise
+            else:
+                outcome.set_result(value)
+                return value
+            finally:
+                self._hand_back(landing, outcome)
+
+        landing.future = self.submit(landed)
+        return landing
+
+    def after(
+        self,
+        landing: Landing[T],
+        callback: Callable[[concurrent.futures.Future[T]], object],
+        lost: Callable[[concurrent.futures.Future[T]], object],
+    ) -> None:
+        """``callback(outcome)`` on the running loop once ``landing``'s call has
+        returned, before its thread drops its count: what it records of that work (the
+        log lines of a message that landed after its session was cut off) comes before
+        what waits for the end of all work (:meth:`then`: the data directory's lock).
+        Should the loop not be running by then (an embedder's, stopped or closed
+        before the last store ended), the thread runs ``lost(outcome)`` instead,
+        rather than wait for a loop that may never run again; exactly one of the two
+        runs."""
+        loop = asyncio.get_running_loop()
+        with self._guard:
+            outcome = landing.outcome
+            if outcome is None:
+                landing.then = (loop, callback, lost)
+                return
+        _record(callback, outcome)  # landed already: its thread found nothing to hand back
+
+    def _hand_back(self, landing: Landing[T], outcome: concurrent.futures.Future[T]) -> None:
+        """In the call's thread, once it has returned: :meth:`after`'s callback, run on
+        its loop and waited for while that loop runs, or else ``lost`` here."""
+        with self._guard:
+            landing.outcome = outcome
+            then = landing.then
+        if then is None:  # its caller awaits it, or after() will see the outcome
+            return
+        loop, callback, lost = then
+        told = threading.Event()
+
+        def on_the_loop() -> None:
+            try:
+                if landing.claim(self._guard):
+                    callback(outcome)
+            finally:
+                told.set()
+
+        try:
+            loop.call_soon_threadsafe(on_the_loop)
+        except RuntimeError:  # the loop is closed: nothing will run there again
+            pass
+        else:
+            while loop.is_running() and not told.wait(_LOOP_CHECK_EVERY):
+                pass
+        if landing.claim(self._guard):  # the loop has stopped, and may never run again
+            _record(lost, outcome)
+
     def then(self, callback: Callable[[], object]) -> None:
         """``callback()`` once no work is running: now, or in the thread of the last
         one to end."""
@@ -182,6 +259,56 @@ class Threads:
                 self._then.append(callback)
                 return
         callback()
+
+
+def _record(
+    record: Callable[[concurrent.futures.Future[T]], object], outcome: concurrent.futures.Future[T]
+) -> None:
+    """``record(outcome)`` (:meth:`Threads.after`'s callback, or its ``lost``) where an
+    exception of its would end something else (the cancelled caller's own, the call's
+    thread): logged instead."""
+    try:
+        record(outcome)
+    except Exception:
+        logger.exception("recording work that landed after its caller had gone failed")
+
+
+_LOOP_CHECK_EVERY: Final = 0.05
+"""Seconds between a landed call's looks at whether the loop that is to run
+:meth:`Threads.after`'s callback still runs."""
+
+_Then: TypeAlias = tuple[
+    asyncio.AbstractEventLoop,
+    Callable[[concurrent.futures.Future[T]], object],
+    Callable[[concurrent.futures.Future[T]], object],
+]
+"""Where and what :meth:`Threads.after` runs once a call has landed: its loop, its
+callback there, and what runs in the call's thread if that loop no longer runs."""
+
+
+class Landing(Generic[T]):
+    """A call handed to a thread by :meth:`Threads.land`: its :attr:`future` to await,
+    its outcome once it has returned, and what :meth:`Threads.after` says to do then.
+    The call's thread and the loop share it under the :class:`Threads`' guard."""
+
+    __slots__ = ("claimed", "future", "outcome", "then")
+
+    future: asyncio.Future[T]
+    """Done once the call has returned, while the loop runs; never cancel it."""
+
+    def __init__(self) -> None:
+        self.outcome: concurrent.futures.Future[T] | None = None
+        """The call's result or exception, once it has returned."""
+        self.then: _Then[T] | None = None
+        self.claimed = False
+        """Whether :meth:`Threads.after`'s callback or its ``lost`` has run, or runs."""
+
+    def claim(self, guard: threading.Lock) -> bool:
+        """True for the first of the loop and the call's thread to ask: the one that
+        records the outcome."""
+        with guard:
+            first, self.claimed = not self.claimed, True
+        return first
 
 
 class ThreadShare:
