@@ -368,10 +368,6 @@ class Deadline:
             self._fired = True
             self._task.cancel()
 
-    @property
-    def expired(self) -> bool:
-        return self._fired
-
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,

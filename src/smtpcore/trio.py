@@ -198,10 +198,6 @@ class _Deadline:
     def expire(self) -> None:
         self._scope.cancel()
 
-    @property
-    def expired(self) -> bool:
-        return self._scope.cancelled_caught
-
 
 class _Watchdog(_Deadline):
     """The session's :class:`~smtpcore._driver._timeouts.Watchdog`: one cancel scope
@@ -308,6 +304,10 @@ class _Watchdog(_Deadline):
         self._armed = False
         self._limit, self._rate, self._due, self._received, self._credited = saved
         self._timed_waits = self._waits  # the wait goes on with its own end
+
+    @property
+    def expired(self) -> bool:
+        return self._scope.cancelled_caught
 
 
 class _WatchdogTimer:

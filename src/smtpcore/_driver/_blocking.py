@@ -77,10 +77,6 @@ class _Deadline:
     def expire(self) -> None:
         self.due = -math.inf
 
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() >= self.due
-
     async def __aenter__(self) -> _Deadline:
         self._clock._deadlines.append(self)
         return self

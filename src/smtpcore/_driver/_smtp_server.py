@@ -19,7 +19,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypedDict, TypeVar
 
 from smtpcore._driver._factory import (
     MachinesInUse,
@@ -54,7 +54,7 @@ from smtpcore._driver._proxied import (
     trusted,
 )
 from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
-from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Deadline, Timeouts, checked_delay
+from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
@@ -616,6 +616,26 @@ class ServerState(SessionRegistry["ServerSession"]):
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> ServerSession:
         return ServerSession(transport, self, peer)
+
+
+T = TypeVar("T")
+
+
+_RAISED_INSIDE: Final = "_smtpcore_raised_inside_handle_message"
+"""Marks a ``TimeoutError`` that a handler's own code raised (its own ``asyncio.wait_for``
+on a database): told from the ``data_termination`` deadline's, which ``within`` raises
+outside the handler's coroutine. That one closes a committing session with no reply;
+this one is the handler's failure, answered 451 and logged as it was raised."""
+
+
+async def _own_timeouts_marked(call: Awaitable[T]) -> T:
+    """``call``, a ``TimeoutError`` out of it marked :data:`_RAISED_INSIDE`. One
+    coroutine frame, where a deadline entered up front costs a timer per message."""
+    try:
+        return await call
+    except TimeoutError as exc:
+        setattr(exc, _RAISED_INSIDE, True)
+        raise
 
 
 class ServerSession(ServedSession):
@@ -1780,24 +1800,19 @@ class ServerSession(ServedSession):
         result: MessageReply = None
         if "handle_message" in self.state.overridden:  # as _ask does, but for LMTP's lists
             _answering(envelope)  # begin_commit may be called from here
-            deadline: Deadline | None = None
             try:
-                # A deadline of our own, to tell its TimeoutError from one of the
-                # handler's code (its own wait_for on a database), its failure, answered
-                # 451; ``within`` runs the hook where hooks run (an asyncio task).
-                async with self.transport.deadline(
-                    self.options.timeouts.data_termination
-                ) as deadline:
-                    result = await self.transport.within(
-                        None, self.state.handler.handle_message(self.session, envelope)
-                    )
+                result = await self.transport.within(
+                    self.options.timeouts.data_termination,
+                    _own_timeouts_marked(
+                        self.state.handler.handle_message(self.session, envelope)
+                    ),
+                )
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
                 if (
                     isinstance(exc, TimeoutError)
-                    and deadline is not None
-                    and deadline.expired
+                    and not getattr(exc, _RAISED_INSIDE, False)
                     and self.session.committing
                 ):
                     self._commit_timed_out()

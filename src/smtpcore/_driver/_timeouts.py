@@ -196,12 +196,6 @@ class Deadline(Protocol):
         Graceful shutdown uses it to wake sessions that wait idle for a command.
         """
 
-    @property
-    def expired(self) -> bool:
-        """True once it has gone off (its time passed, or :meth:`expire`): a
-        ``TimeoutError`` out of its block is then its own, not one that the code
-        inside raised itself (a handler's own ``asyncio.wait_for`` on a database)."""
-
 
 class Watchdog(Protocol):
     """A timer over the waits of a whole session, entered once and armed per wait.
