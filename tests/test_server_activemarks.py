@@ -89,11 +89,10 @@ def test_a_start_clears_the_marks_a_crash_left(tmp_path: Path) -> None:
     assert read_active(tmp_path, 4242) == frozenset()
 
 
-def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) -> None:
-    """A local copy was marked from before its wait for a slot of the worker's threads
-    (its ``ThreadShare``): with the slots taken, every message queued behind them was
-    listed ``*``, in delivery, though none of its work had begun. Only the copy being
-    written is marked now; one relay session's mark waits for its token likewise."""
+def _local_worker(
+    tmp_path: Path, **options: Any
+) -> tuple[ServerConfig, Queue, LocalMailboxes, Threads, DeliveryMarks, DeliveryWorker]:
+    """A delivery worker for abc.example's one user, its marks cleared."""
     config = ServerConfig(
         domains=("abc.example",),
         users={"john@abc.example": "pw"},
@@ -116,6 +115,18 @@ def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) ->
         retry_after=3600.0,
         threads=threads,
         marks=marks,
+        **options,
+    )
+    return config, queue, mailboxes, threads, marks, worker
+
+
+def test_a_local_copy_waiting_for_a_thread_slot_is_not_marked(tmp_path: Path) -> None:
+    """A local copy was marked from before its wait for a slot of the worker's threads
+    (its ``ThreadShare``): with the slots taken, every message queued behind them was
+    listed ``*``, in delivery, though none of its work had begun. Only the copy being
+    written is marked now; one relay session's mark waits for its token likewise."""
+    config, queue, mailboxes, threads, marks, worker = _local_worker(
+        tmp_path,
         concurrency=1,  # one slot of the worker's threads
     )
     writing: list[str] = []  # the queue id of each copy begun, in order
@@ -186,29 +197,7 @@ def test_the_marks_are_written_in_the_worker_s_share_of_the_threads(
     Each is now written in a call that holds one of the share's slots: a local copy's
     mark in the copy's own call (so it is on disk while the copy is written), its
     removal in a call of its own."""
-    config = ServerConfig(
-        domains=("abc.example",),
-        users={"john@abc.example": "pw"},
-        data_dir=tmp_path,
-        hostname="mx.abc.example",
-    )
-    queue = Queue(config.queue_dir)
-    queue.open()
-    mailboxes = LocalMailboxes(config)
-    mailboxes.create_all()
-    threads = Threads()
-    marks = DeliveryMarks(config.queue_dir)
-    marks.clear()
-    worker = DeliveryWorker(
-        queue,
-        router=Router(["abc.example"], hostnames=["mx.abc.example"]),
-        resolver=StaticResolver.from_zone_text(""),
-        mailboxes=mailboxes,
-        hostname="mx.abc.example",
-        retry_after=3600.0,
-        threads=threads,
-        marks=marks,
-    )
+    config, queue, _, threads, _, worker = _local_worker(tmp_path)
     slot = threading.local()
     run_announced = worker.disk.run_announced
 
