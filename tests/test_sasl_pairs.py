@@ -41,6 +41,7 @@ from smtpcore.sasl import (
     XOAuth2Server,
     derive_scram_credentials,
     saslprep,
+    saslprep_login,
 )
 
 names = st.text(st.characters(blacklist_characters="\x00", codec="utf-8"), min_size=1, max_size=24)
@@ -89,11 +90,12 @@ def check_password(users: dict[str, str]) -> Callable[[str, str, str], bool]:
 
 
 def as_query(name: str) -> str | None:
-    """The name a server mechanism looks up: SASLprep as a query, without the
-    bidirectional rule, as the mechanisms prepare names; None when SASLprep refuses or
-    empties it, which fails the exchange (RFC 4616 §2)."""
+    """The name a server mechanism looks up: :func:`saslprep_login`, as the mechanisms
+    prepare names (SASLprep as a query, without the bidirectional rule, the domain of
+    an address left as it is); None when it refuses or empties the name, which fails
+    the exchange (RFC 4616 §2)."""
     try:
-        return saslprep(name, allow_unassigned=True, bidi_rule=False) or None
+        return saslprep_login(name) or None
     except ValueError:
         return None
 
