@@ -61,7 +61,7 @@ from smtpcore.testing._hiding import credential_forms
 from smtpcore.testing._pop3_delivered import delete_delivered, failed_deletion_note, poll_sleeps
 from smtpcore.testing._pop3_probe import POP3Probe, lines_of
 from smtpcore.testing._wire import MAX_RECEIVED
-from smtpcore.testing.check import CheckReport, Outcome
+from smtpcore.testing.check import CheckReport, CheckResult, Outcome
 from smtpcore.testing.check_pop3 import check_pop3_server
 
 MAILBOX = f"{USER}@abc.example"
@@ -1232,3 +1232,118 @@ def test_the_poll_opens_few_sessions_however_long_the_wait() -> None:
 def test_the_poll_sleeps_cover_the_wait_in_few_sessions(wait: float) -> None:
     sleeps = list(poll_sleeps(wait))
     assert len(sleeps) <= 100 and sum(sleeps) == pytest.approx(wait)
+
+
+# -- what a header read may bring: TOP n 0 within a header section's bound ---------------
+
+
+class EndlessTestMessage(SmallPOP3):
+    """Answers ``verb`` for a test message (``TOP`` of a header, ``RETR``) with ``+OK``
+    and header lines that never end, 64 KiB a write, up to 135 writes (over the 8 MiB a
+    connection reads at most). With ``after_update``, only once a QUIT after DELE set
+    ``updated``, and that QUIT removes nothing, so the new session reads them."""
+
+    verb = "TOP"
+    after_update = False
+    updated = False
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.flooding = False
+
+    def endless(self, verb: str, words: list[str]) -> bool:
+        number = self.message(words[0]) if words else None
+        return (
+            verb == self.verb
+            and number is not None
+            and MARKER_FIELD in self.mailbox.messages[number - 1]
+            and self.updated == self.after_update
+        )
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        if self.endless("TOP", words):
+            self.flooding = True
+            return b"+OK\r\n"
+        return super().do_TOP(words)
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        if self.endless("RETR", words):
+            self.flooding = True
+            return b"+OK\r\n"
+        return super().do_RETR(words)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            type(self).updated = True
+        if self.after_update:  # removes nothing: the new session reads the test messages
+            self.closed = True
+            return b"+OK bye\r\n"
+        return super().do_QUIT(words)
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if not self.flooding:
+            return
+        self.flooding, self.closed = False, True
+        line = b"X-Filler: " + b"f" * 52 + b"\r\n"
+        for _ in range(135):
+            try:
+                sock.sendall(line * 1024)
+            except OSError:
+                return
+
+
+def _server_octets(result: CheckResult) -> int:
+    return sum(len(entry.data) for entry in result.transcript if entry.side == "server")
+
+
+@pytest.mark.parametrize(
+    ("verb", "said"),
+    [
+        (
+            "TOP",
+            "the response to TOP 2 0 ran over 262144 octets without the terminating dot "
+            "line (more than a header section: TOP n 0 gives the header and a blank line): "
+            "the battery stopped reading it, and closed the connection without QUIT",
+        ),
+        (
+            "RETR",
+            "the response to RETR 2 ran over 262226 octets without the terminating dot line "
+            "(more than a header section and twice the 40-octet body sent)",
+        ),
+    ],
+)
+def test_a_test_messages_endless_response_fails_within_a_header_sections_bound(
+    verb: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOP n 0 (and RETR of a test message) was read whole: a server that sent header
+    lines with no end was read to the 8 MiB a connection may bring, and failed as a
+    flood ("the server sent more than owed"). A header section is read to 256 KiB
+    at most, and the failure says what went wrong, having read little more."""
+    monkeypatch.setattr(EndlessTestMessage, "verb", verb)
+    monkeypatch.setattr(EndlessTestMessage, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(EndlessTestMessage, mailbox, DeliversTo(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(said), result.summary
+    assert _server_octets(result) < 1 << 20, _server_octets(result)
+    assert mailbox.messages[0] == KEPT[0] and len(mailbox.messages) == 5
+
+
+def test_an_endless_top_in_the_confirming_session_leaves_the_count_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(EndlessTestMessage, "after_update", True)
+    monkeypatch.setattr(EndlessTestMessage, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        EndlessTestMessage, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages is known to have been deleted; 4 may be left "
+        "in the mailbox (4 were marked with DELE and QUIT got b'+OK bye', but a new session "
+        "to confirm it failed: the response to TOP "
+    ), note
+    assert "ran over 262144 octets without the terminating dot line" in note, note

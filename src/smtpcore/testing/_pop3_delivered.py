@@ -38,6 +38,7 @@ from smtpcore.testing._pop3_probe import (
     POP3Probe,
     POP3Response,
     POP3Wire,
+    ResponseBound,
     StalledResponse,
     ask,
     lines_of,
@@ -45,6 +46,7 @@ from smtpcore.testing._pop3_probe import (
 )
 
 __all__ = [
+    "MAX_HEADER_SECTION",
     "MAX_WAIT",
     "check_delivered_intact",
     "delete_delivered",
@@ -62,6 +64,13 @@ _MAX_POLLS: Final = 100
 quarter of a second to ten, :data:`MAX_WAIT` takes about 70."""
 _MAX_HEADER_READ: Final = 1 << 20
 """A new message larger than this (by LIST) is not read to look for a marker."""
+MAX_HEADER_SECTION: Final = 256 << 10
+"""The most octets ``TOP n 0`` may bring: a header section and its blank line (RFC 1939
+§7). RFC 5322 sets no limit, but MTAs do (Postfix keeps 100 KiB of a header), and a
+marker is near the top; a server that sends more is broken, or hostile."""
+_HEADER_ONLY: Final = ResponseBound(
+    MAX_HEADER_SECTION, "more than a header section: TOP n 0 gives the header and a blank line"
+)
 
 Identities = dict[int, bytes | None]
 """Message number to its unique-id (RFC 1939 §7), or None where none is known (UIDL
@@ -179,14 +188,31 @@ def _marker_at(client: POP3Wire, number: int, *, retr: bool) -> tuple[bool, byte
     """Whether message ``number``'s header was read, and its marker, if any: read with
     ``TOP n 0``, or, if ``retr``, with RETR where TOP is refused (RFC 1939 §7 makes
     TOP optional) and LIST gives a size up to :data:`_MAX_HEADER_READ`."""
-    answer = ask(client, b"TOP %d 0" % number)
+    answer = ask(client, b"TOP %d 0" % number, bound=_HEADER_ONLY)
     if not answer.ok and retr:
         words = ask(client, b"LIST %d" % number).status.split()
         size = wire_number(words[2]) if len(words) > 2 else None
         if size is None or size > _MAX_HEADER_READ:
             return False, None
-        answer = ask(client, b"RETR %d" % number)
+        answer = ask(client, b"RETR %d" % number, bound=_listed_size(size))
     return (True, marker_of(answer.content())) if answer.ok else (False, None)
+
+
+def _listed_size(size: int) -> ResponseBound:
+    """What RETR of a message LIST gives ``size`` octets may bring: each line at most
+    doubled (a stuffing dot, a CR before a bare LF) and a CRLF after a last line that
+    had none (RFC 1939 §3)."""
+    return ResponseBound(2 * size + 2, f"over twice the {size} octets LIST gives (RFC 1939 §5)")
+
+
+def _whole(message: DeliveredMessage) -> ResponseBound:
+    """What RETR, or TOP of every body line, of test message ``message`` may bring: a
+    header section within :data:`MAX_HEADER_SECTION` (the MTA's fields, then those
+    sent) and the body sent, its lines at most doubled (see :func:`_listed_size`)."""
+    return ResponseBound(
+        MAX_HEADER_SECTION + 2 * len(message.body) + 2,
+        f"more than a header section and twice the {len(message.body)}-octet body sent",
+    )
 
 
 def _snapshot(probe: POP3Probe) -> _Mailbox:
@@ -251,12 +277,13 @@ def _message_problems(client: POP3Wire, number: int, message: DeliveredMessage) 
     (RFC 1939 §3: unstuffed, the lines as stored; §7: TOP gives the header, the blank
     line and that many body lines)."""
     body_lines = len(lines_of(message.body))
-    reads = [(b"RETR %d" % number, message.body)]
-    reads += [(b"TOP %d 0" % number, b""), (b"TOP %d %d" % (number, body_lines), message.body)]
-    for command, expected in reads:
+    whole = _whole(message)
+    reads = [(b"RETR %d" % number, message.body, whole), (b"TOP %d 0" % number, b"", _HEADER_ONLY)]
+    reads.append((b"TOP %d %d" % (number, body_lines), message.body, whole))
+    for command, expected, bound in reads:
         what = f"{command.decode()} ({message.name})"
         try:
-            answer = ask(client, command)
+            answer = ask(client, command, bound=bound)
         except StalledResponse as exc:
             if not _sent_unended(exc.partial.content(), message, expected):
                 raise

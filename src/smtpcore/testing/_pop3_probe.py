@@ -45,7 +45,7 @@ from smtpcore.testing._hiding import (
     hide_in_server_reads,
     hide_in_text,
 )
-from smtpcore.testing._wire import Exchange, WireClient
+from smtpcore.testing._wire import Exchange, LineOverLimit, WireClient
 
 if TYPE_CHECKING:
     from smtpcore.testing._delivery import Delivery
@@ -55,6 +55,7 @@ __all__ = [
     "POP3Probe",
     "POP3Response",
     "POP3Wire",
+    "ResponseBound",
     "StalledResponse",
     "UnsafeQuit",
     "ask",
@@ -205,12 +206,30 @@ def has_multi_line_response(command: bytes) -> bool:
     return verb in (b"RETR", b"TOP", b"CAPA") or (verb in (b"LIST", b"UIDL") and len(words) == 1)
 
 
-def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | None:
+@dataclass(frozen=True)
+class ResponseBound:
+    """The most ``octets`` a multi-line response's body may bring, and the ``reason`` no
+    sound response brings more (said in the failure): a check that needs a header
+    need not hold what a broken server sends in place of one."""
+
+    octets: int
+    reason: str
+
+
+class OverlongResponse(Failed):
+    """A multi-line response that ran past its :class:`ResponseBound`: the battery
+    stopped reading, and the connection, out of step, is closed without QUIT."""
+
+
+def read_response(
+    client: WireClient, *, multi_line: bool, bound: ResponseBound | None = None
+) -> POP3Response | None:
     """The next response, or None where the server closed before its status line.
     The whole response has one deadline, ``timeout`` from now, however its lines
     trickle in; its octets are bounded by the connection's
-    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`). A multi-line response cut
-    short by the close fails the check."""
+    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`), and a body by ``bound``, where
+    given (:class:`OverlongResponse`). A multi-line response cut short by the close
+    fails the check."""
     deadline = time.monotonic() + client.timeout
     status = client.read_line(deadline)
     if status is None:
@@ -219,16 +238,39 @@ def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | Non
         return POP3Response(status)
     body = bytearray()
     try:
-        while (line := client.read_line(deadline)) != _TERMINATOR:
+        while (line := _body_line(client, deadline, bound, len(body))) != _TERMINATOR:
             if line is None:
                 raise Failed(
                     f"the server closed the connection inside the multi-line response to "
                     f"{status!r} (no terminating dot line, RFC 1939 §3)"
                 )
             body += line
+            if bound is not None and len(body) > bound.octets:
+                client.stop_reading(f"a response past {bound.octets} octets")
+                raise _overlong(bound)
     except TimeoutError:
         raise StalledResponse(POP3Response(status, bytes(body))) from None
     return POP3Response(status, bytes(body))
+
+
+def _body_line(
+    client: WireClient, deadline: float, bound: ResponseBound | None, held: int
+) -> bytes | None:
+    """The next line of a body that holds ``held`` octets, read no further than
+    ``bound`` and the terminating dot line allow."""
+    if bound is None:
+        return client.read_line(deadline)
+    try:
+        return client.read_line(deadline, limit=bound.octets - held + len(_TERMINATOR))
+    except LineOverLimit:
+        raise _overlong(bound) from None
+
+
+def _overlong(bound: ResponseBound) -> OverlongResponse:
+    return OverlongResponse(
+        f"over {bound.octets} octets without the terminating dot line ({bound.reason}): "
+        "the battery stopped reading it, and closed the connection without QUIT"
+    )
 
 
 class StalledResponse(TimeoutError):
@@ -242,11 +284,15 @@ class StalledResponse(TimeoutError):
         self.partial = partial
 
 
-def ask(client: WireClient, command: bytes) -> POP3Response:
-    """Send ``command`` (CRLF added) and read its response; a close where the response
-    was due fails the check: a session that dies on a command is a crash."""
+def ask(client: WireClient, command: bytes, *, bound: ResponseBound | None = None) -> POP3Response:
+    """Send ``command`` (CRLF added) and read its response, its body within ``bound``
+    where given; a close where the response was due fails the check: a session that
+    dies on a command is a crash."""
     client.send(command + b"\r\n")
-    return _answer(client, command)
+    try:
+        return _answer(client, command, bound)
+    except OverlongResponse as exc:
+        raise OverlongResponse(f"the response to {command.decode()} ran {exc}") from None
 
 
 def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Response:
@@ -257,8 +303,10 @@ def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Resp
     return _answer(client, command + HIDDEN if secret else command)
 
 
-def _answer(client: WireClient, command: bytes) -> POP3Response:
-    answer = read_response(client, multi_line=has_multi_line_response(command))
+def _answer(
+    client: WireClient, command: bytes, bound: ResponseBound | None = None
+) -> POP3Response:
+    answer = read_response(client, multi_line=has_multi_line_response(command), bound=bound)
     if answer is None:
         shown = command.decode("utf-8", "replace")
         raise Failed(f"the server closed the connection instead of answering {shown!r}")
@@ -339,16 +387,18 @@ class POP3Wire(WireClient):
         if login and self._login_answer is None:
             self._login_answer, self._answer_begun = len(self.transcript), False
 
-    def read_line(self, deadline: float | None = None) -> bytes | None:
+    def read_line(
+        self, deadline: float | None = None, *, limit: int | None = None
+    ) -> bytes | None:
         """:meth:`WireClient.read_line`; where the line answers a login line, the reads
         that hold it are recorded by status and registered code only (RFC 2449 §8.1):
         a server may quote there the password, in forms the battery cannot all
         foresee. The battery itself reads the whole line."""
         if self._login_answer is None:
-            return super().read_line(deadline)
+            return super().read_line(deadline, limit=limit)
         line = None
         try:
-            line = super().read_line(deadline)
+            line = super().read_line(deadline, limit=limit)
         finally:
             self._record_login_answer(line)
         return line

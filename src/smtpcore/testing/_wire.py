@@ -24,6 +24,7 @@ from smtpcore._textsafe import escape_unsafe
 
 __all__ = [
     "Exchange",
+    "LineOverLimit",
     "ServerFlood",
     "ServerReply",
     "WireClient",
@@ -100,6 +101,11 @@ class ServerReply:
 class ServerFlood(ConnectionError):
     """The server sent more than any check is owed (:data:`MAX_REPLY`,
     :data:`MAX_REPLIES`, :data:`MAX_RECEIVED`): a failure, not something to wait out."""
+
+
+class LineOverLimit(ServerFlood):
+    """A line ran past the ``limit`` its reader gave (:meth:`WireClient.read_line`):
+    the client stopped reading, and the reader says what the limit was for."""
 
 
 def _code(line: bytes) -> int:
@@ -268,10 +274,15 @@ class WireClient:
             self._flood(f"a reply over {MAX_REPLY} octets")
         return True
 
-    def _flood(self, what: str) -> None:
+    def stop_reading(self, what: str) -> None:
+        """Read no more from this connection, ``what`` saying why in the transcript: a
+        reader gave up on a response, and what follows it is out of step."""
         self.transcript.append(Exchange("note", note=f"stopped reading: {what}"))
         self.closed = True
-        raise ServerFlood(what)
+
+    def _flood(self, what: str, kind: type[ServerFlood] = ServerFlood) -> None:
+        self.stop_reading(what)
+        raise kind(what)
 
     @property
     def unread(self) -> bytes:
@@ -357,15 +368,21 @@ class WireClient:
         self._take(len(data))
         return data
 
-    def read_line(self, deadline: float | None = None) -> bytes | None:
+    def read_line(
+        self, deadline: float | None = None, *, limit: int | None = None
+    ) -> bytes | None:
         """The next line, its LF (and any CR) included, or None once the server closed
         with no whole line left; for a protocol framed by lines of its own (POP3).
         Raises ``TimeoutError`` if no whole line is in by ``deadline`` (by default
-        ``timeout`` from now)."""
+        ``timeout`` from now), and :class:`LineOverLimit`, having stopped reading,
+        where the line, whole or not, passes ``limit`` octets: what the reader keeps
+        is bounded by its own need, not only by :data:`MAX_REPLY`."""
         deadline = self._deadline() if deadline is None else deadline
         start = 0
         while True:
             end = self._buffer.find(b"\n", start)
+            if limit is not None and (end + 1 if end >= 0 else len(self._buffer)) > limit:
+                self._flood(f"a line past the {limit} octets left to its reader", LineOverLimit)
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 self._take(end + 1)
