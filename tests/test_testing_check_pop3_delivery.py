@@ -1347,3 +1347,74 @@ def test_an_endless_top_in_the_confirming_session_leaves_the_count_unknown(
         "to confirm it failed: the response to TOP "
     ), note
     assert "ran over 262144 octets without the terminating dot line" in note, note
+
+
+# -- unique-ids given to another message: never taken for the message they named --------
+
+
+class UserTakesMailAtUpdate(KeepsAllAtQuit):
+    """Ids by position (``uid-N``); a QUIT after DELE removes nothing and answers
+    ``+OK``, and at that moment the user's own client takes the first message, the
+    user's: each test message moves to the id the message before it had, the first
+    to ``uid-1``, the user's before the delivery."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            with self.mailbox.lock:
+                del self.mailbox.messages[0]
+        return super().do_QUIT(words)
+
+
+def test_a_test_message_under_an_id_the_mailbox_had_before_is_still_counted() -> None:
+    """The confirming session did not read a message listed under a unique-id the
+    mailbox had before the delivery, and so counted the test message a server gave
+    that id as deleted: "1 of 4 ... was deleted" with all 4 left. It reads a message
+    whose size is not that id's message's, counts its marker, and says which ids
+    named another message."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        UserTakesMailAtUpdate, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == 4 == len(mailbox.messages)
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+        "marked with DELE and QUIT got b'+OK bye', and a new session still finds 4 of them): "
+        "find them by their header 'X-Smtpcore-Check: "
+    ), note
+    assert note.endswith(
+        "; and the new session's UIDL gives a message a unique-id another had (RFC 1939 §7: "
+        "an id names one message, and is never given to another): b'uid-1' names test "
+        "message dot-lines, where it named another message before the delivery; b'uid-2' "
+        "names test message no-final-crlf, where it named test message dot-lines when it "
+        "was found; b'uid-3' names test message long-line, where it named test message "
+        "no-final-crlf when it was found; 1 more"
+    ), note
+
+
+def test_a_test_message_under_an_id_the_mailbox_had_before_is_found_and_reported() -> None:
+    """The user's client takes their mail between the look before the delivery and the
+    delivery, and a server with ids by position gives the first test message the id
+    the user's message had: the poll never read it, and the check failed as though it
+    never came ("1 of 4 test messages (dot-lines) were not in the mailbox"). It is
+    read, for its size is not the one that id had, found, and the reused id fails
+    the check (RFC 1939 §7)."""
+    mailbox = Mailbox(list(KEPT))
+    store = into_mailbox(mailbox)
+
+    def user_takes_first_then_store(content: bytes) -> None:
+        with mailbox.lock:
+            if KEPT[0] in mailbox.messages:
+                mailbox.messages.remove(KEPT[0])
+        store(content)
+
+    report = _run(SmallPOP3, mailbox, DeliversTo(user_takes_first_then_store), deliver_wait=1.0)
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "UIDL lists test message dot-lines under b'uid-1', the unique-id of another message "
+        "before the delivery (RFC 1939 §7: a unique-id names one message, and a server never "
+        "gives it to another)"
+    ), result.summary
+    assert len(mailbox.messages) == 4

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Final, NamedTuple
 
 from smtpcore.testing._battery import (
     SESSION_ENDINGS,
@@ -62,6 +62,8 @@ _LONGEST_SLEEP: Final = 10.0
 _MAX_POLLS: Final = 100
 """At most this many sessions look for the messages: with sleeps that grow from a
 quarter of a second to ten, :data:`MAX_WAIT` takes about 70."""
+_SHOWN_REUSED: Final = 3
+"""At most this many reused unique-ids are named in a note; the rest are counted."""
 _MAX_HEADER_READ: Final = 1 << 20
 """A new message larger than this (by LIST) is not read to look for a marker."""
 MAX_HEADER_SECTION: Final = 256 << 10
@@ -72,6 +74,8 @@ _HEADER_ONLY: Final = ResponseBound(
     MAX_HEADER_SECTION, "more than a header section: TOP n 0 gives the header and a blank line"
 )
 
+Before = dict[bytes, int | None]
+"""The mailbox before the delivery: each unique-id, and the size LIST gave its message."""
 Identities = dict[int, bytes | None]
 """Message number to its unique-id (RFC 1939 §7), or None where none is known (UIDL
 refused, or a message it leaves out): such a message is read every time, for its
@@ -96,19 +100,37 @@ def poll_sleeps(wait: float) -> Iterator[float]:
         sleep = min(sleep * _SLEEP_GROWTH, _LONGEST_SLEEP)
 
 
-def _identities(client: POP3Wire, said: Said, *, every: bool = False) -> tuple[Identities, bool]:
+def _identities(client: POP3Wire, said: Said) -> tuple[Identities, bool]:
     """The mailbox's messages by unique-id, and whether UIDL was taken; where UIDL is
-    refused, LIST's numbers, each with no unique-id. With ``every``, LIST's numbers
-    always, each with the unique-id UIDL gave it, if any: a UIDL that leaves a
-    message out must not hide it (RFC 1939 §5: LIST lists every message)."""
+    refused, LIST's numbers, each with no unique-id."""
+    uids = _unique_ids(client, said)
+    if uids is not None:
+        return dict(uids), True
+    return dict.fromkeys(_scan(client, said)), False
+
+
+def _unique_ids(client: POP3Wire, said: Said) -> dict[int, bytes] | None:
+    """UIDL's listing, message number to unique-id, or None where UIDL is refused."""
     answer = ask(client, b"UIDL")
-    uids = _listed(answer, said) if answer.ok else {}
-    if answer.ok and not every:
-        return {number: uid for number, uid in uids.items()}, True
+    return _listed(answer, said) if answer.ok else None
+
+
+def _scan(client: POP3Wire, said: Said) -> dict[int, int | None]:
+    """LIST's listing, message number to size in octets (None where the size is no
+    number): every message, for LIST lists every one (RFC 1939 §5)."""
     scan = ask(client, b"LIST")
     if not scan.ok:
         raise Failed(f"LIST was answered {scan} in the TRANSACTION state (RFC 1939 §5)")
-    return {number: uids.get(number) for number in _listed(scan, said)}, answer.ok
+    return {number: wire_number(size) for number, size in _listed(scan, said).items()}
+
+
+def _listed_before(before: Before, uid: bytes | None, size: int | None) -> bool:
+    """Whether a message listed under ``uid`` at ``size`` octets is one the mailbox had
+    before the delivery: its unique-id and its size as then. A unique-id names one
+    message and is never given to another (RFC 1939 §7), but some servers give one
+    to the next message (ids by position); a message with a size of its own is not
+    the one the id named, and is read."""
+    return uid is not None and uid in before and before[uid] == size
 
 
 def _listed(answer: POP3Response, said: Said) -> dict[int, bytes]:
@@ -135,23 +157,27 @@ def _repeats_an_id(identities: Identities) -> bool:
 class _Mailbox:
     """The poll's reading of which test message is which: message number, then ``TOP
     n 0`` (:func:`_marker_at`), then the marker. ``before`` holds the unique-ids listed
-    before the delivery: those messages are not read. The poll looks many times, so
-    each unique-id's marker is kept, that none is read twice, and each marker's
-    unique-id, for :func:`delete_delivered`. A message with no unique-id is read at
-    every look: its number names it in one session only (RFC 1939 §5)."""
+    before the delivery, with their sizes: a message listed under one at its size is
+    not read (:func:`_listed_before`). The poll looks many times, so each unique-id's
+    marker is kept, that none is read twice, and each marker's unique-id, for
+    :func:`delete_delivered`; ``reused``, each test message found under a unique-id
+    of ``before``. A message with no unique-id is read at every look: its number
+    names it in one session only (RFC 1939 §5)."""
 
-    def __init__(self, before: set[bytes]) -> None:
+    def __init__(self, before: Before) -> None:
         self.before = before
         self.by_uid = False
         self.markers: dict[bytes, bytes | None] = {}
         self.uids: dict[bytes, bytes] = {}
+        self.reused: dict[bytes, bytes] = {}
 
     def find(self, client: POP3Wire, wanted: set[bytes], said: Said) -> dict[bytes, int]:
         """The wanted markers found in this session, each with its message number."""
         identities, self.by_uid = _identities(client, said)
+        sizes = _scan(client, said) if self.before.keys() & set(identities.values()) else {}
         found: dict[bytes, int] = {}
         for number, uid in identities.items():
-            if uid is not None and uid in self.before:
+            if _listed_before(self.before, uid, sizes.get(number)):
                 continue
             if uid is not None and uid in self.markers:
                 marker = self.markers[uid]
@@ -165,6 +191,8 @@ class _Mailbox:
                 found[marker] = number
                 if uid is not None:
                     self.uids[marker] = uid
+                if uid is not None and uid in self.before:
+                    self.reused[marker] = uid
         return found
 
 
@@ -216,11 +244,13 @@ def _whole(message: DeliveredMessage) -> ResponseBound:
 
 
 def _snapshot(probe: POP3Probe) -> _Mailbox:
-    """The mailbox before the delivery: its unique-ids, which no look reads again."""
+    """The mailbox before the delivery: its unique-ids and their messages' sizes, which
+    no look reads again while both are the same (:func:`_listed_before`)."""
     client = probe.session()
-    identities, _ = _identities(client, probe.line_said)
+    uids = _unique_ids(client, probe.line_said) or {}
+    sizes = _scan(client, probe.line_said) if uids else {}
     probe.end(client)
-    return _Mailbox({uid for uid in identities.values() if uid is not None})
+    return _Mailbox({uid: sizes.get(number) for number, uid in uids.items()})
 
 
 def _await_delivery(
@@ -314,8 +344,10 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     messages (a lone dot line, ``..`` and ``.x`` lines, a last line submitted
     without CRLF, which the SMTP client ends, 998-octet lines, 8-bit octets where
     the SMTP server offers 8BITMIME) are submitted, awaited, and each one's body must come back
-    octet for octet, and each header line sent must be in its header. The
-    messages stay in the mailbox (see :func:`delete_delivered`).
+    octet for octet, and each header line sent must be in its header. A test
+    message found under a unique-id another message had before the delivery
+    fails it too (RFC 1939 §7). The messages stay in the mailbox (see
+    :func:`delete_delivered`).
     """
     delivery = probe.delivery
     if delivery is None:
@@ -330,6 +362,7 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     delivery.uids.update(mailbox.uids)
     delivery.uidl = mailbox.by_uid
     delivery.before = mailbox.before
+    probe.problems.extend(_reused_before(probe, messages, mailbox.reused))
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
@@ -343,6 +376,21 @@ def check_delivered_intact(probe: POP3Probe) -> str:
             raise Failed("; ".join(problems))
     probe.end(client)
     return _summary(client, messages)
+
+
+def _reused_before(
+    probe: POP3Probe, messages: list[DeliveredMessage], reused: dict[bytes, bytes]
+) -> list[str]:
+    """A problem for each test message the poll found under a unique-id another message
+    had before the delivery: an id names one message, persists, and is never
+    reused (RFC 1939 §7)."""
+    return [
+        f"UIDL lists test message {message.name} under {probe.line_said(reused[message.marker])}, "
+        "the unique-id of another message before the delivery (RFC 1939 §7: a unique-id "
+        "names one message, and a server never gives it to another)"
+        for message in messages
+        if message.marker in reused
+    ]
 
 
 def _summary(client: POP3Wire, messages: list[DeliveredMessage]) -> str:
@@ -399,51 +447,106 @@ def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: 
     and one answered ``-ERR`` some or all (RFC 1939 §6), so a new session looks for
     the markers (:func:`_still_found`), and the note counts as deleted only those it
     no longer finds. What that session cannot tell, or a failure of it, leaves the
-    count unknown, never deleted."""
+    count unknown, never deleted. Where that session finds a unique-id given to
+    another message than the one it named, the note says so last."""
     try:
-        still, unknown = _still_found(probe, delivery, marked)
+        look = _still_found(probe, delivery, marked)
     except LoginRefused as exc:  # the login worked for the deletes: no advice
-        still, unknown = 0, f"a new session to confirm it failed: {exc.refusal}"
+        look = _Look(0, f"a new session to confirm it failed: {exc.refusal}")
     except SESSION_ENDINGS as exc:
-        still, unknown = (
-            0,
-            f"a new session to confirm it failed: {ending_said(exc, probe.timeout)}",
-        )
-    if unknown:
-        return _deletion_note(delivery, 0, f"{after}, but {unknown}", known=False)
+        look = _Look(0, f"a new session to confirm it failed: {ending_said(exc, probe.timeout)}")
+    if look.unknown:
+        note = _deletion_note(delivery, 0, f"{after}, but {look.unknown}", known=False)
+        return note + _reused_said(look.reused)
     why = "not found"
-    if still:
-        them = "it" if len(marked) == 1 else f"{still} of them"
+    if look.still:
+        them = "it" if len(marked) == 1 else f"{look.still} of them"
         why = f"{after}, and a new session still finds {them}"
         if len(delivery.messages) > len(marked):
             why = f"{len(delivery.messages) - len(marked)} not found; {why}"
-    return _deletion_note(delivery, len(marked) - still, why)
+    return _deletion_note(delivery, len(marked) - look.still, why) + _reused_said(look.reused)
 
 
-def _still_found(
-    probe: POP3Probe, delivery: Delivery, marked: set[bytes]
-) -> tuple[int, str | None]:
+class _Look(NamedTuple):
+    """What the session that confirms a deletion found (:func:`_still_found`)."""
+
+    still: int
+    """How many of the marked test messages it still finds."""
+    unknown: str | None = None
+    """What keeps that count from being known, or None."""
+    reused: tuple[str, ...] = ()
+    """Each unique-id it lists for another message than the one it named, said."""
+
+
+def _still_found(probe: POP3Probe, delivery: Delivery, marked: set[bytes]) -> _Look:
     """How many of the markers ``marked`` a new session still finds, reading ``TOP n
     0`` (or RETR) of every message listed that was not there before the delivery
-    (:attr:`~Delivery.before`); and what keeps that from being known, or None. Every
-    message LIST gives is looked at, with or without a unique-id: ids may be message
-    numbers, which shift once one is removed, be renamed by the UPDATE, or be left
-    out of UIDL, so a missing id says nothing; a marker found does. A message whose
-    header cannot be read, or a UIDL that gives two messages one id, leaves the count
-    unknown."""
+    (:func:`_listed_before`: a unique-id of :attr:`~Delivery.before` at its size);
+    what keeps that from being known, if anything; and the unique-ids it finds given
+    to another message (:func:`_reused_ids`). Every message LIST gives is looked at,
+    with or without a unique-id: ids may be message numbers, which shift once one is
+    removed, be renamed by the UPDATE, or be left out of UIDL, so a missing id says
+    nothing; a marker found does. A message whose header cannot be read, or a UIDL
+    that gives two messages one id, leaves the count unknown."""
     client = probe.session()
-    identities, _ = _identities(client, probe.line_said, every=True)
+    uids = _unique_ids(client, probe.line_said) or {}
+    sizes = _scan(client, probe.line_said)
+    identities = {number: uids.get(number) for number in sizes}
     if _repeats_an_id(identities):
         probe.end(client)
-        return 0, "a new session's UIDL gives one unique-id to two messages"
-    numbers = [n for n, uid in identities.items() if uid is None or uid not in delivery.before]
+        return _Look(0, "a new session's UIDL gives one unique-id to two messages")
+    numbers = [
+        n for n, uid in identities.items() if not _listed_before(delivery.before, uid, sizes[n])
+    ]
     markers = _markers_at(client, numbers, retr=True)
     probe.end(client)
+    reused = _reused_ids(probe, delivery, identities, markers)
     unread = len(numbers) - len(markers)
     if unread:
         messages = "1 message" if unread == 1 else f"{unread} messages"
-        return 0, f"a new session could not read the header of {messages} (TOP and RETR refused)"
-    return len(marked.intersection(markers.values())), None
+        why = f"a new session could not read the header of {messages} (TOP and RETR refused)"
+        return _Look(0, why, reused)
+    return _Look(len(marked.intersection(markers.values())), None, reused)
+
+
+def _reused_ids(
+    probe: POP3Probe, delivery: Delivery, identities: Identities, markers: dict[int, bytes | None]
+) -> tuple[str, ...]:
+    """Each unique-id of ``identities`` that names, by the marker read (``markers``),
+    another message than it named before: one the mailbox had before the delivery,
+    now on a test message, or one the poll found on a test message, now on another
+    message. RFC 1939 §7: an id names one message, persists across sessions, and is
+    never given to another; a server that numbers its ids by position gives a
+    removed message's id to the next."""
+    names = {message.marker: message.name for message in delivery.messages}
+    polled = {uid: marker for marker, uid in delivery.uids.items()}
+    reused = []
+    for number, marker in markers.items():
+        uid = identities[number]
+        shows = f"test message {names[marker]}" if marker in names else "no test message"
+        if uid in delivery.before and marker in names:
+            named = "another message before the delivery"
+        elif uid in polled and marker != polled[uid]:
+            named = f"test message {names[polled[uid]]} when it was found"
+        else:
+            continue
+        assert uid is not None  # in before or polled
+        reused.append(f"{probe.line_said(uid)} names {shows}, where it named {named}")
+    return tuple(reused)
+
+
+def _reused_said(reused: tuple[str, ...]) -> str:
+    """What the note adds where the confirming session found unique-ids reused: the
+    first few, and how many more."""
+    if not reused:
+        return ""
+    shown = list(reused[:_SHOWN_REUSED])
+    if len(reused) > _SHOWN_REUSED:
+        shown.append(f"{len(reused) - _SHOWN_REUSED} more")
+    return (
+        "; and the new session's UIDL gives a message a unique-id another had (RFC 1939 §7: "
+        f"an id names one message, and is never given to another): {'; '.join(shown)}"
+    )
 
 
 def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
