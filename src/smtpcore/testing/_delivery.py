@@ -177,7 +177,7 @@ class Delivery:
     messages: list[DeliveredMessage] = field(default_factory=list)
     uids: dict[bytes, bytes] = field(default_factory=dict)
     """Each delivered message's unique-id by marker, where the server gives UIDL: what
-    :func:`~smtpcore.testing._pop3_delivered.delete_delivered` deletes by."""
+    :func:`~smtpcore.testing._pop3_deletion.delete_delivered` deletes by."""
     before: dict[bytes, int | None] = field(default_factory=dict)
     """The unique-ids listed before the messages were submitted, each with the size
     LIST gave its message (None where LIST gave none): a message listed under one at

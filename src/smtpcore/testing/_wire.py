@@ -29,6 +29,7 @@ __all__ = [
     "ServerReply",
     "WireClient",
     "checked_host",
+    "excerpt_reads",
     "format_transcript",
 ]
 
@@ -436,6 +437,35 @@ class WireClient:
             self.sock.close()
 
 
+_SHOWN_WHOLE: Final = 400
+_SHOWN_HEAD: Final = 200
+_SHOWN_TAIL: Final = 100
+"""Of a read or write over :data:`_SHOWN_WHOLE` octets, :func:`format_transcript` shows
+this many last octets and :data:`_SHOWN_HEAD` first ones, and :func:`excerpt_reads`
+keeps as many."""
+
+
+def excerpt_reads(transcript: Sequence[Exchange]) -> list[Exchange]:
+    """``transcript`` with each long server read cut to the octets
+    :func:`format_transcript` would show of it, its first and last, with a note
+    between that counts the octets dropped: for a session whose reads no longer
+    matter, that a check of many sessions holds little of each. Hide what must not
+    be shown first: a secret cut here is no longer found whole."""
+    out: list[Exchange] = []
+    for entry in transcript:
+        data = entry.data
+        if entry.side != "server" or len(data) <= _SHOWN_WHOLE:
+            out.append(entry)
+            continue
+        dropped = len(data) - _SHOWN_HEAD - _SHOWN_TAIL
+        out += (
+            Exchange("server", data[:_SHOWN_HEAD]),
+            Exchange("note", note=f"{dropped} octets of this read not kept"),
+            Exchange("server", data[-_SHOWN_TAIL:]),
+        )
+    return out
+
+
 def format_transcript(transcript: Sequence[Exchange]) -> str:
     """The transcript as text: ``C:`` and ``S:`` lines holding each write and read as a
     Python bytes literal (exact, CR, LF and NUL included), and ``--`` notes."""
@@ -446,8 +476,10 @@ def format_transcript(transcript: Sequence[Exchange]) -> str:
         else:
             mark = "C:" if entry.side == "client" else "S:"
             data = entry.data
-            if len(data) > 400:
-                shown = f"{data[:200]!r} ... ({len(data) - 300} octets) ... {data[-100:]!r}"
+            if len(data) > _SHOWN_WHOLE:
+                dropped = len(data) - _SHOWN_HEAD - _SHOWN_TAIL
+                head, tail = data[:_SHOWN_HEAD], data[-_SHOWN_TAIL:]
+                shown = f"{head!r} ... ({dropped} octets) ... {tail!r}"
             else:
                 shown = repr(data)
             out.append(f"{mark} {shown}")
