@@ -178,6 +178,10 @@ class Delivery:
     uids: dict[bytes, bytes] = field(default_factory=dict)
     """Each delivered message's unique-id by marker, where the server gives UIDL: what
     :func:`~smtpcore.testing._pop3_deletion.delete_delivered` deletes by."""
+    sizes: dict[bytes, int | None] = field(default_factory=dict)
+    """Each delivered message's size by LIST where the poll found it, by marker: with
+    its unique-id, what tells the test message in a later session
+    (:func:`~smtpcore.testing._pop3_mailbox.listed_before`'s rule)."""
     before: dict[bytes, int | None] = field(default_factory=dict)
     """The unique-ids listed before the messages were submitted, each with the size
     LIST gave its message (None where LIST gave none): a message listed under one at

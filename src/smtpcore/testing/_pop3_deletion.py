@@ -10,16 +10,21 @@ longer finds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final, NamedTuple
 
 from smtpcore.testing._battery import SESSION_ENDINGS, Failed, ending_said
 from smtpcore.testing._delivery import MARKER_FIELD, Delivery
 from smtpcore.testing._pop3_mailbox import (
+    Header,
+    HeaderReader,
+    Listed,
     Listing,
+    id_named_another,
     listed_before,
+    look,
     mailbox_listing,
-    new_markers_at,
+    markers_at,
+    new_marker_at,
     own_marker_at,
     repeats_an_id,
 )
@@ -56,12 +61,18 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
         why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
         return _none_deleted(probe, client, delivery, why)
     own = {uid: marker for marker, uid in delivery.uids.items()}
-    candidates = {n: listed.uid for n, listed in listing.items() if listed.uid in own}
-    shown = _own_markers_at(client, candidates)
-    if any(marker != own[candidates[number]] for number, marker in shown.items()):
+    candidates = {n: listed for n, listed in listing.items() if listed.uid in own}
+    shown = markers_at(client, candidates, _header_reader(delivery))
+    if shown.overran or any(
+        marker != own.get(candidates[n].uid or b"") for n, marker in shown.markers.items()
+    ):
         why = "a unique-id now names another message (RFC 1939 §7)"
         return _none_deleted(probe, client, delivery, why)
-    marked = {own[candidates[n]] for n in shown if ask(client, b"DELE %d" % n).ok}
+    marked = {
+        own[uid]
+        for n in shown.markers
+        if (uid := candidates[n].uid) is not None and ask(client, b"DELE %d" % n).ok
+    }
     if not marked:
         return _none_deleted(probe, client, delivery, "not found")
     delivery.marked_before_quit = len(marked)
@@ -71,17 +82,20 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     )
 
 
-def _own_markers_at(client: POP3Wire, numbers: Iterable[int]) -> dict[int, bytes | None]:
-    """Each candidate of ``numbers`` whose header was read
-    (:func:`~smtpcore.testing._pop3_mailbox.own_marker_at`), with its marker, read
-    afresh: a server whose unique-ids are message numbers names another message with
-    one once mail came or went (RFC 1939 §7)."""
-    markers: dict[int, bytes | None] = {}
-    for number in numbers:
-        read, marker = own_marker_at(client, number)
-        if read:
-            markers[number] = marker
-    return markers
+def _header_reader(delivery: Delivery) -> HeaderReader:
+    """How a deletion's sessions read a message's header: strictly
+    (:func:`~smtpcore.testing._pop3_mailbox.own_marker_at`) where it is listed under a
+    test message's unique-id at the size the poll found it with, the rule of
+    :func:`~smtpcore.testing._pop3_mailbox.listed_before`; else leniently, as a
+    message that may be the user's (:func:`~smtpcore.testing._pop3_mailbox.new_marker_at`)."""
+    known = {(uid, delivery.sizes.get(marker)) for marker, uid in delivery.uids.items()}
+
+    def read(client: POP3Wire, number: int, listed: Listed) -> Header:
+        if (listed.uid, listed.size) in known:
+            return own_marker_at(client, number, listed)
+        return new_marker_at(client, number, listed)
+
+    return read
 
 
 def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: str) -> str:
@@ -133,25 +147,22 @@ def _still_found(probe: POP3Probe, delivery: Delivery, marked: set[bytes]) -> _L
     renamed by the UPDATE, or be left out of UIDL, so a missing id says nothing; a
     marker found does. A message whose header cannot be read, or a UIDL
     that gives two messages one id, leaves the count unknown."""
-    client = probe.session()
-    listing, _ = mailbox_listing(client, probe.line_said)
-    if repeats_an_id(listing):
-        probe.end(client)
+    found = look(
+        probe, lambda listed: not listed_before(delivery.before, listed), _header_reader(delivery)
+    )
+    probe.end(found.client)
+    if repeats_an_id(found.listing):
         return _Look(0, "a new session's UIDL gives one unique-id to two messages")
-    sizes = {
-        n: listed.size
-        for n, listed in listing.items()
-        if not listed_before(delivery.before, listed)
-    }
-    markers = new_markers_at(client, sizes)
-    probe.end(client)
-    reused = _reused_ids(probe, delivery, listing, markers)
-    unread = len(sizes) - len(markers)
+    reused = _reused_ids(probe, delivery, found.listing, found.markers)
+    wanted = [
+        n for n, listed in found.listing.items() if not listed_before(delivery.before, listed)
+    ]
+    unread = len(wanted) - len(found.markers)
     if unread:
         messages = "1 message" if unread == 1 else f"{unread} messages"
         why = f"a new session could not read the header of {messages} (TOP and RETR refused)"
         return _Look(0, why, reused)
-    return _Look(len(marked.intersection(markers.values())), None, reused)
+    return _Look(len(marked.intersection(found.markers.values())), None, reused)
 
 
 def _reused_ids(
@@ -164,19 +175,21 @@ def _reused_ids(
     never given to another; a server that numbers its ids by position gives a
     removed message's id to the next."""
     names = {message.marker: message.name for message in delivery.messages}
-    polled = {uid: marker for marker, uid in delivery.uids.items()}
+    named: dict[bytes, bytes | None] = {uid: marker for marker, uid in delivery.uids.items()}
+    named.update(dict.fromkeys(delivery.before))
     reused = []
     for number, marker in markers.items():
         uid = listing[number].uid
-        shows = f"test message {names[marker]}" if marker in names else "no test message"
-        if uid in delivery.before and marker in names:
-            named = "another message before the delivery"
-        elif uid in polled and marker != polled[uid]:
-            named = f"test message {names[polled[uid]]} when it was found"
-        else:
+        if uid is None or not id_named_another(uid, marker, named, names):
             continue
-        assert uid is not None  # in before or polled
-        reused.append(f"{probe.line_said(uid)} names {shows}, where it named {named}")
+        shows = f"test message {names[marker]}" if marker in names else "no test message"
+        was = named[uid]
+        then = (
+            "another message before the delivery"
+            if was is None
+            else f"test message {names[was]} when it was found"
+        )
+        reused.append(f"{probe.line_said(uid)} names {shows}, where it named {then}")
     return tuple(reused)
 
 

@@ -30,8 +30,12 @@ from smtpcore.testing._pop3_mailbox import (
     HEADER_ONLY,
     MAX_HEADER_SECTION,
     Before,
-    Said,
+    Header,
+    Listed,
+    Look,
+    id_named_another,
     listed_before,
+    look,
     mailbox_listing,
     new_marker_at,
 )
@@ -81,42 +85,53 @@ class _Mailbox:
     ``before`` holds the unique-ids listed before the delivery, with their sizes: a
     message listed under one at its size is not read
     (:func:`~smtpcore.testing._pop3_mailbox.listed_before`). The poll looks many
-    times, so each unique-id's marker is kept, that none is read twice, and each
-    marker's unique-id, for
-    :func:`~smtpcore.testing._pop3_deletion.delete_delivered`; ``reused``, each test
-    message found under a unique-id of ``before``. A message with no unique-id is
-    read at every look: its number names it in one session only (RFC 1939 §5)."""
+    times, so each marker read is kept by unique-id and LIST's size, the rule
+    ``listed_before`` applies: a server whose ids are positions gives an id to
+    another message, of another size, which is read. ``named`` holds what each id
+    named first (None for no test message; every id of ``before``), and ``reused``
+    each test message found under an id that named another message
+    (:func:`~smtpcore.testing._pop3_mailbox.id_named_another`). A message with no
+    unique-id is read at every look: its number names it in one session only (RFC
+    1939 §5)."""
 
     def __init__(self, before: Before) -> None:
         self.before = before
         self.by_uid = False
-        self.markers: dict[bytes, bytes | None] = {}
-        self.uids: dict[bytes, bytes] = {}
+        self.markers: dict[tuple[bytes, int | None], bytes | None] = {}
+        self.named: dict[bytes, bytes | None] = dict.fromkeys(before)
+        self.uids: dict[bytes, tuple[bytes, int | None]] = {}
+        """Each test message's unique-id and size, by marker, as found."""
         self.reused: dict[bytes, bytes] = {}
 
-    def find(self, client: POP3Wire, wanted: set[bytes], said: Said) -> dict[bytes, int]:
-        """The wanted markers found in this session, each with its message number."""
-        listing, self.by_uid = mailbox_listing(client, said)
-        found: dict[bytes, int] = {}
-        for number, listed in listing.items():
-            uid = listed.uid
-            if listed_before(self.before, listed):
-                continue
-            if uid is not None and uid in self.markers:
-                marker = self.markers[uid]
-            else:
-                read, marker = new_marker_at(client, number, listed.size)
-                if uid is not None:
-                    self.markers[uid] = marker
-                if not read:
-                    continue
-            if marker is not None and marker in wanted:
-                found[marker] = number
-                if uid is not None:
-                    self.uids[marker] = uid
-                if uid is not None and uid in self.before:
-                    self.reused[marker] = uid
+    def find(self, probe: POP3Probe, wanted: set[bytes], *, afresh: bool = False) -> Look:
+        """A look (:func:`~smtpcore.testing._pop3_mailbox.look`) at every message not
+        listed before the delivery; ``afresh``, reading again those whose marker was
+        kept, that the session shows what each one's header is."""
+
+        def read(client: POP3Wire, number: int, listed: Listed) -> Header:
+            key = None if listed.uid is None else (listed.uid, listed.size)
+            if key is not None and key in self.markers and not afresh:
+                return Header(True, self.markers[key])
+            header = new_marker_at(client, number, listed)
+            if key is not None and header.read:
+                self.markers[key] = header.marker
+                self._name(key[0], header.marker, wanted)
+            return header
+
+        found = look(probe, lambda listed: not listed_before(self.before, listed), read)
+        self.by_uid = found.by_uid
+        for number, marker in found.markers.items():
+            listed = found.listing[number]
+            if marker in wanted and listed.uid is not None:
+                self.uids[marker] = (listed.uid, listed.size)
         return found
+
+    def _name(self, uid: bytes, marker: bytes | None, wanted: set[bytes]) -> None:
+        """Note what ``uid`` names now, a test message found under an id that named
+        another message first among them."""
+        if id_named_another(uid, marker, self.named, wanted) and marker in wanted:
+            self.reused[marker] = uid
+        self.named.setdefault(uid, marker)
 
 
 def _whole(message: DeliveredMessage) -> ResponseBound:
@@ -150,17 +165,23 @@ def _await_delivery(
     in it. The numbers are that session's, and so is every marker read without UIDL.
     Each session before the last keeps a short transcript
     (:meth:`~smtpcore.testing._pop3_probe.POP3Probe.keep_little_of`): a hundred
-    looks at a large mailbox would otherwise hold all that each one read."""
-    sleeps = poll_sleeps(wait)
-    while True:
-        client = probe.session()
-        found = mailbox.find(client, wanted, probe.line_said)
-        sleep = None if set(found) == wanted else next(sleeps, None)
-        if sleep is None:
-            return client, found
-        probe.end(client)
-        probe.keep_little_of(client)
+    looks at a large mailbox would otherwise hold all that each one read. The last
+    reads every header again, and keeps it: where a test message was never found,
+    what the server sent in its place is the evidence."""
+    for sleep in poll_sleeps(wait):
+        found = mailbox.find(probe, wanted)
+        if set(_wanted_in(found, wanted)) == wanted:
+            return found.client, _wanted_in(found, wanted)
+        probe.end(found.client)
+        probe.keep_little_of(found.client)
         time.sleep(sleep)
+    found = mailbox.find(probe, wanted, afresh=True)
+    return found.client, _wanted_in(found, wanted)
+
+
+def _wanted_in(found: Look, wanted: set[bytes]) -> dict[bytes, int]:
+    """The wanted markers a look found, each with its message number."""
+    return {marker: n for n, marker in found.markers.items() if marker in wanted and marker}
 
 
 def _header_problem(what: str, got: bytes, message: DeliveredMessage) -> str | None:
@@ -252,10 +273,11 @@ def check_delivered_intact(probe: POP3Probe) -> str:
         raise Failed(str(exc)) from None
     wanted = {message.marker for message in messages}
     client, found = _await_delivery(probe, mailbox, wanted, delivery.wait)
-    delivery.uids.update(mailbox.uids)
+    for marker, (uid, size) in mailbox.uids.items():
+        delivery.uids[marker], delivery.sizes[marker] = uid, size
     delivery.uidl = mailbox.by_uid
     delivery.before = mailbox.before
-    probe.problems.extend(_reused_before(probe, messages, mailbox.reused))
+    probe.problems.extend(_reused_ids(probe, messages, mailbox))
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
@@ -271,19 +293,24 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     return _summary(client, messages)
 
 
-def _reused_before(
-    probe: POP3Probe, messages: list[DeliveredMessage], reused: dict[bytes, bytes]
+def _reused_ids(
+    probe: POP3Probe, messages: list[DeliveredMessage], mailbox: _Mailbox
 ) -> list[str]:
-    """A problem for each test message the poll found under a unique-id another message
-    had before the delivery: an id names one message, persists, and is never
-    reused (RFC 1939 §7)."""
-    return [
-        f"UIDL lists test message {message.name} under {probe.line_said(reused[message.marker])}, "
-        "the unique-id of another message before the delivery (RFC 1939 §7: a unique-id "
-        "names one message, and a server never gives it to another)"
-        for message in messages
-        if message.marker in reused
-    ]
+    """A problem for each test message the poll found under a unique-id that named
+    another message, before the delivery or earlier in the poll: an id names one
+    message, persists, and is never reused (RFC 1939 §7)."""
+    problems = []
+    for message in messages:
+        uid = mailbox.reused.get(message.marker)
+        if uid is None:
+            continue
+        when = "before the delivery" if uid in mailbox.before else "earlier in the poll"
+        problems.append(
+            f"UIDL lists test message {message.name} under {probe.line_said(uid)}, the "
+            f"unique-id of another message {when} (RFC 1939 §7: a unique-id names one "
+            "message, and a server never gives it to another)"
+        )
+    return problems
 
 
 def _summary(client: POP3Wire, messages: list[DeliveredMessage]) -> str:

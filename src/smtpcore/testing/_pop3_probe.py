@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LoginRefused",
+    "OverlongResponse",
     "POP3Probe",
     "POP3Response",
     "POP3Wire",
