@@ -58,10 +58,11 @@ from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._delivery import MARKER_FIELD, DeliveredMessage, Delivery
 from smtpcore.testing._hiding import credential_forms
-from smtpcore.testing._pop3_delivered import delete_delivered, failed_deletion_note, poll_sleeps
+from smtpcore.testing._pop3_deletion import delete_delivered, failed_deletion_note
+from smtpcore.testing._pop3_delivered import poll_sleeps
 from smtpcore.testing._pop3_probe import POP3Probe, lines_of
 from smtpcore.testing._wire import MAX_RECEIVED
-from smtpcore.testing.check import CheckReport, Outcome
+from smtpcore.testing.check import CheckReport, CheckResult, Outcome
 from smtpcore.testing.check_pop3 import check_pop3_server
 
 MAILBOX = f"{USER}@abc.example"
@@ -1232,3 +1233,496 @@ def test_the_poll_opens_few_sessions_however_long_the_wait() -> None:
 def test_the_poll_sleeps_cover_the_wait_in_few_sessions(wait: float) -> None:
     sleeps = list(poll_sleeps(wait))
     assert len(sleeps) <= 100 and sum(sleeps) == pytest.approx(wait)
+
+
+# -- what a header read may bring: TOP n 0 within a header section's bound ---------------
+
+
+class EndlessTestMessage(SmallPOP3):
+    """Answers ``verb`` for a test message (``TOP`` of a header, ``RETR``) with ``+OK``
+    and header lines that never end, 64 KiB a write, up to 135 writes (over the 8 MiB a
+    connection reads at most). With ``after_update``, only once a QUIT after DELE set
+    ``updated``, and that QUIT removes nothing, so the new session reads them."""
+
+    verb = "TOP"
+    after_update = False
+    updated = False
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.flooding = False
+
+    def endless(self, verb: str, words: list[str]) -> bool:
+        number = self.message(words[0]) if words else None
+        return (
+            verb == self.verb
+            and number is not None
+            and MARKER_FIELD in self.mailbox.messages[number - 1]
+            and self.updated == self.after_update
+        )
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        if self.endless("TOP", words):
+            self.flooding = True
+            return b"+OK\r\n"
+        return super().do_TOP(words)
+
+    def do_RETR(self, words: list[str]) -> bytes:
+        if self.endless("RETR", words):
+            self.flooding = True
+            return b"+OK\r\n"
+        return super().do_RETR(words)
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            type(self).updated = True
+        if self.after_update:  # removes nothing: the new session reads the test messages
+            self.closed = True
+            return b"+OK bye\r\n"
+        return super().do_QUIT(words)
+
+    def sent(self, sock: socket.socket, buffer: bytearray) -> None:
+        if not self.flooding:
+            return
+        self.flooding, self.closed = False, True
+        line = b"X-Filler: " + b"f" * 52 + b"\r\n"
+        for _ in range(135):
+            try:
+                sock.sendall(line * 1024)
+            except OSError:
+                return
+
+
+def _server_octets(result: CheckResult) -> int:
+    return sum(len(entry.data) for entry in result.transcript if entry.side == "server")
+
+
+@pytest.mark.parametrize(
+    ("verb", "said"),
+    [
+        (
+            "TOP",
+            "4 of 4 test messages (dot-lines, no-final-crlf, long-line, eight-bit) were not "
+            "in the mailbox",
+        ),
+        (
+            "RETR",
+            "the response to RETR 2 ran over 262226 octets without the terminating dot line "
+            "(more than a header section and twice the 40-octet body sent)",
+        ),
+    ],
+)
+def test_a_test_messages_endless_response_fails_within_a_header_sections_bound(
+    verb: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TOP n 0 (and RETR of a test message) was read whole: a server that sent header
+    lines with no end was read to the 8 MiB a connection may bring, and failed as a
+    flood ("the server sent more than owed"). RETR of a test message is read to a
+    header section and twice its body, and the failure says what went wrong, having
+    read little more; TOP n 0 of a message not yet known to be a test message to
+    twice LIST's size and 4, past which it is no test message."""
+    monkeypatch.setattr(EndlessTestMessage, "verb", verb)
+    monkeypatch.setattr(EndlessTestMessage, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(EndlessTestMessage, mailbox, DeliversTo(into_mailbox(mailbox)))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary.startswith(said), result.summary
+    assert _server_octets(result) < 1 << 20, _server_octets(result)
+    assert mailbox.messages[0] == KEPT[0] and len(mailbox.messages) == 5
+
+
+def test_an_endless_top_in_the_confirming_session_leaves_the_count_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(EndlessTestMessage, "after_update", True)
+    monkeypatch.setattr(EndlessTestMessage, "updated", False)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        EndlessTestMessage, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages is known to have been deleted; 4 may be left "
+        "in the mailbox (4 were marked with DELE and QUIT got b'+OK bye', but a new session "
+        "to confirm it failed: the response to TOP "
+    ), note
+    assert "octets without the terminating dot line (more than a header section" in note, note
+
+
+# -- unique-ids given to another message: never taken for the message they named --------
+
+
+class UserTakesMailAtUpdate(KeepsAllAtQuit):
+    """Ids by position (``uid-N``); a QUIT after DELE removes nothing and answers
+    ``+OK``, and at that moment the user's own client takes the first message, the
+    user's: each test message moves to the id the message before it had, the first
+    to ``uid-1``, the user's before the delivery."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        if self.deleted:
+            with self.mailbox.lock:
+                del self.mailbox.messages[0]
+        return super().do_QUIT(words)
+
+
+def test_a_test_message_under_an_id_the_mailbox_had_before_is_still_counted() -> None:
+    """The confirming session did not read a message listed under a unique-id the
+    mailbox had before the delivery, and so counted the test message a server gave
+    that id as deleted: "1 of 4 ... was deleted" with all 4 left. It reads a message
+    whose size is not that id's message's, counts its marker, and says which ids
+    named another message."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        UserTakesMailAtUpdate, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == 4 == len(mailbox.messages)
+    (note,) = report.notes
+    assert note.startswith(
+        "none of the 4 delivered test messages was deleted; 4 left in the mailbox (4 were "
+        "marked with DELE and QUIT got b'+OK bye', and a new session still finds 4 of them): "
+        "find them by their header 'X-Smtpcore-Check: "
+    ), note
+    assert note.endswith(
+        "; and the new session's UIDL gives a message a unique-id another had (RFC 1939 §7: "
+        "an id names one message, and is never given to another): b'uid-1' names test "
+        "message dot-lines, where it named another message before the delivery; b'uid-2' "
+        "names test message no-final-crlf, where it named test message dot-lines when it "
+        "was found; b'uid-3' names test message long-line, where it named test message "
+        "no-final-crlf when it was found; 1 more"
+    ), note
+
+
+def test_a_test_message_under_an_id_the_mailbox_had_before_is_found_and_reported() -> None:
+    """The user's client takes their mail between the look before the delivery and the
+    delivery, and a server with ids by position gives the first test message the id
+    the user's message had: the poll never read it, and the check failed as though it
+    never came ("1 of 4 test messages (dot-lines) were not in the mailbox"). It is
+    read, for its size is not the one that id had, found, and the reused id fails
+    the check (RFC 1939 §7)."""
+    mailbox = Mailbox(list(KEPT))
+    store = into_mailbox(mailbox)
+
+    def user_takes_first_then_store(content: bytes) -> None:
+        with mailbox.lock:
+            if KEPT[0] in mailbox.messages:
+                mailbox.messages.remove(KEPT[0])
+        store(content)
+
+    report = _run(SmallPOP3, mailbox, DeliversTo(user_takes_first_then_store), deliver_wait=1.0)
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == (
+        "UIDL lists test message dot-lines under b'uid-1', the unique-id of another message "
+        "before the delivery (RFC 1939 §7: a unique-id names one message, and a server never "
+        "gives it to another)"
+    ), result.summary
+    assert len(mailbox.messages) == 4
+
+
+# -- the user's own mail: a header of any size is no failure ------------------------------
+
+_RECEIVED_CHAIN = b"".join(
+    b"Received: from relay%d.example.net (relay%d.example.net [192.0.2.1])\r\n"
+    b"\tby mx.example.org with ESMTPS id abcdefghijkl%06d; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+    % (i, i, i)
+    for i in range(2300)
+)
+BIG_HEADER = _RECEIVED_CHAIN + b"Subject: newsletter\r\n\r\nhello\r\n"
+"""A user's message whose header section (a long trace chain) is over 256 KiB: RFC 5322
+sets no limit, and Exim's header_maxsize defaults to 1 MB."""
+NO_BLANK_LINE = b"Subject: log dump\r\n" + b"".join(
+    b"X-Log-%d: " % i + b"y" * 60 + b"\r\n" for i in range(4500)
+)
+"""A user's message of over 256 KiB with no blank line: all of it is header, and a
+correct ``TOP n 0`` sends all of it."""
+
+
+class HeaderArrivesWithTheDelivery(SmallPOP3):
+    """Correct, with UIDL; the user's message with a large header comes in with the
+    first test message (:func:`_with_big_mail_first`), during the poll."""
+
+
+def _with_big_mail_first(mailbox: Mailbox) -> Callable[[bytes], None]:
+    store = into_mailbox(mailbox)
+    first = [True]
+
+    def both(content: bytes) -> None:
+        if first[0]:
+            with mailbox.lock:
+                mailbox.messages.append(BIG_HEADER)
+            first[0] = False
+        store(content)
+
+    return both
+
+
+@pytest.mark.parametrize(
+    ("kind", "mail", "arrives"),
+    [
+        (NoUidl, BIG_HEADER, False),
+        (NoUidl, NO_BLANK_LINE, False),
+        (HeaderArrivesWithTheDelivery, BIG_HEADER, True),
+    ],
+    ids=["no-uidl-big-header", "no-uidl-no-blank-line", "uidl-big-header-during-poll"],
+)
+def test_a_users_header_past_a_header_section_is_no_failure(
+    kind: type[SmallPOP3], mail: bytes, arrives: bool
+) -> None:
+    """``TOP n 0`` of every message the poll had not yet identified was cut at 256 KiB
+    and failed the check ("the response to TOP 1 0 ran over 262144 octets"): on a
+    correct server, for the user's own mail with a header that large, or with no
+    blank line. A message not yet known to be a test message is bounded by the size
+    LIST gives it; past 256 KiB of header it is simply not a test message."""
+    mailbox = Mailbox(list(KEPT) if arrives else [mail])
+    store = _with_big_mail_first(mailbox) if arrives else into_mailbox(mailbox)
+    report = _run(kind, mailbox, DeliversTo(store))
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.PASSED, result.summary
+    assert mail in mailbox.messages
+
+
+class BigMailAtUpdate(SmallPOP3):
+    """Correct; the user's message with a large header comes in just as the delete
+    session's QUIT removes the test messages: the confirming session reads it."""
+
+    def do_QUIT(self, words: list[str]) -> bytes:
+        answer = super().do_QUIT(words)
+        if self.deleted:
+            with self.mailbox.lock:
+                self.mailbox.messages.append(BIG_HEADER)
+        return answer
+
+
+def test_a_users_big_header_leaves_the_deletion_count_known() -> None:
+    """The session that confirms a deletion failed on the user's new mail with a header
+    over 256 KiB, and the note said none was known to be deleted. It reads that
+    message within LIST's size, and counts the 4 test messages gone."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        BigMailAtUpdate, mailbox, DeliversTo(into_mailbox(mailbox)), delete_delivered=True
+    )
+    assert report.ok, report
+    (note,) = report.notes
+    assert note.startswith("4 of 4 delivered test messages were deleted"), note
+    assert mailbox.messages == [*KEPT, BIG_HEADER]
+
+
+# -- the poll's transcripts: a session that found nothing keeps little ---------------------
+
+_HUGE_UIDL = b"+OK ids\r\n" + (b"1 " + b"a" * 1000 + b"\r\n") * 300 + b".\r\n"
+
+
+class HugeUidlListing(SmallPOP3):
+    """Answers UIDL with 300 lines of a 1000-octet unique-id each (one message listed
+    300 times): a large answer every look, which the poll read and kept in full."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        return _HUGE_UIDL if not words else super().do_UIDL(words)
+
+
+class Discards(Handler):
+    """Takes every message and delivers none: the poll looks until the wait is over."""
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return Reply(250, "OK")
+
+
+def test_the_polls_sessions_that_found_nothing_keep_short_transcripts() -> None:
+    """Every look of the poll kept all it read, up to 8 MiB a session and a hundred
+    sessions (~550 MiB against a hostile server). A session that found nothing keeps
+    the first and last octets of each read, with a count of those dropped, so that
+    the result holds about one session's reads; the password is hidden first."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(HugeUidlListing, mailbox, Discards(), deliver_wait=1.0)
+    result = report["delivered-intact"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "were not in the mailbox" in result.summary, result.summary
+    looks = sum(e.note.startswith("connect to") for e in result.transcript if e.side == "note")
+    assert looks >= 4, looks  # the snapshot, and at least three looks
+    assert _server_octets(result) < 2 * len(_HUGE_UIDL), _server_octets(result)
+    assert any(e.note.endswith("octets of this read not kept") for e in result.transcript)
+
+
+# -- deletion: a DELE only where that session's TOP showed the test message --------------
+
+
+class WatchesDele(SmallPOP3):
+    """Records each DELE of a message whose ``TOP n 0`` in that session showed no test
+    message's marker (``unseen``, set per test)."""
+
+    unseen: list[int] = []  # noqa: RUF012 - replaced per test, by monkeypatch
+
+    def __init__(self, mailbox: Mailbox, *, stls: bool = False) -> None:
+        super().__init__(mailbox, stls=stls)
+        self.shown: set[int] = set()
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        answer = super().do_TOP(words)
+        number = self.message(words[0]) if words else None
+        if number is not None and answer.startswith(b"+OK") and MARKER_FIELD in answer:
+            self.shown.add(number)
+        return answer
+
+    def do_DELE(self, words: list[str]) -> bytes:
+        number = self.message(words[0]) if len(words) == 1 else None
+        if number is not None and number not in self.shown:
+            type(self).unseen.append(number)
+        return super().do_DELE(words)
+
+
+class WatchedByPosition(WatchesDele, UidIsNumber):
+    """:class:`WatchesDele` with unique-ids by position."""
+
+
+_ONE, _TWO = b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"
+
+
+@pytest.mark.parametrize("kind", [WatchesDele, WatchedByPosition])
+@pytest.mark.parametrize("change", ["new first", "new at 2", "take test 1", "same size first"])
+def test_deletion_deles_only_what_that_sessions_top_showed(
+    kind: type[WatchesDele], change: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's client takes their first message before the delivery (a test message
+    may then be found under the user's old id), and the mailbox changes again before
+    the delete session: new mail first or second, a test message taken, or new mail
+    of a test message's very size first. No DELE goes to a message whose ``TOP n 0``
+    in the delete session did not show a test message, and the user's mail is kept."""
+    monkeypatch.setattr(kind, "unseen", [])
+    mailbox = Mailbox([_ONE, _TWO])
+    store = into_mailbox(mailbox)
+
+    def user_takes_first(content: bytes) -> None:
+        with mailbox.lock:
+            if _ONE in mailbox.messages:
+                mailbox.messages.remove(_ONE)
+        store(content)
+
+    real = delete_delivered
+
+    def after_a_change(probe: POP3Probe, delivery: Delivery) -> str:
+        with mailbox.lock:
+            messages = mailbox.messages
+            if change == "new first":
+                messages.insert(0, NEW_MAIL)
+            elif change == "new at 2":
+                messages.insert(1, NEW_MAIL)
+            elif change == "take test 1":
+                del messages[1]
+            else:
+                messages.insert(0, b"X" * (len(messages[1]) - 4) + b"\r\n\r\n")
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "delete_delivered", after_a_change)
+    _run(kind, mailbox, DeliversTo(user_takes_first), delete_delivered=True, deliver_wait=2.0)
+    assert kind.unseen == []
+    assert _TWO in mailbox.messages
+    assert change not in ("new first", "new at 2") or NEW_MAIL in mailbox.messages
+    assert change != "same size first" or mailbox.messages[0].startswith(b"XXXX")
+
+
+# -- the second review: tiny mail, ids given anew in the poll, the evidence kept ----------
+
+
+@pytest.mark.parametrize("tiny", [b"", b"x", b".", b"..", b"ab"])
+def test_a_users_tiny_message_is_read_within_its_bound(tiny: bytes) -> None:
+    """``TOP n 0`` of a message of 0 to 2 octets with no CRLF adds a CRLF and the blank
+    line: ``x`` comes as 5 octets, past the 2 * 1 + 2 the bound was, and a correct
+    server failed the check. The bound is twice LIST's size and 4."""
+    mailbox = Mailbox([tiny])
+    report = _run(NoUidl, mailbox, DeliversTo(into_mailbox(mailbox)))
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report["delivered-intact"]
+
+
+class ApproximateSizes(SmallPOP3):
+    """LIST gives each message a tenth of its size (an estimate, as some servers do)."""
+
+    def do_LIST(self, words: list[str]) -> bytes:
+        answer = super().do_LIST(words)
+        if words:
+            return answer
+        lines = answer.split(b"\r\n")
+        for i, line in enumerate(lines[1:-2], 1):
+            number, size = line.split(b" ")
+            lines[i] = b"%s %d" % (number, int(size) // 10)
+        return b"\r\n".join(lines)
+
+
+def test_an_overrun_on_a_message_not_known_to_be_a_test_message_is_no_failure() -> None:
+    """A response past LIST's size on a message not yet known to be a test message
+    failed the check; such a message is now no test message (its marker past the
+    bound is not looked for), and the look goes on in a new session."""
+    big = b"Subject: big\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\nbody\r\n"
+    mailbox = Mailbox([big])
+    report = _run(ApproximateSizes, mailbox, DeliversTo(into_mailbox(mailbox)), deliver_wait=1.0)
+    result = report["delivered-intact"]
+    assert "ran over" not in result.summary, result.summary
+    assert "LIST gives" not in result.summary, result.summary
+
+
+def test_an_id_first_seen_in_the_poll_is_read_again_at_another_size() -> None:
+    """The poll kept each unique-id's marker by the id alone: an id a position-numbered
+    server gave first to the user's new mail, then to a test message, was never read
+    again, and the check said the test message "was not in the mailbox". The marker
+    is kept by id and LIST's size, and the id given anew is reported."""
+    first, second = b"Subject: one\r\n\r\n1\r\n", b"Subject: two, new\r\n\r\nnew mail\r\n"
+    mailbox = Mailbox([first])
+    pending: list[bytes] = []
+    seen = threading.Event()
+
+    def store(message: bytes) -> None:
+        if not pending:
+            mailbox.messages.append(second)
+        pending.append(TRACE + message)
+
+    class LandsAfterALook(UidIsNumber):
+        def do_TOP(self, words: list[str]) -> bytes:
+            answer = super().do_TOP(words)
+            if b"new mail" not in answer and b"two, new" in answer and len(pending) == 4:
+                if seen.is_set():
+                    return answer
+                seen.set()
+                threading.Timer(0.3, land).start()
+            return answer
+
+    def land() -> None:
+        with mailbox.lock:
+            del mailbox.messages[0]
+            mailbox.messages.extend(pending)
+
+    report = _run(LandsAfterALook, mailbox, DeliversTo(store), deliver_wait=4.0)
+    result = report["delivered-intact"]
+    assert "were not in the mailbox" not in result.summary, result.summary
+    assert "unique-id of another message earlier in the poll" in result.summary, result.summary
+
+
+class MangledMarker(SmallPOP3):
+    """TOP folds the marker line into the field before it: no marker is ever found."""
+
+    def do_TOP(self, words: list[str]) -> bytes:
+        answer = super().do_TOP(words)
+        return answer.replace(b"\r\n" + MARKER_FIELD + b": ", b" " + MARKER_FIELD + b"= ")
+
+
+def test_the_last_look_keeps_what_the_server_sent_for_each_message() -> None:
+    """Each marker read was kept, so a message was read in one look only, and that
+    look, having found nothing, kept 300 octets of each read: a failure "not in the
+    mailbox" no longer showed what the server sent. The last look reads every
+    header again and keeps it whole."""
+    pad = b"X-Spam-Report: " + b"* 0.1 SOME_RULE long explanation\r\n\t" * 20 + b"end\r\n"
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        MangledMarker,
+        mailbox,
+        DeliversTo(lambda m: mailbox.messages.append(TRACE + pad + m)),
+        deliver_wait=1.0,
+    )
+    result = report["delivered-intact"]
+    assert "were not in the mailbox" in result.summary, result.summary
+    read = b"".join(e.data for e in result.transcript if e.side == "server")
+    assert read.count(MARKER_FIELD + b"= ") >= 4, read.count(MARKER_FIELD + b"= ")

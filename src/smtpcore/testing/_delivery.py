@@ -177,10 +177,15 @@ class Delivery:
     messages: list[DeliveredMessage] = field(default_factory=list)
     uids: dict[bytes, bytes] = field(default_factory=dict)
     """Each delivered message's unique-id by marker, where the server gives UIDL: what
-    :func:`~smtpcore.testing._pop3_delivered.delete_delivered` deletes by."""
-    before: set[bytes] = field(default_factory=set)
-    """The unique-ids listed before the messages were submitted: the messages the
-    session that confirms a deletion does not read."""
+    :func:`~smtpcore.testing._pop3_deletion.delete_delivered` deletes by."""
+    sizes: dict[bytes, int | None] = field(default_factory=dict)
+    """Each delivered message's size by LIST where the poll found it, by marker: with
+    its unique-id, what tells the test message in a later session
+    (:func:`~smtpcore.testing._pop3_mailbox.listed_before`'s rule)."""
+    before: dict[bytes, int | None] = field(default_factory=dict)
+    """The unique-ids listed before the messages were submitted, each with the size
+    LIST gave its message (None where LIST gave none): a message listed under one at
+    that size is one the session that confirms a deletion does not read."""
     uidl: bool | None = None
     """Whether the POP3 server answered UIDL when the messages were sought; None if
     they never were."""

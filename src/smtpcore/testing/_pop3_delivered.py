@@ -8,47 +8,49 @@ before, or the delivery's ``wait`` has passed. Each message is then read with
 RETR and TOP and compared, unstuffed, with what was sent: the body octet for
 octet, and every header line sent present in the header (the MTA adds its
 own). Sessions end as every session of the battery does: without QUIT once a
-message was touched, so nothing is deleted. Only :func:`delete_delivered`,
-asked for explicitly, deletes, and only the battery's own messages.
+message was touched, so nothing is deleted. Only
+:func:`~smtpcore.testing._pop3_deletion.delete_delivered`, asked for
+explicitly, deletes, and only the battery's own messages.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from typing import Final
 
-from smtpcore.testing._battery import (
-    SESSION_ENDINGS,
-    Failed,
-    Skipped,
-    ending_said,
-    unjudged,
-)
+from smtpcore.testing._battery import Failed, Skipped, unjudged
 from smtpcore.testing._delivery import (
     MARKER_FIELD,
     DeliveredMessage,
-    Delivery,
     DeliveryFailed,
     first_difference,
-    marker_of,
+)
+from smtpcore.testing._pop3_mailbox import (
+    HEADER_ONLY,
+    MAX_HEADER_SECTION,
+    Before,
+    Header,
+    Listed,
+    Look,
+    id_named_another,
+    listed_before,
+    look,
+    mailbox_listing,
+    new_marker_at,
 )
 from smtpcore.testing._pop3_probe import (
-    LoginRefused,
     POP3Probe,
-    POP3Response,
     POP3Wire,
+    ResponseBound,
     StalledResponse,
     ask,
     lines_of,
-    wire_number,
 )
 
 __all__ = [
     "MAX_WAIT",
     "check_delivered_intact",
-    "delete_delivered",
-    "failed_deletion_note",
     "poll_sleeps",
 ]
 
@@ -60,16 +62,6 @@ _LONGEST_SLEEP: Final = 10.0
 _MAX_POLLS: Final = 100
 """At most this many sessions look for the messages: with sleeps that grow from a
 quarter of a second to ten, :data:`MAX_WAIT` takes about 70."""
-_MAX_HEADER_READ: Final = 1 << 20
-"""A new message larger than this (by LIST) is not read to look for a marker."""
-
-Identities = dict[int, bytes | None]
-"""Message number to its unique-id (RFC 1939 §7), or None where none is known (UIDL
-refused, or a message it leaves out): such a message is read every time, for its
-number names it in this session only (§5)."""
-Said = Callable[[bytes], str]
-"""How a summary quotes a line the server sent: :meth:`POP3Probe.line_said`, which
-hides the password before it cuts."""
 
 
 def poll_sleeps(wait: float) -> Iterator[float]:
@@ -87,114 +79,82 @@ def poll_sleeps(wait: float) -> Iterator[float]:
         sleep = min(sleep * _SLEEP_GROWTH, _LONGEST_SLEEP)
 
 
-def _identities(client: POP3Wire, said: Said, *, every: bool = False) -> tuple[Identities, bool]:
-    """The mailbox's messages by unique-id, and whether UIDL was taken; where UIDL is
-    refused, LIST's numbers, each with no unique-id. With ``every``, LIST's numbers
-    always, each with the unique-id UIDL gave it, if any: a UIDL that leaves a
-    message out must not hide it (RFC 1939 §5: LIST lists every message)."""
-    answer = ask(client, b"UIDL")
-    uids = _listed(answer, said) if answer.ok else {}
-    if answer.ok and not every:
-        return {number: uid for number, uid in uids.items()}, True
-    scan = ask(client, b"LIST")
-    if not scan.ok:
-        raise Failed(f"LIST was answered {scan} in the TRANSACTION state (RFC 1939 §5)")
-    return {number: uids.get(number) for number in _listed(scan, said)}, answer.ok
-
-
-def _listed(answer: POP3Response, said: Said) -> dict[int, bytes]:
-    """A scan or unique-id listing's lines: each message number, ASCII digits,
-    bounded (:func:`~smtpcore.testing._pop3_probe.wire_number`), with the word after
-    it. A malformed line is quoted by ``said``."""
-    listed: dict[int, bytes] = {}
-    for line in answer.lines:
-        words = line.rstrip(b"\r\n").split(b" ")
-        number = wire_number(words[0])
-        if len(words) < 2 or number is None:
-            raise Failed(
-                f"a scan or unique-id listing gave the line {said(line)} (RFC 1939 §5, §7)"
-            )
-        listed[number] = words[1]
-    return listed
-
-
-def _repeats_an_id(identities: Identities) -> bool:
-    uids = [uid for uid in identities.values() if uid is not None]
-    return len(set(uids)) != len(uids)
-
-
 class _Mailbox:
     """The poll's reading of which test message is which: message number, then ``TOP
-    n 0`` (:func:`_marker_at`), then the marker. ``before`` holds the unique-ids listed
-    before the delivery: those messages are not read. The poll looks many times, so
-    each unique-id's marker is kept, that none is read twice, and each marker's
-    unique-id, for :func:`delete_delivered`. A message with no unique-id is read at
-    every look: its number names it in one session only (RFC 1939 §5)."""
+    n 0`` (:func:`~smtpcore.testing._pop3_mailbox.new_marker_at`), then the marker.
+    ``before`` holds the unique-ids listed before the delivery, with their sizes: a
+    message listed under one at its size is not read
+    (:func:`~smtpcore.testing._pop3_mailbox.listed_before`). The poll looks many
+    times, so each marker read is kept by unique-id and LIST's size, the rule
+    ``listed_before`` applies: a server whose ids are positions gives an id to
+    another message, of another size, which is read. ``named`` holds what each id
+    named first (None for no test message; every id of ``before``), and ``reused``
+    each test message found under an id that named another message
+    (:func:`~smtpcore.testing._pop3_mailbox.id_named_another`). A message with no
+    unique-id is read at every look: its number names it in one session only (RFC
+    1939 §5)."""
 
-    def __init__(self, before: set[bytes]) -> None:
+    def __init__(self, before: Before) -> None:
         self.before = before
         self.by_uid = False
-        self.markers: dict[bytes, bytes | None] = {}
-        self.uids: dict[bytes, bytes] = {}
+        self.markers: dict[tuple[bytes, int | None], bytes | None] = {}
+        self.named: dict[bytes, bytes | None] = dict.fromkeys(before)
+        self.uids: dict[bytes, tuple[bytes, int | None]] = {}
+        """Each test message's unique-id and size, by marker, as found."""
+        self.reused: dict[bytes, bytes] = {}
 
-    def find(self, client: POP3Wire, wanted: set[bytes], said: Said) -> dict[bytes, int]:
-        """The wanted markers found in this session, each with its message number."""
-        identities, self.by_uid = _identities(client, said)
-        found: dict[bytes, int] = {}
-        for number, uid in identities.items():
-            if uid is not None and uid in self.before:
-                continue
-            if uid is not None and uid in self.markers:
-                marker = self.markers[uid]
-            else:
-                read, marker = _marker_at(client, number, retr=True)
-                if uid is not None:
-                    self.markers[uid] = marker
-                if not read:
-                    continue
-            if marker is not None and marker in wanted:
-                found[marker] = number
-                if uid is not None:
-                    self.uids[marker] = uid
+    def find(self, probe: POP3Probe, wanted: set[bytes], *, afresh: bool = False) -> Look:
+        """A look (:func:`~smtpcore.testing._pop3_mailbox.look`) at every message not
+        listed before the delivery; ``afresh``, reading again those whose marker was
+        kept, that the session shows what each one's header is."""
+
+        def read(client: POP3Wire, number: int, listed: Listed) -> Header:
+            key = None if listed.uid is None else (listed.uid, listed.size)
+            if key is not None and key in self.markers and not afresh:
+                return Header(True, self.markers[key])
+            header = new_marker_at(client, number, listed)
+            if key is not None and header.read:
+                self.markers[key] = header.marker
+                self._name(key[0], header.marker, wanted)
+            return header
+
+        found = look(probe, lambda listed: not listed_before(self.before, listed), read)
+        self.by_uid = found.by_uid
+        for number, marker in found.markers.items():
+            listed = found.listing[number]
+            if marker in wanted and listed.uid is not None:
+                self.uids[marker] = (listed.uid, listed.size)
         return found
 
-
-def _markers_at(
-    client: POP3Wire, numbers: Iterable[int], *, retr: bool
-) -> dict[int, bytes | None]:
-    """Each message of ``numbers`` whose header was read (:func:`_marker_at`), with its
-    marker, if any; one left out could not be read. Read afresh: the sessions that
-    delete and confirm trust no marker read in another session, for a server whose
-    unique-ids are message numbers names another message with one once mail came or
-    went (RFC 1939 §7)."""
-    markers: dict[int, bytes | None] = {}
-    for number in numbers:
-        read, marker = _marker_at(client, number, retr=retr)
-        if read:
-            markers[number] = marker
-    return markers
+    def _name(self, uid: bytes, marker: bytes | None, wanted: set[bytes]) -> None:
+        """Note what ``uid`` names now, a test message found under an id that named
+        another message first among them."""
+        if id_named_another(uid, marker, self.named, wanted) and marker in wanted:
+            self.reused[marker] = uid
+        self.named.setdefault(uid, marker)
 
 
-def _marker_at(client: POP3Wire, number: int, *, retr: bool) -> tuple[bool, bytes | None]:
-    """Whether message ``number``'s header was read, and its marker, if any: read with
-    ``TOP n 0``, or, if ``retr``, with RETR where TOP is refused (RFC 1939 §7 makes
-    TOP optional) and LIST gives a size up to :data:`_MAX_HEADER_READ`."""
-    answer = ask(client, b"TOP %d 0" % number)
-    if not answer.ok and retr:
-        words = ask(client, b"LIST %d" % number).status.split()
-        size = wire_number(words[2]) if len(words) > 2 else None
-        if size is None or size > _MAX_HEADER_READ:
-            return False, None
-        answer = ask(client, b"RETR %d" % number)
-    return (True, marker_of(answer.content())) if answer.ok else (False, None)
+def _whole(message: DeliveredMessage) -> ResponseBound:
+    """What RETR, or TOP of every body line, of test message ``message`` may bring: a
+    header section within :data:`~smtpcore.testing._pop3_mailbox.MAX_HEADER_SECTION`
+    (the MTA's fields, then those sent) and the body sent, its lines at most doubled
+    (see :func:`~smtpcore.testing._pop3_mailbox.listed_size`)."""
+    return ResponseBound(
+        MAX_HEADER_SECTION + 2 * len(message.body) + 2,
+        f"more than a header section and twice the {len(message.body)}-octet body sent",
+    )
 
 
 def _snapshot(probe: POP3Probe) -> _Mailbox:
-    """The mailbox before the delivery: its unique-ids, which no look reads again."""
+    """The mailbox before the delivery: its unique-ids and their messages' sizes, which
+    no look reads again while both are the same
+    (:func:`~smtpcore.testing._pop3_mailbox.listed_before`). Its transcript is kept
+    short, as a look's that found nothing (:func:`_await_delivery`)."""
     client = probe.session()
-    identities, _ = _identities(client, probe.line_said)
+    listing, _ = mailbox_listing(client, probe.line_said)
     probe.end(client)
-    return _Mailbox({uid for uid in identities.values() if uid is not None})
+    probe.keep_little_of(client)
+    return _Mailbox({uid: size for uid, size in listing.values() if uid is not None})
 
 
 def _await_delivery(
@@ -202,16 +162,26 @@ def _await_delivery(
 ) -> tuple[POP3Wire, dict[bytes, int]]:
     """A session in which every wanted marker is found, or the last one, once the
     sleeps of :func:`poll_sleeps` have covered ``wait`` seconds; with the markers found
-    in it. The numbers are that session's, and so is every marker read without UIDL."""
-    sleeps = poll_sleeps(wait)
-    while True:
-        client = probe.session()
-        found = mailbox.find(client, wanted, probe.line_said)
-        sleep = None if set(found) == wanted else next(sleeps, None)
-        if sleep is None:
-            return client, found
-        probe.end(client)
+    in it. The numbers are that session's, and so is every marker read without UIDL.
+    Each session before the last keeps a short transcript
+    (:meth:`~smtpcore.testing._pop3_probe.POP3Probe.keep_little_of`): a hundred
+    looks at a large mailbox would otherwise hold all that each one read. The last
+    reads every header again, and keeps it: where a test message was never found,
+    what the server sent in its place is the evidence."""
+    for sleep in poll_sleeps(wait):
+        found = mailbox.find(probe, wanted)
+        if set(_wanted_in(found, wanted)) == wanted:
+            return found.client, _wanted_in(found, wanted)
+        probe.end(found.client)
+        probe.keep_little_of(found.client)
         time.sleep(sleep)
+    found = mailbox.find(probe, wanted, afresh=True)
+    return found.client, _wanted_in(found, wanted)
+
+
+def _wanted_in(found: Look, wanted: set[bytes]) -> dict[bytes, int]:
+    """The wanted markers a look found, each with its message number."""
+    return {marker: n for n, marker in found.markers.items() if marker in wanted and marker}
 
 
 def _header_problem(what: str, got: bytes, message: DeliveredMessage) -> str | None:
@@ -251,12 +221,13 @@ def _message_problems(client: POP3Wire, number: int, message: DeliveredMessage) 
     (RFC 1939 §3: unstuffed, the lines as stored; §7: TOP gives the header, the blank
     line and that many body lines)."""
     body_lines = len(lines_of(message.body))
-    reads = [(b"RETR %d" % number, message.body)]
-    reads += [(b"TOP %d 0" % number, b""), (b"TOP %d %d" % (number, body_lines), message.body)]
-    for command, expected in reads:
+    whole = _whole(message)
+    reads = [(b"RETR %d" % number, message.body, whole), (b"TOP %d 0" % number, b"", HEADER_ONLY)]
+    reads.append((b"TOP %d %d" % (number, body_lines), message.body, whole))
+    for command, expected, bound in reads:
         what = f"{command.decode()} ({message.name})"
         try:
-            answer = ask(client, command)
+            answer = ask(client, command, bound=bound)
         except StalledResponse as exc:
             if not _sent_unended(exc.partial.content(), message, expected):
                 raise
@@ -287,8 +258,10 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     messages (a lone dot line, ``..`` and ``.x`` lines, a last line submitted
     without CRLF, which the SMTP client ends, 998-octet lines, 8-bit octets where
     the SMTP server offers 8BITMIME) are submitted, awaited, and each one's body must come back
-    octet for octet, and each header line sent must be in its header. The
-    messages stay in the mailbox (see :func:`delete_delivered`).
+    octet for octet, and each header line sent must be in its header. A test
+    message found under a unique-id another message had before the delivery
+    fails it too (RFC 1939 §7). The messages stay in the mailbox (see
+    :func:`delete_delivered`).
     """
     delivery = probe.delivery
     if delivery is None:
@@ -300,9 +273,11 @@ def check_delivered_intact(probe: POP3Probe) -> str:
         raise Failed(str(exc)) from None
     wanted = {message.marker for message in messages}
     client, found = _await_delivery(probe, mailbox, wanted, delivery.wait)
-    delivery.uids.update(mailbox.uids)
+    for marker, (uid, size) in mailbox.uids.items():
+        delivery.uids[marker], delivery.sizes[marker] = uid, size
     delivery.uidl = mailbox.by_uid
     delivery.before = mailbox.before
+    probe.problems.extend(_reused_ids(probe, messages, mailbox))
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
@@ -318,172 +293,28 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     return _summary(client, messages)
 
 
+def _reused_ids(
+    probe: POP3Probe, messages: list[DeliveredMessage], mailbox: _Mailbox
+) -> list[str]:
+    """A problem for each test message the poll found under a unique-id that named
+    another message, before the delivery or earlier in the poll: an id names one
+    message, persists, and is never reused (RFC 1939 §7)."""
+    problems = []
+    for message in messages:
+        uid = mailbox.reused.get(message.marker)
+        if uid is None:
+            continue
+        when = "before the delivery" if uid in mailbox.before else "earlier in the poll"
+        problems.append(
+            f"UIDL lists test message {message.name} under {probe.line_said(uid)}, the "
+            f"unique-id of another message {when} (RFC 1939 §7: a unique-id names one "
+            "message, and a server never gives it to another)"
+        )
+    return problems
+
+
 def _summary(client: POP3Wire, messages: list[DeliveredMessage]) -> str:
     names = [message.name for message in messages]
     if "eight-bit" not in names:
         unjudged(client, "the SMTP server offers no 8BITMIME, so no 8-bit message was sent")
     return f"{len(messages)} messages delivered over SMTP came back intact ({', '.join(names)})"
-
-
-def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
-    """DELE the battery's own test messages, then QUIT to have them deleted (RFC 1939
-    §6); returns the note that says how many were deleted, and how to find the rest.
-
-    A candidate is a message the poll found by UIDL; in this session its ``TOP n 0``
-    must show the marker the poll found under its unique-id: a unique-id names one
-    message across sessions (§7), but a server whose ids are the message numbers, or
-    change by session, names another once mail came or went, and a TOP that serves a
-    stale header shows another test message's marker. The session sends UIDL, those
-    TOPs and DELEs, and QUIT only where every TOP read showed its own message; a
-    listing that gives two messages one id, or a TOP that shows any other message,
-    deletes nothing at all: the session ends without QUIT. Neither QUIT's
-    ``+OK`` nor its ``-ERR`` (some or none of the marked messages removed, §6) says
-    which were removed: a new session looks (:func:`_confirmed`)."""
-    if not delivery.uids:
-        return _deletion_note(delivery, 0, _why_none_found(delivery))
-    try:
-        client = probe.session()
-    except LoginRefused as exc:  # the same login worked for the checks: no advice
-        raise Failed(exc.refusal) from None
-    identities, by_uid = _identities(client, probe.line_said)
-    if not by_uid or _repeats_an_id(identities):
-        why = "UIDL gives one unique-id to two messages" if by_uid else "UIDL is refused now"
-        return _none_deleted(probe, client, delivery, why)
-    own = {uid: marker for marker, uid in delivery.uids.items()}
-    candidates = {number: uid for number, uid in identities.items() if uid in own}
-    # No RETR: a server may delete what was retrieved at QUIT.
-    shown = _markers_at(client, candidates, retr=False)
-    if any(marker != own[candidates[number]] for number, marker in shown.items()):
-        why = "a unique-id now names another message (RFC 1939 §7)"
-        return _none_deleted(probe, client, delivery, why)
-    marked = {own[candidates[n]] for n in shown if ask(client, b"DELE %d" % n).ok}
-    if not marked:
-        return _none_deleted(probe, client, delivery, "not found")
-    delivery.marked_before_quit = len(marked)
-    quit = probe.line_said(probe.quit_after_own_deletions(client))
-    return _confirmed(
-        probe, delivery, marked, f"{_were(len(marked))} marked with DELE and QUIT got {quit}"
-    )
-
-
-def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: str) -> str:
-    """The note once QUIT followed the DELE of the test messages ``marked`` (their
-    markers), ``after`` saying so: a QUIT answered ``+OK`` may have removed nothing,
-    and one answered ``-ERR`` some or all (RFC 1939 §6), so a new session looks for
-    the markers (:func:`_still_found`), and the note counts as deleted only those it
-    no longer finds. What that session cannot tell, or a failure of it, leaves the
-    count unknown, never deleted."""
-    try:
-        still, unknown = _still_found(probe, delivery, marked)
-    except LoginRefused as exc:  # the login worked for the deletes: no advice
-        still, unknown = 0, f"a new session to confirm it failed: {exc.refusal}"
-    except SESSION_ENDINGS as exc:
-        still, unknown = (
-            0,
-            f"a new session to confirm it failed: {ending_said(exc, probe.timeout)}",
-        )
-    if unknown:
-        return _deletion_note(delivery, 0, f"{after}, but {unknown}", known=False)
-    why = "not found"
-    if still:
-        them = "it" if len(marked) == 1 else f"{still} of them"
-        why = f"{after}, and a new session still finds {them}"
-        if len(delivery.messages) > len(marked):
-            why = f"{len(delivery.messages) - len(marked)} not found; {why}"
-    return _deletion_note(delivery, len(marked) - still, why)
-
-
-def _still_found(
-    probe: POP3Probe, delivery: Delivery, marked: set[bytes]
-) -> tuple[int, str | None]:
-    """How many of the markers ``marked`` a new session still finds, reading ``TOP n
-    0`` (or RETR) of every message listed that was not there before the delivery
-    (:attr:`~Delivery.before`); and what keeps that from being known, or None. Every
-    message LIST gives is looked at, with or without a unique-id: ids may be message
-    numbers, which shift once one is removed, be renamed by the UPDATE, or be left
-    out of UIDL, so a missing id says nothing; a marker found does. A message whose
-    header cannot be read, or a UIDL that gives two messages one id, leaves the count
-    unknown."""
-    client = probe.session()
-    identities, _ = _identities(client, probe.line_said, every=True)
-    if _repeats_an_id(identities):
-        probe.end(client)
-        return 0, "a new session's UIDL gives one unique-id to two messages"
-    numbers = [n for n, uid in identities.items() if uid is None or uid not in delivery.before]
-    markers = _markers_at(client, numbers, retr=True)
-    probe.end(client)
-    unread = len(numbers) - len(markers)
-    if unread:
-        messages = "1 message" if unread == 1 else f"{unread} messages"
-        return 0, f"a new session could not read the header of {messages} (TOP and RETR refused)"
-    return len(marked.intersection(markers.values())), None
-
-
-def _none_deleted(probe: POP3Probe, client: POP3Wire, delivery: Delivery, why: str) -> str:
-    """End a delete session that marked nothing, and say why none was deleted; where
-    ending it fails, the failure keeps that reason: its QUIT, if sent, deleted nothing
-    (RFC 1939 §6)."""
-    try:
-        probe.end(client)
-    except Failed as exc:
-        raise Failed(f"{why}, and then {exc}") from None
-    return _deletion_note(delivery, 0, why)
-
-
-def _why_none_found(delivery: Delivery) -> str:
-    """Why no delivered message has a unique-id to delete by: the poll never ran (the
-    delivery failed before it), UIDL was refused (RFC 1939 §7 makes it optional), or
-    the poll did not find them."""
-    if delivery.uidl is None:
-        return "not looked for: the delivery failed"
-    return "UIDL is refused" if delivery.uidl is False else "not found"
-
-
-def failed_deletion_note(delivery: Delivery, failure: str) -> str:
-    """The note of a delete session that failed (``failure`` its summary): none deleted
-    that the battery knows of, how to find them, and, where its QUIT followed DELEs
-    answered ``+OK`` (:attr:`~Delivery.marked_before_quit`), that the server may have
-    deleted those (RFC 1939 §6: the UPDATE state). A QUIT after no DELE deletes none."""
-    marked = delivery.marked_before_quit
-    why = f"the delete session failed: {failure}"
-    if marked:
-        why += f"; its QUIT was sent after {_were(marked)} marked with DELE, which may be deleted"
-    return _deletion_note(delivery, 0, why, known=not marked)
-
-
-def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bool = True) -> str:
-    """How many of every message delivered were deleted (``known``: for certain); where
-    some were left, why, and the header line that finds them."""
-    total = len(delivery.messages)
-    left = total - deleted
-    them = "it by its" if left == 1 else "them by their"
-    find = f"find {them} header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
-    if deleted:
-        them = "it" if deleted == 1 else "them"
-        note = (
-            f"{deleted} of {total} delivered test {_messages(total)} {_was(deleted)} deleted "
-            f"(DELE, then QUIT, and a new session finds {them} no more)"
-        )
-    elif total == 1:
-        note = "the delivered test message " + (
-            "was not deleted" if known else "is not known to have been deleted"
-        )
-    elif known:
-        note = f"none of the {total} delivered test messages was deleted"
-    else:
-        note = f"none of the {total} delivered test messages is known to have been deleted"
-    where = "left in the mailbox" if known else "may be left in the mailbox"
-    return note + (f"; {left} {where} ({why_left}): {find}" if left else "")
-
-
-def _messages(count: int) -> str:
-    return "message" if count == 1 else "messages"
-
-
-def _was(count: int) -> str:
-    return "was" if count == 1 else "were"
-
-
-def _were(count: int) -> str:
-    """``count`` and its verb: "1 was", "4 were"."""
-    return f"{count} {_was(count)}"

@@ -45,16 +45,18 @@ from smtpcore.testing._hiding import (
     hide_in_server_reads,
     hide_in_text,
 )
-from smtpcore.testing._wire import Exchange, WireClient
+from smtpcore.testing._wire import Exchange, LineOverLimit, WireClient, excerpt_reads
 
 if TYPE_CHECKING:
     from smtpcore.testing._delivery import Delivery
 
 __all__ = [
     "LoginRefused",
+    "OverlongResponse",
     "POP3Probe",
     "POP3Response",
     "POP3Wire",
+    "ResponseBound",
     "StalledResponse",
     "UnsafeQuit",
     "ask",
@@ -205,11 +207,46 @@ def has_multi_line_response(command: bytes) -> bool:
     return verb in (b"RETR", b"TOP", b"CAPA") or (verb in (b"LIST", b"UIDL") and len(words) == 1)
 
 
-def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | None:
+@dataclass(frozen=True)
+class ResponseBound:
+    """The most ``octets`` a multi-line response's body may bring, and the ``reason`` no
+    sound response brings more (said in the failure): a check that needs a header
+    need not hold what a broken server sends in place of one. With ``kept``, the
+    body keeps its first whole lines up to that many octets and the rest is counted
+    and dropped as it streams: a look for a marker near the top holds no more of a
+    message, however large a sound server's answer."""
+
+    octets: int
+    reason: str
+    kept: int | None = None
+
+
+class OverlongResponse(Failed):
+    """A multi-line response to ``command`` that ran past its ``bound``: the battery
+    stopped reading, and the connection, out of step, is closed without QUIT."""
+
+    def __init__(self, command: bytes, bound: ResponseBound) -> None:
+        super().__init__(
+            f"the response to {command.decode('ascii', 'replace')} ran over {bound.octets} "
+            f"octets without the terminating dot line ({bound.reason}): the battery stopped "
+            "reading it, and closed the connection without QUIT"
+        )
+        self.command = command
+        self.bound = bound
+
+
+def read_response(
+    client: WireClient,
+    *,
+    multi_line: bool,
+    bound: ResponseBound | None = None,
+    command: bytes = b"",
+) -> POP3Response | None:
     """The next response, or None where the server closed before its status line.
     The whole response has one deadline, ``timeout`` from now, however its lines
     trickle in; its octets are bounded by the connection's
-    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`). A multi-line response cut
+    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`), and a body by ``bound``, where
+    given (:class:`OverlongResponse`, naming ``command``). A multi-line response cut
     short by the close fails the check."""
     deadline = time.monotonic() + client.timeout
     status = client.read_line(deadline)
@@ -218,17 +255,41 @@ def read_response(client: WireClient, *, multi_line: bool) -> POP3Response | Non
     if not (multi_line and status.startswith(b"+OK")):
         return POP3Response(status)
     body = bytearray()
+    taken = 0
+    kept = None if bound is None else bound.kept
     try:
-        while (line := client.read_line(deadline)) != _TERMINATOR:
+        while (line := _body_line(client, deadline, bound, taken, command)) != _TERMINATOR:
             if line is None:
                 raise Failed(
                     f"the server closed the connection inside the multi-line response to "
                     f"{status!r} (no terminating dot line, RFC 1939 §3)"
                 )
-            body += line
+            taken += len(line)
+            if kept is None or (len(body) == taken - len(line) and taken <= kept):
+                body += line
+            if bound is not None and taken > bound.octets:
+                client.stop_reading(f"a response past {bound.octets} octets")
+                raise OverlongResponse(command, bound)
     except TimeoutError:
         raise StalledResponse(POP3Response(status, bytes(body))) from None
     return POP3Response(status, bytes(body))
+
+
+def _body_line(
+    client: WireClient,
+    deadline: float,
+    bound: ResponseBound | None,
+    taken: int,
+    command: bytes,
+) -> bytes | None:
+    """The next line of a body that brought ``taken`` octets so far, read no further
+    than ``bound`` and the terminating dot line allow."""
+    if bound is None:
+        return client.read_line(deadline)
+    try:
+        return client.read_line(deadline, limit=bound.octets - taken + len(_TERMINATOR))
+    except LineOverLimit:
+        raise OverlongResponse(command, bound) from None
 
 
 class StalledResponse(TimeoutError):
@@ -242,11 +303,12 @@ class StalledResponse(TimeoutError):
         self.partial = partial
 
 
-def ask(client: WireClient, command: bytes) -> POP3Response:
-    """Send ``command`` (CRLF added) and read its response; a close where the response
-    was due fails the check: a session that dies on a command is a crash."""
+def ask(client: WireClient, command: bytes, *, bound: ResponseBound | None = None) -> POP3Response:
+    """Send ``command`` (CRLF added) and read its response, its body within ``bound``
+    where given; a close where the response was due fails the check: a session that
+    dies on a command is a crash."""
     client.send(command + b"\r\n")
-    return _answer(client, command)
+    return _answer(client, command, bound)
 
 
 def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Response:
@@ -257,8 +319,11 @@ def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Resp
     return _answer(client, command + HIDDEN if secret else command)
 
 
-def _answer(client: WireClient, command: bytes) -> POP3Response:
-    answer = read_response(client, multi_line=has_multi_line_response(command))
+def _answer(
+    client: WireClient, command: bytes, bound: ResponseBound | None = None
+) -> POP3Response:
+    multi_line = has_multi_line_response(command)
+    answer = read_response(client, multi_line=multi_line, bound=bound, command=command)
     if answer is None:
         shown = command.decode("utf-8", "replace")
         raise Failed(f"the server closed the connection instead of answering {shown!r}")
@@ -339,16 +404,18 @@ class POP3Wire(WireClient):
         if login and self._login_answer is None:
             self._login_answer, self._answer_begun = len(self.transcript), False
 
-    def read_line(self, deadline: float | None = None) -> bytes | None:
+    def read_line(
+        self, deadline: float | None = None, *, limit: int | None = None
+    ) -> bytes | None:
         """:meth:`WireClient.read_line`; where the line answers a login line, the reads
         that hold it are recorded by status and registered code only (RFC 2449 §8.1):
         a server may quote there the password, in forms the battery cannot all
         foresee. The battery itself reads the whole line."""
         if self._login_answer is None:
-            return super().read_line(deadline)
+            return super().read_line(deadline, limit=limit)
         line = None
         try:
-            line = super().read_line(deadline)
+            line = super().read_line(deadline, limit=limit)
         finally:
             self._record_login_answer(line)
         return line
@@ -667,6 +734,16 @@ class POP3Probe:
             client.transcript.append(Exchange("note", note="closed without QUIT"))
         client.close()
         client.closed = True
+
+    def keep_little_of(self, client: POP3Wire) -> None:
+        """Keep of ``client``'s reads, a session ended whose reads no longer matter (a
+        look that found nothing new), the first and last octets of each
+        (:func:`~smtpcore.testing._wire.excerpt_reads`), the password hidden first
+        as in :meth:`hide_credentials`: the transcript of a check of many sessions is
+        then bounded by one session's :data:`~smtpcore.testing._wire.MAX_RECEIVED`,
+        not by that times their number, and no verdict changes."""
+        hidden = hide_in_server_reads(client.transcript, self._credentials(), HIDDEN)
+        client.transcript[:] = excerpt_reads(hidden)
 
     def transcript(self) -> tuple[Exchange, ...]:
         return transcript_of(self.clients)

@@ -24,10 +24,12 @@ from smtpcore._textsafe import escape_unsafe
 
 __all__ = [
     "Exchange",
+    "LineOverLimit",
     "ServerFlood",
     "ServerReply",
     "WireClient",
     "checked_host",
+    "excerpt_reads",
     "format_transcript",
 ]
 
@@ -100,6 +102,11 @@ class ServerReply:
 class ServerFlood(ConnectionError):
     """The server sent more than any check is owed (:data:`MAX_REPLY`,
     :data:`MAX_REPLIES`, :data:`MAX_RECEIVED`): a failure, not something to wait out."""
+
+
+class LineOverLimit(ServerFlood):
+    """A line ran past the ``limit`` its reader gave (:meth:`WireClient.read_line`):
+    the client stopped reading, and the reader says what the limit was for."""
 
 
 def _code(line: bytes) -> int:
@@ -268,10 +275,15 @@ class WireClient:
             self._flood(f"a reply over {MAX_REPLY} octets")
         return True
 
-    def _flood(self, what: str) -> None:
+    def stop_reading(self, what: str) -> None:
+        """Read no more from this connection, ``what`` saying why in the transcript: a
+        reader gave up on a response, and what follows it is out of step."""
         self.transcript.append(Exchange("note", note=f"stopped reading: {what}"))
         self.closed = True
-        raise ServerFlood(what)
+
+    def _flood(self, what: str, kind: type[ServerFlood] = ServerFlood) -> None:
+        self.stop_reading(what)
+        raise kind(what)
 
     @property
     def unread(self) -> bytes:
@@ -357,15 +369,21 @@ class WireClient:
         self._take(len(data))
         return data
 
-    def read_line(self, deadline: float | None = None) -> bytes | None:
+    def read_line(
+        self, deadline: float | None = None, *, limit: int | None = None
+    ) -> bytes | None:
         """The next line, its LF (and any CR) included, or None once the server closed
         with no whole line left; for a protocol framed by lines of its own (POP3).
         Raises ``TimeoutError`` if no whole line is in by ``deadline`` (by default
-        ``timeout`` from now)."""
+        ``timeout`` from now), and :class:`LineOverLimit`, having stopped reading,
+        where the line, whole or not, passes ``limit`` octets: what the reader keeps
+        is bounded by its own need, not only by :data:`MAX_REPLY`."""
         deadline = self._deadline() if deadline is None else deadline
         start = 0
         while True:
             end = self._buffer.find(b"\n", start)
+            if limit is not None and (end + 1 if end >= 0 else len(self._buffer)) > limit:
+                self._flood(f"a line past the {limit} octets left to its reader", LineOverLimit)
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 self._take(end + 1)
@@ -419,6 +437,35 @@ class WireClient:
             self.sock.close()
 
 
+_SHOWN_WHOLE: Final = 400
+_SHOWN_HEAD: Final = 200
+_SHOWN_TAIL: Final = 100
+"""Of a read or write over :data:`_SHOWN_WHOLE` octets, :func:`format_transcript` shows
+this many last octets and :data:`_SHOWN_HEAD` first ones, and :func:`excerpt_reads`
+keeps as many."""
+
+
+def excerpt_reads(transcript: Sequence[Exchange]) -> list[Exchange]:
+    """``transcript`` with each long server read cut to the octets
+    :func:`format_transcript` would show of it, its first and last, with a note
+    between that counts the octets dropped: for a session whose reads no longer
+    matter, that a check of many sessions holds little of each. Hide what must not
+    be shown first: a secret cut here is no longer found whole."""
+    out: list[Exchange] = []
+    for entry in transcript:
+        data = entry.data
+        if entry.side != "server" or len(data) <= _SHOWN_WHOLE:
+            out.append(entry)
+            continue
+        dropped = len(data) - _SHOWN_HEAD - _SHOWN_TAIL
+        out += (
+            Exchange("server", data[:_SHOWN_HEAD]),
+            Exchange("note", note=f"{dropped} octets of this read not kept"),
+            Exchange("server", data[-_SHOWN_TAIL:]),
+        )
+    return out
+
+
 def format_transcript(transcript: Sequence[Exchange]) -> str:
     """The transcript as text: ``C:`` and ``S:`` lines holding each write and read as a
     Python bytes literal (exact, CR, LF and NUL included), and ``--`` notes."""
@@ -429,8 +476,10 @@ def format_transcript(transcript: Sequence[Exchange]) -> str:
         else:
             mark = "C:" if entry.side == "client" else "S:"
             data = entry.data
-            if len(data) > 400:
-                shown = f"{data[:200]!r} ... ({len(data) - 300} octets) ... {data[-100:]!r}"
+            if len(data) > _SHOWN_WHOLE:
+                dropped = len(data) - _SHOWN_HEAD - _SHOWN_TAIL
+                head, tail = data[:_SHOWN_HEAD], data[-_SHOWN_TAIL:]
+                shown = f"{head!r} ... ({dropped} octets) ... {tail!r}"
             else:
                 shown = repr(data)
             out.append(f"{mark} {shown}")

@@ -45,12 +45,8 @@ from smtpcore.testing._battery import (
     unjudged,
 )
 from smtpcore.testing._delivery import MARKER_FIELD, Delivery, checked_recipient
-from smtpcore.testing._pop3_delivered import (
-    MAX_WAIT,
-    check_delivered_intact,
-    delete_delivered,
-    failed_deletion_note,
-)
+from smtpcore.testing._pop3_deletion import delete_delivered, failed_deletion_note
+from smtpcore.testing._pop3_delivered import MAX_WAIT, check_delivered_intact
 from smtpcore.testing._pop3_probe import (
     HIDDEN,
     QUIT_BEFORE_LOGIN_RULE,
