@@ -72,6 +72,7 @@ from smtpcore.testing.check import (
     ServerUnreachable,
     check_handler,
     check_server,
+    serving,
 )
 
 PLANTED = [
@@ -2712,6 +2713,62 @@ def test_smtpcore_asyncio_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.ok, report.format()
     assert all(result.passed for result in report.results), report.format()
     assert report.target.startswith("handler Sink at 127.0.0.1:")
+
+
+def test_an_lmtp_server_stops_the_run_saying_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An LMTP server refuses EHLO (500, RFC 2033 §4.1) and takes LHLO: every check
+    that said EHLO failed with "EHLO was answered 500", and the run reported eleven
+    failures in a server doing what LMTP must. The first check that says EHLO now
+    stops the run: it and the rest are skipped, the report says what the server is,
+    and the exit status is "nothing tested", whatever ran before (``--only`` put the
+    command-line-length check, which sends no EHLO, first)."""
+    only = ["command-line-length", "chunking", "smuggling", "pipelining"]
+    with serving(Sink(), lmtp=True) as (host, port):
+        report = check_server(host, port, checks=only, timeout=5)
+        argv = ["check", f"{host}:{port}", "--no-transcripts"]
+        status = main([*argv, *itertools.chain.from_iterable(("--only", n) for n in only)])
+    assert report.ok and not report.tested, report.format()
+    assert report.stopped.startswith("this is an LMTP server: EHLO was answered 500 ")
+    assert [r.outcome for r in report.results[1:]] == [Outcome.SKIPPED] * 3
+    assert report["chunking"].summary == report.stopped
+    assert report["smuggling"].summary == f"not run: {report.stopped}"
+    chunking = report["chunking"].transcript_text()
+    assert "C: b'LHLO check.smtpcore.test\\r\\n'" in chunking
+    assert "C: b'QUIT\\r\\n'" in chunking  # the LMTP session was ended as it should be
+    assert status == NOTHING_TESTED
+    captured = capsys.readouterr()
+    assert f"stopped: {report.stopped}" in captured.out
+    assert f"nothing was tested: {report.stopped}" in captured.err
+
+
+def test_an_lmtp_server_is_found_by_a_check_that_says_ehlo_itself() -> None:
+    """``pipelining`` begins with :meth:`Probe.hello`, ``chunking`` with an EHLO of its
+    own: either finds the LMTP server."""
+    with serving(Sink(), lmtp=True) as (host, port):
+        report = check_server(host, port, checks=["pipelining", "chunking"], timeout=5)
+    assert report.stopped and [r.outcome for r in report.results] == [Outcome.SKIPPED] * 2
+
+
+def test_an_smtp_server_refusing_ehlo_and_lhlo_fails_as_before() -> None:
+    """LHLO is asked only to tell what refused EHLO; an SMTP server that refuses both
+    (as it should LHLO) still fails the check on its EHLO."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        file = sock.makefile("rb")
+        sock.sendall(b"220 mx.example ESMTP\r\n")
+        while line := file.readline():
+            if line.upper().startswith(b"QUIT"):
+                sock.sendall(b"221 bye\r\n")
+                return
+            sock.sendall(b"502 5.5.1 no\r\n")
+
+    with raw_server(session, socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["pipelining"], timeout=5)
+    assert not report.stopped
+    assert report["pipelining"].outcome is Outcome.FAILED
+    assert report["pipelining"].summary == "EHLO was answered 502 5.5.1 no"
 
 
 class NoSuchUser(Handler):

@@ -31,6 +31,7 @@ __all__ = [
     "CheckReport",
     "CheckResult",
     "Failed",
+    "OtherProtocol",
     "Outcome",
     "Refused",
     "SESSION_ENDINGS",
@@ -96,6 +97,10 @@ class CheckReport:
     notes: tuple[str, ...] = ()
     """What the run did besides its checks that the user must know (the test messages
     it delivered and left in the mailbox, say), printed after the counts."""
+    stopped: str = ""
+    """Why the run stopped before its last check, or empty: the server speaks another
+    protocol than the battery's (an LMTP server, RFC 2033 §4.1), so the checks left
+    were skipped unrun, and the run is not :attr:`tested`. Printed after the counts."""
 
     @property
     def ok(self) -> bool:
@@ -109,7 +114,10 @@ class CheckReport:
     def tested(self) -> bool:
         """True when a check passed or failed: a run whose every check was skipped
         (a server refusing each connection, a login refused, nothing it offers)
-        says nothing of the server, and is no pass."""
+        says nothing of the server, and is no pass; nor does a run :attr:`stopped`
+        because the server speaks another protocol, whatever a check before said."""
+        if self.stopped:
+            return False
         return any(result.outcome is not Outcome.SKIPPED for result in self.results)
 
     @property
@@ -136,6 +144,8 @@ class CheckReport:
             f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
             f"{counts[Outcome.SKIPPED]} skipped"
         )
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -163,6 +173,13 @@ class Refused(Skipped):
     cannot be tested through that connection, which says nothing of how it speaks
     the protocol, so the check that opened it is skipped, the run's first connection
     included; a check that found a defect before keeps it (:func:`run_one`)."""
+
+
+class OtherProtocol(Skipped):
+    """Raised where the server answers in another protocol than the battery's (an LMTP
+    server refuses EHLO and takes LHLO, RFC 2033 §4.1): no check of the battery can
+    test it, so the run stops there, the checks left skipped unrun
+    (:attr:`CheckReport.stopped`). Its text says what the server is."""
 
 
 def refused_connection(answer: object, why: str) -> Refused:

@@ -21,6 +21,7 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import Ehlo
 from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import OtherProtocol as _OtherProtocol
 from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import (
@@ -89,6 +90,9 @@ class Probe:
     """Whether the battery's own session ended just before this check: a 421 greeting
     on its first connection is then tried again (:meth:`connect`), as on its later
     ones."""
+    other_protocol: str = ""
+    """What the server speaks instead of SMTP, found by :meth:`lmtp_after`: the run
+    stops after this check (:attr:`~smtpcore.testing.check.CheckReport.stopped`)."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)
@@ -156,8 +160,30 @@ class Probe:
         answer = _ask(client, b"EHLO " + self.helo.encode())
         self.refused(answer)
         if answer.code != 250:
+            self.lmtp_after(client, answer)
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
+
+    def lmtp_after(self, client: WireClient, answer: ServerReply | None) -> None:
+        """Where ``answer``, to the connection's first EHLO, is a 5xx, ask LHLO: an LMTP
+        server refuses EHLO and takes LHLO (RFC 2033 §4.1), and none of the checks,
+        which speak SMTP, can test it. Taken, the session ends with QUIT and
+        :class:`~smtpcore.testing._battery.OtherProtocol` says so (and
+        :attr:`other_protocol`); else this returns, and the refused EHLO is the
+        check's to judge."""
+        if answer is None or answer.code // 100 != 5 or client.closed:
+            return
+        lhlo = client.command(b"LHLO " + self.helo.encode())
+        if lhlo is None or lhlo.code != 250:
+            return
+        client.send(b"QUIT\r\n")
+        client.read_until_closed()
+        self.other_protocol = (
+            f"this is an LMTP server: EHLO was answered {answer} and LHLO 250, as RFC "
+            "2033 §4.1 has an LMTP server answer; the battery checks SMTP servers, so "
+            "no check was run (point it at the server's SMTP port)"
+        )
+        raise _OtherProtocol(self.other_protocol)
 
     def transaction(self, client: WireClient) -> None:
         """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient),

@@ -96,6 +96,8 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
     steps = _session_steps(probe)[:-1]
     client = probe.connect()
     first = _written(client, steps[0], chunking)
+    if chunking is None:
+        probe.lmtp_after(client, first)
     if first is not None and first.code == 421:
         if chunking is None:
             probe.refused(first)
