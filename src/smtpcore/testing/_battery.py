@@ -72,9 +72,14 @@ class CheckResult:
     transcript: tuple[Exchange, ...] = ()
     """Every write and read of the connections the check made, in order (for a
     failure, the connection that shows it)."""
+    stopped: str = ""
+    """Why the run stops at this check, or empty: the check found the server speaks
+    another protocol than the battery's (:class:`OtherProtocol`), so no check left
+    can test it (:attr:`CheckReport.stopped`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", escape_unsafe(self.summary))
+        object.__setattr__(self, "stopped", escape_unsafe(self.stopped))
 
     @property
     def passed(self) -> bool:
@@ -178,8 +183,9 @@ class Refused(Skipped):
 class OtherProtocol(Skipped):
     """Raised where the server answers in another protocol than the battery's (an LMTP
     server refuses EHLO and takes LHLO, RFC 2033 §4.1): no check of the battery can
-    test it, so the run stops there, the checks left skipped unrun
-    (:attr:`CheckReport.stopped`). Its text says what the server is."""
+    test it, so the check is skipped and its result says the run stops there
+    (:attr:`CheckResult.stopped`, set by :func:`run_one`). Its text says what the
+    server is."""
 
 
 def refused_connection(answer: object, why: str) -> Refused:
@@ -294,24 +300,32 @@ def run_one(
     A check that recorded problems in ``probe.problems`` fails with them however it
     ends: a skip part way, a connection or a login refused on a later session, hides
     none of them. The rule lives here, once, so that no check can forget it where it
-    opens a new connection."""
+    opens a new connection.
+
+    A check that found the server speaks another protocol (:class:`OtherProtocol`)
+    is skipped, and its result's :attr:`~CheckResult.stopped` says so: the result is
+    the one way the runner learns the run ends there."""
     try:
         summary = function(probe)
     except SESSION_ENDINGS as exc:
         if isinstance(exc, ServerUnreachable) and first and not probe.clients:
             raise
         outcome = Outcome.SKIPPED if isinstance(exc, Skipped) else Outcome.FAILED
-        return _judged(name, outcome, ending_said(exc, probe.timeout), probe)
+        stopped = str(exc) if isinstance(exc, OtherProtocol) else ""
+        return _judged(name, outcome, ending_said(exc, probe.timeout), probe, stopped)
     finally:
         probe.close()
     return _judged(name, Outcome.PASSED, summary, probe)
 
 
-def _judged(name: str, outcome: Outcome, summary: str, probe: Prober) -> CheckResult:
+def _judged(
+    name: str, outcome: Outcome, summary: str, probe: Prober, stopped: str = ""
+) -> CheckResult:
     """The result of check ``name`` that ended with ``outcome`` and ``summary``, the
     problems ``probe`` recorded first: any of them fails the check, and the summary
     names those it does not already name, then what ended the check (a skip, as
-    "then the check stopped: ..."; a pass says nothing more)."""
+    "then the check stopped: ..."; a pass says nothing more). ``stopped`` is why the
+    run stops here, or empty."""
     found = [problem for problem in probe.problems if problem not in summary]
     if found:
         ending = {
@@ -320,7 +334,7 @@ def _judged(name: str, outcome: Outcome, summary: str, probe: Prober) -> CheckRe
             Outcome.FAILED: [summary],
         }[outcome]
         outcome, summary = Outcome.FAILED, "; ".join([*found, *ending])
-    return CheckResult(name, outcome, summary, probe.transcript())
+    return CheckResult(name, outcome, summary, probe.transcript(), stopped)
 
 
 def check_run_arguments(port: int, timeout: float, pause: float, checks: object) -> None:

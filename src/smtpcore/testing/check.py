@@ -189,11 +189,12 @@ def check_server(
             max_size_probe=max_size_probe,
             after_session=bool(results),
         )
-        results.append(run_one(name, CHECKS[name], probe, first=not results))
-        if probe.other_protocol:
-            unrun = f"not run: {probe.other_protocol}"
+        result = run_one(name, CHECKS[name], probe, first=not results)
+        results.append(result)
+        if result.stopped:
+            unrun = f"not run: {result.stopped}"
             results += [CheckResult(left, Outcome.SKIPPED, unrun) for left in names[index + 1 :]]
-            return CheckReport(host_port(host, port), tuple(results), stopped=probe.other_protocol)
+            return CheckReport(host_port(host, port), tuple(results), stopped=result.stopped)
     return CheckReport(host_port(host, port), tuple(results))
 
 
