@@ -72,6 +72,7 @@ from smtpcore.testing.check import (
     ServerUnreachable,
     check_handler,
     check_server,
+    serving,
 )
 
 PLANTED = [
@@ -2712,6 +2713,145 @@ def test_smtpcore_asyncio_server_passes_every_check(tls: TLSFiles) -> None:
     assert report.ok, report.format()
     assert all(result.passed for result in report.results), report.format()
     assert report.target.startswith("handler Sink at 127.0.0.1:")
+
+
+def test_an_lmtp_server_stops_the_run_saying_what_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An LMTP server refuses EHLO (500, RFC 2033 §4.1) and takes LHLO: every check
+    that said EHLO failed with "EHLO was answered 500", and the run reported eleven
+    failures in a server doing what LMTP must. The first check that says EHLO now
+    stops the run: it and the rest are skipped, the report says what the server is,
+    and the exit status is "nothing tested", whatever ran before (``--only`` put the
+    command-line-length check, which sends no EHLO, first)."""
+    only = ["command-line-length", "chunking", "smuggling", "pipelining"]
+    with serving(Sink(), lmtp=True) as (host, port):
+        report = check_server(host, port, checks=only, timeout=5)
+        argv = ["check", f"{host}:{port}", "--no-transcripts"]
+        status = main([*argv, *itertools.chain.from_iterable(("--only", n) for n in only)])
+    assert report.ok and not report.tested, report.format()
+    assert report.stopped.startswith("this is an LMTP server: EHLO was answered 500 ")
+    assert [r.outcome for r in report.results[1:]] == [Outcome.SKIPPED] * 3
+    assert report["chunking"].summary == report["chunking"].stopped == report.stopped
+    assert report["smuggling"].summary == f"not run: {report.stopped}"
+    chunking = report["chunking"].transcript_text()
+    assert "C: b'LHLO check.smtpcore.test\\r\\n'" in chunking
+    assert "C: b'QUIT\\r\\n'" in chunking  # the LMTP session was ended as it should be
+    assert status == NOTHING_TESTED
+    captured = capsys.readouterr()
+    assert f"stopped: {report.stopped}" in captured.out
+    assert f"nothing was tested: {report.stopped}" in captured.err
+
+
+def test_an_lmtp_server_is_found_by_a_check_that_says_ehlo_itself() -> None:
+    """``pipelining`` begins with :meth:`Probe.hello`, ``chunking`` with an EHLO of its
+    own: either finds the LMTP server."""
+    with serving(Sink(), lmtp=True) as (host, port):
+        report = check_server(host, port, checks=["pipelining", "chunking"], timeout=5)
+    assert report.stopped and [r.outcome for r in report.results] == [Outcome.SKIPPED] * 2
+
+
+def test_an_smtp_server_refusing_ehlo_and_lhlo_fails_as_before() -> None:
+    """LHLO is asked only to tell what refused EHLO; an SMTP server that refuses both
+    (as it should LHLO) still fails the check on its EHLO."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        file = sock.makefile("rb")
+        sock.sendall(b"220 mx.example ESMTP\r\n")
+        while line := file.readline():
+            if line.upper().startswith(b"QUIT"):
+                sock.sendall(b"221 bye\r\n")
+                return
+            sock.sendall(b"502 5.5.1 no\r\n")
+
+    with raw_server(session, socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["pipelining"], timeout=5)
+    assert not report.stopped
+    assert report["pipelining"].outcome is Outcome.FAILED
+    assert report["pipelining"].summary == "EHLO was answered 502 5.5.1 no"
+
+
+def refusing_ehlo(
+    lhlo: bytes | None, other: bytes
+) -> Callable[[socket.socket, threading.Event], None]:
+    """A session that refuses EHLO (550), answers LHLO with ``lhlo`` (None: never,
+    until the test ends), QUIT with 221, and any other command with ``other``."""
+
+    def session(sock: socket.socket, stop: threading.Event) -> None:
+        file = sock.makefile("rb")
+        sock.sendall(b"220 mx.example ESMTP\r\n")
+        while line := file.readline():
+            verb = line[:4].upper()
+            if verb == b"QUIT":
+                sock.sendall(b"221 bye\r\n")
+                return
+            if verb == b"LHLO":
+                if lhlo is None:
+                    stop.wait()
+                    return
+                sock.sendall(lhlo + b"\r\n")
+                continue
+            sock.sendall(b"550 5.7.1 EHLO refused\r\n" if verb == b"EHLO" else other + b"\r\n")
+
+    return session
+
+
+def test_a_server_stalling_on_lhlo_fails_on_its_refused_ehlo() -> None:
+    """A server that refuses EHLO and never answers LHLO failed every check on a
+    timeout (the whole of it, for each check), the refused EHLO unsaid. LHLO
+    unanswered within a short wait is now noted, and the refused EHLO is judged
+    as before; the session it stalled ends there."""
+    with raw_server(refusing_ehlo(None, b"502 5.5.1 no"), socket_timeout=30) as (host, port):
+        report = check_server(host, port, checks=["pipelining", "chunking"], timeout=30)
+    assert not report.stopped
+    assert report["pipelining"].outcome is Outcome.FAILED
+    assert report["pipelining"].summary == "EHLO was answered 550 5.7.1 EHLO refused"
+    for result in report.results:
+        assert "-- LHLO unanswered (no whole reply came within 1 s" in result.transcript_text()
+    assert report["chunking"].outcome is Outcome.SKIPPED
+    assert report["chunking"].summary == (
+        "the unsplit session was refused: 'EHLO check.smtpcore.test' got 550 (codes [550])"
+    )
+
+
+def test_a_server_taking_any_command_is_no_lmtp_server() -> None:
+    """A server that refuses EHLO and answers 250 to anything, LHLO included, was
+    taken for an LMTP server. A verb no server knows is now asked after LHLO, and
+    taken, the refused EHLO is judged as before."""
+    with raw_server(refusing_ehlo(b"250 ok", b"250 ok"), socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=["pipelining"], timeout=5)
+    assert not report.stopped and not report["pipelining"].stopped
+    assert report["pipelining"].outcome is Outcome.FAILED
+    assert report["pipelining"].summary == "EHLO was answered 550 5.7.1 EHLO refused"
+    assert "C: b'XNOSUCHVERB\\r\\n'" in report["pipelining"].transcript_text()
+
+
+def test_an_lmtp_server_after_a_failed_check_exits_nothing_tested(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The page says a run stopped at an LMTP server exits 4 whatever a check before
+    it found; a failed check before it gave 1."""
+
+    def lmtp(sock: socket.socket, stop: threading.Event) -> None:
+        file = sock.makefile("rb")
+        sock.sendall(b"220 lmtp.example LMTP\r\n")
+        while line := file.readline(20000):
+            verb = line[:4].upper()
+            if verb == b"QUIT":
+                sock.sendall(b"221 bye\r\n")
+                return
+            refused = verb in (b"EHLO", b"XNOS") or len(line) > 1000
+            sock.sendall(b"501 5.5.2 no\r\n" if refused else b"250 ok\r\n")
+
+    only = ["command-line-length", "chunking"]
+    with raw_server(lmtp, socket_timeout=5) as (host, port):
+        report = check_server(host, port, checks=only, timeout=5)
+        argv = ["check", f"{host}:{port}", "--no-transcripts", "--timeout", "5"]
+        status = main([*argv, *itertools.chain.from_iterable(("--only", n) for n in only)])
+    assert report["command-line-length"].outcome is Outcome.FAILED, report.format()
+    assert report.stopped and not report.tested
+    assert status == NOTHING_TESTED
+    assert f"nothing was tested: {report.stopped}" in capsys.readouterr().err
 
 
 class NoSuchUser(Handler):

@@ -155,6 +155,22 @@ def test_a_written_messages_w_size_is_what_retr_sends(tmp_path: Path, content: b
     assert f"W={info.size}" in written.name
 
 
+def test_an_unended_file_an_older_version_delivered_keeps_its_listed_size(
+    tmp_path: Path,
+) -> None:
+    """Earlier, the reference server stored unended content (from BDAT) as it came
+    and named it ``,W=`` with the CRLF that RETR adds: such files are still listed with
+    that size, which is still what RETR sends. (Deliveries now end the content with an
+    LF, and their ``,W=`` is Dovecot's.)"""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    old = path / "cur" / "1800000000.M9P1.test,S=5,W=9:2,S"
+    old.write_bytes(b"x\ny\nz")
+    maildir = Maildir(path)
+    [info] = run(maildir.messages())
+    assert info.size == 9 == pop3_size(b"".join(maildir.open(1)))
+
+
 def test_open_streams_and_a_vanished_file_is_unavailable(tmp_path: Path) -> None:
     path = tmp_path / "alice"
     [_, second] = write_maildir(path, [b"a" * 300_000, b"b\n"])

@@ -27,6 +27,8 @@ from peers import free_port
 from slow_writes import SlowWrites
 from smtpcore.asyncio import SMTPClient
 from smtpcore.handler import Envelope, Session
+from smtpcore.maildrop import Maildir as MaildropMaildir
+from smtpcore.maildrop import pop3_size
 from smtpcore.routing import StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
 from smtpcore.server.app import MAX_HOPS, MailStore
@@ -833,6 +835,61 @@ def test_lmtp_answers_each_recipient(tmp_path: Path) -> None:
     assert _run(main) == [("a@pqr.example", 250), ("c@pqr.example", 550), ("b@pqr.example", 250)]
     assert len(_messages(config, "a@pqr.example")) == len(_messages(config, "b@pqr.example")) == 1
     assert b"with LMTP id" in _messages(config, "a@pqr.example")[0]
+
+
+def test_unended_bdat_content_is_stored_with_a_line_end_and_dovecots_sizes(
+    tmp_path: Path,
+) -> None:
+    """BDAT delivers content whose last line has no line end (RFC 3030 §2). The copy
+    was stored so, named ``,W=`` with the CRLF a POP3 server adds to it (RFC 1939 §3):
+    Dovecot, which counts W from the file's octets and one more for each LF and
+    trusts the name's, would have given IMAP an RFC822.SIZE two octets too large.
+    Now the copy ends with an LF, as Postfix's local delivery ends every message, and
+    the file, ``S=``, ``W=``, Dovecot's rule and smtpcore's own POP3 LIST agree."""
+    config = _config(
+        tmp_path,
+        "pqr.example",
+        {"a@pqr.example": "x"},
+        smtp_port=0,
+        lmtp_port=1,  # on; the socket below replaces the port
+    )
+    content = b"Subject: two\r\n\r\nno final newline"
+
+    def send(port: int) -> list[bytes]:
+        with socket.create_connection((LOOPBACK, port), timeout=10) as sock:
+            file = sock.makefile("rb")
+
+            def reply() -> bytes:
+                lines = [file.readline()]
+                while lines[-1][3:4] == b"-":
+                    lines.append(file.readline())
+                return lines[-1]
+
+            replies = [reply()]
+            for command in (b"LHLO client.example", b"MAIL FROM:<s@abc.example>"):
+                sock.sendall(command + b"\r\n")
+                replies.append(reply())
+            sock.sendall(b"RCPT TO:<a@pqr.example>\r\n")
+            replies.append(reply())
+            sock.sendall(b"BDAT %d LAST\r\n%s" % (len(content), content))
+            replies.append(reply())
+            sock.sendall(b"QUIT\r\n")
+            replies.append(reply())
+        return replies
+
+    async def main() -> list[bytes]:
+        async with MailServer(config, sockets={"lmtp": _listening()}) as server:
+            return await asyncio.to_thread(send, _port(server, "lmtp"))
+
+    replies = _run(main)
+    assert replies[4].startswith(b"250 2.0.0 <a@pqr.example>"), replies
+    (path,) = Maildir(config.mailbox_path("a@pqr.example")).messages()
+    stored = path.read_bytes()
+    assert stored.endswith(b"\nSubject: two\n\nno final newline\n")
+    dovecot_w = len(stored) + stored.count(b"\n")  # no CR in the file
+    assert path.name.endswith(f",S={len(stored)},W={dovecot_w}")
+    (listed,) = asyncio.run(MaildropMaildir(path.parent.parent).messages())
+    assert listed.size == pop3_size(stored) == dovecot_w
 
 
 def test_a_looping_message_is_refused(tmp_path: Path) -> None:

@@ -81,5 +81,5 @@ def test_bare_line_endings_and_nul_never_reach_the_maildir(tmp_path: Path) -> No
     (stored,) = [
         path.read_bytes() for path in Maildir(config.mailbox_path("b@pqr.example")).messages()
     ]
-    assert stored.endswith(b"\nSubject: clean\n\nok")
+    assert stored.endswith(b"\nSubject: clean\n\nok\n")  # ended with an LF as stored
     assert b"X-Injected" not in stored and b"\x00" not in stored

@@ -109,17 +109,22 @@ class LFWriter:
     """Streams CRLF content into a file as LF lines, whatever the chunk boundaries.
 
     A CR at the end of a chunk waits for the next one to see whether an LF
-    follows; a bare CR is kept as it is. ``size`` counts the octets written
-    and ``wire_size`` the octets a POP3 server sends for them
-    (:class:`~smtpcore.maildrop.WireSize`: CRLF line ends, and one added at
-    the end of content that has none).
+    follows; a bare CR is kept as it is. :meth:`close` ends the content with a
+    line end when it has none (BDAT carries such content, RFC 3030 §2), as
+    Postfix's local delivery ends every message with a newline: a reader that
+    adds one on the wire (POP3, RFC 1939 §3) and one that counts the file
+    (Dovecot) then agree. ``size`` counts the octets written and ``wire_size``
+    the octets a POP3 server sends for them
+    (:class:`~smtpcore.maildrop.WireSize`: CRLF line ends), which is Dovecot's
+    ``,W=`` for a file without a bare CR: its octets and one more for each LF.
     """
 
-    __slots__ = ("_file", "_pending_cr", "_wire", "size")
+    __slots__ = ("_file", "_last", "_pending_cr", "_wire", "size")
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
         self._pending_cr = False
+        self._last = b""
         self._wire = WireSize()
         self.size = 0
 
@@ -135,18 +140,23 @@ class LFWriter:
         self._pending_cr = data.endswith(b"\r")
         if self._pending_cr:
             data = data[:-1]
-        out = data.replace(b"\r\n", b"\n")
+        self._put(data.replace(b"\r\n", b"\n"))
+
+    def close(self) -> None:
+        """End the content with a line end if it has none: a CR still waiting at the end
+        is taken for the start of the CRLF it was cut short of (as a bounce finishes
+        it), and a last line without one gets its LF. Empty content stays empty."""
+        if self._pending_cr or self._last not in (b"", b"\n"):
+            self._pending_cr = False
+            self._put(b"\n")
+
+    def _put(self, out: bytes) -> None:
+        if not out:
+            return
         self._file.write(out)
         self.size += len(out)
         self._wire.feed(out)
-
-    def close(self) -> None:
-        """Write a CR still waiting at the end."""
-        if self._pending_cr:
-            self._file.write(b"\r")
-            self.size += 1
-            self._wire.feed(b"\r")
-            self._pending_cr = False
+        self._last = out[-1:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +225,8 @@ class Staging:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
-            # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF).
+            # Dovecot's size fields: S= octets on disk, W= octets on the wire (CRLF);
+            # the writer ended the content with a line end, so neither adds one.
             name = f"{self._base},S={writer.size},W={writer.wire_size}"
             os.replace(self._tmp, self.maildir.path / "tmp" / name)
         except BaseException:

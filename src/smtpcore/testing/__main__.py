@@ -4,7 +4,8 @@
 a report; the exit status is 0 when no check failed and one at least passed,
 1 when a check failed, 3, with one line saying why, when the first connection
 failed (no server was reached), and 4 when every check was skipped (nothing
-was tested).
+was tested), as when the server is an LMTP one (it refuses EHLO and takes
+LHLO: the run stops there, saying so, whatever a check before it found).
 
 ``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
 battery, logged in as U with a password taken as ``python -m smtpcore send``
@@ -130,7 +131,9 @@ def _parser() -> argparse.ArgumentParser:
         f"The checks, in the order they run: {', '.join(CHECKS)}.",
         epilog="exit status: 0 when no check failed and one at least passed, 1 when one "
         "failed, 2 for a bad argument, 3 when the server could not be reached (the first "
-        "connection failed), 4 when every check was skipped (nothing was tested).",
+        "connection failed), 4 when every check was skipped (nothing was tested), as "
+        "when the server is an LMTP server (it refuses EHLO and takes LHLO), whatever a "
+        "check before found.",
     )
     check.add_argument("address", type=_address, metavar="HOST:PORT")
     check.add_argument(
@@ -379,8 +382,13 @@ pass either (pytest's "no tests ran" is likewise no success)."""
 
 
 def _status(report: CheckReport) -> int:
-    """A check run's exit status: 1 when a check failed, :data:`NOTHING_TESTED`
-    (with a line on stderr) when every one was skipped, else 0."""
+    """A check run's exit status: :data:`NOTHING_TESTED` (with a line on stderr) when
+    the run stopped (an LMTP server: the battery's checks are not for it, so what a
+    check before found says little of it), 1 when a check failed,
+    :data:`NOTHING_TESTED` when every one was skipped, else 0."""
+    if report.stopped:
+        print(f"nothing was tested: {report.stopped}", file=sys.stderr)
+        return NOTHING_TESTED
     if not report.ok:
         return 1
     if not report.tested:

@@ -31,6 +31,7 @@ __all__ = [
     "CheckReport",
     "CheckResult",
     "Failed",
+    "OtherProtocol",
     "Outcome",
     "Refused",
     "SESSION_ENDINGS",
@@ -71,9 +72,14 @@ class CheckResult:
     transcript: tuple[Exchange, ...] = ()
     """Every write and read of the connections the check made, in order (for a
     failure, the connection that shows it)."""
+    stopped: str = ""
+    """Why the run stops at this check, or empty: the check found the server speaks
+    another protocol than the battery's (:class:`OtherProtocol`), so no check left
+    can test it (:attr:`CheckReport.stopped`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "summary", escape_unsafe(self.summary))
+        object.__setattr__(self, "stopped", escape_unsafe(self.stopped))
 
     @property
     def passed(self) -> bool:
@@ -96,6 +102,10 @@ class CheckReport:
     notes: tuple[str, ...] = ()
     """What the run did besides its checks that the user must know (the test messages
     it delivered and left in the mailbox, say), printed after the counts."""
+    stopped: str = ""
+    """Why the run stopped before its last check, or empty: the server speaks another
+    protocol than the battery's (an LMTP server, RFC 2033 §4.1), so the checks left
+    were skipped unrun, and the run is not :attr:`tested`. Printed after the counts."""
 
     @property
     def ok(self) -> bool:
@@ -109,7 +119,10 @@ class CheckReport:
     def tested(self) -> bool:
         """True when a check passed or failed: a run whose every check was skipped
         (a server refusing each connection, a login refused, nothing it offers)
-        says nothing of the server, and is no pass."""
+        says nothing of the server, and is no pass; nor does a run :attr:`stopped`
+        because the server speaks another protocol, whatever a check before said."""
+        if self.stopped:
+            return False
         return any(result.outcome is not Outcome.SKIPPED for result in self.results)
 
     @property
@@ -136,6 +149,8 @@ class CheckReport:
             f"{counts[Outcome.PASSED]} passed, {counts[Outcome.FAILED]} failed, "
             f"{counts[Outcome.SKIPPED]} skipped"
         )
+        if self.stopped:
+            lines.append(f"stopped: {self.stopped}")
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -163,6 +178,14 @@ class Refused(Skipped):
     cannot be tested through that connection, which says nothing of how it speaks
     the protocol, so the check that opened it is skipped, the run's first connection
     included; a check that found a defect before keeps it (:func:`run_one`)."""
+
+
+class OtherProtocol(Skipped):
+    """Raised where the server answers in another protocol than the battery's (an LMTP
+    server refuses EHLO and takes LHLO, RFC 2033 §4.1): no check of the battery can
+    test it, so the check is skipped and its result says the run stops there
+    (:attr:`CheckResult.stopped`, set by :func:`run_one`). Its text says what the
+    server is."""
 
 
 def refused_connection(answer: object, why: str) -> Refused:
@@ -277,24 +300,32 @@ def run_one(
     A check that recorded problems in ``probe.problems`` fails with them however it
     ends: a skip part way, a connection or a login refused on a later session, hides
     none of them. The rule lives here, once, so that no check can forget it where it
-    opens a new connection."""
+    opens a new connection.
+
+    A check that found the server speaks another protocol (:class:`OtherProtocol`)
+    is skipped, and its result's :attr:`~CheckResult.stopped` says so: the result is
+    the one way the runner learns the run ends there."""
     try:
         summary = function(probe)
     except SESSION_ENDINGS as exc:
         if isinstance(exc, ServerUnreachable) and first and not probe.clients:
             raise
         outcome = Outcome.SKIPPED if isinstance(exc, Skipped) else Outcome.FAILED
-        return _judged(name, outcome, ending_said(exc, probe.timeout), probe)
+        stopped = str(exc) if isinstance(exc, OtherProtocol) else ""
+        return _judged(name, outcome, ending_said(exc, probe.timeout), probe, stopped)
     finally:
         probe.close()
     return _judged(name, Outcome.PASSED, summary, probe)
 
 
-def _judged(name: str, outcome: Outcome, summary: str, probe: Prober) -> CheckResult:
+def _judged(
+    name: str, outcome: Outcome, summary: str, probe: Prober, stopped: str = ""
+) -> CheckResult:
     """The result of check ``name`` that ended with ``outcome`` and ``summary``, the
     problems ``probe`` recorded first: any of them fails the check, and the summary
     names those it does not already name, then what ended the check (a skip, as
-    "then the check stopped: ..."; a pass says nothing more)."""
+    "then the check stopped: ..."; a pass says nothing more). ``stopped`` is why the
+    run stops here, or empty."""
     found = [problem for problem in probe.problems if problem not in summary]
     if found:
         ending = {
@@ -303,7 +334,7 @@ def _judged(name: str, outcome: Outcome, summary: str, probe: Prober) -> CheckRe
             Outcome.FAILED: [summary],
         }[outcome]
         outcome, summary = Outcome.FAILED, "; ".join([*found, *ending])
-    return CheckResult(name, outcome, summary, probe.transcript())
+    return CheckResult(name, outcome, summary, probe.transcript(), stopped)
 
 
 def check_run_arguments(port: int, timeout: float, pause: float, checks: object) -> None:

@@ -21,11 +21,13 @@ from smtpcore._errors import LocalProtocolError
 from smtpcore.address import parse_mailbox
 from smtpcore.smtp import Ehlo
 from smtpcore.testing._battery import Failed as _Failed
+from smtpcore.testing._battery import OtherProtocol as _OtherProtocol
 from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import (
     busy_retry_pause,
     close_all,
+    ending_said,
     open_wire,
     refused_connection,
     transcript_of,
@@ -154,10 +156,57 @@ class Probe:
         EHLO is a refused connection, as a 421 greeting is (:meth:`connect`)."""
         client = self.connect()
         answer = _ask(client, b"EHLO " + self.helo.encode())
-        self.refused(answer)
+        self.ehlo_answered(client, answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
         return client, extensions(answer)
+
+    def ehlo_answered(self, client: WireClient, answer: ServerReply | None) -> bool:
+        """What every check does with ``answer``, to a connection's first EHLO sent
+        whole: a 421 refuses the connection (:meth:`refused`), an LMTP server stops
+        the run (:meth:`lmtp_after`). Else this returns whether the connection is
+        still in step, for the check to judge ``answer``."""
+        if answer is None:
+            return True
+        self.refused(answer)
+        return self.lmtp_after(client, answer)
+
+    def lmtp_after(self, client: WireClient, answer: ServerReply) -> bool:
+        """Where ``answer``, to the connection's first EHLO, is a 5xx, ask LHLO: an LMTP
+        server refuses EHLO and takes LHLO (RFC 2033 §4.1), and none of the checks,
+        which speak SMTP, can test it. LHLO taken, a verb no server knows must be
+        refused (RFC 5321 §4.2.4), or the server takes any command and is no LMTP
+        server. Both confirmed, the session ends with QUIT and
+        :class:`~smtpcore.testing._battery.OtherProtocol` says so.
+
+        Else the refused EHLO is the check's to judge, and this returns whether the
+        connection is still in step: False where LHLO or the verb went unanswered
+        within :data:`LHLO_WAIT` (or the connection failed), noted in the transcript,
+        since a reply that came later would be taken for the next command's."""
+        if answer.code // 100 != 5 or client.closed:
+            return True
+        wait = min(self.timeout, LHLO_WAIT)
+        asked = b"LHLO " + self.helo.encode()
+        try:
+            lhlo = _answer_within(client, asked, wait)
+            if lhlo is None or lhlo.code != 250:
+                return True
+            asked = _NONSENSE_VERB
+            nonsense = _answer_within(client, asked, wait)
+        except OSError as exc:
+            said = ending_said(exc, wait)
+            note = f"{asked.split()[0].decode()} unanswered ({said}): EHLO's refusal is judged"
+            client.transcript.append(Exchange("note", note=note))
+            return False
+        if nonsense is None or nonsense.code // 100 in (2, 3):
+            return True
+        client.send(b"QUIT\r\n")
+        client.read_until_closed()
+        raise _OtherProtocol(
+            f"this is an LMTP server: EHLO was answered {answer} and LHLO 250, as RFC "
+            "2033 §4.1 has an LMTP server answer; the battery checks SMTP servers, so "
+            "no check was run (point it at the server's SMTP port)"
+        )
 
     def transaction(self, client: WireClient) -> None:
         """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient),
@@ -258,6 +307,28 @@ class Probe:
         for client in self.clients[keep:]:
             client.close()
         del self.clients[keep:]
+
+
+LHLO_WAIT: Final = 1.0
+"""Seconds, at most ``timeout``, that the LHLO asked after a refused EHLO, and the
+verb after it, are waited for (:meth:`Probe.lmtp_after`). The server has just
+answered EHLO on the same connection, so what holds back a first reply (a reverse
+lookup, a greeting delay) is behind it, and an LMTP server answers LHLO as it does
+EHLO, with a 250 at once. Only a refusal may be held back (Postfix sleeps a second
+before an error reply, ``smtpd_error_sleep_time``), and a refusal, or no answer,
+leaves the refused EHLO to be judged as before. A server that stalls on a verb it
+does not know costs each check a second, not its whole ``timeout``."""
+
+_NONSENSE_VERB: Final = b"XNOSUCHVERB"
+"""A command no server knows, which any but one that takes every command refuses
+(RFC 5321 §4.2.4: ``500``), asked after LHLO is taken to confirm an LMTP server."""
+
+
+def _answer_within(client: WireClient, line: bytes, wait: float) -> ServerReply | None:
+    """Send ``line`` and read its reply within ``wait`` seconds, or None where the server
+    closed first; raises ``OSError`` (``TimeoutError`` when nothing came in time)."""
+    client.send(line + b"\r\n")
+    return client.read_reply(time.monotonic() + wait)
 
 
 _NO_SERVICE: Final = (421, 554)

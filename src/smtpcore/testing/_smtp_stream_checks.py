@@ -87,8 +87,9 @@ def _chunkings(seed: int) -> dict[str, Callable[[bytes], list[bytes]]]:
 def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) -> list[int]:
     """The session's reply codes, -1 where the connection closed with a reply due.
 
-    Its first line is EHLO, and a 421 to it (RFC 5321 §3.8) refuses the connection
-    (:meth:`Probe.refused`), as in :meth:`Probe.hello`, where EHLO goes whole. Split,
+    Its first line is EHLO. Whole, its answer is taken as in :meth:`Probe.hello`
+    (:meth:`Probe.ehlo_answered`: a 421 refuses the connection, an LMTP server stops
+    the run), and the session ends there where the connection fell out of step. Split,
     EHLO is a line the check tests, and a 421 to it may be the server's answer to
     the split: the session is then played again on a new connection after a whole
     EHLO (:meth:`Probe.hello`, where a refused connection skips the check), and a
@@ -96,9 +97,10 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
     steps = _session_steps(probe)[:-1]
     client = probe.connect()
     first = _written(client, steps[0], chunking)
-    if first is not None and first.code == 421:
-        if chunking is None:
-            probe.refused(first)
+    if chunking is None:
+        if not probe.ehlo_answered(client, first):
+            return [first.code if first else -1]  # out of step: nothing more can be read
+    elif first is not None and first.code == 421:
         client, _ = probe.hello()
         first = _written(client, steps[0], chunking)
     codes = [first.code if first else -1]

@@ -327,10 +327,12 @@ class WireClient:
         Raises ``TimeoutError`` if the whole reply is not in by ``deadline``, by
         default within ``timeout`` (one deadline, however its bytes trickle in).
         """
+        started = time.monotonic()
         try:
             return self._next_reply(self._deadline() if deadline is None else deadline)
         except TimeoutError:
-            note = f"no whole reply within {self.timeout:g} s"
+            waited = self.timeout if deadline is None else max(deadline - started, 0.0)
+            note = f"no whole reply within {waited:.3g} s"
             self.transcript.append(Exchange("note", note=note))
             raise
 

@@ -31,6 +31,7 @@ family's module and is named in :data:`CHECKS`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -166,11 +167,15 @@ def check_server(
     A connection the server refuses with a 421 or 554 greeting or a 421 to EHLO
     (busy, or a connection rate limit, RFC 5321 §3.8, §3.1), the run's first
     included, skips its check (:meth:`Probe.connect`).
+
+    An LMTP server (one that refuses EHLO with a 5xx and takes LHLO, RFC 2033
+    §4.1) stops the run at the first check that says EHLO: that check and the
+    rest are skipped, saying so, and the report's ``stopped`` names it.
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
     names = selected(CHECKS, checks)
     results: list[CheckResult] = []
-    for name in names:
+    for index, name in enumerate(names):
         probe = Probe(
             host,
             port,
@@ -184,7 +189,12 @@ def check_server(
             max_size_probe=max_size_probe,
             after_session=bool(results),
         )
-        results.append(run_one(name, CHECKS[name], probe, first=not results))
+        result = run_one(name, CHECKS[name], probe, first=not results)
+        results.append(result)
+        if result.stopped:
+            unrun = f"not run: {result.stopped}"
+            results += [CheckResult(left, Outcome.SKIPPED, unrun) for left in names[index + 1 :]]
+            return CheckReport(host_port(host, port), tuple(results), stopped=result.stopped)
     return CheckReport(host_port(host, port), tuple(results))
 
 
@@ -246,4 +256,4 @@ def check_handler(
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
     where = host_port(host, port)
-    return CheckReport(f"handler {type(handler).__name__} at {where}", report.results)
+    return dataclasses.replace(report, target=f"handler {type(handler).__name__} at {where}")
