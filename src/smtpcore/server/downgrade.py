@@ -28,6 +28,9 @@ over 998 octets (RFC 5321 §4.5.3.1.6) in the same places (a lenient queue may h
 one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit``,
 ``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
 its encoded lines are at most 76 characters, and decode to the line as it was.
+A message nested deeper than :data:`MAX_NESTING` or of more than :data:`MAX_PARTS`
+parts is :class:`NotConvertible` too: each part costs the conversion, on every
+delivery attempt, however few its octets.
 
 The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
@@ -50,7 +53,6 @@ same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quo
 from __future__ import annotations
 
 import email.message
-import email.policy
 import enum
 import functools
 import io
@@ -61,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 
 from smtpcore._driver._content import sent_size
+from smtpcore.server._encoding_field import transfer_encoding
 from smtpcore.server._quoted import quoted_printable, quoted_run
 
 if TYPE_CHECKING:
@@ -71,6 +74,7 @@ __all__ = [
     "MAX_FIELD",
     "MAX_LINE",
     "MAX_NESTING",
+    "MAX_PARTS",
     "NotConvertible",
     "READ_LIMIT",
     "SevenBitPlan",
@@ -89,6 +93,14 @@ one anywhere else is :class:`NotConvertible`."""
 MAX_NESTING: Final = 100
 """How deep multiparts and enclosed messages may nest (Postfix's
 ``mime_nesting_limit``); deeper is :class:`NotConvertible`."""
+
+MAX_PARTS: Final = 5000
+"""How many MIME entities a message may hold, itself, its body parts and the messages
+they enclose counted; more is :class:`NotConvertible`. Each costs tens of microseconds
+to convert however few its octets, so that a message of tiny parts cost the relay
+seconds a megabyte on every attempt; this bounds that cost to a fraction of a second a
+message. Real mail comes nowhere near: a digest of a thousand messages, each a
+multipart of two, is four thousand."""
 
 MAX_FIELD: Final = 8192
 """The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
@@ -189,27 +201,29 @@ class _Part:
 
     def resolve(self) -> None:
         """Read the media type, boundary and encoding once the header is whole
-        (:func:`_resolved`)."""
+        (:func:`_content_type`, :func:`~smtpcore.server._encoding_field.transfer_encoding`)."""
         content_type = bytes(self.content_type) if self.has_content_type else None
-        encoding = bytes(self.encoding) if self.has_encoding else None
-        resolved = _resolved(self.default_type, content_type, encoding)
-        self.media_type, self.boundary, self.holds_message, self.label = resolved
+        self.media_type, self.boundary, self.holds_message = _content_type(
+            self.default_type, content_type
+        )
+        self.label = transfer_encoding(bytes(self.encoding)) if self.has_encoding else ""
         self.encloses = self.boundary is not None or self.holds_message
 
 
-class _Resolved(NamedTuple):
+class _ContentType(NamedTuple):
     media_type: str
     boundary: bytes | None
     holds_message: bool
-    label: str
 
 
 @functools.lru_cache(maxsize=256)
-def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | None) -> _Resolved:
-    """What a part's two fields say, read by the email package, so that quoting, comments
-    and RFC 2231 parameters are understood as a reader of the message understands them
-    (RFC 2045 §5.1). Remembered: parts with the same fields, many in a message of many
-    parts, are read the same, and reading builds a message object each time."""
+def _content_type(default_type: str, content_type: bytes | None) -> _ContentType:
+    """What a part's ``Content-Type`` says, read by the email package, so that quoting,
+    comments and RFC 2231 parameters are understood as a reader of the message
+    understands them (RFC 2045 §5.1). Remembered: parts with the same field, many in a
+    message of many parts, are read the same, and reading builds a message object each
+    time. The encoding is remembered apart, so that parts that differ in one field (an
+    attachment's name) still find the other."""
     parsed = email.message.Message()
     parsed.set_default_type(default_type)
     if content_type is not None:
@@ -220,18 +234,7 @@ def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | N
     if boundary is not None and len(boundary) > MAX_BOUNDARY:
         raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
     holds_message = parsed.get_content_maintype() == "message" and media_type not in _FIELD_BLOCKS
-    label = "" if encoding is None else _transfer_encoding(encoding)
-    return _Resolved(media_type, boundary, holds_message, label)
-
-
-def _transfer_encoding(value: bytes) -> str:
-    """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
-    package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
-    anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
-    it, and an empty value is ``7bit`` (RFC 2045 §6.1)."""
-    text = value.decode("ascii", "replace")
-    header = email.policy.default.header_factory("Content-Transfer-Encoding", text)
-    return str(getattr(header, "cte", "7bit"))
+    return _ContentType(media_type, boundary, holds_message)
 
 
 class _Kind(enum.Enum):
@@ -456,7 +459,9 @@ class _Parser:
         self._file = file
         self._position = position
         self._parts = 0
-        self._frames: list[tuple[bytes, _Part]] = []
+        self._frames: list[tuple[bytes, _Part, int | None]] = []
+        """The enclosing multiparts, the outermost first: each one's boundary, and the
+        index of the outer frame with the same boundary it hides (:meth:`_pop_frames`)."""
         self._delimiters: dict[bytes, int] = {}
         """Each enclosing boundary and the index of its innermost frame (:func:`_delimiter`)."""
         self._part = self._new_part(depth=0, top=True)
@@ -470,6 +475,8 @@ class _Parser:
     def _new_part(self, depth: int, *, top: bool = False, digest: bool = False) -> _Part:
         if depth > MAX_NESTING:
             raise NotConvertible(f"MIME parts nest deeper than {MAX_NESTING}")
+        if self._parts == MAX_PARTS:
+            raise NotConvertible(f"more than {MAX_PARTS} MIME parts")
         part = _Part(self._parts, depth, top=top)
         if digest:  # RFC 2046 §5.1.5
             part.default_type = "message/rfc822"
@@ -505,17 +512,22 @@ class _Parser:
         return events
 
     def _push_frame(self, multipart: _Part) -> None:
-        assert multipart.boundary is not None  # only a multipart with one frames parts
-        self._delimiters[multipart.boundary] = len(self._frames)
-        self._frames.append((multipart.boundary, multipart))
+        boundary = multipart.boundary
+        assert boundary is not None  # only a multipart with one frames parts
+        hidden = self._delimiters.get(boundary)
+        self._delimiters[boundary] = len(self._frames)
+        self._frames.append((boundary, multipart, hidden))
 
     def _pop_frames(self, start: int) -> None:
-        """End the multiparts from ``start`` in: their boundaries delimit no more, and
-        one they hid again names the outer multipart that has it."""
-        if start >= len(self._frames):
-            return
-        del self._frames[start:]
-        self._delimiters = {boundary: index for index, (boundary, _) in enumerate(self._frames)}
+        """End the multiparts from ``start`` in, the innermost first: each one's boundary
+        delimits no more, or again names the outer multipart it hid. A step per multipart
+        ended, not per one left open, so that deep nesting costs no more a part."""
+        while len(self._frames) > start:
+            boundary, _, hidden = self._frames.pop()
+            if hidden is None:
+                del self._delimiters[boundary]
+            else:
+                self._delimiters[boundary] = hidden
 
     def _classified(self, data: bytes, ends_line: bool, starts: bool) -> tuple[_Event, ...]:
         """A piece that is not a delimiter's. A line that is neither a field nor a
@@ -624,7 +636,7 @@ class _Parser:
         message, with no CRLF, is a whole line too. The padding of such a line is left
         out (transport padding is the transport's to add and remove), so that no line
         of the 7-bit form is longer than RFC 5321 §4.5.3.1.6 allows."""
-        _, multipart = self._frames[index]
+        _, multipart, _ = self._frames[index]
         if not ends_line:
             self._padded, data = multipart, data.rstrip(b" \t")
         self._pop_frames(index + (0 if closes else 1))
