@@ -68,3 +68,15 @@ def test_nested_comments_are_read_in_one_pass() -> None:
     comments in each of a message's parts cost it seconds. Here the calls do not grow
     with them at all (a regular expression a comment mark)."""
     assert _calls_to_read(2000) == _calls_to_read(1000)
+
+
+def test_comments_nested_deeper_than_python_recurses_are_read() -> None:
+    """The email package reads a comment recursively, a level a ``(``, and raised
+    RecursionError for 8,100 of them. Here they are read as it reads shallow ones: left
+    open, the whole value is a comment (``7bit``); closed, the token after them counts."""
+    open_comments = b"\r\n ".join([b"(" * 900] * 9)
+    assert transfer_encoding.__wrapped__(open_comments + b" 8bit") == "7bit"
+    assert _as_the_email_package_reads_it(b"(" * 50 + b" 8bit") == "7bit"
+    closed = open_comments + b")" * 8100 + b" 8bit"
+    assert transfer_encoding.__wrapped__(closed) == "8bit"
+    assert _as_the_email_package_reads_it(b"(" * 50 + b")" * 50 + b" 8bit") == "8bit"

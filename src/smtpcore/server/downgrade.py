@@ -28,9 +28,10 @@ over 998 octets (RFC 5321 §4.5.3.1.6) in the same places (a lenient queue may h
 one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit``,
 ``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
 its encoded lines are at most 76 characters, and decode to the line as it was.
-A message nested deeper than :data:`MAX_NESTING` or of more than :data:`MAX_PARTS`
-parts is :class:`NotConvertible` too: each part costs the conversion, on every
-delivery attempt, however few its octets.
+A message nested deeper than :data:`MAX_NESTING`, of more than :data:`MAX_PARTS`
+parts or of more than :data:`MAX_PIECES` pieces read one at a time (header lines, body
+lines cut at a bare LF) is :class:`NotConvertible` too: each costs the conversion, on
+every delivery attempt, however few its octets.
 
 The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
@@ -43,9 +44,10 @@ header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
 :data:`READ_LIMIT` octets.
 
 The parser steps line by line only where a line can change what follows: in a
-header, and at a body line that starts with ``--`` inside a multipart (only such a
-line can be a delimiter, RFC 2046 §5.1.1). The body lines between, whole lines of at
-most 998 octets with no bare CR or LF, go by as one run (:class:`_Scanner`): checked,
+header, and at a delimiter of an enclosing multipart (RFC 2046 §5.1.1; a line that
+starts with ``--`` and delimits none stays in its run, for a dict lookup). The body
+lines between, whole lines of at most 998 octets with no bare CR or LF, go by as one
+run (:class:`_Scanner`): checked,
 measured and encoded a run at a time with C-level searches and ``binascii``, to the
 same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quoted_run`).
 """
@@ -75,6 +77,7 @@ __all__ = [
     "MAX_LINE",
     "MAX_NESTING",
     "MAX_PARTS",
+    "MAX_PIECES",
     "NotConvertible",
     "READ_LIMIT",
     "SevenBitPlan",
@@ -101,6 +104,16 @@ to convert however few its octets, so that a message of tiny parts cost the rela
 seconds a megabyte on every attempt; this bounds that cost to a fraction of a second a
 message. Real mail comes nowhere near: a digest of a thousand messages, each a
 multipart of two, is four thousand."""
+
+MAX_PIECES: Final = 100_000
+"""How many pieces a message may hold that the conversion reads one at a time: header
+lines (fields and continuation lines), and body lines with a bare CR or LF (a lenient
+queue's; each LF cuts one) or over :data:`MAX_LINE` octets, a piece each of
+:data:`READ_LIMIT` octets or to the bare LF. More is :class:`NotConvertible`. Each costs
+a few microseconds however few its octets (a header of ``X:`` fields cost 1.5 s a
+megabyte); other body lines go a run at a time, delimiters are bounded by
+:data:`MAX_PARTS`. A hundred thousand is 5,000 parts of twenty header lines each; a
+real message has a few hundred."""
 
 MAX_FIELD: Final = 8192
 """The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
@@ -305,6 +318,10 @@ class _Scanner:
         length if none): searched once per stretch, so that a buffer is scanned once
         however many runs it is cut into."""
         self._bare_searched = 0
+        self._long_at = -1
+        """Where the first line over :data:`MAX_LINE` octets at or after ``_long_searched``
+        starts (:meth:`_first_long_line`)."""
+        self._long_searched = 0
 
     @property
     def position(self) -> int:
@@ -337,14 +354,15 @@ class _Scanner:
             return b"\r", False
         return None
 
-    def run(self, *, delimiters: bool) -> bytes | None:
+    def run(self, *, delimiters: Mapping[bytes, int]) -> bytes | None:
         """The whole lines from here to the last CRLF buffered, joined by CRLF (the last
-        one's left out), up to the first that is not regular: one that starts with
-        ``--`` where ``delimiters`` may be delimited (RFC 2046 §5.1.1), one with a bare
-        CR or LF, or one over :data:`MAX_LINE` octets. None where the next line is such
-        a one, or not buffered whole: that line is read in pieces (:meth:`piece`).
-        Called at a line's start; each cut is one C-level search of the block."""
-        if self._held_cr or (delimiters and self._buffer.startswith(b"--", self._start)):
+        one's left out), up to the first that is not regular: a delimiter of one of the
+        enclosing multiparts' ``delimiters`` (RFC 2046 §5.1.1), one with a bare CR or
+        LF, or one over :data:`MAX_LINE` octets. None where the next line is such a one,
+        or not buffered whole: that line is read in pieces (:meth:`piece`). Called at a
+        line's start; each cut is one C-level search of the block, and a line that
+        starts with ``--`` but delimits nothing a dict lookup (:func:`_before_delimiter`)."""
+        if self._held_cr:
             return None
         if len(self._buffer) - self._start < READ_LIMIT:
             self._fill(READ_LIMIT)
@@ -352,10 +370,10 @@ class _Scanner:
         end = self._last_crlf if self._last_crlf >= start else -1
         if end != -1 and (bare := self._first_bare_cr_or_lf()) < end:
             end = buffer.rfind(b"\r\n", start, bare)
-        if delimiters and end != -1:  # after the cut above: searched to ``end`` only
-            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
-        if end != -1:
-            end = _before_long_line(buffer, start, end)
+        if end != -1 and (long_line := self._first_long_line()) <= end:
+            end = long_line - 2 if long_line > start else -1
+        if delimiters and end != -1:  # after the cuts above: searched to ``end`` only
+            end = _before_delimiter(buffer, start, end, delimiters)
         if end == -1:
             return None
         self._start = end + 2
@@ -371,6 +389,18 @@ class _Scanner:
         self._bare_searched = self._start
         self._bare_at = len(self._buffer) if found is None else found.start()
         return self._bare_at
+
+    def _first_long_line(self) -> int:
+        """Where the first line over :data:`MAX_LINE` octets from here starts, two past
+        the buffer's last CRLF if there is none before it: searched once per stretch, as
+        :meth:`_first_bare_cr_or_lf` is, so that runs cut short by delimiters do not
+        search the rest of the block again each. Lines here are the octets between two
+        CRLFs, as a run's are (one with a bare CR or LF is cut from the run anyway)."""
+        if self._long_searched <= self._start <= self._long_at:
+            return self._long_at
+        self._long_searched = self._start
+        self._long_at = _long_line_start(self._buffer, self._start, self._last_crlf)
+        return self._long_at
 
     def _readline(self) -> bytes:
         """What ``file.readline(READ_LIMIT)`` reads: through the first LF, at most
@@ -398,6 +428,7 @@ class _Scanner:
         self._buffer, self._start = b"".join(blocks), 0
         self._last_crlf = self._buffer.rfind(b"\r\n")
         self._bare_searched, self._bare_at = 0, -1
+        self._long_searched, self._long_at = 0, -1
         if _pairs_up(self._buffer, self._last_crlf):
             self._bare_at = len(self._buffer)
 
@@ -408,28 +439,44 @@ def _pairs_up(buffer: bytes, end: int) -> bool:
     return buffer.count(b"\r", 0, end) == crlf == buffer.count(b"\n", 0, end)
 
 
-def _before_dashes(buffer: bytes, start: int, end: int) -> int:
-    """``end``, or the CRLF before the first line after ``start`` that starts with ``--``
-    (the line at ``start`` is not one)."""
-    dashes = buffer.find(b"\r\n--", start, end + 3)  # a CRLF before ``end``
-    return end if dashes == -1 else dashes
-
-
-def _before_long_line(buffer: bytes, start: int, end: int) -> int:
-    """``end``, or the CRLF before the first line over :data:`MAX_LINE` octets, -1 where
-    the first line is one. The last CRLF within :data:`MAX_LINE` octets and a CRLF
-    of a line's start proves every line before it short: one search per 1000 octets,
-    as :func:`~smtpcore._lines.line_length_exceeded` does."""
+def _long_line_start(buffer: bytes, start: int, end: int) -> int:
+    """Where the first line after ``start`` (a line's start) over :data:`MAX_LINE` octets
+    starts, ``end + 2`` where every line to the CRLF at ``end`` is shorter. The last CRLF
+    within :data:`MAX_LINE` octets and a CRLF of a line's start proves every line before
+    it short: one search per 1000 octets, as :func:`~smtpcore._lines.line_length_exceeded`
+    does."""
     line_start = start
     while line_start <= end:  # each turn moves past a CRLF
         newline = buffer.rfind(b"\r\n", line_start, min(line_start + MAX_LINE + 2, end + 2))
         if newline == -1:
-            return line_start - 2 if line_start > start else -1
+            return line_start
         line_start = newline + 2
+    return end + 2
+
+
+_DASH_LINE: Final = re.compile(rb"\r\n--([^\r\n]*?)[ \t]*(?=\r\n)")
+"""A line after a CRLF that starts with ``--``, the only kind a delimiter is (RFC 2046
+§5.1.1): what follows the dashes, its padding (spaces and tabs) left out, as
+:func:`_delimiter` takes it."""
+
+
+def _before_delimiter(buffer: bytes, start: int, end: int, delimiters: Mapping[bytes, int]) -> int:
+    """``end``, or the CRLF before the first line from ``start`` to the CRLF at ``end``
+    that delimits one of ``delimiters``; -1 where the line at ``start`` does. A line of
+    ``--`` that delimits nothing costs one C-level match and a dict lookup or two, not
+    a piece and an event of its own: such lines, however many, go in the run."""
+    if buffer.startswith(b"--", start):
+        first = buffer[start : buffer.index(b"\r\n", start)]
+        if _delimiter(first, delimiters) is not None:
+            return -1
+    for line in _DASH_LINE.finditer(buffer, start, end + 2):
+        name = line[1]
+        if name in delimiters or (name[-2:] == b"--" and name[:-2] in delimiters):
+            return line.start()
     return end
 
 
-def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
+def _delimiter(line: bytes, delimiters: Mapping[bytes, int]) -> tuple[int, bool] | None:
     """Which enclosing boundary ``line`` delimits, innermost first, and whether it
     closes; None for a line of content. Transport padding (spaces and tabs) may follow
     (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too.
@@ -459,6 +506,10 @@ class _Parser:
         self._file = file
         self._position = position
         self._parts = 0
+        self._pieces_alone = 0
+        """The pieces read so far that :data:`MAX_PIECES` counts (:meth:`feed`): a
+        header's, and a body line's that is not whole and regular, which is what a run
+        holds, so that both readings count the same."""
         self._frames: list[tuple[bytes, _Part, int | None]] = []
         """The enclosing multiparts, the outermost first: each one's boundary, and the
         index of the outer frame with the same boundary it hides (:meth:`_pop_frames`)."""
@@ -489,7 +540,7 @@ class _Parser:
         at a time (:meth:`feed`). Each turn reads on."""
         while True:
             if self._line_start and self._padded is None and not self._in_header:
-                run = scanner.run(delimiters=bool(self._frames))
+                run = scanner.run(delimiters=self._delimiters)
                 if run is not None:
                     kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
                     yield _Event(kind, run, True, self._part, whole_lines=True)
@@ -503,6 +554,13 @@ class _Parser:
         """The events of one piece of a line: one, or more where a line that is not a
         header field ends a header (or two) and starts the body."""
         starts, self._line_start = self._line_start, ends_line
+        if self._in_header or not ends_line or b"\r" in data or b"\n" in data:
+            self._pieces_alone += 1  # one no run holds: both readings count the same
+            if self._pieces_alone > MAX_PIECES:
+                raise NotConvertible(
+                    f"more than {MAX_PIECES} header lines and pieces of lines cut at a "
+                    f"bare LF or over {MAX_LINE} octets"
+                )
         if self._padded is not None:
             events: tuple[_Event, ...] = (self._padding(data, ends_line),)
         elif starts and data[:2] == b"--" and (found := _delimiter(data, self._delimiters)):
