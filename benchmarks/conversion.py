@@ -31,7 +31,16 @@ The shapes:
 * ``dashes``: one 8-bit part of a multipart whose lines start with ``--`` and are no
   delimiter (a boundary with more after it), each read on its own;
 * ``comments``: parts whose ``Content-Transfer-Encoding`` is 8 KB of nested comments,
-  folded over ten lines, different in each part.
+  folded over ten lines, different in each part;
+* ``short-dashes``: one 8-bit part of a multipart, of lines ``--`` (a delimiter's start,
+  and no delimiter);
+* ``header-fields``: one part whose header is ``X:`` fields, one 8-bit body line;
+* ``continuation``: one part whose header is one field of continuation lines `` a``;
+* ``bare-lf``: one text part of ``a`` and a bare LF (a lenient queue's), each LF
+  cutting a piece.
+
+The last three are pieces the conversion reads one at a time, bounded by ``MAX_PIECES``:
+a shape with more gets its ``at the limit`` row too.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from pathlib import Path
 from smtpcore.server.downgrade import (
     MAX_NESTING,
     MAX_PARTS,
+    MAX_PIECES,
     NotConvertible,
     SevenBitReader,
     plan_seven_bit,
@@ -136,6 +146,29 @@ def comments(size: int) -> bytes:
     return _multipart(part, size)
 
 
+def short_dashes(size: int) -> bytes:
+    return _multipart(lambda _: b"\r\n\xc3\xa9\r\n" + b"--\r\n" * (size // 4) + b"x", size)
+
+
+ONE_PART = HEADER + b"MIME-Version: 1.0\r\n"
+
+
+def header_fields(size: int) -> bytes:
+    return ONE_PART + b"X:\r\n" * (size // 4) + b"\r\n\xc3\xa9\r\n"
+
+
+def continuation(size: int) -> bytes:
+    return ONE_PART + b"X: a\r\n" + b" a\r\n" * (size // 4) + b"\r\n\xc3\xa9\r\n"
+
+
+def bare_lf(size: int) -> bytes:
+    return ONE_PART + b"\r\n\xc3\xa9\r\n" + b"a\n" * (size // 2) + b"\r\n"
+
+
+PIECE_OCTETS: dict[str, int] = {"header-fields": 4, "continuation": 4, "bare-lf": 2}
+"""The octets of each piece read alone (``MAX_PIECES`` counts them) in these shapes."""
+
+
 SHAPES: dict[str, Callable[[int], bytes]] = {
     "text": text,
     "long": long_lines,
@@ -144,6 +177,10 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "nested": nested,
     "dashes": dashes,
     "comments": comments,
+    "short-dashes": short_dashes,
+    "header-fields": header_fields,
+    "continuation": continuation,
+    "bare-lf": bare_lf,
 }
 
 
@@ -238,6 +275,10 @@ def main() -> None:
             parts = parts_of(message)
             if parts > MAX_PARTS:  # the most of that shape the conversion takes
                 at_limit = SHAPES[name](args.size * (MAX_PARTS - 100) // parts)
+                measure("  at the limit", at_limit, path, args.rounds)
+            octets = PIECE_OCTETS.get(name)
+            if octets is not None and args.size // octets > MAX_PIECES:
+                at_limit = SHAPES[name]((MAX_PIECES - 100) * octets)
                 measure("  at the limit", at_limit, path, args.rounds)
 
 
