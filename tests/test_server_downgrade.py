@@ -7,6 +7,7 @@ import binascii
 import email
 import email.message
 import io
+import re
 from email import encoders
 
 import pytest
@@ -17,6 +18,7 @@ from python_calls import python_calls
 from smtpcore._driver._content import sent_size
 from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
+    _DASH_LINE,
     _SCAN_BLOCK,
     MAX_LINE,
     MAX_NESTING,
@@ -433,6 +435,45 @@ def test_dash_lines_in_runs_convert_as_the_line_by_line_reading_does(block_size:
     closing, an outer boundary ending the inner multipart."""
     ending = b"\r\n--a-- \t\r\n\r\n\xc3\xa9\r\n--a----  \r\n"  # the outer ends the inner
     message = _dash_lines_message(50, ending)
+    expected = _converted(message, runs=False)
+    assert _converted(message, runs=True, block_size=block_size) == expected
+    assert _leaves(_downgraded(message)) == _leaves(message)
+
+
+def test_the_dash_line_search_holds_no_lazy_repeat(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's ``--`` lines are found by one regular expression, in C, where no call
+    count sees its cost: a lazy name followed by ``[ \t]*`` and the CRLF backtracked once
+    per padding octet at each octet of it, quadratic in the line (a megabyte of ``--``,
+    990 spaces and ``x`` took 5 s to plan and 5 more to write). The pattern's compiled
+    form, printed by ``re.DEBUG``, says whether it can: a greedy class that stops at the
+    line's CRLF cannot."""
+    re.compile(_DASH_LINE.pattern, re.DEBUG)
+    assert "MIN_REPEAT" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("block_size", [7, READ_LIMIT + 1, _SCAN_BLOCK])
+def test_padded_dash_lines_in_runs_convert_as_the_line_by_line_reading_does(
+    block_size: int,
+) -> None:
+    """The padding is stripped after the match (RFC 2046 §5.1.1): a padded delimiter
+    still ends its part in a run, and a padded line that names no boundary, or names one
+    with more after the padding, stays content."""
+    lines = [
+        b"--" + b" " * 990 + b"x",
+        b"--" + b"\t" * 990 + b"x",
+        b"--b" + b" \t" * 400 + b"x",
+        b"--" + b" " * 996,
+        b"--c \t ",
+        b"\xc3\xa9",
+    ]
+    body = b"\r\n".join(lines * 20)
+    message = (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        + body
+        + b"\r\n--b \t\r\n\r\n\xc3\xa9\r\n--b--"
+        + b" " * 900
+        + b"\r\n"
+    )
     expected = _converted(message, runs=False)
     assert _converted(message, runs=True, block_size=block_size) == expected
     assert _leaves(_downgraded(message)) == _leaves(message)
