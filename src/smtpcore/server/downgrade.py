@@ -112,8 +112,18 @@ queue's; each LF cuts one) or over :data:`MAX_LINE` octets, a piece each of
 :data:`READ_LIMIT` octets or to the bare LF. More is :class:`NotConvertible`. Each costs
 a few microseconds however few its octets (a header of ``X:`` fields cost 1.5 s a
 megabyte); other body lines go a run at a time, delimiters are bounded by
-:data:`MAX_PARTS`. A hundred thousand is 5,000 parts of twenty header lines each; a
-real message has a few hundred."""
+:data:`MAX_PARTS`. A body's pieces count less one for each 32 octets they hold, so
+that only tiny ones add up: a lenient queue's file of bare-LF lines, each a piece, longer
+than that on average (a CSV's), converts however many its lines. A hundred thousand is
+5,000 parts of twenty header lines each; a real message has a few hundred."""
+
+_OCTETS_A_PIECE: Final = 32
+"""The octets a body piece read alone pays for itself with: :data:`MAX_PIECES` counts a
+body's pieces less one for each 32 of their octets, so that a lenient queue's file of
+bare-LF lines (a CSV's of 48 octets, 110,000 of them in a 5 MB message) converts as it
+did, while tiny pieces (``a`` and a bare LF) are still bounded. Pieces of 32 octets on
+average cost a few microseconds each, 0.25 s a megabyte at most: what a real file of
+bare-LF lines costs anyway."""
 
 MAX_FIELD: Final = 8192
 """The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
@@ -513,6 +523,9 @@ class _Parser:
         """The pieces read so far that :data:`MAX_PIECES` counts (:meth:`feed`): a
         header's, and a body line's that is not whole and regular, which is what a run
         holds, so that both readings count the same."""
+        self._piece_octets = 0
+        """The octets of the body's pieces counted in ``_pieces_alone``: each
+        :data:`_OCTETS_A_PIECE` of them buys a piece back (:meth:`feed`)."""
         self._frames: list[tuple[bytes, _Part, int | None]] = []
         """The enclosing multiparts, the outermost first: each one's boundary, and the
         index of the outer frame with the same boundary it hides (:meth:`_pop_frames`)."""
@@ -558,11 +571,15 @@ class _Parser:
         header field ends a header (or two) and starts the body."""
         starts, self._line_start = self._line_start, ends_line
         if self._in_header or not ends_line or b"\r" in data or b"\n" in data:
-            self._pieces_alone += 1  # one no run holds: both readings count the same
-            if self._pieces_alone > MAX_PIECES:
+            # one no run holds, counted the same by both readings; a body's less its
+            # octets' share, so that only pieces shorter than _OCTETS_A_PIECE add up
+            self._pieces_alone += 1
+            self._piece_octets += 0 if self._in_header else len(data)
+            if self._pieces_alone - self._piece_octets // _OCTETS_A_PIECE > MAX_PIECES:
                 raise NotConvertible(
                     f"more than {MAX_PIECES} header lines and pieces of lines cut at a "
-                    f"bare LF or over {MAX_LINE} octets"
+                    f"bare LF or over {MAX_LINE} octets, beyond one a {_OCTETS_A_PIECE} "
+                    "octets of such pieces"
                 )
         if self._padded is not None:
             events: tuple[_Event, ...] = (self._padding(data, ends_line),)
