@@ -578,8 +578,8 @@ class _Parser:
             if self._pieces_alone - self._piece_octets // _OCTETS_A_PIECE > MAX_PIECES:
                 raise NotConvertible(
                     f"more than {MAX_PIECES} header lines and pieces of lines cut at a "
-                    f"bare LF or over {MAX_LINE} octets, beyond one a {_OCTETS_A_PIECE} "
-                    "octets of such pieces"
+                    f"bare LF or over {MAX_LINE} octets (a body's pieces count one less "
+                    f"for each {_OCTETS_A_PIECE} octets they hold)"
                 )
         if self._padded is not None:
             events: tuple[_Event, ...] = (self._padding(data, ends_line),)
