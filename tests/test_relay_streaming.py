@@ -20,7 +20,7 @@ from relay_remote import remote
 from smtpcore._driver._content import Content
 from smtpcore.asyncio import SMTPClient
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
-from smtpcore.server.downgrade import SevenBitReader, plan_seven_bit
+from smtpcore.server.downgrade import MAX_NESTING, MAX_PARTS, SevenBitReader, plan_seven_bit
 from smtpcore.server.exchanger import _ConvertedOffLoop
 from smtpcore.server.queue import QueuedContent
 from test_server_relay import _relay, _run, _wait_closed
@@ -88,6 +88,41 @@ def test_8bit_content_to_a_server_without_8bitmime_bounces_before_mail(tmp_path:
     (raw,) = relay.reports()
     assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in b" ".join(raw.split())
     assert b"8-bit octets in a header field" in b" ".join(raw.split())
+
+
+_PARTS_PAST_THE_LIMIT = (
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+    + b"--b\r\n\r\n\xc3\xa9\r\n" * MAX_PARTS
+    + b"--b--\r\n"
+)
+_NESTED_PAST_THE_LIMIT = (
+    b"Content-Type: message/rfc822\r\n\r\n" * (MAX_NESTING + 1) + b"\xc3\xa9\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (_NESTED_PAST_THE_LIMIT, b"MIME parts nest deeper than"),
+        (_PARTS_PAST_THE_LIMIT, b"more than %d MIME parts" % MAX_PARTS),
+    ],
+    ids=["nesting", "parts"],
+)
+def test_a_message_past_a_mime_limit_bounces_as_one_with_no_7bit_form(
+    tmp_path: Path, content: bytes, reason: bytes
+) -> None:
+    """Too many MIME parts, as too deep a nesting, leave a message no 7-bit form the
+    relay will make (RFC 6152 §3): returned as undeliverable, 554 5.6.3 (RFC 3463)."""
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["brendon@pqr.example"], content=content)
+        _run(relay, lambda: relay.empty() and bool(relay.reports()))
+        _wait_closed(server)
+        assert server.mail_lines == []
+    (raw,) = relay.reports()
+    words = b" ".join(raw.split())
+    assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in words
+    assert reason in words
 
 
 def _leaf_payloads(content: bytes) -> list[bytes]:

@@ -7,6 +7,7 @@ import binascii
 import email
 import email.message
 import io
+import re
 from email import encoders
 
 import pytest
@@ -17,9 +18,13 @@ from python_calls import python_calls
 from smtpcore._driver._content import sent_size
 from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
+    _DASH_LINE,
+    _OCTETS_A_PIECE,
     _SCAN_BLOCK,
     MAX_LINE,
     MAX_NESTING,
+    MAX_PARTS,
+    MAX_PIECES,
     READ_LIMIT,
     NotConvertible,
     SevenBitReader,
@@ -379,6 +384,192 @@ def test_nesting_past_the_limit_is_not_convertible() -> None:
     message = b"Content-Type: message/rfc822\r\n\r\n" * (MAX_NESTING + 1) + EIGHT_BIT
     with pytest.raises(NotConvertible, match="nest deeper"):
         plan_seven_bit(io.BytesIO(message))
+
+
+def _parts_message(parts: int) -> bytes:
+    """A message of ``parts`` MIME parts: itself and ``parts - 1`` body parts."""
+    return _many_parts([b"\r\n\xc3\xa9"] * (parts - 1))
+
+
+def test_a_message_of_as_many_parts_as_the_limit_converts() -> None:
+    message = _parts_message(MAX_PARTS)
+    assert plan_seven_bit(io.BytesIO(message)).quoted_parts == MAX_PARTS - 1
+
+
+def test_a_message_of_more_parts_than_the_limit_is_not_convertible() -> None:
+    """As too deep a nesting is: each part costs the relay tens of microseconds on every
+    attempt, however few its octets."""
+    with pytest.raises(NotConvertible, match=f"more than {MAX_PARTS} MIME parts"):
+        plan_seven_bit(io.BytesIO(_parts_message(MAX_PARTS + 1)))
+
+
+def _dash_lines_message(lines: int, ending: bytes = b"\r\n--b--\r\n--a----\r\n") -> bytes:
+    """An 8-bit part of ``lines`` lines that start with ``--`` and delimit nothing: the
+    multipart's boundary with more after it, an outer one's prefix, a close of neither;
+    then ``ending``."""
+    junk = [b"--", b"--b-x \xc3\xa9", b"--bb", b"--b-- x", b"--a---", b"----"]
+    body = b"\r\n".join(junk[index % len(junk)] for index in range(lines))
+    inner = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n" + body
+    return (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=a--\r\n\r\n"
+        b"--a--\r\n" + inner + ending
+    )
+
+
+def _calls_to_convert(message: bytes) -> int:
+    with python_calls() as calls:
+        _downgraded(message)
+    return len(calls)
+
+
+def test_body_lines_of_dashes_that_delimit_nothing_cost_no_calls_each() -> None:
+    """A line that starts with ``--`` and delimits no enclosing multipart goes in the run
+    of lines around it (a dict lookup, RFC 2046 §5.1.1), not a piece and an event on its
+    own each: 10 MB of them cost 18 s of CPU on every delivery attempt."""
+    fewer, more = (_calls_to_convert(_dash_lines_message(n)) for n in (1000, 2000))
+    assert more - fewer < 50  # was about 12 calls a line
+
+
+@pytest.mark.parametrize("block_size", [1, 7, READ_LIMIT + 1, _SCAN_BLOCK])
+def test_dash_lines_in_runs_convert_as_the_line_by_line_reading_does(block_size: int) -> None:
+    """The delimiters among them still end parts where RFC 2046 §5.1.1 says: padded,
+    closing, an outer boundary ending the inner multipart."""
+    ending = b"\r\n--a-- \t\r\n\r\n\xc3\xa9\r\n--a----  \r\n"  # the outer ends the inner
+    message = _dash_lines_message(50, ending)
+    expected = _converted(message, runs=False)
+    assert _converted(message, runs=True, block_size=block_size) == expected
+    assert _leaves(_downgraded(message)) == _leaves(message)
+
+
+def test_the_dash_line_search_holds_no_lazy_repeat(capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's ``--`` lines are found by one regular expression, in C, where no call
+    count sees its cost: a lazy name followed by ``[ \t]*`` and the CRLF backtracked once
+    per padding octet at each octet of it, quadratic in the line (a megabyte of ``--``,
+    990 spaces and ``x`` took 5 s to plan and 5 more to write). The pattern's compiled
+    form, printed by ``re.DEBUG``, says whether it can: a greedy class that stops at the
+    line's CRLF cannot."""
+    re.compile(_DASH_LINE.pattern, re.DEBUG)
+    assert "MIN_REPEAT" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("block_size", [7, READ_LIMIT + 1, _SCAN_BLOCK])
+def test_padded_dash_lines_in_runs_convert_as_the_line_by_line_reading_does(
+    block_size: int,
+) -> None:
+    """The padding is stripped after the match (RFC 2046 §5.1.1): a padded delimiter
+    still ends its part in a run, and a padded line that names no boundary, or names one
+    with more after the padding, stays content."""
+    lines = [
+        b"--" + b" " * 990 + b"x",
+        b"--" + b"\t" * 990 + b"x",
+        b"--b" + b" \t" * 400 + b"x",
+        b"--" + b" " * 996,
+        b"--c \t ",
+        b"\xc3\xa9",
+    ]
+    body = b"\r\n".join(lines * 20)
+    message = (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
+        + body
+        + b"\r\n--b \t\r\n\r\n\xc3\xa9\r\n--b--"
+        + b" " * 900
+        + b"\r\n"
+    )
+    expected = _converted(message, runs=False)
+    assert _converted(message, runs=True, block_size=block_size) == expected
+    assert _leaves(_downgraded(message)) == _leaves(message)
+
+
+def _header_of(lines: int, line: bytes) -> bytes:
+    """A message whose header holds ``lines`` pieces the parser reads alone, its empty
+    line the last."""
+    return b"X: a\r\n" + line * (lines - 2) + b"\r\n\xc3\xa9\r\n"
+
+
+@pytest.mark.parametrize("line", [b"X:\r\n", b" a\r\n"], ids=["fields", "continuation"])
+def test_a_header_of_more_lines_than_the_limit_is_not_convertible(line: bytes) -> None:
+    """Each header line is read alone, a few microseconds however short: a header of
+    ``X:`` fields cost 1.5 s of CPU a megabyte on every attempt, which no part limit
+    bounded (the message is one part)."""
+    assert plan_seven_bit(io.BytesIO(_header_of(MAX_PIECES, line))).quoted_parts == 1
+    with pytest.raises(NotConvertible, match=f"more than {MAX_PIECES} header lines"):
+        plan_seven_bit(io.BytesIO(_header_of(MAX_PIECES + 1, line)))
+
+
+def test_a_body_of_more_bare_lf_pieces_than_the_limit_is_not_convertible() -> None:
+    """A lenient queue's bare LF cuts its line into pieces each read alone (3.4 s of CPU
+    a megabyte of ``a`` and a bare LF): they count toward the same limit as header
+    lines, less one for each 32 of their octets, counted the same by both readings."""
+
+    def message(lfs: int) -> bytes:  # the header: a field and the empty line
+        return b"X: a\r\n\r\n\xc3\xa9" + b"\n" * lfs + b"\r\n"
+
+    def counted(lfs: int) -> int:  # two header lines, the body's pieces less their share
+        return 2 + lfs - (lfs + 2) // _OCTETS_A_PIECE
+
+    most = MAX_PIECES + MAX_PIECES // _OCTETS_A_PIECE
+    while counted(most + 1) <= MAX_PIECES:
+        most += 1
+    assert counted(most) <= MAX_PIECES < counted(most + 1)
+    assert plan_seven_bit(io.BytesIO(message(most))).quoted_parts == 1
+    with pytest.raises(NotConvertible, match=f"more than {MAX_PIECES} header lines"):
+        plan_seven_bit(io.BytesIO(message(most + 1)))
+    refused = ("not convertible", str(_refusal(message(most + 1))))
+    assert _converted(message(most + 1), runs=False) == refused
+
+
+def test_a_lenient_queues_file_of_bare_lf_lines_converts_however_many_its_lines() -> None:
+    """A CSV attachment of LF-ended lines, passed on unchanged by a lenient framing
+    policy: 110,000 lines of 48 octets, each a piece read alone, were refused as more
+    than the piece limit, though they cost what they did before it (about 0.2 s a
+    megabyte). Pieces that long pay for themselves."""
+    csv = b"".join(b"%06d,2026-12-07,some value,another value,42.00\n" % i for i in range(110_000))
+    message = (
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--b\r\n"
+        b"Content-Type: text/csv\r\n\r\n" + csv + b"\r\n--b--\r\n"
+    )
+    converted = _converted(message, runs=True)
+    assert converted[0] != "not convertible", converted
+    assert converted == _converted(message, runs=False)
+
+
+def _refusal(message: bytes) -> NotConvertible:
+    try:
+        plan_seven_bit(io.BytesIO(message))
+    except NotConvertible as reason:
+        return reason
+    raise AssertionError("converted")
+
+
+def test_an_encoding_of_comments_nested_deeper_than_python_recurses_is_read() -> None:
+    """The email package read the field recursively, a level a ``(``: 3,600 of them
+    raised RecursionError out of the conversion, not NotConvertible. Left open, they
+    make the whole value a comment, ``7bit`` as the email package reads a shallow one
+    (an ASCII body goes as it is); closed, the mechanism after them counts (``binary``,
+    quoted-printable even if ASCII, RFC 3030 §3)."""
+    open_comments = b"\r\n ".join([b"(" * 900] * 4)  # 3,600: the field is 8 KB at most
+    closed = open_comments + b"\r\n " + b"\r\n ".join([b")" * 900] * 4)
+    for comments, quoted in ((open_comments, 0), (closed, 1)):
+        message = b"Content-Transfer-Encoding: " + comments + b" binary\r\n\r\nascii\r\n"
+        assert plan_seven_bit(io.BytesIO(message)).quoted_parts == quoted
+        assert _converted(message, runs=True) == _converted(message, runs=False)
+
+
+def _calls_to_plan_an_encoding_with_comments(comments: int) -> int:
+    folded = b"\r\n ".join([b"(a)" * (comments // 10)] * 10)  # ten lines
+    field = b"Content-Transfer-Encoding: (" + folded + b") 8bit\r\n"
+    with python_calls() as calls:
+        plan = plan_seven_bit(io.BytesIO(field + b"\r\n\xc3\xa9\r\n"))
+    assert plan.quoted_parts == 1
+    return len(calls)
+
+
+def test_comments_in_the_encoding_field_cost_no_calls_each() -> None:
+    """The email package read the field a step a nested comment, slicing the value at
+    each: 8 KB of them cost 150 ms in every part of a message that varied them."""
+    fewer, more = (_calls_to_plan_an_encoding_with_comments(n) for n in (1000, 2500))
+    assert more == fewer
 
 
 def test_the_reader_can_start_over_for_a_new_transaction() -> None:

@@ -60,6 +60,8 @@ def quoted_run(lines: bytes) -> bytes:
     starts a line is written ``=2D``, but for the lines :func:`_lines_encoded_otherwise`
     finds, which are encoded again alone. One ``b2a_qp`` call and one pass of each
     search of its output (three at most), however many such lines."""
+    if b"\r\n" not in lines:  # one line (a tiny part's): no run to search
+        return quoted_printable(lines, True)
     encoded = binascii.b2a_qp(lines.replace(b"\r\n", b"\n") + b"\n", istext=True)
     found = _lines_encoded_otherwise(encoded)
     at = next(found, None)

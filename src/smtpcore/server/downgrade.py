@@ -28,6 +28,10 @@ over 998 octets (RFC 5321 §4.5.3.1.6) in the same places (a lenient queue may h
 one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit``,
 ``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
 its encoded lines are at most 76 characters, and decode to the line as it was.
+A message nested deeper than :data:`MAX_NESTING`, of more than :data:`MAX_PARTS`
+parts or of more than :data:`MAX_PIECES` pieces read one at a time (header lines, body
+lines cut at a bare LF) is :class:`NotConvertible` too: each costs the conversion, on
+every delivery attempt, however few its octets.
 
 The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
@@ -40,9 +44,10 @@ header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
 :data:`READ_LIMIT` octets.
 
 The parser steps line by line only where a line can change what follows: in a
-header, and at a body line that starts with ``--`` inside a multipart (only such a
-line can be a delimiter, RFC 2046 §5.1.1). The body lines between, whole lines of at
-most 998 octets with no bare CR or LF, go by as one run (:class:`_Scanner`): checked,
+header, and at a delimiter of an enclosing multipart (RFC 2046 §5.1.1; a line that
+starts with ``--`` and delimits none stays in its run, for a dict lookup). The body
+lines between, whole lines of at most 998 octets with no bare CR or LF, go by as one
+run (:class:`_Scanner`): checked,
 measured and encoded a run at a time with C-level searches and ``binascii``, to the
 same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quoted_run`).
 """
@@ -50,7 +55,6 @@ same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quo
 from __future__ import annotations
 
 import email.message
-import email.policy
 import enum
 import functools
 import io
@@ -61,6 +65,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple
 
 from smtpcore._driver._content import sent_size
+from smtpcore.server._encoding_field import transfer_encoding
 from smtpcore.server._quoted import quoted_printable, quoted_run
 
 if TYPE_CHECKING:
@@ -71,6 +76,8 @@ __all__ = [
     "MAX_FIELD",
     "MAX_LINE",
     "MAX_NESTING",
+    "MAX_PARTS",
+    "MAX_PIECES",
     "NotConvertible",
     "READ_LIMIT",
     "SevenBitPlan",
@@ -89,6 +96,34 @@ one anywhere else is :class:`NotConvertible`."""
 MAX_NESTING: Final = 100
 """How deep multiparts and enclosed messages may nest (Postfix's
 ``mime_nesting_limit``); deeper is :class:`NotConvertible`."""
+
+MAX_PARTS: Final = 5000
+"""How many MIME entities a message may hold, itself, its body parts and the messages
+they enclose counted; more is :class:`NotConvertible`. Each costs tens of microseconds
+to convert however few its octets, so that a message of tiny parts cost the relay
+seconds a megabyte on every attempt; this bounds that cost to a fraction of a second a
+message. Real mail comes nowhere near: a digest of a thousand messages, each a
+multipart of two, is four thousand."""
+
+MAX_PIECES: Final = 100_000
+"""How many pieces a message may hold that the conversion reads one at a time: header
+lines (fields and continuation lines), and body lines with a bare CR or LF (a lenient
+queue's; each LF cuts one) or over :data:`MAX_LINE` octets, a piece each of
+:data:`READ_LIMIT` octets or to the bare LF. More is :class:`NotConvertible`. Each costs
+a few microseconds however few its octets (a header of ``X:`` fields cost 1.5 s a
+megabyte); other body lines go a run at a time, delimiters are bounded by
+:data:`MAX_PARTS`. A body's pieces count less one for each 32 octets they hold, so
+that only tiny ones add up: a lenient queue's file of bare-LF lines, each a piece, longer
+than that on average (a CSV's), converts however many its lines. A hundred thousand is
+5,000 parts of twenty header lines each; a real message has a few hundred."""
+
+_OCTETS_A_PIECE: Final = 32
+"""The octets a body piece read alone pays for itself with: :data:`MAX_PIECES` counts a
+body's pieces less one for each 32 of their octets, so that a lenient queue's file of
+bare-LF lines (a CSV's of 48 octets, 110,000 of them in a 5 MB message) converts as it
+did, while tiny pieces (``a`` and a bare LF) are still bounded. Pieces of 32 octets on
+average cost a few microseconds each, 0.25 s a megabyte at most: what a real file of
+bare-LF lines costs anyway."""
 
 MAX_FIELD: Final = 8192
 """The longest ``Content-Type`` or ``Content-Transfer-Encoding`` field read for its
@@ -189,27 +224,29 @@ class _Part:
 
     def resolve(self) -> None:
         """Read the media type, boundary and encoding once the header is whole
-        (:func:`_resolved`)."""
+        (:func:`_content_type`, :func:`~smtpcore.server._encoding_field.transfer_encoding`)."""
         content_type = bytes(self.content_type) if self.has_content_type else None
-        encoding = bytes(self.encoding) if self.has_encoding else None
-        resolved = _resolved(self.default_type, content_type, encoding)
-        self.media_type, self.boundary, self.holds_message, self.label = resolved
+        self.media_type, self.boundary, self.holds_message = _content_type(
+            self.default_type, content_type
+        )
+        self.label = transfer_encoding(bytes(self.encoding)) if self.has_encoding else ""
         self.encloses = self.boundary is not None or self.holds_message
 
 
-class _Resolved(NamedTuple):
+class _ContentType(NamedTuple):
     media_type: str
     boundary: bytes | None
     holds_message: bool
-    label: str
 
 
 @functools.lru_cache(maxsize=256)
-def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | None) -> _Resolved:
-    """What a part's two fields say, read by the email package, so that quoting, comments
-    and RFC 2231 parameters are understood as a reader of the message understands them
-    (RFC 2045 §5.1). Remembered: parts with the same fields, many in a message of many
-    parts, are read the same, and reading builds a message object each time."""
+def _content_type(default_type: str, content_type: bytes | None) -> _ContentType:
+    """What a part's ``Content-Type`` says, read by the email package, so that quoting,
+    comments and RFC 2231 parameters are understood as a reader of the message
+    understands them (RFC 2045 §5.1). Remembered: parts with the same field, many in a
+    message of many parts, are read the same, and reading builds a message object each
+    time. The encoding is remembered apart, so that parts that differ in one field (an
+    attachment's name) still find the other."""
     parsed = email.message.Message()
     parsed.set_default_type(default_type)
     if content_type is not None:
@@ -220,18 +257,7 @@ def _resolved(default_type: str, content_type: bytes | None, encoding: bytes | N
     if boundary is not None and len(boundary) > MAX_BOUNDARY:
         raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
     holds_message = parsed.get_content_maintype() == "message" and media_type not in _FIELD_BLOCKS
-    label = "" if encoding is None else _transfer_encoding(encoding)
-    return _Resolved(media_type, boundary, holds_message, label)
-
-
-def _transfer_encoding(value: bytes) -> str:
-    """The mechanism a ``Content-Transfer-Encoding`` value names, read by the email
-    package: the field is structured (RFC 2045 §6.1, RFC 822 §3.1.4), so comments and
-    anything after the first token (``8bit (sent by Foo)``, ``8bit;``) are not part of
-    it, and an empty value is ``7bit`` (RFC 2045 §6.1)."""
-    text = value.decode("ascii", "replace")
-    header = email.policy.default.header_factory("Content-Transfer-Encoding", text)
-    return str(getattr(header, "cte", "7bit"))
+    return _ContentType(media_type, boundary, holds_message)
 
 
 class _Kind(enum.Enum):
@@ -302,6 +328,10 @@ class _Scanner:
         length if none): searched once per stretch, so that a buffer is scanned once
         however many runs it is cut into."""
         self._bare_searched = 0
+        self._long_at = -1
+        """Where the first line over :data:`MAX_LINE` octets at or after ``_long_searched``
+        starts (:meth:`_first_long_line`)."""
+        self._long_searched = 0
 
     @property
     def position(self) -> int:
@@ -334,14 +364,15 @@ class _Scanner:
             return b"\r", False
         return None
 
-    def run(self, *, delimiters: bool) -> bytes | None:
+    def run(self, *, delimiters: Mapping[bytes, int]) -> bytes | None:
         """The whole lines from here to the last CRLF buffered, joined by CRLF (the last
-        one's left out), up to the first that is not regular: one that starts with
-        ``--`` where ``delimiters`` may be delimited (RFC 2046 §5.1.1), one with a bare
-        CR or LF, or one over :data:`MAX_LINE` octets. None where the next line is such
-        a one, or not buffered whole: that line is read in pieces (:meth:`piece`).
-        Called at a line's start; each cut is one C-level search of the block."""
-        if self._held_cr or (delimiters and self._buffer.startswith(b"--", self._start)):
+        one's left out), up to the first that is not regular: a delimiter of one of the
+        enclosing multiparts' ``delimiters`` (RFC 2046 §5.1.1), one with a bare CR or
+        LF, or one over :data:`MAX_LINE` octets. None where the next line is such a one,
+        or not buffered whole: that line is read in pieces (:meth:`piece`). Called at a
+        line's start; each cut is one C-level search of the block, and a line that
+        starts with ``--`` but delimits nothing a dict lookup (:func:`_before_delimiter`)."""
+        if self._held_cr:
             return None
         if len(self._buffer) - self._start < READ_LIMIT:
             self._fill(READ_LIMIT)
@@ -349,10 +380,10 @@ class _Scanner:
         end = self._last_crlf if self._last_crlf >= start else -1
         if end != -1 and (bare := self._first_bare_cr_or_lf()) < end:
             end = buffer.rfind(b"\r\n", start, bare)
-        if delimiters and end != -1:  # after the cut above: searched to ``end`` only
-            end = -1 if buffer.startswith(b"--", start) else _before_dashes(buffer, start, end)
-        if end != -1:
-            end = _before_long_line(buffer, start, end)
+        if end != -1 and (long_line := self._first_long_line()) <= end:
+            end = long_line - 2 if long_line > start else -1
+        if delimiters and end != -1:  # after the cuts above: searched to ``end`` only
+            end = _before_delimiter(buffer, start, end, delimiters)
         if end == -1:
             return None
         self._start = end + 2
@@ -368,6 +399,18 @@ class _Scanner:
         self._bare_searched = self._start
         self._bare_at = len(self._buffer) if found is None else found.start()
         return self._bare_at
+
+    def _first_long_line(self) -> int:
+        """Where the first line over :data:`MAX_LINE` octets from here starts, two past
+        the buffer's last CRLF if there is none before it: searched once per stretch, as
+        :meth:`_first_bare_cr_or_lf` is, so that runs cut short by delimiters do not
+        search the rest of the block again each. Lines here are the octets between two
+        CRLFs, as a run's are (one with a bare CR or LF is cut from the run anyway)."""
+        if self._long_searched <= self._start <= self._long_at:
+            return self._long_at
+        self._long_searched = self._start
+        self._long_at = _long_line_start(self._buffer, self._start, self._last_crlf)
+        return self._long_at
 
     def _readline(self) -> bytes:
         """What ``file.readline(READ_LIMIT)`` reads: through the first LF, at most
@@ -395,6 +438,7 @@ class _Scanner:
         self._buffer, self._start = b"".join(blocks), 0
         self._last_crlf = self._buffer.rfind(b"\r\n")
         self._bare_searched, self._bare_at = 0, -1
+        self._long_searched, self._long_at = 0, -1
         if _pairs_up(self._buffer, self._last_crlf):
             self._bare_at = len(self._buffer)
 
@@ -405,28 +449,47 @@ def _pairs_up(buffer: bytes, end: int) -> bool:
     return buffer.count(b"\r", 0, end) == crlf == buffer.count(b"\n", 0, end)
 
 
-def _before_dashes(buffer: bytes, start: int, end: int) -> int:
-    """``end``, or the CRLF before the first line after ``start`` that starts with ``--``
-    (the line at ``start`` is not one)."""
-    dashes = buffer.find(b"\r\n--", start, end + 3)  # a CRLF before ``end``
-    return end if dashes == -1 else dashes
-
-
-def _before_long_line(buffer: bytes, start: int, end: int) -> int:
-    """``end``, or the CRLF before the first line over :data:`MAX_LINE` octets, -1 where
-    the first line is one. The last CRLF within :data:`MAX_LINE` octets and a CRLF
-    of a line's start proves every line before it short: one search per 1000 octets,
-    as :func:`~smtpcore._lines.line_length_exceeded` does."""
+def _long_line_start(buffer: bytes, start: int, end: int) -> int:
+    """Where the first line after ``start`` (a line's start) over :data:`MAX_LINE` octets
+    starts, ``end + 2`` where every line to the CRLF at ``end`` is shorter. The last CRLF
+    within :data:`MAX_LINE` octets and a CRLF of a line's start proves every line before
+    it short: one search per 1000 octets, as :func:`~smtpcore._lines.line_length_exceeded`
+    does."""
     line_start = start
     while line_start <= end:  # each turn moves past a CRLF
         newline = buffer.rfind(b"\r\n", line_start, min(line_start + MAX_LINE + 2, end + 2))
         if newline == -1:
-            return line_start - 2 if line_start > start else -1
+            return line_start
         line_start = newline + 2
+    return end + 2
+
+
+_DASH_LINE: Final = re.compile(rb"\r\n--([^\r\n]*)")
+"""A line after a CRLF that starts with ``--``, the only kind a delimiter is (RFC 2046
+§5.1.1), and what follows the dashes, to its CRLF: a run's lines are whole, with no bare
+CR or LF. Greedy and with no padding of its own, so that it matches a line in one pass;
+the padding (spaces and tabs) is stripped after, as :func:`_delimiter` strips it. A lazy
+name before ``[ \t]*`` backtracked once per padding octet at each octet of it, quadratic
+in the line: a megabyte of ``--``, 990 spaces and ``x`` took seconds."""
+
+
+def _before_delimiter(buffer: bytes, start: int, end: int, delimiters: Mapping[bytes, int]) -> int:
+    """``end``, or the CRLF before the first line from ``start`` to the CRLF at ``end``
+    that delimits one of ``delimiters``; -1 where the line at ``start`` does. A line of
+    ``--`` that delimits nothing costs one C-level match and a dict lookup or two, not
+    a piece and an event of its own: such lines, however many, go in the run."""
+    if buffer.startswith(b"--", start):
+        first = buffer[start : buffer.index(b"\r\n", start)]
+        if _delimiter(first, delimiters) is not None:
+            return -1
+    for line in _DASH_LINE.finditer(buffer, start, end + 2):
+        name = line[1].rstrip(b" \t")
+        if name in delimiters or (name[-2:] == b"--" and name[:-2] in delimiters):
+            return line.start()
     return end
 
 
-def _delimiter(line: bytes, delimiters: dict[bytes, int]) -> tuple[int, bool] | None:
+def _delimiter(line: bytes, delimiters: Mapping[bytes, int]) -> tuple[int, bool] | None:
     """Which enclosing boundary ``line`` delimits, innermost first, and whether it
     closes; None for a line of content. Transport padding (spaces and tabs) may follow
     (RFC 2046 §5.1.1); an outer boundary ends the parts inside it too.
@@ -456,7 +519,16 @@ class _Parser:
         self._file = file
         self._position = position
         self._parts = 0
-        self._frames: list[tuple[bytes, _Part]] = []
+        self._pieces_alone = 0
+        """The pieces read so far that :data:`MAX_PIECES` counts (:meth:`feed`): a
+        header's, and a body line's that is not whole and regular, which is what a run
+        holds, so that both readings count the same."""
+        self._piece_octets = 0
+        """The octets of the body's pieces counted in ``_pieces_alone``: each
+        :data:`_OCTETS_A_PIECE` of them buys a piece back (:meth:`feed`)."""
+        self._frames: list[tuple[bytes, _Part, int | None]] = []
+        """The enclosing multiparts, the outermost first: each one's boundary, and the
+        index of the outer frame with the same boundary it hides (:meth:`_pop_frames`)."""
         self._delimiters: dict[bytes, int] = {}
         """Each enclosing boundary and the index of its innermost frame (:func:`_delimiter`)."""
         self._part = self._new_part(depth=0, top=True)
@@ -470,6 +542,8 @@ class _Parser:
     def _new_part(self, depth: int, *, top: bool = False, digest: bool = False) -> _Part:
         if depth > MAX_NESTING:
             raise NotConvertible(f"MIME parts nest deeper than {MAX_NESTING}")
+        if self._parts == MAX_PARTS:
+            raise NotConvertible(f"more than {MAX_PARTS} MIME parts")
         part = _Part(self._parts, depth, top=top)
         if digest:  # RFC 2046 §5.1.5
             part.default_type = "message/rfc822"
@@ -482,7 +556,7 @@ class _Parser:
         at a time (:meth:`feed`). Each turn reads on."""
         while True:
             if self._line_start and self._padded is None and not self._in_header:
-                run = scanner.run(delimiters=bool(self._frames))
+                run = scanner.run(delimiters=self._delimiters)
                 if run is not None:
                     kind = _Kind.FRAME if self._part.encloses else _Kind.BODY
                     yield _Event(kind, run, True, self._part, whole_lines=True)
@@ -496,6 +570,17 @@ class _Parser:
         """The events of one piece of a line: one, or more where a line that is not a
         header field ends a header (or two) and starts the body."""
         starts, self._line_start = self._line_start, ends_line
+        if self._in_header or not ends_line or b"\r" in data or b"\n" in data:
+            # one no run holds, counted the same by both readings; a body's less its
+            # octets' share, so that only pieces shorter than _OCTETS_A_PIECE add up
+            self._pieces_alone += 1
+            self._piece_octets += 0 if self._in_header else len(data)
+            if self._pieces_alone - self._piece_octets // _OCTETS_A_PIECE > MAX_PIECES:
+                raise NotConvertible(
+                    f"more than {MAX_PIECES} header lines and pieces of lines cut at a "
+                    f"bare LF or over {MAX_LINE} octets (a body's pieces count one less "
+                    f"for each {_OCTETS_A_PIECE} octets they hold)"
+                )
         if self._padded is not None:
             events: tuple[_Event, ...] = (self._padding(data, ends_line),)
         elif starts and data[:2] == b"--" and (found := _delimiter(data, self._delimiters)):
@@ -505,17 +590,22 @@ class _Parser:
         return events
 
     def _push_frame(self, multipart: _Part) -> None:
-        assert multipart.boundary is not None  # only a multipart with one frames parts
-        self._delimiters[multipart.boundary] = len(self._frames)
-        self._frames.append((multipart.boundary, multipart))
+        boundary = multipart.boundary
+        assert boundary is not None  # only a multipart with one frames parts
+        hidden = self._delimiters.get(boundary)
+        self._delimiters[boundary] = len(self._frames)
+        self._frames.append((boundary, multipart, hidden))
 
     def _pop_frames(self, start: int) -> None:
-        """End the multiparts from ``start`` in: their boundaries delimit no more, and
-        one they hid again names the outer multipart that has it."""
-        if start >= len(self._frames):
-            return
-        del self._frames[start:]
-        self._delimiters = {boundary: index for index, (boundary, _) in enumerate(self._frames)}
+        """End the multiparts from ``start`` in, the innermost first: each one's boundary
+        delimits no more, or again names the outer multipart it hid. A step per multipart
+        ended, not per one left open, so that deep nesting costs no more a part."""
+        while len(self._frames) > start:
+            boundary, _, hidden = self._frames.pop()
+            if hidden is None:
+                del self._delimiters[boundary]
+            else:
+                self._delimiters[boundary] = hidden
 
     def _classified(self, data: bytes, ends_line: bool, starts: bool) -> tuple[_Event, ...]:
         """A piece that is not a delimiter's. A line that is neither a field nor a
@@ -624,7 +714,7 @@ class _Parser:
         message, with no CRLF, is a whole line too. The padding of such a line is left
         out (transport padding is the transport's to add and remove), so that no line
         of the 7-bit form is longer than RFC 5321 §4.5.3.1.6 allows."""
-        _, multipart = self._frames[index]
+        _, multipart, _ = self._frames[index]
         if not ends_line:
             self._padded, data = multipart, data.rstrip(b" \t")
         self._pop_frames(index + (0 if closes else 1))
