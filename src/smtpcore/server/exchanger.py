@@ -579,13 +579,28 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
     """The queued MAIL parameters the exchanger can take: each only where it offers the
     extension the parameter's entry names (RFC 5321 §2.2.2), so DSN's RET and ENVID go
     where it speaks DSN (RFC 3461 §6.2). A message that needs what is not offered
-    (SMTPUTF8, 8-bit content, REQUIRETLS) was refused or sent elsewhere before this."""
+    (SMTPUTF8, 8-bit content, REQUIRETLS) was refused or sent elsewhere before this.
+
+    A queued ``BODY=7BIT`` is the sender's word, which the server does not check: with
+    8-bit octets in the content it is untrue, and went on to an 8BITMIME exchanger as
+    it was. It is left off, and the client declares the content it sends itself
+    (``BODY=8BITMIME`` to such an exchanger, for content read from the queue, as for a
+    message queued with no ``BODY``); to one without 8BITMIME, 7BIT is the default
+    anyway and 8-bit content goes converted (:func:`_carried`)."""
     offered = client.connection.extensions
     return {
         keyword: value
         for keyword, value in entry.params
-        if keyword in _FORWARDED_MAIL_PARAMS and offered.missing_for(keyword, value) is None
+        if keyword in _FORWARDED_MAIL_PARAMS
+        and offered.missing_for(keyword, value) is None
+        and not _says_7bit(keyword, value)
     }
+
+
+def _says_7bit(keyword: str, value: str | None) -> bool:
+    """Whether a MAIL parameter is ``BODY=7BIT`` (RFC 6152 §2; values are not case
+    sensitive, RFC 5321 §2.4)."""
+    return keyword == "BODY" and value is not None and value.upper() == "7BIT"
 
 
 def _declared_size(

@@ -1,0 +1,60 @@
+"""The BODY parameter a relayed message goes with (RFC 6152 §2): a queued ``BODY=7BIT``
+is the sender's word, which the server does not check, and a message that said 7BIT
+but holds 8-bit octets went on to an 8BITMIME exchanger still labelled ``BODY=7BIT``
+(the same relay converted it for an exchanger without 8BITMIME, seeing the 8 bits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay_remote import remote
+from smtpcore.asyncio import SMTPClient
+from test_server_relay import _relay, _run, _wait_closed
+
+SAID_7BIT = "From: john@abc.example\r\nSubject: said 7bit\r\n\r\nsaid 7bit but é\r\n".encode()
+
+
+def _lmtp_client(host: str, port: int, **options: Any) -> SMTPClient:
+    """The relay's client as an embedding application may build it for an LMTP next hop."""
+    return SMTPClient(host, port, lmtp=True, **options)
+
+
+@pytest.mark.parametrize("value", ["7BIT", "7bit"])
+@pytest.mark.parametrize("next_hop", ["DATA", "BDAT", "LMTP"])
+def test_8bit_content_queued_as_7bit_goes_as_8bitmime_to_an_8bitmime_exchanger(
+    tmp_path: Path, next_hop: str, value: str
+) -> None:
+    with remote(eight_bit=True, chunking=next_hop == "BDAT") as server:
+        if next_hop == "LMTP":
+            relay = _relay(tmp_path, server.port, client_factory=_lmtp_client)
+        else:
+            relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=SAID_7BIT, params=(("BODY", value),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert b" BODY=8BITMIME" in transaction.mail_line
+    assert b"7BIT" not in transaction.mail_line.upper().replace(b"8BITMIME", b"")
+    assert transaction.content == SAID_7BIT
+    assert relay.reports() == []
+    if next_hop == "LMTP":
+        assert b"LHLO" in server.verbs
+    if next_hop == "BDAT":
+        assert b"BDAT" in server.verbs
+
+
+def test_8bit_content_queued_as_7bit_goes_converted_to_an_exchanger_without_8bitmime(
+    tmp_path: Path,
+) -> None:
+    """As before: 7BIT is the default there, and the 8 bits go quoted-printable."""
+    with remote(eight_bit=False) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=SAID_7BIT, params=(("BODY", "7BIT"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert b"BODY" not in transaction.mail_line
+    assert transaction.content.isascii() and b"said 7bit but =C3=A9" in transaction.content
