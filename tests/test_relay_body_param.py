@@ -58,3 +58,39 @@ def test_8bit_content_queued_as_7bit_goes_converted_to_an_exchanger_without_8bit
     (transaction,) = server.transactions
     assert b"BODY" not in transaction.mail_line
     assert transaction.content.isascii() and b"said 7bit but =C3=A9" in transaction.content
+
+
+@pytest.mark.parametrize("queued", [None, "7BIT", "8BITMIME"])
+def test_8bit_content_goes_as_binarymime_by_bdat_to_an_exchanger_without_8bitmime(
+    tmp_path: Path, queued: str | None
+) -> None:
+    """RFC 3030 §3, RFC 6152 §3: to an exchanger that offers BINARYMIME and CHUNKING but
+    not 8BITMIME, 8-bit content goes as ``BODY=BINARYMIME`` by BDAT, as it is; it went
+    with no ``BODY`` (7BIT), its 8-bit octets unconverted."""
+    with remote(eight_bit=False, chunking=True, extra_ehlo=(b"BINARYMIME",)) as server:
+        relay = _relay(tmp_path, server.port)
+        params = () if queued is None else (("BODY", queued),)
+        relay.enqueue(["n1@pqr.example"], content=SAID_7BIT, params=params)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example> BODY=BINARYMIME\r\n"
+    assert b"BDAT" in server.verbs and b"DATA" not in server.verbs
+    assert transaction.content == SAID_7BIT
+    assert relay.reports() == []
+
+
+def test_8bit_content_goes_converted_to_an_exchanger_with_binarymime_but_no_chunking(
+    tmp_path: Path,
+) -> None:
+    """BINARYMIME goes by BDAT alone (RFC 3030 §3): without CHUNKING the exchanger takes
+    no 8-bit octet, and the content goes converted by DATA with no ``BODY``; it went
+    as it was, 8-bit octets under an implied 7BIT."""
+    with remote(eight_bit=False, chunking=False, extra_ehlo=(b"BINARYMIME",)) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=SAID_7BIT, params=(("BODY", "7BIT"),))
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert b"BODY" not in transaction.mail_line and b"DATA" in server.verbs
+    assert transaction.content.isascii() and b"said 7bit but =C3=A9" in transaction.content

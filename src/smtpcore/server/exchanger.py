@@ -401,20 +401,31 @@ def _needs_smtputf8(
     return ExtensionNotOffered("SMTPUTF8", "SMTPUTF8", reply)
 
 
+_BINARYMIME: Final = "BINARYMIME"
+
+
+def _queued_binary(entry: QueueEntry) -> bool:
+    """Whether the message was queued as binary, ``BODY=BINARYMIME`` (RFC 3030 §3; values
+    are not case sensitive, RFC 5321 §2.4)."""
+    body = dict(entry.params).get("BODY")
+    return body is not None and body.upper() == _BINARYMIME
+
+
 def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNotOffered | None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
-    exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too.
-    :func:`_forwarded_mail_params` leaves off a parameter the exchanger was not
-    offered, and one with 8BITMIME passes :func:`_needs_8bitmime`: the binary content
-    would go as text, over DATA even, where bare CR and LF and long lines are not what
-    was queued; without CHUNKING, MAIL went and the client then refused DATA for it.
+    exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too. Elsewhere
+    it would go without the parameter (to an exchanger with 8BITMIME, which passes
+    :func:`_needs_8bitmime`) as text, over DATA even, where bare CR and LF and long
+    lines are not what was queued; without CHUNKING, MAIL went and the client then
+    refused DATA for it.
     So it is refused before MAIL, with the status of a conversion this relay does not
     make (RFC 3463 5.6.3), as 8-bit content is without 8BITMIME."""
-    body = dict(entry.params).get("BODY")
-    if body is None or body.upper() != "BINARYMIME":
+    if not _queued_binary(entry):
         return None
     offered = client.connection.extensions
-    missing = offered.missing_for("BODY", body) or (None if offered.chunking else "CHUNKING")
+    missing = offered.missing_for("BODY", _BINARYMIME) or (
+        None if offered.chunking else "CHUNKING"
+    )
     if missing is None:
         return None
     reply = Reply(
@@ -425,13 +436,21 @@ def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNot
     return ExtensionNotOffered("BODY", missing, reply)
 
 
+def _binary_only(client: BaseSMTPClient) -> bool:
+    """Whether 8-bit content goes to this exchanger only as ``BODY=BINARYMIME`` by BDAT:
+    it offers BINARYMIME and CHUNKING but not 8BITMIME. Without ``BODY`` a MAIL says
+    7BIT (RFC 6152 §3: no 8-bit octet then), and BINARYMIME goes with BDAT alone (RFC
+    3030 §3), so BINARYMIME without CHUNKING carries nothing 8-bit."""
+    offered = client.connection.extensions
+    return not offered.eight_bit_mime and offered.binary_mime and offered.chunking
+
+
 async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> bool:
-    """RFC 6152 §3: 8-bit content cannot go as it is to an exchanger that offers neither
-    8BITMIME nor BINARYMIME. The content is streamed from the queue, so the client cannot
-    see this before it is sent; the queue file is read through (in pieces) to say it
-    first."""
-    extensions = client.connection.extensions
-    if extensions.eight_bit_mime or extensions.binary_mime:
+    """RFC 6152 §3: 8-bit content cannot go as it is to an exchanger that offers
+    neither 8BITMIME nor BINARYMIME with CHUNKING (:func:`_binary_only`). The content is
+    streamed from the queue, so the client cannot see this before it is sent; the queue
+    file is read through (in pieces) to say it first."""
+    if client.connection.extensions.eight_bit_mime or _binary_only(client):
         return False
     return not await asyncio.to_thread(content.is_ascii)
 
@@ -569,38 +588,42 @@ async def _carried(
         raise _seven_bit_refusal(reason) from reason
 
 
-_FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
+_FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "RET", "ENVID", "REQUIRETLS"})
 """The queued MAIL parameters that travel on with the message. SIZE is the client's to
-write for what it sends (the relay's for a converted message, :func:`_declared_size`);
-AUTH= is not passed on to another domain."""
+write for what it sends (the relay's for a converted message, :func:`_declared_size`),
+and BODY the relay's for what it sends (:func:`_declared_body`); AUTH= is not passed on
+to another domain."""
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
     """The queued MAIL parameters the exchanger can take: each only where it offers the
     extension the parameter's entry names (RFC 5321 §2.2.2), so DSN's RET and ENVID go
     where it speaks DSN (RFC 3461 §6.2). A message that needs what is not offered
-    (SMTPUTF8, 8-bit content, REQUIRETLS) was refused or sent elsewhere before this.
-
-    A queued ``BODY=7BIT`` is the sender's word, which the server does not check: with
-    8-bit octets in the content it is untrue, and went on to an 8BITMIME exchanger as
-    it was. It is left off, and the client declares the content it sends itself
-    (``BODY=8BITMIME`` to such an exchanger, for content read from the queue, as for a
-    message queued with no ``BODY``); to one without 8BITMIME, 7BIT is the default
-    anyway and 8-bit content goes converted (:func:`_carried`)."""
+    (SMTPUTF8, 8-bit content, REQUIRETLS) was refused or sent elsewhere before this."""
     offered = client.connection.extensions
     return {
         keyword: value
         for keyword, value in entry.params
-        if keyword in _FORWARDED_MAIL_PARAMS
-        and offered.missing_for(keyword, value) is None
-        and not _says_7bit(keyword, value)
+        if keyword in _FORWARDED_MAIL_PARAMS and offered.missing_for(keyword, value) is None
     }
 
 
-def _says_7bit(keyword: str, value: str | None) -> bool:
-    """Whether a MAIL parameter is ``BODY=7BIT`` (RFC 6152 §2; values are not case
-    sensitive, RFC 5321 §2.4)."""
-    return keyword == "BODY" and value is not None and value.upper() == "7BIT"
+def _declared_body(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
+    """``BODY=BINARYMIME`` where the content goes so (RFC 3030 §3; the client then sends
+    it by BDAT, as it is): a message queued so, which :func:`_needs_binarymime` let go
+    only to an exchanger that offers BINARYMIME and CHUNKING, and any message to an
+    exchanger that takes 8-bit octets only so (:func:`_binary_only`).
+
+    No other queued ``BODY`` goes on: the client declares ``BODY=8BITMIME`` itself to an
+    8BITMIME exchanger, for any content read from the queue (8BITMIME allows 8-bit
+    octets, it does not claim them), and to an exchanger that offers neither, no
+    ``BODY`` is 7BIT, the content converted first where it holds 8-bit octets
+    (:func:`_carried`). A queued ``BODY=7BIT`` is the sender's word, which the server
+    does not check: passed on, a message that said it but held 8-bit octets went to an
+    8BITMIME exchanger labelled 7BIT."""
+    if _queued_binary(entry) or _binary_only(client):
+        return {"BODY": _BINARYMIME}
+    return {}
 
 
 def _declared_size(
@@ -1038,7 +1061,11 @@ class ExchangerSession:
         on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
         try:
             converted = await _carried(client, entry, content, relay)
-            mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
+            mail_params = (
+                _forwarded_mail_params(client, entry)
+                | _declared_body(client, entry)
+                | _declared_size(client, converted)
+            )
             rcpt_params = self._rcpt_params(client, entry, deliveries) if passed else {}
             # A queued sender that no longer parses is refused here, as for good as any
             # other unsendable message (the worker refuses it before it comes here).
