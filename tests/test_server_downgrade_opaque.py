@@ -177,3 +177,19 @@ def test_8bit_content_under_a_multipart_signed_bounces_5_6_3_before_mail(
     words = b" ".join(raw.split())
     assert b"Status: 5.6.3" in raw and b"does not offer 8BITMIME" in words
     assert b"under a multipart/signed" in words
+
+
+def test_a_message_news_part_is_converted_inside_as_an_enclosed_message() -> None:
+    """A message/news part encloses a news article, a message, as readers parse it:
+    its 8-bit text goes quoted-printable under its own header, the article's header
+    untouched (RFC 2046 §5.2.1). It was taken for an opaque message type, and its 8-bit
+    octets for having no 7-bit form."""
+    article = (
+        b"Newsgroups: de.test\r\nSubject: Gruss\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + EIGHT_BIT
+    )
+    converted = _downgraded(_mixed(b"Content-Type: message/news\r\n\r\n" + article))
+    assert converted.isascii()
+    assert b"Content-Type: message/news\r\n\r\nNewsgroups: de.test\r\n" in converted
+    assert b"Content-Transfer-Encoding: quoted-printable" in converted
+    assert b"Gr=C3=BC=C3=9Fe aus K=C3=B6ln" in converted

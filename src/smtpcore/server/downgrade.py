@@ -14,14 +14,14 @@ A ``message/global`` or ``message/global-headers`` part whose enclosed header
 holds UTF-8 (a report relayed from another MTA, RFC 6533 §6) has no 7-bit header,
 but may itself be encoded (RFC 6532 §3.5): it goes quoted-printable whole, as a
 leaf. Every other enclosed message is converted inside, never encoded (RFC 2046
-§5.2.1). Only these types and ``message/rfc822`` enclose a message (sendmail's
-mime8to7 recurses into ``message/rfc822`` alone): a ``message/partial`` body is a
-fragment, a ``message/external-body`` one a reference, both 7bit only (RFC 2046
-§5.2.2, §5.2.3), and another ``message`` type is opaque (RFC 2046 §5.2.4), encoded
-only where its definition allows (RFC 2045 §6.4 as RFC 6532 §3.5 relaxes it), so
-8-bit octets in any of them have no 7-bit form (as sendmail refuses them). Nor
-have they under a ``multipart/signed``, whose octets are the signed ones (RFC 1847
-§2.1): its parts go as they are or not at all.
+§5.2.1). Only these types, ``message/rfc822`` and ``message/news`` (an article,
+a message) enclose a message (sendmail's mime8to7 recurses into ``message/rfc822``
+alone): a ``message/partial`` body is a fragment, a ``message/external-body`` one
+a reference, both 7bit only (RFC 2046 §5.2.2, §5.2.3), and another ``message``
+type is opaque (RFC 2046 §5.2.4), encoded only where its definition allows (RFC 2045
+§6.4 as RFC 6532 §3.5 relaxes it), so 8-bit octets in any of them have no 7-bit
+form (as sendmail refuses them). Nor have they under a ``multipart/signed``, whose
+octets are the signed ones (RFC 1847 §2.1): its parts go as they are or not at all.
 
 A report's status part (``message/delivery-status``,
 ``message/disposition-notification`` and their ``global`` forms) encloses no message
@@ -147,9 +147,11 @@ _ENCODABLE_MESSAGES: Final = frozenset({"message/global", "message/global-header
 """The ``message`` types that may be encoded (RFC 6532 §3.5, RFC 6533 §6.3): one whose
 enclosed header holds UTF-8 goes quoted-printable whole."""
 
-_ENCLOSING_MESSAGES: Final = frozenset({"message/rfc822", *_ENCODABLE_MESSAGES})
+_ENCLOSING_MESSAGES: Final = frozenset({"message/rfc822", "message/news", *_ENCODABLE_MESSAGES})
 """The ``message`` types whose body is a message, converted inside (RFC 2046 §5.2.1,
-RFC 6532 §3.7): sendmail's mime8to7 recurses into ``message/rfc822`` alone."""
+RFC 6532 §3.7): sendmail's mime8to7 recurses into ``message/rfc822`` alone, but a
+``message/news`` (obsolete since RFC 5537, but still sent) encloses a news article,
+a message, as readers parse it."""
 
 _SEVEN_BIT_MESSAGES: Final[Mapping[str, str]] = {
     "message/partial": "RFC 2046 §5.2.2",
