@@ -6,7 +6,7 @@ but holds 8-bit octets went on to an 8BITMIME exchanger still labelled ``BODY=7B
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -94,3 +94,63 @@ def test_8bit_content_goes_converted_to_an_exchanger_with_binarymime_but_no_chun
     (transaction,) = server.transactions
     assert b"BODY" not in transaction.mail_line and b"DATA" in server.verbs
     assert transaction.content.isascii() and b"said 7bit but =C3=A9" in transaction.content
+
+
+BINARY_ONLY: Final = {"eight_bit": False, "chunking": True, "extra_ehlo": (b"BINARYMIME",)}
+"""An exchanger that takes 8-bit octets only as ``BODY=BINARYMIME`` by BDAT."""
+
+
+def _relayed_to_binary_only(
+    tmp_path: Path, content: bytes, params: tuple[tuple[str, str], ...] = ()
+) -> tuple[Any, list[bytes]]:
+    """The one transaction ``content`` made at a binary-only exchanger offering SIZE,
+    and the verbs it saw."""
+    with remote(size=100000, **BINARY_ONLY) as server:
+        relay = _relay(tmp_path, server.port)
+        relay.enqueue(["n1@pqr.example"], content=content, params=params)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    (transaction,) = server.transactions
+    assert relay.reports() == []
+    return transaction, list(server.verbs)
+
+
+@pytest.mark.parametrize("queued", [None, "7BIT", "8BITMIME"])
+def test_7bit_content_goes_with_no_body_to_a_binary_only_exchanger(
+    tmp_path: Path, queued: str | None
+) -> None:
+    """Declared binary, 7-bit content would be taken for binary by the next hop, which
+    would then pass it on only to a hop with BINARYMIME (as this relay does): it goes
+    with no ``BODY``, by BDAT; it went as ``BODY=BINARYMIME``."""
+    content = b"From: john@abc.example\r\nSubject: ascii\r\n\r\nplain text\r\n"
+    params = () if queued is None else (("BODY", queued),)
+    transaction, verbs = _relayed_to_binary_only(tmp_path, content, params)
+    assert transaction.mail_line == b"MAIL FROM:<john@abc.example> SIZE=%d\r\n" % len(content)
+    assert b"BDAT" in verbs and transaction.content == content
+
+
+def test_8bit_content_goes_with_crlf_line_ends_to_a_binary_only_exchanger(
+    tmp_path: Path,
+) -> None:
+    """A lenient queue may hold bare LF and lone CR, which every other hop gets as CRLF:
+    so does a binary-only exchanger, though the content goes as ``BODY=BINARYMIME``
+    (declared ``SIZE`` the queue file's, an estimate as on the 8BITMIME path); it got
+    them as they were queued."""
+    content = "From: john@abc.example\nSubject: bare\r\n\r\ncafé\nline two\rthree\r".encode()
+    transaction, verbs = _relayed_to_binary_only(tmp_path, content)
+    assert transaction.mail_line == (
+        b"MAIL FROM:<john@abc.example> BODY=BINARYMIME SIZE=%d\r\n" % len(content)
+    )
+    assert b"BDAT" in verbs and b"DATA" not in verbs
+    crlf = "From: john@abc.example\r\nSubject: bare\r\n\r\ncafé\r\nline two\r\nthree\r\n"
+    assert transaction.content == crlf.encode()
+
+
+def test_content_queued_as_binarymime_still_goes_as_it_is(tmp_path: Path) -> None:
+    """A queued ``BODY=BINARYMIME`` is binary: its bare LF and lone CR are its octets."""
+    content = b"From: john@abc.example\r\n\r\n\x00\xff\nbare\rcr\r\n"
+    transaction, _ = _relayed_to_binary_only(tmp_path, content, (("BODY", "BINARYMIME"),))
+    assert transaction.mail_line == (
+        b"MAIL FROM:<john@abc.example> SIZE=%d BODY=BINARYMIME\r\n" % len(content)
+    )
+    assert transaction.content == content
