@@ -5,6 +5,7 @@ but holds 8-bit octets went on to an 8BITMIME exchanger still labelled ``BODY=7B
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Final
 
@@ -12,6 +13,7 @@ import pytest
 
 from relay_remote import remote
 from smtpcore.asyncio import SMTPClient
+from smtpcore.server.crlfreader import CRLFReader
 from test_server_relay import _relay, _run, _wait_closed
 
 SAID_7BIT = "From: john@abc.example\r\nSubject: said 7bit\r\n\r\nsaid 7bit but é\r\n".encode()
@@ -154,3 +156,17 @@ def test_content_queued_as_binarymime_still_goes_as_it_is(tmp_path: Path) -> Non
         b"MAIL FROM:<john@abc.example> SIZE=%d BODY=BINARYMIME\r\n" % len(content)
     )
     assert transaction.content == content
+
+
+@pytest.mark.parametrize("read_size", [1, 2, 3, 64])
+def test_the_crlf_reader_reads_again_from_the_start(read_size: int) -> None:
+    """The client sends a message again in a new transaction (LIMITS, RFC 5321
+    §4.5.3.1.8) after a seek back to the start: the same CRLF octets, a CR that
+    ended one read joined to the LF that began the next."""
+    queued = b"a\rb\nc\r\nd\r"
+    with CRLFReader(io.BytesIO(queued)) as reader:
+        for _ in range(2):
+            assert reader.tell() == 0
+            read = b"".join(iter(lambda: reader.read(read_size) or b"", b""))
+            assert read == b"a\r\nb\r\nc\r\nd\r\n" and reader.tell() == len(read)
+            assert reader.seek(0) == 0
