@@ -3,7 +3,8 @@ per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIM
 CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO (under TLS only, if
 asked) and a close after it, reply lines ended by a bare LF, a connection dropped in the
 middle of DATA or after the final dot, a QUIT never answered), and it keeps the verb of
-every command line it read.
+every command line it read. It takes LHLO as EHLO: with one recipient, its one reply to
+the content is LMTP's (RFC 2033 §4.2).
 
 It runs in threads on loopback, records each transaction and counts the
 connections the client has not closed yet, so a test can check that the relay
@@ -180,7 +181,7 @@ class ScriptedRemote:
                 if self.close_after_hello_refusal:
                     sock.shutdown(socket.SHUT_RDWR)
                     return
-            elif verb in (b"EHLO", b"HELO"):
+            elif verb in (b"EHLO", b"HELO", b"LHLO"):
                 self._write(sock, self._ehlo(tls))
             elif verb == b"STAR":
                 if self.starttls == "refuse":

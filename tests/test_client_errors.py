@@ -209,6 +209,41 @@ def test_what_the_server_did_not_offer_is_refused_before_mail(
     assert all(line.isascii() for line in server.transcript)
 
 
+#: A server that takes 8-bit octets only as ``BODY=BINARYMIME`` by BDAT (no 8BITMIME).
+GREET_BINARY_ONLY = """
+S: 220 scripted.test ESMTP
+C~ EHLO .+
+S: 250-scripted.test
+S: 250-PIPELINING
+S: 250-CHUNKING
+S: 250-BINARYMIME
+S: 250 ENHANCEDSTATUSCODES
+"""
+EIGHT_BIT = "Subject: é\r\n\r\ncafé\r\n".encode()
+
+
+@pytest.mark.parametrize("chunking", [None, False], ids=["BDAT", "DATA"])
+def test_8bit_content_to_a_server_with_binarymime_but_no_8bitmime_is_refused_before_mail(
+    adapter: str, chunking: bool | None
+) -> None:
+    """RFC 6152 §3, RFC 3030 §3: with no ``BODY=BINARYMIME`` a MAIL says 7BIT, so 8-bit
+    content needs 8BITMIME: refused as for a server that offers neither (it went with
+    no ``BODY``, by BDAT, or by DATA with ``chunking=False``). The client does not
+    declare BINARYMIME itself: binary content goes with its line ends as they are."""
+    mod = module(adapter)
+
+    async def attempt(port: int) -> Any:
+        async with mod.SMTPClient("127.0.0.1", port, chunking=chunking) as client:
+            with pytest.raises(mod.ExtensionNotOffered) as refused:
+                await client.send_message(EIGHT_BIT, "a@abc.example", "bob@pqr.example")
+            return refused.value
+
+    with ScriptedServer(script(GREET_BINARY_ONLY + QUIT)) as server:
+        error = run(adapter, lambda: attempt(server.port))
+    assert (error.extension, error.keyword, error.code) == ("8BITMIME", None, 554)
+    assert str(error.status) == "5.6.3" and error.local
+
+
 @pytest.mark.parametrize(
     ("u_label", "a_label"),
     [

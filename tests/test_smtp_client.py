@@ -464,6 +464,18 @@ def _binary_mail() -> ClientConnection:
     return conn
 
 
+EHLO_BINARY_ONLY = b"250-mx.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 BINARYMIME\r\n"
+"""A server that takes 8-bit octets only as ``BODY=BINARYMIME`` (no 8BITMIME)."""
+
+
+def _text_bdat_to_binary_only() -> ClientConnection:
+    """BDAT in a transaction with no ``BODY`` (7BIT, RFC 6152 §3) to ``EHLO_BINARY_ONLY``."""
+    conn = session(EHLO_BINARY_ONLY)
+    for event in (Mail(ALICE), Rcpt(BOB), Bdat(5, last=True)):
+        conn.send(event)
+    return conn
+
+
 REFUSALS: list[tuple[str, Callable[[], ClientConnection], Event, str]] = [
     ("utf8 sender, no SMTPUTF8 offered", _plain, Mail(PELE, {"SMTPUTF8": None}), "SMTPUTF8"),
     ("utf8 sender, no SMTPUTF8 parameter", _ready, Mail(PELE), "SMTPUTF8"),
@@ -476,6 +488,18 @@ REFUSALS: list[tuple[str, Callable[[], ClientConnection], Event, str]] = [
     ("dsn not offered", _plain, Mail(ALICE, {"RET": "HDRS"}), "DSN"),
     ("parameters after HELO", _helo, Mail(ALICE, {"X-FOO": "1"}), "EHLO"),
     ("8-bit content", lambda: in_data(EHLO_PIPELINING), MessageData(b"caf\xc3\xa9"), "8BITMIME"),
+    (
+        "8-bit DATA content, BINARYMIME but no 8BITMIME",
+        lambda: in_data(EHLO_BINARY_ONLY),
+        MessageData(b"caf\xc3\xa9"),
+        "8BITMIME",
+    ),
+    (
+        "8-bit BDAT content, BINARYMIME but no BODY=BINARYMIME",
+        _text_bdat_to_binary_only,
+        MessageData(b"caf\xc3\xa9"),
+        "8BITMIME",
+    ),
     ("content before DATA", _ready, MessageData(b"x"), "354"),
     ("content before 354", _before_354, MessageData(b"x"), "354"),
     ("end before 354", _before_354, EndOfMessage(), "354"),
@@ -548,6 +572,14 @@ def test_command_injection_cannot_be_built(build: Callable[[], Event]) -> None:
     # The smtplib CRLF-injection class: the event itself refuses to exist.
     with pytest.raises(LocalProtocolError):
         build()
+
+
+def test_8bit_bdat_content_goes_in_a_binarymime_transaction_without_8bitmime() -> None:
+    """RFC 3030 §3: ``BODY=BINARYMIME`` carries any octets, 8BITMIME offered or not."""
+    conn = session(EHLO_BINARY_ONLY)
+    for event in (Mail(ALICE, {"BODY": "BINARYMIME"}), Rcpt(BOB), Bdat(5, last=True)):
+        conn.send(event)
+    assert conn.send(MessageData(b"caf\xc3\xa9")) == b"caf\xc3\xa9"
 
 
 def test_refused_content_does_not_disturb_the_encoder() -> None:

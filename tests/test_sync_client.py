@@ -42,7 +42,9 @@ from test_adapters_auth import (
 )
 from test_client_errors import (
     EHLO_FOR_NOW,
+    EIGHT_BIT,
     GREET,
+    GREET_BINARY_ONLY,
     PIPELINED,
     POP3_LOGGED_IN,
     QUIT,
@@ -727,3 +729,19 @@ def test_a_huge_timeout_does_not_hide_a_shorter_deadline() -> None:
         with pytest.raises(sync.SMTPTimeout):
             client.noop()
     assert 0.3 <= time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("chunking", [None, False], ids=["BDAT", "DATA"])
+def test_8bit_content_to_a_server_with_binarymime_but_no_8bitmime_is_refused(
+    chunking: bool | None,
+) -> None:
+    """The blocking client shares the driver's check (test_client_errors): with no
+    ``BODY=BINARYMIME`` 8-bit content needs 8BITMIME (RFC 6152 §3); it went as 7BIT."""
+    with (
+        ScriptedServer(script(GREET_BINARY_ONLY + QUIT)) as server,
+        sync.SMTPClient("127.0.0.1", server.port, chunking=chunking, timeout=10) as client,
+        pytest.raises(sync.ExtensionNotOffered) as refused,
+    ):
+        client.send_message(EIGHT_BIT, "a@abc.example", "bob@pqr.example")
+    error = refused.value
+    assert (error.extension, error.code, str(error.status)) == ("8BITMIME", 554, "5.6.3")

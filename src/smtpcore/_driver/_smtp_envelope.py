@@ -212,7 +212,7 @@ def check_sendable(
     names: a UTF-8 address (``wide``, the first one; ``wide_field``, what in an email
     message's header section is UTF-8), a parameter with a UTF-8 value
     (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
-    (``553 5.6.7``), 8-bit content without 8BITMIME (``554 5.6.3``), a size
+    (``553 5.6.7``), 8-bit content without 8BITMIME nor ``BODY=BINARYMIME`` (``554 5.6.3``), a size
     (``SIZE=`` declared, else the content's where known) over ``SIZE`` (``552
     5.3.4``)."""
     params = mail.params
@@ -235,7 +235,8 @@ def check_sendable(
         reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
         raise ExtensionNotOffered(keyword, "SMTPUTF8", reply)
     eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
-    if eight_bit and not (offer.eight_bit_mime or offer.binary_mime):
+    if eight_bit and not offer.eight_bit_mime and not _declares_binary(params):
+        # BINARYMIME offered is not enough: with no BODY=BINARYMIME, MAIL says 7BIT.
         reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
         raise ExtensionNotOffered(None, "8BITMIME", reply)
     limit = offer.size
@@ -247,6 +248,14 @@ def check_sendable(
         size = parsed
     if size is not None and size > limit:
         raise MessageTooLarge(size, limit)
+
+
+def _declares_binary(params: Parameters) -> bool:
+    """Whether MAIL carries ``BODY=BINARYMIME`` (RFC 3030 §3): 8-bit content goes to a
+    server without 8BITMIME only so (RFC 6152 §3), and the caller says it; the client
+    never does, as binary content goes with its line ends as they are."""
+    body = None if params is NO_PARAMETERS else params.get("BODY")
+    return body is not None and body.upper() == "BINARYMIME"
 
 
 def check_offered(extensions: ServerExtensions, mail: Mail, rcpts: Sequence[Rcpt]) -> None:

@@ -14,7 +14,16 @@ A ``message/global`` or ``message/global-headers`` part whose enclosed header
 holds UTF-8 (a report relayed from another MTA, RFC 6533 §6) has no 7-bit header,
 but may itself be encoded (RFC 6532 §3.5): it goes quoted-printable whole, as a
 leaf. Every other enclosed message is converted inside, never encoded (RFC 2046
-§5.2.1). A report's status part (``message/delivery-status``,
+§5.2.1). Only these types, ``message/rfc822`` and ``message/news`` (an article,
+a message) enclose a message (sendmail's mime8to7 recurses into ``message/rfc822``
+alone): a ``message/partial`` body is a fragment, a ``message/external-body`` one
+a reference, both 7bit only (RFC 2046 §5.2.2, §5.2.3), and another ``message``
+type is opaque (RFC 2046 §5.2.4), encoded only where its definition allows (RFC 2045
+§6.4 as RFC 6532 §3.5 relaxes it), so 8-bit octets in any of them have no 7-bit
+form (as sendmail refuses them). Nor have they under a ``multipart/signed``, whose
+octets are the signed ones (RFC 1847 §2.1): its parts go as they are or not at all.
+
+A report's status part (``message/delivery-status``,
 ``message/disposition-notification`` and their ``global`` forms) encloses no message
 but blocks of fields: a leaf, quoted-printable whole where it is a ``global`` one
 with UTF-8 fields (RFC 6533 §6.1, §7), else 7-bit only (RFC 3464 §2.1, RFC 8098
@@ -23,15 +32,16 @@ with UTF-8 fields (RFC 6533 §6.1, §7), else 7-bit only (RFC 3464 §2.1, RFC 80
 What has no 7-bit form is :class:`NotConvertible`: 8-bit octets in a header
 field (RFC 2047 encoded words need a charset the message does not name), in a
 part already encoded (a quoted-printable or base64 body holds no 8-bit octet),
-in a 7-bit status part, or outside any part (a preamble or an epilogue); and a line
-over 998 octets (RFC 5321 §4.5.3.1.6) in the same places (a lenient queue may hold
-one; no 7-bit hop takes it). A leaf with no transfer encoding (``7bit``, ``8bit``,
-``binary`` or none) that holds such a line goes quoted-printable, as for 8-bit octets:
-its encoded lines are at most 76 characters, and decode to the line as it was.
-A message nested deeper than :data:`MAX_NESTING`, of more than :data:`MAX_PARTS`
-parts or of more than :data:`MAX_PIECES` pieces read one at a time (header lines, body
-lines cut at a bare LF) is :class:`NotConvertible` too: each costs the conversion, on
-every delivery attempt, however few its octets.
+in a 7-bit status part or another part never rewritten (above), or outside any
+part (a preamble or an epilogue); and a line over 998 octets (RFC 5321 §4.5.3.1.6)
+in the same places (a lenient queue may hold one; no 7-bit hop takes it). A leaf
+with no transfer encoding (``7bit``, ``8bit``, ``binary`` or none) that holds such a
+line goes quoted-printable, as for 8-bit octets: its encoded lines are at most 76
+characters, and decode to the line as it was. A message nested deeper than
+:data:`MAX_NESTING`, of more than :data:`MAX_PARTS` parts or of more than
+:data:`MAX_PIECES` pieces read one at a time (header lines, body lines cut at a bare
+LF) is :class:`NotConvertible` too: each costs the conversion, on every delivery
+attempt, however few its octets.
 
 The message is read twice, a block at a time, so that memory holds a block whatever
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
@@ -172,6 +182,26 @@ _ENCODABLE_MESSAGES: Final = frozenset({"message/global", "message/global-header
 """The ``message`` types that may be encoded (RFC 6532 §3.5, RFC 6533 §6.3): one whose
 enclosed header holds UTF-8 goes quoted-printable whole."""
 
+_ENCLOSING_MESSAGES: Final = frozenset({"message/rfc822", "message/news", *_ENCODABLE_MESSAGES})
+"""The ``message`` types whose body is a message, converted inside (RFC 2046 §5.2.1,
+RFC 6532 §3.7): sendmail's mime8to7 recurses into ``message/rfc822`` alone, but a
+``message/news`` (obsolete since RFC 5537, but still sent) encloses a news article,
+a message, as readers parse it."""
+
+_SEVEN_BIT_MESSAGES: Final[Mapping[str, str]] = {
+    "message/partial": "RFC 2046 §5.2.2",
+    "message/external-body": "RFC 2046 §5.2.3",
+}
+"""The ``message`` types that enclose no whole message and are 7bit only, each with
+the section that says so: a fragment rewritten no longer joins its other fragments
+into the message (a converted fragment gained a header of its own). Any other
+``message`` type that encloses none is opaque (RFC 2046 §5.2.4), and is encoded only
+where its own definition allows it (RFC 2045 §6.4, as RFC 6532 §3.5 relaxes it), which
+the relay cannot know: its 8-bit octets have no 7-bit form either."""
+
+_SIGNED: Final = "multipart/signed"
+"""The multipart whose parts' octets are signed as they are (RFC 1847 §2.1)."""
+
 _UNKNOWN_CHARSET_FIELDS: Final = b"Content-Type: text/plain; charset=unknown-8bit\r\n"
 """What a message with no MIME gets for its 8-bit body (RFC 1428 §3)."""
 
@@ -199,10 +229,13 @@ class _Part:
     """The declared transfer encoding, as readers read it (RFC 2045 §6.1: case and
     comments do not matter); empty when the field is absent. Known once the header is."""
     holds_message: bool = False
-    """Whether the body is a message (RFC 2046 §5.2) whose insides are converted: every
-    ``message`` type but the :data:`_FIELD_BLOCKS` ones, ``message/global``
-    too where its enclosed header is 7-bit (RFC 6532 §3.5 lets it be encoded, but its
-    insides converted are what every reader reads the same). Known once the header is."""
+    """Whether the body is a message (RFC 2046 §5.2) whose insides are converted: the
+    :data:`_ENCLOSING_MESSAGES` types, ``message/global`` too where its enclosed header
+    is 7-bit (RFC 6532 §3.5 lets it be encoded, but its insides converted are what every
+    reader reads the same). Known once the header is."""
+    signed: bool = False
+    """Under a ``multipart/signed``: its octets are signed, never rewritten (RFC 1847
+    §2.1). Known from the enclosing part, when this one starts."""
     encloses: bool = False
     """Whether the body is more parts (a multipart with a boundary) or a message, whose
     insides are converted rather than the body encoded. Known once the header is."""
@@ -256,7 +289,7 @@ def _content_type(default_type: str, content_type: bytes | None) -> _ContentType
     boundary = None if not found else found.encode("ascii", "replace")
     if boundary is not None and len(boundary) > MAX_BOUNDARY:
         raise NotConvertible(f"a MIME boundary over {MAX_BOUNDARY} characters")
-    holds_message = parsed.get_content_maintype() == "message" and media_type not in _FIELD_BLOCKS
+    holds_message = media_type in _ENCLOSING_MESSAGES
     return _ContentType(media_type, boundary, holds_message)
 
 
@@ -677,6 +710,7 @@ class _Parser:
         elif part.holds_message:
             self._part = self._new_part(part.depth + 1)
             self._part.enclosed_message = True
+            self._part.signed = part.signed or part.media_type == _SIGNED  # RFC 1847 §2.1
             self._part.after_unended_header = not empty_line
         else:
             self._in_header = False
@@ -724,6 +758,9 @@ class _Parser:
         else:
             digest = multipart.media_type == "multipart/digest"
             self._part = self._new_part(multipart.depth + 1, digest=digest)
+            # Signed content: a multipart/signed's parts, or under one (RFC 1847 §2.1);
+            # inline, as a part costs Python calls on every delivery attempt.
+            self._part.signed = multipart.signed or multipart.media_type == _SIGNED
             self._in_header = True
         return _Event(_Kind.FRAME, data, ends_line, multipart)
 
@@ -853,9 +890,11 @@ def _check(event: _Event, plan: SevenBitPlan, *, long_line: bool) -> None:
     quoted-printable for it, as for 8-bit octets (its lines at most 76, RFC 2045 §6.7)."""
     part = event.part
     if event.kind is _Kind.HEADER_END:
-        if part.encloses and part.label in ("8bit", "binary"):
+        if part.encloses and part.label in ("8bit", "binary") and not part.signed:
             plan.mark(part)  # RFC 2045 §6.4: 7bit once its insides are
         elif _is_binary_leaf(part):
+            if why := _never_rewritten(part):
+                raise NotConvertible(f"a part labelled binary {why}")
             _quote(part, plan)  # RFC 3030 §3: its lines need not be lines at all
         return
     if event.kind is _Kind.FIELD and (b"\r" in event.data or b"\n" in event.data):
@@ -877,18 +916,41 @@ _LONG_LINE: Final = f"a line over {MAX_LINE} octets"
 def _quote_or_refuse(event: _Event, plan: SevenBitPlan, what: str, field_rule: str) -> None:
     """Mark the leaf ``event`` is of to go quoted-printable for ``what`` it holds, or
     raise :class:`NotConvertible` where nothing may be encoded: a header field
-    (``field_rule`` says why), a preamble or epilogue, a part already encoded, a 7-bit
-    status part."""
+    (``field_rule`` says why), a preamble or epilogue, a part that is never rewritten
+    (:func:`_never_rewritten`), a part already encoded."""
     part = event.part
     if event.kind is _Kind.FIELD:
         raise NotConvertible(f"{what} in a header field ({field_rule})")
     if event.kind is _Kind.FRAME:
         raise NotConvertible(f"{what} outside any MIME part (a preamble or epilogue)")
-    if seven_bit_only := _FIELD_BLOCKS.get(part.media_type):
-        raise NotConvertible(f"{what} in a {part.media_type} part ({seven_bit_only}: 7-bit)")
+    if why := _never_rewritten(part):
+        raise NotConvertible(f"{what} {why}")
     if part.label not in _UNENCODED:
         raise NotConvertible(f"{what} in a part already encoded {part.label}")
     _quote(part, plan)
+
+
+def _never_rewritten(part: _Part) -> str | None:
+    """Why the leaf ``part`` must go as it is, its 8-bit octets with no 7-bit form; None
+    where it may go quoted-printable. Signed content (RFC 1847 §2.1), a 7-bit status
+    part (:data:`_FIELD_BLOCKS`), and a ``message`` type that encloses no message and
+    may not be encoded (:data:`_SEVEN_BIT_MESSAGES`)."""
+    media_type = part.media_type
+    if part.signed:
+        return f"under a {_SIGNED} (RFC 1847 §2.1: the signed octets go as they are)"
+    if media_type in _FIELD_BLOCKS:
+        seven_bit_only = _FIELD_BLOCKS[media_type]
+        return (
+            None if seven_bit_only is None else f"in a {media_type} part ({seven_bit_only}: 7-bit)"
+        )
+    if not media_type.startswith("message/") or media_type in _ENCODABLE_MESSAGES:
+        return None
+    if seven_bit_only := _SEVEN_BIT_MESSAGES.get(media_type):
+        return f"in a {media_type} part ({seven_bit_only}: 7-bit)"
+    return (
+        f"in a {media_type} part, which encloses no message (RFC 2046 §5.2.4) and is "
+        "not encoded but where its definition allows (RFC 2045 §6.4, RFC 6532 §3.5)"
+    )
 
 
 def _quote(part: _Part, plan: SevenBitPlan) -> None:

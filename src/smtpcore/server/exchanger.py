@@ -35,7 +35,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Final, Protocol, TypeVar
+from typing import BinaryIO, Final, Protocol, TypeAlias, TypeVar
 
 from smtpcore._driver import (
     BaseSMTPClient,
@@ -57,6 +57,7 @@ from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.routing import Attempt, RemoteDelivery
 from smtpcore.server.bounce import seven_bit_form
+from smtpcore.server.crlfreader import CRLFReader
 from smtpcore.server.downgrade import NotConvertible, SevenBitReader, plan_seven_bit
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
@@ -401,20 +402,31 @@ def _needs_smtputf8(
     return ExtensionNotOffered("SMTPUTF8", "SMTPUTF8", reply)
 
 
+_BINARYMIME: Final = "BINARYMIME"
+
+
+def _queued_binary(entry: QueueEntry) -> bool:
+    """Whether the message was queued as binary, ``BODY=BINARYMIME`` (RFC 3030 §3; values
+    are not case sensitive, RFC 5321 §2.4)."""
+    body = dict(entry.params).get("BODY")
+    return body is not None and body.upper() == _BINARYMIME
+
+
 def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNotOffered | None:
     """RFC 3030 §3: BINARYMIME content goes only with ``BODY=BINARYMIME``, to an
-    exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too.
-    :func:`_forwarded_mail_params` leaves off a parameter the exchanger was not
-    offered, and one with 8BITMIME passes :func:`_needs_8bitmime`: the binary content
-    would go as text, over DATA even, where bare CR and LF and long lines are not what
-    was queued; without CHUNKING, MAIL went and the client then refused DATA for it.
+    exchanger that offers BINARYMIME, and only with BDAT, so CHUNKING too. Elsewhere
+    it would go without the parameter (to an exchanger with 8BITMIME, which
+    :func:`_carried` lets 8-bit content go to) as text, over DATA even, where bare CR
+    and LF and long lines are not what was queued; without CHUNKING, MAIL went and
+    the client then refused DATA for it.
     So it is refused before MAIL, with the status of a conversion this relay does not
     make (RFC 3463 5.6.3), as 8-bit content is without 8BITMIME."""
-    body = dict(entry.params).get("BODY")
-    if body is None or body.upper() != "BINARYMIME":
+    if not _queued_binary(entry):
         return None
     offered = client.connection.extensions
-    missing = offered.missing_for("BODY", body) or (None if offered.chunking else "CHUNKING")
+    missing = offered.missing_for("BODY", _BINARYMIME) or (
+        None if offered.chunking else "CHUNKING"
+    )
     if missing is None:
         return None
     reply = Reply(
@@ -425,15 +437,23 @@ def _needs_binarymime(client: BaseSMTPClient, entry: QueueEntry) -> ExtensionNot
     return ExtensionNotOffered("BODY", missing, reply)
 
 
-async def _needs_8bitmime(client: BaseSMTPClient, content: QueuedContent) -> bool:
-    """RFC 6152 §3: 8-bit content cannot go as it is to an exchanger that offers neither
-    8BITMIME nor BINARYMIME. The content is streamed from the queue, so the client cannot
-    see this before it is sent; the queue file is read through (in pieces) to say it
-    first."""
-    extensions = client.connection.extensions
-    if extensions.eight_bit_mime or extensions.binary_mime:
-        return False
-    return not await asyncio.to_thread(content.is_ascii)
+def _binary_only(client: BaseSMTPClient) -> bool:
+    """Whether 8-bit content goes to this exchanger only as ``BODY=BINARYMIME`` by BDAT:
+    it offers BINARYMIME and CHUNKING but not 8BITMIME. Without ``BODY`` a MAIL says
+    7BIT (RFC 6152 §3: no 8-bit octet then), and BINARYMIME goes with BDAT alone (RFC
+    3030 §3), so BINARYMIME without CHUNKING carries nothing 8-bit."""
+    offered = client.connection.extensions
+    return not offered.eight_bit_mime and offered.binary_mime and offered.chunking
+
+
+@dataclass(frozen=True, slots=True)
+class _AsBinary:
+    """8-bit content not queued as binary, to an exchanger that takes 8-bit octets only
+    as ``BODY=BINARYMIME`` (:func:`_binary_only`): it goes so, by BDAT, with its line
+    ends made CRLF (:class:`CRLFReader`), as every other hop gets them, and ``SIZE=``
+    the queue file's, an estimate as on the 8BITMIME path (RFC 1870 §4)."""
+
+    size: int
 
 
 def _seven_bit_report(entry: QueueEntry, content: QueuedContent) -> bytes | None:
@@ -491,15 +511,15 @@ _OFF_LOOP_READ: Final = 65536
 
 
 class _ConvertedOffLoop:
-    """A :class:`SevenBitReader` read in a worker thread: each read converts a chunk of
-    the message, CPU work (tens of milliseconds for short lines) that would hold the
-    event loop every other session runs on. It is content the client already takes, an
-    async iterable of bytes, each iteration from where the reader stands; ``seek`` and
-    ``tell`` make it a file the client can send again (RFC 5321 §4.5.3.1.8), and stay
-    synchronous, as the client seeks only back to the start, which reopens the queue
-    file and converts nothing."""
+    """A :class:`SevenBitReader` (or a :class:`CRLFReader`) read in a worker thread:
+    each read converts a chunk of the message, CPU work (tens of milliseconds for short
+    lines) that would hold the event loop every other session runs on. It is content
+    the client already takes, an async iterable of bytes, each iteration from where the
+    reader stands; ``seek`` and ``tell`` make it a file the client can send again (RFC
+    5321 §4.5.3.1.8), and stay synchronous, as the client seeks only back to the
+    start, which reopens (or rewinds) the queue file and converts nothing."""
 
-    def __init__(self, reader: SevenBitReader) -> None:
+    def __init__(self, reader: SevenBitReader | CRLFReader) -> None:
         self._reader = reader
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -549,30 +569,62 @@ def _say_unreturnable(entry: QueueEntry, relay: str, refusal: ExtensionNotOffere
     )
 
 
+_Carried: TypeAlias = bytes | SevenBitReader | _AsBinary | None
+"""What goes instead of the queued content (see :func:`_carried`)."""
+
+
 async def _carried(
     client: BaseSMTPClient, entry: QueueEntry, content: QueuedContent, relay: str
-) -> bytes | SevenBitReader | None:
+) -> _Carried:
     """What goes instead of the queued content in this session (None: the content
     itself, as queued). :class:`ExtensionNotOffered`, as the client raises for what it
     was not offered, where the session lacks what the message needs: SMTPUTF8 for a
     UTF-8 header, BINARYMIME and CHUNKING for binary content, 8BITMIME for 8-bit
-    content with no 7-bit form."""
+    content with no 7-bit form.
+
+    8-bit content cannot go as it is to an exchanger without 8BITMIME (RFC 6152 §3)
+    but as ``BODY=BINARYMIME`` (:class:`_AsBinary`, RFC 3030 §3). The content is
+    streamed from the queue, so the client cannot see this before it is sent; the
+    queue file is read through (in pieces) to say it first, only for such an exchanger.
+    7-bit content goes to it as it is, with no ``BODY``: declared binary, the next hop
+    would take it for binary, and pass it on only where BINARYMIME is offered."""
     header = await asyncio.to_thread(content.header)
     lacking = _needs_smtputf8(client, entry, header) or _needs_binarymime(client, entry)
     if lacking is not None:
         raise lacking
-    if not await _needs_8bitmime(client, content):
+    if client.connection.extensions.eight_bit_mime or _queued_binary(entry):
         return None
+    if await asyncio.to_thread(content.is_ascii):
+        return None
+    if _binary_only(client):
+        return _AsBinary(await asyncio.to_thread(lambda: content.size))
     try:
         return await asyncio.to_thread(_seven_bit_content, entry, content, relay)
     except NotConvertible as reason:
         raise _seven_bit_refusal(reason) from reason
 
 
-_FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"})
+async def _outgoing(
+    converted: _Carried, content: QueuedContent
+) -> contextlib.AbstractContextManager[bytes | BinaryIO | _ConvertedOffLoop]:
+    """What the client sends, from :func:`_carried`'s choice, to close once sent. The
+    content goes from the queue file in the client's chunks (DATA or BDAT), so a
+    message of any size needs no more memory than a chunk."""
+    if isinstance(converted, bytes):
+        return contextlib.nullcontext(converted)
+    if isinstance(converted, SevenBitReader):
+        return _ConvertedOffLoop(converted)
+    source = await asyncio.to_thread(content.open)
+    if isinstance(converted, _AsBinary):
+        return _ConvertedOffLoop(CRLFReader(source))
+    return source
+
+
+_FORWARDED_MAIL_PARAMS: Final = frozenset({"SMTPUTF8", "RET", "ENVID", "REQUIRETLS"})
 """The queued MAIL parameters that travel on with the message. SIZE is the client's to
-write for what it sends (the relay's for a converted message, :func:`_declared_size`);
-AUTH= is not passed on to another domain."""
+write for what it sends (the relay's for a converted message, :func:`_declared_size`),
+and BODY the relay's for what it sends (:func:`_declared_body`); AUTH= is not passed on
+to another domain."""
 
 
 def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[str, str | None]:
@@ -588,15 +640,31 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
     }
 
 
-def _declared_size(
-    client: BaseSMTPClient, converted: bytes | SevenBitReader | None
-) -> dict[str, str | None]:
+def _declared_body(entry: QueueEntry, converted: _Carried) -> dict[str, str | None]:
+    """``BODY=BINARYMIME`` where the content goes so (RFC 3030 §3; the client then sends
+    it by BDAT, as it is): a message queued so, which :func:`_needs_binarymime` let go
+    only to an exchanger that offers BINARYMIME and CHUNKING, and 8-bit content to an
+    exchanger that takes 8-bit octets only so (:class:`_AsBinary`).
+
+    No other queued ``BODY`` goes on: the client declares ``BODY=8BITMIME`` itself to an
+    8BITMIME exchanger, for any content read from the queue (8BITMIME allows 8-bit
+    octets, it does not claim them), and to an exchanger that offers neither, no
+    ``BODY`` is 7BIT, the content converted first where it holds 8-bit octets
+    (:func:`_carried`). A queued ``BODY=7BIT`` is the sender's word, which the server
+    does not check: passed on, a message that said it but held 8-bit octets went to an
+    8BITMIME exchanger labelled 7BIT."""
+    if _queued_binary(entry) or isinstance(converted, _AsBinary):
+        return {"BODY": _BINARYMIME}
+    return {}
+
+
+def _declared_size(client: BaseSMTPClient, converted: _Carried) -> dict[str, str | None]:
     """``SIZE=`` for a message converted to 7-bit, where the exchanger offers SIZE. The
     client declares the size of what it can measure (bytes, a file), not of a reader
     that converts as it is read; the planning pass knew that size exactly, and RFC 1870
     §6 wants the exchanger's limit checked before MAIL (the client refuses ``552
     5.3.4`` a declared size over it)."""
-    if not isinstance(converted, SevenBitReader):
+    if not isinstance(converted, (SevenBitReader, _AsBinary)):
         return {}
     size = str(converted.size)
     if client.connection.extensions.missing_for("SIZE", size) is not None:
@@ -1023,20 +1091,16 @@ class ExchangerSession:
         on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
         try:
             converted = await _carried(client, entry, content, relay)
-            mail_params = _forwarded_mail_params(client, entry) | _declared_size(client, converted)
+            mail_params = (
+                _forwarded_mail_params(client, entry)
+                | _declared_body(entry, converted)
+                | _declared_size(client, converted)
+            )
             rcpt_params = self._rcpt_params(client, entry, deliveries) if passed else {}
             # A queued sender that no longer parses is refused here, as for good as any
             # other unsendable message (the worker refuses it before it comes here).
             sender: Mailbox | str = "" if not entry.sender else parse_mailbox(entry.sender)
-            # The content goes from the queue file in the client's chunks (DATA or BDAT),
-            # so a message of any size needs no more memory than a chunk.
-            with (
-                contextlib.nullcontext(converted)
-                if isinstance(converted, bytes)
-                else _ConvertedOffLoop(converted)
-                if converted is not None
-                else await asyncio.to_thread(content.open)
-            ) as message:
+            with await _outgoing(converted, content) as message:
                 result = await client.send_message(
                     message,
                     sender,

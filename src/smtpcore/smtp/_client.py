@@ -731,14 +731,17 @@ class ClientConnection:
                 raise LocalProtocolError(
                     f"{len(data)} octets of content, but BDAT announced only {self._bdat_due} more"
                 )
-            check_content(self._extensions, data)
+            if not data.isascii():  # 8-bit: needs 8BITMIME, or BODY=BINARYMIME
+                transaction = self._transaction
+                binary = transaction is not None and transaction.binary
+                check_content(self._extensions, data, binary=binary)
             self._bdat_due -= len(data)
             return data
         # The DATA state with nothing awaited: the 354 came, the end has not gone out.
         if self._queue or self._state is not State.DATA:
             raise LocalProtocolError(_CONTENT_OUT_OF_PLACE)
-        if not data.isascii():
-            check_content(self._extensions, data)
+        if not data.isascii():  # DATA: never a BINARYMIME transaction
+            check_content(self._extensions, data, binary=False)
         encoder = self._encoder
         if encoder is None:
             encoder = self._encoder = DotEncoder(normalize=self.normalize_line_endings)
@@ -765,8 +768,8 @@ class ClientConnection:
             or self._state is not State.DATA
         ):
             return self.send(MessageData(data)) + self.send(_END)
-        if not data.isascii():
-            check_content(self._extensions, data)
+        if not data.isascii():  # DATA: never a BINARYMIME transaction
+            check_content(self._extensions, data, binary=False)
         self._queue.append(self._awaited_end(_END))
         return encode_whole(data, normalize=self.normalize_line_endings)
 

@@ -282,9 +282,11 @@ def command_line_limit(offered: ServerExtensions, command: Command) -> int:
     )
 
 
-def check_content(offered: ServerExtensions, data: bytes) -> None:
-    """Refuse 8-bit content unless the server offered 8BITMIME (RFC 6152) or BINARYMIME."""
-    if not data.isascii() and not (offered.eight_bit_mime or offered.binary_mime):
+def check_content(offered: ServerExtensions, data: bytes, *, binary: bool) -> None:
+    """Refuse 8-bit content unless the server offered 8BITMIME (RFC 6152), or the
+    transaction is ``BODY=BINARYMIME`` (``binary``, RFC 3030 §3). BINARYMIME offered
+    is not enough: a MAIL without ``BODY`` says 7BIT (RFC 6152 §3)."""
+    if not data.isascii() and not (offered.eight_bit_mime or binary):
         raise LocalProtocolError(
             "8-bit content needs the server to offer 8BITMIME (RFC 6152); "
             "encode it as 7-bit MIME instead"
