@@ -31,6 +31,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Collection,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -42,6 +43,7 @@ from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
+from smtpcore._maildir_found import FoundAgain
 from smtpcore._maildir_move import OldNameLeft, file_of, stat_name
 from smtpcore._maildir_names import (
     NamesByUniqueName,
@@ -556,13 +558,13 @@ class Maildir(Maildrop):
     the old name (where hard links are refused, a ``rename`` onto a name found
     free), never replacing a file: UPDATE cut short leaves every message whole,
     deleted or not.
-    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
-    does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
-    stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
-    than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
-    grows past it while it is sent ends the session, the message unfinished; a
-    WARNING names the file either way, once a session for each message, as it does
-    a file that cannot be opened or read.
+    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (finding
+    one that another reader renamed, a listing of ``new`` and ``cur``, is the worker
+    thread's: see :meth:`open`), and stops a read's worth (:data:`READ_SIZE`) past the
+    listed size: a file larger than that when it is opened is ``-ERR``
+    (:class:`MessageUnavailable`), one that grows past it while it is sent ends the
+    session, the message unfinished; a WARNING names the file either way, once a
+    session for each message, as it does a file that cannot be opened or read.
     """
 
     def __init__(
@@ -939,17 +941,68 @@ class Maildir(Maildrop):
         ``.``: the client knows it is cut, and deletes nothing). A file that cannot be
         opened or read is refused the same way: :class:`MaildropError`, ``SYS/PERM``
         for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
-        is ``logged``, and named in a WARNING once a session for each message."""
+        is ``logged``, and named in a WARNING once a session for each message.
+
+        The file is opened here, at its listed name, and a plain generator reads it
+        (closed, or dropped unread, it closes the file). One no longer there (another
+        reader renamed it) is found again by its unique name, a listing of ``new/``
+        and ``cur/``: the chunks are then an iterator that is an async iterator too,
+        and read as one (as the server reads them) they have the listing made in the
+        store's worker thread, off the event loop; read plainly, on the calling
+        thread."""
         try:
-            fd, size = self._reopened(
-                number, lambda folders, entry: _open_message(folders[entry.folder], entry.name)
-            )
+            fd, size = self._open_listed(number)
         except FileNotFoundError:
-            raise MessageUnavailable() from None
+            return FoundAgain(
+                find=lambda: self._find_again(number),
+                failed=lambda exc: self._not_found_again(number, exc),
+                read=lambda: self._found_content(number),
+                in_thread=self._in_thread,
+            )
+        return self._content(number, fd, size)
+
+    def _open_listed(self, number: int) -> tuple[int, int]:
+        """The descriptor and size of message ``number``'s file at the name the listing
+        has for it (see :func:`_open_message`); ``FileNotFoundError`` where it is gone,
+        :class:`MaildropError` where it cannot be opened."""
+        folders = self._directories().folders  # first: opening anew may forget the listing
+        entry = self._entry(number)
+        try:
+            return _open_message(folders[entry.folder], entry.name)
+        except FileNotFoundError:
+            raise
         except OSError as exc:
             raise self._unread(number, exc, "read the message") from exc
+
+    def _found_content(self, number: int) -> Generator[bytes, None, None]:
+        """:meth:`_content` of message ``number`` once found again (see :meth:`open`):
+        :class:`MessageUnavailable` where it is gone again."""
+        try:
+            fd, size = self._open_listed(number)
+        except FileNotFoundError:
+            raise MessageUnavailable() from None
+        return self._content(number, fd, size)
+
+    def _not_found_again(self, number: int, exc: OSError) -> MaildropError:
+        """What a reader sees where message ``number`` was not found again: unavailable
+        where no file is it, refused (logged) where more than one may be."""
+        if isinstance(exc, FileNotFoundError):
+            return MessageUnavailable()
+        return self._unread(number, exc, "read the message")
+
+    def _content(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
+        """The chunks of the open file ``fd`` of message ``number`` (see :meth:`open`),
+        which they close. Started before it is returned, so that closing it, or
+        dropping it unread, closes ``fd``: a generator never started runs no
+        ``finally``."""
+        chunks = self._chunks_of(number, fd, size)
+        next(chunks)
+        return chunks
+
+    def _chunks_of(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
         done = 0
         try:
+            yield b""  # started (see _content)
             entry = self._entry(number)
             for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
                 done += len(chunk)
@@ -987,21 +1040,29 @@ class Maildir(Maildrop):
     def _reopened(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
         """``use(folders, entry)`` of message ``number``, ``folders`` the descriptors of
         the maildrop's folders; where its file is gone (``use`` raised
-        ``FileNotFoundError``), of the file another reader renamed it to (``new/`` to
-        ``cur/``, its flags changed), found by its unique name as Dovecot finds it,
-        which the listing keeps from now on; ``FileNotFoundError`` when none is, and an
-        ``OSError`` when more than one may be (see :meth:`_find`)."""
+        ``FileNotFoundError``), of the file another reader renamed it to (see
+        :meth:`_find_again`)."""
         folders = self._directories().folders  # first: opening anew may forget the listing
         entry = self._entry(number)
         try:
             return use(folders, entry)
         except FileNotFoundError:
-            moved = self._find(entry, folders)
-            if moved is None:
-                raise
-            assert self._entries is not None
-            self._entries[number - 1] = moved
-            return use(folders, moved)
+            self._find_again(number)
+            return use(folders, self._entry(number))
+
+    def _find_again(self, number: int) -> None:
+        """Find the file message ``number`` became since the listing (``new/`` to
+        ``cur/``, its flags changed), by its unique name as Dovecot finds it, and keep it
+        in the listing from now on; ``FileNotFoundError`` when none is, and an
+        ``OSError`` when more than one may be (see :meth:`_find`). Blocking: a listing
+        of ``new/`` and ``cur/``."""
+        folders = self._directories().folders
+        entry = self._entry(number)
+        moved = self._find(entry, folders)
+        if moved is None:
+            raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
+        assert self._entries is not None
+        self._entries[number - 1] = moved
 
     def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
