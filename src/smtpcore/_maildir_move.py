@@ -43,6 +43,16 @@ name (``lstat``), then ``unlink()``. Between the two, a file renamed onto that v
 would be removed in its place. The window is accepted on the fallback's ground: the
 only files renamed onto a message's name are that message's (another reader moving it;
 a Maildir unique name names one message), and the server's own sessions hold the lock.
+Looking through a descriptor instead (``open``, then ``fstat``) would not narrow it:
+``unlink()`` takes a name, never a file, and no call removes a name only while it
+names a given inode, so a look made by any means is as old by the ``unlink`` as an
+``lstat``. Closing it would take moving the name aside first (a rename takes whatever
+file is there), then looking, then removing or putting back: a name of the server's
+own in the user's Maildir, which a crash would leave for every reader to list, and
+the server makes none. The DELE of a file with one name
+(:func:`~smtpcore._maildir_names.remove_message`) compares no file at all: its
+``lstat`` counts the names, and the one ``unlink()`` removes the listed name, which
+names the message, whatever file another reader moved under it meanwhile.
 
 Only ``ENOENT`` means a name is gone (:func:`stat_name`): any other failure of a look
 (``EIO``) is raised, so that a name that could not be looked at is never taken for
