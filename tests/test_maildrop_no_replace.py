@@ -10,10 +10,11 @@ is no ``renameat2`` (``ENOSYS``, ``EINVAL``, a C library without it).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,7 @@ def failing_with(error: int) -> no_replace.Renameat2:
     ``RENAME_NOREPLACE`` does."""
 
     def renameat2(old_dir: int, old: bytes, new_dir: int, new: bytes, flags: int) -> int:
-        ctypes.set_errno(error)
-        return -1
+        return error
 
     return renameat2
 
@@ -154,3 +154,56 @@ def test_rename_no_replace_says_where_it_cannot_keep_the_flag(
     with pytest.raises(PermissionError):
         rename_no_replace("a", "b")
     assert os.listdir(tmp_path) == ["a"]
+
+
+def test_rename_no_replace_names_both_files_when_it_fails(tmp_path: Path) -> None:
+    """The ``OSError`` names the file to rename and the name it was to get, as
+    ``os.rename``'s does."""
+    (tmp_path / "a").write_bytes(b"a\n")
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileNotFoundError) as raised:
+            rename_no_replace("a", "no-folder/b", src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
+    assert (raised.value.filename, raised.value.filename2) == ("a", "no-folder/b")
+    assert os.listdir(tmp_path) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("name", "target"), [("a\0b", "c"), ("a", "c\0d")], ids=["name", "target"]
+)
+def test_rename_no_replace_refuses_a_name_with_a_nul(
+    tmp_path: Path, name: str, target: str
+) -> None:
+    """A NUL in either name is ``ValueError``, as ``os.rename`` has it: the C call would
+    read the name only up to the NUL, and rename another file, or to another name."""
+    (tmp_path / "a").write_bytes(b"a\n")
+    folder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(ValueError, match="null byte"):
+            rename_no_replace(name, target, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
+    assert os.listdir(tmp_path) == ["a"]
+
+
+def test_without_ctypes_the_maildrop_and_the_cli_import_and_moves_fall_back(
+    tmp_path: Path,
+) -> None:
+    """A Python built without ``_ctypes`` (no libffi) imports :mod:`smtpcore.maildrop`
+    and the CLI, and has no ``renameat2``: a move falls back to ``rename()``."""
+    script = (
+        "import sys\n"
+        "sys.modules['_ctypes'] = None\n"
+        "import smtpcore.maildrop, smtpcore.server.cli\n"
+        "import smtpcore._no_replace as no_replace\n"
+        "assert 'ctypes' not in sys.modules or sys.modules['ctypes'] is None\n"
+        "print(no_replace.renameat2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "None\n"

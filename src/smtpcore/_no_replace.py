@@ -6,12 +6,13 @@ filesystem must support the flag): the kernel checks that the name is free and
 renames in one step, so that no file made under that name meanwhile can be replaced.
 :func:`rename_no_replace` calls it through ``ctypes``; where there is none (another
 kernel or libc, or a filesystem without the flag) it raises :class:`NoReplaceUnsupported`
-and changes nothing, for the caller to choose what to do instead.
+and changes nothing, for the caller to choose what to do instead. A Python built
+without ``ctypes`` (no ``_ctypes``: no libffi) has none either: it is imported only
+where the call is looked up, so that everything else still imports.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 from collections.abc import Callable
@@ -28,7 +29,8 @@ UNSUPPORTED: Final = frozenset({errno.ENOSYS, errno.EINVAL})
 (``ENOSYS``), a filesystem without the flag (``EINVAL``; for files, its only cause)."""
 
 Renameat2 = Callable[[int, bytes, int, bytes, int], int]
-"""``renameat2(olddirfd, oldpath, newdirfd, newpath, flags)``: 0, or -1 and ``errno``."""
+"""``renameat2(olddirfd, oldpath, newdirfd, newpath, flags)``: 0 once renamed, else the
+``errno`` it failed with."""
 
 
 class NoReplaceUnsupported(OSError):
@@ -37,7 +39,11 @@ class NoReplaceUnsupported(OSError):
 
 def _libc_renameat2() -> Renameat2 | None:
     """The C library's ``renameat2``, or None where it has none (musl before 1.2.5,
-    glibc before 2.28, macOS, the BSDs)."""
+    glibc before 2.28, macOS, the BSDs) or where Python has no ``ctypes``."""
+    try:
+        import ctypes
+    except ImportError:
+        return None
     try:
         function = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -45,7 +51,13 @@ def _libc_renameat2() -> Renameat2 | None:
     int_, path = ctypes.c_int, ctypes.c_char_p
     function.argtypes = [int_, path, int_, path, ctypes.c_uint]
     function.restype = ctypes.c_int
-    renameat2: Renameat2 = function
+
+    def renameat2(old_dir: int, old: bytes, new_dir: int, new: bytes, flags: int) -> int:
+        """``function``'s result, and ``errno`` as it set it, or 0 where it succeeded."""
+        if function(old_dir, old, new_dir, new, flags) == 0:
+            return 0
+        return ctypes.get_errno() or errno.EIO
+
     return renameat2
 
 
@@ -62,15 +74,22 @@ def rename_no_replace(
     (``EEXIST``: nothing changed, whatever file has the name, even ``name``'s own).
     :class:`NoReplaceUnsupported` where the kernel, the C library or the filesystem
     cannot rename so (:data:`UNSUPPORTED`); any other failure is the ``OSError`` a
-    ``rename()`` gives (``FileNotFoundError`` where ``name`` is gone)."""
+    ``rename()`` gives (``FileNotFoundError`` where ``name`` is gone), naming both
+    files; a name with a NUL in it is ``ValueError``, as for ``os.rename`` (the C call
+    would take the name as cut at the NUL: another file's)."""
     call = renameat2
     if call is None:
-        raise NoReplaceUnsupported(errno.ENOSYS, "no renameat2 in the C library", name)
-    if call(src_dir_fd, os.fsencode(name), dst_dir_fd, os.fsencode(target), RENAME_NOREPLACE) == 0:
+        raise NoReplaceUnsupported(
+            errno.ENOSYS, "no renameat2 in the C library", name, None, target
+        )
+    old, new = os.fsencode(name), os.fsencode(target)
+    if b"\0" in old or b"\0" in new:
+        raise ValueError("embedded null byte")
+    error = call(src_dir_fd, old, dst_dir_fd, new, RENAME_NOREPLACE)
+    if error == 0:
         return True
-    error = ctypes.get_errno()
     if error == errno.EEXIST:
         return False
     if error in UNSUPPORTED:
-        raise NoReplaceUnsupported(error, os.strerror(error), name)
-    raise OSError(error, os.strerror(error), name)
+        raise NoReplaceUnsupported(error, os.strerror(error), name, None, target)
+    raise OSError(error, os.strerror(error), name, None, target)
