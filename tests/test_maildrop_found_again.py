@@ -9,6 +9,7 @@ that reads ``Maildir.open`` plainly, on no loop, still finds it where it runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import poplib
 import threading
@@ -19,6 +20,8 @@ from types import GeneratorType
 import pytest
 
 from peers import running_pop3_server
+from smtpcore._driver import POP3Timeouts
+from smtpcore._maildir_found import FoundAgain
 from smtpcore._maildir_names import names_of
 from smtpcore.maildrop import (
     Maildir,
@@ -140,3 +143,165 @@ def test_a_message_file_opened_and_never_read_is_closed_with_its_chunks(
     del chunks
     assert len(os.listdir("/proc/self/fd")) == before
     run(maildir.close())
+
+
+class Watched(Maildir):
+    """A :class:`Maildir` that says when the server closed it, and when its work in
+    flight landed."""
+
+    closed: threading.Event
+    landed: threading.Event
+
+    async def close(self) -> None:
+        await super().close()
+        self.closed.set()
+
+    def _landed(self) -> None:
+        super()._landed()
+        self.landed.set()
+
+
+class WatchedStore(MaildirStore):
+    """A :class:`MaildirStore` of :class:`Watched` maildirs, the last one kept."""
+
+    last: Watched
+
+    def maildir(self, user: str) -> Maildir:
+        maildir = Watched(self.root / user, size_cache=self.size_cache)
+        maildir.closed, maildir.landed = threading.Event(), threading.Event()
+        self.last = maildir
+        return maildir
+
+
+class HeldSearch:
+    """The search for a message found again held until :meth:`release`: a big
+    ``cur/`` on a slow disk, past the ``store`` timeout. Counts the searches, and
+    notes whether each could still list the folder the session opened as ``cur``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, cur: Path) -> None:
+        self.started: list[threading.Thread] = []
+        self.through_cur: list[bool] = []
+        self.searched = threading.Event()
+        self._release = threading.Event()
+        self._cur = os.stat(cur)
+        monkeypatch.setattr("smtpcore.maildrop.names_of", self._names_of)
+
+    def _names_of(self, folders: Mapping[str, int], base: str) -> list[tuple[str, str]]:
+        self.started.append(threading.current_thread())
+        self._release.wait(10)
+        try:
+            self.through_cur.append(os.path.samestat(os.fstat(folders["cur"]), self._cur))
+        except OSError:
+            self.through_cur.append(False)
+        try:
+            return names_of(folders, base)
+        finally:
+            self.searched.set()
+
+    def release(self) -> None:
+        self._release.set()
+
+
+SHORT_STORE = dataclasses.replace(POP3Timeouts(), store=0.3)
+"""A ``store`` timeout that a held search outlasts (a deadline, not a measure)."""
+
+
+def logged_in(port: int, user: str = "alice", password: str = "wonderland") -> poplib.POP3:
+    client = poplib.POP3("127.0.0.1", port, timeout=10)
+    client.user(user)
+    client.pass_(password)
+    return client
+
+
+def test_a_search_given_up_keeps_the_folders_open_and_the_maildrop_locked_until_it_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """RETR of a renamed message whose search outlasts the ``store`` timeout is
+    ``-ERR``, its search left running; QUIT's UPDATE then starts no second thread
+    (``-ERR [SYS/TEMP]``, nothing moved), and the close that ends the session leaves
+    the folders open under the search, and the maildrop locked (another session is
+    ``[IN-USE]``) until the search is done, which then releases it."""
+    path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT})
+    store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
+    search = HeldSearch(monkeypatch, path / "cur")
+    try:
+        with running_pop3_server(adapter, store, timeouts=SHORT_STORE) as server:
+            client = logged_in(server.port)
+            maildir = store.last
+            maildir.landed.clear()  # the listing's
+            os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")  # another reader's
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.retr(1)
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.quit()
+            client.close()
+            assert maildir.closed.wait(10)
+            others = [os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY) for _ in range(8)]
+            try:
+                with pytest.raises(poplib.error_proto, match=r"IN-USE"):
+                    logged_in(server.port)
+                search.release()
+                landed = maildir.landed.wait(10)
+            finally:
+                for fd in others:
+                    os.close(fd)
+            assert search.through_cur == [True]
+            assert landed
+            logged_in(server.port).quit()  # released once the search was done
+    finally:
+        search.release()
+    assert names(path) == [f"cur/{UID}:2,S"]
+
+
+def test_one_session_has_one_search_in_flight_at_most(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """A RETR while the last one's search still runs is ``-ERR [SYS/TEMP]`` at once and
+    starts none of its own, so that one session never holds more than one of the
+    store's threads; once the search is done, RETR finds the message."""
+    path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT})
+    store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
+    search = HeldSearch(monkeypatch, path / "cur")
+    try:
+        with running_pop3_server(adapter, store, timeouts=SHORT_STORE) as server:
+            client = logged_in(server.port)
+            maildir = store.last
+            maildir.landed.clear()  # the listing's
+            os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+            for _ in range(3):
+                with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                    client.retr(1)
+            assert len(search.started) == 1
+            search.release()
+            assert maildir.landed.wait(10)
+            assert client.retr(1)[1] == [b"Subject: one", b"", b"first"]
+            client.quit()
+    finally:
+        search.release()
+    assert len(search.started) == 1  # found once, kept in the listing
+
+
+def test_chunks_closed_before_they_are_read_neither_seek_nor_open_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message found again whose chunks are closed unread gives nothing afterwards,
+    as a closed generator does: no search is made, no file opened."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": CONTENT})
+    maildir = Maildir(path)
+    run(maildir.messages())
+    os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+    finding = record_finding(monkeypatch)
+    chunks = maildir.open(1)
+    assert isinstance(chunks, FoundAgain)
+    chunks.close()
+    assert list(chunks) == []
+    asynchronously = maildir.open(1)
+    run(aclosed_then_read(asynchronously))
+    assert finding == []
+    run(maildir.close())
+
+
+async def aclosed_then_read(chunks: AsyncIterator[bytes] | Iterator[bytes]) -> None:
+    assert isinstance(chunks, AsyncIterator)
+    await chunks.aclose()  # type: ignore[attr-defined]  # FoundAgain has it
+    assert [chunk async for chunk in chunks] == []

@@ -20,40 +20,39 @@ __all__ = ["FoundAgain"]
 
 
 class FoundAgain(Iterator[bytes], AsyncIterator[bytes]):
-    """A message's chunks, once ``find()`` has found its file again: ``read()`` then
-    gives them. ``find`` raises an ``OSError`` where the message is not found, turned
-    into what the reader sees by ``failed``; ``in_thread`` runs ``find`` in a worker
-    thread for an asynchronous reader."""
+    """A message's chunks, once ``find()`` has found its file again (it raises what the
+    reader sees where it is not found): ``read()`` then opens it and gives them.
+    ``in_thread`` runs ``find`` in a worker thread for an asynchronous reader. Closed
+    before it is read, it gives nothing, and neither finds nor opens the file."""
 
     def __init__(
         self,
         *,
         find: Callable[[], None],
-        failed: Callable[[OSError], Exception],
         read: Callable[[], Generator[bytes, None, None]],
         in_thread: Callable[[Callable[[], None]], Awaitable[None]],
     ) -> None:
         self._find = find
-        self._failed = failed
         self._read = read
         self._in_thread = in_thread
         self._chunks: Generator[bytes, None, None] | None = None
+        self._closed = False
 
     def __next__(self) -> bytes:
         if self._chunks is None:
-            try:
-                self._find()
-            except OSError as exc:
-                raise self._failed(exc) from exc
+            if self._closed:
+                raise StopIteration
+            self._find()
             self._chunks = self._read()
         return next(self._chunks)
 
     async def __anext__(self) -> bytes:
         if self._chunks is None:
-            try:
-                await self._in_thread(self._find)
-            except OSError as exc:
-                raise self._failed(exc) from exc
+            if self._closed:
+                raise StopAsyncIteration
+            await self._in_thread(self._find)
+            if self._closed:  # closed while it was sought
+                raise StopAsyncIteration
             self._chunks = self._read()
         try:
             return next(self._chunks)
@@ -61,7 +60,9 @@ class FoundAgain(Iterator[bytes], AsyncIterator[bytes]):
             raise StopAsyncIteration from None
 
     def close(self) -> None:
-        """Close the file, if it was found and opened."""
+        """Close the file, if it was found and opened; read after this, it gives
+        nothing, as a closed generator does."""
+        self._closed = True
         if self._chunks is not None:
             self._chunks.close()
 

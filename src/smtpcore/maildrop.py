@@ -190,12 +190,15 @@ class Maildrop(abc.ABC):
     def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
         """Message ``number`` (1-based) as chunks of its content.
 
-        An async generator when reading may wait on the event loop (a
-        network store): the server reads it under the ``store`` timeout. A
-        plain generator when reading never waits for the loop (a file on a
-        local disk, as :class:`Maildir` reads): the server then reads it as
-        it comes, without the cost of a deadline, since a blocking read could
-        not be interrupted anyway.
+        An async iterator (an async generator, say) when reading may wait on
+        the event loop (a network store): the server reads it under the
+        ``store`` timeout. A plain iterator (a generator) when reading never
+        waits for the loop (a file on a local disk, as :class:`Maildir` reads):
+        the server then reads it as it comes, without the cost of a deadline,
+        since a blocking read could not be interrupted anyway. An object that
+        is both (as :class:`Maildir` gives for a message it must seek off the
+        loop first) is read, and closed, as an async one: with its ``aclose``,
+        as a plain one is with its ``close``, where it has one.
 
         Line ends may be CRLF or bare LF: the server machine sends every line
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
@@ -352,6 +355,11 @@ def _open_message(folder: int, name: str) -> tuple[int, int]:
         raise
 
 
+def _open_entry(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int]:
+    """:func:`_open_message` of a listed message's file."""
+    return _open_message(folders[entry.folder], entry.name)
+
+
 class _TooLarge(OSError):
     """A message file holds more than may be read of it (see :func:`_chunks`)."""
 
@@ -504,6 +512,17 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A worker-thread call of a :class:`Maildir` (see ``Maildir._in_thread``), as its
+    thread and its caller see it, under the maildir's guard."""
+
+    started: bool = False
+    """Its thread began the work: it lets the next one start when done."""
+    given_up: bool = False
+    """Its caller stopped waiting before it began: it must never begin."""
+
+
 class Maildir(Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
@@ -553,7 +572,10 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal is an ``lstat`` then an ``unlink`` (for each
+    still being updated, and no work is left with folder descriptors closed
+    under it. Until then no other work of the maildrop starts (it is
+    :class:`MaildropError` ``SYS/TEMP`` at once), so that one session holds
+    one of the store's threads at most. Each removal is an ``lstat`` then an ``unlink`` (for each
     name of the message's file), and each move a ``link`` then such a removal of
     the old name (where hard links are refused, a ``rename`` onto a name found
     free), never replacing a file: UPDATE cut short leaves every message whole,
@@ -590,7 +612,9 @@ class Maildir(Maildrop):
         """Guards the lock and the two flags below between the event loop and the
         worker thread."""
         self._working = False
-        """A worker thread runs this maildrop's work (which a close must wait for)."""
+        """This maildrop's one piece of worker-thread work is in flight: queued or
+        running, and, once its caller stopped waiting, still running (see
+        :meth:`_in_thread`)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
         self._refused: set[str] = set()
@@ -694,22 +718,55 @@ class Maildir(Maildrop):
             opened.close()
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
-        """``work()`` in a worker thread, which holds the lock until it is done."""
+        """``work()`` in a worker thread, and only while no other work of this maildrop
+        is in flight: :class:`MaildropError` ``SYS/TEMP`` at once otherwise.
+
+        One rule for every piece of it (the listing, the search for a message found
+        again, UPDATE): a wait given up (the ``store`` timeout) leaves its thread
+        running, and a second piece beside it would hold a second of the store's few
+        threads for one session, and end while the first still works through the
+        folders' descriptors, which a :meth:`close` would then close under it. So the
+        work in flight is one, until its thread is done (or, still queued when its
+        wait was given up, it is dropped unrun), and :meth:`close` releases the lock
+        when it is."""
+        with self._guard:
+            if self._closed:
+                raise MaildropError("The session is over")
+            if self._working:
+                raise MaildropError("The maildrop is still busy with an earlier command")
+            self._working = True
+        flight = _Flight()
 
         def held() -> _T:
             with self._guard:
-                if self._closed:
-                    raise MaildropError("The session is over")
-                self._working = True
+                if flight.given_up:
+                    raise MaildropError("The wait for this work was given up")
+                flight.started = True
+                closed = self._closed
             try:
+                if closed:
+                    raise MaildropError("The session is over")
                 return work()
             finally:
-                with self._guard:
-                    self._working = False
-                    if self._closed:
-                        self._unlock()
+                self._landed()
 
-        return await in_thread(held)
+        try:
+            return await in_thread(held)
+        except BaseException:
+            with self._guard:
+                unstarted = not flight.started
+                flight.given_up = unstarted
+            if unstarted:
+                self._landed()
+            raise
+
+    def _landed(self) -> None:
+        """The work in flight is over (or will never run): another may start, and the
+        lock of a closed maildrop is released now."""
+        with self._guard:
+            self._working = False
+            if self._closed:
+                self._unlock()
 
     # -- listing --------------------------------------------------------
 
@@ -948,29 +1005,44 @@ class Maildir(Maildrop):
         reader renamed it) is found again by its unique name, a listing of ``new/``
         and ``cur/``: the chunks are then an iterator that is an async iterator too,
         and read as one (as the server reads them) they have the listing made in the
-        store's worker thread, off the event loop; read plainly, on the calling
-        thread."""
+        store's worker thread, off the event loop (:class:`MaildropError`
+        ``SYS/TEMP`` at once while other work of the maildrop is in flight, as the
+        class says); read plainly, on the calling thread. The file found is
+        opened at the first read; closed before it, the chunks give nothing."""
         try:
             fd, size = self._open_listed(number)
         except FileNotFoundError:
             return FoundAgain(
-                find=lambda: self._find_again(number),
-                failed=lambda exc: self._not_found_again(number, exc),
+                find=lambda: self._sought_again(number),
                 read=lambda: self._found_content(number),
                 in_thread=self._in_thread,
             )
         return self._content(number, fd, size)
 
+    def _at_listed_name(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
+        """``use(folders, entry)`` of message ``number`` as the listing has it,
+        ``folders`` the descriptors of the maildrop's folders."""
+        folders = self._directories().folders  # first: opening anew may forget the listing
+        return use(folders, self._entry(number))
+
     def _open_listed(self, number: int) -> tuple[int, int]:
         """The descriptor and size of message ``number``'s file at the name the listing
         has for it (see :func:`_open_message`); ``FileNotFoundError`` where it is gone,
         :class:`MaildropError` where it cannot be opened."""
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        entry = self._entry(number)
         try:
-            return _open_message(folders[entry.folder], entry.name)
+            return self._at_listed_name(number, _open_entry)
         except FileNotFoundError:
             raise
+        except OSError as exc:
+            raise self._unread(number, exc, "read the message") from exc
+
+    def _sought_again(self, number: int) -> None:
+        """:meth:`_find_again`, failing as a reader of message ``number`` sees it:
+        unavailable where no file is it, refused (logged) where more than one may be."""
+        try:
+            self._find_again(number)
+        except FileNotFoundError:
+            raise MessageUnavailable() from None
         except OSError as exc:
             raise self._unread(number, exc, "read the message") from exc
 
@@ -982,13 +1054,6 @@ class Maildir(Maildrop):
         except FileNotFoundError:
             raise MessageUnavailable() from None
         return self._content(number, fd, size)
-
-    def _not_found_again(self, number: int, exc: OSError) -> MaildropError:
-        """What a reader sees where message ``number`` was not found again: unavailable
-        where no file is it, refused (logged) where more than one may be."""
-        if isinstance(exc, FileNotFoundError):
-            return MessageUnavailable()
-        return self._unread(number, exc, "read the message")
 
     def _content(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
         """The chunks of the open file ``fd`` of message ``number`` (see :meth:`open`),
@@ -1042,13 +1107,11 @@ class Maildir(Maildrop):
         the maildrop's folders; where its file is gone (``use`` raised
         ``FileNotFoundError``), of the file another reader renamed it to (see
         :meth:`_find_again`)."""
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        entry = self._entry(number)
         try:
-            return use(folders, entry)
+            return self._at_listed_name(number, use)
         except FileNotFoundError:
             self._find_again(number)
-            return use(folders, self._entry(number))
+            return self._at_listed_name(number, use)
 
     def _find_again(self, number: int) -> None:
         """Find the file message ``number`` became since the listing (``new/`` to
