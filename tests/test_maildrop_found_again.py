@@ -13,9 +13,10 @@ import dataclasses
 import os
 import poplib
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from types import GeneratorType
+from typing import TypeVar
 
 import pytest
 
@@ -34,6 +35,7 @@ from test_maildrop_moves import UID, maildir_with, names
 from test_maildrop_unreadable import run
 
 CONTENT = b"Subject: one\n\nfirst\n"
+T = TypeVar("T")
 
 
 class RecordingStore(MaildirStore):
@@ -146,11 +148,16 @@ def test_a_message_file_opened_and_never_read_is_closed_with_its_chunks(
 
 
 class Watched(Maildir):
-    """A :class:`Maildir` that says when the server closed it, and when its work in
-    flight landed."""
+    """A :class:`Maildir` that says when the server closed it, when work was asked of
+    its worker thread, and when its work in flight landed."""
 
     closed: threading.Event
+    asked: threading.Event
     landed: threading.Event
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        self.asked.set()
+        return await super()._in_thread(work)
 
     async def close(self) -> None:
         await super().close()
@@ -169,6 +176,7 @@ class WatchedStore(MaildirStore):
     def maildir(self, user: str) -> Maildir:
         maildir = Watched(self.root / user, size_cache=self.size_cache)
         maildir.closed, maildir.landed = threading.Event(), threading.Event()
+        maildir.asked = threading.Event()
         self.last = maildir
         return maildir
 
@@ -206,6 +214,25 @@ SHORT_STORE = dataclasses.replace(POP3Timeouts(), store=0.3)
 """A ``store`` timeout that a held search outlasts (a deadline, not a measure)."""
 
 
+ROOMY_STORE = dataclasses.replace(POP3Timeouts(), store=1.0)
+"""A ``store`` timeout that a held search outlasts, and that a search released when
+the next command asks for the worker thread ends within."""
+
+
+def release_when_asked(maildir: Watched, search: HeldSearch) -> threading.Thread:
+    """Release ``search`` once the next piece of work is asked of ``maildir``: the
+    order of events in which that piece finds the search still in flight."""
+    maildir.asked.clear()
+
+    def release() -> None:
+        maildir.asked.wait(10)
+        search.release()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    return releaser
+
+
 def logged_in(port: int, user: str = "alice", password: str = "wonderland") -> poplib.POP3:
     client = poplib.POP3("127.0.0.1", port, timeout=10)
     client.user(user)
@@ -217,8 +244,9 @@ def test_a_search_given_up_keeps_the_folders_open_and_the_maildrop_locked_until_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
 ) -> None:
     """RETR of a renamed message whose search outlasts the ``store`` timeout is
-    ``-ERR``, its search left running; QUIT's UPDATE then starts no second thread
-    (``-ERR [SYS/TEMP]``, nothing moved), and the close that ends the session leaves
+    ``-ERR``, its search left running; QUIT's UPDATE, whose own deadline passes
+    before the search ends, then starts no second thread (``-ERR [SYS/TEMP]``,
+    nothing moved), and the close that ends the session leaves
     the folders open under the search, and the maildrop locked (another session is
     ``[IN-USE]``) until the search is done, which then releases it."""
     path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT})
@@ -256,9 +284,10 @@ def test_a_search_given_up_keeps_the_folders_open_and_the_maildrop_locked_until_
 def test_one_session_has_one_search_in_flight_at_most(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
 ) -> None:
-    """A RETR while the last one's search still runs is ``-ERR [SYS/TEMP]`` at once and
-    starts none of its own, so that one session never holds more than one of the
-    store's threads; once the search is done, RETR finds the message."""
+    """A RETR while the last one's search still runs past the RETR's own deadline is
+    ``-ERR [SYS/TEMP]`` and starts none of its own, so that one session never holds
+    more than one of the store's threads; once the search is done, RETR finds the
+    message."""
     path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT})
     store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
     search = HeldSearch(monkeypatch, path / "cur")
@@ -279,6 +308,59 @@ def test_one_session_has_one_search_in_flight_at_most(
     finally:
         search.release()
     assert len(search.started) == 1  # found once, kept in the listing
+
+
+def test_quit_while_a_given_up_search_ends_waits_for_it_and_removes_the_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """RETR of a renamed message whose search outlasts the ``store`` timeout is
+    ``-ERR``; DELE of another, then QUIT, whose UPDATE finds the search still running
+    and ending within its own deadline: it waits for it, then removes the message
+    (RFC 1939 §6: refused, the session is over and its DELE marks lost)."""
+    path = maildir_with(
+        tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT, "new/1700000002.M2P2.test": CONTENT}
+    )
+    store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
+    search = HeldSearch(monkeypatch, path / "cur")
+    try:
+        with running_pop3_server(adapter, store, timeouts=ROOMY_STORE) as server:
+            client = logged_in(server.port)
+            maildir = store.last
+            os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.retr(1)
+            client.dele(2)
+            releaser = release_when_asked(maildir, search)
+            assert client.quit().startswith(b"+OK")
+            releaser.join(10)
+    finally:
+        search.release()
+    assert names(path) == [f"cur/{UID}:2,S"]
+    assert len(search.started) == 1
+
+
+def test_retr_while_a_given_up_search_ends_waits_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """A RETR asked again while the first one's search, given up, still runs, waits for
+    it within its own deadline and sends the message, starting no second search."""
+    path = maildir_with(tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT})
+    store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
+    search = HeldSearch(monkeypatch, path / "cur")
+    try:
+        with running_pop3_server(adapter, store, timeouts=ROOMY_STORE) as server:
+            client = logged_in(server.port)
+            maildir = store.last
+            os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.retr(1)
+            releaser = release_when_asked(maildir, search)
+            assert client.retr(1)[1] == [b"Subject: one", b"", b"first"]
+            releaser.join(10)
+            client.quit()
+    finally:
+        search.release()
+    assert len(search.started) == 1
 
 
 def test_chunks_closed_before_they_are_read_neither_seek_nor_open_the_file(

@@ -68,7 +68,7 @@ from smtpcore._maildir_unlisted import (
     Unlisted,
 )
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
-from smtpcore._threads import in_thread
+from smtpcore._threads import Landing, in_thread
 from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
     CramMD5Server,
@@ -360,6 +360,11 @@ def _open_entry(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int]:
     return _open_message(folders[entry.folder], entry.name)
 
 
+def _listed_file(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int] | None:
+    """:func:`_file_if_seen` of a listed message's file."""
+    return _file_if_seen(folders[entry.folder], entry.name)
+
+
 class _TooLarge(OSError):
     """A message file holds more than may be read of it (see :func:`_chunks`)."""
 
@@ -573,9 +578,10 @@ class Maildir(Maildrop):
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
     still being updated, and no work is left with folder descriptors closed
-    under it. Until then no other work of the maildrop starts (it is
-    :class:`MaildropError` ``SYS/TEMP`` at once), so that one session holds
-    one of the store's threads at most. Each removal is an ``lstat`` then an ``unlink`` (for each
+    under it. Whenever work of the maildrop is in flight (its caller waiting
+    or not), no other starts: the next waits for it to land, within its own
+    caller's deadline, so that one session holds one of the store's threads
+    at most. Each removal is an ``lstat`` then an ``unlink`` (for each
     name of the message's file), and each move a ``link`` then such a removal of
     the old name (where hard links are refused, a ``rename`` onto a name found
     free), never replacing a file: UPDATE cut short leaves every message whole,
@@ -609,12 +615,12 @@ class Maildir(Maildrop):
         self._listed_in: frozenset[str] = frozenset()
         """The device and inode of each folder the listing was taken from."""
         self._guard = threading.Lock()
-        """Guards the lock and the two flags below between the event loop and the
+        """Guards the lock, the landing and the flag below between the event loop and the
         worker thread."""
-        self._working = False
-        """This maildrop's one piece of worker-thread work is in flight: queued or
-        running, and, once its caller stopped waiting, still running (see
-        :meth:`_in_thread`)."""
+        self._landing: Landing | None = None
+        """Set when this maildrop's one piece of worker-thread work is in flight
+        (queued or running, and, once its caller stopped waiting, still running), and
+        set off when it lands: what the next piece waits on (see :meth:`_in_thread`)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
         self._refused: set[str] = set()
@@ -644,7 +650,7 @@ class Maildir(Maildrop):
         with self._guard:
             if self._opened is not None and self._opened.lock is not None and not self._closed:
                 return
-            if self._working:
+            if self._landing is not None:
                 raise MaildropInUse("The maildrop is still in use by its session's last work")
             opened = self._open_anew(create=create)
             try:
@@ -709,7 +715,7 @@ class Maildir(Maildrop):
         (its caller stopped waiting), when that thread is done."""
         with self._guard:
             self._closed = True
-            if not self._working:
+            if self._landing is None:
                 self._unlock()
 
     def _unlock(self) -> None:
@@ -718,8 +724,8 @@ class Maildir(Maildrop):
             opened.close()
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
-        """``work()`` in a worker thread, and only while no other work of this maildrop
-        is in flight: :class:`MaildropError` ``SYS/TEMP`` at once otherwise.
+        """``work()`` in a worker thread, and only once no other work of this maildrop
+        is in flight.
 
         One rule for every piece of it (the listing, the search for a message found
         again, UPDATE): a wait given up (the ``store`` timeout) leaves its thread
@@ -728,13 +734,21 @@ class Maildir(Maildrop):
         folders' descriptors, which a :meth:`close` would then close under it. So the
         work in flight is one, until its thread is done (or, still queued when its
         wait was given up, it is dropped unrun), and :meth:`close` releases the lock
-        when it is."""
-        with self._guard:
-            if self._closed:
-                raise MaildropError("The session is over")
-            if self._working:
-                raise MaildropError("The maildrop is still busy with an earlier command")
-            self._working = True
+        when it is.
+
+        Work asked for meanwhile waits for it to land, within its caller's own
+        deadline (the server's ``store`` timeout), then starts: a QUIT just after a
+        search given up still removes what the session marked deleted. Only a caller
+        whose deadline passes first goes without (its wait is cancelled, as any is)."""
+        while True:
+            with self._guard:
+                if self._closed:
+                    raise MaildropError("The session is over")
+                landing = self._landing
+                if landing is None:
+                    self._landing = Landing()
+                    break
+            await landing.wait()
         flight = _Flight()
 
         def held() -> _T:
@@ -764,9 +778,11 @@ class Maildir(Maildrop):
         """The work in flight is over (or will never run): another may start, and the
         lock of a closed maildrop is released now."""
         with self._guard:
-            self._working = False
+            landing, self._landing = self._landing, None
             if self._closed:
                 self._unlock()
+        if landing is not None:
+            landing.set()
 
     # -- listing --------------------------------------------------------
 
@@ -1005,10 +1021,10 @@ class Maildir(Maildrop):
         reader renamed it) is found again by its unique name, a listing of ``new/``
         and ``cur/``: the chunks are then an iterator that is an async iterator too,
         and read as one (as the server reads them) they have the listing made in the
-        store's worker thread, off the event loop (:class:`MaildropError`
-        ``SYS/TEMP`` at once while other work of the maildrop is in flight, as the
-        class says); read plainly, on the calling thread. The file found is
-        opened at the first read; closed before it, the chunks give nothing."""
+        store's worker thread, off the event loop (once other work of the maildrop
+        in flight has landed, as the class says); read plainly, on the calling
+        thread. The file found is opened at the first read; closed before it, the
+        chunks give nothing."""
         try:
             fd, size = self._open_listed(number)
         except FileNotFoundError:
@@ -1038,7 +1054,11 @@ class Maildir(Maildrop):
 
     def _sought_again(self, number: int) -> None:
         """:meth:`_find_again`, failing as a reader of message ``number`` sees it:
-        unavailable where no file is it, refused (logged) where more than one may be."""
+        unavailable where no file is it, refused (logged) where more than one may be.
+        None is made where the listed name is there now: a search given up, which this
+        one waited for, found it."""
+        if self._at_listed_name(number, _listed_file) is not None:
+            return
         try:
             self._find_again(number)
         except FileNotFoundError:

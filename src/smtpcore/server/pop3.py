@@ -45,6 +45,8 @@ class _LoggedMaildir(Maildir):
         self._deleted = 0
         self._retrieved = 0
         self._quit = False
+        self._not_updated: int | None = None
+        """How many messages the client marked deleted, where its UPDATE failed."""
         self._count = 0
         self._failed: MaildropError | None = None
         """Why the maildrop could not be locked or listed: the login is refused."""
@@ -74,9 +76,16 @@ class _LoggedMaildir(Maildir):
         return listing
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        """UPDATE; the line counts the deletions only once it is done, so that it never
+        claims a removal an UPDATE refused, failed or given up may not have made."""
         self._quit = True
-        self._deleted, self._retrieved = len(deleted), len(retrieved)
-        await super().update(deleted, retrieved)
+        self._retrieved = len(retrieved)
+        try:
+            await super().update(deleted, retrieved)
+        except BaseException:
+            self._not_updated = len(deleted)
+            raise
+        self._deleted = len(deleted)
 
     async def close(self) -> None:
         await super().close()
@@ -106,6 +115,8 @@ class _LoggedMaildir(Maildir):
         if failed is not None:
             code = f"[{failed.code}] " if failed.code else ""
             return f" (maildrop failed: {code}{loggable(str(failed))}: login refused)"
+        if self._not_updated is not None:
+            return f" (UPDATE failed: {self._not_updated} marked deleted, none counted)"
         return "" if self._quit else " (no QUIT: nothing deleted)"
 
 

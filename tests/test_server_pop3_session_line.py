@@ -1,0 +1,67 @@
+"""The reference server's POP3 session line counts the deletions its UPDATE made.
+
+The line said ``deleted=N`` from the DELE marks as soon as UPDATE was asked, so a QUIT
+whose UPDATE was refused (a search still in flight past QUIT's deadline) or failed
+claimed removals that never happened, both files left on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from smtpcore.maildrop import Maildir, MaildropError, POP3Session
+from smtpcore.server.pop3 import POP3Store, _LoggedMaildir
+from test_maildrop_moves import maildir_with, names
+from test_maildrop_unreadable import run
+
+MESSAGES = {"new/1700000001.M1P1.test": b"one\n", "new/1700000002.M2P2.test": b"two\n"}
+
+
+def logged_maildir(root: Path) -> _LoggedMaildir:
+    store = cast(POP3Store, SimpleNamespace(root=root, listener="pop3"))
+    maildir = _LoggedMaildir(store, POP3Session("pop.test", user="alice"), "alice")
+    maildir.lock()
+    run(maildir.messages())
+    return maildir
+
+
+def session_line(caplog: pytest.LogCaptureFixture) -> str:
+    [line] = [r.getMessage() for r in caplog.records if "disconnect from" in r.getMessage()]
+    return line
+
+
+def test_an_update_that_fails_counts_no_deletion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = maildir_with(tmp_path / "alice", MESSAGES)
+    maildir = logged_maildir(tmp_path)
+
+    def failing(self: Maildir, deleted: object, retrieved: object) -> None:
+        raise MaildropError("the maildrop is still busy")
+
+    monkeypatch.setattr(Maildir, "_update", failing)
+    with caplog.at_level(logging.INFO, logger="smtpcore.mail"):
+        with pytest.raises(MaildropError):
+            run(maildir.update({2}, set()))
+        run(maildir.close())
+    line = session_line(caplog)
+    assert "deleted=0 (UPDATE failed: 1 marked deleted, none counted)" in line
+    assert len(names(path)) == 2
+
+
+def test_an_update_done_counts_its_deletions(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = maildir_with(tmp_path / "alice", MESSAGES)
+    maildir = logged_maildir(tmp_path)
+    with caplog.at_level(logging.INFO, logger="smtpcore.mail"):
+        run(maildir.update({2}, set()))
+        run(maildir.close())
+    line = session_line(caplog)
+    assert "deleted=1 duration=" in line
+    assert len(names(path)) == 1
