@@ -39,6 +39,19 @@ __all__ = [
 _T = TypeVar("_T")
 
 
+def _trio_token() -> Any:
+    """The running trio run's token, or None where trio does not run this code (then
+    asyncio does): the one place that tells which framework runs."""
+    if "trio" not in sys.modules:
+        return None
+    import trio  # imported already: this only names it
+
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:  # imported, but this is no trio run
+        return None
+
+
 class ThreadPool:
     """At most ``size`` worker threads for one kind of work, per process on asyncio (an
     executor of its own, made at its first use) and per run on trio (a
@@ -61,15 +74,8 @@ class ThreadPool:
         must leave things right by itself, whenever its caller stopped waiting. A
         call still queued for a thread when its wait is cancelled never runs.
         """
-        if "trio" in sys.modules:
-            import trio  # imported already: this only names it
-
-            try:
-                trio.lowlevel.current_trio_token()
-            except RuntimeError:  # imported, but this is no trio run
-                pass
-            else:
-                return await self.run_trio(call)
+        if _trio_token() is not None:
+            return await self.run_trio(call)
         return await self.run_asyncio(call)
 
     async def run_asyncio(self, call: Callable[[], _T]) -> _T:
@@ -154,16 +160,12 @@ class Landing:
 
     async def wait(self) -> None:
         """Return once :meth:`set` was called."""
-        if "trio" in sys.modules:
-            import trio  # imported already: this only names it
+        token = _trio_token()
+        if token is not None:
+            import trio  # imported already, since it runs: this only names it
 
-            try:
-                token = trio.lowlevel.current_trio_token()
-            except RuntimeError:  # imported, but this is no trio run
-                pass
-            else:
-                await self._wait_trio(trio, token)
-                return
+            await self._wait_trio(trio, token)
+            return
         await self._wait_asyncio()
 
     async def _wait_asyncio(self) -> None:
