@@ -387,3 +387,32 @@ async def aclosed_then_read(chunks: AsyncIterator[bytes] | Iterator[bytes]) -> N
     assert isinstance(chunks, AsyncIterator)
     await chunks.aclose()  # type: ignore[attr-defined]  # FoundAgain has it
     assert [chunk async for chunk in chunks] == []
+
+
+async def read_async(chunks: AsyncIterator[bytes] | Iterator[bytes]) -> bytes:
+    assert isinstance(chunks, AsyncIterator)
+    return b"".join([chunk async for chunk in chunks])
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_no_message_file_at_the_listed_name_is_no_reason_to_skip_the_search(
+    tmp_path: Path, kind: str
+) -> None:
+    """Another reader renamed the message, and something that is not its file (a link to
+    it, a FIFO, a directory) took the listed name: the search is made and the message
+    read where it is now. A look at the name alone skipped the search (a search given
+    up, waited for, might have found the file there), and the message was unavailable."""
+    path = maildir_with(tmp_path / "alice", {f"new/{UID}": CONTENT})
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.messages())
+    os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+    listed = path / "new" / UID
+    if kind == "symlink":
+        listed.symlink_to(f"../cur/{UID}:2,S")
+    elif kind == "fifo":
+        os.mkfifo(listed)
+    else:
+        listed.mkdir()
+    assert run(read_async(maildir.open(1))) == CONTENT
+    run(maildir.close())

@@ -360,9 +360,14 @@ def _open_entry(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int]:
     return _open_message(folders[entry.folder], entry.name)
 
 
-def _listed_file(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int] | None:
-    """:func:`_file_if_seen` of a listed message's file."""
-    return _file_if_seen(folders[entry.folder], entry.name)
+def _found_there(folders: Mapping[str, int], entry: _Entry) -> bool:
+    """Whether ``entry`` was found again and its name still holds the file found (one
+    device and inode, as a removal tells it): not a link, a FIFO or another file put
+    under the name since."""
+    found = entry.inode
+    if not entry.found_again or found is None:
+        return False
+    return _file_if_seen(folders[entry.folder], entry.name) == found
 
 
 class _TooLarge(OSError):
@@ -1055,9 +1060,9 @@ class Maildir(Maildrop):
     def _sought_again(self, number: int) -> None:
         """:meth:`_find_again`, failing as a reader of message ``number`` sees it:
         unavailable where no file is it, refused (logged) where more than one may be.
-        None is made where the listed name is there now: a search given up, which this
-        one waited for, found it."""
-        if self._at_listed_name(number, _listed_file) is not None:
+        None is made where the file a search given up found (this one waited for it) is
+        at the listed name now."""
+        if self._at_listed_name(number, _found_there):
             return
         try:
             self._find_again(number)
