@@ -13,7 +13,7 @@ import dataclasses
 import os
 import poplib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from types import GeneratorType
 from typing import TypeVar
@@ -159,6 +159,10 @@ class Watched(Maildir):
         self.asked.set()
         return await super()._in_thread(work)
 
+    async def before_update(self) -> None:
+        self.asked.set()
+        await super().before_update()
+
     async def close(self) -> None:
         await super().close()
         self.closed.set()
@@ -219,13 +223,25 @@ ROOMY_STORE = dataclasses.replace(POP3Timeouts(), store=1.0)
 the next command asks for the worker thread ends within."""
 
 
-def release_when_asked(maildir: Watched, search: HeldSearch) -> threading.Thread:
-    """Release ``search`` once the next piece of work is asked of ``maildir``: the
-    order of events in which that piece finds the search still in flight."""
+SPLIT_STORE = dataclasses.replace(POP3Timeouts(), store=2.0)
+"""A ``store`` timeout that a held search outlasts, and that the rest of QUIT's wait
+for it (:data:`SEARCH_RUNS_ON`) and its UPDATE (:data:`UPDATE_TAKES`) together outlast,
+though each fits in one with room to spare (deadlines, not measures)."""
+SEARCH_RUNS_ON = 1.0
+UPDATE_TAKES = 1.4
+
+
+def release_when_asked(
+    maildir: Watched, search: HeldSearch, *, after: float = 0.0
+) -> threading.Thread:
+    """Release ``search`` once the next piece of work is asked of ``maildir`` (and
+    ``after`` seconds more): the order of events in which that piece finds the search
+    still in flight."""
     maildir.asked.clear()
 
     def release() -> None:
         maildir.asked.wait(10)
+        threading.Event().wait(after)
         search.release()
 
     releaser = threading.Thread(target=release)
@@ -337,6 +353,42 @@ def test_quit_while_a_given_up_search_ends_waits_for_it_and_removes_the_deleted(
         search.release()
     assert names(path) == [f"cur/{UID}:2,S"]
     assert len(search.started) == 1
+
+
+def test_quit_waits_for_a_given_up_search_then_updates_under_a_deadline_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str
+) -> None:
+    """QUIT's wait for a search given up, and its UPDATE, have a ``store`` timeout each:
+    the two together may take longer than one, and QUIT is ``+OK``, the message marked
+    deleted removed. They shared one, and an UPDATE that began with little of it left
+    was given up (``-ERR``: "Some deleted messages were not removed") while its thread
+    went on to remove the message."""
+    path = maildir_with(
+        tmp_path / "mail" / "alice", {f"new/{UID}": CONTENT, "new/1700000002.M2P2.test": CONTENT}
+    )
+    store = WatchedStore(tmp_path / "mail", {"alice": "wonderland"})
+    search = HeldSearch(monkeypatch, path / "cur")
+    update = Maildir._update
+
+    def slow_update(self: Maildir, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        threading.Event().wait(UPDATE_TAKES)
+        update(self, deleted, retrieved)
+
+    monkeypatch.setattr(Maildir, "_update", slow_update)
+    try:
+        with running_pop3_server(adapter, store, timeouts=SPLIT_STORE) as server:
+            client = logged_in(server.port)
+            maildir = store.last
+            os.rename(path / "new" / UID, path / "cur" / f"{UID}:2,S")
+            with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+                client.retr(1)
+            client.dele(2)
+            releaser = release_when_asked(maildir, search, after=SEARCH_RUNS_ON)
+            assert client.quit().startswith(b"+OK")
+            releaser.join(10)
+    finally:
+        search.release()
+    assert names(path) == [f"cur/{UID}:2,S"]
 
 
 def test_retr_while_a_given_up_search_ends_waits_for_it(

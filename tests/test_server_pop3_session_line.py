@@ -7,7 +7,9 @@ claimed removals that never happened, both files left on disk.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -65,3 +67,28 @@ def test_an_update_done_counts_its_deletions(
     line = session_line(caplog)
     assert "deleted=1 duration=" in line
     assert len(names(path)) == 1
+
+
+def test_a_quit_whose_wait_for_earlier_work_is_given_up_says_no_update_started(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """QUIT's wait for work an earlier command gave up on (:meth:`Maildir.before_update`)
+    given up in its turn: no UPDATE starts, and the line says so, not "no QUIT"."""
+    path = maildir_with(tmp_path / "alice", MESSAGES)
+    maildir = logged_maildir(tmp_path)
+    held = threading.Event()
+
+    async def session() -> None:
+        with pytest.raises(TimeoutError):  # an earlier command's work, given up
+            await asyncio.wait_for(maildir._in_thread(lambda: held.wait(10)), 0.01)
+        with pytest.raises(TimeoutError):  # QUIT's wait for it
+            await asyncio.wait_for(maildir.before_update(), 0.01)
+        held.set()
+        await maildir.before_update()  # landed
+        await maildir.close()
+
+    with caplog.at_level(logging.INFO, logger="smtpcore.mail"):
+        run(session())
+    line = session_line(caplog)
+    assert "deleted=0 (UPDATE not started: earlier work still ran, nothing removed)" in line
+    assert len(names(path)) == 2

@@ -218,6 +218,14 @@ class Maildrop(abc.ABC):
         Raise :class:`MaildropError` if some could not be removed.
         """
 
+    async def before_update(self) -> None:  # noqa: B027 - most have nothing to wait for
+        """Wait for what must end before :meth:`update` may start: work an earlier
+        command gave up on (its ``store`` timeout passed) that still runs, say. The
+        server calls it after QUIT, under the ``store`` timeout, and then
+        :meth:`update` under a ``store`` timeout of its own, so that UPDATE never
+        starts with a deadline this wait has used up: a QUIT refused because this
+        wait passed its timeout started no UPDATE."""
+
     async def close(self) -> None:  # noqa: B027 - a maildrop without a lock needs nothing
         """Release the lock; the session is over. Called under the ``store``
         timeout, as every hook."""
@@ -586,7 +594,8 @@ class Maildir(Maildrop):
     under it. Whenever work of the maildrop is in flight (its caller waiting
     or not), no other starts: the next waits for it to land, within its own
     caller's deadline, so that one session holds one of the store's threads
-    at most. Each removal is an ``lstat`` then an ``unlink`` (for each
+    at most (UPDATE waits in :meth:`before_update`, so that it starts with a
+    deadline of its own). Each removal is an ``lstat`` then an ``unlink`` (for each
     name of the message's file), and each move a ``link`` then such a removal of
     the old name (where hard links are refused, a ``rename`` onto a name found
     free), never replacing a file: UPDATE cut short leaves every message whole,
@@ -742,18 +751,11 @@ class Maildir(Maildrop):
         when it is.
 
         Work asked for meanwhile waits for it to land, within its caller's own
-        deadline (the server's ``store`` timeout), then starts: a QUIT just after a
-        search given up still removes what the session marked deleted. Only a caller
-        whose deadline passes first goes without (its wait is cancelled, as any is)."""
-        while True:
-            with self._guard:
-                if self._closed:
-                    raise MaildropError("The session is over")
-                landing = self._landing
-                if landing is None:
-                    self._landing = Landing()
-                    break
-            await landing.wait()
+        deadline (the server's ``store`` timeout), then starts. Only a caller whose
+        deadline passes first goes without (its wait is cancelled, as any is). The
+        server waits for it in :meth:`before_update` before UPDATE, so that UPDATE
+        has a deadline of its own."""
+        await self._no_flight(take=True)
         flight = _Flight()
 
         def held() -> _T:
@@ -778,6 +780,25 @@ class Maildir(Maildrop):
             if unstarted:
                 self._landed()
             raise
+
+    async def before_update(self) -> None:
+        """Wait for the work in flight (a search given up) to land."""
+        await self._no_flight(take=False)
+
+    async def _no_flight(self, *, take: bool) -> None:
+        """Return once no work of this maildrop is in flight; with ``take``, the
+        caller's work is then in flight, taken in the same look (see
+        :meth:`_in_thread`), unless the maildrop is closed."""
+        while True:
+            with self._guard:
+                if take and self._closed:
+                    raise MaildropError("The session is over")
+                landing = self._landing
+                if landing is None:
+                    if take:
+                        self._landing = Landing()
+                    return
+            await landing.wait()
 
     def _landed(self) -> None:
         """The work in flight is over (or will never run): another may start, and the

@@ -47,6 +47,9 @@ class _LoggedMaildir(Maildir):
         self._quit = False
         self._not_updated: int | None = None
         """How many messages the client marked deleted, where its UPDATE failed."""
+        self._not_started = False
+        """QUIT's wait for earlier work (:meth:`before_update`) was given up: no
+        UPDATE started."""
         self._count = 0
         self._failed: MaildropError | None = None
         """Why the maildrop could not be locked or listed: the login is refused."""
@@ -74,6 +77,16 @@ class _LoggedMaildir(Maildir):
             raise
         self._count = len(listing)
         return listing
+
+    async def before_update(self) -> None:
+        """The wait before UPDATE; one given up is said in the line: QUIT was
+        refused, and nothing removed."""
+        self._quit = True
+        try:
+            await super().before_update()
+        except BaseException:
+            self._not_started = True
+            raise
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
         """UPDATE; the line counts the deletions only once it is done, so that it never
@@ -115,6 +128,8 @@ class _LoggedMaildir(Maildir):
         if failed is not None:
             code = f"[{failed.code}] " if failed.code else ""
             return f" (maildrop failed: {code}{loggable(str(failed))}: login refused)"
+        if self._not_started:
+            return " (UPDATE not started: earlier work still ran, nothing removed)"
         if self._not_updated is not None:
             return f" (UPDATE failed: {self._not_updated} marked deleted, none counted)"
         return "" if self._quit else " (no QUIT: nothing deleted)"
