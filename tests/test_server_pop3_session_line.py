@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
@@ -92,3 +93,34 @@ def test_a_quit_whose_wait_for_earlier_work_is_given_up_says_no_update_started(
     line = session_line(caplog)
     assert "deleted=0 (UPDATE not started: earlier work still ran, nothing removed)" in line
     assert len(names(path)) == 2
+
+
+def test_an_update_given_up_says_its_outcome_is_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An UPDATE whose wait is given up (the ``store`` timeout) is no failure: its thread
+    runs on and removes the messages, so the line says the outcome is unknown, not that
+    UPDATE failed."""
+    path = maildir_with(tmp_path / "alice", MESSAGES)
+    maildir = logged_maildir(tmp_path)
+    held = threading.Event()
+    update = Maildir._update
+
+    def held_update(self: Maildir, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        held.wait(10)
+        update(self, deleted, retrieved)
+
+    monkeypatch.setattr(Maildir, "_update", held_update)
+
+    async def session() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(maildir.update({2}, set()), 0.01)
+        await maildir.close()  # logs the line; the lock waits for the thread
+        held.set()
+        await maildir.before_update()  # landed
+
+    with caplog.at_level(logging.INFO, logger="smtpcore.mail"):
+        run(session())
+    line = session_line(caplog)
+    assert "deleted=0 (UPDATE given up: 1 marked deleted, outcome unknown)" in line
+    assert len(names(path)) == 1  # its thread removed the message after all
