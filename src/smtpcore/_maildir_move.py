@@ -16,17 +16,25 @@ What the link changes:
   ``EOPNOTSUPP``, ``ENOSYS``), a link the kernel refuses (``fs.protected_hardlinks`` on
   a file of another uid the server cannot write: ``EPERM``) or a file with all the
   links it may have (``EMLINK``) would leave the message in ``new/`` for ever, with a
-  WARNING at every QUIT. There the move is a ``rename()``, made only once ``lstat``
-  finds the new name free (Python has no ``RENAME_NOREPLACE``). Between the two, a
-  file made under that very name would be replaced, and the only ones that make it
-  are readers moving this message: the server's own POP3 sessions take the
-  maildrop's ``flock`` (the UPDATE holds it), and its delivery writes ``tmp/`` to
-  ``new/``, never into ``cur/``. Another reader that does not take the lock (an IMAP
-  server, a mail user agent) moving this message meanwhile renames it away, and the
-  ``rename()`` then fails (``ENOENT``) and replaces nothing; only a second copy of
-  the message, moved under exactly this name within that instant, could be lost, and
-  a Maildir unique name names one message (Dovecot moves every file with
-  ``rename()`` on that ground alone).
+  WARNING at every QUIT. There the move is a rename that the kernel refuses where the
+  new name is taken: ``renameat2`` with ``RENAME_NOREPLACE``
+  (:func:`~smtpcore._no_replace.rename_no_replace`), after an ``lstat`` that finds
+  the new name free (a taken one is answered without the rename). A file made under
+  that name between the two is never replaced: the rename fails (``EEXIST``), and the
+  name is taken, as if the look had found it.
+
+  Only where the kernel, the C library or the filesystem has no ``RENAME_NOREPLACE``
+  (not Linux; Linux before 3.15, glibc before 2.28; a filesystem without the flag:
+  ``ENOSYS``, ``EINVAL``) is the move a plain ``rename()``, made on the look alone.
+  Between the two, a file made under that very name would be replaced, and the only
+  ones that make it are readers moving this message: the server's own POP3 sessions
+  take the maildrop's ``flock`` (the UPDATE holds it), and its delivery writes
+  ``tmp/`` to ``new/``, never into ``cur/``. Another reader that does not take the
+  lock (an IMAP server, a mail user agent) moving this message meanwhile renames it
+  away, and the ``rename()`` then fails (``ENOENT``) and replaces nothing; only a
+  second copy of the message, moved under exactly this name within that instant,
+  could be lost, and a Maildir unique name names one message (Dovecot moves every
+  file with ``rename()`` on that ground alone).
 
 Removing a name only while it names a given file (another name of a message, the old
 name of a move, a deleted message's own name where its file has others) is
@@ -35,6 +43,16 @@ name (``lstat``), then ``unlink()``. Between the two, a file renamed onto that v
 would be removed in its place. The window is accepted on the fallback's ground: the
 only files renamed onto a message's name are that message's (another reader moving it;
 a Maildir unique name names one message), and the server's own sessions hold the lock.
+Looking through a descriptor instead (``open``, then ``fstat``) would not narrow it:
+``unlink()`` takes a name, never a file, and no call removes a name only while it
+names a given inode, so a look made by any means is as old by the ``unlink`` as an
+``lstat``. Closing it would take moving the name aside first (a rename takes whatever
+file is there), then looking, then removing or putting back: a name of the server's
+own in the user's Maildir, which a crash would leave for every reader to list, and
+the server makes none. The DELE of a file with one name
+(:func:`~smtpcore._maildir_names.remove_message`) compares no file at all: its
+``lstat`` counts the names, and the one ``unlink()`` removes the listed name, which
+names the message, whatever file another reader moved under it meanwhile.
 
 Only ``ENOENT`` means a name is gone (:func:`stat_name`): any other failure of a look
 (``EIO``) is raised, so that a name that could not be looked at is never taken for
@@ -47,6 +65,8 @@ import enum
 import errno
 import os
 from typing import Final
+
+from smtpcore._no_replace import NoReplaceUnsupported, rename_no_replace
 
 __all__ = [
     "NO_LINKS",
@@ -152,14 +172,20 @@ def _new_name(folder: int, name: str, to_folder: int, target: str) -> _Named:
 
 
 def _renamed_onto_free_name(folder: int, name: str, to_folder: int, target: str) -> bool:
-    """``rename()`` ``name`` to ``target`` where hard links are refused, once ``target``
-    is found free (see the module's docstring): False, and nothing done, when it is
-    not (one that cannot be looked at is not taken for free). ``FileNotFoundError``
-    when ``name`` is gone."""
+    """Rename ``name`` to ``target`` where hard links are refused, never replacing a
+    file under ``target`` (see the module's docstring): False, and nothing done, when
+    it is taken (one that cannot be looked at is not taken for free).
+    ``FileNotFoundError`` when ``name`` is gone. The kernel refuses a taken name in
+    the rename itself (:func:`~smtpcore._no_replace.rename_no_replace`); only where it
+    cannot is the ``rename()`` made on the look alone."""
     if stat_name(folder, name) is None:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
     if stat_name(to_folder, target) is not None:
         return False
+    try:
+        return rename_no_replace(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
+    except NoReplaceUnsupported:
+        pass
     os.rename(name, target, src_dir_fd=folder, dst_dir_fd=to_folder)
     return True
 

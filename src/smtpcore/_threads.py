@@ -17,6 +17,7 @@ work, :data:`AUTH` credential checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import Any, Final, TypeVar
 __all__ = [
     "AUTH",
     "AUTH_THREADS",
+    "Landing",
     "STORE",
     "STORE_THREADS",
     "ThreadPool",
@@ -35,6 +37,19 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+
+def _trio_token() -> Any:
+    """The running trio run's token, or None where trio does not run this code (then
+    asyncio does): the one place that tells which framework runs."""
+    if "trio" not in sys.modules:
+        return None
+    import trio  # imported already: this only names it
+
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:  # imported, but this is no trio run
+        return None
 
 
 class ThreadPool:
@@ -59,15 +74,8 @@ class ThreadPool:
         must leave things right by itself, whenever its caller stopped waiting. A
         call still queued for a thread when its wait is cancelled never runs.
         """
-        if "trio" in sys.modules:
-            import trio  # imported already: this only names it
-
-            try:
-                trio.lowlevel.current_trio_token()
-            except RuntimeError:  # imported, but this is no trio run
-                pass
-            else:
-                return await self.run_trio(call)
+        if _trio_token() is not None:
+            return await self.run_trio(call)
         return await self.run_asyncio(call)
 
     async def run_asyncio(self, call: Callable[[], _T]) -> _T:
@@ -129,3 +137,77 @@ async def in_trio_thread(call: Callable[[], _T], *, limiter: Any = None) -> _T:
     import trio
 
     return await trio.to_thread.run_sync(call, abandon_on_cancel=True, limiter=limiter)
+
+
+class Landing:
+    """A signal set once, from any thread, and awaited on the framework that runs
+    (asyncio or trio): how code below the adapters waits for work in a worker thread
+    it no longer awaits itself (its wait was given up), without choosing a framework.
+    A wait is cancelled as any await is, by its caller's deadline; the work is not."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._wakers: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        """Wake every wait, now and later; callable from any thread."""
+        with self._lock:
+            self._set = True
+            wakers, self._wakers = self._wakers, []
+        for wake in wakers:
+            wake()
+
+    async def wait(self) -> None:
+        """Return once :meth:`set` was called."""
+        token = _trio_token()
+        if token is not None:
+            import trio  # imported already, since it runs: this only names it
+
+            await self._wait_trio(trio, token)
+            return
+        await self._wait_asyncio()
+
+    async def _wait_asyncio(self) -> None:
+        loop = asyncio.get_running_loop()
+        landed: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            if not landed.done():  # cancelled meanwhile: its wait was given up
+                landed.set_result(None)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(done)
+
+        if self._waiting(wake):
+            try:
+                await landed
+            finally:
+                self._forget(wake)
+
+    async def _wait_trio(self, trio: Any, token: Any) -> None:
+        landed = trio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(landed.set)
+
+        if self._waiting(wake):
+            try:
+                await landed.wait()
+            finally:
+                self._forget(wake)
+
+    def _waiting(self, wake: Callable[[], None]) -> bool:
+        """Whether a wait must wait: not yet set, ``wake`` then called when it is."""
+        with self._lock:
+            if self._set:
+                return False
+            self._wakers.append(wake)
+            return True
+
+    def _forget(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._wakers:
+                self._wakers.remove(wake)

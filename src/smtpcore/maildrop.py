@@ -31,6 +31,7 @@ from collections.abc import (
     Awaitable,
     Callable,
     Collection,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -42,6 +43,7 @@ from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
 from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
+from smtpcore._maildir_found import FoundAgain
 from smtpcore._maildir_move import OldNameLeft, file_of, stat_name
 from smtpcore._maildir_names import (
     NamesByUniqueName,
@@ -66,7 +68,7 @@ from smtpcore._maildir_unlisted import (
     Unlisted,
 )
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
-from smtpcore._threads import in_thread
+from smtpcore._threads import Landing, in_thread
 from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
     CramMD5Server,
@@ -188,12 +190,15 @@ class Maildrop(abc.ABC):
     def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
         """Message ``number`` (1-based) as chunks of its content.
 
-        An async generator when reading may wait on the event loop (a
-        network store): the server reads it under the ``store`` timeout. A
-        plain generator when reading never waits for the loop (a file on a
-        local disk, as :class:`Maildir` reads): the server then reads it as
-        it comes, without the cost of a deadline, since a blocking read could
-        not be interrupted anyway.
+        An async iterator (an async generator, say) when reading may wait on
+        the event loop (a network store): the server reads it under the
+        ``store`` timeout. A plain iterator (a generator) when reading never
+        waits for the loop (a file on a local disk, as :class:`Maildir` reads):
+        the server then reads it as it comes, without the cost of a deadline,
+        since a blocking read could not be interrupted anyway. An object that
+        is both (as :class:`Maildir` gives for a message it must seek off the
+        loop first) is read, and closed, as an async one: with its ``aclose``,
+        as a plain one is with its ``close``, where it has one.
 
         Line ends may be CRLF or bare LF: the server machine sends every line
         end as CRLF, and :func:`pop3_size` counts the size the same way. The
@@ -212,6 +217,14 @@ class Maildrop(abc.ABC):
         the messages sent whole by RETR, for a store that marks them seen.
         Raise :class:`MaildropError` if some could not be removed.
         """
+
+    async def before_update(self) -> None:  # noqa: B027 - most have nothing to wait for
+        """Wait for what must end before :meth:`update` may start: work an earlier
+        command gave up on (its ``store`` timeout passed) that still runs, say. The
+        server calls it after QUIT, under the ``store`` timeout, and then
+        :meth:`update` under a ``store`` timeout of its own, so that UPDATE never
+        starts with a deadline this wait has used up: a QUIT refused because this
+        wait passed its timeout started no UPDATE."""
 
     async def close(self) -> None:  # noqa: B027 - a maildrop without a lock needs nothing
         """Release the lock; the session is over. Called under the ``store``
@@ -348,6 +361,21 @@ def _open_message(folder: int, name: str) -> tuple[int, int]:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_entry(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int]:
+    """:func:`_open_message` of a listed message's file."""
+    return _open_message(folders[entry.folder], entry.name)
+
+
+def _found_there(folders: Mapping[str, int], entry: _Entry) -> bool:
+    """Whether ``entry`` was found again and its name still holds the file found (one
+    device and inode, as a removal tells it): not a link, a FIFO or another file put
+    under the name since."""
+    found = entry.inode
+    if not entry.found_again or found is None:
+        return False
+    return _file_if_seen(folders[entry.folder], entry.name) == found
 
 
 class _TooLarge(OSError):
@@ -502,6 +530,17 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
+@dataclass(slots=True)
+class _Flight:
+    """A worker-thread call of a :class:`Maildir` (see ``Maildir._in_thread``), as its
+    thread and its caller see it, under the maildir's guard."""
+
+    started: bool = False
+    """Its thread began the work: it lets the next one start when done."""
+    given_up: bool = False
+    """Its caller stopped waiting before it began: it must never begin."""
+
+
 class Maildir(Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
@@ -551,18 +590,23 @@ class Maildir(Maildrop):
     hold the other sessions for seconds. A wait given up (the store timeout,
     a shutdown) leaves the thread to finish; a :meth:`close` meanwhile
     releases the lock when it has, so that no other session lists a maildrop
-    still being updated. Each removal is an ``lstat`` then an ``unlink`` (for each
+    still being updated, and no work is left with folder descriptors closed
+    under it. Whenever work of the maildrop is in flight (its caller waiting
+    or not), no other starts: the next waits for it to land, within its own
+    caller's deadline, so that one session holds one of the store's threads
+    at most (UPDATE waits in :meth:`before_update`, so that it starts with a
+    deadline of its own). Each removal is an ``lstat`` then an ``unlink`` (for each
     name of the message's file), and each move a ``link`` then such a removal of
     the old name (where hard links are refused, a ``rename`` onto a name found
     free), never replacing a file: UPDATE cut short leaves every message whole,
     deleted or not.
-    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (and so
-    does finding one that another reader renamed, a listing of ``new`` and ``cur``), and
-    stops a read's worth (:data:`READ_SIZE`) past the listed size: a file larger
-    than that when it is opened is ``-ERR`` (:class:`MessageUnavailable`), one that
-    grows past it while it is sent ends the session, the message unfinished; a
-    WARNING names the file either way, once a session for each message, as it does
-    a file that cannot be opened or read.
+    Reading a message (RETR, TOP) stays in the event loop, a chunk at a time (finding
+    one that another reader renamed, a listing of ``new`` and ``cur``, is the worker
+    thread's: see :meth:`open`), and stops a read's worth (:data:`READ_SIZE`) past the
+    listed size: a file larger than that when it is opened is ``-ERR``
+    (:class:`MessageUnavailable`), one that grows past it while it is sent ends the
+    session, the message unfinished; a WARNING names the file either way, once a
+    session for each message, as it does a file that cannot be opened or read.
     """
 
     def __init__(
@@ -585,10 +629,12 @@ class Maildir(Maildrop):
         self._listed_in: frozenset[str] = frozenset()
         """The device and inode of each folder the listing was taken from."""
         self._guard = threading.Lock()
-        """Guards the lock and the two flags below between the event loop and the
+        """Guards the lock, the landing and the flag below between the event loop and the
         worker thread."""
-        self._working = False
-        """A worker thread runs this maildrop's work (which a close must wait for)."""
+        self._landing: Landing | None = None
+        """Set when this maildrop's one piece of worker-thread work is in flight
+        (queued or running, and, once its caller stopped waiting, still running), and
+        set off when it lands: what the next piece waits on (see :meth:`_in_thread`)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
         self._refused: set[str] = set()
@@ -618,7 +664,7 @@ class Maildir(Maildrop):
         with self._guard:
             if self._opened is not None and self._opened.lock is not None and not self._closed:
                 return
-            if self._working:
+            if self._landing is not None:
                 raise MaildropInUse("The maildrop is still in use by its session's last work")
             opened = self._open_anew(create=create)
             try:
@@ -683,7 +729,7 @@ class Maildir(Maildrop):
         (its caller stopped waiting), when that thread is done."""
         with self._guard:
             self._closed = True
-            if not self._working:
+            if self._landing is None:
                 self._unlock()
 
     def _unlock(self) -> None:
@@ -692,22 +738,77 @@ class Maildir(Maildrop):
             opened.close()
 
     async def _in_thread(self, work: Callable[[], _T]) -> _T:
-        """``work()`` in a worker thread, which holds the lock until it is done."""
+        """``work()`` in a worker thread, and only once no other work of this maildrop
+        is in flight.
+
+        One rule for every piece of it (the listing, the search for a message found
+        again, UPDATE): a wait given up (the ``store`` timeout) leaves its thread
+        running, and a second piece beside it would hold a second of the store's few
+        threads for one session, and end while the first still works through the
+        folders' descriptors, which a :meth:`close` would then close under it. So the
+        work in flight is one, until its thread is done (or, still queued when its
+        wait was given up, it is dropped unrun), and :meth:`close` releases the lock
+        when it is.
+
+        Work asked for meanwhile waits for it to land, within its caller's own
+        deadline (the server's ``store`` timeout), then starts. Only a caller whose
+        deadline passes first goes without (its wait is cancelled, as any is). The
+        server waits for it in :meth:`before_update` before UPDATE, so that UPDATE
+        has a deadline of its own."""
+        await self._no_flight(take=True)
+        flight = _Flight()
 
         def held() -> _T:
             with self._guard:
-                if self._closed:
-                    raise MaildropError("The session is over")
-                self._working = True
+                if flight.given_up:
+                    raise MaildropError("The wait for this work was given up")
+                flight.started = True
+                closed = self._closed
             try:
+                if closed:
+                    raise MaildropError("The session is over")
                 return work()
             finally:
-                with self._guard:
-                    self._working = False
-                    if self._closed:
-                        self._unlock()
+                self._landed()
 
-        return await in_thread(held)
+        try:
+            return await in_thread(held)
+        except BaseException:
+            with self._guard:
+                unstarted = not flight.started
+                flight.given_up = unstarted
+            if unstarted:
+                self._landed()
+            raise
+
+    async def before_update(self) -> None:
+        """Wait for the work in flight (a search given up) to land."""
+        await self._no_flight(take=False)
+
+    async def _no_flight(self, *, take: bool) -> None:
+        """Return once no work of this maildrop is in flight; with ``take``, the
+        caller's work is then in flight, taken in the same look (see
+        :meth:`_in_thread`), unless the maildrop is closed."""
+        while True:
+            with self._guard:
+                if take and self._closed:
+                    raise MaildropError("The session is over")
+                landing = self._landing
+                if landing is None:
+                    if take:
+                        self._landing = Landing()
+                    return
+            await landing.wait()
+
+    def _landed(self) -> None:
+        """The work in flight is over (or will never run): another may start, and the
+        lock of a closed maildrop is released now."""
+        with self._guard:
+            landing, self._landing = self._landing, None
+            if self._closed:
+                self._unlock()
+        if landing is not None:
+            landing.set()
 
     # -- listing --------------------------------------------------------
 
@@ -939,17 +1040,80 @@ class Maildir(Maildrop):
         ``.``: the client knows it is cut, and deletes nothing). A file that cannot be
         opened or read is refused the same way: :class:`MaildropError`, ``SYS/PERM``
         for a permission, ``SYS/TEMP`` for a cause a retry may cure (``EIO``). Either
-        is ``logged``, and named in a WARNING once a session for each message."""
+        is ``logged``, and named in a WARNING once a session for each message.
+
+        The file is opened here, at its listed name, and a plain generator reads it
+        (closed, or dropped unread, it closes the file). One no longer there (another
+        reader renamed it) is found again by its unique name, a listing of ``new/``
+        and ``cur/``: the chunks are then an iterator that is an async iterator too,
+        and read as one (as the server reads them) they have the listing made in the
+        store's worker thread, off the event loop (once other work of the maildrop
+        in flight has landed, as the class says); read plainly, on the calling
+        thread. The file found is opened at the first read; closed before it, the
+        chunks give nothing."""
         try:
-            fd, size = self._reopened(
-                number, lambda folders, entry: _open_message(folders[entry.folder], entry.name)
+            fd, size = self._open_listed(number)
+        except FileNotFoundError:
+            return FoundAgain(
+                find=lambda: self._sought_again(number),
+                read=lambda: self._found_content(number),
+                in_thread=self._in_thread,
             )
+        return self._content(number, fd, size)
+
+    def _at_listed_name(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
+        """``use(folders, entry)`` of message ``number`` as the listing has it,
+        ``folders`` the descriptors of the maildrop's folders."""
+        folders = self._directories().folders  # first: opening anew may forget the listing
+        return use(folders, self._entry(number))
+
+    def _open_listed(self, number: int) -> tuple[int, int]:
+        """The descriptor and size of message ``number``'s file at the name the listing
+        has for it (see :func:`_open_message`); ``FileNotFoundError`` where it is gone,
+        :class:`MaildropError` where it cannot be opened."""
+        try:
+            return self._at_listed_name(number, _open_entry)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self._unread(number, exc, "read the message") from exc
+
+    def _sought_again(self, number: int) -> None:
+        """:meth:`_find_again`, failing as a reader of message ``number`` sees it:
+        unavailable where no file is it, refused (logged) where more than one may be.
+        None is made where the file a search given up found (this one waited for it) is
+        at the listed name now."""
+        if self._at_listed_name(number, _found_there):
+            return
+        try:
+            self._find_again(number)
         except FileNotFoundError:
             raise MessageUnavailable() from None
         except OSError as exc:
             raise self._unread(number, exc, "read the message") from exc
+
+    def _found_content(self, number: int) -> Generator[bytes, None, None]:
+        """:meth:`_content` of message ``number`` once found again (see :meth:`open`):
+        :class:`MessageUnavailable` where it is gone again."""
+        try:
+            fd, size = self._open_listed(number)
+        except FileNotFoundError:
+            raise MessageUnavailable() from None
+        return self._content(number, fd, size)
+
+    def _content(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
+        """The chunks of the open file ``fd`` of message ``number`` (see :meth:`open`),
+        which they close. Started before it is returned, so that closing it, or
+        dropping it unread, closes ``fd``: a generator never started runs no
+        ``finally``."""
+        chunks = self._chunks_of(number, fd, size)
+        next(chunks)
+        return chunks
+
+    def _chunks_of(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
         done = 0
         try:
+            yield b""  # started (see _content)
             entry = self._entry(number)
             for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
                 done += len(chunk)
@@ -987,21 +1151,27 @@ class Maildir(Maildrop):
     def _reopened(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
         """``use(folders, entry)`` of message ``number``, ``folders`` the descriptors of
         the maildrop's folders; where its file is gone (``use`` raised
-        ``FileNotFoundError``), of the file another reader renamed it to (``new/`` to
-        ``cur/``, its flags changed), found by its unique name as Dovecot finds it,
-        which the listing keeps from now on; ``FileNotFoundError`` when none is, and an
-        ``OSError`` when more than one may be (see :meth:`_find`)."""
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        entry = self._entry(number)
+        ``FileNotFoundError``), of the file another reader renamed it to (see
+        :meth:`_find_again`)."""
         try:
-            return use(folders, entry)
+            return self._at_listed_name(number, use)
         except FileNotFoundError:
-            moved = self._find(entry, folders)
-            if moved is None:
-                raise
-            assert self._entries is not None
-            self._entries[number - 1] = moved
-            return use(folders, moved)
+            self._find_again(number)
+            return self._at_listed_name(number, use)
+
+    def _find_again(self, number: int) -> None:
+        """Find the file message ``number`` became since the listing (``new/`` to
+        ``cur/``, its flags changed), by its unique name as Dovecot finds it, and keep it
+        in the listing from now on; ``FileNotFoundError`` when none is, and an
+        ``OSError`` when more than one may be (see :meth:`_find`). Blocking: a listing
+        of ``new/`` and ``cur/``."""
+        folders = self._directories().folders
+        entry = self._entry(number)
+        moved = self._find(entry, folders)
+        if moved is None:
+            raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
+        assert self._entries is not None
+        self._entries[number - 1] = moved
 
     def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
         """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one

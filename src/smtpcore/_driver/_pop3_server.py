@@ -1296,6 +1296,8 @@ class POP3ServerSession(ServedSession):
         assert maildrop is not None
         deleted = self.numbers.deleted
         try:
+            # Two deadlines: UPDATE never starts with one the wait has used up.
+            await self._store(maildrop.before_update)
             await self._store(lambda: maildrop.update(deleted, frozenset(self.retrieved)))
         except BaseException as exc:
             if not self._call_failed(exc):

@@ -45,6 +45,15 @@ class _LoggedMaildir(Maildir):
         self._deleted = 0
         self._retrieved = 0
         self._quit = False
+        self._not_updated: int | None = None
+        """How many messages the client marked deleted, where its UPDATE failed or was
+        given up."""
+        self._given_up = False
+        """The UPDATE was given up (the ``store`` timeout, a shutdown): its thread may
+        go on and remove the messages, or may never have started."""
+        self._not_started = False
+        """QUIT's wait for earlier work (:meth:`before_update`) was given up: no
+        UPDATE started."""
         self._count = 0
         self._failed: MaildropError | None = None
         """Why the maildrop could not be locked or listed: the login is refused."""
@@ -73,10 +82,33 @@ class _LoggedMaildir(Maildir):
         self._count = len(listing)
         return listing
 
-    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+    async def before_update(self) -> None:
+        """The wait before UPDATE; one given up is said in the line: QUIT was
+        refused, and nothing removed."""
         self._quit = True
-        self._deleted, self._retrieved = len(deleted), len(retrieved)
-        await super().update(deleted, retrieved)
+        try:
+            await super().before_update()
+        except BaseException:
+            self._not_started = True
+            raise
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        """UPDATE; the line counts the deletions only once it is done, so that it never
+        claims a removal an UPDATE refused, failed or given up may not have made. One
+        given up (a cancellation, not an ``Exception``) is no failure: its worker
+        thread runs on, so what it removed is not known when the line is logged."""
+        self._quit = True
+        self._retrieved = len(retrieved)
+        try:
+            await super().update(deleted, retrieved)
+        except Exception:
+            self._not_updated = len(deleted)
+            raise
+        except BaseException:
+            self._not_updated = len(deleted)
+            self._given_up = True
+            raise
+        self._deleted = len(deleted)
 
     async def close(self) -> None:
         await super().close()
@@ -106,6 +138,13 @@ class _LoggedMaildir(Maildir):
         if failed is not None:
             code = f"[{failed.code}] " if failed.code else ""
             return f" (maildrop failed: {code}{loggable(str(failed))}: login refused)"
+        if self._not_started:
+            return " (UPDATE not started: earlier work still ran, nothing removed)"
+        marked = self._not_updated
+        if marked is not None and self._given_up:
+            return f" (UPDATE given up: {marked} marked deleted, outcome unknown)"
+        if marked is not None:
+            return f" (UPDATE failed: {marked} marked deleted, none counted)"
         return "" if self._quit else " (no QUIT: nothing deleted)"
 
 
