@@ -185,8 +185,8 @@ def test_scram(
     initial: bool,
     as_challenge: bool,
 ) -> None:
-    prepared_user = _prepared(user)
-    assume(prepared_user and _prepared(password))
+    assume(_prepared(user) and _prepared(password))
+    prepared_user = as_query(user)  # the name the server looks up: a domain as it is
     assert prepared_user is not None
     credentials = derive_scram_credentials(password, salt=salt, iterations=iterations)
     store: dict[str, ScramCredentials] = {prepared_user: credentials}
