@@ -145,8 +145,9 @@ def _still_found(probe: POP3Probe, delivery: Delivery, marked: set[bytes]) -> _L
     (:func:`_reused_ids`). Every message LIST gives is looked at, with or without a
     unique-id: ids may be message numbers, which shift once one is removed, be
     renamed by the UPDATE, or be left out of UIDL, so a missing id says nothing; a
-    marker found does. A message whose header cannot be read, or a UIDL
-    that gives two messages one id, leaves the count unknown."""
+    marker found does. A message whose header cannot be read (TOP and RETR
+    refused, or a response past twice LIST's size), or a UIDL that gives two
+    messages one id, leaves the count unknown."""
     found = look(
         probe, lambda listed: not listed_before(delivery.before, listed), _header_reader(delivery)
     )
@@ -160,9 +161,21 @@ def _still_found(probe: POP3Probe, delivery: Delivery, marked: set[bytes]) -> _L
     unread = len(wanted) - len(found.markers)
     if unread:
         messages = "1 message" if unread == 1 else f"{unread} messages"
-        why = f"a new session could not read the header of {messages} (TOP and RETR refused)"
+        why = _unread_why(unread, found.overran)
+        why = f"a new session could not read the header of {messages} ({why})"
         return _Look(0, why, reused)
     return _Look(len(marked.intersection(found.markers.values())), None, reused)
+
+
+def _unread_why(unread: int, overran: int) -> str:
+    """Why ``unread`` headers could not be read, ``overran`` of them for their
+    response ran past LIST's size (:func:`~smtpcore.testing._pop3_mailbox.look`)."""
+    overrun = "ran over twice the size LIST gives and 4 octets"
+    if not overran:
+        return "TOP and RETR refused"
+    if overran == unread:
+        return f"the response to TOP n 0 (or RETR) {overrun}"
+    return f"{unread - overran} refused TOP and RETR, and {overran} {overrun}"
 
 
 def _reused_ids(

@@ -31,6 +31,7 @@ from smtpcore.testing._pop3_mailbox import (
     MAX_HEADER_SECTION,
     Before,
     Header,
+    Known,
     Listed,
     Look,
     id_named_another,
@@ -85,19 +86,20 @@ class _Mailbox:
     ``before`` holds the unique-ids listed before the delivery, with their sizes: a
     message listed under one at its size is not read
     (:func:`~smtpcore.testing._pop3_mailbox.listed_before`). The poll looks many
-    times, so each marker read is kept by unique-id and LIST's size, the rule
-    ``listed_before`` applies: a server whose ids are positions gives an id to
+    times, so ``markers`` keeps each marker read by unique-id and LIST's size, the
+    rule ``listed_before`` applies: a server whose ids are positions gives an id to
     another message, of another size, which is read. ``named`` holds what each id
     named first (None for no test message; every id of ``before``), and ``reused``
     each test message found under an id that named another message
-    (:func:`~smtpcore.testing._pop3_mailbox.id_named_another`). A message with no
-    unique-id is read at every look: its number names it in one session only (RFC
-    1939 §5)."""
+    (:func:`~smtpcore.testing._pop3_mailbox.id_named_another`). A message whose
+    header was not read (refused, or its response ran past LIST's size) is in
+    neither: that says nothing of which message it is. A message with no unique-id
+    is read at every look: its number names it in one session only (RFC 1939 §5)."""
 
     def __init__(self, before: Before) -> None:
         self.before = before
         self.by_uid = False
-        self.markers: dict[tuple[bytes, int | None], bytes | None] = {}
+        self.markers: Known = {}
         self.named: dict[bytes, bytes | None] = dict.fromkeys(before)
         self.uids: dict[bytes, tuple[bytes, int | None]] = {}
         """Each test message's unique-id and size, by marker, as found."""
@@ -109,22 +111,22 @@ class _Mailbox:
         kept, that the session shows what each one's header is."""
 
         def read(client: POP3Wire, number: int, listed: Listed) -> Header:
-            key = None if listed.uid is None else (listed.uid, listed.size)
-            if key is not None and key in self.markers and not afresh:
-                return Header(True, self.markers[key])
             header = new_marker_at(client, number, listed)
-            if key is not None and header.read:
-                self.markers[key] = header.marker
-                self._name(key[0], header.marker, wanted)
+            if listed.uid is not None and header.read:
+                self._name(listed.uid, header.marker, wanted)
             return header
 
-        found = look(probe, lambda listed: not listed_before(self.before, listed), read)
+        found = look(probe, self._new, read, {} if afresh else self.markers)
         self.by_uid = found.by_uid
         for number, marker in found.markers.items():
             listed = found.listing[number]
             if marker in wanted and listed.uid is not None:
                 self.uids[marker] = (listed.uid, listed.size)
         return found
+
+    def _new(self, listed: Listed) -> bool:
+        """Whether a message so listed was not in the mailbox before the delivery."""
+        return not listed_before(self.before, listed)
 
     def _name(self, uid: bytes, marker: bytes | None, wanted: set[bytes]) -> None:
         """Note what ``uid`` names now, a test message found under an id that named
@@ -157,26 +159,24 @@ def _snapshot(probe: POP3Probe) -> _Mailbox:
     return _Mailbox({uid: size for uid, size in listing.values() if uid is not None})
 
 
-def _await_delivery(
-    probe: POP3Probe, mailbox: _Mailbox, wanted: set[bytes], wait: float
-) -> tuple[POP3Wire, dict[bytes, int]]:
-    """A session in which every wanted marker is found, or the last one, once the
-    sleeps of :func:`poll_sleeps` have covered ``wait`` seconds; with the markers found
-    in it. The numbers are that session's, and so is every marker read without UIDL.
+def _await_delivery(probe: POP3Probe, mailbox: _Mailbox, wanted: set[bytes], wait: float) -> Look:
+    """A look whose session finds every wanted marker, or the last one, once the
+    sleeps of :func:`poll_sleeps` have covered ``wait`` seconds. The numbers are that
+    session's, and so is every marker read without UIDL.
     Each session before the last keeps a short transcript
     (:meth:`~smtpcore.testing._pop3_probe.POP3Probe.keep_little_of`): a hundred
     looks at a large mailbox would otherwise hold all that each one read. The last
-    reads every header again, and keeps it: where a test message was never found,
-    what the server sent in its place is the evidence."""
+    reads every header again, and keeps the session it ends in whole: where a test
+    message was never found, what the server sent in its place is the evidence (a
+    session of it that a response overran keeps a short transcript, as above)."""
     for sleep in poll_sleeps(wait):
         found = mailbox.find(probe, wanted)
         if set(_wanted_in(found, wanted)) == wanted:
-            return found.client, _wanted_in(found, wanted)
+            return found
         probe.end(found.client)
         probe.keep_little_of(found.client)
         time.sleep(sleep)
-    found = mailbox.find(probe, wanted, afresh=True)
-    return found.client, _wanted_in(found, wanted)
+    return mailbox.find(probe, wanted, afresh=True)
 
 
 def _wanted_in(found: Look, wanted: set[bytes]) -> dict[bytes, int]:
@@ -272,18 +272,20 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     except DeliveryFailed as exc:
         raise Failed(str(exc)) from None
     wanted = {message.marker for message in messages}
-    client, found = _await_delivery(probe, mailbox, wanted, delivery.wait)
+    last = _await_delivery(probe, mailbox, wanted, delivery.wait)
+    client, found = last.client, _wanted_in(last, wanted)
     for marker, (uid, size) in mailbox.uids.items():
         delivery.uids[marker], delivery.sizes[marker] = uid, size
     delivery.uidl = mailbox.by_uid
     delivery.before = mailbox.before
-    probe.problems.extend(_reused_ids(probe, messages, mailbox))
+    probe.problems.extend(_reused_id_problems(probe, messages, mailbox))
     missing = [m.name for m in messages if m.marker not in found]
     if missing:
         probe.end(client)
         raise Failed(
             f"{len(missing)} of {len(messages)} test messages ({', '.join(missing)}) were not "
             f"in the mailbox {delivery.wait:g} s after the SMTP server took them"
+            + _overruns_said(last.overran)
         )
     for message in messages:
         problems = _message_problems(client, found[message.marker], message)
@@ -293,7 +295,21 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     return _summary(client, messages)
 
 
-def _reused_ids(
+def _overruns_said(overran: int) -> str:
+    """What the failure "not in the mailbox" adds where the last look left messages
+    unread, their response having run past LIST's size: a test message may be among
+    them, LIST understating it."""
+    if not overran:
+        return ""
+    them = "1 message was" if overran == 1 else f"{overran} messages were"
+    return (
+        f"; {them} not read, the response to TOP n 0 (or RETR) running over twice the "
+        "size LIST gives and 4 octets (RFC 1939 §5: a scan listing gives a message's "
+        "exact size)"
+    )
+
+
+def _reused_id_problems(
     probe: POP3Probe, messages: list[DeliveredMessage], mailbox: _Mailbox
 ) -> list[str]:
     """A problem for each test message the poll found under a unique-id that named

@@ -5,8 +5,9 @@ unique-id and its size), two ways to read a message's marker: leniently for a
 message not yet known to be a test message (:func:`new_marker_at`: it may be the
 user's own mail, whose header RFC 5322 does not bound), strictly for one already
 known to be (:func:`own_marker_at`, :data:`HEADER_ONLY`); one loop that reads
-them (:func:`markers_at`), a look that goes on past an overrun (:func:`look`), and
-one test for a unique-id given to another message (:func:`id_named_another`).
+them (:func:`markers_at`), a look that goes on past an overrun, within a bound
+(:func:`look`), and one test for a unique-id given to another message
+(:func:`id_named_another`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "Before",
     "Header",
     "HeaderReader",
+    "Known",
     "Listed",
     "Listing",
     "Look",
@@ -145,7 +147,8 @@ def listed_size(size: int | None, *, kept: int | None = None) -> ResponseBound:
 
 class Header(NamedTuple):
     """What reading a message's header gave: whether it was ``read``, its ``marker``
-    if any, and whether the response ``overran`` its bound, which closed the session."""
+    if any, and whether the response ``overran`` its bound, which closed the session
+    unread: an overrun says nothing of which message that is."""
 
     read: bool
     marker: bytes | None = None
@@ -162,9 +165,9 @@ def new_marker_at(client: POP3Wire, number: int, listed: Listed) -> Header:
     and LIST's size is up to :data:`_MAX_HEADER_READ`. The response may be the user's
     own mail, with a header of any size, or no blank line at all: it is bounded by
     LIST's size (:func:`listed_size`), and only its first :data:`MAX_HEADER_SECTION`
-    octets are kept, where a test message's marker is. A response past that bound is
-    no test message's, whatever made LIST's size wrong (some servers give an
-    estimate): it is read as no marker, the session having been closed there."""
+    octets are kept, where a test message's marker is. A response past that bound
+    (some servers' LIST sizes are estimates, though §5 asks for the exact size) leaves
+    the message unread, the session having been closed there."""
     size = listed.size
     bound = listed_size(size, kept=MAX_HEADER_SECTION)
     try:
@@ -174,7 +177,7 @@ def new_marker_at(client: POP3Wire, number: int, listed: Listed) -> Header:
                 return Header(False)
             answer = ask(client, b"RETR %d" % number, bound=bound)
     except OverlongResponse:
-        return Header(True, None, overran=True)
+        return Header(False, overran=True)
     return Header(True, marker_of(answer.content())) if answer.ok else Header(False)
 
 
@@ -212,39 +215,85 @@ def markers_at(client: POP3Wire, listing: Listing, read: HeaderReader) -> Marker
 
 class Look(NamedTuple):
     """One look at the mailbox (:func:`look`): the session it ends in, still open, its
-    listing, and each message read, by number in that session, with its marker."""
+    listing, each message read, by number in that session, with its marker, and how
+    many it left unread for their response ran past LIST's size in an earlier
+    session of the look."""
 
     client: POP3Wire
     listing: Listing
     markers: dict[int, bytes | None]
     by_uid: bool
+    overran: int = 0
 
 
-def look(probe: POP3Probe, wanted: Callable[[Listed], bool], read: HeaderReader) -> Look:
-    """Read the header of each message listed that ``wanted`` selects, with ``read``.
+Known = dict[tuple[bytes, int | None], bytes | None]
+"""Markers read, by unique-id and LIST's size (the rule of :func:`listed_before`):
+what a look need not read again."""
+
+
+def look(
+    probe: POP3Probe,
+    wanted: Callable[[Listed], bool],
+    read: HeaderReader,
+    known: Known | None = None,
+) -> Look:
+    """Read the header of each message listed that ``wanted`` selects, with ``read``,
+    past those ``known`` holds, adding to it what is read under a unique-id (a caller
+    that looks many times keeps it: an id names one message across sessions, RFC 1939
+    §7); a message without one is named by its number in this look only.
+
     Where a response overran (:func:`new_marker_at`), the session is closed and a new
-    one reads on, past each message already read whose unique-id, or, without one,
-    number, has the same size by LIST: each overrun is read once, so the sessions of
-    one look are at most one more than the messages."""
-    done: dict[tuple[bytes | int, int | None], bytes | None] = {}
+    one reads on, past each message already read and each that overran at the same
+    unique-id (or number) and size. A server whose ids and sizes hold still overruns
+    once a message, so a look takes at most one session more than its first listing
+    had messages to read; one that lists them anew each session (other ids, other
+    sizes) would overrun forever, and past that many sessions the look fails."""
+    known = {} if known is None else known
+    by_number: dict[tuple[int, int | None], bytes | None] = {}
+    overran: set[tuple[bytes | int, int | None]] = set()
 
     def read_once(client: POP3Wire, number: int, listed: Listed) -> Header:
-        key = (number if listed.uid is None else listed.uid, listed.size)
-        if key in done:
-            return Header(True, done[key])
+        uid, size = listed
+        key = (number if uid is None else uid, size)
+        if key in overran:
+            return Header(False)
+        if uid is not None and (uid, size) in known:
+            return Header(True, known[uid, size])
+        if uid is None and (number, size) in by_number:
+            return Header(True, by_number[number, size])
         header = read(client, number, listed)
-        if header.read:
-            done[key] = header.marker
+        if header.overran:
+            overran.add(key)
+        elif header.read and uid is not None:
+            known[uid, size] = header.marker
+        elif header.read:
+            by_number[number, size] = header.marker
         return header
 
+    sessions, most = 0, 0
     while True:
         client = probe.session()
         listing, by_uid = mailbox_listing(client, probe.line_said)
         chosen = {n: listed for n, listed in listing.items() if wanted(listed)}
+        sessions += 1
+        most = most or len(chosen) + 1
         found = markers_at(client, chosen, read_once)
         if not found.overran:
-            return Look(client, listing, found.markers, by_uid)
+            unread = sum(
+                (n if listed.uid is None else listed.uid, listed.size) in overran
+                for n, listed in chosen.items()
+            )
+            return Look(client, listing, found.markers, by_uid, unread)
         probe.end(client)
+        if sessions >= most:
+            messages = "1 message" if most == 2 else f"{most - 1} messages"
+            raise Failed(
+                f"responses kept overrunning twice LIST's size in {sessions} sessions, one "
+                f"more than the {messages} the first listed to read: each session "
+                "a TOP n 0 (or RETR) ran past twice the size LIST gives its message and 4 "
+                "octets, and the next listed it anew, under another unique-id or size "
+                "(RFC 1939 §5: a scan listing gives a message's exact size)"
+            )
         probe.keep_little_of(client)
 
 
