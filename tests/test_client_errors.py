@@ -642,12 +642,37 @@ def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str)
     lists no STARTTLS; the fallback cannot lower a TLS requirement."""
     steps = script(
         "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.5.1 no EHLO\n"
-        "C~ HELO .+\nS: 250 scripted.test\n-- expect close"
+        "C~ HELO .+\nS: 250 scripted.test\nC: QUIT\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.TLSNotAvailable):
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, starttls=True).connect())
     server.check()
+
+
+#: A session that offers no STARTTLS; connect() says QUIT and the server never answers.
+NO_STARTTLS_QUIT_UNANSWERED = GREET + "C: QUIT\n-- expect close"
+
+
+def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply(
+    adapter: str,
+) -> None:
+    """``starttls=True`` and a server that offers no STARTTLS: connect() closed the
+    connection without QUIT, which RFC 5321 §4.1.1.10 says a client sends before it
+    closes (Postfix does, after ``TLS is required, but was not offered``). QUIT now goes
+    out, and its ``221`` is not waited for, as after a refused hello: the server, which
+    never answers it, sees the close before it gives up waiting (5 s), though the
+    client's QUIT timeout is longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    steps = script(NO_STARTTLS_QUIT_UNANSWERED)
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(mod.TLSNotAvailable):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1", server.port, starttls=True, timeouts=timeouts
+            ).connect(),
+        )
 
 
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"
