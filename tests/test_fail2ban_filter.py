@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from unittest.mock import ANY
 
 import pytest
@@ -29,6 +29,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from peers import TLSFiles, recorded_sleeps, running_smtp_server
+from peers import running_pop3_server as _pop3_server
 from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import AuthIdentity, Handler, Session
@@ -437,6 +438,83 @@ def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
     assert all("reject: AUTH from [127.0.0.1]:" in b for b in banned), banned
     (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
     assert unchecked.endswith(": 501 5.5.2 Invalid base64 data; mechanism=CRAM-MD5"), unchecked
+
+
+#: POP3 login refusals that check no credential: (TLS required first, lines sent, the
+#: command the log names, the ``mechanism=`` it adds). The answer to each is ``-ERR``.
+POP3_NO_CREDENTIAL_CHECKED = [
+    (True, [b"USER alice"], "USER", None),
+    (True, [b"PASS wonderland"], "PASS", None),
+    (True, [b"APOP alice 0123456789abcdef0123456789abcdef"], "APOP", None),
+    (True, [b"AUTH CRAM-MD5"], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH NOSUCH d29uZGVybGFuZA=="], "AUTH", None),
+    (False, [b"PASS wonderland"], "PASS", None),
+    (False, [b"AUTH CRAM-MD5 ="], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH CRAM-MD5", b"not base64!"], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH CRAM-MD5", b"QQ" * 20_000], "AUTH", "CRAM-MD5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("require_tls", "lines", "command", "mechanism"),
+    POP3_NO_CREDENTIAL_CHECKED,
+    ids=[
+        "USER before STLS",
+        "PASS before STLS",
+        "APOP before STLS",
+        "AUTH before STLS",
+        "unknown mechanism",
+        "PASS without USER",
+        "initial response to CRAM-MD5",
+        "answer not base64",
+        "answer too long",
+    ],
+)
+def test_a_pop3_login_refusal_that_checked_no_credential_is_logged_as_smtp_logs_it(
+    adapter: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    tls: TLSFiles,
+    require_tls: bool,
+    lines: list[bytes],
+    command: str,
+    mechanism: str | None,
+) -> None:
+    """The POP3 server logged nothing for a login refused before any credential was
+    checked (USER, PASS, APOP or AUTH before STLS where TLS is required, an unknown
+    mechanism, a syntax error, an answer to a challenge that is not base64 or too
+    long), where SMTP logs ``no credential checked:``. It now logs the same words, in
+    a line the filter does not match; each is answered at once (the failure delay is
+    30 s) and the session goes on."""
+    from smtpcore.maildrop import MaildirStore
+
+    caplog.set_level(logging.INFO, "smtpcore")
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    options: dict[str, Any] = {"auth_failure_delay": 30.0, "max_auth_failures": 1}
+    if require_tls:
+        options.update(ssl_context=tls.server_context, require_tls=True)
+    with (
+        _pop3_server(adapter, store, **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as answers,
+    ):
+        assert answers.readline().startswith(b"+OK")
+        for line in lines:
+            sock.sendall(line + b"\r\n")
+            answer = answers.readline()
+        assert answer.startswith(b"-ERR"), answer
+        sock.sendall(b"NOOP\r\n")  # not logged in: refused, but the session goes on
+        assert answers.readline().startswith(b"-ERR")
+    log = _as_logged(caplog.records)
+    assert _hosts(log) == [], log
+    (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
+    named = f"; mechanism={mechanism}" if mechanism else ""
+    shown = answer.decode("ascii").rstrip("\r\n")
+    assert unchecked.endswith(f": {shown}{named}"), unchecked
+    assert f" smtpcore.pop3.server: pop3: no credential checked: {command} from [127.0.0.1]:" in (
+        unchecked
+    )
+    assert "wonderland" not in log and "d29uZGVybGFuZA" not in log
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(
