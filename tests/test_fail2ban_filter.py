@@ -409,6 +409,47 @@ def test_a_veto_is_delayed_and_banned_whatever_its_code(
     assert all(f"; mechanism=PLAIN user=<{USER}>" in line for _, line in found), found
 
 
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Not with this mechanism", "5.5.4"),
+        Reply(534, "Authentication mechanism is too weak", "5.7.9"),
+        Reply(550, "Not here", "5.7.1"),
+        Reply(535, "Authentication credentials invalid", "5.7.8"),
+    ],
+    ids=["538", "504", "534", "550", "535"],
+)
+def test_a_veto_counts_toward_max_auth_failures_whatever_its_code(
+    adapter: str, caplog: pytest.LogCaptureFixture, veto: Reply
+) -> None:
+    """A handler's veto judged a credential the mechanism had accepted: a failed login,
+    delayed and logged as one, but the machine counted toward ``max_auth_failures``
+    only a ``535`` or a ``5.7.8``, so a veto worded ``538``, ``504``, ``534`` or ``550``
+    let a client try passwords without end. Every veto now counts, once, as a 535
+    does: at the limit the next AUTH is answered ``421`` and the session closes."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0, "max_auth_failures": 2}
+    login = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
+    with (
+        running_smtp_server(adapter, _Vetoing(veto), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(login * 3)
+        answers = [lines.readline().rstrip() for _ in range(3)]
+        assert lines.readline() == b"", "closed"
+    assert answers[:2] == [str(veto).encode()] * 2, answers
+    assert answers[2].startswith(b"421 4.7.0 ") and answers[2].endswith(
+        b"Too many failed authentications"
+    ), answers
+    found = _hosts(_as_logged(caplog.records))
+    assert [host for host, _ in found] == ["127.0.0.1"] * 3, found
+
+
 def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -376,6 +376,35 @@ def test_a_504_counts_no_failure_whatever_its_status() -> None:
 
 
 @pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(550, "Not here", "5.7.1"),
+        Reply(535, "Not for you", "5.7.8"),
+    ],
+    ids=["538", "550", "535"],
+)
+def test_count_auth_failure_counts_an_exchange_once_whatever_its_reply(veto: Reply) -> None:
+    """An application that refuses an identity the mechanism proved (a veto) says it
+    was a failed login with :meth:`ServerConnection.count_auth_failure`: the machine,
+    which counts by the reply's code, counted no ``538`` or ``550``. Each exchange
+    counts once, however often it is said and whether the code counted it already
+    (a ``535``), so an application may say so of every failed login it answers."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    drive(conn, EHLO, ServerAuth(SERVER_FACTORIES))
+    login = b"AUTH PLAIN " + plain("john@abc.example", "secret") + b"\r\n"
+    for _ in range(2):
+        conn.receive_data(login)
+        assert isinstance(conn.next_event(), Auth)
+        assert conn.send(veto).startswith(str(veto.code).encode())
+        conn.count_auth_failure()
+        conn.count_auth_failure()
+    conn.receive_data(login)
+    refused = conn.next_event()
+    assert isinstance(refused, BadCommand) and refused.reply.code == 421
+
+
+@pytest.mark.parametrize(
     "lines",
     [
         [b"AUTH LOGIN\r\n", base64.b64encode(b"john@abc.example") + b"\r\n"],

@@ -174,6 +174,8 @@ _GREETING_CODES: Final = frozenset({220, 554, 421})
 _DATA_STATE: Final = State.DATA
 _ERROR_STATE: Final = State.ERROR
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
+_OVER: Final = frozenset({State.ERROR, State.CLOSED})
+"""A session over: its machine counts nothing more."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
 _new: Final = object.__new__
@@ -1630,9 +1632,15 @@ class ServerSession(ServedSession):
         mechanism had no secret for (CRAM-MD5 and SCRAM keys) could not have
         succeeded: the client is answered alike, but the line says so in place of
         ``reject:``, so that a client trying mechanisms in turn is not banned.
-        The replies due go out at the session's next wait for its client, so the
-        session waits here, alone, before it gets there."""
+        A 5xx counts toward ``max_auth_failures`` here, once, whatever its code
+        (:meth:`ServerConnection.count_auth_failure
+        <smtpcore.smtp.ServerConnection.count_auth_failure>`): a veto worded ``538``
+        judged a credential as a ``535`` did. The replies due go out at the
+        session's next wait for its client, so the session waits here, alone,
+        before it gets there."""
         if reply.code >= 500:
+            if self.conn.state not in _OVER:
+                self.conn.count_auth_failure()
             user = proven
             if user is None and failure is not None:
                 user = await self._known_user(failure.named)

@@ -535,6 +535,9 @@ class ServerConnection:
     _error: RemoteProtocolError | None = None
     """Why the session is in the ERROR state, when the machine put it there."""
     _auth_failures = 0
+    _exchange_counted = False
+    """Whether the AUTH exchange under way, or the last one, has counted toward
+    ``max_auth_failures``: each counts once, however many say it failed."""
     _bad_commands = 0
     _forgiven: BadCommand | None = None
     """The pending refusal of an excess recipient, which counts as no error."""
@@ -991,18 +994,28 @@ class ServerConnection:
 
     def count_auth_failure(self) -> None:
         """Count a failed authentication only the application can tell, before or
-        after answering it: an AUTH exchange this machine ended by refusing the
-        client's answer to a 334 (not base64, a line over ``max_auth_line``; RFC 4954
-        §4) once the mechanism had judged and refused the credentials (a token's error
-        challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
-        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal). The reply stays the
-        syntax error's; the exchange was a failed authentication all the same, and
-        counts toward ``max_auth_failures`` as a 535 does: at the limit the next AUTH
-        gets 421. :meth:`ServerAuth.answer <smtpcore.smtp.ServerAuth.answer>` calls
-        it when it answers that ``BadCommand``."""
+        after answering it: the AUTH exchange under way, or the one just answered,
+        judged a credential and refused it, whatever its reply says. An exchange this
+        machine ended by refusing the client's answer to a 334 (not base64, a line
+        over ``max_auth_line``; RFC 4954 §4) once the mechanism had refused the
+        credentials (a token's error challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
+        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal), whose reply stays the
+        syntax error's, and which :meth:`ServerAuth.answer
+        <smtpcore.smtp.ServerAuth.answer>` counts so; or a handler's veto of the
+        identity a mechanism proved, worded ``538``, ``534`` or any other code. It
+        counts toward ``max_auth_failures`` as a 535 does (at the limit the next AUTH
+        gets 421), and once: an exchange the machine counted by its reply (a ``535``,
+        a ``5.7.8``) or that was counted already is not counted again, so an
+        application may say so of every failed login it answers."""
         if self._state in (State.ERROR, State.CLOSED):
             raise LocalProtocolError(f"the session is over ({self._state.name})")
-        self._auth_failures += 1
+        self._count_exchange()
+
+    def _count_exchange(self) -> None:
+        """Count the AUTH exchange toward ``max_auth_failures``, unless it was counted."""
+        if not self._exchange_counted:
+            self._exchange_counted = True
+            self._auth_failures += 1
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
@@ -1326,6 +1339,7 @@ class ServerConnection:
             return reply(504, "5.5.4", "Unrecognized authentication type")
         if command.mechanism not in self.offered_auth_mechanisms():
             return reply(538, "5.7.11", "Encryption required for requested mechanism")
+        self._exchange_counted = False  # an exchange starts: it has counted nothing
         return None
 
     def offered_auth_mechanisms(self) -> list[str]:
@@ -1855,11 +1869,11 @@ class ServerConnection:
         credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
         status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
         after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454,
-        a 538 or a 504 (an unknown mechanism, whatever its status) judged no
-        credential and counts nothing."""
-        self._auth_failures += event.code == 535 or (
-            event.status == _CREDENTIALS_INVALID and event.code != 504
-        )
+        a 538 or a 504 (an unknown mechanism, whatever its status) counts nothing
+        here: one that judged a credential all the same (a handler's veto) is the
+        application's to count (:meth:`count_auth_failure`). An exchange counts once."""
+        if event.code == 535 or (event.status == _CREDENTIALS_INVALID and event.code != 504):
+            self._count_exchange()
         if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
