@@ -31,6 +31,7 @@ import trio
 from broken_servers import RateLimitedServer, SmallServer, serve
 from peers import (
     ADAPTERS,
+    TLSFiles,
     free_port,
     ipv6_loopback_port,
     module,
@@ -673,6 +674,89 @@ def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply(
                 "127.0.0.1", server.port, starttls=True, timeouts=timeouts
             ).connect(),
         )
+
+
+class SilentTLSServer:
+    """One connection on 127.0.0.1: the TLS handshake (RFC 8314 §3.3), then the
+    ``answers`` (the first one at once, each other one to a line it reads), then
+    nothing: a line after them is left unanswered, and so is the client's
+    close_notify. ``seen`` says what came next, each within ``give_up`` seconds:
+    ``"close_notify"`` (TLS closed as it should be), then ``"closed"`` (the
+    client's TCP close), or ``"gave up"``."""
+
+    def __init__(self, tls: TLSFiles, answers: list[bytes], give_up: float) -> None:
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._tls = tls
+        self._answers = answers
+        self._give_up = give_up
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        conn.settimeout(self._give_up)
+        with self._tls.server_context.wrap_socket(conn, server_side=True) as session:
+            reader = session.makefile("rb")
+            for number, answer in enumerate(self._answers):
+                if number:
+                    reader.readline()
+                session.sendall(answer)
+            if self._answers:
+                reader.readline()  # the line left unanswered
+            try:
+                self.seen.append("close_notify" if session.recv(1) == b"" else "data")
+                with socket.socket(fileno=os.dup(session.fileno())) as raw:
+                    raw.settimeout(self._give_up)
+                    self.seen.append("closed" if raw.recv(1) == b"" else "data")
+            except TimeoutError:
+                self.seen.append("gave up")
+
+    def __enter__(self) -> SilentTLSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(10)
+        self._listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answers", "call"),
+    [([], "connect"), ([b"220 silent.test ESMTP\r\n", b"250 silent.test\r\n"], "quit")],
+    ids=["no greeting", "QUIT unanswered"],
+)
+def test_a_tls_server_gone_silent_costs_the_timeout_alone(
+    adapter: str, tls: TLSFiles, answers: list[bytes], call: str
+) -> None:
+    """Implicit TLS to a server that goes silent (after the handshake, or at QUIT):
+    the asyncio client raised its timeout, or gave up on QUIT's reply, then spent 5 s
+    more in the close, waiting for the server to answer its close_notify, which a
+    silent server never does. RFC 8446 §6.1 does not have the side that closes wait
+    for it, and trio's close does not: the close_notify goes out, then the TCP
+    close, at once. Order of events: the server sees both before it gives up (4 s),
+    though the client's timeout was 0.2 s."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(greeting=0.2, quit=0.2)
+    with SilentTLSServer(tls, answers, give_up=4.0) as server:
+
+        async def session() -> None:
+            client = mod.SMTPClient(
+                "127.0.0.1",
+                server.port,
+                tls_on_connect=True,
+                ssl_context=tls.client_context,
+                timeouts=timeouts,
+            )
+            if call == "connect":
+                with pytest.raises(mod.SMTPTimeout):
+                    await client.connect()
+            else:
+                await client.connect()
+                await client.quit()
+
+        run(adapter, session)
+    assert server.seen == ["close_notify", "closed"]
 
 
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"

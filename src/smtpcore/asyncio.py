@@ -315,6 +315,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         "_beneath",
         "_buffered",
         "_chunks",
+        "_client_tls",
         "_close_waiters",
         "_closing",
         "_eof",
@@ -363,6 +364,9 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._close_waiters: list[asyncio.Future[None]] | None = None
         self._runner: SessionRunner | None = None
         self._tls = False
+        self._client_tls = False
+        """Whether this end started TLS as the client: its close waits for no
+        close_notify from the server (see :meth:`aclose`)."""
         self._closing = False
         """Whether :meth:`aclose` (or :meth:`refuse`) closed the transport: writes then
         fail, as they do once the connection is lost. (A close asyncio makes itself,
@@ -687,6 +691,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._transport = new
         self._beneath = transport
         self._tls = True
+        self._client_tls = not server_side
 
     def _handshake_failed(self, transport: asyncio.Transport) -> None:
         """Leave no way back to plaintext after a handshake that raised, a cancelled
@@ -715,6 +720,12 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
             # Nothing left to send, and no TLS close to answer: asyncio closes the
             # socket on its next pass, with nothing to wait for.
             return
+        if self._client_tls and self._all_written(transport):
+            # The close_notify has gone with the rest: RFC 8446 §6.1 does not have the
+            # side that closes wait for the answering one (trio's close does not),
+            # and a server that went silent (a client's timeout) never sends it.
+            transport.abort()
+            return
         # Wait for connection_lost; a peer that never takes the last bytes (or never
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
@@ -732,6 +743,15 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
             raise
         finally:
             timer.cancel()
+
+    def _all_written(self, transport: asyncio.Transport) -> bool:
+        """Whether everything written, a TLS close's close_notify included, has gone to
+        the socket: nothing is queued on ``transport`` or the TCP transport beneath."""
+        beneath = self._beneath
+        queued = transport.get_write_buffer_size()
+        if isinstance(beneath, asyncio.WriteTransport):
+            queued += beneath.get_write_buffer_size()
+        return not queued
 
     def refuse(self, reply: bytes) -> None:
         """Write ``reply`` and close, without a session (the server is full)."""
