@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import trio
 
+import smtpcore.asyncio
 from broken_servers import RateLimitedServer, SmallServer, serve
 from peers import (
     ADAPTERS,
@@ -756,6 +757,28 @@ def test_a_tls_server_gone_silent_costs_the_timeout_alone(
                 await client.quit()
 
         run(adapter, session)
+    assert server.seen == ["close_notify", "closed"]
+
+
+def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(tls: TLSFiles) -> None:
+    """The same over an asyncio stream pair opened with ``ssl=``
+    (``SMTPClient.over_stream``): its close waited up to 5 s for the server's
+    close_notify. Order of events: the server sees the close_notify and the TCP close
+    before it gives up (4 s), though the client's timeout was 0.2 s."""
+    timeouts = smtpcore.asyncio.Timeouts(greeting=0.2)
+    with SilentTLSServer(tls, [], give_up=4.0) as server:
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            client = smtpcore.asyncio.SMTPClient.over_stream(
+                reader, writer, "127.0.0.1", timeouts=timeouts
+            )
+            with pytest.raises(smtpcore.asyncio.SMTPTimeout):
+                await client.connect()
+
+        asyncio.run(session())
     assert server.seen == ["close_notify", "closed"]
 
 

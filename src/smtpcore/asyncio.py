@@ -315,7 +315,6 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         "_beneath",
         "_buffered",
         "_chunks",
-        "_client_tls",
         "_close_waiters",
         "_closing",
         "_eof",
@@ -364,9 +363,6 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._close_waiters: list[asyncio.Future[None]] | None = None
         self._runner: SessionRunner | None = None
         self._tls = False
-        self._client_tls = False
-        """Whether this end started TLS as the client: its close waits for no
-        close_notify from the server (see :meth:`aclose`)."""
         self._closing = False
         """Whether :meth:`aclose` (or :meth:`refuse`) closed the transport: writes then
         fail, as they do once the connection is lost. (A close asyncio makes itself,
@@ -691,7 +687,6 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._transport = new
         self._beneath = transport
         self._tls = True
-        self._client_tls = not server_side
 
     def _handshake_failed(self, transport: asyncio.Transport) -> None:
         """Leave no way back to plaintext after a handshake that raised, a cancelled
@@ -714,22 +709,19 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None:
             return
         self._closing = True
+        beneath = self._beneath if _client_side(transport) else None  # asked while open
         if not transport.is_closing():
             transport.close()
         if self._lost or (not self._tls and not transport.get_write_buffer_size()):
             # Nothing left to send, and no TLS close to answer: asyncio closes the
             # socket on its next pass, with nothing to wait for.
             return
-        if self._client_tls and self._all_written(transport):
-            # The close_notify has gone with the rest: RFC 8446 §6.1 does not have the
-            # side that closes wait for the answering one (trio's close does not),
-            # and a server that went silent (a client's timeout) never sends it.
-            transport.abort()
-            return
         # Wait for connection_lost; a peer that never takes the last bytes (or never
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
+            if beneath is not None:
+                await _close_beneath_tls(transport, beneath)
             while self._stepped() and not self._lost:
                 await WOKEN
             if not self._lost:
@@ -743,15 +735,6 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
             raise
         finally:
             timer.cancel()
-
-    def _all_written(self, transport: asyncio.Transport) -> bool:
-        """Whether everything written, a TLS close's close_notify included, has gone to
-        the socket: nothing is queued on ``transport`` or the TCP transport beneath."""
-        beneath = self._beneath
-        queued = transport.get_write_buffer_size()
-        if isinstance(beneath, asyncio.WriteTransport):
-            queued += beneath.get_write_buffer_size()
-        return not queued
 
     def refuse(self, reply: bytes) -> None:
         """Write ``reply`` and close, without a session (the server is full)."""
@@ -815,6 +798,45 @@ def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | 
     the dead socket to the end. Asking the TCP transport too is a workaround for
     those Pythons, and can go once the oldest Python supported has the fix."""
     return transport.is_closing() or (beneath is not None and beneath.is_closing())
+
+
+def _client_side(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport`` runs TLS as its client (asked before its close: asyncio's
+    TLS transport, once closed, may answer nothing)."""
+    if transport.is_closing():
+        return False
+    tls = transport.get_extra_info("ssl_object")
+    return isinstance(tls, ssl.SSLObject | ssl.SSLSocket) and not tls.server_side
+
+
+_TLS_FLUSH_POLL: Final = 0.01
+"""How often a client's TLS close looks whether its last bytes have gone to the
+socket (see :func:`_close_beneath_tls`): asyncio says no such moment."""
+
+
+async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTransport) -> None:
+    """Close the TCP transport ``beneath`` a client's TLS transport ``tls``, already
+    closed, once every byte, the close_notify last, has gone to the socket.
+
+    RFC 8446 §6.1 does not have the side that closes wait for the peer's answering
+    close_notify (trio's close does not), and a server gone silent (a client's
+    timeout) never sends it: asyncio's TLS close would wait for it, up to its
+    shutdown timeout. The TCP transport's own close sends what it holds and closes
+    the socket; an ``abort()`` would drop what is still queued. uvloop's TLS layer
+    loses what its TCP transport still queues when that transport is closed under
+    it, so the close waits until nothing is queued on either. The caller bounds the
+    wait (a peer that takes no more bytes) and waits for ``connection_lost``."""
+    while _queued(tls) or _queued(beneath):
+        if beneath.is_closing():
+            return
+        await asyncio.sleep(_TLS_FLUSH_POLL)
+    beneath.close()
+
+
+def _queued(transport: asyncio.BaseTransport) -> int:
+    """The bytes ``transport`` holds unsent: asyncio's transports and uvloop's (which
+    subclass none of asyncio's classes) all say it."""
+    return cast(asyncio.WriteTransport, transport).get_write_buffer_size()
 
 
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
@@ -951,14 +973,24 @@ class StreamTransport:
             return
         self._closed = True
         transport = self._transport
+        beneath = self._beneath if _client_side(transport) else None  # asked while open
         transport.close()
         try:
-            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._closed_at_last(transport, beneath), _CLOSE_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:
             cast(asyncio.WriteTransport, transport).abort()
             raise
+
+    async def _closed_at_last(
+        self, transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
+    ) -> None:
+        """Wait for the close of ``transport``: a client's TLS closes the TCP transport
+        ``beneath`` once its close_notify has gone (see :func:`_close_beneath_tls`)."""
+        if beneath is not None:
+            await _close_beneath_tls(transport, beneath)
+        await self._writer.wait_closed()
 
     @property
     def peer_address(self) -> tuple[str, int] | None:
