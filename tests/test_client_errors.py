@@ -28,9 +28,11 @@ from typing import Any
 import pytest
 import trio
 
+import smtpcore.asyncio
 from broken_servers import RateLimitedServer, SmallServer, serve
 from peers import (
     ADAPTERS,
+    TLSFiles,
     free_port,
     ipv6_loopback_port,
     module,
@@ -677,12 +679,142 @@ def test_a_helo_session_never_passes_for_one_that_offered_starttls(adapter: str)
     lists no STARTTLS; the fallback cannot lower a TLS requirement."""
     steps = script(
         "S: 220 scripted.test\nC~ EHLO .+\nS: 550 5.5.1 no EHLO\n"
-        "C~ HELO .+\nS: 250 scripted.test\n-- expect close"
+        "C~ HELO .+\nS: 250 scripted.test\nC: QUIT\n-- expect close"
     )
     mod = module(adapter)
     with ScriptedServer(steps) as server, pytest.raises(mod.TLSNotAvailable):
         run(adapter, lambda: mod.SMTPClient("127.0.0.1", server.port, starttls=True).connect())
     server.check()
+
+
+#: A session that offers no STARTTLS; connect() says QUIT and the server never answers.
+NO_STARTTLS_QUIT_UNANSWERED = GREET + "C: QUIT\n-- expect close"
+
+
+def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply(
+    adapter: str,
+) -> None:
+    """``starttls=True`` and a server that offers no STARTTLS: connect() closed the
+    connection without QUIT, which RFC 5321 §4.1.1.10 says a client sends before it
+    closes (Postfix does, after ``TLS is required, but was not offered``). QUIT now goes
+    out, and its ``221`` is not waited for, as after a refused hello: the server, which
+    never answers it, sees the close before it gives up waiting (5 s), though the
+    client's QUIT timeout is longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    steps = script(NO_STARTTLS_QUIT_UNANSWERED)
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(mod.TLSNotAvailable):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1", server.port, starttls=True, timeouts=timeouts
+            ).connect(),
+        )
+
+
+class SilentTLSServer:
+    """One connection on 127.0.0.1: the TLS handshake (RFC 8314 §3.3), then the
+    ``answers`` (the first one at once, each other one to a line it reads), then
+    nothing: a line after them is left unanswered, and so is the client's
+    close_notify. ``seen`` says what came next, each within ``give_up`` seconds:
+    ``"close_notify"`` (TLS closed as it should be), then ``"closed"`` (the
+    client's TCP close), or ``"gave up"``."""
+
+    def __init__(self, tls: TLSFiles, answers: list[bytes], give_up: float) -> None:
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._tls = tls
+        self._answers = answers
+        self._give_up = give_up
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        conn.settimeout(self._give_up)
+        with self._tls.server_context.wrap_socket(conn, server_side=True) as session:
+            reader = session.makefile("rb")
+            for number, answer in enumerate(self._answers):
+                if number:
+                    reader.readline()
+                session.sendall(answer)
+            if self._answers:
+                reader.readline()  # the line left unanswered
+            try:
+                self.seen.append("close_notify" if session.recv(1) == b"" else "data")
+                with socket.socket(fileno=os.dup(session.fileno())) as raw:
+                    raw.settimeout(self._give_up)
+                    self.seen.append("closed" if raw.recv(1) == b"" else "data")
+            except TimeoutError:
+                self.seen.append("gave up")
+
+    def __enter__(self) -> SilentTLSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(10)
+        self._listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answers", "call"),
+    [([], "connect"), ([b"220 silent.test ESMTP\r\n", b"250 silent.test\r\n"], "quit")],
+    ids=["no greeting", "QUIT unanswered"],
+)
+def test_a_tls_server_gone_silent_costs_the_timeout_alone(
+    adapter: str, tls: TLSFiles, answers: list[bytes], call: str
+) -> None:
+    """Implicit TLS to a server that goes silent (after the handshake, or at QUIT):
+    the asyncio client raised its timeout, or gave up on QUIT's reply, then spent 5 s
+    more in the close, waiting for the server to answer its close_notify, which a
+    silent server never does. RFC 8446 §6.1 does not have the side that closes wait
+    for it, and trio's close does not: the close_notify goes out, then the TCP
+    close, at once. Order of events: the server sees both before it gives up (4 s),
+    though the client's timeout was 0.2 s."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(greeting=0.2, quit=0.2)
+    with SilentTLSServer(tls, answers, give_up=4.0) as server:
+
+        async def session() -> None:
+            client = mod.SMTPClient(
+                "127.0.0.1",
+                server.port,
+                tls_on_connect=True,
+                ssl_context=tls.client_context,
+                timeouts=timeouts,
+            )
+            if call == "connect":
+                with pytest.raises(mod.SMTPTimeout):
+                    await client.connect()
+            else:
+                await client.connect()
+                await client.quit()
+
+        run(adapter, session)
+    assert server.seen == ["close_notify", "closed"]
+
+
+def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(tls: TLSFiles) -> None:
+    """The same over an asyncio stream pair opened with ``ssl=``
+    (``SMTPClient.over_stream``): its close waited up to 5 s for the server's
+    close_notify. Order of events: the server sees the close_notify and the TCP close
+    before it gives up (4 s), though the client's timeout was 0.2 s."""
+    timeouts = smtpcore.asyncio.Timeouts(greeting=0.2)
+    with SilentTLSServer(tls, [], give_up=4.0) as server:
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            client = smtpcore.asyncio.SMTPClient.over_stream(
+                reader, writer, "127.0.0.1", timeouts=timeouts
+            )
+            with pytest.raises(smtpcore.asyncio.SMTPTimeout):
+                await client.connect()
+
+        asyncio.run(session())
+    assert server.seen == ["close_notify", "closed"]
 
 
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"

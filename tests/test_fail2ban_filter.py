@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from unittest.mock import ANY
 
 import pytest
@@ -29,6 +29,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from peers import TLSFiles, recorded_sleeps, running_smtp_server
+from peers import running_pop3_server as _pop3_server
 from smtpcore._driver._failures import BY_ERRNO
 from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import AuthIdentity, Handler, Session
@@ -408,6 +409,47 @@ def test_a_veto_is_delayed_and_banned_whatever_its_code(
     assert all(f"; mechanism=PLAIN user=<{USER}>" in line for _, line in found), found
 
 
+@pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(504, "Not with this mechanism", "5.5.4"),
+        Reply(534, "Authentication mechanism is too weak", "5.7.9"),
+        Reply(550, "Not here", "5.7.1"),
+        Reply(535, "Authentication credentials invalid", "5.7.8"),
+    ],
+    ids=["538", "504", "534", "550", "535"],
+)
+def test_a_veto_counts_toward_max_auth_failures_whatever_its_code(
+    adapter: str, caplog: pytest.LogCaptureFixture, veto: Reply
+) -> None:
+    """A handler's veto judged a credential the mechanism had accepted: a failed login,
+    delayed and logged as one, but the machine counted toward ``max_auth_failures``
+    only a ``535`` or a ``5.7.8``, so a veto worded ``538``, ``504``, ``534`` or ``550``
+    let a client try passwords without end. Every veto now counts, once, as a 535
+    does: at the limit the next AUTH is answered ``421`` and the session closes."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    options = {"auth_require_tls": False, "auth_failure_delay": 0, "max_auth_failures": 2}
+    login = b"AUTH PLAIN " + base64.b64encode(f"\0{USER}\0{PASSWORD}".encode()) + b"\r\n"
+    with (
+        running_smtp_server(adapter, _Vetoing(veto), auth=authenticator(), **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as lines,
+    ):
+        sock.sendall(b"EHLO client.example\r\n")
+        while not lines.readline().startswith(b"250 "):
+            pass
+        sock.sendall(login * 3)
+        answers = [lines.readline().rstrip() for _ in range(3)]
+        assert lines.readline() == b"", "closed"
+    assert answers[:2] == [str(veto).encode()] * 2, answers
+    assert answers[2].startswith(b"421 4.7.0 ") and answers[2].endswith(
+        b"Too many failed authentications"
+    ), answers
+    found = _hosts(_as_logged(caplog.records))
+    assert [host for host, _ in found] == ["127.0.0.1"] * 3, found
+
+
 def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -437,6 +479,83 @@ def test_a_line_that_only_starts_as_auth_is_refused_as_an_unknown_command_is(
     assert all("reject: AUTH from [127.0.0.1]:" in b for b in banned), banned
     (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
     assert unchecked.endswith(": 501 5.5.2 Invalid base64 data; mechanism=CRAM-MD5"), unchecked
+
+
+#: POP3 login refusals that check no credential: (TLS required first, lines sent, the
+#: command the log names, the ``mechanism=`` it adds). The answer to each is ``-ERR``.
+POP3_NO_CREDENTIAL_CHECKED = [
+    (True, [b"USER alice"], "USER", None),
+    (True, [b"PASS wonderland"], "PASS", None),
+    (True, [b"APOP alice 0123456789abcdef0123456789abcdef"], "APOP", None),
+    (True, [b"AUTH CRAM-MD5"], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH NOSUCH d29uZGVybGFuZA=="], "AUTH", None),
+    (False, [b"PASS wonderland"], "PASS", None),
+    (False, [b"AUTH CRAM-MD5 ="], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH CRAM-MD5", b"not base64!"], "AUTH", "CRAM-MD5"),
+    (False, [b"AUTH CRAM-MD5", b"QQ" * 20_000], "AUTH", "CRAM-MD5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("require_tls", "lines", "command", "mechanism"),
+    POP3_NO_CREDENTIAL_CHECKED,
+    ids=[
+        "USER before STLS",
+        "PASS before STLS",
+        "APOP before STLS",
+        "AUTH before STLS",
+        "unknown mechanism",
+        "PASS without USER",
+        "initial response to CRAM-MD5",
+        "answer not base64",
+        "answer too long",
+    ],
+)
+def test_a_pop3_login_refusal_that_checked_no_credential_is_logged_as_smtp_logs_it(
+    adapter: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    tls: TLSFiles,
+    require_tls: bool,
+    lines: list[bytes],
+    command: str,
+    mechanism: str | None,
+) -> None:
+    """The POP3 server logged nothing for a login refused before any credential was
+    checked (USER, PASS, APOP or AUTH before STLS where TLS is required, an unknown
+    mechanism, a syntax error, an answer to a challenge that is not base64 or too
+    long), where SMTP logs ``no credential checked:``. It now logs the same words, in
+    a line the filter does not match; each is answered at once (the failure delay is
+    30 s) and the session goes on."""
+    from smtpcore.maildrop import MaildirStore
+
+    caplog.set_level(logging.INFO, "smtpcore")
+    store = MaildirStore(tmp_path / "mail", {"alice": "wonderland"})
+    options: dict[str, Any] = {"auth_failure_delay": 30.0, "max_auth_failures": 1}
+    if require_tls:
+        options.update(ssl_context=tls.server_context, require_tls=True)
+    with (
+        _pop3_server(adapter, store, **options) as server,
+        socket.create_connection((LOOPBACK, server.port), timeout=10) as sock,
+        sock.makefile("rb") as answers,
+    ):
+        assert answers.readline().startswith(b"+OK")
+        for line in lines:
+            sock.sendall(line + b"\r\n")
+            answer = answers.readline()
+        assert answer.startswith(b"-ERR"), answer
+        sock.sendall(b"NOOP\r\n")  # not logged in: refused, but the session goes on
+        assert answers.readline().startswith(b"-ERR")
+    log = _as_logged(caplog.records)
+    assert _hosts(log) == [], log
+    (unchecked,) = [line for line in log.splitlines() if "no credential checked:" in line]
+    named = f"; mechanism={mechanism}" if mechanism else ""
+    shown = answer.decode("ascii").rstrip("\r\n")
+    assert unchecked.endswith(f": {shown}{named}"), unchecked
+    assert f" smtpcore.pop3.server: pop3: no credential checked: {command} from [127.0.0.1]:" in (
+        unchecked
+    )
+    assert "wonderland" not in log and "d29uZGVybGFuZA" not in log
 
 
 def test_a_client_xclient_names_without_a_port_is_banned_under_its_address(

@@ -376,6 +376,54 @@ def test_a_504_counts_no_failure_whatever_its_status() -> None:
 
 
 @pytest.mark.parametrize(
+    "veto",
+    [
+        Reply(538, "Encryption required for this account", "5.7.11"),
+        Reply(550, "Not here", "5.7.1"),
+        Reply(535, "Not for you", "5.7.8"),
+    ],
+    ids=["538", "550", "535"],
+)
+def test_count_auth_failure_counts_an_exchange_once_whatever_its_reply(veto: Reply) -> None:
+    """An application that refuses an identity the mechanism proved (a veto) says it
+    was a failed login with :meth:`ServerConnection.count_auth_failure`: the machine,
+    which counts by the reply's code, counted no ``538`` or ``550``. Each exchange
+    counts once, however often it is said and whether the code counted it already
+    (a ``535``), so an application may say so of every failed login it answers."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    drive(conn, EHLO, ServerAuth(SERVER_FACTORIES))
+    login = b"AUTH PLAIN " + plain("john@abc.example", "secret") + b"\r\n"
+    for _ in range(2):
+        conn.receive_data(login)
+        assert isinstance(conn.next_event(), Auth)
+        assert conn.send(veto).startswith(str(veto.code).encode())
+        conn.count_auth_failure()
+        conn.count_auth_failure()
+    conn.receive_data(login)
+    refused = conn.next_event()
+    assert isinstance(refused, BadCommand) and refused.reply.code == 421
+
+
+def test_a_late_count_charges_the_exchange_it_answered_not_the_next_pipelined_one() -> None:
+    """A veto counted after the client's next, pipelined AUTH was read: the count
+    charged that next exchange (reading an AUTH reset what had been counted), whose
+    own ``535`` then went uncounted, and two failed logins counted one. The count
+    goes to the exchange just refused; the next one's ``535`` counts too, so the
+    third AUTH meets the limit."""
+    conn = auth_server(auth_require_tls=False, max_auth_failures=2)
+    drive(conn, EHLO, ServerAuth(SERVER_FACTORIES))
+    login = b"AUTH PLAIN " + plain("john@abc.example", "secret") + b"\r\n"
+    conn.receive_data(login * 3)
+    assert isinstance(conn.next_event(), Auth)
+    conn.send(Reply(538, "Encryption required for this account", "5.7.11"))  # a veto
+    assert isinstance(conn.next_event(), Auth)  # the next AUTH, read before the count
+    conn.count_auth_failure()
+    conn.send(Reply(535, "Authentication credentials invalid", "5.7.8"))
+    refused = conn.next_event()
+    assert isinstance(refused, BadCommand) and refused.reply.code == 421
+
+
+@pytest.mark.parametrize(
     "lines",
     [
         [b"AUTH LOGIN\r\n", base64.b64encode(b"john@abc.example") + b"\r\n"],

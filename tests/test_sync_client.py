@@ -45,6 +45,7 @@ from test_client_errors import (
     EIGHT_BIT,
     GREET,
     GREET_BINARY_ONLY,
+    NO_STARTTLS_QUIT_UNANSWERED,
     PIPELINED,
     POP3_LOGGED_IN,
     QUIT,
@@ -332,6 +333,15 @@ def test_a_refused_session_does_not_wait_for_the_reply_to_quit(refused: str) -> 
     steps = script(QUIT_UNANSWERED[refused])
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.HelloRefused):
         sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts).connect()
+
+
+def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply() -> None:
+    """As the adapters' test of the same name: ``starttls=True`` against a server that
+    offers no STARTTLS says QUIT before the close, and does not wait for its 221."""
+    timeouts = sync.Timeouts(quit=120.0)
+    steps = script(NO_STARTTLS_QUIT_UNANSWERED)
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.TLSNotAvailable):
+        sync.SMTPClient("127.0.0.1", server.port, starttls=True, timeouts=timeouts).connect()
 
 
 def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo() -> None:

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import socket
+import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from peers import TLSFiles, missing_peer, write_maildir
+from peers import TLSFiles, free_port, missing_peer, write_maildir
 from smtpcore.asyncio import (
+    AsyncioTransport,
     POP3Client,
     POP3Server,
     SMTPClient,
@@ -165,3 +169,56 @@ def test_pop3_with_stls(loop_factory: LoopFactory, tls: TLSFiles, tmp_path: Path
             assert await client.retrieve(1) == MESSAGE
 
     run(loop_factory, main)
+
+
+def test_a_tls_client_close_sends_what_is_queued_and_its_close_notify(
+    loop_factory: LoopFactory, tls: TLSFiles
+) -> None:
+    """A client's TLS close does not wait for the server's close_notify, and loses
+    nothing on its way: on uvloop, whose TCP transport is no
+    ``asyncio.WriteTransport``, bytes it still queued were not seen, and the close
+    aborted the connection, dropping them and the close_notify. Order of events: the
+    server reads nothing until the client's close has begun, then gets every byte
+    and the close_notify."""
+    size = 48 << 10  # under the high-water marks: all of it queued, none paused
+    listener = socket.create_server(("127.0.0.1", free_port()))
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    closing = threading.Event()
+    received: list[object] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(20)
+        with tls.server_context.wrap_socket(conn, server_side=True) as session:
+            closing.wait(20)
+            got = 0
+            try:
+                while chunk := session.recv(65536):
+                    got += len(chunk)
+                received.extend([got, "close_notify"])
+            except (OSError, ssl.SSLError) as exc:
+                received.extend([got, type(exc).__name__])
+
+    async def client() -> None:
+        loop = asyncio.get_running_loop()
+        port = listener.getsockname()[1]
+        tcp, transport = await loop.create_connection(AsyncioTransport, "127.0.0.1", port)
+        tcp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await transport.start_tls(
+            tls.client_context, server_side=False, server_hostname="localhost"
+        )
+        transport.send_nowait(b"x" * size)
+        close = asyncio.ensure_future(transport.aclose())
+        await asyncio.sleep(0)  # the close has begun: whatever it drops is dropped
+        closing.set()
+        await close
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        run(loop_factory, client)
+    finally:
+        closing.set()
+        server.join(20)
+        listener.close()
+    assert received == [size, "close_notify"]

@@ -709,6 +709,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None:
             return
         self._closing = True
+        beneath = self._beneath if _client_side(transport) else None  # asked while open
         if not transport.is_closing():
             transport.close()
         if self._lost or (not self._tls and not transport.get_write_buffer_size()):
@@ -719,6 +720,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
+            if beneath is not None:
+                await _close_beneath_tls(transport, beneath)
             while self._stepped() and not self._lost:
                 await WOKEN
             if not self._lost:
@@ -795,6 +798,45 @@ def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | 
     the dead socket to the end. Asking the TCP transport too is a workaround for
     those Pythons, and can go once the oldest Python supported has the fix."""
     return transport.is_closing() or (beneath is not None and beneath.is_closing())
+
+
+def _client_side(transport: asyncio.BaseTransport) -> bool:
+    """Whether ``transport`` runs TLS as its client (asked before its close: asyncio's
+    TLS transport, once closed, may answer nothing)."""
+    if transport.is_closing():
+        return False
+    tls = transport.get_extra_info("ssl_object")
+    return isinstance(tls, ssl.SSLObject | ssl.SSLSocket) and not tls.server_side
+
+
+_TLS_FLUSH_POLL: Final = 0.01
+"""How often a client's TLS close looks whether its last bytes have gone to the
+socket (see :func:`_close_beneath_tls`): asyncio says no such moment."""
+
+
+async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTransport) -> None:
+    """Close the TCP transport ``beneath`` a client's TLS transport ``tls``, already
+    closed, once every byte, the close_notify last, has gone to the socket.
+
+    RFC 8446 §6.1 does not have the side that closes wait for the peer's answering
+    close_notify (trio's close does not), and a server gone silent (a client's
+    timeout) never sends it: asyncio's TLS close would wait for it, up to its
+    shutdown timeout. The TCP transport's own close sends what it holds and closes
+    the socket; an ``abort()`` would drop what is still queued. uvloop's TLS layer
+    loses what its TCP transport still queues when that transport is closed under
+    it, so the close waits until nothing is queued on either. The caller bounds the
+    wait (a peer that takes no more bytes) and waits for ``connection_lost``."""
+    while _queued(tls) or _queued(beneath):
+        if beneath.is_closing():
+            return
+        await asyncio.sleep(_TLS_FLUSH_POLL)
+    beneath.close()
+
+
+def _queued(transport: asyncio.BaseTransport) -> int:
+    """The bytes ``transport`` holds unsent: asyncio's transports and uvloop's (which
+    subclass none of asyncio's classes) all say it."""
+    return cast(asyncio.WriteTransport, transport).get_write_buffer_size()
 
 
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
@@ -931,14 +973,24 @@ class StreamTransport:
             return
         self._closed = True
         transport = self._transport
+        beneath = self._beneath if _client_side(transport) else None  # asked while open
         transport.close()
         try:
-            await asyncio.wait_for(self._writer.wait_closed(), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._closed_at_last(transport, beneath), _CLOSE_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:
             cast(asyncio.WriteTransport, transport).abort()
             raise
+
+    async def _closed_at_last(
+        self, transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
+    ) -> None:
+        """Wait for the close of ``transport``: a client's TLS closes the TCP transport
+        ``beneath`` once its close_notify has gone (see :func:`_close_beneath_tls`)."""
+        if beneath is not None:
+            await _close_beneath_tls(transport, beneath)
+        await self._writer.wait_closed()
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

@@ -12,6 +12,7 @@ a client's wire trace; what goes on the wire or into mail is left alone.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Final
 
 from smtpcore._textsafe import backslash_escaped, escape_unsafe
@@ -19,10 +20,13 @@ from smtpcore._textsafe import backslash_escaped, escape_unsafe
 __all__ = [
     "LOGGED_NAME_LIMIT",
     "NO_CLEAR_PASSWORD",
+    "NO_CREDENTIAL_CHECKED",
     "describe_error",
     "login_fields",
     "loggable",
     "loggable_reply",
+    "named_mechanism",
+    "no_credential_line",
     "printable",
 ]
 
@@ -52,6 +56,37 @@ NO_CLEAR_PASSWORD: Final = "not possible for this user: no password in the clear
 """Why a CRAM-MD5 or APOP attempt for a user whose secret is SCRAM keys failed: no
 password could have succeeded, so it is no guess, and its line says so in place of
 ``reject:``, which fail2ban's filter counts."""
+
+
+NO_CREDENTIAL_CHECKED: Final = "no credential checked"
+"""What the log calls a login refusal that judged no credential (RFC 4954 §4, §6, RFC
+5034 §4, RFC 2595 §4: an unknown mechanism, a mechanism or a login that needs TLS, a
+syntax error, an initial response to CRAM-MD5, an answer to a challenge that is not
+base64 or too long): not ``reject:``, which fail2ban's filter counts as a failed
+login. Postfix likewise warns ``SASL ... authentication failed`` only once a
+credential was checked."""
+
+
+def no_credential_line(
+    where: str, command: str, peer: str, answered: str, mechanism: str | None = None
+) -> str:
+    """The line of a login refusal that judged no credential, SMTP and POP3 alike:
+    ``WHERE: no credential checked: COMMAND from PEER: ANSWER[; mechanism=NAME]``.
+    ``where`` is the queue id's place (``NOQUEUE``) or the protocol (``pop3``),
+    ``answered`` the reply already made loggable (:func:`loggable_reply`), and
+    ``mechanism`` one the server knows, never a word the client sent in its place
+    (:func:`named_mechanism`): it may be a password."""
+    named = f"; mechanism={loggable(mechanism)}" if mechanism else ""
+    return f"{where}: {NO_CREDENTIAL_CHECKED}: {command} from {peer}: {answered}{named}"
+
+
+def named_mechanism(line: bytes, known: Collection[str]) -> str | None:
+    """The mechanism an AUTH command ``line`` names, when it is one of ``known`` (the
+    server's own, upper case): any other word there may be a password typed in its
+    place, so it is never logged."""
+    words = line[len(b"AUTH") :].split(maxsplit=1)
+    name = words[0].upper().decode("latin-1") if words else ""
+    return name if name in known else None
 
 
 def login_fields(user: str | None, mechanism: str | None = None) -> str:

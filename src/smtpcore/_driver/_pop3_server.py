@@ -46,7 +46,15 @@ from smtpcore._driver._listener import (
     SessionRegistry,
     session_address,
 )
-from smtpcore._driver._logtext import NO_CLEAR_PASSWORD, describe_error, loggable, login_fields
+from smtpcore._driver._logtext import (
+    NO_CLEAR_PASSWORD,
+    describe_error,
+    loggable,
+    loggable_reply,
+    login_fields,
+    named_mechanism,
+    no_credential_line,
+)
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -167,7 +175,16 @@ end of the file) would keep the session reading without a pause for the event
 loop: past this many it has failed."""
 _TRANSACTION_COMMANDS: Final = (Retr, Top, Stat, List, Uidl, Dele, Noop, Rset)
 
+_LOGIN_COMMAND: Final = re.compile(rb"(USER|PASS|APOP|AUTH)(?=[ \r\n]|\Z)", re.IGNORECASE)
+"""A login command's keyword, read as the machine reads it, up to the first space:
+``AUTHX`` or ``USERS`` is an unknown command, not a login refused."""
+
 T = TypeVar("T")
+
+
+def _shown(response: Ok | Err) -> str:
+    """A response as its log line shows it: its status line, escaped."""
+    return loggable_reply(response.to_bytes().decode("utf-8").rstrip("\r\n"))
 
 
 def _text(message: object) -> str:
@@ -871,18 +888,39 @@ class POP3ServerSession(ServedSession):
         the SASL exchange (RFC 5034 §4); after the mechanism had refused the
         credentials (a token's error challenge, RFC 7628 §3.2.2) that is the failed
         login the refusal already was, whatever ended it: the machine's ``-ERR``,
-        after ``auth_failure_delay``, logged and counted as a failed login is."""
-        refusal = self._sasl.abandon()
-        if refusal is None:
-            self._answer(event.response)
+        after ``auth_failure_delay``, logged and counted as a failed login is. Any
+        other refusal of a line of the exchange, or of a login command (USER, PASS,
+        APOP, AUTH: before STLS where TLS is required, an unknown mechanism, a
+        syntax error), judged no credential: answered at once and logged as such
+        (:meth:`_no_credential_checked`)."""
+        sasl = self._sasl
+        answering = sasl.exchange_under_way
+        refusal = sasl.abandon()
+        if refusal is not None:
+            await self._failed(
+                "AUTH",
+                refusal.named,
+                mechanism=sasl.mechanism,
+                no_secret=refusal.no_secret,
+                answer=event.response,
+            )
             return
-        await self._failed(
-            "AUTH",
-            refusal.named,
-            mechanism=self._sasl.mechanism,
-            no_secret=refusal.no_secret,
-            answer=event.response,
-        )
+        self._answer(event.response)
+        login = _LOGIN_COMMAND.match(event.line)
+        if answering:
+            self._no_credential_checked("AUTH", event.response, sasl.mechanism)
+        elif login is not None:
+            command = login.group().decode("ascii").upper()
+            named = named_mechanism(event.line, sasl.mechanisms) if command == "AUTH" else None
+            self._no_credential_checked(command, event.response, named)
+
+    def _no_credential_checked(self, command: str, answer: Err, mechanism: str | None) -> None:
+        """A login ``command`` refused with ``answer`` before any credential was judged:
+        no failed login, so answered at once, with no ``auth_failure_delay``, and
+        logged in the line SMTP's server writes for such an AUTH, which fail2ban's
+        filter does not read, with ``mechanism=`` when the server knows which."""
+        peer = client_text(self.session)
+        logger.info("%s", no_credential_line("pop3", command, peer, _shown(answer), mechanism))
 
     def _lines(self, answer: Ok, lines: Sequence[str]) -> None:
         """Answer a command whose content the machine gives (CAPA, bare AUTH): ``answer``
@@ -969,19 +1007,22 @@ class POP3ServerSession(ServedSession):
         sasl = self._sasl
         sasl.in_thread = _runs_in_thread(sasl.mechanisms.get(event.mechanism))
         start = functools.partial(sasl.start, event)
-        await self._sasl_step(start, event.mechanism, sasl.in_thread)
+        await self._sasl_step(start, event.mechanism.upper(), sasl.in_thread)
 
     async def _auth_response(self, event: AuthResponse) -> None:
         sasl = self._sasl
         step = functools.partial(sasl.step, event)
         # A cancel ("*") runs no mechanism code: answered in the loop.
-        await self._sasl_step(step, sasl.mechanism, sasl.in_thread and not event.cancel)
+        in_thread = sasl.in_thread and not event.cancel
+        await self._sasl_step(step, sasl.mechanism, in_thread, cancel=event.cancel)
 
     async def _sasl_step(
         self,
         step: Callable[[], AuthAnswer],
         mechanism: str,
         in_thread: bool,
+        *,
+        cancel: bool = False,
     ) -> None:
         """Answer with a step of an AUTH exchange. What the store's mechanisms or
         their callables raise is the store's failure, answered as a store call's
@@ -1004,11 +1045,14 @@ class POP3ServerSession(ServedSession):
             self._sasl = self._sasl.fresh()
             self._answer(self._failure(exc, "SASL %s", mechanism))
             return
-        await self._sasl_answer(answer)
+        await self._sasl_answer(answer, mechanism, cancel=cancel)
 
-    async def _sasl_answer(self, answer: AuthAnswer) -> None:
-        """Send what :class:`~smtpcore.pop3.ServerAuth` answered, doing what it says
-        the answer was: a login, a failed login, or a bad command."""
+    async def _sasl_answer(self, answer: AuthAnswer, mechanism: str, *, cancel: bool) -> None:
+        """Send what :class:`~smtpcore.pop3.ServerAuth` answered to a step of
+        ``mechanism``, doing what it says the answer was: a login, a failed login, or
+        a refusal that judged no credential (a mechanism this session cannot run, an
+        initial response to a server-first one, which is a bad command too). A
+        client's cancel (``*``) is none of these."""
         sasl = self._sasl
         success, failure = sasl.success, sasl.failure
         if failure is not None and failure.callback_error:
@@ -1030,6 +1074,8 @@ class POP3ServerSession(ServedSession):
                 conn = self.conn
                 assert conn is not None
                 conn.count_bad_command()
+            if isinstance(answer, Err) and not cancel and (failure is None or sasl.bad_command):
+                self._no_credential_checked("AUTH", answer, mechanism)
 
     async def _failed(
         self,

@@ -309,9 +309,11 @@ class BaseSMTPClient(BaseClient):
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured. Raises :class:`HelloRefused` for a greeting other than 220
-        (RFC 5321 §3.1) or a refused hello, after saying QUIT, whose reply is not
-        waited for, but :class:`SMTPConnectionError` for a 421, with which the
-        server closes the connection; the connection is closed on every error."""
+        (RFC 5321 §3.1) or a refused hello, and :class:`TLSNotAvailable` when
+        ``starttls=True`` and the server offers no STARTTLS, each after saying QUIT,
+        whose reply is not waited for, but :class:`SMTPConnectionError` for a 421,
+        with which the server closes the connection; the connection is closed on
+        every error."""
         await self._open_transport()
         self._new_session()
         try:
@@ -329,10 +331,11 @@ class BaseSMTPClient(BaseClient):
                     raise TLSNotAvailable()
             if self._credentials.given:
                 await self._authenticate_with(self._mechanism())
-        except HelloRefused:
-            # Refused, the session still takes QUIT (RFC 5321 §4.1.1.10), said before
-            # the close; its 221 is not waited for: a server that never answers it
-            # would hold connect() for the whole QUIT timeout (300 s by default).
+        except (HelloRefused, TLSNotAvailable):
+            # Refused, or without the TLS the client requires, the session still takes
+            # QUIT (RFC 5321 §4.1.1.10), said before the close; its 221 is not waited
+            # for: a server that never answers it would hold connect() for the whole
+            # QUIT timeout (300 s by default).
             await self._quit_unwaited()
             raise
         except BaseException:

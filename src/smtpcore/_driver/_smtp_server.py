@@ -42,6 +42,8 @@ from smtpcore._driver._logtext import (
     loggable,
     loggable_reply,
     login_fields,
+    named_mechanism,
+    no_credential_line,
 )
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import (
@@ -139,12 +141,6 @@ def _logged_verb(event: BadCommand) -> str:
     return verb if verb in _KNOWN_VERBS else "command"
 
 
-NO_CREDENTIAL_CHECKED: Final = "no credential checked"
-"""What the log calls an AUTH refusal that judged no credential (RFC 4954 §4, §6: an
-unknown mechanism, a mechanism that needs TLS, a syntax error, an initial response to
-CRAM-MD5): not ``reject:``, which fail2ban's filter counts as a failed login. Postfix
-likewise warns ``SASL ... authentication failed`` only once a credential was checked."""
-
 _AUTH_COMMAND: Final = re.compile(rb"AUTH(?=[ \r\n]|\Z)", re.IGNORECASE)
 """An AUTH command line, its verb read as the machine reads it, up to the first space:
 ``AUTHX`` or ``AUTHENTICATE foo`` is an unknown command, not an AUTH refused."""
@@ -168,15 +164,6 @@ def _judged_no_credential(reply: Reply) -> bool:
     return reply.code >= 500 and reply.code != 503
 
 
-def _named_mechanism(line: bytes, known: Sequence[str]) -> str | None:
-    """The mechanism an AUTH command ``line`` names, when it is one of ``known`` (the
-    server's own): any other word there may be a password typed in its place, so it
-    is never logged."""
-    words = line[len(b"AUTH") :].split(maxsplit=1)
-    name = words[0].upper().decode("latin-1") if words else ""
-    return name if name in known else None
-
-
 READ_SIZE: Final = 65536
 """Bytes asked of the transport per read: big enough for a pipelined batch, small
 enough that unstuffing a chunk stays in the CPU cache."""
@@ -187,6 +174,8 @@ _GREETING_CODES: Final = frozenset({220, 554, 421})
 _DATA_STATE: Final = State.DATA
 _ERROR_STATE: Final = State.ERROR
 """A global: a member read through its enum class costs the class's __getattr__ hook."""
+_OVER: Final = frozenset({State.ERROR, State.CLOSED})
+"""A session over: its machine counts nothing more."""
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
 _OK: Final = Reply(250, "OK")
 _new: Final = object.__new__
@@ -1185,7 +1174,7 @@ class ServerSession(ServedSession):
                 answering or _AUTH_COMMAND.match(event.line) is not None
             ):
                 mechanism = (
-                    flow.mechanism if answering else _named_mechanism(event.line, flow.names)
+                    flow.mechanism if answering else named_mechanism(event.line, flow.names)
                 )
                 self._no_credential_checked(self._answer(reply), mechanism)
                 await self._follow_the_machine_out_of_a_transaction()
@@ -1617,14 +1606,10 @@ class ServerSession(ServedSession):
         ``auth_failure_delay``, and logged in no line fail2ban's filter reads, with
         ``mechanism=`` when the server knows which (never a word it does not: it
         may be a password)."""
-        named = f"; mechanism={loggable(mechanism)}" if mechanism else ""
-        logger.info(
-            "NOQUEUE: %s: AUTH from %s: %s%s",
-            NO_CREDENTIAL_CHECKED,
-            client_text(self.session),
-            loggable_reply(reply),
-            named,
+        line = no_credential_line(
+            "NOQUEUE", "AUTH", client_text(self.session), loggable_reply(reply), mechanism
         )
+        logger.info("%s", line)
 
     async def _auth_failed(
         self,
@@ -1647,9 +1632,15 @@ class ServerSession(ServedSession):
         mechanism had no secret for (CRAM-MD5 and SCRAM keys) could not have
         succeeded: the client is answered alike, but the line says so in place of
         ``reject:``, so that a client trying mechanisms in turn is not banned.
-        The replies due go out at the session's next wait for its client, so the
-        session waits here, alone, before it gets there."""
+        A 5xx counts toward ``max_auth_failures`` here, once, whatever its code
+        (:meth:`ServerConnection.count_auth_failure
+        <smtpcore.smtp.ServerConnection.count_auth_failure>`): a veto worded ``538``
+        judged a credential as a ``535`` did. The replies due go out at the
+        session's next wait for its client, so the session waits here, alone,
+        before it gets there."""
         if reply.code >= 500:
+            if self.conn.state not in _OVER:
+                self.conn.count_auth_failure()
             user = proven
             if user is None and failure is not None:
                 user = await self._known_user(failure.named)

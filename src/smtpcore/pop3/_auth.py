@@ -101,6 +101,14 @@ class ServerAuth:
         return failure is not None and failure.failed_login
 
     @property
+    def exchange_under_way(self) -> bool:
+        """Whether an exchange has started and not ended: the machine reads the client's
+        next line as its answer to a ``+`` challenge (RFC 5034 §4), so a line it refuses
+        then belongs to the AUTH exchange, whatever it says. As
+        :attr:`smtpcore.smtp.ServerAuth.exchange_under_way`."""
+        return self._under_way is not None or self._final is not None
+
+    @property
     def bad_command(self) -> bool:
         """Whether the last step refused a client that broke the exchange before any
         credential was tried (RFC 5034 §4): a bad command, not a failed login."""

@@ -535,6 +535,16 @@ class ServerConnection:
     _error: RemoteProtocolError | None = None
     """Why the session is in the ERROR state, when the machine put it there."""
     _auth_failures = 0
+    _exchanges = 0
+    """AUTH exchanges started: the last one's number is the exchange under way, or the
+    last one (an exchange is known by its number here)."""
+    _refused_exchange = 0
+    """The exchange answered last with a refusal (5xx), 0 for none: the one an
+    application counts after answering it, though the client's next AUTH may have
+    been read already (pipelined)."""
+    _counted_exchange = 0
+    """The exchange counted last toward ``max_auth_failures``: each counts once,
+    however many say it failed."""
     _bad_commands = 0
     _forgiven: BadCommand | None = None
     """The pending refusal of an excess recipient, which counts as no error."""
@@ -991,18 +1001,33 @@ class ServerConnection:
 
     def count_auth_failure(self) -> None:
         """Count a failed authentication only the application can tell, before or
-        after answering it: an AUTH exchange this machine ended by refusing the
-        client's answer to a 334 (not base64, a line over ``max_auth_line``; RFC 4954
-        §4) once the mechanism had judged and refused the credentials (a token's error
-        challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
-        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal). The reply stays the
-        syntax error's; the exchange was a failed authentication all the same, and
-        counts toward ``max_auth_failures`` as a 535 does: at the limit the next AUTH
-        gets 421. :meth:`ServerAuth.answer <smtpcore.smtp.ServerAuth.answer>` calls
-        it when it answers that ``BadCommand``."""
+        after answering it: the AUTH exchange just refused (while it is uncounted,
+        even once the client's next, pipelined AUTH has been read), else the one under
+        way, judged a credential and refused it, whatever its reply says. An exchange this
+        machine ended by refusing the client's answer to a 334 (not base64, a line
+        over ``max_auth_line``; RFC 4954 §4) once the mechanism had refused the
+        credentials (a token's error challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
+        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal), whose reply stays the
+        syntax error's, and which :meth:`ServerAuth.answer
+        <smtpcore.smtp.ServerAuth.answer>` counts so; or a handler's veto of the
+        identity a mechanism proved, worded ``538``, ``534`` or any other code. It
+        counts toward ``max_auth_failures`` as a 535 does (at the limit the next AUTH
+        gets 421), and once: an exchange the machine counted by its reply (a ``535``,
+        a ``5.7.8``) or that was counted already is not counted again, so an
+        application may say so of every failed login it answers."""
         if self._state in (State.ERROR, State.CLOSED):
             raise LocalProtocolError(f"the session is over ({self._state.name})")
-        self._auth_failures += 1
+        refused = self._refused_exchange
+        # The exchange just refused, while it is uncounted, even once the next AUTH
+        # has been read; else the one under way, refused before its answer.
+        self._count_exchange(refused if refused > self._counted_exchange else self._exchanges)
+
+    def _count_exchange(self, exchange: int) -> None:
+        """Count AUTH exchange number ``exchange`` toward ``max_auth_failures``, unless
+        it, or a later one, was counted."""
+        if exchange > self._counted_exchange:
+            self._counted_exchange = exchange
+            self._auth_failures += 1
 
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
@@ -1326,6 +1351,7 @@ class ServerConnection:
             return reply(504, "5.5.4", "Unrecognized authentication type")
         if command.mechanism not in self.offered_auth_mechanisms():
             return reply(538, "5.7.11", "Encryption required for requested mechanism")
+        self._exchanges += 1  # an exchange starts: it has counted nothing
         return None
 
     def offered_auth_mechanisms(self) -> list[str]:
@@ -1676,10 +1702,11 @@ class ServerConnection:
                     return written
         elif isinstance(command, Mail):
             self._accepted = _MAIL_REFUSED
-        elif (code in _AUTH_FAILURE_STATUS or event.status == _CREDENTIALS_INVALID) and isinstance(
-            command, Auth | AuthResponse
-        ):
-            return self._auth_refused(command, event)
+        elif isinstance(command, Auth | AuthResponse):
+            if code >= 500:
+                self._refused_exchange = self._exchanges
+            if code in _AUTH_FAILURE_STATUS or event.status == _CREDENTIALS_INVALID:
+                return self._auth_refused(command, event)
         return self._finish(command, event)
 
     # What an accepted command changes, one method per command (see _ON_ACCEPT): each
@@ -1855,11 +1882,11 @@ class ServerConnection:
         credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
         status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
         after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454,
-        a 538 or a 504 (an unknown mechanism, whatever its status) judged no
-        credential and counts nothing."""
-        self._auth_failures += event.code == 535 or (
-            event.status == _CREDENTIALS_INVALID and event.code != 504
-        )
+        a 538 or a 504 (an unknown mechanism, whatever its status) counts nothing
+        here: one that judged a credential all the same (a handler's veto) is the
+        application's to count (:meth:`count_auth_failure`). An exchange counts once."""
+        if event.code == 535 or (event.status == _CREDENTIALS_INVALID and event.code != 504):
+            self._count_exchange(self._exchanges)
         if event.status is None and self._config.enhanced_status_codes:
             event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
         return self._finish(command, event)
