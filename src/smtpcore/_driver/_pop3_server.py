@@ -1341,16 +1341,19 @@ class POP3ServerSession(ServedSession):
         maildrop = self.maildrop
         assert maildrop is not None
         deleted = self.numbers.deleted
-        try:
-            # Two deadlines: UPDATE never starts with one the wait has used up.
-            await self._store(maildrop.before_update)
-            await self._store(lambda: maildrop.update(deleted, frozenset(self.retrieved)))
-        except BaseException as exc:
-            if not self._call_failed(exc):
-                raise
-            user = self.session.user
-            self._answer(self._failure(exc, "UPDATE of %r", user, answer=_NOT_REMOVED))
-            return
+        user = self.session.user
+        # Two deadlines: UPDATE never starts with one the wait has used up.
+        for step, call in (
+            ("wait before the UPDATE of %r", maildrop.before_update),
+            ("UPDATE of %r", lambda: maildrop.update(deleted, frozenset(self.retrieved))),
+        ):
+            try:
+                await self._store(call)
+            except BaseException as exc:
+                if not self._call_failed(exc):
+                    raise
+                self._answer(self._failure(exc, step, user, answer=_NOT_REMOVED))
+                return
         left = len(self.numbers)
         self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
 
