@@ -237,7 +237,10 @@ def check_sendable(
     eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
     if eight_bit and not offer.eight_bit_mime and not _declares_binary(params):
         # BINARYMIME offered is not enough: with no BODY=BINARYMIME, MAIL says 7BIT.
-        reply = Reply(554, "the server does not offer 8BITMIME, needed for 8-bit content", "5.6.3")
+        text = "the server does not offer 8BITMIME, needed for 8-bit content"
+        if offer.binary_mime:
+            text += " unless it goes as BODY=BINARYMIME"
+        reply = Reply(554, text, "5.6.3")
         raise ExtensionNotOffered(None, "8BITMIME", reply)
     limit = offer.size
     if limit is None:

@@ -659,7 +659,9 @@ def _declared_body(entry: QueueEntry, converted: _Carried) -> dict[str, str | No
 
 
 def _declared_size(client: BaseSMTPClient, converted: _Carried) -> dict[str, str | None]:
-    """``SIZE=`` for a message converted to 7-bit, where the exchanger offers SIZE. The
+    """``SIZE=`` for a message converted to 7-bit (exact), or sent as BINARYMIME with
+    its line ends made CRLF (the queue file's size, an estimate), where the exchanger
+    offers SIZE. The
     client declares the size of what it can measure (bytes, a file), not of a reader
     that converts as it is read; the planning pass knew that size exactly, and RFC 1870
     §6 wants the exchanger's limit checked before MAIL (the client refuses ``552

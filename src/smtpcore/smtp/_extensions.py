@@ -287,9 +287,10 @@ def check_content(offered: ServerExtensions, data: bytes, *, binary: bool) -> No
     transaction is ``BODY=BINARYMIME`` (``binary``, RFC 3030 §3). BINARYMIME offered
     is not enough: a MAIL without ``BODY`` says 7BIT (RFC 6152 §3)."""
     if not data.isascii() and not (offered.eight_bit_mime or binary):
+        declare = " or declare BODY=BINARYMIME (RFC 3030)" if offered.binary_mime else ""
         raise LocalProtocolError(
             "8-bit content needs the server to offer 8BITMIME (RFC 6152); "
-            "encode it as 7-bit MIME instead"
+            f"encode it as 7-bit MIME instead{declare}"
         )
 
 
