@@ -39,6 +39,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
+from smtpcore.server.output import OutputLost, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
 
 __all__ = ["build_parser", "main"]
@@ -798,34 +799,43 @@ def _run_hash_password() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Its standard output is watched (:mod:`smtpcore.server.output`):
+    one that cannot be written ends it here, whatever the command, with no traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "serve":
-            return _run_serve(args)
-        if args.command == "send":
-            from smtpcore.server.tools import run_send
-
-            return run_send(args)
-        if args.command == "queue":
-            from smtpcore.server.queuetool import run_queue
-
-            return run_queue(args)
-        if args.command == "hash-password":
-            return _run_hash_password()
-        if args.command == "fetch":
-            from smtpcore.server.fetch import run_fetch
-
-            return run_fetch(args)
-        if args.scripted:
-            from smtpcore._scripted import play_scripted_session
-
-            return 0 if play_scripted_session() else 1
-        from smtpcore.server.demo import run_demo
-
-        return run_demo(args.keep)
+        with watched_stdout():
+            return _run_command(args)
+    except OutputLost as lost:
+        return output_lost(args.command, lost)
     except ConfigError as exc:
         print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _run_serve(args)
+    if args.command == "send":
+        from smtpcore.server.tools import run_send
+
+        return run_send(args)
+    if args.command == "queue":
+        from smtpcore.server.queuetool import run_queue
+
+        return run_queue(args)
+    if args.command == "hash-password":
+        return _run_hash_password()
+    if args.command == "fetch":
+        from smtpcore.server.fetch import run_fetch
+
+        return run_fetch(args)
+    if args.scripted:
+        from smtpcore._scripted import play_scripted_session
+
+        return 0 if play_scripted_session() else 1
+    from smtpcore.server.demo import run_demo
+
+    return run_demo(args.keep)

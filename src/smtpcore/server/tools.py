@@ -50,6 +50,7 @@ from smtpcore.routing import Attempt, Rejected, resolve_exchangers
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.exchanger import reply_text
 from smtpcore.server.log import loggable
+from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.smtp import RecipientResult, Reply, TransactionResult
@@ -577,14 +578,31 @@ def run_send(args: argparse.Namespace) -> int:
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
-    for fate in fates:
-        verdict = "accepted by" if fate.accepted else "refused by"
-        if fate.local:
-            verdict = "not sent to"
-        elif fate.unknown:
-            verdict = "may have been delivered by"
-        print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
+    _print_fates(fates)
     return 0 if fates and all(f.accepted for f in fates) else 1
+
+
+def _print_fates(fates: Sequence[_Fate]) -> None:
+    """A line per recipient on standard output, each written at once. Output that
+    cannot be written (:class:`OutputLost`) comes after the message went: the lines it
+    lost go to standard error, so that a script still learns each recipient's fate."""
+    lines = [printable(f"<{fate.recipient}>: {_verdict(fate)} {fate.text}") for fate in fates]
+    for done, line in enumerate(lines):
+        try:
+            print(line, flush=True)
+        except OutputLost as lost:
+            for left in lines[done:]:
+                print(left, file=sys.stderr)
+            lost.told = True
+            raise
+
+
+def _verdict(fate: _Fate) -> str:
+    if fate.local:
+        return "not sent to"
+    if fate.unknown:
+        return "may have been delivered by"
+    return "accepted by" if fate.accepted else "refused by"
 
 
 def _envelope_form(address: str) -> str:

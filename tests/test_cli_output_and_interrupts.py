@@ -1,0 +1,224 @@
+"""The commands' ends that are no command's own: a standard output that cannot be
+written (a reader gone, a full disk) and Ctrl-C, each one line or none on stderr and
+a status, never a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from test_cli_serve import ROOT
+
+SEND = ("send", "--no-starttls", "--helo", "client.test", "--from", "a@abc.example")
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("SMTPCORE_PASSWORD", None)
+    return env
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's child has it
+
+
+def _run_to(
+    stdout: int, argv: Sequence[str], password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m smtpcore ARGV`` with ``stdout`` as its standard output."""
+    env = _env() if password is None else {**_env(), "SMTPCORE_PASSWORD": password}
+    return subprocess.run(
+        [sys.executable, "-m", "smtpcore", *argv],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        timeout=60,
+    )
+
+
+def _run_into_a_pipe_nobody_reads(
+    argv: Sequence[str], password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command with its standard output a pipe whose reader has gone (``| head``
+    done): its first write is a broken pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return _run_to(write_end, argv, password)
+    finally:
+        os.close(write_end)
+
+
+def _accepting_server(recipients: int) -> ScriptedServer:
+    steps = [
+        *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
+        *script("C: MAIL FROM:<a@abc.example>\nS: 250 ok"),
+        *[step for _ in range(recipients) for step in script("C~ RCPT TO:.+\nS: 250 ok")],
+        *script("C: DATA\nS: 354 go"),
+        Call(_read_to_dot_and_accept),
+    ]
+    return ScriptedServer(steps)
+
+
+def _read_to_dot_and_accept(conn: ScriptedConnection) -> None:
+    conn.content()
+    conn.send(b"250 2.0.0 queued\r\n")
+    if conn.line() == b"QUIT":
+        conn.send(b"221 2.0.0 bye\r\n")
+
+
+def test_send_into_a_broken_pipe_tells_each_fate_on_stderr() -> None:
+    """The mail went before the reader was found gone: a traceback there lost every
+    recipient's line. Each goes to stderr, with one line saying why, and the status is
+    the broken pipe's, not the 0 or 1 of the fates."""
+    with _accepting_server(2) as server:
+        where = f"127.0.0.1:{server.port}"
+        to = ("--to", "b@pqr.example", "--to", "c@pqr.example")
+        result = _run_into_a_pipe_nobody_reads([*SEND, *to, "--server", where])
+    assert result.returncode == 141
+    assert result.stderr.splitlines() == [
+        f"<b@pqr.example>: accepted by {where}: 250 2.0.0 queued",
+        f"<c@pqr.example>: accepted by {where}: 250 2.0.0 queued",
+        "smtpcore send: cannot write to standard output: Broken pipe",
+    ]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_send_to_a_full_device_tells_each_fate_on_stderr() -> None:
+    with _accepting_server(1) as server, open("/dev/full", "wb") as full:
+        where = f"127.0.0.1:{server.port}"
+        result = _run_to(full.fileno(), [*SEND, "--to", "b@pqr.example", "--server", where])
+    assert result.returncode == 74
+    assert result.stderr.splitlines() == [
+        f"<b@pqr.example>: accepted by {where}: 250 2.0.0 queued",
+        "smtpcore send: cannot write to standard output: No space left on device",
+    ]
+
+
+def test_queue_list_into_a_broken_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``queue list | head`` ends as ``mailq | head`` does, by the broken pipe's status
+    and no word: it blamed ``--data-dir`` for it, with status 2."""
+    (tmp_path / "queue" / "envelopes").mkdir(parents=True)
+    result = _run_into_a_pipe_nobody_reads(["queue", "--data-dir", str(tmp_path), "list"])
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_queue_list_to_a_full_device_names_standard_output(tmp_path: Path) -> None:
+    (tmp_path / "queue" / "envelopes").mkdir(parents=True)
+    with open("/dev/full", "wb") as full:
+        result = _run_to(full.fileno(), ["queue", "--data-dir", str(tmp_path), "list"])
+    assert result.returncode == 74
+    assert (
+        result.stderr
+        == "smtpcore queue: cannot write to standard output: No space left on device\n"
+    )
+
+
+@contextlib.contextmanager
+def _pop3_server(messages: int) -> Iterator[tuple[str, list[str]]]:
+    """A POP3 server on loopback with ``messages`` small messages; the commands it
+    got, by verb."""
+    commands: list[str] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    message = b"From: a@abc.example\r\nSubject: hi\r\n\r\nbody\r\n"
+
+    def serve_one() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"+OK ready\r\n")
+                for line in lines:
+                    verb = (line.split() or [b""])[0].upper()
+                    commands.append(verb.decode())
+                    if verb == b"CAPA":
+                        conn.sendall(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
+                    elif verb in (b"LIST", b"UIDL"):
+                        each = (
+                            b"%d %d" % (n, len(message)) if verb == b"LIST" else b"%d u%d" % (n, n)
+                            for n in range(1, messages + 1)
+                        )
+                        conn.sendall(b"+OK\r\n" + b"".join(e + b"\r\n" for e in each) + b".\r\n")
+                    elif verb == b"RETR":
+                        conn.sendall(b"+OK\r\n" + message + b".\r\n")
+                    else:
+                        conn.sendall(b"+OK\r\n")
+                    if verb == b"QUIT":
+                        return
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{listener.getsockname()[1]}", commands
+    finally:
+        listener.close()
+        thread.join(10)
+
+
+def test_fetch_into_a_broken_pipe_ends_quietly_and_deletes_nothing(tmp_path: Path) -> None:
+    """``fetch | head`` said ``smtpcore fetch: [Errno 32] Broken pipe``. It ends quietly
+    now, as ``queue list`` does; the run stops as on any error, without QUIT, so that no
+    DELE takes effect, and the message whose line was lost is in the Maildir."""
+    login = ("--user", "u", "--no-stls", "--auth", "user", "--allow-plaintext-auth")
+    with _pop3_server(2) as (server, commands):
+        argv = ["fetch", "--server", server, *login, "--to-maildir", str(tmp_path / "md")]
+        result = _run_into_a_pipe_nobody_reads([*argv, "--delete"], password="p")
+    assert result.returncode == 141
+    assert result.stderr.splitlines() == [  # the only line: the one --allow-plaintext-auth says
+        "smtpcore fetch: warning: the password crosses the network in the clear (USER/PASS); "
+        "use --stls or --tls"
+    ]
+    assert "QUIT" not in commands and commands.count("RETR") == 1
+    assert len(list((tmp_path / "md" / "new").iterdir())) == 1
+
+
+_BLOCK_IN_IMPORT = """
+import importlib.abc, runpy, sys, time
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "smtpcore.server.cli":
+            sys.stderr.write("importing\\n")
+            sys.stderr.flush()
+            time.sleep(60)  # until the test's SIGINT
+        return None
+
+sys.meta_path.insert(0, Block())
+sys.argv[0] = "smtpcore"
+runpy.run_module("smtpcore", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("command", ["send", "fetch"])
+def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(command: str) -> None:
+    """The commands' modules take most of a second to import, and a Ctrl-C then gave
+    a traceback: the ``KeyboardInterrupt`` handler came with those modules. The import
+    is held in a hook until the signal has come, so the test does not race it."""
+    argv = [command, "--server", "127.0.0.1:9", "--user", "u", "--to", "b@pqr.example"]
+    if command == "fetch":
+        argv = argv[:4]
+    with subprocess.Popen(
+        [sys.executable, "-c", _BLOCK_IN_IMPORT, *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**_env(), "SMTPCORE_PASSWORD": "x"},
+        text=True,
+        preexec_fn=_default_sigint,
+    ) as child:
+        assert child.stderr is not None
+        assert child.stderr.readline() == "importing\n"
+        child.send_signal(signal.SIGINT)
+        rest = child.stderr.read()
+        assert child.wait(timeout=60) == 130
+    assert rest == ""
