@@ -50,6 +50,7 @@ from smtpcore.routing import Attempt, Rejected, resolve_exchangers
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.exchanger import reply_text
 from smtpcore.server.log import loggable
+from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -525,6 +526,14 @@ def _read_message(args: argparse.Namespace) -> bytes | None:
         raise ConfigError(f"cannot read {args.message}: {exc.strerror}") from None
 
 
+def _check_lines(content: bytes, source: str) -> None:
+    """A usage error (status 2) naming the first line of ``source`` SMTP cannot carry
+    (:mod:`smtpcore.server.messagelines`), before anything is sent."""
+    why = unsendable_line(content)
+    if why is not None:
+        raise ConfigError(printable(f"{source}: {why}"))
+
+
 def run_send(args: argparse.Namespace) -> int:
     """``send``: prints each recipient's fate; 0 only when every one was accepted, and a
     one-line error with status 1 (2 for a usage mistake) for anything else."""
@@ -538,6 +547,7 @@ def run_send(args: argparse.Namespace) -> int:
         check_address_text("--to", recipient)
     content = _read_message(args)
     if content is not None:
+        _check_lines(content, "standard input" if args.message == "-" else args.message)
         if args.sender is None or not args.recipients:
             args.sender, args.recipients = _envelope_from_headers(
                 content, args.sender, args.recipients or []
@@ -570,6 +580,7 @@ def run_send(args: argparse.Namespace) -> int:
             args.body,
             args.helo,
         )
+        _check_lines(content, "the message made of --subject and --body")
     if args.server is None:
         resolver = make_resolver(args.resolver)
         check_remote_delivery(resolver, None)
