@@ -222,3 +222,44 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(command: s
         rest = child.stderr.read()
         assert child.wait(timeout=60) == 130
     assert rest == ""
+
+
+def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None:
+    """A Ctrl-C after the end of the message went, before its reply, printed nothing:
+    the server may have taken it (RFC 5321 §6.1). Each recipient accepted gets the
+    line a connection lost there gives, then status 130. The signal is sent once the
+    server has read the final dot, so the test does not race the client."""
+    child: list[subprocess.Popen[str]] = []
+
+    def interrupt_after_the_dot(conn: ScriptedConnection) -> None:
+        conn.content()
+        child[0].send_signal(signal.SIGINT)
+        while conn.line() is not None:  # the client closes, with no QUIT owed
+            pass
+
+    steps = [
+        *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
+        *script("C: MAIL FROM:<a@abc.example>\nS: 250 ok"),
+        *script("C: RCPT TO:<b@pqr.example>\nS: 250 ok\nC: RCPT TO:<c@pqr.example>"),
+        *script("S: 550 5.1.1 no such user\nC: DATA\nS: 354 go"),
+        Call(interrupt_after_the_dot),
+    ]
+    with ScriptedServer(steps, timeout=30) as server:
+        where = f"127.0.0.1:{server.port}"
+        to = ("--to", "b@pqr.example", "--to", "c@pqr.example")
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *SEND, *to, "--server", where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            text=True,
+            preexec_fn=_default_sigint,
+        ) as process:
+            child.append(process)
+            out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert out.splitlines() == [
+        f"<b@pqr.example>: may have been delivered by {where}: "
+        "no readable reply to the end of the message (interrupted)"
+    ]
+    assert "Traceback" not in err

@@ -54,7 +54,7 @@ from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.smtp import RecipientResult, Reply, TransactionResult
+from smtpcore.smtp import Bdat, EndOfMessage, RecipientResult, Reply, TransactionResult
 
 __all__ = [
     "client_tls_context",
@@ -294,12 +294,23 @@ def _own_fate(
 
 
 async def _submit(
-    client: BaseSMTPClient, content: bytes, sender: str, rcpts: Sequence[Mailbox], where: str
+    client: BaseSMTPClient,
+    content: bytes,
+    sender: str,
+    rcpts: Sequence[Mailbox],
+    where: str,
+    cut_short: list[_Fate] | None = None,
 ) -> list[_Fate]:
     """One transaction on a connected client; every recipient's fate, errors included,
-    in the order of ``rcpts``."""
+    in the order of ``rcpts``. Cancelled (Ctrl-C: ``asyncio.run`` cancels the task)
+    while the reply to the end of the message was awaited, it adds to ``cut_short``
+    each recipient whose fate is then unknown (:func:`_cut_short_fates`)."""
     try:
         result = await client.send_message(content, sender, rcpts)
+    except asyncio.CancelledError:
+        if cut_short is not None:
+            cut_short += _cut_short_fates(client, rcpts, where)
+        raise
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
     except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
@@ -313,6 +324,34 @@ async def _submit(
     return _fates(result, rcpts, where)
 
 
+def _unknown_fate(rcpt: Mailbox, where: str, why: object) -> _Fate:
+    """The fate of a recipient accepted whose reply to the end of the message never
+    came: it may have been delivered (RFC 5321 §6.1)."""
+    text = f"{where}: no readable reply to the end of the message ({why})"
+    return _Fate(str(rcpt), False, text, unknown=True)
+
+
+def _cut_short_fates(client: BaseSMTPClient, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
+    """The recipients of ``rcpts`` that may have been delivered when the user stopped
+    ``send``: accepted, the end of the message sent, its reply not come. The client's
+    machine says so (the end of the message still awaits its reply), as it does when
+    the connection is lost there (:attr:`SMTPError.may_have_been_delivered`)."""
+    conn = client.connection
+    pending = conn.pending
+    ended = pending[0] if pending else None
+    if not (isinstance(ended, EndOfMessage) or (isinstance(ended, Bdat) and ended.last)):
+        return []
+    transaction = conn.transaction
+    if transaction is None:
+        return []
+    matched = match_results(enumerate(rcpts), transaction.recipients)
+    return [
+        _unknown_fate(rcpts[i], where, "interrupted")
+        for i, item in sorted(matched.items())
+        if item.accepted and item.delivery is None
+    ]
+
+
 def _interrupted_fates(
     exc: SMTPError, result: TransactionResult, rcpts: Sequence[Mailbox], where: str
 ) -> list[_Fate]:
@@ -324,12 +363,11 @@ def _interrupted_fates(
     the message never came (:attr:`SMTPError.may_have_been_delivered`) may have been
     delivered: it goes nowhere else either, as RFC 5321 §6.1 accepts a duplicate from
     that window only. The others, unanswered, have the error's fate: for now."""
-    unknown = f"{where}: no readable reply to the end of the message ({exc})"
     fates = [_error_fate(str(r), where, exc, True) for r in rcpts]
     for i, item in match_results(enumerate(rcpts), result.recipients).items():
         if item.accepted and item.delivery is None:
             if exc.may_have_been_delivered:
-                fates[i] = _Fate(str(rcpts[i]), False, unknown, unknown=True)
+                fates[i] = _unknown_fate(rcpts[i], where, exc)
         elif item.reply is not None:
             fates[i] = _own_fate(rcpts[i], item, where, None)
     return fates
@@ -404,7 +442,9 @@ def _client(
     )
 
 
-async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) -> list[_Fate]:
+async def _send(
+    args: argparse.Namespace, content: bytes, rcpts: list[Mailbox], cut_short: list[_Fate]
+) -> list[_Fate]:
     sender = args.sender
     if args.server is not None:
         host, port = args.server
@@ -416,7 +456,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             name = client.server_hostname
             return [_error_fate(str(r), where, exc, checked_name=name) for r in rcpts]
         _say_if_plaintext(client, where)
-        return await _submit(client, content, sender, rcpts, where)
+        return await _submit(client, content, sender, rcpts, where, cut_short)
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
     for rcpt in rcpts:
@@ -430,7 +470,7 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
             fates += [_Fate(str(r), False, text) for r in group]
             continue
-        fates += await _send_by_mx(args, content, domain, group, attempts)
+        fates += await _send_by_mx(args, content, domain, group, attempts, cut_short)
     return fates
 
 
@@ -440,6 +480,7 @@ async def _send_by_mx(
     domain: str,
     group: Sequence[Mailbox],
     attempts: Sequence[Attempt],
+    cut_short: list[_Fate],
 ) -> list[_Fate]:
     """The fates of ``group`` (recipients at ``domain``), in its order: each exchanger
     in turn, for the recipients the ones before refused for now (RFC 5321 §5.1: an
@@ -460,7 +501,7 @@ async def _send_by_mx(
             continue
         _say_if_plaintext(client, where)
         sent = [group[i] for i in pending]
-        answered = await _submit(client, content, args.sender, sent, where)
+        answered = await _submit(client, content, args.sender, sent, where, cut_short)
         for i, fate in zip(pending, answered, strict=True):
             fates[i] = fate
         pending = [i for i in pending if fates[i].temporary]
@@ -584,8 +625,12 @@ def run_send(args: argparse.Namespace) -> int:
     if args.server is None:
         resolver = make_resolver(args.resolver)
         check_remote_delivery(resolver, None)
+    cut_short: list[_Fate] = []
     try:
-        fates = asyncio.run(_send(args, content, rcpts))
+        fates = asyncio.run(_send(args, content, rcpts, cut_short))
+    except KeyboardInterrupt:  # Ctrl-C: those the message may have reached are said
+        _print_fates(cut_short)
+        raise
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
