@@ -61,3 +61,53 @@ def test_lines_are_numbered_at_every_end_the_client_sends_as_crlf() -> None:
     )
     assert unsendable_line(b"\0" + b"y" * 2000) is not None
     assert "line 1 is 2000" in str(unsendable_line(b"y" * 2000 + b"\n\0"))  # the first
+
+
+def test_a_long_bcc_field_is_not_checked_for_it_is_never_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``Bcc`` field naming many recipients on one line refused the message, though
+    ``send`` removes it (status 2); the message now goes (to port 9, where nothing
+    listens: status 1). A long line after it keeps its number in the file."""
+    bcc = b"Bcc: " + b", ".join(b"x%d@pqr.example" % i for i in range(80)) + b"\n"
+    path = tmp_path / "message.eml"
+    path.write_bytes(HEADER.replace(b"To:", bcc + b"To:") + b"hi\n")
+    assert cli.main([*SEND, str(path)]) == 1
+    path.write_bytes(HEADER.replace(b"To:", bcc + b"To:") + b"y" * 1200 + b"\n")
+    assert cli.main([*SEND, str(path)]) == 2
+    assert f"smtpcore send: {path}: line 6 is 1200 octets long" in capsys.readouterr().err
+
+
+def _first_unsendable_by_splitting(content: bytes) -> str | None:
+    """What :func:`unsendable_line` finds, the plain way: line by line."""
+    for number, line in enumerate(content.splitlines(), start=1):
+        if len(line) > MAX_LINE_OCTETS:
+            return f"line {number} is {len(line)} octets long"
+        if b"\0" in line:
+            return f"line {number} holds a NUL"
+    return None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"y" * 999,
+        b"y" * 998,
+        b"\r\n" * 3 + b"y" * 999 + b"\r\n",
+        b"1\r2\r" + b"y" * 999,
+        b"1\r\r\n" + b"y" * 1000 + b"\n",
+        b"a\n\r" + b"y" * 999 + b"\r",
+        b"y" * 998 + b"\r" + b"y" * 998 + b"\n" + b"y" * 999,
+        b"y" * 500 + b"\0" + b"y" * 600,
+        b"y" * 1200 + b"\n\0",
+        b"ok\n" + b"y" * 998 + b"\0\n" + b"y" * 1000,
+    ],
+)
+def test_the_scan_finds_what_splitting_the_lines_finds(content: bytes) -> None:
+    """The scan of the whole message (one regular expression, in C) numbers and
+    measures lines as splitting it at CRLF, CR and LF does."""
+    expected = _first_unsendable_by_splitting(content)
+    found = unsendable_line(content)
+    assert (found is None) == (expected is None)
+    if expected is not None:
+        assert str(found).startswith(expected), (found, expected)

@@ -32,6 +32,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._smtp_envelope import (
     header_lines,
+    hidden_fields_blanked,
     recipient_fields,
     resent_prefix,
     sender_field,
@@ -569,8 +570,9 @@ def _read_message(args: argparse.Namespace) -> bytes | None:
 
 def _check_lines(content: bytes, source: str) -> None:
     """A usage error (status 2) naming the first line of ``source`` SMTP cannot carry
-    (:mod:`smtpcore.server.messagelines`), before anything is sent."""
-    why = unsendable_line(content)
+    (:mod:`smtpcore.server.messagelines`), before anything is sent; the ``Bcc`` fields,
+    never sent, are not checked, and the lines keep their numbers in ``source``."""
+    why = unsendable_line(hidden_fields_blanked(content))  # Bcc fields are not sent
     if why is not None:
         raise ConfigError(printable(f"{source}: {why}"))
 
