@@ -5,6 +5,7 @@ a status, never a traceback."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from peers import free_port
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 from test_cli_serve import ROOT
 
 SEND = ("send", "--no-starttls", "--helo", "client.test", "--from", "a@abc.example")
@@ -25,6 +27,7 @@ SEND = ("send", "--no-starttls", "--helo", "client.test", "--from", "a@abc.examp
 def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("SMTPCORE_PASSWORD", None)
+    env.pop("PYTHONUNBUFFERED", None)  # standard output buffered as a shell's pipe has it
     return env
 
 
@@ -263,3 +266,150 @@ def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None
         "no readable reply to the end of the message (interrupted)"
     ]
     assert "Traceback" not in err
+
+
+def _send_interrupted(argv: Sequence[str], steps: Sequence[Step]) -> tuple[int, str, str]:
+    """``send ARGV`` against a server playing ``steps``, whose :func:`_interrupt`
+    sends the Ctrl-C; the status, stdout and stderr."""
+    child.clear()
+    with ScriptedServer(list(steps), timeout=30) as server:
+        where = f"127.0.0.1:{server.port}"
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *SEND, *argv, "--server", where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            text=True,
+            preexec_fn=_default_sigint,
+        ) as process:
+            child.append(process)
+            out, err = process.communicate(timeout=60)
+    return process.returncode, out.replace(where, "SERVER"), err
+
+
+child: list[subprocess.Popen[str]] = []
+"""The ``send`` a scripted server's :func:`_interrupt` stops."""
+
+
+def _interrupt(conn: ScriptedConnection) -> None:
+    child[0].send_signal(signal.SIGINT)
+    while conn.line() is not None:  # until the client closes
+        pass
+
+
+def test_ctrl_c_awaiting_the_reply_to_quit_prints_the_fates_known() -> None:
+    """The message was taken, and a Ctrl-C while ``send`` waited for the reply to QUIT
+    printed nothing: the fates were worked out only after QUIT. They are known, and
+    printed, before it."""
+
+    def accept_then_interrupt_at_quit(conn: ScriptedConnection) -> None:
+        conn.content()
+        conn.send(b"250 2.0.0 queued\r\n")
+        assert conn.line() == b"QUIT"
+        _interrupt(conn)
+
+    steps = [
+        *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
+        *script("C: MAIL FROM:<a@abc.example>\nS: 250 ok"),
+        *script("C: RCPT TO:<b@pqr.example>\nS: 250 ok\nC: DATA\nS: 354 go"),
+        Call(accept_then_interrupt_at_quit),
+    ]
+    status, out, err = _send_interrupted(["--to", "b@pqr.example"], steps)
+    assert status == 130
+    assert out.splitlines() == ["<b@pqr.example>: accepted by SERVER: 250 2.0.0 queued"]
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_by_mx_prints_the_domains_done_before(tmp_path: Path) -> None:
+    """By MX lookup a Ctrl-C printed only the transaction it cut short: the recipient
+    an earlier domain's exchanger accepted got no line, and its mail was delivered."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def exchanger(interrupt: bool) -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 mx.test ESMTP\r\n")
+            for reply in (b"250 mx.test", b"250 ok", b"250 ok", b"354 go"):
+                lines.readline()
+                conn.sendall(reply + b"\r\n")
+            while lines.readline() not in (b".\r\n", b""):
+                pass
+            if interrupt:
+                child[0].send_signal(signal.SIGINT)
+            else:
+                conn.sendall(b"250 2.0.0 queued\r\n")
+                lines.readline()
+                conn.sendall(b"221 bye\r\n")
+            lines.read()  # until the client closes
+
+    def serve_both() -> None:
+        with contextlib.suppress(OSError):
+            exchanger(interrupt=False)
+            exchanger(interrupt=True)
+
+    zone = tmp_path / "static.zone"
+    zone.write_text("abc.example MX 10 mx.test\nxyz.example MX 10 mx.test\nmx.test A 127.0.0.1\n")
+    argv = [*SEND, "--resolver", f"static:{zone}", "--remote-port", str(port)]
+    argv += ["--to", "b@abc.example", "--to", "c@xyz.example"]
+    thread = threading.Thread(target=serve_both, daemon=True)
+    thread.start()
+    child.clear()
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            text=True,
+            preexec_fn=_default_sigint,
+        ) as process:
+            child.append(process)
+            out, err = process.communicate(timeout=60)
+    finally:
+        listener.close()
+        thread.join(10)
+    where = f"mx.test[127.0.0.1]:{port}"
+    assert process.returncode == 130
+    assert out.splitlines() == [
+        f"<b@abc.example>: accepted by {where}: 250 2.0.0 queued",
+        f"<c@xyz.example>: may have been delivered by {where}: "
+        "no readable reply to the end of the message (interrupted)",
+    ]
+    assert "Traceback" not in err
+
+
+class _Gone(io.TextIOBase):
+    """A stream whose reader went away: every write is a broken pipe."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_send_with_stdout_and_stderr_both_gone_ends_by_the_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``send 2>&1 | grep -q accepted``: grep gone, the lines put on stderr failed too,
+    and that ``BrokenPipeError`` escaped ``main`` (status 1, "refused", to the shell).
+    The status says it alone now: 141."""
+    from smtpcore.server.cli import main
+
+    with _accepting_server(2) as server:
+        to = ["--to", "b@pqr.example", "--to", "c@pqr.example"]
+        monkeypatch.setattr(sys, "stdout", _Gone())
+        monkeypatch.setattr(sys, "stderr", _Gone())
+        status = main([*SEND, *to, "--server", f"127.0.0.1:{server.port}"])
+    assert status == 141
+
+
+def test_serve_whose_standard_output_is_lost_says_why_in_its_log(tmp_path: Path) -> None:
+    """A reader gone from ``serve``'s standard output stopped the server with status 141
+    and nothing in the log saying why: the shell gets the status, the operator a line."""
+    ports = ["--smtp-port", "0", "--submission-port", "0", "--pop3-port", "0"]
+    argv = ["serve", "--data-dir", str(tmp_path), "--hostname", "mx.abc.example", *ports]
+    argv += ["--lmtp-port", str(free_port())]
+    result = _run_into_a_pipe_nobody_reads(argv)
+    assert result.returncode == 141
+    lost = [line for line in result.stderr.splitlines() if "standard output" in line]
+    assert len(lost) == 1
+    assert lost[0].endswith("cannot write to standard output: Broken pipe: the server stops")

@@ -1721,6 +1721,27 @@ class BaseSMTPClient(BaseClient):
         transaction with no recipient accepted and left unanswered (every ``RCPT``
         refused, pipelined behind a ``DATA`` that got its 354) delivered nothing to
         anyone: the error then names no command."""
+        awaited = self._awaited_end()
+        if awaited is not None:
+            error.command, error.result = awaited
+        return error
+
+    @property
+    def unanswered_end(self) -> TransactionResult | None:
+        """The transaction whose end of content (the final dot, ``BDAT ... LAST``) went
+        and whose reply has not come, while a recipient it accepted awaits that reply:
+        the one that a session ended now (the connection lost, a timeout, the task
+        cancelled) may have delivered (RFC 5321 §6.1). Its recipients accepted with no
+        ``delivery`` are those whose fate is then unknown. None at any other moment,
+        and when not connected."""
+        awaited = self._awaited_end()
+        return None if awaited is None else awaited[1]
+
+    def _awaited_end(self) -> tuple[str, TransactionResult] | None:
+        """The command whose reply is awaited (``"DATA"`` or ``"BDAT"``) and its
+        transaction, when that reply answers the end of a message's content and a
+        recipient accepted awaits it (:attr:`unanswered_end`); the machine's oldest
+        awaited event says what the reply is for."""
         conn = self._conn
         pending = () if conn is None else conn.pending
         ended = pending[0] if pending else None
@@ -1728,9 +1749,8 @@ class BaseSMTPClient(BaseClient):
             assert conn is not None  # it had a pending event
             transaction = conn.transaction
             if transaction is not None and _fate_unknown(transaction):
-                error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
-                error.result = transaction
-        return error
+                return ("DATA" if type(ended) is EndOfMessage else "BDAT"), transaction
+        return None
 
     def _garbled(self, exc: RemoteProtocolError) -> SMTPError:
         """The server's breach of the protocol (a reply no client can read, bytes no

@@ -729,8 +729,7 @@ async def _serve(
         for signum, work in put_off.items():
             spawn(signum, work)
         try:
-            for listener in listeners:
-                print(listener, flush=True)
+            _announce(listeners, log)
             if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
                 log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
             await stop.wait()
@@ -746,6 +745,18 @@ async def _serve(
         for signum in handlers:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def _announce(listeners: Sequence[object], log: logging.Logger) -> None:
+    """The listeners, a line each on standard output. One that cannot be written stops
+    the server (:mod:`smtpcore.server.output`), and the log says why before it says
+    ``stopping``: a broken pipe is quiet for the shell, not for the operator."""
+    try:
+        for listener in listeners:
+            print(listener, flush=True)
+    except OutputLost as lost:
+        log.warning("%s: the server stops", lost)
+        raise
 
 
 def _run_serve(args: argparse.Namespace) -> int:

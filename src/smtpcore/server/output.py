@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TextIO, cast
 
 __all__ = [
@@ -64,6 +64,12 @@ class _Watched:
         except OSError as exc:
             raise OutputLost(exc) from exc
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        try:
+            self._stream.writelines(lines)
+        except OSError as exc:
+            raise OutputLost(exc) from exc
+
     def flush(self) -> None:
         try:
             self._stream.flush()
@@ -100,10 +106,12 @@ def watched_stdout() -> Iterator[None]:
 
 def output_lost(command: str, lost: OutputLost) -> int:
     """End ``command`` after ``lost``: one line on standard error unless the pipe's
-    reader went away and there is nothing to tell; the status."""
+    reader went away and there is nothing to tell; the status. Standard error may be
+    lost too (``2>&1 | grep -q``): the status then says it alone."""
     if lost.broken_pipe and not lost.told:
         return BROKEN_PIPE_STATUS
-    print(f"smtpcore {command}: {lost}", file=sys.stderr)
+    with contextlib.suppress(OSError):
+        print(f"smtpcore {command}: {lost}", file=sys.stderr)
     return BROKEN_PIPE_STATUS if lost.broken_pipe else OUTPUT_ERROR_STATUS
 
 

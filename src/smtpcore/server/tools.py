@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.header
 import email.message
 import email.parser
@@ -15,8 +16,9 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,7 +57,7 @@ from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
-from smtpcore.smtp import Bdat, EndOfMessage, RecipientResult, Reply, TransactionResult
+from smtpcore.smtp import RecipientResult, Reply, TransactionResult
 
 __all__ = [
     "client_tls_context",
@@ -294,24 +296,59 @@ def _own_fate(
     return _Fate(str(rcpt), item.delivered, text, later)
 
 
+class _Record:
+    """Each recipient's fate as soon as it is settled, shared by the steps of ``send``,
+    in the order the fates are printed (a recipient's place in it). Settled before
+    QUIT, and, on a Ctrl-C, with those the interrupted transaction may have delivered:
+    whenever the user stops ``send``, every fate known so far can be printed."""
+
+    def __init__(self) -> None:
+        self._fates: dict[int, _Fate] = {}
+
+    def settle(self, place: int, fate: _Fate) -> None:
+        self._fates[place] = fate
+
+    def fates(self) -> list[_Fate]:
+        return [self._fates[place] for place in sorted(self._fates)]
+
+
+_Settle = Callable[[int, _Fate], None]
+"""Where :func:`_submit` puts a fate as soon as it is known, by the recipient's index."""
+
+
 async def _submit(
     client: BaseSMTPClient,
     content: bytes,
     sender: str,
     rcpts: Sequence[Mailbox],
     where: str,
-    cut_short: list[_Fate] | None = None,
+    settle: _Settle,
 ) -> list[_Fate]:
     """One transaction on a connected client; every recipient's fate, errors included,
-    in the order of ``rcpts``. Cancelled (Ctrl-C: ``asyncio.run`` cancels the task)
-    while the reply to the end of the message was awaited, it adds to ``cut_short``
-    each recipient whose fate is then unknown (:func:`_cut_short_fates`)."""
+    in the order of ``rcpts``, each given to ``settle`` before QUIT. Cancelled (Ctrl-C:
+    ``asyncio.run`` cancels the task) while the reply to the end of the message was
+    awaited, it settles each recipient whose fate is then unknown
+    (:func:`_cut_short_fates`)."""
+    try:
+        fates = await _transaction(client, content, sender, rcpts, where)
+    except asyncio.CancelledError:
+        for i, fate in _cut_short_fates(client, rcpts, where):
+            settle(i, fate)
+        raise
+    else:
+        for i, fate in enumerate(fates):
+            settle(i, fate)
+        return fates
+    finally:
+        await client.quit()
+
+
+async def _transaction(
+    client: BaseSMTPClient, content: bytes, sender: str, rcpts: Sequence[Mailbox], where: str
+) -> list[_Fate]:
+    """Every recipient's fate after one ``send_message``, in the order of ``rcpts``."""
     try:
         result = await client.send_message(content, sender, rcpts)
-    except asyncio.CancelledError:
-        if cut_short is not None:
-            cut_short += _cut_short_fates(client, rcpts, where)
-        raise
     except SMTPReplyError as exc:
         return _refusal_fates(exc, rcpts, where)
     except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
@@ -320,8 +357,6 @@ async def _submit(
         return [_error_fate(str(r), where, exc, True) for r in rcpts]
     except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
         return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
-    finally:
-        await client.quit()
     return _fates(result, rcpts, where)
 
 
@@ -332,22 +367,19 @@ def _unknown_fate(rcpt: Mailbox, where: str, why: object) -> _Fate:
     return _Fate(str(rcpt), False, text, unknown=True)
 
 
-def _cut_short_fates(client: BaseSMTPClient, rcpts: Sequence[Mailbox], where: str) -> list[_Fate]:
-    """The recipients of ``rcpts`` that may have been delivered when the user stopped
-    ``send``: accepted, the end of the message sent, its reply not come. The client's
-    machine says so (the end of the message still awaits its reply), as it does when
-    the connection is lost there (:attr:`SMTPError.may_have_been_delivered`)."""
-    conn = client.connection
-    pending = conn.pending
-    ended = pending[0] if pending else None
-    if not (isinstance(ended, EndOfMessage) or (isinstance(ended, Bdat) and ended.last)):
-        return []
-    transaction = conn.transaction
+def _cut_short_fates(
+    client: BaseSMTPClient, rcpts: Sequence[Mailbox], where: str
+) -> list[tuple[int, _Fate]]:
+    """The recipients of ``rcpts`` (by index) that may have been delivered when the
+    user stopped ``send``: accepted, the end of the message sent, its reply not come
+    (the client's :attr:`~BaseSMTPClient.unanswered_end`, what a connection lost there
+    reports too, :attr:`SMTPError.may_have_been_delivered`)."""
+    transaction = client.unanswered_end
     if transaction is None:
         return []
     matched = match_results(enumerate(rcpts), transaction.recipients)
     return [
-        _unknown_fate(rcpts[i], where, "interrupted")
+        (i, _unknown_fate(rcpts[i], where, "interrupted"))
         for i, item in sorted(matched.items())
         if item.accepted and item.delivery is None
     ]
@@ -444,8 +476,10 @@ def _client(
 
 
 async def _send(
-    args: argparse.Namespace, content: bytes, rcpts: list[Mailbox], cut_short: list[_Fate]
-) -> list[_Fate]:
+    args: argparse.Namespace, content: bytes, rcpts: list[Mailbox], record: _Record
+) -> None:
+    """Every recipient's fate into ``record``, each as soon as it is settled: with
+    ``--server``, in the order of ``rcpts``; by MX lookup, domain by domain."""
     sender = args.sender
     if args.server is not None:
         host, port = args.server
@@ -455,24 +489,35 @@ async def _send(
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
-            return [_error_fate(str(r), where, exc, checked_name=name) for r in rcpts]
+            for i, r in enumerate(rcpts):
+                record.settle(i, _error_fate(str(r), where, exc, checked_name=name))
+            return
         _say_if_plaintext(client, where)
-        return await _submit(client, content, sender, rcpts, where, cut_short)
+        await _submit(client, content, sender, rcpts, where, record.settle)
+        return
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
     for rcpt in rcpts:
         by_domain.setdefault(normalize_domain(rcpt.domain), []).append(rcpt)
-    fates: list[_Fate] = []
+    first = 0
     for domain, group in by_domain.items():
         attempts = await resolve_exchangers(
             domain, resolver, rng=random.SystemRandom(), port=args.remote_port
         )
         if isinstance(attempts, Rejected):
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
-            fates += [_Fate(str(r), False, text) for r in group]
-            continue
-        fates += await _send_by_mx(args, content, domain, group, attempts, cut_short)
-    return fates
+            for i, r in enumerate(group):
+                record.settle(first + i, _Fate(str(r), False, text))
+        else:
+            settle = partial(_settle_in_place, record, first)
+            await _send_by_mx(args, content, domain, group, attempts, settle)
+        first += len(group)
+
+
+def _settle_in_place(record: _Record, first: int, i: int, fate: _Fate) -> None:
+    """Settle the fate of a domain's ``i``-th recipient, the domain's first at place
+    ``first`` of ``record``."""
+    record.settle(first + i, fate)
 
 
 async def _send_by_mx(
@@ -481,12 +526,13 @@ async def _send_by_mx(
     domain: str,
     group: Sequence[Mailbox],
     attempts: Sequence[Attempt],
-    cut_short: list[_Fate],
-) -> list[_Fate]:
-    """The fates of ``group`` (recipients at ``domain``), in its order: each exchanger
-    in turn, for the recipients the ones before refused for now (RFC 5321 §5.1: an
-    unreachable or busy one is no reason to give up). A recipient is followed by its
-    place in ``group``, as ``_submit`` answers in the order it was given."""
+    settle: _Settle,
+) -> None:
+    """The fates of ``group`` (recipients at ``domain``), each given to ``settle`` by
+    its index in ``group`` once no other exchanger is to be tried for it: each
+    exchanger in turn, for the recipients the ones before refused for now (RFC 5321
+    §5.1: an unreachable or busy one is no reason to give up). A recipient is followed
+    by its place in ``group``, as ``_submit`` answers in the order it was given."""
     unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
     fates = [replace(unanswered, recipient=str(r)) for r in group]
     pending = list(range(len(group)))
@@ -502,13 +548,22 @@ async def _send_by_mx(
             continue
         _say_if_plaintext(client, where)
         sent = [group[i] for i in pending]
-        answered = await _submit(client, content, args.sender, sent, where, cut_short)
+        settle_final = partial(_settle_final, settle, pending)
+        answered = await _submit(client, content, args.sender, sent, where, settle_final)
         for i, fate in zip(pending, answered, strict=True):
             fates[i] = fate
         pending = [i for i in pending if fates[i].temporary]
         if not pending:
             break
-    return fates
+    for i in pending:  # refused for now by every exchanger
+        settle(i, fates[i])
+
+
+def _settle_final(settle: _Settle, pending: Sequence[int], j: int, fate: _Fate) -> None:
+    """Settle the fate of the ``j``-th recipient sent, ``pending[j]`` of its domain's,
+    unless it is refused for now: the next exchanger is then tried for it."""
+    if not fate.temporary:
+        settle(pending[j], fate)
 
 
 def _envelope_from_headers(
@@ -627,15 +682,16 @@ def run_send(args: argparse.Namespace) -> int:
     if args.server is None:
         resolver = make_resolver(args.resolver)
         check_remote_delivery(resolver, None)
-    cut_short: list[_Fate] = []
+    record = _Record()
     try:
-        fates = asyncio.run(_send(args, content, rcpts, cut_short))
-    except KeyboardInterrupt:  # Ctrl-C: those the message may have reached are said
-        _print_fates(cut_short)
+        asyncio.run(_send(args, content, rcpts, record))
+    except KeyboardInterrupt:  # Ctrl-C: every fate known is said, accepted ones above all
+        _print_fates(record.fates())
         raise
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
+    fates = record.fates()
     _print_fates(fates)
     return 0 if fates and all(f.accepted for f in fates) else 1
 
@@ -649,8 +705,9 @@ def _print_fates(fates: Sequence[_Fate]) -> None:
         try:
             print(line, flush=True)
         except OutputLost as lost:
-            for left in lines[done:]:
-                print(left, file=sys.stderr)
+            with contextlib.suppress(OSError):  # stderr gone too (2>&1 | grep -q)
+                for left in lines[done:]:
+                    print(left, file=sys.stderr)
             lost.told = True
             raise
 
