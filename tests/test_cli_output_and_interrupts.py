@@ -76,6 +76,11 @@ def _accepting_server(recipients: int) -> ScriptedServer:
 
 def _read_to_dot_and_accept(conn: ScriptedConnection) -> None:
     conn.content()
+    _accept_and_answer_quit(conn)
+
+
+def _accept_and_answer_quit(conn: ScriptedConnection) -> None:
+    """The reply to the dot read by the caller, and to QUIT."""
     conn.send(b"250 2.0.0 queued\r\n")
     if conn.line() == b"QUIT":
         conn.send(b"221 2.0.0 bye\r\n")
@@ -230,8 +235,9 @@ def test_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(command: s
 def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None:
     """A Ctrl-C after the end of the message went, before its reply, printed nothing:
     the server may have taken it (RFC 5321 §6.1). Each recipient accepted gets the
-    line a connection lost there gives, then status 130. The signal is sent once the
-    server has read the final dot, so the test does not race the client."""
+    line a connection lost there gives, then status 130; and c, refused at its
+    ``RCPT``, its refusal, known by then, which a Ctrl-C left out. The signal is sent
+    once the server has read the final dot, so the test does not race the client."""
     child: list[subprocess.Popen[str]] = []
 
     def interrupt_after_the_dot(conn: ScriptedConnection) -> None:
@@ -263,7 +269,8 @@ def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None
     assert process.returncode == 130
     assert out.splitlines() == [
         f"<b@pqr.example>: may have been delivered by {where}: "
-        "no readable reply to the end of the message (interrupted)"
+        "no readable reply to the end of the message (interrupted)",
+        f"<c@pqr.example>: refused by {where}: 550 5.1.1 no such user",
     ]
     assert "Traceback" not in err
 
@@ -317,6 +324,59 @@ def test_ctrl_c_awaiting_the_reply_to_quit_prints_the_fates_known() -> None:
     status, out, err = _send_interrupted(["--to", "b@pqr.example"], steps)
     assert status == 130
     assert out.splitlines() == ["<b@pqr.example>: accepted by SERVER: 250 2.0.0 queued"]
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_awaiting_the_354_prints_the_recipients_refused() -> None:
+    """A Ctrl-C while ``send`` waited for the reply to DATA printed nothing, though c's
+    ``RCPT`` had been refused: that fate is known, and printed; b's, accepted with no
+    message sent yet, is not."""
+    steps = [
+        *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
+        *script("C: MAIL FROM:<a@abc.example>\nS: 250 ok"),
+        *script("C: RCPT TO:<b@pqr.example>\nS: 250 ok\nC: RCPT TO:<c@pqr.example>"),
+        *script("S: 550 5.1.1 no such user\nC: DATA"),
+        Call(_interrupt),
+    ]
+    to = ["--to", "b@pqr.example", "--to", "c@pqr.example"]
+    status, out, err = _send_interrupted(to, steps)
+    assert status == 130
+    assert out.splitlines() == ["<c@pqr.example>: refused by SERVER: 550 5.1.1 no such user"]
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_prints_a_batch_a_split_message_delivered_before() -> None:
+    """A server's LIMITS RCPTMAX=1 splits the message (RFC 9422 §4.2). b's transaction
+    was delivered, and a Ctrl-C awaiting the reply to c's dot printed c's line alone:
+    b's fate was known only to the client's result, never returned. Each batch's fates
+    are recorded as it ends now, and b's line is printed."""
+
+    def accept_b_then_interrupt(conn: ScriptedConnection) -> None:
+        conn.content()
+        conn.send(b"250 2.0.0 b queued\r\n")
+        for expected in (b"MAIL FROM:<a@abc.example>", b"RCPT TO:<c@pqr.example>", b"DATA"):
+            assert conn.line() == expected
+        conn.send(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        conn.content()
+        _interrupt(conn)
+
+    steps = [
+        *script(
+            "S: 220 scripted.test ESMTP\nC~ EHLO .+\n"
+            "S: 250-scripted.test\nS: 250-PIPELINING\nS: 250 LIMITS RCPTMAX=1"
+        ),
+        *script("C: MAIL FROM:<a@abc.example>\nC: RCPT TO:<b@pqr.example>\nC: DATA"),
+        *script("S: 250 ok\nS: 250 ok\nS: 354 go"),
+        Call(accept_b_then_interrupt),
+    ]
+    to = ["--to", "b@pqr.example", "--to", "c@pqr.example"]
+    status, out, err = _send_interrupted(to, steps)
+    assert status == 130
+    assert out.splitlines() == [
+        "<b@pqr.example>: accepted by SERVER: 250 2.0.0 b queued",
+        "<c@pqr.example>: may have been delivered by SERVER: "
+        "no readable reply to the end of the message (interrupted)",
+    ]
     assert "Traceback" not in err
 
 
@@ -413,3 +473,63 @@ def test_serve_whose_standard_output_is_lost_says_why_in_its_log(tmp_path: Path)
     lost = [line for line in result.stderr.splitlines() if "standard output" in line]
     assert len(lost) == 1
     assert lost[0].endswith("cannot write to standard output: Broken pipe: the server stops")
+
+
+def test_send_with_stderr_gone_still_ends_a_usage_error_with_2(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``send`` with no ``--to``, stdout and stderr one pipe whose reader went: the
+    line for the usage error failed, and its ``BrokenPipeError`` escaped ``main``
+    (status 1). A lost standard error is forgiven now: the status is still 2."""
+    from smtpcore.server.cli import main
+
+    monkeypatch.setattr(sys, "stdout", _Gone())
+    monkeypatch.setattr(sys, "stderr", _Gone())
+    assert main([*SEND, "--server", "127.0.0.1:9"]) == 2
+
+
+def test_send_with_stderr_gone_sends_after_the_helo_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without ``--helo``, ``send`` warns on stderr of the default name before it
+    connects; with stderr gone, that write raised and the message never went (status
+    1). It goes now, and the lost standard output ends ``send`` with 141."""
+    from smtpcore.server.cli import main
+
+    delivered: list[bytes] = []
+
+    def accept(conn: ScriptedConnection) -> None:
+        delivered.append(conn.content())
+        _accept_and_answer_quit(conn)
+
+    steps = [
+        *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
+        *script("C: MAIL FROM:<a@abc.example>\nS: 250 ok"),
+        *script("C: RCPT TO:<b@pqr.example>\nS: 250 ok\nC: DATA\nS: 354 go"),
+        Call(accept),
+    ]
+    argv = ["send", "--no-starttls", "--from", "a@abc.example", "--to", "b@pqr.example"]
+    with ScriptedServer(steps) as server:
+        monkeypatch.setattr(sys, "stdout", _Gone())
+        monkeypatch.setattr(sys, "stderr", _Gone())
+        status = main([*argv, "--server", f"127.0.0.1:{server.port}"])
+    assert status == 141
+    assert len(delivered) == 1
+
+
+def test_usage_error_into_a_pipe_nobody_reads_exits_2() -> None:
+    """The whole process, stdout and stderr one pipe whose reader went (``2>&1 | grep
+    -q``): a usage error exits with 2, as with a reader, not 1."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "smtpcore", *SEND, "--server", "127.0.0.1:9"],
+            stdout=write_end,
+            stderr=write_end,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 2

@@ -39,7 +39,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
-from smtpcore.server.output import OutputLost, output_lost, watched_stdout
+from smtpcore.server.output import OutputLost, forgiving_stderr, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
 
 __all__ = ["build_parser", "main"]
@@ -811,7 +811,14 @@ def _run_hash_password() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a command. Its standard output is watched (:mod:`smtpcore.server.output`):
-    one that cannot be written ends it here, whatever the command, with no traceback."""
+    one that cannot be written ends it here, whatever the command, with no traceback.
+    A standard error that cannot be written is forgiven, from the parsing of ``argv``
+    on: there is no one left to tell."""
+    with forgiving_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

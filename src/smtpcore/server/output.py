@@ -24,6 +24,7 @@ __all__ = [
     "OUTPUT_ERROR_STATUS",
     "OutputLost",
     "output_lost",
+    "forgiving_stderr",
     "watched_stdout",
 ]
 
@@ -104,14 +105,58 @@ def watched_stdout() -> Iterator[None]:
         sys.stdout = stream
 
 
+class _Forgiving:
+    """``stream`` (standard error) whose failed writes and flushes are dropped: once
+    one failed, its descriptor points at ``os.devnull``."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            _point_at_devnull(self._stream)
+            return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            _point_at_devnull(self._stream)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def forgiving_stderr() -> Iterator[None]:
+    """Standard error, for the block, drops what it cannot write. It is where a command
+    says what went wrong, so when it is lost too (``2>&1 | grep -q``, grep gone) there
+    is no one left to tell: a usage error still ends with status 2, a warning does not
+    stop ``send`` before it sends, and a broken standard output with 141. Every write to
+    standard error, argparse's and the log's included, is covered in this one place."""
+    stream = sys.stderr
+    if stream is None:
+        yield
+        return
+    sys.stderr = cast(TextIO, _Forgiving(stream))
+    try:
+        yield
+    finally:
+        sys.stderr = stream
+
+
 def output_lost(command: str, lost: OutputLost) -> int:
     """End ``command`` after ``lost``: one line on standard error unless the pipe's
-    reader went away and there is nothing to tell; the status. Standard error may be
-    lost too (``2>&1 | grep -q``): the status then says it alone."""
+    reader went away and there is nothing to tell; the status."""
     if lost.broken_pipe and not lost.told:
         return BROKEN_PIPE_STATUS
-    with contextlib.suppress(OSError):
-        print(f"smtpcore {command}: {lost}", file=sys.stderr)
+    print(f"smtpcore {command}: {lost}", file=sys.stderr)
     return BROKEN_PIPE_STATUS if lost.broken_pipe else OUTPUT_ERROR_STATUS
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import email.header
 import email.message
 import email.parser
@@ -16,9 +15,8 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from functools import partial
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -297,67 +295,78 @@ def _own_fate(
 
 
 class _Record:
-    """Each recipient's fate as soon as it is settled, shared by the steps of ``send``,
-    in the order the fates are printed (a recipient's place in it). Settled before
-    QUIT, and, on a Ctrl-C, with those the interrupted transaction may have delivered:
-    whenever the user stops ``send``, every fate known so far can be printed."""
+    """Each recipient's fate as soon as it is known, shared by the steps of ``send``,
+    by the recipient's place in the order the fates are printed; a later fate replaces
+    an earlier one (the next exchanger's, after a refusal for now). Added as each
+    transaction (each LIMITS batch, RFC 9422) ends, before QUIT, and on a Ctrl-C with
+    what the interrupted transaction told: whenever the user stops ``send``, every fate
+    known so far can be printed."""
 
     def __init__(self) -> None:
         self._fates: dict[int, _Fate] = {}
 
-    def settle(self, place: int, fate: _Fate) -> None:
+    def add(self, place: int, fate: _Fate) -> None:
         self._fates[place] = fate
+
+    def fate(self, place: int) -> _Fate | None:
+        return self._fates.get(place)
 
     def fates(self) -> list[_Fate]:
         return [self._fates[place] for place in sorted(self._fates)]
-
-
-_Settle = Callable[[int, _Fate], None]
-"""Where :func:`_submit` puts a fate as soon as it is known, by the recipient's index."""
 
 
 async def _submit(
     client: BaseSMTPClient,
     content: bytes,
     sender: str,
-    rcpts: Sequence[Mailbox],
+    rcpts: Mapping[int, Mailbox],
     where: str,
-    settle: _Settle,
-) -> list[_Fate]:
-    """One transaction on a connected client; every recipient's fate, errors included,
-    in the order of ``rcpts``, each given to ``settle`` before QUIT. Cancelled (Ctrl-C:
-    ``asyncio.run`` cancels the task) while the reply to the end of the message was
-    awaited, it settles each recipient whose fate is then unknown
-    (:func:`_cut_short_fates`)."""
+    record: _Record,
+) -> None:
+    """One message on a connected client; the fate of each of ``rcpts`` (by its place
+    in ``record``), errors included, into ``record``: a batch's as soon as it ends
+    (``on_batch``, a message split by LIMITS), the others' before QUIT. Cancelled
+    (Ctrl-C: ``asyncio.run`` cancels the task), it adds those the transaction cut
+    short had told (:func:`_cut_short_fates`)."""
+    waiting = dict(rcpts)  # those of no transaction ended yet
+
+    async def on_batch(result: TransactionResult) -> None:
+        for place, item in match_results(waiting.items(), result.recipients).items():
+            record.add(place, _own_fate(waiting.pop(place), item, where, None))
+
     try:
-        fates = await _transaction(client, content, sender, rcpts, where)
-    except asyncio.CancelledError:
-        for i, fate in _cut_short_fates(client, rcpts, where):
-            settle(i, fate)
-        raise
-    else:
-        for i, fate in enumerate(fates):
-            settle(i, fate)
-        return fates
+        try:
+            outcome: TransactionResult | Exception = await client.send_message(
+                content, sender, list(waiting.values()), on_batch=on_batch
+            )
+        except asyncio.CancelledError:
+            for place, fate in _cut_short_fates(client, waiting, where).items():
+                record.add(place, fate)
+            raise
+        except (SMTPError, ProtocolError, ValueError) as exc:
+            outcome = exc
+        fates = _outcome_fates(outcome, list(waiting.values()), where)
+        for place, fate in zip(waiting, fates, strict=True):
+            record.add(place, fate)
     finally:
         await client.quit()
 
 
-async def _transaction(
-    client: BaseSMTPClient, content: bytes, sender: str, rcpts: Sequence[Mailbox], where: str
+def _outcome_fates(
+    outcome: TransactionResult | Exception, rcpts: Sequence[Mailbox], where: str
 ) -> list[_Fate]:
-    """Every recipient's fate after one ``send_message``, in the order of ``rcpts``."""
-    try:
-        result = await client.send_message(content, sender, rcpts)
-    except SMTPReplyError as exc:
-        return _refusal_fates(exc, rcpts, where)
-    except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
-        if exc.result is not None:
-            return _interrupted_fates(exc, exc.result, rcpts, where)
-        return [_error_fate(str(r), where, exc, True) for r in rcpts]
-    except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
-        return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
-    return _fates(result, rcpts, where)
+    """Every recipient's fate, in the order of ``rcpts``, by what ``send_message``
+    returned or raised."""
+    if isinstance(outcome, TransactionResult):
+        return _fates(outcome, rcpts, where)
+    if isinstance(outcome, SMTPReplyError):
+        return _refusal_fates(outcome, rcpts, where)
+    if isinstance(outcome, SMTPError):  # no answer in time, the connection lost, MAILMAX
+        if outcome.result is not None:
+            return _interrupted_fates(outcome, outcome.result, rcpts, where)
+        return [_error_fate(str(r), where, outcome, True) for r in rcpts]
+    # what the server's extensions rule out (ProtocolError, ValueError)
+    return [_Fate(str(r), False, f"{where}: cannot send: {outcome}") for r in rcpts]
 
 
 def _unknown_fate(rcpt: Mailbox, where: str, why: object) -> _Fate:
@@ -368,21 +377,26 @@ def _unknown_fate(rcpt: Mailbox, where: str, why: object) -> _Fate:
 
 
 def _cut_short_fates(
-    client: BaseSMTPClient, rcpts: Sequence[Mailbox], where: str
-) -> list[tuple[int, _Fate]]:
-    """The recipients of ``rcpts`` (by index) that may have been delivered when the
-    user stopped ``send``: accepted, the end of the message sent, its reply not come
-    (the client's :attr:`~BaseSMTPClient.unanswered_end`, what a connection lost there
-    reports too, :attr:`SMTPError.may_have_been_delivered`)."""
-    transaction = client.unanswered_end
-    if transaction is None:
-        return []
-    matched = match_results(enumerate(rcpts), transaction.recipients)
-    return [
-        (i, _unknown_fate(rcpts[i], where, "interrupted"))
-        for i, item in sorted(matched.items())
-        if item.accepted and item.delivery is None
-    ]
+    client: BaseSMTPClient, rcpts: Mapping[int, Mailbox], where: str
+) -> dict[int, _Fate]:
+    """The fates known of ``rcpts`` (by place) when the user stopped ``send`` in the
+    middle of a transaction: each refused at its ``RCPT`` (or answered after the
+    content) in the client's transaction, and each that the end of the message, sent
+    with its reply not come, may have been delivered to (the client's
+    :attr:`~BaseSMTPClient.unanswered_end`, what a connection lost there reports too,
+    :attr:`SMTPError.may_have_been_delivered`). The others' fates are unknown."""
+    try:
+        transaction = client.connection.transaction
+    except SMTPError:  # the session already closed
+        transaction = None
+    known: dict[int, _Fate] = {}
+    if transaction is not None:
+        for place, item in match_results(rcpts.items(), transaction.recipients).items():
+            if item.reply is not None and (not item.accepted or item.delivery is not None):
+                known[place] = _own_fate(rcpts[place], item, where, None)
+    for place in match_results(rcpts.items(), client.unanswered_end):
+        known[place] = _unknown_fate(rcpts[place], where, "interrupted")
+    return known
 
 
 def _interrupted_fates(
@@ -478,7 +492,7 @@ def _client(
 async def _send(
     args: argparse.Namespace, content: bytes, rcpts: list[Mailbox], record: _Record
 ) -> None:
-    """Every recipient's fate into ``record``, each as soon as it is settled: with
+    """Every recipient's fate into ``record``, each as soon as it is known: with
     ``--server``, in the order of ``rcpts``; by MX lookup, domain by domain."""
     sender = args.sender
     if args.server is not None:
@@ -489,11 +503,11 @@ async def _send(
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
-            for i, r in enumerate(rcpts):
-                record.settle(i, _error_fate(str(r), where, exc, checked_name=name))
+            for place, r in enumerate(rcpts):
+                record.add(place, _error_fate(str(r), where, exc, checked_name=name))
             return
         _say_if_plaintext(client, where)
-        await _submit(client, content, sender, rcpts, where, record.settle)
+        await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
         return
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
@@ -501,41 +515,31 @@ async def _send(
         by_domain.setdefault(normalize_domain(rcpt.domain), []).append(rcpt)
     first = 0
     for domain, group in by_domain.items():
+        placed = dict(enumerate(group, start=first))
+        first += len(group)
         attempts = await resolve_exchangers(
             domain, resolver, rng=random.SystemRandom(), port=args.remote_port
         )
         if isinstance(attempts, Rejected):
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
-            for i, r in enumerate(group):
-                record.settle(first + i, _Fate(str(r), False, text))
+            for place, r in placed.items():
+                record.add(place, _Fate(str(r), False, text))
         else:
-            settle = partial(_settle_in_place, record, first)
-            await _send_by_mx(args, content, domain, group, attempts, settle)
-        first += len(group)
-
-
-def _settle_in_place(record: _Record, first: int, i: int, fate: _Fate) -> None:
-    """Settle the fate of a domain's ``i``-th recipient, the domain's first at place
-    ``first`` of ``record``."""
-    record.settle(first + i, fate)
+            await _send_by_mx(args, content, domain, placed, attempts, record)
 
 
 async def _send_by_mx(
     args: argparse.Namespace,
     content: bytes,
     domain: str,
-    group: Sequence[Mailbox],
+    group: Mapping[int, Mailbox],
     attempts: Sequence[Attempt],
-    settle: _Settle,
+    record: _Record,
 ) -> None:
-    """The fates of ``group`` (recipients at ``domain``), each given to ``settle`` by
-    its index in ``group`` once no other exchanger is to be tried for it: each
-    exchanger in turn, for the recipients the ones before refused for now (RFC 5321
-    §5.1: an unreachable or busy one is no reason to give up). A recipient is followed
-    by its place in ``group``, as ``_submit`` answers in the order it was given."""
-    unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
-    fates = [replace(unanswered, recipient=str(r)) for r in group]
-    pending = list(range(len(group)))
+    """The fates of ``group`` (recipients at ``domain``, by place) into ``record``:
+    each exchanger in turn, for the recipients the ones before refused for now (RFC
+    5321 §5.1: an unreachable or busy one is no reason to give up)."""
+    pending = dict(group)
     for attempt in attempts:
         where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
         client = _client(args, str(attempt.address), attempt.port, attempt.host, exchanger=True)
@@ -543,27 +547,23 @@ async def _send_by_mx(
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
-            for i in pending:
-                fates[i] = _error_fate(str(group[i]), where, exc, True, checked_name=name)
+            for place, r in pending.items():
+                record.add(place, _error_fate(str(r), where, exc, True, checked_name=name))
             continue
         _say_if_plaintext(client, where)
-        sent = [group[i] for i in pending]
-        settle_final = partial(_settle_final, settle, pending)
-        answered = await _submit(client, content, args.sender, sent, where, settle_final)
-        for i, fate in zip(pending, answered, strict=True):
-            fates[i] = fate
-        pending = [i for i in pending if fates[i].temporary]
+        await _submit(client, content, args.sender, pending, where, record)
+        pending = {place: r for place, r in pending.items() if _for_later(record.fate(place))}
         if not pending:
             break
-    for i in pending:  # refused for now by every exchanger
-        settle(i, fates[i])
+    for place, r in pending.items():
+        if record.fate(place) is None:  # no exchanger to try
+            text = f"{domain}: no exchanger answered"
+            record.add(place, _Fate(str(r), False, text, temporary=True))
 
 
-def _settle_final(settle: _Settle, pending: Sequence[int], j: int, fate: _Fate) -> None:
-    """Settle the fate of the ``j``-th recipient sent, ``pending[j]`` of its domain's,
-    unless it is refused for now: the next exchanger is then tried for it."""
-    if not fate.temporary:
-        settle(pending[j], fate)
+def _for_later(fate: _Fate | None) -> bool:
+    """Whether the next exchanger is to be tried for a recipient of this fate."""
+    return fate is None or fate.temporary
 
 
 def _envelope_from_headers(
@@ -705,9 +705,8 @@ def _print_fates(fates: Sequence[_Fate]) -> None:
         try:
             print(line, flush=True)
         except OutputLost as lost:
-            with contextlib.suppress(OSError):  # stderr gone too (2>&1 | grep -q)
-                for left in lines[done:]:
-                    print(left, file=sys.stderr)
+            for left in lines[done:]:
+                print(left, file=sys.stderr)
             lost.told = True
             raise
 
