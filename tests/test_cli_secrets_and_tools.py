@@ -1098,14 +1098,13 @@ def test_send_says_a_refusal_before_mail_is_its_own_not_the_servers() -> None:
     from smtpcore._driver import BaseSMTPClient
     from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
     from smtpcore.address import parse_mailbox
-    from smtpcore.server.tools import _submit
     from smtpcore.smtp import Reply
 
     class Refusing:
         def __init__(self, error: Exception) -> None:
             self.error = error
 
-        async def send_message(self, *args: object) -> None:
+        async def send_message(self, *args: object, **options: object) -> None:
             raise self.error
 
         async def quit(self) -> None:
@@ -1120,7 +1119,7 @@ def test_send_says_a_refusal_before_mail_is_its_own_not_the_servers() -> None:
     rcpts = [parse_mailbox("c@d.example")]
     for error in (eight_bit, utf8, MessageTooLarge(2000, 1000)):
         client = cast(BaseSMTPClient, Refusing(error))
-        (fate,) = asyncio.run(_submit(client, b"x", "a@b.example", rcpts, "srv"))
+        (fate,) = asyncio.run(_submitted(client, b"x", "a@b.example", rcpts, "srv"))
         assert fate.local and not fate.accepted, fate
         assert fate.text.startswith("srv: MAIL not sent: this client refused to go on: "), fate
         assert str(error.reply.code) not in fate.text, fate
@@ -1134,7 +1133,6 @@ def _fates_of_a_refused_message(b_reply: Reply, end: Reply) -> list[Any]:
     from smtpcore._driver import BaseSMTPClient
     from smtpcore._driver._smtp_errors import MessageRefused
     from smtpcore.address import parse_mailbox
-    from smtpcore.server.tools import _submit
     from smtpcore.smtp import RecipientResult, TransactionResult
 
     b, c = parse_mailbox("b@d.example"), parse_mailbox("c@d.example")
@@ -1148,14 +1146,14 @@ def _fates_of_a_refused_message(b_reply: Reply, end: Reply) -> list[Any]:
     )
 
     class Refusing:
-        async def send_message(self, *args: object) -> None:
+        async def send_message(self, *args: object, **options: object) -> None:
             raise MessageRefused("end of data", end, result)
 
         async def quit(self) -> None:
             return None
 
     client = cast(BaseSMTPClient, Refusing())
-    return list(asyncio.run(_submit(client, b"x", "a@x.example", [b, c], "mx")))
+    return list(asyncio.run(_submitted(client, b"x", "a@x.example", [b, c], "mx")))
 
 
 def test_send_decides_each_recipient_of_a_refused_message_by_its_own_reply() -> None:
@@ -1197,7 +1195,6 @@ def test_send_matches_results_to_recipients_by_address_not_by_text() -> None:
     from typing import cast
 
     from smtpcore._driver import BaseSMTPClient
-    from smtpcore.server.tools import _submit
     from smtpcore.smtp import RecipientResult, Reply, TransactionResult
 
     idn, other = parse_mailbox("u@bücher.example"), parse_mailbox("v@pqr.example")
@@ -1215,18 +1212,30 @@ def test_send_matches_results_to_recipients_by_address_not_by_text() -> None:
     )
 
     class Answering:
-        async def send_message(self, *args: object) -> TransactionResult:
+        async def send_message(self, *args: object, **options: object) -> TransactionResult:
             return result
 
         async def quit(self) -> None:
             return None
 
     client = cast(BaseSMTPClient, Answering())
-    fates = asyncio.run(_submit(client, b"x", "a@x.example", [idn, other], "mx"))
+    fates = asyncio.run(_submitted(client, b"x", "a@x.example", [idn, other], "mx"))
     assert [(f.recipient, f.accepted, f.temporary) for f in fates] == [
         ("u@bücher.example", True, False),
         ("v@pqr.example", False, False),
     ]
+
+
+async def _submitted(
+    client: Any, content: bytes, sender: str, rcpts: list[Any], where: str
+) -> list[Any]:
+    """The fates ``send``'s one transaction (``_submit``) records, in the order of
+    ``rcpts``."""
+    from smtpcore.server.tools import _Record, _submit
+
+    record = _Record()
+    await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
+    return record.fates()
 
 
 _LIMITS_RCPTMAX_1 = (
@@ -1241,7 +1250,6 @@ def _fates_of_b_and_c(steps: list[Any]) -> list[Any]:
     """The fates ``send``'s one transaction (``_submit``) gives b and c, sent to a
     scripted server playing ``steps``."""
     from smtpcore.asyncio import SMTPClient
-    from smtpcore.server.tools import _submit
 
     rcpts = [parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")]
 
@@ -1249,7 +1257,7 @@ def _fates_of_b_and_c(steps: list[Any]) -> list[Any]:
         client = SMTPClient("127.0.0.1", port)
         await client.connect()
         content = b"Subject: x\r\n\r\nbody\r\n"
-        return await _submit(client, content, "a@abc.example", rcpts, "mx")
+        return await _submitted(client, content, "a@abc.example", rcpts, "mx")
 
     with ScriptedServer(steps) as server:
         fates: list[Any] = asyncio.run(go(server.port))

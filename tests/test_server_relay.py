@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from relay_remote import ScriptedRemote, remote
 from slow_writes import SlowWrites
 from smtpcore import NEED_DATA, PAUSED
+from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError, Timeouts
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
@@ -37,7 +38,6 @@ from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backo
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
     Outcome,
-    _end_unanswered,
     _fates,
     default_client,
     kept_text,
@@ -2045,14 +2045,14 @@ def test_an_unanswered_pipelined_batch_covers_its_own_recipients_only() -> None:
     connection.send(Bdat(3, last=True))
     connection.send(MessageData(b"abc"))
     _feed(connection, b"250 ok\r\n450 4.2.1 busy\r\n250 ok\r\n250 2.0.0 queued\r\n")
-    assert not _fates(remote, _end_unanswered(connection))
+    assert not _fates(remote, end_unanswered(connection))
     connection.send(Mail(mailbox("john@abc.example")))
     connection.send(Rcpt(mailbox("u3@pqr.example")))
     connection.send(Bdat(3, last=True))
     connection.send(MessageData(b"abc"))
-    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
+    assert list(_fates(remote, end_unanswered(connection))) == ["u3@pqr.example"]
     _feed(connection, b"250 ok\r\n250 ok\r\n")
-    assert list(_fates(remote, _end_unanswered(connection))) == ["u3@pqr.example"]
+    assert list(_fates(remote, end_unanswered(connection))) == ["u3@pqr.example"]
 
 
 def test_a_cut_before_the_end_of_data_warns_of_no_second_copy(

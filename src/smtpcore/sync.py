@@ -65,7 +65,15 @@ from smtpcore._driver._timeouts import POP3Timeouts, Timeouts, as_limit
 from smtpcore._driver._transport import Link
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
-from smtpcore.smtp import ClientConnection, Command, Reply, TransactionResult, Xclient, Xforward
+from smtpcore.smtp import (
+    ClientConnection,
+    Command,
+    RecipientResult,
+    Reply,
+    TransactionResult,
+    Xclient,
+    Xforward,
+)
 from smtpcore.smtp._params import ParametersLike
 
 if TYPE_CHECKING:
@@ -220,6 +228,14 @@ class SMTPClient(_WithBlock):
     def connection(self) -> ClientConnection:
         """The machine of the open session (its ``extensions``, ``tls``, ``state``)."""
         return self._session.connection
+
+    @property
+    def unanswered_end(self) -> tuple[RecipientResult, ...]:
+        """The recipients that the end of a message's content, sent with its reply
+        not come, may have delivered to (RFC 5321 §6.1): after a ``KeyboardInterrupt``
+        in :meth:`send_message`, those whose fate is unknown. Empty at any other
+        moment."""
+        return self._session.unanswered_end
 
     @property
     def authenticated_with(self) -> str | None:

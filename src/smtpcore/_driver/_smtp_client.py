@@ -60,6 +60,7 @@ from smtpcore._driver._smtp_errors import (
     recipients_refusal,
 )
 from smtpcore._driver._smtp_resend import any_too_many, to_send_again
+from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -1724,16 +1725,35 @@ class BaseSMTPClient(BaseClient):
         transaction with no recipient accepted and left unanswered (every ``RCPT``
         refused, pipelined behind a ``DATA`` that got its 354) delivered nothing to
         anyone: the error then names no command."""
+        awaited = self._awaited_end()
+        if awaited is not None:
+            error.command, error.result = awaited
+        return error
+
+    @property
+    def unanswered_end(self) -> tuple[RecipientResult, ...]:
+        """The recipients that the end of a message's content (the final dot, ``BDAT
+        ... LAST``), sent with its reply not come, may have delivered to: those whose
+        fate a session ended now (the connection lost, a timeout, the task cancelled)
+        leaves unknown (RFC 5321 §6.1). Those accepted with no reply after the content,
+        and those whose ``RCPT`` went with that end unanswered. Empty at any other
+        moment, and when not connected."""
+        return () if self._conn is None else tuple(end_unanswered(self._conn))
+
+    def _awaited_end(self) -> tuple[str, TransactionResult] | None:
+        """The command whose reply is awaited (``"DATA"`` or ``"BDAT"``) and its
+        transaction, when that reply answers the end of a message's content and a
+        recipient accepted awaits it (:attr:`unanswered_end`); the machine's oldest
+        awaited event says what the reply is for."""
         conn = self._conn
         pending = () if conn is None else conn.pending
         ended = pending[0] if pending else None
         if type(ended) is EndOfMessage or (type(ended) is Bdat and ended.last):
             assert conn is not None  # it had a pending event
             transaction = conn.transaction
-            if transaction is not None and _fate_unknown(transaction):
-                error.command = "DATA" if type(ended) is EndOfMessage else "BDAT"
-                error.result = transaction
-        return error
+            if transaction is not None and end_unanswered(conn):
+                return ("DATA" if type(ended) is EndOfMessage else "BDAT"), transaction
+        return None
 
     def _garbled(self, exc: RemoteProtocolError) -> SMTPError:
         """The server's breach of the protocol (a reply no client can read, bytes no
@@ -1827,12 +1847,6 @@ async def _receive_within(transport: Link, seconds: float) -> bytes:
         return data
     async with transport.deadline(seconds):
         return await transport.receive_some(_CHUNK)
-
-
-def _fate_unknown(transaction: TransactionResult) -> bool:
-    """Whether a recipient of ``transaction`` was accepted and has no reply after the
-    content yet: the one whose message a lost reply may have delivered (RFC 5321 §6.1)."""
-    return any(item.delivery is None for item in transaction.accepted)
 
 
 def _merged(results: Sequence[TransactionResult]) -> TransactionResult:

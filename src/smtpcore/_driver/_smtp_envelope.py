@@ -42,6 +42,7 @@ __all__ = [
     "field_addresses",
     "field_texts",
     "header_lines",
+    "hidden_fields_blanked",
     "recipient_fields",
     "recipients_from_fields",
     "resent_prefix",
@@ -619,22 +620,42 @@ def without_hidden_fields(content: bytes) -> bytes:
     """``content`` (a message as bytes) without its ``Bcc`` and ``Resent-Bcc`` fields
     and their folded lines (:data:`HIDDEN_FIELDS`, RFC 5322 §3.6.3), obsolete forms
     included; every other octet as it came (a signature over them stays good)."""
-    hidden = {name.lower().encode() for name in HIDDEN_FIELDS}
     head = header_lines(content)
-    kept: list[bytes] = []
-    dropping = False
-    for line in head:
-        if line[:1] in (b" ", b"\t"):  # a folded line goes with its field
-            if not dropping:
-                kept.append(line)
-            continue
-        name = _FIELD_NAME.match(line)
-        dropping = name is not None and name.group(1).lower() in hidden
-        if not dropping:
-            kept.append(line)
+    kept = [line for line, hidden in zip(head, _hidden_lines(head), strict=True) if not hidden]
     if len(kept) == len(head):
         return content
     return b"".join(kept) + content[sum(map(len, head)) :]
+
+
+def hidden_fields_blanked(content: bytes) -> bytes:
+    """``content`` with each line of its ``Bcc`` and ``Resent-Bcc`` fields emptied, its
+    line end kept: the lines :func:`without_hidden_fields` sends, each numbered as in
+    ``content`` (for naming a line that cannot be sent by its place in the file)."""
+    head = header_lines(content)
+    hidden = _hidden_lines(head)
+    if not any(hidden):
+        return content
+    lines = [_line_end(line) if gone else line for line, gone in zip(head, hidden, strict=True)]
+    return b"".join(lines) + content[sum(map(len, head)) :]
+
+
+def _hidden_lines(head: Sequence[bytes]) -> list[bool]:
+    """Whether each line of ``head`` belongs to a hidden field (:data:`HIDDEN_FIELDS`),
+    a folded line going with its field."""
+    names = {name.lower().encode() for name in HIDDEN_FIELDS}
+    hidden: list[bool] = []
+    dropping = False
+    for line in head:
+        if line[:1] not in (b" ", b"\t"):  # a folded line goes with its field
+            name = _FIELD_NAME.match(line)
+            dropping = name is not None and name.group(1).lower() in names
+        hidden.append(dropping)
+    return hidden
+
+
+def _line_end(line: bytes) -> bytes:
+    """The CRLF, CR or LF that ends ``line`` (a line of :func:`header_lines`), if any."""
+    return line[len(line.rstrip(b"\r\n")) :]
 
 
 def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:

@@ -39,6 +39,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
+from smtpcore.server.output import OutputLost, forgiving_stderr, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
 
 __all__ = ["build_parser", "main"]
@@ -728,8 +729,7 @@ async def _serve(
         for signum, work in put_off.items():
             spawn(signum, work)
         try:
-            for listener in listeners:
-                print(listener, flush=True)
+            _announce(listeners, log)
             if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
                 log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
             await stop.wait()
@@ -745,6 +745,18 @@ async def _serve(
         for signum in handlers:
             loop.remove_signal_handler(signum)
     return 0
+
+
+def _announce(listeners: Sequence[object], log: logging.Logger) -> None:
+    """The listeners, a line each on standard output. One that cannot be written stops
+    the server (:mod:`smtpcore.server.output`), and the log says why before it says
+    ``stopping``: a broken pipe is quiet for the shell, not for the operator."""
+    try:
+        for listener in listeners:
+            print(listener, flush=True)
+    except OutputLost as lost:
+        log.warning("%s: the server stops", lost)
+        raise
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -798,34 +810,50 @@ def _run_hash_password() -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. Its standard output is watched (:mod:`smtpcore.server.output`):
+    one that cannot be written ends it here, whatever the command, with no traceback.
+    A standard error that cannot be written is forgiven, from the parsing of ``argv``
+    on: there is no one left to tell."""
+    with forgiving_stderr():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "serve":
-            return _run_serve(args)
-        if args.command == "send":
-            from smtpcore.server.tools import run_send
-
-            return run_send(args)
-        if args.command == "queue":
-            from smtpcore.server.queuetool import run_queue
-
-            return run_queue(args)
-        if args.command == "hash-password":
-            return _run_hash_password()
-        if args.command == "fetch":
-            from smtpcore.server.fetch import run_fetch
-
-            return run_fetch(args)
-        if args.scripted:
-            from smtpcore._scripted import play_scripted_session
-
-            return 0 if play_scripted_session() else 1
-        from smtpcore.server.demo import run_demo
-
-        return run_demo(args.keep)
+        with watched_stdout():
+            return _run_command(args)
+    except OutputLost as lost:
+        return output_lost(args.command, lost)
     except ConfigError as exc:
         print(f"smtpcore {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _run_serve(args)
+    if args.command == "send":
+        from smtpcore.server.tools import run_send
+
+        return run_send(args)
+    if args.command == "queue":
+        from smtpcore.server.queuetool import run_queue
+
+        return run_queue(args)
+    if args.command == "hash-password":
+        return _run_hash_password()
+    if args.command == "fetch":
+        from smtpcore.server.fetch import run_fetch
+
+        return run_fetch(args)
+    if args.scripted:
+        from smtpcore._scripted import play_scripted_session
+
+        return 0 if play_scripted_session() else 1
+    from smtpcore.server.demo import run_demo
+
+    return run_demo(args.keep)

@@ -52,6 +52,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._smtp_matching import match_results, same_address
+from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore._errors import LocalProtocolError
 from smtpcore.address import Mailbox, parse_mailbox
 from smtpcore.asyncio import SMTPClient
@@ -63,13 +64,8 @@ from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
 from smtpcore.smtp import (
-    Bdat,
-    ClientConnection,
     DSNError,
-    EndOfMessage,
-    Mail,
     OriginalRecipient,
-    Rcpt,
     RecipientResult,
     Reply,
     TransactionResult,
@@ -766,32 +762,6 @@ def _own_outcome(item: RecipientResult, outcome: _OutcomeOf) -> Outcome | None:
     return None if item.reply is None else outcome(item.reply, to_rcpt=not item.mail_refused)
 
 
-def _end_unanswered(connection: ClientConnection) -> list[RecipientResult]:
-    """The recipients an end of data (the final dot, or BDAT LAST) sent with its reply
-    not read may have had the message delivered to (RFC 5321 §6.1): the machine records
-    the end as it makes the bytes, just before they go out, and drops it as the reply is
-    read (``pending``, oldest first). An end covers its own transaction's recipients
-    only: those accepted with no reply after the content, when its ``MAIL`` was
-    answered (the machine's ``transaction`` is then that one), and those whose ``RCPT``,
-    pipelined with it, is unanswered too (a LIMITS batch in one write, RFC 9422: the
-    server may have accepted them). Not the recipients of a transaction before it,
-    ``transaction`` still names until its ``MAIL`` is answered."""
-    covered: list[RecipientResult] = []
-    opened = connection.transaction  # a transaction whose MAIL is answered
-    unanswered: list[RecipientResult] = []
-    for event in connection.pending:
-        if isinstance(event, Mail):
-            opened, unanswered = None, []
-        elif isinstance(event, Rcpt):
-            unanswered.append(RecipientResult(event.recipient))
-        elif isinstance(event, EndOfMessage) or (isinstance(event, Bdat) and event.last):
-            carried = () if opened is None else opened.accepted
-            covered += [item for item in carried if item.delivery is None]
-            covered += unanswered
-            opened, unanswered = None, []
-    return covered
-
-
 def _too_many_recipients(reply: Reply, *, to_rcpt: bool) -> bool:
     """Whether ``reply`` is RFC 821's misnumbered 452: RFC 5321 §4.5.3.1.10 says a client
     SHOULD take a 552 to RCPT as temporary, as Postfix's client does (it reads it as
@@ -1041,7 +1011,7 @@ class ExchangerSession:
             return outcomes
         except asyncio.CancelledError:
             polite = False
-            may_have_been_sent = _fates(deliveries, _end_unanswered(client.connection))
+            may_have_been_sent = _fates(deliveries, end_unanswered(client.connection))
             if cut_after_end is not None and may_have_been_sent:
                 cut_after_end(list(may_have_been_sent))
             raise
@@ -1158,7 +1128,7 @@ class ExchangerSession:
                 refused = outcome(reply, from_remote=not exc.local)
                 return {address: settled.get(address, refused) for address in addresses}
             why = self._error_text(
-                exc, relay, end_unanswered=bool(_end_unanswered(client.connection))
+                exc, relay, end_unanswered=bool(end_unanswered(client.connection))
             )
             raise TryNext(why, reply=reply, settled=settled, local=exc.local) from exc
         return self._refused(deliveries, result, None, outcome)

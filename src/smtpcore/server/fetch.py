@@ -514,7 +514,14 @@ def _check_maildir_options(args: argparse.Namespace) -> None:
         )
 
 
-def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = print) -> int:
+def _say_at_once(line: str) -> None:
+    """``line`` on standard output, flushed: a reader gone (``fetch --delete | head``)
+    is found at the message it is about, and no later one is retrieved or deleted,
+    however the output is buffered (a pipe's is by blocks)."""
+    print(line, flush=True)
+
+
+def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_once) -> int:
     """``fetch``: a line per message; 0 when every message was retrieved (and, where the
     server gives unique-ids, the record written; under ``--delete``, each deleted), else
     a line on standard error for each failure and 1. Options that need

@@ -34,7 +34,9 @@ __all__ = ["run_queue"]
 
 def run_queue(args: argparse.Namespace) -> int:
     """List, or hand the command to the running server, or carry it out when none runs;
-    a queue this user may not read or change is one line naming the path."""
+    a queue this user may not read or change is one line naming the path. A standard
+    output that cannot be written is none of that: it raises ``OutputLost``
+    (:mod:`smtpcore.server.output`), which no ``OSError`` handler here takes."""
     try:
         return _run(args)
     except OSError as exc:

@@ -15,8 +15,8 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ from smtpcore._driver import (
 )
 from smtpcore._driver._smtp_envelope import (
     header_lines,
+    hidden_fields_blanked,
     recipient_fields,
     resent_prefix,
     sender_field,
@@ -50,6 +51,8 @@ from smtpcore.routing import Attempt, Rejected, resolve_exchangers
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.exchanger import reply_text
 from smtpcore.server.log import loggable
+from smtpcore.server.messagelines import unsendable_line
+from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.smtp import RecipientResult, Reply, TransactionResult
@@ -291,24 +294,109 @@ def _own_fate(
     return _Fate(str(rcpt), item.delivered, text, later)
 
 
+class _Record:
+    """Each recipient's fate as soon as it is known, shared by the steps of ``send``,
+    by the recipient's place in the order the fates are printed; a later fate replaces
+    an earlier one (the next exchanger's, after a refusal for now). Added as each
+    transaction (each LIMITS batch, RFC 9422) ends, before QUIT, and on a Ctrl-C with
+    what the interrupted transaction told: whenever the user stops ``send``, every fate
+    known so far can be printed."""
+
+    def __init__(self) -> None:
+        self._fates: dict[int, _Fate] = {}
+
+    def add(self, place: int, fate: _Fate) -> None:
+        self._fates[place] = fate
+
+    def fate(self, place: int) -> _Fate | None:
+        return self._fates.get(place)
+
+    def fates(self) -> list[_Fate]:
+        return [self._fates[place] for place in sorted(self._fates)]
+
+
 async def _submit(
-    client: BaseSMTPClient, content: bytes, sender: str, rcpts: Sequence[Mailbox], where: str
-) -> list[_Fate]:
-    """One transaction on a connected client; every recipient's fate, errors included,
-    in the order of ``rcpts``."""
+    client: BaseSMTPClient,
+    content: bytes,
+    sender: str,
+    rcpts: Mapping[int, Mailbox],
+    where: str,
+    record: _Record,
+) -> None:
+    """One message on a connected client; the fate of each of ``rcpts`` (by its place
+    in ``record``), errors included, into ``record``: a batch's as soon as it ends
+    (``on_batch``, a message split by LIMITS), the others' before QUIT. Cancelled
+    (Ctrl-C: ``asyncio.run`` cancels the task), it adds those the transaction cut
+    short had told (:func:`_cut_short_fates`)."""
+    waiting = dict(rcpts)  # those of no transaction ended yet
+
+    async def on_batch(result: TransactionResult) -> None:
+        for place, item in match_results(waiting.items(), result.recipients).items():
+            record.add(place, _own_fate(waiting.pop(place), item, where, None))
+
     try:
-        result = await client.send_message(content, sender, rcpts)
-    except SMTPReplyError as exc:
-        return _refusal_fates(exc, rcpts, where)
-    except SMTPError as exc:  # no answer in time, the connection lost, MAILMAX reached
-        if exc.result is not None:
-            return _interrupted_fates(exc, exc.result, rcpts, where)
-        return [_error_fate(str(r), where, exc, True) for r in rcpts]
-    except (ProtocolError, ValueError) as exc:  # what the server's extensions rule out
-        return [_Fate(str(r), False, f"{where}: cannot send: {exc}") for r in rcpts]
+        try:
+            outcome: TransactionResult | Exception = await client.send_message(
+                content, sender, list(waiting.values()), on_batch=on_batch
+            )
+        except asyncio.CancelledError:
+            for place, fate in _cut_short_fates(client, waiting, where).items():
+                record.add(place, fate)
+            raise
+        except (SMTPError, ProtocolError, ValueError) as exc:
+            outcome = exc
+        fates = _outcome_fates(outcome, list(waiting.values()), where)
+        for place, fate in zip(waiting, fates, strict=True):
+            record.add(place, fate)
     finally:
         await client.quit()
-    return _fates(result, rcpts, where)
+
+
+def _outcome_fates(
+    outcome: TransactionResult | Exception, rcpts: Sequence[Mailbox], where: str
+) -> list[_Fate]:
+    """Every recipient's fate, in the order of ``rcpts``, by what ``send_message``
+    returned or raised."""
+    if isinstance(outcome, TransactionResult):
+        return _fates(outcome, rcpts, where)
+    if isinstance(outcome, SMTPReplyError):
+        return _refusal_fates(outcome, rcpts, where)
+    if isinstance(outcome, SMTPError):  # no answer in time, the connection lost, MAILMAX
+        if outcome.result is not None:
+            return _interrupted_fates(outcome, outcome.result, rcpts, where)
+        return [_error_fate(str(r), where, outcome, True) for r in rcpts]
+    # what the server's extensions rule out (ProtocolError, ValueError)
+    return [_Fate(str(r), False, f"{where}: cannot send: {outcome}") for r in rcpts]
+
+
+def _unknown_fate(rcpt: Mailbox, where: str, why: object) -> _Fate:
+    """The fate of a recipient accepted whose reply to the end of the message never
+    came: it may have been delivered (RFC 5321 §6.1)."""
+    text = f"{where}: no readable reply to the end of the message ({why})"
+    return _Fate(str(rcpt), False, text, unknown=True)
+
+
+def _cut_short_fates(
+    client: BaseSMTPClient, rcpts: Mapping[int, Mailbox], where: str
+) -> dict[int, _Fate]:
+    """The fates known of ``rcpts`` (by place) when the user stopped ``send`` in the
+    middle of a transaction: each refused at its ``RCPT`` (or answered after the
+    content) in the client's transaction, and each that the end of the message, sent
+    with its reply not come, may have been delivered to (the client's
+    :attr:`~BaseSMTPClient.unanswered_end`, what a connection lost there reports too,
+    :attr:`SMTPError.may_have_been_delivered`). The others' fates are unknown."""
+    try:
+        transaction = client.connection.transaction
+    except SMTPError:  # the session already closed
+        transaction = None
+    known: dict[int, _Fate] = {}
+    if transaction is not None:
+        for place, item in match_results(rcpts.items(), transaction.recipients).items():
+            if item.reply is not None and (not item.accepted or item.delivery is not None):
+                known[place] = _own_fate(rcpts[place], item, where, None)
+    for place in match_results(rcpts.items(), client.unanswered_end):
+        known[place] = _unknown_fate(rcpts[place], where, "interrupted")
+    return known
 
 
 def _interrupted_fates(
@@ -322,12 +410,11 @@ def _interrupted_fates(
     the message never came (:attr:`SMTPError.may_have_been_delivered`) may have been
     delivered: it goes nowhere else either, as RFC 5321 §6.1 accepts a duplicate from
     that window only. The others, unanswered, have the error's fate: for now."""
-    unknown = f"{where}: no readable reply to the end of the message ({exc})"
     fates = [_error_fate(str(r), where, exc, True) for r in rcpts]
     for i, item in match_results(enumerate(rcpts), result.recipients).items():
         if item.accepted and item.delivery is None:
             if exc.may_have_been_delivered:
-                fates[i] = _Fate(str(rcpts[i]), False, unknown, unknown=True)
+                fates[i] = _unknown_fate(rcpts[i], where, exc)
         elif item.reply is not None:
             fates[i] = _own_fate(rcpts[i], item, where, None)
     return fates
@@ -402,7 +489,11 @@ def _client(
     )
 
 
-async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) -> list[_Fate]:
+async def _send(
+    args: argparse.Namespace, content: bytes, rcpts: list[Mailbox], record: _Record
+) -> None:
+    """Every recipient's fate into ``record``, each as soon as it is known: with
+    ``--server``, in the order of ``rcpts``; by MX lookup, domain by domain."""
     sender = args.sender
     if args.server is not None:
         host, port = args.server
@@ -412,40 +503,43 @@ async def _send(args: argparse.Namespace, content: bytes, rcpts: list[Mailbox]) 
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
-            return [_error_fate(str(r), where, exc, checked_name=name) for r in rcpts]
+            for place, r in enumerate(rcpts):
+                record.add(place, _error_fate(str(r), where, exc, checked_name=name))
+            return
         _say_if_plaintext(client, where)
-        return await _submit(client, content, sender, rcpts, where)
+        await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
+        return
     resolver = make_resolver(args.resolver)
     by_domain: dict[str, list[Mailbox]] = {}
     for rcpt in rcpts:
         by_domain.setdefault(normalize_domain(rcpt.domain), []).append(rcpt)
-    fates: list[_Fate] = []
+    first = 0
     for domain, group in by_domain.items():
+        placed = dict(enumerate(group, start=first))
+        first += len(group)
         attempts = await resolve_exchangers(
             domain, resolver, rng=random.SystemRandom(), port=args.remote_port
         )
         if isinstance(attempts, Rejected):
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
-            fates += [_Fate(str(r), False, text) for r in group]
-            continue
-        fates += await _send_by_mx(args, content, domain, group, attempts)
-    return fates
+            for place, r in placed.items():
+                record.add(place, _Fate(str(r), False, text))
+        else:
+            await _send_by_mx(args, content, domain, placed, attempts, record)
 
 
 async def _send_by_mx(
     args: argparse.Namespace,
     content: bytes,
     domain: str,
-    group: Sequence[Mailbox],
+    group: Mapping[int, Mailbox],
     attempts: Sequence[Attempt],
-) -> list[_Fate]:
-    """The fates of ``group`` (recipients at ``domain``), in its order: each exchanger
-    in turn, for the recipients the ones before refused for now (RFC 5321 §5.1: an
-    unreachable or busy one is no reason to give up). A recipient is followed by its
-    place in ``group``, as ``_submit`` answers in the order it was given."""
-    unanswered = _Fate("", False, f"{domain}: no exchanger answered", temporary=True)
-    fates = [replace(unanswered, recipient=str(r)) for r in group]
-    pending = list(range(len(group)))
+    record: _Record,
+) -> None:
+    """The fates of ``group`` (recipients at ``domain``, by place) into ``record``:
+    each exchanger in turn, for the recipients the ones before refused for now (RFC
+    5321 §5.1: an unreachable or busy one is no reason to give up)."""
+    pending = dict(group)
     for attempt in attempts:
         where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
         client = _client(args, str(attempt.address), attempt.port, attempt.host, exchanger=True)
@@ -453,18 +547,23 @@ async def _send_by_mx(
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
-            for i in pending:
-                fates[i] = _error_fate(str(group[i]), where, exc, True, checked_name=name)
+            for place, r in pending.items():
+                record.add(place, _error_fate(str(r), where, exc, True, checked_name=name))
             continue
         _say_if_plaintext(client, where)
-        sent = [group[i] for i in pending]
-        answered = await _submit(client, content, args.sender, sent, where)
-        for i, fate in zip(pending, answered, strict=True):
-            fates[i] = fate
-        pending = [i for i in pending if fates[i].temporary]
+        await _submit(client, content, args.sender, pending, where, record)
+        pending = {place: r for place, r in pending.items() if _for_later(record.fate(place))}
         if not pending:
             break
-    return fates
+    for place, r in pending.items():
+        if record.fate(place) is None:  # no exchanger to try
+            text = f"{domain}: no exchanger answered"
+            record.add(place, _Fate(str(r), False, text, temporary=True))
+
+
+def _for_later(fate: _Fate | None) -> bool:
+    """Whether the next exchanger is to be tried for a recipient of this fate."""
+    return fate is None or fate.temporary
 
 
 def _envelope_from_headers(
@@ -524,6 +623,15 @@ def _read_message(args: argparse.Namespace) -> bytes | None:
         raise ConfigError(f"cannot read {args.message}: {exc.strerror}") from None
 
 
+def _check_lines(content: bytes, source: str) -> None:
+    """A usage error (status 2) naming the first line of ``source`` SMTP cannot carry
+    (:mod:`smtpcore.server.messagelines`), before anything is sent; the ``Bcc`` fields,
+    never sent, are not checked, and the lines keep their numbers in ``source``."""
+    why = unsendable_line(hidden_fields_blanked(content))  # Bcc fields are not sent
+    if why is not None:
+        raise ConfigError(printable(f"{source}: {why}"))
+
+
 def run_send(args: argparse.Namespace) -> int:
     """``send``: prints each recipient's fate; 0 only when every one was accepted, and a
     one-line error with status 1 (2 for a usage mistake) for anything else."""
@@ -537,6 +645,7 @@ def run_send(args: argparse.Namespace) -> int:
         check_address_text("--to", recipient)
     content = _read_message(args)
     if content is not None:
+        _check_lines(content, "standard input" if args.message == "-" else args.message)
         if args.sender is None or not args.recipients:
             args.sender, args.recipients = _envelope_from_headers(
                 content, args.sender, args.recipients or []
@@ -569,22 +678,45 @@ def run_send(args: argparse.Namespace) -> int:
             args.body,
             args.helo,
         )
+        _check_lines(content, "the message made of --subject and --body")
     if args.server is None:
         resolver = make_resolver(args.resolver)
         check_remote_delivery(resolver, None)
+    record = _Record()
     try:
-        fates = asyncio.run(_send(args, content, rcpts))
+        asyncio.run(_send(args, content, rcpts, record))
+    except KeyboardInterrupt:  # Ctrl-C: every fate known is said, accepted ones above all
+        _print_fates(record.fates())
+        raise
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
-    for fate in fates:
-        verdict = "accepted by" if fate.accepted else "refused by"
-        if fate.local:
-            verdict = "not sent to"
-        elif fate.unknown:
-            verdict = "may have been delivered by"
-        print(printable(f"<{fate.recipient}>: {verdict} {fate.text}"))
+    fates = record.fates()
+    _print_fates(fates)
     return 0 if fates and all(f.accepted for f in fates) else 1
+
+
+def _print_fates(fates: Sequence[_Fate]) -> None:
+    """A line per recipient on standard output, each written at once. Output that
+    cannot be written (:class:`OutputLost`) comes after the message went: the lines it
+    lost go to standard error, so that a script still learns each recipient's fate."""
+    lines = [printable(f"<{fate.recipient}>: {_verdict(fate)} {fate.text}") for fate in fates]
+    for done, line in enumerate(lines):
+        try:
+            print(line, flush=True)
+        except OutputLost as lost:
+            for left in lines[done:]:
+                print(left, file=sys.stderr)
+            lost.told = True
+            raise
+
+
+def _verdict(fate: _Fate) -> str:
+    if fate.local:
+        return "not sent to"
+    if fate.unknown:
+        return "may have been delivered by"
+    return "accepted by" if fate.accepted else "refused by"
 
 
 def _envelope_form(address: str) -> str:
