@@ -9,12 +9,14 @@ content larger than a TLS record in both directions.
 from __future__ import annotations
 
 import gc
+import poplib
 import smtplib
 import socket
 import ssl
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +26,14 @@ from peers import (
     TLSFiles,
     make_tls_files,
     raw_smtp_session,
+    running_pop3_server,
     running_smtp_server,
+    write_maildir,
 )
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.maildrop import MaildirStore
 from smtpcore.smtp import Reply
 
 _PER_SESSION_AT_MOST = 64 * 1024
@@ -177,11 +182,13 @@ class _Keeper(Handler):
         return Reply(250, "OK")
 
 
+_LINE = b"".join(bytes([33 + (n % 90)]) for n in range(998)) + b"\r\n"
+
+
 def test_content_larger_than_many_records_arrives_whole(tls: TLSFiles) -> None:
     """Several MiB through TLS records of 16 KiB each, read a record at a time."""
     handler = _Keeper()
-    line = b"".join(bytes([33 + (n % 90)]) for n in range(998)) + b"\r\n"
-    content = line * 4000  # about 4 MiB
+    content = _LINE * 4000  # about 4 MiB
     with (
         running_smtp_server(
             "asyncio", handler, ssl_context=tls.server_context, max_message_size=None
@@ -191,3 +198,23 @@ def test_content_larger_than_many_records_arrives_whole(tls: TLSFiles) -> None:
         client.starttls(context=tls.client_context)
         client.sendmail("a@abc.example", ["b@pqr.example"], content)
     assert handler.contents == [content]
+
+
+def test_a_message_larger_than_many_records_is_retrieved_whole(
+    tls: TLSFiles, tmp_path: Path
+) -> None:
+    """The other way: a POP3 RETR of several MiB after STLS, written a record's worth
+    of plaintext at a time, the rest waiting for room while the client reads."""
+    message = b"Subject: big\r\n\r\n" + _LINE * 4000
+    write_maildir(tmp_path / "alice", [message])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with running_pop3_server("asyncio", store, ssl_context=tls.server_context) as running:
+        client = poplib.POP3(running.host, running.port, timeout=30)
+        try:
+            client.stls(context=tls.client_context)
+            client.user("alice")
+            client.pass_("wonderland")
+            _, lines, _ = client.retr(1)
+        finally:
+            client.quit()
+    assert b"\r\n".join(lines) + b"\r\n" == message
