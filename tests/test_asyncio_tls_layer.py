@@ -8,6 +8,8 @@ content larger than a TLS record in both directions.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import poplib
 import smtplib
@@ -218,3 +220,118 @@ def test_a_message_larger_than_many_records_is_retrieved_whole(
         finally:
             client.quit()
     assert b"\r\n".join(lines) + b"\r\n" == message
+
+
+# -- the layer over a socket pair -----------------------------------------------------
+
+
+def _layer_over_pair(tls: TLSFiles, ours: socket.socket) -> tuple[RawSocketTransport, TLSLayer]:
+    """A server's TLS layer over ``ours``, on the running loop, its handshake not made."""
+    raw = RawSocketTransport(ours, None, asyncio.get_running_loop())
+    return raw, TLSLayer(raw, tls.server_context, server_side=True)
+
+
+def _client_over(tls: TLSFiles, sock: socket.socket) -> tuple[ssl.SSLObject, ssl.MemoryBIO]:
+    """A client's handshake over the blocking ``sock``: its TLS object and outgoing BIO."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = tls.client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    while True:
+        try:
+            client.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    sock.sendall(outgoing.read())
+    return client, outgoing
+
+
+def test_a_message_in_one_byte_records_is_read_many_records_a_read(tls: TLSFiles) -> None:
+    """OpenSSL gives one record a read: a read hands on every whole record that came,
+    not one (perhaps one byte) each, which cost 4 to 5 times the CPU."""
+    message = _LINE * 2  # 2,000 records of one byte each
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    sent = threading.Event()
+
+    def client() -> None:
+        tls_client, outgoing = _client_over(tls, theirs)
+        for byte in range(len(message)):
+            tls_client.write(message[byte : byte + 1])
+        theirs.sendall(outgoing.read())
+        sent.set()
+
+    async def main() -> int:
+        raw, layer = _layer_over_pair(tls, ours)
+        await layer.handshake()
+        await asyncio.to_thread(sent.wait, 10)
+        got, reads = b"", 0
+        while len(got) < len(message):
+            got += await layer.receive_some(65536)
+            reads += 1
+        assert got == message
+        await raw.aclose()
+        return reads
+
+    with ours, theirs:
+        thread = threading.Thread(target=client)
+        thread.start()
+        reads = asyncio.run(main())
+        thread.join(10)
+    assert reads <= 4, reads  # about 45 KB of records: three socket reads of 16 KB
+
+
+class _AnswersEveryByte:
+    """Stands in for the layer's ``SSLObject`` after its handshake: every byte of
+    ciphertext read makes it answer a byte unasked (as a TLS 1.3 KeyUpdate asking
+    for one does, a record each), and no plaintext ever comes."""
+
+    def __init__(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO) -> None:
+        self._incoming = incoming
+        self._outgoing = outgoing
+
+    def read(self, max_bytes: int) -> bytes:
+        self._outgoing.write(self._incoming.read())
+        raise ssl.SSLWantReadError
+
+    def pending(self) -> int:
+        return 0
+
+
+def test_a_peer_that_never_reads_cannot_grow_what_the_layer_answers(tls: TLSFiles) -> None:
+    """A client sending key updates that each ask for one, and never reading, made
+    the server read on while the answers piled up unsent (20 MB for a million):
+    the layer stops reading while more than 256 KiB wait to be sent."""
+    flood = 2 * 1024 * 1024
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    done = threading.Event()
+
+    def peer() -> None:
+        with contextlib.suppress(OSError):  # the server's close ends it
+            theirs.sendall(bytes(flood))
+        done.set()
+
+    async def main() -> int:
+        raw, layer = _layer_over_pair(tls, ours)
+        layer._tls = _AnswersEveryByte(layer._incoming, layer._outgoing)  # type: ignore[assignment]
+        layer._shaken = True
+        reading = asyncio.ensure_future(layer.receive_some(100))
+        # Until the layer waits: for room to send (bounded), or for more to read after
+        # the whole flood (unbounded).
+        while not (raw._waiter is not None and (raw._want < 0 or done.is_set())):
+            await asyncio.sleep(0.01)
+        unsent = raw.unsent()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        await raw.aclose()  # within its close timeout: the peer never reads
+        return unsent
+
+    with ours, theirs:
+        thread = threading.Thread(target=peer)
+        thread.start()
+        unsent = asyncio.run(main())
+        thread.join(10)
+    assert unsent <= 256 * 1024 + 16 * 1024 + 512, unsent

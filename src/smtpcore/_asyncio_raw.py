@@ -762,6 +762,16 @@ class RawSocketTransport(_OwnLink):
         if self._lost:
             raise ConnectionResetError("the connection was lost while writing")
 
+    def unsent(self) -> int:
+        """How many bytes written wait for room in the socket (the TLS layer's bound)."""
+        out = self._out
+        return 0 if out is None else len(out)
+
+    async def all_sent(self) -> None:
+        """Wait until the kernel has taken every byte written, or the connection is lost
+        (the TLS layer's wait for room, before it reads more)."""
+        await self._sent()
+
     def _watch_for_room(self) -> None:
         """Have the loop's selector run :meth:`_writable` when the kernel takes more."""
         if not self._writing:

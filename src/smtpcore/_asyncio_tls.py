@@ -38,6 +38,9 @@ _RECORD: Final = 16384 + 256 + 5
 takes from the kernel at most, and how much plaintext is encrypted at once, so
 that neither memory BIO grows past about one record."""
 _PLAINTEXT_SLICE: Final = 16384
+_UNSENT_AT_MOST: Final = 256 * 1024
+"""How much ciphertext may wait for the peer to read before the layer stops reading
+its records (see :meth:`TLSLayer._room_to_answer`)."""
 
 
 class TLSLayer:
@@ -158,14 +161,44 @@ class TLSLayer:
             return b""
         if not data:  # pragma: no cover - OpenSSL raises rather than read nothing
             self._ended = True
+            return data
+        if self._incoming.pending and len(data) < max_bytes:
+            data = self._read_more(data, max_bytes)
+            self._push()  # what those records made OpenSSL answer (key updates)
         return data
+
+    def _read_more(self, data: bytes, max_bytes: int) -> bytes:
+        """``data`` and the plaintext of the whole records after it in the BIO, up to
+        ``max_bytes``: OpenSSL gives one record a read, and a client's records may
+        each hold a byte (as asyncio's TLS transport, a read hands on all of them)."""
+        parts = [data]
+        got = len(data)
+        while got < max_bytes and self._incoming.pending:
+            try:
+                more = self._tls.read(max_bytes - got)
+            except ssl.SSLError:
+                break  # the next read reports it (or waits for the rest of a record)
+            if not more:  # pragma: no cover - OpenSSL raises rather than read nothing
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
 
     async def receive_some(self, max_bytes: int) -> bytes:
         while True:
             data = self._decrypt(max_bytes)
             if data is not None:
                 return data
+            await self._room_to_answer()
             await self._fill()
+
+    async def _room_to_answer(self) -> None:
+        """Wait, before reading more, while what OpenSSL answered unasked (a key update
+        asked for in every record) is more than :data:`_UNSENT_AT_MOST` unsent: a
+        peer that sends and never reads would grow it without end."""
+        raw = self._raw
+        if raw.unsent() > _UNSENT_AT_MOST:
+            await raw.all_sent()
 
     receive_to_drop = receive_some
 
@@ -174,6 +207,8 @@ class TLSLayer:
         (or a record came in part), ``b""`` once the peer's stream has ended."""
         data = self._decrypt(max_bytes)
         while data is None:
+            if self._raw.unsent() > _UNSENT_AT_MOST:
+                return None  # see _room_to_answer
             ciphertext = self._raw.receive_nowait(_RECORD)
             if ciphertext is None:
                 return None
