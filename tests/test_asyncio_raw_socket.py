@@ -120,7 +120,7 @@ def test_tls_on_connect_is_served_raw_too(raw: bool, tls: TLSFiles) -> None:
         assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
 
 
-def test_starttls_hands_the_socket_to_asyncio_and_the_session_goes_on(
+def test_after_starttls_the_session_goes_on_over_the_same_kind_of_transport(
     raw: bool, tls: TLSFiles
 ) -> None:
     with (

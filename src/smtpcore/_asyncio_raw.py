@@ -967,9 +967,10 @@ class RawSocketTransport(_OwnLink):
         return None
 
     def channel_binding(self, kind: str) -> bytes | None:
-        """The TLS layer's, once there is one (the link's asks the transport: this)."""
-        binding = getattr(self._inner, "channel_binding", None)
-        return None if binding is None else binding(kind)
+        """None: the TLS layer's :class:`ssl.SSLObject` cannot export keying material
+        (see :mod:`smtpcore.transport`). The link's own would ask ``transport``,
+        which is this."""
+        return None
 
     @property
     def socket(self) -> socket.SocketType:
