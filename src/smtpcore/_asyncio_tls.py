@@ -305,17 +305,10 @@ class TLSLayer:
         if self._shaken and not self._broken and not raw._lost and not raw._closing:
             with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: the peer's unawaited
                 self._tls.unwrap()
+            with contextlib.suppress(OSError):  # the close goes on whatever the write did
+                self._push()
             self._broken = True  # nothing more goes through TLS
-            self._push_now()
         await raw._close()
-
-    def _push_now(self) -> None:
-        records = self._outgoing.read()
-        if records:
-            try:  # noqa: SIM105 - the close goes on whatever the write did
-                self._raw.write_soon(records)
-            except OSError:
-                pass
 
     @property
     def tls(self) -> TLSInfo | None:
