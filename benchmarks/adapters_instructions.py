@@ -53,8 +53,12 @@ class Counter:
             self.c += 1
 
 
-def serve(kind: str, port: int, counter: Counter, ready: threading.Event) -> None:
+def serve(kind: str, port: int, counter: Counter, ready: threading.Event, tls: Any = None) -> None:
+    """Serve ``kind`` on ``port`` with ``counter`` profiling this thread; ``tls``, an
+    ``ssl.SSLContext``, offers STARTTLS (smtpcore's servers only)."""
     options: dict[str, Any] = {"hostname": "mx.test", "max_message_size": None}
+    if tls is not None:
+        options["ssl_context"] = tls
     sys.setprofile(counter)
     if kind == "asyncio floor":  # no smtpcore: asyncio's own share (adapters_smtp.FloorProtocol)
 

@@ -371,12 +371,19 @@ class Client:
 ENVELOPE = b"MAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\nDATA\r\n"
 
 
-def pipelined(port: int, messages: int) -> float:
-    """Messages per second over one session, the next envelope behind each dot."""
+def pipelined(port: int, messages: int, tls: Any = None) -> float:
+    """Messages per second over one session, the next envelope behind each dot; with
+    ``tls`` (a client's ``ssl.SSLContext``), after STARTTLS."""
     client = Client(port)
     client.expect(1)
     client.sock.sendall(b"EHLO bench.test\r\n")
     client.expect(1)
+    if tls is not None:
+        client.sock.sendall(b"STARTTLS\r\n")
+        client.expect(1)
+        client.sock = tls.wrap_socket(client.sock, server_hostname="mx.test")
+        client.sock.sendall(b"EHLO bench.test\r\n")
+        client.expect(1)
     started = time.perf_counter()
     client.sock.sendall(ENVELOPE)
     client.expect(2)

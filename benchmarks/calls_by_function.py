@@ -11,7 +11,8 @@ session) drop out:
   same without parameters), as ``compare.py --only params`` does; per command;
 * ``pipelined``: the asyncio server (or ``--server trio``) in a thread of this
   process, one session of pipelined 1 KB messages (``adapters_smtp.pipelined``);
-  per message;
+  per message; ``pipelined-tls``: the same session after STARTTLS (a throwaway
+  certificate made with ``trustme``), smtpcore's servers only;
 * ``reused``: the same server under ``smtp-source -s 20 -d`` (Postfix's tools);
   per message, each session's setup included;
 * ``connect``: the same server, connect, EHLO, QUIT, one connection after
@@ -33,11 +34,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
+import ssl
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import CodeType
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -85,6 +89,7 @@ def in_server(
     messages: int,
     server: str = "asyncio",
     bytecodes: bool = False,
+    tls: Any = None,
 ) -> collections.Counter[str]:
     counter = new_counter(bytecodes)
     ready = threading.Event()
@@ -93,7 +98,7 @@ def in_server(
     def serve() -> None:
         if isinstance(counter, client_loads.BytecodeCounter):
             counter.install()
-        adapters_instructions.serve(server, port, counter, ready)
+        adapters_instructions.serve(server, port, counter, ready, tls)
 
     thread = threading.Thread(target=serve, daemon=True)  # it serves until this process ends
     thread.start()
@@ -107,10 +112,23 @@ def in_server(
     return after
 
 
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server's context with a throwaway certificate, and a client's that trusts it."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.test").configure_cert(server)
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return server, client
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "workload", choices=["params", "plain", "pipelined", "reused", "connect", "newconn"]
+        "workload",
+        choices=["params", "plain", "pipelined", "pipelined-tls", "reused", "connect", "newconn"],
     )
     parser.add_argument(
         "--server",
@@ -130,6 +148,18 @@ def main() -> None:
     elif args.workload == "pipelined":
         counts, units = (
             in_server(adapters_smtp.pipelined, args.units, args.server, args.bytecodes),
+            args.units,
+        )
+    elif args.workload == "pipelined-tls":
+        server_tls, client_tls = tls_contexts()
+        counts, units = (
+            in_server(
+                functools.partial(adapters_smtp.pipelined, tls=client_tls),
+                args.units,
+                args.server,
+                args.bytecodes,
+                server_tls,
+            ),
             args.units,
         )
     elif args.workload == "connect":

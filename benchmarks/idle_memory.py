@@ -1,6 +1,6 @@
 """Memory per idle SMTP session, smtpcore beside Twisted and aiosmtpd.
 
-    .venv/bin/python benchmarks/idle_memory.py [--sessions 400] [--servers ...] [--detail]
+    .venv/bin/python benchmarks/idle_memory.py [--sessions 400] [--servers ...] [--detail] [--tls]
 
 Each server runs in its own process with ``tracemalloc`` on. This process
 opens ``--sessions`` connections, reads each greeting, sends ``EHLO`` and
@@ -16,6 +16,11 @@ machine's, the rest of smtpcore's, the framework's and the standard library's),
 per session: an object is counted where it was made (a machine by the driver
 line that builds it, a coroutine's frame by the line that calls it).
 
+``--tls`` measures sessions under TLS instead, smtpcore's servers only: each
+session sends ``STARTTLS`` after its first ``EHLO``, makes the handshake (TLS
+1.3, a throwaway certificate made with ``trustme``) and sends ``EHLO`` again
+before it idles: what every submission session costs.
+
 Loopback only; every server started here is stopped at the end.
 """
 
@@ -24,10 +29,12 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -107,7 +114,7 @@ def answer_requests(detail: bool, sessions: int) -> None:
             print(f"{grown[0]} {grown[1]}", flush=True)
 
 
-def serve_smtpcore(kind: str, port: int, sessions: int) -> None:
+def serve_smtpcore(kind: str, port: int, sessions: int, tls: Path | None) -> None:
     from smtpcore.handler import Handler
 
     options: dict[str, Any] = {
@@ -115,6 +122,12 @@ def serve_smtpcore(kind: str, port: int, sessions: int) -> None:
         "max_sessions": sessions + 100,
         "max_sessions_per_address": None,  # every client here is 127.0.0.1
     }
+    if tls is not None:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls / "server.pem", tls / "server.key")
+        options["ssl_context"] = context
     if kind == "smtpcore.asyncio":
         import asyncio
 
@@ -139,25 +152,55 @@ def serve_smtpcore(kind: str, port: int, sessions: int) -> None:
         trio.run(main_trio)
 
 
-def child(kind: str, port: int, sessions: int, detail: bool) -> None:
+def child(kind: str, port: int, sessions: int, detail: bool, tls: Path | None) -> None:
     tracemalloc.start()
     threading.Thread(target=answer_requests, args=(detail, sessions), daemon=True).start()
     if kind.startswith("smtpcore."):
-        serve_smtpcore(kind, port, sessions)
+        serve_smtpcore(kind, port, sessions, tls)
     else:
         adapters_smtp.serve(kind, port)
 
 
-def open_sessions(port: int, count: int) -> list[socket.socket]:
-    """``count`` sessions past EHLO, left open."""
+def open_sessions(port: int, count: int, tls: bool = False) -> list[socket.socket]:
+    """``count`` sessions past EHLO (``tls``: past STARTTLS and EHLO again), left open."""
     opened = []
     for _ in range(count):
         client = adapters_smtp.Client(port)
         client.expect(1)
         client.sock.sendall(b"EHLO bench.test\r\n")
         client.expect(1)
+        if tls:
+            client.sock.sendall(b"STARTTLS\r\n")
+            client.expect(1)
+            client.sock = _CLIENT_TLS.wrap_socket(client.sock, server_hostname="mx.test")
+            client.sock.sendall(b"EHLO bench.test\r\n")
+            client.expect(1)
         opened.append(client.sock)
     return opened
+
+
+def _client_context() -> Any:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the throwaway certificate: nothing to verify
+    return context
+
+
+_CLIENT_TLS: Any = None
+"""The client's TLS context under ``--tls`` (see :func:`main`)."""
+
+
+def make_certificate(directory: Path) -> None:
+    """A throwaway server certificate and key for ``--tls``, as PEM files in ``directory``."""
+    import trustme
+
+    cert = trustme.CA().issue_cert("mx.test", "127.0.0.1")
+    cert.private_key_pem.write_to_path(str(directory / "server.key"))
+    with (directory / "server.pem").open("wb") as out:
+        for blob in cert.cert_chain_pems:
+            out.write(blob.bytes())
 
 
 def end_session(sock: socket.socket) -> None:
@@ -170,12 +213,14 @@ def end_session(sock: socket.socket) -> None:
     sock.close()
 
 
-def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
+def measure(kind: str, sessions: int, detail: bool, tls: Path | None) -> tuple[float, float]:
     """Bytes per idle session: (tracemalloc, resident set)."""
     port = adapters_smtp.free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
     args = ["--child", kind, str(port), "--sessions", str(sessions)]
+    if tls is not None:
+        args += ["--tls-files", str(tls)]
     server = subprocess.Popen(
         [sys.executable, __file__, *args, *(["--detail"] if detail else [])],
         stdin=subprocess.PIPE,
@@ -187,12 +232,12 @@ def measure(kind: str, sessions: int, detail: bool) -> tuple[float, float]:
     try:
         if server.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{kind} did not start")
-        for sock in open_sessions(port, 20):  # warm up: first-use allocations
+        for sock in open_sessions(port, 20, tls is not None):  # warm up: first-use allocations
             end_session(sock)
         time.sleep(0.5)  # what a closed session frees goes before the baseline
         server.stdin.write("mark\n")
         server.stdin.flush()
-        opened = open_sessions(port, sessions)
+        opened = open_sessions(port, sessions, tls is not None)
         server.stdin.write("measure\n")
         server.stdin.flush()
         traced, rss = (int(n) for n in server.stdout.readline().split())
@@ -226,22 +271,37 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--detail", action="store_true", help="where smtpcore's bytes go")
+    parser.add_argument("--tls", action="store_true", help="sessions past STARTTLS")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--tls-files", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 10 <= args.sessions <= 900:
         parser.error("--sessions is 10 to 900")
     if args.child:
-        child(args.child[0], int(args.child[1]), args.sessions, args.detail)
+        child(args.child[0], int(args.child[1]), args.sessions, args.detail, args.tls_files)
         return
-    print(f"# {args.sessions} idle sessions past EHLO; bytes per session")
+    kinds = args.servers.split(",")
+    tls_files = None
+    if args.tls:
+        global _CLIENT_TLS
+        _CLIENT_TLS = _client_context()
+        kinds = [kind for kind in kinds if kind.startswith("smtpcore.")]
+        tls_files = Path(tempfile.mkdtemp(prefix="idle-memory-tls-"))
+        make_certificate(tls_files)
+    print(f"# {args.sessions} idle sessions past {'STARTTLS and ' if args.tls else ''}EHLO;")
+    print("# bytes per session")
     print(f"{'server':18} {'tracemalloc':>12} {'resident set':>13}")
-    for _ in range(args.rounds):
-        for kind in args.servers.split(","):
-            if not available(kind):
-                continue
-            detail = args.detail and kind.startswith("smtpcore.")
-            traced, rss = measure(kind, args.sessions, detail)
-            print(f"{kind:18} {traced:12.0f} {rss:13.0f}", flush=True)
+    try:
+        for _ in range(args.rounds):
+            for kind in kinds:
+                if not available(kind):
+                    continue
+                detail = args.detail and kind.startswith("smtpcore.")
+                traced, rss = measure(kind, args.sessions, detail, tls_files)
+                print(f"{kind:18} {traced:12.0f} {rss:13.0f}", flush=True)
+    finally:
+        if tls_files is not None:
+            shutil.rmtree(tls_files)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ def test_only_the_standard_selector_loop_is_served_raw() -> None:
     assert not serves_raw(cast(asyncio.AbstractEventLoop, object()))
 
 
-def test_tls_on_connect_keeps_asyncio_transports(raw: bool, tls: TLSFiles) -> None:
+def test_tls_on_connect_is_served_raw_too(raw: bool, tls: TLSFiles) -> None:
+    """A listener's TLS from the first byte runs over the raw socket (the session
+    starts it), not asyncio's TLS transport and its 256 KiB buffer."""
     with (
         running_smtp_server(
             "asyncio", Handler(), ssl_context=tls.server_context, tls_on_connect=True
@@ -115,10 +117,10 @@ def test_tls_on_connect_keeps_asyncio_transports(raw: bool, tls: TLSFiles) -> No
         tls.client_context.wrap_socket(plain, server_hostname="localhost") as sock,
     ):
         assert sock.recv(100).startswith(b"220 mx.test")
-        assert transport_kinds(server) == [AsyncioTransport]
+        assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
 
 
-def test_starttls_hands_the_socket_to_asyncio_and_the_session_goes_on(
+def test_after_starttls_the_session_goes_on_over_the_same_kind_of_transport(
     raw: bool, tls: TLSFiles
 ) -> None:
     with (

@@ -29,6 +29,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_timers",  # the asyncio adapter's shared connection timer
     "smtpcore._asyncio_alarm",  # the asyncio client's timer, kept by a thread
     "smtpcore._asyncio_raw",  # the asyncio server's connections on the raw socket
+    "smtpcore._asyncio_tls",  # their TLS, over the raw socket's reads and writes
     "smtpcore._asyncio_client_socket",  # the asyncio client's TCP transport
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch

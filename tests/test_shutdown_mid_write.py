@@ -26,6 +26,7 @@ import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
+from smtpcore._asyncio_tls import TLSLayer
 from smtpcore._driver._listener import ServedSession
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
@@ -255,8 +256,9 @@ def test_asyncio_a_pop3_write_interrupted_keeps_its_responses_and_then_gets_its_
 def watch_tls_writes(adapter: str, monkeypatch: pytest.MonkeyPatch) -> WriteWatch:
     """What :class:`WriteWatch` tells, of the server's writes under TLS: on trio, the
     writes of the ``SocketStream`` under the ``SSLStream`` (``waiting`` once the
-    kernel did not take all of one); on asyncio, its TLS transport's (``waiting``
-    once it pauses the protocol's writing)."""
+    kernel did not take all of one); on asyncio, its TLS layer's over the raw socket
+    (``waiting`` once the socket is watched for room), or asyncio's TLS transport's
+    (``waiting`` once it pauses the protocol's writing)."""
     watch = WriteWatch()
     if adapter == "trio":
         send_all = trio.SocketStream.send_all
@@ -295,6 +297,23 @@ def watch_tls_writes(adapter: str, monkeypatch: pytest.MonkeyPatch) -> WriteWatc
 
         monkeypatch.setattr(smtp_asyncio.AsyncioTransport, "pause_writing", paused)
         monkeypatch.setattr(smtp_asyncio.AsyncioTransport, "send_all", watched_asyncio)
+        watch_for_room = RawSocketTransport._watch_for_room
+        layer_send_all = TLSLayer.send_all
+
+        def watched_for_room(transport: RawSocketTransport) -> None:
+            if transport._inner is None:  # the socket beneath a TLS layer
+                watch.waiting.set()
+            watch_for_room(transport)
+
+        async def watched_layer(layer: TLSLayer, data: bytes) -> None:
+            try:
+                await layer_send_all(layer, data)
+            except BaseException:
+                watch.cut.set()
+                raise
+
+        monkeypatch.setattr(RawSocketTransport, "_watch_for_room", watched_for_room)
+        monkeypatch.setattr(TLSLayer, "send_all", watched_layer)
     return watch
 
 

@@ -12,13 +12,13 @@ loop's selector (:class:`Acceptor`, ``loop.add_reader`` on the listening
 sockets) and serves each over the socket (:class:`RawSocketTransport`):
 ``recv`` when the selector says the client has sent something, ``send``
 straight to the kernel, and the loop's selector again for what the kernel
-does not take at once. TLS (STARTTLS, STLS) is asyncio's: the socket is
-handed to an asyncio transport for the rest of the connection.
+does not take at once. TLS (STARTTLS, STLS, a listener's TLS from the first
+byte) runs over the same reads and writes (:mod:`smtpcore._asyncio_tls`),
+not asyncio's TLS transport and its 256 KiB buffer a connection.
 
 Any other event loop (the proactor loop on Windows, which has no
 ``add_reader``; uvloop, whose transports are not Python) keeps asyncio's
-transports, as does a listener whose connections speak TLS from the first
-byte.
+transports.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
+from smtpcore._asyncio_tls import TLSLayer
 from smtpcore._driver._timeouts import (
     Clock,
     Deadline,
@@ -52,9 +53,6 @@ from smtpcore._driver._timeouts import (
 )
 from smtpcore._driver._transport import Link, LinkBase, address
 from smtpcore.handler import TLSInfo
-
-if TYPE_CHECKING:
-    from smtpcore.asyncio import AsyncioTransport
 
 __all__ = [
     "Acceptor",
@@ -259,9 +257,9 @@ class RawSocketTransport(_OwnLink):
     gone: a client that never reads holds at most one write's bytes here,
     and the session's deadline ends the wait.
 
-    :meth:`start_tls` hands the socket to an asyncio transport (a
-    :class:`~smtpcore.asyncio.AsyncioTransport`), which serves the rest of the
-    connection.
+    :meth:`start_tls` puts a TLS layer (:class:`~smtpcore._asyncio_tls.TLSLayer`)
+    between the session and the socket, over a transport of this class beneath
+    it, for the rest of the connection.
 
     The transport is its own reader handle in the loop's selector. For every
     watched descriptor the selector loop keeps a pair, the handle it runs when
@@ -354,8 +352,8 @@ class RawSocketTransport(_OwnLink):
         self._eof = False
         self._lost = False
         self._closing = False
-        self._inner: AsyncioTransport | None = None
-        """The asyncio transport serving the connection since :meth:`start_tls`."""
+        self._inner: TLSLayer | None = None
+        """The TLS layer serving the connection since :meth:`start_tls`."""
         self.data: tuple[RawSocketTransport, None] | None = None
         """As the selector's key: the reader's handle and the writer's (see the class)."""
 
@@ -748,6 +746,32 @@ class RawSocketTransport(_OwnLink):
             self._out = bytearray(memoryview(data)[sent:])
             self._watch_for_room()
 
+    def write_soon(self, data: bytes) -> None:
+        """Take all of ``data``, after what waits already, without waiting: written now as
+        far as the kernel takes it, the rest as the socket has room (the TLS layer's
+        records, which cannot be taken back in part)."""
+        if self._lost or self._closing:
+            raise ConnectionResetError("the connection is closed")
+        if self._held is not None:
+            self._write_held()
+        out = self._out
+        if out is None:
+            self._write_now(data)
+        else:
+            out += data
+        if self._lost:
+            raise ConnectionResetError("the connection was lost while writing")
+
+    def unsent(self) -> int:
+        """How many bytes written wait for room in the socket (the TLS layer's bound)."""
+        out = self._out
+        return 0 if out is None else len(out)
+
+    async def all_sent(self) -> None:
+        """Wait until the kernel has taken every byte written, or the connection is lost
+        (the TLS layer's wait for room, before it reads more)."""
+        await self._sent()
+
     def _watch_for_room(self) -> None:
         """Have the loop's selector run :meth:`_writable` when the kernel takes more."""
         if not self._writing:
@@ -756,8 +780,8 @@ class RawSocketTransport(_OwnLink):
 
     keeps_cancelled_sends: ClassVar[bool] = True
     """A cancelled :meth:`send_all` loses nothing: what the kernel has not taken waits
-    here, written as the socket has room, and an asyncio transport under TLS keeps
-    what it is given (see :mod:`smtpcore.transport`)."""
+    here, written as the socket has room, and the TLS layer encrypts all it is given
+    before it waits (see :mod:`smtpcore.transport`)."""
 
     async def send_all(self, data: bytes) -> None:
         inner = self._inner
@@ -786,7 +810,7 @@ class RawSocketTransport(_OwnLink):
     async def send_eof(self) -> None:
         """Shut down the sending side once everything written has gone (the held reply
         first): the client reads the last reply, then the end. Under TLS, nothing
-        (see :meth:`AsyncioTransport.send_eof <smtpcore.asyncio.AsyncioTransport.send_eof>`)."""
+        (see :meth:`TLSLayer.send_eof <smtpcore._asyncio_tls.TLSLayer.send_eof>`)."""
         inner = self._inner
         if inner is not None:
             await inner.send_eof()
@@ -823,13 +847,14 @@ class RawSocketTransport(_OwnLink):
         server_side: bool,
         server_hostname: str | None = None,
     ) -> None:
-        """Hand the socket to an asyncio transport that starts TLS on it at once.
+        """Start TLS on the socket (a :class:`~smtpcore._asyncio_tls.TLSLayer`), which
+        serves the rest of the connection.
 
         Nothing the client sent is buffered here (every read goes to the session),
         so plaintext sent behind STARTTLS is still in the kernel, and the TLS
-        layer refuses it (RFC 3207 §4.2)."""
-        from smtpcore.asyncio import AsyncioTransport  # it imports this module
-
+        layer refuses it (RFC 3207 §4.2). The socket passes to a transport of
+        this class beneath the TLS layer, which reads and writes the ciphertext
+        as this one did the plaintext; this one hands its calls on to the layer."""
         inner = self._inner
         if inner is not None:
             await inner.start_tls(
@@ -848,20 +873,14 @@ class RawSocketTransport(_OwnLink):
                 raise ConnectionResetError("the connection was lost while writing")
         self._unwatch()
         self._closing = True  # this object no longer reads or writes the socket
-        inner = self._inner = AsyncioTransport()
-        loop = self._loop
-        bare = self._sock
-        # asyncio's transports take a socket.socket: the same descriptor, wrapped.
-        sock = self._sock = socket.socket(bare.family, bare.type, bare.proto, bare.detach())
-        self._fd = -1  # the asyncio transport's now
-        if server_side:
-            # The handshake from the first byte asyncio reads: no plaintext phase.
-            await loop.connect_accepted_socket(lambda: inner, sock, ssl=context)
-            inner._tls = True
-        else:
-            # A client's side: the peer says nothing before our handshake starts.
-            await loop.connect_accepted_socket(lambda: inner, sock)
-            await inner.start_tls(context, server_side=False, server_hostname=server_hostname)
+        beneath = RawSocketTransport(
+            self._sock, self.peer_address, self._loop, self._runner, self._local, self._writes
+        )
+        self._fd = -1  # the transport beneath's now
+        inner = self._inner = TLSLayer(
+            beneath, context, server_side=server_side, server_hostname=server_hostname
+        )
+        await inner.handshake()
 
     async def aclose(self) -> None:
         """Close the socket, then the clock (as :meth:`Link.aclose` does)."""
@@ -891,8 +910,6 @@ class RawSocketTransport(_OwnLink):
         inner = self._inner
         if inner is not None:
             await inner.aclose()  # it closes the socket
-            if inner._transport is None:  # the handoff failed before a transport was made
-                self._sock.close()
             return
         if self._closing:
             return
@@ -950,9 +967,10 @@ class RawSocketTransport(_OwnLink):
         return None
 
     def channel_binding(self, kind: str) -> bytes | None:
-        """The TLS layer's, once there is one (the link's asks the transport: this)."""
-        binding = getattr(self._inner, "channel_binding", None)
-        return None if binding is None else binding(kind)
+        """None: the TLS layer's :class:`ssl.SSLObject` cannot export keying material
+        (see :mod:`smtpcore.transport`). The link's own would ask ``transport``,
+        which is this."""
+        return None
 
     @property
     def socket(self) -> socket.SocketType:

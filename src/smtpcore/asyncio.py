@@ -51,7 +51,6 @@ from smtpcore._driver import (
 from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
-from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -1017,8 +1016,6 @@ class _Listener(BaseListener[_S]):
     """:meth:`_ended`, bound once: every runner shares it."""
     _timers: OffLoopTimers
     """The one timer behind every accepted connection's deadlines."""
-    _handing: set[asyncio.Task[object]]
-    """Connections being handed to asyncio's transports (see :meth:`_accepted_for_asyncio`)."""
     _writes: HeldWrites | None = None
     """Where the raw socket's connections hold their writes while others run in the
     same pass of the loop (see :class:`~smtpcore._asyncio_raw.HeldWrites`)."""
@@ -1032,9 +1029,9 @@ class _Listener(BaseListener[_S]):
 
         On the standard library's selector event loop, connections are accepted
         here, by the server's own reader on the listening socket, and served over
-        the raw socket, unless they speak TLS from the
-        first byte: those are handed to asyncio's own transports. On any other
-        loop, the loop's own server accepts them, for asyncio's transports."""
+        the raw socket, TLS included (from the first byte too: the session starts
+        it). On any other loop, the loop's own server accepts them, for asyncio's
+        transports."""
         if self._server is not None:
             raise RuntimeError("the server is started already: enter it, or start it, once")
         loop = self._loop = asyncio.get_running_loop()
@@ -1046,7 +1043,6 @@ class _Listener(BaseListener[_S]):
         self._timers = OffLoopTimers(loop)
         self._timers.pump = new_pump()  # the sessions' hooks share it (see new_pump)
         self._stopped = asyncio.Event()
-        self._handing = set()
         # Each connection's protocol, made without a Python call of ours.
         protocol = functools.partial(AsyncioTransport, self._connected)
         if _asyncio_raw.serves_raw(loop):
@@ -1058,12 +1054,6 @@ class _Listener(BaseListener[_S]):
                 sockets = await listening_sockets(
                     loop, self.host, self.requested_port, self.backlog
                 )
-            if self.options.tls_on_connect:
-                # The Acceptor, not the loop's server: out of descriptors, asyncio's
-                # (3.11) logs and re-arms once for every connection of the backlog.
-                accepted = functools.partial(self._accepted_for_asyncio, protocol)
-                self._server = Acceptor(loop, sockets, accepted, self.backlog)
-                return
             self._writes = HeldWrites.for_loop(loop)
             self._server = Acceptor(loop, sockets, self._accepted, self.backlog)
             return
@@ -1093,29 +1083,6 @@ class _Listener(BaseListener[_S]):
             return
         self._runners[runner] = session
         runner.start(session.run())
-
-    def _accepted_for_asyncio(
-        self,
-        protocol: Callable[[], AsyncioTransport],
-        sock: socket.SocketType,
-        peer: object,
-        local: tuple[str, int] | None,
-    ) -> None:
-        """A new connection on a listener whose sessions run over asyncio's transports
-        (TLS from the first byte): handed to one, which calls :meth:`_connected`."""
-        # The Acceptor's bare socket, made a full one for asyncio.
-        whole = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        handing = self._loop.create_task(self._loop.connect_accepted_socket(protocol, whole))
-        self._handing.add(handing)
-        handing.add_done_callback(functools.partial(self._handed, whole))
-
-    def _handed(self, sock: socket.socket, handing: asyncio.Task[object]) -> None:
-        self._handing.discard(handing)
-        error = None if handing.cancelled() else handing.exception()
-        if handing.cancelled() or error is not None:
-            if error is not None:
-                logger.warning("cannot serve a connection: %s", describe_error(error))
-            sock.close()
 
     def _connected(self, transport: AsyncioTransport) -> None:
         """A new connection on an asyncio transport: its session starts at once,
@@ -1268,8 +1235,6 @@ class _Listener(BaseListener[_S]):
         server = self._server
         if server is not None:
             server.close()
-            for handing in list(self._handing):
-                handing.cancel()
         try:
             await self._end_sessions(grace)  # and no new one, started or not
             if server is not None:
