@@ -335,3 +335,38 @@ def test_a_peer_that_never_reads_cannot_grow_what_the_layer_answers(tls: TLSFile
         unsent = asyncio.run(main())
         thread.join(10)
     assert unsent <= 256 * 1024 + 16 * 1024 + 512, unsent
+
+
+def test_nothing_read_with_a_bad_record_is_handed_on(tls: TLSFiles) -> None:
+    """A good record and a corrupted one in one write: OpenSSL fails and writes nothing
+    more, so the command in the good record is not handed on (a message it ended
+    would be stored with its 250 never sent, and the client would send it again);
+    the session ends, as asyncio's TLS transport ended it."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    sent = threading.Event()
+
+    def client() -> None:
+        tls_client, outgoing = _client_over(tls, theirs)
+        tls_client.write(b".\r\n")
+        tls_client.write(b"QUIT\r\n")
+        records = bytearray(outgoing.read())
+        records[-3] ^= 1  # the second record's authentication tag no longer matches
+        theirs.sendall(bytes(records))
+        sent.set()
+
+    async def main() -> bytes:
+        raw, layer = _layer_over_pair(tls, ours)
+        await layer.handshake()
+        await asyncio.to_thread(sent.wait, 10)
+        try:
+            return await layer.receive_some(65536)
+        finally:
+            await raw.aclose()
+
+    with ours, theirs:
+        thread = threading.Thread(target=client)
+        thread.start()
+        got = asyncio.run(main())
+        thread.join(10)
+    assert got == b""

@@ -159,11 +159,13 @@ class TLSLayer:
             self._fail()
             self._ended = True
             return b""
-        if not data:  # pragma: no cover - OpenSSL raises rather than read nothing
+        if not data:  # after the peer's close_notify, a read gives nothing
             self._ended = True
             return data
         if self._incoming.pending and len(data) < max_bytes:
             data = self._read_more(data, max_bytes)
+            if self._broken:
+                return data
             self._push()  # what those records made OpenSSL answer (key updates)
         return data
 
@@ -176,9 +178,15 @@ class TLSLayer:
         while got < max_bytes and self._incoming.pending:
             try:
                 more = self._tls.read(max_bytes - got)
-            except ssl.SSLError:
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 break  # the next read reports it (or waits for the rest of a record)
-            if not more:  # pragma: no cover - OpenSSL raises rather than read nothing
+            except ssl.SSLError:
+                # A bad record: OpenSSL writes nothing more, so nothing read with it
+                # is handed on (no command acted on whose reply could not go out).
+                self._fail()
+                self._ended = True
+                return b""
+            if not more:  # the peer's close_notify: the next read ends the stream
                 break
             parts.append(more)
             got += len(more)
