@@ -238,13 +238,10 @@ def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None
     line a connection lost there gives, then status 130; and c, refused at its
     ``RCPT``, its refusal, known by then, which a Ctrl-C left out. The signal is sent
     once the server has read the final dot, so the test does not race the client."""
-    child: list[subprocess.Popen[str]] = []
 
     def interrupt_after_the_dot(conn: ScriptedConnection) -> None:
         conn.content()
-        child[0].send_signal(signal.SIGINT)
-        while conn.line() is not None:  # the client closes, with no QUIT owed
-            pass
+        _interrupt(conn)  # the client closes, with no QUIT owed
 
     steps = [
         *script("S: 220 scripted.test ESMTP\nC~ EHLO .+\nS: 250 scripted.test"),
@@ -253,24 +250,13 @@ def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None
         *script("S: 550 5.1.1 no such user\nC: DATA\nS: 354 go"),
         Call(interrupt_after_the_dot),
     ]
-    with ScriptedServer(steps, timeout=30) as server:
-        where = f"127.0.0.1:{server.port}"
-        to = ("--to", "b@pqr.example", "--to", "c@pqr.example")
-        with subprocess.Popen(
-            [sys.executable, "-m", "smtpcore", *SEND, *to, "--server", where],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            text=True,
-            preexec_fn=_default_sigint,
-        ) as process:
-            child.append(process)
-            out, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    to = ["--to", "b@pqr.example", "--to", "c@pqr.example"]
+    status, out, err = _send_interrupted(to, steps)
+    assert status == 130
     assert out.splitlines() == [
-        f"<b@pqr.example>: may have been delivered by {where}: "
+        "<b@pqr.example>: may have been delivered by SERVER: "
         "no readable reply to the end of the message (interrupted)",
-        f"<c@pqr.example>: refused by {where}: 550 5.1.1 no such user",
+        "<c@pqr.example>: refused by SERVER: 550 5.1.1 no such user",
     ]
     assert "Traceback" not in err
 
