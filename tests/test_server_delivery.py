@@ -691,17 +691,25 @@ EIGHT_BIT_BODY = (
 
 
 @pytest.mark.parametrize(
-    ("message", "returned_header", "status"),
+    ("message", "returned_header", "status", "returned_type"),
     [
         # The 8-bit body goes converted (quoted-printable); the recipient is refused.
-        (EIGHT_BIT_BODY, b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", "5.1.1"),
-        # Raw 8-bit octets in the header of mail sent without SMTPUTF8, as old mailers
-        # send it: no 7-bit form (5.6.3), and the header comes back quoted-printable
-        # (it is text/rfc822-headers).
+        (EIGHT_BIT_BODY, b"Subject: =?utf-8?q?caf=C3=A9?=\r\n", "5.1.1", "text/rfc822-headers"),
+        # Raw UTF-8 in the header of mail sent without SMTPUTF8, as some mailers send
+        # it: no 7-bit form (5.6.3), and the header comes back quoted-printable as
+        # message/global-headers (RFC 6533 §6.3), the header of a message/global.
         (
             EIGHT_BIT_BODY.replace(b"=?utf-8?q?caf=C3=A9?=", "café".encode()),
             "Subject: café\r\n".encode(),
             "5.6.3",
+            "message/global-headers",
+        ),
+        # Latin-1 octets from an old mailer are no UTF-8 header: text/rfc822-headers.
+        (
+            EIGHT_BIT_BODY.replace(b"=?utf-8?q?caf=C3=A9?=", b"caf\xe9"),
+            b"Subject: caf\xe9\r\n",
+            "5.6.3",
+            "text/rfc822-headers",
         ),
     ],
 )
@@ -712,28 +720,37 @@ def test_the_bounce_of_8bit_mail_reaches_a_7bit_only_exchanger_with_the_header_o
     message: bytes,
     returned_header: bytes,
     status: str,
+    returned_type: str,
 ) -> None:
     """RFC 5321 §6.1: the sender must hear of the failure, and the bounce (from <>) of a
     failed bounce is never made. Returned whole, the 8-bit message made the bounce 8-bit,
     which the relay cannot send as it is to an exchanger without 8BITMIME (RFC 6152 §3).
-    The report the server made goes as RFC 3461 §4.3 lets it, with the header only."""
+    The report the server made goes as RFC 3461 §4.3 lets it, with the header only,
+    never asking for SMTPUTF8 (its own header is ASCII)."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     refused = {"nobody@pqr.example": b"550 5.1.1 no such user"}
     server = scripted([b"250 2.0.0 ok"], refused, offers=())
     bounce = _bounce_from(tmp_path, server, message, params=(("BODY", "8BITMIME"),))
     assert bounce.content.isascii()
-    assert b"BODY=8BITMIME" not in bounce.mail_line
+    assert bounce.mail_line == b"MAIL FROM:<>\r\n"
     report = email.message_from_bytes(bounce.content, policy=email.policy.default)
     assert isinstance(report, email.message.EmailMessage)
     assert report.get_content_type() == "multipart/report"
     assert report.get_param("report-type") == "delivery-status"
     _text, status_part, returned = report.iter_parts()
     assert f"Status: {status}" in status_part.as_string()
-    assert returned.get_content_type() == "text/rfc822-headers"
+    assert returned.get_content_type() == returned_type
     assert returned["Content-Description"] == "Undelivered message headers"
-    header = returned.get_payload(decode=True)
+    if returned_type == "text/rfc822-headers":
+        header = returned.get_payload(decode=True)
+    else:  # the email package parses a message/* part as a message whatever its encoding
+        assert returned["Content-Transfer-Encoding"] == "quoted-printable"
+        raw = returned.get_content()
+        assert isinstance(raw, bytes)
+        header = quopri.decodestring(raw)
     assert isinstance(header, bytes)
-    assert returned_header in header and b"au lait" not in header
+    header = header.replace(b"\r\n", b"\n")  # as the parser gives a message/* part
+    assert returned_header.replace(b"\r\n", b"\n") in header and b"au lait" not in header
     assert "goes in its 7-bit form, the message returned with the header only" in caplog.text
 
 
@@ -785,6 +802,9 @@ def test_the_bounce_of_smtputf8_mail_reaches_a_7bit_only_exchanger_quoted_printa
         # An ASCII message that quotes an RFC 6533 report's part header.
         (MESSAGE + b"Content-Type: message/global\r\n", (), False),
         ("Subject: grüße\r\n\r\nx\r\n".encode(), (("SMTPUTF8", None),), True),
+        # A raw UTF-8 header without SMTPUTF8: returned as message/global, in a report
+        # whose own fields are ASCII (message/delivery-status), so no SMTPUTF8.
+        ("Subject: grüße\r\n\r\nx\r\n".encode(), (("BODY", "8BITMIME"),), False),
     ],
 )
 def test_a_bounce_asks_for_smtputf8_when_it_is_an_rfc_6533_report(
@@ -801,6 +821,70 @@ def test_a_bounce_asks_for_smtputf8_when_it_is_an_rfc_6533_report(
     bounce = _bounce_from(tmp_path, server, message, params)
     assert (b" SMTPUTF8" in bounce.mail_line) is smtputf8
     assert (b"message/global-delivery-status" in bounce.content) is smtputf8
+
+
+class _AiosmtpdSink:
+    """aiosmtpd's handler: refuses nobody@pqr.example, keeps every message it takes."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Any] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address == "nobody@pqr.example":
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.mark.interop
+def test_aiosmtpd_without_smtputf8_takes_the_global_bounce_of_a_raw_utf8_header(
+    tmp_path: Path,
+) -> None:
+    """A message sent without SMTPUTF8 whose header holds raw UTF-8 bounces as
+    ``message/global`` (RFC 6533 §6.3); the bounce's own header is ASCII, so aiosmtpd,
+    which offers 8BITMIME but not SMTPUTF8, takes it, and the standard library's parser
+    reads the returned message whole."""
+    from aiosmtpd.controller import Controller
+
+    sink = _AiosmtpdSink()
+    controller = Controller(sink, hostname=LOOPBACK, port=free_port(LOOPBACK))
+    controller.start()
+    try:
+        zone = ZONE + "xyz.example MX 10 mx.pqr.example\n"
+        setup = _setup(tmp_path, zone, controller.port)
+        message = "From: mary@xyz.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode()
+
+        async def main() -> None:
+            spool = setup.queue.spool()
+            spool.write(message)
+            recipients = [QueuedRecipient("nobody@pqr.example")]
+            params = (("BODY", "8BITMIME"),)
+            entry = setup.queue.prepare(spool, "mary@xyz.example", recipients, params=params)
+            setup.worker.schedule(entry.commit(), new=True)
+            await _run_until(setup, lambda: _queue_empty(setup) and bool(sink.envelopes))
+
+        asyncio.run(main())
+    finally:
+        controller.stop()
+    (envelope,) = sink.envelopes
+    assert envelope.mail_from in ("", "<>")  # aiosmtpd versions differ
+    assert envelope.rcpt_tos == ["mary@xyz.example"]
+    assert "SMTPUTF8" not in envelope.mail_options
+    report = email.message_from_bytes(envelope.content, policy=email.policy.default)
+    assert isinstance(report, email.message.EmailMessage)
+    assert report.get_param("report-type") == "delivery-status"
+    _text, status, returned = report.iter_parts()
+    assert status.get_content_type() == "message/delivery-status"
+    assert returned.get_content_type() == "message/global"
+    (enclosed,) = returned.iter_parts()  # parsed as the message it encloses
+    assert enclosed["Subject"] == "grüße"
+    assert enclosed.get_content().rstrip() == "body"
 
 
 def test_the_next_exchanger_is_tried_when_one_is_down(

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import email
+import email.message
+import email.policy
 import itertools
 import logging
 import random
@@ -1584,11 +1587,77 @@ def test_a_report_on_smtputf8_mail_is_global_with_raw_utf8() -> None:
 
 
 def test_an_ascii_report_writes_utf8_as_rfc_6533_escapes_never_python_ones() -> None:
-    raw = _report()
+    raw = _report(original=b"Subject: hello\r\n\r\nbody\r\n")
     assert b"Content-Type: message/delivery-status" in raw
     assert b"Content-Type: message/rfc822" in raw
     assert b"Diagnostic-Code: x-local; 550 5.1.1 j\\x{F6}s\\x{E9} unknown" in raw
     assert b"\\xf6" not in raw
+
+
+@pytest.mark.parametrize(
+    ("builder", "headers_only", "returned_type"),
+    [
+        ("build_bounce", False, "message/global"),
+        ("build_bounce", True, "message/global-headers"),
+        ("build_success_report", False, "message/global-headers"),
+        ("build_delay_notice", False, "message/global-headers"),
+    ],
+)
+def test_a_raw_utf8_header_sent_without_smtputf8_comes_back_global(
+    builder: str, headers_only: bool, returned_type: str
+) -> None:
+    """RFC 6533 §6.3, RFC 6532 §3.7: a header with UTF-8 in it is no ``message/rfc822``
+    nor ``text/rfc822-headers``, whatever the envelope said; the report's own fields
+    stay ASCII (``message/delivery-status``), so it needs no SMTPUTF8 to travel. The
+    standard library's parser reads the returned part as the message it is."""
+    from smtpcore.server import bounce
+    from smtpcore.server.bounce import ReportedRecipient
+
+    original = "From: mary@xyz.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode()
+    recipients = [ReportedRecipient("b@pqr.example", "5.1.1", "550 5.1.1 jösé unknown")]
+    common: dict[str, Any] = {
+        "reporting_mta": "mx.abc.example",
+        "recipient": "mary@xyz.example",
+        "queue_id": "Q1",
+        "arrival": 0.0,
+        "now": 60.0,
+        "original": original,
+    }
+    if builder == "build_bounce":
+        report = bounce.build_bounce(**common, failed=recipients, headers_only=headers_only)
+    elif builder == "build_success_report":
+        report = bounce.build_success_report(**common, reported=recipients)
+    else:
+        report = bounce.build_delay_notice(**common, delayed=recipients, retry_until=9e4)
+    assert not report.international  # queued without SMTPUTF8
+    parsed = email.message_from_bytes(report.content, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    assert parsed.get_param("report-type") == "delivery-status"
+    _text, status, returned = parsed.iter_parts()
+    assert status.get_content_type() == "message/delivery-status"
+    assert status.as_bytes().isascii()
+    assert returned.get_content_type() == returned_type
+    if returned_type == "message/global":  # parsed as an enclosed message
+        (enclosed,) = returned.iter_parts()
+        assert enclosed["Subject"] == "grüße"
+    else:  # parsed as leaf whose content is the header's octets
+        assert "Subject: grüße".encode() in returned.get_content()
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        b"Subject: hello\r\n\r\ngr\xc3\xbc\xc3\x9fe\r\n",  # UTF-8 in the body only
+        b"Subject: gr\xfc\xdfe\r\n\r\nbody\r\n",  # Latin-1: 8-bit, but no UTF-8 header
+        b"\r\ngr\xc3\xbc\xc3\x9fe\r\n\r\nbody\r\n",  # no header at all
+    ],
+)
+def test_a_report_returns_message_rfc822_when_the_header_holds_no_utf8(original: bytes) -> None:
+    """Only a header that holds UTF-8 makes the returned part ``message/global`` (RFC
+    6532 §3.7: its header is UTF-8); a body's octets are no header's."""
+    raw = _report(original=original)
+    assert b"Content-Type: message/rfc822\r\n" in raw
+    assert b"message/global" not in raw
 
 
 @pytest.mark.parametrize("utf8", [False, True])

@@ -7,7 +7,10 @@ its header: when it is large, when the sender asked ``RET=HDRS``, and
 always in a success report, RFC 3461 §4.3). A report on an
 internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 ``message/global-delivery-status`` with UTF-8 fields, ``message/global``
-or ``message/global-headers``, and addresses in ``utf-8;`` form. It goes to the original sender
+or ``message/global-headers``, and addresses in ``utf-8;`` form. A message whose header
+holds raw UTF-8, sent without SMTPUTF8 as some mailers do, comes back as
+``message/global`` (or ``message/global-headers``) too, in an otherwise ASCII report
+that needs no SMTPUTF8 to travel (:func:`_returned_type`). It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5), or to the postmaster on its behalf, whose report names it only
 in its text; mail that arrived with the null sender gets none. So a
@@ -252,6 +255,32 @@ def _what_follows(returned_type: str) -> str:
 def _header_part(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[: end + 2]
+
+
+def _header_holds_utf8(content: bytes) -> bool:
+    """Whether the header section of ``content`` (a message, or its header alone) holds
+    UTF-8 beyond ASCII: an internationalised header (RFC 6532 §3), whatever the
+    envelope said. 8-bit octets that are not UTF-8 (Latin-1 from an old mailer) make
+    no such header: ``message/global`` is UTF-8 (RFC 6532 §3.7)."""
+    header = b"" if content.startswith(b"\r\n") else _header_part(content)
+    if header.isascii():
+        return False
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _returned_type(kind: str, content: bytes, utf8: bool) -> str:
+    """The media type of a report's returned part, ``content`` (the message, or its
+    header), given as RFC 3462 names it (``kind``): RFC 6533's global type
+    (``message/global``, ``message/global-headers``) in a report on an
+    internationalised message (``utf8``), and wherever the returned header holds UTF-8
+    (:func:`_header_holds_utf8`: mail sent without SMTPUTF8 by a mailer that wrote its
+    header raw), which ``message/rfc822`` and ``text/rfc822-headers`` may not enclose
+    (RFC 2046 §5.2.1; RFC 6533 §6.3, RFC 6532 §3.7)."""
+    return _GLOBAL_TYPES[kind] if utf8 or _header_holds_utf8(content) else kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,8 +587,7 @@ def _build_report(
             break_on_hyphens=False,
         )
     content, content_type, description = returned
-    if utf8:
-        content_type = _GLOBAL_TYPES[content_type]
+    content_type = _returned_type(content_type, content, utf8)
     text += ["", _what_follows(content_type)]
     status_type = "message/delivery-status"
     if utf8:
