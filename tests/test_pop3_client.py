@@ -181,9 +181,28 @@ def test_empty_content() -> None:
     ]
 
 
-def test_status_lines_ending_in_lf_alone_are_read() -> None:
+@pytest.mark.parametrize(
+    ("command", "wire"),
+    [(Stat(), b"+OK 2 320\n"), (List(), b"+OK\n1 20\n.\n"), (Noop(), b"-ERR no\n")],
+)
+def test_a_status_line_ended_by_a_bare_lf_ends_the_session(command: Command, wire: bytes) -> None:
+    """RFC 1939 §3 ends every line with CRLF, and CRLF.CRLF alone ends a multi-line
+    answer: a server that ends its lines with LF alone never ends one (LF.LF is
+    content). Its status lines were read all the same, so a client waited out its
+    timeout for the end of the first listing, and said only that nothing came. The
+    first status line so ended now says what is wrong, before any content."""
     conn = logged_in()
-    assert exchange(conn, Stat(), b"+OK 2 320\n") == [Ok("2 320")]
+    conn.send(command)
+    conn.receive_data(wire)
+    with pytest.raises(RemoteProtocolError, match=r"bare LF.*RFC 1939 §3 requires CRLF"):
+        conn.next_event()
+
+
+def test_a_greeting_ended_by_a_bare_lf_ends_the_session() -> None:
+    conn = ClientConnection("client.test")
+    conn.receive_data(b"+OK POP3 ready\n")
+    with pytest.raises(RemoteProtocolError, match="bare LF"):
+        conn.next_event()
 
 
 def test_unreadable_text_is_kept_readable() -> None:

@@ -53,6 +53,13 @@ _MECHANISM_RE: Final = re.compile(rb"[A-Za-z0-9_-]{1,20}")
 _MAX_MECHANISM_LINE: Final = 22
 """A mechanism name and its CRLF."""
 
+_BARE_LF: Final = (
+    "the server ends its lines with a bare LF, where RFC 1939 §3 requires CRLF: "
+    "its multi-line answers would never end (CRLF.CRLF alone ends one)"
+)
+"""Why a status line ended by LF alone ends the session: read, it would only have the
+client wait out its timeout for the end of the first listing (LF.LF is content)."""
+
 Sent = Command | AuthResponse
 
 
@@ -347,6 +354,8 @@ class ClientConnection:
         return self.max_response_line
 
     def _next_line(self, limit: int) -> bytes | None:
+        """The next status line, its CRLF removed. One ended by a bare LF is refused
+        (:data:`_BARE_LF`), here, the one place every status line is read."""
         view = self._buffer.view()
         if len(view) > limit and view.find(b"\n", 0, limit) < 0:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
@@ -355,7 +364,9 @@ class ClientConnection:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
         if line is None:
             return None
-        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if not line.endswith(b"\r\n"):
+            raise RemoteProtocolError(_BARE_LF)
+        return line[:-2]
 
     def _greeted(self, response: Response) -> Event:
         if isinstance(response, Ok):
