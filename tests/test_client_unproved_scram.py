@@ -85,10 +85,10 @@ def _server_first(nonce: str, case: str) -> bytes:
 
 
 def impostor(
-    wire: Wire, case: str, *, accept: bool = True
+    wire: Wire, case: str, *, accept: bool = True, answer: bytes | None = None
 ) -> Callable[[ScriptedConnection], object]:
     """A server side of the exchange that never proves itself, and accepts anyway
-    (or, not ``accept``, refuses the client's ``*``)."""
+    (or, not ``accept``, refuses the client's ``*``; or gives ``answer`` to it)."""
 
     def play(conn: ScriptedConnection) -> None:
         auth = conn.line()
@@ -110,7 +110,7 @@ def impostor(
             assert client_final != b"*"
         else:
             assert client_final == b"*"
-        conn.send(wire.success if accept else wire.refusal)
+        conn.send(answer or (wire.success if accept else wire.refusal))
 
     return play
 
@@ -211,3 +211,49 @@ def test_a_server_that_refuses_the_cancel_keeps_the_session(adapter: str, protoc
                         await client.authenticate(MECHANISMS["SCRAM-SHA-256"]())
 
             run(adapter, session)
+
+
+@pytest.mark.parametrize("protocol", list(WIRES))
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_challenge_after_the_cancel_loses_the_session(adapter: str, protocol: str) -> None:
+    """A server that answers the client's ``*`` with another challenge: the session is
+    closed, and the next call raises the closed connection's error, as documented, not
+    the machine's "no command may be sent in the SASL state" (a plain error, on POP3)."""
+    wire = WIRES[protocol]
+    played = [
+        *script(wire.opening.format(mechanism="SCRAM-SHA-256")),
+        Call(impostor(wire, "bad nonce", answer=wire.challenge + b"\r\n")),
+        ExpectClose(),
+    ]
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    failed = module.POP3Error if protocol == "pop3" else module.SMTPError
+    _, closed = _family(protocol, adapter)
+    later: list[BaseException] = []
+
+    def later_call(client: Any) -> Any:
+        if protocol == "pop3":
+            return client.list()
+        return client.noop()
+
+    with ScriptedServer(played) as server:
+        if adapter == "sync":
+            with _client(protocol, adapter, server.port) as client:
+                with pytest.raises(failed):
+                    client.authenticate(MECHANISMS["SCRAM-SHA-256"]())
+                with pytest.raises(failed) as info:
+                    later_call(client)
+                later.append(info.value)
+        else:
+
+            async def session() -> None:
+                async with _client(protocol, adapter, server.port) as client:
+                    with pytest.raises(failed):
+                        await client.authenticate(MECHANISMS["SCRAM-SHA-256"]())
+                    with pytest.raises(failed) as info:
+                        await later_call(client)
+                    later.append(info.value)
+
+            run(adapter, session)
+    server.check()
+    [error] = later
+    assert isinstance(error, closed), repr(error)

@@ -756,8 +756,13 @@ class BasePOP3Client(BaseClient):
         response no command asked for, which would be paired with this command
         and every later answer with the wrong one (a refused ``DELE`` read as
         done): the machine refuses to send, and the session is over, which the
-        caller sees as :class:`POP3ProtocolError`."""
+        caller sees as :class:`POP3ProtocolError`. A session this client closed (an
+        AUTH it could not take, say) is :class:`POP3ConnectionError` first: the
+        machine, still in the state it was left in, would say only that no command
+        may be sent there."""
         conn = self.connection
+        if self._transport is None:
+            raise POP3ConnectionError("not connected")
         try:
             if isinstance(event, Command) and self._unread is None and not conn.outstanding:
                 self._take_unasked()
