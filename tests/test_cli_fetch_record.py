@@ -28,7 +28,16 @@ from smtpcore.server.cli import build_parser
 from smtpcore.server.fetch import _fetch as fetch_session
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, record_limit, record_path
 from smtpcore.server.maildir import Maildir
-from smtpcore.testing import Call, Expect, ScriptedConnection, ScriptedServer, Send, Step, script
+from smtpcore.testing import (
+    Call,
+    Expect,
+    ExpectClose,
+    ScriptedConnection,
+    ScriptedServer,
+    Send,
+    Step,
+    script,
+)
 from smtpcore.testing.strategies import pop3_unique_ids
 
 USER = "alice"
@@ -409,6 +418,32 @@ def test_a_run_cut_short_still_records_what_it_stored(
     assert _subjects(capsys.readouterr().out) == ["one", "two"]
     assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
     assert len(Maildir(target).messages()) == 2
+
+
+@pytest.mark.parametrize("number", [0, 2**31])
+def test_a_listing_with_a_message_number_no_command_can_name_stops_the_run_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], number: int
+) -> None:
+    """A LIST and UIDL that name message 0 (or one past 2**31-1, RFC 1939 §5) between 1
+    and 2: the run fetched and deleted message 1, then stopped on every run at the
+    line with ``RETR message number must be an int ...``, the library's word for the
+    caller's mistake, so message 2 never came. The listing is now refused as the
+    server's fault, before any message is fetched or marked deleted, and without
+    QUIT: nothing leaves the server, and the error names what it sent."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), _message("two")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *script(f"C: LIST\nS: +OK\nS: 1 {len(one)}\nS: {number} 5\nS: 2 {len(two)}\nS: ."),
+        ExpectClose(),
+    ]
+    with ScriptedServer(steps) as server:
+        assert _fetch(f"127.0.0.1:{server.port}", target, "--delete") == 1
+    captured = capsys.readouterr()
+    assert _subjects(captured.out) == []
+    assert f"the server's listing names message {number}, where messages" in captured.err
+    assert "RFC 1939 §5" in captured.err
+    assert not (target / "new").exists() or not list((target / "new").iterdir())
 
 
 @pytest.mark.parametrize(

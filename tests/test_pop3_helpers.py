@@ -174,6 +174,24 @@ class TestListings:
             parse_uid_listing(b"1 abc\r\n2 abc\r\n")
         assert parse_uid_listing(b"1 abc\r\n2 ABC\r\n") == [(1, "abc"), (2, "ABC")]
 
+    @pytest.mark.parametrize("number", [0, 2**31, 2**32 + 1, 10**19])
+    def test_a_message_number_no_command_can_name_is_refused(self, number: int) -> None:
+        """RFC 1939 §5 numbers messages from 1, and RETR, DELE and TOP carry no more
+        than MAX_MESSAGE_NUMBER. Taken, such a line made ``retrieve()`` of it raise
+        ``LocalProtocolError``, the caller's mistake, and ``fetch`` stop there on every
+        run: the listing is the server's fault, and refused as such, in the content
+        of LIST and UIDL and in the ``+OK`` of ``LIST n`` and ``UIDL n`` alike."""
+        largest = smtpcore.pop3.MAX_MESSAGE_NUMBER
+        assert parse_listing(f"1 10\r\n{largest} 20\r\n") == [(1, 10), (largest, 20)]
+        assert parse_uid_listing(f"{largest} abc") == [(largest, "abc")]
+        match = f"listing names message {number},"
+        for scan in (f"1 10\r\n{number} 20\r\n2 30\r\n".encode(), f"{number} 20"):
+            with pytest.raises(RemoteProtocolError, match=match):
+                parse_listing(scan)
+        for uids in (f"1 a\r\n{number} b\r\n2 c\r\n".encode(), f"{number} b"):
+            with pytest.raises(RemoteProtocolError, match=match):
+                parse_uid_listing(uids)
+
     def test_capabilities(self) -> None:
         data = (
             b"TOP\r\nuser\r\nSASL PLAIN LOGIN\r\nEXPIRE 30 USER\r\n"

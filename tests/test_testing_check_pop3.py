@@ -1476,3 +1476,42 @@ def test_a_line_after_an_err_is_counted_and_quoted() -> None:
         "b'RETR 0' got -ERR and then 1 line (b'-ERR late, for the last login: PASS "
         "<hidden>'), and the server went on: one command, two responses"
     ), result.summary
+
+
+class ListsAnExtraLine(SmallPOP3):
+    """Whole LIST and UIDL listings with one more line after the status line."""
+
+    command = ""
+    extra = b""
+
+    def answer(self, line: bytes) -> bytes:
+        answer = super().answer(line)
+        if line.rstrip(b"\r\n").upper() == self.command.encode():
+            status, _, rest = answer.partition(b"\r\n")
+            return status + b"\r\n" + self.extra + b"\r\n" + rest
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("command", "extra", "check", "said"),
+    [
+        ("LIST", b"0 24", "dot-stuffing", "numbered 1 to 2147483647"),
+        ("LIST", b"2147483648 24", "dot-stuffing", "numbered 1 to 2147483647"),
+        ("LIST", b"1 24", "dot-stuffing", "message number 1 twice"),
+        ("UIDL", b"0 zero", "uidl", "numbered 1 to 2147483647"),
+        ("UIDL", b"2147483648 big", "uidl", "numbered 1 to 2147483647"),
+        ("UIDL", b"1 again", "uidl", "message number 1 twice"),
+    ],
+)
+def test_a_listing_no_client_can_use_fails_as_the_library_reads_it(
+    command: str, extra: bytes, check: str, said: str
+) -> None:
+    """The battery read LIST and UIDL with parsers of its own, which took message 0
+    (then sent ``RETR 0``), a number past 2**31-1, and a message listed twice (the
+    second line won): it reads them as :func:`smtpcore.pop3.parse_listing` and
+    :func:`smtpcore.pop3.parse_uid_listing` do, and fails the server there."""
+    kind = type("Listing", (ListsAnExtraLine,), {"command": command, "extra": extra})
+    result = run_check(kind, check)
+    assert result.outcome is Outcome.FAILED, result
+    assert said in result.summary, result.summary
+    assert "RETR 0" not in result.transcript_text()

@@ -423,6 +423,11 @@ class BasePOP3Client(BaseClient):
 
         Raises :class:`POP3AuthenticationError` when refused, and
         :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
+        A server that logs the client in all the same (``+OK`` without a valid
+        proof, or after the client's ``*``) may be an impostor, and the exchange is
+        unsuccessful (RFC 5802 §5): the connection is closed, and a later call raises
+        :class:`POP3ConnectionError`. One that refuses (``-ERR``) leaves the session
+        where it was, not logged in.
         A mechanism that shows a reusable secret (PLAIN, LOGIN, a bearer token) on a
         session without TLS is :class:`POP3AuthenticationNotAvailable`, before
         anything is sent, unless ``allow_plaintext_auth`` (RFC 2595 §6).
@@ -442,6 +447,12 @@ class BasePOP3Client(BaseClient):
             cause = exc.__cause__
             if isinstance(cause, SASLError):
                 text = sasl_failure_text(f"AUTH {mechanism.name}", cause)
+                if not isinstance(exc.response, Err):
+                    # Not refused: the server's side is logged in (or still challenging)
+                    # where the client's cannot be. The session is lost, as after any
+                    # answer the client cannot take.
+                    await self._abort()
+                    text = f"{text}: the connection is closed"
                 raise POP3ProtocolError(text) from cause
             assert isinstance(exc.response, Err)  # finish() raises without a cause on -ERR
             raise POP3AuthenticationError(f"AUTH {mechanism.name}", exc.response) from None
@@ -745,8 +756,13 @@ class BasePOP3Client(BaseClient):
         response no command asked for, which would be paired with this command
         and every later answer with the wrong one (a refused ``DELE`` read as
         done): the machine refuses to send, and the session is over, which the
-        caller sees as :class:`POP3ProtocolError`."""
+        caller sees as :class:`POP3ProtocolError`. A session this client closed (an
+        AUTH it could not take, say) is :class:`POP3ConnectionError` first: the
+        machine, still in the state it was left in, would say only that no command
+        may be sent there."""
         conn = self.connection
+        if self._transport is None:
+            raise POP3ConnectionError("not connected")
         try:
             if isinstance(event, Command) and self._unread is None and not conn.outstanding:
                 self._take_unasked()

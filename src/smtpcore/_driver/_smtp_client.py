@@ -647,11 +647,27 @@ class BaseSMTPClient(BaseClient):
         )
 
     async def _authenticate(self, mechanism: ClientMechanism) -> None:
-        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted."""
+        """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted.
+
+        A ``235`` the client cannot take (a SCRAM server that did not prove itself,
+        or one that accepted the client's ``*``) may come from an impostor, and the
+        exchange is unsuccessful (RFC 5802 §5): the server's side of the session is
+        authenticated where the client's is not, so the connection is closed, and a
+        later call raises :class:`SMTPConnectionError`. A refusal leaves the session
+        between commands."""
         flow = ClientAuth(mechanism)
+        reply = await self._command(flow.start(), self.timeouts.command)
+        try:
+            await self._finish_authentication(flow, reply)
+        except AuthenticationError as exc:
+            if exc.reply.code == 235:
+                await self._abort()
+            raise
+
+    async def _finish_authentication(self, flow: ClientAuth, reply: Reply) -> None:
+        """The rest of the exchange :meth:`_authenticate` began, ``reply`` its answer."""
         command = f"AUTH {flow.mechanism.name}"
         timeout = self.timeouts.command
-        reply = await self._command(flow.start(), timeout)
         while reply.code == 334 and flow.cancel_error is None:
             reply = await self._command(flow.respond(reply), timeout)
         if flow.cancel_error is not None:

@@ -27,7 +27,7 @@ from smtpcore._numbers import parse_number
 from smtpcore._textsafe import replace_unsafe
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64, split_words
-from smtpcore.pop3._events import Continue, Err, Ok, Response
+from smtpcore.pop3._events import MAX_MESSAGE_NUMBER, Continue, Err, Ok, Response
 
 __all__ = [
     "format_lines",
@@ -89,6 +89,20 @@ def _count(word: str, what: str) -> int:
     return number
 
 
+def _message_number(word: str) -> int:
+    """A listing's message number: RFC 1939 §5 numbers messages from 1, and no command
+    can name one past :data:`MAX_MESSAGE_NUMBER`. A listing that gives such a number
+    is the server's fault, found here, not when a RETR or DELE of it is refused as
+    the caller's."""
+    number = _count(word, "message number")
+    if not 1 <= number <= MAX_MESSAGE_NUMBER:
+        raise RemoteProtocolError(
+            f"the server's listing names message {number}, where messages are numbered "
+            f"from 1 to {MAX_MESSAGE_NUMBER} (RFC 1939 §5)"
+        )
+    return number
+
+
 _T = TypeVar("_T", int, str)
 
 
@@ -124,7 +138,8 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
 
     RFC 1939 §5 lets anything follow the size; it is ignored. A message listed
     twice is a ``RemoteProtocolError``: the listing has a line for each message, and
-    which of two sizes is the message's, nobody can say.
+    which of two sizes is the message's, nobody can say. So is a message number of
+    0 or past :data:`MAX_MESSAGE_NUMBER`, which no command could name.
     """
     pairs = []
     numbers: set[int] = set()
@@ -134,7 +149,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
             continue
         if len(words) < 2:
             raise RemoteProtocolError(f"not a scan listing: {line[:80]!r}")
-        number = _once(_count(words[0], "message number"), numbers, "message number")
+        number = _once(_message_number(words[0]), numbers, "message number")
         pairs.append((number, _count(_size_word(words[1]), "message size")))
     return pairs
 
@@ -145,7 +160,8 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7), and names one
     message of the maildrop: a message listed twice, or a unique-id given to two,
     is a ``RemoteProtocolError``. A client that keeps the unique-ids it has fetched
-    (to leave mail on the server) would otherwise never fetch one of the two.
+    (to leave mail on the server) would otherwise never fetch one of the two. A
+    message number of 0 or past :data:`MAX_MESSAGE_NUMBER` is one too.
     """
     pairs = []
     numbers: set[int] = set()
@@ -156,7 +172,7 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
             continue
         if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
             raise RemoteProtocolError(f"not a unique-id listing: {line[:80]!r}")
-        number = _once(_count(words[0], "message number"), numbers, "message number")
+        number = _once(_message_number(words[0]), numbers, "message number")
         pairs.append((number, _once(words[1], uids, "unique-id")))
     return pairs
 

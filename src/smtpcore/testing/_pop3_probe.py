@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Final
 
+from smtpcore import pop3
+from smtpcore._errors import RemoteProtocolError
 from smtpcore._numbers import parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
@@ -443,16 +445,25 @@ class POP3Wire(WireClient):
 
 
 def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing:
-    """The scan listing of a multi-line LIST: ``n size`` a line (RFC 1939 §5); a line
-    that is not is quoted by ``said`` (:meth:`POP3Probe.line_said`)."""
-    listing: Listing = {}
+    """The scan listing of a multi-line LIST, read by :func:`smtpcore.pop3.parse_listing`
+    as a client reads it: ``n size`` a line, ``n`` from 1 to
+    :data:`~smtpcore.pop3.MAX_MESSAGE_NUMBER`, each message once (RFC 1939 §5). Each
+    line is read alone first, so that a line it refuses is quoted by ``said``
+    (:meth:`POP3Probe.line_said`, which hides the password) and an empty one counts."""
     for line in answer.lines:
-        words = line.rstrip(b"\r\n").split(b" ")
-        number, size = (wire_number(word) for word in [*words, b""][:2])
-        if number is None or size is None:
-            raise Failed(f"LIST gave the line {said(line)}, not 'number size' (RFC 1939 §5)")
-        listing[number] = size
-    return listing
+        try:
+            pairs = pop3.parse_listing(line)
+        except RemoteProtocolError:
+            pairs = []
+        if len(pairs) != 1:
+            raise Failed(
+                f"LIST gave the line {said(line)}, not 'number size' for a message "
+                f"numbered 1 to {pop3.MAX_MESSAGE_NUMBER} (RFC 1939 §5)"
+            )
+    try:
+        return dict(pop3.parse_listing(answer.content()))
+    except RemoteProtocolError as exc:  # the lines are good: one message listed twice
+        raise Failed(f"LIST gave {exc} (RFC 1939 §5)") from None
 
 
 def mail_needed(listing: Mapping[int, object]) -> None:

@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from smtpcore import pop3
+from smtpcore._errors import RemoteProtocolError
 from smtpcore._ip import host_port
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
@@ -799,17 +801,22 @@ def _unique_ids(client: WireClient, probe: POP3Probe) -> dict[int, bytes]:
     answer = ask(client, b"UIDL")
     if not answer.ok:
         raise Failed(f"UIDL got {answer}, though CAPA offers it")
-    ids: dict[int, bytes] = {}
     for line in answer.lines:
         words = line.rstrip(b"\r\n").split(b" ")
-        if len(words) != 2 or not words[0].isdigit():
-            raise Failed(f"UIDL gave the line {line!r}, not 'number id'")
-        uid = words[1]
-        if not 1 <= len(uid) <= 70 or any(not 0x21 <= octet <= 0x7E for octet in uid):
-            raise Failed(f"the unique-id {uid!r} is not 1 to 70 octets of 0x21-0x7E (RFC 1939 §7)")
-        ids[int(words[0])] = uid
-    if len(set(ids.values())) != len(ids):
-        raise Failed(f"UIDL gave one id to two messages: {ids}")
+        try:
+            pairs = pop3.parse_uid_listing(line)
+        except RemoteProtocolError:
+            pairs = []
+        if len(words) != 2 or len(pairs) != 1:
+            raise Failed(
+                f"UIDL gave the line {line!r}, not 'number id': a message numbered 1 to "
+                f"{pop3.MAX_MESSAGE_NUMBER}, an id of 1 to 70 octets of 0x21-0x7E (RFC 1939 §7)"
+            )
+    try:
+        listed = pop3.parse_uid_listing(answer.content())
+    except RemoteProtocolError as exc:  # the lines are good: a number or an id twice
+        raise Failed(f"UIDL gave {exc} (RFC 1939 §7)") from None
+    ids = {number: uid.encode("ascii") for number, uid in listed}
     listing = probe.listing(client)
     if set(ids) != set(listing):
         raise Failed(f"UIDL lists messages {sorted(ids)}, LIST {sorted(listing)}")
