@@ -15,8 +15,8 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -316,9 +316,31 @@ class _Record:
 
     def __init__(self) -> None:
         self._fates: dict[int, _Fate] = {}
+        self._trying: dict[int, str] = {}
+        """The exchanger each recipient is being tried at now, until it has a fate there."""
 
     def add(self, place: int, fate: _Fate) -> None:
         self._fates[place] = fate
+        self._trying.pop(place, None)
+
+    def trying(self, places: Iterable[int], where: str) -> None:
+        """``places`` are being tried at the exchanger ``where`` now."""
+        for place in places:
+            self._trying[place] = where
+
+    def fates_when_interrupted(self) -> list[_Fate]:
+        """:meth:`fates`, each one an earlier exchanger gave while a later one was being
+        tried saying so: that refusal for now was not the last word, and the user must
+        not read it as the recipient's fate (the next exchanger may have taken it)."""
+        fates = []
+        for place in sorted(self._fates):
+            fate = self._fates[place]
+            where = self._trying.get(place)
+            if where is not None:
+                text = f"{fate.text}; interrupted while {where} was being tried"
+                fate = replace(fate, text=text)
+            fates.append(fate)
+        return fates
 
     def fate(self, place: int) -> _Fate | None:
         return self._fates.get(place)
@@ -556,6 +578,7 @@ async def _send_by_mx(
     pending = dict(group)
     for attempt in attempts:
         where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+        record.trying(pending, where)
         client = _client(args, str(attempt.address), attempt.port, attempt.host, exchanger=True)
         try:
             await client.connect()
@@ -702,7 +725,7 @@ def run_send(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_send(args, content, rcpts, record))
     except KeyboardInterrupt:  # Ctrl-C: every fate known is said, accepted ones above all
-        _print_fates(record.fates())
+        _print_fates(record.fates_when_interrupted())
         raise
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
