@@ -766,6 +766,45 @@ def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(
         )
 
 
+#: Refusals at connect() followed by a partial line (maybe the start of a 421): each
+#: script, what the client was given, and what it raises.
+REFUSED_THEN_PARTIAL: dict[str, tuple[str, dict[str, Any], str]] = {
+    "greeting 554": ("S: 554 go away\nS+ 4\n", {}, "HelloRefused"),
+    "STARTTLS 454": (
+        GREET_STARTTLS + "C: STARTTLS\nS: 454 4.7.0 not now\nS+ 4\n",
+        {"starttls": True},
+        "SMTPReplyError",
+    ),
+    "AUTH 535": (
+        GREET_AUTH_ONLY + "C~ AUTH PLAIN .+\nS: 535 5.7.8 bad credentials\nS+ 4\n",
+        {"username": "u", "password": "p", "allow_plaintext_auth": True},
+        "AuthenticationError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
+def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
+    adapter: str, case: str
+) -> None:
+    """A partial line held behind a refusal at connect() would have to be read before
+    QUIT could go (it may start a 421), and that read waited for the rest under the
+    command timeout: the refusal came only after it. QUIT is now left out and the
+    connection closed at once: the server sees the close, nothing before it, well
+    within its own wait (5 s), though the client's timeouts are far longer."""
+    text, options, error = REFUSED_THEN_PARTIAL[case]
+    mod = module(adapter)
+    timeouts = mod.Timeouts(command=120.0, quit=120.0)
+    steps = script(text + "-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(mod, error)):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1", server.port, timeouts=timeouts, **options
+            ).connect(),
+        )
+
+
 #: The ways the POP3 client's connect() gives up for want of STLS, and what it raises.
 POP3_STLS_REFUSED: dict[str, tuple[str, bool | None, str]] = {
     "stls=True, not offered": (

@@ -53,6 +53,7 @@ from test_client_errors import (
     QUIT_UNANSWERED,
     RCPT_REFUSED,
     REFUSED_EHLO_THEN_CLOSE,
+    REFUSED_THEN_PARTIAL,
     TLS_REFUSED_AT_CONNECT,
     Recorder,
     SeekableText,
@@ -353,6 +354,19 @@ def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(case
     text, options, error = TLS_REFUSED_AT_CONNECT[case]
     timeouts = sync.Timeouts(quit=120.0)
     steps = script(text + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
+        sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
+
+
+@pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
+def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
+    case: str,
+) -> None:
+    """As the adapters' test of the same name: no QUIT, and no read of the partial line
+    under the command timeout, before the close."""
+    text, options, error = REFUSED_THEN_PARTIAL[case]
+    timeouts = sync.Timeouts(command=120.0, quit=120.0)
+    steps = script(text + "-- expect close")
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
         sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
 

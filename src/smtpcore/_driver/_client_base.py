@@ -298,6 +298,12 @@ class BaseClient:
         the caller has not asked for. Each protocol says when (false by default)."""
         return False
 
+    def _holds_unread(self) -> bool:
+        """Whether the machine holds bytes from the server not yet read as events (a
+        partial line after a refusal, maybe the start of a 421): QUIT would first
+        have to read them, and a courtesy never waits on the network."""
+        return True
+
     async def _write_quit(self) -> None:
         """Write QUIT, bounded by the protocol's own write timeout."""
         raise NotImplementedError
@@ -308,10 +314,16 @@ class BaseClient:
         §4.1.1.10: a client "MUST NOT intentionally close the transmission channel
         until it sends a QUIT command"; RFC 1939 §5 has QUIT end an AUTHORIZATION
         session). Waiting for the answer is only a SHOULD, and a server that never gives
-        it would hold the caller for the whole QUIT timeout. An error on the way is
-        dropped: the caller's own error is the news."""
+        it would hold the caller for the whole QUIT timeout. Nor is QUIT said while
+        the machine holds unread bytes (:meth:`_holds_unread`): reading them first,
+        under the command timeout, held a failing ``connect()`` that long. An error on
+        the way is dropped: the caller's own error is the news."""
         try:
-            if self._transport is not None and self._can_quit_unwaited():
+            if (
+                self._transport is not None
+                and self._can_quit_unwaited()
+                and not self._holds_unread()
+            ):
                 await self._write_quit()
         except Exception:  # the caller's own exception is the news
             pass

@@ -422,6 +422,9 @@ class BaseSMTPClient(BaseClient):
     def _can_quit_unwaited(self) -> bool:
         return self._can_quit()
 
+    def _holds_unread(self) -> bool:
+        return self._conn is not None and self._conn.buffered > 0
+
     async def _write_quit(self) -> None:
         await self._write(self.timeouts.quit, Quit())
 
