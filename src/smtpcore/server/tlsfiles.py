@@ -44,18 +44,14 @@ def tls_files_problem(cert: Path, key: Path, error: BaseException) -> str:
     if not cert_text.strip():
         return f"--tls-cert {cert} is empty: it must hold the certificate chain (PEM)"
     if _CERTIFICATE not in cert_text:
-        hint = (
-            " (it holds a private key: give it as --tls-key)" if _PRIVATE_KEY in cert_text else ""
-        )
+        hint = _KEY_HINT if _PRIVATE_KEY in cert_text else ""
         return f"--tls-cert {cert} has no certificate (PEM, {_CERTIFICATE.decode()}){hint}"
     if not _certificates_parse(cert):
         return f"--tls-cert {cert}: its certificate cannot be read (broken PEM)"
     if not key_text.strip():
         return f"--tls-key {key} is empty: it must hold the private key (PEM)"
     if _PRIVATE_KEY not in key_text:
-        hint = (
-            " (it holds a certificate: give it as --tls-cert)" if _CERTIFICATE in key_text else ""
-        )
+        hint = _CERTIFICATE_HINT if _CERTIFICATE in key_text else ""
         return f"--tls-key {key} has no private key (PEM){hint}"
     if isinstance(error, ssl.SSLError) and error.reason == "KEY_VALUES_MISMATCH":
         return f"--tls-key {key}: the private key does not match the certificate in {cert}"
