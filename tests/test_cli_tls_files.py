@@ -3,13 +3,21 @@ OpenSSL's ``[SSL] PEM lib``, which said the same for every mistake."""
 
 from __future__ import annotations
 
+import datetime
+import ssl
 from pathlib import Path
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 import smtpcore.__main__ as cli
 from peers import make_tls_files
+from smtpcore.server.config import ConfigError
+from smtpcore.server.mailserver import server_tls_context
 
 BROKEN_CERTIFICATE = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 BROKEN_KEY = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
@@ -79,3 +87,53 @@ def test_a_wrong_tls_file_is_named_with_what_it_lacks(
     err = capsys.readouterr().err
     assert err.startswith(f"smtpcore serve: {message}") and err.count("\n") == 1, err
     assert "PEM lib" not in err
+
+
+def _self_signed(key_size: int) -> tuple[bytes, rsa.RSAPrivateKey]:
+    """A self-signed certificate (PEM) for mx.test with a new RSA key of ``key_size`` bits."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mx.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key
+
+
+def _key_pem(key: rsa.RSAPrivateKey, passphrase: bytes | None = None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.NoEncryption()
+        if passphrase is None
+        else serialization.BestAvailableEncryption(passphrase)
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def test_a_key_openssl_refuses_is_named_with_openssls_reason(tmp_path: Path) -> None:
+    """A 1024-bit key, well formed, is refused by OpenSSL at its default security level
+    (``EE_KEY_TOO_SMALL``): the line said "broken PEM", which sent the operator looking
+    at a file that was fine. It now gives OpenSSL's own reason, naming both files."""
+    certificate, key = _self_signed(1024)
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(certificate)
+    key_file.write_bytes(_key_pem(key))
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        reason = str(exc.reason)
+    else:
+        pytest.skip("this OpenSSL takes a 1024-bit key")
+    with pytest.raises(ConfigError) as raised:
+        server_tls_context(cert_file, key_file)
+    message = str(raised.value)
+    assert message.startswith(f"--tls-cert {cert_file} and --tls-key {key_file} cannot serve")
+    assert reason in message and "broken PEM" not in message

@@ -24,6 +24,9 @@ _PRIVATE_KEY: Final = b"PRIVATE KEY-----"
 """The end of every PEM private key's label: ``PRIVATE KEY``, ``RSA PRIVATE KEY``,
 ``EC PRIVATE KEY``, ``ENCRYPTED PRIVATE KEY`` (RFC 7468 §10, §11)."""
 
+_DECODING_LIBRARIES: Final = frozenset({"PEM", "ASN1", "DECODER"})
+"""The OpenSSL libraries whose errors mean a file's bytes could not be decoded."""
+
 _KEY_HINT: Final = " (it holds a private key: give it as --tls-key)"
 _CERTIFICATE_HINT: Final = " (it holds a certificate: give it as --tls-cert)"
 
@@ -31,8 +34,9 @@ _CERTIFICATE_HINT: Final = " (it holds a certificate: give it as --tls-cert)"
 def tls_files_problem(cert: Path, key: Path, error: BaseException) -> str:
     """The operator's mistake, given that loading ``cert`` and ``key`` raised ``error``:
     a file that cannot be read, is empty, holds no certificate (or no private key),
-    holds a certificate that does not parse, or a key that does not match; else the
-    key does not parse. Each names the option and the file."""
+    holds a certificate that does not parse, or a key that does not match or does not
+    parse; else OpenSSL's own reason (a key too small). Each names the option and the
+    file."""
     texts: dict[str, bytes] = {}
     for option, path in (("--tls-cert", cert), ("--tls-key", key)):
         try:
@@ -57,7 +61,19 @@ def tls_files_problem(cert: Path, key: Path, error: BaseException) -> str:
         return f"--tls-key {key}: the private key does not match the certificate in {cert}"
     if b"ENCRYPTED" in key_text:
         return f"--tls-key {key}: its private key is encrypted: serve takes none with a passphrase"
-    return f"--tls-key {key}: its private key cannot be read (broken PEM)"
+    if _undecodable(error):
+        return f"--tls-key {key}: its private key cannot be read (broken PEM)"
+    return f"--tls-cert {cert} and --tls-key {key} cannot serve: {error}"
+
+
+def _undecodable(error: BaseException) -> bool:
+    """Whether OpenSSL failed to decode a file (its ``PEM lib``, which CPython gives no
+    reason for, or an error of its PEM, ASN.1 or decoder library), rather than refused
+    what it read: a key too small for its security level is no broken PEM, and only
+    OpenSSL's own reason says what is wrong."""
+    if not isinstance(error, ssl.SSLError):
+        return False
+    return error.reason is None or error.library in _DECODING_LIBRARIES
 
 
 def _certificates_parse(cert: Path) -> bool:
