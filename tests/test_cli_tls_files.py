@@ -28,6 +28,18 @@ def _other_key() -> bytes:
     return trustme.CA().issue_cert("other.test").private_key_pem.bytes()
 
 
+def _encrypted(key_pem: bytes) -> bytes:
+    """``key_pem`` encrypted with a passphrase (PKCS #8, ``ENCRYPTED PRIVATE KEY``).
+    OpenSSL asks for the passphrase through ``serve``'s callback, never a terminal:
+    the message names the key as encrypted only when that callback was called."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+
+
 #: What each file holds (``"cert"`` and ``"key"``: the good ones, else bytes, None: no
 #: such file), and the start of the one line ``serve`` says.
 CASES: dict[str, tuple[str | bytes | None, str | bytes | None, str]] = {
@@ -58,6 +70,11 @@ CASES: dict[str, tuple[str | bytes | None, str | bytes | None, str]] = {
         "other",
         "--tls-key key.pem: the private key does not match the certificate in cert.pem",
     ),
+    "encrypted key": (
+        "cert",
+        "encrypted",
+        "--tls-key key.pem: its private key is encrypted: serve needs an unencrypted key",
+    ),
     "no key file": ("cert", None, "--tls-key key.pem: cannot read it: No such file"),
 }
 
@@ -75,6 +92,7 @@ def test_a_wrong_tls_file_is_named_with_what_it_lacks(
         "cert": files.cert_file.read_bytes(),
         "key": files.key_file.read_bytes(),
         "other": _other_key(),
+        "encrypted": _encrypted(files.key_file.read_bytes()),
     }
     monkeypatch.chdir(tmp_path)
     for name, holds in (("cert.pem", cert_holds), ("key.pem", key_holds)):

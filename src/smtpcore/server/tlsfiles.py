@@ -13,7 +13,19 @@ import ssl
 from pathlib import Path
 from typing import Final
 
-__all__ = ["tls_files_problem"]
+__all__ = ["EncryptedKey", "refuse_passphrase", "tls_files_problem"]
+
+
+class EncryptedKey(Exception):
+    """The private key is encrypted: ``serve`` takes none (see :func:`refuse_passphrase`)."""
+
+
+def refuse_passphrase() -> bytes:
+    """The ``password`` callback of ``load_cert_chain``: without one, OpenSSL asks for
+    the passphrase of an encrypted key on the terminal, which at a ``SIGHUP`` reload
+    would block the event loop (and under a service manager wait for nobody)."""
+    raise EncryptedKey
+
 
 _READ_AT_MOST: Final = 1024 * 1024
 """Octets of a file looked at: a certificate chain is a few KiB; a file far larger is
@@ -59,8 +71,11 @@ def tls_files_problem(cert: Path, key: Path, error: BaseException) -> str:
         return f"--tls-key {key} has no private key (PEM){hint}"
     if isinstance(error, ssl.SSLError) and error.reason == "KEY_VALUES_MISMATCH":
         return f"--tls-key {key}: the private key does not match the certificate in {cert}"
-    if b"ENCRYPTED" in key_text:
-        return f"--tls-key {key}: its private key is encrypted: serve takes none with a passphrase"
+    if isinstance(error, EncryptedKey):
+        return (
+            f"--tls-key {key}: its private key is encrypted: serve needs an unencrypted key"
+            " (openssl pkey -in KEY -out NEWKEY writes one)"
+        )
     if _undecodable(error):
         return f"--tls-key {key}: its private key cannot be read (broken PEM)"
     return f"--tls-cert {cert} and --tls-key {key} cannot serve: {error}"
