@@ -14,6 +14,7 @@ import pytest
 import smtpcore.__main__ as cli
 from peers import free_port
 from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL, EX_UNAVAILABLE
+from smtpcore.testing import ScriptedServer, script
 
 #: The answer to RCPT for each local part; the server offers no PIPELINING, so that
 #: each command is answered before the next goes.
@@ -102,3 +103,33 @@ def test_send_exits_75_when_the_server_cannot_be_reached(
     argv = ["send", "--server", f"127.0.0.1:{free_port()}", "--helo", "client.abc.example"]
     assert cli.main([*argv, "--from", "a@abc.example", "--to", "b@pqr.example"]) == EX_TEMPFAIL
     assert "cannot connect to 127.0.0.1:" in capsys.readouterr().out
+
+
+#: The EHLO reply of a server without STARTTLS, and what ``send`` is told to do with
+#: it: require STARTTLS, or log in (which needs TLS to show the password).
+NO_TLS: dict[str, tuple[str, list[str]]] = {
+    "--starttls": ("S: 250 mx.test\n", ["--starttls"]),
+    "--user": (
+        "S: 250-mx.test\nS: 250 AUTH PLAIN\n",
+        ["--user", "u", "--password", "p"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_TLS))
+def test_send_exits_75_when_the_tls_it_needs_is_not_offered(
+    case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that offers no STARTTLS is deferred by Postfix whether TLS was required
+    or a login needed it: the TLS may be mended. ``--starttls`` gave 75, but ``--user``
+    gave 69 (the client's ``538 5.7.11``, as if refused for good); both give 75."""
+    ehlo, options = NO_TLS[case]
+    steps = script("S: 220 mx.test ESMTP\nC~ EHLO .+\n" + ehlo + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps) as server:
+        got = cli.main(
+            [
+                *("send", "--server", f"127.0.0.1:{server.port}", "--helo", "client.abc.example"),
+                *("--from", "a@abc.example", "--to", "b@pqr.example", *options),
+            ]
+        )
+    assert got == EX_TEMPFAIL, capsys.readouterr().out

@@ -341,7 +341,8 @@ def _add_send(commands: Any) -> None:
         epilog=(
             "Exit status (sendmail's sysexits.h): 0 every recipient accepted; 75 "
             "(EX_TEMPFAIL) some recipient not accepted may be delivered by trying again "
-            "(a 4xx, no connection, no answer, the end of the message unanswered); 67 "
+            "(a 4xx, no connection, no answer, the end of the message unanswered, no "
+            "STARTTLS for --starttls or --user); 67 "
             "(EX_NOUSER) every recipient not accepted refused as unknown (5.1.1); 69 "
             "(EX_UNAVAILABLE) refused for good otherwise; some accepted and others not "
             "counts as not accepted. 2 a usage mistake; 1 an error of send's own before "

@@ -270,9 +270,14 @@ def _for_now(reply: Reply | None) -> bool:
 
 def _error_for_now(exc: SMTPError) -> bool:
     """Whether a session that ``exc`` ended before any transaction may go better later:
-    anything but a refusal for good (a ``5xx`` greeting, hello or login, a TLS or login
-    this client will not do without). A lost connection, a timeout, a garbled reply,
-    a certificate that failed the check, a ``4xx`` may: Postfix defers each."""
+    anything but a refusal for good (a ``5xx`` greeting, hello or login, a login this
+    client cannot make). A lost connection, a timeout, a garbled reply, a certificate
+    that failed the check, a ``4xx`` may: Postfix defers each. So may a TLS the server
+    does not offer, whether ``--starttls`` (``454 4.7.4``) or a login that needs it
+    (``538 5.7.11``) asked for it: Postfix defers "TLS is required, but was not
+    offered" either way, as a server's TLS may be mended."""
+    if isinstance(exc, AuthenticationNotAvailable) and exc.needs_tls:
+        return True
     return not isinstance(exc, SMTPReplyError) or _for_now(exc.reply)
 
 
