@@ -766,6 +766,37 @@ def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(
         )
 
 
+#: A login refused at connect(), with QUIT after it.
+LOGIN_REFUSED_THEN_QUIT = (
+    GREET_AUTH_ONLY + "C~ AUTH PLAIN .+\nS: 535 5.7.8 bad credentials\nC: QUIT\n-- expect close"
+)
+
+
+def test_a_refused_login_at_connect_says_quit_and_does_not_wait_for_its_reply(
+    adapter: str,
+) -> None:
+    """A ``535`` to the login connect() makes closed the connection without QUIT (RFC
+    5321 §4.1.1.10); QUIT now goes, its ``221`` not waited for: the server, which never
+    answers, sees the close within its own wait (5 s), the client's QUIT timeout longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    with (
+        ScriptedServer(script(LOGIN_REFUSED_THEN_QUIT), timeout=5.0) as server,
+        pytest.raises(mod.AuthenticationError, match="535"),
+    ):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1",
+                server.port,
+                username="u",
+                password="p",
+                allow_plaintext_auth=True,
+                timeouts=timeouts,
+            ).connect(),
+        )
+
+
 #: Refusals at connect() followed by a partial line (maybe the start of a 421): each
 #: script, what the client was given, and what it raises.
 REFUSED_THEN_PARTIAL: dict[str, tuple[str, dict[str, Any], str]] = {

@@ -45,6 +45,7 @@ from test_client_errors import (
     EIGHT_BIT,
     GREET,
     GREET_BINARY_ONLY,
+    LOGIN_REFUSED_THEN_QUIT,
     NO_STARTTLS_QUIT_UNANSWERED,
     PIPELINED,
     POP3_LOGGED_IN,
@@ -356,6 +357,24 @@ def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(case
     steps = script(text + "C: QUIT\n-- expect close")
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
         sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
+
+
+def test_a_refused_login_at_connect_says_quit_and_does_not_wait_for_its_reply() -> None:
+    """As the adapters' test of the same name: a ``535`` at connect() is followed by
+    QUIT, its ``221`` not waited for."""
+    timeouts = sync.Timeouts(quit=120.0)
+    with (
+        ScriptedServer(script(LOGIN_REFUSED_THEN_QUIT), timeout=5.0) as server,
+        pytest.raises(sync.AuthenticationError, match="535"),
+    ):
+        sync.SMTPClient(
+            "127.0.0.1",
+            server.port,
+            username="u",
+            password="p",
+            allow_plaintext_auth=True,
+            timeouts=timeouts,
+        ).connect()
 
 
 @pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
