@@ -11,7 +11,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 import smtpcore.__main__ as cli
@@ -26,6 +26,15 @@ BROKEN_KEY = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
 def _other_key() -> bytes:
     """A private key of another certificate than the one served."""
     return trustme.CA().issue_cert("other.test").private_key_pem.bytes()
+
+
+def _key_of_another_type() -> bytes:
+    """An ed25519 private key, of another type than the served certificate's."""
+    return ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
 
 
 def _encrypted(key_pem: bytes) -> bytes:
@@ -70,6 +79,12 @@ CASES: dict[str, tuple[str | bytes | None, str | bytes | None, str]] = {
         "other",
         "--tls-key key.pem: the private key does not match the certificate in cert.pem",
     ),
+    "a key of another type": (
+        "cert",
+        "ed25519",
+        "--tls-key key.pem: the private key does not match the certificate in cert.pem"
+        " (a key of another type)",
+    ),
     "encrypted key": (
         "cert",
         "encrypted",
@@ -92,6 +107,7 @@ def test_a_wrong_tls_file_is_named_with_what_it_lacks(
         "cert": files.cert_file.read_bytes(),
         "key": files.key_file.read_bytes(),
         "other": _other_key(),
+        "ed25519": _key_of_another_type(),
         "encrypted": _encrypted(files.key_file.read_bytes()),
     }
     monkeypatch.chdir(tmp_path)

@@ -32,6 +32,11 @@ _READ_AT_MOST: Final = 1024 * 1024
 no PEM file anyway, and must not be read whole to say so."""
 
 _CERTIFICATE: Final = b"-----BEGIN CERTIFICATE-----"
+#: OpenSSL's reasons for a key that belongs to no certificate loaded: another key of
+#: the certificate's type, or a key of another type (an ed25519 or RSA key beside an
+#: EC certificate), for which no certificate of its type was loaded.
+_MISMATCHES = frozenset({"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"})
+
 _PRIVATE_KEY: Final = b"PRIVATE KEY-----"
 """The end of every PEM private key's label: ``PRIVATE KEY``, ``RSA PRIVATE KEY``,
 ``EC PRIVATE KEY``, ``ENCRYPTED PRIVATE KEY`` (RFC 7468 §10, §11)."""
@@ -69,8 +74,9 @@ def tls_files_problem(cert: Path, key: Path, error: BaseException) -> str:
     if _PRIVATE_KEY not in key_text:
         hint = _CERTIFICATE_HINT if _CERTIFICATE in key_text else ""
         return f"--tls-key {key} has no private key (PEM){hint}"
-    if isinstance(error, ssl.SSLError) and error.reason == "KEY_VALUES_MISMATCH":
-        return f"--tls-key {key}: the private key does not match the certificate in {cert}"
+    if isinstance(error, ssl.SSLError) and error.reason in _MISMATCHES:
+        kind = " (a key of another type)" if error.reason == "NO_CERTIFICATE_ASSIGNED" else ""
+        return f"--tls-key {key}: the private key does not match the certificate in {cert}{kind}"
     if isinstance(error, EncryptedKey):
         return (
             f"--tls-key {key}: its private key is encrypted: serve needs an unencrypted key"
