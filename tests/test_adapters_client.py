@@ -721,9 +721,10 @@ def test_opportunistic_starttls_refused_with_454_goes_on_in_plaintext(flavour: s
 
 @pytest.mark.parametrize("flavour", [*ADAPTERS, "sync"])
 def test_required_starttls_refused_with_454_is_an_error(flavour: str) -> None:
-    """``starttls=True``: a refused STARTTLS ends the session; nothing goes in plaintext."""
+    """``starttls=True``: a refused STARTTLS ends the session, with QUIT (RFC 5321
+    §4.1.1.10), its reply not awaited; nothing goes in plaintext."""
     errors = importlib.import_module(f"smtpcore.{flavour}")
-    steps = [*script(STARTTLS_REFUSED), ExpectClose()]
+    steps = [*script(STARTTLS_REFUSED + "C: QUIT\n"), ExpectClose()]
     with (
         ScriptedServer(steps) as server,
         pytest.raises(errors.SMTPReplyError, match="454") as raised,
@@ -738,9 +739,10 @@ def test_opportunistic_starttls_refused_with_credentials_to_send_is_an_error(
 ) -> None:
     """With a login to make, a refused STARTTLS ends the session as ``starttls=True``
     does, naming the refusal: going on would send the credentials in plaintext (or be
-    stopped by ``allow_plaintext_auth`` with a message that hides the 454)."""
+    stopped by ``allow_plaintext_auth`` with a message that hides the 454). QUIT goes
+    before the close."""
     errors = importlib.import_module(f"smtpcore.{flavour}")
-    steps = [*script(STARTTLS_REFUSED), ExpectClose()]
+    steps = [*script(STARTTLS_REFUSED + "C: QUIT\n"), ExpectClose()]
     with (
         ScriptedServer(steps) as server,
         pytest.raises(errors.SMTPReplyError, match="454") as raised,

@@ -20,6 +20,7 @@ import pytest
 from peers import free_port
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
 from test_cli_serve import ROOT
+from test_cli_tools import _listeners_on_one_port
 
 SEND = ("send", "--no-starttls", "--helo", "client.test", "--from", "a@abc.example")
 
@@ -421,6 +422,69 @@ def test_ctrl_c_by_mx_prints_the_domains_done_before(tmp_path: Path) -> None:
         f"<b@abc.example>: accepted by {where}: 250 2.0.0 queued",
         f"<c@xyz.example>: may have been delivered by {where}: "
         "no readable reply to the end of the message (interrupted)",
+    ]
+    assert "Traceback" not in err
+
+
+def test_ctrl_c_by_mx_says_the_next_exchanger_was_being_tried(tmp_path: Path) -> None:
+    """A recipient the first exchanger refused for now, stopped while the next one was
+    being tried: the line gave the first refusal as if it were the recipient's fate,
+    though the next exchanger might have taken the message. It now says which
+    exchanger was being tried."""
+    first, second = _listeners_on_one_port("127.0.0.2", "127.0.0.1")
+    port = first.getsockname()[1]
+
+    def busy() -> None:
+        conn, _ = first.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 mx1.test ESMTP\r\n")
+            for reply in (b"250 mx1.test", b"250 ok", b"450 4.2.1 mailbox busy", b"221 bye"):
+                lines.readline()
+                conn.sendall(reply + b"\r\n")
+            lines.read()
+
+    def interrupting() -> None:
+        conn, _ = second.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 mx2.test ESMTP\r\n")
+            lines.readline()  # EHLO, left unanswered
+            child[0].send_signal(signal.SIGINT)
+            lines.read()  # until the client closes
+
+    def serve_both() -> None:
+        with contextlib.suppress(OSError):
+            busy()
+            interrupting()
+
+    zone = tmp_path / "static.zone"
+    zone.write_text(
+        "abc.example MX 10 mx1.test\nabc.example MX 20 mx2.test\n"
+        "mx1.test A 127.0.0.2\nmx2.test A 127.0.0.1\n"
+    )
+    argv = [*SEND, "--resolver", f"static:{zone}", "--remote-port", str(port)]
+    argv += ["--to", "b@abc.example"]
+    thread = threading.Thread(target=serve_both, daemon=True)
+    thread.start()
+    child.clear()
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            text=True,
+            preexec_fn=_default_sigint,
+        ) as process:
+            child.append(process)
+            out, err = process.communicate(timeout=60)
+    finally:
+        first.close()
+        second.close()
+        thread.join(10)
+    assert process.returncode == 130
+    assert out.splitlines() == [
+        f"<b@abc.example>: refused by mx1.test[127.0.0.2]:{port}: 450 4.2.1 mailbox busy; "
+        f"interrupted while mx2.test[127.0.0.1]:{port} was being tried"
     ]
     assert "Traceback" not in err
 

@@ -38,6 +38,7 @@ from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
+from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL
 from smtpcore.server.tools import (
     _envelope_from_headers,
     check_header_text,
@@ -463,7 +464,7 @@ def test_send_takes_valid_text_with_format_characters(
     name, value = option
     argv = {"--from": "a@b.example", "--to": "c@d.example", name: value}
     flat = [x for kv in argv.items() for x in kv]
-    assert cli.main(["send", "--server", "127.0.0.1:9", *flat]) == 1
+    assert cli.main(["send", "--server", "127.0.0.1:9", *flat]) == EX_TEMPFAIL
     assert "not allowed" not in capsys.readouterr().err
 
 
@@ -494,7 +495,7 @@ def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
             ]
         )
         out = capsys.readouterr().out
-        assert status == 1  # secret@ has no mailbox
+        assert status == EX_NOUSER  # secret@ has no mailbox
         assert "<mary@abc.example>: accepted" in out and "<ann@abc.example>: accepted" in out
         assert "<secret@abc.example>: refused" in out and "550 5.1.1" in out
         for user in ("mary@abc.example", "ann@abc.example"):
@@ -828,7 +829,7 @@ C: .
             ]
         )
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == EX_TEMPFAIL
     assert out.startswith(f"<b@pqr.example>: may have been delivered by 127.0.0.1:{server.port}")
     assert "no readable reply to the end of the message" in out and "refused" not in out
 
@@ -845,7 +846,7 @@ def test_send_uses_starttls_when_offered(
         assert cli.main([*base, "--no-starttls"]) == 0
         # Offered but not trusted: a one-line refusal, not a plaintext fallback; the
         # client's own, since the server refused nothing.
-        assert cli.main(base) == 1
+        assert cli.main(base) == EX_TEMPFAIL
         out = capsys.readouterr().out
         assert f"not sent to {server}: this client refused to go on: " in out
         assert "Traceback" not in out
@@ -858,7 +859,7 @@ def test_send_to_a_server_that_is_down_is_one_line() -> None:
     result = _run(
         "send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"
     )
-    assert result.returncode == 1
+    assert result.returncode == EX_TEMPFAIL
     assert "refused by 127.0.0.1:9" in result.stdout and "Traceback" not in result.stderr
 
 
@@ -873,11 +874,11 @@ def test_send_warns_when_the_machines_name_it_would_give_in_ehlo_is_not_qualifie
     refuse another; socket.getfqdn() gives "localhost" on many hosts. --helo is the fix."""
     monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
     argv = ["send", "--server", "127.0.0.1:9", "--from", "a@b.example", "--to", "c@d.example"]
-    assert cli.main(argv) == 1
+    assert cli.main(argv) == EX_TEMPFAIL
     err = capsys.readouterr().err
     warning = f"smtpcore send: warning: this machine's name {fqdn!r}, used for want of --helo"
     assert (warning in err) is warned, err
-    assert cli.main([*argv, "--helo", "laptop"]) == 1  # given: the user's choice
+    assert cli.main([*argv, "--helo", "laptop"]) == EX_TEMPFAIL  # given: the user's choice
     assert "warning" not in capsys.readouterr().err
 
 
@@ -938,7 +939,7 @@ def test_send_and_fetch_show_a_servers_control_characters_escaped(
         argv = ["send", "--server", f"{LOOPBACK}:{port}", "--helo", "client.abc.example"]
         status = cli.main([*argv, "--from", "a@abc.example", "--to", "b@abc.example"])
     out = capsys.readouterr().out
-    assert status == 1 and "\x9b" not in out and "\u202e" not in out
+    assert status == EX_NOUSER and "\x9b" not in out and "\u202e" not in out
     assert "550 5.1.1 no ?31m?evil" in out
     pop3 = {
         b"CAPA": b"-ERR no capabilities\r\n",
@@ -981,7 +982,7 @@ def test_send_refuses_auth_plain_without_tls_unless_allowed(
     with scripted_server(b"220 mx.abc.example\r\n", smtp) as port:
         status = cli.main([*argv, "--server", f"{LOOPBACK}:{port}"])
     refused = capsys.readouterr()
-    assert status == 1
+    assert status == EX_TEMPFAIL  # a TLS the login needs may be offered later
     assert (
         "AUTH not sent: this client refused to go on: AUTH PLAIN or LOGIN needs TLS and "
         "the session has none: use --starttls or --tls; --allow-plaintext-auth sends the "
@@ -992,7 +993,7 @@ def test_send_refuses_auth_plain_without_tls_unless_allowed(
         anyway = ["--server", f"{LOOPBACK}:{port}", "--allow-plaintext-auth"]
         status = cli.main([*argv, *anyway])
     sent = capsys.readouterr()
-    assert status == 1 and "550 5.1.1 no such user" in sent.out  # logged in, then refused
+    assert status == EX_NOUSER and "550 5.1.1 no such user" in sent.out  # logged in, then refused
     assert "AUTH not sent" not in sent.out and "Zq7pw" not in sent.out + sent.err
     warning = (
         "smtpcore send: warning: the password crosses the network in the clear "
@@ -1081,7 +1082,7 @@ def test_send_starttls_to_a_server_without_it_says_the_refusal_is_its_own(
     with serve(tmp_path / "abc", "abc.example", ["john@abc.example:pw"]) as abc:
         server = f"127.0.0.1:{abc.ports['smtp']}"
         argv = ["send", "--server", server, "--from", "x@y.example", "--to", "john@abc.example"]
-        assert cli.main([*argv, "--starttls"]) == 1
+        assert cli.main([*argv, "--starttls"]) == EX_TEMPFAIL
         out = capsys.readouterr().out
         said = f"<john@abc.example>: not sent to {server}: STARTTLS not sent: this client"
         assert said in out, out

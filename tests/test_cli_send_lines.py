@@ -9,6 +9,7 @@ import pytest
 
 import smtpcore.__main__ as cli
 from smtpcore.server.messagelines import MAX_LINE_OCTETS, unsendable_line
+from smtpcore.server.sendstatus import EX_TEMPFAIL
 
 SEND = ("send", "--server", "127.0.0.1:9", "--no-starttls", "--helo", "client.test")
 ENVELOPE = ("--from", "a@abc.example", "--to", "b@pqr.example")
@@ -68,11 +69,11 @@ def test_a_long_bcc_field_is_not_checked_for_it_is_never_sent(
 ) -> None:
     """A ``Bcc`` field naming many recipients on one line refused the message, though
     ``send`` removes it (status 2); the message now goes (to port 9, where nothing
-    listens: status 1). A long line after it keeps its number in the file."""
+    listens: status 75, EX_TEMPFAIL). A long line after it keeps its number in the file."""
     bcc = b"Bcc: " + b", ".join(b"x%d@pqr.example" % i for i in range(80)) + b"\n"
     path = tmp_path / "message.eml"
     path.write_bytes(HEADER.replace(b"To:", bcc + b"To:") + b"hi\n")
-    assert cli.main([*SEND, str(path)]) == 1
+    assert cli.main([*SEND, str(path)]) == EX_TEMPFAIL
     path.write_bytes(HEADER.replace(b"To:", bcc + b"To:") + b"y" * 1200 + b"\n")
     assert cli.main([*SEND, str(path)]) == 2
     assert f"smtpcore send: {path}: line 6 is 1200 octets long" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import pytest
 import smtpcore.__main__ as cli
 from peers import ipv6_loopback_port, make_tls_files
 from smtpcore.server.maildir import Maildir
+from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL, EX_UNAVAILABLE
 from test_cli_serve import serve
 
 USERS = ["john@abc.example:john-pw", "mary@abc.example:mary-pw"]
@@ -47,13 +48,13 @@ def test_send_then_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
             ]
         )
         out = capsys.readouterr().out
-        assert refused == 1
+        assert refused == EX_NOUSER
         assert "<nobody@abc.example>: refused by 127.0.0.1:" in out and "550 5.1.1" in out
         assert "<mary@abc.example>: accepted" in out
         unauthenticated = cli.main(
             ["send", "--server", server, "--from", "john@abc.example", "--to", "mary@abc.example"]
         )
-        assert unauthenticated == 1 and "530 5.7.0" in capsys.readouterr().out
+        assert unauthenticated == EX_UNAVAILABLE and "530 5.7.0" in capsys.readouterr().out
 
         pop3 = f"127.0.0.1:{abc.ports['pop3']}"
         target = tmp_path / "fetched"
@@ -97,7 +98,7 @@ def test_send_names_an_ipv6_server_in_brackets(capsys: pytest.CaptureFixture[str
     The address is written as ``--server`` takes it, ``[::1]:2587``."""
     port = ipv6_loopback_port()  # nothing listens there
     argv = ["send", "--server", f"[::1]:{port}", "--from", "a@b.example", "--to", "c@d.example"]
-    assert cli.main([*argv, "--no-starttls", "--helo", "client.b.example"]) == 1
+    assert cli.main([*argv, "--no-starttls", "--helo", "client.b.example"]) == EX_TEMPFAIL
     out = capsys.readouterr().out
     where = f"[::1]:{port}"
     assert out.startswith(f"<c@d.example>: refused by {where}: cannot connect to {where}: ")
@@ -380,7 +381,7 @@ def test_send_by_mx_tries_the_next_exchanger_for_a_recipient_refused_for_now(
         assert out.startswith("<b@pqr.example>: accepted by mx2.pqr.example[127.0.0.1]:")
         assert b"RCPT TO:<b@pqr.example>\r\n" in second
     else:
-        assert status == 1
+        assert status == EX_NOUSER
         assert "refused by mx1.pqr.example[127.0.0.2]" in out and "550 5.1.1" in out
         assert not second
 
@@ -471,7 +472,7 @@ def test_send_by_mx_does_not_send_again_what_an_exchanger_may_have_delivered(
     with _exchanger(listener, b"250 2.1.5 ok\r\n", end_reply=end_reply) as lines:
         status = cli.main(argv)
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == EX_TEMPFAIL
     assert out.startswith("<b@pqr.example>: may have been delivered by mx1.pqr.example")
     assert "mx2" not in out
     assert lines.count(b"DATA\r\n") == 1
@@ -529,7 +530,7 @@ def test_send_says_whose_refusal_a_failed_handshake_is(
             ]
         )
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == EX_TEMPFAIL
     if verified:
         assert out.startswith(
             f"<b@pqr.example>: not sent to 127.0.0.1:{port}: this client refused to go on: "
@@ -590,7 +591,7 @@ def test_send_and_fetch_name_what_a_certificate_was_checked_against(
             ]
         )
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == EX_TEMPFAIL
     with _tls_server(_POP3_STLS, b"+OK pop.test ready\r\n", elsewhere) as port:
         status = cli.main(
             ["fetch", "--server", f"127.0.0.1:{port}", "--user", "ann", "--cafile", str(ca_file)]

@@ -712,6 +712,164 @@ def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply(
         )
 
 
+#: The scripted servers' EHLO reply, with STARTTLS and AUTH PLAIN.
+GREET_STARTTLS = GREET.replace(
+    "S: 250 ENHANCEDSTATUSCODES\n",
+    "S: 250-STARTTLS\nS: 250-AUTH PLAIN\nS: 250 ENHANCEDSTATUSCODES\n",
+)
+#: A session without STARTTLS that offers AUTH PLAIN.
+GREET_AUTH_ONLY = GREET.replace(
+    "S: 250 ENHANCEDSTATUSCODES\n", "S: 250-AUTH PLAIN\nS: 250 ENHANCEDSTATUSCODES\n"
+)
+STARTTLS_REFUSED = "C: STARTTLS\nS: 454 4.7.0 TLS not available now\n"
+
+#: The ways connect() gives up for want of the TLS it requires: each script, what the
+#: client was given, and what it raises. QUIT must follow each, its reply unawaited.
+TLS_REFUSED_AT_CONNECT: dict[str, tuple[str, dict[str, Any], str]] = {
+    "starttls=True, STARTTLS refused": (
+        GREET_STARTTLS + STARTTLS_REFUSED,
+        {"starttls": True},
+        "SMTPReplyError",
+    ),
+    "credentials, STARTTLS refused": (
+        GREET_STARTTLS + STARTTLS_REFUSED,
+        {"username": "u", "password": "p"},
+        "SMTPReplyError",
+    ),
+    "credentials, no STARTTLS offered": (
+        GREET_AUTH_ONLY,
+        {"username": "u", "password": "p"},
+        "AuthenticationNotAvailable",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TLS_REFUSED_AT_CONNECT))
+def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(
+    adapter: str, case: str
+) -> None:
+    """Every path on which connect() gives up for want of TLS says QUIT before the
+    close (RFC 5321 §4.1.1.10), not only a STARTTLS not offered: a ``454`` to the
+    STARTTLS that ``starttls=True`` or credentials require closed the connection
+    without it. Its ``221`` is not waited for: the server, which never answers, sees the
+    close before it gives up waiting (5 s), though the client's QUIT timeout is longer."""
+    text, options, error = TLS_REFUSED_AT_CONNECT[case]
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    steps = script(text + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(mod, error)):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1", server.port, timeouts=timeouts, **options
+            ).connect(),
+        )
+
+
+#: A login refused at connect(), with QUIT after it.
+LOGIN_REFUSED_THEN_QUIT = (
+    GREET_AUTH_ONLY + "C~ AUTH PLAIN .+\nS: 535 5.7.8 bad credentials\nC: QUIT\n-- expect close"
+)
+
+
+def test_a_refused_login_at_connect_says_quit_and_does_not_wait_for_its_reply(
+    adapter: str,
+) -> None:
+    """A ``535`` to the login connect() makes closed the connection without QUIT (RFC
+    5321 §4.1.1.10); QUIT now goes, its ``221`` not waited for: the server, which never
+    answers, sees the close within its own wait (5 s), the client's QUIT timeout longer."""
+    mod = module(adapter)
+    timeouts = mod.Timeouts(quit=120.0)
+    with (
+        ScriptedServer(script(LOGIN_REFUSED_THEN_QUIT), timeout=5.0) as server,
+        pytest.raises(mod.AuthenticationError, match="535"),
+    ):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1",
+                server.port,
+                username="u",
+                password="p",
+                allow_plaintext_auth=True,
+                timeouts=timeouts,
+            ).connect(),
+        )
+
+
+#: Refusals at connect() followed by a partial line (maybe the start of a 421): each
+#: script, what the client was given, and what it raises.
+REFUSED_THEN_PARTIAL: dict[str, tuple[str, dict[str, Any], str]] = {
+    "greeting 554": ("S: 554 go away\nS+ 4\n", {}, "HelloRefused"),
+    "STARTTLS 454": (
+        GREET_STARTTLS + "C: STARTTLS\nS: 454 4.7.0 not now\nS+ 4\n",
+        {"starttls": True},
+        "SMTPReplyError",
+    ),
+    "AUTH 535": (
+        GREET_AUTH_ONLY + "C~ AUTH PLAIN .+\nS: 535 5.7.8 bad credentials\nS+ 4\n",
+        {"username": "u", "password": "p", "allow_plaintext_auth": True},
+        "AuthenticationError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
+def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
+    adapter: str, case: str
+) -> None:
+    """A partial line held behind a refusal at connect() would have to be read before
+    QUIT could go (it may start a 421), and that read waited for the rest under the
+    command timeout: the refusal came only after it. QUIT is now left out and the
+    connection closed at once: the server sees the close, nothing before it, well
+    within its own wait (5 s), though the client's timeouts are far longer."""
+    text, options, error = REFUSED_THEN_PARTIAL[case]
+    mod = module(adapter)
+    timeouts = mod.Timeouts(command=120.0, quit=120.0)
+    steps = script(text + "-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(mod, error)):
+        run(
+            adapter,
+            lambda: mod.SMTPClient(
+                "127.0.0.1", server.port, timeouts=timeouts, **options
+            ).connect(),
+        )
+
+
+#: The ways the POP3 client's connect() gives up for want of STLS, and what it raises.
+POP3_STLS_REFUSED: dict[str, tuple[str, bool | None, str]] = {
+    "stls=True, not offered": (
+        "S: +OK ready\nC: CAPA\nS: +OK\nS: USER\nS: .\n",
+        True,
+        "POP3TLSNotAvailable",
+    ),
+    "stls=True, refused": (
+        "S: +OK ready\nC: CAPA\nS: +OK\nS: STLS\nS: .\nC: STLS\nS: -ERR not now\n",
+        True,
+        "POP3ResponseError",
+    ),
+    "stls offered, refused": (
+        "S: +OK ready\nC: CAPA\nS: +OK\nS: STLS\nS: .\nC: STLS\nS: -ERR not now\n",
+        None,
+        "POP3ResponseError",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(POP3_STLS_REFUSED))
+def test_pop3_stls_refused_at_connect_says_quit_and_does_not_wait_for_its_answer(
+    adapter: str, case: str
+) -> None:
+    """The POP3 client gave up on a session without the STLS it required by closing the
+    connection without QUIT, which in AUTHORIZATION ends the session and commits
+    nothing (RFC 1939 §5). QUIT now goes out, its answer not waited for."""
+    text, stls, error = POP3_STLS_REFUSED[case]
+    mod = module(adapter)
+    steps = script(text + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(mod, error)):
+        run(adapter, lambda: mod.POP3Client("127.0.0.1", server.port, stls=stls).connect())
+
+
 class SilentTLSServer:
     """One connection on 127.0.0.1: the TLS handshake (RFC 8314 §3.3), then the
     ``answers`` (the first one at once, each other one to a line it reads), then

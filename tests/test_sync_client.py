@@ -45,13 +45,17 @@ from test_client_errors import (
     EIGHT_BIT,
     GREET,
     GREET_BINARY_ONLY,
+    LOGIN_REFUSED_THEN_QUIT,
     NO_STARTTLS_QUIT_UNANSWERED,
     PIPELINED,
     POP3_LOGGED_IN,
+    POP3_STLS_REFUSED,
     QUIT,
     QUIT_UNANSWERED,
     RCPT_REFUSED,
     REFUSED_EHLO_THEN_CLOSE,
+    REFUSED_THEN_PARTIAL,
+    TLS_REFUSED_AT_CONNECT,
     Recorder,
     SeekableText,
     content_broken_off,
@@ -342,6 +346,57 @@ def test_tls_not_available_at_connect_says_quit_and_does_not_wait_for_its_reply(
     steps = script(NO_STARTTLS_QUIT_UNANSWERED)
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(sync.TLSNotAvailable):
         sync.SMTPClient("127.0.0.1", server.port, starttls=True, timeouts=timeouts).connect()
+
+
+@pytest.mark.parametrize("case", list(TLS_REFUSED_AT_CONNECT))
+def test_a_tls_refusal_at_connect_says_quit_and_does_not_wait_for_its_reply(case: str) -> None:
+    """As the adapters' test of the same name: every TLS refusal at connect says QUIT
+    before the close, and does not wait for its 221."""
+    text, options, error = TLS_REFUSED_AT_CONNECT[case]
+    timeouts = sync.Timeouts(quit=120.0)
+    steps = script(text + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
+        sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
+
+
+def test_a_refused_login_at_connect_says_quit_and_does_not_wait_for_its_reply() -> None:
+    """As the adapters' test of the same name: a ``535`` at connect() is followed by
+    QUIT, its ``221`` not waited for."""
+    timeouts = sync.Timeouts(quit=120.0)
+    with (
+        ScriptedServer(script(LOGIN_REFUSED_THEN_QUIT), timeout=5.0) as server,
+        pytest.raises(sync.AuthenticationError, match="535"),
+    ):
+        sync.SMTPClient(
+            "127.0.0.1",
+            server.port,
+            username="u",
+            password="p",
+            allow_plaintext_auth=True,
+            timeouts=timeouts,
+        ).connect()
+
+
+@pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
+def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
+    case: str,
+) -> None:
+    """As the adapters' test of the same name: no QUIT, and no read of the partial line
+    under the command timeout, before the close."""
+    text, options, error = REFUSED_THEN_PARTIAL[case]
+    timeouts = sync.Timeouts(command=120.0, quit=120.0)
+    steps = script(text + "-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
+        sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
+
+
+@pytest.mark.parametrize("case", list(POP3_STLS_REFUSED))
+def test_pop3_stls_refused_at_connect_says_quit(case: str) -> None:
+    """As the adapters' test of the same name, on the blocking POP3 client."""
+    text, stls, error = POP3_STLS_REFUSED[case]
+    steps = script(text + "C: QUIT\n-- expect close")
+    with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
+        sync.POP3Client("127.0.0.1", server.port, stls=stls).connect()
 
 
 def test_ehlo_refused_is_kept_for_the_session_that_went_on_after_helo() -> None:

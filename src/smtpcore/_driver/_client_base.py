@@ -292,6 +292,55 @@ class BaseClient:
         if transport is not None:
             await transport.aclose()
 
+    def _can_quit_unwaited(self) -> bool:
+        """Whether QUIT may go now with its answer left unread and no harm done: the
+        session stands between commands, no answer is due, and QUIT commits nothing
+        the caller has not asked for. Each protocol says when (false by default)."""
+        return False
+
+    def _holds_unread(self) -> bool:
+        """Whether the machine holds bytes from the server not yet read as events (a
+        partial line after a refusal, maybe the start of a 421): QUIT would first
+        have to read them, and a courtesy never waits on the network."""
+        return True
+
+    async def _write_quit(self) -> None:
+        """Write QUIT, bounded by the protocol's own write timeout."""
+        raise NotImplementedError
+
+    async def _quit_unwaited(self) -> None:
+        """Say QUIT where :meth:`_can_quit_unwaited` allows it, without waiting for its
+        answer, then close: how a session the client gives up on ends (RFC 5321
+        §4.1.1.10: a client "MUST NOT intentionally close the transmission channel
+        until it sends a QUIT command"; RFC 1939 §5 has QUIT end an AUTHORIZATION
+        session). Waiting for the answer is only a SHOULD, and a server that never gives
+        it would hold the caller for the whole QUIT timeout. Nor is QUIT said while
+        the machine holds unread bytes (:meth:`_holds_unread`): reading them first,
+        under the command timeout, held a failing ``connect()`` that long. An error on
+        the way is dropped: the caller's own error is the news."""
+        try:
+            if (
+                self._transport is not None
+                and self._can_quit_unwaited()
+                and not self._holds_unread()
+            ):
+                await self._write_quit()
+        except Exception:  # the caller's own exception is the news
+            pass
+        finally:
+            await self._abort()
+
+    async def _end_failed_connect(self, error: BaseException) -> None:
+        """End the session ``connect()`` failed to open: with QUIT unwaited
+        (:meth:`_quit_unwaited`) after an ``Exception`` that leaves the session between
+        commands (a refused greeting, hello, STARTTLS or STLS, a TLS the client requires
+        and the server does not offer, a refused login), else at once (a cancellation,
+        ``KeyboardInterrupt``: the task asked to stop, not to wait on the network)."""
+        if isinstance(error, Exception):
+            await self._quit_unwaited()
+        else:
+            await self._abort()
+
     async def __aenter__(self: _C) -> _C:
         await self.connect()
         return self

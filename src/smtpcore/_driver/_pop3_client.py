@@ -148,6 +148,10 @@ class POP3Timeout(POP3Error, TimeoutError):
     """The server did not answer in time."""
 
 
+_UNCOMMITTED: Final = frozenset({State.AUTHORIZATION, State.USER})
+"""The states where QUIT ends the session with nothing committed (RFC 1939 §5, §6)."""
+
+
 MAX_LISTING: Final = 16 * 1024 * 1024
 """Octets a LIST or UIDL listing may have (some 200,000 messages with the longest
 unique-ids, a million with short ones): each line becomes Python objects many times
@@ -336,7 +340,14 @@ class BasePOP3Client(BaseClient):
 
     @one_call
     async def connect(self) -> None:
-        """Connect, read the greeting, ask CAPA, and start TLS as configured."""
+        """Connect, read the greeting, ask CAPA, and start TLS as configured.
+
+        ``stls=True`` and a server that offers no STLS raises
+        :class:`POP3TLSNotAvailable`; one that refuses it, :class:`POP3ResponseError`.
+        After either, QUIT is said before the close, its answer not waited for
+        (RFC 1939 §5: in AUTHORIZATION it ends the session and commits nothing), as
+        after any error that leaves the session between commands; the connection is
+        closed on every error."""
         await self._open_transport()
         self._new_session()
         try:
@@ -355,9 +366,29 @@ class BasePOP3Client(BaseClient):
                     await self._stls()
                 elif self.stls:
                     raise POP3TLSNotAvailable("the server does not offer STLS")
-        except BaseException:
-            await self._abort()
+        except BaseException as exc:
+            await self._end_failed_connect(exc)
             raise
+
+    def _can_quit_unwaited(self) -> bool:
+        """Between commands in AUTHORIZATION, where QUIT removes nothing (RFC 1939 §5;
+        in TRANSACTION it would commit the deletions, which a failure must not)."""
+        conn = self._conn
+        return (
+            conn is not None
+            and conn.state in _UNCOMMITTED
+            and not conn.outstanding
+            and self._unread is None
+            and not self._owed
+            and not self._peer_closed
+        )
+
+    def _holds_unread(self) -> bool:
+        # Between commands the CAPA listing is no longer kept: only unread bytes count.
+        return self._conn is not None and self._conn.buffered > 0
+
+    async def _write_quit(self) -> None:
+        await self._write(self._send(Quit()))
 
     async def _capa(self) -> None:
         await self._ask(Capa())

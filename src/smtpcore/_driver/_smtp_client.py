@@ -310,11 +310,14 @@ class BaseSMTPClient(BaseClient):
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
         configured. Raises :class:`HelloRefused` for a greeting other than 220
-        (RFC 5321 §3.1) or a refused hello, and :class:`TLSNotAvailable` when
-        ``starttls=True`` and the server offers no STARTTLS, each after saying QUIT,
-        whose reply is not waited for, but :class:`SMTPConnectionError` for a 421,
-        with which the server closes the connection; the connection is closed on
-        every error."""
+        (RFC 5321 §3.1) or a refused hello, :class:`TLSNotAvailable` when
+        ``starttls=True`` and the server offers no STARTTLS, :class:`SMTPReplyError`
+        when it refuses the STARTTLS required (``starttls=True``, or credentials to
+        send), and the login's own errors; after each, while the session stands
+        between commands, QUIT is said, its reply not waited for
+        (:meth:`_end_failed_connect`). :class:`SMTPConnectionError` for a 421, with
+        which the server closes the connection; the connection is closed on every
+        error."""
         await self._open_transport()
         self._new_session()
         try:
@@ -332,15 +335,8 @@ class BaseSMTPClient(BaseClient):
                     raise TLSNotAvailable()
             if self._credentials.given:
                 await self._authenticate_with(self._mechanism())
-        except (HelloRefused, TLSNotAvailable):
-            # Refused, or without the TLS the client requires, the session still takes
-            # QUIT (RFC 5321 §4.1.1.10), said before the close; its 221 is not waited
-            # for: a server that never answers it would hold connect() for the whole
-            # QUIT timeout (300 s by default).
-            await self._quit_unwaited()
-            raise
-        except BaseException:
-            await self._abort()
+        except BaseException as exc:
+            await self._end_failed_connect(exc)
             raise
 
     @one_call
@@ -423,16 +419,14 @@ class BaseSMTPClient(BaseClient):
         meanwhile is refused as busy."""
         await self._quit_unwaited()
 
-    async def _quit_unwaited(self) -> None:
-        """:meth:`_quit_after_error`'s QUIT and close, for a call under way (``connect``
-        refused) to say as its own."""
-        try:
-            if self._can_quit():
-                await self._write(self.timeouts.quit, Quit())
-        except Exception:  # the block's own exception is the news
-            pass
-        finally:
-            await self._abort()
+    def _can_quit_unwaited(self) -> bool:
+        return self._can_quit()
+
+    def _holds_unread(self) -> bool:
+        return self._conn is not None and self._conn.buffered > 0
+
+    async def _write_quit(self) -> None:
+        await self._write(self.timeouts.quit, Quit())
 
     # -- low-level commands ---------------------------------------------------
 

@@ -338,6 +338,16 @@ def _add_send(commands: Any) -> None:
         "send",
         help="submit a message over SMTP",
         description="Submit a message to a server, or straight to the recipients' exchangers.",
+        epilog=(
+            "Exit status (sendmail's sysexits.h): 0 every recipient accepted; 75 "
+            "(EX_TEMPFAIL) some recipient not accepted may be delivered by trying again "
+            "(a 4xx, no connection, no answer, the end of the message unanswered, no "
+            "STARTTLS for --starttls or --user); 67 "
+            "(EX_NOUSER) every recipient not accepted refused as unknown (5.1.1); 69 "
+            "(EX_UNAVAILABLE) refused for good otherwise; some accepted and others not "
+            "counts as not accepted. 2 a usage mistake; 1 an error of send's own before "
+            "any recipient's fate was known; 130 Ctrl-C; 141 or 74 output lost."
+        ),
     )
     send.add_argument(
         "--server",

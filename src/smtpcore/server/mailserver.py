@@ -43,6 +43,7 @@ from smtpcore.server.queuectl import read_commands, release_lock, take_lock
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.server.safefiles import check_private_directories
+from smtpcore.server.tlsfiles import EncryptedKey, refuse_passphrase, tls_files_problem
 from smtpcore.server.waits import CUT_OFF, Threads, finish
 
 __all__ = ["TMP_SCAN_EVERY", "Listener", "MailServer", "server_tls_context"]
@@ -73,9 +74,9 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"--tls-cert/--tls-key: cannot load {cert} and {key}: {exc}") from None
+        context.load_cert_chain(cert, key, password=refuse_passphrase)
+    except (OSError, ssl.SSLError, EncryptedKey) as exc:
+        raise ConfigError(tls_files_problem(cert, key, exc)) from None
     return context
 
 

@@ -15,8 +15,8 @@ import re
 import socket
 import ssl
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,6 +55,7 @@ from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
+from smtpcore.server.sendstatus import no_such_user, send_status
 from smtpcore.smtp import RecipientResult, Reply, TransactionResult
 
 __all__ = [
@@ -234,6 +235,8 @@ class _Fate:
     """The end of the message went, its reply never came: the server may have taken
     it (RFC 5321 §6.1). Not ``temporary``: no other exchanger is tried, for §6.1 accepts
     a duplicate only from that unavoidable window, not from a deliberate resend."""
+    no_such_user: bool = False
+    """Refused for good as an unknown mailbox (``5.1.1``): what exit status 67 says."""
 
 
 def _error_fate(
@@ -265,6 +268,19 @@ def _for_now(reply: Reply | None) -> bool:
     return reply is None or 400 <= reply.code < 500
 
 
+def _error_for_now(exc: SMTPError) -> bool:
+    """Whether a session that ``exc`` ended before any transaction may go better later:
+    anything but a refusal for good (a ``5xx`` greeting, hello or login, a login this
+    client cannot make). A lost connection, a timeout, a garbled reply, a certificate
+    that failed the check, a ``4xx`` may: Postfix defers each. So may a TLS the server
+    does not offer, whether ``--starttls`` (``454 4.7.4``) or a login that needs it
+    (``538 5.7.11``) asked for it: Postfix defers "TLS is required, but was not
+    offered" either way, as a server's TLS may be mended."""
+    if isinstance(exc, AuthenticationNotAvailable) and exc.needs_tls:
+        return True
+    return not isinstance(exc, SMTPReplyError) or _for_now(exc.reply)
+
+
 def _fates(
     result: TransactionResult,
     rcpts: Sequence[Mailbox],
@@ -291,7 +307,8 @@ def _own_fate(
     reply = (item.delivery or refusal) if item.accepted else item.reply
     text = f"{where}: {_reply_text(reply)}"
     later = not item.delivered and _for_now(reply)
-    return _Fate(str(rcpt), item.delivered, text, later)
+    unknown_user = not item.delivered and no_such_user(reply)
+    return _Fate(str(rcpt), item.delivered, text, later, no_such_user=unknown_user)
 
 
 class _Record:
@@ -304,9 +321,31 @@ class _Record:
 
     def __init__(self) -> None:
         self._fates: dict[int, _Fate] = {}
+        self._trying: dict[int, str] = {}
+        """The exchanger each recipient is being tried at now, until it has a fate there."""
 
     def add(self, place: int, fate: _Fate) -> None:
         self._fates[place] = fate
+        self._trying.pop(place, None)
+
+    def trying(self, places: Iterable[int], where: str) -> None:
+        """``places`` are being tried at the exchanger ``where`` now."""
+        for place in places:
+            self._trying[place] = where
+
+    def fates_when_interrupted(self) -> list[_Fate]:
+        """:meth:`fates`, each one an earlier exchanger gave while a later one was being
+        tried saying so: that refusal for now was not the last word, and the user must
+        not read it as the recipient's fate (the next exchanger may have taken it)."""
+        fates = []
+        for place in sorted(self._fates):
+            fate = self._fates[place]
+            where = self._trying.get(place)
+            if where is not None:
+                text = f"{fate.text}; interrupted while {where} was being tried"
+                fate = replace(fate, text=text)
+            fates.append(fate)
+        return fates
 
     def fate(self, place: int) -> _Fate | None:
         return self._fates.get(place)
@@ -436,7 +475,8 @@ def _refusal_fates(exc: SMTPReplyError, rcpts: Sequence[Mailbox], where: str) ->
         return _fates(exc.result, rcpts, where, exc.reply)
     if isinstance(exc, refusals):
         text = f"{where}: {exc.command} refused: {_reply_text(exc.reply)}"
-        return [_Fate(str(r), False, text, later) for r in rcpts]
+        unknown_user = isinstance(exc, RecipientsRefused) and no_such_user(exc.reply)
+        return [_Fate(str(r), False, text, later, no_such_user=unknown_user) for r in rcpts]
     return [_error_fate(str(r), where, exc, True) for r in rcpts]
 
 
@@ -503,8 +543,9 @@ async def _send(
             await client.connect()
         except SMTPError as exc:
             name = client.server_hostname
+            later = _error_for_now(exc)
             for place, r in enumerate(rcpts):
-                record.add(place, _error_fate(str(r), where, exc, checked_name=name))
+                record.add(place, _error_fate(str(r), where, exc, later, checked_name=name))
             return
         _say_if_plaintext(client, where)
         await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
@@ -523,7 +564,7 @@ async def _send(
         if isinstance(attempts, Rejected):
             text = f"{domain}: {attempts.code} {attempts.status} {attempts.text}"
             for place, r in placed.items():
-                record.add(place, _Fate(str(r), False, text))
+                record.add(place, _Fate(str(r), False, text, attempts.temporary))
         else:
             await _send_by_mx(args, content, domain, placed, attempts, record)
 
@@ -542,6 +583,7 @@ async def _send_by_mx(
     pending = dict(group)
     for attempt in attempts:
         where = f"{attempt.host}[{attempt.address}]:{attempt.port}"
+        record.trying(pending, where)
         client = _client(args, str(attempt.address), attempt.port, attempt.host, exchanger=True)
         try:
             await client.connect()
@@ -633,8 +675,10 @@ def _check_lines(content: bytes, source: str) -> None:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    """``send``: prints each recipient's fate; 0 only when every one was accepted, and a
-    one-line error with status 1 (2 for a usage mistake) for anything else."""
+    """``send``: prints each recipient's fate; 0 only when every one was accepted, else
+    :func:`~smtpcore.server.sendstatus.send_status`'s sysexits status (75 to try again,
+    69 refused, 67 unknown recipients); 2 for a usage mistake, and 1 with a one-line
+    error for a failure of its own before any recipient's fate was known."""
     check_header_text("--subject", args.subject)
     if args.helo:
         check_helo(args.helo)
@@ -686,14 +730,14 @@ def run_send(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_send(args, content, rcpts, record))
     except KeyboardInterrupt:  # Ctrl-C: every fate known is said, accepted ones above all
-        _print_fates(record.fates())
+        _print_fates(record.fates_when_interrupted())
         raise
     except (OSError, ProtocolError, ValueError, SMTPError) as exc:
         print(printable(f"smtpcore send: {exc}"), file=sys.stderr)
         return 1
     fates = record.fates()
     _print_fates(fates)
-    return 0 if fates and all(f.accepted for f in fates) else 1
+    return send_status(fates)
 
 
 def _print_fates(fates: Sequence[_Fate]) -> None:
