@@ -314,8 +314,8 @@ class BaseSMTPClient(BaseClient):
         ``starttls=True`` and the server offers no STARTTLS, :class:`SMTPReplyError`
         when it refuses the STARTTLS required (``starttls=True``, or credentials to
         send), and the login's own errors; after each, while the session stands
-        between commands, QUIT is said, its reply not waited for
-        (:meth:`_end_failed_connect`). :class:`SMTPConnectionError` for a 421, with
+        between commands and holds no unread bytes, QUIT is said, its reply not
+        waited for. :class:`SMTPConnectionError` for a 421, with
         which the server closes the connection; the connection is closed on every
         error."""
         await self._open_transport()
