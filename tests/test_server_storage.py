@@ -11,6 +11,7 @@ import mailbox
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +29,7 @@ from smtpcore.server.config import ServerConfig
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand, submit
 from smtpcore.server.trace import (
     count_received,
     header_field_follows,
@@ -795,6 +797,34 @@ def test_envelopes_that_cannot_be_written_leave_no_file(
     prepared.discard()
     assert list((tmp_path / "queue" / "tmp").iterdir()) == []
     assert [p.name for p in (tmp_path / "queue" / "envelopes").iterdir()] == [entry.id]
+    assert [p.name for p in (tmp_path / "queue" / "messages").iterdir()] == [entry.id]
+
+
+def _refused_rename(*args: object, **kwargs: object) -> NoReturn:
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+def test_a_rename_the_directory_refuses_leaves_no_synced_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``envelopes/`` that refuses the rename (read-only, no room to grow): each
+    deferred round's ``update`` and each bounce's ``add`` fails, and must take its
+    temporary file with it, or ``tmp/`` grows by one each round until the next start;
+    so must a ``queue`` command whose rename fails."""
+    queue = _queue(tmp_path)
+    entry = queue.add(b"x\r\n", "john@abc.example", ["a@pqr.example"])
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", _refused_rename)
+        for _ in range(3):
+            with pytest.raises(PermissionError):
+                queue.update(replace(entry, attempts=entry.attempts + 1))
+        with pytest.raises(PermissionError):
+            queue.add(b"bounce\r\n", "", ["john@abc.example"])
+        with pytest.raises(PermissionError):
+            submit(tmp_path / "queue", QueueCommand("hold", (entry.id,)), pid=0)
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+    assert list((tmp_path / "queue" / "commands").iterdir()) == []
+    assert queue.load(entry.id) == entry
     assert [p.name for p in (tmp_path / "queue" / "messages").iterdir()] == [entry.id]
 
 

@@ -48,6 +48,7 @@ from smtpcore.server.safefiles import (
     is_visible,
     open_regular,
     read_regular_bytes,
+    replace_synced,
     require_real_directory,
     write_synced,
 )
@@ -519,8 +520,8 @@ class PreparedEntry:
     def commit(self) -> QueueEntry:
         """Move the content, then the envelope (the commit point), into place.
 
-        If a step fails, what was moved is removed: the entry is queued wholly or not
-        at all, and :meth:`discard` clears the rest."""
+        If a step fails, what was moved is removed, and what was not (:meth:`discard`):
+        the entry is queued wholly or not at all, and no file is left in ``tmp/``."""
         queue = self.queue
         content = queue.content_path(self.entry.id)
         envelope = queue.envelope_path(self.entry.id)
@@ -532,6 +533,7 @@ class PreparedEntry:
         except BaseException:
             envelope.unlink(missing_ok=True)
             content.unlink(missing_ok=True)
+            self.discard()
             raise
         return self.entry
 
@@ -848,10 +850,11 @@ class Queue:
 
         Each rewrite has a temporary file of its own: two at once (an operator's
         command and a delivery round) must not write into one file, whose rename
-        would then put a mix of both, or nothing, in place of the envelope."""
+        would then put a mix of both, or nothing, in place of the envelope; it is removed
+        when the write or the rename fails (:func:`~smtpcore.server.safefiles.replace_synced`),
+        or each deferred round on a directory that refuses the rename leaves one more."""
         tmp = self.directory / "tmp" / f"{entry.id}.{secrets.token_hex(6)}.update"
-        write_synced(tmp, entry.to_json().encode("utf-8"))
-        os.replace(tmp, self.envelope_path(entry.id))
+        replace_synced(self.envelope_path(entry.id), tmp, entry.to_json().encode("utf-8"))
         fsync_directory(self.directory / "envelopes")
 
     def remove(self, queue_id: str) -> None:
