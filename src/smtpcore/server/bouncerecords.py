@@ -16,14 +16,17 @@ made, the recipients recorded in its role are taken out of it
 copy records both its roles, and is made only for what they have not reported.
 
 The records of a copy are written in the thread call that made it, right after it
-landed (:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. Only
-a crash in that instant, or a disk that refuses the record, reports its recipients
-again. Records are never in the envelope: no envelope write (a round's, an operator's
-``hold``) can undo one. A recipient's records go once the round's write records it
-failed (:meth:`BounceRecords.forget`), with the message (:meth:`Queue.remove
-<smtpcore.server.queue.Queue.remove>`), and at the start for a message no longer
-queued (:meth:`BounceRecords.keep_only`). Only regular files are records: anything
-else found there is left alone.
+landed (:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. A
+copy queued carries their names too (:attr:`QueueEntry.bounce_records
+<smtpcore.server.queue.QueueEntry.bounce_records>`), and the queue's start makes
+those a crash in that instant kept from being made (:meth:`BounceRecords.restore`).
+Only such a crash after a copy into a local mailbox, or a disk that refuses the
+record, reports its recipients again. Records are never in the envelope: no envelope
+write (a round's, an operator's ``hold``) can undo one. A recipient's records go once
+the round's write records it failed (:meth:`BounceRecords.forget`), with the message
+(:meth:`Queue.remove <smtpcore.server.queue.Queue.remove>`), and at the start for a
+message no longer queued (:meth:`BounceRecords.keep_only`). Only regular files are
+records: anything else found there is left alone.
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from typing import Final
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import create_empty, is_visible, require_real_directory
 
-__all__ = ["POSTMASTER", "SENDER", "BounceCopy", "BounceRecords", "RecordsLeft"]
+__all__ = [
+    "POSTMASTER",
+    "ROLES",
+    "SENDER",
+    "BounceCopy",
+    "BounceRecords",
+    "RecordsLeft",
+    "record_name",
+]
 
 SENDER: Final = "sender"
 """The role of the part a copy tells the sender (as NOTIFY and RET asked)."""
@@ -159,6 +170,23 @@ class BounceRecords:
             except FileExistsError:
                 continue
         fsync_directory(self.directory)
+
+    def restore(self, names: Collection[str]) -> list[str]:
+        """Make each record of ``names`` (:meth:`BounceCopy.record_names`) not there, one
+        sync of the directory for them all; the names made. The queue's start calls it
+        for a copy queued whose records a crash kept from being made."""
+        made: list[str] = []
+        for name in sorted(names):
+            if not made and not self._exists():
+                make_private_directory(self.directory)
+            try:
+                create_empty(self.directory / name)
+            except FileExistsError:
+                continue
+            made.append(name)
+        if made:
+            fsync_directory(self.directory)
+        return made
 
     def forget(self, queue_id: str, recipients: Collection[str]) -> None:
         """Remove every record of ``recipients`` of ``queue_id``, in any role: they are

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from smtpcore.server.bouncerecords import BounceRecords
+from smtpcore.server.bouncerecords import ROLES, BounceRecords, record_name
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import (
@@ -168,6 +168,11 @@ class QueueEntry:
     owed it: :meth:`Queue.open` clears what they owe when a crash came between queuing
     the report and recording it queued, so it is never made twice."""
     reported: tuple[str, ...] = ()
+    bounce_records: tuple[str, ...] = ()
+    """For a bounce copy this server queued: the names of the records
+    (:mod:`~smtpcore.server.bouncerecords`) that say its recipients were reported in its
+    roles. :meth:`Queue.open` makes those missing for recipients still pending: a crash
+    between the copy's commit and its records' creation must not make it again."""
 
     @property
     def is_report(self) -> bool:
@@ -219,6 +224,7 @@ class QueueEntry:
             "held": self.held,
             "report_on": self.report_on,
             "reported": list(self.reported),
+            "bounce_records": list(self.bounce_records),
             "recipients": [
                 {
                     "address": r.address,
@@ -270,6 +276,7 @@ class QueueEntry:
             held=_flag(fields, "held"),
             report_on=_optional_text(fields, "report_on", absent_ok=True),
             reported=tuple(_texts(fields, "reported")),
+            bounce_records=tuple(_texts(fields, "bounce_records")),  # absent from older files
             recipients=tuple(_recipient(_object(r)) for r in _array(fields, "recipients")),
         )
 
@@ -602,15 +609,19 @@ class Queue:
         return entry
 
     def _settle_reports(self, entries: list[QueueEntry]) -> list[QueueEntry]:
-        """Clear the success reports owed that are queued already: a crash came between
-        queuing one and recording that it was (RFC 3461 §6.2: one report, not two). The
-        delivery worker queues a report only before it records it so, and delivers it
-        only after: so a queued report whose entry still owes it is in the queue yet."""
+        """Settle what a crash left between queuing a report and recording it queued
+        (RFC 3461 §6.2: one report, not two): clear the success reports owed that are
+        queued already, and make the missing records of the bounce copies queued
+        (:meth:`_restore_bounce_records`). The delivery worker queues a report only
+        before it records it so, and delivers it only after: so a queued report whose
+        entry still owes it is in the queue yet."""
         found = {entry.id: entry for entry in entries}
         for report in entries:
             owing = found.get(report.report_on or "")
             if owing is None:
                 continue
+            if report.bounce_records:
+                self._restore_bounce_records(owing, report)
             done = {
                 r.address: replace(r, report_owed=None)
                 for r in owing.recipients
@@ -626,6 +637,31 @@ class Queue:
             found[owing.id] = owing.with_recipients(done)
             logger.info("%s: success report queued before a stop, as %s", owing.id, report.id)
         return list(found.values())
+
+    def _restore_bounce_records(self, owing: QueueEntry, copy: QueueEntry) -> None:
+        """Make the records of the bounce ``copy`` (queued, on ``owing``) that a crash
+        kept from being made after its commit, for the recipients still pending: else
+        the next round reports them again. A recipient recorded failed has none (the
+        round removed them)."""
+        pending = {record_name(owing.id, role, r.address) for r in owing.pending for role in ROLES}
+        try:
+            made = self.bounced.restore(pending.intersection(copy.bounce_records))
+        except OSError as exc:
+            logger.error(
+                "%s: cannot record the bounce %s queued before a stop: %s; its recipients "
+                "may be reported again",
+                owing.id,
+                copy.id,
+                exc,
+            )
+            return
+        if made:
+            logger.info(
+                "%s: bounce queued before a stop, as %s: %d records made again",
+                owing.id,
+                copy.id,
+                len(made),
+            )
 
     def _without_content(self, queue_id: str) -> None:
         """Set aside an envelope whose content is gone. If the content is in
@@ -733,11 +769,13 @@ class Queue:
         params: Iterable[tuple[str, str | None]] = (),
         report_on: str | None = None,
         reported: Sequence[str] = (),
+        bounce_records: Sequence[str] = (),
     ) -> PreparedEntry:
         """Sync the spooled content and write the envelope beside it, not yet committed.
 
         A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters;
-        ``report_on`` and ``reported`` mark a report made here (:attr:`QueueEntry.report_on`)."""
+        ``report_on``, ``reported`` and ``bounce_records`` mark a report made here
+        (:attr:`QueueEntry.report_on`, :attr:`QueueEntry.bounce_records`)."""
         spool.finish()
         unique: dict[str, QueuedRecipient] = {}
         for recipient in recipients:
@@ -754,6 +792,7 @@ class Queue:
             params=tuple(params),
             report_on=report_on,
             reported=tuple(reported),
+            bounce_records=tuple(bounce_records),
         )
         envelope_tmp = self.directory / "tmp" / f"{spool.id}.envelope"
         write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
@@ -768,6 +807,7 @@ class Queue:
         params: Iterable[tuple[str, str | None]] = (),
         report_on: str | None = None,
         reported: Sequence[str] = (),
+        bounce_records: Sequence[str] = (),
     ) -> QueueEntry:
         """Queue a message made here (a bounce, a report) in one go."""
         spool = self.spool()
@@ -781,6 +821,7 @@ class Queue:
                 params=params,
                 report_on=report_on,
                 reported=reported,
+                bounce_records=bounce_records,
             )
         except BaseException:
             spool.discard()

@@ -58,6 +58,7 @@ class ReportingWorker(Protocol):
         *,
         requiretls: bool = False,
         landed: Callable[[], object] | None = None,
+        copy: BounceCopy | None = None,
     ) -> None: ...
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected: ...
@@ -264,6 +265,7 @@ class SenderReports:
             to,
             whole=unmade.has(POSTMASTER),
             landed=landed,
+            copy=unmade,
         )
         if made is not None and recorded == [True]:
             made(unmade.recipients, copy.label)
@@ -294,12 +296,14 @@ class SenderReports:
         *,
         whole: bool,
         landed: Callable[[], object],
+        copy: BounceCopy,
     ) -> None:
         """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
         postmaster, in which case the report names the sender in its text. ``whole``
         returns the message whole whatever RET asked; RFC 8689 §5 returns the header
         of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`). ``landed()`` is called as it lands."""
+        :meth:`send_report`). ``landed()`` is called as it lands; ``copy`` is which
+        copy it is (queued, it carries its records' names)."""
         recipients = {r.address: r for r in entry.recipients}
         ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
         headers_only = ret_hdrs or entry.requiretls
@@ -337,7 +341,13 @@ class SenderReports:
             for_sender=None if to == entry.sender else entry.sender,
         )
         await self.worker.send_report(
-            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls, landed=landed
+            entry.id,
+            to,
+            bounce,
+            "non-delivery",
+            requiretls=entry.requiretls,
+            landed=landed,
+            copy=copy,
         )
 
     async def _success_report(
@@ -417,6 +427,7 @@ class SenderReports:
         *,
         requiretls: bool = False,
         landed: Callable[[], object] | None = None,
+        copy: BounceCopy | None = None,
     ) -> None:
         """The worker's :meth:`DeliveryWorker.send_report
         <smtpcore.server.delivery.DeliveryWorker.send_report>`, which forwards here.
@@ -433,7 +444,12 @@ class SenderReports:
         clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5).
 
         ``landed()`` is called as the report lands, in the thread call that made it
-        (:func:`~smtpcore.server.waits.in_one_call`): a bounce copy's record."""
+        (:func:`~smtpcore.server.waits.in_one_call`): a bounce copy's record. A bounce
+        ``copy`` queued carries its records' names
+        (:attr:`~smtpcore.server.queue.QueueEntry.bounce_records`): a crash between its
+        commit and ``landed()`` leaves them for :meth:`Queue.open
+        <smtpcore.server.queue.Queue.open>` to make. Into a mailbox it carries none:
+        there, that instant's crash makes the copy again."""
         key = self._postmaster_instead(queue_id, sender)
         if key is None:
             decision = self.worker._route(sender)
@@ -448,7 +464,13 @@ class SenderReports:
         params = _report_params(sender, report, requiretls=requiretls)
         add = in_one_call(self.worker.queue.add, after=landed)
         queued = await self.worker.disk.run(
-            add, report.content, "", [sender], params=params, report_on=queue_id
+            add,
+            report.content,
+            "",
+            [sender],
+            params=params,
+            report_on=queue_id,
+            bounce_records=() if copy is None else sorted(copy.record_names()),
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.worker.schedule(queued, new=True)
