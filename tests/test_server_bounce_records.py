@@ -768,11 +768,12 @@ def test_a_refused_record_and_the_other_copy_failing_make_that_copy_again(
     """No stop, no crash: the disk refuses the sender copy's record, and the
     postmaster's Maildir its copy, so the round records nothing; the next attempt makes
     the sender's copy again. The docs said only a stop or a crash did that: the ERROR
-    line, the docs and this test say it as it is."""
+    line, the docs and this test say it as it is. (The postmaster's Maildir refuses
+    the copy twice: whole, then returning the header only.)"""
     setup = _setup(tmp_path, ZONE, 9, retry_after=60)
     postmaster = setup.mailboxes.config.postmaster_key("abc.example")
     deliver, record = setup.mailboxes.deliver, setup.queue.bounced.record
-    refusals = {"record": 1, "postmaster": 1}
+    refusals = {"record": 1, "postmaster": 2}
 
     def refused_once(what: str) -> None:
         if refusals[what]:

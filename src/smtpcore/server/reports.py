@@ -24,6 +24,7 @@ from smtpcore.server.bounce import (
     build_success_report,
 )
 from smtpcore.server.bouncerecords import POSTMASTER, BounceCopy
+from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
@@ -302,20 +303,74 @@ class SenderReports:
         postmaster, in which case the report names the sender in its text. ``whole``
         returns the message whole whatever RET asked; RFC 8689 §5 returns the header
         of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`). ``landed()`` is called as it lands; ``copy`` is which
-        copy it is (queued, it carries its records' names)."""
-        recipients = {r.address: r for r in entry.recipients}
+        :meth:`send_report`). A bounce that returns the message whole and that the disk
+        refuses (:func:`~smtpcore.server.diskrefusal.is_disk_refusal`: full, a file size
+        limit) returns the header only, as ``RET=HDRS`` would (RFC 3461 §4.3 lets the
+        reporting MTA return less): a bounce that fits comes before one that does not.
+        ``landed()`` is called as it lands; ``copy`` is which copy it is (queued, it
+        carries its records' names)."""
         ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
         headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
             original = await self.worker.disk.run(content.returned, MAX_RETURNED_MESSAGE)
-        if original is None:  # asked for, or the message is too large to return whole
-            headers_only = True
-            original = await self.worker.disk.run(content.returned_header)
+        refused: OSError | None = None
+        if original is not None:
+            bounce = self._bounce_report(entry, failed, to, original, headers_only=False)
+            try:
+                await self._send_bounce_report(entry, to, bounce, landed, copy)
+            except OSError as exc:
+                if not is_disk_refusal(exc):
+                    raise
+                refused = exc
+            else:
+                return
+        # asked for, the message too large to return whole, or the disk refused it whole
+        original = await self.worker.disk.run(content.returned_header)
+        bounce = self._bounce_report(entry, failed, to, original, headers_only=True)
+        await self._send_bounce_report(entry, to, bounce, landed, copy)
+        if refused is not None:
+            logger.warning(
+                "%s: the bounce returning the message whole could not be stored (%s): it "
+                "returns the header only",
+                entry.id,
+                refused,
+            )
+
+    async def _send_bounce_report(
+        self,
+        entry: QueueEntry,
+        to: str,
+        bounce: Report,
+        landed: Callable[[], object],
+        copy: BounceCopy,
+    ) -> None:
+        """Hand the built ``bounce`` to the worker's :meth:`send_report`."""
+        await self.worker.send_report(
+            entry.id,
+            to,
+            bounce,
+            "non-delivery",
+            requiretls=entry.requiretls,
+            landed=landed,
+            copy=copy,
+        )
+
+    def _bounce_report(
+        self,
+        entry: QueueEntry,
+        failed: Mapping[str, Outcome],
+        to: str,
+        original: bytes,
+        *,
+        headers_only: bool,
+    ) -> Report:
+        """The bounce for ``failed`` to ``to``, returning ``original``: the message, or
+        its header when ``headers_only``."""
+        recipients = {r.address: r for r in entry.recipients}
         expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.worker.max_queue_age) if expired else None
-        bounce = build_bounce(
+        return build_bounce(
             reporting_mta=self.worker.hostname,
             recipient=to,
             queue_id=entry.id,
@@ -339,15 +394,6 @@ class SenderReports:
             expired_after=retried_for,
             utf8=_is_utf8(entry),
             for_sender=None if to == entry.sender else entry.sender,
-        )
-        await self.worker.send_report(
-            entry.id,
-            to,
-            bounce,
-            "non-delivery",
-            requiretls=entry.requiretls,
-            landed=landed,
-            copy=copy,
         )
 
     async def _success_report(

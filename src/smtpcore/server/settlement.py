@@ -15,6 +15,7 @@ from typing import Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
+from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.places import DestinationPlaces
@@ -199,10 +200,16 @@ class RoundSettlement:
         away by a full destination were not attempted: they neither count nor warn, and
         the message runs again as soon as a place is handed to it. Each failure's line,
         written with its bounce, is told to ``progress``: a stop later in the round
-        writes it no other."""
+        writes it no other. A bounce the disk refuses (:meth:`_bounce_refused`) leaves
+        its recipients waiting, as deferred ones do."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            entry = await self._bounce(entry, content, failed, progress)
+            try:
+                entry = await self._bounce(entry, content, failed, progress)
+            except OSError as exc:
+                if not is_disk_refusal(exc):
+                    raise
+                deferred = {**deferred, **self._bounce_refused(entry, failed, exc, progress)}
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -277,6 +284,37 @@ class RoundSettlement:
         if await self.worker._saved(entry):
             await self._forget_reported(entry)
         return entry
+
+    def _bounce_refused(
+        self,
+        entry: QueueEntry,
+        failed: Mapping[str, Outcome],
+        exc: OSError,
+        progress: RoundProgress | None,
+    ) -> dict[str, Outcome]:
+        """The recipients of ``failed`` waiting, when the disk refused their bounce
+        (:func:`~smtpcore.server.diskrefusal.is_disk_refusal`: a full disk, a file size
+        limit), even with the header only: a recipient fails only with its bounce made,
+        so it stays pending, its last error the exchanger's reply (not the disk's, which
+        is the operator's business), to bounce once the disk takes it. One line at
+        WARNING says so, no traceback: the disk's state is no bug, and each round until
+        it changes would write one. Each recipient's line says ``deferred``."""
+        logger.warning(
+            "%s: cannot store the bounce for %d recipients (%s): they wait, and bounce "
+            "once the disk takes it",
+            entry.id,
+            len(failed),
+            exc,
+        )
+        waiting = {
+            address: replace(outcome, status=RecipientStatus.PENDING)
+            for address, outcome in failed.items()
+        }
+        for address, outcome in waiting.items():
+            self._log_outcome(entry, address, outcome)
+            if progress is not None:
+                progress.bounce_logged(address)
+        return waiting
 
     async def _forget_reported(self, entry: QueueEntry) -> None:
         """Remove the bounce records of every recipient ``entry`` records failed (this
