@@ -1048,13 +1048,15 @@ def test_a_bounce_the_disk_refuses_keeps_the_exchanger_s_reply_and_logs_no_trace
     (recipient,) = entry.recipients
     assert recipient.pending
     assert recipient.reply == "550 5.1.1 no" and recipient.from_remote
+    assert recipient.dsn == "4.3.0"  # waiting: a temporary status, whatever the reply
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2 and all(w.exc_info is None for w in warnings)
     assert "cannot store the bounce for 1 recipients" in warnings[0].getMessage()
     assert os.strerror(errno.EFBIG) in warnings[0].getMessage()
     assert "status=bounced" not in caplog.text
-    assert "status=deferred (550 5.1.1 no)" in caplog.text
+    assert "dsn=4.3.0, status=deferred (550 5.1.1 no)" in caplog.text
+    assert "dsn=5.1.1" not in caplog.text
 
 
 def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
@@ -30,7 +30,17 @@ from smtpcore.server.reports import SenderReports, asks_for
 from smtpcore.server.safefiles import NotRegularFile
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
+__all__ = [
+    "LOCAL_ERROR_DSN",
+    "RoundSettlement",
+    "SettlingWorker",
+    "local_error",
+    "rejected_outcome",
+]
+
+LOCAL_ERROR_DSN: Final = "4.3.0"
+"""The status of a recipient kept waiting by a fault on this side (RFC 3463 X.3.0,
+"other or undefined mail system status"): temporary, whatever the exchanger said."""
 
 
 class SettlingWorker(Protocol):
@@ -296,9 +306,12 @@ class RoundSettlement:
         (:func:`~smtpcore.server.diskrefusal.is_disk_refusal`: a full disk, a file size
         limit), even with the header only: a recipient fails only with its bounce made,
         so it stays pending, its last error the exchanger's reply (not the disk's, which
-        is the operator's business), to bounce once the disk takes it. One line at
-        WARNING says so, no traceback: the disk's state is no bug, and each round until
-        it changes would write one. Each recipient's line says ``deferred``."""
+        is the operator's business), to bounce once the disk takes it. Its status is a
+        temporary one, :data:`LOCAL_ERROR_DSN` (the exchanger's 5.x.x says the recipient
+        failed, and a pending recipient that says so is miscounted by whoever reads the
+        log or the queue). One line at WARNING says so, no traceback: the disk's state
+        is no bug, and each round until it changes would write one. Each recipient's
+        line says ``deferred``."""
         logger.warning(
             "%s: cannot store the bounce for %d recipients (%s): they wait, and bounce "
             "once the disk takes it",
@@ -307,7 +320,7 @@ class RoundSettlement:
             exc,
         )
         waiting = {
-            address: replace(outcome, status=RecipientStatus.PENDING)
+            address: replace(outcome, status=RecipientStatus.PENDING, dsn=LOCAL_ERROR_DSN)
             for address, outcome in failed.items()
         }
         for address, outcome in waiting.items():
@@ -348,7 +361,7 @@ def local_error(exc: BaseException) -> Outcome:
     else:
         what = str(exc)
     detail = f"local error in delivery: {type(exc).__name__}: {what}"
-    return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
+    return Outcome(RecipientStatus.PENDING, LOCAL_ERROR_DSN, detail)
 
 
 def rejected_outcome(rejected: Rejected) -> Outcome:
