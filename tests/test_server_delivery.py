@@ -32,7 +32,13 @@ from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queue import (
+    Queue,
+    QueuedContent,
+    QueuedRecipient,
+    QueueEntry,
+    RecipientStatus,
+)
 from smtpcore.server.queuectl import QueueCommand
 
 LOOPBACK = "127.0.0.1"
@@ -1057,6 +1063,33 @@ def test_a_bounce_the_disk_refuses_keeps_the_exchanger_s_reply_and_logs_no_trace
     assert "status=bounced" not in caplog.text
     assert "dsn=4.3.0, status=deferred (550 5.1.1 no)" in caplog.text
     assert "dsn=5.1.1" not in caplog.text
+
+
+def test_a_message_that_cannot_be_read_for_its_bounce_is_no_disk_refusal(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``EACCES`` reading the queued message the bounce returns is a fault, not the
+    disk refusing to store the bounce: it was logged ``cannot store the bounce ...:
+    they wait, and bounce once the disk takes it``, at WARNING with no traceback. It
+    is the broken round's ERROR with its traceback now, and says nothing of storing."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no"})
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    def unreadable(self: QueuedContent, *args: object) -> bytes:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "content")
+
+    monkeypatch.setattr(QueuedContent, "returned", unreadable)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["nobody@pqr.example"])
+    asyncio.run(setup.worker._process(entry.id))
+    assert setup.bounces() == []
+    assert setup.queue.load(entry.id).recipients[0].pending
+    assert "cannot store the bounce" not in caplog.text
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.exc_info is not None and "delivery failed" in error.getMessage()
 
 
 def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(

@@ -31,7 +31,20 @@ from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedContent, QueuedRecipient, QueueEntry
 from smtpcore.server.waits import ThreadShare, in_one_call
 
-__all__ = ["ReportingWorker", "SenderReports", "asks_for"]
+__all__ = ["BounceNotStored", "ReportingWorker", "SenderReports", "asks_for"]
+
+
+class BounceNotStored(Exception):
+    """The disk refused to store a bounce as it was written (``error``, an
+    :func:`~smtpcore.server.diskrefusal.is_disk_refusal` one: full, a file size limit,
+    read-only, not writable): its recipients wait for a disk that takes it. Raised for
+    the bounce's write only: the same ``errno`` while reading the queued message it
+    returns (an unreadable content file) is no refusal to store, and stays an
+    ``OSError``, a fault logged with its traceback."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ReportingWorker(Protocol):
@@ -304,9 +317,11 @@ class SenderReports:
         returns the message whole whatever RET asked; RFC 8689 §5 returns the header
         of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
         :meth:`send_report`). A bounce that returns the message whole and that the disk
-        refuses (:func:`~smtpcore.server.diskrefusal.is_disk_refusal`: full, a file size
-        limit) returns the header only, as ``RET=HDRS`` would (RFC 3461 §4.3 lets the
-        reporting MTA return less): a bounce that fits comes before one that does not.
+        refuses to store (:class:`BounceNotStored`: full, a file size limit) returns the
+        header only, as ``RET=HDRS`` would (RFC 3461 §4.3 lets the reporting MTA return
+        less): a bounce that fits comes before one that does not. When that is refused
+        too, :class:`BounceNotStored` is raised; an error reading the message is raised
+        as it is.
         ``landed()`` is called as it lands; ``copy`` is which copy it is (queued, it
         carries its records' names)."""
         ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
@@ -319,10 +334,8 @@ class SenderReports:
             bounce = self._bounce_report(entry, failed, to, original, headers_only=False)
             try:
                 await self._send_bounce_report(entry, to, bounce, landed, copy)
-            except OSError as exc:
-                if not is_disk_refusal(exc):
-                    raise
-                refused = exc
+            except BounceNotStored as exc:
+                refused = exc.error
             else:
                 return
         # asked for, the message too large to return whole, or the disk refused it whole
@@ -345,16 +358,22 @@ class SenderReports:
         landed: Callable[[], object],
         copy: BounceCopy,
     ) -> None:
-        """Hand the built ``bounce`` to the worker's :meth:`send_report`."""
-        await self.worker.send_report(
-            entry.id,
-            to,
-            bounce,
-            "non-delivery",
-            requiretls=entry.requiretls,
-            landed=landed,
-            copy=copy,
-        )
+        """Hand the built ``bounce`` to the worker's :meth:`send_report`; a disk that
+        refuses to store it raises :class:`BounceNotStored`."""
+        try:
+            await self.worker.send_report(
+                entry.id,
+                to,
+                bounce,
+                "non-delivery",
+                requiretls=entry.requiretls,
+                landed=landed,
+                copy=copy,
+            )
+        except OSError as exc:
+            if not is_disk_refusal(exc):
+                raise
+            raise BounceNotStored(exc) from exc
 
     def _bounce_report(
         self,

@@ -15,7 +15,6 @@ from typing import Final, Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
-from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import delivery_line, logger
 from smtpcore.server.places import DestinationPlaces
@@ -26,7 +25,7 @@ from smtpcore.server.queue import (
     QueueEntry,
     RecipientStatus,
 )
-from smtpcore.server.reports import SenderReports, asks_for
+from smtpcore.server.reports import BounceNotStored, SenderReports, asks_for
 from smtpcore.server.safefiles import NotRegularFile
 from smtpcore.server.waits import ThreadShare
 
@@ -216,10 +215,9 @@ class RoundSettlement:
         if failed:
             try:
                 entry = await self._bounce(entry, content, failed, progress)
-            except OSError as exc:
-                if not is_disk_refusal(exc):
-                    raise
-                deferred = {**deferred, **self._bounce_refused(entry, failed, exc, progress)}
+            except BounceNotStored as exc:
+                refused = self._bounce_refused(entry, failed, exc.error, progress)
+                deferred = {**deferred, **refused}
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -302,9 +300,9 @@ class RoundSettlement:
         exc: OSError,
         progress: RoundProgress | None,
     ) -> dict[str, Outcome]:
-        """The recipients of ``failed`` waiting, when the disk refused their bounce
-        (:func:`~smtpcore.server.diskrefusal.is_disk_refusal`: a full disk, a file size
-        limit), even with the header only: a recipient fails only with its bounce made,
+        """The recipients of ``failed`` waiting, when the disk refused to store their
+        bounce (:class:`~smtpcore.server.reports.BounceNotStored`: a full disk, a file
+        size limit), even with the header only: a recipient fails only with its bounce made,
         so it stays pending, its last error the exchanger's reply (not the disk's, which
         is the operator's business), to bounce once the disk takes it. Its status is a
         temporary one, :data:`LOCAL_ERROR_DSN` (the exchanger's 5.x.x says the recipient
