@@ -1022,6 +1022,8 @@ def test_a_bounce_too_large_for_the_disk_returns_the_header_only(
     assert bounce.get_content_type() == "multipart/report"
     assert [part.get_content_type() for part in bounce.walk()][-1] == "text/rfc822-headers"
     assert "550 5.1.1 no" in setup.raw_bounces()[0].decode()
+    words = " ".join(setup.raw_bounces()[0].decode().split())
+    assert "It was too large to return whole: only its header comes back." in words
     assert _queue_empty(setup)
     (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert warning.levelno == logging.WARNING and warning.exc_info is None

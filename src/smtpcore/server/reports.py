@@ -340,7 +340,9 @@ class SenderReports:
                 return
         # asked for, the message too large to return whole, or the disk refused it whole
         original = await self.worker.disk.run(content.returned_header)
-        bounce = self._bounce_report(entry, failed, to, original, headers_only=True)
+        bounce = self._bounce_report(
+            entry, failed, to, original, headers_only=True, too_large=not headers_only
+        )
         await self._send_bounce_report(entry, to, bounce, landed, copy)
         if refused is not None:
             logger.warning(
@@ -383,9 +385,11 @@ class SenderReports:
         original: bytes,
         *,
         headers_only: bool,
+        too_large: bool = False,
     ) -> Report:
         """The bounce for ``failed`` to ``to``, returning ``original``: the message, or
-        its header when ``headers_only``."""
+        its header when ``headers_only``; ``too_large`` says that it is the header
+        because the message was too large to return whole."""
         recipients = {r.address: r for r in entry.recipients}
         expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.worker.max_queue_age) if expired else None
@@ -410,6 +414,7 @@ class SenderReports:
             original=original,
             envid=entry.param("ENVID"),
             headers_only=headers_only,
+            too_large=too_large,
             expired_after=retried_for,
             utf8=_is_utf8(entry),
             for_sender=None if to == entry.sender else entry.sender,
