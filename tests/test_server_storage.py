@@ -19,6 +19,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from smtpcore._driver._failures import BY_ERRNO
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
@@ -26,6 +27,7 @@ from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
 from smtpcore.server.app import _Incoming
 from smtpcore.server.config import ServerConfig
+from smtpcore.server.diskrefusal import DISK_REFUSALS, is_disk_refusal
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
@@ -914,3 +916,13 @@ def test_messages_come_in_delivery_order_though_microseconds_are_not_padded(
         sub = "cur" if ":" in name else "new"
         (box.path / sub / name).write_bytes(b"%d\n" % index)
     assert [p.read_bytes() for p in box.messages()] == [b"0\n", b"1\n", b"2\n", b"3\n"]
+
+
+def test_the_disk_refusals_are_the_writes_that_found_no_room_and_a_closed_disk() -> None:
+    """One table names a write that found no room, for the driver's replies and the
+    server's refusals alike; a read-only or unwritable disk is added for the server."""
+    assert set(BY_ERRNO) <= DISK_REFUSALS
+    assert {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES} == DISK_REFUSALS
+    assert is_disk_refusal(OSError(errno.EROFS, os.strerror(errno.EROFS)))
+    assert not is_disk_refusal(OSError(errno.EIO, os.strerror(errno.EIO)))
+    assert not is_disk_refusal(ValueError(errno.ENOSPC))
