@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from smtpcore.server.bouncerecords import ROLES, BounceRecords, record_name
+from smtpcore.server.bouncerecords import BounceRecords
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import (
@@ -643,9 +643,9 @@ class Queue:
         kept from being made after its commit, for the recipients still pending: else
         the next round reports them again. A recipient recorded failed has none (the
         round removed them)."""
-        pending = {record_name(owing.id, role, r.address) for r in owing.pending for role in ROLES}
+        pending = [r.address for r in owing.pending]
         try:
-            made = self.bounced.restore(pending.intersection(copy.bounce_records))
+            made = self.bounced.restore_for(owing.id, pending, copy.bounce_records)
         except OSError as exc:
             logger.error(
                 "%s: cannot record the bounce %s queued before a stop: %s; its recipients "
