@@ -768,11 +768,12 @@ def test_a_refused_record_and_the_other_copy_failing_make_that_copy_again(
     """No stop, no crash: the disk refuses the sender copy's record, and the
     postmaster's Maildir its copy, so the round records nothing; the next attempt makes
     the sender's copy again. The docs said only a stop or a crash did that: the ERROR
-    line, the docs and this test say it as it is."""
+    line, the docs and this test say it as it is. (The postmaster's Maildir refuses
+    the copy twice: whole, then returning the header only.)"""
     setup = _setup(tmp_path, ZONE, 9, retry_after=60)
     postmaster = setup.mailboxes.config.postmaster_key("abc.example")
     deliver, record = setup.mailboxes.deliver, setup.queue.bounced.record
-    refusals = {"record": 1, "postmaster": 1}
+    refusals = {"record": 1, "postmaster": 2}
 
     def refused_once(what: str) -> None:
         if refusals[what]:
@@ -902,3 +903,66 @@ def test_a_crash_at_any_step_of_the_records_loses_no_bounce(
         assert _copies(restarted, SENDER_BOX, POSTMASTER_BOX) == expected, steps
         assert _records(restarted) == [], steps
     assert crashes_made_twice == 4  # each copy's record: its directory's check, its file
+
+
+# -- a crash between a queued copy's commit and its records ---------------------
+
+
+def _queued_bounces(queue: Queue, queue_id: str) -> list[QueueEntry]:
+    return [entry for entry in queue.entries() if entry.report_on == queue_id]
+
+
+def test_a_crash_between_a_queued_copy_and_its_records_does_not_bounce_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bounce to a remote sender is queued (committed, synced), and only then are its
+    records made: a crash between the two left the recipient pending with no record,
+    and the next start bounced it again (11 of 125 messages under random kills). The
+    queued copy now carries its records' names, and the start makes those missing."""
+    setup = _setup(tmp_path, ZONE, 9, retry_after=60)
+    entry = setup.queue.add(MESSAGE, "sender@pqr.example", ["nobody@nowhere.example"])
+
+    def crashed(copy: BounceCopy) -> None:
+        raise _Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(setup.queue.bounced, "record", crashed)
+        with pytest.raises(_Crash):
+            asyncio.run(setup.worker._process(entry.id))
+    (first,) = _queued_bounces(setup.queue, entry.id)
+    assert first.recipients[0].address == "sender@pqr.example"
+    assert setup.queue.load(entry.id).recipients[0].pending
+    assert _records(setup) == []
+
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    restarted = _setup(tmp_path, ZONE, 9, retry_after=60)
+    assert _records(restarted) == sorted(first.bounce_records)
+    assert f"{entry.id}: bounce queued before a stop, as {first.id}" in caplog.text
+    asyncio.run(restarted.worker._process(entry.id))
+    assert _queued_bounces(restarted.queue, entry.id) == [first]
+    assert "made in an earlier attempt: not made again" in caplog.text
+    assert not restarted.queue.has(entry.id)
+    assert _records(restarted) == []
+
+
+def test_only_the_records_of_recipients_still_pending_are_made_again(tmp_path: Path) -> None:
+    """A recipient the round recorded failed after the copy was queued has no record to
+    make: the round removed them, and nothing reports it again. Names the copy does not
+    give for a recipient of its message (a file edited by hand) make nothing either."""
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(MESSAGE, "sender@pqr.example", ["a@pqr.example", "b@pqr.example"])
+    copy = BounceCopy.of(entry.id, sender=["a@pqr.example", "b@pqr.example", "c@pqr.example"])
+    queue.add(
+        b"Subject: bounce\r\n\r\nx\r\n",
+        "",
+        ["sender@pqr.example"],
+        report_on=entry.id,
+        bounce_records=sorted(copy.record_names()),
+    )
+    failed = QueuedRecipient("b@pqr.example", RecipientStatus.FAILED, "550 no", "5.1.1")
+    queue.update(entry.with_recipients({"b@pqr.example": failed}))
+    Queue(tmp_path / "queue").open()
+    assert queue.bounced.unmade(copy) == BounceCopy.of(
+        entry.id, sender=["b@pqr.example", "c@pqr.example"]
+    )

@@ -863,6 +863,38 @@ def test_a_large_message_comes_back_as_its_header() -> None:
     raw = _bounce([FailedRecipient("c@d.example", "5.0.0", "refused")], original)
     assert b"Content-Type: text/rfc822-headers" in raw
     assert b"Subject: big\r\n" in raw and b"xxxx" not in raw
+    assert _TOO_LARGE in _unwrapped(raw)
+
+
+_TOO_LARGE = b"It was too large to return whole: only its header comes back."
+
+
+def _unwrapped(raw: bytes) -> bytes:
+    """``raw`` with its lines joined again, as the words a reader sees."""
+    return b" ".join(raw.split(b"\r\n"))
+
+
+def test_a_header_returned_for_its_size_says_so_and_one_asked_for_does_not() -> None:
+    """RFC 3461 §4.3 lets a bounce return the header only: one that does for the
+    message's size (over the disk's room, ``too_large``) said only that the header
+    follows, as though the sender had asked for it (``RET=HDRS``), which it now says
+    only when he did."""
+    failed = [FailedRecipient("c@d.example", "5.0.0", "refused")]
+    common: dict[str, Any] = {
+        "reporting_mta": "mx.abc.example",
+        "recipient": "a@b.example",
+        "queue_id": "Q1",
+        "arrival": 0.0,
+        "now": 0.0,
+        "failed": failed,
+        "original": b"Subject: x\r\n\r\n",
+    }
+    too_large = build_bounce(headers_only=True, too_large=True, **common).content
+    assert b"Content-Type: text/rfc822-headers" in too_large
+    assert _TOO_LARGE in _unwrapped(too_large)
+    asked = build_bounce(headers_only=True, **common).content
+    assert b"too large" not in asked
+    assert b"too large" not in build_bounce(**common).content
     with pytest.raises(ValueError):
         _bounce([], b"")
 

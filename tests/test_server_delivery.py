@@ -32,7 +32,13 @@ from smtpcore.server.delivery import MAX_BACKOFF, DeliveryWorker, backoff
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
-from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queue import (
+    Queue,
+    QueuedContent,
+    QueuedRecipient,
+    QueueEntry,
+    RecipientStatus,
+)
 from smtpcore.server.queuectl import QueueCommand
 
 LOOPBACK = "127.0.0.1"
@@ -1059,6 +1065,117 @@ def test_a_notice_that_cannot_be_made_does_not_freeze_the_backoff(
     assert asyncio.run(main()) == [1, 2, 3, 4]
     assert server.connections == 4
     assert refused and set(refused) == {"delay"}  # the warning was tried, and failed
+
+
+_BIG_MESSAGE = b"From: john@abc.example\r\nSubject: big\r\n\r\n" + b"x" * 70 * 300 + b"\r\n"
+
+
+def _file_size_limited(setup: Setup, limit: int | None) -> Callable[..., Any]:
+    """The worker's ``send_report`` as ``RLIMIT_FSIZE`` leaves it: a report over
+    ``limit`` octets (every one, when None) fails with ``EFBIG`` as it is written."""
+    send_report = setup.worker.send_report
+
+    async def limited(queue_id: str, to: str, report: Any, kind: str, **options: Any) -> None:
+        if limit is None or len(report.content) > limit:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        await send_report(queue_id, to, report, kind, **options)
+
+    return limited
+
+
+def test_a_bounce_too_large_for_the_disk_returns_the_header_only(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The bounce that returns the message whole does not fit on the disk: the sender
+    gets one that returns its header (RFC 3461 §4.3, as RET=HDRS asks), logged in one
+    warning, where he got none and each round logged a traceback."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no"})
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+    monkeypatch.setattr(setup.worker, "send_report", _file_size_limited(setup, 8 * 1024))
+
+    async def main() -> None:
+        entry = setup.queue.add(_BIG_MESSAGE, "john@abc.example", ["nobody@pqr.example"])
+        await setup.worker._process(entry.id)
+
+    asyncio.run(main())
+    (bounce,) = setup.bounces()
+    assert bounce.get_content_type() == "multipart/report"
+    assert [part.get_content_type() for part in bounce.walk()][-1] == "text/rfc822-headers"
+    assert "550 5.1.1 no" in setup.raw_bounces()[0].decode()
+    words = " ".join(setup.raw_bounces()[0].decode().split())
+    assert "It was too large to return whole: only its header comes back." in words
+    assert _queue_empty(setup)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "returns the header only" in warning.getMessage()
+
+
+def test_a_bounce_the_disk_refuses_keeps_the_exchanger_s_reply_and_logs_no_traceback(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No bounce fits (a file size limit, a full disk): the recipient waits, to bounce
+    once the disk takes it, as before; but its last error was the disk's (``deferred
+    (local error in delivery: OSError: File too large)``) in place of the exchanger's
+    550, and each round logged an ERROR with a traceback. The 550 stays its last error
+    now, each round counts (the backoff grows) and says so in one warning."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no"})
+    now = [1000.0]
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300, clock=lambda: now[0])
+    monkeypatch.setattr(setup.worker, "send_report", _file_size_limited(setup, None))
+
+    async def main() -> list[int]:
+        entry = _enqueue(setup, "john@abc.example", ["nobody@pqr.example"])
+        return await _attempts_by_round(setup, entry, now, 2)
+
+    assert asyncio.run(main()) == [1, 2]
+    (entry,) = setup.queue.entries()
+    (recipient,) = entry.recipients
+    assert recipient.pending
+    assert recipient.reply == "550 5.1.1 no" and recipient.from_remote
+    assert recipient.dsn == "4.3.0"  # waiting: a temporary status, whatever the reply
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and all(w.exc_info is None for w in warnings)
+    assert "cannot store the bounce for 1 recipients" in warnings[0].getMessage()
+    assert os.strerror(errno.EFBIG) in warnings[0].getMessage()
+    assert "status=bounced" not in caplog.text
+    assert "dsn=4.3.0, status=deferred (550 5.1.1 no)" in caplog.text
+    assert "dsn=5.1.1" not in caplog.text
+
+
+def test_a_message_that_cannot_be_read_for_its_bounce_is_no_disk_refusal(
+    tmp_path: Path,
+    scripted: Callable[..., ScriptedSMTP],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``EACCES`` reading the queued message the bounce returns is a fault, not the
+    disk refusing to store the bounce: it was logged ``cannot store the bounce ...:
+    they wait, and bounce once the disk takes it``, at WARNING with no traceback. It
+    is the broken round's ERROR with its traceback now, and says nothing of storing."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    server = scripted([b"250 2.0.0 ok"], rcpt_replies={"nobody@pqr.example": b"550 5.1.1 no"})
+    setup = _setup(tmp_path, ZONE, server.port, retry_after=300)
+
+    def unreadable(self: QueuedContent, *args: object) -> bytes:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "content")
+
+    monkeypatch.setattr(QueuedContent, "returned", unreadable)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["nobody@pqr.example"])
+    asyncio.run(setup.worker._process(entry.id))
+    assert setup.bounces() == []
+    assert setup.queue.load(entry.id).recipients[0].pending
+    assert "cannot store the bounce" not in caplog.text
+    (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.exc_info is not None and "delivery failed" in error.getMessage()
 
 
 def test_a_damaged_message_past_its_lifetime_is_not_said_bounced(

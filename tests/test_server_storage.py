@@ -11,6 +11,7 @@ import mailbox
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -18,6 +19,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from smtpcore._driver._failures import BY_ERRNO
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
@@ -25,9 +27,11 @@ from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
 from smtpcore.server.app import _Incoming
 from smtpcore.server.config import ServerConfig
+from smtpcore.server.diskrefusal import DISK_REFUSALS, is_disk_refusal
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import LFWriter, Maildir
 from smtpcore.server.queue import Queue, QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand, submit
 from smtpcore.server.trace import (
     count_received,
     header_field_follows,
@@ -798,6 +802,34 @@ def test_envelopes_that_cannot_be_written_leave_no_file(
     assert [p.name for p in (tmp_path / "queue" / "messages").iterdir()] == [entry.id]
 
 
+def _refused_rename(*args: object, **kwargs: object) -> NoReturn:
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+
+def test_a_rename_the_directory_refuses_leaves_no_synced_copy_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``envelopes/`` that refuses the rename (read-only, no room to grow): each
+    deferred round's ``update`` and each bounce's ``add`` fails, and must take its
+    temporary file with it, or ``tmp/`` grows by one each round until the next start;
+    so must a ``queue`` command whose rename fails."""
+    queue = _queue(tmp_path)
+    entry = queue.add(b"x\r\n", "john@abc.example", ["a@pqr.example"])
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", _refused_rename)
+        for _ in range(3):
+            with pytest.raises(PermissionError):
+                queue.update(replace(entry, attempts=entry.attempts + 1))
+        with pytest.raises(PermissionError):
+            queue.add(b"bounce\r\n", "", ["john@abc.example"])
+        with pytest.raises(PermissionError):
+            submit(tmp_path / "queue", QueueCommand("hold", (entry.id,)), pid=0)
+    assert list((tmp_path / "queue" / "tmp").iterdir()) == []
+    assert list((tmp_path / "queue" / "commands").iterdir()) == []
+    assert queue.load(entry.id) == entry
+    assert [p.name for p in (tmp_path / "queue" / "messages").iterdir()] == [entry.id]
+
+
 @given(
     sender=st.sampled_from(["", "john@abc.example", "jöhn@äbc.example"]),
     statuses=st.lists(st.sampled_from(list(RecipientStatus)), min_size=1, max_size=4),
@@ -884,3 +916,13 @@ def test_messages_come_in_delivery_order_though_microseconds_are_not_padded(
         sub = "cur" if ":" in name else "new"
         (box.path / sub / name).write_bytes(b"%d\n" % index)
     assert [p.read_bytes() for p in box.messages()] == [b"0\n", b"1\n", b"2\n", b"3\n"]
+
+
+def test_the_disk_refusals_are_the_writes_that_found_no_room_and_a_closed_disk() -> None:
+    """One table names a write that found no room, for the driver's replies and the
+    server's refusals alike; a read-only or unwritable disk is added for the server."""
+    assert set(BY_ERRNO) <= DISK_REFUSALS
+    assert {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES} == DISK_REFUSALS
+    assert is_disk_refusal(OSError(errno.EROFS, os.strerror(errno.EROFS)))
+    assert not is_disk_refusal(OSError(errno.EIO, os.strerror(errno.EIO)))
+    assert not is_disk_refusal(ValueError(errno.ENOSPC))

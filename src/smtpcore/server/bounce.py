@@ -418,6 +418,7 @@ def build_bounce(
     original: bytes,
     envid: str | None = None,
     headers_only: bool = False,
+    too_large: bool = False,
     expired_after: str | None = None,
     utf8: bool = False,
     for_sender: str | None = None,
@@ -426,7 +427,11 @@ def build_bounce(
 
     ``original`` is the message as queued (wire form); ``arrival`` and
     ``now`` are seconds since the epoch; ``envid`` is the sender's ``ENVID``
-    (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``.
+    (xtext, RFC 3461 §4.4) and ``headers_only`` its ``RET=HDRS``. ``too_large``: the
+    caller found the message too large to return whole (the disk would not store the
+    bounce with it), as one over :data:`MAX_RETURNED_MESSAGE` is; RFC 3461 §4.3 lets
+    the header alone come back, and the text then says why, where it would otherwise
+    read as though the sender had asked for it.
     ``expired_after`` (``5d``) says the message spent that long in the queue;
     each recipient's diagnostic is then its last error. ``utf8`` (the message
     came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
@@ -445,8 +450,11 @@ def build_bounce(
             f" It was retried for {expired_after} without success; the last error "
             "for each recipient is below."
         )
+    too_large = too_large or (not headers_only and len(original) > MAX_RETURNED_MESSAGE)
+    if too_large:
+        explanation += " It was too large to return whole: only its header comes back."
     returned, kind, description = original, "message/rfc822", _WHOLE
-    if headers_only or len(original) > MAX_RETURNED_MESSAGE:
+    if headers_only or too_large:
         returned = _header_part(original)
         kind, description = _HEADERS_ONLY[kind], _HEADER_ONLY
     return _build_report(

@@ -16,14 +16,17 @@ made, the recipients recorded in its role are taken out of it
 copy records both its roles, and is made only for what they have not reported.
 
 The records of a copy are written in the thread call that made it, right after it
-landed (:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. Only
-a crash in that instant, or a disk that refuses the record, reports its recipients
-again. Records are never in the envelope: no envelope write (a round's, an operator's
-``hold``) can undo one. A recipient's records go once the round's write records it
-failed (:meth:`BounceRecords.forget`), with the message (:meth:`Queue.remove
-<smtpcore.server.queue.Queue.remove>`), and at the start for a message no longer
-queued (:meth:`BounceRecords.keep_only`). Only regular files are records: anything
-else found there is left alone.
+landed (:func:`~smtpcore.server.waits.in_one_call`): no stop comes between them. A
+copy queued carries their names too (:attr:`QueueEntry.bounce_records
+<smtpcore.server.queue.QueueEntry.bounce_records>`), and the queue's start makes
+those a crash in that instant kept from being made (:meth:`BounceRecords.restore_for`).
+Only such a crash after a copy into a local mailbox, or a disk that refuses the
+record, reports its recipients again. Records are never in the envelope: no envelope
+write (a round's, an operator's ``hold``) can undo one. A recipient's records go once
+the round's write records it failed (:meth:`BounceRecords.forget`), with the message
+(:meth:`Queue.remove <smtpcore.server.queue.Queue.remove>`), and at the start for a
+message no longer queued (:meth:`BounceRecords.keep_only`). Only regular files are
+records: anything else found there is left alone.
 """
 
 from __future__ import annotations
@@ -160,11 +163,39 @@ class BounceRecords:
                 continue
         fsync_directory(self.directory)
 
+    def restore_for(
+        self, queue_id: str, recipients: Collection[str], names: Collection[str]
+    ) -> list[str]:
+        """Make each record of ``names`` (a queued copy's
+        :attr:`~smtpcore.server.queue.QueueEntry.bounce_records`) that stands for one of
+        ``recipients`` of ``queue_id`` (those still pending) and is not there, one sync
+        of the directory for them all; the names made. A name for any other recipient
+        makes nothing: one recorded failed has no records (the round removed them), and
+        a name a hand-edited file holds is no record of this message. The queue's start
+        calls it for a copy queued whose records a crash kept from being made."""
+        made: list[str] = []
+        for name in sorted(self._covering(queue_id, recipients).intersection(names)):
+            if not made and not self._exists():
+                make_private_directory(self.directory)
+            try:
+                create_empty(self.directory / name)
+            except FileExistsError:
+                continue
+            made.append(name)
+        if made:
+            fsync_directory(self.directory)
+        return made
+
     def forget(self, queue_id: str, recipients: Collection[str]) -> None:
         """Remove every record of ``recipients`` of ``queue_id``, in any role: they are
         recorded failed in the envelope now, and are reported no more."""
-        covered = {record_name(queue_id, role, r) for role in ROLES for r in recipients}
+        covered = self._covering(queue_id, recipients)
         self._remove([name for name in self._names_of(queue_id) if name in covered])
+
+    @staticmethod
+    def _covering(queue_id: str, recipients: Collection[str]) -> set[str]:
+        """The names of every record of ``recipients`` of ``queue_id``, in any role."""
+        return {record_name(queue_id, role, r) for role in ROLES for r in recipients}
 
     def forget_message(self, queue_id: str) -> None:
         """Remove every record of ``queue_id``, which is gone from the queue."""

@@ -59,6 +59,7 @@ from smtpcore.routing import (
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
+from smtpcore.server.bouncerecords import BounceCopy
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
 from smtpcore.server.exchanger import (
     ClientFactory,
@@ -826,14 +827,15 @@ class DeliveryWorker:
         *,
         requiretls: bool = False,
         landed: Callable[[], object] | None = None,
+        copy: BounceCopy | None = None,
     ) -> None:
         """Hand a delivery status notification to ``sender``
         (:meth:`SenderReports.send_report <smtpcore.server.reports.SenderReports.send_report>`).
         Every bounce and delay warning goes through here; ``landed()`` is called in the
         thread call that made it, as it lands (a bounce copy's record): a wrapper passes
-        it on."""
+        it on, as it passes on ``copy``, the bounce copy it is."""
         await self.reports.send_report(
-            queue_id, sender, report, kind, requiretls=requiretls, landed=landed
+            queue_id, sender, report, kind, requiretls=requiretls, landed=landed, copy=copy
         )
 
     # -- local ------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Final
 
 from smtpcore._driver._pop3_client import MAX_LISTING
 from smtpcore.server.maildir import fsync_directory
-from smtpcore.server.safefiles import NotRegularFile, open_regular, write_synced
+from smtpcore.server.safefiles import NotRegularFile, open_regular, replace_synced
 
 __all__ = [
     "MAX_RECORD",
@@ -251,12 +251,7 @@ class FetchRecord:
         that the record on disk is the old or the new one whole, even after a crash."""
         data = self._encoded_with(self._stored)
         tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}.tmp")
-        write_synced(tmp, data)
-        try:
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        replace_synced(self.path, tmp, data)
         fsync_directory(self.path.parent)
         self._size_on_disk = len(data)
         self._unsaved_octets = 0

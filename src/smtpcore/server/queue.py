@@ -48,6 +48,7 @@ from smtpcore.server.safefiles import (
     is_visible,
     open_regular,
     read_regular_bytes,
+    replace_synced,
     require_real_directory,
     write_synced,
 )
@@ -167,6 +168,11 @@ class QueueEntry:
     owed it: :meth:`Queue.open` clears what they owe when a crash came between queuing
     the report and recording it queued, so it is never made twice."""
     reported: tuple[str, ...] = ()
+    bounce_records: tuple[str, ...] = ()
+    """For a bounce copy this server queued: the names of the records
+    (:mod:`~smtpcore.server.bouncerecords`) that say its recipients were reported in its
+    roles. :meth:`Queue.open` makes those missing for recipients still pending: a crash
+    between the copy's commit and its records' creation must not make it again."""
 
     @property
     def is_report(self) -> bool:
@@ -218,6 +224,7 @@ class QueueEntry:
             "held": self.held,
             "report_on": self.report_on,
             "reported": list(self.reported),
+            "bounce_records": list(self.bounce_records),
             "recipients": [
                 {
                     "address": r.address,
@@ -269,6 +276,7 @@ class QueueEntry:
             held=_flag(fields, "held"),
             report_on=_optional_text(fields, "report_on", absent_ok=True),
             reported=tuple(_texts(fields, "reported")),
+            bounce_records=tuple(_texts(fields, "bounce_records")),  # absent from older files
             recipients=tuple(_recipient(_object(r)) for r in _array(fields, "recipients")),
         )
 
@@ -519,8 +527,8 @@ class PreparedEntry:
     def commit(self) -> QueueEntry:
         """Move the content, then the envelope (the commit point), into place.
 
-        If a step fails, what was moved is removed: the entry is queued wholly or not
-        at all, and :meth:`discard` clears the rest."""
+        If a step fails, what was moved is removed, and what was not (:meth:`discard`):
+        the entry is queued wholly or not at all, and no file is left in ``tmp/``."""
         queue = self.queue
         content = queue.content_path(self.entry.id)
         envelope = queue.envelope_path(self.entry.id)
@@ -532,6 +540,7 @@ class PreparedEntry:
         except BaseException:
             envelope.unlink(missing_ok=True)
             content.unlink(missing_ok=True)
+            self.discard()
             raise
         return self.entry
 
@@ -600,15 +609,19 @@ class Queue:
         return entry
 
     def _settle_reports(self, entries: list[QueueEntry]) -> list[QueueEntry]:
-        """Clear the success reports owed that are queued already: a crash came between
-        queuing one and recording that it was (RFC 3461 §6.2: one report, not two). The
-        delivery worker queues a report only before it records it so, and delivers it
-        only after: so a queued report whose entry still owes it is in the queue yet."""
+        """Settle what a crash left between queuing a report and recording it queued
+        (RFC 3461 §6.2: one report, not two): clear the success reports owed that are
+        queued already, and make the missing records of the bounce copies queued
+        (:meth:`_restore_bounce_records`). The delivery worker queues a report only
+        before it records it so, and delivers it only after: so a queued report whose
+        entry still owes it is in the queue yet."""
         found = {entry.id: entry for entry in entries}
         for report in entries:
             owing = found.get(report.report_on or "")
             if owing is None:
                 continue
+            if report.bounce_records:
+                self._restore_bounce_records(owing, report)
             done = {
                 r.address: replace(r, report_owed=None)
                 for r in owing.recipients
@@ -624,6 +637,31 @@ class Queue:
             found[owing.id] = owing.with_recipients(done)
             logger.info("%s: success report queued before a stop, as %s", owing.id, report.id)
         return list(found.values())
+
+    def _restore_bounce_records(self, owing: QueueEntry, copy: QueueEntry) -> None:
+        """Make the records of the bounce ``copy`` (queued, on ``owing``) that a crash
+        kept from being made after its commit, for the recipients still pending: else
+        the next round reports them again. A recipient recorded failed has none (the
+        round removed them)."""
+        pending = [r.address for r in owing.pending]
+        try:
+            made = self.bounced.restore_for(owing.id, pending, copy.bounce_records)
+        except OSError as exc:
+            logger.error(
+                "%s: cannot record the bounce %s queued before a stop: %s; its recipients "
+                "may be reported again",
+                owing.id,
+                copy.id,
+                exc,
+            )
+            return
+        if made:
+            logger.info(
+                "%s: bounce queued before a stop, as %s: %d records made again",
+                owing.id,
+                copy.id,
+                len(made),
+            )
 
     def _without_content(self, queue_id: str) -> None:
         """Set aside an envelope whose content is gone. If the content is in
@@ -731,11 +769,13 @@ class Queue:
         params: Iterable[tuple[str, str | None]] = (),
         report_on: str | None = None,
         reported: Sequence[str] = (),
+        bounce_records: Sequence[str] = (),
     ) -> PreparedEntry:
         """Sync the spooled content and write the envelope beside it, not yet committed.
 
         A recipient given as a :class:`QueuedRecipient` keeps its DSN parameters;
-        ``report_on`` and ``reported`` mark a report made here (:attr:`QueueEntry.report_on`)."""
+        ``report_on``, ``reported`` and ``bounce_records`` mark a report made here
+        (:attr:`QueueEntry.report_on`, :attr:`QueueEntry.bounce_records`)."""
         spool.finish()
         unique: dict[str, QueuedRecipient] = {}
         for recipient in recipients:
@@ -752,6 +792,7 @@ class Queue:
             params=tuple(params),
             report_on=report_on,
             reported=tuple(reported),
+            bounce_records=tuple(bounce_records),
         )
         envelope_tmp = self.directory / "tmp" / f"{spool.id}.envelope"
         write_synced(envelope_tmp, entry.to_json().encode("utf-8"))
@@ -766,6 +807,7 @@ class Queue:
         params: Iterable[tuple[str, str | None]] = (),
         report_on: str | None = None,
         reported: Sequence[str] = (),
+        bounce_records: Sequence[str] = (),
     ) -> QueueEntry:
         """Queue a message made here (a bounce, a report) in one go."""
         spool = self.spool()
@@ -779,6 +821,7 @@ class Queue:
                 params=params,
                 report_on=report_on,
                 reported=reported,
+                bounce_records=bounce_records,
             )
         except BaseException:
             spool.discard()
@@ -848,10 +891,11 @@ class Queue:
 
         Each rewrite has a temporary file of its own: two at once (an operator's
         command and a delivery round) must not write into one file, whose rename
-        would then put a mix of both, or nothing, in place of the envelope."""
+        would then put a mix of both, or nothing, in place of the envelope; it is removed
+        when the write or the rename fails (:func:`~smtpcore.server.safefiles.replace_synced`),
+        or each deferred round on a directory that refuses the rename leaves one more."""
         tmp = self.directory / "tmp" / f"{entry.id}.{secrets.token_hex(6)}.update"
-        write_synced(tmp, entry.to_json().encode("utf-8"))
-        os.replace(tmp, self.envelope_path(entry.id))
+        replace_synced(self.envelope_path(entry.id), tmp, entry.to_json().encode("utf-8"))
         fsync_directory(self.directory / "envelopes")
 
     def remove(self, queue_id: str) -> None:

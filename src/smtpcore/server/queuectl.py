@@ -36,9 +36,9 @@ from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
 from smtpcore.server.safefiles import (
     NotRegularFile,
-    create_new,
     open_regular,
     read_regular_bytes,
+    replace_synced,
     require_real_directory,
 )
 
@@ -228,12 +228,11 @@ def _pinned(queue_dir: Path, command: QueueCommand) -> QueueCommand:
 def _write_command(path: Path, command: QueueCommand) -> None:
     """``command`` into ``path``, whole or not at all (a rename: readers see one or the
     other, and a dot-name without ``.json`` is no command to them). The temporary file
-    is made new, under a name of its own: nothing there already is written through."""
+    is made new, under a name of its own: nothing there already is written through; it
+    is removed if the write or the rename fails (:func:`replace_synced`)."""
     tmp = path.with_name(f".{secrets.token_hex(8)}.tmp")
     fields = {"action": command.action, "ids": list(command.ids), "all": command.pinned}
-    with os.fdopen(create_new(tmp), "w", encoding="utf-8") as file:
-        file.write(json.dumps(fields))
-    os.replace(tmp, path)
+    replace_synced(path, tmp, json.dumps(fields).encode("utf-8"))
 
 
 _NUMBERED: Final = re.compile(r"([0-9]{20,})[-.]")

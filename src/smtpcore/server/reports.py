@@ -24,13 +24,27 @@ from smtpcore.server.bounce import (
     build_success_report,
 )
 from smtpcore.server.bouncerecords import POSTMASTER, BounceCopy
+from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.queue import Queue, QueuedContent, QueuedRecipient, QueueEntry
 from smtpcore.server.waits import ThreadShare, in_one_call
 
-__all__ = ["ReportingWorker", "SenderReports", "asks_for"]
+__all__ = ["BounceNotStored", "ReportingWorker", "SenderReports", "asks_for"]
+
+
+class BounceNotStored(Exception):
+    """The disk refused to store a bounce as it was written (``error``, an
+    :func:`~smtpcore.server.diskrefusal.is_disk_refusal` one: full, a file size limit,
+    read-only, not writable): its recipients wait for a disk that takes it. Raised for
+    the bounce's write only: the same ``errno`` while reading the queued message it
+    returns (an unreadable content file) is no refusal to store, and stays an
+    ``OSError``, a fault logged with its traceback."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class ReportingWorker(Protocol):
@@ -58,6 +72,7 @@ class ReportingWorker(Protocol):
         *,
         requiretls: bool = False,
         landed: Callable[[], object] | None = None,
+        copy: BounceCopy | None = None,
     ) -> None: ...
 
     def _route(self, address: str) -> LocalDelivery | RemoteDelivery | Rejected: ...
@@ -264,6 +279,7 @@ class SenderReports:
             to,
             whole=unmade.has(POSTMASTER),
             landed=landed,
+            copy=unmade,
         )
         if made is not None and recorded == [True]:
             made(unmade.recipients, copy.label)
@@ -294,24 +310,90 @@ class SenderReports:
         *,
         whole: bool,
         landed: Callable[[], object],
+        copy: BounceCopy,
     ) -> None:
         """Build the bounce for ``failed`` and send it to ``to``: the sender, or the
         postmaster, in which case the report names the sender in its text. ``whole``
         returns the message whole whatever RET asked; RFC 8689 §5 returns the header
         of a REQUIRETLS message only, whatever RET asked (and it goes under REQUIRETLS:
-        :meth:`send_report`). ``landed()`` is called as it lands."""
-        recipients = {r.address: r for r in entry.recipients}
+        :meth:`send_report`). A bounce that returns the message whole and that the disk
+        refuses to store (:class:`BounceNotStored`: full, a file size limit) returns the
+        header only, as ``RET=HDRS`` would (RFC 3461 §4.3 lets the reporting MTA return
+        less): a bounce that fits comes before one that does not. When that is refused
+        too, :class:`BounceNotStored` is raised; an error reading the message is raised
+        as it is.
+        ``landed()`` is called as it lands; ``copy`` is which copy it is (queued, it
+        carries its records' names)."""
         ret_hdrs = (entry.param("RET") or "").upper() == "HDRS" and not whole
         headers_only = ret_hdrs or entry.requiretls
         original = None
         if not headers_only:
             original = await self.worker.disk.run(content.returned, MAX_RETURNED_MESSAGE)
-        if original is None:  # asked for, or the message is too large to return whole
-            headers_only = True
-            original = await self.worker.disk.run(content.returned_header)
+        refused: OSError | None = None
+        if original is not None:
+            bounce = self._bounce_report(entry, failed, to, original, headers_only=False)
+            try:
+                await self._send_bounce_report(entry, to, bounce, landed, copy)
+            except BounceNotStored as exc:
+                refused = exc.error
+            else:
+                return
+        # asked for, the message too large to return whole, or the disk refused it whole
+        original = await self.worker.disk.run(content.returned_header)
+        bounce = self._bounce_report(
+            entry, failed, to, original, headers_only=True, too_large=not headers_only
+        )
+        await self._send_bounce_report(entry, to, bounce, landed, copy)
+        if refused is not None:
+            logger.warning(
+                "%s: the bounce returning the message whole could not be stored (%s): it "
+                "returns the header only",
+                entry.id,
+                refused,
+            )
+
+    async def _send_bounce_report(
+        self,
+        entry: QueueEntry,
+        to: str,
+        bounce: Report,
+        landed: Callable[[], object],
+        copy: BounceCopy,
+    ) -> None:
+        """Hand the built ``bounce`` to the worker's :meth:`send_report`; a disk that
+        refuses to store it raises :class:`BounceNotStored`."""
+        try:
+            await self.worker.send_report(
+                entry.id,
+                to,
+                bounce,
+                "non-delivery",
+                requiretls=entry.requiretls,
+                landed=landed,
+                copy=copy,
+            )
+        except OSError as exc:
+            if not is_disk_refusal(exc):
+                raise
+            raise BounceNotStored(exc) from exc
+
+    def _bounce_report(
+        self,
+        entry: QueueEntry,
+        failed: Mapping[str, Outcome],
+        to: str,
+        original: bytes,
+        *,
+        headers_only: bool,
+        too_large: bool = False,
+    ) -> Report:
+        """The bounce for ``failed`` to ``to``, returning ``original``: the message, or
+        its header when ``headers_only``; ``too_large`` says that it is the header
+        because the message was too large to return whole."""
+        recipients = {r.address: r for r in entry.recipients}
         expired = all(outcome.expired for outcome in failed.values())
         retried_for = _duration_text(self.worker.max_queue_age) if expired else None
-        bounce = build_bounce(
+        return build_bounce(
             reporting_mta=self.worker.hostname,
             recipient=to,
             queue_id=entry.id,
@@ -332,12 +414,10 @@ class SenderReports:
             original=original,
             envid=entry.param("ENVID"),
             headers_only=headers_only,
+            too_large=too_large,
             expired_after=retried_for,
             utf8=_is_utf8(entry),
             for_sender=None if to == entry.sender else entry.sender,
-        )
-        await self.worker.send_report(
-            entry.id, to, bounce, "non-delivery", requiretls=entry.requiretls, landed=landed
         )
 
     async def _success_report(
@@ -417,6 +497,7 @@ class SenderReports:
         *,
         requiretls: bool = False,
         landed: Callable[[], object] | None = None,
+        copy: BounceCopy | None = None,
     ) -> None:
         """The worker's :meth:`DeliveryWorker.send_report
         <smtpcore.server.delivery.DeliveryWorker.send_report>`, which forwards here.
@@ -433,7 +514,12 @@ class SenderReports:
         clear; being from ``<>``, it is never bounced (RFC 5321 §4.5.5).
 
         ``landed()`` is called as the report lands, in the thread call that made it
-        (:func:`~smtpcore.server.waits.in_one_call`): a bounce copy's record."""
+        (:func:`~smtpcore.server.waits.in_one_call`): a bounce copy's record. A bounce
+        ``copy`` queued carries its records' names
+        (:attr:`~smtpcore.server.queue.QueueEntry.bounce_records`): a crash between its
+        commit and ``landed()`` leaves them for :meth:`Queue.open
+        <smtpcore.server.queue.Queue.open>` to make. Into a mailbox it carries none:
+        there, that instant's crash makes the copy again."""
         key = self._postmaster_instead(queue_id, sender)
         if key is None:
             decision = self.worker._route(sender)
@@ -448,7 +534,13 @@ class SenderReports:
         params = _report_params(sender, report, requiretls=requiretls)
         add = in_one_call(self.worker.queue.add, after=landed)
         queued = await self.worker.disk.run(
-            add, report.content, "", [sender], params=params, report_on=queue_id
+            add,
+            report.content,
+            "",
+            [sender],
+            params=params,
+            report_on=queue_id,
+            bounce_records=() if copy is None else sorted(copy.record_names()),
         )
         logger.info("%s: sender %s notification: %s", queue_id, kind, queued.id)
         self.worker.schedule(queued, new=True)

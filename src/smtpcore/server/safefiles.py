@@ -31,6 +31,7 @@ __all__ = [
     "open_regular",
     "owner_name",
     "read_regular_bytes",
+    "replace_synced",
     "require_real_directory",
     "write_synced",
 ]
@@ -110,6 +111,21 @@ def write_synced(path: Path, data: bytes) -> None:
             os.close(fd)
     except BaseException:
         path.unlink(missing_ok=True)
+        raise
+
+
+def replace_synced(path: Path, tmp: Path, data: bytes) -> None:
+    """Put ``data`` in place of ``path``, whole or not at all: written to the new file
+    ``tmp`` and synced (:func:`write_synced`), then renamed over ``path`` (a link there
+    is replaced, never followed). On any failure, the rename's too (a directory that
+    refuses it: ``EACCES``, ``EROFS``, ``ENOSPC``), ``tmp`` is removed: a writer that
+    retries each round must not leave a synced copy behind each time. The caller syncs
+    ``path``'s directory, once for what it changed there."""
+    write_synced(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

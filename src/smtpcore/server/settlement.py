@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import Final, Protocol
 
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
@@ -25,11 +25,21 @@ from smtpcore.server.queue import (
     QueueEntry,
     RecipientStatus,
 )
-from smtpcore.server.reports import SenderReports, asks_for
+from smtpcore.server.reports import BounceNotStored, SenderReports, asks_for
 from smtpcore.server.safefiles import NotRegularFile
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["RoundSettlement", "SettlingWorker", "local_error", "rejected_outcome"]
+__all__ = [
+    "LOCAL_ERROR_DSN",
+    "RoundSettlement",
+    "SettlingWorker",
+    "local_error",
+    "rejected_outcome",
+]
+
+LOCAL_ERROR_DSN: Final = "4.3.0"
+"""The status of a recipient kept waiting by a fault on this side (RFC 3463 X.3.0,
+"other or undefined mail system status"): temporary, whatever the exchanger said."""
 
 
 class SettlingWorker(Protocol):
@@ -199,10 +209,15 @@ class RoundSettlement:
         away by a full destination were not attempted: they neither count nor warn, and
         the message runs again as soon as a place is handed to it. Each failure's line,
         written with its bounce, is told to ``progress``: a stop later in the round
-        writes it no other."""
+        writes it no other. A bounce the disk refuses (:meth:`_bounce_refused`) leaves
+        its recipients waiting, as deferred ones do."""
         recipients = {r.address: r for r in entry.recipients}
         if failed:
-            entry = await self._bounce(entry, content, failed, progress)
+            try:
+                entry = await self._bounce(entry, content, failed, progress)
+            except BounceNotStored as exc:
+                refused = self._bounce_refused(entry, failed, exc.error, progress)
+                deferred = {**deferred, **refused}
         entry = await self.worker.reports.report_successes(entry, content)
         entry = entry.with_recipients(
             {address: _updated(recipients[address], o) for address, o in deferred.items()}
@@ -278,6 +293,40 @@ class RoundSettlement:
             await self._forget_reported(entry)
         return entry
 
+    def _bounce_refused(
+        self,
+        entry: QueueEntry,
+        failed: Mapping[str, Outcome],
+        exc: OSError,
+        progress: RoundProgress | None,
+    ) -> dict[str, Outcome]:
+        """The recipients of ``failed`` waiting, when the disk refused to store their
+        bounce (:class:`~smtpcore.server.reports.BounceNotStored`: a full disk, a file
+        size limit), even with the header only: a recipient fails only with its bounce made,
+        so it stays pending, its last error the exchanger's reply (not the disk's, which
+        is the operator's business), to bounce once the disk takes it. Its status is a
+        temporary one, :data:`LOCAL_ERROR_DSN` (the exchanger's 5.x.x says the recipient
+        failed, and a pending recipient that says so is miscounted by whoever reads the
+        log or the queue). One line at WARNING says so, no traceback: the disk's state
+        is no bug, and each round until it changes would write one. Each recipient's
+        line says ``deferred``."""
+        logger.warning(
+            "%s: cannot store the bounce for %d recipients (%s): they wait, and bounce "
+            "once the disk takes it",
+            entry.id,
+            len(failed),
+            exc,
+        )
+        waiting = {
+            address: replace(outcome, status=RecipientStatus.PENDING, dsn=LOCAL_ERROR_DSN)
+            for address, outcome in failed.items()
+        }
+        for address, outcome in waiting.items():
+            self._log_outcome(entry, address, outcome)
+            if progress is not None:
+                progress.bounce_logged(address)
+        return waiting
+
     async def _forget_reported(self, entry: QueueEntry) -> None:
         """Remove the bounce records of every recipient ``entry`` records failed (this
         round's, and an earlier round's whose removal the disk refused). One the disk
@@ -310,7 +359,7 @@ def local_error(exc: BaseException) -> Outcome:
     else:
         what = str(exc)
     detail = f"local error in delivery: {type(exc).__name__}: {what}"
-    return Outcome(RecipientStatus.PENDING, "4.3.0", detail)
+    return Outcome(RecipientStatus.PENDING, LOCAL_ERROR_DSN, detail)
 
 
 def rejected_outcome(rejected: Rejected) -> Outcome:
