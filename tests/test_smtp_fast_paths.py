@@ -283,8 +283,9 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
         max_size=6,
     ).map(".".join),
 )
-@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 60)  # a 256-octet path
-@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 61)  # 257
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 63)  # a 255-octet domain
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 64)  # 256
+@example("j" * 200, "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 63)  # path of 458
 @example("john", "example.2")
 @example("j" * 65, "example")
 @example('""', "example")
@@ -292,8 +293,9 @@ def test_the_simple_path_pattern_holds_the_limits_simple_mailbox_holds(
     local: str, domain: str
 ) -> None:
     """The everyday path pattern takes a path's parts where the simple patterns take
-    them and ``simple_mailbox`` finds them within the limits (the local part's and
-    the path's length, a last label not all digits): its match is a mailbox as it
+    them and ``simple_mailbox`` finds them within the limits (the domain's length, a
+    last label not all digits; a local part and a path have none, RFC 5321
+    §4.5.3.1): its match is a mailbox as it
     stands, which the everyday-line parser builds without the call."""
     expected = (
         _SIMPLE_LOCAL.fullmatch(local) is not None

@@ -2,7 +2,7 @@
 
 This is the one place where text from ``MAIL FROM:``, ``RCPT TO:`` and ``EHLO`` becomes a
 value, so every rule that keeps an address safe to write back on the wire lives here:
-the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
+the grammar of RFC 5321 §4.1.2 and §4.1.3, the domain's size limits, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
 Internationalized domain labels are converted to A-labels in one module of their own,
@@ -44,11 +44,15 @@ __all__ = [
 ]
 
 MAX_LOCAL_PART_OCTETS = 64
-"""The longest local part, in octets (RFC 5321 §4.5.3.1.1)."""
+"""The local part every receiver must take, in octets (RFC 5321 §4.5.3.1.1). A minimum,
+not a limit: §4.5.3.1 asks for no limit "to the maximum extent possible", and SRS and
+VERP senders go past it, so a :class:`Mailbox` may be longer, bounded on receipt by
+the command line; Postfix receives and sends such addresses alike."""
 MAX_DOMAIN_OCTETS = 255
 """The longest domain, in octets (RFC 5321 §4.5.3.1.2)."""
 MAX_PATH_OCTETS = 256
-"""The longest path, angle brackets included (RFC 5321 §4.5.3.1.3)."""
+"""The path every receiver must take, angle brackets included (RFC 5321 §4.5.3.1.3):
+a minimum, as :data:`MAX_LOCAL_PART_OCTETS` is, not a limit on a :class:`Mailbox`."""
 MAX_LABEL_OCTETS = 63
 """The longest label of a domain, in octets (RFC 1035 §2.3.4)."""
 
@@ -91,15 +95,14 @@ _SIMPLE_DOMAIN = re.compile(rf"{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*")
 # ">" is the last, which must not be numeric (as simple_mailbox asks).
 _PATH_LABEL = rf"(?![0-9]+>){_SIMPLE_LABEL}"
 SIMPLE_PATH_PATTERN: Final = (
-    f"<(?=[^@]{{1,{MAX_LOCAL_PART_OCTETS}}}@)(?=[^>]{{1,{MAX_PATH_OCTETS - 2}}}>)"
-    f"({_SIMPLE_LOCAL.pattern})@({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
+    f"<({_SIMPLE_LOCAL.pattern})@(?=[^>]{{1,{MAX_DOMAIN_OCTETS}}}>)"
+    f"({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
 )
 """The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups,
-within the limits :func:`simple_mailbox` holds such parts to: a local part of at most
-64 octets, a path of at most 256, a last label not all digits (the lookaheads read
-the parts' lengths up to the "@" and the ">", which neither part can hold). A match
-is a mailbox as it stands, for the hot paths that recognise whole lines. Not
-exported: internal to the package."""
+within the limits :func:`simple_mailbox` holds such parts to: a domain of at most
+255 octets (the lookahead reads its length up to the ">", which it cannot hold) and
+a last label not all digits. A match is a mailbox as it stands, for the hot paths
+that recognise whole lines. Not exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -163,15 +166,11 @@ def quote_local_part(local_part: str) -> str:
 
 
 def _check_local_part(local_part: str) -> None:
-    """Characters and size of a local part. An empty one is valid: it is the empty
-    Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``)."""
+    """Characters of a local part. An empty one is valid: it is the empty
+    Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``). Its size is
+    not limited (RFC 5321 §4.5.3.1: 64 octets is what every receiver must take, and
+    SRS and VERP senders go past it): a peer's is bounded by the command line."""
     _check_chars(local_part, "local part")
-    size = _octets(quote_local_part(local_part))
-    if size > MAX_LOCAL_PART_OCTETS:
-        raise AddressError(
-            f"local part is {size} octets on the wire, over the limit of "
-            f"{MAX_LOCAL_PART_OCTETS} (RFC 5321 §4.5.3.1.1)"
-        )
 
 
 def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
@@ -306,8 +305,10 @@ class Mailbox:
     the empty Quoted-string, written ``""@domain``); ``domain`` is a domain name
     (U-labels allowed) or an address literal, both kept as given.
     ``domain == ""`` is allowed only for the ``RCPT TO:<Postmaster>`` form (§4.1.1.3).
-    Construction enforces the limits of §4.5.3.1, including that the mailbox fits in a
-    256-octet path, so every Mailbox can be sent.
+    Construction enforces the domain's limits (255 octets, labels of 63: DNS's own);
+    the local part and the path may be longer than the 64 and 256 octets of §4.5.3.1,
+    which are minimums every receiver must take, not limits (§4.5.3.1.1, §4.5.3.1.3),
+    and go as they are, as Postfix sends them.
     """
 
     local_part: str
@@ -326,12 +327,6 @@ class Mailbox:
                 )
             return
         _validate_domain(self.domain, allow_trailing_dot=False)
-        size = _path_octets(self.local_part, self.domain)
-        if size > MAX_PATH_OCTETS:
-            raise AddressError(
-                f"mailbox makes a {size}-octet path, over the limit of {MAX_PATH_OCTETS} "
-                "(RFC 5321 §4.5.3.1.3)"
-            )
 
     def __str__(self) -> str:
         if not self.domain:
@@ -361,21 +356,10 @@ class Mailbox:
         """The same mailbox as a server without SMTPUTF8 can take it: a UTF-8 domain in
         A-labels, which name the same domain (RFC 5890 §2.3.2.1). Only a UTF-8 local
         part needs SMTPUTF8 (RFC 6531 §3.4): it has no ASCII form, so that mailbox,
-        like an ASCII one, is returned as it is. So is one whose A-labels, longer than
-        its U-labels, would not fit a 256-octet path (RFC 5321 §4.5.3.1.3): it too
-        can only be sent with SMTPUTF8."""
+        like an ASCII one, is returned as it is."""
         if self.domain.isascii() or not self.local_part.isascii():
             return self
-        ascii_domain = self.ascii_domain
-        if _path_octets(self.local_part, ascii_domain) > MAX_PATH_OCTETS:
-            return self
-        return Mailbox(self.local_part, ascii_domain)
-
-
-def _path_octets(local_part: str, domain: str) -> int:
-    """The octets of ``<local_part@domain>`` on the wire, which RFC 5321 §4.5.3.1.3
-    limits to 256."""
-    return _octets(f"{quote_local_part(local_part)}@{domain}") + 2
+        return Mailbox(self.local_part, self.ascii_domain)
 
 
 def _is_simple(local: str, domain: str) -> bool:
@@ -389,14 +373,13 @@ def _is_simple(local: str, domain: str) -> bool:
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``_SIMPLE_LOCAL`` and
-    ``_SIMPLE_DOMAIN``), or None when it breaks a length limit or its domain ends in a
+    ``_SIMPLE_DOMAIN``), or None when its domain is over 255 octets or ends in a
     numeric label: the limits such parts can still break. ``SIMPLE_PATH_PATTERN``
     holds its parts to the same limits (a test holds the two equal), so the
     everyday-line parser builds its mailboxes without this call."""
     last_label = domain.rpartition(".")[2]
     if (
-        len(local) > MAX_LOCAL_PART_OCTETS
-        or len(local) + len(domain) > MAX_PATH_OCTETS - 3
+        len(domain) > MAX_DOMAIN_OCTETS
         or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
     ):
         return None
@@ -522,11 +505,6 @@ def parse_path(
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")
-    size = _octets(text)
-    if size > MAX_PATH_OCTETS:
-        raise AddressError(
-            f"path is {size} octets, over the limit of {MAX_PATH_OCTETS} (RFC 5321 §4.5.3.1.3)"
-        )
     inner = text[1:-1]
     if not inner:
         if allow_null:

@@ -230,10 +230,23 @@ def server_hostname(hostname: str) -> str:
         raise ConfigError(f"--hostname: not a domain name: {hostname!r} ({exc})") from None
 
 
+MAX_MAILBOX_NAME_OCTETS = 255
+"""The longest name of a mailbox directory, in octets: the longest file name most file
+systems take (NAME_MAX). An address may be longer (RFC 5321 §4.5.3.1 sets no limit
+on a local part, only a size every receiver must take); such a user cannot be kept."""
+
+
 def _check_path_safe(key: str, where: str) -> None:
-    """A mailbox name becomes a directory name: keep it to one harmless path component."""
+    """A mailbox name becomes a directory name: keep it to one harmless path component,
+    within the file system's limit on a name."""
     if "/" in key or "\\" in key or "\0" in key or key.startswith("."):
         raise ConfigError(f"{where}: {key!r} cannot name a mailbox directory")
+    size = len(key.encode("utf-8"))
+    if size > MAX_MAILBOX_NAME_OCTETS:
+        raise ConfigError(
+            f"{where}: the address is {size} octets, over the {MAX_MAILBOX_NAME_OCTETS} "
+            "a mailbox directory's name may hold"
+        )
 
 
 def _check_secret(secret: str, where: str) -> str:

@@ -127,7 +127,7 @@ class LocalMailboxes:
         if mailbox.is_address_literal:
             try:
                 mailbox = Mailbox(mailbox.local_part, self.config.domains[0])
-            except AddressError:  # too long a path there: no user has it
+            except AddressError:  # no such mailbox there: no user has it
                 return None
         key = mailbox_key(mailbox)
         return key if key in self.config.users else None

@@ -74,8 +74,9 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
 
     Dot-strings, and with ``quoted`` the contents of quoted strings (spaces,
     ``@``, ``"`` and ``\\`` among them, and the empty one, ``""`` on the wire);
-    with ``utf8``, non-ASCII characters too (RFC 6531 §3.3). Each fits the
-    64-octet limit of RFC 5321 §4.5.3.1.1.
+    with ``utf8``, non-ASCII characters too (RFC 6531 §3.3). Most fit the
+    64 octets of RFC 5321 §4.5.3.1.1, a minimum, not a limit: ``mailboxes``
+    draws longer ones with ``at_limits``.
 
     >>> from smtpcore.testing import strategies as sst
     >>> sst.local_parts(quoted=False).example()  # doctest: +SKIP
@@ -88,7 +89,7 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
         if utf8:
             chars = st.one_of(chars, _UTF8_LETTERS)
         options.append(st.text(chars, max_size=20))
-    return st.one_of(options).filter(lambda text: len(text.encode()) <= MAX_LOCAL_PART_OCTETS)
+    return st.one_of(options)
 
 
 def address_literals(*, general: bool = False) -> st.SearchStrategy[str]:
@@ -225,12 +226,25 @@ def _domain_of_length(length: int, fill: str = "a") -> str:
 
 
 def _at_limits() -> st.SearchStrategy[Mailbox]:
-    """Mailboxes exactly at the 64-, 255- and 256-octet limits of RFC 5321 §4.5.3.1."""
+    """Mailboxes at and past the sizes of RFC 5321 §4.5.3.1: a 64-octet local part
+    and a 256-octet path (minimums every receiver must take, not limits), local parts
+    past them (SRS and VERP senders), and a domain of 255 octets (DNS's limit)."""
     return st.one_of(
         st.builds(Mailbox, st.just("l" * MAX_LOCAL_PART_OCTETS), domains()),
         _filling_the_path(),
-        st.just(Mailbox("x", _domain_of_length(_PATH_ROOM - 1, "e"))),
+        _past_the_minimums(),
+        st.just(Mailbox("x", _domain_of_length(MAX_DOMAIN_OCTETS, "e"))),
     )
+
+
+@st.composite
+def _past_the_minimums(draw: st.DrawFn) -> Mailbox:
+    """A mailbox with a local part of 65 to 200 octets, as SRS writes a forwarded
+    sender's (``SRS0=hash=tt=orig.example=user``), its path past 256 octets at
+    times: RFC 5321 §4.5.3.1 asks receivers to take them."""
+    size = draw(st.integers(MAX_LOCAL_PART_OCTETS + 1, 200))
+    local = ("SRS0=q8Zt=7K=customer-department.example=" + "l" * size)[:size]
+    return Mailbox(local, draw(st.sampled_from(["fwd.example", _domain_of_length(200, "f")])))
 
 
 _PATH_ROOM: Final = MAX_PATH_OCTETS - 3
@@ -247,10 +261,10 @@ def _filling_the_path(draw: st.DrawFn) -> Mailbox:
 
 @st.composite
 def _wider_in_a_labels(draw: st.DrawFn) -> Mailbox:
-    """A mailbox that fits a 256-octet path in U-labels but not in A-labels (RFC 5321
-    §4.5.3.1.3): it has no ASCII form, and needs SMTPUTF8 though its local part is
-    ASCII. Each ``ü.`` is 3 octets, ``xn--tda.`` 8; 23 to 31 of them keep the domain
-    within 255 octets in A-labels."""
+    """A mailbox within a 256-octet path in U-labels but past it in A-labels (RFC 5321
+    §4.5.3.1.3, a size every receiver must take): its ASCII form is longer than the
+    path a receiver must take, and still valid. Each ``ü.`` is 3 octets, ``xn--tda.``
+    8; 23 to 31 of them keep the domain within 255 octets in A-labels."""
     count = draw(st.integers(23, 31))
     a_path_octets = 1 + 8 * count + len("example") + 2
     local = "l" * draw(st.integers(MAX_PATH_OCTETS + 1 - a_path_octets, MAX_LOCAL_PART_OCTETS))
@@ -265,9 +279,10 @@ def mailboxes(
     ``utf8`` adds RFC 6531 local parts and U-label domains (a mailbox that
     needs ``SMTPUTF8`` has ``is_ascii`` false); ``quoted`` adds local parts
     that must be quoted; ``literals`` adds address-literal domains;
-    ``at_limits`` adds mailboxes exactly at the 64-octet local part and the
-    256-octet path limits (with ``utf8``, also ones within the path limit in
-    U-labels but over it in A-labels, which have no ASCII form).
+    ``at_limits`` adds mailboxes at and past the 64-octet local part and the
+    256-octet path of RFC 5321 §4.5.3.1 (sizes every receiver must take, not
+    limits), and at the 255-octet domain limit (with ``utf8``, also ones within a
+    256-octet path in U-labels but past it in A-labels).
 
     >>> from hypothesis import given
     >>> from smtpcore.address import parse_mailbox
@@ -292,8 +307,8 @@ def _mailboxes_of(
     draw: st.DrawFn, local_parts: st.SearchStrategy[str], domains: st.SearchStrategy[str]
 ) -> Mailbox:
     """``Mailbox(local_part, domain)`` built here, so that a failing example prints as
-    the public constructor and pastes into ``@example``; a combination over the
-    path limit (RFC 5321 §4.5.3.1.3) is discarded with ``reject()``: Hypothesis
+    the public constructor and pastes into ``@example``; a combination the
+    constructor refuses is discarded with ``reject()``: Hypothesis
     drops the whole example, it does not draw this one again."""
     local_part, domain = draw(local_parts), draw(domains)
     try:
@@ -302,11 +317,12 @@ def _mailboxes_of(
         reject()
 
 
-# Paths no parser may take (RFC 5321 §4.1.2, §4.5.3.1): a server must refuse them (501).
+# Paths no parser may take (RFC 5321 §4.1.2, RFC 1035 §2.3.4): a server must refuse
+# them (501). A long local part or path is not among them: RFC 5321 §4.5.3.1's sizes
+# are minimums a receiver must take.
 _BROKEN_PATHS: Final = (
-    "<" + "l" * (MAX_LOCAL_PART_OCTETS + 1) + "@abc.example>",
     "<x@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
-    "<" + "l" * 64 + "@" + _domain_of_length(MAX_PATH_OCTETS - 2 - 64 - 1 + 1) + ">",
+    "<" + "l" * 300 + "@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
     "<x@" + "a" * 64 + ".example>",
     "john@abc.example",
     "<john@abc.example",
