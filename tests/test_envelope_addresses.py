@@ -1,15 +1,22 @@
 """Envelope addresses real senders use, as the conformance audit found them refused
 with a permanent 501 (mail bounced) where Postfix 3.7 and aiosmtpd answer 250: a
-local part past 64 octets and a path past 256 (SRS and VERP senders)."""
+local part past 64 octets and a path past 256 (SRS and VERP senders), taken by
+default; local parts with stray dots and paths without brackets, taken under
+``AddressPolicy.postfix()``."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from smtpcore.address import Mailbox
+from smtpcore.address import AddressError, AddressPolicy, Mailbox, parse_mailbox, parse_path
 from smtpcore.server.config import ConfigError, parse_user
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection
+from smtpcore.smtp._commands import format_command
 from smtpcore.testing import run_server
+from smtpcore.testing import strategies as sst
+from smtpcore.testing._addresses import broken_paths
 
 SRS_LOCAL = "SRS0=q8Zt=7K=customer-department.example=firstname.lastname.sales"
 """The audit's forwarded sender (smtp_longlocal.py): a 65-octet local part."""
@@ -60,3 +67,123 @@ def test_a_user_too_long_for_a_directory_name_is_a_config_error() -> None:
     assert len(key.encode()) == 255
     with pytest.raises(ConfigError, match="over the 255"):
         parse_user(f"{local}@{'d' * 47}.example:pw")
+
+
+# Local parts with stray dots (old Japanese carriers'), and paths without brackets.
+DOTTED = [
+    ("taro..yamada@docomo.ne.jp", Mailbox("taro..yamada", "docomo.ne.jp")),
+    ("hanako.@ezweb.ne.jp", Mailbox("hanako.", "ezweb.ne.jp")),
+    (".c@x.example", Mailbox(".c", "x.example")),
+]
+POSTFIX = AddressPolicy.postfix()
+
+
+@pytest.mark.parametrize(("text", "mailbox"), DOTTED)
+def test_stray_dots_are_refused_by_default_and_taken_under_the_postfix_policy(
+    text: str, mailbox: Mailbox
+) -> None:
+    """RFC 5321 §4.1.2's Dot-string has no dot first, last or doubled; Postfix takes
+    such local parts all the same. The machine's default stays the grammar (as its
+    framing does); ``AddressPolicy.postfix()`` takes them as the local part their
+    Quoted-string names, whose wire form is that Quoted-string."""
+    strict = _session()
+    _, out = run_server(strict, f"MAIL FROM:<{text}>\r\nRCPT TO:<{text}>\r\n".encode())
+    assert out.split(b"\r\n")[0].startswith(b"501 5.1.7")
+    lenient = _session(addresses=POSTFIX)
+    events, out = run_server(lenient, f"MAIL FROM:<{text}>\r\nRCPT TO:<{text}>\r\n".encode())
+    assert _replies(out) == [b"250", b"250"]
+    assert events == [Mail(mailbox), Rcpt(mailbox)]
+    local, domain = text.rsplit("@", 1)
+    assert str(mailbox) == f'"{local}"@{domain}'  # as Postfix relays it
+    assert format_command(Mail(mailbox)) == f'MAIL FROM:<"{local}"@{domain}>\r\n'.encode()
+    assert parse_mailbox(str(mailbox)) == mailbox  # the strict parser reads it back
+
+
+BARE = [
+    (b"MAIL FROM:a@b.example", Mail(Mailbox("a", "b.example"))),
+    (b"MAIL FROM: a@b.example SIZE=100", Mail(Mailbox("a", "b.example"), {"SIZE": "100"})),
+    (b"MAIL FROM:taro..yamada@docomo.ne.jp", Mail(Mailbox("taro..yamada", "docomo.ne.jp"))),
+    (b"RCPT TO: c@x.example", Rcpt(Mailbox("c", "x.example"))),
+    (b"RCPT TO:postmaster", Rcpt(Mailbox("postmaster", ""))),
+]
+
+
+@pytest.mark.parametrize(("line", "event"), BARE)
+def test_a_path_without_brackets_is_taken_under_the_postfix_policy(
+    line: bytes, event: Mail | Rcpt
+) -> None:
+    """Postfix's ``strict_rfc821_envelopes = no`` (its default) takes these; the
+    parameters after the address read as they do after a path."""
+    setup = b"" if isinstance(event, Mail) else b"MAIL FROM:<>\r\n"
+    _, out = run_server(_session(), setup + line + b"\r\n")
+    assert _replies(out)[-1] == b"501"
+    events, out = run_server(_session(addresses=POSTFIX), setup + line + b"\r\n")
+    assert _replies(out) == [b"250"] * (2 if setup else 1)
+    assert events[-1] == event
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"MAIL FROM:",  # the null path is <>, never nothing
+        b"MAIL FROM: ",
+        b"MAIL FROM:john doe@abc.example",  # one word: "john" has no "@"
+        b'MAIL FROM:"john doe"@abc.example',
+        b"MAIL FROM:a@b.example>",
+        b"MAIL FROM:a<b@c.example",
+        b"MAIL FROM:<a@b.example",
+        b"MAIL FROM:a@b.example\x00",
+        b"MAIL FROM:a..b@c..example",  # stray dots in a local part only
+        b"MAIL FROM:..@c.example",  # dots alone are no local part
+        b"MAIL FROM:a@b.example SIZE=x",
+    ],
+)
+def test_the_postfix_policy_takes_one_reading_only(line: bytes) -> None:
+    """An unbracketed address is one word with no ``<`` or ``>``: nothing in it can be
+    read as a parameter or a second path, and what the grammar refuses otherwise
+    (controls, bad domains, bad parameters) is refused as before."""
+    _, out = run_server(_session(addresses=POSTFIX), line + b"\r\n")
+    assert _replies(out)[0][:1] == b"5", out
+
+
+def test_the_policy_can_be_written_on_a_machine() -> None:
+    """As every option: a write changes this machine alone, from the next command."""
+    conn = _session()
+    _, out = run_server(conn, b"MAIL FROM:a@b.example\r\n")
+    assert _replies(out) == [b"501"]
+    conn.addresses = POSTFIX
+    _, out = run_server(conn, b"MAIL FROM:a@b.example\r\n")
+    assert _replies(out) == [b"250"]
+    assert _session().addresses == AddressPolicy.strict()
+
+
+@given(sst.lenient_paths())
+def test_lenient_paths_are_refused_strictly_and_taken_as_their_wire_form(text: str) -> None:
+    """Whatever Postfix takes that RFC 5321 refuses: 501 by default; under the
+    Postfix policy a mailbox whose wire form the strict rules read back as itself."""
+    line = f"MAIL FROM:{text}\r\n".encode()
+    _, out = run_server(_session(), line)
+    assert _replies(out) == [b"501"]
+    events, out = run_server(_session(addresses=POSTFIX), line)
+    assert _replies(out) == [b"250"]
+    (event,) = events
+    assert isinstance(event, Mail) and event.sender is not None
+    assert parse_path(f"<{event.sender}>") == event.sender
+
+
+@given(sst.paths(hostile=True))
+def test_the_postfix_policy_takes_every_path_the_strict_one_does(path: str) -> None:
+    """A leniency only adds: what the grammar takes, the Postfix policy takes alike."""
+    try:
+        strict = parse_path(path, allow_postmaster=True)
+    except AddressError:
+        return
+    assert parse_path(path, allow_postmaster=True, policy=POSTFIX) == strict
+
+
+@given(st.data())
+def test_broken_paths_are_refused_under_the_postfix_policy_too(data: st.DataObject) -> None:
+    path = data.draw(broken_paths())
+    line = f"RCPT TO:{path}\r\n".encode("utf-8", "surrogateescape")
+    _, out = run_server(_session(addresses=POSTFIX), b"MAIL FROM:<>\r\n" + line)
+    assert _replies(out)[-1][:1] == b"5"

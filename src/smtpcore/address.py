@@ -29,7 +29,9 @@ __all__ = [
     "MAX_LABEL_OCTETS",
     "MAX_LOCAL_PART_OCTETS",
     "MAX_PATH_OCTETS",
+    "STRICT_ADDRESSES",
     "AddressError",
+    "AddressPolicy",
     "Mailbox",
     "format_path",
     "is_address_literal",
@@ -64,6 +66,9 @@ _UTF8_NON_ASCII = "\u0080-\U0010ffff"
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
 _ATOM = f"[{_ATEXT}]+"
 _DOT_STRING = re.compile(f"{_ATOM}(?:\\.{_ATOM})*")
+# atext and dots, any number anywhere, with one atext at least: a Dot-string but for
+# its dots (a dot first, last or doubled), as old Japanese carriers' addresses are.
+_LOOSE_DOT_STRING = re.compile(f"\\.*[{_ATEXT}][{_ATEXT}.]*")
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")  # sub-domain
 # A label of a host's own name: a sub-domain that may also hold "_", as Postfix's
 # valid_hostname() takes it (a machine's name may have one).
@@ -106,6 +111,49 @@ that recognise whole lines. Not exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """Which envelope addresses beyond RFC 5321's grammar a server takes in ``MAIL``
+    and ``RCPT``; strict by default, as :class:`~smtpcore.FramingPolicy` is.
+
+    Each leniency is a named opt-in for addresses real senders use and that Postfix
+    takes by default; none weakens the checks that keep an address safe to write
+    back (no control, no CR or LF, the domain's rules, the command line limit).
+    An address taken under one is the same :class:`Mailbox` its RFC 5321 spelling
+    gives, so that its wire form (``str()``) is valid: it is relayed, queued and
+    reported in that spelling.
+    """
+
+    unquoted_dots: bool = False
+    """Take an unquoted local part with a dot first, last or doubled
+    (``taro..yamada@docomo.ne.jp``, ``hanako.@ezweb.ne.jp``, ``.c@x.example``),
+    which RFC 5321 §4.1.2's Dot-string forbids and old Japanese carriers handed
+    out. It is the local part its Quoted-string names: written back
+    ``"taro..yamada"@docomo.ne.jp``, as Postfix relays it
+    (``smtp_quote_rfc821_envelope = yes``). Postfix's smtpd takes it by default."""
+
+    unbracketed: bool = False
+    """Take a path without its angle brackets, ``MAIL FROM:a@b.example`` or ``RCPT
+    TO: c@x.example SIZE=100``, as Postfix does with ``strict_rfc821_envelopes =
+    no`` (its default). The address is one word, up to the first space, holding
+    no ``<`` or ``>``; parameters follow after a space as they do a path; an empty
+    one is refused (``MAIL FROM:`` is no null path: that is ``<>``)."""
+
+    @classmethod
+    def strict(cls) -> AddressPolicy:
+        """RFC 5321 §4.1.2's grammar alone: the default."""
+        return cls()
+
+    @classmethod
+    def postfix(cls) -> AddressPolicy:
+        """What Postfix's smtpd takes by default: both leniencies."""
+        return cls(unquoted_dots=True, unbracketed=True)
+
+
+STRICT_ADDRESSES: Final = AddressPolicy()
+"""The default address policy, RFC 5321's grammar alone."""
 
 
 class AddressError(LocalProtocolError, ValueError):
@@ -434,12 +482,13 @@ def _scan_quoted(text: str) -> tuple[str, int]:
     raise AddressError(f"unterminated quoted local part in {_show(text)}")
 
 
-def parse_mailbox(text: str) -> Mailbox:
+def parse_mailbox(text: str, *, policy: AddressPolicy = STRICT_ADDRESSES) -> Mailbox:
     """Parse ``Local-part "@" ( Domain / address-literal )`` without angle brackets.
 
     RFC 5321 §4.1.2 with RFC 6531 §3.3. A quoted local part is unquoted, so
     ``"john"@x.example`` and ``john@x.example`` give equal mailboxes; ``""@x.example``
     gives the local part ``""`` (a Quoted-string may be empty, a Dot-string not).
+    ``policy`` may take more (:attr:`AddressPolicy.unquoted_dots`).
     """
     _check_chars(text, "mailbox")
     if text.startswith('"'):
@@ -453,7 +502,9 @@ def parse_mailbox(text: str) -> Mailbox:
             raise AddressError(f"missing '@' in {_show(text)}")
         if not local:
             raise AddressError(f"empty local part in {_show(text)}")
-        if not _DOT_STRING.fullmatch(local):
+        if not _DOT_STRING.fullmatch(local) and not (
+            policy.unquoted_dots and _LOOSE_DOT_STRING.fullmatch(local)
+        ):
             problem = _dot_string_problem(local)
             raise AddressError(f"unquoted local part {_show(local)} {problem}")
     if not domain:
@@ -486,7 +537,11 @@ def _skip_source_route(inner: str) -> str:
 
 
 def parse_path(
-    text: str, *, allow_null: bool = True, allow_postmaster: bool = False
+    text: str,
+    *,
+    allow_null: bool = True,
+    allow_postmaster: bool = False,
+    policy: AddressPolicy = STRICT_ADDRESSES,
 ) -> Mailbox | None:
     """Parse the ``<...>`` after ``MAIL FROM:`` or ``RCPT TO:`` (RFC 5321 §4.1.2).
 
@@ -494,7 +549,9 @@ def parse_path(
     without a domain is allowed by ``allow_postmaster`` (RCPT TO, §4.1.1.3). A source
     route is checked and dropped, U-labels and all: whether the path needs SMTPUTF8
     (RFC 6531 §3.3) is a question for ``text``, not the mailbox. ``text`` must be the
-    whole path: use ``split_path`` to cut the ESMTP parameters off first.
+    whole path: use ``split_path`` to cut the ESMTP parameters off first (and to
+    bracket an unbracketed one, where ``policy`` takes it). ``policy`` may take
+    local parts the grammar does not (:attr:`AddressPolicy.unquoted_dots`).
     """
     simple = _SIMPLE_PATH.fullmatch(text)
     if simple is not None:
@@ -516,17 +573,21 @@ def parse_path(
         if allow_postmaster:
             return Mailbox(inner, "")
         raise AddressError("<postmaster> without a domain is only allowed in RCPT TO")
-    return parse_mailbox(inner)
+    return parse_mailbox(inner, policy=policy)
 
 
-def split_path(text: str) -> tuple[str, str]:
+def split_path(text: str, *, policy: AddressPolicy = STRICT_ADDRESSES) -> tuple[str, str]:
     """Split ``"<a@b> SIZE=10"`` into ``("<a@b>", "SIZE=10")``.
 
     The path ends at the first '>' outside a quoted string or an address literal (a
     General-address-literal may hold '>'). Parameters must follow after a space
-    (RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``).
+    (RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``). Under
+    :attr:`AddressPolicy.unbracketed`, ``"a@b SIZE=10"`` gives ``("<a@b>",
+    "SIZE=10")``: the address is the first word, which may hold no ``<`` or ``>``.
     """
     if not text.startswith("<"):
+        if policy.unbracketed and text:
+            return _bracketed(text)
         raise AddressError(f"expected a path starting with '<' in {_show(text)}")
     close = text.find(">")
     if close > 0 and '"' not in text[:close] and "[" not in text[:close]:
@@ -551,6 +612,15 @@ def split_path(text: str) -> tuple[str, str]:
             return _cut_after(text, i)
         i += 1
     raise AddressError(f"no closing '>' for the path in {_show(text)}")
+
+
+def _bracketed(text: str) -> tuple[str, str]:
+    """An unbracketed path, one word, in brackets, and what follows it: one reading
+    only, so that no address can be taken for a parameter or part of one."""
+    word, _, rest = text.partition(" ")
+    if not word or "<" in word or ">" in word:
+        raise AddressError(f"an address without brackets may hold no '<' or '>': {_show(text)}")
+    return f"<{word}>", rest.lstrip(" ")
 
 
 def _cut_after(text: str, close: int) -> tuple[str, str]:

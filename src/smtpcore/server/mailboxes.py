@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
-from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.address import AddressError, Mailbox, normalize_domain
+from smtpcore.server.config import ServerConfig, mailbox_key, parse_user_address
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.maildir import Maildir, StagedMessage, once_name
 from smtpcore.server.trace import return_path_header
@@ -101,7 +101,7 @@ class LocalMailboxes:
             if name in keys:
                 continue
             try:
-                key = mailbox_key(parse_mailbox(name))
+                key = mailbox_key(parse_user_address(name))
             except AddressError:
                 continue
             if key in keys:

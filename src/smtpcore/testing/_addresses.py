@@ -20,6 +20,7 @@ from smtpcore.address import (
     MAX_LOCAL_PART_OCTETS,
     MAX_PATH_OCTETS,
     AddressError,
+    AddressPolicy,
     Mailbox,
     normalize_domain,
     parse_domain,
@@ -32,6 +33,7 @@ __all__ = [
     "domains",
     "hostnames",
     "local_parts",
+    "lenient_paths",
     "mailboxes",
     "paths",
 ]
@@ -324,7 +326,6 @@ _BROKEN_PATHS: Final = (
     "<x@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
     "<" + "l" * 300 + "@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
     "<x@" + "a" * 64 + ".example>",
-    "john@abc.example",
     "<john@abc.example",
     "john@abc.example>",
     "<<john@abc.example>>",
@@ -342,9 +343,6 @@ _BROKEN_PATHS: Final = (
     "<john@[IPv6:zz::1]>",
     "<john@[IPv6:1::2::3]>",
     "<john@[192.0.2.1>",
-    "<.john@abc.example>",
-    "<john.@abc.example>",
-    "<jo..hn@abc.example>",
     "<john\x00@abc.example>",
     "<john\r@abc.example>",
     "<john\x7f@abc.example>",
@@ -361,6 +359,12 @@ _ODD_PATHS: Final = (
     "<postmaster>",  # RCPT TO only (§4.1.1.3)
     "<Postmaster>",
     "<>",  # MAIL FROM only
+    # RFC 5321 §4.1.2 refuses these; Postfix takes them by default, and so does a server
+    # under AddressPolicy.postfix(), the reference server's default.
+    "<.john@abc.example>",
+    "<john.@abc.example>",
+    "<jo..hn@abc.example>",
+    "john@abc.example",
 )
 _HOSTILE_PATHS: Final = _BROKEN_PATHS + _ODD_PATHS
 
@@ -406,12 +410,60 @@ def _pieced_paths() -> st.SearchStrategy[str]:
     )
 
 
+_POSTFIX: Final = AddressPolicy.postfix()
+
+
 def _unparsable(path: str) -> bool:
-    try:
-        parse_path(path, allow_postmaster=True)
-    except AddressError:
-        return True
-    return False
+    """Refused under the strict policy and the lenient one alike (``path`` is
+    bracketed: what the lenient one adds for unbracketed paths does not apply)."""
+    for policy in (AddressPolicy.strict(), _POSTFIX):
+        try:
+            parse_path(path, allow_postmaster=True, policy=policy)
+        except AddressError:
+            continue
+        return False
+    return True
+
+
+@st.composite
+def _stray_dots(draw: st.DrawFn) -> str:
+    """A local part of atoms with a dot first, last or doubled somewhere."""
+    atoms = draw(st.lists(_atoms(utf8=False), min_size=1, max_size=4))
+    dots = draw(st.lists(st.integers(1, 2), min_size=len(atoms) - 1, max_size=len(atoms) - 1))
+    local = atoms[0] + "".join("." * n + atom for n, atom in zip(dots, atoms[1:], strict=True))
+    local = draw(st.sampled_from(["", "."])) + local + draw(st.sampled_from(["", "."]))
+    if ".." not in local and not local.startswith(".") and not local.endswith("."):
+        local = draw(st.sampled_from([".", "..", ""])) + local + "."
+    return local
+
+
+def lenient_paths(*, bracketed: bool | None = None) -> st.SearchStrategy[str]:
+    """Paths that RFC 5321 §4.1.2 refuses and Postfix takes by default, as a server
+    does under :meth:`AddressPolicy.postfix() <smtpcore.address.AddressPolicy.postfix>`:
+    an unquoted local part with a dot first, last or doubled
+    (``<taro..yamada@docomo.ne.jp>``), and a path without its angle brackets
+    (``hanako.@ezweb.ne.jp``, as ``MAIL FROM:`` would be followed by it). ``bracketed``
+    True or False draws only the one form; None, both.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.address import AddressPolicy, parse_path, split_path
+    >>> from smtpcore.testing import strategies as sst
+    >>> @given(sst.lenient_paths())
+    ... def test_postfix_takes_them(text):
+    ...     path, _ = split_path(text, policy=AddressPolicy.postfix())
+    ...     assert parse_path(path, policy=AddressPolicy.postfix()) is not None
+    >>> test_postfix_takes_them()
+    """
+    dotted = st.builds(
+        lambda local, domain: f"<{local}@{domain}>", _stray_dots(), domains(literals=False)
+    )
+    bare = st.one_of(
+        mailboxes(quoted=False, at_limits=False).map(str),
+        dotted.map(lambda path: path[1:-1]),
+    )
+    if bracketed is None:
+        return st.one_of(dotted, bare)
+    return dotted if bracketed else bare
 
 
 def broken_paths() -> st.SearchStrategy[str]:
