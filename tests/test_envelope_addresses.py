@@ -10,8 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore.address import AddressError, AddressPolicy, Mailbox, parse_mailbox, parse_path
+from smtpcore.address import (
+    MAX_RECEIVED_PATH_OCTETS,
+    AddressError,
+    AddressPolicy,
+    Mailbox,
+    parse_mailbox,
+    parse_path,
+)
+from smtpcore.server.bounce import ReportedRecipient, build_bounce
 from smtpcore.server.config import ConfigError, parse_user
+from smtpcore.server.trace import received_header, return_path_header
 from smtpcore.smtp import Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp._commands import format_command
 from smtpcore.testing import run_server
@@ -56,6 +65,102 @@ def test_the_command_line_limit_still_bounds_a_long_address() -> None:
     conn = _session()
     _, out = run_server(conn, b"MAIL FROM:<" + b"l" * 600 + b"@fwd.example>\r\n")
     assert _replies(out) == [b"500"]
+
+
+def _path_of(octets: int, domain: str = "fwd.example", filler: str = "l") -> str:
+    """A path of ``octets`` octets, angle brackets included, to ``domain``."""
+    local = filler * ((octets - len(domain.encode()) - 3) // len(filler.encode()))
+    path = f"<{local}@{domain}>"
+    assert len(path.encode()) == octets
+    return path
+
+
+def test_a_received_path_is_bounded_by_a_fixed_limit_not_the_command_line() -> None:
+    """With DSN and SMTPUTF8 offered the command line takes 2,600 octets; a path is still
+    held to MAX_RECEIVED_PATH_OCTETS, so that every line it is written in fits 998
+    octets, and a longer one gets RFC 5321 §4.5.3.1.10's 501, on the fast path and the
+    slow path alike (a parameter sends the line to the slow one)."""
+    conn = _session(dsn=True)
+    longest = _path_of(MAX_RECEIVED_PATH_OCTETS).encode()
+    over = _path_of(MAX_RECEIVED_PATH_OCTETS + 1).encode()
+    _, out = run_server(conn, b"MAIL FROM:" + over + b"\r\n")
+    assert out.startswith(b"501 5.1.7") and b"path too long" in out
+    _, out = run_server(conn, b"MAIL FROM:" + longest + b" SMTPUTF8\r\n")
+    assert _replies(out) == [b"250"]
+    for params in (b"", b" NOTIFY=NEVER"):
+        _, out = run_server(conn, b"RCPT TO:" + over + params + b"\r\n")
+        assert out.startswith(b"501 5.1.3") and b"path too long" in out
+        _, out = run_server(conn, b"RCPT TO:" + longest + params + b"\r\n")
+        assert _replies(out) == [b"250"]
+
+
+@pytest.mark.parametrize(
+    "received",
+    [
+        # Taken with stray dots, written quoted: two octets longer than it came.
+        "<a.." + "l" * (MAX_RECEIVED_PATH_OCTETS - 18) + "@fwd.example>",
+        # Taken with a U-label domain, written in A-labels in Received and to a next hop
+        # without SMTPUTF8: longer than it came.
+        "<" + "l" * (MAX_RECEIVED_PATH_OCTETS - 18) + "@bücher.example>",
+    ],
+)
+def test_a_path_is_bounded_in_its_longest_written_form(received: str) -> None:
+    assert len(received.encode()) <= MAX_RECEIVED_PATH_OCTETS
+    conn = _session(addresses=AddressPolicy.postfix(), dsn=True)
+    _, out = run_server(conn, f"MAIL FROM:<> SMTPUTF8\r\nRCPT TO:{received}\r\n".encode())
+    assert out.split(b"\r\n")[1].startswith(b"501 5.1.3")
+
+
+_ORCPTS = [
+    "rfc822;" + "o" * 480 + "@x.example",
+    # 500 characters of RFC 6533 utf-8-addr-unitext: 2,000 octets raw, 4,500 as \x{HEX}.
+    "utf-8;" + "\U0001f600" * 480 + "@x.example",
+    "utf-8;" + "\\x{1F600}" * 53 + "@x.example",
+]
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_every_line_written_with_the_longest_accepted_path_fits_998_octets(utf8: bool) -> None:
+    """Return-Path, the Received trace (its ``for`` clause) and a bounce's To,
+    Final-Recipient and Original-Recipient (ORCPT's worst cases too) with the longest
+    path a server takes, in octets and, raw in a global report, in UTF-8 characters."""
+    domain = "bücher.example" if utf8 else "fwd.example"
+    longest = _path_of(MAX_RECEIVED_PATH_OCTETS, domain)
+    unicode = _path_of(MAX_RECEIVED_PATH_OCTETS, "fwd.example", filler="é")
+    for path in (longest, unicode):
+        mailbox = parse_path(path)
+        assert mailbox is not None
+        written = [
+            return_path_header(str(mailbox)),
+            received_header(
+                helo="client.example",
+                peer=("192.0.2.1", 25),
+                by="mx.abc.example",
+                protocol="UTF8SMTPS",
+                queue_id="Q1",
+                recipient=mailbox,
+                when=1_800_000_000,
+                tls="TLS1.3",
+            ),
+        ]
+        failed = [
+            ReportedRecipient(str(mailbox), "5.1.1", "550 5.1.1 no", original_recipient=orcpt)
+            for orcpt in _ORCPTS
+        ]
+        for report_utf8 in (False, True):
+            report = build_bounce(
+                reporting_mta="mx.abc.example",
+                recipient=str(mailbox),
+                queue_id="Q1",
+                arrival=1_800_000_000,
+                now=1_800_000_000,
+                failed=failed,
+                original=b"Subject: x\r\n\r\nhi\r\n",
+                utf8=report_utf8,
+            )
+            written.append(report.content)
+        for text in written:
+            assert max(map(len, text.split(b"\r\n"))) <= 998
 
 
 def test_a_user_too_long_for_a_directory_name_is_a_config_error() -> None:

@@ -11,6 +11,7 @@ import smtplib
 from pathlib import Path
 
 from peers import LOOPBACK, RawSmtpSession, smtp_sink
+from smtpcore.address import MAX_RECEIVED_PATH_OCTETS
 from test_cli_serve import _pop3, _until, serve
 
 SRS_SENDER = "SRS0=q8Zt=7K=customer-department.example=firstname.lastname.sales@fwd.example"
@@ -126,3 +127,37 @@ def test_serve_with_strict_addresses_refuses_what_rfc_5321_refuses(tmp_path: Pat
         finally:
             session.close()
         assert abc.stop() == 0
+
+
+def test_serve_relays_the_longest_path_it_takes_to_a_smtpcore_next_hop(tmp_path: Path) -> None:
+    """A sender past the path limit is refused 501 (RFC 5321 §4.5.3.1.10) rather than
+    taken and written into lines a next hop refuses (500 5.6.0, and the mail bounced);
+    the longest taken goes through a second smtpcore server, every line within 998."""
+    longest = "SRS0=" + "s" * (MAX_RECEIVED_PATH_OCTETS - 19) + "@fwd.example"
+    assert len(longest) + 2 == MAX_RECEIVED_PATH_OCTETS
+    zone = tmp_path / "zone.txt"
+    zone.write_text(ZONE)
+    with serve(tmp_path / "pqr", "pqr.example", ["brendon@pqr.example:brendon-pw"]) as pqr:
+        options = ("--resolver", f"static:{zone}", "--remote-port", str(pqr.ports["smtp"]))
+        with serve(
+            tmp_path / "abc",
+            "abc.example",
+            ["john@abc.example:john-pw"],
+            listeners=("submission",),
+            extra=(*options, "--no-sender-login-match"),
+        ) as abc:
+            with smtplib.SMTP(LOOPBACK, abc.ports["submission"], timeout=10) as smtp:
+                smtp.login("john@abc.example", "john-pw")
+                assert smtp.mail("s" + longest)[0] == 501
+                smtp.rset()
+                message = b"Subject: long\r\n\r\nhello\r\n"
+                assert smtp.sendmail(longest, ["brendon@pqr.example"], message) == {}
+            _until(lambda: bool(pqr.mailbox("brendon@pqr.example")), "the relay", pqr)
+            _until(lambda: abc.queued() == 0, "the queue to empty", abc)
+            assert abc.stop() == 0
+        assert pqr.stop() == 0
+    (delivered,) = pqr.mailbox("brendon@pqr.example")
+    lines = delivered.replace(b"\r\n", b"\n").split(b"\n")  # as the Maildir holds it
+    assert lines[0] == f"Return-Path: <{longest}>".encode()
+    assert max(map(len, lines)) <= 998
+    assert "Traceback" not in abc.log() + pqr.log()

@@ -29,10 +29,12 @@ __all__ = [
     "MAX_LABEL_OCTETS",
     "MAX_LOCAL_PART_OCTETS",
     "MAX_PATH_OCTETS",
+    "MAX_RECEIVED_PATH_OCTETS",
     "STRICT_ADDRESSES",
     "AddressError",
     "AddressPolicy",
     "Mailbox",
+    "check_received_path",
     "format_path",
     "is_address_literal",
     "normalize_domain",
@@ -49,12 +51,20 @@ MAX_LOCAL_PART_OCTETS = 64
 """The local part every receiver must take, in octets (RFC 5321 §4.5.3.1.1). A minimum,
 not a limit: §4.5.3.1 asks for no limit "to the maximum extent possible", and SRS and
 VERP senders go past it, so a :class:`Mailbox` may be longer, bounded on receipt by
-the command line; Postfix receives and sends such addresses alike."""
+:data:`MAX_RECEIVED_PATH_OCTETS`; Postfix receives and sends such addresses alike."""
 MAX_DOMAIN_OCTETS = 255
 """The longest domain, in octets (RFC 5321 §4.5.3.1.2)."""
 MAX_PATH_OCTETS = 256
 """The path every receiver must take, angle brackets included (RFC 5321 §4.5.3.1.3):
 a minimum, as :data:`MAX_LOCAL_PART_OCTETS` is, not a limit on a :class:`Mailbox`."""
+MAX_RECEIVED_PATH_OCTETS: Final = 900
+"""The longest path a server takes in ``MAIL`` or ``RCPT``, angle brackets included, in
+its longest written form (:func:`check_received_path`), whatever the command line's
+extension allowances. A received path is written whole on one line of a message
+or report, which RFC 5322 §2.1.1 and RFC 6532 §3.4 keep to 998 octets: ``Return-Path:
+<path>`` (13 octets more), ``Final-Recipient: rfc822; address`` (23 more) and, the
+longest, ``\tfor <path>; date`` in ``Received:`` (38 more); 900 leaves room, so a
+next hop is never handed a line it must refuse (RFC 5321 §4.5.3.1.6)."""
 MAX_LABEL_OCTETS = 63
 """The longest label of a domain, in octets (RFC 1035 §2.3.4)."""
 
@@ -100,13 +110,15 @@ _SIMPLE_DOMAIN = re.compile(rf"{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*")
 # ">" is the last, which must not be numeric (as simple_mailbox asks).
 _PATH_LABEL = rf"(?![0-9]+>){_SIMPLE_LABEL}"
 SIMPLE_PATH_PATTERN: Final = (
-    f"<({_SIMPLE_LOCAL.pattern})@(?=[^>]{{1,{MAX_DOMAIN_OCTETS}}}>)"
+    f"<(?=[^>]{{3,{MAX_RECEIVED_PATH_OCTETS - 2}}}>)"
+    f"({_SIMPLE_LOCAL.pattern})@(?=[^>]{{1,{MAX_DOMAIN_OCTETS}}}>)"
     f"({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
 )
 """The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups,
-within the limits :func:`simple_mailbox` holds such parts to: a domain of at most
-255 octets (the lookahead reads its length up to the ">", which it cannot hold) and
-a last label not all digits. A match is a mailbox as it stands, for the hot paths
+within the limits :func:`simple_mailbox` holds such parts to: a path of at most
+:data:`MAX_RECEIVED_PATH_OCTETS`, a domain of at most 255 octets (the lookaheads read
+their lengths up to the ">", which neither part can hold) and a last label not all
+digits. A match is a mailbox as it stands, for the hot paths
 that recognise whole lines. Not exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
@@ -120,7 +132,8 @@ class AddressPolicy:
 
     Each leniency is a named opt-in for addresses real senders use and that Postfix
     takes by default; none weakens the checks that keep an address safe to write
-    back (no control, no CR or LF, the domain's rules, the command line limit).
+    back (no control, no CR or LF, the domain's rules, the command line limit, and
+    under every policy a path of at most :data:`MAX_RECEIVED_PATH_OCTETS`).
     An address taken under one is the same :class:`Mailbox` its RFC 5321 spelling
     gives, so that its wire form (``str()``) is valid: it is relayed, queued and
     reported in that spelling.
@@ -217,7 +230,8 @@ def _check_local_part(local_part: str) -> None:
     """Characters of a local part. An empty one is valid: it is the empty
     Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``). Its size is
     not limited (RFC 5321 §4.5.3.1: 64 octets is what every receiver must take, and
-    SRS and VERP senders go past it): a peer's is bounded by the command line."""
+    SRS and VERP senders go past it): a peer's is bounded by
+    :func:`check_received_path`."""
     _check_chars(local_part, "local part")
 
 
@@ -421,13 +435,15 @@ def _is_simple(local: str, domain: str) -> bool:
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``_SIMPLE_LOCAL`` and
-    ``_SIMPLE_DOMAIN``), or None when its domain is over 255 octets or ends in a
-    numeric label: the limits such parts can still break. ``SIMPLE_PATH_PATTERN``
+    ``_SIMPLE_DOMAIN``), or None when its path is over :data:`MAX_RECEIVED_PATH_OCTETS`,
+    its domain over 255 octets or its last label numeric: the limits such parts can
+    still break. ``SIMPLE_PATH_PATTERN``
     holds its parts to the same limits (a test holds the two equal), so the
     everyday-line parser builds its mailboxes without this call."""
     last_label = domain.rpartition(".")[2]
     if (
         len(domain) > MAX_DOMAIN_OCTETS
+        or len(local) + len(domain) + 3 > MAX_RECEIVED_PATH_OCTETS  # <local@domain>
         or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
     ):
         return None
@@ -574,6 +590,20 @@ def parse_path(
             return Mailbox(inner, "")
         raise AddressError("<postmaster> without a domain is only allowed in RCPT TO")
     return parse_mailbox(inner, policy=policy)
+
+
+def check_received_path(mailbox: Mailbox) -> None:
+    """Refuse a received path longer than :data:`MAX_RECEIVED_PATH_OCTETS` in the
+    longest form it is written in: its wire form (a local part with stray dots gains
+    its quotes) or, its domain in A-labels, the one a ``Received:`` line and a next hop
+    without SMTPUTF8 get. RFC 5321 §4.5.3.1.10 answers such a path ``501 Path too
+    long``, as the command parsers do with this error."""
+    octets = max(len(format_path(form).encode()) for form in (mailbox, mailbox.a_label_form))
+    if octets > MAX_RECEIVED_PATH_OCTETS:
+        raise AddressError(
+            f"path too long: {octets} octets, over the {MAX_RECEIVED_PATH_OCTETS} "
+            "taken here (RFC 5321 §4.5.3.1.10)"
+        )
 
 
 def split_path(text: str, *, policy: AddressPolicy = STRICT_ADDRESSES) -> tuple[str, str]:

@@ -110,8 +110,12 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
     character) in either kind of report, and ASCII unless the report is a
     ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
-    text = _field_text(text, utf8)
-    # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
+    return _cut(_field_text(text, utf8), limit)
+
+
+def _cut(text: str, limit: int = 900) -> str:
+    """``text`` within ``limit`` octets (RFC 6532 §3.4 counts octets), cut at a
+    character's boundary and ended ``...`` where it was cut."""
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text
@@ -212,7 +216,9 @@ def _original_recipient(orcpt: str, utf8: bool) -> str:
         addr_type, _, address = orcpt.partition(";")
         return f"{addr_type}; {_one_line(decode_xtext(address), utf8)}"
     if original.addr_type.lower() == "utf-8":
-        return _address_field(original.address, utf8).replace("rfc822;", "utf-8;", 1)
+        # 500 characters of ORCPT may be 2,000 octets raw, and 4,500 as \x{HEX}: cut
+        # as an rfc822 one is, so that the field stays within a line's 998 octets.
+        return _cut(_address_field(original.address, utf8).replace("rfc822;", "utf-8;", 1))
     return f"{original.addr_type}; {_one_line(original.address, utf8)}"
 
 

@@ -23,6 +23,7 @@ from smtpcore.address import (
     AddressError,
     AddressPolicy,
     Mailbox,
+    check_received_path,
     format_path,
     parse_path,
     split_path,
@@ -125,6 +126,8 @@ def _mail_parser(policy: AddressPolicy) -> Callable[[str], Command]:
         try:
             path, rest = _envelope(argument, _FROM_RE, "MAIL FROM:<address>", policy)
             sender = parse_path(path, allow_null=True, policy=policy)
+            if sender is not None:
+                check_received_path(sender)
         except AddressError as exc:
             raise CommandSyntaxError(
                 reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
@@ -139,6 +142,8 @@ def _rcpt_parser(policy: AddressPolicy) -> Callable[[str], Command]:
         try:
             path, rest = _envelope(argument, _TO_RE, "RCPT TO:<address>", policy)
             recipient = parse_path(path, allow_null=False, allow_postmaster=True, policy=policy)
+            if recipient is not None:
+                check_received_path(recipient)
         except AddressError as exc:
             raise CommandSyntaxError(
                 reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
