@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from smtp_helpers import greeted, run
 from smtpcore import LocalProtocolError
 from smtpcore._numbers import is_digits, parse_number
-from smtpcore.address import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple_mailbox
+from smtpcore.address import (
+    _SIMPLE_DOMAIN,
+    _SIMPLE_LOCAL,
+    _SIMPLE_PATH,
+    AddressPolicy,
+    simple_mailbox,
+)
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import (
@@ -29,6 +35,7 @@ from smtpcore.smtp._commands import (
     BARE_LINES,
     VERBS,
     CommandSyntaxError,
+    envelope_verbs,
     everyday_command,
     format_command,
     match_everyday_line,
@@ -101,6 +108,28 @@ def test_the_everyday_line_parser_agrees_with_the_full_one_on_parameters(line: b
     assert expected == command
     assert isinstance(command, Mail | Rcpt) and isinstance(expected, Mail | Rcpt)
     assert list(command.params.items()) == list(expected.params.items())
+
+
+LENIENT_VERBS = {**VERBS, **envelope_verbs(AddressPolicy.postfix())}
+"""The verb table of a server taking what Postfix takes (``addresses=``)."""
+
+
+@given(
+    st.sampled_from(["MAIL FROM:", "RCPT TO:", "mail from:"]),
+    st.one_of(sst.paths(hostile=True), sst.lenient_paths()),
+    st.sampled_from(["", " SIZE=10", " SIZE=10 BODY=8BITMIME", "  SIZE=1"]),
+)
+def test_the_everyday_line_parser_agrees_with_the_lenient_full_one(
+    verb: str, path: str, params: str
+) -> None:
+    """The hot path knows no address policy: whatever it takes, a server taking what
+    Postfix takes (stray dots, no brackets) must read alike, so that no leniency
+    changes the meaning of a line the hot path has already read."""
+    line = f"{verb}{path}{params}\r\n".encode("utf-8", "surrogateescape")
+    command = parse_everyday_line(line)
+    if command is None:
+        return
+    assert parse_command_line(line[:-2].decode("utf-8"), LENIENT_VERBS) == command
 
 
 @pytest.mark.parametrize(
