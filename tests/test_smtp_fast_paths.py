@@ -25,6 +25,7 @@ from smtpcore.address import (
     _SIMPLE_DOMAIN,
     _SIMPLE_LOCAL,
     _SIMPLE_PATH,
+    MAX_RECEIVED_PATH_OCTETS,
     AddressPolicy,
     simple_mailbox,
 )
@@ -318,21 +319,25 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
 @example("john", "example.2")
 @example("j" * 65, "example")
 @example('""', "example")
+@example("j" * (MAX_RECEIVED_PATH_OCTETS - 10), "example")  # the longest path taken, 900
+@example("j" * (MAX_RECEIVED_PATH_OCTETS - 9), "example")  # 901
 def test_the_simple_path_pattern_holds_the_limits_simple_mailbox_holds(
     local: str, domain: str
 ) -> None:
     """The everyday path pattern takes a path's parts where the simple patterns take
-    them and ``simple_mailbox`` finds them within the limits (the domain's length, a
-    last label not all digits; a local part and a path have none, RFC 5321
-    §4.5.3.1): its match is a mailbox as it
-    stands, which the everyday-line parser builds without the call."""
+    them, ``simple_mailbox`` finds them within the rules (the domain's length, a last
+    label not all digits; a local part has no limit, RFC 5321 §4.5.3.1) and the path,
+    as written, is one a server takes (``MAX_RECEIVED_PATH_OCTETS``): its match is a
+    mailbox as it stands, which the everyday-line parser builds without the call."""
+    path = f"<{local}@{domain}>"
     expected = (
         _SIMPLE_LOCAL.fullmatch(local) is not None
         and _SIMPLE_DOMAIN.fullmatch(domain) is not None
         and simple_mailbox(local, domain) is not None
+        and len(path) <= MAX_RECEIVED_PATH_OCTETS
     )
-    assert (_SIMPLE_PATH.fullmatch(f"<{local}@{domain}>") is not None) is expected
-    line = f"RCPT TO:<{local}@{domain}>\r\n".encode("ascii")
+    assert (_SIMPLE_PATH.fullmatch(path) is not None) is expected
+    line = f"RCPT TO:{path}\r\n".encode("ascii")
     command = parse_everyday_line(line)
     assert (command is not None) is expected
     if command is not None:

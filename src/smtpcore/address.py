@@ -115,11 +115,12 @@ SIMPLE_PATH_PATTERN: Final = (
     f"({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
 )
 """The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups,
-within the limits :func:`simple_mailbox` holds such parts to: a path of at most
-:data:`MAX_RECEIVED_PATH_OCTETS`, a domain of at most 255 octets (the lookaheads read
-their lengths up to the ">", which neither part can hold) and a last label not all
-digits. A match is a mailbox as it stands, for the hot paths
-that recognise whole lines. Not exported: internal to the package."""
+within the rules :func:`simple_mailbox` holds such parts to (a domain of at most 255
+octets, a last label not all digits) and the limit :func:`check_received_path` holds a
+received path to (:data:`MAX_RECEIVED_PATH_OCTETS`, which such a path, ASCII and
+unquoted, meets in its length): the lookaheads read the lengths up to the ">", which
+neither part can hold. A match is a mailbox as it stands and a path a server takes,
+for the hot paths that recognise whole lines. Not exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
@@ -435,16 +436,14 @@ def _is_simple(local: str, domain: str) -> bool:
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``_SIMPLE_LOCAL`` and
-    ``_SIMPLE_DOMAIN``), or None when its path is over :data:`MAX_RECEIVED_PATH_OCTETS`,
-    its domain over 255 octets or its last label numeric: the limits such parts can
-    still break. ``SIMPLE_PATH_PATTERN``
-    holds its parts to the same limits (a test holds the two equal), so the
-    everyday-line parser builds its mailboxes without this call."""
+    ``_SIMPLE_DOMAIN``), or None when its domain is over 255 octets or its last label
+    numeric: the rules such parts can still break. A mailbox has no length limit of its
+    own (RFC 5321 §4.5.3.1); a received path's is :func:`check_received_path`'s.
+    ``SIMPLE_PATH_PATTERN`` holds its parts to the same rules (a test holds the two
+    equal), so the everyday-line parser builds its mailboxes without this call."""
     last_label = domain.rpartition(".")[2]
-    if (
-        len(domain) > MAX_DOMAIN_OCTETS
-        or len(local) + len(domain) + 3 > MAX_RECEIVED_PATH_OCTETS  # <local@domain>
-        or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
+    if len(domain) > MAX_DOMAIN_OCTETS or (
+        last_label.isascii() and last_label.isdigit()  # is_digits, in C
     ):
         return None
     # The parts are checked: skip Mailbox.__post_init__, and set the slots through their
