@@ -163,6 +163,54 @@ def test_every_line_written_with_the_longest_accepted_path_fits_998_octets(utf8:
             assert max(map(len, text.split(b"\r\n"))) <= 998
 
 
+def _report_on(orcpt: str, utf8: bool) -> bytes:
+    failed = [ReportedRecipient("bob@pqr.example", "5.1.1", "550 no", original_recipient=orcpt)]
+    return build_bounce(
+        reporting_mta="mx.abc.example",
+        recipient="john@abc.example",
+        queue_id="Q1",
+        arrival=1_800_000_000,
+        now=1_800_000_000,
+        failed=failed,
+        original=b"Subject: x\r\n\r\nhi\r\n",
+        utf8=utf8,
+    ).content
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+@pytest.mark.parametrize(
+    "orcpt",
+    [
+        # 500 characters of utf-8-addr-unitext: 1,930 octets raw, 4,330 as \x{HEX}.
+        "utf-8;" + "\U0001f600" * 480 + "@x.example",
+        # rfc822 xtext of controls, each written \x{01}: 984 octets.
+        "rfc822;" + "+01" * 160 + "@x.example",
+        # What a damaged queue file may hold: over RFC 3461's 500, no addr-type at all.
+        "rfc822;" + "o" * 1000 + "@x.example",
+        "x" * 2000,
+    ],
+)
+def test_an_original_recipient_too_long_for_a_line_is_left_out(orcpt: str, utf8: bool) -> None:
+    """Original-Recipient is optional (RFC 3464 §2.3.1): one that would not fit a line
+    is left out, where a cut one (ended ``...``) named another address."""
+    content = _report_on(orcpt, utf8)
+    assert b"Original-Recipient" not in content
+    assert max(map(len, content.split(b"\r\n"))) <= 998
+
+
+@pytest.mark.parametrize("utf8", [False, True])
+def test_the_longest_original_recipient_that_fits_is_written_whole(utf8: bool) -> None:
+    orcpt = "utf-8;" + "\\x{1F600}" * 53 + "@x.example"  # 487 octets as xtext
+    fields = [
+        line
+        for line in _report_on(orcpt, utf8).split(b"\r\n")
+        if line.startswith(b"Original-Recipient:")
+    ]
+    address = "\U0001f600" * 53 + "@x.example"
+    written = address if utf8 else "\\x{1F600}" * 53 + "@x.example"
+    assert fields == [f"Original-Recipient: utf-8; {written}".encode()]
+
+
 def test_a_user_too_long_for_a_directory_name_is_a_config_error() -> None:
     """A mailbox directory is named by the address, and a file name holds 255 octets
     (NAME_MAX); the 256-octet path limit kept every user within it. Without it, the

@@ -110,12 +110,8 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
     character) in either kind of report, and ASCII unless the report is a
     ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
-    return _cut(_field_text(text, utf8), limit)
-
-
-def _cut(text: str, limit: int = 900) -> str:
-    """``text`` within ``limit`` octets (RFC 6532 §3.4 counts octets), cut at a
-    character's boundary and ended ``...`` where it was cut."""
+    text = _field_text(text, utf8)
+    # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
         return text
@@ -207,19 +203,24 @@ def _on_behalf_text(sender: str, utf8: bool) -> str:
     )
 
 
-def _original_recipient(orcpt: str, utf8: bool) -> str:
+def _original_recipient(orcpt: str, utf8: bool) -> str | None:
     """An ``ORCPT`` as it came (``rfc822;xtext``, or ``utf-8;`` in either RFC 6533 form),
-    decoded and written back for the report."""
+    decoded and written back for the report; None where that is over 900 octets (500
+    characters of ORCPT may be 2,000 raw, and 4,500 as ``\\x{HEX}``). The field is
+    optional (RFC 3464 §2.3.1): left out, not cut, since a cut address is another one,
+    and the line stays within RFC 5322's 998 octets."""
     try:
         original = OriginalRecipient.parse(orcpt, utf8=True)
     except ValueError:
         addr_type, _, address = orcpt.partition(";")
-        return f"{addr_type}; {_one_line(decode_xtext(address), utf8)}"
-    if original.addr_type.lower() == "utf-8":
-        # 500 characters of ORCPT may be 2,000 octets raw, and 4,500 as \x{HEX}: cut
-        # as an rfc822 one is, so that the field stays within a line's 998 octets.
-        return _cut(_address_field(original.address, utf8).replace("rfc822;", "utf-8;", 1))
-    return f"{original.addr_type}; {_one_line(original.address, utf8)}"
+        value = f"{addr_type}; {_field_text(decode_xtext(address), utf8)}"
+    else:
+        if original.addr_type.lower() == "utf-8":
+            field = _address_field(original.address, utf8)
+            value = field.replace("rfc822;", "utf-8;", 1)
+        else:
+            value = f"{original.addr_type}; {_field_text(original.address, utf8)}"
+    return value if len(value.encode("utf-8")) <= 900 else None
 
 
 _GLOBAL_TYPES: Final = {
@@ -582,7 +583,8 @@ def _build_report(
         status.append("")
         if item.original_recipient is not None:
             original = _original_recipient(item.original_recipient, utf8)
-            status.append(f"Original-Recipient: {original}")
+            if original is not None:
+                status.append(f"Original-Recipient: {original}")
         status += [
             f"Final-Recipient: {_address_field(item.address, utf8)}",
             f"Action: {item.action}",
