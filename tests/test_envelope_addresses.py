@@ -211,6 +211,15 @@ def test_the_longest_original_recipient_that_fits_is_written_whole(utf8: bool) -
     assert fields == [f"Original-Recipient: utf-8; {written}".encode()]
 
 
+@pytest.mark.parametrize("utf8", [False, True])
+def test_a_damaged_original_recipient_cannot_add_a_field(utf8: bool) -> None:
+    """An ORCPT no parser reads (a damaged queue file's) is written through the same
+    one-line rule in its type as in its address: a line break in it is no new field."""
+    content = _report_on("rfc\r\nX-Evil: 1;a@b.example", utf8)
+    assert b"\r\nX-Evil" not in content
+    assert max(map(len, content.split(b"\r\n"))) <= 998
+
+
 def test_a_user_too_long_for_a_directory_name_is_a_config_error() -> None:
     """A mailbox directory is named by the address, and a file name holds 255 octets
     (NAME_MAX); the 256-octet path limit kept every user within it. Without it, the

@@ -213,7 +213,7 @@ def _original_recipient(orcpt: str, utf8: bool) -> str | None:
         original = OriginalRecipient.parse(orcpt, utf8=True)
     except ValueError:
         addr_type, _, address = orcpt.partition(";")
-        value = f"{addr_type}; {_field_text(decode_xtext(address), utf8)}"
+        value = f"{_field_text(addr_type, utf8)}; {_field_text(decode_xtext(address), utf8)}"
     else:
         if original.addr_type.lower() == "utf-8":
             field = _address_field(original.address, utf8)
