@@ -303,8 +303,8 @@ def test_the_received_line_is_ascii_exactly_when_the_envelope_can_be(
     """Whatever the recipient, the line is 8-bit only where the recipient is, in the
     form the relay sends it to a next hop without SMTPUTF8; the HELO name (the
     client's claim) and this server's name never make it 8-bit. A recipient whose
-    A-labels would not fit a path (RFC 5321 §4.5.3.1.3) has no ASCII form: it is
-    written as it is, where it raised and made the message a 451 at receipt."""
+    A-labels pass a 256-octet path (RFC 5321 §4.5.3.1.3, a size to take, not a limit)
+    is written in them, where it raised and made the message a 451 at receipt."""
     header = _received_for(recipient, by=by)
     assert header.isascii() == recipient.a_label_form.is_ascii
 

@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 from smtp_helpers import greeted, run
 from smtpcore import LocalProtocolError
 from smtpcore._numbers import is_digits, parse_number
-from smtpcore.address import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple_mailbox
+from smtpcore.address import (
+    _SIMPLE_DOMAIN,
+    _SIMPLE_LOCAL,
+    _SIMPLE_PATH,
+    MAX_RECEIVED_PATH_OCTETS,
+    AddressPolicy,
+    simple_mailbox,
+)
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp import _server as server_module
 from smtpcore.smtp._commands import (
@@ -29,6 +36,7 @@ from smtpcore.smtp._commands import (
     BARE_LINES,
     VERBS,
     CommandSyntaxError,
+    envelope_verbs,
     everyday_command,
     format_command,
     match_everyday_line,
@@ -101,6 +109,28 @@ def test_the_everyday_line_parser_agrees_with_the_full_one_on_parameters(line: b
     assert expected == command
     assert isinstance(command, Mail | Rcpt) and isinstance(expected, Mail | Rcpt)
     assert list(command.params.items()) == list(expected.params.items())
+
+
+LENIENT_VERBS = {**VERBS, **envelope_verbs(AddressPolicy.postfix())}
+"""The verb table of a server taking what Postfix takes (``addresses=``)."""
+
+
+@given(
+    st.sampled_from(["MAIL FROM:", "RCPT TO:", "mail from:"]),
+    st.one_of(sst.paths(hostile=True), sst.lenient_paths()),
+    st.sampled_from(["", " SIZE=10", " SIZE=10 BODY=8BITMIME", "  SIZE=1"]),
+)
+def test_the_everyday_line_parser_agrees_with_the_lenient_full_one(
+    verb: str, path: str, params: str
+) -> None:
+    """The hot path knows no address policy: whatever it takes, a server taking what
+    Postfix takes (stray dots, no brackets) must read alike, so that no leniency
+    changes the meaning of a line the hot path has already read."""
+    line = f"{verb}{path}{params}\r\n".encode("utf-8", "surrogateescape")
+    command = parse_everyday_line(line)
+    if command is None:
+        return
+    assert parse_command_line(line[:-2].decode("utf-8"), LENIENT_VERBS) == command
 
 
 @pytest.mark.parametrize(
@@ -283,25 +313,31 @@ def test_the_everyday_line_takes_a_path_as_the_address_rules_do(
         max_size=6,
     ).map(".".join),
 )
-@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 60)  # a 256-octet path
-@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 61)  # 257
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 63)  # a 255-octet domain
+@example("j", "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 64)  # 256
+@example("j" * 200, "d" * 63 + "." + "d" * 63 + "." + "d" * 63 + "." + "d" * 63)  # path of 458
 @example("john", "example.2")
 @example("j" * 65, "example")
 @example('""', "example")
+@example("j" * (MAX_RECEIVED_PATH_OCTETS - 10), "example")  # the longest path taken, 900
+@example("j" * (MAX_RECEIVED_PATH_OCTETS - 9), "example")  # 901
 def test_the_simple_path_pattern_holds_the_limits_simple_mailbox_holds(
     local: str, domain: str
 ) -> None:
     """The everyday path pattern takes a path's parts where the simple patterns take
-    them and ``simple_mailbox`` finds them within the limits (the local part's and
-    the path's length, a last label not all digits): its match is a mailbox as it
-    stands, which the everyday-line parser builds without the call."""
+    them, ``simple_mailbox`` finds them within the rules (the domain's length, a last
+    label not all digits; a local part has no limit, RFC 5321 §4.5.3.1) and the path,
+    as written, is one a server takes (``MAX_RECEIVED_PATH_OCTETS``): its match is a
+    mailbox as it stands, which the everyday-line parser builds without the call."""
+    path = f"<{local}@{domain}>"
     expected = (
         _SIMPLE_LOCAL.fullmatch(local) is not None
         and _SIMPLE_DOMAIN.fullmatch(domain) is not None
         and simple_mailbox(local, domain) is not None
+        and len(path) <= MAX_RECEIVED_PATH_OCTETS
     )
-    assert (_SIMPLE_PATH.fullmatch(f"<{local}@{domain}>") is not None) is expected
-    line = f"RCPT TO:<{local}@{domain}>\r\n".encode("ascii")
+    assert (_SIMPLE_PATH.fullmatch(path) is not None) is expected
+    line = f"RCPT TO:{path}\r\n".encode("ascii")
     command = parse_everyday_line(line)
     assert (command is not None) is expected
     if command is not None:

@@ -19,6 +19,7 @@ import pytest
 from smtp_helpers import EHLO, codes, greeted, run
 from smtpcore._driver._smtp_server import ServerOptions
 from smtpcore._lines import FramingPolicy
+from smtpcore.address import AddressPolicy
 from smtpcore.smtp import Reply, ServerConnection
 from smtpcore.smtp._ext.size import MAX_MESSAGE_SIZE
 from smtpcore.smtp._server_config import ServerConfig
@@ -35,6 +36,7 @@ OTHER_VALUES: dict[str, object] = {
     "max_junk_commands": 9,
     "max_recipient_overshoot": 3,
     "framing": FramingPolicy.lenient(),
+    "addresses": AddressPolicy.postfix(),
     "pipelining": False,
     "eight_bit_mime": False,
     "enhanced_status_codes": False,

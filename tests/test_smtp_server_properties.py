@@ -241,12 +241,15 @@ def test_the_everyday_line_parser_takes_the_everyday_lines() -> None:
     assert parse_everyday_line(b"MAIL FROM:<john@abc.example> SIZE=10\r\n") == (
         parse_command_line("MAIL FROM:<john@abc.example> SIZE=10", VERBS)
     )
+    # A local part past RFC 5321 §4.5.3.1.1's 64 octets, a size to take, not a limit.
+    long_local = b"RCPT TO:<" + b"x" * 65 + b"@abc.example>\r\n"
+    assert parse_everyday_line(long_local) == parse_command_line(long_local[:-2].decode(), VERBS)
     for other in (
         b"MAIL FROM:<john@abc.example>  SIZE=10\r\n",
         b"MAIL FROM: <john@abc.example>\r\n",
         b"MAIL FROM:<>\r\n",
         b"RCPT TO:<a@192.0.2.1>\r\n",  # a numeric top label: the full rules refuse it
-        b"RCPT TO:<" + b"x" * 65 + b"@abc.example>\r\n",  # a local part over 64 octets
+        b"RCPT TO:<x@" + b"d" * 60 + (b".d" + b"d" * 60) * 4 + b">\r\n",  # domain over 255
         b"MAIL FROM:<john@abc.example>\n",
     ):
         assert parse_everyday_line(other) is None

@@ -2,7 +2,7 @@
 
 This is the one place where text from ``MAIL FROM:``, ``RCPT TO:`` and ``EHLO`` becomes a
 value, so every rule that keeps an address safe to write back on the wire lives here:
-the grammar of RFC 5321 §4.1.2 and §4.1.3, the size limits of §4.5.3.1, and the
+the grammar of RFC 5321 §4.1.2 and §4.1.3, the domain's size limits, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
 
 Internationalized domain labels are converted to A-labels in one module of their own,
@@ -29,8 +29,12 @@ __all__ = [
     "MAX_LABEL_OCTETS",
     "MAX_LOCAL_PART_OCTETS",
     "MAX_PATH_OCTETS",
+    "MAX_RECEIVED_PATH_OCTETS",
+    "STRICT_ADDRESSES",
     "AddressError",
+    "AddressPolicy",
     "Mailbox",
+    "check_received_path",
     "format_path",
     "is_address_literal",
     "normalize_domain",
@@ -44,11 +48,23 @@ __all__ = [
 ]
 
 MAX_LOCAL_PART_OCTETS = 64
-"""The longest local part, in octets (RFC 5321 §4.5.3.1.1)."""
+"""The local part every receiver must take, in octets (RFC 5321 §4.5.3.1.1). A minimum,
+not a limit: §4.5.3.1 asks for no limit "to the maximum extent possible", and SRS and
+VERP senders go past it, so a :class:`Mailbox` may be longer, bounded on receipt by
+:data:`MAX_RECEIVED_PATH_OCTETS`; Postfix receives and sends such addresses alike."""
 MAX_DOMAIN_OCTETS = 255
 """The longest domain, in octets (RFC 5321 §4.5.3.1.2)."""
 MAX_PATH_OCTETS = 256
-"""The longest path, angle brackets included (RFC 5321 §4.5.3.1.3)."""
+"""The path every receiver must take, angle brackets included (RFC 5321 §4.5.3.1.3):
+a minimum, as :data:`MAX_LOCAL_PART_OCTETS` is, not a limit on a :class:`Mailbox`."""
+MAX_RECEIVED_PATH_OCTETS: Final = 900
+"""The longest path a server takes in ``MAIL`` or ``RCPT``, angle brackets included, in
+its longest written form (:func:`check_received_path`), whatever the command line's
+extension allowances. A received path is written whole on one line of a message
+or report, which RFC 5322 §2.1.1 and RFC 6532 §3.4 keep to 998 octets: ``Return-Path:
+<path>`` (13 octets more), ``Final-Recipient: rfc822; address`` (23 more) and, the
+longest, ``\tfor <path>; date`` in ``Received:`` (38 more); 900 leaves room, so a
+next hop is never handed a line it must refuse (RFC 5321 §4.5.3.1.6)."""
 MAX_LABEL_OCTETS = 63
 """The longest label of a domain, in octets (RFC 1035 §2.3.4)."""
 
@@ -60,6 +76,9 @@ _UTF8_NON_ASCII = "\u0080-\U0010ffff"
 _ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~" + _UTF8_NON_ASCII
 _ATOM = f"[{_ATEXT}]+"
 _DOT_STRING = re.compile(f"{_ATOM}(?:\\.{_ATOM})*")
+# atext and dots, any number anywhere, with one atext at least: a Dot-string but for
+# its dots (a dot first, last or doubled), as old Japanese carriers' addresses are.
+_LOOSE_DOT_STRING = re.compile(f"\\.*[{_ATEXT}][{_ATEXT}.]*")
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")  # sub-domain
 # A label of a host's own name: a sub-domain that may also hold "_", as Postfix's
 # valid_hostname() takes it (a machine's name may have one).
@@ -91,18 +110,64 @@ _SIMPLE_DOMAIN = re.compile(rf"{_SIMPLE_LABEL}(?:\.{_SIMPLE_LABEL})*")
 # ">" is the last, which must not be numeric (as simple_mailbox asks).
 _PATH_LABEL = rf"(?![0-9]+>){_SIMPLE_LABEL}"
 SIMPLE_PATH_PATTERN: Final = (
-    f"<(?=[^@]{{1,{MAX_LOCAL_PART_OCTETS}}}@)(?=[^>]{{1,{MAX_PATH_OCTETS - 2}}}>)"
-    f"({_SIMPLE_LOCAL.pattern})@({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
+    f"<(?=[^>]{{3,{MAX_RECEIVED_PATH_OCTETS - 2}}}>)"
+    f"({_SIMPLE_LOCAL.pattern})@(?=[^>]{{1,{MAX_DOMAIN_OCTETS}}}>)"
+    f"({_PATH_LABEL}(?:\\.{_PATH_LABEL})*)>"
 )
 """The everyday path (ASCII dot-atom local part, LDH host name), its parts in two groups,
-within the limits :func:`simple_mailbox` holds such parts to: a local part of at most
-64 octets, a path of at most 256, a last label not all digits (the lookaheads read
-the parts' lengths up to the "@" and the ">", which neither part can hold). A match
-is a mailbox as it stands, for the hot paths that recognise whole lines. Not
-exported: internal to the package."""
+within the rules :func:`simple_mailbox` holds such parts to (a domain of at most 255
+octets, a last label not all digits) and the limit :func:`check_received_path` holds a
+received path to (:data:`MAX_RECEIVED_PATH_OCTETS`, which such a path, ASCII and
+unquoted, meets in its length): the lookaheads read the lengths up to the ">", which
+neither part can hold. A match is a mailbox as it stands and a path a server takes,
+for the hot paths that recognise whole lines. Not exported: internal to the package."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 _IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """Which envelope addresses beyond RFC 5321's grammar a server takes in ``MAIL``
+    and ``RCPT``; strict by default, as :class:`~smtpcore.FramingPolicy` is.
+
+    Each leniency is a named opt-in for addresses real senders use and that Postfix
+    takes by default; none weakens the checks that keep an address safe to write
+    back (no control, no CR or LF, the domain's rules, the command line limit, and
+    under every policy a path of at most :data:`MAX_RECEIVED_PATH_OCTETS`).
+    An address taken under one is the same :class:`Mailbox` its RFC 5321 spelling
+    gives, so that its wire form (``str()``) is valid: it is relayed, queued and
+    reported in that spelling.
+    """
+
+    unquoted_dots: bool = False
+    """Take an unquoted local part with a dot first, last or doubled
+    (``taro..yamada@docomo.ne.jp``, ``hanako.@ezweb.ne.jp``, ``.c@x.example``),
+    which RFC 5321 §4.1.2's Dot-string forbids and old Japanese carriers handed
+    out. It is the local part its Quoted-string names: written back
+    ``"taro..yamada"@docomo.ne.jp``, as Postfix relays it
+    (``smtp_quote_rfc821_envelope = yes``). Postfix's smtpd takes it by default."""
+
+    unbracketed: bool = False
+    """Take a path without its angle brackets, ``MAIL FROM:a@b.example`` or ``RCPT
+    TO: c@x.example SIZE=100``, as Postfix does with ``strict_rfc821_envelopes =
+    no`` (its default). The address is one word, up to the first space, holding
+    no ``<`` or ``>``; parameters follow after a space as they do a path; an empty
+    one is refused (``MAIL FROM:`` is no null path: that is ``<>``)."""
+
+    @classmethod
+    def strict(cls) -> AddressPolicy:
+        """RFC 5321 §4.1.2's grammar alone: the default."""
+        return cls()
+
+    @classmethod
+    def postfix(cls) -> AddressPolicy:
+        """What Postfix's smtpd takes by default: both leniencies."""
+        return cls(unquoted_dots=True, unbracketed=True)
+
+
+STRICT_ADDRESSES: Final = AddressPolicy()
+"""The default address policy, RFC 5321's grammar alone."""
 
 
 class AddressError(LocalProtocolError, ValueError):
@@ -163,15 +228,12 @@ def quote_local_part(local_part: str) -> str:
 
 
 def _check_local_part(local_part: str) -> None:
-    """Characters and size of a local part. An empty one is valid: it is the empty
-    Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``)."""
+    """Characters of a local part. An empty one is valid: it is the empty
+    Quoted-string ``""`` (RFC 5321 §4.1.2: ``DQUOTE *QcontentSMTP DQUOTE``). Its size is
+    not limited (RFC 5321 §4.5.3.1: 64 octets is what every receiver must take, and
+    SRS and VERP senders go past it): a peer's is bounded by
+    :func:`check_received_path`."""
     _check_chars(local_part, "local part")
-    size = _octets(quote_local_part(local_part))
-    if size > MAX_LOCAL_PART_OCTETS:
-        raise AddressError(
-            f"local part is {size} octets on the wire, over the limit of "
-            f"{MAX_LOCAL_PART_OCTETS} (RFC 5321 §4.5.3.1.1)"
-        )
 
 
 def _label_to_ascii(label: str, domain: str, *, host: bool = False) -> str:
@@ -306,8 +368,10 @@ class Mailbox:
     the empty Quoted-string, written ``""@domain``); ``domain`` is a domain name
     (U-labels allowed) or an address literal, both kept as given.
     ``domain == ""`` is allowed only for the ``RCPT TO:<Postmaster>`` form (§4.1.1.3).
-    Construction enforces the limits of §4.5.3.1, including that the mailbox fits in a
-    256-octet path, so every Mailbox can be sent.
+    Construction enforces the domain's limits (255 octets, labels of 63: DNS's own);
+    the local part and the path may be longer than the 64 and 256 octets of §4.5.3.1,
+    which are minimums every receiver must take, not limits (§4.5.3.1.1, §4.5.3.1.3),
+    and go as they are, as Postfix sends them.
     """
 
     local_part: str
@@ -326,12 +390,6 @@ class Mailbox:
                 )
             return
         _validate_domain(self.domain, allow_trailing_dot=False)
-        size = _path_octets(self.local_part, self.domain)
-        if size > MAX_PATH_OCTETS:
-            raise AddressError(
-                f"mailbox makes a {size}-octet path, over the limit of {MAX_PATH_OCTETS} "
-                "(RFC 5321 §4.5.3.1.3)"
-            )
 
     def __str__(self) -> str:
         if not self.domain:
@@ -361,21 +419,10 @@ class Mailbox:
         """The same mailbox as a server without SMTPUTF8 can take it: a UTF-8 domain in
         A-labels, which name the same domain (RFC 5890 §2.3.2.1). Only a UTF-8 local
         part needs SMTPUTF8 (RFC 6531 §3.4): it has no ASCII form, so that mailbox,
-        like an ASCII one, is returned as it is. So is one whose A-labels, longer than
-        its U-labels, would not fit a 256-octet path (RFC 5321 §4.5.3.1.3): it too
-        can only be sent with SMTPUTF8."""
+        like an ASCII one, is returned as it is."""
         if self.domain.isascii() or not self.local_part.isascii():
             return self
-        ascii_domain = self.ascii_domain
-        if _path_octets(self.local_part, ascii_domain) > MAX_PATH_OCTETS:
-            return self
-        return Mailbox(self.local_part, ascii_domain)
-
-
-def _path_octets(local_part: str, domain: str) -> int:
-    """The octets of ``<local_part@domain>`` on the wire, which RFC 5321 §4.5.3.1.3
-    limits to 256."""
-    return _octets(f"{quote_local_part(local_part)}@{domain}") + 2
+        return Mailbox(self.local_part, self.ascii_domain)
 
 
 def _is_simple(local: str, domain: str) -> bool:
@@ -389,15 +436,14 @@ def _is_simple(local: str, domain: str) -> bool:
 
 def simple_mailbox(local: str, domain: str) -> Mailbox | None:
     """The mailbox of parts that matched the simple patterns (``_SIMPLE_LOCAL`` and
-    ``_SIMPLE_DOMAIN``), or None when it breaks a length limit or its domain ends in a
-    numeric label: the limits such parts can still break. ``SIMPLE_PATH_PATTERN``
-    holds its parts to the same limits (a test holds the two equal), so the
-    everyday-line parser builds its mailboxes without this call."""
+    ``_SIMPLE_DOMAIN``), or None when its domain is over 255 octets or its last label
+    numeric: the rules such parts can still break. A mailbox has no length limit of its
+    own (RFC 5321 §4.5.3.1); a received path's is :func:`check_received_path`'s.
+    ``SIMPLE_PATH_PATTERN`` holds its parts to the same rules (a test holds the two
+    equal), so the everyday-line parser builds its mailboxes without this call."""
     last_label = domain.rpartition(".")[2]
-    if (
-        len(local) > MAX_LOCAL_PART_OCTETS
-        or len(local) + len(domain) > MAX_PATH_OCTETS - 3
-        or (last_label.isascii() and last_label.isdigit())  # is_digits, in C
+    if len(domain) > MAX_DOMAIN_OCTETS or (
+        last_label.isascii() and last_label.isdigit()  # is_digits, in C
     ):
         return None
     # The parts are checked: skip Mailbox.__post_init__, and set the slots through their
@@ -451,12 +497,13 @@ def _scan_quoted(text: str) -> tuple[str, int]:
     raise AddressError(f"unterminated quoted local part in {_show(text)}")
 
 
-def parse_mailbox(text: str) -> Mailbox:
+def parse_mailbox(text: str, *, policy: AddressPolicy = STRICT_ADDRESSES) -> Mailbox:
     """Parse ``Local-part "@" ( Domain / address-literal )`` without angle brackets.
 
     RFC 5321 §4.1.2 with RFC 6531 §3.3. A quoted local part is unquoted, so
     ``"john"@x.example`` and ``john@x.example`` give equal mailboxes; ``""@x.example``
     gives the local part ``""`` (a Quoted-string may be empty, a Dot-string not).
+    ``policy`` may take more (:attr:`AddressPolicy.unquoted_dots`).
     """
     _check_chars(text, "mailbox")
     if text.startswith('"'):
@@ -470,7 +517,9 @@ def parse_mailbox(text: str) -> Mailbox:
             raise AddressError(f"missing '@' in {_show(text)}")
         if not local:
             raise AddressError(f"empty local part in {_show(text)}")
-        if not _DOT_STRING.fullmatch(local):
+        if not _DOT_STRING.fullmatch(local) and not (
+            policy.unquoted_dots and _LOOSE_DOT_STRING.fullmatch(local)
+        ):
             problem = _dot_string_problem(local)
             raise AddressError(f"unquoted local part {_show(local)} {problem}")
     if not domain:
@@ -503,7 +552,11 @@ def _skip_source_route(inner: str) -> str:
 
 
 def parse_path(
-    text: str, *, allow_null: bool = True, allow_postmaster: bool = False
+    text: str,
+    *,
+    allow_null: bool = True,
+    allow_postmaster: bool = False,
+    policy: AddressPolicy = STRICT_ADDRESSES,
 ) -> Mailbox | None:
     """Parse the ``<...>`` after ``MAIL FROM:`` or ``RCPT TO:`` (RFC 5321 §4.1.2).
 
@@ -511,7 +564,9 @@ def parse_path(
     without a domain is allowed by ``allow_postmaster`` (RCPT TO, §4.1.1.3). A source
     route is checked and dropped, U-labels and all: whether the path needs SMTPUTF8
     (RFC 6531 §3.3) is a question for ``text``, not the mailbox. ``text`` must be the
-    whole path: use ``split_path`` to cut the ESMTP parameters off first.
+    whole path: use ``split_path`` to cut the ESMTP parameters off first (and to
+    bracket an unbracketed one, where ``policy`` takes it). ``policy`` may take
+    local parts the grammar does not (:attr:`AddressPolicy.unquoted_dots`).
     """
     simple = _SIMPLE_PATH.fullmatch(text)
     if simple is not None:
@@ -522,11 +577,6 @@ def parse_path(
     _check_chars(text, "path")
     if len(text) < 2 or not text.startswith("<") or not text.endswith(">"):
         raise AddressError(f"path {_show(text)} is not enclosed in angle brackets")
-    size = _octets(text)
-    if size > MAX_PATH_OCTETS:
-        raise AddressError(
-            f"path is {size} octets, over the limit of {MAX_PATH_OCTETS} (RFC 5321 §4.5.3.1.3)"
-        )
     inner = text[1:-1]
     if not inner:
         if allow_null:
@@ -538,17 +588,35 @@ def parse_path(
         if allow_postmaster:
             return Mailbox(inner, "")
         raise AddressError("<postmaster> without a domain is only allowed in RCPT TO")
-    return parse_mailbox(inner)
+    return parse_mailbox(inner, policy=policy)
 
 
-def split_path(text: str) -> tuple[str, str]:
+def check_received_path(mailbox: Mailbox) -> None:
+    """Refuse a received path longer than :data:`MAX_RECEIVED_PATH_OCTETS` in the
+    longest form it is written in: its wire form (a local part with stray dots gains
+    its quotes) or, its domain in A-labels, the one a ``Received:`` line and a next hop
+    without SMTPUTF8 get. RFC 5321 §4.5.3.1.10 answers such a path ``501 Path too
+    long``, as the command parsers do with this error."""
+    octets = max(len(format_path(form).encode()) for form in (mailbox, mailbox.a_label_form))
+    if octets > MAX_RECEIVED_PATH_OCTETS:
+        raise AddressError(
+            f"path too long: {octets} octets, over the {MAX_RECEIVED_PATH_OCTETS} "
+            "taken here (RFC 5321 §4.5.3.1.10)"
+        )
+
+
+def split_path(text: str, *, policy: AddressPolicy = STRICT_ADDRESSES) -> tuple[str, str]:
     """Split ``"<a@b> SIZE=10"`` into ``("<a@b>", "SIZE=10")``.
 
     The path ends at the first '>' outside a quoted string or an address literal (a
     General-address-literal may hold '>'). Parameters must follow after a space
-    (RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``).
+    (RFC 5321 §4.1.1.2 ``[SP Mail-parameters]``). Under
+    :attr:`AddressPolicy.unbracketed`, ``"a@b SIZE=10"`` gives ``("<a@b>",
+    "SIZE=10")``: the address is the first word, which may hold no ``<`` or ``>``.
     """
     if not text.startswith("<"):
+        if policy.unbracketed and text:
+            return _bracketed(text)
         raise AddressError(f"expected a path starting with '<' in {_show(text)}")
     close = text.find(">")
     if close > 0 and '"' not in text[:close] and "[" not in text[:close]:
@@ -573,6 +641,15 @@ def split_path(text: str) -> tuple[str, str]:
             return _cut_after(text, i)
         i += 1
     raise AddressError(f"no closing '>' for the path in {_show(text)}")
+
+
+def _bracketed(text: str) -> tuple[str, str]:
+    """An unbracketed path, one word, in brackets, and what follows it: one reading
+    only, so that no address can be taken for a parameter or part of one."""
+    word, _, rest = text.partition(" ")
+    if not word or "<" in word or ">" in word:
+        raise AddressError(f"an address without brackets may hold no '<' or '>': {_show(text)}")
+    return f"<{word}>", rest.lstrip(" ")
 
 
 def _cut_after(text: str, close: int) -> tuple[str, str]:

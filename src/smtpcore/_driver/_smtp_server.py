@@ -63,7 +63,7 @@ from smtpcore._hostname import a_label_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
 from smtpcore._sentinels import NEED_DATA, PAUSED
-from smtpcore.address import Mailbox
+from smtpcore.address import AddressPolicy, Mailbox
 from smtpcore.handler import (
     _APPENDS_CHUNKS,
     _BY_HOSTNAME,
@@ -342,6 +342,10 @@ class ServerOptions:
     """Offer REQUIRETLS (RFC 8689) over TLS; the handler finds it in ``mail_params`` and
     must then keep the message to verified TLS, or return it."""
     framing: FramingPolicy | None = None
+    addresses: AddressPolicy | None = None
+    """Which addresses beyond RFC 5321's grammar MAIL and RCPT take (the machine's
+    ``addresses``): strict for None, as ``framing`` is; ``AddressPolicy.postfix()``
+    takes what Postfix does by default."""
     connection_factory: Callable[[ServerOptions], ServerConnection] | None = None
     """Builds the machine of each session, called as the session starts, to set the
     machine options not listed here: start from ``options.build_connection(...)``.
@@ -444,6 +448,7 @@ class ServerOptions:
             "max_junk_commands": self.max_junk_commands,
             "max_message_size": self.max_message_size,
             "framing": self.framing,
+            "addresses": self.addresses,
             "starttls": self.ssl_context is not None and not self.tls_on_connect,
             "require_tls": self.require_tls,
             "auth_mechanisms": list(mechanisms),
@@ -531,6 +536,7 @@ class ServerKeywords(TypedDict, total=False):
     limits: bool
     requiretls: bool
     framing: FramingPolicy | None
+    addresses: AddressPolicy | None
     connection_factory: Callable[[ServerOptions], ServerConnection] | None
     auth: AuthConfig | None
     auth_require_tls: bool

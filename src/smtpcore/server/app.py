@@ -40,10 +40,10 @@ from smtpcore._driver._failures import (
 )
 from smtpcore._driver._refusals import only_recipient, path_text
 from smtpcore._numbers import parse_number
-from smtpcore.address import AddressError, Mailbox, parse_mailbox
+from smtpcore.address import AddressError, Mailbox
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
-from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.server.config import ServerConfig, mailbox_key, parse_user_address
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.freespace import FreeSpace
 from smtpcore.server.internal import InternalAddresses
@@ -762,7 +762,7 @@ class SubmissionHandler(_MailHandler):
         login_key = config.user_key(login)
         if login_key is None:  # not a user here (an XCLIENT LOGIN): the address itself
             try:
-                login_key = mailbox_key(parse_mailbox(login))
+                login_key = mailbox_key(parse_user_address(login))
             except (AddressError, ValueError):
                 return False
         sender_key = mailbox_key(sender) if sender.domain else sender.local_part.lower()

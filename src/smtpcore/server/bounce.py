@@ -206,17 +206,24 @@ def _on_behalf_text(sender: str, utf8: bool) -> str:
     )
 
 
-def _original_recipient(orcpt: str, utf8: bool) -> str:
+def _original_recipient(orcpt: str, utf8: bool) -> str | None:
     """An ``ORCPT`` as it came (``rfc822;xtext``, or ``utf-8;`` in either RFC 6533 form),
-    decoded and written back for the report."""
+    decoded and written back for the report; None where that is over 900 octets (500
+    characters of ORCPT may be 2,000 raw, and 4,500 as ``\\x{HEX}``). The field is
+    optional (RFC 3464 §2.3.1): left out, not cut, since a cut address is another one,
+    and the line stays within RFC 5322's 998 octets."""
     try:
         original = OriginalRecipient.parse(orcpt, utf8=True)
     except ValueError:
         addr_type, _, address = orcpt.partition(";")
-        return f"{addr_type}; {_one_line(decode_xtext(address), utf8)}"
-    if original.addr_type.lower() == "utf-8":
-        return _address_field(original.address, utf8).replace("rfc822;", "utf-8;", 1)
-    return f"{original.addr_type}; {_one_line(original.address, utf8)}"
+        value = f"{_field_text(addr_type, utf8)}; {_field_text(decode_xtext(address), utf8)}"
+    else:
+        if original.addr_type.lower() == "utf-8":
+            field = _address_field(original.address, utf8)
+            value = field.replace("rfc822;", "utf-8;", 1)
+        else:
+            value = f"{original.addr_type}; {_field_text(original.address, utf8)}"
+    return value if len(value.encode("utf-8")) <= 900 else None
 
 
 _GLOBAL_TYPES: Final = {
@@ -612,7 +619,8 @@ def _build_report(
         status.append("")
         if item.original_recipient is not None:
             original = _original_recipient(item.original_recipient, utf8)
-            status.append(f"Original-Recipient: {original}")
+            if original is not None:
+                status.append(f"Original-Recipient: {original}")
         status += [
             f"Final-Recipient: {_address_field(item.address, utf8)}",
             f"Action: {item.action}",

@@ -204,6 +204,13 @@ def _add_serve(commands: Any) -> None:
         help="recipients per message (default 100)",
     )
     limits.add_argument(
+        "--strict-addresses",
+        action="store_true",
+        help="take only RFC 5321 addresses in MAIL and RCPT: refuse a local part with a "
+        "dot first, last or doubled, and a path without <>, which Postfix takes by "
+        "default (strict_rfc821_envelopes); off by default",
+    )
+    limits.add_argument(
         "--max-sessions",
         type=_arg(_count, "number"),
         default=2000,
@@ -630,6 +637,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_size=args.max_message_size,
         min_free_space=args.min_free_space,
         max_recipients=args.max_recipients,
+        strict_addresses=args.strict_addresses,
         max_sessions=args.max_sessions,
         max_sessions_per_address=args.max_sessions_per_address or None,
         client_ipv6_prefix_length=args.client_ipv6_prefix_length,

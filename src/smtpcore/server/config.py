@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
@@ -26,6 +26,7 @@ from smtpcore._numbers import is_digits, parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.address import (
     AddressError,
+    AddressPolicy,
     Mailbox,
     normalize_domain,
     normalize_host_name,
@@ -42,6 +43,8 @@ __all__ = [
     "MAX_SIZE",
     "PROXIED_LISTENERS",
     "XCLIENT_LISTENERS",
+    "MAX_MAILBOX_NAME_OCTETS",
+    "USER_ADDRESSES",
     "ConfigError",
     "ServerConfig",
     "UsersFile",
@@ -55,6 +58,7 @@ __all__ = [
     "parse_server",
     "parse_size",
     "parse_user",
+    "parse_user_address",
     "read_users",
     "read_users_and_aliases",
     "read_users_file",
@@ -88,6 +92,18 @@ DEFAULT_MAX_QUEUE_AGE = 5 * 86400.0
 
 class ConfigError(ValueError):
     """A configuration mistake, worded for the operator."""
+
+
+USER_ADDRESSES: Final = AddressPolicy(unquoted_dots=True)
+"""How a user's address is read where an operator or a user writes it (the users
+file, ``--user``, a login, a mailbox directory's name): as the SMTP listeners take
+it by default, so that ``taro..yamada@pqr.example``, whose mail they accept, can be
+a user who logs in as that."""
+
+
+def parse_user_address(text: str) -> Mailbox:
+    """``text`` as :data:`USER_ADDRESSES` reads it, else AddressError."""
+    return parse_mailbox(text, policy=USER_ADDRESSES)
 
 
 def mailbox_key(mailbox: Mailbox) -> str:
@@ -131,7 +147,7 @@ def credential_key(login: str) -> str | None:
         prepared = login
     for name in dict.fromkeys((prepared, login)):
         try:
-            return mailbox_key(parse_mailbox(name))
+            return mailbox_key(parse_user_address(name))
         except (AddressError, ValueError):
             continue
     return None
@@ -230,10 +246,23 @@ def server_hostname(hostname: str) -> str:
         raise ConfigError(f"--hostname: not a domain name: {hostname!r} ({exc})") from None
 
 
+MAX_MAILBOX_NAME_OCTETS = 255
+"""The longest name of a mailbox directory, in octets: the longest file name most file
+systems take (NAME_MAX). An address may be longer (RFC 5321 §4.5.3.1 sets no limit
+on a local part, only a size every receiver must take); such a user cannot be kept."""
+
+
 def _check_path_safe(key: str, where: str) -> None:
-    """A mailbox name becomes a directory name: keep it to one harmless path component."""
+    """A mailbox name becomes a directory name: keep it to one harmless path component,
+    within the file system's limit on a name."""
     if "/" in key or "\\" in key or "\0" in key or key.startswith("."):
         raise ConfigError(f"{where}: {key!r} cannot name a mailbox directory")
+    size = len(key.encode("utf-8"))
+    if size > MAX_MAILBOX_NAME_OCTETS:
+        raise ConfigError(
+            f"{where}: the address is {size} octets, over the {MAX_MAILBOX_NAME_OCTETS} "
+            "a mailbox directory's name may hold"
+        )
 
 
 def _check_secret(secret: str, where: str) -> str:
@@ -303,7 +332,7 @@ def _mailbox_key_of(text: str, where: str, domain_needed: str = "needs a domain"
         raise ConfigError(f"{where}: not a mail address{_got(text)}")
     _check_visible(address, where)
     try:
-        mailbox = parse_mailbox(address)
+        mailbox = parse_user_address(address)
     except AddressError as exc:
         raise ConfigError(f"{where}: {address!r} is not a mail address: {exc}") from None
     if not mailbox.domain:
@@ -343,7 +372,7 @@ def _login_key(place: int, text: str, where: str) -> str:
     a user line that lost its ':' may have a '->' in its password."""
     _check_visible(text, f"{where} login {place}")
     try:
-        mailbox = parse_mailbox(text.strip())
+        mailbox = parse_user_address(text.strip())
     except AddressError:
         mailbox = None
     if mailbox is None or not mailbox.domain:
@@ -597,6 +626,11 @@ class ServerConfig:
     spool file and one Maildir copy, twice the size) is refused too; see
     :mod:`smtpcore.server.freespace`."""
     max_recipients: int = 100
+    strict_addresses: bool = False
+    """Take only RFC 5321 §4.1.2's envelope addresses in MAIL and RCPT. Off, the
+    default, the SMTP listeners take what Postfix's smtpd takes by default
+    (:meth:`~smtpcore.address.AddressPolicy.postfix`): a local part with a dot
+    first, last or doubled, relayed quoted, and a path without angle brackets."""
     max_sessions: int = 2000
     """Sessions each listener serves at once; past that a client gets 421 4.7.0."""
     max_sessions_per_address: int | None = 50

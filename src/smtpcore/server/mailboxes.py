@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
-from smtpcore.server.config import ServerConfig, mailbox_key
+from smtpcore.address import AddressError, Mailbox, normalize_domain
+from smtpcore.server.config import ServerConfig, mailbox_key, parse_user_address
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.maildir import Maildir, StagedMessage, once_name
 from smtpcore.server.trace import return_path_header
@@ -101,7 +101,7 @@ class LocalMailboxes:
             if name in keys:
                 continue
             try:
-                key = mailbox_key(parse_mailbox(name))
+                key = mailbox_key(parse_user_address(name))
             except AddressError:
                 continue
             if key in keys:
@@ -127,7 +127,7 @@ class LocalMailboxes:
         if mailbox.is_address_literal:
             try:
                 mailbox = Mailbox(mailbox.local_part, self.config.domains[0])
-            except AddressError:  # too long a path there: no user has it
+            except AddressError:  # no such mailbox there: no user has it
                 return None
         key = mailbox_key(mailbox)
         return key if key in self.config.users else None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from smtpcore._ip import host_port
+from smtpcore.address import AddressPolicy
 from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
 from smtpcore.routing import Resolver, Router
@@ -467,6 +468,10 @@ class MailServer:
             "hostname": config.hostname,
             "max_message_size": config.max_message_size,
             "max_recipients": config.max_recipients,
+            # Postfix's smtpd takes these by default; the relay writes them quoted.
+            "addresses": (
+                AddressPolicy.strict() if config.strict_addresses else AddressPolicy.postfix()
+            ),
             "max_sessions": config.max_sessions,
             "max_sessions_per_address": config.max_sessions_per_address,
             "client_ipv6_prefix_length": config.client_ipv6_prefix_length,

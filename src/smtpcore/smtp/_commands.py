@@ -19,8 +19,11 @@ from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
 from smtpcore.address import (
     SIMPLE_PATH_PATTERN,
+    STRICT_ADDRESSES,
     AddressError,
+    AddressPolicy,
     Mailbox,
+    check_received_path,
     format_path,
     parse_path,
     split_path,
@@ -59,6 +62,7 @@ __all__ = [
     "CommandSyntaxError",
     "VERBS",
     "chunk_after",
+    "envelope_verbs",
     "format_auth_response",
     "format_command",
     "parse_auth_response",
@@ -108,34 +112,58 @@ _FROM_RE: Final = re.compile(r"FROM: *", re.IGNORECASE | re.ASCII)
 _TO_RE: Final = re.compile(r"TO: *", re.IGNORECASE | re.ASCII)
 
 
-def _envelope(argument: str, prefix: re.Pattern[str], usage: str) -> tuple[str, str]:
+def _envelope(
+    argument: str, prefix: re.Pattern[str], usage: str, policy: AddressPolicy
+) -> tuple[str, str]:
     match = prefix.match(argument)
     if match is None:
         raise _syntax(usage)
-    return split_path(argument[match.end() :])
+    return split_path(argument[match.end() :], policy=policy)
 
 
-def _parse_mail(argument: str) -> Command:
-    try:
-        path, rest = _envelope(argument, _FROM_RE, "MAIL FROM:<address>")
-        sender = parse_path(path, allow_null=True)
-    except AddressError as exc:
-        raise CommandSyntaxError(
-            reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
-        ) from None
-    return Mail(sender, _parameters(rest))
+def _mail_parser(policy: AddressPolicy) -> Callable[[str], Command]:
+    def parse_mail(argument: str) -> Command:
+        try:
+            path, rest = _envelope(argument, _FROM_RE, "MAIL FROM:<address>", policy)
+            sender = parse_path(path, allow_null=True, policy=policy)
+            if sender is not None:
+                check_received_path(sender)
+        except AddressError as exc:
+            raise CommandSyntaxError(
+                reply(501, "5.1.7", f"Bad sender address syntax: {exc}")
+            ) from None
+        return Mail(sender, _parameters(rest))
+
+    return parse_mail
 
 
-def _parse_rcpt(argument: str) -> Command:
-    try:
-        path, rest = _envelope(argument, _TO_RE, "RCPT TO:<address>")
-        recipient = parse_path(path, allow_null=False, allow_postmaster=True)
-    except AddressError as exc:
-        raise CommandSyntaxError(
-            reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
-        ) from None
-    assert recipient is not None  # allow_null=False
-    return Rcpt(recipient, _parameters(rest))
+def _rcpt_parser(policy: AddressPolicy) -> Callable[[str], Command]:
+    def parse_rcpt(argument: str) -> Command:
+        try:
+            path, rest = _envelope(argument, _TO_RE, "RCPT TO:<address>", policy)
+            recipient = parse_path(path, allow_null=False, allow_postmaster=True, policy=policy)
+            if recipient is not None:
+                check_received_path(recipient)
+        except AddressError as exc:
+            raise CommandSyntaxError(
+                reply(501, "5.1.3", f"Bad recipient address syntax: {exc}")
+            ) from None
+        assert recipient is not None  # allow_null=False
+        return Rcpt(recipient, _parameters(rest))
+
+    return parse_rcpt
+
+
+def envelope_verbs(policy: AddressPolicy) -> dict[str, Callable[[str], Command]]:
+    """The parsers of ``MAIL`` and ``RCPT`` that take the addresses ``policy`` takes:
+    a server's verb table holds these in place of :data:`VERBS`' strict ones."""
+    if policy == STRICT_ADDRESSES:
+        return {"MAIL": _parse_mail, "RCPT": _parse_rcpt}
+    return {"MAIL": _mail_parser(policy), "RCPT": _rcpt_parser(policy)}
+
+
+_parse_mail: Final = _mail_parser(STRICT_ADDRESSES)
+_parse_rcpt: Final = _rcpt_parser(STRICT_ADDRESSES)
 
 
 _NO_PARAMETERS: Final = Parameters()

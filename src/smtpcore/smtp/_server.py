@@ -22,6 +22,7 @@ from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
+from smtpcore.address import STRICT_ADDRESSES, AddressPolicy
 from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     BARE_BY_FIRST_OCTET,
@@ -289,9 +290,15 @@ def _wire_hostname(hostname: str) -> str:
     return a_label_hostname(hostname)
 
 
+def _address_policy(policy: AddressPolicy | None) -> AddressPolicy:
+    """The policy kept for ``addresses``: None is the strict default."""
+    return policy or STRICT_ADDRESSES
+
+
 _OPTION_CHECKS: Final[dict[str, Callable[[Any], object]]] = {
     "hostname": _wire_hostname,
     "max_message_size": checked_message_size,
+    "addresses": _address_policy,
 }
 """Options checked as they are taken, by the constructor and when written: the value
 the machine keeps, or ``ValueError``."""
@@ -416,6 +423,7 @@ class ServerConnection:
         max_junk_commands: int = 100,
         max_recipient_overshoot: int = 1000,
         framing: FramingPolicy | None = None,
+        addresses: AddressPolicy | None = None,
         pipelining: bool = True,
         eight_bit_mime: bool = True,
         enhanced_status_codes: bool = True,
@@ -454,6 +462,7 @@ class ServerConnection:
         config.max_junk_commands = max_junk_commands
         config.max_recipient_overshoot = max_recipient_overshoot
         config.framing = framing or STRICT
+        config.addresses = _address_policy(addresses)
         config.pipelining = pipelining
         config.eight_bit_mime = eight_bit_mime
         config.enhanced_status_codes = enhanced_status_codes
@@ -592,6 +601,7 @@ class ServerConnection:
         max_junk_commands: int
         max_recipient_overshoot: int
         framing: FramingPolicy
+        addresses: AddressPolicy
         pipelining: bool
         eight_bit_mime: bool
         enhanced_status_codes: bool
@@ -665,6 +675,14 @@ class ServerConnection:
             next MAIL, RSET, hello, STARTTLS or XCLIENT.""",
         )
         framing = _option("framing")
+        addresses = _option(
+            "addresses",
+            """The :class:`~smtpcore.address.AddressPolicy`: which addresses beyond RFC
+            5321 §4.1.2's grammar ``MAIL`` and ``RCPT`` take. Strict by default, as
+            ``framing`` is; ``AddressPolicy.postfix()`` takes what Postfix's smtpd
+            does (a local part with a dot first, last or doubled; a path without
+            its angle brackets), as the reference server does.""",
+        )
         pipelining = _option("pipelining")
         eight_bit_mime = _option("eight_bit_mime")
         enhanced_status_codes = _option("enhanced_status_codes")

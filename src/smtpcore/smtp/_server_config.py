@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Final
 
 from smtpcore._lines import FramingPolicy
 from smtpcore._words import listed
-from smtpcore.smtp._commands import VERBS
+from smtpcore.address import AddressPolicy
+from smtpcore.smtp._commands import VERBS, envelope_verbs
 from smtpcore.smtp._events import Command
 from smtpcore.smtp._everyday_params import everyday_bits
 from smtpcore.smtp._ext import BUILTIN
@@ -43,7 +44,7 @@ STRICT: Final = FramingPolicy()
 OPTIONS: Final = tuple([entry.option or "" for entry in BUILTIN])
 """The option that turns each built-in entry on, in ``BUILTIN``'s order."""
 
-TABLE_OPTIONS: Final = frozenset({*OPTIONS, "lmtp", "extra_extensions"}) - {""}
+TABLE_OPTIONS: Final = frozenset({*OPTIONS, "lmtp", "extra_extensions", "addresses"}) - {""}
 """The options the session tables are made from (:func:`session_tables`)."""
 
 HELLOS_KEPT: Final = 32
@@ -68,6 +69,7 @@ class ServerConfig:
     """
 
     __slots__ = (
+        "addresses",
         "auth_mechanisms",
         "auth_require_tls",
         "binarymime",
@@ -118,6 +120,7 @@ class ServerConfig:
         max_junk_commands: int
         max_recipient_overshoot: int
         framing: FramingPolicy
+        addresses: AddressPolicy
         pipelining: bool
         eight_bit_mime: bool
         enhanced_status_codes: bool
@@ -200,8 +203,9 @@ def session_tables(config: ServerConfig) -> SessionTables:
     switched_on = tuple(map(bool, map(getattr, repeat(config), OPTIONS, repeat(False))))
     if config.extra_extensions:
         extras = extra_entries(config.extra_extensions)
-        return build_tables((*builtin_offered(switched_on), *extras), config.lmtp)
-    return builtin_tables(switched_on, config.lmtp)
+        offered = (*builtin_offered(switched_on), *extras)
+        return build_tables(offered, config.lmtp, addresses=config.addresses)
+    return builtin_tables(switched_on, config.lmtp, config.addresses)
 
 
 def builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
@@ -209,21 +213,30 @@ def builtin_offered(switched_on: tuple[bool, ...]) -> tuple[Extension, ...]:
 
 
 @functools.lru_cache(maxsize=64)
-def builtin_tables(switched_on: tuple[bool, ...], lmtp: bool) -> SessionTables:
+def builtin_tables(
+    switched_on: tuple[bool, ...], lmtp: bool, addresses: AddressPolicy | None = None
+) -> SessionTables:
     """The tables of a server offering the built-in extensions ``switched_on`` (one
-    flag per entry of ``BUILTIN``): built once per configuration."""
-    return build_tables(builtin_offered(switched_on), lmtp, builtin=True)
+    flag per entry of ``BUILTIN``) and taking the envelope addresses ``addresses``
+    takes (strict for None): built once per configuration."""
+    return build_tables(builtin_offered(switched_on), lmtp, builtin=True, addresses=addresses)
 
 
 def build_tables(
-    offerable: tuple[Extension, ...], lmtp: bool, *, builtin: bool = False
+    offerable: tuple[Extension, ...],
+    lmtp: bool,
+    *,
+    builtin: bool = False,
+    addresses: AddressPolicy | None = None,
 ) -> SessionTables:
     verb_owner = {verb: entry for entry in offerable for verb in entry.verbs}
     extension_verbs = {verb for entry in BUILTIN for verb in entry.verbs}
     excluded = {"EHLO", "HELO"} if lmtp else {"LHLO"}
+    # MAIL and RCPT as the address policy reads them (one place: address.AddressPolicy).
+    verbs = {**VERBS, **envelope_verbs(addresses or AddressPolicy())}
     plain_verbs = {
         verb: parse
-        for verb, parse in VERBS.items()
+        for verb, parse in verbs.items()
         if verb not in excluded and verb not in extension_verbs
     }
     # An offered extension's commands known before EHLO too (XCLIENT).

@@ -20,6 +20,7 @@ from smtpcore.address import (
     MAX_LOCAL_PART_OCTETS,
     MAX_PATH_OCTETS,
     AddressError,
+    AddressPolicy,
     Mailbox,
     normalize_domain,
     parse_domain,
@@ -32,6 +33,7 @@ __all__ = [
     "domains",
     "hostnames",
     "local_parts",
+    "lenient_paths",
     "mailboxes",
     "paths",
 ]
@@ -74,8 +76,9 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
 
     Dot-strings, and with ``quoted`` the contents of quoted strings (spaces,
     ``@``, ``"`` and ``\\`` among them, and the empty one, ``""`` on the wire);
-    with ``utf8``, non-ASCII characters too (RFC 6531 §3.3). Each fits the
-    64-octet limit of RFC 5321 §4.5.3.1.1.
+    with ``utf8``, non-ASCII characters too (RFC 6531 §3.3). Most fit the
+    64 octets of RFC 5321 §4.5.3.1.1, a minimum, not a limit: ``mailboxes``
+    draws longer ones with ``at_limits``.
 
     >>> from smtpcore.testing import strategies as sst
     >>> sst.local_parts(quoted=False).example()  # doctest: +SKIP
@@ -88,7 +91,7 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
         if utf8:
             chars = st.one_of(chars, _UTF8_LETTERS)
         options.append(st.text(chars, max_size=20))
-    return st.one_of(options).filter(lambda text: len(text.encode()) <= MAX_LOCAL_PART_OCTETS)
+    return st.one_of(options)
 
 
 def address_literals(*, general: bool = False) -> st.SearchStrategy[str]:
@@ -225,12 +228,25 @@ def _domain_of_length(length: int, fill: str = "a") -> str:
 
 
 def _at_limits() -> st.SearchStrategy[Mailbox]:
-    """Mailboxes exactly at the 64-, 255- and 256-octet limits of RFC 5321 §4.5.3.1."""
+    """Mailboxes at and past the sizes of RFC 5321 §4.5.3.1: a 64-octet local part
+    and a 256-octet path (minimums every receiver must take, not limits), local parts
+    past them (SRS and VERP senders), and a domain of 255 octets (DNS's limit)."""
     return st.one_of(
         st.builds(Mailbox, st.just("l" * MAX_LOCAL_PART_OCTETS), domains()),
         _filling_the_path(),
-        st.just(Mailbox("x", _domain_of_length(_PATH_ROOM - 1, "e"))),
+        _past_the_minimums(),
+        st.just(Mailbox("x", _domain_of_length(MAX_DOMAIN_OCTETS, "e"))),
     )
+
+
+@st.composite
+def _past_the_minimums(draw: st.DrawFn) -> Mailbox:
+    """A mailbox with a local part of 65 to 200 octets, as SRS writes a forwarded
+    sender's (``SRS0=hash=tt=orig.example=user``), its path past 256 octets at
+    times: RFC 5321 §4.5.3.1 asks receivers to take them."""
+    size = draw(st.integers(MAX_LOCAL_PART_OCTETS + 1, 200))
+    local = ("SRS0=q8Zt=7K=customer-department.example=" + "l" * size)[:size]
+    return Mailbox(local, draw(st.sampled_from(["fwd.example", _domain_of_length(200, "f")])))
 
 
 _PATH_ROOM: Final = MAX_PATH_OCTETS - 3
@@ -247,10 +263,10 @@ def _filling_the_path(draw: st.DrawFn) -> Mailbox:
 
 @st.composite
 def _wider_in_a_labels(draw: st.DrawFn) -> Mailbox:
-    """A mailbox that fits a 256-octet path in U-labels but not in A-labels (RFC 5321
-    §4.5.3.1.3): it has no ASCII form, and needs SMTPUTF8 though its local part is
-    ASCII. Each ``ü.`` is 3 octets, ``xn--tda.`` 8; 23 to 31 of them keep the domain
-    within 255 octets in A-labels."""
+    """A mailbox within a 256-octet path in U-labels but past it in A-labels (RFC 5321
+    §4.5.3.1.3, a size every receiver must take): its ASCII form is longer than the
+    path a receiver must take, and still valid. Each ``ü.`` is 3 octets, ``xn--tda.``
+    8; 23 to 31 of them keep the domain within 255 octets in A-labels."""
     count = draw(st.integers(23, 31))
     a_path_octets = 1 + 8 * count + len("example") + 2
     local = "l" * draw(st.integers(MAX_PATH_OCTETS + 1 - a_path_octets, MAX_LOCAL_PART_OCTETS))
@@ -265,9 +281,10 @@ def mailboxes(
     ``utf8`` adds RFC 6531 local parts and U-label domains (a mailbox that
     needs ``SMTPUTF8`` has ``is_ascii`` false); ``quoted`` adds local parts
     that must be quoted; ``literals`` adds address-literal domains;
-    ``at_limits`` adds mailboxes exactly at the 64-octet local part and the
-    256-octet path limits (with ``utf8``, also ones within the path limit in
-    U-labels but over it in A-labels, which have no ASCII form).
+    ``at_limits`` adds mailboxes at and past the 64-octet local part and the
+    256-octet path of RFC 5321 §4.5.3.1 (sizes every receiver must take, not
+    limits), and at the 255-octet domain limit (with ``utf8``, also ones within a
+    256-octet path in U-labels but past it in A-labels).
 
     >>> from hypothesis import given
     >>> from smtpcore.address import parse_mailbox
@@ -292,8 +309,8 @@ def _mailboxes_of(
     draw: st.DrawFn, local_parts: st.SearchStrategy[str], domains: st.SearchStrategy[str]
 ) -> Mailbox:
     """``Mailbox(local_part, domain)`` built here, so that a failing example prints as
-    the public constructor and pastes into ``@example``; a combination over the
-    path limit (RFC 5321 §4.5.3.1.3) is discarded with ``reject()``: Hypothesis
+    the public constructor and pastes into ``@example``; a combination the
+    constructor refuses is discarded with ``reject()``: Hypothesis
     drops the whole example, it does not draw this one again."""
     local_part, domain = draw(local_parts), draw(domains)
     try:
@@ -302,13 +319,13 @@ def _mailboxes_of(
         reject()
 
 
-# Paths no parser may take (RFC 5321 §4.1.2, §4.5.3.1): a server must refuse them (501).
+# Paths no parser may take (RFC 5321 §4.1.2, RFC 1035 §2.3.4): a server must refuse
+# them (501). A long local part or path is not among them: RFC 5321 §4.5.3.1's sizes
+# are minimums a receiver must take.
 _BROKEN_PATHS: Final = (
-    "<" + "l" * (MAX_LOCAL_PART_OCTETS + 1) + "@abc.example>",
     "<x@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
-    "<" + "l" * 64 + "@" + _domain_of_length(MAX_PATH_OCTETS - 2 - 64 - 1 + 1) + ">",
+    "<" + "l" * 300 + "@" + _domain_of_length(MAX_DOMAIN_OCTETS + 1) + ">",
     "<x@" + "a" * 64 + ".example>",
-    "john@abc.example",
     "<john@abc.example",
     "john@abc.example>",
     "<<john@abc.example>>",
@@ -326,9 +343,6 @@ _BROKEN_PATHS: Final = (
     "<john@[IPv6:zz::1]>",
     "<john@[IPv6:1::2::3]>",
     "<john@[192.0.2.1>",
-    "<.john@abc.example>",
-    "<john.@abc.example>",
-    "<jo..hn@abc.example>",
     "<john\x00@abc.example>",
     "<john\r@abc.example>",
     "<john\x7f@abc.example>",
@@ -345,6 +359,12 @@ _ODD_PATHS: Final = (
     "<postmaster>",  # RCPT TO only (§4.1.1.3)
     "<Postmaster>",
     "<>",  # MAIL FROM only
+    # RFC 5321 §4.1.2 refuses these; Postfix takes them by default, and so does a server
+    # under AddressPolicy.postfix(), the reference server's default.
+    "<.john@abc.example>",
+    "<john.@abc.example>",
+    "<jo..hn@abc.example>",
+    "john@abc.example",
 )
 _HOSTILE_PATHS: Final = _BROKEN_PATHS + _ODD_PATHS
 
@@ -390,12 +410,60 @@ def _pieced_paths() -> st.SearchStrategy[str]:
     )
 
 
+_POSTFIX: Final = AddressPolicy.postfix()
+
+
 def _unparsable(path: str) -> bool:
-    try:
-        parse_path(path, allow_postmaster=True)
-    except AddressError:
-        return True
-    return False
+    """Refused under the strict policy and the lenient one alike (``path`` is
+    bracketed: what the lenient one adds for unbracketed paths does not apply)."""
+    for policy in (AddressPolicy.strict(), _POSTFIX):
+        try:
+            parse_path(path, allow_postmaster=True, policy=policy)
+        except AddressError:
+            continue
+        return False
+    return True
+
+
+@st.composite
+def _stray_dots(draw: st.DrawFn) -> str:
+    """A local part of atoms with a dot first, last or doubled somewhere."""
+    atoms = draw(st.lists(_atoms(utf8=False), min_size=1, max_size=4))
+    dots = draw(st.lists(st.integers(1, 2), min_size=len(atoms) - 1, max_size=len(atoms) - 1))
+    local = atoms[0] + "".join("." * n + atom for n, atom in zip(dots, atoms[1:], strict=True))
+    local = draw(st.sampled_from(["", "."])) + local + draw(st.sampled_from(["", "."]))
+    if ".." not in local and not local.startswith(".") and not local.endswith("."):
+        local = draw(st.sampled_from([".", "..", ""])) + local + "."
+    return local
+
+
+def lenient_paths(*, bracketed: bool | None = None) -> st.SearchStrategy[str]:
+    """Paths that RFC 5321 §4.1.2 refuses and Postfix takes by default, as a server
+    does under :meth:`AddressPolicy.postfix() <smtpcore.address.AddressPolicy.postfix>`:
+    an unquoted local part with a dot first, last or doubled
+    (``<taro..yamada@docomo.ne.jp>``), and a path without its angle brackets
+    (``hanako.@ezweb.ne.jp``, as ``MAIL FROM:`` would be followed by it). ``bracketed``
+    True or False draws only the one form; None, both.
+
+    >>> from hypothesis import given
+    >>> from smtpcore.address import AddressPolicy, parse_path, split_path
+    >>> from smtpcore.testing import strategies as sst
+    >>> @given(sst.lenient_paths())
+    ... def test_postfix_takes_them(text):
+    ...     path, _ = split_path(text, policy=AddressPolicy.postfix())
+    ...     assert parse_path(path, policy=AddressPolicy.postfix()) is not None
+    >>> test_postfix_takes_them()
+    """
+    dotted = st.builds(
+        lambda local, domain: f"<{local}@{domain}>", _stray_dots(), domains(literals=False)
+    )
+    bare = st.one_of(
+        mailboxes(quoted=False, at_limits=False).map(str),
+        dotted.map(lambda path: path[1:-1]),
+    )
+    if bracketed is None:
+        return st.one_of(dotted, bare)
+    return dotted if bracketed else bare
 
 
 def broken_paths() -> st.SearchStrategy[str]:

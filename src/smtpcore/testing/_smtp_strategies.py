@@ -623,7 +623,7 @@ def xforwards() -> st.SearchStrategy[Xforward]:
 _HOSTILE_LINES: Final = (
     b"EHLO\r\n",
     b"HELO\r\n",
-    b"MAIL FROM:john@abc.example\r\n",
+    b"MAIL FROM:\r\n",  # no path at all: the null one is <>
     b"MAIL TO:<john@abc.example>\r\n",
     b"RCPT TO:<brendon@pqr.example> NOTIFY\r\n",
     b"RCPT TO:<brendon@pqr.example> =1\r\n",
@@ -661,6 +661,10 @@ _LENIENT_LINES: Final = (
     # error": Postfix (and smtpcore) take these, stricter servers refuse them.
     b"MAIL FROM: <john@abc.example>\r\n",
     b"MAIL  FROM:<john@abc.example>\r\n",
+    # A path without its brackets: RFC 5321 §4.1.2 refuses it, Postfix takes it
+    # (strict_rfc821_envelopes = no, its default), as smtpcore's reference server does.
+    b"MAIL FROM:john@abc.example\r\n",
+    b"MAIL FROM: john@abc.example SIZE=100\r\n",
     # Over 512 octets: the extensions in force may add room (§4.5.3.1.4), and a
     # server may take longer lines still.
     b"NOOP " + b"x" * 600 + b"\r\n",
