@@ -597,15 +597,22 @@ class RawSocketTransport(_OwnLink):
     # -- Transport ------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        waiter = None
         try:
             while True:
                 got = self.receive_or_wait(max_bytes)
-                data = got if isinstance(got, bytes) else await got
+                if isinstance(got, bytes):
+                    return got
+                waiter = self._waiter
+                data = await got
                 if data is not None:
                     return data
         finally:
-            self._want = _NOTHING
-            self._waiter = None
+            # This read's wait alone: a cancelled read unwinds a pass after its cancel,
+            # when a close may have begun its own wait for room (see _sent).
+            if self._waiter is waiter and self._want > 0:
+                self._want = _NOTHING
+                self._waiter = None
 
     receive_to_drop = receive_some
     """The linger's read (see :class:`~smtpcore._driver._transport.LinkBase`): any read."""
@@ -830,6 +837,7 @@ class RawSocketTransport(_OwnLink):
         while self._out is not None and not self._lost:
             self._want = _ROOM
             runner = self._runner
+            waiter = None
             try:
                 if runner is not None and runner.task is None:
                     await WOKEN
@@ -837,8 +845,11 @@ class RawSocketTransport(_OwnLink):
                     waiter = self._waiter = _Future(loop=self._loop)
                     await waiter
             finally:
-                self._want = _NOTHING
-                self._waiter = None
+                # This wait alone: another begun meanwhile (a close's, while a cancelled
+                # wait for room unwinds) keeps its own, or nothing would wake it.
+                if self._waiter is waiter and self._want == _ROOM:
+                    self._want = _NOTHING
+                    self._waiter = None
 
     async def start_tls(
         self,
