@@ -753,6 +753,28 @@ class RawSocketTransport(_OwnLink):
             self._out = bytearray(memoryview(data)[sent:])
             self._watch_for_room()
 
+    # -- for a layer above (the TLS layer: its records and its failures) -------------
+
+    def is_closing(self) -> bool:
+        """Whether the connection is lost or being closed: nothing more may be written
+        (a layer's unasked answers are then dropped, not raised)."""
+        return self._lost or self._closing
+
+    def abandon(self, last_words: bytes) -> None:
+        """A layer above cannot go on (its TLS failed): write ``last_words`` (the alert
+        OpenSSL wrote) if nothing waits before them and the kernel takes them at
+        once, and drop the connection as a reset does: nothing more is read or
+        written, and a session that waits wakes. Nothing waits here: the words are
+        a courtesy to a peer the connection is being dropped on."""
+        if self._lost or self._closing:
+            return
+        if last_words and self._out is None and self._held is None:
+            try:  # noqa: SIM105 - a courtesy; the connection is being dropped
+                self._sock.send(last_words)
+            except OSError:
+                pass
+        self._lose()
+
     def write_soon(self, data: bytes) -> None:
         """Take all of ``data``, after what waits already, without waiting: written now as
         far as the kernel takes it, the rest as the socket has room (the TLS layer's
@@ -770,7 +792,9 @@ class RawSocketTransport(_OwnLink):
             raise ConnectionResetError("the connection was lost while writing")
 
     def unsent(self) -> int:
-        """How many bytes written wait for room in the socket (the TLS layer's bound)."""
+        """How many bytes written wait for room in the socket: the TLS layer writes no
+        more records while some do (its bound on what a client that never reads
+        holds here), and reads no more while too many do."""
         out = self._out
         return 0 if out is None else len(out)
 
@@ -912,12 +936,16 @@ class RawSocketTransport(_OwnLink):
                 clock.close()
             return
         try:
-            await self._close()
+            await self.close_when_sent()
         finally:
             if clock is not None:
                 clock.close()
 
-    async def _close(self) -> None:
+    async def close_when_sent(self) -> None:
+        """Close the socket once the kernel has taken what is left to send, or after
+        the close timeout; under TLS, the TLS layer's close (its ``close_notify``
+        first). Unlike :meth:`aclose` it leaves the session's clock alone: the TLS
+        layer closes the transport beneath it so, whose clock is the session's."""
         inner = self._inner
         if inner is not None:
             await inner.aclose()  # it closes the socket
