@@ -708,7 +708,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None:
             return
         self._closing = True
-        beneath = self._beneath if _client_side(transport) else None  # asked while open
+        close_at_once = _client_tls_close(transport, self._beneath)  # asked while open
         if not transport.is_closing():
             transport.close()
         if self._lost or (not self._tls and not transport.get_write_buffer_size()):
@@ -719,8 +719,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
-            if beneath is not None:
-                await _close_beneath_tls(transport, beneath)
+            if close_at_once is not None:
+                await close_at_once()
             while self._stepped() and not self._lost:
                 await WOKEN
             if not self._lost:
@@ -808,6 +808,27 @@ def _client_side(transport: asyncio.BaseTransport) -> bool:
     return isinstance(tls, ssl.SSLObject | ssl.SSLSocket) and not tls.server_side
 
 
+def _client_tls_close(
+    transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
+) -> Callable[[], Awaitable[None]] | None:
+    """What closes the TCP connection under a client's TLS ``transport``, about to be
+    closed, once its close_notify has gone, without waiting for the server's (see
+    :func:`_close_beneath_tls`); None for a plain transport, a server's TLS, or a
+    TLS transport with no way to what is beneath it.
+
+    The TCP transport ``beneath`` where it is known (asyncio's TLS transport, or one
+    this end started); on uvloop, whose TLS transport shows nothing of its TCP
+    transport, the TLS protocol between them (see :func:`_end_uvloop_tls`)."""
+    if not _client_side(transport):
+        return None
+    if beneath is not None:
+        return functools.partial(_close_beneath_tls, transport, beneath)
+    protocol = transport.get_extra_info("uvloop.sslproto")
+    if callable(getattr(protocol, "eof_received", None)):
+        return functools.partial(_end_uvloop_tls, transport, protocol)
+    return None
+
+
 _TLS_FLUSH_POLL: Final = 0.01
 """How often a client's TLS close looks whether its last bytes have gone to the
 socket (see :func:`_close_beneath_tls`): asyncio says no such moment."""
@@ -830,6 +851,24 @@ async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTr
             return
         await asyncio.sleep(_TLS_FLUSH_POLL)
     beneath.close()
+
+
+async def _end_uvloop_tls(tls: asyncio.BaseTransport, protocol: Any) -> None:
+    """Close the TCP transport beneath uvloop's TLS transport ``tls``, already closed,
+    once its close_notify has gone to it, through uvloop's TLS ``protocol``: told
+    then that the peer's stream has ended (``eof_received``), it ends its close
+    (``_on_shutdown_complete``) with the TCP transport's ``close()``, which sends
+    what that transport still queues and closes the socket, where it would wait for
+    the server's close_notify up to its shutdown timeout.
+
+    Nothing queued on ``tls`` after its close means the close_notify has gone to
+    the TCP transport (uvloop counts its TLS layer's backlog and outgoing buffer,
+    and sends the close_notify as soon as both are empty). Told sooner, while it
+    still flushes, it would close without the close_notify; after the connection
+    is lost it does nothing. The caller bounds the wait."""
+    while _queued(tls):
+        await asyncio.sleep(_TLS_FLUSH_POLL)
+    protocol.eof_received()
 
 
 def _queued(transport: asyncio.BaseTransport) -> int:
@@ -972,23 +1011,21 @@ class StreamTransport:
             return
         self._closed = True
         transport = self._transport
-        beneath = self._beneath if _client_side(transport) else None  # asked while open
+        close_at_once = _client_tls_close(transport, self._beneath)  # asked while open
         transport.close()
         try:
-            await asyncio.wait_for(self._closed_at_last(transport, beneath), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._closed_at_last(close_at_once), _CLOSE_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:
             cast(asyncio.WriteTransport, transport).abort()
             raise
 
-    async def _closed_at_last(
-        self, transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
-    ) -> None:
-        """Wait for the close of ``transport``: a client's TLS closes the TCP transport
-        ``beneath`` once its close_notify has gone (see :func:`_close_beneath_tls`)."""
-        if beneath is not None:
-            await _close_beneath_tls(transport, beneath)
+    async def _closed_at_last(self, close_at_once: Callable[[], Awaitable[None]] | None) -> None:
+        """Wait for the close of the stream's transport: a client's TLS closes the TCP
+        transport once its close_notify has gone (see :func:`_client_tls_close`)."""
+        if close_at_once is not None:
+            await close_at_once()
         await self._writer.wait_closed()
 
     @property
