@@ -618,11 +618,11 @@ class RawSocketTransport(_OwnLink):
     """The linger's read (see :class:`~smtpcore._driver._transport.LinkBase`): any read."""
 
     def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
-        """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
-        or else what to await until it sends more: :data:`WOKEN` while a runner steps
-        the session, a future in a task (the TLS layer's read, a coroutine, once
-        there is one). The wait's result is the bytes, or ``None``:
-        call again (always so for :data:`WOKEN`).
+        """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed,
+        or a close has begun), or else what to await until it sends more:
+        :data:`WOKEN` while a runner steps the session, a future in a task (the TLS
+        layer's read, a coroutine, once there is one). The wait's result is the
+        bytes, or ``None``: call again (always so for :data:`WOKEN`).
 
         A session reads its client through this (:attr:`Link.receive_or_wait
         <smtpcore._driver._transport.Link.receive_or_wait>`): no coroutine of the
@@ -636,11 +636,11 @@ class RawSocketTransport(_OwnLink):
         inner = self._inner
         if inner is not None:
             return inner.receive_some(max_bytes)
+        if self._eof:  # the end, or a close begun: a close's wait for room stays its own
+            return b""
         # Whatever wait came before is over (or was given up).
         self._want = _NOTHING
         self._waiter = None
-        if self._eof:
-            return b""
         if self._more:
             try:
                 data = _read(self._fd, max_bytes)
@@ -924,7 +924,10 @@ class RawSocketTransport(_OwnLink):
             self._write_held()
         if self._out is None and self._inner is None and not self._closing:
             # Every connection's close, written out: nothing waits to be sent.
-            self._closing = True
+            self._closing = self._eof = True
+            waiter = self._waiter
+            if waiter is not None and self._want > 0 and not waiter.done():
+                waiter.set_result(None)  # see _end_reads
             if self._reading:
                 self._unwatch_reads()
             if self._writing:  # pragma: no cover - only while something waits to be sent
@@ -953,6 +956,7 @@ class RawSocketTransport(_OwnLink):
         if self._closing:
             return
         self._closing = True
+        self._end_reads()
         # The last bytes wait for the kernel (a lost connection has none): a peer that
         # never takes them is cut off after _CLOSE_TIMEOUT.
         if self._reading:
@@ -963,6 +967,17 @@ class RawSocketTransport(_OwnLink):
         finally:
             timer.cancel()
             self._close_socket()
+
+    def _end_reads(self) -> None:
+        """A close has begun: every read from now on gives the end of the stream
+        (``_eof``), and one waiting in another task wakes to it, before the close
+        takes the transport's one wait (``_want``, ``_waiter``) for its own wait
+        for room. A read begun meanwhile would have taken it back, and nothing would
+        have woken the close, neither room nor its timeout."""
+        self._eof = True
+        waiter = self._waiter
+        if waiter is not None and self._want > 0 and not waiter.done():
+            waiter.set_result(None)  # the read asks again, and is told the end
 
     def _close_socket(self) -> None:
         self._unwatch()
