@@ -834,6 +834,67 @@ def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(
     assert server.seen == ["close_notify", "closed"]
 
 
+class ReadingTLSServer:
+    """One TLS connection on 127.0.0.1 (TLS 1.3 sends its session tickets, which the
+    client never reads) whose bytes are read to the end, slowly (a small receive
+    buffer): ``got`` counts them, ``end`` says how the stream ended."""
+
+    def __init__(self, tls: TLSFiles) -> None:
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._tls = tls
+        self.got = 0
+        self.end = "nothing"
+        self.shaken = threading.Event()
+        """The handshake is over, and the tickets sent."""
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        conn.settimeout(10)
+        with self._tls.server_context.wrap_socket(
+            conn, server_side=True, suppress_ragged_eofs=False
+        ) as session:
+            self.shaken.set()
+            try:
+                while data := session.recv(65536):
+                    self.got += len(data)
+                self.end = "close_notify"
+            except ssl.SSLEOFError:
+                self.end = "EOF without close_notify"
+            except OSError as exc:
+                self.end = repr(exc)
+
+    def __enter__(self) -> ReadingTLSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(15)
+        self._listener.close()
+
+
+def test_an_asyncio_client_tls_close_sends_what_was_written_first(tls: TLSFiles) -> None:
+    """A client's TLS close on asyncio's loop (over a stream opened with ``ssl=``, as
+    after STARTTLS) closed the socket while the server's session tickets lay
+    unread in it: the kernel answered the close with a reset, which dropped what
+    it had yet to send, and the server got 16 KiB of 64 and no close_notify.
+    Order of events: the server reads every byte written, then the close_notify."""
+    with ReadingTLSServer(tls) as server:
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            await asyncio.to_thread(server.shaken.wait, 10)  # the tickets are on their way
+            writer.write(b"m" * 65536)  # queued, not drained
+            await smtpcore.asyncio.StreamTransport(reader, writer).aclose()
+
+        asyncio.run(session())
+    assert (server.got, server.end) == (65536, "close_notify")
+
+
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"
 
 

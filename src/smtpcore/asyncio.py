@@ -76,6 +76,7 @@ from smtpcore._driver._smtp_client import (
 )
 from smtpcore._driver._timeouts import POP3Timeouts, new_pump
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, readable_now
+from smtpcore._tcp_close import settle_before_close
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -850,7 +851,11 @@ async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTr
         if beneath.is_closing():
             return
         await asyncio.sleep(_TLS_FLUSH_POLL)
-    beneath.close()
+    sock = beneath.get_extra_info("socket")
+    if sock is not None:  # no reset for the session tickets nothing read
+        await settle_before_close(sock, beneath.is_closing, _TLS_FLUSH_POLL)
+    if not beneath.is_closing():
+        beneath.close()
 
 
 async def _end_uvloop_tls(tls: asyncio.BaseTransport, protocol: Any) -> None:
