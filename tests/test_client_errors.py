@@ -21,9 +21,10 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -893,6 +894,35 @@ def test_an_asyncio_client_tls_close_sends_what_was_written_first(tls: TLSFiles)
 
         asyncio.run(session())
     assert (server.got, server.end) == (65536, "close_notify")
+
+
+class _LostUvloopTLS:
+    """What uvloop's TLS transport would show were its connection lost in the middle
+    of a close with its count of queued bytes left as it was (uvloop 0.23 brings the
+    count to 0 with the socket; the guard is defensive), and no socket (its TLS
+    protocol has let go of the TCP transport)."""
+
+    def get_write_buffer_size(self) -> int:
+        return 1024
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def test_a_uvloop_tls_close_ends_when_the_connection_is_lost() -> None:
+    """A client's TLS close on uvloop waited for its queued bytes to reach the TCP
+    transport; had the count stayed after a lost connection, the close would have
+    polled until its 5 s timeout. Order of events: the close's wait ends, without telling the
+    TLS protocol of an end it no longer has."""
+    told: list[str] = []
+    protocol = types.SimpleNamespace(eof_received=lambda: told.append("eof"))
+
+    async def close() -> None:
+        tls = cast(asyncio.BaseTransport, _LostUvloopTLS())
+        await smtpcore.asyncio._end_uvloop_tls(tls, protocol)
+
+    asyncio.run(asyncio.wait_for(close(), 10))  # a guard: it polled for ever
+    assert told == []
 
 
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"

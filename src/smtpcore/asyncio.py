@@ -870,8 +870,13 @@ async def _end_uvloop_tls(tls: asyncio.BaseTransport, protocol: Any) -> None:
     the TCP transport (uvloop counts its TLS layer's backlog and outgoing buffer,
     and sends the close_notify as soon as both are empty). Told sooner, while it
     still flushes, it would close without the close_notify; after the connection
-    is lost it does nothing. The caller bounds the wait."""
+    is lost it does nothing. A lost connection (uvloop's TLS protocol lets go of
+    its TCP transport, whose socket ``tls`` then no longer shows) ends the wait: a
+    defensive guard, should the count of what is queued ever stay as it was (it
+    falls to 0 with the socket on uvloop 0.23). The caller bounds the wait."""
     while _queued(tls):
+        if tls.get_extra_info("socket") is None:
+            return
         await asyncio.sleep(_TLS_FLUSH_POLL)
     protocol.eof_received()
 
