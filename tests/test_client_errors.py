@@ -43,6 +43,7 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore import LocalProtocolError
+from smtpcore._asyncio_close import ready_to_close
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
@@ -848,6 +849,9 @@ class ReadingTLSServer:
         self.end = "nothing"
         self.shaken = threading.Event()
         """The handshake is over, and the tickets sent."""
+        self.read = threading.Event()
+        """Set for the server to read; set at once unless a test clears it."""
+        self.read.set()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def _serve(self) -> None:
@@ -858,6 +862,9 @@ class ReadingTLSServer:
             conn, server_side=True, suppress_ragged_eofs=False
         ) as session:
             self.shaken.set()
+            if not self.read.wait(10):
+                self.end = "never let read"
+                return
             try:
                 while data := session.recv(65536):
                     self.got += len(data)
@@ -894,6 +901,60 @@ def test_an_asyncio_client_tls_close_sends_what_was_written_first(tls: TLSFiles)
 
         asyncio.run(session())
     assert (server.got, server.end) == (65536, "close_notify")
+
+
+def test_an_asyncio_client_tls_close_does_not_wait_for_a_server_that_has_not_read(
+    tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the session tickets dropped and nothing else unread, a close is a FIN and
+    the kernel still sends what it holds; the close waited instead for the server
+    to acknowledge every byte, up to its 5 s timeout. Order of events (the timeout
+    put out of reach): the close ends before the server reads anything, and the
+    server then reads every byte written, then the close_notify."""
+    monkeypatch.setattr(smtpcore.asyncio, "_CLOSE_TIMEOUT", 60.0)
+    with ReadingTLSServer(tls) as server:
+        server.read.clear()
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # holds it all
+            await asyncio.to_thread(server.shaken.wait, 10)
+            await asyncio.sleep(0.05)  # the tickets have come
+            writer.write(b"m" * 131072)
+            await smtpcore.asyncio.StreamTransport(reader, writer).aclose()
+            server.read.set()
+
+        asyncio.run(session())
+    assert (server.got, server.end) == (131072, "close_notify")
+
+
+def test_the_drop_before_a_tls_close_reads_no_more_than_was_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drop of unread bytes before a TLS close read while any were unread: a
+    server that kept sending held the client's event loop, which no timeout can
+    interrupt. Order of events: the server sends more at every read, and the
+    drop reads only what was unread when it began."""
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    far.sendall(b"t" * 1000)
+    read = os.read
+    taken: list[int] = []
+
+    def read_while_more_comes(fd: int, size: int) -> bytes:
+        data = read(fd, size)
+        taken.append(len(data))
+        if len(taken) < 50:
+            far.sendall(b"t" * 1000)
+        return data
+
+    monkeypatch.setattr(os, "read", read_while_more_comes)
+    with near, far:
+        ready_to_close(near)
+    assert sum(taken) == 1000
 
 
 class _LostUvloopTLS:

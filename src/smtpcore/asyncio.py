@@ -27,6 +27,7 @@ from smtpcore._asyncio_alarm import OffLoopTimers
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
 from smtpcore._asyncio_clock import Deadline
+from smtpcore._asyncio_close import ready_to_close
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import (
@@ -76,7 +77,6 @@ from smtpcore._driver._smtp_client import (
 )
 from smtpcore._driver._timeouts import POP3Timeouts, new_pump
 from smtpcore._driver._transport import BoundLink, FastPaths, Link, readable_now
-from smtpcore._tcp_close import settle_before_close
 from smtpcore.address import Mailbox
 from smtpcore.handler import (
     Authenticator,
@@ -845,17 +845,17 @@ async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTr
     shutdown timeout. The TCP transport's own close sends what it holds and closes
     the socket; an ``abort()`` would drop what is still queued. uvloop's TLS layer
     loses what its TCP transport still queues when that transport is closed under
-    it, so the close waits until nothing is queued on either. The caller bounds the
-    wait (a peer that takes no more bytes) and waits for ``connection_lost``."""
-    while _queued(tls) or _queued(beneath):
-        if beneath.is_closing():
+    it, so the close waits until nothing is queued on either, and then, while the
+    server's unread bytes keep coming, until a reset would lose nothing (see
+    :func:`~smtpcore._asyncio_close.ready_to_close`). The caller bounds the wait (a
+    peer that takes no more bytes) and waits for ``connection_lost``."""
+    sock = beneath.get_extra_info("socket")
+    while not beneath.is_closing():
+        sent = not (_queued(tls) or _queued(beneath))
+        if sent and (sock is None or ready_to_close(sock)):
+            beneath.close()
             return
         await asyncio.sleep(_TLS_FLUSH_POLL)
-    sock = beneath.get_extra_info("socket")
-    if sock is not None:  # no reset for the session tickets nothing read
-        await settle_before_close(sock, beneath.is_closing, _TLS_FLUSH_POLL)
-    if not beneath.is_closing():
-        beneath.close()
 
 
 async def _end_uvloop_tls(tls: asyncio.BaseTransport, protocol: Any) -> None:
