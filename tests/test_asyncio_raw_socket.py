@@ -592,6 +592,90 @@ def test_a_closed_transport_never_reads_or_writes_a_descriptor_given_to_another(
     asyncio.run(main())
 
 
+def test_a_close_begun_while_a_cancelled_read_unwinds_still_ends(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A read cancelled (a shutdown, a deadline) unwinds at the loop's next pass: a
+    close begun before then, with bytes still to send, waited for room while the
+    read's unwinding cleared its wait, and neither the room nor the close timeout
+    woke it again (it hung). Order of events: the close ends once the peer has read
+    every byte."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        transport.send_nowait(PAYLOAD[:65536])  # what the kernel takes of it
+        transport.write_soon(PAYLOAD)  # the rest waits for room
+        reading = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0)  # the read waits
+        assert transport._waiter is not None
+        reading.cancel()  # its unwinding runs at the next pass, after the close began
+        received = bytearray()
+        reader = threading.Thread(target=read_until, args=(theirs, received, 1 << 30))
+        reader.start()
+        await transport.aclose()  # in this task: begun before the read unwinds
+        assert reading.cancelled()
+        await asyncio.to_thread(reader.join, 30)
+        assert len(received) >= len(PAYLOAD)
+
+    asyncio.run(asyncio.wait_for(main(), 30))  # a guard: the close hung
+
+
+def test_a_read_begun_while_a_close_waits_for_room_ends_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A read begun in another task while a close waits for room took the close's wait
+    for its own, and the close never ended, not even at its timeout (which woke
+    the read's wait alone). Order of events: the read ends (the end of the
+    stream) while the close still waits, and the close ends once the peer has
+    read every byte."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        transport.write_soon(PAYLOAD)  # most of it waits for room
+        closing = asyncio.ensure_future(transport.aclose())
+        await asyncio.sleep(0)  # the close waits for room
+        assert transport.unsent()
+        assert await transport.receive_some(100) == b""
+        assert not closing.done()
+        received = bytearray()
+        reader = threading.Thread(target=read_until, args=(theirs, received, 1 << 30))
+        reader.start()
+        await closing
+        await asyncio.to_thread(reader.join, 30)
+        assert len(received) == len(PAYLOAD)
+
+    asyncio.run(asyncio.wait_for(main(), 30))  # a guard: the close hung
+
+
+@pytest.mark.parametrize("queued", [b"", PAYLOAD], ids=["nothing-queued", "queued"])
+def test_a_read_waiting_in_another_task_ends_with_the_close(
+    pair: tuple[socket.socket, socket.socket], queued: bytes
+) -> None:
+    """A read waiting in another task when the connection was closed was never woken
+    (the close took the transport's one wait for its own, or closed the socket
+    under it). Order of events: the read ends with the end of the stream once
+    the close is over."""
+    ours, theirs = pair
+
+    async def main() -> None:
+        transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+        if queued:
+            transport.write_soon(queued)
+        reading = asyncio.ensure_future(transport.receive_some(100))
+        await asyncio.sleep(0)  # the read waits
+        received = bytearray()
+        reader = threading.Thread(target=read_until, args=(theirs, received, 1 << 30))
+        reader.start()
+        await transport.aclose()
+        assert await reading == b""
+        await asyncio.to_thread(reader.join, 30)
+        assert len(received) == len(queued)
+
+    asyncio.run(asyncio.wait_for(main(), 30))  # a guard: the read hung
+
+
 _READ_STEP: contextvars.ContextVar[str] = contextvars.ContextVar("_READ_STEP", default="")
 
 

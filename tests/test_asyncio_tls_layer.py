@@ -370,3 +370,46 @@ def test_nothing_read_with_a_bad_record_is_handed_on(tls: TLSFiles) -> None:
         got = asyncio.run(main())
         thread.join(10)
     assert got == b""
+
+
+def test_a_close_begun_while_a_cancelled_read_unwinds_still_ends(tls: TLSFiles) -> None:
+    """Under TLS as in plaintext: a read cancelled (a shutdown, a deadline) unwinds at
+    the loop's next pass, and a close begun before then, its records still waiting
+    for room, hung (the read's unwinding cleared the close's wait). Order of events:
+    the close ends once the peer has read every byte."""
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    ours.setblocking(False)
+    shaken, closing = threading.Event(), threading.Event()
+    received: list[int] = []
+
+    def client() -> None:
+        _client_over(tls, theirs)
+        shaken.set()
+        closing.wait(30)
+        got = 0
+        theirs.settimeout(30)
+        while chunk := theirs.recv(65536):
+            got += len(chunk)
+        received.append(got)
+
+    async def main() -> None:
+        raw, layer = _layer_over_pair(tls, ours)
+        await layer.handshake()
+        await asyncio.to_thread(shaken.wait, 10)
+        layer.send_nowait(_LINE * 256)  # about 256 KB: most of it waits for room
+        assert raw.unsent()
+        reading = asyncio.ensure_future(layer.receive_some(100))
+        await asyncio.sleep(0)  # the read waits
+        reading.cancel()  # its unwinding runs at the next pass, after the close began
+        closing.set()
+        await layer.aclose()  # in this task: begun before the read unwinds
+        assert reading.cancelled()
+
+    with ours, theirs:
+        thread = threading.Thread(target=client)
+        thread.start()
+        asyncio.run(asyncio.wait_for(main(), 30))  # a guard: the close hung
+        thread.join(30)
+    assert received and received[0] > len(_LINE) * 256

@@ -21,9 +21,10 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -35,12 +36,14 @@ from peers import (
     TLSFiles,
     free_port,
     ipv6_loopback_port,
+    missing_peer,
     module,
     open_fd_count,
     run,
     running_smtp_server,
 )
 from smtpcore import LocalProtocolError
+from smtpcore._asyncio_close import ready_to_close
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
@@ -953,11 +956,23 @@ def test_a_tls_server_gone_silent_costs_the_timeout_alone(
     assert server.seen == ["close_notify", "closed"]
 
 
-def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(tls: TLSFiles) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(
+    tls: TLSFiles, loop: str
+) -> None:
     """The same over an asyncio stream pair opened with ``ssl=``
     (``SMTPClient.over_stream``): its close waited up to 5 s for the server's
-    close_notify. Order of events: the server sees the close_notify and the TCP close
-    before it gives up (4 s), though the client's timeout was 0.2 s."""
+    close_notify, on asyncio's loop and on uvloop's, whose TLS transport shows
+    nothing of the TCP transport beneath it. Order of events: the server sees the
+    close_notify and the TCP close before it gives up (4 s), though the client's
+    timeout was 0.2 s."""
+    if loop == "uvloop":
+        try:
+            new_loop = importlib.import_module("uvloop").new_event_loop
+        except ImportError:
+            missing_peer("uvloop is not installed (the test extra installs it)")
+    else:
+        new_loop = asyncio.new_event_loop
     timeouts = smtpcore.asyncio.Timeouts(greeting=0.2)
     with SilentTLSServer(tls, [], give_up=4.0) as server:
 
@@ -971,8 +986,162 @@ def test_an_asyncio_client_over_a_tls_stream_costs_the_timeout_alone(tls: TLSFil
             with pytest.raises(smtpcore.asyncio.SMTPTimeout):
                 await client.connect()
 
-        asyncio.run(session())
+        event_loop = new_loop()
+        try:
+            event_loop.run_until_complete(session())
+        finally:
+            event_loop.close()
     assert server.seen == ["close_notify", "closed"]
+
+
+class ReadingTLSServer:
+    """One TLS connection on 127.0.0.1 (TLS 1.3 sends its session tickets, which the
+    client never reads) whose bytes are read to the end, slowly (a small receive
+    buffer): ``got`` counts them, ``end`` says how the stream ended."""
+
+    def __init__(self, tls: TLSFiles) -> None:
+        self.port = free_port()
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._tls = tls
+        self.got = 0
+        self.end = "nothing"
+        self.shaken = threading.Event()
+        """The handshake is over, and the tickets sent."""
+        self.read = threading.Event()
+        """Set for the server to read; set at once unless a test clears it."""
+        self.read.set()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        conn.settimeout(10)
+        with self._tls.server_context.wrap_socket(
+            conn, server_side=True, suppress_ragged_eofs=False
+        ) as session:
+            self.shaken.set()
+            if not self.read.wait(10):
+                self.end = "never let read"
+                return
+            try:
+                while data := session.recv(65536):
+                    self.got += len(data)
+                self.end = "close_notify"
+            except ssl.SSLEOFError:
+                self.end = "EOF without close_notify"
+            except OSError as exc:
+                self.end = repr(exc)
+
+    def __enter__(self) -> ReadingTLSServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(15)
+        self._listener.close()
+
+
+def test_an_asyncio_client_tls_close_sends_what_was_written_first(tls: TLSFiles) -> None:
+    """A client's TLS close on asyncio's loop (over a stream opened with ``ssl=``, as
+    after STARTTLS) closed the socket while the server's session tickets lay
+    unread in it: the kernel answered the close with a reset, which dropped what
+    it had yet to send, and the server got 16 KiB of 64 and no close_notify.
+    Order of events: the server reads every byte written, then the close_notify."""
+    with ReadingTLSServer(tls) as server:
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            await asyncio.to_thread(server.shaken.wait, 10)  # the tickets are on their way
+            writer.write(b"m" * 65536)  # queued, not drained
+            await smtpcore.asyncio.StreamTransport(reader, writer).aclose()
+
+        asyncio.run(session())
+    assert (server.got, server.end) == (65536, "close_notify")
+
+
+def test_an_asyncio_client_tls_close_does_not_wait_for_a_server_that_has_not_read(
+    tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the session tickets dropped and nothing else unread, a close is a FIN and
+    the kernel still sends what it holds; the close waited instead for the server
+    to acknowledge every byte, up to its 5 s timeout. Order of events (the timeout
+    put out of reach): the close ends before the server reads anything, and the
+    server then reads every byte written, then the close_notify."""
+    monkeypatch.setattr(smtpcore.asyncio, "_CLOSE_TIMEOUT", 60.0)
+    with ReadingTLSServer(tls) as server:
+        server.read.clear()
+
+        async def session() -> None:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=tls.client_context
+            )
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)  # holds it all
+            await asyncio.to_thread(server.shaken.wait, 10)
+            await asyncio.sleep(0.05)  # the tickets have come
+            writer.write(b"m" * 131072)
+            await smtpcore.asyncio.StreamTransport(reader, writer).aclose()
+            server.read.set()
+
+        asyncio.run(session())
+    assert (server.got, server.end) == (131072, "close_notify")
+
+
+def test_the_drop_before_a_tls_close_reads_no_more_than_was_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The drop of unread bytes before a TLS close read while any were unread: a
+    server that kept sending held the client's event loop, which no timeout can
+    interrupt. Order of events: the server sends more at every read, and the
+    drop reads only what was unread when it began."""
+    near, far = socket.socketpair()
+    near.setblocking(False)
+    far.sendall(b"t" * 1000)
+    read = os.read
+    taken: list[int] = []
+
+    def read_while_more_comes(fd: int, size: int) -> bytes:
+        data = read(fd, size)
+        taken.append(len(data))
+        if len(taken) < 50:
+            far.sendall(b"t" * 1000)
+        return data
+
+    monkeypatch.setattr(os, "read", read_while_more_comes)
+    with near, far:
+        ready_to_close(near)
+    assert sum(taken) == 1000
+
+
+class _LostUvloopTLS:
+    """What uvloop's TLS transport would show were its connection lost in the middle
+    of a close with its count of queued bytes left as it was (uvloop 0.23 brings the
+    count to 0 with the socket; the guard is defensive), and no socket (its TLS
+    protocol has let go of the TCP transport)."""
+
+    def get_write_buffer_size(self) -> int:
+        return 1024
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+def test_a_uvloop_tls_close_ends_when_the_connection_is_lost() -> None:
+    """A client's TLS close on uvloop waited for its queued bytes to reach the TCP
+    transport; had the count stayed after a lost connection, the close would have
+    polled until its 5 s timeout. Order of events: the close's wait ends, without telling the
+    TLS protocol of an end it no longer has."""
+    told: list[str] = []
+    protocol = types.SimpleNamespace(eof_received=lambda: told.append("eof"))
+
+    async def close() -> None:
+        tls = cast(asyncio.BaseTransport, _LostUvloopTLS())
+        await smtpcore.asyncio._end_uvloop_tls(tls, protocol)
+
+    asyncio.run(asyncio.wait_for(close(), 10))  # a guard: it polled for ever
+    assert told == []
 
 
 EHLO_FOR_NOW = "451 4.3.0 ESMTP not now"

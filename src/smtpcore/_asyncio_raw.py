@@ -597,25 +597,32 @@ class RawSocketTransport(_OwnLink):
     # -- Transport ------------------------------------------------------------------
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        waiter = None
         try:
             while True:
                 got = self.receive_or_wait(max_bytes)
-                data = got if isinstance(got, bytes) else await got
+                if isinstance(got, bytes):
+                    return got
+                waiter = self._waiter
+                data = await got
                 if data is not None:
                     return data
         finally:
-            self._want = _NOTHING
-            self._waiter = None
+            # This read's wait alone: a cancelled read unwinds a pass after its cancel,
+            # when a close may have begun its own wait for room (see _sent).
+            if self._waiter is waiter and self._want > 0:
+                self._want = _NOTHING
+                self._waiter = None
 
     receive_to_drop = receive_some
     """The linger's read (see :class:`~smtpcore._driver._transport.LinkBase`): any read."""
 
     def receive_or_wait(self, max_bytes: int) -> bytes | Awaitable[bytes | None]:
-        """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed),
-        or else what to await until it sends more: :data:`WOKEN` while a runner steps
-        the session, a future in a task (the TLS layer's read, a coroutine, once
-        there is one). The wait's result is the bytes, or ``None``:
-        call again (always so for :data:`WOKEN`).
+        """What the client has sent (at most ``max_bytes``; ``b""`` once it has closed,
+        or a close has begun), or else what to await until it sends more:
+        :data:`WOKEN` while a runner steps the session, a future in a task (the TLS
+        layer's read, a coroutine, once there is one). The wait's result is the
+        bytes, or ``None``: call again (always so for :data:`WOKEN`).
 
         A session reads its client through this (:attr:`Link.receive_or_wait
         <smtpcore._driver._transport.Link.receive_or_wait>`): no coroutine of the
@@ -629,11 +636,11 @@ class RawSocketTransport(_OwnLink):
         inner = self._inner
         if inner is not None:
             return inner.receive_some(max_bytes)
+        if self._eof:  # the end, or a close begun: a close's wait for room stays its own
+            return b""
         # Whatever wait came before is over (or was given up).
         self._want = _NOTHING
         self._waiter = None
-        if self._eof:
-            return b""
         if self._more:
             try:
                 data = _read(self._fd, max_bytes)
@@ -746,6 +753,28 @@ class RawSocketTransport(_OwnLink):
             self._out = bytearray(memoryview(data)[sent:])
             self._watch_for_room()
 
+    # -- for a layer above (the TLS layer: its records and its failures) -------------
+
+    def is_closing(self) -> bool:
+        """Whether the connection is lost or being closed: nothing more may be written
+        (a layer's unasked answers are then dropped, not raised)."""
+        return self._lost or self._closing
+
+    def abandon(self, last_words: bytes) -> None:
+        """A layer above cannot go on (its TLS failed): write ``last_words`` (the alert
+        OpenSSL wrote) if nothing waits before them and the kernel takes them at
+        once, and drop the connection as a reset does: nothing more is read or
+        written, and a session that waits wakes. Nothing waits here: the words are
+        a courtesy to a peer the connection is being dropped on."""
+        if self._lost or self._closing:
+            return
+        if last_words and self._out is None and self._held is None:
+            try:  # noqa: SIM105 - a courtesy; the connection is being dropped
+                self._sock.send(last_words)
+            except OSError:
+                pass
+        self._lose()
+
     def write_soon(self, data: bytes) -> None:
         """Take all of ``data``, after what waits already, without waiting: written now as
         far as the kernel takes it, the rest as the socket has room (the TLS layer's
@@ -763,7 +792,9 @@ class RawSocketTransport(_OwnLink):
             raise ConnectionResetError("the connection was lost while writing")
 
     def unsent(self) -> int:
-        """How many bytes written wait for room in the socket (the TLS layer's bound)."""
+        """How many bytes written wait for room in the socket: the TLS layer writes no
+        more records while some do (its bound on what a client that never reads
+        holds here), and reads no more while too many do."""
         out = self._out
         return 0 if out is None else len(out)
 
@@ -830,6 +861,7 @@ class RawSocketTransport(_OwnLink):
         while self._out is not None and not self._lost:
             self._want = _ROOM
             runner = self._runner
+            waiter = None
             try:
                 if runner is not None and runner.task is None:
                     await WOKEN
@@ -837,8 +869,11 @@ class RawSocketTransport(_OwnLink):
                     waiter = self._waiter = _Future(loop=self._loop)
                     await waiter
             finally:
-                self._want = _NOTHING
-                self._waiter = None
+                # This wait alone: another begun meanwhile (a close's, while a cancelled
+                # wait for room unwinds) keeps its own, or nothing would wake it.
+                if self._waiter is waiter and self._want == _ROOM:
+                    self._want = _NOTHING
+                    self._waiter = None
 
     async def start_tls(
         self,
@@ -889,7 +924,10 @@ class RawSocketTransport(_OwnLink):
             self._write_held()
         if self._out is None and self._inner is None and not self._closing:
             # Every connection's close, written out: nothing waits to be sent.
-            self._closing = True
+            self._closing = self._eof = True
+            waiter = self._waiter
+            if waiter is not None and self._want > 0 and not waiter.done():
+                waiter.set_result(None)  # see _end_reads
             if self._reading:
                 self._unwatch_reads()
             if self._writing:  # pragma: no cover - only while something waits to be sent
@@ -901,12 +939,16 @@ class RawSocketTransport(_OwnLink):
                 clock.close()
             return
         try:
-            await self._close()
+            await self.close_when_sent()
         finally:
             if clock is not None:
                 clock.close()
 
-    async def _close(self) -> None:
+    async def close_when_sent(self) -> None:
+        """Close the socket once the kernel has taken what is left to send, or after
+        the close timeout; under TLS, the TLS layer's close (its ``close_notify``
+        first). Unlike :meth:`aclose` it leaves the session's clock alone: the TLS
+        layer closes the transport beneath it so, whose clock is the session's."""
         inner = self._inner
         if inner is not None:
             await inner.aclose()  # it closes the socket
@@ -914,6 +956,7 @@ class RawSocketTransport(_OwnLink):
         if self._closing:
             return
         self._closing = True
+        self._end_reads()
         # The last bytes wait for the kernel (a lost connection has none): a peer that
         # never takes them is cut off after _CLOSE_TIMEOUT.
         if self._reading:
@@ -924,6 +967,17 @@ class RawSocketTransport(_OwnLink):
         finally:
             timer.cancel()
             self._close_socket()
+
+    def _end_reads(self) -> None:
+        """A close has begun: every read from now on gives the end of the stream
+        (``_eof``), and one waiting in another task wakes to it, before the close
+        takes the transport's one wait (``_want``, ``_waiter``) for its own wait
+        for room. A read begun meanwhile would have taken it back, and nothing would
+        have woken the close, neither room nor its timeout."""
+        self._eof = True
+        waiter = self._waiter
+        if waiter is not None and self._want > 0 and not waiter.done():
+            waiter.set_result(None)  # the read asks again, and is told the end
 
     def _close_socket(self) -> None:
         self._unwatch()

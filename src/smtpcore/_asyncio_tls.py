@@ -40,13 +40,19 @@ that neither memory BIO grows past about one record."""
 _PLAINTEXT_SLICE: Final = 16384
 _UNSENT_AT_MOST: Final = 256 * 1024
 """How much ciphertext may wait for the peer to read before the layer stops reading
-its records (see :meth:`TLSLayer._room_to_answer`)."""
+its records (see :meth:`TLSLayer.receive_some`)."""
 
 
 class TLSLayer:
     """TLS over a :class:`~smtpcore._asyncio_raw.RawSocketTransport` that reads and
     writes its ciphertext: the connection's transport once TLS starts (its
     ``_inner``), with the same methods as the transport's, which hand on to it.
+
+    Of the transport beneath it uses the :class:`~smtpcore.transport.Transport`
+    methods and those it has for a layer above: :meth:`write_soon
+    <smtpcore._asyncio_raw.RawSocketTransport.write_soon>` for records that
+    cannot wait, ``unsent`` and ``all_sent`` for its bounds, ``is_closing``,
+    ``abandon`` when TLS fails and ``close_when_sent`` at the close.
 
     A handshake that failed, or was cancelled, leaves the layer broken: every
     later read and write raises ``ConnectionResetError`` (no way back to
@@ -113,15 +119,7 @@ class TLSLayer:
         """TLS cannot go on: send the alert OpenSSL wrote, if the kernel takes it at
         once, and drop the connection (nothing more is read, nothing waits)."""
         self._broken = True
-        raw = self._raw
-        if not raw._lost and not raw._closing:
-            alert = self._outgoing.read()
-            if alert and raw._out is None and raw._held is None:
-                try:  # noqa: SIM105 - a courtesy; the connection is being dropped
-                    raw._sock.send(alert)
-                except OSError:
-                    pass
-            raw._lose()
+        self._raw.abandon(self._outgoing.read())
 
     async def _fill(self) -> bool:
         """Read the next ciphertext the peer sends into the TLS layer; False once the
@@ -193,20 +191,19 @@ class TLSLayer:
         return b"".join(parts)
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        """The next plaintext (``b""`` once the peer's stream has ended), reading more
+        ciphertext as it needs. Before each read it waits while what OpenSSL
+        answered unasked (a key update asked for in every record) is more than
+        :data:`_UNSENT_AT_MOST` unsent: a peer that sends and never reads would
+        grow it without end."""
+        raw = self._raw
         while True:
             data = self._decrypt(max_bytes)
             if data is not None:
                 return data
-            await self._room_to_answer()
+            if raw.unsent() > _UNSENT_AT_MOST:
+                await raw.all_sent()
             await self._fill()
-
-    async def _room_to_answer(self) -> None:
-        """Wait, before reading more, while what OpenSSL answered unasked (a key update
-        asked for in every record) is more than :data:`_UNSENT_AT_MOST` unsent: a
-        peer that sends and never reads would grow it without end."""
-        raw = self._raw
-        if raw.unsent() > _UNSENT_AT_MOST:
-            await raw.all_sent()
 
     receive_to_drop = receive_some
 
@@ -216,7 +213,7 @@ class TLSLayer:
         data = self._decrypt(max_bytes)
         while data is None:
             if self._raw.unsent() > _UNSENT_AT_MOST:
-                return None  # see _room_to_answer
+                return None  # see receive_some
             ciphertext = self._raw.receive_nowait(_RECORD)
             if ciphertext is None:
                 return None
@@ -264,10 +261,8 @@ class TLSLayer:
     def _push(self) -> None:
         """Write what OpenSSL has to send unasked, now, without waiting: the rest waits
         for room in the socket's write path."""
-        if self._outgoing.pending and not self._broken:
-            raw = self._raw
-            if not raw._lost and not raw._closing:
-                raw.write_soon(self._outgoing.read())
+        if self._outgoing.pending and not self._broken and not self._raw.is_closing():
+            self._raw.write_soon(self._outgoing.read())
 
     keeps_cancelled_sends: ClassVar[bool] = True
     """A cancelled :meth:`send_all` loses nothing: the plaintext is encrypted and the
@@ -280,7 +275,7 @@ class TLSLayer:
         """Write ``data`` now, all of it (what the kernel does not take waits for room)
         or, while earlier records still wait, none (0)."""
         raw = self._raw
-        if raw._out is not None:
+        if raw.unsent():
             return 0
         records = self._encrypt(data)
         sent = raw.send_nowait(records)
@@ -291,7 +286,7 @@ class TLSLayer:
     async def send_eof(self) -> None:
         """Nothing: TLS has no half-close a client would read as the end of replies
         (asyncio's TLS transport cannot ``write_eof`` either)."""
-        if self._broken or self._raw._lost or self._raw._closing:
+        if self._broken or self._raw.is_closing():
             raise ConnectionResetError("the connection is closed")
 
     async def start_tls(
@@ -310,13 +305,13 @@ class TLSLayer:
         plain connection closes: once the kernel took what is left, or after the
         raw transport's close timeout."""
         raw = self._raw
-        if self._shaken and not self._broken and not raw._lost and not raw._closing:
+        if self._shaken and not self._broken and not raw.is_closing():
             with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: the peer's unawaited
                 self._tls.unwrap()
             with contextlib.suppress(OSError):  # the close goes on whatever the write did
                 self._push()
             self._broken = True  # nothing more goes through TLS
-        await raw._close()
+        await raw.close_when_sent()
 
     @property
     def tls(self) -> TLSInfo | None:

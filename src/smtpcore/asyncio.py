@@ -27,6 +27,7 @@ from smtpcore._asyncio_alarm import OffLoopTimers
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
 from smtpcore._asyncio_clock import AsyncioClock as AsyncioClock  # importable from here too
 from smtpcore._asyncio_clock import Deadline
+from smtpcore._asyncio_close import ready_to_close
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, listening_sockets
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import (
@@ -708,7 +709,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if transport is None:
             return
         self._closing = True
-        beneath = self._beneath if _client_side(transport) else None  # asked while open
+        close_at_once = _client_tls_close(transport, self._beneath)  # asked while open
         if not transport.is_closing():
             transport.close()
         if self._lost or (not self._tls and not transport.get_write_buffer_size()):
@@ -719,8 +720,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
         timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
         try:
-            if beneath is not None:
-                await _close_beneath_tls(transport, beneath)
+            if close_at_once is not None:
+                await close_at_once()
             while self._stepped() and not self._lost:
                 await WOKEN
             if not self._lost:
@@ -808,6 +809,27 @@ def _client_side(transport: asyncio.BaseTransport) -> bool:
     return isinstance(tls, ssl.SSLObject | ssl.SSLSocket) and not tls.server_side
 
 
+def _client_tls_close(
+    transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
+) -> Callable[[], Awaitable[None]] | None:
+    """What closes the TCP connection under a client's TLS ``transport``, about to be
+    closed, once its close_notify has gone, without waiting for the server's (see
+    :func:`_close_beneath_tls`); None for a plain transport, a server's TLS, or a
+    TLS transport with no way to what is beneath it.
+
+    The TCP transport ``beneath`` where it is known (asyncio's TLS transport, or one
+    this end started); on uvloop, whose TLS transport shows nothing of its TCP
+    transport, the TLS protocol between them (see :func:`_end_uvloop_tls`)."""
+    if not _client_side(transport):
+        return None
+    if beneath is not None:
+        return functools.partial(_close_beneath_tls, transport, beneath)
+    protocol = transport.get_extra_info("uvloop.sslproto")
+    if callable(getattr(protocol, "eof_received", None)):
+        return functools.partial(_end_uvloop_tls, transport, protocol)
+    return None
+
+
 _TLS_FLUSH_POLL: Final = 0.01
 """How often a client's TLS close looks whether its last bytes have gone to the
 socket (see :func:`_close_beneath_tls`): asyncio says no such moment."""
@@ -823,13 +845,40 @@ async def _close_beneath_tls(tls: asyncio.BaseTransport, beneath: asyncio.BaseTr
     shutdown timeout. The TCP transport's own close sends what it holds and closes
     the socket; an ``abort()`` would drop what is still queued. uvloop's TLS layer
     loses what its TCP transport still queues when that transport is closed under
-    it, so the close waits until nothing is queued on either. The caller bounds the
-    wait (a peer that takes no more bytes) and waits for ``connection_lost``."""
-    while _queued(tls) or _queued(beneath):
-        if beneath.is_closing():
+    it, so the close waits until nothing is queued on either, and then, while the
+    server's unread bytes keep coming, until a reset would lose nothing (see
+    :func:`~smtpcore._asyncio_close.ready_to_close`). The caller bounds the wait (a
+    peer that takes no more bytes) and waits for ``connection_lost``."""
+    sock = beneath.get_extra_info("socket")
+    while not beneath.is_closing():
+        sent = not (_queued(tls) or _queued(beneath))
+        if sent and (sock is None or ready_to_close(sock)):
+            beneath.close()
             return
         await asyncio.sleep(_TLS_FLUSH_POLL)
-    beneath.close()
+
+
+async def _end_uvloop_tls(tls: asyncio.BaseTransport, protocol: Any) -> None:
+    """Close the TCP transport beneath uvloop's TLS transport ``tls``, already closed,
+    once its close_notify has gone to it, through uvloop's TLS ``protocol``: told
+    then that the peer's stream has ended (``eof_received``), it ends its close
+    (``_on_shutdown_complete``) with the TCP transport's ``close()``, which sends
+    what that transport still queues and closes the socket, where it would wait for
+    the server's close_notify up to its shutdown timeout.
+
+    Nothing queued on ``tls`` after its close means the close_notify has gone to
+    the TCP transport (uvloop counts its TLS layer's backlog and outgoing buffer,
+    and sends the close_notify as soon as both are empty). Told sooner, while it
+    still flushes, it would close without the close_notify; after the connection
+    is lost it does nothing. A lost connection (uvloop's TLS protocol lets go of
+    its TCP transport, whose socket ``tls`` then no longer shows) ends the wait: a
+    defensive guard, should the count of what is queued ever stay as it was (it
+    falls to 0 with the socket on uvloop 0.23). The caller bounds the wait."""
+    while _queued(tls):
+        if tls.get_extra_info("socket") is None:
+            return
+        await asyncio.sleep(_TLS_FLUSH_POLL)
+    protocol.eof_received()
 
 
 def _queued(transport: asyncio.BaseTransport) -> int:
@@ -972,23 +1021,21 @@ class StreamTransport:
             return
         self._closed = True
         transport = self._transport
-        beneath = self._beneath if _client_side(transport) else None  # asked while open
+        close_at_once = _client_tls_close(transport, self._beneath)  # asked while open
         transport.close()
         try:
-            await asyncio.wait_for(self._closed_at_last(transport, beneath), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(self._closed_at_last(close_at_once), _CLOSE_TIMEOUT)
         except (OSError, asyncio.TimeoutError):
             cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:
             cast(asyncio.WriteTransport, transport).abort()
             raise
 
-    async def _closed_at_last(
-        self, transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
-    ) -> None:
-        """Wait for the close of ``transport``: a client's TLS closes the TCP transport
-        ``beneath`` once its close_notify has gone (see :func:`_close_beneath_tls`)."""
-        if beneath is not None:
-            await _close_beneath_tls(transport, beneath)
+    async def _closed_at_last(self, close_at_once: Callable[[], Awaitable[None]] | None) -> None:
+        """Wait for the close of the stream's transport: a client's TLS closes the TCP
+        transport once its close_notify has gone (see :func:`_client_tls_close`)."""
+        if close_at_once is not None:
+            await close_at_once()
         await self._writer.wait_closed()
 
     @property
