@@ -46,7 +46,7 @@ from smtpcore import LocalProtocolError
 from smtpcore._asyncio_close import ready_to_close
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
-from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
+from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Send, Step, script
 
 MESSAGE = b"Subject: errors\r\n\r\nbody\r\n"
 
@@ -817,6 +817,19 @@ REFUSED_THEN_PARTIAL: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+def refused_then_partial_steps(text: str) -> list[Step]:
+    """``text``'s script, each run of the server's lines sent in one write: the partial
+    line must arrive with the refusal before it, as it would behind a 421, or the
+    client, having read the refusal alone, rightly says QUIT."""
+    steps: list[Step] = []
+    for step in script(text + "-- expect close"):
+        if steps and isinstance(step, Send) and isinstance(steps[-1], Send):
+            steps[-1] = Send(steps[-1].data + step.data)
+        else:
+            steps.append(step)
+    return steps
+
+
 @pytest.mark.parametrize("case", list(REFUSED_THEN_PARTIAL))
 def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
     adapter: str, case: str
@@ -829,7 +842,7 @@ def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
     text, options, error = REFUSED_THEN_PARTIAL[case]
     mod = module(adapter)
     timeouts = mod.Timeouts(command=120.0, quit=120.0)
-    steps = script(text + "-- expect close")
+    steps = refused_then_partial_steps(text)
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(mod, error)):
         run(
             adapter,

@@ -59,6 +59,7 @@ from test_client_errors import (
     Recorder,
     SeekableText,
     content_broken_off,
+    refused_then_partial_steps,
     refusing_ehlo_in,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
@@ -385,7 +386,7 @@ def test_a_refusal_followed_by_a_partial_line_closes_without_quit_or_a_read(
     under the command timeout, before the close."""
     text, options, error = REFUSED_THEN_PARTIAL[case]
     timeouts = sync.Timeouts(command=120.0, quit=120.0)
-    steps = script(text + "-- expect close")
+    steps = refused_then_partial_steps(text)
     with ScriptedServer(steps, timeout=5.0) as server, pytest.raises(getattr(sync, error)):
         sync.SMTPClient("127.0.0.1", server.port, timeouts=timeouts, **options).connect()
 
