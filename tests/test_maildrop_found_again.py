@@ -9,6 +9,7 @@ that reads ``Maildir.open`` plainly, on no loop, still finds it where it runs.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import poplib
@@ -28,6 +29,7 @@ from smtpcore.maildrop import (
     Maildir,
     MaildirStore,
     Maildrop,
+    MaildropError,
     MessageUnavailable,
     POP3Session,
 )
@@ -467,4 +469,91 @@ def test_no_message_file_at_the_listed_name_is_no_reason_to_skip_the_search(
     else:
         listed.mkdir()
     assert run(read_async(maildir.open(1))) == CONTENT
+    run(maildir.close())
+
+
+def two_renamed(path: Path) -> Maildir:
+    """A Maildir of two messages, listed, then both renamed by another reader."""
+    second = UID.replace("M1", "M2")
+    maildir_with(path, {f"new/{UID}": CONTENT, f"new/{second}": CONTENT})
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.messages())
+    for name in (UID, second):
+        os.rename(path / "new" / name, path / "cur" / f"{name}:2,S")
+    return maildir
+
+
+def read_plainly_in_a_thread(
+    maildir: Maildir, number: int
+) -> tuple[threading.Thread, list[bytes | Exception]]:
+    """Message ``number`` read plainly (``next``, no event loop) on a thread of its own:
+    its content, or what reading it raised."""
+    read: list[bytes | Exception] = []
+
+    def reading() -> None:
+        try:
+            read.append(b"".join(maildir.open(number)))
+        except Exception as exc:
+            read.append(exc)
+
+    reader = threading.Thread(target=reading)
+    reader.start()
+    return reader, read
+
+
+def test_a_plain_read_searching_again_is_the_work_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message found again by a plain read is sought under the rule the async reads
+    keep: while that search runs, the wait before UPDATE waits for it, and a close
+    meanwhile keeps the folders open until it ends (it searched ``cur`` as opened);
+    the session being over then, the file found is not read."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+    reader, read = read_plainly_in_a_thread(maildir, 1)
+
+    async def wait_and_close() -> None:
+        await asyncio.to_thread(search_started, search)
+        waiting = asyncio.ensure_future(maildir.before_update())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # the plain read's search is in flight
+        await maildir.close()
+        search.release()
+        await waiting
+
+    run(wait_and_close())
+    reader.join(10)
+    assert search.through_cur == [True]
+    assert len(read) == 1 and isinstance(read[0], MaildropError)
+
+
+def search_started(search: HeldSearch) -> None:
+    for _ in range(1000):
+        if search.started:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("no search started")
+
+
+def test_a_plain_read_is_refused_while_other_work_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain read that must search again while another search of the maildrop still
+    runs (one given up, say) starts no second one beside it: refused, as a lock is."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+    reader, read = read_plainly_in_a_thread(maildir, 1)
+    search_started(search)
+    try:
+        with pytest.raises(MaildropError):
+            next(maildir.open(2))
+        assert len(search.started) == 1
+    finally:
+        search.release()
+        reader.join(10)
+    assert read == [CONTENT]
     run(maildir.close())

@@ -99,6 +99,24 @@ class _OneAtATime(abc.ABC):
                 self._landed()
             raise
 
+    def _in_this_thread(self, work: Callable[[], _T]) -> _T:
+        """``work()`` on the calling thread (a plain, blocking read), under the rule
+        :meth:`_in_thread` keeps: the work in flight while it runs, so that other work
+        waits for it and a close releases the lock only once it is done. Refused
+        (:class:`MaildropError`) while other work is in flight: a plain caller has no
+        deadline to wait within, and on an event loop's thread its wait could hold up
+        the very work it waits for, as :meth:`lock` is refused then."""
+        with self._guard:
+            if self._closed:
+                raise MaildropError("The session is over")
+            if self._landing is not None:
+                raise MaildropError("The maildrop is still in use by its session's last work")
+            self._landing = Landing()
+        try:
+            return work()
+        finally:
+            self._landed()
+
     async def _no_flight(self, *, take: bool) -> None:
         """Return once no work of this maildrop is in flight; with ``take``, the
         caller's work is then in flight, taken in the same look (see

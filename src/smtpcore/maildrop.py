@@ -366,7 +366,8 @@ class Maildir(_OneAtATime, Maildrop):
         and read as one (as the server reads them) they have the listing made in the
         store's worker thread, off the event loop (once other work of the maildrop
         in flight has landed, as the class says); read plainly, on the calling
-        thread. The file found is opened at the first read; closed before it, the
+        thread, as that work too (refused, :class:`MaildropError`, while other work is
+        in flight). The file found is opened at the first read; closed before it, the
         chunks give nothing."""
         try:
             fd, size = self._open_listed(number)
@@ -375,6 +376,7 @@ class Maildir(_OneAtATime, Maildrop):
                 find=lambda: self._sought_again(number),
                 read=lambda: self._found_content(number),
                 in_thread=self._in_thread,
+                now=self._in_this_thread,
             )
         return self._content(number, fd, size)
 
