@@ -1717,6 +1717,39 @@ def test_a_stuck_maildir_listing_is_err_at_the_store_timeout_and_unlocks_when_do
     assert maildir_count(store) == 3
 
 
+def test_a_listing_past_the_store_timeout_is_one_warning_line_with_no_traceback(
+    adapter: str,
+    store: MaildirStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store timeout is an expected event (a slow disk, a big maildrop): logged as
+    one WARNING naming the session, the call and the deadline, with no traceback, as
+    Dovecot logs a timeout; the client's answer is still ``-ERR [SYS/TEMP]``."""
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    stuck = threading.Event()
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
+    with (
+        slow_listing(monkeypatch, "alice", lambda: stuck.wait(5)),
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+    ):
+        try:
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wonderland")
+                assert answers[1] == b"-ERR [SYS/TEMP] Internal error, try again later\r\n"
+        finally:
+            stuck.set()
+        server.wait_for_sessions(0)
+    timed_out = [r for r in caplog.records if "store timeout" in r.getMessage()]
+    assert [r.levelno for r in timed_out] == [logging.WARNING]
+    line = timed_out[0]
+    assert line.exc_info is None and "\n" not in line.getMessage()
+    assert "open_maildrop('alice')" in line.getMessage()
+    assert "from [127.0.0.1]:" in line.getMessage() and "after 0.3s" in line.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 class EagerDrop(Maildrop):
     """An ``open`` written as a plain method: message 1 raises at once, message 2
     raises ``KeyError`` at once, message 3 gives str, message 4 a str after a
@@ -2300,7 +2333,8 @@ def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
 ) -> None:
     """``Maildrop.close`` and the cleanup of a message's generator run under the
     ``store`` timeout; past it the failure is logged, the answers made are written
-    and the session ends. Either held the session and its connection forever."""
+    and the session ends. Either held the session and its connection forever. The
+    timeout is logged as one WARNING line, no traceback."""
     timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
     store = FaultyStore(adapter, fault)
     with (
@@ -2318,11 +2352,13 @@ def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
         assert answer == b"+OK Top of message\r\nSubject: hi\r\n\r\n.\r\n"
     elif command == b"RETR 1":
         assert answer.startswith(b"-ERR [SYS/TEMP]")
-        assert "closing message 1 of 'alice' failed" in caplog.text
+        assert "closing message 1 of 'alice' from [127.0.0.1]:" in caplog.text
     else:
         assert answer.startswith(b"+OK")
-        assert "closing the maildrop of alice failed" in caplog.text
-    assert "TimeoutError" in caplog.text
+        assert "closing the maildrop of alice from [127.0.0.1]:" in caplog.text
+    # An expected event: one WARNING line, no traceback.
+    assert "store timeout, given up after 0.3s" in caplog.text
+    assert "TimeoutError" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -559,9 +559,9 @@ class POP3ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception(
-                    "closing the maildrop of %s failed", loggable(str(self.session.user))
-                )
+                user = loggable(str(self.session.user))
+                if not self._timed_out(exc, "closing the maildrop of %s", user):
+                    logger.exception("closing the maildrop of %s failed", user)
 
     async def _logins(self, client: tuple[str, int] | None) -> _SessionLogins:
         """What this session offers: the store's logins and mechanisms, and
@@ -846,8 +846,25 @@ class POP3ServerSession(ServedSession):
                 level = _refusal_level(exc)
                 logger.log(level, f"{call} refused: %s", *args, loggable(_text(exc)))
             return _maildrop_err(exc)
-        logger.error(f"{call} failed", *args, exc_info=exc)
+        if not self._timed_out(exc, call, *args):
+            logger.error(f"{call} failed", *args, exc_info=exc)
         return answer
+
+    def _timed_out(self, exc: BaseException, call: str, *args: object) -> bool:
+        """Whether ``exc`` is the ``store`` timeout of ``call % args``, which is then
+        logged as the expected event it is (a slow disk, a big maildrop): one WARNING
+        naming the session, the call and the deadline, no traceback, as Dovecot logs
+        a timeout. The client's answer is the caller's, as for any failure."""
+        deadline = self.options.timeouts.store
+        if not isinstance(exc, TimeoutError) or deadline is None:
+            return False  # no deadline: the store's own TimeoutError, a failure
+        logger.warning(
+            f"pop3: {call} from %s: store timeout, given up after %gs",
+            *args,
+            client_text(self.session),
+            deadline,
+        )
+        return True
 
     # -- commands ---------------------------------------------------------
 
@@ -1257,7 +1274,9 @@ class POP3ServerSession(ServedSession):
                         raise
                     if answered:
                         # Half a message is out: the only honest end is to close.
-                        _broke_off(exc, number, self.session.user)
+                        user = self.session.user
+                        if not self._timed_out(exc, "message %d of %r", number, user):
+                            _broke_off(exc, number, user)
                         raise ConnectionLost from None
                     user = self.session.user
                     self._answer(self._failure(exc, "reading message %d of %r", number, user))
@@ -1301,7 +1320,9 @@ class POP3ServerSession(ServedSession):
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
-            logger.exception("closing message %d of %r failed", number, self.session.user)
+            user = self.session.user
+            if not self._timed_out(exc, "closing message %d of %r", number, user):
+                logger.exception("closing message %d of %r failed", number, user)
             self._closing = True
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:
