@@ -1750,6 +1750,77 @@ def test_a_listing_past_the_store_timeout_is_one_warning_line_with_no_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+class OwnTimeoutDrop(Maildrop):
+    """A maildrop over a database whose client times out at once, long before any
+    ``store`` deadline: its listing (an async hook) and a message's plain ``open``
+    (under no deadline at all) raise the client's own ``TimeoutError``."""
+
+    async def messages(self) -> list[MessageInfo]:
+        return [MessageInfo(10, "1")]
+
+    def open(self, number: int) -> Iterator[bytes]:
+        raise TimeoutError("db read timed out after 5s (db.internal:5432)")  # socket.timeout
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        pass
+
+
+class OwnTimeoutStore(SlowStore):
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        if user == "bob":
+            raise TimeoutError("connect to db.internal:5432 timed out")
+        return OwnTimeoutDrop()
+
+
+def test_a_stores_own_timeout_error_is_its_failure_not_the_store_timeout(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``TimeoutError`` the store raises itself (its database's, its socket's) is its
+    failure, logged at ERROR with its traceback and its text, as any exception of the
+    store's: only the ``store`` deadline's own is the expected "store timeout" line. It
+    was taken for the deadline's whenever a deadline was set (the default 120 s), even
+    for a plain ``open`` that runs under none."""
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
+    with running_pop3_server(adapter, OwnTimeoutStore(adapter)) as server:
+        with raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            answers = converse(sock, b"USER bob", b"PASS wonderland", b"QUIT")
+            assert answers[1].startswith(b"-ERR [SYS/TEMP]")
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            client.retr(1)
+        client.quit()
+        server.wait_for_sessions(0)
+    assert "store timeout" not in caplog.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "open_maildrop('bob') failed",
+        "reading message 1 of 'alice' failed",
+    ]
+    assert [type(r.exc_info[1]) if r.exc_info else None for r in errors] == [
+        TimeoutError,
+        TimeoutError,
+    ]
+    assert "connect to db.internal:5432 timed out" in caplog.text
+    assert "db read timed out after 5s (db.internal:5432)" in caplog.text
+
+
+def test_the_store_timeout_line_writes_the_deadline_as_configured() -> None:
+    """The deadline in the "store timeout" line reads as configured: ``0.00001s``, not
+    ``1e-05s``."""
+    from smtpcore._driver._own_timeouts import seconds_text
+
+    assert [seconds_text(s) for s in (120, 120.0, 0.3, 1e-05, 2.5)] == [
+        "120s",
+        "120s",
+        "0.3s",
+        "0.00001s",
+        "2.5s",
+    ]
+
+
 class EagerDrop(Maildrop):
     """An ``open`` written as a plain method: message 1 raises at once, message 2
     raises ``KeyError`` at once, message 3 gives str, message 4 a str after a

@@ -55,6 +55,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
+from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text, within
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -830,8 +831,10 @@ class POP3ServerSession(ServedSession):
             return False
 
     async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A mailstore call under the store timeout."""
-        return await self.transport.within(self.options.timeouts.store, call())
+        """A mailstore call under the store timeout, which passed is
+        :class:`DeadlinePassed`; the call's own ``TimeoutError`` (its database's, its
+        socket's) is its failure, as any exception of its own is."""
+        return await within(self.transport.within, self.options.timeouts.store, call())
 
     def _failure(
         self, exc: BaseException, call: str, *args: object, answer: Err = _TEMP_ERROR
@@ -851,18 +854,19 @@ class POP3ServerSession(ServedSession):
         return answer
 
     def _timed_out(self, exc: BaseException, call: str, *args: object) -> bool:
-        """Whether ``exc`` is the ``store`` timeout of ``call % args``, which is then
-        logged as the expected event it is (a slow disk, a big maildrop): one WARNING
-        naming the session, the call and the deadline, no traceback, as Dovecot logs
-        a timeout. The client's answer is the caller's, as for any failure."""
-        deadline = self.options.timeouts.store
-        if not isinstance(exc, TimeoutError) or deadline is None:
-            return False  # no deadline: the store's own TimeoutError, a failure
+        """Whether ``exc`` is the ``store`` timeout of ``call % args`` (the deadline's
+        own, :class:`DeadlinePassed`), which is then logged as the expected event it
+        is (a slow disk, a big maildrop): one WARNING naming the call, the session's
+        client and the deadline, no traceback, as Dovecot logs a timeout. A
+        ``TimeoutError`` the store raised itself is its failure, not this. The
+        client's answer is the caller's, as for any failure."""
+        if not isinstance(exc, DeadlinePassed):
+            return False
         logger.warning(
-            f"pop3: {call} from %s: store timeout, given up after %gs",
+            f"{call} from %s: store timeout, given up after %s",
             *args,
             client_text(self.session),
-            deadline,
+            seconds_text(exc.seconds),
         )
         return True
 
@@ -1264,8 +1268,10 @@ class POP3ServerSession(ServedSession):
                     # A generator is no async iterator: asked first, it spares the
                     # common case the ABC's check, a Python call (here and at close).
                     if not isinstance(chunks, GeneratorType) and isinstance(chunks, AsyncIterator):
-                        batch, done = await self.transport.within(
-                            self.options.timeouts.store, self._read_chunks(chunks)
+                        batch, done = await within(
+                            self.transport.within,
+                            self.options.timeouts.store,
+                            self._read_chunks(chunks),
                         )
                     else:
                         batch, done = self._read_chunks_now(chunks)
