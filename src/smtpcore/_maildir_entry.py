@@ -13,7 +13,6 @@ from typing import Final
 
 from smtpcore._maildir_move import file_of
 from smtpcore._maildir_read import _open_message
-from smtpcore._mailstore import MessageInfo
 
 __all__ = ["_Entry", "_file_if_seen", "_found_there", "_open_entry", "_renamed", "_some_names"]
 
@@ -24,7 +23,10 @@ class _Entry:
     """``cur`` or ``new``: the file is named relative to that folder's descriptor."""
     name: str
     """The file's name in its folder."""
-    info: MessageInfo
+    size: int
+    """Its size as listed (:attr:`smtpcore.maildrop.MessageInfo.size`)."""
+    uid: str
+    """Its unique-id as listed (:attr:`smtpcore.maildrop.MessageInfo.uid`)."""
     cached: tuple[int, int, int, int] | None = None
     """The ``size_cache`` key of a file sized by reading it: a message deleted at
     UPDATE takes its size out of the cache with it."""

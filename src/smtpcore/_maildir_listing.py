@@ -29,14 +29,15 @@ from smtpcore._maildir_unlisted import (
     UNREADABLE,
     Unlisted,
 )
-from smtpcore._mailstore import _UID_RE, MessageInfo
 from smtpcore._pop3_size import pop3_size
 
-__all__ = ["MAX_SIZED_BY_READING", "_Listing", "_order_key", "delivery_order"]
+__all__ = ["MAX_SIZED_BY_READING", "UID_RE", "_Listing", "_order_key", "delivery_order"]
 
 SizeKey = tuple[int, int, int, int]
 """A ``size_cache`` key: a file's device, inode, size and mtime."""
 
+UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
+"""A unique-id: 1 to 70 printable ASCII characters (RFC 1939 §7)."""
 _VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
 _DIGITS_RE: Final = re.compile(r"([0-9]+)")
 MAX_SIZED_BY_READING: Final = 1 << 30
@@ -71,7 +72,7 @@ def _uid(base: str) -> str:
     A name that is not a valid unique-id (longer than 70 characters, say) is
     replaced by its MD5, which is just as stable.
     """
-    if _UID_RE.fullmatch(base):
+    if UID_RE.fullmatch(base):
         return base
     return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
 
@@ -149,7 +150,8 @@ class _Listing:
             _Entry(
                 item.sub,
                 item.name,
-                MessageInfo(item.size, item.uid),
+                item.size,
+                item.uid,
                 item.key,
                 tuple(item.links),
                 item.inode,

@@ -16,16 +16,27 @@ listing, UPDATE) runs in a worker thread of whichever framework runs it.
 
 from __future__ import annotations
 
+import abc
 import errno
 import logging
 import os
 import threading
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
-from smtpcore import _maildir_listing, _maildir_read, _mailstore
+from smtpcore import _maildir_listing, _maildir_read
 from smtpcore._maildir_entry import (
     _Entry,
     _file_if_seen,
@@ -37,6 +48,7 @@ from smtpcore._maildir_entry import (
 from smtpcore._maildir_faults import refusal, refused, told
 from smtpcore._maildir_found import FoundAgain
 from smtpcore._maildir_listing import (
+    UID_RE,
     SizeKey,
     _Listing,
     delivery_order,
@@ -50,13 +62,8 @@ from smtpcore._maildir_read import _chunks, _TooLarge
 from smtpcore._maildir_update import _update_maildir
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._maildrop_flight import _OneAtATime
-from smtpcore._mailstore import (
-    Maildrop,
-    Mailstore,
-    MessageInfo,
-    POP3Session,
-)
 from smtpcore._pop3_size import WireSize, pop3_size
+from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
     CramMD5Server,
     LoginServer,
@@ -64,6 +71,7 @@ from smtpcore.sasl import (
     ScramCredentials,
     ScramSHA256PlusServer,
     ScramSHA256Server,
+    ServerMechanism,
     derive_scram_credentials,
     passwords_match,
     saslprep_login,
@@ -88,7 +96,7 @@ __all__ = [
 ]
 
 # The public constants are named here, where their documentation is read.
-MechanismFactory: TypeAlias = _mailstore.MechanismFactory
+MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
 """Builds a fresh server mechanism for one ``AUTH`` command."""
 READ_SIZE: Final = _maildir_read.READ_SIZE
 """Bytes read from a message file at a time: one chunk of a streamed RETR."""
@@ -97,6 +105,169 @@ MAX_SIZED_BY_READING: Final = _maildir_listing.MAX_SIZED_BY_READING
 reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
 thread), and so the largest such file it reads."""
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """One message of a maildrop as LIST and UIDL show it (RFC 1939 §5, §7)."""
+
+    size: int
+    """Octets as the message goes over POP3: CRLF line ends, before dot-stuffing."""
+    uid: str
+    """The unique-id listing: 1 to 70 printable ASCII characters, the same in every
+    session for as long as the message exists (RFC 1939 §7)."""
+
+    def __post_init__(self) -> None:
+        if type(self.size) is not int or self.size < 0:
+            raise ValueError(f"a message size is a non-negative int: {self.size!r}")
+        if not isinstance(self.uid, str) or not UID_RE.fullmatch(self.uid):
+            raise ValueError(f"a unique-id is 1 to 70 printable ASCII characters: {self.uid!r}")
+
+
+@dataclass(slots=True, eq=False)
+class POP3Session(_RarelySet):
+    """One POP3 connection, as far as the :class:`Mailstore` needs to know it."""
+
+    hostname: str
+    """This server's own name, as used in the greeting."""
+    peer: tuple[str, int] | None = None
+    """The client's address and port: from the connection, or a trusted proxy's PROXY
+    header."""
+    local: tuple[str, int] | None = None
+    """The address and port the client connected to; an IPv4 address as such, as in
+    ``peer``, though a dual-stack socket gives it IPv4-mapped (``::ffff:192.0.2.1``)."""
+    tls: TLSInfo | None = None
+    """Set once TLS is up, by STLS or on connect."""
+    user: str | None = None
+    """The user logged in as; ``None`` until a login succeeds."""
+    mechanism: str | None = None
+    """How the user logged in: ``"USER"``, ``"APOP"`` or a SASL mechanism name. Set
+    once the credentials are right, before :meth:`Mailstore.open_maildrop` (which may
+    read it, and whose maildrop, closed, may log it), and back to ``None`` if the
+    maildrop cannot be opened and listed: the session is then still in the
+    AUTHORIZATION state (RFC 1939 §4)."""
+
+
+class Maildrop(abc.ABC):
+    """One user's messages, opened and locked for one session.
+
+    The server lists the messages once, at login: message ``n`` of the
+    session is ``messages()[n - 1]`` until the session ends, whatever
+    arrives meanwhile (RFC 1939 §5). :meth:`close` is always called at the
+    end, after :meth:`update` if the client said QUIT, and alone if not.
+    """
+
+    @abc.abstractmethod
+    async def messages(self) -> Sequence[MessageInfo]:
+        """The messages, in order; called once per session. Each is a
+        :class:`MessageInfo`, and no unique-id comes twice (RFC 1939 §7): the
+        server refuses the login otherwise (``-ERR [SYS/TEMP]``, logged)."""
+
+    @abc.abstractmethod
+    def open(self, number: int) -> AsyncIterator[bytes] | Iterator[bytes]:
+        """Message ``number`` (1-based) as chunks of its content.
+
+        An async iterator (an async generator, say) when reading may wait on
+        the event loop (a network store): the server reads it under the
+        ``store`` timeout. A plain iterator (a generator) when reading never
+        waits for the loop (a file on a local disk, as :class:`Maildir` reads):
+        the server then reads it as it comes, without the cost of a deadline,
+        since a blocking read could not be interrupted anyway. An object that
+        is both (as :class:`Maildir` gives for a message it must seek off the
+        loop first) is read, and closed, as an async one: with its ``aclose``,
+        as a plain one is with its ``close``, where it has one.
+
+        Line ends may be CRLF or bare LF: the server machine sends every line
+        end as CRLF, and :func:`pop3_size` counts the size the same way. The
+        server calls it and takes the first chunk before it answers ``+OK``, so
+        an error raised by either (:class:`MessageUnavailable`), or a first chunk
+        that is not bytes, becomes ``-ERR``. Empty chunks are skipped; 65,536 of
+        them in a row are a failure to read (an iterator that never ends). The
+        generator's cleanup (``aclose``) runs under the ``store`` timeout too.
+        """
+
+    @abc.abstractmethod
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        """The UPDATE state (RFC 1939 §6): remove the messages numbered ``deleted``.
+
+        Called only after QUIT in the TRANSACTION state. ``retrieved`` are
+        the messages sent whole by RETR, for a store that marks them seen.
+        Raise :class:`MaildropError` if some could not be removed.
+        """
+
+    async def before_update(self) -> None:  # noqa: B027 - most have nothing to wait for
+        """Wait for what must end before :meth:`update` may start: work an earlier
+        command gave up on (its ``store`` timeout passed) that still runs, say. The
+        server calls it after QUIT, under the ``store`` timeout, and then
+        :meth:`update` under a ``store`` timeout of its own, so that UPDATE never
+        starts with a deadline this wait has used up: a QUIT refused because this
+        wait passed its timeout started no UPDATE."""
+
+    async def close(self) -> None:  # noqa: B027 - a maildrop without a lock needs nothing
+        """Release the lock; the session is over. Called under the ``store``
+        timeout, as every hook."""
+
+
+class Mailstore:
+    """Base class of what a POP3 server serves: override the hooks you need.
+
+    Each way of logging in is offered only when its hook is overridden:
+    :meth:`check_password` offers USER/PASS, :meth:`apop_secret` offers
+    APOP (while :attr:`apop` is true), and :meth:`sasl_mechanisms` offers
+    AUTH. :meth:`open_maildrop` is required. Hooks run in the event loop, one
+    at a time per session.
+    """
+
+    apop: bool = True
+    """Whether a store that overrides :meth:`apop_secret` offers APOP: false, and the
+    greeting carries no timestamp (RFC 1939 §7) and APOP is refused as a command
+    the server does not know, rather than as a failed login. Read as each session
+    starts, so that a store may turn it off while no user has a secret in the clear."""
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        """USER/PASS (RFC 1939 §7): is ``password`` right for ``user``? Only ``True``
+        logs in, and ``False`` is the client's failed login; anything else (``None``,
+        an unawaited coroutine) is the store's mistake, answered ``-ERR [SYS/TEMP]``."""
+        return False
+
+    async def apop_secret(self, session: POP3Session, user: str) -> str | None:
+        """APOP (RFC 1939 §7): the secret shared with ``user`` in the clear, or ``None``.
+
+        APOP proves knowledge of the secret with an MD5 digest, so the server
+        must hold the plaintext secret: offer it only from a store that does.
+        Anything but a str or ``None`` is the store's mistake, answered
+        ``-ERR [SYS/TEMP]``.
+        """
+        return None
+
+    async def is_user(self, session: POP3Session, user: str) -> bool:
+        """Whether ``user``, a name a client gave (USER, APOP, an AUTH exchange), names
+        one of the store's users. A failed login's log line shows the name only then,
+        and ``user=<>`` otherwise: a client may type a password where the name is
+        due. Asked only after a failed login; by default no name is shown."""
+        return False
+
+    def sasl_mechanisms(
+        self, session: POP3Session
+    ) -> Mapping[str, MechanismFactory] | Awaitable[Mapping[str, MechanismFactory]]:
+        """AUTH (RFC 5034): the SASL mechanisms to offer, by name, strongest first.
+
+        An :class:`~smtpcore.handler.Authenticator`'s ``server_mechanisms(hostname)``
+        is one answer. A successful exchange logs in as its ``authzid``. Override
+        it as a plain method (a fixed table needs no wait) or, like the other
+        hooks, as a coroutine (``async def``), which the server awaits.
+        """
+        return {}
+
+    @abc.abstractmethod
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        """The maildrop of ``user``, who just logged in, locked for this session.
+
+        Raise :class:`MaildropInUse` when another session holds it, or
+        :class:`MaildropError` when it cannot be opened.
+        """
+
+
 _SIZES_KEPT: Final = 100_000
 """At most this many sizes in a ``size_cache``: one for a file removed by another
 program (an IMAP server's expunge) is never asked again, so past the limit the
@@ -321,13 +492,16 @@ class Maildir(_OneAtATime, Maildrop):
     async def messages(self) -> Sequence[MessageInfo]:
         if self._entries is None:
             self._entries = await self._in_thread(self._scan)
-        return [entry.info for entry in self._entries]
+        return [MessageInfo(entry.size, entry.uid) for entry in self._entries]
 
     def _scan(self) -> list[_Entry]:
         folders = self._directories().folders
         self._listed_in = frozenset(folders)
         listing = _Listing(
-            self.path, self._size_cache, self.max_sized_by_reading, self._remember_size
+            self.path,
+            self._size_cache,
+            self.max_sized_by_reading,
+            self._remember_size,
         )
         return listing.entries(folders)
 
@@ -434,12 +608,12 @@ class Maildir(_OneAtATime, Maildrop):
         try:
             yield b""  # started (see _content)
             entry = self._entry(number)
-            for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
+            for chunk in _chunks(fd, size, entry.size + _RETR_SLACK):
                 done += len(chunk)
                 yield chunk
         except _TooLarge as exc:
             if self._first_refusal(entry):
-                _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
+                _grown(self.path / entry.folder / entry.name, entry.size, exc.size)
             raise told(MessageUnavailable("The message changed since it was listed")) from None
         except OSError as exc:
             doing = f"read the message past octet {done}" if done else "read the message"
@@ -462,7 +636,7 @@ class Maildir(_OneAtATime, Maildrop):
     def _first_refusal(self, entry: _Entry) -> bool:
         """Whether ``entry`` is refused for the first time in the session (see
         :attr:`_refused`); it is noted as refused now."""
-        uid = entry.info.uid
+        uid = entry.uid
         first = uid not in self._refused
         self._refused.add(uid)
         return first
