@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from smtpcore._maildrop_errors import MaildropError
-from smtpcore._threads import Landing, in_thread
+from smtpcore._threads import Landing, in_thread, on_event_loop
 
 __all__ = ["_OneAtATime"]
 
@@ -102,16 +102,26 @@ class _OneAtATime(abc.ABC):
     def _in_this_thread(self, work: Callable[[], _T]) -> _T:
         """``work()`` on the calling thread (a plain, blocking read), under the rule
         :meth:`_in_thread` keeps: the work in flight while it runs, so that other work
-        waits for it and a close releases the lock only once it is done. Refused
-        (:class:`MaildropError`) while other work is in flight: a plain caller has no
-        deadline to wait within, and on an event loop's thread its wait could hold up
-        the very work it waits for, as :meth:`lock` is refused then."""
-        with self._guard:
-            if self._closed:
-                raise MaildropError("The session is over")
-            if self._landing is not None:
-                raise MaildropError("The maildrop is still in use by its session's last work")
-            self._landing = Landing()
+        waits for it and a close releases the lock only once it is done.
+
+        Work in flight meanwhile (another reader's, on another thread) is waited for,
+        blocking, so that every reader is served. Only on an event loop's thread is
+        the read refused (:class:`MaildropError`) instead: a blocking wait there would
+        hold up every session, and perhaps the very work it waits for."""
+        while True:
+            with self._guard:
+                if self._closed:
+                    raise MaildropError("The session is over")
+                landing = self._landing
+                if landing is None:
+                    self._landing = Landing()
+                    break
+            if on_event_loop():
+                raise MaildropError(
+                    "The maildrop is busy with other work: a read on an event loop's "
+                    "thread does not wait for it"
+                )
+            landing.wait_blocking()
         try:
             return work()
         finally:

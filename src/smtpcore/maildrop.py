@@ -540,8 +540,9 @@ class Maildir(_OneAtATime, Maildrop):
         and read as one (as the server reads them) they have the listing made in the
         store's worker thread, off the event loop (once other work of the maildrop
         in flight has landed, as the class says); read plainly, on the calling
-        thread, as that work too (refused, :class:`MaildropError`, while other work is
-        in flight). The file found is opened at the first read; closed before it, the
+        thread, as that work too (other work in flight is waited for, blocking; on an
+        event loop's thread the read is refused instead, :class:`MaildropError`). The
+        file found is opened at the first read; closed before it, the
         chunks give nothing."""
         try:
             fd, size = self._open_listed(number)
