@@ -1807,6 +1807,49 @@ def test_a_stores_own_timeout_error_is_its_failure_not_the_store_timeout(
     assert "db read timed out after 5s (db.internal:5432)" in caplog.text
 
 
+class QuickRefusalsStore(Mailstore):
+    """A store whose password check answers at once, and whose ``open_maildrop`` waits
+    under a ``trio.fail_after`` of its own (its database's deadline), far longer than
+    the server's ``store`` timeout."""
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        return password == PASSWORDS.get(user)
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        import trio
+
+        with trio.fail_after(30):
+            await trio.sleep_forever()
+        raise AssertionError("not reached")  # pragma: no cover
+
+
+def test_trio_quick_store_calls_leave_a_waiting_hooks_store_timeout_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trio remembers per hook (by its code object) whether it answers at once, and
+    enters a quick hook's deadline only once it waits. Every store call was wrapped in
+    one marking coroutine, so 17 failed logins (a check answering at once) made all
+    hooks "quick": an ``open_maildrop`` waiting inside a ``trio.fail_after`` of its
+    own then lost its store deadline, the session timeout ended it (EOF, not
+    ``-ERR [SYS/TEMP]``), and a WARNING named the wrapper."""
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    with running_pop3_server("trio", QuickRefusalsStore(), timeouts=timeouts) as server:
+        for _ in range(17):
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wrong", b"QUIT")
+                assert answers[1].startswith(b"-ERR")
+        with raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            answers = converse(sock, b"USER alice", b"PASS wonderland")
+            assert answers[1] == b"-ERR [SYS/TEMP] Internal error, try again later\r\n"
+        server.wait_for_sessions(0)
+    assert "cancel scope of its own" not in caplog.text
+    timed_out = [r.getMessage() for r in caplog.records if "store timeout" in r.getMessage()]
+    assert len(timed_out) == 1 and "open_maildrop('alice')" in timed_out[0]
+
+
 def test_the_store_timeout_line_writes_the_deadline_as_configured() -> None:
     """The deadline in the "store timeout" line reads as configured: ``0.00001s``, not
     ``1e-05s``."""

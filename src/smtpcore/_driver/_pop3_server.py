@@ -55,7 +55,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text, within
+from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -834,7 +834,7 @@ class POP3ServerSession(ServedSession):
         """A mailstore call under the store timeout, which passed is
         :class:`DeadlinePassed`; the call's own ``TimeoutError`` (its database's, its
         socket's) is its failure, as any exception of its own is."""
-        return await within(self.transport.within, self.options.timeouts.store, call())
+        return await self.transport.within(self.options.timeouts.store, call())
 
     def _failure(
         self, exc: BaseException, call: str, *args: object, answer: Err = _TEMP_ERROR
@@ -1268,10 +1268,8 @@ class POP3ServerSession(ServedSession):
                     # A generator is no async iterator: asked first, it spares the
                     # common case the ABC's check, a Python call (here and at close).
                     if not isinstance(chunks, GeneratorType) and isinstance(chunks, AsyncIterator):
-                        batch, done = await within(
-                            self.transport.within,
-                            self.options.timeouts.store,
-                            self._read_chunks(chunks),
+                        batch, done = await self.transport.within(
+                            self.options.timeouts.store, self._read_chunks(chunks)
                         )
                     else:
                         batch, done = self._read_chunks_now(chunks)

@@ -45,7 +45,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._own_timeouts import own_timeouts_marked, raised_inside
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
@@ -1778,16 +1778,12 @@ class ServerSession(ServedSession):
             try:
                 result = await self.transport.within(
                     self.options.timeouts.data_termination,
-                    own_timeouts_marked(self.state.handler.handle_message(self.session, envelope)),
+                    self.state.handler.handle_message(self.session, envelope),
                 )
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                if (
-                    isinstance(exc, TimeoutError)
-                    and not raised_inside(exc)
-                    and self.session.committing
-                ):
+                if isinstance(exc, DeadlinePassed) and self.session.committing:
                     self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask
