@@ -609,3 +609,36 @@ def test_a_plain_read_on_an_event_loop_is_refused_while_other_work_is_in_flight(
         reader.join(10)
     assert read == [CONTENT]
     run(maildir.close())
+
+
+def test_close_refuses_a_plain_read_blocked_on_a_hung_search_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain read blocked on other work in flight (a search the ``store`` timeout
+    gave up on, hung on a stuck disk) is refused by the maildrop's close at once
+    ("The session is over"), while that search still hangs. It waited on with no
+    bound: close did not release it, only the search's end did."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+
+    async def read_given_up() -> None:
+        chunks = maildir.open(1)
+        assert isinstance(chunks, AsyncIterator)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(chunks.__anext__(), SHORT_STORE.store)
+
+    try:
+        run(read_given_up())
+        search_started(search)
+        reader, read = read_plainly_in_a_thread(maildir, 2)
+        waiter_came(maildir)
+        run(maildir.close())
+        reader.join(10)  # a guard: it ends at once, or the test fails
+        assert not search.searched.is_set()  # the search still hangs
+        assert not reader.is_alive()
+        assert [str(exc) for exc in read] == ["The session is over"]
+        assert all(isinstance(exc, MaildropError) for exc in read)
+    finally:
+        search.release()
+    assert len(search.started) == 1

@@ -49,6 +49,9 @@ class _OneAtATime(abc.ABC):
         set off when it lands: what the next piece waits on (see :meth:`_in_thread`)."""
         self._closed = False
         """Closed since it was locked: work that has not started yet never starts."""
+        self._blocked: list[threading.Event] = []
+        """The wakers of plain reads blocked on the work in flight (one per reading
+        thread): :meth:`_close` sets them, so that none waits on past the session."""
 
     @abc.abstractmethod
     def _unlock(self) -> None:
@@ -107,8 +110,11 @@ class _OneAtATime(abc.ABC):
         Work in flight meanwhile (another reader's, on another thread) is waited for,
         blocking, so that every reader is served. Only on an event loop's thread is
         the read refused (:class:`MaildropError`) instead: a blocking wait there would
-        hold up every session, and perhaps the very work it waits for."""
+        hold up every session, and perhaps the very work it waits for. The wait is
+        bounded by that work (a search the ``store`` timeout gave up on may hang on
+        a stuck disk), and by :meth:`_close`, which refuses a blocked read at once."""
         while True:
+            woken = threading.Event()
             with self._guard:
                 if self._closed:
                     raise MaildropError("The session is over")
@@ -116,16 +122,34 @@ class _OneAtATime(abc.ABC):
                 if landing is None:
                     self._landing = Landing()
                     break
-            if on_event_loop():
-                raise MaildropError(
-                    "The maildrop is busy with other work: a read on an event loop's "
-                    "thread does not wait for it"
-                )
-            landing.wait_blocking()
+                if on_event_loop():
+                    raise MaildropError(
+                        "The maildrop is busy with other work: a read on an event loop's "
+                        "thread does not wait for it"
+                    )
+                self._blocked.append(woken)
+            try:
+                landing.wait_blocking(woken)
+            finally:
+                with self._guard:
+                    if woken in self._blocked:
+                        self._blocked.remove(woken)
         try:
             return work()
         finally:
             self._landed()
+
+    def _close(self) -> None:
+        """The session is over: work not started never starts, a plain read blocked on
+        the work in flight is refused now, and the lock is released now, or once
+        that work lands (:meth:`_landed`)."""
+        with self._guard:
+            self._closed = True
+            blocked, self._blocked = self._blocked, []
+            if self._landing is None:
+                self._unlock()
+        for woken in blocked:
+            woken.set()
 
     async def _no_flight(self, *, take: bool) -> None:
         """Return once no work of this maildrop is in flight; with ``take``, the

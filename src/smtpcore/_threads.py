@@ -170,15 +170,17 @@ class Landing:
         for wake in wakers:
             wake()
 
-    def wait_blocking(self) -> None:
-        """Block the calling thread until :meth:`set` is called: for plain code on a
-        thread that runs no event loop (see :func:`on_event_loop`)."""
-        landed = threading.Event()
-        with self._lock:
-            if self._set:
-                return
-            self._wakers.append(landed.set)
-        landed.wait()
+    def wait_blocking(self, woken: threading.Event | None = None) -> None:
+        """Block the calling thread until :meth:`set` is called, or until ``woken`` is
+        set by other code (a maildrop's close): for plain code on a thread that runs
+        no event loop (see :func:`on_event_loop`). ``woken`` is this wait's alone,
+        as :meth:`set` sets it."""
+        landed = threading.Event() if woken is None else woken
+        if self._waiting(landed.set):
+            try:
+                landed.wait()
+            finally:
+                self._forget(landed.set)
 
     async def wait(self) -> None:
         """Return once :meth:`set` was called."""

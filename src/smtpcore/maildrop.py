@@ -472,11 +472,9 @@ class Maildir(_OneAtATime, Maildrop):
 
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
-        (its caller stopped waiting), when that thread is done."""
-        with self._guard:
-            self._closed = True
-            if self._landing is None:
-                self._unlock()
+        (its caller stopped waiting), when that thread is done. A plain read blocked
+        on that thread's work is refused at once ("The session is over")."""
+        self._close()
 
     def _unlock(self) -> None:
         opened, self._opened = self._opened, None
