@@ -18,10 +18,13 @@ __all__ = ["DeadlinePassed", "seconds_text"]
 
 class DeadlinePassed(TimeoutError):
     """The server's own deadline of ``seconds`` for a call passed: an expected event
-    (a slow disk, a big maildrop), not the call's failure."""
+    (a slow disk, a big maildrop), not the call's failure. It carries no text, as the
+    plain ``TimeoutError()`` it replaces did: log lines name it ``TimeoutError``
+    (``describe_error``, ``fault_text``), and the store-timeout line writes
+    :attr:`seconds` itself."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"given up after {seconds_text(seconds)}")
+        super().__init__()
         self.seconds = seconds
 
 
