@@ -9,6 +9,7 @@ that reads ``Maildir.open`` plainly, on no loop, still finds it where it runs.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import poplib
@@ -28,6 +29,7 @@ from smtpcore.maildrop import (
     Maildir,
     MaildirStore,
     Maildrop,
+    MaildropError,
     MessageUnavailable,
     POP3Session,
 )
@@ -468,3 +470,175 @@ def test_no_message_file_at_the_listed_name_is_no_reason_to_skip_the_search(
         listed.mkdir()
     assert run(read_async(maildir.open(1))) == CONTENT
     run(maildir.close())
+
+
+def two_renamed(path: Path) -> Maildir:
+    """A Maildir of two messages, listed, then both renamed by another reader."""
+    second = UID.replace("M1", "M2")
+    maildir_with(path, {f"new/{UID}": CONTENT, f"new/{second}": CONTENT})
+    maildir = Maildir(path)
+    maildir.lock()
+    run(maildir.messages())
+    for name in (UID, second):
+        os.rename(path / "new" / name, path / "cur" / f"{name}:2,S")
+    return maildir
+
+
+def read_plainly_in_a_thread(
+    maildir: Maildir, number: int
+) -> tuple[threading.Thread, list[bytes | Exception]]:
+    """Message ``number`` read plainly (``next``, no event loop) on a thread of its own:
+    its content, or what reading it raised."""
+    read: list[bytes | Exception] = []
+
+    def reading() -> None:
+        try:
+            read.append(b"".join(maildir.open(number)))
+        except Exception as exc:
+            read.append(exc)
+
+    reader = threading.Thread(target=reading)
+    reader.start()
+    return reader, read
+
+
+def test_a_plain_read_searching_again_is_the_work_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message found again by a plain read is sought under the rule the async reads
+    keep: while that search runs, the wait before UPDATE waits for it, and a close
+    meanwhile keeps the folders open until it ends (it searched ``cur`` as opened);
+    the session being over then, the file found is not read."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+    reader, read = read_plainly_in_a_thread(maildir, 1)
+
+    async def wait_and_close() -> None:
+        await asyncio.to_thread(search_started, search)
+        waiting = asyncio.ensure_future(maildir.before_update())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiting.done()  # the plain read's search is in flight
+        await maildir.close()
+        search.release()
+        await waiting
+
+    run(wait_and_close())
+    reader.join(10)
+    assert search.through_cur == [True]
+    assert len(read) == 1 and isinstance(read[0], MaildropError)
+
+
+def search_started(search: HeldSearch) -> None:
+    for _ in range(1000):
+        if search.started:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("no search started")
+
+
+def waiter_came(maildir: Maildir) -> None:
+    """Return once something waits for the maildrop's work in flight to land."""
+    for _ in range(1000):
+        landing = maildir._landing
+        if landing is not None and landing._wakers:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("nothing waits for the work in flight")
+
+
+def test_a_plain_read_off_any_loop_waits_for_other_work_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain read on a thread that runs no event loop, which must search again while
+    another reader's search still runs, waits for it to land, then searches: every
+    reader is served, one search at a time. It was refused (``-ERR [SYS/TEMP]`` to a
+    program of its own reading from a thread pool)."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+    first, first_read = read_plainly_in_a_thread(maildir, 1)
+    search_started(search)
+    second, second_read = read_plainly_in_a_thread(maildir, 2)
+    try:
+        waiter_came(maildir)
+        assert len(search.started) == 1  # no second search beside the first
+    finally:
+        search.release()
+        first.join(10)
+        second.join(10)
+    assert first_read == [CONTENT] and second_read == [CONTENT]
+    assert len(search.started) == 2
+    run(maildir.close())
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "trio"])
+def test_a_plain_read_on_an_event_loop_is_refused_while_other_work_is_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, framework: str
+) -> None:
+    """A plain read on an event loop's thread does not wait for other work in flight
+    (a blocking wait would hold up every session, and perhaps that very work): it is
+    refused, and starts no second search beside the first."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+    reader, read = read_plainly_in_a_thread(maildir, 1)
+    search_started(search)
+    refused: list[MaildropError] = []
+
+    async def read_on_the_loop() -> None:
+        try:
+            next(maildir.open(2))
+        except MaildropError as exc:
+            refused.append(exc)
+
+    try:
+        if framework == "asyncio":
+            asyncio.run(read_on_the_loop())
+        else:
+            trio = pytest.importorskip("trio")
+            trio.run(read_on_the_loop)
+        assert [str(exc) for exc in refused] == [
+            "The maildrop is busy with other work: a read on an event loop's thread "
+            "does not wait for it"
+        ]
+        assert len(search.started) == 1
+    finally:
+        search.release()
+        reader.join(10)
+    assert read == [CONTENT]
+    run(maildir.close())
+
+
+def test_close_refuses_a_plain_read_blocked_on_a_hung_search_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain read blocked on other work in flight (a search the ``store`` timeout
+    gave up on, hung on a stuck disk) is refused by the maildrop's close at once
+    ("The session is over"), while that search still hangs. It waited on with no
+    bound: close did not release it, only the search's end did."""
+    path = tmp_path / "alice"
+    maildir = two_renamed(path)
+    search = HeldSearch(monkeypatch, path / "cur")
+
+    async def read_given_up() -> None:
+        chunks = maildir.open(1)
+        assert isinstance(chunks, AsyncIterator)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(chunks.__anext__(), SHORT_STORE.store)
+
+    try:
+        run(read_given_up())
+        search_started(search)
+        reader, read = read_plainly_in_a_thread(maildir, 2)
+        waiter_came(maildir)
+        run(maildir.close())
+        reader.join(10)  # a guard: it ends at once, or the test fails
+        assert not search.searched.is_set()  # the search still hangs
+        assert not reader.is_alive()
+        assert [str(exc) for exc in read] == ["The session is over"]
+        assert all(isinstance(exc, MaildropError) for exc in read)
+    finally:
+        search.release()
+    assert len(search.started) == 1

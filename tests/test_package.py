@@ -44,6 +44,7 @@ IO_MODULES: tuple[str, ...] = (
     # The Maildir mailstore: files, and a worker thread of the running framework
     # for the work that touches many of them.
     "smtpcore.maildrop",
+    "smtpcore._maildrop_flight",  # one piece of a maildrop's work in a thread at a time
     "smtpcore._threads",
     # The testing toolkit: Hypothesis (the testing extra), and tools that talk to
     # servers over sockets or drive a fuzzer's clock and randomness.

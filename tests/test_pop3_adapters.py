@@ -1717,6 +1717,153 @@ def test_a_stuck_maildir_listing_is_err_at_the_store_timeout_and_unlocks_when_do
     assert maildir_count(store) == 3
 
 
+def test_a_listing_past_the_store_timeout_is_one_warning_line_with_no_traceback(
+    adapter: str,
+    store: MaildirStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store timeout is an expected event (a slow disk, a big maildrop): logged as
+    one WARNING naming the session, the call and the deadline, with no traceback, as
+    Dovecot logs a timeout; the client's answer is still ``-ERR [SYS/TEMP]``."""
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    stuck = threading.Event()
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
+    with (
+        slow_listing(monkeypatch, "alice", lambda: stuck.wait(5)),
+        running_pop3_server(adapter, store, timeouts=timeouts) as server,
+    ):
+        try:
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wonderland")
+                assert answers[1] == b"-ERR [SYS/TEMP] Internal error, try again later\r\n"
+        finally:
+            stuck.set()
+        server.wait_for_sessions(0)
+    timed_out = [r for r in caplog.records if "store timeout" in r.getMessage()]
+    assert [r.levelno for r in timed_out] == [logging.WARNING]
+    line = timed_out[0]
+    assert line.exc_info is None and "\n" not in line.getMessage()
+    assert "open_maildrop('alice')" in line.getMessage()
+    assert "from [127.0.0.1]:" in line.getMessage() and "after 0.3s" in line.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class OwnTimeoutDrop(Maildrop):
+    """A maildrop over a database whose client times out at once, long before any
+    ``store`` deadline: its listing (an async hook) and a message's plain ``open``
+    (under no deadline at all) raise the client's own ``TimeoutError``."""
+
+    async def messages(self) -> list[MessageInfo]:
+        return [MessageInfo(10, "1")]
+
+    def open(self, number: int) -> Iterator[bytes]:
+        raise TimeoutError("db read timed out after 5s (db.internal:5432)")  # socket.timeout
+
+    async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
+        pass
+
+
+class OwnTimeoutStore(SlowStore):
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        if user == "bob":
+            raise TimeoutError("connect to db.internal:5432 timed out")
+        return OwnTimeoutDrop()
+
+
+def test_a_stores_own_timeout_error_is_its_failure_not_the_store_timeout(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``TimeoutError`` the store raises itself (its database's, its socket's) is its
+    failure, logged at ERROR with its traceback and its text, as any exception of the
+    store's: only the ``store`` deadline's own is the expected "store timeout" line. It
+    was taken for the deadline's whenever a deadline was set (the default 120 s), even
+    for a plain ``open`` that runs under none."""
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
+    with running_pop3_server(adapter, OwnTimeoutStore(adapter)) as server:
+        with raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            answers = converse(sock, b"USER bob", b"PASS wonderland", b"QUIT")
+            assert answers[1].startswith(b"-ERR [SYS/TEMP]")
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        with pytest.raises(poplib.error_proto, match=r"SYS/TEMP"):
+            client.retr(1)
+        client.quit()
+        server.wait_for_sessions(0)
+    assert "store timeout" not in caplog.text
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "open_maildrop('bob') failed",
+        "reading message 1 of 'alice' failed",
+    ]
+    assert [type(r.exc_info[1]) if r.exc_info else None for r in errors] == [
+        TimeoutError,
+        TimeoutError,
+    ]
+    assert "connect to db.internal:5432 timed out" in caplog.text
+    assert "db read timed out after 5s (db.internal:5432)" in caplog.text
+
+
+class QuickRefusalsStore(Mailstore):
+    """A store whose password check answers at once, and whose ``open_maildrop`` waits
+    under a ``trio.fail_after`` of its own (its database's deadline), far longer than
+    the server's ``store`` timeout."""
+
+    async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
+        return password == PASSWORDS.get(user)
+
+    async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
+        import trio
+
+        with trio.fail_after(30):
+            await trio.sleep_forever()
+        raise AssertionError("not reached")  # pragma: no cover
+
+
+def test_trio_quick_store_calls_leave_a_waiting_hooks_store_timeout_alone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """trio remembers per hook (by its code object) whether it answers at once, and
+    enters a quick hook's deadline only once it waits. Every store call was wrapped in
+    one marking coroutine, so 17 failed logins (a check answering at once) made all
+    hooks "quick": an ``open_maildrop`` waiting inside a ``trio.fail_after`` of its
+    own then lost its store deadline, the session timeout ended it (EOF, not
+    ``-ERR [SYS/TEMP]``), and a WARNING named the wrapper."""
+    caplog.set_level(logging.INFO, logger="smtpcore")
+    timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
+    with running_pop3_server("trio", QuickRefusalsStore(), timeouts=timeouts) as server:
+        for _ in range(17):
+            with raw(server.port) as sock:
+                read_until(sock, b"\r\n")
+                answers = converse(sock, b"USER alice", b"PASS wrong", b"QUIT")
+                assert answers[1].startswith(b"-ERR")
+        with raw(server.port) as sock:
+            read_until(sock, b"\r\n")
+            answers = converse(sock, b"USER alice", b"PASS wonderland")
+            assert answers[1] == b"-ERR [SYS/TEMP] Internal error, try again later\r\n"
+        server.wait_for_sessions(0)
+    assert "cancel scope of its own" not in caplog.text
+    timed_out = [r.getMessage() for r in caplog.records if "store timeout" in r.getMessage()]
+    assert len(timed_out) == 1 and "open_maildrop('alice')" in timed_out[0]
+
+
+def test_the_store_timeout_line_writes_the_deadline_as_configured() -> None:
+    """The deadline in the "store timeout" line reads as configured: ``0.00001s``, not
+    ``1e-05s``."""
+    from smtpcore._driver._own_timeouts import seconds_text
+
+    assert [seconds_text(s) for s in (120, 120.0, 0.3, 1e-05, 2.5)] == [
+        "120s",
+        "120s",
+        "0.3s",
+        "0.00001s",
+        "2.5s",
+    ]
+
+
 class EagerDrop(Maildrop):
     """An ``open`` written as a plain method: message 1 raises at once, message 2
     raises ``KeyError`` at once, message 3 gives str, message 4 a str after a
@@ -2300,7 +2447,8 @@ def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
 ) -> None:
     """``Maildrop.close`` and the cleanup of a message's generator run under the
     ``store`` timeout; past it the failure is logged, the answers made are written
-    and the session ends. Either held the session and its connection forever."""
+    and the session ends. Either held the session and its connection forever. The
+    timeout is logged as one WARNING line, no traceback."""
     timeouts = dataclasses.replace(POP3Timeouts.uniform(10.0), store=0.3)
     store = FaultyStore(adapter, fault)
     with (
@@ -2318,11 +2466,13 @@ def test_a_maildrop_that_hangs_in_its_cleanup_is_cut_off_at_the_store_timeout(
         assert answer == b"+OK Top of message\r\nSubject: hi\r\n\r\n.\r\n"
     elif command == b"RETR 1":
         assert answer.startswith(b"-ERR [SYS/TEMP]")
-        assert "closing message 1 of 'alice' failed" in caplog.text
+        assert "closing message 1 of 'alice' from [127.0.0.1]:" in caplog.text
     else:
         assert answer.startswith(b"+OK")
-        assert "closing the maildrop of alice failed" in caplog.text
-    assert "TimeoutError" in caplog.text
+        assert "closing the maildrop of alice from [127.0.0.1]:" in caplog.text
+    # An expected event: one WARNING line, no traceback.
+    assert "store timeout, given up after 0.3s" in caplog.text
+    assert "TimeoutError" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -358,6 +358,25 @@ def test_every_public_name_is_on_an_api_page(documented: dict[str, str]) -> None
     assert not missing, f"on no API page at a public path: {missing}"
 
 
+@pytest.mark.timeout(900)
+def test_the_store_classes_fields_are_on_the_api_page(documented: dict[str, str]) -> None:
+    """The fields a mailstore's author reads are described: autodoc reads a class's
+    attribute docstrings from the module its ``__module__`` names, so the classes
+    defined in a private module (``__module__`` set to ``smtpcore.maildrop``) lost
+    every one of them."""
+    from dataclasses import fields
+
+    from smtpcore.maildrop import MessageInfo, POP3Session
+
+    wanted = [
+        f"smtpcore.maildrop.{cls.__name__}.{field.name}"
+        for cls in (MessageInfo, POP3Session)
+        for field in fields(cls)
+    ]
+    wanted.append("smtpcore.maildrop.Mailstore.apop")
+    assert [name for name in wanted if name not in documented] == []
+
+
 def test_no_api_page_describes_a_private_name(documented: dict[str, str]) -> None:
     """A reader finds every class and method at the path to import it from: an
     entry under ``smtpcore._driver`` would send them to a private import."""

@@ -3,7 +3,8 @@
 A session enters a deadline around its writes and its handler's hooks, and
 a watchdog around all its waits for its client; each is a cancellation of
 the session's task (or of its :class:`~smtpcore._asyncio_runner.SessionRunner`)
-turned into ``TimeoutError``. The connection's :class:`AsyncioClock` times
+turned into ``TimeoutError`` (a deadline's into its subclass ``DeadlinePassed``, told
+apart from a hook's own). The connection's :class:`AsyncioClock` times
 them all with one entry among the loop's shared
 :class:`~smtpcore._asyncio_timers.Timers`, and is the watchdog itself: an
 idle session holds no timing object besides its clock.
@@ -20,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore._asyncio_timers import Timers
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._timeouts import deadline_when_waiting
 from smtpcore._threads import AUTH
 
@@ -302,16 +304,19 @@ async def _timed_out(
     cancelling: int,
     exc_type: type[BaseException] | None,
     exc: BaseException | None,
+    seconds: float | None = None,
 ) -> None:
     """The end of a block whose deadline (or watchdog) cancelled ``task``, which had
     ``cancelling`` cancellations under way when the block began: the cancellation
-    becomes ``TimeoutError``, unless another one came meanwhile (not ours to turn)."""
+    becomes ``TimeoutError``, unless another one came meanwhile (not ours to turn);
+    a deadline's of ``seconds`` :class:`DeadlinePassed`, told apart from a
+    ``TimeoutError`` the code under it raised itself."""
     ours = True
     if sys.version_info >= (3, 11):
         ours = task.uncancel() <= cancelling
     if exc_type is asyncio.CancelledError:
         if ours:
-            raise TimeoutError from exc
+            raise (TimeoutError() if seconds is None else DeadlinePassed(seconds)) from exc
         return
     if exc_type is None and ours:
         # The timer fired after the operation finished but before the task
@@ -380,7 +385,7 @@ class Deadline:
             self._clock.holder = None
         task, self._task = self._task, None
         if self._fired and task is not None:
-            await _timed_out(task, self._cancelling, exc_type, exc)
+            await _timed_out(task, self._cancelling, exc_type, exc, self._seconds)
 
 
 class ReadTimer:

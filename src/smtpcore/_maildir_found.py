@@ -7,7 +7,9 @@ the server must not do it on its event loop, which every other session shares; y
 :meth:`~smtpcore.maildrop.Maildir.open` is called, and its chunks read, on that loop.
 :class:`FoundAgain` is both iterators: read asynchronously (as the server reads an
 async iterator, under the ``store`` timeout) it finds the message in a worker thread;
-read plainly (a program of its own, on no event loop) it finds it where it runs. Only
+read plainly (a program of its own, on no event loop) it finds it where it runs,
+through ``now``. Either way the search is the maildrop's one piece of work in flight
+(see :class:`~smtpcore._maildrop_flight._OneAtATime`). Only
 the finding is the thread's: the file is then opened where it is read, so that a wait
 given up (the ``store`` timeout) leaves no descriptor open in a thread.
 """
@@ -22,7 +24,8 @@ __all__ = ["FoundAgain"]
 class FoundAgain(Iterator[bytes], AsyncIterator[bytes]):
     """A message's chunks, once ``find()`` has found its file again (it raises what the
     reader sees where it is not found): ``read()`` then opens it and gives them.
-    ``in_thread`` runs ``find`` in a worker thread for an asynchronous reader. Closed
+    ``in_thread`` runs ``find`` in a worker thread for an asynchronous reader, ``now`` on
+    the reader's thread for a plain one, each under the maildrop's rule. Closed
     before it is read, it gives nothing, and neither finds nor opens the file."""
 
     def __init__(
@@ -31,10 +34,12 @@ class FoundAgain(Iterator[bytes], AsyncIterator[bytes]):
         find: Callable[[], None],
         read: Callable[[], Generator[bytes, None, None]],
         in_thread: Callable[[Callable[[], None]], Awaitable[None]],
+        now: Callable[[Callable[[], None]], None],
     ) -> None:
         self._find = find
         self._read = read
         self._in_thread = in_thread
+        self._now = now
         self._chunks: Generator[bytes, None, None] | None = None
         self._closed = False
 
@@ -42,7 +47,7 @@ class FoundAgain(Iterator[bytes], AsyncIterator[bytes]):
         if self._chunks is None:
             if self._closed:
                 raise StopIteration
-            self._find()
+            self._now(self._find)
             self._chunks = self._read()
         return next(self._chunks)
 

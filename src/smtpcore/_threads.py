@@ -52,6 +52,18 @@ def _trio_token() -> Any:
         return None
 
 
+def on_event_loop() -> bool:
+    """Whether the calling thread runs an event loop (asyncio's, or a trio run): there a
+    blocking wait would hold up every session, and perhaps the very work it waits for."""
+    if _trio_token() is not None:
+        return True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 class ThreadPool:
     """At most ``size`` worker threads for one kind of work, per process on asyncio (an
     executor of its own, made at its first use) and per run on trio (a
@@ -157,6 +169,18 @@ class Landing:
             wakers, self._wakers = self._wakers, []
         for wake in wakers:
             wake()
+
+    def wait_blocking(self, woken: threading.Event | None = None) -> None:
+        """Block the calling thread until :meth:`set` is called, or until ``woken`` is
+        set by other code (a maildrop's close): for plain code on a thread that runs
+        no event loop (see :func:`on_event_loop`). ``woken`` is this wait's alone,
+        as :meth:`set` sets it."""
+        landed = threading.Event() if woken is None else woken
+        if self._waiting(landed.set):
+            try:
+                landed.wait()
+            finally:
+                self._forget(landed.set)
 
     async def wait(self) -> None:
         """Return once :meth:`set` was called."""

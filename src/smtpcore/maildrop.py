@@ -17,58 +17,52 @@ listing, UPDATE) runs in a worker thread of whichever framework runs it.
 from __future__ import annotations
 
 import abc
-import contextlib
 import errno
-import hashlib
 import logging
 import os
-import re
-import stat
 import threading
-from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Collection,
     Generator,
-    Iterable,
     Iterator,
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, TypeAlias, TypeVar
 
-from smtpcore._maildir_faults import FILE_FAULTS, refusal, refused, told
+from smtpcore import _maildir_listing, _maildir_read
+from smtpcore._maildir_entry import (
+    _Entry,
+    _file_if_seen,
+    _found_there,
+    _open_entry,
+    _renamed,
+    _some_names,
+)
+from smtpcore._maildir_faults import refusal, refused, told
 from smtpcore._maildir_found import FoundAgain
-from smtpcore._maildir_move import OldNameLeft, file_of, stat_name
-from smtpcore._maildir_names import (
-    NamesByUniqueName,
-    OtherNameFailed,
-    keep,
-    names_of,
-    remove_message,
-    unique_name,
+from smtpcore._maildir_listing import (
+    UID_RE,
+    SizeKey,
+    _Listing,
+    delivery_order,
 )
-from smtpcore._maildir_open import (
-    _FOLDERS,
-    _cannot_open,
-    _open_maildir,
-    _Opened,
-    _take_lock,
+from smtpcore._maildir_listing import (
+    _order_key as _order_key,  # the tests compare it with delivery_order
 )
-from smtpcore._maildir_unlisted import (
-    HIDDEN,
-    NOT_SIZED_THIS_TIME,
-    TOO_LARGE_TO_SIZE,
-    UNREADABLE,
-    Unlisted,
-)
+from smtpcore._maildir_names import names_of, unique_name
+from smtpcore._maildir_open import _cannot_open, _open_maildir, _Opened, _take_lock
+from smtpcore._maildir_read import _chunks, _TooLarge
+from smtpcore._maildir_update import _update_maildir
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
-from smtpcore._threads import Landing, in_thread
+from smtpcore._maildrop_flight import _OneAtATime
+from smtpcore._pop3_size import WireSize, pop3_size
 from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
     CramMD5Server,
@@ -101,33 +95,16 @@ __all__ = [
     "WireSize",
 ]
 
+# The public constants are named here, where their documentation is read.
 MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
 """Builds a fresh server mechanism for one ``AUTH`` command."""
-
-READ_SIZE: Final = 131072
+READ_SIZE: Final = _maildir_read.READ_SIZE
 """Bytes read from a message file at a time: one chunk of a streamed RETR."""
-
-_UID_RE: Final = re.compile(r"[\x21-\x7e]{1,70}")
-_T = TypeVar("_T")
-_VSIZE_RE: Final = re.compile(r",W=([0-9]{1,15})(?:,|$)")
-_SIZES_KEPT: Final = 100_000
-"""At most this many sizes in a ``size_cache``: one for a file removed by another
-program (an IMAP server's expunge) is never asked again, so past the limit the
-cache starts over (each size is worked out again at its message's next listing)."""
-_SIZES_GUARD: Final = threading.Lock()
-"""Held to add a size to a ``size_cache``, which the listings of several sessions
-fill at once from their threads (the bound is checked and kept in one step)."""
-_DIGITS_RE: Final = re.compile(r"([0-9]+)")
-MAX_SIZED_BY_READING: Final = 1 << 30
+MAX_SIZED_BY_READING: Final = _maildir_listing.MAX_SIZED_BY_READING
 """The default reading budget (1 GiB) of a :class:`Maildir` listing: the most octets it
 reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
 thread), and so the largest such file it reads."""
-_RETR_SLACK: Final = READ_SIZE
-"""Octets RETR reads of a file past its listed size before it gives up. An honest
-size is never below the file's octets (CRLF on the wire only adds to them, and
-Dovecot's ``,W=`` counts each octet at least once); the slack spares a writer whose
-count is a little off, and bounds what a file grown since its listing costs."""
-logger: Final = logging.getLogger("smtpcore.pop3.server")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +120,7 @@ class MessageInfo:
     def __post_init__(self) -> None:
         if type(self.size) is not int or self.size < 0:
             raise ValueError(f"a message size is a non-negative int: {self.size!r}")
-        if not isinstance(self.uid, str) or not _UID_RE.fullmatch(self.uid):
+        if not isinstance(self.uid, str) or not UID_RE.fullmatch(self.uid):
             raise ValueError(f"a unique-id is 1 to 70 printable ASCII characters: {self.uid!r}")
 
 
@@ -291,231 +268,19 @@ class Mailstore:
         """
 
 
-def pop3_size(content: bytes | bytearray | memoryview | Iterable[bytes]) -> int:
-    """Octets of content as a POP3 server sends it: each line end CRLF (RFC 1939 §3).
-
-    ``content`` is the message, or its chunks in order (an iterator will do).
-    A bare CR or bare LF becomes CRLF on the wire, and content that does not
-    end with a line end gets one; the count follows the same rule as the
-    server machine, so that LIST's size is what RETR delivers.
-    """
-    chunks = [bytes(content)] if isinstance(content, bytes | bytearray | memoryview) else content
-    counter = WireSize()
-    for chunk in chunks:
-        counter.feed(chunk)
-    return counter.total
-
-
-class WireSize:
-    """:func:`pop3_size`, a chunk at a time: what a writer of Maildir files counts as it
-    goes, for the ``,W=`` of a name (which the reader then trusts for LIST)."""
-
-    __slots__ = ("_counted", "_last", "_pending_cr")
-
-    def __init__(self) -> None:
-        self._counted = 0
-        self._last = b""
-        self._pending_cr = False
-
-    def feed(self, chunk: bytes) -> None:
-        if not chunk:
-            return
-        crlf = chunk.count(b"\r\n")
-        if self._pending_cr and chunk[:1] == b"\n":
-            crlf += 1
-        self._counted += len(chunk) + chunk.count(b"\r") + chunk.count(b"\n") - 2 * crlf
-        self._pending_cr = chunk[-1:] == b"\r"
-        self._last = chunk[-1:]
-
-    @property
-    def total(self) -> int:
-        """The octets so far, and the line end the server adds to unended content."""
-        last = self._last
-        return self._counted + (2 if last and last not in (b"\n", b"\r") else 0)
-
-
-def _open_message(folder: int, name: str) -> tuple[int, int]:
-    """The descriptor of the message file ``name`` in the folder open as ``folder``, and
-    its size, if it is a regular file; ``FileNotFoundError`` otherwise. A symbolic link
-    is not followed (a user who can write into a Maildir would read any file the server
-    can), and the file is opened without blocking, so that a FIFO put in a message's
-    place after the listing cannot stall the server.
-
-    A descriptor rather than a file object: making one costs three more system calls
-    (``fstat``, an ``ioctl`` asking whether it is a terminal, ``lseek``), and a
-    buffered read one more at the end, which returns nothing."""
-    try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder
-        )
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symbolic link
-            raise FileNotFoundError(errno.ENOENT, "not a message file", name) from None
-        raise
-    try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise FileNotFoundError(errno.ENOENT, "not a message file", name)
-        os.set_blocking(fd, True)
-        return fd, status.st_size
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _open_entry(folders: Mapping[str, int], entry: _Entry) -> tuple[int, int]:
-    """:func:`_open_message` of a listed message's file."""
-    return _open_message(folders[entry.folder], entry.name)
-
-
-def _found_there(folders: Mapping[str, int], entry: _Entry) -> bool:
-    """Whether ``entry`` was found again and its name still holds the file found (one
-    device and inode, as a removal tells it): not a link, a FIFO or another file put
-    under the name since."""
-    found = entry.inode
-    if not entry.found_again or found is None:
-        return False
-    return _file_if_seen(folders[entry.folder], entry.name) == found
-
-
-class _TooLarge(OSError):
-    """A message file holds more than may be read of it (see :func:`_chunks`)."""
-
-    def __init__(self, size: int, most: int) -> None:
-        super().__init__(errno.EFBIG, f"{size} octets or more, over the {most} to be read")
-        self.size = size
-        self.most = most
-
-
-def _chunks(fd: int, size: int, most: int) -> Iterator[bytes]:
-    """The content of the open message file ``fd``, whose size ``fstat`` gave as
-    ``size``, in chunks of :data:`READ_SIZE`; :class:`_TooLarge`, before the chunk
-    that would pass them, rather than more than ``most`` octets.
-
-    The bound holds for the reading, not only for ``size``: a Maildir file is never
-    changed once it is in ``new`` or ``cur``, but one its owner keeps growing (or
-    makes sparse, terabytes in a moment) would otherwise hold the reader as long as
-    he likes. A read of a regular file is short at its end: once ``size`` is read,
-    that spares the read that returns nothing."""
-    if size > most:
-        raise _TooLarge(size, most)
-    done = 0
-    while chunk := os.read(fd, READ_SIZE):
-        done += len(chunk)
-        if done > most:
-            raise _TooLarge(done, most)
-        yield chunk
-        if done >= size and len(chunk) < READ_SIZE:
-            break
-
-
-def _read_chunks(folder: int, name: str, most: int) -> Iterator[bytes]:
-    """The content of the message file ``name`` in ``folder`` (see
-    :func:`_open_message`), at most ``most`` octets of it (see :func:`_chunks`)."""
-    fd, size = _open_message(folder, name)
-    try:
-        yield from _chunks(fd, size, most)
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    folder: str
-    """``cur`` or ``new``: the file is named relative to that folder's descriptor."""
-    name: str
-    """The file's name in its folder."""
-    info: MessageInfo
-    cached: tuple[int, int, int, int] | None = None
-    """The ``size_cache`` key of a file sized by reading it: a message deleted at
-    UPDATE takes its size out of the cache with it."""
-    links: tuple[tuple[str, str], ...] = ()
-    """Other names (folder and name) of this very file, which a move at an earlier
-    UPDATE left when it was cut short between its link and its unlink (see
-    :mod:`smtpcore._maildir_move`): this UPDATE removes them, as long as they still
-    name the file (:attr:`inode`)."""
-    inode: tuple[int, int] | None = None
-    """The device and inode of the file, where it has :attr:`links` or was found again."""
-    found_again: bool = False
-    """Whether a session found it again under another name (another reader renamed it):
-    its DELE lists its names anew (see :func:`~smtpcore._maildir_names.remove_message`)."""
-
-
-@dataclass(slots=True)
-class _Sizing:
-    """A message file on its way into a listing: its size, once known."""
-
-    sub: str
-    name: str
-    uid: str
-    size: int | None
-    """Its POP3 size; None while it is still to be read (a ``size_cache`` miss)."""
-    key: tuple[int, int, int, int] | None = None
-    """Its ``size_cache`` key, where it has no ``,W=``."""
-    links: list[tuple[str, str]] = field(default_factory=list)
-    """Other names of the same file (see :attr:`_Entry.links`)."""
-    inode: tuple[int, int] | None = None
-
-    @property
-    def octets(self) -> int:
-        """Its ``st_size``, which reading it to size it costs."""
-        assert self.key is not None
-        return self.key[2]
-
-
-def _uid(base: str) -> str:
-    """The unique-id of a Maildir file: its unique name (what precedes ``:2,``).
-
-    A name that is not a valid unique-id (longer than 70 characters, say) is
-    replaced by its MD5, which is just as stable.
-    """
-    if _UID_RE.fullmatch(base):
-        return base
-    return hashlib.md5(base.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
-
-
-def _by_unique_name(names: Iterable[tuple[str, str, str]]) -> dict[str, deque[tuple[str, str]]]:
-    """The files of each unique-id (folder and name), from ``names`` as
-    :meth:`Maildir._names` gives them: unique-ids in delivery order, and the files of
-    one, ``cur`` first, in the order a listing tries them."""
-    files: dict[str, deque[tuple[str, str]]] = {}
-    for sub, name, base in names:
-        files.setdefault(_uid(base), deque()).append((sub, name))
-    return files
-
-
-def delivery_order(name: str) -> list[tuple[int, int, str]]:
-    """The sort key that puts Maildir messages in delivery order.
-
-    A Maildir unique name starts with the delivery time in seconds, often
-    followed by microseconds and a counter (``M<usec>``, ``Q<n>``) that are
-    not zero-padded, so numbers compare as numbers: ``M5`` comes before
-    ``M123456``, which a plain string sort gets wrong. The runs of ASCII digits
-    are the odd parts of the split (``str.isdigit`` holds for ``²`` and ``①``
-    as well, which ``int`` refuses).
-    """
-    return [
-        (0, int(part), "") if index % 2 else (1, 0, part)
-        for index, part in enumerate(_DIGITS_RE.split(name))
-        if part
-    ]
-
-
-def _order_key(name: str) -> str:
-    """:func:`delivery_order` as one string, which orders names the same way and takes
-    a tenth of the memory (a listing of 100,000 names holds 100,000 keys).
-
-    A run of digits becomes NUL, its length without leading zeros as one
-    character, then those digits: a longer number is the larger, and a number
-    sorts before text at the same place. Text stays as it is: no name holds a
-    NUL, so text that is a prefix of other text sorts first, as a shorter part
-    does in the list.
-    """
-    parts = _DIGITS_RE.split(name)
-    for index in range(1, len(parts), 2):  # the runs of digits
-        digits = parts[index].lstrip("0")
-        parts[index] = f"\x00{chr(len(digits))}{digits}"
-    return "".join(parts)
+_SIZES_KEPT: Final = 100_000
+"""At most this many sizes in a ``size_cache``: one for a file removed by another
+program (an IMAP server's expunge) is never asked again, so past the limit the
+cache starts over (each size is worked out again at its message's next listing)."""
+_SIZES_GUARD: Final = threading.Lock()
+"""Held to add a size to a ``size_cache``, which the listings of several sessions
+fill at once from their threads (the bound is checked and kept in one step)."""
+_RETR_SLACK: Final = READ_SIZE
+"""Octets RETR reads of a file past its listed size before it gives up. An honest
+size is never below the file's octets (CRLF on the wire only adds to them, and
+Dovecot's ``,W=`` counts each octet at least once); the slack spares a writer whose
+count is a little off, and bounds what a file grown since its listing costs."""
+logger: Final = logging.getLogger("smtpcore.pop3.server")
 
 
 def _grown(path: Path, listed: int, size: int) -> None:
@@ -530,18 +295,7 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
-@dataclass(slots=True)
-class _Flight:
-    """A worker-thread call of a :class:`Maildir` (see ``Maildir._in_thread``), as its
-    thread and its caller see it, under the maildir's guard."""
-
-    started: bool = False
-    """Its thread began the work: it lets the next one start when done."""
-    given_up: bool = False
-    """Its caller stopped waiting before it began: it must never begin."""
-
-
-class Maildir(Maildrop):
+class Maildir(_OneAtATime, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
     Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
@@ -616,6 +370,7 @@ class Maildir(Maildrop):
         size_cache: dict[tuple[int, int, int, int], int] | None = None,
         max_sized_by_reading: int = MAX_SIZED_BY_READING,
     ) -> None:
+        super().__init__()
         self.path = Path(path)
         self._size_cache = {} if size_cache is None else size_cache
         self.max_sized_by_reading = max_sized_by_reading
@@ -628,15 +383,6 @@ class Maildir(Maildrop):
         self._entries: list[_Entry] | None = None
         self._listed_in: frozenset[str] = frozenset()
         """The device and inode of each folder the listing was taken from."""
-        self._guard = threading.Lock()
-        """Guards the lock, the landing and the flag below between the event loop and the
-        worker thread."""
-        self._landing: Landing | None = None
-        """Set when this maildrop's one piece of worker-thread work is in flight
-        (queued or running, and, once its caller stopped waiting, still running), and
-        set off when it lands: what the next piece waits on (see :meth:`_in_thread`)."""
-        self._closed = False
-        """Closed since it was locked: work that has not started yet never starts."""
         self._refused: set[str] = set()
         """The unique-ids of the messages whose file RETR or TOP could not read, which
         a WARNING has named in this session: asked again, they are refused again with
@@ -726,302 +472,45 @@ class Maildir(Maildrop):
 
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
-        (its caller stopped waiting), when that thread is done."""
-        with self._guard:
-            self._closed = True
-            if self._landing is None:
-                self._unlock()
+        (its caller stopped waiting), when that thread is done. A plain read blocked
+        on that thread's work is refused at once ("The session is over")."""
+        self._close()
 
     def _unlock(self) -> None:
         opened, self._opened = self._opened, None
         if opened is not None:
             opened.close()
 
-    async def _in_thread(self, work: Callable[[], _T]) -> _T:
-        """``work()`` in a worker thread, and only once no other work of this maildrop
-        is in flight.
-
-        One rule for every piece of it (the listing, the search for a message found
-        again, UPDATE): a wait given up (the ``store`` timeout) leaves its thread
-        running, and a second piece beside it would hold a second of the store's few
-        threads for one session, and end while the first still works through the
-        folders' descriptors, which a :meth:`close` would then close under it. So the
-        work in flight is one, until its thread is done (or, still queued when its
-        wait was given up, it is dropped unrun), and :meth:`close` releases the lock
-        when it is.
-
-        Work asked for meanwhile waits for it to land, within its caller's own
-        deadline (the server's ``store`` timeout), then starts. Only a caller whose
-        deadline passes first goes without (its wait is cancelled, as any is). The
-        server waits for it in :meth:`before_update` before UPDATE, so that UPDATE
-        has a deadline of its own."""
-        await self._no_flight(take=True)
-        flight = _Flight()
-
-        def held() -> _T:
-            with self._guard:
-                if flight.given_up:
-                    raise MaildropError("The wait for this work was given up")
-                flight.started = True
-                closed = self._closed
-            try:
-                if closed:
-                    raise MaildropError("The session is over")
-                return work()
-            finally:
-                self._landed()
-
-        try:
-            return await in_thread(held)
-        except BaseException:
-            with self._guard:
-                unstarted = not flight.started
-                flight.given_up = unstarted
-            if unstarted:
-                self._landed()
-            raise
-
     async def before_update(self) -> None:
         """Wait for the work in flight (a search given up) to land."""
         await self._no_flight(take=False)
-
-    async def _no_flight(self, *, take: bool) -> None:
-        """Return once no work of this maildrop is in flight; with ``take``, the
-        caller's work is then in flight, taken in the same look (see
-        :meth:`_in_thread`), unless the maildrop is closed."""
-        while True:
-            with self._guard:
-                if take and self._closed:
-                    raise MaildropError("The session is over")
-                landing = self._landing
-                if landing is None:
-                    if take:
-                        self._landing = Landing()
-                    return
-            await landing.wait()
-
-    def _landed(self) -> None:
-        """The work in flight is over (or will never run): another may start, and the
-        lock of a closed maildrop is released now."""
-        with self._guard:
-            landing, self._landing = self._landing, None
-            if self._closed:
-                self._unlock()
-        if landing is not None:
-            landing.set()
 
     # -- listing --------------------------------------------------------
 
     async def messages(self) -> Sequence[MessageInfo]:
         if self._entries is None:
             self._entries = await self._in_thread(self._scan)
-        return [entry.info for entry in self._entries]
+        return [MessageInfo(entry.size, entry.uid) for entry in self._entries]
 
     def _scan(self) -> list[_Entry]:
         folders = self._directories().folders
         self._listed_in = frozenset(folders)
-        unlisted = Unlisted()
-        try:
-            found = self._sized(folders, _by_unique_name(self._names(folders)), unlisted)
-        finally:
-            unlisted.warn()
-        return [
-            _Entry(
-                item.sub,
-                item.name,
-                MessageInfo(item.size, item.uid),
-                item.key,
-                tuple(item.links),
-                item.inode,
-            )
-            for item in found
-            if item.size is not None
-        ]
+        listing = _Listing(
+            self.path,
+            self._size_cache,
+            self.max_sized_by_reading,
+            self._remember_size,
+        )
+        return listing.entries(folders)
 
-    def _names(self, folders: Mapping[str, int]) -> list[tuple[str, str, str]]:
-        """The message files of ``new`` and ``cur`` (folder, name, and the name without
-        its flags), in delivery order."""
-        found: list[tuple[str, str, str, str]] = []
-        for sub in _FOLDERS:
-            if sub not in folders:
-                continue
-            try:
-                with os.scandir(folders[sub]) as listing:
-                    # Messages are regular files: a directory, a FIFO (whose open would
-                    # block the server) or a dangling link another program left is not.
-                    names = [
-                        e.name
-                        for e in listing
-                        if e.is_file(follow_symlinks=False) and e.name[:1] != "."
-                    ]
-            except OSError as exc:
-                raise refused(self.path / sub, exc, "read the maildrop") from exc
-            for name in names:
-                base = name.split(":", 1)[0]
-                found.append((_order_key(base), sub, name, base))
-        found.sort(key=lambda item: item[0])
-        return [(sub, name, base) for _, sub, name, base in found]
-
-    def _sized(
-        self,
-        folders: Mapping[str, int],
-        files: Mapping[str, deque[tuple[str, str]]],
-        unlisted: Unlisted,
-    ) -> list[_Sizing]:
-        """One sized :class:`_Sizing` a unique-id, in delivery order: the first of its
-        ``files`` (see :func:`_by_unique_name`) that can be sized. A file that cannot
-        (gone, unreadable, too large, not sized this time) gives way to the next of the
-        same unique name, so that a file planted under a message's name, which the
-        server cannot read, hides no message; a file left behind one listed is
-        :data:`~smtpcore._maildir_unlisted.HIDDEN`, unless it is another name of the
-        same file (a move cut short, see :mod:`smtpcore._maildir_move`): one message,
-        listed once, whose UPDATE removes that name. Each round sizes the next file of
-        the unique-ids still unsized, within what is left of the reading budget."""
-        listed: dict[str, _Sizing] = {}
-        waiting = list(files)
-        budget = self.max_sized_by_reading
-        while waiting:
-            to_read: list[_Sizing] = []
-            for uid in waiting:
-                item = self._first_statted(folders, uid, files[uid], unlisted)
-                if item is not None and item.size is None:
-                    to_read.append(item)
-                elif item is not None:
-                    listed[uid] = item
-            budget = self._read_sizes(folders, to_read, budget, unlisted)
-            listed.update((item.uid, item) for item in to_read if item.size is not None)
-            waiting = [item.uid for item in to_read if item.size is None and files[item.uid]]
-        for uid, left in files.items():
-            if uid in listed:
-                item = listed[uid]
-                shown = str(self.path / item.sub / item.name)
-                for sub, name in left:
-                    found = _file_if_seen(folders[sub], name)
-                    if found is not None and found == _file_if_seen(folders[item.sub], item.name):
-                        item.links.append((sub, name))
-                        item.inode = found
-                    else:
-                        unlisted.add(HIDDEN, shown, str(self.path / sub / name))
-        return [listed[uid] for uid in files if uid in listed]
-
-    def _first_statted(
-        self,
-        folders: Mapping[str, int],
-        uid: str,
-        left: deque[tuple[str, str]],
-        unlisted: Unlisted,
-    ) -> _Sizing | None:
-        """The next of ``left``, the files of ``uid`` not yet tried, whose name or
-        ``stat`` gives a :class:`_Sizing` (see :meth:`_size`); None when none is left.
-        One sized unread (by its ``,W=``, or the ``size_cache``) with others behind it
-        is listed only if it opens: else a file planted with a listed message's name,
-        ``,W=`` and all, would hide it behind one the server cannot read."""
-        while left:
-            sub, name = left.popleft()
-            item = self._size(folders[sub], sub, name, uid, unlisted)
-            if item is None:
-                continue
-            if item.size is None or not left or self._opens(folders[sub], item, unlisted):
-                return item
-        return None
-
-    def _opens(self, folder: int, item: _Sizing, unlisted: Unlisted) -> bool:
-        """Whether ``item``'s file opens; one that is gone does not, and one that cannot
-        be read is left out (see :meth:`_unreadable`)."""
-        try:
-            fd, _ = _open_message(folder, item.name)
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            self._unreadable(item.sub, item.name, exc, unlisted)
-            return False
-        os.close(fd)
-        return True
-
-    def _size(
-        self, folder: int, sub: str, name: str, uid: str, unlisted: Unlisted
-    ) -> _Sizing | None:
-        """The file's :class:`_Sizing`, by its name, ``stat`` and the ``size_cache``; None
-        for a file gone since the directory was read, or one larger than the listing
-        may read (see :data:`~smtpcore._maildir_unlisted.TOO_LARGE_TO_SIZE`)."""
-        match = _VSIZE_RE.search(name.split(":", 1)[0])
-        if match is not None:
-            return _Sizing(sub, name, uid, int(match[1]))
-        try:
-            stat = stat_name(folder, name)
-        except OSError as exc:  # the listing goes on without it, and names it
-            self._unreadable(sub, name, exc, unlisted)
-            return None
-        if stat is None:
-            return None  # removed by another program since listdir
-        most = self.max_sized_by_reading
-        if stat.st_size > most:
-            unlisted.add(TOO_LARGE_TO_SIZE, str(self.path / sub / name), stat.st_size, most)
-            return None
-        key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        return _Sizing(sub, name, uid, self._size_cache.get(key), key)
-
-    def _read_sizes(
-        self,
-        folders: Mapping[str, int],
-        found: Iterable[_Sizing],
-        budget: int,
-        unlisted: Unlisted,
-    ) -> int:
-        """Size the files of ``found`` not yet sized by reading them, the smallest
-        first, within ``budget``, what is left of the listing's ``max_sized_by_reading``
-        octets, and return what is left of it then: a limit for each file would let a
-        user who plants many (sparse, each at the limit) have one login read them all,
-        and a ``touch`` makes their cached sizes stale. A file the budget has no room
-        left for is left out this time; the ones read are cached, so that a later login
-        spends its budget further on."""
-        for item in sorted(
-            (item for item in found if item.size is None), key=lambda item: item.octets
-        ):
-            if item.octets > budget:
-                path = str(self.path / item.sub / item.name)
-                unlisted.add(NOT_SIZED_THIS_TIME, path, item.octets, self.max_sized_by_reading)
-                continue
-            budget -= self._read_size(folders[item.sub], item, budget, unlisted)
-        return budget
-
-    def _read_size(self, folder: int, item: _Sizing, most: int, unlisted: Unlisted) -> int:
-        """Size ``item`` by reading at most ``most`` octets of it, cache its size, and
-        return the octets this cost. A file gone meanwhile stays unsized (left out);
-        one grown past ``most`` since its ``stat`` is left out too, and spends the rest
-        of the budget (it may have been read that far)."""
-        try:
-            size = pop3_size(_read_chunks(folder, item.name, most))
-        except FileNotFoundError:
-            return 0
-        except _TooLarge as exc:
-            path = str(self.path / item.sub / item.name)
-            limit = self.max_sized_by_reading
-            reason = TOO_LARGE_TO_SIZE if exc.size > limit else NOT_SIZED_THIS_TIME
-            unlisted.add(reason, path, exc.size, limit)
-            return most
-        except OSError as exc:
-            self._unreadable(item.sub, item.name, exc, unlisted)
-            return 0
+    def _remember_size(self, key: SizeKey, size: int) -> None:
+        """Keep ``size``, read by a listing, in the ``size_cache`` (see
+        :data:`_SIZES_KEPT`)."""
         cache = self._size_cache
         with _SIZES_GUARD:
             if len(cache) >= _SIZES_KEPT:
                 cache.clear()
-            assert item.key is not None
-            cache[item.key] = size
-        item.size = size
-        return item.octets
-
-    def _unreadable(self, sub: str, name: str, exc: OSError, unlisted: Unlisted) -> None:
-        """Leave out a file that cannot be read (see
-        :data:`~smtpcore._maildir_unlisted.UNREADABLE`), so that the rest of the maildrop
-        is served: a client refused the whole of it would retry at every poll, for ever.
-        A failure that is not the file's own (:data:`~smtpcore._maildir_faults.FILE_FAULTS`)
-        refuses the listing, logged."""
-        path = self.path / sub / name
-        if exc.errno not in FILE_FAULTS:
-            raise refused(path, exc, "read the maildrop") from exc
-        unlisted.add(UNREADABLE, str(path), exc.strerror)
+            cache[key] = size
 
     def _entry(self, number: int) -> _Entry:
         entries = self._entries
@@ -1049,7 +538,9 @@ class Maildir(Maildrop):
         and read as one (as the server reads them) they have the listing made in the
         store's worker thread, off the event loop (once other work of the maildrop
         in flight has landed, as the class says); read plainly, on the calling
-        thread. The file found is opened at the first read; closed before it, the
+        thread, as that work too (other work in flight is waited for, blocking; on an
+        event loop's thread the read is refused instead, :class:`MaildropError`). The
+        file found is opened at the first read; closed before it, the
         chunks give nothing."""
         try:
             fd, size = self._open_listed(number)
@@ -1058,6 +549,7 @@ class Maildir(Maildrop):
                 find=lambda: self._sought_again(number),
                 read=lambda: self._found_content(number),
                 in_thread=self._in_thread,
+                now=self._in_this_thread,
             )
         return self._content(number, fd, size)
 
@@ -1115,12 +607,12 @@ class Maildir(Maildrop):
         try:
             yield b""  # started (see _content)
             entry = self._entry(number)
-            for chunk in _chunks(fd, size, entry.info.size + _RETR_SLACK):
+            for chunk in _chunks(fd, size, entry.size + _RETR_SLACK):
                 done += len(chunk)
                 yield chunk
         except _TooLarge as exc:
             if self._first_refusal(entry):
-                _grown(self.path / entry.folder / entry.name, entry.info.size, exc.size)
+                _grown(self.path / entry.folder / entry.name, entry.size, exc.size)
             raise told(MessageUnavailable("The message changed since it was listed")) from None
         except OSError as exc:
             doing = f"read the message past octet {done}" if done else "read the message"
@@ -1143,21 +635,10 @@ class Maildir(Maildrop):
     def _first_refusal(self, entry: _Entry) -> bool:
         """Whether ``entry`` is refused for the first time in the session (see
         :attr:`_refused`); it is noted as refused now."""
-        uid = entry.info.uid
+        uid = entry.uid
         first = uid not in self._refused
         self._refused.add(uid)
         return first
-
-    def _reopened(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
-        """``use(folders, entry)`` of message ``number``, ``folders`` the descriptors of
-        the maildrop's folders; where its file is gone (``use`` raised
-        ``FileNotFoundError``), of the file another reader renamed it to (see
-        :meth:`_find_again`)."""
-        try:
-            return self._at_listed_name(number, use)
-        except FileNotFoundError:
-            self._find_again(number)
-            return self._at_listed_name(number, use)
 
     def _find_again(self, number: int) -> None:
         """Find the file message ``number`` became since the listing (``new/`` to
@@ -1217,126 +698,9 @@ class Maildir(Maildrop):
                     "the maildrop was not listed, or changed since it was"
                 )
             return
-        not_removed, not_moved, old_name_left = _Faults(), _Faults(), _Faults()
-        names = NamesByUniqueName(folders)
-        for number, entry in enumerate(entries, 1):
-            try:
-                if number in deleted:
-                    self._remove(number, names)
-                    if entry.cached is not None:
-                        self._size_cache.pop(entry.cached, None)
-                else:
-                    keep(entry, folders, self.path, seen=number in retrieved)
-            except OSError as exc:
-                if number in deleted:
-                    faults = not_removed
-                elif isinstance(exc, OldNameLeft):
-                    faults = old_name_left
-                else:
-                    faults = not_moved
-                faults.add(self.path / _failed_name(entry, exc), exc)
-        not_moved.warn(_NOT_MOVED)
-        old_name_left.warn(_OLD_NAME_LEFT)
-        if not_removed.warn(_NOT_REMOVED):
-            raise told(MaildropError(f"{not_removed.count} deleted messages could not be removed"))
-
-    def _remove(self, number: int, names: NamesByUniqueName) -> None:
-        """Remove message ``number`` (see :func:`~smtpcore._maildir_names.remove_message`)
-        where it is now (see
-        :meth:`_reopened`): found again under another name, with the other names
-        found there. Gone already, it is removed."""
-        with contextlib.suppress(FileNotFoundError):  # gone: removed already
-            self._reopened(number, lambda folders, entry: remove_message(entry, folders, names))
-
-
-def _renamed(
-    entry: _Entry,
-    sub: str,
-    name: str,
-    others: Iterable[tuple[str, str]] = (),
-    file: tuple[int, int] | None = None,
-) -> _Entry:
-    """``entry`` found again as ``name`` in ``sub``, with ``others`` more names of its
-    file, whose device and inode is ``file`` when known."""
-    links = dict.fromkeys(entry.links)  # a dict: thousands of links cost no more than one
-    links.pop((sub, name), None)  # the name found is no longer one of the other names
-    links.update(dict.fromkeys(others))
-    return replace(
-        entry,
-        folder=sub,
-        name=name,
-        links=tuple(links),
-        inode=file or entry.inode,
-        found_again=True,
-    )
-
-
-def _file_if_seen(folder: int, name: str) -> tuple[int, int] | None:
-    """:func:`~smtpcore._maildir_move.file_of`, None where the name cannot be looked at
-    (``EIO``) as well: for a listing, which goes on without it (the name is not taken
-    for the message's), never for a decision to remove or keep a name."""
-    try:
-        return file_of(folder, name)
-    except OSError:
-        return None
-
-
-_NAMES_SHOWN: Final = 5
-"""How many names an error about a message's files lists: a file with thousands of
-links would make a WARNING line a megabyte long."""
-
-
-def _some_names(names: Iterable[str]) -> str:
-    """The first :data:`_NAMES_SHOWN` of ``names`` in order, and how many are left out."""
-    every = sorted(names)
-    shown = ", ".join(every[:_NAMES_SHOWN])
-    left = len(every) - _NAMES_SHOWN
-    return f"{shown} and {left} more" if left > 0 else shown
-
-
-def _failed_name(entry: _Entry, exc: OSError) -> str:
-    """The name (``folder/name``) at which ``exc`` stopped the UPDATE of ``entry``: its
-    listed name, or another name of its file (:class:`OtherNameFailed`)."""
-    if isinstance(exc, OtherNameFailed):
-        return f"{exc.folder}/{exc.filename}"
-    return f"{entry.folder}/{entry.name}"
-
-
-_NOT_REMOVED: Final = (
-    "maildrop: %r: %s; not removed at UPDATE (%d deleted message(s) not removed in "
-    "all): they are listed again at the next login"
-)
-_NOT_MOVED: Final = (
-    "maildrop: %r: %s; not moved to cur/ at UPDATE (%d kept message(s) not moved in "
-    "all): they stay where they are, listed again, their flags unchanged"
-)
-_OLD_NAME_LEFT: Final = (
-    "maildrop: %r: %s; moved to cur/ at UPDATE, but this old name could not be removed "
-    "(%d kept message(s) so in all): both names are one file, listed as one message at "
-    "the next login, whose UPDATE removes the old name"
-)
-
-
-@dataclass(slots=True)
-class _Faults:
-    """The messages one kind of UPDATE failure hit: how many, and the first (the path
-    that failed, and why), for one WARNING line however many (a folder made read-only
-    fails them all, at every QUIT)."""
-
-    count: int = 0
-    first: tuple[Path, OSError] | None = None
-
-    def add(self, path: Path, exc: OSError) -> None:
-        self.count += 1
-        self.first = self.first or (path, exc)
-
-    def warn(self, message: str) -> bool:
-        """Log ``message`` (its path, its error, the count) if any failed; whether any did."""
-        if self.first is None:
-            return False
-        path, exc = self.first
-        logger.warning(message, str(path), exc.strerror, self.count)
-        return True
+        _update_maildir(
+            self.path, folders, entries, deleted, retrieved, self._size_cache, self._find_again
+        )
 
 
 def _login_name(name: str) -> str:

@@ -44,6 +44,7 @@ from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
     MessageListing,
@@ -168,7 +169,9 @@ _ACCEPT_RETRY: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errn
 
 
 class _Deadline:
-    """A trio cancel scope that raises ``TimeoutError`` rather than ``trio.TooSlowError``."""
+    """A trio cancel scope that raises ``TimeoutError`` rather than ``trio.TooSlowError``:
+    :class:`~smtpcore._driver._own_timeouts.DeadlinePassed` once its ``seconds`` passed,
+    told apart from a ``TimeoutError`` the code under it raised."""
 
     __slots__ = ("_scope", "_seconds")
 
@@ -192,7 +195,9 @@ class _Deadline:
     ) -> bool:
         suppressed = bool(self._scope.__exit__(exc_type, exc, tb))
         if self._scope.cancelled_caught:
-            raise TimeoutError
+            if self._seconds is None:  # the watchdog's: the session's timeout
+                raise TimeoutError
+            raise DeadlinePassed(self._seconds)
         return suppressed
 
     def expire(self) -> None:
@@ -499,7 +504,7 @@ class TrioClock:
                 _habits.waited(code)
             return await rest_of(steps, waiting_on)
         assert scope.cancelled_caught  # only its own cancellation ends the block early
-        raise TimeoutError
+        raise DeadlinePassed(seconds)  # the call's own TimeoutError is not this
 
     def start_within(
         self, seconds: float | None, call: Awaitable[_T]
@@ -560,7 +565,7 @@ class TrioClock:
             with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
                 return await rest_of(steps, waiting_on)
             assert scope.cancelled_caught
-            raise TimeoutError
+            raise DeadlinePassed(seconds)
         logger.warning(
             "%s waited inside a cancel scope of its own (trio.sleep, a nursery, "
             "trio.fail_after open one) after answering at once %d times: bounded by the "

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Final
 
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore.smtp import Reply
 
 __all__ = [
@@ -62,9 +63,12 @@ def failure_reply(exc: BaseException) -> Reply:
 
 def fault_text(exc: BaseException) -> str:
     """A fault in a few words, for the ``reject:`` line logged before its traceback:
-    an ``OSError``'s ``Operation not permitted``, else the exception's class."""
+    an ``OSError``'s ``Operation not permitted``, else the exception's class (a passed
+    deadline's ``TimeoutError``, as the operator knows it)."""
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, DeadlinePassed):
+        return "TimeoutError"
     return type(exc).__name__
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final
 
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._textsafe import backslash_escaped, escape_unsafe
 
 __all__ = [
@@ -119,5 +120,8 @@ def loggable_reply(reply: object) -> str:
 def describe_error(exc: BaseException) -> str:
     """``exc`` as the reason on a log line: its text, escaped, or its type's name when it
     has none (``ConnectionResetError()``, as asyncio raises for a client that gives up
-    in the TLS handshake; ``TimeoutError()``), so that "failed:" is never left bare."""
+    in the TLS handshake; ``TimeoutError()``), so that "failed:" is never left bare. A
+    passed deadline is the ``TimeoutError`` the operator knows, not its private class."""
+    if isinstance(exc, DeadlinePassed):
+        return "TimeoutError"
     return loggable(str(exc)) or type(exc).__name__

@@ -55,6 +55,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
+from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
     Network,
@@ -559,9 +560,9 @@ class POP3ServerSession(ServedSession):
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                logger.exception(
-                    "closing the maildrop of %s failed", loggable(str(self.session.user))
-                )
+                user = loggable(str(self.session.user))
+                if not self._timed_out(exc, "closing the maildrop of %s", user):
+                    logger.exception("closing the maildrop of %s failed", user)
 
     async def _logins(self, client: tuple[str, int] | None) -> _SessionLogins:
         """What this session offers: the store's logins and mechanisms, and
@@ -830,7 +831,9 @@ class POP3ServerSession(ServedSession):
             return False
 
     async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A mailstore call under the store timeout."""
+        """A mailstore call under the store timeout, which passed is
+        :class:`DeadlinePassed`; the call's own ``TimeoutError`` (its database's, its
+        socket's) is its failure, as any exception of its own is."""
         return await self.transport.within(self.options.timeouts.store, call())
 
     def _failure(
@@ -846,8 +849,26 @@ class POP3ServerSession(ServedSession):
                 level = _refusal_level(exc)
                 logger.log(level, f"{call} refused: %s", *args, loggable(_text(exc)))
             return _maildrop_err(exc)
-        logger.error(f"{call} failed", *args, exc_info=exc)
+        if not self._timed_out(exc, call, *args):
+            logger.error(f"{call} failed", *args, exc_info=exc)
         return answer
+
+    def _timed_out(self, exc: BaseException, call: str, *args: object) -> bool:
+        """Whether ``exc`` is the ``store`` timeout of ``call % args`` (the deadline's
+        own, :class:`DeadlinePassed`), which is then logged as the expected event it
+        is (a slow disk, a big maildrop): one WARNING naming the call, the session's
+        client and the deadline, no traceback, as Dovecot logs a timeout. A
+        ``TimeoutError`` the store raised itself is its failure, not this. The
+        client's answer is the caller's, as for any failure."""
+        if not isinstance(exc, DeadlinePassed):
+            return False
+        logger.warning(
+            f"{call} from %s: store timeout, given up after %s",
+            *args,
+            client_text(self.session),
+            seconds_text(exc.seconds),
+        )
+        return True
 
     # -- commands ---------------------------------------------------------
 
@@ -1257,7 +1278,9 @@ class POP3ServerSession(ServedSession):
                         raise
                     if answered:
                         # Half a message is out: the only honest end is to close.
-                        _broke_off(exc, number, self.session.user)
+                        user = self.session.user
+                        if not self._timed_out(exc, "message %d of %r", number, user):
+                            _broke_off(exc, number, user)
                         raise ConnectionLost from None
                     user = self.session.user
                     self._answer(self._failure(exc, "reading message %d of %r", number, user))
@@ -1301,7 +1324,9 @@ class POP3ServerSession(ServedSession):
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
-            logger.exception("closing message %d of %r failed", number, self.session.user)
+            user = self.session.user
+            if not self._timed_out(exc, "closing message %d of %r", number, user):
+                logger.exception("closing message %d of %r failed", number, user)
             self._closing = True
 
     async def _read_chunks(self, chunks: AsyncIterator[bytes]) -> tuple[list[bytes], bool]:

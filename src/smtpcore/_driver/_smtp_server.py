@@ -45,6 +45,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
+from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import (
     DEFAULT_PROXY_TIMEOUT,
@@ -614,23 +615,6 @@ class ServerState(SessionRegistry["ServerSession"]):
 
 
 T = TypeVar("T")
-
-
-_RAISED_INSIDE: Final = "_smtpcore_raised_inside_handle_message"
-"""Marks a ``TimeoutError`` that a handler's own code raised (its own ``asyncio.wait_for``
-on a database): told from the ``data_termination`` deadline's, which ``within`` raises
-outside the handler's coroutine. That one closes a committing session with no reply;
-this one is the handler's failure, answered 451 and logged as it was raised."""
-
-
-async def _own_timeouts_marked(call: Awaitable[T]) -> T:
-    """``call``, a ``TimeoutError`` out of it marked :data:`_RAISED_INSIDE`. One
-    coroutine frame, where a deadline entered up front costs a timer per message."""
-    try:
-        return await call
-    except TimeoutError as exc:
-        setattr(exc, _RAISED_INSIDE, True)
-        raise
 
 
 class ServerSession(ServedSession):
@@ -1800,18 +1784,12 @@ class ServerSession(ServedSession):
             try:
                 result = await self.transport.within(
                     self.options.timeouts.data_termination,
-                    _own_timeouts_marked(
-                        self.state.handler.handle_message(self.session, envelope)
-                    ),
+                    self.state.handler.handle_message(self.session, envelope),
                 )
             except BaseException as exc:
                 if not self._call_failed(exc):
                     raise
-                if (
-                    isinstance(exc, TimeoutError)
-                    and not getattr(exc, _RAISED_INSIDE, False)
-                    and self.session.committing
-                ):
+                if isinstance(exc, DeadlinePassed) and self.session.committing:
                     self._commit_timed_out()
                 result = self._hook_failed("handle_message", exc)
         if result is None:  # Handler's answer, as in _ask

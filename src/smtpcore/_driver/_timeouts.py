@@ -256,7 +256,9 @@ class Clock(Protocol):
     """
 
     def deadline(self, seconds: float | None) -> AbstractAsyncContextManager[Deadline]:
-        """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``)."""
+        """A block that raises ``TimeoutError`` after ``seconds`` (never if ``None``): its
+        subclass :class:`~smtpcore._driver._own_timeouts.DeadlinePassed`, raised by the
+        block itself, so that a ``TimeoutError`` of the code inside stays its own."""
         ...
 
     def watchdog(self) -> AbstractAsyncContextManager[Watchdog]:
