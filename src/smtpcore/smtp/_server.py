@@ -19,7 +19,7 @@ from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
-from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, not_bytes
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
 from smtpcore.sasl import SERVER_MECHANISMS
@@ -756,7 +756,10 @@ class ServerConnection:
         """
         buffer = self._buffer
         if data and not buffer.peer_closed and self._state not in DISCARDING:
-            self._buffer += data  # in place: what buffer.receive does, without the call
+            try:
+                self._buffer += data  # in place: what buffer.receive does, without the call
+            except TypeError:  # a str, say; None and other falsy values go to receive()
+                raise not_bytes(data) from None
             return
         buffer.receive(data, discard=self._state in DISCARDING)
 
