@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
 from smtpcore._textsafe import (
     backslash_escaped,
@@ -122,6 +122,9 @@ class EnhancedStatus:
     detail: int
 
     def __post_init__(self) -> None:
+        for value in (self.class_code, self.subject, self.detail):
+            if type(value) is not int:
+                raise wrong_type("an enhanced status's class, subject and detail", value, "ints")
         if self.class_code not in (2, 4, 5):
             raise LocalProtocolError(f"enhanced status class must be 2, 4 or 5: {self}")
         if not (0 <= self.subject <= 999 and 0 <= self.detail <= 999):
@@ -232,7 +235,10 @@ class Reply(Event, metaclass=_ReplyType):
         if isinstance(text, str):
             lines: tuple[str, ...] = (text,)
         else:
-            text = lines = tuple(text)
+            try:
+                text = lines = tuple(text)
+            except TypeError:
+                raise wrong_type("reply text", text, "a str or a sequence of str") from None
             if not lines:
                 lines = ("",)
         longest = 0
@@ -247,6 +253,8 @@ class Reply(Event, metaclass=_ReplyType):
                 longest = size
         if status is not None and not isinstance(status, EnhancedStatus):
             status = _as_status(status)
+            if not isinstance(status, EnhancedStatus):
+                raise wrong_type("reply status", status, "an EnhancedStatus, a str or None")
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
         _SET_CODE(self, code)
