@@ -670,6 +670,18 @@ class MailKeepsRecipientsServer(SmallServer):
         return super().mail(argument)
 
 
+class DataWithoutRecipientServer(SmallServer):
+    """Answers DATA 354 in a transaction with no recipient (RFC 5321 §3.3 asks 503 or
+    554), and reads what follows as content."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"DATA") and self.in_transaction and not self.recipients:
+            self.commands.append(line)
+            self.mode = "data"
+            return _reply(354, "End data with <CR><LF>.<CR><LF>")
+        return super().command(line)
+
+
 # -- correct servers that differ from SmallServer where RFC 5321 allows it ---------------
 
 
