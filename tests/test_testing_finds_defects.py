@@ -12,7 +12,10 @@ examples every run), for the broken one:
 - crashing on a non-ASCII digit: found by
   :func:`~smtpcore.testing.strategies.command_lines` with ``hostile=True``;
 - answering pipelined commands out of order: found by ``sessions`` with
-  ``hostile=True`` (refused lines inside a pipelined group).
+  ``hostile=True`` (refused lines inside a pipelined group);
+- losing a message whose end came in the same read as an RSET: found by
+  ``sessions`` played with :func:`~smtpcore.testing.play_smtp_session`, the
+  messages stored compared with the session's.
 """
 
 from __future__ import annotations
@@ -30,10 +33,14 @@ from broken_servers import (
     LfDotLfServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
+    PipelinedRsetServer,
     SmallServer,
+    serve,
 )
-from smtpcore.smtp import Ehlo, EndOfMessage, MessageData, Quit
+from smtpcore.smtp import Ehlo, EndOfMessage, Event, MessageData, Quit
+from smtpcore.testing import play_smtp_session
 from smtpcore.testing import strategies as sst
+from smtpcore.testing._group_bytes import group_answer_points, group_write
 
 BUDGET = settings(
     settings.get_profile("ci"),
@@ -71,26 +78,30 @@ def lock_step(write: bytes, due: list[int]) -> list[bytes]:
 def talk(server: SmallServer, session: sst.ClientSession, cut: Cut) -> list[bytes]:
     """Play ``session`` to an in-process server; return its answer to each piece.
 
-    Content is sent only after a 354. After each piece, the server must not
-    have answered more than the greeting and the commands complete so far.
+    Content is sent only after a 354; the commands pipelined behind its end go
+    all the same. After each piece, the server must not have answered more than
+    the greeting and the commands complete so far.
     """
     answers = [server.greeting()]
     due_before = 1  # the greeting
-    for group, write, due in zip(
-        session.groups, session.writes(), session.answer_points(), strict=True
-    ):
+    for group in session.groups:
         if server.closed:
             break
-        content = isinstance(group[0], MessageData | EndOfMessage)
-        if not (content and _FINAL_LINE.findall(b"".join(answers))[-1][:3] != b"354"):
-            sent = 0
-            for piece in cut(write, due):
-                sent += len(piece)
-                answers.append(server.receive(piece))
-                answered = sum(replies_in(answer) for answer in answers)
-                assert answered <= due_before + len([p for p in due if p <= sent]), answers
+        if _FINAL_LINE.findall(b"".join(answers))[-1][:3] != b"354":
+            group = tuple(itertools.dropwhile(is_content, group))
+        write, due = group_write(group), group_answer_points(group)
+        sent = 0
+        for piece in cut(write, due) if write else ():
+            sent += len(piece)
+            answers.append(server.receive(piece))
+            answered = sum(replies_in(answer) for answer in answers)
+            assert answered <= due_before + len([p for p in due if p <= sent]), answers
         due_before += len(due)
     return answers
+
+
+def is_content(item: Event | bytes) -> bool:
+    return isinstance(item, MessageData | EndOfMessage)
 
 
 def delivered(content: bytes) -> bytes:
@@ -179,3 +190,25 @@ def test_hostile_sessions_find_the_server_that_answers_out_of_order() -> None:
         pipelined_replies_match_lock_step()
 
     expect_defect(run, OutOfOrderServer)
+
+
+def test_sessions_find_the_server_that_loses_a_message_at_a_pipelined_rset() -> None:
+    """An RSET in the same write as a message's end (RFC 2920 §3.1) was never drawn:
+    the group that ended a message held only QUIT after it. The server answers 250
+    and every reply is in order; only the messages it stored show the loss."""
+
+    def run(server_class: type[SmallServer]) -> None:
+        content = sst.message_contents(long_lines=False)  # under SmallServer's SIZE
+        with serve(server_class) as server:
+
+            @settings(BUDGET, max_examples=150)
+            @given(sst.sessions(extensions=OFFERED, content=content))
+            def every_message_stored(session: sst.ClientSession) -> None:
+                played = play_smtp_session(server.host, server.port, session, timeout=5)
+                assert played.missing == played.surplus == 0 and played.closed, played
+                stored = server.sessions[-1].messages
+                assert stored == [delivered(m) for m in session.messages], played
+
+            every_message_stored()
+
+    expect_defect(run, PipelinedRsetServer)
