@@ -22,7 +22,8 @@ This module is the registry and the runner. Each check is a function of a
 ``Probe`` (``_smtp_probe``: connections, replies, how a session ends) that
 returns a summary or raises to fail or skip, kept with its family in a
 package-private module: ``_smtp_stream_checks`` (chunking, smuggling,
-pipelining), ``_smtp_state_checks`` (state-order, starttls-injection),
+pipelining), ``_smtp_end_checks`` (pipelined-end), ``_smtp_state_checks``
+(state-order, starttls-injection),
 ``_smtp_limit_checks`` (line lengths, recipients, SIZE), ``_smtp_digit_checks``
 (ascii-digits) and ``_smtp_bdat_checks`` (BDAT). A new check goes in its
 family's module and is named in :data:`CHECKS`.
@@ -53,6 +54,7 @@ from smtpcore.testing._smtp_bdat_checks import (
     check_bdat_refused_chunk,
 )
 from smtpcore.testing._smtp_digit_checks import check_ascii_digits
+from smtpcore.testing._smtp_end_checks import check_pipelined_end
 from smtpcore.testing._smtp_limit_checks import (
     check_command_line_length,
     check_recipient_limit,
@@ -100,6 +102,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
     "pipelining": check_pipelining,
+    "pipelined-end": check_pipelined_end,
     "state-order": check_state_order,
     "starttls-injection": check_starttls_injection,
     "command-line-length": check_command_line_length,
@@ -140,6 +143,7 @@ def check_server(
     seed: int = 0,
     tls_context: ssl.SSLContext | None = None,
     max_size_probe: int = 2 << 20,
+    stored: Callable[[], Sequence[bytes]] | None = None,
 ) -> CheckReport:
     """Run the checks named in ``checks`` (all of :data:`CHECKS` by default) against
     the SMTP server at ``host:port``.
@@ -151,7 +155,10 @@ def check_server(
     between the pieces of a chunked write; ``seed`` picks the random
     chunkings; ``tls_context`` is used for STARTTLS (by default, one that
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
-    size check sends a whole message over.
+    size check sends a whole message over; ``stored``, where you can see what
+    the server stores, returns the content of every message it has stored so
+    far (``pipelined-end`` then checks that each message it sent was stored,
+    not only answered 250).
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
@@ -188,6 +195,7 @@ def check_server(
             tls_context=tls_context,
             max_size_probe=max_size_probe,
             after_session=bool(results),
+            stored=stored,
         )
         result = run_one(name, CHECKS[name], probe, first=not results)
         results.append(result)
@@ -251,8 +259,13 @@ def check_handler(
 
     ``server_options`` go to :class:`smtpcore.asyncio.SMTPServer` (for
     example ``ssl_context`` to offer STARTTLS); ``options`` to
-    :func:`check_server`.
+    :func:`check_server`. A handler that keeps its messages in ``messages``
+    (a :class:`~smtpcore.testing.CollectingHandler`) gives ``stored`` unless
+    ``options`` do.
     """
+    kept = getattr(handler, "messages", None)
+    if isinstance(kept, list) and "stored" not in options:
+        options["stored"] = lambda: [envelope.content for envelope in kept]
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
     where = host_port(host, port)
