@@ -9,10 +9,12 @@ machine goes on as if the call had not been made.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 
+import test_machines_fuzz as in_state
 from smtpcore import LocalProtocolError, pop3, smtp
 
 Machine = (
@@ -76,3 +78,51 @@ def test_receive_data_takes_bytes_bytearray_and_memoryview(name: str, kind: Any)
     closing, _, _ = MACHINES[name]()
     closing.receive_data(kind(b""))
     assert type(closing.next_event()).__name__ == "ConnectionClosed"
+
+
+def _pop3_client_closed() -> pop3.ClientConnection:
+    client = pop3.ClientConnection("mail.abc.example")
+    client.receive_data(b"+OK hi\r\n")
+    client.next_event()
+    client.receive_data(b"")
+    assert isinstance(client.next_event(), pop3.ConnectionClosed)
+    return client
+
+
+def _peer_closed(name: str) -> Callable[[], Machine]:
+    """The peer's close given and not yet read: ``receive_data`` takes its slow path."""
+
+    def build() -> Machine:
+        machine, _, _ = MACHINES[name]()
+        machine.receive_data(b"")
+        return machine
+
+    return build
+
+
+_SMTP_STATES = (smtp.State.CLOSED, smtp.State.ERROR, smtp.State.TLS_PENDING)
+_POP3_STATES = (pop3.State.CLOSED, pop3.State.ERROR, pop3.State.TLS_PENDING)
+
+EARLY_RETURNS: dict[str, Callable[[], Machine]] = {
+    **{f"smtp-server-{s.name}": partial(in_state._smtp_server, s) for s in _SMTP_STATES},
+    **{f"smtp-client-{s.name}": partial(in_state._smtp_client, s) for s in _SMTP_STATES},
+    **{f"pop3-server-{s.name}": partial(in_state._pop3_server, s) for s in _POP3_STATES},
+    **{f"pop3-client-{s.name}": partial(in_state._pop3_client, s) for s in _POP3_STATES},
+    "pop3-client-CLOSED-by-peer": _pop3_client_closed,
+    **{f"{name}-peer-closed": _peer_closed(name) for name in MACHINES},
+}
+"""The states whose bytes are dropped or counted rather than read, and the slow path."""
+
+
+@pytest.mark.parametrize("wrong", NOT_BYTES, ids=repr)
+@pytest.mark.parametrize("where", EARLY_RETURNS)
+def test_receive_data_refuses_what_is_not_bytes_where_bytes_are_dropped(
+    where: str, wrong: Any
+) -> None:
+    machine = EARLY_RETURNS[where]()
+    assert machine.state.name in where or where.endswith("peer-closed")
+    state, unread = machine.state, getattr(machine, "unread_after_end", None)
+    with pytest.raises(LocalProtocolError, match=type(wrong).__name__):
+        machine.receive_data(wrong)
+    assert machine.state is state
+    assert getattr(machine, "unread_after_end", None) == unread
