@@ -8,6 +8,7 @@ machine goes on as if the call had not been made.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -48,7 +49,20 @@ MACHINES: dict[str, Callable[[], tuple[Machine, bytes, bytes]]] = {
     "pop3-server": _pop3_server,
     "pop3-client": _pop3_client,
 }
-NOT_BYTES: list[Any] = [None, "", "EHLO x\r\n", 0, 7, [], [69, 72], False, object()]
+NOT_BYTES: list[Any] = [
+    None,
+    "",
+    "EHLO x\r\n",
+    0,
+    7,
+    [],
+    [69, 72],
+    False,
+    object(),
+    array.array("B", b"EHLO x\r\n"),
+    array.array("i", [0x4F4C4548]),
+]
+"""What the fast paths must refuse too: an array is a buffer, but not one of the three."""
 
 
 @pytest.mark.parametrize("wrong", NOT_BYTES, ids=repr)
@@ -68,7 +82,15 @@ def test_receive_data_refuses_what_is_not_bytes_and_changes_nothing(name: str, w
     assert type(event).__name__ in {"Ehlo", "Reply", "Capa", "Ok"}
 
 
-@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+class Chunk(bytes):
+    """A bytes subclass, as some I/O libraries return: taken like bytes."""
+
+
+def _array_view(data: bytes) -> memoryview:
+    return memoryview(array.array("B", data))
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview, Chunk, _array_view])
 @pytest.mark.parametrize("name", MACHINES)
 def test_receive_data_takes_bytes_bytearray_and_memoryview(name: str, kind: Any) -> None:
     machine, head, tail = MACHINES[name]()

@@ -334,11 +334,9 @@ class ClientConnection:
         plaintext that came before it, and are dropped (RFC 3207 §6).
         """
         discard = self._state in DISCARDING
-        if data and not discard and not self._buffer.peer_closed:
-            try:
-                self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
-            except TypeError:  # a str, say; None and other falsy values go to receive()
-                raise not_bytes(data) from None
+        # type() costs no call; a subclass, or no bytes, is receive()'s to judge
+        if type(data) in BYTES_LIKE and data and not discard and not self._buffer.peer_closed:
+            self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
             return
         self._buffer.receive(data, discard=discard)
 
