@@ -119,7 +119,7 @@ def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
         report = check_server(server.host, server.port, timeout=5, stored=lambda: server.messages)
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
-    assert report["pipelined-end"].summary.endswith("and both were stored")
+    assert report["pipelined-end"].summary.endswith("and both were seen in the store")
     assert not server.crashes
 
 
@@ -141,9 +141,103 @@ def test_a_server_that_loses_a_message_at_a_pipelined_rset_answers_as_a_good_one
     ), blind.format()
     result = seeing["pipelined-end"]
     assert result.outcome is Outcome.FAILED, seeing.format()
-    assert "message 1 (of 2) never reached the store (1 stored during the check)" in (
+    assert "message 1 (of 2) not seen in the store though its end got 250" in (result.summary), (
         result.summary
-    ), result.summary
+    )
+
+
+def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
+    """A Maildir (the reference server's) keeps LF line ends: each message was
+    looked for by its ``Subject:`` line and CRLF, and was said to be lost."""
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=lambda: [message.replace(b"\r\n", b"\n") for message in server.messages],
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+    assert result.summary.endswith("and both were seen in the store")
+
+
+class SubjectTagging(CollectingHandler):
+    """Tags the subject of every message, as a spam filter does."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        envelope.content = envelope.content.replace(b"Subject: ", b"Subject: [ext] ", 1)
+        await super().handle_message(session, envelope)
+
+
+class BytesKeeping(CollectingHandler):
+    """Keeps each message's bytes in ``messages``, as many test handlers do."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        self.messages.append(envelope.content)  # type: ignore[arg-type]  # the point
+
+
+class PairKeeping(CollectingHandler):
+    """Keeps (sender, content) pairs in ``messages``: no content to be read."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        self.messages.append((envelope.sender, envelope.content))  # type: ignore[arg-type]
+
+
+class MessagesOfItsOwn(Handler):
+    """Not a CollectingHandler, with a list named ``messages`` that is not mail."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = ["not", "mail"]
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+
+@pytest.mark.parametrize("handler_class", [SubjectTagging, BytesKeeping])
+def test_pipelined_end_finds_the_messages_a_collecting_handler_changed_or_kept_as_bytes(
+    handler_class: type[CollectingHandler],
+) -> None:
+    result = check_handler(handler_class(), checks=["pipelined-end"], timeout=5)["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, result
+    assert result.summary.endswith("and both were seen in the store"), result.summary
+
+
+def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
+    result = check_handler(MessagesOfItsOwn(), checks=["pipelined-end"], timeout=5)
+    assert result["pipelined-end"].outcome is Outcome.PASSED, result.format()
+    assert "store" not in result["pipelined-end"].summary
+
+
+def _stored_raises() -> list[bytes]:
+    raise OSError("the mailbox is gone")
+
+
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        (_stored_raises, "stored() raised OSError: the mailbox is gone: "),
+        (lambda: ["a str"], "stored() returned a str among the messages, not their content"),
+    ],
+)
+def test_a_stored_that_fails_skips_pipelined_end(
+    stored: Callable[[], list[bytes]], said: str
+) -> None:
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=5, stored=stored
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert said in result.summary, result.summary
+
+
+def test_a_collecting_handler_with_other_messages_skips_pipelined_end_in_the_battery() -> None:
+    """The handler's list held no envelopes: AttributeError escaped the whole battery."""
+    report = check_handler(PairKeeping(), timeout=5)
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert "stored() returned a tuple among the messages" in result.summary
 
 
 class EndAndCommandAsOneServer(SmallServer):
@@ -3107,4 +3201,6 @@ def test_a_problem_recorded_fails_the_check_however_it_ends(
 def test_check_handler_compares_a_collecting_handlers_messages() -> None:
     """A handler that keeps its messages shows them to ``pipelined-end``."""
     report = check_handler(CollectingHandler(), checks=["pipelined-end"], timeout=5)
-    assert report["pipelined-end"].summary.endswith("and both were stored"), report.format()
+    assert report["pipelined-end"].summary.endswith("and both were seen in the store"), (
+        report.format()
+    )

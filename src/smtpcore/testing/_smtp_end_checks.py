@@ -10,7 +10,8 @@ own codes, when the server gets them wrong too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed as _Failed
@@ -23,9 +24,17 @@ __all__ = ["check_pipelined_end"]
 _END: Final = b".\r\n"
 
 
-def _message(probe: Probe, number: int) -> bytes:
-    """A probing message, its end included, told apart from the other by its subject."""
-    return _headers(probe, f"smtpcore pipelined end {number}") + b"body\r\n" + _END
+def _mark(token: str, number: int) -> bytes:
+    """The body line that finds message ``number`` in the store: a server may rewrite
+    headers (a tagged subject) but keeps the body, and the run's ``token`` keeps a
+    message from an earlier run (a Maildir keeps them all) from passing for this one."""
+    return f"smtpcore pipelined-end {token} message {number}".encode()
+
+
+def _message(probe: Probe, token: str, number: int) -> bytes:
+    """A probing message, its end included, told apart from the other by its body."""
+    headers = _headers(probe, f"smtpcore pipelined end {number}")
+    return headers + _mark(token, number) + b"\r\n" + _END
 
 
 def _expected(line: bytes) -> tuple[int, ...]:
@@ -65,18 +74,23 @@ def check_pipelined_end(probe: Probe) -> str:
     DATA one at a time, the second holds the second message's end, MAIL, RCPT and
     RSET. A server that loses a message when a command comes in the same read as
     its end, or answers that command as part of the message, gives too few replies
-    or the wrong ones. Where messages stored can be seen (:func:`check_handler`
-    with a :class:`~smtpcore.testing.CollectingHandler`), compare them too.
+    or the wrong ones. Where messages stored can be seen (``stored``, or
+    :func:`check_handler` with a :class:`~smtpcore.testing.CollectingHandler`), look
+    for each in them too, by a body line holding a token of this run.
     """
     client, offered = probe.hello()
     if "PIPELINING" not in offered:
         raise _Skipped("PIPELINING is not offered")
-    before = len(probe.stored()) if probe.stored else 0
+    token = secrets.token_hex(8)
     problems: list[str] = []
     codes: list[int] = []
     writes = [
-        ("RSET", _message(probe, 1), [b"RSET"]),
-        ("MAIL and RCPT", _message(probe, 2), [probe.mail_line(), probe.rcpt_line(), b"RSET"]),
+        ("RSET", _message(probe, token, 1), [b"RSET"]),
+        (
+            "MAIL and RCPT",
+            _message(probe, token, 2),
+            [probe.mail_line(), probe.rcpt_line(), b"RSET"],
+        ),
     ]
     for write, message, behind in writes:
         probe.transaction(client)
@@ -97,24 +111,46 @@ def check_pipelined_end(probe: Probe) -> str:
     said = f"two messages, each ended in the same write as the next commands, got {codes}"
     if probe.stored is None:
         return said
-    lost = _lost(probe.stored()[before:], [message for _, message, _ in writes])
-    if lost:
-        raise _Failed(f"{said}, but {lost}")
-    return f"{said}, and both were stored"
+    unseen = _unseen(_contents(probe.stored), token, len(writes))
+    if unseen:
+        raise _Failed(f"{said}, but {unseen}")
+    return f"{said}, and both were seen in the store"
 
 
-def _lost(stored: Sequence[bytes], sent: Sequence[bytes]) -> str:
-    """Which of the messages ``sent`` are not among those ``stored`` since the check
-    began (each found by its subject line), in words, or ""."""
-    missing = []
-    for number, message in enumerate(sent, 1):
-        subject = message.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0]
-        if not any(b"Subject: " + subject + b"\r\n" in kept for kept in stored):
-            missing.append(str(number))
+def _contents(stored: Callable[[], Sequence[bytes]]) -> list[bytes]:
+    """What ``stored`` returns, each message's line ends made LF (a Maildir keeps LF).
+
+    ``stored`` is the caller's code: an exception from it, or something other than
+    bytes, says nothing of the server, so the check is skipped, never crashed."""
+    try:
+        messages = list(stored())
+    except Exception as exc:  # the caller's code: reported, never raised
+        raise _Skipped(
+            f"stored() raised {type(exc).__name__}: {exc}: whether the server keeps "
+            "the messages it answered 250 went untested"
+        ) from exc
+    for content in messages:
+        if not isinstance(content, bytes | bytearray | memoryview):
+            raise _Skipped(
+                f"stored() returned a {type(content).__name__} among the messages, not "
+                "their content as bytes: whether the server keeps the messages went untested"
+            )
+    return [bytes(content).replace(b"\r\n", b"\n") for content in messages]
+
+
+def _unseen(stored: Sequence[bytes], token: str, count: int) -> str:
+    """Which of the ``count`` messages sent are not in ``stored`` (each found by its
+    body line, :func:`_mark`), in words, or ""."""
+    missing = [
+        number
+        for number in range(1, count + 1)
+        if not any(b"\n" + _mark(token, number) + b"\n" in kept for kept in stored)
+    ]
     if not missing:
         return ""
     which = " and ".join(f"message {n}" for n in missing)
     return (
-        f"{which} (of {len(sent)}) never reached the store ({len(stored)} stored during "
-        "the check): a message was lost though its end got 250"
+        f"{which} (of {count}) not seen in the store though its end got 250 (found by "
+        f"its body line, {_mark(token, missing[0]).decode()!r}, among the {len(stored)} "
+        "messages stored() returned)"
     )

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from smtpcore.testing._battery import (
     run_one,
     selected,
 )
+from smtpcore.testing._server import CollectingHandler
 from smtpcore.testing._smtp_bdat_checks import (
     check_bdat_bare_lf,
     check_bdat_octets,
@@ -156,9 +158,10 @@ def check_server(
     chunkings; ``tls_context`` is used for STARTTLS (by default, one that
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
     size check sends a whole message over; ``stored``, where you can see what
-    the server stores, returns the content of every message it has stored so
-    far (``pipelined-end`` then checks that each message it sent was stored,
-    not only answered 250).
+    the server stores, returns the content (bytes, CRLF or LF line ends) of the
+    messages it has stored, up to date when the 250 to a message's end comes
+    (``pipelined-end`` then checks that each message it sent is seen in the
+    store, not only answered 250; a ``stored`` that raises skips it).
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
@@ -252,6 +255,13 @@ def serving(handler: Handler, **server_options: Any) -> Iterator[tuple[str, int]
         thread.join()
 
 
+def _contents(messages: Sequence[object]) -> list[object]:
+    """The content of each envelope a :class:`~smtpcore.testing.CollectingHandler`
+    kept; what is no envelope (a subclass may keep bytes) as it is, for the check to
+    judge."""
+    return [getattr(message, "content", message) for message in messages]
+
+
 def check_handler(
     handler: Handler, *, server_options: Mapping[str, Any] | None = None, **options: Any
 ) -> CheckReport:
@@ -259,13 +269,12 @@ def check_handler(
 
     ``server_options`` go to :class:`smtpcore.asyncio.SMTPServer` (for
     example ``ssl_context`` to offer STARTTLS); ``options`` to
-    :func:`check_server`. A handler that keeps its messages in ``messages``
-    (a :class:`~smtpcore.testing.CollectingHandler`) gives ``stored`` unless
+    :func:`check_server`. A :class:`~smtpcore.testing.CollectingHandler` gives
+    ``stored`` (the content of each envelope in its ``messages``) unless
     ``options`` do.
     """
-    kept = getattr(handler, "messages", None)
-    if isinstance(kept, list) and "stored" not in options:
-        options["stored"] = lambda: [envelope.content for envelope in kept]
+    if isinstance(handler, CollectingHandler) and "stored" not in options:
+        options["stored"] = functools.partial(_contents, handler.messages)
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
     where = host_port(host, port)
