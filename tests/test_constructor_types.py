@@ -7,6 +7,7 @@ from deeper in.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,16 @@ ZERO_TEXT: Any = "0"
 TWO_FLOAT: Any = 2.0
 SIZE_TEXT: Any = "SIZE=5"
 WORDS: Any = ["NOTIFY=NEVER"]
+OK_BYTES: Any = b"ok"
+LINES_WITH_NONE: Any = ["a", None]
+TWO_CHARS: Any = ["NV"]
+TRUE: Any = True
+
+
+class Class(enum.IntEnum):
+    SUCCESS = 2
+    PERMANENT = 5
+
 
 WRONG: dict[str, tuple[Callable[[], object], str]] = {
     "Reply text an int": (
@@ -30,6 +41,14 @@ WRONG: dict[str, tuple[Callable[[], object], str]] = {
         "reply text must be a str or a sequence of str, not int",
     ),
     "Reply text None": (lambda: Reply(250, NONE), "not NoneType"),
+    "Reply text bytes": (
+        lambda: Reply(250, OK_BYTES),
+        "reply text must be a str or a sequence of str, not bytes",
+    ),
+    "Reply text a line None": (
+        lambda: Reply(250, LINES_WITH_NONE),
+        "each line of reply text must be a str, not NoneType",
+    ),
     "Reply status an int": (
         lambda: Reply(250, "x", status=FIVE),
         "reply status must be an EnhancedStatus, a str or None, not int",
@@ -39,12 +58,17 @@ WRONG: dict[str, tuple[Callable[[], object], str]] = {
         "class, subject and detail must be ints, not str",
     ),
     "EnhancedStatus class a float": (lambda: EnhancedStatus(TWO_FLOAT, 0, 0), "not float"),
+    "EnhancedStatus subject a bool": (lambda: EnhancedStatus(2, TRUE, 0), "ints, not bool"),
     "Mail params an int": (
         lambda: Mail(None, FIVE),
         "ESMTP parameters must be a mapping or (keyword, value) pairs, not int",
     ),
     "Mail params a str": (lambda: Mail(None, SIZE_TEXT), "not str"),
     "Rcpt params a list of str": (lambda: Rcpt(BOB, WORDS), "not list"),
+    "Mail params a two-character str for a pair": (
+        lambda: Mail(None, TWO_CHARS),
+        "(keyword, value) pairs, not list",
+    ),
     "Parameters of None": (lambda: Parameters(NONE), "not NoneType"),
     "pop3 Ok text an int": (lambda: pop3.Ok(FIVE), "not int"),
 }
@@ -64,3 +88,12 @@ def test_the_right_types_still_build() -> None:
     assert str(EnhancedStatus(5, 1, 1)) == "5.1.1"
     assert Mail(None, {"SIZE": 5}).params["SIZE"] == "5"
     assert Parameters([("SIZE", "5")])["SIZE"] == "5"
+
+
+def test_an_int_enum_is_an_int_in_an_enhanced_status() -> None:
+    """An IntEnum member is an int (only bool, also one, is refused), kept as the plain
+    int so that the status reads as digits on the wire."""
+    status = EnhancedStatus(Class.PERMANENT, 1, 1)
+    assert status == EnhancedStatus(5, 1, 1) and str(status) == "5.1.1"
+    assert type(status.class_code) is int
+    assert Reply(550, "no", status=status).status == status

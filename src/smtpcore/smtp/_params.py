@@ -73,6 +73,8 @@ class Parameters(Mapping[str, "str | None"]):
         except TypeError:
             raise _not_parameters(items) from None
         for pair in iterator:
+            if isinstance(pair, str | bytes | bytearray):  # "NV" would unpack as N=V
+                raise _not_parameters(items)
             try:
                 keyword, given = pair
             except (TypeError, ValueError):
