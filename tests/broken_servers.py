@@ -40,6 +40,9 @@ real servers:
 - :class:`MailKeepsRecipientsServer` takes a second ``MAIL`` inside a transaction
   but keeps the old one's recipients, so ``DATA`` gets ``354`` (RFC 5321 §3.3:
   MAIL resets all state, recipients included).
+- :class:`PipelinedRsetServer` loses a message when an ``RSET`` comes in the same
+  read as its end, though it answers ``250`` (RFC 2920 §3.1 lets a client pipeline
+  RSET there).
 
 Correct servers that a check must not blame, for they do what RFC 5321
 allows: :class:`NewTransactionMailServer` answers a second ``MAIL`` ``250`` and
@@ -93,6 +96,7 @@ __all__ = [
     "NewTransactionMailServer",
     "NonAsciiDigitServer",
     "OutOfOrderServer",
+    "PipelinedRsetServer",
     "PlaintextAfterStartTlsServer",
     "RateLimitedServer",
     "RcptBeforeMailServer",
@@ -670,6 +674,31 @@ class MailKeepsRecipientsServer(SmallServer):
         return super().mail(argument)
 
 
+class DataWithoutRecipientServer(SmallServer):
+    """Answers DATA 354 in a transaction with no recipient (RFC 5321 §3.3 asks 503 or
+    554), and reads what follows as content."""
+
+    def command(self, line: bytes) -> bytes:
+        if line.upper().startswith(b"DATA") and self.in_transaction and not self.recipients:
+            self.commands.append(line)
+            self.mode = "data"
+            return _reply(354, "End data with <CR><LF>.<CR><LF>")
+        return super().command(line)
+
+
+class PipelinedRsetServer(SmallServer):
+    """Loses a message whose end came in the same read as an RSET pipelined behind it
+    (RFC 2920 §3.1 allows it), yet answers the end 250: it takes the RSET for one
+    that cancels the transaction still open, as a server that looks ahead in its
+    buffer before it commits the message might."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        if self.buffer[:4].upper() == b"RSET":
+            self.reset()
+            return _reply(250, "2.0.0 Message accepted")
+        return super().end_of_message(content)
+
+
 # -- correct servers that differ from SmallServer where RFC 5321 allows it ---------------
 
 
@@ -788,6 +817,7 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     SizeIgnoringServer,
     RcptBeforeMailServer,
     MailKeepsRecipientsServer,
+    PipelinedRsetServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 

@@ -42,6 +42,7 @@ from broken_servers import (
     NewTransactionMailServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
+    PipelinedRsetServer,
     PlaintextAfterStartTlsServer,
     RateLimitedServer,
     RcptBeforeMailServer,
@@ -61,7 +62,7 @@ from private_postfix import private_postfix
 from smtpcore._textsafe import unsafe_in_text
 from smtpcore.handler import Envelope, Handler, Session
 from smtpcore.smtp import Rcpt, Reply
-from smtpcore.testing import _battery, _wire
+from smtpcore.testing import CollectingHandler, _battery, _wire
 from smtpcore.testing.__main__ import NOTHING_TESTED, main
 from smtpcore.testing.check import (
     CHECKS,
@@ -89,6 +90,7 @@ PLANTED = [
     (FewRecipientsServer, "recipient-limit"),
     (SizeIgnoringServer, "size-limit"),
     (RcptBeforeMailServer, "state-order"),
+    (PipelinedRsetServer, "pipelined-end"),
 ]
 
 
@@ -101,7 +103,9 @@ def test_each_check_finds_its_planted_defect(
     server_class: type[SmallServer], name: str, tls: TLSFiles
 ) -> None:
     with serve(server_class, tls=tls.server_context) as server:
-        report = check_server(server.host, server.port, checks=[name], timeout=5)
+        report = check_server(
+            server.host, server.port, checks=[name], timeout=5, stored=lambda: server.messages
+        )
     result = report[name]
     assert result.outcome is Outcome.FAILED, result
     # The transcript holds the exact bytes, both ways.
@@ -112,10 +116,148 @@ def test_each_check_finds_its_planted_defect(
 
 def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     with serve(SmallServer, tls=tls.server_context) as server:
-        report = check_server(server.host, server.port, timeout=5)
+        report = check_server(server.host, server.port, timeout=5, stored=lambda: server.messages)
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
+    assert report["pipelined-end"].summary.endswith("and both were seen in the store")
     assert not server.crashes
+
+
+def test_a_server_that_loses_a_message_at_a_pipelined_rset_answers_as_a_good_one() -> None:
+    """Its replies are a correct server's: only the messages stored show the loss, so
+    without ``stored`` the check passes, saying what it saw, and with it fails."""
+    with serve(PipelinedRsetServer) as server:
+        blind = check_server(server.host, server.port, checks=["pipelined-end"], timeout=5)
+        seeing = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=lambda: server.messages,
+        )
+    codes = "[354, 250, 250, 354, 250, 250, 250, 250, 221]"
+    assert blind["pipelined-end"].summary == (
+        f"two messages, each ended in the same write as the next commands, got {codes}"
+    ), blind.format()
+    result = seeing["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, seeing.format()
+    assert "message 1 (of 2) not seen in the store though its end got 250" in (result.summary), (
+        result.summary
+    )
+
+
+def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
+    """A Maildir (the reference server's) keeps LF line ends: each message was
+    looked for by its ``Subject:`` line and CRLF, and was said to be lost."""
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=lambda: [message.replace(b"\r\n", b"\n") for message in server.messages],
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+    assert result.summary.endswith("and both were seen in the store")
+
+
+class SubjectTagging(CollectingHandler):
+    """Tags the subject of every message, as a spam filter does."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        envelope.content = envelope.content.replace(b"Subject: ", b"Subject: [ext] ", 1)
+        await super().handle_message(session, envelope)
+
+
+class BytesKeeping(CollectingHandler):
+    """Keeps each message's bytes in ``messages``, as many test handlers do."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        self.messages.append(envelope.content)  # type: ignore[arg-type]  # the point
+
+
+class PairKeeping(CollectingHandler):
+    """Keeps (sender, content) pairs in ``messages``: no content to be read."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        self.messages.append((envelope.sender, envelope.content))  # type: ignore[arg-type]
+
+
+class MessagesOfItsOwn(Handler):
+    """Not a CollectingHandler, with a list named ``messages`` that is not mail."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = ["not", "mail"]
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+
+@pytest.mark.parametrize("handler_class", [SubjectTagging, BytesKeeping])
+def test_pipelined_end_finds_the_messages_a_collecting_handler_changed_or_kept_as_bytes(
+    handler_class: type[CollectingHandler],
+) -> None:
+    result = check_handler(handler_class(), checks=["pipelined-end"], timeout=5)["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, result
+    assert result.summary.endswith("and both were seen in the store"), result.summary
+
+
+def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
+    result = check_handler(MessagesOfItsOwn(), checks=["pipelined-end"], timeout=5)
+    assert result["pipelined-end"].outcome is Outcome.PASSED, result.format()
+    assert "store" not in result["pipelined-end"].summary
+
+
+def _stored_raises() -> list[bytes]:
+    raise OSError("the mailbox is gone")
+
+
+@pytest.mark.parametrize(
+    ("stored", "said"),
+    [
+        (_stored_raises, "stored() raised OSError: the mailbox is gone: "),
+        (lambda: ["a str"], "stored() returned a str among the messages, not their content"),
+    ],
+)
+def test_a_stored_that_fails_skips_pipelined_end(
+    stored: Callable[[], list[bytes]], said: str
+) -> None:
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=5, stored=stored
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert said in result.summary, result.summary
+
+
+def test_a_collecting_handler_with_other_messages_skips_pipelined_end_in_the_battery() -> None:
+    """The handler's list held no envelopes: AttributeError escaped the whole battery."""
+    report = check_handler(PairKeeping(), timeout=5)
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.SKIPPED, report.format()
+    assert "stored() returned a tuple among the messages" in result.summary
+
+
+class EndAndCommandAsOneServer(SmallServer):
+    """Answers a message's end and the command read with it in one reply: one too few."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        answer = super().end_of_message(content)
+        if bytes(self.buffer[:4]).upper() in (b"RSET", b"MAIL"):
+            line = self.next_line()
+            assert line is not None
+            self.command(line)
+        return answer
+
+
+def test_a_reply_missing_behind_a_messages_end_fails_pipelined_end() -> None:
+    with serve(EndAndCommandAsOneServer) as server:
+        report = check_server(server.host, server.port, checks=["pipelined-end"], timeout=2)
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary == "no whole reply came within 2 s where one was due", result.summary
 
 
 def test_a_server_that_takes_rcpt_before_mail_fails_the_battery() -> None:
@@ -2898,6 +3040,7 @@ def test_what_the_checks_find_in_aiosmtpd(aiosmtpd_server: int) -> None:
     outcomes = {result.name: result.outcome for result in report.results}
     # aiosmtpd offers neither PIPELINING nor CHUNKING.
     assert outcomes.pop("pipelining") is Outcome.SKIPPED
+    assert outcomes.pop("pipelined-end") is Outcome.SKIPPED
     assert outcomes.pop("bdat-octets") is Outcome.SKIPPED
     assert outcomes.pop("bdat-bare-lf") is Outcome.SKIPPED
     assert outcomes.pop("bdat-refused-chunk") is Outcome.SKIPPED
@@ -3053,3 +3196,11 @@ def test_a_problem_recorded_fails_the_check_however_it_ends(
     result = _battery.run_one("x", _records_then(ending), Probe("127.0.0.1", 1))
     assert result.outcome is Outcome.FAILED
     assert result.summary == summary
+
+
+def test_check_handler_compares_a_collecting_handlers_messages() -> None:
+    """A handler that keeps its messages shows them to ``pipelined-end``."""
+    report = check_handler(CollectingHandler(), checks=["pipelined-end"], timeout=5)
+    assert report["pipelined-end"].summary.endswith("and both were seen in the store"), (
+        report.format()
+    )

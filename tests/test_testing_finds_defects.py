@@ -12,7 +12,10 @@ examples every run), for the broken one:
 - crashing on a non-ASCII digit: found by
   :func:`~smtpcore.testing.strategies.command_lines` with ``hostile=True``;
 - answering pipelined commands out of order: found by ``sessions`` with
-  ``hostile=True`` (refused lines inside a pipelined group).
+  ``hostile=True`` (refused lines inside a pipelined group);
+- losing a message whose end came in the same read as an RSET: found by
+  ``sessions`` played with :func:`~smtpcore.testing.play_smtp_session`, the
+  messages stored compared with the session's.
 """
 
 from __future__ import annotations
@@ -30,10 +33,29 @@ from broken_servers import (
     LfDotLfServer,
     NonAsciiDigitServer,
     OutOfOrderServer,
+    PipelinedRsetServer,
     SmallServer,
+    serve,
 )
-from smtpcore.smtp import Ehlo, EndOfMessage, MessageData, Quit
+from smtpcore.address import Mailbox
+from smtpcore.smtp import (
+    Bdat,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Event,
+    Mail,
+    MessageData,
+    Noop,
+    Parameters,
+    Quit,
+    Rcpt,
+    Rset,
+)
+from smtpcore.testing import play_smtp_session
 from smtpcore.testing import strategies as sst
+from smtpcore.testing._group_bytes import group_answer_points, group_write
+from smtpcore.testing.check import ServerReply
 
 BUDGET = settings(
     settings.get_profile("ci"),
@@ -46,6 +68,43 @@ BARE_LF_SESSION = sst.ClientSession(
     ((Ehlo("client.test"),), (b"MAIL FROM:<\n>\r\n", b"NOOP\n", b"NOOP\r\n"), (Quit(),)),
     frozenset(OFFERED),
 )
+_LONG = Mailbox("x", ".".join(["e" * 62] * 3 + ["e" * 63]))
+REFUSED_MAIL_SESSION = sst.ClientSession(
+    (
+        (Ehlo("client.abc.example"),),
+        (Noop(),),
+        (
+            Mail(
+                Mailbox('"Y4D`48qP@W5ho>p', "[174.176.250.174]"),
+                Parameters({"SIZE": "63", "BODY": "8BITMIME"}),
+            ),
+            Rcpt(_LONG),
+            Data(),
+        ),
+        (
+            MessageData(
+                b"From: john@abc.example\r\nFrom: john@abc.example\r\n.\r\n"
+                b"\xc2\xa6\xc2\xbf\xc6\x95\xc5\xb7\xc2\xac\r\n"
+            ),
+            EndOfMessage(),
+        ),
+        (Rset(),),
+        (
+            Mail(Mailbox("l" * 64, "xn--and-6ma2c.9BIp.f"), Parameters({"SIZE": "44"})),
+            Rcpt(Mailbox("FpLNg.pe_.V^}rh.WA", "[198.61.215.99]")),
+            Rcpt(Mailbox("9SXMwRh/?", "[186.64.162.79]")),
+            Rcpt(_LONG),
+            Rcpt(_LONG),
+            Data(),
+        ),
+        (MessageData(b"\r\n\r\n..two leading dots\r\n..two leading dots\r\n"), EndOfMessage()),
+        (Quit(),),
+    ),
+    frozenset(OFFERED),
+)
+"""A drawn session SmallServer rightly refuses a message of: 555 to a MAIL whose
+quoted local part holds ``>``, so 503 to its RCPT and DATA, and its content never
+sent. Only the second message gets a 250, and only it is stored."""
 ENVELOPE = b"EHLO client.test\r\nMAIL FROM:<a@abc.example>\r\nRCPT TO:<b@pqr.example>\r\n"
 _FINAL_LINE = re.compile(rb"^\d{3}(?: |\r\n)", re.MULTILINE)
 
@@ -71,31 +130,60 @@ def lock_step(write: bytes, due: list[int]) -> list[bytes]:
 def talk(server: SmallServer, session: sst.ClientSession, cut: Cut) -> list[bytes]:
     """Play ``session`` to an in-process server; return its answer to each piece.
 
-    Content is sent only after a 354. After each piece, the server must not
-    have answered more than the greeting and the commands complete so far.
+    Content is sent only after a 354; the commands pipelined behind its end go
+    all the same. After each piece, the server must not have answered more than
+    the greeting and the commands complete so far.
     """
     answers = [server.greeting()]
     due_before = 1  # the greeting
-    for group, write, due in zip(
-        session.groups, session.writes(), session.answer_points(), strict=True
-    ):
+    for group in session.groups:
         if server.closed:
             break
-        content = isinstance(group[0], MessageData | EndOfMessage)
-        if not (content and _FINAL_LINE.findall(b"".join(answers))[-1][:3] != b"354"):
-            sent = 0
-            for piece in cut(write, due):
-                sent += len(piece)
-                answers.append(server.receive(piece))
-                answered = sum(replies_in(answer) for answer in answers)
-                assert answered <= due_before + len([p for p in due if p <= sent]), answers
+        if _FINAL_LINE.findall(b"".join(answers))[-1][:3] != b"354":
+            group = tuple(itertools.dropwhile(is_content, group))
+        write, due = group_write(group), group_answer_points(group)
+        sent = 0
+        for piece in cut(write, due) if write else ():
+            sent += len(piece)
+            answers.append(server.receive(piece))
+            answered = sum(replies_in(answer) for answer in answers)
+            assert answered <= due_before + len([p for p in due if p <= sent]), answers
         due_before += len(due)
     return answers
+
+
+def is_content(item: Event | bytes) -> bool:
+    return isinstance(item, MessageData | EndOfMessage)
 
 
 def delivered(content: bytes) -> bytes:
     """What a server keeps of ``content`` sent with CRLF.CRLF after it."""
     return content + b"\r\n" if content and not content.endswith(b"\r\n") else content
+
+
+def accepted(session: sst.ClientSession, replies: tuple[ServerReply, ...]) -> list[bytes]:
+    """The messages of ``session`` whose end got a 250, as a server keeps them.
+
+    Each command and each DATA content's end takes the next reply, the greeting
+    aside; a refused DATA's content was never sent, so its end takes none. A
+    message refused at MAIL, RCPT, DATA or its end is not owed to the store.
+    (DATA only: the sessions played here offer no CHUNKING.)
+    """
+    codes = iter(reply.code for reply in replies[1:])
+    kept: list[bytes] = []
+    content: list[bytes] = []
+    data_accepted = False
+    for event in session.events:
+        assert not isinstance(event, Bdat), "accepted() reads DATA sessions only"
+        if isinstance(event, MessageData):
+            content.append(event.data)
+        elif isinstance(event, EndOfMessage):
+            if data_accepted and next(codes, None) == 250:
+                kept.append(delivered(b"".join(content)))
+            content, data_accepted = [], False
+        else:
+            data_accepted = next(codes, None) == 354 and isinstance(event, Data)
+    return kept
 
 
 def expect_defect(
@@ -179,3 +267,26 @@ def test_hostile_sessions_find_the_server_that_answers_out_of_order() -> None:
         pipelined_replies_match_lock_step()
 
     expect_defect(run, OutOfOrderServer)
+
+
+def test_sessions_find_the_server_that_loses_a_message_at_a_pipelined_rset() -> None:
+    """An RSET in the same write as a message's end (RFC 2920 §3.1) was never drawn:
+    the group that ended a message held only QUIT after it. The server answers 250
+    and every reply is in order; only the messages it stored show the loss."""
+
+    def run(server_class: type[SmallServer]) -> None:
+        content = sst.message_contents(long_lines=False)  # under SmallServer's SIZE
+        with serve(server_class) as server:
+
+            @settings(BUDGET, max_examples=150)
+            @given(sst.sessions(extensions=OFFERED, content=content))
+            @example(REFUSED_MAIL_SESSION)
+            def every_message_accepted_stored(session: sst.ClientSession) -> None:
+                played = play_smtp_session(server.host, server.port, session, timeout=5)
+                assert played.missing == played.surplus == 0 and played.closed, played
+                stored = server.sessions[-1].messages
+                assert stored == accepted(session, played.replies), played
+
+            every_message_accepted_stored()
+
+    expect_defect(run, PipelinedRsetServer)

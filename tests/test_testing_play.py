@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from broken_servers import LfDotLfDroppingServer, LfDotLfServer, raw_server, serve
+from broken_servers import (
+    DataWithoutRecipientServer,
+    LfDotLfDroppingServer,
+    LfDotLfServer,
+    SmallServer,
+    raw_server,
+    serve,
+)
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
 from smtpcore.address import parse_mailbox, parse_path
@@ -1092,3 +1099,41 @@ def test_the_lines_a_server_may_end_the_session_for_are_postfixs_web_requests(
     """Postfix's ``smtpd_forbidden_commands``: ``CONNECT``, ``GET``, ``POST`` and a
     command that starts with no letter get 221 and a close; any other line does not."""
     assert refused_as_a_web_request(line) is refused
+
+
+def _data_with_no_recipient_session() -> ClientSession:
+    return ClientSession(
+        (
+            (Ehlo("client.abc.example"),),
+            (Mail(None), b"DATA x\r\n", Rcpt(parse_mailbox("bob@pqr.example")), Data()),
+            (MessageData(b"Subject: x\r\n"), EndOfMessage()),
+            (Quit(),),
+        ),
+        frozenset({"PIPELINING"}),
+    )
+
+
+def test_a_354_to_data_with_no_recipient_is_named_for_what_it_is() -> None:
+    """The server reads the commands after its 354 as content, so a later reply never
+    comes: the stop says why, not only "no whole reply within 2 s"."""
+    with serve(DataWithoutRecipientServer) as server:
+        played = play_smtp_session(
+            server.host, server.port, _data_with_no_recipient_session(), timeout=2
+        )
+    assert played.codes == [220, 250, 250, 354], played
+    assert played.stopped == (
+        "the server accepted DATA with no recipient (a line holding hostile bytes got 354"
+        " where no RCPT had been accepted since the transaction began; 503 or 554"
+        " expected, RFC 5321 §3.3, §4.1.4), so it read what followed as content: no"
+        " whole reply within 2 s to group 2 (Mail, b'DATA x\\r\\n', Rcpt, Data)"
+    ), played.stopped
+    assert played.missing == 2, played
+
+
+def test_a_refused_data_with_no_recipient_plays_on() -> None:
+    with serve(SmallServer) as server:
+        played = play_smtp_session(
+            server.host, server.port, _data_with_no_recipient_session(), timeout=2
+        )
+    assert played.codes == [220, 250, 250, 554, 250, 354, 250, 221], played
+    assert played.missing == 0 and played.closed, played

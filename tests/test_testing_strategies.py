@@ -901,3 +901,110 @@ def test_a_failing_example_pastes_back_with_public_names(name: str) -> None:
     ``@example``; MAIL (``_mail(...)``) and XCLIENT (``command(**...)``) too."""
     text, value = printed_example(PRINTED_STRATEGIES[name])
     assert eval(text, public_names()) == value, text
+
+
+def _after_ends(session: sst.ClientSession) -> list[tuple[smtp.Event | bytes, ...]]:
+    """For each end of a message (DATA's end, BDAT LAST), what its group holds after it,
+    chunk octets left out."""
+    after = []
+    for group in session.groups:
+        for index, item in enumerate(group):
+            if isinstance(item, smtp.EndOfMessage) or (isinstance(item, smtp.Bdat) and item.last):
+                rest = group[index + 1 :]
+                after.append(tuple(i for i in rest if not isinstance(i, smtp.MessageData)))
+    return after
+
+
+_SEARCH = settings(phases=[Phase.generate], database=None, max_examples=2000, derandomize=True)
+
+
+@pytest.mark.parametrize("kind", [smtp.Rset, smtp.Noop, smtp.Mail])
+@pytest.mark.parametrize("end", ["DATA", "BDAT"])
+def test_the_group_that_ends_a_message_may_carry_the_next_commands(kind: type, end: str) -> None:
+    """RFC 2920 §3.1 lets RSET and MAIL go anywhere in a group and NOOP last, right
+    behind a message's end; drawn only after QUIT, a server that loses a message when
+    RSET or the next MAIL comes in the same write as its end was never found."""
+    extensions = {"PIPELINING", "8BITMIME", "CHUNKING"} if end == "BDAT" else {"PIPELINING"}
+
+    def carries(session: sst.ClientSession) -> bool:
+        ended_by = smtp.Bdat if end == "BDAT" else smtp.EndOfMessage
+        for group in session.groups:
+            ends = [i for i, e in enumerate(group) if isinstance(e, ended_by)]
+            if ends and any(isinstance(e, kind) for e in group[ends[-1] + 1 :]):
+                return True
+        return False
+
+    session = find(sst.sessions(extensions=extensions), carries, settings=_SEARCH)
+    pair = ConnectionPair()
+    pair.play(session)
+    assert pair.messages == list(session.messages)
+    assert [a.reply for a in pair.answers if a.reply.code >= 400] == []
+
+
+@SESSIONS
+@given(sst.sessions(extensions={"PIPELINING", "8BITMIME", "CHUNKING"}))
+def test_what_follows_a_messages_end_in_its_group_keeps_rfc_2920s_order(
+    session: sst.ClientSession,
+) -> None:
+    """NOOP, DATA and QUIT only last in a group (RFC 2920 §3.1); a BDAT transaction
+    behind an end is whole, its LAST chunk included."""
+    for after in _after_ends(session):
+        for item in after[:-1]:
+            assert not isinstance(item, smtp.Noop | smtp.Data | smtp.Quit), after
+        assert all(isinstance(item, smtp.Command) for item in after), after
+
+
+@SESSIONS
+@given(sst.sessions(extensions={"PIPELINING", "8BITMIME", "CHUNKING"}, lmtp=True))
+def test_lmtp_sessions_pipeline_behind_a_messages_end(session: sst.ClientSession) -> None:
+    """LMTP answers a message's end once per accepted recipient (RFC 2033 §4.2): the
+    next transaction's commands in the same group get their replies after those."""
+    server = ServerConnection("lmtp.test", lmtp=True)
+    pair = ConnectionPair(ClientConnection("client.test", lmtp=True), server)
+    pair.play(session)
+    assert pair.messages == list(session.messages)
+    assert [a.reply for a in pair.answers if a.reply.code >= 400] == []
+    ends = [a for a in pair.answers if isinstance(a.command, smtp.EndOfMessage | smtp.Bdat)]
+    last_chunks = [a for a in ends if not isinstance(a.command, smtp.Bdat) or a.command.last]
+    recipients = sum(
+        1 for group in session.groups for item in group if isinstance(item, smtp.Rcpt)
+    )
+    assert len(last_chunks) == recipients
+
+
+def _refusing_the_first_rcpt() -> Callable[[ServerConnection, smtp.Event], Any]:
+    from smtpcore.testing import permissive_smtp_answer
+
+    refused: list[smtp.Event] = []
+
+    def answer(conn: ServerConnection, event: smtp.Event) -> Any:
+        if isinstance(event, smtp.Rcpt) and not refused:
+            refused.append(event)
+            return Reply(550, "5.1.1 No such user")
+        return permissive_smtp_answer(conn, event)
+
+    return answer
+
+
+def test_a_pair_leaves_out_only_the_content_of_a_refused_data() -> None:
+    """DATA refused (no recipient taken), the pair skipped the whole group that
+    held its content, and with it the next transaction pipelined behind the end:
+    only the content is left out, as :func:`play_smtp_session` does."""
+    bob = parse_mailbox("bob@pqr.example")
+    envelope = (smtp.Mail(None), smtp.Rcpt(bob), smtp.Data())
+    session = sst.ClientSession(
+        (
+            (smtp.Ehlo("client.test"),),
+            envelope,
+            (smtp.MessageData(b"first\r\n"), smtp.EndOfMessage(), smtp.Rset(), *envelope),
+            (smtp.MessageData(b"second\r\n"), smtp.EndOfMessage(), smtp.Quit()),
+        ),
+        frozenset({"PIPELINING"}),
+    )
+    pair = ConnectionPair(answer=_refusing_the_first_rcpt())
+    pair.play(session)
+    assert pair.messages == [b"second\r\n"]
+    codes = [a.reply.code for a in pair.answers]
+    # the first DATA refused, its content left out; then RSET, MAIL, RCPT, DATA, the
+    # second message's end and QUIT
+    assert codes == [220, 250, 250, 550, 554, 250, 250, 250, 354, 250, 221]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError", "wrong_type"]
 
 
 class ProtocolError(Exception):
@@ -39,3 +39,10 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the machine cannot recover from."""
+
+
+def wrong_type(name: str, value: object, expected: str) -> LocalProtocolError:
+    """The error for a public constructor given ``value`` of the wrong type: misuse is a
+    ``LocalProtocolError`` (DESIGN.md), worded alike wherever it is found, never the
+    ``TypeError`` or ``AttributeError`` the value would meet further in."""
+    return LocalProtocolError(f"{name} must be {expected}, not {type(value).__name__}")

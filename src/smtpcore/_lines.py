@@ -15,12 +15,29 @@ from typing import Final
 from smtpcore._errors import LocalProtocolError
 
 __all__ = [
+    "BYTES_LIKE",
     "LINE_TOO_LONG",
     "FramingPolicy",
     "LineTooLong",
     "ReceiveBuffer",
     "line_length_exceeded",
+    "not_bytes",
 ]
+
+BYTES_LIKE: Final = (bytes, bytearray, memoryview)
+"""What ``receive_data`` takes: anything else is the application's mistake."""
+
+
+def not_bytes(data: object) -> LocalProtocolError:
+    """The error for ``receive_data(data)`` given something that is not bytes.
+
+    Only ``b""`` means the peer closed (DESIGN.md); ``None``, which
+    ``io.RawIOBase.read()`` returns on a non-blocking stream with nothing to
+    read, taken for a close would end a session quietly."""
+    return LocalProtocolError(
+        "receive_data takes bytes, bytearray or memoryview (b'' when the peer closed),"
+        f" not {type(data).__name__}"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +135,11 @@ class ReceiveBuffer(bytearray):
 
         ``discard`` drops them: a machine waiting for the TLS handshake must
         never read plaintext that came before it (RFC 3207 §4.2, RFC 2595 §4).
+        Anything but bytes, bytearray or memoryview raises
+        :class:`~smtpcore.LocalProtocolError` and changes nothing.
         """
+        if not isinstance(data, BYTES_LIKE):
+            raise not_bytes(data)
         if not data:
             self.peer_closed = True
         elif self.peer_closed:

@@ -17,7 +17,7 @@ from typing import Final
 
 from smtpcore._dotstuff import HELD_BACK, DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._lines import BYTES_LIKE, LINE_TOO_LONG, FramingPolicy, ReceiveBuffer, not_bytes
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._apop import find_apop_timestamp
@@ -177,8 +177,11 @@ class ClientConnection:
 
         In TLS_PENDING, bytes are plaintext from before the handshake: a man
         in the middle's injected responses (RFC 2595 §4). Dropped, as are bytes
-        that come once the session is CLOSED or in ERROR.
+        that come once the session is CLOSED or in ERROR (counted first, so the
+        type is checked before anything changes).
         """
+        if not isinstance(data, BYTES_LIKE):
+            raise not_bytes(data)
         discard = self._state in DISCARDING
         if discard and self._state is not State.TLS_PENDING:
             self.unread_after_end += len(data)

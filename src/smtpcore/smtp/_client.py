@@ -22,7 +22,7 @@ from typing import Final
 from smtpcore._dotstuff import DotEncoder, encode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import MAX_HOSTNAME
-from smtpcore._lines import ReceiveBuffer
+from smtpcore._lines import BYTES_LIKE, ReceiveBuffer, not_bytes
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore.address import Mailbox, format_path
 from smtpcore.smtp._commands import format_command
@@ -334,7 +334,8 @@ class ClientConnection:
         plaintext that came before it, and are dropped (RFC 3207 §6).
         """
         discard = self._state in DISCARDING
-        if data and not discard and not self._buffer.peer_closed:
+        # type() costs no call; a subclass, or no bytes, is receive()'s to judge
+        if type(data) in BYTES_LIKE and data and not discard and not self._buffer.peer_closed:
             self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
             return
         self._buffer.receive(data, discard=discard)
@@ -534,6 +535,8 @@ class ClientConnection:
         if not self._left_behind:
             return replies
         buffer = self._buffer
+        if not isinstance(data, BYTES_LIKE):
+            raise not_bytes(data)
         if data and not buffer.peer_closed:
             self._received += data  # the buffer's own bytes (ReceiveBuffer.view)
         try:

@@ -11,7 +11,7 @@ import re
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from typing import Final, Protocol, TypeAlias, TypeVar, overload
 
-from smtpcore._errors import LocalProtocolError
+from smtpcore._errors import LocalProtocolError, wrong_type
 
 __all__ = ["NO_PARAMETERS", "ParameterValue", "Parameters", "ParametersLike", "parse_parameters"]
 
@@ -48,6 +48,10 @@ def _wire_value(value: GivenValue) -> str | None:
     return written
 
 
+def _not_parameters(items: object) -> LocalProtocolError:
+    return wrong_type("ESMTP parameters", items, "a mapping or (keyword, value) pairs")
+
+
 class Parameters(Mapping[str, "str | None"]):
     """An immutable, ordered, case-insensitive map of ESMTP parameters.
 
@@ -64,7 +68,17 @@ class Parameters(Mapping[str, "str | None"]):
     ) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         checked: dict[str, str | None] = {}
-        for keyword, given in pairs:
+        try:
+            iterator = iter(pairs)
+        except TypeError:
+            raise _not_parameters(items) from None
+        for pair in iterator:
+            if isinstance(pair, str | bytes | bytearray):  # "NV" would unpack as N=V
+                raise _not_parameters(items)
+            try:
+                keyword, given = pair
+            except (TypeError, ValueError):
+                raise _not_parameters(items) from None
             value = _wire_value(given)
             if not isinstance(keyword, str) or not _KEYWORD_RE.fullmatch(keyword):
                 raise LocalProtocolError(f"invalid ESMTP keyword {keyword!r}")

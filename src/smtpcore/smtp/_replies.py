@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
 from smtpcore._lines import LINE_TOO_LONG, ReceiveBuffer
 from smtpcore._textsafe import (
     backslash_escaped,
@@ -122,6 +122,11 @@ class EnhancedStatus:
     detail: int
 
     def __post_init__(self) -> None:
+        for name in ("class_code", "subject", "detail"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):  # an IntEnum is an int
+                raise wrong_type("an enhanced status's class, subject and detail", value, "ints")
+            object.__setattr__(self, name, int(value))  # a plain int: str() gives digits
         if self.class_code not in (2, 4, 5):
             raise LocalProtocolError(f"enhanced status class must be 2, 4 or 5: {self}")
         if not (0 <= self.subject <= 999 and 0 <= self.detail <= 999):
@@ -231,8 +236,13 @@ class Reply(Event, metaclass=_ReplyType):
             raise LocalProtocolError(f"invalid reply code {code!r}")
         if isinstance(text, str):
             lines: tuple[str, ...] = (text,)
+        elif isinstance(text, bytes | bytearray | memoryview):  # a sequence, of ints
+            raise wrong_type("reply text", text, "a str or a sequence of str")
         else:
-            text = lines = tuple(text)
+            try:
+                text = lines = tuple(text)
+            except TypeError:
+                raise wrong_type("reply text", text, "a str or a sequence of str") from None
             if not lines:
                 lines = ("",)
         longest = 0
@@ -247,6 +257,8 @@ class Reply(Event, metaclass=_ReplyType):
                 longest = size
         if status is not None and not isinstance(status, EnhancedStatus):
             status = _as_status(status)
+            if not isinstance(status, EnhancedStatus):
+                raise wrong_type("reply status", status, "an EnhancedStatus, a str or None")
         if status is not None and status.class_code != code // 100:
             raise LocalProtocolError(f"status {status} does not match reply code {code}")
         _SET_CODE(self, code)
@@ -362,7 +374,7 @@ def _text_line(line: object) -> str:
     rest of the class unsafe in text (RFC 5198 §2) backslash-escaped, which would show
     a reader other lines, another order or a terminal's escape sequence raw."""
     if not isinstance(line, str):
-        raise LocalProtocolError(f"reply text must be str: {line!r}")
+        raise wrong_type("each line of reply text", line, "a str")
     if _FORBIDDEN_IN_TEXT.search(line):
         raise LocalProtocolError(f"reply text may not hold control characters: {line!r}")
     if _LONE_SURROGATE.search(line):

@@ -19,7 +19,7 @@ from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import HELD_BACK, DotDecoder, decode_whole
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._hostname import a_label_hostname
-from smtpcore._lines import LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
+from smtpcore._lines import BYTES_LIKE, LINE_TOO_LONG, FramingPolicy, ReceiveBuffer
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
 from smtpcore.address import STRICT_ADDRESSES, AddressPolicy
@@ -773,7 +773,12 @@ class ServerConnection:
         are bytes that come once the session is CLOSED or in ERROR.
         """
         buffer = self._buffer
-        if data and not buffer.peer_closed and self._state not in DISCARDING:
+        if (
+            type(data) in BYTES_LIKE  # no call; a subclass, or no bytes, is receive()'s to judge
+            and data
+            and not buffer.peer_closed
+            and self._state not in DISCARDING
+        ):
             self._buffer += data  # in place: what buffer.receive does, without the call
             return
         buffer.receive(data, discard=self._state in DISCARDING)

@@ -139,6 +139,10 @@ class Answered:
 _CHUNK_STATES = frozenset({smtp.State.RCPT, smtp.State.BDAT})
 
 
+def _is_content(event: smtp.Event) -> bool:
+    return isinstance(event, smtp.MessageData | smtp.EndOfMessage)
+
+
 class ConnectionPair(_Link[smtp.ClientConnection, smtp.ServerConnection, smtp.Event]):
     """An SMTP client machine and server machine talking to each other.
 
@@ -192,24 +196,26 @@ class ConnectionPair(_Link[smtp.ClientConnection, smtp.ServerConnection, smtp.Ev
     def play(self, session: ClientSession) -> None:
         """Play a :func:`~smtpcore.testing.strategies.sessions` session group by group.
 
-        A content group is skipped when the server did not answer DATA with
-        354 (so the client is not in the DATA state), an AUTH response when
-        it did not answer with a 334 challenge; after STARTTLS both sides
-        finish the handshake. Hostile (bytes) items are for servers
+        Content is left out when the server did not answer DATA with 354 (so
+        the client is not in the DATA state), and the commands pipelined
+        behind its end still go (RFC 2920 §3.1), as
+        :func:`~smtpcore.testing.play_smtp_session` sends them; an AUTH
+        response is skipped when AUTH got no 334 challenge; after STARTTLS
+        both sides finish the handshake. Hostile (bytes) items are for servers
         reached over a socket, not for a pair: they raise ``ValueError``.
         """
         for group in session.groups:
             if any(isinstance(item, bytes) for item in group):
                 raise ValueError("a ConnectionPair plays only valid sessions")
             events = [item for item in group if not isinstance(item, bytes)]
-            first = events[0]
             state = self.client.state
             if state is smtp.State.CLOSED:
                 return
-            if isinstance(first, smtp.MessageData | smtp.EndOfMessage) and (
-                state is not smtp.State.DATA
-            ):
-                continue  # DATA was refused: no content
+            if state is not smtp.State.DATA:  # DATA was refused: no content
+                events = list(itertools.dropwhile(_is_content, events))
+            if not events:
+                continue
+            first = events[0]
             if isinstance(first, smtp.Bdat) and state not in _CHUNK_STATES:
                 continue  # every recipient was refused: no chunks
             if isinstance(first, smtp.AuthResponse) and state is not smtp.State.AUTH:

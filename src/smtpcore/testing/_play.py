@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.testing._group_bytes import group_write
-from smtpcore.testing._in_step import Line, Lines, Pairing, impossible
+from smtpcore.testing._in_step import Line, Lines, Pairing, impossible, shown
+from smtpcore.testing._recipients_seen import RecipientsSeen
 from smtpcore.testing._wire import (
     MAX_RECEIVED,
     Exchange,
@@ -283,6 +284,9 @@ class _SMTPPlayer:
         self.out_of_step: Pairing | None = None
         self.out_of_step_at = -1
         """Where in :attr:`replies` the reply that showed them out of step is."""
+        self.recipients = RecipientsSeen()
+        self.data_without_recipient: Line | bool = False
+        """The first line a 354 answered where no recipient could be held, if any."""
 
     def play(
         self, session: smtpcore.testing.strategies.ClientSession, greeting_deadline: float
@@ -303,8 +307,8 @@ class _SMTPPlayer:
             self.quit_written |= any(isinstance(item, smtp.Quit) for item in sendable)
             if not self.read_owed(self.lines.write(sendable), deadline):
                 if self.out_of_step is not None:
-                    return self.out_of_step.reason(where)
-                return self.stop(where)
+                    return self.no_recipient() + self.out_of_step.reason(where)
+                return self.no_recipient() + self.stop(where)
             if isinstance(sendable[0], smtp.StartTls) and self.answer_code() == 220:
                 self.wire.start_tls(self.tls_context or _insecure_context(), deadline)
         self.take_unowed("after the last group's replies", self.wire.read_until_closed())
@@ -339,9 +343,24 @@ class _SMTPPlayer:
                 self.ending_at = len(self.replies)
             self.replies.append(reply)
             self.answer = reply
+            earned = not judged or self.recipients.answered(line, reply.code)
+            if not earned and self.data_without_recipient is False:
+                self.data_without_recipient = line
             if judged and not self.judge(first + number, line, reply.code, previous):
                 return False
         return True
+
+    def no_recipient(self) -> str:
+        """The 354 that no recipient could have earned, the likely cause of the stop
+        that follows (the server read the commands after it as content), or ""."""
+        line = self.data_without_recipient
+        if line is False or line is True:
+            return ""
+        return (
+            f"the server accepted DATA with no recipient ({shown(line)} got 354 where no"
+            " RCPT had been accepted since the transaction began; 503 or 554 expected,"
+            " RFC 5321 §3.3, §4.1.4), so it read what followed as content: "
+        )
 
     def judge(self, index: int, line: Line, code: int, previous: list[int]) -> bool:
         """Whether reply ``code`` can answer ``line``, the ``index``-th written; if not,

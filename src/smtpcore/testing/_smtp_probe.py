@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -91,6 +91,10 @@ class Probe:
     """Whether the battery's own session ended just before this check: a 421 greeting
     on its first connection is then tried again (:meth:`connect`), as on its later
     ones."""
+    stored: Callable[[], Sequence[bytes]] | None = None
+    """The messages the server has stored so far, where the caller can see them
+    (:func:`~smtpcore.testing.check.check_server`'s ``stored``): checks that send
+    mail compare them with what they sent."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)

@@ -798,7 +798,8 @@ class ClientSession:
     Each group goes out in one write and is answered before the next one is
     sent (RFC 2920 §3.1). A group is a tuple of events: commands, or a
     message's content as :class:`~smtpcore.smtp.MessageData` and
-    :class:`~smtpcore.smtp.EndOfMessage` after ``DATA``, or ``Bdat`` and its
+    :class:`~smtpcore.smtp.EndOfMessage` after ``DATA`` (perhaps followed by
+    the commands pipelined behind its end), or ``Bdat`` and its
     octets, or one :class:`~smtpcore.smtp.AuthResponse` answering a 334
     challenge (``*`` when it cancels the exchange). Items that are ``bytes``
     are hostile lines written as they are.
@@ -983,7 +984,11 @@ def sessions(
     mail transactions (DATA, or BDAT chunks when CHUNKING is offered, the
     recipients' content drawn from ``content``, by default
     :func:`message_contents` with 8-bit lines only under 8BITMIME),
-    with RSET and NOOP between them, and QUIT. Each transaction has one to
+    with RSET and NOOP between them, and QUIT. Under PIPELINING the group
+    that ends a message (the end of DATA content, or ``BDAT ... LAST``) may
+    also carry what follows it, as a pipelining client writes it (RFC 2920
+    §3.1): an RSET, a NOOP, the next transaction's MAIL, RCPTs and DATA (or
+    its chunks), or QUIT. Each transaction has one to
     ``max_recipients`` recipients. Where ``extensions`` names BINARYMIME and
     CHUNKING, a transaction may declare ``BODY=BINARYMIME`` and send content
     drawn from ``binary_content`` (by default :func:`message_contents` with
@@ -1098,11 +1103,21 @@ def _sessions(
     # REQUIRETLS is offered over TLS only (RFC 8689 §4.1).
     in_force = offered if tls or "STARTTLS" not in offered else offered - {"REQUIRETLS"}
     for _ in range(draw(st.integers(0, max_transactions))):
+        # The group that ends a message may go on (RFC 2920 §3.1): RSET and MAIL
+        # anywhere in a group, NOOP and DATA only last.
+        open_end = pipelining and _ends_with_end(groups[-1])
         if draw(st.booleans()):
-            groups.append((draw(st.sampled_from([Rset(), Noop()])),))
+            command = draw(st.sampled_from([Rset(), Noop()]))
+            if open_end and draw(st.booleans()):
+                groups[-1] = (*groups[-1], command)
+                open_end = isinstance(command, Rset)
+            else:
+                groups.append((command,))
+                open_end = False
         if hostile and draw(st.booleans()):
             groups.append((draw(_session_lines(offered)),))
-        groups += _transaction(
+            open_end = False
+        transaction = _transaction(
             draw,
             in_force,
             content,
@@ -1111,6 +1126,9 @@ def _sessions(
             hostile=hostile,
             max_recipients=max_recipients,
         )
+        if open_end and draw(st.booleans()):
+            groups[-1] = (*groups[-1], *transaction.pop(0))
+        groups += transaction
     if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
         groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
     else:

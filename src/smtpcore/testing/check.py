@@ -22,7 +22,8 @@ This module is the registry and the runner. Each check is a function of a
 ``Probe`` (``_smtp_probe``: connections, replies, how a session ends) that
 returns a summary or raises to fail or skip, kept with its family in a
 package-private module: ``_smtp_stream_checks`` (chunking, smuggling,
-pipelining), ``_smtp_state_checks`` (state-order, starttls-injection),
+pipelining), ``_smtp_end_checks`` (pipelined-end), ``_smtp_state_checks``
+(state-order, starttls-injection),
 ``_smtp_limit_checks`` (line lengths, recipients, SIZE), ``_smtp_digit_checks``
 (ascii-digits) and ``_smtp_bdat_checks`` (BDAT). A new check goes in its
 family's module and is named in :data:`CHECKS`.
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,12 +49,14 @@ from smtpcore.testing._battery import (
     run_one,
     selected,
 )
+from smtpcore.testing._server import CollectingHandler
 from smtpcore.testing._smtp_bdat_checks import (
     check_bdat_bare_lf,
     check_bdat_octets,
     check_bdat_refused_chunk,
 )
 from smtpcore.testing._smtp_digit_checks import check_ascii_digits
+from smtpcore.testing._smtp_end_checks import check_pipelined_end
 from smtpcore.testing._smtp_limit_checks import (
     check_command_line_length,
     check_recipient_limit,
@@ -100,6 +104,7 @@ CHECKS: Final[Mapping[str, Callable[[Probe], str]]] = {
     "chunking": check_chunking,
     "smuggling": check_smuggling,
     "pipelining": check_pipelining,
+    "pipelined-end": check_pipelined_end,
     "state-order": check_state_order,
     "starttls-injection": check_starttls_injection,
     "command-line-length": check_command_line_length,
@@ -140,6 +145,7 @@ def check_server(
     seed: int = 0,
     tls_context: ssl.SSLContext | None = None,
     max_size_probe: int = 2 << 20,
+    stored: Callable[[], Sequence[bytes]] | None = None,
 ) -> CheckReport:
     """Run the checks named in ``checks`` (all of :data:`CHECKS` by default) against
     the SMTP server at ``host:port``.
@@ -151,7 +157,11 @@ def check_server(
     between the pieces of a chunked write; ``seed`` picks the random
     chunkings; ``tls_context`` is used for STARTTLS (by default, one that
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
-    size check sends a whole message over.
+    size check sends a whole message over; ``stored``, where you can see what
+    the server stores, returns the content (bytes, CRLF or LF line ends) of the
+    messages it has stored, up to date when the 250 to a message's end comes
+    (``pipelined-end`` then checks that each message it sent is seen in the
+    store, not only answered 250; a ``stored`` that raises skips it).
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
@@ -188,6 +198,7 @@ def check_server(
             tls_context=tls_context,
             max_size_probe=max_size_probe,
             after_session=bool(results),
+            stored=stored,
         )
         result = run_one(name, CHECKS[name], probe, first=not results)
         results.append(result)
@@ -244,6 +255,13 @@ def serving(handler: Handler, **server_options: Any) -> Iterator[tuple[str, int]
         thread.join()
 
 
+def _contents(messages: Sequence[object]) -> list[object]:
+    """The content of each envelope a :class:`~smtpcore.testing.CollectingHandler`
+    kept; what is no envelope (a subclass may keep bytes) as it is, for the check to
+    judge."""
+    return [getattr(message, "content", message) for message in messages]
+
+
 def check_handler(
     handler: Handler, *, server_options: Mapping[str, Any] | None = None, **options: Any
 ) -> CheckReport:
@@ -251,8 +269,12 @@ def check_handler(
 
     ``server_options`` go to :class:`smtpcore.asyncio.SMTPServer` (for
     example ``ssl_context`` to offer STARTTLS); ``options`` to
-    :func:`check_server`.
+    :func:`check_server`. A :class:`~smtpcore.testing.CollectingHandler` gives
+    ``stored`` (the content of each envelope in its ``messages``) unless
+    ``options`` do.
     """
+    if isinstance(handler, CollectingHandler) and "stored" not in options:
+        options["stored"] = functools.partial(_contents, handler.messages)
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
     where = host_port(host, port)
