@@ -53,15 +53,6 @@ _MECHANISM_RE: Final = re.compile(rb"[A-Za-z0-9_-]{1,20}")
 _MAX_MECHANISM_LINE: Final = 22
 """A mechanism name and its CRLF."""
 
-_BARE_LF: Final = (
-    "the server ends its lines with a bare LF, where RFC 1939 §3 requires CRLF: "
-    "its multi-line answer ends with LF.LF, which is content (CRLF.CRLF alone ends one)"
-)
-"""Why LF "." LF in content, after a status line ended by LF alone, ends the session:
-that server ends its answers so, and the client would otherwise wait out its timeout
-for a CRLF.CRLF that never comes."""
-_LF_DOT_LF: Final = b"\n.\n"
-
 Sent = Command | AuthResponse
 
 
@@ -97,10 +88,6 @@ class ClientConnection:
         self._capa: bytearray | None = None
         self._mechanism_line: bytearray | None = None
         self._error: RemoteProtocolError | None = None
-        self._lf_status_line = False
-        """Whether a status line ended by a bare LF was read (see :meth:`_check_lf_end`)."""
-        self._content_tail = b""
-        """The last octets of content read, for an LF.LF split between two reads."""
         self.tls = False
         """Whether TLS is active (set by :meth:`tls_started`)."""
         self.utf8 = False
@@ -360,8 +347,6 @@ class ClientConnection:
         return self.max_response_line
 
     def _next_line(self, limit: int) -> bytes | None:
-        """The next status line, its CRLF removed. One ended by a bare LF is read, as
-        poplib and mpop read it, and remembered (:meth:`_check_lf_end`)."""
         view = self._buffer.view()
         if len(view) > limit and view.find(b"\n", 0, limit) < 0:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
@@ -370,10 +355,7 @@ class ClientConnection:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
         if line is None:
             return None
-        if line.endswith(b"\r\n"):
-            return line[:-2]
-        self._lf_status_line = True
-        return line[:-1]
+        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
 
     def _greeted(self, response: Response) -> Event:
         if isinstance(response, Ok):
@@ -418,7 +400,6 @@ class ClientConnection:
             self.utf8 = True
         if isinstance(head, Command) and head.multiline:
             self._decoder = DotDecoder(FramingPolicy.lenient())
-            self._content_tail = b"\n"  # content starts a line
             self._capa = bytearray() if isinstance(head, Capa) else None
             self._mechanism_line = bytearray() if isinstance(head, AuthMechanisms) else None
         else:
@@ -431,11 +412,7 @@ class ClientConnection:
         decoder = self._decoder
         assert decoder is not None
         while self._buffer:
-            if self._lf_status_line:
-                self._check_lf_end()
             data, consumed, ended = decoder.decode(self._buffer.view())
-            if self._lf_status_line:
-                self._content_tail = (self._content_tail + self._buffer[:consumed])[-2:]
             self._buffer.consume(consumed)
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:
@@ -452,17 +429,6 @@ class ClientConnection:
         if self._buffer.peer_closed:
             raise RemoteProtocolError("the server closed in the middle of a multi-line response")
         return NEED_DATA
-
-    def _check_lf_end(self) -> None:
-        """A server that ended a status line with a bare LF, and whose multi-line
-        content holds LF "." LF, ends its answers so (RFC 1939 §3 requires CRLF):
-        CRLF.CRLF alone ends one, and the client would wait for it until its timeout.
-        Checked only for such a server: for one that ends its status lines properly,
-        LF.LF is content, as the rule says. One that ends its status lines with LF
-        and its answers with CRLF.CRLF is read, as on poplib and mpop."""
-        view = self._buffer.view()
-        if _LF_DOT_LF in self._content_tail + view[:2] or _LF_DOT_LF in view:
-            raise RemoteProtocolError(_BARE_LF)
 
     def _check_mechanisms(self, data: bytes, ended: bool) -> None:
         """Every line of the answer to a bare AUTH must be a SASL mechanism name (RFC
