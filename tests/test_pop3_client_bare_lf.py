@@ -97,3 +97,48 @@ def test_the_machine_hands_on_pipelined_answers_after_an_lf_greeting() -> None:
         EndOfResponse(),
     ]
     assert conn.next_event() is PAUSED
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapter: str) -> None:
+    """Its CAPA listing, at connect, never ends (LF.LF is content): the timeout says
+    why, where it said only that nothing more came."""
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    errors: list[BaseException] = []
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\nUSER\n.\n"),
+        ExpectClose(),
+    ]
+    with ScriptedServer(steps) as server:
+        if adapter == "sync":
+            client = module.POP3Client("127.0.0.1", server.port, timeout=0.5, stls=False)
+            with pytest.raises(module.POP3Timeout) as info:
+                client.connect()
+            errors.append(info.value)
+        else:
+
+            async def session() -> None:
+                timeouts = module.POP3Timeouts.uniform(0.5)
+                client = module.POP3Client("127.0.0.1", server.port, stls=False, timeouts=timeouts)
+                with pytest.raises(module.POP3Timeout) as info:
+                    await client.connect()
+                errors.append(info.value)
+
+            run(adapter, session)
+    [error] = errors
+    assert "ended a status line with a bare LF; RFC 1939 requires CRLF" in str(error)
+    assert "LF.LF, which is content here" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "flagged"), [(b"+OK ready\r\n", False), (b"+OK ready\n", True)]
+)
+def test_the_machine_remembers_a_status_line_ended_by_a_bare_lf(
+    greeting: bytes, flagged: bool
+) -> None:
+    conn = ClientConnection("c.test")
+    conn.receive_data(greeting)
+    assert conn.next_event() == Ok("ready")
+    assert conn.bare_lf_status_line is flagged

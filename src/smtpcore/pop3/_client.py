@@ -98,6 +98,10 @@ class ClientConnection:
         """The ``<...@...>`` timestamp of the greeting, for :func:`apop_digest`."""
         self.answered: Sent | None = None
         """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
+        self.bare_lf_status_line = False
+        """Whether a status line ended with a bare LF (RFC 1939 §3 requires CRLF). Such
+        a line is read, as poplib and mpop read it; an adapter names it when a
+        multi-line answer then never ends, since that server's LF.LF is content here."""
         self.unread_after_end = 0
         """Octets the server sent that the session's end left unread: those behind
         QUIT's answer or an error in the read that brought it, and any received after
@@ -355,7 +359,10 @@ class ClientConnection:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
         if line is None:
             return None
-        return line[:-2] if line.endswith(b"\r\n") else line[:-1]
+        if line.endswith(b"\r\n"):
+            return line[:-2]
+        self.bare_lf_status_line = True
+        return line[:-1]
 
     def _greeted(self, response: Response) -> Event:
         if isinstance(response, Ok):
