@@ -186,62 +186,6 @@ def test_status_lines_ending_in_lf_alone_are_read() -> None:
     assert exchange(conn, Stat(), b"+OK 2 320\n") == [Ok("2 320")]
 
 
-def test_an_lf_status_line_before_a_crlf_ended_answer_is_read() -> None:
-    """A server whose status lines end in LF and whose answers end with CRLF.CRLF is
-    read, as poplib and mpop read it: content with a bare LF in it included."""
-    conn = ClientConnection("client.test")
-    conn.receive_data(b"+OK POP3 ready\n")
-    assert drain(conn) == [Ok("POP3 ready")]
-    assert exchange(conn, User("u"), b"+OK\n") == [Ok()]
-    assert exchange(conn, Pass("p"), b"+OK\n") == [Ok()]
-    assert exchange(conn, List(), b"+OK\n1 20\r\n.\r\n") == [
-        Ok(),
-        ResponseData(b"1 20\r\n"),
-        EndOfResponse(),
-    ]
-    assert exchange(conn, Retr(1), b"+OK\nbody\nbare lf line\r\n.\r\n") == [
-        Ok(),
-        ResponseData(b"body\nbare lf line\r\n"),
-        EndOfResponse(),
-    ]
-
-
-@pytest.mark.parametrize(
-    "wire",
-    [
-        b"+OK\n1 20\n.\n",
-        b"+OK\n.\n",
-        b"+OK\n1 20\r\n.\n",
-        b"+OK\n1 20\n2 30\n.\n",
-    ],
-)
-def test_an_answer_ended_by_lf_dot_lf_after_an_lf_status_line_ends_the_session(
-    wire: bytes,
-) -> None:
-    """RFC 1939 §3 ends every line with CRLF, and CRLF.CRLF alone ends a multi-line
-    answer: a server that ends its lines with LF alone never ends one. The client
-    waited out its timeout for the end, and said only that it did not come; LF "."
-    LF after a status line ended by LF now says why, at once, whole or octet by octet."""
-    for pieces in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
-        conn = logged_in()
-        conn.send(List())
-        with pytest.raises(RemoteProtocolError, match=r"bare LF.*RFC 1939 §3 requires CRLF"):
-            for piece in pieces:
-                conn.receive_data(piece)
-                drain(conn)
-
-
-def test_lf_dot_lf_after_crlf_status_lines_is_content() -> None:
-    """The terminator rule is unchanged: LF.LF ends nothing, and from a server that
-    ends its status lines with CRLF it is content, read on to CRLF.CRLF."""
-    conn = logged_in()
-    assert exchange(conn, Retr(1), b"+OK\r\na\n.\nb\r\n.\r\n") == [
-        Ok(),
-        ResponseData(b"a\n.\nb\r\n"),
-        EndOfResponse(),
-    ]
-
-
 def test_unreadable_text_is_kept_readable() -> None:
     conn = logged_in()
     assert exchange(conn, Noop(), b"+OK caf\xe9\x07 ok\r\n") == [Ok("caf\ufffd\ufffd ok")]

@@ -1,11 +1,9 @@
 """POP3 servers that end lines with a bare LF, on every adapter.
 
 RFC 1939 §3 ends every line with CRLF, and only CRLF.CRLF ends a multi-line
-answer (the rule stays: LF.LF is content). A server that ends its status lines
-with LF but its answers with CRLF.CRLF is read, as poplib and mpop read it. One
-that ends every line with LF never ends an answer: the clients waited out the
-timeout for the end of its first listing (CAPA, at connect) and said only that
-it did not end; they now say why, when its LF.LF comes.
+answer: LF "." LF is content. A status line ended by LF is read, as poplib and
+mpop read it, so a message whose content holds LF "." LF comes whole from a
+server whose greeting or status lines end with LF.
 """
 
 from __future__ import annotations
@@ -16,74 +14,20 @@ from typing import Any
 import pytest
 
 from peers import ADAPTERS, run
+from smtpcore import PAUSED
+from smtpcore.pop3 import ClientConnection, EndOfResponse, Ok, Pass, ResponseData, Retr, User
 from smtpcore.testing import Expect, ExpectClose, ScriptedServer, Send, Step
 
-MESSAGE = b"Subject: x\r\n\r\nbody\nbare lf line\r\nlast\r\n"
+MESSAGE = b"Subject: x\r\n\r\nbody\n.\nmore text\r\nlast\r\n"
+"""Bare-LF lines, one of them a single dot: content, since no CRLF comes before it."""
 
 
-@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
-def test_a_server_that_ends_every_line_with_a_bare_lf_is_refused_by_name(
-    adapter: str,
-) -> None:
-    module: Any = importlib.import_module(f"smtpcore.{adapter}")
-    errors: list[BaseException] = []
-    steps: list[Step] = [
-        Send(b"+OK POP3 ready\n"),
-        Expect(b"CAPA"),
-        Send(b"+OK\nUSER\n.\n"),
-        ExpectClose(),
-    ]
-    # A long timeout: the error must come from the LF.LF, not from a wait.
-    with ScriptedServer(steps) as server:
-        if adapter == "sync":
-            client = module.POP3Client("127.0.0.1", server.port, timeout=60, stls=False)
-            with pytest.raises(module.POP3Error) as info:
-                client.connect()
-            errors.append(info.value)
-        else:
-            timeouts = module.POP3Timeouts.uniform(60)
-
-            async def session() -> None:
-                client = module.POP3Client("127.0.0.1", server.port, stls=False, timeouts=timeouts)
-                with pytest.raises(module.POP3Error) as info:
-                    await client.connect()
-                errors.append(info.value)
-
-            run(adapter, session)
-    [error] = errors
-    assert type(error) is module.POP3ProtocolError
-    assert "bare LF" in str(error) and "RFC 1939 §3 requires CRLF" in str(error)
-
-
-@pytest.mark.parametrize("every_status_line", [True, False])
-@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
-def test_lf_status_lines_before_crlf_ended_answers_are_read(
-    adapter: str, every_status_line: bool
-) -> None:
-    """Every status line ended by LF, or only RETR's ``+OK``: the mail comes."""
-    end = b"\n" if every_status_line else b"\r\n"
-    steps: list[Step] = [
-        Send(b"+OK POP3 ready" + end),
-        Expect(b"CAPA"),
-        Send(b"+OK" + end + b"USER\r\n.\r\n"),
-        Expect(b"USER u"),
-        Send(b"+OK" + end),
-        Expect(b"PASS p"),
-        Send(b"+OK" + end),
-        Expect(b"CAPA"),
-        Send(b"+OK" + end + b"USER\r\n.\r\n"),
-        Expect(b"LIST"),
-        Send(b"+OK" + end + b"1 %d\r\n.\r\n" % len(MESSAGE)),
-        Expect(b"RETR 1"),
-        Send(b"+OK\n" + MESSAGE + b".\r\n"),
-        Expect(b"QUIT"),
-        Send(b"+OK bye" + end),
-        ExpectClose(),
-    ]
+def _fetch(adapter: str, steps: list[Step]) -> bytes:
+    """Log in, list, and fetch message 1 from a server playing ``steps``."""
     got: list[bytes] = []
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options: dict[str, Any] = {"stls": False, "allow_plaintext_auth": True}
     with ScriptedServer(steps) as server:
-        options: dict[str, Any] = {"stls": False, "allow_plaintext_auth": True}
-        module: Any = importlib.import_module(f"smtpcore.{adapter}")
         if adapter == "sync":
             with module.POP3Client("127.0.0.1", server.port, timeout=60, **options) as client:
                 client.login("u", "p")
@@ -98,4 +42,103 @@ def test_lf_status_lines_before_crlf_ended_answers_are_read(
                     got.append(await client.retrieve(1))
 
             run(adapter, session)
-    assert got == [MESSAGE]
+    [message] = got
+    return message
+
+
+@pytest.mark.parametrize("every_status_line", [True, False], ids=["status-lf", "greeting-lf"])
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_lf_dot_lf_in_content_after_lf_status_lines_is_delivered(
+    adapter: str, every_status_line: bool
+) -> None:
+    """Every status line ended by LF, or only the greeting: the mail comes whole."""
+    end = b"\n" if every_status_line else b"\r\n"
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK" + end + b"USER\r\n.\r\n"),
+        Expect(b"USER u"),
+        Send(b"+OK" + end),
+        Expect(b"PASS p"),
+        Send(b"+OK" + end),
+        Expect(b"CAPA"),
+        Send(b"+OK" + end + b"USER\r\n.\r\n"),
+        Expect(b"LIST"),
+        Send(b"+OK" + end + b"1 %d\r\n.\r\n" % len(MESSAGE)),
+        Expect(b"RETR 1"),
+        Send(b"+OK" + end + MESSAGE + b".\r\n"),
+        Expect(b"QUIT"),
+        Send(b"+OK bye" + end),
+        ExpectClose(),
+    ]
+    assert _fetch(adapter, steps) == MESSAGE
+
+
+def test_the_machine_hands_on_pipelined_answers_after_an_lf_greeting() -> None:
+    """Two RETR answers in one read after an LF greeting, the second holding LF.LF:
+    both come whole, each ended by its own CRLF.CRLF."""
+    conn = ClientConnection("c.test", pipelining=True)
+    conn.receive_data(b"+OK ready\n")
+    assert conn.next_event() == Ok("ready")
+    for command in (User("u"), Pass("p")):
+        conn.send(command)
+        conn.receive_data(b"+OK\r\n")
+        assert conn.next_event() == Ok("")
+    conn.send(Retr(1))
+    conn.send(Retr(2))
+    conn.receive_data(b"+OK\r\nmessage 1\r\n.\r\n+OK\r\nmessage 2\n.\nrest\r\n.\r\n")
+    events = [conn.next_event() for _ in range(6)]
+    assert events == [
+        Ok(""),
+        ResponseData(b"message 1\r\n"),
+        EndOfResponse(),
+        Ok(""),
+        ResponseData(b"message 2\n.\nrest\r\n"),
+        EndOfResponse(),
+    ]
+    assert conn.next_event() is PAUSED
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapter: str) -> None:
+    """Its CAPA listing, at connect, never ends (LF.LF is content): the timeout says
+    why, where it said only that nothing more came."""
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    errors: list[BaseException] = []
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\nUSER\n.\n"),
+        ExpectClose(),
+    ]
+    with ScriptedServer(steps) as server:
+        if adapter == "sync":
+            client = module.POP3Client("127.0.0.1", server.port, timeout=0.5, stls=False)
+            with pytest.raises(module.POP3Timeout) as info:
+                client.connect()
+            errors.append(info.value)
+        else:
+
+            async def session() -> None:
+                timeouts = module.POP3Timeouts.uniform(0.5)
+                client = module.POP3Client("127.0.0.1", server.port, stls=False, timeouts=timeouts)
+                with pytest.raises(module.POP3Timeout) as info:
+                    await client.connect()
+                errors.append(info.value)
+
+            run(adapter, session)
+    [error] = errors
+    assert "ended a status line with a bare LF; RFC 1939 requires CRLF" in str(error)
+    assert "LF.LF, which is content here" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("greeting", "flagged"), [(b"+OK ready\r\n", False), (b"+OK ready\n", True)]
+)
+def test_the_machine_remembers_a_status_line_ended_by_a_bare_lf(
+    greeting: bytes, flagged: bool
+) -> None:
+    conn = ClientConnection("c.test")
+    conn.receive_data(greeting)
+    assert conn.next_event() == Ok("ready")
+    assert conn.bare_lf_status_line is flagged

@@ -75,8 +75,15 @@ from smtpcore.maildrop import MaildirStore
 from smtpcore.testing import _hiding, _wire
 from smtpcore.testing import strategies as sst
 from smtpcore.testing.__main__ import NOTHING_TESTED, main
+from smtpcore.testing._battery import Failed
 from smtpcore.testing._hiding import credential_forms
-from smtpcore.testing._pop3_probe import NOT_KEPT, LoginRefused, POP3Probe, POP3Response
+from smtpcore.testing._pop3_probe import (
+    NOT_KEPT,
+    LoginRefused,
+    POP3Probe,
+    POP3Response,
+    parse_listing,
+)
 from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
 from smtpcore.testing.check_pop3 import (
@@ -1515,3 +1522,17 @@ def test_a_listing_no_client_can_use_fails_as_the_library_reads_it(
     assert result.outcome is Outcome.FAILED, result
     assert said in result.summary, result.summary
     assert "RETR 0" not in result.transcript_text()
+
+
+@pytest.mark.parametrize("line", [b"1 24\r\n", b"1 24 (new)\r\n", b"1 24\t(new)\r\n"])
+def test_a_scan_listing_line_may_say_more_after_the_size(line: bytes) -> None:
+    """RFC 1939 §5 asks nothing of what follows the size."""
+    assert parse_listing(POP3Response(b"+OK\r\n", line), repr) == {1: 24}
+
+
+@pytest.mark.parametrize("line", [b"1  24\r\n", b" 1 24\r\n", b"1   24   \r\n", b"1\t24\r\n"])
+def test_a_scan_listing_line_without_a_single_space_after_the_number_fails(line: bytes) -> None:
+    """RFC 1939 §5: the number, "a single space", the size. The clients' reader splits
+    at any whitespace and takes these; the battery, a conformance check, fails them."""
+    with pytest.raises(Failed, match="a single space apart"):
+        parse_listing(POP3Response(b"+OK\r\n", line), repr)

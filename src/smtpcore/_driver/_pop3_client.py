@@ -902,12 +902,12 @@ class BasePOP3Client(BaseClient):
                 if line and read and timeout is not None:  # the rest of a line begun
                     begun, wait = rest_of_answer(timeout, begun)
                     if wait <= 0:
-                        raise POP3Timeout(_UNENDED.format(timeout))
+                        raise self._timed_out(_UNENDED.format(timeout), line)
                 late = False  # whether ``until`` is the nearer end of the wait
                 if until is not None:
                     left = until - time.monotonic()
                     if left <= 0:
-                        raise POP3Timeout(_UNDRAINED.format(self.timeouts.response))
+                        raise self._timed_out(_UNDRAINED.format(self.timeouts.response), line)
                     if wait is None or left < wait:
                         wait, late = left, True
                 try:
@@ -915,10 +915,11 @@ class BasePOP3Client(BaseClient):
                         data = await transport.receive_some(_READ_SIZE)
                 except TimeoutError as exc:
                     if late:
-                        raise POP3Timeout(_UNDRAINED.format(self.timeouts.response)) from exc
+                        undrained = _UNDRAINED.format(self.timeouts.response)
+                        raise self._timed_out(undrained, line) from exc
                     if begun is not None:
-                        raise POP3Timeout(_UNENDED.format(timeout)) from exc
-                    raise POP3Timeout(f"no answer within {timeout} s") from exc
+                        raise self._timed_out(_UNENDED.format(timeout), line) from exc
+                    raise self._timed_out(f"no answer within {timeout} s", line) from exc
                 except OSError:
                     data = b""
                 read = True
@@ -934,9 +935,21 @@ class BasePOP3Client(BaseClient):
             assert isinstance(event, Event)
             return event
 
+    def _timed_out(self, message: str, line: bool) -> POP3Timeout:
+        """The timeout ``message``, naming the likely cause when a multi-line answer
+        (not a status ``line``) never ended from a server that ended a status line
+        with a bare LF: its answers may end with LF.LF, which is content here."""
+        if not line and self.connection.bare_lf_status_line:
+            message = f"{message}: {_BARE_LF_HINT}"
+        return POP3Timeout(message)
+
 
 _UNENDED: Final = "the status line did not end within {} s of its start"
 _UNDRAINED: Final = "the rest of a multi-line answer did not end within {} s"
+_BARE_LF_HINT: Final = (
+    "the server ended a status line with a bare LF; RFC 1939 requires CRLF, "
+    "and its multi-line answers may end with LF.LF, which is content here"
+)
 _R = TypeVar("_R")
 
 

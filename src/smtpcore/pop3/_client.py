@@ -53,15 +53,6 @@ _MECHANISM_RE: Final = re.compile(rb"[A-Za-z0-9_-]{1,20}")
 _MAX_MECHANISM_LINE: Final = 22
 """A mechanism name and its CRLF."""
 
-_BARE_LF: Final = (
-    "the server ends its lines with a bare LF, where RFC 1939 §3 requires CRLF: "
-    "its multi-line answer ends with LF.LF, which is content (CRLF.CRLF alone ends one)"
-)
-"""Why LF "." LF in content, after a status line ended by LF alone, ends the session:
-that server ends its answers so, and the client would otherwise wait out its timeout
-for a CRLF.CRLF that never comes."""
-_LF_DOT_LF: Final = b"\n.\n"
-
 Sent = Command | AuthResponse
 
 
@@ -97,10 +88,6 @@ class ClientConnection:
         self._capa: bytearray | None = None
         self._mechanism_line: bytearray | None = None
         self._error: RemoteProtocolError | None = None
-        self._lf_status_line = False
-        """Whether a status line ended by a bare LF was read (see :meth:`_check_lf_end`)."""
-        self._content_tail = b""
-        """The last octets of content read, for an LF.LF split between two reads."""
         self.tls = False
         """Whether TLS is active (set by :meth:`tls_started`)."""
         self.utf8 = False
@@ -111,6 +98,10 @@ class ClientConnection:
         """The ``<...@...>`` timestamp of the greeting, for :func:`apop_digest`."""
         self.answered: Sent | None = None
         """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
+        self.bare_lf_status_line = False
+        """Whether a status line ended with a bare LF (RFC 1939 §3 requires CRLF). Such
+        a line is read, as poplib and mpop read it; an adapter names it when a
+        multi-line answer then never ends, since that server's LF.LF is content here."""
         self.unread_after_end = 0
         """Octets the server sent that the session's end left unread: those behind
         QUIT's answer or an error in the read that brought it, and any received after
@@ -363,8 +354,6 @@ class ClientConnection:
         return self.max_response_line
 
     def _next_line(self, limit: int) -> bytes | None:
-        """The next status line, its CRLF removed. One ended by a bare LF is read, as
-        poplib and mpop read it, and remembered (:meth:`_check_lf_end`)."""
         view = self._buffer.view()
         if len(view) > limit and view.find(b"\n", 0, limit) < 0:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
@@ -375,7 +364,7 @@ class ClientConnection:
             return None
         if line.endswith(b"\r\n"):
             return line[:-2]
-        self._lf_status_line = True
+        self.bare_lf_status_line = True
         return line[:-1]
 
     def _greeted(self, response: Response) -> Event:
@@ -421,7 +410,6 @@ class ClientConnection:
             self.utf8 = True
         if isinstance(head, Command) and head.multiline:
             self._decoder = DotDecoder(FramingPolicy.lenient())
-            self._content_tail = b"\n"  # content starts a line
             self._capa = bytearray() if isinstance(head, Capa) else None
             self._mechanism_line = bytearray() if isinstance(head, AuthMechanisms) else None
         else:
@@ -434,11 +422,7 @@ class ClientConnection:
         decoder = self._decoder
         assert decoder is not None
         while self._buffer:
-            if self._lf_status_line:
-                self._check_lf_end()
             data, consumed, ended = decoder.decode(self._buffer.view())
-            if self._lf_status_line:
-                self._content_tail = (self._content_tail + self._buffer[:consumed])[-2:]
             self._buffer.consume(consumed)
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:
@@ -455,17 +439,6 @@ class ClientConnection:
         if self._buffer.peer_closed:
             raise RemoteProtocolError("the server closed in the middle of a multi-line response")
         return NEED_DATA
-
-    def _check_lf_end(self) -> None:
-        """A server that ended a status line with a bare LF, and whose multi-line
-        content holds LF "." LF, ends its answers so (RFC 1939 §3 requires CRLF):
-        CRLF.CRLF alone ends one, and the client would wait for it until its timeout.
-        Checked only for such a server: for one that ends its status lines properly,
-        LF.LF is content, as the rule says. One that ends its status lines with LF
-        and its answers with CRLF.CRLF is read, as on poplib and mpop."""
-        view = self._buffer.view()
-        if _LF_DOT_LF in self._content_tail + view[:2] or _LF_DOT_LF in view:
-            raise RemoteProtocolError(_BARE_LF)
 
     def _check_mechanisms(self, data: bytes, ended: bool) -> None:
         """Every line of the answer to a bare AUTH must be a SASL mechanism name (RFC

@@ -87,6 +87,10 @@ _MESSAGE_FREE_VERBS: Final = frozenset(
 """Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
 _MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
 _LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
+_SCAN_LISTING_START: Final = re.compile(rb"[0-9]+ [0-9]")
+"""How a scan listing line starts: the number, a single space, the size (RFC 1939 §5).
+What follows the size is the server's own; :func:`smtpcore.pop3.parse_listing`, which
+splits at any run of whitespace, reads the numbers."""
 _STATUS_AND_CODE: Final = re.compile(
     rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?|\+(?![^ \r\n])",
     re.IGNORECASE,
@@ -449,16 +453,18 @@ def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing
     as a client reads it: ``n size`` a line, ``n`` from 1 to
     :data:`~smtpcore.pop3.MAX_MESSAGE_NUMBER`, each message once (RFC 1939 §5). Each
     line is read alone first, so that a line it refuses is quoted by ``said``
-    (:meth:`POP3Probe.line_said`, which hides the password) and an empty one counts."""
+    (:meth:`POP3Probe.line_said`, which hides the password) and an empty one counts;
+    it must also start as §5 says, ``number SP size`` (:data:`_SCAN_LISTING_START`),
+    which the clients' reader does not ask of it."""
     for line in answer.lines:
         try:
             pairs = pop3.parse_listing(line)
         except RemoteProtocolError:
             pairs = []
-        if len(pairs) != 1:
+        if len(pairs) != 1 or not _SCAN_LISTING_START.match(line):
             raise Failed(
-                f"LIST gave the line {said(line)}, not 'number size' for a message "
-                f"numbered 1 to {pop3.MAX_MESSAGE_NUMBER} (RFC 1939 §5)"
+                f"LIST gave the line {said(line)}, not 'number size', a single space "
+                f"apart, for a message numbered 1 to {pop3.MAX_MESSAGE_NUMBER} (RFC 1939 §5)"
             )
     try:
         return dict(pop3.parse_listing(answer.content()))
