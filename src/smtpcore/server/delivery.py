@@ -60,6 +60,7 @@ from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
+from smtpcore.server.deadhops import DEAD_AFTER, Admission, DeadHops
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -215,6 +216,7 @@ class DeliveryWorker:
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
         marks: DeliveryMarks | None = None,
+        dead_after: int = DEAD_AFTER,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -276,6 +278,15 @@ class DeliveryWorker:
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
         self.failures = FailedExchangers(time.monotonic)
+        self.dead_hops = DeadHops(
+            lambda: self.clock(),
+            lambda: self.retry_after,
+            lambda: self.max_retry_after,
+            dead_after=dead_after,
+        )
+        """Destinations suspended after ``dead_after`` failed connections in a row: their
+        mail waits without connecting until a probe after ``retry_after`` finds them back
+        (:mod:`smtpcore.server.deadhops`)."""
         self.tls_context = relay_tls_context(relay_tls, relay_ca)
         self.exchanger = ExchangerSession(
             client_factory=client_factory,
@@ -701,6 +712,13 @@ class DeliveryWorker:
         def start(place: str) -> bool:
             if round_.withdrawn.done() or place not in remote or place in started:
                 return False
+            if place not in self.places.awaited_by(queue_id):
+                deferral = self._suspension(round_, place)
+                if deferral is not None:  # no place taken, no session
+                    started.add(place)
+                    addresses = [a for d in remote[place].values() for a in d]
+                    jobs.add(loop.create_task(record(dict.fromkeys(addresses, deferral))))
+                    return True
             joins = not self.places.in_line(place, queue_id)
             if not self.places.take(place, queue_id):
                 if joins:
@@ -708,7 +726,9 @@ class DeliveryWorker:
                 return False
             started.add(place)
             round_.progress.begin(a for d in remote[place].values() for a in d)
-            job = loop.create_task(self._destination_job(round_, remote[place], content, record))
+            job = loop.create_task(
+                self._destination_job(round_, place, remote[place], content, record)
+            )
             # A callback, not the job's finally: a job cancelled before its first step
             # runs no code of its own, and its place would never be given back.
             job.add_done_callback(lambda _: self._give_back(place))
@@ -732,9 +752,20 @@ class DeliveryWorker:
         cut = cut_short_outcomes(round_.progress, round_.entry, round_.failed, round_.deferred)
         self.settlement.log_cut_short(round_.entry, cut)
 
+    def _suspension(self, round_: _Round, place: str) -> Outcome | None:
+        """The outcome ``round_``'s recipients at ``place`` wait with, without a
+        connection, while the destination is suspended (:attr:`dead_hops`); None if
+        they may be tried. A message past its lifetime always is: the round that bounces
+        it is a real attempt, with the hop's own last error (the settlement's
+        :meth:`~smtpcore.server.settlement.RoundSettlement.expired`)."""
+        if self.settlement.expired(round_.entry):
+            return None
+        return self.dead_hops.suspended(place)
+
     async def _destination_job(
         self,
         round_: _Round,
+        place: str,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
@@ -746,7 +777,30 @@ class DeliveryWorker:
         (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
         (the withdrawal is seen only once this job runs again), it ends, its recipients
         untouched; withdrawn during a domain's session, it opens no session for the
-        domains after it, whose recipients stay pending, not attempted."""
+        domains after it, whose recipients stay pending, not attempted. At a suspended
+        destination (:attr:`dead_hops`) its recipients wait without a session, unless it
+        is the probe (:meth:`DeadHops.admit <smtpcore.server.deadhops.DeadHops.admit>`)."""
+        expired = self.settlement.expired(round_.entry)
+        admission = Admission() if expired else self.dead_hops.admit(place)
+        if admission.deferral is not None:
+            addresses = [a for d in domains.values() for a in d]
+            await record(dict.fromkeys(addresses, admission.deferral))
+            return
+        try:
+            await self._session_job(round_, domains, content, record)
+        finally:
+            if admission.probe:
+                self.dead_hops.probe_over(place)
+
+    async def _session_job(
+        self,
+        round_: _Round,
+        domains: Mapping[str, Mapping[str, RemoteDelivery]],
+        content: QueuedContent,
+        record: Recorder,
+    ) -> None:
+        """:meth:`_destination_job` once it may connect: its domains in one session
+        token."""
         if not await self._sessions.take(round_.withdrawn):
             self._log_withdrawn(round_, domains)
             return
