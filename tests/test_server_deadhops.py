@@ -190,7 +190,12 @@ class Setup:
     now: list[float]
 
     def entries(self) -> list[QueueEntry]:
-        return [self.queue.load(p.name) for p in (self.queue.directory / "envelopes").iterdir()]
+        """The queued messages; one the worker removes as they are read is left out."""
+        found = []
+        for path in (self.queue.directory / "envelopes").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                found.append(self.queue.load(path.name))
+        return found
 
     def bounces(self) -> list[bytes]:
         box = Maildir(self.mailboxes.config.mailbox_path("john@abc.example"))
