@@ -23,6 +23,7 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from smtpcore.server.queue import Queue, QueueEntry, RecipientStatus
+from smtpcore.server.queuectl import QueueCommand
 
 LOOPBACK = "127.0.0.1"
 MESSAGE = b"From: john@abc.example\r\nSubject: hello\r\n\r\nbody\r\n"
@@ -428,6 +429,72 @@ def test_a_suspension_changes_no_expiry(tmp_path: Path, expired: bool) -> None:
             (bounce,) = [b" ".join(raw.split()) for raw in setup.bounces()]
             assert b"late@" in bounce and b"421 4.3.2 mx down for now" in bounce
             assert b"suspended" not in bounce
+        finally:
+            await setup.worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
+
+
+def _rescheduled(setup: Setup) -> Callable[[], bool]:
+    """Every queued message has had its round since it was made due now: each is due
+    later again."""
+    return lambda: all(setup.worker._due.get(e.id, 0.0) > setup.now[0] for e in setup.entries())
+
+
+def test_queue_flush_forgets_the_suspension_and_tries_every_message(tmp_path: Path) -> None:
+    """Before: a flush while the destination was suspended tried nothing, each message
+    deferred again without a connection, its backoff moved on, though the hop was back
+    (Postfix's ``postqueue -f`` clears its dead destinations first)."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.2": hop.port})
+        try:
+            for number in range(10):
+                setup.queue.add(MESSAGE, "john@abc.example", [f"u{number}@{DEAD}"])
+            await _rounds(setup, _all_tried(setup, 1))
+            assert setup.worker.dead_hops.suspended(DEAD) is not None
+            hop.dead = False
+            setup.now[0] += 1.0
+            await setup.worker.apply(QueueCommand("flush"))
+            await _rounds(setup, _all_tried(setup, 2), [])
+            assert len(hop.delivered) == 10
+            assert setup.entries() == []
+        finally:
+            await setup.worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
+
+
+def test_a_flush_deferred_by_a_renewed_suspension_keeps_its_backoff(tmp_path: Path) -> None:
+    """The flushed messages find the hop still dead: the first few are tried and renew
+    the suspension; the others wait without a session, and keep the attempts and the
+    next attempt they had. Before: each was counted as tried, its backoff moved on."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.2": hop.port})
+        try:
+            for number in range(10):
+                setup.queue.add(MESSAGE, "john@abc.example", [f"u{number}@{DEAD}"])
+            await _rounds(setup, _all_tried(setup, 1))
+            before = {e.id: (e.attempts, e.next_attempt) for e in setup.entries()}
+            setup.now[0] += 1.0
+            setup.worker.active_limit = 1  # one round at a time: the last five begin suspended
+            await setup.worker.apply(QueueCommand("flush"))
+            await _rounds(setup, _rescheduled(setup), [])
+            assert hop.connections == 2 * DEAD_AFTER  # the flush's own run of failures
+            after = {e.id: (e.attempts, e.next_attempt) for e in setup.entries()}
+            tried = [q for q in after if after[q][0] == 2]
+            assert len(tried) == DEAD_AFTER
+            assert all(after[q] == (2, setup.now[0] + RETRY) for q in tried)
+            untried = after.keys() - set(tried)
+            assert {q: after[q] for q in untried} == {q: before[q] for q in untried}
+            assert setup.worker.dead_hops.suspended(DEAD) is not None
         finally:
             await setup.worker.aclose(1.0)
             await hop.close()

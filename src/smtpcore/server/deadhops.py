@@ -175,6 +175,15 @@ class DeadHops:
         if hop is not None and hop.suspended_until is not None:
             logger.info("%s: the destination answers again; suspension lifted", loggable(place))
 
+    def forget_all(self, why: str) -> None:
+        """Forget every destination's failures and suspensions: the operator asked for
+        mail to be tried now (``why``: ``queue flush``), as Postfix's ``postqueue -f``
+        first clears its dead destinations. A probe still out ends as any job, finding
+        no entry."""
+        if self._hops:
+            logger.info("every suspended destination forgotten (%s)", why)
+        self._hops.clear()
+
     def _current(self, place: str) -> _Hop | None:
         """``place``'s entry, forgotten first if it has been quiet too long."""
         hop = self._hops.get(place)

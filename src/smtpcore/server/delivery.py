@@ -607,9 +607,10 @@ class DeliveryWorker:
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
+        now = self.clock()
+        catch_up = now < self._catch_up_until.pop(queue_id, float("-inf"))
         withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        return _Round(entry, {}, {}, withdrawn, content, catch_up)
+        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=now < entry.next_attempt)
 
     async def _deliver_round(self, round_: _Round) -> None:
         """One round: its local recipients, then each remote destination at once (the
@@ -656,7 +657,7 @@ class DeliveryWorker:
             content,
             round_.failed,
             round_.deferred,
-            counts=not round_.catch_up,
+            counts=_counts(round_),
             progress=round_.progress,
         )
 
@@ -717,6 +718,7 @@ class DeliveryWorker:
                 if deferral is not None:  # no place taken, no session
                     started.add(place)
                     addresses = [a for d in remote[place].values() for a in d]
+                    round_.untried.update(addresses)
                     jobs.add(loop.create_task(record(dict.fromkeys(addresses, deferral))))
                     return True
             joins = not self.places.in_line(place, queue_id)
@@ -784,6 +786,7 @@ class DeliveryWorker:
         admission = Admission() if expired else self.dead_hops.admit(place)
         if admission.deferral is not None:
             addresses = [a for d in domains.values() for a in d]
+            round_.untried.update(addresses)
             await record(dict.fromkeys(addresses, admission.deferral))
             return
         try:
@@ -974,6 +977,21 @@ class _Round:
     """Whether it delivers only at the destinations where places were handed to it."""
     progress: RoundProgress = field(default_factory=RoundProgress)
     """How far its recipients have come, for the lines a stop logs."""
+    early: bool = False
+    """Whether it began before the message was due: the operator's ``queue flush``."""
+    untried: set[str] = field(default_factory=set)
+    """The recipients that waited on a suspended destination, without a session
+    (:mod:`smtpcore.server.deadhops`)."""
+
+
+def _counts(round_: _Round) -> bool:
+    """Whether ``round_`` is an attempt, moving the message's backoff on: not a catch-up
+    round, nor an early one (``queue flush``) that tried none of those it deferred, all
+    of them waiting on a suspension still in force: that message keeps the attempts and
+    the next attempt it had, as if the flush had not found it."""
+    if round_.catch_up:
+        return False
+    return not (round_.early and round_.deferred.keys() <= round_.untried)
 
 
 class _Envelope:
