@@ -78,6 +78,18 @@ def test_a_run_of_failures_suspends_and_one_probe_at_a_time_goes_after_it() -> N
     assert len(hops) == 0
 
 
+def test_a_job_admitted_sees_a_suspension_its_probe_renewed() -> None:
+    now = [0.0]
+    hops = _hops(now, dead_after=1)
+    hops.failed("a.example", ERROR)
+    assert hops.in_force("a.example") is not None
+    now[0] += RETRY
+    assert hops.admit("a.example").probe
+    assert hops.in_force("a.example") is None  # the probe goes on
+    hops.failed("a.example", ERROR)
+    assert hops.in_force("a.example") == hops.suspended("a.example")  # it stops
+
+
 def test_an_answer_ends_the_run_of_failures() -> None:
     now = [0.0]
     hops = _hops(now)
@@ -495,6 +507,39 @@ def test_a_flush_deferred_by_a_renewed_suspension_keeps_its_backoff(tmp_path: Pa
             untried = after.keys() - set(tried)
             assert {q: after[q] for q in untried} == {q: before[q] for q in untried}
             assert setup.worker.dead_hops.suspended(DEAD) is not None
+        finally:
+            await setup.worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
+
+
+def test_through_a_smart_host_a_failed_probe_opens_no_more_sessions(tmp_path: Path) -> None:
+    """With a smart host every domain of a message goes in one job, one session after
+    another. Before: once its own failures had begun a suspension, or the probe's
+    renewed it, the job went on to connect once per remaining domain (8 connections
+    a round, not 5 then 1)."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.9": hop.port})
+        setup.worker.router = Router(
+            ["abc.example"], hostnames=["mx.abc.example"], smart_host=("127.0.0.9", 25)
+        )
+        place = "[127.0.0.9]:25"
+        try:
+            domains = [f"d{number}.example" for number in range(8)]
+            setup.queue.add(MESSAGE, "john@abc.example", [f"u@{d}" for d in domains])
+            await _rounds(setup, _all_tried(setup, 1))
+            assert hop.connections == DEAD_AFTER  # the rest waited, suspended
+            assert setup.worker.dead_hops.suspended(place) is not None
+            setup.now[0] += 1.5 * RETRY
+            await _rounds(setup, _all_tried(setup, 2))
+            assert hop.connections == DEAD_AFTER + 1  # the probe's one session
+            (entry,) = setup.entries()
+            replies = [r.reply or "" for r in entry.recipients]
+            assert len([r for r in replies if r.startswith("delivery temporarily")]) == 7
         finally:
             await setup.worker.aclose(1.0)
             await hop.close()

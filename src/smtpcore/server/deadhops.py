@@ -118,6 +118,16 @@ class DeadHops:
             return suspended_outcome(hop.error)
         return None
 
+    def in_force(self, place: str) -> Outcome | None:
+        """The outcome recipients wait with if a suspension of ``place`` is in force
+        now, begun or renewed (by the probe's own failure) since a job was admitted;
+        None if not. A job admitted asks before each of its domains: through a smart
+        host every domain of a message goes in one job, one session after another."""
+        hop = self._current(place)
+        if hop is None or hop.suspended_until is None or self.clock() >= hop.suspended_until:
+            return None
+        return suspended_outcome(hop.error)
+
     def admit(self, place: str) -> Admission:
         """Whether a job may connect to ``place`` now. Once a suspension has run out, the
         first job asking is its probe, and the others wait as before until it ends."""

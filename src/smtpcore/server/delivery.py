@@ -790,7 +790,7 @@ class DeliveryWorker:
             await record(dict.fromkeys(addresses, admission.deferral))
             return
         try:
-            await self._session_job(round_, domains, content, record)
+            await self._session_job(round_, None if expired else place, domains, content, record)
         finally:
             if admission.probe:
                 self.dead_hops.probe_over(place)
@@ -798,12 +798,15 @@ class DeliveryWorker:
     async def _session_job(
         self,
         round_: _Round,
+        watched: str | None,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
     ) -> None:
         """:meth:`_destination_job` once it may connect: its domains in one session
-        token."""
+        token. Once the destination ``watched`` is suspended (by this job's own
+        failures, or others'), the domains not yet begun wait without a session (None:
+        a message past its lifetime, tried for real whatever the destination's state)."""
         if not await self._sessions.take(round_.withdrawn):
             self._log_withdrawn(round_, domains)
             return
@@ -814,6 +817,12 @@ class DeliveryWorker:
                 for number, (domain, deliveries) in enumerate(domains.items()):
                     if round_.withdrawn.done():
                         self._log_withdrawn(round_, names[number:])
+                        return
+                    deferral = None if watched is None else self.dead_hops.in_force(watched)
+                    if deferral is not None:
+                        rest = [a for d in names[number:] for a in domains[d]]
+                        round_.untried.update(rest)
+                        await record(dict.fromkeys(rest, deferral))
                         return
                     await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
