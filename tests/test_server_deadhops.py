@@ -90,6 +90,21 @@ def test_a_job_admitted_sees_a_suspension_its_probe_renewed() -> None:
     assert hops.in_force("a.example") == hops.suspended("a.example")  # it stops
 
 
+def test_an_exempt_job_is_let_through_and_never_halted_and_no_probe() -> None:
+    """A message past its lifetime is tried for real; a probe turned away by a full
+    destination lets the next job probe."""
+    now = [0.0]
+    hops = _hops(now, dead_after=1)
+    hops.failed("a.example", ERROR)
+    exempt = hops.admit("a.example", exempt=True)
+    assert exempt.deferral is None and not exempt.probe
+    assert hops.halted("a.example", exempt) is None
+    now[0] += RETRY
+    probe = hops.admit("a.example")
+    hops.job_over("a.example", probe)
+    assert hops.admit("a.example").probe
+
+
 def test_an_answer_ends_the_run_of_failures() -> None:
     now = [0.0]
     hops = _hops(now)

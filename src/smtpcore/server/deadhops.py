@@ -62,10 +62,13 @@ def suspended_outcome(error: Outcome) -> Outcome:
 class Admission:
     """Whether a job may connect to its destination: ``deferral`` is its recipients'
     outcome when it may not; ``probe`` says it is the one job let through to see whether
-    a suspended destination is back (:meth:`DeadHops.probe_over` once it ends)."""
+    a suspended destination is back (:meth:`DeadHops.job_over` once it ends);
+    ``exempt``, that its message is past its lifetime, tried for real whatever the
+    destination's state, so that its bounce gives the hop's own error."""
 
     deferral: Outcome | None = None
     probe: bool = False
+    exempt: bool = False
 
 
 @dataclass(slots=True)
@@ -120,17 +123,26 @@ class DeadHops:
 
     def in_force(self, place: str) -> Outcome | None:
         """The outcome recipients wait with if a suspension of ``place`` is in force
-        now, begun or renewed (by the probe's own failure) since a job was admitted;
-        None if not. A job admitted asks before each of its domains: through a smart
-        host every domain of a message goes in one job, one session after another."""
+        now, a probe out or not; None if not."""
         hop = self._current(place)
         if hop is None or hop.suspended_until is None or self.clock() >= hop.suspended_until:
             return None
         return suspended_outcome(hop.error)
 
-    def admit(self, place: str) -> Admission:
-        """Whether a job may connect to ``place`` now. Once a suspension has run out, the
-        first job asking is its probe, and the others wait as before until it ends."""
+    def halted(self, place: str, admission: Admission) -> Outcome | None:
+        """The outcome a job let through by ``admission`` gives the domains it has not
+        begun, if ``place`` was suspended since (by its own failures, or the probe's
+        renewal); None if it goes on. Through a smart host every domain of a message
+        goes in one job, one session after another: it asks before each."""
+        return None if admission.exempt else self.in_force(place)
+
+    def admit(self, place: str, *, exempt: bool = False) -> Admission:
+        """Whether a job may connect to ``place`` now: the one decision, made as the job
+        starts, before it takes a place there. Once a suspension has run out, the first
+        job asking is its probe, and the others wait as before until it ends. An
+        ``exempt`` job (:attr:`Admission.exempt`) always may, and is no probe."""
+        if exempt:
+            return Admission(exempt=True)
         deferral = self.suspended(place)
         if deferral is not None:
             return Admission(deferral)
@@ -140,6 +152,12 @@ class DeadHops:
         hop.probing = True
         logger.info("%s: probing whether the destination is back", loggable(place))
         return Admission(probe=True)
+
+    def job_over(self, place: str, admission: Admission) -> None:
+        """The job let through by ``admission`` ended, or never began (turned away by a
+        full destination): if it was the probe, the next job may probe."""
+        if admission.probe:
+            self.probe_over(place)
 
     def probe_over(self, place: str) -> None:
         """The probe of ``place`` ended, whatever it found (it may have made no

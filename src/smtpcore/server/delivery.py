@@ -713,27 +713,33 @@ class DeliveryWorker:
         def start(place: str) -> bool:
             if round_.withdrawn.done() or place not in remote or place in started:
                 return False
-            if place not in self.places.awaited_by(queue_id):
-                deferral = self._suspension(round_, place)
-                if deferral is not None:  # no place taken, no session
-                    started.add(place)
-                    addresses = [a for d in remote[place].values() for a in d]
-                    round_.untried.update(addresses)
-                    jobs.add(loop.create_task(record(dict.fromkeys(addresses, deferral))))
-                    return True
+            expired = self.settlement.expired(round_.entry)
+            admission = self.dead_hops.admit(place, exempt=expired)
+            if admission.deferral is not None:  # suspended: no place taken, no session
+                started.add(place)
+                addresses = [a for d in remote[place].values() for a in d]
+                waits = self._wait_suspended(round_, place, addresses, admission.deferral, record)
+                jobs.add(loop.create_task(waits))
+                return True
             joins = not self.places.in_line(place, queue_id)
             if not self.places.take(place, queue_id):
+                self.dead_hops.job_over(place, admission)  # a probe turned away probes not
                 if joins:
                     self._log_waiting(queue_id, place)
                 return False
             started.add(place)
             round_.progress.begin(a for d in remote[place].values() for a in d)
             job = loop.create_task(
-                self._destination_job(round_, place, remote[place], content, record)
+                self._destination_job(round_, place, admission, remote[place], content, record)
             )
+
+            def ended(_: object) -> None:
+                self.dead_hops.job_over(place, admission)
+                self._give_back(place)
+
             # A callback, not the job's finally: a job cancelled before its first step
-            # runs no code of its own, and its place would never be given back.
-            job.add_done_callback(lambda _: self._give_back(place))
+            # runs no code of its own, and its place (or its probe) would never end.
+            job.add_done_callback(ended)
             jobs.add(job)
             return True
 
@@ -754,20 +760,29 @@ class DeliveryWorker:
         cut = cut_short_outcomes(round_.progress, round_.entry, round_.failed, round_.deferred)
         self.settlement.log_cut_short(round_.entry, cut)
 
-    def _suspension(self, round_: _Round, place: str) -> Outcome | None:
-        """The outcome ``round_``'s recipients at ``place`` wait with, without a
-        connection, while the destination is suspended (:attr:`dead_hops`); None if
-        they may be tried. A message past its lifetime always is: the round that bounces
-        it is a real attempt, with the hop's own last error (the settlement's
-        :meth:`~smtpcore.server.settlement.RoundSettlement.expired`)."""
-        if self.settlement.expired(round_.entry):
-            return None
-        return self.dead_hops.suspended(place)
+    async def _wait_suspended(
+        self,
+        round_: _Round,
+        place: str,
+        addresses: list[str],
+        deferral: Outcome,
+        record: Recorder,
+    ) -> None:
+        """``round_``'s recipients ``addresses`` at the suspended destination ``place``
+        wait, with ``deferral``, without a session (:attr:`dead_hops`). The message
+        leaves that destination's line: it has nothing to wait for there until its next
+        round, and a place handed to it goes on to the next in line (from this task,
+        not from the round's ``start``, which a handover calls: no recursion down the
+        line)."""
+        round_.untried.update(addresses)
+        self._withdraw(round_.entry.id, [place])
+        await record(dict.fromkeys(addresses, deferral))
 
     async def _destination_job(
         self,
         round_: _Round,
         place: str,
+        admission: Admission,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
@@ -779,34 +794,10 @@ class DeliveryWorker:
         (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
         (the withdrawal is seen only once this job runs again), it ends, its recipients
         untouched; withdrawn during a domain's session, it opens no session for the
-        domains after it, whose recipients stay pending, not attempted. At a suspended
-        destination (:attr:`dead_hops`) its recipients wait without a session, unless it
-        is the probe (:meth:`DeadHops.admit <smtpcore.server.deadhops.DeadHops.admit>`)."""
-        expired = self.settlement.expired(round_.entry)
-        admission = Admission() if expired else self.dead_hops.admit(place)
-        if admission.deferral is not None:
-            addresses = [a for d in domains.values() for a in d]
-            round_.untried.update(addresses)
-            await record(dict.fromkeys(addresses, admission.deferral))
-            return
-        try:
-            await self._session_job(round_, None if expired else place, domains, content, record)
-        finally:
-            if admission.probe:
-                self.dead_hops.probe_over(place)
-
-    async def _session_job(
-        self,
-        round_: _Round,
-        watched: str | None,
-        domains: Mapping[str, Mapping[str, RemoteDelivery]],
-        content: QueuedContent,
-        record: Recorder,
-    ) -> None:
-        """:meth:`_destination_job` once it may connect: its domains in one session
-        token. Once the destination ``watched`` is suspended (by this job's own
-        failures, or others'), the domains not yet begun wait without a session (None:
-        a message past its lifetime, tried for real whatever the destination's state)."""
+        domains after it, whose recipients stay pending, not attempted. Let through by
+        ``admission`` (:attr:`dead_hops`), it stops once the destination is suspended
+        (by its own failures or others'): the domains not yet begun wait without a
+        session."""
         if not await self._sessions.take(round_.withdrawn):
             self._log_withdrawn(round_, domains)
             return
@@ -818,7 +809,7 @@ class DeliveryWorker:
                     if round_.withdrawn.done():
                         self._log_withdrawn(round_, names[number:])
                         return
-                    deferral = None if watched is None else self.dead_hops.in_force(watched)
+                    deferral = self.dead_hops.halted(place, admission)
                     if deferral is not None:
                         rest = [a for d in names[number:] for a in domains[d]]
                         round_.untried.update(rest)
