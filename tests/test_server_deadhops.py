@@ -98,7 +98,8 @@ def test_an_exempt_job_is_let_through_and_never_halted_and_no_probe() -> None:
     hops.failed("a.example", ERROR)
     exempt = hops.admit("a.example", exempt=True)
     assert exempt.deferral is None and not exempt.probe
-    assert hops.halted("a.example", exempt) is None
+    assert hops.halted("a.example", exempt=True) is None
+    assert hops.halted("a.example", exempt=False) is not None
     now[0] += RETRY
     probe = hops.admit("a.example")
     hops.job_over("a.example", probe)
@@ -157,12 +158,14 @@ def test_a_failure_during_a_suspension_does_not_extend_it() -> None:
 @dataclass
 class Hop:
     """A next hop on loopback that counts its connections: ``dead``, it answers each
-    with ``421`` and closes (a hop down, as the audit's); else it takes every message."""
+    with ``421`` and closes (a hop down, as the audit's); else it takes every message.
+    ``on_connect`` runs as each connection comes, before the hop answers."""
 
     dead: bool = True
     connections: int = 0
     delivered: list[bytes] = field(default_factory=list)
     server: asyncio.Server | None = None
+    on_connect: Callable[[], None] | None = None
 
     @property
     def port(self) -> int:
@@ -180,6 +183,8 @@ class Hop:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.on_connect is not None:
+            self.on_connect()
         with contextlib.suppress(ConnectionError):
             try:
                 if self.dead:
@@ -555,6 +560,44 @@ def test_through_a_smart_host_a_failed_probe_opens_no_more_sessions(tmp_path: Pa
             (entry,) = setup.entries()
             replies = [r.reply or "" for r in entry.recipients]
             assert len([r for r in replies if r.startswith("delivery temporarily")]) == 7
+        finally:
+            await setup.worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
+
+
+def test_through_a_smart_host_a_message_expiring_mid_job_is_tried_at_each_domain(
+    tmp_path: Path,
+) -> None:
+    """A job begun within the message's lifetime whose first session outlasts it and
+    suspends the smart host: each domain after it is tried for real, as the message is
+    past ``--max-queue-age``, and bounces with the hop's own error. Before: the job was
+    judged once, at its start, and the domains not yet begun bounced untried,
+    'delivery temporarily suspended'."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.9": hop.port}, max_queue_age=RETRY / 2)
+        setup.worker.router = Router(
+            ["abc.example"], hostnames=["mx.abc.example"], smart_host=("127.0.0.9", 25)
+        )
+        setup.worker.dead_hops.dead_after = 1  # as if other messages had failed there
+
+        def session_outlasts_the_lifetime() -> None:
+            setup.now[0] += RETRY
+
+        hop.on_connect = session_outlasts_the_lifetime
+        try:
+            domains = [f"d{number}.example" for number in range(3)]
+            entry = setup.queue.add(MESSAGE, "john@abc.example", [f"u@{d}" for d in domains])
+            envelope = setup.queue.directory / "envelopes" / entry.id
+            await _rounds(setup, lambda: not envelope.exists())
+            assert hop.connections == 3  # one real attempt per domain
+            (bounce,) = [b" ".join(raw.split()) for raw in setup.bounces()]
+            assert bounce.count(b"421 4.3.2 mx down for now") >= 3
+            assert b"suspended" not in bounce
         finally:
             await setup.worker.aclose(1.0)
             await hop.close()

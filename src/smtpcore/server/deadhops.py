@@ -62,13 +62,10 @@ def suspended_outcome(error: Outcome) -> Outcome:
 class Admission:
     """Whether a job may connect to its destination: ``deferral`` is its recipients'
     outcome when it may not; ``probe`` says it is the one job let through to see whether
-    a suspended destination is back (:meth:`DeadHops.job_over` once it ends);
-    ``exempt``, that its message is past its lifetime, tried for real whatever the
-    destination's state, so that its bounce gives the hop's own error."""
+    a suspended destination is back (:meth:`DeadHops.job_over` once it ends)."""
 
     deferral: Outcome | None = None
     probe: bool = False
-    exempt: bool = False
 
 
 @dataclass(slots=True)
@@ -129,20 +126,24 @@ class DeadHops:
             return None
         return suspended_outcome(hop.error)
 
-    def halted(self, place: str, admission: Admission) -> Outcome | None:
-        """The outcome a job let through by ``admission`` gives the domains it has not
-        begun, if ``place`` was suspended since (by its own failures, or the probe's
-        renewal); None if it goes on. Through a smart host every domain of a message
-        goes in one job, one session after another: it asks before each."""
-        return None if admission.exempt else self.in_force(place)
+    def halted(self, place: str, *, exempt: bool) -> Outcome | None:
+        """The outcome a job let through gives the domains it has not begun, if
+        ``place`` was suspended since (by its own failures, or the probe's renewal);
+        None if it goes on. Through a smart host every domain of a message goes in one
+        job, one session after another: it asks before each, saying each time whether
+        the message is ``exempt``, past its lifetime by then (a session may outlast
+        it), and tried for real whatever the destination's state, so that its bounce
+        gives the hop's own error."""
+        return None if exempt else self.in_force(place)
 
     def admit(self, place: str, *, exempt: bool = False) -> Admission:
         """Whether a job may connect to ``place`` now: the one decision, made as the job
         starts, before it takes a place there. Once a suspension has run out, the first
         job asking is its probe, and the others wait as before until it ends. An
-        ``exempt`` job (:attr:`Admission.exempt`) always may, and is no probe."""
+        ``exempt`` job, whose message is past its lifetime, always may, and is no
+        probe."""
         if exempt:
-            return Admission(exempt=True)
+            return Admission()
         deferral = self.suspended(place)
         if deferral is not None:
             return Admission(deferral)

@@ -60,7 +60,7 @@ from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
-from smtpcore.server.deadhops import DEAD_AFTER, Admission, DeadHops
+from smtpcore.server.deadhops import DEAD_AFTER, DeadHops
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -730,7 +730,7 @@ class DeliveryWorker:
             started.add(place)
             round_.progress.begin(a for d in remote[place].values() for a in d)
             job = loop.create_task(
-                self._destination_job(round_, place, admission, remote[place], content, record)
+                self._destination_job(round_, place, remote[place], content, record)
             )
 
             def ended(_: object) -> None:
@@ -782,7 +782,6 @@ class DeliveryWorker:
         self,
         round_: _Round,
         place: str,
-        admission: Admission,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
@@ -794,10 +793,11 @@ class DeliveryWorker:
         (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
         (the withdrawal is seen only once this job runs again), it ends, its recipients
         untouched; withdrawn during a domain's session, it opens no session for the
-        domains after it, whose recipients stay pending, not attempted. Let through by
-        ``admission`` (:attr:`dead_hops`), it stops once the destination is suspended
+        domains after it, whose recipients stay pending, not attempted. Let through
+        (:attr:`dead_hops`), it stops once the destination is suspended
         (by its own failures or others'): the domains not yet begun wait without a
-        session."""
+        session, unless the message is past its lifetime by then (a session may outlast
+        it): each is tried for real."""
         if not await self._sessions.take(round_.withdrawn):
             self._log_withdrawn(round_, domains)
             return
@@ -809,7 +809,8 @@ class DeliveryWorker:
                     if round_.withdrawn.done():
                         self._log_withdrawn(round_, names[number:])
                         return
-                    deferral = self.dead_hops.halted(place, admission)
+                    expired = self.settlement.expired(round_.entry)
+                    deferral = self.dead_hops.halted(place, exempt=expired)
                     if deferral is not None:
                         rest = [a for d in names[number:] for a in domains[d]]
                         round_.untried.update(rest)
