@@ -16,7 +16,7 @@ import pytest
 from smtpcore._driver import BaseSMTPClient, Timeouts
 from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.config import ServerConfig
-from smtpcore.server.deadhops import DEAD_AFTER, DeadHops
+from smtpcore.server.deadhops import DEAD_AFTER, Admission, DeadHops
 from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.exchanger import Outcome, default_client
 from smtpcore.server.internal import InternalAddresses
@@ -600,6 +600,46 @@ def test_through_a_smart_host_a_message_expiring_mid_job_is_tried_at_each_domain
             assert b"suspended" not in bounce
         finally:
             await setup.worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
+
+
+def test_a_round_cut_short_before_its_suspended_wait_begins_records_nothing(
+    tmp_path: Path,
+) -> None:
+    """A ``queue hold`` lands after the round's ``start`` made the task that defers its
+    recipients at a suspended destination, before that task's first step (asyncio runs
+    callbacks in the order they were scheduled: the cut is scheduled first). Its
+    recipients stay untouched, no attempt counted, as a withdrawn session job's. Before:
+    the task recorded the deferral all the same, and counted an attempt."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.2": hop.port})
+        worker = setup.worker
+        worker.dead_hops.dead_after = 1
+        worker.dead_hops.failed(DEAD, ERROR)
+        admit = worker.dead_hops.admit
+        entry = setup.queue.add(MESSAGE, "john@abc.example", [f"u@{DEAD}"])
+        loop = asyncio.get_running_loop()
+
+        def admit_then_cut(place: str, *, exempt: bool = False) -> Admission:
+            admission = admit(place, exempt=exempt)
+            loop.call_soon(worker._cut_round_short, entry.id)
+            return admission
+
+        worker.dead_hops.admit = admit_then_cut  # type: ignore[method-assign]  # the hold's moment
+        try:
+            await _rounds(setup, lambda: True)
+            assert hop.connections == 0
+            after = setup.queue.load(entry.id)
+            assert after.attempts == 0
+            (recipient,) = after.recipients
+            assert recipient.pending and recipient.reply is None
+        finally:
+            await worker.aclose(1.0)
             await hop.close()
 
     asyncio.run(main())

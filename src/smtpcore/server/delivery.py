@@ -773,9 +773,13 @@ class DeliveryWorker:
         leaves that destination's line: it has nothing to wait for there until its next
         round, and a place handed to it goes on to the next in line (from this task,
         not from the round's ``start``, which a handover calls: no recursion down the
-        line)."""
-        round_.untried.update(addresses)
+        line). Withdrawn (:meth:`_cut_round_short`) before this task's first step, its
+        recipients stay untouched, as a session job's would."""
         self._withdraw(round_.entry.id, [place])
+        if round_.withdrawn.done():
+            self._log_withdrawn(round_, [place])
+            return
+        round_.untried.update(addresses)
         await record(dict.fromkeys(addresses, deferral))
 
     async def _destination_job(
