@@ -643,3 +643,37 @@ def test_a_round_cut_short_before_its_suspended_wait_begins_records_nothing(
             await hop.close()
 
     asyncio.run(main())
+
+
+def test_a_probe_turned_away_by_a_full_destination_lets_the_next_job_probe(
+    tmp_path: Path,
+) -> None:
+    """The suspension has run out and the first job to ask is the probe, but every
+    place at the destination is taken: it waits in line, and is no probe any more. Once
+    the place comes back, the message goes. The round asks ``admit()`` before it takes
+    a place: without ``job_over()`` for the job turned away, the destination would stay
+    'probing' with no probe out, and its mail wait, suspended, for ever."""
+
+    async def main() -> None:
+        hop = Hop()
+        await hop.start()
+        setup = _setup(tmp_path, {"127.0.0.2": hop.port})
+        worker = setup.worker
+        try:
+            worker.dead_hops.dead_after = 1
+            worker.dead_hops.failed(DEAD, ERROR)
+            setup.now[0] += 1.5 * RETRY
+            hop.dead = False
+            assert worker.places.take(DEAD, "someone")  # the only place, held
+            entry = setup.queue.add(MESSAGE, "john@abc.example", [f"a@{DEAD}"])
+            await _rounds(setup, lambda: True)
+            assert worker.places.in_line(DEAD, entry.id)
+            assert worker.dead_hops.suspended(DEAD) is None  # no probe counted out
+            worker._give_back(DEAD)  # the session holding it ends
+            await _rounds(setup, lambda: not setup.entries(), [])
+            assert len(hop.delivered) == 1
+        finally:
+            await worker.aclose(1.0)
+            await hop.close()
+
+    asyncio.run(main())
