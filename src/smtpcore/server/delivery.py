@@ -61,6 +61,7 @@ from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.bouncerecords import BounceCopy
 from smtpcore.server.cutshort import RoundProgress, cut_short_outcomes
+from smtpcore.server.deadhops import DEAD_AFTER, DeadHops
 from smtpcore.server.exchanger import (
     ClientFactory,
     ExchangerSession,
@@ -216,6 +217,7 @@ class DeliveryWorker:
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
         marks: DeliveryMarks | None = None,
+        dead_after: int = DEAD_AFTER,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -277,6 +279,15 @@ class DeliveryWorker:
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
         self.failures = FailedExchangers(time.monotonic)
+        self.dead_hops = DeadHops(
+            lambda: self.clock(),
+            lambda: self.retry_after,
+            lambda: self.max_retry_after,
+            dead_after=dead_after,
+        )
+        """Destinations suspended after ``dead_after`` failed connections in a row: their
+        mail waits without connecting until a probe after ``retry_after`` finds them back
+        (:mod:`smtpcore.server.deadhops`)."""
         self.tls_context = relay_tls_context(relay_tls, relay_ca)
         self.exchanger = ExchangerSession(
             client_factory=client_factory,
@@ -597,9 +608,10 @@ class DeliveryWorker:
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        catch_up = self.clock() < self._catch_up_until.pop(queue_id, float("-inf"))
+        now = self.clock()
+        catch_up = now < self._catch_up_until.pop(queue_id, float("-inf"))
         withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        return _Round(entry, {}, {}, withdrawn, content, catch_up)
+        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=now < entry.next_attempt)
 
     async def _deliver_round(self, round_: _Round) -> None:
         """One round: its local recipients, then each remote destination at once (the
@@ -646,7 +658,7 @@ class DeliveryWorker:
             content,
             round_.failed,
             round_.deferred,
-            counts=not round_.catch_up,
+            counts=_counts(round_),
             progress=round_.progress,
         )
 
@@ -702,17 +714,33 @@ class DeliveryWorker:
         def start(place: str) -> bool:
             if round_.withdrawn.done() or place not in remote or place in started:
                 return False
+            expired = self.settlement.expired(round_.entry)
+            admission = self.dead_hops.admit(place, exempt=expired)
+            if admission.deferral is not None:  # suspended: no place taken, no session
+                started.add(place)
+                addresses = [a for d in remote[place].values() for a in d]
+                waits = self._wait_suspended(round_, place, addresses, admission.deferral, record)
+                jobs.add(loop.create_task(waits))
+                return True
             joins = not self.places.in_line(place, queue_id)
             if not self.places.take(place, queue_id):
+                self.dead_hops.job_over(place, admission)  # a probe turned away probes not
                 if joins:
                     self._log_waiting(queue_id, place)
                 return False
             started.add(place)
             round_.progress.begin(a for d in remote[place].values() for a in d)
-            job = loop.create_task(self._destination_job(round_, remote[place], content, record))
+            job = loop.create_task(
+                self._destination_job(round_, place, remote[place], content, record)
+            )
+
+            def ended(_: object) -> None:
+                self.dead_hops.job_over(place, admission)
+                self._give_back(place)
+
             # A callback, not the job's finally: a job cancelled before its first step
-            # runs no code of its own, and its place would never be given back.
-            job.add_done_callback(lambda _: self._give_back(place))
+            # runs no code of its own, and its place (or its probe) would never end.
+            job.add_done_callback(ended)
             jobs.add(job)
             return True
 
@@ -733,9 +761,32 @@ class DeliveryWorker:
         cut = cut_short_outcomes(round_.progress, round_.entry, round_.failed, round_.deferred)
         self.settlement.log_cut_short(round_.entry, cut)
 
+    async def _wait_suspended(
+        self,
+        round_: _Round,
+        place: str,
+        addresses: list[str],
+        deferral: Outcome,
+        record: Recorder,
+    ) -> None:
+        """``round_``'s recipients ``addresses`` at the suspended destination ``place``
+        wait, with ``deferral``, without a session (:attr:`dead_hops`). The message
+        leaves that destination's line: it has nothing to wait for there until its next
+        round, and a place handed to it goes on to the next in line (from this task,
+        not from the round's ``start``, which a handover calls: no recursion down the
+        line). Withdrawn (:meth:`_cut_round_short`) before this task's first step, its
+        recipients stay untouched, as a session job's would."""
+        self._withdraw(round_.entry.id, [place])
+        if round_.withdrawn.done():
+            self._log_withdrawn(round_, [place])
+            return
+        round_.untried.update(addresses)
+        await record(dict.fromkeys(addresses, deferral))
+
     async def _destination_job(
         self,
         round_: _Round,
+        place: str,
         domains: Mapping[str, Mapping[str, RemoteDelivery]],
         content: QueuedContent,
         record: Recorder,
@@ -747,7 +798,11 @@ class DeliveryWorker:
         (:meth:`_cut_round_short`) while it waits for its token, or as the token comes
         (the withdrawal is seen only once this job runs again), it ends, its recipients
         untouched; withdrawn during a domain's session, it opens no session for the
-        domains after it, whose recipients stay pending, not attempted."""
+        domains after it, whose recipients stay pending, not attempted. Let through
+        (:attr:`dead_hops`), it stops once the destination is suspended
+        (by its own failures or others'): the domains not yet begun wait without a
+        session, unless the message is past its lifetime by then (a session may outlast
+        it): each is tried for real."""
         if not await self._sessions.take(round_.withdrawn):
             self._log_withdrawn(round_, domains)
             return
@@ -758,6 +813,13 @@ class DeliveryWorker:
                 for number, (domain, deliveries) in enumerate(domains.items()):
                     if round_.withdrawn.done():
                         self._log_withdrawn(round_, names[number:])
+                        return
+                    expired = self.settlement.expired(round_.entry)
+                    deferral = self.dead_hops.halted(place, exempt=expired)
+                    if deferral is not None:
+                        rest = [a for d in names[number:] for a in domains[d]]
+                        round_.untried.update(rest)
+                        await record(dict.fromkeys(rest, deferral))
                         return
                     await self._deliver_domain(round_, domain, deliveries, content, record)
         finally:
@@ -922,6 +984,21 @@ class _Round:
     """Whether it delivers only at the destinations where places were handed to it."""
     progress: RoundProgress = field(default_factory=RoundProgress)
     """How far its recipients have come, for the lines a stop logs."""
+    early: bool = False
+    """Whether it began before the message was due: the operator's ``queue flush``."""
+    untried: set[str] = field(default_factory=set)
+    """The recipients that waited on a suspended destination, without a session
+    (:mod:`smtpcore.server.deadhops`)."""
+
+
+def _counts(round_: _Round) -> bool:
+    """Whether ``round_`` is an attempt, moving the message's backoff on: not a catch-up
+    round, nor an early one (``queue flush``) that tried none of those it deferred, all
+    of them waiting on a suspension still in force: that message keeps the attempts and
+    the next attempt it had, as if the flush had not found it."""
+    if round_.catch_up:
+        return False
+    return not (round_.early and round_.deferred.keys() <= round_.untried)
 
 
 class _Envelope:

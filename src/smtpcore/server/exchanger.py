@@ -262,6 +262,10 @@ class TryNext(Exception):
     :func:`_refused_for_good`): the next one is still tried, and only if every one
     tried refused so do the recipients fail at once, as for any 5xx; one that
     deferred may take the mail later, so they wait (RFC 5321 §5.1).
+    ``unreachable``: the exchanger could not be reached, or would not talk for now (a
+    connection refused, lost or timed out before the mail transaction, a 4xx or 5xx
+    greeting, a 4xx to EHLO and HELO): what suspends a dead destination
+    (:mod:`smtpcore.server.deadhops`) when all its exchangers fail so.
     """
 
     def __init__(
@@ -274,10 +278,12 @@ class TryNext(Exception):
         settled: Mapping[str, Outcome] | None = None,
         local: bool = False,
         permanent: bool = False,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.permanent = permanent
+        self.unreachable = unreachable
         self.dsn = dsn or (reply_dsn(reply) if reply is not None else "4.4.1")
         """The status a delay or bounce gives: the one named, else the server's own
         (RFC 3464 §2.3.4), else 4.4.1 (no answer from the host)."""
@@ -356,7 +362,8 @@ def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
     where a new check of what the message needs belongs."""
     ehlo = client.ehlo_refused
     if ehlo is not None and ehlo.code < 500:
-        raise TryNext(kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}"), reply=ehlo)
+        detail = kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}")
+        raise TryNext(detail, reply=ehlo, unreachable=True)
     return refusal
 
 
@@ -871,12 +878,14 @@ class ExchangerSession:
         except SMTPError as exc:
             if starttls is not False and _tls_failure(exc):
                 raise _TLSFailed(_tls_reason(exc)) from exc
+            permanent = _refused_for_good(exc)
             raise TryNext(
                 self._error_text(exc, relay),
                 _greeting_status(exc),
                 exc.reply,
                 local=exc.local,
-                permanent=_refused_for_good(exc),
+                permanent=permanent,
+                unreachable=not permanent,
             ) from exc
         refusal = client.starttls_refused
         if refusal is not None:  # starttls=None: the client went on in plaintext

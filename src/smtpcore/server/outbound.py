@@ -24,9 +24,11 @@ from smtpcore.routing import (
     Router,
 )
 from smtpcore.server.cutshort import RoundProgress
+from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.exchanger import ExchangerSession, Outcome, Recorder, TryNext, transcribe
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger
+from smtpcore.server.places import destination
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS, message_tls
 from smtpcore.server.settlement import rejected_outcome
@@ -43,6 +45,7 @@ class RelayingWorker(Protocol):
     resolver: Resolver
     rng: RandomSource
     failures: FailedExchangers
+    dead_hops: DeadHops
     resolve_timeout: float
     internal: InternalAddresses
     relay_tls: RelayTLS
@@ -107,6 +110,8 @@ class OutboundDelivery:
         failed: list[_ExchangerFailure] = []  # each exchanger that failed as a whole
         relay = "none"
         unmet: list[str] = []  # why each exchanger did not meet the message's REQUIRETLS
+        unreachable = 0  # exchangers that could not be reached or would not talk
+        hop = destination(delivery)
         deferred: dict[str, Outcome] = {}
         remaining = dict(deliveries)
 
@@ -135,6 +140,10 @@ class OutboundDelivery:
                     unmet.append(failure.detail)
                 else:
                     self.worker.failures.mark_bad(attempt.host)
+                if failure.unreachable:
+                    unreachable += 1
+                else:  # it answered, and failed only this message or this session
+                    self.worker.dead_hops.reached(hop)
                 remaining = {a: d for a, d in remaining.items() if a not in failure.settled}
                 if not remaining:
                     return {}
@@ -146,6 +155,7 @@ class OutboundDelivery:
                 continue
             # It answered: no longer tried last in its level (FailedExchangers).
             self.worker.failures.mark_good(attempt.host)
+            self.worker.dead_hops.reached(hop)
             # A recipient this exchanger deferred (a 4xx to RCPT, or after the content)
             # goes to the next one, as Postfix keeps soft-failed recipients for the
             # next server; the last one's reply stands.
@@ -174,6 +184,10 @@ class OutboundDelivery:
             # RCPT would (§4.2.1).
             return dict.fromkeys(remaining, _failure_outcome(failed[-1], RecipientStatus.FAILED))
         failure_outcome = _failure_outcome(_waiting_failure(failed), RecipientStatus.PENDING)
+        if attempts and unreachable == len(attempts):
+            # Not one exchanger of the domain would talk: a run of these suspends the
+            # destination (smtpcore.server.deadhops).
+            self.worker.dead_hops.failed(hop, failure_outcome)
         if len(remaining) < len(deliveries) or deferred:
             # Some exchanger answered for some: the others wait, each with its reply.
             return {a: deferred.get(a, failure_outcome) for a in remaining}

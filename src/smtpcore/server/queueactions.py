@@ -13,12 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["STOPPING", "ActingWorker", "Applied", "QueueActions"]
+__all__ = ["STOPPING", "TRYING_NOW", "ActingWorker", "Applied", "QueueActions"]
 
 STOPPING: Final = frozenset({"hold", "delete"})
 """Actions that stop a message's delivery. Carried out when its round ends, like any
@@ -28,6 +29,13 @@ ends without sending them, and the action at once. With rounds bounded apart fro
 sessions, a round may wait long for one (while hanging exchangers hold them all): a
 message deleted then would otherwise be sent as soon as a session came free. A job
 already in a session goes on, and the action waits for it."""
+
+TRYING_NOW: Final = frozenset({"flush", "release"})
+"""Actions that ask for a message to be tried at once. They first forget every
+suspended destination (:meth:`DeadHops.forget_all
+<smtpcore.server.deadhops.DeadHops.forget_all>`), as Postfix's ``postqueue -f`` does:
+else the mail for a hop that is back would only be deferred again, without a try,
+until the suspension ran out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,7 @@ class ActingWorker(Protocol):
     queue: Queue
     disk: ThreadShare
     clock: Callable[[], float]
+    dead_hops: DeadHops
     _due: dict[str, float]
     _running: dict[str, asyncio.Task[None]]
     _unsaved: dict[str, QueueEntry]
@@ -118,7 +127,10 @@ class QueueActions:
     async def apply(self, command: QueueCommand) -> Applied:
         """Carry out ``command`` on the queue. A message in delivery, or with actions that
         still wait for its round, is acted on after them, when its round ends. An action
-        the disk refuses now raises (those before it stand)."""
+        the disk refuses now raises (those before it stand). A ``flush`` or ``release``
+        first forgets every suspended destination (:data:`TRYING_NOW`)."""
+        if command.action in TRYING_NOW:
+            self.worker.dead_hops.forget_all(f"queue {command.action}")
         entries = await self.worker.disk.run(self.worker.queue.entries)
         ids = []
         waiting = []

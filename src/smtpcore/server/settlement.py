@@ -139,13 +139,13 @@ class RoundSettlement:
         report it is owed, if any, in the same write; failures wait for the bounce at the
         end of the round, and are logged after its bounce step (:meth:`finish_round`). A
         temporary failure once the message has reached its lifetime is its last
-        (:meth:`_expired`). Returns ``entry`` with the sent ones, and whether there were
+        (:meth:`expired`). Returns ``entry`` with the sent ones, and whether there were
         any: the caller writes it (the worker's :meth:`DeliveryWorker._save
         <smtpcore.server.delivery.DeliveryWorker._save>`), with no await before, so
         that a stop cannot come between an exchanger's 250 and its record's write."""
         sent: dict[str, QueuedRecipient] = {}
         recipients = {r.address: r for r in entry.recipients}
-        expired = self._expired(entry)
+        expired = self.expired(entry)
         for address, outcome in outcomes.items():
             if expired and outcome.status is RecipientStatus.PENDING:
                 outcome = _expiry_outcome(outcome)
@@ -337,7 +337,7 @@ class RoundSettlement:
         except OSError as exc:
             logger.warning("%s: cannot remove its bounce records: %s", entry.id, exc)
 
-    def _expired(self, entry: QueueEntry) -> bool:
+    def expired(self, entry: QueueEntry) -> bool:
         """Whether ``entry`` has been queued ``max_queue_age``: a round is still made,
         and only a temporary failure in it bounces (Postfix's ``maximal_queue_lifetime``:
         returned "when delivery fails with a temporary error, and the time in the queue
