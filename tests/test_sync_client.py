@@ -58,7 +58,7 @@ from test_client_errors import (
     refusing_ehlo_in,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
-from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
+from test_pop3_adapters import REPEATED_UIDL, RETRIEVE_MANY_LEFT_EARLY, STRIPPED
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -410,6 +410,30 @@ def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
         client.login("u", "p")
         client.delete(1)
         raise KeyError("the caller's own")
+
+
+def test_pop3_list_reads_a_repeated_unique_id_as_none_when_asked() -> None:
+    """The blocking client's ``list()`` refuses a unique-id given to two messages (RFC
+    1939 §7), and with ``repeated_uids="none"`` lists them without one, as the async
+    clients do."""
+    listings = "C: LIST\nS: +OK\nS: 1 10\nS: 2 20\nS: 3 30\nS: 4 40\nS: .\nC: UIDL\n"
+    listings += REPEATED_UIDL + "\n"
+    login = POP3_LOGGED_IN.replace("S: USER\n", "S: USER\nS: UIDL\n")
+    steps = script(login + listings + listings + "C: QUIT\nS: +OK bye")
+    with (
+        ScriptedServer(steps) as server,
+        sync.POP3Client("127.0.0.1", server.port, timeout=10, allow_plaintext_auth=True) as client,
+    ):
+        client.login("u", "p")
+        with pytest.raises(sync.POP3ProtocolError, match="unique-id 'same' twice"):
+            client.list()
+        listing = client.list(repeated_uids="none")
+    assert [(m.uid, m.repeated_uid) for m in listing] == [
+        ("a", None),
+        (None, "same"),
+        ("b", None),
+        (None, "same"),
+    ]
 
 
 def test_pop3_login_without_tls_sends_no_password() -> None:

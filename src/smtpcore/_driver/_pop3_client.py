@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
@@ -60,7 +60,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
-from smtpcore.pop3._responses import parse_status_line
+from smtpcore.pop3._responses import parse_status_line, parse_uid_listing_with_repeats
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -235,7 +235,19 @@ class MessageListing:
     size: int
     """Octets as the server counts them (RFC 1939 §5)."""
     uid: str | None
-    """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL."""
+    """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL, gave this
+    message none, or gave its id to another message too (see ``repeated_uid``)."""
+    repeated_uid: str | None = None
+    """The unique-id the server gave this message and another one as well, which RFC
+    1939 §7 forbids; only ``list(repeated_uids="none")`` reads such a listing, and
+    ``uid`` is then ``None``: the id names no one message, so a client that keeps the
+    ids it has fetched must not take it for one."""
+
+
+RepeatedUids = Literal["refuse", "none"]
+"""What :meth:`BasePOP3Client.list` does with a unique-id the UIDL listing gives to
+several messages: ``"refuse"`` (:class:`POP3ProtocolError`), or ``"none"``: list each
+of those messages with ``uid=None`` and the id in ``repeated_uid``."""
 
 
 class BasePOP3Client(BaseClient):
@@ -470,11 +482,17 @@ class BasePOP3Client(BaseClient):
         return _parse(parse_stat, response.text)
 
     @one_call
-    async def list(self) -> list[MessageListing]:
+    async def list(self, *, repeated_uids: RepeatedUids = "refuse") -> list[MessageListing]:
         """Every message not marked deleted, with its size and (if offered) unique-id.
 
-        With PIPELINING, LIST and UIDL go out together.
+        With PIPELINING, LIST and UIDL go out together. A unique-id given to two
+        messages breaks RFC 1939 §7 and is a :class:`POP3ProtocolError`, unless
+        ``repeated_uids="none"``: each message it was given to is then listed with
+        ``uid=None`` and the id in ``repeated_uid``, the others as usual, and the
+        session goes on. A message listed twice is refused either way.
         """
+        if repeated_uids not in ("refuse", "none"):
+            raise ValueError(f'repeated_uids must be "refuse" or "none", not {repeated_uids!r}')
         conn = self.connection
         with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
         if with_uids and conn.pipelining:
@@ -487,7 +505,7 @@ class BasePOP3Client(BaseClient):
                 raise POP3ResponseError("LIST", response)
             sizes = _parse(parse_listing, await self._collect(_listing()))
             self._owed.popleft()
-            uids = await self._uids()
+            uids = await self._uids(repeated_uids)
         else:
             await self._command(List())
             sizes = _parse(parse_listing, await self._collect())
@@ -495,15 +513,16 @@ class BasePOP3Client(BaseClient):
             if with_uids:
                 await self._drain()
                 await self._write(self._send(Uidl()))
-                uids = await self._uids()
+                uids = await self._uids(repeated_uids)
         self._sizes = dict(sizes)
-        return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
+        return _listed(sizes, uids or {})
 
-    async def _uids(self) -> dict[int, str] | None:
+    async def _uids(self, repeated_uids: RepeatedUids) -> dict[int, str] | None:
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
-        return dict(_parse(parse_uid_listing, await self._collect(_listing())))
+        parser = parse_uid_listing if repeated_uids == "refuse" else parse_uid_listing_with_repeats
+        return dict(_parse(parser, await self._collect(_listing())))
 
     def retrieve_chunks(
         self, number: int, *, max_size: MaxSize = "listed"
@@ -915,6 +934,20 @@ def _content_of(command: Command) -> _Content:
     if isinstance(command, (List, Uidl)):
         return _listing()
     return _Content(None, "")
+
+
+def _listed(sizes: Iterable[tuple[int, int]], uids: dict[int, str]) -> list[MessageListing]:
+    """The messages LIST gave, each with the unique-id UIDL gave it, or, where UIDL gave
+    that id to several messages, with none and the id as ``repeated_uid``."""
+    given = Counter(uids.values())
+    listing = []
+    for number, size in sizes:
+        uid = uids.get(number)
+        if uid is not None and given[uid] > 1:
+            listing.append(MessageListing(number, size, None, repeated_uid=uid))
+        else:
+            listing.append(MessageListing(number, size, uid))
+    return listing
 
 
 def _masked(event: Command | AuthResponse) -> str | None:

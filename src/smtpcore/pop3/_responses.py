@@ -161,6 +161,20 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     return pairs
 
 
+def parse_uid_listing_with_repeats(data: bytes | str) -> list[tuple[int, str]]:
+    """As :func:`parse_uid_listing`, each line held to it, but a unique-id given to
+    several messages is kept for each: RFC 1939 §7 forbids it, yet some servers do it,
+    and a client that fetches their mail all the same, those messages taken as having
+    no unique-id, needs the rest of the listing.
+    A message listed twice is still a ``RemoteProtocolError``."""
+    pairs = []
+    numbers: set[int] = set()
+    for line in _lines(data):
+        for number, unique_id in parse_uid_listing(line):
+            pairs.append((_once(number, numbers, "message number"), unique_id))
+    return pairs
+
+
 def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
