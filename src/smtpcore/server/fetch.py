@@ -159,7 +159,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     try:
         async with client:
             await _log_in(client, args)
-            listing = await client.list()
+            listing = await client.list(repeated_uids="none")
             record = None if target is None else _record_for(args, client, listing)
             run = _FetchRun(client, target, record, args.delete, args.all, say)
             await run.take_all(listing)
@@ -174,19 +174,63 @@ def _record_for(
     args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
 ) -> FetchRecord | None:
     """The record of what was stored from this account before, pruned to the messages
-    the server lists now; None, with a warning saying why, when some message has no
-    unique-id (UIDL is optional, RFC 1939 §7): every message is then fetched, and the
-    record is left as it is."""
-    without_id = [item for item in listing if item.uid is None]
+    the server lists now with a unique-id of their own.
+
+    A message without one cannot be told from one stored before: the server left it
+    out of its UIDL listing, or gave its id to another message too, which RFC 1939 §7
+    forbids (the client lists such a message with ``uid=None``). It is fetched at every
+    run (deleted once stored, under ``--delete``), with a warning saying why, and the
+    other messages keep their records. None when no message listed has an id of its
+    own (UIDL is optional, RFC 1939 §7): every message is then fetched, and the record
+    is left as it is."""
+    repeated = _repeated_ids_warning(listing)
+    if repeated is not None:
+        _warn(repeated)
+    without_id = [item for item in listing if item.uid is None and item.repeated_uid is None]
     if without_id:
-        _warn(
-            f"{_why_ids_are_missing(client, len(without_id) < len(listing))}: every "
-            "message is fetched, as none can be told from one stored before"
+        some_have_one = len(without_id) < len(listing)
+        fetched = (
+            "the messages without one are fetched at every run"
+            if some_have_one
+            else "every message is fetched"
         )
+        _warn(
+            f"{_why_ids_are_missing(client, some_have_one)}: {fetched}, as none can be told "
+            "from one stored before"
+        )
+    if listing and all(item.uid is None for item in listing):
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
     record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
     return record
+
+
+_NUMBERS_NAMED: Final = 5
+"""The most message numbers a warning names for one repeated unique-id."""
+
+
+def _repeated_ids_warning(listing: list[MessageListing]) -> str | None:
+    """One warning for the unique-ids the server gave to several messages, naming the
+    first of them and the messages it was given to (a few: a listing may repeat one
+    id for thousands), and how many other ids are repeated; None when none is."""
+    given: dict[str, list[int]] = {}
+    for item in listing:
+        if item.repeated_uid is not None:
+            given.setdefault(item.repeated_uid, []).append(item.number)
+    if not given:
+        return None
+    uid, numbers = next(iter(given.items()))
+    shown = ", ".join(str(number) for number in numbers[:_NUMBERS_NAMED])
+    if len(numbers) > _NUMBERS_NAMED:
+        shown += ", ..."
+    others = len(given) - 1
+    also = f", and {others} other unique-ids to several messages each" if others else ""
+    return (
+        f"the server's UIDL listing gives the unique-id {uid!r} to {len(numbers)} "
+        f"messages ({shown}){also}, where RFC 1939 §7 gives each message its own: "
+        "those messages are taken as having no unique-id, fetched at every run until "
+        "deleted; the others keep their record"
+    )
 
 
 def _why_ids_are_missing(client: POP3Client, some_have_one: bool) -> str:
