@@ -175,6 +175,25 @@ class TestListings:
             parse_uid_listing(b"1 abc\r\n2 abc\r\n")
         assert parse_uid_listing(b"1 abc\r\n2 ABC\r\n") == [(1, "abc"), (2, "ABC")]
 
+    def test_capabilities(self) -> None:
+        data = (
+            b"TOP\r\nuser\r\nSASL PLAIN LOGIN\r\nEXPIRE 30 USER\r\n"
+            b"IMPLEMENTATION Shlemazle-Plotz-v302\r\n"
+        )
+        assert parse_capabilities(data) == {
+            "TOP": (),
+            "USER": (),
+            "SASL": ("PLAIN", "LOGIN"),
+            "EXPIRE": ("30", "USER"),
+            "IMPLEMENTATION": ("Shlemazle-Plotz-v302",),
+        }
+
+    def test_format_lines(self) -> None:
+        assert format_lines(["1 120", "2 200"]) == b"1 120\r\n2 200\r\n"
+        assert format_lines([]) == b""
+        with pytest.raises(LocalProtocolError):
+            format_lines(["1 120\r\n.\r\n+OK injected"])
+
     def test_the_listing_with_repeats_keeps_a_repeated_id_and_nothing_else(self) -> None:
         """The lenient reading the clients' ``list(repeated_uids="none")`` uses: a
         unique-id given to two messages is kept for each; every other check of
@@ -202,25 +221,6 @@ class TestListings:
         else:
             with pytest.raises(RemoteProtocolError, match="twice"):
                 parse_uid_listing(listing)
-
-    def test_capabilities(self) -> None:
-        data = (
-            b"TOP\r\nuser\r\nSASL PLAIN LOGIN\r\nEXPIRE 30 USER\r\n"
-            b"IMPLEMENTATION Shlemazle-Plotz-v302\r\n"
-        )
-        assert parse_capabilities(data) == {
-            "TOP": (),
-            "USER": (),
-            "SASL": ("PLAIN", "LOGIN"),
-            "EXPIRE": ("30", "USER"),
-            "IMPLEMENTATION": ("Shlemazle-Plotz-v302",),
-        }
-
-    def test_format_lines(self) -> None:
-        assert format_lines(["1 120", "2 200"]) == b"1 120\r\n2 200\r\n"
-        assert format_lines([]) == b""
-        with pytest.raises(LocalProtocolError):
-            format_lines(["1 120\r\n.\r\n+OK injected"])
 
 
 class TestMessageNumbers:
