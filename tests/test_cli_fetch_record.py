@@ -565,6 +565,35 @@ def test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded(
     assert len(Maildir(target).messages()) == 4
 
 
+def test_an_id_left_out_for_one_message_and_given_to_a_new_one_loses_no_mail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message recorded under X, then a listing that leaves it out of UIDL and gives X
+    to a new message of the same size: the new one matched the record's (id, size) and
+    was skipped at every run, never stored. A listing that leaves a message without an
+    id of its own is not trusted to name the others: a record match is read again and
+    stored unless its content is the one recorded."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        [old] = write_maildir(mailbox, [_message("AAA")])
+        assert _fetch(server, target) == 0
+        _deliver(mailbox, "BBB")
+        [new] = [path for path in (mailbox / "new").iterdir() if "BBB" in path.name]
+        hook.ids[_uid(old)] = None
+        hook.ids[_uid(new)] = _uid(old)
+        capsys.readouterr()
+        assert _fetch(server, target) == 0
+        assert sorted(_subjects(capsys.readouterr().out)) == ["AAA", "BBB"]
+        assert _fetch(server, target) == 0
+        captured = capsys.readouterr().out
+        assert _subjects(captured) == ["AAA"]  # BBB read again, found stored
+        assert "1 stored before, read again and found unchanged" in captured
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    expected = ["AAA", "AAA", "AAA", "BBB"]
+    assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
+
+
 _ALERT_HEADER = (
     b"From: <alerts@x.example>\r\nSubject: disk alert\r\n"
     b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <fixed@x.example>\r\n\r\n"

@@ -161,7 +161,15 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
             await _log_in(client, args)
             listing = await client.list(repeated_uids="none")
             record = None if target is None else _record_for(args, client, listing)
-            run = _FetchRun(client, target, record, args.delete, args.all, say)
+            run = _FetchRun(
+                client,
+                target,
+                record,
+                args.delete,
+                args.all,
+                say,
+                ids_trusted=all(item.uid is not None for item in listing),
+            )
             await run.take_all(listing)
     except POP3Error as exc:
         _fetch_failed(exc, checked_name=client.server_hostname)
@@ -272,6 +280,11 @@ class _FetchRun:
     """The messages left on the server by a refusal, by the command refused."""
     record_lost: bool = False
     """The record could not be written: the next run fetches again what this one stored."""
+    ids_trusted: bool = True
+    """Every message listed has a unique-id of its own: a record match is then taken as
+    the message stored. A listing that leaves one out, or repeats one, may give a new
+    message an id stored before (a server that leaves A out may list new B under A's
+    id), so a match is read again and stored unless its content is the one recorded."""
     _deletions_held: list[int] = field(default_factory=list)
 
     async def take_all(self, listing: list[MessageListing]) -> None:
@@ -307,8 +320,9 @@ class _FetchRun:
         only when its whole content is the one stored: RFC 1939 §7 keeps an id from reuse
         only while its message exists, and neither the size nor the header (``TOP n 0``)
         tells a new message made from the same template from the old one. Else it is
-        stored as new: a duplicate at worst, never a loss."""
-        if not self.delete:
+        stored as new: a duplicate at worst, never a loss. A listing whose ids are not
+        trusted (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
+        if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
         unchanged = await self._unless_refused(item.number, self._unchanged_since_stored(item))
@@ -317,14 +331,14 @@ class _FetchRun:
         if not unchanged:
             await self._fetch(item)
             return
-        if await self._delete(item.number):
+        if not self.delete or await self._delete(item.number):
             self.skipped += 1
 
     async def _unchanged_since_stored(self, item: MessageListing) -> bool:
         """Whether RETR gives for ``item`` the content recorded for its id and size:
         streamed through the same bound as any message, digested, and written nowhere.
         It costs a download per message recorded, which only a run after one without
-        ``--delete``, or after one cut short, meets."""
+        ``--delete``, or after one cut short, or a listing not trusted, meets."""
         assert self.record is not None and item.uid is not None
         retrieved = await _retrieve(self.client, item.number, None)
         return self.record.holds_content(item.uid, item.size, retrieved.digest)
@@ -438,6 +452,8 @@ class _FetchRun:
         QUIT under ``--delete``: ``--all`` cannot fetch them again."""
         if self.delete:
             return "read again, found unchanged and deleted"
+        if not self.ids_trusted:
+            return "read again and found unchanged (--all stores them again)"
         return "not fetched again (--all fetches them)"
 
 
