@@ -565,6 +565,33 @@ def test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded(
     assert len(Maildir(target).messages()) == 4
 
 
+@pytest.mark.parametrize("others", [[], ["CCC"]], ids=["alone", "with another"])
+def test_a_repeated_id_still_listed_keeps_its_record_whatever_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], others: list[str]
+) -> None:
+    """A recorded, then a new message listed under A's id too, then that one gone: A's
+    record was kept when every message had its id repeated, but pruned when another had
+    one of its own, so that A was stored a third time. A repeated id still listed keeps
+    its record either way, and A comes twice (once more while its id is repeated)."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        [first, *_] = write_maildir(mailbox, [_message(s) for s in ["AAA", *others]])
+        assert _fetch(server, target) == 0
+        _deliver(mailbox, "BBB")
+        [new] = [path for path in Maildir(mailbox).messages() if "BBB" in path.name]
+        hook.ids[_uid(new)] = _uid(first)
+        assert _fetch(server, target) == 0
+        assert _uid(first) in _recorded_sizes(target, server)
+        [moved] = [path for path in Maildir(mailbox).messages() if "BBB" in path.name]
+        moved.unlink()  # read and deleted by another client: A's id is its own again
+        capsys.readouterr()
+        assert _fetch(server, target) == 0
+        assert _subjects(capsys.readouterr().out) == []
+    kept = [path.read_bytes() for path in Maildir(target).messages()]
+    assert kept.count(_message("AAA").replace(b"\r\n", b"\n")) == 2
+
+
 def test_an_id_left_out_for_one_message_and_given_to_a_new_one_loses_no_mail(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -182,15 +182,15 @@ def _record_for(
     args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
 ) -> FetchRecord | None:
     """The record of what was stored from this account before, pruned to the messages
-    the server lists now with a unique-id of their own.
+    the server lists now (under an id of their own, or repeated).
 
     A message without one cannot be told from one stored before: the server left it
     out of its UIDL listing, or gave its id to another message too, which RFC 1939 §7
     forbids (the client lists such a message with ``uid=None``). It is fetched at every
     run (deleted once stored, under ``--delete``), with a warning saying why, and the
-    other messages keep their records. None when no message listed has an id of its
-    own (UIDL is optional, RFC 1939 §7): every message is then fetched, and the record
-    is left as it is."""
+    other messages keep their records. None when UIDL gave no message an id (it is
+    optional, RFC 1939 §7): every message is then fetched, and the record is left as
+    it is."""
     repeated = _repeated_ids_warning(listing)
     if repeated is not None:
         _warn(repeated)
@@ -206,11 +206,18 @@ def _record_for(
             f"{_why_ids_are_missing(client, some_have_one)}: {fetched}, as none can be told "
             "from one stored before"
         )
-    if listing and all(item.uid is None for item in listing):
+    if listing and all(_listed_id(item) is None for item in listing):
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
-    record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
+    record.keep_only((uid, item.size) for item in listing if (uid := _listed_id(item)) is not None)
     return record
+
+
+def _listed_id(item: MessageListing) -> str | None:
+    """The unique-id UIDL gave ``item``, its own or repeated: a record entry under a
+    repeated id still listed is kept, for the message stored under it may still be
+    there, and would come again once its id is its own again."""
+    return item.uid if item.uid is not None else item.repeated_uid
 
 
 _NUMBERS_NAMED: Final = 5
