@@ -565,6 +565,26 @@ def test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded(
     assert len(Maildir(target).messages()) == 4
 
 
+def test_a_listing_missing_one_id_and_repeating_another_gives_one_warning_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A listing that left a message out and gave another's id to a third gave two
+    warning lines, where the operator's page promises one, and the second said "the
+    others keep their record" whether or not anything was recorded."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three", "four")])
+        hook.ids[_uid(paths[0])] = None
+        hook.ids[_uid(paths[2])] = _uid(paths[1])
+        assert _fetch(server, target) == 0
+        [warning] = _warned(capsys.readouterr().err, "unique-id")
+    assert "unique-ids missing for some messages" in warning
+    assert f"the unique-id '{_uid(paths[1])}' to 2 messages (2, 3)" in warning
+    assert "the messages without one are fetched at every run" in warning
+    assert "keep their record" not in warning
+
+
 @pytest.mark.parametrize("others", [[], ["CCC"]], ids=["alone", "with another"])
 def test_a_repeated_id_still_listed_keeps_its_record_whatever_the_others(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], others: list[str]

@@ -191,21 +191,9 @@ def _record_for(
     other messages keep their records. None when UIDL gave no message an id (it is
     optional, RFC 1939 §7): every message is then fetched, and the record is left as
     it is."""
-    repeated = _repeated_ids_warning(listing)
-    if repeated is not None:
-        _warn(repeated)
-    without_id = [item for item in listing if item.uid is None and item.repeated_uid is None]
-    if without_id:
-        some_have_one = len(without_id) < len(listing)
-        fetched = (
-            "the messages without one are fetched at every run"
-            if some_have_one
-            else "every message is fetched"
-        )
-        _warn(
-            f"{_why_ids_are_missing(client, some_have_one)}: {fetched}, as none can be told "
-            "from one stored before"
-        )
+    warning = _unidentified_warning(client, listing)
+    if warning is not None:
+        _warn(warning)
     if listing and all(_listed_id(item) is None for item in listing):
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
@@ -224,10 +212,33 @@ _NUMBERS_NAMED: Final = 5
 """The most message numbers a warning names for one repeated unique-id."""
 
 
-def _repeated_ids_warning(listing: list[MessageListing]) -> str | None:
-    """One warning for the unique-ids the server gave to several messages, naming the
-    first of them and the messages it was given to (a few: a listing may repeat one
-    id for thousands), and how many other ids are repeated; None when none is."""
+def _unidentified_warning(client: POP3Client, listing: list[MessageListing]) -> str | None:
+    """The one warning line for the messages listed without a unique-id of their own,
+    saying what the server did (gave none, left some out, repeated some) and what
+    fetch does about it; None when every message has its own."""
+    without_id = sum(1 for item in listing if _listed_id(item) is None)
+    if listing and without_id == len(listing):
+        return (
+            f"{_why_ids_are_missing(client, False)}: every message is fetched, as none "
+            "can be told from one stored before"
+        )
+    what = [_why_ids_are_missing(client, True)] if without_id else []
+    repeated = _repeated_ids_named(listing)
+    if repeated is not None:
+        what.append(repeated)
+    if not what:
+        return None
+    return (
+        f"{'; '.join(what)}, where RFC 1939 §7 gives each message its own: the messages "
+        "without one are fetched at every run, as none can be told from one stored "
+        "before, and those recorded are read again to be told from new ones"
+    )
+
+
+def _repeated_ids_named(listing: list[MessageListing]) -> str | None:
+    """The unique-ids the server gave to several messages, naming the first of them
+    and the messages it was given to (a few: a listing may repeat one id for
+    thousands), and how many other ids are repeated; None when none is."""
     given: dict[str, list[int]] = {}
     for item in listing:
         if item.repeated_uid is not None:
@@ -242,9 +253,7 @@ def _repeated_ids_warning(listing: list[MessageListing]) -> str | None:
     also = f", and {others} other unique-ids to several messages each" if others else ""
     return (
         f"the server's UIDL listing gives the unique-id {uid!r} to {len(numbers)} "
-        f"messages ({shown}){also}, where RFC 1939 §7 gives each message its own: "
-        "those messages are taken as having no unique-id, fetched at every run until "
-        "deleted; the others keep their record"
+        f"messages ({shown}){also}"
     )
 
 
