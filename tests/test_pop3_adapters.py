@@ -1858,7 +1858,7 @@ def test_our_client_lists_a_repeated_unique_id_as_none_when_asked(
     adapter: str, pipelined: bool
 ) -> None:
     """A server that gave one unique-id to two messages made ``list()`` fail, and a
-    client had no way to the rest of the listing. ``repeated_uids="none"`` lists those
+    client had no way to the rest of the listing. ``allow_repeated_uids=True`` lists those
     messages with no ``uid`` and the id as ``repeated_uid``, the others as usual, and
     the session goes on; by default the listing is still refused."""
     mod = module(adapter)
@@ -1876,7 +1876,7 @@ def test_our_client_lists_a_repeated_unique_id_as_none_when_asked(
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="unique-id 'same' twice"):
                 await client.list()
-            listing: list[Any] = await client.list(repeated_uids="none")
+            listing: list[Any] = await client.list(allow_repeated_uids=True)
             await client.noop()  # the session went on, in step
             return listing
 
@@ -1890,10 +1890,21 @@ def test_our_client_lists_a_repeated_unique_id_as_none_when_asked(
     ]
 
 
-def test_our_client_refuses_a_message_listed_twice_even_with_repeated_uids_none(
+def test_a_message_listing_has_its_own_unique_id_or_a_repeated_one_not_both(
     adapter: str,
 ) -> None:
-    """``repeated_uids="none"`` forgives a unique-id given to two messages, not a message
+    """A listing with ``uid`` and ``repeated_uid`` both says the id is the message's own
+    and not: it cannot be built."""
+    mod = module(adapter)
+    assert mod.MessageListing(1, 10, None, repeated_uid="a").uid is None
+    with pytest.raises(ValueError, match="repeated_uid"):
+        mod.MessageListing(1, 10, "a", repeated_uid="a")
+
+
+def test_our_client_refuses_a_message_listed_twice_even_with_repeated_uids_allowed(
+    adapter: str,
+) -> None:
+    """``allow_repeated_uids=True`` forgives a unique-id given to two messages, not a message
     listed twice (RFC 1939 §7: which of its two ids is its own, nobody can say), nor a
     line that is no unique-id listing."""
     mod = module(adapter)
@@ -1911,11 +1922,9 @@ def test_our_client_refuses_a_message_listed_twice_even_with_repeated_uids_none(
         async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
             await client.login("u", "p")
             with pytest.raises(mod.POP3ProtocolError, match="message number 1 twice"):
-                await client.list(repeated_uids="none")
+                await client.list(allow_repeated_uids=True)
             with pytest.raises(mod.POP3ProtocolError, match="not a unique-id listing"):
-                await client.list(repeated_uids="none")
-            with pytest.raises(ValueError, match="repeated_uids"):
-                await client.list(repeated_uids="keep")
+                await client.list(allow_repeated_uids=True)
 
     with ScriptedServer(steps) as server:
         run(adapter, lambda: session(server.port))

@@ -412,13 +412,18 @@ def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
         raise KeyError("the caller's own")
 
 
-def test_pop3_list_reads_a_repeated_unique_id_as_none_when_asked() -> None:
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one at a time"])
+def test_pop3_list_reads_a_repeated_unique_id_as_none_when_asked(pipelined: bool) -> None:
     """The blocking client's ``list()`` refuses a unique-id given to two messages (RFC
-    1939 §7), and with ``repeated_uids="none"`` lists them without one, as the async
-    clients do."""
-    listings = "C: LIST\nS: +OK\nS: 1 10\nS: 2 20\nS: 3 30\nS: 4 40\nS: .\nC: UIDL\n"
-    listings += REPEATED_UIDL + "\n"
-    login = POP3_LOGGED_IN.replace("S: USER\n", "S: USER\nS: UIDL\n")
+    1939 §7), and with ``allow_repeated_uids=True`` lists them without one, as the async
+    clients do, LIST and UIDL pipelined or not."""
+    sizes = "S: +OK\nS: 1 10\nS: 2 20\nS: 3 30\nS: 4 40\nS: .\n"
+    if pipelined:  # both commands go out before either answer
+        listings = "C: LIST\nC: UIDL\n" + sizes + REPEATED_UIDL + "\n"
+    else:
+        listings = "C: LIST\n" + sizes + "C: UIDL\n" + REPEATED_UIDL + "\n"
+    capabilities = "S: UIDL\nS: PIPELINING\n" if pipelined else "S: UIDL\n"
+    login = POP3_LOGGED_IN.replace("S: USER\n", "S: USER\n" + capabilities)
     steps = script(login + listings + listings + "C: QUIT\nS: +OK bye")
     with (
         ScriptedServer(steps) as server,
@@ -427,7 +432,7 @@ def test_pop3_list_reads_a_repeated_unique_id_as_none_when_asked() -> None:
         client.login("u", "p")
         with pytest.raises(sync.POP3ProtocolError, match="unique-id 'same' twice"):
             client.list()
-        listing = client.list(repeated_uids="none")
+        listing = client.list(allow_repeated_uids=True)
     assert [(m.uid, m.repeated_uid) for m in listing] == [
         ("a", None),
         (None, "same"),

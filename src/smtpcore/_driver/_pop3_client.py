@@ -10,6 +10,7 @@ keeps several RETR commands in flight (RFC 2449 §6.6).
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
@@ -60,7 +61,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
-from smtpcore.pop3._responses import parse_status_line, parse_uid_listing_with_repeats
+from smtpcore.pop3._responses import parse_status_line
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -239,15 +240,13 @@ class MessageListing:
     message none, or gave its id to another message too (see ``repeated_uid``)."""
     repeated_uid: str | None = None
     """The unique-id the server gave this message and another one as well, which RFC
-    1939 §7 forbids; only ``list(repeated_uids="none")`` reads such a listing, and
+    1939 §7 forbids; only ``list(allow_repeated_uids=True)`` reads such a listing, and
     ``uid`` is then ``None``: the id names no one message, so a client that keeps the
     ids it has fetched must not take it for one."""
 
-
-RepeatedUids = Literal["refuse", "none"]
-"""What :meth:`BasePOP3Client.list` does with a unique-id the UIDL listing gives to
-several messages: ``"refuse"`` (:class:`POP3ProtocolError`), or ``"none"``: list each
-of those messages with ``uid=None`` and the id in ``repeated_uid``."""
+    def __post_init__(self) -> None:
+        if self.uid is not None and self.repeated_uid is not None:
+            raise ValueError("a message listed with a unique-id of its own has no repeated_uid")
 
 
 class BasePOP3Client(BaseClient):
@@ -482,17 +481,15 @@ class BasePOP3Client(BaseClient):
         return _parse(parse_stat, response.text)
 
     @one_call
-    async def list(self, *, repeated_uids: RepeatedUids = "refuse") -> list[MessageListing]:
+    async def list(self, *, allow_repeated_uids: bool = False) -> list[MessageListing]:
         """Every message not marked deleted, with its size and (if offered) unique-id.
 
         With PIPELINING, LIST and UIDL go out together. A unique-id given to two
         messages breaks RFC 1939 §7 and is a :class:`POP3ProtocolError`, unless
-        ``repeated_uids="none"``: each message it was given to is then listed with
+        ``allow_repeated_uids``: each message it was given to is then listed with
         ``uid=None`` and the id in ``repeated_uid``, the others as usual, and the
         session goes on. A message listed twice is refused either way.
         """
-        if repeated_uids not in ("refuse", "none"):
-            raise ValueError(f'repeated_uids must be "refuse" or "none", not {repeated_uids!r}')
         conn = self.connection
         with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
         if with_uids and conn.pipelining:
@@ -505,7 +502,7 @@ class BasePOP3Client(BaseClient):
                 raise POP3ResponseError("LIST", response)
             sizes = _parse(parse_listing, await self._collect(_listing()))
             self._owed.popleft()
-            uids = await self._uids(repeated_uids)
+            uids = await self._uids(allow_repeated_uids)
         else:
             await self._command(List())
             sizes = _parse(parse_listing, await self._collect())
@@ -513,15 +510,15 @@ class BasePOP3Client(BaseClient):
             if with_uids:
                 await self._drain()
                 await self._write(self._send(Uidl()))
-                uids = await self._uids(repeated_uids)
+                uids = await self._uids(allow_repeated_uids)
         self._sizes = dict(sizes)
         return _listed(sizes, uids or {})
 
-    async def _uids(self, repeated_uids: RepeatedUids) -> dict[int, str] | None:
+    async def _uids(self, allow_repeated_uids: bool) -> dict[int, str] | None:
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
-        parser = parse_uid_listing if repeated_uids == "refuse" else parse_uid_listing_with_repeats
+        parser = functools.partial(parse_uid_listing, allow_repeated_uids=allow_repeated_uids)
         return dict(_parse(parser, await self._collect(_listing())))
 
     def retrieve_chunks(

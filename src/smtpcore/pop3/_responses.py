@@ -139,13 +139,18 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     return pairs
 
 
-def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
+def parse_uid_listing(
+    data: bytes | str, *, allow_repeated_uids: bool = False
+) -> list[tuple[int, str]]:
     """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
 
     A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7), and names one
     message of the maildrop: a message listed twice, or a unique-id given to two,
     is a ``RemoteProtocolError``. A client that keeps the unique-ids it has fetched
     (to leave mail on the server) would otherwise never fetch one of the two.
+    ``allow_repeated_uids`` keeps a unique-id given to several messages for each, for
+    a client that fetches such a server's mail all the same, those messages taken as
+    having no unique-id; a message listed twice is refused still.
     """
     pairs = []
     numbers: set[int] = set()
@@ -157,21 +162,8 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
         if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
             raise RemoteProtocolError(f"not a unique-id listing: {line[:80]!r}")
         number = _once(_count(words[0], "message number"), numbers, "message number")
-        pairs.append((number, _once(words[1], uids, "unique-id")))
-    return pairs
-
-
-def parse_uid_listing_with_repeats(data: bytes | str) -> list[tuple[int, str]]:
-    """As :func:`parse_uid_listing`, each line held to it, but a unique-id given to
-    several messages is kept for each: RFC 1939 §7 forbids it, yet some servers do it,
-    and a client that fetches their mail all the same, those messages taken as having
-    no unique-id, needs the rest of the listing.
-    A message listed twice is still a ``RemoteProtocolError``."""
-    pairs = []
-    numbers: set[int] = set()
-    for line in _lines(data):
-        for number, unique_id in parse_uid_listing(line):
-            pairs.append((_once(number, numbers, "message number"), unique_id))
+        unique_id = words[1] if allow_repeated_uids else _once(words[1], uids, "unique-id")
+        pairs.append((number, unique_id))
     return pairs
 
 

@@ -159,7 +159,7 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     try:
         async with client:
             await _log_in(client, args)
-            listing = await client.list(repeated_uids="none")
+            listing = await client.list(allow_repeated_uids=True)
             record = None if target is None else _record_for(args, client, listing)
             run = _FetchRun(
                 client,
