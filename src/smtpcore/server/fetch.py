@@ -182,29 +182,32 @@ def _record_for(
     args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
 ) -> FetchRecord | None:
     """The record of what was stored from this account before, pruned to the messages
-    the server lists now (under an id of their own, or repeated).
+    the server lists now under an id of their own.
 
     A message without one cannot be told from one stored before: the server left it
     out of its UIDL listing, or gave its id to another message too, which RFC 1939 §7
     forbids (the client lists such a message with ``uid=None``). It is fetched at every
     run (deleted once stored, under ``--delete``), with a warning saying why, and the
-    other messages keep their records. None when UIDL gave no message an id (it is
-    optional, RFC 1939 §7): every message is then fetched, and the record is left as
+    other messages keep their records. The entry of a repeated id is forgotten, even
+    when no message has an id of its own: kept, it would name as stored a new message
+    listed under that id too and not stored in this run (a run cut short), once the old
+    one is gone and the id its own again, and that message would be skipped for ever.
+    A duplicate at worst, never a loss. None when UIDL gave no message an id at all (it
+    is optional, RFC 1939 §7): every message is then fetched, and the record is left as
     it is."""
     warning = _unidentified_warning(client, listing)
     if warning is not None:
         _warn(warning)
-    if listing and all(_listed_id(item) is None for item in listing):
+    if listing and all(_given_id(item) is None for item in listing):
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
-    record.keep_only((uid, item.size) for item in listing if (uid := _listed_id(item)) is not None)
+    record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
     return record
 
 
-def _listed_id(item: MessageListing) -> str | None:
-    """The unique-id UIDL gave ``item``, its own or repeated: a record entry under a
-    repeated id still listed is kept, for the message stored under it may still be
-    there, and would come again once its id is its own again."""
+def _given_id(item: MessageListing) -> str | None:
+    """The unique-id UIDL gave ``item``, its own or repeated; None for a message it left
+    out, or when the server gives none."""
     return item.uid if item.uid is not None else item.repeated_uid
 
 
@@ -216,7 +219,7 @@ def _unidentified_warning(client: POP3Client, listing: list[MessageListing]) -> 
     """The one warning line for the messages listed without a unique-id of their own,
     saying what the server did (gave none, left some out, repeated some) and what
     fetch does about it; None when every message has its own."""
-    without_id = sum(1 for item in listing if _listed_id(item) is None)
+    without_id = sum(1 for item in listing if _given_id(item) is None)
     if listing and without_id == len(listing):
         return (
             f"{_why_ids_are_missing(client, False)}: every message is fetched, as none "
@@ -306,7 +309,13 @@ class _FetchRun:
     async def take_all(self, listing: list[MessageListing]) -> None:
         """Take each message in turn, then write what the record still lacks and send
         the deletions it held. When the run stops on an error, the record is written
-        still (the messages stored are not stored again), but nothing more is deleted."""
+        still (the messages stored are not stored again), but nothing more is deleted.
+
+        After a listing not trusted (:attr:`ids_trusted`), the record pruned by
+        :func:`_record_for` is written first, so that no run, however it stops (killed,
+        the power cut), leaves on disk the entry of an id it found repeated."""
+        if self.record is not None and self.record.unsaved and not self.ids_trusted:
+            await self._save_record(self.record)
         try:
             for item in listing:
                 await self._take(item)
