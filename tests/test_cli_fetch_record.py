@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -447,18 +448,24 @@ def test_a_listing_with_a_message_number_no_command_can_name_stops_the_run_at_on
 
 
 @pytest.mark.parametrize(
-    ("uidl", "warning"),
+    ("uidl", "warning", "fetched"),
     [
-        ("S: +OK\nS: 2 id-two\nS: .", "unique-ids missing for some messages"),
-        ("S: -ERR not now", "the server answered UIDL with -ERR"),
+        (
+            "S: +OK\nS: 2 id-two\nS: .",
+            "unique-ids missing for some messages",
+            "the messages without one are fetched at every run",
+        ),
+        ("S: -ERR not now", "the server answered UIDL with -ERR", "every message is fetched"),
     ],
 )
 def test_a_uidl_listing_short_of_ids_is_named_for_what_it_is(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], uidl: str, warning: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], uidl: str, warning: str, fetched: str
 ) -> None:
     """A server that offers UIDL but lists ids for some messages only, or answers it
-    ``-ERR``, was said to have no UIDL at all. Every message is fetched, as none can
-    be matched with certainty, with one warning saying what the server did."""
+    ``-ERR``, was said to have no UIDL at all. A message without an id is fetched, as
+    it cannot be matched with certainty (the others are recorded: see
+    :func:`test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded`), with
+    one warning saying what the server did."""
     target = tmp_path / "fetched"
     one, two = _message("one"), _message("two")
     steps = [
@@ -474,7 +481,242 @@ def test_a_uidl_listing_short_of_ids_is_named_for_what_it_is(
     captured = capsys.readouterr()
     assert _subjects(captured.out) == ["one", "two"]
     [line] = [line for line in captured.err.splitlines() if "UIDL" in line or "unique" in line]
-    assert warning in line and "no UIDL" not in line and "every message is fetched" in line
+    assert warning in line and "no UIDL" not in line and fetched in line
+
+
+@dataclass
+class _UidlRewrite:
+    """A server hook: its UIDL listings give each unique-id in ``ids`` as the id it maps
+    to, or leave its line out where that is None, as a broken server would (the
+    project's own refuses to list one id twice, RFC 1939 §7). The RETR, TOP and DELE
+    commands it received are in ``log``."""
+
+    ids: dict[str, str | None]
+    log: _CommandLog = field(default_factory=_CommandLog)
+
+    def connection(self, options: Any) -> ServerConnection:
+        ids = self.ids
+        logged = type(self.log.connection(options))
+
+        class Rewriting(logged):  # type: ignore[valid-type, misc]  # a class made at run time
+            def send(self, event: Any) -> bytes:
+                data: bytes = super().send(event)
+                for old, new in ids.items():
+                    line = re.compile(rb"^(\d+ )" + re.escape(old.encode()) + rb"\r\n", re.M)
+                    data = line.sub(
+                        b"" if new is None else rb"\g<1>" + new.encode() + b"\r\n", data
+                    )
+                return data
+
+        built: ServerConnection = options.build_connection(Rewriting)
+        return built
+
+
+def _uid(path: Path) -> str:
+    """The unique-id the project's server gives the message in ``path``: its name."""
+    return path.name.split(":")[0]
+
+
+def _warned(err: str, about: str) -> list[str]:
+    return [line for line in err.splitlines() if about in line]
+
+
+def test_a_repeated_unique_id_fetches_those_messages_each_run_and_the_others_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server that gave one unique-id to two messages (RFC 1939 §7 forbids it) stopped
+    fetch at its listing: no mail came at all. Those two are now taken as having no
+    unique-id, fetched at every run, with one warning naming the id; the others are
+    recorded and fetched once."""
+    target = tmp_path / "fetched"
+    paths: list[Path] = []
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three", "four")])
+        hook.ids[_uid(paths[3])] = _uid(paths[1])  # four listed under two's id
+        for subjects in (["one", "two", "three", "four"], ["two", "four"]):
+            assert _fetch(server, target) == 0
+            captured = capsys.readouterr()
+            assert _subjects(captured.out) == subjects
+            [warning] = _warned(captured.err, "unique-id")
+            assert f"the unique-id '{_uid(paths[1])}' to 2 messages (2, 4)" in warning
+            assert "RFC 1939 §7" in warning
+        assert sorted(_recorded_sizes(target, server)) == sorted(map(_uid, [paths[0], paths[2]]))
+        assert len(Maildir(mailbox).messages()) == 4  # nothing deleted
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    expected = ["one", "two", "three", "four", "two", "four"]  # the repeated two again
+    assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
+
+
+def test_a_repeated_unique_id_under_delete_loses_nothing_and_stores_nothing_twice_more(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that kept the mail, then one with ``--delete``: the messages recorded are
+    read again and deleted without being stored again, the two under one id are stored
+    again (they could not be told from those stored) and deleted, and a third run finds
+    nothing. Every message is in DIR; only the repeated ones twice."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
+        hook.ids[_uid(paths[2])] = _uid(paths[0])  # three listed under one's id
+        assert _fetch(server, target) == 0
+        assert _subjects(capsys.readouterr().out) == ["one", "two", "three"]
+        hook.log.seen.clear()
+        assert _fetch(server, target, "--delete") == 0
+        captured = capsys.readouterr()
+        assert _subjects(captured.out) == ["one", "three"]
+        assert len(_warned(captured.err, "unique-id")) == 1
+        assert "1 stored before, read again, found unchanged and deleted." in captured.out
+        assert hook.log.seen == ["RETR 1", "DELE 1", "RETR 2", "DELE 2", "RETR 3", "DELE 3"]
+        assert Maildir(mailbox).messages() == []
+        assert _fetch(server, target, "--delete") == 0
+        captured = capsys.readouterr()
+        assert _subjects(captured.out) == [] and "0 messages, 0 octets;" in captured.out
+        assert _warned(captured.err, "unique-id") == []
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    expected = ["one", "two", "three", "one", "three"]
+    assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
+
+
+def test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A UIDL listing short of a message's id made fetch keep no record at all: every
+    message came again at every run. The one without an id still does (it cannot be
+    told from one stored before), with one warning; the others are fetched once."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
+        hook.ids[_uid(paths[1])] = None
+        for subjects in (["one", "two", "three"], ["two"]):
+            assert _fetch(server, target) == 0
+            captured = capsys.readouterr()
+            assert _subjects(captured.out) == subjects
+            [warning] = _warned(captured.err, "unique-id")
+            assert "unique-ids missing for some messages" in warning
+            assert "the messages without one are fetched at every run" in warning
+    assert len(Maildir(target).messages()) == 4
+
+
+def test_a_listing_missing_one_id_and_repeating_another_gives_one_warning_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A listing that left a message out and gave another's id to a third gave two
+    warning lines, where the operator's page promises one, and the second said "the
+    others keep their record" whether or not anything was recorded."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three", "four")])
+        hook.ids[_uid(paths[0])] = None
+        hook.ids[_uid(paths[2])] = _uid(paths[1])
+        assert _fetch(server, target) == 0
+        [warning] = _warned(capsys.readouterr().err, "unique-id")
+    assert "unique-ids missing for some messages" in warning
+    assert f"the unique-id '{_uid(paths[1])}' to 2 messages (2, 3)" in warning
+    assert "the messages without one are fetched at every run" in warning
+    assert "keep their record" not in warning
+
+
+@pytest.mark.parametrize("others", [[], ["CCC"]], ids=["alone", "with another"])
+def test_a_repeated_id_loses_its_record_whatever_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], others: list[str]
+) -> None:
+    """A recorded, then a new message listed under A's id too, then that one gone: the
+    record entry of a repeated id is forgotten whether or not another message has an id
+    of its own, so A comes once more when its id is its own again. A duplicate at
+    worst: kept, the entry may name as stored a new message never stored (see
+    :func:`test_a_new_message_under_a_repeated_id_not_stored_in_its_run_is_stored_later`)."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        [first, *_] = write_maildir(mailbox, [_message(s) for s in ["AAA", *others]])
+        assert _fetch(server, target) == 0
+        _deliver(mailbox, "BBB")
+        [new] = [path for path in Maildir(mailbox).messages() if "BBB" in path.name]
+        hook.ids[_uid(new)] = _uid(first)
+        assert _fetch(server, target) == 0
+        assert _uid(first) not in _recorded_sizes(target, server)
+        [moved] = [path for path in Maildir(mailbox).messages() if "BBB" in path.name]
+        moved.unlink()  # read and deleted by another client: A's id is its own again
+        capsys.readouterr()
+        assert _fetch(server, target) == 0
+        assert _subjects(capsys.readouterr().out) == ["AAA"]
+    kept = [path.read_bytes() for path in Maildir(target).messages()]
+    assert kept.count(_message("AAA").replace(b"\r\n", b"\n")) == 3
+
+
+def test_a_new_message_under_a_repeated_id_not_stored_in_its_run_is_stored_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recorded under X; then a run lists A and new B, of A's size, both under X, and
+    the connection drops at B's RETR; then A is deleted by another client, and B is
+    listed alone under X. The record kept X with A's size, so B matched it and was
+    skipped as stored before at every run (without ``--delete``): lost. The entry of a
+    repeated id is forgotten, so B is stored."""
+    target = tmp_path / "fetched"
+    a, b, c = _message("AAA"), _message("BBB"), _message("CCC")
+    assert len(a) == len(b)
+    cut_short = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(c, a, b),
+        *script("C: UIDL\nS: +OK\nS: 1 id-C\nS: 2 id-X\nS: 3 id-X\nS: ."),
+        *_retrieved(1, c),  # recorded, read again: the listing is not trusted
+        *_retrieved(2, a),
+        *script("C: RETR 3\n-- close"),
+    ]
+    with ScriptedServer(cut_short) as server:
+        first = f"127.0.0.1:{server.port}"
+        _recorded_before(target, first, "id-X", a)
+        _recorded_before(target, first, "id-C", c)
+        assert _fetch(first, target) == 1
+    assert _recorded_sizes(target, first) == {"id-C": len(c)}
+    after_a_is_gone = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(c, b),
+        *script("C: UIDL\nS: +OK\nS: 1 id-C\nS: 2 id-X\nS: ."),
+        *_retrieved(2, b),
+        *script("C: QUIT\nS: +OK bye\n-- close"),
+    ]
+    capsys.readouterr()
+    with ScriptedServer(after_a_is_gone) as server:
+        second = f"127.0.0.1:{server.port}"
+        _moved_record(target, first, second)
+        assert _fetch(second, target) == 0
+    assert _subjects(capsys.readouterr().out) == ["BBB"]
+    kept = [path.read_bytes() for path in Maildir(target).messages()]
+    assert kept.count(b.replace(b"\r\n", b"\n")) == 1
+
+
+def test_an_id_left_out_for_one_message_and_given_to_a_new_one_loses_no_mail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message recorded under X, then a listing that leaves it out of UIDL and gives X
+    to a new message of the same size: the new one matched the record's (id, size) and
+    was skipped at every run, never stored. A listing that leaves a message without an
+    id of its own is not trusted to name the others: a record match is read again and
+    stored unless its content is the one recorded."""
+    target = tmp_path / "fetched"
+    hook = _UidlRewrite({})
+    with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
+        [old] = write_maildir(mailbox, [_message("AAA")])
+        assert _fetch(server, target) == 0
+        _deliver(mailbox, "BBB")
+        [new] = [path for path in (mailbox / "new").iterdir() if "BBB" in path.name]
+        hook.ids[_uid(old)] = None
+        hook.ids[_uid(new)] = _uid(old)
+        capsys.readouterr()
+        assert _fetch(server, target) == 0
+        assert sorted(_subjects(capsys.readouterr().out)) == ["AAA", "BBB"]
+        assert _fetch(server, target) == 0
+        captured = capsys.readouterr().out
+        assert _subjects(captured) == ["AAA"]  # BBB read again, found stored
+        assert "1 stored before, read again and found unchanged" in captured
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    expected = ["AAA", "AAA", "AAA", "BBB"]
+    assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
 
 
 _ALERT_HEADER = (

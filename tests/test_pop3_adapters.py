@@ -1996,6 +1996,87 @@ def test_our_client_refuses_a_listing_that_names_a_message_twice(
         run(adapter, lambda: session(server.port))
 
 
+REPEATED_UIDL = "S: +OK\nS: 1 a\nS: 2 same\nS: 3 b\nS: 4 same\nS: ."
+"""A UIDL listing that gives one unique-id to messages 2 and 4 (RFC 1939 §7 forbids it)."""
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one at a time"])
+def test_our_client_lists_a_repeated_unique_id_as_none_when_asked(
+    adapter: str, pipelined: bool
+) -> None:
+    """A server that gave one unique-id to two messages made ``list()`` fail, and a
+    client had no way to the rest of the listing. ``allow_repeated_uids=True`` lists those
+    messages with no ``uid`` and the id as ``repeated_uid``, the others as usual, and
+    the session goes on; by default the listing is still refused."""
+    mod = module(adapter)
+    login = LOGIN if pipelined else LOGIN.replace("S: PIPELINING\n", "")
+    sizes = "C: LIST\nS: +OK\nS: 1 10\nS: 2 20\nS: 3 30\nS: 4 40\nS: ."
+    uidl = "C: UIDL\n" + REPEATED_UIDL
+    if pipelined:  # both commands go out before either answer
+        listings = "C: LIST\nC: UIDL\n" + sizes.removeprefix("C: LIST\n") + "\n" + REPEATED_UIDL
+    else:
+        listings = sizes + "\n" + uidl
+    steps = script(login + listings + "\n" + listings + "\nC: NOOP\nS: +OK\nC: QUIT\nS: +OK bye")
+
+    async def session(port: int) -> list[Any]:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError, match="unique-id 'same' twice"):
+                await client.list()
+            listing: list[Any] = await client.list(allow_repeated_uids=True)
+            await client.noop()  # the session went on, in step
+            return listing
+
+    with ScriptedServer(steps) as server:
+        listing = run(adapter, lambda: session(server.port))
+    assert listing == [
+        mod.MessageListing(1, 10, "a"),
+        mod.MessageListing(2, 20, None, repeated_uid="same"),
+        mod.MessageListing(3, 30, "b"),
+        mod.MessageListing(4, 40, None, repeated_uid="same"),
+    ]
+
+
+def test_a_message_listing_has_its_own_unique_id_or_a_repeated_one_not_both(
+    adapter: str,
+) -> None:
+    """A listing with ``uid`` and ``repeated_uid`` both says the id is the message's own
+    and not: it cannot be built."""
+    mod = module(adapter)
+    assert mod.MessageListing(1, 10, None, repeated_uid="a").uid is None
+    with pytest.raises(ValueError, match="repeated_uid"):
+        mod.MessageListing(1, 10, "a", repeated_uid="a")
+
+
+def test_our_client_refuses_a_message_listed_twice_even_with_repeated_uids_allowed(
+    adapter: str,
+) -> None:
+    """``allow_repeated_uids=True`` forgives a unique-id given to two messages, not a message
+    listed twice (RFC 1939 §7: which of its two ids is its own, nobody can say), nor a
+    line that is no unique-id listing."""
+    mod = module(adapter)
+    login = LOGIN.replace("S: PIPELINING\n", "")
+    sizes = "C: LIST\nS: +OK\nS: 1 10\nS: 2 20\nS: .\n"
+    steps = script(
+        login
+        + sizes
+        + "C: UIDL\nS: +OK\nS: 1 a\nS: 1 b\nS: .\n"
+        + sizes
+        + "C: UIDL\nS: +OK\nS: 1 a\nS: 2\nS: .\nC: QUIT\nS: +OK bye"
+    )
+
+    async def session(port: int) -> None:
+        async with mod.POP3Client("127.0.0.1", port, allow_plaintext_auth=True) as client:
+            await client.login("u", "p")
+            with pytest.raises(mod.POP3ProtocolError, match="message number 1 twice"):
+                await client.list(allow_repeated_uids=True)
+            with pytest.raises(mod.POP3ProtocolError, match="not a unique-id listing"):
+                await client.list(allow_repeated_uids=True)
+
+    with ScriptedServer(steps) as server:
+        run(adapter, lambda: session(server.port))
+
+
 def test_our_client_refuses_a_listing_without_end(
     adapter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

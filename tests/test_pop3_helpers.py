@@ -211,6 +211,38 @@ class TestListings:
         with pytest.raises(LocalProtocolError):
             format_lines(["1 120\r\n.\r\n+OK injected"])
 
+    def test_the_listing_with_repeats_keeps_a_repeated_id_and_nothing_else(self) -> None:
+        """The lenient reading the clients' ``list(allow_repeated_uids=True)`` uses: a
+        unique-id given to two messages is kept for each; every other check of
+        :func:`parse_uid_listing` holds, line by line and for the listing."""
+        data = b"1 abc\r\n2 abc\r\n3 def\r\n"
+        assert parse_uid_listing(data, allow_repeated_uids=True) == [
+            (1, "abc"),
+            (2, "abc"),
+            (3, "def"),
+        ]
+        with pytest.raises(RemoteProtocolError, match="message number 2 twice"):
+            parse_uid_listing(b"1 abc\r\n2 def\r\n2 ghi\r\n", allow_repeated_uids=True)
+        for bad in (b"1 abc\r\n2\r\n", b"x abc\r\n", b"1\xc2\xa0abc\r\n", b"1 " + b"x" * 71):
+            with pytest.raises(RemoteProtocolError):
+                parse_uid_listing(bad, allow_repeated_uids=True)
+
+    @given(st.lists(sst.pop3_unique_ids(), max_size=8), st.data())
+    def test_the_listing_with_repeats_reads_as_the_strict_one(
+        self, uids: list[str], data: st.DataObject
+    ) -> None:
+        """Whatever ids come, repeated or not, the lenient reading gives what the strict
+        one gives where it takes the listing: no second parser to drift apart."""
+        numbers = data.draw(st.permutations(range(1, len(uids) + 1)))
+        listing = "".join(f"{n} {uid}\r\n" for n, uid in zip(numbers, uids, strict=True))
+        expected = list(zip(numbers, uids, strict=True))
+        assert parse_uid_listing(listing, allow_repeated_uids=True) == expected
+        if len(set(uids)) == len(uids):
+            assert parse_uid_listing(listing) == expected
+        else:
+            with pytest.raises(RemoteProtocolError, match="twice"):
+                parse_uid_listing(listing)
+
 
 class TestMessageNumbers:
     def test_check_delete_reset(self) -> None:

@@ -63,7 +63,7 @@ from test_client_errors import (
     refusing_ehlo_in,
 )
 from test_client_errors import MESSAGE as ERRORS_MESSAGE
-from test_pop3_adapters import RETRIEVE_MANY_LEFT_EARLY, STRIPPED
+from test_pop3_adapters import REPEATED_UIDL, RETRIEVE_MANY_LEFT_EARLY, STRIPPED
 
 MESSAGE = b"Subject: sync\r\n\r\n.leading dot\r\nbody\r\n"
 
@@ -466,6 +466,35 @@ def test_an_exception_in_the_pop3_with_block_closes_without_quit() -> None:
         client.login("u", "p")
         client.delete(1)
         raise KeyError("the caller's own")
+
+
+@pytest.mark.parametrize("pipelined", [True, False], ids=["pipelined", "one at a time"])
+def test_pop3_list_reads_a_repeated_unique_id_as_none_when_asked(pipelined: bool) -> None:
+    """The blocking client's ``list()`` refuses a unique-id given to two messages (RFC
+    1939 §7), and with ``allow_repeated_uids=True`` lists them without one, as the async
+    clients do, LIST and UIDL pipelined or not."""
+    sizes = "S: +OK\nS: 1 10\nS: 2 20\nS: 3 30\nS: 4 40\nS: .\n"
+    if pipelined:  # both commands go out before either answer
+        listings = "C: LIST\nC: UIDL\n" + sizes + REPEATED_UIDL + "\n"
+    else:
+        listings = "C: LIST\n" + sizes + "C: UIDL\n" + REPEATED_UIDL + "\n"
+    capabilities = "S: UIDL\nS: PIPELINING\n" if pipelined else "S: UIDL\n"
+    login = POP3_LOGGED_IN.replace("S: USER\n", "S: USER\n" + capabilities)
+    steps = script(login + listings + listings + "C: QUIT\nS: +OK bye")
+    with (
+        ScriptedServer(steps) as server,
+        sync.POP3Client("127.0.0.1", server.port, timeout=10, allow_plaintext_auth=True) as client,
+    ):
+        client.login("u", "p")
+        with pytest.raises(sync.POP3ProtocolError, match="unique-id 'same' twice"):
+            client.list()
+        listing = client.list(allow_repeated_uids=True)
+    assert [(m.uid, m.repeated_uid) for m in listing] == [
+        ("a", None),
+        (None, "same"),
+        ("b", None),
+        (None, "same"),
+    ]
 
 
 def test_pop3_login_without_tls_sends_no_password() -> None:

@@ -496,9 +496,12 @@ class POP3Client(_WithBlock):
         """``(count, size)`` of the maildrop."""
         return run(self._session.stat())
 
-    def list(self) -> list[MessageListing]:
-        """Every message with its number, size and unique-id."""
-        return run(self._session.list())
+    def list(self, *, allow_repeated_uids: bool = False) -> list[MessageListing]:
+        """Every message with its number, size and unique-id. A unique-id given to two
+        messages (RFC 1939 §7 forbids it) is :class:`POP3ProtocolError`, unless
+        ``allow_repeated_uids``: those messages are then listed with ``uid=None`` and
+        the id in ``repeated_uid``."""
+        return run(self._session.list(allow_repeated_uids=allow_repeated_uids))
 
     def retrieve(self, number: int, *, max_size: MaxSize = "listed") -> bytes:
         """Message ``number`` whole, dot-stuffing removed. ``max_size`` bounds it in

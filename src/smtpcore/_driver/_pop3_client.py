@@ -10,10 +10,11 @@ keeps several RETR commands in flight (RFC 2449 §6.6).
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
@@ -239,7 +240,17 @@ class MessageListing:
     size: int
     """Octets as the server counts them (RFC 1939 §5)."""
     uid: str | None
-    """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL."""
+    """The unique-id (RFC 1939 §7), or ``None`` if the server has no UIDL, gave this
+    message none, or gave its id to another message too (see ``repeated_uid``)."""
+    repeated_uid: str | None = None
+    """The unique-id the server gave this message and another one as well, which RFC
+    1939 §7 forbids; only ``list(allow_repeated_uids=True)`` reads such a listing, and
+    ``uid`` is then ``None``: the id names no one message, so a client that keeps the
+    ids it has fetched must not take it for one."""
+
+    def __post_init__(self) -> None:
+        if self.uid is not None and self.repeated_uid is not None:
+            raise ValueError("a message listed with a unique-id of its own has no repeated_uid")
 
 
 class BasePOP3Client(BaseClient):
@@ -512,10 +523,14 @@ class BasePOP3Client(BaseClient):
         return _parse(parse_stat, response.text)
 
     @one_call
-    async def list(self) -> list[MessageListing]:
+    async def list(self, *, allow_repeated_uids: bool = False) -> list[MessageListing]:
         """Every message not marked deleted, with its size and (if offered) unique-id.
 
-        With PIPELINING, LIST and UIDL go out together.
+        With PIPELINING, LIST and UIDL go out together. A unique-id given to two
+        messages breaks RFC 1939 §7 and is a :class:`POP3ProtocolError`, unless
+        ``allow_repeated_uids``: each message it was given to is then listed with
+        ``uid=None`` and the id in ``repeated_uid``, the others as usual, and the
+        session goes on. A message listed twice is refused either way.
         """
         conn = self.connection
         with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
@@ -529,7 +544,7 @@ class BasePOP3Client(BaseClient):
                 raise POP3ResponseError("LIST", response)
             sizes = _parse(parse_listing, await self._collect(_listing()))
             self._owed.popleft()
-            uids = await self._uids()
+            uids = await self._uids(allow_repeated_uids)
         else:
             await self._command(List())
             sizes = _parse(parse_listing, await self._collect())
@@ -537,15 +552,16 @@ class BasePOP3Client(BaseClient):
             if with_uids:
                 await self._drain()
                 await self._write(self._send(Uidl()))
-                uids = await self._uids()
+                uids = await self._uids(allow_repeated_uids)
         self._sizes = dict(sizes)
-        return [MessageListing(n, size, (uids or {}).get(n)) for n, size in sizes]
+        return _listed(sizes, uids or {})
 
-    async def _uids(self) -> dict[int, str] | None:
+    async def _uids(self, allow_repeated_uids: bool) -> dict[int, str] | None:
         response = await self._status(self.timeouts.response)
         if isinstance(response, Err):
             return None
-        return dict(_parse(parse_uid_listing, await self._collect(_listing())))
+        parser = functools.partial(parse_uid_listing, allow_repeated_uids=allow_repeated_uids)
+        return dict(_parse(parser, await self._collect(_listing())))
 
     def retrieve_chunks(
         self, number: int, *, max_size: MaxSize = "listed"
@@ -975,6 +991,20 @@ def _content_of(command: Command) -> _Content:
     if isinstance(command, (List, Uidl)):
         return _listing()
     return _Content(None, "")
+
+
+def _listed(sizes: Iterable[tuple[int, int]], uids: dict[int, str]) -> list[MessageListing]:
+    """The messages LIST gave, each with the unique-id UIDL gave it, or, where UIDL gave
+    that id to several messages, with none and the id as ``repeated_uid``."""
+    given = Counter(uids.values())
+    listing = []
+    for number, size in sizes:
+        uid = uids.get(number)
+        if uid is not None and given[uid] > 1:
+            listing.append(MessageListing(number, size, None, repeated_uid=uid))
+        else:
+            listing.append(MessageListing(number, size, uid))
+    return listing
 
 
 def _masked(event: Command | AuthResponse) -> str | None:

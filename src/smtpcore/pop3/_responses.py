@@ -154,7 +154,9 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     return pairs
 
 
-def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
+def parse_uid_listing(
+    data: bytes | str, *, allow_repeated_uids: bool = False
+) -> list[tuple[int, str]]:
     """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
 
     A unique-id is 1 to 70 printable ASCII characters (RFC 1939 §7), and names one
@@ -162,6 +164,9 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
     is a ``RemoteProtocolError``. A client that keeps the unique-ids it has fetched
     (to leave mail on the server) would otherwise never fetch one of the two. A
     message number of 0 or past :data:`MAX_MESSAGE_NUMBER` is one too.
+    ``allow_repeated_uids`` keeps a unique-id given to several messages for each, for
+    a client that fetches such a server's mail all the same, those messages taken as
+    having no unique-id; a message listed twice is refused still.
     """
     pairs = []
     numbers: set[int] = set()
@@ -173,7 +178,8 @@ def parse_uid_listing(data: bytes | str) -> list[tuple[int, str]]:
         if len(words) < 2 or not _UNIQUE_ID_RE.fullmatch(words[1]):
             raise RemoteProtocolError(f"not a unique-id listing: {line[:80]!r}")
         number = _once(_message_number(words[0]), numbers, "message number")
-        pairs.append((number, _once(words[1], uids, "unique-id")))
+        unique_id = words[1] if allow_repeated_uids else _once(words[1], uids, "unique-id")
+        pairs.append((number, unique_id))
     return pairs
 
 

@@ -159,9 +159,17 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     try:
         async with client:
             await _log_in(client, args)
-            listing = await client.list()
+            listing = await client.list(allow_repeated_uids=True)
             record = None if target is None else _record_for(args, client, listing)
-            run = _FetchRun(client, target, record, args.delete, args.all, say)
+            run = _FetchRun(
+                client,
+                target,
+                record,
+                args.delete,
+                args.all,
+                say,
+                ids_trusted=all(item.uid is not None for item in listing),
+            )
             await run.take_all(listing)
     except POP3Error as exc:
         _fetch_failed(exc, checked_name=client.server_hostname)
@@ -174,19 +182,82 @@ def _record_for(
     args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
 ) -> FetchRecord | None:
     """The record of what was stored from this account before, pruned to the messages
-    the server lists now; None, with a warning saying why, when some message has no
-    unique-id (UIDL is optional, RFC 1939 §7): every message is then fetched, and the
-    record is left as it is."""
-    without_id = [item for item in listing if item.uid is None]
-    if without_id:
-        _warn(
-            f"{_why_ids_are_missing(client, len(without_id) < len(listing))}: every "
-            "message is fetched, as none can be told from one stored before"
-        )
+    the server lists now under an id of their own.
+
+    A message without one cannot be told from one stored before: the server left it
+    out of its UIDL listing, or gave its id to another message too, which RFC 1939 §7
+    forbids (the client lists such a message with ``uid=None``). It is fetched at every
+    run (deleted once stored, under ``--delete``), with a warning saying why, and the
+    other messages keep their records. The entry of a repeated id is forgotten, even
+    when no message has an id of its own: kept, it would name as stored a new message
+    listed under that id too and not stored in this run (a run cut short), once the old
+    one is gone and the id its own again, and that message would be skipped for ever.
+    A duplicate at worst, never a loss. None when UIDL gave no message an id at all (it
+    is optional, RFC 1939 §7): every message is then fetched, and the record is left as
+    it is."""
+    warning = _unidentified_warning(client, listing)
+    if warning is not None:
+        _warn(warning)
+    if listing and all(_given_id(item) is None for item in listing):
         return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
     record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
     return record
+
+
+def _given_id(item: MessageListing) -> str | None:
+    """The unique-id UIDL gave ``item``, its own or repeated; None for a message it left
+    out, or when the server gives none."""
+    return item.uid if item.uid is not None else item.repeated_uid
+
+
+_NUMBERS_NAMED: Final = 5
+"""The most message numbers a warning names for one repeated unique-id."""
+
+
+def _unidentified_warning(client: POP3Client, listing: list[MessageListing]) -> str | None:
+    """The one warning line for the messages listed without a unique-id of their own,
+    saying what the server did (gave none, left some out, repeated some) and what
+    fetch does about it; None when every message has its own."""
+    without_id = sum(1 for item in listing if _given_id(item) is None)
+    if listing and without_id == len(listing):
+        return (
+            f"{_why_ids_are_missing(client, False)}: every message is fetched, as none "
+            "can be told from one stored before"
+        )
+    what = [_why_ids_are_missing(client, True)] if without_id else []
+    repeated = _repeated_ids_named(listing)
+    if repeated is not None:
+        what.append(repeated)
+    if not what:
+        return None
+    return (
+        f"{'; '.join(what)}, where RFC 1939 §7 gives each message its own: the messages "
+        "without one are fetched at every run, as none can be told from one stored "
+        "before, and those recorded are read again to be told from new ones"
+    )
+
+
+def _repeated_ids_named(listing: list[MessageListing]) -> str | None:
+    """The unique-ids the server gave to several messages, naming the first of them
+    and the messages it was given to (a few: a listing may repeat one id for
+    thousands), and how many other ids are repeated; None when none is."""
+    given: dict[str, list[int]] = {}
+    for item in listing:
+        if item.repeated_uid is not None:
+            given.setdefault(item.repeated_uid, []).append(item.number)
+    if not given:
+        return None
+    uid, numbers = next(iter(given.items()))
+    shown = ", ".join(str(number) for number in numbers[:_NUMBERS_NAMED])
+    if len(numbers) > _NUMBERS_NAMED:
+        shown += ", ..."
+    others = len(given) - 1
+    also = f", and {others} other unique-ids to several messages each" if others else ""
+    return (
+        f"the server's UIDL listing gives the unique-id {uid!r} to {len(numbers)} "
+        f"messages ({shown}){also}"
+    )
 
 
 def _why_ids_are_missing(client: POP3Client, some_have_one: bool) -> str:
@@ -228,12 +299,23 @@ class _FetchRun:
     """The messages left on the server by a refusal, by the command refused."""
     record_lost: bool = False
     """The record could not be written: the next run fetches again what this one stored."""
+    ids_trusted: bool = True
+    """Every message listed has a unique-id of its own: a record match is then taken as
+    the message stored. A listing that leaves one out, or repeats one, may give a new
+    message an id stored before (a server that leaves A out may list new B under A's
+    id), so a match is read again and stored unless its content is the one recorded."""
     _deletions_held: list[int] = field(default_factory=list)
 
     async def take_all(self, listing: list[MessageListing]) -> None:
         """Take each message in turn, then write what the record still lacks and send
         the deletions it held. When the run stops on an error, the record is written
-        still (the messages stored are not stored again), but nothing more is deleted."""
+        still (the messages stored are not stored again), but nothing more is deleted.
+
+        After a listing not trusted (:attr:`ids_trusted`), the record pruned by
+        :func:`_record_for` is written first, so that no run, however it stops (killed,
+        the power cut), leaves on disk the entry of an id it found repeated."""
+        if self.record is not None and self.record.unsaved and not self.ids_trusted:
+            await self._save_record(self.record)
         try:
             for item in listing:
                 await self._take(item)
@@ -263,8 +345,9 @@ class _FetchRun:
         only when its whole content is the one stored: RFC 1939 §7 keeps an id from reuse
         only while its message exists, and neither the size nor the header (``TOP n 0``)
         tells a new message made from the same template from the old one. Else it is
-        stored as new: a duplicate at worst, never a loss."""
-        if not self.delete:
+        stored as new: a duplicate at worst, never a loss. A listing whose ids are not
+        trusted (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
+        if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
         unchanged = await self._unless_refused(item.number, self._unchanged_since_stored(item))
@@ -273,14 +356,14 @@ class _FetchRun:
         if not unchanged:
             await self._fetch(item)
             return
-        if await self._delete(item.number):
+        if not self.delete or await self._delete(item.number):
             self.skipped += 1
 
     async def _unchanged_since_stored(self, item: MessageListing) -> bool:
         """Whether RETR gives for ``item`` the content recorded for its id and size:
         streamed through the same bound as any message, digested, and written nowhere.
         It costs a download per message recorded, which only a run after one without
-        ``--delete``, or after one cut short, meets."""
+        ``--delete``, or after one cut short, or a listing not trusted, meets."""
         assert self.record is not None and item.uid is not None
         retrieved = await _retrieve(self.client, item.number, None)
         return self.record.holds_content(item.uid, item.size, retrieved.digest)
@@ -394,6 +477,8 @@ class _FetchRun:
         QUIT under ``--delete``: ``--all`` cannot fetch them again."""
         if self.delete:
             return "read again, found unchanged and deleted"
+        if not self.ids_trusted:
+            return "read again and found unchanged (--all stores them again)"
         return "not fetched again (--all fetches them)"
 
 
