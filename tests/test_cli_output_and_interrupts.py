@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -285,6 +285,33 @@ child: list[subprocess.Popen[str]] = []
 """The ``send`` a scripted server's :func:`_interrupt` stops."""
 
 
+def _send_by_mx_interrupted(
+    argv: Sequence[str], serve: Callable[[], None], listeners: Sequence[socket.socket]
+) -> tuple[int, str, str]:
+    """``python -m smtpcore ARGV`` while ``serve`` answers on ``listeners`` in a thread
+    and sends the Ctrl-C to :data:`child`; the status, stdout and stderr. The
+    listeners are closed and the thread joined, however the run ends."""
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    child.clear()
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            text=True,
+            preexec_fn=_default_sigint,
+        ) as process:
+            child.append(process)
+            out, err = process.communicate(timeout=60)
+    finally:
+        for listener in listeners:
+            listener.close()
+        thread.join(10)
+    return process.returncode, out, err
+
+
 def _interrupt(conn: ScriptedConnection) -> None:
     child[0].send_signal(signal.SIGINT)
     while conn.line() is not None:  # until the client closes
@@ -399,25 +426,9 @@ def test_ctrl_c_by_mx_prints_the_domains_done_before(tmp_path: Path) -> None:
     zone.write_text("abc.example MX 10 mx.test\nxyz.example MX 10 mx.test\nmx.test A 127.0.0.1\n")
     argv = [*SEND, "--resolver", f"static:{zone}", "--remote-port", str(port)]
     argv += ["--to", "b@abc.example", "--to", "c@xyz.example"]
-    thread = threading.Thread(target=serve_both, daemon=True)
-    thread.start()
-    child.clear()
-    try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "smtpcore", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            text=True,
-            preexec_fn=_default_sigint,
-        ) as process:
-            child.append(process)
-            out, err = process.communicate(timeout=60)
-    finally:
-        listener.close()
-        thread.join(10)
+    status, out, err = _send_by_mx_interrupted(argv, serve_both, [listener])
     where = f"mx.test[127.0.0.1]:{port}"
-    assert process.returncode == 130
+    assert status == 130
     assert out.splitlines() == [
         f"<b@abc.example>: accepted by {where}: 250 2.0.0 queued",
         f"<c@xyz.example>: may have been delivered by {where}: "
@@ -463,25 +474,8 @@ def test_ctrl_c_by_mx_says_the_next_exchanger_was_being_tried(tmp_path: Path) ->
     )
     argv = [*SEND, "--resolver", f"static:{zone}", "--remote-port", str(port)]
     argv += ["--to", "b@abc.example"]
-    thread = threading.Thread(target=serve_both, daemon=True)
-    thread.start()
-    child.clear()
-    try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "smtpcore", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            text=True,
-            preexec_fn=_default_sigint,
-        ) as process:
-            child.append(process)
-            out, err = process.communicate(timeout=60)
-    finally:
-        first.close()
-        second.close()
-        thread.join(10)
-    assert process.returncode == 130
+    status, out, err = _send_by_mx_interrupted(argv, serve_both, [first, second])
+    assert status == 130
     assert out.splitlines() == [
         f"<b@abc.example>: refused by mx1.test[127.0.0.2]:{port}: 450 4.2.1 mailbox busy; "
         f"interrupted while mx2.test[127.0.0.1]:{port} was being tried"
