@@ -265,24 +265,31 @@ def test_ctrl_c_awaiting_the_reply_to_the_message_says_who_may_have_it() -> None
 def _send_interrupted(argv: Sequence[str], steps: Sequence[Step]) -> tuple[int, str, str]:
     """``send ARGV`` against a server playing ``steps``, whose :func:`_interrupt`
     sends the Ctrl-C; the status, stdout and stderr."""
-    child.clear()
     with ScriptedServer(list(steps), timeout=30) as server:
         where = f"127.0.0.1:{server.port}"
-        with subprocess.Popen(
-            [sys.executable, "-m", "smtpcore", *SEND, *argv, "--server", where],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            text=True,
-            preexec_fn=_default_sigint,
-        ) as process:
-            child.append(process)
-            out, err = process.communicate(timeout=60)
-    return process.returncode, out.replace(where, "SERVER"), err
+        status, out, err = _run_child([*SEND, *argv, "--server", where])
+    return status, out.replace(where, "SERVER"), err
 
 
 child: list[subprocess.Popen[str]] = []
 """The ``send`` a scripted server's :func:`_interrupt` stops."""
+
+
+def _run_child(argv: Sequence[str]) -> tuple[int, str, str]:
+    """``python -m smtpcore ARGV`` as :data:`child`, Ctrl-C left to its default until
+    it installs its own; the status, stdout and stderr."""
+    child.clear()
+    with subprocess.Popen(
+        [sys.executable, "-m", "smtpcore", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        text=True,
+        preexec_fn=_default_sigint,
+    ) as process:
+        child.append(process)
+        out, err = process.communicate(timeout=60)
+    return process.returncode, out, err
 
 
 def _send_by_mx_interrupted(
@@ -293,23 +300,12 @@ def _send_by_mx_interrupted(
     listeners are closed and the thread joined, however the run ends."""
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    child.clear()
     try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "smtpcore", *argv],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
-            text=True,
-            preexec_fn=_default_sigint,
-        ) as process:
-            child.append(process)
-            out, err = process.communicate(timeout=60)
+        return _run_child(argv)
     finally:
         for listener in listeners:
             listener.close()
         thread.join(10)
-    return process.returncode, out, err
 
 
 def _interrupt(conn: ScriptedConnection) -> None:
