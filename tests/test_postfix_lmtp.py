@@ -10,15 +10,17 @@ lmtp=True)`` on both adapters.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import shutil
 import smtplib
+import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from peers import (
@@ -31,6 +33,8 @@ from peers import (
     wait_for_port,
 )
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.server import MailServer, ServerConfig
+from smtpcore.server.maildir import Maildir
 from smtpcore.smtp import Lhlo, Rcpt, Reply
 
 MESSAGE = b"Subject: through Postfix\r\n\r\n.a dotted line\r\nbye\r\n"
@@ -71,7 +75,7 @@ mydomain = relay.test
 mydestination =
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-default_transport = lmtp:unix:{socket}
+default_transport = lmtp:{destination}
 maillog_file = /dev/stdout
 alias_maps =
 alias_database =
@@ -108,8 +112,12 @@ class Delivery(Handler):
 
 
 @contextlib.contextmanager
-def private_postfix(socket_path: Path, port: int) -> Iterator[Path]:
-    """A Postfix instance of this test's own, relaying everything to ``socket_path``."""
+def private_postfix(
+    destination: str, port: int, main_cf: Mapping[str, str] | None = None
+) -> Iterator[Path]:
+    """A Postfix instance of this test's own, relaying everything over LMTP to
+    ``destination`` (``unix:/path`` or ``inet:host:port``); ``main_cf`` adds
+    main.cf parameters."""
     postconf = require_program("postconf")
     found = subprocess.run(
         [postconf, "-d", "-h", "daemon_directory"], capture_output=True, text=True, check=False
@@ -141,7 +149,8 @@ def private_postfix(socket_path: Path, port: int) -> Iterator[Path]:
             path.chmod(mode)
         (queue / "pid").mkdir(mode=0o755)
         (config / "main.cf").write_text(
-            MAIN_CF.format(root=root, daemons=daemons, socket=socket_path)
+            MAIN_CF.format(root=root, daemons=daemons, destination=destination)
+            + "".join(f"{name} = {value}\n" for name, value in (main_cf or {}).items())
         )
         (config / "master.cf").write_text(MASTER_CF.format(listen=f"{LOOPBACK}:{port}"))
         with run_process([master, "-c", str(config), "-d"]) as process:
@@ -162,7 +171,7 @@ def test_postfix_delivers_over_lmtp_on_a_unix_socket(adapter: str) -> None:
         ):
             socket_path.chmod(0o666)  # Postfix's lmtp client runs as the postfix user
             port = free_port()
-            with private_postfix(socket_path, port):
+            with private_postfix(f"unix:{socket_path}", port):
                 with smtplib.SMTP(LOOPBACK, port, timeout=10) as client:
                     refused = client.sendmail("a@abc.example", ["b@pqr.example"], MESSAGE)
                     assert refused == {}
@@ -177,3 +186,67 @@ def test_postfix_delivers_over_lmtp_on_a_unix_socket(adapter: str) -> None:
         assert b"Subject: through Postfix\r\n" in content
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _reference_server_config(data_dir: Path) -> ServerConfig:
+    """The reference server with its ``lmtp`` listener alone (port 1: on, the socket
+    given to :class:`MailServer` replaces it)."""
+    return ServerConfig(
+        domains=("pqr.example",),
+        users={"a@pqr.example": "x", "b@pqr.example": "y"},
+        data_dir=data_dir,
+        hostname="mx.pqr.example",
+        smtp_port=0,
+        submission_port=0,
+        pop3_port=0,
+        lmtp_port=1,
+        min_free_space=0,
+    )
+
+
+def test_postfix_reports_a_delivery_to_the_lmtp_listener_as_delivered(tmp_path: Path) -> None:
+    """The audit's case: Postfix's lmtp client delivers to the reference server's
+    ``lmtp`` listener for a sender who asked ``NOTIFY=SUCCESS``. The listener offers
+    no DSN, and must not while it issues no report of its own: Postfix takes a server
+    that offers DSN for one that reports (RFC 3461 §5.2.1) and sends no success report
+    at all. Without DSN, Postfix reports from the per-recipient ``250``; with
+    ``lmtp_assume_final = yes``, as ``delivered`` (RFC 3464 §2.3.3), the way the
+    operator's page tells Postfix to be set up."""
+    config = _reference_server_config(tmp_path / "pqr")
+    listening = socket.create_server((LOOPBACK, 0))
+    lmtp_port = listening.getsockname()[1]
+
+    def through_postfix() -> list[bytes]:
+        postfix_port = free_port()
+        destination = f"inet:{LOOPBACK}:{lmtp_port}"
+        with private_postfix(destination, postfix_port, {"lmtp_assume_final": "yes"}):
+            with smtplib.SMTP(LOOPBACK, postfix_port, timeout=10) as client:
+                client.ehlo("client.test")
+                refused = client.sendmail(
+                    "a@pqr.example",
+                    ["b@pqr.example"],
+                    MESSAGE,
+                    mail_options=["ENVID=lmtp-1"],
+                    rcpt_options=["NOTIFY=SUCCESS"],
+                )
+                assert refused == {}
+            deadline = time.monotonic() + 30  # a wait's bound, not a timed assertion
+            while not _stored(config, "a@pqr.example") and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return _stored(config, "a@pqr.example")
+
+    async def main() -> list[bytes]:
+        async with MailServer(config, sockets={"lmtp": listening}):
+            return await asyncio.to_thread(through_postfix)
+
+    reports = asyncio.run(main())
+    [delivered] = _stored(config, "b@pqr.example")
+    assert b"Subject: through Postfix" in delivered
+    [report] = reports
+    assert b"Original-Envelope-Id: lmtp-1" in report
+    assert b"Final-Recipient: rfc822; b@pqr.example" in report
+    assert b"Action: delivered" in report
+
+
+def _stored(config: ServerConfig, mailbox: str) -> list[bytes]:
+    return [path.read_bytes() for path in Maildir(config.mailbox_path(mailbox)).messages()]

@@ -2206,3 +2206,21 @@ def test_cram_md5_and_apop_are_offered_only_while_a_user_has_a_clear_password(
             return seen
 
     assert _run(main) == [(False, False, False), (True, True, True), (False, False, False)]
+
+
+def test_the_lmtp_listener_offers_no_dsn(tmp_path: Path) -> None:
+    """The ``lmtp`` listener reports nothing itself: the LMTP client reports from each
+    recipient's reply. Offering DSN would tell the client that reports are this
+    server's job (RFC 3461 §5.2.1), and Postfix would then send none: see
+    test_postfix_lmtp.py for the report Postfix makes when it is not offered."""
+    config = _config(tmp_path, "pqr.example", {"a@pqr.example": "x"}, smtp_port=0, lmtp_port=1)
+
+    async def main() -> list[str]:
+        async with MailServer(config, sockets={"lmtp": _listening()}) as server:
+            client = SMTPClient(LOOPBACK, _port(server, "lmtp"), lmtp=True, hostname="client")
+            async with client:
+                return [keyword for keyword, _ in client.connection.extensions.offered]
+
+    extensions = _run(main)
+    assert "PIPELINING" in extensions
+    assert "DSN" not in extensions

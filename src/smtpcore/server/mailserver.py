@@ -492,7 +492,10 @@ class MailServer:
             return inbound, options
         if name == "lmtp":
             options["lmtp"] = True
-            options["dsn"] = False  # final delivery, reported by the LMTP client
+            # No DSN: the LMTP client reports from each recipient's reply. Offered, a
+            # client takes this server for one that reports (RFC 3461 §5.2.1; Postfix
+            # then makes no success report), and this listener makes none.
+            options["dsn"] = False
             options["requiretls"] = False
             options["ssl_context"] = None
             lmtp = LMTPHandler(self.store, self.inbound_router())
