@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
@@ -24,7 +24,6 @@ from smtpcore._driver._failures import LOCAL_ERROR, failure_reply, fault_text, n
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
-    ServedSession,
     SessionRegistry,
     session_address,
 )
@@ -42,6 +41,7 @@ from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import client_text, ip_peer, trusted
 from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
 from smtpcore._driver._smtp_server_options import ServerKeywords, ServerOptions
+from smtpcore._driver._smtp_server_replies import _OK, SessionReplies
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -87,7 +87,6 @@ from smtpcore.smtp import (
     Reply,
     Rset,
     ServerAuth,
-    ServerConnection,
     StartTls,
     State,
     Vrfy,
@@ -168,9 +167,6 @@ _OVER: Final = frozenset({State.ERROR, State.CLOSED})
 
 
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
-
-
-_OK: Final = Reply(250, "OK")
 
 
 _new: Final = object.__new__
@@ -307,33 +303,19 @@ class ServerState(SessionRegistry["ServerSession"]):
         return ServerSession(transport, self, peer)
 
 
-class ServerSession(ServedSession):
+class ServerSession(SessionReplies):
     """One connection, from greeting to close.
 
     Its fields are slots, as an idle session keeps them for minutes (the
-    handler is read from :attr:`state`, not kept again).
+    handler is read from :attr:`state`, not kept again): :class:`SessionReplies
+    <smtpcore._driver._smtp_server_replies.SessionReplies>`, the base every part
+    shares, holds them.
     """
 
-    __slots__ = (
-        "_auth",
-        "_connect_told",
-        "_content_failure",
-        "_content_wait",
-        "_in_chunk",
-        "_last_read",
-        "_out",
-        "_waited_idle",
-        "conn",
-        "options",
-    )
+    __slots__ = ()
 
     logger = logger
     protocol = "SMTP"
-    state: ServerState
-    session: Session
-    conn: ServerConnection
-    """The session's machine: the server's own, built with the session, or a
-    ``connection_factory``'s, taken as the session starts (:meth:`_open`)."""
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         # ServedSession's fields are set here, as in the POP3 session's constructor
@@ -633,62 +615,6 @@ class ServerSession(ServedSession):
         self._waited_idle = self._waiting_idle = idle
         return True
 
-    def _flush(self) -> Coroutine[Any, Any, None] | None:
-        """Write the replies due: None once the transport took them all at once (a
-        connection's last reply, nearly always), else what writes the rest under the
-        command timeout, to await (no coroutine made for a write that needs none)."""
-        out = self._out
-        if out is None:
-            return None
-        self._out = None
-        data = out[0] if len(out) == 1 else b"".join(out)
-        try:
-            sent = self.transport.send_nowait(data)
-        except OSError:
-            self.conn.send_failed()
-            raise ConnectionLost from None
-        if sent < len(data):
-            self._out = [data[sent:]]
-            return self._write_rest()
-        return None
-
-    async def _write_rest(self) -> None:
-        async with self.transport.deadline(self.options.timeouts.command):
-            await self._write_out()
-
-    async def _write_out(self) -> None:
-        out = self._out
-        if out is None:
-            return
-        self._out = None
-        data = out[0] if len(out) == 1 else b"".join(out)
-        try:
-            await self._send_all(data)
-        except OSError:
-            self.conn.send_failed()
-            raise ConnectionLost from None
-
-    def _answer(self, reply: Reply, fallback: Reply = LOCAL_ERROR) -> Reply:
-        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``.
-
-        Returns the reply that stands. A session whose machine is closed (a 421 or
-        221 ended it) is sent nothing more, not even ``fallback``, which then only
-        stands for the refused reply: what was sent before it still goes out."""
-        try:
-            data = self.conn.send(reply)
-        except LocalProtocolError:
-            if self.conn.state is State.CLOSED:
-                logger.error("the handler's reply %s comes after the session closed", reply)
-                return fallback
-            logger.exception("the handler's reply %s is not legal here", reply)
-            reply = fallback
-            data = self.conn.send(reply)
-        out = self._out
-        if out is None:
-            out = self._out = []
-        out.append(data)
-        return reply
-
     async def _ask(
         self,
         hook: str,
@@ -805,20 +731,6 @@ class ServerSession(ServedSession):
             if not self._call_failed(exc):
                 raise
             logger.exception("%s failed", hook)
-
-    def _write_due_now(self) -> None:
-        """Write the replies due, as far as the kernel takes them without waiting; the
-        rest stays due, and a failed write is met again by the next one (which ends
-        the session): for a caller that must not wait here."""
-        out = self._out
-        if out is None:
-            return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        try:
-            sent = self.transport.send_nowait(data)
-        except OSError:
-            return
-        self._out = [data[sent:]] if sent < len(data) else None
 
     def _unanswered(self, event: Event) -> None:
         """Answer an event ``_ANSWERS`` has no method for: a command a custom machine
