@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import CoroutineType
@@ -39,9 +38,15 @@ from smtpcore._driver._logtext import (
 from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import client_text, ip_peer, trusted
-from smtpcore._driver._refusals import only_recipient, path_text, refusal_line
 from smtpcore._driver._smtp_server_options import ServerKeywords, ServerOptions
-from smtpcore._driver._smtp_server_replies import _OK, SessionReplies
+from smtpcore._driver._smtp_server_refusals import (
+    _AUTH_COMMAND,
+    RefusalLog,
+    _judged_no_credential,
+    _logged_verb,
+    _refusal_kind,
+)
+from smtpcore._driver._smtp_server_replies import _OK
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -93,7 +98,6 @@ from smtpcore.smtp import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._commands import VERBS
 from smtpcore.smtp._ext.auth import read_submitter
 
 if TYPE_CHECKING:
@@ -103,46 +107,6 @@ if TYPE_CHECKING:
 __all__ = ["BaseSMTPServer", "ServerKeywords", "ServerOptions", "ServerSession", "ServerState"]
 
 logger = logging.getLogger("smtpcore.server")
-
-
-_VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?=[ \r\n]|\Z)")
-"""A line's verb as the machine reads it: up to the first space."""
-_KNOWN_VERBS: Final = frozenset(VERBS)
-
-
-def _logged_verb(event: BadCommand) -> str:
-    """What the reject log calls a refused line: ``AUTH`` for one that may carry a
-    credential (an answer to a 334, an AUTH command), a verb the server knows by
-    its name, any other line ``command``: its first letters may be a password
-    sent where a command was due."""
-    if event.secret:
-        return "AUTH"
-    match = _VERB.match(event.line)
-    verb = match.group().decode("ascii").upper() if match else ""
-    return verb if verb in _KNOWN_VERBS else "command"
-
-
-_AUTH_COMMAND: Final = re.compile(rb"AUTH(?=[ \r\n]|\Z)", re.IGNORECASE)
-"""An AUTH command line, its verb read as the machine reads it, up to the first space:
-``AUTHX`` or ``AUTHENTICATE foo`` is an unknown command, not an AUTH refused."""
-
-
-def _refusal_kind(reply: Reply) -> str:
-    """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
-    (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
-    after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
-    nothing of its own; ``reject`` for any other reply, the refusal fail2ban counts.
-    The machine counts the 503s behind a refused MAIL toward ``max_recipient_overshoot``
-    and every other one toward ``max_errors``."""
-    return "bad sequence" if reply.code == 503 else "reject"
-
-
-def _judged_no_credential(reply: Reply) -> bool:
-    """Whether ``reply``, refusing a line of AUTH, is one that checked no credential:
-    a 5xx, but not a ``503`` (a ``bad sequence``, as for any command), and not the
-    ``421`` that ends a session for abuse (too many errors or failed logins), which
-    fail2ban's filter bans."""
-    return reply.code >= 500 and reply.code != 503
 
 
 READ_SIZE: Final = 65536
@@ -303,7 +267,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         return ServerSession(transport, self, peer)
 
 
-class ServerSession(SessionReplies):
+class ServerSession(RefusalLog):
     """One connection, from greeting to close.
 
     Its fields are slots, as an idle session keeps them for minutes (the
@@ -672,44 +636,6 @@ class ServerSession(SessionReplies):
         if why is None:
             logger.exception("%s failed", hook)
         return reply
-
-    def _refused_by_failure(self, verb: str, event: Event | None, reply: Reply, why: str) -> None:
-        """The ``reject:`` line of a transaction a local failure refused (a full disk,
-        a fault), naming what was refused as every refusal does
-        (:meth:`_refused_addresses`). One line at WARNING, as the reference server's
-        floor check warns of a full disk at MAIL: mail is refused until the operator
-        acts, which ``--log-level warning`` must show."""
-        session = self.session
-        sender, recipient = self._refused_addresses(verb, event)
-        logger.warning(
-            refusal_line(
-                None,
-                session,
-                verb,
-                reply,
-                sender=sender,
-                recipient=recipient,
-                helo=session.helo_name,
-                user=None if session.authenticated is None else str(session.authenticated),
-                detail=why,
-            )
-        )
-
-    def _refused_addresses(self, verb: str, event: Event | None) -> tuple[str | None, str | None]:
-        """The ``from=`` and ``to=`` of a refused ``verb`` answering ``event``, as the
-        reference server's refusals give them: a MAIL's own sender (``<>`` for the null
-        path), a RCPT's own recipient with its transaction's sender, a message's sender
-        and its recipient when it has one alone, as Postfix logs a refused DATA (never
-        a recipient accepted before a refused RCPT)."""
-        envelope = self.session.envelope
-        if isinstance(event, Mail):
-            return path_text(event.sender), None
-        sender = None if envelope is None else path_text(envelope.sender)
-        if isinstance(event, Rcpt):
-            return sender, str(event.recipient)
-        if envelope is not None and verb == "DATA":
-            return sender, only_recipient([r.mailbox for r in envelope.recipients])
-        return sender, None
 
     async def _call(self, hook: str, args: tuple[Any, ...]) -> None:
         """Tell the handler's ``hook``, called with ``args``, within the ``command``
