@@ -38,7 +38,7 @@ from smtpcore._driver._logtext import (
 from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._ports import lmtp_port_refusal
 from smtpcore._driver._proxied import client_text, ip_peer, trusted
-from smtpcore._driver._smtp_server_hooks import _HANDLER, HandlerHooks
+from smtpcore._driver._smtp_server_hooks import _HANDLER
 from smtpcore._driver._smtp_server_options import ServerKeywords, ServerOptions
 from smtpcore._driver._smtp_server_refusals import (
     _AUTH_COMMAND,
@@ -47,10 +47,10 @@ from smtpcore._driver._smtp_server_refusals import (
     _refusal_kind,
 )
 from smtpcore._driver._smtp_server_replies import _OK
+from smtpcore._driver._smtp_server_transaction import _IDLE_STATES, Transaction
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
-from smtpcore.address import Mailbox
 from smtpcore.handler import (
     _APPENDS_CHUNKS,
     _BY_HOSTNAME,
@@ -61,7 +61,6 @@ from smtpcore.handler import (
     Handler,
     MechanismFactory,
     MessageReply,
-    Recipient,
     Session,
     _answering,
     _runs_in_thread,
@@ -85,7 +84,6 @@ from smtpcore.smtp import (
     Mail,
     MessageData,
     Noop,
-    Parameters,
     Quit,
     Rcpt,
     RejectedMessage,
@@ -98,7 +96,6 @@ from smtpcore.smtp import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._ext.auth import read_submitter
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -112,9 +109,6 @@ logger = logging.getLogger("smtpcore.server")
 READ_SIZE: Final = 65536
 """Bytes asked of the transport per read: big enough for a pipelined batch, small
 enough that unstuffing a chunk stays in the CPU cache."""
-
-
-_IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 
 
 _GREETING_CODES: Final = frozenset({220, 554, 421})
@@ -131,15 +125,6 @@ _OVER: Final = frozenset({State.ERROR, State.CLOSED})
 
 
 _AUTH_UNAVAILABLE: Final = Reply(454, "Temporary authentication failure", "4.7.0")
-
-
-_new: Final = object.__new__
-_SET_RECIPIENT_MAILBOX: Final[Callable[[Recipient, Mailbox], None]] = vars(Recipient)[
-    "mailbox"
-].__set__
-_SET_RECIPIENT_PARAMS: Final[Callable[[Recipient, Parameters], None]] = vars(Recipient)[
-    "params"
-].__set__
 
 
 class _SessionAuth(ServerAuth):
@@ -173,15 +158,6 @@ _NO_AUTH: Final = _SessionAuth((), {})
 """The AUTH state of a session that offers no mechanism: its machine refuses every
 AUTH (504) before the session sees one, and it keeps nothing, so every such session
 shares it."""
-
-
-def _submitter(value: str | None) -> str | None:
-    """The mailbox ``AUTH=xtext`` names (RFC 4954 §5), in its wire form: None for
-    ``<>``, no ``AUTH=``, or a value that names no mailbox (:func:`read_submitter`).
-    The machine keeps a parameter as its wire text, so it is decoded here, once, by
-    the AUTH entry's own reader, never by a lenient decoder that lets a CR LF by."""
-    submitter = read_submitter(value)
-    return None if submitter is None else str(submitter)
 
 
 class ServerState(SessionRegistry["ServerSession"]):
@@ -249,7 +225,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         return ServerSession(transport, self, peer)
 
 
-class ServerSession(HandlerHooks):
+class ServerSession(Transaction):
     """One connection, from greeting to close.
 
     Its fields are slots, as an idle session keeps them for minutes (the
@@ -606,14 +582,6 @@ class ServerSession(HandlerHooks):
         self._answer(event.reply)
         await self._follow_the_machine_out_of_a_transaction()
 
-    async def _follow_the_machine_out_of_a_transaction(self) -> None:
-        """End the session's transaction where the machine's own ended with a refusal
-        (a BDAT line refused fails it, RFC 3030 §2): ``handle_reset`` is told, and
-        nothing of it (its envelope, what the handler spooled) reaches the next
-        message. A session the refusal closed ends its transaction as it closes."""
-        if self.session.envelope is not None and self.conn.state in _IDLE_STATES:
-            await self._end_transaction()
-
     async def _rejected(self, event: RejectedMessage) -> None:
         """A message the machine refused: at its end, or at a BDAT chunk that took it
         past ``max_message_size`` (RFC 3030 §2); the handler never sees it."""
@@ -644,43 +612,6 @@ class ServerSession(HandlerHooks):
             session.helo_name = command.domain
             session.extended = not isinstance(command, Helo)
 
-    def _mail(self, command: Mail, reply: Reply | None = None) -> Awaitable[None] | None:
-        """Answer ``command`` with ``reply``, or else what the handler replies.
-
-        Like every answer in ``_ANSWERS``, it returns None once it answered, or
-        what the session awaits to answer: a handler that keeps Handler's hook
-        is not asked (``ServerState.unasked``), and its commands cost no
-        coroutine.
-        """
-        session = self.session
-        if reply is None:
-            reply = self.state.unasked.get("handle_mail")
-            if reply is None:
-                args = (session, command)
-                asked = self._asked(ServerSession._mail, command, "handle_mail", args)
-                if not isinstance(asked, tuple):
-                    return asked
-                reply = asked[0]
-        if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
-            submitter = None
-            if session.authenticated is not None:
-                submitter = _submitter(command.params.get("AUTH"))
-            conn = self.conn
-            # Envelope(sender, params, submitter=..., xforward=...), every field set
-            # here without the constructor's call (a test holds the two equal).
-            envelope: Envelope = _new(Envelope)
-            envelope.sender = command.sender
-            envelope.mail_params = command.params
-            envelope.submitter = submitter
-            envelope.recipients = []
-            # Only a machine that offers XFORWARD has one: no property call otherwise.
-            envelope.xforward = conn.forwarded_message if conn.xforward else None
-            envelope.content = b""
-            envelope.size = 0
-            envelope.chunks = []
-            session.envelope = envelope
-        return None
-
     def _data(self, command: Data, reply: Reply | None = None) -> Awaitable[None] | None:
         if reply is None:
             reply = self.state.unasked.get("handle_data")
@@ -701,12 +632,6 @@ class ServerSession(HandlerHooks):
         self._in_chunk = True
         # Answered once its octets are in (see _chunk_received), or with the
         # message itself when it is the last chunk.
-
-    def _rset(self, command: Rset) -> Awaitable[None] | None:
-        self._answer(_OK)
-        if self.session.envelope is None:
-            return None
-        return self._end_transaction()
 
     def _noop(self, command: Noop) -> None:
         self._answer(_OK)
@@ -735,29 +660,6 @@ class ServerSession(HandlerHooks):
     async def _help(self, command: Help) -> None:
         """RFC 5321 §4.1.1.8: the commands this session knows now, extensions' included."""
         self._answer(Reply(214, f"Commands: {' '.join(self.conn.commands())}"))
-
-    def _rcpt(self, command: Rcpt, reply: Reply | None = None) -> Awaitable[None] | None:
-        """Answer ``command`` with ``reply``, or else what the handler replies (see
-        :meth:`_mail`): nearly every handler has a ``handle_rcpt`` of its own
-        (Handler's refuses every recipient), which most often answers at once."""
-        session = self.session
-        envelope = session.envelope
-        assert envelope is not None
-        if reply is None:
-            reply = self.state.unasked.get("handle_rcpt")
-            if reply is None:
-                args = (session, envelope, command)
-                asked = self._asked(ServerSession._rcpt, command, "handle_rcpt", args)
-                if not isinstance(asked, tuple):
-                    return asked
-                reply = asked[0]
-        if self._answer(reply).code // 100 == 2:  # accepted (is_positive, without a call)
-            # Recipient(mailbox, params), without the constructor's call.
-            recipient: Recipient = _new(Recipient)
-            _SET_RECIPIENT_MAILBOX(recipient, command.recipient)
-            _SET_RECIPIENT_PARAMS(recipient, command.params)
-            envelope.recipients.append(recipient)
-        return None
 
     async def _starttls(self, command: StartTls) -> None:
         if self.options.ssl_context is None:  # a machine offering what the server cannot
@@ -1190,15 +1092,6 @@ class ServerSession(HandlerHooks):
         """One reply ends a message; LMTP gives one per accepted recipient (RFC 2033
         §4.2), but to a chunk refused before the last: the machine counts them."""
         return self.conn.replies_due
-
-    async def _end_transaction(self) -> None:
-        """Drop the open transaction, telling the handler if there was one."""
-        envelope = self.session.envelope
-        if envelope is None:
-            return
-        self.session.envelope = None
-        envelope.chunks.clear()
-        await self._call("handle_reset", (self.session, envelope))
 
 
 def _present(session: Session, forwarded: Xclient) -> None:
