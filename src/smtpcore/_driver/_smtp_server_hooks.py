@@ -136,7 +136,8 @@ class HandlerHooks(RefusalLog):
     ) -> tuple[Reply] | Awaitable[None]:
         """The reply of the handler's ``hook``, called with ``args``, as :meth:`_ask`
         answers: ``(reply,)`` when it comes at once, else what the session awaits to
-        answer ``event`` with it (``answer(self, event, reply)``, see :meth:`_mail`).
+        answer ``event`` with it (``answer(self, event, reply)``, see
+        :meth:`~smtpcore._driver._smtp_server_transaction.Transaction._mail`).
 
         The hook is started here (:meth:`LinkBase.start_within
         <smtpcore._driver._transport.LinkBase.start_within>`): most hooks answer

@@ -54,8 +54,8 @@ class Forwarding(SessionClose):
         merged = command if known is None else known.merged(command)
         await self._tell_handler_closed()
         _present(session, merged)
-        # A Forwarding is only ever a ServerSession's part, as the registry counts it.
-        if not self.state.readdress(self, ip_peer(session.peer)):  # type: ignore[arg-type]
+        peer = ip_peer(session.peer)
+        if not self.state.readdress(self, peer):  # type: ignore[arg-type]  # a ServerSession's part
             self._connect_told = False  # the named client: refused before handle_connect
             logger.info("too many sessions from %s: refused", client_text(session))
             self._answer(
