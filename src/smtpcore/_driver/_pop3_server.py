@@ -520,7 +520,8 @@ class POP3ServerSession(ServedSession):
         self, transport: Link, state: POP3ServerState, peer: tuple[str, int] | None
     ) -> None:
         # ServedSession's fields are set here, as in the SMTP session's constructor
-        # (_smtp_server.ServerSession.__init__): a base constructor costs a call a connection.
+        # (_smtp_server_session.ServerSession.__init__): a base constructor costs a
+        # call a connection.
         self.transport = transport
         self.state = state
         self.options = options = state.options
