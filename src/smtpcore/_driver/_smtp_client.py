@@ -9,6 +9,22 @@ server offers PIPELINING (RFC 2920), the content and its end in one more, and
 commands (``ehlo``, ``noop``, ``rset``, ``verify``, ``command``,
 ``starttls``, ``login``) are public for those who drive a session by hand,
 as smtplib users do.
+
+This module holds what a client is built with (its options) and
+:meth:`BaseSMTPClient.send_message`, which turns a message into an envelope and
+picks its path; the session's parts are its bases, each in its own module,
+each layer using only those below it:
+
+- ``_smtp_client_wire.py``: commands written, replies read;
+- ``_smtp_client_commands.py``: QUIT, NOOP, RSET, VRFY, ``command()``, and the
+  close after an error;
+- ``_smtp_client_setup.py``: connect, EHLO/HELO, STARTTLS, XCLIENT, AUTH;
+- ``_smtp_client_content.py``: DATA content and BDAT chunks;
+- ``_smtp_client_everyday.py``: the transaction most messages are, written out;
+- ``_smtp_client_transaction.py``: any one transaction (RSET, XFORWARD,
+  PIPELINING, LMTP);
+- ``_smtp_client_batches.py``: a message in several transactions (LIMITS, a
+  resend of recipients refused as too many).
 """
 
 from __future__ import annotations
