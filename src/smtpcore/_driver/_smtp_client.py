@@ -246,6 +246,24 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
         self._conn: ClientConnection | None = None
         self._new_session()
 
+    def _new_session(self) -> None:
+        """Forget what the last session left: a new one is not logged in, and owes
+        no RSET for a transaction that failed in the old one."""
+        self.authenticated_with = None
+        self.starttls_refused = None
+        self.ehlo_refused = None
+        self._transaction_failed = False
+        self._mails = 0
+        """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
+        counts (RFC 9422 §4.1), RSET or no RSET."""
+        self._domains: set[str] = set()
+        """The recipient domains this session has been given, while the server's
+        LIMITS has RCPTDOMAINMAX: what that limit counts (RFC 9422 §4.3)."""
+        self._offer: Offer | None = None
+        """What the server's EHLO reply says about sending, read once per reply."""
+        self._exchanging: Link | None = None
+        """The link whose commands go through :meth:`_exchange` (see :meth:`_exchanges`)."""
+
     async def send_message(
         self,
         message: Content | email.message.Message,

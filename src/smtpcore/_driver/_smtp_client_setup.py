@@ -13,7 +13,6 @@ from __future__ import annotations
 from smtpcore._driver._client_base import one_call, sasl_failure_text
 from smtpcore._driver._smtp_client_commands import SMTPClientCommands
 from smtpcore._driver._smtp_credentials import Credentials
-from smtpcore._driver._smtp_envelope import Offer
 from smtpcore._driver._smtp_errors import (
     AuthenticationError,
     HelloRefused,
@@ -23,7 +22,6 @@ from smtpcore._driver._smtp_errors import (
     TLSNotAvailable,
     not_offered,
 )
-from smtpcore._driver._transport import Link
 from smtpcore.sasl import ClientMechanism
 from smtpcore.smtp import (
     AuthenticationFailed,
@@ -53,22 +51,10 @@ class SMTPClientSetup(SMTPClientCommands):
     ehlo_refused: Reply | None
 
     def _new_session(self) -> None:
-        """Forget what the last session left: a new one is not logged in, and owes
-        no RSET for a transaction that failed in the old one."""
-        self.authenticated_with = None
-        self.starttls_refused = None
-        self.ehlo_refused = None
-        self._transaction_failed = False
-        self._mails = 0
-        """The MAIL commands sent in this session, refused or not: what LIMITS MAILMAX
-        counts (RFC 9422 §4.1), RSET or no RSET."""
-        self._domains: set[str] = set()
-        """The recipient domains this session has been given, while the server's
-        LIMITS has RCPTDOMAINMAX: what that limit counts (RFC 9422 §4.3)."""
-        self._offer: Offer | None = None
-        """What the server's EHLO reply says about sending, read once per reply."""
-        self._exchanging: Link | None = None
-        """The link whose commands go through :meth:`_exchange` (see :meth:`_exchanges`)."""
+        """Forget what the last session left, every layer's part of it: the client's
+        top class (:class:`~smtpcore._driver._smtp_client.BaseSMTPClient`), which
+        all layers make up, says what that is."""
+        raise NotImplementedError
 
     @one_call
     async def connect(self) -> None:
