@@ -35,6 +35,7 @@ __all__ = [
     "TLSNotAvailable",
     "batches_refusal",
     "lmtp_refusal",
+    "not_offered",
     "recipients_refusal",
 ]
 
@@ -335,3 +336,10 @@ class SMTPTimeout(SMTPError, TimeoutError):
 
 class SMTPProtocolError(SMTPError):
     """The server broke the protocol beyond repair."""
+
+
+def not_offered(verb: str) -> ExtensionNotOffered:
+    """The error for a command (``XCLIENT``, ``XFORWARD``) the server's EHLO did not
+    offer to this client, raised before it is sent (``502 5.5.1``, RFC 3463)."""
+    reply = Reply(502, f"the server does not offer {verb} to this client", "5.5.1")
+    return ExtensionNotOffered(None, verb, reply, command=verb)
