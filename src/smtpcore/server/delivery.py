@@ -36,11 +36,9 @@ import contextlib
 import functools
 import random
 import ssl
-import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -56,6 +54,9 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server._delivery_envelope import _Envelope
+from smtpcore.server._delivery_refusals import _recipient_refusal, _sender_refusal
+from smtpcore.server._delivery_round import _all_finished, _counts, _Round
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
@@ -966,120 +967,3 @@ class DeliveryWorker:
         is tried: the module docstring's "recorded so at once"), the deferred ones once
         no exchanger is left. Where they are goes in ``progress``."""
         await record(await self.outbound.outcomes(entry, deliveries, content, record, progress))
-
-
-@dataclass(slots=True)
-class _Round:
-    """One round of one message, as its local stage and destination jobs share it: the
-    entry as the outcomes so far leave it, the recipients that failed or wait, and
-    whether an operator's action cut it short."""
-
-    entry: QueueEntry
-    failed: dict[str, Outcome]
-    deferred: dict[str, Outcome]
-    withdrawn: asyncio.Future[None]
-    """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
-    content: QueuedContent
-    catch_up: bool
-    """Whether it delivers only at the destinations where places were handed to it."""
-    progress: RoundProgress = field(default_factory=RoundProgress)
-    """How far its recipients have come, for the lines a stop logs."""
-    early: bool = False
-    """Whether it began before the message was due: the operator's ``queue flush``."""
-    untried: set[str] = field(default_factory=set)
-    """The recipients that waited on a suspended destination, without a session
-    (:mod:`smtpcore.server.deadhops`)."""
-
-
-def _counts(round_: _Round) -> bool:
-    """Whether ``round_`` is an attempt, moving the message's backoff on: not a catch-up
-    round, nor an early one (``queue flush``) that tried none of those it deferred, all
-    of them waiting on a suspension still in force: that message keeps the attempts and
-    the next attempt it had, as if the flush had not found it."""
-    if round_.catch_up:
-        return False
-    return not (round_.early and round_.deferred.keys() <= round_.untried)
-
-
-class _Envelope:
-    """The writes of one message's envelope, in a thread, one at a time, each writing
-    the newest entry given (:attr:`latest`): writes handed over at once by concurrent
-    jobs land in order, and none undoes a newer one. A write that finds the newest entry
-    on disk already has nothing to do."""
-
-    __slots__ = ("__weakref__", "_lock", "_on_disk", "latest")
-
-    def __init__(self, entry: QueueEntry) -> None:
-        self.latest = entry
-        self._lock = threading.Lock()
-        self._on_disk: QueueEntry | None = None
-
-    def write(self, update: Callable[[QueueEntry], None]) -> QueueEntry:
-        """Write :attr:`latest` with ``update`` (in a thread); the entry now on disk."""
-        with self._lock:
-            latest = self.latest
-            if latest is not self._on_disk:
-                update(latest)
-                self._on_disk = latest
-            return latest
-
-
-async def _all_finished(jobs: set[asyncio.Task[None]]) -> None:
-    """Wait for every one of ``jobs``, those added meanwhile too, never cancelling one
-    because another failed (it may be in the middle of a transaction); then raise the
-    first error among them, or a cancellation that came to one of them (a stray one:
-    :meth:`DeliveryWorker._process` takes it for a broken round). Cancelled itself (a
-    stop), it cancels them all, and waits for them: no job outlives its round."""
-    try:
-        while unfinished := [job for job in jobs if not job.done()]:
-            await asyncio.wait(unfinished)
-    except BaseException:
-        while unfinished := [job for job in jobs if not job.done()]:
-            for job in unfinished:
-                job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(unfinished)
-        raise
-    errors = [job.exception() for job in jobs if not job.cancelled()]
-    for error in errors:
-        if error is not None:
-            raise error
-    if any(job.cancelled() for job in jobs):
-        raise asyncio.CancelledError()
-
-
-def _sender_refusal(sender: str) -> Outcome | None:
-    """The outcome of each remote recipient of a message whose queued sender no longer
-    parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
-    the recipient fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than wait for ever.
-    A local recipient needs no MAIL FROM and is delivered, with the null Return-Path
-    (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
-    policy, which changed after the message was accepted, not the sender's choice: it
-    is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
-    postmaster, since nothing can go to that sender
-    (:meth:`SenderReports._postmaster_instead
-    <smtpcore.server.reports.SenderReports._postmaster_instead>`).
-    None for a sender that parses, and for the null sender."""
-    if not sender:
-        return None
-    try:
-        parse_mailbox(sender)
-    except AddressError:
-        detail = f"553 5.1.7 bad sender address {printable(sender)}"
-        return Outcome(RecipientStatus.FAILED, "5.1.7", detail, server_policy=True)
-    return None
-
-
-def _recipient_refusal(address: str) -> Outcome | None:
-    """The outcome of a queued recipient that no longer parses (queued under an older
-    rule, or by hand): it fails for good, 553 5.1.3 (RFC 3463 §3.2). As for a sender
-    (:func:`_sender_refusal`), the refusal is this server's policy, which changed after
-    the message was accepted: the postmaster is told whatever NOTIFY and RET asked
-    (:attr:`Outcome.server_policy`), the sender only if NOTIFY asked. None for a
-    recipient that parses."""
-    try:
-        parse_mailbox(address)
-    except AddressError:
-        detail = f"553 5.1.3 bad recipient address {printable(address)}"
-        return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
-    return None
