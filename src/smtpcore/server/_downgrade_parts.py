@@ -111,11 +111,13 @@ class _Part:
     header writes the empty line the enclosing one lacked before its new fields, which
     would else join the enclosing header."""
     marked: bool = False
-    """Rewritten, as the plan found so far (:meth:`SevenBitPlan.mark`); the second
-    reading asks the plan, whose parts these are not."""
+    """Rewritten, as the plan found so far
+    (:meth:`~smtpcore.server._downgrade_plan.SevenBitPlan.mark`); the second reading
+    asks the plan, whose parts these are not."""
     growth: int = 0
     """How much the 7-bit form adds to the part so far, if it is rewritten (not known
-    until its body has been read): :func:`plan_seven_bit` counts it in once it is."""
+    until its body has been read):
+    :func:`~smtpcore.server._downgrade_plan.plan_seven_bit` counts it in once it is."""
 
     def resolve(self) -> None:
         """Read the media type, boundary and encoding once the header is whole
@@ -178,6 +180,7 @@ class _Event(NamedTuple):
     is_encoding: bool = False
     """Part of the ``Content-Transfer-Encoding`` field."""
     whole_lines: bool = False
-    """``data`` is a run of whole body lines joined by CRLF (:meth:`_Scanner.run`), the
-    last one's CRLF left out as for a line: each at most :data:`MAX_LINE` octets, with
-    no bare CR or LF, and none a delimiter."""
+    """``data`` is a run of whole body lines joined by CRLF
+    (:meth:`~smtpcore.server._downgrade_scanner._Scanner.run`), the last one's CRLF left
+    out as for a line: each at most :data:`~smtpcore.server._downgrade_limits.MAX_LINE`
+    octets, with no bare CR or LF, and none a delimiter."""

@@ -36,9 +36,10 @@ class SevenBitPlan:
     quoted_parts: int = 0
     """How many leaf parts go quoted-printable."""
     size: int = 0
-    """The octets of the 7-bit form on the wire, exactly: what :class:`SevenBitReader`
-    gives, a bare CR or LF (queued under a lenient framing policy) counted as the CRLF
-    the client sends it as (:func:`~smtpcore._driver._content.sent_size`)."""
+    """The octets of the 7-bit form on the wire, exactly: what
+    :class:`~smtpcore.server._downgrade_reader.SevenBitReader` gives, a bare CR or LF
+    (queued under a lenient framing policy) counted as the CRLF the client sends it as
+    (:func:`~smtpcore._driver._content.sent_size`)."""
 
     def mark(self, part: _Part) -> None:
         byte, bit = divmod(part.ordinal, 8)

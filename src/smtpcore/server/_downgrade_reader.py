@@ -25,9 +25,10 @@ _BATCH: Final = 65536
 
 
 def _seven_bit_pieces(events: Iterator[_Event], plan: SevenBitPlan) -> Iterator[bytes]:
-    """The message ``events`` classify, as :func:`plan_seven_bit` planned it, in batches
-    of at least :data:`_BATCH` octets (but the last): a reader's buffer is filled from a
-    few joins, not a step per line. The plan is asked once per run of a part's events."""
+    """The message ``events`` classify, as
+    :func:`~smtpcore.server._downgrade_plan.plan_seven_bit` planned it, in batches of at
+    least :data:`_BATCH` octets (but the last): a reader's buffer is filled from a few
+    joins, not a step per line. The plan is asked once per run of a part's events."""
     part, rewritten = None, False
     batch: list[bytes] = []
     batched = 0

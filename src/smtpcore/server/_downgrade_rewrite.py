@@ -38,9 +38,9 @@ def _as_is(event: _Event) -> bytes:
 
 def _rewritten(event: _Event) -> bytes:
     """What ``event`` writes in a rewritten part: its encoding field left out and the
-    new one written at the end of its header, its body quoted-printable; everything
-    else as it is. :meth:`SevenBitPlan.count` names the same kinds (its
-    ``writes_otherwise``), to measure the rest without writing them: a kind
+    new one written at the end of its header, its body quoted-printable; everything else
+    as it is. :meth:`~smtpcore.server._downgrade_plan.SevenBitPlan.count` names the same
+    kinds (its ``writes_otherwise``), to measure the rest without writing them: a kind
     rewritten here is one to add there."""
     if event.kind is _Kind.FIELD and event.is_encoding:
         return b""

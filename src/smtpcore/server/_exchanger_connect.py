@@ -128,8 +128,9 @@ def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
     SMTPUTF8's 5.6.7; RFC 6152 §3 and RFC 3030 §3: 5.6.3).
 
     Its three callers: TLS not offered, REQUIRETLS not offered, and
-    :class:`ExtensionNotOffered` for the message, the client's or :func:`_carried`'s,
-    where a new check of what the message needs belongs."""
+    :class:`~smtpcore.asyncio.ExtensionNotOffered` for the message, the client's or
+    :func:`~smtpcore.server._exchanger_content._carried`'s, where a new check of what
+    the message needs belongs."""
     ehlo = client.ehlo_refused
     if ehlo is not None and ehlo.code < 500:
         detail = kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}")

@@ -42,7 +42,8 @@ class Outcome:
     sender's report keep, where the operator is told more than the sender (the
     Maildir file a local copy went into)."""
     detail_breaks: tuple[int, ...] = ()
-    """Where :attr:`detail`, a reply :func:`transcribe` wrote, has the spaces between
+    """Where :attr:`detail`, a reply
+    :func:`~smtpcore.server._exchanger_replies.transcribe` wrote, has the spaces between
     its lines; none for other text."""
 
 
@@ -55,9 +56,10 @@ class TryNext(Exception):
     (5xx, RFC 5321 §4.2.1) before it failed, and their outcomes; the next exchanger
     gets only the others.
     ``permanent``: the exchanger refused this client for good (see
-    :func:`_refused_for_good`): the next one is still tried, and only if every one
-    tried refused so do the recipients fail at once, as for any 5xx; one that
-    deferred may take the mail later, so they wait (RFC 5321 §5.1).
+    :func:`~smtpcore.server._exchanger_connect._refused_for_good`): the next one is
+    still tried, and only if every one tried refused so do the recipients fail at once,
+    as for any 5xx; one that deferred may take the mail later, so they wait (RFC 5321
+    §5.1).
     ``unreachable``: the exchanger could not be reached, or would not talk for now (a
     connection refused, lost or timed out before the mail transaction, a 4xx or 5xx
     greeting, a 4xx to EHLO and HELO): what suspends a dead destination

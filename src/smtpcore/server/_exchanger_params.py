@@ -43,17 +43,18 @@ def _forwarded_mail_params(client: BaseSMTPClient, entry: QueueEntry) -> dict[st
 
 def _declared_body(entry: QueueEntry, converted: _Carried) -> dict[str, str | None]:
     """``BODY=BINARYMIME`` where the content goes so (RFC 3030 §3; the client then sends
-    it by BDAT, as it is): a message queued so, which :func:`_needs_binarymime` let go
-    only to an exchanger that offers BINARYMIME and CHUNKING, and 8-bit content to an
-    exchanger that takes 8-bit octets only so (:class:`_AsBinary`).
+    it by BDAT, as it is): a message queued so, which
+    :func:`~smtpcore.server._exchanger_content._needs_binarymime` let go only to an
+    exchanger that offers BINARYMIME and CHUNKING, and 8-bit content to an exchanger
+    that takes 8-bit octets only so (:class:`_AsBinary`).
 
     No other queued ``BODY`` goes on: the client declares ``BODY=8BITMIME`` itself to an
     8BITMIME exchanger, for any content read from the queue (8BITMIME allows 8-bit
     octets, it does not claim them), and to an exchanger that offers neither, no
     ``BODY`` is 7BIT, the content converted first where it holds 8-bit octets
-    (:func:`_carried`). A queued ``BODY=7BIT`` is the sender's word, which the server
-    does not check: passed on, a message that said it but held 8-bit octets went to an
-    8BITMIME exchanger labelled 7BIT."""
+    (:func:`~smtpcore.server._exchanger_content._carried`). A queued ``BODY=7BIT`` is
+    the sender's word, which the server does not check: passed on, a message that said
+    it but held 8-bit octets went to an 8BITMIME exchanger labelled 7BIT."""
     if _queued_binary(entry) or isinstance(converted, _AsBinary):
         return {"BODY": _BINARYMIME}
     return {}

@@ -47,19 +47,19 @@ The message is read twice, a block at a time, so that memory holds a block whate
 its size: :func:`plan_seven_bit` walks it once to find what to convert (one bit
 per MIME part), whether it can be, and the size of the converted form;
 :class:`SevenBitReader` walks it again, writing the converted form as it is read.
-Both walks share one parser, :func:`_events`, which decides at a message part's
-header whether it encloses a message or is encoded whole, by reading the enclosed
-header ahead and back. Lines are at most 998 octets and CRLF in 8BITMIME content
-(RFC 5321 §4.5.3.1.6); a longer one (binary content) is read in pieces of
-:data:`READ_LIMIT` octets.
+Both walks share one parser, :func:`~smtpcore.server._downgrade_parser._events`, which
+decides at a message part's header whether it encloses a message or is encoded whole, by
+reading the enclosed header ahead and back. Lines are at most 998 octets and CRLF in
+8BITMIME content (RFC 5321 §4.5.3.1.6); a longer one (binary content) is read in pieces
+of :data:`READ_LIMIT` octets.
 
 The parser steps line by line only where a line can change what follows: in a
 header, and at a delimiter of an enclosing multipart (RFC 2046 §5.1.1; a line that
 starts with ``--`` and delimits none stays in its run, for a dict lookup). The body
-lines between, whole lines of at most 998 octets with no bare CR or LF, go by as one
-run (:class:`_Scanner`): checked,
-measured and encoded a run at a time with C-level searches and ``binascii``, to the
-same octets the line-by-line encoder writes (:func:`~smtpcore.server._quoted.quoted_run`).
+lines between, whole lines of at most 998 octets with no bare CR or LF, go by as one run
+(:class:`~smtpcore.server._downgrade_scanner._Scanner`): checked, measured and encoded a
+run at a time with C-level searches and ``binascii``, to the same octets the
+line-by-line encoder writes (:func:`~smtpcore.server._quoted.quoted_run`).
 
 This module is the conversion's public face; each part has a module of its own: the
 bounds (``_downgrade_limits``), the scanner (``_downgrade_scanner``), the MIME part
