@@ -66,6 +66,14 @@ bounds (``_downgrade_limits``), the scanner (``_downgrade_scanner``), the MIME p
 model and its events (``_downgrade_parts``), the parser (``_downgrade_parser``), the
 first walk (``_downgrade_plan``), what an event is written as (``_downgrade_rewrite``)
 and the second walk (``_downgrade_reader``).
+
+The bounds named here are ``_downgrade_limits``'s, imported by the modules that apply
+them: :data:`MAX_FIELD`, :data:`MAX_NESTING`, :data:`MAX_PARTS` and :data:`MAX_PIECES`
+by ``_downgrade_parser``, :data:`MAX_BOUNDARY` by ``_downgrade_parts``,
+:data:`READ_LIMIT` by ``_downgrade_parser`` and ``_downgrade_scanner``, :data:`MAX_LINE`
+by those two and ``_downgrade_plan``. Each holds its own binding, so setting a name on
+this module (as tuning a bound by patching ``downgrade.MAX_PARTS`` did before the split)
+changes nothing the conversion reads.
 """
 
 from __future__ import annotations

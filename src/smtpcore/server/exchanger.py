@@ -27,7 +27,10 @@ each have their own: opening the session (``_exchanger_connect``: TLS, REQUIRETL
 ``_lacking``), what content goes (``_exchanger_content``: 7-bit, BINARYMIME,
 SMTPUTF8), the parameters that go with it (``_exchanger_params``), the outcomes
 (``_exchanger_outcomes``), their recording as they come (``_exchanger_recording``) and
-the replies' kept text (``_exchanger_replies``).
+the replies' kept text (``_exchanger_replies``). The bound on that text,
+:data:`MAX_KEPT_TEXT`, lives there with :func:`kept_text`, which reads it: setting it on
+this module (as tuning it by patching ``exchanger.MAX_KEPT_TEXT`` did before the split)
+changes nothing.
 """
 
 from __future__ import annotations
