@@ -5,7 +5,7 @@ Apart because they read only the envelope's addresses."""
 from __future__ import annotations
 
 from smtpcore.address import AddressError, parse_mailbox
-from smtpcore.server.exchanger import Outcome
+from smtpcore.server._exchanger_outcomes import Outcome
 from smtpcore.server.log import printable
 from smtpcore.server.queue import RecipientStatus
 

@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from smtpcore.server._exchanger_outcomes import Outcome
 from smtpcore.server.cutshort import RoundProgress
-from smtpcore.server.exchanger import Outcome
 from smtpcore.server.queue import QueuedContent, QueueEntry
 
 __all__ = ["_Round", "_all_finished", "_counts"]

@@ -294,10 +294,3 @@ class _ExchangerConnector:
             return f"connect to {relay}: {os.strerror(cause.errno)}"
         why = f"{relay}: {exc}"
         return while_sending_end_of_data(why) if end_unanswered else kept_text(why)
-
-    def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
-        """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
-        not checked) or ``verified``."""
-        if not client.connection.tls:
-            return "no"
-        return "verified" if policy.level is RelayTLS.VERIFY else "yes"

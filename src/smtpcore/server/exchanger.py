@@ -91,7 +91,7 @@ from smtpcore.server._exchanger_replies import (
 )
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
-from smtpcore.server.relay_tls import MessageTLS
+from smtpcore.server.relay_tls import MessageTLS, RelayTLS
 from smtpcore.smtp import (
     Reply,
     TransactionResult,
@@ -232,6 +232,13 @@ class ExchangerSession(_ExchangerConnector):
         finally:
             # Closes the connection on every way out.
             await (client.quit() if polite else client.close())
+
+    def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
+        """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
+        not checked) or ``verified``."""
+        if not client.connection.tls:
+            return "no"
+        return "verified" if policy.level is RelayTLS.VERIFY else "yes"
 
     async def _send(
         self,
