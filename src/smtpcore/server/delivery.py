@@ -54,7 +54,7 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server._delivery_envelope import _Envelope
+from smtpcore.server._delivery_envelope import _Envelope, _EnvelopeKeeping
 from smtpcore.server._delivery_refusals import _recipient_refusal, _sender_refusal
 from smtpcore.server._delivery_round import _all_finished, _counts, _Round
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
@@ -148,7 +148,7 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     return relay_tls_context(RelayTLS.MAY)
 
 
-class DeliveryWorker:
+class DeliveryWorker(_EnvelopeKeeping):
     """Delivers the queue in the background; :meth:`run` until cancelled or :meth:`aclose`.
 
     ``router`` decides local or remote and where remote mail goes (its
@@ -526,76 +526,6 @@ class DeliveryWorker:
             await self.reports.report_owed(queue_id)
             await self.settlement.record_local_error(queue_id, exc)
 
-    async def _gone(self, queue_id: str, exc: BaseException) -> bool:
-        """Whether ``exc`` means that the message is gone (removed by hand, or by the
-        operator meanwhile): a FileNotFoundError while its own files, envelope or
-        content, are missing. Any other file missing (the relay's CA bundle, a
-        mailbox's directory) is a local error like any other: the message is retried,
-        and bounces at ``max_queue_age`` (RFC 5321 §6.1), not forgotten until a
-        restart with its files left in the queue."""
-        if not isinstance(exc, FileNotFoundError):
-            return False
-
-        def missing() -> bool:
-            try:
-                return not (
-                    self.queue.envelope_path(queue_id).exists()
-                    and self.queue.content_path(queue_id).exists()
-                )
-            except OSError:  # not known to be gone: a local error
-                return False
-
-        return await self.disk.run(missing)
-
-    async def _load(self, queue_id: str) -> QueueEntry:
-        """The entry, as this process last left it if its queue file is behind. The
-        file is read all the same: one removed meanwhile ends the delivery."""
-        entry = await self.disk.run(self.queue.load, queue_id)
-        return self._unsaved.get(queue_id, entry)
-
-    async def _save(self, entry: QueueEntry) -> QueueEntry:
-        """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
-        it, this process still knows what it sent and reported, and the next round
-        writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
-        await self._saved(entry)
-        return entry
-
-    async def _saved(self, entry: QueueEntry) -> bool:
-        """:meth:`_save`, and whether ``entry`` is on disk now."""
-        try:
-            await self._write(entry)
-        except OSError as exc:
-            logger.error(
-                "%s: cannot record the delivery state in the queue: %s; kept in memory, "
-                "written again at the next attempt",
-                entry.id,
-                exc,
-            )
-            return False
-        return True
-
-    async def _write(self, entry: QueueEntry) -> None:
-        """:meth:`_save`, raising what the disk refuses: an operator's action must know
-        whether it is on disk (its command is kept until it is). Once it is, the entry
-        is no longer kept in memory, unless another write put its own there meanwhile:
-        that one is not on disk because this one is.
-
-        The write is handed to its thread before any await (:class:`_Envelope`): a
-        stop that cancels the caller cannot keep it from landing, and concurrent writes
-        of one message land one at a time, each with the newest entry. So it never
-        waits for a slot of the worker's share of the threads (:meth:`ThreadShare.now
-        <smtpcore.server.waits.ThreadShare.now>`, not ``run``): cancelled in that wait,
-        it would never be handed over, and a recipient an exchanger accepted would stay
-        pending on disk, sent again after a restart."""
-        self._unsaved[entry.id] = entry
-        envelope = self._envelopes.get(entry.id)
-        if envelope is None:
-            envelope = self._envelopes[entry.id] = _Envelope(entry)
-        envelope.latest = entry
-        written = await self.disk.now(envelope.write, self.queue.update)
-        if self._unsaved.get(entry.id) is written:
-            del self._unsaved[entry.id]
-
     async def _open_round(self, queue_id: str) -> _Round | None:
         """The round of ``queue_id`` about to begin, before anything is delivered (a stop
         anywhere in it finds what it had done: :meth:`_log_cut_short`); None if the
@@ -702,8 +632,9 @@ class DeliveryWorker:
         for them all, a failed one never cutting its siblings short; a job at a
         destination whose place is handed over meanwhile starts then. Each outcome an
         exchanger gives is put in the entry (and :attr:`_unsaved`) before any await, and
-        its write handed to a thread at once (:meth:`_write`). Then what a job raised
-        is raised, as the domains delivered one after another raised it."""
+        its write handed to a thread at once
+        (:meth:`~smtpcore.server._delivery_envelope._EnvelopeKeeping._write`). Then what a
+        job raised is raised, as the domains delivered one after another raised it."""
         queue_id = round_.entry.id
         jobs: set[asyncio.Task[None]] = set()
         started: set[str] = set()
