@@ -5,9 +5,9 @@
 The relay converts an 8BITMIME message for an exchanger that does not offer it (RFC
 6152 §3): ``plan_seven_bit`` reads the queue file through once, then a
 ``SevenBitReader`` reads it again, writing the 7-bit form in the 64 KiB reads the
-relay's worker thread makes (``exchanger._seven_bit_message``). Each shape is built to
-about ``--size`` octets, written to a temporary file, and converted whole (plan and
-write) ``--rounds`` times, each with the module's caches emptied; the table gives
+relay's worker thread makes (``_exchanger_content._seven_bit_message``). Each shape is
+built to about ``--size`` octets, written to a temporary file, and converted whole (plan
+and write) ``--rounds`` times, each with the module's caches emptied; the table gives
 the CPU seconds a megabyte (``time.process_time``, min / median / max over the
 rounds) and the median a message, the Python calls a megabyte (a ``sys.setprofile``
 counter over one more conversion: exact, and deaf to the machine's load) and the

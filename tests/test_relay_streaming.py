@@ -19,9 +19,9 @@ import pytest
 from relay_remote import remote
 from smtpcore._driver._content import Content
 from smtpcore.asyncio import SMTPClient
+from smtpcore.server._exchanger_content import _ConvertedOffLoop
 from smtpcore.server.bounce import MAX_RETURNED_MESSAGE
 from smtpcore.server.downgrade import MAX_NESTING, MAX_PARTS, SevenBitReader, plan_seven_bit
-from smtpcore.server.exchanger import _ConvertedOffLoop
 from smtpcore.server.queue import QueuedContent
 from test_server_relay import _relay, _run, _wait_closed
 

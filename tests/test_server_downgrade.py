@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 
 from python_calls import python_calls
 from smtpcore._driver._content import sent_size
+from smtpcore.server._downgrade_limits import _OCTETS_A_PIECE
+from smtpcore.server._downgrade_parser import _events
+from smtpcore.server._downgrade_plan import _planned
+from smtpcore.server._downgrade_reader import _seven_bit_pieces
+from smtpcore.server._downgrade_scanner import _DASH_LINE, _SCAN_BLOCK, _delimiter
 from smtpcore.server._quoted import quoted_printable, quoted_run
 from smtpcore.server.downgrade import (
-    _DASH_LINE,
-    _OCTETS_A_PIECE,
-    _SCAN_BLOCK,
     MAX_LINE,
     MAX_NESTING,
     MAX_PARTS,
@@ -28,10 +30,6 @@ from smtpcore.server.downgrade import (
     READ_LIMIT,
     NotConvertible,
     SevenBitReader,
-    _delimiter,
-    _events,
-    _planned,
-    _seven_bit_pieces,
     plan_seven_bit,
 )
 from smtpcore.testing import strategies as sst

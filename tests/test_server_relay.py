@@ -35,13 +35,13 @@ from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError, Timeouts
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
 from smtpcore.server import delivery
+from smtpcore.server._exchanger_recording import _fates
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
 from smtpcore.server.delivery import MAX_BACKOFF, Applied, DeliveryWorker, backoff
 from smtpcore.server.exchanger import (
     MAX_KEPT_TEXT,
     Outcome,
-    _fates,
     default_client,
     kept_text,
     reply_text,

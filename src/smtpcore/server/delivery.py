@@ -36,11 +36,9 @@ import contextlib
 import functools
 import random
 import ssl
-import threading
 import time
 import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -56,6 +54,9 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
+from smtpcore.server._delivery_envelope import _Envelope, _EnvelopeKeeping
+from smtpcore.server._delivery_refusals import _recipient_refusal, _sender_refusal
+from smtpcore.server._delivery_round import _all_finished, _counts, _Round
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
@@ -147,7 +148,7 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     return relay_tls_context(RelayTLS.MAY)
 
 
-class DeliveryWorker:
+class DeliveryWorker(_EnvelopeKeeping):
     """Delivers the queue in the background; :meth:`run` until cancelled or :meth:`aclose`.
 
     ``router`` decides local or remote and where remote mail goes (its
@@ -525,76 +526,6 @@ class DeliveryWorker:
             await self.reports.report_owed(queue_id)
             await self.settlement.record_local_error(queue_id, exc)
 
-    async def _gone(self, queue_id: str, exc: BaseException) -> bool:
-        """Whether ``exc`` means that the message is gone (removed by hand, or by the
-        operator meanwhile): a FileNotFoundError while its own files, envelope or
-        content, are missing. Any other file missing (the relay's CA bundle, a
-        mailbox's directory) is a local error like any other: the message is retried,
-        and bounces at ``max_queue_age`` (RFC 5321 §6.1), not forgotten until a
-        restart with its files left in the queue."""
-        if not isinstance(exc, FileNotFoundError):
-            return False
-
-        def missing() -> bool:
-            try:
-                return not (
-                    self.queue.envelope_path(queue_id).exists()
-                    and self.queue.content_path(queue_id).exists()
-                )
-            except OSError:  # not known to be gone: a local error
-                return False
-
-        return await self.disk.run(missing)
-
-    async def _load(self, queue_id: str) -> QueueEntry:
-        """The entry, as this process last left it if its queue file is behind. The
-        file is read all the same: one removed meanwhile ends the delivery."""
-        entry = await self.disk.run(self.queue.load, queue_id)
-        return self._unsaved.get(queue_id, entry)
-
-    async def _save(self, entry: QueueEntry) -> QueueEntry:
-        """Write ``entry`` to its queue file. Kept in memory first: if the disk refuses
-        it, this process still knows what it sent and reported, and the next round
-        writes it again (a restart meanwhile forgets it, as RFC 1047's gap does)."""
-        await self._saved(entry)
-        return entry
-
-    async def _saved(self, entry: QueueEntry) -> bool:
-        """:meth:`_save`, and whether ``entry`` is on disk now."""
-        try:
-            await self._write(entry)
-        except OSError as exc:
-            logger.error(
-                "%s: cannot record the delivery state in the queue: %s; kept in memory, "
-                "written again at the next attempt",
-                entry.id,
-                exc,
-            )
-            return False
-        return True
-
-    async def _write(self, entry: QueueEntry) -> None:
-        """:meth:`_save`, raising what the disk refuses: an operator's action must know
-        whether it is on disk (its command is kept until it is). Once it is, the entry
-        is no longer kept in memory, unless another write put its own there meanwhile:
-        that one is not on disk because this one is.
-
-        The write is handed to its thread before any await (:class:`_Envelope`): a
-        stop that cancels the caller cannot keep it from landing, and concurrent writes
-        of one message land one at a time, each with the newest entry. So it never
-        waits for a slot of the worker's share of the threads (:meth:`ThreadShare.now
-        <smtpcore.server.waits.ThreadShare.now>`, not ``run``): cancelled in that wait,
-        it would never be handed over, and a recipient an exchanger accepted would stay
-        pending on disk, sent again after a restart."""
-        self._unsaved[entry.id] = entry
-        envelope = self._envelopes.get(entry.id)
-        if envelope is None:
-            envelope = self._envelopes[entry.id] = _Envelope(entry)
-        envelope.latest = entry
-        written = await self.disk.now(envelope.write, self.queue.update)
-        if self._unsaved.get(entry.id) is written:
-            del self._unsaved[entry.id]
-
     async def _open_round(self, queue_id: str) -> _Round | None:
         """The round of ``queue_id`` about to begin, before anything is delivered (a stop
         anywhere in it finds what it had done: :meth:`_log_cut_short`); None if the
@@ -701,8 +632,9 @@ class DeliveryWorker:
         for them all, a failed one never cutting its siblings short; a job at a
         destination whose place is handed over meanwhile starts then. Each outcome an
         exchanger gives is put in the entry (and :attr:`_unsaved`) before any await, and
-        its write handed to a thread at once (:meth:`_write`). Then what a job raised
-        is raised, as the domains delivered one after another raised it."""
+        its write handed to a thread at once
+        (:meth:`~smtpcore.server._delivery_envelope._EnvelopeKeeping._write`). Then what a
+        job raised is raised, as the domains delivered one after another raised it."""
         queue_id = round_.entry.id
         jobs: set[asyncio.Task[None]] = set()
         started: set[str] = set()
@@ -966,120 +898,3 @@ class DeliveryWorker:
         is tried: the module docstring's "recorded so at once"), the deferred ones once
         no exchanger is left. Where they are goes in ``progress``."""
         await record(await self.outbound.outcomes(entry, deliveries, content, record, progress))
-
-
-@dataclass(slots=True)
-class _Round:
-    """One round of one message, as its local stage and destination jobs share it: the
-    entry as the outcomes so far leave it, the recipients that failed or wait, and
-    whether an operator's action cut it short."""
-
-    entry: QueueEntry
-    failed: dict[str, Outcome]
-    deferred: dict[str, Outcome]
-    withdrawn: asyncio.Future[None]
-    """Done once the round is cut short (:meth:`DeliveryWorker._cut_round_short`)."""
-    content: QueuedContent
-    catch_up: bool
-    """Whether it delivers only at the destinations where places were handed to it."""
-    progress: RoundProgress = field(default_factory=RoundProgress)
-    """How far its recipients have come, for the lines a stop logs."""
-    early: bool = False
-    """Whether it began before the message was due: the operator's ``queue flush``."""
-    untried: set[str] = field(default_factory=set)
-    """The recipients that waited on a suspended destination, without a session
-    (:mod:`smtpcore.server.deadhops`)."""
-
-
-def _counts(round_: _Round) -> bool:
-    """Whether ``round_`` is an attempt, moving the message's backoff on: not a catch-up
-    round, nor an early one (``queue flush``) that tried none of those it deferred, all
-    of them waiting on a suspension still in force: that message keeps the attempts and
-    the next attempt it had, as if the flush had not found it."""
-    if round_.catch_up:
-        return False
-    return not (round_.early and round_.deferred.keys() <= round_.untried)
-
-
-class _Envelope:
-    """The writes of one message's envelope, in a thread, one at a time, each writing
-    the newest entry given (:attr:`latest`): writes handed over at once by concurrent
-    jobs land in order, and none undoes a newer one. A write that finds the newest entry
-    on disk already has nothing to do."""
-
-    __slots__ = ("__weakref__", "_lock", "_on_disk", "latest")
-
-    def __init__(self, entry: QueueEntry) -> None:
-        self.latest = entry
-        self._lock = threading.Lock()
-        self._on_disk: QueueEntry | None = None
-
-    def write(self, update: Callable[[QueueEntry], None]) -> QueueEntry:
-        """Write :attr:`latest` with ``update`` (in a thread); the entry now on disk."""
-        with self._lock:
-            latest = self.latest
-            if latest is not self._on_disk:
-                update(latest)
-                self._on_disk = latest
-            return latest
-
-
-async def _all_finished(jobs: set[asyncio.Task[None]]) -> None:
-    """Wait for every one of ``jobs``, those added meanwhile too, never cancelling one
-    because another failed (it may be in the middle of a transaction); then raise the
-    first error among them, or a cancellation that came to one of them (a stray one:
-    :meth:`DeliveryWorker._process` takes it for a broken round). Cancelled itself (a
-    stop), it cancels them all, and waits for them: no job outlives its round."""
-    try:
-        while unfinished := [job for job in jobs if not job.done()]:
-            await asyncio.wait(unfinished)
-    except BaseException:
-        while unfinished := [job for job in jobs if not job.done()]:
-            for job in unfinished:
-                job.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait(unfinished)
-        raise
-    errors = [job.exception() for job in jobs if not job.cancelled()]
-    for error in errors:
-        if error is not None:
-            raise error
-    if any(job.cancelled() for job in jobs):
-        raise asyncio.CancelledError()
-
-
-def _sender_refusal(sender: str) -> Outcome | None:
-    """The outcome of each remote recipient of a message whose queued sender no longer
-    parses (queued under an older rule, or by hand): it cannot go out in MAIL FROM, so
-    the recipient fails for good, 553 5.1.7 (RFC 3463 §3.2), rather than wait for ever.
-    A local recipient needs no MAIL FROM and is delivered, with the null Return-Path
-    (:func:`~smtpcore.server.trace.return_path_header`). The refusal is this server's
-    policy, which changed after the message was accepted, not the sender's choice: it
-    is reported whatever NOTIFY and RET asked (:attr:`Outcome.server_policy`), to the
-    postmaster, since nothing can go to that sender
-    (:meth:`SenderReports._postmaster_instead
-    <smtpcore.server.reports.SenderReports._postmaster_instead>`).
-    None for a sender that parses, and for the null sender."""
-    if not sender:
-        return None
-    try:
-        parse_mailbox(sender)
-    except AddressError:
-        detail = f"553 5.1.7 bad sender address {printable(sender)}"
-        return Outcome(RecipientStatus.FAILED, "5.1.7", detail, server_policy=True)
-    return None
-
-
-def _recipient_refusal(address: str) -> Outcome | None:
-    """The outcome of a queued recipient that no longer parses (queued under an older
-    rule, or by hand): it fails for good, 553 5.1.3 (RFC 3463 §3.2). As for a sender
-    (:func:`_sender_refusal`), the refusal is this server's policy, which changed after
-    the message was accepted: the postmaster is told whatever NOTIFY and RET asked
-    (:attr:`Outcome.server_policy`), the sender only if NOTIFY asked. None for a
-    recipient that parses."""
-    try:
-        parse_mailbox(address)
-    except AddressError:
-        detail = f"553 5.1.3 bad recipient address {printable(address)}"
-        return Outcome(RecipientStatus.FAILED, "5.1.3", detail, server_policy=True)
-    return None
