@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
 
-from smtpcore._errors import LocalProtocolError
+from smtpcore._errors import LocalProtocolError, wrong_type
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
 from smtpcore.smtp._events import (
@@ -74,9 +74,25 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     _size: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.domain, str):
+            raise wrong_type("the server's domain", self.domain, "a str")
+        if not isinstance(self.offered, tuple | list):
+            raise wrong_type("offered extensions", self.offered, "(keyword, parameters) pairs")
         index: dict[str, tuple[str, ...]] = {}
-        for key, params in self.offered:
-            index.setdefault(ascii_upper(key), params)
+        for entry in self.offered:  # checked inline: from_reply builds one per EHLO
+            if not isinstance(entry, tuple | list):
+                raise wrong_type("each offered extension", entry, "a (keyword, parameters) pair")
+            if len(entry) != 2:
+                raise LocalProtocolError(f"an offered extension is a pair, not {len(entry)} items")
+            key, params = entry
+            if not isinstance(key, str):
+                raise wrong_type("an offered keyword", key, "a str")
+            if not isinstance(params, tuple | list):  # a str would be read letter by letter
+                raise wrong_type(f"the parameters of {key}", params, "a tuple of str")
+            for param in params:
+                if not isinstance(param, str):
+                    raise wrong_type(f"each parameter of {key}", param, "a str")
+            index.setdefault(ascii_upper(key), tuple(params))
         object.__setattr__(self, "_index", index)
         params = index.get("SIZE", ())
         limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
@@ -85,6 +101,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     @classmethod
     def from_reply(cls, reply: Reply) -> ServerExtensions:
         """Read a positive EHLO or LHLO reply."""
+        if not isinstance(reply, Reply):
+            raise wrong_type("an EHLO reply", reply, "a Reply")
         first, *rest = reply.lines
         domain = first.split(" ", 1)[0]
         found: dict[str, dict[str, None]] = {}
@@ -109,7 +127,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
         try:
             return self._index[ascii_upper(keyword)]
-        except KeyError:
+        except (KeyError, AttributeError):  # a keyword that is no str is offered by nobody
             raise KeyError(keyword) from None
 
     @overload
@@ -119,7 +137,10 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def get(self, keyword: str, /, default: tuple[str, ...] | _D) -> tuple[str, ...] | _D: ...
 
     def get(self, keyword: str, /, default: object = None) -> object:
-        return self._index.get(ascii_upper(keyword), default)
+        try:
+            return self._index.get(ascii_upper(keyword), default)
+        except AttributeError:  # as ``in`` and ``[]``: no str, not offered
+            return default
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self.offered)
