@@ -1,0 +1,162 @@
+"""``python -m smtpcore.testing check --stored-maildir DIR`` / ``--stored-dir DIR``.
+
+Without them the command line had no way to give ``check_server`` its ``stored``:
+``pipelined-end`` passed a server that answered 250 for a message and lost it. With
+them it looks for each message it sent among the files that came into DIR during
+the run, past the trace lines a server writes above the header.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+from broken_servers import PipelinedRsetServer, SmallServer, serve
+from smtpcore.testing.__main__ import main
+from smtpcore.testing._stored_files import StoredFiles
+from test_cli_serve import serve as serve_reference
+
+TRACE: Final = (
+    b"Return-Path: <check@smtpcore.test>\nDelivered-To: bob@abc.example\n"
+    b"Received: from check.smtpcore.test by mx.abc.example; Mon, 7 Dec 2026 13:49:47 +0000\n"
+)
+_names = itertools.count()
+
+
+def _maildir(path: Path) -> Path:
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True)
+    return path
+
+
+def _deliver(folder: Path, content: bytes) -> Path:
+    """A message file as a Maildir writer leaves it: LF line ends, trace lines on top."""
+    path = folder / f"{next(_names)}.M1P{os.getpid()}.check.test"
+    path.write_bytes(TRACE + content.replace(b"\r\n", b"\n"))
+    return path
+
+
+class MaildirWriting(SmallServer):
+    """Writes each message it keeps into ``folder``, as a delivery agent does."""
+
+    def __init__(self, folder: Path, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.folder = folder
+
+    def end_of_message(self, content: bytes) -> bytes:
+        kept = len(self.messages)
+        reply = super().end_of_message(content)
+        for message in self.messages[kept:]:
+            _deliver(self.folder, message)
+        return reply
+
+
+class LosingMaildirWriting(MaildirWriting, PipelinedRsetServer):
+    """Loses a message ended in the same read as RSET, answering it 250."""
+
+
+def _check(address: str, *options: str) -> int:
+    return main(["check", address, "--only", "pipelined-end", "--timeout", "5", *options])
+
+
+def test_stored_maildir_shows_a_message_the_server_answered_250_and_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maildir = _maildir(tmp_path / "Maildir")
+    _deliver(maildir / "cur", b"Subject: an earlier run's\r\n\r\nold\r\n")
+    factory = functools.partial(LosingMaildirWriting, maildir / "new")
+    with serve(factory) as server:
+        address = f"{server.host}:{server.port}"
+        blind = _check(address)
+        blind_out = capsys.readouterr().out
+        seeing = _check(address, "--stored-maildir", str(maildir))
+        out = capsys.readouterr().out
+    assert blind == 0, blind_out
+    assert seeing == 1, out
+    # The earlier run's file is not read: one message of this run's two came in.
+    assert "message 1 (of 2) not seen in the store though its end got 250" in out, out
+    assert "among the 1 messages" in out, out
+
+
+@pytest.mark.parametrize("option", ["--stored-maildir", "--stored-dir"])
+def test_stored_files_show_every_message_kept_by_a_correct_server(
+    option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maildir = _maildir(tmp_path / "Maildir")
+    folder = maildir if option == "--stored-maildir" else maildir / "new"
+    with serve(functools.partial(MaildirWriting, maildir / "new")) as server:
+        status = _check(f"{server.host}:{server.port}", option, str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "and both were seen in the store" in out, out
+
+
+def test_the_reference_servers_maildir_shows_both_messages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m smtpcore serve`` writes Return-Path and Received above the header."""
+    with serve_reference(tmp_path / "data", "abc.example", ["bob@abc.example:bob-pw"]) as served:
+        maildir = tmp_path / "data" / "mailboxes" / "bob@abc.example"
+        status = _check(
+            f"127.0.0.1:{served.ports['smtp']}",
+            "--recipient",
+            "bob@abc.example",
+            "--stored-maildir",
+            str(maildir),
+        )
+        out = capsys.readouterr().out
+        stored = served.mailbox("bob@abc.example")
+    assert status == 0, out + served.log()
+    assert "and both were seen in the store" in out, out
+    assert len(stored) == 2 and all(m.startswith(b"Return-Path: ") for m in stored), stored
+
+
+@pytest.mark.parametrize(
+    ("option", "layout", "said"),
+    [
+        ("--stored-maildir", None, "is not a directory"),
+        ("--stored-maildir", "plain", "is not a Maildir: it has no new/ and cur/"),
+        ("--stored-dir", None, "is not a directory"),
+    ],
+)
+def test_a_stored_directory_that_is_not_there_is_a_usage_error(
+    option: str, layout: str | None, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before any connection (port 1 has no server): a typo would otherwise
+    have every message said lost."""
+    folder = tmp_path / "mail"
+    if layout == "plain":
+        folder.mkdir()
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "127.0.0.1:1", option, str(folder)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {str(folder)!r} {said}" in err, err
+
+
+def test_stored_maildir_and_stored_dir_exclude_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    maildir = _maildir(tmp_path / "Maildir")
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "127.0.0.1:1", "--stored-maildir", str(maildir), "--stored-dir", "."])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_stored_files_reads_what_came_in_since_it_was_made(tmp_path: Path) -> None:
+    """Files there before are left unread, moved from new/ to cur/ with flags too;
+    dot files and directories are no messages; each file is read only so far."""
+    maildir = _maildir(tmp_path / "Maildir")
+    old = _deliver(maildir / "new", b"old\r\n")
+    stored = StoredFiles((maildir / "new", maildir / "cur"), max_octets=len(TRACE) + 4)
+    old.rename(maildir / "cur" / f"{old.name}:2,S")
+    _deliver(maildir / "cur", b"new one\r\n")
+    (maildir / "new" / ".hidden").write_bytes(b"x")
+    (maildir / "new" / "a-directory").mkdir()
+    assert stored() == [TRACE + b"new "]
