@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -206,10 +206,57 @@ def test_dsn_values_and_server_extensions_of_the_right_types_still_build() -> No
     assert ServerExtensions.from_reply(reply).size == 100
 
 
-def test_a_keyword_that_is_no_str_is_not_offered() -> None:
-    """As ``in`` says, and as a dict answers: absent, not an AttributeError."""
+NOT_STR_KEYWORDS: Final = [FIVE, b"SIZE", b"\xc3\xa9", b"\xff"]
+
+
+@pytest.mark.parametrize("keyword", NOT_STR_KEYWORDS, ids=repr)
+def test_a_keyword_that_is_no_str_is_not_offered(keyword: Any) -> None:
+    """As ``in`` says, and as a dict answers: absent, not an AttributeError, nor the
+    TypeError that non-ASCII bytes met in ``ascii_upper``."""
     offered = ServerExtensions("mx.pqr.example", (("SIZE", ("5",)),))
-    assert FIVE not in offered
-    assert offered.get(FIVE) is None and offered.get(FIVE, ()) == ()
+    assert keyword not in offered
+    assert offered.get(keyword) is None and offered.get(keyword, ()) == ()
     with pytest.raises(KeyError):
-        offered[FIVE]
+        offered[keyword]
+
+
+OFFERED_AS_TUPLES: Final = (("SIZE", ("1000",)), ("PIPELINING", ()))
+
+
+@pytest.mark.parametrize(
+    "offered",
+    [
+        [["SIZE", ["1000"]], ["PIPELINING", []]],
+        {"SIZE": ("1000",), "PIPELINING": ()}.items(),
+        (pair for pair in OFFERED_AS_TUPLES),
+    ],
+    ids=["lists", "dict items", "a generator"],
+)
+def test_offered_pairs_of_any_iterable_are_kept_as_tuples(offered: Any) -> None:
+    """Lists were kept as lists (unhashable, unequal to the tuple form), and
+    ``dict.items()``, which main took, was refused."""
+    built = ServerExtensions("mx.pqr.example", offered)
+    tupled = ServerExtensions("mx.pqr.example", OFFERED_AS_TUPLES)
+    assert built.offered == OFFERED_AS_TUPLES
+    assert built == tupled and hash(built) == hash(tupled)
+    assert built.size == 1000 and built.pipelining
+
+
+def test_from_reply_does_not_check_its_own_parsed_text_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What it read off the wire is str and tuples already; a client reads an EHLO
+    reply on every connection, and the public constructor's checks cost it ~11%."""
+
+    def refuse(self: ServerExtensions) -> None:
+        raise AssertionError("the public constructor's checks ran")
+
+    reply = Reply(250, ["mx.pqr.example", "PIPELINING", "SIZE 100", "AUTH=plain login"])
+    monkeypatch.setattr(ServerExtensions, "__post_init__", refuse)
+    parsed = ServerExtensions.from_reply(reply)
+    monkeypatch.undo()
+    assert parsed == ServerExtensions(
+        "mx.pqr.example", (("PIPELINING", ()), ("SIZE", ("100",)), ("AUTH", ("PLAIN", "LOGIN")))
+    )
+    assert parsed.size == 100 and parsed.auth == {"PLAIN", "LOGIN"}
+    assert hash(parsed) == hash(ServerExtensions.from_reply(reply))

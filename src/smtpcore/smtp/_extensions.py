@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
 
@@ -76,23 +76,27 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def __post_init__(self) -> None:
         if not isinstance(self.domain, str):
             raise wrong_type("the server's domain", self.domain, "a str")
-        if not isinstance(self.offered, tuple | list):
-            raise wrong_type("offered extensions", self.offered, "(keyword, parameters) pairs")
+        if self.offered != ():  # the machine's own empty one, at every connection's start
+            object.__setattr__(self, "offered", _pairs(self.offered))
+        self._index_offered()
+
+    @classmethod
+    def _parsed(
+        cls, domain: str, offered: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> ServerExtensions:
+        """One built from what :meth:`from_reply` read off the wire, which is str and
+        tuples by construction: not checked again, as a client reads an EHLO reply
+        on every connection."""
+        extensions = object.__new__(cls)
+        object.__setattr__(extensions, "domain", domain)
+        object.__setattr__(extensions, "offered", offered)
+        extensions._index_offered()
+        return extensions
+
+    def _index_offered(self) -> None:
         index: dict[str, tuple[str, ...]] = {}
-        for entry in self.offered:  # checked inline: from_reply builds one per EHLO
-            if not isinstance(entry, tuple | list):
-                raise wrong_type("each offered extension", entry, "a (keyword, parameters) pair")
-            if len(entry) != 2:
-                raise LocalProtocolError(f"an offered extension is a pair, not {len(entry)} items")
-            key, params = entry
-            if not isinstance(key, str):
-                raise wrong_type("an offered keyword", key, "a str")
-            if not isinstance(params, tuple | list):  # a str would be read letter by letter
-                raise wrong_type(f"the parameters of {key}", params, "a tuple of str")
-            for param in params:
-                if not isinstance(param, str):
-                    raise wrong_type(f"each parameter of {key}", param, "a str")
-            index.setdefault(ascii_upper(key), tuple(params))
+        for key, params in self.offered:
+            index.setdefault(ascii_upper(key), params)
         object.__setattr__(self, "_index", index)
         params = index.get("SIZE", ())
         limit = parse_number(params[0], max_digits=20) if len(params) == 1 else None
@@ -122,13 +126,14 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
             found.setdefault(keyword, {}).update(dict.fromkeys(params))
-        return cls(domain, tuple((key, tuple(params)) for key, params in found.items()))
+        return cls._parsed(domain, tuple((key, tuple(params)) for key, params in found.items()))
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
-        try:
-            return self._index[ascii_upper(keyword)]
-        except (KeyError, AttributeError):  # a keyword that is no str is offered by nobody
-            raise KeyError(keyword) from None
+        if isinstance(keyword, str):  # any other is offered by nobody, as for ``in``
+            found = self._index.get(ascii_upper(keyword))
+            if found is not None:
+                return found
+        raise KeyError(keyword)
 
     @overload
     def get(self, keyword: str, /) -> tuple[str, ...] | None: ...
@@ -137,10 +142,9 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def get(self, keyword: str, /, default: tuple[str, ...] | _D) -> tuple[str, ...] | _D: ...
 
     def get(self, keyword: str, /, default: object = None) -> object:
-        try:
-            return self._index.get(ascii_upper(keyword), default)
-        except AttributeError:  # as ``in`` and ``[]``: no str, not offered
+        if not isinstance(keyword, str):  # as ``in`` and ``[]``: not offered
             return default
+        return self._index.get(ascii_upper(keyword), default)
 
     def __iter__(self) -> Iterator[str]:
         return (key for key, _ in self.offered)
@@ -389,3 +393,30 @@ def parameter_problem(
     except ParameterError as exc:
         return str(exc)
     return parameter.client_check(offered, typed)
+
+
+def _pairs(offered: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``offered`` as tuples of str, whatever iterable of ``(keyword, parameters)``
+    pairs it came as (a list, ``dict.items()``), so that two equal offers compare and
+    hash alike; a ``LocalProtocolError`` for anything else. Parameters given as one
+    str are refused: its letters would be read as parameters."""
+    if isinstance(offered, str | bytes) or not isinstance(offered, Iterable):
+        raise wrong_type("offered extensions", offered, "(keyword, parameters) pairs")
+    pairs: list[tuple[str, tuple[str, ...]]] = []
+    for entry in offered:
+        if isinstance(entry, str | bytes) or not isinstance(entry, Iterable):
+            raise wrong_type("each offered extension", entry, "a (keyword, parameters) pair")
+        items = tuple(entry)
+        if len(items) != 2:
+            raise LocalProtocolError(f"an offered extension is a pair, not {len(items)} items")
+        key, params = items
+        if not isinstance(key, str):
+            raise wrong_type("an offered keyword", key, "a str")
+        if isinstance(params, str | bytes) or not isinstance(params, Iterable):
+            raise wrong_type(f"the parameters of {key}", params, "a tuple of str")
+        params = tuple(params)
+        for param in params:
+            if not isinstance(param, str):
+                raise wrong_type(f"each parameter of {key}", param, "a str")
+        pairs.append((key, params))
+    return tuple(pairs)
