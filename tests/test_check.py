@@ -209,6 +209,44 @@ def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
     assert "store" not in result["pipelined-end"].summary
 
 
+def test_pipelined_end_waits_for_a_store_that_keeps_messages_after_its_250() -> None:
+    """A server that queues a message, a delivery agent writing it later (Postfix's
+    local(8)), was said to lose both: ``stored()`` was asked once, right after QUIT.
+    It is asked again until it shows every message, within the check's timeout."""
+    asked: list[int] = []
+
+    def stored_late() -> list[bytes]:
+        asked.append(len(asked))
+        return [] if len(asked) < 3 else list(server.messages)
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=5, stored=stored_late
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+    assert result.summary.endswith("and both were seen in the store")
+    assert len(asked) == 3
+
+
+def test_pipelined_end_asks_a_store_that_never_shows_a_message_a_bounded_number_of_times() -> None:
+    """Within the timeout and no more: the calls are spaced, never a busy loop."""
+    asked: list[float] = []
+
+    def stored_lost() -> list[bytes]:
+        asked.append(time.monotonic())
+        return []
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=1, stored=stored_lost
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "message 1 and message 2 (of 2) not seen in the store" in result.summary
+    assert 2 <= len(asked) <= 10, asked  # 0.05 s, doubling to 1 s: 1 s holds 5 pauses
+
+
 def _stored_raises() -> list[bytes]:
     raise OSError("the mailbox is gone")
 

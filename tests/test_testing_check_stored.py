@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import threading
 from pathlib import Path
-from typing import Final
+from typing import ClassVar, Final
 
 import pytest
 
@@ -60,6 +61,24 @@ class LosingMaildirWriting(MaildirWriting, PipelinedRsetServer):
     """Loses a message ended in the same read as RSET, answering it 250."""
 
 
+class QueueingMaildirWriting(MaildirWriting):
+    """Answers 250 first and writes the file a moment later, from another thread, as
+    a queue hands a message to its delivery agent (Postfix's local(8))."""
+
+    writers: ClassVar[list[threading.Timer]] = []
+    """Every writer started, joined by the test: the server makes one object per
+    connection."""
+
+    def end_of_message(self, content: bytes) -> bytes:
+        kept = len(self.messages)
+        reply = SmallServer.end_of_message(self, content)
+        for message in self.messages[kept:]:
+            writer = threading.Timer(0.3, _deliver, (self.folder, message))
+            self.writers.append(writer)
+            writer.start()
+        return reply
+
+
 def _check(address: str, *options: str) -> int:
     return main(["check", address, "--only", "pipelined-end", "--timeout", "5", *options])
 
@@ -91,6 +110,24 @@ def test_stored_files_show_every_message_kept_by_a_correct_server(
     folder = maildir if option == "--stored-maildir" else maildir / "new"
     with serve(functools.partial(MaildirWriting, maildir / "new")) as server:
         status = _check(f"{server.host}:{server.port}", option, str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "and both were seen in the store" in out, out
+
+
+def test_stored_maildir_waits_for_a_server_that_writes_after_its_250(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Looked at once, right after QUIT, its Maildir had neither message yet: a
+    correct server was said to lose both."""
+    maildir = _maildir(tmp_path / "Maildir")
+    factory = functools.partial(QueueingMaildirWriting, maildir / "new")
+    try:
+        with serve(factory) as server:
+            status = _check(f"{server.host}:{server.port}", "--stored-maildir", str(maildir))
+    finally:
+        for writer in QueueingMaildirWriting.writers:
+            writer.join()
     out = capsys.readouterr().out
     assert status == 0, out
     assert "and both were seen in the store" in out, out

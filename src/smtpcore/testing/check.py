@@ -159,9 +159,10 @@ def check_server(
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
     size check sends a whole message over; ``stored``, where you can see what
     the server stores, returns the content (bytes, CRLF or LF line ends) of the
-    messages it has stored, up to date when the 250 to a message's end comes
-    (``pipelined-end`` then checks that each message it sent is seen in the
-    store, not only answered 250; a ``stored`` that raises skips it).
+    messages it has stored (``pipelined-end`` then checks that each message it
+    sent is seen in the store, not only answered 250, calling ``stored`` again
+    while one is missing, for ``timeout`` seconds at most, as a server may store
+    a message after its 250; a ``stored`` that raises skips it).
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
