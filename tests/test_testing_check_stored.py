@@ -12,6 +12,7 @@ import functools
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Final
 
@@ -27,6 +28,7 @@ TRACE: Final = (
     b"Received: from check.smtpcore.test by mx.abc.example; Mon, 7 Dec 2026 13:49:47 +0000\n"
 )
 _names = itertools.count()
+MARK: Final = b"smtpcore pipelined-end"
 
 
 def _maildir(path: Path) -> Path:
@@ -190,10 +192,96 @@ def test_stored_files_reads_what_came_in_since_it_was_made(tmp_path: Path) -> No
     """Files there before are left unread, moved from new/ to cur/ with flags too;
     dot files and directories are no messages; each file is read only so far."""
     maildir = _maildir(tmp_path / "Maildir")
-    old = _deliver(maildir / "new", b"old\r\n")
-    stored = StoredFiles((maildir / "new", maildir / "cur"), max_octets=len(TRACE) + 4)
+    old = _deliver(maildir / "new", MARK + b" old\r\n")
+    stored = StoredFiles(
+        (maildir / "new", maildir / "cur"), maildir=True, max_octets=len(TRACE) + len(MARK) + 4
+    )
     old.rename(maildir / "cur" / f"{old.name}:2,S")
-    _deliver(maildir / "cur", b"new one\r\n")
-    (maildir / "new" / ".hidden").write_bytes(b"x")
+    _deliver(maildir / "cur", MARK + b" new one\r\n")
+    (maildir / "new" / ".hidden").write_bytes(MARK)
     (maildir / "new" / "a-directory").mkdir()
-    assert stored() == [TRACE + b"new "]
+    assert stored() == [TRACE + MARK + b" new"]
+
+
+def test_stored_files_keeps_only_files_holding_the_marker_and_reads_each_once(
+    tmp_path: Path,
+) -> None:
+    """A big Maildir's other mail is read once and dropped, not kept in memory for
+    every call; a message moved to cur/ with flags is not read again."""
+    maildir = _maildir(tmp_path / "Maildir")
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    other = _deliver(maildir / "new", b"Subject: other mail\r\n\r\nhello\r\n")
+    ours = _deliver(maildir / "new", b"\r\n" + MARK + b" 1\r\n")
+    assert stored() == [TRACE + b"\n" + MARK + b" 1\n"]
+    other.write_bytes(MARK)  # not read again: a Maildir file is written once
+    ours.rename(maildir / "cur" / f"{ours.name}:2,S")
+    assert stored() == [TRACE + b"\n" + MARK + b" 1\n"]
+
+
+def test_a_maildir_name_loses_only_its_flags(tmp_path: Path) -> None:
+    """Cut at its first ':', a name of this run that shares its start with an earlier
+    one (``host:1``, ``host:2``) was taken for it and never read."""
+    maildir = _maildir(tmp_path / "Maildir")
+    (maildir / "cur" / "1733586000.M1P1.host:1:2,S").write_bytes(MARK + b" old")
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    (maildir / "new" / "1733586000.M1P1.host:2").write_bytes(MARK + b" new")
+    assert stored() == [MARK + b" new"]
+
+
+class NamingSink(SmallServer):
+    """Writes each message it keeps into ``folder`` under ``name_of()``'s name."""
+
+    def __init__(
+        self, folder: Path, name_of: Callable[[], str], *, starttls: bool = False
+    ) -> None:
+        super().__init__(starttls=starttls)
+        self.folder = folder
+        self.name_of = name_of
+
+    def end_of_message(self, content: bytes) -> bytes:
+        kept = len(self.messages)
+        reply = super().end_of_message(content)
+        for message in self.messages[kept:]:
+            (self.folder / self.name_of()).write_bytes(TRACE + message.replace(b"\r\n", b"\n"))
+        return reply
+
+
+def _numbering() -> Callable[[], str]:
+    """msg-1.eml, msg-2.eml, ...: a sink that numbers its files from 1 each time it
+    starts, writing over a previous start's."""
+    numbers = itertools.count(1)
+    return lambda: f"msg-{next(numbers)}.eml"
+
+
+def _by_the_hour() -> Callable[[], str]:
+    """Names by the hour, then a count: an earlier file shares each name up to a ':'."""
+    numbers = itertools.count(1)
+    return lambda: f"2026-12-07T15:46:{next(numbers):02}.eml"
+
+
+@pytest.mark.parametrize(
+    ("name_of", "earlier"),
+    [
+        (_numbering, ["msg-1.eml", "msg-2.eml", "msg-3.eml"]),
+        (_by_the_hour, ["2026-12-07T15:00:00.eml"]),
+    ],
+    ids=["written over", "colons in names"],
+)
+def test_stored_dir_reads_a_file_written_again_and_names_whole(
+    name_of: Callable[[], Callable[[], str]],
+    earlier: list[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A name there before the run was never read again, even written over, and every
+    name was cut at its first ':' as if it were a Maildir's: a correct sink was said
+    to lose both messages."""
+    folder = tmp_path / "sink"
+    folder.mkdir()
+    for name in earlier:
+        (folder / name).write_bytes(b"Subject: an earlier start's\n\nold, and longer than that\n")
+    with serve(functools.partial(NamingSink, folder, name_of())) as server:
+        status = _check(f"{server.host}:{server.port}", "--stored-dir", str(folder))
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "and both were seen in the store" in out, out

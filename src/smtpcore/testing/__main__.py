@@ -430,7 +430,11 @@ def _check(args: argparse.Namespace) -> int:
     from smtpcore.testing.check import ServerUnreachable, check_server
 
     host, port = args.address
-    folders = args.stored_maildir or args.stored_dir
+    stored = None
+    if args.stored_maildir is not None:
+        stored = StoredFiles(args.stored_maildir, maildir=True)
+    elif args.stored_dir is not None:
+        stored = StoredFiles(args.stored_dir, maildir=False)
     try:
         report = check_server(
             host,
@@ -441,7 +445,7 @@ def _check(args: argparse.Namespace) -> int:
             recipient=args.recipient,
             timeout=args.timeout,
             seed=args.seed,
-            stored=None if folders is None else StoredFiles(folders),
+            stored=stored,
         )
     except ServerUnreachable as exc:
         print(exc, file=sys.stderr)

@@ -6,15 +6,18 @@ server run by someone else: ``pipelined-end`` finds each message it sent by a bo
 line, so the ``Return-Path:``, ``Received:`` or ``Delivered-To:`` lines a server
 (the reference server, Postfix's local, Dovecot's LMTP) writes above the header do
 not stop the match. Only files that came in since the run began are read, and only
-their first :data:`MAX_MESSAGE_OCTETS`: a sink's Maildir keeps every earlier run.
+their first :data:`MAX_MESSAGE_OCTETS`; only those holding the check's marker are
+kept: a sink's Maildir keeps every earlier run, and may hold a million files.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
+
+from smtpcore.testing._smtp_end_checks import MARK_PREFIX
 
 __all__ = ["MAX_MESSAGE_OCTETS", "StoredFiles", "maildir_folders", "message_folders"]
 
@@ -25,6 +28,13 @@ the trace and filter headers a server adds above it a few kilobytes at most."""
 _RESCANS: Final = 3
 """Listings tried when a file goes between its listing and its reading (a reader
 moved it from ``new/`` to ``cur/``, renaming it): the next listing has it."""
+
+_MAILDIR_INFO: Final = ":2,"
+"""What starts a Maildir file name's flags, which a reader adds and changes."""
+
+Version = tuple[int, int, int] | None
+"""A file's (inode, mtime_ns, size) in a directory of plain files, where a name may
+be written again; None in a Maildir, whose files are written once under a new name."""
 
 
 def maildir_folders(text: str) -> tuple[Path, ...]:
@@ -56,51 +66,92 @@ def _readable(folders: tuple[Path, ...]) -> tuple[Path, ...]:
     the run, which would otherwise skip ``pipelined-end`` at its end."""
     for folder in folders:
         try:
-            os.listdir(folder)
+            with os.scandir(folder):
+                pass
         except OSError as exc:
             raise ValueError(f"cannot list {str(folder)!r}: {exc.strerror}") from None
     return folders
 
 
-def _key(name: str) -> str:
-    """A message file's name without a Maildir's ``:2,`` flags, which a reader changes."""
-    return name.split(":", 1)[0]
+def maildir_key(name: str) -> str:
+    """A Maildir file's name without its ``:2,`` flags, the same in ``new/`` and,
+    flagged, in ``cur/``; any other ``:`` is part of the name."""
+    head, info, _ = name.rpartition(_MAILDIR_INFO)
+    return head if info else name
 
 
 class StoredFiles:
     """A ``stored`` for :func:`~smtpcore.testing.check.check_server`: the content of
-    each file in ``folders`` that was not there when this was made (by name, flags
-    aside), the first ``max_octets`` of each. Names starting with a dot, and what is
-    no regular file, are no messages."""
+    each file in ``folders`` that came in since this was made, the first
+    ``max_octets`` of it, when it holds ``marker``.
 
-    def __init__(self, folders: Sequence[Path], *, max_octets: int = MAX_MESSAGE_OCTETS) -> None:
+    In a Maildir (``maildir``) a file came in when its name, flags aside, was not
+    there; in a directory of plain files when its name was not there or it was
+    written again (its inode, modification time or size changed: a sink that
+    numbers its files from 1 again, or names them by the hour). Names starting
+    with a dot, and what is no regular file, are no messages. Each file is read
+    once (again when written again), and only those holding ``marker`` are kept,
+    so memory stays bounded however big the folders are.
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        *,
+        maildir: bool,
+        marker: bytes = MARK_PREFIX,
+        max_octets: int = MAX_MESSAGE_OCTETS,
+    ) -> None:
         self._folders = tuple(folders)
+        self._maildir = maildir
+        self._marker = marker
         self._max_octets = max_octets
-        self._before = frozenset(_key(path.name) for path in self._listing())
+        self._before = {key: version for key, version, _ in self._listing()}
+        self._read: dict[str, Version] = {}
+        """What each file that came in was when last read, so it is not read again."""
+        self._kept: dict[str, bytes] = {}
+        """The content of each file read that holds the marker, by key."""
 
-    def _listing(self) -> list[Path]:
-        found: list[Path] = []
+    def _listing(self) -> Iterator[tuple[str, Version, str]]:
+        """Each message file's key (its name, flags aside in a Maildir), version and
+        path, one at a time: a big folder is never held as a list."""
         for folder in self._folders:
             with os.scandir(folder) as entries:
-                found += [
-                    Path(entry.path)
-                    for entry in entries
-                    if not entry.name.startswith(".") and entry.is_file()
-                ]
-        return found
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    if self._maildir:
+                        yield maildir_key(entry.name), None, entry.path
+                    else:
+                        stat = entry.stat()
+                        yield entry.name, (stat.st_ino, stat.st_mtime_ns, stat.st_size), entry.path
 
     def __call__(self) -> list[bytes]:
         for _ in range(_RESCANS - 1):
-            try:
-                return self._read_new()
-            except FileNotFoundError:
-                continue
-        return self._read_new()
+            if self._read_new():
+                break
+        else:
+            self._read_new()
+        return list(self._kept.values())
 
-    def _read_new(self) -> list[bytes]:
-        contents: list[bytes] = []
-        for path in self._listing():
-            if _key(path.name) not in self._before:
-                with path.open("rb") as file:
-                    contents.append(file.read(self._max_octets))
-        return contents
+    def _read_new(self) -> bool:
+        """Read each file that came in and is not read yet; False when one went
+        between its listing and its reading (renamed: the next listing has it)."""
+        whole = True
+        for key, version, path in self._listing():
+            if key in self._before and (self._maildir or self._before[key] == version):
+                continue
+            if key in self._read and self._read[key] == version:
+                continue
+            try:
+                with open(path, "rb") as file:
+                    content = file.read(self._max_octets)
+            except FileNotFoundError:
+                whole = False
+                continue
+            self._read[key] = version
+            if self._marker in content:
+                self._kept[key] = content
+            else:
+                self._kept.pop(key, None)
+        return whole
