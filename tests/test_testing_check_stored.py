@@ -81,8 +81,8 @@ class QueueingMaildirWriting(MaildirWriting):
         return reply
 
 
-def _check(address: str, *options: str) -> int:
-    return main(["check", address, "--only", "pipelined-end", "--timeout", "5", *options])
+def _check(address: str, *options: str, timeout: str = "5") -> int:
+    return main(["check", address, "--only", "pipelined-end", "--timeout", timeout, *options])
 
 
 def test_stored_maildir_shows_a_message_the_server_answered_250_and_lost(
@@ -95,7 +95,8 @@ def test_stored_maildir_shows_a_message_the_server_answered_250_and_lost(
         address = f"{server.host}:{server.port}"
         blind = _check(address)
         blind_out = capsys.readouterr().out
-        seeing = _check(address, "--stored-maildir", str(maildir))
+        # From the command line the store is asked up to --timeout: a loss waits it out.
+        seeing = _check(address, "--stored-maildir", str(maildir), timeout="1")
         out = capsys.readouterr().out
     assert blind == 0, blind_out
     assert seeing == 1, out

@@ -121,7 +121,8 @@ def check_pipelined_end(probe: Probe) -> str:
     said = f"two messages, each ended in the same write as the next commands, got {codes}"
     if probe.stored is None:
         return said
-    unseen = _unseen_in_time(probe.stored, token, len(writes), probe.timeout)
+    wait = probe.timeout if probe.stored_wait is None else probe.stored_wait
+    unseen = _unseen_in_time(probe.stored, token, len(writes), wait)
     if unseen:
         raise _Failed(f"{said}, but {unseen}")
     return f"{said}, and both were seen in the store"
@@ -149,12 +150,12 @@ def _contents(stored: Callable[[], Sequence[bytes]]) -> list[bytes]:
 
 
 def _unseen_in_time(
-    stored: Callable[[], Sequence[bytes]], token: str, count: int, timeout: float
+    stored: Callable[[], Sequence[bytes]], token: str, count: int, wait: float
 ) -> str:
-    """:func:`_unseen`, asked again while a message is missing, for ``timeout``
-    seconds at most: a server may store a message after its 250 (it queued it, and a
-    delivery agent writes the file later, as Postfix's local(8) does)."""
-    deadline = time.monotonic() + timeout
+    """:func:`_unseen`, asked again while a message is missing, for ``wait`` seconds
+    at most (0: asked once): a server may store a message after its 250 (it queued
+    it, and a delivery agent writes the file later, as Postfix's local(8) does)."""
+    deadline = time.monotonic() + wait
     pause = _FIRST_LOOK_AGAIN
     while True:
         unseen = _unseen(_contents(stored), token, count)
