@@ -8,17 +8,19 @@ the run, past the trace lines a server writes above the header.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar, Final
 
 import pytest
 
 from broken_servers import PipelinedRsetServer, SmallServer, serve
+from smtpcore.testing import _stored_files
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._stored_files import StoredFiles
 from test_cli_serve import serve as serve_reference
@@ -227,6 +229,71 @@ def test_a_maildir_name_loses_only_its_flags(tmp_path: Path) -> None:
     stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
     (maildir / "new" / "1733586000.M1P1.host:2").write_bytes(MARK + b" new")
     assert stored() == [MARK + b" new"]
+
+
+class _FailingEntry:
+    """A directory entry whose ``stat`` fails, as one listed and then renamed does."""
+
+    def __init__(self, entry: os.DirEntry[str], error: OSError) -> None:
+        self.name, self.path, self.is_file = entry.name, entry.path, entry.is_file
+        self.error = error
+
+    def stat(self) -> os.stat_result:
+        raise self.error
+
+
+def _failing_stat(failures: dict[str, OSError]) -> Callable[[Path], object]:
+    """An ``os.scandir`` whose entries named in ``failures`` raise theirs from ``stat``."""
+    real = os.scandir
+
+    @contextlib.contextmanager
+    def scandir(folder: Path) -> Iterator[list[object]]:
+        with real(folder) as entries:
+            yield [
+                _FailingEntry(entry, failures[entry.name]) if entry.name in failures else entry
+                for entry in entries
+            ]
+
+    return scandir
+
+
+@pytest.mark.parametrize(
+    "error",
+    [FileNotFoundError(2, "gone"), PermissionError(13, "denied")],
+    ids=["renamed-away", "unreadable"],
+)
+def test_stored_dir_passes_over_a_file_whose_stat_fails(
+    error: OSError, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink writing ``NAME.tmp`` and renaming it to ``NAME.eml`` left scandir's
+    entry for the tmp file behind: its ``stat()`` raised, ``stored()`` with it, and
+    pipelined-end was skipped (44 of 104 calls in a loop against such a sink)."""
+    stored = StoredFiles((tmp_path,), maildir=False)
+    (tmp_path / "m1.tmp").write_bytes(MARK + b" 1")
+    (tmp_path / "m2.eml").write_bytes(MARK + b" 2")
+    monkeypatch.setattr(os, "scandir", _failing_stat({"m1.tmp": error}))
+    assert stored() == [MARK + b" 2"]
+
+
+def test_stored_files_passes_over_a_file_it_cannot_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One unreadable file skipped the check; it is read at a later call when it can be."""
+    maildir = _maildir(tmp_path / "Maildir")
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    locked = _deliver(maildir / "new", MARK + b" 1\r\n")
+    _deliver(maildir / "new", MARK + b" 2\r\n")
+    real_open = open
+
+    def refusing_open(path: str, mode: str) -> object:
+        if path == str(locked):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, mode)
+
+    monkeypatch.setattr(_stored_files, "open", refusing_open, raising=False)
+    assert stored() == [TRACE + MARK + b" 2\n"]
+    monkeypatch.undo()
+    assert sorted(stored()) == [TRACE + MARK + b" 1\n", TRACE + MARK + b" 2\n"]
 
 
 class NamingSink(SmallServer):

@@ -80,6 +80,11 @@ def maildir_key(name: str) -> str:
     return head if info else name
 
 
+def _version(stat: os.stat_result) -> Version:
+    """What tells a plain file written again under the same name from the one before."""
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
 class StoredFiles:
     """A ``stored`` for :func:`~smtpcore.testing.check.check_server`: the content of
     each file in ``folders`` that came in since this was made, the first
@@ -91,7 +96,10 @@ class StoredFiles:
     numbers its files from 1 again, or names them by the hour). Names starting
     with a dot, and what is no regular file, are no messages. Each file is read
     once (again when written again), and only those holding ``marker`` are kept,
-    so memory stays bounded however big the folders are.
+    so memory stays bounded however big the folders are. A file that goes between
+    the listing and its ``stat`` (a sink writing ``NAME.tmp`` and renaming it), or
+    that this user cannot read, is passed over, not an error that would skip the
+    check: the next call lists again.
     """
 
     def __init__(
@@ -118,13 +126,16 @@ class StoredFiles:
         for folder in self._folders:
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    if entry.name.startswith(".") or not entry.is_file():
+                    if entry.name.startswith("."):
                         continue
-                    if self._maildir:
-                        yield maildir_key(entry.name), None, entry.path
-                    else:
-                        stat = entry.stat()
-                        yield entry.name, (stat.st_ino, stat.st_mtime_ns, stat.st_size), entry.path
+                    try:
+                        if not entry.is_file():
+                            continue
+                        version = None if self._maildir else _version(entry.stat())
+                    except OSError:
+                        continue  # gone since listed (a sink's tmp file renamed), or unreadable
+                    key = maildir_key(entry.name) if self._maildir else entry.name
+                    yield key, version, entry.path
 
     def __call__(self) -> list[bytes]:
         for _ in range(_RESCANS - 1):
@@ -149,6 +160,8 @@ class StoredFiles:
             except FileNotFoundError:
                 whole = False
                 continue
+            except OSError:
+                continue  # this file alone cannot be read (its mode): tried again next call
             self._read[key] = version
             if self._marker in content:
                 self._kept[key] = content
