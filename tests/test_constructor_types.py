@@ -7,6 +7,7 @@ from deeper in.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from typing import Any, Final
@@ -260,3 +261,24 @@ def test_from_reply_does_not_check_its_own_parsed_text_again(
     )
     assert parsed.size == 100 and parsed.auth == {"PLAIN", "LOGIN"}
     assert hash(parsed) == hash(ServerExtensions.from_reply(reply))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tagged(ServerExtensions):
+    """A subclass with a field of its own and a ``__post_init__`` that sets more."""
+
+    source: str = "wire"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "checked", True)
+
+
+def test_from_reply_on_a_subclass_runs_its_constructor() -> None:
+    """The unchecked shortcut built a subclass with neither its ``__init__`` nor its
+    ``__post_init__``: no ``source``, no ``checked``, and a repr that raised."""
+    ext = _Tagged.from_reply(Reply(250, ["mx", "SIZE 1000", "PIPELINING"]))
+    assert type(ext) is _Tagged
+    assert ext.source == "wire" and ext.checked  # type: ignore[attr-defined]  # set by it
+    assert ext == _Tagged("mx", (("SIZE", ("1000",)), ("PIPELINING", ())))
+    assert "source='wire'" in repr(ext)

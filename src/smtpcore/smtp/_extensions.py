@@ -86,7 +86,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     ) -> ServerExtensions:
         """One built from what :meth:`from_reply` read off the wire, which is str and
         tuples by construction: not checked again, as a client reads an EHLO reply
-        on every connection."""
+        on every connection. For this class alone: it runs no subclass's
+        ``__init__`` or ``__post_init__``."""
         extensions = object.__new__(cls)
         object.__setattr__(extensions, "domain", domain)
         object.__setattr__(extensions, "offered", offered)
@@ -126,7 +127,10 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
             found.setdefault(keyword, {}).update(dict.fromkeys(params))
-        return cls._parsed(domain, tuple((key, tuple(params)) for key, params in found.items()))
+        offered = tuple((key, tuple(params)) for key, params in found.items())
+        if cls is ServerExtensions:
+            return cls._parsed(domain, offered)
+        return cls(domain, offered)  # a subclass's own __init__ and __post_init__ run
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
         if isinstance(keyword, str):  # any other is offered by nobody, as for ``in``
