@@ -104,7 +104,12 @@ def test_each_check_finds_its_planted_defect(
 ) -> None:
     with serve(server_class, tls=tls.server_context) as server:
         report = check_server(
-            server.host, server.port, checks=[name], timeout=5, stored=lambda: server.messages
+            server.host,
+            server.port,
+            checks=[name],
+            timeout=5,
+            stored=lambda: server.messages,
+            stored_wait=0,  # complete at the 250: a loss is known at once
         )
     result = report[name]
     assert result.outcome is Outcome.FAILED, result
@@ -134,6 +139,7 @@ def test_a_server_that_loses_a_message_at_a_pipelined_rset_answers_as_a_good_one
             checks=["pipelined-end"],
             timeout=5,
             stored=lambda: server.messages,
+            stored_wait=0,
         )
     codes = "[354, 250, 250, 354, 250, 250, 250, 250, 221]"
     assert blind["pipelined-end"].summary == (
@@ -207,6 +213,92 @@ def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
     result = check_handler(MessagesOfItsOwn(), checks=["pipelined-end"], timeout=5)
     assert result["pipelined-end"].outcome is Outcome.PASSED, result.format()
     assert "store" not in result["pipelined-end"].summary
+
+
+def test_pipelined_end_waits_for_a_store_that_keeps_messages_after_its_250() -> None:
+    """A server that queues a message, a delivery agent writing it later (Postfix's
+    local(8)), was said to lose both: ``stored()`` was asked once, right after QUIT.
+    It is asked again until it shows every message, within the check's timeout."""
+    asked: list[int] = []
+
+    def stored_late() -> list[bytes]:
+        asked.append(len(asked))
+        return [] if len(asked) < 3 else list(server.messages)
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=5, stored=stored_late
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+    assert result.summary.endswith("and both were seen in the store")
+    assert len(asked) == 3
+
+
+def test_pipelined_end_asks_a_store_that_never_shows_a_message_a_bounded_number_of_times() -> None:
+    """Within the timeout and no more: the calls are spaced, never a busy loop."""
+    asked: list[float] = []
+
+    def stored_lost() -> list[bytes]:
+        asked.append(time.monotonic())
+        return []
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host, server.port, checks=["pipelined-end"], timeout=1, stored=stored_lost
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "message 1 and message 2 (of 2) not seen in the store" in result.summary
+    assert 2 <= len(asked) <= 10, asked  # 0.05 s, doubling to 1 s: 1 s holds 5 pauses
+
+
+class _CountedReads(list[Envelope]):
+    """A list that counts how often it is read through."""
+
+    reads = 0
+
+    def __iter__(self) -> Iterator[Envelope]:
+        self.reads += 1
+        return super().__iter__()
+
+
+class LosingFirst(CollectingHandler):
+    """Answers every message 250 and keeps all but the first; its ``kept`` counts how
+    often they are read, which is how often ``stored`` is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = self.messages = _CountedReads()
+        self.answered = 0
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> None:
+        self.answered += 1
+        if self.answered > 1:
+            await super().handle_message(session, envelope)
+
+
+def test_check_handler_asks_a_collecting_handler_once_for_a_lost_message() -> None:
+    """Its messages are complete when the 250 is sent: asked again and again for the
+    whole timeout (10 s by default), a lost message failed only at its end."""
+    handler = LosingFirst()
+    result = check_handler(handler, checks=["pipelined-end"], timeout=5)["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, result
+    assert "message 1 (of 2) not seen in the store" in result.summary, result.summary
+    assert handler.kept.reads == 1
+
+
+def test_check_handler_waits_for_a_collecting_handler_when_told_to() -> None:
+    handler = LosingFirst()
+    report = check_handler(handler, checks=["pipelined-end"], timeout=5, stored_wait=0.2)
+    assert report["pipelined-end"].outcome is Outcome.FAILED, report.format()
+    assert handler.kept.reads >= 2
+
+
+@pytest.mark.parametrize("wait", [-1, float("nan"), float("inf")])
+def test_a_stored_wait_that_is_no_number_of_seconds_is_refused(wait: float) -> None:
+    with pytest.raises(ValueError, match="stored_wait must be zero or more seconds"):
+        check_server("127.0.0.1", 25, stored=list, stored_wait=wait)
 
 
 def _stored_raises() -> list[bytes]:

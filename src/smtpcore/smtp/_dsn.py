@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from smtpcore._errors import wrong_type
 from smtpcore._textsafe import holds_unsafe
 from smtpcore._words import ascii_upper
 
@@ -141,6 +142,8 @@ class EnvelopeId:
     text: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise wrong_type("ENVID text", self.text, "a str")
         if not self.text or len(xtext(self.text)) > MAX_ENVID:
             raise DSNError("ENVID must be xtext of 1 to 100 characters")
         if holds_unsafe(self.text):  # RFC 3461 §4.4: printable characters
@@ -176,6 +179,10 @@ class OriginalRecipient:
     address: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.addr_type, str):
+            raise wrong_type("ORCPT address type", self.addr_type, "a str")
+        if not isinstance(self.address, str):
+            raise wrong_type("ORCPT address", self.address, "a str")
         if not _ADDR_TYPE.fullmatch(self.addr_type):
             raise DSNError(f"invalid ORCPT address type {self.addr_type!r}")
         if not self.address:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeVar, overload
 
-from smtpcore._errors import LocalProtocolError
+from smtpcore._errors import LocalProtocolError, wrong_type
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
 from smtpcore.smtp._events import (
@@ -74,6 +74,27 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     _size: int | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.domain, str):
+            raise wrong_type("the server's domain", self.domain, "a str")
+        if self.offered != ():  # the machine's own empty one, at every connection's start
+            object.__setattr__(self, "offered", _pairs(self.offered))
+        self._index_offered()
+
+    @classmethod
+    def _parsed(
+        cls, domain: str, offered: tuple[tuple[str, tuple[str, ...]], ...]
+    ) -> ServerExtensions:
+        """One built from what :meth:`from_reply` read off the wire, which is str and
+        tuples by construction: not checked again, as a client reads an EHLO reply
+        on every connection. For this class alone: it runs no subclass's
+        ``__init__`` or ``__post_init__``."""
+        extensions = object.__new__(cls)
+        object.__setattr__(extensions, "domain", domain)
+        object.__setattr__(extensions, "offered", offered)
+        extensions._index_offered()
+        return extensions
+
+    def _index_offered(self) -> None:
         index: dict[str, tuple[str, ...]] = {}
         for key, params in self.offered:
             index.setdefault(ascii_upper(key), params)
@@ -85,6 +106,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     @classmethod
     def from_reply(cls, reply: Reply) -> ServerExtensions:
         """Read a positive EHLO or LHLO reply."""
+        if not isinstance(reply, Reply):
+            raise wrong_type("an EHLO reply", reply, "a Reply")
         first, *rest = reply.lines
         domain = first.split(" ", 1)[0]
         found: dict[str, dict[str, None]] = {}
@@ -104,13 +127,17 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
             if not _KEYWORD_RE.fullmatch(keyword):
                 continue
             found.setdefault(keyword, {}).update(dict.fromkeys(params))
-        return cls(domain, tuple((key, tuple(params)) for key, params in found.items()))
+        offered = tuple((key, tuple(params)) for key, params in found.items())
+        if cls is ServerExtensions:
+            return cls._parsed(domain, offered)
+        return cls(domain, offered)  # a subclass's own __init__ and __post_init__ run
 
     def __getitem__(self, keyword: str) -> tuple[str, ...]:
-        try:
-            return self._index[ascii_upper(keyword)]
-        except KeyError:
-            raise KeyError(keyword) from None
+        if isinstance(keyword, str):  # any other is offered by nobody, as for ``in``
+            found = self._index.get(ascii_upper(keyword))
+            if found is not None:
+                return found
+        raise KeyError(keyword)
 
     @overload
     def get(self, keyword: str, /) -> tuple[str, ...] | None: ...
@@ -119,6 +146,8 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     def get(self, keyword: str, /, default: tuple[str, ...] | _D) -> tuple[str, ...] | _D: ...
 
     def get(self, keyword: str, /, default: object = None) -> object:
+        if not isinstance(keyword, str):  # as ``in`` and ``[]``: not offered
+            return default
         return self._index.get(ascii_upper(keyword), default)
 
     def __iter__(self) -> Iterator[str]:
@@ -368,3 +397,30 @@ def parameter_problem(
     except ParameterError as exc:
         return str(exc)
     return parameter.client_check(offered, typed)
+
+
+def _pairs(offered: object) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``offered`` as tuples of str, whatever iterable of ``(keyword, parameters)``
+    pairs it came as (a list, ``dict.items()``), so that two equal offers compare and
+    hash alike; a ``LocalProtocolError`` for anything else. Parameters given as one
+    str are refused: its letters would be read as parameters."""
+    if isinstance(offered, str | bytes) or not isinstance(offered, Iterable):
+        raise wrong_type("offered extensions", offered, "(keyword, parameters) pairs")
+    pairs: list[tuple[str, tuple[str, ...]]] = []
+    for entry in offered:
+        if isinstance(entry, str | bytes) or not isinstance(entry, Iterable):
+            raise wrong_type("each offered extension", entry, "a (keyword, parameters) pair")
+        items = tuple(entry)
+        if len(items) != 2:
+            raise LocalProtocolError(f"an offered extension is a pair, not {len(items)} items")
+        key, params = items
+        if not isinstance(key, str):
+            raise wrong_type("an offered keyword", key, "a str")
+        if isinstance(params, str | bytes) or not isinstance(params, Iterable):
+            raise wrong_type(f"the parameters of {key}", params, "a tuple of str")
+        params = tuple(params)
+        for param in params:
+            if not isinstance(param, str):
+                raise wrong_type(f"each parameter of {key}", param, "a str")
+        pairs.append((key, params))
+    return tuple(pairs)

@@ -6,6 +6,9 @@ a report; the exit status is 0 when no check failed and one at least passed,
 failed (no server was reached), and 4 when every check was skipped (nothing
 was tested), as when the server is an LMTP one (it refuses EHLO and takes
 LHLO: the run stops there, saying so, whatever a check before it found).
+With ``--stored-maildir DIR`` (or ``--stored-dir DIR``, one file per message)
+``pipelined-end`` also looks for each message it sent among the files that came
+into DIR during the run (:mod:`smtpcore.testing._stored_files`).
 
 ``check-pop3 HOST:PORT --user U`` runs :mod:`smtpcore.testing.check_pop3`'s
 battery, logged in as U with a password taken as ``python -m smtpcore send``
@@ -24,7 +27,8 @@ atheris did (77 for a crash, 70 for an input past ``--timeout``).
 
 A bad argument (a host name with an empty label or one over 63 octets, a port
 outside 1 to 65535, a timeout that is not a positive number, a ``--machine``
-that cannot be loaded, a missing ``--reproduce`` file) is a one-line usage
+that cannot be loaded, a missing ``--reproduce`` file, a ``--stored-maildir``
+that is no readable Maildir) is a one-line usage
 error with exit status 2.
 """
 
@@ -36,7 +40,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtpcore.testing._wire import checked_host
 
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     from smtpcore.testing._battery import CheckReport
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -64,10 +70,10 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
-def _wire_word(check: Callable[[str], str]) -> Callable[[str], str]:
+def _wire_word(check: Callable[[str], T]) -> Callable[[str], T]:
     """An argument type that refuses what ``check`` refuses, as a usage error."""
 
-    def checked(text: str) -> str:
+    def checked(text: str) -> T:
         try:
             return check(text)
         except ValueError as exc:
@@ -172,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-transcripts", action="store_true", help="do not print failures' transcripts"
     )
+    _add_stored_options(check)
     _add_pop3_parser(commands)
     from smtpcore.testing.fuzz import TARGETS
 
@@ -211,6 +218,27 @@ def _parser() -> argparse.ArgumentParser:
         "--reproduce", type=_crash_file, metavar="FILE", help="run one crash file and report"
     )
     return parser
+
+
+def _add_stored_options(check: argparse.ArgumentParser) -> None:
+    """Where ``pipelined-end`` sees what the server stored: without one, a message the
+    server answered 250 and lost passes."""
+    from smtpcore.testing._stored_files import maildir_folders, message_folders
+
+    stored = check.add_mutually_exclusive_group()
+    stored.add_argument(
+        "--stored-maildir",
+        type=_wire_word(maildir_folders),
+        metavar="DIR",
+        help="the Maildir that --recipient's mail goes to (DIR/new and DIR/cur): "
+        "pipelined-end looks there for each message it sent, not only at the 250",
+    )
+    stored.add_argument(
+        "--stored-dir",
+        type=_wire_word(message_folders),
+        metavar="DIR",
+        help="as --stored-maildir, for a directory of one file per message",
+    )
 
 
 def _login_word(text: str) -> str:
@@ -398,9 +426,15 @@ def _status(report: CheckReport) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from smtpcore.testing._stored_files import StoredFiles
     from smtpcore.testing.check import ServerUnreachable, check_server
 
     host, port = args.address
+    stored = None
+    if args.stored_maildir is not None:
+        stored = StoredFiles(args.stored_maildir, maildir=True)
+    elif args.stored_dir is not None:
+        stored = StoredFiles(args.stored_dir, maildir=False)
     try:
         report = check_server(
             host,
@@ -411,6 +445,7 @@ def _check(args: argparse.Namespace) -> int:
             recipient=args.recipient,
             timeout=args.timeout,
             seed=args.seed,
+            stored=stored,
         )
     except ServerUnreachable as exc:
         print(exc, file=sys.stderr)

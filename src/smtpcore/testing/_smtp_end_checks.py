@@ -11,6 +11,7 @@ own codes, when the server gets them wrong too.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -23,12 +24,21 @@ __all__ = ["check_pipelined_end"]
 
 _END: Final = b".\r\n"
 
+_FIRST_LOOK_AGAIN: Final = 0.05
+_LONGEST_LOOK_AGAIN: Final = 1.0
+"""Seconds between two calls of ``stored()`` while a message is not yet seen: from
+the first, doubling up to the longest, so that a store that is quick costs little
+wait and a slow one few calls (each may list a big Maildir)."""
+
+MARK_PREFIX: Final = b"smtpcore pipelined-end "
+"""How each body line that finds a message (:func:`_mark`) starts, whatever the run."""
+
 
 def _mark(token: str, number: int) -> bytes:
     """The body line that finds message ``number`` in the store: a server may rewrite
     headers (a tagged subject) but keeps the body, and the run's ``token`` keeps a
     message from an earlier run (a Maildir keeps them all) from passing for this one."""
-    return f"smtpcore pipelined-end {token} message {number}".encode()
+    return MARK_PREFIX + f"{token} message {number}".encode()
 
 
 def _message(probe: Probe, token: str, number: int) -> bytes:
@@ -111,7 +121,8 @@ def check_pipelined_end(probe: Probe) -> str:
     said = f"two messages, each ended in the same write as the next commands, got {codes}"
     if probe.stored is None:
         return said
-    unseen = _unseen(_contents(probe.stored), token, len(writes))
+    wait = probe.timeout if probe.stored_wait is None else probe.stored_wait
+    unseen = _unseen_in_time(probe.stored, token, len(writes), wait)
     if unseen:
         raise _Failed(f"{said}, but {unseen}")
     return f"{said}, and both were seen in the store"
@@ -136,6 +147,23 @@ def _contents(stored: Callable[[], Sequence[bytes]]) -> list[bytes]:
                 "their content as bytes: whether the server keeps the messages went untested"
             )
     return [bytes(content).replace(b"\r\n", b"\n") for content in messages]
+
+
+def _unseen_in_time(
+    stored: Callable[[], Sequence[bytes]], token: str, count: int, wait: float
+) -> str:
+    """:func:`_unseen`, asked again while a message is missing, for ``wait`` seconds
+    at most (0: asked once): a server may store a message after its 250 (it queued
+    it, and a delivery agent writes the file later, as Postfix's local(8) does)."""
+    deadline = time.monotonic() + wait
+    pause = _FIRST_LOOK_AGAIN
+    while True:
+        unseen = _unseen(_contents(stored), token, count)
+        left = deadline - time.monotonic()
+        if not unseen or left <= 0:
+            return unseen
+        time.sleep(min(pause, left))
+        pause = min(2 * pause, _LONGEST_LOOK_AGAIN)
 
 
 def _unseen(stored: Sequence[bytes], token: str, count: int) -> str:

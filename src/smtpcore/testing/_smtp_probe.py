@@ -95,6 +95,10 @@ class Probe:
     """The messages the server has stored so far, where the caller can see them
     (:func:`~smtpcore.testing.check.check_server`'s ``stored``): checks that send
     mail compare them with what they sent."""
+    stored_wait: float | None = None
+    """Seconds to go on asking ``stored`` while a message is missing, ``timeout``
+    when None: a server may store a message after its 250
+    (:func:`~smtpcore.testing.check.check_server`'s ``stored_wait``)."""
 
     def __post_init__(self) -> None:
         _check_session_words(self.helo, self.sender, self.recipient)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -132,6 +133,12 @@ def _check_arguments(
     check_run_arguments(port, timeout, pause, checks)
 
 
+def _check_stored_wait(stored_wait: float | None) -> None:
+    """Refuse a wait for the store that is no number of seconds, zero or more."""
+    if stored_wait is not None and (not math.isfinite(stored_wait) or stored_wait < 0):
+        raise ValueError(f"stored_wait must be zero or more seconds, not {stored_wait!r}")
+
+
 def check_server(
     host: str,
     port: int,
@@ -146,6 +153,7 @@ def check_server(
     tls_context: ssl.SSLContext | None = None,
     max_size_probe: int = 2 << 20,
     stored: Callable[[], Sequence[bytes]] | None = None,
+    stored_wait: float | None = None,
 ) -> CheckReport:
     """Run the checks named in ``checks`` (all of :data:`CHECKS` by default) against
     the SMTP server at ``host:port``.
@@ -159,9 +167,13 @@ def check_server(
     checks no certificate); ``max_size_probe`` is the largest SIZE limit the
     size check sends a whole message over; ``stored``, where you can see what
     the server stores, returns the content (bytes, CRLF or LF line ends) of the
-    messages it has stored, up to date when the 250 to a message's end comes
-    (``pipelined-end`` then checks that each message it sent is seen in the
-    store, not only answered 250; a ``stored`` that raises skips it).
+    messages it has stored (``pipelined-end`` then checks that each message it
+    sent is seen in the store, not only answered 250, calling ``stored`` again
+    while one is missing, as a server may store a message after its 250; a
+    ``stored`` that raises skips it); ``stored_wait`` is how many seconds it
+    goes on asking (by default ``timeout``, for a store that a delivery agent
+    writes later; 0 asks once, for a store known complete when the 250 is sent,
+    so that a lost message fails at once).
 
     Raises ``ValueError`` for a host name the socket calls cannot take (an
     empty label, as in ``a..b``, or one over 63 octets), a port outside 1 to
@@ -183,6 +195,7 @@ def check_server(
     rest are skipped, saying so, and the report's ``stopped`` names it.
     """
     _check_arguments(host, port, timeout, pause, checks, (helo, sender, recipient))
+    _check_stored_wait(stored_wait)
     names = selected(CHECKS, checks)
     results: list[CheckResult] = []
     for index, name in enumerate(names):
@@ -199,6 +212,7 @@ def check_server(
             max_size_probe=max_size_probe,
             after_session=bool(results),
             stored=stored,
+            stored_wait=stored_wait,
         )
         result = run_one(name, CHECKS[name], probe, first=not results)
         results.append(result)
@@ -271,10 +285,12 @@ def check_handler(
     example ``ssl_context`` to offer STARTTLS); ``options`` to
     :func:`check_server`. A :class:`~smtpcore.testing.CollectingHandler` gives
     ``stored`` (the content of each envelope in its ``messages``) unless
-    ``options`` do.
+    ``options`` do, and ``stored_wait`` 0 unless they give one: the handler keeps
+    a message before its 250 is sent, so one missing after QUIT is lost, not late.
     """
     if isinstance(handler, CollectingHandler) and "stored" not in options:
         options["stored"] = functools.partial(_contents, handler.messages)
+        options.setdefault("stored_wait", 0)
     with serving(handler, **dict(server_options or {})) as (host, port):
         report = check_server(host, port, **options)
     where = host_port(host, port)

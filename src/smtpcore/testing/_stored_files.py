@@ -1,0 +1,170 @@
+"""The messages a server under test stored, read from the files it wrote them to.
+
+``python -m smtpcore.testing check --stored-maildir DIR`` (or ``--stored-dir DIR``)
+gives :func:`~smtpcore.testing.check.check_server` its ``stored`` this way, for a
+server run by someone else: ``pipelined-end`` finds each message it sent by a body
+line, so the ``Return-Path:``, ``Received:`` or ``Delivered-To:`` lines a server
+(the reference server, Postfix's local, Dovecot's LMTP) writes above the header do
+not stop the match. Only files that came in since the run began are read, and only
+their first :data:`MAX_MESSAGE_OCTETS`; only those holding the check's marker are
+kept: a sink's Maildir keeps every earlier run, and may hold a million files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+from smtpcore.testing._smtp_end_checks import MARK_PREFIX
+
+__all__ = ["MAX_MESSAGE_OCTETS", "StoredFiles", "maildir_folders", "message_folders"]
+
+MAX_MESSAGE_OCTETS: Final = 64 * 1024
+"""How much of each file is read: a check's message is a few hundred octets, and
+the trace and filter headers a server adds above it a few kilobytes at most."""
+
+_RESCANS: Final = 3
+"""Listings tried when a file goes between its listing and its reading (a reader
+moved it from ``new/`` to ``cur/``, renaming it): the next listing has it."""
+
+_MAILDIR_INFO: Final = ":2,"
+"""What starts a Maildir file name's flags, which a reader adds and changes."""
+
+Version = tuple[int, int, int] | None
+"""A file's (inode, mtime_ns, size) in a directory of plain files, where a name may
+be written again; None in a Maildir, whose files are written once under a new name."""
+
+
+def maildir_folders(text: str) -> tuple[Path, ...]:
+    """``new/`` and ``cur/`` of the Maildir ``text`` names; ``ValueError`` saying what
+    is wrong when it is none, so that a typo is a usage error, not a message said lost."""
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError(f"{text!r} is not a directory")
+    folders = (path / "new", path / "cur")
+    if not all(folder.is_dir() for folder in folders):
+        raise ValueError(
+            f"{text!r} is not a Maildir: it has no new/ and cur/ (give the mailbox's "
+            "own directory; a server may make it only at its first delivery)"
+        )
+    return _readable(folders)
+
+
+def message_folders(text: str) -> tuple[Path, ...]:
+    """The directory ``text`` names, which holds one file per message; ``ValueError``
+    when it is none."""
+    path = Path(text)
+    if not path.is_dir():
+        raise ValueError(f"{text!r} is not a directory")
+    return _readable((path,))
+
+
+def _readable(folders: tuple[Path, ...]) -> tuple[Path, ...]:
+    """``folders``, each listed once now: one this user cannot read is refused before
+    the run, which would otherwise skip ``pipelined-end`` at its end."""
+    for folder in folders:
+        try:
+            with os.scandir(folder):
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot list {str(folder)!r}: {exc.strerror}") from None
+    return folders
+
+
+def maildir_key(name: str) -> str:
+    """A Maildir file's name without its ``:2,`` flags, the same in ``new/`` and,
+    flagged, in ``cur/``; any other ``:`` is part of the name."""
+    head, info, _ = name.rpartition(_MAILDIR_INFO)
+    return head if info else name
+
+
+def _version(stat: os.stat_result) -> Version:
+    """What tells a plain file written again under the same name from the one before."""
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class StoredFiles:
+    """A ``stored`` for :func:`~smtpcore.testing.check.check_server`: the content of
+    each file in ``folders`` that came in since this was made, the first
+    ``max_octets`` of it, when it holds ``marker``.
+
+    In a Maildir (``maildir``) a file came in when its name, flags aside, was not
+    there; in a directory of plain files when its name was not there or it was
+    written again (its inode, modification time or size changed: a sink that
+    numbers its files from 1 again, or names them by the hour). Names starting
+    with a dot, and what is no regular file, are no messages. Each file is read
+    once (again when written again), and only those holding ``marker`` are kept,
+    so memory stays bounded however big the folders are. A file that goes between
+    the listing and its ``stat`` (a sink writing ``NAME.tmp`` and renaming it), or
+    that this user cannot read, is passed over, not an error that would skip the
+    check: the next call lists again.
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[Path],
+        *,
+        maildir: bool,
+        marker: bytes = MARK_PREFIX,
+        max_octets: int = MAX_MESSAGE_OCTETS,
+    ) -> None:
+        self._folders = tuple(folders)
+        self._maildir = maildir
+        self._marker = marker
+        self._max_octets = max_octets
+        self._before = {key: version for key, version, _ in self._listing()}
+        self._read: dict[str, Version] = {}
+        """What each file that came in was when last read, so it is not read again."""
+        self._kept: dict[str, bytes] = {}
+        """The content of each file read that holds the marker, by key."""
+
+    def _listing(self) -> Iterator[tuple[str, Version, str]]:
+        """Each message file's key (its name, flags aside in a Maildir), version and
+        path, one at a time: a big folder is never held as a list."""
+        for folder in self._folders:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    try:
+                        if not entry.is_file():
+                            continue
+                        version = None if self._maildir else _version(entry.stat())
+                    except OSError:
+                        continue  # gone since listed (a sink's tmp file renamed), or unreadable
+                    key = maildir_key(entry.name) if self._maildir else entry.name
+                    yield key, version, entry.path
+
+    def __call__(self) -> list[bytes]:
+        for _ in range(_RESCANS - 1):
+            if self._read_new():
+                break
+        else:
+            self._read_new()
+        return list(self._kept.values())
+
+    def _read_new(self) -> bool:
+        """Read each file that came in and is not read yet; False when one went
+        between its listing and its reading (renamed: the next listing has it)."""
+        whole = True
+        for key, version, path in self._listing():
+            if key in self._before and (self._maildir or self._before[key] == version):
+                continue
+            if key in self._read and self._read[key] == version:
+                continue
+            try:
+                with open(path, "rb") as file:
+                    content = file.read(self._max_octets)
+            except FileNotFoundError:
+                whole = False
+                continue
+            except OSError:
+                continue  # this file alone cannot be read (its mode): tried again next call
+            self._read[key] = version
+            if self._marker in content:
+                self._kept[key] = content
+            else:
+                self._kept.pop(key, None)
+        return whole
