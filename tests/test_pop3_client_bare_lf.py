@@ -99,18 +99,10 @@ def test_the_machine_hands_on_pipelined_answers_after_an_lf_greeting() -> None:
     assert conn.next_event() is PAUSED
 
 
-@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
-def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapter: str) -> None:
-    """Its CAPA listing, at connect, never ends (LF.LF is content): the timeout says
-    why, where it said only that nothing more came."""
+def _connect_timeout(adapter: str, steps: list[Step]) -> BaseException:
+    """The ``POP3Timeout`` that connecting to a server playing ``steps`` raises."""
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     errors: list[BaseException] = []
-    steps: list[Step] = [
-        Send(b"+OK POP3 ready\n"),
-        Expect(b"CAPA"),
-        Send(b"+OK\nUSER\n.\n"),
-        ExpectClose(),
-    ]
     with ScriptedServer(steps) as server:
         if adapter == "sync":
             client = module.POP3Client("127.0.0.1", server.port, timeout=0.5, stls=False)
@@ -128,8 +120,40 @@ def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapte
 
             run(adapter, session)
     [error] = errors
+    return error
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapter: str) -> None:
+    """Its CAPA listing, at connect, never ends (LF.LF is content): the timeout says
+    why, where it said only that nothing more came."""
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\nUSER\n.\n"),
+        ExpectClose(),
+    ]
+    error = _connect_timeout(adapter, steps)
     assert "ended a status line with a bare LF; RFC 1939 requires CRLF" in str(error)
     assert "LF.LF, which is content here" in str(error)
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_listing_opened_by_a_crlf_line_times_out_without_blaming_an_lf_greeting(
+    adapter: str,
+) -> None:
+    """Only the greeting ended with a bare LF; the ``+OK`` of CAPA ended with CRLF, so
+    its listing is not ended by the LF.LF of a server that writes LF: the timeout is
+    the plain one, where it blamed the greeting's LF for the rest of the session."""
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\r\n"),
+        ExpectClose(),
+    ]
+    error = _connect_timeout(adapter, steps)
+    assert "multi-line answer did not end" in str(error)
+    assert "bare LF" not in str(error)
 
 
 @pytest.mark.parametrize(
@@ -142,3 +166,18 @@ def test_the_machine_remembers_a_status_line_ended_by_a_bare_lf(
     conn.receive_data(greeting)
     assert conn.next_event() == Ok("ready")
     assert conn.bare_lf_status_line is flagged
+
+
+def test_the_flag_tells_of_the_last_status_line_only() -> None:
+    """A CRLF status line after an LF one clears it; an LF one after sets it again."""
+    conn = ClientConnection("c.test")
+    conn.receive_data(b"+OK ready\n")
+    assert conn.next_event() == Ok("ready")
+    assert conn.bare_lf_status_line
+    flags = []
+    for end in (b"\r\n", b"\n", b"\r\n"):
+        conn.send(User("u"))
+        conn.receive_data(b"+OK" + end)
+        assert conn.next_event() == Ok("")
+        flags.append(conn.bare_lf_status_line)
+    assert flags == [False, True, False]

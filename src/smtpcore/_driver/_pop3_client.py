@@ -953,8 +953,9 @@ class BasePOP3Client(BaseClient):
 
     def _timed_out(self, message: str, line: bool) -> POP3Timeout:
         """The timeout ``message``, naming the likely cause when a multi-line answer
-        (not a status ``line``) never ended from a server that ended a status line
-        with a bare LF: its answers may end with LF.LF, which is content here."""
+        (not a status ``line``) never ended and the status line that opened it ended
+        with a bare LF: that server's answers may end with LF.LF, which is content
+        here. An earlier bare LF alone (a greeting, say) does not name it."""
         if not line and self.connection.bare_lf_status_line:
             message = f"{message}: {_BARE_LF_HINT}"
         return POP3Timeout(message)

@@ -99,9 +99,12 @@ class ClientConnection:
         self.answered: Sent | None = None
         """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
         self.bare_lf_status_line = False
-        """Whether a status line ended with a bare LF (RFC 1939 §3 requires CRLF). Such
-        a line is read, as poplib and mpop read it; an adapter names it when a
-        multi-line answer then never ends, since that server's LF.LF is content here."""
+        """Whether the last status line read ended with a bare LF (RFC 1939 §3 requires
+        CRLF). Such a line is read, as poplib and mpop read it. While a multi-line
+        answer is under way, the last status line is the ``+OK`` that opened it: an
+        adapter names the bare LF when that answer never ends, since that server's
+        LF.LF is content here. A later line ended by CRLF clears it, so a server that
+        ended only its greeting with LF is not blamed for every later timeout."""
         self.unread_after_end = 0
         """Octets the server sent that the session's end left unread: those behind
         QUIT's answer or an error in the read that brought it, and any received after
@@ -362,10 +365,8 @@ class ClientConnection:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
         if line is None:
             return None
-        if line.endswith(b"\r\n"):
-            return line[:-2]
-        self.bare_lf_status_line = True
-        return line[:-1]
+        self.bare_lf_status_line = not line.endswith(b"\r\n")
+        return line[:-1] if self.bare_lf_status_line else line[:-2]
 
     def _greeted(self, response: Response) -> Event:
         if isinstance(response, Ok):
