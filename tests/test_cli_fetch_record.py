@@ -766,7 +766,8 @@ def test_a_message_changed_on_the_server_is_stored_as_new(
 ) -> None:
     """A message whose content changed on the server under the same id and size (a
     header cache gone stale, a file rewritten) is read again, found unlike the record,
-    and stored as new before its DELE: a duplicate at worst, never a loss."""
+    and stored as new before its DELE: a duplicate at worst, never a loss. What that
+    RETR gave is stored, where a second RETR downloaded it again."""
     target = tmp_path / "fetched"
     log = _CommandLog()
     before, after = _message("before"), _message("after!")
@@ -779,10 +780,48 @@ def test_a_message_changed_on_the_server_is_stored_as_new(
         log.seen.clear()
         capsys.readouterr()
         assert _fetch(server, target, "--delete") == 0
-        assert log.seen == ["RETR 1", "RETR 1", "DELE 1"]
+        assert log.seen == ["RETR 1", "DELE 1"]
         assert _subjects(capsys.readouterr().out) == ["after!"]
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
     assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (before, after))
+
+
+def test_a_listing_not_trusted_reads_each_recorded_message_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A listing that leaves message 3 out of UIDL: the recorded messages 1 (unchanged)
+    and 2 (changed under the same id and size) are each read once, 1 found stored and
+    left out of ``new/``, 2 stored from that read; a second RETR 2 came before. Nothing
+    of message 1 stays in ``tmp/``."""
+    target = tmp_path / "fetched"
+    same, before, after, new = (
+        _message("same"),
+        _message("before"),
+        _message("after!"),
+        _message("new"),
+    )
+    assert len(before) == len(after)
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(same, after, new),
+        *script("C: UIDL\nS: +OK\nS: 1 id-same\nS: 2 id-changed\nS: ."),
+        *_retrieved(1, same),
+        *_retrieved(2, after),
+        *_retrieved(3, new),
+        *script("C: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        _recorded_before(target, where, "id-same", same)
+        _recorded_before(target, where, "id-changed", before)
+        assert _fetch(where, target) == 0
+    out = capsys.readouterr().out
+    assert _subjects(out) == ["after!", "new"]
+    assert "1 stored before, read again and found unchanged" in out
+    kept = sorted(path.read_bytes() for path in Maildir(target).messages())
+    assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (after, new))
+    assert list((target / "tmp").iterdir()) == []
+    assert _record(target, where)["stored"]["id-changed"] == [len(after), _digest(after)]
 
 
 def test_a_record_owned_by_another_user_is_not_read(

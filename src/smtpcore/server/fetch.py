@@ -91,11 +91,13 @@ class _Head:
 @dataclass(frozen=True)
 class _Retrieved:
     """What :func:`_retrieve` keeps of a message: its size in octets, its header for the
-    summary line, and the :class:`ContentDigest` of the whole of it, for the record."""
+    summary line, the :class:`ContentDigest` of the whole of it, for the record, and
+    whether it was stored (in ``new/``) or found to be one stored before."""
 
     size: int
     head: _Head
     digest: str
+    stored: bool = True
 
 
 @dataclass(frozen=True)
@@ -344,36 +346,44 @@ class _FetchRun:
         ``--delete``, no command sent. Under ``--delete`` it is read again and deleted
         only when its whole content is the one stored: RFC 1939 §7 keeps an id from reuse
         only while its message exists, and neither the size nor the header (``TOP n 0``)
-        tells a new message made from the same template from the old one. Else it is
-        stored as new: a duplicate at worst, never a loss. A listing whose ids are not
+        tells a new message made from the same template from the old one. Else what
+        that one RETR gave is stored as new: a duplicate at worst, never a loss, and
+        never a second download. A listing whose ids are not
         trusted (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
         if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
-        unchanged = await self._unless_refused(item.number, self._unchanged_since_stored(item))
-        if unchanged is None:
+        retrieved = await self._unless_refused(item.number, self._unless_stored_before(item))
+        if retrieved is None:
             return
-        if not unchanged:
-            await self._fetch(item)
-            return
-        if not self.delete or await self._delete(item.number):
+        if retrieved.stored:
+            await self._took(item, retrieved)
+        elif not self.delete or await self._delete(item.number):
             self.skipped += 1
 
-    async def _unchanged_since_stored(self, item: MessageListing) -> bool:
-        """Whether RETR gives for ``item`` the content recorded for its id and size:
-        streamed through the same bound as any message, digested, and written nowhere.
-        It costs a download per message recorded, which only a run after one without
-        ``--delete``, or after one cut short, or a listing not trusted, meets."""
-        assert self.record is not None and item.uid is not None
-        retrieved = await _retrieve(self.client, item.number, None)
-        return self.record.holds_content(item.uid, item.size, retrieved.digest)
+    async def _unless_stored_before(self, item: MessageListing) -> _Retrieved:
+        """Message ``item`` retrieved and kept unless its content is the one recorded
+        for its id and size: one download either way, as for a new message, where a
+        check that wrote nothing had a changed message read twice. It costs a download
+        per message recorded, which only a run after one without ``--delete``, or after
+        one cut short, or a listing not trusted, meets."""
+        record, uid = self.record, item.uid
+        assert record is not None and uid is not None
+
+        def stored_before(digest: str) -> bool:
+            return record.holds_content(uid, item.size, digest)
+
+        return await _retrieve(self.client, item.number, self.target, stored_before)
 
     async def _fetch(self, item: MessageListing) -> None:
         retrieved = await self._unless_refused(
             item.number, _retrieve(self.client, item.number, self.target)
         )
-        if retrieved is None:
-            return
+        if retrieved is not None:
+            await self._took(item, retrieved)
+
+    async def _took(self, item: MessageListing, retrieved: _Retrieved) -> None:
+        """Message ``item`` is stored: count it, name it, record it."""
         self.fetched += 1
         self.octets += retrieved.size
         self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
@@ -482,13 +492,20 @@ class _FetchRun:
         return "not fetched again (--all fetches them)"
 
 
-async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> _Retrieved:
+async def _retrieve(
+    client: POP3Client,
+    number: int,
+    target: Maildir | None,
+    stored_before: Callable[[str], bool] | None = None,
+) -> _Retrieved:
     """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
     returns), or only read it without it: its size, its header and the digest of the
     whole of it. Streamed, a chunk at a time: memory does not grow with the message.
     Nothing of it stays in the Maildir when it fails, or runs past the size LIST gave
     and 10% and 64 KiB more, which the client refuses (``retrieve_chunks``' bound): a
-    hostile server cannot fill the disk with a message it said was small."""
+    hostile server cannot fill the disk with a message it said was small; nor when
+    ``stored_before`` says its digest is that of the copy stored already (the file
+    written to ``tmp/`` is removed, never synced, and ``stored`` is false)."""
     staging = target.begin(b"") if target is not None else None
     head = _Head()
     digest = ContentDigest()
@@ -500,6 +517,8 @@ async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> 
             digest.feed(chunk)
             if staging is not None:
                 staging.write(chunk)
+        if stored_before is not None and stored_before(digest.hexdigest()):
+            return _Retrieved(size, head, digest.hexdigest(), stored=False)
         if staging is not None:
             staged = await asyncio.to_thread(staging.finish)
             staging = None  # finished: a failure to commit removes the file below
