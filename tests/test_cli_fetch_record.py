@@ -1093,20 +1093,22 @@ def test_a_record_lost_as_the_run_stops_says_so(
     warning said "going on without it", though the run was stopping. It now says what
     follows: the messages this run stored come again next time. (A change that
     swallowed this failure silently passed every other test.) A large record of
-    messages gone keeps the record from being due after message 1."""
+    messages still listed, after those two, keeps the record from being due after
+    message 1 (one of messages gone would be written before any message)."""
     target = tmp_path / "fetched"
     one = _message("one")
-    gone = {f"gone-{n}": _message("gone") for n in range(50)}
+    kept = {f"kept-{n}": _message("kept") for n in range(50)}
+    uids = "".join(f"S: {n} {uid}\n" for n, uid in enumerate(kept, 3))
     steps = [
         *script(_SCRIPTED_LOGIN),
-        *_listed(one, _message("two")),
-        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: ."),
+        *_listed(one, _message("two"), *kept.values()),
+        *script(f"C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\n{uids}S: ."),
         *_retrieved(1, one),
         *script("C: RETR 2\n-- close"),
     ]
     with ScriptedServer(steps) as server:
         where = f"127.0.0.1:{server.port}"
-        for uid, message in gone.items():
+        for uid, message in kept.items():
             _recorded_before(target, where, uid, message)
         monkeypatch.setattr(FetchRecord, "save", _full_disk)
         assert _fetch(where, target) == 1
@@ -1247,3 +1249,51 @@ def test_a_record_at_the_bound_is_read_and_one_octet_more_is_damage(
     assert len(FetchRecord.read_or_empty(tmp_path, "pop.example:110", USER, warnings.append)) == 0
     [warning] = warnings
     assert "larger than" in warning
+
+
+def test_a_run_killed_before_its_end_leaves_no_entry_of_an_id_gone_from_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recorded under X, then deleted by another client; a run lists C and new D, not
+    X, and is killed (``kill``, the power cut: no handler runs) at D's RETR. The record
+    forgot X only in memory, to be written with D's entry or at the end, so the file
+    still held X; a new message B given X once A was gone (RFC 1939 §7 allows it), of
+    A's size, matched it at every later run and was skipped, never stored. A pruned
+    record is written before any message is taken."""
+    target = tmp_path / "fetched"
+    a, b, c, d = _message("AAA"), _message("BBB"), _message("CCC"), _message("DDD")
+    assert len(a) == len(b)
+    on_disk_at_kill: list[bytes] = []
+
+    def killed_here(connection: ScriptedConnection) -> None:
+        on_disk_at_kill.append(record_path(target, where, USER).read_bytes())
+
+    first_run = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(c, d),
+        *script("C: UIDL\nS: +OK\nS: 1 id-C\nS: 2 id-D\nS: ."),
+        Expect(b"RETR 2"),
+        Call(killed_here),
+        Send(b"+OK\r\n" + d + b".\r\n"),
+        *script("C: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(first_run) as server:
+        where = f"127.0.0.1:{server.port}"
+        _recorded_before(target, where, "id-X", a)
+        _recorded_before(target, where, "id-C", c)
+        assert _fetch(where, target) == 0
+    [left] = on_disk_at_kill
+    record_path(target, where, USER).write_bytes(left)  # what the kill left on disk
+    second_run = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(c, b),
+        *script("C: UIDL\nS: +OK\nS: 1 id-C\nS: 2 id-X\nS: ."),
+        *_retrieved(2, b),
+        *script("C: QUIT\nS: +OK bye\n-- close"),
+    ]
+    capsys.readouterr()
+    with ScriptedServer(second_run) as server:
+        second = f"127.0.0.1:{server.port}"
+        _moved_record(target, where, second)
+        assert _fetch(second, target) == 0
+    assert _subjects(capsys.readouterr().out) == ["BBB"]

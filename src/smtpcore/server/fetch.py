@@ -313,10 +313,12 @@ class _FetchRun:
         the deletions it held. When the run stops on an error, the record is written
         still (the messages stored are not stored again), but nothing more is deleted.
 
-        After a listing not trusted (:attr:`ids_trusted`), the record pruned by
-        :func:`_record_for` is written first, so that no run, however it stops (killed,
-        the power cut), leaves on disk the entry of an id it found repeated."""
-        if self.record is not None and self.record.unsaved and not self.ids_trusted:
+        A record pruned by :func:`_record_for` is written first, so that no run, however
+        it stops (killed, the power cut, where no handler runs), leaves on disk the entry
+        of an id it found gone or repeated: a new message given that id, of the old one's
+        size, would match it and be skipped at every later run. One write per run that
+        finds ids gone, before any message; none when none is."""
+        if self.record is not None and self.record.unsaved:
             await self._save_record(self.record)
         try:
             for item in listing:
