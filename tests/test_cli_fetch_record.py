@@ -321,6 +321,36 @@ def test_a_record_that_cannot_be_written_stops_nothing_and_tells_cron(
     assert len(Maildir(target).messages()) == 3
 
 
+def _read_only_dir(record: FetchRecord) -> None:
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(record.path))
+
+
+def test_a_record_that_cannot_be_written_still_tells_what_was_stored_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record of one, two and three, three since deleted by another client, in a DIR
+    gone read-only: the record pruned of three, written before any message, cannot be
+    written. The run dropped it and fetched one and two again, and so did every later
+    run (nine messages stored from a mailbox of three, after three runs). It now keeps
+    it in memory for the rest of the run: one warning, status 1, nothing fetched
+    again."""
+    target = tmp_path / "fetched"
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
+        assert _fetch(server, target) == 0
+        [three] = mailbox.rglob("*M3P*")  # where the server keeps it now
+        three.unlink()
+        monkeypatch.setattr(FetchRecord, "save", _read_only_dir)
+        for _ in range(2):
+            capsys.readouterr()
+            assert _fetch(server, target) == 1
+            captured = capsys.readouterr()
+            assert _subjects(captured.out) == []
+            assert "2 stored before, not fetched again" in captured.out
+            assert captured.err.count("cannot be written (Permission denied)") == 1
+    assert len(Maildir(target).messages()) == 3
+
+
 @dataclass
 class _DeleWatch:
     """A server hook: as each DELE arrives, the ids the record on disk holds then."""

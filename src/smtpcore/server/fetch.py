@@ -283,9 +283,10 @@ class _FetchRun:
     id is on disk, which :meth:`FetchRecord.save` does for several at once (see
     :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6).
 
-    A record that cannot be written is given up for the rest of the run (see
-    :meth:`_save_record`), and the run goes on as without one; so does it past a
-    message whose RETR or DELE the server refuses (see :meth:`_unless_refused`)."""
+    A record that cannot be written is no longer written in the rest of the run (see
+    :meth:`_save_record`), but still tells which messages were stored before; the run
+    goes on past a message whose RETR or DELE the server refuses too (see
+    :meth:`_unless_refused`)."""
 
     client: POP3Client
     target: Maildir | None
@@ -300,7 +301,9 @@ class _FetchRun:
     refused: Counter[str] = field(default_factory=Counter)
     """The messages left on the server by a refusal, by the command refused."""
     record_lost: bool = False
-    """The record could not be written: the next run fetches again what this one stored."""
+    """The record could not be written: it is not written again in this run, which
+    still reads it for what was stored before, and the next run fetches again what
+    this one stored."""
     ids_trusted: bool = True
     """Every message listed has a unique-id of its own: a record match is then taken as
     the message stored. A listing that leaves one out, or repeats one, may give a new
@@ -318,16 +321,21 @@ class _FetchRun:
         of an id it found gone or repeated: a new message given that id, of the old one's
         size, would match it and be skipped at every later run. One write per run that
         finds ids gone, before any message; none when none is."""
-        if self.record is not None and self.record.unsaved:
-            await self._save_record(self.record)
+        if self._record_unsaved():
+            await self._save_record()
         try:
             for item in listing:
                 await self._take(item)
         except BaseException:
             self._save_after_failure()
             raise
-        if self.record is not None and self.record.unsaved:
-            await self._save_record(self.record)
+        if self._record_unsaved():
+            await self._save_record()
+
+    def _record_unsaved(self) -> bool:
+        """Whether there is a record still written in this run that holds something not on
+        disk yet."""
+        return self.record is not None and not self.record_lost and self.record.unsaved
 
     async def _take(self, item: MessageListing) -> None:
         if self._stored_before(item):
@@ -421,8 +429,8 @@ class _FetchRun:
     async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
         digest of what was ``retrieved``, and delete it once the record holding it is on
-        disk (at once when there is no record)."""
-        if self.record is None or item.uid is None:
+        disk (at once when there is no record, or it could not be written)."""
+        if self.record is None or self.record_lost or item.uid is None:
             if self.delete:
                 await self._delete(item.number)
             return
@@ -430,29 +438,32 @@ class _FetchRun:
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
-            await self._save_record(self.record)
+            await self._save_record()
 
-    async def _save_record(self, record: FetchRecord) -> None:
+    async def _save_record(self) -> None:
         """Write the record, then send the deletions it held. A record that cannot be
-        written (a read-only DIR, a full disk) is given up, with one warning: the run
-        goes on without it, and the deletions are sent still, for each message held is
-        synced into ``new/`` (what they wait for is the record's saving a duplicate,
-        not a loss). Stopping instead stored message 1 again at every run, and never
-        the others."""
+        written (a read-only DIR, a full disk) is not written again in this run, with
+        one warning, and the deletions are sent still, for each message held is synced
+        into ``new/`` (what they wait for is the record's saving a duplicate, not a
+        loss). Stopping instead stored message 1 again at every run, and never the
+        others. What it holds in memory still tells the messages stored before: dropped,
+        a failure to write it before any message had the run fetch every one again."""
+        record = self.record
+        assert record is not None
         try:
             await asyncio.to_thread(record.save)
         except OSError as exc:
-            self._give_up_record(record, exc)
+            self._record_not_written(record, exc)
         for number in self._deletions_held:
             await self._delete(number)
         self._deletions_held.clear()
 
-    def _give_up_record(self, record: FetchRecord, exc: OSError) -> None:
-        self.record = None
+    def _record_not_written(self, record: FetchRecord, exc: OSError) -> None:
         self.record_lost = True
         _warn(
             f"the record of what was stored, {record.path}, cannot be written "
-            f"({why_it_failed(exc)}): going on without it; what this run stores and leaves "
+            f"({why_it_failed(exc)}): going on without writing it; what this run stores and "
+            "leaves "
             "on the server is fetched again next time"
         )
 
@@ -460,8 +471,9 @@ class _FetchRun:
         """Write the record after a failure; its own failure is only reported, in words
         of its own, for the run is stopping (the messages it names are then fetched
         again: duplicates, never a loss)."""
-        if self.record is None or not self.record.unsaved:
+        if not self._record_unsaved():
             return
+        assert self.record is not None
         try:
             self.record.save()
         except OSError as exc:
