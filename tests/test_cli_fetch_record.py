@@ -28,7 +28,7 @@ from smtpcore.server import fetchrecord
 from smtpcore.server.cli import build_parser
 from smtpcore.server.fetch import _fetch as fetch_session
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, record_limit, record_path
-from smtpcore.server.maildir import Maildir
+from smtpcore.server.maildir import Maildir, Staging
 from smtpcore.testing import (
     Call,
     Expect,
@@ -814,6 +814,46 @@ def test_a_message_changed_on_the_server_is_stored_as_new(
         assert _subjects(capsys.readouterr().out) == ["after!"]
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
     assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (before, after))
+
+
+def _full_disk_write(staging: Staging, chunk: bytes) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_full_disk_deletes_what_proves_stored_and_stops_at_what_proves_new(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One and two stored without ``--delete``; the disk then fills up. A run with
+    ``--delete`` reads each again to be told by its content, its copy written into
+    ``tmp/`` as it comes: the full disk stopped the run at message 1, and nothing was
+    deleted, though neither needed a copy. The copy is now dropped and the reading goes
+    on for the digest; both prove stored and are deleted. Message three, new under a
+    recorded id and size, does need its copy: the run stops there, as it did."""
+    target = tmp_path / "fetched"
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one"), _message("two")])
+        assert _fetch(server, target) == 0
+        monkeypatch.setattr(Staging, "write", _full_disk_write)
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        out = capsys.readouterr().out
+        assert "2 stored before, read again, found unchanged and deleted" in out
+        assert Maildir(mailbox).messages() == []
+    assert list((target / "tmp").iterdir()) == []
+    three = _message("three")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(three),
+        *script("C: UIDL\nS: +OK\nS: 1 id-three\nS: ."),
+        *_retrieved(1, three),
+        ExpectClose(),  # no QUIT: nothing is deleted
+    ]
+    with ScriptedServer(steps) as scripted:
+        where = f"127.0.0.1:{scripted.port}"
+        _recorded_before(target, where, "id-three", _message("other"))
+        assert _fetch(where, target, "--delete") == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list((target / "tmp").iterdir()) == []
 
 
 def test_a_listing_not_trusted_reads_each_recorded_message_once(

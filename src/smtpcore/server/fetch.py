@@ -37,7 +37,7 @@ from smtpcore.sasl import (
 )
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
-from smtpcore.server.maildir import Maildir
+from smtpcore.server.maildir import Maildir, Staging
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import (
     client_tls_context,
@@ -88,16 +88,74 @@ class _Head:
             self.complete = True
 
 
+class _Copy:
+    """A retrieved message's copy, written into the target Maildir's ``tmp/`` as it
+    streams, then kept (synced into ``new/``) or dropped by the caller, who alone knows,
+    once the whole content is read, whether the message is new. None of it is written
+    without a target.
+
+    ``checking``: the message is read to be told by its content from one stored before
+    (see :meth:`_FetchRun._take_stored_before`). A failure to write it there (a full
+    disk) drops the file and the reading goes on for the digest alone: a message found
+    stored needs no copy, and the failure is raised by :meth:`keep`, only for one found
+    new. Otherwise it is raised at once, and the run stops."""
+
+    def __init__(self, target: Maildir | None, *, checking: bool) -> None:
+        self._checking = checking
+        self._failure: OSError | None = None
+        self._staging: Staging | None = None
+        if target is not None:
+            try:
+                self._staging = target.begin(b"")
+            except OSError as exc:
+                self._failed(exc)
+
+    def write(self, chunk: bytes) -> None:
+        if self._staging is None:
+            return
+        try:
+            self._staging.write(chunk)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.drop()
+        if not self._checking:
+            raise exc
+        self._failure = exc
+
+    async def keep(self) -> None:
+        """Sync the copy and move it into ``new/`` (nothing stays in ``tmp/`` when that
+        fails); the failure that dropped it, if one did."""
+        if self._failure is not None:
+            raise self._failure
+        staging, self._staging = self._staging, None
+        if staging is None:
+            return
+        staged = await asyncio.to_thread(staging.finish)  # removes the file if it fails
+        try:
+            await asyncio.to_thread(staged.commit)
+        except BaseException:
+            staged.discard()
+            raise
+
+    def drop(self) -> None:
+        """Remove the copy from ``tmp/``, unsynced; nothing once it is kept."""
+        staging, self._staging = self._staging, None
+        if staging is not None:
+            staging.discard()
+
+
 @dataclass(frozen=True)
 class _Retrieved:
     """What :func:`_retrieve` keeps of a message: its size in octets, its header for the
-    summary line, the :class:`ContentDigest` of the whole of it, for the record, and
-    whether it was stored (in ``new/``) or found to be one stored before."""
+    summary line, the :class:`ContentDigest` of the whole of it, for the record, and its
+    :class:`_Copy`, for the caller to keep or drop."""
 
     size: int
     head: _Head
     digest: str
-    stored: bool = True
+    copy: _Copy
 
 
 @dataclass(frozen=True)
@@ -358,32 +416,26 @@ class _FetchRun:
         only while its message exists, and neither the size nor the header (``TOP n 0``)
         tells a new message made from the same template from the old one. Else what
         that one RETR gave is stored as new: a duplicate at worst, never a loss, and
-        never a second download. A listing whose ids are not
-        trusted (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
+        never a second download. Its copy in ``tmp/`` is dropped when the content is the
+        one stored, and a failure to write it (a full disk) stops the run only when the
+        content is new (see :class:`_Copy`). A listing whose ids are not trusted
+        (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
         if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
-        retrieved = await self._unless_refused(item.number, self._unless_stored_before(item))
+        retrieved = await self._unless_refused(
+            item.number, _retrieve(self.client, item.number, self.target, checking=True)
+        )
         if retrieved is None:
             return
-        if retrieved.stored:
-            await self._took(item, retrieved)
-        elif not self.delete or await self._delete(item.number):
-            self.skipped += 1
-
-    async def _unless_stored_before(self, item: MessageListing) -> _Retrieved:
-        """Message ``item`` retrieved and kept unless its content is the one recorded
-        for its id and size: one download either way, as for a new message, where a
-        check that wrote nothing had a changed message read twice. It costs a download
-        per message recorded, which only a run after one without ``--delete``, or after
-        one cut short, or a listing not trusted, meets."""
         record, uid = self.record, item.uid
         assert record is not None and uid is not None
-
-        def stored_before(digest: str) -> bool:
-            return record.holds_content(uid, item.size, digest)
-
-        return await _retrieve(self.client, item.number, self.target, stored_before)
+        if not record.holds_content(uid, item.size, retrieved.digest):
+            await self._took(item, retrieved)
+            return
+        retrieved.copy.drop()
+        if not self.delete or await self._delete(item.number):
+            self.skipped += 1
 
     async def _fetch(self, item: MessageListing) -> None:
         retrieved = await self._unless_refused(
@@ -393,7 +445,11 @@ class _FetchRun:
             await self._took(item, retrieved)
 
     async def _took(self, item: MessageListing, retrieved: _Retrieved) -> None:
-        """Message ``item`` is stored: count it, name it, record it."""
+        """Message ``item`` is new: keep its copy, then count it, name it, record it."""
+        try:
+            await retrieved.copy.keep()
+        finally:
+            retrieved.copy.drop()
         self.fetched += 1
         self.octets += retrieved.size
         self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
@@ -507,20 +563,16 @@ class _FetchRun:
 
 
 async def _retrieve(
-    client: POP3Client,
-    number: int,
-    target: Maildir | None,
-    stored_before: Callable[[str], bool] | None = None,
+    client: POP3Client, number: int, target: Maildir | None, *, checking: bool = False
 ) -> _Retrieved:
-    """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
-    returns), or only read it without it: its size, its header and the digest of the
-    whole of it. Streamed, a chunk at a time: memory does not grow with the message.
-    Nothing of it stays in the Maildir when it fails, or runs past the size LIST gave
-    and 10% and 64 KiB more, which the client refuses (``retrieve_chunks``' bound): a
-    hostile server cannot fill the disk with a message it said was small; nor when
-    ``stored_before`` says its digest is that of the copy stored already (the file
-    written to ``tmp/`` is removed, never synced, and ``stored`` is false)."""
-    staging = target.begin(b"") if target is not None else None
+    """Retrieve message ``number``: its size, its header, the digest of the whole of it,
+    and its :class:`_Copy` in ``target``'s ``tmp/``, unsynced, which the caller keeps or
+    drops (``checking``: see :class:`_Copy`). Streamed, a chunk at a time: memory does
+    not grow with the message. Nothing of it stays in the Maildir when the retrieval
+    fails, or runs past the size LIST gave and 10% and 64 KiB more, which the client
+    refuses (``retrieve_chunks``' bound): a hostile server cannot fill the disk with a
+    message it said was small."""
+    copy = _Copy(target, checking=checking)
     head = _Head()
     digest = ContentDigest()
     size = 0
@@ -529,22 +581,11 @@ async def _retrieve(
             size += len(chunk)
             head.feed(chunk)
             digest.feed(chunk)
-            if staging is not None:
-                staging.write(chunk)
-        if stored_before is not None and stored_before(digest.hexdigest()):
-            return _Retrieved(size, head, digest.hexdigest(), stored=False)
-        if staging is not None:
-            staged = await asyncio.to_thread(staging.finish)
-            staging = None  # finished: a failure to commit removes the file below
-            try:
-                await asyncio.to_thread(staged.commit)
-            except BaseException:
-                staged.discard()
-                raise
-    finally:
-        if staging is not None:
-            staging.discard()
-    return _Retrieved(size, head, digest.hexdigest())
+            copy.write(chunk)
+    except BaseException:
+        copy.drop()
+        raise
+    return _Retrieved(size, head, digest.hexdigest(), copy)
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
