@@ -11,6 +11,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -854,6 +855,29 @@ def test_a_full_disk_deletes_what_proves_stored_and_stops_at_what_proves_new(
         assert _fetch(where, target, "--delete") == 1
     assert "No space left on device" in capsys.readouterr().err
     assert list((target / "tmp").iterdir()) == []
+
+
+def test_a_run_removes_what_a_killed_run_left_in_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed (SIGKILL, a power cut) while it read a message left its file in
+    ``tmp/``, and no run removed it. A run now removes from its Maildir's ``tmp/`` the
+    files untouched for 36 hours (:meth:`Maildir.clean_tmp`, whose own tests keep a
+    newer one), as a Maildir reader should: here, with the clock 37 hours on."""
+    target = tmp_path / "fetched"
+    Maildir(target).create()
+    (target / "tmp" / "1.M1P1.killed").write_bytes(b"Subject: half a message\n")
+    clean_tmp = Maildir.clean_tmp
+
+    def later(maildir: Maildir, now: float | None = None) -> int:
+        return clean_tmp(maildir, time.time() + 37 * 3600 if now is None else now)
+
+    monkeypatch.setattr(Maildir, "clean_tmp", later)
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        assert _fetch(server, target) == 0
+    assert list((target / "tmp").iterdir()) == []
+    assert len(Maildir(target).messages()) == 1
 
 
 def test_a_listing_not_trusted_reads_each_recorded_message_once(

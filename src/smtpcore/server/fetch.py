@@ -216,6 +216,8 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         allow_plaintext_auth=args.allow_plaintext_auth,
     )
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
+    if target is not None:
+        await _clean_tmp(target)
     try:
         async with client:
             await _log_in(client, args)
@@ -236,6 +238,15 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         return 1
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
+
+
+async def _clean_tmp(target: Maildir) -> None:
+    """Remove the files a run killed on the way left in ``target``'s ``tmp/`` (a message
+    being retrieved, or read again to be told by its content): none is ever committed.
+    Only those untouched for 36 hours go (:meth:`Maildir.clean_tmp`), so that the file
+    of a run still under way, or of another program's delivery, stays."""
+    if (target.path / "tmp").exists():
+        await asyncio.to_thread(target.clean_tmp)
 
 
 def _record_for(
