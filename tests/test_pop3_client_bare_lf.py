@@ -14,8 +14,17 @@ from typing import Any
 import pytest
 
 from peers import ADAPTERS, run
-from smtpcore import PAUSED
-from smtpcore.pop3 import ClientConnection, EndOfResponse, Ok, Pass, ResponseData, Retr, User
+from smtpcore import NEED_DATA, PAUSED
+from smtpcore.pop3 import (
+    Capa,
+    ClientConnection,
+    EndOfResponse,
+    Ok,
+    Pass,
+    ResponseData,
+    Retr,
+    User,
+)
 from smtpcore.testing import Expect, ExpectClose, ScriptedServer, Send, Step
 
 MESSAGE = b"Subject: x\r\n\r\nbody\n.\nmore text\r\nlast\r\n"
@@ -134,8 +143,25 @@ def test_a_server_that_ends_every_line_with_a_bare_lf_times_out_naming_it(adapte
         ExpectClose(),
     ]
     error = _connect_timeout(adapter, steps)
-    assert "ended a status line with a bare LF; RFC 1939 requires CRLF" in str(error)
-    assert "LF.LF, which is content here" in str(error)
+    assert 'a line "." ended by a bare LF; RFC 1939 requires CRLF' in str(error)
+    assert "LF.LF is content here" in str(error)
+
+
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_listing_ended_by_lf_dot_lf_behind_a_crlf_status_line_times_out_naming_it(
+    adapter: str,
+) -> None:
+    """Greeting ended by LF, CAPA's ``+OK`` by CRLF, its listing by LF "." LF: the hang
+    is the LF.LF's, and the timeout says so, where it was the plain one once the flag
+    told of the last status line alone."""
+    steps: list[Step] = [
+        Send(b"+OK POP3 ready\n"),
+        Expect(b"CAPA"),
+        Send(b"+OK\r\nUSER\n.\n"),
+        ExpectClose(),
+    ]
+    error = _connect_timeout(adapter, steps)
+    assert 'a line "." ended by a bare LF' in str(error)
 
 
 @pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
@@ -181,3 +207,36 @@ def test_the_flag_tells_of_the_last_status_line_only() -> None:
         assert conn.next_event() == Ok("")
         flags.append(conn.bare_lf_status_line)
     assert flags == [False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("listing", "told"),
+    [
+        (b".\n", True),
+        (b"USER\n.\n", True),
+        (b"USER\r\n.\n", True),
+        (b"USER\n", False),
+        (b"USER\r\n", False),
+        (b"USER\n.\nTOP\n", False),
+        (b"USER\n..\n", False),
+    ],
+)
+def test_the_machine_tells_an_answer_whose_last_line_is_a_dot_ended_by_lf(
+    listing: bytes, told: bool
+) -> None:
+    """Fed a byte at a time, whatever the chunks: the answer under way tells whether
+    what it received last is a line "." ended by a bare LF; once CRLF.CRLF ends it,
+    no answer is under way and it tells nothing."""
+    conn = ClientConnection("c.test")
+    conn.receive_data(b"+OK ready\r\n")
+    assert conn.next_event() == Ok("ready")
+    conn.send(Capa())
+    for octet in b"+OK\r\n" + listing:
+        conn.receive_data(bytes([octet]))
+        while conn.next_event() not in (NEED_DATA, PAUSED):
+            pass
+    assert conn.bare_lf_dot_line is told
+    conn.receive_data(b"\r\n.\r\n")
+    while conn.next_event() not in (NEED_DATA, PAUSED):
+        pass
+    assert not conn.bare_lf_dot_line

@@ -105,6 +105,9 @@ class ClientConnection:
         adapter names the bare LF when that answer never ends, since that server's
         LF.LF is content here. A later line ended by CRLF clears it, so a server that
         ended only its greeting with LF is not blamed for every later timeout."""
+        self._answer_tail = b""
+        """The last three octets the multi-line answer under way consumed, for
+        :attr:`bare_lf_dot_line`."""
         self.unread_after_end = 0
         """Octets the server sent that the session's end left unread: those behind
         QUIT's answer or an error in the read that brought it, and any received after
@@ -129,6 +132,18 @@ class ClientConnection:
         In ERROR or CLOSED, none: no response will be read from it.
         """
         return len(self._buffer) + len(self._capa or b"") + len(self._mechanism_line or b"")
+
+    @property
+    def bare_lf_dot_line(self) -> bool:
+        """Whether the multi-line answer under way, not ended, has so far ended with a
+        line "." ended by a bare LF (LF "." LF, or "." LF as its first line): how a
+        server that ends its lines with LF (RFC 1939 §3 requires CRLF) ends an answer,
+        which only CRLF.CRLF ends here, so that the answer goes on waiting for more.
+        An adapter whose wait for the rest times out names that cause. Told from the
+        last octets read when asked: nothing is scanned as content streams."""
+        if self._decoder is None or self._content_ended:
+            return False
+        return (self._answer_tail + self._buffer.view()[-3:]).endswith(b"\n.\n")
 
     @property
     def max_buffered(self) -> int:
@@ -411,6 +426,7 @@ class ClientConnection:
             self.utf8 = True
         if isinstance(head, Command) and head.multiline:
             self._decoder = DotDecoder(FramingPolicy.lenient())
+            self._answer_tail = b"\n"  # the status line's end: "." LF may come first
             self._capa = bytearray() if isinstance(head, Capa) else None
             self._mechanism_line = bytearray() if isinstance(head, AuthMechanisms) else None
         else:
@@ -423,7 +439,12 @@ class ClientConnection:
         decoder = self._decoder
         assert decoder is not None
         while self._buffer:
-            data, consumed, ended = decoder.decode(self._buffer.view())
+            view = self._buffer.view()
+            data, consumed, ended = decoder.decode(view)
+            if consumed:
+                self._answer_tail = (self._answer_tail + view[max(consumed - 3, 0) : consumed])[
+                    -3:
+                ]
             self._buffer.consume(consumed)
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:
