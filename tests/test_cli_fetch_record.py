@@ -29,7 +29,7 @@ from smtpcore.server import fetchrecord
 from smtpcore.server.cli import build_parser
 from smtpcore.server.fetch import _fetch as fetch_session
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, record_limit, record_path
-from smtpcore.server.maildir import Maildir, Staging
+from smtpcore.server.maildir import LFWriter, Maildir, Staging
 from smtpcore.testing import (
     Call,
     Expect,
@@ -854,6 +854,50 @@ def test_a_full_disk_deletes_what_proves_stored_and_stops_at_what_proves_new(
         _recorded_before(target, where, "id-three", _message("other"))
         assert _fetch(where, target, "--delete") == 1
     assert "No space left on device" in capsys.readouterr().err
+    assert list((target / "tmp").iterdir()) == []
+
+
+def _staged_on_full_disk(
+    init: Any, staging: Staging, maildir: Maildir, prefix: bytes, *, name: str | None = None
+) -> None:
+    """``Staging.__init__`` with the file's writes sent to ``/dev/full``, where each
+    ``write(2)`` fails with ENOSPC as on a full disk: a chunk under the buffer's size
+    fails only when it is flushed, at the close."""
+    init(staging, maildir, prefix, name=name)
+    staging._file.close()
+    staging._file = open("/dev/full", "wb")  # noqa: SIM115  # closed by the Staging
+    staging._writer = LFWriter(staging._file)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("body", [10, 3000, 9000, 100_000])
+def test_a_full_disk_for_real_deletes_what_proves_stored_whatever_its_size(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    body: int,
+) -> None:
+    """As above, the disk full as the kernel tells it: a message under 8 KiB waits in
+    the file's buffer, and the close that removed its copy flushed it and raised
+    ENOSPC, which stopped the run and deleted nothing. Removing a copy now ignores the
+    close's failure: both messages prove stored and are deleted, whatever their size."""
+    target = tmp_path / "fetched"
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message(s)[:-2] + b"x" * body + b"\r\n" for s in ("a", "b")])
+        assert _fetch(server, target) == 0
+        init = Staging.__init__
+        monkeypatch.setattr(
+            Staging,
+            "__init__",
+            lambda staging, maildir, prefix, *, name=None: _staged_on_full_disk(
+                init, staging, maildir, prefix, name=name
+            ),
+        )
+        capsys.readouterr()
+        assert _fetch(server, target, "--delete") == 0
+        out = capsys.readouterr().out
+        assert "2 stored before, read again, found unchanged and deleted" in out
+        assert Maildir(mailbox).messages() == []
     assert list((target / "tmp").iterdir()) == []
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.header
 import email.message
 import email.parser
@@ -119,7 +120,10 @@ class _Copy:
             self._failed(exc)
 
     def _failed(self, exc: OSError) -> None:
-        self.drop()
+        """Drop the copy, best effort: what to report is ``exc``, and a file that cannot
+        be removed now goes with ``tmp/``'s cleaning (:func:`_clean_tmp`)."""
+        with contextlib.suppress(OSError):
+            self.drop()
         if not self._checking:
             raise exc
         self._failure = exc
