@@ -1300,6 +1300,46 @@ def test_a_cancelled_run_records_what_it_stored(tmp_path: Path) -> None:
     assert len(Maildir(target).messages()) == 2
 
 
+def test_a_run_cancelled_while_it_syncs_a_message_leaves_nothing_in_tmp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled (Ctrl-C) while a new message's copy is being synced in its thread: the
+    run stopped at once and the thread went on, renaming the synced file in ``tmp/``,
+    where it stayed. The run now waits for the thread, which delivers the message into
+    ``new/`` (unrecorded: a duplicate next time, never a loss), and ``tmp/`` is empty."""
+    target = tmp_path / "fetched"
+    finishing, released = threading.Event(), threading.Event()
+    finish = Staging.finish
+
+    def held_finish(staging: Staging) -> Any:
+        finishing.set()
+        released.wait(10)
+        return finish(staging)
+
+    monkeypatch.setattr(Staging, "finish", held_finish)
+
+    async def cancel_while_syncing(where: str) -> None:
+        argv = ["fetch", "--server", where, *LOGIN, "--to-maildir", str(target)]
+        task = asyncio.create_task(fetch_session(build_parser().parse_args(argv), print))
+        while not finishing.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        await asyncio.sleep(0)  # the cancellation reaches the run before the thread ends
+        await asyncio.sleep(0)
+        released.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        try:
+            asyncio.run(cancel_while_syncing(server))
+        finally:
+            released.set()
+    assert list((target / "tmp").iterdir()) == []
+    assert len(Maildir(target).messages()) == 1
+
+
 _SMALL_LISTING = 4096
 """A listing limit small enough to fill in a test, for :func:`record_limit`."""
 

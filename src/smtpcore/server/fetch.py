@@ -129,25 +129,42 @@ class _Copy:
         self._failure = exc
 
     async def keep(self) -> None:
-        """Sync the copy and move it into ``new/`` (nothing stays in ``tmp/`` when that
-        fails); the failure that dropped it, if one did."""
+        """Sync the copy and move it into ``new/`` in one thread (:func:`_into_new`:
+        nothing stays in ``tmp/`` when that fails); the failure that dropped it, if one
+        did. Cancelled (Ctrl-C), it waits for that thread to end, for the thread goes
+        on: not waited for, it left the synced file in ``tmp/``. What it leaves then is
+        the message in ``new/`` (unrecorded: a duplicate next time) or nothing."""
         if self._failure is not None:
             raise self._failure
-        staging, self._staging = self._staging, None
+        staging = self._staging
         if staging is None:
             return
-        staged = await asyncio.to_thread(staging.finish)  # removes the file if it fails
+        syncing = asyncio.ensure_future(asyncio.to_thread(_into_new, staging))
         try:
-            await asyncio.to_thread(staged.commit)
-        except BaseException:
-            staged.discard()
+            await asyncio.shield(syncing)
+        except asyncio.CancelledError:
+            await asyncio.wait({syncing})
+            self.drop()  # the file, when the thread never began
             raise
+        finally:
+            self._staging = None
 
     def drop(self) -> None:
         """Remove the copy from ``tmp/``, unsynced; nothing once it is kept."""
         staging, self._staging = self._staging, None
         if staging is not None:
             staging.discard()
+
+
+def _into_new(staging: Staging) -> None:
+    """Flush and fsync ``staging``, rename it into ``new/`` and sync that; a failure
+    removes the file. One call, for one thread to run whole (see :meth:`_Copy.keep`)."""
+    staged = staging.finish()  # removes the file if it fails
+    try:
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
 
 
 @dataclass(frozen=True)
@@ -461,10 +478,7 @@ class _FetchRun:
 
     async def _took(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is new: keep its copy, then count it, name it, record it."""
-        try:
-            await retrieved.copy.keep()
-        finally:
-            retrieved.copy.drop()
+        await retrieved.copy.keep()
         self.fetched += 1
         self.octets += retrieved.size
         self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
