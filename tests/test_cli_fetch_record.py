@@ -924,6 +924,41 @@ def test_a_run_removes_what_a_killed_run_left_in_tmp(
     assert len(Maildir(target).messages()) == 1
 
 
+def test_a_tmp_that_cannot_be_cleaned_is_named_and_the_run_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale file in ``tmp/`` that cannot be removed (the file system gone read-only,
+    ``chattr +i``) stopped the run before it connected, status 1. The cleaning is
+    housekeeping: the failure is named in one warning and the run goes on."""
+    target = tmp_path / "fetched"
+    Maildir(target).create()
+    stale = target / "tmp" / "1.M1P1.killed"
+    stale.write_bytes(b"Subject: half a message\n")
+    clean_tmp, unlink = Maildir.clean_tmp, os.unlink
+
+    def later(maildir: Maildir, now: float | None = None) -> int:
+        return clean_tmp(maildir, time.time() + 37 * 3600 if now is None else now)
+
+    def read_only_tmp(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path).parent == target / "tmp":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Maildir, "clean_tmp", later)
+    monkeypatch.setattr(os, "unlink", read_only_tmp)
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        capsys.readouterr()
+        assert _fetch(server, target) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "password" not in line]
+    assert warnings == [
+        f"smtpcore fetch: warning: {target / 'tmp'} cannot be cleaned of what runs killed on "
+        f"the way left there (Read-only file system: {stale})"
+    ]
+    assert len(Maildir(target).messages()) == 1
+    assert stale.exists()
+
+
 def test_a_listing_not_trusted_reads_each_recorded_message_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

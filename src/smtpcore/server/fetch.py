@@ -265,9 +265,17 @@ async def _clean_tmp(target: Maildir) -> None:
     """Remove the files a run killed on the way left in ``target``'s ``tmp/`` (a message
     being retrieved, or read again to be told by its content): none is ever committed.
     Only those untouched for 36 hours go (:meth:`Maildir.clean_tmp`), so that the file
-    of a run still under way, or of another program's delivery, stays."""
-    if (target.path / "tmp").exists():
+    of a run still under way, or of another program's delivery, stays. Housekeeping
+    only: a failure (a file system gone read-only, a file made immutable) is named in
+    one warning and the run goes on."""
+    tmp = target.path / "tmp"
+    if not tmp.exists():
+        return
+    try:
         await asyncio.to_thread(target.clean_tmp)
+    except OSError as exc:
+        where = f"{why_it_failed(exc)}: {exc.filename}" if exc.filename else why_it_failed(exc)
+        _warn(f"{tmp} cannot be cleaned of what runs killed on the way left there ({where})")
 
 
 def _record_for(
