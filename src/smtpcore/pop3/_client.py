@@ -441,10 +441,9 @@ class ClientConnection:
         while self._buffer:
             view = self._buffer.view()
             data, consumed, ended = decoder.decode(view)
-            if consumed:
-                self._answer_tail = (self._answer_tail + view[max(consumed - 3, 0) : consumed])[
-                    -3:
-                ]
+            if consumed:  # no call here: this runs once per decode, on RETR's path
+                start = consumed - 3 if consumed > 3 else 0
+                self._answer_tail = (self._answer_tail + view[start:consumed])[-3:]
             self._buffer.consume(consumed)
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:
