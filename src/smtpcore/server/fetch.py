@@ -555,9 +555,8 @@ class _FetchRun:
         self.record_lost = True
         _warn(
             f"the record of what was stored, {record.path}, cannot be written "
-            f"({why_it_failed(exc)}): going on without writing it; what this run stores and "
-            "leaves "
-            "on the server is fetched again next time"
+            f"({why_it_failed(exc)}): going on without writing it; what this run stores "
+            "and leaves on the server is fetched again next time"
         )
 
     def _save_after_failure(self) -> None:
