@@ -953,9 +953,9 @@ class BasePOP3Client(BaseClient):
 
     def _timed_out(self, message: str, line: bool) -> POP3Timeout:
         """The timeout ``message``, naming the likely cause when a multi-line answer
-        (not a status ``line``) never ended from a server that ended a status line
-        with a bare LF: its answers may end with LF.LF, which is content here."""
-        if not line and self.connection.bare_lf_status_line:
+        (not a status ``line``) never ended and what it received last is a line "."
+        ended by a bare LF: that server's end of an answer, which is content here."""
+        if not line and self.connection.bare_lf_dot_line:
             message = f"{message}: {_BARE_LF_HINT}"
         return POP3Timeout(message)
 
@@ -963,8 +963,8 @@ class BasePOP3Client(BaseClient):
 _UNENDED: Final = "the status line did not end within {} s of its start"
 _UNDRAINED: Final = "the rest of a multi-line answer did not end within {} s"
 _BARE_LF_HINT: Final = (
-    "the server ended a status line with a bare LF; RFC 1939 requires CRLF, "
-    "and its multi-line answers may end with LF.LF, which is content here"
+    'the server sent a line "." ended by a bare LF; RFC 1939 requires CRLF, '
+    "and only CRLF.CRLF ends a multi-line answer: its LF.LF is content here"
 )
 _R = TypeVar("_R")
 

@@ -99,9 +99,15 @@ class ClientConnection:
         self.answered: Sent | None = None
         """The command the last ``Ok``, ``Err`` or ``Continue`` answered."""
         self.bare_lf_status_line = False
-        """Whether a status line ended with a bare LF (RFC 1939 §3 requires CRLF). Such
-        a line is read, as poplib and mpop read it; an adapter names it when a
-        multi-line answer then never ends, since that server's LF.LF is content here."""
+        """Whether the last status line read ended with a bare LF (RFC 1939 §3 requires
+        CRLF). Such a line is read, as poplib and mpop read it. While a multi-line
+        answer is under way, the last status line is the ``+OK`` that opened it: an
+        adapter names the bare LF when that answer never ends, since that server's
+        LF.LF is content here. A later line ended by CRLF clears it, so a server that
+        ended only its greeting with LF is not blamed for every later timeout."""
+        self._answer_tail = b""
+        """The last three octets the multi-line answer under way consumed, for
+        :attr:`bare_lf_dot_line`."""
         self.unread_after_end = 0
         """Octets the server sent that the session's end left unread: those behind
         QUIT's answer or an error in the read that brought it, and any received after
@@ -126,6 +132,18 @@ class ClientConnection:
         In ERROR or CLOSED, none: no response will be read from it.
         """
         return len(self._buffer) + len(self._capa or b"") + len(self._mechanism_line or b"")
+
+    @property
+    def bare_lf_dot_line(self) -> bool:
+        """Whether the multi-line answer under way, not ended, has so far ended with a
+        line "." ended by a bare LF (LF "." LF, or "." LF as its first line): how a
+        server that ends its lines with LF (RFC 1939 §3 requires CRLF) ends an answer,
+        which only CRLF.CRLF ends here, so that the answer goes on waiting for more.
+        An adapter whose wait for the rest times out names that cause. Told from the
+        last octets read when asked: nothing is scanned as content streams."""
+        if self._decoder is None or self._content_ended:
+            return False
+        return (self._answer_tail + self._buffer.view()[-3:]).endswith(b"\n.\n")
 
     @property
     def max_buffered(self) -> int:
@@ -362,10 +380,8 @@ class ClientConnection:
             raise RemoteProtocolError(f"a response line is longer than {limit} octets")
         if line is None:
             return None
-        if line.endswith(b"\r\n"):
-            return line[:-2]
-        self.bare_lf_status_line = True
-        return line[:-1]
+        self.bare_lf_status_line = not line.endswith(b"\r\n")
+        return line[:-1] if self.bare_lf_status_line else line[:-2]
 
     def _greeted(self, response: Response) -> Event:
         if isinstance(response, Ok):
@@ -410,6 +426,7 @@ class ClientConnection:
             self.utf8 = True
         if isinstance(head, Command) and head.multiline:
             self._decoder = DotDecoder(FramingPolicy.lenient())
+            self._answer_tail = b"\n"  # the status line's end: "." LF may come first
             self._capa = bytearray() if isinstance(head, Capa) else None
             self._mechanism_line = bytearray() if isinstance(head, AuthMechanisms) else None
         else:
@@ -422,7 +439,11 @@ class ClientConnection:
         decoder = self._decoder
         assert decoder is not None
         while self._buffer:
-            data, consumed, ended = decoder.decode(self._buffer.view())
+            view = self._buffer.view()
+            data, consumed, ended = decoder.decode(view)
+            if consumed:  # no call here: this runs once per decode, on RETR's path
+                start = consumed - 3 if consumed > 3 else 0
+                self._answer_tail = (self._answer_tail + view[start:consumed])[-3:]
             self._buffer.consume(consumed)
             capa = self._capa
             if capa is not None and len(capa) < _MAX_CAPABILITIES:

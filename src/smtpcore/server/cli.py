@@ -474,9 +474,9 @@ def _add_fetch(commands: Any) -> None:
         "--delete",
         action="store_true",
         help="delete what was stored from the server (needs --to-maildir); a message "
-        "stored by an earlier run is read again (RETR, written nowhere) and deleted only "
-        "when its unique-id, size and whole content match the record, else it is stored "
-        "as new",
+        "stored by an earlier run is read again (one RETR) and deleted only "
+        "when its unique-id, size and whole content match the record, else what was "
+        "read is stored as new",
     )
     fetch.add_argument(
         "--to-maildir",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.header
 import email.message
 import email.parser
@@ -37,7 +38,7 @@ from smtpcore.sasl import (
 )
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
-from smtpcore.server.maildir import Maildir
+from smtpcore.server.maildir import Maildir, Staging
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import (
     client_tls_context,
@@ -88,14 +89,94 @@ class _Head:
             self.complete = True
 
 
+class _Copy:
+    """A retrieved message's copy, written into the target Maildir's ``tmp/`` as it
+    streams, then kept (synced into ``new/``) or dropped by the caller, who alone knows,
+    once the whole content is read, whether the message is new. None of it is written
+    without a target.
+
+    ``checking``: the message is read to be told by its content from one stored before
+    (see :meth:`_FetchRun._take_stored_before`). A failure to write it there (a full
+    disk) drops the file and the reading goes on for the digest alone: a message found
+    stored needs no copy, and the failure is raised by :meth:`keep`, only for one found
+    new. Otherwise it is raised at once, and the run stops."""
+
+    def __init__(self, target: Maildir | None, *, checking: bool) -> None:
+        self._checking = checking
+        self._failure: OSError | None = None
+        self._staging: Staging | None = None
+        if target is not None:
+            try:
+                self._staging = target.begin(b"")
+            except OSError as exc:
+                self._failed(exc)
+
+    def write(self, chunk: bytes) -> None:
+        if self._staging is None:
+            return
+        try:
+            self._staging.write(chunk)
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        """Drop the copy, best effort: what to report is ``exc``, and a file that cannot
+        be removed now goes with ``tmp/``'s cleaning (:func:`_clean_tmp`)."""
+        with contextlib.suppress(OSError):
+            self.drop()
+        if not self._checking:
+            raise exc
+        self._failure = exc
+
+    async def keep(self) -> None:
+        """Sync the copy and move it into ``new/`` in one thread (:func:`_into_new`:
+        nothing stays in ``tmp/`` when that fails); the failure that dropped it, if one
+        did. Cancelled (Ctrl-C), it waits for that thread to end, for the thread goes
+        on: not waited for, it left the synced file in ``tmp/``. What it leaves then is
+        the message in ``new/`` (unrecorded: a duplicate next time) or nothing."""
+        if self._failure is not None:
+            raise self._failure
+        staging = self._staging
+        if staging is None:
+            return
+        syncing = asyncio.ensure_future(asyncio.to_thread(_into_new, staging))
+        try:
+            await asyncio.shield(syncing)
+        except asyncio.CancelledError:
+            await asyncio.wait({syncing})
+            self.drop()  # the file, when the thread never began
+            raise
+        finally:
+            self._staging = None
+
+    def drop(self) -> None:
+        """Remove the copy from ``tmp/``, unsynced; nothing once it is kept."""
+        staging, self._staging = self._staging, None
+        if staging is not None:
+            staging.discard()
+
+
+def _into_new(staging: Staging) -> None:
+    """Flush and fsync ``staging``, rename it into ``new/`` and sync that; a failure
+    removes the file. One call, for one thread to run whole (see :meth:`_Copy.keep`)."""
+    staged = staging.finish()  # removes the file if it fails
+    try:
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+
+
 @dataclass(frozen=True)
 class _Retrieved:
     """What :func:`_retrieve` keeps of a message: its size in octets, its header for the
-    summary line, and the :class:`ContentDigest` of the whole of it, for the record."""
+    summary line, the :class:`ContentDigest` of the whole of it, for the record, and its
+    :class:`_Copy`, for the caller to keep or drop."""
 
     size: int
     head: _Head
     digest: str
+    copy: _Copy
 
 
 @dataclass(frozen=True)
@@ -156,6 +237,8 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         allow_plaintext_auth=args.allow_plaintext_auth,
     )
     target = Maildir(args.to_maildir) if args.to_maildir is not None else None
+    if target is not None:
+        await _clean_tmp(target)
     try:
         async with client:
             await _log_in(client, args)
@@ -176,6 +259,23 @@ async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
         return 1
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
+
+
+async def _clean_tmp(target: Maildir) -> None:
+    """Remove the files a run killed on the way left in ``target``'s ``tmp/`` (a message
+    being retrieved, or read again to be told by its content): none is ever committed.
+    Only those untouched for 36 hours go (:meth:`Maildir.clean_tmp`), so that the file
+    of a run still under way, or of another program's delivery, stays. Housekeeping
+    only: a failure (a file system gone read-only, a file made immutable) is named in
+    one warning and the run goes on."""
+    tmp = target.path / "tmp"
+    if not tmp.exists():
+        return
+    try:
+        await asyncio.to_thread(target.clean_tmp)
+    except OSError as exc:
+        where = f"{why_it_failed(exc)}: {exc.filename}" if exc.filename else why_it_failed(exc)
+        _warn(f"{tmp} cannot be cleaned of what runs killed on the way left there ({where})")
 
 
 def _record_for(
@@ -281,9 +381,10 @@ class _FetchRun:
     id is on disk, which :meth:`FetchRecord.save` does for several at once (see
     :attr:`FetchRecord.due`); they take effect at QUIT alone (RFC 1939 §6).
 
-    A record that cannot be written is given up for the rest of the run (see
-    :meth:`_save_record`), and the run goes on as without one; so does it past a
-    message whose RETR or DELE the server refuses (see :meth:`_unless_refused`)."""
+    A record that cannot be written is no longer written in the rest of the run (see
+    :meth:`_save_record`), but still tells which messages were stored before; the run
+    goes on past a message whose RETR or DELE the server refuses too (see
+    :meth:`_unless_refused`)."""
 
     client: POP3Client
     target: Maildir | None
@@ -298,7 +399,9 @@ class _FetchRun:
     refused: Counter[str] = field(default_factory=Counter)
     """The messages left on the server by a refusal, by the command refused."""
     record_lost: bool = False
-    """The record could not be written: the next run fetches again what this one stored."""
+    """The record could not be written: it is not written again in this run, which
+    still reads it for what was stored before, and the next run fetches again what
+    this one stored."""
     ids_trusted: bool = True
     """Every message listed has a unique-id of its own: a record match is then taken as
     the message stored. A listing that leaves one out, or repeats one, may give a new
@@ -311,19 +414,26 @@ class _FetchRun:
         the deletions it held. When the run stops on an error, the record is written
         still (the messages stored are not stored again), but nothing more is deleted.
 
-        After a listing not trusted (:attr:`ids_trusted`), the record pruned by
-        :func:`_record_for` is written first, so that no run, however it stops (killed,
-        the power cut), leaves on disk the entry of an id it found repeated."""
-        if self.record is not None and self.record.unsaved and not self.ids_trusted:
-            await self._save_record(self.record)
+        A record pruned by :func:`_record_for` is written first, so that no run, however
+        it stops (killed, the power cut, where no handler runs), leaves on disk the entry
+        of an id it found gone or repeated: a new message given that id, of the old one's
+        size, would match it and be skipped at every later run. One write per run that
+        finds ids gone, before any message; none when none is."""
+        if self._record_unsaved():
+            await self._save_record()
         try:
             for item in listing:
                 await self._take(item)
         except BaseException:
             self._save_after_failure()
             raise
-        if self.record is not None and self.record.unsaved:
-            await self._save_record(self.record)
+        if self._record_unsaved():
+            await self._save_record()
+
+    def _record_unsaved(self) -> bool:
+        """Whether there is a record still written in this run that holds something not on
+        disk yet."""
+        return self.record is not None and not self.record_lost and self.record.unsaved
 
     async def _take(self, item: MessageListing) -> None:
         if self._stored_before(item):
@@ -344,36 +454,39 @@ class _FetchRun:
         ``--delete``, no command sent. Under ``--delete`` it is read again and deleted
         only when its whole content is the one stored: RFC 1939 §7 keeps an id from reuse
         only while its message exists, and neither the size nor the header (``TOP n 0``)
-        tells a new message made from the same template from the old one. Else it is
-        stored as new: a duplicate at worst, never a loss. A listing whose ids are not
-        trusted (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
+        tells a new message made from the same template from the old one. Else what
+        that one RETR gave is stored as new: a duplicate at worst, never a loss, and
+        never a second download. Its copy in ``tmp/`` is dropped when the content is the
+        one stored, and a failure to write it (a full disk) stops the run only when the
+        content is new (see :class:`_Copy`). A listing whose ids are not trusted
+        (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
         if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
-        unchanged = await self._unless_refused(item.number, self._unchanged_since_stored(item))
-        if unchanged is None:
+        retrieved = await self._unless_refused(
+            item.number, _retrieve(self.client, item.number, self.target, checking=True)
+        )
+        if retrieved is None:
             return
-        if not unchanged:
-            await self._fetch(item)
+        record, uid = self.record, item.uid
+        assert record is not None and uid is not None
+        if not record.holds_content(uid, item.size, retrieved.digest):
+            await self._took(item, retrieved)
             return
+        retrieved.copy.drop()
         if not self.delete or await self._delete(item.number):
             self.skipped += 1
-
-    async def _unchanged_since_stored(self, item: MessageListing) -> bool:
-        """Whether RETR gives for ``item`` the content recorded for its id and size:
-        streamed through the same bound as any message, digested, and written nowhere.
-        It costs a download per message recorded, which only a run after one without
-        ``--delete``, or after one cut short, or a listing not trusted, meets."""
-        assert self.record is not None and item.uid is not None
-        retrieved = await _retrieve(self.client, item.number, None)
-        return self.record.holds_content(item.uid, item.size, retrieved.digest)
 
     async def _fetch(self, item: MessageListing) -> None:
         retrieved = await self._unless_refused(
             item.number, _retrieve(self.client, item.number, self.target)
         )
-        if retrieved is None:
-            return
+        if retrieved is not None:
+            await self._took(item, retrieved)
+
+    async def _took(self, item: MessageListing, retrieved: _Retrieved) -> None:
+        """Message ``item`` is new: keep its copy, then count it, name it, record it."""
+        await retrieved.copy.keep()
         self.fetched += 1
         self.octets += retrieved.size
         self.say(_summary(item.number, retrieved.size, bytes(retrieved.head.data)))
@@ -409,8 +522,8 @@ class _FetchRun:
     async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
         digest of what was ``retrieved``, and delete it once the record holding it is on
-        disk (at once when there is no record)."""
-        if self.record is None or item.uid is None:
+        disk (at once when there is no record, or it could not be written)."""
+        if self.record is None or self.record_lost or item.uid is None:
             if self.delete:
                 await self._delete(item.number)
             return
@@ -418,38 +531,41 @@ class _FetchRun:
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
-            await self._save_record(self.record)
+            await self._save_record()
 
-    async def _save_record(self, record: FetchRecord) -> None:
+    async def _save_record(self) -> None:
         """Write the record, then send the deletions it held. A record that cannot be
-        written (a read-only DIR, a full disk) is given up, with one warning: the run
-        goes on without it, and the deletions are sent still, for each message held is
-        synced into ``new/`` (what they wait for is the record's saving a duplicate,
-        not a loss). Stopping instead stored message 1 again at every run, and never
-        the others."""
+        written (a read-only DIR, a full disk) is not written again in this run, with
+        one warning, and the deletions are sent still, for each message held is synced
+        into ``new/`` (what they wait for is the record's saving a duplicate, not a
+        loss). Stopping instead stored message 1 again at every run, and never the
+        others. What it holds in memory still tells the messages stored before: dropped,
+        a failure to write it before any message had the run fetch every one again."""
+        record = self.record
+        assert record is not None
         try:
             await asyncio.to_thread(record.save)
         except OSError as exc:
-            self._give_up_record(record, exc)
+            self._record_not_written(record, exc)
         for number in self._deletions_held:
             await self._delete(number)
         self._deletions_held.clear()
 
-    def _give_up_record(self, record: FetchRecord, exc: OSError) -> None:
-        self.record = None
+    def _record_not_written(self, record: FetchRecord, exc: OSError) -> None:
         self.record_lost = True
         _warn(
             f"the record of what was stored, {record.path}, cannot be written "
-            f"({why_it_failed(exc)}): going on without it; what this run stores and leaves "
-            "on the server is fetched again next time"
+            f"({why_it_failed(exc)}): going on without writing it; what this run stores "
+            "and leaves on the server is fetched again next time"
         )
 
     def _save_after_failure(self) -> None:
         """Write the record after a failure; its own failure is only reported, in words
         of its own, for the run is stopping (the messages it names are then fetched
         again: duplicates, never a loss)."""
-        if self.record is None or not self.record.unsaved:
+        if not self._record_unsaved():
             return
+        assert self.record is not None
         try:
             self.record.save()
         except OSError as exc:
@@ -482,14 +598,17 @@ class _FetchRun:
         return "not fetched again (--all fetches them)"
 
 
-async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> _Retrieved:
-    """Retrieve message ``number`` into ``target`` (synced and in ``new/`` when this
-    returns), or only read it without it: its size, its header and the digest of the
-    whole of it. Streamed, a chunk at a time: memory does not grow with the message.
-    Nothing of it stays in the Maildir when it fails, or runs past the size LIST gave
-    and 10% and 64 KiB more, which the client refuses (``retrieve_chunks``' bound): a
-    hostile server cannot fill the disk with a message it said was small."""
-    staging = target.begin(b"") if target is not None else None
+async def _retrieve(
+    client: POP3Client, number: int, target: Maildir | None, *, checking: bool = False
+) -> _Retrieved:
+    """Retrieve message ``number``: its size, its header, the digest of the whole of it,
+    and its :class:`_Copy` in ``target``'s ``tmp/``, unsynced, which the caller keeps or
+    drops (``checking``: see :class:`_Copy`). Streamed, a chunk at a time: memory does
+    not grow with the message. Nothing of it stays in the Maildir when the retrieval
+    fails, or runs past the size LIST gave and 10% and 64 KiB more, which the client
+    refuses (``retrieve_chunks``' bound): a hostile server cannot fill the disk with a
+    message it said was small."""
+    copy = _Copy(target, checking=checking)
     head = _Head()
     digest = ContentDigest()
     size = 0
@@ -498,20 +617,11 @@ async def _retrieve(client: POP3Client, number: int, target: Maildir | None) -> 
             size += len(chunk)
             head.feed(chunk)
             digest.feed(chunk)
-            if staging is not None:
-                staging.write(chunk)
-        if staging is not None:
-            staged = await asyncio.to_thread(staging.finish)
-            staging = None  # finished: a failure to commit removes the file below
-            try:
-                await asyncio.to_thread(staged.commit)
-            except BaseException:
-                staged.discard()
-                raise
-    finally:
-        if staging is not None:
-            staging.discard()
-    return _Retrieved(size, head, digest.hexdigest())
+            copy.write(chunk)
+    except BaseException:
+        copy.drop()
+        raise
+    return _Retrieved(size, head, digest.hexdigest(), copy)
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {

@@ -7,7 +7,8 @@ inside the Maildir it serves, under a dot-name (no Maildir reader takes it for m
 made of a digest: no user name can steer it outside the directory. It is replaced
 whole (a new file, fsynced, renamed over the old one, the directory fsynced), never
 written in place or through a link, and it keeps only the messages the server still
-lists, so it stays as small as the mailbox.
+lists, so it stays as small as the mailbox (fetch writes it so before taking any
+message: an entry of an id gone would match a new message given it).
 
 Each id is kept with the size LIST gave its message and a digest of the whole
 message as stored (:class:`ContentDigest`). Without ``--delete`` a message listed with

@@ -235,9 +235,13 @@ class Staging:
         return StagedMessage(self.maildir, name, writer.size)
 
     def discard(self) -> None:
-        """Close and remove the file: nothing of the message stays in ``tmp/``."""
+        """Close and remove the file: nothing of the message stays in ``tmp/``. Best
+        effort about the close: it flushes what is buffered, which a full disk refuses,
+        and a file being removed needs none of it (the descriptor is closed still)."""
         try:
             self._file.close()
+        except OSError:
+            pass
         finally:
             self._tmp.unlink(missing_ok=True)
 
