@@ -24,7 +24,6 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
-    Sequence,
 )
 from inspect import isawaitable
 from types import CoroutineType, GeneratorType
@@ -37,7 +36,6 @@ from smtpcore._driver._factory import (
 from smtpcore._driver._listener import (
     BaseListener,
     ConnectionLost,
-    ServedSession,
     SessionRegistry,
     session_address,
 )
@@ -59,6 +57,12 @@ from smtpcore._driver._pop3_server_options import (
     POP3ServerOptions,
     _SessionLogins,
 )
+from smtpcore._driver._pop3_server_replies import (
+    _END_OF_RESPONSE,
+    _TEMP_ERROR,
+    _WRITE_SIZE,
+    SessionReplies,
+)
 from smtpcore._driver._proxied import (
     client_text,
 )
@@ -68,7 +72,6 @@ from smtpcore._ip import unmapped
 from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import (
-    Maildrop,
     MaildropError,
     MaildropInUse,
     Mailstore,
@@ -86,9 +89,7 @@ from smtpcore.pop3 import (
     BadCommand,
     Capa,
     ConnectionClosed,
-    Continue,
     Dele,
-    EndOfResponse,
     Err,
     Event,
     List,
@@ -131,9 +132,6 @@ __all__ = [
 logger = logging.getLogger("smtpcore.pop3.server")
 
 READ_SIZE: Final = 65536
-_WRITE_SIZE: Final = 262144
-"""Bytes of answers gathered before a write: a listing or a message goes out in
-pieces this big, and many small pipelined answers in one."""
 
 
 class _SessionAuth(ServerAuth):
@@ -156,14 +154,10 @@ class _SessionAuth(ServerAuth):
         return _SessionAuth(self.mechanisms, self.channel_bindings)
 
 
-_TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _UNAVAILABLE: Final = Err("Service not available, try again later", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
-_END_OF_RESPONSE: Final = EndOfResponse()
-"""The one every multi-line answer ends with: an event is immutable, and making one
-is a Python call a RETR."""
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _greetings = itertools.count(1)
 _EMPTY_CHUNKS: Final = 65536
@@ -235,23 +229,10 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         return POP3ServerSession(transport, self, peer)
 
 
-class POP3ServerSession(ServedSession):
+class POP3ServerSession(SessionReplies):
     """One connection, from greeting to close."""
 
-    __slots__ = (
-        "_closing",
-        "_failures",
-        "_out",
-        "_out_size",
-        "_sasl",
-        "conn",
-        "listing",
-        "maildrop",
-        "numbers",
-        "options",
-        "retrieved",
-        "store",
-    )
+    __slots__ = ()
 
     logger = logger
     protocol = "POP3"
@@ -272,11 +253,11 @@ class POP3ServerSession(ServedSession):
             peer=peer,
             local=session_address(transport.local_address),
         )
-        self.conn: ServerConnection | None = None
-        self.maildrop: Maildrop | None = None
-        self.listing: Sequence[MessageInfo] = ()
+        self.conn = None
+        self.maildrop = None
+        self.listing = ()
         self.numbers = MessageNumbers(0)
-        self.retrieved: set[int] = set()
+        self.retrieved = set()
         self._sasl = _SessionAuth({})
         self._failures = 0
         self._out: list[bytes] = []
@@ -524,54 +505,6 @@ class POP3ServerSession(ServedSession):
             ended = None
         await self._end(ended, watching)
 
-    def _goodbye(self, response: Err) -> None:
-        """Answer, then end the session (nothing is deleted: there was no QUIT).
-
-        Where a response is part-written (a multi-line one under way, or a write
-        cut off part-way: see :attr:`_write_cut`), the close alone ends it: a status
-        line there would be read as its content (RFC 1939 §3), and mid-line at that."""
-        assert self.conn is not None
-        if not (self._write_cut or self.conn.in_multiline_response):
-            self._out.append(response.to_bytes())
-        self._closing = True
-
-    async def _flush(self) -> None:
-        if self._out:
-            await self._write_out()
-
-    async def _write_out(self) -> None:
-        out = self._out
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
-        self._out_size = 0
-        try:
-            sent = self.transport.send_nowait(data)
-            if sent < len(data):
-                async with self.transport.deadline(self.options.timeouts.send):
-                    await self._send_all(data[sent:])
-        except (OSError, TimeoutError):
-            if self.conn is not None:
-                self.conn.send_failed()
-            raise ConnectionLost from None
-
-    async def _emit(self, data: bytes) -> None:
-        """Queue bytes for the client, writing once enough has gathered."""
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= _WRITE_SIZE:
-            await self._write_out()
-
-    def _answer(self, response: Ok | Err | Continue) -> bool:
-        """Send ``response`` through the machine; True if it went out as given."""
-        assert self.conn is not None
-        try:
-            self._out.append(self.conn.send(response))
-            return True
-        except LocalProtocolError:
-            logger.exception("the answer %r is not legal here", response)
-            self._out.append(self.conn.send(_TEMP_ERROR))
-            return False
-
     async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
         """A mailstore call under the store timeout, which passed is
         :class:`DeadlinePassed`; the call's own ``TimeoutError`` (its database's, its
@@ -684,15 +617,6 @@ class POP3ServerSession(ServedSession):
         filter does not read, with ``mechanism=`` when the server knows which."""
         peer = client_text(self.session)
         logger.info("%s", no_credential_line("pop3", command, peer, _shown(answer), mechanism))
-
-    def _lines(self, answer: Ok, lines: Sequence[str]) -> None:
-        """Answer a command whose content the machine gives (CAPA, bare AUTH): ``answer``
-        then ``lines``, one a line."""
-        conn = self.conn
-        assert conn is not None
-        self._answer(answer)
-        self._out.append(conn.send(ResponseData(format_lines(lines))))
-        self._out.append(conn.send(_END_OF_RESPONSE))
 
     async def _stls(self) -> None:
         conn = self.conn
