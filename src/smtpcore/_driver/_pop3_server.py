@@ -19,7 +19,6 @@ import socket
 import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -27,7 +26,7 @@ from collections.abc import (
 )
 from inspect import isawaitable
 from types import CoroutineType, GeneratorType
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
 from smtpcore._driver._factory import (
     MachinesInUse,
@@ -48,7 +47,6 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text
 from smtpcore._driver._pop3_server_options import (
     _LOGIN_PLACEHOLDERS,
     _NO_LOGINS,
@@ -61,8 +59,8 @@ from smtpcore._driver._pop3_server_replies import (
     _END_OF_RESPONSE,
     _TEMP_ERROR,
     _WRITE_SIZE,
-    SessionReplies,
 )
+from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._driver._proxied import (
     client_text,
 )
@@ -73,11 +71,9 @@ from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import (
     MaildropError,
-    MaildropInUse,
     Mailstore,
     MechanismFactory,
     MessageInfo,
-    MessageUnavailable,
     POP3Session,
 )
 from smtpcore.pop3 import (
@@ -158,7 +154,6 @@ _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TE
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _UNAVAILABLE: Final = Err("Service not available, try again later", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]+")
 _greetings = itertools.count(1)
 _EMPTY_CHUNKS: Final = 65536
 """Empty chunks in a row that a message's iterator may give. An iterator that
@@ -171,19 +166,10 @@ _LOGIN_COMMAND: Final = re.compile(rb"(USER|PASS|APOP|AUTH)(?=[ \r\n]|\Z)", re.I
 """A login command's keyword, read as the machine reads it, up to the first space:
 ``AUTHX`` or ``USERS`` is an unknown command, not a login refused."""
 
-T = TypeVar("T")
-
 
 def _shown(response: Ok | Err) -> str:
     """A response as its log line shows it: its status line, escaped."""
     return loggable_reply(response.to_bytes().decode("utf-8").rstrip("\r\n"))
-
-
-def _text(message: object) -> str:
-    """An error message fit for a status line (UTF-8 text: a lone surrogate is
-    replaced)."""
-    text = str(message).encode("utf-8", "replace").decode("utf-8")
-    return _CONTROL_RE.sub(" ", text).strip()[:200]
 
 
 def _is_loopback(peer: tuple[str, int] | None) -> bool:
@@ -229,7 +215,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         return POP3ServerSession(transport, self, peer)
 
 
-class POP3ServerSession(SessionReplies):
+class POP3ServerSession(StoreCalls):
     """One connection, from greeting to close."""
 
     __slots__ = ()
@@ -504,46 +490,6 @@ class POP3ServerSession(SessionReplies):
         else:
             ended = None
         await self._end(ended, watching)
-
-    async def _store(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A mailstore call under the store timeout, which passed is
-        :class:`DeadlinePassed`; the call's own ``TimeoutError`` (its database's, its
-        socket's) is its failure, as any exception of its own is."""
-        return await self.transport.within(self.options.timeouts.store, call())
-
-    def _failure(
-        self, exc: BaseException, call: str, *args: object, answer: Err = _TEMP_ERROR
-    ) -> Err:
-        """The answer to a mailstore call that failed with ``exc`` (one
-        :meth:`_call_failed` says is its own): a :class:`MaildropError`'s ``-ERR``,
-        else ``answer``, with ``exc`` logged as the failure of ``call % args``. A
-        :class:`MaildropError` the store has not logged itself is logged here (see
-        :func:`_refusal_level`), so that every refusal leaves one line, and one only."""
-        if isinstance(exc, MaildropError):
-            if not exc.logged:
-                level = _refusal_level(exc)
-                logger.log(level, f"{call} refused: %s", *args, loggable(_text(exc)))
-            return _maildrop_err(exc)
-        if not self._timed_out(exc, call, *args):
-            logger.error(f"{call} failed", *args, exc_info=exc)
-        return answer
-
-    def _timed_out(self, exc: BaseException, call: str, *args: object) -> bool:
-        """Whether ``exc`` is the ``store`` timeout of ``call % args`` (the deadline's
-        own, :class:`DeadlinePassed`), which is then logged as the expected event it
-        is (a slow disk, a big maildrop): one WARNING naming the call, the session's
-        client and the deadline, no traceback, as Dovecot logs a timeout. A
-        ``TimeoutError`` the store raised itself is its failure, not this. The
-        client's answer is the caller's, as for any failure."""
-        if not isinstance(exc, DeadlinePassed):
-            return False
-        logger.warning(
-            f"{call} from %s: store timeout, given up after %s",
-            *args,
-            client_text(self.session),
-            seconds_text(exc.seconds),
-        )
-        return True
 
     # -- commands ---------------------------------------------------------
 
@@ -1104,27 +1050,6 @@ def _broke_off(exc: BaseException, number: int, user: str | None) -> None:
             logger.warning("message %d of %r broke off: %s", number, user, loggable(str(exc)))
     else:
         logger.error("message %d of %r broke off", number, user, exc_info=exc)
-
-
-def _refusal_level(exc: MaildropError) -> int:
-    """How loud a store's own refusal is logged: a maildrop another session holds, or a
-    message gone since the listing, is the normal course of things (INFO); anything
-    else, a store that cannot serve, is for the operator (WARNING)."""
-    if isinstance(exc, MaildropInUse | MessageUnavailable):
-        return logging.INFO
-    return logging.WARNING
-
-
-def _maildrop_err(exc: MaildropError) -> Err:
-    """``-ERR`` with a :class:`MaildropError`'s message and response code. A code
-    that is none (RFC 2449 §8: levels of printable characters but ``/`` and ``]``,
-    joined by ``/``) is the store's mistake: logged, and left out."""
-    text = _text(exc)
-    try:
-        return Err(text, code=exc.code)
-    except LocalProtocolError:
-        logger.error("%s: %r is not a response code (RFC 2449 §8)", type(exc).__name__, exc.code)
-        return Err(text)
 
 
 class BasePOP3Server(BaseListener[POP3ServerSession]):
