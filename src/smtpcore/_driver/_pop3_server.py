@@ -38,7 +38,6 @@ from smtpcore._driver._listener import (
 from smtpcore._driver._logtext import (
     NO_CLEAR_PASSWORD,
     describe_error,
-    loggable,
     loggable_reply,
     login_fields,
     named_mechanism,
@@ -57,9 +56,9 @@ from smtpcore._driver._pop3_server_replies import (
 )
 from smtpcore._driver._pop3_server_transaction import (
     _TRANSACTION_COMMANDS,
-    Transaction,
     _checked_listing,
 )
+from smtpcore._driver._pop3_server_update import Update
 from smtpcore._driver._proxied import (
     client_text,
 )
@@ -135,7 +134,6 @@ class _SessionAuth(ServerAuth):
         return _SessionAuth(self.mechanisms, self.channel_bindings)
 
 
-_NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 _SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _UNAVAILABLE: Final = Err("Service not available, try again later", code="SYS/TEMP")
 _AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
@@ -194,7 +192,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
         return POP3ServerSession(transport, self, peer)
 
 
-class POP3ServerSession(Transaction):
+class POP3ServerSession(Update):
     """One connection, from greeting to close."""
 
     __slots__ = ()
@@ -237,20 +235,6 @@ class POP3ServerSession(Transaction):
         if self.options.connection_factory is not None and self.conn is not None:
             self.state.factory_machines.give_back(self.conn)
         await self._release()
-
-    async def _release(self) -> None:
-        """Close the maildrop, releasing its lock (RFC 1939 §6), under the store
-        timeout: a close that hangs must not hold the session and its connection."""
-        maildrop, self.maildrop = self.maildrop, None
-        if maildrop is not None:
-            try:
-                await self._store(maildrop.close)
-            except BaseException as exc:
-                if not self._call_failed(exc):
-                    raise
-                user = loggable(str(self.session.user))
-                if not self._timed_out(exc, "closing the maildrop of %s", user):
-                    logger.exception("closing the maildrop of %s failed", user)
 
     async def _logins(self, client: tuple[str, int] | None) -> _SessionLogins:
         """What this session offers: the store's logins and mechanisms, and
@@ -770,32 +754,6 @@ class POP3ServerSession(Transaction):
         count, size = self._totals()
         if not self._answer(Ok(f"Logged in, {count} messages ({size} octets)")):
             await self._release()
-
-    async def _quit(self) -> None:
-        conn = self.conn
-        assert conn is not None
-        hostname = self.options.hostname
-        if conn.state is not State.UPDATE:
-            self._answer(Ok(f"{hostname} POP3 server signing off"))
-            return
-        maildrop = self.maildrop
-        assert maildrop is not None
-        deleted = self.numbers.deleted
-        user = self.session.user
-        # Two deadlines: UPDATE never starts with one the wait has used up.
-        for step, call in (
-            ("wait before the UPDATE of %r", maildrop.before_update),
-            ("UPDATE of %r", lambda: maildrop.update(deleted, frozenset(self.retrieved))),
-        ):
-            try:
-                await self._store(call)
-            except BaseException as exc:
-                if not self._call_failed(exc):
-                    raise
-                self._answer(self._failure(exc, step, user, answer=_NOT_REMOVED))
-                return
-        left = len(self.numbers)
-        self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
 
 
 class BasePOP3Server(BaseListener[POP3ServerSession]):
