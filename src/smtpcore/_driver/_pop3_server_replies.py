@@ -31,7 +31,8 @@ from smtpcore.pop3 import (
 )
 
 if TYPE_CHECKING:
-    from smtpcore._driver._pop3_server import POP3ServerState, _SessionAuth
+    from smtpcore._driver._pop3_server import POP3ServerState
+    from smtpcore._driver._pop3_server_auth import _SessionAuth
     from smtpcore._driver._pop3_server_options import POP3ServerOptions
 
 logger = logging.getLogger("smtpcore.pop3.server")
