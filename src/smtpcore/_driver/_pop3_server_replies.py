@@ -39,7 +39,9 @@ logger = logging.getLogger("smtpcore.pop3.server")
 
 _WRITE_SIZE: Final = 262144
 """Bytes of answers gathered before a write: a listing or a message goes out in
-pieces this big, and many small pipelined answers in one."""
+pieces this big, and many small pipelined answers in one. Read here and, through
+its own import, by the streaming loops of ``_pop3_server_transaction``: a test
+that changes it changes both."""
 
 _TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 
