@@ -100,7 +100,8 @@ class ServerSession(Commands, ContentDelivery, Forwarding):
 
     def __init__(self, transport: Link, state: ServerState, peer: tuple[str, int] | None) -> None:
         # ServedSession's fields are set here, as in the POP3 session's constructor
-        # (_pop3_server.POP3ServerSession.__init__): a base constructor costs a call a connection.
+        # (_pop3_server_session.POP3ServerSession.__init__): a base constructor costs
+        # a call a connection.
         self.transport = transport
         self.state = state
         self.options = options = state.options
