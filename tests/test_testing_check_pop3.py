@@ -84,14 +84,10 @@ from smtpcore.testing._pop3_probe import (
     POP3Response,
     parse_listing,
 )
+from smtpcore.testing._pop3_stream_checks import _framing_problem
 from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
-from smtpcore.testing.check_pop3 import (
-    POP3_CHECKS,
-    ServerUnreachable,
-    _framing_problem,
-    check_pop3_server,
-)
+from smtpcore.testing.check_pop3 import POP3_CHECKS, ServerUnreachable, check_pop3_server
 from test_check import HOSTILE_TEXT, assert_terminal_safe, greeting_server, python_blocks
 
 MESSAGES = [

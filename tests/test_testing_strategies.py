@@ -663,7 +663,7 @@ def test_every_command_line_ends_with_its_one_crlf(line: bytes) -> None:
 
 def test_every_fixed_hostile_line_ends_with_crlf() -> None:
     """The same for the fixed list the strategies sample (a draw in two hundred)."""
-    from smtpcore.testing._smtp_strategies import _HOSTILE_LINES
+    from smtpcore.testing._smtp_lines import _HOSTILE_LINES
 
     assert all(line.endswith(b"\r\n") for line in _HOSTILE_LINES)
 
@@ -712,7 +712,7 @@ def test_broken_lines_are_refused_in_any_state(data: st.DataObject) -> None:
     """What ``command_lines(hostile=True)`` and ``sessions(hostile=True)`` slip in as
     broken is refused with a 5xx, before MAIL and inside a transaction: a lower-case
     verb (RFC 5321 §2.4) or a source route (§4.1.1.3) once passed for broken."""
-    from smtpcore.testing._smtp_strategies import _broken_lines
+    from smtpcore.testing._smtp_lines import _broken_lines
 
     line = data.draw(_broken_lines(sst.EXTENSIONS))
     for opening in (b"", b"MAIL FROM:<>\r\nRCPT TO:<bob@pqr.example>\r\n"):
@@ -792,7 +792,7 @@ def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw(
     Seen through public means only: smtpcore's own builders, patched, hand out each
     strategy behind ``st.deferred``, whose definition Hypothesis runs when the
     strategy is first validated or drawn from."""
-    from smtpcore.testing import _smtp_strategies
+    from smtpcore.testing import _smtp_sessions
 
     built: list[str] = []
     resolved: list[str] = []
@@ -819,8 +819,8 @@ def test_sessions_builds_the_strategies_its_draws_use_before_the_first_draw(
         return build
 
     for name in ("mail_parameters", "mailboxes", "rcpt_parameters"):
-        monkeypatch.setattr(_smtp_strategies, name, noting(getattr(_smtp_strategies, name)))
-    envelopes = _smtp_strategies._envelope_strategies
+        monkeypatch.setattr(_smtp_sessions, name, noting(getattr(_smtp_sessions, name)))
+    envelopes = _smtp_sessions._envelope_strategies
     envelopes.cache_clear()  # remembered per offer: built again, through the builders above
     try:
         offered = frozenset({"PIPELINING", "DSN", "SMTPUTF8", "STARTTLS", "REQUIRETLS"})

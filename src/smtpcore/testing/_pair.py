@@ -25,7 +25,7 @@ from smtpcore.testing._drive import (
     run_server,
 )
 from smtpcore.testing._pop3_strategies import POP3Session
-from smtpcore.testing._smtp_strategies import ClientSession
+from smtpcore.testing._smtp_sessions import ClientSession
 
 __all__ = ["Answered", "ConnectionPair", "POP3ConnectionPair"]
 

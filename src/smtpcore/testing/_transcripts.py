@@ -30,7 +30,9 @@ from smtpcore.smtp import (
     StartTls,
 )
 from smtpcore.testing._drive import permissive_auth
-from smtpcore.testing._smtp_strategies import EXTENSIONS, ClientSession, replies, sessions
+from smtpcore.testing._smtp_parameters import EXTENSIONS
+from smtpcore.testing._smtp_replies import replies
+from smtpcore.testing._smtp_sessions import ClientSession, sessions
 
 __all__ = ["ServerTranscript", "server_transcripts"]
 

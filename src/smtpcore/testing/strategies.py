@@ -39,22 +39,17 @@ from smtpcore.testing._pop3_strategies import (
     pop3_sessions,
     pop3_unique_ids,
 )
-from smtpcore.testing._smtp_strategies import (
-    AUTH_MECHANISMS,
+from smtpcore.testing._smtp_commands import commands, xclients, xforwards
+from smtpcore.testing._smtp_lines import command_lines
+from smtpcore.testing._smtp_parameters import (
     EXTENSIONS,
-    ClientSession,
-    command_lines,
-    commands,
     mail_parameters,
     parameter_texts,
     rcpt_parameters,
-    replies,
-    reply_lines,
-    sessions,
-    xclients,
-    xforwards,
     xtexts,
 )
+from smtpcore.testing._smtp_replies import replies, reply_lines
+from smtpcore.testing._smtp_sessions import AUTH_MECHANISMS, ClientSession, sessions
 from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
 
 __all__ = [
