@@ -71,12 +71,14 @@ from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT, checked_message_size
 from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
-from smtpcore.smtp._server_config import (
-    HELLOS_KEPT,
-    STRICT,
-    Readers,
-    ServerConfig,
-    session_tables,
+from smtpcore.smtp._server_config import HELLOS_KEPT, STRICT, Readers, ServerConfig, session_tables
+from smtpcore.smtp._server_session import (
+    _STATE_AUTH,
+    _STATE_CLOSED,
+    _STATE_DATA,
+    _STATE_READY,
+    _STATE_TLS_PENDING,
+    ServerSession,
 )
 from smtpcore.smtp._state import (
     DISCARDING,
@@ -90,13 +92,6 @@ from smtpcore.smtp._state import (
 __all__ = ["ServerConnection"]
 
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
-# States the per-command paths compare with, as globals: a member read through its
-# enum class goes through the class's __getattr__ hook, several times slower.
-_STATE_DATA: Final = State.DATA
-_STATE_AUTH: Final = State.AUTH
-_STATE_TLS_PENDING: Final = State.TLS_PENDING
-_STATE_CLOSED: Final = State.CLOSED
-_STATE_READY: Final = State.READY
 _AUTH_LINE: Final = re.compile(rb"[ \t]*AUTH", re.IGNORECASE)
 """A line that starts as AUTH, whose initial response may be the password (RFC 4954
 §4; a space left out after the verb included)."""
@@ -345,7 +340,7 @@ def _servers_own_failure(answered: Event, event: Reply) -> bool:
     )
 
 
-class ServerConnection:
+class ServerConnection(ServerSession):
     """A sans-I/O SMTP (or LMTP) server session.
 
     ``hostname`` is this host's own name, used where the machine writes a
@@ -372,12 +367,9 @@ class ServerConnection:
 
     # Slots: a server holds one of these per connection, mostly idle. What is the same
     # for every connection of a server (options, the tables commands are read with)
-    # is one shared ServerConfig (_config); the slots hold the session. "__dict__"
-    # stays among them, allocated only when used: an application may still set an
-    # attribute of its own on a machine, or wrap one of its methods (as the fuzzer
-    # does), and the session's rarely used state below lives there once set.
+    # is one shared ServerConfig (_config); the slots hold the session. The instance
+    # dict, allocated only when used, is ServerSession's (see there).
     __slots__ = (
-        "__dict__",
         "_accepted",
         "_auth_mechanisms",
         "_binary_transaction",
@@ -537,12 +529,6 @@ class ServerConnection:
         self._chunk_last = False
         self._skip = 0
 
-    # Rarely used state, read from these class attributes until a session first sets
-    # it (into the instance dict): most sessions never do, and hold none of it. Not
-    # for state every command reads: a slot is read faster than a class attribute
-    # through its instance (about 60 instructions a read on Python 3.11).
-    _error: RemoteProtocolError | None = None
-    """Why the session is in the ERROR state, when the machine put it there."""
     _auth_failures = 0
     _exchanges = 0
     """AUTH exchanges started: the last one's number is the exchange under way, or the
@@ -954,14 +940,6 @@ class ServerConnection:
         if self._state in _ENDED:
             self._end(self._state)
         return data
-
-    def _end(self, state: State) -> None:
-        """Enter ERROR or CLOSED. No received octet is read after it (RFC 5321
-        §4.1.1.10: the server reads nothing after QUIT; after a 421 or an
-        unrecoverable error the session is over), and :meth:`receive_data` drops
-        what comes, so what is held goes too: an ended machine holds nothing."""
-        self._state = state
-        self._buffer.clear()
 
     def _answer(self, pending: Event | None, event: Event) -> bytes:
         if not isinstance(event, Reply):
@@ -1623,12 +1601,6 @@ class ServerConnection:
             self._refusal = self._content_refusal()
         self._chunk_last = False
         return self._end_content()
-
-    def _closed_or_need_data(self) -> Event | NoEvent:
-        if self._buffer.peer_closed:
-            self._end(State.CLOSED)  # a line the client left unfinished is never read
-            return ConnectionClosed()
-        return NEED_DATA
 
     def _chunk_past_the_limit(self) -> Event:
         """A chunk before the last that took the message past ``max_message_size``:
