@@ -22,7 +22,6 @@ from smtpcore._lines import BYTES_LIKE, LINE_TOO_LONG, FramingPolicy, ReceiveBuf
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
 from smtpcore.address import AddressPolicy
-from smtpcore.sasl import SERVER_MECHANISMS
 from smtpcore.smtp._commands import (
     BARE_BY_FIRST_OCTET,
     BARE_LINES,
@@ -69,13 +68,10 @@ from smtpcore.smtp._ext import BUILTIN, Body
 from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT, checked_message_size
 from smtpcore.smtp._extension import Extension, entry_failed
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
+from smtpcore.smtp._server_auth import _AUTH_FAILURE_STATUS, _CREDENTIALS_INVALID, AuthLayer
 from smtpcore.smtp._server_config import HELLOS_KEPT, STRICT, Readers, ServerConfig, session_tables
-from smtpcore.smtp._server_options import (
-    ServerOptions,
-    _address_policy,
-    _checked_mechanisms,
-    _wire_hostname,
-)
+from smtpcore.smtp._server_options import _address_policy, _checked_mechanisms, _wire_hostname
+from smtpcore.smtp._server_replies import _DEFAULT_STATUS, _STATUS_FOR, _SUCCESS
 from smtpcore.smtp._server_session import (
     _STATE_AUTH,
     _STATE_CLOSED,
@@ -101,44 +97,6 @@ _AUTH_LINE: Final = re.compile(rb"[ \t]*AUTH", re.IGNORECASE)
 _END_OF_MESSAGE: Final = EndOfMessage()
 _END_OF_DATA_SUCCESS: Final = END_OF_DATA_RULE.success_codes
 
-# RFC 4954 §6: the enhanced codes of the AUTH failure replies.
-_AUTH_FAILURE_STATUS: Final = {
-    454: EnhancedStatus(4, 7, 0),
-    534: EnhancedStatus(5, 7, 9),
-    535: EnhancedStatus(5, 7, 8),
-    538: EnhancedStatus(5, 7, 11),
-}
-_CREDENTIALS_INVALID: Final = _AUTH_FAILURE_STATUS[535]
-"""RFC 4954 §6's 5.7.8, "Authentication credentials invalid": an AUTH refusal that
-says it is a failed authentication, whatever its code (see ``_auth_refused``)."""
-_Statuses = tuple[EnhancedStatus | None, ...]
-_DEFAULT_STATUS: Final[_Statuses] = (
-    *(None, None),
-    EnhancedStatus(2, 0, 0),
-    None,  # 3yz replies carry no enhanced status (RFC 2034 §3)
-    EnhancedStatus(4, 0, 0),
-    EnhancedStatus(5, 0, 0),
-)
-"""The enhanced status a reply gets when the application gave none, by its first digit."""
-_SUCCESS: Final = _DEFAULT_STATUS[2]
-_NO_STATUS: Final[_Statuses] = (None,) * 6
-"""For the replies RFC 2034 §3 leaves without an enhanced status, whatever their code:
-those to EHLO, HELO (and LHLO), as the greeting."""
-_STATUS_FOR: Final[dict[type[Event | None], _Statuses]] = {
-    **{
-        command: (*_DEFAULT_STATUS[:2], success, *_DEFAULT_STATUS[3:])
-        for command, success in (
-            (Mail, EnhancedStatus(2, 1, 0)),
-            (Rcpt, EnhancedStatus(2, 1, 5)),
-            (Auth, EnhancedStatus(2, 7, 0)),
-            (AuthResponse, EnhancedStatus(2, 7, 0)),
-        )
-    },
-    Ehlo: _NO_STATUS,
-    Helo: _NO_STATUS,
-    Lhlo: _NO_STATUS,
-}
-"""As ``_DEFAULT_STATUS``, for the commands whose replies have statuses of their own."""
 
 _NO_VALID_RECIPIENTS: Final = reply(554, "5.5.1", "No valid recipients")
 """DATA or BDAT with no recipient accepted (RFC 5321 §3.3 allows 503 or 554)."""
@@ -194,21 +152,6 @@ the RCPT, DATA and BDAT a pipelining client sent behind that MAIL (RFC 2920 §3.
 that resets the recipients counted clears it, at no cost to the everyday path."""
 _SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
 """The commands a pipelining client sends behind its MAIL (RFC 2920 §3.1)."""
-_MAIL_SYSTEM_SUBJECT: Final = 3
-"""RFC 3463 §3.4's X.3.XXX, Mail System Status: "something having to do with the
-destination system", under "the destination system administrator"'s control, caused
-the reply (``451 4.3.0`` local error, ``452 4.3.1`` insufficient storage). Not §3.5's
-X.4.XXX, Network and Routing Status: a ``451 4.4.3`` for a DNS lookup that failed for
-now may answer a RCPT whose domain the client chose, lame name servers and all, and
-each costs the server lookups, so it counts as Postfix counts every refusal."""
-_TOO_BIG_FOR_SYSTEM: Final = 4
-"""RFC 3463's X.3.4, "message too big for system": permanent, yet the server's own
-failure when the message was within the SIZE it offered (a file size limit, ``EFBIG``),
-unlike the machine's own :data:`OVER_SIZE_LIMIT`, which shares the status."""
-_SERVER_UNAVAILABLE: Final = frozenset({(StartTls, 454), (Auth, 454), (AuthResponse, 454)})
-"""Answers whose code alone says the server failed: ``454`` to STARTTLS (RFC 3207 §4,
-"TLS not available due to temporary reason") and to AUTH (RFC 4954 §6, "a temporary
-server failure")."""
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
     {Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help}
 )
@@ -257,27 +200,7 @@ def _is_quit(text: str) -> bool:
     return ascii_upper(text.partition(" ")[0]) == "QUIT"
 
 
-def _servers_own_failure(answered: Event, event: Reply) -> bool:
-    """Whether the refusal ``event`` of ``answered`` says the server failed, not the
-    client: by its code alone (:data:`_SERVER_UNAVAILABLE`), or by a mail system status
-    (:data:`_MAIL_SYSTEM_SUBJECT`), temporary (``4.3.X``) or ``5.3.4`` for a message
-    the server could not hold (:data:`_TOO_BIG_FOR_SYSTEM`). The machine's own
-    ``5.3.4``, for what was over ``max_message_size`` (:data:`OVER_SIZE_LIMIT`, the
-    suggested reply of the :class:`BadCommand` or :class:`RejectedMessage` answered),
-    is the client's: it was told the limit in SIZE. Any other 5xx is the client's."""
-    if (type(answered), event.code) in _SERVER_UNAVAILABLE:
-        return True
-    status = event.status
-    if status is None or status.subject != _MAIL_SYSTEM_SUBJECT:
-        return False
-    if event.code < 500:
-        return True
-    return status.detail == _TOO_BIG_FOR_SYSTEM and not (
-        isinstance(answered, BadCommand | RejectedMessage) and answered.reply == OVER_SIZE_LIMIT
-    )
-
-
-class ServerConnection(ServerOptions):
+class ServerConnection(AuthLayer):
     """A sans-I/O SMTP (or LMTP) server session.
 
     ``hostname`` is this host's own name, used where the machine writes a
@@ -305,7 +228,7 @@ class ServerConnection(ServerOptions):
     # Slots: a server holds one of these per connection, mostly idle. What is the same
     # for every connection of a server (options, the tables commands are read with)
     # is one shared ServerConfig (_config); the slots hold the session. The instance
-    # dict, allocated only when used, is ServerSession's (see there).
+    # dict, allocated only when used, is SessionLayer's (see there).
     __slots__ = (
         "_accepted",
         "_auth_mechanisms",
@@ -466,20 +389,7 @@ class ServerConnection(ServerOptions):
         self._chunk_last = False
         self._skip = 0
 
-    _auth_failures = 0
-    _exchanges = 0
-    """AUTH exchanges started: the last one's number is the exchange under way, or the
-    last one (an exchange is known by its number here)."""
-    _refused_exchange = 0
-    """The exchange answered last with a refusal (5xx), 0 for none: the one an
-    application counts after answering it, though the client's next AUTH may have
-    been read already (pipelined)."""
-    _counted_exchange = 0
-    """The exchange counted last toward ``max_auth_failures``: each counts once,
-    however many say it failed."""
     _bad_commands = 0
-    _forgiven: BadCommand | None = None
-    """The pending refusal of an excess recipient, which counts as no error."""
     _refused_chunk: BadCommand | None = None
     """The pending refusal of a BDAT line: its answer fails the transaction (see
     :meth:`_chunk_refused`)."""
@@ -795,36 +705,6 @@ class ServerConnection(ServerOptions):
             if self._state is _STATE_READY:
                 self._reset_transaction()
 
-    def count_auth_failure(self) -> None:
-        """Count a failed authentication only the application can tell, before or
-        after answering it: the AUTH exchange just refused (while it is uncounted,
-        even once the client's next, pipelined AUTH has been read), else the one under
-        way, judged a credential and refused it, whatever its reply says. An exchange this
-        machine ended by refusing the client's answer to a 334 (not base64, a line
-        over ``max_auth_line``; RFC 4954 §4) once the mechanism had refused the
-        credentials (a token's error challenge, RFC 7628 §3.2.2; :meth:`ServerAuth.abandon
-        <smtpcore.smtp.ServerAuth.abandon>` gives that refusal), whose reply stays the
-        syntax error's, and which :meth:`ServerAuth.answer
-        <smtpcore.smtp.ServerAuth.answer>` counts so; or a handler's veto of the
-        identity a mechanism proved, worded ``538``, ``534`` or any other code. It
-        counts toward ``max_auth_failures`` as a 535 does (at the limit the next AUTH
-        gets 421), and once: an exchange the machine counted by its reply (a ``535``,
-        a ``5.7.8``) or that was counted already is not counted again, so an
-        application may say so of every failed login it answers."""
-        if self._state in (State.ERROR, State.CLOSED):
-            raise LocalProtocolError(f"the session is over ({self._state.name})")
-        refused = self._refused_exchange
-        # The exchange just refused, while it is uncounted, even once the next AUTH
-        # has been read; else the one under way, refused before its answer.
-        self._count_exchange(refused if refused > self._counted_exchange else self._exchanges)
-
-    def _count_exchange(self, exchange: int) -> None:
-        """Count AUTH exchange number ``exchange`` toward ``max_auth_failures``, unless
-        it, or a later one, was counted."""
-        if exchange > self._counted_exchange:
-            self._counted_exchange = exchange
-            self._auth_failures += 1
-
     def send_failed(self) -> None:
         """The bytes of the last ``send`` never reached the client."""
         self._end(State.ERROR)
@@ -1137,29 +1017,6 @@ class ServerConnection(ServerOptions):
     def _check_data(self, command: Data, line: bytes) -> Reply | None:
         return _BINARY_NEEDS_BDAT if self._binary_transaction else None  # RFC 3030 §3
 
-    def _check_auth(self, command: Auth, line: bytes) -> Reply | None:
-        if self.authenticated:
-            return reply(503, "5.5.1", "Already authenticated")
-        config = self._config
-        if self._auth_failures >= config.max_auth_failures:
-            return reply(421, "4.7.0", f"{config.hostname} Too many failed authentications")
-        if command.mechanism not in self._auth_mechanisms:
-            return reply(504, "5.5.4", "Unrecognized authentication type")
-        if command.mechanism not in self.offered_auth_mechanisms():
-            return reply(538, "5.7.11", "Encryption required for requested mechanism")
-        self._exchanges += 1  # an exchange starts: it has counted nothing
-        return None
-
-    def offered_auth_mechanisms(self) -> list[str]:
-        """The SASL mechanisms the EHLO reply lists now.
-
-        Mechanisms that send a reusable secret (PLAIN, LOGIN and the bearer
-        tokens) are offered only under TLS unless ``auth_require_tls`` is off.
-        """
-        if self.tls or not self._config.auth_require_tls:
-            return list(self._auth_mechanisms)
-        return [name for name in self._auth_mechanisms if not _needs_tls(name)]
-
     def _check_mail(self, command: Mail, line: bytes) -> Reply | None:
         """Without SMTPUTF8 the whole path must be ASCII (RFC 6531 §3.3: U-labels and
         UTF-8 local parts need it), a source route too, though the parser drops the
@@ -1453,14 +1310,6 @@ class ServerConnection(ServerOptions):
                 return data
         return event.to_bytes()
 
-    def _close_with(self, event: Reply, *, greeting: bool = False) -> bytes:
-        """A 421: the greeting's carries no enhanced status (RFC 2034 §3), nor one to a
-        hello; any other the status it was given or its class's."""
-        answered = self._pending
-        self._state = State.CLOSED
-        self._pending = None
-        return event.to_bytes(None if greeting else self._status_for(answered, event))
-
     def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
         success = code in rule.success_codes
@@ -1664,23 +1513,6 @@ class ServerConnection(ServerOptions):
         self._buffer.clear()  # plaintext pipelined behind STARTTLS: never read
         return data
 
-    def _auth_accepted(self, command: Auth | AuthResponse, event: Reply) -> None:
-        self.authenticated = True
-
-    def _auth_refused(self, command: Auth | AuthResponse, event: Reply) -> bytes:
-        """A refused AUTH counts toward ``max_auth_failures`` when it says the
-        credentials were judged invalid (RFC 4954 §6): a ``535``, or a reply with
-        status 5.7.8, such as the ``501`` that must answer a ``*`` (RFC 4954 §4) sent
-        after the mechanism refused a token (RFC 7628 §3.2.2). A plain cancel, a 454,
-        a 538 or a 504 (an unknown mechanism, whatever its status) counts nothing
-        here: one that judged a credential all the same (a handler's veto) is the
-        application's to count (:meth:`count_auth_failure`). An exchange counts once."""
-        if event.code == 535 or (event.status == _CREDENTIALS_INVALID and event.code != 504):
-            self._count_exchange(self._exchanges)
-        if event.status is None and self._config.enhanced_status_codes:
-            event = Reply(event.code, event.text, _AUTH_FAILURE_STATUS[event.code])
-        return self._finish(command, event)
-
     def _start_content(self, command: Data, event: Reply) -> bytes:
         # The decoder is built by the first read that does not hold the whole message
         # (see _next_content): most do.
@@ -1742,52 +1574,6 @@ class ServerConnection(ServerOptions):
                 return data
         return event.to_bytes(status)
 
-    def _finish(self, answered: Event, event: Reply) -> bytes:
-        code = event.code
-        if code >= 400 and self._clients_error(answered, event):
-            self._errors += 1
-        if code == 421:
-            self._state = State.CLOSED
-        status = None
-        if self._config.enhanced_status_codes:  # as _status_for, read here: every answer ends here
-            statuses = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)
-            if statuses is not _NO_STATUS:
-                status = event.status if code < 300 or code >= 400 else None
-                if status is None:
-                    status = statuses[code // 100]
-        for known, data in event._wire:  # Reply.to_bytes's memory, read without the call
-            if known is status:
-                return data
-        return event.to_bytes(status)
-
-    def _clients_error(self, answered: Event, event: Reply) -> bool:
-        """Whether the refusal ``event`` of ``answered`` counts toward ``max_errors``: a
-        limit on what the client does wrong (RFC 5321 §3.8's "erroneous commands").
-        Excused: a refusal the machine forgave (:meth:`_behind_refused_mail`, an excess
-        recipient: ``max_recipient_overshoot`` counts those), and one that says the
-        server itself failed (:func:`_servers_own_failure`): a relay that sends its
-        batch down one connection while the disk is full, a spool file cannot be made
-        or a file size limit stops each message is not cut off, and banned, for the
-        server's fault. A temporary DNS failure counts: the client may own the domain
-        whose name servers do not answer."""
-        if answered is self._forgiven:
-            return False
-        return not _servers_own_failure(answered, event)
-
-    def _status_for(self, answered: Event | None, event: Reply) -> EnhancedStatus | None:
-        """The enhanced status ``event`` is written with, answering ``answered`` (RFC
-        2034 §3): the application's, or the one its code and command imply."""
-        statuses = _STATUS_FOR.get(type(answered), _DEFAULT_STATUS)
-        if (
-            not self._config.enhanced_status_codes
-            or 300 <= event.code < 400
-            or statuses is _NO_STATUS
-        ):
-            return None
-        if event.status is not None:
-            return event.status
-        return statuses[event.code // 100]
-
     def _hello_reply(self, event: Reply, keywords: tuple[str, ...]) -> bytes:
         """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
         first, *rest = event.lines
@@ -1833,11 +1619,6 @@ def _hello_bytes(lines: tuple[str, ...]) -> bytes:
     """The bytes of a 250 reply of ``lines``: a server writes the same EHLO reply to
     most of its clients, so it is built once (no enhanced status: RFC 2034 §3)."""
     return Reply(250, lines).to_bytes()
-
-
-def _needs_tls(mechanism: str) -> bool:
-    known = SERVER_MECHANISMS.get(mechanism)
-    return known is None or known.requires_tls
 
 
 _new: Final = object.__new__

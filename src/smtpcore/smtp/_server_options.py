@@ -21,7 +21,7 @@ from smtpcore.smtp._events import _MECHANISM_RE
 from smtpcore.smtp._ext.size import checked_message_size
 from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import MAX_REPLY_LINE
-from smtpcore.smtp._server_session import ServerSession
+from smtpcore.smtp._server_session import SessionLayer
 
 
 def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -76,7 +76,7 @@ def _option(name: str, doc: str = "") -> property:
     this machine alone. An extension switched on or off counts from the next
     command (its parameters, its commands) and the next EHLO (its line there)."""
 
-    def write(conn: ServerOptions, value: Any) -> None:
+    def write(conn: OptionsLayer, value: Any) -> None:
         check = _OPTION_CHECKS.get(name)
         if check is not None:
             value = check(value)  # as the constructor takes it, or refused there
@@ -90,7 +90,7 @@ def _option(name: str, doc: str = "") -> property:
     return property(attrgetter(f"_config.{name}"), write, doc=doc)
 
 
-class ServerOptions(ServerSession):
+class OptionsLayer(SessionLayer):
     """The options, as properties over the shared configuration, and the ones each
     session keeps its own of (``tls``, ``trusted_forwarder``, ``auth_mechanisms``)."""
 

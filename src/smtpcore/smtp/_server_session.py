@@ -4,8 +4,8 @@
 (see ``smtp/_server.py``); this is the lowest. It declares, once, the fields
 every layer reads and writes (the slots that hold them are ServerConnection's,
 so that a session stays as small as it was), holds the instance dict the rarely
-used state lives in, and ends a session: :meth:`ServerSession._end`, and
-:meth:`ServerSession._closed_or_need_data` where the client may have left.
+used state lives in, and ends a session: :meth:`SessionLayer._end`, and
+:meth:`SessionLayer._closed_or_need_data` where the client may have left.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ _STATE_CLOSED: Final = State.CLOSED
 _STATE_READY: Final = State.READY
 
 
-class ServerSession:
+class SessionLayer:
     """What every layer of a server session may read, write and call.
 
     The session's fields are declared here for the type checker, and held in
