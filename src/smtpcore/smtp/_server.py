@@ -9,7 +9,6 @@ been answered, so pipelined commands (RFC 2920) are answered in order.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from operator import attrgetter
@@ -22,6 +21,7 @@ from smtpcore._lines import BYTES_LIKE, LINE_TOO_LONG, FramingPolicy, ReceiveBuf
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
 from smtpcore._words import ascii_upper, listed
 from smtpcore.address import AddressPolicy
+from smtpcore.smtp import _server_hello
 from smtpcore.smtp._commands import (
     BARE_BY_FIRST_OCTET,
     BARE_LINES,
@@ -63,13 +63,13 @@ from smtpcore.smtp._events import (
     Xclient,
     Xforward,
 )
-from smtpcore.smtp._everyday_params import SIZE_BIT, SMTPUTF8_BIT
-from smtpcore.smtp._ext import BUILTIN, Body
+from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._ext.size import OVER_SIZE_LIMIT, checked_message_size
-from smtpcore.smtp._extension import Extension, entry_failed
+from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply, printable_ascii
-from smtpcore.smtp._server_auth import _AUTH_FAILURE_STATUS, _CREDENTIALS_INVALID, AuthLayer
-from smtpcore.smtp._server_config import HELLOS_KEPT, STRICT, Readers, ServerConfig, session_tables
+from smtpcore.smtp._server_auth import _AUTH_FAILURE_STATUS, _CREDENTIALS_INVALID
+from smtpcore.smtp._server_config import STRICT, ServerConfig, session_tables
+from smtpcore.smtp._server_forwarding import ForwardingLayer
 from smtpcore.smtp._server_options import _address_policy, _checked_mechanisms, _wire_hostname
 from smtpcore.smtp._server_replies import _DEFAULT_STATUS, _STATUS_FOR, _SUCCESS
 from smtpcore.smtp._server_session import (
@@ -78,6 +78,11 @@ from smtpcore.smtp._server_session import (
     _STATE_DATA,
     _STATE_READY,
     _STATE_TLS_PENDING,
+)
+from smtpcore.smtp._server_transaction import (
+    _MAIL_REFUSED,
+    _TOO_MANY_RECIPIENTS,
+    _TRANSACTION_STATES,
 )
 from smtpcore.smtp._state import (
     DISCARDING,
@@ -141,15 +146,7 @@ _ENDED: Final = frozenset({State.CLOSED, State.ERROR})
 _NEED_MAIL: Final = reply(503, "5.5.1", "Need MAIL command")
 _IN_TRANSACTION: Final = reply(503, "5.5.1", "Mail transaction in progress")
 """What a command out of its place gets while a transaction is open (STARTTLS, say)."""
-_TRANSACTION_STATES: Final = frozenset({State.MAIL, State.RCPT, State.BDAT})
 _BDAT_RULE: Final = RULES[Bdat]
-_TOO_MANY_RECIPIENTS: Final = reply(452, "4.5.3", "Too many recipients")
-_MAIL_REFUSED: Final = -1
-"""What ``_accepted`` holds from a MAIL refused until the transaction state is next
-reset (a MAIL accepted, RSET, a hello, STARTTLS, XCLIENT): no transaction is open, and
-the RCPT, DATA and BDAT a pipelining client sent behind that MAIL (RFC 2920 §3.1) get
-``503`` as the normal course of pipelining. Held in ``_accepted`` so that every point
-that resets the recipients counted clears it, at no cost to the everyday path."""
 _SENT_BEHIND_MAIL: Final = frozenset({Rcpt, Data, Bdat})
 """The commands a pipelining client sends behind its MAIL (RFC 2920 §3.1)."""
 JUNK_COMMANDS: Final[frozenset[type[Command]]] = frozenset(
@@ -189,9 +186,7 @@ or not, well formed or not, a bad sequence of commands, which counts toward no
 ``max_bad_commands``. A line that is no command line (over the limit, with a bare LF,
 not UTF-8) gets its ``500`` first, as in any state."""
 _SEND_EHLO: Final = reply(503, "5.5.1", "Send EHLO first")
-_BINARY_NEEDS_BDAT: Final = reply(503, "5.5.1", "BINARYMIME content must be sent with BDAT")
 _HELLO_VERBS: Final = frozenset({"EHLO", "HELO", "LHLO"})
-_BINARYMIME: Final = Body.BINARYMIME.value
 
 
 def _is_quit(text: str) -> bool:
@@ -200,7 +195,7 @@ def _is_quit(text: str) -> bool:
     return ascii_upper(text.partition(" ")[0]) == "QUIT"
 
 
-class ServerConnection(AuthLayer):
+class ServerConnection(ForwardingLayer):
     """A sans-I/O SMTP (or LMTP) server session.
 
     ``hostname`` is this host's own name, used where the machine writes a
@@ -393,7 +388,6 @@ class ServerConnection(AuthLayer):
     _refused_chunk: BadCommand | None = None
     """The pending refusal of a BDAT line: its answer fails the transaction (see
     :meth:`_chunk_refused`)."""
-    _forwarded_client: Xclient | None = None
 
     # -- the four verbs -------------------------------------------------
 
@@ -443,11 +437,6 @@ class ServerConnection(AuthLayer):
         if self._state is _STATE_DATA:
             return HELD_BACK
         return self._line_limit()
-
-    @property
-    def accepted_recipients(self) -> int:
-        """How many RCPTs of the open transaction were accepted."""
-        return max(self._accepted, 0)  # not _MAIL_REFUSED: no transaction, no recipient
 
     @property
     def replies_due(self) -> int:
@@ -722,20 +711,6 @@ class ServerConnection(AuthLayer):
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
         self._reset_transaction()
         self._state = State.HELLO
-
-    @property
-    def forwarded_client(self) -> Xclient | None:
-        """What XCLIENT said about the client this session speaks for: every attribute
-        of the accepted XCLIENT commands, a later one overwriting what it names;
-        None before the first. It holds to the end of the session."""
-        return self._forwarded_client
-
-    @property
-    def forwarded_message(self) -> Xforward | None:
-        """What XFORWARD said about the next (or open) transaction's message, merged
-        as for :attr:`forwarded_client`; cleared when the transaction ends (the end
-        of the message, RSET, a failed BDAT, a new hello), as Postfix does."""
-        return self._forwarded_message
 
     # -- reading commands -----------------------------------------------
 
@@ -1012,143 +987,6 @@ class ServerConnection(AuthLayer):
             return _IN_LMTP.get(found, found) if self._config.lmtp else found
         return _IN_TRANSACTION if state in _TRANSACTION_STATES else _NEED_MAIL
 
-    # A command's own checks, once it is known and in sequence (see _CHECKS).
-
-    def _check_data(self, command: Data, line: bytes) -> Reply | None:
-        return _BINARY_NEEDS_BDAT if self._binary_transaction else None  # RFC 3030 §3
-
-    def _check_mail(self, command: Mail, line: bytes) -> Reply | None:
-        """Without SMTPUTF8 the whole path must be ASCII (RFC 6531 §3.3: U-labels and
-        UTF-8 local parts need it), a source route too, though the parser drops the
-        route (RFC 5321 §4.1.2 At-domain): so the line is asked, in C, rather than the
-        mailbox. Its parameters are ASCII by then: the everyday ones always are, and
-        the general check answers a UTF-8 value with 501 first."""
-        config = self._config
-        if config.require_tls and not self.tls:
-            return reply(530, "5.7.0", "Must issue a STARTTLS command first")
-        if config.require_auth and not self.authenticated:
-            return reply(530, "5.7.0", "Authentication required")
-        # The parameters' pairs, read in place: Parameters' own methods cost a call each.
-        params = command.params
-        items = params._items
-        utf8 = False
-        if items:
-            if not self.extended:
-                return reply(555, "5.5.4", "MAIL parameters need EHLO")
-            everyday = params._everyday
-            limit = config.max_message_size
-            if everyday & SIZE_BIT and limit and int(items[0][1] or "") > limit:
-                everyday = 0  # SIZE, always first, over the limit: the general path words it
-            if everyday and not everyday & ~config.tables.everyday_mail:
-                # Everyday parameters (smtp/_everyday_params.py): each a value its
-                # extension takes, and every one of them in force.
-                utf8 = everyday & SMTPUTF8_BIT != 0
-            else:
-                for keyword, _ in items:
-                    if keyword == "SMTPUTF8":
-                        utf8 = True
-                problem = self._check_parameters(items, config.tables.mail_readers, utf8)
-                if problem is not None:
-                    return problem
-        if not utf8 and not line.isascii():
-            return reply(553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8")
-        return None
-
-    def _check_rcpt(self, command: Rcpt, line: bytes) -> Reply | None:
-        """The parameters first, then the recipient limit, as Postfix's ``rcpt_cmd``
-        does: a broken RCPT gets its 5xx in any state, a 452 (RFC 5321 §4.5.3.1.10)
-        would tell the client to send it again in the next transaction (§4.5.3.1.8's
-        "chunks"). Outside an
-        SMTPUTF8 transaction the whole path must be ASCII, its source route too: the
-        line is asked, as in :meth:`_check_mail`."""
-        config = self._config
-        params = command.params
-        items = params._items
-        if items:
-            everyday = params._everyday
-            if not (everyday and self.extended and not everyday & ~config.tables.everyday_rcpt):
-                problem = self._check_parameters(
-                    items, config.tables.rcpt_readers, self._utf8_transaction
-                )
-                if problem is not None:
-                    return problem
-        if self._accepted >= config.max_recipients:
-            return _TOO_MANY_RECIPIENTS
-        if not self._utf8_transaction and not line.isascii():
-            return reply(553, "5.6.7", "Non-ASCII recipient address needs SMTPUTF8")
-        return None
-
-    def _check_parameters(
-        self, items: tuple[tuple[str, str | None], ...], readers: Readers, utf8: bool
-    ) -> Reply | None:
-        """Each parameter read by the entry it belongs to, if that is in force (RFC 5321
-        §4.1.2: 555 for one the server does not know); UTF-8 in a value only in an
-        SMTPUTF8 transaction (RFC 6531 §3.3), and only where the parameter's grammar
-        has room for it (:attr:`Parameter.takes_utf8
-        <smtpcore.smtp.Parameter.takes_utf8>`): elsewhere the reader refuses it in
-        its own words, whatever the transaction."""
-        for keyword, value in items:
-            known = readers.get(keyword)
-            if known is None or not self.extended:
-                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
-            entry, parameter = known
-            # The readers hold offered entries only: what in_force() asks beyond that,
-            # asked only of an entry that has requirements or depends on another.
-            if (entry.requires and entry.unmet(self) is not None) or (
-                entry.depends and not all([self.in_force(needed) for needed in entry.depends])
-            ):
-                return reply(555, "5.5.4", f"Unsupported parameter {keyword}")
-            utf8_value = value is not None and not value.isascii()
-            if utf8_value and not utf8 and parameter.takes_utf8:
-                return reply(501, "5.5.4", f"Non-ASCII {keyword} value needs SMTPUTF8")
-            read = parameter.read
-            if read is None:
-                problem = parameter.refusal(self, value)
-            else:
-                try:
-                    problem = read(self, value)
-                except Exception as exc:
-                    raise entry_failed(f"the {keyword} parameter's read", exc) from exc
-            if problem is None and utf8_value and not parameter.takes_utf8:
-                # Its reader should have refused it: the entry's word holds all the same.
-                problem = reply(501, "5.5.4", f"Malformed {keyword} value")
-            if problem is not None:
-                if not isinstance(problem, Reply):  # the application's entry, mistyped
-                    raise entry_failed(
-                        f"the {keyword} parameter's check gave {problem!r}, not a Reply or None"
-                    )
-                return problem
-        return None
-
-    def in_force(self, keyword: str) -> bool:
-        """Whether the extension ``keyword`` is in force in this session now: offered
-        by this server, the session opened with EHLO or LHLO (if the extension needs
-        it), and its requirements met (STARTTLS only before TLS, say)."""
-        for entry in self._config.tables.offerable:
-            if entry.keyword == keyword:
-                if entry.needs_ehlo and not self.extended:
-                    return False
-                return entry.unmet(self) is None and (
-                    not entry.depends or all(self.in_force(needed) for needed in entry.depends)
-                )
-        return False
-
-    @property
-    def binary_transaction(self) -> bool:
-        """The open transaction's MAIL said ``BODY=BINARYMIME`` (RFC 3030 §3): its
-        content is octets with no line rules, and comes only in BDAT chunks."""
-        return self._binary_transaction
-
-    def commands(self) -> list[str]:
-        """The commands this session knows now, for HELP: those of RFC 5321 and of the
-        extensions in force."""
-        owners = self._config.tables.verb_owner
-        return [
-            verb
-            for verb in self._verbs
-            if verb not in owners or self.in_force(owners[verb].keyword)
-        ]
-
     # -- reading content ------------------------------------------------
 
     def _next_content(self) -> Event | NoEvent:
@@ -1298,18 +1136,6 @@ class ServerConnection(AuthLayer):
 
     # -- answering ------------------------------------------------------
 
-    def _greet(self, event: Reply) -> bytes:
-        if event.code == 220:
-            self._state = State.HELLO
-        elif event.code == 554:
-            self._state = State.NO_SERVICE
-        else:
-            raise LocalProtocolError("the greeting must be 220, 554 or 421")
-        for known, data in event._wire:  # to_bytes's memory, read without the call
-            if known is None:
-                return data
-        return event.to_bytes()
-
     def _answer_command(self, command: Command | AuthResponse, rule: Rule, event: Reply) -> bytes:
         code = event.code
         success = code in rule.success_codes
@@ -1350,163 +1176,6 @@ class ServerConnection(AuthLayer):
 
     # What an accepted command changes, one method per command (see _ON_ACCEPT): each
     # returns the bytes of its answer when they are not the plain ones (_finish's).
-
-    def _hello_accepted(self, command: Ehlo | Helo | Lhlo, event: Reply) -> bytes:
-        """The session opened (RFC 5321 §4.1.1.1). The reply is built first: one that
-        cannot be written (an EHLO keyword line over 512 octets, RFC 5321 §4.5.3.1.5,
-        say a long ``auth_mechanisms`` list) raises ``LocalProtocolError`` with the
-        session's fields as they were (:meth:`_answer_command` puts back its state).
-
-        The application's reply is one line, the one naming this host: after it,
-        an EHLO reply's lines are ehlo-lines (§4.1.1.1's ``ehlo-ok-rsp``; a HELO's
-        is one line), read by clients as extensions offered, and the machine writes
-        them from its entries (``extra_extensions`` for the application's own)."""
-        if len(event.lines) > 1:
-            raise LocalProtocolError(
-                "a positive reply to a hello is one line (RFC 5321 §4.1.1.1): the machine "
-                "adds the EHLO lines (extra_extensions for extensions of one's own)"
-            )
-        config = self._config
-        extended = not isinstance(command, Helo)
-        if not extended:
-            data = self._hello_reply(event, ())
-            verbs = config.tables.plain_verbs
-            limit = config.max_command_line
-        else:
-            verbs = config.tables.extended_verbs
-            # A session's first EHLO, its facts still the configuration's (no TLS, AUTH
-            # or XCLIENT of its own yet), answered with the reply every EHLO of the
-            # server gets: most connections' EHLO, answered as the one before (a test
-            # holds it to the general path below).
-            first = config.first_hello
-            fresh = (
-                self.tls is config.tls
-                and not self.authenticated
-                and self.trusted_forwarder is config.trusted_forwarder
-                and self._auth_mechanisms is config.auth_mechanisms
-                and type(self) is ServerConnection
-            )
-            if fresh and first is not None and first[0] is event:
-                limit = first[1]
-                data = first[2]
-            else:
-                # The extensions are asked as of a session opened with EHLO.
-                kept = self.helo_name, self.extended
-                self.helo_name = command.domain
-                self.extended = True
-                try:
-                    keywords, limit = self._offered_now()
-                    data = self._hello_reply(event, keywords)
-                except LocalProtocolError:
-                    self.helo_name, self.extended = kept
-                    raise
-                if fresh and config.tables.hellos is not None:  # built-in extensions alone
-                    config.first_hello = (event, limit, data)
-        self.helo_name = command.domain
-        self.extended = extended
-        # _reset_transaction's fields, set without the call (once a connection).
-        self._utf8_transaction = self._binary_transaction = False
-        self._accepted = self._overshoot = 0
-        self._forwarded_message = None
-        self._verbs = verbs
-        self._command_line_limit = limit
-        return data
-
-    def _offered_now(self) -> tuple[tuple[str, ...], int]:
-        """The EHLO keyword lines of a session opened with EHLO, and the command line
-        limit: ``max_command_line`` and the octets their extensions add to it (RFC
-        5321 §4.5.3.1.4).
-
-        Built-in extensions ask only the session's facts (:class:`ServerFacts`):
-        the lines are remembered per configuration and per state of those facts,
-        so that most EHLOs cost a lookup, and every session of a server shares
-        the limit's int. Not with extensions of the application's own, or in a
-        subclass, which may ask more.
-        """
-        config = self._config
-        hellos = config.tables.hellos
-        if hellos is None or type(self) is not ServerConnection:
-            return self._offered()
-        facts = (
-            self.tls,
-            self.authenticated,
-            self.trusted_forwarder,
-            config.max_message_size,
-            config.max_recipients,
-            self._auth_mechanisms,
-            config.auth_require_tls,
-            config.max_command_line,
-        )
-        offered = hellos.get(facts)
-        if offered is None:
-            offered = self._offered()
-            if len(hellos) >= HELLOS_KEPT:
-                hellos.clear()
-            hellos[facts] = offered
-        return offered
-
-    def _offered(self) -> tuple[tuple[str, ...], int]:
-        """What :meth:`_offered_now` gives, asked of each extension."""
-        utf8 = self.in_force("SMTPUTF8")
-        allowance = sum(
-            [
-                entry.allowance(utf8)
-                for entry in self._config.tables.offerable
-                if (entry.line_allowance or entry.utf8_line_allowance)
-                and self.in_force(entry.keyword)
-            ]
-        )
-        return tuple(self.extensions()), self._config.max_command_line + allowance
-
-    def _mail_accepted(self, command: Mail, event: Reply) -> None:
-        # A new transaction: every field of _reset_transaction set here, without the
-        # call, but the XFORWARD attributes, given before MAIL for this transaction.
-        self._accepted = self._overshoot = 0
-        params = command.params
-        everyday = params._everyday
-        if everyday or not params._items:  # never BODY=BINARYMIME
-            self._utf8_transaction = everyday & SMTPUTF8_BIT != 0
-            self._binary_transaction = False
-            return
-        utf8 = binary = False
-        for keyword, value in params._items:  # in place, as _check_mail reads them
-            if keyword == "SMTPUTF8":
-                utf8 = True
-            elif keyword == "BODY":
-                binary = value is not None and ascii_upper(value) == _BINARYMIME
-        self._utf8_transaction = utf8
-        self._binary_transaction = binary
-
-    def _rcpt_accepted(self, command: Rcpt, event: Reply) -> None:
-        self._accepted += 1
-
-    def _rset_accepted(self, command: Rset, event: Reply) -> None:
-        # _reset_transaction's fields, set without the call.
-        self._utf8_transaction = self._binary_transaction = False
-        self._accepted = self._overshoot = 0
-        self._forwarded_message = None
-
-    def _xclient_accepted(self, command: Xclient, event: Reply) -> bytes:
-        """Start over at the greeting stage, speaking for the client XCLIENT names; TLS
-        stays as it is, and the session is authenticated as its LOGIN, if it gave one
-        (Postfix's XCLIENT_README). The answer is that client's greeting: a 554 keeps
-        it named and serves it nothing but QUIT, as a 554 greeting does (RFC 5321 §3.1).
-
-        Whether the session may send XCLIENT again is ``trusted_forwarder``, which the
-        application decides again for the named client: a proxy that named the client
-        it relays for must not let that client name another (XCLIENT_README, note 1)."""
-        known = self._forwarded_client
-        self._forwarded_client = command if known is None else known.merged(command)
-        self.helo_name = None
-        self.extended = False
-        self._verbs = self._config.tables.plain_verbs
-        self.authenticated = isinstance(self._forwarded_client.login, str)
-        self._reset_transaction()
-        return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
-
-    def _xforward_accepted(self, command: Xforward, event: Reply) -> None:
-        known = self._forwarded_message
-        self._forwarded_message = command if known is None else known.merged(command)
 
     def _starttls_accepted(self, command: StartTls, event: Reply) -> bytes:
         data = self._finish(command, event)  # first: a reply too long changes nothing
@@ -1574,33 +1243,8 @@ class ServerConnection(AuthLayer):
                 return data
         return event.to_bytes(status)
 
-    def _hello_reply(self, event: Reply, keywords: tuple[str, ...]) -> bytes:
-        """RFC 5321 §4.1.1.1: the first line names this host; EHLO adds keywords."""
-        first, *rest = event.lines
-        if first.split(" ", 1)[0].lower() != self._config.hostname.lower():
-            first = f"{self._config.hostname} {first}".rstrip()
-        return _hello_bytes((first, *rest, *keywords))
 
-    def extensions(self) -> list[str]:
-        """The EHLO keywords this session offers now (RFC 5321 §4.1.1.1), one line each."""
-        lines = []
-        for entry in self._config.tables.offerable:
-            line = entry.ehlo_line(self)
-            if line is not None:
-                lines.append(line)
-        return lines
-
-    def _reset_transaction(self) -> None:
-        """The open transaction dropped, and everything that belonged to it: its
-        SMTPUTF8 and BINARYMIME flags, the recipients counted, the XFORWARD attributes
-        given for its message. Set in place too where every message passes (MAIL, RSET,
-        the end of the content): a test holds each to this."""
-        self._utf8_transaction = False
-        self._binary_transaction = False
-        self._accepted = 0
-        self._overshoot = 0
-        self._forwarded_message = None
-
+_server_hello._PLAIN_SERVER = ServerConnection
 
 _SURE_TO_FIT: Final = MAX_REPLY_LINE - len("250-\r\n") - len("5.999.999 ") - 256
 """The longest text (in UTF-8 octets) whose reply lines fit whatever the machine adds:
@@ -1612,13 +1256,6 @@ the host name (a domain, at most 255 octets: RFC 5321 §4.5.3.1.2) and a space.
 def _slot_names(kind: type) -> tuple[str, ...]:
     slots = vars(kind).get("__slots__", ())
     return (slots,) if isinstance(slots, str) else tuple(slots)
-
-
-@functools.lru_cache(maxsize=64)
-def _hello_bytes(lines: tuple[str, ...]) -> bytes:
-    """The bytes of a 250 reply of ``lines``: a server writes the same EHLO reply to
-    most of its clients, so it is built once (no enhanced status: RFC 2034 §3)."""
-    return Reply(250, lines).to_bytes()
 
 
 _new: Final = object.__new__
