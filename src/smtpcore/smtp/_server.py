@@ -78,11 +78,7 @@ from smtpcore.smtp._server_session import (
     _STATE_DATA,
     _STATE_TLS_PENDING,
 )
-from smtpcore.smtp._state import (
-    DISCARDING,
-    RULES,
-    State,
-)
+from smtpcore.smtp._state import DISCARDING, RULES, State
 
 __all__ = ["ServerConnection"]
 

@@ -44,11 +44,7 @@ from smtpcore.smtp._server_forwarding import ForwardingLayer
 from smtpcore.smtp._server_hello import HelloLayer
 from smtpcore.smtp._server_session import _STATE_READY
 from smtpcore.smtp._server_transaction import _MAIL_REFUSED, _TRANSACTION_STATES, TransactionLayer
-from smtpcore.smtp._state import (
-    RULES,
-    Rule,
-    State,
-)
+from smtpcore.smtp._state import RULES, Rule, State
 
 _OUTSIDE_SESSION: Final = frozenset({State.GREETING, State.CLOSED, State.ERROR})
 """States in which ``send`` answers no command: asked in one set lookup, so that the

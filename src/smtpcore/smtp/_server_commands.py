@@ -60,10 +60,7 @@ from smtpcore.smtp._server_transaction import (
     _TRANSACTION_STATES,
     TransactionLayer,
 )
-from smtpcore.smtp._state import (
-    RULES,
-    State,
-)
+from smtpcore.smtp._state import RULES, State
 
 _AUTH_LINE: Final = re.compile(rb"[ \t]*AUTH", re.IGNORECASE)
 """A line that starts as AUTH, whose initial response may be the password (RFC 4954
@@ -190,6 +187,7 @@ class CommandsLayer(ContentLayer):
 
     __slots__ = ()
 
+    # Rarely used state: class attributes until a session sets its own (SessionLayer).
     _bad_commands = 0
 
     def _line_limit(self) -> int:

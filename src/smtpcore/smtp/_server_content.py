@@ -18,9 +18,7 @@ from smtpcore._content import ContentFilter
 from smtpcore._dotstuff import DotDecoder
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED, NoEvent
-from smtpcore.smtp._commands import (
-    reply,
-)
+from smtpcore.smtp._commands import reply
 from smtpcore.smtp._events import (
     BadCommand,
     Bdat,
@@ -36,12 +34,7 @@ from smtpcore.smtp._server_forwarding import ForwardingLayer
 from smtpcore.smtp._server_replies import _SUCCESS
 from smtpcore.smtp._server_session import _STATE_CLOSED, _STATE_READY
 from smtpcore.smtp._server_transaction import _TRANSACTION_STATES
-from smtpcore.smtp._state import (
-    END_OF_DATA_RULE,
-    RULES,
-    State,
-    replies_after_content,
-)
+from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, State, replies_after_content
 
 _CONTENT: Final = (EndOfMessage, RejectedMessage)
 _END_OF_MESSAGE: Final = EndOfMessage()
@@ -56,6 +49,7 @@ class ContentLayer(ForwardingLayer):
 
     __slots__ = ()
 
+    # Rarely used state: class attributes until a session sets its own (SessionLayer).
     _refused_chunk: BadCommand | None = None
     """The pending refusal of a BDAT line: its answer fails the transaction (see
     :meth:`_chunk_refused`)."""

@@ -19,6 +19,7 @@ class ForwardingLayer(TransactionLayer):
 
     __slots__ = ()
 
+    # Rarely used state: class attributes until a session sets its own (SessionLayer).
     _forwarded_client: Xclient | None = None
 
     @property
