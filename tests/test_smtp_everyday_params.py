@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from smtp_helpers import greeted, run
 from smtpcore.smtp import Mail, Parameters, Rcpt
 from smtpcore.smtp import _server as server_module
+from smtpcore.smtp import _server_commands as commands_module
 from smtpcore.smtp._commands import parse_everyday_line
 from smtpcore.smtp._everyday_params import SMTPUTF8_BIT, read_parameters
 from smtpcore.testing import strategies as sst
@@ -99,7 +100,7 @@ def test_the_everyday_parameters_are_answered_as_the_general_path_answers(
     lines = [mail, rcpt, b"RSET\r\n", mail, rcpt, rcpt, b"DATA\r\n"]
     fast = session(options, hello, lines)
     with (
-        mock.patch.object(server_module, "parse_everyday_line", lambda line: None),
+        mock.patch.object(commands_module, "parse_everyday_line", lambda line: None),
         mock.patch.object(server_module, "match_everyday_line", lambda buffer: None),
     ):
         general = session(options, hello, lines)

@@ -30,7 +30,7 @@ from smtpcore.address import (
     simple_mailbox,
 )
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
-from smtpcore.smtp import _server as server_module
+from smtpcore.smtp import _server_answers as answers_module
 from smtpcore.smtp._commands import (
     BARE_BY_FIRST_OCTET,
     BARE_LINES,
@@ -63,8 +63,8 @@ from smtpcore.smtp._ext import BUILTIN
 from smtpcore.smtp._extension import Parameter
 from smtpcore.smtp._params import Parameters
 from smtpcore.smtp._replies import _BUILT, _BUILT_COUNT, EnhancedStatus
-from smtpcore.smtp._server import _ALWAYS_KNOWN, _CHECKS, _TAKING
-from smtpcore.smtp._server import _END_OF_MESSAGE as END_OF_MESSAGE
+from smtpcore.smtp._server_commands import _ALWAYS_KNOWN, _CHECKS, _TAKING
+from smtpcore.smtp._server_content import _END_OF_MESSAGE as END_OF_MESSAGE
 from smtpcore.smtp._state import RULES, State, next_state
 from smtpcore.testing import strategies as sst
 
@@ -636,7 +636,7 @@ def test_the_commands_answered_by_their_rule_alone_are_answered_as_the_general_p
     if status is not None and status[0] != str(code)[0]:
         status = None
     command = parse_everyday_line(line + b"\r\n")
-    assert command is not None and type(command) in server_module._FAST_RULES
+    assert command is not None and type(command) in answers_module._FAST_RULES
     fast = _pending_in(state, command, enhanced)
     general = _pending_in(state, command, enhanced)
     event = Reply(code, "ok", status)
@@ -649,7 +649,7 @@ def test_the_commands_answered_by_their_rule_alone_are_answered_as_the_general_p
         return written, [getattr(conn, name) for name in (*_SESSION_FIELDS, "helo_name")]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(server_module, "_FAST_RULES", {})
+        patch.setattr(answers_module, "_FAST_RULES", {})
         expected = outcome(general)
     assert outcome(fast) == expected
 
