@@ -67,7 +67,7 @@ from smtpcore.smtp._ext.size import checked_message_size
 from smtpcore.smtp._extension import Extension
 from smtpcore.smtp._replies import MAX_REPLY_LINE, EnhancedStatus, Reply
 from smtpcore.smtp._server_answers import AnswersLayer
-from smtpcore.smtp._server_commands import JUNK_COMMANDS as JUNK_COMMANDS  # re-exported where it was
+from smtpcore.smtp._server_commands import JUNK_COMMANDS as JUNK_COMMANDS  # re-exported
 from smtpcore.smtp._server_config import STRICT, ServerConfig, session_tables
 from smtpcore.smtp._server_content import _END_OF_MESSAGE, _SET_DATA, _new
 from smtpcore.smtp._server_options import _address_policy, _checked_mechanisms, _wire_hostname
