@@ -167,7 +167,7 @@ class _Copies:
     """An LMTP message's copies, one per mailbox, as they land (RFC 2033 §4.2): who has
     one (``delivered``, address to mailbox key), where (``paths``, by mailbox key), and
     the copy being written, which a session cut off leaves to land
-    (:meth:`LMTPHandler._copy_landed_unanswered`)."""
+    (:meth:`_LMTPDelivery._copy_landed_unanswered`)."""
 
     delivered: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)

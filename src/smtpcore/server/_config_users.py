@@ -270,7 +270,8 @@ class UsersFile(NamedTuple):
     users: dict[str, str]
     aliases: dict[str, tuple[str, ...]]
     sources: dict[str, str]
-    """Each user's ``FILE:LINE``, for :class:`ServerConfig` to name in its errors."""
+    """Each user's ``FILE:LINE``, for :class:`~smtpcore.server.config.ServerConfig` to
+    name in its errors."""
     alias_sources: dict[tuple[str, str], str]
     """Each ``(alias, login)`` grant's ``FILE:LINE``, for the same."""
 
@@ -284,7 +285,7 @@ def read_users(path: Path) -> UsersFile:
     comments are skipped.
 
     An alias may name a login given elsewhere (``serve --user``): whether each login
-    is a user is :class:`ServerConfig`'s to check, which knows them all.
+    is a user is :class:`~smtpcore.server.config.ServerConfig`'s to check, which knows them all.
 
     Lines end at LF (a CR before it goes too) and nowhere else: ``str.splitlines``
     would also cut a password at a form feed or U+2028. A byte order mark at the

@@ -30,7 +30,8 @@ class Spool:
     """A message being received, written as it arrives into the queue's ``tmp/``.
 
     It gets its queue id at once, so that the Received header and the logs
-    can name it; it becomes a queue entry only through :meth:`Queue.prepare`.
+    can name it; it becomes a queue entry only through
+    :meth:`~smtpcore.server.queue.Queue.prepare`.
     """
 
     def __init__(self, queue_id: str, path: Path) -> None:

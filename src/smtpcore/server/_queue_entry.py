@@ -102,14 +102,15 @@ class QueueEntry:
     report_on: str | None = None
     """For a report this server made (a bounce, a delay warning, a success report): the
     id of the entry it reports on. For a success report, its recipients in ``reported``
-    owed it: :meth:`Queue.open` clears what they owe when a crash came between queuing
-    the report and recording it queued, so it is never made twice."""
+    owed it: :meth:`~smtpcore.server.queue.Queue.open` clears what they owe when a crash
+    came between queuing the report and recording it queued, so it is never made twice."""
     reported: tuple[str, ...] = ()
     bounce_records: tuple[str, ...] = ()
     """For a bounce copy this server queued: the names of the records
     (:mod:`~smtpcore.server.bouncerecords`) that say its recipients were reported in its
-    roles. :meth:`Queue.open` makes those missing for recipients still pending: a crash
-    between the copy's commit and its records' creation must not make it again."""
+    roles. :meth:`~smtpcore.server.queue.Queue.open` makes those missing for recipients
+    still pending: a crash between the copy's commit and its records' creation must not
+    make it again."""
 
     @property
     def is_report(self) -> bool:
