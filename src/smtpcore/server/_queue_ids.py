@@ -1,8 +1,8 @@
 """Queue ids: their form (ten hexadecimal digits, as Postfix's short ids look) and the
 check that a name from a command file or a command line is one, never a path.
 
-Apart from the queue because the tools that name entries (``queuectl``, the active
-marks) need the form without the queue's files. Every name is still imported from
+Apart from the queue because the form of a name is a job of its own, which reads
+without the queue's files. Every name is still imported from
 :mod:`smtpcore.server.queue`, whose ``Queue._unused_id`` reads ``new_queue_id``
 there (where a test patches it).
 """

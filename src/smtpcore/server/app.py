@@ -53,6 +53,13 @@ __all__ = [
 ]
 
 
+# The classes moved into private modules keep the name callers import them by in
+# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
+for _moved in (Accepted, MailStore):
+    _moved.__module__ = __name__
+del _moved
+
+
 class _MailHandler(_MailContent):
     """What the three listeners share: routing, spooling, committing, logging."""
 

@@ -85,6 +85,13 @@ __all__ = [
     "server_hostname",
 ]
 
+
+# The classes moved into private modules keep the name callers import them by in
+# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
+for _moved in (ConfigError, UsersFile):
+    _moved.__module__ = __name__
+del _moved
+
 LISTENERS: Mapping[str, str] = MappingProxyType(
     {
         "smtp": "inbound mail for the local domains (no AUTH, never relays)",

@@ -68,6 +68,13 @@ __all__ = [
 ]
 
 
+# The classes moved into private modules keep the name callers import them by in
+# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
+for _moved in (QueuedContent, QueuedRecipient, QueueEntry, RecipientStatus, Spool):
+    _moved.__module__ = __name__
+del _moved
+
+
 def _is_regular(path: Path) -> bool:
     """Whether ``path`` is a regular file itself (a link is not followed)."""
     try:
