@@ -17,7 +17,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from smtpcore.server import MailServer, ServerConfig, freespace, maildir, queue, safefiles
+from smtpcore.server import (
+    MailServer,
+    ServerConfig,
+    _queue_content,
+    freespace,
+    maildir,
+    queue,
+    safefiles,
+)
 from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import Maildir
 from test_fail2ban_filter import _as_logged, _hosts
@@ -358,7 +366,7 @@ def test_a_spool_file_that_cannot_be_created_is_a_reject_line_then_a_traceback(
     caplog.set_level(logging.INFO, "smtpcore")
     config = _config(tmp_path)
     create_new = _failing_once(safefiles.create_new, 1, errno.EPERM)
-    monkeypatch.setattr(queue, "create_new", create_new)  # as the queue module calls it
+    monkeypatch.setattr(_queue_content, "create_new", create_new)  # as Spool calls it
 
     def send_twice(port: int) -> list[tuple[int, bytes | str]]:
         replies: list[tuple[int, bytes | str]] = []
@@ -419,7 +427,7 @@ def test_a_relay_is_not_cut_off_and_banned_for_spool_files_that_cannot_be_create
     def denied(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
 
-    monkeypatch.setattr(queue, "create_new", denied)
+    monkeypatch.setattr(_queue_content, "create_new", denied)
     assert _serve(_config(tmp_path), _relay_reusing_its_connection(25)) == [451] * 25
     assert _hosts(_as_logged(caplog.records)) == []
     assert "Too many errors" not in caplog.text

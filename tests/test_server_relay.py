@@ -1287,7 +1287,7 @@ def test_utf8_headers_under_smtputf8_to_a_server_without_it_bounce(tmp_path: Pat
 
 
 def test_the_submission_listener_queues_smtputf8_and_body(tmp_path: Path) -> None:
-    from smtpcore.server.app import _KEPT_MAIL_PARAMS
+    from smtpcore.server._app_commit import _KEPT_MAIL_PARAMS
 
     assert set(_KEPT_MAIL_PARAMS) == {"SMTPUTF8", "BODY", "RET", "ENVID", "REQUIRETLS"}
 

@@ -25,7 +25,7 @@ from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
 from smtpcore.server import maildir as maildir_module
 from smtpcore.server import queue as queue_module
-from smtpcore.server.app import _Incoming
+from smtpcore.server._app_content import _Incoming
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.diskrefusal import DISK_REFUSALS, is_disk_refusal
 from smtpcore.server.mailboxes import LocalMailboxes

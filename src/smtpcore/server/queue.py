@@ -21,32 +21,33 @@ crash of ours leaves, except in the middle of moving a damaged entry to
 ``corrupt/``: :meth:`Queue.open` finishes that move, and sets aside any other
 such envelope there too, logged, for it holds an accepted message's sender
 and recipients.
+
+This module keeps the queue directory (:class:`Queue`: its opening and recovery, the
+entries' commit, reading, update and removal) and :class:`PreparedEntry`. The values an
+entry holds are ``_queue_entry``'s (their JSON fields checked by ``_queue_fields``),
+the content's files ``_queue_content``'s, the ids' form ``_queue_ids``'. Every public
+name is still imported from here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import json
 import logging
-import math
 import os
-import re
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Final
 
+from smtpcore.server._queue_content import QueuedContent, Spool
+from smtpcore.server._queue_entry import QueuedRecipient, QueueEntry, RecipientStatus
+from smtpcore.server._queue_ids import checked_queue_id, is_queue_id, new_queue_id
 from smtpcore.server.bouncerecords import BounceRecords
 from smtpcore.server.log import logger
 from smtpcore.server.maildir import fsync_directory, make_private_directory
 from smtpcore.server.safefiles import (
-    create_new,
     is_visible,
-    open_regular,
     read_regular_bytes,
     replace_synced,
     require_real_directory,
@@ -66,325 +67,12 @@ __all__ = [
     "new_queue_id",
 ]
 
-_FORMAT: Final = 1
-_READ_SIZE: Final = 64 * 1024
-MAX_HEADER: Final = 256 * 1024
-"""How much of a queued message's header the relay reads at most (for the SMTPUTF8 check,
-``TLS-Required``, and the reports that return the header)."""
 
-
-def new_queue_id() -> str:
-    """Ten hexadecimal digits, as Postfix's short queue ids look."""
-    return secrets.token_hex(5).upper()
-
-
-_QUEUE_ID: Final = re.compile(r"[0-9A-F]{10}")
-
-
-def is_queue_id(text: str) -> bool:
-    """Whether ``text`` has the form :func:`new_queue_id` gives: a name in the queue's
-    directories, never a path (``..``, ``/``) to somewhere else."""
-    return _QUEUE_ID.fullmatch(text) is not None
-
-
-def checked_queue_id(queue_id: str) -> str:
-    """``queue_id``, or a ``ValueError`` when it is not of an id's form: ids come from
-    command files and command lines too, and one such as ``../messages/ID`` would make a
-    path to another file."""
-    if not is_queue_id(queue_id):
-        raise ValueError(f"not a queue id: {queue_id!r}")
-    return queue_id
-
-
-class RecipientStatus(enum.Enum):
-    """Where one recipient of a queued message stands."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
-    """Refused for good, or expired; a bounce was made (unless the sender was null)."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedRecipient:
-    """One recipient of a queued message and what its last attempt said."""
-
-    address: str
-    """The mailbox in its wire form."""
-    status: RecipientStatus = RecipientStatus.PENDING
-    reply: str | None = None
-    """The last reply or error, one line, for logs and bounces."""
-    dsn: str | None = None
-    """The enhanced status (RFC 3463) that goes with ``reply``."""
-    remote_mta: str | None = None
-    """The exchanger that gave ``reply``, if one did."""
-    notify: str | None = None
-    """The sender's ``NOTIFY`` for this recipient (RFC 3461 §4.1), upper case."""
-    orcpt: str | None = None
-    """The ``ORCPT`` it came with (RFC 3461 §4.2), passed on and reported."""
-    from_remote: bool = False
-    """True when ``reply`` is the remote server's own SMTP reply (not our words)."""
-    report_owed: str | None = None
-    """The ``Action`` (RFC 3464 §2.3.3: ``delivered`` or ``relayed``) of the success
-    report ``NOTIFY=SUCCESS`` asks for and not yet queued (RFC 3461 §6.2). Written with
-    the ``sent`` status in one step, so that a crash between the delivery and the
-    report cannot lose the report; cleared once the report is queued."""
-    reply_breaks: tuple[int, ...] = ()
-    """Where ``reply``, an exchanger's reply of several lines, has the spaces between
-    its lines (:func:`~smtpcore.server.exchanger.transcribe`): a report folds there."""
-
-    @property
-    def pending(self) -> bool:
-        return self.status is RecipientStatus.PENDING
-
-
-@dataclass(frozen=True, slots=True)
-class QueueEntry:
-    """A queued message's envelope and delivery state (not its content)."""
-
-    id: str
-    sender: str
-    """The reverse path, ``""`` for the null path of a bounce."""
-    recipients: tuple[QueuedRecipient, ...]
-    created: float
-    """When the message was accepted (seconds since the epoch)."""
-    size: int = 0
-    attempts: int = 0
-    """Delivery rounds that left recipients pending."""
-    next_attempt: float = 0.0
-    client: str = ""
-    """Where the message came from, for logs and bounces."""
-    params: tuple[tuple[str, str | None], ...] = field(default=())
-    """MAIL parameters that matter downstream: ``SMTPUTF8`` (RFC 6531), ``BODY``
-    (RFC 6152, RFC 3030), DSN's ``RET`` and ``ENVID`` (RFC 3461 §4.3, §4.4), and
-    ``REQUIRETLS`` (RFC 8689 §4.1)."""
-    delay_warned: bool = False
-    """The sender was told once that the message is delayed (``Action: delayed``)."""
-    held: bool = False
-    """Put on hold by the operator (``queue hold``): not delivered until released."""
-    report_on: str | None = None
-    """For a report this server made (a bounce, a delay warning, a success report): the
-    id of the entry it reports on. For a success report, its recipients in ``reported``
-    owed it: :meth:`Queue.open` clears what they owe when a crash came between queuing
-    the report and recording it queued, so it is never made twice."""
-    reported: tuple[str, ...] = ()
-    bounce_records: tuple[str, ...] = ()
-    """For a bounce copy this server queued: the names of the records
-    (:mod:`~smtpcore.server.bouncerecords`) that say its recipients were reported in its
-    roles. :meth:`Queue.open` makes those missing for recipients still pending: a crash
-    between the copy's commit and its records' creation must not make it again."""
-
-    @property
-    def is_report(self) -> bool:
-        """A report this server made, from ``<>``: the relay may send it in its 7-bit
-        form (:func:`~smtpcore.server.bounce.seven_bit_form`) where the exchanger has
-        no 8BITMIME, for nothing would tell its sender otherwise (RFC 5321 §4.5.5).
-        One queued by an older version, with no ``report_on``, is not known as one."""
-        return not self.sender and self.report_on is not None
-
-    @property
-    def requiretls(self) -> bool:
-        """The message came with REQUIRETLS (RFC 8689 §4.1): it may travel only over TLS
-        with a verified certificate, to servers that offer REQUIRETLS themselves."""
-        return any(keyword == "REQUIRETLS" for keyword, _ in self.params)
-
-    def param(self, keyword: str) -> str | None:
-        """The MAIL parameter ``keyword``'s value, None when absent."""
-        for key, value in self.params:
-            if key == keyword:
-                return value
-        return None
-
-    @property
-    def pending(self) -> tuple[QueuedRecipient, ...]:
-        return tuple(r for r in self.recipients if r.pending)
-
-    @property
-    def reports_owed(self) -> tuple[str, ...]:
-        """The recipients whose success report (RFC 3461 §6.2) is owed and not yet
-        queued: an entry with none pending is still in the queue for them."""
-        return tuple(r.address for r in self.recipients if r.report_owed is not None)
-
-    def with_recipients(self, updates: Mapping[str, QueuedRecipient]) -> QueueEntry:
-        """This entry with the recipients named in ``updates`` replaced."""
-        return replace(self, recipients=tuple(updates.get(r.address, r) for r in self.recipients))
-
-    def to_json(self) -> str:
-        data: dict[str, Any] = {
-            "format": _FORMAT,
-            "id": self.id,
-            "sender": self.sender,
-            "created": self.created,
-            "size": self.size,
-            "attempts": self.attempts,
-            "next_attempt": self.next_attempt,
-            "client": self.client,
-            "params": [list(p) for p in self.params],
-            "delay_warned": self.delay_warned,
-            "held": self.held,
-            "report_on": self.report_on,
-            "reported": list(self.reported),
-            "bounce_records": list(self.bounce_records),
-            "recipients": [
-                {
-                    "address": r.address,
-                    "status": r.status.value,
-                    "reply": r.reply,
-                    "reply_breaks": list(r.reply_breaks),
-                    "dsn": r.dsn,
-                    "remote_mta": r.remote_mta,
-                    "notify": r.notify,
-                    "orcpt": r.orcpt,
-                    "from_remote": r.from_remote,
-                    "report_owed": r.report_owed,
-                }
-                for r in self.recipients
-            ],
-        }
-        return json.dumps(data, ensure_ascii=False, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> QueueEntry:
-        """The entry a queue file holds; ``ValueError`` for one that is not one, whatever
-        is wrong with it (not JSON, nested too deep to parse, a field missing or of
-        another type, a number that is not finite).
-
-        Python's JSON reader takes ``NaN``, ``Infinity`` and ``1e400`` (infinity),
-        which no int can hold and no time can be, and what the file holds is data to
-        check, not to convert: ``bool("no")`` is True. So every field is checked for
-        its own type here, numbers for being finite, before any of it is used."""
-        try:
-            return cls._from_data(json.loads(text))
-        except (KeyError, RecursionError) as exc:
-            raise ValueError(f"malformed queue file: {exc!r}") from None
-
-    @classmethod
-    def _from_data(cls, data: object) -> QueueEntry:
-        fields = _object(data)
-        if fields.get("format") != _FORMAT:
-            raise ValueError(f"unknown queue file format {fields.get('format')!r}")
-        return cls(
-            id=_text(fields, "id"),
-            sender=_text(fields, "sender"),
-            created=_number(fields, "created"),
-            size=_integer(fields, "size"),
-            attempts=_integer(fields, "attempts"),
-            next_attempt=_number(fields, "next_attempt"),
-            client=_text(fields, "client"),
-            params=tuple(_param(item) for item in _array(fields, "params")),
-            delay_warned=_flag(fields, "delay_warned"),  # absent from older files
-            held=_flag(fields, "held"),
-            report_on=_optional_text(fields, "report_on", absent_ok=True),
-            reported=tuple(_texts(fields, "reported")),
-            bounce_records=tuple(_texts(fields, "bounce_records")),  # absent from older files
-            recipients=tuple(_recipient(_object(r)) for r in _array(fields, "recipients")),
-        )
-
-
-def _recipient(fields: Mapping[str, object]) -> QueuedRecipient:
-    return QueuedRecipient(
-        address=_text(fields, "address"),
-        status=RecipientStatus(_text(fields, "status")),
-        reply=_optional_text(fields, "reply"),
-        reply_breaks=tuple(_integers(fields, "reply_breaks")),  # absent from older files
-        dsn=_optional_text(fields, "dsn"),
-        remote_mta=_optional_text(fields, "remote_mta"),
-        notify=_optional_text(fields, "notify", absent_ok=True),  # absent from older files
-        orcpt=_optional_text(fields, "orcpt", absent_ok=True),
-        from_remote=_flag(fields, "from_remote"),
-        report_owed=_optional_text(fields, "report_owed", absent_ok=True),
-    )
-
-
-def _param(item: object) -> tuple[str, str | None]:
-    if not (isinstance(item, list) and len(item) == 2):
-        raise ValueError(f"params: {item!r} is not a [keyword, value] pair")
-    keyword, value = item
-    if not isinstance(keyword, str) or not (value is None or isinstance(value, str)):
-        raise ValueError(f"params: {item!r} is not a [keyword, value] pair")
-    return keyword, value
-
-
-def _object(value: object) -> Mapping[str, object]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{type(value).__name__} where an object belongs")
-    return value
-
-
-def _array(fields: Mapping[str, object], key: str) -> list[object]:
-    value = fields[key]
-    if not isinstance(value, list):
-        raise ValueError(f"{key}: {type(value).__name__}, not an array")
-    return value
-
-
-def _texts(fields: Mapping[str, object], key: str) -> list[str]:
-    """An array of strings, empty when absent (files written before it existed)."""
-    if key not in fields:
-        return []
-    items = _array(fields, key)
-    if not all(isinstance(item, str) for item in items):
-        raise ValueError(f"{key}: not an array of strings")
-    return [str(item) for item in items]
-
-
-def _integers(fields: Mapping[str, object], key: str) -> list[int]:
-    """An array of integers, empty when absent (files written before it existed)."""
-    if key not in fields:
-        return []
-    items = _array(fields, key)
-    if not all(isinstance(item, int) and not isinstance(item, bool) for item in items):
-        raise ValueError(f"{key}: not an array of integers")
-    return [item for item in items if isinstance(item, int)]
-
-
-def _text(fields: Mapping[str, object], key: str) -> str:
-    value = fields[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key}: {type(value).__name__}, not a string")
-    return value
-
-
-def _optional_text(
-    fields: Mapping[str, object], key: str, *, absent_ok: bool = False
-) -> str | None:
-    if absent_ok and key not in fields:
-        return None
-    value = fields[key]
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key}: {type(value).__name__}, not a string or null")
-    return value
-
-
-def _integer(fields: Mapping[str, object], key: str) -> int:
-    value = fields[key]
-    if isinstance(value, bool) or not isinstance(value, int):  # a float, even 1e400, is not
-        raise ValueError(f"{key}: {value!r} is not an integer")
-    return value
-
-
-def _number(fields: Mapping[str, object], key: str) -> float:
-    """A finite number. A time that is NaN is never due (every comparison with it is
-    false: the delivery worker woke for it without end, and never delivered it), and
-    one that is infinite never comes."""
-    value = fields[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key}: {value!r} is not a number")
-    try:
-        number = float(value)
-    except OverflowError:  # an integer past float's range
-        raise ValueError(f"{key}: {value!r} is out of range") from None
-    if not math.isfinite(number):
-        raise ValueError(f"{key}: {value!r} is not finite")
-    return number
-
-
-def _flag(fields: Mapping[str, object], key: str) -> bool:
-    """A flag, false when absent (files written before it existed)."""
-    value = fields.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"{key}: {value!r} is not true or false")
-    return value
+# The classes moved into private modules keep the name callers import them by in
+# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
+for _moved in (QueuedContent, QueuedRecipient, QueueEntry, RecipientStatus, Spool):
+    _moved.__module__ = __name__
+del _moved
 
 
 def _is_regular(path: Path) -> bool:
@@ -402,117 +90,6 @@ def _remove_leftover(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         logger.warning("%s: cannot remove a leftover queue file: %s", path, exc)
-
-
-class Spool:
-    """A message being received, written as it arrives into the queue's ``tmp/``.
-
-    It gets its queue id at once, so that the Received header and the logs
-    can name it; it becomes a queue entry only through :meth:`Queue.prepare`.
-    """
-
-    def __init__(self, queue_id: str, path: Path) -> None:
-        self.id = queue_id
-        self.path = path
-        fd = create_new(path)
-        self._file: BinaryIO = os.fdopen(fd, "wb")
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self._file.write(data)
-        self.size += len(data)
-
-    def finish(self) -> None:
-        """Flush and fsync; the file can then be read and renamed."""
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-
-    def open(self) -> BinaryIO:
-        """The content, for reading (after :meth:`finish`); opened as every queue file is
-        (see :func:`~smtpcore.server.safefiles.open_regular`), though it is this
-        process's own, made with ``O_EXCL`` in ``tmp/``: one opener, no case to argue."""
-        return os.fdopen(open_regular(self.path), "rb")
-
-    def discard(self) -> None:
-        """Close and remove the file. Closing flushes what is buffered, which fails on
-        a full disk: the file goes all the same (the descriptor is closed either way)."""
-        try:
-            with contextlib.suppress(OSError):
-                self._file.close()
-        finally:
-            self.path.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedContent:
-    """A queued message's content, on disk: read in pieces when it is needed, never whole.
-
-    The relay sends it from :meth:`open` in the client's chunks; what must be looked at
-    before it is sent (the header) or returned in a report is read with a bound. Every
-    method blocks on the disk.
-    """
-
-    path: Path
-
-    def open(self) -> BinaryIO:
-        """The content for reading; a FIFO or a link in its place is a ``ValueError``
-        (:class:`~smtpcore.server.safefiles.NotRegularFile`), never a read that blocks."""
-        return os.fdopen(open_regular(self.path), "rb")
-
-    @property
-    def size(self) -> int:
-        """The content's size. ``lstat``: a link in its place is not followed (its own
-        size is given, and :meth:`open` refuses it); no stat blocks on a FIFO."""
-        return os.lstat(self.path).st_size
-
-    def header(self, limit: int = MAX_HEADER) -> bytes:
-        """The header section and the empty line after it (RFC 5322 §2.1; the empty line
-        alone when the message starts with it: its body is no header), or the first
-        ``limit`` octets of a header that long (the whole message, if it has no body)."""
-        found = bytearray()
-        with self.open() as file:
-            while len(found) < limit:
-                piece = file.read(min(_READ_SIZE, limit - len(found)))
-                if not piece:
-                    break
-                start = max(len(found) - 3, 0)
-                found += piece
-                if found.startswith(b"\r\n"):  # no field: the empty line comes first
-                    return b"\r\n"
-                end = found.find(b"\r\n\r\n", start)
-                if end >= 0:
-                    return bytes(found[: end + 4])
-        return bytes(found)
-
-    def returned_header(self, limit: int = MAX_HEADER) -> bytes:
-        """The header as a report returns it (RFC 3462 §2): :meth:`header`, but one cut
-        at ``limit`` comes back to its last whole line (none if no line ends within
-        it). A cut at the limit itself could fall between a CR and its LF, or inside a
-        UTF-8 character, and the report would carry a bare CR (RFC 5322 §2.3) or text
-        that is not UTF-8 (RFC 6532 §3.2). What the relay examines (8-bit octets, the
-        ``TLS-Required`` field) stays :meth:`header`, every octet within the limit."""
-        header = self.header(limit)
-        if len(header) < limit or header.endswith(b"\r\n"):
-            return header
-        return header[: header.rfind(b"\r\n") + 2] if b"\r\n" in header else b""
-
-    def returned(self, limit: int) -> bytes | None:
-        """The whole message when it is at most ``limit`` octets, else None (a report
-        then returns the header alone)."""
-        with self.open() as file:
-            data = file.read(limit + 1)
-        return data if len(data) <= limit else None
-
-    def is_ascii(self) -> bool:
-        """Whether every octet is below 128 (else it needs 8BITMIME, RFC 6152), read in
-        pieces."""
-        with self.open() as file:
-            while piece := file.read(_READ_SIZE):
-                if not piece.isascii():
-                    return False
-        return True
 
 
 @dataclass(frozen=True, slots=True)
