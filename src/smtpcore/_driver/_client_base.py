@@ -12,6 +12,7 @@ read each other's answers.
 
 from __future__ import annotations
 
+import enum
 import functools
 import ssl
 import threading
@@ -86,6 +87,16 @@ class _ClientTimeouts(Protocol):
     def tls_handshake(self) -> float | None: ...
 
 
+class _Machine(Protocol):
+    """What the base needs of either protocol's client machine (SMTP's or POP3's)."""
+
+    @property
+    def state(self) -> enum.Enum: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+
 class _ErrorFactory(Protocol):
     """An exception class, or a factory of one, called with the message alone."""
 
@@ -110,6 +121,11 @@ class BaseClient:
     ``ClientConstructors.over_unix_socket``)."""
     timeouts: _ClientTimeouts
     _transport: Link | None
+    _conn: _Machine | None
+    """The machine of the session, from ``connect()`` on (each protocol's own)."""
+    _ended_states: ClassVar[frozenset[enum.Enum]]
+    """The machine's states after which the session cannot go on (its CLOSED and
+    ERROR): each protocol names its own."""
     misuse_error: ClassVar[type[Exception]] = RuntimeError
     """Raised for a call the session cannot take: one made while another is in progress."""
     _busy: bool = False
@@ -136,6 +152,25 @@ class BaseClient:
         tell a local peer from a forwarded one."""
         if not (tls or self.allow_plaintext_auth):
             raise self._plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open and the session can go on: true from a
+        ``connect()`` that succeeded until ``quit()``, ``close()``, or an error after
+        which the client closed the connection. A refusal (an AUTH refused with
+        ``535`` or ``-ERR``, a recipient refused) leaves it true; a lost connection, a
+        timeout, a ``421``, a reply that breaks the protocol, or an AUTH the client
+        cannot accept (a SCRAM server that does not prove itself, RFC 5802 §5) make
+        it false. What smtplib users read from ``sock is None``, and aiosmtplib users
+        from ``is_connected``: after an error, whether the session is still there,
+        without making the next call. The client reads nothing between calls, so a
+        server that closes an idle session is found by the next call."""
+        conn = self._conn
+        return (
+            self._transport is not None
+            and conn is not None
+            and conn.state not in self._ended_states
+        )
 
     def _current_task(self) -> object:
         """Who is calling: the adapter's task; here, for a blocking client, the thread."""

@@ -283,6 +283,7 @@ class BasePOP3Client(BaseClient):
     timeout_error = POP3Timeout
     misuse_error = POP3Error
     _plaintext_auth_error = POP3AuthenticationNotAvailable
+    _ended_states = frozenset({State.CLOSED, State.ERROR})
     timeouts: POP3Timeouts
 
     def __init__(
