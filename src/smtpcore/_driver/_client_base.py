@@ -336,8 +336,10 @@ class BaseClient:
     def _holds_unread(self) -> bool:
         """Whether the machine holds bytes from the server not yet read as events (a
         partial line after a refusal, maybe the start of a 421): QUIT would first
-        have to read them, and a courtesy never waits on the network."""
-        return True
+        have to read them, and a courtesy never waits on the network. Between commands
+        both machines hold nothing else (POP3's CAPA listing is no longer kept)."""
+        conn = self._conn
+        return conn is not None and conn.buffered > 0
 
     async def _write_quit(self) -> None:
         """Write QUIT, bounded by the protocol's own write timeout."""

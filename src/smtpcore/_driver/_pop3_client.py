@@ -395,10 +395,6 @@ class BasePOP3Client(BaseClient):
             and not self._peer_closed
         )
 
-    def _holds_unread(self) -> bool:
-        # Between commands the CAPA listing is no longer kept: only unread bytes count.
-        return self._conn is not None and self._conn.buffered > 0
-
     async def _write_quit(self) -> None:
         await self._write(self._send(Quit()))
 
