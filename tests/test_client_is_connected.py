@@ -20,6 +20,7 @@ import pytest
 
 from peers import ADAPTERS, run
 from smtpcore.sasl import PlainClient, ScramSHA256Client
+from smtpcore.smtp import Quit
 from smtpcore.testing import Call, ExpectClose, ScriptedServer, Send, Step, script
 from test_client_unproved_scram import WIRES, impostor
 
@@ -40,6 +41,22 @@ def _client(protocol: str, adapter: str, port: int) -> Any:
     if protocol == "pop3":
         return module.POP3Client("127.0.0.1", port, stls=False, **options)
     return module.SMTPClient("127.0.0.1", port, starttls=False, **options)
+
+
+def _aim(client: Any, port: int) -> None:
+    """Point ``client``'s next ``connect()`` at ``port`` (the blocking client's session
+    holds where it connects)."""
+    getattr(client, "_session", client).port = port
+
+
+async def _connect_again(client: Any, protocol: str, seen: list[object]) -> None:
+    """``connect()`` to a second server, noting ``is_connected`` once it returns, then
+    QUIT: what a caller does once ``is_connected`` turned false."""
+    with ScriptedServer(script(f"{OPENING[protocol]}\n{QUIT[protocol]}")) as again:
+        _aim(client, again.port)
+        await _done(client.connect())
+        seen.append(client.is_connected)
+        await _done(client.quit())
 
 
 async def _done(value: Any) -> Any:
@@ -192,3 +209,50 @@ def test_a_pop3_session_the_machine_gave_up_on_is_not_connected(adapter: str) ->
         ExpectClose(),
     ]
     assert _observed(adapter, "pop3", steps, scenario) == [True, "POP3ProtocolError", False]
+
+
+@pytest.mark.parametrize("adapter", ALL)
+def test_a_pop3_session_the_machine_gave_up_on_refuses_calls_until_connect(adapter: str) -> None:
+    """After the machine gave up (a response no command asked for), the connection still
+    open: a later call is :class:`POP3ConnectionError`, not the machine's word that no
+    command may go in its state, and ``connect()`` opens a new session, closing the old
+    socket, rather than refuse as if the old one could go on."""
+
+    async def scenario(client: Any) -> list[object]:
+        await _done(client.connect())
+        await _done(client.login("alice", "wonderland"))
+        await _done(client.noop())
+        seen: list[object] = []
+        for call in (client.noop, client.stat):
+            try:
+                await _done(call())
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+        seen.append(client.is_connected)
+        await _connect_again(client, "pop3", seen)
+        return seen
+
+    steps = [
+        *script(f"{POP3_OPENING}\n{POP3_LOGIN}\nC: NOOP"),
+        Send(b"+OK\r\n+OK unasked\r\n"),  # one write: the client reads both at once
+        ExpectClose(),  # by connect(), before the new session
+    ]
+    seen = _observed(adapter, "pop3", steps, scenario)
+    assert seen == ["POP3ProtocolError", "POP3ConnectionError", False, True]
+
+
+@pytest.mark.parametrize("adapter", ALL)
+def test_connect_after_quit_through_command_opens_a_new_session(adapter: str) -> None:
+    """QUIT sent through ``command()`` and answered ``221`` ends the session in the
+    machine, the connection still open: ``is_connected`` is false, and ``connect()``
+    closes that connection and opens a new one."""
+
+    async def scenario(client: Any) -> list[object]:
+        await _done(client.connect())
+        reply = await _done(client.command(Quit()))
+        seen: list[object] = [reply.code, client.is_connected]
+        await _connect_again(client, "smtp", seen)
+        return seen
+
+    steps = [*script(f"{SMTP_OPENING}\nC: QUIT\nS: 221 2.0.0 bye"), ExpectClose()]
+    assert _observed(adapter, "smtp", steps, scenario) == [221, False, True]

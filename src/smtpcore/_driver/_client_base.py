@@ -164,7 +164,8 @@ class BaseClient:
         it false. What smtplib users read from ``sock is None``, and aiosmtplib users
         from ``is_connected``: after an error, whether the session is still there,
         without making the next call. The client reads nothing between calls, so a
-        server that closes an idle session is found by the next call."""
+        server that closes an idle session is found by the next call. ``connect()``
+        refuses while it is true, and opens a new session once it is false."""
         conn = self._conn
         return (
             self._transport is not None
@@ -243,10 +244,14 @@ class BaseClient:
     async def _open_transport(self) -> None:
         """Open the connection, turning failures into the protocol's own errors.
 
-        A session already open is refused rather than replaced: the first
-        socket would be left behind, open, without QUIT."""
-        if self._transport is not None:
+        A session that can go on (:attr:`is_connected`) is refused rather than
+        replaced: its socket would be left behind, open, without QUIT. One that has
+        ended with its socket still open (the server closed it, a ``221`` to a QUIT
+        sent through ``command()``, a POP3 machine that gave up) has nothing left to
+        say: the socket is closed, and the new connection opens."""
+        if self.is_connected:
             raise self.connection_error("already connected: quit() or close() the session first")
+        await self._abort()
         # A Unix socket's path names where, rather than the host named for TLS.
         where = self._unix_path or host_port(self.host, self.port)
         try:

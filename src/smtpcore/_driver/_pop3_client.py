@@ -801,12 +801,15 @@ class BasePOP3Client(BaseClient):
         and every later answer with the wrong one (a refused ``DELE`` read as
         done): the machine refuses to send, and the session is over, which the
         caller sees as :class:`POP3ProtocolError`. A session this client closed (an
-        AUTH it could not take, say) is :class:`POP3ConnectionError` first: the
-        machine, still in the state it was left in, would say only that no command
-        may be sent there."""
+        AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
+        is one the machine ended (that response, a close found between commands):
+        the machine would say only that no command may be sent in its state, where
+        the caller must connect again."""
         conn = self.connection
         if self._transport is None:
             raise POP3ConnectionError("not connected")
+        if conn.state in self._ended_states:
+            raise POP3ConnectionError("the session has ended: connect() starts a new one")
         try:
             if isinstance(event, Command) and self._unread is None and not conn.outstanding:
                 self._take_unasked()
