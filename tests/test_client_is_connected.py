@@ -33,9 +33,9 @@ QUIT = {"smtp": "C: QUIT\nS: 221 2.0.0 bye\n-- close", "pop3": "C: QUIT\nS: +OK 
 OPENING = {"smtp": SMTP_OPENING, "pop3": POP3_OPENING}
 
 
-def _client(protocol: str, adapter: str, port: int) -> Any:
+def _client(protocol: str, adapter: str, port: int, **given: Any) -> Any:
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
-    options: dict[str, Any] = {"allow_plaintext_auth": True}
+    options: dict[str, Any] = {"allow_plaintext_auth": True, **given}
     if adapter == "sync":
         options["timeout"] = 10
     if protocol == "pop3":
@@ -43,10 +43,11 @@ def _client(protocol: str, adapter: str, port: int) -> Any:
     return module.SMTPClient("127.0.0.1", port, starttls=False, **options)
 
 
-def _aim(client: Any, port: int) -> None:
-    """Point ``client``'s next ``connect()`` at ``port`` (the blocking client's session
-    holds where it connects)."""
-    getattr(client, "_session", client).port = port
+def _aim(client: Any, port: int, *, tls_on_connect: bool = False) -> None:
+    """Point ``client``'s next ``connect()`` at ``port``, under TLS from the first byte
+    if ``tls_on_connect`` (the blocking client's session holds both)."""
+    session = getattr(client, "_session", client)
+    session.port, session.tls_on_connect = port, tls_on_connect
 
 
 async def _connect_again(client: Any, protocol: str, seen: list[object]) -> None:
@@ -67,10 +68,13 @@ async def _done(value: Any) -> Any:
 Scenario = Callable[[Any], Coroutine[Any, Any, list[object]]]
 
 
-def _observed(adapter: str, protocol: str, steps: list[Step], scenario: Scenario) -> list[object]:
-    """What ``scenario`` saw, run against a server playing ``steps``."""
+def _observed(
+    adapter: str, protocol: str, steps: list[Step], scenario: Scenario, **options: Any
+) -> list[object]:
+    """What ``scenario`` saw, run against a server playing ``steps``, the client made
+    with ``options`` besides the usual ones."""
     with ScriptedServer(steps) as server:
-        client = _client(protocol, adapter, server.port)
+        client = _client(protocol, adapter, server.port, **options)
         seen: list[object]
         if adapter == "sync":  # its calls block: any loop runs the scenario
             seen = asyncio.run(scenario(client))
@@ -256,3 +260,40 @@ def test_connect_after_quit_through_command_opens_a_new_session(adapter: str) ->
 
     steps = [*script(f"{SMTP_OPENING}\nC: QUIT\nS: 221 2.0.0 bye"), ExpectClose()]
     assert _observed(adapter, "smtp", steps, scenario) == [221, False, True]
+
+
+GREETING = {"smtp": b"220 mx.test ESMTP\r\n", "pop3": b"+OK ready\r\n"}
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+@pytest.mark.parametrize("adapter", ALL)
+def test_a_second_connect_does_not_read_the_last_sessions_machine(
+    adapter: str, protocol: str
+) -> None:
+    """A ``connect()`` whose TLS handshake fails (``tls_on_connect`` to a server that
+    greets in the clear), after a session left by ``close()`` between commands: the
+    new connection has no session yet, and nothing is said on it. The last session's
+    machine, still there, had the failed connect say QUIT, as if that session went on."""
+    said: list[str] = []
+
+    def trace(direction: str, line: str) -> None:
+        said.append(f"{direction} {line}")
+
+    async def scenario(client: Any) -> list[object]:
+        await _done(client.connect())
+        await _done(client.close())
+        said.clear()
+        seen: list[object] = []
+        with ScriptedServer([Send(GREETING[protocol])]) as plain:
+            _aim(client, plain.port, tls_on_connect=True)
+            try:
+                await _done(client.connect())
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+        seen += [client.is_connected, said]
+        return seen
+
+    steps = [*script(OPENING[protocol]), ExpectClose()]
+    raised = {"smtp": "SMTPConnectionError", "pop3": "POP3ConnectionError"}[protocol]
+    seen = _observed(adapter, protocol, steps, scenario, trace=trace)
+    assert seen == [raised, False, []]

@@ -155,22 +155,22 @@ class BaseClient:
 
     @property
     def is_connected(self) -> bool:
-        """Whether the connection is open and the session can go on: true from a
-        ``connect()`` that succeeded until ``quit()``, ``close()``, or an error after
-        which the client closed the connection. A refusal (an AUTH refused with
-        ``535`` or ``-ERR``, a recipient refused) leaves it true; a lost connection, a
-        timeout, a ``421``, a reply that breaks the protocol, or an AUTH the client
-        cannot accept (a SCRAM server that does not prove itself, RFC 5802 §5) make
-        it false. What smtplib users read from ``sock is None``, and aiosmtplib users
-        from ``is_connected``: after an error, whether the session is still there,
-        without making the next call. The client reads nothing between calls, so a
-        server that closes an idle session is found by the next call. ``connect()``
-        refuses while it is true, and opens a new session once it is false."""
-        conn = self._conn
-        return (
-            self._transport is not None
-            and conn is not None
-            and conn.state not in self._ended_states
+        """Whether the connection is open and the session can go on: true from the
+        moment ``connect()`` opens the connection (the TLS handshake and the greeting
+        still to come) until it is closed (``quit()``, ``close()``, ``connect()``
+        failing, an error after which the client closed it) or the session ends. A
+        refusal (an AUTH refused with ``535`` or ``-ERR``, a recipient refused) leaves
+        it true; a lost connection, a timeout, a ``421``, a reply that breaks the
+        protocol, or an AUTH the client cannot accept (a SCRAM server that does not
+        prove itself, RFC 5802 §5) make it false. What smtplib users read from ``sock
+        is None``, and aiosmtplib users from ``is_connected``: after an error, whether
+        the session is still there, without making the next call. The client reads
+        nothing between calls, so a server that closes an idle session is found by
+        the next call. ``connect()`` refuses while it is true, and opens a new session
+        once it is false."""
+        conn = self._conn  # None from the open until connect() makes the machine
+        return self._transport is not None and (
+            conn is None or conn.state not in self._ended_states
         )
 
     def _current_task(self) -> object:
@@ -252,6 +252,9 @@ class BaseClient:
         if self.is_connected:
             raise self.connection_error("already connected: quit() or close() the session first")
         await self._abort()
+        # The ended session's machine goes with its socket: until connect() makes the
+        # new one, nothing (a failed handshake's QUIT, say) may read the old one's state.
+        self._conn = None
         # A Unix socket's path names where, rather than the host named for TLS.
         where = self._unix_path or host_port(self.host, self.port)
         try:
