@@ -164,9 +164,10 @@ class BaseClient:
         protocol, or an AUTH the client cannot accept (a SCRAM server that does not
         prove itself, RFC 5802 §5) make it false. What smtplib users read from ``sock
         is None``, and aiosmtplib users from ``is_connected``: after an error, whether
-        the session is still there, without making the next call. The client reads
-        nothing between calls, so a server that closes an idle session is found by
-        the next call. ``connect()`` refuses while it is true, and opens a new session
+        the session is still there, without making the next call. Unlike
+        aiosmtplib's, it does not turn false at once when a server closes an idle
+        session: the client reads nothing between calls, and the next call finds the
+        close. ``connect()`` refuses while it is true, and opens a new session
         once it is false."""
         conn = self._conn  # None from the open until connect() makes the machine
         return self._transport is not None and (
