@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from peers import ADAPTERS, run
+from peers import ADAPTERS, free_port, run
 from smtpcore.sasl import PlainClient, ScramSHA256Client
 from smtpcore.smtp import Quit
 from smtpcore.testing import Call, ExpectClose, ScriptedServer, Send, Step, script
@@ -297,3 +297,71 @@ def test_a_second_connect_does_not_read_the_last_sessions_machine(
     raised = {"smtp": "SMTPConnectionError", "pop3": "POP3ConnectionError"}[protocol]
     seen = _observed(adapter, protocol, steps, scenario, trace=trace)
     assert seen == [raised, False, []]
+
+
+@pytest.mark.parametrize("adapter", ALL)
+def test_a_reconnect_that_cannot_open_leaves_nothing_of_the_last_session(adapter: str) -> None:
+    """A ``connect()`` after a session that ended (``221`` to a QUIT through
+    ``command()``) fails to open its connection: what the last session left (its
+    login) is gone with it, not kept beside a session that is not there."""
+
+    async def scenario(client: Any) -> list[object]:
+        await _done(client.connect())
+        seen: list[object] = [client.authenticated_with]
+        await _done(client.command(Quit()))
+        _aim(client, free_port())
+        try:
+            await _done(client.connect())
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+        seen += [client.is_connected, client.authenticated_with]
+        return seen
+
+    opening = "S: 220 mx.test ESMTP\nC~ EHLO .+\nS: 250-mx.test\nS: 250 AUTH PLAIN"
+    login = "C~ AUTH PLAIN .+\nS: 235 2.7.0 ok\nC: QUIT\nS: 221 2.0.0 bye"
+    steps = [*script(f"{opening}\n{login}"), ExpectClose()]
+    seen = _observed(adapter, "smtp", steps, scenario, username="alice", password="wonderland")
+    assert seen == ["PLAIN", "SMTPConnectionError", False, None]
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_connect_again_over_a_used_stream_refuses_and_leaves_the_stream_open(
+    adapter: str,
+) -> None:
+    """A client made over a caller's stream serves one session: a ``connect()`` once
+    it ended is refused before anything is done, the caller's stream left as it is
+    (it is the caller's to close)."""
+
+    async def scenario() -> list[object]:
+        with ScriptedServer([*script(f"{SMTP_OPENING}\nC: QUIT\nS: 221 2.0.0 bye")]) as server:
+            module: Any = importlib.import_module(f"smtpcore.{adapter}")
+            if adapter == "asyncio":
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                client = module.SMTPClient.over_stream(reader, writer, starttls=False)
+                still_open: Callable[[], bool] = lambda: not writer.is_closing()  # noqa: E731
+            else:
+                import trio
+
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                client = module.SMTPClient.over_stream(stream, starttls=False)
+                closed: list[bool] = []
+                original = stream.aclose
+
+                async def noting_close() -> None:
+                    closed.append(True)
+                    await original()
+
+                stream.aclose = noting_close  # type: ignore[method-assign]
+                still_open = lambda: not closed  # noqa: E731
+            await client.connect()
+            await client.command(Quit())
+            seen: list[object] = []
+            try:
+                await client.connect()
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+            seen.append(still_open())
+            await client.close()
+            return seen
+
+    assert run(adapter, scenario) == ["SMTPConnectionError", True]

@@ -252,10 +252,13 @@ class BaseClient:
         say: the socket is closed, and the new connection opens."""
         if self.is_connected:
             raise self.connection_error("already connected: quit() or close() the session first")
+        self._refuse_spent()  # before the ended session's socket goes: it may be the caller's
         await self._abort()
-        # The ended session's machine goes with its socket: until connect() makes the
-        # new one, nothing (a failed handshake's QUIT, say) may read the old one's state.
+        # The ended session goes with its socket, its machine and all it left (a login, a
+        # refused STARTTLS, sizes listed): nothing, a failed handshake's QUIT say, or a
+        # connect() that fails here, may read the old one's state.
         self._conn = None
+        self._new_session()
         # A Unix socket's path names where, rather than the host named for TLS.
         where = self._unix_path or host_port(self.host, self.port)
         try:
@@ -330,6 +333,14 @@ class BaseClient:
         # connection_error is typed as any Exception; both families declare local.
         setattr(error, "local", True)  # noqa: B010
         return error
+
+    def _refuse_spent(self) -> None:
+        """Raise the client's connection error when it can open no new connection (a
+        transport given for one session, used); a client that opens its own, never."""
+
+    def _new_session(self) -> None:
+        """Forget what the last session left; each protocol says what that is."""
+        raise NotImplementedError
 
     async def _abort(self) -> None:
         transport, self._transport = self._transport, None

@@ -361,7 +361,6 @@ class BasePOP3Client(BaseClient):
         after any error that leaves the session between commands; the connection is
         closed on every error."""
         await self._open_transport()
-        self._new_session()
         try:
             tls = await self._tls_from_the_start()
             conn = self._conn = ClientConnection(self.hostname, pipelining=self.pipelining)
