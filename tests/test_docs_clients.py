@@ -46,6 +46,7 @@ def test_the_examples_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = capsys.readouterr().out
     assert "['brendon@pqr.example']" in out
     assert "552 5.3.4" in out and "True" in out
+    assert "535 True" in out  # a refused login leaves the session open
     assert "C: AUTH SCRAM-SHA-256 ****" in out and "correct horse" not in out
     assert "1 Subject: one" in out.replace("b'", "").replace("'", "")
     assert out.count("C: NOOP\nS: 250") == 2  # the callback's lines, then the logger's

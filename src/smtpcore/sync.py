@@ -256,6 +256,14 @@ class SMTPClient(_WithBlock):
         the refusal was temporary: what the session lacks may be offered later."""
         return self._session.ehlo_refused
 
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open and the session can go on: a refusal leaves
+        it true, and an error after which the client closed the connection (a lost
+        connection, a timeout, an AUTH it cannot accept, a ``421``) makes it false; see the
+        asyncio client's ``is_connected``."""
+        return self._session.is_connected
+
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the connection's TLS layer, by type, as the async
         clients' ``channel_bindings()``: empty here, since the standard library's
@@ -465,6 +473,14 @@ class POP3Client(_WithBlock):
     def tls(self) -> bool:
         """Whether the session is protected by TLS."""
         return self._session.tls
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open and the session can go on: a refusal leaves
+        it true, and an error after which the client closed the connection (a lost
+        connection, a timeout, an AUTH it cannot accept) makes it false; see the
+        asyncio client's ``is_connected``."""
+        return self._session.is_connected
 
     def channel_bindings(self) -> dict[str, bytes]:
         """The channel binding data of the connection's TLS layer, by type, as the async

@@ -12,6 +12,7 @@ read each other's answers.
 
 from __future__ import annotations
 
+import enum
 import functools
 import ssl
 import threading
@@ -86,6 +87,16 @@ class _ClientTimeouts(Protocol):
     def tls_handshake(self) -> float | None: ...
 
 
+class _Machine(Protocol):
+    """What the base needs of either protocol's client machine (SMTP's or POP3's)."""
+
+    @property
+    def state(self) -> enum.Enum: ...
+
+    @property
+    def buffered(self) -> int: ...
+
+
 class _ErrorFactory(Protocol):
     """An exception class, or a factory of one, called with the message alone."""
 
@@ -110,6 +121,11 @@ class BaseClient:
     ``ClientConstructors.over_unix_socket``)."""
     timeouts: _ClientTimeouts
     _transport: Link | None
+    _conn: _Machine | None
+    """The machine of the session, from ``connect()`` on (each protocol's own)."""
+    _ended_states: ClassVar[frozenset[enum.Enum]]
+    """The machine's states after which the session cannot go on (its CLOSED and
+    ERROR): each protocol names its own."""
     misuse_error: ClassVar[type[Exception]] = RuntimeError
     """Raised for a call the session cannot take: one made while another is in progress."""
     _busy: bool = False
@@ -136,6 +152,27 @@ class BaseClient:
         tell a local peer from a forwarded one."""
         if not (tls or self.allow_plaintext_auth):
             raise self._plaintext_auth_error(f"{login} needs TLS ({PLAINTEXT_AUTH_HINT})")
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is open and the session can go on: true from the
+        moment ``connect()`` opens the connection (the TLS handshake and the greeting
+        still to come) until it is closed (``quit()``, ``close()``, ``connect()``
+        failing, an error after which the client closed it) or the session ends. A
+        refusal (an AUTH refused with ``535`` or ``-ERR``, a recipient refused) leaves
+        it true; a lost connection, a timeout, a ``421``, a reply that breaks the
+        protocol, or an AUTH the client cannot accept (a SCRAM server that does not
+        prove itself, RFC 5802 §5) make it false. What smtplib users read from ``sock
+        is None``, and aiosmtplib users from ``is_connected``: after an error, whether
+        the session is still there, without making the next call. Unlike
+        aiosmtplib's, it does not turn false at once when a server closes an idle
+        session: the client reads nothing between calls, and the next call finds the
+        close. ``connect()`` refuses while it is true, and opens a new session
+        once it is false."""
+        conn = self._conn  # None from the open until connect() makes the machine
+        return self._transport is not None and (
+            conn is None or conn.state not in self._ended_states
+        )
 
     def _current_task(self) -> object:
         """Who is calling: the adapter's task; here, for a blocking client, the thread."""
@@ -208,10 +245,20 @@ class BaseClient:
     async def _open_transport(self) -> None:
         """Open the connection, turning failures into the protocol's own errors.
 
-        A session already open is refused rather than replaced: the first
-        socket would be left behind, open, without QUIT."""
-        if self._transport is not None:
+        A session that can go on (:attr:`is_connected`) is refused rather than
+        replaced: its socket would be left behind, open, without QUIT. One that has
+        ended with its socket still open (the server closed it, a ``221`` to a QUIT
+        sent through ``command()``, a POP3 machine that gave up) has nothing left to
+        say: the socket is closed, and the new connection opens."""
+        if self.is_connected:
             raise self.connection_error("already connected: quit() or close() the session first")
+        self._refuse_spent()  # before the ended session's socket goes: it may be the caller's
+        await self._abort()
+        # The ended session goes with its socket, its machine and all it left (a login, a
+        # refused STARTTLS, sizes listed): nothing, a failed handshake's QUIT say, or a
+        # connect() that fails here, may read the old one's state.
+        self._conn = None
+        self._new_session()
         # A Unix socket's path names where, rather than the host named for TLS.
         where = self._unix_path or host_port(self.host, self.port)
         try:
@@ -287,6 +334,14 @@ class BaseClient:
         setattr(error, "local", True)  # noqa: B010
         return error
 
+    def _refuse_spent(self) -> None:
+        """Raise the client's connection error when it can open no new connection (a
+        transport given for one session, used); a client that opens its own, never."""
+
+    def _new_session(self) -> None:
+        """Forget what the last session left; each protocol says what that is."""
+        raise NotImplementedError
+
     async def _abort(self) -> None:
         transport, self._transport = self._transport, None
         if transport is not None:
@@ -301,8 +356,10 @@ class BaseClient:
     def _holds_unread(self) -> bool:
         """Whether the machine holds bytes from the server not yet read as events (a
         partial line after a refusal, maybe the start of a 421): QUIT would first
-        have to read them, and a courtesy never waits on the network."""
-        return True
+        have to read them, and a courtesy never waits on the network. Between commands
+        both machines hold nothing else (POP3's CAPA listing is no longer kept)."""
+        conn = self._conn
+        return conn is not None and conn.buffered > 0
 
     async def _write_quit(self) -> None:
         """Write QUIT, bounded by the protocol's own write timeout."""

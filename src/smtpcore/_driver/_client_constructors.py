@@ -80,8 +80,12 @@ class ClientConstructors(BaseClient):
         given, self._given = self._given, None
         if given is not None:
             self._given_used = True
-        elif self._given_used:
+        else:
+            self._refuse_spent()
+        return given
+
+    def _refuse_spent(self) -> None:
+        if self._given is None and self._given_used:
             raise self.local_connection_error(
                 "this client's transport has been used; make a new client for a new session"
             )
-        return given

@@ -283,6 +283,7 @@ class BasePOP3Client(BaseClient):
     timeout_error = POP3Timeout
     misuse_error = POP3Error
     _plaintext_auth_error = POP3AuthenticationNotAvailable
+    _ended_states = frozenset({State.CLOSED, State.ERROR})
     timeouts: POP3Timeouts
 
     def __init__(
@@ -360,7 +361,6 @@ class BasePOP3Client(BaseClient):
         after any error that leaves the session between commands; the connection is
         closed on every error."""
         await self._open_transport()
-        self._new_session()
         try:
             tls = await self._tls_from_the_start()
             conn = self._conn = ClientConnection(self.hostname, pipelining=self.pipelining)
@@ -393,10 +393,6 @@ class BasePOP3Client(BaseClient):
             and not self._owed
             and not self._peer_closed
         )
-
-    def _holds_unread(self) -> bool:
-        # Between commands the CAPA listing is no longer kept: only unread bytes count.
-        return self._conn is not None and self._conn.buffered > 0
 
     async def _write_quit(self) -> None:
         await self._write(self._send(Quit()))
@@ -804,12 +800,15 @@ class BasePOP3Client(BaseClient):
         and every later answer with the wrong one (a refused ``DELE`` read as
         done): the machine refuses to send, and the session is over, which the
         caller sees as :class:`POP3ProtocolError`. A session this client closed (an
-        AUTH it could not take, say) is :class:`POP3ConnectionError` first: the
-        machine, still in the state it was left in, would say only that no command
-        may be sent there."""
+        AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
+        is one the machine ended (that response, a close found between commands):
+        the machine would say only that no command may be sent in its state, where
+        the caller must connect again."""
         conn = self.connection
         if self._transport is None:
             raise POP3ConnectionError("not connected")
+        if conn.state in self._ended_states:
+            raise POP3ConnectionError("the session has ended: connect() starts a new one")
         try:
             if isinstance(event, Command) and self._unread is None and not conn.outstanding:
                 self._take_unasked()

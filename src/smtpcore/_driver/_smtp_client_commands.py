@@ -114,9 +114,6 @@ class SMTPClientCommands(SMTPClientWire):
     def _can_quit_unwaited(self) -> bool:
         return self._can_quit()
 
-    def _holds_unread(self) -> bool:
-        return self._conn is not None and self._conn.buffered > 0
-
     async def _write_quit(self) -> None:
         await self._write(self.timeouts.quit, Quit())
 

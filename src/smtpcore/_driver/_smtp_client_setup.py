@@ -50,12 +50,6 @@ class SMTPClientSetup(SMTPClientCommands):
     starttls_refused: Reply | None
     ehlo_refused: Reply | None
 
-    def _new_session(self) -> None:
-        """Forget what the last session left, every layer's part of it: the client's
-        top class (:class:`~smtpcore._driver._smtp_client.BaseSMTPClient`), which
-        all layers make up, says what that is."""
-        raise NotImplementedError
-
     @one_call
     async def connect(self) -> None:
         """Connect, read the greeting, say EHLO, start TLS and authenticate as
@@ -69,7 +63,6 @@ class SMTPClientSetup(SMTPClientCommands):
         which the server closes the connection; the connection is closed on every
         error."""
         await self._open_transport()
-        self._new_session()
         try:
             tls = await self._tls_from_the_start()
             self._conn = ClientConnection(self.hostname, lmtp=self.lmtp, tls=tls)

@@ -14,7 +14,7 @@ that touches the transport and the trace, and the hottest code of a message.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Final
+from typing import ClassVar, Final
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._smtp_errors import (
@@ -42,6 +42,7 @@ from smtpcore.smtp import (
     Reply,
     TransactionResult,
 )
+from smtpcore.smtp._state import State
 
 __all__ = ["CHUNK", "SMTPClientWire"]
 
@@ -74,6 +75,7 @@ class SMTPClientWire(BaseClient):
     _conn: ClientConnection | None
     _trace: WireTrace | None
     _exchanging: Link | None
+    _ended_states: ClassVar[frozenset[State]] = frozenset({State.CLOSED, State.ERROR})
 
     @property
     def connection(self) -> ClientConnection:
