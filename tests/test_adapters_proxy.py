@@ -419,10 +419,14 @@ def test_haproxy_in_front(adapter: str) -> None:
     assert {tuple(address) for address in clients} <= set(handler.peers)
 
 
-def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> None:
+def test_sessions_are_counted_by_the_client_the_header_names(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Behind a proxy, max_sessions_per_address is each client's share, not the proxy's:
     two clients through one proxy address are both served, and a second session for a
-    client that has its share is refused with 421 4.7.0 once its header is read."""
+    client that has its share is refused with 421 4.7.0 once its header is read, and
+    logged as a client the limit turned away at once is."""
+    caplog.set_level(logging.INFO, "smtpcore")
     handler = Recorder()
     with (
         running_smtp_server(
@@ -437,6 +441,9 @@ def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> No
         assert second.recv(1024).startswith(b"220 ")
         again = b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 25\r\n"
         assert greeting_after(server.port, again).startswith(b"421 4.7.0 ")
+        assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
+            "too many sessions from [192.0.2.7]:40001: refused (max-sessions-per-address 1)"
+        ]
         for sock in (first, second):
             sock.sendall(b"QUIT\r\n")
             assert sock.recv(1024).startswith(b"221 ")

@@ -803,6 +803,25 @@ def test_a_pipelining_client_whose_mail_is_refused_is_banned_for_that_refusal_al
     assert len(sequence) == 6 and all("reject:" not in line for line in sequence), log
 
 
+@pytest.mark.parametrize("limit", ["--max-sessions", "--max-sessions-per-address"])
+def test_a_client_a_session_limit_turns_away_is_logged_and_never_banned(
+    tmp_path: Path, limit: str
+) -> None:
+    """A busy server is not the client's abuse (Postfix's fail2ban filters ban no
+    concurrency limit either): the refusal has its line, which the filter passes by."""
+    with _serve_john(tmp_path, limit, "1") as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as held:
+            assert held.recv(1024).startswith(b"220 ")
+            with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as refused:
+                port = refused.getsockname()[1]
+                assert refused.recv(1024).startswith(b"421 4.7.0 ")
+        assert abc.stop() == 0
+    log = abc.log()
+    expected = f": too many sessions from [127.0.0.1]:{port}: refused ({limit[2:]} 1)\n"
+    assert expected in log, log
+    assert _hosts(log) == []
+
+
 @pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA", "AUTH"])
 def test_no_503_is_a_refusal_the_filter_bans_even_in_an_older_servers_shape(verb: str) -> None:
     """Earlier servers logged a bad sequence of commands as ``reject:``: the filter

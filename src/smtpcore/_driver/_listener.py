@@ -116,7 +116,14 @@ class SessionRegistry(Generic[S]):
     client's share.
     A connection from one of ``proxy_networks`` is such a connection (a
     subclass may say otherwise in :meth:`client_named_later`).
+
+    A client turned away by either limit gets one line in :attr:`logger`
+    (:meth:`log_turned_away`), whoever named it: the connection, a proxy's
+    header, XCLIENT.
     """
+
+    logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
+    """Where :meth:`log_turned_away` writes: the sessions' own logger."""
 
     def __init__(
         self,
@@ -184,7 +191,10 @@ class SessionRegistry(Generic[S]):
         sessions = self.sessions
         if len(sessions) >= self.max_sessions or self.stopping:
             # A client turned away by a shutdown is told so, not that the server is full.
-            return self.stopping_reply if self.stopping else self.busy_reply
+            if self.stopping:
+                return self.stopping_reply
+            self.log_turned_away(peer_text(session_address(transport.peer_address)), False)
+            return self.busy_reply
         peer = counted = transport.peer_address
         if peer is not None and peer[0][:7] == "::ffff:":  # session_address(peer), inline
             peer = counted = (unmapped(peer[0]), peer[1])
@@ -198,6 +208,7 @@ class SessionRegistry(Generic[S]):
                 host = client_block(host, self.ipv6_prefix_length)
             count = self.per_address.get(host, 0)
             if count >= limit:
+                self.log_turned_away(peer_text(peer), True)
                 return self.address_busy_reply
         session = self.new_session(transport, peer)
         if host is not None:
@@ -223,6 +234,18 @@ class SessionRegistry(Generic[S]):
         sessions[session] = host
         self.per_address[host] = count + 1
         return True
+
+    def log_turned_away(self, client: str, per_address: bool) -> None:
+        """The one line for a client a session limit turned away (``client`` as
+        :func:`~smtpcore._driver._proxied.client_text` names it), naming the limit:
+        ``too many sessions from [192.0.2.7]:40312: refused (max-sessions-per-address
+        50)``. One line a refused connection, as Postfix logs each; an admitted one
+        never comes here. Not a ``reject:`` line: a busy server is no client's abuse."""
+        if per_address:
+            limit, value = "max-sessions-per-address", self.max_per_address
+        else:
+            limit, value = "max-sessions", self.max_sessions
+        self.logger.info("too many sessions from %s: refused (%s %s)", client, limit, value)
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""
@@ -640,7 +663,7 @@ class ServedSession:
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
         if not self.state.readdress(self, counted_peer(header)):
-            self.logger.info("too many sessions from %s: refused", client_text(session))
+            self.state.log_turned_away(client_text(session), True)
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):
                     async with transport.deadline(send_timeout):

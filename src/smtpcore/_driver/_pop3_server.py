@@ -463,6 +463,8 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
     """What the sessions of one POP3 server share: options, the mailstore, the live
     sessions, and whether the server is shutting down."""
 
+    logger = logger
+
     def __init__(self, store: Mailstore, options: POP3ServerOptions) -> None:
         busy = Err("Too many connections, try again later", code="SYS/TEMP")
         address_busy = Err("Too many connections from your address", code="SYS/TEMP")

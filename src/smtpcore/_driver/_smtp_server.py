@@ -554,6 +554,8 @@ class ServerState(SessionRegistry["ServerSession"]):
     whether the server is shutting down (idle sessions get 421 at once, busy ones
     when their message is done)."""
 
+    logger = logger
+
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")
         address_busy = Reply(
@@ -1437,7 +1439,7 @@ class ServerSession(ServedSession):
         _present(session, merged)
         if not self.state.readdress(self, ip_peer(session.peer)):
             self._connect_told = False  # the named client: refused before handle_connect
-            logger.info("too many sessions from %s: refused", client_text(session))
+            self.state.log_turned_away(client_text(session), True)
             self._answer(
                 Reply(
                     421, f"{self.options.hostname} Too many connections from your address", "4.7.0"
