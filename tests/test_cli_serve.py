@@ -792,3 +792,4 @@ def test_serve_warns_when_the_open_files_limit_stays_short(tmp_path: Path) -> No
         "on every listener needs under full load"
     ) in log
     assert "raise `ulimit -n` to 18100 (the hard limit is 200) or lower --max-sessions" in log
+    assert " smtpcore.mail: warning: open files limit (ulimit -n) is 200, lower " in log

@@ -35,6 +35,7 @@ from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import AuthIdentity, Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.server.log import refusal_line
+from smtpcore.server.logformat import SERVE_FORMAT, LevelWordFormatter, level_word
 from smtpcore.smtp import Reply
 from test_adapters_auth import NO_CREDENTIAL_CHECKED, PASSWORD, USER, authenticator
 from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
@@ -637,8 +638,25 @@ def test_a_client_the_proxy_names_by_no_address_never_bans_the_proxy(
 
 
 def _as_logged(records: list[logging.LogRecord]) -> str:
-    """``records`` as the reference server's log writes them, dated for the filter."""
-    return "".join(f"2026-12-03 14:43:07,530 {r.name}: {r.getMessage()}\n" for r in records)
+    """``records`` as the reference server's log writes them (its formatter: a level
+    word before a WARNING's message), dated for the filter."""
+    formatter = LevelWordFormatter(SERVE_FORMAT)
+    return "".join(f"{formatter.format(r)}\n" for r in records)
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.ERROR])
+def test_a_line_above_info_is_never_read_as_a_refusal(level: int) -> None:
+    """A refusal of the server's own making is a WARNING (``warning: NOQUEUE: reject:
+    ...``), and so is no line the filter bans: its level word stands where the
+    expressions want the queue id. The same refusal at INFO is banned."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line("smtp", client, "RCPT", Reply(550, "no", "5.7.1"))
+    record = _record("smtpcore.mail", line)
+    assert _hosts(_as_logged([record])) == [("192.0.2.7", ANY)]
+    record.levelno, record.levelname = level, logging.getLevelName(level)
+    logged = _as_logged([record])
+    assert f"smtpcore.mail: {level_word(level)}NOQUEUE: reject: RCPT from " in logged
+    assert _hosts(logged) == []
 
 
 @pytest.mark.parametrize(

@@ -642,6 +642,9 @@ def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
         users.write_text("not a user line\n")
         abc.process.popen.send_signal(signal.SIGHUP)
         _until(lambda: "reload failed" in abc.log(), "the refused reload", abc)
+        # An ERROR reads as one, as Postfix's lines do; the INFO lines as before.
+        assert " smtpcore.mail: error: reload failed, the old configuration stays: " in abc.log()
+        assert " smtpcore.mail: reloaded: 2 users" in abc.log()
         # One that is not UTF-8 too: the reload task died of it, unlogged.
         users.write_bytes(b"john@abc.example:john-pw\nmary@abc.example:p\xe4ss\n")
         abc.process.popen.send_signal(signal.SIGHUP)

@@ -39,6 +39,7 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
+from smtpcore.server.logformat import SERVE_FORMAT, log_to_stderr, tool_format
 from smtpcore.server.output import OutputLost, forgiving_stderr, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
 
@@ -778,11 +779,7 @@ def _announce(listeners: Sequence[object], log: logging.Logger) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(getattr(logging, args.log_level.upper()), SERVE_FORMAT)
     config = config_from_args(args)
     warning = None if args.hostname else default_hostname_warning(config.hostname, "--hostname")
     if warning is not None:
@@ -854,6 +851,9 @@ def _main(argv: Sequence[str] | None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _run_serve(args)
+    # What the library logs under a one-shot command (a damaged queue file met by
+    # `queue`, say) reads as the command's own warnings do, never as a bare line.
+    log_to_stderr(logging.WARNING, tool_format(args.command))
     if args.command == "send":
         from smtpcore.server.tools import run_send
 
