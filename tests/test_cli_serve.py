@@ -793,3 +793,38 @@ def test_serve_warns_when_the_open_files_limit_stays_short(tmp_path: Path) -> No
     ) in log
     assert "raise `ulimit -n` to 18100 (the hard limit is 200) or lower --max-sessions" in log
     assert " smtpcore.mail: warning: open files limit (ulimit -n) is 200, lower " in log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_stop_signal_while_stopping_says_so_and_ends_the_server_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Postfix's ``postfix abort`` after its ``stop``: a second SIGTERM (or Control-C's
+    SIGINT) during the stop's grace killed the server with no line in its log. Now it
+    says so in one line, then ends at once, killed by that signal (a shell's 143 or
+    130), cutting off the session still in its message."""
+    users = ["john@abc.example:john-pw"]
+    stop_timeout = ("--stop-timeout", "60")
+    commands = (b"HELO c.example", b"MAIL FROM:<a@b.example>", b"RCPT TO:<john@abc.example>")
+    with (
+        serve(
+            tmp_path / "abc", "abc.example", users, listeners=("smtp",), extra=stop_timeout
+        ) as abc,
+        socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock,
+    ):
+        replies = sock.makefile("rb")
+        assert replies.readline().startswith(b"220 ")
+        for command in (*commands, b"DATA"):
+            sock.sendall(command + b"\r\n")
+            assert replies.readline()[:1] in (b"2", b"3")
+        sock.sendall(b"Subject: half a message\r\n")  # the stop waits for its end
+        abc.process.popen.send_signal(signum)
+        _until(lambda: "stopping: sessions and deliveries" in abc.log(), "the stop", abc)
+        abc.process.popen.send_signal(signum)
+        status = abc.process.popen.wait(10)
+        assert replies.readline() == b""  # cut off: no 421
+    assert status == -signum, abc.log()
+    name = signal.Signals(signum).name
+    line = f" smtpcore.mail: warning: second {name}: stopping at once: sessions and deliveries"
+    assert line in abc.log()
+    assert "stopped" not in abc.log().split(line)[1]

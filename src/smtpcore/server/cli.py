@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -331,7 +332,8 @@ def _add_serve(commands: Any) -> None:
         default=10.0,
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long sessions and deliveries under way may take to "
-        "finish before they are cut off (default 10s)",
+        "finish before they are cut off (default 10s); a second SIGTERM or SIGINT "
+        "stops at once",
     )
     serve.add_argument(
         "--log-level",
@@ -687,10 +689,11 @@ async def _serve(
     reread: Callable[[], ServerConfig] | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT, which stop within ``stop_timeout`` seconds (sessions
-    finish their message, then get 421; deliveries under way finish or stay queued);
-    SIGHUP calls ``reread`` and reloads users and certificates; SIGUSR1 runs the
-    commands ``python -m smtpcore queue`` left. Signals the entry point held while
-    this process started are carried out as if they came now."""
+    finish their message, then get 421; deliveries under way finish or stay queued),
+    or at once on a second one while stopping; SIGHUP calls ``reread`` and reloads
+    users and certificates; SIGUSR1 runs the commands ``python -m smtpcore queue`` left.
+    Signals the entry point held while this process started are carried out as if
+    they came now."""
     from smtpcore.server.mailserver import MailServer
 
     log = logging.getLogger("smtpcore.mail")
@@ -709,6 +712,21 @@ async def _serve(
             await server.reload(reread())
         except Exception as exc:  # whatever it is, the old configuration serves on
             log.error("reload failed, the old configuration stays: %s", exc)
+
+    def abort(signum: int) -> None:
+        """A second SIGTERM or SIGINT while stopping: Postfix's ``postfix abort`` after its
+        ``stop``. One line, then the process ends at once, killed by that signal (its
+        default action, so that a shell or an init system sees it so: status 143 for
+        SIGTERM, 130 for SIGINT), sessions and deliveries cut where they are; the next
+        start clears the marks and spool files left and retries what was not recorded."""
+        log.warning(
+            "second %s: stopping at once: sessions and deliveries cut off where they are",
+            signal.Signals(signum).name,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def spawn(signum: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` for a signal: at once while serving, once started when it came
@@ -755,8 +773,8 @@ async def _serve(
         finally:
             state = "stopping"
             log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
-            for signum in (signal.SIGINT, signal.SIGTERM):  # a second one cuts the wait short
-                loop.remove_signal_handler(signum)
+            for signum in (signal.SIGINT, signal.SIGTERM):  # a second one stops at once
+                loop.add_signal_handler(signum, abort, signum)
             await server.aclose(grace=stop_timeout)
             log.info("stopped")
     finally:
