@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import email
 import email.policy
+import fcntl
 import functools
 import logging
 import os
@@ -16,7 +17,10 @@ import signal
 import smtplib
 import socket
 import ssl
+import struct
+import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -828,3 +832,59 @@ def test_a_second_stop_signal_while_stopping_says_so_and_ends_the_server_at_once
     line = f" smtpcore.mail: warning: second {name}: stopping at once: sessions and deliveries"
     assert line in abc.log()
     assert "stopped" not in abc.log().split(line)[1]
+
+
+def test_a_second_stop_signal_ends_the_server_though_its_stderr_pipe_is_full(
+    tmp_path: Path,
+) -> None:
+    """The second signal ran as an event-loop callback, which first wrote its line to
+    the log: with the loop blocked on a stderr pipe nobody read (a stalled log
+    collector), the signal was never acted on and the server ran on. Now it ends at
+    once, its line dropped when the pipe takes none."""
+    port = free_port()
+    argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": port}, (), True)
+    argv += ["--max-sessions-per-address", "0", "--stop-timeout", "120"]
+    read_end, write_end = os.pipe()
+    pipe_size = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    popen = subprocess.Popen(
+        argv,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=write_end,
+    )
+    os.close(write_end)
+    os.set_blocking(read_end, False)
+    socks: list[socket.socket] = []
+    try:
+        assert popen.stdout is not None
+        assert popen.stdout.readline() == f"smtp listening on {LOOPBACK}:{port}\n".encode()
+        with contextlib.suppress(BlockingIOError):
+            os.read(read_end, pipe_size)  # the start's lines; from now on nobody reads
+        # Each session's end is a line: many more than the pipe holds.
+        for _ in range(pipe_size // 40):
+            sock = socket.create_connection((LOOPBACK, port), timeout=30)
+            socks.append(sock)
+            assert sock.recv(512).startswith(b"220 ")
+        popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _unread(read_end) < pipe_size - 512:  # no room for a line: the loop waits
+            assert time.monotonic() < deadline and popen.poll() is None
+            time.sleep(0.05)
+        popen.send_signal(signal.SIGTERM)
+        assert popen.wait(60) == -signal.SIGTERM
+    finally:
+        for sock in socks:
+            sock.close()
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+        assert popen.stdout is not None
+        popen.stdout.close()
+        os.close(read_end)
+
+
+def _unread(pipe: int) -> int:
+    """How many bytes wait in ``pipe``."""
+    (count,) = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)

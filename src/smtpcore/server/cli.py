@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import dataclasses
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -43,6 +42,7 @@ from smtpcore.server.fetch import AUTH_CHOICES
 from smtpcore.server.logformat import SERVE_FORMAT, log_to_stderr, tool_format
 from smtpcore.server.output import OutputLost, forgiving_stderr, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
+from smtpcore.server.stopsignal import abort_on_second_signal
 
 __all__ = ["build_parser", "main"]
 
@@ -713,21 +713,6 @@ async def _serve(
         except Exception as exc:  # whatever it is, the old configuration serves on
             log.error("reload failed, the old configuration stays: %s", exc)
 
-    def abort(signum: int) -> None:
-        """A second SIGTERM or SIGINT while stopping: Postfix's ``postfix abort`` after its
-        ``stop``. One line, then the process ends at once, killed by that signal (its
-        default action, so that a shell or an init system sees it so: status 143 for
-        SIGTERM, 130 for SIGINT), sessions and deliveries cut where they are; the next
-        start clears the marks and spool files left and retries what was not recorded."""
-        log.warning(
-            "second %s: stopping at once: sessions and deliveries cut off where they are",
-            signal.Signals(signum).name,
-        )
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
     def spawn(signum: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` for a signal: at once while serving, once started when it came
         during the start, never while stopping (a queue command waits in its file for
@@ -772,10 +757,11 @@ async def _serve(
             await stop.wait()
         finally:
             state = "stopping"
-            log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
-            for signum in (signal.SIGINT, signal.SIGTERM):  # a second one stops at once
-                loop.add_signal_handler(signum, abort, signum)
-            await server.aclose(grace=stop_timeout)
+            # Before the log line, which a full stderr pipe may block on: a second
+            # signal must still stop at once.
+            with abort_on_second_signal(loop, log):
+                log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
+                await server.aclose(grace=stop_timeout)
             log.info("stopped")
     finally:
         await server.lock_released()
