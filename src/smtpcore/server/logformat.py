@@ -58,7 +58,10 @@ class LevelWordFormatter(logging.Formatter):
 def log_to_stderr(level: int, fmt: str) -> None:
     """Send the log at ``level`` and above to stderr in ``fmt``, with level words.
     As :func:`logging.basicConfig`, a process whose root logger has a handler
-    already (an embedding program, a test's capture) is left as it is."""
+    already (an embedding program, a test's capture) is left as it is. The handler
+    has ``level`` too: a logger a command sets lower for a handler of its own (the
+    demo's mail log, kept for its report) passes its lines to the root's handlers."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
     handler.setFormatter(LevelWordFormatter(fmt))
     logging.basicConfig(level=level, handlers=[handler])
