@@ -929,3 +929,13 @@ def test_a_refusal_line_with_nothing_known_of_its_envelope_ends_with_the_reply()
     assert line.endswith(": 452 4.3.1 Insufficient system storage"), repr(line)
     with_detail = refusal_line(None, client, "MAIL", Reply(452, "x", "4.3.1"), detail="why")
     assert with_detail.endswith(": 452 4.3.1 x; (why)"), repr(with_detail)
+
+
+def test_the_count_of_a_client_turned_away_again_is_never_banned() -> None:
+    """The line that counts the refusals after a client's first (a flood is not a
+    line a connection) is no more the client's abuse than the first."""
+    line = (
+        "2026-12-03 14:43:10,010 smtpcore.server: too many sessions from [192.0.2.7]: "
+        "1234 more refused (max-sessions-per-address 50) since the last line"
+    )
+    assert _hosts(line) == []

@@ -33,6 +33,7 @@ from smtpcore._driver._proxied import (
 from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
+from smtpcore._driver._turnedaway import TurnedAwayLog
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
 from smtpcore.handler import TLSInfo
 from smtpcore.proxy import ProxyProtocolError
@@ -117,7 +118,7 @@ class SessionRegistry(Generic[S]):
     A connection from one of ``proxy_networks`` is such a connection (a
     subclass may say otherwise in :meth:`client_named_later`).
 
-    A client turned away by either limit gets one line in :attr:`logger`
+    A client turned away by either limit is logged in :attr:`logger`
     (:meth:`log_turned_away`), whoever named it: the connection, a proxy's
     header, XCLIENT.
     """
@@ -168,6 +169,8 @@ class SessionRegistry(Generic[S]):
         there sets this too)."""
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
+        self.turned_away = TurnedAwayLog(self.logger)
+        """The lines for clients the limits turned away."""
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> S:
         """A session for a connection just accepted from ``peer`` (its
@@ -236,16 +239,17 @@ class SessionRegistry(Generic[S]):
         return True
 
     def log_turned_away(self, client: str, per_address: bool) -> None:
-        """The one line for a client a session limit turned away (``client`` as
+        """Log a client a session limit turned away (``client`` as
         :func:`~smtpcore._driver._proxied.client_text` names it), naming the limit:
         ``too many sessions from [192.0.2.7]:40312: refused (max-sessions-per-address
-        50)``. One line a refused connection, as Postfix logs each; an admitted one
-        never comes here. Not a ``reject:`` line: a busy server is no client's abuse."""
+        50)`` the first time, then a count now and then (:class:`TurnedAwayLog`): a
+        flood must not cost a line a connection. An admitted client never comes here.
+        Not a ``reject:`` line: a busy server is no client's abuse."""
         if per_address:
-            limit, value = "max-sessions-per-address", self.max_per_address
+            limit = f"max-sessions-per-address {self.max_per_address}"
         else:
-            limit, value = "max-sessions", self.max_sessions
-        self.logger.info("too many sessions from %s: refused (%s %s)", client, limit, value)
+            limit = f"max-sessions {self.max_sessions}"
+        self.turned_away.refused(client, limit)
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""
