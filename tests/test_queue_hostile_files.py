@@ -9,6 +9,7 @@ anything."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -473,7 +474,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "queue: 1 commands a stopped server left carried out first",
-        "queue release: 1 messages (delivered when the server starts)",
+        "queue release: 1 message (delivered when the server starts)",
     ]
     assert not queue.load(entry.id).held
 
@@ -483,7 +484,7 @@ def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:
     assert validate_ids(queue, [entry.id, entry.id.lower(), entry.id]) == (entry.id,)
     result = _queue(tmp_path, "hold", entry.id, entry.id)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "queue hold: 1 messages\n"
+    assert result.stdout == "queue hold: 1 message\n"
 
 
 def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
@@ -498,7 +499,7 @@ def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
     assert result.returncode == 2, result.stderr
     skipped, done = result.stdout.splitlines()
     assert skipped.startswith("queue hold: 0123456789 skipped: damaged (")
-    assert done == "queue hold: 1 messages"
+    assert done == "queue hold: 1 message"
     assert queue.load(good.id).held
     told: list[str] = []
     command = QueueCommand("delete", ("0123456789",))
@@ -530,7 +531,7 @@ def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
         assert result.returncode == 2, result.stderr
         skipped, done = result.stdout.splitlines()
         assert skipped.startswith(f"queue {action}: 0123456789 skipped: damaged (")
-        assert done.startswith(f"queue {action}: 1 messages")
+        assert done.startswith(f"queue {action}: 1 message")
     assert not queue.has(good.id)  # the delete
     assert queue.envelope_path("0123456789").exists()
     gone: list[str] = []
@@ -620,3 +621,19 @@ def test_a_command_file_naming_a_path_not_an_id_is_damaged(tmp_path: Path) -> No
         with pytest.raises(ValueError, match="queue id"):
             method(f"../envelopes/{entry.id}")
     assert queue.read_content(entry.id) == MESSAGE
+
+
+def test_a_flush_with_no_server_counts_no_held_message_and_says_it_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """With no server running, ``flush`` counted a held message it leaves held (``queue
+    flush: 1 messages``); the server's count and lines, one mechanism, are the tool's."""
+    queue, (held, _due) = _queue_with(tmp_path, 2)
+    queue.update(dataclasses.replace(held, held=True))
+    result = _queue(tmp_path, "flush")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{held.id}: queue flush skipped: on hold (queue release sends it)",
+        "queue flush: 1 message (delivered when the server starts)",
+    ]
+    assert queue.load(held.id).held

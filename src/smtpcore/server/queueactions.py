@@ -9,7 +9,6 @@ The command files themselves are :mod:`smtpcore.server.queuectl`'s.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
@@ -18,6 +17,7 @@ from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
+from smtpcore.server.queueeffects import Effect, effect_on, not_done_line
 from smtpcore.server.waits import ThreadShare
 
 __all__ = [
@@ -25,9 +25,7 @@ __all__ = [
     "TRYING_NOW",
     "ActingWorker",
     "Applied",
-    "Effect",
     "QueueActions",
-    "summary_line",
 ]
 
 STOPPING: Final = frozenset({"hold", "delete"})
@@ -47,16 +45,6 @@ else the mail for a hop that is back would only be deferred again, without a try
 until the suspension ran out."""
 
 
-class Effect(enum.Enum):
-    """What one action did to one message: only ``DONE`` counts in the command's line;
-    the others but ``WAITS`` get a line saying why (:meth:`QueueActions.not_done`)."""
-
-    DONE = "done"
-    WAITS = "waits for the message's delivery round to end"
-    GONE = "the message is no longer in the queue"
-    HELD = "the message is on hold"
-
-
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What :meth:`DeliveryWorker.apply <smtpcore.server.delivery.DeliveryWorker.apply>`
@@ -71,22 +59,6 @@ class Applied:
     written: asyncio.Future[bool]
     done: int = 0
     waiting: int = 0
-
-
-def _messages(count: int) -> str:
-    return f"{count} message" if count == 1 else f"{count} messages"
-
-
-def summary_line(action: str, applied: Applied) -> str:
-    """The command's line in the log: the messages the action took effect on, not those
-    it matched (``queue flush: 1 message``), and those that wait for their round
-    (``queue delete: 0 messages, 1 waiting for its delivery round``)."""
-    line = f"queue {action}: {_messages(applied.done)}"
-    if applied.waiting == 1:
-        line += ", 1 waiting for its delivery round"
-    elif applied.waiting:
-        line += f", {applied.waiting} waiting for their delivery rounds"
-    return line
 
 
 def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
@@ -191,17 +163,9 @@ class QueueActions:
 
     @staticmethod
     def not_done(queue_id: str, action: str, effect: Effect, *, after_round: bool) -> None:
-        """The line for an action that matched ``queue_id`` and did nothing to it: a
-        flush skips a held message (Postfix's ``postqueue -f`` too), and a message
-        gone (``after_round``: the round the action waited for ended it, delivered
-        or returned, as a delete or hold that came too late) cannot be acted on."""
-        if effect is Effect.HELD:
-            why = "skipped: on hold (queue release sends it)"
-        elif after_round:
-            why = "not done: its delivery round, under way when the command came, ended it first"
-        else:
-            why = f"not done: {effect.value}"
-        logger.info("%s: queue %s %s", queue_id, action, why)
+        """Log the line for an action that matched ``queue_id`` and did nothing to it
+        (:func:`~smtpcore.server.queueeffects.not_done_line`)."""
+        logger.info("%s", not_done_line(queue_id, action, effect, after_round=after_round))
 
     async def _apply_waiting(self, queue_id: str) -> None:
         """Carry out, oldest first, the actions that waited for ``queue_id``'s round. A
@@ -280,6 +244,8 @@ class QueueActions:
             raise
         if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
             return Effect.WAITS
+        if (effect := effect_on(entry, action)) is not Effect.DONE:
+            return effect
         if action == "delete":
             await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
@@ -292,9 +258,7 @@ class QueueActions:
             await self.worker._write(entry)
             logger.info("%s: released (queue release)", queue_id)
             self.worker.schedule(entry)
-        elif entry.held:  # flush
-            return Effect.HELD
-        else:
+        else:  # flush
             self.worker.schedule(replace(entry, next_attempt=self.worker.clock()))
         return Effect.DONE
 

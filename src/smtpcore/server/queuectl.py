@@ -34,6 +34,7 @@ from typing import Final
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
+from smtpcore.server.queueeffects import Effect, effect_on, not_done_line
 from smtpcore.server.safefiles import (
     NotRegularFile,
     open_regular,
@@ -402,7 +403,9 @@ def apply_offline(
     own: bool = True,
     skips: list[str] | None = None,
 ) -> list[str]:
-    """Carry ``command`` out on the files, no server running; the ids acted on. What a
+    """Carry ``command`` out on the files, no server running; the ids it acted on, as
+    the server counts them (:mod:`smtpcore.server.queueeffects`), each id it left as it
+    was told to ``tell`` with why, when the command is the operator's ``own``. What a
     delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``; so
     does each id it skips (see :func:`_targets`) when the command is the operator's
     ``own``, and the id goes into ``skips``, for the tool's status. One a stopped
@@ -419,6 +422,10 @@ def apply_offline(
 
     done = []
     for entry in _targets(queue, command, skipped):
+        if (effect := effect_on(entry, command.action)) is not Effect.DONE:
+            if own:
+                tell(not_done_line(entry.id, command.action, effect, after_round=False))
+            continue
         if command.action == "delete":
             queue.remove(entry.id)
             if (dropped := dropped_report(entry)) is not None:
