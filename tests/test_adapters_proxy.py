@@ -452,6 +452,32 @@ def test_sessions_are_counted_by_the_client_the_header_names(
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
 
 
+def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_sessions_per_address counts an IPv6 client by its /84 block, and so does the
+    log of clients it turned away: a client that names a new address of its block each
+    time is one line naming the block, not a line a connection."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    with (
+        running_smtp_server(
+            adapter, Recorder(), proxy_protocol_from=["127.0.0.0/8"], max_sessions_per_address=1
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
+    ):
+        first.sendall(b"PROXY TCP6 2001:db8::1 ::1 40000 25\r\n")
+        assert first.recv(1024).startswith(b"220 ")
+        for n in range(2, 22):
+            again = f"PROXY TCP6 2001:db8::{n:x} ::1 40000 25\r\n".encode()
+            assert greeting_after(server.port, again).startswith(b"421 4.7.0 ")
+        first.sendall(b"QUIT\r\n")
+        assert first.recv(1024).startswith(b"221 ")
+    assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
+        "too many sessions from [2001:db8::2]:40000 in 2001:db8::/84: refused"
+        " (max-sessions-per-address 1)"
+    ]
+
+
 def test_an_ipv4_client_named_in_its_ipv6_mapped_form_is_the_same_client(adapter: str) -> None:
     """RFC 4291 §2.5.5.2: ``::ffff:192.0.2.7`` is 192.0.2.7. A header naming it so is
     counted, and shown to the handler (and the log, and fail2ban), as the IPv4 client:

@@ -48,6 +48,21 @@ def test_a_flood_from_one_client_is_its_first_line_then_a_count_a_minute(
     assert _lines(caplog)[2:] == [f"too many sessions from [192.0.2.7]:41001: refused ({LIMIT})"]
 
 
+def test_an_ipv6_client_is_its_block_whatever_its_address(
+    log: TurnedAwayLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = log.clock
+    assert isinstance(clock, Clock)
+    for n in range(1, 301):
+        log.refused(f"[2001:db8::{n:x}]:40000", LIMIT, "2001:db8::/84")
+    clock.now += 60
+    log.refused("[2001:db8::1:0]:40000", LIMIT, "2001:db8::/84")
+    assert _lines(caplog) == [
+        f"too many sessions from [2001:db8::1]:40000 in 2001:db8::/84: refused ({LIMIT})",
+        f"too many sessions from 2001:db8::/84: 300 more refused ({LIMIT}) since the last line",
+    ]
+
+
 def test_each_address_and_limit_has_its_own_first_line(
     log: TurnedAwayLog, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -196,7 +196,8 @@ class SessionRegistry(Generic[S]):
             # A client turned away by a shutdown is told so, not that the server is full.
             if self.stopping:
                 return self.stopping_reply
-            self.log_turned_away(peer_text(session_address(transport.peer_address)), False)
+            full = session_address(transport.peer_address)
+            self.log_turned_away(peer_text(full), False, self.block_of(full))
             return self.busy_reply
         peer = counted = transport.peer_address
         if peer is not None and peer[0][:7] == "::ffff:":  # session_address(peer), inline
@@ -211,7 +212,7 @@ class SessionRegistry(Generic[S]):
                 host = client_block(host, self.ipv6_prefix_length)
             count = self.per_address.get(host, 0)
             if count >= limit:
-                self.log_turned_away(peer_text(peer), True)
+                self.log_turned_away(peer_text(peer), True, host)
                 return self.address_busy_reply
         session = self.new_session(transport, peer)
         if host is not None:
@@ -238,18 +239,24 @@ class SessionRegistry(Generic[S]):
         self.per_address[host] = count + 1
         return True
 
-    def log_turned_away(self, client: str, per_address: bool) -> None:
+    def block_of(self, peer: tuple[str, int] | None) -> str | None:
+        """What the per-address limit counts ``peer`` under (None: no address)."""
+        return None if peer is None else client_block(peer[0], self.ipv6_prefix_length)
+
+    def log_turned_away(self, client: str, per_address: bool, block: str | None = None) -> None:
         """Log a client a session limit turned away (``client`` as
         :func:`~smtpcore._driver._proxied.client_text` names it), naming the limit:
         ``too many sessions from [192.0.2.7]:40312: refused (max-sessions-per-address
         50)`` the first time, then a count now and then (:class:`TurnedAwayLog`): a
         flood must not cost a line a connection. An admitted client never comes here.
-        Not a ``reject:`` line: a busy server is no client's abuse."""
+        Not a ``reject:`` line: a busy server is no client's abuse. ``block`` is what
+        the client is counted under (:meth:`block_of`), so that an IPv6 client is one
+        client however it varies its address within its block."""
         if per_address:
             limit = f"max-sessions-per-address {self.max_per_address}"
         else:
             limit = f"max-sessions {self.max_sessions}"
-        self.turned_away.refused(client, limit)
+        self.turned_away.refused(client, limit, block)
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""
@@ -666,8 +673,9 @@ class ServedSession:
             session.local = header.destination
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
-        if not self.state.readdress(self, counted_peer(header)):
-            self.state.log_turned_away(client_text(session), True)
+        counted = counted_peer(header)
+        if not self.state.readdress(self, counted):
+            self.state.log_turned_away(client_text(session), True, self.state.block_of(counted))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):
                     async with transport.deadline(send_timeout):

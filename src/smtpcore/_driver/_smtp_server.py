@@ -1437,9 +1437,10 @@ class ServerSession(ServedSession):
         merged = command if known is None else known.merged(command)
         await self._tell_handler_closed()
         _present(session, merged)
-        if not self.state.readdress(self, ip_peer(session.peer)):
+        named = ip_peer(session.peer)
+        if not self.state.readdress(self, named):
             self._connect_told = False  # the named client: refused before handle_connect
-            self.state.log_turned_away(client_text(session), True)
+            self.state.log_turned_away(client_text(session), True, self.state.block_of(named))
             self._answer(
                 Reply(
                     421, f"{self.options.hostname} Too many connections from your address", "4.7.0"

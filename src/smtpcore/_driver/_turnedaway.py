@@ -6,6 +6,10 @@ one line a refusal would let a client fill the disk, and a slow log reader slow
 the whole server to the log's pace. Admitted sessions never come here, and
 nothing runs on a timer: a count waiting is written with that client's next
 refusal after the interval, or when it is forgotten to make room for another.
+
+A client is the block the per-address limit counts it under
+(:func:`~smtpcore._ip.client_block`): an IPv6 client that changes the low bits
+of its address each connection is still one client, with one line and a count.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ class TurnedAwayLog:
 
     ``too many sessions from [192.0.2.7]:40312: refused (max-sessions-per-address
     50)``, then ``too many sessions from [192.0.2.7]: 1234 more refused
-    (max-sessions-per-address 50) since the last line``. At most ``max_tracked``
+    (max-sessions-per-address 50) since the last line``; an IPv6 client's lines
+    name its block, ``too many sessions from [2001:db8::7]:40312 in 2001:db8::/84:
+    refused (...)`` and ``too many sessions from 2001:db8::/84: ...``. At most ``max_tracked``
     clients are remembered, the one refused longest ago forgotten first (its count
     written then), so memory stays bounded when the flood comes from many addresses.
     """
@@ -43,10 +49,14 @@ class TurnedAwayLog:
         self._unsaid: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         """(address, limit) -> [when its last line was written, refusals since]."""
 
-    def refused(self, client: str, limit: str) -> None:
+    def refused(self, client: str, limit: str, block: str | None = None) -> None:
         """``client`` (as :func:`~smtpcore._driver._proxied.client_text` names it)
-        was turned away by ``limit`` (``max-sessions 2000``)."""
-        key = (_address(client), limit)
+        was turned away by ``limit`` (``max-sessions 2000``); ``block`` is what the
+        limit counts it under (:func:`~smtpcore._ip.client_block`; None: its address)."""
+        counted = _counted(client, block)
+        if counted != _address(client):
+            client = f"{client} in {counted}"
+        key = (counted, limit)
         now = self.clock()
         seen = self._unsaid.get(key)
         if seen is None:
@@ -74,6 +84,14 @@ class TurnedAwayLog:
                 seen[1],
                 limit,
             )
+
+
+def _counted(client: str, block: str | None) -> str:
+    """The name of what ``client`` is counted under: ``[192.0.2.7]`` for an address,
+    ``2001:db8::/84`` for an IPv6 block."""
+    if block is None:
+        return _address(client)
+    return block if "/" in block else f"[{block}]"
 
 
 def _address(client: str) -> str:
