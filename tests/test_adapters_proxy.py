@@ -452,12 +452,12 @@ def test_sessions_are_counted_by_the_client_the_header_names(
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
 
 
-def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line(
+def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line_then_a_count(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """max_sessions_per_address counts an IPv6 client by its /84 block, and so does the
     log of clients it turned away: a client that names a new address of its block each
-    time is one line naming the block, not a line a connection."""
+    time is one line naming the block and a count, not a line a connection."""
     caplog.set_level(logging.INFO, "smtpcore")
     with (
         running_smtp_server(
@@ -474,7 +474,9 @@ def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line(
         assert first.recv(1024).startswith(b"221 ")
     assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
         "too many sessions from [2001:db8::2]:40000 in 2001:db8::/84: refused"
-        " (max-sessions-per-address 1)"
+        " (max-sessions-per-address 1)",
+        "too many sessions from 2001:db8::/84: 19 more refused"
+        " (max-sessions-per-address 1) since the last line",  # written as the server stops
     ]
 
 

@@ -86,3 +86,19 @@ def test_memory_is_bounded_and_a_forgotten_client_says_its_count(
     assert f"too many sessions from [192.0.2.1]: 1 more refused ({LIMIT}) since the last line" in (
         _lines(caplog)
     )
+
+
+def test_close_writes_every_count_still_waiting(
+    log: TurnedAwayLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood shorter than the interval, or a flood's last minute, has no later
+    refusal to write its count: the server's stop writes it."""
+    for port in range(40000, 40050):
+        log.refused(f"[192.0.2.7]:{port}", LIMIT)
+    log.refused("[192.0.2.8]:1", LIMIT)
+    log.close()
+    assert _lines(caplog)[2:] == [
+        f"too many sessions from [192.0.2.7]: 49 more refused ({LIMIT}) since the last line"
+    ]
+    log.close()  # nothing left: nothing written twice
+    assert len(_lines(caplog)) == 3

@@ -285,6 +285,11 @@ class SessionRegistry(Generic[S]):
         for session in list(self.sessions):
             session.cut_off()
 
+    def end_shutdown(self) -> None:
+        """The shutdown is over: write the counts of refused clients still waiting
+        (:meth:`TurnedAwayLog.close`), which no later refusal would write."""
+        self.turned_away.close()
+
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
         host = self.sessions.pop(session, None)

@@ -5,7 +5,9 @@ a limit, then one count at most every :attr:`TurnedAwayLog.interval` seconds:
 one line a refusal would let a client fill the disk, and a slow log reader slow
 the whole server to the log's pace. Admitted sessions never come here, and
 nothing runs on a timer: a count waiting is written with that client's next
-refusal after the interval, or when it is forgotten to make room for another.
+refusal after the interval, when it is forgotten to make room for another, or
+when the server stops (:meth:`TurnedAwayLog.close`): a count may lag its
+refusals by up to the interval, but none goes unwritten.
 
 A client is the block the per-address limit counts it under
 (:func:`~smtpcore._ip.client_block`): an IPv6 client that changes the low bits
@@ -74,6 +76,12 @@ class TurnedAwayLog:
         else:
             self._say(key, seen)
         seen[:] = [now, 0]
+
+    def close(self) -> None:
+        """Write every count still waiting, and forget every client: the server
+        stops, and no later refusal would write them."""
+        while self._unsaid:
+            self._say(*self._unsaid.popitem(last=False))
 
     def _say(self, key: tuple[str, str], seen: list[float]) -> None:
         address, limit = key
