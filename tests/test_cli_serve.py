@@ -538,6 +538,49 @@ def test_a_queue_signal_after_a_stop_that_still_holds_the_lock_never_kills_the_s
     assert len(list((data_dir / "queue" / "commands").glob("*.json"))) == 1
 
 
+def test_a_second_stop_signal_stops_at_once_until_the_lock_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The abort on a second SIGTERM or SIGINT ended with aclose(), before the
+    ``stopped`` line and the wait for the lock's release (disk work a stop cut off,
+    on a slow disk): a second signal then met the asyncio loop's own handler, which
+    had been taken away, and was ignored. It now lasts until the lock is let go."""
+    from smtpcore.server import stopsignal
+    from smtpcore.server.mailserver import MailServer
+
+    seen: dict[str, object] = {}
+
+    def aborts() -> bool:
+        return getattr(signal.getsignal(signal.SIGTERM), "func", None) is stopsignal._abort
+
+    class AtStopped(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "stopped":
+                seen["stopped"] = aborts()
+
+    released = MailServer.lock_released
+
+    async def lock_released(self: MailServer) -> None:
+        seen["lock_released"] = aborts()
+        await released(self)
+
+    def announce(*args: object, **kwargs: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(MailServer, "lock_released", lock_released)
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    mail_log = logging.getLogger("smtpcore.mail")
+    handler = AtStopped()
+    mail_log.addHandler(handler)
+    try:
+        argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
+        assert cli.main(argv[argv.index("serve") :]) == 0
+    finally:
+        mail_log.removeHandler(handler)
+    assert seen == {"stopped": True, "lock_released": True}
+
+
 def _started_on(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -741,32 +742,35 @@ async def _serve(
         loop.add_signal_handler(signum, handler)
     for signum in take_early_signals():  # held by the entry point while this started
         handlers[signum]()
-    try:
+    with contextlib.ExitStack() as stopping:  # a second stop signal: at once, to the end
         try:
-            listeners = await server.start()
-        except OSError as exc:
-            print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        state = "serving"
-        for signum, work in put_off.items():
-            spawn(signum, work)
-        try:
-            _announce(listeners, log)
-            if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
-                log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
-            await stop.wait()
-        finally:
-            state = "stopping"
-            # Before the log line, which a full stderr pipe may block on: a second
-            # signal must still stop at once.
-            with abort_on_second_signal(loop, log):
+            try:
+                listeners = await server.start()
+            except OSError as exc:
+                print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+            state = "serving"
+            for signum, work in put_off.items():
+                spawn(signum, work)
+            try:
+                _announce(listeners, log)
+                if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
+                    log.warning(
+                        "no TLS: passwords cross the network in the clear (give --tls-cert)"
+                    )
+                await stop.wait()
+            finally:
+                state = "stopping"
+                # Before the log line, which a full stderr pipe may block on: a second
+                # signal must still stop at once, until the lock is let go.
+                stopping.enter_context(abort_on_second_signal(loop, log))
                 log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
                 await server.aclose(grace=stop_timeout)
-            log.info("stopped")
-    finally:
-        await server.lock_released()
-        for signum in handlers:
-            loop.remove_signal_handler(signum)
+                log.info("stopped")
+        finally:
+            await server.lock_released()
+            for signum in handlers:
+                loop.remove_signal_handler(signum)
     return 0
 
 
