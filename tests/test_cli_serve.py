@@ -927,6 +927,52 @@ def test_a_second_stop_signal_ends_the_server_though_its_stderr_pipe_is_full(
         os.close(read_end)
 
 
+NESTED_STOP_SIGNAL = """
+import asyncio, logging, os, signal
+from smtpcore.server.logformat import SERVE_FORMAT, log_to_stderr
+from smtpcore.server.stopsignal import abort_on_second_signal
+
+log_to_stderr(logging.INFO, SERVE_FORMAT)
+write = os.write
+
+def write_after_a_sigint(fd, data):  # Control-C as the SIGTERM's line is written
+    if fd == 2:
+        os.write = write
+        signal.raise_signal(signal.SIGINT)
+    return write(fd, data)
+
+async def main():
+    with abort_on_second_signal(asyncio.get_running_loop(), logging.getLogger("smtpcore.mail")):
+        os.write = write_after_a_sigint
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(30)
+
+asyncio.run(main())
+"""
+
+
+def test_a_stop_signal_during_the_abort_kills_at_once_and_leaves_stderr_blocking() -> None:
+    """The abort's handler set the stderr it shares with the shell non-blocking for its
+    line and put back the mode it found: a SIGINT during that write ran the handler
+    again, which found (and put back) the non-blocking mode, and the process died
+    leaving the shell's terminal or pipe non-blocking. Now the handler never changes
+    the mode, and a stop signal during it kills at once, by its default action."""
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", NESTED_STOP_SIGNAL],
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])},  # this smtpcore
+            stdin=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=60,
+        )
+        assert child.returncode == -signal.SIGINT
+        assert os.get_blocking(write_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
 def _unread(pipe: int) -> int:
     """How many bytes wait in ``pipe``."""
     (count,) = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))
