@@ -39,7 +39,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 @contextlib.contextmanager
 def abort_on_second_signal(loop: asyncio.AbstractEventLoop, log: logging.Logger) -> Iterator[None]:
     """While in this block, SIGTERM and SIGINT end the process at once, one line in
-    ``log``'s format tried first; the handlers before it (none in ``loop``) after."""
+    ``serve``'s format tried first on file descriptor 2 only (``log`` gives its name
+    and whether WARNING is on, not its handlers); the handlers before it (none in
+    ``loop``) after."""
     before = {}
     for signum in STOP_SIGNALS:
         loop.remove_signal_handler(signum)
