@@ -34,7 +34,13 @@ from typing import Final
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
-from smtpcore.server.queueeffects import Effect, effect_on, not_done_line
+from smtpcore.server.queueeffects import (
+    Effect,
+    effect_on,
+    messages,
+    not_done_line,
+    skipped_line,
+)
 from smtpcore.server.safefiles import (
     NotRegularFile,
     open_regular,
@@ -409,14 +415,14 @@ def apply_offline(
     delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``; so
     does each id it skips (see :func:`_targets`) when the command is the operator's
     ``own``, and the id goes into ``skips``, for the tool's status. One a stopped
-    server left (``own=False``) skips in silence: a line ``queue hold: ID skipped``
+    server left (``own=False``) skips in silence: a line ``ID: queue hold skipped``
     under ``queue release`` reads as a command never given, and a message gone since
     it was left was delivered, as is normal. Only the envelopes of the messages it
     names are read, one at a time."""
 
     def skipped(queue_id: str, why: str) -> None:
         if own:
-            tell(f"queue {command.action}: {queue_id} skipped: {why}")
+            tell(skipped_line(queue_id, command.action, why))
             if skips is not None:
                 skips.append(queue_id)
 
@@ -526,7 +532,7 @@ def format_listing(
         yield from _entry_lines(entry, now, entry.id in active)
         count += 1
         total += entry.size
-    yield "queue is empty" if not count else f"-- {count} messages, {total} octets"
+    yield "queue is empty" if not count else f"-- {messages(count)}, {total} octets"
 
 
 def _entry_lines(entry: QueueEntry, now: float, active: bool) -> Iterator[str]:

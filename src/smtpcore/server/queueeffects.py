@@ -13,7 +13,7 @@ import enum
 
 from smtpcore.server.queue import QueueEntry
 
-__all__ = ["Effect", "effect_on", "not_done_line", "summary_line"]
+__all__ = ["Effect", "effect_on", "messages", "not_done_line", "skipped_line", "summary_line"]
 
 
 class Effect(enum.Enum):
@@ -36,7 +36,8 @@ def effect_on(entry: QueueEntry, action: str) -> Effect:
     return Effect.DONE
 
 
-def _messages(count: int) -> str:
+def messages(count: int) -> str:
+    """``1 message``, ``2 messages``: the count in every line the queue tools write."""
     return f"{count} message" if count == 1 else f"{count} messages"
 
 
@@ -44,7 +45,7 @@ def summary_line(action: str, done: int, waiting: int = 0) -> str:
     """The command's line: the messages the action took effect on, not those it
     matched (``queue flush: 1 message``), and those that wait for their round
     (``queue delete: 0 messages, 1 waiting for its delivery round``)."""
-    line = f"queue {action}: {_messages(done)}"
+    line = f"queue {action}: {messages(done)}"
     if waiting == 1:
         line += ", 1 waiting for its delivery round"
     elif waiting:
@@ -57,9 +58,16 @@ def not_done_line(queue_id: str, action: str, effect: Effect, *, after_round: bo
     ``after_round``: the action waited for a round, which ended the message first
     (delivered or returned, as a delete or hold that came too late)."""
     if effect is Effect.HELD:
-        why = "skipped: on hold (queue release sends it)"
-    elif after_round:
-        why = "not done: its delivery round, under way when the command came, ended it first"
+        return skipped_line(queue_id, action, "on hold (queue release sends it)")
+    if after_round:
+        why = "its delivery round, under way when the command came, ended it first"
     else:
-        why = "not done: the message is no longer in the queue"
-    return f"{queue_id}: queue {action} {why}"
+        why = "the message is no longer in the queue"
+    return f"{queue_id}: queue {action} not done: {why}"
+
+
+def skipped_line(queue_id: str, action: str, why: str) -> str:
+    """The line for a message ``action`` passes over, the server's and the tool's
+    alike, the id first as in every per-message line of the log
+    (``0123456789: queue hold skipped: damaged (...)``)."""
+    return f"{queue_id}: queue {action} skipped: {why}"
