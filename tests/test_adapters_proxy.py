@@ -419,10 +419,14 @@ def test_haproxy_in_front(adapter: str) -> None:
     assert {tuple(address) for address in clients} <= set(handler.peers)
 
 
-def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> None:
+def test_sessions_are_counted_by_the_client_the_header_names(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """Behind a proxy, max_sessions_per_address is each client's share, not the proxy's:
     two clients through one proxy address are both served, and a second session for a
-    client that has its share is refused with 421 4.7.0 once its header is read."""
+    client that has its share is refused with 421 4.7.0 once its header is read, and
+    logged as a client the limit turned away at once is."""
+    caplog.set_level(logging.INFO, "smtpcore")
     handler = Recorder()
     with (
         running_smtp_server(
@@ -437,12 +441,43 @@ def test_sessions_are_counted_by_the_client_the_header_names(adapter: str) -> No
         assert second.recv(1024).startswith(b"220 ")
         again = b"PROXY TCP4 192.0.2.7 127.0.0.1 40001 25\r\n"
         assert greeting_after(server.port, again).startswith(b"421 4.7.0 ")
+        assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
+            "too many sessions from [192.0.2.7]:40001: refused (max-sessions-per-address 1)"
+        ]
         for sock in (first, second):
             sock.sendall(b"QUIT\r\n")
             assert sock.recv(1024).startswith(b"221 ")
         # Its first session over, the client may come again.
         assert greeting_after(server.port, again).startswith(b"220 ")
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
+
+
+def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line_then_a_count(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """max_sessions_per_address counts an IPv6 client by its /84 block, and so does the
+    log of clients it turned away: a client that names a new address of its block each
+    time is one line naming the block and a count, not a line a connection."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    with (
+        running_smtp_server(
+            adapter, Recorder(), proxy_protocol_from=["127.0.0.0/8"], max_sessions_per_address=1
+        ) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as first,
+    ):
+        first.sendall(b"PROXY TCP6 2001:db8::1 ::1 40000 25\r\n")
+        assert first.recv(1024).startswith(b"220 ")
+        for n in range(2, 22):
+            again = f"PROXY TCP6 2001:db8::{n:x} ::1 40000 25\r\n".encode()
+            assert greeting_after(server.port, again).startswith(b"421 4.7.0 ")
+        first.sendall(b"QUIT\r\n")
+        assert first.recv(1024).startswith(b"221 ")
+    assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
+        "too many sessions from [2001:db8::2]:40000 in 2001:db8::/84: refused"
+        " (max-sessions-per-address 1)",
+        "too many sessions from 2001:db8::/84: 19 more refused"
+        " (max-sessions-per-address 1) since the last line",  # written as the server stops
+    ]
 
 
 def test_an_ipv4_client_named_in_its_ipv6_mapped_form_is_the_same_client(adapter: str) -> None:

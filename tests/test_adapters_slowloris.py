@@ -10,6 +10,7 @@ with short timeouts and generous bounds.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -150,6 +151,48 @@ def test_one_address_cannot_take_every_session(adapter: str) -> None:
         server.wait_for_sessions(0)
         with connect(server.port) as e:  # the address has its share back
             assert RawSmtpSession(e).recv_reply().startswith(b"220")
+
+
+TURNED_AWAY = {
+    "max_sessions": "max-sessions 1",
+    "max_sessions_per_address": "max-sessions-per-address 1",
+}
+
+
+@pytest.mark.parametrize("limit", sorted(TURNED_AWAY))
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+def test_a_client_a_session_limit_turns_away_is_one_line_naming_the_limit(
+    adapter: str,
+    protocol: str,
+    limit: str,
+    store: MaildirStore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client's 421 (POP3's ``-ERR [SYS/TEMP]``) was logged nowhere, at any level.
+    Now the first refusal is a line in the words of a proxied client's, naming the
+    limit; the client admitted, none. The refusals after it are counted, not a line
+    each: a flood of connections cost a line each (2 MB of log in 5 s), and a slow
+    log reader slowed the whole server to its pace; the count left when the server
+    stops is written then."""
+    caplog.set_level(logging.DEBUG, "smtpcore")
+    limits = {"max_sessions": 10, "max_sessions_per_address": None, limit: 1}
+    server_of: Any = running_smtp_server if protocol == "smtp" else running_pop3_server
+    served = Accepting() if protocol == "smtp" else store
+    with server_of(adapter, served, **limits) as server, connect(server.port) as held:
+        assert held.recv(4096)[:1] in (b"2", b"+")
+        ports = []
+        for _ in range(3):
+            with connect(server.port) as refused:
+                ports.append(refused.getsockname()[1])
+                assert refused.recv(4096)[:4] in (b"421 ", b"-ERR")
+    lines = [r for r in caplog.records if "too many" in r.getMessage()]
+    # The count still waiting is written when the server stops, not lost with it.
+    assert [r.getMessage() for r in lines] == [
+        f"too many sessions from [127.0.0.1]:{ports[0]}: refused ({TURNED_AWAY[limit]})",
+        f"too many sessions from [127.0.0.1]: 2 more refused ({TURNED_AWAY[limit]})"
+        " since the last line",
+    ]
+    assert {r.levelno for r in lines} == {logging.INFO}
 
 
 def test_max_sessions_per_address_must_be_positive() -> None:

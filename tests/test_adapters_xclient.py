@@ -4,6 +4,7 @@ next envelope; untrusted clients find no such commands."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,7 +230,10 @@ def test_the_log_names_the_client_the_proxy_header_named(
     assert line.startswith("XCLIENT from [192.0.2.7]:40000: now "), line
 
 
-def test_the_session_is_counted_under_the_forwarded_address(adapter: str) -> None:
+def test_the_session_is_counted_under_the_forwarded_address(
+    adapter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore")
     handler = Recorder()
     with (
         running_smtp_server(
@@ -248,6 +252,9 @@ def test_the_session_is_counted_under_the_forwarded_address(adapter: str) -> Non
             second.command(b"EHLO filter.test")
             reply = second.command(b"XCLIENT ADDR=192.0.2.7")
             assert reply.startswith(b"421 4.7.0"), reply
+        assert [r.getMessage() for r in caplog.records if "too many" in r.getMessage()] == [
+            "too many sessions from [192.0.2.7]: refused (max-sessions-per-address 1)"
+        ]
         assert first.command(b"EHLO filter.test").startswith(b"250")
 
 

@@ -80,6 +80,7 @@ def test_keep_and_a_fresh_process(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == ""  # the mail log's INFO lines are the demo's report alone
     assert f"data is kept in {keep}" in result.stdout
     assert sorted(p.name for p in keep.iterdir()) == ["abc.example", "pqr.example"]
     brendon = keep / "pqr.example" / "mailboxes" / "brendon@pqr.example"

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import email
 import email.policy
+import fcntl
 import functools
 import logging
 import os
@@ -16,7 +17,10 @@ import signal
 import smtplib
 import socket
 import ssl
+import struct
+import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -534,6 +538,49 @@ def test_a_queue_signal_after_a_stop_that_still_holds_the_lock_never_kills_the_s
     assert len(list((data_dir / "queue" / "commands").glob("*.json"))) == 1
 
 
+def test_a_second_stop_signal_stops_at_once_until_the_lock_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The abort on a second SIGTERM or SIGINT ended with aclose(), before the
+    ``stopped`` line and the wait for the lock's release (disk work a stop cut off,
+    on a slow disk): a second signal then met the asyncio loop's own handler, which
+    had been taken away, and was ignored. It now lasts until the lock is let go."""
+    from smtpcore.server import stopsignal
+    from smtpcore.server.mailserver import MailServer
+
+    seen: dict[str, object] = {}
+
+    def aborts() -> bool:
+        return getattr(signal.getsignal(signal.SIGTERM), "func", None) is stopsignal._abort
+
+    class AtStopped(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "stopped":
+                seen["stopped"] = aborts()
+
+    released = MailServer.lock_released
+
+    async def lock_released(self: MailServer) -> None:
+        seen["lock_released"] = aborts()
+        await released(self)
+
+    def announce(*args: object, **kwargs: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(MailServer, "lock_released", lock_released)
+    monkeypatch.setattr(cli, "print", announce, raising=False)
+    mail_log = logging.getLogger("smtpcore.mail")
+    handler = AtStopped()
+    mail_log.addHandler(handler)
+    try:
+        argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
+        assert cli.main(argv[argv.index("serve") :]) == 0
+    finally:
+        mail_log.removeHandler(handler)
+    assert seen == {"stopped": True, "lock_released": True}
+
+
 def _started_on(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -792,3 +839,141 @@ def test_serve_warns_when_the_open_files_limit_stays_short(tmp_path: Path) -> No
         "on every listener needs under full load"
     ) in log
     assert "raise `ulimit -n` to 18100 (the hard limit is 200) or lower --max-sessions" in log
+    assert " smtpcore.mail: warning: open files limit (ulimit -n) is 200, lower " in log
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_stop_signal_while_stopping_says_so_and_ends_the_server_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Postfix's ``postfix abort`` after its ``stop``: a second SIGTERM (or Control-C's
+    SIGINT) during the stop's grace killed the server with no line in its log. Now it
+    says so in one line, then ends at once, killed by that signal (a shell's 143 or
+    130), cutting off the session still in its message."""
+    users = ["john@abc.example:john-pw"]
+    stop_timeout = ("--stop-timeout", "60")
+    commands = (b"HELO c.example", b"MAIL FROM:<a@b.example>", b"RCPT TO:<john@abc.example>")
+    with (
+        serve(
+            tmp_path / "abc", "abc.example", users, listeners=("smtp",), extra=stop_timeout
+        ) as abc,
+        socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as sock,
+    ):
+        replies = sock.makefile("rb")
+        assert replies.readline().startswith(b"220 ")
+        for command in (*commands, b"DATA"):
+            sock.sendall(command + b"\r\n")
+            assert replies.readline()[:1] in (b"2", b"3")
+        sock.sendall(b"Subject: half a message\r\n")  # the stop waits for its end
+        abc.process.popen.send_signal(signum)
+        _until(lambda: "stopping: sessions and deliveries" in abc.log(), "the stop", abc)
+        abc.process.popen.send_signal(signum)
+        status = abc.process.popen.wait(10)
+        assert replies.readline() == b""  # cut off: no 421
+    assert status == -signum, abc.log()
+    name = signal.Signals(signum).name
+    line = f" smtpcore.mail: warning: second {name}: stopping at once: sessions and deliveries"
+    assert line in abc.log()
+    assert "stopped" not in abc.log().split(line)[1]
+
+
+def test_a_second_stop_signal_ends_the_server_though_its_stderr_pipe_is_full(
+    tmp_path: Path,
+) -> None:
+    """The second signal ran as an event-loop callback, which first wrote its line to
+    the log: with the loop blocked on a stderr pipe nobody read (a stalled log
+    collector), the signal was never acted on and the server ran on. Now it ends at
+    once, its line dropped when the pipe takes none."""
+    port = free_port()
+    argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": port}, (), True)
+    argv += ["--max-sessions-per-address", "0", "--stop-timeout", "120"]
+    read_end, write_end = os.pipe()
+    pipe_size = fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    popen = subprocess.Popen(
+        argv,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=write_end,
+    )
+    os.close(write_end)
+    os.set_blocking(read_end, False)
+    socks: list[socket.socket] = []
+    try:
+        assert popen.stdout is not None
+        assert popen.stdout.readline() == f"smtp listening on {LOOPBACK}:{port}\n".encode()
+        with contextlib.suppress(BlockingIOError):
+            os.read(read_end, pipe_size)  # the start's lines; from now on nobody reads
+        # Each session's end is a line: many more than the pipe holds.
+        for _ in range(pipe_size // 40):
+            sock = socket.create_connection((LOOPBACK, port), timeout=30)
+            socks.append(sock)
+            assert sock.recv(512).startswith(b"220 ")
+        popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _unread(read_end) < pipe_size - 512:  # no room for a line: the loop waits
+            assert time.monotonic() < deadline and popen.poll() is None
+            time.sleep(0.05)
+        popen.send_signal(signal.SIGTERM)
+        assert popen.wait(60) == -signal.SIGTERM
+    finally:
+        for sock in socks:
+            sock.close()
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+        assert popen.stdout is not None
+        popen.stdout.close()
+        os.close(read_end)
+
+
+NESTED_STOP_SIGNAL = """
+import asyncio, logging, os, signal
+from smtpcore.server.logformat import SERVE_FORMAT, log_to_stderr
+from smtpcore.server.stopsignal import abort_on_second_signal
+
+log_to_stderr(logging.INFO, SERVE_FORMAT)
+write = os.write
+
+def write_after_a_sigint(fd, data):  # Control-C as the SIGTERM's line is written
+    if fd == 2:
+        os.write = write
+        signal.raise_signal(signal.SIGINT)
+    return write(fd, data)
+
+async def main():
+    with abort_on_second_signal(asyncio.get_running_loop(), logging.getLogger("smtpcore.mail")):
+        os.write = write_after_a_sigint
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(30)
+
+asyncio.run(main())
+"""
+
+
+def test_a_stop_signal_during_the_abort_kills_at_once_and_leaves_stderr_blocking() -> None:
+    """The abort's handler set the stderr it shares with the shell non-blocking for its
+    line and put back the mode it found: a SIGINT during that write ran the handler
+    again, which found (and put back) the non-blocking mode, and the process died
+    leaving the shell's terminal or pipe non-blocking. Now the handler never changes
+    the mode, and a stop signal during it kills at once, by its default action."""
+    read_end, write_end = os.pipe()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", NESTED_STOP_SIGNAL],
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])},  # this smtpcore
+            stdin=subprocess.DEVNULL,
+            stderr=write_end,
+            timeout=60,
+        )
+        assert child.returncode == -signal.SIGINT
+        assert os.get_blocking(write_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _unread(pipe: int) -> int:
+    """How many bytes wait in ``pipe``."""
+    (count,) = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))
+    return int(count)

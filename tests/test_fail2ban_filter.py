@@ -35,6 +35,7 @@ from smtpcore._driver._proxied import unnamed_client_text
 from smtpcore.handler import AuthIdentity, Handler, Session
 from smtpcore.proxy import ProxyHeader, ProxyProtocolError, parse_proxy_header
 from smtpcore.server.log import refusal_line
+from smtpcore.server.logformat import SERVE_FORMAT, LevelWordFormatter, level_word
 from smtpcore.smtp import Reply
 from test_adapters_auth import NO_CREDENTIAL_CHECKED, PASSWORD, USER, authenticator
 from test_adapters_proxy import NAMES_NO_CLIENT, v2_unix
@@ -637,8 +638,25 @@ def test_a_client_the_proxy_names_by_no_address_never_bans_the_proxy(
 
 
 def _as_logged(records: list[logging.LogRecord]) -> str:
-    """``records`` as the reference server's log writes them, dated for the filter."""
-    return "".join(f"2026-12-03 14:43:07,530 {r.name}: {r.getMessage()}\n" for r in records)
+    """``records`` as the reference server's log writes them (its formatter: a level
+    word before a WARNING's message), dated for the filter."""
+    formatter = LevelWordFormatter(SERVE_FORMAT)
+    return "".join(f"{formatter.format(r)}\n" for r in records)
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.ERROR])
+def test_a_line_above_info_is_never_read_as_a_refusal(level: int) -> None:
+    """A refusal of the server's own making is a WARNING (``warning: NOQUEUE: reject:
+    ...``), and so is no line the filter bans: its level word stands where the
+    expressions want the queue id. The same refusal at INFO is banned."""
+    client = Session("mx.abc.example", peer=("192.0.2.7", 40312))
+    line = refusal_line("smtp", client, "RCPT", Reply(550, "no", "5.7.1"))
+    record = _record("smtpcore.mail", line)
+    assert _hosts(_as_logged([record])) == [("192.0.2.7", ANY)]
+    record.levelno, record.levelname = level, logging.getLevelName(level)
+    logged = _as_logged([record])
+    assert f"smtpcore.mail: {level_word(level)}NOQUEUE: reject: RCPT from " in logged
+    assert _hosts(logged) == []
 
 
 @pytest.mark.parametrize(
@@ -803,6 +821,25 @@ def test_a_pipelining_client_whose_mail_is_refused_is_banned_for_that_refusal_al
     assert len(sequence) == 6 and all("reject:" not in line for line in sequence), log
 
 
+@pytest.mark.parametrize("limit", ["--max-sessions", "--max-sessions-per-address"])
+def test_a_client_a_session_limit_turns_away_is_logged_and_never_banned(
+    tmp_path: Path, limit: str
+) -> None:
+    """A busy server is not the client's abuse (Postfix's fail2ban filters ban no
+    concurrency limit either): the refusal has its line, which the filter passes by."""
+    with _serve_john(tmp_path, limit, "1") as abc:
+        with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as held:
+            assert held.recv(1024).startswith(b"220 ")
+            with socket.create_connection((LOOPBACK, abc.ports["smtp"]), timeout=10) as refused:
+                port = refused.getsockname()[1]
+                assert refused.recv(1024).startswith(b"421 4.7.0 ")
+        assert abc.stop() == 0
+    log = abc.log()
+    expected = f": too many sessions from [127.0.0.1]:{port}: refused ({limit[2:]} 1)\n"
+    assert expected in log, log
+    assert _hosts(log) == []
+
+
 @pytest.mark.parametrize("verb", ["MAIL", "RCPT", "DATA", "AUTH"])
 def test_no_503_is_a_refusal_the_filter_bans_even_in_an_older_servers_shape(verb: str) -> None:
     """Earlier servers logged a bad sequence of commands as ``reject:``: the filter
@@ -892,3 +929,13 @@ def test_a_refusal_line_with_nothing_known_of_its_envelope_ends_with_the_reply()
     assert line.endswith(": 452 4.3.1 Insufficient system storage"), repr(line)
     with_detail = refusal_line(None, client, "MAIL", Reply(452, "x", "4.3.1"), detail="why")
     assert with_detail.endswith(": 452 4.3.1 x; (why)"), repr(with_detail)
+
+
+def test_the_count_of_a_client_turned_away_again_is_never_banned() -> None:
+    """The line that counts the refusals after a client's first (a flood is not a
+    line a connection) is no more the client's abuse than the first."""
+    line = (
+        "2026-12-03 14:43:10,010 smtpcore.server: too many sessions from [192.0.2.7]: "
+        "1234 more refused (max-sessions-per-address 50) since the last line"
+    )
+    assert _hosts(line) == []

@@ -9,6 +9,7 @@ anything."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -473,7 +474,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "queue: 1 commands a stopped server left carried out first",
-        "queue release: 1 messages (delivered when the server starts)",
+        "queue release: 1 message (delivered when the server starts)",
     ]
     assert not queue.load(entry.id).held
 
@@ -483,7 +484,7 @@ def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:
     assert validate_ids(queue, [entry.id, entry.id.lower(), entry.id]) == (entry.id,)
     result = _queue(tmp_path, "hold", entry.id, entry.id)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "queue hold: 1 messages\n"
+    assert result.stdout == "queue hold: 1 message\n"
 
 
 def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
@@ -497,21 +498,41 @@ def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
     result = _queue(tmp_path, "hold", "0123456789", good.id)
     assert result.returncode == 2, result.stderr
     skipped, done = result.stdout.splitlines()
-    assert skipped.startswith("queue hold: 0123456789 skipped: damaged (")
-    assert done == "queue hold: 1 messages"
+    assert skipped.startswith("0123456789: queue hold skipped: damaged (")
+    assert done == "queue hold: 1 message"
     assert queue.load(good.id).held
     told: list[str] = []
     command = QueueCommand("delete", ("0123456789",))
     assert apply_offline(queue, command, 0.0, told.append) == []
-    assert len(told) == 1 and told[0].startswith("queue delete: 0123456789 skipped: damaged")
+    assert len(told) == 1 and told[0].startswith("0123456789: queue delete skipped: damaged")
     assert queue.envelope_path("0123456789").exists()
+
+
+def test_every_skipped_line_of_the_tool_has_the_id_first_as_the_server_s(
+    tmp_path: Path,
+) -> None:
+    """One ``flush`` with no server, a held message and a damaged envelope: the held
+    one's line put the id first (``ID: queue flush skipped: on hold``), the damaged
+    one's after the action (``queue flush: ID skipped: damaged``), two orders in one
+    output. Both now come from one function, in the server's order."""
+    queue, (held,) = _queue_with(tmp_path, 1)
+    queue.update(dataclasses.replace(held, held=True))
+    queue.envelope_path("0123456789").write_text("{ damaged")
+    result = _queue(tmp_path, "flush")
+    assert result.returncode == 2, result.stderr
+    *skipped, done = result.stdout.splitlines()
+    assert sorted(line.split(" skipped: ")[0] for line in skipped) == sorted(
+        [f"{held.id}: queue flush", "0123456789: queue flush"]
+    )
+    assert f"{held.id}: queue flush skipped: on hold (queue release sends it)" in skipped
+    assert done == "queue flush: 0 messages"
 
 
 def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
     tmp_path: Path,
 ) -> None:
     """With the server stopped, ``list`` and ``hold ALL`` skipped it in silence (``-- 1
-    messages``, status 0), where the same message named by its id was reported
+    message``, status 0), where the same message named by its id was reported
     skipped, with status 2: the operator never learnt of it before the next start
     set it aside. One gone meanwhile is still no message to report."""
     queue, (good,) = _queue_with(tmp_path, 1)
@@ -520,7 +541,7 @@ def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
     listed = _queue(tmp_path, "list")
     assert listed.returncode == 2, listed.stderr
     *listing, totals = listed.stdout.splitlines()
-    assert totals == f"-- 1 messages, {len(MESSAGE)} octets"
+    assert totals == f"-- 1 message, {len(MESSAGE)} octets"
     (damaged,) = [line for line in listing if line.startswith("0123456789")]
     assert any(line.startswith(good.id) for line in listing)
     assert damaged.startswith("0123456789  damaged (")
@@ -529,8 +550,8 @@ def test_a_damaged_entry_is_listed_and_skipped_by_all_with_a_failing_status(
         result = _queue(tmp_path, action, *(() if action == "flush" else ("ALL",)))
         assert result.returncode == 2, result.stderr
         skipped, done = result.stdout.splitlines()
-        assert skipped.startswith(f"queue {action}: 0123456789 skipped: damaged (")
-        assert done.startswith(f"queue {action}: 1 messages")
+        assert skipped.startswith(f"0123456789: queue {action} skipped: damaged (")
+        assert done.startswith(f"queue {action}: 1 message")
     assert not queue.has(good.id)  # the delete
     assert queue.envelope_path("0123456789").exists()
     gone: list[str] = []
@@ -620,3 +641,19 @@ def test_a_command_file_naming_a_path_not_an_id_is_damaged(tmp_path: Path) -> No
         with pytest.raises(ValueError, match="queue id"):
             method(f"../envelopes/{entry.id}")
     assert queue.read_content(entry.id) == MESSAGE
+
+
+def test_a_flush_with_no_server_counts_no_held_message_and_says_it_is_skipped(
+    tmp_path: Path,
+) -> None:
+    """With no server running, ``flush`` counted a held message it leaves held (``queue
+    flush: 1 messages``); the server's count and lines, one mechanism, are the tool's."""
+    queue, (held, _due) = _queue_with(tmp_path, 2)
+    queue.update(dataclasses.replace(held, held=True))
+    result = _queue(tmp_path, "flush")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"{held.id}: queue flush skipped: on hold (queue release sends it)",
+        "queue flush: 1 message (delivered when the server starts)",
+    ]
+    assert queue.load(held.id).held

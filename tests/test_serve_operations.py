@@ -137,7 +137,7 @@ def test_queue_tools_without_a_server(tmp_path: Path) -> None:
     assert _queue(tmp_path, "hold", kept.id).returncode == 0
     assert queue.load(kept.id).held
     deleted = _queue(tmp_path, "delete", gone.id)
-    assert deleted.returncode == 0 and "1 messages" in deleted.stdout
+    assert deleted.returncode == 0 and "1 message\n" in deleted.stdout
     listing = _queue(tmp_path, "list").stdout
     assert f"{kept.id} (held)" in listing and gone.id not in listing
     assert "from <MAILER-DAEMON>" not in listing
@@ -170,7 +170,7 @@ def test_queue_list_shows_a_success_report_owed_and_delete_says_it_is_dropped(
         f"{entry.id}: the success report owed for <a@pqr.example> is dropped with it"
         in deleted.stdout
     )
-    assert "1 messages" in deleted.stdout and not queue.entries()
+    assert "1 message\n" in deleted.stdout and not queue.entries()
 
 
 def test_a_command_for_all_a_stopped_server_left_spares_mail_queued_after_it(
@@ -322,7 +322,7 @@ def test_a_queue_tool_holding_the_lock_is_waited_for_and_no_stale_pid_is_signall
             )
             time.sleep(0.5)  # the second tool is waiting for the lock now
         out, _ = second.communicate(timeout=30)
-        assert second.returncode == 0 and "1 messages" in out, out
+        assert second.returncode == 0 and "1 message" in out, out
         assert bystander.poll() is None and queue.load(entry.id).held
         held = threading.Event()
 
@@ -642,6 +642,9 @@ def test_sighup_reloads_users_and_certificates_without_dropping_a_session(
         users.write_text("not a user line\n")
         abc.process.popen.send_signal(signal.SIGHUP)
         _until(lambda: "reload failed" in abc.log(), "the refused reload", abc)
+        # An ERROR reads as one, as Postfix's lines do; the INFO lines as before.
+        assert " smtpcore.mail: error: reload failed, the old configuration stays: " in abc.log()
+        assert " smtpcore.mail: reloaded: 2 users" in abc.log()
         # One that is not UTF-8 too: the reload task died of it, unlogged.
         users.write_bytes(b"john@abc.example:john-pw\nmary@abc.example:p\xe4ss\n")
         abc.process.popen.send_signal(signal.SIGHUP)

@@ -1328,6 +1328,93 @@ def _in_a_round(tmp_path: Path) -> tuple[socket.socket, ServerConfig, StaticReso
     return tarpit, config, StaticResolver.from_zone_text(zone), entry.id
 
 
+def _take_one_message(peer: socket.socket) -> None:
+    """Be the exchanger on ``peer``: greet, take the one message, say goodbye."""
+    peer.sendall(b"220 mx.pqr.example\r\n")
+    lines = peer.makefile("rb")
+    in_data = False
+    for line in lines:
+        if in_data:
+            if line == b".\r\n":
+                in_data = False
+                peer.sendall(b"250 2.0.0 taken\r\n")
+            continue
+        verb = line[:4].upper()
+        if verb == b"DATA":
+            in_data = True
+            peer.sendall(b"354 go on\r\n")
+        elif verb == b"QUIT":
+            peer.sendall(b"221 bye\r\n")
+            return
+        else:
+            peer.sendall(b"250 ok\r\n")
+
+
+def test_a_delete_that_waited_for_a_round_that_delivered_the_message_is_not_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The operator's audit: ``queue delete`` of a message whose relay session had begun
+    logged ``queue delete: 1 messages``, and the message was then delivered. The line
+    counts what took effect (none yet, one waiting), and the message the round ended
+    gets a line saying the delete did nothing."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    tarpit, config, resolver, queue_id = _in_a_round(tmp_path)
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}, resolver=resolver) as server:
+            peer, _ = await asyncio.to_thread(tarpit.accept)  # the round is under way
+            with peer:
+                submit(config.queue_dir, QueueCommand("delete", (queue_id,)), pid=0)
+                await server.run_queue_commands()
+                assert "queue delete: 0 messages, 1 waiting for its delivery round" in (
+                    caplog.text
+                )
+                await asyncio.to_thread(_take_one_message, peer)
+            await _eventually(lambda: f"{queue_id}: queue delete not done" in caplog.text)
+
+    with tarpit:
+        _run(main)
+    assert f"{queue_id}: to=<a@pqr.example>" in caplog.text and "status=sent" in caplog.text
+    assert (
+        f"{queue_id}: queue delete not done: its delivery round, under way when the command "
+        "came, ended it first"
+    ) in caplog.text
+    assert "removed by the operator" not in caplog.text
+    assert "queue delete: 1 message" not in caplog.text
+
+
+def test_a_flush_counts_no_held_message_and_says_each_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit's flush of three held messages logged ``queue flush: 3 messages``;
+    it sent none (Postfix's flush leaves held mail alone too). Now each has its line,
+    the count is what was flushed, and one message is one ``message``."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    tarpit, config, resolver, first = _in_a_round(tmp_path)
+    queue = Queue(config.queue_dir)
+    second = queue.add(b"Subject: y\r\n\r\ny\r\n", "john@abc.example", ["b@pqr.example"])
+    for queue_id in (first, second.id):
+        queue.update(dataclasses.replace(queue.load(queue_id), held=True))
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}, resolver=resolver) as server:
+            submit(config.queue_dir, QueueCommand("flush", ()), pid=0)
+            await server.run_queue_commands()
+            # At once, or after the start's look at each (which finds it held).
+            assert "queue flush: 0 messages" in caplog.text
+            skipped = [
+                f"{queue_id}: queue flush skipped: on hold (queue release sends it)"
+                for queue_id in (first, second.id)
+            ]
+            await _eventually(lambda: all(line in caplog.text for line in skipped))
+            submit(config.queue_dir, QueueCommand("hold", (first,)), pid=0)
+            await server.run_queue_commands()
+            assert "queue hold: 1 message\n" in caplog.text
+
+    with tarpit:
+        _run(main)
+
+
 def test_a_queue_command_for_a_message_in_delivery_is_kept_until_it_is_written(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1347,7 +1434,8 @@ def test_a_queue_command_for_a_message_in_delivery_is_kept_until_it_is_written(
                 submit(config.queue_dir, QueueCommand("hold", (queue_id,)), pid=0)
                 await server.run_queue_commands()
                 await server.run_queue_commands()  # a second signal: carried out once
-                assert caplog.text.count("queue hold: 1 messages") == 1
+                line = "queue hold: 0 messages, 1 waiting for its delivery round"
+                assert caplog.text.count(line) == 1
                 assert len(list(commands.glob("*.json"))) == 1
                 assert not queue.load(queue_id).held
             # The exchanger hangs up: the round ends, deferred, and the hold is written.

@@ -33,6 +33,7 @@ from smtpcore._driver._proxied import (
 from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
+from smtpcore._driver._turnedaway import TurnedAwayLog
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
 from smtpcore.handler import TLSInfo
 from smtpcore.proxy import ProxyProtocolError
@@ -116,7 +117,14 @@ class SessionRegistry(Generic[S]):
     client's share.
     A connection from one of ``proxy_networks`` is such a connection (a
     subclass may say otherwise in :meth:`client_named_later`).
+
+    A client turned away by either limit is logged in :attr:`logger`
+    (:meth:`log_turned_away`), whoever named it: the connection, a proxy's
+    header, XCLIENT.
     """
+
+    logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
+    """Where :meth:`log_turned_away` writes: the sessions' own logger."""
 
     def __init__(
         self,
@@ -161,6 +169,8 @@ class SessionRegistry(Generic[S]):
         there sets this too)."""
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
+        self.turned_away = TurnedAwayLog(self.logger)
+        """The lines for clients the limits turned away."""
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> S:
         """A session for a connection just accepted from ``peer`` (its
@@ -184,7 +194,11 @@ class SessionRegistry(Generic[S]):
         sessions = self.sessions
         if len(sessions) >= self.max_sessions or self.stopping:
             # A client turned away by a shutdown is told so, not that the server is full.
-            return self.stopping_reply if self.stopping else self.busy_reply
+            if self.stopping:
+                return self.stopping_reply
+            full = session_address(transport.peer_address)
+            self.log_turned_away(peer_text(full), False, self.block_of(full))
+            return self.busy_reply
         peer = counted = transport.peer_address
         if peer is not None and peer[0][:7] == "::ffff:":  # session_address(peer), inline
             peer = counted = (unmapped(peer[0]), peer[1])
@@ -198,6 +212,7 @@ class SessionRegistry(Generic[S]):
                 host = client_block(host, self.ipv6_prefix_length)
             count = self.per_address.get(host, 0)
             if count >= limit:
+                self.log_turned_away(peer_text(peer), True, host)
                 return self.address_busy_reply
         session = self.new_session(transport, peer)
         if host is not None:
@@ -223,6 +238,25 @@ class SessionRegistry(Generic[S]):
         sessions[session] = host
         self.per_address[host] = count + 1
         return True
+
+    def block_of(self, peer: tuple[str, int] | None) -> str | None:
+        """What the per-address limit counts ``peer`` under (None: no address)."""
+        return None if peer is None else client_block(peer[0], self.ipv6_prefix_length)
+
+    def log_turned_away(self, client: str, per_address: bool, block: str | None = None) -> None:
+        """Log a client a session limit turned away (``client`` as
+        :func:`~smtpcore._driver._proxied.client_text` names it), naming the limit:
+        ``too many sessions from [192.0.2.7]:40312: refused (max-sessions-per-address
+        50)`` the first time, then a count now and then (:class:`TurnedAwayLog`): a
+        flood must not cost a line a connection. An admitted client never comes here.
+        Not a ``reject:`` line: a busy server is no client's abuse. ``block`` is what
+        the client is counted under (:meth:`block_of`), so that an IPv6 client is one
+        client however it varies its address within its block."""
+        if per_address:
+            limit = f"max-sessions-per-address {self.max_per_address}"
+        else:
+            limit = f"max-sessions {self.max_sessions}"
+        self.turned_away.refused(client, limit, block)
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""
@@ -250,6 +284,11 @@ class SessionRegistry(Generic[S]):
         self.cutting_off = True
         for session in list(self.sessions):
             session.cut_off()
+
+    def end_shutdown(self) -> None:
+        """The shutdown is over: write the counts of refused clients still waiting
+        (:meth:`TurnedAwayLog.close`), which no later refusal would write."""
+        self.turned_away.close()
 
     def remove(self, session: S) -> None:
         """Stop counting ``session`` (it ended, or its task never ran); safe twice."""
@@ -639,8 +678,9 @@ class ServedSession:
             session.local = header.destination
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
-        if not self.state.readdress(self, counted_peer(header)):
-            self.logger.info("too many sessions from %s: refused", client_text(session))
+        counted = counted_peer(header)
+        if not self.state.readdress(self, counted):
+            self.state.log_turned_away(client_text(session), True, self.state.block_of(counted))
             if self.state.address_busy_reply:
                 with contextlib.suppress(OSError, TimeoutError):
                     async with transport.deadline(send_timeout):

@@ -11,6 +11,7 @@ driver's POP3 server names are imported from here all the same.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -38,6 +39,8 @@ __all__ = [
 class POP3ServerState(SessionRegistry["POP3ServerSession"]):
     """What the sessions of one POP3 server share: options, the mailstore, the live
     sessions, and whether the server is shutting down."""
+
+    logger = logging.getLogger("smtpcore.pop3.server")
 
     def __init__(self, store: Mailstore, options: POP3ServerOptions) -> None:
         busy = Err("Too many connections, try again later", code="SYS/TEMP")

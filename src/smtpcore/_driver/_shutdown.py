@@ -51,6 +51,8 @@ class _Sessions(Protocol):
 
     def cut_off(self) -> None: ...
 
+    def end_shutdown(self) -> None: ...
+
 
 class GracefulShutdown:
     """The shutdown sequence a server's listener shares; the adapter supplies the waits
@@ -62,16 +64,20 @@ class GracefulShutdown:
     async def _end_sessions(self, grace: float | None) -> None:
         """Have every session say goodbye, and cut off those still there after ``grace``
         seconds (None: no limit) or once this wait is cancelled, whichever comes first;
-        a cancellation is raised again once the cut-off is over."""
+        a cancellation is raised again once the cut-off is over. The registry's
+        pending log lines are written at the end, however it came."""
         self.state.begin_shutdown()
         try:
-            idle = await self._until_idle(grace)
-        except BaseException:  # a cancellation on its way out: the cut-off must not replace it
-            await self._shielded(self._cut_off, quiet=True)
-            raise
-        if not idle:
-            await self._shielded(self._cut_off, quiet=False)
-            await self._until_idle(None)  # a session that will not end: its own close times it
+            try:
+                idle = await self._until_idle(grace)
+            except BaseException:  # a cancellation on its way out: the cut-off must not replace it
+                await self._shielded(self._cut_off, quiet=True)
+                raise
+            if not idle:
+                await self._shielded(self._cut_off, quiet=False)
+                await self._until_idle(None)  # a session that will not end: its own close times it
+        finally:
+            self.state.end_shutdown()
 
     async def _cut_off(self) -> None:
         """The grace period is over: interrupt every session left, so that it writes its

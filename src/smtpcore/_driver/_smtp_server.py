@@ -11,6 +11,7 @@ driver's SMTP server names are imported from here all the same.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -35,6 +36,8 @@ class ServerState(SessionRegistry["ServerSession"]):
     """What the sessions of one server share: options, handler, the live sessions and
     whether the server is shutting down (idle sessions get 421 at once, busy ones
     when their message is done)."""
+
+    logger = logging.getLogger("smtpcore.server")
 
     def __init__(self, handler: Handler, options: ServerOptions) -> None:
         busy = Reply(421, f"{options.hostname} Too many connections, try again later", "4.7.0")

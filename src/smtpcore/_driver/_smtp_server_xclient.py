@@ -57,7 +57,7 @@ class Forwarding(SessionClose):
         peer = ip_peer(session.peer)
         if not self.state.readdress(self, peer):  # type: ignore[arg-type]  # a ServerSession's part
             self._connect_told = False  # the named client: refused before handle_connect
-            logger.info("too many sessions from %s: refused", client_text(session))
+            self.state.log_turned_away(client_text(session), True, self.state.block_of(peer))
             self._answer(
                 Reply(
                     421, f"{self.options.hostname} Too many connections from your address", "4.7.0"

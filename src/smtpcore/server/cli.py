@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -39,8 +40,10 @@ from smtpcore.server.config import (
 )
 from smtpcore.server.credentials import is_hashed
 from smtpcore.server.fetch import AUTH_CHOICES
+from smtpcore.server.logformat import SERVE_FORMAT, log_to_stderr, tool_format
 from smtpcore.server.output import OutputLost, forgiving_stderr, output_lost, watched_stdout
 from smtpcore.server.passwords import add_password_options
+from smtpcore.server.stopsignal import abort_on_second_signal
 
 __all__ = ["build_parser", "main"]
 
@@ -330,7 +333,8 @@ def _add_serve(commands: Any) -> None:
         default=10.0,
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long sessions and deliveries under way may take to "
-        "finish before they are cut off (default 10s)",
+        "finish before they are cut off (default 10s); a second SIGTERM or SIGINT "
+        "stops at once",
     )
     serve.add_argument(
         "--log-level",
@@ -686,10 +690,11 @@ async def _serve(
     reread: Callable[[], ServerConfig] | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT, which stop within ``stop_timeout`` seconds (sessions
-    finish their message, then get 421; deliveries under way finish or stay queued);
-    SIGHUP calls ``reread`` and reloads users and certificates; SIGUSR1 runs the
-    commands ``python -m smtpcore queue`` left. Signals the entry point held while
-    this process started are carried out as if they came now."""
+    finish their message, then get 421; deliveries under way finish or stay queued),
+    or at once on a second one while stopping; SIGHUP calls ``reread`` and reloads
+    users and certificates; SIGUSR1 runs the commands ``python -m smtpcore queue`` left.
+    Signals the entry point held while this process started are carried out as if
+    they came now."""
     from smtpcore.server.mailserver import MailServer
 
     log = logging.getLogger("smtpcore.mail")
@@ -737,31 +742,35 @@ async def _serve(
         loop.add_signal_handler(signum, handler)
     for signum in take_early_signals():  # held by the entry point while this started
         handlers[signum]()
-    try:
+    with contextlib.ExitStack() as stopping:  # a second stop signal: at once, to the end
         try:
-            listeners = await server.start()
-        except OSError as exc:
-            print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-        state = "serving"
-        for signum, work in put_off.items():
-            spawn(signum, work)
-        try:
-            _announce(listeners, log)
-            if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
-                log.warning("no TLS: passwords cross the network in the clear (give --tls-cert)")
-            await stop.wait()
+            try:
+                listeners = await server.start()
+            except OSError as exc:
+                print(f"smtpcore serve: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+            state = "serving"
+            for signum, work in put_off.items():
+                spawn(signum, work)
+            try:
+                _announce(listeners, log)
+                if not config.tls and config.host not in ("127.0.0.1", "::1", "localhost"):
+                    log.warning(
+                        "no TLS: passwords cross the network in the clear (give --tls-cert)"
+                    )
+                await stop.wait()
+            finally:
+                state = "stopping"
+                # Before the log line, which a full stderr pipe may block on: a second
+                # signal must still stop at once, until the lock is let go.
+                stopping.enter_context(abort_on_second_signal(loop, log))
+                log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
+                await server.aclose(grace=stop_timeout)
+                log.info("stopped")
         finally:
-            state = "stopping"
-            log.info("stopping: sessions and deliveries have %gs to finish", stop_timeout)
-            for signum in (signal.SIGINT, signal.SIGTERM):  # a second one cuts the wait short
+            await server.lock_released()
+            for signum in handlers:
                 loop.remove_signal_handler(signum)
-            await server.aclose(grace=stop_timeout)
-            log.info("stopped")
-    finally:
-        await server.lock_released()
-        for signum in handlers:
-            loop.remove_signal_handler(signum)
     return 0
 
 
@@ -778,11 +787,7 @@ def _announce(listeners: Sequence[object], log: logging.Logger) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    log_to_stderr(getattr(logging, args.log_level.upper()), SERVE_FORMAT)
     config = config_from_args(args)
     warning = None if args.hostname else default_hostname_warning(config.hostname, "--hostname")
     if warning is not None:
@@ -854,6 +859,9 @@ def _main(argv: Sequence[str] | None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _run_serve(args)
+    # What the library logs under a one-shot command (a damaged queue file met by
+    # `queue`, say) reads as the command's own warnings do, never as a bare line.
+    log_to_stderr(logging.WARNING, tool_format(args.command))
     if args.command == "send":
         from smtpcore.server.tools import run_send
 

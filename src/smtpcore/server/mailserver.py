@@ -41,6 +41,7 @@ from smtpcore.server.maildir import make_private_directory
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import read_commands, release_lock, take_lock
+from smtpcore.server.queueeffects import summary_line
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
 from smtpcore.server.safefiles import check_private_directories
@@ -409,7 +410,7 @@ class MailServer:
                         command.action,
                     )
                     break
-                logger.info("queue %s: %d messages", command.action, len(applied.ids))
+                logger.info("%s", summary_line(command.action, applied.done, applied.waiting))
                 self._commands_in_hand[path] = applied.written
                 applied.written.add_done_callback(self._command_written)
             await self._remove_carried_out()

@@ -17,9 +17,16 @@ from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
+from smtpcore.server.queueeffects import Effect, effect_on, not_done_line
 from smtpcore.server.waits import ThreadShare
 
-__all__ = ["STOPPING", "TRYING_NOW", "ActingWorker", "Applied", "QueueActions"]
+__all__ = [
+    "STOPPING",
+    "TRYING_NOW",
+    "ActingWorker",
+    "Applied",
+    "QueueActions",
+]
 
 STOPPING: Final = frozenset({"hold", "delete"})
 """Actions that stop a message's delivery. Carried out when its round ends, like any
@@ -41,14 +48,17 @@ until the suspension ran out."""
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What :meth:`DeliveryWorker.apply <smtpcore.server.delivery.DeliveryWorker.apply>`
-    did with one operator's command: ``ids``, the messages acted on or waiting for their
-    round, and ``written``, which becomes True once every action is on disk, False if
-    one could not be written (it is logged). Until True, the command's file must stay:
-    a crash would lose the actions still in memory, which the tool has reported handed
-    over."""
+    did with one operator's command: ``ids``, the messages it matched; ``done``, how
+    many of them the action took effect on now; ``waiting``, how many wait for their
+    delivery round to end (each then gets a line if it does not take effect); and
+    ``written``, which becomes True once every action is on disk, False if one could
+    not be written (it is logged). Until True, the command's file must stay: a crash
+    would lose the actions still in memory, which the tool has reported handed over."""
 
     ids: tuple[str, ...]
     written: asyncio.Future[bool]
+    done: int = 0
+    waiting: int = 0
 
 
 def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
@@ -134,16 +144,28 @@ class QueueActions:
         entries = await self.worker.disk.run(self.worker.queue.entries)
         ids = []
         waiting = []
+        done = 0
         for entry in entries:
             if not command.applies_to(entry.id):
                 continue
             ids.append(entry.id)
             busy = self._in_round(entry.id, command.action) or entry.id in self.after_round
-            if busy or not await self.act(entry.id, command.action):
+            effect = Effect.WAITS if busy else await self.act(entry.id, command.action)
+            if effect is Effect.WAITS:
                 written = asyncio.get_running_loop().create_future()
                 self.after_round.setdefault(entry.id, []).append((command.action, written))
                 waiting.append(written)
-        return Applied(tuple(ids), _all_written(waiting))
+            elif effect is Effect.DONE:
+                done += 1
+            else:
+                self.not_done(entry.id, command.action, effect, after_round=False)
+        return Applied(tuple(ids), _all_written(waiting), done, len(waiting))
+
+    @staticmethod
+    def not_done(queue_id: str, action: str, effect: Effect, *, after_round: bool) -> None:
+        """Log the line for an action that matched ``queue_id`` and did nothing to it
+        (:func:`~smtpcore.server.queueeffects.not_done_line`)."""
+        logger.info("%s", not_done_line(queue_id, action, effect, after_round=after_round))
 
     async def _apply_waiting(self, queue_id: str) -> None:
         """Carry out, oldest first, the actions that waited for ``queue_id``'s round. A
@@ -155,8 +177,11 @@ class QueueActions:
             while waiting:
                 action, written = waiting[0]
                 try:
-                    if not await self.act(queue_id, action):
+                    effect = await self.act(queue_id, action)
+                    if effect is Effect.WAITS:
                         return  # a round began: its end carries on from here
+                    if effect is not Effect.DONE:
+                        self.not_done(queue_id, action, effect, after_round=True)
                 except Exception:
                     logger.exception(
                         "%s: queue %s failed after its delivery round", queue_id, action
@@ -180,9 +205,11 @@ class QueueActions:
             self.worker._cut_round_short(queue_id)
         return True
 
-    async def act(self, queue_id: str, action: str) -> bool:
-        """``action`` on one message now, on disk when this returns True; what the disk
-        refuses is raised. False, with nothing done, while a round delivers the message:
+    async def act(self, queue_id: str, action: str) -> Effect:
+        """``action`` on one message now, on disk when this returns (but ``WAITS``); what
+        the disk refuses is raised. ``GONE`` for a message no longer there, ``HELD`` for a
+        held one a flush leaves alone. ``WAITS``, with nothing done, while a round
+        delivers the message:
         the round writes its entry back at its end, over a ``hold`` made meanwhile, so
         the action must wait for that end (a ``hold`` or ``delete`` cuts it short:
         :data:`STOPPING`).
@@ -196,7 +223,7 @@ class QueueActions:
         as the operator asked: it is not delivered before its command, kept, is carried
         out again (at the next SIGUSR1, which any ``queue`` command sends, or start)."""
         if self._in_round(queue_id, action):
-            return False
+            return Effect.WAITS
         due = self.worker._due.pop(queue_id, None)
         try:
             return await self._act_unscheduled(queue_id, action)
@@ -207,16 +234,18 @@ class QueueActions:
         finally:
             self.worker._forget_places_if_unscheduled(queue_id)
 
-    async def _act_unscheduled(self, queue_id: str, action: str) -> bool:
+    async def _act_unscheduled(self, queue_id: str, action: str) -> Effect:
         """:meth:`act`, the message out of the schedule."""
         try:
             entry = await self.worker._load(queue_id)
         except FileNotFoundError as exc:
             if await self.worker._gone(queue_id, exc):
-                return True  # delivered or deleted meanwhile: nothing left to act on
+                return Effect.GONE  # delivered or deleted meanwhile: nothing left to act on
             raise
         if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
-            return False
+            return Effect.WAITS
+        if (effect := effect_on(entry, action)) is not Effect.DONE:
+            return effect
         if action == "delete":
             await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
@@ -229,9 +258,9 @@ class QueueActions:
             await self.worker._write(entry)
             logger.info("%s: released (queue release)", queue_id)
             self.worker.schedule(entry)
-        elif not entry.held:  # flush
+        else:  # flush
             self.worker.schedule(replace(entry, next_attempt=self.worker.clock()))
-        return True
+        return Effect.DONE
 
     def _remove_by_operator(self, entry: QueueEntry) -> None:
         """``queue delete``: the files removed and the operator's record of it in one

@@ -34,6 +34,13 @@ from typing import Final
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
+from smtpcore.server.queueeffects import (
+    Effect,
+    effect_on,
+    messages,
+    not_done_line,
+    skipped_line,
+)
 from smtpcore.server.safefiles import (
     NotRegularFile,
     open_regular,
@@ -402,23 +409,29 @@ def apply_offline(
     own: bool = True,
     skips: list[str] | None = None,
 ) -> list[str]:
-    """Carry ``command`` out on the files, no server running; the ids acted on. What a
+    """Carry ``command`` out on the files, no server running; the ids it acted on, as
+    the server counts them (:mod:`smtpcore.server.queueeffects`), each id it left as it
+    was told to ``tell`` with why, when the command is the operator's ``own``. What a
     delete drops beyond the message (see :func:`dropped_report`) goes to ``tell``; so
     does each id it skips (see :func:`_targets`) when the command is the operator's
     ``own``, and the id goes into ``skips``, for the tool's status. One a stopped
-    server left (``own=False``) skips in silence: a line ``queue hold: ID skipped``
+    server left (``own=False``) skips in silence: a line ``ID: queue hold skipped``
     under ``queue release`` reads as a command never given, and a message gone since
     it was left was delivered, as is normal. Only the envelopes of the messages it
     names are read, one at a time."""
 
     def skipped(queue_id: str, why: str) -> None:
         if own:
-            tell(f"queue {command.action}: {queue_id} skipped: {why}")
+            tell(skipped_line(queue_id, command.action, why))
             if skips is not None:
                 skips.append(queue_id)
 
     done = []
     for entry in _targets(queue, command, skipped):
+        if (effect := effect_on(entry, command.action)) is not Effect.DONE:
+            if own:
+                tell(not_done_line(entry.id, command.action, effect, after_round=False))
+            continue
         if command.action == "delete":
             queue.remove(entry.id)
             if (dropped := dropped_report(entry)) is not None:
@@ -519,7 +532,7 @@ def format_listing(
         yield from _entry_lines(entry, now, entry.id in active)
         count += 1
         total += entry.size
-    yield "queue is empty" if not count else f"-- {count} messages, {total} octets"
+    yield "queue is empty" if not count else f"-- {messages(count)}, {total} octets"
 
 
 def _entry_lines(entry: QueueEntry, now: float, active: bool) -> Iterator[str]:

@@ -23,6 +23,7 @@ from smtpcore.server.queuectl import (
     submit,
     validate_ids,
 )
+from smtpcore.server.queueeffects import summary_line
 from smtpcore.server.safefiles import (
     check_private_directories,
     owner_name,
@@ -78,8 +79,10 @@ def _run(args: argparse.Namespace) -> int:
             print(f"queue: {left} commands a stopped server left carried out first")
         skips: list[str] = []
         done = apply_offline(queue, command, time.time(), tell, skips=skips)
-    later = " (delivered when the server starts)" if args.action in ("flush", "release") else ""
-    print(f"queue {args.action}: {len(done)} messages{later}")
+    line = summary_line(args.action, len(done))
+    if done and args.action in ("flush", "release"):
+        line += " (delivered when the server starts)"
+    print(line)
     return 2 if skips else 0  # each id skipped was told, with its reason
 
 
