@@ -42,7 +42,7 @@ from peers import (
     run,
     running_smtp_server,
 )
-from smtpcore import LocalProtocolError
+from smtpcore import LocalProtocolError, _asyncio_beneath_tls
 from smtpcore._asyncio_close import ready_to_close
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
@@ -1151,7 +1151,7 @@ def test_a_uvloop_tls_close_ends_when_the_connection_is_lost() -> None:
 
     async def close() -> None:
         tls = cast(asyncio.BaseTransport, _LostUvloopTLS())
-        await smtpcore.asyncio._end_uvloop_tls(tls, protocol)
+        await _asyncio_beneath_tls._end_uvloop_tls(tls, protocol)
 
     asyncio.run(asyncio.wait_for(close(), 10))  # a guard: it polled for ever
     assert told == []
