@@ -33,6 +33,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_client_socket",  # the asyncio client's TCP transport
     "smtpcore._asyncio_close",  # when the asyncio client's TLS close may close its socket
     "smtpcore._asyncio_beneath_tls",  # the TCP transport beneath asyncio's TLS transport
+    "smtpcore._asyncio_stream",  # the asyncio adapter's transport over a stream pair
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
     "smtpcore.sync",
