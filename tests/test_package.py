@@ -35,6 +35,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_beneath_tls",  # the TCP transport beneath asyncio's TLS transport
     "smtpcore._asyncio_stream",  # the asyncio adapter's transport over a stream pair
     "smtpcore._asyncio_transport",  # its transport on asyncio's own connections
+    "smtpcore._asyncio_client",  # how the asyncio clients connect and read replies
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
     "smtpcore.sync",
