@@ -36,6 +36,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_stream",  # the asyncio adapter's transport over a stream pair
     "smtpcore._asyncio_transport",  # its transport on asyncio's own connections
     "smtpcore._asyncio_client",  # how the asyncio clients connect and read replies
+    "smtpcore._asyncio_listener",  # the asyncio servers' accept loop and shutdown
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
     "smtpcore.sync",
