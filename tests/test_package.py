@@ -39,6 +39,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_listener",  # the asyncio servers' accept loop and shutdown
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
+    "smtpcore._trio_deadlines",  # trio's deadlines and the sessions' watchdog
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",
