@@ -40,6 +40,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
     "smtpcore._trio_deadlines",  # trio's deadlines and the sessions' watchdog
+    "smtpcore._trio_clock",  # trio's timing for a session
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",
