@@ -41,6 +41,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
     "smtpcore._trio_deadlines",  # trio's deadlines and the sessions' watchdog
     "smtpcore._trio_clock",  # trio's timing for a session
+    "smtpcore._trio_transport",  # the trio adapter's transport over any trio stream
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",
