@@ -42,6 +42,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._trio_deadlines",  # trio's deadlines and the sessions' watchdog
     "smtpcore._trio_clock",  # trio's timing for a session
     "smtpcore._trio_transport",  # the trio adapter's transport over any trio stream
+    "smtpcore._trio_client",  # how the trio clients connect
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",

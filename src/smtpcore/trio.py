@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import trio
 
@@ -35,7 +35,6 @@ from smtpcore._driver import (
     Timeouts,
     TLSNotAvailable,
 )
-from smtpcore._driver._client_constructors import ClientConstructors, Options
 from smtpcore._driver._content import Content
 from smtpcore._driver._listener import BaseListener, ListenedSession
 from smtpcore._driver._logtext import describe_error
@@ -63,10 +62,9 @@ from smtpcore._driver._smtp_client import (
     SMTPClientOptions,
 )
 from smtpcore._driver._timeouts import POP3Timeouts
-from smtpcore._driver._transport import Link
+from smtpcore._trio_client import _TrioClient
 from smtpcore._trio_clock import TrioClock as TrioClock  # importable from here too
 from smtpcore._trio_clock import _link
-from smtpcore._trio_deadlines import _Deadline
 from smtpcore._trio_held import HeldWrites
 from smtpcore._trio_transport import TrioTransport
 from smtpcore.address import Mailbox
@@ -440,43 +438,6 @@ async def serve(
     async with SMTPServer(handler, host, port, **options) as server:
         task_status.started(server)
         await server.serve_forever()
-
-
-_Client = TypeVar("_Client", bound=ClientConstructors)
-
-
-class _TrioClient(ClientConstructors):
-    """How the trio SMTP and POP3 clients get their connection."""
-
-    @classmethod
-    def over_stream(
-        cls: Callable[Concatenate[str, int | None, Options], _Client],
-        stream: trio.abc.Stream,
-        host: str = "localhost",
-        *args: Options.args,
-        **options: Options.kwargs,
-    ) -> _Client:
-        """over_stream(stream: trio.abc.Stream, *, host: str = "localhost", **options)
-
-        A client whose session runs over any ``trio.abc.Stream``; keywords as for
-        :meth:`over_transport`."""
-        client = cls(host, None, *args, **options)
-        client._given = TrioTransport(stream)
-        return client
-
-    def _current_task(self) -> object:
-        return trio.lowlevel.current_task()
-
-    async def _open(self, host: str, port: int) -> Link:
-        given = self._take_given()
-        if given is not None:  # a trio.SSLStream's handshake is the session's to make
-            return _link(given)
-        async with _Deadline(self.timeouts.connect):
-            if self._unix_path is not None:
-                stream: trio.abc.Stream = await trio.open_unix_socket(self._unix_path)
-            else:
-                stream = await trio.open_tcp_stream(host, port)
-        return _link(TrioTransport(stream))
 
 
 class SMTPClient(_TrioClient, BaseSMTPClient):
