@@ -43,6 +43,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._trio_clock",  # trio's timing for a session
     "smtpcore._trio_transport",  # the trio adapter's transport over any trio stream
     "smtpcore._trio_client",  # how the trio clients connect
+    "smtpcore._trio_listener",  # the trio servers' accept loop and shutdown
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",
