@@ -19,8 +19,9 @@ import trio
 
 from peers import run
 from smtpcore._driver._timeouts import deadline_when_waiting
+from smtpcore._trio_clock import _CallHabits, _habits
 from smtpcore.asyncio import AsyncioClock
-from smtpcore.trio import TrioClock, _CallHabits, _habits
+from smtpcore.trio import TrioClock
 
 Deadline = Callable[[float | None], Any]
 T = TypeVar("T")
@@ -591,10 +592,10 @@ def test_a_wait_with_a_minimum_rate_goes_on_while_the_rate_is_kept(framework: st
 
 def test_trio_cancel_status_still_tells_cancel_scopes_apart() -> None:
     """The trio clock reads trio's private ``Task._cancel_status`` (in one place,
-    ``smtpcore.trio.cancel_status``) to run practised hooks without a scope. If trio
+    ``smtpcore._trio_clock.cancel_status``) to run practised hooks without a scope. If trio
     renames or changes it, smtpcore falls back to a scope for every call, and this
     test says so loudly."""
-    from smtpcore.trio import cancel_status, cancel_status_readable
+    from smtpcore._trio_clock import cancel_status, cancel_status_readable
 
     assert cancel_status_readable(), "trio.lowlevel.Task._cancel_status is gone"
     assert _habits.possible

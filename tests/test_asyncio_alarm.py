@@ -16,8 +16,8 @@ import pytest
 
 from smtpcore import _asyncio_alarm
 from smtpcore._asyncio_alarm import OffLoopTimers, call_at
+from smtpcore._asyncio_client import _client_link
 from smtpcore._asyncio_client_socket import SocketClientTransport
-from smtpcore.asyncio import _client_link
 
 
 @pytest.fixture(autouse=True)

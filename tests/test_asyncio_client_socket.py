@@ -22,8 +22,8 @@ import pytest
 
 from peers import free_port, make_tls_files
 from smtpcore import _asyncio_raw
+from smtpcore._asyncio_client import _client_link, _connect
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
-from smtpcore.asyncio import _client_link, _connect
 
 Scenario = Callable[[SocketClientTransport, socket.socket], Awaitable[None]]
 

@@ -42,7 +42,7 @@ from peers import (
     run,
     running_smtp_server,
 )
-from smtpcore import LocalProtocolError
+from smtpcore import LocalProtocolError, _asyncio_beneath_tls, _asyncio_stream
 from smtpcore._asyncio_close import ready_to_close
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
@@ -1082,7 +1082,7 @@ def test_an_asyncio_client_tls_close_does_not_wait_for_a_server_that_has_not_rea
     to acknowledge every byte, up to its 5 s timeout. Order of events (the timeout
     put out of reach): the close ends before the server reads anything, and the
     server then reads every byte written, then the close_notify."""
-    monkeypatch.setattr(smtpcore.asyncio, "_CLOSE_TIMEOUT", 60.0)
+    monkeypatch.setattr(_asyncio_stream, "_CLOSE_TIMEOUT", 60.0)
     with ReadingTLSServer(tls) as server:
         server.read.clear()
 
@@ -1151,7 +1151,7 @@ def test_a_uvloop_tls_close_ends_when_the_connection_is_lost() -> None:
 
     async def close() -> None:
         tls = cast(asyncio.BaseTransport, _LostUvloopTLS())
-        await smtpcore.asyncio._end_uvloop_tls(tls, protocol)
+        await _asyncio_beneath_tls._end_uvloop_tls(tls, protocol)
 
     asyncio.run(asyncio.wait_for(close(), 10))  # a guard: it polled for ever
     assert told == []

@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 import trio
 
+from smtpcore._asyncio_client import _client_link, _ClientClock
 from smtpcore._driver._blocking import SocketTransport, open_link, run
 from smtpcore._driver._transport import Link
-from smtpcore.asyncio import AsyncioClock, AsyncioTransport, _client_link, _ClientClock
+from smtpcore.asyncio import AsyncioClock, AsyncioTransport
 from smtpcore.trio import TrioClock
 
 Receive = Callable[[int], Awaitable[bytes]]

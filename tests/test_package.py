@@ -32,8 +32,18 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_tls",  # their TLS, over the raw socket's reads and writes
     "smtpcore._asyncio_client_socket",  # the asyncio client's TCP transport
     "smtpcore._asyncio_close",  # when the asyncio client's TLS close may close its socket
+    "smtpcore._asyncio_beneath_tls",  # the TCP transport beneath asyncio's TLS transport
+    "smtpcore._asyncio_stream",  # the asyncio adapter's transport over a stream pair
+    "smtpcore._asyncio_transport",  # its transport on asyncio's own connections
+    "smtpcore._asyncio_client",  # how the asyncio clients connect and read replies
+    "smtpcore._asyncio_listener",  # the asyncio servers' accept loop and shutdown
     "smtpcore.trio",
     "smtpcore._trio_held",  # the trio server's replies held to the end of a batch
+    "smtpcore._trio_deadlines",  # trio's deadlines and the sessions' watchdog
+    "smtpcore._trio_clock",  # trio's timing for a session
+    "smtpcore._trio_transport",  # the trio adapter's transport over any trio stream
+    "smtpcore._trio_client",  # how the trio clients connect
+    "smtpcore._trio_listener",  # the trio servers' accept loop and shutdown
     "smtpcore.sync",
     "smtpcore.transport",
     "smtpcore._driver*",

@@ -6,7 +6,7 @@ when a hook's database client or socket timed out (its failure, logged with its
 traceback and its text). The deadline raises :class:`DeadlinePassed` itself,
 outside the call, so any other ``TimeoutError`` is the call's own: no mark, no
 wrapper around the call (which would hide the hook's own code object from
-trio's per-hook habits, ``smtpcore.trio._CallHabits``).
+trio's per-hook habits, ``smtpcore._trio_clock._CallHabits``).
 """
 
 from __future__ import annotations

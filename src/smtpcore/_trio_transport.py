@@ -1,0 +1,456 @@
+"""The trio adapter's transport over any ``trio.abc.Stream``:
+:class:`~smtpcore.trio.TrioTransport`.
+
+A ``trio.SocketStream`` is read and written on its socket directly while in
+plaintext, a server's replies held to the end of the scheduler's batch
+(:mod:`smtpcore._trio_held`); any other stream, and TLS (a ``trio.SSLStream``
+this transport wraps the stream in, or one it is given), through trio's own
+methods. Kept apart from the server and client that make it, which only
+construct it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, Final
+
+import trio
+
+from smtpcore._driver import address, tls_info
+from smtpcore._driver._transport import FastPaths, YieldFirst, readable_now
+from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
+from smtpcore.handler import TLSInfo
+
+__all__ = ["TrioTransport"]
+
+_CLOSE_TIMEOUT: Final = 5.0
+"""How long a close may take (the held reply written, TLS's close_notify) before the
+stream is closed forcefully."""
+
+
+def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The socket under ``stream``, through TLS layers, if there is one."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+class TrioTransport(FastPaths):
+    """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
+
+    A ``trio.SocketStream`` is read and written through its socket directly
+    while in plaintext (trio's layers cost more than the read on a busy
+    session); any other stream (a ``trio.SSLStream``, a memory stream, a
+    user's own) through its own methods. ``start_tls`` wraps the stream in a
+    ``trio.SSLStream``.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._base = stream
+        self._stream: trio.abc.Stream = stream
+        self._ssl: trio.SSLStream[trio.abc.Stream] | None = (
+            stream if isinstance(stream, trio.SSLStream) else None
+        )
+        self._closed = False
+        self._yield_first = YieldFirst()
+        self._fd = -1
+        """The socket's descriptor while plain-TCP reads and writes go to it."""
+        self._drained = False
+        if isinstance(stream, trio.SocketStream):
+            # A SocketStream over TCP has TCP_NODELAY set already (trio does it).
+            self._fd = stream.socket.fileno()
+        if self._ssl is not None:
+            self.finish_handshake = self._finish_handshake
+
+    keeps_cancelled_sends: ClassVar[bool] = False
+    """A cancelled :meth:`send_all` drops what it had not written yet (trio's streams do,
+    and so does the write straight to a ``SocketStream``'s socket): the peer may hold
+    a part of it (see :mod:`smtpcore.transport`)."""
+
+    finish_handshake: Callable[[], Awaitable[None]] | None = None
+    """Finish the handshake of a ``trio.SSLStream`` given as it came (see
+    :mod:`smtpcore.transport`); None for any other stream, so that a client over plain
+    TCP pays nothing for it at connect."""
+
+    _writes: HeldWrites | None = None
+    """The server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`), set by
+    the server on a connection it accepted; None writes every reply at once."""
+    # What held writes keep, set on a connection only once it has some: an idle
+    # session keeps none of them.
+    _held: bytes | None = None
+    """What ``_writes`` holds for this connection until the batch's end."""
+    _rest_written: trio.Event | None = None
+    """Set once the rest of a held write, which the kernel did not take at the batch's
+    end, has gone (a task of the server's writes it)."""
+    _write_failed: OSError | None = None
+    """Why a held write failed, for the session's next write to raise."""
+    _tls_broken: bool = False
+    """Whether the ``trio.SSLStream`` was found broken, which trio makes it when a write
+    through it did not finish (cut off part-way, or failed): trio then refuses every
+    read and write on it, so what is left to do (the server's linger) goes to the
+    stream under it. Found as the linger starts (:meth:`send_eof` asks, a read
+    fails), not when a write is cancelled: one cancelled before it sent anything
+    leaves the stream whole, and its close says so (TLS's close_notify)."""
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        if self._fd >= 0 and not self._closed:
+            return await self._receive_plain(max_bytes)
+        self._drained = False
+        try:
+            return bytes(await self._stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _receive_plain(self, max_bytes: int) -> bytes:
+        """Read the socket itself, with the checkpoint trio's own read makes but
+        without its layers, which cost more than the read on a busy session.
+
+        The checkpoint comes first, and the read then often finds the
+        client's next command without registering with epoll to wait for it
+        (see :class:`~smtpcore._driver._transport.YieldFirst`).
+        """
+        fd = self._fd
+        if self._yield_first.now():
+            await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
+            try:
+                data = os.read(fd, max_bytes)
+                self._drained = len(data) < max_bytes
+                return data
+            except BlockingIOError:
+                self._yield_first.missed()
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
+                raise ConnectionResetError("the connection is closed") from exc
+            try:
+                data = os.read(fd, max_bytes)
+            except BlockingIOError:  # pragma: no cover - a spurious wake-up
+                continue
+            self._drained = len(data) < max_bytes
+            return data
+
+    def drained(self) -> bool:
+        """Whether the last read took everything that had arrived by then: a plain
+        socket's read that gave fewer octets than asked for."""
+        return self._drained
+
+    def receive_nowait(self, max_bytes: int) -> bytes | None:
+        """What the kernel holds already, without waiting (plain TCP only: a TLS
+        stream's records cannot be read without waiting, so ``None``, as when
+        nothing has arrived; ``b""`` once the peer has closed). A failed read (a
+        reset) is the end of the stream too: the caller looks here for a reply
+        no command asked for, and what it read before, a ``421`` say, is the news
+        to give, not the reset after it (RFC 5321 §3.8)."""
+        if self._fd < 0 or self._closed:
+            return None
+        self._drained = False
+        try:
+            return os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    def arrived(self) -> bool:
+        """Whether bytes wait that :meth:`receive_nowait` cannot give: over TLS, a
+        record decrypted and not yet read, or the socket under the ``SSLStream``
+        readable. A read then starts at once; the caller bounds it with a deadline,
+        for a record that came in part. Asked rather than tried: a receive that
+        meets a cancelled scope is cancelled before it reads anything, and trio
+        leaves an ``SSLStream`` unusable if one is cancelled mid-handshake.
+        ``False`` in plaintext, where :meth:`receive_nowait` reads the kernel."""
+        stream = self._ssl
+        if stream is None or self._closed:
+            return False
+        if stream.pending():
+            return True
+        sock = _socket_of(stream)
+        return sock is not None and readable_now(sock.fileno())
+
+    def send_nowait(self, data: bytes) -> int:
+        """Write what the kernel takes at once (plain TCP only; else ``0``)."""
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        if self._fd < 0:
+            return 0  # TLS records and other streams go through send_all
+        writes = self._writes
+        if writes is not None:
+            if self._rest_written is not None or self._write_failed is not None:
+                return 0  # behind what waits for room (send_all waits, or raises)
+            if writes.holds():  # others write in this batch: written with theirs
+                held = self._held
+                if (0 if held is None else len(held)) + len(data) <= HOLD_AT_MOST:
+                    return writes.hold(self, data)
+                if held is not None:
+                    return 0  # too much to hold: send_all writes what waits, then this
+        # Straight to the kernel: trio's send passes through the scheduler even
+        # when it need not wait. The session's next read is its checkpoint.
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+
+    def _write_held(self) -> None:
+        """The batch's end (:meth:`HeldWrites.before_io_wait`): write what is held. The
+        rest, if the kernel does not take it all, is written by a task of the
+        server's, which waits for room; a failure is raised by the session's next
+        write (its next read finds the connection gone)."""
+        data = self._held
+        if data is None:  # written meanwhile (a later send_all, the close)
+            return
+        self._held = None
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._write_failed = exc
+            return
+        if sent < len(data):
+            done = self._rest_written = trio.Event()
+            assert self._writes is not None  # only held writes come here
+            try:
+                self._writes.spawn(self._write_rest, data[sent:], done)
+            except RuntimeError as exc:  # the server's nursery takes no more tasks
+                self._rest_written = None
+                self._write_failed = ConnectionResetError(str(exc))
+
+    async def _write_rest(self, data: bytes, done: trio.Event) -> None:
+        """Write the rest of a held write as room comes (see :meth:`_write_held`)."""
+        try:
+            await self._send_plain(data)
+        except OSError as exc:
+            self._write_failed = exc
+        finally:
+            self._rest_written = None
+            done.set()
+
+    async def _held_first(self, data: bytes) -> bytes:
+        """``data`` behind what waits to be written: the rest of a held write, once
+        written, and what is held now."""
+        done = self._rest_written
+        if done is not None:
+            await done.wait()
+        failed = self._write_failed
+        if failed is not None:
+            raise ConnectionResetError(f"connection lost: {failed}")
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        return data
+
+    async def send_all(self, data: bytes) -> None:
+        if self._fd >= 0 and not self._closed:
+            if self._writes is not None:
+                data = await self._held_first(data)
+            await self._send_plain(data)
+            return
+        try:
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def receive_to_drop(self, max_bytes: int) -> bytes:
+        """Read bytes only to drop them, as a server's linger does before its close:
+        through TLS while it works; once trio's ``SSLStream`` is broken (a write cut off
+        part-way), the raw bytes of the stream under it. Left unread, the client's
+        pipelined commands would turn the close into a reset, and the client's
+        kernel would drop every reply it had not read yet (RFC 1122 §4.2.2.13)."""
+        ssl_stream = self._ssl
+        if not self._tls_broken:
+            try:
+                return await self.receive_some(max_bytes)
+            except ConnectionResetError:
+                if ssl_stream is None or self._closed:
+                    raise
+                self._tls_broken = True  # the stream under it is tried next
+        assert ssl_stream is not None
+        try:
+            return bytes(await ssl_stream.transport_stream.receive_some(max_bytes))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _send_plain(self, data: bytes) -> None:
+        """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
+        kernel takes, and wait for room only when it took nothing. (trio's stream
+        tries again before each wait, and the driver has usually just tried.)"""
+        fd = self._fd
+        view = memoryview(data)
+        sent = 0
+        while sent < len(view):
+            try:
+                sent += os.write(fd, view[sent:])
+                continue
+            except BlockingIOError:
+                pass
+            try:
+                await trio.lowlevel.wait_writable(fd)
+            except trio.ClosedResourceError as exc:  # closed by another task meanwhile
+                raise ConnectionResetError("the connection is closed") from exc
+
+    async def send_eof(self) -> None:
+        """Shut down the sending side once everything written has gone (the held reply
+        first), where the stream can: a ``trio.abc.HalfCloseableStream`` (a
+        ``SocketStream``) with no TLS over it, or under a broken TLS layer, which
+        writes no more records; else nothing."""
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        stream = self._stream
+        if self._ssl is not None:
+            if not (self._tls_broken or await self._tls_found_broken()):
+                return
+            stream = self._ssl.transport_stream
+        if not isinstance(stream, trio.abc.HalfCloseableStream):
+            return
+        if self._writes is not None and self._fd >= 0:
+            held = await self._held_first(b"")
+            if held:
+                await self._send_plain(held)
+        try:
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    async def _tls_found_broken(self) -> bool:
+        """Whether the ``trio.SSLStream`` is broken (see :attr:`_tls_broken`), asked with a
+        write of nothing, which trio refuses on a broken stream and otherwise turns
+        into a checkpoint that sends no record."""
+        assert self._ssl is not None
+        try:
+            await self._ssl.send_all(b"")
+        except trio.BrokenResourceError:
+            self._tls_broken = True
+        except trio.ClosedResourceError as exc:
+            raise ConnectionResetError(str(exc) or "connection lost") from exc
+        return self._tls_broken
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ) -> None:
+        # A SocketStream keeps no read buffer of its own: any plaintext sent
+        # after STARTTLS is still in the kernel, and the TLS layer refuses it.
+        # So does it what another stream had buffered.
+        if self._ssl is not None:
+            raise ConnectionResetError("TLS is already up on this stream")
+        if self._writes is not None and self._fd >= 0:
+            held = await self._held_first(b"")  # the reply that says go ahead, in clear
+            if held:
+                await self._send_plain(held)
+        stream = trio.SSLStream(
+            self._stream,
+            context,
+            server_side=server_side,
+            server_hostname=server_hostname,
+            https_compatible=True,  # SMTP frames its own end, so a bare TCP close is EOF
+        )
+        try:
+            await _shake_hands(stream)
+        except BaseException:
+            # No way back to plaintext (RFC 3207 §4): the peer may be mid-handshake,
+            # so a plain reply (a shutdown's 421) would land in its TLS records.
+            # Reads and writes go to the stream whose handshake failed, which fails them
+            # as a reset connection does; aclose still closes the socket.
+            self._stream = _HandshakeFailed(stream)
+            self._fd = -1
+            raise
+        self._ssl = stream
+        self._stream = stream
+        self._fd = -1
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+            scope.shield = True
+            if self._held is not None or self._rest_written is not None:
+                # The last reply, held: before the close, as a write would have been.
+                with contextlib.suppress(OSError):
+                    await self._send_plain(await self._held_first(b""))
+            try:
+                await self._stream.aclose()
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+        await trio.aclose_forcefully(self._base)
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        base = self._base
+        # An accepted TCP stream's socket, and an IPv4 address as address() would keep
+        # it, without the calls: every connection asks.
+        sock = base.socket if type(base) is trio.SocketStream else _socket_of(base)
+        try:
+            value = None if sock is None else sock.getpeername()
+        except OSError:
+            return None
+        if type(value) is tuple and len(value) == 2:
+            return value
+        return address(value)
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        base = self._base
+        sock = base.socket if type(base) is trio.SocketStream else _socket_of(base)
+        try:
+            value = None if sock is None else sock.getsockname()
+        except OSError:
+            return None
+        if type(value) is tuple and len(value) == 2:  # as peer_address
+            return value
+        return address(value)
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None if self._ssl is None else tls_info(self._ssl)
+
+    async def _finish_handshake(self) -> None:
+        """The given ``trio.SSLStream``'s handshake (trio makes it on the stream's first
+        use), so that :attr:`tls` describes the session from its first byte; nothing
+        for one whose handshake is done."""
+        assert self._ssl is not None
+        await _shake_hands(self._ssl)
+
+
+class _HandshakeFailed(trio.abc.Stream):
+    """What is left of a stream whose TLS handshake did not finish (it failed, or was
+    cancelled): every read and write fails, as over a reset connection, and closing
+    closes the stream under it. trio leaves such an ``SSLStream`` broken, but says
+    it *may*; this says it for certain, and for every stream."""
+
+    def __init__(self, stream: trio.SSLStream[trio.abc.Stream]) -> None:
+        self._stream = stream
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("the TLS handshake did not finish")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.lowlevel.checkpoint()
+        raise trio.BrokenResourceError("the TLS handshake did not finish")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _shake_hands(stream: trio.SSLStream[trio.abc.Stream]) -> None:
+    """``stream``'s handshake, its failures an ``OSError`` as the transports' are."""
+    try:
+        await stream.do_handshake()
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            raise cause from exc
+        raise ConnectionResetError(str(exc) or "TLS handshake failed") from exc
