@@ -35,7 +35,12 @@ from peers import (
     running_smtp_server,
     starttls_client,
 )
-from smtpcore import _asyncio_raw
+from smtpcore import (
+    _asyncio_raw,
+    _asyncio_raw_close,
+    _asyncio_raw_held,
+    _asyncio_raw_watch,
+)
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
@@ -540,7 +545,7 @@ def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
     """A write cut short (its deadline ran out) leaves bytes for the kernel: the close
     sends them if the peer reads, and gives up after the close timeout if it does not."""
     ours, theirs = pair
-    monkeypatch.setattr(_asyncio_raw, "_CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(_asyncio_raw_close, "_CLOSE_TIMEOUT", 0.2)
 
     async def main() -> None:
         transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
@@ -961,7 +966,7 @@ def test_the_transport_is_its_own_selector_key_on_a_selector_over_a_poll_object(
             reading = asyncio.ensure_future(transport.receive_some(100))
             await asyncio.sleep(0.01)
             key = selector.get_key(fd)
-            if selector_type in _asyncio_raw._POLL_LIKE:
+            if selector_type in _asyncio_raw_watch._POLL_LIKE:
                 assert key is transport
             else:
                 assert isinstance(key, selectors.SelectorKey)
@@ -1058,7 +1063,7 @@ def test_a_failure_in_the_read_callback_goes_to_the_loops_exception_handler(
             if told:
                 break
         assert isinstance(told[0]["exception"], RuntimeError)
-        transport._want = _asyncio_raw._NOTHING
+        transport._want = _asyncio_raw_watch._NOTHING
         await transport.aclose()
 
     asyncio.run(main())
@@ -1172,7 +1177,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
         loop = asyncio.get_running_loop()
         transport = _held_transport(ours)
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]  # as much as may be held
+        payload = PAYLOAD[: _asyncio_raw_held._HOLD_AT_MOST]  # as much as may be held
         assert transport.send_nowait(payload) == len(payload)
         await asyncio.sleep(0)
         pending = transport._out
@@ -1227,7 +1232,7 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
     ours, theirs = pair
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    bound = _asyncio_raw._HOLD_AT_MOST
+    bound = _asyncio_raw_held._HOLD_AT_MOST
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -1316,7 +1321,7 @@ def test_a_held_write_waiting_for_room_while_the_session_waits_for_bytes(
         await asyncio.sleep(0)  # the session waits for its client
         assert transport._reading
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]
+        payload = PAYLOAD[: _asyncio_raw_held._HOLD_AT_MOST]
         transport.send_nowait(payload)
         await asyncio.sleep(0)  # written: the kernel takes part of it
         assert transport._out is not None and transport._writing and transport._reading
