@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import inspect
 import logging
 import selectors
 import socket
@@ -99,6 +100,19 @@ def test_a_plain_listener_serves_over_the_raw_socket_and_falls_back_when_switche
         assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
         assert s.command(b"QUIT").startswith(b"221")
         assert s.recv_some() == b""
+
+
+def test_the_names_moved_out_of_asyncio_raw_still_show_their_source() -> None:
+    """The private names ``_asyncio_raw`` imports from its layers' modules keep those
+    modules in ``__module__``: renamed to ``_asyncio_raw``, ``inspect.getsource``
+    looked for them there, and failed (as a debugger or a traceback's tooling would)."""
+    for obj, start in (
+        (Acceptor, "class Acceptor"),
+        (HeldWrites, "class HeldWrites"),
+        (_asyncio_raw.listening_sockets, "async def listening_sockets("),
+        (_asyncio_raw.resolve_now, "def resolve_now("),
+    ):
+        assert inspect.getsource(obj).startswith(start)
 
 
 def test_only_the_standard_selector_loop_is_served_raw() -> None:

@@ -70,12 +70,6 @@ __all__ = [
     "serves_raw",
 ]
 
-# The names moved into modules of their own keep the name callers import them by in
-# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
-for _moved in (Acceptor, HeldWrites, listening_sockets, resolve_now):
-    _moved.__module__ = __name__
-del _moved
-
 enabled = True
 """Whether servers on a selector event loop serve their connections over the raw
 socket (the tests turn it off to run the fallback, asyncio's transports, on Linux)."""
@@ -222,7 +216,7 @@ class RawSocketTransport(ClosingLayer, _OwnLink):
         """What the kernel has not taken yet of the last write."""
         self._writes = writes
         """Where a write waits for the loop's next pass while others run in this one
-        (see :class:`HeldWrites`); None: every write at once."""
+        (see :class:`~smtpcore._asyncio_raw_held.HeldWrites`); None: every write at once."""
         self._held: bytes | None = None
         """What waits in :attr:`_writes` to be written."""
         self._eof = False

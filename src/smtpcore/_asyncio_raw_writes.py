@@ -4,7 +4,7 @@ what it does not take kept until the socket has room.
 A layer of :class:`~smtpcore._asyncio_raw.RawSocketTransport` (see
 :class:`~smtpcore._asyncio_raw_watch.SelectorWatch`, beneath it): the
 session's writes (:meth:`WritingLayer.send_all`, held for the loop's next
-pass by :class:`~smtpcore._asyncio_raw.HeldWrites`), the end of the
+pass by :class:`~smtpcore._asyncio_raw_held.HeldWrites`), the end of the
 sending side, and what the TLS layer above writes its records through. Apart
 because every rule about bytes written and not yet taken (its bound, its
 order behind a held reply, a lost connection while it waits) is here.
