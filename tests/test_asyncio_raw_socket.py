@@ -15,6 +15,7 @@ import contextvars
 import errno
 import inspect
 import logging
+import os
 import selectors
 import socket
 import struct
@@ -38,9 +39,11 @@ from peers import (
 )
 from smtpcore import (
     _asyncio_raw,
+    _asyncio_raw_accept,
     _asyncio_raw_close,
     _asyncio_raw_held,
     _asyncio_raw_watch,
+    _asyncio_raw_writes,
 )
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
@@ -113,6 +116,51 @@ def test_the_names_moved_out_of_asyncio_raw_still_show_their_source() -> None:
         (_asyncio_raw.resolve_now, "def resolve_now("),
     ):
         assert inspect.getsource(obj).startswith(start)
+
+
+def test_each_constant_the_layers_read_has_one_home_which_a_patch_reaches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A private constant of the raw transport is bound in one module, and every layer
+    reads it there: a copy imported into a second module kept the old value when
+    the test (or a debugging session) patched the first, and the patch missed."""
+    modules = (
+        _asyncio_raw,
+        _asyncio_raw_watch,
+        _asyncio_raw_writes,
+        _asyncio_raw_close,
+        _asyncio_raw_held,
+        _asyncio_raw_accept,
+    )
+    for name in ("_read", "_write", "_Future", "_HOLD_AT_MOST", "_CLOSE_TIMEOUT"):
+        homes = [module.__name__ for module in modules if name in vars(module)]
+        assert len(homes) == 1, (name, homes)
+
+    calls: list[str] = []
+
+    def reading(fd: int, count: int) -> bytes:
+        calls.append("read")
+        return os.read(fd, count)
+
+    def writing(fd: int, data: bytes) -> int:
+        calls.append("write")
+        return os.write(fd, data)
+
+    monkeypatch.setattr(_asyncio_raw_watch, "_read", reading)
+    monkeypatch.setattr(_asyncio_raw_watch, "_write", writing)
+
+    async def read_and_write() -> None:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            ours.setblocking(False)
+            transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+            theirs.sendall(b"hello")
+            assert await transport.receive_some(10) == b"hello"
+            assert transport.send_nowait(b"hi") == 2
+            await transport.aclose()
+        assert calls == ["read", "write"]
+
+    asyncio.run(read_and_write())
 
 
 def test_only_the_standard_selector_loop_is_served_raw() -> None:
@@ -1191,7 +1239,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
         loop = asyncio.get_running_loop()
         transport = _held_transport(ours)
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw_held._HOLD_AT_MOST]  # as much as may be held
+        payload = PAYLOAD[: _asyncio_raw_writes._HOLD_AT_MOST]  # as much as may be held
         assert transport.send_nowait(payload) == len(payload)
         await asyncio.sleep(0)
         pending = transport._out
@@ -1246,7 +1294,7 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
     ours, theirs = pair
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    bound = _asyncio_raw_held._HOLD_AT_MOST
+    bound = _asyncio_raw_writes._HOLD_AT_MOST
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -1335,7 +1383,7 @@ def test_a_held_write_waiting_for_room_while_the_session_waits_for_bytes(
         await asyncio.sleep(0)  # the session waits for its client
         assert transport._reading
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw_held._HOLD_AT_MOST]
+        payload = PAYLOAD[: _asyncio_raw_writes._HOLD_AT_MOST]
         transport.send_nowait(payload)
         await asyncio.sleep(0)  # written: the kernel takes part of it
         assert transport._out is not None and transport._writing and transport._reading

@@ -13,11 +13,17 @@ order behind a held reply, a lost connection while it waits) is here.
 from __future__ import annotations
 
 import socket
-from typing import ClassVar
+from typing import ClassVar, Final
 
-from smtpcore._asyncio_raw_held import _HOLD_AT_MOST
-from smtpcore._asyncio_raw_watch import _NOTHING, _ROOM, SelectorWatch, _Future, _write
+from smtpcore import _asyncio_raw_watch
+from smtpcore._asyncio_raw_watch import _NOTHING, _ROOM, SelectorWatch
 from smtpcore._asyncio_runner import WOKEN
+
+_HOLD_AT_MOST: Final = 16384
+"""At most this many bytes of a connection wait for the loop's next pass (see
+:class:`~smtpcore._asyncio_raw_held.HeldWrites`): a write that would hold more
+(a POP3 message's content, say) goes at once, after what waits, and meets the
+kernel's back-pressure as any write does. Replies are smaller by far."""
 
 
 class WritingLayer(SelectorWatch):
@@ -47,7 +53,7 @@ class WritingLayer(SelectorWatch):
                 if self._out is not None:  # the kernel did not take all of it
                     return 0
         try:
-            return _write(self._fd, data)
+            return _asyncio_raw_watch._write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
@@ -67,7 +73,7 @@ class WritingLayer(SelectorWatch):
         """Write ``data`` now; what the kernel does not take waits in ``_out``, the
         socket watched for room. A failed write loses the connection."""
         try:
-            sent = _write(self._fd, data)
+            sent = _asyncio_raw_watch._write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -184,7 +190,7 @@ class WritingLayer(SelectorWatch):
                 if runner is not None and runner.task is None:
                     await WOKEN
                 else:
-                    waiter = self._waiter = _Future(loop=self._loop)
+                    waiter = self._waiter = _asyncio_raw_watch._Future(loop=self._loop)
                     await waiter
             finally:
                 # This wait alone: another begun meanwhile (a close's, while a cancelled
