@@ -163,6 +163,20 @@ def test_each_constant_the_layers_read_has_one_home_which_a_patch_reaches(
     asyncio.run(read_and_write())
 
 
+def test_the_transports_slots_are_the_fields_its_layers_declare() -> None:
+    """The slots the transport holds are the names the type checker checks the layers'
+    assignments against (one tuple, ``SelectorWatch.FIELDS``), and every field the
+    layers declare: a layer's typo is a type error, not an AttributeError at run time."""
+    slots: object = RawSocketTransport.__slots__  # () to the type checker (see FIELDS)
+    assert slots is _asyncio_raw_watch.SelectorWatch.FIELDS
+    declared = set(_asyncio_raw_watch.SelectorWatch.__annotations__) - {
+        "FIELDS",
+        "_cancelled",
+        "events",
+    }
+    assert declared == set(RawSocketTransport.__slots__)
+
+
 def test_only_the_standard_selector_loop_is_served_raw() -> None:
     selector = asyncio.SelectorEventLoop()
     try:

@@ -46,7 +46,7 @@ from smtpcore import _asyncio_raw_watch
 from smtpcore._asyncio_raw_accept import Acceptor, listening_sockets
 from smtpcore._asyncio_raw_close import ClosingLayer
 from smtpcore._asyncio_raw_held import HeldWrites
-from smtpcore._asyncio_raw_watch import _NOTHING, _T, resolve_now
+from smtpcore._asyncio_raw_watch import _NOTHING, _T, SelectorWatch, resolve_now
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._asyncio_tls import TLSLayer
 from smtpcore._driver._timeouts import (
@@ -96,7 +96,7 @@ else:
     _OwnLink = LinkBase
 
 
-class RawSocketTransport(ClosingLayer, _OwnLink):
+class RawSocketTransport(ClosingLayer, _OwnLink):  # type: ignore[misc]  # see FIELDS
     """A :class:`~smtpcore.transport.Transport` over an accepted socket, on the loop's
     selector; given the session's clock, also the session's own
     :class:`~smtpcore._driver._transport.Link`.
@@ -155,27 +155,10 @@ class RawSocketTransport(ClosingLayer, _OwnLink):
     """
 
     # Neither Link's methods' slots nor its fields' (see clock and transport).
-    __slots__ = (
-        "_closing",
-        "_eof",
-        "_fd",
-        "_held",
-        "_inner",
-        "_local",
-        "_loop",
-        "_lost",
-        "_more",
-        "_out",
-        "_reading",
-        "_runner",
-        "_sock",
-        "_waiter",
-        "_want",
-        "_writes",
-        "_writing",
-        "data",
-        "peer_address",
-    )
+    if TYPE_CHECKING:  # SelectorWatch's, where the type checker sees them
+        __slots__ = ()
+    else:
+        __slots__ = SelectorWatch.FIELDS
 
     def __init__(
         self,

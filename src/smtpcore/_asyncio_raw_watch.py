@@ -92,9 +92,34 @@ class SelectorWatch:
     :class:`~smtpcore._asyncio_raw.RawSocketTransport`'s slots: each layer
     declares no slot, so that it adds nothing to a connection."""
 
-    if TYPE_CHECKING:  # the layers set the fields below, which the transport's slots hold
-        __slots__ = ("__dict__",)
-    else:
+    __slots__ = (
+        "_closing",
+        "_eof",
+        "_fd",
+        "_held",
+        "_inner",
+        "_local",
+        "_loop",
+        "_lost",
+        "_more",
+        "_out",
+        "_reading",
+        "_runner",
+        "_sock",
+        "_waiter",
+        "_want",
+        "_writes",
+        "_writing",
+        "data",
+        "peer_address",
+    )
+    FIELDS: Final = __slots__
+    """The slots of :class:`~smtpcore._asyncio_raw.RawSocketTransport`, which holds the
+    fields below. To the type checker they are this class's own, so that it checks
+    every layer's assignments against them; at run time this class has none, since
+    the transport's other base (``LinkBase``) has a slot, and two bases with slots
+    cannot be joined."""
+    if not TYPE_CHECKING:
         __slots__ = ()
 
     # The connection, as RawSocketTransport.__init__ sets it up (see the fields there).
