@@ -11,10 +11,9 @@ session those callbacks make, or a lost connection. Apart because this is the
 code that leans on the selector loop's private fields (``_selector``,
 ``_fd_to_key``, a handle's ``_run``), which a new Python may change: what to
 check is here, and only here. The names the other layers share (a read and a
-write on the descriptor, what a session waits for) are defined here too; the
-layers read the read, the write and the future through this module
-(``_asyncio_raw_watch._read``), not a copy of their own, so that a patch of one
-reaches every reader.
+write on the descriptor, what a session waits for) are defined here too, as
+aliases each reader imports (``os.read`` and the rest, looked up once rather than
+at each read, on the hot path): patch them where they are read.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ from __future__ import annotations
 import socket
 from typing import ClassVar, Final
 
-from smtpcore import _asyncio_raw_watch
-from smtpcore._asyncio_raw_watch import _NOTHING, _ROOM, SelectorWatch
+from smtpcore._asyncio_raw_watch import _NOTHING, _ROOM, SelectorWatch, _Future, _write
 from smtpcore._asyncio_runner import WOKEN
 
 _HOLD_AT_MOST: Final = 16384
@@ -53,7 +52,7 @@ class WritingLayer(SelectorWatch):
                 if self._out is not None:  # the kernel did not take all of it
                     return 0
         try:
-            return _asyncio_raw_watch._write(self._fd, data)
+            return _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError:
@@ -73,7 +72,7 @@ class WritingLayer(SelectorWatch):
         """Write ``data`` now; what the kernel does not take waits in ``_out``, the
         socket watched for room. A failed write loses the connection."""
         try:
-            sent = _asyncio_raw_watch._write(self._fd, data)
+            sent = _write(self._fd, data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -190,7 +189,7 @@ class WritingLayer(SelectorWatch):
                 if runner is not None and runner.task is None:
                     await WOKEN
                 else:
-                    waiter = self._waiter = _asyncio_raw_watch._Future(loop=self._loop)
+                    waiter = self._waiter = _Future(loop=self._loop)
                     await waiter
             finally:
                 # This wait alone: another begun meanwhile (a close's, while a cancelled
