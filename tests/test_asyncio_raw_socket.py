@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import inspect
 import logging
 import selectors
 import socket
@@ -35,7 +36,14 @@ from peers import (
     running_smtp_server,
     starttls_client,
 )
-from smtpcore import _asyncio_raw
+from smtpcore import (
+    _asyncio_raw,
+    _asyncio_raw_accept,
+    _asyncio_raw_close,
+    _asyncio_raw_held,
+    _asyncio_raw_watch,
+    _asyncio_raw_writes,
+)
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
@@ -94,6 +102,52 @@ def test_a_plain_listener_serves_over_the_raw_socket_and_falls_back_when_switche
         assert transport_kinds(server) == [RawSocketTransport if raw else AsyncioTransport]
         assert s.command(b"QUIT").startswith(b"221")
         assert s.recv_some() == b""
+
+
+def test_the_names_moved_out_of_asyncio_raw_still_show_their_source() -> None:
+    """The private names ``_asyncio_raw`` imports from its layers' modules keep those
+    modules in ``__module__``: renamed to ``_asyncio_raw``, ``inspect.getsource``
+    looked for them there, and failed (as a debugger or a traceback's tooling would)."""
+    for obj, start in (
+        (Acceptor, "class Acceptor"),
+        (HeldWrites, "class HeldWrites"),
+        (_asyncio_raw.listening_sockets, "async def listening_sockets("),
+        (_asyncio_raw.resolve_now, "def resolve_now("),
+    ):
+        assert inspect.getsource(obj).startswith(start)
+
+
+def test_each_tunable_of_the_raw_transport_has_one_home() -> None:
+    """A private bound of the raw transport is bound in one module, the one that reads
+    it: a copy imported into a second module kept the old value when a test (or a
+    debugging session) patched the first, and the patch missed. (The aliases of
+    ``os.read``, ``os.write`` and ``asyncio.Future`` are imported by their readers, as
+    a look-up saved at each read.)"""
+    modules = (
+        _asyncio_raw,
+        _asyncio_raw_watch,
+        _asyncio_raw_writes,
+        _asyncio_raw_close,
+        _asyncio_raw_held,
+        _asyncio_raw_accept,
+    )
+    for name in ("_HOLD_AT_MOST", "_CLOSE_TIMEOUT"):
+        homes = [module.__name__ for module in modules if name in vars(module)]
+        assert len(homes) == 1, (name, homes)
+
+
+def test_the_transports_slots_are_the_fields_its_layers_declare() -> None:
+    """The slots the transport holds are the names the type checker checks the layers'
+    assignments against (one tuple, ``SelectorWatch.FIELDS``), and every field the
+    layers declare: a layer's typo is a type error, not an AttributeError at run time."""
+    slots: object = RawSocketTransport.__slots__  # () to the type checker (see FIELDS)
+    assert slots is _asyncio_raw_watch.SelectorWatch.FIELDS
+    declared = set(_asyncio_raw_watch.SelectorWatch.__annotations__) - {
+        "FIELDS",
+        "_cancelled",
+        "events",
+    }
+    assert declared == set(RawSocketTransport.__slots__)
 
 
 def test_only_the_standard_selector_loop_is_served_raw() -> None:
@@ -540,7 +594,7 @@ def test_a_close_with_bytes_still_to_send_waits_for_them_within_a_bound(
     """A write cut short (its deadline ran out) leaves bytes for the kernel: the close
     sends them if the peer reads, and gives up after the close timeout if it does not."""
     ours, theirs = pair
-    monkeypatch.setattr(_asyncio_raw, "_CLOSE_TIMEOUT", 0.2)
+    monkeypatch.setattr(_asyncio_raw_close, "_CLOSE_TIMEOUT", 0.2)
 
     async def main() -> None:
         transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
@@ -961,7 +1015,7 @@ def test_the_transport_is_its_own_selector_key_on_a_selector_over_a_poll_object(
             reading = asyncio.ensure_future(transport.receive_some(100))
             await asyncio.sleep(0.01)
             key = selector.get_key(fd)
-            if selector_type in _asyncio_raw._POLL_LIKE:
+            if selector_type in _asyncio_raw_watch._POLL_LIKE:
                 assert key is transport
             else:
                 assert isinstance(key, selectors.SelectorKey)
@@ -1058,7 +1112,7 @@ def test_a_failure_in_the_read_callback_goes_to_the_loops_exception_handler(
             if told:
                 break
         assert isinstance(told[0]["exception"], RuntimeError)
-        transport._want = _asyncio_raw._NOTHING
+        transport._want = _asyncio_raw_watch._NOTHING
         await transport.aclose()
 
     asyncio.run(main())
@@ -1172,7 +1226,7 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
         loop = asyncio.get_running_loop()
         transport = _held_transport(ours)
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]  # as much as may be held
+        payload = PAYLOAD[: _asyncio_raw_writes._HOLD_AT_MOST]  # as much as may be held
         assert transport.send_nowait(payload) == len(payload)
         await asyncio.sleep(0)
         pending = transport._out
@@ -1227,7 +1281,7 @@ def test_a_connection_holds_a_bounded_amount_and_a_larger_write_goes_at_once(
     ours, theirs = pair
     theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    bound = _asyncio_raw._HOLD_AT_MOST
+    bound = _asyncio_raw_writes._HOLD_AT_MOST
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -1316,7 +1370,7 @@ def test_a_held_write_waiting_for_room_while_the_session_waits_for_bytes(
         await asyncio.sleep(0)  # the session waits for its client
         assert transport._reading
         loop.call_soon(_nothing)
-        payload = PAYLOAD[: _asyncio_raw._HOLD_AT_MOST]
+        payload = PAYLOAD[: _asyncio_raw_writes._HOLD_AT_MOST]
         transport.send_nowait(payload)
         await asyncio.sleep(0)  # written: the kernel takes part of it
         assert transport._out is not None and transport._writing and transport._reading

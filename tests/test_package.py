@@ -29,6 +29,11 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._asyncio_timers",  # the asyncio adapter's shared connection timer
     "smtpcore._asyncio_alarm",  # the asyncio client's timer, kept by a thread
     "smtpcore._asyncio_raw",  # the asyncio server's connections on the raw socket
+    "smtpcore._asyncio_raw_watch",  # their socket in the loop's selector
+    "smtpcore._asyncio_raw_writes",  # their writes, and the waits for room
+    "smtpcore._asyncio_raw_close",  # their close
+    "smtpcore._asyncio_raw_held",  # their replies held for the loop's next pass
+    "smtpcore._asyncio_raw_accept",  # the asyncio server's listening sockets
     "smtpcore._asyncio_tls",  # their TLS, over the raw socket's reads and writes
     "smtpcore._asyncio_client_socket",  # the asyncio client's TCP transport
     "smtpcore._asyncio_close",  # when the asyncio client's TLS close may close its socket
