@@ -12,11 +12,13 @@ uses too: a command is checked against the state the session will be in once
 every command before it has succeeded, and the state moves only on the reply
 codes the server sends.
 
-:class:`ClientConnection` is the four verbs (``receive_data``, ``next_event``,
-``send``, with ``tls_started``), its constructor and what the application
-reads; the rest of the session is built in layers, one concern a module, each
-a base class of the next and calling only itself and the layers below it (the
-type checker holds it to that):
+:class:`ClientConnection` is three of the four verbs (``receive_data``,
+``next_event``, ``send``; ``send_failed`` is in ``_client_left_behind.py``), with
+``tls_started``, its constructor and what the application reads; the rest of
+the session is built in layers, one concern a module, each a base class of the
+next and calling only itself and the layers below it (the type checker holds it
+to that), but for one call up: the content layer's whole message goes out
+through ``send``, which it declares for the type checker alone:
 
 ===========================  =================================================
 ``_client_left_behind.py``   ``send_failed`` and the replies read after it
