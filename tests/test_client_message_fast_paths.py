@@ -44,7 +44,7 @@ from smtpcore.smtp import (
     ServerExtensions,
     TransactionResult,
 )
-from smtpcore.smtp._client import _Awaited, _awaited
+from smtpcore.smtp._client_awaited import _Awaited, _awaited
 from smtpcore.smtp._state import END_OF_DATA_RULE, RULES, Rule, State
 from smtpcore.smtp._transaction import RecipientResult, _Transaction
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Step, script
