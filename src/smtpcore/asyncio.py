@@ -1,7 +1,8 @@
 """SMTP over asyncio: a server for a :class:`~smtpcore.handler.Handler`, and a client.
 
-Only the transport and the task plumbing live here; the sessions themselves
-run in the driver shared with :mod:`smtpcore.trio`. The transport is a small
+This module names the public API; the sessions themselves run in the driver
+shared with :mod:`smtpcore.trio`, and the transport and the task plumbing live
+in private modules beside it. The server's transport is a small
 :class:`asyncio.BufferedProtocol` rather than asyncio streams: the event loop
 reads into one buffer per thread, the driver gets the bytes read, and TLS
 starts in place with :meth:`asyncio.loop.start_tls`. A client's TCP connection

@@ -1,8 +1,9 @@
 """SMTP over trio: a server for a :class:`~smtpcore.handler.Handler`, and a client.
 
-Needs the ``trio`` extra. Only the transport and the task plumbing live
-here; the sessions run in the driver shared with :mod:`smtpcore.asyncio`,
-and the public API has the same shape.
+Needs the ``trio`` extra. This module names the public API, of the same
+shape as :mod:`smtpcore.asyncio`'s; the sessions run in the driver the two
+share, and the transport and the task plumbing live in private modules
+beside it.
 """
 
 from __future__ import annotations
