@@ -227,9 +227,11 @@ def test_plain_client_sequence() -> None:
     with pytest.raises(SASLError):
         client.respond(b"unexpected")
     client = PlainClient("tim", "pw")
+    client.initial_response()
     with pytest.raises(SASLError):  # PLAIN has no additional data with success
         client.verify_success(b"data")
     client = PlainClient("tim", "pw")
+    client.initial_response()
     client.verify_success(b"")
     assert client.complete
 

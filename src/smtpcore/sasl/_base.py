@@ -392,11 +392,14 @@ class ClientMechanism(abc.ABC):
     """The client side of one exchange: create one instance per AUTH command.
 
     Send ``initial_response()`` with the command when it is not ``None`` (and
-    fits the line), answer each server challenge with ``respond()``, and when
-    the server reports success call ``verify_success()`` with the additional
-    data, if any: only then is the client authenticated (``complete``). A
-    mechanism that authenticates the server (SCRAM) raises :class:`SASLError`
-    there if the server never proved itself.
+    fits the line; if not, call ``withhold_initial_response()``), answer each
+    server challenge with ``respond()``, and when the server reports success
+    call ``verify_success()`` with the additional data, if any: only then is
+    the client authenticated (``complete``). ``verify_success()`` raises
+    :class:`SASLError` for a success that comes before the client has sent its
+    part (RFC 4422 §3.6: an exchange the mechanism has not completed is no
+    success), and, for a mechanism that authenticates the server (SCRAM), if
+    the server never proved itself.
     """
 
     name: ClassVar[str]
@@ -406,9 +409,16 @@ class ClientMechanism(abc.ABC):
     requires_tls: ClassVar[bool] = False
     """True when an eavesdropper could reuse what is sent: use it only over TLS."""
 
+    _initial_part: ClassVar[str | None] = None
+    """What the initial response carries, when it is the client's whole part
+    (PLAIN's credentials, a bearer token): owed again when it is withheld."""
+
     def __init__(self) -> None:
         self._complete = False
         self._failed = False
+        self._owed: str | None = None
+        """What the client has still to send before a success can be its own (``"its
+        password"``), or None once its part is sent: a mechanism keeps it as it goes."""
 
     @property
     def complete(self) -> bool:
@@ -418,10 +428,24 @@ class ClientMechanism(abc.ABC):
     def initial_response(self) -> bytes | None:
         """The initial response (RFC 4954 §4), or ``None`` if there is none.
 
-        Calling it changes nothing: if the protocol machine ends up not sending
-        it, the server's empty challenge makes ``respond(b"")`` return it.
+        Calling it counts the response as sent with the command. If the command
+        goes without it (the line would be too long), call
+        :meth:`withhold_initial_response`: the server's empty challenge then
+        makes ``respond(b"")`` return it.
         """
         return None
+
+    def withhold_initial_response(self) -> None:
+        """Say that the command went without :meth:`initial_response`'s bytes.
+
+        Call it before answering any challenge. A mechanism whose whole part is
+        the initial response (PLAIN, the bearer tokens) then owes it again, so
+        that a server's success to the bare ``AUTH PLAIN``, before the
+        credentials, is refused by :meth:`verify_success` as any early success
+        is (RFC 4422 §3.6).
+        """
+        if self._initial_part is not None:
+            self._owed = self._initial_part
 
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
@@ -434,11 +458,17 @@ class ClientMechanism(abc.ABC):
             raise
 
     def verify_success(self, data: bytes | None = None) -> None:
-        """Accept the server's success, checking its additional data, if any."""
+        """Accept the server's success, checking its additional data, if any;
+        :class:`SASLError` if it came before the client sent its part."""
         if data is not None:
             _check_bytes(data)
         self._check_usable()
         try:
+            if self._owed is not None:
+                # RFC 4422 §3.6: the mechanism has not completed, so this is no success.
+                raise SASLError(
+                    f"{self.name} server reported success before the client sent {self._owed}"
+                )
             self._verify_success(data)
         except SASLError:
             self._failed = True

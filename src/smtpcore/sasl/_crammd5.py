@@ -69,6 +69,7 @@ class CramMD5Client(ClientMechanism):
         self._username = encode_utf8(username, "username")
         self._password = encode_utf8(password, "password")
         self._answered = False
+        self._owed = "its digest"
 
     def _respond(self, challenge: bytes) -> bytes:
         if self._answered:
@@ -76,6 +77,7 @@ class CramMD5Client(ClientMechanism):
         if not challenge:
             raise SASLError("CRAM-MD5 challenge is empty")
         self._answered = True
+        self._owed = None
         return self._username + b" " + _digest(self._password, challenge).encode("ascii")
 
 

@@ -95,11 +95,13 @@ class _BearerClient(ClientMechanism):
 
     requires_tls = True
     _dummy: bytes
+    _initial_part = "its token"
 
     def __init__(self, message: bytes) -> None:
         super().__init__()
         self._message = message
         self._sent = False
+        self._owed = self._initial_part
         self.error: str | None = None
         """The server's error challenge (JSON text), once it refused the token."""
 
@@ -113,6 +115,7 @@ class _BearerClient(ClientMechanism):
         return details if isinstance(details, dict) else {}
 
     def initial_response(self) -> bytes:
+        self._owed = None
         return self._message
 
     def _respond(self, challenge: bytes) -> bytes:
@@ -120,6 +123,7 @@ class _BearerClient(ClientMechanism):
             raise SASLError(f"{self.name} server sent a challenge after its error")
         if not challenge and not self._sent:
             self._sent = True
+            self._owed = None
             return self._message
         self.error = challenge.decode("utf-8", "replace")
         return self._dummy
