@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias, TypeVar
 
-from smtpcore._errors import LocalProtocolError, ProtocolError
+from smtpcore._errors import LocalProtocolError, ProtocolError, wrong_type
 from smtpcore.sasl._saslprep import saslprep_login
 
 __all__ = [
@@ -193,10 +193,21 @@ def decode_utf8(data: bytes, what: str) -> str:
         raise _Reject(f"{what} is not valid UTF-8") from None
 
 
+def require_str(value: object, what: str) -> str:
+    """``value``, a credential or option given to a client mechanism, if it is a str;
+    anything else is the application's misuse, a ``LocalProtocolError`` worded as every
+    public constructor words it (:func:`~smtpcore._errors.wrong_type`), before the
+    ``TypeError`` a regex or ``in`` would meet further in."""
+    if not isinstance(value, str):
+        raise wrong_type(what, value, "a str")
+    return value
+
+
 def encode_utf8(text: str, what: str) -> bytes:
-    """Encode a credential given to a client; lone surrogates are the caller's bug."""
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str")
+    """Encode a credential given to a client; a value that is no str, or holds a lone
+    surrogate, is the caller's mistake (``LocalProtocolError``)."""
+    if not isinstance(text, str):  # require_str's check, one call fewer per credential
+        raise wrong_type(what, text, "a str")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -383,6 +394,9 @@ class ServerMechanism(abc.ABC):
     def _step(self, response: bytes) -> Step: ...
 
 
+_CLIENT_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
+
+
 def _check_bytes(data: object) -> None:
     if not isinstance(data, bytes):
         raise TypeError("SASL payloads are bytes (base64 is the protocol machine's job)")
@@ -449,7 +463,8 @@ class ClientMechanism(abc.ABC):
 
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
-        _check_bytes(challenge)
+        if not isinstance(challenge, bytes):
+            raise wrong_type("a SASL challenge", challenge, _CLIENT_PAYLOAD)
         self._check_usable()
         try:
             return self._respond(challenge)
@@ -460,8 +475,8 @@ class ClientMechanism(abc.ABC):
     def verify_success(self, data: bytes | None = None) -> None:
         """Accept the server's success, checking its additional data, if any;
         :class:`SASLError` if it came before the client sent its part."""
-        if data is not None:
-            _check_bytes(data)
+        if data is not None and not isinstance(data, bytes):
+            raise wrong_type("additional data with success", data, f"None or {_CLIENT_PAYLOAD}")
         self._check_usable()
         try:
             if self._owed is not None:

@@ -62,9 +62,9 @@ class PlainClient(ClientMechanism):
     def __init__(self, authcid: str, password: str, authzid: str = "") -> None:
         super().__init__()
         parts = [
-            encode_utf8(authzid, "authzid"),
-            encode_utf8(authcid, "authcid"),
-            encode_utf8(password, "password"),
+            encode_utf8(authzid, "PLAIN authzid"),
+            encode_utf8(authcid, "PLAIN authcid"),
+            encode_utf8(password, "PLAIN password"),
         ]
         if any(b"\x00" in part for part in parts):
             raise LocalProtocolError("PLAIN credentials may not contain NUL")
@@ -149,11 +149,15 @@ class LoginClient(ClientMechanism):
 
     def __init__(self, username: str, password: str) -> None:
         super().__init__()
+        answers = [
+            encode_utf8(username, "LOGIN username"),
+            encode_utf8(password, "LOGIN password"),
+        ]
         if not username or not password:
             raise LocalProtocolError("LOGIN needs a non-empty username and password")
         if "\x00" in username or "\x00" in password:
             raise LocalProtocolError("LOGIN credentials may not contain NUL")
-        self._answers = [encode_utf8(username, "username"), encode_utf8(password, "password")]
+        self._answers = answers
         self._owed = "its username"
 
     def _respond(self, challenge: bytes) -> bytes:
