@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,7 @@ from smtpcore.sasl import (
     PlainClient,
     SASLError,
     ScramSHA256Client,
+    ScramSHA256PlusClient,
     XOAuth2Client,
 )
 
@@ -227,9 +230,11 @@ def test_plain_client_sequence() -> None:
     with pytest.raises(SASLError):
         client.respond(b"unexpected")
     client = PlainClient("tim", "pw")
+    client.initial_response()
     with pytest.raises(SASLError):  # PLAIN has no additional data with success
         client.verify_success(b"data")
     client = PlainClient("tim", "pw")
+    client.initial_response()
     client.verify_success(b"")
     assert client.complete
 
@@ -326,7 +331,75 @@ def test_fuzzed_challenges_give_bytes_or_sasl_error(make: object, challenges: li
 
 
 def test_base64_is_not_this_layers_job() -> None:
+    """A str challenge is the application's misuse: LocalProtocolError, as every public
+    constructor and the machines' receive_data say it (it was a TypeError)."""
     client = PlainClient("tim", "pw")
     assert base64.b64encode(client.initial_response()) == b"AHRpbQBwdw=="
-    with pytest.raises(TypeError):
+    with pytest.raises(LocalProtocolError, match=r"challenge must be bytes .*, not str"):
         client.respond("")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match=r"must be None or bytes .*, not str"):
+        client.verify_success("")  # type: ignore[arg-type]
+
+
+Given = tuple[Callable[..., object], tuple[object, ...], dict[str, object]]
+"""A client mechanism's class and the arguments it is given: typed loosely, for the
+wrong types are the point."""
+
+PLUS_WITH_BYTES_TYPE: dict[str, object] = {"channel_binding": b"x", "channel_binding_type": b"t"}
+
+WRONG_TYPES: dict[str, tuple[Given, str]] = {
+    "PLAIN authcid": ((PlainClient, (b"tim", "pw"), {}), "PLAIN authcid must be a str, not bytes"),
+    "PLAIN password": ((PlainClient, ("tim", None), {}), "PLAIN password must be a str, not None"),
+    "PLAIN authzid": ((PlainClient, ("tim", "pw", 5), {}), "PLAIN authzid must be a str, not int"),
+    "LOGIN username": ((LoginClient, (b"tim", "pw"), {}), "LOGIN username must be a str"),
+    "LOGIN password": ((LoginClient, ("tim", 5), {}), "LOGIN password must be a str, not int"),
+    "CRAM-MD5 username": ((CramMD5Client, (b"tim", "pw"), {}), "CRAM-MD5 username must be"),
+    "CRAM-MD5 password": ((CramMD5Client, ("tim", None), {}), "CRAM-MD5 password must be"),
+    "XOAUTH2 user": ((XOAuth2Client, (b"tim", "t"), {}), "XOAUTH2 user must be a str"),
+    "XOAUTH2 token": ((XOAuth2Client, ("tim", b"t"), {}), "XOAUTH2 token must be a str"),
+    "OAUTHBEARER user": ((OAuthBearerClient, (None, "t"), {}), "OAUTHBEARER user must be"),
+    "OAUTHBEARER token": ((OAuthBearerClient, ("u", 5), {}), "OAUTHBEARER token must be"),
+    "OAUTHBEARER host": (
+        (OAuthBearerClient, ("u", "t"), {"host": b"mx"}),
+        "OAUTHBEARER host must be a str, not bytes",
+    ),
+    "OAUTHBEARER port str": (
+        (OAuthBearerClient, ("u", "t"), {"port": "993"}),
+        "OAUTHBEARER port must be an int or None, not str",
+    ),
+    "OAUTHBEARER port bool": (  # it went out as port=True
+        (OAuthBearerClient, ("u", "t"), {"port": True}),
+        "OAUTHBEARER port must be an int or None, not bool",
+    ),
+    "SCRAM username": ((ScramSHA256Client, (b"u", "p"), {}), "SCRAM username must be a str"),
+    "SCRAM password": ((ScramSHA256Client, ("u", None), {}), "SCRAM password must be a str"),
+    "SCRAM authzid": ((ScramSHA256Client, ("u", "p"), {"authzid": 5}), "SCRAM authzid must be"),
+    "SCRAM nonce": ((ScramSHA256Client, ("u", "p"), {"nonce": 5}), "SCRAM nonce must be a str"),
+    "SCRAM min_iterations": (  # a TypeError out of respond(), mid-exchange, before
+        (ScramSHA256Client, ("u", "p"), {"min_iterations": "1"}),
+        "SCRAM min_iterations must be an int, not str",
+    ),
+    "SCRAM max_iterations": (
+        (ScramSHA256Client, ("u", "p"), {"max_iterations": 1e6}),
+        "SCRAM max_iterations must be an int, not float",
+    ),
+    "SCRAM channel_binding_supported": (  # "no" sent the y flag: could bind
+        (ScramSHA256Client, ("u", "p"), {"channel_binding_supported": "no"}),
+        "SCRAM channel_binding_supported must be a bool, not str",
+    ),
+    "SCRAM-PLUS channel_binding_type": (
+        (ScramSHA256PlusClient, ("u", "p"), PLUS_WITH_BYTES_TYPE),
+        "SCRAM channel_binding_type must be a str, not bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_a_value_of_the_wrong_type_is_the_applications_local_protocol_error(case: str) -> None:
+    """As every other public constructor (``wrong_type``): LocalProtocolError naming
+    what was wanted and the type given, never the TypeError (or AttributeError) a regex,
+    ``in`` or SASLprep met further in, nor a value taken (``port=True``)."""
+    (mechanism, args, kwargs), message = WRONG_TYPES[case]
+    with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
+        mechanism(*args, **kwargs)
+    assert not isinstance(raised.value, TypeError)

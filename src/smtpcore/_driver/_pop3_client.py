@@ -460,9 +460,11 @@ class BasePOP3Client(BaseClient):
         :class:`~smtpcore.sasl.ScramSHA256Client`.
 
         Raises :class:`POP3AuthenticationError` when refused, and
-        :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM).
+        :class:`POP3ProtocolError` when the server fails to prove itself (SCRAM) or
+        reports success before the client sent its part (a password, a token).
         A server that logs the client in all the same (``+OK`` without a valid
-        proof, or after the client's ``*``) may be an impostor, and the exchange is
+        proof, after the client's ``*``, or before the client sent its part: RFC 4422
+        §3.6) may be an impostor, and the exchange is
         unsuccessful (RFC 5802 §5): the connection is closed, and a later call raises
         :class:`POP3ConnectionError`. One that refuses (``-ERR``) leaves the session
         where it was, not logged in.

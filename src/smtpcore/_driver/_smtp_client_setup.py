@@ -245,11 +245,11 @@ class SMTPClientSetup(SMTPClientCommands):
         """Run one AUTH exchange (RFC 4954 §4); raise unless the server accepted.
 
         A ``235`` the client cannot take (a SCRAM server that did not prove itself,
-        or one that accepted the client's ``*``) may come from an impostor, and the
-        exchange is unsuccessful (RFC 5802 §5): the server's side of the session is
-        authenticated where the client's is not, so the connection is closed, and a
-        later call raises :class:`SMTPConnectionError`. A refusal leaves the session
-        between commands."""
+        one that accepted the client's ``*``, or one before the client sent its part,
+        RFC 4422 §3.6) may come from an impostor, and the exchange is unsuccessful
+        (RFC 5802 §5): the server's side of the session is authenticated where the
+        client's is not, so the connection is closed, and a later call raises
+        :class:`SMTPConnectionError`. A refusal leaves the session between commands."""
         flow = ClientAuth(mechanism)
         reply = await self._command(flow.start(), self.timeouts.command)
         try:
@@ -276,7 +276,7 @@ class SMTPClientSetup(SMTPClientCommands):
         try:
             flow.finish(reply)
         except AuthenticationFailed as exc:
-            # A 235 from a server that did not prove itself: its SASLError, chained.
+            # A 235 the mechanism refused (no proof, or too early): its SASLError, chained.
             detail = None if reply.code != 235 else sasl_failure_text(command, exc)
             raise AuthenticationError(command, reply, detail) from exc.__cause__ or exc
         self.authenticated_with = flow.mechanism.name

@@ -193,7 +193,8 @@ class ServerAuth:
 
 
 class AuthenticationFailed(RemoteProtocolError):
-    """The server refused the credentials, or could not prove itself (SCRAM);
+    """The server refused the credentials, could not prove itself (SCRAM), or
+    reported success before the client had sent its part (RFC 4422 §3.6);
     ``response`` is the server's final response, if any."""
 
     def __init__(self, message: str, response: Ok | Err | Continue | None = None) -> None:
@@ -206,10 +207,10 @@ class ClientAuth:
 
     Send :meth:`start`'s event; answer each ``Continue`` with :meth:`respond`;
     hand the final ``Ok`` or ``Err`` to :meth:`finish`, which raises
-    :class:`AuthenticationFailed` unless the server accepted and (for SCRAM)
-    proved its own identity. Once :meth:`respond` has cancelled the exchange
-    (``*``), the exchange is over (RFC 5034 §4): :meth:`finish` and a later
-    :meth:`respond` raise, chaining :attr:`cancel_error`.
+    :class:`AuthenticationFailed` unless the server accepted once the mechanism
+    had sent its part and (for SCRAM) proved its own identity. Once :meth:`respond`
+    has cancelled the exchange (``*``), the exchange is over (RFC 5034 §4):
+    :meth:`finish` and a later :meth:`respond` raise, chaining :attr:`cancel_error`.
 
     ``max_line`` is the longest ``AUTH`` command line, CRLF included: 255
     octets (RFC 2449 §4), which RFC 5034 §4 holds the command to.
@@ -235,10 +236,12 @@ class ClientAuth:
 
     def start(self) -> Auth:
         """``AUTH`` with the initial response, if the mechanism has one and the line
-        fits ``max_line``; otherwise the mechanism gives it in answer to the server's
-        empty challenge, which :meth:`respond` passes on (RFC 5034 §4)."""
+        fits ``max_line``; otherwise the mechanism, told it was withheld, gives it in
+        answer to the server's empty challenge, which :meth:`respond` passes on (RFC
+        5034 §4), and refuses a ``+OK`` that comes before it."""
         command = Auth(self.mechanism.name, self.mechanism.initial_response())
         if command.initial_response is not None and len(format_command(command)) > self.max_line:
+            self.mechanism.withhold_initial_response()
             return Auth(command.mechanism)
         return command
 
@@ -262,7 +265,8 @@ class ClientAuth:
         try:
             self.mechanism.verify_success(None)
         except SASLError as exc:
-            raise AuthenticationFailed(f"server failed to prove itself: {exc}", response) from exc
+            message = f"the server's success proves nothing: {exc}"
+            raise AuthenticationFailed(message, response) from exc
 
     def _cancelled_exchange(self, response: Ok | Err | Continue) -> AuthenticationFailed:
         if isinstance(response, Ok):

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final, TypeAlias, TypeVar
 
-from smtpcore._errors import LocalProtocolError, ProtocolError
+from smtpcore._errors import LocalProtocolError, ProtocolError, wrong_type
 from smtpcore.sasl._saslprep import saslprep_login
 
 __all__ = [
@@ -193,10 +193,21 @@ def decode_utf8(data: bytes, what: str) -> str:
         raise _Reject(f"{what} is not valid UTF-8") from None
 
 
+def require_str(value: object, what: str) -> str:
+    """``value``, a credential or option given to a client mechanism, if it is a str;
+    anything else is the application's misuse, a ``LocalProtocolError`` worded as every
+    public constructor words it (:func:`~smtpcore._errors.wrong_type`), before the
+    ``TypeError`` a regex or ``in`` would meet further in."""
+    if not isinstance(value, str):
+        raise wrong_type(what, value, "a str")
+    return value
+
+
 def encode_utf8(text: str, what: str) -> bytes:
-    """Encode a credential given to a client; lone surrogates are the caller's bug."""
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str")
+    """Encode a credential given to a client; a value that is no str, or holds a lone
+    surrogate, is the caller's mistake (``LocalProtocolError``)."""
+    if not isinstance(text, str):  # require_str's check, one call fewer per credential
+        raise wrong_type(what, text, "a str")
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
@@ -383,6 +394,9 @@ class ServerMechanism(abc.ABC):
     def _step(self, response: bytes) -> Step: ...
 
 
+_CLIENT_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
+
+
 def _check_bytes(data: object) -> None:
     if not isinstance(data, bytes):
         raise TypeError("SASL payloads are bytes (base64 is the protocol machine's job)")
@@ -392,11 +406,14 @@ class ClientMechanism(abc.ABC):
     """The client side of one exchange: create one instance per AUTH command.
 
     Send ``initial_response()`` with the command when it is not ``None`` (and
-    fits the line), answer each server challenge with ``respond()``, and when
-    the server reports success call ``verify_success()`` with the additional
-    data, if any: only then is the client authenticated (``complete``). A
-    mechanism that authenticates the server (SCRAM) raises :class:`SASLError`
-    there if the server never proved itself.
+    fits the line; if not, call ``withhold_initial_response()``), answer each
+    server challenge with ``respond()``, and when the server reports success
+    call ``verify_success()`` with the additional data, if any: only then is
+    the client authenticated (``complete``). ``verify_success()`` raises
+    :class:`SASLError` for a success that comes before the client has sent its
+    part (RFC 4422 §3.6: an exchange the mechanism has not completed is no
+    success), and, for a mechanism that authenticates the server (SCRAM), if
+    the server never proved itself.
     """
 
     name: ClassVar[str]
@@ -406,9 +423,16 @@ class ClientMechanism(abc.ABC):
     requires_tls: ClassVar[bool] = False
     """True when an eavesdropper could reuse what is sent: use it only over TLS."""
 
+    _initial_part: ClassVar[str | None] = None
+    """What the initial response carries, when it is the client's whole part
+    (PLAIN's credentials, a bearer token): owed again when it is withheld."""
+
     def __init__(self) -> None:
         self._complete = False
         self._failed = False
+        self._owed: str | None = None
+        """What the client has still to send before a success can be its own (``"its
+        password"``), or None once its part is sent: a mechanism keeps it as it goes."""
 
     @property
     def complete(self) -> bool:
@@ -418,14 +442,29 @@ class ClientMechanism(abc.ABC):
     def initial_response(self) -> bytes | None:
         """The initial response (RFC 4954 §4), or ``None`` if there is none.
 
-        Calling it changes nothing: if the protocol machine ends up not sending
-        it, the server's empty challenge makes ``respond(b"")`` return it.
+        Calling it counts the response as sent with the command. If the command
+        goes without it (the line would be too long), call
+        :meth:`withhold_initial_response`: the server's empty challenge then
+        makes ``respond(b"")`` return it.
         """
         return None
 
+    def withhold_initial_response(self) -> None:
+        """Say that the command went without :meth:`initial_response`'s bytes.
+
+        Call it before answering any challenge. A mechanism whose whole part is
+        the initial response (PLAIN, the bearer tokens) then owes it again, so
+        that a server's success to the bare ``AUTH PLAIN``, before the
+        credentials, is refused by :meth:`verify_success` as any early success
+        is (RFC 4422 §3.6).
+        """
+        if self._initial_part is not None:
+            self._owed = self._initial_part
+
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
-        _check_bytes(challenge)
+        if not isinstance(challenge, bytes):
+            raise wrong_type("a SASL challenge", challenge, _CLIENT_PAYLOAD)
         self._check_usable()
         try:
             return self._respond(challenge)
@@ -434,11 +473,17 @@ class ClientMechanism(abc.ABC):
             raise
 
     def verify_success(self, data: bytes | None = None) -> None:
-        """Accept the server's success, checking its additional data, if any."""
-        if data is not None:
-            _check_bytes(data)
+        """Accept the server's success, checking its additional data, if any;
+        :class:`SASLError` if it came before the client sent its part."""
+        if data is not None and not isinstance(data, bytes):
+            raise wrong_type("additional data with success", data, f"None or {_CLIENT_PAYLOAD}")
         self._check_usable()
         try:
+            if self._owed is not None:
+                # RFC 4422 §3.6: the mechanism has not completed, so this is no success.
+                raise SASLError(
+                    f"{self.name} server reported success before the client sent {self._owed}"
+                )
             self._verify_success(data)
         except SASLError:
             self._failed = True

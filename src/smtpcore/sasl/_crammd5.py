@@ -64,11 +64,12 @@ class CramMD5Client(ClientMechanism):
 
     def __init__(self, username: str, password: str) -> None:
         super().__init__()
+        self._username = encode_utf8(username, "CRAM-MD5 username")
+        self._password = encode_utf8(password, "CRAM-MD5 password")
         if not username:
             raise LocalProtocolError("CRAM-MD5 needs a non-empty username")
-        self._username = encode_utf8(username, "username")
-        self._password = encode_utf8(password, "password")
         self._answered = False
+        self._owed = "its digest"
 
     def _respond(self, challenge: bytes) -> bytes:
         if self._answered:
@@ -76,6 +77,7 @@ class CramMD5Client(ClientMechanism):
         if not challenge:
             raise SASLError("CRAM-MD5 challenge is empty")
         self._answered = True
+        self._owed = None
         return self._username + b" " + _digest(self._password, challenge).encode("ascii")
 
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
-from smtpcore._errors import LocalProtocolError
+from smtpcore._errors import LocalProtocolError, wrong_type
 from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
@@ -33,6 +33,7 @@ from smtpcore.sasl._base import (
     decode_utf8,
     encode_utf8,
     escape_saslname,
+    require_str,
     unescape_saslname,
 )
 
@@ -84,8 +85,8 @@ def _key_values(data: bytes) -> dict[str, str]:
     return pairs
 
 
-def _check_client_token(token: str) -> str:
-    if not _TOKEN.fullmatch(token):
+def _check_client_token(token: str, mechanism: str) -> str:
+    if not _TOKEN.fullmatch(require_str(token, f"{mechanism} token")):
         raise LocalProtocolError("a bearer token is printable ASCII without spaces")
     return token
 
@@ -95,11 +96,13 @@ class _BearerClient(ClientMechanism):
 
     requires_tls = True
     _dummy: bytes
+    _initial_part = "its token"
 
     def __init__(self, message: bytes) -> None:
         super().__init__()
         self._message = message
         self._sent = False
+        self._owed = self._initial_part
         self.error: str | None = None
         """The server's error challenge (JSON text), once it refused the token."""
 
@@ -113,6 +116,7 @@ class _BearerClient(ClientMechanism):
         return details if isinstance(details, dict) else {}
 
     def initial_response(self) -> bytes:
+        self._owed = None
         return self._message
 
     def _respond(self, challenge: bytes) -> bytes:
@@ -120,6 +124,7 @@ class _BearerClient(ClientMechanism):
             raise SASLError(f"{self.name} server sent a challenge after its error")
         if not challenge and not self._sent:
             self._sent = True
+            self._owed = None
             return self._message
         self.error = challenge.decode("utf-8", "replace")
         return self._dummy
@@ -183,10 +188,10 @@ class XOAuth2Client(_BearerClient):
     _dummy = b""
 
     def __init__(self, user: str, token: str) -> None:
-        if not user or _SEPARATOR in user or "\x00" in user:
+        if not require_str(user, "XOAUTH2 user") or _SEPARATOR in user or "\x00" in user:
             raise LocalProtocolError("XOAUTH2 user must be non-empty, without %x01 or NUL")
-        token = _check_client_token(token)
-        message = b"user=" + encode_utf8(user, "user") + b"\x01auth=Bearer "
+        token = _check_client_token(token, self.name)
+        message = b"user=" + encode_utf8(user, "XOAUTH2 user") + b"\x01auth=Bearer "
         super().__init__(message + token.encode("ascii") + b"\x01\x01")
 
 
@@ -256,15 +261,17 @@ class OAuthBearerClient(_BearerClient):
     def __init__(
         self, user: str, token: str, *, host: str | None = None, port: int | None = None
     ) -> None:
-        token = _check_client_token(token)
-        if "\x00" in user:
+        token = _check_client_token(token, self.name)
+        if "\x00" in require_str(user, "OAUTHBEARER user"):
             raise LocalProtocolError("OAUTHBEARER user may not contain NUL")
         pairs = []
         if host is not None:
-            if not _TOKEN.fullmatch(host):
+            if not _TOKEN.fullmatch(require_str(host, "OAUTHBEARER host")):
                 raise LocalProtocolError("OAUTHBEARER host must be printable ASCII")
             pairs.append(f"host={host}")
         if port is not None:
+            if not isinstance(port, int) or isinstance(port, bool):  # port=True is no 1
+                raise wrong_type("OAUTHBEARER port", port, "an int or None")
             if not 0 < port < 65536:
                 raise LocalProtocolError("OAUTHBEARER port out of range")
             pairs.append(f"port={port}")

@@ -57,13 +57,14 @@ class PlainClient(ClientMechanism):
     name = "PLAIN"
     plaintext = True
     requires_tls = True
+    _initial_part = "its credentials"
 
     def __init__(self, authcid: str, password: str, authzid: str = "") -> None:
         super().__init__()
         parts = [
-            encode_utf8(authzid, "authzid"),
-            encode_utf8(authcid, "authcid"),
-            encode_utf8(password, "password"),
+            encode_utf8(authzid, "PLAIN authzid"),
+            encode_utf8(authcid, "PLAIN authcid"),
+            encode_utf8(password, "PLAIN password"),
         ]
         if any(b"\x00" in part for part in parts):
             raise LocalProtocolError("PLAIN credentials may not contain NUL")
@@ -71,8 +72,10 @@ class PlainClient(ClientMechanism):
             raise LocalProtocolError("PLAIN needs a non-empty authcid and password")
         self._message = b"\x00".join(parts)
         self._sent = False
+        self._owed = self._initial_part
 
     def initial_response(self) -> bytes:
+        self._owed = None
         return self._message
 
     def _respond(self, challenge: bytes) -> bytes:
@@ -81,6 +84,7 @@ class PlainClient(ClientMechanism):
         if self._sent or challenge:
             raise SASLError("PLAIN expects no challenge but an empty one")
         self._sent = True
+        self._owed = None
         return self._message
 
 
@@ -145,16 +149,23 @@ class LoginClient(ClientMechanism):
 
     def __init__(self, username: str, password: str) -> None:
         super().__init__()
+        answers = [
+            encode_utf8(username, "LOGIN username"),
+            encode_utf8(password, "LOGIN password"),
+        ]
         if not username or not password:
             raise LocalProtocolError("LOGIN needs a non-empty username and password")
         if "\x00" in username or "\x00" in password:
             raise LocalProtocolError("LOGIN credentials may not contain NUL")
-        self._answers = [encode_utf8(username, "username"), encode_utf8(password, "password")]
+        self._answers = answers
+        self._owed = "its username"
 
     def _respond(self, challenge: bytes) -> bytes:
         if not self._answers:
             raise SASLError("LOGIN server sent more than two challenges")
-        return self._answers.pop(0)
+        answer = self._answers.pop(0)
+        self._owed = "its password" if self._answers else None
+        return answer
 
 
 class LoginServer(ServerMechanism):

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, TypeAlias
 
-from smtpcore._errors import LocalProtocolError
+from smtpcore._errors import LocalProtocolError, wrong_type
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
@@ -48,6 +48,7 @@ from smtpcore.sasl._base import (
     encode_utf8,
     escape_saslname,
     prepare_identity,
+    require_str,
     unescape_saslname,
 )
 from smtpcore.sasl._channel import CB_NAME, TLS_EXPORTER
@@ -282,7 +283,7 @@ def _default_nonce() -> str:
 
 
 def _check_nonce(nonce: str) -> str:
-    if not _NONCE.fullmatch(nonce):
+    if not _NONCE.fullmatch(require_str(nonce, "SCRAM nonce")):
         raise LocalProtocolError("SCRAM nonce must be printable ASCII without ','")
     return nonce
 
@@ -304,6 +305,9 @@ class _ScramClient(ClientMechanism):
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
         channel_binding_supported: bool = False,
     ) -> None:
+        supported = channel_binding_supported
+        if not isinstance(supported, bool):  # "no", being true, would say it could bind
+            raise wrong_type("SCRAM channel_binding_supported", supported, "a bool")
         self._setup(
             username,
             password,
@@ -328,6 +332,12 @@ class _ScramClient(ClientMechanism):
         cbind_data: bytes,
     ) -> None:
         super().__init__()
+        require_str(username, "SCRAM username")
+        require_str(password, "SCRAM password")
+        bounds = {"min_iterations": min_iterations, "max_iterations": max_iterations}
+        for what, bound in bounds.items():
+            if not isinstance(bound, int) or isinstance(bound, bool):  # compared at each count
+                raise wrong_type(f"SCRAM {what}", bound, "an int")
         try:
             user = saslprep_login(username)  # a domain's joiners kept
             self._password = _prepare_password(password)
@@ -435,7 +445,7 @@ class _ScramPlusClient(_ScramClient):
     ) -> None:
         if not isinstance(channel_binding, bytes) or not channel_binding:
             raise LocalProtocolError("SCRAM-PLUS needs the channel binding data, as bytes")
-        if not CB_NAME.fullmatch(channel_binding_type):
+        if not CB_NAME.fullmatch(require_str(channel_binding_type, "SCRAM channel_binding_type")):
             raise LocalProtocolError(f"not a channel binding type: {channel_binding_type!r}")
         self._setup(
             username,

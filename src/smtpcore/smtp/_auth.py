@@ -211,7 +211,8 @@ class ServerAuth:
 
 
 class AuthenticationFailed(RemoteProtocolError):
-    """The server refused the credentials, or could not prove itself (SCRAM)."""
+    """The server refused the credentials, could not prove itself (SCRAM), or
+    reported success before the client had sent its part (RFC 4422 §3.6)."""
 
     def __init__(self, message: str, reply: Reply | None = None) -> None:
         super().__init__(message)
@@ -223,7 +224,8 @@ class ClientAuth:
 
     Send :meth:`start`'s event; answer each 334 with :meth:`respond`; hand the
     final reply to :meth:`finish`, which raises :class:`AuthenticationFailed`
-    unless the server accepted and (for SCRAM) proved its own identity. Once
+    unless the server accepted once the mechanism had sent its part and (for
+    SCRAM) proved its own identity. Once
     :meth:`respond` has cancelled the exchange (``*``), a server that goes on
     gets :class:`AuthenticationFailed` from both: the cancel ended it (RFC 4954
     §4), whatever the server answers.
@@ -257,10 +259,12 @@ class ClientAuth:
         """``AUTH`` with the initial response, if the mechanism has one and the line
         fits ``max_line``. RFC 4954 §4: a client "MUST NOT use the initial response
         parameter" when it would take the command over the line limit; the
-        mechanism then gives it in answer to the server's empty 334 (the same §),
-        which :meth:`respond` passes on."""
+        mechanism, told it was withheld, then gives it in answer to the server's
+        empty 334 (the same §), which :meth:`respond` passes on, and refuses a 235
+        that comes before it."""
         command = Auth(self.mechanism.name, self.mechanism.initial_response())
         if command.initial_response is not None and len(format_command(command)) > self.max_line:
+            self.mechanism.withhold_initial_response()
             return Auth(command.mechanism)
         return command
 
@@ -288,7 +292,8 @@ class ClientAuth:
         try:
             self.mechanism.verify_success(None)
         except SASLError as exc:
-            raise AuthenticationFailed(f"server failed to prove itself: {exc}", reply) from exc
+            message = f"the server's success proves nothing: {exc}"
+            raise AuthenticationFailed(message, reply) from exc
 
     def _cancelled_exchange(self, reply: Reply) -> AuthenticationFailed:
         """The error for ``reply`` to an exchange :meth:`respond` cancelled (RFC 4954

@@ -1,0 +1,286 @@
+"""A server's success before the client mechanism has sent its part is no success.
+
+RFC 4422 §3.6: an exchange whose mechanism has not completed cannot end in an
+outcome of success, and a client told of one treats the authentication as failed.
+A ``235`` (SMTP) or ``+OK`` (POP3) to ``AUTH LOGIN`` before the password, to ``AUTH
+CRAM-MD5`` before the digest, to a bare ``AUTH PLAIN`` (its initial response withheld,
+the line too long) before the credentials, or to a bare ``AUTH XOAUTH2`` or
+``OAUTHBEARER`` before the token: the mechanism's ``verify_success`` raises
+``SASLError``, ``ClientAuth.finish`` raises ``AuthenticationFailed`` chaining it, and
+the clients end the session as they do for a SCRAM server that did not prove itself
+(``test_client_unproved_scram``): its side is logged in where the client's is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from peers import ADAPTERS, run
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, pop3, smtp
+from smtpcore.sasl import (
+    ClientMechanism,
+    CramMD5Client,
+    LoginClient,
+    OAuthBearerClient,
+    PlainClient,
+    SASLError,
+    XOAuth2Client,
+)
+from smtpcore.testing import ExpectClose, ScriptedServer, script
+
+LONG = "p" * 400  # a password or token whose initial response no AUTH line holds
+
+
+@dataclass(frozen=True)
+class Early:
+    """A mechanism, the challenges it answers before the server's success, and what
+    its refusal says the client had still to send."""
+
+    make: Callable[[], ClientMechanism]
+    challenges: tuple[bytes, ...]
+    owed: str
+
+
+EARLY = {
+    "LOGIN before the username": Early(lambda: LoginClient("tim", "pw"), (), "its username"),
+    "LOGIN before the password": Early(
+        lambda: LoginClient("tim", "pw"), (b"Username:",), "its password"
+    ),
+    "CRAM-MD5 before the digest": Early(lambda: CramMD5Client("tim", "pw"), (), "its digest"),
+    "PLAIN withheld": Early(lambda: PlainClient("tim", LONG), (), "its credentials"),
+    "XOAUTH2 withheld": Early(lambda: XOAuth2Client("tim", LONG), (), "its token"),
+    "OAUTHBEARER withheld": Early(lambda: OAuthBearerClient("tim", LONG), (), "its token"),
+}
+
+
+# -- the mechanisms -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "owed"),
+    [
+        (lambda: PlainClient("tim", "pw"), "its credentials"),
+        (lambda: LoginClient("tim", "pw"), "its username"),
+        (lambda: CramMD5Client("tim", "pw"), "its digest"),
+        (lambda: XOAuth2Client("tim", "t"), "its token"),
+        (lambda: OAuthBearerClient("tim", "t"), "its token"),
+    ],
+    ids=["PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"],
+)
+def test_a_success_before_anything_was_sent_is_refused(
+    make: Callable[[], ClientMechanism], owed: str
+) -> None:
+    mechanism = make()
+    with pytest.raises(SASLError, match=f"success before the client sent {owed}"):
+        mechanism.verify_success(None)
+    assert not mechanism.complete
+    with pytest.raises(LocalProtocolError, match="already failed"):
+        mechanism.verify_success(None)  # a refused success stays refused
+
+
+def test_login_owes_its_password_after_its_username() -> None:
+    mechanism = LoginClient("tim", "pw")
+    assert mechanism.respond(b"Username:") == b"tim"
+    with pytest.raises(SASLError, match="before the client sent its password"):
+        mechanism.verify_success(None)
+    mechanism = LoginClient("tim", "pw")
+    mechanism.respond(b"Username:")
+    mechanism.respond(b"Password:")
+    mechanism.verify_success(None)
+    assert mechanism.complete
+
+
+def test_cram_md5_is_complete_once_its_digest_is_sent() -> None:
+    mechanism = CramMD5Client("tim", "pw")
+    mechanism.respond(b"<1.2@mx.test>")
+    mechanism.verify_success(None)
+    assert mechanism.complete
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PlainClient("tim", "pw"),
+        lambda: XOAuth2Client("tim", "t"),
+        lambda: OAuthBearerClient("tim", "t"),
+    ],
+    ids=["PLAIN", "XOAUTH2", "OAUTHBEARER"],
+)
+def test_an_initial_response_is_sent_unless_withheld(make: Callable[[], ClientMechanism]) -> None:
+    """Taking the initial response counts it as sent with the command; withheld, it is
+    owed until the server's empty challenge draws it out."""
+    sent = make()
+    sent.initial_response()
+    sent.verify_success(None)
+    assert sent.complete
+    withheld = make()
+    withheld.initial_response()
+    withheld.withhold_initial_response()
+    with pytest.raises(SASLError, match="success before the client sent"):
+        withheld.verify_success(None)
+    drawn = make()
+    message = drawn.initial_response()
+    drawn.withhold_initial_response()
+    assert drawn.respond(b"") == message
+    drawn.verify_success(None)
+    assert drawn.complete
+
+
+# -- the machines, by hand ------------------------------------------------------
+
+
+def _smtp_early(early: Early) -> smtp.AuthenticationFailed:
+    """Run ``early`` through the SMTP client machine and ``ClientAuth``; the server's
+    replies are bytes written here: its challenges, then 235."""
+    conn = smtp.ClientConnection("client.test")
+
+    def read(data: bytes) -> smtp.Reply:
+        conn.receive_data(data)
+        event = conn.next_event()
+        assert isinstance(event, smtp.Reply), event
+        return event
+
+    read(b"220 mx.test ESMTP\r\n")
+    conn.send(smtp.Ehlo("client.test"))
+    read(b"250-mx.test\r\n250 AUTH LOGIN CRAM-MD5 PLAIN XOAUTH2 OAUTHBEARER\r\n")
+    flow = smtp.ClientAuth(early.make())
+    command = flow.start()
+    assert command.initial_response is None  # none, or withheld: the line is too long
+    conn.send(command)
+    for challenge in early.challenges:
+        reply = read(b"334 " + base64.b64encode(challenge) + b"\r\n")
+        conn.send(flow.respond(reply))
+    success = read(b"235 2.7.0 Authentication successful\r\n")
+    with pytest.raises(smtp.AuthenticationFailed) as raised:
+        flow.finish(success)
+    assert not flow.mechanism.complete
+    return raised.value
+
+
+def _pop3_early(early: Early) -> pop3.AuthenticationFailed:
+    """As :func:`_smtp_early`, over the POP3 client machine: ``+`` lines, then ``+OK``."""
+    conn = pop3.ClientConnection("client.test")
+
+    def read(data: bytes) -> pop3.Event:
+        conn.receive_data(data)
+        event = conn.next_event()
+        assert event is not NEED_DATA and event is not PAUSED
+        return event
+
+    assert isinstance(read(b"+OK ready\r\n"), pop3.Ok)
+    flow = pop3.ClientAuth(early.make())
+    command = flow.start()
+    assert command.initial_response is None
+    conn.send(command)
+    for challenge in early.challenges:
+        response = read(b"+ " + base64.b64encode(challenge) + b"\r\n")
+        assert isinstance(response, pop3.Continue)
+        conn.send(flow.respond(response))
+    success = read(b"+OK logged in\r\n")
+    assert isinstance(success, pop3.Ok)
+    with pytest.raises(pop3.AuthenticationFailed) as raised:
+        flow.finish(success)
+    assert not flow.mechanism.complete
+    return raised.value
+
+
+@pytest.mark.parametrize("case", list(EARLY))
+def test_an_early_235_fails_the_smtp_exchange(case: str) -> None:
+    error = _smtp_early(EARLY[case])
+    assert isinstance(error.__cause__, SASLError)
+    assert f"before the client sent {EARLY[case].owed}" in str(error)
+    assert error.reply is not None and error.reply.code == 235
+
+
+@pytest.mark.parametrize("case", list(EARLY))
+def test_an_early_ok_fails_the_pop3_exchange(case: str) -> None:
+    error = _pop3_early(EARLY[case])
+    assert isinstance(error.__cause__, SASLError)
+    assert f"before the client sent {EARLY[case].owed}" in str(error)
+    assert isinstance(error.response, pop3.Ok)
+
+
+# -- the clients, against a scripted server ------------------------------------
+
+DRIVEN = ["LOGIN before the password", "CRAM-MD5 before the digest", "PLAIN withheld"]
+"""One case of each kind: a challenge answered, none, and an initial response withheld."""
+
+
+def _transcript(protocol: str, early: Early) -> str:
+    name = early.make().name
+    if protocol == "pop3":
+        opening = f"S: +OK ready\nC: CAPA\nS: +OK\nS: SASL {name}\nS: .\nC: AUTH {name}\n"
+        challenge, success = "S: + {}\n", "S: +OK maildrop locked\n"
+    else:
+        opening = f"S: 220 mx.test ESMTP\nC~ EHLO .+\nS: 250-mx.test\nS: 250 AUTH {name}\n"
+        opening += f"C: AUTH {name}\n"
+        challenge, success = "S: 334 {}\n", "S: 235 2.7.0 Authentication successful\n"
+    lines = [opening]
+    for sent in early.challenges:
+        lines.append(challenge.format(base64.b64encode(sent).decode()))
+        lines.append("C~ .+\n")  # the client's answer: the user name
+    lines.append(success)  # to a bare AUTH PLAIN too: its initial response withheld
+    return "".join(lines)
+
+
+def _client(protocol: str, adapter: str, port: int) -> Any:
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    options: dict[str, Any] = {"allow_plaintext_auth": True}
+    if adapter == "sync":
+        options["timeout"] = 10
+    if protocol == "pop3":
+        return module.POP3Client("127.0.0.1", port, stls=False, **options)
+    return module.SMTPClient("127.0.0.1", port, starttls=False, **options)
+
+
+@pytest.mark.parametrize("case", DRIVEN)
+@pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_client_told_of_an_early_success_ends_the_session(
+    adapter: str, protocol: str, case: str
+) -> None:
+    """The server's side is logged in where the client's is not: the client raises
+    the error a SCRAM server that did not prove itself gets, closes the connection
+    (nothing more goes to the server: no QUIT), and a later call raises the closed
+    connection's error."""
+    early = EARLY[case]
+    module: Any = importlib.import_module(f"smtpcore.{adapter}")
+    if protocol == "pop3":
+        failed, closed = module.POP3ProtocolError, module.POP3ConnectionError
+    else:
+        failed, closed = module.AuthenticationError, module.SMTPConnectionError
+    steps = [*script(_transcript(protocol, early)), ExpectClose()]
+    messages: list[str] = []
+
+    def later_call(client: Any) -> Any:
+        return client.stat() if protocol == "pop3" else client.noop()
+
+    with ScriptedServer(steps) as server:
+        if adapter == "sync":
+            with _client(protocol, adapter, server.port) as client:
+                with pytest.raises(failed) as info:
+                    client.authenticate(early.make())
+                messages.append(str(info.value))
+                with pytest.raises(closed):
+                    later_call(client)
+        else:
+
+            async def session() -> None:
+                async with _client(protocol, adapter, server.port) as client:
+                    with pytest.raises(failed) as info:
+                        await client.authenticate(early.make())
+                    messages.append(str(info.value))
+                    with pytest.raises(closed):
+                        await later_call(client)
+
+            run(adapter, session)
+    server.check()
+    [message] = messages
+    assert message.startswith(f"AUTH {early.make().name}: ")
+    assert f"before the client sent {early.owed}" in message
