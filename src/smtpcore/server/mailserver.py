@@ -411,7 +411,10 @@ class MailServer:
                         command.action,
                     )
                     break
-                logger.info("%s", summary_line(command.action, applied.done, applied.waiting))
+                logger.info(
+                    "%s",
+                    summary_line(command.action, applied.done, applied.waiting, applied.already),
+                )
                 self._commands_in_hand[path] = applied.written
                 applied.written.add_done_callback(self._command_written)
             await self._remove_carried_out()
