@@ -939,3 +939,17 @@ def test_the_count_of_a_client_turned_away_again_is_never_banned() -> None:
         "1234 more refused (max-sessions-per-address 50) since the last line"
     )
     assert _hosts(line) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "sessions turned away: 5000 more from 4000 other clients since the last line",
+    ],
+)
+def test_the_lines_of_a_flood_past_the_clients_remembered_are_never_banned(
+    line: str,
+) -> None:
+    """The count of the clients past those a flood's lines name: a busy server is not
+    the client's abuse."""
+    assert _hosts(f"2026-12-03 14:45:00,010 smtpcore.server: {line}") == []
