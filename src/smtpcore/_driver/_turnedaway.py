@@ -21,8 +21,13 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
-__all__ = ["TurnedAwayLog"]
+__all__ = ["STOPPING", "TurnedAwayLog"]
+
+STOPPING: Final = ("server stopping: session", "shutting down")
+"""The headline and reason of the lines for a client turned away because the server
+is stopping (its ``421 4.3.2``, POP3's ``-ERR [SYS/TEMP]``)."""
 
 
 class TurnedAwayLog:
@@ -42,6 +47,9 @@ class TurnedAwayLog:
     ``sessions turned away: 5000 more from 4000 other clients since the last line``
     (``from more than 1000 other clients`` when there were more of them than it
     remembers apart).
+
+    A client a stopping server turns away is logged so too, under another headline:
+    ``server stopping: session from [192.0.2.7]:40312: refused (shutting down)``.
     """
 
     def __init__(
@@ -56,21 +64,30 @@ class TurnedAwayLog:
         self.interval = interval
         self.max_tracked = max_tracked
         self.clock = clock
-        self._unsaid: OrderedDict[tuple[str, str], _Client] = OrderedDict()
-        """(address, limit) -> what its lines have said of it, oldest refused first."""
+        self._unsaid: OrderedDict[tuple[str, str, str], _Client] = OrderedDict()
+        """(address, limit, headline) -> what its lines have said of it, oldest refused
+        first."""
         self._window = [-math.inf, 0, 0]
         """[when this interval began, first lines written in it, counts written of
         clients forgotten in it]: each at most ``max_tracked`` an interval."""
         self._others = _Others()
 
-    def refused(self, client: str, limit: str, block: str | None = None) -> None:
+    def refused(
+        self,
+        client: str,
+        limit: str,
+        block: str | None = None,
+        *,
+        headline: str = "too many sessions",
+    ) -> None:
         """``client`` (as :func:`~smtpcore._driver._proxied.client_text` names it)
         was turned away by ``limit`` (``max-sessions 2000``); ``block`` is what the
-        limit counts it under (:func:`~smtpcore._ip.client_block`; None: its address)."""
+        limit counts it under (:func:`~smtpcore._ip.client_block`; None: its address).
+        ``headline`` begins its lines (a stopping server's: :data:`STOPPING`)."""
         counted = _counted(client, block)
         if counted != _address(client):
             client = f"{client} in {counted}"
-        key = (counted, limit)
+        key = (counted, limit, headline)
         now = self.clock()
         others = self._others
         if others.sessions and now - others.since >= self.interval:
@@ -79,7 +96,7 @@ class TurnedAwayLog:
         if seen is None:
             named = self._may_write(now, 1)
             if named:
-                self.logger.info("too many sessions from %s: refused (%s)", client, limit)
+                self.logger.info("%s from %s: refused (%s)", headline, client, limit)
             else:
                 others.add(key, 1, now, self.max_tracked)
             self._unsaid[key] = _Client(now, named)
@@ -87,18 +104,18 @@ class TurnedAwayLog:
                 self._forget(*self._unsaid.popitem(last=False), now=now)
             return
         self._unsaid.move_to_end(key)
-        if not seen.named:  # with the others until a quiet interval and room for a line
+        if not seen.named:  # with the others until an interval after it came, and room
             if now - seen.said_at < self.interval or not self._may_write(now, 1):
                 others.add(key, 1, now, self.max_tracked)
                 return
-            self.logger.info("too many sessions from %s: refused (%s)", client, limit)
+            self.logger.info("%s from %s: refused (%s)", headline, client, limit)
             seen.said_at, seen.named = now, True
             return
         seen.unsaid += 1
         if now - seen.said_at < self.interval:
             return
         if seen.unsaid == 1:  # the first since a quiet interval: a line of its own
-            self.logger.info("too many sessions from %s: refused (%s)", client, limit)
+            self.logger.info("%s from %s: refused (%s)", headline, client, limit)
         else:
             self._say(key, seen)
         seen.said_at, seen.unsaid = now, 0
@@ -122,7 +139,7 @@ class TurnedAwayLog:
         window[which] += 1
         return True
 
-    def _forget(self, key: tuple[str, str], seen: _Client, *, now: float) -> None:
+    def _forget(self, key: tuple[str, str, str], seen: _Client, *, now: float) -> None:
         """Forget the client refused longest ago: its count in a line of its own while
         the interval has room for one, else with the others'."""
         if not seen.unsaid:
@@ -132,11 +149,12 @@ class TurnedAwayLog:
         else:
             self._others.add(key, seen.unsaid, now, self.max_tracked)
 
-    def _say(self, key: tuple[str, str], seen: _Client) -> None:
-        address, limit = key
+    def _say(self, key: tuple[str, str, str], seen: _Client) -> None:
+        address, limit, headline = key
         if seen.unsaid:
             self.logger.info(
-                "too many sessions from %s: %d more refused (%s) since the last line",
+                "%s from %s: %d more refused (%s) since the last line",
+                headline,
                 address,
                 seen.unsaid,
                 limit,
@@ -175,12 +193,12 @@ class _Others:
 
     def __init__(self) -> None:
         self.sessions = 0
-        self.clients: set[tuple[str, str]] = set()
+        self.clients: set[tuple[str, str, str]] = set()
         self.more = False
         """Whether there were more clients than :attr:`clients` could hold."""
         self.since = 0.0
 
-    def add(self, key: tuple[str, str], sessions: int, now: float, most: int) -> None:
+    def add(self, key: tuple[str, str, str], sessions: int, now: float, most: int) -> None:
         if not self.sessions:
             self.since = now
         self.sessions += sessions
