@@ -263,7 +263,7 @@ def test_a_restart_in_the_middle_of_a_queued_relay_delivers_once(
             tmp_path / "abc", "abc.example", users, listeners=("submission",), extra=resolver
         ) as again,
     ):
-        assert "queue: 1 messages waiting from before" in again.log()
+        assert "queue: 1 message waiting from before" in again.log()
         _until(lambda: again.queued() == 0, "the queue to empty", again)
         time.sleep(1.0)  # more than three retry periods: nothing more may arrive
         assert len(pqr.mailbox("brendon@pqr.example")) == 1

@@ -939,3 +939,20 @@ def test_the_count_of_a_client_turned_away_again_is_never_banned() -> None:
         "1234 more refused (max-sessions-per-address 50) since the last line"
     )
     assert _hosts(line) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "sessions turned away: 5000 more from 4000 other clients since the last line",
+        "server stopping: session from [192.0.2.7]:40336: refused (shutting down)",
+        "server stopping: session from [192.0.2.7]: 12 more refused (shutting down) since "
+        "the last line",
+    ],
+)
+def test_the_lines_of_a_flood_past_the_clients_remembered_and_of_a_stop_are_never_banned(
+    line: str,
+) -> None:
+    """The count of the clients past those a flood's lines name, and a client a stopping
+    server turned away: a busy or stopping server is not the client's abuse."""
+    assert _hosts(f"2026-12-03 14:45:00,010 smtpcore.server: {line}") == []

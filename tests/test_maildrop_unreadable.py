@@ -488,7 +488,7 @@ def test_eio_once_a_message_streams_closes_the_session_and_names_the_file_once(
         client.close()
         again = poplib.POP3("127.0.0.1", server.port, timeout=10)
         again.user("alice")
-        assert again.pass_("wonderland").startswith(b"+OK Logged in, 1 messages")
+        assert again.pass_("wonderland").startswith(b"+OK Logged in, 1 message (")
         again.quit()
     [warning] = mentions(caplog, big.name)
     assert "Input/output error" in warning.getMessage()

@@ -206,6 +206,25 @@ def test_poplib_session_and_deletion_only_after_quit(adapter: str, store: Maildi
     assert maildir_count(store) == 2
 
 
+def test_one_message_is_one_message_in_the_free_text_and_stat_stays_digits(
+    adapter: str, tmp_path: Path
+) -> None:
+    """The free text after ``+OK`` (RFC 1939 §3) said ``1 messages`` at login, LIST,
+    RSET and QUIT; STAT's ``+OK nn mm`` (RFC 1939 §5) is for clients to parse, and
+    stays two numbers."""
+    write_maildir(tmp_path / "mail" / "alice", MESSAGES[:1])
+    store = MaildirStore(tmp_path / "mail", PASSWORDS)
+    size = len(crlf(MESSAGES[0]))
+    with running_pop3_server(adapter, store, login_delay="0") as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        assert client.pass_("wonderland") == b"+OK Logged in, 1 message (%d octets)" % size
+        assert client.stat() == (1, size)  # as poplib, fetchmail and mpop read it
+        assert client.list()[0] == b"+OK 1 message (%d octets)" % size
+        assert client.rset() == b"+OK Maildrop has 1 message (%d octets)" % size
+        assert client.quit().endswith(b"(1 message left)")
+
+
 def test_poplib_apop_and_wrong_passwords(adapter: str, store: MaildirStore) -> None:
     with running_pop3_server(adapter, store, max_auth_failures=2) as server:
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)

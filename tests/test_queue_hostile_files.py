@@ -487,6 +487,25 @@ def test_an_id_given_twice_is_one_message(tmp_path: Path) -> None:
     assert result.stdout == "queue hold: 1 message\n"
 
 
+def test_a_hold_of_a_held_message_is_no_message_held(tmp_path: Path) -> None:
+    """With no server running, ``queue hold`` of a held message said ``queue hold: 1
+    message``, and ``release`` of one not held ``1 message (delivered when the server
+    starts)``: the count is of the messages the action changed, the others said apart."""
+    queue, (entry,) = _queue_with(tmp_path, 1)
+    released = _queue(tmp_path, "release", entry.id)
+    assert released.returncode == 0, released.stderr
+    assert released.stdout == "queue release: 0 messages (1 not held)\n"
+    assert _queue(tmp_path, "hold", entry.id).stdout == "queue hold: 1 message\n"
+    again = _queue(tmp_path, "hold", entry.id)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "queue hold: 0 messages (1 already held)\n"
+    assert queue.load(entry.id).held
+    already: list[str] = []
+    command = QueueCommand("hold", (entry.id,))
+    assert apply_offline(queue, command, 0.0, already=already) == []
+    assert already == [entry.id]
+
+
 def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(
     tmp_path: Path,
 ) -> None:

@@ -1351,6 +1351,33 @@ def test_an_entry_removed_by_hand_is_forgotten(
     assert setup.worker.queued == 0
 
 
+def test_a_hold_of_a_held_message_and_a_release_of_one_not_held_count_apart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``queue hold`` of a message already held counted it done (``queue hold: 1
+    message``), and so did ``release`` of one not held. They are carried out as before
+    (the entry written, a released one tried at once), but counted apart, with no
+    ``on hold`` or ``released`` line for a message that was so already."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    worker = setup.worker
+
+    async def main() -> list[tuple[int, int]]:
+        counts = []
+        for action in ("release", "hold", "hold", "release"):
+            applied = await worker.apply(QueueCommand(action, (entry.id,)))
+            assert await applied.written
+            counts.append((applied.done, applied.already))
+        return counts
+
+    assert asyncio.run(main()) == [(0, 1), (1, 0), (0, 1), (1, 0)]
+    assert caplog.text.count(f"{entry.id}: on hold (queue hold)") == 1
+    assert caplog.text.count(f"{entry.id}: released (queue release)") == 1
+    assert not setup.queue.load(entry.id).held
+    assert entry.id in worker._due  # the release tried it at once, as before
+
+
 def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) -> None:
     """A round that starts while ``hold`` reads the entry writes its own copy back at
     its end, over the hold: the hold is carried out after the round instead (the

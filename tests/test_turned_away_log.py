@@ -102,3 +102,61 @@ def test_close_writes_every_count_still_waiting(
     ]
     log.close()  # nothing left: nothing written twice
     assert len(_lines(caplog)) == 3
+
+
+def test_a_flood_from_more_clients_than_it_remembers_is_one_count_line_a_minute(
+    log: TurnedAwayLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past the 1,000 clients it remembers, each new client still cost a line (and a
+    forgotten one its count): a flood from many addresses wrote a line a connection.
+    Now at most 1,000 first lines a minute, and the rest one count line a minute."""
+    clock = log.clock
+    assert isinstance(clock, Clock)
+    addresses = [f"[10.{n >> 8}.{n & 255}.1]" for n in range(3000)]
+    for address in addresses:
+        log.refused(f"{address}:40000", LIMIT)
+        log.refused(f"{address}:40001", LIMIT)
+    lines = _lines(caplog)
+    assert lines[:1000] == [
+        f"too many sessions from {address}:40000: refused ({LIMIT})"
+        for address in addresses[:1000]
+    ]
+    assert (
+        lines[1000:]
+        == [  # the first 1,000 forgotten, each saying its count
+            f"too many sessions from {address}: 1 more refused ({LIMIT}) since the last line"
+            for address in addresses[:1000]
+        ]
+    )
+    clock.now += 30
+    for address in addresses[2500:]:  # remembered, counted with the others
+        log.refused(f"{address}:40002", LIMIT)
+    assert len(_lines(caplog)) == 2000
+    clock.now += 30
+    log.refused("[192.0.2.7]:40000", LIMIT)  # a minute on: room for lines of their own
+    assert _lines(caplog)[2000:] == [
+        "sessions turned away: 4500 more from more than 1000 other clients since the last line",
+        f"too many sessions from [192.0.2.7]:40000: refused ({LIMIT})",
+    ]
+    assert len(log._unsaid) == 1000
+    log.close()
+    assert len(_lines(caplog)) == 2002  # every count said once already
+
+
+def test_the_count_of_the_others_names_how_many_clients_and_close_writes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "smtpcore.test")
+    log = TurnedAwayLog(logging.getLogger("smtpcore.test"), max_tracked=3, clock=Clock())
+    for host in range(1, 7):
+        log.refused(f"[192.0.2.{host}]:1", LIMIT)
+        log.refused(f"[192.0.2.{host}]:2", LIMIT)
+    log.close()
+    assert _lines(caplog)[3:] == [
+        *(
+            f"too many sessions from [192.0.2.{host}]: 1 more refused ({LIMIT}) since the "
+            "last line"
+            for host in (1, 2, 3)
+        ),
+        "sessions turned away: 6 more from 3 other clients since the last line",
+    ]

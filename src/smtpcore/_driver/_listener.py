@@ -33,7 +33,7 @@ from smtpcore._driver._proxied import (
 from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link, address
-from smtpcore._driver._turnedaway import TurnedAwayLog
+from smtpcore._driver._turnedaway import STOPPING, TurnedAwayLog
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, client_block, unmapped
 from smtpcore.handler import TLSInfo
 from smtpcore.proxy import ProxyProtocolError
@@ -170,7 +170,9 @@ class SessionRegistry(Generic[S]):
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
         self.turned_away = TurnedAwayLog(self.logger)
-        """The lines for clients the limits turned away."""
+        """The lines for clients the limits, or a shutdown, turned away."""
+        self.stopped = False
+        """True once the shutdown is over (see :meth:`end_shutdown`)."""
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> S:
         """A session for a connection just accepted from ``peer`` (its
@@ -195,6 +197,7 @@ class SessionRegistry(Generic[S]):
         if len(sessions) >= self.max_sessions or self.stopping:
             # A client turned away by a shutdown is told so, not that the server is full.
             if self.stopping:
+                self.log_stopping(session_address(transport.peer_address))
                 return self.stopping_reply
             full = session_address(transport.peer_address)
             self.log_turned_away(peer_text(full), False, self.block_of(full))
@@ -258,6 +261,20 @@ class SessionRegistry(Generic[S]):
             limit = f"max-sessions {self.max_sessions}"
         self.turned_away.refused(client, limit, block)
 
+    def log_stopping(self, peer: tuple[str, int] | None) -> None:
+        """Log a client turned away because the server is stopping (it was told
+        ``421 4.3.2``, POP3's ``-ERR [SYS/TEMP]``), as Postfix logs the connections
+        it refuses: ``server stopping: session from [192.0.2.7]:40312: refused
+        (shutting down)`` the first time, then a count (:class:`TurnedAwayLog`, as
+        :meth:`log_turned_away`), so that clients retrying at once during a long grace
+        period do not cost a line a connection. Once the shutdown is over (a
+        ``serve_transport`` after ``aclose``), no stop is left to write a count: each
+        refusal is written at once."""
+        headline, reason = STOPPING
+        self.turned_away.refused(peer_text(peer), reason, self.block_of(peer), headline=headline)
+        if self.stopped:
+            self.turned_away.close()
+
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""
         if host is not None:
@@ -288,6 +305,7 @@ class SessionRegistry(Generic[S]):
     def end_shutdown(self) -> None:
         """The shutdown is over: write the counts of refused clients still waiting
         (:meth:`TurnedAwayLog.close`), which no later refusal would write."""
+        self.stopped = True
         self.turned_away.close()
 
     def remove(self, session: S) -> None:

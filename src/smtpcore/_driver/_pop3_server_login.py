@@ -27,6 +27,7 @@ from smtpcore._driver._pop3_server_replies import _TEMP_ERROR
 from smtpcore._driver._pop3_server_transaction import _checked_listing
 from smtpcore._driver._pop3_server_update import Update
 from smtpcore._driver._proxied import client_text
+from smtpcore._plural import messages
 from smtpcore.pop3 import Apop, BadCommand, Err, MessageNumbers, Ok, Pass, apop_matches
 
 logger = logging.getLogger("smtpcore.pop3.server")
@@ -175,7 +176,7 @@ class Login(Update):
         self.numbers = MessageNumbers(len(listing))
         session.user = user
         count, size = self._totals()
-        if not self._answer(Ok(f"Logged in, {count} messages ({size} octets)")):
+        if not self._answer(Ok(f"Logged in, {messages(count)} ({size} octets)")):
             await self._release()
 
     async def _bad_command(self, event: BadCommand) -> None:

@@ -18,6 +18,7 @@ from smtpcore._driver._listener import ConnectionLost
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_server_replies import _END_OF_RESPONSE, _WRITE_SIZE
 from smtpcore._driver._pop3_server_store import StoreCalls
+from smtpcore._plural import messages
 from smtpcore.maildrop import MaildropError, MessageInfo
 from smtpcore.pop3 import (
     Dele,
@@ -83,7 +84,7 @@ class Transaction(StoreCalls):
         elif isinstance(event, Rset):
             numbers.reset()
             count, size = self._totals()
-            self._answer(Ok(f"Maildrop has {count} messages ({size} octets)"))
+            self._answer(Ok(f"Maildrop has {messages(count)} ({size} octets)"))
         else:  # pragma: no cover - the machine gives no other command
             self._answer(Err("Command not implemented"))
 
@@ -101,7 +102,7 @@ class Transaction(StoreCalls):
             self._answer(problem or Ok(line(event.message)))
             return
         count, size = self._totals()
-        self._answer(Ok(f"{count} messages ({size} octets)"))
+        self._answer(Ok(f"{messages(count)} ({size} octets)"))
         batch: list[str] = []
         for number in self.numbers:
             batch.append(line(number))

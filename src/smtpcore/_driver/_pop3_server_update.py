@@ -14,6 +14,7 @@ from typing import Final
 
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_server_transaction import Transaction
+from smtpcore._plural import messages
 from smtpcore.pop3 import Err, Ok, State
 
 logger = logging.getLogger("smtpcore.pop3.server")
@@ -50,7 +51,7 @@ class Update(Transaction):
                 self._answer(self._failure(exc, step, user, answer=_NOT_REMOVED))
                 return
         left = len(self.numbers)
-        self._answer(Ok(f"{hostname} POP3 server signing off ({left} messages left)"))
+        self._answer(Ok(f"{hostname} POP3 server signing off ({messages(left)} left)"))
 
     async def _release(self) -> None:
         """Close the maildrop, releasing its lock (RFC 1939 §6), under the store

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from smtpcore._ip import host_port
+from smtpcore._plural import messages
 from smtpcore.address import AddressPolicy
 from smtpcore.asyncio import POP3Server, SMTPServer
 from smtpcore.handler import Authenticator, Handler
@@ -252,7 +253,7 @@ class MailServer:
             for entry in entries:
                 self.worker.schedule(entry)
             if entries:
-                logger.info("queue: %d messages waiting from before", len(entries))
+                logger.info("queue: %s waiting from before", messages(len(entries)))
             # What was asked while no server ran (or left by a stop that cut a round short
             # before an action waiting for it was written), before any round can begin:
             # a ``hold`` must not wait for a round its message should no longer have.
@@ -410,7 +411,10 @@ class MailServer:
                         command.action,
                     )
                     break
-                logger.info("%s", summary_line(command.action, applied.done, applied.waiting))
+                logger.info(
+                    "%s",
+                    summary_line(command.action, applied.done, applied.waiting, applied.already),
+                )
                 self._commands_in_hand[path] = applied.written
                 applied.written.add_done_callback(self._command_written)
             await self._remove_carried_out()

@@ -17,7 +17,7 @@ from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
-from smtpcore.server.queueeffects import Effect, effect_on, not_done_line
+from smtpcore.server.queueeffects import CARRIED_OUT, Effect, effect_on, not_done_line
 from smtpcore.server.waits import ThreadShare
 
 __all__ = [
@@ -50,7 +50,9 @@ class Applied:
     """What :meth:`DeliveryWorker.apply <smtpcore.server.delivery.DeliveryWorker.apply>`
     did with one operator's command: ``ids``, the messages it matched; ``done``, how
     many of them the action took effect on now; ``waiting``, how many wait for their
-    delivery round to end (each then gets a line if it does not take effect); and
+    delivery round to end (each then gets a line if it does not take effect);
+    ``already``, how many it found as it leaves them (:attr:`Effect.ALREADY
+    <smtpcore.server.queueeffects.Effect.ALREADY>`), acted on but not counted done; and
     ``written``, which becomes True once every action is on disk, False if one could
     not be written (it is logged). Until True, the command's file must stay: a crash
     would lose the actions still in memory, which the tool has reported handed over."""
@@ -59,6 +61,7 @@ class Applied:
     written: asyncio.Future[bool]
     done: int = 0
     waiting: int = 0
+    already: int = 0
 
 
 def _all_written(waiting: Sequence[asyncio.Future[bool]]) -> asyncio.Future[bool]:
@@ -144,7 +147,7 @@ class QueueActions:
         entries = await self.worker.disk.run(self.worker.queue.entries)
         ids = []
         waiting = []
-        done = 0
+        done = already = 0
         for entry in entries:
             if not command.applies_to(entry.id):
                 continue
@@ -157,9 +160,11 @@ class QueueActions:
                 waiting.append(written)
             elif effect is Effect.DONE:
                 done += 1
+            elif effect is Effect.ALREADY:
+                already += 1
             else:
                 self.not_done(entry.id, command.action, effect, after_round=False)
-        return Applied(tuple(ids), _all_written(waiting), done, len(waiting))
+        return Applied(tuple(ids), _all_written(waiting), done, len(waiting), already)
 
     @staticmethod
     def not_done(queue_id: str, action: str, effect: Effect, *, after_round: bool) -> None:
@@ -180,7 +185,7 @@ class QueueActions:
                     effect = await self.act(queue_id, action)
                     if effect is Effect.WAITS:
                         return  # a round began: its end carries on from here
-                    if effect is not Effect.DONE:
+                    if effect not in CARRIED_OUT:
                         self.not_done(queue_id, action, effect, after_round=True)
                 except Exception:
                     logger.exception(
@@ -244,7 +249,7 @@ class QueueActions:
             raise
         if self._in_round(queue_id, action):  # scheduled anew, and begun, as the entry was read
             return Effect.WAITS
-        if (effect := effect_on(entry, action)) is not Effect.DONE:
+        if (effect := effect_on(entry, action)) not in CARRIED_OUT:
             return effect
         if action == "delete":
             await self.worker.disk.now(self._remove_by_operator, entry)
@@ -252,15 +257,17 @@ class QueueActions:
             self.worker._copies_begun.pop(queue_id, None)
         elif action == "hold":
             await self.worker._write(replace(entry, held=True))
-            logger.info("%s: on hold (queue hold)", queue_id)
+            if effect is Effect.DONE:
+                logger.info("%s: on hold (queue hold)", queue_id)
         elif action == "release":
             entry = replace(entry, held=False, next_attempt=self.worker.clock())
             await self.worker._write(entry)
-            logger.info("%s: released (queue release)", queue_id)
+            if effect is Effect.DONE:
+                logger.info("%s: released (queue release)", queue_id)
             self.worker.schedule(entry)
         else:  # flush
             self.worker.schedule(replace(entry, next_attempt=self.worker.clock()))
-        return Effect.DONE
+        return effect
 
     def _remove_by_operator(self, entry: QueueEntry) -> None:
         """``queue delete``: the files removed and the operator's record of it in one

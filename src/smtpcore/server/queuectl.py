@@ -35,6 +35,7 @@ from smtpcore.server.config import ConfigError
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
 from smtpcore.server.queueeffects import (
+    CARRIED_OUT,
     Effect,
     effect_on,
     messages,
@@ -408,6 +409,7 @@ def apply_offline(
     *,
     own: bool = True,
     skips: list[str] | None = None,
+    already: list[str] | None = None,
 ) -> list[str]:
     """Carry ``command`` out on the files, no server running; the ids it acted on, as
     the server counts them (:mod:`smtpcore.server.queueeffects`), each id it left as it
@@ -417,8 +419,10 @@ def apply_offline(
     ``own``, and the id goes into ``skips``, for the tool's status. One a stopped
     server left (``own=False``) skips in silence: a line ``ID: queue hold skipped``
     under ``queue release`` reads as a command never given, and a message gone since
-    it was left was delivered, as is normal. Only the envelopes of the messages it
-    names are read, one at a time."""
+    it was left was delivered, as is normal. An id the action found as it leaves it
+    (:attr:`Effect.ALREADY <smtpcore.server.queueeffects.Effect.ALREADY>`) is acted
+    on as the server does, and goes into ``already``, not the ids returned. Only the
+    envelopes of the messages it names are read, one at a time."""
 
     def skipped(queue_id: str, why: str) -> None:
         if own:
@@ -428,7 +432,7 @@ def apply_offline(
 
     done = []
     for entry in _targets(queue, command, skipped):
-        if (effect := effect_on(entry, command.action)) is not Effect.DONE:
+        if (effect := effect_on(entry, command.action)) not in CARRIED_OUT:
             if own:
                 tell(not_done_line(entry.id, command.action, effect, after_round=False))
             continue
@@ -442,7 +446,10 @@ def apply_offline(
             queue.update(replace(entry, held=False, next_attempt=now))
         else:  # flush: due at once when a server starts
             queue.update(replace(entry, next_attempt=now))
-        done.append(entry.id)
+        if effect is Effect.DONE:
+            done.append(entry.id)
+        elif already is not None:
+            already.append(entry.id)
     return done
 
 

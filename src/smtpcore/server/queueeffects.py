@@ -10,10 +10,20 @@ as it was.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
+from smtpcore._plural import messages
 from smtpcore.server.queue import QueueEntry
 
-__all__ = ["Effect", "effect_on", "messages", "not_done_line", "skipped_line", "summary_line"]
+__all__ = [
+    "CARRIED_OUT",
+    "Effect",
+    "effect_on",
+    "messages",
+    "not_done_line",
+    "skipped_line",
+    "summary_line",
+]
 
 
 class Effect(enum.Enum):
@@ -27,25 +37,40 @@ class Effect(enum.Enum):
     """The message is no longer in the queue."""
     HELD = enum.auto()
     """A flush passes a held message over (Postfix's ``postqueue -f`` too)."""
+    ALREADY = enum.auto()
+    """The message was already as the action leaves it: a ``hold`` of a held one, a
+    ``release`` of one not held. The action is carried out all the same (the entry
+    written again, a released one tried at once), so that what it does, and its
+    races with a delivery round, are the same whatever the message was; but it
+    took no effect, and the command's line counts it apart (:func:`summary_line`)."""
+
+
+CARRIED_OUT: Final = frozenset({Effect.DONE, Effect.ALREADY})
+"""The effects for which the action is carried out on the message."""
+
+_ALREADY: Final = {"hold": "already held", "release": "not held"}
+"""How the command's line words the messages an action found as it leaves them."""
 
 
 def effect_on(entry: QueueEntry, action: str) -> Effect:
-    """Whether ``action`` would act on ``entry`` (``DONE``), or why not."""
+    """Whether ``action`` acts on ``entry`` (``DONE``, or ``ALREADY`` when the message
+    is already as it leaves it), or why not."""
     if action == "flush" and entry.held:
         return Effect.HELD
+    if (action == "hold" and entry.held) or (action == "release" and not entry.held):
+        return Effect.ALREADY
     return Effect.DONE
 
 
-def messages(count: int) -> str:
-    """``1 message``, ``2 messages``: the count in every line the queue tools write."""
-    return f"{count} message" if count == 1 else f"{count} messages"
-
-
-def summary_line(action: str, done: int, waiting: int = 0) -> str:
+def summary_line(action: str, done: int, waiting: int = 0, already: int = 0) -> str:
     """The command's line: the messages the action took effect on, not those it
-    matched (``queue flush: 1 message``), and those that wait for their round
-    (``queue delete: 0 messages, 1 waiting for its delivery round``)."""
+    matched (``queue flush: 1 message``), those it found as it leaves them
+    (``queue hold: 0 messages (1 already held)``, see :attr:`Effect.ALREADY`), and
+    those that wait for their round (``queue delete: 0 messages, 1 waiting for its
+    delivery round``)."""
     line = f"queue {action}: {messages(done)}"
+    if already:
+        line += f" ({already} {_ALREADY[action]})"
     if waiting == 1:
         line += ", 1 waiting for its delivery round"
     elif waiting:

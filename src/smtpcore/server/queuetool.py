@@ -78,8 +78,9 @@ def _run(args: argparse.Namespace) -> int:
         if left:
             print(f"queue: {left} commands a stopped server left carried out first")
         skips: list[str] = []
-        done = apply_offline(queue, command, time.time(), tell, skips=skips)
-    line = summary_line(args.action, len(done))
+        already: list[str] = []
+        done = apply_offline(queue, command, time.time(), tell, skips=skips, already=already)
+    line = summary_line(args.action, len(done), already=len(already))
     if done and args.action in ("flush", "release"):
         line += " (delivered when the server starts)"
     print(line)
