@@ -2,12 +2,28 @@
 
     .venv/bin/python benchmarks/idle_memory.py [--sessions 400] [--servers ...] [--detail] [--tls]
 
-Each server runs in its own process with ``tracemalloc`` on. This process
-opens ``--sessions`` connections, reads each greeting, sends ``EHLO`` and
-reads the reply, and leaves them all open and idle; the server process then
-reports what it allocated since just before the first of them
-(``tracemalloc``, after a garbage collection) and how much its resident set
-grew, each divided by the sessions. Everything a session holds counts: the
+This process opens ``--sessions`` connections, reads each greeting, sends
+``EHLO`` and reads the reply, and leaves them all open and idle. Each server
+is measured twice, in two processes of its own, after the same warm-up
+(twenty sessions opened and ended):
+
+* ``tracemalloc``: in a server process with ``tracemalloc`` on, what Python
+  allocated since just before the first of the sessions, after a garbage
+  collection;
+* resident set: in a server process with ``tracemalloc`` off, how much the
+  resident set grew over ``--sessions`` more sessions opened while the first
+  ``--sessions`` are held open: the slope between N and 2N sessions. The
+  server's start leaves memory free but resident (a module compiled at
+  import, as under ``PYTHONDONTWRITEBYTECODE``, leaves megabytes), which
+  sessions reuse without growing the resident set: the first N take up the
+  small-object allocator's free pools, and the C heap's free pages are given
+  back at the baseline (glibc's ``malloc_trim``). With ``tracemalloc`` on, its
+  own record of each block, and its table that doubles at a threshold, would
+  be counted as the sessions'. (Until wave 2 the column was the growth from
+  the warm-up's baseline in the traced process: docs/performance.rst, Round
+  28.)
+
+Each figure is divided by the sessions. Everything a session holds counts: the
 protocol machine, the driver's session and the adapter's transport, the
 event loop's transport and socket objects, the task and its suspended
 coroutines. ``--detail`` prints where the smtpcore servers' bytes were
@@ -27,8 +43,10 @@ Loopback only; every server started here is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -38,8 +56,10 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -71,6 +91,47 @@ def rss_bytes() -> int:
         return 0
 
 
+def open_sockets() -> int:
+    """How many sockets this process has open (0 without /proc): at the baseline, the
+    sessions held open before it."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return 0
+    count = 0
+    for fd in fds:
+        with suppress(OSError):  # the listing's own descriptor, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+def release_free_pages() -> None:
+    """Give the C allocator's free pages back to the system (glibc's ``malloc_trim``;
+    nothing elsewhere): what the server's start freed stays resident, and sessions
+    that reuse it after the baseline grow no resident set; given back, each page a
+    session touches again counts."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim(0)
+
+
+class Reading(NamedTuple):
+    """What the server process reports at the baseline and at the measure."""
+
+    traced: int
+    """Bytes ``tracemalloc`` traces (0 when it is off)."""
+    rss: int
+    sockets: int
+    tracing: bool
+
+
+def reading() -> Reading:
+    traced = tracemalloc.get_traced_memory()[0]
+    return Reading(traced, rss_bytes(), open_sockets(), tracemalloc.is_tracing())
+
+
 PARTS = (
     ("smtpcore machine", ("/smtpcore/smtp/", "/smtpcore/_lines.py")),
     ("smtpcore driver and adapter", ("/smtpcore/",)),
@@ -88,30 +149,27 @@ def part_of(filename: str) -> str:
 
 
 def answer_requests(detail: bool, sessions: int) -> None:
-    """The child's side of the pipe: ``mark`` takes the baseline, ``measure`` reports
-    the growth since then (a thread beside the server's loop)."""
-    base: tuple[int, int] = (0, 0)
+    """The child's side of the pipe (a thread beside the server's loop): ``mark`` takes
+    the baseline, ``measure`` the reading the growth is counted to; each answers its
+    reading, after a garbage collection, so that the parent opens no session before
+    the baseline is taken."""
     snapshot: tracemalloc.Snapshot | None = None
     for line in sys.stdin:
         gc.collect()
         if line.strip() == "mark":
-            base = (tracemalloc.get_traced_memory()[0], rss_bytes())
+            release_free_pages()
             snapshot = tracemalloc.take_snapshot() if detail else None
-        else:
-            grown = (tracemalloc.get_traced_memory()[0] - base[0], rss_bytes() - base[1])
-            if snapshot is not None:
-                stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
-                for stat in stats[:60]:
-                    print(f"  {stat}", file=sys.stderr)
-                parts: dict[str, int] = {}
-                for stat in stats:
-                    part = part_of(stat.traceback[0].filename)
-                    parts[part] = parts.get(part, 0) + stat.size_diff
-                for part, size in sorted(parts.items(), key=lambda item: -item[1]):
-                    print(
-                        f"  made by {part:34} {size / sessions:6.0f} B a session", file=sys.stderr
-                    )
-            print(f"{grown[0]} {grown[1]}", flush=True)
+        elif snapshot is not None:
+            stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
+            for stat in stats[:60]:
+                print(f"  {stat}", file=sys.stderr)
+            parts: dict[str, int] = {}
+            for stat in stats:
+                part = part_of(stat.traceback[0].filename)
+                parts[part] = parts.get(part, 0) + stat.size_diff
+            for part, size in sorted(parts.items(), key=lambda item: -item[1]):
+                print(f"  made by {part:34} {size / sessions:6.0f} B a session", file=sys.stderr)
+        print(" ".join(str(int(value)) for value in reading()), flush=True)
 
 
 def serve_smtpcore(kind: str, port: int, sessions: int, tls: Path | None) -> None:
@@ -119,7 +177,7 @@ def serve_smtpcore(kind: str, port: int, sessions: int, tls: Path | None) -> Non
 
     options: dict[str, Any] = {
         "hostname": "mx.test",
-        "max_sessions": sessions + 100,
+        "max_sessions": 2 * sessions + 100,  # the resident set's run holds 2N
         "max_sessions_per_address": None,  # every client here is 127.0.0.1
     }
     if tls is not None:
@@ -152,8 +210,11 @@ def serve_smtpcore(kind: str, port: int, sessions: int, tls: Path | None) -> Non
         trio.run(main_trio)
 
 
-def child(kind: str, port: int, sessions: int, detail: bool, tls: Path | None) -> None:
-    tracemalloc.start()
+def child(
+    kind: str, port: int, sessions: int, detail: bool, tls: Path | None, trace: bool
+) -> None:
+    if trace:
+        tracemalloc.start()
     threading.Thread(target=answer_requests, args=(detail, sessions), daemon=True).start()
     if kind.startswith("smtpcore."):
         serve_smtpcore(kind, port, sessions, tls)
@@ -213,44 +274,101 @@ def end_session(sock: socket.socket) -> None:
     sock.close()
 
 
-def measure(kind: str, sessions: int, detail: bool, tls: Path | None) -> tuple[float, float]:
-    """Bytes per idle session: (tracemalloc, resident set)."""
+class Server:
+    """A server in a process of its own, asked for its :class:`Reading` over a pipe."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+        self.process = process
+        self.port = port
+
+    def ask(self, request: str) -> Reading:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        traced, rss, sockets, tracing = (int(n) for n in self.process.stdout.readline().split())
+        return Reading(traced, rss, sockets, bool(tracing))
+
+
+@contextmanager
+def started(
+    kind: str, sessions: int, tls: Path | None, *, trace: bool, detail: bool = False
+) -> Iterator[Server]:
+    """The server ``kind`` ready on a free port, warmed up (first-use allocations made
+    and twenty ended sessions freed), stopped at the end."""
     port = adapters_smtp.free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(HERE.parent / "src") + os.pathsep + env.get("PYTHONPATH", "")
     args = ["--child", kind, str(port), "--sessions", str(sessions)]
     if tls is not None:
         args += ["--tls-files", str(tls)]
-    server = subprocess.Popen(
-        [sys.executable, __file__, *args, *(["--detail"] if detail else [])],
+    args += ["--trace"] if trace else []
+    args += ["--detail"] if detail else []
+    process = subprocess.Popen(
+        [sys.executable, __file__, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
         text=True,
     )
-    assert server.stdin is not None and server.stdout is not None
+    assert process.stdout is not None
     try:
-        if server.stdout.readline().strip() != "ready":
+        if process.stdout.readline().strip() != "ready":
             raise RuntimeError(f"{kind} did not start")
-        for sock in open_sessions(port, 20, tls is not None):  # warm up: first-use allocations
+        for sock in open_sessions(port, 20, tls is not None):
             end_session(sock)
         time.sleep(0.5)  # what a closed session frees goes before the baseline
-        server.stdin.write("mark\n")
-        server.stdin.flush()
-        opened = open_sessions(port, sessions, tls is not None)
-        server.stdin.write("measure\n")
-        server.stdin.flush()
-        traced, rss = (int(n) for n in server.stdout.readline().split())
+        yield Server(process, port)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def traced_readings(
+    kind: str, sessions: int, detail: bool, tls: Path | None
+) -> tuple[Reading, Reading]:
+    """The readings of a traced server before and after ``sessions`` idle sessions."""
+    with started(kind, sessions, tls, trace=True, detail=detail) as server:
+        base = server.ask("mark")
+        opened = open_sessions(server.port, sessions, tls is not None)
+        grown = server.ask("measure")
         for sock in opened:
             sock.close()
-        return traced / sessions, rss / sessions
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return base, grown
+
+
+def resident_readings(kind: str, sessions: int, tls: Path | None) -> tuple[Reading, Reading]:
+    """The readings of an untraced server holding ``sessions`` idle sessions, and after
+    as many more: the growth between them is the slope between N and 2N sessions."""
+    with started(kind, sessions, tls, trace=False) as server:
+        held = open_sessions(server.port, sessions, tls is not None)
+        base = server.ask("mark")
+        opened = open_sessions(server.port, sessions, tls is not None)
+        grown = server.ask("measure")
+        for sock in held + opened:
+            sock.close()
+    return base, grown
+
+
+def measure(kind: str, sessions: int, detail: bool, tls: Path | None) -> tuple[float, float]:
+    """Bytes per idle session: (tracemalloc, resident set)."""
+    base, grown = traced_readings(kind, sessions, detail, tls)
+    traced = (grown.traced - base.traced) / sessions
+    base, grown = resident_readings(kind, sessions, tls)
+    return traced, (grown.rss - base.rss) / sessions
+
+
+def allow_open_files(count: int) -> None:
+    """Raise this process's soft limit of open files to ``count`` where the hard limit
+    allows: the resident set's run holds 2N sessions, each a socket here and one in
+    the server, whose process inherits the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < count:
+        wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def available(kind: str) -> bool:
@@ -274,12 +392,15 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="sessions past STARTTLS")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--tls-files", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 10 <= args.sessions <= 900:
         parser.error("--sessions is 10 to 900")
     if args.child:
-        child(args.child[0], int(args.child[1]), args.sessions, args.detail, args.tls_files)
+        kind, port = args.child[0], int(args.child[1])
+        child(kind, port, args.sessions, args.detail, args.tls_files, args.trace)
         return
+    allow_open_files(2 * args.sessions + 200)
     kinds = args.servers.split(",")
     tls_files = None
     if args.tls:

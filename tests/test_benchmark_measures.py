@@ -95,3 +95,22 @@ def test_the_pop3_benchmark_clients_log_in_to_its_loopback_server(tmp_path: Path
         for kind in ("smtpcore.asyncio", "smtpcore.trio"):
             small, large = bench.smtpcore_client(kind, port, 2)
             assert small > 0 and large > 0, kind
+
+
+def test_the_idle_resident_set_is_read_untraced_past_sessions_held_open() -> None:
+    """``benchmarks/idle_memory.py`` reads the resident set in a server process without
+    ``tracemalloc`` (whose record of each block would count as the sessions'), and takes
+    the baseline with the first N sessions held open, so that what the server's start
+    left free is taken up before it: the figure is the slope between N and 2N. The
+    traced run takes its baseline before any session opens."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    idle_memory = importlib.import_module("idle_memory")
+    sessions = 20
+    base, grown = idle_memory.resident_readings("smtpcore.asyncio", sessions, None)
+    assert not base.tracing and not grown.tracing
+    assert base.sockets >= sessions  # held open at the baseline
+    assert grown.sockets - base.sockets >= sessions
+    base, grown = idle_memory.traced_readings("smtpcore.asyncio", sessions, False, None)
+    assert base.tracing
+    assert base.sockets < sessions <= grown.sockets - base.sockets
