@@ -822,7 +822,7 @@ def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
         (mailbox / "new" / first.name).write_bytes(new)  # the same unique-id
         capsys.readouterr()
         assert _fetch(server, target, "--delete") == 0
-        assert "1 messages, " in capsys.readouterr().out
+        assert "1 message, " in capsys.readouterr().out  # not "1 messages"
         assert Maildir(mailbox).messages() == []
         assert _recorded_sizes(target, server) == {first.name: len(new)}
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())

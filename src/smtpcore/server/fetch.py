@@ -40,6 +40,7 @@ from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir, Staging
 from smtpcore.server.passwords import read_password
+from smtpcore.server.plurals import messages
 from smtpcore.server.tools import (
     client_tls_context,
     declined_certificate,
@@ -616,7 +617,7 @@ class _FetchRun:
         """The last line: what was fetched, where it went, and what was not."""
         kept = f"stored in {maildir}, " if maildir is not None else ""
         deleted = "deleted from the server" if self.delete else "left on the server"
-        parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
+        parts = [f"{messages(self.fetched)}, {self.octets} octets; {kept}{deleted}"]
         if self.skipped:
             parts.append(f"{self.skipped} stored before, {self._what_became_of_skipped()}")
         for command, left in _LEFT_ON_REFUSAL.items():

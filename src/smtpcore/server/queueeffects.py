@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 
+from smtpcore.server.plurals import messages
 from smtpcore.server.queue import QueueEntry
 
 __all__ = ["Effect", "effect_on", "messages", "not_done_line", "skipped_line", "summary_line"]
@@ -34,11 +35,6 @@ def effect_on(entry: QueueEntry, action: str) -> Effect:
     if action == "flush" and entry.held:
         return Effect.HELD
     return Effect.DONE
-
-
-def messages(count: int) -> str:
-    """``1 message``, ``2 messages``: the count in every line the queue tools write."""
-    return f"{count} message" if count == 1 else f"{count} messages"
 
 
 def summary_line(action: str, done: int, waiting: int = 0) -> str:
