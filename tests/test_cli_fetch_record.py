@@ -10,6 +10,9 @@ import errno
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -1610,3 +1613,56 @@ def test_a_run_killed_before_its_end_leaves_no_entry_of_an_id_gone_from_the_serv
         _moved_record(target, where, second)
         assert _fetch(second, target) == 0
     assert _subjects(capsys.readouterr().out) == ["BBB"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_run_stopped_by_sigterm_or_sighup_records_what_it_stored(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """``kill PID`` (or the terminal gone) while the server is slow with message 3 killed
+    fetch where it stood: messages 1 and 2 were in ``new/``, but the record, due only
+    after message 1, did not name message 2, which came again next run. The signal now
+    stops the run as Ctrl-C does, the record written, and the process still ends killed
+    by that signal. Message 2 is smaller than the record, so that only the write as the
+    run stops records it."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), b"Subject: two\r\n\r\n"
+    child: list[subprocess.Popen[str]] = []
+
+    def signal_at_message_3(connection: ScriptedConnection) -> None:
+        os.kill(child[0].pid, stop)
+        while connection.line() is not None:  # until fetch closes
+            pass
+
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two, _message("three")),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: 3 id-three\nS: ."),
+        *_retrieved(1, one),
+        *_retrieved(2, two),
+        Expect(b"RETR 3"),
+        Call(signal_at_message_3),
+    ]
+    argv = ["fetch", *LOGIN, "--to-maildir", str(target)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *argv, "--server", where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # not nohup's SIG_IGN
+        ) as process:
+            child.append(process)
+            try:
+                out, err = process.communicate(timeout=60)
+            finally:
+                if process.poll() is None:
+                    os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == -stop, err
+    assert _subjects(out) == ["one", "two"]
+    assert "Traceback" not in err
+    assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
+    assert len(Maildir(target).messages()) == 2

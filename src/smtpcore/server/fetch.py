@@ -36,6 +36,11 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
+from smtpcore.server.cancelsignals import (
+    StopSignal,
+    cancelled_by_stop_signals,
+    end_by_signal,
+)
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir, Staging
@@ -227,7 +232,18 @@ def _stls_choice(args: argparse.Namespace) -> bool | None:
     return True if args.stls else None
 
 
-async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+async def _fetch(
+    args: argparse.Namespace, say: Callable[[str], None], stop: StopSignal | None = None
+) -> int:
+    """The run; SIGTERM and SIGHUP cancel it as Ctrl-C does when ``stop`` is given, so
+    that the record is written as it stops (see :func:`run_fetch`)."""
+    if stop is None:
+        return await _fetch_session(args, say)
+    with cancelled_by_stop_signals(stop):
+        return await _fetch_session(args, say)
+
+
+async def _fetch_session(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     host, port = args.server
     client = POP3Client(
         host,
@@ -754,16 +770,27 @@ def _say_at_once(line: str) -> None:
 
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_once) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved (and, where the
-    server gives unique-ids, the record written; under ``--delete``, each deleted), else
-    a line on standard error for each failure and 1. Options that need
-    ``--to-maildir`` are refused without it (:func:`_check_maildir_options`)."""
+    """``fetch``: a line per message; 0 when every message was retrieved (and the
+    record written; under ``--delete``, each deleted), else a line on standard error for
+    each failure and 1. Options that need ``--to-maildir`` are refused without it
+    (:func:`_check_maildir_options`). SIGTERM and SIGHUP stop the run as Ctrl-C does,
+    the record of what it stored written, then end the process by the signal
+    (:mod:`smtpcore.server.cancelsignals`): killed where it stood, the run left the
+    messages it stored to be fetched again."""
     _check_maildir_options(args)
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
+    stop = StopSignal()
     try:
-        return asyncio.run(_fetch(args, say))
+        status = asyncio.run(_fetch(args, say, stop))
+    except asyncio.CancelledError:
+        if stop.received is None:
+            raise
+        status = 1
     except (OSError, ProtocolError, ValueError) as exc:
         _fetch_failed(exc)
-        return 1
+        status = 1
+    if stop.received is not None:
+        end_by_signal(stop.received)
+    return status
