@@ -165,6 +165,8 @@ class FetchRecord:
         self._unclaimed: Counter[_Entry] = Counter()
         """The entries of messages stored without a unique-id of their own that no
         message of this run has claimed yet (all of them, as read)."""
+        self._unclaimed_sizes: Counter[int] = Counter()
+        """How many entries of each size are unclaimed: one look-up a message."""
         self._claimed: list[_Entry] = []
         """The entries claimed in this run, and those of the messages it stored."""
         self._listed_unidentified: Counter[int] = Counter()
@@ -266,7 +268,7 @@ class FetchRecord:
         """Note how many messages of each size the server lists without a unique-id
         (``listed_sizes``): no more entries of a size are written than messages listed
         so (see :meth:`save`), and those of a size none has are forgotten now, as
-        :meth:`keep_only` forgets ids."""
+        :meth:`keep_only` forgets ids. Called before any message is claimed."""
         self._listed_unidentified = Counter(listed_sizes)
         listed = Counter(
             {
@@ -278,11 +280,14 @@ class FetchRecord:
         if listed != self._unclaimed:
             self._unclaimed = listed
             self._unsaved = True
+        self._unclaimed_sizes = Counter()
+        for (size, _), count in listed.items():
+            self._unclaimed_sizes[size] += count
 
     def may_hold_unidentified(self, size: int) -> bool:
         """Whether a message listed without a unique-id, of ``size`` octets, may be one
         stored before: an entry of that size is still unclaimed."""
-        return any(entry[0] == size for entry in self._unclaimed)
+        return self._unclaimed_sizes[size] > 0
 
     def claim_unidentified(self, size: int, digest: str) -> bool:
         """Whether a message listed without a unique-id, of ``size`` octets, whose
@@ -293,6 +298,7 @@ class FetchRecord:
         if self._unclaimed[entry] <= 0:
             return False
         self._unclaimed[entry] -= 1
+        self._unclaimed_sizes[size] -= 1
         if not self._unclaimed[entry]:
             del self._unclaimed[entry]
         self._claimed.append(entry)
@@ -311,6 +317,7 @@ class FetchRecord:
         listed without a unique-id: their messages are gone from the server."""
         if self._unclaimed:
             self._unclaimed.clear()
+            self._unclaimed_sizes.clear()
             self._unsaved = True
 
     def _unidentified_written(self) -> list[_Entry]:
