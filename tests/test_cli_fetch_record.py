@@ -10,8 +10,12 @@ import errno
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,11 +232,14 @@ def test_a_message_the_server_cannot_give_is_reported_and_the_rest_taken(
     assert list((target / "tmp").iterdir()) == []
 
 
-def test_a_server_without_uidl_has_everything_fetched_with_a_warning(
+def test_a_server_without_uidl_stores_each_message_once_told_by_its_content(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """UIDL is optional (RFC 1939 §7): without it no message can be told from one stored
-    before, so all are fetched, as before, with one warning line."""
+    """UIDL is optional (RFC 1939 §7). Without it every message was stored again at
+    every run: a cron job filled the Maildir with copies. Each is still read at every
+    run (nothing else tells it from one stored before), with one warning line, but
+    stored only when its content is not that of one recorded; ``--delete`` deletes
+    those found stored, and the record forgets what the server no longer lists."""
     target = tmp_path / "fetched"
 
     def without_uidl(options: Any) -> Any:
@@ -240,14 +247,47 @@ def test_a_server_without_uidl_has_everything_fetched_with_a_warning(
 
     with _pop3(tmp_path / "server", connection_factory=without_uidl) as (server, mailbox):
         write_maildir(mailbox, [_message("one"), _message("two")])
-        for _ in range(2):
+        for subjects in (["one", "two"], []):
             assert _fetch(server, target) == 0
             captured = capsys.readouterr()
-            assert _subjects(captured.out) == ["one", "two"]
-            warnings = [line for line in captured.err.splitlines() if "UIDL" in line]
-            assert len(warnings) == 1 and "every message is fetched" in warnings[0]
-    assert len(Maildir(target).messages()) == 4
-    assert not record_path(target, server, USER).exists()
+            assert _subjects(captured.out) == subjects
+            [warning] = [line for line in captured.err.splitlines() if "UIDL" in line]
+            assert "every message is fetched at every run and stored only when" in warning
+        assert "2 stored before, read again and found unchanged" in captured.out
+        _deliver(mailbox, "three")
+        assert _fetch(server, target) == 0
+        assert _subjects(capsys.readouterr().out) == ["three"]
+        assert _fetch(server, target, "--delete") == 0
+        out = capsys.readouterr().out
+        assert _subjects(out) == [] and "3 stored before, read again, found unchanged" in out
+        assert Maildir(mailbox).messages() == []
+        assert _record(target, server)["unidentified"] != []
+        assert _fetch(server, target) == 0
+    assert len(Maildir(target).messages()) == 3
+    assert _record(target, server)["unidentified"] == []  # nothing listed, nothing kept
+
+
+def test_identical_messages_without_ids_are_each_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two messages of one content (an alert sent twice) on a server without UIDL: each
+    recorded entry is claimed by one message, so the second copy is stored too, once,
+    and a third copy delivered later is stored then."""
+    target = tmp_path / "fetched"
+
+    def without_uidl(options: Any) -> Any:
+        return options.build_connection(uidl=False)
+
+    with _pop3(tmp_path / "server", connection_factory=without_uidl) as (server, mailbox):
+        write_maildir(mailbox, [_message("alert"), _message("alert")])
+        for subjects in (["alert", "alert"], []):
+            assert _fetch(server, target) == 0
+            assert _subjects(capsys.readouterr().out) == subjects
+        _deliver(mailbox, "alert")
+        assert _fetch(server, target) == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]
+    assert len(Maildir(target).messages()) == 3
+    assert len(_record(target, server)["unidentified"]) == 3
 
 
 @pytest.mark.parametrize("damage", ["garbage", "another user", "a link", "a directory"])
@@ -557,15 +597,15 @@ def test_a_repeated_unique_id_fetches_those_messages_each_run_and_the_others_onc
 ) -> None:
     """A server that gave one unique-id to two messages (RFC 1939 §7 forbids it) stopped
     fetch at its listing: no mail came at all. Those two are now taken as having no
-    unique-id, fetched at every run, with one warning naming the id; the others are
-    recorded and fetched once."""
+    unique-id, fetched at every run and told by their content, with one warning naming
+    the id; the others are recorded and fetched once. Each is stored once."""
     target = tmp_path / "fetched"
     paths: list[Path] = []
     hook = _UidlRewrite({})
     with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
         paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three", "four")])
         hook.ids[_uid(paths[3])] = _uid(paths[1])  # four listed under two's id
-        for subjects in (["one", "two", "three", "four"], ["two", "four"]):
+        for subjects in (["one", "two", "three", "four"], []):
             assert _fetch(server, target) == 0
             captured = capsys.readouterr()
             assert _subjects(captured.out) == subjects
@@ -575,7 +615,7 @@ def test_a_repeated_unique_id_fetches_those_messages_each_run_and_the_others_onc
         assert sorted(_recorded_sizes(target, server)) == sorted(map(_uid, [paths[0], paths[2]]))
         assert len(Maildir(mailbox).messages()) == 4  # nothing deleted
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
-    expected = ["one", "two", "three", "four", "two", "four"]  # the repeated two again
+    expected = ["one", "two", "three", "four"]  # the repeated two were stored again
     assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
 
 
@@ -583,9 +623,9 @@ def test_a_repeated_unique_id_under_delete_loses_nothing_and_stores_nothing_twic
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A run that kept the mail, then one with ``--delete``: the messages recorded are
-    read again and deleted without being stored again, the two under one id are stored
-    again (they could not be told from those stored) and deleted, and a third run finds
-    nothing. Every message is in DIR; only the repeated ones twice."""
+    read again and deleted without being stored again, the two under one id too (told
+    by their content; they were stored again), and a third run finds nothing. Every
+    message is in DIR once."""
     target = tmp_path / "fetched"
     hook = _UidlRewrite({})
     with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
@@ -596,9 +636,9 @@ def test_a_repeated_unique_id_under_delete_loses_nothing_and_stores_nothing_twic
         hook.log.seen.clear()
         assert _fetch(server, target, "--delete") == 0
         captured = capsys.readouterr()
-        assert _subjects(captured.out) == ["one", "three"]
+        assert _subjects(captured.out) == []
         assert len(_warned(captured.err, "unique-id")) == 1
-        assert "1 stored before, read again, found unchanged and deleted." in captured.out
+        assert "3 stored before, read again, found unchanged and deleted." in captured.out
         assert hook.log.seen == ["RETR 1", "DELE 1", "RETR 2", "DELE 2", "RETR 3", "DELE 3"]
         assert Maildir(mailbox).messages() == []
         assert _fetch(server, target, "--delete") == 0
@@ -606,7 +646,7 @@ def test_a_repeated_unique_id_under_delete_loses_nothing_and_stores_nothing_twic
         assert _subjects(captured.out) == [] and "0 messages, 0 octets;" in captured.out
         assert _warned(captured.err, "unique-id") == []
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
-    expected = ["one", "two", "three", "one", "three"]
+    expected = ["one", "two", "three"]
     assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
 
 
@@ -614,21 +654,21 @@ def test_messages_left_out_of_the_uidl_listing_leave_the_others_recorded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A UIDL listing short of a message's id made fetch keep no record at all: every
-    message came again at every run. The one without an id still does (it cannot be
-    told from one stored before), with one warning; the others are fetched once."""
+    message came again at every run. The one without an id is still read at every run,
+    with one warning, and told by its content; the others are fetched once."""
     target = tmp_path / "fetched"
     hook = _UidlRewrite({})
     with _pop3(tmp_path / "server", connection_factory=hook.connection) as (server, mailbox):
         paths = write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
         hook.ids[_uid(paths[1])] = None
-        for subjects in (["one", "two", "three"], ["two"]):
+        for subjects in (["one", "two", "three"], []):
             assert _fetch(server, target) == 0
             captured = capsys.readouterr()
             assert _subjects(captured.out) == subjects
             [warning] = _warned(captured.err, "unique-id")
             assert "unique-ids missing for some messages" in warning
             assert "the messages without one are fetched at every run" in warning
-    assert len(Maildir(target).messages()) == 4
+    assert len(Maildir(target).messages()) == 3
 
 
 def test_a_listing_missing_one_id_and_repeating_another_gives_one_warning_line(
@@ -743,10 +783,10 @@ def test_an_id_left_out_for_one_message_and_given_to_a_new_one_loses_no_mail(
         assert sorted(_subjects(capsys.readouterr().out)) == ["AAA", "BBB"]
         assert _fetch(server, target) == 0
         captured = capsys.readouterr().out
-        assert _subjects(captured) == ["AAA"]  # BBB read again, found stored
-        assert "1 stored before, read again and found unchanged" in captured
+        assert _subjects(captured) == []  # both read again, told by their content
+        assert "2 stored before, read again and found unchanged" in captured
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
-    expected = ["AAA", "AAA", "AAA", "BBB"]
+    expected = ["AAA", "AAA", "BBB"]
     assert kept == sorted(_message(s).replace(b"\r\n", b"\n") for s in expected)
 
 
@@ -785,7 +825,7 @@ def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
         (mailbox / "new" / first.name).write_bytes(new)  # the same unique-id
         capsys.readouterr()
         assert _fetch(server, target, "--delete") == 0
-        assert "1 messages, " in capsys.readouterr().out
+        assert "1 message, " in capsys.readouterr().out  # not "1 messages"
         assert Maildir(mailbox).messages() == []
         assert _recorded_sizes(target, server) == {first.name: len(new)}
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
@@ -1426,6 +1466,69 @@ def test_the_largest_records_the_listings_allow_are_within_the_bound(
     assert _record_octets(tmp_path, pairs) <= record_limit(_SMALL_LISTING), shape
 
 
+def test_a_record_with_ids_and_messages_without_is_within_the_bound(tmp_path: Path) -> None:
+    """A listing with no id at all leaves the ids of an earlier one as they are: the
+    largest record holds those and an entry for each message a LIST listing under the
+    limit holds, with the longest sizes, and is still read back whole."""
+    pairs = _filled(lambda n: '"' * 62 + f"{n:08d}", 10**20 - 1)
+    sizes = [size for _, size in _filled(lambda n: "x", 10**20 - 1)]
+    record = FetchRecord.read_or_empty(tmp_path, "pop.example:110", USER, print)
+    record.save()
+    empty = record.path.stat().st_size
+    for uid, size in pairs:
+        record.add(uid, size, _digest(uid.encode()), octets=1)
+    record.keep_unidentified(sizes)
+    for number, size in enumerate(sizes):
+        record.add_unidentified(size, _digest(str(number).encode()), octets=1)
+    record.save()
+    assert record.path.stat().st_size - empty <= record_limit(_SMALL_LISTING)
+    again = FetchRecord.read_or_empty(tmp_path, "pop.example:110", USER, print)
+    again.keep_unidentified(sizes)
+    assert (len(again), again.unidentified) == (len(pairs), len(sizes))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    recorded=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=12),
+    listed=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=12),
+)
+def test_messages_without_ids_are_claimed_once_each_and_the_record_stays_bounded(
+    tmp_path_factory: pytest.TempPathFactory,
+    recorded: list[tuple[int, int]],
+    listed: list[tuple[int, int]],
+) -> None:
+    """Messages (size, content) stored without ids, then a run over another listing:
+    each listed message is claimed by at most one entry of its size and content (as
+    many as both hold, the rest stored), no size ever holds more entries than messages
+    listed so, and after the whole run the record holds exactly the listed messages."""
+    directory = tmp_path_factory.mktemp("record")
+    record = FetchRecord.read_or_empty(directory, "pop.example:110", USER, print)
+    record.keep_unidentified(size for size, _ in recorded)
+    for size, content in recorded:
+        record.add_unidentified(size, _digest(bytes([content])), octets=1)
+    record.save()
+    run = FetchRecord.read_or_empty(directory, "pop.example:110", USER, print)
+    run.keep_unidentified(size for size, _ in listed)
+    claimed = 0
+    for size, content in listed:
+        if run.may_hold_unidentified(size) and run.claim_unidentified(
+            size, _digest(bytes([content]))
+        ):
+            claimed += 1
+        else:
+            run.add_unidentified(size, _digest(bytes([content])), octets=1)
+        assert run.unidentified <= len(listed)
+    assert claimed == sum((Counter(recorded) & Counter(listed)).values())
+    run.forget_unclaimed()
+    run.save()
+    last = FetchRecord.read_or_empty(directory, "pop.example:110", USER, print)
+    last.keep_unidentified(size for size, _ in listed)
+    assert all(
+        last.claim_unidentified(size, _digest(bytes([content]))) for size, content in listed
+    )
+    assert last.unidentified == len(listed)
+
+
 @settings(max_examples=50, deadline=None)
 @given(
     uids=st.lists(pop3_unique_ids(), unique=True, max_size=200),
@@ -1510,3 +1613,56 @@ def test_a_run_killed_before_its_end_leaves_no_entry_of_an_id_gone_from_the_serv
         _moved_record(target, where, second)
         assert _fetch(second, target) == 0
     assert _subjects(capsys.readouterr().out) == ["BBB"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_run_stopped_by_sigterm_or_sighup_records_what_it_stored(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """``kill PID`` (or the terminal gone) while the server is slow with message 3 killed
+    fetch where it stood: messages 1 and 2 were in ``new/``, but the record, due only
+    after message 1, did not name message 2, which came again next run. The signal now
+    stops the run as Ctrl-C does, the record written, and the process still ends killed
+    by that signal. Message 2 is smaller than the record, so that only the write as the
+    run stops records it."""
+    target = tmp_path / "fetched"
+    one, two = _message("one"), b"Subject: two\r\n\r\n"
+    child: list[subprocess.Popen[str]] = []
+
+    def signal_at_message_3(connection: ScriptedConnection) -> None:
+        os.kill(child[0].pid, stop)
+        while connection.line() is not None:  # until fetch closes
+            pass
+
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(one, two, _message("three")),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: 2 id-two\nS: 3 id-three\nS: ."),
+        *_retrieved(1, one),
+        *_retrieved(2, two),
+        Expect(b"RETR 3"),
+        Call(signal_at_message_3),
+    ]
+    argv = ["fetch", *LOGIN, "--to-maildir", str(target)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        with subprocess.Popen(
+            [sys.executable, "-m", "smtpcore", *argv, "--server", where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # not nohup's SIG_IGN
+        ) as process:
+            child.append(process)
+            try:
+                out, err = process.communicate(timeout=60)
+            finally:
+                if process.poll() is None:
+                    os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == -stop, err
+    assert _subjects(out) == ["one", "two"]
+    assert "Traceback" not in err
+    assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
+    assert len(Maildir(target).messages()) == 2

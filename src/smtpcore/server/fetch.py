@@ -22,6 +22,7 @@ from typing import Final, TypeVar
 
 from smtpcore import ProtocolError
 from smtpcore._ip import host_port
+from smtpcore._plural import messages
 from smtpcore.asyncio import (
     MessageListing,
     POP3AuthenticationNotAvailable,
@@ -35,6 +36,11 @@ from smtpcore.sasl import (
     LoginClient,
     PlainClient,
     ScramSHA256Client,
+)
+from smtpcore.server.cancelsignals import (
+    StopSignal,
+    cancelled_by_stop_signals,
+    end_by_signal,
 )
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
@@ -226,7 +232,18 @@ def _stls_choice(args: argparse.Namespace) -> bool | None:
     return True if args.stls else None
 
 
-async def _fetch(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+async def _fetch(
+    args: argparse.Namespace, say: Callable[[str], None], stop: StopSignal | None = None
+) -> int:
+    """The run; SIGTERM and SIGHUP cancel it as Ctrl-C does when ``stop`` is given, so
+    that the record is written as it stops (see :func:`run_fetch`)."""
+    if stop is None:
+        return await _fetch_session(args, say)
+    with cancelled_by_stop_signals(stop):
+        return await _fetch_session(args, say)
+
+
+async def _fetch_session(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     host, port = args.server
     client = POP3Client(
         host,
@@ -280,28 +297,29 @@ async def _clean_tmp(target: Maildir) -> None:
 
 def _record_for(
     args: argparse.Namespace, client: POP3Client, listing: list[MessageListing]
-) -> FetchRecord | None:
+) -> FetchRecord:
     """The record of what was stored from this account before, pruned to the messages
-    the server lists now under an id of their own.
+    the server lists now.
 
-    A message without one cannot be told from one stored before: the server left it
-    out of its UIDL listing, or gave its id to another message too, which RFC 1939 §7
-    forbids (the client lists such a message with ``uid=None``). It is fetched at every
-    run (deleted once stored, under ``--delete``), with a warning saying why, and the
-    other messages keep their records. The entry of a repeated id is forgotten, even
-    when no message has an id of its own: kept, it would name as stored a new message
-    listed under that id too and not stored in this run (a run cut short), once the old
-    one is gone and the id its own again, and that message would be skipped for ever.
-    A duplicate at worst, never a loss. None when UIDL gave no message an id at all (it
-    is optional, RFC 1939 §7): every message is then fetched, and the record is left as
-    it is."""
+    A message without a unique-id of its own cannot be told from one stored before by
+    its listing: the server has no UIDL (optional, RFC 1939 §7), left it out of its
+    UIDL listing, or gave its id to another message too, which §7 forbids (the client
+    lists such a message with ``uid=None``). It is read at every run and told by its
+    content (:meth:`FetchRecord.claim_unidentified`), with a warning saying why, and
+    the other messages keep their records. The entry of a repeated id is forgotten,
+    even when no message has an id of its own: kept, it would name as stored a new
+    message listed under that id too and not stored in this run (a run cut short), once
+    the old one is gone and the id its own again, and that message would be skipped for
+    ever. A duplicate at worst, never a loss. When UIDL gave no message an id at all,
+    the entries of ids are left as they are (a server whose UIDL failed once keeps
+    them for the next run)."""
     warning = _unidentified_warning(client, listing)
     if warning is not None:
         _warn(warning)
-    if listing and all(_given_id(item) is None for item in listing):
-        return None
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
-    record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
+    if not listing or any(_given_id(item) is not None for item in listing):
+        record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
+    record.keep_unidentified(item.size for item in listing if item.uid is None)
     return record
 
 
@@ -322,8 +340,8 @@ def _unidentified_warning(client: POP3Client, listing: list[MessageListing]) -> 
     without_id = sum(1 for item in listing if _given_id(item) is None)
     if listing and without_id == len(listing):
         return (
-            f"{_why_ids_are_missing(client, False)}: every message is fetched, as none "
-            "can be told from one stored before"
+            f"{_why_ids_are_missing(client, False)}: every message is fetched at every "
+            "run and stored only when its content is not that of one stored before"
         )
     what = [_why_ids_are_missing(client, True)] if without_id else []
     repeated = _repeated_ids_named(listing)
@@ -333,8 +351,8 @@ def _unidentified_warning(client: POP3Client, listing: list[MessageListing]) -> 
         return None
     return (
         f"{'; '.join(what)}, where RFC 1939 §7 gives each message its own: the messages "
-        "without one are fetched at every run, as none can be told from one stored "
-        "before, and those recorded are read again to be told from new ones"
+        "without one are fetched at every run, and those recorded are read again, each "
+        "stored only when its content is not that of one stored before"
     )
 
 
@@ -427,6 +445,8 @@ class _FetchRun:
         except BaseException:
             self._save_after_failure()
             raise
+        if self.record is not None and not self.refused["RETR"]:
+            self.record.forget_unclaimed()  # every message without an id was read
         if self._record_unsaved():
             await self._save_record()
 
@@ -436,10 +456,26 @@ class _FetchRun:
         return self.record is not None and not self.record_lost and self.record.unsaved
 
     async def _take(self, item: MessageListing) -> None:
-        if self._stored_before(item):
+        if item.uid is None:
+            await self._take_unidentified(item)
+        elif self._stored_before(item):
             await self._take_stored_before(item)
         else:
             await self._fetch(item)
+
+    async def _take_unidentified(self, item: MessageListing) -> None:
+        """A message listed without a unique-id of its own: read and told by its content
+        when the record holds an unclaimed message of its size stored so
+        (:meth:`FetchRecord.claim_unidentified`), as a recorded message of a listing
+        not trusted is; else fetched as new. It crosses the wire at every run: nothing
+        else tells it from one stored before (fetchmail falls back on RFC 1460's
+        ``LAST``, gone since RFC 1725; a header does not tell mail made from one
+        template apart)."""
+        record = self.record
+        if self.again or record is None or not record.may_hold_unidentified(item.size):
+            await self._fetch(item)
+        else:
+            await self._read_again(item)
 
     def _stored_before(self, item: MessageListing) -> bool:
         return (
@@ -463,19 +499,33 @@ class _FetchRun:
         if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
+        await self._read_again(item)
+
+    async def _read_again(self, item: MessageListing) -> None:
+        """Retrieve ``item``, which the record may hold, and store it unless its content
+        is the one recorded; deleted then under ``--delete`` (see
+        :meth:`_take_stored_before`)."""
         retrieved = await self._unless_refused(
             item.number, _retrieve(self.client, item.number, self.target, checking=True)
         )
         if retrieved is None:
             return
-        record, uid = self.record, item.uid
-        assert record is not None and uid is not None
-        if not record.holds_content(uid, item.size, retrieved.digest):
+        if not self._holds_content(item, retrieved.digest):
             await self._took(item, retrieved)
             return
         retrieved.copy.drop()
         if not self.delete or await self._delete(item.number):
             self.skipped += 1
+
+    def _holds_content(self, item: MessageListing, digest: str) -> bool:
+        """Whether the record holds ``item``, whose content has ``digest``: by its id
+        and size, or, listed without an id, by an unclaimed entry of its size and
+        digest (claimed then)."""
+        record = self.record
+        assert record is not None
+        if item.uid is None:
+            return record.claim_unidentified(item.size, digest)
+        return record.holds_content(item.uid, item.size, digest)
 
     async def _fetch(self, item: MessageListing) -> None:
         retrieved = await self._unless_refused(
@@ -523,11 +573,14 @@ class _FetchRun:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
         digest of what was ``retrieved``, and delete it once the record holding it is on
         disk (at once when there is no record, or it could not be written)."""
-        if self.record is None or self.record_lost or item.uid is None:
+        if self.record is None or self.record_lost:
             if self.delete:
                 await self._delete(item.number)
             return
-        self.record.add(item.uid, item.size, retrieved.digest, octets=retrieved.size)
+        if item.uid is None:
+            self.record.add_unidentified(item.size, retrieved.digest, octets=retrieved.size)
+        else:
+            self.record.add(item.uid, item.size, retrieved.digest, octets=retrieved.size)
         if self.delete:
             self._deletions_held.append(item.number)
         if self.record.due:
@@ -580,7 +633,7 @@ class _FetchRun:
         """The last line: what was fetched, where it went, and what was not."""
         kept = f"stored in {maildir}, " if maildir is not None else ""
         deleted = "deleted from the server" if self.delete else "left on the server"
-        parts = [f"{self.fetched} messages, {self.octets} octets; {kept}{deleted}"]
+        parts = [f"{messages(self.fetched)}, {self.octets} octets; {kept}{deleted}"]
         if self.skipped:
             parts.append(f"{self.skipped} stored before, {self._what_became_of_skipped()}")
         for command, left in _LEFT_ON_REFUSAL.items():
@@ -717,16 +770,27 @@ def _say_at_once(line: str) -> None:
 
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_once) -> int:
-    """``fetch``: a line per message; 0 when every message was retrieved (and, where the
-    server gives unique-ids, the record written; under ``--delete``, each deleted), else
-    a line on standard error for each failure and 1. Options that need
-    ``--to-maildir`` are refused without it (:func:`_check_maildir_options`)."""
+    """``fetch``: a line per message; 0 when every message was retrieved (and the
+    record written; under ``--delete``, each deleted), else a line on standard error for
+    each failure and 1. Options that need ``--to-maildir`` are refused without it
+    (:func:`_check_maildir_options`). SIGTERM and SIGHUP stop the run as Ctrl-C does,
+    the record of what it stored written, then end the process by the signal
+    (:mod:`smtpcore.server.cancelsignals`): killed where it stood, the run left the
+    messages it stored to be fetched again."""
     _check_maildir_options(args)
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
+    stop = StopSignal()
     try:
-        return asyncio.run(_fetch(args, say))
+        status = asyncio.run(_fetch(args, say, stop))
+    except asyncio.CancelledError:
+        if stop.received is None:
+            raise
+        status = 1
     except (OSError, ProtocolError, ValueError) as exc:
         _fetch_failed(exc)
-        return 1
+        status = 1
+    if stop.received is not None:
+        end_by_signal(stop.received)
+    return status

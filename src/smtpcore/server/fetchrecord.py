@@ -22,6 +22,15 @@ The record is read only when the user running fetch owns it: whoever else may wr
 in the directory could put a record of their own there (a rename needs no right on the
 file it replaces) and have new mail taken for mail stored.
 
+A message listed without a unique-id of its own (a server without UIDL, one that
+leaves a message out of its listing or gives one id to two messages) is recorded by
+its size and digest alone, among the record's unidentified entries: it is read at
+every run and told from one stored before by its whole content, as the messages of a
+listing not trusted are (see :meth:`FetchRecord.claim_unidentified`). There are never
+more such entries of a size than messages listed without an id of that size, and a
+run that reads every such message forgets the entries no message claimed: the record
+stays as small as the mailbox.
+
 A message's id is recorded only once the message is synced into ``new/``, and deleted
 from the server only once its id is recorded and synced: a crash in between gives a
 duplicate next time, never a lost message. A damaged or unreadable record is read as
@@ -35,6 +44,7 @@ import json
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
@@ -66,7 +76,7 @@ _Entry = tuple[int, str]
 :class:`ContentDigest` of its content."""
 
 
-def _encoded(stored: dict[str, _Entry]) -> bytes:
+def _encoded(stored: dict[str, _Entry] | list[_Entry]) -> bytes:
     """The JSON of the messages ``stored`` as the record writes it (ASCII: json escapes)."""
     return json.dumps(stored, separators=(",", ":"), sort_keys=True).encode("ascii")
 
@@ -76,6 +86,8 @@ _SHORTEST_LISTING_LINE: Final = len(b"1 x\r\n")
 _ENTRY_BEYOND_ID_AND_SIZE: Final = len(_encoded({"": (0, "0" * 64)})) - len(b"{}0") + len(b",")
 """Octets an entry has besides its id's characters and its size's digits: quotes,
 colon, brackets, commas, the digest."""
+_UNIDENTIFIED_BEYOND_SIZE: Final = len(_encoded([(0, "0" * 64)])) - len(b"[]0") + len(b",")
+"""Octets an unidentified entry has besides its size's digits."""
 
 
 def record_limit(listing_limit: int) -> int:
@@ -83,9 +95,13 @@ def record_limit(listing_limit: int) -> int:
     ``listing_limit`` octets each (UIDL's and LIST's) can have: an id's characters are
     at most twice its octets in the UIDL listing (JSON escapes ``"`` and ``\\``), a
     size's digits its octets in the LIST listing, and there are at most as many entries
-    as the shortest UIDL line fits in the listing."""
+    as the shortest UIDL line fits in the listing. The unidentified entries are at most
+    as many as the messages of one LIST listing, their sizes' digits its octets: they
+    are counted apart, as a listing with no id at all leaves the ids of an earlier one
+    as they are."""
     most_ids = listing_limit // _SHORTEST_LISTING_LINE
-    return 3 * listing_limit + most_ids * _ENTRY_BEYOND_ID_AND_SIZE
+    ids = 3 * listing_limit + most_ids * _ENTRY_BEYOND_ID_AND_SIZE
+    return ids + listing_limit + most_ids * _UNIDENTIFIED_BEYOND_SIZE
 
 
 MAX_RECORD: Final = record_limit(MAX_LISTING)
@@ -146,6 +162,15 @@ class FetchRecord:
         self.user = user
         self._stored: dict[str, _Entry] = {}
         """What is kept of each message stored, by its unique-id."""
+        self._unclaimed: Counter[_Entry] = Counter()
+        """The entries of messages stored without a unique-id of their own that no
+        message of this run has claimed yet (all of them, as read)."""
+        self._unclaimed_sizes: Counter[int] = Counter()
+        """How many entries of each size are unclaimed: one look-up a message."""
+        self._claimed: list[_Entry] = []
+        """The entries claimed in this run, and those of the messages it stored."""
+        self._listed_unidentified: Counter[int] = Counter()
+        """How many messages of each size the server lists without a unique-id."""
         self._size_on_disk = 0
         self._unsaved_octets = 0
         self._unsaved = False
@@ -172,6 +197,7 @@ class FetchRecord:
                 f"({why_it_failed(exc)}): every message is fetched again"
             )
             record._stored.clear()
+            record._unclaimed.clear()
         return record
 
     def _read(self) -> None:
@@ -182,7 +208,7 @@ class FetchRecord:
             fd = open_regular(self.path)
         except NotRegularFile:  # its text names the path, which the warning names
             raise RecordDamaged("not a regular file, not read") from None
-        most = MAX_RECORD + len(self._encoded_with({}))
+        most = MAX_RECORD + len(self._encoded_with({}, []))
         with os.fdopen(fd, "rb") as file:
             if os.fstat(file.fileno()).st_uid != os.geteuid():
                 raise RecordDamaged("owned by another user, not read")
@@ -193,14 +219,17 @@ class FetchRecord:
             fields = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecordDamaged(f"not a record: {exc}") from None
-        self._stored = _checked_fields(fields, self.server, self.user)
+        self._stored, unidentified = _checked_fields(fields, self.server, self.user)
+        self._unclaimed = Counter(unidentified)
         self._size_on_disk = len(data)
 
-    def _encoded_with(self, stored: dict[str, _Entry]) -> bytes:
-        """The file that holds ``stored`` for this account."""
+    def _encoded_with(self, stored: dict[str, _Entry], unidentified: list[_Entry]) -> bytes:
+        """The file that holds ``stored`` and ``unidentified`` for this account."""
         fields = {"server": self.server, "user": self.user}
         head = json.dumps(fields, sort_keys=True).encode("ascii")  # escaped by json
-        return head[:-1] + b', "stored": ' + _encoded(stored) + b"}\n"
+        messages = b', "stored": ' + _encoded(stored)
+        messages += b', "unidentified": ' + _encoded(unidentified)
+        return head[:-1] + messages + b"}\n"
 
     def holds(self, unique_id: str, size: int) -> bool:
         """Whether the message LIST gives as ``unique_id`` and ``size`` is one stored: the
@@ -235,6 +264,81 @@ class FetchRecord:
         self._unsaved_octets += octets
         self._unsaved = True
 
+    def keep_unidentified(self, listed_sizes: Iterable[int]) -> None:
+        """Note how many messages of each size the server lists without a unique-id
+        (``listed_sizes``): no more entries of a size are written than messages listed
+        so (see :meth:`save`), and those of a size none has are forgotten now, as
+        :meth:`keep_only` forgets ids. Called before any message is claimed."""
+        self._listed_unidentified = Counter(listed_sizes)
+        listed = Counter(
+            {
+                entry: n
+                for entry, n in self._unclaimed.items()
+                if entry[0] in self._listed_unidentified
+            }
+        )
+        if listed != self._unclaimed:
+            self._unclaimed = listed
+            self._unsaved = True
+        self._unclaimed_sizes = Counter()
+        for (size, _), count in listed.items():
+            self._unclaimed_sizes[size] += count
+
+    def may_hold_unidentified(self, size: int) -> bool:
+        """Whether a message listed without a unique-id, of ``size`` octets, may be one
+        stored before: an entry of that size is still unclaimed."""
+        return self._unclaimed_sizes[size] > 0
+
+    def claim_unidentified(self, size: int, digest: str) -> bool:
+        """Whether a message listed without a unique-id, of ``size`` octets, whose
+        content has the :class:`ContentDigest` ``digest``, is one stored before. Each
+        entry is claimed by one message of a run at most, so that a second message of
+        the same content (an alert sent twice) is stored too."""
+        entry = (size, digest)
+        if self._unclaimed[entry] <= 0:
+            return False
+        self._unclaimed[entry] -= 1
+        self._unclaimed_sizes[size] -= 1
+        if not self._unclaimed[entry]:
+            del self._unclaimed[entry]
+        self._claimed.append(entry)
+        return True
+
+    def add_unidentified(self, listed_size: int, digest: str, *, octets: int) -> None:
+        """Note a message LIST gave as ``listed_size`` and no unique-id as stored (and
+        synced), with its content's ``digest``, ``octets`` written for it; it is on
+        disk only after :meth:`save`."""
+        self._claimed.append((listed_size, digest))
+        self._unsaved_octets += octets
+        self._unsaved = True
+
+    def forget_unclaimed(self) -> None:
+        """Forget the entries no message claimed, once a run has read every message
+        listed without a unique-id: their messages are gone from the server."""
+        if self._unclaimed:
+            self._unclaimed.clear()
+            self._unclaimed_sizes.clear()
+            self._unsaved = True
+
+    def _unidentified_written(self) -> list[_Entry]:
+        """The entries :meth:`save` writes: those claimed or stored in this run (one a
+        message at most), then, while a size has fewer than messages listed so without a
+        unique-id, unclaimed ones of that size; a run cut short keeps the entries of
+        the messages it did not reach, but never more than the server lists (a
+        duplicate at worst, for a message deleted by another client)."""
+        room = self._listed_unidentified - Counter(size for size, _ in self._claimed)
+        kept: list[_Entry] = []
+        for entry, count in sorted(self._unclaimed.items()):
+            taken = min(count, room[entry[0]])
+            room[entry[0]] -= taken
+            kept += [entry] * taken
+        return kept + self._claimed
+
+    @property
+    def unidentified(self) -> int:
+        """How many entries of messages stored without a unique-id :meth:`save` writes."""
+        return len(self._unidentified_written())
+
     @property
     def due(self) -> bool:
         """Whether the messages noted since the last write outweigh the file."""
@@ -250,7 +354,7 @@ class FetchRecord:
         fsynced, renamed over the record (never written through a link that may be
         there: the rename replaces the link itself), then the directory fsynced, so
         that the record on disk is the old or the new one whole, even after a crash."""
-        data = self._encoded_with(self._stored)
+        data = self._encoded_with(self._stored, self._unidentified_written())
         tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}.tmp")
         replace_synced(self.path, tmp, data)
         fsync_directory(self.path.parent)
@@ -259,10 +363,13 @@ class FetchRecord:
         self._unsaved = False
 
 
-def _checked_fields(fields: object, server: str, user: str) -> dict[str, _Entry]:
-    """What is kept by unique-id in a record's parsed ``fields``; :class:`RecordDamaged`
-    unless they are those :meth:`FetchRecord.save` writes for this ``server`` and
-    ``user``."""
+def _checked_fields(
+    fields: object, server: str, user: str
+) -> tuple[dict[str, _Entry], list[_Entry]]:
+    """What is kept by unique-id in a record's parsed ``fields``, and what is kept of
+    the messages stored without one (none in a record written before they were);
+    :class:`RecordDamaged` unless they are those :meth:`FetchRecord.save` writes for
+    this ``server`` and ``user``."""
     if not isinstance(fields, dict):
         raise RecordDamaged("not a record")
     if fields.get("server") != server or fields.get("user") != user:
@@ -275,7 +382,16 @@ def _checked_fields(fields: object, server: str, user: str) -> dict[str, _Entry]
             "what it stores is not RFC 1939 §7 unique-ids with the sizes LIST gave "
             "and content digests"
         )
-    return {uid: (size, digest) for uid, (size, digest) in stored.items()}
+    unidentified = fields.get("unidentified", [])
+    if not isinstance(unidentified, list) or not all(map(_is_entry, unidentified)):
+        raise RecordDamaged(
+            "what it stores of messages without unique-ids is not sizes LIST gave and "
+            "content digests"
+        )
+    return (
+        {uid: (size, digest) for uid, (size, digest) in stored.items()},
+        [(size, digest) for size, digest in unidentified],
+    )
 
 
 def _is_entry(value: object) -> bool:
