@@ -114,3 +114,43 @@ def test_the_idle_resident_set_is_read_untraced_past_sessions_held_open() -> Non
     base, grown = idle_memory.traced_readings("smtpcore.asyncio", sessions, False, None)
     assert base.tracing
     assert base.sockets < sessions <= grown.sockets - base.sockets
+
+
+def client_kernel() -> Any:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module("client_kernel")
+
+
+STRACE_SUMMARY = """\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 42.24    0.077848          19      4002           sendto
+ 35.02    0.064537          16      4009           epoll_wait
+  1.90    0.003501           2      1186        55 newfstatat
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.184301          11      9197        55 total
+"""
+
+
+def test_the_kernel_benchmark_reads_calls_not_errors_from_strace(tmp_path: Path) -> None:
+    """``benchmarks/client_kernel.py`` counts each kind of system call from an
+    ``strace -c`` summary: the calls column, with or without an errors column
+    after it, and not the total."""
+    summary = tmp_path / "summary"
+    summary.write_text(STRACE_SUMMARY)
+    counts = client_kernel().strace_counts(summary)
+    assert counts == {"sendto": 4002, "epoll_wait": 4009, "newfstatat": 1186}
+
+
+def test_the_kernel_benchmark_counts_pure_acks_a_reply() -> None:
+    """Between two readings of ``TCP_INFO``, a segment without data is a pure ACK (a
+    delayed ACK's timer, or a write Nagle's algorithm held), counted a reply."""
+    before = {"segs_out": 10, "segs_in": 10, "data_segs_out": 9, "data_segs_in": 9}
+    after = {"segs_out": 30, "segs_in": 20, "data_segs_out": 24, "data_segs_in": 19}
+    assert client_kernel().per_reply(before, after) == {
+        "out": 2.0,
+        "in": 1.0,
+        "pure ACKs out": 0.5,
+        "pure ACKs in": 0.0,
+    }
