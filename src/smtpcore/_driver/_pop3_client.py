@@ -21,6 +21,16 @@ from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from smtpcore._dial_name import dial_names
 from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
+from smtpcore._driver._pop3_errors import (
+    POP3AuthenticationError,
+    POP3AuthenticationNotAvailable,
+    POP3ConnectionError,
+    POP3Error,
+    POP3ProtocolError,
+    POP3ResponseError,
+    POP3Timeout,
+    POP3TLSNotAvailable,
+)
 from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
 from smtpcore._driver._trace import MASK, Trace, WireTrace
 from smtpcore._driver._transport import Link
@@ -86,69 +96,6 @@ the server busy while the client reads; the machine's pipelining check costs
 grow with it."""
 
 
-class POP3Error(Exception):
-    """Base class of the client's errors; ``response`` is the server's ``-ERR``, if any."""
-
-    local = False
-    """True when this client declined to go on and the server refused nothing: the
-    :class:`POP3ConnectionError` of a TLS handshake that failed our own check of the
-    server's certificate (RFC 2595 §2.4), as ``SMTPError.local``."""
-
-    def __init__(self, message: str, response: Err | None = None) -> None:
-        if response is not None:
-            message = f"{message}: {response.to_bytes().decode('utf-8', 'replace').strip()}"
-        super().__init__(message)
-        self.response = response
-
-
-class POP3ResponseError(POP3Error):
-    """The server answered ``-ERR``; ``command`` says to what.
-
-    ``code`` is the RFC 2449 §8 response code, such as ``"IN-USE"`` or
-    ``"SYS/TEMP"``, or ``None``.
-    """
-
-    response: Err
-
-    def __init__(self, command: str, response: Err) -> None:
-        super().__init__(f"{command} refused", response)
-        self.command = command
-
-    @property
-    def code(self) -> str | None:
-        return self.response.code
-
-
-class POP3AuthenticationError(POP3ResponseError):
-    """The login was refused (a wrong password, or a maildrop that cannot be opened)."""
-
-
-class POP3AuthenticationNotAvailable(POP3Error):
-    """The client refused to log in, before sending anything: USER/PASS, or a SASL
-    mechanism that shows a reusable secret (PLAIN, LOGIN, a bearer token), on a
-    session without TLS while ``allow_plaintext_auth`` is false (RFC 2595 §2.2, §6).
-    The server refused nothing (``local``); the session goes on, and APOP or a
-    challenge-response mechanism (CRAM-MD5, SCRAM) may still log in. As the SMTP
-    clients' ``AuthenticationNotAvailable``."""
-
-    local = True
-    needs_tls = True
-    """Whether what the login lacked is TLS: always true here, as the SMTP
-    ``AuthenticationNotAvailable.needs_tls`` is for the same refusal."""
-
-
-class POP3TLSNotAvailable(POP3Error):
-    """STLS was required but the server does not offer it (RFC 2595 §4)."""
-
-
-class POP3ConnectionError(POP3Error, ConnectionError):
-    """The connection failed or closed."""
-
-
-class POP3Timeout(POP3Error, TimeoutError):
-    """The server did not answer in time."""
-
-
 _UNCOMMITTED: Final = frozenset({State.AUTHORIZATION, State.USER})
 """The states where QUIT ends the session with nothing committed (RFC 1939 §5, §6)."""
 
@@ -182,10 +129,6 @@ def size_bound(listed: int) -> int:
     for the exact size). A message that runs past it is refused: a hostile server
     cannot fill memory or a disk with a message it said was small."""
     return listed + listed // 10 + 64 * 1024
-
-
-class POP3ProtocolError(POP3Error):
-    """The server broke the protocol beyond repair (or the SASL exchange failed)."""
 
 
 _MAX_CLOSING_ERR: Final = 512
