@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from smtpcore._dial_name import dial_names
-from smtpcore._driver._client_base import BaseClient, one_call, sasl_failure_text
+from smtpcore._driver._client_base import one_call, sasl_failure_text
+from smtpcore._driver._pop3_client_wire import POP3ClientWire
 from smtpcore._driver._pop3_errors import (
     POP3AuthenticationError,
     POP3AuthenticationNotAvailable,
@@ -31,26 +32,21 @@ from smtpcore._driver._pop3_errors import (
     POP3Timeout,
     POP3TLSNotAvailable,
 )
-from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts, rest_of_answer
-from smtpcore._driver._trace import MASK, Trace, WireTrace
+from smtpcore._driver._timeouts import DEFAULT_POP3_TIMEOUTS, POP3Timeouts
+from smtpcore._driver._trace import Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
-from smtpcore._sentinels import NEED_DATA, PAUSED
 from smtpcore.pop3 import (
     Apop,
-    Auth,
     AuthenticationFailed,
-    AuthResponse,
     Capa,
     ClientAuth,
     ClientConnection,
     Command,
-    ConnectionClosed,
     Continue,
     Dele,
     EndOfResponse,
     Err,
-    Event,
     List,
     Noop,
     Ok,
@@ -71,7 +67,6 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
 )
-from smtpcore.pop3._responses import parse_status_line
 from smtpcore.sasl import ClientMechanism, SASLError
 
 __all__ = [
@@ -89,7 +84,6 @@ __all__ = [
     "size_bound",
 ]
 
-_READ_SIZE: Final = 262144
 _WINDOW: Final = 8
 """RETR commands kept in flight by :meth:`BasePOP3Client.retrieve_many`: enough to keep
 the server busy while the client reads; the machine's pipelining check costs
@@ -129,23 +123,6 @@ def size_bound(listed: int) -> int:
     for the exact size). A message that runs past it is refused: a hostile server
     cannot fill memory or a disk with a message it said was small."""
     return listed + listed // 10 + 64 * 1024
-
-
-_MAX_CLOSING_ERR: Final = 512
-"""The longest line a server's closing ``-ERR`` is read from (RFC 2449 §4: 512 octets)."""
-
-
-def _closing_err(came: bytes) -> Err | None:
-    """The ``-ERR`` that ``came`` is, one whole line and nothing else: what a server
-    says as it closes the session on its own (a shutdown's ``-ERR [SYS/TEMP]``, RFC
-    2449 §8.1.2), no answer to a command; ``None`` for anything else."""
-    if len(came) > _MAX_CLOSING_ERR or not came.endswith(b"\r\n") or came.count(b"\n") != 1:
-        return None
-    try:
-        said = parse_status_line(came[:-2])
-    except RemoteProtocolError:
-        return None
-    return said if isinstance(said, Err) else None
 
 
 class POP3ClientOptions(TypedDict, total=False):
@@ -196,7 +173,7 @@ class MessageListing:
             raise ValueError("a message listed with a unique-id of its own has no repeated_uid")
 
 
-class BasePOP3Client(BaseClient):
+class BasePOP3Client(POP3ClientWire):
     """A POP3 client session to ``host``; the adapters add how to open a connection.
 
     ``tls_on_connect`` speaks TLS from the first byte (port 995, RFC 8314).
@@ -226,7 +203,6 @@ class BasePOP3Client(BaseClient):
     timeout_error = POP3Timeout
     misuse_error = POP3Error
     _plaintext_auth_error = POP3AuthenticationNotAvailable
-    _ended_states = frozenset({State.CLOSED, State.ERROR})
     timeouts: POP3Timeouts
 
     def __init__(
@@ -273,13 +249,6 @@ class BasePOP3Client(BaseClient):
         self._sizes: dict[int, int] = {}
         """Each message's size as the last LIST gave it: numbers and sizes hold for
         the session (RFC 1939 §5, the maildrop is locked)."""
-
-    @property
-    def connection(self) -> ClientConnection:
-        """The machine of the open session."""
-        if self._conn is None:
-            raise POP3ConnectionError("not connected")
-        return self._conn
 
     @property
     def capabilities(self) -> dict[str, tuple[str, ...]]:
@@ -734,180 +703,7 @@ class BasePOP3Client(BaseClient):
             async for _ in self._stream(until):
                 pass
 
-    def _send(self, event: Command | AuthResponse) -> bytes:
-        """The bytes of ``event``, checked by the machine, and traced.
 
-        A command sent while no answer is awaited first takes what the server
-        sent since its last answer (:meth:`_take_unasked`). Any byte of it is a
-        response no command asked for, which would be paired with this command
-        and every later answer with the wrong one (a refused ``DELE`` read as
-        done): the machine refuses to send, and the session is over, which the
-        caller sees as :class:`POP3ProtocolError`. A session this client closed (an
-        AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
-        is one the machine ended (that response, a close found between commands):
-        the machine would say only that no command may be sent in its state, where
-        the caller must connect again."""
-        conn = self.connection
-        if self._transport is None:
-            raise POP3ConnectionError("not connected")
-        if conn.state in self._ended_states:
-            raise POP3ConnectionError("the session has ended: connect() starts a new one")
-        try:
-            if isinstance(event, Command) and self._unread is None and not conn.outstanding:
-                self._take_unasked()
-            data = conn.send(event)
-        except RemoteProtocolError as exc:
-            raise POP3ProtocolError(str(exc)) from exc
-        if self._trace is not None:
-            self._trace.sent(data, shown=_masked(event))
-        return data
-
-    def _take_unasked(self) -> None:
-        """Hand the machine what has already arrived from the server, without waiting;
-        :class:`POP3ConnectionError` if the server has closed the connection (the
-        machine's ``RemoteProtocolError`` if bytes came before the close). Reading
-        stops once the machine holds more than its ``max_buffered`` (any byte is one
-        too many already): a server that keeps the socket full cannot grow memory."""
-        conn = self.connection
-        came = b""  # what arrived unasked, kept while it may be one -ERR line
-        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
-        receive_nowait = getattr(self._transport, "receive_nowait", None)
-        while receive_nowait is not None and (data := receive_nowait(_READ_SIZE)) is not None:
-            if self._trace is not None:
-                self._trace.received(data)
-            conn.receive_data(data)
-            if not data:
-                self._peer_closed = True
-                try:
-                    conn.next_event()  # the machine closes the session, or refuses what came
-                except RemoteProtocolError as exc:
-                    said = _closing_err(came)
-                    if said is None:
-                        raise
-                    raise POP3ConnectionError("the server is closing the session", said) from exc
-                raise POP3ConnectionError("the server closed the connection")
-            if len(came) <= _MAX_CLOSING_ERR:
-                came += data
-            if conn.buffered > conn.max_buffered:
-                return
-
-    async def _write(self, data: bytes) -> None:
-        transport = self._transport
-        if transport is None:
-            raise POP3ConnectionError("not connected")
-        try:
-            async with transport.deadline(self.timeouts.send):
-                await transport.send_all(data)
-        except TimeoutError as exc:
-            self.connection.send_failed()
-            await self._abort()
-            raise POP3Timeout("the server stopped reading") from exc
-        except OSError as exc:
-            self.connection.send_failed()
-            await self._abort()
-            raise POP3ConnectionError(f"connection lost: {exc}") from exc
-        except BaseException:  # cancelled half-way: the session cannot go on
-            self.connection.send_failed()
-            await self._abort()
-            raise
-
-    async def _status(
-        self, timeout: float | None, *, until: float | None = None
-    ) -> Ok | Err | Continue:
-        event = await self._event(timeout, line=True, until=until)
-        if not isinstance(event, (Ok, Err, Continue)):
-            raise POP3ProtocolError(f"expected a status line, got {event!r}")
-        return event
-
-    async def _event(
-        self, timeout: float | None, *, line: bool = False, until: float | None = None
-    ) -> Event:
-        """The next event, reading as needed under ``timeout``; ``line``: a status
-        line, which must also end within ``timeout`` of its first bytes; ``until``: a
-        :func:`time.monotonic` time it must come by (:meth:`_drain`'s).
-
-        Whatever stops it (a lost connection, a timeout, a broken answer,
-        cancellation) leaves the session where nobody can say, so the
-        connection is closed before the error goes on.
-        """
-        try:
-            return await self._read_event(timeout, line, until)
-        except BaseException:
-            await self._abort()
-            raise
-
-    async def _read_event(self, timeout: float | None, line: bool, until: float | None) -> Event:
-        """The next event. ``timeout`` bounds each read; for a status line (``line``)
-        it also bounds the wait for the line's end from its first bytes, so that a
-        server dripping an octet at a time cannot hold the session for hours.
-        Content keeps a timeout per read: a large message over a slow link may
-        rightly take longer than any one wait."""
-        conn = self.connection
-        transport = self._transport
-        if transport is None:
-            raise POP3ConnectionError("not connected")
-        read = False
-        begun: float | None = None
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                if self._peer_closed:  # gone in the middle of an answer
-                    raise POP3ConnectionError(f"the server closed the connection: {exc}") from exc
-                raise POP3ProtocolError(str(exc)) from exc
-            if event is NEED_DATA:
-                wait = timeout
-                if line and read and timeout is not None:  # the rest of a line begun
-                    begun, wait = rest_of_answer(timeout, begun)
-                    if wait <= 0:
-                        raise self._timed_out(_UNENDED.format(timeout), line)
-                late = False  # whether ``until`` is the nearer end of the wait
-                if until is not None:
-                    left = until - time.monotonic()
-                    if left <= 0:
-                        raise self._timed_out(_UNDRAINED.format(self.timeouts.response), line)
-                    if wait is None or left < wait:
-                        wait, late = left, True
-                try:
-                    async with transport.deadline(wait):
-                        data = await transport.receive_some(_READ_SIZE)
-                except TimeoutError as exc:
-                    if late:
-                        undrained = _UNDRAINED.format(self.timeouts.response)
-                        raise self._timed_out(undrained, line) from exc
-                    if begun is not None:
-                        raise self._timed_out(_UNENDED.format(timeout), line) from exc
-                    raise self._timed_out(f"no answer within {timeout} s", line) from exc
-                except OSError:
-                    data = b""
-                read = True
-                self._peer_closed = not data
-                if self._trace is not None:
-                    self._trace.received(data)
-                conn.receive_data(data)
-                continue
-            if event is PAUSED:
-                raise POP3ProtocolError("no answer is awaited")
-            if isinstance(event, ConnectionClosed):
-                raise POP3ConnectionError("the server closed the connection")
-            assert isinstance(event, Event)
-            return event
-
-    def _timed_out(self, message: str, line: bool) -> POP3Timeout:
-        """The timeout ``message``, naming the likely cause when a multi-line answer
-        (not a status ``line``) never ended and what it received last is a line "."
-        ended by a bare LF: that server's end of an answer, which is content here."""
-        if not line and self.connection.bare_lf_dot_line:
-            message = f"{message}: {_BARE_LF_HINT}"
-        return POP3Timeout(message)
-
-
-_UNENDED: Final = "the status line did not end within {} s of its start"
-_UNDRAINED: Final = "the rest of a multi-line answer did not end within {} s"
-_BARE_LF_HINT: Final = (
-    'the server sent a line "." ended by a bare LF; RFC 1939 requires CRLF, '
-    "and only CRLF.CRLF ends a multi-line answer: its LF.LF is content here"
-)
 _R = TypeVar("_R")
 
 
@@ -947,19 +743,6 @@ def _listed(sizes: Iterable[tuple[int, int]], uids: dict[int, str]) -> list[Mess
         else:
             listing.append(MessageListing(number, size, uid))
     return listing
-
-
-def _masked(event: Command | AuthResponse) -> str | None:
-    """The line a trace shows for an event that carries a secret, else None."""
-    if isinstance(event, Pass):
-        return f"PASS {MASK}"
-    if isinstance(event, Apop):
-        return f"APOP {event.name} {MASK}"
-    if isinstance(event, Auth) and event.initial_response is not None:
-        return f"AUTH {event.mechanism} {MASK}"
-    if isinstance(event, AuthResponse):
-        return "*" if event.cancel else MASK
-    return None
 
 
 def _parse(parser: Callable[[Any], _R], text: bytes | str) -> _R:
