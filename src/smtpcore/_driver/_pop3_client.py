@@ -13,15 +13,21 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
-import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypedDict, TypeVar
+from typing import Any, Final, TypedDict, TypeVar
 
 from smtpcore._dial_name import dial_names
 from smtpcore._driver._client_base import one_call, sasl_failure_text
-from smtpcore._driver._pop3_client_wire import POP3ClientWire
+from smtpcore._driver._pop3_client_content import (
+    ContentLeft,
+    MaxSize,
+    POP3ClientContent,
+    checked_max_size,
+    listing_bound,
+    size_bound,
+)
 from smtpcore._driver._pop3_errors import (
     POP3AuthenticationError,
     POP3AuthenticationNotAvailable,
@@ -42,17 +48,14 @@ from smtpcore.pop3 import (
     Capa,
     ClientAuth,
     ClientConnection,
-    Command,
     Continue,
     Dele,
-    EndOfResponse,
     Err,
     List,
     Noop,
     Ok,
     Pass,
     Quit,
-    ResponseData,
     Retr,
     Rset,
     Stat,
@@ -94,37 +97,6 @@ _UNCOMMITTED: Final = frozenset({State.AUTHORIZATION, State.USER})
 """The states where QUIT ends the session with nothing committed (RFC 1939 §5, §6)."""
 
 
-MAX_LISTING: Final = 16 * 1024 * 1024
-"""Octets a LIST or UIDL listing may have (some 200,000 messages with the longest
-unique-ids, a million with short ones): each line becomes Python objects many times
-its size, so a server that sent listings without end would grow memory without end."""
-
-
-MAX_CAPABILITIES: Final = 64 * 1024
-"""Octets a CAPA listing may have: a few hundred is usual (RFC 2449 §5), and the machine
-looks at the first 16 KiB alone; a server that sent one without end would hold the
-client in ``connect()`` for ever."""
-
-MAX_MESSAGE: Final = 64 * 1024 * 1024
-"""Octets of a message whose size no LIST gave that :meth:`~BasePOP3Client.retrieve`,
-:meth:`~BasePOP3Client.top` and :meth:`~BasePOP3Client.retrieve_many` keep by default
-(they hold it whole), and that the client reads and drops of one left unread where
-the default bounds it no other way (a loop over :meth:`~BasePOP3Client.retrieve_chunks`
-left early); not where the caller chose no bound (``max_size=None``)."""
-
-MaxSize = int | None | Literal["listed"]
-"""A fetch's ``max_size``: octets, ``None`` for no bound, or ``"listed"``: by the size
-LIST gave (:func:`size_bound`)."""
-
-
-def size_bound(listed: int) -> int:
-    """The most octets taken by default of a message LIST gave as ``listed``: 10% and
-    64 KiB more, for a server that counts its line ends as LF alone (RFC 1939 §5 asks
-    for the exact size). A message that runs past it is refused: a hostile server
-    cannot fill memory or a disk with a message it said was small."""
-    return listed + listed // 10 + 64 * 1024
-
-
 class POP3ClientOptions(TypedDict, total=False):
     """The keyword options of a POP3 client, for functions that pass them on: a
     misspelt one fails type checking."""
@@ -138,18 +110,6 @@ class POP3ClientOptions(TypedDict, total=False):
     hostname: str | None
     allow_plaintext_auth: bool
     trace: Trace | None
-
-
-@dataclass(slots=True)
-class _Content:
-    """The content of a multi-line answer still to read: how many more octets it may
-    have (``None``: no bound), and what to say when it runs past them."""
-
-    left: int | None
-    overrun: str
-    unbounded: bool = False
-    """The caller chose no bound (``max_size=None``): none applies to the rest left
-    unread either, where :meth:`BasePOP3Client._drain` would apply :data:`MAX_MESSAGE`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +133,7 @@ class MessageListing:
             raise ValueError("a message listed with a unique-id of its own has no repeated_uid")
 
 
-class BasePOP3Client(POP3ClientWire):
+class BasePOP3Client(POP3ClientContent):
     """A POP3 client session to ``host``; the adapters add how to open a connection.
 
     ``tls_on_connect`` speaks TLS from the first byte (port 995, RFC 8314).
@@ -240,9 +200,9 @@ class BasePOP3Client(POP3ClientWire):
         """Forget what the last session left: a session cut off in the middle of a
         response (a timeout, a lost connection, cancellation) must not leave the
         next one waiting for the rest of it."""
-        self._unread: _Content | None = None
+        self._unread: ContentLeft | None = None
         """The content of a multi-line response under way, unread (see :meth:`_drain`)."""
-        self._owed: deque[_Content] = deque()
+        self._owed: deque[ContentLeft] = deque()
         """The content of each answer owed to pipelined multi-line commands, oldest first
         (see :meth:`_drain`)."""
         self._peer_closed = False
@@ -445,12 +405,12 @@ class BasePOP3Client(POP3ClientWire):
         if with_uids and conn.pipelining:
             await self._drain()
             await self._write(self._send(List()) + self._send(Uidl()))
-            self._owed.append(_listing())  # UIDL's answer, behind LIST's
+            self._owed.append(listing_bound())  # UIDL's answer, behind LIST's
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
                 await self._drain()  # UIDL's answer must not pass for the next one's
                 raise POP3ResponseError("LIST", response)
-            sizes = _parse(parse_listing, await self._collect(_listing()))
+            sizes = _parse(parse_listing, await self._collect(listing_bound()))
             self._owed.popleft()
             uids = await self._uids(allow_repeated_uids)
         else:
@@ -469,7 +429,7 @@ class BasePOP3Client(POP3ClientWire):
         if isinstance(response, Err):
             return None
         parser = functools.partial(parse_uid_listing, allow_repeated_uids=allow_repeated_uids)
-        return dict(_parse(parser, await self._collect(_listing())))
+        return dict(_parse(parser, await self._collect(listing_bound())))
 
     def retrieve_chunks(
         self, number: int, *, max_size: MaxSize = "listed"
@@ -488,7 +448,7 @@ class BasePOP3Client(POP3ClientWire):
         content = self._bound(number, max_size, held=False)
         return self._held(self._retrieve_chunks(number, content))
 
-    async def _retrieve_chunks(self, number: int, content: _Content) -> AsyncIterator[bytes]:
+    async def _retrieve_chunks(self, number: int, content: ContentLeft) -> AsyncIterator[bytes]:
         await self._command(Retr(number), content=content)
         async for chunk in self._stream():
             yield chunk
@@ -520,7 +480,7 @@ class BasePOP3Client(POP3ClientWire):
         dropped before the next command, each within its bound and one
         ``response`` timeout of its own in all.
         """
-        return self._held(self._retrieve_many(numbers, _checked(max_size)))
+        return self._held(self._retrieve_many(numbers, checked_max_size(max_size)))
 
     async def _retrieve_many(
         self, numbers: Iterable[int], max_size: MaxSize
@@ -532,7 +492,7 @@ class BasePOP3Client(POP3ClientWire):
         in_flight: deque[int] = deque()
         while True:
             batch: list[bytes] = []
-            bounds: list[_Content] = []
+            bounds: list[ContentLeft] = []
             # Refill when half the window is answered: fewer, fuller writes.
             while len(in_flight) < window and (batch or len(in_flight) <= window // 2):
                 number = next(pending, None)
@@ -587,148 +547,10 @@ class BasePOP3Client(POP3ClientWire):
         """NOOP: keeps the session from the server's autologout timer."""
         await self._command(Noop())
 
-    def _bound(self, number: int, max_size: MaxSize, *, held: bool, top: bool = False) -> _Content:
-        """The bound of message ``number``'s content (``top``: the start TOP gives) as
-        ``max_size`` says; ``held``: a message kept whole, which :data:`MAX_MESSAGE`
-        bounds by default where no LIST gave its size."""
-        what = f"the top of message {number}" if top else f"message {number}"
-        max_size = _checked(max_size)
-        if isinstance(max_size, str):  # "listed"
-            listed = self._sizes.get(number)
-            if listed is not None:
-                bound = size_bound(listed)
-                return _Content(
-                    bound, f"{what} runs past {bound} octets, where LIST said {listed}"
-                )
-            if not held:
-                return _Content(None, "")
-            return _Content(
-                MAX_MESSAGE, f"{what} runs past {MAX_MESSAGE} octets (no LIST gave its size)"
-            )
-        if max_size is None:
-            return _Content(None, "", unbounded=True)
-        return _Content(max_size, f"{what} runs past max_size, {max_size} octets")
-
     # -- I/O ------------------------------------------------------------------
-
-    async def _ask(
-        self, command: Command, *, content: _Content | None = None
-    ) -> Ok | Err | Continue:
-        """Send ``command`` and read its status line; ``content``: the bound of the
-        content its ``+OK`` opens, where :func:`_content_of` does not know it."""
-        await self._drain()
-        try:
-            data = self._send(command)
-        except LocalProtocolError as exc:
-            raise POP3Error(f"{command.keyword} not possible now: {exc}") from exc
-        await self._write(data)
-        response = await self._status(self.timeouts.response)
-        if isinstance(response, Ok) and command.multiline:
-            self._unread = content if content is not None else _content_of(command)
-        return response
-
-    async def _command(
-        self,
-        command: Command,
-        *,
-        error: type[POP3ResponseError] = POP3ResponseError,
-        content: _Content | None = None,
-    ) -> Ok:
-        """Send ``command`` and read its status line; ``-ERR`` raises ``error``."""
-        response = await self._ask(command, content=content)
-        if isinstance(response, Err):
-            raise error(command.keyword, response)
-        if not isinstance(response, Ok):
-            raise POP3ProtocolError(f"unexpected {response!r} to {command.keyword}")
-        return response
-
-    async def _collect(self, content: _Content | None = None) -> bytes:
-        """The whole multi-line response under way (whose ``content`` is given when no
-        :meth:`_ask` read its status line), within its bound (see :meth:`_stream`)."""
-        if content is not None:
-            self._unread = content
-        chunks = [chunk async for chunk in self._stream()]
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _stream(self, until: float | None = None) -> AsyncIterator[bytes]:
-        """The content of the multi-line response under way, to end by ``until`` (a
-        :func:`time.monotonic` time) if given. Past its bound in octets,
-        :class:`POP3ProtocolError`: the rest is not read (it may never end), and the
-        session is lost with it, so that a server cannot grow memory or hold the
-        client without end."""
-        content = self._unread
-        assert content is not None
-        while True:
-            event = await self._event(self.timeouts.response, until=until)
-            if isinstance(event, ResponseData):
-                if content.left is not None:
-                    content.left -= len(event.data)
-                    if content.left < 0:
-                        await self._abort()
-                        raise POP3ProtocolError(f"{content.overrun}: the connection is closed")
-                yield event.data
-            elif isinstance(event, EndOfResponse):
-                self._unread = None
-                return
-            else:
-                raise POP3ProtocolError(f"unexpected {event!r} in a multi-line response")
-
-    async def _drain(self) -> None:
-        """Read and drop what the caller left unread, before the next command: the
-        rest of a multi-line response (a loop over :meth:`retrieve_chunks` left
-        early, or a CAPA listing, which only the machine reads), then the answers
-        still owed to pipelined multi-line commands (one over :meth:`retrieve_many`).
-        Each would be paired with a later command.
-
-        Each answer must end within one ``response`` timeout of its own, from when
-        its turn comes, not one per read: a server that sends without end, a line at
-        a time each in time, would otherwise hold ``connect()`` or ``quit()`` for
-        ever, while several large answers owed over a slow link each take their
-        time. Each keeps its bound in octets (:data:`MAX_MESSAGE` where it has none,
-        unless the caller chose none). Past either, the connection is closed
-        (:class:`POP3Timeout`, :class:`POP3ProtocolError`): the session cannot go on
-        without the rest."""
-        timeout = self.timeouts.response
-        while self._unread is not None or self._owed:
-            until = None if timeout is None else time.monotonic() + timeout
-            if self._unread is None:
-                content = self._owed.popleft()
-                if not isinstance(await self._status(timeout, until=until), Ok):
-                    continue
-                self._unread = content
-            content = self._unread
-            if content.left is None and not content.unbounded:
-                content.left = MAX_MESSAGE
-                content.overrun = f"a message left unread runs on past {MAX_MESSAGE} octets"
-            async for _ in self._stream(until):
-                pass
 
 
 _R = TypeVar("_R")
-
-
-def _checked(max_size: MaxSize) -> MaxSize:
-    """``max_size`` if it is one (``ValueError`` otherwise), before any command goes out."""
-    if max_size is None or max_size == "listed":
-        return max_size
-    if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0:
-        raise ValueError(f'max_size must be octets, None or "listed", not {max_size!r}')
-    return max_size
-
-
-def _listing() -> _Content:
-    """The bound of a LIST or UIDL listing's content."""
-    return _Content(MAX_LISTING, f"a listing longer than {MAX_LISTING} octets")
-
-
-def _content_of(command: Command) -> _Content:
-    """The bound of the content a ``+OK`` to ``command`` opens, unless its caller sets
-    one: CAPA's, or a listing's (RETR's and TOP's are the caller's: see ``_bound``)."""
-    if isinstance(command, Capa):
-        return _Content(MAX_CAPABILITIES, f"a CAPA listing longer than {MAX_CAPABILITIES} octets")
-    if isinstance(command, (List, Uidl)):
-        return _listing()
-    return _Content(None, "")
 
 
 def _listed(sizes: Iterable[tuple[int, int]], uids: dict[int, str]) -> list[MessageListing]:

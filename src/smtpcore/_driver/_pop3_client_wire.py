@@ -40,7 +40,7 @@ from smtpcore.pop3 import (
 from smtpcore.pop3._responses import parse_status_line
 
 if TYPE_CHECKING:
-    from smtpcore._driver._pop3_client import _Content
+    from smtpcore._driver._pop3_client_content import ContentLeft
 
 __all__ = ["POP3ClientWire"]
 
@@ -84,7 +84,7 @@ class POP3ClientWire(BaseClient):
     _conn: ClientConnection | None
     _transport: Link | None
     _trace: WireTrace | None
-    _unread: _Content | None
+    _unread: ContentLeft | None
     _peer_closed: bool
     _ended_states: ClassVar[frozenset[State]] = frozenset({State.CLOSED, State.ERROR})
 
