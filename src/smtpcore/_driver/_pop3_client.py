@@ -30,9 +30,10 @@ from collections import deque
 from typing import TypedDict
 
 from smtpcore._dial_name import dial_names
-from smtpcore._driver._pop3_client_content import ContentLeft, size_bound
+from smtpcore._driver._pop3_client_content import size_bound
 from smtpcore._driver._pop3_client_setup import POP3ClientSetup
 from smtpcore._driver._pop3_client_transaction import POP3ClientTransaction
+from smtpcore._driver._pop3_client_wire import ContentLeft
 from smtpcore._driver._pop3_errors import (
     POP3AuthenticationError,
     POP3AuthenticationNotAvailable,

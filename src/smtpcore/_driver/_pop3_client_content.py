@@ -16,10 +16,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Final, Literal
 
-from smtpcore._driver._pop3_client_wire import POP3ClientWire
+from smtpcore._driver._pop3_client_wire import ContentLeft, POP3ClientWire
 from smtpcore._driver._pop3_errors import POP3Error, POP3ProtocolError, POP3ResponseError
 from smtpcore._errors import LocalProtocolError
 from smtpcore.pop3 import (
@@ -38,7 +37,6 @@ __all__ = [
     "MAX_CAPABILITIES",
     "MAX_LISTING",
     "MAX_MESSAGE",
-    "ContentLeft",
     "MaxSize",
     "POP3ClientContent",
     "checked_max_size",
@@ -77,18 +75,6 @@ def size_bound(listed: int) -> int:
     for the exact size). A message that runs past it is refused: a hostile server
     cannot fill memory or a disk with a message it said was small."""
     return listed + listed // 10 + 64 * 1024
-
-
-@dataclass(slots=True)
-class ContentLeft:
-    """The content of a multi-line answer still to read: how many more octets it may
-    have (``None``: no bound), and what to say when it runs past them."""
-
-    left: int | None
-    overrun: str
-    unbounded: bool = False
-    """The caller chose no bound (``max_size=None``): none applies to the rest left
-    unread either, where :meth:`POP3ClientContent._drain` would apply :data:`MAX_MESSAGE`."""
 
 
 def checked_max_size(max_size: MaxSize) -> MaxSize:

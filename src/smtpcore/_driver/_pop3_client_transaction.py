@@ -16,12 +16,12 @@ from typing import Any, Final, TypeVar
 
 from smtpcore._driver._client_base import one_call
 from smtpcore._driver._pop3_client_content import (
-    ContentLeft,
     MaxSize,
     POP3ClientContent,
     checked_max_size,
     listing_bound,
 )
+from smtpcore._driver._pop3_client_wire import ContentLeft
 from smtpcore._driver._pop3_errors import POP3ProtocolError, POP3ResponseError
 from smtpcore._driver._pop3_listing import MessageListing, listing_of
 from smtpcore._errors import RemoteProtocolError

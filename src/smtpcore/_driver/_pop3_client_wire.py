@@ -14,7 +14,8 @@ message.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar, Final
+from dataclasses import dataclass
+from typing import ClassVar, Final
 
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._pop3_errors import POP3ConnectionError, POP3ProtocolError, POP3Timeout
@@ -39,10 +40,7 @@ from smtpcore.pop3 import (
 )
 from smtpcore.pop3._responses import parse_status_line
 
-if TYPE_CHECKING:
-    from smtpcore._driver._pop3_client_content import ContentLeft
-
-__all__ = ["POP3ClientWire"]
+__all__ = ["ContentLeft", "POP3ClientWire"]
 
 _READ_SIZE: Final = 262144
 
@@ -75,6 +73,18 @@ def _masked(event: Command | AuthResponse) -> str | None:
     if isinstance(event, AuthResponse):
         return "*" if event.cancel else MASK
     return None
+
+
+@dataclass(slots=True)
+class ContentLeft:
+    """The content of a multi-line answer still to read: how many more octets it may
+    have (``None``: no bound), and what to say when it runs past them."""
+
+    left: int | None
+    overrun: str
+    unbounded: bool = False
+    """The caller chose no bound (``max_size=None``): none applies to the rest left
+    unread either, where :meth:`POP3ClientContent._drain` would apply :data:`MAX_MESSAGE`."""
 
 
 class POP3ClientWire(BaseClient):
