@@ -182,7 +182,12 @@ class POP3ClientSetup(POP3ClientContent):
             while isinstance(response, Continue):
                 # After a "*" (the mechanism refused a challenge) respond() raises:
                 # the server's answer to the cancel ends the exchange (RFC 5034 §4).
-                await self._write(self._send(flow.respond(response)))
+                try:
+                    data = self._send(flow.respond(response))
+                except POP3Error:
+                    await self._close_ended()
+                    raise
+                await self._write(data)
                 response = await self._status(self.timeouts.response)
             flow.finish(response)
         except AuthenticationFailed as exc:

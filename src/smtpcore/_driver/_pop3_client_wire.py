@@ -117,7 +117,8 @@ class POP3ClientWire(BaseClient):
         AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
         is one the machine ended (that response, a close found between commands):
         the machine would say only that no command may be sent in its state, where
-        the caller must connect again."""
+        the caller must connect again. Either way the session has ended, and the caller
+        closes the connection (:meth:`_close_ended`)."""
         conn = self.connection
         if self._transport is None:
             raise POP3ConnectionError("not connected")
@@ -132,6 +133,16 @@ class POP3ClientWire(BaseClient):
         if self._trace is not None:
             self._trace.sent(data, shown=_masked(event))
         return data
+
+    async def _close_ended(self) -> None:
+        """Close the connection of a session :meth:`_send` found ended (the server's
+        close, its closing ``-ERR``, a response no command asked for): nothing more can
+        be said on it, and a server holds the maildrop's lock until its session ends
+        (RFC 1939 §4), so the socket goes now rather than at ``close()`` or the next
+        ``connect()``, as poplib's ``quit()`` closes it. Called where :meth:`_send`
+        raised; a session that can go on (the caller's mistake) keeps its connection."""
+        if not self.is_connected:
+            await self._abort()
 
     def _take_unasked(self) -> None:
         """Hand the machine what has already arrived from the server, without waiting;
