@@ -504,9 +504,9 @@ def test_the_rest_of_a_message_left_unread_is_read_no_further_than_a_bound(
     """Without a size to go by, what is read and dropped of a message left unread is
     bounded by ``MAX_MESSAGE`` (64 MiB; made small here): past it the connection is
     closed rather than read on."""
-    from smtpcore._driver import _pop3_client
+    from smtpcore._driver import _pop3_client_content
 
-    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 10_000)
+    monkeypatch.setattr(_pop3_client_content, "MAX_MESSAGE", 10_000)
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     rest = b"\r\n" + (b"x" * 70 + b"\r\n") * 1000
     with (
@@ -539,9 +539,9 @@ def test_the_rest_of_a_message_left_unread_is_not_bounded_where_max_size_is_none
     """``max_size=None`` is no bound, for the rest read and dropped of a message left
     unread as for what the loop read: ``MAX_MESSAGE`` (64 MiB; made small here)
     bounds only a rest the default leaves without one, and QUIT goes out."""
-    from smtpcore._driver import _pop3_client
+    from smtpcore._driver import _pop3_client_content
 
-    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 10_000)
+    monkeypatch.setattr(_pop3_client_content, "MAX_MESSAGE", 10_000)
     rest = b"\r\n" + (b"x" * 70 + b"\r\n") * 1000
     with TricklingServer(b"RETR", rest, PIPELINED, interval=0.1) as server:
         _quit_after_leaving_a_message_early(adapter, server.port, 10, many=many, max_size=None)
@@ -660,9 +660,9 @@ def test_a_message_no_list_sized_is_bounded_when_held_whole(
     """Without LIST, what holds a message whole (``retrieve``, ``top``,
     ``retrieve_many``) keeps at most ``MAX_MESSAGE`` octets (64 MiB; made small
     here); ``retrieve_chunks``, the way for huge messages, streams it all."""
-    from smtpcore._driver import _pop3_client
+    from smtpcore._driver import _pop3_client_content
 
-    monkeypatch.setattr(_pop3_client, "MAX_MESSAGE", 100_000)
+    monkeypatch.setattr(_pop3_client_content, "MAX_MESSAGE", 100_000)
     mod: Any = importlib.import_module(f"smtpcore.{adapter}")
     verb = b"TOP " if fetch == "top" else b"RETR"
     rest = _message_of(200_000)

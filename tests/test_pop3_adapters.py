@@ -2101,9 +2101,9 @@ def test_our_client_refuses_a_listing_without_end(
 ) -> None:
     """A LIST that never ends (or is absurdly long) is a protocol error past
     ``MAX_LISTING`` octets, not memory without end; the connection closes."""
-    from smtpcore._driver import _pop3_client
+    from smtpcore._driver import _pop3_client_content
 
-    monkeypatch.setattr(_pop3_client, "MAX_LISTING", 2000)
+    monkeypatch.setattr(_pop3_client_content, "MAX_LISTING", 2000)
     mod = module(adapter)
     listing = b"".join(b"%d 10\r\n" % n for n in range(1, 400))  # one write: the kernel
     steps = [  # takes it whole, however soon the client stops reading

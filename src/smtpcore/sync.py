@@ -29,7 +29,6 @@ from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._content import Content
 from smtpcore._driver._pop3_client import (
     BasePOP3Client,
-    MaxSize,
     MessageListing,
     POP3AuthenticationError,
     POP3AuthenticationNotAvailable,
@@ -41,6 +40,7 @@ from smtpcore._driver._pop3_client import (
     POP3Timeout,
     POP3TLSNotAvailable,
 )
+from smtpcore._driver._pop3_client_content import MaxSize
 from smtpcore._driver._smtp_client import (
     AuthenticationError,
     AuthenticationNotAvailable,

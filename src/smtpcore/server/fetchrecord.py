@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
-from smtpcore._driver._pop3_client import MAX_LISTING
+from smtpcore._driver._pop3_client_content import MAX_LISTING
 from smtpcore.server.maildir import fsync_directory
 from smtpcore.server.safefiles import NotRegularFile, open_regular, replace_synced
 

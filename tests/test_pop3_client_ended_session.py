@@ -1,0 +1,149 @@
+"""A POP3 session that ends closes its socket at once, not at ``close()``.
+
+A POP3 server holds the maildrop's lock until its session ends (RFC 1939 §4), and
+ours reads on after its own closing ``-ERR`` until the client closes too. A client
+that kept the socket of a session it found over (the server's close or closing
+``-ERR``, a response no command asked for) held the server, and the lock, until the
+caller called ``close()`` or ``connect()``. poplib users expect the lock released
+after ``quit()``, whose socket poplib closes; here every end closes it. A raw peer
+on loopback plays the server, so that it sees the client's close (or not).
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from peers import ADAPTERS, LOOPBACK, free_port, run
+from smtpcore.asyncio import POP3ConnectionError, POP3Error
+
+LOGIN = [
+    (b"CAPA", b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
+    (b"USER alice", b"+OK\r\n"),
+    (b"PASS wonderland", b"+OK maildrop locked\r\n"),
+    (b"CAPA", b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
+]
+
+ENDINGS = {
+    # The server's closing -ERR (RFC 2449 §8.1.2), then its half-close, as ours does.
+    "closing -ERR": (b"-ERR [SYS/TEMP] shutting down\r\n", True, POP3Error),
+    # The server's close alone (an autologout, RFC 1939 §3).
+    "close": (b"", True, POP3ConnectionError),
+}
+
+
+class Peer:
+    """A POP3 server on loopback that logs the client in, then ends the session with
+    ``ending`` (and a half-close if ``half_close``) and records whether the client's
+    close follows (``"eof"``) or not (``"timeout"``). A client may send a command
+    before it finds the end: what it sends is read and dropped."""
+
+    def __init__(self, ending: bytes, half_close: bool) -> None:
+        self.port = free_port()
+        self.listener = socket.create_server((LOOPBACK, self.port))
+        self.ending = ending
+        self.half_close = half_close
+        self.ended = threading.Event()
+        self.seen: list[object] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            reader = conn.makefile("rb")
+            conn.sendall(b"+OK ready\r\n")
+            for expected, answer in LOGIN:
+                assert reader.readline() == expected + b"\r\n"
+                conn.sendall(answer)
+            conn.sendall(self.ending)
+            if self.half_close:
+                conn.shutdown(socket.SHUT_WR)
+            self.ended.set()
+            try:
+                while conn.recv(4096):
+                    pass
+            except TimeoutError:
+                self.seen.append("timeout")
+            else:
+                self.seen.append("eof")
+
+    def close(self) -> None:
+        self.thread.join(15)
+        self.listener.close()
+
+
+def _client(kind: str, port: int) -> Any:
+    module: Any = importlib.import_module(f"smtpcore.{kind}")
+    options: dict[str, Any] = {"stls": False, "allow_plaintext_auth": True}
+    if kind == "sync":
+        options["timeout"] = 10
+    return module.POP3Client(LOOPBACK, port, **options)
+
+
+CALLS: dict[str, Callable[[Any], Any]] = {
+    "noop": lambda client: client.noop(),
+    "stat": lambda client: client.stat(),
+    "list": lambda client: client.list(),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+@pytest.mark.parametrize("kind", ["sync", *ADAPTERS])
+def test_the_call_that_finds_the_session_ended_closes_the_socket(kind: str, ending: str) -> None:
+    said, half_close, error = ENDINGS[ending]
+    peer = Peer(said, half_close)
+    try:
+        client = _client(kind, peer.port)
+
+        async def session() -> None:
+            await _done(client.connect())
+            await _done(client.login("alice", "wonderland"))
+            assert peer.ended.wait(10)  # the end is on its way before the next command
+            with pytest.raises(error):
+                await _done(client.noop())
+            assert not client.is_connected
+
+        _run(kind, session)
+        peer.thread.join(15)
+        assert peer.seen == ["eof"]  # the client closed, without close()
+        _run(kind, lambda: _done(client.close()))
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_every_command_that_finds_the_end_closes_the_socket(call: str) -> None:
+    """Not NOOP alone: a listing (LIST, then UIDL, one at a time here) and STAT too."""
+    peer = Peer(*ENDINGS["closing -ERR"][:2])
+    try:
+        client = _client("sync", peer.port)
+        client.connect()
+        client.login("alice", "wonderland")
+        assert peer.ended.wait(10)
+        with pytest.raises(POP3Error):
+            CALLS[call](client)
+        peer.thread.join(15)
+        assert peer.seen == ["eof"]
+    finally:
+        peer.close()
+
+
+async def _done(value: Any) -> Any:
+    """A call's result, awaited on the async clients (the blocking one has it already)."""
+    return await value if hasattr(value, "__await__") else value
+
+
+def _run(kind: str, session: Callable[[], Any]) -> None:
+    if kind == "sync":  # its calls block: any loop runs the session
+        import asyncio
+
+        asyncio.run(session())
+    else:
+        run(kind, session)
