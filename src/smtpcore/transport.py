@@ -129,7 +129,9 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close the stream; safe to call twice, and bounded in time even when the peer
-        does not read."""
+        does not read. Cancelled, it still closes the stream (what it had yet to
+        send is dropped): a server cancels the close of a session whose client did
+        not take its last write in time."""
         ...
 
     @property

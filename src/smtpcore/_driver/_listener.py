@@ -453,7 +453,14 @@ class ServedSession:
 
     # Slots, here and in the protocols' sessions: an idle session keeps its fields for
     # minutes, and an instance dictionary costs more than the fields themselves.
-    __slots__ = ("_waiting_idle", "_watchdog", "_write_cut", "session", "state", "transport")
+    __slots__ = (
+        "_waiting_idle",
+        "_watchdog",
+        "_write_unfinished",
+        "session",
+        "state",
+        "transport",
+    )
 
     logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
     protocol: ClassVar[str] = ""
@@ -467,14 +474,25 @@ class ServedSession:
     _waiting_idle: bool
     """True while the session waits for a command outside a transaction (False from
     the start: each protocol's session sets it in its constructor)."""
-    _write_cut: bool
-    """True while a write that a cancellation (a timeout, a shutdown's cut-off) may cut
-    part-way is under way (:meth:`_send_all`), and so still True after one was cut:
-    the client may hold part of a reply, and a last word written after it would
-    land inside it, mid-line. Each protocol's :meth:`_close` says nothing
-    then: the close alone ends the session. Never set over a transport that keeps
-    a cancelled write's bytes (asyncio's), where the last word goes out after them.
-    (False from the start, as :attr:`_waiting_idle`.)"""
+    _write_unfinished: bool
+    """True while a write to the client is under way (:meth:`_send_all`), and so still
+    True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
+    or a lost connection ended one: the client did not take it in the time it had.
+    What is written after it gets :data:`LAST_WORDS` at most
+    (:meth:`_write_within`), and the close does not wait for room to send what is
+    left (:meth:`_close_transport`). (False from the start, as
+    :attr:`_waiting_idle`.)"""
+
+    @property
+    def _write_cut(self) -> bool:
+        """Whether the client may hold part of a reply: a write was left unfinished
+        (:attr:`_write_unfinished`) over a transport that may drop the rest of a
+        cancelled write (trio's). A last word written after it would land inside
+        it, mid-line: each protocol's :meth:`_close` says nothing then, and the
+        close alone ends the session. Never so over a transport that keeps a
+        cancelled write's bytes (asyncio's), where the last word goes out after
+        them."""
+        return self._write_unfinished and self.transport.cancelled_send_may_cut()
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation.
@@ -548,7 +566,7 @@ class ServedSession:
                 await self._ended()
             finally:
                 try:
-                    await self.transport.aclose()
+                    await self._close_transport()
                 except (ConnectionError, ssl.SSLError) as exc:
                     self.log_lost_in_close(exc)
                 except Exception:  # run() raises only cancellations (a transport's own bug)
@@ -563,12 +581,38 @@ class ServedSession:
 
     async def _send_all(self, data: bytes) -> None:
         """Write ``data`` to the client, however long it takes; a write a cancellation
-        cut off part-way leaves :attr:`_write_cut` set, where the transport may drop
-        the rest (see :meth:`~smtpcore._driver._transport.LinkBase.cancelled_send_may_cut`)."""
+        ended leaves :attr:`_write_unfinished` set (and :attr:`_write_cut`, where the
+        transport may drop the rest: see
+        :meth:`~smtpcore._driver._transport.LinkBase.cancelled_send_may_cut`)."""
+        self._write_unfinished = True
+        await self.transport.send_all(data)
+        self._write_unfinished = False
+
+    def _write_within(self, seconds: float | None) -> float | None:
+        """The time a write to the client has: ``seconds``, the protocol's own (SMTP's
+        command timeout, POP3's send timeout), but :data:`LAST_WORDS` at most behind a
+        write the client did not take in its time (:attr:`_write_unfinished`). A
+        last word (``421``, ``-ERR``) queued behind the bytes a client that does not
+        read left unsent would otherwise hold the session for a whole timeout again,
+        as a shutdown's cut-off does not let it."""
+        if not self._write_unfinished:
+            return seconds
+        return LAST_WORDS if seconds is None else min(seconds, LAST_WORDS)
+
+    async def _close_transport(self) -> None:
+        """Close the transport: at once, cancelled before it waits, after a write the
+        client did not take in its time (:attr:`_write_unfinished`). Room that did
+        not come in the send timeout and the last words' will not come in the
+        transport's close timeout either, which would hold the session (and its
+        place under the session limits) for that long again; a cancelled
+        ``aclose`` still closes (:class:`~smtpcore.transport.Transport`)."""
         transport = self.transport
-        self._write_cut = transport.cancelled_send_may_cut()
-        await transport.send_all(data)
-        self._write_cut = False
+        if not self._write_unfinished:
+            await transport.aclose()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with transport.deadline(0):
+                await transport.aclose()
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended

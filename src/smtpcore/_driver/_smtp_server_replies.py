@@ -82,7 +82,7 @@ class SessionReplies(ServedSession):
         return None
 
     async def _write_rest(self) -> None:
-        async with self.transport.deadline(self.options.timeouts.command):
+        async with self.transport.deadline(self._write_within(self.options.timeouts.command)):
             await self._write_out()
 
     async def _write_out(self) -> None:

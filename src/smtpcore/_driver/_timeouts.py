@@ -152,7 +152,11 @@ class Timeouts:
     ``handle_vrfy``, ``handle_expn``, ``handle_auth``, and ``handle_connect`` after
     XCLIENT), each step of an ``Authenticator(in_thread=True)``'s AUTH exchange with
     them (past it: ``454 4.7.0``). Client: the reply to MAIL, RCPT and the others
-    (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands."""
+    (§4.5.3.2.2, §4.5.3.2.3). Also bounds each write of replies or commands. A
+    server's session whose write of replies it cuts off (a client that pipelines
+    and does not read) ends then: its ``421`` has a second at most to follow the
+    replies not yet taken (on asyncio; on trio it gets none), and the close does
+    not wait for the client to take what is left."""
     data_initiation: float | None = 120.0
     """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
     data_block: float | None = 180.0
@@ -469,7 +473,9 @@ class POP3Timeouts:
     (a CAPA listing, the rest of a message a loop left early, each answer still owed
     to one), each answer of which must end within it in all."""
     send: float | None = 300.0
-    """Either side: each write, while the peer is slow to read."""
+    """Either side: each write, while the peer is slow to read. A server's session
+    whose write it cuts off (a client that does not read) is closed then, without
+    waiting for the client to take what is left."""
     store: float | None = 120.0
     """Server: each call to the mailstore (a login check, opening or updating the
     maildrop, reading a chunk of a message), and each step of an AUTH exchange of the

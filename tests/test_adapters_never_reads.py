@@ -1,0 +1,174 @@
+"""A client that pipelines commands and never reads is disconnected at the write's
+timeout, on both adapters, for both protocols.
+
+Its session's write of the replies waits for room that never comes, and the
+timeout (SMTP's ``command``, POP3's ``send``) cancels it. On asyncio, whose
+transports keep a cancelled write's bytes, the ``421`` then went out behind them
+under a whole command timeout again, and the close waited the transport's close
+timeout for room: the session, and its place under the session limits, lived about
+twice the timeout plus five seconds, where trio's closed at the timeout. Now what
+comes after the cut has :data:`~smtpcore._driver._listener.LAST_WORDS` at most, and
+the close does not wait.
+
+Nothing here is timed with a stopwatch: the close timeout is made long (:data:`CLOSE`),
+and the session must end before half of it has passed since the cut, which it cannot
+do if its close waits for it; and every wait the session's clock is asked for after
+the cut is :data:`LAST_WORDS` at most, not another timeout.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import smtpcore._asyncio_raw_close
+import smtpcore._trio_transport
+from peers import running_pop3_server, running_smtp_server, write_maildir
+from smtpcore._asyncio_clock import AsyncioClock
+from smtpcore._asyncio_runner import SessionRunner
+from smtpcore._driver._listener import LAST_WORDS, ServedSession
+from smtpcore.asyncio import POP3Timeouts, Timeouts
+from smtpcore.handler import Handler
+from smtpcore.maildrop import MaildirStore
+from smtpcore.trio import TrioClock
+
+TIMEOUT = 2.0
+"""The write's timeout (SMTP's ``command``, POP3's ``send``): longer than
+:data:`LAST_WORDS`, so that a last word given a whole timeout again shows."""
+
+CLOSE = 30.0
+"""The transports' close timeout for these tests: a session whose close waits for it
+ends long after half of it has passed."""
+
+
+@dataclass
+class SessionWatch:
+    """What the shared driver tells of a session's writes and its end (any adapter,
+    either protocol): :attr:`waiting` once a write waits (the transport did not take
+    all of it at once), :attr:`cut` once a cancellation ended one, :attr:`ended` once
+    the session is over (its transport closed). :attr:`waits_after_cut` holds the
+    seconds of every deadline the session's clock was asked for after the cut."""
+
+    waiting: threading.Event = field(default_factory=threading.Event)
+    cut: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)
+    waits_after_cut: list[float | None] = field(default_factory=list)
+
+
+@pytest.fixture
+def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
+    watch = SessionWatch()
+    send_all = ServedSession._send_all
+    end = ServedSession._end
+
+    async def watched_send_all(session: ServedSession, data: bytes) -> None:
+        watch.waiting.set()
+        try:
+            await send_all(session, data)
+        except BaseException:
+            watch.cut.set()
+            raise
+
+    async def watched_end(session: ServedSession, *args: Any) -> None:
+        try:
+            await end(session, *args)
+        finally:
+            watch.ended.set()
+
+    monkeypatch.setattr(ServedSession, "_send_all", watched_send_all)
+    monkeypatch.setattr(ServedSession, "_end", watched_end)
+    for clock in (AsyncioClock, SessionRunner, TrioClock):
+        deadline = clock.deadline
+
+        def recorded(self: Any, seconds: float | None, deadline: Any = deadline) -> Any:
+            if watch.cut.is_set():
+                watch.waits_after_cut.append(seconds)
+            return deadline(self, seconds)
+
+        monkeypatch.setattr(clock, "deadline", recorded)
+    monkeypatch.setattr(smtpcore._asyncio_raw_close, "_CLOSE_TIMEOUT", CLOSE)
+    monkeypatch.setattr(smtpcore._trio_transport, "_CLOSE_TIMEOUT", CLOSE)
+    yield watch
+
+
+def never_reader() -> socket.socket:
+    """A client socket whose receive buffer is tiny (set before it connects, so that its
+    window stays small): a server that writes to it soon waits for room."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    return sock
+
+
+def read_line_of(sock: socket.socket) -> bytes:
+    line = bytearray()
+    while not line.endswith(b"\r\n") and len(line) < 4096 and (octet := sock.recv(1)):
+        line += octet
+    return bytes(line)
+
+
+def pipeline_until_the_write_waits(sock: socket.socket, batch: bytes, watch: SessionWatch) -> None:
+    """Send ``batch`` after ``batch`` of pipelined commands, reading nothing, until the
+    session's write of their replies waits; then send no more."""
+    for _ in range(200):
+        sock.sendall(batch)
+        if watch.waiting.wait(0.3):
+            return
+    pytest.fail("the server's write never waited for the client")
+
+
+def assert_ended_at_the_timeout(watch: SessionWatch) -> None:
+    assert watch.cut.wait(10), "the timeout never cut the write"
+    # Order of events: the end comes before half the close timeout has passed since
+    # the cut; a close that waits for room waits all of it.
+    assert watch.ended.wait(CLOSE / 2), "the session's close waited for room"
+    assert all(s is not None and s <= LAST_WORDS for s in watch.waits_after_cut), (
+        watch.waits_after_cut
+    )
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_an_smtp_client_that_never_reads_is_disconnected_at_the_command_timeout(
+    adapter: str, watch: SessionWatch
+) -> None:
+    """A client that pipelined HELPs and read nothing: on asyncio, its session wrote
+    the ``421`` behind the unsent replies under a second command timeout, then its
+    close waited the close timeout (with ``command=2``, ten seconds in all, where
+    trio's closed at two). The ``421`` now has :data:`LAST_WORDS` at most, and the
+    close is at once."""
+    options: dict[str, Any] = {
+        "max_junk_commands": 10**9,
+        "timeouts": Timeouts(command=TIMEOUT),
+    }
+    with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
+        sock.connect(("127.0.0.1", server.port))
+        assert read_line_of(sock).startswith(b"220 ")
+        sock.sendall(b"HELO client.test\r\n")
+        assert read_line_of(sock).startswith(b"250 ")
+        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch)
+        assert_ended_at_the_timeout(watch)
+
+
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_pop3_client_that_never_reads_is_disconnected_at_the_send_timeout(
+    adapter: str, watch: SessionWatch, tmp_path: Path
+) -> None:
+    """A client that pipelined CAPAs and read nothing: on asyncio, its session's close
+    waited the close timeout after the send timeout had cut the write (with
+    ``send=2``, seven seconds, where trio's closed at two). Now it closes at once."""
+    write_maildir(tmp_path / "alice", [b"Subject: hi\r\n\r\nhello\r\n"])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    timeouts = POP3Timeouts(send=TIMEOUT)
+    with running_pop3_server(adapter, store, timeouts=timeouts) as server, never_reader() as sock:
+        sock.connect(("127.0.0.1", server.port))
+        assert read_line_of(sock).startswith(b"+OK")
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch)
+        assert_ended_at_the_timeout(watch)
