@@ -23,15 +23,15 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._pop3_server_replies import _TEMP_ERROR
-from smtpcore._driver._pop3_server_transaction import _checked_listing
+from smtpcore._driver._pop3_server_replies import TEMP_ERROR
+from smtpcore._driver._pop3_server_transaction import checked_listing
 from smtpcore._driver._pop3_server_update import Update
 from smtpcore._driver._proxied import client_text
 from smtpcore.pop3 import Apop, BadCommand, Err, MessageNumbers, Ok, Pass, apop_matches
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
-_AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
+AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
 """A failed login's answer (RFC 3206 §4: ``[AUTH]``)."""
 
 _LOGIN_COMMAND: Final = re.compile(rb"(USER|PASS|APOP|AUTH)(?=[ \r\n]|\Z)", re.IGNORECASE)
@@ -94,7 +94,7 @@ class Login(Update):
         with no failure delay, no count and no line for fail2ban, as a SASL callback's
         is (:attr:`smtpcore.sasl.Failure.callback_error`)."""
         logger.error("%s gave %s, not %s", hook, type(verdict).__name__, expected)
-        self._answer(_TEMP_ERROR)
+        self._answer(TEMP_ERROR)
 
     async def _failed(
         self,
@@ -103,7 +103,7 @@ class Login(Update):
         *,
         mechanism: str | None = None,
         no_secret: bool = False,
-        answer: Err = _AUTH_FAILED,
+        answer: Err = AUTH_FAILED,
     ) -> None:
         """A failed login: ``answer`` (``-ERR [AUTH]``, or the machine's ``-ERR`` to a
         line that ended an exchange whose mechanism had refused the credentials; at
@@ -162,7 +162,7 @@ class Login(Update):
             return
         self.maildrop = maildrop
         try:
-            listing = _checked_listing(await self._store(maildrop.messages))
+            listing = checked_listing(await self._store(maildrop.messages))
         except BaseException as exc:
             if not self._call_failed(exc):
                 session.mechanism = None
