@@ -24,7 +24,7 @@ from smtpcore._driver._logtext import (
     no_credential_line,
 )
 from smtpcore._driver._pop3_server_replies import TEMP_ERROR
-from smtpcore._driver._pop3_server_transaction import checked_listing
+from smtpcore._driver._pop3_server_transaction import Transaction, checked_listing
 from smtpcore._driver._pop3_server_update import Update
 from smtpcore._driver._proxied import client_text
 from smtpcore.pop3 import Apop, BadCommand, Err, MessageNumbers, Ok, Pass, apop_matches
@@ -44,8 +44,10 @@ def _shown(response: Ok | Err) -> str:
     return loggable_reply(response.to_bytes().decode("utf-8").rstrip("\r\n"))
 
 
-class Login(Update):
-    """USER/PASS and APOP, failed logins, and the maildrop a login opens."""
+class Login(Transaction, Update):
+    """USER/PASS and APOP, failed logins, and the maildrop a login opens: its totals
+    answer the login (:class:`Transaction`), and one that cannot be listed is
+    closed again (:class:`Update`)."""
 
     __slots__ = ()
 

@@ -8,16 +8,26 @@ answered; a message is streamed from the maildrop in chunks, never held whole.
 
 The session is put together from parts with one job each, every one a base
 class of :class:`POP3ServerSession` (a method costs the same wherever in them it
-is defined: the type's attribute cache finds it in one step): its answers
-(:mod:`~smtpcore._driver._pop3_server_replies`), the mailstore's calls
-(:mod:`~smtpcore._driver._pop3_server_store`), the TRANSACTION state
-(:mod:`~smtpcore._driver._pop3_server_transaction`), QUIT and UPDATE
-(:mod:`~smtpcore._driver._pop3_server_update`), logging in
-(:mod:`~smtpcore._driver._pop3_server_login`), SASL's AUTH
-(:mod:`~smtpcore._driver._pop3_server_auth`) and the session's machine
-(:mod:`~smtpcore._driver._pop3_server_machine`). Here is what runs them: the
-loop, the greeting, STLS, the session's end, and which part answers each
-command.
+is defined: the type's attribute cache finds it in one step), each built on the
+parts it uses and no other:
+
+- its answers (:mod:`~smtpcore._driver._pop3_server_replies`), which also hold
+  every part's fields;
+- the mailstore's calls (:mod:`~smtpcore._driver._pop3_server_store`), on the
+  answers;
+- the TRANSACTION state (:mod:`~smtpcore._driver._pop3_server_transaction`) and,
+  beside it, QUIT and UPDATE (:mod:`~smtpcore._driver._pop3_server_update`),
+  each on the mailstore's calls alone;
+- logging in (:mod:`~smtpcore._driver._pop3_server_login`), on both: a login is
+  answered with the maildrop's totals, and a maildrop that cannot be listed is
+  closed again;
+- SASL's AUTH (:mod:`~smtpcore._driver._pop3_server_auth`), on logging in, which
+  it ends in;
+- the session's machine (:mod:`~smtpcore._driver._pop3_server_machine`), on
+  SASL's AUTH, whose mechanisms it offers.
+
+Here is what runs them: the loop, the greeting, STLS, the session's end, and
+which part answers each command.
 """
 
 from __future__ import annotations
