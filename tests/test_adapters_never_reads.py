@@ -27,8 +27,7 @@ from typing import Any
 
 import pytest
 
-import smtpcore._asyncio_raw_close
-import smtpcore._trio_transport
+import smtpcore._driver._transport
 from peers import running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_runner import SessionRunner
@@ -92,8 +91,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._asyncio_raw_close, "_CLOSE_TIMEOUT", CLOSE)
-    monkeypatch.setattr(smtpcore._trio_transport, "_CLOSE_TIMEOUT", CLOSE)
+    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
     yield watch
 
 

@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+import types
 from typing import Any
 
 import pytest
@@ -15,7 +16,9 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtpcore import _asyncio_raw_close, _asyncio_stream, _asyncio_transport, _trio_transport
 from smtpcore._driver import _blocking
+from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver._blocking import SocketClock, SocketTransport, open_link, run
 from smtpcore._driver._transport import YieldFirst
 from smtpcore.asyncio import AsyncioTransport
@@ -449,3 +452,18 @@ def test_a_blocking_read_times_out_though_signals_keep_interrupting_it() -> None
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert took < 3.0, took
+
+
+@pytest.mark.parametrize(
+    "module",
+    [_asyncio_raw_close, _asyncio_stream, _asyncio_transport, _trio_transport],
+    ids=lambda module: module.__name__,
+)
+def test_every_transport_reads_the_one_close_timeout(module: types.ModuleType) -> None:
+    """The bound on a close is bound once, in the driver's transport module, and each
+    transport reads it there at its close: four copies, one a module, had each to be
+    patched apart, and a patch of one missed the three others."""
+    assert "CLOSE_TIMEOUT" in vars(shared_transport)
+    assert "CLOSE_TIMEOUT" not in vars(module)
+    assert "_CLOSE_TIMEOUT" not in vars(module)
+    assert vars(module)["shared_transport"] is shared_transport

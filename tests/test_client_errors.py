@@ -42,8 +42,9 @@ from peers import (
     run,
     running_smtp_server,
 )
-from smtpcore import LocalProtocolError, _asyncio_beneath_tls, _asyncio_stream
+from smtpcore import LocalProtocolError, _asyncio_beneath_tls
 from smtpcore._asyncio_close import ready_to_close
+from smtpcore._driver import _transport as shared_transport
 from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
 from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Send, Step, script
@@ -1082,7 +1083,7 @@ def test_an_asyncio_client_tls_close_does_not_wait_for_a_server_that_has_not_rea
     to acknowledge every byte, up to its 5 s timeout. Order of events (the timeout
     put out of reach): the close ends before the server reads anything, and the
     server then reads every byte written, then the close_notify."""
-    monkeypatch.setattr(_asyncio_stream, "_CLOSE_TIMEOUT", 60.0)
+    monkeypatch.setattr(shared_transport, "CLOSE_TIMEOUT", 60.0)
     with ReadingTLSServer(tls) as server:
         server.read.clear()
 

@@ -13,9 +13,10 @@ import functools
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 import pytest
 
@@ -353,3 +354,85 @@ def test_stored_dir_reads_a_file_written_again_and_names_whole(
     out = capsys.readouterr().out
     assert status == 0, out
     assert "and both were seen in the store" in out, out
+
+
+def _set_mtime(folder: Path, seconds: int) -> None:
+    """``folder``'s modification time set to whole ``seconds``, as a filesystem that
+    keeps whole seconds leaves it."""
+    os.utime(folder, ns=(seconds * 10**9, seconds * 10**9))
+
+
+def _counting_listings(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    listed: list[object] = []
+    real_scandir = os.scandir
+
+    def scandir(path: Any) -> Any:
+        listed.append(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return listed
+
+
+def test_a_maildir_folder_that_did_not_change_is_not_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every call listed both folders whole, a big Maildir's every file at each of
+    the check's calls; a folder whose modification time stayed is passed over, and
+    one a message came into is listed again. Order of events: made, called, one
+    message delivered, called."""
+    maildir = _maildir(tmp_path / "Maildir")
+    _deliver(maildir / "cur", b"Subject: an earlier run's\r\n")
+    an_hour_ago = int(time.time()) - 3600
+    for folder in ("new", "cur"):
+        _set_mtime(maildir / folder, an_hour_ago)
+    listed = _counting_listings(monkeypatch)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    assert len(listed) == 2
+    assert stored() == []
+    assert len(listed) == 2
+    _deliver(maildir / "new", MARK + b" 1\r\n")
+    assert stored() == [TRACE + MARK + b" 1\n"]
+    assert listed[2:] == [maildir / "new"]
+
+
+def test_a_message_delivered_in_the_second_of_a_listing_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where timestamps keep whole seconds, a message delivered in the second a call
+    listed ``new/`` leaves its modification time as that call saw it: the folder is
+    listed again until its time is settled. Order of events: a call lists new/, a
+    message comes in within the same second, the next call finds it."""
+    maildir = _maildir(tmp_path / "Maildir")
+    this_second = int(time.time())
+    for folder in ("new", "cur"):
+        _set_mtime(maildir / folder, this_second)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    assert stored() == []
+    _deliver(maildir / "new", MARK + b" 1\r\n")
+    _set_mtime(maildir / "new", this_second)
+    assert stored() == [TRACE + MARK + b" 1\n"]
+
+
+def test_a_file_that_could_not_be_read_is_read_later_in_a_folder_that_stayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder passed over while its time stays must not pass over a file its last
+    listing could not read: it is listed again until every file was read."""
+    maildir = _maildir(tmp_path / "Maildir")
+    an_hour_ago = int(time.time()) - 3600
+    _set_mtime(maildir / "cur", an_hour_ago)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    locked = _deliver(maildir / "new", MARK + b" 1\r\n")
+    _set_mtime(maildir / "new", an_hour_ago)
+    real_open = open
+
+    def refusing_open(path: str, mode: str) -> object:
+        if path == str(locked):
+            raise PermissionError(13, "Permission denied", path)
+        return real_open(path, mode)
+
+    monkeypatch.setattr(_stored_files, "open", refusing_open, raising=False)
+    assert stored() == []
+    monkeypatch.undo()
+    assert stored() == [TRACE + MARK + b" 1\n"]

@@ -10,12 +10,8 @@ are settled in is the whole of it (see :meth:`ClosingLayer._end_reads`).
 
 from __future__ import annotations
 
-from typing import Final
-
 from smtpcore._asyncio_raw_writes import WritingLayer
-
-_CLOSE_TIMEOUT: Final = 5.0
-"""How long a close waits for the kernel to take what is left to send."""
+from smtpcore._driver import _transport as shared_transport
 
 
 class ClosingLayer(WritingLayer):
@@ -65,10 +61,10 @@ class ClosingLayer(WritingLayer):
         self._closing = True
         self._end_reads()
         # The last bytes wait for the kernel (a lost connection has none): a peer that
-        # never takes them is cut off after _CLOSE_TIMEOUT.
+        # never takes them is cut off after CLOSE_TIMEOUT.
         if self._reading:
             self._unwatch_reads()
-        timer = self._loop.call_later(_CLOSE_TIMEOUT, self._lose)
+        timer = self._loop.call_later(shared_transport.CLOSE_TIMEOUT, self._lose)
         try:
             await self._sent()
         finally:

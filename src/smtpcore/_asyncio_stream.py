@@ -13,17 +13,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Final, cast
+from typing import ClassVar, cast
 
 from smtpcore._asyncio_beneath_tls import _client_tls_close, _closing, _tcp_beneath
+from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
 from smtpcore.handler import TLSInfo
 
 __all__ = ["StreamTransport"]
-
-_CLOSE_TIMEOUT: Final = 5.0
-"""How long a close waits for the stream's transport to close (the last bytes sent, a
-client's TLS close) before it aborts the connection."""
 
 
 def _drop_buffered(reader: asyncio.StreamReader) -> None:
@@ -166,7 +163,9 @@ class StreamTransport:
         close_at_once = _client_tls_close(transport, self._beneath)  # asked while open
         transport.close()
         try:
-            await asyncio.wait_for(self._closed_at_last(close_at_once), _CLOSE_TIMEOUT)
+            await asyncio.wait_for(
+                self._closed_at_last(close_at_once), shared_transport.CLOSE_TIMEOUT
+            )
         except (OSError, asyncio.TimeoutError):
             cast(asyncio.WriteTransport, transport).abort()
         except asyncio.CancelledError:

@@ -22,6 +22,7 @@ from typing import ClassVar, Final, cast
 
 from smtpcore._asyncio_beneath_tls import _client_tls_close, _closing, _tcp_beneath
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
+from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
 from smtpcore._driver._transport import FastPaths, readable_now
 from smtpcore.handler import TLSInfo
@@ -31,7 +32,6 @@ __all__ = ["AsyncioTransport", "_READ_SIZE"]
 
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading from the socket."""
-_CLOSE_TIMEOUT: Final = 5.0
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -486,8 +486,8 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
             # socket on its next pass, with nothing to wait for.
             return
         # Wait for connection_lost; a peer that never takes the last bytes (or never
-        # answers a TLS close) is cut off after _CLOSE_TIMEOUT.
-        timer = self._loop.call_later(_CLOSE_TIMEOUT, transport.abort)
+        # answers a TLS close) is cut off after CLOSE_TIMEOUT.
+        timer = self._loop.call_later(shared_transport.CLOSE_TIMEOUT, transport.abort)
         try:
             if close_at_once is not None:
                 await close_at_once()

@@ -15,20 +15,17 @@ import contextlib
 import os
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, Final
+from typing import ClassVar
 
 import trio
 
+from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
 from smtpcore._driver._transport import FastPaths, YieldFirst, readable_now
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
 
 __all__ = ["TrioTransport"]
-
-_CLOSE_TIMEOUT: Final = 5.0
-"""How long a close may take (the held reply written, TLS's close_notify) before the
-stream is closed forcefully."""
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
@@ -370,7 +367,7 @@ class TrioTransport(FastPaths):
         if self._closed:
             return
         self._closed = True
-        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+        with trio.move_on_after(shared_transport.CLOSE_TIMEOUT) as scope:
             scope.shield = True
             if self._held is not None or self._rest_written is not None:
                 # The last reply, held: before the close, as a write would have been.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from smtpcore._driver._factory import MachinesInUse
 from smtpcore._driver._listener import BaseListener, SessionRegistry
 from smtpcore._driver._pop3_server_options import POP3ServerKeywords, POP3ServerOptions
-from smtpcore._driver._pop3_server_session import _SHUTTING_DOWN, POP3ServerSession
+from smtpcore._driver._pop3_server_session import SHUTTING_DOWN, POP3ServerSession
 from smtpcore._driver._transport import Link
 from smtpcore.maildrop import Mailstore
 from smtpcore.pop3 import Err
@@ -53,7 +53,7 @@ class POP3ServerState(SessionRegistry["POP3ServerSession"]):
             max_per_address=options.max_sessions_per_address,
             ipv6_prefix_length=options.client_ipv6_prefix_length,
             address_busy_reply=address_busy.to_bytes() if plain else b"",
-            stopping_reply=_SHUTTING_DOWN.to_bytes() if plain else b"",
+            stopping_reply=SHUTTING_DOWN.to_bytes() if plain else b"",
             proxy_networks=options.proxy_networks,
             proxy_timeout=options.proxy_protocol_timeout,
         )

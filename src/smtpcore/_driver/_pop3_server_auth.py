@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from inspect import isawaitable
 
-from smtpcore._driver._pop3_server_login import _AUTH_FAILED, Login
+from smtpcore._driver._pop3_server_login import AUTH_FAILED, Login
 from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthAnswer, AuthResponse, Err, ServerAuth
@@ -25,7 +25,7 @@ from smtpcore.sasl import ChannelBindings, offered_mechanisms
 logger = logging.getLogger("smtpcore.pop3.server")
 
 
-class _SessionAuth(ServerAuth):
+class SessionAuth(ServerAuth):
     """One session's AUTH state (see :class:`~smtpcore.pop3.ServerAuth`), with what
     the session keeps beside it: ``in_thread``, whether the steps of the exchange
     under way run in a worker thread (its mechanism is an
@@ -39,10 +39,10 @@ class _SessionAuth(ServerAuth):
         super().__init__(mechanisms, channel_bindings=channel_bindings)
         self.in_thread = False
 
-    def fresh(self) -> _SessionAuth:
+    def fresh(self) -> SessionAuth:
         """A new AUTH state with the same mechanisms and channel bindings, for a session
         whose exchange was abandoned to a worker thread still running its step."""
-        return _SessionAuth(self.mechanisms, self.channel_bindings)
+        return SessionAuth(self.mechanisms, self.channel_bindings)
 
 
 class SaslAuth(Login):
@@ -137,7 +137,7 @@ class SaslAuth(Login):
                 failure.named,
                 mechanism=sasl.mechanism,
                 no_secret=failure.no_secret,
-                answer=answer if isinstance(answer, Err) else _AUTH_FAILED,
+                answer=answer if isinstance(answer, Err) else AUTH_FAILED,
             )
         else:
             self._answer(answer)

@@ -23,8 +23,8 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._pop3_server_replies import _TEMP_ERROR
-from smtpcore._driver._pop3_server_transaction import _checked_listing
+from smtpcore._driver._pop3_server_replies import TEMP_ERROR
+from smtpcore._driver._pop3_server_transaction import Transaction, checked_listing
 from smtpcore._driver._pop3_server_update import Update
 from smtpcore._driver._proxied import client_text
 from smtpcore._plural import messages
@@ -32,7 +32,7 @@ from smtpcore.pop3 import Apop, BadCommand, Err, MessageNumbers, Ok, Pass, apop_
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
-_AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
+AUTH_FAILED: Final = Err("Authentication failed", code="AUTH")
 """A failed login's answer (RFC 3206 §4: ``[AUTH]``)."""
 
 _LOGIN_COMMAND: Final = re.compile(rb"(USER|PASS|APOP|AUTH)(?=[ \r\n]|\Z)", re.IGNORECASE)
@@ -45,8 +45,10 @@ def _shown(response: Ok | Err) -> str:
     return loggable_reply(response.to_bytes().decode("utf-8").rstrip("\r\n"))
 
 
-class Login(Update):
-    """USER/PASS and APOP, failed logins, and the maildrop a login opens."""
+class Login(Transaction, Update):
+    """USER/PASS and APOP, failed logins, and the maildrop a login opens: its totals
+    answer the login (:class:`Transaction`), and one that cannot be listed is
+    closed again (:class:`Update`)."""
 
     __slots__ = ()
 
@@ -95,7 +97,7 @@ class Login(Update):
         with no failure delay, no count and no line for fail2ban, as a SASL callback's
         is (:attr:`smtpcore.sasl.Failure.callback_error`)."""
         logger.error("%s gave %s, not %s", hook, type(verdict).__name__, expected)
-        self._answer(_TEMP_ERROR)
+        self._answer(TEMP_ERROR)
 
     async def _failed(
         self,
@@ -104,7 +106,7 @@ class Login(Update):
         *,
         mechanism: str | None = None,
         no_secret: bool = False,
-        answer: Err = _AUTH_FAILED,
+        answer: Err = AUTH_FAILED,
     ) -> None:
         """A failed login: ``answer`` (``-ERR [AUTH]``, or the machine's ``-ERR`` to a
         line that ended an exchange whose mechanism had refused the credentials; at
@@ -163,7 +165,7 @@ class Login(Update):
             return
         self.maildrop = maildrop
         try:
-            listing = _checked_listing(await self._store(maildrop.messages))
+            listing = checked_listing(await self._store(maildrop.messages))
         except BaseException as exc:
             if not self._call_failed(exc):
                 session.mechanism = None

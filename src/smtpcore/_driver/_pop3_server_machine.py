@@ -16,9 +16,9 @@ import ipaddress
 from smtpcore._driver._factory import check_agreement
 from smtpcore._driver._pop3_server_auth import SaslAuth
 from smtpcore._driver._pop3_server_options import (
-    _LOGIN_PLACEHOLDERS,
-    _POP3_SERVER_KEYWORDS,
-    _SessionLogins,
+    LOGIN_PLACEHOLDERS,
+    POP3_SERVER_KEYWORDS,
+    SessionLogins,
 )
 from smtpcore._ip import unmapped
 from smtpcore.pop3 import ServerConnection
@@ -38,7 +38,7 @@ class SessionMachine(SaslAuth):
 
     __slots__ = ()
 
-    async def _logins(self, client: tuple[str, int] | None) -> _SessionLogins:
+    async def _logins(self, client: tuple[str, int] | None) -> SessionLogins:
         """What this session offers: the store's logins and mechanisms, and
         ``require_tls`` (by default, for a ``client`` off loopback: see
         :meth:`_known_client`)."""
@@ -46,14 +46,14 @@ class SessionMachine(SaslAuth):
         require_tls = self.options.require_tls
         if require_tls is None:
             require_tls = self.options.stls and not _is_loopback(client)
-        return _SessionLogins(
+        return SessionLogins(
             user=self.state.user_login,
             apop=self.state.apop_login and bool(self.store.apop),
             sasl_mechanisms=tuple(self._sasl.mechanisms),  # more once TLS is up: _stls
             require_tls=require_tls,
         )
 
-    def _factory_connection(self, logins: _SessionLogins) -> ServerConnection:
+    def _factory_connection(self, logins: SessionLogins) -> ServerConnection:
         """The ``connection_factory``'s machine, checked against the server
         (:meth:`POP3ServerOptions.check_connection`), with the session's ``logins``:
         on a machine of ``build_connection`` that kept its placeholders, they are
@@ -66,8 +66,8 @@ class SessionMachine(SaslAuth):
         conn = options.connection_factory(options)
         self.state.factory_machines.check_free(conn)
         conn = options.check_connection(conn)
-        placeholders = getattr(conn, _LOGIN_PLACEHOLDERS, None)
-        chosen = _SessionLogins.of(conn)
+        placeholders = getattr(conn, LOGIN_PLACEHOLDERS, None)
+        chosen = SessionLogins.of(conn)
         if chosen != placeholders:
             try:
                 self._check_chosen_logins(conn, logins)
@@ -87,13 +87,13 @@ class SessionMachine(SaslAuth):
         return conn
 
     @staticmethod
-    def _check_chosen_logins(conn: ServerConnection, logins: _SessionLogins) -> None:
+    def _check_chosen_logins(conn: ServerConnection, logins: SessionLogins) -> None:
         """``ValueError`` for a machine whose logins the factory chose and the
         session's would change: the server never lowers what a factory chose (its
         ``require_tls``, the mechanisms it listed), nor offers logins the mailstore
         does not serve."""
         expected = {"offers_user": logins.user, "offers_apop": logins.apop}
-        check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
+        check_agreement(conn, expected, POP3_SERVER_KEYWORDS)
         if conn.require_tls and not logins.require_tls:
             raise ValueError(
                 "connection_factory: the machine has require_tls=True where the server "

@@ -125,7 +125,7 @@ class POP3ServerOptions:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
         except ValueError as exc:
             raise ValueError(f"proxy_protocol_from: {exc}") from None
-        new = self._session_connection(_NO_LOGINS)
+        new = self._session_connection(NO_LOGINS)
         object.__setattr__(self, "_new_session_state", session_state(new, _POP3_SESSION_STATE))
         # The CAPA policies as the machine took them (an int as its digits, NEVER and
         # USER upper-case), so that every machine built from these options agrees.
@@ -148,14 +148,14 @@ class POP3ServerOptions:
         serves them, the SASL mechanisms, ``require_tls``) is left to placeholders
         here, and set on the machine before its greeting, unless the factory changes
         them: then they are its choice, checked as a hand-built machine's."""
-        refuse_server_keywords(machine_options, _POP3_SERVER_KEYWORDS)
-        conn = self._session_connection(_NO_LOGINS, machine, machine_options)
-        setattr(conn, _LOGIN_PLACEHOLDERS, _SessionLogins.of(conn))
+        refuse_server_keywords(machine_options, POP3_SERVER_KEYWORDS)
+        conn = self._session_connection(NO_LOGINS, machine, machine_options)
+        setattr(conn, LOGIN_PLACEHOLDERS, SessionLogins.of(conn))
         return conn
 
     def _session_connection(
         self,
-        logins: _SessionLogins,
+        logins: SessionLogins,
         machine: type[ServerConnection] = ServerConnection,
         machine_options: Mapping[str, Any] | None = None,
     ) -> ServerConnection:
@@ -198,13 +198,13 @@ class POP3ServerOptions:
             "login_delay": self.login_delay,
             "implementation": self.implementation,
         }
-        check_agreement(conn, expected, _POP3_SERVER_KEYWORDS)
+        check_agreement(conn, expected, POP3_SERVER_KEYWORDS)
         check_new(conn, self._new_session_state)
         return conn
 
 
 @dataclass(frozen=True, slots=True)
-class _SessionLogins:
+class SessionLogins:
     """What a POP3 server decides per session, from its mailstore and the client: the
     logins the machine offers and whether they wait for TLS."""
 
@@ -218,7 +218,7 @@ class _SessionLogins:
     """``require_tls``, decided for this client."""
 
     @classmethod
-    def of(cls, conn: ServerConnection) -> _SessionLogins:
+    def of(cls, conn: ServerConnection) -> SessionLogins:
         """The logins the machine ``conn`` offers now."""
         return cls(
             user=conn.offers_user,
@@ -227,7 +227,7 @@ class _SessionLogins:
             require_tls=conn.require_tls,
         )
 
-    def changed(self, other: _SessionLogins) -> list[str]:
+    def changed(self, other: SessionLogins) -> list[str]:
         """The machine attributes whose values differ in ``other``."""
         names = {"user": "offers_user", "apop": "offers_apop"}
         return [
@@ -237,11 +237,11 @@ class _SessionLogins:
         ]
 
 
-_NO_LOGINS: Final = _SessionLogins(user=False, apop=False, sasl_mechanisms=(), require_tls=False)
+NO_LOGINS: Final = SessionLogins(user=False, apop=False, sasl_mechanisms=(), require_tls=False)
 """What ``build_connection`` builds with: nothing offered that the session's own values
 would not add."""
 
-_LOGIN_PLACEHOLDERS: Final = "_smtpcore_login_placeholders"
+LOGIN_PLACEHOLDERS: Final = "_smtpcore_login_placeholders"
 """The attribute in which ``build_connection`` records the logins it gave its machine,
 placeholders. A machine that still has them gets the session's; one whose factory
 changed any, like one built by hand, has chosen its own, which the server checks and
@@ -253,7 +253,7 @@ a factory's machine must have a new machine's values. Public session state added
 the machine belongs here."""
 
 
-_POP3_SERVER_KEYWORDS: Final = {
+POP3_SERVER_KEYWORDS: Final = {
     "hostname": "hostname",
     "user": "a mailstore with check_password",
     "offers_user": "mailstore (its check_password)",

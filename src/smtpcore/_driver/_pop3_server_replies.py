@@ -32,20 +32,20 @@ from smtpcore.pop3 import (
 
 if TYPE_CHECKING:
     from smtpcore._driver._pop3_server import POP3ServerState
-    from smtpcore._driver._pop3_server_auth import _SessionAuth
+    from smtpcore._driver._pop3_server_auth import SessionAuth
     from smtpcore._driver._pop3_server_options import POP3ServerOptions
 
 logger = logging.getLogger("smtpcore.pop3.server")
 
-_WRITE_SIZE: Final = 262144
+WRITE_SIZE: Final = 262144
 """Bytes of answers gathered before a write: a listing or a message goes out in
 pieces this big, and many small pipelined answers in one. Read here and, through
 its own import, by the streaming loops of ``_pop3_server_transaction``: a test
 that changes it changes both."""
 
-_TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
+TEMP_ERROR: Final = Err("Internal error, try again later", code="SYS/TEMP")
 
-_END_OF_RESPONSE: Final = EndOfResponse()
+END_OF_RESPONSE: Final = EndOfResponse()
 """The one every multi-line answer ends with: an event is immutable, and making one
 is a Python call a RETR."""
 
@@ -84,7 +84,7 @@ class SessionReplies(ServedSession):
     listing: Sequence[MessageInfo]
     numbers: MessageNumbers
     retrieved: set[int]
-    _sasl: _SessionAuth
+    _sasl: SessionAuth
     _failures: int
     _out: list[bytes]
     """The answers due, written in one piece."""
@@ -126,7 +126,7 @@ class SessionReplies(ServedSession):
         """Queue bytes for the client, writing once enough has gathered."""
         self._out.append(data)
         self._out_size += len(data)
-        if self._out_size >= _WRITE_SIZE:
+        if self._out_size >= WRITE_SIZE:
             await self._write_out()
 
     def _answer(self, response: Ok | Err | Continue) -> bool:
@@ -137,7 +137,7 @@ class SessionReplies(ServedSession):
             return True
         except LocalProtocolError:
             logger.exception("the answer %r is not legal here", response)
-            self._out.append(self.conn.send(_TEMP_ERROR))
+            self._out.append(self.conn.send(TEMP_ERROR))
             return False
 
     def _lines(self, answer: Ok, lines: Sequence[str]) -> None:
@@ -147,4 +147,4 @@ class SessionReplies(ServedSession):
         assert conn is not None
         self._answer(answer)
         self._out.append(conn.send(ResponseData(format_lines(lines))))
-        self._out.append(conn.send(_END_OF_RESPONSE))
+        self._out.append(conn.send(END_OF_RESPONSE))

@@ -8,16 +8,26 @@ answered; a message is streamed from the maildrop in chunks, never held whole.
 
 The session is put together from parts with one job each, every one a base
 class of :class:`POP3ServerSession` (a method costs the same wherever in them it
-is defined: the type's attribute cache finds it in one step): its answers
-(:mod:`~smtpcore._driver._pop3_server_replies`), the mailstore's calls
-(:mod:`~smtpcore._driver._pop3_server_store`), the TRANSACTION state
-(:mod:`~smtpcore._driver._pop3_server_transaction`), QUIT and UPDATE
-(:mod:`~smtpcore._driver._pop3_server_update`), logging in
-(:mod:`~smtpcore._driver._pop3_server_login`), SASL's AUTH
-(:mod:`~smtpcore._driver._pop3_server_auth`) and the session's machine
-(:mod:`~smtpcore._driver._pop3_server_machine`). Here is what runs them: the
-loop, the greeting, STLS, the session's end, and which part answers each
-command.
+is defined: the type's attribute cache finds it in one step), each built on the
+parts it uses and no other:
+
+- its answers (:mod:`~smtpcore._driver._pop3_server_replies`), which also hold
+  every part's fields;
+- the mailstore's calls (:mod:`~smtpcore._driver._pop3_server_store`), on the
+  answers;
+- the TRANSACTION state (:mod:`~smtpcore._driver._pop3_server_transaction`) and,
+  beside it, QUIT and UPDATE (:mod:`~smtpcore._driver._pop3_server_update`),
+  each on the mailstore's calls alone;
+- logging in (:mod:`~smtpcore._driver._pop3_server_login`), on both: a login is
+  answered with the maildrop's totals, and a maildrop that cannot be listed is
+  closed again;
+- SASL's AUTH (:mod:`~smtpcore._driver._pop3_server_auth`), on logging in, which
+  it ends in;
+- the session's machine (:mod:`~smtpcore._driver._pop3_server_machine`), on
+  SASL's AUTH, whose mechanisms it offers.
+
+Here is what runs them: the loop, the greeting, STLS, the session's end, and
+which part answers each command.
 """
 
 from __future__ import annotations
@@ -32,10 +42,10 @@ from typing import TYPE_CHECKING, Final
 
 from smtpcore._driver._listener import ConnectionLost, session_address
 from smtpcore._driver._logtext import describe_error
-from smtpcore._driver._pop3_server_auth import _SessionAuth
+from smtpcore._driver._pop3_server_auth import SessionAuth
 from smtpcore._driver._pop3_server_machine import SessionMachine
-from smtpcore._driver._pop3_server_options import _NO_LOGINS
-from smtpcore._driver._pop3_server_transaction import _TRANSACTION_COMMANDS
+from smtpcore._driver._pop3_server_options import NO_LOGINS
+from smtpcore._driver._pop3_server_transaction import TRANSACTION_COMMANDS
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -68,7 +78,7 @@ logger = logging.getLogger("smtpcore.pop3.server")
 READ_SIZE: Final = 65536
 """Bytes asked of the transport per read."""
 
-_SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
+SHUTTING_DOWN: Final = Err("Server shutting down", code="SYS/TEMP")
 _UNAVAILABLE: Final = Err("Service not available, try again later", code="SYS/TEMP")
 
 _greetings = itertools.count(1)
@@ -103,7 +113,7 @@ class POP3ServerSession(SessionMachine):
         self.listing = ()
         self.numbers = MessageNumbers(0)
         self.retrieved = set()
-        self._sasl = _SessionAuth({})
+        self._sasl = SessionAuth({})
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
@@ -140,12 +150,12 @@ class POP3ServerSession(SessionMachine):
                     raise
                 # As a server that cannot serve (RFC 1939 §4 allows -ERR for the greeting).
                 logger.error("the session is refused: %s", describe_error(exc), exc_info=exc)
-                self.conn = options._session_connection(_NO_LOGINS)
+                self.conn = options._session_connection(NO_LOGINS)
                 self._goodbye(_UNAVAILABLE)
                 return
         conn.tls = self.session.tls is not None
         if self.state.stopping:
-            self._answer(_SHUTTING_DOWN)
+            self._answer(SHUTTING_DOWN)
         else:
             try:
                 greeting = conn.greeting(os.getpid(), f"{time.time_ns()}.{next(_greetings)}")
@@ -159,7 +169,7 @@ class POP3ServerSession(SessionMachine):
                 # RFC 1939 §3: the autologout timer closes without a response, and
                 # without entering UPDATE.
                 raise ConnectionLost from None
-            self._goodbye(_SHUTTING_DOWN)
+            self._goodbye(SHUTTING_DOWN)
         await self._flush()
         # The server's own goodbye (a shutdown's, a failed maildrop's) or a protocol
         # error's -ERR (too many bad commands): not after QUIT, nor the client's close.
@@ -199,7 +209,7 @@ class POP3ServerSession(SessionMachine):
                     # takes: a client that trickles a byte at a time cannot hold
                     # a session forever.
                     if self.state.stopping:
-                        self._goodbye(_SHUTTING_DOWN)
+                        self._goodbye(SHUTTING_DOWN)
                         break
                     if new_wait:
                         watchdog.arm(self.options.timeouts.autologout)
@@ -209,7 +219,7 @@ class POP3ServerSession(SessionMachine):
                         if self._out:
                             await self._write_out()
                             if self.state.stopping:  # begun during the write: no wait
-                                self._goodbye(_SHUTTING_DOWN)
+                                self._goodbye(SHUTTING_DOWN)
                                 break
                         # A shutdown may wake the wait, not the write.
                         self._waiting_idle = True
@@ -249,7 +259,7 @@ class POP3ServerSession(SessionMachine):
         of nearly every exchange of a session."""
         conn = self.conn
         assert conn is not None
-        if isinstance(event, _TRANSACTION_COMMANDS):
+        if isinstance(event, TRANSACTION_COMMANDS):
             await self._transaction(event)
         elif isinstance(event, BadCommand):
             await self._bad_command(event)

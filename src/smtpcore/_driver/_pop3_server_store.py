@@ -17,7 +17,7 @@ from typing import Final, TypeVar
 
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._own_timeouts import DeadlinePassed, seconds_text
-from smtpcore._driver._pop3_server_replies import _TEMP_ERROR, SessionReplies
+from smtpcore._driver._pop3_server_replies import TEMP_ERROR, SessionReplies
 from smtpcore._driver._proxied import client_text
 from smtpcore._errors import LocalProtocolError
 from smtpcore.maildrop import MaildropError, MaildropInUse, MessageUnavailable
@@ -51,7 +51,7 @@ class StoreCalls(SessionReplies):
         return await self.transport.within(self.options.timeouts.store, call())
 
     def _failure(
-        self, exc: BaseException, call: str, *args: object, answer: Err = _TEMP_ERROR
+        self, exc: BaseException, call: str, *args: object, answer: Err = TEMP_ERROR
     ) -> Err:
         """The answer to a mailstore call that failed with ``exc`` (one
         :meth:`_call_failed` says is its own): a :class:`MaildropError`'s ``-ERR``,

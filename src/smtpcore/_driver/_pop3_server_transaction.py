@@ -16,7 +16,7 @@ from typing import Final
 
 from smtpcore._driver._listener import ConnectionLost
 from smtpcore._driver._logtext import loggable
-from smtpcore._driver._pop3_server_replies import _END_OF_RESPONSE, _WRITE_SIZE
+from smtpcore._driver._pop3_server_replies import END_OF_RESPONSE, WRITE_SIZE
 from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._plural import messages
 from smtpcore.maildrop import MaildropError, MessageInfo
@@ -46,7 +46,7 @@ gives nothing else and never ends (``iter(partial(file.read, n), None)`` at the
 end of the file) would keep the session reading without a pause for the event
 loop: past this many it has failed."""
 
-_TRANSACTION_COMMANDS: Final = (Retr, Top, Stat, List, Uidl, Dele, Noop, Rset)
+TRANSACTION_COMMANDS: Final = (Retr, Top, Stat, List, Uidl, Dele, Noop, Rset)
 """The commands :meth:`Transaction._transaction` answers, which the session asks of
 an event first."""
 
@@ -111,7 +111,7 @@ class Transaction(StoreCalls):
                 batch.clear()
         if batch:
             await self._emit(conn.send(ResponseData(format_lines(batch))))
-        self._out.append(conn.send(_END_OF_RESPONSE))
+        self._out.append(conn.send(END_OF_RESPONSE))
 
     async def _send_message(self, event: Retr | Top) -> None:
         """Stream one message. The maildrop's ``open`` is called and the first chunk
@@ -171,7 +171,7 @@ class Transaction(StoreCalls):
                     await self._write_out()
             if not answered and not self._answer(ok):  # an empty message
                 return
-            self._out.append(conn.send(_END_OF_RESPONSE))
+            self._out.append(conn.send(END_OF_RESPONSE))
             if isinstance(event, Retr):
                 self.retrieved.add(number)
         finally:
@@ -208,7 +208,7 @@ class Transaction(StoreCalls):
         batch: list[bytes] = []
         size = self._out_size
         empty = 0
-        while size < _WRITE_SIZE:
+        while size < WRITE_SIZE:
             try:
                 chunk = await anext(chunks)
             except StopAsyncIteration:
@@ -222,7 +222,7 @@ class Transaction(StoreCalls):
         batch: list[bytes] = []
         size = self._out_size
         empty = 0
-        while size < _WRITE_SIZE:
+        while size < WRITE_SIZE:
             chunk = next(chunks, None)
             if chunk is None:
                 return batch, True
@@ -258,7 +258,7 @@ def _no_content() -> ValueError:
     return ValueError(f"a message's iterator gave {_EMPTY_CHUNKS} empty chunks in a row")
 
 
-def _checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
+def checked_listing(listing: Iterable[MessageInfo]) -> list[MessageInfo]:
     """A maildrop's listing as the session serves it: each item a
     :class:`MessageInfo` (an exact size in octets, RFC 1939 §5; a unique-id of 1
     to 70 printable characters, §7), and no unique-id twice (§7: unique within the

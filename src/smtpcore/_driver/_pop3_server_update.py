@@ -4,7 +4,10 @@ messages marked deleted removed, and the maildrop closed, its lock released.
 :class:`Update` is where a session's maildrop ends, whichever way the session
 does: committed by a QUIT in TRANSACTION, or only closed (:meth:`Update._release`)
 on any other end, or when a login cannot finish listing it. Apart from the
-TRANSACTION commands, which only mark what UPDATE does.
+TRANSACTION commands, which only mark what UPDATE does: both stand on the
+mailstore's calls (:class:`~smtpcore._driver._pop3_server_store.StoreCalls`),
+neither on the other, and read the marks from the fields the session's answers
+declare.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from typing import Final
 
 from smtpcore._driver._logtext import loggable
-from smtpcore._driver._pop3_server_transaction import Transaction
+from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._plural import messages
 from smtpcore.pop3 import Err, Ok, State
 
@@ -22,7 +25,7 @@ logger = logging.getLogger("smtpcore.pop3.server")
 _NOT_REMOVED: Final = Err("Some deleted messages were not removed", code="SYS/TEMP")
 
 
-class Update(Transaction):
+class Update(StoreCalls):
     """QUIT, UPDATE, and the maildrop's close."""
 
     __slots__ = ()

@@ -46,7 +46,7 @@ class _SessionAuth(ServerAuth):
     with (``-PLUS`` ones are offered only over a TLS layer that gives channel
     binding data, see :meth:`Authentication._offer_auth`), and ``mechanism``, the
     one of the exchange under way. Here rather than in two slots of every
-    session: a session that offers no mechanism shares :data:`_NO_AUTH`."""
+    session: a session that offers no mechanism shares :data:`NO_AUTH`."""
 
     def __init__(
         self,
@@ -67,7 +67,7 @@ class _SessionAuth(ServerAuth):
         return _SessionAuth(self.names, self.mechanisms, self.channel_bindings)
 
 
-_NO_AUTH: Final = _SessionAuth((), {})
+NO_AUTH: Final = _SessionAuth((), {})
 """The AUTH state of a session that offers no mechanism: its machine refuses every
 AUTH (504) before the session sees one, and it keeps nothing, so every such session
 shares it."""

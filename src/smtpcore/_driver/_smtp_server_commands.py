@@ -17,12 +17,12 @@ from smtpcore._driver._logtext import loggable_reply, named_mechanism
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_auth import Authentication
 from smtpcore._driver._smtp_server_refusals import (
-    _AUTH_COMMAND,
-    _judged_no_credential,
-    _logged_verb,
-    _refusal_kind,
+    AUTH_COMMAND,
+    judged_no_credential,
+    logged_verb,
+    refusal_kind,
 )
-from smtpcore._driver._smtp_server_replies import _OK
+from smtpcore._driver._smtp_server_replies import OK
 from smtpcore._driver._smtp_server_transaction import Transaction
 from smtpcore.smtp import (
     BadCommand,
@@ -74,8 +74,8 @@ class Commands(Authentication, Transaction):
             if flow.failed_login:
                 await self._auth_failed(self._answer(reply), flow.mechanism, flow.failure)
                 return
-            if _judged_no_credential(reply) and (
-                answering or _AUTH_COMMAND.match(event.line) is not None
+            if judged_no_credential(reply) and (
+                answering or AUTH_COMMAND.match(event.line) is not None
             ):
                 mechanism = (
                     flow.mechanism if answering else named_mechanism(event.line, flow.names)
@@ -85,8 +85,8 @@ class Commands(Authentication, Transaction):
                 return
         logger.info(
             "NOQUEUE: %s: %s from %s: %s",
-            _refusal_kind(event.reply),
-            _logged_verb(event),
+            refusal_kind(event.reply),
+            logged_verb(event),
             client_text(self.session),
             loggable_reply(event.reply),
         )
@@ -110,7 +110,7 @@ class Commands(Authentication, Transaction):
             session.extended = not isinstance(command, Helo)
 
     def _noop(self, command: Noop) -> None:
-        self._answer(_OK)
+        self._answer(OK)
 
     def _quit(self, command: Quit) -> None:
         self._answer(self.state.bye)

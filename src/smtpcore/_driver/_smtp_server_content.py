@@ -19,7 +19,7 @@ from smtpcore._driver._listener import ConnectionLost
 from smtpcore._driver._logtext import loggable_reply
 from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._proxied import client_text
-from smtpcore._driver._smtp_server_hooks import _HANDLER
+from smtpcore._driver._smtp_server_hooks import HANDLER
 from smtpcore._driver._smtp_server_transaction import Transaction
 from smtpcore.handler import Envelope, MessageReply, _answering
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, RejectedMessage, Reply, State
@@ -93,7 +93,7 @@ class ContentDelivery(Transaction):
     async def _content_to_handler(self, envelope: Envelope, data: bytes) -> None:
         """Pass a chunk of content to the handler's ``handle_data_chunk``."""
         if "handle_data_chunk" not in self.state.overridden:
-            await _HANDLER.handle_data_chunk(self.session, envelope, data)
+            await HANDLER.handle_data_chunk(self.session, envelope, data)
             return
         if self._content_failure is not None:
             return
@@ -187,7 +187,7 @@ class ContentDelivery(Transaction):
         if result is None:  # Handler's answer, as in _ask
             result = self.state.fixed_answers.get("handle_message")
             if result is None:
-                result = await _HANDLER.handle_message(self.session, envelope)
+                result = await HANDLER.handle_message(self.session, envelope)
                 assert result is not None, "Handler.handle_message answers"
         if isinstance(result, Reply):
             return [result] * due

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("smtpcore.server")
 
 
-_HANDLER: Final = Handler()
+HANDLER: Final = Handler()
 """Handler's own hooks: they answer for a hook a handler leaves as it is or answers None
 to, so that the defaults live in :class:`~smtpcore.handler.Handler` alone."""
 
@@ -77,7 +77,7 @@ class HandlerHooks(RefusalLog):
         if reply is None:
             reply = self.state.fixed_answers.get(hook)  # Handler's, without calling it
             if reply is None:
-                reply = await getattr(_HANDLER, hook)(*args)
+                reply = await getattr(HANDLER, hook)(*args)
                 assert reply is not None, f"Handler.{hook} answers"
         return reply
 
@@ -113,7 +113,7 @@ class HandlerHooks(RefusalLog):
         already due written first: a client is not kept waiting for its RSET's 250
         while the handler tidies up."""
         if hook not in self.state.overridden:
-            await getattr(_HANDLER, hook)(*args)
+            await getattr(HANDLER, hook)(*args)
             return
         try:
             started = self.transport.start_within(
@@ -183,6 +183,6 @@ class HandlerHooks(RefusalLog):
         if reply is None:
             reply = self.state.fixed_answers.get(hook)
             if reply is None:
-                reply = await getattr(_HANDLER, hook)(*args)
+                reply = await getattr(HANDLER, hook)(*args)
                 assert reply is not None, f"Handler.{hook} answers"
         answer(self, event, reply)

@@ -26,7 +26,7 @@ _VERB: Final = re.compile(rb"[A-Za-z]{1,12}(?=[ \r\n]|\Z)")
 _KNOWN_VERBS: Final = frozenset(VERBS)
 
 
-def _logged_verb(event: BadCommand) -> str:
+def logged_verb(event: BadCommand) -> str:
     """What the reject log calls a refused line: ``AUTH`` for one that may carry a
     credential (an answer to a 334, an AUTH command), a verb the server knows by
     its name, any other line ``command``: its first letters may be a password
@@ -38,12 +38,12 @@ def _logged_verb(event: BadCommand) -> str:
     return verb if verb in _KNOWN_VERBS else "command"
 
 
-_AUTH_COMMAND: Final = re.compile(rb"AUTH(?=[ \r\n]|\Z)", re.IGNORECASE)
+AUTH_COMMAND: Final = re.compile(rb"AUTH(?=[ \r\n]|\Z)", re.IGNORECASE)
 """An AUTH command line, its verb read as the machine reads it, up to the first space:
 ``AUTHX`` or ``AUTHENTICATE foo`` is an unknown command, not an AUTH refused."""
 
 
-def _refusal_kind(reply: Reply) -> str:
+def refusal_kind(reply: Reply) -> str:
     """What the log calls a line the machine refused: ``bad sequence`` for a ``503``
     (RFC 5321 §4.2.2, "Bad sequence of commands"), which a pipelining client meets
     after a refused MAIL as the normal course of RFC 2920 §3.1 and which refuses
@@ -53,7 +53,7 @@ def _refusal_kind(reply: Reply) -> str:
     return "bad sequence" if reply.code == 503 else "reject"
 
 
-def _judged_no_credential(reply: Reply) -> bool:
+def judged_no_credential(reply: Reply) -> bool:
     """Whether ``reply``, refusing a line of AUTH, is one that checked no credential:
     a 5xx, but not a ``503`` (a ``bad sequence``, as for any command), and not the
     ``421`` that ends a session for abuse (too many errors or failed logins), which

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("smtpcore.server")
 
 
-_OK: Final = Reply(250, "OK")
+OK: Final = Reply(250, "OK")
 
 
 class SessionReplies(ServedSession):

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._driver._listener import ConnectionLost, session_address
 from smtpcore._driver._logtext import describe_error
-from smtpcore._driver._smtp_server_auth import _NO_AUTH
+from smtpcore._driver._smtp_server_auth import NO_AUTH
 from smtpcore._driver._smtp_server_commands import Commands
 from smtpcore._driver._smtp_server_content import ContentDelivery
-from smtpcore._driver._smtp_server_transaction import _IDLE_STATES
+from smtpcore._driver._smtp_server_transaction import IDLE_STATES
 from smtpcore._driver._smtp_server_xclient import Forwarding
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
@@ -126,7 +126,7 @@ class ServerSession(Commands, ContentDelivery, Forwarding):
         (:func:`~smtpcore._driver._failures.failure_reply`); None while it takes it."""
         self._connect_told = False
         """Whether the handler was told of the session (see :meth:`_after_close`)."""
-        self._auth = _NO_AUTH
+        self._auth = NO_AUTH
         # With a connection_factory, the machine is the factory's, taken as the
         # session starts (_machine_from_factory): none is built here.
         if options.connection_factory is None:
@@ -319,7 +319,7 @@ class ServerSession(Commands, ContentDelivery, Forwarding):
         replies due are written within the wait, before the read.
         """
         conn_state = self.conn.state
-        idle = conn_state in _IDLE_STATES
+        idle = conn_state in IDLE_STATES
         if idle and self.state.stopping:
             self._answer(Reply(421, f"{self.options.hostname} Service shutting down", "4.3.2"))
             return False

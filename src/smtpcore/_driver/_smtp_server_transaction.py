@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from smtpcore._driver._smtp_server_hooks import HandlerHooks
-from smtpcore._driver._smtp_server_replies import _OK
+from smtpcore._driver._smtp_server_replies import OK
 from smtpcore.address import Mailbox
 from smtpcore.handler import Envelope, Recipient
 from smtpcore.smtp import Mail, Parameters, Rcpt, Reply, Rset, State
 from smtpcore.smtp._ext.auth import read_submitter
 
-_IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
+IDLE_STATES: Final = frozenset({State.HELLO, State.READY, State.NO_SERVICE})
 
 
 _new: Final = object.__new__
@@ -51,7 +51,7 @@ class Transaction(HandlerHooks):
         (a BDAT line refused fails it, RFC 3030 §2): ``handle_reset`` is told, and
         nothing of it (its envelope, what the handler spooled) reaches the next
         message. A session the refusal closed ends its transaction as it closes."""
-        if self.session.envelope is not None and self.conn.state in _IDLE_STATES:
+        if self.session.envelope is not None and self.conn.state in IDLE_STATES:
             await self._end_transaction()
 
     def _mail(self, command: Mail, reply: Reply | None = None) -> Awaitable[None] | None:
@@ -92,7 +92,7 @@ class Transaction(HandlerHooks):
         return None
 
     def _rset(self, command: Rset) -> Awaitable[None] | None:
-        self._answer(_OK)
+        self._answer(OK)
         if self.session.envelope is None:
             return None
         return self._end_transaction()

@@ -15,7 +15,7 @@ from typing import Final
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._proxied import client_text, ip_peer, trusted
 from smtpcore._driver._smtp_server_close import SessionClose
-from smtpcore._driver._smtp_server_replies import _OK
+from smtpcore._driver._smtp_server_replies import OK
 from smtpcore.handler import AuthIdentity, Session
 from smtpcore.smtp import Reply, Xclient, Xforward
 
@@ -85,7 +85,7 @@ class Forwarding(SessionClose):
         self._answer(greeting)
 
     def _xforward(self, command: Xforward) -> None:
-        self._answer(_OK)  # the machine keeps it for the next transaction's envelope
+        self._answer(OK)  # the machine keeps it for the next transaction's envelope
 
 
 def _present(session: Session, forwarded: Xclient) -> None:

@@ -23,6 +23,7 @@ from smtpcore.transport import Transport, tls_info
 _T = TypeVar("_T")
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "BoundLink",
     "FastPaths",
     "Link",
@@ -33,6 +34,13 @@ __all__ = [
     "readable_now",
     "tls_info",
 ]
+
+
+CLOSE_TIMEOUT: Final = 5.0
+"""How long a transport's close may take (the last bytes sent, a held reply written,
+TLS's close_notify answered) before the connection is cut off. One bound for every
+transport of the library's, which each reads here at its close: a test patches it
+here, and a copy in a transport's module would miss the patch."""
 
 
 class YieldFirst:

@@ -38,7 +38,7 @@ __all__ = [
     "paths",
 ]
 
-_ATEXT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+ATEXT: Final = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 _QTEXT_SPECIALS: Final = ' "\\(),:;<>@[]'
 # U-labels IDNA 2003 leaves as they are (lowercase, no mapped characters), and some
 # holding the characters IDNA 2008 keeps where IDNA 2003 maps them (UTS #46 §6): ß,
@@ -65,7 +65,7 @@ _UTF8_LETTERS: Final = st.characters(
 
 
 def _atoms(*, utf8: bool) -> st.SearchStrategy[str]:
-    chars = st.sampled_from(_ATEXT)
+    chars = st.sampled_from(ATEXT)
     if utf8:
         chars = st.one_of(chars, _UTF8_LETTERS)
     return st.text(chars, min_size=1, max_size=10)
@@ -87,7 +87,7 @@ def local_parts(*, utf8: bool = False, quoted: bool = True) -> st.SearchStrategy
     dot_string = st.lists(_atoms(utf8=utf8), min_size=1, max_size=4).map(".".join)
     options = [dot_string]
     if quoted:
-        chars = st.one_of(st.sampled_from(_ATEXT + _QTEXT_SPECIALS + "."))
+        chars = st.one_of(st.sampled_from(ATEXT + _QTEXT_SPECIALS + "."))
         if utf8:
             chars = st.one_of(chars, _UTF8_LETTERS)
         options.append(st.text(chars, max_size=20))
@@ -351,7 +351,7 @@ _BROKEN_PATHS: Final = (
     "<@relay.example,@[192.0.2.1]:john@abc.example>",
 )
 # Paths a server must read with care: refused or taken by where they stand.
-_ODD_PATHS: Final = (
+ODD_PATHS: Final = (
     "<jöhn@abc.example>",  # 553 without SMTPUTF8 (RFC 6531 §3.4), taken with it
     "<john@exämple.test>",
     "<@relay.example:john@abc.example>",  # a source route: accepted and ignored (§4.1.1.3)
@@ -366,7 +366,7 @@ _ODD_PATHS: Final = (
     "<jo..hn@abc.example>",
     "john@abc.example",
 )
-_HOSTILE_PATHS: Final = _BROKEN_PATHS + _ODD_PATHS
+_HOSTILE_PATHS: Final = _BROKEN_PATHS + ODD_PATHS
 
 
 # What broken paths are made of: the path syntax's own punctuation, letters that

@@ -13,15 +13,15 @@ from typing import Final
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
-    _CLOSING,
+    CLOSING,
     Probe,
-    _codes,
-    _headers,
-    _offered_size,
-    _session_end,
-    _show,
+    offered_size,
+    probe_headers,
+    reply_codes,
+    session_end,
+    shown_codes,
 )
-from smtpcore.testing._smtp_stream_checks import _MARKER
+from smtpcore.testing._smtp_stream_checks import MARKER
 from smtpcore.testing._wire import ServerReply, WireClient
 
 __all__ = ["check_bdat_bare_lf", "check_bdat_octets", "check_bdat_refused_chunk"]
@@ -34,7 +34,7 @@ def check_bdat_octets(probe: Probe) -> str:
     server never got the chunk, so a 2xx for it is a message accepted
     before it arrived. This session ends with that close, not QUIT; the
     server must close too, since only at its close are all its replies in
-    (:func:`_session_end`).
+    (:func:`session_end`).
     """
     client, offered = probe.hello()
     if "CHUNKING" not in offered:
@@ -45,14 +45,14 @@ def check_bdat_octets(probe: Probe) -> str:
     replies = client.read_until_closed()
     if any(answer.code // 100 == 2 for answer in replies):
         raise _Failed(
-            f"BDAT 20 LAST with 5 of its octets got {_codes(replies)}: answered before "
+            f"BDAT 20 LAST with 5 of its octets got {reply_codes(replies)}: answered before "
             "the chunk was in"
         )
-    wrong = _session_end(client, replies, by_quit=False)
+    wrong = session_end(client, replies, by_quit=False)
     if wrong:
-        got = f"got {_codes(replies)}" if replies else "got no reply"
+        got = f"got {reply_codes(replies)}" if replies else "got no reply"
         raise _Failed(f"BDAT 20 LAST with 5 of its octets {got}: {wrong}")
-    return f"an unfinished chunk got {_codes(replies) or 'no reply'}"
+    return f"an unfinished chunk got {reply_codes(replies) or 'no reply'}"
 
 
 def check_bdat_bare_lf(probe: Probe) -> str:
@@ -101,17 +101,19 @@ def _bare_lf_bdat(client: WireClient, lead: bytes) -> str:
     """``lead<LF>BDAT n LAST``, its chunk of markers and QUIT in one write, on a
     client inside a transaction: the summary, or :class:`_Failed` where a marker
     was answered or the session did not end as it should."""
-    chunk = _MARKER * 3
+    chunk = MARKER * 3
     client.send(lead + b"\nBDAT %d LAST\r\n" % len(chunk) + chunk + b"QUIT\r\n")
     replies = client.read_until_closed()
-    sent = f"{lead[:4].decode()}<LF>BDAT, its chunk and QUIT got {_show(_codes(replies))}"
+    sent = (
+        f"{lead[:4].decode()}<LF>BDAT, its chunk and QUIT got {shown_codes(reply_codes(replies))}"
+    )
     if not replies:
         raise _Failed(f"{sent}: no reply before the server closed or fell silent")
     if len(replies) > 3:  # the lead, BDAT and QUIT at most
         raise _Failed(f"{sent}: the marker lines in the chunk were answered as commands")
     if _refused_then_closed(client, replies):
         return f"{sent}: the line was refused and the session closed"
-    wrong = _session_end(client, replies)
+    wrong = session_end(client, replies)
     if wrong:
         raise _Failed(f"{sent}: {wrong}")
     return sent
@@ -122,7 +124,7 @@ def _refused_then_closed(client: WireClient, replies: Sequence[ServerReply]) -> 
     read no further than the line it refused, so nothing behind it ran, and
     nothing behind it was tested either. Postfix does so (554) where a command
     comes pipelined where RFC 2920 §3.1 does not allow it; 421 and 521
-    (:data:`_CLOSING`) are such refusals too."""
+    (:data:`CLOSING`) are such refusals too."""
     return client.closed and len(replies) == 1 and replies[0].code // 100 in (4, 5)
 
 
@@ -187,7 +189,7 @@ def _refused_chunk_lines(probe: Probe, offered: Mapping[str, str]) -> list[tuple
         (b"BDAT %d  LAST" % len(chunk), chunk),
         (b"BDAT %d FIRST" % len(chunk), chunk),
     ]
-    limit = _offered_size(offered)
+    limit = offered_size(offered)
     if limit is not None and limit <= probe.max_size_probe:
         filler = b"x" * 78 + b"\r\n"
         big = (chunk + filler * (limit // len(filler) + 1))[: limit + 1]
@@ -200,7 +202,7 @@ def _chunks_around_a_refusal(probe: Probe, client: WireClient, line: bytes, chun
     last chunk, and QUIT, in one write: the summary, or :class:`_Failed` where a
     chunk after a refusal completed the message, the refused chunk's octets were
     answered, or the session did not end as it should."""
-    first = _headers(probe, "smtpcore bdat-refused-chunk check") + (
+    first = probe_headers(probe, "smtpcore bdat-refused-chunk check") + (
         b"Chunk 1 of 3. Chunk 2 comes with a BDAT line to be refused: delivered\r\n"
         b"without it, this copy has a hole.\r\n"
     )
@@ -216,11 +218,11 @@ def _chunks_around_a_refusal(probe: Probe, client: WireClient, line: bytes, chun
         + b"QUIT\r\n"
     )
     replies = client.read_until_closed()
-    codes = _codes(replies)
+    codes = reply_codes(replies)
     over = "" if len(chunk) == len(_REFUSED_CHUNK_MARKER) else " (over SIZE)"
     sent = (
         f"BDAT {len(first)}, {line.decode()!r}{over}, BDAT {len(last)} LAST and QUIT got "
-        f"{_show(codes)}"
+        f"{shown_codes(codes)}"
     )
     wrong = _refused_chunk_problem(client, replies)
     if wrong:
@@ -241,7 +243,7 @@ def _refused_chunk_problem(client: WireClient, replies: Sequence[ServerReply]) -
     the BDATs. A 221 shows QUIT was read, and so every BDAT before it: a BDAT
     reply missing then was dropped, not cut off by a close.
     """
-    codes = _codes(replies)
+    codes = reply_codes(replies)
     if len(codes) > 4:
         return f"more replies than the three BDATs and QUIT: {_CHUNK_READ_AS_COMMANDS}"
     chunks = list(itertools.takewhile(lambda code: code != 221, codes))[:3]
@@ -252,15 +254,15 @@ def _refused_chunk_problem(client: WireClient, replies: Sequence[ServerReply]) -
         return None  # refused and closed: nothing after the refusal was taken
     if len(chunks) < 3:
         return _unanswered_chunks(3 - len(chunks), quit_answered=221 in codes)
-    return _session_end(client, replies)
+    return session_end(client, replies)
 
 
 def _accepted_after_refusal(client: WireClient, codes: Sequence[int]) -> str:
     """Why a 2xx after a refused BDAT fails. Four replies ending in a closing one
-    (:data:`_CLOSING`) with no 221 mean the server closed where the last BDAT's
+    (:data:`CLOSING`) with no 221 mean the server closed where the last BDAT's
     reply was due (QUIT gets 221, RFC 5321 §4.1.1.10): the 2xx before it answered
     the refused chunk's NOOP marker. Otherwise it answered a later chunk."""
-    if len(codes) == 4 and codes[-1] in _CLOSING and client.closed:
+    if len(codes) == 4 and codes[-1] in CLOSING and client.closed:
         return f"{_CHUNK_READ_AS_COMMANDS}, its NOOP marker answered {codes[2]}"
     return (
         "a chunk after the refused BDAT was accepted, so the message was delivered "

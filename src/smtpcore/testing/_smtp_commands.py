@@ -41,7 +41,7 @@ from smtpcore.smtp import (
     xtext,
 )
 from smtpcore.smtp._forwarding import MAX_VALUE as _MAX_XTEXT_VALUE
-from smtpcore.testing._addresses import _ATEXT, domains, mailboxes
+from smtpcore.testing._addresses import ATEXT, domains, mailboxes
 from smtpcore.testing._regex import regex
 from smtpcore.testing._smtp_parameters import EXTENSIONS, mail_parameters, rcpt_parameters
 
@@ -52,11 +52,11 @@ __all__ = [
 ]
 
 
-_MAX_COMMAND_LINE: Final = 512  # RFC 5321 §4.5.3.1.4, CRLF included
+MAX_COMMAND_LINE: Final = 512  # RFC 5321 §4.5.3.1.4, CRLF included
 
 _QTEXT: Final = "".join(chr(code) for code in range(32, 127) if chr(code) not in '"\\')
 _STRINGS: Final = st.one_of(
-    st.text(st.sampled_from(_ATEXT), min_size=1, max_size=20),
+    st.text(st.sampled_from(ATEXT), min_size=1, max_size=20),
     st.lists(
         st.one_of(
             st.sampled_from(_QTEXT),
@@ -203,7 +203,7 @@ def _forwarding_commands(
     as ``Xclient(...)``, public names alone; one over a command line (RFC 5321
     §4.5.3.1.4) is discarded with ``reject()``, which drops the whole example."""
     built = command(**draw(attributes))
-    if len(built.to_line()) > _MAX_COMMAND_LINE - 2:
+    if len(built.to_line()) > MAX_COMMAND_LINE - 2:
         reject()
     return built
 

@@ -13,10 +13,10 @@ from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
     Probe,
-    _codes,
-    _offered_size,
-    _quit,
-    _temporary_refusal,
+    offered_size,
+    quit_session,
+    reply_codes,
+    temporary_refusal,
 )
 from smtpcore.testing._wire import ServerReply, WireClient
 
@@ -62,7 +62,7 @@ def _digit_lines(probe: Probe, offered: Mapping[str, str]) -> list[_DigitLine]:
         _DigitLine(probe.mail_line(" SIZE=²"), control),
         _DigitLine(probe.mail_line(_ARABIC_INDIC_TEN), control),
     ]
-    limit = _offered_size(offered)
+    limit = offered_size(offered)
     if limit is not None:
         big = probe.mail_line(f" SIZE={_arabic_indic(limit + 1)}")
         lines.append(_DigitLine(big, control, number=limit + 1))
@@ -211,7 +211,7 @@ def check_ascii_digits(probe: Probe) -> str:
         if answer is None:
             client = None
             continue
-        if client.closed and not bdat and _temporary_refusal(answer):
+        if client.closed and not bdat and temporary_refusal(answer):
             client = None  # closed at RSET or the plain MAIL after it: the 4xx is judged
             continue
         closing = answer.code == 421 and bdat
@@ -235,7 +235,7 @@ def check_ascii_digits(probe: Probe) -> str:
             problems.append(wrong)
         if after is None or after.code == 421:  # a session ended the proper way, §3.8
             client = None
-    limit = _offered_size(offered)
+    limit = offered_size(offered)
     judged = [
         _digit_problem(item, answers[item.line], answers.get(item.control or b""), limit)
         for item in lines
@@ -245,9 +245,9 @@ def check_ascii_digits(probe: Probe) -> str:
     if problems:
         raise _Failed("; ".join(problems))
     if client is not None:
-        after_quit = _quit(client)
-        if _codes(after_quit) != [221]:
-            raise _Failed(f"QUIT after the refusals got {_codes(after_quit)}")
+        after_quit = quit_session(client)
+        if reply_codes(after_quit) != [221]:
+            raise _Failed(f"QUIT after the refusals got {reply_codes(after_quit)}")
     unseen = _size_read_unseen(probe, answers, limit)
     if unseen:
         raise _Skipped(f"{unseen}; {untried}" if untried else unseen)

@@ -17,7 +17,15 @@ from typing import Final
 
 from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
-from smtpcore.testing._smtp_probe import Probe, _ask, _codes, _headers, _owed, _quit, _show
+from smtpcore.testing._smtp_probe import (
+    Probe,
+    ask,
+    owed_replies,
+    probe_headers,
+    quit_session,
+    reply_codes,
+    shown_codes,
+)
 from smtpcore.testing._wire import ServerReply
 
 __all__ = ["check_pipelined_end"]
@@ -43,7 +51,7 @@ def _mark(token: str, number: int) -> bytes:
 
 def _message(probe: Probe, token: str, number: int) -> bytes:
     """A probing message, its end included, told apart from the other by its body."""
-    headers = _headers(probe, f"smtpcore pipelined end {number}")
+    headers = probe_headers(probe, f"smtpcore pipelined end {number}")
     return headers + _mark(token, number) + b"\r\n" + _END
 
 
@@ -104,20 +112,20 @@ def check_pipelined_end(probe: Probe) -> str:
     ]
     for write, message, behind in writes:
         probe.transaction(client)
-        data = _ask(client, b"DATA")
+        data = ask(client, b"DATA")
         if data.code != 354:
             raise _Skipped(f"DATA was answered {data}")
         codes.append(data.code)
         client.send(message + b"".join(line + b"\r\n" for line in behind))
         lines = [_END, *behind]
-        replies = _owed(client, len(lines), f"a message's end and {write} behind it")
-        codes += _codes(replies)
+        replies = owed_replies(client, len(lines), f"a message's end and {write} behind it")
+        codes += reply_codes(replies)
         _judged(lines, replies, write, problems)
         if problems:
             break
-    codes += _codes(_quit(client))
+    codes += reply_codes(quit_session(client))
     if problems:
-        raise _Failed(f"{'; '.join(problems)} (codes {_show(codes)}): a message may be lost")
+        raise _Failed(f"{'; '.join(problems)} (codes {shown_codes(codes)}): a message may be lost")
     said = f"two messages, each ended in the same write as the next commands, got {codes}"
     if probe.stored is None:
         return said

@@ -12,16 +12,16 @@ from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import unjudged
 from smtpcore.testing._smtp_probe import (
-    _CLOSING,
+    CLOSING,
     Probe,
-    _ask,
-    _codes,
-    _headers,
-    _message_then_quit,
-    _offered_size,
-    _quit,
-    _session_end,
-    _show,
+    ask,
+    message_then_quit,
+    offered_size,
+    probe_headers,
+    quit_session,
+    reply_codes,
+    session_end,
+    shown_codes,
 )
 from smtpcore.testing._wire import ServerReply, WireClient
 
@@ -45,7 +45,7 @@ def check_command_line_length(probe: Probe) -> str:
     A 10,000-octet ``NOOP`` line, then ``NOOP`` and ``QUIT``; a server that
     cuts the line at its limit and reads the rest as more commands answers
     too often. Where the long line gets a reply that ends the session
-    (:data:`_CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
+    (:data:`CLOSING`), nothing more is sent (:func:`_closed_at_long_line`).
     """
     client = _shortest_limit_taken(probe, probe.connect())
     client.send(b"NOOP " + b"x" * 9993 + b"\r\n")
@@ -55,7 +55,7 @@ def check_command_line_length(probe: Probe) -> str:
             "the server closed the connection at the 10,000-octet line without a reply "
             "(500 Line too long, or 421 before the close: RFC 5321 §4.5.3.1.9, §3.8)"
         )
-    if first.code in _CLOSING:
+    if first.code in CLOSING:
         return _closed_at_long_line(client, first)
     client.send(b"NOOP\r\n")
     replies = [first, *client.read_replies(1)]
@@ -65,10 +65,10 @@ def check_command_line_length(probe: Probe) -> str:
             "without a reply to the NOOP after it (a server that ends the session sends "
             "421 first: RFC 5321 §3.8)"
         )
-    replies += _quit(client)
-    codes = _codes(replies)
+    replies += quit_session(client)
+    codes = reply_codes(replies)
     if len(codes) != 3 or codes[1:] != [250, 221]:
-        raise _Failed(f"a long line, NOOP and QUIT got {_show(codes)}, not one reply each")
+        raise _Failed(f"a long line, NOOP and QUIT got {shown_codes(codes)}, not one reply each")
     if codes[0] not in (250, 500):
         raise _Failed(f"the long line was answered {codes[0]}, not 500 (or 250)")
     return f"the 10,000-octet line got {codes[0]}"
@@ -112,13 +112,13 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
     control = None
     if answer.code == 421:
         client = probe.connect()
-        control = _ask(client, b"NOOP x")
+        control = ask(client, b"NOOP x")
         probe.refused(control)  # the first command, a line the check does not test
         answer = _ask_at_the_limit(client, _noop_at_the_limit(), "NOOP")
     if answer.code == 250:
         return client
     if control is None:
-        control = _ask(client, b"NOOP x")
+        control = ask(client, b"NOOP x")
     if control.code == 250:
         raise _Failed(
             f"a {_COMMAND_LINE_MINIMUM}-octet command line (NOOP, CRLF included) got "
@@ -138,7 +138,7 @@ def _shortest_limit_taken(probe: Probe, client: WireClient) -> WireClient:
 def _ask_at_the_limit(client: WireClient, line: bytes, verb: str) -> ServerReply:
     """``line``, a ``verb`` padded to :data:`_COMMAND_LINE_MINIMUM` octets, and its
     reply; a close instead fails the check, said in words rather than by quoting
-    the 512 octets (as :func:`_ask` quotes a line): the server died on a line every
+    the 512 octets (as :func:`ask` quotes a line): the server died on a line every
     server MUST take (RFC 5321 §4.5.3.1.4)."""
     answer = client.command(line)
     if answer is None:
@@ -179,8 +179,8 @@ def _closed_at_long_line(client: WireClient, first: ServerReply) -> str:
     after = client.read_until_closed()
     if after:
         raise _Failed(
-            f"the long line got {_show(_codes([first, *after]))}: more than one reply, as "
-            "from a server that cut it at its limit and ran the rest as commands"
+            f"the long line got {shown_codes(reply_codes([first, *after]))}: more than one "
+            "reply, as from a server that cut it at its limit and ran the rest as commands"
         )
     if not client.closed:
         raise _Failed(
@@ -207,17 +207,19 @@ def check_text_line_length(probe: Probe) -> str:
     lines += [b"x" * cut + b".\r\n" for cut in (4094, 4096, 8190, 8192)]
     client.send(b"Subject: long lines\r\n\r\n" + b"".join(lines) + b".\r\n" + b"QUIT\r\n")
     replies = client.read_until_closed()
-    codes = _codes(replies)
+    codes = reply_codes(replies)
     if not codes:
         raise _Failed(
             "the message of long lines got no reply before the server closed the "
             "connection or fell silent"
         )
     if len(codes) > 2:
-        raise _Failed(f"a message of long lines and QUIT got {_show(codes)}: a cut line ended it")
-    if not _message_then_quit(codes):
+        raise _Failed(
+            f"a message of long lines and QUIT got {shown_codes(codes)}: a cut line ended it"
+        )
+    if not message_then_quit(codes):
         raise _Failed(f"a message of long lines and QUIT got {codes}, out of order")
-    wrong = _session_end(client, replies)
+    wrong = session_end(client, replies)
     if wrong:
         raise _Failed(f"a message of long lines and QUIT got {codes}: {wrong}")
     if codes[0] != 250 and codes[0] // 100 != 5:
@@ -228,7 +230,7 @@ def check_text_line_length(probe: Probe) -> str:
 def _data(probe: Probe, client: WireClient) -> None:
     """MAIL, RCPT and DATA, each alone; anything but 354 to DATA skips the check."""
     probe.transaction(client)
-    answer = _ask(client, b"DATA")
+    answer = ask(client, b"DATA")
     if answer.code != 354:
         raise _Skipped(f"DATA was answered {answer}")
 
@@ -248,7 +250,7 @@ def _longest_legal_text_line_taken(probe: Probe) -> None:
     client, _ = probe.hello()
     _data(probe, client)
     longest = b"." + b"x" * (_TEXT_LINE_MINIMUM - 3)
-    client.send(_headers(probe, "a line at the limit") + b"." + longest + b"\r\n.\r\n")
+    client.send(probe_headers(probe, "a line at the limit") + b"." + longest + b"\r\n.\r\n")
     answer = client.read_reply()
     if answer is None:
         raise _Failed(
@@ -275,7 +277,7 @@ def _short_lines_taken(probe: Probe, client: WireClient) -> bool:
         answer = client.command(line)
         if answer is None or answer.code // 100 != wanted:
             return False
-    client.send(_headers(probe, "short lines") + b"a short line\r\n.\r\n")
+    client.send(probe_headers(probe, "short lines") + b"a short line\r\n.\r\n")
     answer = client.read_reply()
     return answer is not None and answer.code == 250
 
@@ -289,10 +291,10 @@ def check_recipient_limit(probe: Probe) -> str:
     recipient limit.
     """
     client, offered = probe.hello()
-    answer = _ask(client, probe.mail_line())
+    answer = ask(client, probe.mail_line())
     if answer.code // 100 != 2:
         raise _Skipped(f"MAIL was answered {answer}")
-    first = _ask(client, probe.rcpt_line())
+    first = ask(client, probe.rcpt_line())
     if first.code // 100 != 2:
         raise _Skipped(f"the recipient was refused ({first}): give one the server accepts")
     rcpt = probe.rcpt_line() + b"\r\n"
@@ -301,8 +303,8 @@ def check_recipient_limit(probe: Probe) -> str:
         replies = client.read_replies(100)
     else:
         replies = [r for r in (client.command(rcpt[:-2]) for _ in range(100)) if r]
-    codes = _codes([first, *replies])
-    after = _quit(client)
+    codes = reply_codes([first, *replies])
+    after = quit_session(client)
     if len(codes) < 101 or len(after) != 1:
         raise _Failed(f"101 RCPTs and QUIT got {len(codes) + len(after)} replies")
     refused = [(n, code) for n, code in enumerate(codes[:100], 1) if code // 100 != 2]
@@ -324,7 +326,7 @@ def check_size_limit(probe: Probe) -> str:
     sender says nothing of SIZE, so it skips the check.
     """
     client, offered = probe.hello()
-    limit = _offered_size(offered)
+    limit = offered_size(offered)
     if limit is None:
         raise _Skipped("no SIZE limit is offered")
     probe.sender_accepted(client)
@@ -340,12 +342,12 @@ def check_size_limit(probe: Probe) -> str:
         )
     if answer.code != 552:
         raise _Failed(f"MAIL with SIZE={limit + 1} over the offered {limit} got {answer}")
-    _quit(client)
+    quit_session(client)
     if limit > probe.max_size_probe:
         return f"SIZE={limit + 1} got 552 (a {limit}-octet message is too big to send)"
     client, _ = probe.hello()
     probe.transaction(client)
-    answer = _ask(client, b"DATA")
+    answer = ask(client, b"DATA")
     if answer.code != 354:
         raise _Skipped(f"DATA was answered {answer}")
     line = b"x" * 78 + b"\r\n"
@@ -356,7 +358,9 @@ def check_size_limit(probe: Probe) -> str:
             f"the server closed the connection instead of answering a message over {limit} "
             "octets (552 expected, RFC 1870 §6.3)"
         )
-    after = _quit(client)
+    after = quit_session(client)
     if answer.code != 552 or len(after) != 1:
-        raise _Failed(f"a message over {limit} octets got {answer}, then QUIT got {_codes(after)}")
+        raise _Failed(
+            f"a message over {limit} octets got {answer}, then QUIT got {reply_codes(after)}"
+        )
     return "SIZE= over the limit and a message over it both got 552"

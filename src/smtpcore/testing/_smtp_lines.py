@@ -4,7 +4,7 @@
 with ``hostile=True`` a line a server must refuse in any state (fixed broken
 lines, broken paths and parameters, numbers that are none) or may take
 (near-valid lines). A broken line is no event, so these are bytes, kept apart
-from the events of ``_smtp_commands``; :func:`_session_lines`, those that
+from the events of ``_smtp_commands``; :func:`session_lines`, those that
 leave a session going, are what ``sessions(hostile=True)`` slips in.
 """
 
@@ -18,14 +18,14 @@ from typing import Final
 from hypothesis import strategies as st
 
 from smtpcore.smtp._commands import chunk_after, format_command
-from smtpcore.testing._addresses import _ODD_PATHS, broken_paths
+from smtpcore.testing._addresses import ODD_PATHS, broken_paths
 from smtpcore.testing._smtp_commands import commands
 from smtpcore.testing._smtp_parameters import (
-    _HOSTILE_MAIL_PARAMETERS,
-    _HOSTILE_RCPT_PARAMETERS,
     EXTENSIONS,
-    _hostile_numbers,
-    _parameters,
+    HOSTILE_MAIL_PARAMETERS,
+    HOSTILE_RCPT_PARAMETERS,
+    hostile_numbers,
+    parameters_from,
 )
 
 __all__ = [
@@ -98,12 +98,12 @@ def _broken_lines(offered: Collection[str]) -> st.SearchStrategy[bytes]:
         st.builds(
             lambda verb, params: f"{verb} {params}\r\n".encode(),
             st.just("MAIL FROM:<john@abc.example>"),
-            _parameters(_HOSTILE_MAIL_PARAMETERS, min_size=1),
+            parameters_from(HOSTILE_MAIL_PARAMETERS, min_size=1),
         ),
         st.builds(
             lambda verb, params: f"{verb} {params}\r\n".encode(),
             st.just("RCPT TO:<brendon@pqr.example>"),
-            _parameters(_HOSTILE_RCPT_PARAMETERS, min_size=1),
+            parameters_from(HOSTILE_RCPT_PARAMETERS, min_size=1),
         ),
         _number_lines(),
         _number_lines(),  # twice the weight: numbers on the wire are where parsers crash
@@ -119,7 +119,7 @@ def _near_valid_lines() -> st.SearchStrategy[bytes]:
         st.builds(
             lambda verb, path: f"{verb}:{path}\r\n".encode(),
             st.sampled_from(["MAIL FROM", "RCPT TO"]),
-            st.sampled_from(_ODD_PATHS),
+            st.sampled_from(ODD_PATHS),
         ),
     )
 
@@ -142,7 +142,7 @@ def _in_case(line: bytes, case: Callable[[bytes], bytes]) -> bytes:
 
 
 @functools.cache
-def _session_lines(offered: frozenset[str]) -> st.SearchStrategy[bytes]:
+def session_lines(offered: frozenset[str]) -> st.SearchStrategy[bytes]:
     """Broken lines that leave a session going, and its transaction as it was: no BDAT
     line at all. One whose size cannot be read ends the session (no one knows where its
     chunk ends, RFC 3030 §2); any other refused inside a transaction fails the
@@ -161,7 +161,7 @@ def _number_lines() -> st.SearchStrategy[bytes]:
         st.sampled_from(
             ["BDAT {}\r\n", "BDAT {} LAST\r\n", "MAIL FROM:<john@abc.example> SIZE={}\r\n"]
         ),
-        _hostile_numbers(),
+        hostile_numbers(),
     )
 
 

@@ -111,7 +111,7 @@ def _numbers() -> st.SearchStrategy[str]:
     return st.integers(0, 10_000_000).map(str)  # within the usual 10 MB limit
 
 
-def _hostile_numbers() -> st.SearchStrategy[str]:
+def hostile_numbers() -> st.SearchStrategy[str]:
     """Sizes a server must refuse (501 or 552): the shared malformed numbers in
     a ``size-value`` slot of at most 20 digits (RFC 1870 §4), no space in them,
     so that each is still an esmtp-value (RFC 5321 §4.1.2)."""
@@ -170,12 +170,12 @@ def mail_parameters(
     if "MT-PRIORITY" in offered:  # priority-value = 0*1("-" / "+") DIGIT
         choices.append(st.tuples(st.just("MT-PRIORITY"), regex(r"[+-]?[0-9]")))
     if hostile:
-        choices += _HOSTILE_MAIL_PARAMETERS
-    return _parameters(choices)
+        choices += HOSTILE_MAIL_PARAMETERS
+    return parameters_from(choices)
 
 
-_HOSTILE_MAIL_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
-    st.tuples(st.sampled_from(["SIZE", "size"]), _hostile_numbers()),
+HOSTILE_MAIL_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
+    st.tuples(st.sampled_from(["SIZE", "size"]), hostile_numbers()),
     st.tuples(st.just("BODY"), st.sampled_from(["BINARY", "8BIT", "X"])),
     st.tuples(st.just("RET"), st.sampled_from(["NONE", "FULL,HDRS"])),
     # A raw "=" is no esmtp-value at all: Parameters cannot hold it, and
@@ -237,11 +237,11 @@ def rcpt_parameters(
             )
         )
     if hostile:
-        choices += _HOSTILE_RCPT_PARAMETERS
-    return _parameters(choices)
+        choices += HOSTILE_RCPT_PARAMETERS
+    return parameters_from(choices)
 
 
-_HOSTILE_RCPT_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
+HOSTILE_RCPT_PARAMETERS: Final[list[st.SearchStrategy[tuple[str, str | None]]]] = [
     st.tuples(
         st.just("NOTIFY"),
         st.sampled_from(["NEVER,SUCCESS", "SOMETIMES", "SUCCESS,SUCCESS"]),
@@ -323,7 +323,7 @@ def parameter_texts(
     return st.one_of(valid, hostile_text)
 
 
-def _parameters(
+def parameters_from(
     choices: list[st.SearchStrategy[tuple[str, str | None]]], *, min_size: int = 0
 ) -> st.SearchStrategy[Parameters]:
     if not choices:

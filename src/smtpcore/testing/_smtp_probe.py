@@ -37,7 +37,7 @@ from smtpcore.testing._wire import Exchange, ServerReply, WireClient
 __all__ = ["PlainMail", "Probe", "checked_helo", "checked_mailbox", "extensions"]
 
 
-def _temporary_refusal(answer: ServerReply | int | None) -> bool:
+def temporary_refusal(answer: ServerReply | int | None) -> bool:
     """Whether ``answer`` (a reply or its code) is a 4xx that leaves the session
     standing: a temporary refusal (RFC 5321 §4.2.1), not 421, which ends it (§3.8)."""
     code = answer.code if isinstance(answer, ServerReply) else answer
@@ -101,7 +101,7 @@ class Probe:
     (:func:`~smtpcore.testing.check.check_server`'s ``stored_wait``)."""
 
     def __post_init__(self) -> None:
-        _check_session_words(self.helo, self.sender, self.recipient)
+        check_session_words(self.helo, self.sender, self.recipient)
 
     def connect(self) -> WireClient:
         """A new connection, its 220 greeting read.
@@ -163,7 +163,7 @@ class Probe:
         """A new connection after EHLO: the client and the offered extensions. A 421 to
         EHLO is a refused connection, as a 421 greeting is (:meth:`connect`)."""
         client = self.connect()
-        answer = _ask(client, b"EHLO " + self.helo.encode())
+        answer = ask(client, b"EHLO " + self.helo.encode())
         self.ehlo_answered(client, answer)
         if answer.code != 250:
             raise _Failed(f"EHLO was answered {answer}")
@@ -220,7 +220,7 @@ class Probe:
         """MAIL and RCPT, one at a time; a refusal skips the check (wrong recipient),
         a connection closed instead of a reply fails it (the session died)."""
         for line in (self.mail_line(), self.rcpt_line()):
-            answer = _ask(client, line)
+            answer = ask(client, line)
             if answer.code // 100 != 2:
                 raise _Skipped(
                     f"{line.decode()!r} was answered {answer}: give a sender and a "
@@ -234,13 +234,13 @@ class Probe:
         wants another code. As in :meth:`transaction`, that refusal skips the check.
         RSET must get 250 (RFC 5321 §4.1.1.5), so the probing starts with no
         transaction open."""
-        answer = _ask(client, self.mail_line())
+        answer = ask(client, self.mail_line())
         if answer.code // 100 != 2:
             raise _Skipped(
                 f"{self.mail_line().decode()!r} was answered {answer}: give a sender the "
                 "server accepts"
             )
-        reset = _ask(client, b"RSET")
+        reset = ask(client, b"RSET")
         if reset.code != 250:
             raise _Failed(f"RSET after an accepted MAIL got {reset}, not 250 (RFC 5321 §4.1.1.5)")
 
@@ -269,12 +269,12 @@ class Probe:
         before still fail it, :attr:`problems`); anything else leaves ``answer`` to
         the check, judged as it says. A plain MAIL taken on the same session leaves
         its transaction open for the caller's RSET."""
-        if not _temporary_refusal(answer):
+        if not temporary_refusal(answer):
             return None
         reset = client.command(b"RSET")
         plain = client.command(self.mail_line()) if reset is not None else None
         after_reset = f"a plain MAIL after RSET got {_quoted(plain)}"
-        if not _temporary_refusal(plain):
+        if not temporary_refusal(plain):
             return PlainMail(None, after_reset)
         try:
             fresh, _ = self.hello()
@@ -282,7 +282,7 @@ class Probe:
             again = f"a new connection was refused ({refusal})"
         else:
             renewed = fresh.command(self.mail_line())
-            _quit(fresh)
+            quit_session(fresh)
             if renewed is None or renewed.code // 100 != 4:
                 # the 4xx stuck to that session: it answered the line
                 on_new = f"one on a new connection got {_quoted(renewed)}"
@@ -379,7 +379,7 @@ def checked_mailbox(
     return address
 
 
-def _check_session_words(helo: object, sender: object, recipient: object) -> None:
+def check_session_words(helo: object, sender: object, recipient: object) -> None:
     """What the checks say, checked before anything connects (see :func:`checked_helo`)."""
     checked_helo(helo)
     checked_mailbox("sender", sender, null=True)
@@ -395,7 +395,7 @@ def extensions(ehlo: ServerReply) -> dict[str, str]:
     return found
 
 
-def _offered_size(offered: Mapping[str, str]) -> int | None:
+def offered_size(offered: Mapping[str, str]) -> int | None:
     """The message size limit EHLO offers (``SIZE n``, RFC 1870 §4), or None where
     there is none: no SIZE, no number, or 0 (no fixed limit)."""
     words = offered.get("SIZE", "").split()
@@ -404,7 +404,7 @@ def _offered_size(offered: Mapping[str, str]) -> int | None:
     return int(words[0])
 
 
-def _ask(client: WireClient, line: bytes) -> ServerReply:
+def ask(client: WireClient, line: bytes) -> ServerReply:
     """Send one line and read its reply. A connection closed where the reply was due
     fails the check: whatever else it tests, a session that dies on a command is a
     crash, and the replies it never sent must not compare equal to others."""
@@ -415,7 +415,7 @@ def _ask(client: WireClient, line: bytes) -> ServerReply:
     return answer
 
 
-def _owed(client: WireClient, count: int, what: str) -> list[ServerReply]:
+def owed_replies(client: WireClient, count: int, what: str) -> list[ServerReply]:
     """``count`` replies, or the check fails: the server closed with some still owed."""
     replies = client.read_replies(count)
     if len(replies) < count:
@@ -426,11 +426,11 @@ def _owed(client: WireClient, count: int, what: str) -> list[ServerReply]:
     return replies
 
 
-def _codes(replies: Sequence[ServerReply]) -> list[int]:
+def reply_codes(replies: Sequence[ServerReply]) -> list[int]:
     return [answer.code for answer in replies]
 
 
-def _show(codes: Sequence[int]) -> str:
+def shown_codes(codes: Sequence[int]) -> str:
     """Reply codes for a summary line: a long run is cut in the middle."""
     if len(codes) <= 16:
         return str(list(codes))
@@ -440,12 +440,12 @@ def _show(codes: Sequence[int]) -> str:
     )
 
 
-_CLOSING: Final = (421, 521)
+CLOSING: Final = (421, 521)
 """Replies with which a server ends the session itself, owing QUIT nothing after:
 421 (RFC 5321 §3.8) and 521 (RFC 7504 §3; Postfix's answer to a bare LF)."""
 
 
-def _message_then_quit(codes: Sequence[int]) -> bool:
+def message_then_quit(codes: Sequence[int]) -> bool:
     """Whether ``codes``, what a message and the ``QUIT`` written behind it got, are
     one reply to each, in order: the message's (never QUIT's 221), then at most one
     for QUIT: its 221 (RFC 5321 §4.1.1.10), or, after a refused message, one that
@@ -461,16 +461,16 @@ def _message_then_quit(codes: Sequence[int]) -> bool:
     if len(codes) == 1:
         return True
     refused = codes[0] >= 400
-    return codes[1] == 221 or (refused and codes[1] in _CLOSING)
+    return codes[1] == 221 or (refused and codes[1] in CLOSING)
 
 
-def _session_end(
+def session_end(
     client: WireClient, replies: Sequence[ServerReply], *, by_quit: bool = True
 ) -> str | None:
     """What is wrong with how a session ended, read to the close, or None.
 
     The client ends it with QUIT, which gets 221 and then the close (RFC 5321
-    §4.1.1.10), unless the server ended the session first (:data:`_CLOSING`);
+    §4.1.1.10), unless the server ended the session first (:data:`CLOSING`);
     or, ``by_quit`` false, by closing its side of the connection, after which
     the server can read nothing more (it cancels the transaction, §4.1.1.10)
     and has nothing left to do but close. Either way a server still open at
@@ -478,7 +478,7 @@ def _session_end(
     that fails, never passes on what came so far (a server that dropped QUIT
     with the rest of a read would otherwise pass a check by saying nothing).
     """
-    codes = _codes(replies)
+    codes = reply_codes(replies)
     if not client.closed and not by_quit:
         return (
             f"the server did not close the connection within {client.timeout:g} s of the "
@@ -491,27 +491,29 @@ def _session_end(
                 f"{client.timeout:g} s (RFC 5321 §4.1.1.10)"
             )
         return f"QUIT was left unanswered: no 221 and no close within {client.timeout:g} s"
-    if by_quit and 221 not in codes and not (codes and codes[-1] in _CLOSING):
+    if by_quit and 221 not in codes and not (codes and codes[-1] in CLOSING):
         return "the server closed the connection with QUIT unanswered (no 221)"
     return None
 
 
-def _quit(client: WireClient) -> list[ServerReply]:
+def quit_session(client: WireClient) -> list[ServerReply]:
     """QUIT, and every reply until the server closes (an owed-to-no-one reply shows
     here); the check fails where the session does not end as QUIT asks
-    (:func:`_session_end`). A connection already closed, or one a write failed on,
+    (:func:`session_end`). A connection already closed, or one a write failed on,
     owes QUIT nothing."""
     if client.closed or client.write_failed:
         return []
     client.send(b"QUIT\r\n")
     replies = client.read_until_closed()
-    wrong = _session_end(client, replies)
+    wrong = session_end(client, replies)
     if wrong:  # with no reply, the wrong says so itself
-        raise _Failed(f"QUIT got {_show(_codes(replies))}: {wrong}" if replies else wrong)
+        raise _Failed(
+            f"QUIT got {shown_codes(reply_codes(replies))}: {wrong}" if replies else wrong
+        )
     return replies
 
 
-def _headers(probe: Probe, subject: str) -> bytes:
+def probe_headers(probe: Probe, subject: str) -> bytes:
     """The header section of a probing message, with the fields a content policy
     asks for (From:, Date:, Message-ID:, RFC 5322 §3.6), so that it refuses the
     message, if at all, for what the check tests."""

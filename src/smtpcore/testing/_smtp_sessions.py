@@ -45,8 +45,8 @@ from smtpcore.smtp._commands import format_command
 from smtpcore.testing._addresses import mailboxes
 from smtpcore.testing._content import message_contents
 from smtpcore.testing._group_bytes import group_answer_points, group_write
-from smtpcore.testing._smtp_commands import _MAX_COMMAND_LINE
-from smtpcore.testing._smtp_lines import _session_lines
+from smtpcore.testing._smtp_commands import MAX_COMMAND_LINE
+from smtpcore.testing._smtp_lines import session_lines
 from smtpcore.testing._smtp_parameters import EXTENSIONS, mail_parameters, rcpt_parameters
 
 __all__ = [
@@ -183,7 +183,7 @@ def _transaction(
     envelope: list[Event | bytes] = [mail]
     envelope += [_fitting(Rcpt(rcpt, draw(rcpt_params)), keep=set()) for rcpt in recipients]
     if hostile:
-        for line in draw(st.lists(_session_lines(offered), max_size=2)):
+        for line in draw(st.lists(session_lines(offered), max_size=2)):
             envelope.insert(draw(st.integers(1, len(envelope))), line)
     groups: list[tuple[Event | bytes, ...]] = []
     use_bdat = binary or ("CHUNKING" in offered and draw(st.booleans()))
@@ -223,7 +223,7 @@ def _transaction(
 
 def _fitting(command: Mail | Rcpt, *, keep: set[str]) -> Mail | Rcpt:
     """``command`` without the optional parameters that take it over 512 octets."""
-    if len(format_command(command)) <= _MAX_COMMAND_LINE:
+    if len(format_command(command)) <= MAX_COMMAND_LINE:
         return command
     params = Parameters({key: value for key, value in command.params.items() if key in keep})
     if isinstance(command, Mail):
@@ -338,7 +338,7 @@ def _prepare(
     if binary_content is not None:
         binary_content.validate()
     if hostile:
-        _session_lines(offered).validate()
+        session_lines(offered).validate()
 
 
 @st.composite
@@ -381,7 +381,7 @@ def _sessions(
                 groups.append((command,))
                 open_end = False
         if hostile and draw(st.booleans()):
-            groups.append((draw(_session_lines(offered)),))
+            groups.append((draw(session_lines(offered)),))
             open_end = False
         transaction = _transaction(
             draw,

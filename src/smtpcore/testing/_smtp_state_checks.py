@@ -13,7 +13,7 @@ from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._battery import insecure_context
-from smtpcore.testing._smtp_probe import _CLOSING, Probe, _ask, _codes, _quit
+from smtpcore.testing._smtp_probe import CLOSING, Probe, ask, quit_session, reply_codes
 from smtpcore.testing._wire import ServerReply, WireClient
 
 __all__ = ["check_starttls_injection", "check_state_order"]
@@ -135,15 +135,15 @@ def _try_out_of_sequence(
     ``then``), then the session's end (:func:`_end_out_of_sequence`). The verdict
     ("refused", "accepted" or "not tried") and what to say of it."""
     for line in step.setup:
-        answer = _ask(client, line)
+        answer = ask(client, line)
         if answer.code // 100 != 2:
             _end_out_of_sequence(client, answer)
             return "not tried", f"{step.what} ({_why_not_tried(probe, line, answer)})"
-    answer = _ask(client, step.line)
+    answer = ask(client, step.line)
     shown = f"{step.what}: {step.line.decode()!r} got {answer}"
     said = f"{step.what} got {answer.code}"
     if step.then is not None and answer.code // 100 == 2:
-        answer = _ask(client, step.then)
+        answer = ask(client, step.then)
         shown += f", then {step.then.decode()!r} got {answer}"
         said += f", then {step.then.decode()} got {answer.code}"
     _end_out_of_sequence(client, answer)
@@ -171,15 +171,15 @@ def _end_out_of_sequence(client: WireClient, last: ServerReply) -> None:
     """End a ``state-order`` session after ``last``, its last reply. After a 354 the
     server reads a message that no one should get: the client closes the connection
     inside it, so it has no end and nothing is delivered. After a reply that ends
-    the session (:data:`_CLOSING`, RFC 5321 §3.8) nothing is owed. Otherwise QUIT
-    (:func:`_quit`)."""
+    the session (:data:`CLOSING`, RFC 5321 §3.8) nothing is owed. Otherwise QUIT
+    (:func:`quit_session`)."""
     if last.code == 354:
         client.shutdown_write()
         client.close()
-    elif last.code in _CLOSING:
+    elif last.code in CLOSING:
         client.close()
     else:
-        _quit(client)
+        quit_session(client)
 
 
 def check_starttls_injection(probe: Probe) -> str:
@@ -226,10 +226,10 @@ def check_starttls_injection(probe: Probe) -> str:
             "over TLS, the server closed the connection instead of answering NOOP, the "
             "first command after the handshake"
         )
-    replies += _quit(client)
-    if _codes(replies) != [250, 221]:
+    replies += quit_session(client)
+    if reply_codes(replies) != [250, 221]:
         raise _Failed(
-            f"over TLS, NOOP and QUIT got {_codes(replies)}: the command pipelined in "
+            f"over TLS, NOOP and QUIT got {reply_codes(replies)}: the command pipelined in "
             "plaintext behind STARTTLS was run after the handshake"
         )
     return "the plaintext behind STARTTLS was dropped"

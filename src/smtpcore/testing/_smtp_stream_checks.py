@@ -19,17 +19,17 @@ from smtpcore.testing._battery import Failed as _Failed
 from smtpcore.testing._battery import Refused as _Refused
 from smtpcore.testing._battery import Skipped as _Skipped
 from smtpcore.testing._smtp_probe import (
-    _CLOSING,
+    CLOSING,
     PlainMail,
     Probe,
-    _ask,
-    _codes,
-    _message_then_quit,
-    _owed,
-    _quit,
-    _session_end,
-    _show,
-    _temporary_refusal,
+    ask,
+    message_then_quit,
+    owed_replies,
+    quit_session,
+    reply_codes,
+    session_end,
+    shown_codes,
+    temporary_refusal,
 )
 from smtpcore.testing._wire import ServerReply, WireClient
 
@@ -109,7 +109,7 @@ def _run_chunked(probe: Probe, chunking: Callable[[bytes], list[bytes]] | None) 
         codes.append(answer.code if answer else -1)
         if answer is None:
             break
-    return codes + _codes(_quit(client))
+    return codes + reply_codes(quit_session(client))
 
 
 _MESSAGE_STEP: Final = 4
@@ -145,7 +145,7 @@ def _temporary_step(probe: Probe, codes: Sequence[int]) -> str | None:
     steps = _session_steps(probe)
     for index in range(1, _MESSAGE_STEP + 1):
         code = codes[index] if index < len(codes) else None
-        if _temporary_refusal(code):
+        if temporary_refusal(code):
             line = _step_line(steps[index], index)
             shown = "the message" if line == b"." else repr(line.decode("utf-8", "replace"))
             return f"{shown} got {code}"
@@ -195,7 +195,7 @@ def check_chunking(probe: Probe) -> str:
     for code in reference[: len(_session_steps(probe)) - 1]:  # QUIT's replies after
         if code == -1:
             raise _Failed(
-                f"unsplit, the session got {_show(reference)}: the server closed the "
+                f"unsplit, the session got {shown_codes(reference)}: the server closed the "
                 "connection where a reply was due (-1)"
             )
         if code // 100 not in (2, 3):
@@ -208,8 +208,8 @@ def check_chunking(probe: Probe) -> str:
         else:
             closed = " (-1: the connection closed where a reply was due)" if -1 in codes else ""
             differing = (
-                f"written {name}, the session got {_show(codes)} instead of "
-                f"{_show(reference)}{closed}"
+                f"written {name}, the session got {shown_codes(codes)} instead of "
+                f"{shown_codes(reference)}{closed}"
             )
             try:
                 refused = _refusing_mail(probe, codes)
@@ -244,7 +244,7 @@ SMUGGLING_ENDINGS: Final[Mapping[str, bytes]] = {
 (SMTP smuggling: a second reader of the same message ends it elsewhere)."""
 
 
-_MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
+MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
 
 
 def check_smuggling(probe: Probe) -> str:
@@ -258,7 +258,7 @@ def check_smuggling(probe: Probe) -> str:
     nothing. A server that
     ended the message at the look-alike answers the marker (and the rest) as
     commands: more than two replies, or a second one that cannot answer QUIT
-    (:func:`_message_then_quit`). Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF;
+    (:func:`message_then_quit`). Refusing the message (RFC 5321 §4.1.1.4 allows only CRLF.CRLF;
     Postfix replies 550 or 521 for a bare LF) is fine.
 
     The message goes in two writes, the probe's pause apart, split after the
@@ -277,7 +277,7 @@ def check_smuggling(probe: Probe) -> str:
         try:  # a refused connection, or a message rate limit at MAIL, RCPT or DATA
             client, _ = probe.hello()
             probe.transaction(client)
-            answer = _ask(client, b"DATA")
+            answer = ask(client, b"DATA")
             if answer.code != 354:
                 raise _Skipped(f"DATA was answered {answer}")
         except _Skipped as exc:  # what an earlier look-alike showed still fails the check
@@ -286,17 +286,17 @@ def check_smuggling(probe: Probe) -> str:
             untested = f" (untested: {', '.join(list(SMUGGLING_ENDINGS)[index:])}, as {exc})"
             break
         head = b"Subject: smtpcore smuggling check\r\n\r\nbefore" + ending
-        tail = _MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
+        tail = MARKER + b"after\r\n.\r\n" + b"QUIT\r\n"
         client.send(head + tail, [head, tail])
         replies = client.read_until_closed()
-        codes = _codes(replies)
+        codes = reply_codes(replies)
         if not codes:  # the message is owed a reply, refusal or not
             unanswered.append(name)
         elif len(codes) > 2:
-            ran.append(f"{name} ({len(codes)} replies: {_show(codes)})")
-        elif not _message_then_quit(codes):
+            ran.append(f"{name} ({len(codes)} replies: {shown_codes(codes)})")
+        elif not message_then_quit(codes):
             out_of_order.append(f"{name} ({codes})")
-        elif wrong := _session_end(client, replies):
+        elif wrong := session_end(client, replies):
             unfinished.append(f"{name} ({codes}: {wrong})")
         else:
             probe.clients.remove(client)
@@ -367,17 +367,17 @@ def check_pipelining(probe: Probe) -> str:
     ]
     one_at_a_time = []
     for line in group:
-        answer = _ask(client, line)
-        if answer.code in _CLOSING:
+        answer = ask(client, line)
+        if answer.code in CLOSING:
             raise _Skipped(f"the server ended the session at {line.decode()!r} ({answer})")
         one_at_a_time.append(answer)
-    lock_step = _codes(one_at_a_time) + _codes(_quit(client))
+    lock_step = reply_codes(one_at_a_time) + reply_codes(quit_session(client))
     taken = _taken_without_mail(group, lock_step)
     probe.problems.extend(taken)  # defects whatever comes next
     client, _ = probe.hello()
     client.send(b"".join(line + b"\r\n" for line in group))
-    replies = _owed(client, len(group), "the pipelined group")
-    pipelined = _codes(replies)
+    replies = owed_replies(client, len(group), "the pipelined group")
+    pipelined = reply_codes(replies)
     taken_pipelined = [
         f"pipelined, {found}"
         for found in _taken_without_mail(group, pipelined)
@@ -386,19 +386,21 @@ def check_pipelining(probe: Probe) -> str:
     untested = None
     if not taken and not taken_pipelined and _refused_mail_explains(group, lock_step, pipelined):
         untested = _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
-    pipelined += _codes(_quit(client))
+    pipelined += reply_codes(quit_session(client))
     if pipelined != lock_step:
         raise _Failed(
             "; ".join(
                 [
-                    f"pipelined, the group got {_show(pipelined)}; one at a time it got "
-                    f"{_show(lock_step)}",
+                    f"pipelined, the group got {shown_codes(pipelined)}; one at a time it got "
+                    f"{shown_codes(lock_step)}",
                     *taken_pipelined,
                 ]
             )
         )
     if taken:
-        raise _Failed(f"the group got {_show(pipelined)} both ways, but {', and '.join(taken)}")
+        raise _Failed(
+            f"the group got {shown_codes(pipelined)} both ways, but {', and '.join(taken)}"
+        )
     if untested:
         raise _Skipped(untested)
     return f"one reply per command, in order: {pipelined}"
@@ -429,11 +431,11 @@ def _skip_if_mail_refused_for_now(
             ("pipelined", pipelined[index]),
             ("one at a time", one_at_a_time[index]),
         ):
-            if _temporary_refusal(answer):
+            if temporary_refusal(answer):
                 plain = probe.plain_mail_after(client, line, answer)
                 if plain and plain.refusing:
                     raise _Skipped(f"{run}, {plain.refusing}")
-                both = _temporary_refusal(one_at_a_time[index]) and _temporary_refusal(
+                both = temporary_refusal(one_at_a_time[index]) and temporary_refusal(
                     pipelined[index]
                 )
                 if plain and both and _opens_untested_transaction(group, index):

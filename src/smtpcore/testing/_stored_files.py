@@ -13,6 +13,7 @@ kept: a sink's Maildir keeps every earlier run, and may hold a million files.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
@@ -28,6 +29,12 @@ the trace and filter headers a server adds above it a few kilobytes at most."""
 _RESCANS: Final = 3
 """Listings tried when a file goes between its listing and its reading (a reader
 moved it from ``new/`` to ``cur/``, renaming it): the next listing has it."""
+
+_SETTLED_NS: Final = 3_000_000_000
+"""How far the clock must be past a Maildir folder's modification time before a
+listing taken then is trusted while that time stays: a name added in the same
+tick as the listing leaves the time unchanged where timestamps count whole
+seconds (two on FAT), so a folder changed that recently is listed again."""
 
 _MAILDIR_INFO: Final = ":2,"
 """What starts a Maildir file name's flags, which a reader adds and changes."""
@@ -96,7 +103,12 @@ class StoredFiles:
     numbers its files from 1 again, or names them by the hour). Names starting
     with a dot, and what is no regular file, are no messages. Each file is read
     once (again when written again), and only those holding ``marker`` are kept,
-    so memory stays bounded however big the folders are. A file that goes between
+    so memory stays bounded however big the folders are. A Maildir folder is listed
+    again only when its modification time changed since a listing (a file moved in,
+    out or renamed, which a Maildir's delivery and readers always do), so a call
+    costs what came in, not the folder's size; a plain file can be written again
+    in place, which its folder's time does not show, so a directory of plain files
+    is listed, and each file's ``stat`` taken, at every call. A file that goes between
     the listing and its ``stat`` (a sink writing ``NAME.tmp`` and renaming it), or
     that this user cannot read, is passed over, not an error that would skip the
     check: the next call lists again.
@@ -114,6 +126,11 @@ class StoredFiles:
         self._maildir = maildir
         self._marker = marker
         self._max_octets = max_octets
+        self._listed_at: dict[Path, int] = {}
+        """Each Maildir folder's modification time when it was last listed, once the
+        clock was far enough past it (see :data:`_SETTLED_NS`)."""
+        self._whole = True
+        """Whether the listing under way has read every file it listed."""
         self._before = {key: version for key, version, _ in self._listing()}
         self._read: dict[str, Version] = {}
         """What each file that came in was when last read, so it is not read again."""
@@ -122,8 +139,14 @@ class StoredFiles:
 
     def _listing(self) -> Iterator[tuple[str, Version, str]]:
         """Each message file's key (its name, flags aside in a Maildir), version and
-        path, one at a time: a big folder is never held as a list."""
+        path, one at a time: a big folder is never held as a list. A Maildir folder
+        whose listing was whole and is still current is passed over."""
         for folder in self._folders:
+            settled = self._settled_time(folder) if self._maildir else None
+            if settled is not None and self._listed_at.get(folder) == settled:
+                continue
+            self._listed_at.pop(folder, None)
+            self._whole = True
             with os.scandir(folder) as entries:
                 for entry in entries:
                     if entry.name.startswith("."):
@@ -133,9 +156,22 @@ class StoredFiles:
                             continue
                         version = None if self._maildir else _version(entry.stat())
                     except OSError:
-                        continue  # gone since listed (a sink's tmp file renamed), or unreadable
+                        self._whole = False  # gone since listed, or unreadable
+                        continue
                     key = maildir_key(entry.name) if self._maildir else entry.name
                     yield key, version, entry.path
+            if settled is not None and self._whole:
+                self._listed_at[folder] = settled
+
+    def _settled_time(self, folder: Path) -> int | None:
+        """The Maildir ``folder``'s modification time, read before its listing, when
+        the clock is far enough past it that a name added later changes it; None
+        while it is not (or cannot be read): the folder is listed at every call."""
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None
+        return mtime if time.time_ns() - mtime >= _SETTLED_NS else None
 
     def __call__(self) -> list[bytes]:
         for _ in range(_RESCANS - 1):
@@ -158,10 +194,11 @@ class StoredFiles:
                 with open(path, "rb") as file:
                     content = file.read(self._max_octets)
             except FileNotFoundError:
-                whole = False
+                whole = self._whole = False
                 continue
             except OSError:
-                continue  # this file alone cannot be read (its mode): tried again next call
+                self._whole = False  # this file alone cannot be read (its mode): tried
+                continue  # again next call, its folder listed again
             self._read[key] = version
             if self._marker in content:
                 self._kept[key] = content

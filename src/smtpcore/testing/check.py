@@ -65,7 +65,7 @@ from smtpcore.testing._smtp_limit_checks import (
     check_text_line_length,
 )
 from smtpcore.testing._smtp_probe import Probe as Probe  # re-exported: tests build one
-from smtpcore.testing._smtp_probe import _check_session_words, checked_helo, checked_mailbox
+from smtpcore.testing._smtp_probe import check_session_words, checked_helo, checked_mailbox
 from smtpcore.testing._smtp_state_checks import check_starttls_injection, check_state_order
 from smtpcore.testing._smtp_stream_checks import SMUGGLING_ENDINGS as _ENDINGS
 from smtpcore.testing._smtp_stream_checks import (
@@ -129,7 +129,7 @@ def _check_arguments(
     be encoded, then what :func:`~smtpcore.testing._battery.check_run_arguments`
     refuses."""
     checked_host(host)
-    _check_session_words(*words)
+    check_session_words(*words)
     check_run_arguments(port, timeout, pause, checks)
 
 
