@@ -11,17 +11,25 @@ is measured twice, in two processes of its own, after the same warm-up
   allocated since just before the first of the sessions, after a garbage
   collection;
 * resident set: in a server process with ``tracemalloc`` off, how much the
-  resident set grew over ``--sessions`` more sessions opened while the first
-  ``--sessions`` are held open: the slope between N and 2N sessions. The
-  server's start leaves memory free but resident (a module compiled at
-  import, as under ``PYTHONDONTWRITEBYTECODE``, leaves megabytes), which
-  sessions reuse without growing the resident set: the first N take up the
-  small-object allocator's free pools, and the C heap's free pages are given
-  back at the baseline (glibc's ``malloc_trim``). With ``tracemalloc`` on, its
-  own record of each block, and its table that doubles at a threshold, would
-  be counted as the sessions'. (Until wave 2 the column was the growth from
-  the warm-up's baseline in the traced process: docs/performance.rst, Round
-  28.)
+  resident set grew over ``--sessions`` sessions opened while ``WARM_UP``
+  (400) others are held open, whatever ``--sessions`` is. The server's start
+  leaves memory free but resident (a module compiled at import, as under
+  ``PYTHONDONTWRITEBYTECODE``, leaves megabytes), which sessions reuse
+  without growing the resident set: the sessions held take up the
+  small-object allocator's free pools, which nothing can give back, and the
+  C heap's free pages are given back at the baseline (glibc's
+  ``malloc_trim``). A table that doubles (the selector's, the server's set
+  of sessions) grows the resident set at once, by tens of kilobytes, which
+  the figure shares out over the sessions: at fewer than 100 sessions it
+  would be mostly that, and ``--sessions`` is 100 at least. With
+  ``tracemalloc`` on, its own record of each block, and its
+  table that doubles at a threshold, would be counted as the sessions'.
+  (Until wave 2 the column was the growth from the warm-up's baseline in the
+  traced process: docs/performance.rst, Round 28.)
+
+The resident set's run holds ``WARM_UP`` and ``--sessions`` sockets at once,
+here and in the server: where the hard limit of open files is lower than
+that, the script says so and the largest ``--sessions`` that fits.
 
 Each figure is divided by the sessions. Everything a session holds counts: the
 protocol machine, the driver's session and the adapter's transport, the
@@ -46,7 +54,6 @@ import argparse
 import ctypes
 import gc
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -65,6 +72,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import adapters_smtp  # noqa: E402
+
+WARM_UP = 400
+"""Sessions the resident set's run holds open before its baseline, whatever
+``--sessions`` is: what the server's start left free in the small-object allocator's
+pools is a fixed amount, which 300 sessions took up on the code before wave 2's splits
+(Round 28); held in proportion to ``--sessions``, it read low below 400."""
+
+FILES_BESIDE_SESSIONS = 64
+"""Open files a process of the run needs besides its sessions' sockets (standard
+streams, the pipe to the server, the listening socket, the event loop's own)."""
 
 SERVERS = (
     "smtpcore.asyncio",
@@ -150,16 +167,16 @@ def part_of(filename: str) -> str:
 
 def answer_requests(detail: bool, sessions: int) -> None:
     """The child's side of the pipe (a thread beside the server's loop): ``mark`` takes
-    the baseline, ``measure`` the reading the growth is counted to; each answers its
-    reading, after a garbage collection, so that the parent opens no session before
-    the baseline is taken."""
+    the baseline, ``measure`` the reading the growth is counted to (with ``--detail``,
+    where it went), ``look`` a reading alone; each answers its reading, after a garbage
+    collection, so that the parent opens no session before the baseline is taken."""
     snapshot: tracemalloc.Snapshot | None = None
     for line in sys.stdin:
         gc.collect()
         if line.strip() == "mark":
             release_free_pages()
             snapshot = tracemalloc.take_snapshot() if detail else None
-        elif snapshot is not None:
+        elif line.strip() == "measure" and snapshot is not None:
             stats = tracemalloc.take_snapshot().compare_to(snapshot, "lineno")
             for stat in stats[:60]:
                 print(f"  {stat}", file=sys.stderr)
@@ -177,7 +194,7 @@ def serve_smtpcore(kind: str, port: int, sessions: int, tls: Path | None) -> Non
 
     options: dict[str, Any] = {
         "hostname": "mx.test",
-        "max_sessions": 2 * sessions + 100,  # the resident set's run holds 2N
+        "max_sessions": WARM_UP + sessions + 100,  # what the resident set's run holds
         "max_sessions_per_address": None,  # every client here is 127.0.0.1
     }
     if tls is not None:
@@ -340,31 +357,61 @@ def traced_readings(
     return base, grown
 
 
-def resident_readings(kind: str, sessions: int, tls: Path | None) -> tuple[Reading, Reading]:
-    """The readings of an untraced server holding ``sessions`` idle sessions, and after
-    as many more: the growth between them is the slope between N and 2N sessions."""
+class ResidentReadings(NamedTuple):
+    """An untraced server's readings: before the warm-up's sessions, at the baseline
+    with them held open, and after the measured sessions."""
+
+    idle: Reading
+    base: Reading
+    grown: Reading
+
+
+def resident_readings(
+    kind: str, sessions: int, tls: Path | None, warm_up: int = WARM_UP
+) -> ResidentReadings:
+    """The readings of an untraced server past ``warm_up`` idle sessions held open, and
+    after ``sessions`` more."""
     with started(kind, sessions, tls, trace=False) as server:
-        held = open_sessions(server.port, sessions, tls is not None)
+        idle = server.ask("look")
+        held = open_sessions(server.port, warm_up, tls is not None)
         base = server.ask("mark")
-        opened = open_sessions(server.port, sessions, tls is not None)
-        grown = server.ask("measure")
-        for sock in held + opened:
+        held += open_sessions(server.port, sessions, tls is not None)
+        grown = server.ask("look")
+        for sock in held:
             sock.close()
-    return base, grown
+    return ResidentReadings(idle, base, grown)
 
 
 def measure(kind: str, sessions: int, detail: bool, tls: Path | None) -> tuple[float, float]:
     """Bytes per idle session: (tracemalloc, resident set)."""
     base, grown = traced_readings(kind, sessions, detail, tls)
     traced = (grown.traced - base.traced) / sessions
-    base, grown = resident_readings(kind, sessions, tls)
-    return traced, (grown.rss - base.rss) / sessions
+    readings = resident_readings(kind, sessions, tls)
+    return traced, (readings.grown.rss - readings.base.rss) / sessions
+
+
+def open_files_needed(sessions: int) -> int:
+    """Open files each process of the resident set's run holds at its most."""
+    return WARM_UP + sessions + FILES_BESIDE_SESSIONS
+
+
+def hard_limit_of_open_files() -> int | None:
+    """The hard limit of open files (``None``: no limit, or no ``resource`` module)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 def allow_open_files(count: int) -> None:
     """Raise this process's soft limit of open files to ``count`` where the hard limit
-    allows: the resident set's run holds 2N sessions, each a socket here and one in
-    the server, whose process inherits the limit."""
+    allows: the server's process inherits it."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < count:
         wanted = count if hard == resource.RLIM_INFINITY else min(count, hard)
@@ -394,13 +441,22 @@ def main() -> None:
     parser.add_argument("--tls-files", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not 10 <= args.sessions <= 900:
-        parser.error("--sessions is 10 to 900")
     if args.child:
         kind, port = args.child[0], int(args.child[1])
         child(kind, port, args.sessions, args.detail, args.tls_files, args.trace)
         return
-    allow_open_files(2 * args.sessions + 200)
+    if not 100 <= args.sessions <= 900:
+        parser.error("--sessions is 100 to 900")
+    hard = hard_limit_of_open_files()
+    if hard is not None and open_files_needed(args.sessions) > hard:
+        fits = hard - open_files_needed(0)
+        parser.error(
+            f"--sessions {args.sessions} needs {open_files_needed(args.sessions)} open files"
+            f" ({WARM_UP} sessions held before the resident set's baseline, and"
+            f" {FILES_BESIDE_SESSIONS} besides); the hard limit is {hard}: "
+            + (f"--sessions {fits} at most" if fits >= 100 else "too low for 100")
+        )
+    allow_open_files(open_files_needed(args.sessions))
     kinds = args.servers.split(",")
     tls_files = None
     if args.tls:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -97,21 +99,25 @@ def test_the_pop3_benchmark_clients_log_in_to_its_loopback_server(tmp_path: Path
             assert small > 0 and large > 0, kind
 
 
-def test_the_idle_resident_set_is_read_untraced_past_sessions_held_open() -> None:
-    """``benchmarks/idle_memory.py`` reads the resident set in a server process without
-    ``tracemalloc`` (whose record of each block would count as the sessions'), and takes
-    the baseline with the first N sessions held open, so that what the server's start
-    left free is taken up before it: the figure is the slope between N and 2N. The
-    traced run takes its baseline before any session opens."""
+def idle_memory() -> Any:
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
-    idle_memory = importlib.import_module("idle_memory")
-    sessions = 20
-    base, grown = idle_memory.resident_readings("smtpcore.asyncio", sessions, None)
-    assert not base.tracing and not grown.tracing
-    assert base.sockets >= sessions  # held open at the baseline
-    assert grown.sockets - base.sockets >= sessions
-    base, grown = idle_memory.traced_readings("smtpcore.asyncio", sessions, False, None)
+    return importlib.import_module("idle_memory")
+
+
+def test_the_idle_resident_set_is_read_untraced_past_a_fixed_warm_up() -> None:
+    """``benchmarks/idle_memory.py`` reads the resident set in a server process without
+    ``tracemalloc`` (whose record of each block would count as the sessions'), and takes
+    the baseline with exactly the warm-up's sessions held open, however many sessions
+    are measured after it, so that what the server's start left free is taken up before
+    it. The traced run takes its baseline before any session opens."""
+    bench = idle_memory()
+    warm_up, sessions = 12, 20
+    readings = bench.resident_readings("smtpcore.asyncio", sessions, None, warm_up)
+    assert not any(reading.tracing for reading in readings)
+    assert readings.base.sockets - readings.idle.sockets == warm_up
+    assert readings.grown.sockets - readings.base.sockets == sessions
+    base, grown = bench.traced_readings("smtpcore.asyncio", sessions, False, None)
     assert base.tracing
     assert base.sockets < sessions <= grown.sockets - base.sockets
 
@@ -154,3 +160,25 @@ def test_the_kernel_benchmark_counts_pure_acks_a_reply() -> None:
         "pure ACKs out": 0.5,
         "pure ACKs in": 0.0,
     }
+
+
+def test_idle_memory_names_the_largest_sessions_the_open_file_limit_fits() -> None:
+    """Where the hard limit of open files is lower than the warm-up and ``--sessions``
+    need, the script stops before any server starts and names the largest
+    ``--sessions`` that fits, rather than dying of ``EMFILE`` halfway."""
+    pytest.importorskip("resource")  # the limit is POSIX's
+    bench = idle_memory()
+    limit = bench.open_files_needed(100)
+    script = (
+        "import resource, runpy, sys\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({limit}, {limit}))\n"
+        f"sys.argv = ['idle_memory.py', '--sessions', '101', '--servers', 'smtpcore.asyncio']\n"
+        f"runpy.run_path({str(BENCHMARKS / 'idle_memory.py')!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"the hard limit is {limit}" in done.stderr
+    assert "--sessions 100 at most" in done.stderr
+    assert "Too many open files" not in done.stderr
