@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias, TypeVar
 
 from smtpcore._errors import LocalProtocolError, ProtocolError, wrong_type
 from smtpcore.sasl._saslprep import saslprep_login
@@ -160,6 +160,17 @@ class _Progress(enum.Enum):
     FRESH = "fresh"
     RUNNING = "running"
     DONE = "done"
+
+
+class _ClientStage(enum.Enum):
+    """Where a client exchange stands with its initial response (RFC 4954 §4): taken
+    with the command, withheld from it, or past it (a challenge answered). A value
+    words the stage for the error of a withholding out of turn."""
+
+    START = "before it was taken"
+    TAKEN = "after it was taken"
+    WITHHELD = "after it was withheld"
+    ANSWERING = "after a challenge was answered"
 
 
 def _require_true(verdict: object, callback: str, refusal: str) -> None:
@@ -425,12 +436,17 @@ class ClientMechanism(abc.ABC):
 
     _initial_part: ClassVar[str | None] = None
     """What the initial response carries, when it is the client's whole part
-    (PLAIN's credentials, a bearer token): owed again when it is withheld."""
+    (PLAIN's credentials, a bearer token): owed until it is taken, and again when it
+    is withheld."""
+    _first_response: bytes | None = None
+    """What :meth:`initial_response` gives: a mechanism with one sets it in its
+    constructor."""
 
     def __init__(self) -> None:
         self._complete = False
         self._failed = False
-        self._owed: str | None = None
+        self._stage = _ClientStage.START
+        self._owed: str | None = self._initial_part
         """What the client has still to send before a success can be its own (``"its
         password"``), or None once its part is sent: a mechanism keeps it as it goes."""
 
@@ -445,21 +461,36 @@ class ClientMechanism(abc.ABC):
         Calling it counts the response as sent with the command. If the command
         goes without it (the line would be too long), call
         :meth:`withhold_initial_response`: the server's empty challenge then
-        makes ``respond(b"")`` return it.
+        makes ``respond(b"")`` return it. So must a loop that takes it only to
+        look at it (its length, say) and then sends a bare ``AUTH``: otherwise a
+        server's success to that bare command would be taken for one after the
+        credentials. Only the first call, before any challenge, counts: a later
+        one gives the same bytes and leaves owed what is owed.
         """
-        return None
+        if self._stage is _ClientStage.START:
+            self._stage = _ClientStage.TAKEN
+            if self._initial_part is not None:
+                self._owed = None
+        return self._first_response
 
     def withhold_initial_response(self) -> None:
         """Say that the command went without :meth:`initial_response`'s bytes.
 
-        Call it before answering any challenge. A mechanism whose whole part is
-        the initial response (PLAIN, the bearer tokens) then owes it again, so
-        that a server's success to the bare ``AUTH PLAIN``, before the
+        Call it after taking the initial response and before answering any
+        challenge or success; at any other time it is
+        :class:`~smtpcore.LocalProtocolError`, for then it could only mark as owed
+        what was sent, or leave owed what never will be. A mechanism whose whole
+        part is the initial response (PLAIN, the bearer tokens) then owes it again,
+        so that a server's success to the bare ``AUTH PLAIN``, before the
         credentials, is refused by :meth:`verify_success` as any early success
         is (RFC 4422 §3.6).
         """
-        if self._initial_part is not None:
-            self._owed = self._initial_part
+        self._check_usable()
+        stage = self._stage
+        if stage is not _ClientStage.TAKEN and stage is not _ClientStage.WITHHELD:
+            raise LocalProtocolError(f"{self.name} initial response withheld {stage.value}")
+        self._stage = _ClientStage.WITHHELD
+        self._owed = self._initial_part
 
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
@@ -467,10 +498,12 @@ class ClientMechanism(abc.ABC):
             raise wrong_type("a SASL challenge", challenge, _CLIENT_PAYLOAD)
         self._check_usable()
         try:
-            return self._respond(challenge)
+            response = self._respond(challenge)
         except SASLError:
             self._failed = True
             raise
+        self._stage = _ClientStage.ANSWERING
+        return response
 
     def verify_success(self, data: bytes | None = None) -> None:
         """Accept the server's success, checking its additional data, if any;
@@ -502,3 +535,14 @@ class ClientMechanism(abc.ABC):
     def _verify_success(self, data: bytes | None) -> None:
         if data:
             raise SASLError(f"{self.name} defines no additional data with success")
+
+
+class _ClientFirstMechanism(ClientMechanism):
+    """A mechanism whose client speaks first (RFC 4422 §5: PLAIN, SCRAM, the bearer
+    tokens): its constructor sets the initial response, always bytes."""
+
+    _first_response: bytes
+
+    if TYPE_CHECKING:  # the type its callers see; the base's method gives it
+
+        def initial_response(self) -> bytes: ...
