@@ -37,6 +37,10 @@ DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
 """Octets a server accepts in one decoded response: RFC 4954 §4 deems a line
 of 12288 octets sufficient for the authentication mechanisms deployed."""
 
+_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
+"""What every SASL payload must be, a challenge or a response, in the error for
+one that is not."""
+
 Authorize: TypeAlias = Callable[[str, str], bool]
 """``authorize(authzid, authcid)``: may ``authcid`` act as someone else? Only
 ``True`` says yes."""
@@ -67,7 +71,7 @@ class Challenge:
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, bytes):
-            raise TypeError("Challenge.data must be bytes")
+            raise wrong_type("Challenge.data", self.data, _PAYLOAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +209,7 @@ def decode_utf8(data: bytes, what: str) -> str:
 
 
 def require_str(value: object, what: str) -> str:
-    """``value``, a credential or option given to a client mechanism, if it is a str;
+    """``value``, a credential or option given to a mechanism, if it is a str;
     anything else is the application's misuse, a ``LocalProtocolError`` worded as every
     public constructor words it (:func:`~smtpcore._errors.wrong_type`), before the
     ``TypeError`` a regex or ``in`` would meet further in."""
@@ -298,6 +302,8 @@ class ServerMechanism(abc.ABC):
         authorize: Authorize | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
+        if not isinstance(max_response_size, int) or isinstance(max_response_size, bool):
+            raise wrong_type("max_response_size", max_response_size, "an int")
         if max_response_size < 1:
             raise ValueError("max_response_size must be positive")
         self._authorize: Authorize = authorize or default_authorize
@@ -340,9 +346,17 @@ class ServerMechanism(abc.ABC):
         """
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name}: bind the channel before the exchange starts")
+        if not isinstance(bindings, Mapping):
+            raise wrong_type("channel bindings", bindings, "a mapping")
         for kind, data in bindings.items():
-            if not isinstance(kind, str) or not isinstance(data, bytes) or not data:
-                raise TypeError("channel bindings map a type name to non-empty bytes")
+            if not isinstance(kind, str):
+                raise wrong_type("a channel binding type", kind, "a str")
+            if not isinstance(data, bytes):
+                raise wrong_type(f"channel binding {kind!r}", data, "bytes")
+            if not data:
+                raise LocalProtocolError(f"channel binding {kind!r} is empty")
+        if not isinstance(plus_offered, bool):
+            raise wrong_type("plus_offered", plus_offered, "a bool")
         self._channel_bindings = dict(bindings)
         self._plus_offered = plus_offered
 
@@ -356,7 +370,7 @@ class ServerMechanism(abc.ABC):
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name} exchange already started")
         if initial_response is not None:
-            _check_bytes(initial_response)
+            _check_bytes(initial_response, f"{self.name} initial response")
             if self.server_first:
                 self._progress = _Progress.DONE
                 return UnexpectedInitialResponse(f"{self.name} takes no initial response")
@@ -369,7 +383,7 @@ class ServerMechanism(abc.ABC):
             raise LocalProtocolError(f"{self.name} exchange not started")
         if self._progress is _Progress.DONE:
             raise LocalProtocolError(f"{self.name} exchange already finished")
-        _check_bytes(response)
+        _check_bytes(response, f"{self.name} response")
         return self._run(response, lambda: self._step(response))
 
     def _run(self, data: bytes | None, handler: Callable[[], Step]) -> Step:
@@ -405,12 +419,11 @@ class ServerMechanism(abc.ABC):
     def _step(self, response: bytes) -> Step: ...
 
 
-_CLIENT_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
-
-
-def _check_bytes(data: object) -> None:
+def _check_bytes(data: object, what: str) -> None:
+    """A payload given to a server mechanism must be bytes; the client's checks, inline
+    on its hot path, word it alike."""
     if not isinstance(data, bytes):
-        raise TypeError("SASL payloads are bytes (base64 is the protocol machine's job)")
+        raise wrong_type(what, data, _PAYLOAD)
 
 
 class ClientMechanism(abc.ABC):
@@ -495,7 +508,7 @@ class ClientMechanism(abc.ABC):
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
         if not isinstance(challenge, bytes):
-            raise wrong_type("a SASL challenge", challenge, _CLIENT_PAYLOAD)
+            raise wrong_type("a SASL challenge", challenge, _PAYLOAD)  # _check_bytes inline
         self._check_usable()
         try:
             response = self._respond(challenge)
@@ -509,7 +522,7 @@ class ClientMechanism(abc.ABC):
         """Accept the server's success, checking its additional data, if any;
         :class:`SASLError` if it came before the client sent its part."""
         if data is not None and not isinstance(data, bytes):
-            raise wrong_type("additional data with success", data, f"None or {_CLIENT_PAYLOAD}")
+            raise wrong_type("additional data with success", data, f"None or {_PAYLOAD}")
         self._check_usable()
         try:
             if self._owed is not None:
