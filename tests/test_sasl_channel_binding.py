@@ -10,6 +10,7 @@ where the server offers ``-PLUS`` (a downgrade) fails.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 
 import pytest
@@ -232,10 +233,28 @@ def test_binding_is_given_before_the_exchange() -> None:
     server.start(None)
     with pytest.raises(LocalProtocolError):
         server.bind_channel({TLS_EXPORTER: b"x"}, plus_offered=True)
-    with pytest.raises(TypeError):
+    with pytest.raises(LocalProtocolError, match="channel binding 'tls-exporter' is empty"):
         ScramSHA256PlusServer(credentials("user", "pencil").get).bind_channel(
             {TLS_EXPORTER: b""}, plus_offered=True
         )
+
+
+@pytest.mark.parametrize(
+    ("bindings", "plus_offered", "message"),
+    [
+        ({TLS_EXPORTER: "data"}, True, "channel binding 'tls-exporter' must be bytes, not str"),
+        ({1: b"data"}, True, "a channel binding type must be a str, not int"),
+        (None, True, "channel bindings must be a mapping, not NoneType"),
+        ({TLS_EXPORTER: b"data"}, "yes", "plus_offered must be a bool, not str"),
+    ],
+)
+def test_bindings_of_the_wrong_type_are_a_local_protocol_error(
+    bindings: object, plus_offered: object, message: str
+) -> None:
+    server = ScramSHA256PlusServer(credentials("user", "pencil").get)
+    with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
+        server.bind_channel(bindings, plus_offered=plus_offered)  # type: ignore[arg-type]
+    assert not isinstance(raised.value, TypeError)
 
 
 def test_the_client_needs_binding_data() -> None:

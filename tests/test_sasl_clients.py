@@ -5,12 +5,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtpcore import LocalProtocolError, ProtocolError
+from smtpcore import LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -403,3 +404,13 @@ def test_a_value_of_the_wrong_type_is_the_applications_local_protocol_error(case
     with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
         mechanism(*args, **kwargs)
     assert not isinstance(raised.value, TypeError)
+
+
+@pytest.mark.parametrize("protocol", [smtp, pop3], ids=["smtp", "pop3"])
+def test_client_auth_takes_a_mechanism_not_its_name(protocol: ModuleType) -> None:
+    """``ClientAuth("PLAIN")`` raised AttributeError at ``start()``: the misuse is
+    named when the flow is built, as every public constructor names it."""
+    with pytest.raises(LocalProtocolError, match="mechanism must be a ClientMechanism, not str"):
+        protocol.ClientAuth("PLAIN")
+    with pytest.raises(LocalProtocolError, match="max_line must be an int, not str"):
+        protocol.ClientAuth(PlainClient("tim", "pw"), max_line="512")

@@ -103,7 +103,7 @@ def test_cram_md5_is_complete_once_its_digest_is_sent() -> None:
     assert mechanism.complete
 
 
-@pytest.mark.parametrize(
+CLIENT_FIRST = pytest.mark.parametrize(
     "make",
     [
         lambda: PlainClient("tim", "pw"),
@@ -112,6 +112,9 @@ def test_cram_md5_is_complete_once_its_digest_is_sent() -> None:
     ],
     ids=["PLAIN", "XOAUTH2", "OAUTHBEARER"],
 )
+
+
+@CLIENT_FIRST
 def test_an_initial_response_is_sent_unless_withheld(make: Callable[[], ClientMechanism]) -> None:
     """Taking the initial response counts it as sent with the command; withheld, it is
     owed until the server's empty challenge draws it out."""
@@ -130,6 +133,67 @@ def test_an_initial_response_is_sent_unless_withheld(make: Callable[[], ClientMe
     assert drawn.respond(b"") == message
     drawn.verify_success(None)
     assert drawn.complete
+
+
+@CLIENT_FIRST
+def test_withholding_after_the_response_went_is_refused(
+    make: Callable[[], ClientMechanism],
+) -> None:
+    """Once ``respond(b"")`` has sent the withheld response, withholding it again (a
+    loop that withholds at each look at the line) would mark as owed what went, and
+    refuse the server's legitimate success: it is the caller's mistake instead."""
+    mechanism = make()
+    mechanism.initial_response()
+    mechanism.withhold_initial_response()
+    mechanism.withhold_initial_response()  # twice before the challenge: still withheld
+    mechanism.respond(b"")
+    with pytest.raises(LocalProtocolError, match="withheld after a challenge was answered"):
+        mechanism.withhold_initial_response()
+    mechanism.verify_success(None)
+    assert mechanism.complete
+
+
+@CLIENT_FIRST
+def test_withholding_before_the_response_was_taken_is_refused(
+    make: Callable[[], ClientMechanism],
+) -> None:
+    mechanism = make()
+    with pytest.raises(LocalProtocolError, match="withheld before it was taken"):
+        mechanism.withhold_initial_response()
+    mechanism.respond(b"")  # a loop that never takes it: the empty challenge draws it
+    mechanism.verify_success(None)
+    assert mechanism.complete
+
+
+@CLIENT_FIRST
+def test_withholding_after_the_success_is_refused(make: Callable[[], ClientMechanism]) -> None:
+    mechanism = make()
+    mechanism.initial_response()
+    mechanism.verify_success(None)
+    with pytest.raises(LocalProtocolError, match="already complete"):
+        mechanism.withhold_initial_response()
+    assert mechanism.complete
+
+
+@CLIENT_FIRST
+def test_a_withheld_response_taken_again_stays_owed(make: Callable[[], ClientMechanism]) -> None:
+    """Only the first take counts the response as sent: a loop that looks at it again
+    once withheld must not let a success to the bare command pass."""
+    mechanism = make()
+    message = mechanism.initial_response()
+    mechanism.withhold_initial_response()
+    assert mechanism.initial_response() == message
+    with pytest.raises(SASLError, match="success before the client sent"):
+        mechanism.verify_success(None)
+
+
+def test_withholding_after_a_challenge_is_refused_without_an_initial_response() -> None:
+    mechanism = LoginClient("tim", "pw")
+    assert mechanism.initial_response() is None
+    mechanism.withhold_initial_response()  # nothing to withhold: harmless before a challenge
+    mechanism.respond(b"Username:")
+    with pytest.raises(LocalProtocolError, match="after a challenge was answered"):
+        mechanism.withhold_initial_response()
 
 
 # -- the machines, by hand ------------------------------------------------------

@@ -400,11 +400,50 @@ def test_misuse_raises_local_protocol_error(mechanism: str) -> None:
         server.start(None)
 
 
+BYTES = re.escape("must be bytes (base64 is the protocol machine's job), not str")
+
+
 def test_payloads_must_be_bytes() -> None:
-    with pytest.raises(TypeError):
+    """A str payload is the application's misuse, worded as the client mechanisms and
+    every public constructor word it (``wrong_type``); it was a TypeError."""
+    with pytest.raises(LocalProtocolError, match="PLAIN initial response " + BYTES):
         plain().start("\x00tim\x00pw")  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    started = plain()
+    started.start(None)
+    with pytest.raises(LocalProtocolError, match="PLAIN response " + BYTES):
+        started.step("\x00tim\x00pw")  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match="Challenge.data " + BYTES):
         Challenge("text")  # type: ignore[arg-type]
+
+
+WRONG_SERVER_ARGUMENTS: dict[str, tuple[Callable[[], object], str]] = {
+    "CRAM-MD5 hostname": (
+        lambda: CramMD5Server(lambda user: "pw", 5),  # type: ignore[arg-type]
+        "CRAM-MD5 hostname must be a str, not int",
+    ),
+    "CRAM-MD5 nonce": (
+        lambda: CramMD5Server(lambda user: "pw", "mx.test", nonce=5),  # type: ignore[arg-type]
+        "CRAM-MD5 nonce must be a str, not int",
+    ),
+    "max_response_size": (
+        lambda: PlainServer(lambda *args: True, max_response_size="512"),  # type: ignore[arg-type]
+        "max_response_size must be an int, not str",
+    ),
+    "max_response_size bool": (
+        lambda: PlainServer(lambda *args: True, max_response_size=True),
+        "max_response_size must be an int, not bool",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_SERVER_ARGUMENTS))
+def test_a_server_argument_of_the_wrong_type_is_a_local_protocol_error(case: str) -> None:
+    """As the client mechanisms: ``wrong_type``'s LocalProtocolError, never the
+    TypeError a regex or a comparison meets further in."""
+    build, message = WRONG_SERVER_ARGUMENTS[case]
+    with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
+        build()
+    assert not isinstance(raised.value, TypeError)
 
 
 SCRAM_NONCE = "abcXYZ"

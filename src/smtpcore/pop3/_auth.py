@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import Auth, AuthResponse, BadCommand, Continue, Err, Ok
@@ -217,6 +217,12 @@ class ClientAuth:
     """
 
     def __init__(self, mechanism: ClientMechanism, *, max_line: int = 255) -> None:
+        # A name ("PLAIN") is no mechanism. The MRO, not isinstance: ABCMeta's check
+        # is a Python call on every AUTH.
+        if ClientMechanism not in type(mechanism).__mro__:
+            raise wrong_type("ClientAuth's mechanism", mechanism, "a ClientMechanism")
+        if not isinstance(max_line, int) or isinstance(max_line, bool):
+            raise wrong_type("ClientAuth's max_line", max_line, "an int")
         self.mechanism = mechanism
         self.max_line = max_line
         self._cancel_error: SASLError | None = None

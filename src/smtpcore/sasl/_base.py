@@ -14,7 +14,7 @@ import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias, TypeVar
 
 from smtpcore._errors import LocalProtocolError, ProtocolError, wrong_type
 from smtpcore.sasl._saslprep import saslprep_login
@@ -36,6 +36,10 @@ __all__ = [
 DEFAULT_MAX_RESPONSE_SIZE: Final = 12288
 """Octets a server accepts in one decoded response: RFC 4954 §4 deems a line
 of 12288 octets sufficient for the authentication mechanisms deployed."""
+
+_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
+"""What every SASL payload must be, a challenge or a response, in the error for
+one that is not."""
 
 Authorize: TypeAlias = Callable[[str, str], bool]
 """``authorize(authzid, authcid)``: may ``authcid`` act as someone else? Only
@@ -67,7 +71,7 @@ class Challenge:
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, bytes):
-            raise TypeError("Challenge.data must be bytes")
+            raise wrong_type("Challenge.data", self.data, _PAYLOAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,17 @@ class _Progress(enum.Enum):
     DONE = "done"
 
 
+class _ClientStage(enum.Enum):
+    """Where a client exchange stands with its initial response (RFC 4954 §4): taken
+    with the command, withheld from it, or past it (a challenge answered). A value
+    words the stage for the error of a withholding out of turn."""
+
+    START = "before it was taken"
+    TAKEN = "after it was taken"
+    WITHHELD = "after it was withheld"
+    ANSWERING = "after a challenge was answered"
+
+
 def _require_true(verdict: object, callback: str, refusal: str) -> None:
     """Go on only if a callback's verdict is ``True``; ``False`` ends the exchange
     with ``refusal``, and a verdict that is not a bool (``"no"``, ``None``, a
@@ -194,7 +209,7 @@ def decode_utf8(data: bytes, what: str) -> str:
 
 
 def require_str(value: object, what: str) -> str:
-    """``value``, a credential or option given to a client mechanism, if it is a str;
+    """``value``, a credential or option given to a mechanism, if it is a str;
     anything else is the application's misuse, a ``LocalProtocolError`` worded as every
     public constructor words it (:func:`~smtpcore._errors.wrong_type`), before the
     ``TypeError`` a regex or ``in`` would meet further in."""
@@ -287,6 +302,8 @@ class ServerMechanism(abc.ABC):
         authorize: Authorize | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
+        if not isinstance(max_response_size, int) or isinstance(max_response_size, bool):
+            raise wrong_type("max_response_size", max_response_size, "an int")
         if max_response_size < 1:
             raise ValueError("max_response_size must be positive")
         self._authorize: Authorize = authorize or default_authorize
@@ -329,9 +346,17 @@ class ServerMechanism(abc.ABC):
         """
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name}: bind the channel before the exchange starts")
+        if not isinstance(bindings, Mapping):
+            raise wrong_type("channel bindings", bindings, "a mapping")
         for kind, data in bindings.items():
-            if not isinstance(kind, str) or not isinstance(data, bytes) or not data:
-                raise TypeError("channel bindings map a type name to non-empty bytes")
+            if not isinstance(kind, str):
+                raise wrong_type("a channel binding type", kind, "a str")
+            if not isinstance(data, bytes):
+                raise wrong_type(f"channel binding {kind!r}", data, "bytes")
+            if not data:
+                raise LocalProtocolError(f"channel binding {kind!r} is empty")
+        if not isinstance(plus_offered, bool):
+            raise wrong_type("plus_offered", plus_offered, "a bool")
         self._channel_bindings = dict(bindings)
         self._plus_offered = plus_offered
 
@@ -345,7 +370,7 @@ class ServerMechanism(abc.ABC):
         if self._progress is not _Progress.FRESH:
             raise LocalProtocolError(f"{self.name} exchange already started")
         if initial_response is not None:
-            _check_bytes(initial_response)
+            _check_bytes(initial_response, f"{self.name} initial response")
             if self.server_first:
                 self._progress = _Progress.DONE
                 return UnexpectedInitialResponse(f"{self.name} takes no initial response")
@@ -358,7 +383,7 @@ class ServerMechanism(abc.ABC):
             raise LocalProtocolError(f"{self.name} exchange not started")
         if self._progress is _Progress.DONE:
             raise LocalProtocolError(f"{self.name} exchange already finished")
-        _check_bytes(response)
+        _check_bytes(response, f"{self.name} response")
         return self._run(response, lambda: self._step(response))
 
     def _run(self, data: bytes | None, handler: Callable[[], Step]) -> Step:
@@ -394,12 +419,11 @@ class ServerMechanism(abc.ABC):
     def _step(self, response: bytes) -> Step: ...
 
 
-_CLIENT_PAYLOAD: Final = "bytes (base64 is the protocol machine's job)"
-
-
-def _check_bytes(data: object) -> None:
+def _check_bytes(data: object, what: str) -> None:
+    """A payload given to a server mechanism must be bytes; the client's checks, inline
+    on its hot path, word it alike."""
     if not isinstance(data, bytes):
-        raise TypeError("SASL payloads are bytes (base64 is the protocol machine's job)")
+        raise wrong_type(what, data, _PAYLOAD)
 
 
 class ClientMechanism(abc.ABC):
@@ -425,12 +449,17 @@ class ClientMechanism(abc.ABC):
 
     _initial_part: ClassVar[str | None] = None
     """What the initial response carries, when it is the client's whole part
-    (PLAIN's credentials, a bearer token): owed again when it is withheld."""
+    (PLAIN's credentials, a bearer token): owed until it is taken, and again when it
+    is withheld."""
+    _first_response: bytes | None = None
+    """What :meth:`initial_response` gives: a mechanism with one sets it in its
+    constructor."""
 
     def __init__(self) -> None:
         self._complete = False
         self._failed = False
-        self._owed: str | None = None
+        self._stage = _ClientStage.START
+        self._owed: str | None = self._initial_part
         """What the client has still to send before a success can be its own (``"its
         password"``), or None once its part is sent: a mechanism keeps it as it goes."""
 
@@ -445,38 +474,55 @@ class ClientMechanism(abc.ABC):
         Calling it counts the response as sent with the command. If the command
         goes without it (the line would be too long), call
         :meth:`withhold_initial_response`: the server's empty challenge then
-        makes ``respond(b"")`` return it.
+        makes ``respond(b"")`` return it. So must a loop that takes it only to
+        look at it (its length, say) and then sends a bare ``AUTH``: otherwise a
+        server's success to that bare command would be taken for one after the
+        credentials. Only the first call, before any challenge, counts: a later
+        one gives the same bytes and leaves owed what is owed.
         """
-        return None
+        if self._stage is _ClientStage.START:
+            self._stage = _ClientStage.TAKEN
+            if self._initial_part is not None:
+                self._owed = None
+        return self._first_response
 
     def withhold_initial_response(self) -> None:
         """Say that the command went without :meth:`initial_response`'s bytes.
 
-        Call it before answering any challenge. A mechanism whose whole part is
-        the initial response (PLAIN, the bearer tokens) then owes it again, so
-        that a server's success to the bare ``AUTH PLAIN``, before the
+        Call it after taking the initial response and before answering any
+        challenge or success; at any other time it is
+        :class:`~smtpcore.LocalProtocolError`, for then it could only mark as owed
+        what was sent, or leave owed what never will be. A mechanism whose whole
+        part is the initial response (PLAIN, the bearer tokens) then owes it again,
+        so that a server's success to the bare ``AUTH PLAIN``, before the
         credentials, is refused by :meth:`verify_success` as any early success
         is (RFC 4422 §3.6).
         """
-        if self._initial_part is not None:
-            self._owed = self._initial_part
+        self._check_usable()
+        stage = self._stage
+        if stage is not _ClientStage.TAKEN and stage is not _ClientStage.WITHHELD:
+            raise LocalProtocolError(f"{self.name} initial response withheld {stage.value}")
+        self._stage = _ClientStage.WITHHELD
+        self._owed = self._initial_part
 
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
         if not isinstance(challenge, bytes):
-            raise wrong_type("a SASL challenge", challenge, _CLIENT_PAYLOAD)
+            raise wrong_type("a SASL challenge", challenge, _PAYLOAD)  # _check_bytes inline
         self._check_usable()
         try:
-            return self._respond(challenge)
+            response = self._respond(challenge)
         except SASLError:
             self._failed = True
             raise
+        self._stage = _ClientStage.ANSWERING
+        return response
 
     def verify_success(self, data: bytes | None = None) -> None:
         """Accept the server's success, checking its additional data, if any;
         :class:`SASLError` if it came before the client sent its part."""
         if data is not None and not isinstance(data, bytes):
-            raise wrong_type("additional data with success", data, f"None or {_CLIENT_PAYLOAD}")
+            raise wrong_type("additional data with success", data, f"None or {_PAYLOAD}")
         self._check_usable()
         try:
             if self._owed is not None:
@@ -502,3 +548,14 @@ class ClientMechanism(abc.ABC):
     def _verify_success(self, data: bytes | None) -> None:
         if data:
             raise SASLError(f"{self.name} defines no additional data with success")
+
+
+class _ClientFirstMechanism(ClientMechanism):
+    """A mechanism whose client speaks first (RFC 4422 §5: PLAIN, SCRAM, the bearer
+    tokens): its constructor sets the initial response, always bytes."""
+
+    _first_response: bytes
+
+    if TYPE_CHECKING:  # the type its callers see; the base's method gives it
+
+        def initial_response(self) -> bytes: ...

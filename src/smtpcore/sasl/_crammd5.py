@@ -28,6 +28,7 @@ from smtpcore.sasl._base import (
     decode_utf8,
     encode_utf8,
     prepare_identity,
+    require_str,
 )
 
 __all__ = ["CramMD5Client", "CramMD5Server", "GetPassword"]
@@ -114,8 +115,9 @@ class CramMD5Server(ServerMechanism):
         super().__init__(max_response_size=max_response_size)
         if nonce is None:
             nonce = f"{secrets.randbits(48)}.{secrets.randbits(48)}"
-        if not _ATOM.fullmatch(nonce):
+        if not _ATOM.fullmatch(require_str(nonce, "CRAM-MD5 nonce")):
             raise LocalProtocolError("CRAM-MD5 nonce must be a dot-atom")
+        require_str(hostname, "CRAM-MD5 hostname")
         if not (_ATOM.fullmatch(hostname) or _LITERAL.fullmatch(hostname)):
             raise LocalProtocolError("CRAM-MD5 hostname must be a domain or address literal")
         self._get_password = get_password

@@ -23,12 +23,13 @@ from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
     Challenge,
-    ClientMechanism,
     Failure,
     SASLError,
     ServerMechanism,
     Step,
     _CallbackError,
+    _ClientFirstMechanism,
+    _ClientStage,
     _Reject,
     decode_utf8,
     encode_utf8,
@@ -91,7 +92,7 @@ def _check_client_token(token: str, mechanism: str) -> str:
     return token
 
 
-class _BearerClient(ClientMechanism):
+class _BearerClient(_ClientFirstMechanism):
     """What both token clients share: the message, the error, the dummy answer."""
 
     requires_tls = True
@@ -100,9 +101,7 @@ class _BearerClient(ClientMechanism):
 
     def __init__(self, message: bytes) -> None:
         super().__init__()
-        self._message = message
-        self._sent = False
-        self._owed = self._initial_part
+        self._first_response = message
         self.error: str | None = None
         """The server's error challenge (JSON text), once it refused the token."""
 
@@ -115,17 +114,12 @@ class _BearerClient(ClientMechanism):
             return {}
         return details if isinstance(details, dict) else {}
 
-    def initial_response(self) -> bytes:
-        self._owed = None
-        return self._message
-
     def _respond(self, challenge: bytes) -> bytes:
         if self.error is not None:
             raise SASLError(f"{self.name} server sent a challenge after its error")
-        if not challenge and not self._sent:
-            self._sent = True
+        if not challenge and self._stage is not _ClientStage.ANSWERING:
             self._owed = None
-            return self._message
+            return self._first_response
         self.error = challenge.decode("utf-8", "replace")
         return self._dummy
 

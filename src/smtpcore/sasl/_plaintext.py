@@ -19,6 +19,8 @@ from smtpcore.sasl._base import (
     SASLError,
     ServerMechanism,
     Step,
+    _ClientFirstMechanism,
+    _ClientStage,
     _Reject,
     _require_true,
     decode_utf8,
@@ -51,7 +53,7 @@ USERNAME_PROMPT: Final = b"Username:"
 PASSWORD_PROMPT: Final = b"Password:"
 
 
-class PlainClient(ClientMechanism):
+class PlainClient(_ClientFirstMechanism):
     """PLAIN, client side: ``[authzid] NUL authcid NUL passwd`` (RFC 4616 §2)."""
 
     name = "PLAIN"
@@ -70,22 +72,15 @@ class PlainClient(ClientMechanism):
             raise LocalProtocolError("PLAIN credentials may not contain NUL")
         if not authcid or not password:
             raise LocalProtocolError("PLAIN needs a non-empty authcid and password")
-        self._message = b"\x00".join(parts)
-        self._sent = False
-        self._owed = self._initial_part
-
-    def initial_response(self) -> bytes:
-        self._owed = None
-        return self._message
+        self._first_response = b"\x00".join(parts)
 
     def _respond(self, challenge: bytes) -> bytes:
         # RFC 4954 §4: a client-first mechanism whose initial response was not
-        # sent gets an empty challenge, answered with that response.
-        if self._sent or challenge:
+        # sent gets an empty challenge, answered with that response, once.
+        if challenge or self._stage is _ClientStage.ANSWERING:
             raise SASLError("PLAIN expects no challenge but an empty one")
-        self._sent = True
         self._owed = None
-        return self._message
+        return self._first_response
 
 
 class PlainServer(ServerMechanism):

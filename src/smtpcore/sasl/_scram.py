@@ -37,11 +37,11 @@ from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
     Challenge,
-    ClientMechanism,
     CredentialsUnavailable,
     SASLError,
     ServerMechanism,
     Step,
+    _ClientFirstMechanism,
     _Reject,
     _require_found,
     decode_utf8,
@@ -288,7 +288,7 @@ def _check_nonce(nonce: str) -> str:
     return nonce
 
 
-class _ScramClient(ClientMechanism):
+class _ScramClient(_ClientFirstMechanism):
     """The client side of every SCRAM mechanism (RFC 5802 §5); a subclass names the
     mechanism and its hash."""
 
@@ -355,17 +355,14 @@ class _ScramClient(ClientMechanism):
         self._gs2_header = f"{flag},{authz},".encode()
         self._cbind_input = self._gs2_header + cbind_data
         self._first_bare = f"n={escape_saslname(user)},r={self._nonce}".encode()
+        self._first_response = self._gs2_header + self._first_bare  # client-first-message
         self._state = "start"
         self._server_signature = b""
-
-    def initial_response(self) -> bytes:
-        """The client-first-message: the gs2 header and ``n=user,r=nonce``."""
-        return self._gs2_header + self._first_bare
 
     def _respond(self, challenge: bytes) -> bytes:
         if self._state == "start" and not challenge:
             self._state = "first-sent"
-            return self.initial_response()
+            return self._first_response
         if self._state in ("start", "first-sent"):
             self._state = "final-sent"
             return self._client_final(challenge)
