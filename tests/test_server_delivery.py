@@ -1378,6 +1378,47 @@ def test_a_hold_of_a_held_message_and_a_release_of_one_not_held_count_apart(
     assert entry.id in worker._due  # the release tried it at once, as before
 
 
+@pytest.mark.parametrize(
+    ("first", "second", "line"),
+    [
+        (None, "release", "queue release after its delivery round: not held, tried now"),
+        ("hold", "hold", "queue hold after its delivery round: already held"),
+    ],
+    ids=["release-not-held", "second-hold"],
+)
+def test_an_action_that_waited_for_a_round_and_found_it_done_has_its_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: str | None,
+    second: str,
+    line: str,
+) -> None:
+    """A ``release`` of a message not held (or a second ``hold`` behind a first), given
+    while a round delivered it, was counted ``1 waiting for its delivery round``, then
+    found the message as it leaves it after the round and wrote no line at all: what
+    became of it was said nowhere. It has a line of its own now."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    worker = setup.worker
+
+    async def main() -> None:
+        round_ = asyncio.get_running_loop().create_future()
+        worker._running[entry.id] = round_  # type: ignore[assignment]
+        for action in (first, second):
+            if action is not None:
+                applied = await worker.apply(QueueCommand(action, (entry.id,)))
+                assert (applied.done, applied.waiting, applied.already) == (0, 1, 0)
+        worker._done(entry.id, round_)  # type: ignore[arg-type]
+        assert await applied.written
+        while worker.actions.control_tasks:
+            await asyncio.wait(worker.actions.control_tasks)
+
+    asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(entry.id)]
+    assert lines[-1] == f"{entry.id}: {line}"
+
+
 def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) -> None:
     """A round that starts while ``hold`` reads the entry writes its own copy back at
     its end, over the hold: the hold is carried out after the round instead (the

@@ -80,10 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         skips: list[str] = []
         already: list[str] = []
         done = apply_offline(queue, command, time.time(), tell, skips=skips, already=already)
-    line = summary_line(args.action, len(done), already=len(already))
-    if done and args.action in ("flush", "release"):
-        line += " (delivered when the server starts)"
-    print(line)
+    print(summary_line(args.action, len(done), already=len(already), running=False))
     return 2 if skips else 0  # each id skipped was told, with its reason
 
 
