@@ -474,7 +474,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
     result = _queue(tmp_path, "release", entry.id)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "queue: 1 commands a stopped server left carried out first",
+        "queue: 1 command a stopped server left carried out first",
         "queue release: 1 message (delivered when the server starts)",
     ]
     assert not queue.load(entry.id).held

@@ -362,6 +362,8 @@ def test_4xx_then_250_is_retried_and_delivered_once(
     assert "status=deferred (451 4.3.0 try again later)" in lines[0]
     assert re.search(r"relay=mx\.pqr\.example\[127\.0\.0\.1\]:\d+, delay=[\d.]+, tls=no", lines[1])
     assert "dsn=2.0.0, status=sent (250 2.0.0 queued as X)" in lines[1]
+    # one recipient is '1 recipient' (it said '1 recipients deferred')
+    assert re.search(r": 1 recipient deferred; next attempt in [\d.]+s$", caplog.text, re.M)
 
 
 def test_5xx_bounces_to_a_local_sender(
