@@ -41,6 +41,7 @@ from smtpcore.server.queuectl import (
     take_lock,
     validate_ids,
 )
+from smtpcore.server.queueeffects import summary_line
 from smtpcore.server.safefiles import NotRegularFile
 from test_serve_operations import _queue
 
@@ -473,7 +474,7 @@ def test_a_command_a_stopped_server_left_skips_in_silence(tmp_path: Path) -> Non
     result = _queue(tmp_path, "release", entry.id)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "queue: 1 commands a stopped server left carried out first",
+        "queue: 1 command a stopped server left carried out first",
         "queue release: 1 message (delivered when the server starts)",
     ]
     assert not queue.load(entry.id).held
@@ -494,7 +495,9 @@ def test_a_hold_of_a_held_message_is_no_message_held(tmp_path: Path) -> None:
     queue, (entry,) = _queue_with(tmp_path, 1)
     released = _queue(tmp_path, "release", entry.id)
     assert released.returncode == 0, released.stderr
-    assert released.stdout == "queue release: 0 messages (1 not held)\n"
+    assert released.stdout == (
+        "queue release: 0 messages (1 not held; delivered when the server starts)\n"
+    )
     assert _queue(tmp_path, "hold", entry.id).stdout == "queue hold: 1 message\n"
     again = _queue(tmp_path, "hold", entry.id)
     assert again.returncode == 0, again.stderr
@@ -504,6 +507,38 @@ def test_a_hold_of_a_held_message_is_no_message_held(tmp_path: Path) -> None:
     command = QueueCommand("hold", (entry.id,))
     assert apply_offline(queue, command, 0.0, already=already) == []
     assert already == [entry.id]
+
+
+def test_a_release_of_held_and_not_held_messages_is_one_parenthetical(
+    tmp_path: Path,
+) -> None:
+    """A release of one held and one not held printed two parentheticals in a row,
+    ``queue release: 1 message (1 not held) (delivered when the server starts)``, and
+    of one not held alone none saying it is tried when the server starts, though it
+    is, as a flush would have it."""
+    queue, (held, free) = _queue_with(tmp_path, 2)
+    queue.update(dataclasses.replace(held, held=True))
+    result = _queue(tmp_path, "release", held.id, free.id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "queue release: 1 message (1 not held; delivered when the server starts)\n"
+    )
+
+
+def test_the_server_says_a_release_of_one_not_held_has_it_tried_now() -> None:
+    """``queue release: 0 messages (1 not held)`` read as nothing done, but the release
+    had the message tried at once, as a flush, which counts it, would."""
+    assert (
+        summary_line("release", 0, already=1)
+        == "queue release: 0 messages (1 not held, tried now)"
+    )
+    assert summary_line("release", 2, 1, already=1) == (
+        "queue release: 2 messages (1 not held, tried now), 1 waiting for its delivery round"
+    )
+    assert summary_line("hold", 0, already=1) == "queue hold: 0 messages (1 already held)"
+    assert summary_line("hold", 0, already=1, running=False) == (
+        "queue hold: 0 messages (1 already held)"
+    )
 
 
 def test_a_damaged_entry_named_is_reported_skipped_with_a_failing_status(

@@ -83,3 +83,24 @@ def test_a_session_given_after_aclose_is_refused_and_logged(
         assert b"".join(transport.written).startswith(b"421 4.3.2 ")
         assert transport.closed
     assert _lines(caplog) == [f"{STOPPING}:40000: refused (shutting down)"] * 2
+
+
+def test_the_refusals_after_the_shutdown_stay_within_the_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the shutdown each refusal was written at once, past any budget: 3,000
+    refusals, 3,000 lines. They are written at once still, but 1,000 a minute at most;
+    those past it wait, counted, for a refusal that finds room."""
+    caplog.set_level(logging.INFO, "smtpcore")
+    registry = _Registry(10, b"421 busy\r\n", stopping_reply=b"421 4.3.2 stopping\r\n")
+    registry.begin_shutdown()
+    registry.end_shutdown()
+    for n in range(1500):
+        peer = _Peer(40000)
+        peer.peer_address = (f"10.0.{n >> 8}.{n & 255}", 40000)
+        for _ in range(2):
+            registry.admit(cast(Link, peer))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1000
+    first = "server stopping: session from [10.0.0.0]:40000: refused (shutting down)"
+    assert lines[:2] == [first, first]

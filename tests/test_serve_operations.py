@@ -270,7 +270,7 @@ def test_commands_a_stopped_server_left_come_before_the_tools_own(tmp_path: Path
     assert released.returncode == 0, released.stderr
     assert read_commands(tmp_path / "queue") == []
     assert not queue.load(entry.id).held
-    assert "queue: 1 commands a stopped server left carried out first" in released.stdout
+    assert "queue: 1 command a stopped server left carried out first" in released.stdout
 
 
 def test_the_tool_refuses_its_own_command_behind_a_waiting_one_it_cannot_read(

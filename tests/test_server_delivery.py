@@ -362,6 +362,8 @@ def test_4xx_then_250_is_retried_and_delivered_once(
     assert "status=deferred (451 4.3.0 try again later)" in lines[0]
     assert re.search(r"relay=mx\.pqr\.example\[127\.0\.0\.1\]:\d+, delay=[\d.]+, tls=no", lines[1])
     assert "dsn=2.0.0, status=sent (250 2.0.0 queued as X)" in lines[1]
+    # one recipient is '1 recipient' (it said '1 recipients deferred')
+    assert re.search(r": 1 recipient deferred; next attempt in [\d.]+s$", caplog.text, re.M)
 
 
 def test_5xx_bounces_to_a_local_sender(
@@ -1376,6 +1378,47 @@ def test_a_hold_of_a_held_message_and_a_release_of_one_not_held_count_apart(
     assert caplog.text.count(f"{entry.id}: released (queue release)") == 1
     assert not setup.queue.load(entry.id).held
     assert entry.id in worker._due  # the release tried it at once, as before
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "line"),
+    [
+        (None, "release", "queue release after its delivery round: not held, tried now"),
+        ("hold", "hold", "queue hold after its delivery round: already held"),
+    ],
+    ids=["release-not-held", "second-hold"],
+)
+def test_an_action_that_waited_for_a_round_and_found_it_done_has_its_line(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: str | None,
+    second: str,
+    line: str,
+) -> None:
+    """A ``release`` of a message not held (or a second ``hold`` behind a first), given
+    while a round delivered it, was counted ``1 waiting for its delivery round``, then
+    found the message as it leaves it after the round and wrote no line at all: what
+    became of it was said nowhere. It has a line of its own now."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    setup = _setup(tmp_path, ZONE, 25)
+    entry = setup.queue.add(MESSAGE, "john@abc.example", ["brendon@pqr.example"])
+    worker = setup.worker
+
+    async def main() -> None:
+        round_ = asyncio.get_running_loop().create_future()
+        worker._running[entry.id] = round_  # type: ignore[assignment]
+        for action in (first, second):
+            if action is not None:
+                applied = await worker.apply(QueueCommand(action, (entry.id,)))
+                assert (applied.done, applied.waiting, applied.already) == (0, 1, 0)
+        worker._done(entry.id, round_)  # type: ignore[arg-type]
+        assert await applied.written
+        while worker.actions.control_tasks:
+            await asyncio.wait(worker.actions.control_tasks)
+
+    asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(entry.id)]
+    assert lines[-1] == f"{entry.id}: {line}"
 
 
 def test_a_hold_while_a_round_begins_waits_for_the_round_to_end(tmp_path: Path) -> None:

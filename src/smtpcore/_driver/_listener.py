@@ -269,11 +269,12 @@ class SessionRegistry(Generic[S]):
         :meth:`log_turned_away`), so that clients retrying at once during a long grace
         period do not cost a line a connection. Once the shutdown is over (a
         ``serve_transport`` after ``aclose``), no stop is left to write a count: each
-        refusal is written at once."""
+        refusal is written at once, within the same budget of lines
+        (:meth:`TurnedAwayLog.write_waiting`)."""
         headline, reason = STOPPING
         self.turned_away.refused(peer_text(peer), reason, self.block_of(peer), headline=headline)
         if self.stopped:
-            self.turned_away.close()
+            self.turned_away.write_waiting()
 
     def _uncount(self, host: str | None) -> None:
         """One session less under ``host`` (None: a session counted under none)."""

@@ -3,11 +3,17 @@
 A refused connection costs the server a line only the first time a client meets
 a limit, then one count at most every :attr:`TurnedAwayLog.interval` seconds:
 one line a refusal would let a client fill the disk, and a slow log reader slow
-the whole server to the log's pace. Admitted sessions never come here, and
-nothing runs on a timer: a count waiting is written with that client's next
-refusal after the interval, when it is forgotten to make room for another, or
-when the server stops (:meth:`TurnedAwayLog.close`): a count may lag its
-refusals by up to the interval, but none goes unwritten.
+the whole server to the log's pace. Every line, whatever it says, comes out of
+one budget (:class:`LineBudget`): at most ``max_lines`` (1,000) in any
+interval; the refusals past it are counted together, in one line when the
+budget has room again.
+
+Admitted sessions never come here, and nothing runs on a timer: a count waiting
+is written with a later refusal that finds room, when its client is forgotten
+to make room for another, or when the server stops (:meth:`TurnedAwayLog.close`).
+So a count may lag its refusals by the interval or more, and the counts still
+waiting are lost if the process ends without that stop: a second ``SIGTERM`` or
+``SIGINT`` ends it by the signal's default action, and so does a kill.
 
 A client is the block the per-address limit counts it under
 (:func:`~smtpcore._ip.client_block`): an IPv6 client that changes the low bits
@@ -17,17 +23,41 @@ of its address each connection is still one client, with one line and a count.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["STOPPING", "TurnedAwayLog"]
+from smtpcore._plural import counted
+
+__all__ = ["STOPPING", "LineBudget", "TurnedAwayLog"]
 
 STOPPING: Final = ("server stopping: session", "shutting down")
 """The headline and reason of the lines for a client turned away because the server
 is stopping (its ``421 4.3.2``, POP3's ``-ERR [SYS/TEMP]``)."""
+
+_Key = tuple[str, str, str]
+"""(what the client is counted under, the limit, the headline of its lines)."""
+
+
+class LineBudget:
+    """At most ``lines`` lines in any ``interval`` seconds, a sliding window: the
+    times of the last ``lines`` lines written, so that no edge of a fixed window
+    lets twice the budget through in a moment."""
+
+    def __init__(self, lines: int, interval: float) -> None:
+        self.interval = interval
+        self._times: deque[float] = deque(maxlen=lines)
+
+    def take(self, now: float) -> bool:
+        """Whether a line may be written at ``now``, counted if so."""
+        times = self._times
+        if times.maxlen == 0:
+            return False
+        if len(times) == times.maxlen and now - times[0] < self.interval:
+            return False
+        times.append(now)
+        return True
 
 
 class TurnedAwayLog:
@@ -41,12 +71,13 @@ class TurnedAwayLog:
     clients are remembered, the one refused longest ago forgotten first (its count
     written then), so memory stays bounded when the flood comes from many addresses.
 
-    Lines stay bounded too: in any :attr:`interval`, at most ``max_tracked`` clients
-    get a first line, and at most ``max_tracked`` forgotten ones their count. The
-    clients past that are counted together, in one line at most every interval:
-    ``sessions turned away: 5000 more from 4000 other clients since the last line``
-    (``from more than 1000 other clients`` when there were more of them than it
-    remembers apart).
+    Lines stay bounded too: every line this writes, in any :attr:`interval`, comes
+    out of one budget of ``max_lines``. A refusal that finds no room is counted with
+    the others, in one line at most every interval, with the first refusal that finds
+    room: ``sessions turned away: 5000 more from 4000 other clients since the last
+    line`` (``from more than 1000 other clients`` when there were more of them than
+    it remembers apart). Only :meth:`close` may write past the budget, and one line
+    only: the others' count, which no later refusal would write.
 
     A client a stopping server turns away is logged so too, under another headline:
     ``server stopping: session from [192.0.2.7]:40312: refused (shutting down)``.
@@ -58,18 +89,16 @@ class TurnedAwayLog:
         *,
         interval: float = 60.0,
         max_tracked: int = 1000,
+        max_lines: int = 1000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.logger = logger
         self.interval = interval
         self.max_tracked = max_tracked
         self.clock = clock
-        self._unsaid: OrderedDict[tuple[str, str, str], _Client] = OrderedDict()
-        """(address, limit, headline) -> what its lines have said of it, oldest refused
-        first."""
-        self._window = [-math.inf, 0, 0]
-        """[when this interval began, first lines written in it, counts written of
-        clients forgotten in it]: each at most ``max_tracked`` an interval."""
+        self.budget = LineBudget(max_lines, interval)
+        self._unsaid: OrderedDict[_Key, _Client] = OrderedDict()
+        """What the lines have said of each client remembered, oldest refused first."""
         self._others = _Others()
 
     def refused(
@@ -84,89 +113,106 @@ class TurnedAwayLog:
         was turned away by ``limit`` (``max-sessions 2000``); ``block`` is what the
         limit counts it under (:func:`~smtpcore._ip.client_block`; None: its address).
         ``headline`` begins its lines (a stopping server's: :data:`STOPPING`)."""
-        counted = _counted(client, block)
-        if counted != _address(client):
-            client = f"{client} in {counted}"
-        key = (counted, limit, headline)
+        named_as = _counted(client, block)
+        if named_as != _address(client):
+            client = f"{client} in {named_as}"
+        key = (named_as, limit, headline)
         now = self.clock()
         others = self._others
         if others.sessions and now - others.since >= self.interval:
-            self._say_others()
+            self._say_others(now)
         seen = self._unsaid.get(key)
         if seen is None:
-            named = self._may_write(now, 1)
-            if named:
-                self.logger.info("%s from %s: refused (%s)", headline, client, limit)
-            else:
-                others.add(key, 1, now, self.max_tracked)
+            named = self._first_line(now, key, client)
             self._unsaid[key] = _Client(now, named)
             if len(self._unsaid) > self.max_tracked:
                 self._forget(*self._unsaid.popitem(last=False), now=now)
             return
         self._unsaid.move_to_end(key)
         if not seen.named:  # with the others until an interval after it came, and room
-            if now - seen.said_at < self.interval or not self._may_write(now, 1):
+            if now - seen.said_at < self.interval:
                 others.add(key, 1, now, self.max_tracked)
-                return
-            self.logger.info("%s from %s: refused (%s)", headline, client, limit)
-            seen.said_at, seen.named = now, True
+            elif self._first_line(now, key, client):
+                seen.said_at, seen.named = now, True
             return
         seen.unsaid += 1
         if now - seen.said_at < self.interval:
             return
         if seen.unsaid == 1:  # the first since a quiet interval: a line of its own
-            self.logger.info("%s from %s: refused (%s)", headline, client, limit)
-        else:
-            self._say(key, seen)
+            if not self.budget.take(now):
+                return  # waits, counted, for a refusal that finds room
+            self._refused_line(key, client)
+        elif not self._say(key, seen, now):
+            return
         seen.said_at, seen.unsaid = now, 0
+
+    def write_waiting(self) -> None:
+        """Write every count waiting that the budget has room for, and forget every
+        client; the others' count too, if there is room. For a log no stop will
+        :meth:`close` (the server has stopped): its refusals are written as they come,
+        but never past the budget."""
+        now = self.clock()
+        while self._unsaid:
+            self._forget(*self._unsaid.popitem(last=False), now=now)
+        if self._others.sessions:
+            self._say_others(now)
 
     def close(self) -> None:
         """Write every count still waiting, and forget every client: the server
-        stops, and no later refusal would write them."""
+        stops, and no later refusal would write them. The counts the budget has no
+        room for go into the others' line, written last even past the budget."""
+        now = self.clock()
         while self._unsaid:
-            self._say(*self._unsaid.popitem(last=False))
+            self._forget(*self._unsaid.popitem(last=False), now=now)
         if self._others.sessions:
-            self._say_others()
+            self._write_others()
 
-    def _may_write(self, now: float, which: int) -> bool:
-        """Whether this interval has room for one more line of kind ``which`` (1: a
-        client's first line, 2: a forgotten client's count), taken if so."""
-        window = self._window
-        if now - window[0] >= self.interval:
-            window[:] = [now, 0, 0]
-        if window[which] >= self.max_tracked:
-            return False
-        window[which] += 1
-        return True
+    def _first_line(self, now: float, key: _Key, client: str) -> bool:
+        """The client's first line, if the budget has room; else it is counted with the
+        others. Whether it was written."""
+        if self.budget.take(now):
+            self._refused_line(key, client)
+            return True
+        self._others.add(key, 1, now, self.max_tracked)
+        return False
 
-    def _forget(self, key: tuple[str, str, str], seen: _Client, *, now: float) -> None:
-        """Forget the client refused longest ago: its count in a line of its own while
-        the interval has room for one, else with the others'."""
-        if not seen.unsaid:
-            return
-        if seen.named and self._may_write(now, 2):
-            self._say(key, seen)
-        else:
+    def _refused_line(self, key: _Key, client: str) -> None:
+        _, limit, headline = key
+        self.logger.info("%s from %s: refused (%s)", headline, client, limit)
+
+    def _forget(self, key: _Key, seen: _Client, *, now: float) -> None:
+        """Forget a client: its count in a line of its own while the budget has room
+        for one, else with the others'."""
+        if seen.unsaid and not self._say(key, seen, now):
             self._others.add(key, seen.unsaid, now, self.max_tracked)
 
-    def _say(self, key: tuple[str, str, str], seen: _Client) -> None:
+    def _say(self, key: _Key, seen: _Client, now: float) -> bool:
+        """The client's count, if the budget has room: whether it was written."""
+        if not self.budget.take(now):
+            return False
         address, limit, headline = key
-        if seen.unsaid:
-            self.logger.info(
-                "%s from %s: %d more refused (%s) since the last line",
-                headline,
-                address,
-                seen.unsaid,
-                limit,
-            )
-
-    def _say_others(self) -> None:
-        others = self._others
-        clients = len(others.clients)
         self.logger.info(
-            "sessions turned away: %d more from %s other clients since the last line",
+            "%s from %s: %d more refused (%s) since the last line",
+            headline,
+            address,
+            seen.unsaid,
+            limit,
+        )
+        return True
+
+    def _say_others(self, now: float) -> None:
+        """The others' count, if the budget has room; else it waits for a refusal
+        that finds some."""
+        if self.budget.take(now):
+            self._write_others()
+
+    def _write_others(self) -> None:
+        others = self._others
+        clients = counted(len(others.clients), "other client")
+        self.logger.info(
+            "sessions turned away: %d more from %s since the last line",
             others.sessions,
-            f"more than {clients}" if others.more else str(clients),
+            f"more than {clients}" if others.more else clients,
         )
         self._others = _Others()
 
@@ -185,20 +231,19 @@ class _Client:
 
 
 class _Others:
-    """The refusals of clients past the lines an interval has room for, counted
-    together: how many, from how many clients (remembered apart up to a bound), and
-    since when."""
+    """The refusals the budget had no room for, counted together: how many, from how
+    many clients (remembered apart up to a bound), and since when."""
 
     __slots__ = ("clients", "more", "sessions", "since")
 
     def __init__(self) -> None:
         self.sessions = 0
-        self.clients: set[tuple[str, str, str]] = set()
+        self.clients: set[_Key] = set()
         self.more = False
         """Whether there were more clients than :attr:`clients` could hold."""
         self.since = 0.0
 
-    def add(self, key: tuple[str, str, str], sessions: int, now: float, most: int) -> None:
+    def add(self, key: _Key, sessions: int, now: float, most: int) -> None:
         if not self.sessions:
             self.since = now
         self.sessions += sessions

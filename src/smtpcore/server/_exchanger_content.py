@@ -17,6 +17,7 @@ from smtpcore._driver import (
     BaseSMTPClient,
     ExtensionNotOffered,
 )
+from smtpcore._plural import counted
 from smtpcore.server.bounce import seven_bit_form
 from smtpcore.server.crlfreader import CRLFReader
 from smtpcore.server.downgrade import NotConvertible, SevenBitReader, plan_seven_bit
@@ -147,12 +148,11 @@ def _seven_bit_content(
     converted = _seven_bit_message(content)
     parts = converted.quoted_parts
     logger.info(
-        "%s: %s does not offer 8BITMIME: the message goes converted to 7-bit, %d %s "
+        "%s: %s does not offer 8BITMIME: the message goes converted to 7-bit, %s "
         "quoted-printable (RFC 6152 §3)",
         entry.id,
         loggable(relay),
-        parts,
-        "part" if parts == 1 else "parts",
+        counted(parts, "part"),
     )
     return converted
 

@@ -17,7 +17,13 @@ from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
 from smtpcore.server.queuectl import QueueCommand, dropped_report
-from smtpcore.server.queueeffects import CARRIED_OUT, Effect, effect_on, not_done_line
+from smtpcore.server.queueeffects import (
+    CARRIED_OUT,
+    Effect,
+    already_line,
+    effect_on,
+    not_done_line,
+)
 from smtpcore.server.waits import ThreadShare
 
 __all__ = [
@@ -185,7 +191,9 @@ class QueueActions:
                     effect = await self.act(queue_id, action)
                     if effect is Effect.WAITS:
                         return  # a round began: its end carries on from here
-                    if effect not in CARRIED_OUT:
+                    if effect is Effect.ALREADY:
+                        logger.info("%s", already_line(queue_id, action))
+                    elif effect is not Effect.DONE:
                         self.not_done(queue_id, action, effect, after_round=True)
                 except Exception:
                     logger.exception(

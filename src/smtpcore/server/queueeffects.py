@@ -17,6 +17,7 @@ from smtpcore.server.queue import QueueEntry
 
 __all__ = [
     "CARRIED_OUT",
+    "already_line",
     "Effect",
     "effect_on",
     "messages",
@@ -27,8 +28,10 @@ __all__ = [
 
 
 class Effect(enum.Enum):
-    """What one action did to one message: only ``DONE`` counts in the command's line;
-    the others but ``WAITS`` get a line saying why (:func:`not_done_line`)."""
+    """What one action did to one message: only ``DONE`` counts in the command's line,
+    ``ALREADY`` apart in it (or, after a delivery round, in a line of its own:
+    :func:`already_line`); the others but ``WAITS`` get a line saying why
+    (:func:`not_done_line`)."""
 
     DONE = enum.auto()
     WAITS = enum.auto()
@@ -51,6 +54,9 @@ CARRIED_OUT: Final = frozenset({Effect.DONE, Effect.ALREADY})
 _ALREADY: Final = {"hold": "already held", "release": "not held"}
 """How the command's line words the messages an action found as it leaves them."""
 
+_TRIED_NOW: Final = frozenset({"flush", "release"})
+"""The actions that have a message tried at once (by a running server)."""
+
 
 def effect_on(entry: QueueEntry, action: str) -> Effect:
     """Whether ``action`` acts on ``entry`` (``DONE``, or ``ALREADY`` when the message
@@ -62,20 +68,47 @@ def effect_on(entry: QueueEntry, action: str) -> Effect:
     return Effect.DONE
 
 
-def summary_line(action: str, done: int, waiting: int = 0, already: int = 0) -> str:
+def summary_line(
+    action: str, done: int, waiting: int = 0, already: int = 0, *, running: bool = True
+) -> str:
     """The command's line: the messages the action took effect on, not those it
     matched (``queue flush: 1 message``), those it found as it leaves them
     (``queue hold: 0 messages (1 already held)``, see :attr:`Effect.ALREADY`), and
     those that wait for their round (``queue delete: 0 messages, 1 waiting for its
-    delivery round``)."""
-    line = f"queue {action}: {messages(done)}"
+    delivery round``).
+
+    A release of a message not held still has it tried at once, as a flush would: the
+    line says so (``queue release: 0 messages (1 not held, tried now)``). With no
+    server ``running`` (the tool's line), a message a flush or release made due is
+    ``delivered when the server starts``, in the same parenthetical (``queue release:
+    1 message (1 not held; delivered when the server starts)``)."""
+    notes = []
     if already:
-        line += f" ({already} {_ALREADY[action]})"
+        note = f"{already} {_ALREADY[action]}"
+        notes.append(f"{note}, tried now" if running and action in _TRIED_NOW else note)
+    tried = done + (already if action in _TRIED_NOW else 0)
+    if not running and tried and action in _TRIED_NOW:
+        notes.append("delivered when the server starts")
+    line = f"queue {action}: {messages(done)}"
+    if notes:
+        line += f" ({'; '.join(notes)})"
     if waiting == 1:
         line += ", 1 waiting for its delivery round"
     elif waiting:
         line += f", {waiting} waiting for their delivery rounds"
     return line
+
+
+def already_line(queue_id: str, action: str) -> str:
+    """The line for an action that waited for ``queue_id``'s delivery round and found
+    the message, after it, as the action leaves it (:attr:`Effect.ALREADY`): the
+    command's line counted it waiting, so this line is all that says what became of
+    it (``0123456789: queue release after its delivery round: not held, tried
+    now``)."""
+    what = _ALREADY[action]
+    if action in _TRIED_NOW:
+        what += ", tried now"
+    return f"{queue_id}: queue {action} after its delivery round: {what}"
 
 
 def not_done_line(queue_id: str, action: str, effect: Effect, *, after_round: bool) -> str:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+from smtpcore._plural import counted
 from smtpcore.server.activemarks import read_active
 from smtpcore.server.config import ConfigError
 from smtpcore.server.log import loggable
@@ -76,14 +77,11 @@ def _run(args: argparse.Namespace) -> int:
     with offline_lock(data_dir):
         left = apply_left_offline(queue, time.time(), tell)
         if left:
-            print(f"queue: {left} commands a stopped server left carried out first")
+            print(f"queue: {counted(left, 'command')} a stopped server left carried out first")
         skips: list[str] = []
         already: list[str] = []
         done = apply_offline(queue, command, time.time(), tell, skips=skips, already=already)
-    line = summary_line(args.action, len(done), already=len(already))
-    if done and args.action in ("flush", "release"):
-        line += " (delivered when the server starts)"
-    print(line)
+    print(summary_line(args.action, len(done), already=len(already), running=False))
     return 2 if skips else 0  # each id skipped was told, with its reason
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final, Protocol
 
+from smtpcore._plural import counted
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
 from smtpcore.server.exchanger import Outcome
@@ -247,9 +248,9 @@ class RoundSettlement:
                 entry = replace(entry, delay_warned=True)
             await self.worker._save(entry)
             logger.info(
-                "%s: %d recipients deferred; next attempt in %.1fs",
+                "%s: %s deferred; next attempt in %.1fs",
                 entry.id,
-                len(entry.pending),
+                counted(len(entry.pending), "recipient"),
                 wait,
             )
         elif failed or deferred:
