@@ -13,7 +13,8 @@ the close does not wait.
 Nothing here is timed with a stopwatch: the close timeout is made long (:data:`CLOSE`),
 and the session must end before half of it has passed since the cut, which it cannot
 do if its close waits for it; and every wait the session's clock is asked for after
-the cut is :data:`LAST_WORDS` at most, not another timeout.
+the cut (but the linger's, its own bound) is :data:`LAST_WORDS` at most, not another
+timeout.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 
 import smtpcore._asyncio_raw_close
+import smtpcore._driver._listener
 import smtpcore._trio_transport
 from peers import running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
@@ -42,6 +44,10 @@ TIMEOUT = 2.0
 """The write's timeout (SMTP's ``command``, POP3's ``send``): longer than
 :data:`LAST_WORDS`, so that a last word given a whole timeout again shows."""
 
+LINGER = 2 * LAST_WORDS
+"""The linger for these tests: longer than :data:`LAST_WORDS`, so that the check on the
+waits after the cut is seen to leave the linger's out."""
+
 CLOSE = 30.0
 """The transports' close timeout for these tests: a session whose close waits for it
 ends long after half of it has passed."""
@@ -53,11 +59,13 @@ class SessionWatch:
     either protocol): :attr:`waiting` once a write waits (the transport did not take
     all of it at once), :attr:`cut` once a cancellation ended one, :attr:`ended` once
     the session is over (its transport closed). :attr:`waits_after_cut` holds the
-    seconds of every deadline the session's clock was asked for after the cut."""
+    seconds of every deadline the session's clock was asked for after the cut, but
+    the linger's (its own bound, :data:`LINGER`), while :attr:`lingering`."""
 
     waiting: threading.Event = field(default_factory=threading.Event)
     cut: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    lingering: bool = False
     waits_after_cut: list[float | None] = field(default_factory=list)
 
 
@@ -66,6 +74,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
     watch = SessionWatch()
     send_all = ServedSession._send_all
     end = ServedSession._end
+    linger = ServedSession._linger
 
     async def watched_send_all(session: ServedSession, data: bytes) -> None:
         watch.waiting.set()
@@ -81,17 +90,26 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
         finally:
             watch.ended.set()
 
+    async def watched_linger(session: ServedSession) -> None:
+        watch.lingering = True
+        try:
+            await linger(session)
+        finally:
+            watch.lingering = False
+
     monkeypatch.setattr(ServedSession, "_send_all", watched_send_all)
+    monkeypatch.setattr(ServedSession, "_linger", watched_linger)
     monkeypatch.setattr(ServedSession, "_end", watched_end)
     for clock in (AsyncioClock, SessionRunner, TrioClock):
         deadline = clock.deadline
 
         def recorded(self: Any, seconds: float | None, deadline: Any = deadline) -> Any:
-            if watch.cut.is_set():
+            if watch.cut.is_set() and not watch.lingering:
                 watch.waits_after_cut.append(seconds)
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
+    monkeypatch.setattr(smtpcore._driver._listener, "LINGER", LINGER)
     monkeypatch.setattr(smtpcore._asyncio_raw_close, "_CLOSE_TIMEOUT", CLOSE)
     monkeypatch.setattr(smtpcore._trio_transport, "_CLOSE_TIMEOUT", CLOSE)
     yield watch

@@ -460,9 +460,9 @@ class ServedSession:
     """True while a write to the client is under way (:meth:`_send_all`), and so still
     True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
     or a lost connection ended one: the client did not take it in the time it had.
-    What is written after it gets :data:`LAST_WORDS` at most
-    (:meth:`_write_within`), and the close does not wait for room to send what is
-    left (:meth:`_close_transport`). (False from the start, as
+    What SMTP writes after it gets :data:`LAST_WORDS` at most (its session's
+    ``_write_within``; POP3 writes nothing more), and the close does not wait for
+    room to send what is left (:meth:`_close_transport`). (False from the start, as
     :attr:`_waiting_idle`.)"""
 
     @property
@@ -569,17 +569,6 @@ class ServedSession:
         self._write_unfinished = True
         await self.transport.send_all(data)
         self._write_unfinished = False
-
-    def _write_within(self, seconds: float | None) -> float | None:
-        """The time a write to the client has: ``seconds``, the protocol's own (SMTP's
-        command timeout, POP3's send timeout), but :data:`LAST_WORDS` at most behind a
-        write the client did not take in its time (:attr:`_write_unfinished`). A
-        last word (``421``, ``-ERR``) queued behind the bytes a client that does not
-        read left unsent would otherwise hold the session for a whole timeout again,
-        as a shutdown's cut-off does not let it."""
-        if not self._write_unfinished:
-            return seconds
-        return LAST_WORDS if seconds is None else min(seconds, LAST_WORDS)
 
     async def _close_transport(self) -> None:
         """Close the transport: at once, cancelled before it waits, after a write the
