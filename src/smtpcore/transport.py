@@ -57,7 +57,8 @@ so the session just closes. That is the safe default: a missing ``421`` is
 a missing courtesy, a spliced one corrupts the reply stream. ``True``
 promises more than the bytes: after a cancelled ``send_all`` the transport
 stays usable, what it kept still goes out, later writes go out after it, in
-order, and ``aclose`` writes it before closing. A transport over a layer
+order, and ``aclose`` writes it before closing (a cancelled one, where the
+transport says ``closes_when_cancelled``, may drop it). A transport over a layer
 that a cancelled write breaks (trio's ``SSLStream``) cannot say ``True``.
 
 A transport may also have a ``closes_when_cancelled`` attribute: ``True``

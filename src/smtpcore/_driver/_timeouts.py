@@ -157,7 +157,9 @@ class Timeouts:
     and does not read) ends then: its ``421`` has a second at most to follow the
     replies not yet taken (on asyncio; on trio it gets none), and the close does
     not wait for the client to take what is left (but over a transport of yours
-    without ``closes_when_cancelled``: see :mod:`smtpcore.transport`)."""
+    without ``closes_when_cancelled``: see :mod:`smtpcore.transport`). So a client
+    that reads, but too slowly to take a write within it, loses the tail of the
+    replies and the ``421``, the last reply perhaps cut mid-line."""
     data_initiation: float | None = 120.0
     """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
     data_block: float | None = 180.0
