@@ -8,17 +8,22 @@ under a whole command timeout again, and the close waited the transport's close
 timeout for room: the session, and its place under the session limits, lived about
 twice the timeout plus five seconds, where trio's closed at the timeout. Now what
 comes after the cut has :data:`~smtpcore._driver._listener.LAST_WORDS` at most, and
-the close does not wait.
+the close does not wait, over a transport whose cancelled close still closes (the
+library's own). A transport of yours that does not say so closes as it always did.
 
 Nothing here is timed with a stopwatch: the close timeout is made long (:data:`CLOSE`),
 and the session must end before half of it has passed since the cut, which it cannot
 do if its close waits for it; and every wait the session's clock is asked for after
-the cut is :data:`LAST_WORDS` at most, not another timeout.
+the cut (but the linger's, its own bound) is :data:`LAST_WORDS` at most, not another
+timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,19 +32,24 @@ from typing import Any
 
 import pytest
 
+import smtpcore._driver._listener
 import smtpcore._driver._transport
-from peers import running_pop3_server, running_smtp_server, write_maildir
+from peers import free_port, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_runner import SessionRunner
 from smtpcore._driver._listener import LAST_WORDS, ServedSession
-from smtpcore.asyncio import POP3Timeouts, Timeouts
-from smtpcore.handler import Handler
+from smtpcore.asyncio import POP3Timeouts, SMTPServer, Timeouts
+from smtpcore.handler import Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
 from smtpcore.trio import TrioClock
 
 TIMEOUT = 2.0
 """The write's timeout (SMTP's ``command``, POP3's ``send``): longer than
 :data:`LAST_WORDS`, so that a last word given a whole timeout again shows."""
+
+LINGER = 2 * LAST_WORDS
+"""The linger for these tests: longer than :data:`LAST_WORDS`, so that the check on the
+waits after the cut is seen to leave the linger's out."""
 
 CLOSE = 30.0
 """The transports' close timeout for these tests: a session whose close waits for it
@@ -52,11 +62,13 @@ class SessionWatch:
     either protocol): :attr:`waiting` once a write waits (the transport did not take
     all of it at once), :attr:`cut` once a cancellation ended one, :attr:`ended` once
     the session is over (its transport closed). :attr:`waits_after_cut` holds the
-    seconds of every deadline the session's clock was asked for after the cut."""
+    seconds of every deadline the session's clock was asked for after the cut, but
+    the linger's (its own bound, :data:`LINGER`), while :attr:`lingering`."""
 
     waiting: threading.Event = field(default_factory=threading.Event)
     cut: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    lingering: bool = False
     waits_after_cut: list[float | None] = field(default_factory=list)
 
 
@@ -65,6 +77,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
     watch = SessionWatch()
     send_all = ServedSession._send_all
     end = ServedSession._end
+    linger = ServedSession._linger
 
     async def watched_send_all(session: ServedSession, data: bytes) -> None:
         watch.waiting.set()
@@ -80,17 +93,26 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
         finally:
             watch.ended.set()
 
+    async def watched_linger(session: ServedSession) -> None:
+        watch.lingering = True
+        try:
+            await linger(session)
+        finally:
+            watch.lingering = False
+
     monkeypatch.setattr(ServedSession, "_send_all", watched_send_all)
+    monkeypatch.setattr(ServedSession, "_linger", watched_linger)
     monkeypatch.setattr(ServedSession, "_end", watched_end)
     for clock in (AsyncioClock, SessionRunner, TrioClock):
         deadline = clock.deadline
 
         def recorded(self: Any, seconds: float | None, deadline: Any = deadline) -> Any:
-            if watch.cut.is_set():
+            if watch.cut.is_set() and not watch.lingering:
                 watch.waits_after_cut.append(seconds)
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
+    monkeypatch.setattr(smtpcore._driver._listener, "LINGER", LINGER)
     monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
     yield watch
 
@@ -119,6 +141,24 @@ def pipeline_until_the_write_waits(sock: socket.socket, batch: bytes, watch: Ses
         if watch.waiting.wait(0.3):
             return
     pytest.fail("the server's write never waited for the client")
+
+
+def pipeline_until_the_write_is_cut(
+    sock: socket.socket, batch: bytes, watch: SessionWatch
+) -> None:
+    """Send pipelined commands, reading nothing, until the timeout cuts the session's
+    write of their replies: over a transport without a fast path every write waits
+    (:attr:`SessionWatch.waiting` says nothing), and the kernel takes the first
+    replies whole."""
+    sock.settimeout(0.2)
+    unsent = b""
+    for _ in range(300):
+        if watch.cut.is_set():
+            return
+        unsent = unsent or batch
+        with contextlib.suppress(TimeoutError):  # the server reads no more: its write waits
+            unsent = unsent[sock.send(unsent) :]
+    pytest.fail("the timeout never cut the write")
 
 
 def assert_ended_at_the_timeout(watch: SessionWatch) -> None:
@@ -170,3 +210,106 @@ def test_a_pop3_client_that_never_reads_is_disconnected_at_the_send_timeout(
         assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
         pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch)
         assert_ended_at_the_timeout(watch)
+
+
+USER_CLOSE = 1.0
+"""How long :class:`BoundedClose` waits for its stream to close before it aborts it."""
+
+
+class BoundedClose:
+    """A transport of a user's own over asyncio's streams, written to the contract
+    that asked of ``aclose`` only to be bounded in time: it closes, waits
+    :data:`USER_CLOSE` for the stream to close, then aborts it. It has no
+    ``closes_when_cancelled``: cancelled at its wait, it would never abort.
+    :attr:`closed` is set once its close has run to its end, the socket closed."""
+
+    keeps_cancelled_sends = True
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.closed = threading.Event()
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self.reader.read(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def start_tls(
+        self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
+    ) -> None:
+        raise ConnectionResetError("no TLS here")
+
+    async def aclose(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), USER_CLOSE)
+        except (TimeoutError, OSError):
+            self.writer.transport.abort()
+        self.closed.set()
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def tls(self) -> TLSInfo | None:
+        return None
+
+
+def test_a_transport_of_yours_that_never_said_its_close_may_be_cancelled_still_closes(
+    watch: SessionWatch,
+) -> None:
+    """A client that never reads, served over :class:`BoundedClose` by
+    ``serve_transport``: its session's close was cancelled at its first wait, so the
+    abort never came, asyncio's close waited for room forever, and the connection
+    stayed open while the session had left the registry (no longer counted under
+    ``max_sessions``). Only a transport that says ``closes_when_cancelled`` has its
+    close cancelled; this one closes as it always did."""
+    port = free_port()
+    ready = threading.Event()
+    transports: list[BoundedClose] = []
+    stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def serve() -> None:
+        server = SMTPServer(
+            Handler(),
+            hostname="mx.test",
+            max_junk_commands=10**9,
+            timeouts=Timeouts(command=TIMEOUT),
+        )
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            transports.append(BoundedClose(reader, writer))
+            await server.serve_transport(transports[0])
+
+        listener = await asyncio.start_server(session, "127.0.0.1", port)
+        stopped = asyncio.Event()
+        stop.append((asyncio.get_running_loop(), stopped))
+        ready.set()
+        async with listener:
+            await stopped.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),))
+    thread.start()
+    try:
+        assert ready.wait(10)
+        with never_reader() as sock:
+            sock.connect(("127.0.0.1", port))
+            assert read_line_of(sock).startswith(b"220 ")
+            pipeline_until_the_write_is_cut(sock, b"HELP\r\n" * 10_000, watch)
+            assert watch.ended.wait(CLOSE / 2), "the session never ended"
+            # Order of events: the connection closes while the client still holds it
+            # open and reads nothing (the close waited for room that never comes).
+            assert transports[0].closed.wait(CLOSE / 2), "the session ended, its connection open"
+    finally:
+        if stop:
+            loop, stopped = stop[0]
+            loop.call_soon_threadsafe(stopped.set)
+        thread.join(30)

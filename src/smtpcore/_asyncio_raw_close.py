@@ -10,6 +10,8 @@ are settled in is the whole of it (see :meth:`ClosingLayer._end_reads`).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from smtpcore._asyncio_raw_writes import WritingLayer
 from smtpcore._driver import _transport as shared_transport
 
@@ -19,6 +21,10 @@ class ClosingLayer(WritingLayer):
     the kernel has taken it or the close timeout has passed."""
 
     __slots__ = ()
+
+    closes_when_cancelled: ClassVar[bool] = True
+    """A cancelled :meth:`aclose` still closes the socket (its wait for the kernel to take
+    the last bytes ends in ``finally``; see :mod:`smtpcore.transport`)."""
 
     async def aclose(self) -> None:
         """Close the socket, then the clock (as :meth:`Link.aclose` does)."""

@@ -155,6 +155,10 @@ class StreamTransport:
         self._reader.set_exception(ConnectionResetError("the TLS handshake failed"))
         cast(asyncio.WriteTransport, self._transport).abort()
 
+    closes_when_cancelled: ClassVar[bool] = True
+    """A cancelled :meth:`aclose` still closes: it aborts the stream's transport (see
+    :mod:`smtpcore.transport`)."""
+
     async def aclose(self) -> None:
         if self._closed:
             return

@@ -300,6 +300,10 @@ class TLSLayer:
 
     # -- the close --------------------------------------------------------------------
 
+    closes_when_cancelled: ClassVar[bool] = True
+    """A cancelled :meth:`aclose` still closes the socket, as the raw transport's does
+    (see :mod:`smtpcore.transport`)."""
+
     async def aclose(self) -> None:
         """Send ``close_notify`` (not waiting for the peer's), then close the socket as a
         plain connection closes: once the kernel took what is left, or after the

@@ -473,6 +473,10 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         self._closing = True
         self.connection_lost(None)
 
+    closes_when_cancelled: ClassVar[bool] = True
+    """A cancelled :meth:`aclose` still closes: it aborts asyncio's transport (see
+    :mod:`smtpcore.transport`)."""
+
     async def aclose(self) -> None:
         transport = self._transport
         if transport is None:

@@ -363,6 +363,10 @@ class TrioTransport(FastPaths):
         self._stream = stream
         self._fd = -1
 
+    closes_when_cancelled: ClassVar[bool] = True
+    """:meth:`aclose` closes whether cancelled or not: it shields itself, within its own
+    close timeout (see :mod:`smtpcore.transport`)."""
+
     async def aclose(self) -> None:
         if self._closed:
             return

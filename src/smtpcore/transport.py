@@ -57,8 +57,19 @@ so the session just closes. That is the safe default: a missing ``421`` is
 a missing courtesy, a spliced one corrupts the reply stream. ``True``
 promises more than the bytes: after a cancelled ``send_all`` the transport
 stays usable, what it kept still goes out, later writes go out after it, in
-order, and ``aclose`` writes it before closing. A transport over a layer
+order, and ``aclose`` writes it before closing (a cancelled one, where the
+transport says ``closes_when_cancelled``, may drop it). A transport over a layer
 that a cancelled write breaks (trio's ``SSLStream``) cannot say ``True``.
+
+A transport may also have a ``closes_when_cancelled`` attribute: ``True``
+when a cancelled :meth:`Transport.aclose` still closes the connection,
+dropping what it had yet to send (the library's own transports say so: the
+asyncio ones abort the connection, trio's shields its close). A server then
+cancels the close of a session whose client did not take its last write in
+time, rather than wait for room that will not come. Absent, or anything but
+``True``, the close is left to run to its end within the bound it sets
+itself: a close that gives up waiting and then aborts would never reach its
+abort if cancelled, and the connection would stay open.
 """
 
 from __future__ import annotations
@@ -85,7 +96,8 @@ class Transport(Protocol):
     the half-close of a session the server ends on its own,
     ``finish_handshake()``, the handshake of a stream given under TLS, and
     ``keeps_cancelled_sends``, whether a cancelled :meth:`send_all` still
-    writes all of its data (see the module's description). No other method is
+    writes all of its data, and ``closes_when_cancelled``, whether a cancelled
+    :meth:`aclose` still closes (see the module's description). No other method is
     ever called: the adapters' own transports have fast paths of their own
     (``send_nowait``, ``receive_nowait`` and others), which a transport of yours
     does not take on by having methods of those names.
@@ -129,9 +141,8 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close the stream; safe to call twice, and bounded in time even when the peer
-        does not read. Cancelled, it still closes the stream (what it had yet to
-        send is dropped): a server cancels the close of a session whose client did
-        not take its last write in time."""
+        does not read. It is cancelled only where the transport's
+        ``closes_when_cancelled`` is ``True`` (see the module's description)."""
         ...
 
     @property

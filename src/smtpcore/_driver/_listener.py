@@ -479,9 +479,10 @@ class ServedSession:
     """True while a write to the client is under way (:meth:`_send_all`), and so still
     True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
     or a lost connection ended one: the client did not take it in the time it had.
-    What is written after it gets :data:`LAST_WORDS` at most
-    (:meth:`_write_within`), and the close does not wait for room to send what is
-    left (:meth:`_close_transport`). (False from the start, as
+    What SMTP writes after it gets :data:`LAST_WORDS` at most (its session's
+    ``_write_within``; POP3 writes nothing more), and the close does not wait for
+    room to send what is left, where the transport allows it
+    (:meth:`_close_transport`). (False from the start, as
     :attr:`_waiting_idle`.)"""
 
     @property
@@ -589,26 +590,22 @@ class ServedSession:
         await self.transport.send_all(data)
         self._write_unfinished = False
 
-    def _write_within(self, seconds: float | None) -> float | None:
-        """The time a write to the client has: ``seconds``, the protocol's own (SMTP's
-        command timeout, POP3's send timeout), but :data:`LAST_WORDS` at most behind a
-        write the client did not take in its time (:attr:`_write_unfinished`). A
-        last word (``421``, ``-ERR``) queued behind the bytes a client that does not
-        read left unsent would otherwise hold the session for a whole timeout again,
-        as a shutdown's cut-off does not let it."""
-        if not self._write_unfinished:
-            return seconds
-        return LAST_WORDS if seconds is None else min(seconds, LAST_WORDS)
-
     async def _close_transport(self) -> None:
-        """Close the transport: at once, cancelled before it waits, after a write the
-        client did not take in its time (:attr:`_write_unfinished`). Room that did
-        not come in the send timeout and the last words' will not come in the
-        transport's close timeout either, which would hold the session (and its
-        place under the session limits) for that long again; a cancelled
-        ``aclose`` still closes (:class:`~smtpcore.transport.Transport`)."""
+        """Close the transport; after a write the client did not take in its time
+        (:attr:`_write_unfinished`), without waiting for room to send what is left,
+        where a cancelled close still closes (the transport's
+        ``closes_when_cancelled``:
+        :meth:`~smtpcore._driver._transport.LinkBase.cancelled_close_closes`). Room
+        that did not come in the write's timeout will not come in the transport's
+        close timeout either, which would hold the session (and its place under the
+        session limits) for that long again. The close is cancelled as it first
+        waits: the asyncio transports abort the connection then. Trio's shields its
+        close within its own close timeout, which a cancellation does not shorten
+        (a plain socket closes without waiting). Any other transport closes as it
+        does, within the bound it sets itself: cancelled, one that gives up waiting
+        and then aborts would never abort, and the connection would stay open."""
         transport = self.transport
-        if not self._write_unfinished:
+        if not (self._write_unfinished and transport.cancelled_close_closes()):
             await transport.aclose()
             return
         with contextlib.suppress(TimeoutError):

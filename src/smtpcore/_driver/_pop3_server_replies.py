@@ -115,7 +115,7 @@ class SessionReplies(ServedSession):
         try:
             sent = self.transport.send_nowait(data)
             if sent < len(data):
-                async with self.transport.deadline(self._write_within(self.options.timeouts.send)):
+                async with self.transport.deadline(self.options.timeouts.send):
                     await self._send_all(data[sent:])
         except (OSError, TimeoutError):
             if self.conn is not None:

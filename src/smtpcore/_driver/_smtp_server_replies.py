@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._driver._failures import LOCAL_ERROR
-from smtpcore._driver._listener import ConnectionLost, ServedSession
+from smtpcore._driver._listener import LAST_WORDS, ConnectionLost, ServedSession
 from smtpcore._driver._smtp_server_options import ServerOptions
 from smtpcore._errors import LocalProtocolError
 from smtpcore.handler import Session
@@ -84,6 +84,16 @@ class SessionReplies(ServedSession):
     async def _write_rest(self) -> None:
         async with self.transport.deadline(self._write_within(self.options.timeouts.command)):
             await self._write_out()
+
+    def _write_within(self, seconds: float | None) -> float | None:
+        """The time a write of replies has: ``seconds`` (the command timeout), but
+        :data:`LAST_WORDS` at most behind a write the client did not take in its time
+        (:attr:`_write_unfinished`). The ``421`` queued behind the bytes a client that
+        does not read left unsent would otherwise hold the session for a whole
+        timeout again, as a shutdown's cut-off does not let it."""
+        if not self._write_unfinished:
+            return seconds
+        return LAST_WORDS if seconds is None else min(seconds, LAST_WORDS)
 
     async def _write_out(self) -> None:
         out = self._out

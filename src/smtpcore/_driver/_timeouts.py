@@ -156,7 +156,10 @@ class Timeouts:
     server's session whose write of replies it cuts off (a client that pipelines
     and does not read) ends then: its ``421`` has a second at most to follow the
     replies not yet taken (on asyncio; on trio it gets none), and the close does
-    not wait for the client to take what is left."""
+    not wait for the client to take what is left (but over a transport of yours
+    without ``closes_when_cancelled``: see :mod:`smtpcore.transport`). So a client
+    that reads, but too slowly to take a write within it, loses the tail of the
+    replies and the ``421``, the last reply perhaps cut mid-line."""
     data_initiation: float | None = 120.0
     """Client: waiting for the 354 reply to DATA (§4.5.3.2.4)."""
     data_block: float | None = 180.0
@@ -475,7 +478,8 @@ class POP3Timeouts:
     send: float | None = 300.0
     """Either side: each write, while the peer is slow to read. A server's session
     whose write it cuts off (a client that does not read) is closed then, without
-    waiting for the client to take what is left."""
+    waiting for the client to take what is left (but over a transport of yours
+    without ``closes_when_cancelled``: see :mod:`smtpcore.transport`)."""
     store: float | None = 120.0
     """Server: each call to the mailstore (a login check, opening or updating the
     maildrop, reading a chunk of a message), and each step of an AUTH exchange of the

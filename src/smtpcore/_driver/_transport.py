@@ -273,6 +273,14 @@ class LinkBase:
         :mod:`smtpcore.transport`): the peer may hold half a reply."""
         return getattr(self.transport, "keeps_cancelled_sends", False) is not True
 
+    def cancelled_close_closes(self) -> bool:
+        """Whether a cancelled ``aclose`` still closes the connection: only where the
+        transport's optional ``closes_when_cancelled`` is ``True`` (the library's own
+        transports say so; see :mod:`smtpcore.transport`). A transport of yours
+        written to bound its close itself may close in its last step, which a
+        cancellation would skip."""
+        return getattr(self.transport, "closes_when_cancelled", False) is True
+
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
         the transport can: its optional ``send_eof``; nothing without one."""
