@@ -1666,3 +1666,109 @@ def test_a_run_stopped_by_sigterm_or_sighup_records_what_it_stored(
     assert "Traceback" not in err
     assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
     assert len(Maildir(target).messages()) == 2
+
+
+def test_fetch_runs_in_a_thread_other_than_the_main_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the main thread may handle signals: run from another thread (an embedding
+    program, a GUI), fetch failed at once with RuntimeError ("set_wakeup_fd only works
+    in main thread") as it made SIGTERM cancel the run. It leaves the signals alone
+    there, and the run goes as in the main thread."""
+    target = tmp_path / "fetched"
+    status: list[int] = []
+    failures: list[BaseException] = []
+
+    def run(server: str) -> None:
+        try:
+            status.append(_fetch(server, target))
+        except BaseException as exc:
+            failures.append(exc)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        worker = threading.Thread(target=run, args=(server,))
+        worker.start()
+        worker.join()
+    assert (failures, status) == ([], [0])
+    assert _subjects(capsys.readouterr().out) == ["one"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_program_s_own_stop_signal_handlers_come_back_after_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stop: signal.Signals
+) -> None:
+    """A program (or a test runner) with its own SIGTERM or SIGHUP handler that runs
+    fetch in its process found the signal's default action there after the run: the
+    event loop's handler, taken away, leaves SIG_DFL, and the next SIGTERM killed the
+    program. The handler from before the run comes back."""
+
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    target = tmp_path / "fetched"
+    before = signal.signal(stop, own)
+    try:
+        with _pop3(tmp_path / "server") as (server, mailbox):
+            write_maildir(mailbox, [_message("one")])
+            assert _fetch(server, target) == 0
+        assert signal.getsignal(stop) is own
+    finally:
+        signal.signal(stop, before)
+    assert _subjects(capsys.readouterr().out) == ["one"]
+
+
+_STUCK_LOOKUP = """
+import socket, sys, threading
+from smtpcore.__main__ import main
+
+resolve = socket.getaddrinfo
+
+def stuck(host, *args, **kwargs):
+    if host != "slow.invalid" or kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+        return resolve(host, *args, **kwargs)
+    print("looking up", file=sys.stderr, flush=True)
+    threading.Event().wait()  # a resolver that never answers
+
+socket.getaddrinfo = stuck
+sys.exit(main(sys.argv[1:]))
+"""
+"""``python -c`` this, fetch's arguments after it: fetch, its name lookup stuck for
+good after it says ``looking up`` on stderr (a DNS server gone: glibc waits its
+timeout times its attempts)."""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_ends_a_run_stuck_in_a_name_lookup(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """The signal cancelled the run, but ``asyncio.run`` then waited for its executor's
+    thread, stuck in the lookup, for as long as the resolver's timeouts (never, here):
+    ``kill PID`` did not end fetch. Its cleanup done, the process now ends at once,
+    killed by the signal, as before fetch handled it."""
+    target = tmp_path / "fetched"
+    argv = ["fetch", "--server", "slow.invalid:110", *LOGIN, "--to-maildir", str(target)]
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}  # this smtpcore
+    with subprocess.Popen(
+        [sys.executable, "-c", _STUCK_LOOKUP, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # not nohup's SIG_IGN
+    ) as process:
+        try:
+            assert process.stderr is not None
+            err = ""
+            while "looking up" not in err:
+                line = process.stderr.readline()
+                assert line, err
+                err += line
+            process.send_signal(stop)
+            returncode = process.wait(timeout=60)  # stuck for good, unless it ends
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+    assert returncode == -stop

@@ -36,11 +36,7 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
-from smtpcore.server.cancelsignals import (
-    StopSignal,
-    cancelled_by_stop_signals,
-    end_by_signal,
-)
+from smtpcore.server.cancelsignals import cancelled_by_stop_signals
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir, Staging
@@ -233,13 +229,14 @@ def _stls_choice(args: argparse.Namespace) -> bool | None:
 
 
 async def _fetch(
-    args: argparse.Namespace, say: Callable[[str], None], stop: StopSignal | None = None
+    args: argparse.Namespace, say: Callable[[str], None], *, stop_signals: bool = False
 ) -> int:
-    """The run; SIGTERM and SIGHUP cancel it as Ctrl-C does when ``stop`` is given, so
-    that the record is written as it stops (see :func:`run_fetch`)."""
-    if stop is None:
+    """The run; with ``stop_signals``, SIGTERM and SIGHUP cancel it as Ctrl-C does, so
+    that the record is written as it stops, and then end the process (see
+    :func:`run_fetch`)."""
+    if not stop_signals:
         return await _fetch_session(args, say)
-    with cancelled_by_stop_signals(stop):
+    with cancelled_by_stop_signals():
         return await _fetch_session(args, say)
 
 
@@ -781,16 +778,8 @@ def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_onc
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
-    stop = StopSignal()
     try:
-        status = asyncio.run(_fetch(args, say, stop))
-    except asyncio.CancelledError:
-        if stop.received is None:
-            raise
-        status = 1
+        return asyncio.run(_fetch(args, say, stop_signals=True))
     except (OSError, ProtocolError, ValueError) as exc:
         _fetch_failed(exc)
-        status = 1
-    if stop.received is not None:
-        end_by_signal(stop.received)
-    return status
+        return 1
