@@ -177,9 +177,7 @@ def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
         assert "2 stored before, read again, found unchanged and deleted." in out
         assert "--all" not in out  # they are gone: --all would not fetch them
         assert Maildir(mailbox).messages() == []
-        assert len(_record(target, server)["stored"]) == 3
-        assert _fetch(server, target) == 0
-        assert _record(target, server)["stored"] == {}  # pruned: the server lists none now
+        assert _record(target, server)["stored"] == {}  # deleted at QUIT: forgotten
     assert len(Maildir(target).messages()) == 3
 
 
@@ -261,9 +259,14 @@ def test_a_server_without_uidl_stores_each_message_once_told_by_its_content(
         out = capsys.readouterr().out
         assert _subjects(out) == [] and "3 stored before, read again, found unchanged" in out
         assert Maildir(mailbox).messages() == []
-        assert _record(target, server)["unidentified"] != []
+        assert _record(target, server)["unidentified"] == []  # deleted at QUIT: forgotten
+        _deliver(mailbox, "three")  # sent again
         assert _fetch(server, target) == 0
-    assert len(Maildir(target).messages()) == 3
+        assert _subjects(capsys.readouterr().out) == ["three"]
+        assert len(_record(target, server)["unidentified"]) == 1
+        Maildir(mailbox).messages()[0].unlink()  # deleted by another client
+        assert _fetch(server, target) == 0
+    assert len(Maildir(target).messages()) == 4
     assert _record(target, server)["unidentified"] == []  # nothing listed, nothing kept
 
 
@@ -827,7 +830,7 @@ def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
         assert _fetch(server, target, "--delete") == 0
         assert "1 message, " in capsys.readouterr().out  # not "1 messages"
         assert Maildir(mailbox).messages() == []
-        assert _recorded_sizes(target, server) == {first.name: len(new)}
+        assert _recorded_sizes(target, server) == {}  # deleted at QUIT: forgotten
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
     assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (old, new))
 
@@ -1222,11 +1225,7 @@ def test_a_dele_refused_leaves_that_message_and_the_others_are_deleted_at_quit(
         "smtpcore fetch: message 2 stored but not deleted from the server: "
         "DELE refused: -ERR [SYS/TEMP] maildrop is read-only"
     ]
-    assert _recorded_sizes(target, first) == {
-        "id-one": len(one),
-        "id-two": len(two),
-        "id-three": len(three),
-    }
+    assert _recorded_sizes(target, first) == {"id-two": len(two)}  # the others deleted
     steps = [
         *script(_SCRIPTED_LOGIN),
         *_listed(two),
@@ -1772,3 +1771,55 @@ def test_a_stop_signal_ends_a_run_stuck_in_a_name_lookup(
             if process.poll() is None:
                 os.kill(process.pid, signal.SIGKILL)
     assert returncode == -stop
+
+
+def test_a_copy_of_a_message_deleted_before_is_stored_under_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server without UIDL, ``--delete`` at each run: a run stored an alert and deleted
+    it, and its entry stayed in the record, so the same alert sent again, byte for byte,
+    was "found unchanged and deleted" by the next run, never stored: mail lost. Once
+    QUIT is answered +OK the deletions are done (RFC 1939 §6), and the record forgets
+    the messages the run deleted."""
+    target = tmp_path / "fetched"
+
+    def without_uidl(options: Any) -> Any:
+        return options.build_connection(uidl=False)
+
+    with _pop3(tmp_path / "server", connection_factory=without_uidl) as (server, mailbox):
+        write_maildir(mailbox, [_message("alert")])
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]
+        _deliver(mailbox, "alert")  # sent again
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]  # not "found unchanged"
+        assert Maildir(mailbox).messages() == []
+        assert _record(target, server)["unidentified"] == []
+    assert len(Maildir(target).messages()) == 2
+
+
+@pytest.mark.parametrize(
+    "quit_answer",
+    ["S: +OK bye\n-- close", "S: -ERR some deleted messages not removed\n-- close", "-- close"],
+    ids=["answered +OK", "refused", "unanswered"],
+)
+def test_the_record_forgets_a_message_deleted_only_once_quit_is_answered(
+    tmp_path: Path, quit_answer: str
+) -> None:
+    """A QUIT refused, or not answered, commits no deletion (RFC 1939 §6): the message
+    may still be on the server, and its entry stays, so that the next run finds it
+    stored and deletes it rather than storing it again."""
+    target = tmp_path / "fetched"
+    alert = _message("alert")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(alert),
+        *script("C: UIDL\nS: -ERR not now"),
+        *_retrieved(1, alert),
+        *script(f"C: DELE 1\nS: +OK\nC: QUIT\n{quit_answer}"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        status = _fetch(where, target, "--delete")
+    kept = [] if quit_answer.startswith("S: +OK") else [[len(alert), _digest(alert)]]
+    assert (status, _record(target, where)["unidentified"]) == (0 if not kept else 1, kept)
