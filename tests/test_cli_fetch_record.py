@@ -177,9 +177,7 @@ def test_delete_after_a_run_that_kept_the_mail_deletes_what_was_stored(
         assert "2 stored before, read again, found unchanged and deleted." in out
         assert "--all" not in out  # they are gone: --all would not fetch them
         assert Maildir(mailbox).messages() == []
-        assert len(_record(target, server)["stored"]) == 3
-        assert _fetch(server, target) == 0
-        assert _record(target, server)["stored"] == {}  # pruned: the server lists none now
+        assert _record(target, server)["stored"] == {}  # deleted at QUIT: forgotten
     assert len(Maildir(target).messages()) == 3
 
 
@@ -261,9 +259,14 @@ def test_a_server_without_uidl_stores_each_message_once_told_by_its_content(
         out = capsys.readouterr().out
         assert _subjects(out) == [] and "3 stored before, read again, found unchanged" in out
         assert Maildir(mailbox).messages() == []
-        assert _record(target, server)["unidentified"] != []
+        assert _record(target, server)["unidentified"] == []  # deleted at QUIT: forgotten
+        _deliver(mailbox, "three")  # sent again
         assert _fetch(server, target) == 0
-    assert len(Maildir(target).messages()) == 3
+        assert _subjects(capsys.readouterr().out) == ["three"]
+        assert len(_record(target, server)["unidentified"]) == 1
+        Maildir(mailbox).messages()[0].unlink()  # deleted by another client
+        assert _fetch(server, target) == 0
+    assert len(Maildir(target).messages()) == 4
     assert _record(target, server)["unidentified"] == []  # nothing listed, nothing kept
 
 
@@ -827,7 +830,7 @@ def test_an_id_given_again_to_a_new_message_is_fetched_not_deleted_unseen(
         assert _fetch(server, target, "--delete") == 0
         assert "1 message, " in capsys.readouterr().out  # not "1 messages"
         assert Maildir(mailbox).messages() == []
-        assert _recorded_sizes(target, server) == {first.name: len(new)}
+        assert _recorded_sizes(target, server) == {}  # deleted at QUIT: forgotten
     kept = sorted(path.read_bytes() for path in Maildir(target).messages())
     assert kept == sorted(m.replace(b"\r\n", b"\n") for m in (old, new))
 
@@ -1222,11 +1225,7 @@ def test_a_dele_refused_leaves_that_message_and_the_others_are_deleted_at_quit(
         "smtpcore fetch: message 2 stored but not deleted from the server: "
         "DELE refused: -ERR [SYS/TEMP] maildrop is read-only"
     ]
-    assert _recorded_sizes(target, first) == {
-        "id-one": len(one),
-        "id-two": len(two),
-        "id-three": len(three),
-    }
+    assert _recorded_sizes(target, first) == {"id-two": len(two)}  # the others deleted
     steps = [
         *script(_SCRIPTED_LOGIN),
         *_listed(two),
@@ -1666,3 +1665,161 @@ def test_a_run_stopped_by_sigterm_or_sighup_records_what_it_stored(
     assert "Traceback" not in err
     assert _recorded_sizes(target, where) == {"id-one": len(one), "id-two": len(two)}
     assert len(Maildir(target).messages()) == 2
+
+
+def test_fetch_runs_in_a_thread_other_than_the_main_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the main thread may handle signals: run from another thread (an embedding
+    program, a GUI), fetch failed at once with RuntimeError ("set_wakeup_fd only works
+    in main thread") as it made SIGTERM cancel the run. It leaves the signals alone
+    there, and the run goes as in the main thread."""
+    target = tmp_path / "fetched"
+    status: list[int] = []
+    failures: list[BaseException] = []
+
+    def run(server: str) -> None:
+        try:
+            status.append(_fetch(server, target))
+        except BaseException as exc:
+            failures.append(exc)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        worker = threading.Thread(target=run, args=(server,))
+        worker.start()
+        worker.join()
+    assert (failures, status) == ([], [0])
+    assert _subjects(capsys.readouterr().out) == ["one"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_the_program_s_own_stop_signal_handlers_come_back_after_a_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], stop: signal.Signals
+) -> None:
+    """A program (or a test runner) with its own SIGTERM or SIGHUP handler that runs
+    fetch in its process found the signal's default action there after the run: the
+    event loop's handler, taken away, leaves SIG_DFL, and the next SIGTERM killed the
+    program. The handler from before the run comes back."""
+
+    def own(signum: int, frame: object) -> None:
+        pass
+
+    target = tmp_path / "fetched"
+    before = signal.signal(stop, own)
+    try:
+        with _pop3(tmp_path / "server") as (server, mailbox):
+            write_maildir(mailbox, [_message("one")])
+            assert _fetch(server, target) == 0
+        assert signal.getsignal(stop) is own
+    finally:
+        signal.signal(stop, before)
+    assert _subjects(capsys.readouterr().out) == ["one"]
+
+
+_STUCK_LOOKUP = """
+import socket, sys, threading
+from smtpcore.__main__ import main
+
+resolve = socket.getaddrinfo
+
+def stuck(host, *args, **kwargs):
+    if host != "slow.invalid" or kwargs.get("flags", 0) & socket.AI_NUMERICHOST:
+        return resolve(host, *args, **kwargs)
+    print("looking up", file=sys.stderr, flush=True)
+    threading.Event().wait()  # a resolver that never answers
+
+socket.getaddrinfo = stuck
+sys.exit(main(sys.argv[1:]))
+"""
+"""``python -c`` this, fetch's arguments after it: fetch, its name lookup stuck for
+good after it says ``looking up`` on stderr (a DNS server gone: glibc waits its
+timeout times its attempts)."""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_ends_a_run_stuck_in_a_name_lookup(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """The signal cancelled the run, but ``asyncio.run`` then waited for its executor's
+    thread, stuck in the lookup, for as long as the resolver's timeouts (never, here):
+    ``kill PID`` did not end fetch. Its cleanup done, the process now ends at once,
+    killed by the signal, as before fetch handled it."""
+    target = tmp_path / "fetched"
+    argv = ["fetch", "--server", "slow.invalid:110", *LOGIN, "--to-maildir", str(target)]
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}  # this smtpcore
+    with subprocess.Popen(
+        [sys.executable, "-c", _STUCK_LOOKUP, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # not nohup's SIG_IGN
+    ) as process:
+        try:
+            assert process.stderr is not None
+            err = ""
+            while "looking up" not in err:
+                line = process.stderr.readline()
+                assert line, err
+                err += line
+            process.send_signal(stop)
+            returncode = process.wait(timeout=60)  # stuck for good, unless it ends
+        finally:
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGKILL)
+    assert returncode == -stop
+
+
+def test_a_copy_of_a_message_deleted_before_is_stored_under_delete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server without UIDL, ``--delete`` at each run: a run stored an alert and deleted
+    it, and its entry stayed in the record, so the same alert sent again, byte for byte,
+    was "found unchanged and deleted" by the next run, never stored: mail lost. Once
+    QUIT is answered +OK the deletions are done (RFC 1939 §6), and the record forgets
+    the messages the run deleted."""
+    target = tmp_path / "fetched"
+
+    def without_uidl(options: Any) -> Any:
+        return options.build_connection(uidl=False)
+
+    with _pop3(tmp_path / "server", connection_factory=without_uidl) as (server, mailbox):
+        write_maildir(mailbox, [_message("alert")])
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]
+        _deliver(mailbox, "alert")  # sent again
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]  # not "found unchanged"
+        assert Maildir(mailbox).messages() == []
+        assert _record(target, server)["unidentified"] == []
+    assert len(Maildir(target).messages()) == 2
+
+
+@pytest.mark.parametrize(
+    "quit_answer",
+    ["S: +OK bye\n-- close", "S: -ERR some deleted messages not removed\n-- close", "-- close"],
+    ids=["answered +OK", "refused", "unanswered"],
+)
+def test_the_record_forgets_a_message_deleted_only_once_quit_is_answered(
+    tmp_path: Path, quit_answer: str
+) -> None:
+    """A QUIT refused, or not answered, commits no deletion (RFC 1939 §6): the message
+    may still be on the server, and its entry stays, so that the next run finds it
+    stored and deletes it rather than storing it again."""
+    target = tmp_path / "fetched"
+    alert = _message("alert")
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(alert),
+        *script("C: UIDL\nS: -ERR not now"),
+        *_retrieved(1, alert),
+        *script(f"C: DELE 1\nS: +OK\nC: QUIT\n{quit_answer}"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        status = _fetch(where, target, "--delete")
+    kept = [] if quit_answer.startswith("S: +OK") else [[len(alert), _digest(alert)]]
+    assert (status, _record(target, where)["unidentified"]) == (0 if not kept else 1, kept)

@@ -3,74 +3,97 @@
 Ctrl-C cancels the task ``asyncio.run`` runs, so that a command cleans up on the way
 out (``fetch`` writes the record of the messages it stored). SIGTERM (``kill``, an
 init system, a timeout) and SIGHUP (the terminal gone) killed the process where it
-stood instead, and the messages a run stored were fetched again next time. With
-:func:`cancelled_by_stop_signals` they cancel the task the same way, and
-:func:`end_by_signal` then ends the process by the signal's default action, so that
-whoever waits for it sees it killed by that signal, as before (status 143 for
-SIGTERM, 129 for SIGHUP in a shell). A signal the parent set to be ignored
-(``nohup``) stays ignored. A second signal while the command stops does nothing more:
-the cleanup is short and runs to its end.
+stood instead, and the messages a run stored were fetched again next time. Within
+:func:`cancelled_by_stop_signals` they cancel the task the same way, and once its
+cleanup is done the process ends by the signal's default action, so that whoever
+waits for it sees it killed by that signal, as before (status 143 for SIGTERM, 129 for
+SIGHUP in a shell). It ends from inside the loop: ``asyncio.run`` would first wait for
+the default executor's threads, one of them stuck in a name lookup for as long as the
+resolver's timeouts. A signal the parent set to be ignored (``nohup``) stays ignored,
+and the handlers the program had before come back after the block. Only the main
+thread handles signals: run in another (an embedding program), a command leaves them
+as they are. A second signal while the command stops does nothing more: the cleanup
+is short and runs to its end.
+
+The serve command's own stop signals are :mod:`smtpcore.server.stopsignal`'s; the
+last step, the death by the signal's default action, is that module's too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import NoReturn
 
-__all__ = ["StopSignal", "cancelled_by_stop_signals", "end_by_signal"]
+from smtpcore.server.stopsignal import kill_by_default_action
 
-STOP_SIGNALS = tuple(
+__all__ = ["CANCELLING_SIGNALS", "cancelled_by_stop_signals"]
+
+CANCELLING_SIGNALS = tuple(
     signum
     for name in ("SIGTERM", "SIGHUP")
     if (signum := getattr(signal, name, None)) is not None  # Windows has no SIGHUP
 )
+"""The signals that cancel a one-shot command: SIGINT is ``asyncio.run``'s own
+already (KeyboardInterrupt)."""
+
+_Handler = Callable[[int, FrameType | None], object] | int | None
+"""What :func:`signal.getsignal` gives (a :class:`signal.Handlers` is an int): None
+for a handler set outside Python."""
 
 
-class StopSignal:
-    """The first stop signal received, if one was."""
+class _ReceivedSignal:
+    """The first cancelling signal received in the block, if one was."""
 
     def __init__(self) -> None:
-        self.received: int | None = None
+        self.signum: int | None = None
 
 
 @contextlib.contextmanager
-def cancelled_by_stop_signals(stop: StopSignal) -> Iterator[None]:
-    """While in this block (in a running task), SIGTERM and SIGHUP cancel that task,
-    noting the signal in ``stop``; their handling before comes back after it."""
+def cancelled_by_stop_signals() -> Iterator[None]:
+    """While in this block (in a running task, in the main thread), SIGTERM and SIGHUP
+    cancel that task; when the block ends after one did, the process ends killed by
+    it. The handlers before come back after the block."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    installed = []
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) is signal.SIG_IGN:
-            continue
-        with contextlib.suppress(NotImplementedError):  # a loop without signal handlers
-            loop.add_signal_handler(signum, _stopped, stop, signum, task)
-            installed.append(signum)
+    received = _ReceivedSignal()
+    before: dict[int, _Handler] = {}
+    if threading.current_thread() is threading.main_thread():  # else set_wakeup_fd fails
+        for signum in CANCELLING_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is signal.SIG_IGN:
+                continue
+            with contextlib.suppress(NotImplementedError):  # a loop without signal handlers
+                loop.add_signal_handler(signum, _cancel, received, signum, task)
+                before[signum] = handler
     try:
         yield
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        for signum, handler in before.items():
+            loop.remove_signal_handler(signum)  # which leaves SIG_DFL
+            if handler is not None:
+                signal.signal(signum, handler)
+        if received.signum is not None:
+            _end_by_signal(received.signum)
 
 
-def _stopped(stop: StopSignal, signum: int, task: asyncio.Task[object]) -> None:
-    if stop.received is None:
-        stop.received = signum
+def _cancel(received: _ReceivedSignal, signum: int, task: asyncio.Task[object]) -> None:
+    if received.signum is None:
+        received.signum = signum
         task.cancel()
 
 
-def end_by_signal(signum: int) -> NoReturn:
-    """End the process by ``signum``'s default action, what was written flushed
-    first (nothing is flushed after a death by signal)."""
+def _end_by_signal(signum: int) -> NoReturn:
+    """End the process by ``signum``'s default action, what was written flushed first
+    (nothing is flushed after a death by signal)."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a reader gone, a stream closed
             stream.flush()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    kill_by_default_action(signum)
     raise SystemExit(128 + signum)  # a signal that did not end it (it is blocked)

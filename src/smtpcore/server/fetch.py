@@ -30,6 +30,7 @@ from smtpcore.asyncio import (
     POP3Error,
     POP3ResponseError,
 )
+from smtpcore.pop3 import State
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -37,11 +38,7 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
-from smtpcore.server.cancelsignals import (
-    StopSignal,
-    cancelled_by_stop_signals,
-    end_by_signal,
-)
+from smtpcore.server.cancelsignals import cancelled_by_stop_signals
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
 from smtpcore.server.maildir import Maildir, Staging
@@ -233,13 +230,14 @@ def _stls_choice(args: argparse.Namespace) -> bool | None:
 
 
 async def _fetch(
-    args: argparse.Namespace, say: Callable[[str], None], stop: StopSignal | None = None
+    args: argparse.Namespace, say: Callable[[str], None], *, stop_signals: bool = False
 ) -> int:
-    """The run; SIGTERM and SIGHUP cancel it as Ctrl-C does when ``stop`` is given, so
-    that the record is written as it stops (see :func:`run_fetch`)."""
-    if stop is None:
+    """The run; with ``stop_signals``, SIGTERM and SIGHUP cancel it as Ctrl-C does, so
+    that the record is written as it stops, and then end the process (see
+    :func:`run_fetch`)."""
+    if not stop_signals:
         return await _fetch_session(args, say)
-    with cancelled_by_stop_signals(stop):
+    with cancelled_by_stop_signals():
         return await _fetch_session(args, say)
 
 
@@ -271,9 +269,13 @@ async def _fetch_session(args: argparse.Namespace, say: Callable[[str], None]) -
                 ids_trusted=all(item.uid is not None for item in listing),
             )
             await run.take_all(listing)
+            quit_commits = client.connection.state is State.TRANSACTION
+            await client.quit()  # raises unless answered +OK
     except POP3Error as exc:
         _fetch_failed(exc, checked_name=client.server_hostname)
         return 1
+    if quit_commits:
+        run.deletions_committed()
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
 
@@ -390,6 +392,15 @@ def _why_ids_are_missing(client: POP3Client, some_have_one: bool) -> str:
     return "the server gives no unique-ids (no UIDL, RFC 1939 §7)"
 
 
+@dataclass(frozen=True)
+class _Taken:
+    """A message stored, or found stored, as listed, and its content's digest: what the
+    record knows it by."""
+
+    item: MessageListing
+    digest: str
+
+
 @dataclass
 class _FetchRun:
     """One ``fetch`` over the listing: each message stored and its unique-id recorded
@@ -425,7 +436,9 @@ class _FetchRun:
     the message stored. A listing that leaves one out, or repeats one, may give a new
     message an id stored before (a server that leaves A out may list new B under A's
     id), so a match is read again and stored unless its content is the one recorded."""
-    _deletions_held: list[int] = field(default_factory=list)
+    _deletions_held: list[_Taken] = field(default_factory=list)
+    _deleted: list[_Taken] = field(default_factory=list)
+    """The messages the server took DELE for: gone once QUIT is answered +OK."""
 
     async def take_all(self, listing: list[MessageListing]) -> None:
         """Take each message in turn, then write what the record still lacks and send
@@ -514,7 +527,7 @@ class _FetchRun:
             await self._took(item, retrieved)
             return
         retrieved.copy.drop()
-        if not self.delete or await self._delete(item.number):
+        if not self.delete or await self._delete(_Taken(item, retrieved.digest)):
             self.skipped += 1
 
     def _holds_content(self, item: MessageListing, digest: str) -> bool:
@@ -558,31 +571,64 @@ class _FetchRun:
             _fetch_failed(f"message {number} {left.report}: {exc}")
             return None
 
-    async def _delete(self, number: int) -> bool:
-        """DELE message ``number``, stored and recorded; whether the server took it.
+    async def _delete(self, taken: _Taken) -> bool:
+        """DELE the message ``taken``, stored and recorded; whether the server took it.
         Refused, it stays on the server, and a next run with the record reads it again
         and retries the DELE, never storing it twice."""
+        number = taken.item.number
 
         async def dele() -> bool:
             await self.client.delete(number)
             return True
 
-        return await self._unless_refused(number, dele()) is not None
+        if await self._unless_refused(number, dele()) is None:
+            return False
+        self._deleted.append(taken)
+        return True
+
+    def deletions_committed(self) -> None:
+        """QUIT was answered ``+OK``: the messages this run deleted are gone (RFC 1939
+        §6). Their entries go from the record, written again: kept, an entry took a copy
+        of the same content delivered later (an alert sent again; under an id, a server
+        that gives a deleted message's id to a new one) for the message stored, and
+        ``--delete`` deleted it unstored. A QUIT refused or unanswered commits no
+        deletion, and the entries stay. Written here, not in a thread: the session is
+        over, and a stop signal waits for the write to end."""
+        record = self.record
+        if record is None or self.record_lost or not self._deleted:
+            return
+        for taken in self._deleted:
+            if taken.item.uid is not None:
+                record.forget(taken.item.uid)
+        record.forget_unidentified(
+            (taken.item.size, taken.digest) for taken in self._deleted if taken.item.uid is None
+        )
+        self._deleted.clear()
+        try:
+            record.save()
+        except OSError as exc:
+            self.record_lost = True
+            _warn(
+                f"the record of what was stored, {record.path}, cannot be written "
+                f"({why_it_failed(exc)}): it still names the messages this run deleted, "
+                "and a next run under --delete takes a copy of one for it and deletes it"
+            )
 
     async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
         digest of what was ``retrieved``, and delete it once the record holding it is on
         disk (at once when there is no record, or it could not be written)."""
+        taken = _Taken(item, retrieved.digest)
         if self.record is None or self.record_lost:
             if self.delete:
-                await self._delete(item.number)
+                await self._delete(taken)
             return
         if item.uid is None:
             self.record.add_unidentified(item.size, retrieved.digest, octets=retrieved.size)
         else:
             self.record.add(item.uid, item.size, retrieved.digest, octets=retrieved.size)
         if self.delete:
-            self._deletions_held.append(item.number)
+            self._deletions_held.append(taken)
         if self.record.due:
             await self._save_record()
 
@@ -600,8 +646,8 @@ class _FetchRun:
             await asyncio.to_thread(record.save)
         except OSError as exc:
             self._record_not_written(record, exc)
-        for number in self._deletions_held:
-            await self._delete(number)
+        for taken in self._deletions_held:
+            await self._delete(taken)
         self._deletions_held.clear()
 
     def _record_not_written(self, record: FetchRecord, exc: OSError) -> None:
@@ -781,16 +827,8 @@ def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_onc
     args.password = read_password(
         given=args.password, password_file=args.password_file, user=args.user
     )
-    stop = StopSignal()
     try:
-        status = asyncio.run(_fetch(args, say, stop))
-    except asyncio.CancelledError:
-        if stop.received is None:
-            raise
-        status = 1
+        return asyncio.run(_fetch(args, say, stop_signals=True))
     except (OSError, ProtocolError, ValueError) as exc:
         _fetch_failed(exc)
-        status = 1
-    if stop.received is not None:
-        end_by_signal(stop.received)
-    return status
+        return 1

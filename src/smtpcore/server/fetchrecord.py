@@ -29,7 +29,9 @@ every run and told from one stored before by its whole content, as the messages 
 listing not trusted are (see :meth:`FetchRecord.claim_unidentified`). There are never
 more such entries of a size than messages listed without an id of that size, and a
 run that reads every such message forgets the entries no message claimed: the record
-stays as small as the mailbox.
+stays as small as the mailbox. The messages a run deleted, with an id or without, are
+forgotten once the server's ``+OK`` to QUIT has the deletions done (RFC 1939 §6): kept,
+an entry would take a copy of the same content sent later for the message deleted.
 
 A message's id is recorded only once the message is synced into ``new/``, and deleted
 from the server only once its id is recorded and synced: a crash in between gives a
@@ -262,6 +264,23 @@ class FetchRecord:
         written for it; it is on disk only after :meth:`save`."""
         self._stored[unique_id] = (listed_size, digest)
         self._unsaved_octets += octets
+        self._unsaved = True
+
+    def forget(self, unique_id: str) -> None:
+        """Forget the message stored as ``unique_id``: deleted from the server."""
+        if self._stored.pop(unique_id, None) is not None:
+            self._unsaved = True
+
+    def forget_unidentified(self, deleted: Iterable[_Entry]) -> None:
+        """Forget the messages listed without a unique-id, each given as its listed
+        size and digest, claimed or stored in this run and since deleted from the
+        server, which lists one message of that size fewer for each. One pass: a
+        mailbox without UIDL may be large."""
+        gone = Counter(deleted) & Counter(self._claimed)
+        if not gone:
+            return
+        self._claimed = list((Counter(self._claimed) - gone).elements())
+        self._listed_unidentified -= Counter(size for size, _ in gone.elements())
         self._unsaved = True
 
     def keep_unidentified(self, listed_sizes: Iterable[int]) -> None:

@@ -31,7 +31,7 @@ from types import FrameType
 
 from smtpcore.server.logformat import SERVE_FORMAT, LevelWordFormatter
 
-__all__ = ["abort_on_second_signal"]
+__all__ = ["abort_on_second_signal", "kill_by_default_action"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -67,6 +67,15 @@ def _abort(log: logging.Logger, signum: int, frame: FrameType | None) -> None:
             None,
         )
         _write_if_room(LevelWordFormatter(SERVE_FORMAT).format(record) + "\n")
+    kill_by_default_action(signum)
+
+
+def kill_by_default_action(signum: int) -> None:
+    """End the process by ``signum``'s default action, so that whoever waits for it (a
+    shell, an init system) sees it killed by that signal, status 128 and the signal's
+    number in a shell. Returns only while the signal is blocked. Shared with the
+    one-shot commands a stop signal cancels (:mod:`smtpcore.server.cancelsignals`)."""
+    signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
 
