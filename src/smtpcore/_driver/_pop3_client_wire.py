@@ -83,8 +83,9 @@ class ContentLeft:
     left: int | None
     overrun: str
     unbounded: bool = False
-    """The caller chose no bound (``max_size=None``): none applies to the rest left
-    unread either, where :meth:`POP3ClientContent._drain` would apply :data:`MAX_MESSAGE`."""
+    """The caller chose no bound (``max_size=None``): the rest left unread, read and
+    dropped before the next command, keeps none either, where content left without a
+    bound of its own gets a default one there."""
 
 
 class POP3ClientWire(BaseClient):
@@ -105,8 +106,9 @@ class POP3ClientWire(BaseClient):
             raise POP3ConnectionError("not connected")
         return self._conn
 
-    def _send(self, event: Command | AuthResponse) -> bytes:
-        """The bytes of ``event``, checked by the machine, and traced.
+    async def _send(self, *events: Command | AuthResponse) -> bytes:
+        """The bytes of ``events``, checked by the machine, and traced; a session it
+        finds ended is closed before the error goes on.
 
         A command sent while no answer is awaited first takes what the server
         sent since its last answer (:meth:`_take_unasked`). Any byte of it is a
@@ -117,32 +119,35 @@ class POP3ClientWire(BaseClient):
         AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
         is one the machine ended (that response, a close found between commands):
         the machine would say only that no command may be sent in its state, where
-        the caller must connect again. Either way the session has ended, and the caller
-        closes the connection (:meth:`_close_ended`)."""
-        conn = self.connection
-        if self._transport is None:
-            raise POP3ConnectionError("not connected")
-        if conn.state in self._ended_states:
-            raise POP3ConnectionError("the session has ended: connect() starts a new one")
-        try:
-            if isinstance(event, Command) and self._unread is None and not conn.outstanding:
-                self._take_unasked()
-            data = conn.send(event)
-        except RemoteProtocolError as exc:
-            raise POP3ProtocolError(str(exc)) from exc
-        if self._trace is not None:
-            self._trace.sent(data, shown=_masked(event))
-        return data
+        the caller must connect again.
 
-    async def _close_ended(self) -> None:
-        """Close the connection of a session :meth:`_send` found ended (the server's
-        close, its closing ``-ERR``, a response no command asked for): nothing more can
-        be said on it, and a server holds the maildrop's lock until its session ends
-        (RFC 1939 §4), so the socket goes now rather than at ``close()`` or the next
-        ``connect()``, as poplib's ``quit()`` closes it. Called where :meth:`_send`
-        raised; a session that can go on (the caller's mistake) keeps its connection."""
-        if not self.is_connected:
+        Either way nothing more can be said on the connection, and a server holds the
+        maildrop's lock until its session ends (RFC 1939 §4): the connection is
+        closed here, at once, rather than at ``close()`` or the next ``connect()``, as
+        poplib's ``quit()`` closes it. A command the machine refuses for the caller's
+        mistake (``LocalProtocolError``) leaves the session, and its connection, as
+        they were. Async for that close alone: every command goes out through here."""
+        try:
+            conn = self.connection
+            if self._transport is None:
+                raise POP3ConnectionError("not connected")
+            if conn.state in self._ended_states:
+                raise POP3ConnectionError("the session has ended: connect() starts a new one")
+            data = b""
+            for event in events:  # a loop: a comprehension is one call more
+                if isinstance(event, Command) and self._unread is None and not conn.outstanding:
+                    self._take_unasked()
+                sent = conn.send(event)
+                if self._trace is not None:
+                    self._trace.sent(sent, shown=_masked(event))
+                data += sent
+        except RemoteProtocolError as exc:
             await self._abort()
+            raise POP3ProtocolError(str(exc)) from exc
+        except POP3ConnectionError:
+            await self._abort()
+            raise
+        return data
 
     def _take_unasked(self) -> None:
         """Hand the machine what has already arrived from the server, without waiting;
