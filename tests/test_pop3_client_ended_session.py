@@ -40,7 +40,7 @@ class Peer:
     half-close if ``half_close``) and records whether the client's close follows
     (``"eof"``) or not (``"timeout"``). ``glued`` goes out with the last answer
     before that, in the same write; a later command is answered from ``answers``
-    by its first word, or read and dropped."""
+    by its first word, or read and dropped. ``held``: the end waits for ``go``."""
 
     def __init__(
         self,
@@ -51,6 +51,7 @@ class Peer:
         login: bool = True,
         glued: bytes = b"",
         answers: dict[bytes, bytes] | None = None,
+        held: bool = False,
     ) -> None:
         self.port = free_port()
         self.listener = socket.create_server((LOOPBACK, self.port))
@@ -66,6 +67,9 @@ class Peer:
         self.glued = glued
         self.answers = answers or {}
         self.ended = threading.Event()
+        self.go = threading.Event()
+        if not held:
+            self.go.set()
         self.seen: list[object] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -74,11 +78,15 @@ class Peer:
         conn, _ = self.listener.accept()
         with conn:
             conn.settimeout(10)
+            # What it sends is at the client's socket once sendall returns, not held
+            # back by Nagle's algorithm until the client's (delayed) ACK.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader = conn.makefile("rb")
             conn.sendall(b"+OK ready\r\n")
             for index, (expected, answer) in enumerate(self.script, 1):
                 assert reader.readline() == expected + b"\r\n"
                 conn.sendall(answer + self.glued if index == len(self.script) else answer)
+            assert self.go.wait(10)
             conn.sendall(self.ending)
             if self.half_close:
                 conn.shutdown(socket.SHUT_WR)
@@ -231,5 +239,32 @@ def test_a_response_no_command_asked_for_closes_the_socket(kind: str, case: str)
         peer.thread.join(15)
         assert peer.seen == ["eof"]  # the client closed, without close()
         _run(kind, lambda: _done(client.close()))
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", *ADAPTERS])
+def test_a_response_that_came_while_the_loop_was_blocked_answers_no_command(kind: str) -> None:
+    """The stray comes in a write of its own while the application blocks its event
+    loop between two calls (here: it lets the peer send it, and waits until it has),
+    so that the loop has not read it: the next command must still find it before it
+    goes out, not read it as its answer (the server refuses NOOP, the stray says
+    ``+OK``)."""
+    peer = Peer(STRAY, answers={b"NOOP": b"-ERR refused\r\n"}, held=True)
+    try:
+        client = _client(kind, peer.port)
+
+        async def session() -> None:
+            await _done(client.connect())
+            await _done(client.login("alice", "wonderland"))
+            peer.go.set()
+            assert peer.ended.wait(10)  # blocks the loop: the stray waits in the socket
+            with pytest.raises(POP3ProtocolError, match="no command asked for"):
+                await _done(client.noop())
+            assert not client.is_connected
+
+        _run(kind, session)
+        peer.thread.join(15)
+        assert peer.seen == ["eof"]  # NOOP never went out, and the client closed
     finally:
         peer.close()

@@ -45,6 +45,11 @@ __all__ = ["ContentLeft", "POP3ClientWire"]
 _READ_SIZE: Final = 262144
 
 
+_ARRIVED_LOOK: Final = 0.5
+"""Seconds a client looks at bytes that have reached the socket before a command
+(:meth:`POP3ClientWire._take_unasked`): they are there, so a response in them is
+read at once; the bound is for a TLS record that holds none."""
+
 _MAX_CLOSING_ERR: Final = 512
 """The longest line a server's closing ``-ERR`` is read from (RFC 2449 §4: 512 octets)."""
 
@@ -136,7 +141,7 @@ class POP3ClientWire(BaseClient):
             data = b""
             for event in events:  # a loop: a comprehension is one call more
                 if isinstance(event, Command) and self._unread is None and not conn.outstanding:
-                    self._take_unasked()
+                    await self._take_unasked()
                 sent = conn.send(event)
                 if self._trace is not None:
                     self._trace.sent(sent, shown=_masked(event))
@@ -149,34 +154,55 @@ class POP3ClientWire(BaseClient):
             raise
         return data
 
-    def _take_unasked(self) -> None:
+    async def _take_unasked(self) -> None:
         """Hand the machine what has already arrived from the server, without waiting;
         :class:`POP3ConnectionError` if the server has closed the connection (the
         machine's ``RemoteProtocolError`` if bytes came before the close). Reading
         stops once the machine holds more than its ``max_buffered`` (any byte is one
-        too many already): a server that keeps the socket full cannot grow memory."""
-        conn = self.connection
+        too many already): a server that keeps the socket full cannot grow memory.
+
+        What has reached the socket that such a read cannot give (the transport's
+        ``arrived``: bytes an event loop the application blocked between two calls
+        has yet to read, a TLS record on trio) is looked at too, for at most
+        :data:`_ARRIVED_LOOK` seconds: a response there, left for the next command's
+        read, would pass for its answer."""
+        transport = self._transport
         came = b""  # what arrived unasked, kept while it may be one -ERR line
-        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
-        receive_nowait = getattr(self._transport, "receive_nowait", None)
+        # A stand-in for a Link (a wrapper that shows the wire) may have neither.
+        receive_nowait = getattr(transport, "receive_nowait", None)
         while receive_nowait is not None and (data := receive_nowait(_READ_SIZE)) is not None:
-            if self._trace is not None:
-                self._trace.received(data)
-            conn.receive_data(data)
-            if not data:
-                self._peer_closed = True
-                try:
-                    conn.next_event()  # the machine closes the session, or refuses what came
-                except RemoteProtocolError as exc:
-                    said = _closing_err(came)
-                    if said is None:
-                        raise
-                    raise POP3ConnectionError("the server is closing the session", said) from exc
-                raise POP3ConnectionError("the server closed the connection")
-            if len(came) <= _MAX_CLOSING_ERR:
-                came += data
-            if conn.buffered > conn.max_buffered:
+            came = self._unasked(data, came)
+            if self.connection.buffered > self.connection.max_buffered:
                 return
+        arrived = getattr(transport, "arrived", None)
+        if transport is not None and arrived is not None and arrived():
+            try:
+                async with transport.deadline(_ARRIVED_LOOK):
+                    data = await transport.receive_some(_READ_SIZE)
+            except TimeoutError:
+                return  # no application data after all (a TLS record of its own)
+            except OSError:
+                data = b""
+            self._unasked(data, came)
+
+    def _unasked(self, data: bytes, came: bytes) -> bytes:
+        """Hand the machine ``data``, which came while no answer was due, and return
+        what came so far (``came`` before it); raise for the server's close."""
+        conn = self.connection
+        if self._trace is not None:
+            self._trace.received(data)
+        conn.receive_data(data)
+        if not data:
+            self._peer_closed = True
+            try:
+                conn.next_event()  # the machine closes the session, or refuses what came
+            except RemoteProtocolError as exc:
+                said = _closing_err(came)
+                if said is None:
+                    raise
+                raise POP3ConnectionError("the server is closing the session", said) from exc
+            raise POP3ConnectionError("the server closed the connection")
+        return came + data if len(came) <= _MAX_CLOSING_ERR else came
 
     async def _write(self, data: bytes) -> None:
         transport = self._transport
