@@ -20,14 +20,11 @@ from typing import Any
 import pytest
 
 from peers import ADAPTERS, LOOPBACK, free_port, run
-from smtpcore.asyncio import POP3ConnectionError, POP3Error
+from smtpcore.asyncio import POP3ConnectionError, POP3Error, POP3ProtocolError
+from smtpcore.sasl import PlainClient
 
-LOGIN = [
-    (b"CAPA", b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
-    (b"USER alice", b"+OK\r\n"),
-    (b"PASS wonderland", b"+OK maildrop locked\r\n"),
-    (b"CAPA", b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"),
-]
+CAPA = b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"
+CAPA_PIPELINING = b"+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\nSASL PLAIN\r\n.\r\n"
 
 ENDINGS = {
     # The server's closing -ERR (RFC 2449 §8.1.2), then its half-close, as ours does.
@@ -38,17 +35,41 @@ ENDINGS = {
 
 
 class Peer:
-    """A POP3 server on loopback that logs the client in, then ends the session with
-    ``ending`` (and a half-close if ``half_close``) and records whether the client's
-    close follows (``"eof"``) or not (``"timeout"``). A client may send a command
-    before it finds the end: what it sends is read and dropped."""
+    """A POP3 server on loopback that answers CAPA with ``capa`` and logs the client
+    in (unless not ``login``), then ends the session with ``ending`` (and a
+    half-close if ``half_close``) and records whether the client's close follows
+    (``"eof"``) or not (``"timeout"``). ``glued`` goes out with the last answer
+    before that, in the same write; a later command is answered from ``answers``
+    by its first word, or read and dropped. ``held``: the end waits for ``go``."""
 
-    def __init__(self, ending: bytes, half_close: bool) -> None:
+    def __init__(
+        self,
+        ending: bytes = b"",
+        half_close: bool = False,
+        *,
+        capa: bytes = CAPA,
+        login: bool = True,
+        glued: bytes = b"",
+        answers: dict[bytes, bytes] | None = None,
+        held: bool = False,
+    ) -> None:
         self.port = free_port()
         self.listener = socket.create_server((LOOPBACK, self.port))
         self.ending = ending
         self.half_close = half_close
+        self.script = [(b"CAPA", capa)]
+        if login:
+            self.script += [
+                (b"USER alice", b"+OK\r\n"),
+                (b"PASS wonderland", b"+OK maildrop locked\r\n"),
+                (b"CAPA", capa),
+            ]
+        self.glued = glued
+        self.answers = answers or {}
         self.ended = threading.Event()
+        self.go = threading.Event()
+        if not held:
+            self.go.set()
         self.seen: list[object] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -57,18 +78,24 @@ class Peer:
         conn, _ = self.listener.accept()
         with conn:
             conn.settimeout(10)
+            # What it sends is at the client's socket once sendall returns, not held
+            # back by Nagle's algorithm until the client's (delayed) ACK.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             reader = conn.makefile("rb")
             conn.sendall(b"+OK ready\r\n")
-            for expected, answer in LOGIN:
+            for index, (expected, answer) in enumerate(self.script, 1):
                 assert reader.readline() == expected + b"\r\n"
-                conn.sendall(answer)
+                conn.sendall(answer + self.glued if index == len(self.script) else answer)
+            assert self.go.wait(10)
             conn.sendall(self.ending)
             if self.half_close:
                 conn.shutdown(socket.SHUT_WR)
             self.ended.set()
             try:
-                while conn.recv(4096):
-                    pass
+                while line := reader.readline():
+                    reply = self.answers.get(line.split()[0])
+                    if reply is not None:
+                        conn.sendall(reply)
             except TimeoutError:
                 self.seen.append("timeout")
             else:
@@ -120,7 +147,8 @@ def test_the_call_that_finds_the_session_ended_closes_the_socket(kind: str, endi
 
 @pytest.mark.parametrize("call", list(CALLS))
 def test_every_command_that_finds_the_end_closes_the_socket(call: str) -> None:
-    """Not NOOP alone: a listing (LIST, then UIDL, one at a time here) and STAT too."""
+    """Not NOOP alone: STAT and a listing too (which finds the end at LIST, before
+    its UIDL: see the test below for a session that ends between the two)."""
     peer = Peer(*ENDINGS["closing -ERR"][:2])
     try:
         client = _client("sync", peer.port)
@@ -147,3 +175,96 @@ def _run(kind: str, session: Callable[[], Any]) -> None:
         asyncio.run(session())
     else:
         run(kind, session)
+
+
+STRAY = b"+OK no command asked for this\r\n"
+"""A response no command asked for: the session is over (RFC 1939 §3: each command
+has its one response), though the server did not close (see ``_send``)."""
+
+
+async def _retrieve_many(client: Any) -> list[tuple[int, bytes]]:
+    """Every message :meth:`retrieve_many` gives, from the async clients or the blocking one."""
+    messages = client.retrieve_many([1, 2])
+    if hasattr(messages, "__aiter__"):
+        return [message async for message in messages]
+    return list(messages)
+
+
+STRAYS: dict[str, tuple[dict[str, Any], Callable[[Any], Any]]] = {
+    # Each command finds the stray where it is sent: _ask, then each call site that
+    # sends commands of its own (pipelined LIST and UIDL, UIDL after LIST's listing,
+    # retrieve_many's RETRs), and AUTH, before any login.
+    "noop": ({"glued": STRAY}, lambda client: client.noop()),
+    "pipelined list": (
+        {"capa": CAPA_PIPELINING, "glued": STRAY},
+        lambda client: client.list(),
+    ),
+    "uidl after list": (
+        {"answers": {b"LIST": b"+OK\r\n1 10\r\n.\r\n" + STRAY}},
+        lambda client: client.list(),
+    ),
+    "pipelined retrieve_many": (
+        {"capa": CAPA_PIPELINING, "glued": STRAY},
+        _retrieve_many,
+    ),
+    "retrieve_many": ({"glued": STRAY}, _retrieve_many),
+    "authenticate": (
+        {"capa": CAPA_PIPELINING, "login": False, "glued": STRAY},
+        lambda client: client.authenticate(PlainClient("alice", "wonderland")),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(STRAYS))
+@pytest.mark.parametrize("kind", ["sync", *ADAPTERS])
+def test_a_response_no_command_asked_for_closes_the_socket(kind: str, case: str) -> None:
+    """The server says something unasked and keeps the connection open: the call
+    that finds it refuses to send, and closes the socket as it raises. The stray
+    comes in the same write as the answer before, so that every client holds it
+    when its next command is due, whatever its event loop did meanwhile."""
+    options, call = STRAYS[case]
+    peer = Peer(**options)
+    try:
+        client = _client(kind, peer.port)
+
+        async def session() -> None:
+            await _done(client.connect())
+            if options.get("login", True):
+                await _done(client.login("alice", "wonderland"))
+            with pytest.raises(POP3ProtocolError, match="no command asked for"):
+                await _done(call(client))
+            assert not client.is_connected
+
+        _run(kind, session)
+        peer.thread.join(15)
+        assert peer.seen == ["eof"]  # the client closed, without close()
+        _run(kind, lambda: _done(client.close()))
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", *ADAPTERS])
+def test_a_response_that_came_while_the_loop_was_blocked_answers_no_command(kind: str) -> None:
+    """The stray comes in a write of its own while the application blocks its event
+    loop between two calls (here: it lets the peer send it, and waits until it has),
+    so that the loop has not read it: the next command must still find it before it
+    goes out, not read it as its answer (the server refuses NOOP, the stray says
+    ``+OK``)."""
+    peer = Peer(STRAY, answers={b"NOOP": b"-ERR refused\r\n"}, held=True)
+    try:
+        client = _client(kind, peer.port)
+
+        async def session() -> None:
+            await _done(client.connect())
+            await _done(client.login("alice", "wonderland"))
+            peer.go.set()
+            assert peer.ended.wait(10)  # blocks the loop: the stray waits in the socket
+            with pytest.raises(POP3ProtocolError, match="no command asked for"):
+                await _done(client.noop())
+            assert not client.is_connected
+
+        _run(kind, session)
+        peer.thread.join(15)
+        assert peer.seen == ["eof"]  # NOOP never went out, and the client closed
+    finally:
+        peer.close()

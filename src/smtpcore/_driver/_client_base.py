@@ -247,9 +247,10 @@ class BaseClient:
 
         A session that can go on (:attr:`is_connected`) is refused rather than
         replaced: its socket would be left behind, open, without QUIT. One that has
-        ended with its socket still open (the server closed it, a ``221`` to a QUIT
-        sent through ``command()``, a POP3 machine that gave up) has nothing left to
-        say: the socket is closed, and the new connection opens."""
+        ended with its socket still open (the server closed it, an SMTP ``221`` to a
+        QUIT sent through ``command()``) has nothing left to say: the socket is closed,
+        and the new connection opens. A POP3 session leaves none open: the call that
+        finds it ended closes its socket before it raises."""
         if self.is_connected:
             raise self.connection_error("already connected: quit() or close() the session first")
         self._refuse_spent()  # before the ended session's socket goes: it may be the caller's

@@ -116,12 +116,9 @@ class POP3ClientContent(POP3ClientWire):
         content its ``+OK`` opens, where :func:`content_bound_of` does not know it."""
         await self._drain()
         try:
-            data = self._send(command)
+            data = await self._send(command)
         except LocalProtocolError as exc:
             raise POP3Error(f"{command.keyword} not possible now: {exc}") from exc
-        except POP3Error:
-            await self._close_ended()
-            raise
         await self._write(data)
         response = await self._status(self.timeouts.response)
         if isinstance(response, Ok) and command.multiline:

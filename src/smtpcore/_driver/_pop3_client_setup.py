@@ -99,7 +99,7 @@ class POP3ClientSetup(POP3ClientContent):
         )
 
     async def _write_quit(self) -> None:
-        await self._write(self._send(Quit()))
+        await self._write(await self._send(Quit()))
 
     async def _capa(self) -> None:
         await self._ask(Capa())
@@ -184,12 +184,7 @@ class POP3ClientSetup(POP3ClientContent):
             while isinstance(response, Continue):
                 # After a "*" (the mechanism refused a challenge) respond() raises:
                 # the server's answer to the cancel ends the exchange (RFC 5034 §4).
-                try:
-                    data = self._send(flow.respond(response))
-                except POP3Error:
-                    await self._close_ended()
-                    raise
-                await self._write(data)
+                await self._write(await self._send(flow.respond(response)))
                 response = await self._status(self.timeouts.response)
             flow.finish(response)
         except AuthenticationFailed as exc:

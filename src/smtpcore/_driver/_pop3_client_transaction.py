@@ -22,7 +22,7 @@ from smtpcore._driver._pop3_client_content import (
     listing_bound,
 )
 from smtpcore._driver._pop3_client_wire import ContentLeft
-from smtpcore._driver._pop3_errors import POP3Error, POP3ProtocolError, POP3ResponseError
+from smtpcore._driver._pop3_errors import POP3ProtocolError, POP3ResponseError
 from smtpcore._driver._pop3_listing import MessageListing, listing_of
 from smtpcore._errors import RemoteProtocolError
 from smtpcore.pop3 import (
@@ -96,12 +96,7 @@ class POP3ClientTransaction(POP3ClientContent):
         with_uids = conn.capabilities is None or "UIDL" in conn.capabilities
         if with_uids and conn.pipelining:
             await self._drain()
-            try:
-                data = self._send(List()) + self._send(Uidl())
-            except POP3Error:
-                await self._close_ended()
-                raise
-            await self._write(data)
+            await self._write(await self._send(List(), Uidl()))
             self._owed.append(listing_bound())  # UIDL's answer, behind LIST's
             response = await self._status(self.timeouts.response)
             if isinstance(response, Err):
@@ -116,12 +111,7 @@ class POP3ClientTransaction(POP3ClientContent):
             uids = None
             if with_uids:
                 await self._drain()
-                try:
-                    data = self._send(Uidl())
-                except POP3Error:
-                    await self._close_ended()
-                    raise
-                await self._write(data)
+                await self._write(await self._send(Uidl()))
                 uids = await self._uids(allow_repeated_uids)
         self._sizes = dict(sizes)
         return listing_of(sizes, uids or {})
@@ -200,11 +190,7 @@ class POP3ClientTransaction(POP3ClientContent):
                 number = next(pending, None)
                 if number is None:
                     break
-                try:
-                    batch.append(self._send(Retr(number)))
-                except POP3Error:
-                    await self._close_ended()
-                    raise
+                batch.append(await self._send(Retr(number)))
                 bounds.append(self._bound(number, max_size, held=True))
                 in_flight.append(number)
             if batch:

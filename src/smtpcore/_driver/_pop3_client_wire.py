@@ -45,6 +45,11 @@ __all__ = ["ContentLeft", "POP3ClientWire"]
 _READ_SIZE: Final = 262144
 
 
+_ARRIVED_LOOK: Final = 0.5
+"""Seconds a client looks at bytes that have reached the socket before a command
+(:meth:`POP3ClientWire._take_unasked`): they are there, so a response in them is
+read at once; the bound is for a TLS record that holds none."""
+
 _MAX_CLOSING_ERR: Final = 512
 """The longest line a server's closing ``-ERR`` is read from (RFC 2449 §4: 512 octets)."""
 
@@ -83,8 +88,9 @@ class ContentLeft:
     left: int | None
     overrun: str
     unbounded: bool = False
-    """The caller chose no bound (``max_size=None``): none applies to the rest left
-    unread either, where :meth:`POP3ClientContent._drain` would apply :data:`MAX_MESSAGE`."""
+    """The caller chose no bound (``max_size=None``): the rest left unread, read and
+    dropped before the next command, keeps none either, where content left without a
+    bound of its own gets a default one there."""
 
 
 class POP3ClientWire(BaseClient):
@@ -105,8 +111,9 @@ class POP3ClientWire(BaseClient):
             raise POP3ConnectionError("not connected")
         return self._conn
 
-    def _send(self, event: Command | AuthResponse) -> bytes:
-        """The bytes of ``event``, checked by the machine, and traced.
+    async def _send(self, *events: Command | AuthResponse) -> bytes:
+        """The bytes of ``events``, checked by the machine, and traced; a session it
+        finds ended is closed before the error goes on.
 
         A command sent while no answer is awaited first takes what the server
         sent since its last answer (:meth:`_take_unasked`). Any byte of it is a
@@ -117,61 +124,85 @@ class POP3ClientWire(BaseClient):
         AUTH it could not take, say) is :class:`POP3ConnectionError` first, and so
         is one the machine ended (that response, a close found between commands):
         the machine would say only that no command may be sent in its state, where
-        the caller must connect again. Either way the session has ended, and the caller
-        closes the connection (:meth:`_close_ended`)."""
-        conn = self.connection
-        if self._transport is None:
-            raise POP3ConnectionError("not connected")
-        if conn.state in self._ended_states:
-            raise POP3ConnectionError("the session has ended: connect() starts a new one")
+        the caller must connect again.
+
+        Either way nothing more can be said on the connection, and a server holds the
+        maildrop's lock until its session ends (RFC 1939 §4): the connection is
+        closed here, at once, rather than at ``close()`` or the next ``connect()``, as
+        poplib's ``quit()`` closes it. A command the machine refuses for the caller's
+        mistake (``LocalProtocolError``) leaves the session, and its connection, as
+        they were. Async for that close alone: every command goes out through here."""
         try:
-            if isinstance(event, Command) and self._unread is None and not conn.outstanding:
-                self._take_unasked()
-            data = conn.send(event)
+            conn = self.connection
+            if self._transport is None:
+                raise POP3ConnectionError("not connected")
+            if conn.state in self._ended_states:
+                raise POP3ConnectionError("the session has ended: connect() starts a new one")
+            data = b""
+            for event in events:  # a loop: a comprehension is one call more
+                if isinstance(event, Command) and self._unread is None and not conn.outstanding:
+                    await self._take_unasked()
+                sent = conn.send(event)
+                if self._trace is not None:
+                    self._trace.sent(sent, shown=_masked(event))
+                data += sent
         except RemoteProtocolError as exc:
+            await self._abort()
             raise POP3ProtocolError(str(exc)) from exc
-        if self._trace is not None:
-            self._trace.sent(data, shown=_masked(event))
+        except POP3ConnectionError:
+            await self._abort()
+            raise
         return data
 
-    async def _close_ended(self) -> None:
-        """Close the connection of a session :meth:`_send` found ended (the server's
-        close, its closing ``-ERR``, a response no command asked for): nothing more can
-        be said on it, and a server holds the maildrop's lock until its session ends
-        (RFC 1939 §4), so the socket goes now rather than at ``close()`` or the next
-        ``connect()``, as poplib's ``quit()`` closes it. Called where :meth:`_send`
-        raised; a session that can go on (the caller's mistake) keeps its connection."""
-        if not self.is_connected:
-            await self._abort()
-
-    def _take_unasked(self) -> None:
+    async def _take_unasked(self) -> None:
         """Hand the machine what has already arrived from the server, without waiting;
         :class:`POP3ConnectionError` if the server has closed the connection (the
         machine's ``RemoteProtocolError`` if bytes came before the close). Reading
         stops once the machine holds more than its ``max_buffered`` (any byte is one
-        too many already): a server that keeps the socket full cannot grow memory."""
-        conn = self.connection
+        too many already): a server that keeps the socket full cannot grow memory.
+
+        What has reached the socket that such a read cannot give (the transport's
+        ``arrived``: bytes an event loop the application blocked between two calls
+        has yet to read, a TLS record on trio) is looked at too, for at most
+        :data:`_ARRIVED_LOOK` seconds: a response there, left for the next command's
+        read, would pass for its answer."""
+        transport = self._transport
         came = b""  # what arrived unasked, kept while it may be one -ERR line
-        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
-        receive_nowait = getattr(self._transport, "receive_nowait", None)
+        # A stand-in for a Link (a wrapper that shows the wire) may have neither.
+        receive_nowait = getattr(transport, "receive_nowait", None)
         while receive_nowait is not None and (data := receive_nowait(_READ_SIZE)) is not None:
-            if self._trace is not None:
-                self._trace.received(data)
-            conn.receive_data(data)
-            if not data:
-                self._peer_closed = True
-                try:
-                    conn.next_event()  # the machine closes the session, or refuses what came
-                except RemoteProtocolError as exc:
-                    said = _closing_err(came)
-                    if said is None:
-                        raise
-                    raise POP3ConnectionError("the server is closing the session", said) from exc
-                raise POP3ConnectionError("the server closed the connection")
-            if len(came) <= _MAX_CLOSING_ERR:
-                came += data
-            if conn.buffered > conn.max_buffered:
+            came = self._unasked(data, came)
+            if self.connection.buffered > self.connection.max_buffered:
                 return
+        arrived = getattr(transport, "arrived", None)
+        if transport is not None and arrived is not None and arrived():
+            try:
+                async with transport.deadline(_ARRIVED_LOOK):
+                    data = await transport.receive_some(_READ_SIZE)
+            except TimeoutError:
+                return  # no application data after all (a TLS record of its own)
+            except OSError:
+                data = b""
+            self._unasked(data, came)
+
+    def _unasked(self, data: bytes, came: bytes) -> bytes:
+        """Hand the machine ``data``, which came while no answer was due, and return
+        what came so far (``came`` before it); raise for the server's close."""
+        conn = self.connection
+        if self._trace is not None:
+            self._trace.received(data)
+        conn.receive_data(data)
+        if not data:
+            self._peer_closed = True
+            try:
+                conn.next_event()  # the machine closes the session, or refuses what came
+            except RemoteProtocolError as exc:
+                said = _closing_err(came)
+                if said is None:
+                    raise
+                raise POP3ConnectionError("the server is closing the session", said) from exc
+            raise POP3ConnectionError("the server closed the connection")
+        return came + data if len(came) <= _MAX_CLOSING_ERR else came
 
     async def _write(self, data: bytes) -> None:
         transport = self._transport
