@@ -16,12 +16,12 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from smtpcore._driver._proxied import DEFAULT_PROXY_TIMEOUT
 from smtpcore._early_signals import take as take_early_signals
-from smtpcore._numbers import is_digits
 from smtpcore._version import __version__
+from smtpcore.server._cli_types import option_type, parse_count, parse_port
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 from smtpcore.server.config import (
     DEFAULT_MAX_QUEUE_AGE,
@@ -30,7 +30,6 @@ from smtpcore.server.config import (
     ServerConfig,
     default_hostname_warning,
     machine_name,
-    option_number,
     parse_duration,
     parse_host_port,
     parse_server,
@@ -47,46 +46,6 @@ from smtpcore.server.stopsignal import abort_on_second_signal
 
 __all__ = ["build_parser", "main"]
 
-T = TypeVar("T")
-
-
-def _arg(convert: Callable[[str], T], what: str) -> Callable[[str], T]:
-    """An argparse type whose errors read well."""
-
-    def parse(text: str) -> T:
-        try:
-            return convert(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc) or f"bad {what}: {text!r}") from None
-
-    parse.__name__ = what
-    return parse
-
-
-def _port(text: str) -> int:
-    """A port, 0 to 65535, in ASCII digits: Python's ``int()`` also reads other scripts'
-    digits (Arabic-Indic ones bound a port nobody asked for), and says so in its own
-    words (``invalid literal for int() with base 10``)."""
-    port = option_number(text, max_digits=5)
-    if port is None or port > 65535:
-        raise ValueError(f"{text!r} is not a port (0 to 65535)")
-    return port
-
-
-_COUNT_DIGITS = 9
-"""Digits a count may have: far past any session, recipient or bit count, and a bound
-on the work."""
-
-
-def _count(text: str) -> int:
-    """A count (sessions, recipients, bits) in ASCII digits, as :func:`_port`."""
-    number = option_number(text, max_digits=_COUNT_DIGITS)
-    if number is not None:
-        return number
-    if is_digits(text):
-        raise ValueError(f"{text!r} is too large (at most {'9' * _COUNT_DIGITS})")
-    raise ValueError(f"{text!r} is not a whole number (digits 0-9)")
-
 
 def _add_serve(commands: Any) -> None:
     serve = commands.add_parser(
@@ -100,7 +59,7 @@ def _add_serve(commands: Any) -> None:
         default = default_ports[f"{name}_port"]
         ports.add_argument(
             f"--{name}-port",
-            type=_arg(_port, "port"),
+            type=option_type(parse_port, "port"),
             default=default,
             metavar="PORT",
             help=f"{what} (default {default or 'off'})",
@@ -121,7 +80,7 @@ def _add_serve(commands: Any) -> None:
     )
     proxies.add_argument(
         "--proxy-protocol-timeout",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=DEFAULT_PROXY_TIMEOUT,
         metavar="SECONDS",
         help="how long a proxy of --proxy-protocol-from has to send its whole PROXY header "
@@ -184,7 +143,7 @@ def _add_serve(commands: Any) -> None:
     limits = serve.add_argument_group("limits")
     limits.add_argument(
         "--max-message-size",
-        type=_arg(parse_size, "size"),
+        type=option_type(parse_size, "size"),
         default=10_240_000,
         metavar="SIZE",
         help="largest message accepted, in octets or like 10M, at most 2**63-1 octets; 0 for "
@@ -192,7 +151,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--min-free-space",
-        type=_arg(parse_size, "size"),
+        type=option_type(parse_size, "size"),
         metavar="SIZE",
         help="free space the data directory's filesystem must keep for MAIL to be "
         "taken, as Postfix's queue_minfree; below it, or below twice a declared "
@@ -201,7 +160,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--max-recipients",
-        type=_arg(_count, "number"),
+        type=option_type(parse_count, "number"),
         default=100,
         metavar="N",
         help="recipients per message (default 100)",
@@ -215,14 +174,14 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--max-sessions",
-        type=_arg(_count, "number"),
+        type=option_type(parse_count, "number"),
         default=2000,
         metavar="N",
         help="sessions each listener serves at once; more get 421 (default 2000)",
     )
     limits.add_argument(
         "--max-sessions-per-address",
-        type=_arg(_count, "number"),
+        type=option_type(parse_count, "number"),
         default=50,
         metavar="N",
         help="sessions each listener serves at once for one client address, as Postfix's "
@@ -230,7 +189,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--client-ipv6-prefix-length",
-        type=_arg(_count, "number"),
+        type=option_type(parse_count, "number"),
         default=84,
         metavar="BITS",
         help="count an IPv6 client for --max-sessions-per-address by its network of this "
@@ -239,7 +198,7 @@ def _add_serve(commands: Any) -> None:
     )
     limits.add_argument(
         "--auth-failure-delay",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=2.0,
         metavar="SECONDS",
         help="wait this long before answering a failed login (SMTP AUTH, POP3), as "
@@ -255,21 +214,21 @@ def _add_serve(commands: Any) -> None:
     )
     relay.add_argument(
         "--remote-port",
-        type=_arg(_port, "port"),
+        type=option_type(parse_port, "port"),
         default=25,
         metavar="PORT",
         help="port relayed mail goes to on every exchanger (default 25)",
     )
     relay.add_argument(
         "--relay-host",
-        type=_arg(parse_host_port, "HOST:PORT"),
+        type=option_type(parse_host_port, "HOST:PORT"),
         metavar="HOST:PORT",
         help="send all remote mail through this smart host instead of MX lookups "
         "([HOST]:PORT as in Postfix; an IPv6 address in brackets: [2001:db8::1]:25)",
     )
     relay.add_argument(
         "--retry-after",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=None,
         metavar="DURATION",
         help="first retry of a temporary failure, doubling after, with jitter (default 300s, "
@@ -277,7 +236,7 @@ def _add_serve(commands: Any) -> None:
     )
     relay.add_argument(
         "--max-retry-after",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=None,
         metavar="DURATION",
         help="longest wait between two attempts (default 4000s, Postfix's maximal_backoff_time; "
@@ -285,7 +244,7 @@ def _add_serve(commands: Any) -> None:
     )
     relay.add_argument(
         "--destination-concurrency",
-        type=_arg(_count, "number"),
+        type=option_type(parse_count, "number"),
         default=None,
         metavar="N",
         help="outbound sessions at once to one destination (a recipient domain, or the "
@@ -295,14 +254,14 @@ def _add_serve(commands: Any) -> None:
     )
     relay.add_argument(
         "--max-queue-age",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=DEFAULT_MAX_QUEUE_AGE,
         metavar="DURATION",
         help="bounce what is still undelivered after this long (default 5d)",
     )
     relay.add_argument(
         "--delay-warning",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=None,
         metavar="DURATION",
         help="tell the sender once when mail has waited this long, like 4h (default: never)",
@@ -329,7 +288,7 @@ def _add_serve(commands: Any) -> None:
     )
     serve.add_argument(
         "--stop-timeout",
-        type=_arg(parse_duration, "duration"),
+        type=option_type(parse_duration, "duration"),
         default=10.0,
         metavar="DURATION",
         help="on SIGTERM or SIGINT, how long sessions and deliveries under way may take to "
@@ -362,7 +321,7 @@ def _add_send(commands: Any) -> None:
     )
     send.add_argument(
         "--server",
-        type=_arg(parse_server, "HOST:PORT"),
+        type=option_type(parse_server, "HOST:PORT"),
         metavar="HOST:PORT",
         help="the server to submit to (an IPv6 address in brackets: [::1]:587); without "
         "it, straight to the recipients' exchangers",
@@ -415,7 +374,7 @@ def _add_send(commands: Any) -> None:
     )
     send.add_argument(
         "--remote-port",
-        type=_arg(_port, "port"),
+        type=option_type(parse_port, "port"),
         default=25,
         metavar="PORT",
         help="port of the exchangers without --server (default 25)",
@@ -448,7 +407,7 @@ def _add_fetch(commands: Any) -> None:
     )
     fetch.add_argument(
         "--server",
-        type=_arg(parse_server, "HOST:PORT"),
+        type=option_type(parse_server, "HOST:PORT"),
         required=True,
         metavar="HOST:PORT",
         help="the POP3 server (an IPv6 address in brackets: [::1]:110)",
