@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from peers import RunningProcess, free_port, make_tls_files, run_process
-from smtpcore.server import cli
+from smtpcore.server import _cli_serve, cli
 from smtpcore.server.config import ServerConfig
 from smtpcore.server.maildir import Maildir
 from test_server_delivery import ScriptedSMTP
@@ -387,7 +387,7 @@ def test_serve_handles_signals_before_it_says_it_listens(
             raise RuntimeError(f"announced before SIGTERM was handled: {args}")
         signal.raise_signal(signal.SIGTERM)  # the server's handler: it stops
 
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
     assert cli.main(argv[argv.index("serve") :]) == 0
     assert handled == [True]
@@ -471,7 +471,7 @@ def test_queue_and_reload_signals_from_the_lock_to_its_release_never_kill_the_se
     monkeypatch.setattr(MailServer, "run_queue_commands", queue_commands)
     monkeypatch.setattr(MailServer, "reload", reloaded)
     monkeypatch.setattr(MailServer, "aclose", closing)
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     zone = tmp_path / "zone"
     zone.write_text("")
     extra = ("--resolver", f"static:{zone}")
@@ -530,7 +530,7 @@ def test_a_queue_signal_after_a_stop_that_still_holds_the_lock_never_kills_the_s
         signal.raise_signal(signal.SIGTERM)
 
     monkeypatch.setattr(MailServer, "aclose", closing)
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     argv = _serve_argv(data_dir, "abc.example", [], {"smtp": free_port()}, (), True)
     assert cli.main(argv[argv.index("serve") :]) == 0
     assert unhandled == []
@@ -569,7 +569,7 @@ def test_a_second_stop_signal_stops_at_once_until_the_lock_is_let_go(
 
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(MailServer, "lock_released", lock_released)
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     mail_log = logging.getLogger("smtpcore.mail")
     handler = AtStopped()
     mail_log.addHandler(handler)
@@ -596,7 +596,7 @@ def _started_on(
         return 0
 
     monkeypatch.setattr("socket.getfqdn", lambda name="": fqdn)
-    monkeypatch.setattr(cli, "_serve", fake_serve)
+    monkeypatch.setattr(_cli_serve, "_serve", fake_serve)
     caplog.set_level(logging.WARNING, "smtpcore.mail")
     assert cli.main(["serve", "--relay-host", "127.0.0.1:25", *options]) == 0
     (config,) = started
@@ -732,10 +732,10 @@ def test_signals_sent_while_serve_imports_and_reads_its_configuration_are_held(
         if signal.SIGHUP in sent or fatal:  # else a held stop comes now
             asyncio.get_running_loop().create_task(stop_once_both_ran())
 
-    monkeypatch.setattr(cli, "config_from_args", configure_under_signals)
+    monkeypatch.setattr(_cli_serve, "config_from_args", configure_under_signals)
     monkeypatch.setattr(MailServer, "run_queue_commands", queue_commands)
     monkeypatch.setattr(MailServer, "reload", reloaded)
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     argv = _serve_argv(tmp_path / "abc", "abc.example", [], {"smtp": free_port()}, (), True)
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGINT)}
     assert entry.main(argv[argv.index("serve") :]) == 0

@@ -868,7 +868,7 @@ def test_a_reload_that_fails_in_any_way_is_logged_and_the_server_serves_on(
     import asyncio
     import logging
 
-    from smtpcore.server import cli
+    from smtpcore.server import _cli_serve, cli
     from smtpcore.server.mailserver import MailServer
 
     async def broken(self: MailServer, config: object) -> None:
@@ -887,7 +887,7 @@ def test_a_reload_that_fails_in_any_way_is_logged_and_the_server_serves_on(
 
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(MailServer, "reload", broken)
-    monkeypatch.setattr(cli, "print", announce, raising=False)
+    monkeypatch.setattr(_cli_serve, "print", announce, raising=False)
     zone = tmp_path / "zone"
     zone.write_text("")
     argv = ["serve", "--data-dir", str(tmp_path / "data"), "--resolver", f"static:{zone}"]

@@ -54,7 +54,7 @@ from smtpcore.server._config_values import (
     parse_server,
     parse_size,
 )
-from smtpcore.server._config_values import option_number as option_number  # cli.py imports it here
+from smtpcore.server._config_values import option_number as option_number  # _cli_types imports it
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
 
 __all__ = [
