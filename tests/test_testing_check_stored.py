@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Final
 import pytest
 
 from broken_servers import PipelinedRsetServer, SmallServer, serve
-from smtpcore.testing import _stored_files
+from smtpcore.testing import _smtp_end_checks, _stored_files
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._stored_files import StoredFiles
 from test_cli_serve import serve as serve_reference
@@ -436,3 +436,93 @@ def test_a_file_that_could_not_be_read_is_read_later_in_a_folder_that_stayed(
     assert stored() == []
     monkeypatch.undo()
     assert stored() == [TRACE + MARK + b" 1\n"]
+
+
+def _marked(token: str, number: int) -> bytes:
+    """A check message's body line, as ``pipelined-end`` looks for it."""
+    return _smtp_end_checks._mark(token, number) + b"\r\n"
+
+
+def _unseen_now(stored: StoredFiles, token: str, count: int) -> str:
+    """What ``pipelined-end`` says of ``count`` messages when its wait is over."""
+    return _smtp_end_checks._unseen_in_time(stored, token, count, 0)
+
+
+def test_a_maildir_on_a_clock_behind_ours_loses_no_message(tmp_path: Path) -> None:
+    """The Maildir's filesystem stamps whole seconds from a clock ten seconds behind
+    ours (an NFS, SMB or sshfs server): a look after the first delivery trusted
+    ``new/`` at that second, and the second delivery, in the same second of the
+    store's clock, left its time as it was. The message was said lost; the last
+    look lists every folder. Order of events: delivery, look, delivery, the check's
+    verdict."""
+    maildir = _maildir(tmp_path / "Maildir")
+    store_second = int(time.time()) - 10
+    _set_mtime(maildir / "cur", store_second - 3600)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    _deliver(maildir / "new", _marked("skew", 1))
+    _set_mtime(maildir / "new", store_second)
+    assert len(stored()) == 1
+    _deliver(maildir / "new", _marked("skew", 2))
+    _set_mtime(maildir / "new", store_second)
+    assert _unseen_now(stored, "skew", 2) == ""
+
+
+def test_a_maildir_whose_time_was_set_back_loses_no_message(tmp_path: Path) -> None:
+    """A restore (``cp -a``, ``rsync -t``) puts a folder's old time back after a
+    message came in: the recorded listing still matched and the message was said
+    lost. Order of events: made, delivery, the folder's time put back, verdict."""
+    maildir = _maildir(tmp_path / "Maildir")
+    an_hour_ago = int(time.time()) - 3600
+    for folder in ("new", "cur"):
+        _set_mtime(maildir / folder, an_hour_ago)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    _deliver(maildir / "new", _marked("restored", 1))
+    _set_mtime(maildir / "new", an_hour_ago)
+    assert _unseen_now(stored, "restored", 1) == ""
+
+
+def test_a_clock_stepped_back_loses_no_message(tmp_path: Path) -> None:
+    """``new/`` listed when our clock read five seconds past its time; the clock
+    steps back and a delivery lands in that same whole second again. Order of
+    events: made, delivery stamped with the recorded second, verdict."""
+    maildir = _maildir(tmp_path / "Maildir")
+    recorded_second = int(time.time()) - 5
+    _set_mtime(maildir / "new", recorded_second)
+    _set_mtime(maildir / "cur", recorded_second - 3600)
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True)
+    _deliver(maildir / "new", _marked("stepped", 1))
+    _set_mtime(maildir / "new", recorded_second)
+    assert _unseen_now(stored, "stepped", 1) == ""
+
+
+def test_a_recorded_listing_expires_so_a_long_wait_sees_the_folder(tmp_path: Path) -> None:
+    """A folder whose time was set back is listed again once its recorded listing
+    is ten seconds old, whatever its time: a wait of minutes is not blind until the
+    last look. Order of events on a fake clock: made at 0, delivery with the time
+    put back, a call at 9.9 passes the folder over, a call at 10 finds it."""
+    maildir = _maildir(tmp_path / "Maildir")
+    an_hour_ago = int(time.time()) - 3600
+    for folder in ("new", "cur"):
+        _set_mtime(maildir / folder, an_hour_ago)
+    now = [0.0]
+    stored = StoredFiles((maildir / "new", maildir / "cur"), maildir=True, clock=lambda: now[0])
+    _deliver(maildir / "new", _marked("expiry", 1))
+    _set_mtime(maildir / "new", an_hour_ago)
+    now[0] = 9.9
+    assert stored() == []
+    now[0] = 10.0
+    assert stored() == [TRACE + _marked("expiry", 1).replace(b"\r\n", b"\n")]
+
+
+def test_only_a_relisting_store_is_asked_again_before_a_message_is_said_lost() -> None:
+    """A caller's own ``stored`` is asked once when the wait is 0, as before; the
+    last look is :class:`StoredFiles`'s, which may pass folders over."""
+    calls: list[str] = []
+
+    def stored() -> list[bytes]:
+        calls.append("stored")
+        return []
+
+    assert "message 1 (of 1) not seen" in _smtp_end_checks._unseen_in_time(stored, "t", 1, 0)
+    assert calls == ["stored"]
+    assert isinstance(StoredFiles((), maildir=True), _smtp_end_checks.Relisting)

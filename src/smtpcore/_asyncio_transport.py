@@ -24,7 +24,6 @@ from smtpcore._asyncio_beneath_tls import _client_tls_close, _closing, _tcp_bene
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
-from smtpcore._driver._transport import FastPaths, readable_now
 from smtpcore.handler import TLSInfo
 
 __all__ = ["AsyncioTransport", "_READ_SIZE"]
@@ -68,7 +67,7 @@ class _ReadBuffer(threading.local):
 _read_buffer = _ReadBuffer()
 
 
-class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
+class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
     """A :class:`~smtpcore.transport.Transport` on an asyncio connection.
 
     Idle connections are the many ones on a server, so it keeps little: received
@@ -360,7 +359,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, FastPaths):
         if self._chunks or self._eof or self._transport is None or self._lost:
             return False
         sock = self._transport.get_extra_info("socket")
-        return sock is not None and readable_now(sock.fileno())
+        return sock is not None and shared_transport.readable_now(sock.fileno())
 
     def drained(self) -> bool:
         """Whether every byte the event loop has read was read from here already, and

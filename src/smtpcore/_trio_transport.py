@@ -21,7 +21,6 @@ import trio
 
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
-from smtpcore._driver._transport import FastPaths, YieldFirst, readable_now
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
 
@@ -35,7 +34,7 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
-class TrioTransport(FastPaths):
+class TrioTransport(shared_transport.FastPaths):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
     A ``trio.SocketStream`` is read and written through its socket directly
@@ -52,7 +51,7 @@ class TrioTransport(FastPaths):
             stream if isinstance(stream, trio.SSLStream) else None
         )
         self._closed = False
-        self._yield_first = YieldFirst()
+        self._yield_first = shared_transport.YieldFirst()
         self._fd = -1
         """The socket's descriptor while plain-TCP reads and writes go to it."""
         self._drained = False
@@ -166,7 +165,7 @@ class TrioTransport(FastPaths):
         if stream.pending():
             return True
         sock = _socket_of(stream)
-        return sock is not None and readable_now(sock.fileno())
+        return sock is not None and shared_transport.readable_now(sock.fileno())
 
     def send_nowait(self, data: bytes) -> int:
         """Write what the kernel takes at once (plain TCP only; else ``0``)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -34,7 +34,15 @@ _SETTLED_NS: Final = 3_000_000_000
 """How far the clock must be past a Maildir folder's modification time before a
 listing taken then is trusted while that time stays: a name added in the same
 tick as the listing leaves the time unchanged where timestamps count whole
-seconds (two on FAT), so a folder changed that recently is listed again."""
+seconds (two on FAT), so a folder changed that recently is listed again. This is
+also how far the clock of the filesystem holding the folder may lag ours (a network
+filesystem's server), as Dovecot's maildir sync assumes; past it, the check's last
+look (:meth:`StoredFiles.relisted`) still finds the message."""
+
+_RELIST_AFTER_S: Final = 10.0
+"""Seconds a listing of a Maildir folder whose time stayed is trusted at most: a
+folder whose time was set back (a restore with ``cp -a`` or ``rsync -t``, a clock
+stepped back) is listed again within this, so a long wait sees what came in."""
 
 _MAILDIR_INFO: Final = ":2,"
 """What starts a Maildir file name's flags, which a reader adds and changes."""
@@ -104,14 +112,19 @@ class StoredFiles:
     with a dot, and what is no regular file, are no messages. Each file is read
     once (again when written again), and only those holding ``marker`` are kept,
     so memory stays bounded however big the folders are. A Maildir folder is listed
-    again only when its modification time changed since a listing (a file moved in,
-    out or renamed, which a Maildir's delivery and readers always do), so a call
-    costs what came in, not the folder's size; a plain file can be written again
-    in place, which its folder's time does not show, so a directory of plain files
-    is listed, and each file's ``stat`` taken, at every call. A file that goes between
-    the listing and its ``stat`` (a sink writing ``NAME.tmp`` and renaming it), or
-    that this user cannot read, is passed over, not an error that would skip the
-    check: the next call lists again.
+    at every call until the clock is :data:`_SETTLED_NS` past its modification
+    time; a listing taken then is trusted while that time stays, for
+    :data:`_RELIST_AFTER_S` at most (a file moved in, out or renamed, which a
+    Maildir's delivery and readers always do, changes the time), so a call costs
+    what came in, not the folder's size. That trust assumes the folder's times come
+    from a clock within :data:`_SETTLED_NS` of ours and are never set back, which a
+    network filesystem or a restore can break: :meth:`relisted` sets it aside, and
+    the check calls it before it says a message was lost. A plain file can be
+    written again in place, which its folder's time does not show, so a directory
+    of plain files is listed, and each file's ``stat`` taken, at every call. A file
+    that goes between the listing and its ``stat`` (a sink writing ``NAME.tmp`` and
+    renaming it), or that this user cannot read, is passed over, not an error that
+    would skip the check: the next call lists again.
     """
 
     def __init__(
@@ -121,71 +134,79 @@ class StoredFiles:
         maildir: bool,
         marker: bytes = MARK_PREFIX,
         max_octets: int = MAX_MESSAGE_OCTETS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._folders = tuple(folders)
         self._maildir = maildir
         self._marker = marker
         self._max_octets = max_octets
-        self._listed_at: dict[Path, int] = {}
-        """Each Maildir folder's modification time when it was last listed, once the
-        clock was far enough past it (see :data:`_SETTLED_NS`)."""
-        self._whole = True
-        """Whether the listing under way has read every file it listed."""
-        self._before = {key: version for key, version, _ in self._listing()}
+        self._clock = clock
+        """Seconds that only go forward, for how old a trusted listing is."""
+        self._listed_at: dict[Path, tuple[int, float]] = {}
+        """Each Maildir folder's modification time when it was last listed whole, once
+        the wall clock was far enough past it (see :data:`_SETTLED_NS`), and
+        :attr:`_clock` then."""
+        self._before: dict[str, Version] = {}
+        """Each file there when this was made, by key: none of them came in."""
+        for folder in self._folders:
+            settled = self._settled_time(folder)
+            listed_all = True
+            for listed in self._entries(folder):
+                if listed is None:
+                    listed_all = False
+                    continue
+                key, version, _ = listed
+                self._before[key] = version
+            if listed_all:
+                self._record(folder, settled)
         self._read: dict[str, Version] = {}
         """What each file that came in was when last read, so it is not read again."""
         self._kept: dict[str, bytes] = {}
         """The content of each file read that holds the marker, by key."""
 
-    def _listing(self) -> Iterator[tuple[str, Version, str]]:
-        """Each message file's key (its name, flags aside in a Maildir), version and
-        path, one at a time: a big folder is never held as a list. A Maildir folder
-        whose listing was whole and is still current is passed over."""
-        for folder in self._folders:
-            settled = self._settled_time(folder) if self._maildir else None
-            if settled is not None and self._listed_at.get(folder) == settled:
-                continue
-            self._listed_at.pop(folder, None)
-            self._whole = True
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    try:
-                        if not entry.is_file():
-                            continue
-                        version = None if self._maildir else _version(entry.stat())
-                    except OSError:
-                        self._whole = False  # gone since listed, or unreadable
-                        continue
-                    key = maildir_key(entry.name) if self._maildir else entry.name
-                    yield key, version, entry.path
-            if settled is not None and self._whole:
-                self._listed_at[folder] = settled
-
-    def _settled_time(self, folder: Path) -> int | None:
-        """The Maildir ``folder``'s modification time, read before its listing, when
-        the clock is far enough past it that a name added later changes it; None
-        while it is not (or cannot be read): the folder is listed at every call."""
-        try:
-            mtime = os.stat(folder).st_mtime_ns
-        except OSError:
-            return None
-        return mtime if time.time_ns() - mtime >= _SETTLED_NS else None
-
     def __call__(self) -> list[bytes]:
+        return self._looked(trust_recorded=True)
+
+    def relisted(self) -> list[bytes]:
+        """What a call returns, with every folder listed whatever its recorded time:
+        a recorded listing trusts the folder's clock and that its times never go
+        back, and a message must never be said lost on the strength of that trust."""
+        return self._looked(trust_recorded=False)
+
+    def _looked(self, *, trust_recorded: bool) -> list[bytes]:
         for _ in range(_RESCANS - 1):
-            if self._read_new():
+            if self._read_new(trust_recorded=trust_recorded):
                 break
         else:
-            self._read_new()
+            self._read_new(trust_recorded=trust_recorded)
         return list(self._kept.values())
 
-    def _read_new(self) -> bool:
-        """Read each file that came in and is not read yet; False when one went
+    def _read_new(self, *, trust_recorded: bool) -> bool:
+        """Read each file that came in and is not read yet, in each folder not passed
+        over (:meth:`_still_current`, when ``trust_recorded``); False when one went
         between its listing and its reading (renamed: the next listing has it)."""
-        whole = True
-        for key, version, path in self._listing():
+        none_gone = True
+        for folder in self._folders:
+            settled = self._settled_time(folder)
+            if trust_recorded and self._still_current(folder, settled):
+                continue
+            self._listed_at.pop(folder, None)
+            read_all, folder_none_gone = self._read_folder(folder)
+            none_gone = none_gone and folder_none_gone
+            if read_all:
+                self._record(folder, settled)
+        return none_gone
+
+    def _read_folder(self, folder: Path) -> tuple[bool, bool]:
+        """Read each file in ``folder`` that came in and is not read yet. Whether every
+        file listed could be looked at, and whether none went before its reading;
+        one that went was renamed, which changed the folder's time."""
+        read_all = none_gone = True
+        for listed in self._entries(folder):
+            if listed is None:
+                read_all = False
+                continue
+            key, version, path = listed
             if key in self._before and (self._maildir or self._before[key] == version):
                 continue
             if key in self._read and self._read[key] == version:
@@ -194,14 +215,59 @@ class StoredFiles:
                 with open(path, "rb") as file:
                     content = file.read(self._max_octets)
             except FileNotFoundError:
-                whole = self._whole = False
+                none_gone = False
                 continue
             except OSError:
-                self._whole = False  # this file alone cannot be read (its mode): tried
+                read_all = False  # this file alone cannot be read (its mode): tried
                 continue  # again next call, its folder listed again
             self._read[key] = version
             if self._marker in content:
                 self._kept[key] = content
             else:
                 self._kept.pop(key, None)
-        return whole
+        return read_all, none_gone
+
+    def _entries(self, folder: Path) -> Iterator[tuple[str, Version, str] | None]:
+        """Each message file's key (its name, flags aside in a Maildir), version and
+        path, one at a time: a big folder is never held as a list. None for a file
+        that could not be looked at (gone since listed, or unreadable)."""
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if not entry.is_file():
+                        continue
+                    version = None if self._maildir else _version(entry.stat())
+                except OSError:
+                    yield None
+                    continue
+                key = maildir_key(entry.name) if self._maildir else entry.name
+                yield key, version, entry.path
+
+    def _settled_time(self, folder: Path) -> int | None:
+        """The Maildir ``folder``'s modification time, read before its listing, when
+        the clock is far enough past it that a name added later changes it; None
+        while it is not (or cannot be read), and in a directory of plain files: the
+        folder is listed at every call."""
+        if not self._maildir:
+            return None
+        try:
+            mtime = os.stat(folder).st_mtime_ns
+        except OSError:
+            return None
+        return mtime if time.time_ns() - mtime >= _SETTLED_NS else None
+
+    def _record(self, folder: Path, settled: int | None) -> None:
+        """Remember that ``folder`` was listed whole at its ``settled`` time."""
+        if settled is not None:
+            self._listed_at[folder] = (settled, self._clock())
+
+    def _still_current(self, folder: Path, settled: int | None) -> bool:
+        """Whether ``folder``'s last whole listing can stand for one now: its time is
+        still the one recorded, and the listing is younger than :data:`_RELIST_AFTER_S`."""
+        recorded = self._listed_at.get(folder)
+        if settled is None or recorded is None:
+            return False
+        recorded_time, listed_at = recorded
+        return recorded_time == settled and self._clock() - listed_at < _RELIST_AFTER_S
