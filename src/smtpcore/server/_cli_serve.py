@@ -4,7 +4,8 @@ tool's commands), the listeners announced on standard output, and the stop.
 Apart from the one-shot commands, which the dispatch in :mod:`smtpcore.server.cli`
 runs in one call each, because a server lives on: this is the only command that
 handles signals and outlives its start. The configuration it runs with, and reads
-again on SIGHUP, comes from :func:`smtpcore.server.cli.config_from_args`.
+again on SIGHUP, comes from :func:`~smtpcore.server._cli_config.config_from_args`,
+read through this module's own name for it (patch it here, not on ``cli``).
 """
 
 from __future__ import annotations
