@@ -154,6 +154,8 @@ class BasePOP3Client(POP3ClientSetup, POP3ClientTransaction):
         """The content of each answer owed to pipelined multi-line commands, oldest first
         (see :meth:`_drain`)."""
         self._peer_closed = False
+        self._tls_just_started = False
+        """Whether no command has gone since a STLS handshake (see :meth:`_take_unasked`)."""
         self._sizes: dict[int, int] = {}
         """Each message's size as the last LIST gave it: numbers and sizes hold for
         the session (RFC 1939 §5, the maildrop is locked)."""

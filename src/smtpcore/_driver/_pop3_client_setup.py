@@ -109,6 +109,7 @@ class POP3ClientSetup(POP3ClientContent):
         await self._command(Stls())
         await self._handshake()
         self.connection.tls_started()
+        self._tls_just_started = True  # CAPA's answer takes the session tickets
         await self._capa()
 
     @one_call

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
+from smtpcore._driver._arrived import look_at_arrived
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._pop3_errors import POP3ConnectionError, POP3ProtocolError, POP3Timeout
 from smtpcore._driver._timeouts import POP3Timeouts, rest_of_answer
@@ -44,11 +45,6 @@ __all__ = ["ContentLeft", "POP3ClientWire"]
 
 _READ_SIZE: Final = 262144
 
-
-_ARRIVED_LOOK: Final = 0.5
-"""Seconds a client looks at bytes that have reached the socket before a command
-(:meth:`POP3ClientWire._take_unasked`): they are there, so a response in them is
-read at once; the bound is for a TLS record that holds none."""
 
 _MAX_CLOSING_ERR: Final = 512
 """The longest line a server's closing ``-ERR`` is read from (RFC 2449 §4: 512 octets)."""
@@ -102,6 +98,7 @@ class POP3ClientWire(BaseClient):
     _trace: WireTrace | None
     _unread: ContentLeft | None
     _peer_closed: bool
+    _tls_just_started: bool
     _ended_states: ClassVar[frozenset[State]] = frozenset({State.CLOSED, State.ERROR})
 
     @property
@@ -163,9 +160,13 @@ class POP3ClientWire(BaseClient):
 
         What has reached the socket that such a read cannot give (the transport's
         ``arrived``: bytes an event loop the application blocked between two calls
-        has yet to read, a TLS record on trio) is looked at too, for at most
-        :data:`_ARRIVED_LOOK` seconds: a response there, left for the next command's
-        read, would pass for its answer."""
+        has yet to read, a TLS record on trio) is looked at too, briefly
+        (:func:`~smtpcore._driver._arrived.look_at_arrived`): a response there, left
+        for the next command's read, would pass for its answer. Not before the
+        first command after a handshake: the server's TLS 1.3 session tickets
+        arrive then, records with no response in them and nothing behind them
+        until that command (every connect would wait out the look's bound); its
+        answer, read after them, takes them."""
         transport = self._transport
         came = b""  # what arrived unasked, kept while it may be one -ERR line
         # A stand-in for a Link (a wrapper that shows the wire) may have neither.
@@ -174,15 +175,11 @@ class POP3ClientWire(BaseClient):
             came = self._unasked(data, came)
             if self.connection.buffered > self.connection.max_buffered:
                 return
-        arrived = getattr(transport, "arrived", None)
-        if transport is not None and arrived is not None and arrived():
-            try:
-                async with transport.deadline(_ARRIVED_LOOK):
-                    data = await transport.receive_some(_READ_SIZE)
-            except TimeoutError:
-                return  # no application data after all (a TLS record of its own)
-            except OSError:
-                data = b""
+        if self._tls_just_started or transport is None:
+            self._tls_just_started = False
+            return
+        data = await look_at_arrived(transport, _READ_SIZE)
+        if data is not None:
             self._unasked(data, came)
 
     def _unasked(self, data: bytes, came: bytes) -> bytes:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Final
 
+from smtpcore._driver._arrived import look_at_arrived
 from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
 from smtpcore._driver._smtp_client_wire import CHUNK, SMTPClientWire
 from smtpcore._driver._smtp_errors import (
@@ -21,7 +22,6 @@ from smtpcore._driver._smtp_errors import (
     SMTPConnectionError,
     SMTPTimeout,
 )
-from smtpcore._driver._transport import Link
 from smtpcore._errors import RemoteProtocolError
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, Reply
 
@@ -30,22 +30,6 @@ __all__ = ["DATA", "END", "SMTPClientContent"]
 DATA: Final = Data()
 END: Final = EndOfMessage()
 """Events without fields, made once: events are immutable."""
-
-_ARRIVED_LOOK: Final = 0.5
-"""Seconds the look before the end of data (or a BDAT chunk) reads a readable socket:
-bytes already there decrypt at once; a reply is not in them if none comes by then."""
-
-
-async def _receive_within(transport: Link, seconds: float) -> bytes:
-    """One read of at most :data:`CHUNK` octets under a deadline of ``seconds``
-    (``TimeoutError`` after): the link's ``receive_within``, or, for a stand-in for
-    a Link without one (a wrapper that shows the wire), its ``deadline``."""
-    receive_within = getattr(transport, "receive_within", None)
-    if receive_within is not None:
-        data: bytes = await receive_within(seconds, CHUNK)
-        return data
-    async with transport.deadline(seconds):
-        return await transport.receive_some(CHUNK)
 
 
 class SMTPClientContent(SMTPClientWire):
@@ -102,37 +86,19 @@ class SMTPClientContent(SMTPClientWire):
         before a command (:meth:`_take_unasked`, reads that never wait), and then
         what has reached the socket that such a read cannot give (the transport's
         ``arrived``: a TLS record on trio, bytes an event loop blocked by the source
-        has yet to read), looked at briefly (:meth:`_look_at_arrived`)."""
-        await self._take_unasked(idle=True)
-        # A stand-in for a Link (a wrapper that shows the wire) may not have it.
-        arrived = getattr(self._transport, "arrived", None)
-        if arrived is not None and arrived():
-            await self._look_at_arrived()
-
-    async def _look_at_arrived(self) -> None:
-        """Read what a readable socket holds for at most :data:`_ARRIVED_LOOK`
-        seconds, and raise for any reply in it: a reply no command asked for (as
-        :meth:`_unasked`; the server's close too). The bytes are at the socket
-        already, so a reply in them is read at once; nothing in that time means they
-        held none (a TLS record with no application data: a KeyUpdate, a session
-        ticket sent late, RFC 8446 §4.6), and the caller goes on to write. Never the
+        has yet to read), looked at briefly
+        (:func:`~smtpcore._driver._arrived.look_at_arrived`): any reply in it is one no
+        command asked for (as :meth:`_unasked`; the server's close too). Never the
         ``data_block`` timeout: the server, waiting for the end, would send nothing
         more, and an honest session would end in :class:`SMTPTimeout`."""
+        await self._take_unasked(idle=True)
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
-        # trio over TLS: the deadline cancels SSLStream.receive_some where it waits for
-        # the socket, before it has taken a byte, so the stream stays usable (trio
-        # warns only of a cancelled handshake or send_all; the one write a read
-        # makes, the answer a KeyUpdate may ask for, RFC 8446 §4.6.3, goes out as the
-        # record is read, without waiting for the deadline).
-        try:
-            data = await _receive_within(transport, _ARRIVED_LOOK)
-        except TimeoutError:
+        data = await look_at_arrived(transport, CHUNK)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if self._trace is not None:
             self._trace.received(data)
         try:
