@@ -149,7 +149,8 @@ class TurnedAwayLog:
         """Write every count waiting that the budget has room for, and forget every
         client; the others' count too, if there is room. For a log no stop will
         :meth:`close` (the server has stopped): its refusals are written as they come,
-        but never past the budget."""
+        but never past the budget, so the others' count waits for a refusal that finds
+        room, and is lost if none comes."""
         now = self._forget_all()
         if self._others.sessions:
             self._say_others(now)
