@@ -4,10 +4,12 @@ whatever the flood: the first refusal a line, then a count now and then."""
 from __future__ import annotations
 
 import logging
+import random
+import re
 
 import pytest
 
-from smtpcore._driver._turnedaway import LineBudget, TurnedAwayLog
+from smtpcore._driver._turnedaway import STOPPING, LineBudget, TurnedAwayLog
 
 LIMIT = "max-sessions-per-address 2"
 
@@ -241,3 +243,46 @@ def test_the_count_of_the_others_names_how_many_clients_and_close_writes_it(
         # the forgotten clients' counts, past the budget, with the others' (3 told apart)
         "sessions turned away: 9 more from more than 3 other clients since the last line",
     ]
+
+
+class _Said(logging.Handler):
+    """Each line's time, by the fake clock, and the refusals it accounts for."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.times: list[float] = []
+        self.refusals = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.times.append(self.clock.now)
+        said = re.search(r"(?:: | away: )(\d+) more", record.getMessage())
+        self.refusals += int(said[1]) if said else 1
+
+
+def test_the_lines_account_for_every_refusal_within_the_budget() -> None:
+    """The refusal that wrote the others' line was counted into the count that line
+    had just written out, and was never in any line (20 of these 300 floods lost
+    one). After close, every refusal is in a line, and no interval had more lines
+    than the budget before it."""
+    logger = logging.getLogger("smtpcore.test.said")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    for seed in range(300):
+        flood = random.Random(seed)
+        clock = Clock()
+        said = _Said(clock)
+        logger.handlers = [said]
+        max_lines = flood.randint(1, 6)
+        log = TurnedAwayLog(
+            logger, max_lines=max_lines, max_tracked=flood.randint(1, 6), clock=clock
+        )
+        refusals = flood.randint(1, 120)
+        for _ in range(refusals):
+            clock.now += flood.choice([0, 0, 0.1, 1, 30, 59.9, 60, 61, 200])
+            headline = flood.choice(["too many sessions", STOPPING[0]])
+            log.refused(f"[10.0.0.{flood.randrange(15)}]:1", LIMIT, headline=headline)
+        assert _most_in_any(said.times, 60.0) <= max_lines, seed
+        log.close()
+        assert said.refusals == refusals, seed
+    logger.handlers = []

@@ -170,7 +170,8 @@ class SessionRegistry(Generic[S]):
         self.on_empty: Callable[[], None] | None = None
         """Called when the last session ends while the server is stopping."""
         self.turned_away = TurnedAwayLog(self.logger)
-        """The lines for clients the limits, or a shutdown, turned away."""
+        """The lines for clients the limits, or a shutdown, turned away: this server's
+        own budget of lines, so a program with several listeners has one each."""
         self.stopped = False
         """True once the shutdown is over (see :meth:`end_shutdown`)."""
 
@@ -270,7 +271,8 @@ class SessionRegistry(Generic[S]):
         period do not cost a line a connection. Once the shutdown is over (a
         ``serve_transport`` after ``aclose``), no stop is left to write a count: each
         refusal is written at once, within the same budget of lines
-        (:meth:`TurnedAwayLog.write_waiting`)."""
+        (:meth:`TurnedAwayLog.write_waiting`): the count of those past it waits for
+        a later refusal that finds room, and is lost if none comes."""
         headline, reason = STOPPING
         self.turned_away.refused(peer_text(peer), reason, self.block_of(peer), headline=headline)
         if self.stopped:

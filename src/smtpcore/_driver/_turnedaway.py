@@ -118,9 +118,8 @@ class TurnedAwayLog:
             client = f"{client} in {named_as}"
         key = (named_as, limit, headline)
         now = self.clock()
-        others = self._others
-        if others.sessions and now - others.since >= self.interval:
-            self._say_others(now)
+        if self._others.sessions and now - self._others.since >= self.interval:
+            self._say_others(now)  # a new self._others once written: no local copy
         seen = self._unsaid.get(key)
         if seen is None:
             named = self._first_line(now, key, client)
@@ -131,7 +130,7 @@ class TurnedAwayLog:
         self._unsaid.move_to_end(key)
         if not seen.named:  # with the others until an interval after it came, and room
             if now - seen.said_at < self.interval:
-                others.add(key, 1, now, self.max_tracked)
+                self._others.add(key, 1, now, self.max_tracked)
             elif self._first_line(now, key, client):
                 seen.said_at, seen.named = now, True
             return
@@ -150,10 +149,9 @@ class TurnedAwayLog:
         """Write every count waiting that the budget has room for, and forget every
         client; the others' count too, if there is room. For a log no stop will
         :meth:`close` (the server has stopped): its refusals are written as they come,
-        but never past the budget."""
-        now = self.clock()
-        while self._unsaid:
-            self._forget(*self._unsaid.popitem(last=False), now=now)
+        but never past the budget, so the others' count waits for a refusal that finds
+        room, and is lost if none comes."""
+        now = self._forget_all()
         if self._others.sessions:
             self._say_others(now)
 
@@ -161,11 +159,16 @@ class TurnedAwayLog:
         """Write every count still waiting, and forget every client: the server
         stops, and no later refusal would write them. The counts the budget has no
         room for go into the others' line, written last even past the budget."""
+        self._forget_all()
+        if self._others.sessions:
+            self._write_others()
+
+    def _forget_all(self) -> float:
+        """Forget every client, its count written (:meth:`_forget`); the time it was."""
         now = self.clock()
         while self._unsaid:
             self._forget(*self._unsaid.popitem(last=False), now=now)
-        if self._others.sessions:
-            self._write_others()
+        return now
 
     def _first_line(self, now: float, key: _Key, client: str) -> bool:
         """The client's first line, if the budget has room; else it is counted with the
