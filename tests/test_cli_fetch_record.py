@@ -342,9 +342,9 @@ def test_a_record_that_cannot_be_written_stops_nothing_and_tells_cron(
 ) -> None:
     """A record that could not be written ended the run after message 1, without QUIT:
     each run stored message 1 again and the others never came. The run now goes on
-    without a record, with one warning naming the file and the reason; the deletions it
-    held are sent, as each message deleted is synced into ``new/`` (DELE takes effect at
-    QUIT alone, RFC 1939 §6), and the status is 1, for cron."""
+    without a record, with one warning naming the file and the reason, and deletes
+    nothing: a record on disk that names a message deleted takes a copy of the same
+    content sent later for it. The status is 1, for cron."""
     target = tmp_path / "fetched"
     with _pop3(tmp_path / "server") as (server, mailbox):
         write_maildir(mailbox, [_message(s) for s in ("one", "two", "three")])
@@ -358,7 +358,8 @@ def test_a_record_that_cannot_be_written_stops_nothing_and_tells_cron(
         assert _fetch(server, target, "--delete") == 1
         captured = capsys.readouterr()
         assert _subjects(captured.out) == ["one", "two", "three"]
-        assert Maildir(mailbox).messages() == []  # deleted at QUIT
+        assert len(Maildir(mailbox).messages()) == 3
+        assert captured.out.splitlines()[-1].endswith("left on the server.")
     warnings = [line for line in captured.err.splitlines() if "cannot be written" in line]
     assert len(warnings) == 1, captured.err
     assert str(path) in warnings[0] and reason in warnings[0] and "Errno" not in warnings[0]
@@ -1803,12 +1804,14 @@ def test_a_copy_of_a_message_deleted_before_is_stored_under_delete(
     ["S: +OK bye\n-- close", "S: -ERR some deleted messages not removed\n-- close", "-- close"],
     ids=["answered +OK", "refused", "unanswered"],
 )
-def test_the_record_forgets_a_message_deleted_only_once_quit_is_answered(
+def test_the_record_forgets_a_message_deleted_before_quit_whatever_its_answer(
     tmp_path: Path, quit_answer: str
 ) -> None:
-    """A QUIT refused, or not answered, commits no deletion (RFC 1939 §6): the message
-    may still be on the server, and its entry stays, so that the next run finds it
-    stored and deletes it rather than storing it again."""
+    """The entry of a message deleted was forgotten only once QUIT was answered +OK, and
+    stayed when the server committed the deletion without that answer reaching the run
+    (a refusal after removing some, which RFC 1939 §6 allows; a connection cut): the
+    next run then deleted the same alert sent again unstored. The record is now written
+    without it before QUIT: whatever QUIT does, the worst is a duplicate next time."""
     target = tmp_path / "fetched"
     alert = _message("alert")
     steps = [
@@ -1821,5 +1824,94 @@ def test_the_record_forgets_a_message_deleted_only_once_quit_is_answered(
     with ScriptedServer(steps) as server:
         where = f"127.0.0.1:{server.port}"
         status = _fetch(where, target, "--delete")
-    kept = [] if quit_answer.startswith("S: +OK") else [[len(alert), _digest(alert)]]
-    assert (status, _record(target, where)["unidentified"]) == (0 if not kept else 1, kept)
+    assert status == (0 if quit_answer.startswith("S: +OK") else 1)
+    assert _record(target, where)["unidentified"] == []
+
+
+def test_a_record_not_written_before_quit_has_the_deletions_undone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record written without the messages deleted, before QUIT, cannot be written
+    (the disk full): it names them still, so RSET undoes their deletion (RFC 1939 §5)
+    before QUIT, and the next run finds them stored, or stores them again: a duplicate
+    at worst. Committed, the entry on disk took a copy of the same alert sent later for
+    the one deleted, and deleted it unstored."""
+    target = tmp_path / "fetched"
+    alert = _message("alert")
+    saves = 0
+    save = FetchRecord.save
+
+    def first_save_only(record: FetchRecord) -> None:
+        nonlocal saves
+        saves += 1
+        if saves > 1:
+            _full_disk(record)
+        save(record)
+
+    monkeypatch.setattr(FetchRecord, "save", first_save_only)
+    steps = [
+        *script(_SCRIPTED_LOGIN),
+        *_listed(alert),
+        *script("C: UIDL\nS: -ERR not now"),
+        *_retrieved(1, alert),
+        *script("C: DELE 1\nS: +OK\nC: RSET\nS: +OK\nC: QUIT\nS: +OK bye\n-- close"),
+    ]
+    with ScriptedServer(steps) as server:
+        where = f"127.0.0.1:{server.port}"
+        assert _fetch(where, target, "--delete") == 1
+    captured = capsys.readouterr()
+    assert "nothing is deleted from the server in this run (RSET)" in captured.err
+    assert captured.out.splitlines()[-1].endswith("left on the server.")
+    assert _record(target, where)["unidentified"] == [[len(alert), _digest(alert)]]
+
+
+def test_a_record_that_cannot_be_written_deletes_nothing_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alert stored, without ``--delete``; then a run under ``--delete`` whose record
+    cannot be written read it again, found it unchanged and deleted it, and the record
+    on disk kept its entry: the same alert sent again was "found unchanged and deleted"
+    by the next run, never stored. A record that cannot be written now deletes
+    nothing."""
+    target = tmp_path / "fetched"
+
+    def without_uidl(options: Any) -> Any:
+        return options.build_connection(uidl=False)
+
+    with _pop3(tmp_path / "server", connection_factory=without_uidl) as (server, mailbox):
+        write_maildir(mailbox, [_message("alert")])
+        assert _fetch(server, target) == 0
+        with monkeypatch.context() as patched:
+            patched.setattr(FetchRecord, "save", _full_disk)
+            assert _fetch(server, target, "--delete") == 1
+        assert "read again, found unchanged and left there" in capsys.readouterr().out
+        assert len(Maildir(mailbox).messages()) == 1
+        _deliver(mailbox, "alert")  # sent again
+        assert _fetch(server, target, "--delete") == 0
+        assert _subjects(capsys.readouterr().out) == ["alert"]  # the second one
+        assert Maildir(mailbox).messages() == []
+    assert len(Maildir(target).messages()) == 2
+
+
+def test_a_run_removes_the_record_s_stale_temporary_files_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed as it wrote the record left its temporary file in the Maildir, and
+    nothing removed it: one more at each such run. A run now removes the record's own
+    temporary files untouched for an hour, and nothing else."""
+    target = tmp_path / "fetched"
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        path = record_path(target, server, USER)
+        target.mkdir()
+        stale = path.with_name(f"{path.name}.0123456789ab.tmp")
+        fresh = path.with_name(f"{path.name}.ba9876543210.tmp")
+        other = target / ".other.0123456789ab.tmp"
+        for file in (stale, fresh, other):
+            file.write_bytes(b"{}")
+        hours_ago = time.time() - 7200
+        for file in (stale, other):
+            os.utime(file, (hours_ago, hours_ago))
+        assert _fetch(server, target) == 0
+    assert not stale.exists() and fresh.exists() and other.exists()
+    assert "warning: the temporary" not in capsys.readouterr().err

@@ -30,7 +30,6 @@ from smtpcore.asyncio import (
     POP3Error,
     POP3ResponseError,
 )
-from smtpcore.pop3 import State
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -142,11 +141,9 @@ class _Copy:
         staging = self._staging
         if staging is None:
             return
-        syncing = asyncio.ensure_future(asyncio.to_thread(_into_new, staging))
         try:
-            await asyncio.shield(syncing)
+            await _to_its_end_in_thread(lambda: _into_new(staging))
         except asyncio.CancelledError:
-            await asyncio.wait({syncing})
             self.drop()  # the file, when the thread never began
             raise
         finally:
@@ -157,6 +154,21 @@ class _Copy:
         staging, self._staging = self._staging, None
         if staging is not None:
             staging.discard()
+
+
+async def _to_its_end_in_thread(work: Callable[[], None]) -> None:
+    """Run ``work`` in a thread; cancelled (Ctrl-C, a stop signal), wait for that thread
+    to end before the cancellation goes on, for the thread goes on regardless: not
+    waited for, a process that ended at once left its work half done (a synced file in
+    ``tmp/``, a record's temporary file in the Maildir)."""
+    running = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait({running})
+        if not running.cancelled():
+            running.exception()  # retrieved: the cancellation is what goes on
+        raise
 
 
 def _into_new(staging: Staging) -> None:
@@ -269,13 +281,12 @@ async def _fetch_session(args: argparse.Namespace, say: Callable[[str], None]) -
                 ids_trusted=all(item.uid is not None for item in listing),
             )
             await run.take_all(listing)
-            quit_commits = client.connection.state is State.TRANSACTION
+            if not await run.record_without_deleted():
+                await client.reset()  # nothing deleted: at most a duplicate next time
             await client.quit()  # raises unless answered +OK
     except POP3Error as exc:
         _fetch_failed(exc, checked_name=client.server_hostname)
         return 1
-    if quit_commits:
-        run.deletions_committed()
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
 
@@ -319,6 +330,13 @@ def _record_for(
     if warning is not None:
         _warn(warning)
     record = FetchRecord.read_or_empty(args.to_maildir, host_port(*args.server), args.user, _warn)
+    try:
+        record.remove_stale_temporaries()
+    except OSError as exc:
+        _warn(
+            f"the temporary files of {record.path} that killed runs left cannot be "
+            f"removed ({why_it_failed(exc)})"
+        )
     if not listing or any(_given_id(item) is not None for item in listing):
         record.keep_only((item.uid, item.size) for item in listing if item.uid is not None)
     record.keep_unidentified(item.size for item in listing if item.uid is None)
@@ -438,7 +456,7 @@ class _FetchRun:
     id), so a match is read again and stored unless its content is the one recorded."""
     _deletions_held: list[_Taken] = field(default_factory=list)
     _deleted: list[_Taken] = field(default_factory=list)
-    """The messages the server took DELE for: gone once QUIT is answered +OK."""
+    """The messages the server took DELE for: forgotten before QUIT commits them."""
 
     async def take_all(self, listing: list[MessageListing]) -> None:
         """Take each message in turn, then write what the record still lacks and send
@@ -456,7 +474,10 @@ class _FetchRun:
             for item in listing:
                 await self._take(item)
         except BaseException:
-            self._save_after_failure()
+            if self._record_unsaved():
+                await self._write_record(
+                    "the messages this run stored will be fetched again next time"
+                )
             raise
         if self.record is not None and not self.refused["RETR"]:
             self.record.forget_unclaimed()  # every message without an id was read
@@ -527,7 +548,7 @@ class _FetchRun:
             await self._took(item, retrieved)
             return
         retrieved.copy.drop()
-        if not self.delete or await self._delete(_Taken(item, retrieved.digest)):
+        if not self._deleting or await self._delete(_Taken(item, retrieved.digest)):
             self.skipped += 1
 
     def _holds_content(self, item: MessageListing, digest: str) -> bool:
@@ -586,40 +607,49 @@ class _FetchRun:
         self._deleted.append(taken)
         return True
 
-    def deletions_committed(self) -> None:
-        """QUIT was answered ``+OK``: the messages this run deleted are gone (RFC 1939
-        §6). Their entries go from the record, written again: kept, an entry took a copy
-        of the same content delivered later (an alert sent again; under an id, a server
-        that gives a deleted message's id to a new one) for the message stored, and
-        ``--delete`` deleted it unstored. A QUIT refused or unanswered commits no
-        deletion, and the entries stay. Written here, not in a thread: the session is
-        over, and a stop signal waits for the write to end."""
+    @property
+    def _deleting(self) -> bool:
+        """Whether messages are deleted: under ``--delete``, while the record can be
+        written (see :meth:`record_without_deleted`)."""
+        return self.delete and not self.record_lost
+
+    async def record_without_deleted(self) -> bool:
+        """Before QUIT: forget the messages this run deleted and write the record; whether
+        QUIT may commit the deletions (else the caller sends RSET, RFC 1939 §5).
+
+        Kept, an entry took a copy of the same content delivered later (an alert sent
+        again; under an id, a server that gives a deleted message's id to a new one) for
+        the message stored, and ``--delete`` deleted it unstored. Forgotten only after
+        QUIT's ``+OK``, it stayed whenever the server committed the deletions without
+        that ``+OK`` reaching the run (a connection cut, a stop signal, a ``-ERR`` after
+        removing some, which §6 allows) or the write after it failed. Forgotten first,
+        a QUIT that deletes nothing costs a duplicate next time, never a loss; a record
+        that cannot be written has the deletions undone, so that no entry of a message
+        deleted stays on disk."""
         record = self.record
-        if record is None or self.record_lost or not self._deleted:
-            return
+        if record is None or not self._deleted:
+            return True
+        if self.record_lost:
+            return False
         for taken in self._deleted:
             if taken.item.uid is not None:
                 record.forget(taken.item.uid)
         record.forget_unidentified(
             (taken.item.size, taken.digest) for taken in self._deleted if taken.item.uid is None
         )
-        self._deleted.clear()
-        try:
-            record.save()
-        except OSError as exc:
-            self.record_lost = True
-            _warn(
-                f"the record of what was stored, {record.path}, cannot be written "
-                f"({why_it_failed(exc)}): it still names the messages this run deleted, "
-                "and a next run under --delete takes a copy of one for it and deletes it"
-            )
+        return await self._write_record(
+            "nothing is deleted from the server in this run (RSET), and what it stored "
+            "is fetched again next time"
+        )
 
     async def _stored(self, item: MessageListing, retrieved: _Retrieved) -> None:
         """Message ``item`` is synced into the Maildir: record its id, its size and the
         digest of what was ``retrieved``, and delete it once the record holding it is on
         disk (at once when there is no record, or it could not be written)."""
         taken = _Taken(item, retrieved.digest)
-        if self.record is None or self.record_lost:
+        if self.record_lost:
+            return  # stored, left on the server: see _save_record
+        if self.record is None:
             if self.delete:
                 await self._delete(taken)
             return
@@ -635,50 +665,42 @@ class _FetchRun:
     async def _save_record(self) -> None:
         """Write the record, then send the deletions it held. A record that cannot be
         written (a read-only DIR, a full disk) is not written again in this run, with
-        one warning, and the deletions are sent still, for each message held is synced
-        into ``new/`` (what they wait for is the record's saving a duplicate, not a
-        loss). Stopping instead stored message 1 again at every run, and never the
-        others. What it holds in memory still tells the messages stored before: dropped,
-        a failure to write it before any message had the run fetch every one again."""
+        one warning, and nothing more is deleted, the deletions sent before undone at
+        the end (see :meth:`record_without_deleted`): the record on disk may name a
+        message deleted, and take a copy of the same content sent later for it.
+        Stopping instead stored message 1 again at every run, and never the others.
+        What it holds in memory still tells the messages stored before: dropped, a
+        failure to write it before any message had the run fetch every one again."""
+        written = await self._write_record(
+            "going on without writing it or deleting anything; what this run stores is "
+            "fetched again next time"
+        )
+        held, self._deletions_held = self._deletions_held, []
+        if written:
+            for taken in held:
+                await self._delete(taken)
+
+    async def _write_record(self, consequence: str) -> bool:
+        """Write the record in a thread, waited for to its end even when the run is
+        cancelled; whether it was written. A failure is named in a warning saying its
+        ``consequence``, and the record is not written again in this run."""
         record = self.record
         assert record is not None
         try:
-            await asyncio.to_thread(record.save)
-        except OSError as exc:
-            self._record_not_written(record, exc)
-        for taken in self._deletions_held:
-            await self._delete(taken)
-        self._deletions_held.clear()
-
-    def _record_not_written(self, record: FetchRecord, exc: OSError) -> None:
-        self.record_lost = True
-        _warn(
-            f"the record of what was stored, {record.path}, cannot be written "
-            f"({why_it_failed(exc)}): going on without writing it; what this run stores "
-            "and leaves on the server is fetched again next time"
-        )
-
-    def _save_after_failure(self) -> None:
-        """Write the record after a failure; its own failure is only reported, in words
-        of its own, for the run is stopping (the messages it names are then fetched
-        again: duplicates, never a loss)."""
-        if not self._record_unsaved():
-            return
-        assert self.record is not None
-        try:
-            self.record.save()
+            await _to_its_end_in_thread(record.save)
         except OSError as exc:
             self.record_lost = True
             _warn(
-                f"the record of what was stored, {self.record.path}, cannot be written "
-                f"({why_it_failed(exc)}): the messages this run stored will be fetched "
-                "again next time"
+                f"the record of what was stored, {record.path}, cannot be written "
+                f"({why_it_failed(exc)}): {consequence}"
             )
+            return False
+        return True
 
     def summary(self, maildir: Path | None) -> str:
         """The last line: what was fetched, where it went, and what was not."""
         kept = f"stored in {maildir}, " if maildir is not None else ""
-        deleted = "deleted from the server" if self.delete else "left on the server"
+        deleted = "deleted from the server" if self._deleting else "left on the server"
         parts = [f"{messages(self.fetched)}, {self.octets} octets; {kept}{deleted}"]
         if self.skipped:
             parts.append(f"{self.skipped} stored before, {self._what_became_of_skipped()}")
@@ -690,8 +712,10 @@ class _FetchRun:
     def _what_became_of_skipped(self) -> str:
         """The messages stored before were read again, found unchanged and deleted at
         QUIT under ``--delete``: ``--all`` cannot fetch them again."""
-        if self.delete:
+        if self._deleting:
             return "read again, found unchanged and deleted"
+        if self.delete:
+            return "read again, found unchanged and left there (the record cannot be written)"
         if not self.ids_trusted:
             return "read again and found unchanged (--all stores them again)"
         return "not fetched again (--all fetches them)"

@@ -46,6 +46,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -66,6 +67,11 @@ __all__ = [
 ]
 
 RECORD_PREFIX: Final = ".smtpcore-fetched-"
+
+STALE_TEMPORARY: Final = 3600.0
+"""Seconds after which a temporary file of the record's, untouched, is a killed run's
+(a run writes one in well under that) and removed (see
+:meth:`FetchRecord.remove_stale_temporaries`)."""
 
 _UNIQUE_ID: Final = re.compile(r"[\x21-\x7e]{1,70}")
 """A unique-id: 1 to 70 characters from 0x21 to 0x7E (RFC 1939 §7)."""
@@ -201,6 +207,30 @@ class FetchRecord:
             record._stored.clear()
             record._unclaimed.clear()
         return record
+
+    def _temporary_name(self) -> str:
+        """A new name for the file :meth:`save` writes before renaming it over the
+        record; :meth:`remove_stale_temporaries` knows them by it."""
+        return f"{self.path.name}.{secrets.token_hex(6)}.tmp"
+
+    def remove_stale_temporaries(self, now: float | None = None) -> int:
+        """Remove the temporary files of this record that runs killed while writing it
+        left in the Maildir, each untouched for :data:`STALE_TEMPORARY` seconds (so that
+        a run writing it now keeps its own); how many went. Only names :meth:`save`
+        gives, and only regular files: nothing else of the directory's is touched."""
+        pattern = re.compile(re.escape(self.path.name) + r"\.[0-9a-f]{12}\.tmp")
+        limit = (time.time() if now is None else now) - STALE_TEMPORARY
+        removed = 0
+        if not self.path.parent.is_dir():
+            return 0  # a Maildir not made yet
+        with os.scandir(self.path.parent) as listing:
+            for entry in listing:
+                if not pattern.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_mtime < limit:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def _read(self) -> None:
         """Fill the messages from the file; :class:`RecordDamaged` for anything but a record
@@ -374,7 +404,7 @@ class FetchRecord:
         there: the rename replaces the link itself), then the directory fsynced, so
         that the record on disk is the old or the new one whole, even after a crash."""
         data = self._encoded_with(self._stored, self._unidentified_written())
-        tmp = self.path.with_name(f"{self.path.name}.{secrets.token_hex(6)}.tmp")
+        tmp = self.path.with_name(self._temporary_name())
         replace_synced(self.path, tmp, data)
         fsync_directory(self.path.parent)
         self._size_on_disk = len(data)
