@@ -25,7 +25,7 @@ import contextlib
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from peers import free_port, running_pop3_server, running_smtp_server, write_mai
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_runner import SessionRunner
 from smtpcore._driver._listener import LAST_WORDS, ServedSession
-from smtpcore.asyncio import POP3Timeouts, SMTPServer, Timeouts
+from smtpcore.asyncio import POP3Timeouts, SMTPServer, StreamTransport, Timeouts
 from smtpcore.handler import Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
 from smtpcore.trio import TrioClock
@@ -263,18 +263,16 @@ class BoundedClose:
         return None
 
 
-def test_a_transport_of_yours_that_never_said_its_close_may_be_cancelled_still_closes(
-    watch: SessionWatch,
-) -> None:
-    """A client that never reads, served over :class:`BoundedClose` by
-    ``serve_transport``: its session's close was cancelled at its first wait, so the
-    abort never came, asyncio's close waited for room forever, and the connection
-    stayed open while the session had left the registry (no longer counted under
-    ``max_sessions``). Only a transport that says ``closes_when_cancelled`` has its
-    close cancelled; this one closes as it always did."""
+@contextlib.contextmanager
+def serving_over(
+    make: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+) -> Iterator[tuple[int, list[Any]]]:
+    """An asyncio SMTP server (``command`` of :data:`TIMEOUT`) that serves each
+    connection over ``make(reader, writer)`` with ``serve_transport``: its port, and
+    the transports made so far."""
     port = free_port()
     ready = threading.Event()
-    transports: list[BoundedClose] = []
+    transports: list[Any] = []
     stop: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
 
     async def serve() -> None:
@@ -286,8 +284,8 @@ def test_a_transport_of_yours_that_never_said_its_close_may_be_cancelled_still_c
         )
 
         async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            transports.append(BoundedClose(reader, writer))
-            await server.serve_transport(transports[0])
+            transports.append(make(reader, writer))
+            await server.serve_transport(transports[-1])
 
         listener = await asyncio.start_server(session, "127.0.0.1", port)
         stopped = asyncio.Event()
@@ -300,16 +298,74 @@ def test_a_transport_of_yours_that_never_said_its_close_may_be_cancelled_still_c
     thread.start()
     try:
         assert ready.wait(10)
-        with never_reader() as sock:
-            sock.connect(("127.0.0.1", port))
-            assert read_line_of(sock).startswith(b"220 ")
-            pipeline_until_the_write_is_cut(sock, b"HELP\r\n" * 10_000, watch)
-            assert watch.ended.wait(CLOSE / 2), "the session never ended"
-            # Order of events: the connection closes while the client still holds it
-            # open and reads nothing (the close waited for room that never comes).
-            assert transports[0].closed.wait(CLOSE / 2), "the session ended, its connection open"
+        yield port, transports
     finally:
         if stop:
             loop, stopped = stop[0]
             loop.call_soon_threadsafe(stopped.set)
         thread.join(30)
+
+
+def test_a_transport_of_yours_that_never_said_its_close_may_be_cancelled_still_closes(
+    watch: SessionWatch,
+) -> None:
+    """A client that never reads, served over :class:`BoundedClose` by
+    ``serve_transport``: its session's close was cancelled at its first wait, so the
+    abort never came, asyncio's close waited for room forever, and the connection
+    stayed open while the session had left the registry (no longer counted under
+    ``max_sessions``). Only a transport that says ``closes_when_cancelled`` has its
+    close cancelled; this one closes as it always did."""
+    with serving_over(BoundedClose) as (port, transports), never_reader() as sock:
+        sock.connect(("127.0.0.1", port))
+        assert read_line_of(sock).startswith(b"220 ")
+        pipeline_until_the_write_is_cut(sock, b"HELP\r\n" * 10_000, watch)
+        assert watch.ended.wait(CLOSE / 2), "the session never ended"
+        # Order of events: the connection closes while the client still holds it
+        # open and reads nothing (the close waited for room that never comes).
+        assert transports[0].closed.wait(CLOSE / 2), "the session ended, its connection open"
+
+
+class ForwardingWrapper:
+    """A transport of a user's own that wraps the library's ``StreamTransport`` and
+    hands every attribute it lacks to it (``__getattr__``), the library's
+    ``closes_when_cancelled = True`` among them; its ``aclose`` awaits something of
+    its own (a log line, a metrics call) before it closes the stream it wraps.
+    Cancelled at that wait, its close would never close. :attr:`closed` is set once
+    the wrapped stream's close has run."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.inner = StreamTransport(reader, writer)
+        self.closed = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self.inner.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        await self.inner.send_all(data)
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(USER_CLOSE / 10)  # its own bookkeeping, before the close
+        await self.inner.aclose()
+        self.closed.set()
+
+
+def test_a_wrapper_that_forwards_the_close_flag_of_what_it_wraps_still_closes(
+    watch: SessionWatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that never reads, served over :class:`ForwardingWrapper`: the server read
+    ``closes_when_cancelled`` off the wrapper itself, where ``__getattr__`` found the
+    ``True`` of the ``StreamTransport`` inside, cancelled the wrapper's close at its
+    own first wait, and the stream inside was never closed: its connection stayed
+    open after the session had left the registry. The flag is read off the
+    transport's class now, which says nothing, so the close runs to its end."""
+    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", USER_CLOSE)
+    with serving_over(ForwardingWrapper) as (port, transports), never_reader() as sock:
+        sock.connect(("127.0.0.1", port))
+        assert read_line_of(sock).startswith(b"220 ")
+        pipeline_until_the_write_is_cut(sock, b"HELP\r\n" * 10_000, watch)
+        assert watch.ended.wait(CLOSE / 2), "the session never ended"
+        # Order of events, as above: the client holds the connection open, reading nothing.
+        assert transports[0].closed.wait(CLOSE / 2), "the session ended, its connection open"

@@ -69,7 +69,13 @@ cancels the close of a session whose client did not take its last write in
 time, rather than wait for room that will not come. Absent, or anything but
 ``True``, the close is left to run to its end within the bound it sets
 itself: a close that gives up waiting and then aborts would never reach its
-abort if cancelled, and the connection would stay open.
+abort if cancelled, and the connection would stay open. It is read off the
+transport's class (``closes_when_cancelled: ClassVar[bool] = True``), never
+the instance: a wrapper of yours whose ``__getattr__`` forwards to a library
+transport does not hand on that transport's ``True`` for its own ``aclose``,
+which may await something (a log, a metrics call) before it closes what it
+wraps. Declare it on the wrapper's class only if its close still closes when
+cancelled at any of its waits.
 """
 
 from __future__ import annotations

@@ -275,11 +275,14 @@ class LinkBase:
 
     def cancelled_close_closes(self) -> bool:
         """Whether a cancelled ``aclose`` still closes the connection: only where the
-        transport's optional ``closes_when_cancelled`` is ``True`` (the library's own
-        transports say so; see :mod:`smtpcore.transport`). A transport of yours
+        transport's class says ``closes_when_cancelled = True`` (the library's own
+        transports do; see :mod:`smtpcore.transport`). A transport of yours
         written to bound its close itself may close in its last step, which a
-        cancellation would skip."""
-        return getattr(self.transport, "closes_when_cancelled", False) is True
+        cancellation would skip. Read off the class, not the instance: a wrapper
+        whose ``__getattr__`` forwards to a library transport would hand on that
+        transport's ``True`` for an ``aclose`` of its own, which may await
+        something before it closes what it wraps."""
+        return getattr(type(self.transport), "closes_when_cancelled", False) is True
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
