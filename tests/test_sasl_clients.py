@@ -414,3 +414,81 @@ def test_client_auth_takes_a_mechanism_not_its_name(protocol: ModuleType) -> Non
         protocol.ClientAuth("PLAIN")
     with pytest.raises(LocalProtocolError, match="max_line must be an int, not str"):
         protocol.ClientAuth(PlainClient("tim", "pw"), max_line="512")
+
+
+class _MainStyleToken(ClientMechanism):
+    """A client-first mechanism written as before ``initial_response()`` kept
+    bookkeeping: it overrides the method without calling the base's."""
+
+    name = "X-TOKEN"
+
+    def __init__(self, token: bytes) -> None:
+        super().__init__()
+        self._token = token
+
+    def initial_response(self) -> bytes:
+        return self._token
+
+    def _respond(self, challenge: bytes) -> bytes:
+        if challenge:
+            raise SASLError("X-TOKEN expects an empty challenge")
+        return self._token
+
+
+def _run_client_auth(protocol: ModuleType, mechanism: ClientMechanism) -> bytes | None:
+    """Run one exchange through ``ClientAuth``; what went with the command."""
+    flow = protocol.ClientAuth(mechanism)
+    command = flow.start()
+    if command.initial_response is None:
+        empty = smtp.Reply(334, "") if protocol is smtp else pop3.Continue(b"")
+        flow.respond(empty)
+    flow.finish(smtp.Reply(235, "2.7.0 ok") if protocol is smtp else pop3.Ok("in"))
+    initial: bytes | None = command.initial_response
+    return initial
+
+
+@pytest.mark.parametrize("protocol", [smtp, pop3], ids=["smtp", "pop3"])
+def test_a_mechanism_overriding_initial_response_is_withheld_when_long(
+    protocol: ModuleType,
+) -> None:
+    """Such a mechanism's long token made ``start()``'s withhold raise 'withheld
+    before it was taken': nothing was sent then, so the withhold is allowed."""
+    assert _run_client_auth(protocol, _MainStyleToken(b"t" * 20)) is not None
+    long = _MainStyleToken(b"t" * 2000)
+    assert _run_client_auth(protocol, long) is None
+    assert long.complete
+
+
+class _Registered:
+    """A duck-typed mechanism that ``ClientMechanism.register()`` vouches for."""
+
+    name = "X-DUCK"
+    plaintext = False
+    requires_tls = False
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def initial_response(self) -> bytes:
+        return b"hello"
+
+    def withhold_initial_response(self) -> None:
+        pass
+
+    def respond(self, challenge: bytes) -> bytes:
+        return b"hello"
+
+    def verify_success(self, data: bytes | None = None) -> None:
+        self.complete = True
+
+
+ClientMechanism.register(_Registered)
+
+
+@pytest.mark.parametrize("protocol", [smtp, pop3], ids=["smtp", "pop3"])
+def test_client_auth_takes_a_registered_mechanism(protocol: ModuleType) -> None:
+    """``ClientAuth`` refused a ``register()``ed class, which ``isinstance`` (and the
+    clients' ``sasl_mechanism=``) accept."""
+    mechanism = _Registered()
+    assert _run_client_auth(protocol, mechanism) == b"hello"  # type: ignore[arg-type]
+    assert mechanism.complete

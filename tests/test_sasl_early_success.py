@@ -154,15 +154,21 @@ def test_withholding_after_the_response_went_is_refused(
 
 
 @CLIENT_FIRST
-def test_withholding_before_the_response_was_taken_is_refused(
+def test_withholding_before_the_response_was_taken_keeps_it_owed(
     make: Callable[[], ClientMechanism],
 ) -> None:
+    """Nothing was sent, so nothing is protected by refusing: what is owed stays owed,
+    and a later take does not count it sent."""
     mechanism = make()
-    with pytest.raises(LocalProtocolError, match="withheld before it was taken"):
-        mechanism.withhold_initial_response()
-    mechanism.respond(b"")  # a loop that never takes it: the empty challenge draws it
-    mechanism.verify_success(None)
-    assert mechanism.complete
+    mechanism.withhold_initial_response()
+    mechanism.initial_response()
+    with pytest.raises(SASLError, match="success before the client sent"):
+        mechanism.verify_success(None)
+    drawn = make()
+    drawn.withhold_initial_response()
+    drawn.respond(b"")  # a loop that never takes it: the empty challenge draws it
+    drawn.verify_success(None)
+    assert drawn.complete
 
 
 @CLIENT_FIRST
@@ -185,6 +191,29 @@ def test_a_withheld_response_taken_again_stays_owed(make: Callable[[], ClientMec
     assert mechanism.initial_response() == message
     with pytest.raises(SASLError, match="success before the client sent"):
         mechanism.verify_success(None)
+
+
+@pytest.mark.parametrize(
+    ("make", "owed"),
+    [
+        (lambda: LoginClient("tim", "pw"), "its username"),
+        (lambda: CramMD5Client("tim", "pw"), "its digest"),
+    ],
+    ids=["LOGIN", "CRAM-MD5"],
+)
+def test_withholding_no_initial_response_leaves_the_part_owed(
+    make: Callable[[], ClientMechanism], owed: str
+) -> None:
+    """A withhold on a mechanism with no initial response once wiped what it owed: a
+    235 to the bare ``AUTH LOGIN`` was taken for a success (RFC 4422 §3.6)."""
+    for withhold_first in (False, True):
+        mechanism = make()
+        if withhold_first:
+            mechanism.withhold_initial_response()
+        assert mechanism.initial_response() is None
+        mechanism.withhold_initial_response()
+        with pytest.raises(SASLError, match=f"success before the client sent {owed}"):
+            mechanism.verify_success(None)
 
 
 def test_withholding_after_a_challenge_is_refused_without_an_initial_response() -> None:

@@ -433,6 +433,34 @@ WRONG_SERVER_ARGUMENTS: dict[str, tuple[Callable[[], object], str]] = {
         lambda: PlainServer(lambda *args: True, max_response_size=True),
         "max_response_size must be an int, not bool",
     ),
+    # Found only for an unknown user, i=True would tell who exists: refused up front.
+    "SCRAM mock_iterations bool": (
+        lambda: ScramSHA256Server(lambda user: None, mock_iterations=True),
+        "SCRAM mock_iterations must be an int, not bool",
+    ),
+    "SCRAM mock_iterations str": (
+        lambda: ScramSHA256Server(lambda user: None, mock_iterations="4096"),  # type: ignore[arg-type]
+        "SCRAM mock_iterations must be an int, not str",
+    ),
+    "SCRAM mock_secret": (
+        lambda: ScramSHA256Server(lambda user: None, mock_secret="s"),  # type: ignore[arg-type]
+        "SCRAM mock_secret must be None or bytes, not str",
+    ),
+    "XOAUTH2 scope": (
+        lambda: XOAuth2Server(lambda user, token: False, scope=5),  # type: ignore[arg-type]
+        "XOAUTH2 scope must be a str, not int",
+    ),
+    "OAUTHBEARER scope": (
+        lambda: OAuthBearerServer(lambda user, token: False, scope=5),  # type: ignore[arg-type]
+        "OAUTHBEARER scope must be a str, not int",
+    ),
+    "OAUTHBEARER openid_configuration": (
+        lambda: OAuthBearerServer(
+            lambda user, token: False,
+            openid_configuration=b"x",  # type: ignore[arg-type]
+        ),
+        "OAUTHBEARER openid_configuration must be a str, not bytes",
+    ),
 }
 
 

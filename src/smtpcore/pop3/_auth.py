@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import Auth, AuthResponse, BadCommand, Continue, Err, Ok
@@ -28,6 +28,7 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
+from smtpcore.sasl._base import check_client_auth_arguments
 
 __all__ = ["AuthAnswer", "AuthenticationFailed", "ClientAuth", "ServerAuth"]
 
@@ -217,12 +218,7 @@ class ClientAuth:
     """
 
     def __init__(self, mechanism: ClientMechanism, *, max_line: int = 255) -> None:
-        # A name ("PLAIN") is no mechanism. The MRO, not isinstance: ABCMeta's check
-        # is a Python call on every AUTH.
-        if ClientMechanism not in type(mechanism).__mro__:
-            raise wrong_type("ClientAuth's mechanism", mechanism, "a ClientMechanism")
-        if not isinstance(max_line, int) or isinstance(max_line, bool):
-            raise wrong_type("ClientAuth's max_line", max_line, "an int")
+        check_client_auth_arguments(mechanism, max_line)
         self.mechanism = mechanism
         self.max_line = max_line
         self._cancel_error: SASLError | None = None

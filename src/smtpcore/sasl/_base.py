@@ -478,7 +478,8 @@ class ClientMechanism(abc.ABC):
         look at it (its length, say) and then sends a bare ``AUTH``: otherwise a
         server's success to that bare command would be taken for one after the
         credentials. Only the first call, before any challenge, counts: a later
-        one gives the same bytes and leaves owed what is owed.
+        one gives the same bytes and leaves owed what is owed. A subclass that
+        overrides it calls ``super().initial_response()`` to keep this count.
         """
         if self._stage is _ClientStage.START:
             self._stage = _ClientStage.TAKEN
@@ -489,21 +490,24 @@ class ClientMechanism(abc.ABC):
     def withhold_initial_response(self) -> None:
         """Say that the command went without :meth:`initial_response`'s bytes.
 
-        Call it after taking the initial response and before answering any
-        challenge or success; at any other time it is
+        Call it before answering any challenge or success; after one it is
         :class:`~smtpcore.LocalProtocolError`, for then it could only mark as owed
-        what was sent, or leave owed what never will be. A mechanism whose whole
-        part is the initial response (PLAIN, the bearer tokens) then owes it again,
-        so that a server's success to the bare ``AUTH PLAIN``, before the
-        credentials, is refused by :meth:`verify_success` as any early success
-        is (RFC 4422 §3.6).
+        what was sent. A mechanism whose whole part is the initial response (PLAIN,
+        the bearer tokens) then owes it again, so that a server's success to the
+        bare ``AUTH PLAIN``, before the credentials, is refused by
+        :meth:`verify_success` as any early success is (RFC 4422 §3.6). Before the
+        response was taken (or by a subclass whose ``initial_response()`` does not
+        call the base's) nothing was sent: what is owed stays owed.
         """
         self._check_usable()
         stage = self._stage
-        if stage is not _ClientStage.TAKEN and stage is not _ClientStage.WITHHELD:
+        if stage is _ClientStage.ANSWERING:
             raise LocalProtocolError(f"{self.name} initial response withheld {stage.value}")
         self._stage = _ClientStage.WITHHELD
-        self._owed = self._initial_part
+        if stage is _ClientStage.TAKEN and self._initial_part is not None:
+            # Only what the take marked sent is owed again: LOGIN's password and
+            # CRAM-MD5's digest, owed all along, must stay so.
+            self._owed = self._initial_part
 
     def respond(self, challenge: bytes) -> bytes:
         """The response to a server challenge; :class:`SASLError` if it is bad."""
@@ -548,6 +552,16 @@ class ClientMechanism(abc.ABC):
     def _verify_success(self, data: bytes | None) -> None:
         if data:
             raise SASLError(f"{self.name} defines no additional data with success")
+
+
+def check_client_auth_arguments(mechanism: object, max_line: object) -> None:
+    """The checks of ``ClientAuth``, SMTP's and POP3's alike: a name (``"PLAIN"``) is
+    no mechanism, and ``isinstance`` so that a class ``ClientMechanism.register()``
+    vouches for is one."""
+    if not isinstance(mechanism, ClientMechanism):
+        raise wrong_type("ClientAuth's mechanism", mechanism, "a ClientMechanism")
+    if not isinstance(max_line, int) or isinstance(max_line, bool):
+        raise wrong_type("ClientAuth's max_line", max_line, "an int")
 
 
 class _ClientFirstMechanism(ClientMechanism):

@@ -208,7 +208,7 @@ class XOAuth2Server(_BearerServer):
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         super().__init__(check_token, authorize=authorize, max_response_size=max_response_size)
-        self._scope = scope
+        self._scope = require_str(scope, "XOAUTH2 scope")
 
     def _parse(self, response: bytes) -> tuple[str, str]:
         if not response.endswith(b"\x01\x01"):
@@ -299,8 +299,10 @@ class OAuthBearerServer(_BearerServer):
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
         super().__init__(check_token, authorize=authorize, max_response_size=max_response_size)
-        self._scope = scope
-        self._openid_configuration = openid_configuration
+        self._scope = require_str(scope, "OAUTHBEARER scope")
+        self._openid_configuration = require_str(
+            openid_configuration, "OAUTHBEARER openid_configuration"
+        )
         self.fields: dict[str, str] = {}
         """The client's key=value pairs (``host``, ``port``, ``auth``, ...)."""
 

@@ -537,7 +537,13 @@ class _ScramServer(ServerMechanism):
         super().__init__(authorize=authorize, max_response_size=max_response_size)
         self._get_credentials = get_credentials
         self._server_nonce = _check_nonce(_default_nonce() if nonce is None else nonce)
+        if mock_secret is not None and not isinstance(mock_secret, bytes):
+            raise wrong_type("SCRAM mock_secret", mock_secret, "None or bytes")
         self._mock_secret = _PROCESS_SECRET if mock_secret is None else mock_secret
+        # Checked now, as the range: found only for an unknown user (True sent as
+        # i=True), it would tell who exists.
+        if not isinstance(mock_iterations, int) or isinstance(mock_iterations, bool):
+            raise wrong_type("SCRAM mock_iterations", mock_iterations, "an int")
         if not 1 <= mock_iterations <= 0xFFFFFFFF:
             # Checked now: found only for an unknown user, it would tell who exists.
             raise ValueError("SCRAM mock_iterations out of range")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._words import ascii_upper
 from smtpcore.sasl import (
     Challenge,
@@ -25,6 +25,7 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
+from smtpcore.sasl._base import check_client_auth_arguments
 from smtpcore.smtp._commands import format_command
 from smtpcore.smtp._events import Auth, AuthResponse, BadCommand
 from smtpcore.smtp._replies import Reply
@@ -235,12 +236,7 @@ class ClientAuth:
     """
 
     def __init__(self, mechanism: ClientMechanism, *, max_line: int = 512) -> None:
-        # A name ("PLAIN") is no mechanism. The MRO, not isinstance: ABCMeta's check
-        # is a Python call on every AUTH.
-        if ClientMechanism not in type(mechanism).__mro__:
-            raise wrong_type("ClientAuth's mechanism", mechanism, "a ClientMechanism")
-        if not isinstance(max_line, int) or isinstance(max_line, bool):
-            raise wrong_type("ClientAuth's max_line", max_line, "an int")
+        check_client_auth_arguments(mechanism, max_line)
         self.mechanism = mechanism
         self.max_line = max_line
         self._cancel_error: SASLError | RemoteProtocolError | None = None
