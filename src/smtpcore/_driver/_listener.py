@@ -459,6 +459,7 @@ class ServedSession:
     __slots__ = (
         "_waiting_idle",
         "_watchdog",
+        "_write_cut",
         "_write_unfinished",
         "session",
         "state",
@@ -487,16 +488,15 @@ class ServedSession:
     (:meth:`_close_transport`). (False from the start, as
     :attr:`_waiting_idle`.)"""
 
-    @property
-    def _write_cut(self) -> bool:
-        """Whether the client may hold part of a reply: a write was left unfinished
-        (:attr:`_write_unfinished`) over a transport that may drop the rest of a
-        cancelled write (trio's). A last word written after it would land inside
-        it, mid-line: each protocol's :meth:`_close` says nothing then, and the
-        close alone ends the session. Never so over a transport that keeps a
-        cancelled write's bytes (asyncio's), where the last word goes out after
-        them."""
-        return self._write_unfinished and self.transport.cancelled_send_may_cut()
+    _write_cut: bool
+    """True while a write that a cancellation may cut part-way is under way, over a
+    transport that may drop the rest of a cancelled write (trio's), and so still True
+    after one was cut: the client may hold part of a reply. A last word written
+    after it would land inside it, mid-line: each protocol's :meth:`_close` says
+    nothing then, and the close alone ends the session. Never so over a transport
+    that keeps a cancelled write's bytes (asyncio's), where the last word goes out
+    after them. Asked of the transport as the write starts. (False from the start,
+    as :attr:`_waiting_idle`.)"""
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation.
@@ -588,9 +588,11 @@ class ServedSession:
         ended leaves :attr:`_write_unfinished` set (and :attr:`_write_cut`, where the
         transport may drop the rest: see
         :meth:`~smtpcore._driver._transport.LinkBase.cancelled_send_may_cut`)."""
+        transport = self.transport
+        self._write_cut = transport.cancelled_send_may_cut()
         self._write_unfinished = True
-        await self.transport.send_all(data)
-        self._write_unfinished = False
+        await transport.send_all(data)
+        self._write_cut = self._write_unfinished = False
 
     async def _close_transport(self) -> None:
         """Close the transport; after a write the client did not take in its time
@@ -608,9 +610,16 @@ class ServedSession:
         may wait that whole timeout for room; with nothing held, a plain socket
         closes without waiting. Any other transport closes as it
         does, within the bound it sets itself: cancelled, one that gives up waiting
-        and then aborts would never abort, and the connection would stay open."""
+        and then aborts would never abort, and the connection would stay open.
+        Nor while the server stops: a write its shutdown cut off still gets the
+        transport's close to send what it kept, within the shutdown's own cut-off
+        rounds (see :mod:`smtpcore._driver._shutdown`), as before."""
         transport = self.transport
-        if not (self._write_unfinished and transport.cancelled_close_closes()):
+        if (
+            not self._write_unfinished
+            or self.state.stopping
+            or not transport.cancelled_close_closes()
+        ):
             await transport.aclose()
             return
         with contextlib.suppress(TimeoutError):

@@ -117,6 +117,7 @@ class POP3ServerSession(SessionMachine):
         self._failures = 0
         self._out: list[bytes] = []
         self._out_size = 0
+        self._write_cut = False
         self._write_unfinished = False
         self._closing = False
         self._waiting_idle = False

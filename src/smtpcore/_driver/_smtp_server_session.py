@@ -118,6 +118,7 @@ class ServerSession(Commands, ContentDelivery, Forwarding):
         """Whether the octets of a BDAT chunk are being read."""
         self._last_read = 0
         self._waiting_idle = False
+        self._write_cut = False
         self._write_unfinished = False
         self._waited_idle = False
         """Whether the last wait for the client was between transactions."""
