@@ -1,8 +1,9 @@
 """Counts in the words of log lines and free reply text: ``1 message``, ``2 messages``.
 
-One home for the server's log lines, the queue tools, the turned-away log, the
-routing layer's reply text and the POP3 server's free text after ``+OK`` (RFC
-1939 §3), which sit in layers that may not import one another. Never for a
+One home for the server's log lines, the queue tools, the turned-away log and
+the POP3 server's free text after ``+OK`` (RFC 1939 §3), which sit in layers
+that may not import one another (the routing layer, which imports nothing of
+the library's but addresses and errors, words its one count itself). Never for a
 reply whose text a client parses, such as STAT's ``+OK nn mm`` (RFC 1939 §5):
 that stays digits.
 """

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from smtpcore._plural import counted
 from smtpcore.address import Mailbox
 
 __all__ = [
@@ -198,7 +197,7 @@ def no_primary(domain: str, lacking: Sequence[tuple[str, str]]) -> Rejected:
         named.append(entry)
     rest = len(lacking) - len(named)
     if not named:
-        named.append(counted(rest, "more preferred exchanger"))
+        named.append(f"{rest} more preferred exchanger" + ("s" if rest != 1 else ""))
     elif rest:
         named.append(f"and {rest} more")
     return Rejected(451, "4.4.4", f"{text} {', '.join(named)}", RejectReason.NO_PRIMARY)
