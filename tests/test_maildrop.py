@@ -29,6 +29,7 @@ import smtpcore._maildir_names
 import smtpcore.maildrop
 from peers import write_maildir
 from smtpcore._dotstuff import DotEncoder
+from smtpcore._maildir_listing import _order_key
 from smtpcore.maildrop import (
     READ_SIZE,
     Maildir,
@@ -38,7 +39,6 @@ from smtpcore.maildrop import (
     MessageInfo,
     MessageUnavailable,
     POP3Session,
-    _order_key,
     delivery_order,
     pop3_size,
 )

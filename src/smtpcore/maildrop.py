@@ -53,9 +53,6 @@ from smtpcore._maildir_listing import (
     _Listing,
     delivery_order,
 )
-from smtpcore._maildir_listing import (
-    _order_key as _order_key,  # the tests compare it with delivery_order
-)
 from smtpcore._maildir_names import names_of, unique_name
 from smtpcore._maildir_open import _cannot_open, _open_maildir, _Opened, _take_lock
 from smtpcore._maildir_read import _chunks, _TooLarge
