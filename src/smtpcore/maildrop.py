@@ -46,6 +46,7 @@ from smtpcore._maildir_entry import (
     _some_names,
 )
 from smtpcore._maildir_faults import refusal, refused, told
+from smtpcore._maildir_folders import _HoldsFolders
 from smtpcore._maildir_found import FoundAgain
 from smtpcore._maildir_listing import (
     UID_RE,
@@ -54,11 +55,10 @@ from smtpcore._maildir_listing import (
     delivery_order,
 )
 from smtpcore._maildir_names import names_of, unique_name
-from smtpcore._maildir_open import _cannot_open, _open_maildir, _Opened, _take_lock
+from smtpcore._maildir_open import _cannot_open, _Opened, _take_lock
 from smtpcore._maildir_read import _chunks, _TooLarge
 from smtpcore._maildir_update import _update_maildir
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
-from smtpcore._maildrop_flight import _OneAtATime
 from smtpcore._pop3_size import WireSize, pop3_size
 from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
@@ -292,7 +292,7 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
-class Maildir(_OneAtATime, Maildrop):
+class Maildir(_HoldsFolders, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
     Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
@@ -421,62 +421,11 @@ class Maildir(_OneAtATime, Maildrop):
             self._work_through(opened)
             self._closed = False
 
-    def _directories(self) -> _Opened:
-        """The open directories, opened now for a maildrop used without :meth:`lock`.
-
-        A Maildir that does not exist holds no message (none was delivered yet): it
-        has no folders, and is looked for again at the next use."""
-        opened = self._opened
-        if opened is not None:
-            return opened
-        with self._guard:
-            if self._closed:
-                raise MaildropError("The session is over")
-            if self._opened is None:
-                opened = self._open_anew(create=False, missing_ok=True)
-                if opened.root < 0:
-                    return opened
-                self._work_through(opened)
-                return opened
-            return self._opened
-
-    def _open_anew(self, *, create: bool, missing_ok: bool = False) -> _Opened:
-        """The Maildir opened (see :class:`_Opened`), or, if ``missing_ok`` and it does
-        not exist, no folders (``root`` -1)."""
-        try:
-            return _open_maildir(self.path, create=create)
-        except FileNotFoundError as exc:
-            if missing_ok:
-                return _Opened(-1, {})
-            raise _cannot_open(self.path, exc) from exc
-        except OSError as exc:
-            raise _cannot_open(self.path, exc) from exc
-
-    def _work_through(self, opened: _Opened) -> None:
-        """Make ``opened`` the maildrop's descriptors, closing those it held. The listing
-        names its files by folder and name, as a path would: it is kept if each folder it
-        was taken from is in ``opened`` again, and forgotten if one is gone, to be taken
-        again. A folder replaced meanwhile is the same name: each message is looked for
-        there by its name, then by its unique name, so a file that is no longer there
-        is unavailable and no other message is ever taken for it. Names, not device and
-        inode: once closed, a removed folder's inode is given to the next one made
-        (ext4 does at once), so an identity would hold or fail by the filesystem.
-        Under the guard."""
-        if self._entries is not None and not self._listed_in <= opened.folders.keys():
-            self._entries = None
-        self._unlock()
-        self._opened = opened
-
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
         (its caller stopped waiting), when that thread is done. A plain read blocked
         on that thread's work is refused at once ("The session is over")."""
         self._close()
-
-    def _unlock(self) -> None:
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            opened.close()
 
     async def before_update(self) -> None:
         """Wait for the work in flight (a search given up) to land."""
