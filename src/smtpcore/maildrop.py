@@ -20,7 +20,6 @@ import abc
 import errno
 import logging
 import os
-import threading
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -46,12 +45,10 @@ from smtpcore._maildir_entry import (
     _some_names,
 )
 from smtpcore._maildir_faults import refusal, refused, told
-from smtpcore._maildir_folders import _HoldsFolders
 from smtpcore._maildir_found import FoundAgain
+from smtpcore._maildir_listed import _KeepsListing
 from smtpcore._maildir_listing import (
     UID_RE,
-    SizeKey,
-    _Listing,
     delivery_order,
 )
 from smtpcore._maildir_names import names_of, unique_name
@@ -265,13 +262,6 @@ class Mailstore:
         """
 
 
-_SIZES_KEPT: Final = 100_000
-"""At most this many sizes in a ``size_cache``: one for a file removed by another
-program (an IMAP server's expunge) is never asked again, so past the limit the
-cache starts over (each size is worked out again at its message's next listing)."""
-_SIZES_GUARD: Final = threading.Lock()
-"""Held to add a size to a ``size_cache``, which the listings of several sessions
-fill at once from their threads (the bound is checked and kept in one step)."""
 _RETR_SLACK: Final = READ_SIZE
 """Octets RETR reads of a file past its listed size before it gives up. An honest
 size is never below the file's octets (CRLF on the wire only adds to them, and
@@ -292,7 +282,7 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
-class Maildir(_HoldsFolders, Maildrop):
+class Maildir(_KeepsListing, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
     Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
@@ -437,32 +427,6 @@ class Maildir(_HoldsFolders, Maildrop):
         if self._entries is None:
             self._entries = await self._in_thread(self._scan)
         return [MessageInfo(entry.size, entry.uid) for entry in self._entries]
-
-    def _scan(self) -> list[_Entry]:
-        folders = self._directories().folders
-        self._listed_in = frozenset(folders)
-        listing = _Listing(
-            self.path,
-            self._size_cache,
-            self.max_sized_by_reading,
-            self._remember_size,
-        )
-        return listing.entries(folders)
-
-    def _remember_size(self, key: SizeKey, size: int) -> None:
-        """Keep ``size``, read by a listing, in the ``size_cache`` (see
-        :data:`_SIZES_KEPT`)."""
-        cache = self._size_cache
-        with _SIZES_GUARD:
-            if len(cache) >= _SIZES_KEPT:
-                cache.clear()
-            cache[key] = size
-
-    def _entry(self, number: int) -> _Entry:
-        entries = self._entries
-        if entries is None or not 1 <= number <= len(entries):
-            raise MessageUnavailable(f"No such message: {number}")
-        return entries[number - 1]
 
     # -- content --------------------------------------------------------
 
