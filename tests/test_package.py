@@ -64,6 +64,7 @@ IO_MODULES: tuple[str, ...] = (
     "smtpcore._maildir_listed",  # a Maildir's listing, its sizes kept under a thread lock
     "smtpcore._maildir_find_again",  # a Maildir message found again, on its listing
     "smtpcore._maildir_content",  # a Maildir message's content, on its listing
+    "smtpcore._maildir_update_step",  # a Maildir's UPDATE, on its listing
     "smtpcore._threads",
     # The testing toolkit: Hypothesis (the testing extra), and tools that talk to
     # servers over sockets or drive a fuzzer's clock and randomness.

@@ -43,7 +43,7 @@ from smtpcore._maildir_listing import (
     delivery_order,
 )
 from smtpcore._maildir_open import _cannot_open, _Opened, _take_lock
-from smtpcore._maildir_update import _update_maildir
+from smtpcore._maildir_update_step import _Updates
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._pop3_size import WireSize, pop3_size
 from smtpcore.handler import TLSInfo, _RarelySet
@@ -250,7 +250,7 @@ class Mailstore:
         """
 
 
-class Maildir(_ReadsContent, Maildrop):
+class Maildir(_ReadsContent, _Updates, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
     Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
@@ -435,20 +435,6 @@ class Maildir(_ReadsContent, Maildrop):
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
         await self._in_thread(lambda: self._update(deleted, retrieved))
-
-    def _update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        entries = self._entries
-        if entries is None:
-            if deleted:
-                raise MaildropError(
-                    f"{len(deleted)} deleted messages could not be removed: "
-                    "the maildrop was not listed, or changed since it was"
-                )
-            return
-        _update_maildir(
-            self.path, folders, entries, deleted, retrieved, self._size_cache, self._find_again
-        )
 
 
 def _login_name(name: str) -> str:
