@@ -34,14 +34,9 @@ from typing import Final, TypeAlias
 
 from smtpcore import _maildir_listing, _maildir_read
 from smtpcore._maildir_content import _ReadsContent
-from smtpcore._maildir_entry import (
-    _Entry,
-)
+from smtpcore._maildir_entry import _Entry
 from smtpcore._maildir_found import FoundAgain
-from smtpcore._maildir_listing import (
-    UID_RE,
-    delivery_order,
-)
+from smtpcore._maildir_listing import UID_RE, delivery_order
 from smtpcore._maildir_open import _cannot_open, _Opened, _take_lock
 from smtpcore._maildir_update_step import _Updates
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
@@ -250,6 +245,11 @@ class Mailstore:
         """
 
 
+# Maildir keeps the Maildrop interface and its documentation; the machinery of each
+# concern is a base class in a module of its own: the folders and lock file held for
+# the session (_maildir_folders), the session's listing (_maildir_listed), a message
+# found again under a new name (_maildir_find_again), the content RETR and TOP read
+# (_maildir_content) and UPDATE (_maildir_update_step).
 class Maildir(_ReadsContent, _Updates, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
@@ -344,7 +344,7 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
         no new line, once a session as :class:`Unlisted` is once a listing, however
         often a client asks."""
 
-    # -- session --------------------------------------------------------
+    # -- session (the folders held: _maildir_folders) ------------------
 
     def lock(self, *, create: bool = False) -> None:
         """Open the Maildir and take its lock, or raise :class:`MaildropInUse`; with
@@ -389,14 +389,14 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
         """Wait for the work in flight (a search given up) to land."""
         await self._no_flight(take=False)
 
-    # -- listing --------------------------------------------------------
+    # -- listing (kept: _maildir_listed) --------------------------------
 
     async def messages(self) -> Sequence[MessageInfo]:
         if self._entries is None:
             self._entries = await self._in_thread(self._scan)
         return [MessageInfo(entry.size, entry.uid) for entry in self._entries]
 
-    # -- content --------------------------------------------------------
+    # -- content (read: _maildir_content, _maildir_find_again) ----------
 
     def open(self, number: int) -> Iterator[bytes]:
         """The message's file in chunks of :data:`READ_SIZE` (blocking reads), no more
@@ -431,7 +431,7 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
             )
         return self._content(number, fd, size)
 
-    # -- UPDATE ---------------------------------------------------------
+    # -- UPDATE (_maildir_update_step) ----------------------------------
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
         await self._in_thread(lambda: self._update(deleted, retrieved))
