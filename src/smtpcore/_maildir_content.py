@@ -61,8 +61,9 @@ class _ReadsContent(_FindsAgain):
 
     def _open_listed(self, number: int) -> tuple[int, int]:
         """The descriptor and size of message ``number``'s file at the name the listing
-        has for it (see :func:`_open_message`); ``FileNotFoundError`` where it is gone,
-        :class:`MaildropError` where it cannot be opened."""
+        has for it (see :func:`~smtpcore._maildir_read._open_message`);
+        ``FileNotFoundError`` where it is gone, :class:`MaildropError` where it cannot
+        be opened."""
         try:
             return self._at_listed_name(number, _open_entry)
         except FileNotFoundError:

@@ -337,7 +337,7 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
         maildrop not locked) to :meth:`close`."""
         self._entries: list[_Entry] | None = None
         self._listed_in: frozenset[str] = frozenset()
-        """The device and inode of each folder the listing was taken from."""
+        """The names of the folders the listing was taken from."""
         self._refused: set[str] = set()
         """The unique-ids of the messages whose file RETR or TOP could not read, which
         a WARNING has named in this session: asked again, they are refused again with
