@@ -29,6 +29,7 @@ import smtpcore._maildir_names
 import smtpcore.maildrop
 from peers import write_maildir
 from smtpcore._dotstuff import DotEncoder
+from smtpcore._maildir_listing import _order_key
 from smtpcore.maildrop import (
     READ_SIZE,
     Maildir,
@@ -38,7 +39,6 @@ from smtpcore.maildrop import (
     MessageInfo,
     MessageUnavailable,
     POP3Session,
-    _order_key,
     delivery_order,
     pop3_size,
 )
@@ -481,7 +481,7 @@ def test_a_deleted_message_takes_its_size_out_of_the_cache(
         run(maildrop.update(deleted={1, 2}, retrieved={1, 2}))
         run(maildrop.close())
         assert store.size_cache == {}
-    monkeypatch.setattr("smtpcore.maildrop._SIZES_KEPT", 2)
+    monkeypatch.setattr("smtpcore._maildir_listed._SIZES_KEPT", 2)
     write_maildir(tmp_path / "alice", [b"1\n", b"2\n", b"3\n"])
     listing = run(Maildir(tmp_path / "alice", size_cache=store.size_cache).messages())
     assert [m.size for m in listing] == [3, 3, 3] and len(store.size_cache) == 1

@@ -59,7 +59,7 @@ def record_finding(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
         threads.append(threading.current_thread())
         return names_of(folders, base)
 
-    monkeypatch.setattr("smtpcore.maildrop.names_of", recording)
+    monkeypatch.setattr("smtpcore._maildir_find_again.names_of", recording)
     return threads
 
 
@@ -198,7 +198,7 @@ class HeldSearch:
         self.searched = threading.Event()
         self._release = threading.Event()
         self._cur = os.stat(cur)
-        monkeypatch.setattr("smtpcore.maildrop.names_of", self._names_of)
+        monkeypatch.setattr("smtpcore._maildir_find_again.names_of", self._names_of)
 
     def _names_of(self, folders: Mapping[str, int], base: str) -> list[tuple[str, str]]:
         self.started.append(threading.current_thread())

@@ -60,6 +60,11 @@ IO_MODULES: tuple[str, ...] = (
     # for the work that touches many of them.
     "smtpcore.maildrop",
     "smtpcore._maildrop_flight",  # one piece of a maildrop's work in a thread at a time
+    "smtpcore._maildir_folders",  # a Maildir's folders, released by that rule
+    "smtpcore._maildir_listed",  # a Maildir's listing, its sizes kept under a thread lock
+    "smtpcore._maildir_find_again",  # a Maildir message found again, on its listing
+    "smtpcore._maildir_content",  # a Maildir message's content, on its listing
+    "smtpcore._maildir_update_step",  # a Maildir's UPDATE, on its listing
     "smtpcore._threads",
     # The testing toolkit: Hypothesis (the testing extra), and tools that talk to
     # servers over sockets or drive a fuzzer's clock and randomness.

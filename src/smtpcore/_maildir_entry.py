@@ -2,7 +2,7 @@
 
 An entry names its file by folder and name, as the listing found it; another reader
 may rename it meanwhile (``new/X`` to ``cur/X:2,S``), and the maildrop then finds it
-again by its unique name (see ``Maildir._find``), keeping the entry up to date.
+again by its unique name (see :mod:`smtpcore._maildir_find_again`), keeping the entry up to date.
 """
 
 from __future__ import annotations

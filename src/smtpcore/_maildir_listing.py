@@ -79,7 +79,7 @@ def _uid(base: str) -> str:
 
 def _by_unique_name(names: Iterable[tuple[str, str, str]]) -> dict[str, deque[tuple[str, str]]]:
     """The files of each unique-id (folder and name), from ``names`` as
-    :meth:`Maildir._names` gives them: unique-ids in delivery order, and the files of
+    :meth:`_Listing._names` gives them: unique-ids in delivery order, and the files of
     one, ``cur`` first, in the order a listing tries them."""
     files: dict[str, deque[tuple[str, str]]] = {}
     for sub, name, base in names:

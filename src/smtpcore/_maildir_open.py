@@ -8,7 +8,8 @@ followed), ``cur``, ``new`` and the lock file (never followed) are each opened
 once, as the maildrop is locked, and every message file is then named
 relative to its folder's descriptor (``openat``, ``renameat``...): no path is
 checked and then used. This module holds that mechanism, one descriptor per
-folder; :mod:`smtpcore.maildrop` holds what a maildrop does through them.
+folder; :mod:`smtpcore._maildir_folders` holds them for the session, and the
+maildrop's listing, content and UPDATE work through them.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from smtpcore._maildrop_errors import MaildropError, MaildropInUse
 
 _LOCK_NAME: Final = "smtpcore-pop3.lock"
 _FOLDERS: Final = ("cur", "new")
-"""The folders a listing reads, ``cur`` first (see ``smtpcore.maildrop._hidden``)."""
+"""The folders a listing reads, ``cur`` first (see ``_Listing._sized`` in
+:mod:`smtpcore._maildir_listing`)."""
 _MADE: Final = ("tmp", "new", "cur")
 """The folders :meth:`~smtpcore.maildrop.Maildir.lock` makes when asked to create the Maildir."""
 _ROOT: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -62,7 +64,8 @@ class _Opened:
     the operator's directory, where its user cannot write, and a link there (to a
     Maildir elsewhere) is the operator's.
 
-    ``root`` is -1 for a Maildir that does not exist (:meth:`Maildir._directories`).
+    ``root`` is -1 for a Maildir that does not exist (``_HoldsFolders._directories`` in
+    :mod:`smtpcore._maildir_folders`).
     """
 
     root: int

@@ -17,16 +17,12 @@ listing, UPDATE) runs in a worker thread of whichever framework runs it.
 from __future__ import annotations
 
 import abc
-import errno
-import logging
 import os
-import threading
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Collection,
-    Generator,
     Iterator,
     Mapping,
     Sequence,
@@ -34,34 +30,16 @@ from collections.abc import (
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, TypeAlias, TypeVar
+from typing import Final, TypeAlias
 
 from smtpcore import _maildir_listing, _maildir_read
-from smtpcore._maildir_entry import (
-    _Entry,
-    _file_if_seen,
-    _found_there,
-    _open_entry,
-    _renamed,
-    _some_names,
-)
-from smtpcore._maildir_faults import refusal, refused, told
+from smtpcore._maildir_content import _ReadsContent
+from smtpcore._maildir_entry import _Entry
 from smtpcore._maildir_found import FoundAgain
-from smtpcore._maildir_listing import (
-    UID_RE,
-    SizeKey,
-    _Listing,
-    delivery_order,
-)
-from smtpcore._maildir_listing import (
-    _order_key as _order_key,  # the tests compare it with delivery_order
-)
-from smtpcore._maildir_names import names_of, unique_name
-from smtpcore._maildir_open import _cannot_open, _open_maildir, _Opened, _take_lock
-from smtpcore._maildir_read import _chunks, _TooLarge
-from smtpcore._maildir_update import _update_maildir
+from smtpcore._maildir_listing import UID_RE, delivery_order
+from smtpcore._maildir_open import _cannot_open, _Opened, _take_lock
+from smtpcore._maildir_update_step import _Updates
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
-from smtpcore._maildrop_flight import _OneAtATime
 from smtpcore._pop3_size import WireSize, pop3_size
 from smtpcore.handler import TLSInfo, _RarelySet
 from smtpcore.sasl import (
@@ -104,7 +82,6 @@ MAX_SIZED_BY_READING: Final = _maildir_listing.MAX_SIZED_BY_READING
 """The default reading budget (1 GiB) of a :class:`Maildir` listing: the most octets it
 reads, in all, to size the files whose names have no ``,W=`` (about 8 s of a worker
 thread), and so the largest such file it reads."""
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,34 +245,12 @@ class Mailstore:
         """
 
 
-_SIZES_KEPT: Final = 100_000
-"""At most this many sizes in a ``size_cache``: one for a file removed by another
-program (an IMAP server's expunge) is never asked again, so past the limit the
-cache starts over (each size is worked out again at its message's next listing)."""
-_SIZES_GUARD: Final = threading.Lock()
-"""Held to add a size to a ``size_cache``, which the listings of several sessions
-fill at once from their threads (the bound is checked and kept in one step)."""
-_RETR_SLACK: Final = READ_SIZE
-"""Octets RETR reads of a file past its listed size before it gives up. An honest
-size is never below the file's octets (CRLF on the wire only adds to them, and
-Dovecot's ``,W=`` counts each octet at least once); the slack spares a writer whose
-count is a little off, and bounds what a file grown since its listing costs."""
-logger: Final = logging.getLogger("smtpcore.pop3.server")
-
-
-def _grown(path: Path, listed: int, size: int) -> None:
-    """Warn that RETR or TOP of ``path`` stopped: the file holds more than the size the
-    listing gave (its ``,W=`` is wrong, or the file was written to since)."""
-    logger.warning(
-        "maildrop: %r holds %d octets or more, past the %d listed for it: not sent "
-        "(a message file is not changed once delivered)",
-        str(path),
-        size,
-        listed,
-    )
-
-
-class Maildir(_OneAtATime, Maildrop):
+# Maildir keeps the Maildrop interface and its documentation; the machinery of each
+# concern is a base class in a module of its own: the folders and lock file held for
+# the session (_maildir_folders), the session's listing (_maildir_listed), a message
+# found again under a new name (_maildir_find_again), the content RETR and TOP read
+# (_maildir_content) and UPDATE (_maildir_update_step).
+class Maildir(_ReadsContent, _Updates, Maildrop):
     """A Maildir (``tmp``, ``new``, ``cur``) as a POP3 maildrop.
 
     Opening takes an exclusive ``flock`` on ``smtpcore-pop3.lock`` in the
@@ -382,14 +337,14 @@ class Maildir(_OneAtATime, Maildrop):
         maildrop not locked) to :meth:`close`."""
         self._entries: list[_Entry] | None = None
         self._listed_in: frozenset[str] = frozenset()
-        """The device and inode of each folder the listing was taken from."""
+        """The names of the folders the listing was taken from."""
         self._refused: set[str] = set()
         """The unique-ids of the messages whose file RETR or TOP could not read, which
         a WARNING has named in this session: asked again, they are refused again with
         no new line, once a session as :class:`Unlisted` is once a listing, however
         often a client asks."""
 
-    # -- session --------------------------------------------------------
+    # -- session (the folders held: _maildir_folders) ------------------
 
     def lock(self, *, create: bool = False) -> None:
         """Open the Maildir and take its lock, or raise :class:`MaildropInUse`; with
@@ -424,101 +379,24 @@ class Maildir(_OneAtATime, Maildrop):
             self._work_through(opened)
             self._closed = False
 
-    def _directories(self) -> _Opened:
-        """The open directories, opened now for a maildrop used without :meth:`lock`.
-
-        A Maildir that does not exist holds no message (none was delivered yet): it
-        has no folders, and is looked for again at the next use."""
-        opened = self._opened
-        if opened is not None:
-            return opened
-        with self._guard:
-            if self._closed:
-                raise MaildropError("The session is over")
-            if self._opened is None:
-                opened = self._open_anew(create=False, missing_ok=True)
-                if opened.root < 0:
-                    return opened
-                self._work_through(opened)
-                return opened
-            return self._opened
-
-    def _open_anew(self, *, create: bool, missing_ok: bool = False) -> _Opened:
-        """The Maildir opened (see :class:`_Opened`), or, if ``missing_ok`` and it does
-        not exist, no folders (``root`` -1)."""
-        try:
-            return _open_maildir(self.path, create=create)
-        except FileNotFoundError as exc:
-            if missing_ok:
-                return _Opened(-1, {})
-            raise _cannot_open(self.path, exc) from exc
-        except OSError as exc:
-            raise _cannot_open(self.path, exc) from exc
-
-    def _work_through(self, opened: _Opened) -> None:
-        """Make ``opened`` the maildrop's descriptors, closing those it held. The listing
-        names its files by folder and name, as a path would: it is kept if each folder it
-        was taken from is in ``opened`` again, and forgotten if one is gone, to be taken
-        again. A folder replaced meanwhile is the same name: each message is looked for
-        there by its name, then by its unique name, so a file that is no longer there
-        is unavailable and no other message is ever taken for it. Names, not device and
-        inode: once closed, a removed folder's inode is given to the next one made
-        (ext4 does at once), so an identity would hold or fail by the filesystem.
-        Under the guard."""
-        if self._entries is not None and not self._listed_in <= opened.folders.keys():
-            self._entries = None
-        self._unlock()
-        self._opened = opened
-
     async def close(self) -> None:
         """Release the lock now, or, while a worker thread still works on the maildrop
         (its caller stopped waiting), when that thread is done. A plain read blocked
         on that thread's work is refused at once ("The session is over")."""
         self._close()
 
-    def _unlock(self) -> None:
-        opened, self._opened = self._opened, None
-        if opened is not None:
-            opened.close()
-
     async def before_update(self) -> None:
         """Wait for the work in flight (a search given up) to land."""
         await self._no_flight(take=False)
 
-    # -- listing --------------------------------------------------------
+    # -- listing (kept: _maildir_listed) --------------------------------
 
     async def messages(self) -> Sequence[MessageInfo]:
         if self._entries is None:
             self._entries = await self._in_thread(self._scan)
         return [MessageInfo(entry.size, entry.uid) for entry in self._entries]
 
-    def _scan(self) -> list[_Entry]:
-        folders = self._directories().folders
-        self._listed_in = frozenset(folders)
-        listing = _Listing(
-            self.path,
-            self._size_cache,
-            self.max_sized_by_reading,
-            self._remember_size,
-        )
-        return listing.entries(folders)
-
-    def _remember_size(self, key: SizeKey, size: int) -> None:
-        """Keep ``size``, read by a listing, in the ``size_cache`` (see
-        :data:`_SIZES_KEPT`)."""
-        cache = self._size_cache
-        with _SIZES_GUARD:
-            if len(cache) >= _SIZES_KEPT:
-                cache.clear()
-            cache[key] = size
-
-    def _entry(self, number: int) -> _Entry:
-        entries = self._entries
-        if entries is None or not 1 <= number <= len(entries):
-            raise MessageUnavailable(f"No such message: {number}")
-        return entries[number - 1]
-
-    # -- content --------------------------------------------------------
+    # -- content (read: _maildir_content, _maildir_find_again) ----------
 
     def open(self, number: int) -> Iterator[bytes]:
         """The message's file in chunks of :data:`READ_SIZE` (blocking reads), no more
@@ -553,154 +431,10 @@ class Maildir(_OneAtATime, Maildrop):
             )
         return self._content(number, fd, size)
 
-    def _at_listed_name(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
-        """``use(folders, entry)`` of message ``number`` as the listing has it,
-        ``folders`` the descriptors of the maildrop's folders."""
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        return use(folders, self._entry(number))
-
-    def _open_listed(self, number: int) -> tuple[int, int]:
-        """The descriptor and size of message ``number``'s file at the name the listing
-        has for it (see :func:`_open_message`); ``FileNotFoundError`` where it is gone,
-        :class:`MaildropError` where it cannot be opened."""
-        try:
-            return self._at_listed_name(number, _open_entry)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise self._unread(number, exc, "read the message") from exc
-
-    def _sought_again(self, number: int) -> None:
-        """:meth:`_find_again`, failing as a reader of message ``number`` sees it:
-        unavailable where no file is it, refused (logged) where more than one may be.
-        None is made where the file a search given up found (this one waited for it) is
-        at the listed name now."""
-        if self._at_listed_name(number, _found_there):
-            return
-        try:
-            self._find_again(number)
-        except FileNotFoundError:
-            raise MessageUnavailable() from None
-        except OSError as exc:
-            raise self._unread(number, exc, "read the message") from exc
-
-    def _found_content(self, number: int) -> Generator[bytes, None, None]:
-        """:meth:`_content` of message ``number`` once found again (see :meth:`open`):
-        :class:`MessageUnavailable` where it is gone again."""
-        try:
-            fd, size = self._open_listed(number)
-        except FileNotFoundError:
-            raise MessageUnavailable() from None
-        return self._content(number, fd, size)
-
-    def _content(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
-        """The chunks of the open file ``fd`` of message ``number`` (see :meth:`open`),
-        which they close. Started before it is returned, so that closing it, or
-        dropping it unread, closes ``fd``: a generator never started runs no
-        ``finally``."""
-        chunks = self._chunks_of(number, fd, size)
-        next(chunks)
-        return chunks
-
-    def _chunks_of(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
-        done = 0
-        try:
-            yield b""  # started (see _content)
-            entry = self._entry(number)
-            for chunk in _chunks(fd, size, entry.size + _RETR_SLACK):
-                done += len(chunk)
-                yield chunk
-        except _TooLarge as exc:
-            if self._first_refusal(entry):
-                _grown(self.path / entry.folder / entry.name, entry.size, exc.size)
-            raise told(MessageUnavailable("The message changed since it was listed")) from None
-        except OSError as exc:
-            doing = f"read the message past octet {done}" if done else "read the message"
-            raise self._unread(number, exc, doing) from exc
-        finally:
-            os.close(fd)
-
-    def _unread(self, number: int, exc: OSError, doing: str) -> MaildropError:
-        """The error for message ``number``, whose file could not be opened or read for
-        ``exc`` (see :func:`~smtpcore._maildir_faults.refused`): its path named in a
-        WARNING the first time in the session, and only then. A read that fails once
-        the message is streaming (``EIO``) is refused so too: the server answers
-        ``-ERR`` if it has sent nothing yet, and else closes the session, the message
-        unfinished (RFC 1939 §3: no ``.``, so the client deletes nothing)."""
-        entry = self._entry(number)
-        if self._first_refusal(entry):
-            return refused(self.path / entry.folder / entry.name, exc, doing)
-        return refusal(exc, doing)
-
-    def _first_refusal(self, entry: _Entry) -> bool:
-        """Whether ``entry`` is refused for the first time in the session (see
-        :attr:`_refused`); it is noted as refused now."""
-        uid = entry.uid
-        first = uid not in self._refused
-        self._refused.add(uid)
-        return first
-
-    def _find_again(self, number: int) -> None:
-        """Find the file message ``number`` became since the listing (``new/`` to
-        ``cur/``, its flags changed), by its unique name as Dovecot finds it, and keep it
-        in the listing from now on; ``FileNotFoundError`` when none is, and an
-        ``OSError`` when more than one may be (see :meth:`_find`). Blocking: a listing
-        of ``new/`` and ``cur/``."""
-        folders = self._directories().folders
-        entry = self._entry(number)
-        moved = self._find(entry, folders)
-        if moved is None:
-            raise FileNotFoundError(errno.ENOENT, "renamed since", entry.name)
-        assert self._entries is not None
-        self._entries[number - 1] = moved
-
-    def _find(self, entry: _Entry, folders: Mapping[str, int]) -> _Entry | None:
-        """The file in ``new/`` or ``cur/`` that the listed ``entry`` became, or None: one
-        of the same full name (moved between the two), else the one file of the same
-        unique name (its flags changed). Names of one file (one device and inode: a
-        move cut short, see :mod:`smtpcore._maildir_move`) are one: the name of the same
-        full name, else the first, ``cur`` first, with the others as its
-        :attr:`_Entry.links`, for UPDATE to remove (a DELE that left one would see the
-        message come back). Two or more files, and none of the full name, is ambiguous
-        (a copy beside a rename): an ``OSError``, so that no RETR reads and no DELE
-        removes a file chosen by the order of a directory listing. Linear in the names
-        of the unique name, however many links a file has."""
-        base = unique_name(entry.name)
-        found = [f for f in names_of(folders, base) if f != (entry.folder, entry.name)]
-        if not found:
-            return None
-        files = {(sub, name): _file_if_seen(folders[sub], name) for sub, name in found}
-        chosen = next((f for f in found if f[1] == entry.name), None)  # moved as it was
-        if chosen is None:
-            if len(found) > 1 and (len(set(files.values())) > 1 or None in files.values()):
-                raise OSError(
-                    errno.EEXIST,
-                    f"{len(found)} files hold message {base} since it was listed: "
-                    + _some_names(name for _, name in found),
-                )
-            chosen = min(found, key=lambda f: (f[0] != "cur", f[1]))
-        file = files[chosen]
-        others = [f for f in found if f != chosen and file is not None and files[f] == file]
-        return _renamed(entry, *chosen, others, file)
-
-    # -- UPDATE ---------------------------------------------------------
+    # -- UPDATE (_maildir_update_step) ----------------------------------
 
     async def update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
         await self._in_thread(lambda: self._update(deleted, retrieved))
-
-    def _update(self, deleted: Collection[int], retrieved: Collection[int]) -> None:
-        folders = self._directories().folders  # first: opening anew may forget the listing
-        entries = self._entries
-        if entries is None:
-            if deleted:
-                raise MaildropError(
-                    f"{len(deleted)} deleted messages could not be removed: "
-                    "the maildrop was not listed, or changed since it was"
-                )
-            return
-        _update_maildir(
-            self.path, folders, entries, deleted, retrieved, self._size_cache, self._find_again
-        )
 
 
 def _login_name(name: str) -> str:
