@@ -37,6 +37,7 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
+from smtpcore.server._fetch_output import _fetch_failed, _say_at_once, _warn
 from smtpcore.server.cancelsignals import cancelled_by_stop_signals
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
@@ -44,8 +45,6 @@ from smtpcore.server.maildir import Maildir, Staging
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import (
     client_tls_context,
-    declined_certificate,
-    failed_certificate_check,
     plaintext_auth_refused,
     plaintext_auth_warning,
     printable,
@@ -796,22 +795,6 @@ async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
 _TLS_OPTIONS: Final = "--stls or --tls"
 
 
-def _fetch_failed(exc: Exception | str, *, checked_name: str | None = None) -> None:
-    """An error on standard error, as ``send`` reports its own: standard output is
-    for the messages. A server certificate that failed this client's check (against
-    ``checked_name``) is this client's refusal, not the server's."""
-    if isinstance(exc, Exception):
-        failure = failed_certificate_check(exc)
-        if failure is not None:
-            exc = declined_certificate(exc, failure, checked_name)
-    print(printable(f"smtpcore fetch: {exc}"), file=sys.stderr)
-
-
-def _warn(text: str) -> None:
-    """A warning on standard error; fetch goes on."""
-    print(printable(f"smtpcore fetch: warning: {text}"), file=sys.stderr)
-
-
 def _check_maildir_options(args: argparse.Namespace) -> None:
     """A usage error (:class:`ConfigError`, status 2) for an option that means nothing
     without ``--to-maildir``: ``--delete`` would throw the mail away, the messages
@@ -830,13 +813,6 @@ def _check_maildir_options(args: argparse.Namespace) -> None:
             "--all needs --to-maildir: only the record kept in a Maildir makes fetch "
             "leave messages out"
         )
-
-
-def _say_at_once(line: str) -> None:
-    """``line`` on standard output, flushed: a reader gone (``fetch --delete | head``)
-    is found at the message it is about, and no later one is retrieved or deleted,
-    however the output is buffered (a pipe's is by blocks)."""
-    print(line, flush=True)
 
 
 def run_fetch(args: argparse.Namespace, say: Callable[[str], None] = _say_at_once) -> int:
