@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import email.header
-import email.message
-import email.parser
-import email.policy
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -38,6 +34,7 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server._fetch_output import _fetch_failed, _say_at_once, _warn
+from smtpcore.server._fetch_summary import _Head, _summary
 from smtpcore.server.cancelsignals import cancelled_by_stop_signals
 from smtpcore.server.config import ConfigError
 from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
@@ -51,43 +48,6 @@ from smtpcore.server.tools import (
 )
 
 __all__ = ["AUTH_CHOICES", "run_fetch"]
-
-
-def _summary(number: int, size: int, head: bytes) -> str:
-    """``3: 1234 octets, from <...>, "subject"``: one line per fetched message, from its
-    ``size`` and ``head``, the header as far as :class:`_Head` kept it."""
-    header = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head)
-    sender = printable(_header_text(header, "From") or "(no From)")
-    subject = printable(_header_text(header, "Subject") or "(no Subject)")
-    date = printable(_header_text(header, "Date"))
-    when = f", {date}" if date else ""
-    return f'{number}: {size} octets, from {sender}{when}: "{subject}"'
-
-
-HEAD_LIMIT = 64 * 1024
-"""Octets of a fetched message's header kept for its summary line."""
-
-
-class _Head:
-    """The start of a message up to and including the empty line that ends its header
-    (RFC 5322 §2.1), at most :data:`HEAD_LIMIT` octets, gathered from chunks as they
-    come, for the summary line."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.complete = False
-
-    def feed(self, chunk: bytes) -> None:
-        if self.complete:
-            return
-        searched = max(len(self.data) - 3, 0)
-        self.data += chunk[: HEAD_LIMIT - len(self.data)]
-        end = 0 if self.data.startswith(b"\r\n") else self.data.find(b"\r\n\r\n", searched)
-        if end >= 0:
-            del self.data[end + (2 if end == 0 else 4) :]  # "no header at all": the empty line
-            self.complete = True
-        elif len(self.data) >= HEAD_LIMIT:
-            self.complete = True
 
 
 class _Copy:
@@ -216,19 +176,6 @@ server answer it for a message whose file is gone since the listing), and §7 le
 fail (a message another session deleted, a read-only maildrop)."""
 
 _T = TypeVar("_T")
-
-
-def _header_text(header: email.message.Message, name: str) -> str:
-    """A field's text as it came, RFC 2047 words decoded (what they decode to is
-    escaped by :func:`printable` like the rest)."""
-    raw = header.get(name)
-    if raw is None:
-        return ""
-    text = str(raw)
-    try:
-        return str(email.header.make_header(email.header.decode_header(text)))
-    except (ValueError, LookupError, UnicodeError):  # a malformed or unknown encoding
-        return text
 
 
 def _stls_choice(args: argparse.Namespace) -> bool | None:
