@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -34,11 +33,17 @@ from smtpcore.sasl import (
     ScramSHA256Client,
 )
 from smtpcore.server._fetch_output import _fetch_failed, _say_at_once, _warn
-from smtpcore.server._fetch_summary import _Head, _summary
+from smtpcore.server._fetch_retrieve import (
+    _clean_tmp,
+    _retrieve,
+    _Retrieved,
+    _to_its_end_in_thread,
+)
+from smtpcore.server._fetch_summary import _summary
 from smtpcore.server.cancelsignals import cancelled_by_stop_signals
 from smtpcore.server.config import ConfigError
-from smtpcore.server.fetchrecord import ContentDigest, FetchRecord, why_it_failed
-from smtpcore.server.maildir import Maildir, Staging
+from smtpcore.server.fetchrecord import FetchRecord, why_it_failed
+from smtpcore.server.maildir import Maildir
 from smtpcore.server.passwords import read_password
 from smtpcore.server.tools import (
     client_tls_context,
@@ -48,109 +53,6 @@ from smtpcore.server.tools import (
 )
 
 __all__ = ["AUTH_CHOICES", "run_fetch"]
-
-
-class _Copy:
-    """A retrieved message's copy, written into the target Maildir's ``tmp/`` as it
-    streams, then kept (synced into ``new/``) or dropped by the caller, who alone knows,
-    once the whole content is read, whether the message is new. None of it is written
-    without a target.
-
-    ``checking``: the message is read to be told by its content from one stored before
-    (see :meth:`_FetchRun._take_stored_before`). A failure to write it there (a full
-    disk) drops the file and the reading goes on for the digest alone: a message found
-    stored needs no copy, and the failure is raised by :meth:`keep`, only for one found
-    new. Otherwise it is raised at once, and the run stops."""
-
-    def __init__(self, target: Maildir | None, *, checking: bool) -> None:
-        self._checking = checking
-        self._failure: OSError | None = None
-        self._staging: Staging | None = None
-        if target is not None:
-            try:
-                self._staging = target.begin(b"")
-            except OSError as exc:
-                self._failed(exc)
-
-    def write(self, chunk: bytes) -> None:
-        if self._staging is None:
-            return
-        try:
-            self._staging.write(chunk)
-        except OSError as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: OSError) -> None:
-        """Drop the copy, best effort: what to report is ``exc``, and a file that cannot
-        be removed now goes with ``tmp/``'s cleaning (:func:`_clean_tmp`)."""
-        with contextlib.suppress(OSError):
-            self.drop()
-        if not self._checking:
-            raise exc
-        self._failure = exc
-
-    async def keep(self) -> None:
-        """Sync the copy and move it into ``new/`` in one thread (:func:`_into_new`:
-        nothing stays in ``tmp/`` when that fails); the failure that dropped it, if one
-        did. Cancelled (Ctrl-C), it waits for that thread to end, for the thread goes
-        on: not waited for, it left the synced file in ``tmp/``. What it leaves then is
-        the message in ``new/`` (unrecorded: a duplicate next time) or nothing."""
-        if self._failure is not None:
-            raise self._failure
-        staging = self._staging
-        if staging is None:
-            return
-        try:
-            await _to_its_end_in_thread(lambda: _into_new(staging))
-        except asyncio.CancelledError:
-            self.drop()  # the file, when the thread never began
-            raise
-        finally:
-            self._staging = None
-
-    def drop(self) -> None:
-        """Remove the copy from ``tmp/``, unsynced; nothing once it is kept."""
-        staging, self._staging = self._staging, None
-        if staging is not None:
-            staging.discard()
-
-
-async def _to_its_end_in_thread(work: Callable[[], None]) -> None:
-    """Run ``work`` in a thread; cancelled (Ctrl-C, a stop signal), wait for that thread
-    to end before the cancellation goes on, for the thread goes on regardless: not
-    waited for, a process that ended at once left its work half done (a synced file in
-    ``tmp/``, a record's temporary file in the Maildir)."""
-    running = asyncio.ensure_future(asyncio.to_thread(work))
-    try:
-        await asyncio.shield(running)
-    except asyncio.CancelledError:
-        await asyncio.wait({running})
-        if not running.cancelled():
-            running.exception()  # retrieved: the cancellation is what goes on
-        raise
-
-
-def _into_new(staging: Staging) -> None:
-    """Flush and fsync ``staging``, rename it into ``new/`` and sync that; a failure
-    removes the file. One call, for one thread to run whole (see :meth:`_Copy.keep`)."""
-    staged = staging.finish()  # removes the file if it fails
-    try:
-        staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-
-
-@dataclass(frozen=True)
-class _Retrieved:
-    """What :func:`_retrieve` keeps of a message: its size in octets, its header for the
-    summary line, the :class:`ContentDigest` of the whole of it, for the record, and its
-    :class:`_Copy`, for the caller to keep or drop."""
-
-    size: int
-    head: _Head
-    digest: str
-    copy: _Copy
 
 
 @dataclass(frozen=True)
@@ -235,23 +137,6 @@ async def _fetch_session(args: argparse.Namespace, say: Callable[[str], None]) -
         return 1
     say(run.summary(args.to_maildir))
     return 1 if run.refused or run.record_lost else 0
-
-
-async def _clean_tmp(target: Maildir) -> None:
-    """Remove the files a run killed on the way left in ``target``'s ``tmp/`` (a message
-    being retrieved, or read again to be told by its content): none is ever committed.
-    Only those untouched for 36 hours go (:meth:`Maildir.clean_tmp`), so that the file
-    of a run still under way, or of another program's delivery, stays. Housekeeping
-    only: a failure (a file system gone read-only, a file made immutable) is named in
-    one warning and the run goes on."""
-    tmp = target.path / "tmp"
-    if not tmp.exists():
-        return
-    try:
-        await asyncio.to_thread(target.clean_tmp)
-    except OSError as exc:
-        where = f"{why_it_failed(exc)}: {exc.filename}" if exc.filename else why_it_failed(exc)
-        _warn(f"{tmp} cannot be cleaned of what runs killed on the way left there ({where})")
 
 
 def _record_for(
@@ -474,8 +359,9 @@ class _FetchRun:
         that one RETR gave is stored as new: a duplicate at worst, never a loss, and
         never a second download. Its copy in ``tmp/`` is dropped when the content is the
         one stored, and a failure to write it (a full disk) stops the run only when the
-        content is new (see :class:`_Copy`). A listing whose ids are not trusted
-        (:attr:`ids_trusted`) has the match read again without ``--delete`` too."""
+        content is new (see :class:`~smtpcore.server._fetch_retrieve._Copy`). A listing
+        whose ids are not trusted (:attr:`ids_trusted`) has the match read again without
+        ``--delete`` too."""
         if not self.delete and self.ids_trusted:
             self.skipped += 1
             return
@@ -665,32 +551,6 @@ class _FetchRun:
         if not self.ids_trusted:
             return "read again and found unchanged (--all stores them again)"
         return "not fetched again (--all fetches them)"
-
-
-async def _retrieve(
-    client: POP3Client, number: int, target: Maildir | None, *, checking: bool = False
-) -> _Retrieved:
-    """Retrieve message ``number``: its size, its header, the digest of the whole of it,
-    and its :class:`_Copy` in ``target``'s ``tmp/``, unsynced, which the caller keeps or
-    drops (``checking``: see :class:`_Copy`). Streamed, a chunk at a time: memory does
-    not grow with the message. Nothing of it stays in the Maildir when the retrieval
-    fails, or runs past the size LIST gave and 10% and 64 KiB more, which the client
-    refuses (``retrieve_chunks``' bound): a hostile server cannot fill the disk with a
-    message it said was small."""
-    copy = _Copy(target, checking=checking)
-    head = _Head()
-    digest = ContentDigest()
-    size = 0
-    try:
-        async for chunk in client.retrieve_chunks(number):
-            size += len(chunk)
-            head.feed(chunk)
-            digest.feed(chunk)
-            copy.write(chunk)
-    except BaseException:
-        copy.drop()
-        raise
-    return _Retrieved(size, head, digest.hexdigest(), copy)
 
 
 _SASL_CLIENTS: dict[str, Callable[[str, str], ClientMechanism]] = {
