@@ -3,8 +3,8 @@
 lists now, and the one warning about the unique-ids the listing lacks or repeats.
 
 Apart because it is where the server's UIDL listing is judged once, before any message
-is taken: the run (:class:`~smtpcore.server.fetch._FetchRun`) then only asks the
-record whether it holds a message."""
+is taken: the run (:class:`~smtpcore.server._fetch_run._FetchRun`) then only asks
+the record whether it holds a message."""
 
 from __future__ import annotations
 

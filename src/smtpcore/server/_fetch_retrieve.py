@@ -28,7 +28,7 @@ class _Copy:
     without a target.
 
     ``checking``: the message is read to be told by its content from one stored before
-    (see :meth:`~smtpcore.server.fetch._FetchRun._take_stored_before`). A failure to
+    (see :meth:`~smtpcore.server._fetch_run._FetchRun._take_stored_before`). A failure to
     write it there (a full disk) drops the file and the reading goes on for the digest
     alone: a message found stored needs no copy, and the failure is raised by
     :meth:`keep`, only for one found new. Otherwise it is raised at once, and the run
