@@ -18,9 +18,8 @@ is short and runs to its end.
 A signal is recorded the moment it arrives, by a plain :func:`signal.signal` handler
 over the event loop's own, and the loop's callback only cancels the task. The loop
 runs that callback at its next turn, and one that comes after the task's last await
-(the command's last line being written) gets none before the block ends: recorded by
-the loop's callback alone, it was forgotten with the loop's handler, and the command
-exited 0.
+(the command's last line being written) gets none before the block ends; the plain
+handler's record is what makes the block end by the signal all the same.
 
 The serve command's own stop signals are :mod:`smtpcore.server.stopsignal`'s; the
 last step, the death by the signal's default action, is that module's too.
