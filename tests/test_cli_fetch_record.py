@@ -1668,6 +1668,58 @@ def test_a_run_stopped_by_sigterm_or_sighup_records_what_it_stored(
     assert len(Maildir(target).messages()) == 2
 
 
+_SIGNAL_AS_THE_RUN_ENDS = """
+import os, signal, sys
+from smtpcore.__main__ import main
+from smtpcore.server._fetch_run import _FetchRun
+
+summary = _FetchRun.summary
+
+def signalled_first(run, maildir):
+    os.kill(os.getpid(), signal.Signals[sys.argv[1]])
+    return summary(run, maildir)
+
+_FetchRun.summary = signalled_first
+sys.exit(main(sys.argv[2:]))
+"""
+"""``python -c`` this, a signal's name and fetch's arguments after it: fetch, which
+sends itself that signal as it words its last line, the session over and nothing
+awaited after it, where the event loop had no turn to run its handler."""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stop_signal_as_the_run_ends_still_ends_the_process(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """A SIGTERM or SIGHUP that came after the run's last await, before the handlers were
+    put back, was swallowed: the event loop's handler never ran, and fetch exited 0, as
+    if no one had asked it to stop. It is recorded the moment it arrives, and the
+    process ends killed by it once the run is over, the record written."""
+    target = tmp_path / "fetched"
+    env = {**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])}  # this smtpcore
+    with _pop3(tmp_path / "server") as (server, mailbox):
+        write_maildir(mailbox, [_message("one")])
+        argv = ["fetch", "--server", server, *LOGIN, "--to-maildir", str(target)]
+        with subprocess.Popen(
+            [sys.executable, "-c", _SIGNAL_AS_THE_RUN_ENDS, stop.name, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            preexec_fn=lambda: signal.signal(stop, signal.SIG_DFL),  # not nohup's SIG_IGN
+        ) as process:
+            try:
+                out, err = process.communicate(timeout=60)
+            finally:
+                if process.poll() is None:
+                    os.kill(process.pid, signal.SIGKILL)
+        assert process.returncode == -stop, err
+        assert _subjects(out) == ["one"]
+        assert "1 message, " in out  # the last line, written before the end
+        assert "Traceback" not in err
+        assert list(_recorded_sizes(target, server).values()) == [len(_message("one"))]
+
+
 def test_fetch_runs_in_a_thread_other_than_the_main_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

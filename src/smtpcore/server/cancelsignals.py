@@ -15,6 +15,12 @@ thread handles signals: run in another (an embedding program), a command leaves 
 as they are. A second signal while the command stops does nothing more: the cleanup
 is short and runs to its end.
 
+A signal is recorded the moment it arrives, by a plain :func:`signal.signal` handler
+over the event loop's own, and the loop's callback only cancels the task. The loop
+runs that callback at its next turn, and one that comes after the task's last await
+(the command's last line being written) gets none before the block ends; the plain
+handler's record is what makes the block end by the signal all the same.
+
 The serve command's own stop signals are :mod:`smtpcore.server.stopsignal`'s; the
 last step, the death by the signal's default action, is that module's too.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import threading
@@ -48,10 +55,12 @@ for a handler set outside Python."""
 
 
 class _ReceivedSignal:
-    """The first cancelling signal received in the block, if one was."""
+    """The first cancelling signal received in the block, if one was, and whether the
+    task was cancelled for it."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.cancelled = False
 
 
 @contextlib.contextmanager
@@ -72,6 +81,8 @@ def cancelled_by_stop_signals() -> Iterator[None]:
             with contextlib.suppress(NotImplementedError):  # a loop without signal handlers
                 loop.add_signal_handler(signum, _cancel, received, signum, task)
                 before[signum] = handler
+                signal.signal(signum, functools.partial(_record, received))
+                signal.siginterrupt(signum, False)  # as the loop's own handler has it
     try:
         yield
     finally:
@@ -83,9 +94,18 @@ def cancelled_by_stop_signals() -> Iterator[None]:
             _end_by_signal(received.signum)
 
 
+def _record(received: _ReceivedSignal, signum: int, frame: FrameType | None) -> None:
+    """Python's handler of a cancelling signal, run as it arrives; the event loop,
+    woken by the same signal (:func:`signal.set_wakeup_fd`), then runs :func:`_cancel`."""
+    if received.signum is None:
+        received.signum = signum
+
+
 def _cancel(received: _ReceivedSignal, signum: int, task: asyncio.Task[object]) -> None:
     if received.signum is None:
         received.signum = signum
+    if not received.cancelled:
+        received.cancelled = True
         task.cancel()
 
 
