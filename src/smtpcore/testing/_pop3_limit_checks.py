@@ -16,8 +16,8 @@ from smtpcore.testing._pop3_probe import (
     QUIT_UNMARKED_RULE,
     POP3Probe,
     POP3Wire,
-    ask,
 )
+from smtpcore.testing._pop3_responses import ask
 
 __all__ = ["check_command_line_length"]
 
