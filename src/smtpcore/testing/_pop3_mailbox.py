@@ -17,7 +17,7 @@ from typing import Final, NamedTuple
 
 from smtpcore.testing._battery import Failed
 from smtpcore.testing._delivery import marker_of
-from smtpcore.testing._pop3_probe import POP3Probe, POP3Wire
+from smtpcore.testing._pop3_probe import POP3Probe
 from smtpcore.testing._pop3_responses import (
     OverlongResponse,
     POP3Response,
@@ -25,6 +25,7 @@ from smtpcore.testing._pop3_responses import (
     ask,
     wire_number,
 )
+from smtpcore.testing._pop3_wire import POP3Wire
 from smtpcore.testing._wire import MAX_RECEIVED
 
 __all__ = [

@@ -2,17 +2,19 @@
 without losing a message.
 
 The checks read the responses with :mod:`~smtpcore.testing._pop3_responses`,
-which frames them byte for byte; its names are exported here too.
+which frames them byte for byte, on a connection of
+:mod:`~smtpcore.testing._pop3_wire`, which keeps the rules of every line
+written; the names of both are exported here too.
 
 The mail in the mailbox is the user's. A server deletes a message only in
 the UPDATE state, after ``QUIT`` (RFC 1939 §6), and some delete there what
 was retrieved (a delete-after-download policy), or more than was left
 marked after ``RSET`` (a broken one). So a session that sent ``RETR``,
 ``TOP`` or ``DELE``, or any line a server might read as one, never sends
-``QUIT``: its connection (a :class:`POP3Wire`) refuses to write it, and
-:meth:`POP3Probe.end` sends ``RSET`` and ``NOOP`` and closes without
-``QUIT``, which deletes nothing. Only a session that touched no message
-ends with ``QUIT``.
+``QUIT``: its connection (a :class:`~smtpcore.testing._pop3_wire.POP3Wire`)
+refuses to write it, and :meth:`POP3Probe.end` sends ``RSET`` and ``NOOP``
+and closes without ``QUIT``, which deletes nothing. Only a session that
+touched no message ends with ``QUIT``.
 """
 
 from __future__ import annotations
@@ -52,10 +54,16 @@ from smtpcore.testing._pop3_responses import (
     ask,
     has_multi_line_response,
     lines_of,
-    read_answer,
     read_response,
     status_and_code,
     wire_number,
+)
+from smtpcore.testing._pop3_wire import (
+    HIDDEN,
+    POP3Wire,
+    UnsafeQuit,
+    ask_login,
+    touches_no_message,
 )
 from smtpcore.testing._wire import Exchange, WireClient, excerpt_reads
 
@@ -87,37 +95,14 @@ Listing = dict[int, int]
 
 _LOCK_RETRY: Final = 0.05
 
-_MESSAGE_FREE_VERBS: Final = frozenset(
-    {b"CAPA", b"USER", b"PASS", b"APOP", b"AUTH", b"STLS", b"STAT", b"LIST", b"UIDL"}
-    | {b"NOOP", b"RSET", b"QUIT", b"UTF8"}
-)
-"""Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
-_MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
-_LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
 _SCAN_LISTING_START: Final = re.compile(rb"[0-9]+ [0-9]")
 """How a scan listing line starts: the number, a single space, the size (RFC 1939 §5).
 What follows the size is the server's own; :func:`smtpcore.pop3.parse_listing`, which
 splits at any run of whitespace, reads the numbers."""
-_LOGIN_VERBS: Final = frozenset({b"PASS", b"APOP", b"AUTH"})
-"""Commands whose answer may quote the credentials just sent (RFC 1939 §7, RFC 5034 §4)."""
-NOT_KEPT: Final = b"<text not shown: it may quote the password>"
-"""What a transcript holds in place of the text of an answer to a login line."""
-_MAX_PARTIAL: Final = 64 << 10
-HIDDEN: Final = b"<hidden>"
-"""What a result shows in place of the password, in whatever form it was sent."""
 _WRONG: Final = b"-not-the-password"
 SETTLE: Final = 0.2
 """Seconds the last read of a session waits for a response no command asked for."""
 _MAX_LATE_LINES: Final = 16
-
-
-def shown_login_answer(answer: bytes, *, head: bool = True) -> bytes:
-    """How a transcript records ``answer``, the octets of an answer to a login line (a
-    whole line, or the part of one that came): its status and registered code only
-    (where ``head``, else nothing of it), :data:`NOT_KEPT`, and its line end."""
-    shown = status_and_code(answer) if head else b""
-    ending = answer[len(answer.rstrip(b"\r\n")) :]
-    return (shown + b" " if shown else b"") + NOT_KEPT + ending
 
 
 class LoginRefused(Skipped):
@@ -145,126 +130,6 @@ def _cut(line: bytes, *, tail: bool = False) -> bytes:
 
 _SHOWN_OCTETS: Final = 40
 _SHOWN_LINES: Final = 4
-
-
-def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Response:
-    """Send a login line, ``command`` then ``secret`` (see :meth:`POP3Wire.send_login`),
-    and read its response; a failure names the command with :data:`HIDDEN` for
-    ``secret``, so that the summary never holds the password."""
-    client.send_login(command, secret)
-    return read_answer(client, command + HIDDEN if secret else command)
-
-
-def touches_no_message(line: bytes) -> bool:
-    """Whether ``line`` can neither mark a message deleted nor hand one out, however a
-    server reads it: its verb touches none, and no piece of it names a verb that
-    does (a server that cuts long lines runs the pieces). Empty lines touch none."""
-    verb = line.split(b" ", 1)[0].upper()
-    return not line or (verb in _MESSAGE_FREE_VERBS and not _MESSAGE_VERB.search(line))
-
-
-class UnsafeQuit(RuntimeError):
-    """A check wrote ``QUIT`` on a session that may have touched a message: a bug in
-    the check, never the server's doing (end sessions with :meth:`POP3Probe.end`)."""
-
-
-class POP3Wire(WireClient):
-    """A POP3 connection that knows whether it may have touched a message, and so
-    whether ``QUIT`` may end it (see the module's docstring)."""
-
-    def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
-        super().__init__(host, port, timeout=timeout, pause=pause)
-        self.touched = False
-        """Whether a line written may have marked or handed out a message."""
-        self._partial = b""
-        self._login_answer: int | None = None
-        """Where in the transcript the reads of a login line's answer begin, while it is due."""
-        self._answer_begun = False
-        """Whether part of that answer came before, and is recorded with its status."""
-        self._continuing = False
-        """Whether the last answer to a login line was an AUTH continuation (``+``): the
-        next line written is then a step of the exchange (RFC 5034 §4)."""
-
-    def send(
-        self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
-    ) -> None:
-        """Write ``data`` as :meth:`WireClient.send` does; raises :class:`UnsafeQuit`,
-        writing nothing, where ``QUIT`` would follow a line that touched a message."""
-        touched, partial, lines = self._classify(data)
-        super().send(data, pieces, deadline=deadline)
-        self.touched, self._partial = touched, partial
-        self._wrote(lines)
-
-    def send_login(self, command: bytes, secret: bytes = b"") -> None:
-        """Send one of the user's own login lines, ``command`` then ``secret`` (CRLF
-        added): whatever the name or the password spell, the server takes it whole as
-        a credential. The transcript shows :data:`HIDDEN` for ``secret``: the
-        password (PASS, RFC 1939 §7) or a SASL response (AUTH, RFC 5034 §4)."""
-        at = len(self.transcript)
-        super().send(command + secret + b"\r\n")
-        if secret and at < len(self.transcript) and self.transcript[at].side == "client":
-            self.transcript[at] = Exchange("client", command + HIDDEN + b"\r\n")
-        self._wrote([command])
-
-    def _classify(self, data: bytes) -> tuple[bool, bytes, list[bytes]]:
-        """Whether the session has touched a message once ``data`` is written, the line
-        left incomplete, and the lines ``data`` ends; a line end is CR, LF or both, as
-        some server may read it."""
-        *lines, partial = _LINE_ENDS.split(self._partial + data)
-        touched = self.touched or len(partial) > _MAX_PARTIAL
-        for line in lines:
-            if touched and line.split(b" ", 1)[0].upper() == b"QUIT":
-                raise UnsafeQuit("QUIT after a line that may have touched a message")
-            touched = touched or not touches_no_message(line)
-        return touched, partial[:_MAX_PARTIAL], lines
-
-    def _wrote(self, lines: Sequence[bytes]) -> None:
-        """Note that ``lines`` went out: where one is PASS, APOP, AUTH or a step of an
-        AUTH exchange, the answer now due may quote the credentials, and the reads from
-        here to its line end are recorded by :func:`shown_login_answer`."""
-        verbs = {line.split(b" ", 1)[0].upper() for line in lines}
-        login = (bool(lines) and self._continuing) or not verbs.isdisjoint(_LOGIN_VERBS)
-        if lines:
-            self._continuing = False
-        if login and self._login_answer is None:
-            self._login_answer, self._answer_begun = len(self.transcript), False
-
-    def read_line(
-        self, deadline: float | None = None, *, limit: int | None = None
-    ) -> bytes | None:
-        """:meth:`WireClient.read_line`; where the line answers a login line, the reads
-        that hold it are recorded by status and registered code only (RFC 2449 §8.1):
-        a server may quote there the password, in forms the battery cannot all
-        foresee. The battery itself reads the whole line."""
-        if self._login_answer is None:
-            return super().read_line(deadline, limit=limit)
-        line = None
-        try:
-            line = super().read_line(deadline, limit=limit)
-        finally:
-            self._record_login_answer(line)
-        return line
-
-    def _record_login_answer(self, line: bytes | None) -> None:
-        """Put the login answer in place of the server reads since it was due: ``line``
-        where it came whole (the octets read after it are kept as they are), else what
-        came of it, the rest still due."""
-        start = self._login_answer
-        assert start is not None
-        kept = self.transcript[start:]
-        reads = b"".join(entry.data for entry in kept if entry.side == "server")
-        cut = len(reads) if line is None else len(reads) - min(len(self.unread), len(reads))
-        answer, after = reads[:cut], reads[cut:]
-        shown = [Exchange("server", shown_login_answer(answer, head=not self._answer_begun))]
-        notes = [entry for entry in kept if entry.side != "server"]
-        tail = [Exchange("server", after)] if after else []
-        self.transcript[start:] = (shown if answer else []) + notes + tail
-        if line is None:
-            self._answer_begun = self._answer_begun or bool(answer)
-            self._login_answer = len(self.transcript)
-        else:
-            self._login_answer = None
-            self._continuing = status_and_code(line) == b"+"
 
 
 def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing:
