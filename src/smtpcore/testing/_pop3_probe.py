@@ -1,20 +1,14 @@
-"""The POP3 battery's side of a session: logins, listings, and sessions ended
-without losing a message.
+"""The POP3 battery's side of a session: where the server is, who logs in, the
+connections a check opened, and the mailbox's listing.
 
-The checks read the responses with :mod:`~smtpcore.testing._pop3_responses`,
-which frames them byte for byte, on a connection of
-:mod:`~smtpcore.testing._pop3_wire`, which keeps the rules of every line
-written; the names of both are exported here too.
-
-The mail in the mailbox is the user's. A server deletes a message only in
-the UPDATE state, after ``QUIT`` (RFC 1939 §6), and some delete there what
-was retrieved (a delete-after-download policy), or more than was left
-marked after ``RSET`` (a broken one). So a session that sent ``RETR``,
-``TOP`` or ``DELE``, or any line a server might read as one, never sends
-``QUIT``: its connection (a :class:`~smtpcore.testing._pop3_wire.POP3Wire`)
-refuses to write it, and :meth:`POP3Probe.end` sends ``RSET`` and ``NOOP``
-and closes without ``QUIT``, which deletes nothing. Only a session that
-touched no message ends with ``QUIT``.
+:class:`POP3Probe` holds the greeting, the login and the listing; its base classes
+hold one concern each: how its sessions end without losing mail
+(:mod:`~smtpcore.testing._pop3_session_end`: a session that may have touched a
+message never sends ``QUIT``), and how its results quote the server's lines with
+the password hidden (:mod:`~smtpcore.testing._pop3_quoting`). The checks read the
+responses with :mod:`~smtpcore.testing._pop3_responses`, which frames them byte for
+byte, on a connection of :mod:`~smtpcore.testing._pop3_wire`, which keeps the rules
+of every line written; the names of both are exported here too.
 """
 
 from __future__ import annotations
@@ -23,28 +17,20 @@ import base64
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from smtpcore import pop3
 from smtpcore._errors import RemoteProtocolError
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
-    CheckResult,
     Failed,
     Skipped,
     busy_retry_pause,
-    close_all,
     open_wire,
     refused_connection,
     transcript_of,
-)
-from smtpcore.testing._hiding import (
-    credential_forms,
-    hide_in_bytes,
-    hide_in_server_reads,
-    hide_in_text,
 )
 from smtpcore.testing._pop3_responses import (
     OverlongResponse,
@@ -58,14 +44,18 @@ from smtpcore.testing._pop3_responses import (
     status_and_code,
     wire_number,
 )
+from smtpcore.testing._pop3_session_end import (
+    QUIT_BEFORE_LOGIN_RULE,
+    QUIT_UNMARKED_RULE,
+    _EndsSessions,
+)
 from smtpcore.testing._pop3_wire import (
-    HIDDEN,
     POP3Wire,
     UnsafeQuit,
     ask_login,
     touches_no_message,
 )
-from smtpcore.testing._wire import Exchange, WireClient, excerpt_reads
+from smtpcore.testing._wire import Exchange, WireClient
 
 if TYPE_CHECKING:
     from smtpcore.testing._delivery import Delivery
@@ -99,10 +89,6 @@ _SCAN_LISTING_START: Final = re.compile(rb"[0-9]+ [0-9]")
 """How a scan listing line starts: the number, a single space, the size (RFC 1939 §5).
 What follows the size is the server's own; :func:`smtpcore.pop3.parse_listing`, which
 splits at any run of whitespace, reads the numbers."""
-_WRONG: Final = b"-not-the-password"
-SETTLE: Final = 0.2
-"""Seconds the last read of a session waits for a response no command asked for."""
-_MAX_LATE_LINES: Final = 16
 
 
 class LoginRefused(Skipped):
@@ -113,23 +99,6 @@ class LoginRefused(Skipped):
     def __init__(self, refusal: str) -> None:
         super().__init__(f"{refusal}: give a user and password the server takes")
         self.refusal = refusal
-
-
-def _cut(line: bytes, *, tail: bool = False) -> bytes:
-    """``line`` cut at :data:`_SHOWN_OCTETS`, or just past a :data:`HIDDEN` the cut
-    would split: ``<hid`` says less than the whole mark. With ``tail``, its last
-    :data:`_SHOWN_OCTETS` octets, or from just before a :data:`HIDDEN` the cut would
-    split."""
-    if not tail:
-        mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
-        return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
-    edge = max(0, len(line) - _SHOWN_OCTETS)
-    mark = line.find(HIDDEN, max(0, edge - len(HIDDEN) + 1), edge + len(HIDDEN) - 1)
-    return line[mark if mark >= 0 else edge :]
-
-
-_SHOWN_OCTETS: Final = 40
-_SHOWN_LINES: Final = 4
 
 
 def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing:
@@ -163,7 +132,7 @@ def mail_needed(listing: Mapping[int, object]) -> None:
 
 
 @dataclass
-class POP3Probe:
+class POP3Probe(_EndsSessions):
     """Where the POP3 server is, who logs in, and the connections a check made.
 
     A check opens connections with :meth:`connect` or :meth:`session`, raises
@@ -267,60 +236,10 @@ class POP3Probe:
             answer = ask_login(client, b"*")
         return answer
 
-    def wrong_password(self) -> bytes:
-        """A password the server must refuse: the user's, lengthened (RFC 1939 §7)."""
-        return self.password.encode() + _WRONG
-
     def _plain_response(self) -> bytes:
         """AUTH PLAIN's initial response: no authorization identity, the user, the
         password, in base64 (RFC 4616 §2, RFC 5034 §4)."""
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
-
-    def _credentials(self) -> tuple[bytes, ...]:
-        """Every form the password takes on the wire (:func:`credential_forms`), the
-        wrong password the battery writes, and the delivery's forms."""
-        delivered = tuple(self.delivery.secrets()) if self.delivery else ()
-        own = credential_forms(self.user, self.password)
-        return (*own, self.wrong_password(), *delivered)
-
-    def hide_credentials(self, result: CheckResult) -> CheckResult:
-        """``result`` with :data:`HIDDEN` where a server says the password back, in
-        any form the battery sent it, standing as a word: across the reads that cut
-        it in the transcript, and as a bytes repr writes it in the summary and the
-        notes, which quote server bytes whole, in excerpts and in lists
-        (:mod:`~smtpcore.testing._hiding`). What the battery wrote is hidden where it
-        wrote it (:meth:`POP3Wire.send_login`). Only a word is hidden: a short
-        password (``1``) is also part of numbers that say nothing of it. Results are
-        printed and shared; the password has no business in them."""
-        secrets = self._credentials()
-        transcript = tuple(
-            replace(entry, note=hide_in_text(entry.note, secrets, HIDDEN)) if entry.note else entry
-            for entry in hide_in_server_reads(result.transcript, secrets, HIDDEN)
-        )
-        summary = hide_in_text(result.summary, secrets, HIDDEN)
-        return replace(result, summary=summary, transcript=transcript)
-
-    def lines_said(self, lines: Sequence[bytes]) -> str:
-        """``lines``, one or more the server sent, for a summary: how many, then the
-        first :data:`_SHOWN_LINES` quoted as bytes reprs without their line ends, the
-        password hidden (as :meth:`hide_credentials` hides it) and only then cut at
-        :data:`_SHOWN_OCTETS`: cut first, a line would show the start of a password
-        it cut through, which hiding the summary no longer finds. Every line a POP3
-        summary quotes goes through here. A caller says "no response" in words where
-        none came: an empty list printed says nothing a reader can use."""
-        quoted = [self.line_said(line) for line in lines[:_SHOWN_LINES]]
-        if len(lines) > _SHOWN_LINES:
-            quoted.append(f"{len(lines) - _SHOWN_LINES} more")
-        count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
-        return f"{count} ({', '.join(quoted)})"
-
-    def line_said(self, line: bytes, *, tail: bool = False) -> str:
-        """One line the server sent, for a summary: a bytes repr without its line end,
-        the password hidden, then cut (:meth:`lines_said`). With ``tail``, its last
-        octets, line end kept: where what is wrong is how the line ends (a bare LF in
-        a message, ``dot-stuffing``), hidden first and cut after, as ever."""
-        hidden = hide_in_bytes(line, self._credentials(), HIDDEN)
-        return repr(_cut(hidden, tail=True) if tail else _cut(hidden.rstrip(b"\r\n")))
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""
@@ -353,119 +272,8 @@ class POP3Probe:
                 "is closed without QUIT, so that nothing is deleted"
             )
 
-    def end(self, client: POP3Wire) -> None:
-        """End a session without losing mail: QUIT where it touched no message, else
-        RSET and NOOP and the close without QUIT, which deletes nothing (RFC 1939 §6).
-        Either way a response the server owed no one (to a command read from inside
-        a line or a message) is counted, and fails the check."""
-        if client.closed or client.write_failed:
-            self.abandon(client)
-        elif client.touched:
-            self._leave(client)
-        else:
-            self._quit(client)
-
-    def _quit(self, client: POP3Wire, *, marked: bool = False) -> bytes:
-        """QUIT, then every line until the server closes: exactly one status line,
-        which it returns, else the check fails. It must be ``+OK``: before login QUIT
-        gets nothing else (RFC 1939 §4), and in the UPDATE state ``-ERR`` reports
-        only that some messages marked deleted were not removed (§6), which a session
-        that marked none cannot be told. Only where the session ``marked`` messages
-        (:meth:`quit_after_own_deletions`) is ``-ERR`` taken too."""
-        client.send(b"QUIT\r\n")
-        lines = client.read_lines_until_closed()
-        if not client.closed:
-            got = (
-                f"QUIT got {self.lines_said(lines)}, and" if lines else "QUIT went unanswered, and"
-            )
-            raise Failed(
-                f"{got} the server did not close the connection within {client.timeout:g} s "
-                "(RFC 1939 §6)"
-            )
-        if not lines:
-            raise Failed(
-                "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
-            )
-        owed = "+OK or -ERR" if marked else "+OK"
-        if len(lines) == 1 and not lines[0].startswith((b"+OK", b"-ERR") if marked else b"+OK"):
-            rule = "RFC 1939 §6" if marked else QUIT_UNMARKED_RULE
-            said = self.lines_said(lines)
-            raise Failed(f"QUIT got {said} before the close, not {owed} ({rule})")
-        if len(lines) > 1:
-            raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not one "
-                f"{'status line' if marked else '+OK'}: a line the server owed no one was "
-                "counted (RFC 1939 §6)"
-            )
-        return lines[0]
-
-    def _leave(self, client: POP3Wire) -> None:
-        """RSET and NOOP, one status line each, then nothing for :data:`SETTLE`
-        seconds; then the close without QUIT. A server answers in order, so a
-        response owed no one comes before NOOP's, or just after."""
-        client.send(b"RSET\r\nNOOP\r\n")
-        deadline = time.monotonic() + client.timeout
-        lines: list[bytes] = []
-        while len(lines) < 2 and (line := client.read_line(deadline)) is not None:
-            lines.append(line)
-        lines += _late_lines(client)
-        self.abandon(client)
-        if len(lines) > 2 or not all(line.startswith((b"+OK", b"-ERR")) for line in lines):
-            raise Failed(
-                f"RSET and NOOP, the session's last commands, got {self.lines_said(lines)}, not "
-                "one status line each: a response the server owed no one was counted (RFC "
-                "1939 §3)"
-            )
-
-    def quit_after_own_deletions(self, client: POP3Wire) -> bytes:
-        """QUIT, to delete what the session marked, on a session whose only lines that
-        touched a message were DELE of the battery's own test messages (asked for
-        explicitly): the one QUIT after a touch (RFC 1939 §6), and the one session
-        whose QUIT may get ``-ERR``, some marked messages not removed. Returns its
-        status line."""
-        client.touched = False
-        return self._quit(client, marked=True)
-
-    def abandon(self, client: POP3Wire) -> None:
-        """Give up ``client`` (it showed what it had to): RSET where it may have
-        touched a message, then the close, without QUIT, so nothing is deleted."""
-        if client.touched and not client.closed:
-            client.send(b"RSET\r\n")
-        if not client.closed:
-            client.transcript.append(Exchange("note", note="closed without QUIT"))
-        client.close()
-        client.closed = True
-
-    def keep_little_of(self, client: POP3Wire) -> None:
-        """Keep of ``client``'s reads, a session ended whose reads no longer matter (a
-        look that found nothing new), the first and last octets of each
-        (:func:`~smtpcore.testing._wire.excerpt_reads`), the password hidden first
-        as in :meth:`hide_credentials`: the transcript of a check of many sessions is
-        then bounded by one session's :data:`~smtpcore.testing._wire.MAX_RECEIVED`,
-        not by that times their number, and no verdict changes."""
-        hidden = hide_in_server_reads(client.transcript, self._credentials(), HIDDEN)
-        client.transcript[:] = excerpt_reads(hidden)
-
     def transcript(self) -> tuple[Exchange, ...]:
         return transcript_of(self.clients)
-
-    def close(self) -> None:
-        """Close every connection, those that may have touched a message after RSET,
-        none with QUIT (their transcripts stay for the result)."""
-        for client in self.clients:
-            if client.touched and not client.closed:
-                self.abandon(client)
-        close_all(self.clients)
-
-
-QUIT_BEFORE_LOGIN_RULE: Final = "RFC 1939 §4: QUIT before login gets +OK"
-"""Why ``-ERR`` to QUIT before login fails, for a summary."""
-QUIT_UNMARKED_RULE: Final = (
-    "RFC 1939 §4, §6: -ERR to QUIT says marked messages were not removed, and the "
-    "session marked none"
-)
-"""Why ``-ERR`` to QUIT on a session that marked no message fails, logged in or not,
-for a summary."""
 
 
 def _busy(greeting: POP3Response) -> bool:
@@ -474,19 +282,3 @@ def _busy(greeting: POP3Response) -> bool:
     return greeting.err and status_and_code(greeting.status).upper().endswith(
         (b"[SYS/TEMP]", b"[IN-USE]")
     )
-
-
-def _late_lines(client: WireClient) -> list[bytes]:
-    """The lines that come within :data:`SETTLE` seconds (a few at most)."""
-    deadline = time.monotonic() + min(client.timeout, SETTLE)
-    lines: list[bytes] = []
-    for _ in range(_MAX_LATE_LINES):
-        try:
-            line = client.read_line(deadline)
-        except TimeoutError:  # no failure: say what the wait found, not that it ran out
-            client.transcript[-1] = Exchange("note", note=f"nothing more within {SETTLE:g} s")
-            break
-        if line is None:
-            break
-        lines.append(line)
-    return lines
