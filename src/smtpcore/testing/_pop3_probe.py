@@ -8,7 +8,7 @@ message never sends ``QUIT``), and how its results quote the server's lines with
 the password hidden (:mod:`~smtpcore.testing._pop3_quoting`). The checks read the
 responses with :mod:`~smtpcore.testing._pop3_responses`, which frames them byte for
 byte, on a connection of :mod:`~smtpcore.testing._pop3_wire`, which keeps the rules
-of every line written; the names of both are exported here too.
+of every line written; the names in this module's ``__all__`` are importable here too.
 """
 
 from __future__ import annotations

@@ -15,9 +15,10 @@ without ``QUIT``, and a server deletes nothing then (RFC 1939 §6), not even
 what a delete-after-download policy would. Only sessions that touched no
 message end with ``QUIT``: logins, ``CAPA``, ``UIDL``, ``LIST``, ``STAT``,
 ``STLS`` and the long ``USER`` lines (see
-:mod:`~smtpcore.testing._pop3_session_end`). Either way a response the server owes
-no one (a command read from inside a line, a message or a TLS handshake) is
-counted, not missed.
+:mod:`~smtpcore.testing._pop3_session_end`; the connection refusing to write
+``QUIT`` after such a line is :mod:`~smtpcore.testing._pop3_wire`'s). Either
+way a response the server owes no one (a command read from inside a line, a
+message or a TLS handshake) is counted, not missed.
 
 This module is the registry and the runner. Each check is a function of a
 ``POP3Probe`` (``_pop3_probe``: connections and logins, ``_pop3_session_end``:
