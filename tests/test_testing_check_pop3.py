@@ -78,13 +78,13 @@ from smtpcore.testing.__main__ import NOTHING_TESTED, main
 from smtpcore.testing._battery import Failed
 from smtpcore.testing._hiding import credential_forms
 from smtpcore.testing._pop3_probe import (
-    NOT_KEPT,
     LoginRefused,
     POP3Probe,
     POP3Response,
     parse_listing,
 )
 from smtpcore.testing._pop3_stream_checks import _framing_problem
+from smtpcore.testing._pop3_wire import NOT_KEPT
 from smtpcore.testing._wire import Exchange
 from smtpcore.testing.check import CheckResult, Outcome
 from smtpcore.testing.check_pop3 import POP3_CHECKS, ServerUnreachable, check_pop3_server

@@ -28,7 +28,9 @@ from smtpcore.testing._pop3_mailbox import (
     own_marker_at,
     repeats_an_id,
 )
-from smtpcore.testing._pop3_probe import LoginRefused, POP3Probe, POP3Wire, ask
+from smtpcore.testing._pop3_probe import LoginRefused, POP3Probe
+from smtpcore.testing._pop3_responses import ask
+from smtpcore.testing._pop3_wire import POP3Wire
 
 __all__ = ["delete_delivered", "failed_deletion_note"]
 

@@ -40,14 +40,9 @@ from smtpcore.testing._pop3_mailbox import (
     mailbox_listing,
     new_marker_at,
 )
-from smtpcore.testing._pop3_probe import (
-    POP3Probe,
-    POP3Wire,
-    ResponseBound,
-    StalledResponse,
-    ask,
-    lines_of,
-)
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_responses import ResponseBound, StalledResponse, ask, lines_of
+from smtpcore.testing._pop3_wire import POP3Wire
 
 __all__ = [
     "MAX_WAIT",

@@ -11,13 +11,10 @@ from collections.abc import Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed, unjudged
-from smtpcore.testing._pop3_probe import (
-    QUIT_BEFORE_LOGIN_RULE,
-    QUIT_UNMARKED_RULE,
-    POP3Probe,
-    POP3Wire,
-    ask,
-)
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_responses import ask
+from smtpcore.testing._pop3_session_end import QUIT_BEFORE_LOGIN_RULE, QUIT_UNMARKED_RULE
+from smtpcore.testing._pop3_wire import POP3Wire
 
 __all__ = ["check_command_line_length"]
 

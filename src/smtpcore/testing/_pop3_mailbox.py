@@ -17,15 +17,15 @@ from typing import Final, NamedTuple
 
 from smtpcore.testing._battery import Failed
 from smtpcore.testing._delivery import marker_of
-from smtpcore.testing._pop3_probe import (
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_responses import (
     OverlongResponse,
-    POP3Probe,
     POP3Response,
-    POP3Wire,
     ResponseBound,
     ask,
     wire_number,
 )
+from smtpcore.testing._pop3_wire import POP3Wire
 from smtpcore.testing._wire import MAX_RECEIVED
 
 __all__ = [
@@ -101,7 +101,7 @@ def mailbox_listing(client: POP3Wire, said: Said) -> tuple[Listing, bool]:
 
 def _listed(answer: POP3Response, said: Said) -> dict[int, bytes]:
     """A scan or unique-id listing's lines: each message number, ASCII digits,
-    bounded (:func:`~smtpcore.testing._pop3_probe.wire_number`), with the word after
+    bounded (:func:`~smtpcore.testing._pop3_responses.wire_number`), with the word after
     it. A malformed line is quoted by ``said``."""
     listed: dict[int, bytes] = {}
     for line in answer.lines:

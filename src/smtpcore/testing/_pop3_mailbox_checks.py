@@ -11,7 +11,8 @@ from __future__ import annotations
 from smtpcore import pop3
 from smtpcore._errors import RemoteProtocolError
 from smtpcore.testing._battery import Failed, Skipped, unjudged
-from smtpcore.testing._pop3_probe import POP3Probe, ask, mail_needed
+from smtpcore.testing._pop3_probe import POP3Probe, mail_needed
+from smtpcore.testing._pop3_responses import ask
 from smtpcore.testing._wire import WireClient
 
 __all__ = ["check_deletion", "check_uidl"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Final
 
 from smtpcore.testing._battery import Failed
-from smtpcore.testing._pop3_probe import POP3Probe, POP3Response, ask, mail_needed
+from smtpcore.testing._pop3_probe import POP3Probe, mail_needed
 from smtpcore.testing._pop3_refusals import RefusalSessions
+from smtpcore.testing._pop3_responses import POP3Response, ask
 
 __all__ = ["check_number_edges"]
 

@@ -1,20 +1,14 @@
-"""The POP3 battery's side of a session: responses read byte for byte, logins, listings,
-and sessions ended without losing a message.
+"""The POP3 battery's side of a session: where the server is, who logs in, the
+connections a check opened, and the mailbox's listing.
 
-The checks talk to servers written in any language, so, as the SMTP battery,
-they write raw lines on a :class:`~smtpcore.testing._wire.WireClient` and
-frame the responses themselves (RFC 1939 §3): a status line, and after a
-``+OK`` to a command that has a multi-line response, lines up to a lone dot.
-
-The mail in the mailbox is the user's. A server deletes a message only in
-the UPDATE state, after ``QUIT`` (RFC 1939 §6), and some delete there what
-was retrieved (a delete-after-download policy), or more than was left
-marked after ``RSET`` (a broken one). So a session that sent ``RETR``,
-``TOP`` or ``DELE``, or any line a server might read as one, never sends
-``QUIT``: its connection (a :class:`POP3Wire`) refuses to write it, and
-:meth:`POP3Probe.end` sends ``RSET`` and ``NOOP`` and closes without
-``QUIT``, which deletes nothing. Only a session that touched no message
-ends with ``QUIT``.
+:class:`POP3Probe` holds the greeting, the login and the listing; its base classes
+hold one concern each: how its sessions end without losing mail
+(:mod:`~smtpcore.testing._pop3_session_end`: a session that may have touched a
+message never sends ``QUIT``), and how its results quote the server's lines with
+the password hidden (:mod:`~smtpcore.testing._pop3_quoting`). The checks read the
+responses with :mod:`~smtpcore.testing._pop3_responses`, which frames them byte for
+byte, on a connection of :mod:`~smtpcore.testing._pop3_wire`, which keeps the rules
+of every line written; the names in this module's ``__all__`` are importable here too.
 """
 
 from __future__ import annotations
@@ -23,31 +17,45 @@ import base64
 import re
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
 from smtpcore import pop3
 from smtpcore._errors import RemoteProtocolError
-from smtpcore._numbers import parse_number
 from smtpcore._secret import SECRET, secret_repr
 from smtpcore.testing._battery import (
-    CheckResult,
     Failed,
     Skipped,
     busy_retry_pause,
-    close_all,
     open_wire,
     refused_connection,
     transcript_of,
 )
-from smtpcore.testing._hiding import (
-    credential_forms,
-    hide_in_bytes,
-    hide_in_server_reads,
-    hide_in_text,
+from smtpcore.testing._pop3_responses import (
+    OverlongResponse,
+    POP3Response,
+    ResponseBound,
+    StalledResponse,
+    ask,
+    has_multi_line_response,
+    lines_of,
+    read_response,
+    status_and_code,
+    wire_number,
 )
-from smtpcore.testing._wire import Exchange, LineOverLimit, WireClient, excerpt_reads
+from smtpcore.testing._pop3_session_end import (
+    QUIT_BEFORE_LOGIN_RULE,
+    QUIT_UNMARKED_RULE,
+    _EndsSessions,
+)
+from smtpcore.testing._pop3_wire import (
+    POP3Wire,
+    UnsafeQuit,
+    ask_login,
+    touches_no_message,
+)
+from smtpcore.testing._wire import Exchange, WireClient
 
 if TYPE_CHECKING:
     from smtpcore.testing._delivery import Delivery
@@ -75,95 +83,12 @@ __all__ = [
 Listing = dict[int, int]
 """A scan listing: message number to size in octets (RFC 1939 §5, LIST)."""
 
-_TERMINATOR: Final = b".\r\n"
 _LOCK_RETRY: Final = 0.05
-_LINE: Final = re.compile(rb"[^\n]*\n")
-_STUFFING_DOT: Final = re.compile(rb"^\.", re.MULTILINE)
 
-_MESSAGE_FREE_VERBS: Final = frozenset(
-    {b"CAPA", b"USER", b"PASS", b"APOP", b"AUTH", b"STLS", b"STAT", b"LIST", b"UIDL"}
-    | {b"NOOP", b"RSET", b"QUIT", b"UTF8"}
-)
-"""Commands that neither mark a message deleted nor hand one out (RFC 1939 §5-§7)."""
-_MESSAGE_VERB: Final = re.compile(rb"RETR|TOP|DELE", re.IGNORECASE)
-_LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
 _SCAN_LISTING_START: Final = re.compile(rb"[0-9]+ [0-9]")
 """How a scan listing line starts: the number, a single space, the size (RFC 1939 §5).
 What follows the size is the server's own; :func:`smtpcore.pop3.parse_listing`, which
 splits at any run of whitespace, reads the numbers."""
-_STATUS_AND_CODE: Final = re.compile(
-    rb"(?:\+OK|-ERR)(?: \[(?:IN-USE|LOGIN-DELAY|SYS/TEMP|SYS/PERM|AUTH|UTF8)\])?|\+(?![^ \r\n])",
-    re.IGNORECASE,
-)
-"""A status indicator and a registered response code after it (RFC 2449 §8.1, RFC 3206
-§4, RFC 6856 §3), or an AUTH continuation's ``+`` (RFC 5034 §4): a code is free text to
-a server that quotes a password in it."""
-_LOGIN_VERBS: Final = frozenset({b"PASS", b"APOP", b"AUTH"})
-"""Commands whose answer may quote the credentials just sent (RFC 1939 §7, RFC 5034 §4)."""
-NOT_KEPT: Final = b"<text not shown: it may quote the password>"
-"""What a transcript holds in place of the text of an answer to a login line."""
-_MAX_PARTIAL: Final = 64 << 10
-HIDDEN: Final = b"<hidden>"
-"""What a result shows in place of the password, in whatever form it was sent."""
-_WRONG: Final = b"-not-the-password"
-SETTLE: Final = 0.2
-"""Seconds the last read of a session waits for a response no command asked for."""
-_MAX_LATE_LINES: Final = 16
-_MAX_NUMBER_DIGITS: Final = 20
-"""Digits a message number or an octet count may have: more than any mailbox holds."""
-
-
-@dataclass(frozen=True)
-class POP3Response:
-    """One response: its status line and, for a multi-line one, its ``body``: the
-    lines as sent (line ends and stuffing dots kept, the terminating dot left out),
-    in one bytes object, for a message may have millions of lines."""
-
-    status: bytes
-    body: bytes = b""
-
-    @property
-    def ok(self) -> bool:
-        return self.status.startswith(b"+OK")
-
-    @property
-    def err(self) -> bool:
-        return self.status.startswith(b"-ERR")
-
-    @property
-    def lines(self) -> list[bytes]:
-        """The body's lines (see :func:`lines_of`)."""
-        return lines_of(self.body)
-
-    def content(self) -> bytes:
-        """The body with the stuffing dot taken off each line that starts with one."""
-        return _STUFFING_DOT.sub(b"", self.body)
-
-    def __str__(self) -> str:
-        return repr(self.status.rstrip(b"\r\n"))[1:]
-
-    def without_text(self) -> str:
-        """The status indicator and the registered extended response code, if any
-        (``-ERR [AUTH]``, RFC 2449 §8), without the text: what a refused login is told by,
-        for a server may quote there the credentials it refused, in forms the
-        battery cannot all foresee (in parentheses, a short password in a word)."""
-        return repr(status_and_code(self.status))[1:]
-
-
-def status_and_code(line: bytes) -> bytes:
-    """``line``'s status indicator and registered response code (``-ERR [AUTH]``), or
-    an AUTH continuation's ``+``; empty where it starts with neither."""
-    found = _STATUS_AND_CODE.match(line)
-    return found.group(0) if found else b""
-
-
-def shown_login_answer(answer: bytes, *, head: bool = True) -> bytes:
-    """How a transcript records ``answer``, the octets of an answer to a login line (a
-    whole line, or the part of one that came): its status and registered code only
-    (where ``head``, else nothing of it), :data:`NOT_KEPT`, and its line end."""
-    shown = status_and_code(answer) if head else b""
-    ending = answer[len(answer.rstrip(b"\r\n")) :]
-    return (shown + b" " if shown else b"") + NOT_KEPT + ending
 
 
 class LoginRefused(Skipped):
@@ -174,278 +99,6 @@ class LoginRefused(Skipped):
     def __init__(self, refusal: str) -> None:
         super().__init__(f"{refusal}: give a user and password the server takes")
         self.refusal = refusal
-
-
-def lines_of(text: bytes) -> list[bytes]:
-    """``text``'s lines, each with its line end: a line ends at LF alone, where
-    ``bytes.splitlines`` would cut at a bare CR too."""
-    return _LINE.findall(text)
-
-
-def _cut(line: bytes, *, tail: bool = False) -> bytes:
-    """``line`` cut at :data:`_SHOWN_OCTETS`, or just past a :data:`HIDDEN` the cut
-    would split: ``<hid`` says less than the whole mark. With ``tail``, its last
-    :data:`_SHOWN_OCTETS` octets, or from just before a :data:`HIDDEN` the cut would
-    split."""
-    if not tail:
-        mark = line.find(HIDDEN, _SHOWN_OCTETS - len(HIDDEN) + 1, _SHOWN_OCTETS + len(HIDDEN) - 1)
-        return line[: mark + len(HIDDEN) if mark >= 0 else _SHOWN_OCTETS]
-    edge = max(0, len(line) - _SHOWN_OCTETS)
-    mark = line.find(HIDDEN, max(0, edge - len(HIDDEN) + 1), edge + len(HIDDEN) - 1)
-    return line[mark if mark >= 0 else edge :]
-
-
-_SHOWN_OCTETS: Final = 40
-_SHOWN_LINES: Final = 4
-
-
-def wire_number(word: bytes) -> int | None:
-    """A message number or octet count a server sent: 1 to 20 ASCII digits, else None
-    (RFC 1939 §3; ``int()`` takes other digits, and raises past 4300 of them)."""
-    return parse_number(word.decode("latin-1"), max_digits=_MAX_NUMBER_DIGITS)
-
-
-def has_multi_line_response(command: bytes) -> bool:
-    """Whether a ``+OK`` to ``command`` starts a multi-line response: RETR, TOP, CAPA,
-    and LIST and UIDL without an argument (RFC 1939 §5, §7; RFC 2449 §5)."""
-    words = command.split(b" ")
-    verb = words[0].upper()
-    return verb in (b"RETR", b"TOP", b"CAPA") or (verb in (b"LIST", b"UIDL") and len(words) == 1)
-
-
-@dataclass(frozen=True)
-class ResponseBound:
-    """The most ``octets`` a multi-line response's body may bring, and the ``reason`` no
-    sound response brings more (said in the failure): a check that needs a header
-    need not hold what a broken server sends in place of one. With ``kept``, the
-    body keeps its first whole lines up to that many octets and the rest is counted
-    and dropped as it streams: a look for a marker near the top holds no more of a
-    message, however large a sound server's answer."""
-
-    octets: int
-    reason: str
-    kept: int | None = None
-
-
-class OverlongResponse(Failed):
-    """A multi-line response to ``command`` that ran past its ``bound``: the battery
-    stopped reading, and the connection, out of step, is closed without QUIT."""
-
-    def __init__(self, command: bytes, bound: ResponseBound) -> None:
-        super().__init__(
-            f"the response to {command.decode('ascii', 'replace')} ran over {bound.octets} "
-            f"octets without the terminating dot line ({bound.reason}): the battery stopped "
-            "reading it, and closed the connection without QUIT"
-        )
-        self.command = command
-        self.bound = bound
-
-
-def read_response(
-    client: WireClient,
-    *,
-    multi_line: bool,
-    bound: ResponseBound | None = None,
-    command: bytes = b"",
-) -> POP3Response | None:
-    """The next response, or None where the server closed before its status line.
-    The whole response has one deadline, ``timeout`` from now, however its lines
-    trickle in; its octets are bounded by the connection's
-    (:data:`~smtpcore.testing._wire.MAX_RECEIVED`), and a body by ``bound``, where
-    given (:class:`OverlongResponse`, naming ``command``). A multi-line response cut
-    short by the close fails the check."""
-    deadline = time.monotonic() + client.timeout
-    status = client.read_line(deadline)
-    if status is None:
-        return None
-    if not (multi_line and status.startswith(b"+OK")):
-        return POP3Response(status)
-    body = bytearray()
-    taken = 0
-    kept = None if bound is None else bound.kept
-    try:
-        while (line := _body_line(client, deadline, bound, taken, command)) != _TERMINATOR:
-            if line is None:
-                raise Failed(
-                    f"the server closed the connection inside the multi-line response to "
-                    f"{status!r} (no terminating dot line, RFC 1939 §3)"
-                )
-            taken += len(line)
-            if kept is None or (len(body) == taken - len(line) and taken <= kept):
-                body += line
-            if bound is not None and taken > bound.octets:
-                client.stop_reading(f"a response past {bound.octets} octets")
-                raise OverlongResponse(command, bound)
-    except TimeoutError:
-        raise StalledResponse(POP3Response(status, bytes(body))) from None
-    return POP3Response(status, bytes(body))
-
-
-def _body_line(
-    client: WireClient,
-    deadline: float,
-    bound: ResponseBound | None,
-    taken: int,
-    command: bytes,
-) -> bytes | None:
-    """The next line of a body that brought ``taken`` octets so far, read no further
-    than ``bound`` and the terminating dot line allow."""
-    if bound is None:
-        return client.read_line(deadline)
-    try:
-        return client.read_line(deadline, limit=bound.octets - taken + len(_TERMINATOR))
-    except LineOverLimit:
-        raise OverlongResponse(command, bound) from None
-
-
-class StalledResponse(TimeoutError):
-    """A multi-line response whose terminating dot line did not come in time;
-    ``partial`` holds what came. A timeout to every check; only one that knows what
-    the response should hold can tell more (a line that merely ends in a period
-    looks like a last line sent without CRLF before ``.CRLF``, RFC 1939 §3)."""
-
-    def __init__(self, partial: POP3Response) -> None:
-        super().__init__(f"the multi-line response to {partial.status!r} stalled")
-        self.partial = partial
-
-
-def ask(client: WireClient, command: bytes, *, bound: ResponseBound | None = None) -> POP3Response:
-    """Send ``command`` (CRLF added) and read its response, its body within ``bound``
-    where given; a close where the response was due fails the check: a session that
-    dies on a command is a crash."""
-    client.send(command + b"\r\n")
-    return _answer(client, command, bound)
-
-
-def ask_login(client: POP3Wire, command: bytes, secret: bytes = b"") -> POP3Response:
-    """Send a login line, ``command`` then ``secret`` (see :meth:`POP3Wire.send_login`),
-    and read its response; a failure names the command with :data:`HIDDEN` for
-    ``secret``, so that the summary never holds the password."""
-    client.send_login(command, secret)
-    return _answer(client, command + HIDDEN if secret else command)
-
-
-def _answer(
-    client: WireClient, command: bytes, bound: ResponseBound | None = None
-) -> POP3Response:
-    multi_line = has_multi_line_response(command)
-    answer = read_response(client, multi_line=multi_line, bound=bound, command=command)
-    if answer is None:
-        shown = command.decode("utf-8", "replace")
-        raise Failed(f"the server closed the connection instead of answering {shown!r}")
-    return answer
-
-
-def touches_no_message(line: bytes) -> bool:
-    """Whether ``line`` can neither mark a message deleted nor hand one out, however a
-    server reads it: its verb touches none, and no piece of it names a verb that
-    does (a server that cuts long lines runs the pieces). Empty lines touch none."""
-    verb = line.split(b" ", 1)[0].upper()
-    return not line or (verb in _MESSAGE_FREE_VERBS and not _MESSAGE_VERB.search(line))
-
-
-class UnsafeQuit(RuntimeError):
-    """A check wrote ``QUIT`` on a session that may have touched a message: a bug in
-    the check, never the server's doing (end sessions with :meth:`POP3Probe.end`)."""
-
-
-class POP3Wire(WireClient):
-    """A POP3 connection that knows whether it may have touched a message, and so
-    whether ``QUIT`` may end it (see the module's docstring)."""
-
-    def __init__(self, host: str, port: int, *, timeout: float, pause: float = 0.0) -> None:
-        super().__init__(host, port, timeout=timeout, pause=pause)
-        self.touched = False
-        """Whether a line written may have marked or handed out a message."""
-        self._partial = b""
-        self._login_answer: int | None = None
-        """Where in the transcript the reads of a login line's answer begin, while it is due."""
-        self._answer_begun = False
-        """Whether part of that answer came before, and is recorded with its status."""
-        self._continuing = False
-        """Whether the last answer to a login line was an AUTH continuation (``+``): the
-        next line written is then a step of the exchange (RFC 5034 §4)."""
-
-    def send(
-        self, data: bytes, pieces: Sequence[bytes] | None = None, *, deadline: float | None = None
-    ) -> None:
-        """Write ``data`` as :meth:`WireClient.send` does; raises :class:`UnsafeQuit`,
-        writing nothing, where ``QUIT`` would follow a line that touched a message."""
-        touched, partial, lines = self._classify(data)
-        super().send(data, pieces, deadline=deadline)
-        self.touched, self._partial = touched, partial
-        self._wrote(lines)
-
-    def send_login(self, command: bytes, secret: bytes = b"") -> None:
-        """Send one of the user's own login lines, ``command`` then ``secret`` (CRLF
-        added): whatever the name or the password spell, the server takes it whole as
-        a credential. The transcript shows :data:`HIDDEN` for ``secret``: the
-        password (PASS, RFC 1939 §7) or a SASL response (AUTH, RFC 5034 §4)."""
-        at = len(self.transcript)
-        super().send(command + secret + b"\r\n")
-        if secret and at < len(self.transcript) and self.transcript[at].side == "client":
-            self.transcript[at] = Exchange("client", command + HIDDEN + b"\r\n")
-        self._wrote([command])
-
-    def _classify(self, data: bytes) -> tuple[bool, bytes, list[bytes]]:
-        """Whether the session has touched a message once ``data`` is written, the line
-        left incomplete, and the lines ``data`` ends; a line end is CR, LF or both, as
-        some server may read it."""
-        *lines, partial = _LINE_ENDS.split(self._partial + data)
-        touched = self.touched or len(partial) > _MAX_PARTIAL
-        for line in lines:
-            if touched and line.split(b" ", 1)[0].upper() == b"QUIT":
-                raise UnsafeQuit("QUIT after a line that may have touched a message")
-            touched = touched or not touches_no_message(line)
-        return touched, partial[:_MAX_PARTIAL], lines
-
-    def _wrote(self, lines: Sequence[bytes]) -> None:
-        """Note that ``lines`` went out: where one is PASS, APOP, AUTH or a step of an
-        AUTH exchange, the answer now due may quote the credentials, and the reads from
-        here to its line end are recorded by :func:`shown_login_answer`."""
-        verbs = {line.split(b" ", 1)[0].upper() for line in lines}
-        login = (bool(lines) and self._continuing) or not verbs.isdisjoint(_LOGIN_VERBS)
-        if lines:
-            self._continuing = False
-        if login and self._login_answer is None:
-            self._login_answer, self._answer_begun = len(self.transcript), False
-
-    def read_line(
-        self, deadline: float | None = None, *, limit: int | None = None
-    ) -> bytes | None:
-        """:meth:`WireClient.read_line`; where the line answers a login line, the reads
-        that hold it are recorded by status and registered code only (RFC 2449 §8.1):
-        a server may quote there the password, in forms the battery cannot all
-        foresee. The battery itself reads the whole line."""
-        if self._login_answer is None:
-            return super().read_line(deadline, limit=limit)
-        line = None
-        try:
-            line = super().read_line(deadline, limit=limit)
-        finally:
-            self._record_login_answer(line)
-        return line
-
-    def _record_login_answer(self, line: bytes | None) -> None:
-        """Put the login answer in place of the server reads since it was due: ``line``
-        where it came whole (the octets read after it are kept as they are), else what
-        came of it, the rest still due."""
-        start = self._login_answer
-        assert start is not None
-        kept = self.transcript[start:]
-        reads = b"".join(entry.data for entry in kept if entry.side == "server")
-        cut = len(reads) if line is None else len(reads) - min(len(self.unread), len(reads))
-        answer, after = reads[:cut], reads[cut:]
-        shown = [Exchange("server", shown_login_answer(answer, head=not self._answer_begun))]
-        notes = [entry for entry in kept if entry.side != "server"]
-        tail = [Exchange("server", after)] if after else []
-        self.transcript[start:] = (shown if answer else []) + notes + tail
-        if line is None:
-            self._answer_begun = self._answer_begun or bool(answer)
-            self._login_answer = len(self.transcript)
-        else:
-            self._login_answer = None
-            self._continuing = status_and_code(line) == b"+"
 
 
 def parse_listing(answer: POP3Response, said: Callable[[bytes], str]) -> Listing:
@@ -479,7 +132,7 @@ def mail_needed(listing: Mapping[int, object]) -> None:
 
 
 @dataclass
-class POP3Probe:
+class POP3Probe(_EndsSessions):
     """Where the POP3 server is, who logs in, and the connections a check made.
 
     A check opens connections with :meth:`connect` or :meth:`session`, raises
@@ -583,60 +236,10 @@ class POP3Probe:
             answer = ask_login(client, b"*")
         return answer
 
-    def wrong_password(self) -> bytes:
-        """A password the server must refuse: the user's, lengthened (RFC 1939 §7)."""
-        return self.password.encode() + _WRONG
-
     def _plain_response(self) -> bytes:
         """AUTH PLAIN's initial response: no authorization identity, the user, the
         password, in base64 (RFC 4616 §2, RFC 5034 §4)."""
         return base64.b64encode(f"\0{self.user}\0{self.password}".encode())
-
-    def _credentials(self) -> tuple[bytes, ...]:
-        """Every form the password takes on the wire (:func:`credential_forms`), the
-        wrong password the battery writes, and the delivery's forms."""
-        delivered = tuple(self.delivery.secrets()) if self.delivery else ()
-        own = credential_forms(self.user, self.password)
-        return (*own, self.wrong_password(), *delivered)
-
-    def hide_credentials(self, result: CheckResult) -> CheckResult:
-        """``result`` with :data:`HIDDEN` where a server says the password back, in
-        any form the battery sent it, standing as a word: across the reads that cut
-        it in the transcript, and as a bytes repr writes it in the summary and the
-        notes, which quote server bytes whole, in excerpts and in lists
-        (:mod:`~smtpcore.testing._hiding`). What the battery wrote is hidden where it
-        wrote it (:meth:`POP3Wire.send_login`). Only a word is hidden: a short
-        password (``1``) is also part of numbers that say nothing of it. Results are
-        printed and shared; the password has no business in them."""
-        secrets = self._credentials()
-        transcript = tuple(
-            replace(entry, note=hide_in_text(entry.note, secrets, HIDDEN)) if entry.note else entry
-            for entry in hide_in_server_reads(result.transcript, secrets, HIDDEN)
-        )
-        summary = hide_in_text(result.summary, secrets, HIDDEN)
-        return replace(result, summary=summary, transcript=transcript)
-
-    def lines_said(self, lines: Sequence[bytes]) -> str:
-        """``lines``, one or more the server sent, for a summary: how many, then the
-        first :data:`_SHOWN_LINES` quoted as bytes reprs without their line ends, the
-        password hidden (as :meth:`hide_credentials` hides it) and only then cut at
-        :data:`_SHOWN_OCTETS`: cut first, a line would show the start of a password
-        it cut through, which hiding the summary no longer finds. Every line a POP3
-        summary quotes goes through here. A caller says "no response" in words where
-        none came: an empty list printed says nothing a reader can use."""
-        quoted = [self.line_said(line) for line in lines[:_SHOWN_LINES]]
-        if len(lines) > _SHOWN_LINES:
-            quoted.append(f"{len(lines) - _SHOWN_LINES} more")
-        count = "1 line" if len(lines) == 1 else f"{len(lines)} lines"
-        return f"{count} ({', '.join(quoted)})"
-
-    def line_said(self, line: bytes, *, tail: bool = False) -> str:
-        """One line the server sent, for a summary: a bytes repr without its line end,
-        the password hidden, then cut (:meth:`lines_said`). With ``tail``, its last
-        octets, line end kept: where what is wrong is how the line ends (a bare LF in
-        a message, ``dot-stuffing``), hidden first and cut after, as ever."""
-        hidden = hide_in_bytes(line, self._credentials(), HIDDEN)
-        return repr(_cut(hidden, tail=True) if tail else _cut(hidden.rstrip(b"\r\n")))
 
     def session(self) -> POP3Wire:
         """A new connection, logged in (the TRANSACTION state, RFC 1939 §5)."""
@@ -669,119 +272,8 @@ class POP3Probe:
                 "is closed without QUIT, so that nothing is deleted"
             )
 
-    def end(self, client: POP3Wire) -> None:
-        """End a session without losing mail: QUIT where it touched no message, else
-        RSET and NOOP and the close without QUIT, which deletes nothing (RFC 1939 §6).
-        Either way a response the server owed no one (to a command read from inside
-        a line or a message) is counted, and fails the check."""
-        if client.closed or client.write_failed:
-            self.abandon(client)
-        elif client.touched:
-            self._leave(client)
-        else:
-            self._quit(client)
-
-    def _quit(self, client: POP3Wire, *, marked: bool = False) -> bytes:
-        """QUIT, then every line until the server closes: exactly one status line,
-        which it returns, else the check fails. It must be ``+OK``: before login QUIT
-        gets nothing else (RFC 1939 §4), and in the UPDATE state ``-ERR`` reports
-        only that some messages marked deleted were not removed (§6), which a session
-        that marked none cannot be told. Only where the session ``marked`` messages
-        (:meth:`quit_after_own_deletions`) is ``-ERR`` taken too."""
-        client.send(b"QUIT\r\n")
-        lines = client.read_lines_until_closed()
-        if not client.closed:
-            got = (
-                f"QUIT got {self.lines_said(lines)}, and" if lines else "QUIT went unanswered, and"
-            )
-            raise Failed(
-                f"{got} the server did not close the connection within {client.timeout:g} s "
-                "(RFC 1939 §6)"
-            )
-        if not lines:
-            raise Failed(
-                "the server closed the connection with QUIT unanswered (no +OK, RFC 1939 §6)"
-            )
-        owed = "+OK or -ERR" if marked else "+OK"
-        if len(lines) == 1 and not lines[0].startswith((b"+OK", b"-ERR") if marked else b"+OK"):
-            rule = "RFC 1939 §6" if marked else QUIT_UNMARKED_RULE
-            said = self.lines_said(lines)
-            raise Failed(f"QUIT got {said} before the close, not {owed} ({rule})")
-        if len(lines) > 1:
-            raise Failed(
-                f"QUIT got {self.lines_said(lines)} before the close, not one "
-                f"{'status line' if marked else '+OK'}: a line the server owed no one was "
-                "counted (RFC 1939 §6)"
-            )
-        return lines[0]
-
-    def _leave(self, client: POP3Wire) -> None:
-        """RSET and NOOP, one status line each, then nothing for :data:`SETTLE`
-        seconds; then the close without QUIT. A server answers in order, so a
-        response owed no one comes before NOOP's, or just after."""
-        client.send(b"RSET\r\nNOOP\r\n")
-        deadline = time.monotonic() + client.timeout
-        lines: list[bytes] = []
-        while len(lines) < 2 and (line := client.read_line(deadline)) is not None:
-            lines.append(line)
-        lines += _late_lines(client)
-        self.abandon(client)
-        if len(lines) > 2 or not all(line.startswith((b"+OK", b"-ERR")) for line in lines):
-            raise Failed(
-                f"RSET and NOOP, the session's last commands, got {self.lines_said(lines)}, not "
-                "one status line each: a response the server owed no one was counted (RFC "
-                "1939 §3)"
-            )
-
-    def quit_after_own_deletions(self, client: POP3Wire) -> bytes:
-        """QUIT, to delete what the session marked, on a session whose only lines that
-        touched a message were DELE of the battery's own test messages (asked for
-        explicitly): the one QUIT after a touch (RFC 1939 §6), and the one session
-        whose QUIT may get ``-ERR``, some marked messages not removed. Returns its
-        status line."""
-        client.touched = False
-        return self._quit(client, marked=True)
-
-    def abandon(self, client: POP3Wire) -> None:
-        """Give up ``client`` (it showed what it had to): RSET where it may have
-        touched a message, then the close, without QUIT, so nothing is deleted."""
-        if client.touched and not client.closed:
-            client.send(b"RSET\r\n")
-        if not client.closed:
-            client.transcript.append(Exchange("note", note="closed without QUIT"))
-        client.close()
-        client.closed = True
-
-    def keep_little_of(self, client: POP3Wire) -> None:
-        """Keep of ``client``'s reads, a session ended whose reads no longer matter (a
-        look that found nothing new), the first and last octets of each
-        (:func:`~smtpcore.testing._wire.excerpt_reads`), the password hidden first
-        as in :meth:`hide_credentials`: the transcript of a check of many sessions is
-        then bounded by one session's :data:`~smtpcore.testing._wire.MAX_RECEIVED`,
-        not by that times their number, and no verdict changes."""
-        hidden = hide_in_server_reads(client.transcript, self._credentials(), HIDDEN)
-        client.transcript[:] = excerpt_reads(hidden)
-
     def transcript(self) -> tuple[Exchange, ...]:
         return transcript_of(self.clients)
-
-    def close(self) -> None:
-        """Close every connection, those that may have touched a message after RSET,
-        none with QUIT (their transcripts stay for the result)."""
-        for client in self.clients:
-            if client.touched and not client.closed:
-                self.abandon(client)
-        close_all(self.clients)
-
-
-QUIT_BEFORE_LOGIN_RULE: Final = "RFC 1939 §4: QUIT before login gets +OK"
-"""Why ``-ERR`` to QUIT before login fails, for a summary."""
-QUIT_UNMARKED_RULE: Final = (
-    "RFC 1939 §4, §6: -ERR to QUIT says marked messages were not removed, and the "
-    "session marked none"
-)
-"""Why ``-ERR`` to QUIT on a session that marked no message fails, logged in or not,
-for a summary."""
 
 
 def _busy(greeting: POP3Response) -> bool:
@@ -790,19 +282,3 @@ def _busy(greeting: POP3Response) -> bool:
     return greeting.err and status_and_code(greeting.status).upper().endswith(
         (b"[SYS/TEMP]", b"[IN-USE]")
     )
-
-
-def _late_lines(client: WireClient) -> list[bytes]:
-    """The lines that come within :data:`SETTLE` seconds (a few at most)."""
-    deadline = time.monotonic() + min(client.timeout, SETTLE)
-    lines: list[bytes] = []
-    for _ in range(_MAX_LATE_LINES):
-        try:
-            line = client.read_line(deadline)
-        except TimeoutError:  # no failure: say what the wait found, not that it ran out
-            client.transcript[-1] = Exchange("note", note=f"nothing more within {SETTLE:g} s")
-            break
-        if line is None:
-            break
-        lines.append(line)
-    return lines

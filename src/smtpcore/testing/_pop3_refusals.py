@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from smtpcore.testing._battery import Failed, Skipped
-from smtpcore.testing._pop3_probe import HIDDEN, POP3Probe, POP3Response, POP3Wire, read_response
+from smtpcore.testing._pop3_probe import POP3Probe
+from smtpcore.testing._pop3_responses import POP3Response, read_response
+from smtpcore.testing._pop3_wire import HIDDEN, POP3Wire
 from smtpcore.testing._wire import WireClient
 
 __all__ = ["RefusalSessions"]

@@ -14,8 +14,10 @@ import ssl
 from typing import Final
 
 from smtpcore.testing._battery import Failed, Skipped, insecure_context
-from smtpcore.testing._pop3_probe import POP3Probe, ask, ask_login, read_response
+from smtpcore.testing._pop3_probe import POP3Probe
 from smtpcore.testing._pop3_refusals import RefusalSessions
+from smtpcore.testing._pop3_responses import ask, read_response
+from smtpcore.testing._pop3_wire import ask_login
 
 __all__ = ["check_state_order", "check_stls_injection"]
 

@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from typing import Final
 
 from smtpcore.testing._battery import Failed, Skipped, unjudged
-from smtpcore.testing._pop3_probe import (
-    POP3Probe,
+from smtpcore.testing._pop3_probe import POP3Probe, mail_needed
+from smtpcore.testing._pop3_responses import (
     POP3Response,
     ask,
     has_multi_line_response,
     lines_of,
-    mail_needed,
     read_response,
 )
 from smtpcore.testing._wire import WireClient

@@ -15,12 +15,14 @@ without ``QUIT``, and a server deletes nothing then (RFC 1939 §6), not even
 what a delete-after-download policy would. Only sessions that touched no
 message end with ``QUIT``: logins, ``CAPA``, ``UIDL``, ``LIST``, ``STAT``,
 ``STLS`` and the long ``USER`` lines (see
-:mod:`~smtpcore.testing._pop3_probe`). Either way a response the server owes
-no one (a command read from inside a line, a message or a TLS handshake) is
-counted, not missed.
+:mod:`~smtpcore.testing._pop3_session_end`; the connection refusing to write
+``QUIT`` after such a line is :mod:`~smtpcore.testing._pop3_wire`'s). Either
+way a response the server owes no one (a command read from inside a line, a
+message or a TLS handshake) is counted, not missed.
 
 This module is the registry and the runner. Each check is a function of a
-``POP3Probe`` (``_pop3_probe``: connections, responses, how a session ends)
+``POP3Probe`` (``_pop3_probe``: connections and logins, ``_pop3_session_end``:
+how a session ends; responses read by ``_pop3_responses``)
 that returns a summary or raises to fail or skip, kept with its family in a
 package-private module: ``_pop3_delivered`` (delivered-intact),
 ``_pop3_number_checks`` (number-edges), ``_pop3_state_checks``
