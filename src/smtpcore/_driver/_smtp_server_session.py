@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
-from smtpcore._driver._listener import ConnectionLost, session_address
+from smtpcore._driver._listener import ConnectionLost
 from smtpcore._driver._logtext import describe_error
+from smtpcore._driver._session_registry import session_address
 from smtpcore._driver._smtp_server_auth import NO_AUTH
 from smtpcore._driver._smtp_server_commands import Commands
 from smtpcore._driver._smtp_server_content import ContentDelivery
