@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-import smtpcore._driver._listener
+import smtpcore._driver._session_closing
 import smtpcore._driver._transport
 from peers import free_port, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
@@ -112,7 +112,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._driver._listener, "LINGER", LINGER)
+    monkeypatch.setattr(smtpcore._driver._session_closing, "LINGER", LINGER)
     monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
     yield watch
 

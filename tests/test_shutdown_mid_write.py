@@ -448,7 +448,7 @@ def test_trio_a_client_whose_tls_write_was_cut_off_reads_the_end_while_the_serve
 
     monkeypatch.setattr(ServedSession, "_linger", watched_linger)
     # Far longer than the client takes to read the end: the order tells which came first.
-    monkeypatch.setattr("smtpcore._driver._listener.LINGER", 5.0)
+    monkeypatch.setattr("smtpcore._driver._session_closing.LINGER", 5.0)
     with (
         running_smtp_server(
             "trio",

@@ -1,36 +1,28 @@
-"""Where a server listens, whatever its protocol, and the life of one session.
+"""Where a server listens, whatever its protocol: its sockets, what it reports
+about itself, and its shutdown.
 
-SMTP and POP3 sessions differ; the listening socket, what the server reports
-about itself, and the shutdown do not. The adapters' accept loops are written
-against :class:`BaseListener` and
+SMTP and POP3 sessions differ; the listening socket does not. The adapters'
+accept loops are written against :class:`BaseListener` and
 :class:`~smtpcore._driver._session_registry.SessionRegistry` (the live sessions
-and their limits, in a module of its own) only, so one accept loop per
-framework serves both protocols. The names of :data:`__all__` are imported from
-here all the same.
+and their limits) only, so one accept loop per framework serves both
+protocols. The registry and the life of one session
+(:class:`~smtpcore._driver._served_session.ServedSession`) have modules of their
+own; the names of ``__all__`` are imported from here all the same (a test that
+patches :data:`LINGER` patches it in :mod:`~smtpcore._driver._session_closing`,
+where it is read).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
-import ssl
 import stat
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar, Final, Generic, Protocol
+from typing import Generic, Protocol
 
-from smtpcore._driver._logtext import describe_error
-from smtpcore._driver._proxied import (
-    client_text,
-    counted_peer,
-    peer_text,
-    proxied_tls,
-    read_proxy_header,
-    trusted,
-    unnamed_client_text,
-)
+from smtpcore._driver._connection_lost import ConnectionLost
+from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._session_closing import LINGER, LINGER_BYTES
 from smtpcore._driver._session_registry import (
     ListenedSession,
     S,
@@ -38,10 +30,7 @@ from smtpcore._driver._session_registry import (
     session_address,
 )
 from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
-from smtpcore._driver._timeouts import Watchdog
-from smtpcore._driver._transport import Link, address
-from smtpcore.handler import TLSInfo
-from smtpcore.proxy import ProxyProtocolError
+from smtpcore._driver._transport import address
 
 __all__ = [
     "LAST_WORDS",
@@ -55,17 +44,6 @@ __all__ = [
     "SessionRegistry",
     "session_address",
 ]
-
-
-LINGER: Final = 1.0
-"""Seconds at most that a session the server ends on its own reads and drops what its
-client still sends, before it closes (see :meth:`ServedSession._linger`); Apache's
-lingering close waits 2 seconds a read. While the server shuts down, half of
-:data:`LAST_WORDS`, so that a session cut off closes within its last words."""
-LINGER_BYTES: Final = 1 << 22
-"""Octets at most that a lingering session reads and drops (the CPU a client that
-streams without pause can take from it)."""
-_LINGER_READ: Final = 65536
 
 
 class ListenerOptions(Protocol):
@@ -163,396 +141,3 @@ class BaseListener(GracefulShutdown, Generic[S]):
     def _listening_addresses(self) -> list[object]:
         """The socket names of the listening sockets (the adapter knows them)."""
         raise NotImplementedError
-
-
-class _Client(Protocol):
-    """A session as its hooks see it (``Session``, ``POP3Session``)."""
-
-    peer: tuple[str, int] | None
-    """The client: the one a trusted proxy's header named, once it has."""
-    peer_stands_in_for: str | None
-    """The client ``peer`` stands in for, when it is the proxy's (see
-    :func:`~smtpcore._driver._proxied.client_text`)."""
-    local: tuple[str, int] | None
-    """The address the client reached."""
-    tls: TLSInfo | None
-    """The session's TLS: its own handshake's, or the client's to a trusted proxy that
-    terminated it (:func:`~smtpcore._driver._proxied.proxied_tls`)."""
-
-
-class ConnectionLost(Exception):
-    """The transport failed or the session must end: close without another word."""
-
-
-class ServedSession:
-    """The life of one accepted connection, the same for SMTP and POP3.
-
-    Each protocol's :meth:`run` serves it in one coroutine: it counts the
-    session in the registry, opens it (:meth:`_open`: the greeting), answers
-    the client in its loop under the watchdog, and then hands whatever ended
-    the loop to :meth:`_end`, which closes the session (:meth:`_close`: a last
-    reply; :meth:`_linger` after a server's own goodbye), logs a failure, leaves
-    the registry, lets the protocol tidy up (:meth:`_ended`: a maildrop lock),
-    closes the transport and then tells the application (:meth:`_after_close`:
-    an abandoned transaction, ``handle_close``), whatever happened. The loop
-    is written out in :meth:`run`, not called as a coroutine of its own, and
-    it reads its client with ``receive_or_wait``
-    (:class:`~smtpcore._driver._transport.Link`): so a session waiting for
-    its client is suspended one coroutine deep, where an idle session's
-    memory, and each wake-up's calls, grow with every level.
-    """
-
-    # Slots, here and in the protocols' sessions: an idle session keeps its fields for
-    # minutes, and an instance dictionary costs more than the fields themselves.
-    __slots__ = (
-        "_waiting_idle",
-        "_watchdog",
-        "_write_cut",
-        "_write_unfinished",
-        "session",
-        "state",
-        "transport",
-    )
-
-    logger: ClassVar[logging.Logger] = logging.getLogger("smtpcore")
-    protocol: ClassVar[str] = ""
-
-    transport: Link
-    state: SessionRegistry[Any]
-    session: _Client
-    """What the protocol's hooks are told about the connection."""
-    _watchdog: Watchdog
-    """The timer of the waits for the client; the protocol enters it around its loop."""
-    _waiting_idle: bool
-    """True while the session waits for a command outside a transaction (False from
-    the start: each protocol's session sets it in its constructor)."""
-    _write_unfinished: bool
-    """True while a write to the client is under way (:meth:`_send_all`), and so still
-    True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
-    or a lost connection ended one: the client did not take it in the time it had.
-    What SMTP writes after it gets :data:`LAST_WORDS` at most (its session's
-    ``_write_within``; POP3 writes nothing more), and the close does not wait for
-    room to send what is left, where the transport allows it
-    (:meth:`_close_transport`). (False from the start, as
-    :attr:`_waiting_idle`.)"""
-
-    _write_cut: bool
-    """True while a write that a cancellation may cut part-way is under way, over a
-    transport that may drop the rest of a cancelled write (trio's), and so still True
-    after one was cut: the client may hold part of a reply. A last word written
-    after it would land inside it, mid-line: each protocol's :meth:`_close` says
-    nothing then, and the close alone ends the session. Never so over a transport
-    that keeps a cancelled write's bytes (asyncio's), where the last word goes out
-    after them. Asked of the transport as the write starts. (False from the start,
-    as :attr:`_waiting_idle`.)"""
-
-    async def run(self) -> None:
-        """Serve the connection to its end; never raises but for cancellation.
-
-        The protocol's own, in this shape (see the class's description)::
-
-            self.state.sessions.setdefault(self)  # None: under no address, unless admitted
-            watching = None
-            try:
-                await self._open()
-                block = self.transport.watchdog()
-                self._watchdog = await block.__aenter__()
-                watching = block
-                ...  # the loop: answer the client until the session ends
-            except BaseException as exc:
-                ended: BaseException | None = exc
-            else:
-                ended = None
-            await self._end(ended, watching)
-
-        The watchdog's block is entered there and left by :meth:`_end`, as
-        ``async with`` would leave it, rather than with ``async with``, which
-        keeps the block's bound ``__aexit__`` (64 bytes) for the session's life.
-        """
-        raise NotImplementedError
-
-    async def _end(
-        self,
-        ended: BaseException | None,
-        watching: AbstractAsyncContextManager[Watchdog] | None,
-    ) -> None:
-        """End the session, whatever ended its loop: ``ended`` is what the protocol's
-        :meth:`run` raised (``None``: the session came to its end), ``watching`` the
-        watchdog's block once the loop entered it, which is left first. It says
-        goodbye (:meth:`_close`, told whether the watchdog went off), and lingers
-        when the goodbye was the server's own (:meth:`_linger`), unless the
-        connection was lost; after a failure (logged) it still writes the replies
-        already made, and says nothing more; then, in any case, the
-        session leaves the registry, the protocol tidies up, the transport
-        closes and the application is told. A cancellation is raised again once
-        all that is done."""
-        if watching is not None:  # what leaving ``async with`` does
-            try:
-                if ended is None:
-                    await watching.__aexit__(None, None, None)
-                elif await watching.__aexit__(type(ended), ended, ended.__traceback__):
-                    ended = None  # the block swallowed it
-            except BaseException as exc:
-                ended = exc
-        try:
-            try:
-                if ended is not None and not (
-                    isinstance(ended, TimeoutError)
-                    and watching is not None  # else _open's
-                    and self._watchdog.expired
-                ):
-                    raise ended
-                if await self._close(ended is not None):
-                    await self._linger()
-            except ConnectionLost:
-                pass
-            except Exception:
-                self.log_failure()
-                # The replies the machine made before the failure are the client's: a
-                # pipelined message's 250 among them, else the message is sent again.
-                with contextlib.suppress(Exception):
-                    await self._close(False)
-        finally:
-            self.state.remove(self)
-            try:
-                await self._ended()
-            finally:
-                try:
-                    await self._close_transport()
-                except (ConnectionError, ssl.SSLError) as exc:
-                    self.log_lost_in_close(exc)
-                except Exception:  # run() raises only cancellations (a transport's own bug)
-                    self.log_failure()
-                finally:
-                    told = self._after_close()
-                    if told is not None:
-                        try:
-                            await told
-                        finally:
-                            self.transport.clock.close()  # its deadlines set the timer again
-
-    async def _send_all(self, data: bytes) -> None:
-        """Write ``data`` to the client, however long it takes; a write a cancellation
-        ended leaves :attr:`_write_unfinished` set (and :attr:`_write_cut`, where the
-        transport may drop the rest: see
-        :meth:`~smtpcore._driver._transport.LinkBase.cancelled_send_may_cut`)."""
-        transport = self.transport
-        self._write_cut = transport.cancelled_send_may_cut()
-        self._write_unfinished = True
-        await transport.send_all(data)
-        self._write_cut = self._write_unfinished = False
-
-    async def _close_transport(self) -> None:
-        """Close the transport; after a write the client did not take in its time
-        (:attr:`_write_unfinished`), without waiting for room to send what is left,
-        where a cancelled close still closes (the transport's
-        ``closes_when_cancelled``:
-        :meth:`~smtpcore._driver._transport.LinkBase.cancelled_close_closes`). Room
-        that did not come in the write's timeout will not come in the transport's
-        close timeout either, which would hold the session (and its place under the
-        session limits) for that long again. The close is cancelled as it first
-        waits: the asyncio transports abort the connection then. Trio's shields its
-        close within its own close timeout, which a cancellation does not shorten:
-        a reply it still holds for the end of trio's scheduler batch, or the rest
-        of a held write another task was finishing, it first tries to send, and
-        may wait that whole timeout for room; with nothing held, a plain socket
-        closes without waiting. Any other transport closes as it
-        does, within the bound it sets itself: cancelled, one that gives up waiting
-        and then aborts would never abort, and the connection would stay open.
-        Nor while the server stops: a write its shutdown cut off still gets the
-        transport's close to send what it kept, within the shutdown's own cut-off
-        rounds (see :mod:`smtpcore._driver._shutdown`), as before."""
-        transport = self.transport
-        if (
-            not self._write_unfinished
-            or self.state.stopping
-            or not transport.cancelled_close_closes()
-        ):
-            await transport.aclose()
-            return
-        with contextlib.suppress(TimeoutError):
-            async with transport.deadline(0):
-                await transport.aclose()
-
-    def log_failure(self) -> None:
-        """Log the exception being handled as the session's failure (one that ended
-        :meth:`run`, or escaped it: see the trio adapter's ``_run_contained``)."""
-        self.logger.exception(
-            "%s session with %s failed", self.protocol, client_text(self.session)
-        )
-
-    def tls_from_the_start(self, handshake_timeout: float | None) -> Awaitable[None] | None:
-        """What a transport given under TLS (a ``trio.SSLStream``, asyncio's
-        ``start_server(ssl=...)``) still has to do before its ``tls`` can be read: its
-        optional ``finish_handshake`` (a handshake made lazily, on first use), run as a
-        client's is, so that ``tls`` describes the session from its first byte (RFC 8314
-        §3.3); read before the handshake, it says None and the session runs as if in
-        plaintext. None when there is nothing to finish, the everyday case, which then
-        costs no coroutine. One place for both protocols and both adapters."""
-        finish_handshake = self.transport.finish_handshake
-        if finish_handshake is None:
-            return None
-        return self._shake_hands(finish_handshake, handshake_timeout)
-
-    async def _shake_hands(
-        self, handshake: Callable[[], Awaitable[None]], timeout: float | None
-    ) -> None:
-        """Run ``handshake`` under ``timeout``: one place for every handshake a server
-        session makes (STARTTLS, STLS, ``tls_on_connect``, a given transport's). A
-        failed one is the client's connection lost (RFC 3207 §4.1: the session
-        cannot go on in plaintext), logged at INFO."""
-        try:
-            async with self.transport.deadline(timeout):
-                await handshake()
-        except (OSError, TimeoutError) as exc:
-            self.logger.info(
-                "TLS handshake with %s failed: %s", client_text(self.session), describe_error(exc)
-            )
-            raise ConnectionLost from None
-
-    def log_lost_in_close(self, exc: ConnectionError | ssl.SSLError) -> None:
-        """Log the connection lost as the transport closed (a last flush that found the
-        client gone): what ends a session in any case, as a client's reset does, so
-        one INFO line without a traceback; the session's replies were all made."""
-        self.logger.info(
-            "%s session with %s: connection lost as it closed: %s",
-            self.protocol,
-            client_text(self.session),
-            describe_error(exc),
-        )
-
-    def _call_failed(self, exc: BaseException) -> bool:
-        """Whether ``exc``, raised out of the application's code (a handler's hook, a
-        mailstore's method), is that code's failure, logged and answered as one: an
-        ``Exception``, or a cancellation that does not cancel the session (the
-        clock's ``stray_cancellation``). Anything else (the session's own
-        cancellation: a timeout, a shutdown) must end the session."""
-        return isinstance(exc, Exception) or self.transport.stray_cancellation(exc)
-
-    def wake_if_idle(self) -> None:
-        """Interrupt a wait for the next command (graceful shutdown)."""
-        if self._waiting_idle:
-            self._watchdog.expire()
-
-    async def _known_client(self, send_timeout: float | None) -> tuple[str, int] | None:
-        """Who the client is, as far as the server knows, for what trusts a client by
-        its address (a loopback client's login without TLS, XCLIENT): the connection's
-        peer, or the client a trusted proxy's header names (see
-        :meth:`_client_from_proxy`).
-
-        None when the header names no client (v1 ``UNKNOWN``, a v2 ``LOCAL`` command
-        or unspecified family: HAProxy sends ``UNKNOWN`` for a client on a Unix
-        socket) or names a Unix socket's path (v2 UNIX family), never an address:
-        the peer is then the proxy's address, which the log shows with the client
-        it stands in for (the session is counted under no address), but the client
-        behind it is unknown, never loopback or trusted because its proxy is."""
-        if not self.state.proxy_networks:
-            return self.session.peer
-        return await self._client_from_proxy(send_timeout)
-
-    def cut_off(self) -> None:
-        """Interrupt the session wherever it is, as its watchdog going off does: its
-        :meth:`_close` then writes the shutting-down reply. A session not yet in
-        its loop (a TLS handshake, the greeting) has no watchdog to go off: the
-        adapter's cancellation ends it."""
-        watchdog = getattr(self, "_watchdog", None)  # unset before the loop
-        if watchdog is not None:
-            watchdog.expire()
-
-    async def _client_from_proxy(self, send_timeout: float | None) -> tuple[str, int] | None:
-        """The client named by the PROXY header a trusted proxy opens the connection
-        with, if it names one: from now on the session's
-        peer (and ``local`` the address it reached) and counted under it.
-
-        A header that names the client by no address (its ``source`` is None: the
-        UNIX family names a socket's path, v1 ``UNKNOWN`` and v2 ``LOCAL`` name
-        none) leaves the proxy's address as the peer, a stand-in the session knows
-        for one (its ``peer_stands_in_for``), so that the log never names the
-        proxy as the client (:func:`~smtpcore._driver._proxied.client_text`), and is
-        counted under no address (:func:`counted_peer`).
-        A client whose TLS the proxy terminated, as its header says, is under TLS
-        from the start (the session's ``tls``: :func:`proxied_tls`).
-
-        The header is read within the registry's ``proxy_timeout``, not the greeting's
-        timeout: a proxy sends it at once, and a trickled one would hold a session
-        slot for minutes (Postfix's ``smtpd_upstream_proxy_timeout``).
-
-        A connection from anywhere else, a bad header, or a client over its share
-        (told so with the registry's ``address_busy_reply``, written within
-        ``send_timeout``) ends the session: :class:`ConnectionLost`.
-        """
-        transport = self.transport
-        proxy = transport.peer_address
-        if not trusted(proxy, self.state.proxy_networks):
-            self.logger.info("connection from %s, not a trusted proxy: closed", peer_text(proxy))
-            raise ConnectionLost
-        try:
-            header = await read_proxy_header(transport, self.state.proxy_timeout)
-        except (ProxyProtocolError, OSError, TimeoutError) as exc:
-            self.logger.info("bad PROXY header from %s: %s", peer_text(proxy), describe_error(exc))
-            raise ConnectionLost from None
-        session = self.session
-        session.tls = proxied_tls(header)
-        if header.source is None:
-            session.peer_stands_in_for = unnamed_client_text(header)
-        else:
-            session.peer = header.source
-            session.local = header.destination
-        if header.source_path is not None:
-            self.logger.info("connection from %s", client_text(session))
-        counted = counted_peer(header)
-        if not self.state.readdress(self, counted):
-            self.state.log_turned_away(client_text(session), True, self.state.block_of(counted))
-            if self.state.address_busy_reply:
-                with contextlib.suppress(OSError, TimeoutError):
-                    async with transport.deadline(send_timeout):
-                        await transport.send_all(self.state.address_busy_reply)
-            raise ConnectionLost
-        return header.source
-
-    async def _open(self) -> None:
-        """Start the session: what comes before the client's first command (a PROXY
-        header, TLS on connect, the greeting)."""
-        raise NotImplementedError
-
-    async def _close(self, timed_out: bool) -> bool:
-        """End the session: its last replies (``timed_out``: the watchdog went off,
-        a wait for the client timed out or a shutdown woke an idle session). True
-        when the server ends it on its own (SMTP's 421, POP3's closing ``-ERR``),
-        with the client perhaps still sending: :meth:`_end` then lingers. False
-        after the client's QUIT, or its own close: nothing is left to read."""
-        raise NotImplementedError
-
-    async def _linger(self) -> None:
-        """Close gracefully after the server's own goodbye: half-close (the transport's
-        ``send_eof``, where it can), then read and drop what the client still sends,
-        until it closes too, for :data:`LINGER` seconds and :data:`LINGER_BYTES`
-        at most (Apache's lingering close).
-
-        A socket closed with bytes of its peer unread is reset (RFC 1122 §4.2.2.13),
-        and a reset makes the client's kernel drop what it had not read yet: the
-        421 that RFC 5321 §3.8 has the server send before it closes, when the client
-        pipelined commands behind the one that ended the session, or a chunk's
-        content. Half-closed, the client reads the reply and then the end."""
-        transport = self.transport
-        left = LINGER_BYTES
-        with contextlib.suppress(OSError, TimeoutError):
-            async with transport.deadline(LAST_WORDS / 2 if self.state.stopping else LINGER):
-                await transport.send_eof()
-                while left > 0:
-                    data = await transport.receive_to_drop(min(left, _LINGER_READ))
-                    if not data:
-                        break
-                    left -= len(data)
-
-    async def _ended(self) -> None:
-        """Tidy up after the session, before the transport closes (POP3: the maildrop's
-        lock, released before the client sees the end)."""
-
-    def _after_close(self) -> Awaitable[None] | None:
-        """What tells the application that the session is over, to await once the
-        transport is closed (SMTP: ``handle_reset`` of an abandoned transaction,
-        ``handle_close``), so that its code, however long it takes within its
-        deadline, never holds the client's connection; None when there is nothing
-        to tell."""
-        return None
