@@ -27,7 +27,7 @@ import smtpcore.trio as smtp_trio
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
-from smtpcore._driver._listener import ServedSession
+from smtpcore._driver._served_session import ServedSession
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
 

@@ -7,9 +7,9 @@ accept loops are written against :class:`BaseListener` and
 and their limits) only, so one accept loop per framework serves both
 protocols. The registry and the life of one session
 (:class:`~smtpcore._driver._served_session.ServedSession`) have modules of their
-own; the names of ``__all__`` are imported from here all the same (a test that
-patches :data:`LINGER` patches it in :mod:`~smtpcore._driver._session_closing`,
-where it is read).
+own, and their names are imported from there, not from here (a test that patches
+:data:`~smtpcore._driver._session_closing.LINGER` patches it in
+:mod:`~smtpcore._driver._session_closing`, where it is read).
 """
 
 from __future__ import annotations
@@ -20,30 +20,11 @@ import socket
 import stat
 from typing import Generic, Protocol
 
-from smtpcore._driver._connection_lost import ConnectionLost
-from smtpcore._driver._served_session import ServedSession
-from smtpcore._driver._session_closing import LINGER, LINGER_BYTES
-from smtpcore._driver._session_registry import (
-    ListenedSession,
-    S,
-    SessionRegistry,
-    session_address,
-)
-from smtpcore._driver._shutdown import LAST_WORDS, GracefulShutdown
+from smtpcore._driver._session_registry import S, SessionRegistry
+from smtpcore._driver._shutdown import GracefulShutdown
 from smtpcore._driver._transport import address
 
-__all__ = [
-    "LAST_WORDS",
-    "LINGER",
-    "LINGER_BYTES",
-    "BaseListener",
-    "ConnectionLost",
-    "ListenedSession",
-    "ListenerOptions",
-    "ServedSession",
-    "SessionRegistry",
-    "session_address",
-]
+__all__ = ["BaseListener", "ListenerOptions"]
 
 
 class ListenerOptions(Protocol):
