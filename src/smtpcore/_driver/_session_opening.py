@@ -33,6 +33,9 @@ from smtpcore.proxy import ProxyProtocolError
 __all__ = ["SessionOpening"]
 
 
+# Here, not in _served_session with ServedSession: SessionOpening's methods read
+# `session` too, and _served_session imports this module for its base class, so
+# this module cannot import from it without an import cycle.
 class _Client(Protocol):
     """A session as its hooks see it (``Session``, ``POP3Session``)."""
 
