@@ -7,7 +7,7 @@ transports keep a cancelled write's bytes, the ``421`` then went out behind them
 under a whole command timeout again, and the close waited the transport's close
 timeout for room: the session, and its place under the session limits, lived about
 twice the timeout plus five seconds, where trio's closed at the timeout. Now what
-comes after the cut has :data:`~smtpcore._driver._listener.LAST_WORDS` at most, and
+comes after the cut has :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, and
 the close does not wait, over a transport whose cancelled close still closes (the
 library's own). A transport of yours that does not say so closes as it always did.
 
@@ -32,12 +32,13 @@ from typing import Any
 
 import pytest
 
-import smtpcore._driver._listener
+import smtpcore._driver._session_closing
 import smtpcore._driver._transport
 from peers import free_port, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_runner import SessionRunner
-from smtpcore._driver._listener import LAST_WORDS, ServedSession
+from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._shutdown import LAST_WORDS
 from smtpcore.asyncio import POP3Timeouts, SMTPServer, StreamTransport, Timeouts
 from smtpcore.handler import Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
@@ -112,7 +113,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._driver._listener, "LINGER", LINGER)
+    monkeypatch.setattr(smtpcore._driver._session_closing, "LINGER", LINGER)
     monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
     yield watch
 

@@ -13,7 +13,7 @@ import trio
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
-from smtpcore._driver._listener import SessionRegistry
+from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._transport import Link
 from smtpcore.handler import Handler
 from test_adapters_session_end import ScriptedTransport

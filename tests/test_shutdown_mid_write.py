@@ -27,7 +27,7 @@ import smtpcore.trio as smtp_trio
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
-from smtpcore._driver._listener import ServedSession
+from smtpcore._driver._served_session import ServedSession
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
 
@@ -448,7 +448,7 @@ def test_trio_a_client_whose_tls_write_was_cut_off_reads_the_end_while_the_serve
 
     monkeypatch.setattr(ServedSession, "_linger", watched_linger)
     # Far longer than the client takes to read the end: the order tells which came first.
-    monkeypatch.setattr("smtpcore._driver._listener.LINGER", 5.0)
+    monkeypatch.setattr("smtpcore._driver._session_closing.LINGER", 5.0)
     with (
         running_smtp_server(
             "trio",

@@ -23,7 +23,7 @@ import pytest
 import smtpcore.server.queuectl
 from peers import RawSmtpSession, raw_smtp_session, running_smtp_server
 from smtpcore import LocalProtocolError
-from smtpcore._driver._listener import SessionRegistry
+from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore.asyncio import Timeouts
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.server import MailServer, ServerConfig

@@ -26,7 +26,8 @@ from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, list
 from smtpcore._asyncio_runner import SessionRunner
 from smtpcore._asyncio_stream import StreamTransport
 from smtpcore._asyncio_transport import AsyncioTransport
-from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._listener import BaseListener
+from smtpcore._driver._session_registry import ListenedSession
 from smtpcore._driver._timeouts import new_pump
 from smtpcore._driver._transport import Link
 from smtpcore.transport import Transport

@@ -20,8 +20,9 @@ from typing import Any, Final, TypeVar
 
 import trio
 
-from smtpcore._driver._listener import BaseListener, ListenedSession
+from smtpcore._driver._listener import BaseListener
 from smtpcore._driver._logtext import describe_error
+from smtpcore._driver._session_registry import ListenedSession
 from smtpcore._trio_clock import _link
 from smtpcore._trio_held import HeldWrites
 from smtpcore._trio_transport import TrioTransport

@@ -17,9 +17,10 @@ import socket
 from typing import TYPE_CHECKING
 
 from smtpcore._driver._factory import MachinesInUse
-from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._listener import BaseListener
 from smtpcore._driver._pop3_server_options import POP3ServerKeywords, POP3ServerOptions
 from smtpcore._driver._pop3_server_session import SHUTTING_DOWN, POP3ServerSession
+from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._transport import Link
 from smtpcore.maildrop import Mailstore
 from smtpcore.pop3 import Err

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-from smtpcore._driver._listener import ConnectionLost, ServedSession
+from smtpcore._driver._connection_lost import ConnectionLost
+from smtpcore._driver._served_session import ServedSession
 from smtpcore._errors import LocalProtocolError
 from smtpcore.maildrop import Maildrop, Mailstore, MessageInfo, POP3Session
 from smtpcore.pop3 import (

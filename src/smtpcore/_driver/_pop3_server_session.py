@@ -40,12 +40,13 @@ import time
 from types import CoroutineType
 from typing import TYPE_CHECKING, Final
 
-from smtpcore._driver._listener import ConnectionLost, session_address
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._pop3_server_auth import SessionAuth
 from smtpcore._driver._pop3_server_machine import SessionMachine
 from smtpcore._driver._pop3_server_options import NO_LOGINS
 from smtpcore._driver._pop3_server_transaction import TRANSACTION_COMMANDS
+from smtpcore._driver._session_registry import session_address
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._sentinels import NEED_DATA, PAUSED
@@ -179,7 +180,7 @@ class POP3ServerSession(SessionMachine):
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation (see
-        :class:`~smtpcore._driver._listener.ServedSession`).
+        :class:`~smtpcore._driver._served_session.ServedSession`).
 
         The loop answers the client's commands until the session ends, written
         out here rather than in a coroutine of its own, with its read, so that

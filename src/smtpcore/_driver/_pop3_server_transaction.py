@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from types import GeneratorType
 from typing import Final
 
-from smtpcore._driver._listener import ConnectionLost
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_server_replies import END_OF_RESPONSE, WRITE_SIZE
 from smtpcore._driver._pop3_server_store import StoreCalls

@@ -5,7 +5,7 @@ PROXY header (:mod:`smtpcore.proxy`) only from the proxies it names, and a
 server given ``xclient_from`` believes XCLIENT only from those clients: both
 are lists of addresses or networks, checked here. The header itself is read
 here too, to its last octet and not one more (what follows may be a TLS
-handshake); :meth:`~smtpcore._driver._listener.ServedSession._client_from_proxy`
+handshake); :meth:`~smtpcore._driver._session_opening.SessionOpening._client_from_proxy`
 does the rest, whatever the protocol.
 """
 

@@ -45,7 +45,7 @@ out its own close timeout past the grace."""
 
 class _Sessions(Protocol):
     """The registry of live sessions, as the shutdown sees it
-    (:class:`~smtpcore._driver._listener.SessionRegistry`)."""
+    (:class:`~smtpcore._driver._session_registry.SessionRegistry`)."""
 
     def begin_shutdown(self) -> None: ...
 

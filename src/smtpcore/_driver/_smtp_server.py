@@ -17,8 +17,9 @@ import socket
 from typing import TYPE_CHECKING
 
 from smtpcore._driver._factory import MachinesInUse
-from smtpcore._driver._listener import BaseListener, SessionRegistry
+from smtpcore._driver._listener import BaseListener
 from smtpcore._driver._ports import lmtp_port_refusal
+from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._smtp_server_options import ServerKeywords, ServerOptions
 from smtpcore._driver._smtp_server_session import ServerSession
 from smtpcore._driver._transport import Link

@@ -1,6 +1,6 @@
 """How an SMTP server session ends: its last reply, and the handler told.
 
-:class:`SessionClose` holds what :class:`~smtpcore._driver._listener.ServedSession`
+:class:`SessionClose` holds what :class:`~smtpcore._driver._served_session.ServedSession`
 asks of a protocol at the end: the last words (``421`` when the watchdog went
 off or the server is shutting down, unless a write was cut part-way), the
 ``connection_factory``'s machine given back, and ``handle_reset`` and
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Final
 
-from smtpcore._driver._listener import ConnectionLost
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._smtp_server_transaction import Transaction
 from smtpcore.smtp import Reply, State
 

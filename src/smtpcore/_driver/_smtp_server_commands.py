@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from smtpcore._driver._listener import ConnectionLost
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._logtext import loggable_reply, named_mechanism
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_auth import Authentication

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Sequence
 from typing import NoReturn
 
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._failures import LOCAL_ERROR
-from smtpcore._driver._listener import ConnectionLost
 from smtpcore._driver._logtext import loggable_reply
 from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._proxied import client_text
@@ -153,7 +153,7 @@ class ContentDelivery(Transaction):
 
     def cut_off(self) -> None:
         """Interrupt the session, for its 421 (see
-        :meth:`~smtpcore._driver._listener.ServedSession.cut_off`), unless its handler
+        :meth:`~smtpcore._driver._served_session.ServedSession.cut_off`), unless its handler
         is committing a message (:meth:`Session.begin_commit
         <smtpcore.handler.Session.begin_commit>`): a 421 to the end of the data would
         say the message was not taken, and the client would send it again. That session

@@ -16,8 +16,10 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._failures import LOCAL_ERROR
-from smtpcore._driver._listener import LAST_WORDS, ConnectionLost, ServedSession
+from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._shutdown import LAST_WORDS
 from smtpcore._driver._smtp_server_options import ServerOptions
 from smtpcore._errors import LocalProtocolError
 from smtpcore.handler import Session

@@ -29,8 +29,9 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Final
 
-from smtpcore._driver._listener import ConnectionLost, session_address
+from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._logtext import describe_error
+from smtpcore._driver._session_registry import session_address
 from smtpcore._driver._smtp_server_auth import NO_AUTH
 from smtpcore._driver._smtp_server_commands import Commands
 from smtpcore._driver._smtp_server_content import ContentDelivery
@@ -205,7 +206,7 @@ class ServerSession(Commands, ContentDelivery, Forwarding):
 
     async def run(self) -> None:
         """Serve the connection to its end; never raises but for cancellation (see
-        :class:`~smtpcore._driver._listener.ServedSession`).
+        :class:`~smtpcore._driver._served_session.ServedSession`).
 
         At heart h11's loop: answer the client's events until the session ends
         (a closed machine gives ``ConnectionClosed``), written out here rather
