@@ -218,6 +218,19 @@ def require_str(value: object, what: str) -> str:
     return value
 
 
+def require_count(value: object, what: str, least: int, most: int | None = None) -> int:
+    """``value``, a numeric option given to a mechanism, if it is an int from ``least``
+    (to ``most``); anything else is the application's misuse, a ``LocalProtocolError``
+    as for a value of the wrong type, when the mechanism is built: an iteration count of
+    0 or a response size of -1 means nothing the protocol can carry out."""
+    if not isinstance(value, int) or isinstance(value, bool):  # True is no count
+        raise wrong_type(what, value, "an int")
+    if value < least or (most is not None and value > most):
+        bounds = f"at least {least}" if most is None else f"from {least} to {most}"
+        raise LocalProtocolError(f"{what} must be {bounds}, not {value}")
+    return value
+
+
 def encode_utf8(text: str, what: str) -> bytes:
     """Encode a credential given to a client; a value that is no str, or holds a lone
     surrogate, is the caller's mistake (``LocalProtocolError``)."""
@@ -302,10 +315,7 @@ class ServerMechanism(abc.ABC):
         authorize: Authorize | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
-        if not isinstance(max_response_size, int) or isinstance(max_response_size, bool):
-            raise wrong_type("max_response_size", max_response_size, "an int")
-        if max_response_size < 1:
-            raise ValueError("max_response_size must be positive")
+        require_count(max_response_size, "max_response_size", 1)
         self._authorize: Authorize = authorize or default_authorize
         self.max_response_size: Final = max_response_size
         self._progress = _Progress.FRESH
