@@ -28,7 +28,7 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
-from smtpcore.sasl._base import check_client_auth_arguments
+from smtpcore.sasl._base import check_client_auth_arguments, take_initial_response
 
 __all__ = ["AuthAnswer", "AuthenticationFailed", "ClientAuth", "ServerAuth"]
 
@@ -241,7 +241,7 @@ class ClientAuth:
         fits ``max_line``; otherwise the mechanism, told it was withheld, gives it in
         answer to the server's empty challenge, which :meth:`respond` passes on (RFC
         5034 §4), and refuses a ``+OK`` that comes before it."""
-        command = Auth(self.mechanism.name, self.mechanism.initial_response())
+        command = Auth(self.mechanism.name, take_initial_response(self.mechanism))
         if command.initial_response is not None and len(format_command(command)) > self.max_line:
             self.mechanism.withhold_initial_response()
             return Auth(command.mechanism)

@@ -488,8 +488,10 @@ class ClientMechanism(abc.ABC):
         look at it (its length, say) and then sends a bare ``AUTH``: otherwise a
         server's success to that bare command would be taken for one after the
         credentials. Only the first call, before any challenge, counts: a later
-        one gives the same bytes and leaves owed what is owed. A subclass that
-        overrides it calls ``super().initial_response()`` to keep this count.
+        one gives the same bytes and leaves owed what is owed. A subclass may
+        override it, calling ``super().initial_response()`` or not:
+        ``smtp.ClientAuth`` and ``pop3.ClientAuth`` count what it gives as sent
+        themselves (:func:`take_initial_response`).
         """
         if self._stage is _ClientStage.START:
             self._stage = _ClientStage.TAKEN
@@ -506,8 +508,7 @@ class ClientMechanism(abc.ABC):
         the bearer tokens) then owes it again, so that a server's success to the
         bare ``AUTH PLAIN``, before the credentials, is refused by
         :meth:`verify_success` as any early success is (RFC 4422 §3.6). Before the
-        response was taken (or by a subclass whose ``initial_response()`` does not
-        call the base's) nothing was sent: what is owed stays owed.
+        response was taken nothing was sent: what is owed stays owed.
         """
         self._check_usable()
         stage = self._stage
@@ -562,6 +563,29 @@ class ClientMechanism(abc.ABC):
     def _verify_success(self, data: bytes | None) -> None:
         if data:
             raise SASLError(f"{self.name} defines no additional data with success")
+
+
+def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
+    """The initial response ``ClientAuth`` sends with ``AUTH``, counted as taken here,
+    on the library's own path, not only by :meth:`ClientMechanism.initial_response`:
+    a subclass that overrides that method without calling the base's had its response
+    counted as never sent, and the server's success to the credentials it sent refused
+    as early (RFC 4422 §3.6). A response of None sends nothing, so what is owed stays
+    owed. A class ``ClientMechanism.register()`` vouches for keeps its own books: it is
+    only asked. The base's method is not called, but done here: the same count of
+    calls per AUTH as before."""
+    kind = type(mechanism)
+    if ClientMechanism not in kind.__mro__:
+        return mechanism.initial_response()
+    if kind.initial_response is ClientMechanism.initial_response:
+        response = mechanism._first_response
+    else:
+        response = mechanism.initial_response()  # the subclass's, super() or not
+    if mechanism._stage is _ClientStage.START:
+        mechanism._stage = _ClientStage.TAKEN
+        if response is not None and mechanism._initial_part is not None:
+            mechanism._owed = None
+    return response
 
 
 def check_client_auth_arguments(mechanism: object, max_line: object) -> None:
