@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final, TypeAlias
 
-from smtpcore._errors import LocalProtocolError, RemoteProtocolError
+from smtpcore._errors import LocalProtocolError, RemoteProtocolError, wrong_type
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import format_command
 from smtpcore.pop3._events import Auth, AuthResponse, BadCommand, Continue, Err, Ok
@@ -215,12 +215,20 @@ class ClientAuth:
 
     ``max_line`` is the longest ``AUTH`` command line, CRLF included: 255
     octets (RFC 2449 §4), which RFC 5034 §4 holds the command to.
+    ``max_auth_line`` is the longest answer line to a challenge, CRLF included: the
+    client machine's ``max_auth_line`` (12288 octets by default), which a client
+    passes on when it built its machine with another.
     """
 
-    def __init__(self, mechanism: ClientMechanism, *, max_line: int = 255) -> None:
+    def __init__(
+        self, mechanism: ClientMechanism, *, max_line: int = 255, max_auth_line: int = 12288
+    ) -> None:
         check_client_auth_arguments(mechanism, max_line)
+        if not isinstance(max_auth_line, int) or isinstance(max_auth_line, bool):
+            raise wrong_type("ClientAuth's max_auth_line", max_auth_line, "an int")
         self.mechanism = mechanism
         self.max_line = max_line
+        self.max_auth_line = max_auth_line
         self._cancel_error: SASLError | None = None
 
     @property
@@ -249,14 +257,25 @@ class ClientAuth:
 
     def respond(self, response: Continue) -> AuthResponse:
         """The answer to a ``+`` challenge: the mechanism's response, or the ``*``
-        that cancels (RFC 5034 §4) when the mechanism refuses the challenge."""
+        that cancels (RFC 5034 §4) when the mechanism refuses the challenge, or when
+        the challenge makes the answer longer than ``max_auth_line`` (a SCRAM nonce
+        of 9,000 octets, which the answer repeats): that is the server's doing, and
+        the machine would refuse the line as the caller's mistake."""
         if self._cancel_error is not None:
             raise self._cancelled_exchange(response) from self._cancel_error
         try:
-            return AuthResponse(self.mechanism.respond(response.data))
+            data = self.mechanism.respond(response.data)
         except SASLError as exc:
             self._cancel_error = exc
             return AuthResponse(cancel=True)
+        line = (len(data) + 2) // 3 * 4 + 2  # base64 and CRLF, format_command's length
+        if line > self.max_auth_line:
+            self._cancel_error = SASLError(
+                f"{self.mechanism.name} answer to the server's challenge would be a line"
+                f" of {line} octets, over the {self.max_auth_line} an AUTH response may have"
+            )
+            return AuthResponse(cancel=True)
+        return AuthResponse(data)
 
     def finish(self, response: Ok | Err) -> None:
         """Accept the final response, or raise :class:`AuthenticationFailed`."""
