@@ -403,6 +403,48 @@ def test_the_overriding_method_is_asked_once() -> None:
     assert mechanism.taken == 1
 
 
+class _Declining(PlainClient):
+    """Overrides ``initial_response()``, calls the base's (to look at it, say) and
+    sends none: the command goes bare and the credentials answer the empty challenge."""
+
+    def initial_response(self) -> None:  # type: ignore[override]  # typed bytes, not at run time
+        super().initial_response()
+        return None
+
+
+class _DecliningAlone(PlainClient):
+    """Overrides ``initial_response()`` to send none, without calling the base's."""
+
+    def initial_response(self) -> None:  # type: ignore[override]  # as above
+        return None
+
+
+DECLINING = pytest.mark.parametrize(
+    "shape", [_Declining, _DecliningAlone], ids=["with super()", "without super()"]
+)
+
+
+@DECLINING
+@BOTH
+def test_an_early_success_to_a_declined_initial_response_is_refused(
+    protocol: str, shape: type[PlainClient]
+) -> None:
+    """An override that called the base's and then gave None had the credentials counted
+    as sent with a bare ``AUTH PLAIN``, and the server's ``235`` or ``+OK`` to that
+    command, before any credentials, taken as a login: what goes with the command
+    decides what is owed."""
+    early = Early(lambda: shape("tim", "pw"), (), "its credentials")
+    error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert isinstance(error.__cause__, SASLError)
+    assert "before the client sent its credentials" in str(error)
+
+
+@DECLINING
+@BOTH
+def test_a_declined_initial_response_is_drawn_out(protocol: str, shape: type[PlainClient]) -> None:
+    assert _accepted(protocol, shape("tim", "pw")) is None
+
+
 # -- the clients, against a scripted server ------------------------------------
 
 DRIVEN = ["LOGIN before the password", "CRAM-MD5 before the digest", "PLAIN withheld"]

@@ -570,10 +570,12 @@ def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
     on the library's own path, not only by :meth:`ClientMechanism.initial_response`:
     a subclass that overrides that method without calling the base's had its response
     counted as never sent, and the server's success to the credentials it sent refused
-    as early (RFC 4422 §3.6). A response of None sends nothing, so what is owed stays
-    owed. A class ``ClientMechanism.register()`` vouches for keeps its own books: it is
-    only asked. The base's method is not called, but done here: the same count of
-    calls per AUTH as before."""
+    as early (RFC 4422 §3.6). What goes with the command decides: a response of None
+    sends a bare ``AUTH``, so a part the initial response carries is owed, even when
+    an override that called the base's (which counted it sent) then gave None. A class
+    ``ClientMechanism.register()`` vouches for keeps its own books: it is only asked.
+    The base's method is not called, but done here: the same count of calls per AUTH
+    as before."""
     kind = type(mechanism)
     if ClientMechanism not in kind.__mro__:
         return mechanism.initial_response()
@@ -581,10 +583,11 @@ def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
         response = mechanism._first_response
     else:
         response = mechanism.initial_response()  # the subclass's, super() or not
-    if mechanism._stage is _ClientStage.START:
+    stage = mechanism._stage
+    if stage is _ClientStage.START or stage is _ClientStage.TAKEN:  # nothing answered yet
         mechanism._stage = _ClientStage.TAKEN
-        if response is not None and mechanism._initial_part is not None:
-            mechanism._owed = None
+        if mechanism._initial_part is not None:
+            mechanism._owed = None if response is not None else mechanism._initial_part
     return response
 
 
