@@ -18,6 +18,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -443,6 +444,19 @@ def test_an_early_success_to_a_declined_initial_response_is_refused(
 @BOTH
 def test_a_declined_initial_response_is_drawn_out(protocol: str, shape: type[PlainClient]) -> None:
     assert _accepted(protocol, shape("tim", "pw")) is None
+
+
+@BOTH
+def test_an_instance_override_of_initial_response_is_asked(protocol: str) -> None:
+    """``ClientAuth`` read the base's response past an override set on the instance
+    (``mock.patch.object``), which main asked: the credentials went with the command
+    where the override gave None, and a success to the bare command could be taken."""
+    mechanism = PlainClient("tim", "pw")
+    with mock.patch.object(mechanism, "initial_response", return_value=None) as asked:
+        early = Early(lambda: mechanism, (), "its credentials")
+        error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert asked.call_count == 1
+    assert "before the client sent its credentials" in str(error)
 
 
 # -- the clients, against a scripted server ------------------------------------
