@@ -400,15 +400,23 @@ WRONG_TYPES: dict[str, tuple[Given, str]] = {
 OUT_OF_RANGE: dict[str, tuple[Callable[[], object], str]] = {
     "min_iterations 0": (
         lambda: ScramSHA256Client("u", "p", min_iterations=0),
-        "SCRAM min_iterations must be at least 1, not 0",
+        "SCRAM min_iterations must be from 1 to 4294967295, not 0",
     ),
     "min_iterations -1": (
         lambda: ScramSHA1Client("u", "p", min_iterations=-1),
-        "SCRAM min_iterations must be at least 1, not -1",
+        "SCRAM min_iterations must be from 1 to 4294967295, not -1",
     ),
     "max_iterations 0": (
         lambda: ScramSHA256Client("u", "p", min_iterations=1, max_iterations=0),
-        "SCRAM max_iterations must be at least 1, not 0",
+        "SCRAM max_iterations must be from 1 to 4294967295, not 0",
+    ),
+    "min_iterations 2**32": (  # no server stores such a count: every exchange failed
+        lambda: ScramSHA256Client("u", "p", min_iterations=2**32, max_iterations=2**33),
+        "SCRAM min_iterations must be from 1 to 4294967295, not 4294967296",
+    ),
+    "max_iterations 2**32": (
+        lambda: ScramSHA1Client("u", "p", max_iterations=2**32),
+        "SCRAM max_iterations must be from 1 to 4294967295, not 4294967296",
     ),
     "max below min": (  # every exchange failed as if the server's count were wrong
         lambda: ScramSHA256Client("u", "p", max_iterations=100),
@@ -419,6 +427,10 @@ OUT_OF_RANGE: dict[str, tuple[Callable[[], object], str]] = {
         "SCRAM max_iterations (1000000) is below min_iterations (10000000)",
     ),
 }
+
+
+def test_the_largest_count_a_server_stores_is_a_bound() -> None:
+    scram_client(min_iterations=0xFFFFFFFF, max_iterations=0xFFFFFFFF)
 
 
 @pytest.mark.parametrize("case", list(OUT_OF_RANGE))

@@ -339,8 +339,8 @@ class _ScramClient(_ClientFirstMechanism):
         require_str(password, "SCRAM password")
         # Checked now, not at the server's count: a bound no count can meet would fail
         # every exchange as if the server were at fault.
-        require_count(min_iterations, "SCRAM min_iterations", 1)
-        require_count(max_iterations, "SCRAM max_iterations", 1)
+        require_count(min_iterations, "SCRAM min_iterations", 1, _MOST_ITERATIONS)
+        require_count(max_iterations, "SCRAM max_iterations", 1, _MOST_ITERATIONS)
         if max_iterations < min_iterations:
             bounds = f"max_iterations ({max_iterations}) is below min_iterations"
             raise LocalProtocolError(f"SCRAM {bounds} ({min_iterations})")
