@@ -1775,13 +1775,14 @@ class LmtpIllegal(Recorder):
         return [Reply(354, "go ahead") for _ in envelope.recipients]
 
 
+@pytest.mark.parametrize("recipients", [30, 2])
 def test_an_illegal_lmtp_reply_is_logged_once_per_message(
-    adapter: str, caplog: pytest.LogCaptureFixture
+    adapter: str, recipients: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A handler's illegal reply to each of a message's recipients logged one traceback
     per recipient (a hundred for a hundred recipients): now one ERROR with the
-    traceback, and one line counting the others. Each recipient still gets the 451."""
-    recipients = 30
+    traceback, and one line counting the others ('1 more recipient', not '1 more
+    recipients'). Each recipient still gets the 451."""
     caplog.set_level(logging.ERROR, logger="smtpcore.server")
     with (
         running_smtp_server(adapter, LmtpIllegal(), lmtp=True) as server,
@@ -1801,7 +1802,8 @@ def test_an_illegal_lmtp_reply_is_logged_once_per_message(
     illegal = [r for r in caplog.records if "is not legal here" in r.getMessage()]
     assert [r.exc_info is not None for r in illegal] == [True]
     counted = [r for r in caplog.records if "not legal here either" in r.getMessage()]
+    more = "1 more recipient" if recipients == 2 else f"{recipients - 1} more recipients"
     assert [r.getMessage() for r in counted] == [
-        f"the handler's replies to {recipients - 1} more recipients of the message were "
-        f"not legal here either: answered {LOCAL_ERROR}"
+        f"the handler's replies were not legal here either for {more} of the message: "
+        f"answered {LOCAL_ERROR}"
     ]

@@ -21,6 +21,7 @@ from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_hooks import HANDLER
 from smtpcore._driver._smtp_server_transaction import Transaction
+from smtpcore._plural import counted
 from smtpcore.handler import Envelope, MessageReply, _answering
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, RejectedMessage, Reply, State
 
@@ -152,9 +153,9 @@ class ContentDelivery(Transaction):
                 refused += 1  # the first logged with its traceback, the others counted
         if refused > 1:
             logger.error(
-                "the handler's replies to %d more recipients of the message were not "
-                "legal here either: answered %s",
-                refused - 1,
+                "the handler's replies were not legal here either for %s of the message: "
+                "answered %s",
+                counted(refused - 1, "more recipient"),
                 LOCAL_ERROR,
             )
         if committed and self.state.cutting_off:
