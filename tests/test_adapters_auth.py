@@ -463,6 +463,12 @@ def test_server_options_are_checked() -> None:
     assert POP3Server(MaildirStore(".", {})).options.auth_failure_delay == 2.0
     with pytest.raises(ValueError, match="credential check"):
         Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
+    # True passed as 1 (and "4096" raised TypeError from a comparison); every SCRAM
+    # login then failed building its server mechanism.
+    counts: tuple[Any, ...] = (True, "4096", 4096.0, 0, 2**32)
+    for count in counts:
+        with pytest.raises(ValueError, match="scram_mock_iterations must be an int from 1"):
+            Authenticator(check_password=check_password, scram_mock_iterations=count)
     # One str where names are listed would be its letters: P, L, A, I, N.
     with pytest.raises(TypeError, match=r"mechanisms=\['PLAIN'\]"):
         Authenticator(check_password=check_password, mechanisms="PLAIN")

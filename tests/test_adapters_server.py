@@ -1766,3 +1766,44 @@ def test_tls_on_connect_needs_a_context() -> None:
         from smtpcore.asyncio import SMTPServer
 
         SMTPServer(Handler(), tls_on_connect=True)
+
+
+class LmtpIllegal(Recorder):
+    """Answers every recipient with a reply no end of data may have."""
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        return [Reply(354, "go ahead") for _ in envelope.recipients]
+
+
+@pytest.mark.parametrize("recipients", [30, 2])
+def test_an_illegal_lmtp_reply_is_logged_once_per_message(
+    adapter: str, recipients: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler's illegal reply to each of a message's recipients logged one traceback
+    per recipient (a hundred for a hundred recipients): now one ERROR with the
+    traceback, and one line counting the others ('1 more recipient', not '1 more
+    recipients'). Each recipient still gets the 451."""
+    caplog.set_level(logging.ERROR, logger="smtpcore.server")
+    with (
+        running_smtp_server(adapter, LmtpIllegal(), lmtp=True) as server,
+        raw_smtp_session(server.host, server.port) as s,
+    ):
+        s.recv_reply()
+        s.command(b"LHLO client.test")
+        s.send(b"MAIL FROM:<a@abc.example>\r\n")
+        s.send(b"".join(b"RCPT TO:<r%d@pqr.example>\r\n" % i for i in range(recipients)))
+        s.send(b"DATA\r\n")
+        assert {s.recv_reply()[:3] for _ in range(recipients + 1)} == {b"250"}
+        assert s.recv_reply()[:3] == b"354"
+        s.send(b"hi\r\n.\r\n")
+        replies = [s.recv_reply() for _ in range(recipients)]
+        assert s.command(b"NOOP").startswith(b"250")
+    assert {reply[:9] for reply in replies} == {b"451 4.3.0"}
+    illegal = [r for r in caplog.records if "is not legal here" in r.getMessage()]
+    assert [r.exc_info is not None for r in illegal] == [True]
+    counted = [r for r in caplog.records if "not legal here either" in r.getMessage()]
+    more = "1 more recipient" if recipients == 2 else f"{recipients - 1} more recipients"
+    assert [r.getMessage() for r in counted] == [
+        f"the handler's replies were not legal here either for {more} of the message: "
+        f"answered {LOCAL_ERROR}"
+    ]

@@ -257,3 +257,69 @@ def test_a_challenge_after_the_cancel_loses_the_session(adapter: str, protocol: 
     server.check()
     [error] = later
     assert isinstance(error, closed), repr(error)
+
+
+LONGEST_NONCE = {"pop3": 9180, "smtp": 3000}
+"""A server nonce whose challenge the client still reads (POP3's 12288-octet AUTH
+line, SMTP's 4096-octet reply line) and whose answer, which repeats it with the
+proof, no POP3 AUTH line holds: 12,336 octets."""
+
+
+def long_nonce(wire: Wire, protocol: str) -> Callable[[ScriptedConnection], object]:
+    """A server that makes the client's answer longer than the line allows, then
+    refuses what comes (the ``*``, or on SMTP the answer itself)."""
+
+    def play(conn: ScriptedConnection) -> None:
+        auth = conn.line()
+        assert auth is not None and auth.upper().startswith(b"AUTH SCRAM-SHA-256 ")
+        nonce = base64.b64decode(auth.split(b" ")[2]).decode().split("r=", 1)[1]
+        padded = nonce + "X" * (LONGEST_NONCE[protocol] - len(nonce))
+        server_first = base64.b64encode(f"r={padded},s={SALT},i=4096".encode())
+        conn.send(wire.challenge + server_first + b"\r\n")
+        answer = conn.line()
+        if protocol == "pop3":
+            assert answer == b"*"  # RFC 5034 §4: an answer it cannot send, cancelled
+            conn.send(wire.refusal)
+        else:
+            assert answer is not None and len(answer) > len(server_first)
+            conn.send(b"535 5.7.8 Authentication credentials invalid\r\n")
+
+    return play
+
+
+@pytest.mark.parametrize("protocol", list(WIRES))
+@pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])
+def test_a_challenge_whose_answer_no_line_holds_is_cancelled(adapter: str, protocol: str) -> None:
+    """POP3's ``authenticate`` raised ``LocalProtocolError`` (the caller's fault) when a
+    server's challenge made the answer longer than an AUTH line may be: the client
+    now cancels with ``*`` (RFC 5034 §4), takes the server's ``-ERR``, and raises the
+    error of a server that misbehaved; the session goes on to its QUIT. SMTP's client
+    reads no reply line long enough to make an answer it cannot send: it answers."""
+    wire = WIRES[protocol]
+    quit_ = "C: QUIT\nS: +OK bye" if protocol == "pop3" else "C: QUIT\nS: 221 2.0.0 bye"
+    played = [
+        *script(wire.opening.format(mechanism="SCRAM-SHA-256")),
+        Call(long_nonce(wire, protocol)),
+        *script(f"{quit_}\n-- close"),
+    ]
+    failed, _ = _family(protocol, adapter)
+    errors: list[BaseException] = []
+    with ScriptedServer(played) as server:
+        if adapter == "sync":
+            with _client(protocol, adapter, server.port) as client:
+                with pytest.raises(failed) as info:
+                    client.authenticate(ScramSHA256Client("alice", "wonderland"))
+                errors.append(info.value)
+        else:
+
+            async def session() -> None:
+                async with _client(protocol, adapter, server.port) as client:
+                    with pytest.raises(failed) as info:
+                        await client.authenticate(ScramSHA256Client("alice", "wonderland"))
+                    errors.append(info.value)
+
+            run(adapter, session)
+    server.check()
+    [error] = errors
+    if protocol == "pop3":
+        assert "would be a line of 12318 octets, over the 12288" in str(error), error

@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from smtpcore import NEED_DATA, PAUSED, pop3
+from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, pop3
 from smtpcore.sasl import (
     Challenge,
     ClientMechanism,
@@ -297,3 +299,51 @@ def test_a_long_initial_response_waits_for_an_empty_challenge() -> None:
     flow = pop3.ClientAuth(PlainClient("tim", "p" * 300))
     assert flow.start() == pop3.Auth("PLAIN")
     assert flow.respond(pop3.Continue(b"")).data == b"\0tim\0" + b"p" * 300
+
+
+class _Echo(ClientMechanism):
+    """Answers each challenge with its own bytes: an answer of any length."""
+
+    name = "X-ECHO"
+
+    def _respond(self, challenge: bytes) -> bytes:
+        return challenge
+
+
+@given(answer=st.binary(max_size=40), slack=st.integers(-3, 3))
+def test_the_client_cancels_exactly_the_answers_its_machine_refuses(
+    answer: bytes, slack: int
+) -> None:
+    """``respond()`` reckons the answer's line from its length (base64 and CRLF), not
+    by formatting it, which would cost two Python calls per answer: it cancels with
+    ``*`` exactly the answers the machine, built with the same ``max_auth_line``,
+    would refuse as the caller's mistake, and the ``*`` itself always fits."""
+    conn = pop3.ClientConnection("client.test")
+    conn.receive_data(b"+OK ready\r\n")
+    assert isinstance(conn.next_event(), pop3.Ok)
+    conn.send(pop3.Auth("X-ECHO"))
+    conn.receive_data(b"+ \r\n")
+    assert conn.next_event() == pop3.Continue(b"")
+    bound = max(3, (len(answer) + 2) // 3 * 4 + 2 + slack)
+    conn.max_auth_line = bound  # the challenge read, the machine's bound is the flow's
+    flow = pop3.ClientAuth(_Echo(), max_auth_line=bound)
+    sent = flow.respond(pop3.Continue(answer))
+    if sent.cancel:
+        with pytest.raises(LocalProtocolError, match="an AUTH response line is at most"):
+            conn.send(pop3.AuthResponse(answer))
+    else:
+        assert sent == pop3.AuthResponse(answer)
+    assert conn.send(sent)
+
+
+@pytest.mark.parametrize("bound", [-1, 0, 2, True, "12288", None])
+def test_a_max_auth_line_no_cancel_fits_is_the_callers_mistake(bound: object) -> None:
+    """``max_auth_line=-1`` was taken, and every answer, an empty one too, was then
+    cancelled as the server's fault; below 3 even the ``*`` that cancels (RFC 5034 §4)
+    has no room."""
+    with pytest.raises(LocalProtocolError, match="ClientAuth's max_auth_line"):
+        pop3.ClientAuth(PlainClient("tim", "pencil"), max_auth_line=bound)  # type: ignore[arg-type]
+
+
+def test_the_least_max_auth_line_is_taken() -> None:
+    assert pop3.ClientAuth(PlainClient("tim", "pencil"), max_auth_line=3).max_auth_line == 3

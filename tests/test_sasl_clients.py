@@ -19,6 +19,8 @@ from smtpcore.sasl import (
     OAuthBearerClient,
     PlainClient,
     SASLError,
+    ScramSHA1Client,
+    ScramSHA1PlusClient,
     ScramSHA256Client,
     ScramSHA256PlusClient,
     XOAuth2Client,
@@ -151,7 +153,7 @@ def test_scram_without_initial_response() -> None:
 def test_scram_iteration_bounds_are_options() -> None:
     client = scram_client(min_iterations=1)
     client.respond(b"r=rOprNGfwEbeRWgbNEkqOxyz,s=QQ==,i=1")
-    client = scram_client(max_iterations=4095)
+    client = scram_client(min_iterations=1, max_iterations=4095)
     with pytest.raises(SASLError, match="outside"):
         client.respond(SERVER_FIRST)
 
@@ -393,6 +395,53 @@ WRONG_TYPES: dict[str, tuple[Given, str]] = {
         "SCRAM channel_binding_type must be a str, not bytes",
     ),
 }
+
+
+OUT_OF_RANGE: dict[str, tuple[Callable[[], object], str]] = {
+    "min_iterations 0": (
+        lambda: ScramSHA256Client("u", "p", min_iterations=0),
+        "SCRAM min_iterations must be from 1 to 4294967295, not 0",
+    ),
+    "min_iterations -1": (
+        lambda: ScramSHA1Client("u", "p", min_iterations=-1),
+        "SCRAM min_iterations must be from 1 to 4294967295, not -1",
+    ),
+    "max_iterations 0": (
+        lambda: ScramSHA256Client("u", "p", min_iterations=1, max_iterations=0),
+        "SCRAM max_iterations must be from 1 to 4294967295, not 0",
+    ),
+    "min_iterations 2**32": (  # no server stores such a count: every exchange failed
+        lambda: ScramSHA256Client("u", "p", min_iterations=2**32, max_iterations=2**33),
+        "SCRAM min_iterations must be from 1 to 4294967295, not 4294967296",
+    ),
+    "max_iterations 2**32": (
+        lambda: ScramSHA1Client("u", "p", max_iterations=2**32),
+        "SCRAM max_iterations must be from 1 to 4294967295, not 4294967296",
+    ),
+    "max below min": (  # every exchange failed as if the server's count were wrong
+        lambda: ScramSHA256Client("u", "p", max_iterations=100),
+        "SCRAM max_iterations (100) is below min_iterations (4096)",
+    ),
+    "PLUS max below min": (
+        lambda: ScramSHA1PlusClient("u", "p", channel_binding=b"cb", min_iterations=10**7),
+        "SCRAM max_iterations (1000000) is below min_iterations (10000000)",
+    ),
+}
+
+
+def test_the_largest_count_a_server_stores_is_a_bound() -> None:
+    scram_client(min_iterations=0xFFFFFFFF, max_iterations=0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("case", list(OUT_OF_RANGE))
+def test_an_iteration_bound_out_of_range_is_the_applications_local_protocol_error(
+    case: str,
+) -> None:
+    """A bound no server's count can meet was taken, and every exchange then failed
+    with the SASLError that blames the server ('outside the accepted range')."""
+    build, message = OUT_OF_RANGE[case]
+    with pytest.raises(LocalProtocolError, match=re.escape(message)):
+        build()
 
 
 @pytest.mark.parametrize("case", list(WRONG_TYPES))

@@ -18,6 +18,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -297,6 +298,165 @@ def test_an_early_ok_fails_the_pop3_exchange(case: str) -> None:
     assert isinstance(error.__cause__, SASLError)
     assert f"before the client sent {EARLY[case].owed}" in str(error)
     assert isinstance(error.response, pop3.Ok)
+
+
+# -- mechanisms of your own that override initial_response() --------------------
+
+
+class _Recomputed(PlainClient):
+    """Overrides ``initial_response()`` without calling the base's: it gives the
+    credentials it built itself."""
+
+    def __init__(self, authcid: str, password: str) -> None:
+        super().__init__(authcid, password)
+        self._wire = b"\x00" + authcid.encode() + b"\x00" + password.encode()
+
+    def initial_response(self) -> bytes:
+        return self._wire
+
+
+class _Counted(PlainClient):
+    """Overrides ``initial_response()`` and calls the base's."""
+
+    def __init__(self, authcid: str, password: str) -> None:
+        super().__init__(authcid, password)
+        self.taken = 0
+
+    def initial_response(self) -> bytes:
+        self.taken += 1
+        return super().initial_response()
+
+
+OVERRIDING = pytest.mark.parametrize(
+    "shape", [_Recomputed, _Counted], ids=["without super()", "with super()"]
+)
+BOTH = pytest.mark.parametrize("protocol", ["smtp", "pop3"])
+
+
+def _accepted(protocol: str, mechanism: ClientMechanism) -> bytes | None:
+    """Run ``mechanism`` through the protocol's client machine and ``ClientAuth`` to
+    the server's success, an empty challenge first when the command went bare; what
+    went with the command. ``finish`` raises unless the success was taken."""
+    conn: Any
+    if protocol == "smtp":
+        conn = smtp.ClientConnection("client.test")
+        for data in (b"220 mx.test ESMTP\r\n", b"250-mx.test\r\n250 AUTH PLAIN\r\n"):
+            conn.receive_data(data)
+            assert isinstance(conn.next_event(), smtp.Reply)
+            if data.startswith(b"220"):
+                conn.send(smtp.Ehlo("client.test"))
+        flow: Any = smtp.ClientAuth(mechanism)
+        challenge, success = b"334 \r\n", b"235 2.7.0 Authentication successful\r\n"
+    else:
+        conn = pop3.ClientConnection("client.test")
+        conn.receive_data(b"+OK ready\r\n")
+        assert isinstance(conn.next_event(), pop3.Ok)
+        flow = pop3.ClientAuth(mechanism)
+        challenge, success = b"+ \r\n", b"+OK logged in\r\n"
+    command = flow.start()
+    conn.send(command)
+    if command.initial_response is None:
+        conn.receive_data(challenge)
+        conn.send(flow.respond(conn.next_event()))
+    conn.receive_data(success)
+    flow.finish(conn.next_event())
+    assert mechanism.complete
+    sent: bytes | None = command.initial_response
+    return sent
+
+
+@OVERRIDING
+@BOTH
+def test_a_success_to_an_overriding_mechanisms_credentials_is_taken(
+    protocol: str, shape: type[PlainClient]
+) -> None:
+    """The credentials went with the command; a subclass whose ``initial_response()``
+    did not call the base's had them counted as never sent, and the server's success
+    was refused as early ('success before the client sent its credentials'):
+    ``ClientAuth`` counts them sent itself."""
+    assert _accepted(protocol, shape("tim", "pw")) == b"\x00tim\x00pw"
+
+
+@OVERRIDING
+@BOTH
+def test_an_overriding_mechanisms_withheld_response_is_drawn_out(
+    protocol: str, shape: type[PlainClient]
+) -> None:
+    assert _accepted(protocol, shape("tim", LONG)) is None
+
+
+@OVERRIDING
+@BOTH
+def test_an_early_success_to_an_overriding_mechanism_is_refused(
+    protocol: str, shape: type[PlainClient]
+) -> None:
+    """RFC 4422 §3.6 holds whichever way the subclass is written: a success to the bare
+    ``AUTH PLAIN``, before the withheld credentials, is none."""
+    early = Early(lambda: shape("tim", LONG), (), "its credentials")
+    error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert isinstance(error.__cause__, SASLError)
+    assert "before the client sent its credentials" in str(error)
+
+
+def test_the_overriding_method_is_asked_once() -> None:
+    mechanism = _Counted("tim", "pw")
+    smtp.ClientAuth(mechanism).start()
+    assert mechanism.taken == 1
+
+
+class _Declining(PlainClient):
+    """Overrides ``initial_response()``, calls the base's (to look at it, say) and
+    sends none: the command goes bare and the credentials answer the empty challenge."""
+
+    def initial_response(self) -> None:  # type: ignore[override]  # typed bytes, not at run time
+        super().initial_response()
+        return None
+
+
+class _DecliningAlone(PlainClient):
+    """Overrides ``initial_response()`` to send none, without calling the base's."""
+
+    def initial_response(self) -> None:  # type: ignore[override]  # as above
+        return None
+
+
+DECLINING = pytest.mark.parametrize(
+    "shape", [_Declining, _DecliningAlone], ids=["with super()", "without super()"]
+)
+
+
+@DECLINING
+@BOTH
+def test_an_early_success_to_a_declined_initial_response_is_refused(
+    protocol: str, shape: type[PlainClient]
+) -> None:
+    """An override that called the base's and then gave None had the credentials counted
+    as sent with a bare ``AUTH PLAIN``, and the server's ``235`` or ``+OK`` to that
+    command, before any credentials, taken as a login: what goes with the command
+    decides what is owed."""
+    early = Early(lambda: shape("tim", "pw"), (), "its credentials")
+    error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert isinstance(error.__cause__, SASLError)
+    assert "before the client sent its credentials" in str(error)
+
+
+@DECLINING
+@BOTH
+def test_a_declined_initial_response_is_drawn_out(protocol: str, shape: type[PlainClient]) -> None:
+    assert _accepted(protocol, shape("tim", "pw")) is None
+
+
+@BOTH
+def test_an_instance_override_of_initial_response_is_asked(protocol: str) -> None:
+    """``ClientAuth`` read the base's response past an override set on the instance
+    (``mock.patch.object``), which main asked: the credentials went with the command
+    where the override gave None, and a success to the bare command could be taken."""
+    mechanism = PlainClient("tim", "pw")
+    with mock.patch.object(mechanism, "initial_response", return_value=None) as asked:
+        early = Early(lambda: mechanism, (), "its credentials")
+        error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert asked.call_count == 1
+    assert "before the client sent its credentials" in str(error)
 
 
 # -- the clients, against a scripted server ------------------------------------

@@ -23,7 +23,10 @@ from smtpcore.sasl import (
     OAuthBearerServer,
     PlainServer,
     SASLError,
+    ScramSHA1PlusServer,
+    ScramSHA1Server,
     ScramSHA256Client,
+    ScramSHA256PlusServer,
     ScramSHA256Server,
     ServerMechanism,
     Success,
@@ -213,7 +216,7 @@ def test_response_size_is_configurable() -> None:
     assert isinstance(server.start(b"\x00tim\x00pw"), Success)
     server = PlainServer(lambda z, c, p: True, max_response_size=6)
     assert isinstance(server.start(b"\x00tim\x00pw"), Failure)
-    with pytest.raises(ValueError):
+    with pytest.raises(LocalProtocolError, match="max_response_size must be at least 1"):
         PlainServer(lambda z, c, p: True, max_response_size=0)
 
 
@@ -472,6 +475,59 @@ def test_a_server_argument_of_the_wrong_type_is_a_local_protocol_error(case: str
     with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
         build()
     assert not isinstance(raised.value, TypeError)
+
+
+OUT_OF_RANGE_SERVER_ARGUMENTS: dict[str, tuple[Callable[[], object], str]] = {
+    "max_response_size 0": (
+        lambda: PlainServer(lambda *args: True, max_response_size=0),
+        "max_response_size must be at least 1, not 0",
+    ),
+    "SCRAM max_response_size -1": (
+        lambda: ScramSHA256Server(lambda user: None, max_response_size=-1),
+        "max_response_size must be at least 1, not -1",
+    ),
+    "SCRAM mock_iterations 0": (
+        lambda: ScramSHA256Server(lambda user: None, mock_iterations=0),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not 0",
+    ),
+    "SCRAM mock_iterations -1": (
+        lambda: ScramSHA256Server(lambda user: None, mock_iterations=-1),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not -1",
+    ),
+    "SCRAM mock_iterations 2**32": (
+        lambda: ScramSHA256Server(lambda user: None, mock_iterations=2**32),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not 4294967296",
+    ),
+    "SCRAM-SHA-1 mock_iterations 0": (
+        lambda: ScramSHA1Server(lambda user: None, mock_iterations=0),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not 0",
+    ),
+    "SCRAM-SHA-1-PLUS mock_iterations -5": (
+        lambda: ScramSHA1PlusServer(lambda user: None, mock_iterations=-5),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not -5",
+    ),
+    "SCRAM-SHA-256-PLUS mock_iterations 0": (
+        lambda: ScramSHA256PlusServer(lambda user: None, mock_iterations=0),
+        "SCRAM mock_iterations must be from 1 to 4294967295, not 0",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OUT_OF_RANGE_SERVER_ARGUMENTS))
+def test_a_server_argument_out_of_range_is_a_local_protocol_error(case: str) -> None:
+    """A ``ValueError`` escaped the ProtocolError family where every argument of the
+    wrong type is the application's ``LocalProtocolError``: so is a number no exchange
+    can use, with the range it must lie in."""
+    build, message = OUT_OF_RANGE_SERVER_ARGUMENTS[case]
+    with pytest.raises(LocalProtocolError, match=re.escape(message)) as raised:
+        build()
+    assert not isinstance(raised.value, ValueError)
+
+
+def test_the_ends_of_the_ranges_are_taken() -> None:
+    assert PlainServer(lambda *args: True, max_response_size=1).max_response_size == 1
+    for count in (1, 2**32 - 1):
+        ScramSHA256Server(lambda user: None, mock_iterations=count)
 
 
 SCRAM_NONCE = "abcXYZ"

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from smtpcore import LocalProtocolError
 from smtpcore.sasl import (
     Challenge,
     ClientMechanism,
@@ -310,5 +311,5 @@ def test_a_mock_iteration_count_out_of_range_is_refused_at_construction(
 ) -> None:
     """Found only when an unknown user logs in, it would answer that user otherwise than
     a known one, and tell who exists."""
-    with pytest.raises(ValueError, match="mock_iterations"):
+    with pytest.raises(LocalProtocolError, match="SCRAM mock_iterations must be from 1 to"):
         ScramSHA256Server(lambda name: None, mock_iterations=iterations)

@@ -187,8 +187,13 @@ class Authenticator:
         available = self._available()
         if not available:
             raise ValueError("an Authenticator needs at least one credential check")
-        if not 1 <= self.scram_mock_iterations <= 0xFFFFFFFF:
-            raise ValueError("scram_mock_iterations out of range")
+        count = self.scram_mock_iterations
+        # Checked here, as the SCRAM servers check it: found at each SCRAM login, True
+        # (taken for 1) or "4096" would fail every one.
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 0xFFFFFFFF:
+            raise ValueError(
+                f"scram_mock_iterations must be an int from 1 to 4294967295, not {count!r}"
+            )
         if self.mechanisms is not None:
             for name in listed("mechanisms", self.mechanisms):
                 if name.upper() not in available:

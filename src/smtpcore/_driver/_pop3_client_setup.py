@@ -179,7 +179,7 @@ class POP3ClientSetup(POP3ClientContent):
         """
         if mechanism.requires_tls:
             self._refuse_without_tls(mechanism.name, tls=self.connection.tls)
-        flow = ClientAuth(mechanism)
+        flow = ClientAuth(mechanism, max_auth_line=self.connection.max_auth_line)
         response = await self._ask(flow.start())
         try:
             while isinstance(response, Continue):

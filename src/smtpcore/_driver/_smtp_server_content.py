@@ -21,6 +21,7 @@ from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_hooks import HANDLER
 from smtpcore._driver._smtp_server_transaction import Transaction
+from smtpcore._plural import counted
 from smtpcore.handler import Envelope, MessageReply, _answering
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, RejectedMessage, Reply, State
 
@@ -144,10 +145,19 @@ class ContentDelivery(Transaction):
             replies = await self._message_replies(envelope, due)
         committed = self.session.committing
         self.session.envelope = None  # and the commit's mark with it
+        refused = 0
         for reply in replies:
             if self.conn.state is State.CLOSED:
                 break  # a 421 among LMTP's replies closed the session (RFC 2033 §4.2)
-            self._answer(reply)
+            if self._answer(reply, log_refusal=not refused) is not reply:
+                refused += 1  # the first logged with its traceback, the others counted
+        if refused > 1:
+            logger.error(
+                "the handler's replies were not legal here either for %s of the message: "
+                "answered %s",
+                counted(refused - 1, "more recipient"),
+                LOCAL_ERROR,
+            )
         if committed and self.state.cutting_off:
             super().cut_off()  # put off while the message was committed: see cut_off
 

@@ -109,8 +109,12 @@ class SessionReplies(ServedSession):
             self.conn.send_failed()
             raise ConnectionLost from None
 
-    def _answer(self, reply: Reply, fallback: Reply = LOCAL_ERROR) -> Reply:
-        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``.
+    def _answer(
+        self, reply: Reply, fallback: Reply = LOCAL_ERROR, *, log_refusal: bool = True
+    ) -> Reply:
+        """Send ``reply`` through the machine; a reply it refuses becomes ``fallback``,
+        logged with its traceback unless not ``log_refusal`` (LMTP's replies to one
+        message, logged once for them all).
 
         Returns the reply that stands. A session whose machine is closed (a 421 or
         221 ended it) is sent nothing more, not even ``fallback``, which then only
@@ -121,7 +125,8 @@ class SessionReplies(ServedSession):
             if self.conn.state is State.CLOSED:
                 logger.error("the handler's reply %s comes after the session closed", reply)
                 return fallback
-            logger.exception("the handler's reply %s is not legal here", reply)
+            if log_refusal:
+                logger.exception("the handler's reply %s is not legal here", reply)
             reply = fallback
             data = self.conn.send(reply)
         out = self._out

@@ -28,7 +28,11 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
-from smtpcore.sasl._base import check_client_auth_arguments
+from smtpcore.sasl._base import (
+    check_client_auth_arguments,
+    require_count,
+    take_initial_response,
+)
 
 __all__ = ["AuthAnswer", "AuthenticationFailed", "ClientAuth", "ServerAuth"]
 
@@ -215,12 +219,21 @@ class ClientAuth:
 
     ``max_line`` is the longest ``AUTH`` command line, CRLF included: 255
     octets (RFC 2449 §4), which RFC 5034 §4 holds the command to.
+    ``max_auth_line`` is the longest answer line to a challenge, CRLF included: the
+    client machine's ``max_auth_line`` (12288 octets by default), which a client
+    passes on when it built its machine with another; at least 3, that the ``*``
+    which cancels fits (:class:`~smtpcore.LocalProtocolError` otherwise).
     """
 
-    def __init__(self, mechanism: ClientMechanism, *, max_line: int = 255) -> None:
+    def __init__(
+        self, mechanism: ClientMechanism, *, max_line: int = 255, max_auth_line: int = 12288
+    ) -> None:
         check_client_auth_arguments(mechanism, max_line)
+        # The "*" that cancels an answer too long must fit, or no answer could go.
+        require_count(max_auth_line, "ClientAuth's max_auth_line", len(b"*\r\n"))
         self.mechanism = mechanism
         self.max_line = max_line
+        self.max_auth_line = max_auth_line
         self._cancel_error: SASLError | None = None
 
     @property
@@ -241,7 +254,7 @@ class ClientAuth:
         fits ``max_line``; otherwise the mechanism, told it was withheld, gives it in
         answer to the server's empty challenge, which :meth:`respond` passes on (RFC
         5034 §4), and refuses a ``+OK`` that comes before it."""
-        command = Auth(self.mechanism.name, self.mechanism.initial_response())
+        command = Auth(self.mechanism.name, take_initial_response(self.mechanism))
         if command.initial_response is not None and len(format_command(command)) > self.max_line:
             self.mechanism.withhold_initial_response()
             return Auth(command.mechanism)
@@ -249,14 +262,28 @@ class ClientAuth:
 
     def respond(self, response: Continue) -> AuthResponse:
         """The answer to a ``+`` challenge: the mechanism's response, or the ``*``
-        that cancels (RFC 5034 §4) when the mechanism refuses the challenge."""
+        that cancels (RFC 5034 §4) when the mechanism refuses the challenge, or when
+        the challenge makes the answer longer than ``max_auth_line`` (a SCRAM nonce
+        of 9,000 octets, which the answer repeats): that is the server's doing, and
+        the machine would refuse the line as the caller's mistake."""
         if self._cancel_error is not None:
             raise self._cancelled_exchange(response) from self._cancel_error
         try:
-            return AuthResponse(self.mechanism.respond(response.data))
+            data = self.mechanism.respond(response.data)
         except SASLError as exc:
             self._cancel_error = exc
             return AuthResponse(cancel=True)
+        # format_command's length (base64 and CRLF), reckoned: formatting the answer
+        # here would cost two Python calls per challenge (test_pop3_auth holds the two
+        # equal).
+        line = (len(data) + 2) // 3 * 4 + 2
+        if line > self.max_auth_line:
+            self._cancel_error = SASLError(
+                f"{self.mechanism.name} answer to the server's challenge would be a line"
+                f" of {line} octets, over the {self.max_auth_line} an AUTH response may have"
+            )
+            return AuthResponse(cancel=True)
+        return AuthResponse(data)
 
     def finish(self, response: Ok | Err) -> None:
         """Accept the final response, or raise :class:`AuthenticationFailed`."""

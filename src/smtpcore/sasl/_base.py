@@ -218,6 +218,19 @@ def require_str(value: object, what: str) -> str:
     return value
 
 
+def require_count(value: object, what: str, least: int, most: int | None = None) -> int:
+    """``value``, a numeric option given to a mechanism, if it is an int from ``least``
+    (to ``most``); anything else is the application's misuse, a ``LocalProtocolError``
+    as for a value of the wrong type, when the mechanism is built: an iteration count of
+    0 or a response size of -1 means nothing the protocol can carry out."""
+    if not isinstance(value, int) or isinstance(value, bool):  # True is no count
+        raise wrong_type(what, value, "an int")
+    if value < least or (most is not None and value > most):
+        bounds = f"at least {least}" if most is None else f"from {least} to {most}"
+        raise LocalProtocolError(f"{what} must be {bounds}, not {value}")
+    return value
+
+
 def encode_utf8(text: str, what: str) -> bytes:
     """Encode a credential given to a client; a value that is no str, or holds a lone
     surrogate, is the caller's mistake (``LocalProtocolError``)."""
@@ -302,10 +315,7 @@ class ServerMechanism(abc.ABC):
         authorize: Authorize | None = None,
         max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE,
     ) -> None:
-        if not isinstance(max_response_size, int) or isinstance(max_response_size, bool):
-            raise wrong_type("max_response_size", max_response_size, "an int")
-        if max_response_size < 1:
-            raise ValueError("max_response_size must be positive")
+        require_count(max_response_size, "max_response_size", 1)
         self._authorize: Authorize = authorize or default_authorize
         self.max_response_size: Final = max_response_size
         self._progress = _Progress.FRESH
@@ -478,8 +488,10 @@ class ClientMechanism(abc.ABC):
         look at it (its length, say) and then sends a bare ``AUTH``: otherwise a
         server's success to that bare command would be taken for one after the
         credentials. Only the first call, before any challenge, counts: a later
-        one gives the same bytes and leaves owed what is owed. A subclass that
-        overrides it calls ``super().initial_response()`` to keep this count.
+        one gives the same bytes and leaves owed what is owed. A subclass may
+        override it, calling ``super().initial_response()`` or not:
+        ``smtp.ClientAuth`` and ``pop3.ClientAuth`` count what it gives as sent
+        themselves (:func:`take_initial_response`).
         """
         if self._stage is _ClientStage.START:
             self._stage = _ClientStage.TAKEN
@@ -496,8 +508,7 @@ class ClientMechanism(abc.ABC):
         the bearer tokens) then owes it again, so that a server's success to the
         bare ``AUTH PLAIN``, before the credentials, is refused by
         :meth:`verify_success` as any early success is (RFC 4422 §3.6). Before the
-        response was taken (or by a subclass whose ``initial_response()`` does not
-        call the base's) nothing was sent: what is owed stays owed.
+        response was taken nothing was sent: what is owed stays owed.
         """
         self._check_usable()
         stage = self._stage
@@ -552,6 +563,29 @@ class ClientMechanism(abc.ABC):
     def _verify_success(self, data: bytes | None) -> None:
         if data:
             raise SASLError(f"{self.name} defines no additional data with success")
+
+
+def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
+    """The initial response ``ClientAuth`` sends with ``AUTH``, counted as taken here,
+    on the library's own path, not only by :meth:`ClientMechanism.initial_response`:
+    a subclass that overrides that method without calling the base's had its response
+    counted as never sent, and the server's success to the credentials it sent refused
+    as early (RFC 4422 §3.6). What goes with the command decides: a response of None
+    sends a bare ``AUTH``, so a part the initial response carries is owed, even when
+    an override that called the base's (which counted it sent) then gave None. A class
+    ``ClientMechanism.register()`` vouches for keeps its own books: it is only asked.
+    The mechanism's method is always asked, whoever overrode it (a subclass, or an
+    instance's attribute set by ``mock.patch.object``): the base's count, when it ran,
+    is done again here to the same effect."""
+    response = mechanism.initial_response()
+    if ClientMechanism not in type(mechanism).__mro__:
+        return response
+    stage = mechanism._stage
+    if stage is _ClientStage.START or stage is _ClientStage.TAKEN:  # nothing answered yet
+        mechanism._stage = _ClientStage.TAKEN
+        if mechanism._initial_part is not None:
+            mechanism._owed = None if response is not None else mechanism._initial_part
+    return response
 
 
 def check_client_auth_arguments(mechanism: object, max_line: object) -> None:

@@ -48,6 +48,7 @@ from smtpcore.sasl._base import (
     encode_utf8,
     escape_saslname,
     prepare_identity,
+    require_count,
     require_str,
     unescape_saslname,
 )
@@ -86,6 +87,8 @@ _HASHES: Final = {h.name: h for h in (_SHA256, _SHA1)}
 DEFAULT_ITERATIONS: Final = 4096
 """RFC 7677 §4 and RFC 5802 §5.1: the iteration count SHOULD be at least 4096."""
 DEFAULT_MAX_ITERATIONS: Final = 1_000_000
+_MOST_ITERATIONS: Final = 0xFFFFFFFF
+"""The largest count stored keys may have: the 32-bit counts other servers store."""
 _NONCE: Final = re.compile(r"[!-+\--~]+")  # printable ASCII except "," (RFC 5802 §7)
 _ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")
 _ATTR_VAL: Final = re.compile(r"[A-Za-z]=[^\x00,]+")
@@ -188,7 +191,7 @@ class ScramCredentials:
     def __post_init__(self) -> None:
         if not self.salt:
             raise ValueError("SCRAM salt may not be empty")
-        if not 1 <= self.iterations <= 0xFFFFFFFF:
+        if not 1 <= self.iterations <= _MOST_ITERATIONS:
             raise ValueError("SCRAM iteration count out of range")
         hash_ = _HASHES.get(self.hash_name)
         if hash_ is None:
@@ -269,7 +272,7 @@ def derive_scram_credentials(
         raise ValueError(f"SCRAM hash is one of {', '.join(_HASHES)}, not {hash_name!r}")
     if salt is None:
         salt = secrets.token_bytes(16)
-    if not 1 <= iterations <= 0xFFFFFFFF:
+    if not 1 <= iterations <= _MOST_ITERATIONS:
         raise ValueError("SCRAM iteration count out of range")
     salted = _salted_password(hash_, _prepare_password(password), salt, iterations)
     client_key = _client_key(hash_, salted)
@@ -334,10 +337,13 @@ class _ScramClient(_ClientFirstMechanism):
         super().__init__()
         require_str(username, "SCRAM username")
         require_str(password, "SCRAM password")
-        bounds = {"min_iterations": min_iterations, "max_iterations": max_iterations}
-        for what, bound in bounds.items():
-            if not isinstance(bound, int) or isinstance(bound, bool):  # compared at each count
-                raise wrong_type(f"SCRAM {what}", bound, "an int")
+        # Checked now, not at the server's count: a bound no count can meet would fail
+        # every exchange as if the server were at fault.
+        require_count(min_iterations, "SCRAM min_iterations", 1, _MOST_ITERATIONS)
+        require_count(max_iterations, "SCRAM max_iterations", 1, _MOST_ITERATIONS)
+        if max_iterations < min_iterations:
+            bounds = f"max_iterations ({max_iterations}) is below min_iterations"
+            raise LocalProtocolError(f"SCRAM {bounds} ({min_iterations})")
         try:
             user = saslprep_login(username)  # a domain's joiners kept
             self._password = _prepare_password(password)
@@ -540,14 +546,11 @@ class _ScramServer(ServerMechanism):
         if mock_secret is not None and not isinstance(mock_secret, bytes):
             raise wrong_type("SCRAM mock_secret", mock_secret, "None or bytes")
         self._mock_secret = _PROCESS_SECRET if mock_secret is None else mock_secret
-        # Checked now, as the range: found only for an unknown user (True sent as
-        # i=True), it would tell who exists.
-        if not isinstance(mock_iterations, int) or isinstance(mock_iterations, bool):
-            raise wrong_type("SCRAM mock_iterations", mock_iterations, "an int")
-        if not 1 <= mock_iterations <= 0xFFFFFFFF:
-            # Checked now: found only for an unknown user, it would tell who exists.
-            raise ValueError("SCRAM mock_iterations out of range")
-        self._mock_iterations = mock_iterations
+        # Checked now: found only for an unknown user (True sent as i=True, 0 as a
+        # ValueError), it would tell who exists.
+        self._mock_iterations = require_count(
+            mock_iterations, "SCRAM mock_iterations", 1, _MOST_ITERATIONS
+        )
         self._credentials: ScramCredentials | None = None
         self._known_user = False
         self._username = ""

@@ -25,7 +25,7 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
-from smtpcore.sasl._base import check_client_auth_arguments
+from smtpcore.sasl._base import check_client_auth_arguments, take_initial_response
 from smtpcore.smtp._commands import format_command
 from smtpcore.smtp._events import Auth, AuthResponse, BadCommand
 from smtpcore.smtp._replies import Reply
@@ -264,7 +264,7 @@ class ClientAuth:
         mechanism, told it was withheld, then gives it in answer to the server's
         empty 334 (the same §), which :meth:`respond` passes on, and refuses a 235
         that comes before it."""
-        command = Auth(self.mechanism.name, self.mechanism.initial_response())
+        command = Auth(self.mechanism.name, take_initial_response(self.mechanism))
         if command.initial_response is not None and len(format_command(command)) > self.max_line:
             self.mechanism.withhold_initial_response()
             return Auth(command.mechanism)
