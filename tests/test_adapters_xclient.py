@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from peers import module, raw_smtp_session, run, running_smtp_server
+from peers import TLSFiles, module, raw_smtp_session, run, running_smtp_server
 from smtpcore.handler import AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, State, Xclient, Xforward
 
@@ -256,6 +256,43 @@ def test_the_session_is_counted_under_the_forwarded_address(
             "too many sessions from [192.0.2.7]: refused (max-sessions-per-address 1)"
         ]
         assert first.command(b"EHLO filter.test").startswith(b"250")
+
+
+def test_a_login_starttls_forgot_does_not_come_back_with_a_later_xclient(
+    adapter: str, tls: TLSFiles
+) -> None:
+    """RFC 3207 §4.2: STARTTLS discards the login and HELO XCLIENT gave (as Postfix's
+    does); an XCLIENT after it that names neither must not bring them back."""
+    seen: list[tuple[AuthIdentity | None, str | None, Xclient | None]] = []
+
+    class Watcher(Recorder):
+        async def handle_rcpt(
+            self, session: Session, envelope: Envelope, command: Rcpt
+        ) -> Reply | None:
+            seen.append((session.authenticated, session.helo_name, session.xclient))
+            return Reply(250, "OK")
+
+    async def go() -> None:
+        async with module(adapter).SMTPClient(
+            "127.0.0.1",
+            server.port,
+            hostname="filter.test",
+            ssl_context=tls.client_context,
+            starttls=False,
+        ) as client:
+            await client.xclient(Xclient(addr="192.0.2.7", helo="h.example", login="bob"))
+            await client.starttls()
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            assert (await client.xclient(Xclient(name="c.example"))).code == 220
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+
+    with running_smtp_server(
+        adapter, Watcher(), xclient_from=["127.0.0.1", "192.0.2.7"], ssl_context=tls.server_context
+    ) as server:
+        run(adapter, go)
+    [after_tls, after_xclient] = seen
+    assert after_tls == (None, "filter.test", Xclient(addr="192.0.2.7"))
+    assert after_xclient == (None, "filter.test", Xclient(name="c.example", addr="192.0.2.7"))
 
 
 def test_the_blocking_client_speaks_for_another_too() -> None:

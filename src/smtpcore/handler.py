@@ -461,8 +461,9 @@ class Session(_RarelySet):
     the mechanism ``"XCLIENT"``."""
     xclient: Xclient | None = None
     """Everything trusted clients said with XCLIENT in this session (later commands
-    overwriting what they name); None if none did. ``peer``, ``peer_name``,
-    ``helo_name``, ``authenticated`` and ``local`` already show it."""
+    overwriting what they name), less the ``HELO`` and ``LOGIN`` a STARTTLS since
+    discarded (RFC 3207 §4.2); None if none did, or all it said was those. ``peer``,
+    ``peer_name``, ``helo_name``, ``authenticated`` and ``local`` already show it."""
     envelope: Envelope | None = None
     """The open mail transaction, if any."""
     transactions: int = 0
