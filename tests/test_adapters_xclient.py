@@ -258,6 +258,27 @@ def test_the_session_is_counted_under_the_forwarded_address(
         assert first.command(b"EHLO filter.test").startswith(b"250")
 
 
+def test_a_forwarder_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """An XFORWARD content filter or XCLIENT proxy in xclient_from speaks for many
+    clients: its own address is never counted for max_sessions_per_address (as
+    Postfix exempts its XCLIENT hosts); a client XCLIENT names is."""
+    with (
+        running_smtp_server(
+            adapter, Recorder(), xclient_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        raw_smtp_session(server.host, server.port) as first,
+        raw_smtp_session(server.host, server.port) as second,
+        raw_smtp_session(server.host, server.port) as third,
+    ):
+        for session in (first, second, third):
+            assert session.recv_reply().startswith(b"220 ")
+            assert session.command(b"EHLO filter.test").startswith(b"250")
+        assert first.command(b"XCLIENT ADDR=192.0.2.7").startswith(b"220 ")
+        reply = second.command(b"XCLIENT ADDR=192.0.2.7")
+        assert reply.startswith(b"421 4.7.0"), reply
+        assert third.command(b"XCLIENT ADDR=192.0.2.8").startswith(b"220 ")
+
+
 def test_a_login_starttls_forgot_does_not_come_back_with_a_later_xclient(
     adapter: str, tls: TLSFiles
 ) -> None:
