@@ -22,8 +22,9 @@ from smtpcore._driver._proxied import checked_proxy_timeout
 from smtpcore.asyncio import ServerOptions, Timeouts
 from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.maildrop import MaildirStore
+from smtpcore.routing import Rejected, Router
 from smtpcore.sasl import PlainServer
-from smtpcore.smtp import Reply
+from smtpcore.smtp import Rcpt, Reply
 
 
 class Recorder(Handler):
@@ -149,6 +150,51 @@ def test_a_header_naming_no_client_is_not_trusted_as_its_proxy(
     ) as server:
         assert b"XCLIENT" in ehlo_reply(server.port, named)
         assert b"XCLIENT" not in ehlo_reply(server.port, header)
+
+
+class Relaying(Handler):
+    """docs/routing.rst's pattern: relay for the networks ``Router`` trusts (loopback by
+    default), judged by ``session.client_address``."""
+
+    router = Router(["pqr.example"], hostnames=["mx.pqr.example"])
+
+    def __init__(self) -> None:
+        self.addresses: list[str | None] = []
+
+    async def handle_rcpt(self, session: Session, envelope: object, command: Rcpt) -> Reply:
+        self.addresses.append(session.client_address)
+        decision = self.router.route(
+            command.recipient,
+            authenticated=session.authenticated is not None,
+            client_address=session.client_address,
+        )
+        if isinstance(decision, Rejected):
+            return Reply(decision.code, decision.text, decision.status)
+        return Reply(250, "OK")
+
+
+def rcpt_reply(port: int, header: bytes) -> bytes:
+    """The server's reply to a RCPT for a remote domain after ``header``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        sock.sendall(header + b"HELO a.example\r\nMAIL FROM:<a@b.example>\r\n")
+        sock.sendall(b"RCPT TO:<victim@remote.example>\r\nQUIT\r\n")
+        replies = [lines.readline() for _ in range(5)]
+        return replies[3]
+
+
+@pytest.mark.parametrize("header", NAMES_NO_CLIENT.values(), ids=NAMES_NO_CLIENT.keys())
+def test_a_client_a_header_names_no_address_for_is_no_loopback_relay(
+    adapter: str, header: bytes
+) -> None:
+    """The proxy on loopback is the session's peer, but ``client_address`` is None: a
+    handler written as docs/routing.rst shows does not relay for such a client."""
+    handler = Relaying()
+    with running_smtp_server(adapter, handler, proxy_protocol_from=["127.0.0.1"]) as server:
+        assert rcpt_reply(server.port, header).startswith(b"550 5.7.1 ")
+        named = b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 25\r\n"  # a loopback client, named
+        assert rcpt_reply(server.port, named).startswith(b"250 ")
+    assert handler.addresses == [None, "127.0.0.9"]
 
 
 def test_a_unix_client_is_not_trusted_by_the_address_its_path_spells(

@@ -469,6 +469,21 @@ class Session(_RarelySet):
     transactions: int = 0
     """Messages that reached the end of their content in this session."""
 
+    @property
+    def client_address(self) -> str | None:
+        """The client's IP address, to judge it by (relaying: :meth:`Router.route
+        <smtpcore.routing.Router.route>`'s ``client_address``; access lists): ``peer``'s,
+        or None when the client is unknown. It is unknown when a trusted proxy's PROXY
+        header named none (``UNKNOWN``, ``LOCAL``, a Unix socket's path:
+        ``peer_stands_in_for`` is set, and ``peer`` is the proxy's own address, which
+        this never is: a proxy on loopback would make each such client a loopback
+        one, which ``Router``'s default ``trusted_networks`` trusts), when XCLIENT
+        called its address unavailable, and on a Unix-socket listener."""
+        peer = self.peer
+        if peer is None or self.peer_stands_in_for is not None:
+            return None
+        return peer[0]
+
     def begin_commit(self) -> None:
         """Say, in :meth:`Handler.handle_message`, that the message is being taken: call
         it just before the step that cannot be taken back (handing the message to a
