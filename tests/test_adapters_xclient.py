@@ -5,6 +5,7 @@ next envelope; untrusted clients find no such commands."""
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,7 +262,9 @@ def test_the_session_is_counted_under_the_forwarded_address(
 def test_a_forwarder_is_not_capped_at_one_client_share(adapter: str) -> None:
     """An XFORWARD content filter or XCLIENT proxy in xclient_from speaks for many
     clients: its own address is never counted for max_sessions_per_address (as
-    Postfix exempts its XCLIENT hosts); a client XCLIENT names is."""
+    Postfix exempts its XCLIENT hosts); a client XCLIENT names is. An XCLIENT that
+    names no ADDR leaves the session counted under none: its client is still the
+    forwarder's own."""
     with (
         running_smtp_server(
             adapter, Recorder(), xclient_from=["127.0.0.1"], max_sessions_per_address=1
@@ -269,14 +272,21 @@ def test_a_forwarder_is_not_capped_at_one_client_share(adapter: str) -> None:
         raw_smtp_session(server.host, server.port) as first,
         raw_smtp_session(server.host, server.port) as second,
         raw_smtp_session(server.host, server.port) as third,
+        ExitStack() as stack,
     ):
-        for session in (first, second, third):
+        no_addr = [b"NAME=c.example", b"HELO=h.example", b"LOGIN=bob", b"PORT=4000"]
+        others = [stack.enter_context(raw_smtp_session(server.host, server.port)) for _ in no_addr]
+        for session in (first, second, third, *others):
             assert session.recv_reply().startswith(b"220 ")
             assert session.command(b"EHLO filter.test").startswith(b"250")
         assert first.command(b"XCLIENT ADDR=192.0.2.7").startswith(b"220 ")
         reply = second.command(b"XCLIENT ADDR=192.0.2.7")
         assert reply.startswith(b"421 4.7.0"), reply
         assert third.command(b"XCLIENT ADDR=192.0.2.8").startswith(b"220 ")
+        for session, attribute in zip(others, no_addr, strict=True):
+            reply = session.command(b"XCLIENT " + attribute)
+            assert reply.startswith(b"220 "), (attribute, reply)
+        assert server.server.state.per_address == {"192.0.2.7": 1, "192.0.2.8": 1}
 
 
 def test_a_login_starttls_forgot_does_not_come_back_with_a_later_xclient(
