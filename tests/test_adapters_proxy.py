@@ -498,6 +498,35 @@ def test_sessions_are_counted_by_the_client_the_header_names(
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
 
 
+def test_a_forwarder_the_header_names_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """A host of ``xclient_from`` reached through a trusted proxy speaks for many
+    clients, as one that connects directly does: counted under none, judged by the
+    address the header names (as its XCLIENT trust is); a client the header names
+    outside ``xclient_from``, or inside ``proxy_protocol_from``, is counted as ever."""
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            proxy_protocol_from=["127.0.0.1"],
+            xclient_from=["192.0.2.50"],
+            max_sessions_per_address=1,
+        ) as server,
+        contextlib.ExitStack() as stack,
+    ):
+
+        def greeting(source: str, port: int) -> bytes:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), 10))
+            sock.sendall(b"PROXY TCP4 %s 127.0.0.1 %d 25\r\n" % (source.encode(), port))
+            return sock.recv(1024)
+
+        assert greeting("192.0.2.50", 40000).startswith(b"220 ")
+        assert greeting("192.0.2.50", 40001).startswith(b"220 ")
+        for client in ("192.0.2.51", "127.0.0.1"):
+            assert greeting(client, 40000).startswith(b"220 ")
+            assert greeting(client, 40001).startswith(b"421 4.7.0 ")
+        assert server.server.state.per_address == {"192.0.2.51": 1, "127.0.0.1": 1}
+
+
 def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line_then_a_count(
     adapter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -190,6 +190,11 @@ class SessionRegistry(Generic[S]):
         proxy's header): then it is counted by address only from :meth:`readdress`."""
         return trusted(peer, self.proxy_networks)
 
+    def forwards_for_others(self, peer: tuple[str, int]) -> bool:
+        """Whether the client a trusted proxy's header names speaks for others in turn
+        (SMTP's ``xclient_from``): then it is counted under no address either."""
+        return False
+
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""
@@ -721,7 +726,8 @@ class ServedSession:
         none) leaves the proxy's address as the peer, a stand-in the session knows
         for one (its ``peer_stands_in_for``), so that the log never names the
         proxy as the client (:func:`~smtpcore._driver._proxied.client_text`), and is
-        counted under no address (:func:`counted_peer`).
+        counted under no address (:func:`counted_peer`), as is a client that speaks
+        for others in turn (the registry's :meth:`~SessionRegistry.forwards_for_others`).
         A client whose TLS the proxy terminated, as its header says, is under TLS
         from the start (the session's ``tls``: :func:`proxied_tls`).
 
@@ -753,6 +759,8 @@ class ServedSession:
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
         counted = counted_peer(header)
+        if counted is not None and self.state.forwards_for_others(counted):
+            counted = None
         if not self.state.readdress(self, counted):
             self.state.log_turned_away(client_text(session), True, self.state.block_of(counted))
             if self.state.address_busy_reply:

@@ -105,7 +105,12 @@ class ServerState(SessionRegistry["ServerSession"]):
         an XFORWARD content filter speaks for others all along, so neither is capped
         at one client's share under its own address (Postfix exempts the XCLIENT hosts
         from its connection count limits: smtpd.c, ``xclient_allowed``)."""
-        return trusted(peer, self.proxy_networks) or trusted(peer, self.options.forwarder_networks)
+        return trusted(peer, self.proxy_networks) or self.forwards_for_others(peer)
+
+    def forwards_for_others(self, peer: tuple[str, int]) -> bool:
+        """A host of ``xclient_from``, whether it connects or a trusted proxy's header
+        names it: trusted with XCLIENT by that header's address, it is not capped by it."""
+        return trusted(peer, self.options.forwarder_networks)
 
 
 class BaseSMTPServer(BaseListener[ServerSession]):
