@@ -289,6 +289,27 @@ def test_a_forwarder_is_not_capped_at_one_client_share(adapter: str) -> None:
         assert server.server.state.per_address == {"192.0.2.7": 1, "192.0.2.8": 1}
 
 
+def test_a_forwarder_xclient_names_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """A client XCLIENT names that is itself in xclient_from speaks for others in
+    turn: it is counted under no address, as when a PROXY header names it."""
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            xclient_from=["127.0.0.1", "192.0.2.50"],
+            max_sessions_per_address=1,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as first,
+        raw_smtp_session(server.host, server.port) as second,
+    ):
+        for session in (first, second):
+            assert session.recv_reply().startswith(b"220 ")
+            assert session.command(b"EHLO filter.test").startswith(b"250")
+            reply = session.command(b"XCLIENT ADDR=192.0.2.50")
+            assert reply.startswith(b"220 "), reply
+        assert server.server.state.per_address == {}
+
+
 def test_a_login_starttls_forgot_does_not_come_back_with_a_later_xclient(
     adapter: str, tls: TLSFiles
 ) -> None:
