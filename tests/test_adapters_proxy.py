@@ -22,8 +22,9 @@ from smtpcore._driver._proxied import checked_proxy_timeout
 from smtpcore.asyncio import ServerOptions, Timeouts
 from smtpcore.handler import Handler, Session, TLSInfo
 from smtpcore.maildrop import MaildirStore
+from smtpcore.routing import Rejected, Router
 from smtpcore.sasl import PlainServer
-from smtpcore.smtp import Reply
+from smtpcore.smtp import Rcpt, Reply
 
 
 class Recorder(Handler):
@@ -149,6 +150,51 @@ def test_a_header_naming_no_client_is_not_trusted_as_its_proxy(
     ) as server:
         assert b"XCLIENT" in ehlo_reply(server.port, named)
         assert b"XCLIENT" not in ehlo_reply(server.port, header)
+
+
+class Relaying(Handler):
+    """docs/routing.rst's pattern: relay for the networks ``Router`` trusts (loopback by
+    default), judged by ``session.client_address``."""
+
+    router = Router(["pqr.example"], hostnames=["mx.pqr.example"])
+
+    def __init__(self) -> None:
+        self.addresses: list[str | None] = []
+
+    async def handle_rcpt(self, session: Session, envelope: object, command: Rcpt) -> Reply:
+        self.addresses.append(session.client_address)
+        decision = self.router.route(
+            command.recipient,
+            authenticated=session.authenticated is not None,
+            client_address=session.client_address,
+        )
+        if isinstance(decision, Rejected):
+            return Reply(decision.code, decision.text, decision.status)
+        return Reply(250, "OK")
+
+
+def rcpt_reply(port: int, header: bytes) -> bytes:
+    """The server's reply to a RCPT for a remote domain after ``header``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        lines = sock.makefile("rb")
+        sock.sendall(header + b"HELO a.example\r\nMAIL FROM:<a@b.example>\r\n")
+        sock.sendall(b"RCPT TO:<victim@remote.example>\r\nQUIT\r\n")
+        replies = [lines.readline() for _ in range(5)]
+        return replies[3]
+
+
+@pytest.mark.parametrize("header", NAMES_NO_CLIENT.values(), ids=NAMES_NO_CLIENT.keys())
+def test_a_client_a_header_names_no_address_for_is_no_loopback_relay(
+    adapter: str, header: bytes
+) -> None:
+    """The proxy on loopback is the session's peer, but ``client_address`` is None: a
+    handler written as docs/routing.rst shows does not relay for such a client."""
+    handler = Relaying()
+    with running_smtp_server(adapter, handler, proxy_protocol_from=["127.0.0.1"]) as server:
+        assert rcpt_reply(server.port, header).startswith(b"550 5.7.1 ")
+        named = b"PROXY TCP4 127.0.0.9 127.0.0.1 40000 25\r\n"  # a loopback client, named
+        assert rcpt_reply(server.port, named).startswith(b"250 ")
+    assert handler.addresses == [None, "127.0.0.9"]
 
 
 def test_a_unix_client_is_not_trusted_by_the_address_its_path_spells(
@@ -450,6 +496,35 @@ def test_sessions_are_counted_by_the_client_the_header_names(
         # Its first session over, the client may come again.
         assert greeting_after(server.port, again).startswith(b"220 ")
     assert handler.peers == [("192.0.2.7", 40000), ("203.0.113.9", 51000), ("192.0.2.7", 40001)]
+
+
+def test_a_forwarder_the_header_names_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """A host of ``xclient_from`` reached through a trusted proxy speaks for many
+    clients, as one that connects directly does: counted under none, judged by the
+    address the header names (as its XCLIENT trust is); a client the header names
+    outside ``xclient_from``, or inside ``proxy_protocol_from``, is counted as ever."""
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            proxy_protocol_from=["127.0.0.1"],
+            xclient_from=["192.0.2.50"],
+            max_sessions_per_address=1,
+        ) as server,
+        contextlib.ExitStack() as stack,
+    ):
+
+        def greeting(source: str, port: int) -> bytes:
+            sock = stack.enter_context(socket.create_connection(("127.0.0.1", server.port), 10))
+            sock.sendall(b"PROXY TCP4 %s 127.0.0.1 %d 25\r\n" % (source.encode(), port))
+            return sock.recv(1024)
+
+        assert greeting("192.0.2.50", 40000).startswith(b"220 ")
+        assert greeting("192.0.2.50", 40001).startswith(b"220 ")
+        for client in ("192.0.2.51", "127.0.0.1"):
+            assert greeting(client, 40000).startswith(b"220 ")
+            assert greeting(client, 40001).startswith(b"421 4.7.0 ")
+        assert server.server.state.per_address == {"192.0.2.51": 1, "127.0.0.1": 1}
 
 
 def test_an_ipv6_client_varying_its_address_within_its_block_is_one_line_then_a_count(

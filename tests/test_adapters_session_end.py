@@ -479,6 +479,15 @@ class FromElsewhere(ScriptedTransport):
         return ("192.0.2.2", 40001)
 
 
+class FromOutside(ScriptedTransport):
+    """A scripted client from outside the trusted network: counted under its address
+    (a host of ``xclient_from`` is counted under none)."""
+
+    @property
+    def peer_address(self) -> tuple[str, int] | None:
+        return ("203.0.113.1", 40000)
+
+
 class PeersTold(CountingConnects):
     """Which client each ``handle_connect`` and ``handle_close`` was told of."""
 
@@ -502,26 +511,26 @@ def test_a_named_client_over_its_share_is_closed_without_handle_connect(adapter:
     is closed for the handler, and the named client is refused with ``421`` before
     ``handle_connect``, as a proxied client over its share is: it gets neither hook
     (it got ``handle_close`` alone, the proxy's part none). The named address
-    (192.0.2.1) is the first session's, served while the proxy's waits in its
+    (203.0.113.1) is the first session's, served while the proxy's waits in its
     ``handle_connect``."""
     handler = PeersTold()
     module: Any = smtp_asyncio if adapter == "asyncio" else smtp_trio
-    proxy = FromElsewhere(b"EHLO c.test\r\nXCLIENT ADDR=192.0.2.1\r\nQUIT\r\n")
+    proxy = FromElsewhere(b"EHLO c.test\r\nXCLIENT ADDR=203.0.113.1\r\nQUIT\r\n")
 
     async def body() -> None:
         server = module.SMTPServer(
             handler, hostname="mx.test", xclient_from=FORWARDERS, max_sessions_per_address=1
         )
         handler.inside = lambda: server.serve_transport(proxy)
-        await server.serve_transport(ScriptedTransport(b"QUIT\r\n"))
+        await server.serve_transport(FromOutside(b"QUIT\r\n"))
 
     if adapter == "asyncio":
         asyncio.run(body())
     else:
         trio.run(body)
     assert b"".join(proxy.written).split(b"\r\n")[-2].startswith(b"421 4.7.0")
-    assert handler.connected == [("192.0.2.1", 40000), ("192.0.2.2", 40001)]
-    assert handler.closed == [("192.0.2.2", 40001), ("192.0.2.1", 40000)]
+    assert handler.connected == [("203.0.113.1", 40000), ("192.0.2.2", 40001)]
+    assert handler.closed == [("192.0.2.2", 40001), ("203.0.113.1", 40000)]
 
 
 class LazyTLS(ScriptedTransport):

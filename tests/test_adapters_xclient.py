@@ -5,12 +5,13 @@ next envelope; untrusted clients find no such commands."""
 from __future__ import annotations
 
 import logging
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from peers import module, raw_smtp_session, run, running_smtp_server
+from peers import TLSFiles, module, raw_smtp_session, run, running_smtp_server
 from smtpcore.handler import AuthIdentity, Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import UNAVAILABLE, Rcpt, Reply, State, Xclient, Xforward
 
@@ -256,6 +257,94 @@ def test_the_session_is_counted_under_the_forwarded_address(
             "too many sessions from [192.0.2.7]: refused (max-sessions-per-address 1)"
         ]
         assert first.command(b"EHLO filter.test").startswith(b"250")
+
+
+def test_a_forwarder_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """An XFORWARD content filter or XCLIENT proxy in xclient_from speaks for many
+    clients: its own address is never counted for max_sessions_per_address (as
+    Postfix exempts its XCLIENT hosts); a client XCLIENT names is. An XCLIENT that
+    names no ADDR leaves the session counted under none: its client is still the
+    forwarder's own."""
+    with (
+        running_smtp_server(
+            adapter, Recorder(), xclient_from=["127.0.0.1"], max_sessions_per_address=1
+        ) as server,
+        raw_smtp_session(server.host, server.port) as first,
+        raw_smtp_session(server.host, server.port) as second,
+        raw_smtp_session(server.host, server.port) as third,
+        ExitStack() as stack,
+    ):
+        no_addr = [b"NAME=c.example", b"HELO=h.example", b"LOGIN=bob", b"PORT=4000"]
+        others = [stack.enter_context(raw_smtp_session(server.host, server.port)) for _ in no_addr]
+        for session in (first, second, third, *others):
+            assert session.recv_reply().startswith(b"220 ")
+            assert session.command(b"EHLO filter.test").startswith(b"250")
+        assert first.command(b"XCLIENT ADDR=192.0.2.7").startswith(b"220 ")
+        reply = second.command(b"XCLIENT ADDR=192.0.2.7")
+        assert reply.startswith(b"421 4.7.0"), reply
+        assert third.command(b"XCLIENT ADDR=192.0.2.8").startswith(b"220 ")
+        for session, attribute in zip(others, no_addr, strict=True):
+            reply = session.command(b"XCLIENT " + attribute)
+            assert reply.startswith(b"220 "), (attribute, reply)
+        assert server.server.state.per_address == {"192.0.2.7": 1, "192.0.2.8": 1}
+
+
+def test_a_forwarder_xclient_names_is_not_capped_at_one_client_share(adapter: str) -> None:
+    """A client XCLIENT names that is itself in xclient_from speaks for others in
+    turn: it is counted under no address, as when a PROXY header names it."""
+    with (
+        running_smtp_server(
+            adapter,
+            Recorder(),
+            xclient_from=["127.0.0.1", "192.0.2.50"],
+            max_sessions_per_address=1,
+        ) as server,
+        raw_smtp_session(server.host, server.port) as first,
+        raw_smtp_session(server.host, server.port) as second,
+    ):
+        for session in (first, second):
+            assert session.recv_reply().startswith(b"220 ")
+            assert session.command(b"EHLO filter.test").startswith(b"250")
+            reply = session.command(b"XCLIENT ADDR=192.0.2.50")
+            assert reply.startswith(b"220 "), reply
+        assert server.server.state.per_address == {}
+
+
+def test_a_login_starttls_forgot_does_not_come_back_with_a_later_xclient(
+    adapter: str, tls: TLSFiles
+) -> None:
+    """RFC 3207 §4.2: STARTTLS discards the login and HELO XCLIENT gave (as Postfix's
+    does); an XCLIENT after it that names neither must not bring them back."""
+    seen: list[tuple[AuthIdentity | None, str | None, Xclient | None]] = []
+
+    class Watcher(Recorder):
+        async def handle_rcpt(
+            self, session: Session, envelope: Envelope, command: Rcpt
+        ) -> Reply | None:
+            seen.append((session.authenticated, session.helo_name, session.xclient))
+            return Reply(250, "OK")
+
+    async def go() -> None:
+        async with module(adapter).SMTPClient(
+            "127.0.0.1",
+            server.port,
+            hostname="filter.test",
+            ssl_context=tls.client_context,
+            starttls=False,
+        ) as client:
+            await client.xclient(Xclient(addr="192.0.2.7", helo="h.example", login="bob"))
+            await client.starttls()
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+            assert (await client.xclient(Xclient(name="c.example"))).code == 220
+            await client.send_message(MESSAGE, "a@abc.example", ["b@pqr.example"])
+
+    with running_smtp_server(
+        adapter, Watcher(), xclient_from=["127.0.0.1", "192.0.2.7"], ssl_context=tls.server_context
+    ) as server:
+        run(adapter, go)
+    [after_tls, after_xclient] = seen
+    assert after_tls == (None, "filter.test", Xclient(addr="192.0.2.7"))
+    assert after_xclient == (None, "filter.test", Xclient(name="c.example", addr="192.0.2.7"))
 
 
 def test_the_blocking_client_speaks_for_another_too() -> None:

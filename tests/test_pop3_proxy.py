@@ -43,10 +43,12 @@ class Recorder(MaildirStore):
         super().__init__(root, PASSWORDS)
         self.peers: list[tuple[str, int] | None] = []
         self.locals: list[tuple[str, int] | None] = []
+        self.addresses: list[str | None] = []
 
     async def check_password(self, session: POP3Session, user: str, password: str) -> bool:
         self.peers.append(session.peer)
         self.locals.append(session.local)
+        self.addresses.append(session.client_address)
         return await super().check_password(session, user, password)
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
@@ -103,6 +105,8 @@ def test_the_store_sees_the_client_the_header_names(adapter: str, store: Recorde
     own = store.peers[2]  # UNKNOWN names nobody: the connection's own address stands
     # (its port is the kernel's pick, which may be any, 40000 included)
     assert own is not None and own[0] == "127.0.0.1"
+    # ... but the client is unknown: judged by client_address, never the proxy's.
+    assert store.addresses == ["192.0.2.7", "203.0.113.9", None]
 
 
 @pytest.mark.parametrize(

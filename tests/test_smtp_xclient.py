@@ -489,6 +489,27 @@ def test_later_xclients_overwrite_what_they_name() -> None:
     assert not conn.authenticated
 
 
+def test_starttls_forgets_the_login_and_helo_xclient_gave() -> None:
+    # RFC 3207 §4.2, as Postfix's STARTTLS resets the SASL login and HELO XCLIENT set: a
+    # later XCLIENT that names neither must not bring them back.
+    conn = greeted(**TRUSTED, starttls=True)
+    run(conn, EHLO + b"XCLIENT NAME=mail.abc.example ADDR=192.0.2.7 HELO=h.example LOGIN=john\r\n")
+    run(conn, EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    assert not conn.authenticated
+    assert conn.forwarded_client == Xclient(name="mail.abc.example", addr="192.0.2.7")
+    run(conn, EHLO + b"XCLIENT PORT=4000\r\n")
+    assert not conn.authenticated
+    assert conn.forwarded_client == Xclient(name="mail.abc.example", addr="192.0.2.7", port=4000)
+
+
+def test_starttls_after_a_login_alone_leaves_nothing_forwarded() -> None:
+    conn = greeted(**TRUSTED, starttls=True)
+    run(conn, EHLO + b"XCLIENT LOGIN=john\r\n" + EHLO + b"STARTTLS\r\n")
+    conn.tls_started()
+    assert conn.forwarded_client is None and not conn.authenticated
+
+
 def test_a_refused_xclient_changes_nothing() -> None:
     conn = greeted(**TRUSTED)
 

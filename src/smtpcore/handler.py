@@ -399,6 +399,7 @@ class _RarelySet:
     __slots__ = ("_extra", "_peer_stands_in_for")
     _extra: dict[str, Any]
     _peer_stands_in_for: str
+    peer: tuple[str, int] | None  # each session's own field
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -435,6 +436,22 @@ class _RarelySet:
         elif hasattr(self, "_peer_stands_in_for"):  # XCLIENT named the client
             del self._peer_stands_in_for
 
+    @property
+    def client_address(self) -> str | None:
+        """The client's IP address, to judge it by (relaying: :meth:`Router.route
+        <smtpcore.routing.Router.route>`'s ``client_address``; access lists): ``peer``'s,
+        or None when the client is unknown. It is unknown when a trusted proxy's PROXY
+        header named none (``UNKNOWN``, ``LOCAL``, a Unix socket's path:
+        ``peer_stands_in_for`` is set, and ``peer`` is the proxy's own address, which
+        this never is: a proxy on loopback would make each such client a loopback
+        one, which ``Router``'s default ``trusted_networks`` trusts), when an SMTP
+        client's XCLIENT called its address unavailable, and on a Unix-socket
+        listener. An XCLIENT proxy that named no ``ADDR`` is its own client here."""
+        peer = self.peer
+        if peer is None or self.peer_stands_in_for is not None:
+            return None
+        return peer[0]
+
 
 @dataclass(slots=True, eq=False)
 class Session(_RarelySet):
@@ -466,8 +483,9 @@ class Session(_RarelySet):
     the mechanism ``"XCLIENT"``."""
     xclient: Xclient | None = None
     """Everything trusted clients said with XCLIENT in this session (later commands
-    overwriting what they name); None if none did. ``peer``, ``peer_name``,
-    ``helo_name``, ``authenticated`` and ``local`` already show it."""
+    overwriting what they name), less the ``HELO`` and ``LOGIN`` a STARTTLS since
+    discarded (RFC 3207 §4.2); None if none did, or all it said was those. ``peer``,
+    ``peer_name``, ``helo_name``, ``authenticated`` and ``local`` already show it."""
     envelope: Envelope | None = None
     """The open mail transaction, if any."""
     transactions: int = 0

@@ -116,7 +116,9 @@ class SessionOpening:
         none) leaves the proxy's address as the peer, a stand-in the session knows
         for one (its ``peer_stands_in_for``), so that the log never names the
         proxy as the client (:func:`~smtpcore._driver._proxied.client_text`), and is
-        counted under no address (:func:`counted_peer`).
+        counted under no address (:func:`counted_peer`), as is a client that speaks
+        for others in turn (the registry's
+        :meth:`~smtpcore._driver._session_registry.SessionRegistry.forwards_for_others`).
         A client whose TLS the proxy terminated, as its header says, is under TLS
         from the start (the session's ``tls``: :func:`proxied_tls`).
 
@@ -148,6 +150,8 @@ class SessionOpening:
         if header.source_path is not None:
             self.logger.info("connection from %s", client_text(session))
         counted = counted_peer(header)
+        if counted is not None and self.state.forwards_for_others(counted):
+            counted = None
         if not self.state.readdress(self, counted):
             self.state.log_turned_away(client_text(session), True, self.state.block_of(counted))
             if self.state.address_busy_reply:

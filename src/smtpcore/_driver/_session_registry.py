@@ -152,6 +152,11 @@ class SessionRegistry(Generic[S]):
         proxy's header): then it is counted by address only from :meth:`readdress`."""
         return trusted(peer, self.proxy_networks)
 
+    def forwards_for_others(self, peer: tuple[str, int]) -> bool:
+        """Whether the client a trusted proxy's header names speaks for others in turn
+        (SMTP's ``xclient_from``): then it is counted under no address either."""
+        return False
+
     def admit(self, transport: Link) -> S | bytes:
         """A session for a new connection, counted from now on; or, when there is no
         room for it, what to write to the client before closing."""

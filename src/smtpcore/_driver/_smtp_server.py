@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from smtpcore._driver._factory import MachinesInUse
 from smtpcore._driver._listener import BaseListener
 from smtpcore._driver._ports import lmtp_port_refusal
+from smtpcore._driver._proxied import trusted
 from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._smtp_server_options import ServerKeywords, ServerOptions
 from smtpcore._driver._smtp_server_session import ServerSession
@@ -60,6 +61,7 @@ class ServerState(SessionRegistry["ServerSession"]):
         )
         self.handler = handler
         self.options = options
+        self.proxied = bool(options.proxy_networks or options.forwarder_networks)
         self.factory_machines = MachinesInUse()
         """The ``connection_factory``'s machines the sessions run on."""
         # Replies every session may send, built once per server rather than per connection.
@@ -98,6 +100,18 @@ class ServerState(SessionRegistry["ServerSession"]):
 
     def new_session(self, transport: Link, peer: tuple[str, int] | None) -> ServerSession:
         return ServerSession(transport, self, peer)
+
+    def client_named_later(self, peer: tuple[str, int]) -> bool:
+        """A host of ``xclient_from`` too: an XCLIENT proxy names its clients later, and
+        an XFORWARD content filter speaks for others all along, so neither is capped
+        at one client's share under its own address (Postfix exempts the XCLIENT hosts
+        from its connection count limits: smtpd.c, ``xclient_allowed``)."""
+        return trusted(peer, self.proxy_networks) or self.forwards_for_others(peer)
+
+    def forwards_for_others(self, peer: tuple[str, int]) -> bool:
+        """A host of ``xclient_from``, whether it connects or a trusted proxy's header
+        names it: trusted with XCLIENT by that header's address, it is not capped by it."""
+        return trusted(peer, self.options.forwarder_networks)
 
 
 class BaseSMTPServer(BaseListener[ServerSession]):

@@ -155,6 +155,7 @@ class Commands(Authentication, Transaction):
         # RFC 3207 §4.2: nothing learnt before TLS stands, the identity included.
         self.conn.authenticated = False
         self.session.authenticated = None
+        self.session.xclient = self.conn.forwarded_client  # its HELO and LOGIN gone too
 
     async def _handshake(self) -> None:
         context = self.options.ssl_context

@@ -45,9 +45,11 @@ class Forwarding(SessionClose):
         that client's greeting (Postfix's connection-level decision), handled as
         the connection's own: 554 serves it nothing but QUIT, 421 closes. The
         session is counted under the named client's address (one over its share is
-        closed with 421 before ``handle_connect``, as a proxied one is), and that
-        client may use XCLIENT only if ``xclient_from`` trusts it in turn
-        (XCLIENT_README, note 1): a proxy's client cannot name yet another."""
+        closed with 421 before ``handle_connect``, as a proxied one is; an XCLIENT
+        that never named ``ADDR`` leaves it counted as it was, under none for a
+        forwarder, and under none for a client itself in ``xclient_from``), and that
+        client may use XCLIENT only if ``xclient_from`` trusts
+        it in turn (XCLIENT_README, note 1): a proxy's client cannot name yet another."""
         session = self.session
         before = client_text(session)
         known = session.xclient
@@ -55,7 +57,10 @@ class Forwarding(SessionClose):
         await self._tell_handler_closed()
         _present(session, merged)
         peer = ip_peer(session.peer)
-        if not self.state.readdress(self, peer):  # type: ignore[arg-type]  # a ServerSession's part
+        # Without ADDR the client is still the forwarder itself: its count stays. A
+        # forwarder named is counted under none, as when a PROXY header names one.
+        counted = None if peer is None or self.state.forwards_for_others(peer) else peer
+        if merged.addr is not None and not self.state.readdress(self, counted):  # type: ignore[arg-type]  # a ServerSession's part
             self._connect_told = False  # the named client: refused before handle_connect
             self.state.log_turned_away(client_text(session), True, self.state.block_of(peer))
             self._answer(

@@ -533,6 +533,7 @@ class ServerConnection(AnswersLayer):
         self._verbs = self._config.tables.plain_verbs
         self._command_line_limit = self._config.max_command_line
         self.authenticated = False  # RFC 3207 §4.2: forget what plaintext taught
+        self._forget_forwarded_before_tls()
         self._reset_transaction()
         self._state = State.HELLO
 

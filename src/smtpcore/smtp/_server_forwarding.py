@@ -9,9 +9,20 @@ nothing else in the session reads what they say.
 
 from __future__ import annotations
 
+from typing import Final
+
 from smtpcore.smtp._events import Xclient, Xforward
+from smtpcore.smtp._forwarding import XCLIENT_ATTRIBUTES
 from smtpcore.smtp._replies import Reply
 from smtpcore.smtp._server_transaction import TransactionLayer
+
+_KEPT_THROUGH_TLS: Final = frozenset(
+    attribute.name for attribute in XCLIENT_ATTRIBUTES if attribute.name not in {"HELO", "LOGIN"}
+)
+"""What XCLIENT said that STARTTLS leaves standing: the client's name and addresses.
+Its HELO and LOGIN are what that client said in the session, which STARTTLS discards
+(RFC 3207 §4.2), as Postfix's STARTTLS resets the HELO name and the SASL login
+that XCLIENT set."""
 
 
 class ForwardingLayer(TransactionLayer):
@@ -26,7 +37,8 @@ class ForwardingLayer(TransactionLayer):
     def forwarded_client(self) -> Xclient | None:
         """What XCLIENT said about the client this session speaks for: every attribute
         of the accepted XCLIENT commands, a later one overwriting what it names;
-        None before the first. It holds to the end of the session."""
+        None before the first. It holds to the end of the session, but for the
+        ``HELO`` and ``LOGIN``, which STARTTLS discards (RFC 3207 §4.2)."""
         return self._forwarded_client
 
     @property
@@ -53,6 +65,14 @@ class ForwardingLayer(TransactionLayer):
         self.authenticated = isinstance(self._forwarded_client.login, str)
         self._reset_transaction()
         return event.to_bytes(event.status)  # a greeting: no enhanced code unless given
+
+    def _forget_forwarded_before_tls(self) -> None:
+        """At STARTTLS, drop the HELO and LOGIN XCLIENT gave (:data:`_KEPT_THROUGH_TLS`),
+        so that a later XCLIENT that names neither merges with nothing from before TLS,
+        and :attr:`forwarded_client` says no more than ``authenticated`` does."""
+        known = self._forwarded_client
+        if known is not None:
+            self._forwarded_client = known.only(_KEPT_THROUGH_TLS)
 
     def _xforward_accepted(self, command: Xforward, event: Reply) -> None:
         known = self._forwarded_message
