@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -44,6 +45,7 @@ _write: Final = os.write
 reader handle (POSIX only: see ``serves_raw``): ``recv`` and ``send`` without
 flags, whose arguments cost less to parse than a socket's methods'. Once the
 socket is closed, nothing reads or writes (``_reading``, ``_closed``)."""
+_POLL: Final = hasattr(select, "poll")
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading (a server that floods)."""
 
@@ -70,6 +72,7 @@ class SocketClientTransport(FastPaths):
         "_fd",
         "_loop",
         "_own",
+        "_poller",
         "_reading",
         "_sock",
         "_tls",
@@ -82,6 +85,12 @@ class SocketClientTransport(FastPaths):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
+        self._poller: select.poll | None = None
+        """Asks the kernel whether the socket is readable (:meth:`settled`), where
+        there is ``poll``: made once, one system call and no Python call a look."""
+        if _POLL:
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN)
         self._loop = loop = asyncio.get_running_loop()
         self._own = serves_raw(loop)
         """Whether the transport is its own reader handle in the loop's selector."""
@@ -275,6 +284,16 @@ class SocketClientTransport(FastPaths):
         if self._tls is not None:
             return self._tls.drained()
         return not self._chunks and self._reading
+
+    def settled(self) -> bool:
+        """:meth:`drained`, and nothing in the socket either: what an event loop the
+        application blocked has yet to read is there (see :meth:`arrived`)."""
+        if self._tls is not None:
+            return self._tls.settled()
+        if self._chunks or not self._reading:
+            return False
+        poller = self._poller
+        return not (poller.poll(0) if poller is not None else readable_now(self._fd))
 
     # -- writing --------------------------------------------------------------
 

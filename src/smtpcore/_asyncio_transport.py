@@ -366,6 +366,11 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         it reads on (then :meth:`receive_nowait` would find nothing)."""
         return not self._chunks and not self._eof and not self._exact
 
+    def settled(self) -> bool:
+        """:meth:`drained`, and nothing in the socket that the event loop has yet to
+        read either (:meth:`arrived`)."""
+        return self.drained() and not self.arrived()
+
     def send_nowait(self, data: bytes) -> int:
         """Write ``data`` (asyncio buffers what the socket does not take); 0 while the
         transport has paused writing.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import ClassVar
@@ -25,6 +26,8 @@ from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
 
 __all__ = ["TrioTransport"]
+
+_POLL = hasattr(select, "poll")
 
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
@@ -70,6 +73,11 @@ class TrioTransport(shared_transport.FastPaths):
     """Finish the handshake of a ``trio.SSLStream`` given as it came (see
     :mod:`smtpcore.transport`); None for any other stream, so that a client over plain
     TCP pays nothing for it at connect."""
+
+    _poller: select.poll | None = None
+    """Asks the kernel whether the plain socket is readable (:meth:`settled`): made at
+    a client's first message, one system call and no Python call a look after; a
+    server's sessions, which never ask, have none."""
 
     _writes: HeldWrites | None = None
     """The server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`), set by
@@ -150,6 +158,25 @@ class TrioTransport(shared_transport.FastPaths):
             return None
         except OSError:
             return b""
+
+    def settled(self) -> bool:
+        """Whether nothing has arrived that no read has taken: in plaintext the socket
+        has nothing to read; over TLS, nothing :meth:`arrived` either. Asked before a
+        message's first command, after a wait between calls that :meth:`drained`,
+        which speaks of the last read, knows nothing of."""
+        if self._closed:
+            return False
+        if self._ssl is not None:
+            return not self.arrived()
+        if self._fd < 0:
+            return False
+        poller = self._poller
+        if poller is None:
+            if not _POLL:
+                return not shared_transport.readable_now(self._fd)
+            poller = self._poller = select.poll()
+            poller.register(self._fd, select.POLLIN)
+        return not poller.poll(0)
 
     def arrived(self) -> bool:
         """Whether bytes wait that :meth:`receive_nowait` cannot give: over TLS, a

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, address, readable_now
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
 
@@ -294,6 +294,19 @@ class SocketTransport(FastPaths):
         """Whether the last read took everything that had arrived by then: a plain
         socket's read that gave fewer octets than asked for."""
         return self._drained
+
+    def settled(self) -> bool:
+        """Whether nothing has arrived that no read has taken: the socket has nothing
+        to read (nor, under TLS, a record decrypted and kept). Asked before a
+        message's first command, after a wait between calls that the last read's
+        :meth:`drained` knows nothing of."""
+        readable = self._readable
+        if readable is not None:
+            return not readable.poll(0)
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        return not readable_now(sock.fileno())
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
