@@ -36,7 +36,8 @@ class Peer:
     """An SMTP server on loopback that answers each command as it comes (EHLO with
     PIPELINING where ``pipelining``; MAIL, RCPT, NOOP, RSET with 250; DATA with
     354 and the content's end with 250), and writes ``stray`` on its own once the
-    caller sets ``go`` after ``after`` replies, then sets ``sent``. ``context``: TLS
+    caller sets ``go`` after ``after`` replies, then sets ``sent``; ``together``: with
+    that reply instead, in one TCP segment, a TLS record each. ``context``: TLS
     from the first byte (RFC 8314 §3.3). ``seen``: the verbs of the commands read
     before the stray."""
 
@@ -47,6 +48,7 @@ class Peer:
         pipelining: bool = False,
         stray: bytes = STRAY,
         context: ssl.SSLContext | None = None,
+        together: bool = False,
     ) -> None:
         self.port = free_port()
         self.listener = socket.create_server((LOOPBACK, self.port))
@@ -54,6 +56,7 @@ class Peer:
         self.pipelining = pipelining
         self.stray = stray
         self.context = context
+        self.together = together
         self.go = threading.Event()
         self.sent = threading.Event()
         self.seen: list[bytes] = []
@@ -79,19 +82,25 @@ class Peer:
                     (self.behind if self.sent.is_set() else self.seen).append(verb)
                     if verb == b"EHLO":
                         offer = b"250-PIPELINING\r\n" if self.pipelining else b""
-                        conn.sendall(b"250-mx.pqr.example\r\n" + offer + b"250 8BITMIME\r\n")
+                        reply = b"250-mx.pqr.example\r\n" + offer + b"250 8BITMIME\r\n"
                     elif verb == b"DATA":
                         conn.sendall(b"354 go ahead\r\n")
                         while reader.readline() not in (b".\r\n", b""):
                             pass
-                        conn.sendall(b"250 2.0.0 queued\r\n")
+                        reply = b"250 2.0.0 queued\r\n"
                     elif verb == b"QUIT":
                         conn.sendall(b"221 2.0.0 bye\r\n")
                         return
                     else:
-                        conn.sendall(b"250 2.0.0 ok\r\n")
+                        reply = b"250 2.0.0 ok\r\n"
                     replies += 1
-                    if replies == self.after:
+                    if replies != self.after:
+                        conn.sendall(reply)
+                    elif self.together:
+                        _corked(conn, reply, self.stray)
+                        self.sent.set()
+                    else:
+                        conn.sendall(reply)
                         assert self.go.wait(10)
                         conn.sendall(self.stray)
                         self.sent.set()
@@ -101,6 +110,14 @@ class Peer:
     def close(self) -> None:
         self.thread.join(15)
         self.listener.close()
+
+
+def _corked(conn: socket.socket, *writes: bytes) -> None:
+    """Each of ``writes`` (a TLS record each, on a TLS socket) in one TCP segment."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    for data in writes:
+        conn.sendall(data)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
 
 
 def _client(kind: str, port: int, tls: TLSFiles | None) -> Any:
@@ -190,3 +207,51 @@ def test_a_stray_that_came_while_the_client_was_kept_from_reading_answers_nothin
         assert verb not in peer.behind  # it never went out behind the stray
     finally:
         peer.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="needs TCP_CORK (Linux)")
+@pytest.mark.parametrize("call", ["noop", "message"])
+@pytest.mark.parametrize("kind", ["sync", *ADAPTERS])
+def test_a_stray_in_a_tls_record_of_its_own_behind_the_reply_answers_nothing(
+    kind: str, call: str, tls: TLSFiles
+) -> None:
+    """The stray comes in the same TCP read as the reply before it, in a record of its
+    own: trio's ``SSLStream`` decrypts the reply's record only and keeps the stray's,
+    undecrypted, where neither the socket nor a decrypted record shows it."""
+    after, _, then, verb = CALLS[call]
+    peer = Peer(after=after, context=tls.server_context, together=True)
+    try:
+        module: Any = importlib.import_module(f"smtpcore.{kind}")
+        client = _client(kind, peer.port, tls)
+
+        async def session() -> None:
+            await _done(client.connect())
+            if after > 1:
+                await _done(then(client))
+            assert peer.sent.wait(10)
+            with pytest.raises(module.SMTPProtocolError, match=r"asked for|unsolicited"):
+                await _done(then(client))
+            assert not client.is_connected
+
+        _run(kind, session)
+        peer.thread.join(15)
+        assert verb not in peer.behind
+    finally:
+        peer.close()
+
+
+def test_trio_keeps_the_records_it_has_yet_to_decrypt_where_the_transport_looks() -> None:
+    """The trio transport finds a TLS record read and not yet decrypted in the
+    ``SSLStream``'s own incoming buffer, a private attribute: this fails if trio
+    renames it (the test above would then fail on trio, at times)."""
+    import trio
+    import trio.testing
+
+    from smtpcore import _trio_transport
+
+    near, _ = trio.testing.memory_stream_pair()
+    stream = trio.SSLStream(near, ssl.create_default_context(), server_hostname="pqr.example")
+    incoming = getattr(stream, _trio_transport.UNDECRYPTED)
+    assert isinstance(incoming, ssl.MemoryBIO)
+    incoming.write(b"\x17\x03\x03")
+    assert _trio_transport.TrioTransport(stream).arrived()
