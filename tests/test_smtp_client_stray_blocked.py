@@ -255,3 +255,38 @@ def test_trio_keeps_the_records_it_has_yet_to_decrypt_where_the_transport_looks(
     assert isinstance(incoming, ssl.MemoryBIO)
     incoming.write(b"\x17\x03\x03")
     assert _trio_transport.TrioTransport(stream).arrived()
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+@pytest.mark.parametrize("kind", ADAPTERS)
+def test_between_a_messages_own_commands_the_socket_is_not_looked_at(
+    kind: str, pipelining: bool
+) -> None:
+    """Where the link cannot say that its last read took everything (``drained``
+    false: TLS on trio, a blocking TLS socket, a user's transport), RCPT and DATA go
+    out after a read that never waits, and no look at the socket (``arrived``): the
+    replies there follow each other at once, and a look before each would cost every
+    message and catch nothing. The socket is looked at before MAIL only."""
+    peer = Peer(after=0, pipelining=pipelining)
+    try:
+        client = _client(kind, peer.port, None)
+        looks: list[bytes] = []
+
+        async def session() -> None:
+            await _done(client.connect())
+            link = client._transport
+            link.drained = link.settled = lambda: False
+            arrived = link.arrived
+
+            def looked() -> bool:
+                looks.append(peer.seen[-1])  # the command whose reply was read last
+                return bool(arrived())
+
+            link.arrived = looked
+            await _done(client.send_message(MESSAGE, "a@abc.example", "b@pqr.example"))
+            assert looks == [b"EHLO"]
+            await _done(client.quit())
+
+        _run(kind, session)
+    finally:
+        peer.close()

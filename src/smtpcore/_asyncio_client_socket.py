@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import socket
 import ssl
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._asyncio_raw import serves_raw
-from smtpcore._driver._transport import FastPaths, address, readable_now
+from smtpcore._driver._transport import FastPaths, address, readable_probe
 from smtpcore.handler import TLSInfo
 
 if TYPE_CHECKING:
@@ -45,7 +44,6 @@ _write: Final = os.write
 reader handle (POSIX only: see ``serves_raw``): ``recv`` and ``send`` without
 flags, whose arguments cost less to parse than a socket's methods'. Once the
 socket is closed, nothing reads or writes (``_reading``, ``_closed``)."""
-_POLL: Final = hasattr(select, "poll")
 _HIGH_WATER: Final = 1 << 20
 """Unread bytes past which the transport stops reading (a server that floods)."""
 
@@ -72,7 +70,7 @@ class SocketClientTransport(FastPaths):
         "_fd",
         "_loop",
         "_own",
-        "_poller",
+        "_readable",
         "_reading",
         "_sock",
         "_tls",
@@ -85,12 +83,9 @@ class SocketClientTransport(FastPaths):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
-        self._poller: select.poll | None = None
-        """Asks the kernel whether the socket is readable (:meth:`settled`), where
-        there is ``poll``: made once, one system call and no Python call a look."""
-        if _POLL:
-            self._poller = select.poll()
-            self._poller.register(self._fd, select.POLLIN)
+        self._readable = readable_probe(self._fd)
+        """Asks the kernel whether the socket is readable (:meth:`settled`): one
+        system call and no Python call a look."""
         self._loop = loop = asyncio.get_running_loop()
         self._own = serves_raw(loop)
         """Whether the transport is its own reader handle in the loop's selector."""
@@ -276,7 +271,7 @@ class SocketClientTransport(FastPaths):
             return self._tls.arrived()
         if self._chunks or self._eof or self._closed:
             return False
-        return readable_now(self._fd)
+        return bool(self._readable())
 
     def drained(self) -> bool:
         """Whether every byte read from the socket was read from here already, and it
@@ -292,8 +287,7 @@ class SocketClientTransport(FastPaths):
             return self._tls.settled()
         if self._chunks or not self._reading:
             return False
-        poller = self._poller
-        return not (poller.poll(0) if poller is not None else readable_now(self._fd))
+        return not self._readable()
 
     # -- writing --------------------------------------------------------------
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Final
@@ -26,8 +25,6 @@ from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
 
 __all__ = ["TrioTransport"]
-
-_POLL = hasattr(select, "poll")
 
 UNDECRYPTED: Final = "_incoming"
 """trio's (private) name for a ``trio.SSLStream``'s ``ssl.MemoryBIO`` of what it read
@@ -80,10 +77,10 @@ class TrioTransport(shared_transport.FastPaths):
     :mod:`smtpcore.transport`); None for any other stream, so that a client over plain
     TCP pays nothing for it at connect."""
 
-    _poller: select.poll | None = None
-    """Asks the kernel whether the plain socket is readable (:meth:`settled`): made at
-    a client's first message, one system call and no Python call a look after; a
-    server's sessions, which never ask, have none."""
+    _readable: Callable[[], object] | None = None
+    """Asks the kernel whether the socket (under TLS too) is readable
+    (:meth:`settled`): made at a client's first message, then one system call and no
+    Python call a look; a server's sessions, which never ask, have none."""
 
     _writes: HeldWrites | None = None
     """The server's held writes (see :class:`~smtpcore._trio_held.HeldWrites`), set by
@@ -166,23 +163,24 @@ class TrioTransport(shared_transport.FastPaths):
             return b""
 
     def settled(self) -> bool:
-        """Whether nothing has arrived that no read has taken: in plaintext the socket
-        has nothing to read; over TLS, nothing :meth:`arrived` either. Asked before a
-        message's first command, after a wait between calls that :meth:`drained`,
-        which speaks of the last read, knows nothing of."""
+        """Whether nothing has arrived that no read has taken: the socket has nothing
+        to read, nor, over TLS, the ``SSLStream`` a record (:meth:`arrived`), in one
+        call. Asked before a message's first command, after a wait between calls that
+        :meth:`drained`, which speaks of the last read, knows nothing of."""
         if self._closed:
             return False
-        if self._ssl is not None:
-            return not self.arrived()
-        if self._fd < 0:
+        stream = self._ssl
+        if stream is not None and (
+            stream.pending() or getattr(getattr(stream, UNDECRYPTED, None), "pending", 0)
+        ):
             return False
-        poller = self._poller
-        if poller is None:
-            if not _POLL:
-                return not shared_transport.readable_now(self._fd)
-            poller = self._poller = select.poll()
-            poller.register(self._fd, select.POLLIN)
-        return not poller.poll(0)
+        readable = self._readable
+        if readable is None:
+            sock = _socket_of(self._stream)
+            if sock is None:  # another kind of stream: it cannot tell
+                return False
+            readable = self._readable = shared_transport.readable_probe(sock.fileno())
+        return not readable()
 
     def arrived(self) -> bool:
         """Whether bytes wait that :meth:`receive_nowait` cannot give: over TLS, a

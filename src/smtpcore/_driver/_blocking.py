@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._transport import BoundLink, FastPaths, Link, address, readable_now
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, address, readable_probe
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
 
@@ -232,6 +232,9 @@ class SocketTransport(FastPaths):
         self._readable: select.poll | None = None
         """Polls the plain socket for reading (None under TLS, or without ``poll``)."""
         self._writable: select.poll | None = None
+        self._tls_readable: Callable[[], object] | None = None
+        """Asks the kernel whether the TLS socket is readable (:meth:`settled`), made
+        at its first ask: one system call and no Python call a look."""
         self._drained = False
         if _POLL and not isinstance(sock, ssl.SSLSocket):
             sock.setblocking(True)
@@ -306,7 +309,10 @@ class SocketTransport(FastPaths):
         sock = self._sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return False
-        return not readable_now(sock.fileno())
+        probe = self._tls_readable
+        if probe is None:
+            probe = self._tls_readable = readable_probe(sock.fileno())
+        return not probe()
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
@@ -375,6 +381,7 @@ class SocketTransport(FastPaths):
         )
 
     async def aclose(self) -> None:
+        self._tls_readable = None  # its descriptor's number may name another socket
         self._sock.close()
 
     @property

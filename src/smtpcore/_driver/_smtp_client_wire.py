@@ -96,7 +96,7 @@ class SMTPClientWire(BaseClient):
         pass for this one's. A plain function: most often the caller awaits
         ``_exchange`` itself, a coroutine fewer to make and to resume."""
         if conn._received or not transport.drained():
-            return self._ask_after_unasked(conn, transport, command, timeout)
+            return self._ask_after_unasked(conn, transport, command, timeout, look=False)
         return self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     def _ask_first(
@@ -108,15 +108,22 @@ class SMTPClientWire(BaseClient):
         last read, so the socket itself is asked (the link's ``settled``, one call as
         ``drained`` is), and what is there is looked at first."""
         if conn._received or not transport.settled():
-            return self._ask_after_unasked(conn, transport, command, timeout)
+            return self._ask_after_unasked(conn, transport, command, timeout, look=True)
         return self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _ask_after_unasked(
-        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
+        self,
+        conn: ClientConnection,
+        transport: Link,
+        command: Command,
+        timeout: float | None,
+        *,
+        look: bool,
     ) -> Reply:
-        """:meth:`_ask` where bytes may have come unasked: looked at (the socket too),
-        then the exchange."""
-        await self._take_unasked(idle=True, look=True)
+        """:meth:`_ask` where bytes may have come unasked: looked at (the socket too
+        where ``look``: before a message's first command only, as the replies between
+        its own commands follow each other at once), then the exchange."""
+        await self._take_unasked(idle=True, look=look)
         return await self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _unasked_held(self) -> None:
