@@ -95,13 +95,12 @@ class SMTPClientTransaction(SMTPClientEveryday):
         after a failed one, XFORWARD, PIPELINING, BDAT, LMTP, content in pieces.
 
         The session may have sat idle since the last reply: what came unasked is
-        looked at first, in the socket too, wherever the link does not say it
-        holds nothing (its ``settled``: one call, the socket asked without waiting)."""
+        looked at first, in the socket too, as ``_ask`` does for a first command."""
         conn = self._conn
         transport = self._transport
         if conn is None or transport is None:
             raise SMTPConnectionError("not connected")
-        if conn._received or not transport.settled():
+        if conn._received or not transport.settled():  # _ask's first, inline: a call less
             await self._take_unasked(look=True)
         offer = self._offer
         pipelining = offer is not None and offer.pipelining

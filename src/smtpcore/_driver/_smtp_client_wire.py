@@ -87,28 +87,30 @@ class SMTPClientWire(BaseClient):
         return self._conn
 
     def _ask(
-        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
+        self,
+        conn: ClientConnection,
+        transport: Link,
+        command: Command,
+        timeout: float | None,
+        *,
+        first: bool = False,
     ) -> Awaitable[Reply]:
         """Send ``command`` once the reply before it has been read, and read its reply
         (:meth:`_exchange`). Bytes that came behind that reply, in the machine or
         the transport, are looked at first (:meth:`_ask_after_unasked`): a reply
         no command asked for (a ``421``, say) ends the session there rather than
         pass for this one's. A plain function: most often the caller awaits
-        ``_exchange`` itself, a coroutine fewer to make and to resume."""
-        if conn._received or not transport.drained():
-            return self._ask_after_unasked(conn, transport, command, timeout, look=False)
-        return self._exchange(conn, transport, conn.send(command), timeout, timeout)
+        ``_exchange`` itself, a coroutine fewer to make and to resume.
 
-    def _ask_first(
-        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
-    ) -> Awaitable[Reply]:
-        """:meth:`_ask` for the first command of a message, which may come after the
-        session sat idle (the caller's pause between two calls, an event loop it
-        blocked): a reply no command asked for may have come meanwhile, after the
-        last read, so the socket itself is asked (the link's ``settled``, one call as
-        ``drained`` is), and what is there is looked at first."""
-        if conn._received or not transport.settled():
-            return self._ask_after_unasked(conn, transport, command, timeout, look=True)
+        ``first``: the first command of a message, which may come after the session
+        sat idle (the caller's pause between two calls, an event loop it blocked),
+        when a reply no command asked for may have come after the last read: the
+        socket itself is asked (the link's ``settled`` in place of ``drained``, one
+        call as it is), and what it holds is looked at too (``look``). Between a
+        message's own commands the replies follow each other at once: the last
+        read's ``drained`` is asked, and nothing more is looked at."""
+        if conn._received or not (transport.settled() if first else transport.drained()):
+            return self._ask_after_unasked(conn, transport, command, timeout, look=first)
         return self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _ask_after_unasked(
@@ -121,8 +123,7 @@ class SMTPClientWire(BaseClient):
         look: bool,
     ) -> Reply:
         """:meth:`_ask` where bytes may have come unasked: looked at (the socket too
-        where ``look``: before a message's first command only, as the replies between
-        its own commands follow each other at once), then the exchange."""
+        where ``look``), then the exchange."""
         await self._take_unasked(idle=True, look=look)
         return await self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
