@@ -854,8 +854,10 @@ class _Flood:
 
 def _flooded(session: Any, flood: _Flood) -> None:
     """Make the open ``session`` (an async client, or a blocking one's session) look
-    at ``flood`` for what came unasked."""
+    at ``flood`` for what came unasked; its link no longer ``settled``, as a socket a
+    server floods never is (the SMTP clients ask that before a message)."""
     session._transport.receive_nowait = flood
+    session._transport.settled = lambda: False
 
 
 @pytest.mark.parametrize("adapter", ["sync", *ADAPTERS])

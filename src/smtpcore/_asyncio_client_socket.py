@@ -29,7 +29,7 @@ from selectors import EVENT_READ, EVENT_WRITE
 from typing import TYPE_CHECKING, Final
 
 from smtpcore._asyncio_raw import serves_raw
-from smtpcore._driver._transport import FastPaths, address, readable_now
+from smtpcore._driver._transport import FastPaths, address, readable_probe
 from smtpcore.handler import TLSInfo
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class SocketClientTransport(FastPaths):
         "_fd",
         "_loop",
         "_own",
+        "_readable",
         "_reading",
         "_sock",
         "_tls",
@@ -82,6 +83,9 @@ class SocketClientTransport(FastPaths):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self._fd = sock.fileno()
+        self._readable = readable_probe(self._fd)
+        """Asks the kernel whether the socket is readable (:meth:`settled`): one
+        system call and no Python call a look."""
         self._loop = loop = asyncio.get_running_loop()
         self._own = serves_raw(loop)
         """Whether the transport is its own reader handle in the loop's selector."""
@@ -267,7 +271,7 @@ class SocketClientTransport(FastPaths):
             return self._tls.arrived()
         if self._chunks or self._eof or self._closed:
             return False
-        return readable_now(self._fd)
+        return bool(self._readable())
 
     def drained(self) -> bool:
         """Whether every byte read from the socket was read from here already, and it
@@ -275,6 +279,15 @@ class SocketClientTransport(FastPaths):
         if self._tls is not None:
             return self._tls.drained()
         return not self._chunks and self._reading
+
+    def settled(self) -> bool:
+        """:meth:`drained`, and nothing in the socket either: what an event loop the
+        application blocked has yet to read is there (see :meth:`arrived`)."""
+        if self._tls is not None:
+            return self._tls.settled()
+        if self._chunks or not self._reading:
+            return False
+        return not self._readable()
 
     # -- writing --------------------------------------------------------------
 

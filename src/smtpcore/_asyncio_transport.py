@@ -91,6 +91,7 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         "_next",
         "_offset",
         "_on_connect",
+        "_readable",
         "_reader",
         "_reading_paused",
         "_runner",
@@ -121,6 +122,10 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         header, stays for whoever reads next); 0 otherwise."""
         self._eof = False
         self._lost = False
+        self._readable: Callable[[], object] | None = None
+        """Asks the kernel whether the socket is readable (:meth:`settled`): made at a
+        client's first message, then one system call and no Python call a look; a
+        server's sessions, which never ask, have none."""
         self._reading_paused = False
         self._writing_paused = False
         self._reader: asyncio.Future[None] | None = None
@@ -365,6 +370,20 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         """Whether every byte the event loop has read was read from here already, and
         it reads on (then :meth:`receive_nowait` would find nothing)."""
         return not self._chunks and not self._eof and not self._exact
+
+    def settled(self) -> bool:
+        """:meth:`drained`, and nothing in the socket that the event loop has yet to
+        read either (:meth:`arrived`), in one call."""
+        transport = self._transport
+        if self._chunks or self._eof or self._exact or transport is None or self._lost:
+            return False
+        readable = self._readable
+        if readable is None:
+            sock = transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            readable = self._readable = shared_transport.readable_probe(sock.fileno())
+        return not readable()
 
     def send_nowait(self, data: bytes) -> int:
         """Write ``data`` (asyncio buffers what the socket does not take); 0 while the

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
-from smtpcore._driver._transport import BoundLink, FastPaths, Link, address
+from smtpcore._driver._transport import BoundLink, FastPaths, Link, address, readable_probe
 from smtpcore.handler import TLSInfo
 from smtpcore.transport import tls_info
 
@@ -232,6 +232,9 @@ class SocketTransport(FastPaths):
         self._readable: select.poll | None = None
         """Polls the plain socket for reading (None under TLS, or without ``poll``)."""
         self._writable: select.poll | None = None
+        self._tls_readable: Callable[[], object] | None = None
+        """Asks the kernel whether the TLS socket is readable (:meth:`settled`), made
+        at its first ask: one system call and no Python call a look."""
         self._drained = False
         if _POLL and not isinstance(sock, ssl.SSLSocket):
             sock.setblocking(True)
@@ -294,6 +297,22 @@ class SocketTransport(FastPaths):
         """Whether the last read took everything that had arrived by then: a plain
         socket's read that gave fewer octets than asked for."""
         return self._drained
+
+    def settled(self) -> bool:
+        """Whether nothing has arrived that no read has taken: the socket has nothing
+        to read (nor, under TLS, a record decrypted and kept). Asked before a
+        message's first command, after a wait between calls that the last read's
+        :meth:`drained` knows nothing of."""
+        readable = self._readable
+        if readable is not None:
+            return not readable.poll(0)
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False
+        probe = self._tls_readable
+        if probe is None:
+            probe = self._tls_readable = readable_probe(sock.fileno())
+        return not probe()
 
     def receive_nowait(self, max_bytes: int) -> bytes | None:
         """What has already arrived (``b""`` once the peer closed), or ``None``."""
@@ -362,6 +381,7 @@ class SocketTransport(FastPaths):
         )
 
     async def aclose(self) -> None:
+        self._tls_readable = None  # its descriptor's number may name another socket
         self._sock.close()
 
     @property

@@ -263,6 +263,9 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
         """What the server's EHLO reply says about sending, read once per reply."""
         self._exchanging: Link | None = None
         """The link whose commands go through :meth:`_exchange` (see :meth:`_exchanges`)."""
+        self._tls_just_started = False
+        """Whether no command has gone since a STARTTLS handshake (see
+        :meth:`_look_at_arrived`)."""
 
     async def send_message(
         self,

@@ -14,15 +14,13 @@ from __future__ import annotations
 from contextlib import aclosing
 from typing import Final
 
-from smtpcore._driver._arrived import look_at_arrived
 from smtpcore._driver._content import Content, CRLFNormalizer, content_chunks
-from smtpcore._driver._smtp_client_wire import CHUNK, SMTPClientWire
+from smtpcore._driver._smtp_client_wire import SMTPClientWire
 from smtpcore._driver._smtp_errors import (
     MessageRefused,
     SMTPConnectionError,
     SMTPTimeout,
 )
-from smtpcore._errors import RemoteProtocolError
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, Reply
 
 __all__ = ["DATA", "END", "SMTPClientContent"]
@@ -91,21 +89,7 @@ class SMTPClientContent(SMTPClientWire):
         command asked for (as :meth:`_unasked`; the server's close too). Never the
         ``data_block`` timeout: the server, waiting for the end, would send nothing
         more, and an honest session would end in :class:`SMTPTimeout`."""
-        await self._take_unasked(idle=True)
-        conn = self._conn
-        transport = self._transport
-        if conn is None or transport is None:
-            raise SMTPConnectionError("not connected")
-        data = await look_at_arrived(transport, CHUNK)
-        if data is None:
-            return
-        if self._trace is not None:
-            self._trace.received(data)
-        try:
-            event = conn._receive_event(data)
-        except RemoteProtocolError as exc:
-            raise self._garbled(exc) from exc
-        await self._unasked(event)
+        await self._take_unasked(idle=True, look=True)
 
     async def _final_replies(self) -> Reply:
         """The reply to the end of the content; in LMTP one per accepted recipient

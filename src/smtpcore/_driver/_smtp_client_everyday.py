@@ -47,11 +47,12 @@ class SMTPClientEveryday(SMTPClientContent):
         it, written out: a property test holds the two to the same results, errors
         and bytes on the wire, for every answer a server may give at each step.
         What came unasked since the last reply is looked at by ``_ask`` before
-        MAIL, as before every command."""
+        every command, and before MAIL, after however long the session sat idle,
+        what the socket holds too (its ``first``)."""
         timeouts = self.timeouts
         self._transaction_failed = True  # until it has been delivered
         self._mails += 1
-        reply = await self._ask(conn, transport, mail, timeouts.command)
+        reply = await self._ask(conn, transport, mail, timeouts.command, first=True)
         if reply.code >= 300:
             raise SenderRefused("MAIL", reply)
         accepted = False

@@ -224,6 +224,7 @@ class SMTPClientSetup(SMTPClientCommands):
         await self._handshake()
         # Bytes that came with the 220 arrived before the handshake: the machine drops them.
         self.connection.tls_started()
+        self._tls_just_started = True  # EHLO's reply takes the session tickets
         self.authenticated_with = None  # the server forgets a login made before (RFC 3207 §4.2)
         await self._hello(self.hostname)
         return None

@@ -21,6 +21,7 @@ from smtpcore._driver._smtp_errors import (
     MessageRefused,
     RecipientsRefused,
     SenderRefused,
+    SMTPConnectionError,
     SMTPReplyError,
     lmtp_refusal,
     recipients_refusal,
@@ -91,13 +92,18 @@ class SMTPClientTransaction(SMTPClientEveryday):
         forward: Sequence[Xforward],
     ) -> TransactionResult:
         """A transaction with whatever the session and message call for: an RSET
-        after a failed one, XFORWARD, PIPELINING, BDAT, LMTP, content in pieces."""
-        await self._take_unasked()
+        after a failed one, XFORWARD, PIPELINING, BDAT, LMTP, content in pieces.
+
+        The session may have sat idle since the last reply: what came unasked is
+        looked at first, in the socket too, as ``_ask`` does for a first command."""
         conn = self._conn
         transport = self._transport
+        if conn is None or transport is None:
+            raise SMTPConnectionError("not connected")
+        if conn._received or not transport.settled():  # _ask's first, inline: a call less
+            await self._take_unasked(look=True)
         offer = self._offer
         pipelining = offer is not None and offer.pipelining
-        assert conn is not None  # _take_unasked raised otherwise
         commands: list[Rset | Mail | Rcpt | Data] = []
         if self._transaction_failed or conn._state is not State.READY:  # conn.state
             # Only after a failure: a finished transaction is closed.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import ClassVar, Final
 
+from smtpcore._driver._arrived import look_at_arrived
 from smtpcore._driver._client_base import BaseClient
 from smtpcore._driver._smtp_errors import (
     SMTPConnectionError,
@@ -75,6 +76,7 @@ class SMTPClientWire(BaseClient):
     _conn: ClientConnection | None
     _trace: WireTrace | None
     _exchanging: Link | None
+    _tls_just_started: bool
     _ended_states: ClassVar[frozenset[State]] = frozenset({State.CLOSED, State.ERROR})
 
     @property
@@ -85,23 +87,44 @@ class SMTPClientWire(BaseClient):
         return self._conn
 
     def _ask(
-        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
+        self,
+        conn: ClientConnection,
+        transport: Link,
+        command: Command,
+        timeout: float | None,
+        *,
+        first: bool = False,
     ) -> Awaitable[Reply]:
         """Send ``command`` once the reply before it has been read, and read its reply
         (:meth:`_exchange`). Bytes that came behind that reply, in the machine or
         the transport, are looked at first (:meth:`_ask_after_unasked`): a reply
         no command asked for (a ``421``, say) ends the session there rather than
         pass for this one's. A plain function: most often the caller awaits
-        ``_exchange`` itself, a coroutine fewer to make and to resume."""
-        if conn._received or not transport.drained():
-            return self._ask_after_unasked(conn, transport, command, timeout)
+        ``_exchange`` itself, a coroutine fewer to make and to resume.
+
+        ``first``: the first command of a message, which may come after the session
+        sat idle (the caller's pause between two calls, an event loop it blocked),
+        when a reply no command asked for may have come after the last read: the
+        socket itself is asked (the link's ``settled`` in place of ``drained``, one
+        call as it is), and what it holds is looked at too (``look``). Between a
+        message's own commands the replies follow each other at once: the last
+        read's ``drained`` is asked, and nothing more is looked at."""
+        if conn._received or not (transport.settled() if first else transport.drained()):
+            return self._ask_after_unasked(conn, transport, command, timeout, look=first)
         return self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _ask_after_unasked(
-        self, conn: ClientConnection, transport: Link, command: Command, timeout: float | None
+        self,
+        conn: ClientConnection,
+        transport: Link,
+        command: Command,
+        timeout: float | None,
+        *,
+        look: bool,
     ) -> Reply:
-        """:meth:`_ask` where bytes may have come unasked: looked at, then the exchange."""
-        await self._take_unasked(idle=True)
+        """:meth:`_ask` where bytes may have come unasked: looked at (the socket too
+        where ``look``), then the exchange."""
+        await self._take_unasked(idle=True, look=look)
         return await self._exchange(conn, transport, conn.send(command), timeout, timeout)
 
     async def _unasked_held(self) -> None:
@@ -195,11 +218,14 @@ class SMTPClientWire(BaseClient):
         command: Command | AuthResponse,
         timeout: float | None,
     ) -> Reply:
-        await self._take_unasked()
+        """A command that stands alone (EHLO, STARTTLS, AUTH, NOOP, RSET, VRFY, QUIT:
+        none on a message's hot path) and its reply, after a look at what came unasked
+        in the socket too (:meth:`_take_unasked` with ``look``)."""
+        await self._take_unasked(look=True)
         await self._write(timeout, command)
         return await self._reply(timeout)
 
-    async def _take_unasked(self, *, idle: bool = False) -> None:
+    async def _take_unasked(self, *, idle: bool = False, look: bool = False) -> None:
         """Read what the server sent while no reply was due, before the next command.
 
         A reply nobody asked for would be paired with the next command and every
@@ -209,6 +235,8 @@ class SMTPClientWire(BaseClient):
         caller knows none is (``idle``: it has just read the last one). Reading stops
         once the machine holds more than its ``max_buffered``, more than any reply
         can be: a server that keeps the socket full cannot grow memory here.
+        ``look``: what has reached the socket that such a read cannot give is looked
+        at too (:meth:`_look_at_arrived`).
         """
         conn = self._conn
         transport = self._transport
@@ -225,6 +253,36 @@ class SMTPClientWire(BaseClient):
             if not data or conn.buffered > conn.max_buffered:
                 break
         await self._unasked_held()
+        if look:
+            await self._look_at_arrived()
+
+    async def _look_at_arrived(self) -> None:
+        """Raise for a reply in what has reached the socket that a read that never
+        waits cannot give (the transport's ``arrived``: bytes an event loop the
+        application blocked between two calls has yet to read, a TLS record on
+        trio), read for a moment (:func:`~smtpcore._driver._arrived.look_at_arrived`):
+        no reply is due, so any is one no command asked for (:meth:`_unasked`; the
+        server's close too). Not right after a STARTTLS handshake: the server's TLS
+        1.3 session tickets arrive then, records with no reply in them and nothing
+        behind them until the client speaks, and the look would wait out its whole
+        bound before EHLO; EHLO's reply, read after them, takes them."""
+        if self._tls_just_started:
+            self._tls_just_started = False
+            return
+        conn = self._conn
+        transport = self._transport
+        if conn is None or transport is None:
+            raise SMTPConnectionError("not connected")
+        data = await look_at_arrived(transport, CHUNK)
+        if data is None:
+            return
+        if self._trace is not None:
+            self._trace.received(data)
+        try:
+            event = conn._receive_event(data)
+        except RemoteProtocolError as exc:
+            raise self._garbled(exc) from exc
+        await self._unasked(event)
 
     async def _unasked(self, event: Reply | ConnectionClosed | NoEvent) -> None:
         """Raise for ``event``, what the machine gave while no reply was due: a

@@ -32,6 +32,7 @@ __all__ = [
     "YieldFirst",
     "address",
     "readable_now",
+    "readable_probe",
     "tls_info",
 ]
 
@@ -91,6 +92,20 @@ def readable_now(fileno: int) -> bool:
 _POLL: Final = hasattr(select, "poll")
 
 
+def readable_probe(fileno: int) -> Callable[[], object]:
+    """:func:`readable_now` for a socket asked often (a client's link, before each
+    message): its poll object made once and kept, so that each ask is one system
+    call and no Python call (a ``functools.partial`` of its ``poll``, true where
+    the socket is readable). Where there is no ``poll``, :func:`readable_now`.
+    The caller asks only while the socket is open: a closed descriptor's number
+    may name another socket later."""
+    if _POLL:
+        poller = select.poll()
+        poller.register(fileno, select.POLLIN)
+        return functools.partial(poller.poll, 0)
+    return functools.partial(readable_now, fileno)
+
+
 def _cannot_send_now(data: bytes) -> int:
     return 0
 
@@ -107,13 +122,17 @@ def _nothing_arrived() -> bool:
     return False
 
 
+def _not_settled() -> bool:
+    return False
+
+
 def _no_channel_binding(kind: str) -> bytes | None:
     return None
 
 
 class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
-    ``send_nowait``, ``receive_nowait``, ``drained``, ``arrived`` and
+    ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived`` and
     ``receive_to_drop``, each meaning what :class:`LinkBase` says (``send_nowait``
     gives a count; ``receive_nowait`` gives ``None`` for nothing yet and ``b""``
     only for the peer's close).
@@ -134,6 +153,7 @@ _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | str | None]] = {
     "receive_nowait": _cannot_receive_now,
     "arrived": _nothing_arrived,
     "drained": _not_drained,
+    "settled": _not_settled,
     "send_all": None,
     "send_nowait": _cannot_send_now,
     "receive_to_drop": "receive_some",
@@ -222,6 +242,13 @@ class LinkBase:
     transport cannot tell (as for :attr:`receive_nowait`). A client that has just
     read a reply and finds it drained need not look for unasked ones before its
     next command."""
+    settled: Callable[[], bool]
+    """Whether nothing from the peer waits anywhere: none read and not taken, and
+    none in the socket (asked of the kernel, without waiting); ``False`` when the
+    transport cannot tell (as for :attr:`receive_nowait`). Asked before the first
+    command of a message, where the session may have sat idle since the last reply
+    and a reply no command asked for may have come meanwhile (a ``421`` at the
+    server's idle timeout); in place of :attr:`drained`, so at no call more."""
     receive_to_drop: Callable[[int], Awaitable[bytes]]
     """Read bytes only to drop them, as a server's linger does before its close: the
     transport's ``receive_some``, or its own ``receive_to_drop`` where it is a
@@ -358,6 +385,7 @@ class Link(LinkBase):
         "receive_within",
         "send_all",
         "send_nowait",
+        "settled",
         "transport",
         "within",
     )
