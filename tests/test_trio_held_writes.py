@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+import smtpcore._driver._transport
 from peers import LOOPBACK, TLSFiles, read_until, received_now, starttls_client
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import Handler
@@ -158,6 +160,65 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
             await b.aclose()
 
     trio.run(main)
+
+
+def test_a_cancelled_close_drops_the_rest_that_waits_for_room_and_closes_at_once(
+    pairs: list[tuple[socket.socket, socket.socket]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server cancels the close of a session whose client did not take its last
+    write in time. The close, shielded whole, waited for room for the rest of a held
+    write until its close timeout (five seconds); now it closes without waiting, and
+    the client reads what its kernel took, then the end. trio's clock is a mock one
+    that jumps to the next deadline whenever every task waits: a close that waits
+    for its close timeout moves it on by that much."""
+    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", 3600.0)
+    (ours_a, _), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            assert b.send_nowait(PAYLOAD) == len(PAYLOAD)  # held, whole
+            await trio.lowlevel.checkpoint()  # written: the kernel takes part of it
+            assert b._rest_written is not None
+            began = trio.current_time()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.aclose()
+            assert trio.current_time() == began, "the close waited for room"
+            await trio.lowlevel.checkpoint()  # the task writing the rest ends
+            assert b._rest_written is None and b._held is None
+            await a.aclose()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    received = bytearray()
+    theirs_b.settimeout(10)
+    while data := theirs_b.recv(65536):
+        received += data
+    assert 0 < len(received) < len(PAYLOAD)
+    assert PAYLOAD.startswith(received)
+
+
+def test_a_cancelled_close_still_sends_the_held_bytes_the_kernel_takes_at_once(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """With room for them, the last held replies go out before a cancelled close too:
+    only a wait for room is given up."""
+    (ours_a, _), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            b.send_nowait(b"221 bye\r\n")
+            assert b._held is not None
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.aclose()
+            await a.aclose()
+
+    trio.run(main)
+    theirs_b.settimeout(10)
+    assert theirs_b.recv(100) == b"221 bye\r\n"
+    assert theirs_b.recv(100) == b""
 
 
 def test_a_held_write_to_a_reset_connection_fails_the_next_write(

@@ -216,8 +216,11 @@ class TrioTransport(shared_transport.FastPaths):
                 self._write_failed = ConnectionResetError(str(exc))
 
     async def _write_rest(self, data: bytes, done: trio.Event) -> None:
-        """Write the rest of a held write as room comes (see :meth:`_write_held`)."""
+        """Write the rest of a held write as room comes (see :meth:`_write_held`), unless
+        the connection closed before this task began."""
         try:
+            if self._fd < 0:
+                raise ConnectionResetError("the connection is closed")
             await self._send_plain(data)
         except OSError as exc:
             self._write_failed = exc
@@ -363,19 +366,41 @@ class TrioTransport(shared_transport.FastPaths):
         self._fd = -1
 
     closes_when_cancelled: ClassVar[bool] = True
-    """:meth:`aclose` closes whether cancelled or not: it shields itself, within its own
-    close timeout (see :mod:`smtpcore.transport`)."""
+    """:meth:`aclose` closes whether cancelled or not: a cancelled one drops the replies
+    it still holds and closes the stream, shielded, within its own close timeout (see
+    :mod:`smtpcore.transport`)."""
 
     async def aclose(self) -> None:
+        """Send what held writes keep, then close the stream. Only the sending waits on
+        the caller's cancellation: a server cancels the close of a session whose
+        client did not take its last write in time, and waiting for room then would
+        hold the session the whole close timeout for a client that does not read,
+        where asyncio's transports abort. The stream's own close is shielded, so a
+        cancelled close still closes."""
         if self._closed:
             return
         self._closed = True
+        try:
+            if self._held is not None or self._rest_written is not None:
+                await self._send_held_last()
+        finally:
+            self._held = None
+            await self._close_stream()
+
+    async def _send_held_last(self) -> None:
+        """The last replies, held: sent before the close, as a write would have been,
+        within the close timeout. What the kernel takes at once goes out even under a
+        cancelled scope; the rest is dropped when the caller cancels the wait."""
+        with trio.move_on_after(shared_transport.CLOSE_TIMEOUT), contextlib.suppress(OSError):
+            await self._send_plain(await self._held_first(b""))
+
+    async def _close_stream(self) -> None:
+        """Close the stream, shielded, within the close timeout (TLS's close, say), then
+        cut it off. Plain-TCP writes stop first: the rest of a held write, whose task
+        has yet to start, must not write to the descriptor once it is another's."""
+        self._fd = -1
         with trio.move_on_after(shared_transport.CLOSE_TIMEOUT) as scope:
             scope.shield = True
-            if self._held is not None or self._rest_written is not None:
-                # The last reply, held: before the close, as a write would have been.
-                with contextlib.suppress(OSError):
-                    await self._send_plain(await self._held_first(b""))
             try:
                 await self._stream.aclose()
                 return
