@@ -34,6 +34,12 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
+def _closed_meanwhile() -> ConnectionResetError:
+    """What a plain-TCP read or write raises that finds its connection closed by another
+    task while it waited."""
+    return ConnectionResetError("the connection is closed")
+
+
 class TrioTransport(shared_transport.FastPaths):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
@@ -111,6 +117,8 @@ class TrioTransport(shared_transport.FastPaths):
         fd = self._fd
         if self._yield_first.now():
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
+            if self._fd != fd:
+                raise _closed_meanwhile()
             try:
                 data = os.read(fd, max_bytes)
                 self._drained = len(data) < max_bytes
@@ -121,7 +129,9 @@ class TrioTransport(shared_transport.FastPaths):
             try:
                 await trio.lowlevel.wait_readable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
+                raise _closed_meanwhile() from exc
+            if self._fd != fd:
+                raise _closed_meanwhile()
             try:
                 data = os.read(fd, max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
@@ -216,11 +226,9 @@ class TrioTransport(shared_transport.FastPaths):
                 self._write_failed = ConnectionResetError(str(exc))
 
     async def _write_rest(self, data: bytes, done: trio.Event) -> None:
-        """Write the rest of a held write as room comes (see :meth:`_write_held`), unless
-        the connection closed before this task began."""
+        """Write the rest of a held write as room comes (see :meth:`_write_held`), until
+        the connection closes (:meth:`_send_plain` stops then)."""
         try:
-            if self._fd < 0:
-                raise ConnectionResetError("the connection is closed")
             await self._send_plain(data)
         except OSError as exc:
             self._write_failed = exc
@@ -277,8 +285,14 @@ class TrioTransport(shared_transport.FastPaths):
     async def _send_plain(self, data: bytes) -> None:
         """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
         kernel takes, and wait for room only when it took nothing. (trio's stream
-        tries again before each wait, and the driver has usually just tried.)"""
+        tries again before each wait, and the driver has usually just tried.)
+
+        Stops once the connection is closed, before the write and after each wait: a
+        wait that room woke in the same batch as the close cannot be told by trio,
+        and the descriptor's number may then be another connection's or file's."""
         fd = self._fd
+        if fd < 0:  # closed while the caller waited (for a held write's rest, say)
+            raise _closed_meanwhile()
         view = memoryview(data)
         sent = 0
         while sent < len(view):
@@ -290,7 +304,9 @@ class TrioTransport(shared_transport.FastPaths):
             try:
                 await trio.lowlevel.wait_writable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
+                raise _closed_meanwhile() from exc
+            if self._fd != fd:
+                raise _closed_meanwhile()
 
     async def send_eof(self) -> None:
         """Shut down the sending side once everything written has gone (the held reply
@@ -396,8 +412,11 @@ class TrioTransport(shared_transport.FastPaths):
 
     async def _close_stream(self) -> None:
         """Close the stream, shielded, within the close timeout (TLS's close, say), then
-        cut it off. Plain-TCP writes stop first: the rest of a held write, whose task
-        has yet to start, must not write to the descriptor once it is another's."""
+        cut it off. Plain-TCP reads and writes are told first (``_fd`` is ``-1``), and
+        each checks after every wait, before it touches the descriptor: one woken in
+        the batch of the close (room came, or bytes) would not hear of it from trio,
+        and the number may be another's by the time it runs (an accept's, a delivery's
+        file's)."""
         self._fd = -1
         with trio.move_on_after(shared_transport.CLOSE_TIMEOUT) as scope:
             scope.shield = True
