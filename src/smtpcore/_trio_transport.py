@@ -48,6 +48,13 @@ class TrioTransport(shared_transport.FastPaths):
     session); any other stream (a ``trio.SSLStream``, a memory stream, a
     user's own) through its own methods. ``start_tls`` wraps the stream in a
     ``trio.SSLStream``.
+
+    The stream is the transport's to close (:meth:`aclose`): closed from
+    another task, a ``trio.SocketStream``'s socket is not asked again before
+    each read and write (a Python call each, on every command), so a read or
+    write may go to the descriptor's number after the kernel has given it to
+    another connection or file. End a session by cancelling it, or with the
+    client's ``close()``.
     """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
