@@ -10,6 +10,9 @@ twice the timeout plus five seconds, where trio's closed at the timeout. Now wha
 comes after the cut has :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, and
 the close does not wait, over a transport whose cancelled close still closes (the
 library's own). A transport of yours that does not say so closes as it always did.
+On trio, replies still held for the end of the scheduler's batch (a busy server's)
+made the close wait for room the whole close timeout; a cancelled close now drops
+them.
 
 Nothing here is timed with a stopwatch: the close timeout is made long (:data:`CLOSE`),
 and the session must end before half of it has passed since the cut, which it cannot
@@ -39,10 +42,11 @@ from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_runner import SessionRunner
 from smtpcore._driver._served_session import ServedSession
 from smtpcore._driver._shutdown import LAST_WORDS
+from smtpcore._trio_held import HeldWrites
 from smtpcore.asyncio import POP3Timeouts, SMTPServer, StreamTransport, Timeouts
 from smtpcore.handler import Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
-from smtpcore.trio import TrioClock
+from smtpcore.trio import TrioClock, TrioTransport
 
 TIMEOUT = 2.0
 """The write's timeout (SMTP's ``command``, POP3's ``send``): longer than
@@ -211,6 +215,64 @@ def test_a_pop3_client_that_never_reads_is_disconnected_at_the_send_timeout(
         assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
         pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch)
         assert_ended_at_the_timeout(watch)
+
+
+@pytest.fixture
+def every_reply_held(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """The trio server holds every reply for the end of the scheduler's batch, as it
+    does while other sessions write in the same batch (a busy server): what the
+    kernel does not take then is written by a task of the server's, which waits for
+    room while the session goes on. The list says, for each close, whether held
+    bytes were still waiting to be sent when it began (the tests' premise)."""
+    monkeypatch.setattr(HeldWrites, "holds", lambda self: True)
+    held_at_close: list[bool] = []
+    aclose = TrioTransport.aclose
+
+    async def watched_aclose(transport: TrioTransport) -> None:
+        held_at_close.append(transport._held is not None or transport._rest_written is not None)
+        await aclose(transport)
+
+    monkeypatch.setattr(TrioTransport, "aclose", watched_aclose)
+    return held_at_close
+
+
+def test_an_smtp_client_that_never_reads_its_held_replies_is_disconnected_at_the_timeout(
+    watch: SessionWatch, every_reply_held: list[bool]
+) -> None:
+    """A client that pipelined HELPs and read nothing, its replies held on trio: the
+    timeout cut the session's write, but ``TrioTransport``'s close, shielded, first
+    waited for room for the held replies, for its whole close timeout (five seconds,
+    :data:`CLOSE` here). A cancelled close now drops them and closes at once."""
+    options: dict[str, Any] = {
+        "max_junk_commands": 10**9,
+        "timeouts": Timeouts(command=TIMEOUT),
+    }
+    with running_smtp_server("trio", Handler(), **options) as server, never_reader() as sock:
+        sock.connect(("127.0.0.1", server.port))
+        assert read_line_of(sock).startswith(b"220 ")
+        sock.sendall(b"HELO client.test\r\n")
+        assert read_line_of(sock).startswith(b"250 ")
+        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 100, watch)
+        assert_ended_at_the_timeout(watch)
+        assert every_reply_held == [True]
+
+
+def test_a_pop3_client_that_never_reads_its_held_replies_is_disconnected_at_the_timeout(
+    watch: SessionWatch, every_reply_held: list[bool], tmp_path: Path
+) -> None:
+    """As above, over POP3 with CAPAs: the close waited the close timeout after the
+    ``send`` timeout had cut the write."""
+    write_maildir(tmp_path / "alice", [b"Subject: hi\r\n\r\nhello\r\n"])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    timeouts = POP3Timeouts(send=TIMEOUT)
+    with running_pop3_server("trio", store, timeouts=timeouts) as server, never_reader() as sock:
+        sock.connect(("127.0.0.1", server.port))
+        assert read_line_of(sock).startswith(b"+OK")
+        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 50, watch)
+        assert_ended_at_the_timeout(watch)
+        assert every_reply_held == [True]
 
 
 USER_CLOSE = 1.0

@@ -24,6 +24,7 @@ from peers import free_port, make_tls_files
 from smtpcore import _asyncio_raw
 from smtpcore._asyncio_client import _client_link, _connect
 from smtpcore._asyncio_client_socket import SocketClientTransport, connect_socket
+from smtpcore.asyncio import SMTPClient, SMTPConnectionError
 
 Scenario = Callable[[SocketClientTransport, socket.socket], Awaitable[None]]
 
@@ -152,6 +153,109 @@ def test_a_write_the_kernel_cannot_take_at_once_waits_for_the_rest() -> None:
         assert b"".join(got) == data
 
     run(scenario)
+
+
+async def _watched_for_room(fd: int) -> None:
+    """Until the loop's selector watches ``fd`` for room (a write waits)."""
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    while True:
+        key = selector.get_map().get(fd)
+        if key is not None and key.events & selectors.EVENT_WRITE:
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_a_close_from_another_task_ends_a_waiting_write_and_frees_the_number() -> None:
+    """``client.close()`` from another task while a write waits for room (a server that
+    stopped reading): the loop stopped watching the socket before it closed, the
+    write fails as over a reset connection, and the descriptor's number, which the
+    kernel gives the next socket at once, is that socket's. The watch was left
+    behind: the write waited until its own timeout, the next socket with that number
+    could not be watched (a connect never completed), and the write's unwinding took
+    away whatever watch was on the number then."""
+
+    async def scenario(transport: SocketClientTransport, peer: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        fd = transport._fd
+        sending = asyncio.ensure_future(transport.send_all(b"x" * (16 << 20)))
+        await asyncio.wait_for(_watched_for_room(fd), 30)  # the peer never reads
+        await transport.aclose()
+        assert fd not in loop._selector.get_map()  # type: ignore[attr-defined]
+        ours, theirs = socket.socketpair()  # the kernel gives the number to the next socket
+        with ours, theirs:
+            assert ours.fileno() == fd
+            readable = loop.create_future()
+            loop.add_reader(fd, _wake_once, readable)
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(sending, 30)
+            theirs.send(b"x")  # the write's unwinding left the new socket's watch alone
+            await asyncio.wait_for(readable, 30)
+            loop.remove_reader(fd)
+        again = await asyncio.wait_for(_connect(30, "127.0.0.1", peer.getsockname()[1], None), 30)
+        try:
+            assert isinstance(again, SocketClientTransport)
+            assert again._fd == fd
+            await again.send_all(b"QUIT\r\n")
+        finally:
+            await again.aclose()
+
+    run(scenario)
+
+
+def test_a_client_closed_from_another_task_ends_its_waiting_send_message() -> None:
+    """The same through the public client (which ``POP3Client`` shares): a
+    ``send_message`` whose content a server stopped reading fails with
+    :class:`SMTPConnectionError` once another task closes the client, and the next
+    client, given the same descriptor number, connects and says QUIT."""
+
+    async def main() -> None:
+        done = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 stalls.test ESMTP\r\n")
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-stalls.test\r\n250 PIPELINING\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go on\r\n")
+                    await done.wait()  # and reads no more
+                    break
+                elif verb == b"QUIT":
+                    writer.write(b"221 bye\r\n")
+                    break
+                else:
+                    writer.write(b"250 OK\r\n")
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            client = SMTPClient("127.0.0.1", port, starttls=False)
+            await client.connect()
+            assert client._transport is not None
+            fd = client._transport.transport._fd  # type: ignore[attr-defined]
+            content = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (16 << 10)
+            sending = asyncio.ensure_future(
+                client.send_message(content, "a@abc.example", ["b@pqr.example"])
+            )
+            await asyncio.wait_for(_watched_for_room(fd), 30)
+            await client.close()  # from another task
+            with pytest.raises(SMTPConnectionError):
+                await asyncio.wait_for(sending, 30)
+            other = SMTPClient("127.0.0.1", port, starttls=False)
+            await asyncio.wait_for(other.connect(), 30)
+            assert other._transport is not None
+            assert other._transport.transport._fd == fd  # type: ignore[attr-defined]
+            await other.quit()
+            done.set()
+
+    asyncio.run(main())
+
+
+def _wake_once(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def test_a_reply_read_resumes_the_waiting_task_in_the_read_callback() -> None:

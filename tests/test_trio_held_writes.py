@@ -7,16 +7,20 @@ calls the instruments' ``before_io_wait`` before the task runs again.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
+import smtpcore._driver._transport
 from peers import LOOPBACK, TLSFiles, read_until, received_now, starttls_client
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import Handler
@@ -156,6 +160,201 @@ def test_held_bytes_the_kernel_cannot_take_whole_wait_for_room_and_all_arrive(
             assert b._rest_written is None
             await a.aclose()
             await b.aclose()
+
+    trio.run(main)
+
+
+def test_a_cancelled_close_drops_the_rest_that_waits_for_room_and_closes_at_once(
+    pairs: list[tuple[socket.socket, socket.socket]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server cancels the close of a session whose client did not take its last
+    write in time. The close, shielded whole, waited for room for the rest of a held
+    write until its close timeout (five seconds); now it closes without waiting, and
+    the client reads what its kernel took, then the end. trio's clock is a mock one
+    that jumps to the next deadline whenever every task waits: a close that waits
+    for its close timeout moves it on by that much."""
+    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", 3600.0)
+    (ours_a, _), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            assert b.send_nowait(PAYLOAD) == len(PAYLOAD)  # held, whole
+            await trio.lowlevel.checkpoint()  # written: the kernel takes part of it
+            assert b._rest_written is not None
+            began = trio.current_time()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.aclose()
+            assert trio.current_time() == began, "the close waited for room"
+            await trio.lowlevel.checkpoint()  # the task writing the rest ends
+            assert b._rest_written is None and b._held is None
+            await a.aclose()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    received = bytearray()
+    theirs_b.settimeout(10)
+    while data := theirs_b.recv(65536):
+        received += data
+    assert 0 < len(received) < len(PAYLOAD)
+    assert PAYLOAD.startswith(received)
+
+
+def test_a_cancelled_close_still_sends_the_held_bytes_the_kernel_takes_at_once(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """With room for them, the last held replies go out before a cancelled close too:
+    only a wait for room is given up."""
+    (ours_a, _), (ours_b, theirs_b) = pairs
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            a.send_nowait(b"250 a\r\n")
+            b.send_nowait(b"221 bye\r\n")
+            assert b._held is not None
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.aclose()
+            await a.aclose()
+
+    trio.run(main)
+    theirs_b.settimeout(10)
+    assert theirs_b.recv(100) == b"221 bye\r\n"
+    assert theirs_b.recv(100) == b""
+
+
+class WokenBeforeTheClose:
+    """Stands in for ``trio.lowlevel``'s ``name`` (``wait_writable``, ``wait_readable``,
+    ``checkpoint``) in the one call ``applies`` picks: once the real one is over (its
+    task woken), the task goes on only after :attr:`go_on`, as when its wake-up and
+    another task's close of the connection came in the same batch of trio's scheduler
+    and the close ran first. trio fails a wait that the close finds
+    (``ClosedResourceError``), not one that is over: the woken task is on its own."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, applies: Callable[..., bool]
+    ) -> None:
+        self.waiting = trio.Event()
+        self.woken = trio.Event()
+        self.go_on = trio.Event()
+        real = getattr(trio.lowlevel, name)
+
+        async def stand_in(*args: Any) -> None:
+            if self.woken.is_set() or not applies(*args):
+                await real(*args)
+                return
+            self.waiting.set()
+            await real(*args)
+            self.woken.set()
+            await self.go_on.wait()
+
+        monkeypatch.setattr(trio.lowlevel, name, stand_in)
+
+
+@contextlib.contextmanager
+def reused(fd: int, path: str, flags: int) -> Iterator[None]:
+    """``path`` opened under the number ``fd``, which a closed socket had: as an
+    accept of another task's, or a delivery's file, takes the lowest free number."""
+    opened = os.open(path, flags)  # under that number already if it is the lowest free
+    if opened != fd:
+        try:
+            os.dup2(opened, fd)
+        finally:
+            os.close(opened)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def test_the_rest_of_a_held_write_woken_as_the_close_comes_writes_nothing_after_it(
+    pairs: list[tuple[socket.socket, socket.socket]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The task writing the rest of a held write waits for room; room comes, and in the
+    same batch a cancelled close closes the socket and another task takes its number
+    (a delivery's file here). The task, woken already, wrote up to 16 KiB of this
+    session's replies to that file (or another client's connection)."""
+    (ours_a, _), (ours_b, theirs_b) = pairs
+    victim = tmp_path / "another's"
+    victim.touch()
+
+    async def main() -> None:
+        async with held(ours_a, ours_b) as (_, [a, b]):
+            fd = b._fd
+            race = WokenBeforeTheClose(monkeypatch, "wait_writable", lambda on: on == fd)
+            a.send_nowait(b"250 a\r\n")
+            assert b.send_nowait(PAYLOAD) == len(PAYLOAD)  # held, whole
+            await trio.lowlevel.checkpoint()  # written in part: a task writes the rest
+            rest = b._rest_written
+            assert rest is not None
+            await race.waiting.wait()
+            theirs_b.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while theirs_b.recv(65536):  # the client reads: room comes
+                    pass
+            await race.woken.wait()
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await b.aclose()  # as the server cancels the close of a slow reader's
+            with reused(fd, str(victim), os.O_WRONLY):
+                race.go_on.set()
+                await rest.wait()
+            assert victim.read_bytes() == b"", "another's file got this session's replies"
+            assert isinstance(b._write_failed, ConnectionResetError)
+            await a.aclose()
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("wait", ["checkpoint", "wait_readable"])
+def test_a_read_woken_as_the_close_comes_reads_nothing_after_it(
+    pairs: list[tuple[socket.socket, socket.socket]],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    wait: str,
+) -> None:
+    """As above, for a read: the checkpoint a read makes first, or its wait for bytes,
+    is over when another task closes the connection and the number is taken. The
+    read returned what was another's (another client's commands, a file's mail)."""
+    (ours, theirs), _ = pairs
+    victim = tmp_path / "another's"
+    victim.write_bytes(b"Subject: not yours\r\n")
+
+    async def main() -> None:
+        transport = TrioTransport(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        fd = transport._fd
+        read: list[bytes | OSError] = []
+        reader: list[trio.lowlevel.Task] = []
+        finished = trio.Event()
+
+        def applies(*args: Any) -> bool:
+            if wait == "checkpoint":
+                return trio.lowlevel.current_task() in reader
+            return args == (fd,)
+
+        race = WokenBeforeTheClose(monkeypatch, wait, applies)
+
+        async def read_one() -> None:
+            reader.append(trio.lowlevel.current_task())
+            try:
+                read.append(await transport.receive_some(1024))
+            except OSError as exc:
+                read.append(exc)
+            finished.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_one)
+            await race.waiting.wait()
+            theirs.sendall(b"NOOP\r\n")
+            await race.woken.wait()
+            await transport.aclose()
+            with reused(fd, str(victim), os.O_RDONLY):
+                race.go_on.set()
+                await finished.wait()
+        [result] = read
+        assert isinstance(result, ConnectionResetError), result
 
     trio.run(main)
 

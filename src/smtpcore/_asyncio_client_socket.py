@@ -72,6 +72,7 @@ class SocketClientTransport(FastPaths):
         "_own",
         "_readable",
         "_reading",
+        "_room",
         "_sock",
         "_tls",
         "_waiter",
@@ -99,6 +100,9 @@ class SocketClientTransport(FastPaths):
         self._tls: AsyncioTransport | None = None
         """asyncio's transport, which carries the connection once TLS has started."""
         self._reading = False
+        self._room: asyncio.Future[None] | None = None
+        """What :meth:`send_all` waits on while the loop watches for room, which
+        :meth:`aclose` wakes."""
         self._watch_reads()
 
     # -- the transport as the selector loop's reader handle -------------------------
@@ -311,12 +315,22 @@ class SocketClientTransport(FastPaths):
             sent = self.send_nowait(view)  # type: ignore[arg-type]  # a view of bytes
             view = view[sent:]
             if view:
-                writable = self._loop.create_future()
-                self._loop.add_writer(self._fd, _wake, writable)
-                try:
-                    await writable
-                finally:
-                    self._loop.remove_writer(self._fd)
+                await self._wait_for_room()
+
+    async def _wait_for_room(self) -> None:
+        """Wait until the kernel takes more, or the transport is closed (the next write
+        then raises). A close from another task takes the watch off itself, before
+        the socket is closed and its number perhaps given to another connection, so
+        this wait leaves it alone then."""
+        fd = self._fd
+        room = self._room = self._loop.create_future()
+        self._loop.add_writer(fd, _wake, room)
+        try:
+            await room
+        finally:
+            if self._room is room:
+                self._room = None
+                self._loop.remove_writer(fd)
 
     # -- TLS, the close, addresses ---------------------------------------------------
 
@@ -342,6 +356,9 @@ class SocketClientTransport(FastPaths):
         await protocol.start_tls(context, server_side=server_side, server_hostname=server_hostname)
 
     async def aclose(self) -> None:
+        """Close the connection; a read or a write another task has waiting ends
+        (the end of the stream; a reset). The loop stops watching the socket before
+        it closes: the kernel may give its number to the next connection at once."""
         if self._tls is not None:
             await self._tls.aclose()
             return
@@ -352,7 +369,12 @@ class SocketClientTransport(FastPaths):
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(b"")
+        room, self._room = self._room, None
+        if room is not None:  # a write waits for room: off the loop before the close
+            self._loop.remove_writer(self._fd)
+            _wake(room)
         self._sock.close()
+        self._fd = -1
 
     @property
     def peer_address(self) -> tuple[str, int] | None:

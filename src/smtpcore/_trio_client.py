@@ -37,7 +37,9 @@ class _TrioClient(ClientConstructors):
         """over_stream(stream: trio.abc.Stream, *, host: str = "localhost", **options)
 
         A client whose session runs over any ``trio.abc.Stream``; keywords as for
-        :meth:`over_transport`."""
+        :meth:`over_transport`. The stream is the session's: end it with
+        :meth:`close` (or :meth:`quit`), not by closing the stream from another
+        task (see :class:`~smtpcore.trio.TrioTransport`)."""
         client = cls(host, None, *args, **options)
         client._given = TrioTransport(stream)
         return client

@@ -226,7 +226,11 @@ class _Listener(BaseListener[_S]):
         ``trio.SSLStream``, one end of ``trio.testing.memory_stream_pair()``...), as
         :meth:`serve_transport` does: ``trio.serve_tcp(server.serve_stream, ...)``
         works as it is. A ``trio.SSLStream``'s handshake is the session's first step
-        (the transport's ``finish_handshake``)."""
+        (the transport's ``finish_handshake``).
+
+        The stream is the session's until this call returns: end the session early
+        by cancelling this call, not by closing the stream from another task (see
+        :class:`~smtpcore.trio.TrioTransport`)."""
         await self.serve_transport(TrioTransport(stream))
 
     async def serve_forever(self) -> None:

@@ -40,6 +40,12 @@ def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     return stream.socket if isinstance(stream, trio.SocketStream) else None
 
 
+def _closed_meanwhile() -> ConnectionResetError:
+    """What a plain-TCP read or write raises that finds its connection closed by another
+    task while it waited."""
+    return ConnectionResetError("the connection is closed")
+
+
 class TrioTransport(shared_transport.FastPaths):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
@@ -48,6 +54,13 @@ class TrioTransport(shared_transport.FastPaths):
     session); any other stream (a ``trio.SSLStream``, a memory stream, a
     user's own) through its own methods. ``start_tls`` wraps the stream in a
     ``trio.SSLStream``.
+
+    The stream is the transport's to close (:meth:`aclose`): closed from
+    another task, a ``trio.SocketStream``'s socket is not asked again before
+    each read and write (a Python call each, on every command), so a read or
+    write may go to the descriptor's number after the kernel has given it to
+    another connection or file. End a session by cancelling it, or with the
+    client's ``close()``.
     """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
@@ -122,6 +135,8 @@ class TrioTransport(shared_transport.FastPaths):
         fd = self._fd
         if self._yield_first.now():
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
+            if self._fd != fd:
+                raise _closed_meanwhile()
             try:
                 data = os.read(fd, max_bytes)
                 self._drained = len(data) < max_bytes
@@ -132,7 +147,9 @@ class TrioTransport(shared_transport.FastPaths):
             try:
                 await trio.lowlevel.wait_readable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
+                raise _closed_meanwhile() from exc
+            if self._fd != fd:
+                raise _closed_meanwhile()
             try:
                 data = os.read(fd, max_bytes)
             except BlockingIOError:  # pragma: no cover - a spurious wake-up
@@ -249,7 +266,8 @@ class TrioTransport(shared_transport.FastPaths):
                 self._write_failed = ConnectionResetError(str(exc))
 
     async def _write_rest(self, data: bytes, done: trio.Event) -> None:
-        """Write the rest of a held write as room comes (see :meth:`_write_held`)."""
+        """Write the rest of a held write as room comes (see :meth:`_write_held`), until
+        the connection closes (:meth:`_send_plain` stops then)."""
         try:
             await self._send_plain(data)
         except OSError as exc:
@@ -307,8 +325,14 @@ class TrioTransport(shared_transport.FastPaths):
     async def _send_plain(self, data: bytes) -> None:
         """Write to the socket itself, as :meth:`_receive_plain` reads: write what the
         kernel takes, and wait for room only when it took nothing. (trio's stream
-        tries again before each wait, and the driver has usually just tried.)"""
+        tries again before each wait, and the driver has usually just tried.)
+
+        Stops once the connection is closed, before the write and after each wait: a
+        wait that room woke in the same batch as the close cannot be told by trio,
+        and the descriptor's number may then be another connection's or file's."""
         fd = self._fd
+        if fd < 0:  # closed while the caller waited (for a held write's rest, say)
+            raise _closed_meanwhile()
         view = memoryview(data)
         sent = 0
         while sent < len(view):
@@ -320,7 +344,9 @@ class TrioTransport(shared_transport.FastPaths):
             try:
                 await trio.lowlevel.wait_writable(fd)
             except trio.ClosedResourceError as exc:  # closed by another task meanwhile
-                raise ConnectionResetError("the connection is closed") from exc
+                raise _closed_meanwhile() from exc
+            if self._fd != fd:
+                raise _closed_meanwhile()
 
     async def send_eof(self) -> None:
         """Shut down the sending side once everything written has gone (the held reply
@@ -396,19 +422,44 @@ class TrioTransport(shared_transport.FastPaths):
         self._fd = -1
 
     closes_when_cancelled: ClassVar[bool] = True
-    """:meth:`aclose` closes whether cancelled or not: it shields itself, within its own
-    close timeout (see :mod:`smtpcore.transport`)."""
+    """:meth:`aclose` closes whether cancelled or not: a cancelled one drops the replies
+    it still holds and closes the stream, shielded, within its own close timeout (see
+    :mod:`smtpcore.transport`)."""
 
     async def aclose(self) -> None:
+        """Send what held writes keep, then close the stream. Only the sending waits on
+        the caller's cancellation: a server cancels the close of a session whose
+        client did not take its last write in time, and waiting for room then would
+        hold the session the whole close timeout for a client that does not read,
+        where asyncio's transports abort. The stream's own close is shielded, so a
+        cancelled close still closes."""
         if self._closed:
             return
         self._closed = True
+        try:
+            if self._held is not None or self._rest_written is not None:
+                await self._send_held_last()
+        finally:
+            self._held = None
+            await self._close_stream()
+
+    async def _send_held_last(self) -> None:
+        """The last replies, held: sent before the close, as a write would have been,
+        within the close timeout. What the kernel takes at once goes out even under a
+        cancelled scope; the rest is dropped when the caller cancels the wait."""
+        with trio.move_on_after(shared_transport.CLOSE_TIMEOUT), contextlib.suppress(OSError):
+            await self._send_plain(await self._held_first(b""))
+
+    async def _close_stream(self) -> None:
+        """Close the stream, shielded, within the close timeout (TLS's close, say), then
+        cut it off. Plain-TCP reads and writes are told first (``_fd`` is ``-1``), and
+        each checks after every wait, before it touches the descriptor: one woken in
+        the batch of the close (room came, or bytes) would not hear of it from trio,
+        and the number may be another's by the time it runs (an accept's, a delivery's
+        file's)."""
+        self._fd = -1
         with trio.move_on_after(shared_transport.CLOSE_TIMEOUT) as scope:
             scope.shield = True
-            if self._held is not None or self._rest_written is not None:
-                # The last reply, held: before the close, as a write would have been.
-                with contextlib.suppress(OSError):
-                    await self._send_plain(await self._held_first(b""))
             try:
                 await self._stream.aclose()
                 return

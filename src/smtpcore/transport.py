@@ -64,7 +64,8 @@ that a cancelled write breaks (trio's ``SSLStream``) cannot say ``True``.
 A transport may also have a ``closes_when_cancelled`` attribute: ``True``
 when a cancelled :meth:`Transport.aclose` still closes the connection,
 dropping what it had yet to send (the library's own transports say so: the
-asyncio ones abort the connection, trio's shields its close). A server then
+asyncio ones abort the connection, trio's drops what it still holds and
+shields the close of its stream). A server then
 cancels the close of a session whose client did not take its last write in
 time, rather than wait for room that will not come. Absent, or anything but
 ``True``, the close is left to run to its end within the bound it sets

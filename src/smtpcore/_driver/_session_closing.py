@@ -49,12 +49,10 @@ class SessionClosing:
         that did not come in the write's timeout will not come in the transport's
         close timeout either, which would hold the session (and its place under the
         session limits) for that long again. The close is cancelled as it first
-        waits: the asyncio transports abort the connection then. Trio's shields its
-        close within its own close timeout, which a cancellation does not shorten:
-        a reply it still holds for the end of trio's scheduler batch, or the rest
-        of a held write another task was finishing, it first tries to send, and
-        may wait that whole timeout for room; with nothing held, a plain socket
-        closes without waiting. Any other transport closes as it
+        waits: the asyncio transports abort the connection then; trio's drops what
+        it still holds for the end of trio's scheduler batch (what the kernel takes
+        at once aside), or the rest of a held write another task was finishing,
+        and closes its stream, shielded. Any other transport closes as it
         does, within the bound it sets itself: cancelled, one that gives up waiting
         and then aborts would never abort, and the connection would stay open.
         Nor while the server stops: a write its shutdown cut off still gets the
