@@ -28,6 +28,7 @@ from peers import TLSFiles, running_pop3_server, running_smtp_server, write_mail
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
 from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
 
@@ -133,6 +134,20 @@ def write_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[WriteWatch]:
 
     monkeypatch.setattr(RawSocketTransport, "_sent", watched)
     yield watch
+
+
+def watch_the_cut_off(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once a shutdown's grace is over and its cut-off has reached the sessions
+    (``SessionRegistry.cut_off``), as ``test_stop_mid_commit``'s fixture of that name."""
+    done = threading.Event()
+    original = SessionRegistry.cut_off
+
+    def seen(registry: SessionRegistry[Any]) -> None:
+        original(registry)
+        done.set()
+
+    monkeypatch.setattr(SessionRegistry, "cut_off", seen)
+    return done
 
 
 def pipeline_until_the_write_waits(sock: socket.socket, batch: bytes, watch: WriteWatch) -> None:
@@ -334,8 +349,22 @@ def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
     client's kernel drop what it had not read (RFC 1122 §4.2.2.13). The linger now
     reads them under the broken TLS layer: the client reads every whole reply the
     server had sent, then the end (a reply the cut left in part, but no last word).
-    On asyncio, nothing of the write is lost: every reply, then the last word."""
+
+    On asyncio, nothing of the write is lost: a client that reads within the last
+    words after the cut-off gets every reply, then the last word. It reads once the
+    cut-off has come, not once a write is cancelled: asyncio's TLS layer takes a
+    whole write and keeps what the kernel does not take, so a POP3 session waits in
+    its read, is woken as idle when the shutdown begins and queues its ``-ERR``
+    behind the kept records, and the first write cancelled is that one, when the
+    session is dropped :data:`~smtpcore._driver._shutdown.LAST_WORDS` after the
+    cut-off (a client reading only then races the close, which, with its commands
+    unread, resets the connection: RFC 1122 §4.2.2.13). The last words are made
+    longer than any read here takes: the order of events alone decides."""
     watch = watch_tls_writes(adapter, monkeypatch)
+    cut_off = threading.Event()
+    if adapter == "asyncio":
+        cut_off = watch_the_cut_off(monkeypatch)
+        monkeypatch.setattr("smtpcore._driver._shutdown.LAST_WORDS", 30.0)
     server_options: dict[str, Any] = {"ssl_context": tls.server_context, "tls_on_connect": True}
     if protocol == "smtp":
         running = running_smtp_server(
@@ -371,11 +400,14 @@ def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
                 target=server.call, args=(lambda: server.server.aclose(grace=0.3),)
             )
             closing.start()
-            assert watch.cut.wait(10)
             if adapter == "trio":
-                # Read once the server has closed: a reset would have come by then. (An
-                # asyncio server still writes what it kept, as the client reads it.)
+                # Read once the server has closed: a reset would have come by then.
+                assert watch.cut.wait(10)
                 closing.join(30)
+            else:
+                # Read once the grace is over, within the last words: an asyncio server
+                # still writes what it kept, as the client reads it, then the goodbye.
+                assert cut_off.wait(10)
             received = read_to_the_end(sock)
             closing.join(30)
             assert not closing.is_alive()
