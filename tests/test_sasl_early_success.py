@@ -459,6 +459,26 @@ def test_an_instance_override_of_initial_response_is_asked(protocol: str) -> Non
     assert "before the client sent its credentials" in str(error)
 
 
+class _Refreshed(XOAuth2Client):
+    """Overrides ``initial_response()`` with a token fetched when ``AUTH`` is sent, too
+    long for the line: the constructor's token is stale by then."""
+
+    def initial_response(self) -> bytes:
+        return b"user=tim\x01auth=Bearer FRESH" + b"x" * 600 + b"\x01\x01"
+
+
+@BOTH
+def test_a_withheld_response_is_answered_with_the_bytes_taken(protocol: str) -> None:
+    """The empty challenge after a withhold was answered with the constructor's bytes
+    (``Bearer STALE``), not the ones the override gave when ``AUTH`` was sent."""
+    flow: Any = (smtp if protocol == "smtp" else pop3).ClientAuth(_Refreshed("tim", "STALE"))
+    assert flow.start().initial_response is None
+    empty = smtp.Reply(334, "") if protocol == "smtp" else pop3.Continue(b"")
+    answer = flow.respond(empty).data
+    assert answer.startswith(b"user=tim\x01auth=Bearer FRESH")
+    assert b"STALE" not in answer
+
+
 # -- the clients, against a scripted server ------------------------------------
 
 DRIVEN = ["LOGIN before the password", "CRAM-MD5 before the digest", "PLAIN withheld"]

@@ -576,13 +576,17 @@ def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
     ``ClientMechanism.register()`` vouches for keeps its own books: it is only asked.
     The mechanism's method is always asked, whoever overrode it (a subclass, or an
     instance's attribute set by ``mock.patch.object``): the base's count, when it ran,
-    is done again here to the same effect."""
+    is done again here to the same effect. The bytes taken are the ones a withheld
+    response is given in answer to the server's empty challenge: an override's own (a
+    token fetched as ``AUTH`` is sent), not the constructor's."""
     response = mechanism.initial_response()
     if ClientMechanism not in type(mechanism).__mro__:
         return response
     stage = mechanism._stage
     if stage is _ClientStage.START or stage is _ClientStage.TAKEN:  # nothing answered yet
         mechanism._stage = _ClientStage.TAKEN
+        if response is not None:
+            mechanism._first_response = response
         if mechanism._initial_part is not None:
             mechanism._owed = None if response is not None else mechanism._initial_part
     return response
