@@ -464,10 +464,14 @@ def test_server_options_are_checked() -> None:
     with pytest.raises(ValueError, match="credential check"):
         Authenticator(check_password=check_password, mechanisms=["CRAM-MD5"])
     # True passed as 1 (and "4096" raised TypeError from a comparison); every SCRAM
-    # login then failed building its server mechanism.
-    counts: tuple[Any, ...] = (True, "4096", 4096.0, 0, 2**32)
-    for count in counts:
-        with pytest.raises(ValueError, match="scram_mock_iterations must be an int from 1"):
+    # login then failed building its server mechanism. A wrong type is TypeError, as
+    # mechanisms="PLAIN" below, and a count out of range ValueError.
+    wrong_types: tuple[Any, ...] = ((True, "bool"), ("4096", "str"), (4096.0, "float"))
+    for count, kind in wrong_types:
+        with pytest.raises(TypeError, match=f"scram_mock_iterations must be an int, not {kind}"):
+            Authenticator(check_password=check_password, scram_mock_iterations=count)
+    for count in (0, -1, 2**32):
+        with pytest.raises(ValueError, match=f"must be from 1 to 4294967295, not {count}"):
             Authenticator(check_password=check_password, scram_mock_iterations=count)
     # One str where names are listed would be its letters: P, L, A, I, N.
     with pytest.raises(TypeError, match=r"mechanisms=\['PLAIN'\]"):

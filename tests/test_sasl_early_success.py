@@ -25,12 +25,15 @@ import pytest
 from peers import ADAPTERS, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, pop3, smtp
 from smtpcore.sasl import (
+    Challenge,
     ClientMechanism,
     CramMD5Client,
     LoginClient,
     OAuthBearerClient,
     PlainClient,
+    PlainServer,
     SASLError,
+    Success,
     XOAuth2Client,
 )
 from smtpcore.testing import ExpectClose, ScriptedServer, script
@@ -457,6 +460,96 @@ def test_an_instance_override_of_initial_response_is_asked(protocol: str) -> Non
         error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
     assert asked.call_count == 1
     assert "before the client sent its credentials" in str(error)
+
+
+class _Refreshed(XOAuth2Client):
+    """Overrides ``initial_response()`` with a token fetched when ``AUTH`` is sent, too
+    long for the line: the constructor's token is stale by then."""
+
+    def initial_response(self) -> bytes:
+        return b"user=tim\x01auth=Bearer FRESH" + b"x" * 600 + b"\x01\x01"
+
+
+@BOTH
+def test_a_withheld_response_is_answered_with_the_bytes_taken(protocol: str) -> None:
+    """The empty challenge after a withhold was answered with the constructor's bytes
+    (``Bearer STALE``), not the ones the override gave when ``AUTH`` was sent."""
+    flow: Any = (smtp if protocol == "smtp" else pop3).ClientAuth(_Refreshed("tim", "STALE"))
+    assert flow.start().initial_response is None
+    empty = smtp.Reply(334, "") if protocol == "smtp" else pop3.Continue(b"")
+    answer = flow.respond(empty).data
+    assert answer.startswith(b"user=tim\x01auth=Bearer FRESH")
+    assert b"STALE" not in answer
+
+
+@BOTH
+def test_a_class_patched_after_it_was_made_is_counted_by_client_auth(protocol: str) -> None:
+    """A method set on the class later (``mock.patch.object(PlainClient, ...)``) is no
+    counted override: ``ClientAuth`` counts what it gives itself."""
+    with mock.patch.object(PlainClient, "initial_response", return_value=None):
+        early = Early(lambda: PlainClient("tim", "pw"), (), "its credentials")
+        error = _smtp_early(early) if protocol == "smtp" else _pop3_early(early)
+    assert "before the client sent its credentials" in str(error)
+
+
+# -- a loop of your own (docs/sasl.rst), with no ClientAuth ---------------------
+
+
+def _own_loop(mechanism: ClientMechanism, *, early: bool) -> None:
+    """The loop docs/sasl.rst shows, against a PLAIN server in memory: the initial
+    response goes with ``AUTH`` when it is not None; ``early``, the server's success
+    comes straight after the command."""
+    first = mechanism.initial_response()
+    if early:
+        mechanism.verify_success(None)
+        return
+    server = PlainServer(lambda authzid, authcid, password: password == "pw")
+    step = server.start(first)
+    while isinstance(step, Challenge):
+        step = server.step(mechanism.respond(step.data))
+    assert isinstance(step, Success)
+    mechanism.verify_success(step.data)
+
+
+@DECLINING
+def test_an_own_loops_early_success_to_a_declined_initial_response_is_refused(
+    shape: type[PlainClient],
+) -> None:
+    """An override that called the base's and then gave None had the credentials
+    counted as sent, so a success to the bare ``AUTH PLAIN`` the loop sent was taken
+    as a login: the count is of what the override gives, whoever calls it."""
+    mechanism = shape("tim", "pw")
+    with pytest.raises(SASLError, match="before the client sent its credentials"):
+        _own_loop(mechanism, early=True)
+    assert not mechanism.complete
+
+
+@DECLINING
+def test_an_own_loop_draws_out_a_declined_initial_response(shape: type[PlainClient]) -> None:
+    mechanism = shape("tim", "pw")
+    _own_loop(mechanism, early=False)
+    assert mechanism.complete
+
+
+@OVERRIDING
+@pytest.mark.parametrize("early", [True, False], ids=["success at once", "whole exchange"])
+def test_an_own_loop_takes_a_success_to_an_overriding_mechanisms_credentials(
+    shape: type[PlainClient], early: bool
+) -> None:
+    """An override that did not call the base's had its credentials counted as never
+    sent by a loop of your own, and the server's success to them refused."""
+    mechanism = shape("tim", "pw")
+    _own_loop(mechanism, early=early)
+    assert mechanism.complete
+
+
+def test_an_own_loops_withheld_override_is_answered_with_its_own_bytes() -> None:
+    mechanism = _Refreshed("tim", "STALE")
+    first = mechanism.initial_response()
+    mechanism.withhold_initial_response()  # the loop found the line too long
+    assert mechanism.respond(b"") == first
+    with pytest.raises(SASLError, match="before the client sent its token"):
+        _Refreshed("tim", "STALE").verify_success(None)
 
 
 # -- the clients, against a scripted server ------------------------------------

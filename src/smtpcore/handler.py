@@ -50,7 +50,7 @@ from smtpcore.sasl import (
     passwords_match,
 )
 from smtpcore.sasl._base import _require_found
-from smtpcore.sasl._scram import DEFAULT_ITERATIONS
+from smtpcore.sasl._scram import _MOST_ITERATIONS, DEFAULT_ITERATIONS
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
 __all__ = [
@@ -189,10 +189,13 @@ class Authenticator:
             raise ValueError("an Authenticator needs at least one credential check")
         count = self.scram_mock_iterations
         # Checked here, as the SCRAM servers check it: found at each SCRAM login, True
-        # (taken for 1) or "4096" would fail every one.
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 0xFFFFFFFF:
+        # (taken for 1) or "4096" would fail every one. A wrong type is TypeError and a
+        # count out of range ValueError, as for the Authenticator's other settings.
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise TypeError(f"scram_mock_iterations must be an int, not {type(count).__name__}")
+        if not 1 <= count <= _MOST_ITERATIONS:
             raise ValueError(
-                f"scram_mock_iterations must be an int from 1 to 4294967295, not {count!r}"
+                f"scram_mock_iterations must be from 1 to {_MOST_ITERATIONS}, not {count}"
             )
         if self.mechanisms is not None:
             for name in listed("mechanisms", self.mechanisms):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias, TypeVar
@@ -465,6 +467,15 @@ class ClientMechanism(abc.ABC):
     """What :meth:`initial_response` gives: a mechanism with one sets it in its
     constructor."""
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Count what an override of :meth:`initial_response` gives: see
+        :func:`_counting`."""
+        super().__init_subclass__(**kwargs)
+        override = cls.__dict__.get("initial_response")
+        if inspect.isfunction(override):
+            counting = _counting(override)
+            cls.initial_response = counting  # type: ignore[method-assign, assignment]
+
     def __init__(self) -> None:
         self._complete = False
         self._failed = False
@@ -489,15 +500,17 @@ class ClientMechanism(abc.ABC):
         server's success to that bare command would be taken for one after the
         credentials. Only the first call, before any challenge, counts: a later
         one gives the same bytes and leaves owed what is owed. A subclass may
-        override it, calling ``super().initial_response()`` or not:
-        ``smtp.ClientAuth`` and ``pop3.ClientAuth`` count what it gives as sent
-        themselves (:func:`take_initial_response`).
+        override it, calling ``super().initial_response()`` or not: what the
+        override gives is counted as it returns, by whoever calls it (a None as
+        nothing sent), and after a withhold answers the empty challenge.
         """
-        if self._stage is _ClientStage.START:
-            self._stage = _ClientStage.TAKEN
+        response = self._first_response
+        stage = self._stage
+        if stage is _ClientStage.START or stage is _ClientStage.TAKEN:  # _count_taken's
+            self._stage = _ClientStage.TAKEN  # count, inline: one call fewer per AUTH
             if self._initial_part is not None:
-                self._owed = None
-        return self._first_response
+                self._owed = None if response is not None else self._initial_part
+        return response
 
     def withhold_initial_response(self) -> None:
         """Say that the command went without :meth:`initial_response`'s bytes.
@@ -565,27 +578,66 @@ class ClientMechanism(abc.ABC):
             raise SASLError(f"{self.name} defines no additional data with success")
 
 
+def _count_taken(mechanism: ClientMechanism, response: bytes | None) -> None:
+    """Count ``response``, what the mechanism's ``initial_response()`` gave, as what
+    went with ``AUTH``, while nothing was answered: bytes are sent (and answer the
+    server's empty challenge if they are then withheld), and a None sends a bare
+    ``AUTH``, so the part the initial response carries is still owed (RFC 4422
+    §3.6)."""
+    stage = mechanism._stage
+    if stage is _ClientStage.START or stage is _ClientStage.TAKEN:
+        mechanism._stage = _ClientStage.TAKEN
+        if response is not None:
+            mechanism._first_response = response
+        if mechanism._initial_part is not None:
+            mechanism._owed = None if response is not None else mechanism._initial_part
+
+
+_Taking = TypeVar("_Taking", bound=ClientMechanism)
+
+
+def _counting(
+    method: Callable[[_Taking], bytes | None],
+) -> Callable[[_Taking], bytes | None]:
+    """A subclass's ``initial_response()``, counting what it gives as taken: the base's
+    count, when the override calls it, sees the base's bytes, not the override's own
+    or the None it gives instead, and an override that does not call it counts
+    nothing. So a loop of your own, which calls the override with no
+    :func:`take_initial_response`, has it counted as ``ClientAuth`` does: a success to
+    the bare ``AUTH`` a None sends is refused, and one to the override's own bytes is
+    taken."""
+
+    @functools.wraps(method)
+    def initial_response(self: _Taking) -> bytes | None:
+        response = method(self)
+        _count_taken(self, response)
+        return response
+
+    return initial_response
+
+
 def take_initial_response(mechanism: ClientMechanism) -> bytes | None:
-    """The initial response ``ClientAuth`` sends with ``AUTH``, counted as taken here,
-    on the library's own path, not only by :meth:`ClientMechanism.initial_response`:
-    a subclass that overrides that method without calling the base's had its response
-    counted as never sent, and the server's success to the credentials it sent refused
-    as early (RFC 4422 §3.6). What goes with the command decides: a response of None
-    sends a bare ``AUTH``, so a part the initial response carries is owed, even when
-    an override that called the base's (which counted it sent) then gave None. A class
-    ``ClientMechanism.register()`` vouches for keeps its own books: it is only asked.
-    The mechanism's method is always asked, whoever overrode it (a subclass, or an
-    instance's attribute set by ``mock.patch.object``): the base's count, when it ran,
-    is done again here to the same effect."""
+    """The initial response ``ClientAuth`` sends with ``AUTH``, counted as taken (see
+    :func:`_count_taken`): what goes with the command decides what is owed (RFC 4422
+    §3.6). The mechanism's method is always asked, once, whoever overrode it. The
+    base's method and a subclass's override count themselves; a method set on the
+    instance (``mock.patch.object``) or on the class after it was made is counted
+    here. A class ``ClientMechanism.register()`` vouches for keeps its own books: it
+    is only asked."""
     response = mechanism.initial_response()
     if ClientMechanism not in type(mechanism).__mro__:
         return response
-    stage = mechanism._stage
-    if stage is _ClientStage.START or stage is _ClientStage.TAKEN:  # nothing answered yet
-        mechanism._stage = _ClientStage.TAKEN
-        if mechanism._initial_part is not None:
-            mechanism._owed = None if response is not None else mechanism._initial_part
+    # The base's method and a subclass's override (_counting) have counted it; only
+    # a method set on the instance or the class after it was made is counted here:
+    # told apart by their code, with no Python call more per AUTH.
+    code = getattr(mechanism.initial_response, "__code__", None)
+    if code is not _BASE_CODE and code is not _COUNTING_CODE:
+        _count_taken(mechanism, response)
     return response
+
+
+_BASE_CODE: Final = ClientMechanism.initial_response.__code__
+_COUNTING_CODE: Final = _counting(ClientMechanism.initial_response).__code__
 
 
 def check_client_auth_arguments(mechanism: object, max_line: object) -> None:

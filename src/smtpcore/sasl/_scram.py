@@ -338,9 +338,10 @@ class _ScramClient(_ClientFirstMechanism):
         require_str(username, "SCRAM username")
         require_str(password, "SCRAM password")
         # Checked now, not at the server's count: a bound no count can meet would fail
-        # every exchange as if the server were at fault.
+        # every exchange as if the server were at fault. Only the least is capped: no
+        # upper bound (sys.maxsize) is a bound every count meets.
         require_count(min_iterations, "SCRAM min_iterations", 1, _MOST_ITERATIONS)
-        require_count(max_iterations, "SCRAM max_iterations", 1, _MOST_ITERATIONS)
+        require_count(max_iterations, "SCRAM max_iterations", 1)
         if max_iterations < min_iterations:
             bounds = f"max_iterations ({max_iterations}) is below min_iterations"
             raise LocalProtocolError(f"SCRAM {bounds} ({min_iterations})")
