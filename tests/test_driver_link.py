@@ -183,7 +183,7 @@ def test_the_librarys_own_transports_keep_their_fast_paths(
     """Made without a connection: binding a method reads no field of the transport."""
     transport = transport_class.__new__(transport_class)
     link = Link(transport, object())  # type: ignore[arg-type]  # no clock is used
-    for name in ("send_nowait", "receive_nowait", "drained", "arrived"):
+    for name in ("send_nowait", "receive_nowait", "drained", "arrived", "arrived_in_memory"):
         if hasattr(transport_class, name):
             assert getattr(link, name) == getattr(transport, name), name
 

@@ -217,6 +217,22 @@ class TrioTransport(shared_transport.FastPaths):
         sock = _socket_of(stream)
         return sock is not None and shared_transport.readable_now(sock.fileno())
 
+    def arrived_in_memory(self) -> bool:
+        """Whether what :meth:`arrived` finds is all in the ``SSLStream`` already (a
+        record decrypted, or read and not yet decrypted) and the socket has nothing:
+        trio's read decrypts it before it first waits on the socket, so a look at it
+        needs no wait. A record with no application data there (a late session
+        ticket, a KeyUpdate: RFC 8446 §4.6) would otherwise keep the look waiting on
+        the socket for its whole bound. ``False`` for a stream not over a socket,
+        which cannot say the socket has nothing."""
+        stream = self._ssl
+        if stream is None or self._closed:
+            return False
+        if not (stream.pending() or getattr(getattr(stream, UNDECRYPTED, None), "pending", 0)):
+            return False
+        sock = _socket_of(stream)
+        return sock is not None and not shared_transport.readable_now(sock.fileno())
+
     def send_nowait(self, data: bytes) -> int:
         """Write what the kernel takes at once (plain TCP only; else ``0``)."""
         if self._closed:

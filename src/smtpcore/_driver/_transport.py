@@ -132,10 +132,10 @@ def _no_channel_binding(kind: str) -> bytes | None:
 
 class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
-    ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived`` and
-    ``receive_to_drop``, each meaning what :class:`LinkBase` says (``send_nowait``
-    gives a count; ``receive_nowait`` gives ``None`` for nothing yet and ``b""``
-    only for the peer's close).
+    ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived``,
+    ``arrived_in_memory`` and ``receive_to_drop``, each meaning what
+    :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait`` gives
+    ``None`` for nothing yet and ``b""`` only for the peer's close).
 
     Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
     another transport's methods of the same names mean whatever their writer meant
@@ -152,6 +152,7 @@ _FROM_TRANSPORT: Final[dict[str, Callable[..., Any] | str | None]] = {
     "receive_some": None,
     "receive_nowait": _cannot_receive_now,
     "arrived": _nothing_arrived,
+    "arrived_in_memory": _nothing_arrived,
     "drained": _not_drained,
     "settled": _not_settled,
     "send_all": None,
@@ -236,6 +237,12 @@ class LinkBase:
     at once. ``False`` when the transport cannot tell (as for
     :attr:`receive_nowait`). A client reads them before the end of content it took
     time to read (RFC 5321 §4.1.1.4)."""
+    arrived_in_memory: Callable[[], bool]
+    """Whether what :attr:`arrived` found is all in the process already, and nothing
+    in the socket (a TLS record trio read with the one before it and has yet to
+    decrypt): a read takes it without waiting for the network, so the client's look
+    at it is bounded near zero. ``False`` when the transport cannot tell (as for
+    :attr:`receive_nowait`): the look then has its whole bound."""
     drained: Callable[[], bool]
     """Whether the last read took everything that had arrived by then (a plain
     socket's read that gave fewer octets than asked for); ``False`` when the
@@ -375,6 +382,7 @@ class Link(LinkBase):
 
     __slots__ = (
         "arrived",
+        "arrived_in_memory",
         "clock",
         "deadline",
         "drained",
