@@ -126,6 +126,12 @@ class _Tap:
     def send_nowait(self, data: bytes) -> int:
         return 0  # everything goes through send_all, to be shown once
 
+    def settled(self) -> bool:
+        return self.inner.settled()  # nothing waits in the tap itself
+
+    def drained(self) -> bool:
+        return self.inner.drained()
+
     async def start_tls(
         self, context: ssl.SSLContext, *, server_side: bool, server_hostname: str | None = None
     ) -> None:
