@@ -47,6 +47,7 @@ from smtpcore.asyncio import (
     SMTPClient,
 )
 from smtpcore.routing import Attempt, Rejected, resolve_exchangers
+from smtpcore.server._tools_printable import printable
 from smtpcore.server._tools_tls import (
     client_tls_context,
     declined_certificate,
@@ -56,7 +57,6 @@ from smtpcore.server._tools_tls import (
 )
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.exchanger import reply_text
-from smtpcore.server.log import loggable
 from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
@@ -697,11 +697,3 @@ def _envelope_form(address: str) -> str:
     name their addresses so, or they would hold UTF-8 that only SMTPUTF8 allows
     (RFC 6531 §3.2); an address with a UTF-8 local part needs SMTPUTF8 anyway."""
     return str(parse_mailbox(address).a_label_form) if address else address
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters, escape sequences and bidi
-    controls shown as ``\\x1b`` and the like, never sent raw, as in the server's log
-    lines. Every line the tools print that holds a peer's words (a reply, an
-    address, a header) goes through it."""
-    return loggable(text)
