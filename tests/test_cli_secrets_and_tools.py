@@ -33,6 +33,7 @@ from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
+from smtpcore.server._send_checks import check_header_text
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
@@ -41,7 +42,6 @@ from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL
 from smtpcore.server.tools import (
     _envelope_from_headers,
-    check_header_text,
     make_test_message,
     printable,
 )

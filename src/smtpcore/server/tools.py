@@ -11,7 +11,6 @@ import email.parser
 import email.policy
 import email.utils
 import random
-import re
 import socket
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,11 +26,9 @@ from smtpcore._driver import (
     SenderRefused,
     SMTPError,
     SMTPReplyError,
-    check_hello_name,
 )
 from smtpcore._driver._smtp_envelope import (
     header_lines,
-    hidden_fields_blanked,
     recipient_fields,
     resent_prefix,
     sender_field,
@@ -40,13 +37,18 @@ from smtpcore._driver._smtp_envelope import (
 )
 from smtpcore._driver._smtp_matching import match_results
 from smtpcore._ip import host_port
-from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.address import AddressError, Mailbox, normalize_domain, parse_mailbox
 from smtpcore.asyncio import (
     AuthenticationNotAvailable,
     SMTPClient,
 )
 from smtpcore.routing import Attempt, Rejected, resolve_exchangers
+from smtpcore.server._send_checks import (
+    _check_lines,
+    check_address_text,
+    check_header_text,
+    check_helo,
+)
 from smtpcore.server._tools_printable import printable
 from smtpcore.server._tools_tls import (
     client_tls_context,
@@ -57,7 +59,6 @@ from smtpcore.server._tools_tls import (
 )
 from smtpcore.server.config import ConfigError, default_hostname_warning
 from smtpcore.server.exchanger import reply_text
-from smtpcore.server.messagelines import unsendable_line
 from smtpcore.server.output import OutputLost
 from smtpcore.server.passwords import read_password
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -74,49 +75,6 @@ __all__ = [
     "printable",
     "run_send",
 ]
-
-
-_CONTROL_BUT_TAB: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-"""C0 controls but HTAB, DEL and C1 controls: not text (RFC 5198 §2)."""
-
-
-def check_header_text(option: str, text: str) -> str:
-    """``text`` for a header field, or a :class:`ConfigError` if it holds a control
-    character but tab (RFC 5198 §2): a CR or LF would end the field and start another
-    (header injection). A tab is header white space (RFC 5322 §2.2). Other characters
-    are the user's text: a non-ASCII one goes RFC 2047-encoded (:func:`make_test_message`),
-    never raw, so a bidi mark (RLM in Hebrew, U+061C in Arabic) is taken."""
-    found = _CONTROL_BUT_TAB.search(text)
-    if found is not None:
-        raise ConfigError(
-            f"{option}: control character {found.group()!r} not allowed in a header field"
-        )
-    return text
-
-
-def check_address_text(option: str, text: str) -> str:
-    """``text`` for an address option, or a :class:`ConfigError` if it holds what no
-    address may hold (:data:`~smtpcore._textsafe.FORBIDDEN_IN_ADDRESSES`: controls,
-    line and paragraph separators, bidi overrides), as the parser refuses it. A bidi
-    mark or a soft hyphen is in valid addresses, and taken."""
-    found = FORBIDDEN_IN_ADDRESSES.search(text)
-    if found is not None:
-        raise ConfigError(
-            f"{option}: {found.group()!r} not allowed in an address: no control character, "
-            "line or paragraph separator or bidi embedding, override or isolate"
-        )
-    return text
-
-
-def check_helo(text: str) -> str:
-    """``text`` for ``--helo``, or a :class:`ConfigError` if EHLO cannot carry it (one
-    ASCII word, no tab: RFC 5321 §4.1.1.1), refused as a usage mistake with the client's
-    own check rather than when the client is built."""
-    try:
-        check_hello_name(text)
-    except ValueError as exc:
-        raise ConfigError(f"--helo: {exc}") from None
-    return text
 
 
 def make_test_message(
@@ -591,15 +549,6 @@ def _read_message(args: argparse.Namespace) -> bytes | None:
         return Path(args.message).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.message}: {exc.strerror}") from None
-
-
-def _check_lines(content: bytes, source: str) -> None:
-    """A usage error (status 2) naming the first line of ``source`` SMTP cannot carry
-    (:mod:`smtpcore.server.messagelines`), before anything is sent; the ``Bcc`` fields,
-    never sent, are not checked, and the lines keep their numbers in ``source``."""
-    why = unsendable_line(hidden_fields_blanked(content))  # Bcc fields are not sent
-    if why is not None:
-        raise ConfigError(printable(f"{source}: {why}"))
 
 
 def run_send(args: argparse.Namespace) -> int:
