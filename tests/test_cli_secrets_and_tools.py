@@ -1229,7 +1229,8 @@ async def _submitted(
 ) -> list[Any]:
     """The fates ``send``'s one transaction (``_submit``) records, in the order of
     ``rcpts``."""
-    from smtpcore.server.tools import _Record, _submit
+    from smtpcore.server._send_record import _Record
+    from smtpcore.server.tools import _submit
 
     record = _Record()
     await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
