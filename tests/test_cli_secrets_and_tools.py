@@ -1230,7 +1230,7 @@ async def _submitted(
     """The fates ``send``'s one transaction (``_submit``) records, in the order of
     ``rcpts``."""
     from smtpcore.server._send_record import _Record
-    from smtpcore.server.tools import _submit
+    from smtpcore.server._send_sessions import _submit
 
     record = _Record()
     await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
