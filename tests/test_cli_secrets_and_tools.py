@@ -33,18 +33,15 @@ from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
 from smtpcore.sasl import derive_scram_credentials
+from smtpcore.server._send_checks import check_header_text
+from smtpcore.server._send_message import _envelope_from_headers
 from smtpcore.server.cli import build_parser, config_from_args
 from smtpcore.server.config import ConfigError, ServerConfig, credential_key
 from smtpcore.server.credentials import Credentials, hash_password, is_hashed
 from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL
-from smtpcore.server.tools import (
-    _envelope_from_headers,
-    check_header_text,
-    make_test_message,
-    printable,
-)
+from smtpcore.server.tools import make_test_message, printable
 from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
 from smtpcore.testing import strategies as sst
@@ -1232,7 +1229,8 @@ async def _submitted(
 ) -> list[Any]:
     """The fates ``send``'s one transaction (``_submit``) records, in the order of
     ``rcpts``."""
-    from smtpcore.server.tools import _Record, _submit
+    from smtpcore.server._send_record import _Record
+    from smtpcore.server._send_sessions import _submit
 
     record = _Record()
     await _submit(client, content, sender, dict(enumerate(rcpts)), where, record)
