@@ -88,6 +88,14 @@ class ScriptedRemote:
     on with ``354``, another reply refuses the content."""
     drop_in_data: bool = False
     """Close the connection after the first line of content."""
+    close_when_idle: bytes | None = None
+    """After each reply to the end of the content: ``b""`` closes the connection, a reply
+    (``b"421 4.4.2 idle too long"``) is sent first: a server whose idle timer ran out
+    as the transaction ended, while the client keeps the connection for the next."""
+    later_mail_reply: bytes | None = None
+    """The reply to each ``MAIL`` of a session but its first, then the connection closes
+    (a ``421``); ``b""`` never answers, and waits for ``release`` (at most ``hold``
+    seconds) before closing."""
     answer_quit: bool = True
     """False: QUIT is never answered (the remote waits for the client to close)."""
     reply_end: bytes = b"\r\n"
@@ -168,6 +176,7 @@ class ScriptedRemote:
         recipients: list[str] = []
         mail_line, rcpt_lines = b"", list[bytes]()
         received_chunks: _Received | None = None
+        mails = 0
         while True:
             line = lines.readline()
             if not line:
@@ -194,6 +203,14 @@ class ScriptedRemote:
                 lines = sock.makefile("rb")
                 tls = True
             elif verb == b"MAIL":
+                mails += 1
+                if mails > 1 and self.later_mail_reply is not None:
+                    if self.later_mail_reply:
+                        self._write(sock, self.later_mail_reply + b"\r\n")
+                    else:
+                        self.release.wait(self.hold)
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
                 recipients, mail_line, rcpt_lines = [], line, []
                 received_chunks = None
                 with self._lock:
@@ -289,7 +306,12 @@ class ScriptedRemote:
             sock.shutdown(socket.SHUT_RDWR)
             return False
         self._write(sock, reply + b"\r\n")
-        return True
+        if self.close_when_idle is None:
+            return True
+        if self.close_when_idle:
+            self._write(sock, self.close_when_idle + b"\r\n")
+        sock.shutdown(socket.SHUT_RDWR)
+        return False
 
     def _write(self, sock: socket.socket, data: bytes) -> None:
         """Write reply lines, each ended as :attr:`reply_end` says."""

@@ -88,6 +88,7 @@ from smtpcore.server.queue import (
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, RelayConnections
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.tokens import SessionTokens
@@ -219,9 +220,12 @@ class DeliveryWorker(_EnvelopeKeeping):
         threads: Threads | None = None,
         marks: DeliveryMarks | None = None,
         dead_after: int = DEAD_AFTER,
+        connection_cache_time: float = IDLE_TIME_LIMIT,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
+        if connection_cache_time < 0:
+            raise ValueError("connection_cache_time must not be negative (0: no cache)")
         if destination_concurrency is None:
             smart_host = router.smart_host is not None
             destination_concurrency = default_destination_concurrency(
@@ -297,7 +301,15 @@ class DeliveryWorker(_EnvelopeKeeping):
             tls_context=self.tls_context,
             relay_tls=relay_tls,
             relay_ca=relay_ca,
+            connections=(
+                RelayConnections(idle_time_limit=connection_cache_time)
+                if connection_cache_time > 0
+                else None
+            ),
         )
+        """One session with one exchanger; it keeps those that ended cleanly idle for
+        ``connection_cache_time`` seconds (0: none) for the next message to the same next
+        hop (:mod:`smtpcore.server.relaycache`), and :meth:`aclose` QUITs them."""
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._withdrawals: dict[str, asyncio.Future[None]] = {}
@@ -478,6 +490,9 @@ class DeliveryWorker(_EnvelopeKeeping):
         the whole stop); then cancel what is left
         (:func:`~smtpcore.server.waits.finish`). The success reports a round cut
         off owes are on disk with its recipients' marks: the next start makes them.
+        Then the relay connections kept idle are QUIT, and none is kept after
+        (:meth:`RelayConnections.aclose
+        <smtpcore.server.relaycache.RelayConnections.aclose>`).
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
         action not written stays in its command file for the next start.
@@ -487,6 +502,8 @@ class DeliveryWorker(_EnvelopeKeeping):
         await finish(set(self._running.values()), grace)
         await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
         await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
+        if self.exchanger.connections is not None:
+            await self.exchanger.connections.aclose()
 
     # -- one message ----------------------------------------------------------
 

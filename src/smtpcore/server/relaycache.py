@@ -1,0 +1,272 @@
+"""Relay connections kept open for the next message to the same next hop, as Postfix's
+smtp(8) connection cache (``CONNECTION_CACHE_README``).
+
+A session whose transaction ended cleanly (a ``250`` after the content, no error, no
+timeout) is not closed: it waits here, idle, for :data:`IDLE_TIME_LIMIT` seconds
+(Postfix's ``smtp_connection_cache_time_limit``), and the next message to the *same*
+next hop takes it, its TLS and EHLO extensions as negotiated, with no RSET (RFC 5321
+§4.1.4: a transaction that ended has nothing to reset). Same means every part of
+:class:`HopKey`: the exchanger's name, the address and port connected to, and the TLS
+that applied (the level, REQUIRETLS and the name a certificate is checked against,
+sent as SNI). A connection made under one policy never carries a message that asked
+for another: one opened under ``may`` has proved nothing a ``verify`` message needs
+(RFC 7435 §3, RFC 8689 §4.2.1), which is why Postfix keys its cache on the TLS policy
+too.
+
+Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
+taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
+``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` wait in all, so that
+memory and descriptors stay bounded whatever the destinations. Idle connections do not
+count against the worker's ``concurrency``: that bounds sessions at work. Those that
+expire are QUIT by a task that lives only while some wait; :meth:`RelayConnections.aclose`
+QUITs the rest at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from smtpcore._driver import BaseSMTPClient, SenderRefused, SMTPConnectionError, SMTPError
+from smtpcore.server.log import loggable, logger
+from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.smtp import TransactionResult
+from smtpcore.smtp._state import State
+
+__all__ = [
+    "CachedConnectionGone",
+    "IDLE_TIME_LIMIT",
+    "MAX_IDLE",
+    "REUSE_COUNT_LIMIT",
+    "REUSE_TIME_LIMIT",
+    "HopKey",
+    "Idle",
+    "RelayConnections",
+    "ended_cleanly",
+    "gone_before_mail",
+]
+
+IDLE_TIME_LIMIT: Final = 2.0
+"""Seconds an idle connection waits for the next message (Postfix's
+``smtp_connection_cache_time_limit``): long enough for the queue's next message to the
+hop, short enough not to hold a slot at the exchanger."""
+
+REUSE_TIME_LIMIT: Final = 300.0
+"""Seconds after its opening past which a connection is not taken again (Postfix's
+``smtp_connection_reuse_time_limit``): a long-lived session is not kept past what an
+exchanger's own limits may allow."""
+
+REUSE_COUNT_LIMIT: Final = 100
+"""Transactions one connection carries at most (Postfix's
+``smtp_connection_reuse_count_limit``)."""
+
+MAX_IDLE: Final = 20
+"""Idle connections kept at once, all next hops together; past it a session is QUIT as
+it would be without the cache."""
+
+CLOSE_WAIT: Final = 1.0
+"""Seconds :meth:`RelayConnections.aclose` waits for the idle connections' QUIT
+replies before it closes them without: a stop is not held by an exchanger that no
+longer answers."""
+
+
+@dataclass(frozen=True, slots=True)
+class HopKey:
+    """The exact next hop a connection was made to, with the TLS that applied: a
+    connection serves only a message whose own key is equal."""
+
+    host: str
+    """The exchanger's name (the MX host, or the smart host)."""
+    address: str
+    port: int
+    tls_level: RelayTLS
+    requiretls: bool
+    tls_name: str
+    """The name the certificate is checked against and SNI sends."""
+
+
+@dataclass(slots=True)
+class Idle:
+    """A connection and what its reuse is judged by."""
+
+    client: BaseSMTPClient
+    opened: float
+    """When it was opened (the cache's clock)."""
+    transactions: int
+    """Transactions it has carried."""
+    last: TransactionResult | None = None
+    """Its last transaction's record, as it was kept: a later failure that leaves
+    the record unchanged came before the new ``MAIL`` was answered."""
+    idle_since: float = 0.0
+
+
+def ended_cleanly(client: BaseSMTPClient, before: TransactionResult | None) -> bool:
+    """Whether ``client``'s session may carry another transaction: a new one since
+    ``before`` ended with a 2xx after the content, and the session stands between
+    transactions, no reply due (RFC 5321 §4.1.4: no RSET is needed then)."""
+    conn = client.connection
+    result = conn.transaction
+    return (
+        conn.state is State.READY
+        and not conn.pending
+        and result is not None
+        and result != before
+        and result.complete
+        and bool(result.end_replies)
+        and all(reply.is_positive for reply in result.end_replies)
+    )
+
+
+class RelayConnections:
+    """The idle relay connections, by :class:`HopKey`, with Postfix's limits."""
+
+    def __init__(
+        self,
+        *,
+        idle_time_limit: float = IDLE_TIME_LIMIT,
+        reuse_time_limit: float = REUSE_TIME_LIMIT,
+        reuse_count_limit: int = REUSE_COUNT_LIMIT,
+        max_idle: int = MAX_IDLE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if idle_time_limit <= 0 or reuse_time_limit <= 0:
+            raise ValueError("the connection cache's time limits must be positive")
+        if reuse_count_limit < 1 or max_idle < 1:
+            raise ValueError("reuse_count_limit and max_idle must be at least 1")
+        self.idle_time_limit = idle_time_limit
+        self.reuse_time_limit = reuse_time_limit
+        self.reuse_count_limit = reuse_count_limit
+        self.max_idle = max_idle
+        self.clock = clock
+        self._idle: dict[HopKey, list[Idle]] = {}
+        self._count = 0
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Idle connections waiting now."""
+        return self._count
+
+    def take(self, key: HopKey) -> Idle | None:
+        """The most recently idle connection to ``key`` still within its limits, taken
+        out of the cache; None when there is none. Those past their limits stay for the
+        reaper to QUIT."""
+        waiting = self._idle.get(key, [])
+        now = self.clock()
+        for index in range(len(waiting) - 1, -1, -1):
+            if self._usable(waiting[index], now):
+                idle = waiting.pop(index)
+                self._count -= 1
+                if not waiting:
+                    del self._idle[key]
+                return idle
+        return None
+
+    def keep(self, key: HopKey, idle: Idle) -> bool:
+        """Keep ``idle``, whose last transaction ended cleanly (:func:`ended_cleanly`),
+        for the next message to ``key``; False when it may not be kept (its limits
+        reached, the cache full or closed): then the caller QUITs it."""
+        idle.transactions += 1
+        now = self.clock()
+        if self._closed or self._count >= self.max_idle or not self._reusable(idle, now):
+            return False
+        idle.idle_since = now
+        idle.last = idle.client.connection.transaction
+        self._idle.setdefault(key, []).append(idle)
+        self._count += 1
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        return True
+
+    def _reusable(self, idle: Idle, now: float) -> bool:
+        return (
+            idle.transactions < self.reuse_count_limit
+            and now - idle.opened < self.reuse_time_limit
+        )
+
+    def _usable(self, idle: Idle, now: float) -> bool:
+        return self._reusable(idle, now) and now - idle.idle_since < self.idle_time_limit
+
+    async def _reap(self) -> None:
+        """QUIT each idle connection as its idle time runs out; ends when none is left."""
+        try:
+            while self._count:
+                now = self.clock()
+                expired: list[Idle] = []
+                for key, waiting in list(self._idle.items()):
+                    kept: list[Idle] = []
+                    for idle in waiting:
+                        (kept if self._usable(idle, now) else expired).append(idle)
+                    if kept:
+                        self._idle[key] = kept
+                    else:
+                        del self._idle[key]
+                self._count -= len(expired)
+                if expired:
+                    await asyncio.gather(*(_quit(idle) for idle in expired))
+                    continue
+                soonest = min(
+                    idle.idle_since for waiting in self._idle.values() for idle in waiting
+                )
+                await asyncio.sleep(max(soonest + self.idle_time_limit - self.clock(), 0.0))
+        finally:
+            self._reaper = None
+
+    async def aclose(self) -> None:
+        """QUIT every idle connection (within :data:`CLOSE_WAIT`, then closed without
+        the reply) and keep none from now on: nothing is left open, no task runs."""
+        self._closed = True
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+        idle = [entry for waiting in self._idle.values() for entry in waiting]
+        self._idle.clear()
+        self._count = 0
+        if not idle:
+            return
+        quits = [asyncio.ensure_future(_quit(entry)) for entry in idle]
+        _, late = await asyncio.wait(quits, timeout=CLOSE_WAIT)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*quits, return_exceptions=True)
+
+
+async def _quit(idle: Idle) -> None:
+    """QUIT ``idle``'s session; the client closes the connection whatever happens."""
+    client = idle.client
+    try:
+        await client.quit()
+    except Exception as exc:  # closed anyway: the news is only for the log
+        logger.info("closing an idle relay connection to %s: %s", loggable(client.host), exc)
+
+
+class CachedConnectionGone(Exception):
+    """A kept connection turned out closed as the next message began on it: the hop
+    sent 421 or closed it while it was idle. Nothing of the message was taken (its
+    ``MAIL`` was never accepted), so it goes at once over a new connection, no
+    attempt counted against the hop."""
+
+
+def gone_before_mail(
+    exc: SMTPError, client: BaseSMTPClient, last: TransactionResult | None, *, ended: int
+) -> bool:
+    """Whether ``exc``, raised by the first transaction of a message on a kept
+    connection (``ended``: none of its transactions had ended), whose record was
+    ``last`` before it, is that connection found closed before its ``MAIL`` was
+    accepted: the server's close, or its 421 (read while idle, or as the answer to
+    ``MAIL``, RFC 5321 §3.8), the record still the old transaction's or the new one's
+    ``MAIL`` answered 421. A timeout is not: the hop is slow, and would be as slow to a
+    new connection."""
+    if ended or not isinstance(exc, (SMTPConnectionError, SenderRefused)):
+        return False
+    if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
+        return False
+    record = client.connection.transaction
+    if record == last:
+        return True
+    mail = None if record is None else record.mail_reply
+    return mail is not None and mail.code == 421

@@ -1,0 +1,348 @@
+"""The relay keeps a connection that ended its transaction cleanly for the next message
+to the same next hop (``smtpcore.server.relaycache``, Postfix's connection cache): many
+messages go over one connection; a hop that closed it meanwhile costs no message; a
+different hop or TLS policy never gets it; expiry and stop QUIT and close everything."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import ssl
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay_remote import ScriptedRemote, remote
+from smtpcore.asyncio import Timeouts
+from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.queue import RecipientStatus
+from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, HopKey, Idle, RelayConnections
+from smtpcore.smtp import TransactionResult
+from test_server_relay import (
+    ZONE,
+    _lines,
+    _relay,
+    _run,
+    _until,
+    _wait_closed,
+    mx_tls,  # noqa: F401 - the fixture
+)
+
+KEPT = 60.0
+"""An idle time no test run outlasts: whether a connection is kept never depends on
+how fast this machine is."""
+
+NO_TLS_REQUIRED = b"From: john@abc.example\r\nTLS-Required: No\r\n\r\nbody line\r\n"
+
+
+@pytest.fixture
+def no_resource_warnings() -> Iterator[None]:
+    """Every socket the relay opened is closed by the end of the test."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def _quits(server: ScriptedRemote) -> int:
+    return server.verbs.count(b"QUIT")
+
+
+def test_messages_queued_for_one_hop_go_over_one_connection(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    with remote() as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(5):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 5
+    assert server.connections == 1
+    # One EHLO, no RSET between the transactions (RFC 5321 §4.1.4), QUIT at the stop.
+    assert server.verbs.count(b"EHLO") == 1
+    assert b"RSET" not in server.verbs
+    assert _quits(server) == 1
+
+
+def test_without_the_cache_each_message_has_its_own_connection(tmp_path: Path) -> None:
+    with remote() as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=0.0
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert server.connections == _quits(server) == 3
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        {"close_when_idle": b"421 4.4.2 idle too long"},
+        {"close_when_idle": b""},
+        {"later_mail_reply": b"421 4.3.2 closing now"},
+    ],
+    ids=["421-while-idle", "eof-while-idle", "421-to-mail"],
+)
+def test_a_hop_that_closed_the_kept_connection_costs_no_message(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    script: dict[str, Any],
+    no_resource_warnings: None,
+) -> None:
+    """A round that failed would leave its message queued for an hour: every message
+    is delivered in its first round, none deferred, each over a new connection."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(4):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert sorted(t.recipients[0] for t in server.transactions) == [
+        f"user{number}@pqr.example" for number in range(4)
+    ]
+    assert server.connections == 4
+    assert _lines(caplog, "status=deferred") == []
+    assert len(_lines(caplog, "status=sent")) == 4
+    assert len(_lines(caplog, "was closed meanwhile")) == 3
+
+
+def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_message(
+    tmp_path: Path,
+) -> None:
+    """The second message to the same recipient times out on a kept connection before
+    its MAIL is answered: the client's record is still the first message's transaction,
+    whose 250 must not mark the second one sent (it was never delivered)."""
+    with remote(later_mail_reply=b"", hold=10.0) as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            concurrency=1,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+            timeouts=Timeouts(command=0.5, quit=0.5),
+        )
+        first = relay.enqueue(["brendon@pqr.example"])
+        second = relay.enqueue(["brendon@pqr.example"])
+
+        def second_tried() -> bool:
+            return relay.queue.load(second.id).attempts > 0
+
+        _run(relay, second_tried)
+        server.release.set()
+        _wait_closed(server)
+    assert len(server.transactions) == 1
+    assert not (relay.queue.directory / "envelopes" / first.id).exists()
+    (recipient,) = relay.queue.load(second.id).recipients
+    assert recipient.status is RecipientStatus.PENDING
+
+
+def test_another_domain_whose_exchanger_has_another_name_gets_its_own_connection(
+    tmp_path: Path,
+) -> None:
+    """Same address and port, but another MX name: another name to check a certificate
+    against (and send as SNI), so never the kept connection."""
+    zone = ZONE + "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+    with remote() as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            zone=zone,
+            concurrency=1,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+        )
+        for address in ("a@pqr.example", "b@xyz.example", "c@pqr.example", "d@xyz.example"):
+            relay.enqueue([address])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 4
+    assert server.connections == server.verbs.count(b"EHLO") == 2
+
+
+def test_a_message_under_another_tls_policy_gets_its_own_connection(
+    tmp_path: Path,
+    mx_tls: tuple[ssl.SSLContext, Path, Path],  # noqa: F811 - the fixture imported
+) -> None:
+    """``encrypt`` configured; ``TLS-Required: No`` asks for ``may`` (RFC 8689 §4.2.2):
+    a connection made under one policy never carries a message under the other."""
+    context, _, _ = mx_tls
+    with remote(starttls="tls", tls_context=context) as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            concurrency=1,
+            retry_after=3600.0,
+            relay_tls=RelayTLS.ENCRYPT,
+            connection_cache_time=KEPT,
+        )
+        relay.enqueue(["a@pqr.example"])
+        relay.enqueue(["b@pqr.example"], content=NO_TLS_REQUIRED)
+        relay.enqueue(["c@pqr.example"])
+        relay.enqueue(["d@pqr.example"], content=NO_TLS_REQUIRED)
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 4
+    assert server.connections == 2
+
+
+def test_an_idle_connection_is_quit_when_its_time_runs_out(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """Before any stop: the QUIT comes, the remote sees the connection end, and the
+    cache holds nothing (its reaper ended)."""
+    with remote() as server:
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, connection_cache_time=0.2)
+        relay.enqueue(["brendon@pqr.example"])
+        connections = relay.worker.exchanger.connections
+        assert connections is not None
+
+        async def main() -> None:
+            task = asyncio.get_running_loop().create_task(relay.worker.run())
+            try:
+                await asyncio.wait_for(_until(relay.empty), 10)
+                await asyncio.wait_for(_until(lambda: _quits(server) == 1), 10)
+                await asyncio.wait_for(_until(lambda: server.open_connections == 0), 10)
+                assert len(connections) == 0
+                await asyncio.wait_for(_until(lambda: connections._reaper is None), 10)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await relay.worker.aclose(1.0)
+
+        asyncio.run(main())
+    assert server.connections == 1
+
+
+def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnings: None) -> None:
+    zone = ZONE + "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+    with remote() as server:
+        relay = _relay(
+            tmp_path, server.port, zone=zone, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        relay.enqueue(["a@pqr.example"])
+        relay.enqueue(["b@xyz.example"])
+        connections = relay.worker.exchanger.connections
+        assert connections is not None
+        seen: list[int] = []
+
+        def delivered_and_kept() -> bool:
+            seen.append(len(connections))
+            return relay.empty() and len(connections) == 2
+
+        _run(relay, delivered_and_kept)
+        assert len(connections) == 0
+        _wait_closed(server)
+    assert server.connections == _quits(server) == 2
+    assert connections._reaper is None
+
+
+# -- the cache alone ------------------------------------------------------------------
+
+
+class _Client:
+    """What the cache reads of a client: its last transaction and QUIT."""
+
+    def __init__(self) -> None:
+        self.connection = self
+        self.transaction: TransactionResult | None = None
+        self.host = "mx.pqr.example"
+        self.quits = 0
+
+    async def quit(self) -> None:
+        self.quits += 1
+
+
+KEY = HopKey("mx.pqr.example", "192.0.2.1", 25, RelayTLS.MAY, False, "mx.pqr.example")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        HopKey("mx.xyz.example", "192.0.2.1", 25, RelayTLS.MAY, False, "mx.xyz.example"),
+        HopKey("mx.pqr.example", "192.0.2.2", 25, RelayTLS.MAY, False, "mx.pqr.example"),
+        HopKey("mx.pqr.example", "192.0.2.1", 587, RelayTLS.MAY, False, "mx.pqr.example"),
+        HopKey("mx.pqr.example", "192.0.2.1", 25, RelayTLS.VERIFY, False, "mx.pqr.example"),
+        HopKey("mx.pqr.example", "192.0.2.1", 25, RelayTLS.VERIFY, True, "mx.pqr.example"),
+        HopKey("mx.pqr.example", "192.0.2.1", 25, RelayTLS.MAY, False, "192.0.2.1"),
+    ],
+)
+def test_a_connection_is_given_only_to_its_exact_next_hop(other: HopKey) -> None:
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=KEPT, clock=lambda: 0.0)
+        kept = Idle(_Client(), 0.0, 0)  # type: ignore[arg-type]  # what the cache reads
+        assert cache.keep(KEY, kept)
+        assert cache.take(other) is None
+        assert cache.take(KEY) is kept
+        assert cache.take(KEY) is None
+        await cache.aclose()
+
+    asyncio.run(main())
+
+
+def test_the_limits_of_reuse() -> None:
+    """Postfix's count and time limits, and the bound on idle connections in all."""
+    now = [0.0]
+
+    async def main() -> None:
+        cache = RelayConnections(
+            idle_time_limit=KEPT,
+            reuse_time_limit=300.0,
+            reuse_count_limit=3,
+            max_idle=2,
+            clock=lambda: now[0],
+        )
+        used = Idle(_Client(), 0.0, 0)  # type: ignore[arg-type]
+        assert cache.keep(KEY, used) and cache.take(KEY) is used
+        assert cache.keep(KEY, used) and cache.take(KEY) is used
+        assert not cache.keep(KEY, used)  # its third transaction was its last
+        assert cache.keep(KEY, Idle(_Client(), 0.0, 0))  # type: ignore[arg-type]
+        assert cache.keep(KEY, Idle(_Client(), 0.0, 0))  # type: ignore[arg-type]
+        assert not cache.keep(KEY, Idle(_Client(), 0.0, 0))  # type: ignore[arg-type]
+        assert len(cache) == 2
+        now[0] = 301.0  # past the reuse time limit, though idle for less than KEPT
+        assert cache.take(KEY) is None
+        clients = [idle.client for waiting in cache._idle.values() for idle in waiting]
+        await cache.aclose()
+        assert [client.quits for client in clients] == [1, 1]  # type: ignore[attr-defined]
+        assert len(cache) == 0
+        assert not cache.keep(KEY, Idle(_Client(), 0.0, 0))  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+# -- the option -----------------------------------------------------------------------
+
+
+def test_serve_sets_the_idle_time_and_zero_turns_the_cache_off(tmp_path: Path) -> None:
+    from smtpcore.server.cli import build_parser, config_from_args
+    from smtpcore.server.mailserver import MailServer
+
+    def config(*options: str) -> ServerConfig:
+        argv = ["serve", "--data-dir", str(tmp_path), *options]
+        return config_from_args(build_parser().parse_args(argv))
+
+    assert config().connection_cache_time == IDLE_TIME_LIMIT == 2.0
+    assert config("--connection-cache-time", "30s").connection_cache_time == 30.0
+    off = config("--connection-cache-time", "0")
+    assert off.connection_cache_time == 0.0
+    assert MailServer(off).worker.exchanger.connections is None
+    kept = MailServer(config("--connection-cache-time", "5s")).worker.exchanger.connections
+    assert kept is not None and kept.idle_time_limit == 5.0
+    with pytest.raises(ConfigError, match="--connection-cache-time"):
+        ServerConfig(connection_cache_time=-1.0)
+    with pytest.raises(ConfigError, match="--connection-cache-time"):
+        ServerConfig(connection_cache_time="2s")  # type: ignore[arg-type]  # not a number
