@@ -21,7 +21,13 @@ from smtpcore.asyncio import Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
-from smtpcore.server.relaycache import IDLE_TIME_LIMIT, HopKey, Idle, RelayConnections
+from smtpcore.server.relaycache import (
+    IDLE_TIME_LIMIT,
+    HopKey,
+    Idle,
+    RelayConnections,
+    relay_connections,
+)
 from smtpcore.smtp import TransactionResult
 from test_server_relay import (
     ZONE,
@@ -344,5 +350,8 @@ def test_serve_sets_the_idle_time_and_zero_turns_the_cache_off(tmp_path: Path) -
     assert kept is not None and kept.idle_time_limit == 5.0
     with pytest.raises(ConfigError, match="--connection-cache-time"):
         ServerConfig(connection_cache_time=-1.0)
+    assert relay_connections(0.0) is None
+    with pytest.raises(ValueError, match="connection_cache_time"):
+        relay_connections(-1.0)
     with pytest.raises(ConfigError, match="--connection-cache-time"):
         ServerConfig(connection_cache_time="2s")  # type: ignore[arg-type]  # not a number

@@ -88,7 +88,7 @@ from smtpcore.server.queue import (
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
-from smtpcore.server.relaycache import IDLE_TIME_LIMIT, RelayConnections
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, relay_connections
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.tokens import SessionTokens
@@ -224,8 +224,6 @@ class DeliveryWorker(_EnvelopeKeeping):
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
-        if connection_cache_time < 0:
-            raise ValueError("connection_cache_time must not be negative (0: no cache)")
         if destination_concurrency is None:
             smart_host = router.smart_host is not None
             destination_concurrency = default_destination_concurrency(
@@ -301,15 +299,10 @@ class DeliveryWorker(_EnvelopeKeeping):
             tls_context=self.tls_context,
             relay_tls=relay_tls,
             relay_ca=relay_ca,
-            connections=(
-                RelayConnections(idle_time_limit=connection_cache_time)
-                if connection_cache_time > 0
-                else None
-            ),
+            connections=relay_connections(connection_cache_time),
         )
-        """One session with one exchanger; it keeps those that ended cleanly idle for
-        ``connection_cache_time`` seconds (0: none) for the next message to the same next
-        hop (:mod:`smtpcore.server.relaycache`), and :meth:`aclose` QUITs them."""
+        """One session with one exchanger; those that end cleanly wait idle for the next
+        message to the same next hop (:mod:`smtpcore.server.relaycache`)."""
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._withdrawals: dict[str, asyncio.Future[None]] = {}

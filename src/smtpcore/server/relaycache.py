@@ -47,6 +47,7 @@ __all__ = [
     "RelayConnections",
     "ended_cleanly",
     "gone_before_mail",
+    "relay_connections",
 ]
 
 IDLE_TIME_LIMIT: Final = 2.0
@@ -242,6 +243,14 @@ async def _quit(idle: Idle) -> None:
         await client.quit()
     except Exception as exc:  # closed anyway: the news is only for the log
         logger.info("closing an idle relay connection to %s: %s", loggable(client.host), exc)
+
+
+def relay_connections(idle_time_limit: float) -> RelayConnections | None:
+    """The cache for the worker's ``connection_cache_time`` (``serve
+    --connection-cache-time``): None for 0, which keeps no connection."""
+    if idle_time_limit < 0:
+        raise ValueError("connection_cache_time must not be negative (0: no cache)")
+    return RelayConnections(idle_time_limit=idle_time_limit) if idle_time_limit else None
 
 
 class CachedConnectionGone(Exception):
