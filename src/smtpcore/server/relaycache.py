@@ -10,8 +10,8 @@ next hop takes it, its TLS and EHLO extensions as negotiated, with no RSET (RFC 
 that applied (the level, REQUIRETLS and the name a certificate is checked against,
 sent as SNI). A connection made under one policy never carries a message that asked
 for another: one opened under ``may`` has proved nothing a ``verify`` message needs
-(RFC 7435 §3, RFC 8689 §4.2.1), which is why Postfix keys its cache on the TLS policy
-too.
+(RFC 7435 §3, RFC 8689 §4.2.1); Postfix 3.4 and later, which reuse TLS connections,
+likewise put the TLS policy in their cache keys.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
