@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from relay_remote import ScriptedRemote, remote
+from smtpcore import NEED_DATA, PAUSED
+from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.queue import RecipientStatus
@@ -26,9 +28,10 @@ from smtpcore.server.relaycache import (
     HopKey,
     Idle,
     RelayConnections,
+    ended_cleanly,
     relay_connections,
 )
-from smtpcore.smtp import TransactionResult
+from smtpcore.smtp import ClientConnection, Data, Ehlo, EndOfMessage, Mail, MessageData, Rcpt
 from test_server_relay import (
     ZONE,
     _lines,
@@ -77,6 +80,23 @@ def test_messages_queued_for_one_hop_go_over_one_connection(
     assert server.verbs.count(b"EHLO") == 1
     assert b"RSET" not in server.verbs
     assert _quits(server) == 1
+
+
+def test_messages_with_the_same_envelope_and_replies_go_over_one_connection(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """Each transaction's record equals the last one's (same sender, recipient and
+    replies, as from a server that always answers ``250 OK``): still a new one."""
+    with remote() as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for _ in range(5):
+            relay.enqueue(["brendon@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 5
+    assert server.connections == _quits(server) == 1
 
 
 def test_without_the_cache_each_message_has_its_own_connection(tmp_path: Path) -> None:
@@ -260,11 +280,11 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction and QUIT."""
+    """What the cache reads of a client: its last transaction's number and QUIT."""
 
     def __init__(self) -> None:
         self.connection = self
-        self.transaction: TransactionResult | None = None
+        self.transaction_number = 0
         self.host = "mx.pqr.example"
         self.quits = 0
 
@@ -328,6 +348,52 @@ def test_the_limits_of_reuse() -> None:
         assert not cache.keep(KEY, Idle(_Client(), 0.0, 0))  # type: ignore[arg-type]
 
     asyncio.run(main())
+
+
+class _Session:
+    """A client machine driven by hand through one transaction after another, all
+    alike: the same sender, recipient and replies."""
+
+    def __init__(self) -> None:
+        self.connection = ClientConnection("mail.abc.example")
+        self._answer(b"220 mx.pqr.example\r\n")
+        self.connection.send(Ehlo("mail.abc.example"))
+        self._answer(b"250 mx.pqr.example\r\n")
+
+    def _answer(self, reply: bytes) -> None:
+        self.connection.receive_data(reply)
+        while self.connection.next_event() not in (NEED_DATA, PAUSED):
+            pass
+
+    def transaction(self) -> None:
+        conn = self.connection
+        conn.send(Mail(parse_mailbox("john@abc.example")))
+        self._answer(b"250 OK\r\n")
+        conn.send(Rcpt(parse_mailbox("brendon@pqr.example")))
+        self._answer(b"250 OK\r\n")
+        conn.send(Data())
+        self._answer(b"354 go on\r\n")
+        conn.send(MessageData(b"body line\r\n"))
+        conn.send(EndOfMessage())
+        self._answer(b"250 OK\r\n")
+
+
+def test_a_transaction_like_the_last_is_a_new_one() -> None:
+    """Equal records, told apart by their number: the connection is kept after each,
+    and only after one that happened since it was kept."""
+    session = _Session()
+    client: Any = session
+    assert session.connection.transaction_number == 0
+    assert not ended_cleanly(client, 0)
+    session.transaction()
+    assert ended_cleanly(client, 0)
+    first = session.connection.transaction
+    kept = session.connection.transaction_number
+    assert not ended_cleanly(client, kept)  # nothing since it was kept
+    session.transaction()
+    assert session.connection.transaction == first
+    assert session.connection.transaction_number == kept + 1
+    assert ended_cleanly(client, kept)
 
 
 # -- the option -----------------------------------------------------------------------

@@ -336,10 +336,10 @@ class ExchangerSession(_ExchangerConnector):
         content: QueuedContent,
         policy: MessageTLS,
         record: Recorder | None = None,
-        reused: TransactionResult | None = None,
+        reused: int | None = None,
     ) -> dict[str, Outcome]:
-        """``reused``: the last transaction's record of a kept connection (None for a
-        new one): a failure that leaves it unchanged found the connection closed
+        """``reused``: the number of a kept connection's last transaction (None for a
+        new one): a failure that leaves it the last found the connection closed
         (:class:`~smtpcore.server.relaycache.CachedConnectionGone`), and its record is
         the last message's, never this one's."""
         tls = self._tls_field(client, policy)
@@ -503,16 +503,16 @@ class ExchangerSession(_ExchangerConnector):
         exc: SMTPError,
         deliveries: Mapping[str, RemoteDelivery],
         outcome: _OutcomeOf,
-        reused: TransactionResult | None = None,
+        reused: int | None = None,
     ) -> dict[str, Outcome]:
         """What a session that failed as a whole had decided for good, recipient by
         recipient: delivered (2xx) or refused (5xx, RFC 5321 §4.2.1). From the
         transaction record (the last transaction's RCPT replies) and what the error
         carries (each LIMITS batch's, LMTP's replies after the content). On a kept
-        connection, a record still ``reused`` is the last message's, not this one's:
-        its recipients' fates say nothing of this message's."""
+        connection, a record still the one numbered ``reused`` is the last message's,
+        not this one's: its recipients' fates say nothing of this message's."""
         record = client.connection.transaction
-        if reused is not None and record == reused:
+        if reused is not None and client.connection.transaction_number == reused:
             record = None
         fates = _fates(deliveries, record.recipients if record is not None else ())
         if exc.result is not None:

@@ -33,7 +33,6 @@ from typing import Final
 from smtpcore._driver import BaseSMTPClient, SenderRefused, SMTPConnectionError, SMTPError
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import RelayTLS
-from smtpcore.smtp import TransactionResult
 from smtpcore.smtp._state import State
 
 __all__ = [
@@ -98,23 +97,26 @@ class Idle:
     """When it was opened (the cache's clock)."""
     transactions: int
     """Transactions it has carried."""
-    last: TransactionResult | None = None
-    """Its last transaction's record, as it was kept: a later failure that leaves
-    the record unchanged came before the new ``MAIL`` was answered."""
+    last: int = 0
+    """Its last transaction's number (the client's ``transaction_number``) as it
+    was kept: a later failure that leaves it unchanged came before the new ``MAIL``
+    was answered. A number, not the record: two transactions with the same envelope
+    and replies have equal records."""
     idle_since: float = 0.0
 
 
-def ended_cleanly(client: BaseSMTPClient, before: TransactionResult | None) -> bool:
+def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
     """Whether ``client``'s session may carry another transaction: a new one since
-    ``before`` ended with a 2xx after the content, and the session stands between
-    transactions, no reply due (RFC 5321 §4.1.4: no RSET is needed then)."""
+    the one numbered ``before`` ended with a 2xx after the content, and the session
+    stands between transactions, no reply due (RFC 5321 §4.1.4: no RSET is needed
+    then)."""
     conn = client.connection
     result = conn.transaction
     return (
         conn.state is State.READY
         and not conn.pending
         and result is not None
-        and result != before
+        and conn.transaction_number != before
         and result.complete
         and bool(result.end_replies)
         and all(reply.is_positive for reply in result.end_replies)
@@ -175,7 +177,7 @@ class RelayConnections:
         if self._closed or self._count >= self.max_idle or not self._reusable(idle, now):
             return False
         idle.idle_since = now
-        idle.last = idle.client.connection.transaction
+        idle.last = idle.client.connection.transaction_number
         self._idle.setdefault(key, []).append(idle)
         self._count += 1
         if self._reaper is None:
@@ -260,22 +262,21 @@ class CachedConnectionGone(Exception):
     attempt counted against the hop."""
 
 
-def gone_before_mail(
-    exc: SMTPError, client: BaseSMTPClient, last: TransactionResult | None, *, ended: int
-) -> bool:
+def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int, *, ended: int) -> bool:
     """Whether ``exc``, raised by the first transaction of a message on a kept
-    connection (``ended``: none of its transactions had ended), whose record was
-    ``last`` before it, is that connection found closed before its ``MAIL`` was
-    accepted: the server's close, or its 421 (read while idle, or as the answer to
-    ``MAIL``, RFC 5321 §3.8), the record still the old transaction's or the new one's
-    ``MAIL`` answered 421. A timeout is not: the hop is slow, and would be as slow to a
-    new connection."""
+    connection (``ended``: none of its transactions had ended), whose last
+    transaction was numbered ``last`` before it, is that connection found closed
+    before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
+    or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
+    one or the new one's ``MAIL`` answered 421. A timeout is not: the hop is slow, and
+    would be as slow to a new connection."""
     if ended or not isinstance(exc, (SMTPConnectionError, SenderRefused)):
         return False
     if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
         return False
-    record = client.connection.transaction
-    if record == last:
+    conn = client.connection
+    if conn.transaction_number == last:
         return True
+    record = conn.transaction
     mail = None if record is None else record.mail_reply
     return mail is not None and mail.code == 421
