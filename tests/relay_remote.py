@@ -96,6 +96,8 @@ class ScriptedRemote:
     """The reply to each ``MAIL`` of a session but its first, then the connection closes
     (a ``421``); ``b""`` never answers, and waits for ``release`` (at most ``hold``
     seconds) before closing."""
+    later_mail_after: int = 1
+    """The ``MAIL`` commands of a session answered as usual before ``later_mail_reply``."""
     answer_quit: bool = True
     """False: QUIT is never answered (the remote waits for the client to close)."""
     reply_end: bytes = b"\r\n"
@@ -204,7 +206,7 @@ class ScriptedRemote:
                 tls = True
             elif verb == b"MAIL":
                 mails += 1
-                if mails > 1 and self.later_mail_reply is not None:
+                if mails > self.later_mail_after and self.later_mail_reply is not None:
                     if self.later_mail_reply:
                         self._write(sock, self.later_mail_reply + b"\r\n")
                     else:

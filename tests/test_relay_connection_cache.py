@@ -176,6 +176,41 @@ def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_me
     assert recipient.status is RecipientStatus.PENDING
 
 
+def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_again(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """LIMITS RCPTMAX=1 (RFC 9422 §4.2) splits the second message in two transactions
+    over the kept connection; the first ends, the second's ``MAIL`` is answered 421.
+    The hop closed the connection, but not before the message: its first recipient has
+    it, so no new connection sends it to them again; the second waits for the next
+    round."""
+    with remote(
+        extra_ehlo=(b"LIMITS RCPTMAX=1",),
+        later_mail_reply=b"421 4.3.2 closing now",
+        later_mail_after=2,
+    ) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        relay.enqueue(["a@pqr.example"])
+        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+
+        def second_tried() -> bool:
+            try:
+                return relay.queue.load(second.id).attempts > 0
+            except FileNotFoundError:  # all sent: b twice, over a new connection
+                return True
+
+        _run(relay, second_tried)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
+    statuses = {r.address: r.status for r in relay.queue.load(second.id).recipients}
+    assert statuses == {
+        "b@pqr.example": RecipientStatus.SENT,
+        "c@pqr.example": RecipientStatus.PENDING,
+    }
+
+
 def test_another_domain_whose_exchanger_has_another_name_gets_its_own_connection(
     tmp_path: Path,
 ) -> None:

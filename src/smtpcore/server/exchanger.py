@@ -36,7 +36,7 @@ changes nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Final
 
@@ -126,18 +126,6 @@ MAILMAX_SESSIONS: Final = 20
 """The sessions :meth:`ExchangerSession.deliver` has with one exchanger in a round when
 its LIMITS MAILMAX or RCPTDOMAINMAX (RFC 9422 §4.1, §4.3) ends each before the message
 is sent to all."""
-
-
-def _counted(
-    on_batch: Callable[[TransactionResult], Awaitable[None]], ended: list[TransactionResult]
-) -> Callable[[TransactionResult], Awaitable[None]]:
-    """``on_batch``, each result it is given kept in ``ended`` first."""
-
-    async def counted(result: TransactionResult) -> None:
-        ended.append(result)
-        await on_batch(result)
-
-    return counted
 
 
 class ExchangerSession(_ExchangerConnector):
@@ -373,9 +361,6 @@ class ExchangerSession(_ExchangerConnector):
             )
 
         on_batch = None if record is None else _batch_recorder(deliveries, record, outcome)
-        ended: list[TransactionResult] = []  # the transactions of this message that ended
-        if on_batch is not None:
-            on_batch = _counted(on_batch, ended)
         try:
             converted = await _carried(client, entry, content, relay)
             mail_params = (
@@ -405,7 +390,7 @@ class ExchangerSession(_ExchangerConnector):
             )
             return dict.fromkeys(addresses, outcome(unsendable, from_remote=False))
         except SenderRefused as exc:
-            if reused is not None and gone_before_mail(exc, client, reused, ended=len(ended)):
+            if reused is not None and gone_before_mail(exc, client, reused):
                 raise CachedConnectionGone from exc
             if exc.result is not None:  # per batch (LIMITS): as a refusal of recipients
                 return self._refused(deliveries, exc.result, outcome(exc.reply), outcome)
@@ -438,7 +423,7 @@ class ExchangerSession(_ExchangerConnector):
                 raise _SessionFull(
                     {a: o for a, o in answered.items() if a not in unsent}, unsent
                 ) from exc
-            if reused is not None and gone_before_mail(exc, client, reused, ended=len(ended)):
+            if reused is not None and gone_before_mail(exc, client, reused):
                 raise CachedConnectionGone from exc
             settled = self._settled(client, exc, deliveries, outcome, reused)
             reply = exc.reply

@@ -262,15 +262,16 @@ class CachedConnectionGone(Exception):
     attempt counted against the hop."""
 
 
-def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int, *, ended: int) -> bool:
-    """Whether ``exc``, raised by the first transaction of a message on a kept
-    connection (``ended``: none of its transactions had ended), whose last
+def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
+    """Whether ``exc``, raised by a message on a kept connection whose last
     transaction was numbered ``last`` before it, is that connection found closed
     before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
     or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
     one or the new one's ``MAIL`` answered 421. A timeout is not: the hop is slow, and
-    would be as slow to a new connection."""
-    if ended or not isinstance(exc, (SMTPConnectionError, SenderRefused)):
+    would be as slow to a new connection. Nor is an error that carries a ``result``:
+    a message split by LIMITS (RFC 9422), some of whose transactions may have ended,
+    which a new connection would send to their recipients again."""
+    if not isinstance(exc, (SMTPConnectionError, SenderRefused)):
         return False
     if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
         return False
