@@ -30,7 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from smtpcore._driver import BaseSMTPClient, SenderRefused, SMTPConnectionError, SMTPError
+from smtpcore._driver import (
+    BaseSMTPClient,
+    SenderRefused,
+    SMTPConnectionError,
+    SMTPError,
+    SMTPProtocolError,
+)
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.smtp._state import State
@@ -108,13 +114,15 @@ class Idle:
 def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
     """Whether ``client``'s session may carry another transaction: a new one since
     the one numbered ``before`` ended with a 2xx after the content, and the session
-    stands between transactions, no reply due (RFC 5321 §4.1.4: no RSET is needed
-    then)."""
+    stands between transactions, no reply due and nothing unasked for received (RFC
+    5321 §4.1.4: no RSET is needed then). A reply no command asked for would be
+    read as the next ``MAIL``'s."""
     conn = client.connection
     result = conn.transaction
     return (
         conn.state is State.READY
         and not conn.pending
+        and not conn.buffered
         and result is not None
         and conn.transaction_number != before
         and result.complete
@@ -267,17 +275,21 @@ def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     transaction was numbered ``last`` before it, is that connection found closed
     before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
     or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
-    one or the new one's ``MAIL`` answered 421. A timeout is not: the hop is slow, and
+    one or the new one's ``MAIL`` answered 421; or a reply the hop sent unasked while
+    the connection was idle (a reply too many after the last content), read before
+    the new ``MAIL``'s. A timeout is not: the hop is slow, and
     would be as slow to a new connection. Nor is an error that carries a ``result``:
     a message split by LIMITS (RFC 9422), some of whose transactions may have ended,
     which a new connection would send to their recipients again."""
-    if not isinstance(exc, (SMTPConnectionError, SenderRefused)):
+    if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
     if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
         return False
     conn = client.connection
     if conn.transaction_number == last:
         return True
+    if isinstance(exc, SMTPProtocolError):
+        return False  # a reply to the new MAIL that could not be read
     record = conn.transaction
     mail = None if record is None else record.mail_reply
     return mail is not None and mail.code == 421
