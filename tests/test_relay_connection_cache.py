@@ -25,6 +25,7 @@ from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.relaycache import (
     IDLE_TIME_LIMIT,
+    MAX_IDLE_TIME_LIMIT,
     HopKey,
     Idle,
     RelayConnections,
@@ -458,6 +459,23 @@ def test_a_transaction_like_the_last_is_a_new_one() -> None:
     assert ended_cleanly(client, kept)
 
 
+def test_a_connection_past_its_reuse_time_is_quit_though_not_idle_long() -> None:
+    """It can never be taken again: it must not stay open, filling the cache."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=KEPT, reuse_time_limit=0.2, max_idle=2)
+        now = cache.clock()
+        clients = [_Client(), _Client()]
+        for client in clients:
+            assert cache.keep(KEY, Idle(client, now, 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(_until(lambda: all(c.quits == 1 for c in clients)), 10)
+        assert len(cache) == 0
+        assert cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
+        await cache.aclose()
+
+    asyncio.run(main())
+
+
 def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
     """Read before the new ``MAIL``'s reply (the last transaction's number unchanged):
     the connection is given up, the message goes over a new one."""
@@ -492,5 +510,10 @@ def test_serve_sets_the_idle_time_and_zero_turns_the_cache_off(tmp_path: Path) -
     assert relay_connections(0.0) is None
     with pytest.raises(ValueError, match="connection_cache_time"):
         relay_connections(-1.0)
+    assert config("--connection-cache-time", "60s").connection_cache_time == MAX_IDLE_TIME_LIMIT
+    with pytest.raises(ConfigError, match="--connection-cache-time must be at most 60s"):
+        ServerConfig(connection_cache_time=3600.0)
+    with pytest.raises(ValueError, match="at most 60 seconds"):
+        relay_connections(3600.0)
     with pytest.raises(ConfigError, match="--connection-cache-time"):
         ServerConfig(connection_cache_time="2s")  # type: ignore[arg-type]  # not a number

@@ -23,7 +23,7 @@ from smtpcore.server.config import (
     parse_host_port,
     parse_size,
 )
-from smtpcore.server.relaycache import IDLE_TIME_LIMIT
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, MAX_IDLE_TIME_LIMIT
 
 __all__ = ["add_serve_command"]
 
@@ -241,7 +241,7 @@ def add_serve_command(commands: Any) -> None:
         metavar="DURATION",
         help="keep a relay connection whose message went through open this long for the "
         "next message to the same exchanger, as Postfix's smtp_connection_cache_time_limit "
-        "(default 2s; 0 turns the cache off)",
+        f"(default 2s, at most {MAX_IDLE_TIME_LIMIT:g}s; 0 turns the cache off)",
     )
     relay.add_argument(
         "--max-queue-age",

@@ -56,7 +56,7 @@ from smtpcore.server._config_values import (
 )
 from smtpcore.server._config_values import option_number as option_number  # _cli_types imports it
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
-from smtpcore.server.relaycache import IDLE_TIME_LIMIT
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, MAX_IDLE_TIME_LIMIT
 
 __all__ = [
     "MAX_DURATION",
@@ -224,7 +224,8 @@ class ServerConfig:
     connection_cache_time: float = IDLE_TIME_LIMIT
     """Seconds a relay connection whose message went through is kept open for the next
     message to the same next hop (Postfix's ``smtp_connection_cache_time_limit``);
-    0 keeps none: see :mod:`smtpcore.server.relaycache`."""
+    0 keeps none; at most :data:`~smtpcore.server.relaycache.MAX_IDLE_TIME_LIMIT` (60):
+    see :mod:`smtpcore.server.relaycache`."""
     max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
     delay_warning: float | None = None
     """Warn the sender once when mail has waited this long (Postfix's
@@ -305,6 +306,11 @@ class ServerConfig:
             raise ConfigError("--max-retry-after must not be shorter than --retry-after")
         if self.connection_cache_time < 0:
             raise ConfigError("--connection-cache-time must not be negative (0: no cache)")
+        if self.connection_cache_time > MAX_IDLE_TIME_LIMIT:
+            raise ConfigError(
+                f"--connection-cache-time must be at most {MAX_IDLE_TIME_LIMIT:g}s: an idle "
+                "connection holds a slot at the exchanger"
+            )
         if self.max_queue_age <= 0:
             raise ConfigError("--max-queue-age must be positive")
         if self.delay_warning is not None and self.delay_warning <= 0:

@@ -45,6 +45,7 @@ __all__ = [
     "CachedConnectionGone",
     "IDLE_TIME_LIMIT",
     "MAX_IDLE",
+    "MAX_IDLE_TIME_LIMIT",
     "REUSE_COUNT_LIMIT",
     "REUSE_TIME_LIMIT",
     "HopKey",
@@ -68,6 +69,12 @@ exchanger's own limits may allow."""
 REUSE_COUNT_LIMIT: Final = 100
 """Transactions one connection carries at most (Postfix's
 ``smtp_connection_reuse_count_limit``)."""
+
+MAX_IDLE_TIME_LIMIT: Final = 60.0
+"""The longest idle time ``serve --connection-cache-time`` takes: thirty times
+Postfix's 2 s default. An idle connection holds a slot at the exchanger, which may
+close it anyway (RFC 5321 §4.5.3.2.7 asks a server to wait 5 minutes for the next
+command, many wait less), and one past :data:`REUSE_TIME_LIMIT` is never taken."""
 
 MAX_IDLE: Final = 20
 """Idle connections kept at once, all next hops together; past it a session is QUIT as
@@ -201,8 +208,14 @@ class RelayConnections:
     def _usable(self, idle: Idle, now: float) -> bool:
         return self._reusable(idle, now) and now - idle.idle_since < self.idle_time_limit
 
+    def _expiry(self, idle: Idle) -> float:
+        """When ``idle`` may no longer be taken: its idle time out, or its reuse time
+        (a connection past it is never taken, so it is not kept open either)."""
+        return min(idle.idle_since + self.idle_time_limit, idle.opened + self.reuse_time_limit)
+
     async def _reap(self) -> None:
-        """QUIT each idle connection as its idle time runs out; ends when none is left."""
+        """QUIT each idle connection as it expires (:meth:`_expiry`); ends when none is
+        left."""
         try:
             while self._count:
                 now = self.clock()
@@ -220,9 +233,9 @@ class RelayConnections:
                     await asyncio.gather(*(_quit(idle) for idle in expired))
                     continue
                 soonest = min(
-                    idle.idle_since for waiting in self._idle.values() for idle in waiting
+                    self._expiry(idle) for waiting in self._idle.values() for idle in waiting
                 )
-                await asyncio.sleep(max(soonest + self.idle_time_limit - self.clock(), 0.0))
+                await asyncio.sleep(max(soonest - self.clock(), 0.0))
         finally:
             self._reaper = None
 
@@ -257,9 +270,12 @@ async def _quit(idle: Idle) -> None:
 
 def relay_connections(idle_time_limit: float) -> RelayConnections | None:
     """The cache for the worker's ``connection_cache_time`` (``serve
-    --connection-cache-time``): None for 0, which keeps no connection."""
+    --connection-cache-time``): None for 0, which keeps no connection; at most
+    :data:`MAX_IDLE_TIME_LIMIT`."""
     if idle_time_limit < 0:
         raise ValueError("connection_cache_time must not be negative (0: no cache)")
+    if idle_time_limit > MAX_IDLE_TIME_LIMIT:
+        raise ValueError(f"connection_cache_time must be at most {MAX_IDLE_TIME_LIMIT:g} seconds")
     return RelayConnections(idle_time_limit=idle_time_limit) if idle_time_limit else None
 
 
