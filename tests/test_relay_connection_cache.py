@@ -343,16 +343,20 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction's number and QUIT."""
+    """What the cache reads of a client: its last transaction's number, QUIT, close."""
 
     def __init__(self) -> None:
         self.connection = self
         self.transaction_number = 0
         self.host = "mx.pqr.example"
         self.quits = 0
+        self.closes = 0
 
     async def quit(self) -> None:
         self.quits += 1
+
+    async def close(self) -> None:
+        self.closes += 1
 
 
 KEY = HopKey("mx.pqr.example", "192.0.2.1", 25, RelayTLS.MAY, False, "mx.pqr.example")
@@ -472,6 +476,32 @@ def test_a_connection_past_its_reuse_time_is_quit_though_not_idle_long() -> None
         assert len(cache) == 0
         assert cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
         await cache.aclose()
+
+    asyncio.run(main())
+
+
+class _Unanswered(_Client):
+    """A client whose QUIT never ends: an exchanger that never answers it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quitting = asyncio.Event()
+
+    async def quit(self) -> None:
+        self.quitting.set()
+        await asyncio.Event().wait()
+
+
+def test_a_quit_never_answered_holds_no_other_connection_open() -> None:
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=0.05)
+        silent, other = _Unanswered(), _Client()
+        assert cache.keep(KEY, Idle(silent, cache.clock(), 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(silent.quitting.wait(), 10)
+        assert cache.keep(KEY, Idle(other, cache.clock(), 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(_until(lambda: other.quits == 1), 10)
+        await cache.aclose()  # the silent one's QUIT is cut off, its connection closed
+        assert silent.closes == 1
 
     asyncio.run(main())
 

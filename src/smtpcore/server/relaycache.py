@@ -162,6 +162,8 @@ class RelayConnections:
         self._idle: dict[HopKey, list[Idle]] = {}
         self._count = 0
         self._reaper: asyncio.Task[None] | None = None
+        self._quitting: dict[asyncio.Task[None], Idle] = {}
+        """The QUITs under way, with the connection each is for."""
         self._closed = False
 
     def __len__(self) -> int:
@@ -215,23 +217,25 @@ class RelayConnections:
 
     async def _reap(self) -> None:
         """QUIT each idle connection as it expires (:meth:`_expiry`); ends when none is
-        left."""
+        left. Each QUIT runs in its own task: an exchanger that never answers holds
+        its own connection, never the next one's expiry."""
         try:
             while self._count:
                 now = self.clock()
-                expired: list[Idle] = []
                 for key, waiting in list(self._idle.items()):
                     kept: list[Idle] = []
                     for idle in waiting:
-                        (kept if self._usable(idle, now) else expired).append(idle)
+                        if self._usable(idle, now):
+                            kept.append(idle)
+                        else:
+                            self._count -= 1
+                            self._start_quit(idle)
                     if kept:
                         self._idle[key] = kept
                     else:
                         del self._idle[key]
-                self._count -= len(expired)
-                if expired:
-                    await asyncio.gather(*(_quit(idle) for idle in expired))
-                    continue
+                if not self._count:
+                    break
                 soonest = min(
                     self._expiry(idle) for waiting in self._idle.values() for idle in waiting
                 )
@@ -239,9 +243,16 @@ class RelayConnections:
         finally:
             self._reaper = None
 
+    def _start_quit(self, idle: Idle) -> None:
+        """QUIT ``idle`` in a task of its own, kept until it ends for :meth:`aclose`."""
+        task = asyncio.get_running_loop().create_task(_quit(idle))
+        self._quitting[task] = idle
+        task.add_done_callback(self._quitting.pop)
+
     async def aclose(self) -> None:
         """QUIT every idle connection (within :data:`CLOSE_WAIT`, then closed without
-        the reply) and keep none from now on: nothing is left open, no task runs."""
+        the reply) and keep none from now on: nothing is left open, no task runs. The
+        QUITs of connections that expired before get the same wait."""
         self._closed = True
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
@@ -250,13 +261,17 @@ class RelayConnections:
         idle = [entry for waiting in self._idle.values() for entry in waiting]
         self._idle.clear()
         self._count = 0
-        if not idle:
+        for entry in idle:
+            self._start_quit(entry)
+        quits = dict(self._quitting)
+        if not quits:
             return
-        quits = [asyncio.ensure_future(_quit(entry)) for entry in idle]
         _, late = await asyncio.wait(quits, timeout=CLOSE_WAIT)
         for task in late:
             task.cancel()
         await asyncio.gather(*quits, return_exceptions=True)
+        for task in late:  # one cancelled before it began has closed nothing
+            await quits[task].client.close()
 
 
 async def _quit(idle: Idle) -> None:
