@@ -239,6 +239,42 @@ def test_a_reply_too_many_after_the_content_costs_the_next_message_nothing(
     assert len(_lines(caplog, "status=sent")) == 2
 
 
+def test_the_stop_quits_idle_connections_while_deliveries_finish(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """One grace for the whole stop: the idle connection's QUIT goes at its start, not
+    after the delivery still under way is done (or cut off)."""
+    zone = ZONE + "xyz.example MX 10 mx.xyz.example\nmx.xyz.example A 127.0.0.1\n"
+    with remote(data_replies=[b"250 2.0.0 queued", b""], hold=10.0) as server:
+        relay = _relay(
+            tmp_path, server.port, zone=zone, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        connections = relay.worker.exchanger.connections
+        assert connections is not None
+
+        async def main() -> None:
+            task = asyncio.get_running_loop().create_task(relay.worker.run())
+            try:
+                relay.enqueue(["a@pqr.example"])
+                await asyncio.wait_for(_until(lambda: len(connections) == 1), 10)
+                relay.enqueue(["b@xyz.example"])  # another next hop: a new connection
+                await asyncio.wait_for(_until(lambda: server.verbs.count(b"DATA") == 2), 10)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            stop = asyncio.get_running_loop().create_task(relay.worker.aclose(30.0))
+            try:
+                await asyncio.wait_for(_until(lambda: _quits(server) == 1), 5)
+                assert not stop.done()  # the second message's end is still unanswered
+            finally:
+                server.release.set()
+                await stop
+
+        asyncio.run(main())
+        _wait_closed(server)
+    assert server.connections == 2
+
+
 def test_another_domain_whose_exchanger_has_another_name_gets_its_own_connection(
     tmp_path: Path,
 ) -> None:
@@ -500,7 +536,7 @@ def test_a_quit_never_answered_holds_no_other_connection_open() -> None:
         await asyncio.wait_for(silent.quitting.wait(), 10)
         assert cache.keep(KEY, Idle(other, cache.clock(), 0))  # type: ignore[arg-type]
         await asyncio.wait_for(_until(lambda: other.quits == 1), 10)
-        await cache.aclose()  # the silent one's QUIT is cut off, its connection closed
+        await cache.aclose(0.0)  # the silent one's QUIT is cut off, its connection closed
         assert silent.closes == 1
 
     asyncio.run(main())

@@ -483,8 +483,8 @@ class DeliveryWorker(_EnvelopeKeeping):
         the whole stop); then cancel what is left
         (:func:`~smtpcore.server.waits.finish`). The success reports a round cut
         off owes are on disk with its recipients' marks: the next start makes them.
-        Then the relay connections kept idle are QUIT, and none is kept after
-        (:meth:`RelayConnections.aclose
+        Meanwhile, from the start and within the same grace, the relay connections
+        kept idle are QUIT, and none is kept after (:meth:`RelayConnections.aclose
         <smtpcore.server.relaycache.RelayConnections.aclose>`).
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
@@ -492,11 +492,15 @@ class DeliveryWorker(_EnvelopeKeeping):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        await finish(set(self._running.values()), grace)
-        await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
-        await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
-        if self.exchanger.connections is not None:
-            await self.exchanger.connections.aclose()
+        connections = self.exchanger.connections
+        closing = None if connections is None else loop.create_task(connections.aclose(grace))
+        try:
+            await finish(set(self._running.values()), grace)
+            await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
+            await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
+        finally:
+            if closing is not None:
+                await closing
 
     # -- one message ----------------------------------------------------------
 

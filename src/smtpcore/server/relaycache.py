@@ -249,10 +249,11 @@ class RelayConnections:
         self._quitting[task] = idle
         task.add_done_callback(self._quitting.pop)
 
-    async def aclose(self) -> None:
-        """QUIT every idle connection (within :data:`CLOSE_WAIT`, then closed without
-        the reply) and keep none from now on: nothing is left open, no task runs. The
-        QUITs of connections that expired before get the same wait."""
+    async def aclose(self, wait: float = CLOSE_WAIT) -> None:
+        """QUIT every idle connection (within ``wait`` seconds, at most
+        :data:`CLOSE_WAIT`, then closed without the reply) and keep none from now on:
+        nothing is left open, no task runs. The QUITs of connections that expired
+        before get the same wait."""
         self._closed = True
         reaper, self._reaper = self._reaper, None
         if reaper is not None:
@@ -266,7 +267,7 @@ class RelayConnections:
         quits = dict(self._quitting)
         if not quits:
             return
-        _, late = await asyncio.wait(quits, timeout=CLOSE_WAIT)
+        _, late = await asyncio.wait(quits, timeout=min(max(wait, 0.0), CLOSE_WAIT))
         for task in late:
             task.cancel()
         await asyncio.gather(*quits, return_exceptions=True)
@@ -303,15 +304,15 @@ class CachedConnectionGone(Exception):
 
 def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     """Whether ``exc``, raised by a message on a kept connection whose last
-    transaction was numbered ``last`` before it, is that connection found closed
+    transaction was numbered ``last`` before it, is that connection found unusable
     before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
     or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
     one or the new one's ``MAIL`` answered 421; or a reply the hop sent unasked while
     the connection was idle (a reply too many after the last content), read before
-    the new ``MAIL``'s. A timeout is not: the hop is slow, and
-    would be as slow to a new connection. Nor is an error that carries a ``result``:
-    a message split by LIMITS (RFC 9422), some of whose transactions may have ended,
-    which a new connection would send to their recipients again."""
+    the new ``MAIL``'s. A timeout is not: the hop is slow, and would be as slow to a
+    new connection. Nor is an error that carries a ``result``: a message split by
+    LIMITS (RFC 9422), some of whose transactions may have ended, which a new
+    connection would send to their recipients again."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
     if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
