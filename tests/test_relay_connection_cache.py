@@ -78,9 +78,10 @@ def test_messages_queued_for_one_hop_go_over_one_connection(
         _wait_closed(server)
     assert len(server.transactions) == 5
     assert server.connections == 1
-    # One EHLO, no RSET between the transactions (RFC 5321 §4.1.4), QUIT at the stop.
+    # One EHLO, an RSET before each message on the kept connection (verify_kept), QUIT
+    # at the stop.
     assert server.verbs.count(b"EHLO") == 1
-    assert b"RSET" not in server.verbs
+    assert server.verbs.count(b"RSET") == 4
     assert _quits(server) == 1
 
 
@@ -218,25 +219,78 @@ def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_ag
     }
 
 
+TOO_MANY = [b"250 2.0.0 queued as A (again)", b"550 5.7.1 second opinion: refused"]
+
+
+@pytest.mark.parametrize("unasked", TOO_MANY, ids=["250", "550"])
+@pytest.mark.parametrize(
+    "written", ["in-the-same-write", "on-its-own-while-idle", "on-its-own-at-once", "after-rset"]
+)
 def test_a_reply_too_many_after_the_content_costs_the_next_message_nothing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_resource_warnings: None
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    unasked: bytes,
+    written: str,
+    no_resource_warnings: None,
 ) -> None:
     """The hop answers the first message's content twice: the second reply, no answer
-    to anything, is never read as the next message's ``MAIL`` reply, nor does it defer
-    that message (an attempt counted, the hop marked bad)."""
+    to anything, is never read as the next message's ``MAIL`` reply (a ``550`` would
+    bounce a message the hop never saw), nor does it defer that message (an attempt
+    counted, the hop marked bad): the message goes over a new connection. In the read
+    of the first reply, the connection is not kept; written on its own while the
+    connection is idle, the look before the ``RSET`` finds it; written once the
+    ``RSET`` went out, it is read as the ``RSET``'s reply, a refusal at once, a ``250``
+    once the replies after it are found out of step."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    twice = b"250 2.0.0 queued as A\r\n250 2.0.0 queued as A (again)"
-    with remote(data_replies=[twice]) as server:
+    if written == "in-the-same-write":
+        options: dict[str, Any] = {"data_replies": [b"250 2.0.0 queued as A\r\n" + unasked]}
+    else:
+        when = {"on-its-own-while-idle": "released", "after-rset": "later"}.get(written)
+        options = {"unasked_reply": unasked, "unasked_when": when or "at-once"}
+    with remote(**options) as server:
         relay = _relay(
             tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
         )
         relay.enqueue(["a@pqr.example"])
-        relay.enqueue(["b@pqr.example"])
-        _run(relay, relay.empty)
+        if written == "on-its-own-while-idle":
+            _run_until_idle_then_send(relay, server, "b@pqr.example")
+        else:
+            relay.enqueue(["b@pqr.example"])
+            _run(relay, relay.empty)
         _wait_closed(server)
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
-    assert _lines(caplog, "status=deferred") == []
+    assert _lines(caplog, "status=deferred") == _lines(caplog, "status=bounced") == []
     assert len(_lines(caplog, "status=sent")) == 2
+    verified = server.verbs.count(b"RSET")
+    if written == "in-the-same-write":  # never kept, so never verified
+        assert verified == 0 and not _lines(caplog, "kept for")
+    elif written == "on-its-own-while-idle":  # the look before RSET found it
+        assert verified == 0 and _lines(caplog, "kept for")
+    elif written == "after-rset":
+        assert verified == 1 and _lines(caplog, "kept for")
+        if unasked.startswith(b"5"):
+            assert _lines(caplog, "RSET answered: 550")
+
+
+def _run_until_idle_then_send(relay: Any, server: ScriptedRemote, recipient: str) -> None:
+    """Run the relay until its first message is sent, then have the hop write its reply
+    too many, then give the relay a message for ``recipient`` and run until it is
+    sent."""
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(relay.worker.run())
+        try:
+            await asyncio.wait_for(_until(relay.empty), 10)
+            server.unasked_release.set()
+            await asyncio.wait_for(_until(server.unasked_written.is_set), 10)
+            relay.enqueue([recipient])
+            await asyncio.wait_for(_until(relay.empty), 10)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await relay.worker.aclose(1.0)
+
+    asyncio.run(main())
 
 
 def test_the_stop_quits_idle_connections_while_deliveries_finish(
@@ -543,14 +597,22 @@ def test_a_quit_never_answered_holds_no_other_connection_open() -> None:
 
 
 def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
-    """Read before the new ``MAIL``'s reply (the last transaction's number unchanged):
-    the connection is given up, the message goes over a new one."""
+    """Read before the new ``MAIL``'s reply (the last transaction's number unchanged),
+    or after it, the replies out of step: the connection is given up, the message goes
+    over a new one; unless the end of its content went with no readable reply (the
+    error's ``result``): the hop may have taken it."""
     client = _Client()
     client.transaction_number = 3
     unasked = SMTPProtocolError("unsolicited reply: 250 2.0.0 queued as A (again)")
     assert gone_before_mail(unasked, client, 3)  # type: ignore[arg-type]
-    client.transaction_number = 4  # the new MAIL was answered: a reply it garbled
-    assert not gone_before_mail(unasked, client, 3)  # type: ignore[arg-type]
+    client.transaction_number = 4  # the new MAIL answered by the RSET's 250
+    out_of_step = SMTPProtocolError("250 is not a reply to DATA")
+    assert gone_before_mail(out_of_step, client, 3)  # type: ignore[arg-type]
+    garbled_end = SMTPProtocolError("a reply that cannot be read")
+    session = _Session()
+    session.transaction()
+    garbled_end.result = session.connection.transaction
+    assert not gone_before_mail(garbled_end, client, 3)  # type: ignore[arg-type]
 
 
 # -- the option -----------------------------------------------------------------------

@@ -99,6 +99,7 @@ from smtpcore.server.relaycache import (
     Idle,
     ended_cleanly,
     gone_before_mail,
+    verify_kept,
 )
 from smtpcore.smtp import (
     Reply,
@@ -210,13 +211,15 @@ class ExchangerSession(_ExchangerConnector):
         cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
         """One session of :meth:`deliver`: over a connection kept idle for this next hop
-        (:mod:`smtpcore.server.relaycache`), if there is one, else a new one. A kept
-        connection the hop closed meanwhile costs nothing: the message goes at once over
-        a new one."""
+        (:mod:`smtpcore.server.relaycache`) and verified by an ``RSET``
+        (:func:`verify_kept`), if there is one, else a new one. A kept connection the
+        hop closed meanwhile, or that fails the ``RSET``, costs nothing: the message
+        goes at once over a new one."""
         key = self._hop_key(attempt, policy)
         kept = None if self.connections is None else self.connections.take(key)
         if kept is not None:
             try:
+                await verify_kept(kept.client)
                 return await self._over(
                     kept, key, attempt, relay, entry, deliveries, content, policy, record,
                     cut_after_end,

@@ -4,8 +4,10 @@ smtp(8) connection cache (``CONNECTION_CACHE_README``).
 A session whose transaction ended cleanly (a ``250`` after the content, no error, no
 timeout) is not closed: it waits here, idle, for :data:`IDLE_TIME_LIMIT` seconds
 (Postfix's ``smtp_connection_cache_time_limit``), and the next message to the *same*
-next hop takes it, its TLS and EHLO extensions as negotiated, with no RSET (RFC 5321
-§4.1.4: a transaction that ended has nothing to reset). Same means every part of
+next hop takes it, its TLS and EHLO extensions as negotiated, once an ``RSET`` has
+verified it (:func:`verify_kept`, Postfix's ``smtp_rset_timeout``: a transaction that
+ended has nothing to reset, RFC 5321 §4.1.4, but a reply the hop sent unasked while
+the connection was idle must not pass for the next ``MAIL``'s). Same means every part of
 :class:`HopKey`: the exchanger's name, the address and port connected to, and the TLS
 that applied (the level, REQUIRETLS and the name a certificate is checked against,
 sent as SNI). A connection made under one policy never carries a message that asked
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from smtpcore._driver import (
@@ -39,6 +41,7 @@ from smtpcore._driver import (
 )
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import RelayTLS
+from smtpcore.smtp import Rset
 from smtpcore.smtp._state import State
 
 __all__ = [
@@ -47,6 +50,7 @@ __all__ = [
     "MAX_IDLE",
     "MAX_IDLE_TIME_LIMIT",
     "REUSE_COUNT_LIMIT",
+    "RSET_TIMEOUT",
     "REUSE_TIME_LIMIT",
     "HopKey",
     "Idle",
@@ -54,6 +58,7 @@ __all__ = [
     "ended_cleanly",
     "gone_before_mail",
     "relay_connections",
+    "verify_kept",
 ]
 
 IDLE_TIME_LIMIT: Final = 2.0
@@ -79,6 +84,12 @@ command, many wait less), and one past :data:`REUSE_TIME_LIMIT` is never taken."
 MAX_IDLE: Final = 20
 """Idle connections kept at once, all next hops together; past it a session is QUIT as
 it would be without the cache."""
+
+RSET_TIMEOUT: Final = 20.0
+"""Seconds the ``RSET`` that verifies a kept connection (:func:`verify_kept`) waits for
+its reply at most, less if the relay's command timeout is shorter (Postfix's
+``smtp_rset_timeout``): a hop that no longer answers costs the message that long, then
+a new connection, not the command timeout's minutes."""
 
 CLOSE_WAIT: Final = 1.0
 """Seconds :meth:`RelayConnections.aclose` waits for the idle connections' QUIT
@@ -121,9 +132,9 @@ class Idle:
 def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
     """Whether ``client``'s session may carry another transaction: a new one since
     the one numbered ``before`` ended with a 2xx after the content, and the session
-    stands between transactions, no reply due and nothing unasked for received (RFC
-    5321 §4.1.4: no RSET is needed then). A reply no command asked for would be
-    read as the next ``MAIL``'s."""
+    stands between transactions, no reply due and nothing unasked for received in
+    the read of the last reply (one too many after the content, which
+    :func:`verify_kept` would find anyway: such a connection is not even kept)."""
     conn = client.connection
     result = conn.transaction
     return (
@@ -302,26 +313,59 @@ class CachedConnectionGone(Exception):
     attempt counted against the hop."""
 
 
+async def verify_kept(client: BaseSMTPClient) -> None:
+    """Check that the kept ``client`` is still usable before it carries the next
+    message, as Postfix does ("The SMTP client sends RSET ... to verify that a cached
+    session is still usable", ``smtp_rset_timeout``): nothing has arrived unasked while
+    it was idle (the client's look at what it holds and what reached the socket), and
+    an ``RSET``, sent on its own, not pipelined with the ``MAIL``, is answered ``250``
+    within :data:`RSET_TIMEOUT` seconds with nothing behind it. Else
+    :class:`CachedConnectionGone`, the connection closed: a reply the hop sent
+    unasked (one too many after the last content, a ``421``), its close, a refusal
+    or no answer; the message goes over a new connection. A reply sent unasked after
+    the ``RSET`` went out, a ``250`` at that, cannot be told from its answer: Postfix
+    has the same limit; the ``MAIL``'s own look (:func:`gone_before_mail`) may still
+    find it."""
+    saved = client.timeouts
+    command = RSET_TIMEOUT if saved.command is None else min(saved.command, RSET_TIMEOUT)
+    client.timeouts = replace(saved, command=command)
+    try:
+        await client._take_arrived()  # the look the client makes before an end of data
+        reply = await client.command(Rset())
+        if reply.code != 250:
+            raise CachedConnectionGone(f"RSET answered: {reply}")
+        if client.connection.buffered:
+            raise CachedConnectionGone("a reply no command asked for came behind RSET's")
+    except BaseException as exc:  # a stop's cancellation too: closed, never left open
+        await client.close()
+        if isinstance(exc, SMTPError):
+            raise CachedConnectionGone(str(exc)) from exc
+        raise
+    finally:
+        client.timeouts = saved
+
+
 def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     """Whether ``exc``, raised by a message on a kept connection whose last
     transaction was numbered ``last`` before it, is that connection found unusable
     before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
     or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
-    one or the new one's ``MAIL`` answered 421; or a reply the hop sent unasked while
-    the connection was idle (a reply too many after the last content), read before
-    the new ``MAIL``'s. A timeout is not: the hop is slow, and would be as slow to a
-    new connection. Nor is an error that carries a ``result``: a message split by
-    LIMITS (RFC 9422), some of whose transactions may have ended, which a new
-    connection would send to their recipients again."""
+    one or the new one's ``MAIL`` answered 421; or replies out of step, or one that
+    cannot be read (:class:`SMTPProtocolError`): a reply the hop sent unasked after
+    the verifying ``RSET`` went out (:func:`verify_kept`) is read as its answer, each
+    reply after it as the next command's, until one cannot be (a ``250`` to ``DATA``).
+    Nothing of the message was taken then: an error once its end went out carries a
+    ``result``. A timeout is not: the hop is slow, and would be as slow to a new
+    connection. Nor is an error that carries a ``result``: a message split by LIMITS
+    (RFC 9422), some of whose transactions may have ended, which a new connection
+    would send to their recipients again, or whose end went with no readable reply."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
     if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
         return False
     conn = client.connection
-    if conn.transaction_number == last:
+    if conn.transaction_number == last or isinstance(exc, SMTPProtocolError):
         return True
-    if isinstance(exc, SMTPProtocolError):
-        return False  # a reply to the new MAIL that could not be read
     record = conn.transaction
     mail = None if record is None else record.mail_reply
     return mail is not None and mail.code == 421
