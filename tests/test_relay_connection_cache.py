@@ -570,6 +570,27 @@ def test_a_connection_past_its_reuse_time_is_quit_though_not_idle_long() -> None
     asyncio.run(main())
 
 
+def test_a_connection_kept_later_that_expires_sooner_wakes_the_reaper() -> None:
+    """The reaper sleeps until the soonest expiry it saw; a connection kept meanwhile,
+    opened long before and so past its reuse time first, is QUIT at its own expiry,
+    while the first still waits, not when the reaper's sleep would have ended."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=KEPT, reuse_time_limit=1.0)
+        first, later = _Client(), _Client()
+        assert cache.keep(KEY, Idle(first, cache.clock(), 0))  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # the reaper sleeps, until the first's reuse time ends
+        other = HopKey("mx.xyz.example", "192.0.2.2", 25, RelayTLS.MAY, False, "mx.xyz.example")
+        opened = cache.clock() - 0.9  # past its reuse time in a tenth of a second
+        assert cache.keep(other, Idle(later, opened, 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(_until(lambda: later.quits == 1), 10)
+        assert first.quits == 0 and len(cache) == 1
+        await cache.aclose()
+        assert first.quits == 1
+
+    asyncio.run(main())
+
+
 class _Unanswered(_Client):
     """A client whose QUIT never ends: an exchanger that never answers it."""
 

@@ -27,6 +27,8 @@ QUITs the rest at stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -173,6 +175,10 @@ class RelayConnections:
         self._idle: dict[HopKey, list[Idle]] = {}
         self._count = 0
         self._reaper: asyncio.Task[None] | None = None
+        self._wake_at = math.inf
+        """When the reaper wakes next; a connection kept that expires before it wakes
+        it sooner (``_sooner``)."""
+        self._sooner = asyncio.Event()
         self._quitting: dict[asyncio.Task[None], Idle] = {}
         """The QUITs under way, with the connection each is for."""
         self._closed = False
@@ -209,7 +215,10 @@ class RelayConnections:
         self._idle.setdefault(key, []).append(idle)
         self._count += 1
         if self._reaper is None:
+            self._sooner = asyncio.Event()  # the reaper's own: bound to its loop
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
+        elif self._expiry(idle) < self._wake_at:
+            self._sooner.set()
         return True
 
     def _reusable(self, idle: Idle, now: float) -> bool:
@@ -229,7 +238,8 @@ class RelayConnections:
     async def _reap(self) -> None:
         """QUIT each idle connection as it expires (:meth:`_expiry`); ends when none is
         left. Each QUIT runs in its own task: an exchanger that never answers holds
-        its own connection, never the next one's expiry."""
+        its own connection, never the next one's expiry. A connection kept while it
+        sleeps, which expires first (opened long before), wakes it (:meth:`keep`)."""
         try:
             while self._count:
                 now = self.clock()
@@ -250,9 +260,13 @@ class RelayConnections:
                 soonest = min(
                     self._expiry(idle) for waiting in self._idle.values() for idle in waiting
                 )
-                await asyncio.sleep(max(soonest - self.clock(), 0.0))
+                self._wake_at = soonest
+                self._sooner.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._sooner.wait(), max(soonest - self.clock(), 0.0))
         finally:
             self._reaper = None
+            self._wake_at = math.inf
 
     def _start_quit(self, idle: Idle) -> None:
         """QUIT ``idle`` in a task of its own, kept until it ends for :meth:`aclose`."""
