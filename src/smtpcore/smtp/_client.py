@@ -221,7 +221,11 @@ class ClientConnection(ClientLeftBehindLayer):
     @property
     def transaction_number(self) -> int:
         """Which of the session's transactions :attr:`transaction` is: 1 for the one
-        the first ``MAIL`` began, 2 for the next...; 0 while it is None.
+        the first ``MAIL`` began, 2 for the next...; 0 while it is None. It advances
+        as a ``MAIL``'s reply is read, accepted or refused (not as the ``MAIL`` is
+        sent: a pipelined one's reply may be read after the last transaction's end),
+        and never otherwise: ``RSET``, the rest of a transaction and its end leave
+        it as it is.
 
         Snapshots compare by value, so two transactions with the same envelope and
         the same replies are equal: this tells a new one from the last (a relay
