@@ -88,6 +88,29 @@ class ScriptedRemote:
     on with ``354``, another reply refuses the content."""
     drop_in_data: bool = False
     """Close the connection after the first line of content."""
+    close_when_idle: bytes | None = None
+    """After each reply to the end of the content: ``b""`` closes the connection, a reply
+    (``b"421 4.4.2 idle too long"``) is sent first: a server whose idle timer ran out
+    as the transaction ended, while the client keeps the connection for the next."""
+    later_mail_reply: bytes | None = None
+    """The reply to each ``MAIL`` of a session but its first, then the connection closes
+    (a ``421``); ``b""`` never answers, and waits for ``release`` (at most ``hold``
+    seconds) before closing."""
+    later_mail_after: int = 1
+    """The ``MAIL`` commands of a session answered as usual before ``later_mail_reply``."""
+    unasked_reply: bytes | None = None
+    """A reply to nothing written after the first transaction's reply to its content,
+    as a write of its own (``TCP_NODELAY``: not held back until the client's next
+    segment): a hop that answers the content twice. :attr:`unasked_written` is set once
+    it is sent."""
+    unasked_when: str = "at-once"
+    """When :attr:`unasked_reply` is written: ``at-once`` after the reply to the
+    content; ``released``, once :attr:`unasked_release` is set (at most :attr:`hold`
+    seconds), the client having read that reply and sent nothing since; ``later``,
+    once the next command line is read, before that command's reply: a reply too many
+    that comes after the client spoke."""
+    unasked_release: threading.Event = field(default_factory=threading.Event)
+    unasked_written: threading.Event = field(default_factory=threading.Event)
     answer_quit: bool = True
     """False: QUIT is never answered (the remote waits for the client to close)."""
     reply_end: bytes = b"\r\n"
@@ -101,6 +124,7 @@ class ScriptedRemote:
     open_connections: int = 0
     most_open_connections: int = 0
     """The most connections that were open at once."""
+    _unasked_due: bool = False
 
     def start(self) -> ScriptedRemote:
         self.listener = socket.create_server((self.host, self.port))
@@ -160,6 +184,8 @@ class ScriptedRemote:
 
     def _session(self, sockets: list[socket.socket]) -> None:
         sock = sockets[0]
+        if self.unasked_reply is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         tls = False
         lines: BinaryIO = sock.makefile("rb")
         self._write(sock, self.greeting + b"\r\n")
@@ -168,10 +194,13 @@ class ScriptedRemote:
         recipients: list[str] = []
         mail_line, rcpt_lines = b"", list[bytes]()
         received_chunks: _Received | None = None
+        mails = 0
         while True:
             line = lines.readline()
             if not line:
                 return
+            if self._unasked_due:
+                self._write_unasked(sock)
             verb = line[:4].upper()
             with self._lock:
                 self.verbs.append(verb)
@@ -194,6 +223,14 @@ class ScriptedRemote:
                 lines = sock.makefile("rb")
                 tls = True
             elif verb == b"MAIL":
+                mails += 1
+                if mails > self.later_mail_after and self.later_mail_reply is not None:
+                    if self.later_mail_reply:
+                        self._write(sock, self.later_mail_reply + b"\r\n")
+                    else:
+                        self.release.wait(self.hold)
+                    sock.shutdown(socket.SHUT_RDWR)
+                    return
                 recipients, mail_line, rcpt_lines = [], line, []
                 received_chunks = None
                 with self._lock:
@@ -289,7 +326,24 @@ class ScriptedRemote:
             sock.shutdown(socket.SHUT_RDWR)
             return False
         self._write(sock, reply + b"\r\n")
-        return True
+        if self.unasked_reply is not None and len(self.transactions) == 1:
+            self._unasked_due = True
+            if self.unasked_when == "released":
+                self.unasked_release.wait(self.hold)
+            if self.unasked_when != "later":
+                self._write_unasked(sock)
+        if self.close_when_idle is None:
+            return True
+        if self.close_when_idle:
+            self._write(sock, self.close_when_idle + b"\r\n")
+        sock.shutdown(socket.SHUT_RDWR)
+        return False
+
+    def _write_unasked(self, sock: socket.socket) -> None:
+        assert self.unasked_reply is not None
+        self._unasked_due = False
+        self._write(sock, self.unasked_reply + b"\r\n")
+        self.unasked_written.set()
 
     def _write(self, sock: socket.socket, data: bytes) -> None:
         """Write reply lines, each ended as :attr:`reply_end` says."""
@@ -303,6 +357,7 @@ class ScriptedRemote:
 
     def close(self) -> None:
         self.release.set()
+        self.unasked_release.set()
         with contextlib.suppress(OSError):
             self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()

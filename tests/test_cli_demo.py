@@ -51,6 +51,8 @@ def test_the_story_runs_and_tells_itself(
         assert line in out
     # Every relay line comes after john's session and before the POP3 one.
     assert out.index("john > QUIT") < out.index("mx.abc.example > EHLO") < out.index("5. brendon")
+    # The relay's session ends with step 3: no connection is kept for a next message.
+    assert out.index("mx.abc.example > QUIT") < out.index(steps[3])
     assert list(tmp_path.iterdir()) == []  # nothing left behind
 
 

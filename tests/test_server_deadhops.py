@@ -373,7 +373,8 @@ def test_a_dead_destination_leaves_a_live_one_beside_it_alone(tmp_path: Path) ->
                 recipients = [f"u{number}@{DEAD}", f"u{number}@{LIVE}"]
                 setup.queue.add(MESSAGE, "john@abc.example", recipients)
             await _rounds(setup, _all_tried(setup, 1))
-            assert live.connections == len(live.delivered) == 20
+            assert len(live.delivered) == 20  # over fewer connections, kept between them
+            assert 1 <= live.connections <= 20
             assert dead.connections == DEAD_AFTER
             live_ones = [r for e in setup.entries() for r in e.recipients if LIVE in r.address]
             assert [r.status for r in live_ones] == [RecipientStatus.SENT] * 20

@@ -2492,8 +2492,9 @@ def test_a_recipient_one_exchanger_took_is_recorded_before_the_next_is_tried(
 
 
 def test_a_message_is_recorded_sent_before_quit_is_answered(tmp_path: Path) -> None:
+    """QUIT right after the message, not kept for the next one (``relaycache``)."""
     with remote(answer_quit=False) as server:
-        relay = _relay(tmp_path, server.port, retry_after=3600.0)
+        relay = _relay(tmp_path, server.port, retry_after=3600.0, connection_cache_time=0.0)
         entry = relay.enqueue(["brendon@pqr.example"])
 
         def recorded() -> bool:

@@ -406,6 +406,41 @@ def test_rset_may_be_pipelined_and_ends_the_transaction() -> None:
     assert second is not None and second.sender == CAROL
 
 
+def test_the_transaction_number_advances_as_a_refused_mail_is_answered() -> None:
+    conn = session()
+    assert conn.transaction_number == 0 and conn.transaction is None
+    conn.send(Mail(ALICE))
+    assert conn.transaction_number == 0  # sent, not answered
+    feed(conn, b"550 5.7.1 go away\r\n")
+    assert conn.transaction_number == 1
+    assert conn.transaction is not None and conn.transaction.mail_reply is not None
+    assert conn.transaction.mail_reply.code == 550
+
+
+def test_rset_leaves_the_transaction_number_as_it_is() -> None:
+    conn = session()
+    conn.send(Mail(ALICE))
+    feed(conn, b"550 5.7.1 go away\r\n")
+    conn.send(Rset())
+    feed(conn, b"250 2.0.0 reset\r\n")
+    assert conn.transaction_number == 1
+
+
+def test_the_transaction_number_advances_once_when_a_pipelined_mail_is_answered() -> None:
+    conn = session()
+    for event in (Mail(ALICE), Rcpt(BOB), Data()):
+        conn.send(event)
+    assert conn.transaction_number == 0
+    feed(conn, b"250 ok\r\n")
+    assert conn.transaction_number == 1
+    feed(conn, b"250 ok\r\n354 go\r\n")
+    conn.send(MessageData(b"body\r\n"))
+    conn.send(EndOfMessage())
+    feed(conn, b"250 queued\r\n")
+    assert conn.transaction is not None and conn.transaction.complete
+    assert conn.transaction_number == 1
+
+
 # -- what the machine refuses to send ------------------------------------------
 
 

@@ -106,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         retry_after=retry_after,
         max_retry_after=max_retry_after,
         destination_concurrency=args.destination_concurrency,
+        connection_cache_time=args.connection_cache_time,
         max_queue_age=args.max_queue_age,
         delay_warning=args.delay_warning,
         relay_tls=args.relay_tls,

@@ -23,6 +23,7 @@ from smtpcore.server.config import (
     parse_host_port,
     parse_size,
 )
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, MAX_IDLE_TIME_LIMIT
 
 __all__ = ["add_serve_command"]
 
@@ -232,6 +233,15 @@ def add_serve_command(commands: Any) -> None:
         "--relay-host), as Postfix's default_destination_concurrency_limit, so that one "
         "that never answers cannot hold every session (default 10, half of the 20 at once; "
         "with --relay-host, the only destination, all 20)",
+    )
+    relay.add_argument(
+        "--connection-cache-time",
+        type=option_type(parse_duration, "duration"),
+        default=IDLE_TIME_LIMIT,
+        metavar="DURATION",
+        help="keep a relay connection whose message went through open this long for the "
+        "next message to the same exchanger, as Postfix's smtp_connection_cache_time_limit "
+        f"(default 2s, at most {MAX_IDLE_TIME_LIMIT:g}s; 0 turns the cache off)",
     )
     relay.add_argument(
         "--max-queue-age",

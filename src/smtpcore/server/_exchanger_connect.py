@@ -30,6 +30,7 @@ from smtpcore.server._exchanger_replies import (
 )
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS, relay_tls_context
+from smtpcore.server.relaycache import RelayConnections
 from smtpcore.smtp import Reply
 
 __all__ = ["ClientFactory", "_ExchangerConnector", "_lacking", "default_client"]
@@ -172,6 +173,7 @@ class _ExchangerConnector:
         tls_context: ssl.SSLContext,
         relay_tls: RelayTLS,
         relay_ca: Path | None = None,
+        connections: RelayConnections | None = None,
     ) -> None:
         self.client_factory = client_factory
         self.hostname = hostname
@@ -182,6 +184,9 @@ class _ExchangerConnector:
         """The CA certificates ``verify`` checks against when a message asks for it
         under another policy (REQUIRETLS); None: the system's trust store."""
         self._contexts = {relay_tls: tls_context}
+        self.connections = connections
+        """Where sessions that ended cleanly wait for the next message to the same next
+        hop (:mod:`smtpcore.server.relaycache`); None: each is QUIT at once."""
 
     def policy(self) -> MessageTLS:
         """The configured policy, for a message that asks for nothing else."""

@@ -56,6 +56,7 @@ from smtpcore.server._config_values import (
 )
 from smtpcore.server._config_values import option_number as option_number  # _cli_types imports it
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, MAX_IDLE_TIME_LIMIT
 
 __all__ = [
     "MAX_DURATION",
@@ -220,6 +221,11 @@ class ServerConfig:
     never answers cannot hold them all, or all 20 with a ``relay_host``, the only
     destination (:func:`~smtpcore.server.places.default_destination_concurrency`, which
     the worker asks). Above 20 it has no effect."""
+    connection_cache_time: float = IDLE_TIME_LIMIT
+    """Seconds a relay connection whose message went through is kept open for the next
+    message to the same next hop (Postfix's ``smtp_connection_cache_time_limit``);
+    0 keeps none; at most :data:`~smtpcore.server.relaycache.MAX_IDLE_TIME_LIMIT` (60):
+    see :mod:`smtpcore.server.relaycache`."""
     max_queue_age: float = DEFAULT_MAX_QUEUE_AGE
     delay_warning: float | None = None
     """Warn the sender once when mail has waited this long (Postfix's
@@ -298,6 +304,13 @@ class ServerConfig:
             raise ConfigError("--retry-after must be positive")
         if self.max_retry_after < self.retry_after:
             raise ConfigError("--max-retry-after must not be shorter than --retry-after")
+        if self.connection_cache_time < 0:
+            raise ConfigError("--connection-cache-time must not be negative (0: no cache)")
+        if self.connection_cache_time > MAX_IDLE_TIME_LIMIT:
+            raise ConfigError(
+                f"--connection-cache-time must be at most {MAX_IDLE_TIME_LIMIT:g}s: an idle "
+                "connection holds a slot at the exchanger"
+            )
         if self.max_queue_age <= 0:
             raise ConfigError("--max-queue-age must be positive")
         if self.delay_warning is not None and self.delay_warning <= 0:
@@ -365,7 +378,13 @@ class ServerConfig:
         :class:`ConfigError` naming its option: a string, None where a duration is
         required, or a number past a float's range would otherwise fail later, as
         ``TypeError`` here or as ``OverflowError`` in every session's deadline."""
-        durations = ("retry_after", "max_retry_after", "max_queue_age", "auth_failure_delay")
+        durations = (
+            "retry_after",
+            "max_retry_after",
+            "max_queue_age",
+            "auth_failure_delay",
+            "connection_cache_time",
+        )
         for name in (*durations, "proxy_protocol_timeout", "delay_warning"):
             seconds = getattr(self, name)
             if name == "delay_warning" and seconds is None:

@@ -88,6 +88,7 @@ from smtpcore.server.queue import (
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
+from smtpcore.server.relaycache import IDLE_TIME_LIMIT, relay_connections
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.tokens import SessionTokens
@@ -219,6 +220,7 @@ class DeliveryWorker(_EnvelopeKeeping):
         threads: Threads | None = None,
         marks: DeliveryMarks | None = None,
         dead_after: int = DEAD_AFTER,
+        connection_cache_time: float = IDLE_TIME_LIMIT,
     ) -> None:
         if resolve_timeout <= 0:
             raise ValueError("resolve_timeout must be positive")
@@ -297,7 +299,10 @@ class DeliveryWorker(_EnvelopeKeeping):
             tls_context=self.tls_context,
             relay_tls=relay_tls,
             relay_ca=relay_ca,
+            connections=relay_connections(connection_cache_time),
         )
+        """One session with one exchanger; those that end cleanly wait idle for the next
+        message to the same next hop (:mod:`smtpcore.server.relaycache`)."""
         self._due: dict[str, float] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
         self._withdrawals: dict[str, asyncio.Future[None]] = {}
@@ -478,15 +483,24 @@ class DeliveryWorker(_EnvelopeKeeping):
         the whole stop); then cancel what is left
         (:func:`~smtpcore.server.waits.finish`). The success reports a round cut
         off owes are on disk with its recipients' marks: the next start makes them.
+        Meanwhile, from the start and within the same grace, the relay connections
+        kept idle are QUIT, and none is kept after (:meth:`RelayConnections.aclose
+        <smtpcore.server.relaycache.RelayConnections.aclose>`).
 
         The caller cancels the :meth:`run` task; what is left stays queued, and an
         action not written stays in its command file for the next start.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        await finish(set(self._running.values()), grace)
-        await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
-        await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
+        connections = self.exchanger.connections
+        closing = None if connections is None else loop.create_task(connections.aclose(grace))
+        try:
+            await finish(set(self._running.values()), grace)
+            await finish(set(self.actions.control_tasks), max(deadline - loop.time(), 0.0))
+            await self.marks_writer.finish(max(deadline - loop.time(), 0.0))
+        finally:
+            if closing is not None:
+                await closing
 
     # -- one message ----------------------------------------------------------
 

@@ -58,6 +58,7 @@ from smtpcore.server._exchanger_connect import (
     ClientFactory,
     _ExchangerConnector,
     _lacking,
+    _tls_name,
     default_client,
 )
 from smtpcore.server._exchanger_content import _carried, _outgoing, _say_unreturnable
@@ -92,6 +93,14 @@ from smtpcore.server._exchanger_replies import (
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import MessageTLS, RelayTLS
+from smtpcore.server.relaycache import (
+    CachedConnectionGone,
+    HopKey,
+    Idle,
+    ended_cleanly,
+    gone_before_mail,
+    verify_kept,
+)
 from smtpcore.smtp import (
     Reply,
     TransactionResult,
@@ -201,16 +210,60 @@ class ExchangerSession(_ExchangerConnector):
         record: Recorder | None,
         cut_after_end: Callable[[Iterable[str]], None] | None = None,
     ) -> dict[str, Outcome]:
-        """One session of :meth:`deliver`. Cancelled (a stop), it closes the connection
-        without QUIT, whose reply tells nothing more: waiting for it held the stop up to
+        """One session of :meth:`deliver`: over a connection kept idle for this next hop
+        (:mod:`smtpcore.server.relaycache`) and verified by an ``RSET``
+        (:func:`verify_kept`), if there is one, else a new one. A kept connection the
+        hop closed meanwhile, or that fails the ``RSET``, costs nothing: the message
+        goes at once over a new one."""
+        key = self._hop_key(attempt, policy)
+        kept = None if self.connections is None else self.connections.take(key)
+        if kept is not None:
+            try:
+                await verify_kept(kept.client)
+                return await self._over(
+                    kept, key, attempt, relay, entry, deliveries, content, policy, record,
+                    cut_after_end,
+                )  # fmt: skip
+            except CachedConnectionGone as gone:
+                logger.info(
+                    "%s: the connection kept for %s was closed meanwhile (%s); connecting again",
+                    entry.id,
+                    loggable(relay),
+                    loggable(str(gone.__cause__ or gone)),
+                )
+        client = await self._connect(attempt, relay, policy)
+        opened = 0.0 if self.connections is None else self.connections.clock()
+        return await self._over(
+            Idle(client, opened, 0), key, attempt, relay, entry, deliveries, content,
+            policy, record, cut_after_end,
+        )  # fmt: skip
+
+    async def _over(
+        self,
+        connection: Idle,
+        key: HopKey,
+        attempt: Attempt,
+        relay: str,
+        entry: QueueEntry,
+        deliveries: Mapping[str, RemoteDelivery],
+        content: QueuedContent,
+        policy: MessageTLS,
+        record: Recorder | None,
+        cut_after_end: Callable[[Iterable[str]], None] | None = None,
+    ) -> dict[str, Outcome]:
+        """The message sent over ``connection``'s session, which is then kept for the
+        next message to ``key`` if its transaction ended cleanly, else QUIT. Cancelled
+        (a stop), it closes the connection without QUIT, whose reply tells nothing
+        more: waiting for it held the stop up to
         :data:`~smtpcore.server.delivery.QUIT_TIMEOUT` seconds past its grace; and tells
         ``cut_after_end`` who the unanswered end of data was for, if one was."""
-        client = await self._connect(attempt, relay, policy)
+        client = connection.client
+        reused = connection.last if connection.transactions else None
         polite = True
         try:
             try:
                 outcomes = await self._send(
-                    client, attempt, relay, entry, deliveries, content, policy, record
+                    client, attempt, relay, entry, deliveries, content, policy, record, reused
                 )
             except TryNext as failure:
                 if record is not None and failure.settled:
@@ -230,8 +283,32 @@ class ExchangerSession(_ExchangerConnector):
                 cut_after_end(list(may_have_been_sent))
             raise
         finally:
-            # Closes the connection on every way out.
-            await (client.quit() if polite else client.close())
+            # Closes the connection on every way out, or keeps it for the next message.
+            if not polite:
+                await client.close()
+            elif not self._kept(key, connection):
+                await client.quit()
+
+    def _kept(self, key: HopKey, connection: Idle) -> bool:
+        """Whether ``connection`` went into the cache for the next message to ``key``:
+        only after a transaction that ended cleanly (:func:`ended_cleanly`)."""
+        if self.connections is None:
+            return False
+        if not ended_cleanly(connection.client, connection.last):
+            return False
+        return self.connections.keep(key, connection)
+
+    def _hop_key(self, attempt: Attempt, policy: MessageTLS) -> HopKey:
+        """What a kept connection must have been made to, and under which TLS, to carry
+        a message to ``attempt`` under ``policy``."""
+        return HopKey(
+            attempt.host,
+            str(attempt.address),
+            attempt.port,
+            policy.level,
+            policy.requiretls,
+            _tls_name(attempt),
+        )
 
     def _tls_field(self, client: BaseSMTPClient, policy: MessageTLS) -> str:
         """What the delivery log says of TLS: ``no``, ``yes`` (encrypted, the certificate
@@ -250,7 +327,12 @@ class ExchangerSession(_ExchangerConnector):
         content: QueuedContent,
         policy: MessageTLS,
         record: Recorder | None = None,
+        reused: int | None = None,
     ) -> dict[str, Outcome]:
+        """``reused``: the number of a kept connection's last transaction (None for a
+        new one): a failure that leaves it the last found the connection closed
+        (:class:`~smtpcore.server.relaycache.CachedConnectionGone`), and its record is
+        the last message's, never this one's."""
         tls = self._tls_field(client, policy)
         addresses = list(deliveries)
         rcpts = [d.mailbox for d in deliveries.values()]
@@ -311,6 +393,8 @@ class ExchangerSession(_ExchangerConnector):
             )
             return dict.fromkeys(addresses, outcome(unsendable, from_remote=False))
         except SenderRefused as exc:
+            if reused is not None and gone_before_mail(exc, client, reused):
+                raise CachedConnectionGone from exc
             if exc.result is not None:  # per batch (LIMITS): as a refusal of recipients
                 return self._refused(deliveries, exc.result, outcome(exc.reply), outcome)
             if exc.reply.code < 500:
@@ -342,7 +426,9 @@ class ExchangerSession(_ExchangerConnector):
                 raise _SessionFull(
                     {a: o for a, o in answered.items() if a not in unsent}, unsent
                 ) from exc
-            settled = self._settled(client, exc, deliveries, outcome)
+            if reused is not None and gone_before_mail(exc, client, reused):
+                raise CachedConnectionGone from exc
+            settled = self._settled(client, exc, deliveries, outcome, reused)
             reply = exc.reply
             if reply is not None and 500 <= reply.code < 600:
                 # Refused for good, by the exchanger or for what it announced: bounce now.
@@ -405,12 +491,17 @@ class ExchangerSession(_ExchangerConnector):
         exc: SMTPError,
         deliveries: Mapping[str, RemoteDelivery],
         outcome: _OutcomeOf,
+        reused: int | None = None,
     ) -> dict[str, Outcome]:
         """What a session that failed as a whole had decided for good, recipient by
         recipient: delivered (2xx) or refused (5xx, RFC 5321 §4.2.1). From the
         transaction record (the last transaction's RCPT replies) and what the error
-        carries (each LIMITS batch's, LMTP's replies after the content)."""
+        carries (each LIMITS batch's, LMTP's replies after the content). On a kept
+        connection, a record still the one numbered ``reused`` is the last message's,
+        not this one's: its recipients' fates say nothing of this message's."""
         record = client.connection.transaction
+        if reused is not None and client.connection.transaction_number == reused:
+            record = None
         fates = _fates(deliveries, record.recipients if record is not None else ())
         if exc.result is not None:
             answered = [item for item in exc.result.recipients if item.reply is not None]

@@ -137,6 +137,7 @@ class MailServer:
             retry_after=config.retry_after,
             max_retry_after=config.max_retry_after,
             destination_concurrency=config.destination_concurrency,
+            connection_cache_time=config.connection_cache_time,
             max_queue_age=config.max_queue_age,
             delay_warning=config.delay_warning,
             relay_tls=RelayTLS(config.relay_tls),

@@ -114,6 +114,7 @@ class ClientConnection(ClientLeftBehindLayer):
         self._last_transaction: _Transaction | None = None
         # What the commands sent so far are building.
         self._transaction: _Transaction | None = None
+        self._transactions_begun = 0
         self._encoder: DotEncoder | None = None
         self._content_transaction: _Transaction | None = None
         self._bdat_due = 0
@@ -216,6 +217,22 @@ class ClientConnection(ClientLeftBehindLayer):
         if self._last_transaction is None:
             return None
         return self._last_transaction.snapshot()
+
+    @property
+    def transaction_number(self) -> int:
+        """Which of the session's transactions :attr:`transaction` is: 1 for the one
+        the first ``MAIL`` began, 2 for the next...; 0 while it is None. It advances
+        as a ``MAIL``'s reply is read, accepted or refused (not as the ``MAIL`` is
+        sent: a pipelined one's reply may be read after the last transaction's end),
+        and never otherwise: ``RSET``, the rest of a transaction and its end leave
+        it as it is.
+
+        Snapshots compare by value, so two transactions with the same envelope and
+        the same replies are equal: this tells a new one from the last (a relay
+        reusing a connection asks whether its own ``MAIL`` was answered).
+        """
+        last = self._last_transaction
+        return 0 if last is None else last.number
 
     # -- the four verbs -------------------------------------------------
 

@@ -121,8 +121,9 @@ class ClientCommandsLayer(ClientSessionLayer):
             if command.params is NO_PARAMETERS and (
                 sender is None or (sender.local_part.isascii() and sender.domain.isascii())
             ):
+                self._transactions_begun += 1
                 entry.transaction = self._transaction = _Transaction(
-                    sender, utf8=False, binary=False
+                    sender, utf8=False, binary=False, number=self._transactions_begun
                 )
                 entry.fused = rule.success_codes
                 queue.append(entry)
@@ -145,8 +146,12 @@ class ClientCommandsLayer(ClientSessionLayer):
         if isinstance(command, Mail):
             params = command.params
             body = (params.get("BODY") or "").upper()
+            self._transactions_begun += 1
             self._transaction = _Transaction(
-                command.sender, utf8="SMTPUTF8" in params, binary=body == "BINARYMIME"
+                command.sender,
+                utf8="SMTPUTF8" in params,
+                binary=body == "BINARYMIME",
+                number=self._transactions_begun,
             )
         elif isinstance(command, _SESSION_RESETS):
             entry.replaced = self._transaction

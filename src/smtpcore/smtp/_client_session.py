@@ -55,6 +55,7 @@ class ClientSessionLayer:
     _known: dict[bytes, Reply]
     # What the commands sent so far are building.
     _transaction: _Transaction | None
+    _transactions_begun: int
     _encoder: DotEncoder | None
     _content_transaction: _Transaction | None
     _bdat_due: int

@@ -118,14 +118,19 @@ class _Transaction:
         "deliveries",
         "end_replies",
         "mail_reply",
+        "number",
         "recipients",
         "replies",
         "sender",
         "utf8",
     )
 
-    def __init__(self, sender: Mailbox | None, *, utf8: bool, binary: bool) -> None:
+    def __init__(
+        self, sender: Mailbox | None, *, utf8: bool, binary: bool, number: int = 0
+    ) -> None:
         self.sender = sender
+        self.number = number
+        """Which of its session's transactions this is (1 for the first ``MAIL``)."""
         self.utf8 = utf8
         self.binary = binary
         self.mail_reply: Reply | None = None
