@@ -9,6 +9,9 @@ real servers:
 
 - :class:`LfDotLfServer` ends DATA on ``LF.LF`` as well as ``CRLF.CRLF``
   (SMTP smuggling);
+- :class:`DotSpaceEndServer` ends DATA at a dot line with blanks around the dot
+  (``CRLF.SP CRLF``, ``CRLF SP.CRLF``) too: it strips them before it looks for
+  the end (SMTP smuggling; RFC 5321 §4.1.1.4 ends data at ``CRLF.CRLF`` only);
 - :class:`EagerBdatServer` answers ``BDAT`` before it has read the chunk's
   octets (RFC 3030 §2 says the reply follows the chunk);
 - :class:`HoleBdatServer` refuses a malformed ``BDAT`` line but keeps the
@@ -82,6 +85,7 @@ from typing import Final
 __all__ = [
     "BROKEN_SERVERS",
     "DigitSizeBdatServer",
+    "DotSpaceEndServer",
     "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
@@ -477,6 +481,19 @@ class LfDotLfOneCommandServer(LfDotLfServer):
         return self.emit(replies)
 
 
+class DotSpaceEndServer(SmallServer):
+    """Ends DATA at a line that is a dot once its spaces and tabs are stripped
+    (``". "``, ``" ."``), as a reader that trims lines before it compares them does."""
+
+    def find_end_of_data(self) -> tuple[int, int] | None:
+        start = 0
+        while (end := self.buffer.find(b"\r\n", start)) >= 0:
+            if self.buffer[start:end].strip(b" \t") == b".":
+                return start, end + 2 - start
+            start = end + 2
+        return None
+
+
 class EagerBdatServer(SmallServer):
     """Answers ``BDAT`` as soon as the command line is in, before the chunk's octets."""
 
@@ -803,6 +820,7 @@ def rate_limited(
 
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
+    DotSpaceEndServer,
     EagerBdatServer,
     HoleBdatServer,
     DroppedReplyServer,

@@ -27,6 +27,7 @@ import pytest
 from broken_servers import (
     BareLfBdatServer,
     DigitSizeBdatServer,
+    DotSpaceEndServer,
     DroppedReplyServer,
     EagerBdatServer,
     FewRecipientsServer,
@@ -398,6 +399,19 @@ def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
         b".\r\n",
         b"QUIT\r\n",
     ]
+
+
+def test_a_dot_line_with_blanks_around_the_dot_is_no_end_of_data() -> None:
+    """RFC 5321 §4.1.1.4: only CRLF.CRLF ends data. A server that strips blanks
+    before it compares ends the message at ``. `` or `` .`` and runs the marker."""
+    with serve(DotSpaceEndServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    for name in ("CRLF.SP CRLF", "CRLF.TAB CRLF", "CRLF SP.CRLF"):
+        assert f"{name} (5 replies: [250, 250, 500, 500, 221])" in result.summary, result.summary
+    assert "LF.LF" not in result.summary
+    assert any(b"NOOP smtpcore-smuggling-marker\r\n" in s.commands for s in server.sessions)
 
 
 def test_a_server_that_drops_the_rest_of_its_read_is_caught_by_the_split_write() -> None:
@@ -1084,9 +1098,9 @@ def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     assert "LF.LF (" in result.summary, result.summary
     assert result.summary.endswith(
         "(untested: CR.CR, LF.CRLF, CRLF.LF, CR.CRLF, CRLF.CR, "
-        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, as the server refused a new "
-        "connection: 421 4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: "
-        "a connection rate limit?)"
+        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, CRLF.SP CRLF, CRLF.TAB CRLF, "
+        "CRLF SP.CRLF, as the server refused a new connection: 421 4.7.0 Error: too many "
+        "connections from 127.0.0.1, RFC 5321 §3.8: a connection rate limit?)"
     ), result.summary
 
 

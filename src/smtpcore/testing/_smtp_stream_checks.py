@@ -239,9 +239,15 @@ SMUGGLING_ENDINGS: Final[Mapping[str, bytes]] = {
     "CRLF NUL.CRLF": b"\r\n\x00.\r\n",
     "CRLF.NUL CRLF": b"\r\n.\x00\r\n",
     "LF NUL.LF": b"\n\x00.\n",
+    "CRLF.SP CRLF": b"\r\n. \r\n",
+    "CRLF.TAB CRLF": b"\r\n.\t\r\n",
+    "CRLF SP.CRLF": b"\r\n .\r\n",
 }
 """End-of-data look-alikes that a server must not take for ``CRLF.CRLF``
-(SMTP smuggling: a second reader of the same message ends it elsewhere)."""
+(SMTP smuggling: a second reader of the same message ends it elsewhere). The
+end is exactly ``CRLF.CRLF`` (RFC 5321 §4.1.1.4): a dot line with a space or tab
+after the dot, or a space before it, is content, ``". "`` unstuffed to ``" "``,
+and a server that strips the blanks before it looks for the end takes it for one."""
 
 
 MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
