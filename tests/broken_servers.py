@@ -43,6 +43,10 @@ real servers:
 - :class:`MailKeepsRecipientsServer` takes a second ``MAIL`` inside a transaction
   but keeps the old one's recipients, so ``DATA`` gets ``354`` (RFC 5321 §3.3:
   MAIL resets all state, recipients included).
+- :class:`RsetKeepsRecipientsServer` and :class:`EhloKeepsRecipientsServer` keep
+  a transaction's recipients through ``RSET`` or a new ``EHLO``, so the next
+  transaction's ``DATA`` gets ``354`` with no ``RCPT`` of its own (RFC 5321
+  §4.1.1.5, §4.1.4: both reset the recipients).
 - :class:`PipelinedRsetServer` loses a message when an ``RSET`` comes in the same
   read as its end, though it answers ``250`` (RFC 2920 §3.1 lets a client pipeline
   RSET there).
@@ -86,6 +90,7 @@ __all__ = [
     "BROKEN_SERVERS",
     "DigitSizeBdatServer",
     "DotSpaceEndServer",
+    "EhloKeepsRecipientsServer",
     "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
@@ -104,6 +109,7 @@ __all__ = [
     "PlaintextAfterStartTlsServer",
     "RateLimitedServer",
     "RcptBeforeMailServer",
+    "RsetKeepsRecipientsServer",
     "RunningServer",
     "SilentHoleServer",
     "SizeIgnoringServer",
@@ -691,6 +697,26 @@ class MailKeepsRecipientsServer(SmallServer):
         return super().mail(argument)
 
 
+class RsetKeepsRecipientsServer(SmallServer):
+    """Ends the transaction at RSET but keeps its recipients: DATA after the next MAIL
+    gets 354 for a recipient the client took back."""
+
+    resetting: bytes = b"RSET\r\n"
+
+    def command(self, line: bytes) -> bytes:
+        kept = self.recipients
+        answer = super().command(line)
+        if line.upper().startswith(self.resetting):
+            self.recipients = kept
+        return answer
+
+
+class EhloKeepsRecipientsServer(RsetKeepsRecipientsServer):
+    """Keeps a transaction's recipients through a new EHLO, as its sibling does RSET."""
+
+    resetting = b"EHLO "
+
+
 class DataWithoutRecipientServer(SmallServer):
     """Answers DATA 354 in a transaction with no recipient (RFC 5321 §3.3 asks 503 or
     554), and reads what follows as content."""
@@ -835,6 +861,8 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     SizeIgnoringServer,
     RcptBeforeMailServer,
     MailKeepsRecipientsServer,
+    RsetKeepsRecipientsServer,
+    EhloKeepsRecipientsServer,
     PipelinedRsetServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""

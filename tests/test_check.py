@@ -30,6 +30,7 @@ from broken_servers import (
     DotSpaceEndServer,
     DroppedReplyServer,
     EagerBdatServer,
+    EhloKeepsRecipientsServer,
     FewRecipientsServer,
     HardErrorLimitServer,
     HoleBdatServer,
@@ -47,6 +48,7 @@ from broken_servers import (
     PlaintextAfterStartTlsServer,
     RateLimitedServer,
     RcptBeforeMailServer,
+    RsetKeepsRecipientsServer,
     RunningServer,
     SilentHoleServer,
     SizeIgnoringServer,
@@ -873,7 +875,8 @@ def state_order_against(factory: Callable[..., SmallServer]) -> CheckReport:
 ALL_REFUSED: Final = (
     "RCPT before MAIL got 503, DATA before MAIL got 503, DATA with no recipient got 554, "
     "a second MAIL in a transaction got 503, RCPT after RSET got 503, RCPT after a new "
-    "EHLO got 503, BDAT before MAIL got 503"
+    "EHLO got 503, DATA after RSET and a new MAIL got 554, DATA after a new EHLO and MAIL "
+    "got 554, BDAT before MAIL got 503"
 )
 """What state-order says of SmallServer: every command out of sequence refused."""
 
@@ -909,6 +912,32 @@ def test_a_second_mail_that_keeps_the_recipients_fails_and_delivers_nothing() ->
     assert "RCPT" not in result.summary.partition("not a refusal")[0]  # the one defect
     assert server.messages == []
     assert "client half-closes" in result.transcript_text()
+
+
+@pytest.mark.parametrize(
+    ("server_class", "what", "reset", "section"),
+    [
+        (RsetKeepsRecipientsServer, "DATA after RSET and a new MAIL", "RSET", "§4.1.1.5"),
+        (EhloKeepsRecipientsServer, "DATA after a new EHLO and MAIL", "EHLO", "§4.1.4"),
+    ],
+)
+def test_recipients_kept_through_a_reset_fail_state_order_and_deliver_nothing(
+    server_class: type[SmallServer], what: str, reset: str, section: str
+) -> None:
+    """MAIL, RCPT, then RSET (or a new EHLO), MAIL and DATA: a server that kept the
+    recipient answered 354 and passed, as no step had a recipient before the reset.
+    The message is cut off inside, so nothing is delivered."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        f"commands out of sequence were accepted: {what}: 'DATA' got 354 End data "
+        "with <CR><LF>.<CR><LF>, not a refusal: "
+    ), result.summary
+    assert section in result.summary and reset in result.summary.partition("not a refusal")[2]
+    assert result.summary.count("not a refusal") == 1  # the one defect
+    assert server.messages == []
 
 
 class ClosingRefusalServer(SmallServer):
@@ -993,7 +1022,9 @@ def test_an_auth_port_passes_state_order_and_names_what_it_could_not_try() -> No
     assert result.summary == (
         "RCPT before MAIL got 503, DATA before MAIL got 503, BDAT before MAIL got 503; not "
         f"tried: DATA with no recipient {_MAIL_530}; a second MAIL in a transaction "
-        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}"
+        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}; "
+        f"DATA after RSET and a new MAIL {_MAIL_530}; DATA after a new EHLO and MAIL "
+        f"{_MAIL_530}"
     ), result.summary
 
 
