@@ -47,6 +47,10 @@ real servers:
   a transaction's recipients through ``RSET`` or a new ``EHLO``, so the next
   transaction's ``DATA`` gets ``354`` with no ``RCPT`` of its own (RFC 5321
   §4.1.1.5, §4.1.4: both reset the recipients).
+- :class:`UnstuffFirstOnlyServer` removes the stuffing dot of a message's first dot
+  line only, and :class:`ReversedChunksServer` joins BDAT chunks last first: both
+  answer as a good server does, and store another body (RFC 5321 §4.5.2, RFC 3030
+  §2).
 - :class:`PipelinedRsetServer` loses a message when an ``RSET`` comes in the same
   read as its end, though it answers ``250`` (RFC 2920 §3.1 lets a client pipeline
   RSET there).
@@ -106,6 +110,7 @@ __all__ = [
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PipelinedRsetServer",
+    "ReversedChunksServer",
     "PlaintextAfterStartTlsServer",
     "RateLimitedServer",
     "RcptBeforeMailServer",
@@ -117,6 +122,7 @@ __all__ = [
     "SmallServer",
     "SplitCommandServer",
     "StateFirstBdatServer",
+    "UnstuffFirstOnlyServer",
     "rate_limited",
     "raw_server",
     "serve",
@@ -717,6 +723,45 @@ class EhloKeepsRecipientsServer(RsetKeepsRecipientsServer):
     resetting = b"EHLO "
 
 
+class UnstuffFirstOnlyServer(SmallServer):
+    """Removes the stuffing dot from the first line that starts with one, and keeps the
+    others' (RFC 5321 §4.5.2 has every such line lose its first dot)."""
+
+    def read_content(self) -> bytes | None:
+        found = self.find_end_of_data()
+        if found is None:
+            return None
+        index, length = found
+        lines = bytes(self.buffer[:index]).split(b"\r\n")
+        del self.buffer[: index + length]
+        self.mode = "command"
+        first = next((n for n, line in enumerate(lines) if line.startswith(b".")), None)
+        if first is not None:
+            lines[first] = lines[first][1:]
+        return self.end_of_message(b"\r\n".join(lines))
+
+
+class ReversedChunksServer(SmallServer):
+    """Joins a message's BDAT chunks last first: its replies are a good server's."""
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.chunk_starts: list[int] = []
+
+    def bdat(self, argument: str) -> bytes:
+        self.chunk_starts.append(len(self.content))
+        return super().bdat(argument)
+
+    def end_of_message(self, content: bytes) -> bytes:
+        edges = [*self.chunk_starts, len(content)]
+        chunks = [content[a:b] for a, b in itertools.pairwise(edges)]
+        return super().end_of_message(b"".join(reversed(chunks)) if chunks else content)
+
+    def reset(self) -> None:
+        super().reset()
+        self.chunk_starts = []
+
+
 class DataWithoutRecipientServer(SmallServer):
     """Answers DATA 354 in a transaction with no recipient (RFC 5321 §3.3 asks 503 or
     554), and reads what follows as content."""
@@ -864,6 +909,8 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     RsetKeepsRecipientsServer,
     EhloKeepsRecipientsServer,
     PipelinedRsetServer,
+    UnstuffFirstOnlyServer,
+    ReversedChunksServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 

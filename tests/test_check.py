@@ -48,6 +48,7 @@ from broken_servers import (
     PlaintextAfterStartTlsServer,
     RateLimitedServer,
     RcptBeforeMailServer,
+    ReversedChunksServer,
     RsetKeepsRecipientsServer,
     RunningServer,
     SilentHoleServer,
@@ -56,6 +57,7 @@ from broken_servers import (
     SmallServer,
     SplitCommandServer,
     StateFirstBdatServer,
+    UnstuffFirstOnlyServer,
     rate_limited,
     raw_server,
     serve,
@@ -122,12 +124,16 @@ def test_each_check_finds_its_planted_defect(
     assert str(result) in report.format()
 
 
+SEEN_WHOLE: Final = "and each was seen in the store with the body sent"
+"""How pipelined-end ends where every message was stored with the body sent."""
+
+
 def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     with serve(SmallServer, tls=tls.server_context) as server:
         report = check_server(server.host, server.port, timeout=5, stored=lambda: server.messages)
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
-    assert report["pipelined-end"].summary.endswith("and both were seen in the store")
+    assert report["pipelined-end"].summary.endswith(SEEN_WHOLE)
     assert not server.crashes
 
 
@@ -144,15 +150,67 @@ def test_a_server_that_loses_a_message_at_a_pipelined_rset_answers_as_a_good_one
             stored=lambda: server.messages,
             stored_wait=0,
         )
-    codes = "[354, 250, 250, 354, 250, 250, 250, 250, 221]"
+    codes = "[354, 250, 250, 354, 250, 250, 250, 250, 250, 250, 250, 250, 221]"
     assert blind["pipelined-end"].summary == (
-        f"two messages, each ended in the same write as the next commands, got {codes}"
+        "three messages, the third in BDAT chunks, each ended in the same write as the next "
+        f"commands, got {codes}"
     ), blind.format()
     result = seeing["pipelined-end"]
     assert result.outcome is Outcome.FAILED, seeing.format()
-    assert "message 1 (of 2) not seen in the store though its end got 250" in (result.summary), (
+    # The third, in BDAT chunks, had RSET behind its last chunk too.
+    assert "messages 1 and 3 (of 3) not seen in the store though their ends got 250" in (
         result.summary
-    )
+    ), result.summary
+
+
+@pytest.mark.parametrize(
+    ("server_class", "mangled"),
+    [(UnstuffFirstOnlyServer, "message 1 (of 3)"), (ReversedChunksServer, "message 3 (of 3)")],
+)
+def test_pipelined_end_fails_a_server_that_stores_another_body(
+    server_class: type[SmallServer], mangled: str
+) -> None:
+    """Each message was found by its body line, whatever else the body held: a server
+    that unstuffed only a message's first dot line, or joined BDAT chunks out of order,
+    passed with --stored-dir. The bodies now hold dot lines, the third message goes in
+    BDAT chunks, and each body is compared whole."""
+    with serve(server_class) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=lambda: server.messages,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    said = f"{mangled} is in the store with another body than the one sent: it differs at octet"
+    assert said in result.summary, result.summary
+    assert "not seen" not in result.summary, result.summary
+
+
+def test_pipelined_end_says_a_stored_message_with_another_body_is_stored() -> None:
+    """A message found in the store by its Message-ID whose body lost its last line was
+    said to be "not seen in the store ... among the 0 messages stored() returned"."""
+
+    def last_line_dropped() -> list[bytes]:
+        return [message.replace(b"last line\r\n", b"") for message in server.messages]
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=last_line_dropped,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "message 2 (of 3) is in the store with another body" in result.summary, result.summary
+    assert "not seen" not in result.summary, result.summary
+    assert "sent b'.three leading dots\\nlast line\\n'" in result.summary, result.summary
 
 
 def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
@@ -168,7 +226,7 @@ def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.PASSED, report.format()
-    assert result.summary.endswith("and both were seen in the store")
+    assert result.summary.endswith(SEEN_WHOLE)
 
 
 class SubjectTagging(CollectingHandler):
@@ -209,7 +267,7 @@ def test_pipelined_end_finds_the_messages_a_collecting_handler_changed_or_kept_a
 ) -> None:
     result = check_handler(handler_class(), checks=["pipelined-end"], timeout=5)["pipelined-end"]
     assert result.outcome is Outcome.PASSED, result
-    assert result.summary.endswith("and both were seen in the store"), result.summary
+    assert result.summary.endswith(SEEN_WHOLE), result.summary
 
 
 def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
@@ -234,7 +292,7 @@ def test_pipelined_end_waits_for_a_store_that_keeps_messages_after_its_250() -> 
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.PASSED, report.format()
-    assert result.summary.endswith("and both were seen in the store")
+    assert result.summary.endswith(SEEN_WHOLE)
     assert len(asked) == 3
 
 
@@ -252,7 +310,7 @@ def test_pipelined_end_asks_a_store_that_never_shows_a_message_a_bounded_number_
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.FAILED, report.format()
-    assert "message 1 and message 2 (of 2) not seen in the store" in result.summary
+    assert "messages 1, 2 and 3 (of 3) not seen in the store" in result.summary
     assert 2 <= len(asked) <= 10, asked  # 0.05 s, doubling to 1 s: 1 s holds 5 pauses
 
 
@@ -287,7 +345,7 @@ def test_check_handler_asks_a_collecting_handler_once_for_a_lost_message() -> No
     handler = LosingFirst()
     result = check_handler(handler, checks=["pipelined-end"], timeout=5)["pipelined-end"]
     assert result.outcome is Outcome.FAILED, result
-    assert "message 1 (of 2) not seen in the store" in result.summary, result.summary
+    assert "message 1 (of 3) not seen in the store" in result.summary, result.summary
     assert handler.kept.reads == 1
 
 
@@ -3338,6 +3396,4 @@ def test_a_problem_recorded_fails_the_check_however_it_ends(
 def test_check_handler_compares_a_collecting_handlers_messages() -> None:
     """A handler that keeps its messages shows them to ``pipelined-end``."""
     report = check_handler(CollectingHandler(), checks=["pipelined-end"], timeout=5)
-    assert report["pipelined-end"].summary.endswith("and both were seen in the store"), (
-        report.format()
-    )
+    assert report["pipelined-end"].summary.endswith(SEEN_WHOLE), report.format()
