@@ -31,8 +31,9 @@ def _stat(client: WireClient) -> tuple[int, int]:
 def check_deletion(probe: POP3Probe) -> str:
     """A message marked deleted is gone for the session, and RSET brings it back (RFC 1939 §5).
 
-    DELE of the first message, then RETR, LIST, TOP and DELE of it get
-    ``-ERR``, STAT and LIST leave it out; RSET unmarks it. A server that
+    DELE of the first message, then RETR, LIST, TOP, UIDL and DELE of it get
+    ``-ERR`` (§5, §7: a message marked as deleted may not be referred to, UIDL
+    included), STAT and LIST leave it out; RSET unmarks it. A server that
     serves, counts or deletes twice a marked message, or whose RSET misses
     one, loses or duplicates mail in every client that deletes as it goes.
 
@@ -52,7 +53,7 @@ def check_deletion(probe: POP3Probe) -> str:
         probe.restore(client, before)
         raise Skipped(f"DELE {number} was refused ({marked}): the mailbox may be read-only")
     problems = probe.problems  # a session refused after a problem found keeps it
-    for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"DELE %d"):
+    for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"UIDL %d", b"DELE %d"):
         answer = ask(client, line % number)
         if not answer.err:
             problems.append(f"{(line % number).decode()} after DELE got {answer}, not -ERR")
