@@ -1321,7 +1321,11 @@ class PipelinedMail450Server(SmallServer):
             "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
             "(503 expected, RFC 5321 §3.3), and its RCPT after RSET, with no MAIL, got 250",
         ),
-        (MailRefusingOutOfOrderServer, Outcome.FAILED, "pipelined, the group got [250, 250,"),
+        (
+            MailRefusingOutOfOrderServer,
+            Outcome.FAILED,
+            "replies out of order: pipelined, the group got [250, 250,",
+        ),
         (
             Mail450OpensTransactionServer,
             Outcome.FAILED,
@@ -1374,7 +1378,8 @@ def swaps_first_two_when_refused(allowed: int) -> Callable[..., SmallServer]:
     [
         (
             0,
-            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "replies out of order: pipelined, the group got [503, 450, 503, 250, 503, 450, "
+            "250, 250, 221]; one at "
             "a time it got [450, 503, 503, 250, 503, 450, 250, 250, 221]",
         ),
         (
@@ -1499,8 +1504,8 @@ class FirstMailDeferredSaysHowServer(FirstMailDeferredServer):
         (
             OneMailASessionSwapsServer,
             Outcome.FAILED,
-            "pipelined, the group got [250, 501, 250, 250, 451, 503, 250, 250, 221]; one at "
-            "a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
+            "replies out of order: pipelined, the group got [250, 501, 250, 250, 451, 503, "
+            "250, 250, 221]; one at a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
         ),
     ],
     ids=[
@@ -2897,7 +2902,7 @@ def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture
         status = main(["check", f"{server.host}:{server.port}", "--only", "pipelining"])
     out = capsys.readouterr().out
     assert status == 1
-    assert "FAILED  pipelining: pipelined, the group got" in out
+    assert "FAILED  pipelining: replies out of order: pipelined, the group got" in out
     assert "C: b'MAIL FROM:<check@smtpcore.test>\\r\\nRCPT TO:<no-closing-bracket" in out
     assert "0 passed, 1 failed, 0 skipped" in out
 

@@ -394,11 +394,13 @@ def check_pipelining(probe: Probe) -> str:
         untested = _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
     pipelined += reply_codes(quit_session(client))
     if pipelined != lock_step:
+        # The same replies in another order: the server answered them out of turn.
+        swapped = "replies out of order: " if sorted(pipelined) == sorted(lock_step) else ""
         raise _Failed(
             "; ".join(
                 [
-                    f"pipelined, the group got {shown_codes(pipelined)}; one at a time it got "
-                    f"{shown_codes(lock_step)}",
+                    f"{swapped}pipelined, the group got {shown_codes(pipelined)}; one at a "
+                    f"time it got {shown_codes(lock_step)}",
                     *taken_pipelined,
                 ]
             )
