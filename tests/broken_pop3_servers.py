@@ -313,6 +313,18 @@ class UidlServesDeleted(SmallPOP3):
             self.deleted = saved
 
 
+class CommitsOnClose(SmallPOP3):
+    """Deletes what a session marked when its connection drops, QUIT or not (RFC 1939
+    §6: only QUIT enters the UPDATE state), as a server that commits in its cleanup does."""
+
+    def run(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        try:
+            super().run(sock, tls)
+        finally:
+            if self.logged_in and not self.closed:
+                self.do_QUIT([])
+
+
 class SessionUidl(SmallPOP3):
     """Numbers its unique-ids by connection: a second session gives other ids."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from smtpcore import pop3
 from smtpcore._errors import RemoteProtocolError
 from smtpcore.testing._battery import Failed, Skipped, unjudged
+from smtpcore.testing._pop3_deletion import dropped_deletion
 from smtpcore.testing._pop3_probe import POP3Probe, ask, mail_needed
 from smtpcore.testing._wire import WireClient
 
@@ -42,6 +43,9 @@ def check_deletion(probe: POP3Probe) -> str:
     list of what to delete, or whose LIST ignores marks, would lose it. The
     session ends without QUIT (:meth:`~POP3Probe.end`), and a new session
     must list every message: closing without QUIT deletes nothing (RFC 1939 §6).
+    That session sent RSET first; with a delivery, a session that drops the
+    connection with one of the battery's own messages still marked follows
+    (:func:`~smtpcore.testing._pop3_deletion.dropped_deletion`).
     """
     client = probe.session()
     before = probe.listing(client)
@@ -76,11 +80,16 @@ def check_deletion(probe: POP3Probe) -> str:
             f"a new session lists {again}, not {before}: a session closed without QUIT "
             "deleted mail (RFC 1939 §6)"
         )
+    dropped = ""
+    if probe.delivery is not None:
+        problem, dropped = dropped_deletion(probe, probe.delivery)
+        if problem:
+            problems.append(problem)
     if problems:
         raise Failed("; ".join(problems))
     return (
         f"message {number} was gone after DELE and back after RSET; closed without QUIT, "
-        "nothing was deleted"
+        "nothing was deleted" + (f"; {dropped}" if dropped else "")
     )
 
 
