@@ -190,6 +190,27 @@ def test_pipelined_end_fails_a_server_that_stores_another_body(
     assert "not seen" not in result.summary, result.summary
 
 
+def test_pipelined_end_passes_a_store_that_adds_an_empty_line_after_the_body() -> None:
+    """Postfix's ``smtp-sink -d`` ends every dump with one empty line more: a correct
+    server, failed by the whole-body compare until the empty lines after a body's end
+    were let be."""
+
+    def an_empty_line_more() -> list[bytes]:
+        return [message + b"\r\n" for message in server.messages]
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=an_empty_line_more,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+
+
 def test_pipelined_end_says_a_stored_message_with_another_body_is_stored() -> None:
     """A message found in the store by its Message-ID whose body lost its last line was
     said to be "not seen in the store ... among the 0 messages stored() returned"."""
