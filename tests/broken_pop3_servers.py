@@ -299,6 +299,32 @@ class ServesDeleted(SmallPOP3):
             self.deleted = saved
 
 
+class UidlServesDeleted(SmallPOP3):
+    """``UIDL n`` still answers for a message marked deleted (RFC 1939 §7 wants -ERR),
+    as a server that looks the id up before it looks at the marks does."""
+
+    def do_UIDL(self, words: list[str]) -> bytes:
+        if not words:  # the listing leaves marked messages out
+            return super().do_UIDL(words)
+        saved, self.deleted = self.deleted, set()
+        try:
+            return super().do_UIDL(words)
+        finally:
+            self.deleted = saved
+
+
+class CommitsOnClose(SmallPOP3):
+    """Deletes what a session marked when its connection drops, QUIT or not (RFC 1939
+    §6: only QUIT enters the UPDATE state), as a server that commits in its cleanup does."""
+
+    def run(self, sock: socket.socket, tls: ssl.SSLContext | None) -> None:
+        try:
+            super().run(sock, tls)
+        finally:
+            if self.logged_in and not self.closed:
+                self.do_QUIT([])
+
+
 class SessionUidl(SmallPOP3):
     """Numbers its unique-ids by connection: a second session gives other ids."""
 

@@ -9,6 +9,9 @@ real servers:
 
 - :class:`LfDotLfServer` ends DATA on ``LF.LF`` as well as ``CRLF.CRLF``
   (SMTP smuggling);
+- :class:`DotSpaceEndServer` ends DATA at a dot line with blanks around the dot
+  (``CRLF.SP CRLF``, ``CRLF SP.CRLF``) too: it strips them before it looks for
+  the end (SMTP smuggling; RFC 5321 §4.1.1.4 ends data at ``CRLF.CRLF`` only);
 - :class:`EagerBdatServer` answers ``BDAT`` before it has read the chunk's
   octets (RFC 3030 §2 says the reply follows the chunk);
 - :class:`HoleBdatServer` refuses a malformed ``BDAT`` line but keeps the
@@ -40,6 +43,14 @@ real servers:
 - :class:`MailKeepsRecipientsServer` takes a second ``MAIL`` inside a transaction
   but keeps the old one's recipients, so ``DATA`` gets ``354`` (RFC 5321 §3.3:
   MAIL resets all state, recipients included).
+- :class:`RsetKeepsRecipientsServer` and :class:`EhloKeepsRecipientsServer` keep
+  a transaction's recipients through ``RSET`` or a new ``EHLO``, so the next
+  transaction's ``DATA`` gets ``354`` with no ``RCPT`` of its own (RFC 5321
+  §4.1.1.5, §4.1.4: both reset the recipients).
+- :class:`UnstuffFirstOnlyServer` removes the stuffing dot of a message's first dot
+  line only, and :class:`ReversedChunksServer` joins BDAT chunks last first: both
+  answer as a good server does, and store another body (RFC 5321 §4.5.2, RFC 3030
+  §2).
 - :class:`PipelinedRsetServer` loses a message when an ``RSET`` comes in the same
   read as its end, though it answers ``250`` (RFC 2920 §3.1 lets a client pipeline
   RSET there).
@@ -82,6 +93,8 @@ from typing import Final
 __all__ = [
     "BROKEN_SERVERS",
     "DigitSizeBdatServer",
+    "DotSpaceEndServer",
+    "EhloKeepsRecipientsServer",
     "DroppedReplyServer",
     "EagerBdatServer",
     "FewRecipientsServer",
@@ -97,9 +110,11 @@ __all__ = [
     "NonAsciiDigitServer",
     "OutOfOrderServer",
     "PipelinedRsetServer",
+    "ReversedChunksServer",
     "PlaintextAfterStartTlsServer",
     "RateLimitedServer",
     "RcptBeforeMailServer",
+    "RsetKeepsRecipientsServer",
     "RunningServer",
     "SilentHoleServer",
     "SizeIgnoringServer",
@@ -107,6 +122,7 @@ __all__ = [
     "SmallServer",
     "SplitCommandServer",
     "StateFirstBdatServer",
+    "UnstuffFirstOnlyServer",
     "rate_limited",
     "raw_server",
     "serve",
@@ -477,6 +493,19 @@ class LfDotLfOneCommandServer(LfDotLfServer):
         return self.emit(replies)
 
 
+class DotSpaceEndServer(SmallServer):
+    """Ends DATA at a line that is a dot once its spaces and tabs are stripped
+    (``". "``, ``" ."``), as a reader that trims lines before it compares them does."""
+
+    def find_end_of_data(self) -> tuple[int, int] | None:
+        start = 0
+        while (end := self.buffer.find(b"\r\n", start)) >= 0:
+            if self.buffer[start:end].strip(b" \t") == b".":
+                return start, end + 2 - start
+            start = end + 2
+        return None
+
+
 class EagerBdatServer(SmallServer):
     """Answers ``BDAT`` as soon as the command line is in, before the chunk's octets."""
 
@@ -674,6 +703,65 @@ class MailKeepsRecipientsServer(SmallServer):
         return super().mail(argument)
 
 
+class RsetKeepsRecipientsServer(SmallServer):
+    """Ends the transaction at RSET but keeps its recipients: DATA after the next MAIL
+    gets 354 for a recipient the client took back."""
+
+    resetting: bytes = b"RSET\r\n"
+
+    def command(self, line: bytes) -> bytes:
+        kept = self.recipients
+        answer = super().command(line)
+        if line.upper().startswith(self.resetting):
+            self.recipients = kept
+        return answer
+
+
+class EhloKeepsRecipientsServer(RsetKeepsRecipientsServer):
+    """Keeps a transaction's recipients through a new EHLO, as its sibling does RSET."""
+
+    resetting = b"EHLO "
+
+
+class UnstuffFirstOnlyServer(SmallServer):
+    """Removes the stuffing dot from the first line that starts with one, and keeps the
+    others' (RFC 5321 §4.5.2 has every such line lose its first dot)."""
+
+    def read_content(self) -> bytes | None:
+        found = self.find_end_of_data()
+        if found is None:
+            return None
+        index, length = found
+        lines = bytes(self.buffer[:index]).split(b"\r\n")
+        del self.buffer[: index + length]
+        self.mode = "command"
+        first = next((n for n, line in enumerate(lines) if line.startswith(b".")), None)
+        if first is not None:
+            lines[first] = lines[first][1:]
+        return self.end_of_message(b"\r\n".join(lines))
+
+
+class ReversedChunksServer(SmallServer):
+    """Joins a message's BDAT chunks last first: its replies are a good server's."""
+
+    def __init__(self, *, starttls: bool = False) -> None:
+        super().__init__(starttls=starttls)
+        self.chunk_starts: list[int] = []
+
+    def bdat(self, argument: str) -> bytes:
+        self.chunk_starts.append(len(self.content))
+        return super().bdat(argument)
+
+    def end_of_message(self, content: bytes) -> bytes:
+        edges = [*self.chunk_starts, len(content)]
+        chunks = [content[a:b] for a, b in itertools.pairwise(edges)]
+        return super().end_of_message(b"".join(reversed(chunks)) if chunks else content)
+
+    def reset(self) -> None:
+        super().reset()
+        self.chunk_starts = []
+
+
 class DataWithoutRecipientServer(SmallServer):
     """Answers DATA 354 in a transaction with no recipient (RFC 5321 §3.3 asks 503 or
     554), and reads what follows as content."""
@@ -803,6 +891,7 @@ def rate_limited(
 
 BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     LfDotLfServer,
+    DotSpaceEndServer,
     EagerBdatServer,
     HoleBdatServer,
     DroppedReplyServer,
@@ -817,7 +906,11 @@ BROKEN_SERVERS: Final[tuple[type[SmallServer], ...]] = (
     SizeIgnoringServer,
     RcptBeforeMailServer,
     MailKeepsRecipientsServer,
+    RsetKeepsRecipientsServer,
+    EhloKeepsRecipientsServer,
     PipelinedRsetServer,
+    UnstuffFirstOnlyServer,
+    ReversedChunksServer,
 )
 """Every server with a planted defect (not :class:`SmallServer` itself)."""
 

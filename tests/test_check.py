@@ -27,8 +27,10 @@ import pytest
 from broken_servers import (
     BareLfBdatServer,
     DigitSizeBdatServer,
+    DotSpaceEndServer,
     DroppedReplyServer,
     EagerBdatServer,
+    EhloKeepsRecipientsServer,
     FewRecipientsServer,
     HardErrorLimitServer,
     HoleBdatServer,
@@ -46,6 +48,8 @@ from broken_servers import (
     PlaintextAfterStartTlsServer,
     RateLimitedServer,
     RcptBeforeMailServer,
+    ReversedChunksServer,
+    RsetKeepsRecipientsServer,
     RunningServer,
     SilentHoleServer,
     SizeIgnoringServer,
@@ -53,6 +57,7 @@ from broken_servers import (
     SmallServer,
     SplitCommandServer,
     StateFirstBdatServer,
+    UnstuffFirstOnlyServer,
     rate_limited,
     raw_server,
     serve,
@@ -119,12 +124,16 @@ def test_each_check_finds_its_planted_defect(
     assert str(result) in report.format()
 
 
+SEEN_WHOLE: Final = "and each was seen in the store with the body sent"
+"""How pipelined-end ends where every message was stored with the body sent."""
+
+
 def test_the_correct_server_passes_every_check(tls: TLSFiles) -> None:
     with serve(SmallServer, tls=tls.server_context) as server:
         report = check_server(server.host, server.port, timeout=5, stored=lambda: server.messages)
     assert report.ok, report.format()
     assert [r.outcome for r in report.results] == [Outcome.PASSED] * len(CHECKS)
-    assert report["pipelined-end"].summary.endswith("and both were seen in the store")
+    assert report["pipelined-end"].summary.endswith(SEEN_WHOLE)
     assert not server.crashes
 
 
@@ -141,15 +150,88 @@ def test_a_server_that_loses_a_message_at_a_pipelined_rset_answers_as_a_good_one
             stored=lambda: server.messages,
             stored_wait=0,
         )
-    codes = "[354, 250, 250, 354, 250, 250, 250, 250, 221]"
+    codes = "[354, 250, 250, 354, 250, 250, 250, 250, 250, 250, 250, 250, 221]"
     assert blind["pipelined-end"].summary == (
-        f"two messages, each ended in the same write as the next commands, got {codes}"
+        "three messages, the third in BDAT chunks, each ended in the same write as the next "
+        f"commands, got {codes}"
     ), blind.format()
     result = seeing["pipelined-end"]
     assert result.outcome is Outcome.FAILED, seeing.format()
-    assert "message 1 (of 2) not seen in the store though its end got 250" in (result.summary), (
+    # The third, in BDAT chunks, had RSET behind its last chunk too.
+    assert "messages 1 and 3 (of 3) not seen in the store though their ends got 250" in (
         result.summary
-    )
+    ), result.summary
+
+
+@pytest.mark.parametrize(
+    ("server_class", "mangled"),
+    [(UnstuffFirstOnlyServer, "message 1 (of 3)"), (ReversedChunksServer, "message 3 (of 3)")],
+)
+def test_pipelined_end_fails_a_server_that_stores_another_body(
+    server_class: type[SmallServer], mangled: str
+) -> None:
+    """Each message was found by its body line, whatever else the body held: a server
+    that unstuffed only a message's first dot line, or joined BDAT chunks out of order,
+    passed with --stored-dir. The bodies now hold dot lines, the third message goes in
+    BDAT chunks, and each body is compared whole."""
+    with serve(server_class) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=lambda: server.messages,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    said = f"{mangled} is in the store with another body than the one sent: it differs at octet"
+    assert said in result.summary, result.summary
+    assert "not seen" not in result.summary, result.summary
+
+
+def test_pipelined_end_passes_a_store_that_adds_an_empty_line_after_the_body() -> None:
+    """Postfix's ``smtp-sink -d`` ends every dump with one empty line more: a correct
+    server, failed by the whole-body compare until the empty lines after a body's end
+    were let be."""
+
+    def an_empty_line_more() -> list[bytes]:
+        return [message + b"\r\n" for message in server.messages]
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=an_empty_line_more,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.PASSED, report.format()
+
+
+def test_pipelined_end_says_a_stored_message_with_another_body_is_stored() -> None:
+    """A message found in the store by its Message-ID whose body lost its last line was
+    said to be "not seen in the store ... among the 0 messages stored() returned"."""
+
+    def last_line_dropped() -> list[bytes]:
+        return [message.replace(b"last line\r\n", b"") for message in server.messages]
+
+    with serve(SmallServer) as server:
+        report = check_server(
+            server.host,
+            server.port,
+            checks=["pipelined-end"],
+            timeout=5,
+            stored=last_line_dropped,
+            stored_wait=0,
+        )
+    result = report["pipelined-end"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert "message 2 (of 3) is in the store with another body" in result.summary, result.summary
+    assert "not seen" not in result.summary, result.summary
+    assert "sent b'.three leading dots\\nlast line\\n'" in result.summary, result.summary
 
 
 def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
@@ -165,7 +247,7 @@ def test_pipelined_end_finds_a_message_stored_with_lf_line_ends() -> None:
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.PASSED, report.format()
-    assert result.summary.endswith("and both were seen in the store")
+    assert result.summary.endswith(SEEN_WHOLE)
 
 
 class SubjectTagging(CollectingHandler):
@@ -206,7 +288,7 @@ def test_pipelined_end_finds_the_messages_a_collecting_handler_changed_or_kept_a
 ) -> None:
     result = check_handler(handler_class(), checks=["pipelined-end"], timeout=5)["pipelined-end"]
     assert result.outcome is Outcome.PASSED, result
-    assert result.summary.endswith("and both were seen in the store"), result.summary
+    assert result.summary.endswith(SEEN_WHOLE), result.summary
 
 
 def test_pipelined_end_reads_messages_only_from_a_collecting_handler() -> None:
@@ -231,7 +313,7 @@ def test_pipelined_end_waits_for_a_store_that_keeps_messages_after_its_250() -> 
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.PASSED, report.format()
-    assert result.summary.endswith("and both were seen in the store")
+    assert result.summary.endswith(SEEN_WHOLE)
     assert len(asked) == 3
 
 
@@ -249,7 +331,7 @@ def test_pipelined_end_asks_a_store_that_never_shows_a_message_a_bounded_number_
         )
     result = report["pipelined-end"]
     assert result.outcome is Outcome.FAILED, report.format()
-    assert "message 1 and message 2 (of 2) not seen in the store" in result.summary
+    assert "messages 1, 2 and 3 (of 3) not seen in the store" in result.summary
     assert 2 <= len(asked) <= 10, asked  # 0.05 s, doubling to 1 s: 1 s holds 5 pauses
 
 
@@ -284,7 +366,7 @@ def test_check_handler_asks_a_collecting_handler_once_for_a_lost_message() -> No
     handler = LosingFirst()
     result = check_handler(handler, checks=["pipelined-end"], timeout=5)["pipelined-end"]
     assert result.outcome is Outcome.FAILED, result
-    assert "message 1 (of 2) not seen in the store" in result.summary, result.summary
+    assert "message 1 (of 3) not seen in the store" in result.summary, result.summary
     assert handler.kept.reads == 1
 
 
@@ -398,6 +480,19 @@ def test_a_smuggling_failure_shows_the_bytes_and_every_look_alike() -> None:
         b".\r\n",
         b"QUIT\r\n",
     ]
+
+
+def test_a_dot_line_with_blanks_around_the_dot_is_no_end_of_data() -> None:
+    """RFC 5321 §4.1.1.4: only CRLF.CRLF ends data. A server that strips blanks
+    before it compares ends the message at ``. `` or `` .`` and runs the marker."""
+    with serve(DotSpaceEndServer) as server:
+        report = check_server(server.host, server.port, checks=["smuggling"], timeout=5)
+    result = report["smuggling"]
+    assert result.outcome is Outcome.FAILED, result
+    for name in ("CRLF.SP CRLF", "CRLF.TAB CRLF", "CRLF SP.CRLF"):
+        assert f"{name} (5 replies: [250, 250, 500, 500, 221])" in result.summary, result.summary
+    assert "LF.LF" not in result.summary
+    assert any(b"NOOP smtpcore-smuggling-marker\r\n" in s.commands for s in server.sessions)
 
 
 def test_a_server_that_drops_the_rest_of_its_read_is_caught_by_the_split_write() -> None:
@@ -859,7 +954,8 @@ def state_order_against(factory: Callable[..., SmallServer]) -> CheckReport:
 ALL_REFUSED: Final = (
     "RCPT before MAIL got 503, DATA before MAIL got 503, DATA with no recipient got 554, "
     "a second MAIL in a transaction got 503, RCPT after RSET got 503, RCPT after a new "
-    "EHLO got 503, BDAT before MAIL got 503"
+    "EHLO got 503, DATA after RSET and a new MAIL got 554, DATA after a new EHLO and MAIL "
+    "got 554, BDAT before MAIL got 503"
 )
 """What state-order says of SmallServer: every command out of sequence refused."""
 
@@ -895,6 +991,32 @@ def test_a_second_mail_that_keeps_the_recipients_fails_and_delivers_nothing() ->
     assert "RCPT" not in result.summary.partition("not a refusal")[0]  # the one defect
     assert server.messages == []
     assert "client half-closes" in result.transcript_text()
+
+
+@pytest.mark.parametrize(
+    ("server_class", "what", "reset", "section"),
+    [
+        (RsetKeepsRecipientsServer, "DATA after RSET and a new MAIL", "RSET", "§4.1.1.5"),
+        (EhloKeepsRecipientsServer, "DATA after a new EHLO and MAIL", "EHLO", "§4.1.4"),
+    ],
+)
+def test_recipients_kept_through_a_reset_fail_state_order_and_deliver_nothing(
+    server_class: type[SmallServer], what: str, reset: str, section: str
+) -> None:
+    """MAIL, RCPT, then RSET (or a new EHLO), MAIL and DATA: a server that kept the
+    recipient answered 354 and passed, as no step had a recipient before the reset.
+    The message is cut off inside, so nothing is delivered."""
+    with serve(server_class) as server:
+        report = check_server(server.host, server.port, checks=["state-order"], timeout=5)
+    result = report["state-order"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        f"commands out of sequence were accepted: {what}: 'DATA' got 354 End data "
+        "with <CR><LF>.<CR><LF>, not a refusal: "
+    ), result.summary
+    assert section in result.summary and reset in result.summary.partition("not a refusal")[2]
+    assert result.summary.count("not a refusal") == 1  # the one defect
+    assert server.messages == []
 
 
 class ClosingRefusalServer(SmallServer):
@@ -979,7 +1101,9 @@ def test_an_auth_port_passes_state_order_and_names_what_it_could_not_try() -> No
     assert result.summary == (
         "RCPT before MAIL got 503, DATA before MAIL got 503, BDAT before MAIL got 503; not "
         f"tried: DATA with no recipient {_MAIL_530}; a second MAIL in a transaction "
-        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}"
+        f"{_MAIL_530}; RCPT after RSET {_MAIL_530}; RCPT after a new EHLO {_MAIL_530}; "
+        f"DATA after RSET and a new MAIL {_MAIL_530}; DATA after a new EHLO and MAIL "
+        f"{_MAIL_530}"
     ), result.summary
 
 
@@ -1084,9 +1208,9 @@ def test_a_rate_limit_keeps_the_smuggling_found_before_it() -> None:
     assert "LF.LF (" in result.summary, result.summary
     assert result.summary.endswith(
         "(untested: CR.CR, LF.CRLF, CRLF.LF, CR.CRLF, CRLF.CR, "
-        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, as the server refused a new "
-        "connection: 421 4.7.0 Error: too many connections from 127.0.0.1, RFC 5321 §3.8: "
-        "a connection rate limit?)"
+        "LF.CR, CRLF NUL.CRLF, CRLF.NUL CRLF, LF NUL.LF, CRLF.SP CRLF, CRLF.TAB CRLF, "
+        "CRLF SP.CRLF, as the server refused a new connection: 421 4.7.0 Error: too many "
+        "connections from 127.0.0.1, RFC 5321 §3.8: a connection rate limit?)"
     ), result.summary
 
 
@@ -1218,7 +1342,11 @@ class PipelinedMail450Server(SmallServer):
             "RCPT after a MAIL answered 450, so with no transaction, got 250, not a refusal "
             "(503 expected, RFC 5321 §3.3), and its RCPT after RSET, with no MAIL, got 250",
         ),
-        (MailRefusingOutOfOrderServer, Outcome.FAILED, "pipelined, the group got [250, 250,"),
+        (
+            MailRefusingOutOfOrderServer,
+            Outcome.FAILED,
+            "replies out of order: pipelined, the group got [250, 250,",
+        ),
         (
             Mail450OpensTransactionServer,
             Outcome.FAILED,
@@ -1271,7 +1399,8 @@ def swaps_first_two_when_refused(allowed: int) -> Callable[..., SmallServer]:
     [
         (
             0,
-            "pipelined, the group got [503, 450, 503, 250, 503, 450, 250, 250, 221]; one at "
+            "replies out of order: pipelined, the group got [503, 450, 503, 250, 503, 450, "
+            "250, 250, 221]; one at "
             "a time it got [450, 503, 503, 250, 503, 450, 250, 250, 221]",
         ),
         (
@@ -1396,8 +1525,8 @@ class FirstMailDeferredSaysHowServer(FirstMailDeferredServer):
         (
             OneMailASessionSwapsServer,
             Outcome.FAILED,
-            "pipelined, the group got [250, 501, 250, 250, 451, 503, 250, 250, 221]; one at "
-            "a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
+            "replies out of order: pipelined, the group got [250, 501, 250, 250, 451, 503, "
+            "250, 250, 221]; one at a time it got [250, 501, 250, 250, 503, 451, 250, 250, 221]",
         ),
     ],
     ids=[
@@ -2794,7 +2923,7 @@ def test_cli_exits_non_zero_and_prints_the_failure(capsys: pytest.CaptureFixture
         status = main(["check", f"{server.host}:{server.port}", "--only", "pipelining"])
     out = capsys.readouterr().out
     assert status == 1
-    assert "FAILED  pipelining: pipelined, the group got" in out
+    assert "FAILED  pipelining: replies out of order: pipelined, the group got" in out
     assert "C: b'MAIL FROM:<check@smtpcore.test>\\r\\nRCPT TO:<no-closing-bracket" in out
     assert "0 passed, 1 failed, 0 skipped" in out
 
@@ -3293,6 +3422,4 @@ def test_a_problem_recorded_fails_the_check_however_it_ends(
 def test_check_handler_compares_a_collecting_handlers_messages() -> None:
     """A handler that keeps its messages shows them to ``pipelined-end``."""
     report = check_handler(CollectingHandler(), checks=["pipelined-end"], timeout=5)
-    assert report["pipelined-end"].summary.endswith("and both were seen in the store"), (
-        report.format()
-    )
+    assert report["pipelined-end"].summary.endswith(SEEN_WHOLE), report.format()

@@ -55,6 +55,7 @@ from broken_pop3_servers import (
     StallsOnInjectedPlaintext,
     TricklesRetr,
     UidIsNumber,
+    UidlServesDeleted,
     UnknownUsersRefused,
     multi,
     serve_pop3,
@@ -198,6 +199,14 @@ def test_each_check_fails_its_defect_and_loses_no_mail(name: str, tls: TLSFiles)
     assert result.outcome is Outcome.FAILED, result
     assert result.transcript  # the bytes that show it
     assert mailbox.messages == MESSAGES
+
+
+def test_deletion_fails_a_server_whose_uidl_answers_for_a_deleted_message() -> None:
+    """RETR, LIST, TOP and DELE of the marked message were tried, and UIDL not: a
+    server that gave its unique-id after DELE passed (RFC 1939 §7 wants -ERR)."""
+    result = run_check(UidlServesDeleted, "deletion")
+    assert result.outcome is Outcome.FAILED, result
+    assert result.summary == "UIDL 1 after DELE got '+OK 1 uid-1', not -ERR", result.summary
 
 
 def test_an_int_reading_server_that_deletes_plus_one_still_loses_nothing(tls: TLSFiles) -> None:

@@ -30,6 +30,7 @@ import smtpcore.testing.check_pop3 as check_pop3_module
 from broken_pop3_servers import (
     PASSWORD,
     USER,
+    CommitsOnClose,
     DeletesRetrieved,
     HugeUidlNumber,
     Mailbox,
@@ -181,6 +182,43 @@ def test_a_server_that_does_not_stuff_fails_with_an_excerpt_and_keeps_all_mail()
     assert PASSWORD not in result.summary + result.transcript_text()
     assert mailbox.messages[0] == KEPT[0] and len(mailbox.messages) == 5
     assert "C: b'QUIT\\r\\n'" not in result.transcript_text().rpartition("RETR")[2]
+
+
+def test_a_server_that_deletes_on_a_dropped_connection_fails_deletion_on_a_test_message() -> None:
+    """deletion sent RSET before every close without QUIT, so a server that deletes
+    what a dropped session marked passed. With a delivery, one of the battery's own
+    messages is marked and the connection dropped: it must be listed again (RFC 1939
+    §6). The user's own mail is never marked."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        CommitsOnClose,
+        mailbox,
+        DeliversTo(into_mailbox(mailbox)),
+        checks=["delivered-intact", "deletion"],
+    )
+    result = report["deletion"]
+    assert result.outcome is Outcome.FAILED, report.format()
+    assert result.summary.startswith(
+        "a test message marked with DELE (message 2), the connection then dropped without "
+        "RSET or QUIT, was gone in a new session"
+    ), result.summary
+    assert "dropped without RSET or QUIT" in result.transcript_text()
+    assert mailbox.messages[0] == KEPT[0] and len(mailbox.messages) == 4
+
+
+def test_deletion_drops_a_session_with_a_test_message_marked_on_smtpcores_own_server(
+    own_servers: tuple[int, int, Path],
+) -> None:
+    pop3, smtp, maildir = own_servers
+    report = delivery_check(
+        "127.0.0.1", pop3, ("127.0.0.1", smtp), checks=["delivered-intact", "deletion"]
+    )
+    result = report["deletion"]
+    assert result.outcome is Outcome.PASSED, report.format()
+    assert result.summary.endswith(
+        "a test message marked with DELE, the connection dropped, was listed again"
+    ), result.summary
+    assert len(delivered(maildir)) == 4
 
 
 def test_mail_that_never_arrives_fails_after_the_wait() -> None:

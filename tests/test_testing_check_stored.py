@@ -104,7 +104,7 @@ def test_stored_maildir_shows_a_message_the_server_answered_250_and_lost(
     assert blind == 0, blind_out
     assert seeing == 1, out
     # The earlier run's file is not read: one message of this run's two came in.
-    assert "message 1 (of 2) not seen in the store though its end got 250" in out, out
+    assert "messages 1 and 3 (of 3) not seen in the store though their ends got 250" in out, out
     assert "among the 1 messages" in out, out
 
 
@@ -118,7 +118,7 @@ def test_stored_files_show_every_message_kept_by_a_correct_server(
         status = _check(f"{server.host}:{server.port}", option, str(folder))
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "and both were seen in the store" in out, out
+    assert "and each was seen in the store with the body sent" in out, out
 
 
 def test_stored_maildir_waits_for_a_server_that_writes_after_its_250(
@@ -136,13 +136,14 @@ def test_stored_maildir_waits_for_a_server_that_writes_after_its_250(
             writer.join()
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "and both were seen in the store" in out, out
+    assert "and each was seen in the store with the body sent" in out, out
 
 
-def test_the_reference_servers_maildir_shows_both_messages(
+def test_the_reference_servers_maildir_shows_every_message_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``python -m smtpcore serve`` writes Return-Path and Received above the header."""
+    """``python -m smtpcore serve`` writes Return-Path and Received above the header, and
+    keeps each body whole: the dot lines unstuffed, the BDAT chunks in order."""
     with serve_reference(tmp_path / "data", "abc.example", ["bob@abc.example:bob-pw"]) as served:
         maildir = tmp_path / "data" / "mailboxes" / "bob@abc.example"
         status = _check(
@@ -155,8 +156,8 @@ def test_the_reference_servers_maildir_shows_both_messages(
         out = capsys.readouterr().out
         stored = served.mailbox("bob@abc.example")
     assert status == 0, out + served.log()
-    assert "and both were seen in the store" in out, out
-    assert len(stored) == 2 and all(m.startswith(b"Return-Path: ") for m in stored), stored
+    assert "and each was seen in the store with the body sent" in out, out
+    assert len(stored) == 3 and all(m.startswith(b"Return-Path: ") for m in stored), stored
 
 
 @pytest.mark.parametrize(
@@ -353,7 +354,7 @@ def test_stored_dir_reads_a_file_written_again_and_names_whole(
         status = _check(f"{server.host}:{server.port}", "--stored-dir", str(folder))
     out = capsys.readouterr().out
     assert status == 0, out
-    assert "and both were seen in the store" in out, out
+    assert "and each was seen in the store with the body sent" in out, out
 
 
 def _set_mtime(folder: Path, seconds: int) -> None:
@@ -439,13 +440,15 @@ def test_a_file_that_could_not_be_read_is_read_later_in_a_folder_that_stayed(
 
 
 def _marked(token: str, number: int) -> bytes:
-    """A check message's body line, as ``pipelined-end`` looks for it."""
-    return _smtp_end_checks._mark(token, number) + b"\r\n"
+    """A check message, its body the line ``pipelined-end`` looks for."""
+    header = f"Message-ID: <{token}-{number}.check@smtpcore.test>\r\n\r\n".encode()
+    return header + _smtp_end_checks._mark(token, number) + b"\r\n"
 
 
-def _unseen_now(stored: StoredFiles, token: str, count: int) -> str:
+def _unseen_now(stored: Callable[[], list[bytes]], token: str, count: int) -> str:
     """What ``pipelined-end`` says of ``count`` messages when its wait is over."""
-    return _smtp_end_checks._unseen_in_time(stored, token, count, 0)
+    sent = [_marked(token, number) for number in range(1, count + 1)]
+    return _smtp_end_checks._unseen_in_time(stored, token, sent, 0)
 
 
 def test_a_maildir_on_a_clock_behind_ours_loses_no_message(tmp_path: Path) -> None:
@@ -523,6 +526,6 @@ def test_only_a_relisting_store_is_asked_again_before_a_message_is_said_lost() -
         calls.append("stored")
         return []
 
-    assert "message 1 (of 1) not seen" in _smtp_end_checks._unseen_in_time(stored, "t", 1, 0)
+    assert "message 1 (of 1) not seen" in _unseen_now(stored, "t", 1)
     assert calls == ["stored"]
     assert isinstance(StoredFiles((), maildir=True), _smtp_end_checks.Relisting)

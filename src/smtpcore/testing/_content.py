@@ -28,9 +28,14 @@ SMUGGLING_SEQUENCES: Final = (
     b"\x00\r\n.\r\n",
     b"\r\r\n.\r\n",
     b"\n\r\n.\r\n",
+    b"\r\n. \r\n",
+    b"\r\n.\t\r\n",
+    b"\r\n .\r\n",
 )
 """End-of-data look-alikes: ``LF.LF``, ``CR.CR``, ``LF.CRLF``, ``CRLF.LF``,
-``CR.CRLF`` and their neighbours, NUL included. A server that ends a message
+``CR.CRLF`` and their neighbours, NUL included, and dot lines with a blank
+beside the dot (``CRLF.SP CRLF``, ``CRLF.TAB CRLF``, ``CRLF SP.CRLF``: only
+``CRLF.CRLF`` ends data, RFC 5321 §4.1.1.4). A server that ends a message
 on any of them lets a client smuggle a second message past a filter."""
 
 _LINE_LIMIT: Final = 1000  # RFC 5321 §4.5.3.1.6, CRLF included

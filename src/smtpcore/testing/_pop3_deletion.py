@@ -31,8 +31,9 @@ from smtpcore.testing._pop3_mailbox import (
 from smtpcore.testing._pop3_probe import LoginRefused, POP3Probe
 from smtpcore.testing._pop3_responses import ask
 from smtpcore.testing._pop3_wire import POP3Wire
+from smtpcore.testing._wire import Exchange
 
-__all__ = ["delete_delivered", "failed_deletion_note"]
+__all__ = ["delete_delivered", "dropped_deletion", "failed_deletion_note"]
 
 _SHOWN_REUSED: Final = 3
 """At most this many reused unique-ids are named in a note; the rest are counted."""
@@ -82,6 +83,53 @@ def delete_delivered(probe: POP3Probe, delivery: Delivery) -> str:
     return _confirmed(
         probe, delivery, marked, f"{_were(len(marked))} marked with DELE and QUIT got {quit}"
     )
+
+
+def dropped_deletion(probe: POP3Probe, delivery: Delivery) -> tuple[str | None, str]:
+    """DELE one of the battery's own test messages, then drop the connection with
+    neither RSET nor QUIT: a session that ends without QUIT never enters the UPDATE
+    state, so nothing it marked is deleted (RFC 1939 §6), and a new session must find
+    the message again (:func:`_still_found`). The battery's own message, for a server
+    that commits on a dropped connection deletes it: the user's mail is never put at
+    risk. Returns the problem found, or None, and what to say of the step (why it was
+    not tried, where it could not be). The message is found as
+    :func:`delete_delivered` finds one: by its unique-id, its marker read in this very
+    session."""
+    if not delivery.uids:
+        return None, "untested: no test message was found by its unique-id"
+    client = probe.session()
+    listing, by_uid = mailbox_listing(client, probe.line_said)
+    own = {uid: marker for marker, uid in delivery.uids.items()}
+    candidates = {n: listed for n, listed in listing.items() if listed.uid in own}
+    if not by_uid or not candidates or repeats_an_id(listing):
+        probe.end(client)
+        return None, "untested: no test message was listed under its unique-id"
+    number = min(candidates)
+    marker = own[candidates[number].uid or b""]
+    shown = markers_at(client, {number: candidates[number]}, _header_reader(delivery))
+    if shown.overran or shown.markers.get(number) != marker:
+        probe.end(client)
+        return None, "untested: the test message's unique-id now names another message"
+    if not ask(client, b"DELE %d" % number).ok:
+        probe.end(client)
+        return None, "untested: DELE of a test message was refused"
+    # Dropped: the FIN, then the server's own close (within the timeout), so that the
+    # new session looks only once the server is done with this one.
+    client.transcript.append(Exchange("note", note="dropped without RSET or QUIT"))
+    client.shutdown_write()
+    client.read_lines_until_closed()
+    client.close()
+    client.closed = True
+    look = _still_found(probe, delivery, {marker})
+    if look.unknown:
+        return None, f"untested: {look.unknown}"
+    if not look.still:
+        return (
+            f"a test message marked with DELE (message {number}), the connection then "
+            "dropped without RSET or QUIT, was gone in a new session: a session that "
+            "ends without QUIT deletes nothing (RFC 1939 §6)"
+        ), ""
+    return None, "a test message marked with DELE, the connection dropped, was listed again"
 
 
 def _header_reader(delivery: Delivery) -> HeaderReader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from smtpcore import pop3
 from smtpcore._errors import RemoteProtocolError
 from smtpcore.testing._battery import Failed, Skipped, unjudged
+from smtpcore.testing._pop3_deletion import dropped_deletion
 from smtpcore.testing._pop3_probe import POP3Probe, mail_needed
 from smtpcore.testing._pop3_responses import ask
 from smtpcore.testing._wire import WireClient
@@ -32,8 +33,9 @@ def _stat(client: WireClient) -> tuple[int, int]:
 def check_deletion(probe: POP3Probe) -> str:
     """A message marked deleted is gone for the session, and RSET brings it back (RFC 1939 §5).
 
-    DELE of the first message, then RETR, LIST, TOP and DELE of it get
-    ``-ERR``, STAT and LIST leave it out; RSET unmarks it. A server that
+    DELE of the first message, then RETR, LIST, TOP, UIDL and DELE of it get
+    ``-ERR`` (§5, §7: a message marked as deleted may not be referred to, UIDL
+    included), STAT and LIST leave it out; RSET unmarks it. A server that
     serves, counts or deletes twice a marked message, or whose RSET misses
     one, loses or duplicates mail in every client that deletes as it goes.
 
@@ -42,6 +44,9 @@ def check_deletion(probe: POP3Probe) -> str:
     list of what to delete, or whose LIST ignores marks, would lose it. The
     session ends without QUIT (:meth:`~POP3Probe.end`), and a new session
     must list every message: closing without QUIT deletes nothing (RFC 1939 §6).
+    That session sent RSET first; with a delivery, a session that drops the
+    connection with one of the battery's own messages still marked follows
+    (:func:`~smtpcore.testing._pop3_deletion.dropped_deletion`).
     """
     client = probe.session()
     before = probe.listing(client)
@@ -53,7 +58,7 @@ def check_deletion(probe: POP3Probe) -> str:
         probe.restore(client, before)
         raise Skipped(f"DELE {number} was refused ({marked}): the mailbox may be read-only")
     problems = probe.problems  # a session refused after a problem found keeps it
-    for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"DELE %d"):
+    for line in (b"RETR %d", b"LIST %d", b"TOP %d 0", b"UIDL %d", b"DELE %d"):
         answer = ask(client, line % number)
         if not answer.err:
             problems.append(f"{(line % number).decode()} after DELE got {answer}, not -ERR")
@@ -76,11 +81,16 @@ def check_deletion(probe: POP3Probe) -> str:
             f"a new session lists {again}, not {before}: a session closed without QUIT "
             "deleted mail (RFC 1939 §6)"
         )
+    dropped = ""
+    if probe.delivery is not None:
+        problem, dropped = dropped_deletion(probe, probe.delivery)
+        if problem:
+            problems.append(problem)
     if problems:
         raise Failed("; ".join(problems))
     return (
         f"message {number} was gone after DELE and back after RSET; closed without QUIT, "
-        "nothing was deleted"
+        "nothing was deleted" + (f"; {dropped}" if dropped else "")
     )
 
 

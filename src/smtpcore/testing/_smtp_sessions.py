@@ -268,6 +268,9 @@ def sessions(
     ``hostile=True`` slips broken command lines (bytes items) in between
     and into the envelope's pipelined group, where their refusals must
     come back in order; they are not counted against those limits.
+    No session sends a well-formed command out of sequence (RCPT before
+    MAIL, DATA after RSET or a new EHLO with no RCPT since): a server that
+    takes one is what ``check``'s ``state-order`` finds, not a drawn session.
 
     AUTH runs a whole exchange with one of ``auth_mechanisms`` (narrow it
     to the mechanisms your server lists; those of :data:`AUTH_MECHANISMS`

@@ -41,7 +41,10 @@ class _OutOfSequence:
 def _out_of_sequence(probe: Probe, offered: Mapping[str, str]) -> list[_OutOfSequence]:
     """The commands ``state-order`` sends out of sequence, each with what must come
     first: MAIL opens a transaction, RSET and a new EHLO abort it (RFC 5321
-    §4.1.1.5, §4.1.4), so RCPT, DATA and BDAT must find one open.
+    §4.1.1.5, §4.1.4), so RCPT, DATA and BDAT must find one open. A transaction
+    aborted after a recipient was taken must take that recipient with it: DATA in
+    the next one, which names none, must be refused, or the message goes to a
+    recipient the client took back.
 
     A MAIL inside a transaction is the client's mistake (§4.1.4's "MUST NOT"
     binds the client), and the server may refuse it (503) or take it: MAIL
@@ -71,6 +74,20 @@ def _out_of_sequence(probe: Probe, offered: Mapping[str, str]) -> list[_OutOfSeq
         ),
         _OutOfSequence(
             "RCPT after a new EHLO", (mail, ehlo), rcpt, "503 expected (RFC 5321 §4.1.4, §3.3)"
+        ),
+        _OutOfSequence(
+            "DATA after RSET and a new MAIL",
+            (mail, rcpt, b"RSET", mail),
+            b"DATA",
+            "RSET discards the recipients, so the new transaction has none: 503 or 554 "
+            "expected (RFC 5321 §4.1.1.5, §3.3)",
+        ),
+        _OutOfSequence(
+            "DATA after a new EHLO and MAIL",
+            (mail, rcpt, ehlo, mail),
+            b"DATA",
+            "EHLO resets the session as RSET does, recipients included, so the new "
+            "transaction has none: 503 or 554 expected (RFC 5321 §4.1.4, §3.3)",
         ),
     ]
     if "CHUNKING" in offered:

@@ -239,9 +239,15 @@ SMUGGLING_ENDINGS: Final[Mapping[str, bytes]] = {
     "CRLF NUL.CRLF": b"\r\n\x00.\r\n",
     "CRLF.NUL CRLF": b"\r\n.\x00\r\n",
     "LF NUL.LF": b"\n\x00.\n",
+    "CRLF.SP CRLF": b"\r\n. \r\n",
+    "CRLF.TAB CRLF": b"\r\n.\t\r\n",
+    "CRLF SP.CRLF": b"\r\n .\r\n",
 }
 """End-of-data look-alikes that a server must not take for ``CRLF.CRLF``
-(SMTP smuggling: a second reader of the same message ends it elsewhere)."""
+(SMTP smuggling: a second reader of the same message ends it elsewhere). The
+end is exactly ``CRLF.CRLF`` (RFC 5321 §4.1.1.4): a dot line with a space or tab
+after the dot, or a space before it, is content, ``". "`` unstuffed to ``" "``,
+and a server that strips the blanks before it looks for the end takes it for one."""
 
 
 MARKER: Final = b"NOOP smtpcore-smuggling-marker\r\n"
@@ -388,11 +394,13 @@ def check_pipelining(probe: Probe) -> str:
         untested = _skip_if_mail_refused_for_now(probe, client, group, one_at_a_time, replies)
     pipelined += reply_codes(quit_session(client))
     if pipelined != lock_step:
+        # The same replies in another order: the server answered them out of turn.
+        swapped = "replies out of order: " if sorted(pipelined) == sorted(lock_step) else ""
         raise _Failed(
             "; ".join(
                 [
-                    f"pipelined, the group got {shown_codes(pipelined)}; one at a time it got "
-                    f"{shown_codes(lock_step)}",
+                    f"{swapped}pipelined, the group got {shown_codes(pipelined)}; one at a "
+                    f"time it got {shown_codes(lock_step)}",
                     *taken_pipelined,
                 ]
             )
