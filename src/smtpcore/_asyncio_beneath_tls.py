@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 
 from smtpcore._asyncio_close import ready_to_close
 
-__all__ = ["_client_tls_close", "_closing", "_tcp_beneath"]
+__all__ = ["_client_tls_close", "_closing", "_tcp_beneath", "_waiting_to_send"]
 
 
 def _tcp_beneath(transport: asyncio.BaseTransport) -> asyncio.BaseTransport | None:
@@ -52,6 +52,15 @@ def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | 
     the dead socket to the end. Asking the TCP transport too is a workaround for
     those Pythons, and can go once the oldest Python supported has the fix."""
     return transport.is_closing() or (beneath is not None and beneath.is_closing())
+
+
+def _waiting_to_send(
+    transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
+) -> bool:
+    """Whether bytes written to ``transport`` wait to be sent: queued in it, or under TLS
+    in the TCP transport ``beneath`` it (asyncio's TLS transport counts only its own
+    buffers), for a peer that does not read (see :mod:`smtpcore.transport`)."""
+    return bool(_queued(transport) or (beneath is not None and _queued(beneath)))
 
 
 def _client_side(transport: asyncio.BaseTransport) -> bool:

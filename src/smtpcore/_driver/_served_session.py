@@ -76,6 +76,8 @@ class ServedSession(SessionOpening, SessionClosing):
     """True while a write to the client is under way (:meth:`_send_all`), and so still
     True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
     or a lost connection ended one: the client did not take it in the time it had.
+    Set too when the watchdog goes off while the transport still waits to send
+    what a write left it (:meth:`_note_write_not_taken`).
     What SMTP writes after it gets :data:`~smtpcore._driver._shutdown.LAST_WORDS`
     at most (its session's ``_write_within``; POP3 writes nothing more), and the
     close does not wait for room to send what is left, where the transport allows
@@ -148,6 +150,8 @@ class ServedSession(SessionOpening, SessionClosing):
                     and self._watchdog.expired
                 ):
                     raise ended
+                if ended is not None:
+                    self._note_write_not_taken()
                 if await self._close(ended is not None):
                     await self._linger()
             except ConnectionLost:
@@ -187,6 +191,19 @@ class ServedSession(SessionOpening, SessionClosing):
         self._write_unfinished = True
         await transport.send_all(data)
         self._write_cut = self._write_unfinished = False
+
+    def _note_write_not_taken(self) -> None:
+        """The watchdog went off while the session waited for its client, not in a
+        write: if the transport still waits to send bytes a write left it (the rest
+        of a held reply the kernel did not take, which the event loop sends while
+        the session reads: see :meth:`~smtpcore._driver._transport.LinkBase.waiting_to_send`),
+        the client did not take them in a whole timeout, and the goodbye is as after
+        a write it did not take (:attr:`_write_unfinished`): SMTP's ``421``, queued
+        behind them, has :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, not
+        the command timeout again, and the close does not wait for room. Not while
+        the server stops, whose shutdown bounds the goodbyes itself."""
+        if not self.state.stopping and self.transport.waiting_to_send():
+            self._write_unfinished = True
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended

@@ -311,6 +311,14 @@ class LinkBase:
         something before it closes what it wraps."""
         return getattr(type(self.transport), "closes_when_cancelled", False) is True
 
+    def waiting_to_send(self) -> bool:
+        """Whether bytes the transport took still wait for room the peer makes only by
+        reading: its optional ``waiting_to_send()``, where it says ``True`` (see
+        :mod:`smtpcore.transport`); nothing waits without one. Asked once, as a
+        session's timeout goes off, never on the way of a message."""
+        waiting = getattr(self.transport, "waiting_to_send", None)
+        return waiting is not None and waiting() is True
+
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
         the transport can: its optional ``send_eof``; nothing without one."""
