@@ -10,7 +10,7 @@ not to write, and was not marked as after a write the client did not take: SMTP'
 waited the transport's close timeout for room (POP3's autologout, which writes
 nothing, waited the close timeout). Now the driver asks the transport
 (``waiting_to_send``) as the timeout goes off, and the goodbye is as after a cut
-write: :data:`~smtpcore._driver._listener.LAST_WORDS` at most, and the close
+write: :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, and the close
 cancelled.
 
 Nothing here is timed with a stopwatch: the close timeout is made long
@@ -33,15 +33,16 @@ from typing import Any
 
 import pytest
 
-import smtpcore._driver._listener
+import smtpcore._driver._session_closing
 import smtpcore._driver._transport
 import smtpcore._trio_transport
 from peers import running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_clock import AsyncioClock
 from smtpcore._asyncio_raw_writes import WritingLayer
 from smtpcore._asyncio_runner import SessionRunner
-from smtpcore._driver._listener import LAST_WORDS, ServedSession
 from smtpcore._driver._pop3_server_session import POP3ServerSession
+from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._shutdown import LAST_WORDS
 from smtpcore._driver._smtp_server_session import ServerSession
 from smtpcore._trio_held import HeldWrites
 from smtpcore.asyncio import POP3Timeouts, Timeouts
@@ -136,7 +137,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             return deadline(self, seconds)
 
         monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._driver._listener, "LINGER", LINGER)
+    monkeypatch.setattr(smtpcore._driver._session_closing, "LINGER", LINGER)
     monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
     yield watch
 
