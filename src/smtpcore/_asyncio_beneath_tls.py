@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 
 from smtpcore._asyncio_close import ready_to_close
 
-__all__ = ["_client_tls_close", "_closing", "_tcp_beneath", "_waiting_to_send"]
+__all__ = ["_client_tls_close", "_closing", "_tcp_beneath", "_unsent"]
 
 
 def _tcp_beneath(transport: asyncio.BaseTransport) -> asyncio.BaseTransport | None:
@@ -54,13 +54,15 @@ def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | 
     return transport.is_closing() or (beneath is not None and beneath.is_closing())
 
 
-def _waiting_to_send(
-    transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None
-) -> bool:
-    """Whether bytes written to ``transport`` wait to be sent: queued in it, or under TLS
-    in the TCP transport ``beneath`` it (asyncio's TLS transport counts only its own
-    buffers), for a peer that does not read (see :mod:`smtpcore.transport`)."""
-    return bool(_queued(transport) or (beneath is not None and _queued(beneath)))
+def _unsent(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None) -> int:
+    """The bytes written to ``transport`` that wait to be sent: queued in it, and under
+    TLS in the TCP transport ``beneath`` it (asyncio's TLS transport counts only its
+    own buffers). Their count falls only as the peer makes room by reading (see
+    :mod:`smtpcore.transport`'s ``waiting_to_send``)."""
+    queued = cast(asyncio.WriteTransport, transport).get_write_buffer_size()
+    if beneath is None:
+        return queued
+    return queued + cast(asyncio.WriteTransport, beneath).get_write_buffer_size()
 
 
 def _client_side(transport: asyncio.BaseTransport) -> bool:

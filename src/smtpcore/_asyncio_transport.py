@@ -24,7 +24,7 @@ from smtpcore._asyncio_beneath_tls import (
     _client_tls_close,
     _closing,
     _tcp_beneath,
-    _waiting_to_send,
+    _unsent,
 )
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import _transport as shared_transport
@@ -420,13 +420,15 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
     """A cancelled :meth:`send_all` loses nothing: asyncio's transport took every byte
     before the wait for room, and still writes them (see :mod:`smtpcore.transport`)."""
 
-    def waiting_to_send(self) -> bool:
-        """Whether bytes written wait in asyncio's transport for room (see
-        :mod:`smtpcore.transport`): :meth:`send_nowait` leaves them there."""
+    def waiting_to_send(self) -> int:
+        """The bytes written that wait in asyncio's transport for room (see
+        :mod:`smtpcore.transport`): :meth:`send_nowait` leaves up to asyncio's
+        high-water mark there, which a client that reads slowly takes, if not within
+        the session's timeout, and one that never reads does not."""
         transport = self._transport
         if transport is None or self._lost:
-            return False
-        return _waiting_to_send(transport, self._beneath)
+            return 0
+        return _unsent(transport, self._beneath)
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport

@@ -278,8 +278,9 @@ class TrioTransport(shared_transport.FastPaths):
 
     def waiting_to_send(self) -> bool:
         """Whether the rest of a held write waits for room, written by a task of the
-        server's while the session reads (see :mod:`smtpcore.transport`). Not a reply
-        still held for the batch's end, which has yet to be tried."""
+        server's while the session reads (see :mod:`smtpcore.transport`: a count
+        unknown, the rest waits until all of it is gone). Not a reply still held for
+        the batch's end, which has yet to be tried."""
         return self._rest_written is not None
 
     async def _held_first(self, data: bytes) -> bytes:
