@@ -90,9 +90,13 @@ second at most, the close is cancelled where ``closes_when_cancelled`` says
 it may be), rather than wait behind them for a whole timeout, then the
 close's. A client that reads, if too slowly to take them within the
 timeout, takes some in that second, and its goodbye waits for it as any
-other's. Absent, nothing is taken to wait (the library's own transports have
-it: their writes may leave bytes for the event loop to send, while the
-session reads).
+other's (with ``True`` it cannot: a transport that says only that some wait
+has a slow reader cut off as one that stopped reading, so count if you can).
+Absent, raising, or answering anything but a count or ``True``, nothing is
+taken to wait (the library's own transports have it: their writes may leave
+bytes for the event loop to send, while the session reads). Not asked while
+the server stops, nor after a write the timeout cut off, which is known not
+taken.
 """
 
 from __future__ import annotations

@@ -219,12 +219,14 @@ class ServedSession(SessionOpening, SessionClosing):
         beside the timeout, and the kernel has long taken what it takes without
         the client reading; only a count that falls tells the two apart."""
         transport = self.transport
-        if self.state.stopping:
-            return False
+        if self.state.stopping or self._write_unfinished:
+            return False  # a cut write is known not taken; a stop bounds the goodbyes
         waiting = transport.waiting_to_send()
         if not waiting:
             return False
         await transport.sleep(NOT_TAKEN_PROBE)
+        if self.state.stopping:
+            return False  # stopped meanwhile: its shutdown bounds the goodbye
         left = transport.waiting_to_send()
         if not left or left < waiting:
             return False

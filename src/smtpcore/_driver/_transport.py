@@ -315,12 +315,15 @@ class LinkBase:
         """How many bytes the transport took still wait for room the peer makes only by
         reading: its optional ``waiting_to_send()``, a count, or ``True`` for some of
         a count it does not know (1 here: see :mod:`smtpcore.transport`); none
-        without one, or for anything else it gives. Asked as a session's timeout
+        without one, for anything else it gives, or when it raises. Asked as a session's timeout
         goes off, never on the way of a message."""
         waiting = getattr(self.transport, "waiting_to_send", None)
         if waiting is None:
             return 0
-        count = waiting()
+        try:
+            count = waiting()
+        except Exception:  # a transport's own fault: it cannot say, so nothing waits
+            return 0
         if count is True:
             return 1
         return count if type(count) is int and count > 0 else 0
