@@ -292,3 +292,43 @@ def test_a_linger_reads_through_receive_to_drop_only_on_the_librarys_transports(
         return await link.receive_to_drop(100)
 
     assert asyncio.run(body()) == read
+
+
+class _Waiting:
+    """A user's transport whose ``waiting_to_send`` answers ``answer``, or raises."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def waiting_to_send(self) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        (True, 1),
+        (False, 0),
+        (None, 0),
+        (-5, 0),
+        (3.0, 0),
+        ("7", 0),
+        (4096, 4096),
+        (RuntimeError("a transport's own bug"), 0),
+    ],
+)
+def test_what_a_users_transport_says_waits_is_a_count_or_nothing(
+    answer: object, count: int
+) -> None:
+    """Asked at a session's timeout: a count, True for some of one unknown, and nothing
+    for anything else it answers; a transport that raises is taken to have nothing
+    waiting (it raised out of the session's end, which then logged it as failed and
+    lost its goodbye)."""
+
+    async def body() -> None:
+        link = Link(_Waiting(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.waiting_to_send() == count
+
+    asyncio.run(body())

@@ -21,7 +21,7 @@ from typing import Any, Final, cast
 
 from smtpcore._asyncio_close import ready_to_close
 
-__all__ = ["_client_tls_close", "_closing", "_tcp_beneath"]
+__all__ = ["_client_tls_close", "_closing", "_tcp_beneath", "_unsent"]
 
 
 def _tcp_beneath(transport: asyncio.BaseTransport) -> asyncio.BaseTransport | None:
@@ -52,6 +52,17 @@ def _closing(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | 
     the dead socket to the end. Asking the TCP transport too is a workaround for
     those Pythons, and can go once the oldest Python supported has the fix."""
     return transport.is_closing() or (beneath is not None and beneath.is_closing())
+
+
+def _unsent(transport: asyncio.BaseTransport, beneath: asyncio.BaseTransport | None) -> int:
+    """The bytes written to ``transport`` that wait to be sent: queued in it, and under
+    TLS in the TCP transport ``beneath`` it (asyncio's TLS transport counts only its
+    own buffers). Their count falls only as the peer makes room by reading (see
+    :mod:`smtpcore.transport`'s ``waiting_to_send``)."""
+    queued = cast(asyncio.WriteTransport, transport).get_write_buffer_size()
+    if beneath is None:
+        return queued
+    return queued + cast(asyncio.WriteTransport, beneath).get_write_buffer_size()
 
 
 def _client_side(transport: asyncio.BaseTransport) -> bool:

@@ -127,6 +127,16 @@ class WritingLayer(SelectorWatch):
         out = self._out
         return 0 if out is None else len(out)
 
+    def waiting_to_send(self) -> int:
+        """The bytes written that wait for room in the socket (see
+        :mod:`smtpcore.transport`): the rest of a held write the kernel did not take,
+        which waits here while the session reads; under TLS, the layer's records.
+        Not a reply still held for the loop's next pass, which has yet to be tried."""
+        inner = self._inner
+        if inner is not None:
+            return inner.waiting_to_send()
+        return self.unsent()
+
     async def all_sent(self) -> None:
         """Wait until the kernel has taken every byte written, or the connection is lost
         (the TLS layer's wait for room, before it reads more)."""

@@ -15,7 +15,12 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, cast
 
-from smtpcore._asyncio_beneath_tls import _client_tls_close, _closing, _tcp_beneath
+from smtpcore._asyncio_beneath_tls import (
+    _client_tls_close,
+    _closing,
+    _tcp_beneath,
+    _unsent,
+)
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
 from smtpcore.handler import TLSInfo
@@ -103,6 +108,15 @@ class StreamTransport:
         if _closing(transport, self._beneath):
             raise ConnectionResetError("the connection was lost while writing")
         await self._writer.drain()  # the protocol's flow control, TLS or not
+
+    def waiting_to_send(self) -> int:
+        """The bytes written that wait in the stream's transport for room (see
+        :mod:`smtpcore.transport`): :meth:`send_all` returns once they are below the
+        stream's high-water mark, not gone, and a client that reads slowly takes
+        them, if not within the session's timeout."""
+        if self._closed:
+            return 0
+        return _unsent(self._transport, self._beneath)
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what is buffered has gone, where the stream

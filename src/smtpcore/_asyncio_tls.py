@@ -283,6 +283,11 @@ class TLSLayer:
             raw.write_soon(records[sent:])
         return len(data)
 
+    def waiting_to_send(self) -> int:
+        """The bytes of records that wait for room in the socket beneath (see
+        :mod:`smtpcore.transport`): :meth:`send_nowait` hands them on and returns."""
+        return self._raw.unsent()
+
     async def send_eof(self) -> None:
         """Nothing: TLS has no half-close a client would read as the end of replies
         (asyncio's TLS transport cannot ``write_eof`` either)."""

@@ -20,7 +20,12 @@ import threading
 from collections.abc import Callable
 from typing import ClassVar, Final, cast
 
-from smtpcore._asyncio_beneath_tls import _client_tls_close, _closing, _tcp_beneath
+from smtpcore._asyncio_beneath_tls import (
+    _client_tls_close,
+    _closing,
+    _tcp_beneath,
+    _unsent,
+)
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
@@ -414,6 +419,16 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
     keeps_cancelled_sends: ClassVar[bool] = True
     """A cancelled :meth:`send_all` loses nothing: asyncio's transport took every byte
     before the wait for room, and still writes them (see :mod:`smtpcore.transport`)."""
+
+    def waiting_to_send(self) -> int:
+        """The bytes written that wait in asyncio's transport for room (see
+        :mod:`smtpcore.transport`): :meth:`send_nowait` leaves up to asyncio's
+        high-water mark there, which a client that reads slowly takes, if not within
+        the session's timeout, and one that never reads does not."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return 0
+        return _unsent(transport, self._beneath)
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport

@@ -32,6 +32,12 @@ from the socket and has yet to decrypt: a TLS record that came in the same read 
 the one before it stays there. Read defensively (a renamed attribute only hides
 such a record again), and a test fails if trio renames it."""
 
+_REST_STEP: Final = 1024
+"""How much of a held write's rest is handed to the kernel at a time: a client that
+reads, however slowly, is seen to take some within a session's probe (see
+:meth:`TrioTransport.waiting_to_send`). Only the rest of a held write goes in steps,
+written while the session reads; every other write goes whole."""
+
 
 def _socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
     """The socket under ``stream``, through TLS layers, if there is one."""
@@ -105,6 +111,8 @@ class TrioTransport(shared_transport.FastPaths):
     _rest_written: trio.Event | None = None
     """Set once the rest of a held write, which the kernel did not take at the batch's
     end, has gone (a task of the server's writes it)."""
+    _rest_left: int = 0
+    """What :meth:`_write_rest` has yet to hand the kernel, from the step it is at."""
     _write_failed: OSError | None = None
     """Why a held write failed, for the session's next write to raise."""
     _tls_broken: bool = False
@@ -283,14 +291,26 @@ class TrioTransport(shared_transport.FastPaths):
 
     async def _write_rest(self, data: bytes, done: trio.Event) -> None:
         """Write the rest of a held write as room comes (see :meth:`_write_held`), until
-        the connection closes (:meth:`_send_plain` stops then)."""
+        the connection closes (:meth:`_send_plain` stops then), a step of
+        :data:`_REST_STEP` at a time, so that :meth:`waiting_to_send` sees a client
+        that reads, if slowly, take some of it."""
         try:
-            await self._send_plain(data)
+            for start in range(0, len(data), _REST_STEP):
+                self._rest_left = len(data) - start
+                await self._send_plain(data[start : start + _REST_STEP])
         except OSError as exc:
             self._write_failed = exc
         finally:
+            self._rest_left = 0
             self._rest_written = None
             done.set()
+
+    def waiting_to_send(self) -> int:
+        """How much of the rest of a held write still waits for room, written by a
+        task of the server's while the session reads (see :mod:`smtpcore.transport`),
+        counted down a step at a time. Not a reply still held for the batch's end,
+        which has yet to be tried."""
+        return self._rest_left if self._rest_written is not None else 0
 
     async def _held_first(self, data: bytes) -> bytes:
         """``data`` behind what waits to be written: the rest of a held write, once

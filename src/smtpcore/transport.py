@@ -77,6 +77,26 @@ transport does not hand on that transport's ``True`` for its own ``aclose``,
 which may await something (a log, a metrics call) before it closes what it
 wraps. Declare it on the wrapper's class only if its close still closes when
 cancelled at any of its waits.
+
+A transport may also have a ``waiting_to_send() -> int`` method: how many
+bytes it has taken (from a :meth:`Transport.send_all` that returned, or one
+that was cancelled) still wait for room that the peer makes only by reading;
+0 for none (``True`` says some, of a count it does not know). A server asks
+it when a session's timeout goes off while the session waits for its client,
+and again a second later: bytes still waiting, and no fewer, were not taken
+by a client that has stopped reading, and the session's goodbye is treated
+as after a write the client did not take in its time (SMTP's ``421`` gets a
+second at most, the close is cancelled where ``closes_when_cancelled`` says
+it may be), rather than wait behind them for a whole timeout, then the
+close's. A client that reads, if too slowly to take them within the
+timeout, takes some in that second, and its goodbye waits for it as any
+other's (with ``True`` it cannot: a transport that says only that some wait
+has a slow reader cut off as one that stopped reading, so count if you can).
+Absent, raising, or answering anything but a count or ``True``, nothing is
+taken to wait (the library's own transports have it: their writes may leave
+bytes for the event loop to send, while the session reads). Not asked while
+the server stops, nor after a write the timeout cut off, which is known not
+taken.
 """
 
 from __future__ import annotations
@@ -103,8 +123,9 @@ class Transport(Protocol):
     the half-close of a session the server ends on its own,
     ``finish_handshake()``, the handshake of a stream given under TLS, and
     ``keeps_cancelled_sends``, whether a cancelled :meth:`send_all` still
-    writes all of its data, and ``closes_when_cancelled``, whether a cancelled
-    :meth:`aclose` still closes (see the module's description). No other method is
+    writes all of its data, ``closes_when_cancelled``, whether a cancelled
+    :meth:`aclose` still closes, and ``waiting_to_send()``, how many bytes it took
+    still wait for the peer to read (see the module's description). No other method is
     ever called: the adapters' own transports have fast paths of their own
     (``send_nowait``, ``receive_nowait`` and others), which a transport of yours
     does not take on by having methods of those names.

@@ -16,7 +16,7 @@ import logging
 import ssl
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from smtpcore._driver._connection_lost import ConnectionLost
 from smtpcore._driver._logtext import describe_error
@@ -27,7 +27,12 @@ from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link
 
-__all__ = ["ServedSession"]
+__all__ = ["NOT_TAKEN_PROBE", "ServedSession"]
+
+NOT_TAKEN_PROBE: Final = 1.0
+"""Seconds a session whose timeout went off with bytes still waiting to be sent
+watches whether the client takes any (:meth:`ServedSession._note_write_not_taken`):
+a client that reads, however slowly, makes some room within it."""
 
 
 class ServedSession(SessionOpening, SessionClosing):
@@ -76,6 +81,10 @@ class ServedSession(SessionOpening, SessionClosing):
     """True while a write to the client is under way (:meth:`_send_all`), and so still
     True after a cancellation (the watchdog, a send timeout, a shutdown's cut-off)
     or a lost connection ended one: the client did not take it in the time it had.
+    Set too when the watchdog goes off while the transport still waits to send
+    what a write left it, none of it taken in the wait (:meth:`_note_write_not_taken`),
+    and set again after the goodbye, whose write may end in the transport's buffer
+    behind those bytes (asyncio's streams return below their high-water mark).
     What SMTP writes after it gets :data:`~smtpcore._driver._shutdown.LAST_WORDS`
     at most (its session's ``_write_within``; POP3 writes nothing more), and the
     close does not wait for room to send what is left, where the transport allows
@@ -148,8 +157,11 @@ class ServedSession(SessionOpening, SessionClosing):
                     and self._watchdog.expired
                 ):
                     raise ended
+                not_taken = ended is not None and await self._note_write_not_taken()
                 if await self._close(ended is not None):
                     await self._linger()
+                if not_taken:  # a goodbye that went into the buffer is behind them
+                    self._write_unfinished = True
             except ConnectionLost:
                 pass
             except Exception:
@@ -187,6 +199,39 @@ class ServedSession(SessionOpening, SessionClosing):
         self._write_unfinished = True
         await transport.send_all(data)
         self._write_cut = self._write_unfinished = False
+
+    async def _note_write_not_taken(self) -> bool:
+        """The watchdog went off while the session waited for its client, not in a
+        write: if the transport still waits to send bytes a write left it (the rest
+        of a held reply the kernel did not take, which the event loop sends while
+        the session reads; what asyncio's transports buffer below their high-water
+        mark: see :meth:`~smtpcore._driver._transport.LinkBase.waiting_to_send`),
+        and none of them goes in the :data:`NOT_TAKEN_PROBE` after, the client has
+        stopped reading, and the goodbye is as after
+        a write it did not take (:attr:`_write_unfinished`): SMTP's ``421``, queued
+        behind them, has :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, not
+        the command timeout again, and the close does not wait for room. Not while
+        the server stops, whose shutdown bounds the goodbyes itself. True when so.
+
+        A client that reads, if too slowly to take them within the timeout, takes
+        some within the probe, and its goodbye waits for it as before: its last
+        replies (a POP3 message's end) are not cut off. The probe is short
+        beside the timeout, and the kernel has long taken what it takes without
+        the client reading; only a count that falls tells the two apart."""
+        transport = self.transport
+        if self.state.stopping or self._write_unfinished:
+            return False  # a cut write is known not taken; a stop bounds the goodbyes
+        waiting = transport.waiting_to_send()
+        if not waiting:
+            return False
+        await transport.sleep(NOT_TAKEN_PROBE)
+        if self.state.stopping:
+            return False  # stopped meanwhile: its shutdown bounds the goodbye
+        left = transport.waiting_to_send()
+        if not left or left < waiting:
+            return False
+        self._write_unfinished = True
+        return True
 
     def log_failure(self) -> None:
         """Log the exception being handled as the session's failure (one that ended

@@ -42,9 +42,9 @@ class SessionClosing:
 
     async def _close_transport(self) -> None:
         """Close the transport; after a write the client did not take in its time
-        (:attr:`_write_unfinished`), without waiting for room to send what is left,
-        where a cancelled close still closes (the transport's
-        ``closes_when_cancelled``:
+        (:attr:`_write_unfinished`, or bytes left waiting at a timeout), without
+        waiting for room to send what is left, where a cancelled close still closes
+        (the transport's ``closes_when_cancelled``:
         :meth:`~smtpcore._driver._transport.LinkBase.cancelled_close_closes`). Room
         that did not come in the write's timeout will not come in the transport's
         close timeout either, which would hold the session (and its place under the

@@ -318,6 +318,23 @@ class LinkBase:
         something before it closes what it wraps."""
         return getattr(type(self.transport), "closes_when_cancelled", False) is True
 
+    def waiting_to_send(self) -> int:
+        """How many bytes the transport took still wait for room the peer makes only by
+        reading: its optional ``waiting_to_send()``, a count, or ``True`` for some of
+        a count it does not know (1 here: see :mod:`smtpcore.transport`); none
+        without one, for anything else it gives, or when it raises. Asked as a session's timeout
+        goes off, never on the way of a message."""
+        waiting = getattr(self.transport, "waiting_to_send", None)
+        if waiting is None:
+            return 0
+        try:
+            count = waiting()
+        except Exception:  # a transport's own fault: it cannot say, so nothing waits
+            return 0
+        if count is True:
+            return 1
+        return count if type(count) is int and count > 0 else 0
+
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
         the transport can: its optional ``send_eof``; nothing without one."""
