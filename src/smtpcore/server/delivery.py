@@ -32,13 +32,11 @@ recipient is:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import random
 import ssl
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -57,6 +55,7 @@ from smtpcore.routing import (
 from smtpcore.server._delivery_envelope import _Envelope, _EnvelopeKeeping
 from smtpcore.server._delivery_refusals import _recipient_refusal, _sender_refusal
 from smtpcore.server._delivery_round import _all_finished, _counts, _Round
+from smtpcore.server._delivery_schedule import PLACE_RETRY, _Scheduling
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
@@ -74,17 +73,8 @@ from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger, printable
 from smtpcore.server.mailboxes import DELIVERED, LocalMailboxes, delivered_note
 from smtpcore.server.outbound import OutboundDelivery
-from smtpcore.server.places import (
-    DestinationPlaces,
-    default_destination_concurrency,
-    destination,
-)
-from smtpcore.server.queue import (
-    Queue,
-    QueuedContent,
-    QueueEntry,
-    RecipientStatus,
-)
+from smtpcore.server.places import DestinationPlaces, default_destination_concurrency, destination
+from smtpcore.server.queue import Queue, QueuedContent, QueueEntry, RecipientStatus
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
@@ -92,7 +82,7 @@ from smtpcore.server.relaycache import IDLE_TIME_LIMIT, relay_connections
 from smtpcore.server.reports import SenderReports
 from smtpcore.server.settlement import RoundSettlement, local_error, rejected_outcome
 from smtpcore.server.tokens import SessionTokens
-from smtpcore.server.waits import Threads, ThreadShare, finish, stray_cancellation, within
+from smtpcore.server.waits import Threads, ThreadShare, finish, stray_cancellation
 
 __all__ = [
     "ACTIVE_PER_SESSION",
@@ -137,11 +127,6 @@ task and coroutine frames), so at most ``active_limit`` times the destinations p
 message (no more than its recipients, 100 by default) times 4 KB: 80 MB at worst by
 default, about 1 MB when messages have one or two destinations."""
 
-PLACE_RETRY: Final = 30.0
-"""Seconds after which a message turned away by a full destination tries again at the
-latest. It is woken at once when a place there is handed to it
-(:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
-
 
 def opportunistic_tls_context() -> ssl.SSLContext:
     """TLS that encrypts without checking who answers (RFC 7435 opportunistic security):
@@ -149,7 +134,7 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     return relay_tls_context(RelayTLS.MAY)
 
 
-class DeliveryWorker(_EnvelopeKeeping):
+class DeliveryWorker(_EnvelopeKeeping, _Scheduling):
     """Delivers the queue in the background; :meth:`run` until cancelled or :meth:`aclose`.
 
     ``router`` decides local or remote and where remote mail goes (its
@@ -340,136 +325,6 @@ class DeliveryWorker(_EnvelopeKeeping):
         self.outbound = OutboundDelivery(self)
         """Remote recipients taken to their exchangers (:mod:`smtpcore.server.outbound`)."""
 
-    # -- scheduling -----------------------------------------------------------
-
-    def schedule(self, entry: QueueEntry, *, new: bool = False) -> None:
-        """Deliver ``entry`` at its ``next_attempt`` (now, for a new message). ``new``:
-        this process has just queued it, so none of its local copies exists yet."""
-        if new:
-            self._copies_begun.setdefault(entry.id, set())
-        self._catch_up_until.pop(entry.id, None)
-        self._due[entry.id] = entry.next_attempt
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    def _schedule_for_places(self, entry: QueueEntry) -> None:
-        """``entry`` waits for a place at some destination: it runs again when one is
-        handed to it (:meth:`_hand_over`), or after :data:`PLACE_RETRY` at the latest,
-        never before its next full round is due if that is sooner. Until then, a round
-        delivers only where it waited (:attr:`_catch_up_until`)."""
-        now = self.clock()
-        retry = now + PLACE_RETRY
-        due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
-        self._catch_up_until[entry.id] = entry.next_attempt
-        self._due[entry.id] = now if self.places.handed(entry.id) else due
-        self._wake()
-
-    def _give_back(self, place: str) -> None:
-        """A session at ``place`` ended: its place goes on (:meth:`_hand_over`)."""
-        self._hand_over(place, self.places.give_back(place))
-
-    def _hand_over(self, place: str, heir: str | None) -> None:
-        """A place at ``place`` was handed to ``heir``: its round starts the job there if
-        it still runs, else the message is due now, for a round that takes the place up
-        (delivering only where it waited if its full round is not due yet)."""
-        if heir is None:
-            return
-        start = self._in_round.get(heir)
-        if start is not None and start(place):
-            return
-        due = self._due.get(heir)
-        if due is not None:
-            now = self.clock()
-            if due > now:
-                self._catch_up_until.setdefault(heir, due)
-            self._due[heir] = min(due, now)
-            self._wake()
-
-    def _withdraw(self, queue_id: str, places: Collection[str]) -> None:
-        """``queue_id`` waits no longer at ``places``; what was handed to it goes on."""
-        for place in places:
-            self._hand_over(place, self.places.withdraw(queue_id, place))
-
-    def _forget_places(self, queue_id: str) -> None:
-        """``queue_id`` left the schedule (delivered, held, deleted, gone)."""
-        self._withdraw(queue_id, self.places.awaited_by(queue_id))
-        self._catch_up_until.pop(queue_id, None)
-
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
-        """Take ``queue_id`` out of every destination's line once nothing will run it
-        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
-        no round of it would take up a place handed to it, nor give it back, and the
-        destination would be a place short for the life of the process."""
-        if queue_id not in self._due and queue_id not in self._running:
-            self._forget_places(queue_id)
-
-    @property
-    def queued(self) -> int:
-        """Messages in the queue, in delivery or waiting."""
-        return len(self._due) + len(self._running)
-
-    async def run(self) -> None:
-        """Deliver what is due, sleeping until the next due time or a new message."""
-        self._wakeup = asyncio.Event()
-        try:
-            while True:
-                self._wakeup.clear()
-                now = self.clock()
-                for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
-                    if len(self._running) >= self.active_limit:
-                        break
-                    if due <= now and queue_id not in self._running:
-                        del self._due[queue_id]
-                        self._begin_round(queue_id)
-                waiting = [d for q, d in self._due.items() if q not in self._running]
-                timeout = None
-                if waiting and len(self._running) < self.active_limit:
-                    timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
-                # within, not wait_for: on Python 3.11 wait_for loses a cancellation
-                # that comes as the event is set (a round ending as the server stops),
-                # and this loop then ran on, holding the stop for ever.
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await within(self._wakeup.wait(), timeout)
-        finally:
-            self._wakeup = None
-
-    def _begin_round(self, queue_id: str) -> None:
-        loop = asyncio.get_running_loop()
-        self._withdrawals[queue_id] = loop.create_future()
-        task = loop.create_task(self._process(queue_id))
-        self._running[queue_id] = task
-        task.add_done_callback(functools.partial(self._done, queue_id))
-
-    def _cut_round_short(self, queue_id: str) -> None:
-        """An operator's ``hold`` or ``delete`` of ``queue_id`` while a round delivers it:
-        the round's destination jobs not yet in a session are withdrawn. They leave the
-        token line and give their places back, their recipients stay pending, not
-        attempted (no attempt counted, no delay notice, no bounce), and no job starts
-        in the round from now on: the round ends without waiting for a session, and
-        the action is carried out at once. A job already in a session goes on, and the
-        action waits for it (its recipients may be sent meanwhile). The message also
-        leaves every destination's line at once, and a place handed to it goes on to
-        the next in line: its withdrawn round would never take a place up, and the
-        next message would wait as long as the session still under way. Released, it
-        joins each line again at the back."""
-        withdrawn = self._withdrawals.get(queue_id)
-        if withdrawn is not None and not withdrawn.done():
-            withdrawn.set_result(None)
-            self._withdraw(queue_id, self.places.awaited_by(queue_id))
-
-    def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
-        self._running.pop(queue_id, None)
-        self._withdrawals.pop(queue_id, None)
-        if queue_id not in self._due:  # delivered, held or gone
-            self._copies_begun.pop(queue_id, None)
-        self._forget_places_if_unscheduled(queue_id)
-        self.actions.round_ended(queue_id)
-        if self._wakeup is not None:
-            self._wakeup.set()
-
     # -- the operator's commands (``python -m smtpcore queue``) -------------------
 
     async def apply(self, command: QueueCommand) -> Applied:
@@ -503,10 +358,6 @@ class DeliveryWorker(_EnvelopeKeeping):
                 await closing
 
     # -- one message ----------------------------------------------------------
-
-    def next_wait(self, attempts: int) -> float:
-        """Seconds until the next round after ``attempts`` rounds left mail pending."""
-        return backoff(self.retry_after, attempts, cap=self.max_retry_after, rng=self.rng)
 
     async def _process(self, queue_id: str) -> None:
         round_: _Round | None = None
