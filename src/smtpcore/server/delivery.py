@@ -52,7 +52,8 @@ from smtpcore.routing import (
     Resolver,
     Router,
 )
-from smtpcore.server._delivery_envelope import _Envelope, _EnvelopeKeeping
+from smtpcore.server._delivery_envelope import _Envelope
+from smtpcore.server._delivery_local import _LocalCopies
 from smtpcore.server._delivery_refusals import _recipient_refusal, _sender_refusal
 from smtpcore.server._delivery_round import _all_finished, _counts, _Round
 from smtpcore.server._delivery_schedule import PLACE_RETRY, _Scheduling
@@ -71,10 +72,10 @@ from smtpcore.server.exchanger import (
 )
 from smtpcore.server.internal import InternalAddresses
 from smtpcore.server.log import loggable, logger, printable
-from smtpcore.server.mailboxes import DELIVERED, LocalMailboxes, delivered_note
+from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.outbound import OutboundDelivery
 from smtpcore.server.places import DestinationPlaces, default_destination_concurrency, destination
-from smtpcore.server.queue import Queue, QueuedContent, QueueEntry, RecipientStatus
+from smtpcore.server.queue import Queue, QueuedContent, QueueEntry
 from smtpcore.server.queueactions import Applied, QueueActions
 from smtpcore.server.queuectl import QueueCommand
 from smtpcore.server.relay_tls import RelayTLS, relay_tls_context
@@ -134,7 +135,7 @@ def opportunistic_tls_context() -> ssl.SSLContext:
     return relay_tls_context(RelayTLS.MAY)
 
 
-class DeliveryWorker(_EnvelopeKeeping, _Scheduling):
+class DeliveryWorker(_LocalCopies, _Scheduling):
     """Delivers the queue in the background; :meth:`run` until cancelled or :meth:`aclose`.
 
     ``router`` decides local or remote and where remote mail goes (its
@@ -695,57 +696,6 @@ class DeliveryWorker(_EnvelopeKeeping, _Scheduling):
         it on, as it passes on ``copy``, the bounce copy it is."""
         await self.reports.send_report(
             queue_id, sender, report, kind, requiretls=requiretls, landed=landed, copy=copy
-        )
-
-    # -- local ------------------------------------------------------------------
-
-    async def _deliver_local(
-        self, entry: QueueEntry, decision: LocalDelivery, content: QueuedContent
-    ) -> Outcome:
-        """A local recipient in the queue: one that asked ``NOTIFY=SUCCESS``, a report to
-        a local sender, a copy its mailbox first refused, one whose domain became local.
-        The copy is delivered once a mailbox (:meth:`LocalMailboxes.deliver_queued`):
-        found in place, it was delivered before a crash that kept it from being
-        recorded, or for another address of this entry that names the same mailbox, and
-        is not written again (RFC 5321 §6.1). It is looked for only where an earlier
-        write may have left it (``_copies_begun``)."""
-        key = self.mailboxes.lookup(decision.mailbox)
-        if key is None:
-            return Outcome(
-                RecipientStatus.FAILED, "5.1.1", "550 5.1.1 no such mailbox here", "local"
-            )
-        begun = self._copies_begun.get(entry.id)
-        search = begun is None or key in begun
-        if begun is not None:
-            begun.add(key)  # before the write: a round broken in it must search next time
-        try:
-            copy = self.mailboxes.deliver_queued
-            with self.marks_writer.local_copy(entry.id, copy) as (begin, marked_copy):
-                path, written = await self.disk.run_announced(
-                    begin,
-                    marked_copy,
-                    key,
-                    entry.sender,
-                    content.path,
-                    entry.id,
-                    entry.created,
-                    search=search,
-                )
-        except OSError as exc:  # the mailbox's trouble, not the other recipients'
-            if await self._gone(entry.id, exc):
-                raise
-            # The error, with its paths, is the operator's; the sender's report (the
-            # outcome's detail) says what happened, not where the server keeps mail.
-            logger.warning("%s: cannot deliver into the mailbox of %s: %s", entry.id, key, exc)
-            detail = f"cannot deliver into the mailbox ({type(exc).__name__})"
-            return Outcome(RecipientStatus.PENDING, "4.2.0", detail, "local")
-        if written:
-            self.mailboxes.delivered(key, path, entry.id)
-        else:
-            logger.info("%s: the copy for %s is in its mailbox already", entry.id, key)
-        # The sender hears that it was delivered; only the log says into which file.
-        return Outcome(
-            RecipientStatus.SENT, "2.0.0", DELIVERED, "local", logged=delivered_note(path)
         )
 
     # -- remote -----------------------------------------------------------------
