@@ -1,0 +1,185 @@
+"""The delivery worker's scheduler: when each queued message's next round begins, and
+how places at full destinations are handed on (:class:`_Scheduling`, a base class of
+:class:`~smtpcore.server.delivery.DeliveryWorker`). Apart because it only begins and
+ends rounds, and holds every due time: what a round does is
+:mod:`~smtpcore.server._delivery_message`'s. :data:`PLACE_RETRY` lives here, with the
+code that reads it (:mod:`smtpcore.server.delivery` re-exports it)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Final
+
+from smtpcore.routing import RandomSource
+from smtpcore.server.backoff import backoff
+from smtpcore.server.places import DestinationPlaces
+from smtpcore.server.queue import QueueEntry
+from smtpcore.server.queueactions import QueueActions
+from smtpcore.server.waits import within
+
+__all__ = ["PLACE_RETRY", "_Scheduling"]
+
+PLACE_RETRY: Final = 30.0
+"""Seconds after which a message turned away by a full destination tries again at the
+latest. It is woken at once when a place there is handed to it
+(:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
+
+
+class _Scheduling:
+    """The worker's due times and rounds under way: :meth:`run` begins each round when
+    its message is due, up to ``active_limit`` at once (the class docstring of
+    :class:`~smtpcore.server.delivery.DeliveryWorker` tells the whole scheduler)."""
+
+    places: DestinationPlaces
+    actions: QueueActions
+    clock: Callable[[], float]
+    rng: RandomSource
+    retry_after: float
+    max_retry_after: float
+    active_limit: int
+    _due: dict[str, float]
+    _running: dict[str, asyncio.Task[None]]
+    _withdrawals: dict[str, asyncio.Future[None]]
+    _catch_up_until: dict[str, float]
+    _in_round: dict[str, Callable[[str], bool]]
+    _wakeup: asyncio.Event | None
+    _copies_begun: dict[str, set[str]]
+
+    if TYPE_CHECKING:  # the round itself: _MessageRounds's
+
+        async def _process(self, queue_id: str) -> None: ...
+
+    def schedule(self, entry: QueueEntry, *, new: bool = False) -> None:
+        """Deliver ``entry`` at its ``next_attempt`` (now, for a new message). ``new``:
+        this process has just queued it, so none of its local copies exists yet."""
+        if new:
+            self._copies_begun.setdefault(entry.id, set())
+        self._catch_up_until.pop(entry.id, None)
+        self._due[entry.id] = entry.next_attempt
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _schedule_for_places(self, entry: QueueEntry) -> None:
+        """``entry`` waits for a place at some destination: it runs again when one is
+        handed to it (:meth:`_hand_over`), or after :data:`PLACE_RETRY` at the latest,
+        never before its next full round is due if that is sooner. Until then, a round
+        delivers only where it waited (:attr:`_catch_up_until`)."""
+        now = self.clock()
+        retry = now + PLACE_RETRY
+        due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
+        self._catch_up_until[entry.id] = entry.next_attempt
+        self._due[entry.id] = now if self.places.handed(entry.id) else due
+        self._wake()
+
+    def _give_back(self, place: str) -> None:
+        """A session at ``place`` ended: its place goes on (:meth:`_hand_over`)."""
+        self._hand_over(place, self.places.give_back(place))
+
+    def _hand_over(self, place: str, heir: str | None) -> None:
+        """A place at ``place`` was handed to ``heir``: its round starts the job there if
+        it still runs, else the message is due now, for a round that takes the place up
+        (delivering only where it waited if its full round is not due yet)."""
+        if heir is None:
+            return
+        start = self._in_round.get(heir)
+        if start is not None and start(place):
+            return
+        due = self._due.get(heir)
+        if due is not None:
+            now = self.clock()
+            if due > now:
+                self._catch_up_until.setdefault(heir, due)
+            self._due[heir] = min(due, now)
+            self._wake()
+
+    def _withdraw(self, queue_id: str, places: Collection[str]) -> None:
+        """``queue_id`` waits no longer at ``places``; what was handed to it goes on."""
+        for place in places:
+            self._hand_over(place, self.places.withdraw(queue_id, place))
+
+    def _forget_places(self, queue_id: str) -> None:
+        """``queue_id`` left the schedule (delivered, held, deleted, gone)."""
+        self._withdraw(queue_id, self.places.awaited_by(queue_id))
+        self._catch_up_until.pop(queue_id, None)
+
+    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
+        """Take ``queue_id`` out of every destination's line once nothing will run it
+        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+        no round of it would take up a place handed to it, nor give it back, and the
+        destination would be a place short for the life of the process."""
+        if queue_id not in self._due and queue_id not in self._running:
+            self._forget_places(queue_id)
+
+    @property
+    def queued(self) -> int:
+        """Messages in the queue, in delivery or waiting."""
+        return len(self._due) + len(self._running)
+
+    async def run(self) -> None:
+        """Deliver what is due, sleeping until the next due time or a new message."""
+        self._wakeup = asyncio.Event()
+        try:
+            while True:
+                self._wakeup.clear()
+                now = self.clock()
+                for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
+                    if len(self._running) >= self.active_limit:
+                        break
+                    if due <= now and queue_id not in self._running:
+                        del self._due[queue_id]
+                        self._begin_round(queue_id)
+                waiting = [d for q, d in self._due.items() if q not in self._running]
+                timeout = None
+                if waiting and len(self._running) < self.active_limit:
+                    timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
+                # within, not wait_for: on Python 3.11 wait_for loses a cancellation
+                # that comes as the event is set (a round ending as the server stops),
+                # and this loop then ran on, holding the stop for ever.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await within(self._wakeup.wait(), timeout)
+        finally:
+            self._wakeup = None
+
+    def _begin_round(self, queue_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        self._withdrawals[queue_id] = loop.create_future()
+        task = loop.create_task(self._process(queue_id))
+        self._running[queue_id] = task
+        task.add_done_callback(functools.partial(self._done, queue_id))
+
+    def _cut_round_short(self, queue_id: str) -> None:
+        """An operator's ``hold`` or ``delete`` of ``queue_id`` while a round delivers it:
+        the round's destination jobs not yet in a session are withdrawn. They leave the
+        token line and give their places back, their recipients stay pending, not
+        attempted (no attempt counted, no delay notice, no bounce), and no job starts
+        in the round from now on: the round ends without waiting for a session, and
+        the action is carried out at once. A job already in a session goes on, and the
+        action waits for it (its recipients may be sent meanwhile). The message also
+        leaves every destination's line at once, and a place handed to it goes on to
+        the next in line: its withdrawn round would never take a place up, and the
+        next message would wait as long as the session still under way. Released, it
+        joins each line again at the back."""
+        withdrawn = self._withdrawals.get(queue_id)
+        if withdrawn is not None and not withdrawn.done():
+            withdrawn.set_result(None)
+            self._withdraw(queue_id, self.places.awaited_by(queue_id))
+
+    def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
+        self._running.pop(queue_id, None)
+        self._withdrawals.pop(queue_id, None)
+        if queue_id not in self._due:  # delivered, held or gone
+            self._copies_begun.pop(queue_id, None)
+        self._forget_places_if_unscheduled(queue_id)
+        self.actions.round_ended(queue_id)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def next_wait(self, attempts: int) -> float:
+        """Seconds until the next round after ``attempts`` rounds left mail pending."""
+        return backoff(self.retry_after, attempts, cap=self.max_retry_after, rng=self.rng)
