@@ -24,13 +24,20 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, TypeAlias
 
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError, ProtocolError, pop3, smtp
 from smtpcore.testing._group_bytes import group_write
 from smtpcore.testing._in_step import Line, Lines, Pairing, impossible, shown
+from smtpcore.testing._play_common import (
+    DEFAULT_TIMEOUT,
+    _flooded,
+    _insecure_context,
+    _named,
+    _sendable,
+)
 from smtpcore.testing._recipients_seen import RecipientsSeen
 from smtpcore.testing._wire import (
     MAX_RECEIVED,
@@ -53,13 +60,7 @@ __all__ = [
     "play_smtp_session",
 ]
 
-DEFAULT_TIMEOUT: Final = 2.0
-"""Seconds a player gives the connection and greeting, each group (its write and all
-its answers) and the close: long for a server on loopback, short enough that a
-shrinking run of hundreds of examples that wait it out ends in minutes."""
-
 POP3Sent: TypeAlias = pop3.Command | pop3.AuthResponse
-Item = TypeVar("Item")
 
 
 def _ends_session(
@@ -78,42 +79,6 @@ def _ends_session(
     if code == 421:
         return not quit_written
     return code == 221 and line is None and web_request
-
-
-def _insecure_context() -> ssl.SSLContext:
-    """TLS without certificate checks: a player tests the protocol, not the PKI."""
-    from smtpcore.testing._battery import insecure_context as battery_context
-
-    return battery_context()
-
-
-def _flooded(exc: ServerFlood) -> str:
-    return f"the server sent more than any session is owed: {exc}"
-
-
-def _named(items: Sequence[object]) -> str:
-    """A group as a reader of a failure wants it: the commands' names, or the bytes."""
-    names = []
-    for item in items:
-        if isinstance(item, bytes):
-            names.append(repr(item[:30]))
-        else:
-            names.append(getattr(item, "keyword", type(item).__name__))
-    return ", ".join(str(name) for name in names)
-
-
-def _sendable(group: Sequence[Item], may_lead: Callable[[Item], bool]) -> tuple[Item, ...]:
-    """``group`` from its first item that may lead it after the answers so far.
-
-    An answer can refuse only the head of a group, what follows the command it
-    answers: content after a refused DATA, an AUTH or POP3 SASL response with no
-    challenge, PASS after a refused USER. That head is left out; the commands
-    pipelined behind it still go (RFC 2920 §3.1, RFC 2449 §6.6), a QUIT among
-    them, and the server owes their replies."""
-    for index, item in enumerate(group):
-        if may_lead(item):
-            return tuple(group[index:])
-    return ()
 
 
 # -- SMTP ---------------------------------------------------------------------------
