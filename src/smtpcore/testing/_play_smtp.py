@@ -1,23 +1,14 @@
-"""Play a strategy-made session against any server over a socket, in bounded time.
+"""Play a strategy-made SMTP session against any server over a socket, in bounded time.
 
-A property about a real server needs the server's answers to the session it
-was given, in order, however wrong the server is. Reading a fixed number of
-answers with a long socket timeout fails exactly when the server has the bug
-being looked for: a server that desynchronises (SMTP smuggling makes it owe
-fewer replies, or more) has each example wait out the timeout, and shrinking,
-which runs hundreds of examples, gives up with junk left in the example and a
-``TimeoutError`` reported as a failure of its own. These players give
-each group of commands one short deadline for its write and its answers, stop
-at the first answer that does not come, and return what they read and what
-was missing: the server's behaviour never
-raises, so the property states what it expects and Hypothesis shrinks in
-seconds.
-
-SMTP replies are framed by the check battery's :class:`WireClient` (a
-session's hostile lines are bytes no client machine would send); POP3
-responses by :class:`smtpcore.pop3.ClientConnection`, which knows which
-commands a multi-line response answers (RFC 1939, RFC 2449 §5, RFC 5034 §4).
-Nothing here imports Hypothesis: the sessions are only read.
+Replies are framed by the check battery's :class:`WireClient` (a session's
+hostile lines are bytes no client machine would send), and each is paired with
+the line it answers (:mod:`smtpcore.testing._in_step`), so that replies out of
+step are found where they show. The player returns what it read and what was
+missing: the server's behaviour never raises, so the property states what it
+expects and Hypothesis shrinks in seconds (why each group has one short
+deadline: :mod:`smtpcore.testing._play_common`). Apart from the POP3 player,
+whose responses the POP3 client machine frames. Nothing here imports
+Hypothesis: the sessions are only read.
 """
 
 from __future__ import annotations
@@ -69,9 +60,6 @@ def _ends_session(
     if code == 421:
         return not quit_written
     return code == 221 and line is None and web_request
-
-
-# -- SMTP ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
