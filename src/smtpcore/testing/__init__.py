@@ -36,13 +36,8 @@ from smtpcore.testing._drive import (
     run_pop3_server,
     run_server,
 )
-from smtpcore.testing._play import (
-    PlayedPOP3Session,
-    PlayedResponse,
-    PlayedSMTPSession,
-    play_pop3_session,
-    play_smtp_session,
-)
+from smtpcore.testing._play_pop3 import PlayedPOP3Session, PlayedResponse, play_pop3_session
+from smtpcore.testing._play_smtp import PlayedSMTPSession, play_smtp_session
 from smtpcore.testing._scripted import (
     Call,
     Close,
