@@ -378,6 +378,50 @@ def test_a_message_under_another_tls_policy_gets_its_own_connection(
     assert server.connections == 2
 
 
+@pytest.mark.parametrize("failure", ["454", "handshake"])
+def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: str, no_resource_warnings: None
+) -> None:
+    """Under ``may``, STARTTLS refused (a ``454``: "temporary reason", RFC 3207 §4) or
+    a handshake that failed, then tried again without it: each message tries TLS
+    again over a new connection, none goes over the plaintext one kept for up to 300
+    seconds."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    if failure == "454":
+        script: dict[str, Any] = {"starttls": "refuse"}
+    else:  # a server context with no certificate: a handshake it cannot finish
+        script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert not any(t.tls for t in server.transactions)
+    assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    per_message = 1 if failure == "454" else 2
+    assert server.connections == 3 * per_message
+    assert len(_lines(caplog, "status=sent")) == 3
+
+
+def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> None:
+    """No TLS offered is not TLS failed: the connection is kept under ``may``."""
+    with remote(starttls="none") as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.connections == 1
+
+
 def test_an_idle_connection_is_quit_when_its_time_runs_out(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
