@@ -19,7 +19,7 @@ import pytest
 from relay_remote import ScriptedRemote, remote
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
-from smtpcore.asyncio import SMTPProtocolError, Timeouts
+from smtpcore.asyncio import SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
@@ -33,7 +33,18 @@ from smtpcore.server.relaycache import (
     gone_before_mail,
     relay_connections,
 )
-from smtpcore.smtp import ClientConnection, Data, Ehlo, EndOfMessage, Mail, MessageData, Rcpt
+from smtpcore.smtp import (
+    ClientConnection,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Mail,
+    MessageData,
+    Rcpt,
+    RecipientResult,
+    Reply,
+    TransactionResult,
+)
 from test_server_relay import (
     ZONE,
     _lines,
@@ -217,6 +228,44 @@ def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_ag
         "b@pqr.example": RecipientStatus.SENT,
         "c@pqr.example": RecipientStatus.PENDING,
     }
+
+
+def test_a_kept_connection_closed_at_the_first_mail_of_a_split_message_costs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_resource_warnings: None
+) -> None:
+    """LIMITS RCPTMAX=1 (RFC 9422 §4.2) splits the second message in two transactions;
+    over the kept connection its first ``MAIL`` is answered 421: none of it was taken,
+    so it goes at once over a new connection, both batches, as a message in one
+    transaction does: no attempt counted, nothing deferred, no recipient sent twice."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        extra_ehlo=(b"LIMITS RCPTMAX=1",),
+        later_mail_reply=b"421 4.3.2 closing now",
+        later_mail_sessions=1,
+    ) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        relay.enqueue(["a@pqr.example"])
+        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+
+        def second_done() -> bool:
+            try:
+                return relay.queue.load(second.id).attempts > 0
+            except FileNotFoundError:  # every recipient sent
+                return True
+
+        _run(relay, second_done)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [
+        ["a@pqr.example"],
+        ["b@pqr.example"],
+        ["c@pqr.example"],
+    ]
+    assert server.connections == 2
+    assert _lines(caplog, "status=deferred") == []
+    assert len(_lines(caplog, "status=sent")) == 3
+    assert len(_lines(caplog, "was closed meanwhile")) == 1
 
 
 TOO_MANY = [b"250 2.0.0 queued as A (again)", b"550 5.7.1 second opinion: refused"]
@@ -477,11 +526,14 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction's number, QUIT, close."""
+    """What the cache reads of a client: its last transaction's number, its record and
+    the commands awaiting replies (none), QUIT, close."""
 
     def __init__(self) -> None:
         self.connection = self
         self.transaction_number = 0
+        self.transaction = None
+        self.pending = ()
         self.host = "mx.pqr.example"
         self.quits = 0
         self.closes = 0
@@ -678,6 +730,41 @@ def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
     session.transaction()
     garbled_end.result = session.connection.transaction
     assert not gone_before_mail(garbled_end, client, 3)  # type: ignore[arg-type]
+
+
+def test_a_split_message_found_the_kept_connection_gone_only_before_anything_was_taken() -> None:
+    """The LIMITS batches' merged result (RFC 9422 §4.2) on the error: the first
+    batch's ``MAIL`` answered 421, its recipients refused with it, the next batch's
+    never sent: gone, as a message in one transaction is. A recipient's ``RCPT``
+    answered, an end of content sent, or a second ``MAIL`` answered: the message may
+    have been taken, so never."""
+    sender = parse_mailbox("john@abc.example")
+    b, c = parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")
+    closing = Reply(421, "closing now", "4.3.2")
+    client = _Client()
+    client.transaction_number = 4  # the first MAIL of the message answered, since 3
+    client.transaction = TransactionResult(  # type: ignore[assignment]
+        sender, closing, (), None, (), complete=False
+    )
+
+    def lost(*recipients: RecipientResult) -> SMTPConnectionError:
+        exc = SMTPConnectionError("the server closed the connection")
+        exc.result = TransactionResult(sender, closing, recipients, None, (), complete=True)
+        return exc
+
+    first_mail_refused = lost(RecipientResult(b, closing, mail_refused=True), RecipientResult(c))
+    assert gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
+    assert gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
+    accepted = lost(RecipientResult(b, Reply(250, "ok")), RecipientResult(c))
+    assert not gone_before_mail(accepted, client, 3)  # type: ignore[arg-type]
+    client.transaction_number = 5  # a second MAIL answered: a batch went before
+    assert not gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
+    client.transaction_number = 4
+    client.pending = (EndOfMessage(),)  # type: ignore[assignment]  # an end awaits its reply
+    client.transaction = TransactionResult(  # type: ignore[assignment]
+        sender, Reply(250, "ok"), (RecipientResult(b, Reply(250, "ok")),), None, (), False
+    )
+    assert not gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
 
 
 # -- the option -----------------------------------------------------------------------

@@ -42,9 +42,10 @@ from smtpcore._driver import (
     SMTPError,
     SMTPProtocolError,
 )
+from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import RelayTLS
-from smtpcore.smtp import Rset
+from smtpcore.smtp import ClientConnection, Rset, TransactionResult
 from smtpcore.smtp._state import State
 
 __all__ = [
@@ -379,24 +380,52 @@ async def verify_kept(client: BaseSMTPClient) -> None:
 def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     """Whether ``exc``, raised by a message on a kept connection whose last
     transaction was numbered ``last`` before it, is that connection found unusable
-    before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
-    or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
-    one or the new one's ``MAIL`` answered 421; or replies out of step, or one that
-    cannot be read (:class:`SMTPProtocolError`): a reply the hop sent unasked after
-    the verifying ``RSET`` went out (:func:`verify_kept`) is read as its answer, each
-    reply after it as the next command's, until one cannot be (a ``250`` to ``DATA``).
-    Nothing of the message was taken then: an error once its end went out carries a
-    ``result``. A timeout is not: the hop is slow, and would be as slow to a new
-    connection. Nor is an error that carries a ``result``: a message split by LIMITS
-    (RFC 9422), some of whose transactions may have ended, which a new connection
-    would send to their recipients again, or whose end went with no readable reply."""
+    before the message's first ``MAIL`` was accepted: nothing of the message was
+    taken, so it may go over a new connection, in one transaction or split by LIMITS
+    (RFC 9422) alike. That is: the server's close, or its 421 (read while idle, or as
+    the answer to ``MAIL``, RFC 5321 §3.8), no ``MAIL`` of the message answered yet or
+    its first answered 421; or replies out of step, or one that cannot be read
+    (:class:`SMTPProtocolError`), before a second ``MAIL``: a reply the hop sent
+    unasked after the verifying ``RSET`` went out (:func:`verify_kept`) is read as its
+    answer, each reply after it as the next command's, until one cannot be (a ``250``
+    to ``DATA``).
+
+    Never when something of the message may have been taken (:func:`_taken`): an end
+    of its content sent (its reply read, unreadable or still due), or a recipient's
+    ``RCPT`` answered; a new connection would send the message to them again. A
+    timeout is not either: the hop is slow, and would be as slow to a new
+    connection."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
-    if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
+    if isinstance(exc, SMTPConnectionError) and exc.local:
         return False
     conn = client.connection
-    if conn.transaction_number == last or isinstance(exc, SMTPProtocolError):
+    if _taken(conn, exc.result):
+        return False
+    mails = conn.transaction_number - last  # the message's MAIL commands answered
+    if mails == 0:
+        return True
+    if mails > 1:
+        return False
+    if isinstance(exc, SMTPProtocolError):
         return True
     record = conn.transaction
     mail = None if record is None else record.mail_reply
     return mail is not None and mail.code == 421
+
+
+def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
+    """Whether the hop may have taken something of a message that failed with
+    ``result`` (the error's: its transactions, a LIMITS batch's each) on ``conn``: an
+    end of content sent with its reply due (:func:`end_unanswered`), a reply to one,
+    or a recipient's ``RCPT`` answered (a refusal of a transaction's ``MAIL``, which
+    answers for its recipients, is none: their ``RCPT`` never went)."""
+    if end_unanswered(conn):
+        return True
+    if result is None:
+        return False
+    return (
+        bool(result.end_replies)
+        or result.data_reply is not None
+        or any(item.reply is not None and not item.mail_refused for item in result.recipients)
+    )
