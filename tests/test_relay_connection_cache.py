@@ -471,6 +471,36 @@ def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> N
     assert server.connections == 1
 
 
+def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """As Postfix's (held by scache(8), not by a delivery agent), idle connections are
+    not sessions at work: with ``concurrency`` 2 and room for 3 idle, eight messages to
+    eight next hops have at least 4 connections open at once (3 idle while one
+    works), never more than 2 + 3."""
+    names = [f"d{number}" for number in range(8)]
+    zone = ZONE + "".join(
+        f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
+        for name in names
+    )
+    with remote() as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            zone=zone,
+            concurrency=2,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+        )
+        relay.worker.exchanger.connections = RelayConnections(idle_time_limit=KEPT, max_idle=3)
+        for name in names:
+            relay.enqueue([f"user@{name}.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == server.connections == 8
+    assert 4 <= server.most_open_connections <= 2 + 3
+
+
 def test_an_idle_connection_is_quit_when_its_time_runs_out(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
@@ -708,6 +738,26 @@ def test_a_quit_never_answered_holds_no_other_connection_open() -> None:
         assert cache.keep(KEY, Idle(other, cache.clock(), 0))  # type: ignore[arg-type]
         await asyncio.wait_for(_until(lambda: other.quits == 1), 10)
         await cache.aclose(0.0)  # the silent one's QUIT is cut off, its connection closed
+        assert silent.closes == 1
+
+    asyncio.run(main())
+
+
+def test_a_connection_whose_quit_is_under_way_counts_against_the_bound() -> None:
+    """An expired connection is open until its QUIT ends (up to the QUIT timeout, for
+    an exchanger slow to answer it): the cache holds at most ``max_idle`` connections
+    open, idle or being QUIT, so that the relay's stay within ``concurrency`` +
+    ``max_idle``."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=0.05, max_idle=2)
+        silent = _Unanswered()
+        assert cache.keep(KEY, Idle(silent, cache.clock(), 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(silent.quitting.wait(), 10)
+        assert len(cache) == 0  # no longer idle, but still open
+        assert cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
+        assert not cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
+        await cache.aclose(0.0)
         assert silent.closes == 1
 
     asyncio.run(main())

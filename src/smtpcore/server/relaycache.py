@@ -18,11 +18,14 @@ was tried and failed (:func:`tls_failed`): the next message tries TLS again.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
-``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` wait in all, so that
-memory and descriptors stay bounded whatever the destinations. Idle connections do not
-count against the worker's ``concurrency``: that bounds sessions at work. Those that
-expire are QUIT by a task that lives only while some wait; :meth:`RelayConnections.aclose`
-QUITs the rest at stop.
+``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` are held in all, idle
+or being QUIT, so that memory and descriptors stay bounded whatever the destinations.
+Idle connections do not count against the worker's ``concurrency`` nor a destination's
+``destination_concurrency``: those bound sessions at work, as Postfix's bound its
+delivery agents while the connections it caches are held by scache(8), apart. The relay
+has at most ``concurrency`` + :data:`MAX_IDLE` connections open. Those that expire are
+QUIT by a task that lives only while some wait; :meth:`RelayConnections.aclose` QUITs
+the rest at stop.
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ close it anyway (RFC 5321 §4.5.3.2.7 asks a server to wait 5 minutes for the ne
 command, many wait less), and one past :data:`REUSE_TIME_LIMIT` is never taken."""
 
 MAX_IDLE: Final = 20
-"""Idle connections kept at once, all next hops together; past it a session is QUIT as
-it would be without the cache."""
+"""Connections the cache holds at once, all next hops together, idle or being QUIT
+once expired (a QUIT may wait for its reply up to the relay's QUIT timeout); past it
+a session is QUIT as it would be without the cache."""
 
 RSET_TIMEOUT: Final = 20.0
 """Seconds the ``RSET`` that verifies a kept connection (:func:`verify_kept`) waits for
@@ -223,10 +227,11 @@ class RelayConnections:
     def keep(self, key: HopKey, idle: Idle) -> bool:
         """Keep ``idle``, whose last transaction ended cleanly (:func:`ended_cleanly`),
         for the next message to ``key``; False when it may not be kept (its limits
-        reached, the cache full or closed): then the caller QUITs it."""
+        reached, the cache full or closed): then the caller QUITs it. Full counts the
+        expired connections whose QUIT is under way: they are still open."""
         idle.transactions += 1
         now = self.clock()
-        if self._closed or self._count >= self.max_idle or not self._reusable(idle, now):
+        if self._closed or self._held() >= self.max_idle or not self._reusable(idle, now):
             return False
         idle.idle_since = now
         idle.last = idle.client.connection.transaction_number
@@ -238,6 +243,11 @@ class RelayConnections:
         elif self._expiry(idle) < self._wake_at:
             self._sooner.set()
         return True
+
+    def _held(self) -> int:
+        """The connections the cache holds open: idle, or expired with their QUIT under
+        way (an exchanger slow to answer it holds its connection that long)."""
+        return self._count + len(self._quitting)
 
     def _reusable(self, idle: Idle, now: float) -> bool:
         return (
