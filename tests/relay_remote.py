@@ -98,6 +98,9 @@ class ScriptedRemote:
     seconds) before closing."""
     later_mail_after: int = 1
     """The ``MAIL`` commands of a session answered as usual before ``later_mail_reply``."""
+    later_mail_sessions: int | None = None
+    """The sessions, the first ones, whose ``MAIL`` commands get ``later_mail_reply``;
+    None: every session. A session after them answers every ``MAIL`` as usual."""
     unasked_reply: bytes | None = None
     """A reply to nothing written after the first transaction's reply to its content,
     as a write of its own (``TCP_NODELAY``: not held back until the client's next
@@ -125,6 +128,7 @@ class ScriptedRemote:
     most_open_connections: int = 0
     """The most connections that were open at once."""
     _unasked_due: bool = False
+    _sessions: int = 0
 
     def start(self) -> ScriptedRemote:
         self.listener = socket.create_server((self.host, self.port))
@@ -195,6 +199,12 @@ class ScriptedRemote:
         mail_line, rcpt_lines = b"", list[bytes]()
         received_chunks: _Received | None = None
         mails = 0
+        with self._lock:
+            self._sessions += 1
+            scripted = (
+                self.later_mail_sessions is None or self._sessions <= self.later_mail_sessions
+            )
+        later_mail_reply = self.later_mail_reply if scripted else None
         while True:
             line = lines.readline()
             if not line:
@@ -224,9 +234,9 @@ class ScriptedRemote:
                 tls = True
             elif verb == b"MAIL":
                 mails += 1
-                if mails > self.later_mail_after and self.later_mail_reply is not None:
-                    if self.later_mail_reply:
-                        self._write(sock, self.later_mail_reply + b"\r\n")
+                if mails > self.later_mail_after and later_mail_reply is not None:
+                    if later_mail_reply:
+                        self._write(sock, later_mail_reply + b"\r\n")
                     else:
                         self.release.wait(self.hold)
                     sock.shutdown(socket.SHUT_RDWR)

@@ -19,7 +19,7 @@ import pytest
 from relay_remote import ScriptedRemote, remote
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore.address import parse_mailbox
-from smtpcore.asyncio import SMTPProtocolError, Timeouts
+from smtpcore.asyncio import SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
@@ -33,7 +33,18 @@ from smtpcore.server.relaycache import (
     gone_before_mail,
     relay_connections,
 )
-from smtpcore.smtp import ClientConnection, Data, Ehlo, EndOfMessage, Mail, MessageData, Rcpt
+from smtpcore.smtp import (
+    ClientConnection,
+    Data,
+    Ehlo,
+    EndOfMessage,
+    Mail,
+    MessageData,
+    Rcpt,
+    RecipientResult,
+    Reply,
+    TransactionResult,
+)
 from test_server_relay import (
     ZONE,
     _lines,
@@ -219,6 +230,44 @@ def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_ag
     }
 
 
+def test_a_kept_connection_closed_at_the_first_mail_of_a_split_message_costs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_resource_warnings: None
+) -> None:
+    """LIMITS RCPTMAX=1 (RFC 9422 §4.2) splits the second message in two transactions;
+    over the kept connection its first ``MAIL`` is answered 421: none of it was taken,
+    so it goes at once over a new connection, both batches, as a message in one
+    transaction does: no attempt counted, nothing deferred, no recipient sent twice."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        extra_ehlo=(b"LIMITS RCPTMAX=1",),
+        later_mail_reply=b"421 4.3.2 closing now",
+        later_mail_sessions=1,
+    ) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        relay.enqueue(["a@pqr.example"])
+        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+
+        def second_done() -> bool:
+            try:
+                return relay.queue.load(second.id).attempts > 0
+            except FileNotFoundError:  # every recipient sent
+                return True
+
+        _run(relay, second_done)
+        _wait_closed(server)
+    assert [t.recipients for t in server.transactions] == [
+        ["a@pqr.example"],
+        ["b@pqr.example"],
+        ["c@pqr.example"],
+    ]
+    assert server.connections == 2
+    assert _lines(caplog, "status=deferred") == []
+    assert len(_lines(caplog, "status=sent")) == 3
+    assert len(_lines(caplog, "was closed meanwhile")) == 1
+
+
 TOO_MANY = [b"250 2.0.0 queued as A (again)", b"550 5.7.1 second opinion: refused"]
 
 
@@ -378,6 +427,80 @@ def test_a_message_under_another_tls_policy_gets_its_own_connection(
     assert server.connections == 2
 
 
+@pytest.mark.parametrize("failure", ["454", "handshake"])
+def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: str, no_resource_warnings: None
+) -> None:
+    """Under ``may``, STARTTLS refused (a ``454``: "temporary reason", RFC 3207 §4) or
+    a handshake that failed, then tried again without it: each message tries TLS
+    again over a new connection, none goes over the plaintext one kept for up to 300
+    seconds."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    if failure == "454":
+        script: dict[str, Any] = {"starttls": "refuse"}
+    else:  # a server context with no certificate: a handshake it cannot finish
+        script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert not any(t.tls for t in server.transactions)
+    assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    per_message = 1 if failure == "454" else 2
+    assert server.connections == 3 * per_message
+    assert len(_lines(caplog, "status=sent")) == 3
+
+
+def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> None:
+    """No TLS offered is not TLS failed: the connection is kept under ``may``."""
+    with remote(starttls="none") as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.connections == 1
+
+
+def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """As Postfix's (held by scache(8), not by a delivery agent), idle connections are
+    not sessions at work: with ``concurrency`` 2 and room for 3 idle, eight messages to
+    eight next hops have at least 4 connections open at once (3 idle while one
+    works), never more than 2 + 3."""
+    names = [f"d{number}" for number in range(8)]
+    zone = ZONE + "".join(
+        f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
+        for name in names
+    )
+    with remote() as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            zone=zone,
+            concurrency=2,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+        )
+        relay.worker.exchanger.connections = RelayConnections(idle_time_limit=KEPT, max_idle=3)
+        for name in names:
+            relay.enqueue([f"user@{name}.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == server.connections == 8
+    assert 4 <= server.most_open_connections <= 2 + 3
+
+
 def test_an_idle_connection_is_quit_when_its_time_runs_out(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
@@ -433,11 +556,14 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction's number, QUIT, close."""
+    """What the cache reads of a client: its last transaction's number, its record and
+    the commands awaiting replies (none), QUIT, close."""
 
     def __init__(self) -> None:
         self.connection = self
         self.transaction_number = 0
+        self.transaction = None
+        self.pending = ()
         self.host = "mx.pqr.example"
         self.quits = 0
         self.closes = 0
@@ -617,6 +743,26 @@ def test_a_quit_never_answered_holds_no_other_connection_open() -> None:
     asyncio.run(main())
 
 
+def test_a_connection_whose_quit_is_under_way_counts_against_the_bound() -> None:
+    """An expired connection is open until its QUIT ends (up to the QUIT timeout, for
+    an exchanger slow to answer it): the cache holds at most ``max_idle`` connections
+    open, idle or being QUIT, so that the relay's stay within ``concurrency`` +
+    ``max_idle``."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=0.05, max_idle=2)
+        silent = _Unanswered()
+        assert cache.keep(KEY, Idle(silent, cache.clock(), 0))  # type: ignore[arg-type]
+        await asyncio.wait_for(silent.quitting.wait(), 10)
+        assert len(cache) == 0  # no longer idle, but still open
+        assert cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
+        assert not cache.keep(KEY, Idle(_Client(), cache.clock(), 0))  # type: ignore[arg-type]
+        await cache.aclose(0.0)
+        assert silent.closes == 1
+
+    asyncio.run(main())
+
+
 def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
     """Read before the new ``MAIL``'s reply (the last transaction's number unchanged),
     or after it, the replies out of step: the connection is given up, the message goes
@@ -634,6 +780,41 @@ def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
     session.transaction()
     garbled_end.result = session.connection.transaction
     assert not gone_before_mail(garbled_end, client, 3)  # type: ignore[arg-type]
+
+
+def test_a_split_message_found_the_kept_connection_gone_only_before_anything_was_taken() -> None:
+    """The LIMITS batches' merged result (RFC 9422 §4.2) on the error: the first
+    batch's ``MAIL`` answered 421, its recipients refused with it, the next batch's
+    never sent: gone, as a message in one transaction is. A recipient's ``RCPT``
+    answered, an end of content sent, or a second ``MAIL`` answered: the message may
+    have been taken, so never."""
+    sender = parse_mailbox("john@abc.example")
+    b, c = parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")
+    closing = Reply(421, "closing now", "4.3.2")
+    client = _Client()
+    client.transaction_number = 4  # the first MAIL of the message answered, since 3
+    client.transaction = TransactionResult(  # type: ignore[assignment]
+        sender, closing, (), None, (), complete=False
+    )
+
+    def lost(*recipients: RecipientResult) -> SMTPConnectionError:
+        exc = SMTPConnectionError("the server closed the connection")
+        exc.result = TransactionResult(sender, closing, recipients, None, (), complete=True)
+        return exc
+
+    first_mail_refused = lost(RecipientResult(b, closing, mail_refused=True), RecipientResult(c))
+    assert gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
+    assert gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
+    accepted = lost(RecipientResult(b, Reply(250, "ok")), RecipientResult(c))
+    assert not gone_before_mail(accepted, client, 3)  # type: ignore[arg-type]
+    client.transaction_number = 5  # a second MAIL answered: a batch went before
+    assert not gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
+    client.transaction_number = 4
+    client.pending = (EndOfMessage(),)  # type: ignore[assignment]  # an end awaits its reply
+    client.transaction = TransactionResult(  # type: ignore[assignment]
+        sender, Reply(250, "ok"), (RecipientResult(b, Reply(250, "ok")),), None, (), False
+    )
+    assert not gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
 
 
 # -- the option -----------------------------------------------------------------------

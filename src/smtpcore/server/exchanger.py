@@ -99,6 +99,7 @@ from smtpcore.server.relaycache import (
     Idle,
     ended_cleanly,
     gone_before_mail,
+    tls_failed,
     verify_kept,
 )
 from smtpcore.smtp import (
@@ -291,10 +292,12 @@ class ExchangerSession(_ExchangerConnector):
 
     def _kept(self, key: HopKey, connection: Idle) -> bool:
         """Whether ``connection`` went into the cache for the next message to ``key``:
-        only after a transaction that ended cleanly (:func:`ended_cleanly`)."""
+        only after a transaction that ended cleanly (:func:`ended_cleanly`), in a
+        session where TLS did not fail (:func:`tls_failed`)."""
         if self.connections is None:
             return False
-        if not ended_cleanly(connection.client, connection.last):
+        client = connection.client
+        if not ended_cleanly(client, connection.last) or tls_failed(client):
             return False
         return self.connections.keep(key, connection)
 

@@ -13,15 +13,19 @@ that applied (the level, REQUIRETLS and the name a certificate is checked agains
 sent as SNI). A connection made under one policy never carries a message that asked
 for another: one opened under ``may`` has proved nothing a ``verify`` message needs
 (RFC 7435 §3, RFC 8689 §4.2.1); Postfix 3.4 and later, which reuse TLS connections,
-likewise put the TLS policy in their cache keys.
+likewise put the TLS policy in their cache keys. Nor is a session kept in which TLS
+was tried and failed (:func:`tls_failed`): the next message tries TLS again.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
-``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` wait in all, so that
-memory and descriptors stay bounded whatever the destinations. Idle connections do not
-count against the worker's ``concurrency``: that bounds sessions at work. Those that
-expire are QUIT by a task that lives only while some wait; :meth:`RelayConnections.aclose`
-QUITs the rest at stop.
+``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` are held in all, idle
+or being QUIT, so that memory and descriptors stay bounded whatever the destinations.
+Idle connections do not count against the worker's ``concurrency`` nor a destination's
+``destination_concurrency``: those bound sessions at work, as Postfix's bound its
+delivery agents while the connections it caches are held by scache(8), apart. The relay
+has at most ``concurrency`` + :data:`MAX_IDLE` connections open. Those that expire are
+QUIT by a task that lives only while some wait; :meth:`RelayConnections.aclose` QUITs
+the rest at stop.
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from smtpcore._driver import (
     SMTPError,
     SMTPProtocolError,
 )
+from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.relay_tls import RelayTLS
-from smtpcore.smtp import Rset
+from smtpcore.smtp import ClientConnection, Rset, TransactionResult
 from smtpcore.smtp._state import State
 
 __all__ = [
@@ -60,6 +65,7 @@ __all__ = [
     "ended_cleanly",
     "gone_before_mail",
     "relay_connections",
+    "tls_failed",
     "verify_kept",
 ]
 
@@ -84,8 +90,9 @@ close it anyway (RFC 5321 §4.5.3.2.7 asks a server to wait 5 minutes for the ne
 command, many wait less), and one past :data:`REUSE_TIME_LIMIT` is never taken."""
 
 MAX_IDLE: Final = 20
-"""Idle connections kept at once, all next hops together; past it a session is QUIT as
-it would be without the cache."""
+"""Connections the cache holds at once, all next hops together, idle or being QUIT
+once expired (a QUIT may wait for its reply up to the relay's QUIT timeout); past it
+a session is QUIT as it would be without the cache."""
 
 RSET_TIMEOUT: Final = 20.0
 """Seconds the ``RSET`` that verifies a kept connection (:func:`verify_kept`) waits for
@@ -151,6 +158,21 @@ def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
     )
 
 
+def tls_failed(client: BaseSMTPClient) -> bool:
+    """Whether ``client``'s session went on in plaintext because TLS failed under
+    ``may`` (RFC 7435 §3): its STARTTLS refused (a ``454``, ``starttls_refused``), or
+    it is the relay's new connection without STARTTLS after a handshake that failed
+    (the only session the relay opens with ``starttls=False``). Such a session is not
+    kept: kept, it would carry every message to the hop in plaintext for up to
+    :data:`REUSE_TIME_LIMIT` seconds without trying TLS again, where a new connection
+    may get it. Postfix retries a failed handshake at TLS level ``none``, which its
+    cache keys hold, so no ``may`` message finds that connection either. A session to
+    an exchanger that offers no STARTTLS did not fail at TLS, and is kept."""
+    if client.connection.tls:
+        return False
+    return client.starttls_refused is not None or client.use_starttls is False
+
+
 class RelayConnections:
     """The idle relay connections, by :class:`HopKey`, with Postfix's limits."""
 
@@ -205,10 +227,11 @@ class RelayConnections:
     def keep(self, key: HopKey, idle: Idle) -> bool:
         """Keep ``idle``, whose last transaction ended cleanly (:func:`ended_cleanly`),
         for the next message to ``key``; False when it may not be kept (its limits
-        reached, the cache full or closed): then the caller QUITs it."""
+        reached, the cache full or closed): then the caller QUITs it. Full counts the
+        expired connections whose QUIT is under way: they are still open."""
         idle.transactions += 1
         now = self.clock()
-        if self._closed or self._count >= self.max_idle or not self._reusable(idle, now):
+        if self._closed or self._held() >= self.max_idle or not self._reusable(idle, now):
             return False
         idle.idle_since = now
         idle.last = idle.client.connection.transaction_number
@@ -220,6 +243,11 @@ class RelayConnections:
         elif self._expiry(idle) < self._wake_at:
             self._sooner.set()
         return True
+
+    def _held(self) -> int:
+        """The connections the cache holds open: idle, or expired with their QUIT under
+        way (an exchanger slow to answer it holds its connection that long)."""
+        return self._count + len(self._quitting)
 
     def _reusable(self, idle: Idle, now: float) -> bool:
         return (
@@ -362,24 +390,52 @@ async def verify_kept(client: BaseSMTPClient) -> None:
 def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     """Whether ``exc``, raised by a message on a kept connection whose last
     transaction was numbered ``last`` before it, is that connection found unusable
-    before its ``MAIL`` was accepted: the server's close, or its 421 (read while idle,
-    or as the answer to ``MAIL``, RFC 5321 §3.8), the last transaction still the old
-    one or the new one's ``MAIL`` answered 421; or replies out of step, or one that
-    cannot be read (:class:`SMTPProtocolError`): a reply the hop sent unasked after
-    the verifying ``RSET`` went out (:func:`verify_kept`) is read as its answer, each
-    reply after it as the next command's, until one cannot be (a ``250`` to ``DATA``).
-    Nothing of the message was taken then: an error once its end went out carries a
-    ``result``. A timeout is not: the hop is slow, and would be as slow to a new
-    connection. Nor is an error that carries a ``result``: a message split by LIMITS
-    (RFC 9422), some of whose transactions may have ended, which a new connection
-    would send to their recipients again, or whose end went with no readable reply."""
+    before the message's first ``MAIL`` was accepted: nothing of the message was
+    taken, so it may go over a new connection, in one transaction or split by LIMITS
+    (RFC 9422) alike. That is: the server's close, or its 421 (read while idle, or as
+    the answer to ``MAIL``, RFC 5321 §3.8), no ``MAIL`` of the message answered yet or
+    its first answered 421; or replies out of step, or one that cannot be read
+    (:class:`SMTPProtocolError`), before a second ``MAIL``: a reply the hop sent
+    unasked after the verifying ``RSET`` went out (:func:`verify_kept`) is read as its
+    answer, each reply after it as the next command's, until one cannot be (a ``250``
+    to ``DATA``).
+
+    Never when something of the message may have been taken (:func:`_taken`): an end
+    of its content sent (its reply read, unreadable or still due), or a recipient's
+    ``RCPT`` answered; a new connection would send the message to them again. A
+    timeout is not either: the hop is slow, and would be as slow to a new
+    connection."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
-    if exc.result is not None or (isinstance(exc, SMTPConnectionError) and exc.local):
+    if isinstance(exc, SMTPConnectionError) and exc.local:
         return False
     conn = client.connection
-    if conn.transaction_number == last or isinstance(exc, SMTPProtocolError):
+    if _taken(conn, exc.result):
+        return False
+    mails = conn.transaction_number - last  # the message's MAIL commands answered
+    if mails == 0:
+        return True
+    if mails > 1:
+        return False
+    if isinstance(exc, SMTPProtocolError):
         return True
     record = conn.transaction
     mail = None if record is None else record.mail_reply
     return mail is not None and mail.code == 421
+
+
+def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
+    """Whether the hop may have taken something of a message that failed with
+    ``result`` (the error's: its transactions, a LIMITS batch's each) on ``conn``: an
+    end of content sent with its reply due (:func:`end_unanswered`), a reply to one,
+    or a recipient's ``RCPT`` answered (a refusal of a transaction's ``MAIL``, which
+    answers for its recipients, is none: their ``RCPT`` never went)."""
+    if end_unanswered(conn):
+        return True
+    if result is None:
+        return False
+    return (
+        bool(result.end_replies)
+        or result.data_reply is not None
+        or any(item.reply is not None and not item.mail_refused for item in result.recipients)
+    )
