@@ -46,6 +46,7 @@ from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, Mes
 from smtpcore.sasl import (
     CramMD5Server,
     PlainClient,
+    PlainServer,
     SASLError,
     ScramSHA1Server,
     ScramSHA256Server,
@@ -479,6 +480,71 @@ def test_server_options_are_checked() -> None:
     server = SMTPServer(Handler(), auth=authenticator(), auth_require_tls=False)
     # -PLUS is configured, and offered only where the transport gives channel binding data
     assert list(server.options.auth_mechanisms) == ["SCRAM-SHA-256-PLUS", *MECHANISMS]
+
+
+def test_authenticator_settings_of_a_wrong_type_are_refused_when_built() -> None:
+    # mechanisms=[1] was an AttributeError from .upper(); check_password=5 and
+    # in_thread="yes" were taken, and failed (or ran in a thread) at each AUTH.
+    callables = [
+        f.name
+        for f in dataclasses.fields(Authenticator)
+        if f.name not in ("mechanisms", "in_thread", "scram_mock_iterations")
+    ]
+    assert "check_password" in callables and "is_user" in callables
+    for name in callables:
+        settings: dict[str, Any] = {"check_password": check_password, name: 5}
+        with pytest.raises(TypeError, match=f"^{name} must be callable or None, not int$"):
+            Authenticator(**settings)
+    in_thread: tuple[Any, ...] = ("yes", 1, None)
+    for flag in in_thread:
+        with pytest.raises(TypeError, match=r"^in_thread must be True or False"):
+            Authenticator(check_password=check_password, in_thread=flag)
+    not_names: tuple[Any, ...] = ([1], [b"PLAIN"], 5, ["PLAIN", None])
+    for names in not_names:
+        with pytest.raises(TypeError, match=r"^mechanisms takes"):
+            Authenticator(check_password=check_password, mechanisms=names)
+    with pytest.raises(ValueError, match="offers no mechanism X-UNKNOWN"):
+        Authenticator(check_password=check_password, mechanisms=["PLAIN", "x-unknown"])
+    with pytest.raises(ValueError, match="offers no mechanism"):  # str.upper() made it PLAIN
+        Authenticator(check_password=check_password, mechanisms=["pla\u0131n"])
+
+
+def test_authenticator_takes_any_callable_and_any_iterable_of_names() -> None:
+    class Checker:
+        def __call__(self, username: str, password: str) -> bool:
+            return False
+
+    async def is_user(username: str) -> bool:  # taken; its verdict fails at run time
+        return True
+
+    auth = Authenticator(
+        check_password=Checker(),
+        get_password=get_password,
+        is_user=is_user,  # type: ignore[arg-type]  # an async one is still callable
+        mechanisms=(n for n in ["login", "CRAM-MD5"]),  # type: ignore[arg-type]  # read once
+        in_thread=True,
+    )
+    assert auth.mechanisms == ("LOGIN", "CRAM-MD5")
+    assert list(auth.server_mechanisms("mx.pqr.example")) == ["LOGIN", "CRAM-MD5"]
+
+
+def test_smtp_server_auth_of_a_wrong_type_is_refused_when_built() -> None:
+    from smtpcore.asyncio import SMTPServer
+
+    def plain() -> PlainServer:
+        return PlainServer(lambda authzid, authcid, password: False)
+
+    wrong: tuple[tuple[Any, str], ...] = (
+        (5, "^auth takes an Authenticator or a mapping"),
+        (["PLAIN"], "^auth takes an Authenticator or a mapping"),
+        ({1: plain}, r"^auth takes mechanism names \(str\) as keys, not int"),
+        ({"PLAIN": 5}, r"^auth\['PLAIN'\] must be a factory of a mechanism"),
+    )
+    for auth, message in wrong:
+        with pytest.raises(TypeError, match=message):
+            SMTPServer(Handler(), auth=auth, auth_require_tls=False)
+    server = SMTPServer(Handler(), auth={"plain": plain}, auth_require_tls=False)
+    assert list(server.options.auth_mechanisms) == ["PLAIN"]
 
 
 # -- the server's policy, on the wire ---------------------------------------------------

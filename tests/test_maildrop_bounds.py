@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Generator, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -260,6 +260,50 @@ def test_retr_of_a_file_grown_since_the_listing_is_refused(
     assert b"".join(maildir.open(1)) == b"one\n"
     sparse(grown, 5 + READ_SIZE)  # within a read's worth of the listing: read
     assert len(b"".join(maildir.open(2))) == 5 + READ_SIZE
+
+
+@pytest.mark.parametrize("w_size", [3, 9])
+def test_retr_of_a_file_whose_w_size_lies_serves_it_whole_and_warns_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, w_size: int
+) -> None:
+    """A ``,W=`` another program wrote wrong (too small, or too large) within a read's
+    worth: LIST gave that size, which no reading could check at login, and RETR sends
+    the file whole (nothing cut at the size listed), then one warning a session names
+    the file, as Dovecot logs its "Maildir filename has wrong W value"."""
+    path = tmp_path / "alice"
+    write_maildir(path, [b"one\n"])
+    lying = path / "new" / f"1700000002.M2P2.test,S=4,W={w_size}"
+    lying.write_bytes(b"two\n")  # 5 octets on the wire
+    maildir = Maildir(path)
+    assert [m.size for m in run(maildir.messages())] == [5, w_size]
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert b"".join(maildir.open(1)) == b"one\n"
+        assert caplog.records == []
+        assert b"".join(maildir.open(2)) == b"two\n"
+        [warning] = caplog.records
+        assert b"".join(maildir.open(2)) == b"two\n"  # asked again: no new line
+    assert warning.getMessage() == (
+        f"maildrop: {str(lying)!r} is 5 octets as sent, not the {w_size} listed for it: "
+        "its name's ,W= does not count it as sent (a size written wrong, a bare CR)"
+    )
+    assert lying.exists()  # left as it is: its name is its unique-id
+
+
+def test_top_of_a_file_whose_w_size_lies_reads_no_further_and_warns_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TOP stops reading where its lines end: the size of the whole is not known then."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    (path / "new" / "1700000002.M2P2.test,S=4,W=3").write_bytes(b"two\n")
+    maildir = Maildir(path)
+    run(maildir.messages())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        chunks = maildir.open(1)
+        assert isinstance(chunks, Generator)
+        assert next(chunks) == b"two\n"
+        chunks.close()
+    assert caplog.records == []
 
 
 def test_retr_stops_a_read_past_the_listed_size_of_a_file_growing_meanwhile(

@@ -22,6 +22,7 @@ from smtpcore._maildir_faults import refusal, refused, told
 from smtpcore._maildir_find_again import _FindsAgain
 from smtpcore._maildir_read import READ_SIZE, _chunks, _TooLarge
 from smtpcore._maildrop_errors import MaildropError, MessageUnavailable
+from smtpcore._pop3_size import WireSize
 
 __all__ = ["_ReadsContent"]
 
@@ -47,11 +48,31 @@ def _grown(path: Path, listed: int, size: int) -> None:
     )
 
 
+def _missized(entry: _Entry, path: Path, sent: int) -> None:
+    """Warn that message file ``path`` was served whole, ``sent`` octets on the wire, where
+    the listing gave ``entry.size``: LIST, STAT and RETR's ``+OK`` said the wrong size
+    (RFC 1939 §5 asks for the exact one), and a client that holds a server to it
+    (fetchmail's "not the expected length") sees a fault in the server."""
+    why = (
+        "its name's ,W= does not count it as sent (a size written wrong, a bare CR)"
+        if entry.cached is None
+        else "the file changed since it was listed"
+    )
+    logger.warning(
+        "maildrop: %r is %d octets as sent, not the %d listed for it: %s",
+        str(path),
+        sent,
+        entry.size,
+        why,
+    )
+
+
 class _ReadsContent(_FindsAgain):
-    """The content of the session's messages, read from their files. ``_refused`` is
-    set by ``Maildir.__init__``, which says what it holds."""
+    """The content of the session's messages, read from their files. ``_refused`` and
+    ``_missized_uids`` are set by ``Maildir.__init__``, which says what they hold."""
 
     _refused: set[str]
+    _missized_uids: set[str]
 
     def _at_listed_name(self, number: int, use: Callable[[Mapping[str, int], _Entry], _T]) -> _T:
         """``use(folders, entry)`` of message ``number`` as the listing has it,
@@ -105,12 +126,17 @@ class _ReadsContent(_FindsAgain):
 
     def _chunks_of(self, number: int, fd: int, size: int) -> Generator[bytes, None, None]:
         done = 0
+        sent = WireSize()
         try:
             yield b""  # started (see _content)
             entry = self._entry(number)
             for chunk in _chunks(fd, size, entry.size + _RETR_SLACK):
                 done += len(chunk)
+                sent.feed(chunk)
                 yield chunk
+            if sent.total != entry.size and entry.uid not in self._missized_uids:
+                self._missized_uids.add(entry.uid)
+                _missized(entry, self.path / entry.folder / entry.name, sent.total)
         except _TooLarge as exc:
             if self._first_refusal(entry):
                 _grown(self.path / entry.folder / entry.name, entry.size, exc.size)

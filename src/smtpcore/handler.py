@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
-from smtpcore._words import listed
+from smtpcore._sasl_settings import check_callable, check_flag, mechanism_names
 from smtpcore.address import Mailbox
 from smtpcore.sasl import (
     PREFERENCE,
@@ -139,7 +139,14 @@ class Authenticator:
 
     ``authorize(authzid, authcid) -> bool`` decides whether a client that
     proved it is ``authcid`` may act as another ``authzid``; by default
-    nobody may. ``mechanisms`` offers only the names listed, in that order.
+    nobody may. ``mechanisms`` offers only the names listed, in that order: a
+    list or any other iterable of names but one ``str``, kept as a tuple of them
+    upper-cased; a name no Authenticator builds, or one whose credential check is
+    not given, is a ``ValueError``.
+
+    Each setting is checked as the Authenticator is built, a wrong type a
+    ``TypeError`` naming it: the callables must be callable (or None),
+    ``in_thread`` ``True`` or ``False``, ``scram_mock_iterations`` an int.
 
     The callables run in the event loop, one at a time: keep them quick (an
     in-memory lookup), or pass ``in_thread=True``, and the server adapters
@@ -184,6 +191,12 @@ class Authenticator:
     password typed as a name is never logged."""
 
     def __post_init__(self) -> None:
+        for option in _CHECKS:
+            check_callable(option, getattr(self, option))
+        check_flag("in_thread", self.in_thread)
+        if self.mechanisms is not None:
+            # Read once, here: an iterator would be used up by the check below.
+            object.__setattr__(self, "mechanisms", mechanism_names("mechanisms", self.mechanisms))
         available = self._available()
         if not available:
             raise ValueError("an Authenticator needs at least one credential check")
@@ -197,10 +210,14 @@ class Authenticator:
             raise ValueError(
                 f"scram_mock_iterations must be from 1 to {_MOST_ITERATIONS}, not {count}"
             )
-        if self.mechanisms is not None:
-            for name in listed("mechanisms", self.mechanisms):
-                if name.upper() not in available:
-                    raise ValueError(f"{name} needs a credential check the Authenticator lacks")
+        for name in self.mechanisms or ():
+            if name not in _BUILT:
+                raise ValueError(
+                    f"an Authenticator offers no mechanism {name}: it builds {', '.join(_BUILT)} "
+                    "(auth= takes a mapping of names to factories for others)"
+                )
+            if name not in available:
+                raise ValueError(f"{name} needs a credential check the Authenticator lacks")
 
     def _available(self) -> list[str]:
         names = set()
@@ -222,7 +239,7 @@ class Authenticator:
         """
         names = self._available()
         if self.mechanisms is not None:
-            names = [name.upper() for name in self.mechanisms]
+            names = list(self.mechanisms)
         factories = {name: self._factory(name, hostname) for name in names}
         if "CRAM-MD5" in factories:
             factories["CRAM-MD5"]()  # checks the hostname now, not at the first AUTH
@@ -282,6 +299,29 @@ class Authenticator:
             return passwords_match(stored or "", password) and stored is not None
 
         return check
+
+
+_CHECKS: Final = (
+    "check_password",
+    "get_scram_credentials",
+    "get_password",
+    "check_token",
+    "authorize",
+    "has_passwords",
+    "is_user",
+)
+"""The Authenticator's settings that are callables (or None), checked as it is built."""
+
+_BUILT: Final = (
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-256",
+    "OAUTHBEARER",
+    "XOAUTH2",
+    "CRAM-MD5",
+    "PLAIN",
+    "LOGIN",
+)
+"""The mechanisms an Authenticator can build, strongest first (:data:`PREFERENCE`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from smtpcore._driver._timeouts import DEFAULT_TIMEOUTS, Timeouts, checked_delay
 from smtpcore._hostname import a_label_hostname
 from smtpcore._ip import CLIENT_IPV6_PREFIX_LENGTH, checked_prefix_length
 from smtpcore._lines import FramingPolicy
+from smtpcore._sasl_settings import mechanism_factories
 from smtpcore.address import AddressPolicy
 from smtpcore.handler import Authenticator, MechanismFactory
 from smtpcore.sasl import SERVER_MECHANISMS
@@ -209,7 +210,7 @@ class ServerOptions:
         if isinstance(auth, Authenticator):
             mechanisms = auth.server_mechanisms(self.hostname)
         else:
-            mechanisms = {name.upper(): factory for name, factory in (auth or {}).items()}
+            mechanisms = mechanism_factories("auth", {} if auth is None else auth)
         object.__setattr__(self, "auth_mechanisms", mechanisms)
         try:
             object.__setattr__(self, "proxy_networks", networks(self.proxy_protocol_from))
