@@ -362,7 +362,7 @@ def test_a_lock_taken_only_by_a_queue_tools_probe_is_waited_for_not_refused(
     finally:
         release.join()
         os.close(probe)
-    assert (tmp_path / LOCK_NAME).read_text() == "4242\n"
+    assert (tmp_path / LOCK_NAME).read_text().strip() == "4242"
 
 
 def test_a_stale_process_id_is_cleared_before_the_lock_is_taken(

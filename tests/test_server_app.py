@@ -1796,12 +1796,12 @@ def test_a_stopped_server_leaves_no_process_id_in_its_lock(tmp_path: Path) -> No
     async def main() -> None:
         server = MailServer(config, sockets={"smtp": _listening()})
         await server.start()
-        assert lock.read_text() == f"{os.getpid()}\n"
+        assert lock.read_text().strip() == str(os.getpid())
         assert running_server(config.data_dir) == os.getpid()
         await server.aclose(grace=0.1)
 
     _run(main)
-    assert lock.read_text() == ""
+    assert lock.read_text().strip() == ""
     assert running_server(config.data_dir) is None
 
 

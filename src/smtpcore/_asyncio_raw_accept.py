@@ -11,7 +11,6 @@ listening sockets made as ``loop.create_server`` would make them.
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
@@ -19,6 +18,7 @@ from collections.abc import Callable
 from sys import intern
 from typing import Final
 
+from smtpcore._driver._accept_rest import ACCEPT_REST, OUT_OF_RESOURCES, log_accept_rest
 from smtpcore._driver._transport import address
 
 logger = logging.getLogger("smtpcore.server")
@@ -28,9 +28,6 @@ _ACCEPT_BATCH: Final = 100
 _FULL_WAKES: Final = 4
 """Wakes in a row that find every connection they try waiting before the next one tries
 twice as many (see :meth:`Acceptor._accept`)."""
-_ACCEPT_RETRY: Final = 1.0
-"""How long a listener out of descriptors (or memory) waits before accepting again."""
-_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _bare_socket: Final = socket.SocketType
 """The socket type without socket.socket's Python layer (made and closed in C)."""
 _TCP: Final = frozenset({socket.AF_INET, getattr(socket, "AF_INET6", socket.AF_INET)})
@@ -115,16 +112,12 @@ class Acceptor:
             except ConnectionAbortedError:  # the client gave up while it waited
                 continue
             except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    logger.error(
-                        "cannot accept connections (%s); trying again in %s s",
-                        exc,
-                        _ACCEPT_RETRY,
-                    )
+                if exc.errno in OUT_OF_RESOURCES:
+                    log_accept_rest(logger, exc)
                     fileno = listening.fileno()
                     self._loop.remove_reader(fileno)
                     self._retries[fileno] = self._loop.call_later(
-                        _ACCEPT_RETRY, self._watch, listening
+                        ACCEPT_REST, self._watch, listening
                     )
                 else:
                     logger.exception("accept failed")

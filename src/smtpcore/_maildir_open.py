@@ -129,6 +129,18 @@ def _open_maildir(path: Path, *, create: bool) -> _Opened:
     return opened
 
 
+def make_lock_file(maildir: Path) -> None:
+    """Make the maildrop's lock file where it is missing, as whoever makes the Maildir
+    makes its folders (a server at start, at each delivery): a login made it only when
+    it came, and on a disk with no free inode the user could never log in, to delete
+    mail and free space. Only ever made, never opened for writing, nor through a link:
+    what is there already, whatever it is, is left for the login to take or refuse (and
+    log), as is a disk that cannot make it now."""
+    flags = os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    with contextlib.suppress(OSError):
+        os.close(os.open(maildir / _LOCK_NAME, flags, 0o600))
+
+
 def _cannot_open(path: Path, exc: OSError) -> MaildropError:
     """The error for a maildrop that could not be opened (``Cannot open the
     maildrop``) or locked (``Cannot lock the maildrop``) for ``exc``, logged naming the

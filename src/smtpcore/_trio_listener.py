@@ -11,7 +11,6 @@ sessions are the driver's; the public module only names the servers.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 from collections.abc import Callable, Coroutine, Sequence
@@ -20,8 +19,8 @@ from typing import Any, Final, TypeVar
 
 import trio
 
+from smtpcore._driver._accept_rest import ACCEPT_REST, OUT_OF_RESOURCES, log_accept_rest
 from smtpcore._driver._listener import BaseListener
-from smtpcore._driver._logtext import describe_error
 from smtpcore._driver._session_registry import ListenedSession
 from smtpcore._trio_clock import _link
 from smtpcore._trio_held import HeldWrites
@@ -37,7 +36,6 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 
 _REFUSE_TIMEOUT: Final = 1.0
 # accept() errors that mean "out of resources for now", not "the listener is broken".
-_ACCEPT_RETRY: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 async def _run_contained(session: ListenedSession) -> None:
@@ -163,10 +161,10 @@ class _Listener(BaseListener[_S]):
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                if exc.errno not in _ACCEPT_RETRY:
+                if exc.errno not in OUT_OF_RESOURCES:
                     raise
-                logger.warning("accept() failed, retrying soon: %s", describe_error(exc))
-                await trio.sleep(0.1)
+                log_accept_rest(logger, exc)
+                await trio.sleep(ACCEPT_REST)
                 continue
             transport = TrioTransport(stream)
             transport._writes = self._held_writes

@@ -87,6 +87,10 @@ class _MessageRounds(_EnvelopeKeeping):
                 logger.warning("%s: gone from the queue directory; forgotten", queue_id)
                 self._unsaved.pop(queue_id, None)
                 return
+            if round_ is None:  # its queue file unread: no report or outcome to record
+                self._forget_places(queue_id)
+                self.settlement.retry_unopened(queue_id, exc)
+                return
             logger.exception("%s: delivery failed; retrying later", queue_id)
             self._forget_places(queue_id)
             await self.reports.report_owed(queue_id)

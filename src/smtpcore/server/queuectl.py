@@ -19,6 +19,7 @@ before its own command.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Final
 
 from smtpcore.server.config import ConfigError
+from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.log import logger
 from smtpcore.server.queue import Queue, QueueEntry, checked_queue_id, is_queue_id
 from smtpcore.server.queueeffects import (
@@ -100,6 +102,12 @@ def _commands_dir(queue_dir: Path) -> Path:
 
 TOOL_MARK: Final = "queue-tool"
 """What the lock file says while the ``queue`` tool holds it: no process to signal."""
+MARK_SIZE: Final = 64
+"""The lock file's mark, padded with spaces to this size, a newline last, and what
+:func:`running_server` reads of it. One size, written over in place: the file keeps its
+block, so a full disk can mark it again (a file truncated to nothing needs a new block,
+which a full disk refuses, and the server could not start to free space). A mark of an
+earlier version (its text and a newline, or nothing) reads the same."""
 _TOOL_WAIT: Final = 10.0
 """How long one ``queue`` tool waits for another to finish with the files."""
 
@@ -116,7 +124,7 @@ def running_server(data_dir: Path) -> int | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
-            text = os.pread(fd, 64, 0).decode("ascii", errors="replace").strip()
+            text = os.pread(fd, MARK_SIZE, 0).decode("ascii", errors="replace").strip()
             return int(text) if text.isascii() and text.isdecimal() else -1
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
@@ -150,12 +158,17 @@ def take_lock(data_dir: Path, mark: str) -> int:
 
     A lock found taken, then free when probed, was held for a moment only: another
     ``queue`` tool's :func:`running_server` probe (a shared lock), or a holder that
-    has just let go. That is tried again, not taken for a server."""
+    has just let go. That is tried again, not taken for a server.
+
+    A disk with no room for the mark (full, over quota) leaves the lock held unmarked,
+    with a warning: a ``queue`` tool finds no one to signal and waits, as for another
+    tool. Refusing to start would leave a full disk with no server to empty it (POP3
+    logins, deliveries), and the tool could not delete mail either."""
     fd = _open_lock(data_dir, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + _TOOL_WAIT
     while True:
         if _flock_now(fd, fcntl.LOCK_SH):
-            os.ftruncate(fd, 0)
+            _clear_mark(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
             if _flock_now(fd, fcntl.LOCK_EX):
                 break
@@ -168,9 +181,44 @@ def take_lock(data_dir: Path, mark: str) -> int:
             holder, "another smtpcore server"
         )
         raise ConfigError(f"{data_dir} is in use by {who}")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{mark}\n".encode("ascii"))
+    try:
+        _write_mark(fd, mark)
+    except OSError as exc:
+        if not is_disk_refusal(exc):
+            os.close(fd)
+            raise
+        _clear_mark(fd)
+        logger.warning(
+            "%s: %s; cannot mark it with %s: running unmarked (a queue tool waits, then "
+            "says the data directory is in use, until the disk has room)",
+            data_dir / LOCK_NAME,
+            exc.strerror or exc,
+            mark,
+        )
     return fd
+
+
+def _write_mark(fd: int, mark: str) -> None:
+    """``mark`` into the lock file, in place (:data:`MARK_SIZE`). Written whole or it is
+    an :class:`OSError`: the start of a process id would name another process."""
+    data = f"{mark:<{MARK_SIZE - 1}}\n".encode("ascii")
+    written = os.pwrite(fd, data, 0)
+    if written != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if os.fstat(fd).st_size > MARK_SIZE:  # an earlier mark, longer
+        os.ftruncate(fd, MARK_SIZE)
+
+
+def _clear_mark(fd: int) -> None:
+    """Clear the lock file's mark, in place: spaces over it, so that its block stays. A
+    disk that refuses even that (a copy-on-write one, full) has the file truncated, which
+    never needs room: a process id left there would be signalled. An empty file is left
+    empty (nothing names anyone)."""
+    try:
+        if os.fstat(fd).st_size:
+            _write_mark(fd, "")
+    except OSError:
+        os.ftruncate(fd, 0)
 
 
 def _flock_now(fd: int, operation: int) -> bool:
@@ -190,7 +238,7 @@ def release_lock(fd: int) -> None:
     a server that died leaves its mark, and the next :func:`take_lock` clears it
     before it takes the lock."""
     with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
+        _clear_mark(fd)
     os.close(fd)
 
 

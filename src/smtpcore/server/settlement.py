@@ -9,6 +9,7 @@ recipient itself (a local error, a routing refusal, an expiry) are made here too
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final, Protocol
@@ -16,8 +17,9 @@ from typing import Final, Protocol
 from smtpcore._plural import counted
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
+from smtpcore.server.diskrefusal import is_disk_refusal
 from smtpcore.server.exchanger import Outcome
-from smtpcore.server.log import delivery_line, logger
+from smtpcore.server.log import delivery_line, loggable, logger
 from smtpcore.server.places import DestinationPlaces
 from smtpcore.server.queue import (
     Queue,
@@ -38,6 +40,9 @@ __all__ = [
     "rejected_outcome",
 ]
 
+_SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+"""A process out of descriptors (its own, the system's) or memory: a state of the host
+that passes, not a fault of the message."""
 LOCAL_ERROR_DSN: Final = "4.3.0"
 """The status of a recipient kept waiting by a fault on this side (RFC 3463 X.3.0,
 "other or undefined mail system status"): temporary, whatever the exchanger said."""
@@ -93,6 +98,25 @@ class RoundSettlement:
         except Exception:
             logger.exception("%s: cannot finish the failed round; deferred", queue_id)
             await self._defer_round(queue_id, outcome)
+
+    def retry_unopened(self, queue_id: str, exc: BaseException) -> None:
+        """A round that broke before it began, its queue file unread (the process out of
+        descriptors, a disk error): the success report owed and the round's outcome each
+        need that file, and trying them only failed three times more, each logged with
+        its traceback. The message stays queued as it is, tried again after the first
+        wait; a process short of descriptors or memory, or a disk that refuses, is one
+        warning, as a full disk is; anything else is logged with its traceback, once."""
+        wait = self.worker.next_wait(1)
+        self.worker._due[queue_id] = self.worker.clock() + wait
+        if is_disk_refusal(exc) or getattr(exc, "errno", None) in _SHORT_OF_RESOURCES:
+            logger.warning(
+                "%s: cannot read the queue file (%s); retrying in %.1fs",
+                queue_id,
+                loggable(str(exc)),
+                wait,
+            )
+        else:
+            logger.error("%s: delivery failed; retrying later", queue_id, exc_info=exc)
 
     async def _defer_round(self, queue_id: str, outcome: Outcome) -> None:
         """The last resort of a broken round whose end breaks as well (a bounce or a delay

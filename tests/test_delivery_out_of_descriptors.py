@@ -1,0 +1,51 @@
+"""A queue round whose queue file cannot be read, the process out of descriptors. Each
+such round logged four errors with their tracebacks (``delivery failed``, ``cannot make
+the success report owed``, though nothing had succeeded, ``cannot finish the failed
+round``, ``cannot record the failed round``): each step read the file again, and failed
+again. A full disk gets one line a round; so does this now, and the message is still
+delivered once descriptors are back."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from smtpcore.server.maildir import Maildir
+from test_server_delivery import MESSAGE, ZONE, _queue_empty, _run_until, _setup
+
+
+def test_a_round_out_of_descriptors_logs_one_warning_and_the_mail_is_delivered_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup = _setup(tmp_path, ZONE, 1, retry_after=0.05)
+    entry = setup.queue.add(MESSAGE, "someone@pqr.example", ["john@abc.example"])
+    real_load = setup.queue.load
+    short_of_descriptors = [True]
+
+    def load(queue_id: str) -> object:
+        if short_of_descriptors[0]:
+            path = setup.queue.envelope_path(queue_id)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE), str(path))
+        return real_load(queue_id)
+
+    monkeypatch.setattr(setup.queue, "load", load)
+    caplog.set_level(logging.INFO, "smtpcore")
+
+    async def main() -> None:
+        for _ in range(3):
+            await setup.worker._process(entry.id)
+            assert entry.id in setup.worker._due  # tried again later, not forgotten
+        short_of_descriptors[0] = False
+        await _run_until(setup, lambda: _queue_empty(setup))
+
+    asyncio.run(main())
+    box = Maildir(setup.mailboxes.config.mailbox_path("john@abc.example"))
+    assert len(box.messages()) == 1
+    troubles = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelno, r.exc_info) for r in troubles] == [(logging.WARNING, None)] * 3
+    assert all("Too many open files" in r.getMessage() for r in troubles)

@@ -1,0 +1,130 @@
+"""The data directory's lock (``smtpcore.lock``) on a full disk. A clean stop truncated
+the file to nothing, so the next start needed a new block to write its process id: on
+a full disk ``serve`` and ``queue delete`` refused to start (exit 2), and nothing could
+free the space (no POP3, no delivery, no tool). The mark is now written in place."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from smtpcore.server.queuectl import (
+    LOCK_NAME,
+    MARK_SIZE,
+    TOOL_MARK,
+    release_lock,
+    running_server,
+    take_lock,
+)
+
+
+def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk with no free block: a write, or a truncate, that reaches past the blocks a
+    file already has fails with ``ENOSPC``; within them it succeeds, as on a real one."""
+    real_write, real_pwrite, real_ftruncate = os.write, os.pwrite, os.ftruncate
+
+    def room(fd: int, end: int) -> None:
+        if end > os.fstat(fd).st_blocks * 512:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def write(fd: int, data: bytes) -> int:
+        room(fd, os.lseek(fd, 0, os.SEEK_CUR) + len(data))
+        return real_write(fd, data)
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        room(fd, offset + len(data))
+        return real_pwrite(fd, data, offset)
+
+    def ftruncate(fd: int, length: int) -> None:
+        if length > os.fstat(fd).st_size:
+            room(fd, length)
+        real_ftruncate(fd, length)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+
+
+def _held(data_dir: Path) -> bool:
+    probe = os.open(data_dir / LOCK_NAME, os.O_RDONLY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(probe)
+    return False
+
+
+def test_a_server_starts_again_after_a_clean_stop_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release_lock(take_lock(tmp_path, "4242"))
+    assert running_server(tmp_path) is None
+    _fill_the_disk(monkeypatch)
+    fd = take_lock(tmp_path, "4343")
+    try:
+        assert running_server(tmp_path) == 4343
+    finally:
+        release_lock(fd)
+    assert running_server(tmp_path) is None
+    fd = take_lock(tmp_path, TOOL_MARK)  # the queue tool, after
+    try:
+        assert running_server(tmp_path) == -1 and _held(tmp_path)
+    finally:
+        release_lock(fd)
+    monkeypatch.undo()
+    assert (tmp_path / LOCK_NAME).stat().st_size == MARK_SIZE
+
+
+def test_a_stale_mark_is_cleared_and_replaced_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server killed with SIGKILL under an earlier version left ``pid\\n``: the next
+    one writes over it in the block it has."""
+    (tmp_path / LOCK_NAME).write_text("98765\n")
+    _fill_the_disk(monkeypatch)
+    fd = take_lock(tmp_path, "4242")
+    try:
+        assert running_server(tmp_path) == 4242
+    finally:
+        release_lock(fd)
+    assert running_server(tmp_path) is None
+
+
+def test_an_empty_lock_on_a_full_disk_is_taken_unmarked_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An earlier version's clean stop left the file empty, with no block: the lock is
+    held all the same, unmarked (no process id to signal), and the operator is told."""
+    (tmp_path / LOCK_NAME).write_bytes(b"")
+    _fill_the_disk(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="smtpcore.mail"):
+        fd = take_lock(tmp_path, "4242")
+    try:
+        assert _held(tmp_path)
+        assert running_server(tmp_path) == -1  # no one to signal
+        assert "No space left on device" in caplog.text and "4242" in caplog.text
+    finally:
+        release_lock(fd)
+    assert running_server(tmp_path) is None
+
+
+def test_a_mark_cut_short_by_a_full_disk_names_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that stops part way would leave the start of a process id: another
+    process's. It counts as not written."""
+    (tmp_path / LOCK_NAME).write_bytes(b"")
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", lambda fd, data, offset: real_pwrite(fd, data[:2], offset))
+    fd = take_lock(tmp_path, "4242")
+    try:
+        assert running_server(tmp_path) == -1
+    finally:
+        release_lock(fd)
