@@ -19,9 +19,14 @@ _LINE_END: Final = rb"(?:\r\n|\r|\n|\Z)"
 """A line's end as it goes on the wire: the client sends a bare CR or LF as CRLF (DATA's
 encoder, BDAT's normalizer); the last line may have none."""
 
+_FIELD_NAME: Final = rb"(?=(?P<name>[!-9;-~]+))(?P=name)"
+"""A field name taken whole, never given back a character at a time (a lookahead and
+its backreference: the possessive ``[!-9;-~]++`` of Python 3.11): a long line of name
+characters with no colon is found no field at once, not after a step back for each."""
+
 _HEADER_SECTION: Final = re.compile(
     rb"(?:From [^\r\n]*" + _LINE_END + rb")?"
-    rb"(?:(?:[!-9;-~]+[ \t]*:|[ \t])[^\r\n]*" + _LINE_END + rb")*"
+    rb"(?:(?:" + _FIELD_NAME + rb"[ \t]*:|[ \t])[^\r\n]*" + _LINE_END + rb")*"
 )
 """The header section as a receiver's parser reads it from the start of a message: a
 first line ``From ...`` (an mbox envelope line, which :mod:`email`'s parser steps over),
@@ -29,8 +34,9 @@ then lines that start a field (a name and its colon, with the obsolete white spa
 before it, RFC 5322 §4.5.3) or fold one (white space first, §2.2.3). The first line
 that is neither ends it: the empty line before the body (§2.1), or a line that is no
 field, which :mod:`email`'s parser and Postfix's cleanup take as the body's first.
-Content with neither is header section to its end (the body is optional). No part can
-give back what another took: a failed line ends the match, with no backtracking."""
+Content with neither is header section to its end (the body is optional). A line that
+fails ends the match: nothing after the repetition can send it back into the lines
+before, so the time is linear in the header section."""
 
 
 def header_section(content: bytes) -> bytes:
