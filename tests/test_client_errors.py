@@ -183,13 +183,22 @@ NO_EXTENSIONS = script(
         (
             "a@abc.example",
             "bob@pqr.example",
-            "Subject: é\r\n\r\n".encode(),
+            "Subject: hi\r\n\r\né\r\n".encode(),
             "8BITMIME",
             554,
             "5.6.3",
         ),
+        # 8-bit header fields need SMTPUTF8 (RFC 6532 §3), refused first as for an address.
+        (
+            "a@abc.example",
+            "bob@pqr.example",
+            "Subject: é\r\n\r\n".encode(),
+            "SMTPUTF8",
+            553,
+            "5.6.7",
+        ),
     ],
-    ids=["utf8-recipient", "utf8-sender", "8bit-content"],
+    ids=["utf8-recipient", "utf8-sender", "8bit-content", "utf8-header"],
 )
 def test_what_the_server_did_not_offer_is_refused_before_mail(
     adapter: str,
@@ -225,7 +234,8 @@ S: 250-CHUNKING
 S: 250-BINARYMIME
 S: 250 ENHANCEDSTATUSCODES
 """
-EIGHT_BIT = "Subject: é\r\n\r\ncafé\r\n".encode()
+EIGHT_BIT = "Subject: cafe\r\n\r\ncafé\r\n".encode()
+"""8-bit in the body: in a header field it would need SMTPUTF8 first (RFC 6532 §3)."""
 
 
 @pytest.mark.parametrize("chunking", [None, False], ids=["BDAT", "DATA"])

@@ -300,8 +300,13 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
         Bcc header is not sent, and whose header fields are UTF-8 in an
         SMTPUTF8 transaction (RFC 6532; a UTF-8 address in one, or raw UTF-8
         fields of a message parsed from bytes, need it) and ASCII otherwise.
-        Content whose 8-bit-ness cannot be seen before it is sent (a file, an
-        iterable) is declared
+        Bytes whose header section (up to the first empty line, or the first
+        line that is no header field) holds 8-bit octets need SMTPUTF8 too
+        (RFC 6531 §3.4): their fields go as they are. Only bytes are looked
+        at before they are sent, and only when they hold an 8-bit octet at
+        all. Content whose 8-bit-ness cannot be seen before it is sent (a
+        file, an iterable) is not: give ``mail_params={"SMTPUTF8": None}``
+        for its UTF-8 header fields. It is declared
         ``BODY=8BITMIME`` when the server offers 8BITMIME; to a server without
         it, an 8-bit octet found as the content is read is
         :class:`~smtpcore.LocalProtocolError`, and the connection is closed
@@ -330,8 +335,9 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
         A message the server has said it cannot take is refused before
         ``MAIL``, with the reply RFC 3463 names: :class:`MessageTooLarge`
         (``552 5.3.4``) over its ``SIZE``, :class:`ExtensionNotOffered` for a
-        UTF-8 local part or UTF-8 header fields without ``SMTPUTF8`` (``553
-        5.6.7``; an address whose only UTF-8 is its domain goes in A-labels) or
+        UTF-8 local part or 8-bit header fields (of an email message or of
+        bytes) without ``SMTPUTF8`` (``553 5.6.7``, RFC 6531 §3.2; an address
+        whose only UTF-8 is its domain goes in A-labels) or
         8-bit content without ``8BITMIME`` (``554 5.6.3``). After an error the session
         goes on where it still stands between commands, as the machine's state tells:
         after a refusal, a caller's mistake found before anything is sent (a

@@ -23,6 +23,7 @@ from itertools import repeat
 from typing import Final, NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, check_not_text, known_size
+from smtpcore._driver._header_octets import header_fields_wording, wide_header_fields
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -171,14 +172,22 @@ def build_envelope(
         utf8_policy = offer.smtputf8 and getattr(message.policy, "utf8", False)
         utf8 = wide is not None or wide_field is not None or utf8_policy or "SMTPUTF8" in given
         content = _email_bytes(message, utf8=utf8)
-        header = _header_section(content)
-        if not utf8 and not header.isascii():
+        if not utf8:
             # Header fields a message parsed from bytes keeps as they came: 8-bit they
             # stay, and go only in an SMTPUTF8 transaction (RFC 6532 §3).
-            wide_field = f"its {'UTF-8' if _is_utf8(header) else '8-bit'} header fields"
+            wide_field = header_fields_wording(_header_section(content))
+        eight_bit: bool | None = not content.isascii()
     else:
         check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
+        # Octets are scanned once for 8-bit ones (None: a file or an iterable, read only
+        # as it is sent); only 8-bit octets have their header section read, whose 8-bit
+        # fields need SMTPUTF8 as an email message's do (RFC 6531 §3.2, §3.4).
+        eight_bit = None
+        if isinstance(content, bytes):
+            eight_bit = not content.isascii()
+            if eight_bit:
+                wide_field = wide_header_fields(content)
     size = known_size(content)
     if rcpt_params is None:
         commands = list(map(Rcpt, rcpts, repeat(NO_PARAMETERS)))
@@ -192,9 +201,9 @@ def build_envelope(
     needs_utf8 = (
         wide is not None or wide_value is not None or wide_field is not None or utf8_policy
     )
-    added = _added_mail_params(offer, needs_utf8, content, size, given)
+    added = _added_mail_params(offer, needs_utf8, eight_bit, size, given)
     mail = Mail(from_, (added or NO_PARAMETERS) if given is NO_PARAMETERS else {**added, **given})
-    check_sendable(offer, mail, wide, content, size, wide_value, wide_field)
+    check_sendable(offer, mail, wide, eight_bit, size, wide_value, wide_field)
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
@@ -204,16 +213,17 @@ def check_sendable(
     offer: Offer,
     mail: Mail,
     wide: Mailbox | None,
-    content: Content,
+    eight_bit: bool | None,
     size: int | None,
     wide_value: str | None = None,
     wide_field: str | None = None,
 ) -> None:
     """Refuse a message the server has said it cannot take, with the reply RFC 3463
-    names: a UTF-8 address (``wide``, the first one; ``wide_field``, what in an email
-    message's header section is UTF-8), a parameter with a UTF-8 value
-    (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
-    (``553 5.6.7``), 8-bit content without 8BITMIME nor ``BODY=BINARYMIME`` (``554 5.6.3``), a size
+    names: a UTF-8 address (``wide``, the first one; ``wide_field``, what in the
+    header section of an email message or of octets is 8-bit), a parameter with a
+    UTF-8 value (``wide_value``, its keyword) or ``SMTPUTF8`` without the extension
+    (``553 5.6.7``), 8-bit content (``eight_bit``; None for content seen only as it is
+    sent) without 8BITMIME nor ``BODY=BINARYMIME`` (``554 5.6.3``), a size
     (``SIZE=`` declared, else the content's where known) over ``SIZE`` (``552
     5.3.4``)."""
     params = mail.params
@@ -235,7 +245,6 @@ def check_sendable(
             needed, keyword = "for this message", "SMTPUTF8"
         reply = Reply(553, f"the server does not offer SMTPUTF8, needed {needed}", "5.6.7")
         raise ExtensionNotOffered(keyword, "SMTPUTF8", reply)
-    eight_bit = isinstance(content, bytes) and not content.isascii()  # others: as they are read
     if eight_bit and not offer.eight_bit_mime and not _declares_binary(params):
         # BINARYMIME offered is not enough: with no BODY=BINARYMIME, MAIL says 7BIT.
         text = "the server does not offer 8BITMIME, needed for 8-bit content"
@@ -304,19 +313,19 @@ def _first_wide(sender: Mailbox | None, rcpts: Sequence[Mailbox]) -> Mailbox | N
 def _added_mail_params(
     offer: Offer,
     needs_utf8: bool,
-    content: Content,
+    eight_bit: bool | None,
     size: int | None,
     given: Parameters,
 ) -> dict[str, str | None]:
     """SIZE, BODY and SMTPUTF8, where the server offers them and ``given`` does not
-    say otherwise."""
+    say otherwise (``eight_bit``: None for content seen only as it is sent)."""
     params: dict[str, str | None] = {}
     if given is not NO_PARAMETERS and "BODY" in given:
         params["BODY"] = given["BODY"]
     if size is not None and offer.declares_size:
         params["SIZE"] = str(size)
     # Content that is not bytes cannot be looked at before it is sent: 8-bit, maybe.
-    if (not isinstance(content, bytes) or not content.isascii()) and offer.eight_bit_mime:
+    if eight_bit is not False and offer.eight_bit_mime:
         params["BODY"] = "8BITMIME"
     if needs_utf8 and offer.smtputf8:
         params["SMTPUTF8"] = None
@@ -545,16 +554,6 @@ def _first_wide_field(message: email.message.Message) -> str | None:
         if not all(address.isascii() for _, address in field_addresses(message, name)):
             return name
     return None
-
-
-def _is_utf8(octets: bytes) -> bool:
-    """Whether ``octets`` are UTF-8: a Latin-1 name in old mail is 8-bit, not UTF-8,
-    and a refusal says which it saw."""
-    try:
-        octets.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _header_section(content: bytes) -> bytes:
