@@ -34,7 +34,7 @@ from smtpcore._driver._smtp_unanswered import end_unanswered
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError, Timeouts
 from smtpcore.routing import MXRecord, RemoteDelivery, Resolver, Router, StaticResolver
-from smtpcore.server import _delivery_schedule, delivery
+from smtpcore.server import delivery
 from smtpcore.server._exchanger_recording import _fates
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.cutshort import CUT_IN_END_OF_DATA
@@ -2798,7 +2798,7 @@ def test_a_message_gone_while_it_waits_in_line_leaves_no_place_behind(
     on (``queue flush``): the action found it gone and returned without taking it out
     of the line, so the next place given back was handed to it for ever, and a newer
     message to that destination was never delivered."""
-    monkeypatch.setattr(_delivery_schedule, "PLACE_RETRY", 0.2)
+    monkeypatch.setattr(delivery, "PLACE_RETRY", 0.2)
     zone = "a.example MX 10 mx.a.example\nmx.a.example A 127.0.0.1\n"
     relay = _relay(tmp_path, 25, zone=zone, retry_after=3600.0, destination_concurrency=1)
     worker = relay.worker
@@ -3177,7 +3177,7 @@ def test_a_wait_for_a_place_is_logged_once_as_it_begins(
     still in line (every ``PLACE_RETRY`` seconds), and at the end of a held message's
     round. It is now logged once, as the message joins the line."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
-    monkeypatch.setattr(_delivery_schedule, "PLACE_RETRY", 0.05)
+    monkeypatch.setattr(delivery, "PLACE_RETRY", 0.05)
     hung: list[asyncio.Event] = []
     relay = _hanging_relay(tmp_path, hung, zone=HUNG_AND_HEALTHY, concurrency=4)
     worker = relay.worker

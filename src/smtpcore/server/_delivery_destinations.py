@@ -179,7 +179,7 @@ class _DestinationJobs(_EnvelopeKeeping):
 
     def _log_waiting(self, queue_id: str, place: str) -> None:
         """``queue_id`` has just joined ``place``'s line: said once, as it joins, not at
-        each round that finds it still there (every :data:`PLACE_RETRY` seconds), nor at
+        each round that finds it still there (every :attr:`place_retry` seconds), nor at
         the end of a round whose message a ``hold`` or ``delete`` took out of the line.
         It is said again only if the message joins again (released, or turned away
         after a place it was handed)."""

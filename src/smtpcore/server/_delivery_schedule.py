@@ -2,8 +2,7 @@
 how places at full destinations are handed on (:class:`_Scheduling`, a base class of
 :class:`~smtpcore.server.delivery.DeliveryWorker`). Apart because it only begins and
 ends rounds, and holds every due time: what a round does is
-:mod:`~smtpcore.server._delivery_message`'s. :data:`PLACE_RETRY` lives here, with the
-code that reads it (:mod:`smtpcore.server.delivery` re-exports it)."""
+:mod:`~smtpcore.server._delivery_message`'s."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from smtpcore.routing import RandomSource
 from smtpcore.server.backoff import backoff
@@ -20,12 +19,7 @@ from smtpcore.server.queue import QueueEntry
 from smtpcore.server.queueactions import QueueActions
 from smtpcore.server.waits import within
 
-__all__ = ["PLACE_RETRY", "_Scheduling"]
-
-PLACE_RETRY: Final = 30.0
-"""Seconds after which a message turned away by a full destination tries again at the
-latest. It is woken at once when a place there is handed to it
-(:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
+__all__ = ["_Scheduling"]
 
 
 class _Scheduling:
@@ -40,6 +34,7 @@ class _Scheduling:
     retry_after: float
     max_retry_after: float
     active_limit: int
+    place_retry: float
     _due: dict[str, float]
     _running: dict[str, asyncio.Task[None]]
     _withdrawals: dict[str, asyncio.Future[None]]
@@ -67,11 +62,11 @@ class _Scheduling:
 
     def _schedule_for_places(self, entry: QueueEntry) -> None:
         """``entry`` waits for a place at some destination: it runs again when one is
-        handed to it (:meth:`_hand_over`), or after :data:`PLACE_RETRY` at the latest,
+        handed to it (:meth:`_hand_over`), or after :attr:`place_retry` at the latest,
         never before its next full round is due if that is sooner. Until then, a round
         delivers only where it waited (:attr:`_catch_up_until`)."""
         now = self.clock()
-        retry = now + PLACE_RETRY
+        retry = now + self.place_retry
         due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
         self._catch_up_until[entry.id] = entry.next_attempt
         self._due[entry.id] = now if self.places.handed(entry.id) else due

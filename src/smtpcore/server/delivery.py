@@ -54,7 +54,7 @@ from smtpcore.server._delivery_destinations import _DestinationJobs
 from smtpcore.server._delivery_envelope import _Envelope
 from smtpcore.server._delivery_local import _LocalCopies
 from smtpcore.server._delivery_message import _MessageRounds
-from smtpcore.server._delivery_schedule import PLACE_RETRY, _Scheduling
+from smtpcore.server._delivery_schedule import _Scheduling
 from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
@@ -117,6 +117,11 @@ content, and each of its destination jobs waiting for a token costs about 4 KB (
 task and coroutine frames), so at most ``active_limit`` times the destinations per
 message (no more than its recipients, 100 by default) times 4 KB: 80 MB at worst by
 default, about 1 MB when messages have one or two destinations."""
+
+PLACE_RETRY: Final = 30.0
+"""Seconds after which a message turned away by a full destination tries again at the
+latest. It is woken at once when a place there is handed to it
+(:class:`~smtpcore.server.places.DestinationPlaces`): this is only a safety net."""
 
 
 def opportunistic_tls_context() -> ssl.SSLContext:
@@ -245,6 +250,9 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         self.timeouts = timeouts or Timeouts(quit=QUIT_TIMEOUT)
         self.concurrency = concurrency
         """Outbound sessions open at once (each holds one of :attr:`_sessions`)."""
+        self.place_retry = PLACE_RETRY
+        """Seconds a message turned away by a full destination waits at most
+        (:data:`PLACE_RETRY`)."""
         self.active_limit = active_limit
         """Messages in a round at once (by default :data:`ACTIVE_PER_SESSION` times
         ``concurrency``), whatever their sessions."""
