@@ -977,3 +977,75 @@ def _unread(pipe: int) -> int:
     """How many bytes wait in ``pipe``."""
     (count,) = struct.unpack("i", fcntl.ioctl(pipe, termios.FIONREAD, b"\0\0\0\0"))
     return int(count)
+
+
+UTF8_MESSAGE = "From: jörg@abc.example\r\nTo: jörg@abc.example\r\nSubject: grüße\r\n\r\nhi\r\n"
+
+
+def test_pop3_offers_utf8_and_refuses_utf8_mail_to_a_session_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server takes SMTPUTF8 mail and UTF-8 user names: its POP3 listener offers
+    UTF8 with USER (RFC 6856 §2, §2.2); it offered neither, so poplib's ``utf8()`` got
+    ``-ERR``, our client's raised, and ``fetch --auth user`` refused to log in a user
+    the users file took. A message with UTF-8 in its header (its fields, or the
+    trace the server adds, ``for <jörg@...>``) goes only to a session in UTF-8 mode;
+    to any other RETR and TOP get ``-ERR [UTF8]`` (RFC 6856 §2.1, §5), where it went
+    as stored; an ASCII message goes to both."""
+    from smtpcore.sync import POP3Client
+
+    users = ["jörg@abc.example:pw1", "ann@abc.example:pw2"]
+    with serve(tmp_path / "abc", "abc.example", users) as abc:
+        with smtplib.SMTP(LOOPBACK, abc.ports["smtp"], timeout=10) as smtp:
+            smtp.sendmail("s@sender.example", ["ann@abc.example"], MESSAGE)
+            smtp.sendmail(
+                "s@sender.example", ["jörg@abc.example"], UTF8_MESSAGE.encode(), ["SMTPUTF8"]
+            )
+        _until(lambda: len(abc.mailbox("jörg@abc.example")) == 1, "the delivery", abc)
+        _until(lambda: len(abc.mailbox("ann@abc.example")) == 1, "the delivery", abc)
+
+        legacy = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
+        try:
+            assert legacy.capa()["UTF8"] == ["USER"]
+            legacy.user("ann@abc.example")
+            legacy.pass_("pw2")
+            assert legacy.retr(1)[1][-1] == b"bye"  # ASCII mail goes as before
+        finally:
+            legacy.quit()
+        legacy = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
+        try:
+            legacy.user("jörg@abc.example")
+            legacy.pass_("pw1")
+            with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
+                legacy.retr(1)
+            with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
+                legacy.top(1, 0)
+            assert legacy.stat()[0] == 1  # refused, not hidden: the session goes on
+        finally:
+            legacy.quit()
+
+        upgraded = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
+        try:
+            assert upgraded.utf8().startswith(b"+OK")
+            upgraded.user("jörg@abc.example")
+            upgraded.pass_("pw1")
+            assert "Subject: grüße".encode() in upgraded.retr(1)[1]
+        finally:
+            upgraded.quit()
+
+        with POP3Client(
+            LOOPBACK, abc.ports["pop3"], timeout=10, allow_plaintext_auth=True
+        ) as ours:
+            ours.utf8()
+            ours.login("jörg@abc.example", "pw1")
+            assert "To: jörg@abc.example".encode() in ours.retrieve(1)
+
+        monkeypatch.setenv("SMTPCORE_PASSWORD", "pw1")
+        server = f"{LOOPBACK}:{abc.ports['pop3']}"
+        login = ["--user", "jörg@abc.example", "--no-stls", "--allow-plaintext-auth"]
+        argv = ["fetch", "--server", server, *login, "--auth", "user"]
+        assert cli.main([*argv, "--to-maildir", str(tmp_path / "fetched")]) == 0
+        assert abc.stop() == 0
+    printed = capsys.readouterr().out
+    assert 'from jörg@abc.example: "grüße"' in printed
+    assert "1 message, " in printed

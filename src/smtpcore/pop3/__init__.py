@@ -45,9 +45,11 @@ from smtpcore.pop3._responses import (
 from smtpcore.pop3._server import ServerConnection
 from smtpcore.pop3._state import State
 from smtpcore.pop3._top import top_chunks, top_chunks_async
+from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
 
 __all__ = [
     "MAX_MESSAGE_NUMBER",
+    "NEEDS_UTF8",
     "Apop",
     "Auth",
     "AuthAnswer",
@@ -65,6 +67,7 @@ __all__ = [
     "EndOfResponse",
     "Err",
     "Event",
+    "HeaderScan",
     "List",
     "MessageNumbers",
     "Noop",

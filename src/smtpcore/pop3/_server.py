@@ -51,6 +51,7 @@ from smtpcore.pop3._events import (
     Utf8,
 )
 from smtpcore.pop3._state import DISCARDING, MOVES, Move, State
+from smtpcore.pop3._utf8_content import HeaderScan
 
 __all__ = ["ServerConnection"]
 
@@ -590,6 +591,14 @@ class ServerConnection:
         """Whether UTF8 is offered (the constructor's ``utf8``, RFC 6856);
         :attr:`utf8` says whether the client switched to it."""
         return self._offered.utf8
+
+    def header_scan(self) -> HeaderScan | None:
+        """What reads a message's header before RETR or TOP is answered, to refuse it
+        with :data:`NEEDS_UTF8` where a header octet is not ASCII: outside UTF-8
+        mode such a message MUST NOT go as stored (RFC 6856 §2.1, §5), whether
+        UTF8 is offered or not. None in UTF-8 mode, where every message goes as
+        stored, so that its sessions pay nothing for it."""
+        return None if self.utf8 else HeaderScan()
 
     def _offer(self, offered: _Offered) -> None:
         """Offer the commands ``offered`` from the next command on."""

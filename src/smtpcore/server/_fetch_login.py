@@ -62,9 +62,14 @@ def _auto_method(client: POP3Client) -> str:
 
 
 async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
-    """Log in by ``--auth``. A method that shows the password is refused without TLS by
+    """Switch to UTF-8 mode where the server offers it (RFC 6856 §2), then log in by
+    ``--auth``. A method that shows the password is refused without TLS by
     the client itself (RFC 2595 §2.2), unless ``--allow-plaintext-auth``, which warns;
     the refusal says, in the command line's words, how to log in."""
+    if "UTF8" in client.capabilities:
+        # RFC 6856 §2.1: outside UTF-8 mode a message with UTF-8 header fields
+        # is refused or replaced; fetch stores mail as it is, so it asks for it.
+        await client.utf8()
     method = args.auth if args.auth != "auto" else _auto_method(client)
     if method in _IN_THE_CLEAR and not client.tls and args.allow_plaintext_auth:
         warning = plaintext_auth_warning("fetch", _IN_THE_CLEAR[method], use=_TLS_OPTIONS)

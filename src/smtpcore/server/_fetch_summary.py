@@ -2,16 +2,18 @@
 who sent it, when and about what, read from its header.
 
 Apart because it reads mail, not POP3: the header is gathered from the chunks as they
-stream (:class:`_Head`, bounded by :data:`HEAD_LIMIT`) and parsed by the standard
-library's :mod:`email` package, RFC 2047 words decoded, and nothing of it is trusted
-to print as it came (:func:`printable`)."""
+stream (:class:`_Head`, bounded by :data:`HEAD_LIMIT`), read as UTF-8 (RFC 6532 §3:
+a header field may hold it raw) and parsed by the standard library's :mod:`email`
+package, RFC 2047 words decoded, and nothing of it is trusted to print as it came
+(:func:`printable`)."""
 
 from __future__ import annotations
 
-import email.header
 import email.message
 import email.parser
 import email.policy
+import re
+from email.header import decode_header
 
 from smtpcore.server.tools import printable
 
@@ -55,12 +57,43 @@ class _Head:
 
 def _header_text(header: email.message.Message, name: str) -> str:
     """A field's text as it came, RFC 2047 words decoded (what they decode to is
-    escaped by :func:`printable` like the rest)."""
-    raw = header.get(name)
+    escaped by :func:`printable` like the rest). The text between the words is joined
+    as it is, raw UTF-8 included (RFC 6532 §3): ``make_header`` takes it for ASCII
+    and fails on it."""
+    raw = next((value for key, value in header.raw_items() if key.lower() == name.lower()), None)
     if raw is None:
         return ""
-    text = str(raw)
+    text = _utf8(_FOLD.sub("", raw))
+    if "=?" not in text:  # no RFC 2047 word: nothing to decode
+        return text
     try:
-        return str(email.header.make_header(email.header.decode_header(text)))
+        return "".join(_decoded(part, charset) for part, charset in decode_header(text))
     except (ValueError, LookupError, UnicodeError):  # a malformed or unknown encoding
         return text
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+"""A line break that folds a field (RFC 5322 §2.2.3), taken out to unfold it."""
+
+
+def _utf8(value: str) -> str:
+    """A field's value read as UTF-8, as RFC 6532 §3 allows it raw (SMTPUTF8 mail);
+    an octet that is not UTF-8 as U+FFFD. The header is parsed from bytes, so that
+    only CR and LF end its lines (parsed as text, NEL and U+2028 would, and a
+    ``Subject`` could bring a ``From`` of its own); compat32 keeps each non-ASCII
+    octet apart as a surrogate escape (``raw_items`` gives it so; ``get`` gives an
+    ``unknown-8bit`` header, which printed two U+FFFD for ``ü``)."""
+    if value.isascii():
+        return value
+    return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+
+
+def _decoded(part: bytes | str, charset: str | None) -> str:
+    """One piece of :func:`email.header.decode_header`'s answer as text: an RFC 2047
+    word in its charset (an octet that is not of it as U+FFFD), the text around the
+    words back from the ``raw-unicode-escape`` that function gives it in."""
+    if isinstance(part, str):  # a field without a single encoded word
+        return part
+    if charset is None:
+        return part.decode("raw-unicode-escape")
+    return part.decode(charset, "replace")

@@ -545,6 +545,7 @@ class MailServer:
             max_sessions_per_address=self.config.max_sessions_per_address,
             client_ipv6_prefix_length=self.config.client_ipv6_prefix_length,
             auth_failure_delay=self.config.auth_failure_delay,
+            utf8=True,  # it takes SMTPUTF8 mail and UTF-8 user names (RFC 6856 §2)
         )
         await self._started(name, server)
 
