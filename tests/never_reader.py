@@ -9,7 +9,13 @@ import threading
 
 import pytest
 
-__all__ = ["never_reader", "pipeline_until_the_write_waits", "read_line_of"]
+__all__ = [
+    "never_reader",
+    "pipeline_until_the_write_waits",
+    "pop3_logged_in",
+    "read_line_of",
+    "smtp_helo_answered",
+]
 
 
 def never_reader() -> socket.socket:
@@ -40,3 +46,18 @@ def pipeline_until_the_write_waits(
         if waiting.wait(0.3):
             return
     pytest.fail("the server's write never waited for the client")
+
+
+def smtp_helo_answered(sock: socket.socket) -> None:
+    """On a connected ``sock``: the server's greeting read, then HELO sent and answered."""
+    assert read_line_of(sock).startswith(b"220 ")
+    sock.sendall(b"HELO client.test\r\n")
+    assert read_line_of(sock).startswith(b"250 ")
+
+
+def pop3_logged_in(sock: socket.socket) -> None:
+    """On a connected ``sock``: the server's greeting read, then alice logged in with
+    USER and PASS (password ``wonderland``)."""
+    assert read_line_of(sock).startswith(b"+OK")
+    sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
+    assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")

@@ -45,7 +45,7 @@ import pytest
 
 import smtpcore._asyncio_raw
 import smtpcore._trio_transport
-from never_reader import never_reader, read_line_of
+from never_reader import never_reader, pop3_logged_in, read_line_of, smtp_helo_answered
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from session_end_watch import CLOSE, watch_the_end
 from smtpcore._asyncio_raw_writes import WritingLayer
@@ -186,9 +186,7 @@ def test_an_smtp_client_whose_replies_wait_to_be_sent_is_disconnected_at_the_tim
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n" * BATCH)
         assert_goodbye_cut_short(watch)
 
@@ -204,9 +202,7 @@ def test_a_pop3_client_whose_answers_wait_to_be_sent_is_disconnected_at_autologo
     timeouts = POP3Timeouts(autologout=TIMEOUT)
     with running_pop3_server(adapter, store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         sock.sendall(b"CAPA\r\n" * BATCH)
         assert_goodbye_cut_short(watch)
 
@@ -224,9 +220,7 @@ def test_a_client_that_takes_its_replies_in_time_gets_the_whole_timeout_reply(
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n" * 100)
         last = b""
         for _ in range(100):  # each HELP's reply, to its last line
@@ -343,17 +337,13 @@ def read_slowly(sock: socket.socket) -> bytes:
 
 def smtp_pipelined(sock: socket.socket) -> None:
     """Greeted, HELO answered, then :data:`HELPS` HELPs at once."""
-    assert read_line_of(sock).startswith(b"220 ")
-    sock.sendall(b"HELO client.test\r\n")
-    assert read_line_of(sock).startswith(b"250 ")
+    smtp_helo_answered(sock)
     sock.sendall(b"HELP\r\n" * HELPS)
 
 
 def pop3_retrieving(sock: socket.socket) -> None:
     """Logged in, then RETR of :data:`MESSAGE`."""
-    assert read_line_of(sock).startswith(b"+OK")
-    sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-    assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+    pop3_logged_in(sock)
     sock.sendall(b"RETR 1\r\n")
 
 

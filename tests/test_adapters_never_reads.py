@@ -36,7 +36,13 @@ from typing import Any
 import pytest
 
 import smtpcore._driver._transport
-from never_reader import never_reader, pipeline_until_the_write_waits, read_line_of
+from never_reader import (
+    never_reader,
+    pipeline_until_the_write_waits,
+    pop3_logged_in,
+    read_line_of,
+    smtp_helo_answered,
+)
 from peers import free_port, running_pop3_server, running_smtp_server, write_maildir
 from session_end_watch import CLOSE, watch_the_end
 from smtpcore._driver._served_session import ServedSession
@@ -128,9 +134,7 @@ def test_an_smtp_client_that_never_reads_is_disconnected_at_the_command_timeout(
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch.waiting)
         assert_ended_at_the_timeout(watch)
 
@@ -147,9 +151,7 @@ def test_a_pop3_client_that_never_reads_is_disconnected_at_the_send_timeout(
     timeouts = POP3Timeouts(send=TIMEOUT)
     with running_pop3_server(adapter, store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch.waiting)
         assert_ended_at_the_timeout(watch)
 
@@ -186,9 +188,7 @@ def test_an_smtp_client_that_never_reads_its_held_replies_is_disconnected_at_the
     }
     with running_smtp_server("trio", Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         pipeline_until_the_write_waits(sock, b"HELP\r\n" * 100, watch.waiting)
         assert_ended_at_the_timeout(watch)
         assert every_reply_held == [True]
@@ -204,9 +204,7 @@ def test_a_pop3_client_that_never_reads_its_held_replies_is_disconnected_at_the_
     timeouts = POP3Timeouts(send=TIMEOUT)
     with running_pop3_server("trio", store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 50, watch.waiting)
         assert_ended_at_the_timeout(watch)
         assert every_reply_held == [True]

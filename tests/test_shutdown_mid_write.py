@@ -24,7 +24,13 @@ import trio.testing
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
-from never_reader import never_reader, pipeline_until_the_write_waits, read_line_of
+from never_reader import (
+    never_reader,
+    pipeline_until_the_write_waits,
+    pop3_logged_in,
+    read_line_of,
+    smtp_helo_answered,
+)
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
@@ -180,9 +186,7 @@ def test_asyncio_an_smtp_write_interrupted_keeps_its_replies_and_then_gets_its_4
         never_reader() as sock,
     ):
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n")  # 81 octets for 6: the replies soon fill the buffers
         help_reply = read_line_of(sock)
         assert help_reply.startswith(b"214 ")
@@ -217,9 +221,7 @@ def test_asyncio_a_pop3_write_interrupted_keeps_its_responses_and_then_gets_its_
         never_reader() as sock,
     ):
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         sock.sendall(b"CAPA\r\n")  # 125 octets for 6: the responses soon fill the buffers
         capa = b""
         while not capa.endswith(b"\r\n.\r\n") and len(capa) < 4096:
