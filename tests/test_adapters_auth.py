@@ -42,7 +42,7 @@ from peers import (
 )
 from smtpcore._driver._smtp_credentials import Credentials
 from smtpcore.asyncio import Timeouts
-from smtpcore.handler import Authenticator, AuthIdentity, Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Authenticator, AuthIdentity, Handler, Session
 from smtpcore.sasl import (
     CramMD5Server,
     PlainClient,
@@ -52,7 +52,8 @@ from smtpcore.sasl import (
     ScramSHA256Server,
     derive_scram_credentials,
 )
-from smtpcore.smtp import Mail, Rcpt, Reply
+from smtpcore.smtp import Mail, Reply
+from smtpcore.testing import CollectingHandler
 
 USER = "john@abc.example"
 PASSWORD = "correct horse"
@@ -86,13 +87,13 @@ def authenticator(*mechanisms: str) -> Authenticator:
     )
 
 
-class Submission(Handler):
+class Submission(CollectingHandler):
     """Records who authenticated and what MAIL saw; refuses one account in handle_auth."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.identities: list[AuthIdentity] = []
         self.mail_identities: list[AuthIdentity | None] = []
-        self.messages: list[Envelope] = []
 
     async def handle_auth(self, session: Session, identity: AuthIdentity) -> Reply | None:
         self.identities.append(identity)
@@ -102,15 +103,6 @@ class Submission(Handler):
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         self.mail_identities.append(session.authenticated)
-        return None
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
         return None
 
 

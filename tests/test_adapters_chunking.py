@@ -16,25 +16,12 @@ from peers import module, run, running_smtp_server
 from smtp_helpers import ENVELOPE
 from smtpcore import NEED_DATA, PAUSED, sync
 from smtpcore._driver._content import CRLFNormalizer, known_size
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
-from smtpcore.smtp import Bdat, Body, Data, Event, Rcpt, Reply, ServerConnection
+from smtpcore.handler import Envelope, Session
+from smtpcore.smtp import Bdat, Body, Data, Event, Reply, ServerConnection
+from smtpcore.testing import CollectingHandler
 
 TEXT = b"Subject: chunks\r\n\r\n" + b"".join(b".line %d\n" % n for n in range(200))
 BINARY = bytes(range(256)) * 40 + b"\r\n.\r\n\n\r"
-
-
-class Sink(Handler):
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
 
 
 class Recording(ServerConnection):
@@ -76,7 +63,7 @@ def normalized(data: bytes) -> bytes:
 
 
 def test_bdat_when_chunking_is_offered(adapter: str) -> None:
-    handler = Sink()
+    handler = CollectingHandler()
     seen: list[type[Event]] = []
     with running_smtp_server(adapter, handler, connection_factory=recording_factory(seen)) as s:
         send(adapter, s, TEXT, chunk_size=100)
@@ -86,7 +73,7 @@ def test_bdat_when_chunking_is_offered(adapter: str) -> None:
 
 
 def test_data_when_chunking_is_off_or_not_offered(adapter: str) -> None:
-    handler = Sink()
+    handler = CollectingHandler()
     seen: list[type[Event]] = []
     factory = recording_factory(seen)
     with running_smtp_server(adapter, handler, connection_factory=factory) as s:
@@ -104,7 +91,7 @@ def test_data_when_chunking_is_off_or_not_offered(adapter: str) -> None:
 
 
 def test_binarymime_goes_with_bdat_octet_for_octet(adapter: str) -> None:
-    handler = Sink()
+    handler = CollectingHandler()
     with running_smtp_server(adapter, handler, binarymime=True) as s:
         send(
             adapter,
@@ -131,7 +118,7 @@ def test_content_streams_from_files_and_iterators(adapter: str, tmp_path: Path) 
         for piece in pieces():
             yield piece
 
-    handler = Sink()
+    handler = CollectingHandler()
     with running_smtp_server(adapter, handler) as s:
         with path.open("rb") as file:
             send(adapter, s, file, chunk_size=64)
@@ -158,7 +145,7 @@ def test_known_size() -> None:
 
 def test_the_trace_shows_bdat_and_its_content(adapter: str) -> None:
     lines: list[tuple[str, str]] = []
-    with running_smtp_server(adapter, Sink()) as s:
+    with running_smtp_server(adapter, CollectingHandler()) as s:
         send(
             adapter,
             s,
@@ -175,7 +162,7 @@ def test_the_trace_ends_a_line_a_chunk_left_open(adapter: str) -> None:
     own (it was glued to the content line, and so was a RSET after a refused chunk)."""
     lines: list[tuple[str, str]] = []
     content = b"Subject: t\r\n\r\n" + b"0123456789" * 6 + b"\r\n"
-    with running_smtp_server(adapter, Sink()) as s:
+    with running_smtp_server(adapter, CollectingHandler()) as s:
         send(adapter, s, content, chunk_size=25, trace=lambda d, line: lines.append((d, line)))
     sent = [line for direction, line in lines if direction == "C"]
     sizes = [int(line.split()[1]) for line in sent if line.startswith("BDAT ")]
@@ -188,7 +175,7 @@ def test_the_trace_ends_a_line_a_chunk_left_open(adapter: str) -> None:
 # -- a message past max_message_size (RFC 3030 §2) ---------------------------------
 
 
-class Hooks(Sink):
+class Hooks(CollectingHandler):
     """A handler that records each chunk of content and each transaction reset."""
 
     def __init__(self) -> None:
@@ -264,7 +251,7 @@ async def pieces(count: int) -> AsyncIterator[bytes]:
 def test_the_client_takes_a_552_to_a_chunk_as_the_message_refused(adapter: str) -> None:
     """Content of unknown size (no SIZE to check before MAIL) sent in chunks past the
     server's limit: ``MessageRefused`` for BDAT, and the session goes on."""
-    handler = Sink()
+    handler = CollectingHandler()
     client_module = module(adapter)
 
     async def go(port: int) -> Any:
@@ -281,7 +268,7 @@ def test_the_client_takes_a_552_to_a_chunk_as_the_message_refused(adapter: str) 
 
 
 def test_the_sync_client_takes_a_552_to_a_chunk_as_the_message_refused() -> None:
-    handler = Sink()
+    handler = CollectingHandler()
     content = iter([b"x" * 7 + b"\r\n"] * 10)
     with (
         running_smtp_server("asyncio", handler, max_message_size=40) as server,
@@ -297,7 +284,7 @@ def test_the_sync_client_takes_a_552_to_a_chunk_as_the_message_refused() -> None
 # -- a BDAT line the machine refuses (RFC 3030 §2) ---------------------------------
 
 
-class Resets(Sink):
+class Resets(CollectingHandler):
     """A handler that records the octets of each transaction reset, and whether a
     transaction was open when a VRFY came."""
 

@@ -27,7 +27,7 @@ from peers import (
     running_smtp_server,
 )
 from smtpcore import NEED_DATA, PAUSED
-from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Authenticator, Session
 from smtpcore.smtp import (
     Body,
     EnvelopeId,
@@ -38,11 +38,11 @@ from smtpcore.smtp import (
     Notify,
     OriginalRecipient,
     Parameter,
-    Rcpt,
     Reply,
     Ret,
     ServerConnection,
 )
+from smtpcore.testing import CollectingHandler
 
 CHUNK = 4096
 PIECE = 1000
@@ -53,22 +53,13 @@ TEXT = b"".join(
 assert len(TEXT) > PIECES * PIECE
 
 
-class Sink(Handler):
+class Sink(CollectingHandler):
     def __init__(self) -> None:
-        self.messages: list[Envelope] = []
+        super().__init__()
         self.sessions: list[Session] = []
 
     async def handle_connect(self, session: Session) -> Reply | None:
         self.sessions.append(session)
-        return None
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
         return None
 
     async def handle_expn(self, session: Session, argument: str) -> Reply | None:

@@ -44,32 +44,22 @@ from typing import Any
 import pytest
 
 import smtpcore._asyncio_raw
-import smtpcore._driver._session_closing
-import smtpcore._driver._transport
 import smtpcore._trio_transport
+from never_reader import never_reader, pop3_logged_in, read_line_of, smtp_helo_answered
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
-from smtpcore._asyncio_clock import AsyncioClock
+from session_end_watch import CLOSE, watch_the_end
 from smtpcore._asyncio_raw_writes import WritingLayer
-from smtpcore._asyncio_runner import SessionRunner
 from smtpcore._driver._served_session import ServedSession
 from smtpcore._driver._shutdown import LAST_WORDS
 from smtpcore._trio_held import HeldWrites
 from smtpcore.asyncio import POP3Server, POP3Timeouts, SMTPServer, Timeouts
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
-from smtpcore.trio import TrioClock, TrioTransport
+from smtpcore.trio import TrioTransport
 
 TIMEOUT = 2.0
 """SMTP's ``command`` timeout, POP3's ``autologout``: longer than :data:`LAST_WORDS`,
 so that a goodbye given a whole timeout again shows."""
-
-LINGER = 2 * LAST_WORDS
-"""The linger for these tests, longer than :data:`LAST_WORDS`: its own deadline is
-left out of the waits checked."""
-
-CLOSE = 30.0
-"""The transports' close timeout for these tests: a session whose close waits for it
-ends long after half of it has passed."""
 
 BATCH = 10_000
 """Commands pipelined at once: 60,000 octets, one read of the session's, whose
@@ -93,7 +83,6 @@ class SessionWatch:
     unsent_at_timeout: list[bool] = field(default_factory=list)
     unfinished_at_timeout: list[bool] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
-    lingering: bool = False
     waits_after_timeout: list[float | None] = field(default_factory=list)
 
 
@@ -101,8 +90,6 @@ class SessionWatch:
 def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
     watch = SessionWatch()
     send_all = ServedSession._send_all
-    end = ServedSession._end
-    linger = ServedSession._linger
     note = ServedSession._note_write_not_taken
 
     async def watched_note(session: ServedSession) -> bool:
@@ -117,34 +104,11 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             watch.wrote_and_waited.set()
         await send_all(session, data)
 
-    async def watched_end(session: ServedSession, *args: Any) -> None:
-        try:
-            await end(session, *args)
-        finally:
-            watch.ended.set()
-
-    async def watched_linger(session: ServedSession) -> None:
-        watch.lingering = True
-        try:
-            await linger(session)
-        finally:
-            watch.lingering = False
-
     monkeypatch.setattr(ServedSession, "_send_all", watched_send_all)
-    monkeypatch.setattr(ServedSession, "_end", watched_end)
-    monkeypatch.setattr(ServedSession, "_linger", watched_linger)
     monkeypatch.setattr(ServedSession, "_note_write_not_taken", watched_note)
-    for clock in (AsyncioClock, SessionRunner, TrioClock):
-        deadline = clock.deadline
-
-        def recorded(self: Any, seconds: float | None, deadline: Any = deadline) -> Any:
-            if watch.timed_out.is_set() and not watch.lingering:
-                watch.waits_after_timeout.append(seconds)
-            return deadline(self, seconds)
-
-        monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._driver._session_closing, "LINGER", LINGER)
-    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
+    watch_the_end(
+        monkeypatch, after=watch.timed_out, waits=watch.waits_after_timeout, ended=watch.ended
+    )
     yield watch
 
 
@@ -190,22 +154,6 @@ def small_send_buffer(sock: Any) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
 
 
-def never_reader() -> socket.socket:
-    """A client socket whose receive buffer is tiny (set before it connects, so that its
-    window stays small): the server's replies soon wait for room."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    return sock
-
-
-def read_line_of(sock: socket.socket) -> bytes:
-    line = bytearray()
-    while not line.endswith(b"\r\n") and len(line) < 4096 and (octet := sock.recv(1)):
-        line += octet
-    return bytes(line)
-
-
 def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool = True) -> None:
     """The timeout went off in a wait for the client, not in a write, with replies left
     waiting (the premise), and the session never waited in a write of its own
@@ -238,9 +186,7 @@ def test_an_smtp_client_whose_replies_wait_to_be_sent_is_disconnected_at_the_tim
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n" * BATCH)
         assert_goodbye_cut_short(watch)
 
@@ -256,9 +202,7 @@ def test_a_pop3_client_whose_answers_wait_to_be_sent_is_disconnected_at_autologo
     timeouts = POP3Timeouts(autologout=TIMEOUT)
     with running_pop3_server(adapter, store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         sock.sendall(b"CAPA\r\n" * BATCH)
         assert_goodbye_cut_short(watch)
 
@@ -276,9 +220,7 @@ def test_a_client_that_takes_its_replies_in_time_gets_the_whole_timeout_reply(
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n" * 100)
         last = b""
         for _ in range(100):  # each HELP's reply, to its last line
@@ -395,17 +337,13 @@ def read_slowly(sock: socket.socket) -> bytes:
 
 def smtp_pipelined(sock: socket.socket) -> None:
     """Greeted, HELO answered, then :data:`HELPS` HELPs at once."""
-    assert read_line_of(sock).startswith(b"220 ")
-    sock.sendall(b"HELO client.test\r\n")
-    assert read_line_of(sock).startswith(b"250 ")
+    smtp_helo_answered(sock)
     sock.sendall(b"HELP\r\n" * HELPS)
 
 
 def pop3_retrieving(sock: socket.socket) -> None:
     """Logged in, then RETR of :data:`MESSAGE`."""
-    assert read_line_of(sock).startswith(b"+OK")
-    sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-    assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+    pop3_logged_in(sock)
     sock.sendall(b"RETR 1\r\n")
 
 

@@ -35,30 +35,27 @@ from typing import Any
 
 import pytest
 
-import smtpcore._driver._session_closing
 import smtpcore._driver._transport
+from never_reader import (
+    never_reader,
+    pipeline_until_the_write_waits,
+    pop3_logged_in,
+    read_line_of,
+    smtp_helo_answered,
+)
 from peers import free_port, running_pop3_server, running_smtp_server, write_maildir
-from smtpcore._asyncio_clock import AsyncioClock
-from smtpcore._asyncio_runner import SessionRunner
+from session_end_watch import CLOSE, watch_the_end
 from smtpcore._driver._served_session import ServedSession
 from smtpcore._driver._shutdown import LAST_WORDS
 from smtpcore._trio_held import HeldWrites
 from smtpcore.asyncio import POP3Timeouts, SMTPServer, StreamTransport, Timeouts
 from smtpcore.handler import Handler, TLSInfo
 from smtpcore.maildrop import MaildirStore
-from smtpcore.trio import TrioClock, TrioTransport
+from smtpcore.trio import TrioTransport
 
 TIMEOUT = 2.0
 """The write's timeout (SMTP's ``command``, POP3's ``send``): longer than
 :data:`LAST_WORDS`, so that a last word given a whole timeout again shows."""
-
-LINGER = 2 * LAST_WORDS
-"""The linger for these tests: longer than :data:`LAST_WORDS`, so that the check on the
-waits after the cut is seen to leave the linger's out."""
-
-CLOSE = 30.0
-"""The transports' close timeout for these tests: a session whose close waits for it
-ends long after half of it has passed."""
 
 
 @dataclass
@@ -68,12 +65,11 @@ class SessionWatch:
     all of it at once), :attr:`cut` once a cancellation ended one, :attr:`ended` once
     the session is over (its transport closed). :attr:`waits_after_cut` holds the
     seconds of every deadline the session's clock was asked for after the cut, but
-    the linger's (its own bound, :data:`LINGER`), while :attr:`lingering`."""
+    the linger's (its own bound, :data:`~session_end_watch.LINGER`)."""
 
     waiting: threading.Event = field(default_factory=threading.Event)
     cut: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
-    lingering: bool = False
     waits_after_cut: list[float | None] = field(default_factory=list)
 
 
@@ -81,8 +77,6 @@ class SessionWatch:
 def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
     watch = SessionWatch()
     send_all = ServedSession._send_all
-    end = ServedSession._end
-    linger = ServedSession._linger
 
     async def watched_send_all(session: ServedSession, data: bytes) -> None:
         watch.waiting.set()
@@ -92,60 +86,9 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
             watch.cut.set()
             raise
 
-    async def watched_end(session: ServedSession, *args: Any) -> None:
-        try:
-            await end(session, *args)
-        finally:
-            watch.ended.set()
-
-    async def watched_linger(session: ServedSession) -> None:
-        watch.lingering = True
-        try:
-            await linger(session)
-        finally:
-            watch.lingering = False
-
     monkeypatch.setattr(ServedSession, "_send_all", watched_send_all)
-    monkeypatch.setattr(ServedSession, "_linger", watched_linger)
-    monkeypatch.setattr(ServedSession, "_end", watched_end)
-    for clock in (AsyncioClock, SessionRunner, TrioClock):
-        deadline = clock.deadline
-
-        def recorded(self: Any, seconds: float | None, deadline: Any = deadline) -> Any:
-            if watch.cut.is_set() and not watch.lingering:
-                watch.waits_after_cut.append(seconds)
-            return deadline(self, seconds)
-
-        monkeypatch.setattr(clock, "deadline", recorded)
-    monkeypatch.setattr(smtpcore._driver._session_closing, "LINGER", LINGER)
-    monkeypatch.setattr(smtpcore._driver._transport, "CLOSE_TIMEOUT", CLOSE)
+    watch_the_end(monkeypatch, after=watch.cut, waits=watch.waits_after_cut, ended=watch.ended)
     yield watch
-
-
-def never_reader() -> socket.socket:
-    """A client socket whose receive buffer is tiny (set before it connects, so that its
-    window stays small): a server that writes to it soon waits for room."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    return sock
-
-
-def read_line_of(sock: socket.socket) -> bytes:
-    line = bytearray()
-    while not line.endswith(b"\r\n") and len(line) < 4096 and (octet := sock.recv(1)):
-        line += octet
-    return bytes(line)
-
-
-def pipeline_until_the_write_waits(sock: socket.socket, batch: bytes, watch: SessionWatch) -> None:
-    """Send ``batch`` after ``batch`` of pipelined commands, reading nothing, until the
-    session's write of their replies waits; then send no more."""
-    for _ in range(200):
-        sock.sendall(batch)
-        if watch.waiting.wait(0.3):
-            return
-    pytest.fail("the server's write never waited for the client")
 
 
 def pipeline_until_the_write_is_cut(
@@ -191,10 +134,8 @@ def test_an_smtp_client_that_never_reads_is_disconnected_at_the_command_timeout(
     }
     with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
-        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch)
+        smtp_helo_answered(sock)
+        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch.waiting)
         assert_ended_at_the_timeout(watch)
 
 
@@ -210,10 +151,8 @@ def test_a_pop3_client_that_never_reads_is_disconnected_at_the_send_timeout(
     timeouts = POP3Timeouts(send=TIMEOUT)
     with running_pop3_server(adapter, store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
-        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch)
+        pop3_logged_in(sock)
+        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, watch.waiting)
         assert_ended_at_the_timeout(watch)
 
 
@@ -249,10 +188,8 @@ def test_an_smtp_client_that_never_reads_its_held_replies_is_disconnected_at_the
     }
     with running_smtp_server("trio", Handler(), **options) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
-        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 100, watch)
+        smtp_helo_answered(sock)
+        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 100, watch.waiting)
         assert_ended_at_the_timeout(watch)
         assert every_reply_held == [True]
 
@@ -267,10 +204,8 @@ def test_a_pop3_client_that_never_reads_its_held_replies_is_disconnected_at_the_
     timeouts = POP3Timeouts(send=TIMEOUT)
     with running_pop3_server("trio", store, timeouts=timeouts) as server, never_reader() as sock:
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
-        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 50, watch)
+        pop3_logged_in(sock)
+        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 50, watch.waiting)
         assert_ended_at_the_timeout(watch)
         assert every_reply_held == [True]
 

@@ -31,7 +31,7 @@ import smtpcore.__main__ as cli
 from peers import make_tls_files, running_smtp_server
 from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
-from smtpcore.handler import Authenticator, Envelope, Handler, MessageReply, Session
+from smtpcore.handler import Authenticator
 from smtpcore.sasl import derive_scram_credentials
 from smtpcore.server._send_checks import check_header_text
 from smtpcore.server._send_message import _envelope_from_headers
@@ -42,8 +42,8 @@ from smtpcore.server.passwords import ENVIRONMENT_VARIABLE, read_password
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.sendstatus import EX_NOUSER, EX_TEMPFAIL
 from smtpcore.server.tools import make_test_message, printable
-from smtpcore.smtp import Rcpt, Reply
-from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, script
+from smtpcore.smtp import Reply
+from smtpcore.testing import Call, CollectingHandler, ScriptedConnection, ScriptedServer, script
 from smtpcore.testing import strategies as sst
 from test_cli_serve import LOOPBACK, ROOT, serve
 
@@ -501,22 +501,6 @@ def test_send_takes_the_envelope_from_the_headers_and_drops_bcc(
         assert abc.stop() == 0
 
 
-class _Keeping(Handler):
-    """A server that takes every recipient and keeps each message's envelope."""
-
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
-
-
 def _send_file(tmp_path: Path, message: bytes, port: int) -> int:
     """``send FILE`` without ``--from`` or ``--to``, to a plaintext server on ``port``."""
     path = tmp_path / "message.eml"
@@ -537,7 +521,7 @@ def test_send_takes_utf8_addresses_from_the_headers(
         "From: José <josé@abc.example>\r\nTo: Jörg <jörg@pqr.example>\r\n"
         "Bcc: zoë@pqr.example\r\nSubject: hi\r\n\r\nhello\r\n"
     ).encode()
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file(tmp_path, message, server.port)
     out = capsys.readouterr().out
@@ -567,7 +551,7 @@ def test_send_says_which_address_of_the_headers_is_bad(
     head = {b"From": b"From: a@abc.example", b"To": b"To: b@pqr.example"}
     head[field.split(b":")[0]] = field
     message = b"\r\n".join(head.values()) + b"\r\nSubject: hi\r\n\r\nhello\r\n"
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file(tmp_path, message, server.port)
     err = capsys.readouterr().err
@@ -662,7 +646,7 @@ def test_send_never_transmits_a_bcc_field(
     message = (
         b"From: a@abc.example\r\nTo: b@pqr.example\r\n" + bcc + b"\r\nSubject: x\r\n\r\nhi\r\n"
     )
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, message, server.port, *options)
     assert status == 0, capsys.readouterr()
@@ -686,7 +670,7 @@ def test_send_says_when_the_envelope_comes_from_resent_fields(
     """A message resent once goes to its ``Resent-`` recipients (RFC 5322 §3.6.6, as
     ``sendmail -t``): a saved message may hold a stale block, so ``send`` says, in one
     line on stderr, which fields gave the envelope. It said nothing."""
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, RESENT_ONCE, server.port)
     captured = capsys.readouterr()
@@ -708,7 +692,7 @@ def test_send_takes_the_sender_of_a_message_resent_twice_from_its_from(
         b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-To: c@pqr.example\r\n"
         b"Resent-Date: Tue, 2 Jan 2024 00:00:00 +0000\r\nResent-To: d@pqr.example\r\n\r\nhi\r\n"
     )
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
         refused = _send_file_with(tmp_path, message, server.port)
@@ -738,7 +722,7 @@ def test_send_takes_the_sender_of_a_resent_block_without_resent_from_from_its_fr
         + resent_sender
         + b"Subject: x\r\n\r\nhi\r\n"
     )
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, message, server.port, "--to", "b@pqr.example")
     captured = capsys.readouterr()
@@ -759,7 +743,7 @@ def test_send_says_a_resent_block_naming_no_recipient_names_none(
         b"Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: r@abc.example\r\n"
         b"Subject: x\r\n\r\nhi\r\n"
     )
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, message, server.port)
     captured = capsys.readouterr()
@@ -781,7 +765,7 @@ def test_send_names_only_the_resent_fields_that_gave_the_envelope(
         b"Resent-Sender: s@abc.example\r\nResent-To: c@pqr.example\r\n"
         b"Resent-Cc: undisclosed:;\r\nSubject: x\r\n\r\nhi\r\n"
     )
-    handler = _Keeping()
+    handler = CollectingHandler()
     with running_smtp_server("asyncio", handler) as server:
         status = _send_file_with(tmp_path, message, server.port)
     captured = capsys.readouterr()

@@ -45,9 +45,17 @@ from peers import (
 from smtpcore import LocalProtocolError, _asyncio_beneath_tls
 from smtpcore._asyncio_close import ready_to_close
 from smtpcore._driver import _transport as shared_transport
-from smtpcore.handler import Envelope, Handler, MessageReply, Session, TLSInfo
-from smtpcore.smtp import EnhancedStatus, Mail, Rcpt, Reply
-from smtpcore.testing import Call, ScriptedConnection, ScriptedServer, Send, Step, script
+from smtpcore.handler import Session, TLSInfo
+from smtpcore.smtp import EnhancedStatus, Mail, Reply
+from smtpcore.testing import (
+    Call,
+    CollectingHandler,
+    ScriptedConnection,
+    ScriptedServer,
+    Send,
+    Step,
+    script,
+)
 
 MESSAGE = b"Subject: errors\r\n\r\nbody\r\n"
 
@@ -79,22 +87,13 @@ C: .
 ONE_LINE = Call(ScriptedConnection.line)
 
 
-class Recorder(Handler):
+class Recorder(CollectingHandler):
     def __init__(self) -> None:
+        super().__init__()
         self.mails: list[Mail] = []
-        self.messages: list[Envelope] = []
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         self.mails.append(command)
-        return None
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
         return None
 
 

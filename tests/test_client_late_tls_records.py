@@ -16,22 +16,19 @@ socket's object header and its socket.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import platform
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from peers import LOOPBACK, TLSFiles, free_port, missing_peer, module, run
+from arrived import GIVEN, run_within
+from peers import LOOPBACK, TLSFiles, free_port, missing_peer, module
 from smtpcore._driver import _arrived
-
-_GIVEN: float = 10.0
-"""How long a session may take: a third of the look's patched bound."""
 
 MESSAGE = b"Subject: x\r\n\r\nx\r\n"
 
@@ -101,7 +98,7 @@ class LateRecordServer:
         raw, _ = self.listener.accept()
         try:
             with self.context.wrap_socket(raw, server_side=True) as conn:
-                conn.settimeout(_GIVEN)
+                conn.settimeout(GIVEN)
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 pointer = ctypes.c_void_p(_ssl_pointer(self.libssl, conn))
                 reader = conn.makefile("rb")
@@ -167,31 +164,12 @@ class POP3Server(LateRecordServer):
         return b"+OK\r\n"
 
 
-def _within(adapter: str, session: Callable[[], Awaitable[None]]) -> None:
-    """Run ``session`` under the adapter, given :data:`_GIVEN` seconds (a hang guard:
-    the test asks what the session got done, not when)."""
-
-    async def guarded() -> None:
-        if adapter == "trio":
-            import trio
-
-            with trio.move_on_after(_GIVEN):
-                await session()
-        else:
-            import asyncio
-
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(session(), _GIVEN)
-
-    run(adapter, guarded)
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("record", list(RECORDS))
 def test_a_record_with_no_reply_in_it_behind_an_smtp_reply_costs_no_wait(
     adapter: str, record: str, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * _GIVEN)
+    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * GIVEN)
     server = SMTPServer(tls, record)
     done: list[str] = []
     try:
@@ -208,7 +186,7 @@ def test_a_record_with_no_reply_in_it_behind_an_smtp_reply_costs_no_wait(
             await client.quit()
             done.append("quit")
 
-        _within(adapter, session)
+        run_within(adapter, session)
     finally:
         server.close()
     server.missing()
@@ -222,7 +200,7 @@ def test_a_record_with_no_reply_in_it_behind_an_smtp_reply_costs_no_wait(
 def test_a_record_with_no_response_in_it_behind_a_pop3_response_costs_no_wait(
     adapter: str, record: str, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * _GIVEN)
+    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * GIVEN)
     server = POP3Server(tls, record)
     done: list[str] = []
     try:
@@ -239,7 +217,7 @@ def test_a_record_with_no_response_in_it_behind_a_pop3_response_costs_no_wait(
             await client.quit()
             done.append("quit")
 
-        _within(adapter, session)
+        run_within(adapter, session)
     finally:
         server.close()
     server.missing()

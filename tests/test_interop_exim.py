@@ -9,7 +9,6 @@ from typing import Any
 
 from exim_peer import exim
 from peers import module, run, running_smtp_server
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     Bdat,
     Data,
@@ -19,28 +18,14 @@ from smtpcore.smtp import (
     Help,
     Notify,
     OriginalRecipient,
-    Rcpt,
     Reply,
     Ret,
 )
+from smtpcore.testing import CollectingHandler
 from test_adapters_chunking import recording_factory
 
 BODY = b"".join(b".line %d of a message sent in chunks\r\n" % n for n in range(300))
 MESSAGE = b"Subject: chunks\r\nFrom: a@abc.test\r\n\r\n" + BODY
-
-
-class Sink(Handler):
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
 
 
 def test_our_client_sends_bdat_to_exim(adapter: str) -> None:
@@ -63,7 +48,7 @@ def test_our_client_sends_bdat_to_exim(adapter: str) -> None:
 
 
 def test_exim_sends_bdat_to_our_server(adapter: str) -> None:
-    handler = Sink()
+    handler = CollectingHandler()
     seen: list[type[Event]] = []
     factory = recording_factory(seen)
     with (
@@ -86,7 +71,7 @@ def test_dsn_values_cross_exim_both_ways(adapter: str) -> None:
     orcpt = OriginalRecipient("rfc822", "bob+tag@pqr.test")
     notify = Notify.FAILURE | Notify.DELAY
     envid = EnvelopeId("QQ314159+x")
-    handler = Sink()
+    handler = CollectingHandler()
     with (
         running_smtp_server(adapter, handler, dsn=True) as server,
         exim(next_port=server.port) as peer,

@@ -12,36 +12,14 @@ looked would not finish under the 10 seconds it is given.
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from peers import TLSFiles, module, run, running_pop3_server, write_maildir
+from arrived import GIVEN, run_within, ticketed
+from peers import TLSFiles, module, running_pop3_server, write_maildir
 from smtpcore._driver import _arrived
 from smtpcore.maildrop import MaildirStore
-
-_GIVEN: float = 10.0
-"""How long the session may take: a third of the look's patched bound."""
-
-
-def _ticketed(client: Any) -> None:
-    """Make ``client``'s STLS handshake return only once more has reached its socket
-    (the server's session tickets), so that the first command finds them there."""
-    handshake = client._handshake
-
-    async def and_tickets() -> None:
-        await handshake()
-        transport = client._transport
-        for _ in range(500):  # blocks the loop: nothing reads the tickets meanwhile
-            if transport.arrived():
-                return
-            time.sleep(0.01)
-        pytest.fail("no session ticket reached the socket after the handshake")
-
-    client._handshake = and_tickets
 
 
 @pytest.fixture
@@ -54,13 +32,13 @@ def store(tmp_path: Path) -> MaildirStore:
 def test_the_first_command_after_stls_does_not_wait_for_the_tickets(
     adapter: str, store: MaildirStore, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * _GIVEN)
+    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * GIVEN)
     mod = module(adapter)
     done: list[str] = []
 
     async def session(port: int) -> None:
         client = mod.POP3Client("127.0.0.1", port, stls=True, ssl_context=tls.client_context)
-        _ticketed(client)
+        ticketed(client)
         await client.connect()
         done.append("connected")
         assert client.tls
@@ -69,20 +47,8 @@ def test_the_first_command_after_stls_does_not_wait_for_the_tickets(
         await client.quit()
         done.append("quit")
 
-    async def within(port: int) -> None:
-        if adapter == "trio":
-            import trio
-
-            with trio.move_on_after(_GIVEN):
-                await session(port)
-        else:
-            import asyncio
-
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(session(port), _GIVEN)
-
     # The asyncio server sends its tickets as its handshake ends (trio's, with CAPA's
     # answer): the client of either adapter finds them before its first command.
     with running_pop3_server("asyncio", store, ssl_context=tls.server_context) as server:
-        run(adapter, lambda: within(server.port))
+        run_within(adapter, lambda: session(server.port))
     assert done == ["connected", "quit"]

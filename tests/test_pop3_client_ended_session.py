@@ -11,16 +11,17 @@ on loopback plays the server, so that it sees the client's close (or not).
 
 from __future__ import annotations
 
-import importlib
 import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
-from peers import ADAPTERS, LOOPBACK, TLSFiles, free_port, run
+from client_calls import client_of, done, run_session
+from loopback_peer import LoopbackPeer
+from peers import ADAPTERS, TLSFiles
 from smtpcore.asyncio import POP3ConnectionError, POP3Error, POP3ProtocolError
 from smtpcore.sasl import PlainClient
 
@@ -35,7 +36,7 @@ ENDINGS = {
 }
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """A POP3 server on loopback that answers CAPA with ``capa`` and logs the client
     in (unless not ``login``), then ends the session with ``ending`` (and a
     half-close if ``half_close``) and records whether the client's close follows
@@ -56,8 +57,7 @@ class Peer:
         held: bool = False,
         context: ssl.SSLContext | None = None,
     ) -> None:
-        self.port = free_port()
-        self.listener = socket.create_server((LOOPBACK, self.port))
+        super().__init__(context)
         self.ending = ending
         self.half_close = half_close
         self.script = [(b"CAPA", capa)]
@@ -70,56 +70,35 @@ class Peer:
         self.glued = glued
         self.answers = answers or {}
         self.ended = threading.Event()
-        self.context = context
         self.go = threading.Event()
         if not held:
             self.go.set()
         self.seen: list[object] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        if self.context is not None:
-            conn = self.context.wrap_socket(conn, server_side=True)
-        with conn:
-            conn.settimeout(10)
-            # What it sends is at the client's socket once sendall returns, not held
-            # back by Nagle's algorithm until the client's (delayed) ACK.
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader = conn.makefile("rb")
-            conn.sendall(b"+OK ready\r\n")
-            for index, (expected, answer) in enumerate(self.script, 1):
-                assert reader.readline() == expected + b"\r\n"
-                conn.sendall(answer + self.glued if index == len(self.script) else answer)
-            assert self.go.wait(10)
-            conn.sendall(self.ending)
-            if self.half_close:
-                conn.shutdown(socket.SHUT_WR)
-            self.ended.set()
-            try:
-                while line := reader.readline():
-                    reply = self.answers.get(line.split()[0])
-                    if reply is not None:
-                        conn.sendall(reply)
-            except TimeoutError:
-                self.seen.append("timeout")
-            else:
-                self.seen.append("eof")
-
-    def close(self) -> None:
-        self.thread.join(15)
-        self.listener.close()
+    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
+        conn.sendall(b"+OK ready\r\n")
+        for index, (expected, answer) in enumerate(self.script, 1):
+            assert reader.readline() == expected + b"\r\n"
+            conn.sendall(answer + self.glued if index == len(self.script) else answer)
+        assert self.go.wait(10)
+        conn.sendall(self.ending)
+        if self.half_close:
+            conn.shutdown(socket.SHUT_WR)
+        self.ended.set()
+        try:
+            while line := reader.readline():
+                reply = self.answers.get(line.split()[0])
+                if reply is not None:
+                    conn.sendall(reply)
+        except TimeoutError:
+            self.seen.append("timeout")
+        else:
+            self.seen.append("eof")
 
 
 def _client(kind: str, port: int, tls: TLSFiles | None = None) -> Any:
-    module: Any = importlib.import_module(f"smtpcore.{kind}")
-    options: dict[str, Any] = {"stls": False, "allow_plaintext_auth": True}
-    if tls is not None:
-        options.update(tls_on_connect=True, ssl_context=tls.client_context)
-    if kind == "sync":
-        options["timeout"] = 10
-    return module.POP3Client(LOOPBACK, port, **options)
+    return client_of(kind, "POP3Client", port, tls, stls=False, allow_plaintext_auth=True)
 
 
 CALLS: dict[str, Callable[[Any], Any]] = {
@@ -138,17 +117,17 @@ def test_the_call_that_finds_the_session_ended_closes_the_socket(kind: str, endi
         client = _client(kind, peer.port)
 
         async def session() -> None:
-            await _done(client.connect())
-            await _done(client.login("alice", "wonderland"))
+            await done(client.connect())
+            await done(client.login("alice", "wonderland"))
             assert peer.ended.wait(10)  # the end is on its way before the next command
             with pytest.raises(error):
-                await _done(client.noop())
+                await done(client.noop())
             assert not client.is_connected
 
-        _run(kind, session)
+        run_session(kind, session)
         peer.thread.join(15)
         assert peer.seen == ["eof"]  # the client closed, without close()
-        _run(kind, lambda: _done(client.close()))
+        run_session(kind, lambda: done(client.close()))
     finally:
         peer.close()
 
@@ -169,20 +148,6 @@ def test_every_command_that_finds_the_end_closes_the_socket(call: str) -> None:
         assert peer.seen == ["eof"]
     finally:
         peer.close()
-
-
-async def _done(value: Any) -> Any:
-    """A call's result, awaited on the async clients (the blocking one has it already)."""
-    return await value if hasattr(value, "__await__") else value
-
-
-def _run(kind: str, session: Callable[[], Any]) -> None:
-    if kind == "sync":  # its calls block: any loop runs the session
-        import asyncio
-
-        asyncio.run(session())
-    else:
-        run(kind, session)
 
 
 STRAY = b"+OK no command asked for this\r\n"
@@ -236,17 +201,17 @@ def test_a_response_no_command_asked_for_closes_the_socket(kind: str, case: str)
         client = _client(kind, peer.port)
 
         async def session() -> None:
-            await _done(client.connect())
+            await done(client.connect())
             if options.get("login", True):
-                await _done(client.login("alice", "wonderland"))
+                await done(client.login("alice", "wonderland"))
             with pytest.raises(POP3ProtocolError, match="no command asked for"):
-                await _done(call(client))
+                await done(call(client))
             assert not client.is_connected
 
-        _run(kind, session)
+        run_session(kind, session)
         peer.thread.join(15)
         assert peer.seen == ["eof"]  # the client closed, without close()
-        _run(kind, lambda: _done(client.close()))
+        run_session(kind, lambda: done(client.close()))
     finally:
         peer.close()
 
@@ -269,15 +234,15 @@ def test_a_response_that_came_while_the_loop_was_blocked_answers_no_command(
         client = _client(kind, peer.port, on_tls)
 
         async def session() -> None:
-            await _done(client.connect())
-            await _done(client.login("alice", "wonderland"))
+            await done(client.connect())
+            await done(client.login("alice", "wonderland"))
             peer.go.set()
             assert peer.ended.wait(10)  # blocks the loop: the stray waits in the socket
             with pytest.raises(POP3ProtocolError, match="no command asked for"):
-                await _done(client.noop())
+                await done(client.noop())
             assert not client.is_connected
 
-        _run(kind, session)
+        run_session(kind, session)
         peer.thread.join(15)
         assert peer.seen == ["eof"]  # NOOP never went out, and the client closed
     finally:

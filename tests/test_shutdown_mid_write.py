@@ -24,6 +24,13 @@ import trio.testing
 
 import smtpcore.asyncio as smtp_asyncio
 import smtpcore.trio as smtp_trio
+from never_reader import (
+    never_reader,
+    pipeline_until_the_write_waits,
+    pop3_logged_in,
+    read_line_of,
+    smtp_helo_answered,
+)
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._asyncio_tls import TLSLayer
@@ -150,26 +157,6 @@ def watch_the_cut_off(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     return done
 
 
-def pipeline_until_the_write_waits(sock: socket.socket, batch: bytes, watch: WriteWatch) -> None:
-    """Send ``batch`` after ``batch`` of pipelined commands, reading nothing, until the
-    server's write of their replies waits for room; then send no more, so that
-    little of the client's is left unread when the server closes."""
-    for _ in range(200):
-        sock.sendall(batch)
-        if watch.waiting.wait(0.3):
-            return
-    pytest.fail("the server's write never waited for the client")
-
-
-def slow_reader() -> socket.socket:
-    """A client socket whose receive buffer is tiny (set before it connects, so that
-    its window stays small): a server that writes to it soon waits for room."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.settimeout(10)
-    return sock
-
-
 def read_to_the_end(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes (64 MiB at most), read at once, on
     a receive buffer grown again: left unread, the server's close would reset the
@@ -179,13 +166,6 @@ def read_to_the_end(sock: socket.socket) -> bytes:
     while len(received) < 1 << 26 and (chunk := sock.recv(1 << 16)):
         received += chunk
     return bytes(received)
-
-
-def read_line_of(sock: socket.socket) -> bytes:
-    line = bytearray()
-    while not line.endswith(b"\r\n") and len(line) < 4096 and (octet := sock.recv(1)):
-        line += octet
-    return bytes(line)
 
 
 @pytest.mark.parametrize("cut_by", ["the command timeout", "a shutdown"])
@@ -203,16 +183,14 @@ def test_asyncio_an_smtp_write_interrupted_keeps_its_replies_and_then_gets_its_4
     closing: threading.Thread | None = None
     with (
         running_smtp_server("asyncio", Handler(), **options) as server,
-        slow_reader() as sock,
+        never_reader() as sock,
     ):
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"220 ")
-        sock.sendall(b"HELO client.test\r\n")
-        assert read_line_of(sock).startswith(b"250 ")
+        smtp_helo_answered(sock)
         sock.sendall(b"HELP\r\n")  # 81 octets for 6: the replies soon fill the buffers
         help_reply = read_line_of(sock)
         assert help_reply.startswith(b"214 ")
-        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, write_watch)
+        pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, write_watch.waiting)
         if cut_by == "a shutdown":
             closing = threading.Thread(target=server.call, args=(server.server.aclose,))
             closing.start()
@@ -240,17 +218,15 @@ def test_asyncio_a_pop3_write_interrupted_keeps_its_responses_and_then_gets_its_
     store = MaildirStore(tmp_path, {"alice": "wonderland"})
     with (
         running_pop3_server("asyncio", store) as server,
-        slow_reader() as sock,
+        never_reader() as sock,
     ):
         sock.connect(("127.0.0.1", server.port))
-        assert read_line_of(sock).startswith(b"+OK")
-        sock.sendall(b"USER alice\r\nPASS wonderland\r\n")
-        assert read_line_of(sock).startswith(b"+OK") and read_line_of(sock).startswith(b"+OK")
+        pop3_logged_in(sock)
         sock.sendall(b"CAPA\r\n")  # 125 octets for 6: the responses soon fill the buffers
         capa = b""
         while not capa.endswith(b"\r\n.\r\n") and len(capa) < 4096:
             capa += read_line_of(sock)
-        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, write_watch)
+        pipeline_until_the_write_waits(sock, b"CAPA\r\n" * 10_000, write_watch.waiting)
         closing = threading.Thread(
             target=server.call, args=(lambda: server.server.aclose(grace=0.3),)
         )
@@ -378,7 +354,7 @@ def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
         running = running_pop3_server(adapter, store, **server_options)
         login, command = b"USER alice\r\nPASS wonderland\r\n", b"CAPA\r\n"
         goodbye = b"-ERR [SYS/TEMP] Server shutting down\r\n"
-    with running as server, slow_reader() as plain:
+    with running as server, never_reader() as plain:
         plain.connect(("127.0.0.1", server.port))
         with tls.client_context.wrap_socket(plain, server_hostname="127.0.0.1") as sock:
             greeting = read_line_of(sock)
@@ -395,7 +371,7 @@ def test_a_tls_write_cut_off_by_a_shutdown_leaves_the_client_the_replies_sent(
             unit = read_line_of(sock)  # a reply, or a response whole: what repeats
             while protocol == "pop3" and not unit.endswith(b"\r\n.\r\n") and len(unit) < 4096:
                 unit += read_line_of(sock)
-            pipeline_until_the_write_waits(sock, command * 10_000, watch)
+            pipeline_until_the_write_waits(sock, command * 10_000, watch.waiting)
             closing = threading.Thread(
                 target=server.call, args=(lambda: server.server.aclose(grace=0.3),)
             )
@@ -490,7 +466,7 @@ def test_trio_a_client_whose_tls_write_was_cut_off_reads_the_end_while_the_serve
             tls_on_connect=True,
             timeouts=smtp_trio.Timeouts(command=1.0),
         ) as server,
-        slow_reader() as plain,
+        never_reader() as plain,
     ):
         plain.connect(("127.0.0.1", server.port))
         with tls.client_context.wrap_socket(plain, server_hostname="127.0.0.1") as sock:
@@ -498,7 +474,7 @@ def test_trio_a_client_whose_tls_write_was_cut_off_reads_the_end_while_the_serve
             sock.sendall(b"HELP\r\n")
             unit = read_line_of(sock)
             assert unit.startswith(b"214 ")
-            pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch)
+            pipeline_until_the_write_waits(sock, b"HELP\r\n" * 10_000, watch.waiting)
             assert watch.cut.wait(10)
             received = read_to_the_end(sock)
             events.append("the client has read the end")

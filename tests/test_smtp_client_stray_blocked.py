@@ -15,24 +15,25 @@ comes: the next call must end the session before its command goes out.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
-from peers import ADAPTERS, LOOPBACK, TLSFiles, free_port, run
+from arrived import wait_until_arrived
+from client_calls import client_of, done, run_session
+from loopback_peer import LoopbackPeer
+from peers import ADAPTERS, TLSFiles
 
 STRAY = b"250 2.0.0 no command asked for this\r\n"
 MESSAGE = b"Subject: x\r\n\r\nx\r\n"
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """An SMTP server on loopback that answers each command as it comes (EHLO with
     PIPELINING where ``pipelining``; MAIL, RCPT, NOOP, RSET with 250; DATA with
     354 and the content's end with 250), and writes ``stray`` on its own once the
@@ -50,66 +51,51 @@ class Peer:
         context: ssl.SSLContext | None = None,
         together: bool = False,
     ) -> None:
-        self.port = free_port()
-        self.listener = socket.create_server((LOOPBACK, self.port))
+        super().__init__(context)
         self.after = after
         self.pipelining = pipelining
         self.stray = stray
-        self.context = context
         self.together = together
         self.go = threading.Event()
         self.sent = threading.Event()
         self.seen: list[bytes] = []
         self.behind: list[bytes] = []
         """The verbs of the commands read after the stray."""
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.start()
 
-    def _serve(self) -> None:
-        conn, _ = self.listener.accept()
-        if self.context is not None:
-            conn = self.context.wrap_socket(conn, server_side=True)
-        with conn:
-            conn.settimeout(10)
-            # The stray is at the client's socket once sendall returns (no Nagle delay).
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            reader = conn.makefile("rb")
-            conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
-            replies = 0
-            try:
-                while line := reader.readline():
-                    verb = line[:4].upper()
-                    (self.behind if self.sent.is_set() else self.seen).append(verb)
-                    if verb == b"EHLO":
-                        offer = b"250-PIPELINING\r\n" if self.pipelining else b""
-                        reply = b"250-mx.pqr.example\r\n" + offer + b"250 8BITMIME\r\n"
-                    elif verb == b"DATA":
-                        conn.sendall(b"354 go ahead\r\n")
-                        while reader.readline() not in (b".\r\n", b""):
-                            pass
-                        reply = b"250 2.0.0 queued\r\n"
-                    elif verb == b"QUIT":
-                        conn.sendall(b"221 2.0.0 bye\r\n")
-                        return
-                    else:
-                        reply = b"250 2.0.0 ok\r\n"
-                    replies += 1
-                    if replies != self.after:
-                        conn.sendall(reply)
-                    elif self.together:
-                        _corked(conn, reply, self.stray)
-                        self.sent.set()
-                    else:
-                        conn.sendall(reply)
-                        assert self.go.wait(10)
-                        conn.sendall(self.stray)
-                        self.sent.set()
-            except (OSError, ValueError):
-                return
-
-    def close(self) -> None:
-        self.thread.join(15)
-        self.listener.close()
+    def converse(self, conn: socket.socket, reader: BinaryIO) -> None:
+        conn.sendall(b"220 mx.pqr.example ESMTP\r\n")
+        replies = 0
+        try:
+            while line := reader.readline():
+                verb = line[:4].upper()
+                (self.behind if self.sent.is_set() else self.seen).append(verb)
+                if verb == b"EHLO":
+                    offer = b"250-PIPELINING\r\n" if self.pipelining else b""
+                    reply = b"250-mx.pqr.example\r\n" + offer + b"250 8BITMIME\r\n"
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    while reader.readline() not in (b".\r\n", b""):
+                        pass
+                    reply = b"250 2.0.0 queued\r\n"
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                    return
+                else:
+                    reply = b"250 2.0.0 ok\r\n"
+                replies += 1
+                if replies != self.after:
+                    conn.sendall(reply)
+                elif self.together:
+                    _corked(conn, reply, self.stray)
+                    self.sent.set()
+                else:
+                    conn.sendall(reply)
+                    assert self.go.wait(10)
+                    conn.sendall(self.stray)
+                    self.sent.set()
+        except (OSError, ValueError):
+            return
 
 
 def _corked(conn: socket.socket, *writes: bytes) -> None:
@@ -121,13 +107,7 @@ def _corked(conn: socket.socket, *writes: bytes) -> None:
 
 
 def _client(kind: str, port: int, tls: TLSFiles | None) -> Any:
-    module: Any = importlib.import_module(f"smtpcore.{kind}")
-    options: dict[str, Any] = {}
-    if tls is not None:
-        options.update(tls_on_connect=True, ssl_context=tls.client_context)
-    if kind == "sync":
-        options["timeout"] = 10
-    return module.SMTPClient(LOOPBACK, port, **options)
+    return client_of(kind, "SMTPClient", port, tls)
 
 
 def _blocked_until_there(client: Any, peer: Peer, *, told: bool) -> None:
@@ -137,23 +117,8 @@ def _blocked_until_there(client: Any, peer: Peer, *, told: bool) -> None:
     client, trio in plaintext, whose link cannot tell) sendall has put it there."""
     peer.go.set()
     assert peer.sent.wait(10)
-    for _ in range(500):
-        if not told or client._transport.arrived():
-            return
-        time.sleep(0.01)
-    pytest.fail("the stray never reached the client's socket")
-
-
-async def _done(value: Any) -> Any:
-    """A call's result, awaited on the async clients (the blocking one has it already)."""
-    return await value if hasattr(value, "__await__") else value
-
-
-def _run(kind: str, session: Callable[[], Any]) -> None:
-    if kind == "sync":  # its calls block: any loop runs the session
-        asyncio.run(session())
-    else:
-        run(kind, session)
+    if told:
+        wait_until_arrived(client._transport, "the stray never reached the client's socket")
 
 
 CALLS: dict[str, tuple[int, bool, Callable[[Any], Any], bytes]] = {
@@ -193,16 +158,16 @@ def test_a_stray_that_came_while_the_client_was_kept_from_reading_answers_nothin
         client = _client(kind, peer.port, tls if over == "tls" else None)
 
         async def session() -> None:
-            await _done(client.connect())
+            await done(client.connect())
             if after > 1:
-                await _done(then(client))  # the first message, answered as it should be
+                await done(then(client))  # the first message, answered as it should be
             told = kind == "asyncio" or (kind == "trio" and over == "tls")
             _blocked_until_there(client, peer, told=told)
             with pytest.raises(module.SMTPProtocolError, match=r"asked for|unsolicited"):
-                await _done(then(client))
+                await done(then(client))
             assert not client.is_connected
 
-        _run(kind, session)
+        run_session(kind, session)
         peer.thread.join(15)
         assert verb not in peer.behind  # it never went out behind the stray
     finally:
@@ -225,15 +190,15 @@ def test_a_stray_in_a_tls_record_of_its_own_behind_the_reply_answers_nothing(
         client = _client(kind, peer.port, tls)
 
         async def session() -> None:
-            await _done(client.connect())
+            await done(client.connect())
             if after > 1:
-                await _done(then(client))
+                await done(then(client))
             assert peer.sent.wait(10)
             with pytest.raises(module.SMTPProtocolError, match=r"asked for|unsolicited"):
-                await _done(then(client))
+                await done(then(client))
             assert not client.is_connected
 
-        _run(kind, session)
+        run_session(kind, session)
         peer.thread.join(15)
         assert verb not in peer.behind
     finally:
@@ -273,7 +238,7 @@ def test_between_a_messages_own_commands_the_socket_is_not_looked_at(
         looks: list[bytes] = []
 
         async def session() -> None:
-            await _done(client.connect())
+            await done(client.connect())
             link = client._transport
             link.drained = link.settled = lambda: False
             arrived = link.arrived
@@ -283,10 +248,10 @@ def test_between_a_messages_own_commands_the_socket_is_not_looked_at(
                 return bool(arrived())
 
             link.arrived = looked
-            await _done(client.send_message(MESSAGE, "a@abc.example", "b@pqr.example"))
+            await done(client.send_message(MESSAGE, "a@abc.example", "b@pqr.example"))
             assert looks == [b"EHLO"]
-            await _done(client.quit())
+            await done(client.quit())
 
-        _run(kind, session)
+        run_session(kind, session)
     finally:
         peer.close()

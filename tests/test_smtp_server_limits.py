@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from peers import ADAPTERS, running_smtp_server
 from smtp_helpers import EHLO, ENVELOPE, codes, content_of, greeted, run
 from smtpcore import NEED_DATA, PAUSED, LocalProtocolError
-from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import (
     Auth,
     AuthResponse,
@@ -43,7 +42,7 @@ from smtpcore.smtp import (
     StartTls,
     State,
 )
-from smtpcore.testing import SMTPAnswer, permissive_smtp_answer
+from smtpcore.testing import CollectingHandler, SMTPAnswer, permissive_smtp_answer
 from smtpcore.testing import strategies as sst
 
 # -- excess recipients (RFC 5321 §4.5.3.1.10) ---------------------------------------
@@ -711,23 +710,9 @@ def test_a_cancelled_auth_is_no_failed_authentication() -> None:
 # -- end to end: a pipelining client with more recipients than the server takes --------
 
 
-class _Collect(Handler):
-    def __init__(self) -> None:
-        self.messages: list[Envelope] = []
-
-    async def handle_rcpt(
-        self, session: Session, envelope: Envelope, command: Rcpt
-    ) -> Reply | None:
-        return Reply(250, "OK")
-
-    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
-        self.messages.append(envelope)
-        return None
-
-
 @pytest.mark.parametrize("adapter", ADAPTERS)
 def test_the_first_100_of_121_pipelined_recipients_get_the_message(adapter: str) -> None:
-    handler = _Collect()
+    handler = CollectingHandler()
     module: Any = importlib.import_module(f"smtpcore.{adapter}")
     recipients = [f"r{n}@pqr.example" for n in range(121)]
     with running_smtp_server(adapter, handler) as server:
@@ -754,7 +739,7 @@ def test_a_server_closes_a_session_of_pipelined_empty_chunks(adapter: str) -> No
     """Pipelined ``BDAT 0`` without LAST kept a session (and a task spinning on it)
     open for ever: now the 11th junk command gets 421 and the connection ends."""
     with (
-        running_smtp_server(adapter, _Collect(), max_junk_commands=10) as server,
+        running_smtp_server(adapter, CollectingHandler(), max_junk_commands=10) as server,
         socket.create_connection((server.host, server.port), timeout=10) as sock,
     ):
         sock.sendall(ENVELOPE + b"BDAT 0\r\n" * 5000)
