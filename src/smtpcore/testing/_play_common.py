@@ -1,5 +1,6 @@
 """What the SMTP and POP3 session players share: the deadline each gives, the part
-of a group still to send after a refusal, and the words for a group and a flood.
+of a group still to send after a refusal, the words for a group and a flood, and
+the TLS context that checks no certificate.
 
 A property about a real server needs the server's answers to the session it
 was given, in order, however wrong the server is. Reading a fixed number of

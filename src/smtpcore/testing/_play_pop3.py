@@ -5,8 +5,9 @@ which commands a multi-line response answers (RFC 1939, RFC 2449 §5, RFC 5034
 §4), so the player needs no grammar of its own: it writes each group, records
 what the machine reads, and turns whatever the server does into a
 :class:`PlayedPOP3Session` that says why the play ended. Apart from the SMTP
-player because the two share only the deadline and the group's head
-(:mod:`smtpcore.testing._play_common`), not their framing or their record.
+player because the two share only the deadline, the group's head, the words for a
+failure and the TLS context (:mod:`smtpcore.testing._play_common`), not their
+framing or their record.
 Nothing here imports Hypothesis: the sessions are only read.
 """
 
