@@ -400,11 +400,12 @@ def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     answer, each reply after it as the next command's, until one cannot be (a ``250``
     to ``DATA``).
 
-    Never when something of the message may have been taken (:func:`_taken`): an end
-    of its content sent (its reply read, unreadable or still due), or a recipient's
-    ``RCPT`` answered; a new connection would send the message to them again. A
-    timeout is not either: the hop is slow, and would be as slow to a new
-    connection."""
+    Never when something of the message may have been taken or a transaction of it
+    has ended (:func:`_taken`): an end of its content sent (its reply read, unreadable
+    or still due), a recipient's ``RCPT`` answered, or a batch's ``MAIL`` refused; a
+    new connection would send the message again to recipients already recorded as
+    delivered, bounced or deferred. A timeout is not either: the hop is slow, and
+    would be as slow to a new connection."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
     if isinstance(exc, SMTPConnectionError) and exc.local:
@@ -428,8 +429,11 @@ def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
     """Whether the hop may have taken something of a message that failed with
     ``result`` (the error's: its transactions, a LIMITS batch's each) on ``conn``: an
     end of content sent with its reply due (:func:`end_unanswered`), a reply to one,
-    or a recipient's ``RCPT`` answered (a refusal of a transaction's ``MAIL``, which
-    answers for its recipients, is none: their ``RCPT`` never went)."""
+    a recipient's ``RCPT`` answered, or a transaction that ended with its ``MAIL``
+    refused: its recipients were recorded bounced or deferred as it ended (and, with
+    PIPELINING, its ``RCPT`` and an end of data may have gone out behind the ``MAIL``).
+    Only a ``MAIL`` answered ``421`` leaves its recipients unanswered: the client
+    raises :class:`SMTPConnectionError` for it, never a refusal of the batch."""
     if end_unanswered(conn):
         return True
     if result is None:
@@ -437,5 +441,5 @@ def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
     return (
         bool(result.end_replies)
         or result.data_reply is not None
-        or any(item.reply is not None and not item.mail_refused for item in result.recipients)
+        or any(item.reply is not None for item in result.recipients)
     )
