@@ -18,9 +18,11 @@ import pytest
 
 from relay_remote import ScriptedRemote, remote
 from smtpcore import NEED_DATA, PAUSED
+from smtpcore._driver import BaseSMTPClient
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.exchanger import default_client
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.relaycache import (
@@ -498,6 +500,34 @@ def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> N
     with remote(starttls="none") as server:
         relay = _relay(
             tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.connections == 1
+
+
+def test_a_session_in_plaintext_because_a_client_factory_asked_for_no_tls_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A client factory that turns STARTTLS off (``starttls=False``) to an exchanger
+    that offers none: TLS neither tried nor failed, so the connection is kept as
+    any other. Only the relay's own fallback after a failure marks a session."""
+
+    def no_starttls(host: str, port: int, **options: Any) -> BaseSMTPClient:
+        options["starttls"] = False
+        return default_client(host, port, **options)
+
+    with remote(starttls="none") as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            concurrency=1,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+            client_factory=no_starttls,
         )
         for number in range(3):
             relay.enqueue([f"user{number}@pqr.example"])
