@@ -537,6 +537,30 @@ def test_a_session_in_plaintext_because_a_client_factory_asked_for_no_tls_is_kep
     assert server.connections == 1
 
 
+def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """EHLO answered ``450``, HELO taken: the session has no STARTTLS to try, for now
+    (what it lacks the relay takes as lacking for now, ``_lacking``), so it is not
+    kept; each message opens a new connection, whose EHLO may be taken."""
+    script: dict[str, Any] = {
+        "starttls": "refuse",
+        "hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
+    }
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.verbs.count(b"HELO") == 3
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    assert server.connections == 3
+
+
 def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:

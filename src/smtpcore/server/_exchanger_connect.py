@@ -141,8 +141,13 @@ def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
 
 def _tls_refused_for_now(client: BaseSMTPClient) -> bool:
     """Whether ``client``'s session went on in plaintext where the exchanger may take
-    TLS next time: its STARTTLS answered ``454`` (RFC 3207 §4: a temporary reason)."""
-    return not client.connection.tls and client.starttls_refused is not None
+    TLS next time: its STARTTLS answered ``454`` (RFC 3207 §4: a temporary reason), or
+    its EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS to try (what
+    such a session lacks, :func:`_lacking` takes as lacking for now)."""
+    if client.connection.tls:
+        return False
+    ehlo = client.ehlo_refused
+    return client.starttls_refused is not None or (ehlo is not None and ehlo.code < 500)
 
 
 class _TLSFailed(Exception):

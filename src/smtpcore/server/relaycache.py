@@ -139,11 +139,12 @@ class Idle:
     plaintext_for_now: bool = False
     """Its session is in plaintext where TLS may work on the next connection, as the
     relay found when it opened it under ``may`` (RFC 7435 §3): STARTTLS refused with a
-    ``454``, or a handshake that failed and this new connection made without
-    STARTTLS. Such a
+    ``454``, a handshake that failed and this new connection made without STARTTLS,
+    or EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS. Such a
     connection is never kept: kept, it would carry every message to the hop in
     plaintext for up to :data:`REUSE_TIME_LIMIT` seconds without trying TLS again.
-    An exchanger that offers no STARTTLS in its EHLO reply has not failed at TLS."""
+    An exchanger whose EHLO reply offers no STARTTLS has not failed at TLS, nor has a
+    session a client factory opened without STARTTLS."""
 
 
 def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
