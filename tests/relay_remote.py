@@ -98,6 +98,9 @@ class ScriptedRemote:
     seconds) before closing."""
     later_mail_after: int = 1
     """The ``MAIL`` commands of a session answered as usual before ``later_mail_reply``."""
+    mail_refusals: dict[int, bytes] = field(default_factory=dict)
+    """Refusals of ``MAIL`` commands by their number in a session (from 1), for the
+    sessions :attr:`later_mail_sessions` names; the session goes on after each."""
     later_mail_sessions: int | None = None
     """The sessions, the first ones, whose ``MAIL`` commands get ``later_mail_reply``;
     None: every session. A session after them answers every ``MAIL`` as usual."""
@@ -234,6 +237,10 @@ class ScriptedRemote:
                 tls = True
             elif verb == b"MAIL":
                 mails += 1
+                if scripted and mails in self.mail_refusals:
+                    recipients, rcpt_lines = [], []
+                    self._write(sock, self.mail_refusals[mails] + b"\r\n")
+                    continue
                 if mails > self.later_mail_after and later_mail_reply is not None:
                     if later_mail_reply:
                         self._write(sock, later_mail_reply + b"\r\n")

@@ -18,9 +18,11 @@ import pytest
 
 from relay_remote import ScriptedRemote, remote
 from smtpcore import NEED_DATA, PAUSED
+from smtpcore._driver import BaseSMTPClient
 from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
+from smtpcore.server.exchanger import default_client
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.relaycache import (
@@ -268,6 +270,42 @@ def test_a_kept_connection_closed_at_the_first_mail_of_a_split_message_costs_not
     assert len(_lines(caplog, "was closed meanwhile")) == 1
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_split_message_whose_batch_was_refused_at_mail_is_not_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, pipelining: bool, no_resource_warnings: None
+) -> None:
+    """LIMITS RCPTMAX=1 splits the second message; over the kept connection its first
+    batch's ``MAIL`` is refused ``550`` (b bounced as the batch ends, a notice sent),
+    the second batch's ``MAIL`` reply cannot be read. A transaction of the message has
+    ended: the connection is not taken as gone, nothing goes over a new one, b is
+    bounced and never delivered too, c waits for the next round."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(
+        extra_ehlo=(b"LIMITS RCPTMAX=1", *((b"PIPELINING",) if pipelining else ())),
+        mail_refusals={2: b"550 5.7.1 sender refused"},
+        later_mail_reply=b"2x0 garbled",
+        later_mail_after=2,
+        later_mail_sessions=1,
+    ) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        relay.enqueue(["a@pqr.example"])
+        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+        _run(relay, lambda: relay.queue.load(second.id).attempts > 0)
+        _wait_closed(server)
+        states = {r.address: r.status for r in relay.queue.load(second.id).recipients}
+    assert server.connections == 1
+    assert _lines(caplog, "was closed meanwhile") == []
+    assert states == {
+        "b@pqr.example": RecipientStatus.FAILED,
+        "c@pqr.example": RecipientStatus.PENDING,
+    }
+    assert [line.split(",")[0].split(": ")[1] for line in _lines(caplog, "status=sent")] == [
+        "to=<a@pqr.example>"
+    ]
+
+
 TOO_MANY = [b"250 2.0.0 queued as A (again)", b"550 5.7.1 second opinion: refused"]
 
 
@@ -469,6 +507,58 @@ def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> N
         _wait_closed(server)
     assert len(server.transactions) == 3
     assert server.connections == 1
+
+
+def test_a_session_in_plaintext_because_a_client_factory_asked_for_no_tls_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A client factory that turns STARTTLS off (``starttls=False``) to an exchanger
+    that offers none: TLS neither tried nor failed, so the connection is kept as
+    any other. Only the relay's own fallback after a failure marks a session."""
+
+    def no_starttls(host: str, port: int, **options: Any) -> BaseSMTPClient:
+        options["starttls"] = False
+        return default_client(host, port, **options)
+
+    with remote(starttls="none") as server:
+        relay = _relay(
+            tmp_path,
+            server.port,
+            concurrency=1,
+            retry_after=3600.0,
+            connection_cache_time=KEPT,
+            client_factory=no_starttls,
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.connections == 1
+
+
+def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
+    tmp_path: Path, no_resource_warnings: None
+) -> None:
+    """EHLO answered ``450``, HELO taken: the session has no STARTTLS to try, for now
+    (what it lacks the relay takes as lacking for now, ``_lacking``), so it is not
+    kept; each message opens a new connection, whose EHLO may be taken."""
+    script: dict[str, Any] = {
+        "starttls": "refuse",
+        "hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
+    }
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert server.verbs.count(b"HELO") == 3
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    assert server.connections == 3
 
 
 def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
@@ -783,11 +873,12 @@ def test_a_reply_unasked_for_on_a_kept_connection_found_it_gone() -> None:
 
 
 def test_a_split_message_found_the_kept_connection_gone_only_before_anything_was_taken() -> None:
-    """The LIMITS batches' merged result (RFC 9422 §4.2) on the error: the first
-    batch's ``MAIL`` answered 421, its recipients refused with it, the next batch's
-    never sent: gone, as a message in one transaction is. A recipient's ``RCPT``
-    answered, an end of content sent, or a second ``MAIL`` answered: the message may
-    have been taken, so never."""
+    """The LIMITS batches' merged result (RFC 9422 §4.2) on the error, as the client
+    builds it: the first batch's ``MAIL`` answered 421 (an :class:`SMTPConnectionError`,
+    its recipients unanswered), the next batch's never sent: gone, as a message in one
+    transaction is. A recipient's ``RCPT`` answered, a batch that ended with its
+    ``MAIL`` refused (its recipients recorded bounced), an end of content sent, or a
+    second ``MAIL`` answered: the message may have been taken, so never."""
     sender = parse_mailbox("john@abc.example")
     b, c = parse_mailbox("b@pqr.example"), parse_mailbox("c@pqr.example")
     closing = Reply(421, "closing now", "4.3.2")
@@ -799,22 +890,30 @@ def test_a_split_message_found_the_kept_connection_gone_only_before_anything_was
 
     def lost(*recipients: RecipientResult) -> SMTPConnectionError:
         exc = SMTPConnectionError("the server closed the connection")
-        exc.result = TransactionResult(sender, closing, recipients, None, (), complete=True)
+        exc.result = TransactionResult(sender, None, recipients, None, (), complete=True)
         return exc
 
-    first_mail_refused = lost(RecipientResult(b, closing, mail_refused=True), RecipientResult(c))
-    assert gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
-    assert gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
+    first_mail_closed = lost(RecipientResult(b), RecipientResult(c))
+    assert gone_before_mail(first_mail_closed, client, 3)  # type: ignore[arg-type]
     accepted = lost(RecipientResult(b, Reply(250, "ok")), RecipientResult(c))
     assert not gone_before_mail(accepted, client, 3)  # type: ignore[arg-type]
+    refused = Reply(550, "sender refused", "5.7.1")
+    client.transaction = TransactionResult(  # type: ignore[assignment]
+        sender, refused, (), None, (), complete=False
+    )
+    batch_refused = lost(RecipientResult(b, refused, mail_refused=True), RecipientResult(c))
+    assert not gone_before_mail(batch_refused, client, 3)  # type: ignore[arg-type]
+    garbled = SMTPProtocolError("malformed reply line")
+    garbled.result = batch_refused.result
+    assert not gone_before_mail(garbled, client, 3)  # type: ignore[arg-type]
     client.transaction_number = 5  # a second MAIL answered: a batch went before
-    assert not gone_before_mail(first_mail_refused, client, 3)  # type: ignore[arg-type]
+    assert not gone_before_mail(first_mail_closed, client, 3)  # type: ignore[arg-type]
     client.transaction_number = 4
     client.pending = (EndOfMessage(),)  # type: ignore[assignment]  # an end awaits its reply
     client.transaction = TransactionResult(  # type: ignore[assignment]
         sender, Reply(250, "ok"), (RecipientResult(b, Reply(250, "ok")),), None, (), False
     )
-    assert not gone_before_mail(lost(RecipientResult(b), RecipientResult(c)), client, 3)  # type: ignore[arg-type]
+    assert not gone_before_mail(first_mail_closed, client, 3)  # type: ignore[arg-type]
 
 
 # -- the option -----------------------------------------------------------------------

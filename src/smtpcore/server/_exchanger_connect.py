@@ -139,6 +139,17 @@ def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
     return refusal
 
 
+def _tls_refused_for_now(client: BaseSMTPClient) -> bool:
+    """Whether ``client``'s session went on in plaintext where the exchanger may take
+    TLS next time: its STARTTLS answered ``454`` (RFC 3207 §4: a temporary reason), or
+    its EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS to try (what
+    such a session lacks, :func:`_lacking` takes as lacking for now)."""
+    if client.connection.tls:
+        return False
+    ehlo = client.ehlo_refused
+    return client.starttls_refused is not None or (ehlo is not None and ehlo.code < 500)
+
+
 class _TLSFailed(Exception):
     """STARTTLS was refused (where TLS is required, or to a client that will log in)
     or its handshake failed; ``may`` goes on in plaintext over a new connection."""
@@ -209,11 +220,16 @@ class _ExchangerConnector:
             timeouts=self.timeouts,
         )
 
-    async def _connect(self, attempt: Attempt, relay: str, policy: MessageTLS) -> BaseSMTPClient:
+    async def _connect(
+        self, attempt: Attempt, relay: str, policy: MessageTLS
+    ) -> tuple[BaseSMTPClient, bool]:
         """A session with the exchanger, TLS as the message's policy says (module
         docstring of :mod:`smtpcore.server.relay_tls`); under REQUIRETLS, one that
-        offers REQUIRETLS (RFC 8689 §4.2.1)."""
-        client = await self._tls_session(attempt, relay, policy)
+        offers REQUIRETLS (RFC 8689 §4.2.1). And whether it is in plaintext only for
+        now (:attr:`~smtpcore.server.relaycache.Idle.plaintext_for_now`): decided
+        here, where the relay chose to go on without TLS, so that no client option
+        (a factory's ``starttls=False``) is read as a failure."""
+        client, fell_back = await self._tls_session(attempt, relay, policy)
         if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
             await client.quit()
             raise _lacking(
@@ -223,16 +239,17 @@ class _ExchangerConnector:
                     f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
                 ),
             )
-        return client
+        return client, fell_back or _tls_refused_for_now(client)
 
     async def _tls_session(
         self, attempt: Attempt, relay: str, policy: MessageTLS
-    ) -> BaseSMTPClient:
+    ) -> tuple[BaseSMTPClient, bool]:
+        """The session, and whether it is the new connection made without STARTTLS
+        after TLS failed under ``may``."""
         level = policy.level
         try:
-            return await self._open(
-                attempt, relay, None if level is RelayTLS.MAY else True, policy
-            )
+            starttls = None if level is RelayTLS.MAY else True
+            return await self._open(attempt, relay, starttls, policy), False
         except _TLSFailed as failure:
             if level.required:
                 detail = f"{relay}: TLS is required ({policy.label}): {failure.detail}"
@@ -247,7 +264,7 @@ class _ExchangerConnector:
                 policy.label,
             )
         try:
-            return await self._open(attempt, relay, False, policy)
+            return await self._open(attempt, relay, False, policy), True
         except _TLSFailed as failure:  # pragma: no cover - no STARTTLS is attempted
             raise TryNext(f"{relay}: {failure.detail}") from None
 

@@ -99,7 +99,6 @@ from smtpcore.server.relaycache import (
     Idle,
     ended_cleanly,
     gone_before_mail,
-    tls_failed,
     verify_kept,
 )
 from smtpcore.smtp import (
@@ -232,10 +231,11 @@ class ExchangerSession(_ExchangerConnector):
                     loggable(relay),
                     loggable(str(gone.__cause__ or gone)),
                 )
-        client = await self._connect(attempt, relay, policy)
+        client, plaintext_for_now = await self._connect(attempt, relay, policy)
         opened = 0.0 if self.connections is None else self.connections.clock()
+        connection = Idle(client, opened, 0, plaintext_for_now=plaintext_for_now)
         return await self._over(
-            Idle(client, opened, 0), key, attempt, relay, entry, deliveries, content,
+            connection, key, attempt, relay, entry, deliveries, content,
             policy, record, cut_after_end,
         )  # fmt: skip
 
@@ -293,11 +293,10 @@ class ExchangerSession(_ExchangerConnector):
     def _kept(self, key: HopKey, connection: Idle) -> bool:
         """Whether ``connection`` went into the cache for the next message to ``key``:
         only after a transaction that ended cleanly (:func:`ended_cleanly`), in a
-        session where TLS did not fail (:func:`tls_failed`)."""
-        if self.connections is None:
+        session not in plaintext only for now (:attr:`Idle.plaintext_for_now`)."""
+        if self.connections is None or connection.plaintext_for_now:
             return False
-        client = connection.client
-        if not ended_cleanly(client, connection.last) or tls_failed(client):
+        if not ended_cleanly(connection.client, connection.last):
             return False
         return self.connections.keep(key, connection)
 

@@ -13,8 +13,9 @@ that applied (the level, REQUIRETLS and the name a certificate is checked agains
 sent as SNI). A connection made under one policy never carries a message that asked
 for another: one opened under ``may`` has proved nothing a ``verify`` message needs
 (RFC 7435 §3, RFC 8689 §4.2.1); Postfix 3.4 and later, which reuse TLS connections,
-likewise put the TLS policy in their cache keys. Nor is a session kept in which TLS
-was tried and failed (:func:`tls_failed`): the next message tries TLS again.
+likewise put the TLS policy in their cache keys. Nor is a session kept that is in
+plaintext only for now (:attr:`Idle.plaintext_for_now`): the next message tries TLS
+again.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
@@ -65,7 +66,6 @@ __all__ = [
     "ended_cleanly",
     "gone_before_mail",
     "relay_connections",
-    "tls_failed",
     "verify_kept",
 ]
 
@@ -136,6 +136,15 @@ class Idle:
     was answered. A number, not the record: two transactions with the same envelope
     and replies have equal records."""
     idle_since: float = 0.0
+    plaintext_for_now: bool = False
+    """Its session is in plaintext where TLS may work on the next connection, as the
+    relay found when it opened it under ``may`` (RFC 7435 §3): STARTTLS refused with a
+    ``454``, a handshake that failed and this new connection made without STARTTLS,
+    or EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS. Such a
+    connection is never kept: kept, it would carry every message to the hop in
+    plaintext for up to :data:`REUSE_TIME_LIMIT` seconds without trying TLS again.
+    An exchanger whose EHLO reply offers no STARTTLS has not failed at TLS, nor has a
+    session a client factory opened without STARTTLS."""
 
 
 def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
@@ -156,21 +165,6 @@ def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
         and bool(result.end_replies)
         and all(reply.is_positive for reply in result.end_replies)
     )
-
-
-def tls_failed(client: BaseSMTPClient) -> bool:
-    """Whether ``client``'s session went on in plaintext because TLS failed under
-    ``may`` (RFC 7435 §3): its STARTTLS refused (a ``454``, ``starttls_refused``), or
-    it is the relay's new connection without STARTTLS after a handshake that failed
-    (the only session the relay opens with ``starttls=False``). Such a session is not
-    kept: kept, it would carry every message to the hop in plaintext for up to
-    :data:`REUSE_TIME_LIMIT` seconds without trying TLS again, where a new connection
-    may get it. Postfix retries a failed handshake at TLS level ``none``, which its
-    cache keys hold, so no ``may`` message finds that connection either. A session to
-    an exchanger that offers no STARTTLS did not fail at TLS, and is kept."""
-    if client.connection.tls:
-        return False
-    return client.starttls_refused is not None or client.use_starttls is False
 
 
 class RelayConnections:
@@ -400,11 +394,12 @@ def gone_before_mail(exc: SMTPError, client: BaseSMTPClient, last: int) -> bool:
     answer, each reply after it as the next command's, until one cannot be (a ``250``
     to ``DATA``).
 
-    Never when something of the message may have been taken (:func:`_taken`): an end
-    of its content sent (its reply read, unreadable or still due), or a recipient's
-    ``RCPT`` answered; a new connection would send the message to them again. A
-    timeout is not either: the hop is slow, and would be as slow to a new
-    connection."""
+    Never when something of the message may have been taken or a transaction of it
+    has ended (:func:`_taken`): an end of its content sent (its reply read, unreadable
+    or still due), a recipient's ``RCPT`` answered, or a batch's ``MAIL`` refused; a
+    new connection would send the message again to recipients already recorded as
+    delivered, bounced or deferred. A timeout is not either: the hop is slow, and
+    would be as slow to a new connection."""
     if not isinstance(exc, (SMTPConnectionError, SenderRefused, SMTPProtocolError)):
         return False
     if isinstance(exc, SMTPConnectionError) and exc.local:
@@ -428,8 +423,11 @@ def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
     """Whether the hop may have taken something of a message that failed with
     ``result`` (the error's: its transactions, a LIMITS batch's each) on ``conn``: an
     end of content sent with its reply due (:func:`end_unanswered`), a reply to one,
-    or a recipient's ``RCPT`` answered (a refusal of a transaction's ``MAIL``, which
-    answers for its recipients, is none: their ``RCPT`` never went)."""
+    a recipient's ``RCPT`` answered, or a transaction that ended with its ``MAIL``
+    refused: its recipients were recorded bounced or deferred as it ended (and, with
+    PIPELINING, its ``RCPT`` and an end of data may have gone out behind the ``MAIL``).
+    Only a ``MAIL`` answered ``421`` leaves its recipients unanswered: the client
+    raises :class:`SMTPConnectionError` for it, never a refusal of the batch."""
     if end_unanswered(conn):
         return True
     if result is None:
@@ -437,5 +435,5 @@ def _taken(conn: ClientConnection, result: TransactionResult | None) -> bool:
     return (
         bool(result.end_replies)
         or result.data_reply is not None
-        or any(item.reply is not None and not item.mail_refused for item in result.recipients)
+        or any(item.reply is not None for item in result.recipients)
     )
