@@ -165,7 +165,8 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
     destination: :func:`default_destination_concurrency`), then one of the worker's
     ``concurrency`` session tokens, first come first served, which it holds while its
     sessions run: the worker never has more than ``concurrency`` outbound SMTP sessions
-    open, whatever the fan-out. A destination that is full turns the job away: its
+    in use, whatever the fan-out (idle connections kept for reuse are bounded apart, by
+    :mod:`~smtpcore.server.relaycache`). A destination that is full turns the job away: its
     recipients stay pending, not attempted (no attempt counted, no delay notice, no
     bounce for it), the message waits in that destination's line, and its other
     destinations go on at once. The place given back first goes to the message that
