@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import smtplib
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ import pytest
 import smtpcore.__main__ as cli
 from peers import ADAPTERS, make_tls_files, module, run
 from relay_remote import LOOPBACK, remote
+from smtpcore._driver._header_octets import MAX_HEADER_SECTION, utf8_header_fields
 from smtpcore._driver._smtp_envelope import Envelope, Offer, build_envelope
 from smtpcore._driver._smtp_errors import ExtensionNotOffered
+from smtpcore.server._queue_content import MAX_HEADER
 from smtpcore.server.sendstatus import EX_UNAVAILABLE
 from smtpcore.smtp import Reply
 from smtpcore.smtp._extensions import ServerExtensions
@@ -57,6 +61,12 @@ HEADER_SECTIONS: dict[str, tuple[bytes, bool]] = {
     "a folded line": (b"Subject: one\r\n  caf\xc3\xa9\r\n\r\nhi\r\n", True),
     "obsolete space before the colon": (b"Subject : \xc3\xa9\r\n\r\nhi\r\n", True),
     "an mbox From line first": (b"From a@abc.example Mon\r\nSubject: \xc3\xa9\r\n\r\n", True),
+    "an mbox From line is no field": (
+        "From jörg@abc.example Mon Jan  1 00:00:00 2024\r\nSubject: hi\r\n\r\n".encode(),
+        False,
+    ),
+    "a first line folded is no header": ("  Grüße,\r\n  Jorg\r\n".encode(), False),
+    "a fold after an mbox From line": ("From a@abc.example Mon\r\n  Grüße\r\n".encode(), False),
     "utf-8 in the body only": (b"Subject: hi\r\n\r\ngr\xc3\xbc\xc3\x9fe\r\n", False),
     "an empty first line: no header": (b"\r\nSubject: \xc3\xa9\r\n", False),
     "a first line that is no field": (b"gr\xc3\xbc\xc3\x9fe\r\nSubject: x\r\n", False),
@@ -98,9 +108,66 @@ def test_octets_need_smtputf8_as_the_same_message_parsed_does(name: str) -> None
         assert ("SMTPUTF8" in mail.params) is needs
 
 
-def test_latin1_header_octets_are_named_8_bit() -> None:
+LATIN1_FROM = b"From: J\xf6rg <a@abc.example>\r\n\r\nhi\r\n"
+
+
+@pytest.mark.parametrize("offer", [WITH_SMTPUTF8, WITHOUT_SMTPUTF8], ids=["smtputf8", "8bitmime"])
+def test_8_bit_header_octets_that_are_no_utf8_go_as_8bitmime(offer: Offer) -> None:
+    """A Latin-1 name from old mail is no UTF-8 header field (RFC 6532 allows UTF-8
+    only): it goes as 8-bit content did, BODY=8BITMIME and no SMTPUTF8 (it was
+    refused 553 by a server without SMTPUTF8, and made SMTPUTF8 by one with it)."""
+    assert dict(_envelope(offer, LATIN1_FROM).mail.params) == {"BODY": "8BITMIME"}
+    assert dict(_envelope(offer, b"Subject: x\r\n" + LATIN1_FROM).mail.params) == {
+        "BODY": "8BITMIME"
+    }
+
+
+def test_8_bit_header_octets_that_are_no_utf8_need_8bitmime() -> None:
+    """To a server without 8BITMIME they are 8-bit content, refused 554 5.6.3 as before."""
+    with pytest.raises(ExtensionNotOffered, match="needed for 8-bit content"):
+        _envelope(_offer("SIZE"), LATIN1_FROM)
+
+
+def test_an_email_message_with_latin1_header_octets_is_still_refused() -> None:
+    """The :class:`~email.message.Message` path is as it was: its 8-bit fields, UTF-8
+    or not, need SMTPUTF8."""
+    parsed = email.message_from_bytes(LATIN1_FROM, policy=email.policy.compat32)
     with pytest.raises(ExtensionNotOffered, match="needed for its 8-bit header fields"):
-        _envelope(WITHOUT_SMTPUTF8, b"From: J\xf6rg <a@abc.example>\r\n\r\nhi\r\n")
+        build_envelope(WITHOUT_SMTPUTF8, parsed, SENDER, [RECIPIENT], None, None)
+
+
+# -- the look's bound ------------------------------------------------------------------------
+
+
+def test_many_short_header_lines_take_memory_bounded_by_the_content() -> None:
+    """A million folded lines (2 MB): the look took a regex mark per line, 283 MB; it
+    now searches, within the first :data:`MAX_HEADER_SECTION` octets."""
+    content = b"a:\n" + b" \n" * 1_000_000 + "é".encode()
+    tracemalloc.start()
+    try:
+        build_envelope(WITH_SMTPUTF8, content, SENDER, [RECIPIENT], None, None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * MAX_HEADER_SECTION
+
+
+def test_utf8_past_the_bound_is_not_looked_at() -> None:
+    """The header section is read to :data:`MAX_HEADER_SECTION` at most, the bound the
+    reference server's relay reads a queued header to (``QueuedContent.header``)."""
+    assert MAX_HEADER == MAX_HEADER_SECTION
+    lines = b"X: " + b"x" * 90 + b"\r\n"
+    filler = lines * (MAX_HEADER_SECTION // len(lines) + 1)
+    late = filler + "Subject: grüße\r\n\r\nhi\r\n".encode()
+    assert "SMTPUTF8" not in _envelope(WITH_SMTPUTF8, late).mail.params
+    assert "SMTPUTF8" in _envelope(WITH_SMTPUTF8, late[len(lines) * 10 :]).mail.params
+
+
+def test_a_utf8_character_cut_by_the_bound_is_utf8() -> None:
+    content = "Subject: grüße\r\n".encode()
+    cut = content.index("ü".encode()) + 1
+    assert utf8_header_fields(content, limit=cut)
+    assert not utf8_header_fields(b"Subject: gr\xfc\xc3", limit=13)
 
 
 def test_ascii_octets_and_given_smtputf8_are_as_they_were() -> None:
@@ -120,6 +187,15 @@ def test_a_file_is_not_read_before_it_is_sent(tmp_path: Path) -> None:
         mail = _envelope(WITHOUT_SMTPUTF8, file).mail
         assert file.tell() == 0
     assert "SMTPUTF8" not in mail.params
+
+
+def test_a_forwarder_passes_received_mail_on_as_a_file() -> None:
+    """What the docs and the CHANGELOG tell a forwarder: the same octets as a file go
+    as they are, as before (BODY=8BITMIME); ``mail_params`` makes them SMTPUTF8."""
+    as_file = _envelope(WITHOUT_SMTPUTF8, io.BytesIO(UTF8_SUBJECT)).mail
+    assert dict(as_file.params) == {"BODY": "8BITMIME"}
+    given = _envelope(WITH_SMTPUTF8, io.BytesIO(UTF8_SUBJECT), SMTPUTF8=None).mail
+    assert "SMTPUTF8" in given.params
 
 
 # -- the clients, against scripted servers ---------------------------------------------------

@@ -1,57 +1,90 @@
-"""Whether content given as octets has 8-bit header fields, which only an SMTPUTF8
+"""Whether content given as octets has UTF-8 header fields, which only an SMTPUTF8
 transaction may carry: RFC 6532 §3 allows UTF-8 in header fields only there, RFC 6531
 §3.4 has the client say so on ``MAIL``, and §3.2 keeps such a message from a server
 without the extension.
 
 An :class:`~email.message.Message` has its fields parsed already; octets have not. The
 envelope asks here only of content its one scan found 8-bit, so ASCII content, the
-usual, pays nothing.
+usual, pays nothing. The look is bounded: searches, never a repetition over lines (which
+keeps a mark per line), within the first :data:`MAX_HEADER_SECTION` octets.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Final
 
-__all__ = ["header_fields_wording", "header_section", "is_utf8", "wide_header_fields"]
+__all__ = [
+    "FIELD_NAME",
+    "MAX_HEADER_SECTION",
+    "header_fields_wording",
+    "header_section",
+    "is_utf8",
+    "utf8_header_fields",
+]
 
-_LINE_END: Final = rb"(?:\r\n|\r|\n|\Z)"
-"""A line's end as it goes on the wire: the client sends a bare CR or LF as CRLF (DATA's
-encoder, BDAT's normalizer); the last line may have none."""
+MAX_HEADER_SECTION: Final = 256 * 1024
+"""How much of a message's start is read as its header section at most: the client's
+look here, and the reference server's relay (``QueuedContent.header``) for its own
+SMTPUTF8 check and reports. A header section past it is taken as ended there."""
 
-_FIELD_NAME: Final = rb"(?=(?P<name>[!-9;-~]+))(?P=name)"
-"""A field name taken whole, never given back a character at a time (a lookahead and
-its backreference: the possessive ``[!-9;-~]++`` of Python 3.11): a long line of name
-characters with no colon is found no field at once, not after a step back for each."""
+FIELD_NAME: Final = re.compile(rb"([!-9;-~]+)[ \t]*:")
+"""A field name and its colon, with the white space before the colon the obsolete
+syntax allows (RFC 5322 §4.5.3, ``Bcc :``). Only ever matched at the start of a line:
+a folded line starts with white space, which no name holds."""
 
-_HEADER_SECTION: Final = re.compile(
-    rb"(?:From [^\r\n]*" + _LINE_END + rb")?"
-    rb"(?:(?:" + _FIELD_NAME + rb"[ \t]*:|[ \t])[^\r\n]*" + _LINE_END + rb")*"
-)
-"""The header section as a receiver's parser reads it from the start of a message: a
-first line ``From ...`` (an mbox envelope line, which :mod:`email`'s parser steps over),
-then lines that start a field (a name and its colon, with the obsolete white space
-before it, RFC 5322 §4.5.3) or fold one (white space first, §2.2.3). The first line
-that is neither ends it: the empty line before the body (§2.1), or a line that is no
-field, which :mod:`email`'s parser and Postfix's cleanup take as the body's first.
-Content with neither is header section to its end (the body is optional). A line that
-fails ends the match: nothing after the repetition can send it back into the lines
-before, so the time is linear in the header section."""
+_MBOX_FROM: Final = b"From "
+"""An mbox envelope line (``From sender date``), which :mod:`email`'s parser takes as
+the unixfrom when it comes first: no header field, whatever its octets."""
 
+_EIGHT_BIT: Final = re.compile(rb"[\x80-\xff]")
 
-def header_section(content: bytes) -> bytes:
-    """``content``'s header section (:data:`_HEADER_SECTION`), the empty line after it
-    left out; empty for content whose first line is no header field (its octets are
-    the body's, which 8BITMIME carries, as for an email message with no field)."""
-    found = _HEADER_SECTION.match(content)
-    return b"" if found is None else found.group()
+_LINE_END: Final = re.compile(rb"\r\n|\r|\n")
+
+_SECTION_END: Final = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?![ \t]|" + FIELD_NAME.pattern + rb")")
+"""A line end whose next line neither folds (white space first, RFC 5322 §2.2.3) nor
+starts a field: the empty line before the body (§2.1), or a line that is no field,
+which :mod:`email`'s parser and Postfix's cleanup take as the body's first. A bare CR
+or LF is a line end, as the client sends each as CRLF. One search, tried only at line
+ends, each look as long as the line: linear, and no mark kept per line."""
 
 
-def wide_header_fields(content: bytes) -> str | None:
-    """What in ``content`` needs SMTPUTF8, as a refusal names it (``its UTF-8 header
-    fields``, or ``8-bit`` for octets that are not UTF-8, a Latin-1 name from old
-    mail); None when its header section is ASCII."""
-    return header_fields_wording(header_section(content))
+def header_section(content: bytes, limit: int = MAX_HEADER_SECTION) -> tuple[int, int]:
+    """Where ``content``'s header section starts and ends (after its last line's end),
+    its first ``limit`` octets looked at: the end is at most ``limit``. It starts after
+    a first line ``From ...`` that is no field (an mbox envelope line); it is empty,
+    ``(0, 0)``, when the line it would start with is no field (a fold with no field
+    before it included): that line is the body's."""
+    start = 0
+    if FIELD_NAME.match(content, 0, limit) is None and content.startswith(_MBOX_FROM):
+        first_end = _LINE_END.search(content, 0, limit)
+        start = limit if first_end is None else first_end.end()
+    if FIELD_NAME.match(content, start, limit) is None:
+        return 0, 0
+    end = _SECTION_END.search(content, start, limit)
+    return start, min(len(content), limit) if end is None else end.end()
+
+
+def utf8_header_fields(content: bytes, limit: int = MAX_HEADER_SECTION) -> bool:
+    """Whether ``content``'s header section (:func:`header_section`) holds 8-bit octets
+    that are UTF-8, which need SMTPUTF8. Octets that are not (a Latin-1 name in old
+    mail) make no UTF-8 header field: RFC 6532 allows only UTF-8 there, and such content
+    goes as it did, under 8BITMIME as any 8-bit content."""
+    start, end = header_section(content, limit)
+    first = _EIGHT_BIT.search(content, start, end)
+    if first is None:
+        return False
+    # A section cut at the limit may end inside a character: not final.
+    return _decodes(content[first.start() : end], final=end < limit)
+
+
+def _decodes(octets: bytes, *, final: bool) -> bool:
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(octets, final=final)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def header_fields_wording(header: bytes) -> str | None:
@@ -65,8 +98,4 @@ def header_fields_wording(header: bytes) -> str | None:
 def is_utf8(octets: bytes) -> bool:
     """Whether ``octets`` are UTF-8: a Latin-1 name in old mail is 8-bit, not UTF-8,
     and a refusal says which it saw."""
-    try:
-        octets.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
+    return _decodes(octets, final=True)

@@ -300,13 +300,18 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
         Bcc header is not sent, and whose header fields are UTF-8 in an
         SMTPUTF8 transaction (RFC 6532; a UTF-8 address in one, or raw UTF-8
         fields of a message parsed from bytes, need it) and ASCII otherwise.
-        Bytes whose header section (up to the first empty line, or the first
-        line that is no header field) holds 8-bit octets need SMTPUTF8 too
-        (RFC 6531 §3.4): their fields go as they are. Only bytes are looked
-        at before they are sent, and only when they hold an 8-bit octet at
-        all. Content whose 8-bit-ness cannot be seen before it is sent (a
-        file, an iterable) is not: give ``mail_params={"SMTPUTF8": None}``
-        for its UTF-8 header fields. It is declared
+        Bytes whose header section (a first line that is a field, or after an
+        mbox ``From`` line, up to the first empty line or the first line that
+        is no field nor a fold; its first 256 KiB at most) holds raw UTF-8
+        need SMTPUTF8 too (RFC 6531 §3.4): their fields go as they are, and a
+        server without SMTPUTF8 gets none of it (§3.2). 8-bit octets that are
+        no UTF-8 (a Latin-1 name in old mail) are 8-bit content, no more.
+        Only bytes are looked at before they are sent, and only when they
+        hold an 8-bit octet at all. Content whose 8-bit-ness cannot be seen
+        before it is sent (a file, an iterable) is not: it goes as it is
+        (a forwarder passing on received mail may give it so), and
+        ``mail_params={"SMTPUTF8": None}`` makes its transaction SMTPUTF8. It
+        is declared
         ``BODY=8BITMIME`` when the server offers 8BITMIME; to a server without
         it, an 8-bit octet found as the content is read is
         :class:`~smtpcore.LocalProtocolError`, and the connection is closed

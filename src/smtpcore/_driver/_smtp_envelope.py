@@ -23,7 +23,11 @@ from itertools import repeat
 from typing import Final, NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, check_not_text, known_size
-from smtpcore._driver._header_octets import header_fields_wording, wide_header_fields
+from smtpcore._driver._header_octets import (
+    FIELD_NAME,
+    header_fields_wording,
+    utf8_header_fields,
+)
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -181,13 +185,13 @@ def build_envelope(
         check_not_text(message)
         content = bytes(message) if isinstance(message, (bytearray, memoryview)) else message
         # Octets are scanned once for 8-bit ones (None: a file or an iterable, read only
-        # as it is sent); only 8-bit octets have their header section read, whose 8-bit
-        # fields need SMTPUTF8 as an email message's do (RFC 6531 §3.2, §3.4).
+        # as it is sent); only 8-bit octets have their header section read, whose UTF-8
+        # fields need SMTPUTF8 (RFC 6531 §3.2, §3.4; other 8-bit octets, 8BITMIME).
         eight_bit = None
         if isinstance(content, bytes):
             eight_bit = not content.isascii()
-            if eight_bit:
-                wide_field = wide_header_fields(content)
+            if eight_bit and utf8_header_fields(content):
+                wide_field = "its UTF-8 header fields"
     size = known_size(content)
     if rcpt_params is None:
         commands = list(map(Rcpt, rcpts, repeat(NO_PARAMETERS)))
@@ -567,11 +571,6 @@ HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
 reads them, the content goes without them (:func:`_email_bytes`,
 :func:`without_hidden_fields`)."""
 
-_FIELD_NAME: Final = re.compile(rb"([!-9;-~]+)[ \t]*:")
-"""A field name and its colon, with the white space before the colon the obsolete
-syntax allows (RFC 5322 §4.5.3, ``Bcc :``). Only ever matched at the start of a line
-(``match``): a folded line starts with white space, which no name holds."""
-
 _EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
 """A line end and the empty line after it (CRLF or a bare LF, as a saved file may
 have)."""
@@ -609,7 +608,7 @@ def unobsolete_names(lines: Iterable[bytes]) -> bytes:
 
 def _unobsolete_name(line: bytes) -> bytes:
     """``line`` with no white space between the field name that starts it and its colon."""
-    name = _FIELD_NAME.match(line)
+    name = FIELD_NAME.match(line)
     if name is None or name.end() == len(name.group(1)) + 1:  # not a field, or no space
         return line
     return name.group(1) + b":" + line[name.end() :]
@@ -646,7 +645,7 @@ def _hidden_lines(head: Sequence[bytes]) -> list[bool]:
     dropping = False
     for line in head:
         if line[:1] not in (b" ", b"\t"):  # a folded line goes with its field
-            name = _FIELD_NAME.match(line)
+            name = FIELD_NAME.match(line)
             dropping = name is not None and name.group(1).lower() in names
         hidden.append(dropping)
     return hidden

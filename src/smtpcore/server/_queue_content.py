@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from smtpcore._driver._header_octets import MAX_HEADER_SECTION
 from smtpcore.server.safefiles import create_new, open_regular
 
 __all__ = ["MAX_HEADER", "QueuedContent", "Spool", "_READ_SIZE"]
 
 _READ_SIZE: Final = 64 * 1024
-MAX_HEADER: Final = 256 * 1024
+MAX_HEADER: Final = MAX_HEADER_SECTION
 """How much of a queued message's header the relay reads at most (for the SMTPUTF8 check,
-``TLS-Required``, and the reports that return the header)."""
+``TLS-Required``, and the reports that return the header): the bound the clients' look
+at a message's header section has too."""
 
 
 class Spool:
