@@ -545,6 +545,9 @@ def test_smtp_server_auth_of_a_wrong_type_is_refused_when_built() -> None:
             SMTPServer(Handler(), auth=auth, auth_require_tls=False)
     server = SMTPServer(Handler(), auth={"plain": plain}, auth_require_tls=False)
     assert list(server.options.auth_mechanisms) == ["PLAIN"]
+    for name in ("pla\u0131n", "\u017fcram-sha-256"):  # str.upper() made PLAIN and SCRAM-...
+        with pytest.raises(ValueError, match="not a SASL mechanism name"):
+            SMTPServer(Handler(), auth={name: plain}, auth_require_tls=False)
 
 
 # -- the server's policy, on the wire ---------------------------------------------------
