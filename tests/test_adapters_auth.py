@@ -495,7 +495,7 @@ def test_authenticator_settings_of_a_wrong_type_are_refused_when_built() -> None
         settings: dict[str, Any] = {"check_password": check_password, name: 5}
         with pytest.raises(TypeError, match=f"^{name} must be callable or None, not int$"):
             Authenticator(**settings)
-    in_thread: tuple[Any, ...] = ("yes", 1, None)
+    in_thread: tuple[Any, ...] = ("yes", 1, 0, None)
     for flag in in_thread:
         with pytest.raises(TypeError, match=r"^in_thread must be True or False"):
             Authenticator(check_password=check_password, in_thread=flag)
@@ -521,7 +521,7 @@ def test_authenticator_takes_any_callable_and_any_iterable_of_names() -> None:
         check_password=Checker(),
         get_password=get_password,
         is_user=is_user,  # type: ignore[arg-type]  # an async one is still callable
-        mechanisms=(n for n in ["login", "CRAM-MD5"]),  # type: ignore[arg-type]  # read once
+        mechanisms=(n for n in ["login", "CRAM-MD5"]),  # read once
         in_thread=True,
     )
     assert auth.mechanisms == ("LOGIN", "CRAM-MD5")

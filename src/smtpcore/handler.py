@@ -26,7 +26,7 @@ both adapters.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -174,7 +174,7 @@ class Authenticator:
     get_password: GetPassword | None = None
     check_token: CheckToken | None = None
     authorize: Authorize | None = None
-    mechanisms: Sequence[str] | None = None
+    mechanisms: Iterable[str] | None = None
     in_thread: bool = False
     scram_mock_iterations: int = DEFAULT_ITERATIONS
     """The iteration count SCRAM gives for a user ``get_scram_credentials`` does not
