@@ -528,6 +528,34 @@ def test_authenticator_takes_any_callable_and_any_iterable_of_names() -> None:
     assert list(auth.server_mechanisms("mx.pqr.example")) == ["LOGIN", "CRAM-MD5"]
 
 
+def test_each_mechanism_an_authenticator_offers_builds_that_mechanism() -> None:
+    """Which credential check makes which mechanism available, strongest first, and each
+    factory builds the mechanism of its name (the names it refuses are derived from the
+    same table)."""
+    offered = authenticator().server_mechanisms("mx.pqr.example")
+    assert list(offered) == ["SCRAM-SHA-256-PLUS", *MECHANISMS]
+    assert {name: factory().name for name, factory in offered.items()} == {
+        name: name for name in offered
+    }
+    with pytest.raises(ValueError, match=f"it builds {', '.join(offered)} "):
+        Authenticator(check_password=check_password, mechanisms=["SCRAM-SHA-1"])
+    by_check: dict[str, list[str]] = {
+        "check_password": ["PLAIN", "LOGIN"],
+        "get_password": ["CRAM-MD5", "PLAIN", "LOGIN"],
+        "get_scram_credentials": ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+        "check_token": ["OAUTHBEARER", "XOAUTH2"],
+    }
+    checks: dict[str, Any] = {
+        "check_password": check_password,
+        "get_password": get_password,
+        "get_scram_credentials": SCRAM.get,
+        "check_token": check_token,
+    }
+    for check, names in by_check.items():
+        auth = Authenticator(**{check: checks[check]})
+        assert list(auth.server_mechanisms("mx.pqr.example")) == names
+
+
 def test_smtp_server_auth_of_a_wrong_type_is_refused_when_built() -> None:
     from smtpcore.asyncio import SMTPServer
 
