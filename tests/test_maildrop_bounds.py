@@ -307,6 +307,27 @@ def test_top_of_a_file_whose_w_size_lies_reads_no_further_and_warns_not(
     assert caplog.records == []
 
 
+def test_retr_of_a_file_cut_short_since_it_was_listed_warns_that_it_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file sized by reading it (no ``,W=``), rewritten shorter after the listing: RETR
+    sends what it holds now, and the warning says the file changed, not that a name
+    lied."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    changed = path / "new" / "1700000002.M2P2.test"
+    changed.write_bytes(b"Subject: x\n\nbody\n")  # 20 octets on the wire
+    maildir = Maildir(path)
+    assert [m.size for m in run(maildir.messages())] == [20]
+    changed.write_bytes(b"Subj\n")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert b"".join(maildir.open(1)) == b"Subj\n"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"maildrop: {str(changed)!r} is 6 octets as sent, not the 20 listed for it: "
+        "the file changed since it was listed"
+    ]
+
+
 @pytest.mark.parametrize(("lines", "warned"), [(0, False), (1, False), (2, True), (10, True)])
 def test_top_that_reads_a_file_whose_w_size_lies_to_its_end_warns_as_retr_does(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, lines: int, warned: bool
