@@ -296,6 +296,30 @@ def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
 
 
+def test_our_clients_auth_mechanisms_match_in_ascii_case_alone(adapter: str) -> None:
+    """``auth_mechanisms=["pla\u0131n"]`` was ``str.upper()``-ed into PLAIN, and the
+    client logged in with it; a mechanism name is ASCII and so is its case (RFC 4422
+    §3.1): it is no mechanism the server offers. ``["plain"]`` is PLAIN."""
+    errors = module(adapter)
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+    options = {"username": USER, "password": PASSWORD, "allow_plaintext_auth": True}
+    with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
+        with pytest.raises(errors.AuthenticationNotAvailable, match="no mechanism in common"):
+            run(
+                adapter,
+                lambda: login_and_send(
+                    adapter, server.port, auth_mechanisms=["pla\u0131n"], **options
+                ),
+            )
+        assert handler.identities == []
+        used = run(
+            adapter,
+            lambda: login_and_send(adapter, server.port, auth_mechanisms=["plain"], **options),
+        )
+    assert used == "PLAIN"
+
+
 def test_the_clients_credentials_keep_the_secrets_out_of_their_repr() -> None:
     """What a client keeps to log in with showed the password and the token in its
     repr; they are hidden as the events hide theirs, and kept in the fields."""

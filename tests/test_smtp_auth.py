@@ -49,6 +49,7 @@ from smtpcore.smtp import (
     Reply,
     ServerAuth,
     ServerConnection,
+    ServerExtensions,
     State,
     xtext,
 )
@@ -155,6 +156,13 @@ def test_server_auth_matches_a_mechanism_name_in_ascii_case_alone() -> None:
     )
     assert codes(out)[-1] == "504 5.5.4"
     assert not conn.authenticated and auth.success is None
+
+
+def test_the_auth_a_server_offers_is_upper_cased_in_ascii_alone() -> None:
+    """``ServerExtensions.auth`` took ``"pla\u0131n"`` for PLAIN through ``str.upper()``,
+    and a client chose PLAIN with a server that never offered it (RFC 4422 §3.1)."""
+    offered = ServerExtensions("mx.pqr.example", (("AUTH", ("pla\u0131n", "login")),))
+    assert offered.auth == {"PLA\u0131N", "LOGIN"}
 
 
 def test_login_challenges_and_wrong_password() -> None:
