@@ -288,6 +288,30 @@ def test_our_client_keeps_passwords_off_plaintext(adapter: str) -> None:
     assert [i.mechanism for i in handler.identities] == ["PLAIN"]
 
 
+def test_our_clients_auth_mechanisms_match_in_ascii_case_alone(adapter: str) -> None:
+    """``auth_mechanisms=["pla\u0131n"]`` was ``str.upper()``-ed into PLAIN, and the
+    client logged in with it; a mechanism name is ASCII and so is its case (RFC 4422
+    §3.1): it is no mechanism the server offers. ``["plain"]`` is PLAIN."""
+    errors = module(adapter)
+    handler = Submission()
+    auth = Authenticator(check_password=check_password)
+    options = {"username": USER, "password": PASSWORD, "allow_plaintext_auth": True}
+    with running_smtp_server(adapter, handler, auth=auth, auth_require_tls=False) as server:
+        with pytest.raises(errors.AuthenticationNotAvailable, match="no mechanism in common"):
+            run(
+                adapter,
+                lambda: login_and_send(
+                    adapter, server.port, auth_mechanisms=["pla\u0131n"], **options
+                ),
+            )
+        assert handler.identities == []
+        used = run(
+            adapter,
+            lambda: login_and_send(adapter, server.port, auth_mechanisms=["plain"], **options),
+        )
+    assert used == "PLAIN"
+
+
 def test_the_clients_credentials_keep_the_secrets_out_of_their_repr() -> None:
     """What a client keeps to log in with showed the password and the token in its
     repr; they are hidden as the events hide theirs, and kept in the fields."""
@@ -487,7 +511,7 @@ def test_authenticator_settings_of_a_wrong_type_are_refused_when_built() -> None
         settings: dict[str, Any] = {"check_password": check_password, name: 5}
         with pytest.raises(TypeError, match=f"^{name} must be callable or None, not int$"):
             Authenticator(**settings)
-    in_thread: tuple[Any, ...] = ("yes", 1, None)
+    in_thread: tuple[Any, ...] = ("yes", 1, 0, None)
     for flag in in_thread:
         with pytest.raises(TypeError, match=r"^in_thread must be True or False"):
             Authenticator(check_password=check_password, in_thread=flag)
@@ -513,11 +537,39 @@ def test_authenticator_takes_any_callable_and_any_iterable_of_names() -> None:
         check_password=Checker(),
         get_password=get_password,
         is_user=is_user,  # type: ignore[arg-type]  # an async one is still callable
-        mechanisms=(n for n in ["login", "CRAM-MD5"]),  # type: ignore[arg-type]  # read once
+        mechanisms=(n for n in ["login", "CRAM-MD5"]),  # read once
         in_thread=True,
     )
     assert auth.mechanisms == ("LOGIN", "CRAM-MD5")
     assert list(auth.server_mechanisms("mx.pqr.example")) == ["LOGIN", "CRAM-MD5"]
+
+
+def test_each_mechanism_an_authenticator_offers_builds_that_mechanism() -> None:
+    """Which credential check makes which mechanism available, strongest first, and each
+    factory builds the mechanism of its name (the names it refuses are derived from the
+    same table)."""
+    offered = authenticator().server_mechanisms("mx.pqr.example")
+    assert list(offered) == ["SCRAM-SHA-256-PLUS", *MECHANISMS]
+    assert {name: factory().name for name, factory in offered.items()} == {
+        name: name for name in offered
+    }
+    with pytest.raises(ValueError, match=f"it builds {', '.join(offered)} "):
+        Authenticator(check_password=check_password, mechanisms=["SCRAM-SHA-1"])
+    by_check: dict[str, list[str]] = {
+        "check_password": ["PLAIN", "LOGIN"],
+        "get_password": ["CRAM-MD5", "PLAIN", "LOGIN"],
+        "get_scram_credentials": ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"],
+        "check_token": ["OAUTHBEARER", "XOAUTH2"],
+    }
+    checks: dict[str, Any] = {
+        "check_password": check_password,
+        "get_password": get_password,
+        "get_scram_credentials": SCRAM.get,
+        "check_token": check_token,
+    }
+    for check, names in by_check.items():
+        auth = Authenticator(**{check: checks[check]})
+        assert list(auth.server_mechanisms("mx.pqr.example")) == names
 
 
 def test_smtp_server_auth_of_a_wrong_type_is_refused_when_built() -> None:
@@ -537,6 +589,9 @@ def test_smtp_server_auth_of_a_wrong_type_is_refused_when_built() -> None:
             SMTPServer(Handler(), auth=auth, auth_require_tls=False)
     server = SMTPServer(Handler(), auth={"plain": plain}, auth_require_tls=False)
     assert list(server.options.auth_mechanisms) == ["PLAIN"]
+    for name in ("pla\u0131n", "\u017fcram-sha-256"):  # str.upper() made PLAIN and SCRAM-...
+        with pytest.raises(ValueError, match="not a SASL mechanism name"):
+            SMTPServer(Handler(), auth={name: plain}, auth_require_tls=False)
 
 
 # -- the server's policy, on the wire ---------------------------------------------------

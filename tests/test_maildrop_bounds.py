@@ -30,6 +30,7 @@ from smtpcore.maildrop import (
     POP3Session,
     pop3_size,
 )
+from smtpcore.pop3 import top_chunks
 
 T = TypeVar("T")
 LOGGER = "smtpcore.pop3.server"
@@ -304,6 +305,54 @@ def test_top_of_a_file_whose_w_size_lies_reads_no_further_and_warns_not(
         assert next(chunks) == b"two\n"
         chunks.close()
     assert caplog.records == []
+
+
+def test_retr_of_a_file_cut_short_since_it_was_listed_warns_that_it_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file sized by reading it (no ``,W=``), rewritten shorter after the listing: RETR
+    sends what it holds now, and the warning says the file changed, not that a name
+    lied."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    changed = path / "new" / "1700000002.M2P2.test"
+    changed.write_bytes(b"Subject: x\n\nbody\n")  # 20 octets on the wire
+    maildir = Maildir(path)
+    assert [m.size for m in run(maildir.messages())] == [20]
+    changed.write_bytes(b"Subj\n")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert b"".join(maildir.open(1)) == b"Subj\n"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"maildrop: {str(changed)!r} is 6 octets as sent, not the 20 listed for it: "
+        "the file changed since it was listed"
+    ]
+
+
+@pytest.mark.parametrize(("lines", "warned"), [(0, False), (1, False), (2, True), (10, True)])
+def test_top_that_reads_a_file_whose_w_size_lies_to_its_end_warns_as_retr_does(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, lines: int, warned: bool
+) -> None:
+    """A TOP whose line count is past the body's lines reads the message to its end, and
+    then knows its size as sent as RETR does: it warns of the ``,W=`` that does not
+    count it. One that stops at its last line or before (``TOP 1 0``, ``TOP 1 1`` of a
+    body of one line) has not read the end, and warns not."""
+    path = tmp_path / "alice"
+    write_maildir(path, [])
+    lying = path / "new" / "1700000002.M2P2.test,S=17,W=3"
+    lying.write_bytes(b"Subject: x\n\nbody\n")  # 20 octets on the wire
+    maildir = Maildir(path)
+    run(maildir.messages())
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        head = b"".join(top_chunks(maildir.open(1), lines))
+    assert head == (b"Subject: x\n\nbody\n" if lines else b"Subject: x\n\n")
+    assert [r.getMessage() for r in caplog.records] == (
+        [
+            f"maildrop: {str(lying)!r} is 20 octets as sent, not the 3 listed for it: "
+            "its name's ,W= does not count it as sent (a size written wrong, a bare CR)"
+        ]
+        if warned
+        else []
+    )
 
 
 def test_retr_stops_a_read_past_the_listed_size_of_a_file_growing_meanwhile(

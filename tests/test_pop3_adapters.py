@@ -2452,6 +2452,8 @@ class FaultyStore(Mailstore):
     def sasl_mechanisms(self, session: POP3Session) -> Any:
         if self.fault == "sasl_mechanisms: a name with a line break":
             return {"PLAIN\r\n+OK": lambda: None}  # would end the CAPA line early
+        if self.fault == "sasl_mechanisms: a dotless i":
+            return {"pla\u0131n": lambda: None}  # str.upper() made it PLAIN
         return None if self.fault == "sasl_mechanisms: None" else {}
 
     async def open_maildrop(self, session: POP3Session, user: str) -> Maildrop:
@@ -2610,6 +2612,7 @@ WRONG: dict[str, tuple[list[bytes], list[bytes], str]] = {
         [b"+OK Capability"],
         "not a SASL mechanism name",
     ),
+    "sasl_mechanisms: a dotless i": ([b"CAPA"], [b"+OK Capability"], "not a SASL mechanism name"),
     "apop_secret: bytes": (
         [b"APOP alice " + b"0" * 32, b"NOOP"],
         [b"-ERR [SYS/TEMP]", b"-ERR"],

@@ -347,3 +347,28 @@ def test_a_max_auth_line_no_cancel_fits_is_the_callers_mistake(bound: object) ->
 
 def test_the_least_max_auth_line_is_taken() -> None:
     assert pop3.ClientAuth(PlainClient("tim", "pencil"), max_auth_line=3).max_auth_line == 3
+
+
+NOT_SASL_NAMES = [
+    "PLAIN X",  # two names on the CAPA SASL line
+    "PLAIN\r\n+OK",  # a line break would end it
+    "",
+    "A" * 21,
+    "pla\u0131n",  # str.upper() alone makes it PLAIN (dotless i): its case is ASCII
+    "\u017fcram-sha-256",  # the long s, which str.upper() makes an S
+]
+
+
+@pytest.mark.parametrize("name", NOT_SASL_NAMES)
+def test_a_sasl_mechanism_that_is_no_sasl_name_is_refused_when_configured(name: str) -> None:
+    """Each name goes on CAPA's SASL line: RFC 4422 §3.1's 1 to 20 of A-Z, 0-9, - and _,
+    upper-cased in ASCII alone, as the SMTP machine's ``auth_mechanisms``. The machine
+    took any name, ``str.upper()``-ing ``"pla\u0131n"`` into PLAIN."""
+    with pytest.raises(ValueError, match="not a SASL mechanism name"):
+        pop3.ServerConnection("pop.test", sasl_mechanisms=["PLAIN", name])
+    server = pop3.ServerConnection("pop.test", sasl_mechanisms=["PLAIN"])
+    with pytest.raises(ValueError, match="not a SASL mechanism name"):
+        server.sasl_mechanisms = ["LOGIN", name]
+    assert server.sasl_mechanisms == ("PLAIN",)
+    server.sasl_mechanisms = ["login", "scram-sha-256"]
+    assert server.sasl_mechanisms == ("LOGIN", "SCRAM-SHA-256")

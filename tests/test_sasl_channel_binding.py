@@ -270,6 +270,7 @@ def test_plus_is_offered_only_with_binding_data() -> None:
     assert offered_mechanisms(names, {TLS_EXPORTER: b"x"}) == names
     assert needs_channel_binding("scram-sha-256-plus")
     assert not needs_channel_binding("SCRAM-SHA-256")
+    assert not needs_channel_binding("scram-sha-256-plu\u017f")  # the long s is no S
 
 
 def test_the_user_name_is_prepared_as_for_the_plain_variant() -> None:

@@ -18,6 +18,7 @@ from smtpcore.sasl import (
     ClientMechanism,
     ServerMechanism,
     choose_mechanism,
+    scram_client,
 )
 
 SASL_DIR = pathlib.Path(smtpcore.sasl.__file__).parent
@@ -85,6 +86,18 @@ def test_choose_mechanism(offered: list[str], available: list[str], expected: st
     assert choose_mechanism(iter(offered), iter(available)) == expected  # one-shot iterables
 
 
+def test_names_are_matched_in_ascii_case_alone() -> None:
+    """RFC 4422 §3.1: a mechanism name is ASCII, and so is its case. ``str.upper()``
+    matched ``"pla\u0131n"`` (dotless i) to PLAIN and ``"\u017fcram-sha-256"`` (long s)
+    to SCRAM-SHA-256, offered or available; ASCII case still matches."""
+    assert choose_mechanism(["pla\u0131n"], PREFERENCE) is None
+    assert choose_mechanism(["PLAIN"], ["pla\u0131n"]) is None
+    assert choose_mechanism(["plain"], ["Plain"]) == "PLAIN"
+    long_s = scram_client("user", "pencil", offered=["\u017fcram-sha-256"], channel_bindings={})
+    assert long_s is None
+    assert scram_client("user", "pencil", offered=["scram-sha-256"], channel_bindings={})
+
+
 def test_preference_is_strongest_first() -> None:
     assert PREFERENCE == (
         "SCRAM-SHA-256-PLUS",
@@ -144,14 +157,25 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
     return modules
 
 
+SASL_LEAVES = ("smtpcore._errors", "smtpcore._secret", "smtpcore._words")
+"""What the SASL package may import of smtpcore outside it: the errors, the reprs that
+hide secrets, and the ASCII case of mechanism names (RFC 4422 §3.1)."""
+
+
+@pytest.mark.parametrize("leaf", ["smtpcore._secret", "smtpcore._words"])
+def test_what_sasl_imports_outside_it_is_a_stdlib_only_leaf(leaf: str) -> None:
+    path = SASL_DIR.parent / f"{leaf.rpartition('.')[2]}.py"
+    for module in _imported_modules(path):
+        assert module.partition(".")[0] in sys.stdlib_module_names, module
+
+
 @pytest.mark.parametrize("path", sorted(SASL_DIR.glob("*.py")), ids=lambda path: path.name)
 def test_sasl_imports_only_stdlib_and_errors(path: pathlib.Path) -> None:
     forbidden = {"asyncio", "trio", "socket", "ssl", "time", "random"}
     for module in _imported_modules(path):
         top = module.partition(".")[0]
         if top == "smtpcore":
-            # The errors, and the reprs that hide secrets (a stdlib-only leaf).
-            allowed = module in ("smtpcore._errors", "smtpcore._secret")
+            allowed = module in SASL_LEAVES
             assert allowed or module.startswith("smtpcore.sasl"), module
         else:
             assert top in sys.stdlib_module_names, module
@@ -178,6 +202,7 @@ def test_importing_sasl_loads_nothing_outside_the_stdlib() -> None:
             "smtpcore",
             "smtpcore._errors",
             "smtpcore._secret",  # reprs that hide secrets: stdlib only
+            "smtpcore._words",  # the ASCII case of mechanism names: stdlib only
             "smtpcore._lines",  # FramingPolicy, which the root exports
             "smtpcore._sentinels",
             "smtpcore._version",

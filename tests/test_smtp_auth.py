@@ -49,6 +49,7 @@ from smtpcore.smtp import (
     Reply,
     ServerAuth,
     ServerConnection,
+    ServerExtensions,
     State,
     xtext,
 )
@@ -143,6 +144,25 @@ def test_plain_with_initial_response() -> None:
     assert auth.success is not None and auth.success.authcid == "john@abc.example"
     out = drive(conn, b"AUTH PLAIN " + plain("john@abc.example", "correct horse") + b"\r\n", auth)
     assert codes(out) == ["503 5.5.1"]
+
+
+def test_server_auth_matches_a_mechanism_name_in_ascii_case_alone() -> None:
+    """A factory keyed ``"pla\u0131n"`` is no PLAIN (RFC 4422 §3.1: names are ASCII, so is
+    their case): ``AUTH PLAIN`` is not served by it, where ``str.upper()`` made it so."""
+    conn = auth_server(auth_require_tls=False)
+    auth = ServerAuth({"pla\u0131n": SERVER_FACTORIES["PLAIN"]})
+    out = drive(
+        conn, EHLO + b"AUTH PLAIN " + plain("john@abc.example", "correct horse") + b"\r\n", auth
+    )
+    assert codes(out)[-1] == "504 5.5.4"
+    assert not conn.authenticated and auth.success is None
+
+
+def test_the_auth_a_server_offers_is_upper_cased_in_ascii_alone() -> None:
+    """``ServerExtensions.auth`` took ``"pla\u0131n"`` for PLAIN through ``str.upper()``,
+    and a client chose PLAIN with a server that never offered it (RFC 4422 §3.1)."""
+    offered = ServerExtensions("mx.pqr.example", (("AUTH", ("pla\u0131n", "login")),))
+    assert offered.auth == {"PLA\u0131N", "LOGIN"}
 
 
 def test_login_challenges_and_wrong_password() -> None:
@@ -786,7 +806,18 @@ def test_smtplib_login(method: str, password: str) -> None:
         listener.close()
 
 
-@pytest.mark.parametrize("name", ["PLAIN X", "PLAIN\r\n250 OK", "", "A" * 21, "PLÄIN"])
+NOT_SASL_NAMES = [
+    "PLAIN X",
+    "PLAIN\r\n250 OK",
+    "",
+    "A" * 21,
+    "PLÄIN",
+    "pla\u0131n",  # str.upper() alone makes it PLAIN (dotless i): its case is ASCII
+    "\u017fcram-md5",  # the long s, which str.upper() makes an S
+]
+
+
+@pytest.mark.parametrize("name", NOT_SASL_NAMES)
 def test_an_auth_mechanism_that_is_no_sasl_name_is_refused_when_configured(name: str) -> None:
     """Each name goes on the EHLO AUTH line: RFC 4422 §3.1's 1 to 20 of A-Z, 0-9, - and _
     (a space would list two, a line break end the reply)."""
@@ -794,7 +825,7 @@ def test_an_auth_mechanism_that_is_no_sasl_name_is_refused_when_configured(name:
         ServerConnection("mx.test", auth_mechanisms=["PLAIN", name])
 
 
-@pytest.mark.parametrize("name", ["PLAIN X", "PLAIN\r\n250 OK", "", "A" * 21, "PLÄIN"])
+@pytest.mark.parametrize("name", NOT_SASL_NAMES)
 def test_an_auth_mechanism_set_on_a_session_is_checked_as_when_configured(name: str) -> None:
     """``conn.auth_mechanisms = ...`` (what the driver does per connection) goes through
     the constructor's check of each name: one that is no SASL name is a ValueError, and

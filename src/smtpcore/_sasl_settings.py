@@ -71,5 +71,5 @@ def mechanism_factories(option: str, mechanisms: object) -> dict[str, Factory]:
                 f"{option}[{name!r}] must be a factory of a mechanism (callable), "
                 f"not {type(factory).__name__}"
             )
-        factories[name.upper()] = factory  # as the machine upper-cases the names it lists
+        factories[ascii_upper(name)] = factory  # as the machine upper-cases the names it lists
     return factories

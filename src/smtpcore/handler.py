@@ -26,8 +26,9 @@ both adapters.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
@@ -174,7 +175,7 @@ class Authenticator:
     get_password: GetPassword | None = None
     check_token: CheckToken | None = None
     authorize: Authorize | None = None
-    mechanisms: Sequence[str] | None = None
+    mechanisms: Iterable[str] | None = None
     in_thread: bool = False
     scram_mock_iterations: int = DEFAULT_ITERATIONS
     """The iteration count SCRAM gives for a user ``get_scram_credentials`` does not
@@ -220,16 +221,11 @@ class Authenticator:
                 raise ValueError(f"{name} needs a credential check the Authenticator lacks")
 
     def _available(self) -> list[str]:
-        names = set()
-        if self.check_password is not None or self.get_password is not None:
-            names |= {"PLAIN", "LOGIN"}
-        if self.get_password is not None:
-            names.add("CRAM-MD5")
-        if self.get_scram_credentials is not None:
-            names |= {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}
-        if self.check_token is not None:
-            names |= {"OAUTHBEARER", "XOAUTH2"}
-        return [name for name in PREFERENCE if name in names]
+        return [
+            name
+            for name in _BUILT
+            if any(getattr(self, check) is not None for check in _RUNS_ON[name])
+        ]
 
     def server_mechanisms(self, hostname: str) -> dict[str, MechanismFactory]:
         """The mechanisms to offer, by name, each with its factory.
@@ -312,15 +308,21 @@ _CHECKS: Final = (
 )
 """The Authenticator's settings that are callables (or None), checked as it is built."""
 
-_BUILT: Final = (
-    "SCRAM-SHA-256-PLUS",
-    "SCRAM-SHA-256",
-    "OAUTHBEARER",
-    "XOAUTH2",
-    "CRAM-MD5",
-    "PLAIN",
-    "LOGIN",
+_RUNS_ON: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "SCRAM-SHA-256-PLUS": ("get_scram_credentials",),
+        "SCRAM-SHA-256": ("get_scram_credentials",),
+        "OAUTHBEARER": ("check_token",),
+        "XOAUTH2": ("check_token",),
+        "CRAM-MD5": ("get_password",),
+        "PLAIN": ("check_password", "get_password"),
+        "LOGIN": ("check_password", "get_password"),
+    }
 )
+"""Each mechanism an Authenticator builds (``_mechanism_factory``), with the credential
+checks it can run on, any one of which makes it available."""
+
+_BUILT: Final = tuple(name for name in PREFERENCE if name in _RUNS_ON)
 """The mechanisms an Authenticator can build, strongest first (:data:`PREFERENCE`)."""
 
 

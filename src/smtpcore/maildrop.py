@@ -260,8 +260,8 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
     Dovecot's ``,W=`` field when the name has one (Dovecot counts a bare CR as
     one octet and adds no CRLF to an unended last line, both of which are sent
     as CRLF: such a file is listed a few octets short, and a RETR of it, sent
-    whole, logs a WARNING naming it, as does one of a ``,W=`` another program
-    wrote wrong), else from reading the
+    whole, or a TOP that reads it to its end, logs a WARNING naming it, as does
+    one of a ``,W=`` another program wrote wrong), else from reading the
     file once (remembered in ``size_cache`` by inode, size and mtime, until the
     message is deleted; at most 100,000 sizes). LIST must give exact octets (RFC
     1939 §5, §11), which no number known without reading the file is (Dovecot too
@@ -346,8 +346,9 @@ class Maildir(_ReadsContent, _Updates, Maildrop):
         no new line, once a session as :class:`Unlisted` is once a listing, however
         often a client asks."""
         self._missized_uids: set[str] = set()
-        """The unique-ids of the messages RETR read whole to another size than the one
-        listed (a ``,W=`` that lies), which a WARNING has named in this session."""
+        """The unique-ids of the messages RETR (or a TOP to the end) read whole to another
+        size than the one listed (a ``,W=`` that lies), which a WARNING has named in this
+        session."""
 
     # -- session (the folders held: _maildir_folders) ------------------
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from inspect import isawaitable
 
 from smtpcore._driver._pop3_server_login import AUTH_FAILED, Login
+from smtpcore._words import ascii_upper
 from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthAnswer, AuthResponse, Err, ServerAuth
@@ -63,7 +64,7 @@ class SaslAuth(Login):
         try:
             answer = self.store.sasl_mechanisms(self.session)
             offered = await self._store(lambda: answer) if isawaitable(answer) else answer
-            by_name = {name.upper(): factory for name, factory in offered.items()}
+            by_name = {ascii_upper(name): factory for name, factory in offered.items()}
             for name in by_name:  # each goes on the CAPA SASL line (RFC 4422 §3.1)
                 if not MECHANISM_NAME.fullmatch(name):
                     raise ValueError(f"not a SASL mechanism name: {name!r}")
@@ -78,7 +79,7 @@ class SaslAuth(Login):
         sasl = self._sasl
         sasl.in_thread = _runs_in_thread(sasl.mechanisms.get(event.mechanism))
         start = functools.partial(sasl.start, event)
-        await self._sasl_step(start, event.mechanism.upper(), sasl.in_thread)
+        await self._sasl_step(start, event.mechanism, sasl.in_thread)
 
     async def _auth_response(self, event: AuthResponse) -> None:
         sasl = self._sasl

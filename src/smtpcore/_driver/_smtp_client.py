@@ -77,7 +77,7 @@ from smtpcore._driver._trace import Trace, WireTrace
 from smtpcore._driver._transport import Link
 from smtpcore._errors import LocalProtocolError
 from smtpcore._hostname import MAX_HOSTNAME
-from smtpcore._words import listed
+from smtpcore._words import ascii_upper, listed
 from smtpcore.address import Mailbox
 from smtpcore.sasl import ClientMechanism
 from smtpcore.smtp import (
@@ -211,7 +211,7 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
             sasl_mechanism,
             None
             if auth_mechanisms is None
-            else [name.upper() for name in listed("auth_mechanisms", auth_mechanisms)],
+            else [ascii_upper(name) for name in listed("auth_mechanisms", auth_mechanisms)],
         )
         self.allow_plaintext_auth = allow_plaintext_auth
         self.host, self.server_hostname = dial_names(host, server_hostname)

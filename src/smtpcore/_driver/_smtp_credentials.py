@@ -15,6 +15,7 @@ from typing import Final
 from smtpcore._driver._client_base import PLAINTEXT_AUTH_HINT
 from smtpcore._driver._smtp_errors import AuthenticationNotAvailable
 from smtpcore._secret import SECRET, secret_repr
+from smtpcore._words import ascii_upper
 from smtpcore.sasl import (
     CLIENT_MECHANISMS,
     PREFERENCE,
@@ -100,7 +101,7 @@ class Credentials:
         given = self.mechanism
         if given is not None:
             mechanism = given if isinstance(given, ClientMechanism) else given()
-            if mechanism.name.upper() not in offered:
+            if ascii_upper(mechanism.name) not in offered:
                 raise AuthenticationNotAvailable(f"the server does not offer {mechanism.name}")
             return mechanism  # the client's one rule for every login refuses it without TLS
         binding = (channel_bindings or {}).get(TLS_EXPORTER)

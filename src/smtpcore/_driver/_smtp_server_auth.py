@@ -26,6 +26,7 @@ from smtpcore._driver._logtext import (
 )
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_hooks import HandlerHooks
+from smtpcore._words import ascii_upper
 from smtpcore.handler import Authenticator, AuthIdentity, MechanismFactory, _runs_in_thread
 from smtpcore.sasl import ChannelBindings, Failure, offered_mechanisms
 from smtpcore.smtp import Auth, AuthResponse, Reply, ServerAuth, State
@@ -104,7 +105,7 @@ class Authentication(HandlerHooks):
         §6), which counts no failed attempt: no password was judged."""
         flow = self._auth
         if isinstance(event, Auth):
-            flow.mechanism = event.mechanism.upper()
+            flow.mechanism = ascii_upper(event.mechanism)
             flow.in_thread = _runs_in_thread(flow.mechanisms.get(flow.mechanism))
         step = (
             functools.partial(flow.start, event)

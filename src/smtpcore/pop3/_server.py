@@ -32,6 +32,7 @@ from smtpcore.pop3._commands import (
     parse_command_line,
 )
 from smtpcore.pop3._events import (
+    MECHANISM_NAME,
     Apop,
     Auth,
     AuthMechanisms,
@@ -54,6 +55,19 @@ from smtpcore.pop3._state import DISCARDING, MOVES, Move, State
 from smtpcore.pop3._utf8_content import HeaderScan
 
 __all__ = ["ServerConnection"]
+
+
+def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` upper-cased in ASCII alone, each a SASL mechanism name (RFC 4422 §3.1)
+    as CAPA's SASL line lists them; ValueError otherwise (a space would list two
+    names, a line break end the line, and ``"pla\u0131n"``, which ``str.upper()``
+    made PLAIN, is none); TypeError for one str."""
+    upper = tuple(map(ascii_upper, listed("sasl_mechanisms", names)))
+    for name in upper:
+        if not MECHANISM_NAME.fullmatch(name):
+            raise ValueError(f"not a SASL mechanism name: {name!r}")
+    return upper
+
 
 _AUTHORIZATION: Final = frozenset({State.AUTHORIZATION, State.USER})
 _SECRET_LINE: Final = re.compile(rb"[ \t]*(?:PASS|AUTH)", re.IGNORECASE)
@@ -553,7 +567,7 @@ class ServerConnection:
 
     @sasl_mechanisms.setter
     def sasl_mechanisms(self, names: Sequence[str]) -> None:
-        self._sasl_mechanisms = tuple(name.upper() for name in listed("sasl_mechanisms", names))
+        self._sasl_mechanisms = _mechanism_names(names)
         self._keywords = self._command_tables[bool(self._sasl_mechanisms)]
 
     @property

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final, TypeAlias
 
+from smtpcore._words import ascii_upper
+
 __all__ = [
     "TLS_EXPORTER",
     "TLS_EXPORTER_LABEL",
@@ -44,7 +46,7 @@ def needs_channel_binding(mechanism: str) -> bool:
     The suffix is the convention of GS2 (RFC 5801 §4) that SCRAM follows
     (RFC 5802 §4): the name alone says it.
     """
-    return mechanism.upper().endswith("-PLUS")
+    return ascii_upper(mechanism).endswith("-PLUS")
 
 
 def offered_mechanisms(names: Iterable[str], bindings: ChannelBindings) -> list[str]:

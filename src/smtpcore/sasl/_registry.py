@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.sasl._base import ClientMechanism, ServerMechanism
 from smtpcore.sasl._channel import TLS_EXPORTER, ChannelBindings
 from smtpcore.sasl._crammd5 import CramMD5Client, CramMD5Server
@@ -106,8 +107,8 @@ def choose_mechanism(offered: Iterable[str], available: Iterable[str]) -> str | 
     show the password itself; PLAIN first, being standard (RFC 4616), one
     round trip, and able to carry an authzid.
     """
-    offered_names = {name.upper() for name in offered}
-    available_names = {name.upper() for name in available}
+    offered_names = {ascii_upper(name) for name in offered}
+    available_names = {ascii_upper(name) for name in available}
     for name in PREFERENCE:
         if name in offered_names and name in available_names:
             return name
@@ -133,7 +134,7 @@ def scram_client(
     the list); with no data, the plain variant with ``n``. ``None`` when the
     server offers no SCRAM.
     """
-    names = {name.upper() for name in offered}
+    names = {ascii_upper(name) for name in offered}
     binding = channel_bindings.get(TLS_EXPORTER)
     if binding:
         for plus in (ScramSHA256PlusClient, ScramSHA1PlusClient):

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.asyncio import POP3AuthenticationNotAvailable, POP3Client
 from smtpcore.sasl import (
     ClientMechanism,
@@ -51,7 +52,7 @@ def _auto_method(client: POP3Client) -> str:
     server offers one: SCRAM-SHA-256, then APOP, then CRAM-MD5; else USER/PASS."""
     if client.tls:
         return "user"
-    offered = {name.upper() for name in client.capabilities.get("SASL", ())}
+    offered = {ascii_upper(name) for name in client.capabilities.get("SASL", ())}
     if "SCRAM-SHA-256" in offered:
         return "scram-sha-256"
     if client.connection.apop_timestamp is not None:

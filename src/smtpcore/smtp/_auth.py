@@ -75,7 +75,7 @@ class ServerAuth:
         *,
         channel_bindings: ChannelBindings | None = None,
     ) -> None:
-        self.mechanisms = {name.upper(): factory for name, factory in mechanisms.items()}
+        self.mechanisms = {ascii_upper(name): factory for name, factory in mechanisms.items()}
         self.channel_bindings = dict(channel_bindings or {})
         self._plus_offered = bool(self.channel_bindings) and any(
             needs_channel_binding(name) for name in self.mechanisms

@@ -500,7 +500,7 @@ def format_command(event: Event) -> bytes:
     elif isinstance(event, (Noop, Help, Vrfy, Expn)):
         text = f"{event.verb} {event.argument}" if event.argument else event.verb
     elif isinstance(event, Auth):
-        text = f"AUTH {event.mechanism.upper()}"
+        text = f"AUTH {ascii_upper(event.mechanism)}"
         if event.initial_response is not None:
             encoded = base64.b64encode(event.initial_response).decode("ascii")
             text += f" {encoded or '='}"

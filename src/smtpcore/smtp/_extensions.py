@@ -171,7 +171,7 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
     @property
     def auth(self) -> frozenset[str]:
         """The SASL mechanisms offered with AUTH (RFC 4954 §3), upper-cased."""
-        return frozenset(mechanism.upper() for mechanism in self.get("AUTH", ()))
+        return frozenset(ascii_upper(name) for name in self.get("AUTH", ()))
 
     @property
     def pipelining(self) -> bool:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from smtpcore._hostname import a_label_hostname
 from smtpcore._lines import FramingPolicy
-from smtpcore._words import listed
+from smtpcore._words import ascii_upper, listed
 from smtpcore.address import STRICT_ADDRESSES, AddressPolicy
 from smtpcore.smtp._events import _MECHANISM_RE
 from smtpcore.smtp._ext.size import checked_message_size
@@ -27,8 +27,9 @@ from smtpcore.smtp._server_session import SessionLayer
 def _mechanism_names(names: Sequence[str]) -> tuple[str, ...]:
     """``names`` upper-cased, each a SASL mechanism name (RFC 4422 §3.1), as the EHLO
     AUTH line lists them; ValueError otherwise (a space would list two names, a line
-    break end the reply); TypeError for one str."""
-    upper = tuple(map(str.upper, listed("auth_mechanisms", names)))
+    break end the reply, and a name ``str.upper()`` alone makes one, as the dotless
+    i of ``"pla\u0131n"``, is none: its case is ASCII); TypeError for one str."""
+    upper = tuple(map(ascii_upper, listed("auth_mechanisms", names)))
     for name in upper:
         if not _MECHANISM_RE.fullmatch(name):
             raise ValueError(f"not a SASL mechanism name: {name!r}")
