@@ -271,6 +271,10 @@ def sessions(
     No session sends a well-formed command out of sequence (RCPT before
     MAIL, DATA after RSET or a new EHLO with no RCPT since): a server that
     takes one is what ``check``'s ``state-order`` finds, not a drawn session.
+    A failing session shrinks to the transactions the failure needs, wherever
+    they stood in the example first found: each transaction, with the RSET,
+    NOOP or hostile line before it, is one draw, which the shrinker deletes
+    whole.
 
     AUTH runs a whole exchange with one of ``auth_mechanisms`` (narrow it
     to the mechanisms your server lists; those of :data:`AUTH_MECHANISMS`
@@ -305,16 +309,30 @@ def sessions(
     elif binary_content is None:
         binary_content = message_contents(binary=True)
     _prepare(offered, content, binary_content, hostile=hostile)
+    steps = {
+        offer: _steps(
+            offer,
+            content,
+            binary_content,
+            pipelining="PIPELINING" in offered,
+            hostile=hostile,
+            max_recipients=max_recipients,
+        )
+        for offer in _offers_in_force(offered)
+    }
     return _sessions(
         offered=offered,
         lmtp=lmtp,
         max_transactions=max_transactions,
-        max_recipients=max_recipients,
-        content=content,
-        binary_content=binary_content,
-        hostile=hostile,
+        steps=steps,
         auth_mechanisms=auth_mechanisms,
     )
+
+
+def _offers_in_force(offered: frozenset[str]) -> set[frozenset[str]]:
+    """The extensions a transaction may use: all of ``offered`` over TLS, and without
+    REQUIRETLS before it (RFC 8689 §4.1)."""
+    return {offered, offered - {"REQUIRETLS"}}
 
 
 def _prepare(
@@ -332,16 +350,81 @@ def _prepare(
     of the first session's draw: a tenth of a second here, and seconds on a
     loaded machine, enough for the ``too_slow`` health check. Done here, it is
     paid once, when the test is defined."""
-    offers = {offered, offered - {"REQUIRETLS"}}
     for utf8 in (False, True) if "SMTPUTF8" in offered else (False,):
-        for offer in offers:
+        for offer in _offers_in_force(offered):
             for strategy in _envelope_strategies(offer, utf8=utf8):
                 strategy.validate()
     content.validate()
     if binary_content is not None:
         binary_content.validate()
     if hostile:
-        session_lines(offered).validate()
+        for offer in _offers_in_force(offered):
+            session_lines(offer).validate()
+
+
+_BETWEEN_COMMANDS: Final[list[Rset | Noop]] = [Rset(), Noop()]
+_BETWEEN: Final = st.sampled_from(_BETWEEN_COMMANDS)
+"""What may come between transactions (RFC 5321 §4.1.4)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One transaction and what may come before it (RSET or NOOP, a hostile line),
+    drawn in one draw of :func:`_steps`.
+
+    So that a failing session shrinks to the transactions it needs, wherever they
+    stand: when lowering the count drawn before them fails, Hypothesis's shrinker
+    lowers it and deletes one whole draw after it. A transaction drawn as a dozen
+    draws of its own (the envelope, the content, the flags) could not go that way,
+    nor five choices at a time, and one that the failing transaction came after
+    stayed in the shrunk example (an empty message before the one holding
+    ``LF.LF``). ``st.lists`` of steps shrank no better: Hypothesis 6.170 deleted
+    an element of that many choices from the end only."""
+
+    between: Rset | Noop | None
+    """RSET or NOOP before the transaction, if any."""
+    between_joined: bool
+    """Whether ``between`` goes on the group that ended the message before, where
+    that group may go on (RFC 2920 §3.1)."""
+    hostile_line: bytes | None
+    """A broken command line in a group of its own before the transaction, if any."""
+    transaction: tuple[tuple[Event | bytes, ...], ...]
+    """The transaction's groups (:func:`_transaction`)."""
+    joined: bool
+    """Whether the transaction's first group goes on the group before, where that
+    one ended a message and may go on."""
+
+
+@st.composite
+def _steps(
+    draw: st.DrawFn,
+    offered: frozenset[str],
+    content: st.SearchStrategy[bytes],
+    binary_content: st.SearchStrategy[bytes] | None,
+    *,
+    pipelining: bool,
+    hostile: bool,
+    max_recipients: int,
+) -> _Step:
+    """A :class:`_Step`. Each choice is drawn whether or not the session's groups
+    so far let it apply, and shrinks to "nothing before, not joined"."""
+    between: Rset | Noop | None = None
+    between_joined = False
+    if draw(st.booleans()):
+        between = draw(_BETWEEN)
+        between_joined = pipelining and draw(st.booleans())
+    hostile_line = draw(session_lines(offered)) if hostile and draw(st.booleans()) else None
+    transaction = _transaction(
+        draw,
+        offered,
+        content,
+        binary_content,
+        pipelining=pipelining,
+        hostile=hostile,
+        max_recipients=max_recipients,
+    )
+    joined = pipelining and draw(st.booleans())
+    return _Step(between, between_joined, hostile_line, tuple(transaction), joined)
 
 
 @st.composite
@@ -351,10 +434,7 @@ def _sessions(
     offered: frozenset[str],
     lmtp: bool,
     max_transactions: int,
-    max_recipients: int,
-    content: st.SearchStrategy[bytes],
-    binary_content: st.SearchStrategy[bytes] | None,
-    hostile: bool,
+    steps: dict[frozenset[str], st.SearchStrategy[_Step]],
     auth_mechanisms: Collection[str],
 ) -> ClientSession:
     pipelining = "PIPELINING" in offered
@@ -372,37 +452,34 @@ def _sessions(
     # REQUIRETLS is offered over TLS only (RFC 8689 §4.1).
     in_force = offered if tls or "STARTTLS" not in offered else offered - {"REQUIRETLS"}
     for _ in range(draw(st.integers(0, max_transactions))):
-        # The group that ends a message may go on (RFC 2920 §3.1): RSET and MAIL
-        # anywhere in a group, NOOP and DATA only last.
-        open_end = pipelining and _ends_with_end(groups[-1])
-        if draw(st.booleans()):
-            command = draw(st.sampled_from([Rset(), Noop()]))
-            if open_end and draw(st.booleans()):
-                groups[-1] = (*groups[-1], command)
-                open_end = isinstance(command, Rset)
-            else:
-                groups.append((command,))
-                open_end = False
-        if hostile and draw(st.booleans()):
-            groups.append((draw(session_lines(offered)),))
-            open_end = False
-        transaction = _transaction(
-            draw,
-            in_force,
-            content,
-            binary_content,
-            pipelining=pipelining,
-            hostile=hostile,
-            max_recipients=max_recipients,
-        )
-        if open_end and draw(st.booleans()):
-            groups[-1] = (*groups[-1], *transaction.pop(0))
-        groups += transaction
+        _append_step(groups, draw(steps[in_force]), pipelining=pipelining)
     if pipelining and len(groups) > 1 and draw(st.booleans()) and _ends_with_end(groups[-1]):
         groups[-1] = (*groups[-1], Quit())  # QUIT may follow the end of content at once
     else:
         groups.append((Quit(),))
     return ClientSession(tuple(groups), offered, lmtp)
+
+
+def _append_step(
+    groups: list[tuple[Event | bytes, ...]], step: _Step, *, pipelining: bool
+) -> None:
+    """Add ``step``'s groups to ``groups``. The group that ends a message may go on
+    (RFC 2920 §3.1): RSET and MAIL anywhere in a group, NOOP and DATA only last."""
+    open_end = pipelining and _ends_with_end(groups[-1])
+    if step.between is not None:
+        if open_end and step.between_joined:
+            groups[-1] = (*groups[-1], step.between)
+            open_end = isinstance(step.between, Rset)
+        else:
+            groups.append((step.between,))
+            open_end = False
+    if step.hostile_line is not None:
+        groups.append((step.hostile_line,))
+        open_end = False
+    transaction = list(step.transaction)
+    if open_end and step.joined:
+        groups[-1] = (*groups[-1], *transaction.pop(0))
+    groups += transaction
 
 
 _USER: Final = "john"
