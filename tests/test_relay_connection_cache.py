@@ -561,6 +561,37 @@ def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
     assert server.connections == 3
 
 
+def test_a_session_under_tls_after_helo_because_ehlo_got_a_4xx_is_not_kept(
+    tmp_path: Path,
+    mx_tls: tuple[ssl.SSLContext, Path, Path],  # noqa: F811 - the fixture imported
+    no_resource_warnings: None,
+) -> None:
+    """STARTTLS taken, the EHLO after TLS answered ``450``, HELO taken: the session has
+    TLS but no extension, which the relay takes as lacking for now (a message that
+    needs SMTPUTF8 is deferred over it), so it is not kept either: each message opens
+    a new connection, whose EHLO may be taken. (Kept, the next message needing an
+    extension waited ``retry_after`` without EHLO tried again.)"""
+    context, _, _ = mx_tls
+    script: dict[str, Any] = {
+        "starttls": "tls",
+        "tls_context": context,
+        "tls_hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
+    }
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert all(t.tls for t in server.transactions)
+    assert server.verbs.count(b"HELO") == 3
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    assert server.connections == 3
+
+
 def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
