@@ -465,17 +465,20 @@ def test_a_message_under_another_tls_policy_gets_its_own_connection(
     assert server.connections == 2
 
 
-@pytest.mark.parametrize("failure", ["454", "handshake"])
+@pytest.mark.parametrize("failure", ["454", "502", "handshake"])
 def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: str, no_resource_warnings: None
 ) -> None:
-    """Under ``may``, STARTTLS refused (a ``454``: "temporary reason", RFC 3207 §4) or
-    a handshake that failed, then tried again without it: each message tries TLS
+    """Under ``may``, STARTTLS refused (any reply but ``220``: a ``454``, "temporary
+    reason", RFC 3207 §4, or a ``502`` from an exchanger that offered it all the same)
+    or a handshake that failed, then tried again without it: each message tries TLS
     again over a new connection, none goes over the plaintext one kept for up to 300
     seconds."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     if failure == "454":
         script: dict[str, Any] = {"starttls": "refuse"}
+    elif failure == "502":
+        script = {"starttls": "refuse", "starttls_refusal": b"502 5.5.1 not after all"}
     else:  # a server context with no certificate: a handshake it cannot finish
         script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
     with remote(**script) as server:
@@ -490,7 +493,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     assert not any(t.tls for t in server.transactions)
     assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
-    per_message = 1 if failure == "454" else 2
+    per_message = 2 if failure == "handshake" else 1
     assert server.connections == 3 * per_message
     assert len(_lines(caplog, "status=sent")) == 3
 
