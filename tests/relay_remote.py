@@ -1,5 +1,5 @@
 """A scripted remote exchanger for the relay's tests: what it offers and refuses is set
-per test (SIZE, STARTTLS refused with 454 or a real handshake, SMTPUTF8, 8BITMIME,
+per test (SIZE, STARTTLS refused or a real handshake, SMTPUTF8, 8BITMIME,
 CHUNKING, REQUIRETLS, per-recipient replies, a refused EHLO or HELO (under TLS only, if
 asked) and a close after it, reply lines ended by a bare LF, a connection dropped in the
 middle of DATA or after the final dot, a QUIT never answered), and it keeps the verb of
@@ -45,8 +45,10 @@ class ScriptedRemote:
     size: int | None = None
     """Announce ``SIZE n``."""
     starttls: str = "none"
-    """``none`` (not offered), ``refuse`` (offered, answered 454) or ``tls`` (a handshake
-    with ``tls_context``)."""
+    """``none`` (not offered), ``refuse`` (offered, answered :attr:`starttls_refusal`)
+    or ``tls`` (a handshake with ``tls_context``)."""
+    starttls_refusal: bytes = b"454 4.7.0 TLS not available due to temporary reason"
+    """What ``refuse`` answers STARTTLS with."""
     tls_context: ssl.SSLContext | None = None
     smtputf8: bool = False
     eight_bit: bool = True
@@ -227,7 +229,7 @@ class ScriptedRemote:
                 self._write(sock, self._ehlo(tls))
             elif verb == b"STAR":
                 if self.starttls == "refuse":
-                    self._write(sock, b"454 4.7.0 TLS not available due to temporary reason\r\n")
+                    self._write(sock, self.starttls_refusal + b"\r\n")
                     continue
                 assert self.tls_context is not None
                 self._write(sock, b"220 2.0.0 ready\r\n")

@@ -465,17 +465,20 @@ def test_a_message_under_another_tls_policy_gets_its_own_connection(
     assert server.connections == 2
 
 
-@pytest.mark.parametrize("failure", ["454", "handshake"])
+@pytest.mark.parametrize("failure", ["454", "502", "handshake"])
 def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: str, no_resource_warnings: None
 ) -> None:
-    """Under ``may``, STARTTLS refused (a ``454``: "temporary reason", RFC 3207 §4) or
-    a handshake that failed, then tried again without it: each message tries TLS
+    """Under ``may``, STARTTLS refused (any reply but ``220``: a ``454``, "temporary
+    reason", RFC 3207 §4, or a ``502`` from an exchanger that offered it all the same)
+    or a handshake that failed, then tried again without it: each message tries TLS
     again over a new connection, none goes over the plaintext one kept for up to 300
     seconds."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     if failure == "454":
         script: dict[str, Any] = {"starttls": "refuse"}
+    elif failure == "502":
+        script = {"starttls": "refuse", "starttls_refusal": b"502 5.5.1 not after all"}
     else:  # a server context with no certificate: a handshake it cannot finish
         script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
     with remote(**script) as server:
@@ -490,7 +493,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     assert not any(t.tls for t in server.transactions)
     assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
-    per_message = 1 if failure == "454" else 2
+    per_message = 2 if failure == "handshake" else 1
     assert server.connections == 3 * per_message
     assert len(_lines(caplog, "status=sent")) == 3
 
@@ -556,6 +559,37 @@ def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
         _run(relay, relay.empty)
         _wait_closed(server)
     assert len(server.transactions) == 3
+    assert server.verbs.count(b"HELO") == 3
+    assert server.verbs.count(b"RSET") == 0  # no kept connection verified
+    assert server.connections == 3
+
+
+def test_a_session_under_tls_after_helo_because_ehlo_got_a_4xx_is_not_kept(
+    tmp_path: Path,
+    mx_tls: tuple[ssl.SSLContext, Path, Path],  # noqa: F811 - the fixture imported
+    no_resource_warnings: None,
+) -> None:
+    """STARTTLS taken, the EHLO after TLS answered ``450``, HELO taken: the session has
+    TLS but no extension, which the relay takes as lacking for now (a message that
+    needs SMTPUTF8 is deferred over it), so it is not kept either: each message opens
+    a new connection, whose EHLO may be taken. (Kept, the next message needing an
+    extension waited ``retry_after`` without EHLO tried again.)"""
+    context, _, _ = mx_tls
+    script: dict[str, Any] = {
+        "starttls": "tls",
+        "tls_context": context,
+        "tls_hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
+    }
+    with remote(**script) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(3):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 3
+    assert all(t.tls for t in server.transactions)
     assert server.verbs.count(b"HELO") == 3
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
     assert server.connections == 3

@@ -132,22 +132,30 @@ def _lacking(client: BaseSMTPClient, relay: str, refusal: _Lacking) -> _Lacking:
     :class:`~smtpcore.asyncio.ExtensionNotOffered` for the message, the client's or
     :func:`~smtpcore.server._exchanger_content._carried`'s, where a new check of what
     the message needs belongs."""
-    ehlo = client.ehlo_refused
-    if ehlo is not None and ehlo.code < 500:
+    ehlo = _ehlo_refused_for_now(client)
+    if ehlo is not None:
         detail = kept_text(f"host {relay} refused EHLO: {reply_text(ehlo)}")
         raise TryNext(detail, reply=ehlo, unreachable=True)
     return refusal
 
 
-def _tls_refused_for_now(client: BaseSMTPClient) -> bool:
-    """Whether ``client``'s session went on in plaintext where the exchanger may take
-    TLS next time: its STARTTLS answered ``454`` (RFC 3207 §4: a temporary reason), or
-    its EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS to try (what
-    such a session lacks, :func:`_lacking` takes as lacking for now)."""
-    if client.connection.tls:
-        return False
+def _ehlo_refused_for_now(client: BaseSMTPClient) -> Reply | None:
+    """The ``4xx`` that refused ``client``'s EHLO, where its session went on after HELO
+    (in plaintext, or the EHLO after TLS): what the session lacks, the exchanger may
+    offer next time. None where EHLO was taken, or refused with a ``5xx``, after which
+    what HELO offers is what the exchanger offers. One test for the two decisions that
+    hang on it: :func:`_lacking` and :func:`_lacking_for_now`."""
     ehlo = client.ehlo_refused
-    return client.starttls_refused is not None or (ehlo is not None and ehlo.code < 500)
+    return ehlo if ehlo is not None and ehlo.code < 500 else None
+
+
+def _lacking_for_now(client: BaseSMTPClient) -> bool:
+    """Whether ``client``'s session, as ``connect`` left it, lacks for now what a new
+    connection to the exchanger may have: TLS, its STARTTLS refused (any reply but
+    ``220``: the session went on in plaintext, RFC 3207 §4), or the EHLO extensions
+    (:func:`_ehlo_refused_for_now`), STARTTLS among them in plaintext. Under TLS
+    ``starttls_refused`` is None: STARTTLS was taken."""
+    return client.starttls_refused is not None or _ehlo_refused_for_now(client) is not None
 
 
 class _TLSFailed(Exception):
@@ -225,10 +233,10 @@ class _ExchangerConnector:
     ) -> tuple[BaseSMTPClient, bool]:
         """A session with the exchanger, TLS as the message's policy says (module
         docstring of :mod:`smtpcore.server.relay_tls`); under REQUIRETLS, one that
-        offers REQUIRETLS (RFC 8689 §4.2.1). And whether it is in plaintext only for
-        now (:attr:`~smtpcore.server.relaycache.Idle.plaintext_for_now`): decided
-        here, where the relay chose to go on without TLS, so that no client option
-        (a factory's ``starttls=False``) is read as a failure."""
+        offers REQUIRETLS (RFC 8689 §4.2.1). And whether it lacks for now what a new
+        connection may have (:attr:`~smtpcore.server.relaycache.Idle.lacking_for_now`):
+        decided here, where the relay chose to go on without TLS or after HELO, so that
+        no client option (a factory's ``starttls=False``) is read as a failure."""
         client, fell_back = await self._tls_session(attempt, relay, policy)
         if policy.requiretls and "REQUIRETLS" not in client.connection.extensions:
             await client.quit()
@@ -239,7 +247,7 @@ class _ExchangerConnector:
                     f"host {relay} does not offer REQUIRETLS after TLS", "5.7.30", requiretls=True
                 ),
             )
-        return client, fell_back or _tls_refused_for_now(client)
+        return client, fell_back or _lacking_for_now(client)
 
     async def _tls_session(
         self, attempt: Attempt, relay: str, policy: MessageTLS

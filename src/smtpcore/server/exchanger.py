@@ -231,9 +231,9 @@ class ExchangerSession(_ExchangerConnector):
                     loggable(relay),
                     loggable(str(gone.__cause__ or gone)),
                 )
-        client, plaintext_for_now = await self._connect(attempt, relay, policy)
+        client, lacking_for_now = await self._connect(attempt, relay, policy)
         opened = 0.0 if self.connections is None else self.connections.clock()
-        connection = Idle(client, opened, 0, plaintext_for_now=plaintext_for_now)
+        connection = Idle(client, opened, 0, lacking_for_now=lacking_for_now)
         return await self._over(
             connection, key, attempt, relay, entry, deliveries, content,
             policy, record, cut_after_end,
@@ -293,8 +293,8 @@ class ExchangerSession(_ExchangerConnector):
     def _kept(self, key: HopKey, connection: Idle) -> bool:
         """Whether ``connection`` went into the cache for the next message to ``key``:
         only after a transaction that ended cleanly (:func:`ended_cleanly`), in a
-        session not in plaintext only for now (:attr:`Idle.plaintext_for_now`)."""
-        if self.connections is None or connection.plaintext_for_now:
+        session that lacks nothing for now (:attr:`Idle.lacking_for_now`)."""
+        if self.connections is None or connection.lacking_for_now:
             return False
         if not ended_cleanly(connection.client, connection.last):
             return False

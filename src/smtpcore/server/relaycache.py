@@ -13,9 +13,9 @@ that applied (the level, REQUIRETLS and the name a certificate is checked agains
 sent as SNI). A connection made under one policy never carries a message that asked
 for another: one opened under ``may`` has proved nothing a ``verify`` message needs
 (RFC 7435 §3, RFC 8689 §4.2.1); Postfix 3.4 and later, which reuse TLS connections,
-likewise put the TLS policy in their cache keys. Nor is a session kept that is in
-plaintext only for now (:attr:`Idle.plaintext_for_now`): the next message tries TLS
-again.
+likewise put the TLS policy in their cache keys. Nor is a session kept that lacks for
+now what a new connection may have (:attr:`Idle.lacking_for_now`: TLS, or the EHLO
+extensions): the next message tries again.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
@@ -136,15 +136,17 @@ class Idle:
     was answered. A number, not the record: two transactions with the same envelope
     and replies have equal records."""
     idle_since: float = 0.0
-    plaintext_for_now: bool = False
-    """Its session is in plaintext where TLS may work on the next connection, as the
-    relay found when it opened it under ``may`` (RFC 7435 §3): STARTTLS refused with a
-    ``454``, a handshake that failed and this new connection made without STARTTLS,
-    or EHLO answered ``4xx`` and HELO taken, which offers no STARTTLS. Such a
-    connection is never kept: kept, it would carry every message to the hop in
-    plaintext for up to :data:`REUSE_TIME_LIMIT` seconds without trying TLS again.
-    An exchanger whose EHLO reply offers no STARTTLS has not failed at TLS, nor has a
-    session a client factory opened without STARTTLS."""
+    lacking_for_now: bool = False
+    """Its session lacks what a new connection to the hop may have, as the relay found
+    when it opened it: TLS under ``may`` (RFC 7435 §3), STARTTLS refused (any reply but
+    ``220``) or a handshake that failed and this new connection made without STARTTLS;
+    or the EHLO extensions, EHLO answered ``4xx`` and HELO taken, in plaintext (no
+    STARTTLS to try) or after TLS (no SMTPUTF8, 8BITMIME, REQUIRETLS... a message may
+    need, which the relay then takes as lacking for now and defers). Such a connection
+    is never kept: kept, it would carry every message to the hop so for up to
+    :data:`REUSE_TIME_LIMIT` seconds without trying TLS or EHLO again. An exchanger
+    whose EHLO reply offers no STARTTLS has not failed at TLS, nor has a session a
+    client factory opened without STARTTLS."""
 
 
 def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
