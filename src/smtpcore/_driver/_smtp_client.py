@@ -146,8 +146,9 @@ class BaseSMTPClient(SMTPClientSetup, SMTPClientBatches):
     24, the lmtp port, and 25 is a ``ValueError``: LMTP must not be used on TCP
     port 25 (RFC 2033 §1).
     ``starttls``: True requires STARTTLS, None (the default) uses it when the
-    server offers it, and goes on in plaintext when the server refuses it (a
-    ``454``: see :attr:`starttls_refused`) unless credentials are to be sent,
+    server offers it, and goes on in plaintext when the server refuses it (any
+    reply but ``220`` or ``421``: see :attr:`starttls_refused`) unless credentials
+    are to be sent,
     False never does. Certificates are checked against
     ``host`` (or ``server_hostname``) with ``ssl_context``, by default
     :func:`ssl.create_default_context`, which verifies them. A non-ASCII ``host``
