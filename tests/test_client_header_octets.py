@@ -71,6 +71,14 @@ HEADER_SECTIONS: dict[str, tuple[bytes, bool]] = {
     "an empty first line: no header": (b"\r\nSubject: \xc3\xa9\r\n", False),
     "a first line that is no field": (b"gr\xc3\xbc\xc3\x9fe\r\nSubject: x\r\n", False),
     "a line that is no field ends it": (b"Subject: x\r\nno field \xc3\xa9\r\n", False),
+    "utf-8 beside a latin-1 field": (
+        "Subject: grüße\r\n".encode() + b"X-Old: caf\xe9\r\n\r\nhi\r\n",
+        True,
+    ),
+    "latin-1 before a utf-8 field": (
+        b"Received: from J\xf6rg\r\n" + "Subject: grüße\r\n\r\nhi\r\n".encode(),
+        True,
+    ),
 }
 
 
@@ -163,11 +171,46 @@ def test_utf8_past_the_bound_is_not_looked_at() -> None:
     assert "SMTPUTF8" in _envelope(WITH_SMTPUTF8, late[len(lines) * 10 :]).mail.params
 
 
-def test_a_utf8_character_cut_by_the_bound_is_utf8() -> None:
+def test_only_whole_utf8_characters_within_the_bound_count() -> None:
+    """A character cut by the bound is not one: only what lies wholly within it counts,
+    as past it nothing does."""
     content = "Subject: grüße\r\n".encode()
     cut = content.index("ü".encode()) + 1
-    assert utf8_header_fields(content, limit=cut)
+    assert not utf8_header_fields(content, limit=cut)
+    assert utf8_header_fields(content, limit=cut + 1)
     assert not utf8_header_fields(b"Subject: gr\xfc\xc3", limit=13)
+
+
+def _header_to_the_bound(last: bytes) -> bytes:
+    """ASCII header lines, and a line whose last octet within the bound is ``last``."""
+    lines = b"X: " + b"x" * 90 + b"\r\n"
+    filler = lines * ((MAX_HEADER_SECTION - 100) // len(lines))
+    long_line = b"X-Long: " + b"y" * (MAX_HEADER_SECTION - len(filler) - 8 - len(last))
+    return filler + long_line + last
+
+
+def test_a_latin1_octet_last_within_the_bound_is_8bitmime() -> None:
+    """A header section longer than the bound whose Latin-1 octet is the bound's last
+    was taken as a character the cut might have split, and refused 553."""
+    content = _header_to_the_bound(b"\xe9") + b"\r\n\r\nhi\r\n"
+    assert content.index(b"\xe9") == MAX_HEADER_SECTION - 1
+    assert dict(_envelope(WITHOUT_SMTPUTF8, content).mail.params) == {"BODY": "8BITMIME"}
+
+
+def test_content_the_bound_long_ending_in_a_lead_octet_is_8bitmime() -> None:
+    """Content exactly the bound long, ending in a lone 0xC3, holds no character."""
+    content = _header_to_the_bound(b"\xc3")
+    assert len(content) == MAX_HEADER_SECTION
+    assert dict(_envelope(WITHOUT_SMTPUTF8, content).mail.params) == {"BODY": "8BITMIME"}
+
+
+def test_octets_that_only_look_like_utf8_are_no_character() -> None:
+    """RFC 3629 §4: overlong forms, surrogates and leads past U+10FFFF are not UTF-8,
+    whereas Latin-1 ``Ã©`` (0xC3 0xA9) spells ``é`` and counts: octets cannot tell."""
+    for octets in (b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xbf"):
+        assert not utf8_header_fields(b"Subject: " + octets + b"\r\n\r\n"), octets
+    for octets in ("é€𐍈".encode(), b"\xc3\xa9"):
+        assert utf8_header_fields(b"Subject: " + octets + b"\r\n\r\n"), octets
 
 
 def test_ascii_octets_and_given_smtputf8_are_as_they_were() -> None:

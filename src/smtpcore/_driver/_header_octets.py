@@ -11,7 +11,6 @@ keeps a mark per line), within the first :data:`MAX_HEADER_SECTION` octets.
 
 from __future__ import annotations
 
-import codecs
 import re
 from typing import Final
 
@@ -38,7 +37,20 @@ _MBOX_FROM: Final = b"From "
 """An mbox envelope line (``From sender date``), which :mod:`email`'s parser takes as
 the unixfrom when it comes first: no header field, whatever its octets."""
 
-_EIGHT_BIT: Final = re.compile(rb"[\x80-\xff]")
+_UTF8_CHARACTER: Final = re.compile(
+    rb"(?=[\xc2-\xf4][\x80-\xbf])"
+    rb"(?:[\xc2-\xdf][\x80-\xbf]"
+    rb"|\xe0[\xa0-\xbf][\x80-\xbf]"
+    rb"|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    rb"|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}"
+    rb"|[\xf1-\xf3][\x80-\xbf]{3}"
+    rb"|\xf4[\x80-\x8f][\x80-\xbf]{2})"
+)
+"""One multi-byte UTF-8 character, as RFC 3629 §4's ``UTF8-2``, ``UTF8-3`` and
+``UTF8-4`` spell it: no overlong form, no surrogate, nothing past U+10FFFF. The
+lookahead, a lead and a continuation octet, lets a search step over other octets
+without trying each branch (256 KiB: 6 ms, not 23)."""
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 
@@ -67,24 +79,16 @@ def header_section(content: bytes, limit: int = MAX_HEADER_SECTION) -> tuple[int
 
 
 def utf8_header_fields(content: bytes, limit: int = MAX_HEADER_SECTION) -> bool:
-    """Whether ``content``'s header section (:func:`header_section`) holds 8-bit octets
-    that are UTF-8, which need SMTPUTF8. Octets that are not (a Latin-1 name in old
-    mail) make no UTF-8 header field: RFC 6532 allows only UTF-8 there, and such content
-    goes as it did, under 8BITMIME as any 8-bit content."""
+    """Whether ``content``'s header section (:func:`header_section`) holds a UTF-8
+    character, which needs SMTPUTF8 (RFC 6532 §3) whatever else the section holds: a
+    raw UTF-8 ``Subject`` beside an old Latin-1 ``Received`` line is still UTF-8 to
+    the server. A section none of whose 8-bit octets form one (a Latin-1 name in old
+    mail) has no UTF-8 field and goes as it did, under 8BITMIME as any 8-bit content.
+    Latin-1 text whose octets happen to spell a character (``Ã©``, 0xC3 0xA9) counts:
+    octets cannot tell the two apart. Only whole characters count: one cut at the
+    ``limit`` is not looked at, nor is anything past it."""
     start, end = header_section(content, limit)
-    first = _EIGHT_BIT.search(content, start, end)
-    if first is None:
-        return False
-    # A section cut at the limit may end inside a character: not final.
-    return _decodes(content[first.start() : end], final=end < limit)
-
-
-def _decodes(octets: bytes, *, final: bool) -> bool:
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(octets, final=final)
-    except UnicodeDecodeError:
-        return False
-    return True
+    return _UTF8_CHARACTER.search(content, start, end) is not None
 
 
 def header_fields_wording(header: bytes) -> str | None:
@@ -98,4 +102,8 @@ def header_fields_wording(header: bytes) -> str | None:
 def is_utf8(octets: bytes) -> bool:
     """Whether ``octets`` are UTF-8: a Latin-1 name in old mail is 8-bit, not UTF-8,
     and a refusal says which it saw."""
-    return _decodes(octets, final=True)
+    try:
+        octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

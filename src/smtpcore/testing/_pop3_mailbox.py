@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Mapping
 from typing import Final, NamedTuple
 
+from smtpcore._driver._header_octets import MAX_HEADER_SECTION
 from smtpcore.testing._battery import Failed
 from smtpcore.testing._delivery import marker_of
 from smtpcore.testing._pop3_probe import POP3Probe
@@ -51,12 +52,12 @@ __all__ = [
     "repeats_an_id",
 ]
 
-MAX_HEADER_SECTION: Final = 256 << 10
-"""The most octets ``TOP n 0`` of a test message may bring, and the most of any
-message's header a look for a marker keeps: a header section and its blank line (RFC
-1939 §7). RFC 5322 sets no limit (Exim's ``header_maxsize`` defaults to 1 MB), so a
-user's message may pass it; a test message's header is the MTA's trace fields and a
-few of the battery's, its marker among them."""
+# MAX_HEADER_SECTION, the bound smtpcore reads a header section to, is the most octets
+# TOP n 0 of a test message may bring, and the most of any message's header a look for
+# a marker keeps: a header section and its blank line (RFC 1939 §7). RFC 5322 sets no
+# limit (Exim's header_maxsize defaults to 1 MB), so a user's message may pass it; a
+# test message's header is the MTA's trace fields and a few of the battery's, its
+# marker among them.
 HEADER_ONLY: Final = ResponseBound(
     MAX_HEADER_SECTION, "more than a header section: TOP n 0 gives the header and a blank line"
 )
