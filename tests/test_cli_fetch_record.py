@@ -1967,3 +1967,26 @@ def test_a_run_removes_the_record_s_stale_temporary_files_only(
         assert _fetch(server, target) == 0
     assert not stale.exists() and fresh.exists() and other.exists()
     assert "warning: the temporary" not in capsys.readouterr().err
+
+
+def test_a_server_that_lists_utf8_but_refuses_it_is_fetched_from_anyway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RFC 6856 §2.1: a server MAY answer UTF8 with -ERR. fetch stopped there (``UTF8
+    refused``, exit 1), where it had fetched before it sent UTF8; it now warns and
+    logs in without UTF-8 mode."""
+    target = tmp_path / "fetched"
+    one = _message("one")
+    login = _SCRIPTED_LOGIN.replace("S: UIDL\nS: .\nC: USER", "S: UIDL\nS: UTF8\nS: .\nC: USER", 1)
+    steps = [
+        *script(login.replace("C: USER alice", "C: UTF8\nS: -ERR not now\nC: USER alice", 1)),
+        *_listed(one),
+        *script("C: UIDL\nS: +OK\nS: 1 id-one\nS: ."),
+        *_retrieved(1, one),
+        *script("C: QUIT\nS: +OK"),
+    ]
+    with ScriptedServer(steps) as server:
+        assert _fetch(f"127.0.0.1:{server.port}", target) == 0
+    captured = capsys.readouterr()
+    assert _subjects(captured.out) == ["one"]
+    assert "UTF8 refused: -ERR not now; logging in without UTF-8 mode" in captured.err

@@ -50,3 +50,11 @@ def test_a_line_separator_in_a_field_does_not_start_a_field() -> None:
 def test_a_folded_field_is_unfolded() -> None:
     head = "Subject: grüße\r\n aus Köln\r\n\r\n".encode()
     assert _summary(6, 10, head).endswith(': "grüße aus Köln"')
+
+
+@pytest.mark.parametrize("text", ["C:\\u00e9 path", "C:\\users\\u12 dir"])
+def test_text_beside_rfc2047_words_is_left_as_it_came(text: str) -> None:
+    """The text around the words went through ``raw-unicode-escape``: ``C:\\u00e9``
+    printed as ``C:é``, and ``C:\\users\\u12`` left the whole field undecoded."""
+    head = f"Subject: =?utf-8?q?x?= {text} =?utf-8?q?y?= =?utf-8?q?z?=\r\n\r\n".encode()
+    assert _summary(1, 10, head).endswith(f'"x {text} yz"')

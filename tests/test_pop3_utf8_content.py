@@ -1,11 +1,18 @@
-"""``HeaderScan``: whether a message needs UTF-8 mode (RFC 6856 §2.1), read from its
-chunks only until its header ends, wherever the chunks are cut."""
+"""``HeaderScan``: whether a message needs UTF-8 mode (RFC 6856 §2.1, §4), read from
+its chunks only until its header ends, wherever the chunks are cut; and what the
+adapters' ``POP3Server`` answers with it."""
 
 from __future__ import annotations
 
+import logging
+import poplib
+from pathlib import Path
+
 import pytest
 
+from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
+from smtpcore.maildrop import MaildirStore
 
 CASES = [
     (b"Subject: hi\r\n\r\nbody \xc3\xbc\r\n", False),  # an 8-bit body is 8BITMIME
@@ -15,6 +22,9 @@ CASES = [
     (b"\r\nno header, body \xc3\xbc\r\n", False),
     (b"Subject: no body \xc3\xbc", True),
     (b"Subject: hi\r\n", False),
+    (b"Subject: Gr\xfc\xdfe\r\n\r\nhi\r\n", False),  # legacy Latin-1: not UTF-8 mode's
+    (b"Subject: gr\xc3\xbc\r\nX-Old: \xfc\r\n\r\n", False),  # UTF-8 and not: legacy
+    (b"Subject: cut \xc3", False),  # a sequence the message's end cuts short
 ]
 
 
@@ -25,7 +35,8 @@ def test_whole_and_octet_by_octet(message: bytes, needs: bool) -> None:
         for chunk in chunks:
             if scan.feed(chunk):
                 break
-        assert scan.needs_utf8 is needs
+        scan.end()  # the message's end, where it came first
+        assert scan.done and scan.needs_utf8 is needs
 
 
 def test_it_stops_at_the_header_end() -> None:
@@ -37,7 +48,24 @@ def test_it_stops_at_the_header_end() -> None:
     assert scan.feed(b"\xc3\xbc") and not scan.needs_utf8
 
 
-def test_the_machine_gives_none_in_utf8_mode() -> None:
+@pytest.mark.parametrize("size", [1, 7, 4096, 65536, pop3.HEADER_LOOKAHEAD + 10])
+def test_the_lookahead_is_exact_whatever_the_chunks(size: int) -> None:
+    """The octet at HEADER_LOOKAHEAD - 1 is read, the one at HEADER_LOOKAHEAD never,
+    however the message is cut; a header that goes on past it with no UTF-8 in
+    what was read goes as stored."""
+    for at, needs in ((pop3.HEADER_LOOKAHEAD - 2, True), (pop3.HEADER_LOOKAHEAD, False)):
+        message = b"X" * at + "ü\r\n\r\n".encode()
+        scan = pop3.HeaderScan()
+        for start in range(0, len(message), size):
+            if scan.feed(message[start : start + size]):
+                break
+        assert scan.done and scan.overran and scan.needs_utf8 is needs
+
+
+def test_the_machine_gives_a_scan_only_where_utf8_is_offered() -> None:
+    """A ``[UTF8]`` code names a mode the client could enter: without UTF8 offered
+    every message goes as stored, as before the server knew of UTF8."""
+    assert pop3.ServerConnection("mx.example").header_scan() is None
     conn = pop3.ServerConnection("mx.example", utf8=True)
     assert isinstance(conn.header_scan(), pop3.HeaderScan)
     conn.send(pop3.Ok("ready"))
@@ -47,3 +75,71 @@ def test_the_machine_gives_none_in_utf8_mode() -> None:
     assert conn.header_scan() is None
     assert pop3.NEEDS_UTF8.code == "UTF8"
     assert pop3.NEEDS_UTF8.to_bytes().startswith(b"-ERR [UTF8] ")
+
+
+UTF8_HEADER = "From: jörg@bücher.example\r\nSubject: grüße\r\n\r\nhi\r\n".encode()
+LATIN1_HEADER = b"From: a@b.example\r\nSubject: Gr\xfc\xdfe\r\n\r\nhi\r\n"
+PADDED_UTF8_HEADER = (
+    b"".join(b"X-Pad-%06d: %s\r\n" % (i, b"a" * 60) for i in range(4500))
+    + UTF8_HEADER  # its first non-ASCII octet past the lookahead
+)
+PLAIN = b"From: a@b.example\r\nSubject: plain\r\n\r\nok\r\n"
+
+
+def _store(tmp_path: Path) -> MaildirStore:
+    write_maildir(tmp_path / "alice", [UTF8_HEADER, LATIN1_HEADER, PADDED_UTF8_HEADER, PLAIN])
+    return MaildirStore(tmp_path, {"alice": "wonderland"})
+
+
+def _retrieved(port: int, numbers: list[int], *, utf8: bool = False) -> list[bytes]:
+    """What RETR of each of ``numbers`` gives a poplib session: the message, or the
+    ``-ERR`` line; then the session QUITs, its DELEs of all it got committed."""
+    client = poplib.POP3("127.0.0.1", port, timeout=10)
+    if utf8:
+        client.utf8()
+    client.user("alice")
+    client.pass_("wonderland")
+    got = []
+    for number in numbers:
+        try:
+            got.append(b"\r\n".join(client.retr(number)[1]) + b"\r\n")
+        except poplib.error_proto as exc:
+            got.append(exc.args[0])
+            continue
+        client.dele(number)
+    client.quit()
+    return got
+
+
+def test_a_server_without_utf8_sends_every_message_as_stored(adapter: str, tmp_path: Path) -> None:
+    """The default server offers no UTF8: its sessions cannot enter UTF-8 mode, and
+    get every message as stored, as before (they got -ERR [UTF8], with no way out)."""
+    store = _store(tmp_path)
+    with running_pop3_server(adapter, store) as server:
+        got = _retrieved(server.port, [1, 2, 3, 4])
+    assert got == [UTF8_HEADER, LATIN1_HEADER, PADDED_UTF8_HEADER, PLAIN]
+    assert _left(tmp_path) == 0
+
+
+def _left(root: Path) -> int:
+    """Messages left in alice's Maildir."""
+    return sum(1 for sub in ("new", "cur") for _ in (root / "alice" / sub).iterdir())
+
+
+def test_a_server_with_utf8_refuses_only_utf8_headers_outside_utf8_mode(
+    adapter: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 6856 §4, §5: the message that requires UTF-8 mode gets ``-ERR [UTF8]``;
+    a legacy Latin-1 header goes as stored; one whose header outruns the lookahead
+    before any UTF-8 goes as stored too, logged, and the session goes on to QUIT (it
+    was closed there: no session could get past that message, nor commit a DELE)."""
+    caplog.set_level(logging.WARNING, logger="smtpcore.pop3.server")
+    with running_pop3_server(adapter, _store(tmp_path), utf8=True) as server:
+        got = _retrieved(server.port, [1, 2, 3, 4])
+        assert got[0].startswith(b"-ERR [UTF8] ")
+        assert got[1:] == [LATIN1_HEADER, PADDED_UTF8_HEADER, PLAIN]
+        assert _left(tmp_path) == 1
+        assert [message.startswith(b"-ERR") for message in _retrieved(server.port, [1])] == [True]
+        assert _retrieved(server.port, [1], utf8=True) == [UTF8_HEADER]
+    [line] = [r.getMessage() for r in caplog.records if "sent as stored" in r.getMessage()]
+    assert line.startswith("message 3 of 'alice': header longer than ")

@@ -21,6 +21,7 @@ from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._plural import messages
 from smtpcore.maildrop import MaildropError, MessageInfo
 from smtpcore.pop3 import (
+    HEADER_LOOKAHEAD,
     NEEDS_UTF8,
     Dele,
     Err,
@@ -47,12 +48,6 @@ _EMPTY_CHUNKS: Final = 65536
 gives nothing else and never ends (``iter(partial(file.read, n), None)`` at the
 end of the file) would keep the session reading without a pause for the event
 loop: past this many it has failed."""
-
-HEADER_PREREAD: Final = 256 * 1024
-"""Octets of a message read before RETR's or TOP's ``+OK``, outside UTF-8 mode,
-while its header has not ended: enough for the longest header of real mail, so
-that one with a UTF-8 field is refused with ``-ERR [UTF8]`` (RFC 6856 §5) rather
-than sent as stored; a bound, so that a header without end holds no more."""
 
 TRANSACTION_COMMANDS: Final = (Retr, Top, Stat, List, Uidl, Dele, Noop, Rset)
 """The commands :meth:`Transaction._transaction` answers, which the session asks of
@@ -137,9 +132,10 @@ class Transaction(StoreCalls):
         size = self.listing[number - 1].size
         ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
         answered = done = False
-        scan = conn.header_scan()  # None in UTF-8 mode: every message goes as stored
-        held: list[bytes] = []
-        held_size = 0
+        # None where every message goes as stored; a server without UTF8 (the
+        # machine's offers_utf8 is options.utf8) does not even ask, a call a RETR.
+        scan = conn.header_scan() if self.options.utf8 else None
+        held: list[bytes] = []  # what the scan has read before the +OK
         try:
             while not done:
                 try:
@@ -171,16 +167,15 @@ class Transaction(StoreCalls):
                     self._answer(self._failure(exc, "reading message %d of %r", number, user))
                     return
                 if scan is not None:
-                    scan = self._scanned(scan, batch, number, answered)
-                    if scan is not None and scan.needs_utf8:
+                    if not _header_read(scan, batch, done):
+                        held += batch  # the header goes on: +OK waits for its end
+                        continue
+                    if scan.needs_utf8:
                         self._answer(NEEDS_UTF8)
                         return
-                    if scan is not None and not done and held_size < HEADER_PREREAD:
-                        held += batch  # the header goes on: +OK waits for its end
-                        held_size += sum(map(len, batch))
-                        continue
-                if held:
-                    batch, held = held + batch, []
+                    if scan.overran:
+                        _log_overran(number, self.session.user)
+                    batch, held, scan = held + batch, [], None
                 for chunk in batch:
                     if not answered:
                         answered = self._answer(ok)
@@ -200,32 +195,6 @@ class Transaction(StoreCalls):
             for generator in (chunks,) if chunks is raw else (chunks, raw):
                 if generator is not None:  # None: open() failed
                     await self._close_message(number, generator)
-
-    def _scanned(
-        self, scan: HeaderScan, batch: list[bytes], number: int, answered: bool
-    ) -> HeaderScan | None:
-        """``scan`` having read ``batch``; None once the header is all ASCII. A header
-        longer than :data:`HEADER_PREREAD` has had its ``+OK``: a non-ASCII octet
-        past that can no longer be refused, and the session ends (RFC 6856 §2.1:
-        it may not go as stored)."""
-        for chunk in batch:
-            if scan.feed(chunk):
-                break
-        if not scan.done:
-            return scan
-        if not scan.needs_utf8:
-            return None
-        if answered:
-            user = self.session.user
-            logger.warning(
-                "message %d of %r: a UTF-8 header field past %d octets, outside UTF-8 "
-                "mode (RFC 6856 §2.1): connection closed",
-                number,
-                user,
-                HEADER_PREREAD,
-            )
-            raise ConnectionLost
-        return scan
 
     async def _close_message(
         self, number: int, generator: AsyncIterator[bytes] | Iterator[bytes]
@@ -277,6 +246,29 @@ class Transaction(StoreCalls):
             empty = _batched(batch, chunk, empty)
             size += len(chunk)
         return batch, False
+
+
+def _header_read(scan: HeaderScan, batch: list[bytes], last: bool) -> bool:
+    """Whether ``scan`` knows if the message needs UTF-8 mode, having read ``batch``
+    (the message's last if ``last``): until it does, the ``+OK`` waits."""
+    for chunk in batch:
+        if scan.feed(chunk):
+            return True
+    if last:
+        scan.end()
+        return True
+    return False
+
+
+def _log_overran(number: int, user: str | None) -> None:
+    """One line for a message sent as stored though its header went on past the
+    lookahead with no UTF-8 in it (a sender could otherwise make it unfetchable)."""
+    logger.warning(
+        "message %d of %r: header longer than %d octets, no UTF-8 in them: sent as stored",
+        number,
+        user,
+        HEADER_LOOKAHEAD,
+    )
 
 
 def _batched(batch: list[bytes], chunk: object, empty: int) -> int:

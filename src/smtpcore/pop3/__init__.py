@@ -45,9 +45,10 @@ from smtpcore.pop3._responses import (
 from smtpcore.pop3._server import ServerConnection
 from smtpcore.pop3._state import State
 from smtpcore.pop3._top import top_chunks, top_chunks_async
-from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
+from smtpcore.pop3._utf8_content import HEADER_LOOKAHEAD, NEEDS_UTF8, HeaderScan
 
 __all__ = [
+    "HEADER_LOOKAHEAD",
     "MAX_MESSAGE_NUMBER",
     "NEEDS_UTF8",
     "Apop",

@@ -608,11 +608,12 @@ class ServerConnection:
 
     def header_scan(self) -> HeaderScan | None:
         """What reads a message's header before RETR or TOP is answered, to refuse it
-        with :data:`NEEDS_UTF8` where a header octet is not ASCII: outside UTF-8
-        mode such a message MUST NOT go as stored (RFC 6856 §2.1, §5), whether
-        UTF8 is offered or not. None in UTF-8 mode, where every message goes as
-        stored, so that its sessions pay nothing for it."""
-        return None if self.utf8 else HeaderScan()
+        with :data:`NEEDS_UTF8` where the header holds UTF-8: a server that offers
+        UTF8 sends such a message only in UTF-8 mode (RFC 6856 §2.1, §4, §5). None
+        where UTF8 is not offered (a ``[UTF8]`` code would name a mode the client
+        cannot enter: every message goes as stored) and in UTF-8 mode (every message
+        goes as stored), so that those sessions pay nothing for it."""
+        return HeaderScan() if self._offered.utf8 and not self.utf8 else None
 
     def _offer(self, offered: _Offered) -> None:
         """Offer the commands ``offered`` from the next command on."""

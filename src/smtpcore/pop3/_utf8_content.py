@@ -1,24 +1,29 @@
-"""Whether a message may go to a session as it is stored (RFC 6856 §2.1, §5).
+"""Whether a message may go to a session as it is stored (RFC 6856 §2.1, §4, §5).
 
-Outside UTF-8 mode "character strings outside the ASCII repertoire MUST NOT be sent
-to the client as is", and a request for a message that needs UTF-8 mode is answered
-with a surrogate or with ``-ERR``, the ``[UTF8]`` response code saying why (§5). A
-message needs it when its header holds a non-ASCII octet (RFC 6532 §3, SMTPUTF8
-mail); an 8-bit body is 8BITMIME content, which needs no UTF-8 mode (§2.1).
+A server that offers UTF8 sends "character strings outside the ASCII repertoire"
+only to a session in UTF-8 mode; a request for a message that "requires that mode"
+(§4) is answered, outside it, with a surrogate or with ``-ERR``, the ``[UTF8]``
+response code saying why (§5). A message requires it when its header holds UTF-8
+(RFC 6532 §3, SMTPUTF8 mail); an 8-bit body is 8BITMIME content, which needs no
+UTF-8 mode (§2.1), and a legacy 8-bit header that is not UTF-8 (Latin-1, KOI8-R,
+Shift_JIS, from mailers older than RFC 6532) was never UTF-8 mode's: both go as
+stored, as they did before UTF8.
 
 :class:`HeaderScan` tells which, reading a message's chunks only until its header
-ends, so that a server answers before its ``+OK``; a session in UTF-8 mode, which
-takes every message as stored, has none (:meth:`ServerConnection.header_scan`).
+ends, and no further than :data:`HEADER_LOOKAHEAD`, so that a server answers before
+its ``+OK``; a session that cannot or need not enter UTF-8 mode has none
+(:meth:`ServerConnection.header_scan`).
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from typing import Final
 
 from smtpcore.pop3._events import Err
 
-__all__ = ["NEEDS_UTF8", "HeaderScan"]
+__all__ = ["HEADER_LOOKAHEAD", "NEEDS_UTF8", "HeaderScan"]
 
 NEEDS_UTF8: Final = Err(
     "Message has UTF-8 header fields, sent only in UTF-8 mode (RFC 6856)", code="UTF8"
@@ -26,37 +31,82 @@ NEEDS_UTF8: Final = Err(
 """The answer to RETR or TOP of a message that needs UTF-8 mode, outside it
 (RFC 6856 §5: the client may ask again after UTF8)."""
 
+HEADER_LOOKAHEAD: Final = 256 * 1024
+"""Octets of a message a :class:`HeaderScan` reads at most: enough for the longest
+header of real mail, and a bound on what a server holds before its ``+OK``. A
+header that has not ended by then, with no UTF-8 in what was read, goes as stored
+(a sender cannot make a message unfetchable by padding its header)."""
+
 _EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
 """The empty line that ends a header (RFC 5322 §2.1), found after its line break:
-a store's line ends may be CRLF or LF alone."""
+a store's line ends may be CR LF or LF alone."""
 
 
 class HeaderScan:
-    """Reads a message's chunks, in order, until its header has ended: whether a
-    header octet is not ASCII (:attr:`needs_utf8`). Holds no more than two octets of
-    what it has read, the end of a line break that a chunk may split from the rest
-    of an empty line."""
+    """Reads a message's chunks, in order, until its header has ended or
+    :data:`HEADER_LOOKAHEAD` octets are read: whether the header holds UTF-8
+    (:attr:`needs_utf8`). Holds no more than two octets of what it has read (the end
+    of a line break that a chunk may split from the rest of an empty line) and an
+    unfinished UTF-8 sequence."""
 
-    __slots__ = ("_tail", "done", "needs_utf8")
+    __slots__ = ("_decoder", "_left", "_tail", "done", "needs_utf8", "overran")
 
     def __init__(self) -> None:
         self.done = False
-        """Whether it knows: a non-ASCII header octet seen, or the header's end."""
+        """Whether it has read all it will: the header's end, octets that are not
+        UTF-8, or :data:`HEADER_LOOKAHEAD` octets."""
+        self.overran = False
+        """Whether the header went on past :data:`HEADER_LOOKAHEAD` octets."""
         self.needs_utf8 = False
-        """Whether the header holds an octet that is not ASCII (RFC 6532 §3)."""
+        """Whether the header holds non-ASCII octets, all of them UTF-8 (RFC 6532)."""
+        self._left = HEADER_LOOKAHEAD
         self._tail = b"\n"  # the message starts a line: an empty first line ends it
+        self._decoder: codecs.IncrementalDecoder | None = None  # from the first non-ASCII
 
     def feed(self, chunk: bytes) -> bool:
         """Read the next ``chunk`` of the message; True once :attr:`done`."""
         if self.done:
             return True
-        data = self._tail + chunk
-        end = _EMPTY_LINE.search(data)
-        header = data if end is None else data[: end.start()]
-        if not header.isascii():
-            self.needs_utf8 = self.done = True
-        elif end is not None:
+        if len(chunk) > self._left:
+            chunk = chunk[: self._left]
+        self._left -= len(chunk)
+        end = self._header_end(chunk)
+        header = chunk if end is None else chunk[:end]
+        if self._decoder is not None or not header.isascii():
+            self._read_utf8(header, final=end is not None)
+        if end is not None:
             self.done = True
-        else:
-            self._tail = data[-2:]
+        elif not self._left:
+            self.done = self.overran = True
         return self.done
+
+    def end(self) -> None:
+        """The message has ended, and so has its header if it had not."""
+        if not self.done:
+            if self._decoder is not None:
+                self._read_utf8(b"", final=True)
+            self.done = True
+
+    def _header_end(self, chunk: bytes) -> int | None:
+        """Where in ``chunk`` the header ends (0 where its empty line began in the
+        chunks before), or None; keeps the last two octets read for the next chunk."""
+        tail = self._tail
+        across = _EMPTY_LINE.search(tail + chunk[:2])  # at most four octets
+        self._tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
+        if across is not None:
+            return max(across.start() - len(tail), 0)
+        found = _EMPTY_LINE.search(chunk)
+        return None if found is None else found.start()
+
+    def _read_utf8(self, header: bytes, final: bool) -> None:
+        """Read ``header``'s octets, which hold or follow a non-ASCII one, as UTF-8:
+        any that are not make the header a legacy 8-bit one, which goes as stored."""
+        if self._decoder is None:
+            self._decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            self._decoder.decode(header, final)
+        except UnicodeDecodeError:
+            self.needs_utf8 = False
+            self.done = True
+            return
+        self.needs_utf8 = True

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Final
 
 from smtpcore._words import ascii_upper
-from smtpcore.asyncio import POP3AuthenticationNotAvailable, POP3Client
+from smtpcore.asyncio import POP3AuthenticationNotAvailable, POP3Client, POP3ResponseError
 from smtpcore.sasl import (
     ClientMechanism,
     CramMD5Client,
@@ -23,6 +23,7 @@ from smtpcore.sasl import (
     PlainClient,
     ScramSHA256Client,
 )
+from smtpcore.server._fetch_output import _warn
 from smtpcore.server.tools import plaintext_auth_refused, plaintext_auth_warning
 
 
@@ -64,13 +65,19 @@ def _auto_method(client: POP3Client) -> str:
 
 async def _log_in(client: POP3Client, args: argparse.Namespace) -> None:
     """Switch to UTF-8 mode where the server offers it (RFC 6856 §2), then log in by
-    ``--auth``. A method that shows the password is refused without TLS by
-    the client itself (RFC 2595 §2.2), unless ``--allow-plaintext-auth``, which warns;
-    the refusal says, in the command line's words, how to log in."""
+    ``--auth``; a server that refuses UTF8 (§2.1: it MAY) is warned of and logged in
+    to anyway, as before UTF8 was sent (a UTF-8 user name still needs ``UTF8 USER``
+    listed, §2.2, and the client says so). A method that shows the password is
+    refused without TLS by the client itself (RFC 2595 §2.2), unless
+    ``--allow-plaintext-auth``, which warns; the refusal says, in the command line's
+    words, how to log in."""
     if "UTF8" in client.capabilities:
         # RFC 6856 §2.1: outside UTF-8 mode a message with UTF-8 header fields
         # is refused or replaced; fetch stores mail as it is, so it asks for it.
-        await client.utf8()
+        try:
+            await client.utf8()
+        except POP3ResponseError as exc:
+            _warn(f"{exc}; logging in without UTF-8 mode")
     method = args.auth if args.auth != "auto" else _auto_method(client)
     if method in _IN_THE_CLEAR and not client.tls and args.allow_plaintext_auth:
         warning = plaintext_auth_warning("fetch", _IN_THE_CLEAR[method], use=_TLS_OPTIONS)

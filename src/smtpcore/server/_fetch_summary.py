@@ -57,7 +57,7 @@ class _Head:
 
 def _header_text(header: email.message.Message, name: str) -> str:
     """A field's text as it came, RFC 2047 words decoded (what they decode to is
-    escaped by :func:`printable` like the rest). The text between the words is joined
+    escaped by :func:`printable` like the rest). The text between the words is left
     as it is, raw UTF-8 included (RFC 6532 §3): ``make_header`` takes it for ASCII
     and fails on it."""
     raw = next((value for key, value in header.raw_items() if key.lower() == name.lower()), None)
@@ -67,13 +67,16 @@ def _header_text(header: email.message.Message, name: str) -> str:
     if "=?" not in text:  # no RFC 2047 word: nothing to decode
         return text
     try:
-        return "".join(_decoded(part, charset) for part, charset in decode_header(text))
+        return _decode_words(text)
     except (ValueError, LookupError, UnicodeError):  # a malformed or unknown encoding
         return text
 
 
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 """A line break that folds a field (RFC 5322 §2.2.3), taken out to unfold it."""
+
+_ENCODED_WORD = re.compile(r"=\?[^?]*?\?[qQbB]\?.*?\?=")
+"""An RFC 2047 encoded word, as :mod:`email.header` finds one (its ``ecre``)."""
 
 
 def _utf8(value: str) -> str:
@@ -88,12 +91,26 @@ def _utf8(value: str) -> str:
     return value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
 
 
-def _decoded(part: bytes | str, charset: str | None) -> str:
-    """One piece of :func:`email.header.decode_header`'s answer as text: an RFC 2047
-    word in its charset (an octet that is not of it as U+FFFD), the text around the
-    words back from the ``raw-unicode-escape`` that function gives it in."""
-    if isinstance(part, str):  # a field without a single encoded word
-        return part
-    if charset is None:
-        return part.decode("raw-unicode-escape")
-    return part.decode(charset, "replace")
+def _decode_words(text: str) -> str:
+    """``text`` with each RFC 2047 word decoded and the white space between two
+    words dropped (RFC 2047 §6.2); the text around them is not touched (the
+    standard library's ``decode_header`` would give it back through
+    ``raw-unicode-escape``, reading ``C:\\u00e9`` as ``C:é``)."""
+    pieces: list[str] = []
+    last = 0  # where the last word ended: 0 before the first
+    for word in _ENCODED_WORD.finditer(text):
+        between = text[last : word.start()]
+        if not (last and between.isspace()):
+            pieces.append(between)
+        pieces.append(_decoded_word(word.group()))
+        last = word.end()
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def _decoded_word(word: str) -> str:
+    """One RFC 2047 word in its charset, an octet that is not of it as U+FFFD."""
+    return "".join(
+        part.decode(charset or "ascii", "replace") if isinstance(part, bytes) else part
+        for part, charset in decode_header(word)
+    )
