@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smtpcore import NEED_DATA, RemoteProtocolError, pop3
+from smtpcore import NEED_DATA, LocalProtocolError, RemoteProtocolError, pop3
 from smtpcore._words import ascii_upper
-from smtpcore.smtp import Reply, ServerConnection
+from smtpcore.smtp import ClientConnection, Ehlo, Reply, ServerConnection, Xclient, Xforward
 from smtpcore.testing import run_pop3_server, run_server
 
 DOTLESS_I = "\u0131"
@@ -76,3 +76,28 @@ def test_a_pop3_status_with_a_kelvin_sign_is_not_ok() -> None:
     with pytest.raises(RemoteProtocolError):
         while client.next_event() is not NEED_DATA:
             pass
+
+
+def client_after_ehlo(*keywords: str) -> ClientConnection:
+    client = ClientConnection("filter.pqr.example")
+    client.receive_data(b"220 mx ESMTP\r\n")
+    client.next_event()
+    client.send(Ehlo("filter.pqr.example"))
+    lines = ["mx", *keywords]
+    client.receive_data("".join(f"250-{line}\r\n" for line in lines[:-1]).encode())
+    client.receive_data(f"250 {lines[-1]}\r\n".encode())
+    client.next_event()
+    return client
+
+
+def test_a_forwarding_attribute_a_server_names_with_a_letter_that_folds_is_not_announced() -> None:
+    client = client_after_ehlo(f"XCLIENT ADDR LOG{DOTLESS_I}N", f"XFORWARD ADDR {LONG_S}OURCE")
+    assert client.extensions.xclient == {"ADDR", f"LOG{DOTLESS_I}N"}
+    assert client.extensions.xforward == {"ADDR", f"{LONG_S}OURCE"}
+    with pytest.raises(LocalProtocolError, match="did not announce XCLIENT LOGIN"):
+        client.send(Xclient(addr="192.0.2.1", login="john"))
+    with pytest.raises(LocalProtocolError, match="did not announce XFORWARD SOURCE"):
+        client.send(Xforward(addr="192.0.2.1", source="REMOTE"))
+    only = Xclient(addr="192.0.2.1", login="john").only(client.extensions.xclient)
+    assert only == Xclient(addr="192.0.2.1")  # what a client sends: not the LOGIN
+    assert Xforward(source="REMOTE").only(client.extensions.xforward) is None

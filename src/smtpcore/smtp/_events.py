@@ -347,8 +347,8 @@ class ForwardingCommand(Command):
 
     def only(self: _F, names: Collection[str]) -> _F | None:
         """The same command with only the attributes in ``names`` (those a server
-        announced), or None when none is left."""
-        wanted = {name.upper() for name in names}
+        announced, compared in ASCII case alone), or None when none is left."""
+        wanted = {ascii_upper(name) for name in names}
         kept = {
             attribute.field: getattr(self, attribute.field)
             for attribute in self.ATTRIBUTES

@@ -216,14 +216,16 @@ class ServerExtensions(Mapping[str, tuple[str, ...]]):
 
     @property
     def xclient(self) -> frozenset[str]:
-        """The XCLIENT attributes the server announced (Postfix), upper-cased; empty
-        when it does not offer XCLIENT to this client."""
-        return frozenset(name.upper() for name in self.get("XCLIENT", ()))
+        """The XCLIENT attributes the server announced (Postfix), upper-cased in ASCII
+        alone (``LOG\u0131N`` is no ``LOGIN``); empty when it does not offer XCLIENT
+        to this client."""
+        return frozenset(ascii_upper(name) for name in self.get("XCLIENT", ()))
 
     @property
     def xforward(self) -> frozenset[str]:
-        """The XFORWARD attributes the server announced (Postfix), upper-cased."""
-        return frozenset(name.upper() for name in self.get("XFORWARD", ()))
+        """The XFORWARD attributes the server announced (Postfix), upper-cased in ASCII
+        alone, as :attr:`xclient`."""
+        return frozenset(ascii_upper(name) for name in self.get("XFORWARD", ()))
 
     @property
     def enhanced_status_codes(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp._events import ForwardingCommand
 from smtpcore.smtp._extension import TRUSTED_FORWARDER, Extension
 from smtpcore.smtp._forwarding import XCLIENT_ATTRIBUTES
@@ -29,7 +30,7 @@ __all__ = ["XCLIENT", "unannounced"]
 def unannounced(offered: ServerExtensions, command: ForwardingCommand) -> str | None:
     """What a client must check before XCLIENT or XFORWARD: that the server announced
     every attribute it sends (the EHLO line lists them)."""
-    announced = {name.upper() for name in offered.get(command.verb, ())}
+    announced = {ascii_upper(name) for name in offered.get(command.verb, ())}
     missing = [name for name in command.attributes if name not in announced]
     if missing:
         return f"the server did not announce {command.verb} {' '.join(missing)}"
