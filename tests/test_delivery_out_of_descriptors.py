@@ -79,3 +79,22 @@ def test_a_round_that_breaks_after_its_queue_file_was_read_counts_and_expires(
 
     asyncio.run(main())
     assert entry.id not in setup.queue.ids()
+
+
+def test_a_queue_file_unread_for_want_of_kernel_buffers_is_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ENOBUFS`` is the host short of memory, as a listener's rest takes it: waited
+    out with one warning, not logged as a fault with its traceback."""
+    setup = _setup(tmp_path, ZONE, 1)
+    entry = setup.queue.add(MESSAGE, "someone@pqr.example", ["john@abc.example"])
+
+    def load(queue_id: str) -> object:
+        raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+
+    monkeypatch.setattr(setup.queue, "load", load)
+    caplog.set_level(logging.INFO, "smtpcore")
+    asyncio.run(setup.worker._process(entry.id))
+    troubles = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.levelno, r.exc_info) for r in troubles] == [(logging.WARNING, None)]
+    assert entry.id in setup.worker._due
