@@ -5,6 +5,7 @@ free the space (no POP3, no delivery, no tool). The mark is now written in place
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import logging
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from smtpcore.server import ConfigError, MailServer, mailserver, queuectl
 from smtpcore.server.queuectl import (
     LOCK_NAME,
     MARK_SIZE,
@@ -21,6 +23,7 @@ from smtpcore.server.queuectl import (
     running_server,
     take_lock,
 )
+from test_server_app import _config, _listening, _run
 
 
 def _fill_the_disk(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,3 +131,52 @@ def test_a_mark_cut_short_by_a_full_disk_names_no_one(
         assert running_server(tmp_path) == -1
     finally:
         release_lock(fd)
+
+
+def _no_room_for_a_mark(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """While the flag returned is set, a mark cannot be written (the disk is full)."""
+    full = [True]
+    real_write_mark = queuectl._write_mark
+
+    def write_mark(fd: int, mark: str) -> None:
+        if full[0] and mark:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_mark(fd, mark)
+
+    monkeypatch.setattr(queuectl, "_write_mark", write_mark)
+    return full
+
+
+def test_a_server_running_unmarked_marks_its_lock_once_the_disk_has_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark was tried once, at start: a server that took the lock unmarked stayed so,
+    and every ``queue`` tool (and a second ``serve``) waited and gave up, "in use by the
+    queue tool", long after the disk had room. The server tries again until it is
+    marked."""
+    config = _config(tmp_path, "abc.example", {})
+    full = _no_room_for_a_mark(monkeypatch)
+    monkeypatch.setattr(mailserver, "MARK_RETRY", 0.01, raising=False)
+    monkeypatch.setattr(queuectl, "_TOOL_WAIT", 0.2)
+
+    async def main() -> None:
+        async with MailServer(config, sockets={"smtp": _listening()}):
+            assert running_server(config.data_dir) == -1  # no one to signal
+            with pytest.raises(ConfigError, match="a server that could not mark the lock"):
+                take_lock(config.data_dir, TOOL_MARK)
+            full[0] = False  # the disk has room again
+            while running_server(config.data_dir) != os.getpid():
+                await asyncio.sleep(0.01)
+
+    _run(main)
+    assert running_server(config.data_dir) is None
+
+
+def test_the_queue_tool_taking_the_lock_unmarked_logs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its mark names no process to signal: nothing is lost without it."""
+    _no_room_for_a_mark(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="smtpcore.mail"):
+        release_lock(take_lock(tmp_path, TOOL_MARK))
+    assert caplog.records == []

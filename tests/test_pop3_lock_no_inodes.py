@@ -16,7 +16,7 @@ import pytest
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import MaildropError, MaildropInUse
 from smtpcore.server.config import ServerConfig
-from smtpcore.server.mailboxes import LocalMailboxes
+from smtpcore.server.mailboxes import LocalMailboxes, ServedMaildir
 from smtpcore.server.maildir import Maildir
 
 LOCK = "smtpcore-pop3.lock"
@@ -55,32 +55,44 @@ def _logs_in(path: Path) -> bool:
 def test_a_mailbox_made_at_start_takes_a_login_with_no_free_inode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = ServerConfig(
-        domains=("abc.example",), users={"john@abc.example": "pw"}, data_dir=tmp_path / "data"
-    )
-    config.data_dir.mkdir()
-    LocalMailboxes(config).create_all()
-    path = config.mailbox_path("john@abc.example")
+    mailboxes = _mailboxes(tmp_path)
+    mailboxes.create_all()
+    path = mailboxes.config.mailbox_path("john@abc.example")
     assert (path / LOCK).stat().st_size == 0
     _no_free_inodes(monkeypatch)
     assert _logs_in(path)
 
 
+def _mailboxes(tmp_path: Path) -> LocalMailboxes:
+    config = ServerConfig(
+        domains=("abc.example",), users={"john@abc.example": "pw"}, data_dir=tmp_path / "data"
+    )
+    config.data_dir.mkdir()
+    return LocalMailboxes(config)
+
+
 def test_a_mailbox_made_by_a_delivery_takes_a_login_with_no_free_inode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    box = Maildir(tmp_path / "box")
-    box.deliver(b"", [b"Subject: one\r\n\r\nx\r\n"])
+    mailboxes = _mailboxes(tmp_path)
+    mailboxes.deliver("john@abc.example", "", b"Subject: one\r\n\r\nx\r\n")
     _no_free_inodes(monkeypatch)
-    assert _logs_in(box.path)
+    assert _logs_in(mailboxes.config.mailbox_path("john@abc.example"))
+
+
+def test_a_maildir_the_server_does_not_serve_gets_no_lock_file(tmp_path: Path) -> None:
+    box = Maildir(tmp_path / "box")  # fetch --to-maildir's, a user's own for mutt
+    box.deliver(b"", [b"Subject: one\r\n\r\nx\r\n"])
+    assert sorted(entry.name for entry in box.path.iterdir()) == ["cur", "new", "tmp"]
 
 
 def test_a_link_in_place_of_the_lock_file_is_left_for_the_login_to_refuse(
     tmp_path: Path,
 ) -> None:
     victim = tmp_path / "victim"
-    (tmp_path / "box").mkdir()
-    (tmp_path / "box" / LOCK).symlink_to(victim)
-    Maildir(tmp_path / "box").create()
+    box = ServedMaildir(tmp_path / "box")
+    box.path.mkdir()
+    (box.path / LOCK).symlink_to(victim)
+    box.create()
     assert not victim.exists()
-    assert not _logs_in(tmp_path / "box")
+    assert not _logs_in(box.path)

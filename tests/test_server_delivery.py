@@ -279,7 +279,7 @@ async def _run_until(setup: Setup, done: Callable[[], bool], timeout: float = 10
 
 async def _deliver(worker: DeliveryWorker, queue_id: str) -> None:
     """One round of ``queue_id``, as the worker's task runs it, its errors raised."""
-    round_ = await worker._open_round(queue_id)
+    round_ = await worker._open_round(await worker._load(queue_id))
     if round_ is not None:
         await worker._deliver_round(round_)
 

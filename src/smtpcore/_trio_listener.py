@@ -35,7 +35,6 @@ _S = TypeVar("_S", bound=ListenedSession)
 _L = TypeVar("_L", bound="_Listener[Any]")
 
 _REFUSE_TIMEOUT: Final = 1.0
-# accept() errors that mean "out of resources for now", not "the listener is broken".
 
 
 async def _run_contained(session: ListenedSession) -> None:

@@ -16,7 +16,10 @@ __all__ = ["ACCEPT_REST", "OUT_OF_RESOURCES", "log_accept_rest"]
 ACCEPT_REST: Final = 1.0
 """How long a listener out of descriptors (or memory) waits before accepting again."""
 OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-"""The ``accept`` errors that are rested out; any other is the listener's end."""
+"""A process out of descriptors (its own, the system's), memory or socket buffers: a
+state of the host that passes, not a fault of the connection (or of a queued message:
+the delivery worker waits these out too). The ``accept`` errors that are rested out;
+any other is the listener's end."""
 
 
 def log_accept_rest(logger: logging.Logger, exc: OSError) -> None:

@@ -61,9 +61,11 @@ class _MessageRounds(_EnvelopeKeeping):
         ) -> None: ...
 
     async def _process(self, queue_id: str) -> None:
+        entry: QueueEntry | None = None
         round_: _Round | None = None
         try:
-            round_ = await self._open_round(queue_id)
+            entry = await self._load(queue_id)
+            round_ = await self._open_round(entry)
             if round_ is not None:
                 await self._deliver_round(round_)
         except asyncio.CancelledError as exc:
@@ -87,7 +89,7 @@ class _MessageRounds(_EnvelopeKeeping):
                 logger.warning("%s: gone from the queue directory; forgotten", queue_id)
                 self._unsaved.pop(queue_id, None)
                 return
-            if round_ is None:  # its queue file unread: no report or outcome to record
+            if entry is None:  # its queue file unread: no report or outcome to record
                 self._forget_places(queue_id)
                 self.settlement.retry_unopened(queue_id, exc)
                 return
@@ -96,13 +98,13 @@ class _MessageRounds(_EnvelopeKeeping):
             await self.reports.report_owed(queue_id)
             await self.settlement.record_local_error(queue_id, exc)
 
-    async def _open_round(self, queue_id: str) -> _Round | None:
-        """The round of ``queue_id`` about to begin, before anything is delivered (a stop
-        anywhere in it finds what it had done: :meth:`_log_cut_short`); None if the
-        message is held. A catch-up round, begun for a place handed to the message
-        before its next attempt is due, delivers only at the destinations it waited
-        for, and counts no attempt."""
-        entry = await self._load(queue_id)
+    async def _open_round(self, entry: QueueEntry) -> _Round | None:
+        """The round of ``entry`` (just loaded) about to begin, before anything is
+        delivered (a stop anywhere in it finds what it had done: :meth:`_log_cut_short`);
+        None if the message is held. A catch-up round, begun for a place handed to the
+        message before its next attempt is due, delivers only at the destinations it
+        waited for, and counts no attempt."""
+        queue_id = entry.id
         if entry.held:
             logger.info("%s: on hold; not delivered until released", entry.id)
             return None

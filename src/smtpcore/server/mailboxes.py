@@ -6,13 +6,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from smtpcore._maildir_open import make_lock_file
 from smtpcore.address import AddressError, Mailbox, normalize_domain
 from smtpcore.server.config import ServerConfig, mailbox_key, parse_user_address
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.maildir import Maildir, StagedMessage, once_name
 from smtpcore.server.trace import return_path_header
 
-__all__ = ["DELIVERED", "LocalMailboxes", "delivered_note"]
+__all__ = ["DELIVERED", "LocalMailboxes", "ServedMaildir", "delivered_note"]
 
 DELIVERED: Final = "delivered to maildir"
 """What the queue and a sender's report say of a copy delivered here (Postfix's words),
@@ -24,6 +25,18 @@ def delivered_note(path: Path) -> str:
     """What the mail log says of a copy delivered at ``path``: :data:`DELIVERED` and
     the file's name, for the operator to find it by."""
     return f"{DELIVERED} {path.name}"
+
+
+class ServedMaildir(Maildir):
+    """A configured user's Maildir, which this server's POP3 listener serves: made with
+    the maildrop's lock file, at start and at each delivery, while there is room (a
+    login made it only when it came, and on a disk with no free inode the user could
+    never log in, to delete mail and free space). Only here: a Maildir the server does
+    not serve (``fetch --to-maildir``'s, a user's own) gets no file of smtpcore's."""
+
+    def create(self) -> None:
+        super().create()
+        make_lock_file(self.path)
 
 
 class LocalMailboxes:
@@ -132,8 +145,8 @@ class LocalMailboxes:
         key = mailbox_key(mailbox)
         return key if key in self.config.users else None
 
-    def maildir(self, key: str) -> Maildir:
-        return Maildir(self.config.mailbox_path(key))
+    def maildir(self, key: str) -> ServedMaildir:
+        return ServedMaildir(self.config.mailbox_path(key))
 
     def stage(
         self, keys: Iterable[str], sender: str, prefix: bytes, source: Path

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from smtpcore._maildir_open import make_lock_file
 from smtpcore.maildrop import WireSize, delivery_order
 from smtpcore.server.safefiles import require_real_directory
 
@@ -259,12 +258,10 @@ class Maildir:
     def create(self) -> None:
         """Make the three directories, and the Maildir's own and those above it that
         are missing, all mode 0700 (:func:`make_private_directory`); a link found in
-        place of one is refused (see :meth:`require_real`). The POP3 lock file is made
-        too, while there is room (:func:`~smtpcore._maildir_open.make_lock_file`)."""
+        place of one is refused (see :meth:`require_real`)."""
         for sub in SUBDIRECTORIES:
             make_private_directory(self.path / sub)
         self.require_real(*SUBDIRECTORIES)
-        make_lock_file(self.path)
 
     def require_real(self, *subs: str) -> None:
         """``NotADirectoryError`` unless the Maildir's own directory and ``subs`` are

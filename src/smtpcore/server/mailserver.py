@@ -41,7 +41,15 @@ from smtpcore.server.mailboxes import LocalMailboxes
 from smtpcore.server.maildir import make_private_directory
 from smtpcore.server.pop3 import POP3Store
 from smtpcore.server.queue import Queue
-from smtpcore.server.queuectl import read_commands, release_lock, take_lock
+from smtpcore.server.queuectl import (
+    LOCK_NAME,
+    MARK_RETRY,
+    lock_marked,
+    mark_lock,
+    read_commands,
+    release_lock,
+    take_lock,
+)
 from smtpcore.server.queueeffects import summary_line
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.resolvers import check_remote_delivery, make_resolver
@@ -169,6 +177,7 @@ class MailServer:
         self._command_runs: set[asyncio.Task[Any]] = set()
         """The tasks in :meth:`run_queue_commands`, which a stop cuts off with the rest."""
         self._cleaner: asyncio.Task[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
 
     # -- routers ----------------------------------------------------------------
 
@@ -275,7 +284,31 @@ class MailServer:
         await self._learn_own_addresses()
         self._worker_task = asyncio.get_running_loop().create_task(self.worker.run())
         self._cleaner = asyncio.get_running_loop().create_task(self._clean_maildirs())
+        self._marker = asyncio.get_running_loop().create_task(self._mark_lock())
         return list(self.listeners)
+
+    async def _mark_lock(self) -> None:
+        """Mark the data directory's lock with this process id, every :data:`MARK_RETRY`
+        seconds, if a full disk had it taken unmarked (:func:`take_lock`): until then a
+        ``queue`` tool cannot tell this server from another tool, and gives up. Once
+        marked (at once, as a rule), this ends; so does an error other than the disk's
+        refusal, logged."""
+        mark = str(os.getpid())
+
+        def marked() -> bool:
+            fd = self._lock_fd
+            if fd is None or lock_marked(fd, mark):
+                return True
+            if mark_lock(fd, mark) is not None:
+                return False
+            logger.info("%s: marked with %s now", self.config.data_dir / LOCK_NAME, mark)
+            return True
+
+        try:
+            while not await self.threads.run(marked):
+                await asyncio.sleep(MARK_RETRY)
+        except OSError:  # not the disk's room: trying again would not help
+            logger.exception("%s: cannot mark it", self.config.data_dir / LOCK_NAME)
 
     async def _clean_maildirs(self) -> None:
         """Every :data:`TMP_SCAN_EVERY` seconds, what :meth:`start` does once: the
@@ -567,8 +600,8 @@ class MailServer:
         deadline = loop.time() + grace
         servers, self._servers = self._servers, []
         await asyncio.gather(*(server.aclose(grace) for server in servers))
-        tasks = (self._worker_task, self._cleaner)
-        self._worker_task = self._cleaner = None
+        tasks = (self._worker_task, self._cleaner, self._marker)
+        self._worker_task = self._cleaner = self._marker = None
         for task in tasks:
             if task is not None:
                 task.cancel()

@@ -60,6 +60,8 @@ __all__ = [
     "damaged_line",
     "dropped_report",
     "format_listing",
+    "lock_marked",
+    "mark_lock",
     "offline_lock",
     "read_commands",
     "release_lock",
@@ -110,6 +112,12 @@ which a full disk refuses, and the server could not start to free space). A mark
 earlier version (its text and a newline, or nothing) reads the same."""
 _TOOL_WAIT: Final = 10.0
 """How long one ``queue`` tool waits for another to finish with the files."""
+MARK_RETRY: Final = 5.0
+"""How often a server holding the lock unmarked (no room for its mark) tries to mark it
+again: within :data:`_TOOL_WAIT`, so a ``queue`` tool run once the disk has room finds
+the server to signal before it gives up."""
+_UNMARKED_HOLDER: Final = "the queue tool or a server that could not mark the lock"
+"""Who holds a lock with no mark: :func:`running_server` cannot tell them apart."""
 
 
 def running_server(data_dir: Path) -> int | None:
@@ -162,8 +170,10 @@ def take_lock(data_dir: Path, mark: str) -> int:
 
     A disk with no room for the mark (full, over quota) leaves the lock held unmarked,
     with a warning: a ``queue`` tool finds no one to signal and waits, as for another
-    tool. Refusing to start would leave a full disk with no server to empty it (POP3
-    logins, deliveries), and the tool could not delete mail either."""
+    tool, until the server marks it (:func:`mark_lock`, tried again every
+    :data:`MARK_RETRY` seconds). Refusing to start would leave a full disk with no
+    server to empty it (POP3 logins, deliveries), and the tool could not delete mail
+    either."""
     fd = _open_lock(data_dir, os.O_RDWR | os.O_CREAT)
     deadline = time.monotonic() + _TOOL_WAIT
     while True:
@@ -177,25 +187,46 @@ def take_lock(data_dir: Path, mark: str) -> int:
             time.sleep(0.05)  # the queue tool, at work on the files: it is quick
             continue
         os.close(fd)
-        who = {-1: "the queue tool", None: "another process"}.get(
+        who = {-1: _UNMARKED_HOLDER, None: "another process"}.get(
             holder, "another smtpcore server"
         )
         raise ConfigError(f"{data_dir} is in use by {who}")
     try:
+        refused = mark_lock(fd, mark)
+    except OSError:
+        os.close(fd)
+        raise
+    if refused is not None and mark != TOOL_MARK:  # the tool is not signalled anyway
+        logger.warning(
+            "%s: %s; cannot mark it with %s: running unmarked (a queue tool waits, then "
+            "says the data directory is in use, until it is marked: tried again every "
+            "%.0f s)",
+            data_dir / LOCK_NAME,
+            refused.strerror or refused,
+            mark,
+            MARK_RETRY,
+        )
+    return fd
+
+
+def mark_lock(fd: int, mark: str) -> OSError | None:
+    """Write ``mark`` into the lock file ``fd`` holds; the disk's refusal (full, over
+    quota) if it had no room, the lock then left held unmarked, for a later call to
+    mark. Any other error is raised."""
+    try:
         _write_mark(fd, mark)
     except OSError as exc:
         if not is_disk_refusal(exc):
-            os.close(fd)
             raise
         _clear_mark(fd)
-        logger.warning(
-            "%s: %s; cannot mark it with %s: running unmarked (a queue tool waits, then "
-            "says the data directory is in use, until the disk has room)",
-            data_dir / LOCK_NAME,
-            exc.strerror or exc,
-            mark,
-        )
-    return fd
+        return exc
+    return None
+
+
+def lock_marked(fd: int, mark: str) -> bool:
+    """Whether the lock file ``fd`` holds says ``mark``."""
+    text = os.pread(fd, MARK_SIZE, 0).decode("ascii", errors="replace").strip()
+    return text == mark
 
 
 def _write_mark(fd: int, mark: str) -> None:

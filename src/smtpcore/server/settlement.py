@@ -9,11 +9,11 @@ recipient itself (a local error, a routing refusal, an expiry) are made here too
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Final, Protocol
 
+from smtpcore._driver._accept_rest import OUT_OF_RESOURCES
 from smtpcore._plural import counted
 from smtpcore.routing import Rejected
 from smtpcore.server.cutshort import RoundProgress
@@ -40,9 +40,6 @@ __all__ = [
     "rejected_outcome",
 ]
 
-_SHORT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
-"""A process out of descriptors (its own, the system's) or memory: a state of the host
-that passes, not a fault of the message."""
 LOCAL_ERROR_DSN: Final = "4.3.0"
 """The status of a recipient kept waiting by a fault on this side (RFC 3463 X.3.0,
 "other or undefined mail system status"): temporary, whatever the exchanger said."""
@@ -108,7 +105,7 @@ class RoundSettlement:
         warning, as a full disk is; anything else is logged with its traceback, once."""
         wait = self.worker.next_wait(1)
         self.worker._due[queue_id] = self.worker.clock() + wait
-        if is_disk_refusal(exc) or getattr(exc, "errno", None) in _SHORT_OF_RESOURCES:
+        if is_disk_refusal(exc) or getattr(exc, "errno", None) in OUT_OF_RESOURCES:
             logger.warning(
                 "%s: cannot read the queue file (%s); retrying in %.1fs",
                 queue_id,
