@@ -59,8 +59,6 @@ from smtpcore.sasl._registry import (
 )
 from smtpcore.sasl._saslprep import passwords_match, saslprep, saslprep_login
 from smtpcore.sasl._scram import (
-    GetCredentials,
-    ScramCredentials,
     ScramSHA1Client,
     ScramSHA1PlusClient,
     ScramSHA1PlusServer,
@@ -69,8 +67,8 @@ from smtpcore.sasl._scram import (
     ScramSHA256PlusClient,
     ScramSHA256PlusServer,
     ScramSHA256Server,
-    derive_scram_credentials,
 )
+from smtpcore.sasl._scram_keys import GetCredentials, ScramCredentials, derive_scram_credentials
 
 __all__ = [
     "CLIENT_MECHANISMS",
