@@ -20,10 +20,12 @@ from smtpcore.sasl._plaintext import LoginClient, LoginServer, PlainClient, Plai
 from smtpcore.sasl._scram import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
-    ScramSHA1PlusServer,
-    ScramSHA1Server,
     ScramSHA256Client,
     ScramSHA256PlusClient,
+)
+from smtpcore.sasl._scram_server import (
+    ScramSHA1PlusServer,
+    ScramSHA1Server,
     ScramSHA256PlusServer,
     ScramSHA256Server,
 )
