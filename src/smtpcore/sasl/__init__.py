@@ -58,7 +58,7 @@ from smtpcore.sasl._registry import (
     scram_client,
 )
 from smtpcore.sasl._saslprep import passwords_match, saslprep, saslprep_login
-from smtpcore.sasl._scram import (
+from smtpcore.sasl._scram_client import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
     ScramSHA256Client,

@@ -17,7 +17,7 @@ from smtpcore.sasl._oauth import (
     XOAuth2Server,
 )
 from smtpcore.sasl._plaintext import LoginClient, LoginServer, PlainClient, PlainServer
-from smtpcore.sasl._scram import (
+from smtpcore.sasl._scram_client import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
     ScramSHA256Client,

@@ -10,7 +10,7 @@ and fails at the proof, as a wrong password does. A ``-PLUS`` server (RFC 5802
 connection, which the session gives it (``tls-exporter``, RFC 9266); a server
 that offers ``-PLUS`` refuses a plain client's ``y`` flag as a downgrade.
 
-Apart from the client (:mod:`smtpcore.sasl._scram`) because the two share only
+Apart from the client (:mod:`smtpcore.sasl._scram_client`) because the two share only
 the keys and the grammar, which have modules of their own.
 """
 

@@ -1,23 +1,17 @@
-"""SCRAM-SHA-256 and SCRAM-SHA-256-PLUS (RFC 5802 with RFC 7677's hash), and RFC 5802's
-own SCRAM-SHA-1 and SCRAM-SHA-1-PLUS, which differ only in the hash.
+"""SCRAM's client side (RFC 5802 §5, RFC 7677's SHA-256, RFC 5802's SHA-1): the
+exchange written once for every hash, and one class per mechanism naming its hash.
 
-Both sides prove knowledge of the salted password without sending it, and
-the server keeps only ``StoredKey`` and ``ServerKey`` (RFC 5802 §3), from
-which the password cannot be recovered nor a client impersonated. The
-client checks the server's signature: a server that never sends a valid
-``v=`` has not authenticated, and ``verify_success()`` says so.
+The client proves knowledge of the salted password without sending it, and
+checks the server's signature: a server that never sends a valid ``v=`` has not
+authenticated, and ``verify_success()`` says so. A ``-PLUS`` client (RFC 5802
+§6) sends the gs2 header ``p=<type>,,`` and, in its final message, the header
+and the binding data of its TLS connection, which the proof covers, so a man in
+the middle who runs two TLS connections fails. The data (``tls-exporter``,
+RFC 9266) come from the session, never from this module. A client that could
+bind but sees no ``-PLUS`` offered sends ``y,,``.
 
-The ``-PLUS`` variant adds channel binding (RFC 5802 §6): the client's gs2
-header is ``p=<type>,,`` and its final message carries the header and the
-binding data of its TLS connection, which the proof covers; the server
-compares them with its own data for the same connection, so a man in the
-middle who runs two TLS connections fails. The data (``tls-exporter``,
-RFC 9266) come from the session, never from this module. A client that
-could bind but sees no ``-PLUS`` offered sends ``y,,``, and a server that
-offers ``-PLUS`` refuses that flag as a downgrade.
-
-Each mechanism is one class that names its hash; the exchange is written
-once, for the client and for the server, whatever the hash.
+Apart from the server (:mod:`smtpcore.sasl._scram_server`) because the two share
+only the keys and the grammar, which have modules of their own.
 """
 
 from __future__ import annotations
