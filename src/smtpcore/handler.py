@@ -51,7 +51,7 @@ from smtpcore.sasl import (
     passwords_match,
 )
 from smtpcore.sasl._base import _require_found
-from smtpcore.sasl._scram import _MOST_ITERATIONS, DEFAULT_ITERATIONS
+from smtpcore.sasl._scram_keys import _MOST_ITERATIONS, DEFAULT_ITERATIONS
 from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
 __all__ = [

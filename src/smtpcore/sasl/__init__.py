@@ -58,18 +58,18 @@ from smtpcore.sasl._registry import (
     scram_client,
 )
 from smtpcore.sasl._saslprep import passwords_match, saslprep, saslprep_login
-from smtpcore.sasl._scram import (
-    GetCredentials,
-    ScramCredentials,
+from smtpcore.sasl._scram_client import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
-    ScramSHA1PlusServer,
-    ScramSHA1Server,
     ScramSHA256Client,
     ScramSHA256PlusClient,
+)
+from smtpcore.sasl._scram_keys import GetCredentials, ScramCredentials, derive_scram_credentials
+from smtpcore.sasl._scram_server import (
+    ScramSHA1PlusServer,
+    ScramSHA1Server,
     ScramSHA256PlusServer,
     ScramSHA256Server,
-    derive_scram_credentials,
 )
 
 __all__ = [

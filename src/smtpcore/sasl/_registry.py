@@ -17,13 +17,15 @@ from smtpcore.sasl._oauth import (
     XOAuth2Server,
 )
 from smtpcore.sasl._plaintext import LoginClient, LoginServer, PlainClient, PlainServer
-from smtpcore.sasl._scram import (
+from smtpcore.sasl._scram_client import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
-    ScramSHA1PlusServer,
-    ScramSHA1Server,
     ScramSHA256Client,
     ScramSHA256PlusClient,
+)
+from smtpcore.sasl._scram_server import (
+    ScramSHA1PlusServer,
+    ScramSHA1Server,
     ScramSHA256PlusServer,
     ScramSHA256Server,
 )

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from smtpcore.sasl import ScramCredentials, derive_scram_credentials, passwords_match
-from smtpcore.sasl._scram import DEFAULT_ITERATIONS
+from smtpcore.sasl._scram_keys import DEFAULT_ITERATIONS
 from smtpcore.server.config import credential_key, credential_keys
 from smtpcore.server.log import logger
 
