@@ -837,6 +837,64 @@ def test_lmtp_answers_each_recipient(tmp_path: Path) -> None:
     assert b"with LMTP id" in _messages(config, "a@pqr.example")[0]
 
 
+def test_lmtp_refuses_a_recipient_elsewhere_as_a_bad_destination_not_a_relay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LMTP delivers here or nowhere (RFC 2033 §1): it never relays, so a recipient at
+    a domain (or an address literal) that is not ours got ``550 5.7.1 relay access
+    denied``, which tells a front end that policy refused what no policy could allow.
+    It is a bad destination system address (RFC 3463 X.1.2). A local part that would
+    route onwards (``a%b``) is still a policy refusal (5.7.1), and the ``smtp``
+    listener still refuses to relay with 5.7.1."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    config = _config(tmp_path, "pqr.example", {"a@pqr.example": "x"}, smtp_port=1, lmtp_port=1)
+    recipients = ["a@pqr.example", "x@elsewhere.example", "y@[192.0.2.1]", "a%b@pqr.example"]
+
+    async def main() -> tuple[list[tuple[str, str]], object]:
+        sockets = {"smtp": _listening(), "lmtp": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            client = SMTPClient(LOOPBACK, _port(server, "lmtp"), lmtp=True, hostname="client")
+            async with client:
+                result = await client.send_message(
+                    b"Subject: l\r\n\r\n", "john@abc.example", recipients
+                )
+
+            def by_smtp(port: int) -> object:
+                with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+                    try:
+                        smtp.sendmail("john@abc.example", ["x@elsewhere.example"], b"x")
+                    except smtplib.SMTPRecipientsRefused as exc:
+                        return exc.recipients["x@elsewhere.example"]
+                return None
+
+            smtp_refusal = await asyncio.to_thread(by_smtp, _port(server, "smtp"))
+        answers = []
+        for r in result.recipients:
+            reply = r.delivery or r.reply
+            assert reply is not None
+            answers.append((f"{reply.code} {reply.status}", " ".join(reply.lines)))
+        return answers, smtp_refusal
+
+    answers, smtp_refusal = _run(main)
+    assert [code for code, _ in answers] == ["250 2.0.0", "550 5.1.2", "550 5.1.2", "550 5.7.1"]
+    assert (
+        answers[1][1]
+        == "<x@elsewhere.example>: no such domain here (LMTP delivers to local mailboxes only)"
+    )
+    assert (
+        answers[2][1]
+        == "<y@[192.0.2.1]>: no such domain here (LMTP delivers to local mailboxes only)"
+    )
+    assert smtp_refusal == (550, b"5.7.1 relay access denied for elsewhere.example")
+    assert len(_messages(config, "a@pqr.example")) == 1
+    log = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("NOQUEUE: reject: RCPT from ")
+        and ": 550 5.1.2 <x@elsewhere.example>: no such domain here" in line
+        for line in log
+    ), log
+
+
 def test_unended_bdat_content_is_stored_with_a_line_end_and_dovecots_sizes(
     tmp_path: Path,
 ) -> None:

@@ -59,7 +59,11 @@ from smtpcore.smtp import Rcpt, Reply
 from smtpcore.testing.__main__ import main
 from smtpcore.testing._delivery import MARKER_FIELD, DeliveredMessage, Delivery
 from smtpcore.testing._hiding import credential_forms
-from smtpcore.testing._pop3_deletion import delete_delivered, failed_deletion_note
+from smtpcore.testing._pop3_deletion import (
+    delete_delivered,
+    failed_deletion_note,
+    left_in_mailbox,
+)
 from smtpcore.testing._pop3_delivered import poll_sleeps
 from smtpcore.testing._pop3_probe import POP3Probe, lines_of
 from smtpcore.testing._wire import MAX_RECEIVED
@@ -154,7 +158,8 @@ def test_messages_delivered_to_smtpcores_own_server_come_back_intact(
     assert len(delivered(maildir)) == 4
     assert KEPT[0] in maildir_contents(maildir)
     (note,) = report.notes
-    assert "were left in the mailbox" in note and "note: 4 delivered" in report.format()
+    assert "note: 4 delivered" in report.format()
+    assert ".*) were left in the mailbox (a new session finds them all); pass " in note, note
 
 
 def test_delete_delivered_deletes_only_the_test_messages(
@@ -1927,3 +1932,94 @@ def test_the_confirming_session_counts_no_overrun_as_deleted(
     assert note.startswith("none of the 4 delivered test messages is known to have been deleted")
     assert "could not read the header of 4 messages (the response to TOP n 0" in note, note
     assert len(mailbox.messages) == 5
+
+
+# -- the note of messages left: what a new session finds, not what was submitted --------
+
+
+def test_the_left_note_counts_what_a_new_session_finds_after_deletion_drops_one() -> None:
+    """The note said "4 delivered test messages ... were left in the mailbox", counting
+    what SMTP took, after ``deletion`` on a server that commits on a dropped connection
+    had removed one of them. A new session looks now, and the note says what it finds."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(
+        CommitsOnClose,
+        mailbox,
+        DeliversTo(into_mailbox(mailbox)),
+        checks=["delivered-intact", "deletion"],
+    )
+    assert report["deletion"].outcome is Outcome.FAILED, report.format()
+    assert sum(MARKER_FIELD in m for m in mailbox.messages) == 3, mailbox.messages
+    (note,) = report.notes
+    assert note.startswith("3 of 4 delivered test messages (X-Smtpcore-Check: "), note
+    assert (
+        ".*) were left in the mailbox (a new session finds 3; 1 was not found); pass "
+        "delete_delivered (--delete-delivered) to delete them; and the new session's UIDL "
+        "gives a message a unique-id another had"
+    ) in note, note  # SmallPOP3's ids are positions: the removal shifted them
+
+
+def test_the_left_note_says_none_is_found_where_the_messages_never_arrived() -> None:
+    """The SMTP server took the messages and delivered none: the note said all 4 were
+    left in the mailbox."""
+    with (
+        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
+        running_smtp_server("asyncio", Discards()) as smtp,
+    ):
+        report = delivery_check(host, port, ("127.0.0.1", smtp.port), deliver_wait=0.5)
+    assert report["delivered-intact"].outcome is Outcome.FAILED, report.format()
+    (note,) = report.notes
+    assert note.startswith("none of the 4 delivered test messages (X-Smtpcore-Check: "), note
+    assert note.endswith(".*) is in the mailbox: a new session finds none of them"), note
+
+
+class RefusesLoginLater(SmallPOP3):
+    """Once ``refusing`` is set, refuses every login, as a server under load may."""
+
+    refusing = False
+
+    def do_PASS(self, words: list[str]) -> bytes:
+        if self.refusing:
+            return b"-ERR [SYS/TEMP] busy, try later\r\n"
+        return super().do_PASS(words)
+
+
+def test_the_left_note_says_the_count_is_unknown_where_the_look_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session that looks for the messages left cannot log in: the note counts
+    none as left nor gone, says why, and how to find them."""
+    real = left_in_mailbox
+
+    def refused(probe: POP3Probe, delivery: Delivery) -> str:
+        monkeypatch.setattr(RefusesLoginLater, "refusing", True)
+        return real(probe, delivery)
+
+    monkeypatch.setattr(check_pop3_module, "left_in_mailbox", refused)
+    mailbox = Mailbox(list(KEPT))
+    report = _run(RefusesLoginLater, mailbox, DeliversTo(into_mailbox(mailbox)))
+    assert report["delivered-intact"].outcome is Outcome.PASSED, report.format()
+    (note,) = report.notes
+    assert note.startswith("4 test messages (X-Smtpcore-Check: "), note
+    assert ".*) were delivered; whether they were left in the mailbox is not known: a new " in (
+        note
+    ), note
+    assert (
+        "session to look for them failed: " in note and "was refused ('-ERR [SYS/TEMP]'" in note
+    ), note
+    assert note.endswith("; pass delete_delivered (--delete-delivered) to delete them"), note
+    assert PASSWORD not in note
+
+
+def test_the_left_note_says_messages_not_looked_for_may_be_in_the_mailbox() -> None:
+    """The delivery failed part way, before the poll listed the mailbox: nothing tells
+    the user's mail from the test messages, so none is read, and the note says so."""
+    mailbox = Mailbox(list(KEPT))
+    report = _run(SmallPOP3, mailbox, RefusesThird(into_mailbox(mailbox)))
+    assert report["delivered-intact"].outcome is Outcome.FAILED, report.format()
+    (note,) = report.notes
+    assert note.startswith("2 test messages (X-Smtpcore-Check: "), note
+    assert note.endswith(
+        ".*) were delivered and not looked for (delivered-intact stopped first): they may be "
+        "in the mailbox; pass delete_delivered (--delete-delivered) to delete them"
+    ), note

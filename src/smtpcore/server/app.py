@@ -7,8 +7,9 @@ Three handlers share one way of receiving a message:
   without a mailbox gets ``550 5.1.1``.
 - ``submission`` and ``smtps`` (:class:`SubmissionHandler`, RFC 6409 and
   RFC 8314): AUTH first, then local and remote recipients.
-- ``lmtp`` (:class:`LMTPHandler`, RFC 2033): local recipients only, one reply
-  per recipient after the content.
+- ``lmtp`` (:class:`LMTPHandler`, RFC 2033): local recipients only (one at
+  another domain gets ``550 5.1.2``: LMTP never relays), one reply per recipient
+  after the content.
 
 The content is streamed to a spool file in the queue as it arrives, after
 our ``Received:`` line, which names the client that XFORWARD forwards, if any
@@ -35,7 +36,7 @@ from smtpcore._driver._refusals import path_text
 from smtpcore._numbers import parse_number
 from smtpcore.address import AddressError, Mailbox
 from smtpcore.handler import Envelope, Session
-from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router
+from smtpcore.routing import LocalDelivery, Rejected, RejectReason, RemoteDelivery, Router
 from smtpcore.server._app_content import MAX_HOPS, _MailContent
 from smtpcore.server._app_lmtp import _LMTPDelivery
 from smtpcore.server._app_store import Accepted, MailStore
@@ -204,3 +205,30 @@ class LMTPHandler(_LMTPDelivery, _MailHandler):
 
     listener = "lmtp"
     lmtp = True
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        """A recipient at a domain (or an address literal) that is not ours gets ``550
+        5.1.2``, a bad destination system address (RFC 3463 §3.2), not the relay refusal
+        ``550 5.7.1`` of the ``smtp`` listener: LMTP is final delivery (RFC 2033 §1),
+        where no policy could allow a relay, and the front end that sent it there is
+        told the address is wrong, as Dovecot's LMTP tells it of an unknown user."""
+        decision = self.router.route(
+            command.recipient, authenticated=session.authenticated is not None
+        )
+        elsewhere = isinstance(decision, RemoteDelivery) or (
+            isinstance(decision, Rejected) and decision.reason is RejectReason.RELAY_DENIED
+        )
+        if not elsewhere:
+            return await super().handle_rcpt(session, envelope, command)
+        self._stats(session).rcpt += 1
+        reply = Reply(
+            550,
+            quoted(
+                f"<{command.recipient}>: no such domain here (LMTP delivers to local "
+                "mailboxes only)"
+            ),
+            "5.1.2",
+        )
+        return self._refuse(
+            session, "RCPT", reply, sender=path_text(envelope.sender), recipient=command.recipient
+        )

@@ -5,7 +5,8 @@ that very session, shows the marker the poll of ``delivered-intact`` found under
 their unique-id, and QUITs; a new session then looks for the markers
 (:func:`_still_found`), for neither ``+OK`` nor ``-ERR`` to QUIT says which were
 removed (RFC 1939 §6). The note counts as deleted only what that session no
-longer finds.
+longer finds. Without a deletion, :func:`left_in_mailbox` looks the same way, and
+its note counts as left only what it finds.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from smtpcore.testing._pop3_responses import ask
 from smtpcore.testing._pop3_wire import POP3Wire
 from smtpcore.testing._wire import Exchange
 
-__all__ = ["delete_delivered", "dropped_deletion", "failed_deletion_note"]
+__all__ = ["delete_delivered", "dropped_deletion", "failed_deletion_note", "left_in_mailbox"]
 
 _SHOWN_REUSED: Final = 3
 """At most this many reused unique-ids are named in a note; the rest are counted."""
@@ -156,12 +157,7 @@ def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: 
     no longer finds. What that session cannot tell, or a failure of it, leaves the
     count unknown, never deleted. Where that session finds a unique-id given to
     another message than the one it named, the note says so last."""
-    try:
-        look = _still_found(probe, delivery, marked)
-    except LoginRefused as exc:  # the login worked for the deletes: no advice
-        look = _Look(0, f"a new session to confirm it failed: {exc.refusal}")
-    except SESSION_ENDINGS as exc:
-        look = _Look(0, f"a new session to confirm it failed: {ending_said(exc, probe.timeout)}")
+    look = _look_again(probe, delivery, marked, "to confirm it")
     if look.unknown:
         note = _deletion_note(delivery, 0, f"{after}, but {look.unknown}", known=False)
         return note + _reused_said(look.reused)
@@ -172,6 +168,61 @@ def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: 
         if len(delivery.messages) > len(marked):
             why = f"{len(delivery.messages) - len(marked)} not found; {why}"
     return _deletion_note(delivery, len(marked) - look.still, why) + _reused_said(look.reused)
+
+
+def left_in_mailbox(probe: POP3Probe, delivery: Delivery) -> str:
+    """The note of test messages left in the mailbox, none deleted: how many a new
+    session finds (:func:`_still_found`, as after a deletion), not how many SMTP took,
+    for ``delivered-intact`` may not have found them all and ``deletion`` may have
+    removed one (a server that commits a dropped session's DELE). Where the delivery
+    failed before the poll listed the mailbox, nothing tells the user's mail from the
+    test messages, and none is looked for."""
+    total = len(delivery.messages)
+    messages = f"delivered test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*)"
+    delete = "; pass delete_delivered (--delete-delivered) to delete them"
+    if delivery.uidl is None:
+        return (
+            f"{total} test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*) "
+            f"{_was(total)} delivered and not looked for (delivered-intact stopped first): "
+            f"they may be in the mailbox{delete}"
+        )
+    ours = {message.marker for message in delivery.messages}
+    look = _look_again(probe, delivery, ours, "to look for them")
+    if look.unknown:
+        return (
+            f"{total} test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*) "
+            f"{_was(total)} delivered; whether they were left in the mailbox is not known: "
+            f"{look.unknown}{delete}"
+        ) + _reused_said(look.reused)
+    if not look.still:
+        note = (
+            f"none of the {total} {messages} is in the mailbox: a new session finds none of them"
+        )
+        if total == 1:
+            note = f"the {messages} is not in the mailbox: a new session does not find it"
+        return note + _reused_said(look.reused)
+    if look.still == total:
+        found = "it" if total == 1 else "them all"
+        note = (
+            f"{total} {messages} {_was(total)} left in the mailbox (a new session finds {found})"
+        )
+    else:
+        note = (
+            f"{look.still} of {total} {messages} {_was(look.still)} left in the mailbox (a new "
+            f"session finds {look.still}; {_were(total - look.still)} not found)"
+        )
+    return note + delete + _reused_said(look.reused)
+
+
+def _look_again(probe: POP3Probe, delivery: Delivery, marked: set[bytes], why: str) -> _Look:
+    """:func:`_still_found` in a new session opened ``why``, whose failure (a refused
+    login, a timeout, a bad response) leaves the count unknown and says so."""
+    try:
+        return _still_found(probe, delivery, marked)
+    except LoginRefused as exc:  # the login worked for the checks: no advice
+        return _Look(0, f"a new session {why} failed: {exc.refusal}")
+    except SESSION_ENDINGS as exc:
+        return _Look(0, f"a new session {why} failed: {ending_said(exc, probe.timeout)}")
 
 
 class _Look(NamedTuple):

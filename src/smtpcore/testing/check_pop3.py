@@ -52,8 +52,12 @@ from smtpcore.testing._battery import (
     run_one,
     selected,
 )
-from smtpcore.testing._delivery import MARKER_FIELD, Delivery, checked_recipient
-from smtpcore.testing._pop3_deletion import delete_delivered, failed_deletion_note
+from smtpcore.testing._delivery import Delivery, checked_recipient
+from smtpcore.testing._pop3_deletion import (
+    delete_delivered,
+    failed_deletion_note,
+    left_in_mailbox,
+)
 from smtpcore.testing._pop3_delivered import MAX_WAIT, check_delivered_intact
 from smtpcore.testing._pop3_limit_checks import check_command_line_length
 from smtpcore.testing._pop3_mailbox_checks import check_deletion, check_uidl
@@ -113,7 +117,8 @@ def check_pop3_server(
     which must then be a mailbox), with AUTH as ``deliver_user`` and
     ``deliver_password`` when given, STARTTLS (with ``tls_context``) where
     offered, and waits up to ``deliver_wait`` seconds for them over POP3. They
-    are left in the mailbox, and the report's notes say so, unless
+    are left in the mailbox, and the report's notes say how many a last session
+    finds there (by their markers, not what SMTP took), unless
     ``delete_delivered``: then a last session deletes them, and only them, by
     their unique-ids and markers, and ends with QUIT; a new session looks for
     the markers after it, and the note counts as deleted only those it no
@@ -324,18 +329,16 @@ def _check_delivery_target(
 
 
 def _delivery_notes(run: POP3Run) -> tuple[str, ...]:
-    """What the report says of the test messages: left in the mailbox, or deleted."""
+    """What the report says of the test messages: how many a last session finds left
+    in the mailbox, or how many it deleted."""
     delivery = run.delivery
     if delivery is None or not delivery.messages:
         return ()
-    markers = f"{MARKER_FIELD.decode()}: {delivery.run}.*"
-    if not run.delete_delivered:
-        return (
-            f"{len(delivery.messages)} delivered test messages ({markers}) were left in the "
-            "mailbox; pass delete_delivered (--delete-delivered) to delete them",
-        )
     probe = POP3Probe(run.host, run.port, run.user, run.password, delivery.timeout)
     probe.delivery = delivery
+    if not run.delete_delivered:
+        left = run_one("left-delivered", lambda p: left_in_mailbox(p, delivery), probe)
+        return (probe.hide_credentials(left).summary,)
     outcome = probe.hide_credentials(
         run_one("delete-delivered", lambda p: delete_delivered(p, delivery), probe)
     )
