@@ -3,9 +3,9 @@ poplib, which sends what it is given (UTF-8) and hashes APOP's secret as given.
 
 Where CAPA lists ``UTF8 USER`` the server SASLprep's the name and password (query
 strings) before the mailstore judges them, refuses a SASLprep-prohibited one, and
-hashes APOP over the secret SASLprep'd as a stored string; where it does not, a
-non-ASCII name or password logs no one in. Every refusal is the answer a wrong
-password gets.
+hashes APOP over the secret SASLprep'd as a stored string; every refusal is the
+answer a wrong password gets. Where it does not, they reach the store exactly as
+typed, non-ASCII too: §2.2 binds the client there, not the server.
 """
 
 from __future__ import annotations
@@ -100,24 +100,25 @@ def test_a_name_or_password_saslprep_prohibits_logs_no_one_in(
     [
         ({"j\u00fcrgen": "wonderland"}, "j\u00fcrgen", "wonderland"),
         ({"alice": "w\u00f6nderland"}, "alice", "w\u00f6nderland"),
+        ({"ju\u0308rgen": "pa\u0308ss"}, "ju\u0308rgen", "pa\u0308ss"),  # not composed
+        ({"carol": "pass\ue000word"}, "carol", "pass\ue000word"),  # SASLprep refuses it
+        ({"d\ue000ve": "secret"}, "d\ue000ve", "secret"),
     ],
 )
-def test_no_utf8_login_where_utf8_user_is_not_listed(
+def test_a_utf8_login_is_taken_as_typed_where_utf8_user_is_not_listed(
     adapter: str, tmp_path: Path, passwords: dict[str, str], user: str, password: str
 ) -> None:
-    """RFC 6856 §2.2: a client MUST NOT send UTF-8 in USER or PASS where CAPA lists no
-    ``UTF8 USER``, and RFC 1939's arguments are ASCII; Dovecot, which lists no UTF8,
-    fails a non-ASCII name by default (``auth_username_chars``). Such a login logged
-    in; now it fails as a wrong password does (not a syntax error that would tell the
-    client why), and an ASCII login goes on as before."""
-    store = RecordingStore(tmp_path / "mail", {**passwords, "bob": "builder"})
+    """RFC 6856 §2.2 binds the client where CAPA lists no ``UTF8 USER`` ("Clients
+    MUST NOT use UTF-8 characters when authenticating"), not the server: a name or
+    password a client sends anyway reaches the store exactly as typed (no ASCII check,
+    no SASLprep), and logs in, as Dovecot, which lists no UTF8, takes it."""
+    store = RecordingStore(tmp_path / "mail", passwords)
     with running_pop3_server(adapter, store) as server:
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)
         assert "UTF8" not in client.capa()
         client.quit()
-        assert user_pass(server.port, user, password) == WRONG_LOGIN
-        assert store.asked == []
-        assert user_pass(server.port, "bob", "builder").startswith(b"+OK")
+        assert user_pass(server.port, user, password).startswith(b"+OK")
+    assert store.asked == [(user, password)]
 
 
 def test_apop_hashes_the_secret_as_saslprep_stores_it(adapter: str, tmp_path: Path) -> None:
@@ -131,10 +132,18 @@ def test_apop_hashes_the_secret_as_saslprep_stores_it(adapter: str, tmp_path: Pa
         assert apop(server.port, "j\u00fcrgen", "koln") == WRONG_LOGIN
 
 
-def test_no_utf8_apop_where_utf8_user_is_not_listed(adapter: str, tmp_path: Path) -> None:
-    """Without ``UTF8 USER`` a non-ASCII APOP name, or a digest over a non-ASCII
-    secret, logs no one in, as USER/PASS does; both did."""
-    store = MaildirStore(tmp_path / "mail", {"j\u00fcrgen": "secret", "alice": "k\u00f6ln"})
+def test_apop_hashes_the_secret_as_stored_where_utf8_user_is_not_listed(
+    adapter: str, tmp_path: Path
+) -> None:
+    """Without ``UTF8 USER`` a non-ASCII APOP name finds its user as typed and the
+    digest is checked over the secret as stored, not SASLprep'd: a secret stored
+    decomposed (``o`` and U+0308) matches a digest over it as stored, not one over
+    ``ö``."""
+    store = MaildirStore(
+        tmp_path / "mail", {"j\u00fcrgen": "secret", "alice": "k\u00f6ln", "bob": "ko\u0308ln"}
+    )
     with running_pop3_server(adapter, store) as server:
-        assert apop(server.port, "j\u00fcrgen", "secret") == WRONG_LOGIN
-        assert apop(server.port, "alice", "k\u00f6ln") == WRONG_LOGIN
+        assert apop(server.port, "j\u00fcrgen", "secret").startswith(b"+OK")
+        assert apop(server.port, "alice", "k\u00f6ln").startswith(b"+OK")
+        assert apop(server.port, "bob", "ko\u0308ln").startswith(b"+OK")
+        assert apop(server.port, "bob", "k\u00f6ln") == WRONG_LOGIN

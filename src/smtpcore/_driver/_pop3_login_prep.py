@@ -4,11 +4,13 @@ Where CAPA lists ``UTF8 USER`` the names and passwords may be UTF-8, and the
 server prepares them with SASLprep (RFC 4013) before judging them: USER, PASS
 and the APOP name as query strings, the APOP secret as a stored string; one
 SASLprep refuses (a control, a private-use or other §2.3 character) or leaves
-empty logs no one in. Where it does not, the client may send none (§2.2) and a
-non-ASCII one logs no one in, as Dovecot's default ``auth_username_chars``
-fails such a name. Either way the login fails as a wrong password does, so
-the answer never says which part was wrong. Ill-formed UTF-8 never gets this
-far: the machine refuses the line (``-ERR [UTF8]``).
+empty logs no one in, and the login fails as a wrong password does, so the
+answer never says which part was wrong. Where it does not, they pass through
+exactly as typed: §2.2 binds the client ("Clients MUST NOT use UTF-8 ...")
+and asks nothing of the server there, so a non-ASCII one a client sends anyway
+is judged by the store, as Dovecot judges it and as this server always did.
+Ill-formed UTF-8 never gets this far: the machine refuses the line
+(``-ERR [UTF8]``).
 
 The preparation is the one SASL's mechanisms use (:mod:`smtpcore.sasl`): a name
 is prepared as :func:`~smtpcore.sasl.saslprep_login` prepares AUTH's, so USER
@@ -25,10 +27,10 @@ __all__ = ["prepared_apop_secret", "prepared_name", "prepared_password"]
 
 def prepared_name(name: str, *, utf8_user: bool) -> str | None:
     """The USER or APOP name as the mailstore is asked about it, or None where it can
-    log no one in: not ASCII where ``UTF8 USER`` is not listed, refused or emptied by
-    SASLprep (a query, RFC 6856 §2.2) where it is."""
+    log no one in: where ``UTF8 USER`` is listed, SASLprep'd as a query (RFC 6856
+    §2.2), None if SASLprep refuses or empties it; where it is not, as typed."""
     if not utf8_user:
-        return name if name.isascii() else None
+        return name
     try:
         prepared = saslprep_login(name)
     except ValueError:
@@ -38,10 +40,10 @@ def prepared_name(name: str, *, utf8_user: bool) -> str | None:
 
 def prepared_password(password: str, *, utf8_user: bool) -> str | None:
     """The PASS argument as the mailstore checks it, or None where it can match no
-    password: not ASCII where ``UTF8 USER`` is not listed, refused or emptied by
-    SASLprep (a query: an unassigned code point is kept) where it is."""
+    password: where ``UTF8 USER`` is listed, SASLprep'd as a query (an unassigned code
+    point is kept), None if SASLprep refuses or empties it; where it is not, as typed."""
     if not utf8_user:
-        return password if password.isascii() else None
+        return password
     try:
         prepared = saslprep(password, allow_unassigned=True)
     except ValueError:
@@ -49,16 +51,15 @@ def prepared_password(password: str, *, utf8_user: bool) -> str | None:
     return prepared or None
 
 
-def prepared_apop_secret(secret: str, *, utf8_user: bool) -> str | None:
-    """The secret an APOP digest is computed over (RFC 6856 §2.2: SASLprep'd as a
-    stored string, so ``u`` with a combining diaeresis stored hashes as ``ü``, as a
-    client computes it), or None where no digest can match: a secret that is not
-    ASCII where ``UTF8 USER`` is not listed, as PASS takes none. A secret SASLprep
-    refuses (an emoji, unassigned in Unicode 3.2) is hashed as it is stored, as PASS
-    compares it (:func:`~smtpcore.sasl.passwords_match`, RFC 4616 §2 "including
-    none"): no client that prepares it can compute a digest at all."""
+def prepared_apop_secret(secret: str, *, utf8_user: bool) -> str:
+    """The secret an APOP digest is computed over. Where ``UTF8 USER`` is listed,
+    SASLprep'd as a stored string (RFC 6856 §2.2), so ``u`` with a combining diaeresis
+    stored hashes as ``ü``, as a client computes it; a secret SASLprep refuses (an
+    emoji, unassigned in Unicode 3.2) is hashed as it is stored, as PASS compares it
+    (:func:`~smtpcore.sasl.passwords_match`, RFC 4616 §2 "including none"). Where it
+    is not listed, as stored, as PASS takes its password as typed."""
     if not utf8_user:
-        return secret if secret.isascii() else None
+        return secret
     try:
         prepared = saslprep(secret)
     except ValueError:

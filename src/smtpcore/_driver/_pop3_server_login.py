@@ -84,7 +84,8 @@ class Login(Transaction, Update):
 
     async def _apop(self, event: Apop) -> None:
         """The APOP name prepared, and the digest checked over the store's secret as
-        SASLprep stores it (RFC 6856 §2.2, :mod:`._pop3_login_prep`)."""
+        SASLprep stores it where ``UTF8 USER`` is listed, as stored where it is not
+        (RFC 6856 §2.2, :mod:`._pop3_login_prep`)."""
         conn = self.conn
         assert conn is not None and conn.apop_timestamp is not None
         timestamp = conn.apop_timestamp
@@ -95,12 +96,9 @@ class Login(Transaction, Update):
             return
         try:
             secret = await self._store(lambda: self.store.apop_secret(self.session, name))
-            hashed = (
-                prepared_apop_secret(secret, utf8_user=utf8_user)
-                if isinstance(secret, str)
-                else None
+            matches = isinstance(secret, str) and apop_matches(
+                timestamp, prepared_apop_secret(secret, utf8_user=utf8_user), event.digest
             )
-            matches = hashed is not None and apop_matches(timestamp, hashed, event.digest)
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
