@@ -468,11 +468,14 @@ class MaildirStore(Mailstore):
 
     A user is found by the name SASLprep'd as a query (RFC 4013), on every path:
     the SASL mechanisms give it prepared (RFC 5802 §5.1, RFC 4616 §2), USER and
-    APOP as typed, and either way ``ｱｲ`` (halfwidth) finds the user ``アイ`` or
-    ``ｱｲ``, ``ﬁona`` the user ``fiona`` or ``ﬁona``. The names in ``passwords`` are
+    APOP too where ``UTF8 USER`` is listed (RFC 6856 §2.2) and as typed where it
+    is not, and either way ``ｱｲ`` (halfwidth) finds the user ``アイ`` or ``ｱｲ``,
+    ``ﬁona`` the user ``fiona`` or ``ﬁona``. The names in ``passwords`` are
     prepared so when it is given (a name SASLprep refuses, such as one with a
-    private-use character, is kept as it is: USER and APOP find it, AUTH refuses
-    it); two names that prepare alike are a :class:`ValueError`. The mapping is
+    private-use character, is kept as it is: AUTH and a ``UTF8 USER`` server's
+    USER and APOP refuse it, USER and APOP without ``UTF8 USER`` find it typed as
+    stored); two names that prepare alike are a
+    :class:`ValueError`. The mapping is
     read-only: assign a new one to change the users. A user's Maildir is named
     as in ``passwords``, whichever way the login wrote the name.
 

@@ -23,6 +23,11 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
+from smtpcore._driver._pop3_login_prep import (
+    prepared_apop_secret,
+    prepared_name,
+    prepared_password,
+)
 from smtpcore._driver._pop3_server_replies import TEMP_ERROR
 from smtpcore._driver._pop3_server_transaction import Transaction, checked_listing
 from smtpcore._driver._pop3_server_update import Update
@@ -53,12 +58,18 @@ class Login(Transaction, Update):
     __slots__ = ()
 
     async def _pass(self, event: Pass) -> None:
-        user = self.conn.user if self.conn is not None else None
-        assert user is not None
+        """USER's name and this password, prepared (:mod:`._pop3_login_prep`), judged by
+        the store; one that can log no one in fails as a wrong password does."""
+        conn = self.conn
+        assert conn is not None and conn.user is not None
+        utf8_user = conn.offers_utf8
+        user = prepared_name(conn.user, utf8_user=utf8_user)
+        password = prepared_password(event.password, utf8_user=utf8_user)
+        if user is None or password is None:
+            await self._failed("PASS", user or conn.user)
+            return
         try:
-            ok = await self._store(
-                lambda: self.store.check_password(self.session, user, event.password)
-            )
+            ok = await self._store(lambda: self.store.check_password(self.session, user, password))
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
@@ -72,21 +83,31 @@ class Login(Transaction, Update):
             self._wrong_verdict("check_password", ok, "a bool")
 
     async def _apop(self, event: Apop) -> None:
+        """The APOP name prepared, and the digest checked over the store's secret as
+        SASLprep stores it where ``UTF8 USER`` is listed, as stored where it is not
+        (RFC 6856 §2.2, :mod:`._pop3_login_prep`)."""
         conn = self.conn
         assert conn is not None and conn.apop_timestamp is not None
         timestamp = conn.apop_timestamp
+        utf8_user = conn.offers_utf8
+        name = prepared_name(event.name, utf8_user=utf8_user)
+        if name is None:
+            await self._failed("APOP", event.name)
+            return
         try:
-            secret = await self._store(lambda: self.store.apop_secret(self.session, event.name))
-            matches = isinstance(secret, str) and apop_matches(timestamp, secret, event.digest)
+            secret = await self._store(lambda: self.store.apop_secret(self.session, name))
+            matches = isinstance(secret, str) and apop_matches(
+                timestamp, prepared_apop_secret(secret, utf8_user=utf8_user), event.digest
+            )
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise
             self._answer(self._failure(exc, "apop_secret"))
             return
         if matches:
-            await self._login(event.name, "APOP")
+            await self._login(name, "APOP")
         elif secret is None or isinstance(secret, str):
-            await self._failed("APOP", event.name, no_secret=secret is None)
+            await self._failed("APOP", name, no_secret=secret is None)
         else:
             self._wrong_verdict("apop_secret", secret, "a str or None")
 

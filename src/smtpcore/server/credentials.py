@@ -65,7 +65,8 @@ class Credentials:
 
     A login finds its user by :func:`~smtpcore.server.config.credential_key`: the
     address in any case, as SASLprep writes it or as it is typed, so that SMTP AUTH
-    and POP3 AUTH (which SASLprep the name) and POP3 USER and APOP (which do not)
+    and POP3 AUTH (which SASLprep the name), POP3 USER and APOP (which SASLprep it
+    where ``UTF8 USER`` is listed, as the server lists it) and a name as typed
     find one user. Two users one login would find are a
     :class:`~smtpcore.server.config.ConfigError`.
 
