@@ -64,6 +64,28 @@ def test_the_lookahead_is_exact_whatever_the_chunks(size: int) -> None:
         assert scan.done and scan.overran and scan.needs_utf8 is needs
 
 
+@pytest.mark.parametrize("size", [1, 7, 65536, pop3.HEADER_LOOKAHEAD + 10])
+@pytest.mark.parametrize(
+    ("last_read", "needs"),
+    [
+        (b"\xe9", False),  # a Latin-1 é that is a UTF-8 lead octet: no character
+        (b"\xc3\xbc\xc3", True),  # a whole ü before the cut lead octet
+    ],
+)
+def test_a_lead_octet_the_lookahead_cuts_off_is_no_utf8(
+    size: int, last_read: bytes, needs: bool
+) -> None:
+    """The last octets read end with a lead octet whose sequence the lookahead cuts
+    off: it made the header UTF-8 (``-ERR [UTF8]`` to a Latin-1 one); only a whole
+    character does."""
+    message = b"X" * (pop3.HEADER_LOOKAHEAD - len(last_read)) + last_read + b"\xbc\r\n\r\n"
+    scan = pop3.HeaderScan()
+    for start in range(0, len(message), size):
+        if scan.feed(message[start : start + size]):
+            break
+    assert scan.done and scan.overran and scan.needs_utf8 is needs
+
+
 def test_the_machine_gives_a_scan_only_where_utf8_is_offered() -> None:
     """A ``[UTF8]`` code names a mode the client could enter: without UTF8 offered
     every message goes as stored, as before the server knew of UTF8."""
