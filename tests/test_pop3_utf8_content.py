@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import poplib
+import socket
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -60,6 +62,28 @@ def test_the_lookahead_is_exact_whatever_the_chunks(size: int) -> None:
             if scan.feed(message[start : start + size]):
                 break
         assert scan.done and scan.overran and scan.needs_utf8 is needs
+
+
+@pytest.mark.parametrize("size", [1, 7, 65536, pop3.HEADER_LOOKAHEAD + 10])
+@pytest.mark.parametrize(
+    ("last_read", "needs"),
+    [
+        (b"\xe9", False),  # a Latin-1 é that is a UTF-8 lead octet: no character
+        (b"\xc3\xbc\xc3", True),  # a whole ü before the cut lead octet
+    ],
+)
+def test_a_lead_octet_the_lookahead_cuts_off_is_no_utf8(
+    size: int, last_read: bytes, needs: bool
+) -> None:
+    """The last octets read end with a lead octet whose sequence the lookahead cuts
+    off: it made the header UTF-8 (``-ERR [UTF8]`` to a Latin-1 one); only a whole
+    character does."""
+    message = b"X" * (pop3.HEADER_LOOKAHEAD - len(last_read)) + last_read + b"\xbc\r\n\r\n"
+    scan = pop3.HeaderScan()
+    for start in range(0, len(message), size):
+        if scan.feed(message[start : start + size]):
+            break
+    assert scan.done and scan.overran and scan.needs_utf8 is needs
 
 
 def test_the_machine_gives_a_scan_only_where_utf8_is_offered() -> None:
@@ -143,3 +167,43 @@ def test_a_server_with_utf8_refuses_only_utf8_headers_outside_utf8_mode(
         assert _retrieved(server.port, [1], utf8=True) == [UTF8_HEADER]
     [line] = [r.getMessage() for r in caplog.records if "sent as stored" in r.getMessage()]
     assert line.startswith("message 3 of 'alice': header longer than ")
+
+
+DOTS = b"Subject: dots\r\n\r\n" + b".\r\n" * 80_000  # 240 KB stored, 320 KB dot-stuffed
+
+
+def _multiline(answers: BinaryIO) -> bytes:
+    """A multi-line answer read from ``answers`` (its status line checked), its dots
+    unstuffed: the message as stored."""
+    assert answers.readline().startswith(b"+OK")
+    lines = []
+    while (line := answers.readline()) != b".\r\n":
+        assert line, "the server closed the connection"
+        lines.append(line[1:] if line.startswith(b".") else line)
+    return b"".join(lines)
+
+
+def test_a_pipelined_retr_after_a_dot_heavy_message_is_answered(
+    adapter: str, tmp_path: Path
+) -> None:
+    """RETR 1's dot-stuffed last batch, due but not yet written, was more than a
+    write's worth: RETR 2's header scan, which waits to write until the header is
+    read, then read nothing for ever without a pause, and the whole server hung
+    (this session and every other). Both messages come whole, and the server greets
+    a new connection."""
+    write_maildir(tmp_path / "alice", [DOTS, PLAIN])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with running_pop3_server(adapter, store, utf8=True) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answers = sock.makefile("rb")
+            assert answers.readline().startswith(b"+OK")
+            for command in (b"USER alice\r\n", b"PASS wonderland\r\n"):
+                sock.sendall(command)
+                assert answers.readline().startswith(b"+OK")
+            sock.sendall(b"RETR 1\r\nRETR 2\r\n")
+            assert _multiline(answers) == DOTS
+            assert _multiline(answers) == PLAIN
+            sock.sendall(b"QUIT\r\n")
+            assert answers.readline().startswith(b"+OK")
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            assert sock.makefile("rb").readline().startswith(b"+OK")

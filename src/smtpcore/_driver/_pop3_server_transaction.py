@@ -123,7 +123,9 @@ class Transaction(StoreCalls):
         that a failure can only close the connection. Chunks are read a write's
         worth at a time: from an async iterator under one ``store`` deadline
         (entered only when the reading has to wait), from a plain one as they come
-        (a read that blocks could not be interrupted anyway)."""
+        (a read that blocks could not be interrupted anyway). Each turn of the loop
+        reads, or writes out the answers due, which gives the next read room: a
+        read counts them, and one that has no room reads nothing."""
         conn, maildrop = self.conn, self.maildrop
         assert conn is not None and maildrop is not None
         number = event.message
@@ -169,6 +171,11 @@ class Transaction(StoreCalls):
                 if scan is not None:
                     if not _header_read(scan, batch, done):
                         held += batch  # the header goes on: +OK waits for its end
+                        if self._out:
+                            # Earlier answers due (a pipelined RETR's last batch) take
+                            # the reads' room: out now, the next read has a write's
+                            # worth, so this loop never turns without reading.
+                            await self._write_out()
                         continue
                     if scan.needs_utf8:
                         self._answer(NEEDS_UTF8)

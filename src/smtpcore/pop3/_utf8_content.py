@@ -58,7 +58,8 @@ class HeaderScan:
         self.overran = False
         """Whether the header went on past :data:`HEADER_LOOKAHEAD` octets."""
         self.needs_utf8 = False
-        """Whether the header holds non-ASCII octets, all of them UTF-8 (RFC 6532)."""
+        """Whether the header holds a UTF-8 character, and no octet that is not
+        UTF-8 (RFC 6532)."""
         self._left = HEADER_LOOKAHEAD
         self._tail = b"\n"  # the message starts a line: an empty first line ends it
         self._decoder: codecs.IncrementalDecoder | None = None  # from the first non-ASCII
@@ -100,13 +101,16 @@ class HeaderScan:
 
     def _read_utf8(self, header: bytes, final: bool) -> None:
         """Read ``header``'s octets, which hold or follow a non-ASCII one, as UTF-8:
-        any that are not make the header a legacy 8-bit one, which goes as stored."""
+        any that are not make the header a legacy 8-bit one, which goes as stored.
+        Only a whole character makes it UTF-8: a lead octet the lookahead cuts off
+        (a Latin-1 ``é`` as the last octet read) is none."""
         if self._decoder is None:
             self._decoder = codecs.getincrementaldecoder("utf-8")()
         try:
-            self._decoder.decode(header, final)
+            text = self._decoder.decode(header, final)
         except UnicodeDecodeError:
             self.needs_utf8 = False
             self.done = True
             return
-        self.needs_utf8 = True
+        if not text.isascii():
+            self.needs_utf8 = True
