@@ -10,6 +10,8 @@ import errno
 import fcntl
 import logging
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,57 @@ def test_the_queue_tool_taking_the_lock_unmarked_logs_nothing(
     with caplog.at_level(logging.WARNING, logger="smtpcore.mail"):
         release_lock(take_lock(tmp_path, TOOL_MARK))
     assert caplog.records == []
+
+
+def test_a_queue_tool_waiting_when_the_server_marks_its_lock_hands_it_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ``queue flush`` begun while a server on a full disk held the lock unmarked waited,
+    as for another tool; the server marked it meanwhile (the disk had room), and the tool
+    said the data directory "is in use by another smtpcore server", naming the server it
+    should have handed the command to. It hands it over now, as when it finds the server
+    at once. The server here is a ``sleep`` (the process the mark names), which the
+    command's SIGUSR1 ends."""
+    from smtpcore.server import cli, queuetool
+    from smtpcore.server.queue import Queue
+
+    queue = Queue(tmp_path / "queue")
+    queue.open()
+    entry = queue.add(b"Subject: one\r\n\r\nx\r\n", "john@abc.example", ["a@pqr.example"])
+    server = subprocess.Popen(["sleep", "60"])
+    lock = os.open(tmp_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    looks: list[tuple[str, int | None]] = []
+    real_running_server = queuectl.running_server
+
+    def first_look(data_dir: Path) -> int | None:
+        """The tool's look before it waits: the lock is not marked yet."""
+        looks.append(("first", holder := real_running_server(data_dir)))
+        return holder
+
+    def marked_while_waiting(data_dir: Path) -> int | None:
+        """The tool's look from within its wait: the server has marked the lock by then."""
+        if len(looks) == 1:
+            assert queuectl.mark_lock(lock, str(server.pid)) is None
+        looks.append(("waiting", holder := real_running_server(data_dir)))
+        return holder
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the server's, unmarked: the file is empty
+        assert running_server(tmp_path) == -1
+        monkeypatch.setattr(queuetool, "running_server", first_look)
+        monkeypatch.setattr(queuectl, "running_server", marked_while_waiting)
+        status = cli.main(["queue", "--data-dir", str(tmp_path), "flush"])
+        out, err = capsys.readouterr()
+        assert (status, err) == (0, "")
+        assert out == (
+            "queue flush: every message queued now (1): "
+            f"handed to the running server (pid {server.pid})\n"
+        )
+        assert looks == [("first", -1), ("waiting", server.pid)]
+        assert server.wait(30) == -signal.SIGUSR1
+        [(_, command)] = queuectl.read_commands(tmp_path / "queue")
+        assert (command.action, command.ids) == ("flush", (entry.id,))
+    finally:
+        server.kill()
+        server.wait()
+        os.close(lock)

@@ -55,6 +55,7 @@ from smtpcore.server.safefiles import (
 __all__ = [
     "ACTIONS",
     "QueueCommand",
+    "ServerRunning",
     "apply_left_offline",
     "apply_offline",
     "damaged_line",
@@ -115,9 +116,22 @@ _TOOL_WAIT: Final = 10.0
 MARK_RETRY: Final = 5.0
 """How often a server holding the lock unmarked (no room for its mark) tries to mark it
 again: within :data:`_TOOL_WAIT`, so a ``queue`` tool run once the disk has room finds
-the server to signal before it gives up."""
+the server to signal before it gives up, whether it looks at once or is already waiting
+(:class:`ServerRunning`)."""
 _UNMARKED_HOLDER: Final = "the queue tool or a server that could not mark the lock"
 """Who holds a lock with no mark: :func:`running_server` cannot tell them apart."""
+
+
+class ServerRunning(ConfigError):
+    """:func:`take_lock` found the lock held by a running server, ``pid``: a server that
+    starts cannot run beside it, and a ``queue`` tool hands it the command instead, as
+    when :func:`running_server` finds it at once. A tool meets this when it began to
+    wait while the lock was unmarked (a server on a full disk) and the server marked it
+    meanwhile."""
+
+    def __init__(self, data_dir: Path, pid: int) -> None:
+        super().__init__(f"{data_dir} is in use by another smtpcore server")
+        self.pid = pid
 
 
 def running_server(data_dir: Path) -> int | None:
@@ -154,8 +168,9 @@ def _open_lock(data_dir: Path, flags: int) -> int:
 def take_lock(data_dir: Path, mark: str) -> int:
     """``data_dir``'s lock, held by the descriptor returned and marked with ``mark`` (a
     server's process id, for ``queue`` to signal; :data:`TOOL_MARK` for the tool). A
-    ``queue`` tool that holds it is waited for a while; a server holding it is a
-    :class:`ConfigError` naming who.
+    ``queue`` tool that holds it is waited for a while; a server holding it, found at
+    once or during that wait, is a :class:`ServerRunning` carrying its process id;
+    anything else still holding it after the wait is a :class:`ConfigError` naming who.
 
     What the file says is cleared under a shared lock before the lock is taken: then no
     one holds it, so the text is a mark a server that died (``kill -9``) left there, and
@@ -171,7 +186,8 @@ def take_lock(data_dir: Path, mark: str) -> int:
     A disk with no room for the mark (full, over quota) leaves the lock held unmarked,
     with a warning: a ``queue`` tool finds no one to signal and waits, as for another
     tool, until the server marks it (:func:`mark_lock`, tried again every
-    :data:`MARK_RETRY` seconds). Refusing to start would leave a full disk with no
+    :data:`MARK_RETRY` seconds): marked within the wait, it is :class:`ServerRunning`,
+    and the tool hands the server its command. Refusing to start would leave a full disk with no
     server to empty it (POP3 logins, deliveries), and the tool could not delete mail
     either."""
     fd = _open_lock(data_dir, os.O_RDWR | os.O_CREAT)
@@ -187,6 +203,8 @@ def take_lock(data_dir: Path, mark: str) -> int:
             time.sleep(0.05)  # the queue tool, at work on the files: it is quick
             continue
         os.close(fd)
+        if holder is not None and holder > 0:
+            raise ServerRunning(data_dir, holder)
         who = {-1: _UNMARKED_HOLDER, None: "another process"}.get(
             holder, "another smtpcore server"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 from collections.abc import Collection
@@ -15,6 +16,7 @@ from smtpcore.server.log import loggable
 from smtpcore.server.queue import Queue
 from smtpcore.server.queuectl import (
     QueueCommand,
+    ServerRunning,
     apply_left_offline,
     apply_offline,
     damaged_line,
@@ -64,17 +66,13 @@ def _run(args: argparse.Namespace) -> int:
     ids = validate_ids(queue, getattr(args, "ids", ()))
     command = QueueCommand(args.action, ids)
     pid = running_server(data_dir)
-    what = "every message" if not ids else ", ".join(ids)
-    if pid is not None and pid > 0:  # -1: another queue tool, waited for below
-        sent = submit(queue_dir, command, pid)
-        if sent.pinned and not sent.ids:
-            print(f"queue {args.action}: 0 messages (none queued)")
-            return 0
-        if sent.pinned:
-            what = f"every message queued now ({len(sent.ids)})"
-        print(f"queue {args.action}: {what}: handed to the running server (pid {pid})")
-        return 0
-    with offline_lock(data_dir):
+    if pid is not None and pid > 0:  # -1: a queue tool, or a server not yet marked: waited for
+        return _hand_over(queue_dir, command, pid)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(offline_lock(data_dir))
+        except ServerRunning as server:  # marked its lock while this waited (a full disk)
+            return _hand_over(queue_dir, command, server.pid)
         left = apply_left_offline(queue, time.time(), tell)
         if left:
             print(f"queue: {counted(left, 'command')} a stopped server left carried out first")
@@ -83,6 +81,20 @@ def _run(args: argparse.Namespace) -> int:
         done = apply_offline(queue, command, time.time(), tell, skips=skips, already=already)
     print(summary_line(args.action, len(done), already=len(already), running=False))
     return 2 if skips else 0  # each id skipped was told, with its reason
+
+
+def _hand_over(queue_dir: Path, command: QueueCommand, pid: int) -> int:
+    """Leave ``command`` for the running server ``pid`` (:func:`submit`) and say so:
+    the server carries it out, found at the start or while the tool waited."""
+    sent = submit(queue_dir, command, pid)
+    if sent.pinned and not sent.ids:
+        print(f"queue {command.action}: 0 messages (none queued)")
+        return 0
+    what = "every message" if not command.ids else ", ".join(command.ids)
+    if sent.pinned:
+        what = f"every message queued now ({len(sent.ids)})"
+    print(f"queue {command.action}: {what}: handed to the running server (pid {pid})")
+    return 0
 
 
 def _list(queue: Queue, active: Collection[str]) -> int:
