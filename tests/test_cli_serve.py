@@ -1054,10 +1054,15 @@ def test_pop3_offers_utf8_and_refuses_utf8_mail_to_a_session_without_it(
 def test_pop3_saslpreps_utf8_logins_end_to_end(tmp_path: Path) -> None:
     """The server lists ``UTF8 USER``, so it applies SASLprep as RFC 6856 §2.2 asks:
     an APOP digest is checked over the stored password SASLprep'd (``ko`` U+0308
-    ``ln`` in the users file, ``köln`` hashed by poplib), which failed; a password
-    holding a character SASLprep prohibits (private use) is refused as a wrong one,
-    where USER/PASS typed exactly logged in; PASS still takes the password composed."""
-    users = ["ann@abc.example:ko\u0308ln", "eve@abc.example:pass\ue000word"]
+    ``ln`` in the users file, ``köln`` hashed by poplib), which failed; PASS still
+    takes the password composed. A stored password SASLprep refuses (private use, an
+    ASCII TAB) logs in by USER/PASS typed exactly, as by APOP and AUTH PLAIN: PASS
+    refused it as a wrong one."""
+    users = [
+        "ann@abc.example:ko\u0308ln",
+        "eve@abc.example:pass\ue000word",
+        "tab@abc.example:pass\tword",
+    ]
     with serve(tmp_path / "abc", "abc.example", users) as abc:
         client = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
         try:
@@ -1065,17 +1070,23 @@ def test_pop3_saslpreps_utf8_logins_end_to_end(tmp_path: Path) -> None:
             assert client.apop("ann@abc.example", "k\u00f6ln").startswith(b"+OK")
         finally:
             client.quit()
+        logins = [
+            ("ann@abc.example", "k\u00f6ln"),
+            ("eve@abc.example", "pass\ue000word"),
+            ("tab@abc.example", "pass\tword"),
+        ]
+        for name, password in logins:
+            client = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
+            try:
+                client.user(name)
+                assert client.pass_(password).startswith(b"+OK")
+            finally:
+                client.quit()
         client = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
         try:
             client.user("eve@abc.example")
             with pytest.raises(poplib.error_proto, match=r"-ERR \[AUTH\]"):
-                client.pass_("pass\ue000word")
-        finally:
-            client.quit()
-        client = poplib.POP3(LOOPBACK, abc.ports["pop3"], timeout=10)
-        try:
-            client.user("ann@abc.example")
-            assert client.pass_("k\u00f6ln").startswith(b"+OK")
+                client.pass_("password")
         finally:
             client.quit()
         assert abc.stop() == 0

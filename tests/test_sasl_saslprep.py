@@ -30,6 +30,7 @@ from smtpcore.sasl import (
     Success,
     derive_scram_credentials,
     passwords_match,
+    prepared_stored_secret,
     saslprep,
 )
 from smtpcore.server.credentials import Credentials
@@ -225,6 +226,28 @@ def test_passwords_match_compares_prepared_passwords(
     """RFC 4616 §2: the presented and the stored password are both prepared (a query, a
     stored string); a stored one SASLprep refuses is compared as it is."""
     assert passwords_match(stored, presented) is match
+
+
+@pytest.mark.parametrize(
+    ("stored", "prepared"),
+    [
+        ("ko\u0308ln", "k\u00f6ln"),  # SASLprep'd as a stored string
+        ("pass word", "pass word"),
+        ("pass\tword", "pass\tword"),  # refused (a control): as stored
+        ("\u05e9\u05dc\u05d5\u05ddabc", "\u05e9\u05dc\u05d5\u05ddabc"),  # the bidi rule
+        ("pass\ue000word", "pass\ue000word"),  # private use
+        ("key\U0001f511", "key\U0001f511"),  # unassigned in Unicode 3.2
+        ("\u00ad", "\u00ad"),  # empty after SASLprep
+    ],
+)
+def test_a_stored_secret_is_prepared_as_passwords_match_prepares_it(
+    stored: str, prepared: str
+) -> None:
+    """RFC 4616 §2 ("including none"): one rule decides how a stored password is
+    compared (PLAIN, LOGIN, POP3 PASS) and hashed (POP3 APOP); a password typed as
+    that rule writes the stored one matches it."""
+    assert prepared_stored_secret(stored) == prepared
+    assert passwords_match(stored, prepared) is True
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])

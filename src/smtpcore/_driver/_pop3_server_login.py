@@ -23,11 +23,7 @@ from smtpcore._driver._logtext import (
     named_mechanism,
     no_credential_line,
 )
-from smtpcore._driver._pop3_login_prep import (
-    prepared_apop_secret,
-    prepared_name,
-    prepared_password,
-)
+from smtpcore._driver._pop3_login_prep import prepared_apop_secret, prepared_name
 from smtpcore._driver._pop3_server_replies import TEMP_ERROR
 from smtpcore._driver._pop3_server_transaction import Transaction, checked_listing
 from smtpcore._driver._pop3_server_update import Update
@@ -58,18 +54,20 @@ class Login(Transaction, Update):
     __slots__ = ()
 
     async def _pass(self, event: Pass) -> None:
-        """USER's name and this password, prepared (:mod:`._pop3_login_prep`), judged by
-        the store; one that can log no one in fails as a wrong password does."""
+        """USER's name prepared (:mod:`._pop3_login_prep`) and this password as typed,
+        judged by the store, which prepares the password as AUTH PLAIN's
+        (:func:`~smtpcore.sasl.passwords_match`); a name that can log no one in fails
+        as a wrong password does."""
         conn = self.conn
         assert conn is not None and conn.user is not None
-        utf8_user = conn.offers_utf8
-        user = prepared_name(conn.user, utf8_user=utf8_user)
-        password = prepared_password(event.password, utf8_user=utf8_user)
-        if user is None or password is None:
-            await self._failed("PASS", user or conn.user)
+        user = prepared_name(conn.user, utf8_user=conn.offers_utf8)
+        if user is None:
+            await self._failed("PASS", conn.user)
             return
         try:
-            ok = await self._store(lambda: self.store.check_password(self.session, user, password))
+            ok = await self._store(
+                lambda: self.store.check_password(self.session, user, event.password)
+            )
         except BaseException as exc:
             if not self._call_failed(exc):
                 raise

@@ -57,7 +57,12 @@ from smtpcore.sasl._registry import (
     choose_mechanism,
     scram_client,
 )
-from smtpcore.sasl._saslprep import passwords_match, saslprep, saslprep_login
+from smtpcore.sasl._saslprep import (
+    passwords_match,
+    prepared_stored_secret,
+    saslprep,
+    saslprep_login,
+)
 from smtpcore.sasl._scram_client import (
     ScramSHA1Client,
     ScramSHA1PlusClient,
@@ -119,6 +124,7 @@ __all__ = [
     "needs_channel_binding",
     "offered_mechanisms",
     "passwords_match",
+    "prepared_stored_secret",
     "saslprep",
     "saslprep_login",
     "scram_client",

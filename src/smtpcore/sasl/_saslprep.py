@@ -13,7 +13,7 @@ import stringprep
 import unicodedata
 from collections.abc import Callable
 
-__all__ = ["passwords_match", "saslprep", "saslprep_login"]
+__all__ = ["passwords_match", "prepared_stored_secret", "saslprep", "saslprep_login"]
 
 _PROHIBITED: tuple[Callable[[str], bool], ...] = (
     stringprep.in_table_c12,  # non-ASCII space characters
@@ -86,6 +86,17 @@ def saslprep_login(name: str) -> str:
     return saslprep(local, allow_unassigned=True, bidi_rule=False) + at + domain
 
 
+def prepared_stored_secret(stored: str) -> str:
+    """The ``stored`` password as a server compares or hashes it: SASLprep'd as a
+    stored string (RFC 4616 §2, RFC 6856 §2.2), or exactly as stored where SASLprep
+    refuses it or leaves it empty (a control character, or an emoji, which Unicode
+    3.2 does not assign): RFC 4616 §2 lets a server prepare with another algorithm,
+    "including none", and its user can still log in by typing it exactly. The one
+    rule for PLAIN, LOGIN, POP3 ``PASS`` (:func:`passwords_match`) and the secret a
+    POP3 ``APOP`` digest is checked over."""
+    return _saslprepped_stored(stored) or stored
+
+
 def passwords_match(stored: str, presented: str) -> bool:
     """Whether ``presented``, a password the client sent in the clear (PLAIN, LOGIN,
     POP3 ``PASS``), is the ``stored`` one, in constant time.
@@ -93,16 +104,11 @@ def passwords_match(stored: str, presented: str) -> bool:
     Both are prepared with SASLprep first, as RFC 4616 §2 asks: the stored one as a
     stored string, the presented one as a query; so a password typed decomposed
     (``u`` and a combining diaeresis) matches one stored composed, as it does under
-    SCRAM. A presented password SASLprep refuses, or leaves empty, matches nothing.
-    A stored password SASLprep refuses (a control character, or an emoji, which
-    Unicode 3.2 does not assign) is compared exactly as it is instead: RFC 4616 §2
-    lets a server prepare with another algorithm, "including none", and its user
-    can still log in by typing it exactly, as before (SCRAM cannot serve him).
+    SCRAM. A presented password SASLprep refuses, or leaves empty, matches nothing
+    but a stored one SASLprep refuses too: that is compared exactly as it is
+    instead (:func:`prepared_stored_secret`; SCRAM cannot serve its user).
     """
-    try:
-        expected = saslprep(stored)
-    except ValueError:
-        expected = ""
+    expected = _saslprepped_stored(stored)
     if not expected:
         return bool(stored) and hmac.compare_digest(_octets(stored), _octets(presented))
     try:
@@ -110,6 +116,16 @@ def passwords_match(stored: str, presented: str) -> bool:
     except ValueError:
         given = ""
     return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def _saslprepped_stored(stored: str) -> str:
+    """``stored`` SASLprep'd as a stored string, or "" where SASLprep refuses it: what
+    decides, for :func:`prepared_stored_secret` and :func:`passwords_match` alike,
+    whether a stored password is prepared or taken as it is."""
+    try:
+        return saslprep(stored)
+    except ValueError:
+        return ""
 
 
 def _octets(text: str) -> bytes:
