@@ -159,7 +159,11 @@ def test_messages_delivered_to_smtpcores_own_server_come_back_intact(
     assert KEPT[0] in maildir_contents(maildir)
     (note,) = report.notes
     assert "note: 4 delivered" in report.format()
-    assert ".*) were left in the mailbox (a new session finds them all); pass " in note, note
+    assert note.startswith(
+        "4 delivered test messages were left in the mailbox (a new session finds them all): "
+        "pass delete_delivered (--delete-delivered) to delete them, or find them by their "
+        f"header '{MARKER_FIELD.decode()}: "
+    ), note
 
 
 def test_delete_delivered_deletes_only_the_test_messages(
@@ -1951,26 +1955,54 @@ def test_the_left_note_counts_what_a_new_session_finds_after_deletion_drops_one(
     assert report["deletion"].outcome is Outcome.FAILED, report.format()
     assert sum(MARKER_FIELD in m for m in mailbox.messages) == 3, mailbox.messages
     (note,) = report.notes
-    assert note.startswith("3 of 4 delivered test messages (X-Smtpcore-Check: "), note
-    assert (
-        ".*) were left in the mailbox (a new session finds 3; 1 was not found); pass "
-        "delete_delivered (--delete-delivered) to delete them; and the new session's UIDL "
-        "gives a message a unique-id another had"
-    ) in note, note  # SmallPOP3's ids are positions: the removal shifted them
+    assert note.startswith(
+        "3 of 4 delivered test messages were left in the mailbox (a new session finds 3; 1 "
+        "was not found): pass delete_delivered (--delete-delivered) to delete them, or find "
+        f"them by their header '{MARKER_FIELD.decode()}: "
+    ), note
+    assert ".*'; and the new session's UIDL gives a message a unique-id another had" in note, (
+        note
+    )  # SmallPOP3's ids are positions: the removal shifted them
 
 
-def test_the_left_note_says_none_is_found_where_the_messages_never_arrived() -> None:
-    """The SMTP server took the messages and delivered none: the note said all 4 were
-    left in the mailbox."""
+class StoresLater(DeliversTo):
+    """Takes the messages and stores them only when told: an MTA whose queue run
+    comes after ``--deliver-wait``."""
+
+    def __init__(self, store: Callable[[bytes], None]) -> None:
+        self.held: list[bytes] = []
+        super().__init__(self.held.append)
+        self.later = store
+
+    def queue_run(self) -> None:
+        for content in self.held:
+            self.later(content)
+
+
+def test_the_left_note_says_messages_not_found_may_still_arrive_and_how_to_find_them() -> None:
+    """The SMTP server took the messages and stores them past the wait: the note said
+    "none of the 4 ... is in the mailbox", without the header that finds them, where
+    ``--delete-delivered`` says they are left in the mailbox, not found, and how to
+    find them. They may still arrive, and the header finds them once they do."""
+    mailbox = Mailbox(list(KEPT))
+    mta = StoresLater(into_mailbox(mailbox))
     with (
-        serve_pop3(SmallPOP3, Mailbox(list(KEPT))) as (host, port),
-        running_smtp_server("asyncio", Discards()) as smtp,
+        serve_pop3(SmallPOP3, mailbox) as (host, port),
+        running_smtp_server("asyncio", mta) as smtp,
     ):
         report = delivery_check(host, port, ("127.0.0.1", smtp.port), deliver_wait=0.5)
     assert report["delivered-intact"].outcome is Outcome.FAILED, report.format()
     (note,) = report.notes
-    assert note.startswith("none of the 4 delivered test messages (X-Smtpcore-Check: "), note
-    assert note.endswith(".*) is in the mailbox: a new session finds none of them"), note
+    assert note.startswith(
+        "none of the 4 delivered test messages is in the mailbox (a new session finds none; "
+        "4 were not found and may still arrive): find them by their header "
+        f"'{MARKER_FIELD.decode()}: "
+    ), note
+    assert "--delete-delivered" not in note, note
+    mta.queue_run()
+    header = note.rpartition("header '")[2].removesuffix(".*'").encode()
+    assert len(mailbox.messages) == 5
+    assert sum(header in m for m in mailbox.messages) == 4, (header, mailbox.messages)
 
 
 class RefusesLoginLater(SmallPOP3):
@@ -2000,26 +2032,36 @@ def test_the_left_note_says_the_count_is_unknown_where_the_look_fails(
     report = _run(RefusesLoginLater, mailbox, DeliversTo(into_mailbox(mailbox)))
     assert report["delivered-intact"].outcome is Outcome.PASSED, report.format()
     (note,) = report.notes
-    assert note.startswith("4 test messages (X-Smtpcore-Check: "), note
-    assert ".*) were delivered; whether they were left in the mailbox is not known: a new " in (
-        note
+    assert note.startswith(
+        "4 delivered test messages may be left in the mailbox (a new session to look for "
+        "them failed: "
     ), note
+    assert "was refused ('-ERR [SYS/TEMP]'" in note, note
     assert (
-        "session to look for them failed: " in note and "was refused ('-ERR [SYS/TEMP]'" in note
-    ), note
-    assert note.endswith("; pass delete_delivered (--delete-delivered) to delete them"), note
+        "): pass delete_delivered (--delete-delivered) to delete them, or find them by their "
+        f"header '{MARKER_FIELD.decode()}: "
+    ) in note and note.endswith(".*'"), note
     assert PASSWORD not in note
 
 
-def test_the_left_note_says_messages_not_looked_for_may_be_in_the_mailbox() -> None:
+def test_the_left_note_gives_the_header_of_messages_not_looked_for() -> None:
     """The delivery failed part way, before the poll listed the mailbox: nothing tells
-    the user's mail from the test messages, so none is read, and the note says so."""
-    mailbox = Mailbox(list(KEPT))
-    report = _run(SmallPOP3, mailbox, RefusesThird(into_mailbox(mailbox)))
-    assert report["delivered-intact"].outcome is Outcome.FAILED, report.format()
-    (note,) = report.notes
-    assert note.startswith("2 test messages (X-Smtpcore-Check: "), note
-    assert note.endswith(
-        ".*) were delivered and not looked for (delivered-intact stopped first): they may be "
-        "in the mailbox; pass delete_delivered (--delete-delivered) to delete them"
-    ), note
+    the user's mail from the test messages, so none is read. The note advised
+    ``--delete-delivered``, which deletes none of them then; it gives the header that
+    finds them, in the words of the ``--delete-delivered`` note."""
+    for delete in (False, True):
+        mailbox = Mailbox(list(KEPT))
+        report = _run(
+            SmallPOP3, mailbox, RefusesThird(into_mailbox(mailbox)), delete_delivered=delete
+        )
+        assert report["delivered-intact"].outcome is Outcome.FAILED, report.format()
+        assert sum(MARKER_FIELD in m for m in mailbox.messages) == 2, mailbox.messages
+        (note,) = report.notes
+        assert (
+            "2 delivered test messages may be left" if not delete else "; 2 left in the mailbox"
+        ) in note, note
+        assert (
+            " left in the mailbox (not looked for: the delivery failed): find them by their "
+            f"header '{MARKER_FIELD.decode()}: "
+        ) in note, note
+        assert "--delete-delivered" not in note, note
