@@ -29,7 +29,7 @@ from smtpcore.asyncio import SMTPClient
 from smtpcore.handler import Envelope, Session
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
-from smtpcore.routing import StaticResolver
+from smtpcore.routing import Router, StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
 from smtpcore.server.app import MAX_HOPS, MailStore
 from smtpcore.server.log import delivery_line
@@ -893,6 +893,43 @@ def test_lmtp_refuses_a_recipient_elsewhere_as_a_bad_destination_not_a_relay(
         and ": 550 5.1.2 <x@elsewhere.example>: no such domain here" in line
         for line in log
     ), log
+
+
+def test_lmtp_refuses_a_recipient_a_relaying_router_would_relay_at_rcpt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``LMTPHandler`` given a router that relays (``relay_domains``, the loopback
+    trusted) took a recipient at a relay domain with ``250`` at RCPT, then answered
+    ``550 5.1.1`` after the content: LMTP delivers here or nowhere (RFC 2033 §1), so
+    it is refused at RCPT with ``550 5.1.2``, and the local recipient is delivered."""
+
+    def relaying(server: MailServer) -> Router:
+        return Router(server.config.domains, relay_domains=["elsewhere.example"])
+
+    monkeypatch.setattr(MailServer, "inbound_router", relaying)
+    config = _config(tmp_path, "pqr.example", {"a@pqr.example": "x"}, smtp_port=0, lmtp_port=1)
+
+    async def main() -> list[tuple[str, str, str | None]]:
+        async with MailServer(config, sockets={"lmtp": _listening()}) as server:
+            client = SMTPClient(LOOPBACK, _port(server, "lmtp"), lmtp=True, hostname="client")
+            async with client:
+                result = await client.send_message(
+                    b"Subject: l\r\n\r\n",
+                    "john@abc.example",
+                    ["a@pqr.example", "x@elsewhere.example"],
+                )
+        answers = []
+        for r in result.recipients:
+            assert r.reply is not None
+            after = None if r.delivery is None else f"{r.delivery.code} {r.delivery.status}"
+            answers.append((str(r.recipient), f"{r.reply.code} {r.reply.status}", after))
+        return answers
+
+    assert _run(main) == [
+        ("a@pqr.example", "250 2.1.5", "250 2.0.0"),
+        ("x@elsewhere.example", "550 5.1.2", None),
+    ]
+    assert len(_messages(config, "a@pqr.example")) == 1
 
 
 def test_unended_bdat_content_is_stored_with_a_line_end_and_dovecots_sizes(

@@ -85,7 +85,7 @@ class _LMTPDelivery(_MailCommit):
         targets = [(str(r.mailbox), routes.get(str(r.mailbox))) for r in envelope.recipients]
         replies: list[Reply] = []
         for at, (address, key) in enumerate(targets):
-            if key is None:  # pragma: no cover - refused at RCPT (LMTPHandler.handle_rcpt)
+            if key is None:  # pragma: no cover - refused at RCPT (LMTPHandler._not_local)
                 replies.append(Reply(550, "Not a local recipient", "5.1.1"))
                 continue
             try:

@@ -86,8 +86,8 @@ class _MailHandler(_MailContent):
         decision = self.router.route(
             command.recipient, authenticated=session.authenticated is not None
         )
-        if isinstance(decision, Rejected):
-            reply = Reply(decision.code, decision.text, decision.status)
+        reply = None if isinstance(decision, LocalDelivery) else self._not_local(command, decision)
+        if reply is not None:
             return self._refuse(
                 session,
                 "RCPT",
@@ -116,6 +116,15 @@ class _MailHandler(_MailContent):
             routes[str(command.recipient)] = None
         stats.accepted += 1
         return Reply(250, "OK", "2.1.5")
+
+    def _not_local(self, command: Rcpt, decision: RemoteDelivery | Rejected) -> Reply | None:
+        """The refusal of a recipient the router does not deliver here, or None to take
+        it for relaying: the router's own answer (``550 5.7.1`` relay access denied
+        where the client may not relay). A listener answers otherwise by overriding
+        this alone."""
+        if isinstance(decision, Rejected):
+            return Reply(decision.code, decision.text, decision.status)
+        return None
 
 
 class InboundHandler(_MailHandler):
@@ -206,29 +215,21 @@ class LMTPHandler(_LMTPDelivery, _MailHandler):
     listener = "lmtp"
     lmtp = True
 
-    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+    def _not_local(self, command: Rcpt, decision: RemoteDelivery | Rejected) -> Reply | None:
         """A recipient at a domain (or an address literal) that is not ours gets ``550
         5.1.2``, a bad destination system address (RFC 3463 §3.2), not the relay refusal
-        ``550 5.7.1`` of the ``smtp`` listener: LMTP is final delivery (RFC 2033 §1),
-        where no policy could allow a relay, and the front end that sent it there is
-        told the address is wrong, as Dovecot's LMTP tells it of an unknown user."""
-        decision = self.router.route(
-            command.recipient, authenticated=session.authenticated is not None
-        )
-        elsewhere = isinstance(decision, RemoteDelivery) or (
-            isinstance(decision, Rejected) and decision.reason is RejectReason.RELAY_DENIED
-        )
-        if not elsewhere:
-            return await super().handle_rcpt(session, envelope, command)
-        self._stats(session).rcpt += 1
-        reply = Reply(
-            550,
-            quoted(
-                f"<{command.recipient}>: no such domain here (LMTP delivers to local "
-                "mailboxes only)"
-            ),
-            "5.1.2",
-        )
-        return self._refuse(
-            session, "RCPT", reply, sender=path_text(envelope.sender), recipient=command.recipient
-        )
+        ``550 5.7.1`` of the ``smtp`` listener, and is never taken, whatever the router
+        would relay: LMTP is final delivery (RFC 2033 §1), where no policy could allow a
+        relay, and the front end that sent it there is told the address is wrong, as
+        Dovecot's LMTP tells it of an unknown user. Other refusals (a routing trick) are
+        the router's."""
+        if isinstance(decision, RemoteDelivery) or decision.reason is RejectReason.RELAY_DENIED:
+            return Reply(
+                550,
+                quoted(
+                    f"<{command.recipient}>: no such domain here (LMTP delivers to local "
+                    "mailboxes only)"
+                ),
+                "5.1.2",
+            )
+        return super()._not_local(command, decision)

@@ -189,6 +189,9 @@ class Delivery:
     uidl: bool | None = None
     """Whether the POP3 server answered UIDL when the messages were sought; None if
     they never were."""
+    found: int = 0
+    """How many of the messages the poll found, by marker, with UIDL or without: those
+    it did not find may still arrive (an MTA that stores them past the wait)."""
     marked_before_quit: int = 0
     """How many test messages the delete session marked with DELE (answered ``+OK``)
     before it sent QUIT: those a server may have deleted (RFC 1939 §6) even where the

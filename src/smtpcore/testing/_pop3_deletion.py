@@ -173,45 +173,39 @@ def _confirmed(probe: POP3Probe, delivery: Delivery, marked: set[bytes], after: 
 def left_in_mailbox(probe: POP3Probe, delivery: Delivery) -> str:
     """The note of test messages left in the mailbox, none deleted: how many a new
     session finds (:func:`_still_found`, as after a deletion), not how many SMTP took,
-    for ``delivered-intact`` may not have found them all and ``deletion`` may have
-    removed one (a server that commits a dropped session's DELE). Where the delivery
-    failed before the poll listed the mailbox, nothing tells the user's mail from the
-    test messages, and none is looked for."""
+    for ``delivered-intact`` may not have found them all (an MTA that stores them past
+    the wait: they may still arrive) and ``deletion`` may have removed one (a server
+    that commits a dropped session's DELE). Where the delivery failed before the poll
+    listed the mailbox, nothing tells the user's mail from the test messages: none is
+    looked for, and ``--delete-delivered`` would delete none. Every note ends with
+    the header that finds them (:func:`_left_said`, as the deletion notes do)."""
     total = len(delivery.messages)
-    messages = f"delivered test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*)"
-    delete = "; pass delete_delivered (--delete-delivered) to delete them"
+    delivered = f"{total} delivered test {_messages(total)}"
     if delivery.uidl is None:
-        return (
-            f"{total} test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*) "
-            f"{_was(total)} delivered and not looked for (delivered-intact stopped first): "
-            f"they may be in the mailbox{delete}"
+        return f"{delivered} " + _left_said(
+            delivery, total, _why_none_found(delivery), known=False
         )
     ours = {message.marker for message in delivery.messages}
     look = _look_again(probe, delivery, ours, "to look for them")
     if look.unknown:
-        return (
-            f"{total} test {_messages(total)} ({MARKER_FIELD.decode()}: {delivery.run}.*) "
-            f"{_was(total)} delivered; whether they were left in the mailbox is not known: "
-            f"{look.unknown}{delete}"
-        ) + _reused_said(look.reused)
-    if not look.still:
-        note = (
-            f"none of the {total} {messages} is in the mailbox: a new session finds none of them"
-        )
-        if total == 1:
-            note = f"the {messages} is not in the mailbox: a new session does not find it"
-        return note + _reused_said(look.reused)
-    if look.still == total:
-        found = "it" if total == 1 else "them all"
-        note = (
-            f"{total} {messages} {_was(total)} left in the mailbox (a new session finds {found})"
-        )
+        note = _left_said(delivery, total, look.unknown, known=False, deletable=True)
+        return f"{delivered} {note}" + _reused_said(look.reused)
+    missing = total - look.still
+    why = "a new session finds " + (
+        "it" if total == 1 else "them all" if not missing else str(look.still or "none")
+    )
+    if missing:
+        late = " and may still arrive" if delivery.found < total else ""
+        why += f"; {_were(missing)} not found{late}"
+    if look.still:
+        count = delivered if look.still == total else f"{look.still} of {delivered}"
+        note = f"{_was(look.still)} " + _left_said(delivery, look.still, why, deletable=True)
     else:
-        note = (
-            f"{look.still} of {total} {messages} {_was(look.still)} left in the mailbox (a new "
-            f"session finds {look.still}; {_were(total - look.still)} not found)"
+        count = (
+            "the delivered test message is not" if total == 1 else f"none of the {delivered} is"
         )
-    return note + delete + _reused_said(look.reused)
+        note = f"in the mailbox ({why}): {_find(delivery, total)}"
+    return f"{count} {note}" + _reused_said(look.reused)
 
 
 def _look_again(probe: POP3Probe, delivery: Delivery, marked: set[bytes], why: str) -> _Look:
@@ -358,8 +352,6 @@ def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bo
     some were left, why, and the header line that finds them."""
     total = len(delivery.messages)
     left = total - deleted
-    them = "it by its" if left == 1 else "them by their"
-    find = f"find {them} header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
     if deleted:
         them = "it" if deleted == 1 else "them"
         note = (
@@ -374,8 +366,27 @@ def _deletion_note(delivery: Delivery, deleted: int, why_left: str, *, known: bo
         note = f"none of the {total} delivered test messages was deleted"
     else:
         note = f"none of the {total} delivered test messages is known to have been deleted"
+    return note + (f"; {left} {_left_said(delivery, left, why_left, known=known)}" if left else "")
+
+
+def _left_said(
+    delivery: Delivery, left: int, why: str, *, known: bool = True, deletable: bool = False
+) -> str:
+    """Where ``left`` test messages are and ``why``, and how to find them: the one
+    wording of every note of messages left, deleted or not; ``deletable`` where
+    ``--delete-delivered`` could delete them (the poll found them by their unique-id)."""
     where = "left in the mailbox" if known else "may be left in the mailbox"
-    return note + (f"; {left} {where} ({why_left}): {find}" if left else "")
+    find = _find(delivery, left)
+    if deletable and delivery.uids:
+        them = "it" if left == 1 else "them"
+        find = f"pass delete_delivered (--delete-delivered) to delete {them}, or {find}"
+    return f"{where} ({why}): {find}"
+
+
+def _find(delivery: Delivery, count: int) -> str:
+    """How to find ``count`` test messages: by the header line their marker is on."""
+    them = "it by its" if count == 1 else "them by their"
+    return f"find {them} header '{MARKER_FIELD.decode()}: {delivery.run}.*'"
 
 
 def _messages(count: int) -> str:

@@ -272,6 +272,7 @@ def check_delivered_intact(probe: POP3Probe) -> str:
     for marker, (uid, size) in mailbox.uids.items():
         delivery.uids[marker], delivery.sizes[marker] = uid, size
     delivery.uidl = mailbox.by_uid
+    delivery.found = len(found)
     delivery.before = mailbox.before
     probe.problems.extend(_reused_id_problems(probe, messages, mailbox))
     missing = [m.name for m in messages if m.marker not in found]
