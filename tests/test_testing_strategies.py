@@ -391,29 +391,47 @@ def test_sessions_refuse_limits_no_session_can_keep() -> None:
         sst.sessions(max_transactions=-1)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [7, 11])
 def test_a_failing_session_shrinks_to_the_one_transaction_that_fails(seed: int) -> None:
     """A property that fails on a message holding ``LF.LF`` shrinks to that message
-    alone, whatever transactions came before it in the example Hypothesis found: a
-    transaction drawn as a dozen draws of its own could not be deleted in one go,
-    and for these seeds an empty message before the failing one stayed (as it did
-    in one run in three of the play tests' smuggling property)."""
-    strategy = sst.sessions(
-        extensions={"PIPELINING", "8BITMIME", "SIZE"},
-        content=sst.message_contents(smuggling=True),
-    )
+    alone, though Hypothesis first found it after another transaction: a transaction
+    drawn as a dozen draws of its own could not be deleted in one go, and for these
+    seeds an empty message before the failing one stayed.
+
+    The shrinker starts from the first failure found, so the search is made to find
+    one with a clean message first (until then only such a session fails); from
+    there on, any session with ``LF.LF`` fails. Content is one of three bodies, so
+    the search is cheap."""
+    smuggles = b"\n.\n"
+    first_failures: list[sst.ClientSession] = []
+
+    def fails(session: sst.ClientSession) -> bool:
+        holding = [smuggles in message for message in session.messages]
+        if first_failures:
+            return any(holding)
+        if len(holding) >= 2 and not holding[0] and any(holding):
+            first_failures.append(session)
+            return True
+        return False
+
     shrunk = find(
-        strategy,
-        lambda session: any(b"\n.\n" in message for message in session.messages),
+        sst.sessions(
+            extensions={"PIPELINING", "8BITMIME", "SIZE"},
+            content=st.sampled_from([b"", b"x\r\n", smuggles]),
+        ),
+        fails,
         settings=settings(
-            max_examples=200,
+            max_examples=300,
             database=None,
             deadline=None,
             suppress_health_check=list(HealthCheck),
         ),
         random=random.Random(seed),
     )
-    assert shrunk.messages == (b"\n.\n",), shrunk
+    first = first_failures[0]
+    assert len(first.messages) >= 2, first
+    assert smuggles not in first.messages[0], first
+    assert shrunk.messages == (smuggles,), shrunk
     assert len(shrunk.groups) == 4, shrunk.groups  # EHLO, envelope and DATA, content, QUIT
 
 

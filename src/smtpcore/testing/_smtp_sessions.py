@@ -378,8 +378,7 @@ class _Step:
     draws of its own (the envelope, the content, the flags) could not go that way,
     nor five choices at a time, and one that the failing transaction came after
     stayed in the shrunk example (an empty message before the one holding
-    ``LF.LF``). ``st.lists`` of steps shrank no better: Hypothesis 6.170 deleted
-    an element of that many choices from the end only."""
+    ``LF.LF``)."""
 
     between: Rset | Noop | None
     """RSET or NOOP before the transaction, if any."""
