@@ -59,6 +59,7 @@ from smtpcore.testing import (
 )
 from smtpcore.testing import strategies as sst
 from smtpcore.testing._in_step import refused_as_a_web_request
+from smtpcore.testing._wire import MAX_REPLIES, MAX_REPLY
 from smtpcore.testing.strategies import ClientSession, POP3Session
 
 OFFERED = {"PIPELINING", "8BITMIME", "SIZE"}
@@ -585,21 +586,29 @@ def line_server(
     return serve_one
 
 
-def flood(sock: socket.socket, chunk: bytes) -> None:
-    """Send ``chunk`` until the player hangs up (its limits stop it long before)."""
-    for _ in range(10_000):
+def flood(sock: socket.socket, chunk: bytes, *, past: int) -> None:
+    """Send ``chunk`` until more than ``past`` of what the player's limit counts has
+    gone (its octets, or ``chunk.count(b"\\n")`` lines for replies), then return, and
+    the listener closes: the close comes after the limit in the stream, so a player
+    that stops at the limit never sees it, and one that does not sees it at once, not
+    at a deadline. (An endless flood raced the player's deadline against its count:
+    on a loaded machine the deadline won after about 9,000 replies.)"""
+    sent = 0
+    while sent <= past:
         sock.sendall(chunk)
+        sent += chunk.count(b"\n") if chunk.endswith(b"\n") else len(chunk)
 
 
-def smtp_then_after_quit(after: bytes) -> Callable[[socket.socket], None]:
-    """250 to everything, 221 to QUIT and then ``after`` for ever, never closing."""
+def smtp_then_after_quit(after: bytes, *, past: int) -> Callable[[socket.socket], None]:
+    """250 to everything, 221 to QUIT and then a :func:`flood` of ``after``, past the
+    player's limit, before the close."""
 
     def answer(line: bytes) -> bytes:
         return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
 
     def serve_one(sock: socket.socket) -> None:
         line_server(b"220 hi\r\n", answer)(sock)
-        flood(sock, after)
+        flood(sock, after, past=past)
 
     return serve_one
 
@@ -607,24 +616,35 @@ def smtp_then_after_quit(after: bytes) -> Callable[[socket.socket], None]:
 SHORT_SMTP = ClientSession(((Ehlo("client.test"),), (Noop(),), (Quit(),)), frozenset())
 
 
+FLOOD_TIMEOUT = 60.0
+"""The players' deadline where a test floods them: only the order of the flood and the
+close decides, so the deadline is made long enough never to come first."""
+
+
 @pytest.mark.parametrize(
-    ("after", "limit"),
-    [(b"x" * 65536, "a reply over"), (b"250 x\r\n" * 1000, "replies on one connection")],
+    ("after", "past", "limit"),
+    [
+        (b"x" * 65536, MAX_REPLY, "a reply over"),
+        (b"250 x\r\n" * 1000, MAX_REPLIES, "replies on one connection"),
+    ],
     ids=["endless line", "endless replies"],
 )
-def test_a_flood_after_quit_ends_the_smtp_play_with_a_reason(after: bytes, limit: str) -> None:
-    with listening(smtp_then_after_quit(after)) as (host, port):
-        played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
+def test_a_flood_after_quit_ends_the_smtp_play_with_a_reason(
+    after: bytes, past: int, limit: str
+) -> None:
+    with listening(smtp_then_after_quit(after, past=past)) as (host, port):
+        played = play_smtp_session(host, port, SHORT_SMTP, timeout=FLOOD_TIMEOUT)
     assert played.codes[:4] == [220, 250, 250, 221], played.codes[:4]
     assert played.stopped.startswith("the server sent more than any session is owed")
     assert limit in played.stopped
-    # The server never ended the stream: the player stopped reading, it did not see a close.
+    # The server's close came after the flood: the player stopped reading at its limit,
+    # before the close, which it did not see.
     assert not played.closed
 
 
 def test_an_endless_smtp_greeting_line_ends_the_play_with_a_reason() -> None:
-    with listening(lambda sock: flood(sock, b"x" * 65536)) as (host, port):
-        played = play_smtp_session(host, port, SHORT_SMTP, timeout=2)
+    with listening(lambda sock: flood(sock, b"x" * 65536, past=MAX_REPLY)) as (host, port):
+        played = play_smtp_session(host, port, SHORT_SMTP, timeout=FLOOD_TIMEOUT)
     assert played.replies == () and played.missing == 1 and not played.closed
     assert "more than any session is owed" in played.stopped
 
@@ -869,8 +889,13 @@ def test_a_221_to_a_command_from_a_server_that_does_not_close_is_still_reported(
 
 
 def test_an_endless_pop3_greeting_line_ends_the_play_with_a_reason() -> None:
-    with listening(lambda sock: flood(sock, b"+OK " + b"x" * 65536)) as (host, port):
-        played = play_pop3_session(host, port, POP3Session(((pop3.Quit(),),)), timeout=2)
+    with listening(lambda sock: flood(sock, b"+OK " + b"x" * 65536, past=MAX_REPLY)) as (
+        host,
+        port,
+    ):
+        played = play_pop3_session(
+            host, port, POP3Session(((pop3.Quit(),),)), timeout=FLOOD_TIMEOUT
+        )
     assert played.responses == () and played.sent == () and not played.closed
     assert played.stopped.startswith("the server broke the protocol"), played.stopped
     assert played.error is not None
