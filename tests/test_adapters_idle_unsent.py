@@ -49,8 +49,9 @@ from never_reader import never_reader, pop3_logged_in, read_line_of, smtp_helo_a
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
 from session_end_watch import CLOSE, watch_the_end
 from smtpcore._asyncio_raw_writes import WritingLayer
-from smtpcore._driver._served_session import ServedSession
+from smtpcore._driver._served_session import NOT_TAKEN_PROBE, ServedSession
 from smtpcore._driver._shutdown import LAST_WORDS
+from smtpcore._driver._transport import LinkBase
 from smtpcore._trio_held import HeldWrites
 from smtpcore.asyncio import POP3Server, POP3Timeouts, SMTPServer, Timeouts
 from smtpcore.handler import Handler
@@ -324,15 +325,54 @@ def connected(kind: str, port: int, tls: TLSFiles) -> socket.socket:
     return sock
 
 
-def read_slowly(sock: socket.socket) -> bytes:
+PROBE_READ = 4096
+"""Octets the slow client reads after the probe of a timed-out session has begun before
+the probe's second starts (:func:`probe_after_reads`): the client's whole receive
+buffer (:func:`never_reader`), so that its window opens and the server's kernel
+takes more of what asyncio holds."""
+
+
+@dataclass
+class SlowReader:
+    """What the slow client has read so far (:func:`read_slowly`), told to the server's
+    probe (:func:`probe_after_reads`)."""
+
+    taken: int = 0
+
+
+def read_slowly(sock: socket.socket, reader: SlowReader) -> bytes:
     """Everything until the server closes, read at :data:`READ_RATE`: a client that
-    takes its replies steadily, if not within the timeout."""
+    takes its replies steadily, if not within the timeout; ``reader`` counts it."""
     got = bytearray()
     with contextlib.suppress(OSError):
         while data := sock.recv(1024):
             got += data
+            reader.taken = len(got)
             time.sleep(len(data) / READ_RATE)
     return bytes(got)
+
+
+@pytest.fixture
+def probe_after_reads(monkeypatch: pytest.MonkeyPatch, watch: SessionWatch) -> SlowReader:
+    """The probe of a timed-out session (:data:`NOT_TAKEN_PROBE`) begins its second only
+    once the slow client has read :data:`PROBE_READ` octets since the probe began:
+    that the client reads within the probe is then an order of events, not a race of
+    the client's thread against the server's clock (on a loaded machine the client,
+    in this process, was not run for the whole second, read nothing, and was taken
+    for a client that never reads). The probe's own second, and its judgment, are
+    left as they are."""
+    reader = SlowReader()
+    sleep = LinkBase.sleep
+
+    async def sleep_after_reads(link: LinkBase, seconds: float) -> None:
+        if seconds == NOT_TAKEN_PROBE and watch.timed_out.is_set():
+            start = reader.taken
+            while reader.taken < start + PROBE_READ:
+                await sleep(link, 0.01)
+        await sleep(link, seconds)
+
+    monkeypatch.setattr(LinkBase, "sleep", sleep_after_reads)
+    return reader
 
 
 def smtp_pipelined(sock: socket.socket) -> None:
@@ -392,6 +432,7 @@ def test_a_slow_smtp_reader_over_asyncio_transports_gets_every_reply(
     small_send_buffers: None,
     asyncio_transports: None,
     tls: TLSFiles,
+    probe_after_reads: SlowReader,
 ) -> None:
     """A client that pipelined HELPs and reads their replies steadily, but too slowly
     to take them all within the timeout: it took some while the session waited, so
@@ -400,7 +441,7 @@ def test_a_slow_smtp_reader_over_asyncio_transports_gets_every_reply(
     serving = served_on_asyncio(kind, SMTPServer, Handler(), tls, **SMTP_OPTIONS)
     with serving as port, connected(kind, port, tls) as sock:
         smtp_pipelined(sock)
-        got = read_slowly(sock)
+        got = read_slowly(sock, probe_after_reads)
     lines = got.split(b"\r\n")
     assert sum(line.startswith(b"214 ") for line in lines) == HELPS
     assert lines[-2:] == [b"421 4.4.2 mx.test Timeout exceeded", b""], lines[-3:]
@@ -415,6 +456,7 @@ def test_a_slow_pop3_reader_over_asyncio_transports_gets_the_whole_message(
     asyncio_transports: None,
     tls: TLSFiles,
     tmp_path: Path,
+    probe_after_reads: SlowReader,
 ) -> None:
     """A client that asked for a message and reads it steadily, but too slowly to take
     it within ``autologout``: it gets the whole message (it lost its end)."""
@@ -422,6 +464,6 @@ def test_a_slow_pop3_reader_over_asyncio_transports_gets_the_whole_message(
     serving = served_on_asyncio(kind, POP3Server, store, tls, **POP3_OPTIONS)
     with serving as port, connected(kind, port, tls) as sock:
         pop3_retrieving(sock)
-        got = read_slowly(sock)
+        got = read_slowly(sock, probe_after_reads)
     assert got.startswith(b"+OK") and got.endswith(MESSAGE + b".\r\n"), got[-40:]
     assert watch.unsent_at_timeout == [False], "the slow reader was taken for one that never reads"
