@@ -15,6 +15,8 @@ from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.pop3 import (
     Err,
     MessageNumbers,
+    Ok,
+    ResponseData,
     apop_digest,
     apop_matches,
     apop_timestamp,
@@ -118,6 +120,41 @@ class TestListings:
         assert parse_listing(b"") == []
         with pytest.raises(RemoteProtocolError):
             parse_listing(b"1\r\n")
+
+    def test_a_listing_helper_takes_bytes_like_content(self) -> None:
+        """Content as it comes from ``ResponseData`` chunks may be joined into any
+        bytes-like object."""
+        assert parse_listing(bytearray(b"1 120\r\n")) == [(1, 120)]
+        assert parse_uid_listing(memoryview(b"1 uid-1\r\n")) == [(1, "uid-1")]
+        assert parse_capabilities(bytearray(b"TOP\r\n")) == {"TOP": ()}
+
+    @pytest.mark.parametrize(
+        ("helper", "given", "says"),
+        [
+            (
+                parse_stat,
+                Ok("2 320"),
+                "parse_stat() takes a str, not Ok: give it the response's .text",
+            ),
+            (parse_stat, b"2 320", "parse_stat() takes a str, not bytes"),
+            (parse_stat, None, "parse_stat() takes a str, not NoneType"),
+            (parse_listing, Ok("2 200"), "not Ok: give it the response's .text"),
+            (parse_listing, ResponseData(b"1 120\r\n"), "the .data of the ResponseData chunks"),
+            (parse_listing, [b"1 120\r\n"], "parse_listing() takes bytes or a str, not list"),
+            (parse_uid_listing, None, "parse_uid_listing() takes bytes or a str, not NoneType"),
+            (parse_capabilities, Err("no"), "parse_capabilities() takes bytes or a str, not Err"),
+        ],
+    )
+    def test_a_listing_helper_given_what_it_cannot_read_says_what_it_takes(
+        self, helper: object, given: object, says: str
+    ) -> None:
+        """A fetcher of its own that hands over the ``Ok`` event, or the list of
+        chunks, got an ``AttributeError`` from deep inside that named neither the
+        helper nor what it takes: a misuse is a ``LocalProtocolError`` that does."""
+        assert callable(helper)
+        with pytest.raises(LocalProtocolError) as caught:
+            helper(given)
+        assert says in str(caught.value)
 
     @pytest.mark.parametrize("after", ["\x0c7 999", "\x1cx", "\u0085 x", "\u2028y"])
     def test_only_line_ends_end_a_listing_line(self, after: str) -> None:

@@ -27,7 +27,7 @@ from smtpcore._numbers import parse_number
 from smtpcore._textsafe import replace_unsafe
 from smtpcore._words import ascii_upper
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64, split_words
-from smtpcore.pop3._events import MAX_MESSAGE_NUMBER, Continue, Err, Ok, Response
+from smtpcore.pop3._events import MAX_MESSAGE_NUMBER, Continue, Err, Ok, Response, ResponseData
 
 __all__ = [
     "format_lines",
@@ -71,15 +71,28 @@ def _masked(char: str) -> str:
     return "\ufffd"
 
 
-def _text(data: bytes | str) -> str:
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+def _text(data: object, helper: str, *, octets: bool = True) -> str:
+    """``data`` as text, or a :class:`LocalProtocolError` that says what ``helper`` takes:
+    an ``Ok`` event or a list of chunks handed over whole would otherwise fail deep
+    inside with an ``AttributeError`` that names neither."""
+    if isinstance(data, str):
+        return data
+    if octets and isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data).decode("utf-8", "replace")
+    takes = "bytes or a str" if octets else "a str"
+    hint = ""
+    if isinstance(data, Ok | Err):
+        hint = ": give it the response's .text"
+    elif isinstance(data, ResponseData):
+        hint = ": give it the .data of the ResponseData chunks, joined"
+    raise LocalProtocolError(f"{helper}() takes {takes}, not {type(data).__name__}{hint}")
 
 
-def _lines(data: bytes | str) -> list[str]:
+def _lines(data: object, helper: str) -> list[str]:
     """The lines of multi-line content, ended by LF (CRLF on the wire, RFC 1939 §3) and
     nothing else: ``str.splitlines`` would also end one at a form feed, a NEL or a
     U+2028, which may stand in the text after a listing's numbers."""
-    return [line.removesuffix("\r") for line in _text(data).split("\n")]
+    return [line.removesuffix("\r") for line in _text(data, helper).split("\n")]
 
 
 def _count(word: str, what: str) -> int:
@@ -126,8 +139,12 @@ def _size_word(word: str) -> str:
 
 
 def parse_stat(text: str) -> tuple[int, int]:
-    """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
-    words = split_words(text)
+    """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5).
+
+    ``text`` is the response's ``text`` (``parse_stat(ok.text)``); anything but a
+    ``str`` is a :class:`~smtpcore.LocalProtocolError` saying so.
+    """
+    words = split_words(_text(text, "parse_stat", octets=False))
     if len(words) < 2:
         raise RemoteProtocolError(f"not a drop listing: {text[:80]!r}")
     return _count(words[0], "message count"), _count(_size_word(words[1]), "maildrop size")
@@ -143,7 +160,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     """
     pairs = []
     numbers: set[int] = set()
-    for line in _lines(data):
+    for line in _lines(data, "parse_listing"):
         words = split_words(line)
         if not words:
             continue
@@ -171,7 +188,7 @@ def parse_uid_listing(
     pairs = []
     numbers: set[int] = set()
     uids: set[str] = set()
-    for line in _lines(data):
+    for line in _lines(data, "parse_uid_listing"):
         words = split_words(line)
         if not words:
             continue
@@ -186,7 +203,7 @@ def parse_uid_listing(
 def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
-    for line in _lines(data):
+    for line in _lines(data, "parse_capabilities"):
         words = split_words(line)
         if words:
             capabilities[ascii_upper(words[0])] = tuple(words[1:])
