@@ -1,0 +1,62 @@
+"""The adapters page's throwaway certificate for STARTTLS runs as written, and a
+client trusting its CA sends a message over STARTTLS with the certificate checked."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from smtpcore.asyncio import SMTPClient, SMTPServer
+from smtpcore.handler import Envelope, Handler, MessageReply, Session
+from smtpcore.smtp import Rcpt, Reply
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "adapters.rst"
+
+
+def throwaway_certificate_block() -> str:
+    """The code block that makes the throwaway certificate (the one using trustme)."""
+    blocks = re.findall(
+        r"\.\. code-block:: python\n\n((?:[ ]+\S.*\n|\n)+)", PAGE.read_text(encoding="utf-8")
+    )
+    (block,) = [block for block in blocks if "trustme.CA()" in block]
+    return textwrap.dedent(block)
+
+
+class Inbox(Handler):
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.over_tls: list[bool] = []
+
+    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
+        return Reply(250, "OK")
+
+    async def handle_message(self, session: Session, envelope: Envelope) -> MessageReply:
+        self.messages.append(envelope.content)
+        self.over_tls.append(session.tls is not None)
+        return None
+
+
+def test_the_throwaway_certificate_serves_starttls_to_a_client_that_checks_it() -> None:
+    names: dict[str, Any] = {}
+    exec(compile(throwaway_certificate_block(), str(PAGE), "exec"), names)
+    inbox = Inbox()
+
+    async def one_message() -> None:
+        async with (
+            SMTPServer(
+                inbox, "127.0.0.1", 0, hostname="localhost", ssl_context=names["server_context"]
+            ) as server,
+            SMTPClient(
+                "127.0.0.1", server.port, starttls=True, ssl_context=names["client_context"]
+            ) as client,
+        ):
+            await client.send_message(
+                b"Subject: hi\r\n\r\nover TLS\r\n", "a@b.example", ["c@d.example"]
+            )
+
+    asyncio.run(asyncio.wait_for(one_message(), 30))
+    assert inbox.messages == [b"Subject: hi\r\n\r\nover TLS\r\n"]
+    assert inbox.over_tls == [True]
