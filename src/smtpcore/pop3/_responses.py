@@ -150,7 +150,7 @@ def parse_stat(text: str) -> tuple[int, int]:
     return _count(words[0], "message count"), _count(_size_word(words[1]), "maildrop size")
 
 
-def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
+def parse_listing(data: bytes | bytearray | memoryview | str) -> list[tuple[int, int]]:
     """``(number, size)`` pairs from LIST content, or from the text of ``+OK`` to ``LIST n``.
 
     RFC 1939 §5 lets anything follow the size; it is ignored. A message listed
@@ -172,7 +172,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
 
 
 def parse_uid_listing(
-    data: bytes | str, *, allow_repeated_uids: bool = False
+    data: bytes | bytearray | memoryview | str, *, allow_repeated_uids: bool = False
 ) -> list[tuple[int, str]]:
     """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
 
@@ -200,7 +200,7 @@ def parse_uid_listing(
     return pairs
 
 
-def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
+def parse_capabilities(data: bytes | bytearray | memoryview | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
     for line in _lines(data, "parse_capabilities"):
