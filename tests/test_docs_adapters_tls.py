@@ -1,15 +1,19 @@
 """The adapters page's throwaway certificate for STARTTLS runs as written, and a
-client trusting its CA sends a message over STARTTLS with the certificate checked."""
+client trusting its CA sends a message over STARTTLS with the certificate checked;
+one that does not trust it (a default context) fails the handshake."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import textwrap
 from pathlib import Path
 from typing import Any
 
-from smtpcore.asyncio import SMTPClient, SMTPServer
+import pytest
+
+from smtpcore.asyncio import SMTPClient, SMTPConnectionError, SMTPServer
 from smtpcore.handler import Envelope, Handler, MessageReply, Session
 from smtpcore.smtp import Rcpt, Reply
 
@@ -60,3 +64,29 @@ def test_the_throwaway_certificate_serves_starttls_to_a_client_that_checks_it() 
     asyncio.run(asyncio.wait_for(one_message(), 30))
     assert inbox.messages == [b"Subject: hi\r\n\r\nover TLS\r\n"]
     assert inbox.over_tls == [True]
+    client_context = names["client_context"]
+    assert client_context.verify_mode is ssl.CERT_REQUIRED and client_context.check_hostname
+
+
+def test_a_client_that_does_not_trust_the_throwaway_ca_fails_the_handshake() -> None:
+    """The negative control: the certificate is checked, so a default client context,
+    which does not trust the throwaway CA, must not get a message through."""
+    names: dict[str, Any] = {}
+    exec(compile(throwaway_certificate_block(), str(PAGE), "exec"), names)
+    inbox = Inbox()
+
+    async def one_message() -> None:
+        async with (
+            SMTPServer(
+                inbox, "127.0.0.1", 0, hostname="localhost", ssl_context=names["server_context"]
+            ) as server,
+            SMTPClient(
+                "127.0.0.1", server.port, starttls=True, ssl_context=ssl.create_default_context()
+            ) as client,
+        ):
+            await client.send_message(b"Subject: hi\r\n\r\nno\r\n", "a@b.example", ["c@d.example"])
+
+    with pytest.raises(SMTPConnectionError, match="CERTIFICATE_VERIFY_FAILED") as failed:
+        asyncio.run(asyncio.wait_for(one_message(), 30))
+    assert isinstance(failed.value.__cause__, ssl.SSLCertVerificationError)
+    assert inbox.messages == []
