@@ -28,3 +28,19 @@ def test_the_code_blocks_run_in_order() -> None:
     namespace: dict[str, object] = {}
     for number, block in enumerate(blocks(), 1):
         exec(compile(block, f"{PAGE.name}, code block {number}", "exec"), namespace)
+
+
+def test_the_fetcher_deletes_only_the_messages_it_fetched_whole() -> None:
+    """Message 2 is locked (RETR 2 gets -ERR): DELE 2 must never go out, and the
+    fetcher must not take a NEED_DATA for a whole answer."""
+    namespace: dict[str, object] = {}
+    for number, block in enumerate(blocks(), 1):
+        exec(compile(block, f"{PAGE.name}, code block {number}", "exec"), namespace)
+        if "def fetch(" in block:
+            break
+    else:
+        raise AssertionError("the page has no fetcher")
+    assert namespace["locked"] == {2}
+    assert namespace["deleted"] == [1, 3]
+    fetcher = next(block for block in blocks() if "def fetch(" in block)
+    assert "if event is NEED_DATA:" in fetcher and "raise" in fetcher

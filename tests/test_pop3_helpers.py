@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import types
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,8 @@ from smtpcore import LocalProtocolError, RemoteProtocolError
 from smtpcore.pop3 import (
     Err,
     MessageNumbers,
+    Ok,
+    ResponseData,
     apop_digest,
     apop_matches,
     apop_timestamp,
@@ -24,6 +27,7 @@ from smtpcore.pop3 import (
     parse_listing,
     parse_stat,
     parse_uid_listing,
+    top_chunks,
 )
 from smtpcore.testing import strategies as sst
 
@@ -118,6 +122,113 @@ class TestListings:
         assert parse_listing(b"") == []
         with pytest.raises(RemoteProtocolError):
             parse_listing(b"1\r\n")
+
+    def test_a_listing_helper_takes_bytes_like_content(self) -> None:
+        """Content as it comes from ``ResponseData`` chunks may be joined into any
+        bytes-like object."""
+        assert parse_listing(bytearray(b"1 120\r\n")) == [(1, 120)]
+        assert parse_uid_listing(memoryview(b"1 uid-1\r\n")) == [(1, "uid-1")]
+        assert parse_capabilities(bytearray(b"TOP\r\n")) == {"TOP": ()}
+
+    @pytest.mark.parametrize(
+        ("helper", "given", "says"),
+        [
+            (
+                parse_stat,
+                Ok("2 320"),
+                "parse_stat() text must be a str, not Ok: give it the response's .text",
+            ),
+            (parse_stat, b"2 320", "parse_stat() text must be a str, not bytes"),
+            (parse_stat, None, "parse_stat() text must be a str, not NoneType"),
+            (parse_listing, Ok("2 200"), "not Ok: give it the response's .text"),
+            (parse_listing, ResponseData(b"1 120\r\n"), "the .data of the ResponseData chunks"),
+            (
+                parse_listing,
+                [b"1 120\r\n"],
+                "parse_listing() data must be bytes or a str, not list",
+            ),
+            (
+                parse_uid_listing,
+                None,
+                "parse_uid_listing() data must be bytes or a str, not NoneType",
+            ),
+            (
+                parse_capabilities,
+                Err("no"),
+                "parse_capabilities() data must be bytes or a str, not Err",
+            ),
+        ],
+    )
+    def test_a_listing_helper_given_what_it_cannot_read_says_what_it_takes(
+        self, helper: object, given: object, says: str
+    ) -> None:
+        """A fetcher of its own that hands over the ``Ok`` event, or the list of
+        chunks, got an ``AttributeError`` from deep inside that named neither the
+        helper nor what it takes: a misuse is a ``LocalProtocolError`` that does."""
+        assert callable(helper)
+        with pytest.raises(LocalProtocolError) as caught:
+            helper(given)
+        assert says in str(caught.value)
+
+    def test_a_listing_helper_decodes_any_bytes_like_content_alike(self) -> None:
+        """Non-contiguous views are read too; a released one is a misuse."""
+        content = b"1 120 moved \xff\r\n2 200\r\n"
+        spread = memoryview(bytes(octet for octet in content for _ in "ab"))
+        assert parse_listing(spread[::2]) == parse_listing(content) == [(1, 120), (2, 200)]
+        released = memoryview(content)
+        released.release()
+        with pytest.raises(LocalProtocolError, match="released memoryview"):
+            parse_listing(released)
+
+    @pytest.mark.parametrize(
+        ("call", "says"),
+        [
+            (
+                lambda: find_apop_timestamp(Ok("ready <1.2@x>")),  # type: ignore[arg-type]
+                "find_apop_timestamp() text must be a str, not Ok: give it the response's .text",
+            ),
+            (
+                lambda: apop_digest(None, "secret"),  # type: ignore[arg-type]
+                "the APOP timestamp must be a str, not NoneType",
+            ),
+            (
+                lambda: apop_digest("<1.2@x>", b"secret"),  # type: ignore[arg-type]
+                "the APOP secret must be a str, not bytes",
+            ),
+            (
+                lambda: list(top_chunks(b"Subject: x\r\n\r\nbody\r\n", 1)),  # type: ignore[arg-type]
+                "top_chunks() chunks must be an iterable of bytes chunks, not bytes: wrap",
+            ),
+            (
+                lambda: list(top_chunks(None, 1)),  # type: ignore[arg-type]
+                "top_chunks() chunks must be an iterable of bytes chunks, not NoneType",
+            ),
+            (
+                lambda: list(top_chunks(["Subject: x\r\n"], 1)),  # type: ignore[list-item]
+                "a top_chunks() chunk must be bytes, not str",
+            ),
+            (
+                lambda: list(top_chunks([b"x"], "1")),  # type: ignore[arg-type]
+                "TOP line count must be an int, not str",
+            ),
+            (
+                lambda: format_lines("TOP"),
+                "format_lines() lines must be an iterable of str lines, not str: wrap",
+            ),
+            (
+                lambda: format_lines([b"TOP"]),  # type: ignore[list-item]
+                "a format_lines() line must be a str, not bytes",
+            ),
+        ],
+    )
+    def test_the_other_pop3_helpers_given_what_they_cannot_read_say_what_they_take(
+        self, call: Callable[[], object], says: str
+    ) -> None:
+        """The same misuse as the listing helpers' met a TypeError or AttributeError
+        from inside, or, for a str of lines, a line written per character."""
+        with pytest.raises(LocalProtocolError) as caught:
+            call()
+        assert says in str(caught.value)
 
     @pytest.mark.parametrize("after", ["\x0c7 999", "\x1cx", "\u0085 x", "\u2028y"])
     def test_only_line_ends_end_a_listing_line(self, after: str) -> None:

@@ -41,8 +41,10 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent something the machine cannot recover from."""
 
 
-def wrong_type(name: str, value: object, expected: str) -> LocalProtocolError:
-    """The error for a public constructor given ``value`` of the wrong type: misuse is a
-    ``LocalProtocolError`` (DESIGN.md), worded alike wherever it is found, never the
-    ``TypeError`` or ``AttributeError`` the value would meet further in."""
-    return LocalProtocolError(f"{name} must be {expected}, not {type(value).__name__}")
+def wrong_type(name: str, value: object, expected: str, *, hint: str = "") -> LocalProtocolError:
+    """The error for a public constructor or helper given ``value`` of the wrong type:
+    misuse is a ``LocalProtocolError`` (DESIGN.md), worded alike wherever it is found,
+    never the ``TypeError`` or ``AttributeError`` the value would meet further in.
+    ``hint`` says what to give instead, where a likely mistake is known."""
+    message = f"{name} must be {expected}, not {type(value).__name__}"
+    return LocalProtocolError(f"{message}: {hint}" if hint else message)

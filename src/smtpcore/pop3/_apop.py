@@ -14,6 +14,7 @@ from typing import Final
 
 from smtpcore._errors import LocalProtocolError
 from smtpcore._hostname import MAX_HOSTNAME, ascii_hostname
+from smtpcore.pop3._arguments import checked_text
 
 __all__ = [
     "apop_digest",
@@ -65,7 +66,7 @@ def find_apop_timestamp(text: str) -> str | None:
     """The timestamp in a greeting's text, angle brackets included, or ``None``: the
     first bracketed run with an ``@`` that has a character on either side (RFC 1939 §7,
     a msg-id ``<local@domain>``)."""
-    for match in _BRACKETED_RE.finditer(text):
+    for match in _BRACKETED_RE.finditer(checked_text(text, "find_apop_timestamp() text")):
         if "@" in match[1][1:-1]:
             return match[0]
     return None
@@ -73,7 +74,8 @@ def find_apop_timestamp(text: str) -> str | None:
 
 def apop_digest(timestamp: str, secret: str) -> str:
     """MD5 of the timestamp followed by the shared secret, as 32 lower-case hex digits."""
-    data = (timestamp + secret).encode("utf-8")
+    timestamp = checked_text(timestamp, "the APOP timestamp")
+    data = (timestamp + checked_text(secret, "the APOP secret")).encode("utf-8")
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 

@@ -26,6 +26,7 @@ from smtpcore._errors import LocalProtocolError, RemoteProtocolError
 from smtpcore._numbers import parse_number
 from smtpcore._textsafe import replace_unsafe
 from smtpcore._words import ascii_upper
+from smtpcore.pop3._arguments import check_iterable, checked_text
 from smtpcore.pop3._commands import CommandSyntaxError, decode_base64, split_words
 from smtpcore.pop3._events import MAX_MESSAGE_NUMBER, Continue, Err, Ok, Response
 
@@ -71,15 +72,13 @@ def _masked(char: str) -> str:
     return "\ufffd"
 
 
-def _text(data: bytes | str) -> str:
-    return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-
-
-def _lines(data: bytes | str) -> list[str]:
+def _lines(data: object, helper: str) -> list[str]:
     """The lines of multi-line content, ended by LF (CRLF on the wire, RFC 1939 §3) and
     nothing else: ``str.splitlines`` would also end one at a form feed, a NEL or a
     U+2028, which may stand in the text after a listing's numbers."""
-    return [line.removesuffix("\r") for line in _text(data).split("\n")]
+    return [
+        line.removesuffix("\r") for line in checked_text(data, helper, octets=True).split("\n")
+    ]
 
 
 def _count(word: str, what: str) -> int:
@@ -126,14 +125,18 @@ def _size_word(word: str) -> str:
 
 
 def parse_stat(text: str) -> tuple[int, int]:
-    """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5)."""
-    words = split_words(text)
+    """``(count, size)`` from the text of a ``+OK`` answering STAT (RFC 1939 §5).
+
+    ``text`` is the response's ``text`` (``parse_stat(ok.text)``); anything but a
+    ``str`` is a :class:`~smtpcore.LocalProtocolError` saying so.
+    """
+    words = split_words(checked_text(text, "parse_stat() text"))
     if len(words) < 2:
         raise RemoteProtocolError(f"not a drop listing: {text[:80]!r}")
     return _count(words[0], "message count"), _count(_size_word(words[1]), "maildrop size")
 
 
-def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
+def parse_listing(data: bytes | bytearray | memoryview | str) -> list[tuple[int, int]]:
     """``(number, size)`` pairs from LIST content, or from the text of ``+OK`` to ``LIST n``.
 
     RFC 1939 §5 lets anything follow the size; it is ignored. A message listed
@@ -143,7 +146,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
     """
     pairs = []
     numbers: set[int] = set()
-    for line in _lines(data):
+    for line in _lines(data, "parse_listing() data"):
         words = split_words(line)
         if not words:
             continue
@@ -155,7 +158,7 @@ def parse_listing(data: bytes | str) -> list[tuple[int, int]]:
 
 
 def parse_uid_listing(
-    data: bytes | str, *, allow_repeated_uids: bool = False
+    data: bytes | bytearray | memoryview | str, *, allow_repeated_uids: bool = False
 ) -> list[tuple[int, str]]:
     """``(number, unique-id)`` pairs from UIDL content, or from ``+OK`` to ``UIDL n``.
 
@@ -171,7 +174,7 @@ def parse_uid_listing(
     pairs = []
     numbers: set[int] = set()
     uids: set[str] = set()
-    for line in _lines(data):
+    for line in _lines(data, "parse_uid_listing() data"):
         words = split_words(line)
         if not words:
             continue
@@ -183,10 +186,10 @@ def parse_uid_listing(
     return pairs
 
 
-def parse_capabilities(data: bytes | str) -> dict[str, tuple[str, ...]]:
+def parse_capabilities(data: bytes | bytearray | memoryview | str) -> dict[str, tuple[str, ...]]:
     """Capability tag (upper-cased) -> its arguments, from CAPA content (RFC 2449 §6)."""
     capabilities: dict[str, tuple[str, ...]] = {}
-    for line in _lines(data):
+    for line in _lines(data, "parse_capabilities() data"):
         words = split_words(line)
         if words:
             capabilities[ascii_upper(words[0])] = tuple(words[1:])
@@ -199,9 +202,10 @@ def format_lines(lines: Iterable[str]) -> bytes:
     A line holding CR, LF or another control character is refused: it would
     make lines of its own (RFC 1939 §3).
     """
+    check_iterable(lines, "format_lines() lines", "an iterable of str lines")
     out = []
     for line in lines:
-        if not isinstance(line, str) or _CONTROL_RE.search(line):
+        if _CONTROL_RE.search(checked_text(line, "a format_lines() line")):
             raise LocalProtocolError(f"a response line holds a control character: {line!r}")
         out.append(line.encode("utf-8") + b"\r\n")
     return b"".join(out)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 
+from smtpcore._errors import wrong_type
+from smtpcore.pop3._arguments import check_iterable
+
 __all__ = ["top_chunks", "top_chunks_async"]
 
 
@@ -52,6 +55,8 @@ class _TopReader:
     asked for."""
 
     def __init__(self, lines: int) -> None:
+        if not isinstance(lines, int):
+            raise wrong_type("TOP line count", lines, "an int")
         if lines < 0:
             raise ValueError(f"TOP line count must be non-negative (RFC 1939 §7): {lines}")
         self._cutter = _Top(lines)
@@ -59,6 +64,8 @@ class _TopReader:
 
     def feed(self, raw: bytes) -> tuple[bytes, bool]:
         """The part of ``raw`` to send, line ends as LF, and whether the cut is reached."""
+        if not isinstance(raw, bytes | bytearray):
+            raise wrong_type("a top_chunks() chunk", raw, "bytes")
         chunk = b"\r" + raw if self._pending_cr else raw
         self._pending_cr = chunk.endswith(b"\r")  # maybe half of a CRLF
         if self._pending_cr:
@@ -81,6 +88,7 @@ def top_chunks(chunks: Iterable[bytes], lines: int) -> Iterator[bytes]:
     chunk in, empty or not, and reading stops at the cut. A negative ``lines``
     raises ValueError here, before any chunk is read.
     """
+    check_iterable(chunks, "top_chunks() chunks", "an iterable of bytes chunks")
     return _cut(chunks, _TopReader(lines))
 
 

@@ -41,6 +41,7 @@ from smtpcore.smtp import (
     Xclient,
 )
 from smtpcore.smtp._commands import format_command
+from smtpcore.testing._accepted import ends_message
 from smtpcore.testing._group_bytes import pieces
 
 __all__ = ["ONLY_ANSWERS", "Line", "Lines", "Pairing", "impossible", "shown"]
@@ -123,6 +124,9 @@ class Lines:
     web_requests: set[int] = field(default_factory=set)
     """Where in :attr:`written` a line the player cannot read is one a server may end
     the session for (:func:`refused_as_a_web_request`)."""
+    message_ends: list[int] = field(default_factory=list)
+    """How many message ends (:func:`~smtpcore.testing._accepted.ends_message`) each
+    line in :attr:`written` holds: the reply to it is theirs."""
     _open: list[Event | bytes] = field(default_factory=list)
     _open_bytes: bytearray = field(default_factory=bytearray)
 
@@ -143,6 +147,7 @@ class Lines:
                 if line is None and refused_as_a_web_request(bytes(self._open_bytes)):
                     self.web_requests.add(len(self.written) + len(lines))
                 lines.append(line)
+                self.message_ends.append(sum(map(ends_message, self._open)))
                 self._open, self._open_bytes = [], bytearray()
         self.written += lines
         return lines

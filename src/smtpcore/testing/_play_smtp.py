@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smtpcore import smtp
+from smtpcore.testing._accepted import Fate, MessageFates
 from smtpcore.testing._group_bytes import group_write
 from smtpcore.testing._in_step import Line, Lines, Pairing, impossible, shown
 from smtpcore.testing._play_common import (
@@ -98,6 +99,22 @@ class PlayedSMTPSession:
     after the reply to the last group, and a reply that showed the replies out of
     step (one no correct server gives the line it was paired with, where no line
     later in its group could take it: the extra reply came before it)."""
+    accepted: tuple[bytes, ...] = ()
+    """The content of each message the server accepted, in the order of
+    :attr:`~smtpcore.testing.strategies.ClientSession.messages`: its end (DATA's final
+    dot, ``BDAT ... LAST``) got a 2yz, read in step, in a transaction whose MAIL got a
+    2yz, at least one RCPT a 2yz, and every BDAT chunk before it a 2yz. What a correct
+    server stored from the session is exactly these. A message refused (its end got a
+    4yz or 5yz, or it was never written whole: DATA got no 354, the play ended
+    first) is in neither this nor :attr:`unknown`."""
+    unknown: tuple[bytes, ...] = ()
+    """The content of each message written whose fate the play cannot tell: the reply
+    to its end did not come in step (missing, out of step, the session ended before
+    it), it was a 2yz where the transaction was not whole or a line the player cannot
+    read was accepted inside it, or it was neither a 2yz nor a 4yz or 5yz (a garbled
+    line, code 0). Where a reply owed to no command was read (:attr:`surplus`), every
+    message written is here: one extra reply may put every later one a step behind.
+    A server may have stored any of these, or none."""
 
     @property
     def codes(self) -> list[int]:
@@ -187,7 +204,7 @@ def play_smtp_session(
         raise ValueError("play_smtp_session plays SMTP sessions, not LMTP ones")
     greeting_deadline = time.monotonic() + timeout
     wire = WireClient(checked_host(host), port, timeout=timeout)
-    player = _SMTPPlayer(wire, tls_context)
+    player = _SMTPPlayer(wire, tls_context, MessageFates(len(session.messages)))
     try:
         stopped = player.play(session, greeting_deadline)
     except ServerFlood as exc:
@@ -203,13 +220,16 @@ def play_smtp_session(
         stopped + player.unowed_note(),
         tuple(wire.transcript),
         tuple(player.unowed),
+        *player.outcome(session),
     )
 
 
 class _SMTPPlayer:
     """The socket, the replies read, and which of them were owed."""
 
-    def __init__(self, wire: WireClient, tls_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, wire: WireClient, tls_context: ssl.SSLContext | None, fates: MessageFates
+    ) -> None:
         self.wire = wire
         self.tls_context = tls_context
         self.replies: list[ServerReply] = []
@@ -224,6 +244,9 @@ class _SMTPPlayer:
         """Where in :attr:`replies` the last reply after which a close ends the session is."""
         self.lines = Lines()
         """What each reply due answers, to see replies out of step."""
+        self.fates = fates
+        self.first_ends: list[int] = []
+        """For each line in :attr:`lines`, the index of the first message it ends."""
         self.out_of_step: Pairing | None = None
         self.out_of_step_at = -1
         """Where in :attr:`replies` the reply that showed them out of step is."""
@@ -241,6 +264,7 @@ class _SMTPPlayer:
             return self.stop("the greeting")
         for number, group in enumerate(session.groups, 1):
             sendable = _sendable(group, lambda item: _smtp_may_lead(item, self.answer))
+            self.fates.left_out(group[: len(group) - len(sendable)])
             if not sendable:
                 continue
             where = f"group {number} ({_named(sendable)})"
@@ -248,7 +272,13 @@ class _SMTPPlayer:
             deadline = time.monotonic() + self.wire.timeout
             self.wire.send(group_write(sendable), deadline=deadline)
             self.quit_written |= any(isinstance(item, smtp.Quit) for item in sendable)
-            if not self.read_owed(self.lines.write(sendable), deadline):
+            lines = self.lines.write(sendable)
+            self.first_ends += map(
+                self.fates.written, self.lines.message_ends[len(self.first_ends) :]
+            )
+            whole = self.read_owed(lines, deadline)
+            self.fates.group_read(trusted=whole or self.ended_by_server())
+            if not whole:
                 if self.out_of_step is not None:
                     return self.no_recipient() + self.out_of_step.reason(where)
                 return self.no_recipient() + self.stop(where)
@@ -286,6 +316,10 @@ class _SMTPPlayer:
                 self.ending_at = len(self.replies)
             self.replies.append(reply)
             self.answer = reply
+            if judged:
+                index = first + number
+                ends = self.lines.message_ends[index]
+                self.fates.answered(line, self.first_ends[index], ends, reply.code)
             earned = not judged or self.recipients.answered(line, reply.code)
             if not earned and self.data_without_recipient is False:
                 self.data_without_recipient = line
@@ -333,6 +367,22 @@ class _SMTPPlayer:
             if _ends_session(reply.code, None, owed=False, quit_written=self.quit_written):
                 self.ending_at = len(self.replies)
             self.replies.append(reply)
+
+    def ended_by_server(self) -> bool:
+        """Whether the server ended the session (RFC 5321 §3.8) after replies read in step."""
+        return self.out_of_step is None and self.closed_with() is not None
+
+    def outcome(
+        self, session: smtpcore.testing.strategies.ClientSession
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The content of the messages accepted, and of those whose fate is unknown."""
+        messages = session.messages
+
+        def contents(fate: Fate) -> tuple[bytes, ...]:
+            indexes = self.fates.indexes(fate, surplus=bool(self.unowed))
+            return tuple(messages[index] for index in indexes)
+
+        return contents(Fate.ACCEPTED), contents(Fate.UNKNOWN)
 
     def answer_code(self) -> int:
         return self.answer.code if self.answer is not None else 0

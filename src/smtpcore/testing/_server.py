@@ -73,14 +73,23 @@ class SMTPTestServer:
         **options: Any,
     ) -> None:
         self.handler = handler if handler is not None else CollectingHandler()
+        """The handler answering the sessions."""
         self.host = host
+        """The loopback address the server listens on: where a client connects."""
         self.port = port
+        """The port it listens on: the one the system picked once :meth:`start` has
+        returned, where ``port=0`` (the default) asked for any free one."""
         self.hostname = hostname
         self.options = {"auth_failure_delay": 0.0, **options}
-        self.ssl_context = ssl_context
-        """The server's context for STARTTLS, if any."""
+        self.ssl_context: ssl.SSLContext | None = ssl_context
+        """The server's context for STARTTLS: the one given, the throwaway one that
+        ``starttls=True`` made (its certificate names ``127.0.0.1``, ``localhost``
+        and ``hostname``), or None, when STARTTLS is not offered."""
         self.client_context: ssl.SSLContext | None = None
-        """A client context that trusts the throwaway certificate (with ``starttls``)."""
+        """A client context that trusts the throwaway certificate, for a client
+        checking it (``smtplib.SMTP.starttls(context=server.client_context)``), where
+        ``starttls=True`` made one; None where ``ssl_context`` was given or there is
+        no TLS."""
         if starttls and ssl_context is None:
             self.ssl_context, self.client_context = _throwaway_contexts(host, hostname)
         self._thread: threading.Thread | None = None

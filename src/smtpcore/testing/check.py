@@ -18,15 +18,12 @@ session's end, fails rather than pass on the replies that came. Nothing here
 needs Hypothesis; the checks are deterministic but for the seed of the
 chunkings they try.
 
-This module is the registry and the runner. Each check is a function of a
-``Probe`` (``_smtp_probe``: connections, replies, how a session ends) that
-returns a summary or raises to fail or skip, kept with its family in a
-package-private module: ``_smtp_stream_checks`` (chunking, smuggling,
-pipelining), ``_smtp_end_checks`` (pipelined-end), ``_smtp_state_checks``
-(state-order, starttls-injection),
-``_smtp_limit_checks`` (line lengths, recipients, SIZE), ``_smtp_digit_checks``
-(ascii-digits) and ``_smtp_bdat_checks`` (BDAT). A new check goes in its
-family's module and is named in :data:`CHECKS`.
+Each check opens its own sessions, watches the replies and how each session
+ends, and returns a summary, or fails or skips saying why. They come in
+families: stream checks (chunking, smuggling, pipelining), the pipelined end
+of a message (pipelined-end), state checks (state-order,
+starttls-injection), limits (line lengths, recipients, SIZE), ascii-digits,
+and BDAT; :data:`CHECKS` names them all, in the order they run.
 """
 
 from __future__ import annotations
@@ -188,7 +185,8 @@ def check_server(
     be reached fails no check. A connection that fails later fails its check.
     A connection the server refuses with a 421 or 554 greeting or a 421 to EHLO
     (busy, or a connection rate limit, RFC 5321 §3.8, §3.1), the run's first
-    included, skips its check (:meth:`Probe.connect`).
+    included, skips its check: the server turned the session away, which says
+    nothing of what the check looks for.
 
     An LMTP server (one that refuses EHLO with a 5xx and takes LHLO, RFC 2033
     §4.1) stops the run at the first check that says EHLO: that check and the
