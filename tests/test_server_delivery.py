@@ -1578,7 +1578,7 @@ def test_a_release_written_as_a_round_keeps_the_record_the_disk_refused_the_roun
     monkeypatch.setattr(setup.queue, "update", update_as_a_round_runs)
 
     def waiting_for_the_retry() -> bool:
-        later = all(due > time.time() for due in worker._due.values())
+        later = all(due > worker.monotonic() for due in worker._due.values())
         return bool(server.transactions) and not worker._running and later
 
     async def main() -> None:
@@ -2374,7 +2374,7 @@ def test_a_worker_cancelled_as_it_is_woken_stops(tmp_path: Path) -> None:
     stopped held the stop for ever (one run in fifteen of the success report tests).
     Woken, then cancelled one to four passes of the loop later: each run stops."""
     setup = _setup(tmp_path, ZONE, 1)
-    setup.worker._due["later"] = setup.worker.clock() + 60  # a wait with a timeout
+    setup.worker._due["later"] = setup.worker.monotonic() + 60  # a wait with a timeout
 
     async def main() -> None:
         for passes in range(1, 5):

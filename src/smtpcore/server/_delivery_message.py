@@ -39,7 +39,7 @@ class _MessageRounds(_EnvelopeKeeping):
     places: DestinationPlaces
     settlement: RoundSettlement
     reports: SenderReports
-    clock: Callable[[], float]
+    monotonic: Callable[[], float]
     _catch_up_until: dict[str, float]
     _withdrawals: dict[str, asyncio.Future[None]]
 
@@ -48,6 +48,8 @@ class _MessageRounds(_EnvelopeKeeping):
         def _withdraw(self, queue_id: str, places: Collection[str]) -> None: ...
 
         def _forget_places(self, queue_id: str) -> None: ...
+
+        def waits_for(self, next_attempt: float) -> float: ...
 
         async def _deliver_local(
             self, entry: QueueEntry, decision: LocalDelivery, content: QueuedContent
@@ -111,10 +113,10 @@ class _MessageRounds(_EnvelopeKeeping):
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        now = self.clock()
-        catch_up = now < self._catch_up_until.pop(queue_id, float("-inf"))
+        catch_up = self.monotonic() < self._catch_up_until.pop(queue_id, float("-inf"))
         withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=now < entry.next_attempt)
+        early = self.waits_for(entry.next_attempt) > 0
+        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=early)
 
     async def _deliver_round(self, round_: _Round) -> None:
         """One round: its local recipients, then each remote destination at once (the

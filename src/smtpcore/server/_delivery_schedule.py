@@ -2,7 +2,12 @@
 how places at full destinations are handed on (:class:`_Scheduling`, a base class of
 :class:`~smtpcore.server.delivery.DeliveryWorker`). Apart because it only begins and
 ends rounds, and holds every due time: what a round does is
-:mod:`~smtpcore.server._delivery_message`'s."""
+:mod:`~smtpcore.server._delivery_message`'s.
+
+Every due time here is on the :attr:`monotonic` clock, so that a step of the wall
+clock neither holds the queue nor makes it all due at once; a queue file's
+wall-clock ``next_attempt`` becomes a wait once, as it is scheduled
+(:mod:`~smtpcore.server.clocksteps`)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from smtpcore.routing import RandomSource
 from smtpcore.server.backoff import backoff
+from smtpcore.server.clocksteps import MessageAges, wait_until
 from smtpcore.server.places import DestinationPlaces
 from smtpcore.server.queue import QueueEntry
 from smtpcore.server.queueactions import QueueActions
@@ -30,6 +36,8 @@ class _Scheduling:
     places: DestinationPlaces
     actions: QueueActions
     clock: Callable[[], float]
+    monotonic: Callable[[], float]
+    ages: MessageAges
     rng: RandomSource
     retry_after: float
     max_retry_after: float
@@ -53,8 +61,26 @@ class _Scheduling:
         if new:
             self._copies_begun.setdefault(entry.id, set())
         self._catch_up_until.pop(entry.id, None)
-        self._due[entry.id] = entry.next_attempt
+        self.ages.age(entry.id, entry.created)  # first seen: its age counts from here
+        self._due[entry.id] = self._due_time(entry.next_attempt)
         self._wake()
+
+    def _due_time(self, next_attempt: float) -> float:
+        """The monotonic time of the wall-clock ``next_attempt`` (:meth:`waits_for`)."""
+        return self.monotonic() + self.waits_for(next_attempt)
+
+    def waits_for(self, next_attempt: float) -> float:
+        """Seconds until the wall-clock ``next_attempt`` a queue file holds, never more
+        than the longest backoff (:func:`~smtpcore.server.clocksteps.wait_until`): one
+        further ahead was written before the clock stepped back."""
+        longest = max(self.retry_after, self.max_retry_after)
+        return wait_until(next_attempt, self.clock(), longest)
+
+    def age(self, entry: QueueEntry) -> float:
+        """Seconds ``entry`` has been queued, whatever the wall clock did meanwhile
+        (:class:`~smtpcore.server.clocksteps.MessageAges`): what its expiry and its
+        delay warning go by."""
+        return self.ages.age(entry.id, entry.created)
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -65,10 +91,11 @@ class _Scheduling:
         handed to it (:meth:`_hand_over`), or after :attr:`place_retry` at the latest,
         never before its next full round is due if that is sooner. Until then, a round
         delivers only where it waited (:attr:`_catch_up_until`)."""
-        now = self.clock()
+        now = self.monotonic()
         retry = now + self.place_retry
-        due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
-        self._catch_up_until[entry.id] = entry.next_attempt
+        full = self._due_time(entry.next_attempt)
+        due = min(full, retry) if full > now else retry
+        self._catch_up_until[entry.id] = full
         self._due[entry.id] = now if self.places.handed(entry.id) else due
         self._wake()
 
@@ -87,7 +114,7 @@ class _Scheduling:
             return
         due = self._due.get(heir)
         if due is not None:
-            now = self.clock()
+            now = self.monotonic()
             if due > now:
                 self._catch_up_until.setdefault(heir, due)
             self._due[heir] = min(due, now)
@@ -122,7 +149,7 @@ class _Scheduling:
         try:
             while True:
                 self._wakeup.clear()
-                now = self.clock()
+                now = self.monotonic()
                 for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
                     if len(self._running) >= self.active_limit:
                         break
@@ -132,7 +159,7 @@ class _Scheduling:
                 waiting = [d for q, d in self._due.items() if q not in self._running]
                 timeout = None
                 if waiting and len(self._running) < self.active_limit:
-                    timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
+                    timeout = max(min(waiting) - self.monotonic(), 0.0) + 0.01
                 # within, not wait_for: on Python 3.11 wait_for loses a cancellation
                 # that comes as the event is set (a round ending as the server stops),
                 # and this loop then ran on, holding the stop for ever.
@@ -170,6 +197,7 @@ class _Scheduling:
         self._withdrawals.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
+            self.ages.forget(queue_id)
         self._forget_places_if_unscheduled(queue_id)
         self.actions.round_ended(queue_id)
         if self._wakeup is not None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
+from smtpcore.server.clocksteps import MessageAges
 from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
@@ -105,6 +106,7 @@ class ActingWorker(Protocol):
     _running: dict[str, asyncio.Task[None]]
     _unsaved: dict[str, QueueEntry]
     _copies_begun: dict[str, set[str]]
+    ages: MessageAges
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
@@ -263,6 +265,7 @@ class QueueActions:
             await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
             self.worker._copies_begun.pop(queue_id, None)
+            self.worker.ages.forget(queue_id)
         elif action == "hold":
             await self.worker._write(replace(entry, held=True))
             if effect is Effect.DONE:
