@@ -4,9 +4,10 @@ The queue files keep wall-clock times (``created``, ``next_attempt``): only they
 mean anything after a restart. But the wall clock can step (NTP, ``date -s``, an
 operator setting it right). Waiting for a wall-clock time then goes wrong both
 ways: a step back of a day held every retry a day longer, a step forward made
-the whole queue due at once and expired messages early. RFC 5321 §4.5.4.1 asks
-for retries spaced by the sender's backoff and continued for days ("at least 4-5
-days"), and a step is no reason to do either less or more.
+the whole queue due at once and expired messages early. RFC 5321 §4.5.4.1 asks a
+sender to wait after a failed attempt and to keep trying for days (the give-up time
+"generally needs to be at least 4-5 days"), both as the operator configured: a step
+is no reason to wait or retry less, or more.
 
 So the delivery worker waits on the monotonic clock (the one the event loop's
 ``time()`` reads), and reads the wall clock only to turn a stored time into a
