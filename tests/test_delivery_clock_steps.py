@@ -232,6 +232,25 @@ def test_a_next_attempt_far_ahead_on_disk_waits_the_longest_backoff_at_most(
     assert ahead == {"far": LONGEST, "near": 120.0, "overdue": 0.0}
 
 
+@pytest.mark.parametrize("ahead", [-DAY, 0.0, 60.0, 2 * DAY])
+def test_a_message_turned_away_by_a_full_destination_waits_for_a_place(
+    tmp_path: Path, ahead: float
+) -> None:
+    """Not due before its next attempt nor :attr:`place_retry`, whichever comes first:
+    with a next attempt already come, it was due at once (the clock read twice, a few
+    nanoseconds apart), and its rounds came one after another while it waited."""
+    clocks = Clocks()
+    setup = _worker(tmp_path, clocks, [TAKEN])
+    worker = setup.worker
+    entry = setup.queue.add(MESSAGE, "john@abc.example", [RECIPIENT])
+    real = time.monotonic
+    worker.monotonic = real  # each reading a little later than the one before
+    worker._schedule_for_places(replace(entry, next_attempt=clocks.wall + ahead))
+    wait = worker._due[entry.id] - real()
+    expected = worker.place_retry if ahead <= 0 else min(ahead, worker.place_retry)
+    assert expected - 1 <= wait <= expected
+
+
 def test_a_message_stamped_in_the_future_expires_a_lifetime_after_it_is_found(
     tmp_path: Path,
 ) -> None:

@@ -93,7 +93,7 @@ class _Scheduling:
         delivers only where it waited (:attr:`_catch_up_until`)."""
         now = self.monotonic()
         retry = now + self.place_retry
-        full = self._due_time(entry.next_attempt)
+        full = now + self.waits_for(entry.next_attempt)  # one reading: due now is not > now
         due = min(full, retry) if full > now else retry
         self._catch_up_until[entry.id] = full
         self._due[entry.id] = now if self.places.handed(entry.id) else due
