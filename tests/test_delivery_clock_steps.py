@@ -20,7 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smtpcore.routing import Router, StaticResolver
 from smtpcore.server.clocksteps import MessageAges, wait_until
+from smtpcore.server.delivery import DeliveryWorker
 from smtpcore.server.exchanger import Outcome
 from smtpcore.server.queue import RecipientStatus
 from smtpcore.server.queuectl import format_listing
@@ -107,9 +109,10 @@ class Attempts:
 
 
 def _worker(tmp_path: Path, clocks: Clocks, script: list[Outcome], **settings: Any) -> Setup:
-    setup = _setup(tmp_path, ZONE, 25, retry_after=RETRY, clock=lambda: clocks.wall)
+    setup = _setup(
+        tmp_path, ZONE, 25, retry_after=RETRY, clock=lambda: clocks.wall, monotonic=lambda: clocks.mono
+    )
     worker = setup.worker
-    worker.monotonic = lambda: clocks.mono
     worker.max_retry_after = LONGEST
     worker.max_queue_age = 5 * DAY
     for name, value in settings.items():
@@ -289,9 +292,10 @@ def test_the_running_worker_retries_on_time_whatever_the_wall_clock_does(
     now comes after its backoff, and the message is delivered once."""
     clocks = Clocks()
     wait = 0.2
-    setup = _setup(tmp_path, ZONE, 25, retry_after=wait, clock=lambda: clocks.wall)
+    setup = _setup(
+        tmp_path, ZONE, 25, retry_after=wait, clock=lambda: clocks.wall, monotonic=time.monotonic
+    )
     worker = setup.worker
-    worker.monotonic = time.monotonic
     worker.max_retry_after = wait
     worker.max_queue_age = 3600.0
     when: list[float] = []
@@ -322,3 +326,24 @@ def test_the_running_worker_retries_on_time_whatever_the_wall_clock_does(
     assert _queue_empty(setup) and not script and setup.bounces() == []
     assert len(when) == 3
     assert all(later - earlier >= wait * 0.9 for earlier, later in itertools.pairwise(when))
+
+
+# -- the clocks a worker is given -----------------------------------------------------
+
+
+def test_a_worker_given_only_a_wall_clock_still_waits_on_the_monotonic_clock(
+    tmp_path: Path,
+) -> None:
+    """A ``clock=`` given alone once drove the waits too, and so turned the protection
+    against steps off without a word: the monotonic clock is always
+    :func:`time.monotonic` unless ``monotonic=`` says otherwise."""
+    setup = _setup(tmp_path, ZONE, 25)
+    worker = DeliveryWorker(
+        setup.queue,
+        router=Router(["abc.example"], hostnames=["mx.abc.example"]),
+        resolver=StaticResolver.from_zone_text(ZONE),
+        mailboxes=setup.mailboxes,
+        hostname="mx.abc.example",
+        clock=lambda: 1e9,
+    )
+    assert worker.monotonic is time.monotonic

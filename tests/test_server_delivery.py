@@ -225,7 +225,10 @@ def _setup(
     retry_after: float = 0.1,
     max_queue_age: float = 60.0,
     clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> Setup:
+    """A worker on ``tmp_path``; ``clock`` fakes the wall clock, and the monotonic one
+    too unless ``monotonic`` is given (a test that moves time moves both)."""
     config = ServerConfig(
         domains=("abc.example",),
         users={"john@abc.example": "pw"},
@@ -236,7 +239,7 @@ def _setup(
     queue.open()
     mailboxes = LocalMailboxes(config)
     mailboxes.create_all()
-    options = {} if clock is None else {"clock": clock}
+    options = {} if clock is None else {"clock": clock, "monotonic": monotonic or clock}
     worker = DeliveryWorker(
         queue,
         router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
@@ -246,7 +249,7 @@ def _setup(
         internal=InternalAddresses(allowed=True),  # the scripted exchangers are on loopback
         retry_after=retry_after,
         max_queue_age=max_queue_age,
-        **options,  # type: ignore[arg-type]  # only the clock
+        **options,  # type: ignore[arg-type]  # only the clocks
     )
     return Setup(queue, worker, mailboxes)
 

@@ -203,7 +203,7 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         destination_concurrency: int | None = None,
         active_limit: int | None = None,
         clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
@@ -272,12 +272,11 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         handed out first come, first served (:mod:`smtpcore.server.tokens`)."""
         self.clock = clock
         """The wall clock: the times written in queue files and reports."""
-        if monotonic is None:
-            monotonic = time.monotonic if clock is time.time else clock
         self.monotonic = monotonic
         """The clock every wait in memory goes by (by default :func:`time.monotonic`,
-        which the event loop's ``time()`` reads; a test's own ``clock`` given alone
-        drives both): a step of the wall clock neither holds nor floods the queue
+        which the event loop's ``time()`` reads, whatever ``clock`` is: a fake wall
+        clock alone leaves the protection on, and a test that fakes time passes both):
+        a step of the wall clock neither holds nor floods the queue
         (:mod:`~smtpcore.server.clocksteps`)."""
         self.ages = MessageAges(lambda: self.clock(), lambda: self.monotonic())
         """Each scheduled message's age, which no step of the wall clock changes: its
