@@ -71,6 +71,7 @@ def test_an_age_is_what_the_monotonic_clock_counted_whatever_the_wall_clock_did(
     wall, mono = [1e9], [500.0]
     ages = MessageAges(lambda: wall[0], lambda: mono[0])
     created = wall[0] - first_age
+    ages.see("A", created)
     assert ages.age("A", created) == pytest.approx(max(first_age, 0.0), abs=1e-3)
     counted = 0.0
     for step, elapsed in moves:
@@ -80,6 +81,17 @@ def test_an_age_is_what_the_monotonic_clock_counted_whatever_the_wall_clock_did(
         assert ages.age("A", created) == pytest.approx(max(first_age, 0.0) + counted, abs=1e-3)
     ages.forget("A")
     assert len(ages) == 0
+
+
+def test_asking_an_age_keeps_nothing_and_seeing_again_changes_nothing() -> None:
+    wall, mono = [1e9], [500.0]
+    ages = MessageAges(lambda: wall[0], lambda: mono[0])
+    assert ages.age("A", wall[0] - 60) == 60 and len(ages) == 0  # by the wall clock
+    ages.see("A", wall[0] - 60)
+    wall[0] -= DAY
+    mono[0] += 10
+    ages.see("A", wall[0] - 60)  # seen already: counted on
+    assert ages.age("A", 0.0) == 70 and len(ages) == 1
 
 
 # -- the worker, round by round -------------------------------------------------------
@@ -110,7 +122,12 @@ class Attempts:
 
 def _worker(tmp_path: Path, clocks: Clocks, script: list[Outcome], **settings: Any) -> Setup:
     setup = _setup(
-        tmp_path, ZONE, 25, retry_after=RETRY, clock=lambda: clocks.wall, monotonic=lambda: clocks.mono
+        tmp_path,
+        ZONE,
+        25,
+        retry_after=RETRY,
+        clock=lambda: clocks.wall,
+        monotonic=lambda: clocks.mono,
     )
     worker = setup.worker
     worker.max_retry_after = LONGEST
@@ -347,3 +364,50 @@ def test_a_worker_given_only_a_wall_clock_still_waits_on_the_monotonic_clock(
         clock=lambda: 1e9,
     )
     assert worker.monotonic is time.monotonic
+
+
+# -- what the worker keeps per message --------------------------------------------------
+
+
+async def _round(setup: Setup, queue_id: str) -> None:
+    """The round of ``queue_id`` begun as :meth:`DeliveryWorker.run` begins it, to its
+    end (its ``_done`` included)."""
+    setup.worker._due.pop(queue_id)
+    setup.worker._begin_round(queue_id)
+    await setup.worker._running[queue_id]
+    await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("leaves", ["delivered", "bounced", "deleted", "held", "gone"])
+def test_a_message_leaving_the_schedule_leaves_no_age_behind(tmp_path: Path, leaves: str) -> None:
+    """Ages were dropped only for a message delivered or deleted: one held (or whose
+    file went while it was held) kept its age for the life of the process, and a
+    release went on counting it. Each way out of the schedule now drops it, and a
+    release measures it afresh by the wall clock."""
+    clocks = Clocks()
+    outcome = {"delivered": TAKEN, "bounced": BUSY}.get(leaves, BUSY)
+    setup = _worker(tmp_path, clocks, [outcome], max_queue_age=0.0)
+    worker = setup.worker
+
+    async def main() -> None:
+        entry = setup.queue.add(MESSAGE, "john@abc.example", [RECIPIENT])
+        worker.schedule(entry, new=True)
+        assert len(worker.ages) == 1
+        if leaves in ("delivered", "bounced"):
+            await _round(setup, entry.id)
+            assert _queue_empty(setup)
+        elif leaves == "deleted":
+            await worker.actions.act(entry.id, "delete")
+        else:
+            await worker.actions.act(entry.id, "hold")
+            if leaves == "gone":
+                setup.queue.remove(entry.id)
+        assert len(worker.ages) == 0
+        if leaves == "held":
+            clocks.mono += 3600
+            clocks.wall -= DAY  # a step back while it was held
+            await worker.actions.act(entry.id, "release")
+            assert len(worker.ages) == 1 and worker.age(entry) == 0  # measured afresh
+        await worker.aclose(1.0)
+
+    asyncio.run(main())

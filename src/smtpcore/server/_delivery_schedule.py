@@ -61,7 +61,7 @@ class _Scheduling:
         if new:
             self._copies_begun.setdefault(entry.id, set())
         self._catch_up_until.pop(entry.id, None)
-        self.ages.age(entry.id, entry.created)  # first seen: its age counts from here
+        self.ages.see(entry.id, entry.created)
         self._due[entry.id] = self._due_time(entry.next_attempt)
         self._wake()
 
@@ -130,13 +130,17 @@ class _Scheduling:
         self._withdraw(queue_id, self.places.awaited_by(queue_id))
         self._catch_up_until.pop(queue_id, None)
 
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
-        """Take ``queue_id`` out of every destination's line once nothing will run it
-        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+    def _forget_if_unscheduled(self, queue_id: str) -> None:
+        """Forget ``queue_id`` once nothing will run it (neither scheduled nor in a
+        round: delivered, bounced, held, deleted, gone, or the disk refused), the one
+        point where a message leaves the schedule. It leaves every destination's line:
         no round of it would take up a place handed to it, nor give it back, and the
-        destination would be a place short for the life of the process."""
+        destination would be a place short for the life of the process. Its age goes
+        too: what is kept for it stays bounded by the schedule, and a release measures
+        it afresh (:class:`~smtpcore.server.clocksteps.MessageAges`)."""
         if queue_id not in self._due and queue_id not in self._running:
             self._forget_places(queue_id)
+            self.ages.forget(queue_id)
 
     @property
     def queued(self) -> int:
@@ -197,8 +201,7 @@ class _Scheduling:
         self._withdrawals.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
-            self.ages.forget(queue_id)
-        self._forget_places_if_unscheduled(queue_id)
+        self._forget_if_unscheduled(queue_id)
         self.actions.round_ended(queue_id)
         if self._wakeup is not None:
             self._wakeup.set()

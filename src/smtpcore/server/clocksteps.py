@@ -38,14 +38,17 @@ def wait_until(stored: float, now: float, longest: float) -> float:
 
 class MessageAges:
     """How long each message has been queued, step-free: its age by the wall clock
-    when this process first asks (``created`` against ``wall()``, never below 0),
-    then what the ``monotonic`` clock counts from there. A step forward thus never
+    when the worker schedules it (:meth:`see`: ``created`` against ``wall()``, never
+    below 0), then what the ``monotonic`` clock counts from there. A step forward thus never
     expires a message early, nor a step back keeps one past ``max_queue_age``; a
     message stamped in the future (a clock stepped back before a restart) starts at
     age 0, and gets its whole lifetime from then.
 
-    One number per message; :meth:`forget` drops it when the message leaves the
-    schedule (a message released from hold is measured afresh, as after a restart)."""
+    One number per scheduled message; :meth:`forget` drops it when the message leaves
+    the schedule (delivered, bounced, deleted, held, gone), so memory follows the
+    schedule, and a message released from hold is measured afresh, as after a
+    restart. The count holds within one run of the process: a restart measures by the
+    wall clock again."""
 
     def __init__(self, wall: Callable[[], float], monotonic: Callable[[], float]) -> None:
         self.wall = wall
@@ -53,14 +56,22 @@ class MessageAges:
         self._born: dict[str, float] = {}
         """Per message, the monotonic time at which its age was 0."""
 
+    def see(self, queue_id: str, created: float) -> None:
+        """Start counting the age of ``queue_id``, stamped ``created`` on arrival, unless
+        it is counted already."""
+        if queue_id not in self._born:
+            self._born[queue_id] = self.monotonic() - self._wall_age(created)
+
     def age(self, queue_id: str, created: float) -> float:
-        """Seconds ``queue_id``, stamped ``created`` on arrival, has been queued."""
-        now = self.monotonic()
+        """Seconds ``queue_id``, stamped ``created`` on arrival, has been queued; by the
+        wall clock alone (never below 0) for a message not seen."""
         born = self._born.get(queue_id)
         if born is None:
-            born = now - max(self.wall() - created, 0.0)
-            self._born[queue_id] = born
-        return now - born
+            return self._wall_age(created)
+        return self.monotonic() - born
+
+    def _wall_age(self, created: float) -> float:
+        return max(self.wall() - created, 0.0)
 
     def forget(self, queue_id: str) -> None:
         self._born.pop(queue_id, None)

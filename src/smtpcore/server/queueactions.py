@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
-from smtpcore.server.clocksteps import MessageAges
 from smtpcore.server.deadhops import DeadHops
 from smtpcore.server.log import loggable, logger
 from smtpcore.server.queue import Queue, QueueEntry
@@ -106,13 +105,12 @@ class ActingWorker(Protocol):
     _running: dict[str, asyncio.Task[None]]
     _unsaved: dict[str, QueueEntry]
     _copies_begun: dict[str, set[str]]
-    ages: MessageAges
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
     def _cut_round_short(self, queue_id: str) -> None: ...
 
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None: ...
+    def _forget_if_unscheduled(self, queue_id: str) -> None: ...
 
     async def _load(self, queue_id: str) -> QueueEntry: ...
 
@@ -247,7 +245,7 @@ class QueueActions:
                 self.worker._due.setdefault(queue_id, due)  # not done: it goes on as it was
             raise
         finally:
-            self.worker._forget_places_if_unscheduled(queue_id)
+            self.worker._forget_if_unscheduled(queue_id)
 
     async def _act_unscheduled(self, queue_id: str, action: str) -> Effect:
         """:meth:`act`, the message out of the schedule."""
@@ -265,7 +263,6 @@ class QueueActions:
             await self.worker.disk.now(self._remove_by_operator, entry)
             self.worker._unsaved.pop(queue_id, None)
             self.worker._copies_begun.pop(queue_id, None)
-            self.worker.ages.forget(queue_id)
         elif action == "hold":
             await self.worker._write(replace(entry, held=True))
             if effect is Effect.DONE:
