@@ -411,3 +411,42 @@ def test_a_message_leaving_the_schedule_leaves_no_age_behind(tmp_path: Path, lea
         await worker.aclose(1.0)
 
     asyncio.run(main())
+
+
+async def _opened(setup: Setup, queue_id: str) -> bool:
+    """Whether the round of ``queue_id`` opened now would be early."""
+    round_ = await setup.worker._open_round(await setup.worker._load(queue_id))
+    assert round_ is not None
+    return round_.early
+
+
+@pytest.mark.parametrize("step", [-DAY, -60.0, 0.0, DAY])
+def test_a_round_on_time_is_not_early_whatever_the_wall_clock_did(
+    tmp_path: Path, step: float
+) -> None:
+    """After a step back, a round begun at its due time compared the stored next attempt
+    with the wall clock and passed for a ``queue flush``: a round that could try no one
+    counted no attempt, and the backoff stood still. The monotonic clock decides now;
+    a flush is still early."""
+    clocks = Clocks()
+    setup = _worker(tmp_path, clocks, [BUSY])
+    worker = setup.worker
+
+    async def main() -> tuple[bool, bool]:
+        on_time, flushed = (
+            setup.queue.add(MESSAGE, "john@abc.example", [RECIPIENT]) for _ in "ab"
+        )
+        for entry in (on_time, flushed):
+            worker.schedule(entry, new=True)
+            await _next_round(setup, clocks, entry.id)  # deferred: due RETRY later
+        clocks.wall += step
+        worker.bring_forward(await worker._load(flushed.id))  # queue flush, before it is due
+        early_flush = await _opened(setup, flushed.id)
+        waited = worker._due.pop(on_time.id) - clocks.mono
+        clocks.mono += waited
+        clocks.wall += waited
+        early_on_time = await _opened(setup, on_time.id)
+        await worker.aclose(1.0)
+        return early_on_time, early_flush
+
+    assert asyncio.run(main()) == (False, True)

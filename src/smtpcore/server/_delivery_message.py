@@ -41,6 +41,7 @@ class _MessageRounds(_EnvelopeKeeping):
     reports: SenderReports
     monotonic: Callable[[], float]
     _catch_up_until: dict[str, float]
+    _full_due: dict[str, float]
     _withdrawals: dict[str, asyncio.Future[None]]
 
     if TYPE_CHECKING:  # the scheduler's, the local copies' and the destination jobs'
@@ -48,8 +49,6 @@ class _MessageRounds(_EnvelopeKeeping):
         def _withdraw(self, queue_id: str, places: Collection[str]) -> None: ...
 
         def _forget_places(self, queue_id: str) -> None: ...
-
-        def waits_for(self, next_attempt: float) -> float: ...
 
         async def _deliver_local(
             self, entry: QueueEntry, decision: LocalDelivery, content: QueuedContent
@@ -113,9 +112,10 @@ class _MessageRounds(_EnvelopeKeeping):
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        catch_up = self.monotonic() < self._catch_up_until.pop(queue_id, float("-inf"))
+        now = self.monotonic()
+        catch_up = now < self._catch_up_until.pop(queue_id, float("-inf"))
+        early = now < self._full_due.pop(queue_id, float("-inf"))  # never by the wall clock
         withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        early = self.waits_for(entry.next_attempt) > 0
         return _Round(entry, {}, {}, withdrawn, content, catch_up, early=early)
 
     async def _deliver_round(self, round_: _Round) -> None:

@@ -47,6 +47,7 @@ class _Scheduling:
     _running: dict[str, asyncio.Task[None]]
     _withdrawals: dict[str, asyncio.Future[None]]
     _catch_up_until: dict[str, float]
+    _full_due: dict[str, float]
     _in_round: dict[str, Callable[[str], bool]]
     _wakeup: asyncio.Event | None
     _copies_begun: dict[str, set[str]]
@@ -62,8 +63,20 @@ class _Scheduling:
             self._copies_begun.setdefault(entry.id, set())
         self._catch_up_until.pop(entry.id, None)
         self.ages.see(entry.id, entry.created)
-        self._due[entry.id] = self._due_time(entry.next_attempt)
+        self._due[entry.id] = self._full_due[entry.id] = self._due_time(entry.next_attempt)
         self._wake()
+
+    def bring_forward(self, entry: QueueEntry) -> None:
+        """Deliver ``entry`` now (``queue flush``), its full round still due at its
+        ``next_attempt``: the round is early, and one that could try none of those it
+        deferred counts no attempt (:func:`~smtpcore.server._delivery_round._counts`).
+        A full round already scheduled keeps its time: the file's, read again, is off by
+        any step of the wall clock since."""
+        full = self._full_due.get(entry.id)
+        self.schedule(entry)
+        if full is not None:
+            self._full_due[entry.id] = full
+        self._due[entry.id] = self.monotonic()
 
     def _due_time(self, next_attempt: float) -> float:
         """The monotonic time of the wall-clock ``next_attempt`` (:meth:`waits_for`)."""
@@ -95,7 +108,7 @@ class _Scheduling:
         retry = now + self.place_retry
         full = now + self.waits_for(entry.next_attempt)  # one reading: due now is not > now
         due = min(full, retry) if full > now else retry
-        self._catch_up_until[entry.id] = full
+        self._catch_up_until[entry.id] = self._full_due[entry.id] = full
         self._due[entry.id] = now if self.places.handed(entry.id) else due
         self._wake()
 
@@ -141,6 +154,7 @@ class _Scheduling:
         if queue_id not in self._due and queue_id not in self._running:
             self._forget_places(queue_id)
             self.ages.forget(queue_id)
+            self._full_due.pop(queue_id, None)
 
     @property
     def queued(self) -> int:

@@ -313,6 +313,12 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         self._catch_up_until: dict[str, float] = {}
         """Per message waiting for a place, its next full round's time: a round begun
         before it delivers only the destinations the message waited at."""
+        self._full_due: dict[str, float] = {}
+        """Per scheduled message, the monotonic time its next full round is due (its
+        stored next attempt as a wait, :meth:`waits_for`): a round begun before it is
+        early (a ``queue flush``), and may count no attempt (:func:`_counts
+        <smtpcore.server._delivery_round._counts>`). The monotonic clock decides, so a
+        step of the wall clock makes no round early."""
         self._in_round: dict[str, Callable[[str], bool]] = {}
         """Per message whose round's jobs still run: how to start a job there at a
         destination whose place was just handed to it."""

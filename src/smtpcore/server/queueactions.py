@@ -108,6 +108,8 @@ class ActingWorker(Protocol):
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
+    def bring_forward(self, entry: QueueEntry) -> None: ...
+
     def _cut_round_short(self, queue_id: str) -> None: ...
 
     def _forget_if_unscheduled(self, queue_id: str) -> None: ...
@@ -274,7 +276,7 @@ class QueueActions:
                 logger.info("%s: released (queue release)", queue_id)
             self.worker.schedule(entry)
         else:  # flush
-            self.worker.schedule(replace(entry, next_attempt=self.worker.clock()))
+            self.worker.bring_forward(entry)
         return effect
 
     def _remove_by_operator(self, entry: QueueEntry) -> None:
