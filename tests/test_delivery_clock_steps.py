@@ -450,3 +450,16 @@ def test_a_round_on_time_is_not_early_whatever_the_wall_clock_did(
         return early_on_time, early_flush
 
     assert asyncio.run(main()) == (False, True)
+
+
+def test_failed_exchangers_are_remembered_on_the_workers_monotonic_clock(
+    tmp_path: Path,
+) -> None:
+    """The memory of failed exchangers read :func:`time.monotonic` itself, whatever clock
+    the worker was given: a test could not move its hour on."""
+    clocks = Clocks()
+    worker = _worker(tmp_path, clocks, [TAKEN]).worker
+    worker.failures.mark_bad("mx.pqr.example")
+    assert worker.failures.is_bad("mx.pqr.example")
+    clocks.mono += 2 * 3600
+    assert not worker.failures.is_bad("mx.pqr.example")

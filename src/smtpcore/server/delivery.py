@@ -283,7 +283,7 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         expiry and delay warning go by it (:meth:`age`)."""
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
-        self.failures = FailedExchangers(time.monotonic)
+        self.failures = FailedExchangers(lambda: self.monotonic())
         self.dead_hops = DeadHops(
             lambda: self.monotonic(),
             lambda: self.retry_after,
