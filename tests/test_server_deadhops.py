@@ -283,6 +283,7 @@ def _setup(tmp_path: Path, ports: dict[str, int], *, max_queue_age: float = 5 * 
         max_queue_age=max_queue_age,
         concurrency=1,
         clock=lambda: now[0],
+        monotonic=lambda: now[0],
     )
     return Setup(queue, worker, mailboxes, now)
 

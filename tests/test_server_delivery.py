@@ -225,7 +225,10 @@ def _setup(
     retry_after: float = 0.1,
     max_queue_age: float = 60.0,
     clock: Callable[[], float] | None = None,
+    monotonic: Callable[[], float] | None = None,
 ) -> Setup:
+    """A worker on ``tmp_path``; ``clock`` fakes the wall clock, and the monotonic one
+    too unless ``monotonic`` is given (a test that moves time moves both)."""
     config = ServerConfig(
         domains=("abc.example",),
         users={"john@abc.example": "pw"},
@@ -236,7 +239,7 @@ def _setup(
     queue.open()
     mailboxes = LocalMailboxes(config)
     mailboxes.create_all()
-    options = {} if clock is None else {"clock": clock}
+    options = {} if clock is None else {"clock": clock, "monotonic": monotonic or clock}
     worker = DeliveryWorker(
         queue,
         router=Router(["abc.example"], hostnames=["mx.abc.example"], port=port),
@@ -246,7 +249,7 @@ def _setup(
         internal=InternalAddresses(allowed=True),  # the scripted exchangers are on loopback
         retry_after=retry_after,
         max_queue_age=max_queue_age,
-        **options,  # type: ignore[arg-type]  # only the clock
+        **options,  # type: ignore[arg-type]  # only the clocks
     )
     return Setup(queue, worker, mailboxes)
 
@@ -1578,7 +1581,7 @@ def test_a_release_written_as_a_round_keeps_the_record_the_disk_refused_the_roun
     monkeypatch.setattr(setup.queue, "update", update_as_a_round_runs)
 
     def waiting_for_the_retry() -> bool:
-        later = all(due > time.time() for due in worker._due.values())
+        later = all(due > worker.monotonic() for due in worker._due.values())
         return bool(server.transactions) and not worker._running and later
 
     async def main() -> None:
@@ -2374,7 +2377,7 @@ def test_a_worker_cancelled_as_it_is_woken_stops(tmp_path: Path) -> None:
     stopped held the stop for ever (one run in fifteen of the success report tests).
     Woken, then cancelled one to four passes of the loop later: each run stops."""
     setup = _setup(tmp_path, ZONE, 1)
-    setup.worker._due["later"] = setup.worker.clock() + 60  # a wait with a timeout
+    setup.worker._due["later"] = setup.worker.monotonic() + 60  # a wait with a timeout
 
     async def main() -> None:
         for passes in range(1, 5):

@@ -557,8 +557,10 @@ def test_an_encoding_of_comments_nested_deeper_than_python_recurses_is_read() ->
 def _calls_to_plan_an_encoding_with_comments(comments: int) -> int:
     folded = b"\r\n ".join([b"(a)" * (comments // 10)] * 10)  # ten lines
     field = b"Content-Transfer-Encoding: (" + folded + b") 8bit\r\n"
+    message = field + b"\r\n\xc3\xa9\r\n"
+    plan_seven_bit(io.BytesIO(message))  # warm the caches: the first plan pays their misses
     with python_calls() as calls:
-        plan = plan_seven_bit(io.BytesIO(field + b"\r\n\xc3\xa9\r\n"))
+        plan = plan_seven_bit(io.BytesIO(message))
     assert plan.quoted_parts == 1
     return len(calls)
 

@@ -119,8 +119,9 @@ def _relay(
     queue.open()
     mailboxes = LocalMailboxes(config)
     mailboxes.create_all()
-    if clock is not None:
+    if clock is not None:  # a test that moves time moves both clocks
         options["clock"] = clock
+        options.setdefault("monotonic", clock)
     options.setdefault("retry_after", 0.05)
     options.setdefault("internal", InternalAddresses(allowed=True))  # remotes on loopback
     worker = DeliveryWorker(

@@ -39,8 +39,9 @@ class _MessageRounds(_EnvelopeKeeping):
     places: DestinationPlaces
     settlement: RoundSettlement
     reports: SenderReports
-    clock: Callable[[], float]
+    monotonic: Callable[[], float]
     _catch_up_until: dict[str, float]
+    _full_due: dict[str, float]
     _withdrawals: dict[str, asyncio.Future[None]]
 
     if TYPE_CHECKING:  # the scheduler's, the local copies' and the destination jobs'
@@ -111,10 +112,11 @@ class _MessageRounds(_EnvelopeKeeping):
         content = self.queue.content(queue_id)
         if not await self.disk.run(content.path.exists):
             raise FileNotFoundError(content.path)
-        now = self.clock()
+        now = self.monotonic()
         catch_up = now < self._catch_up_until.pop(queue_id, float("-inf"))
+        early = now < self._full_due.pop(queue_id, float("-inf"))  # never by the wall clock
         withdrawn = self._withdrawals.get(queue_id) or asyncio.get_running_loop().create_future()
-        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=now < entry.next_attempt)
+        return _Round(entry, {}, {}, withdrawn, content, catch_up, early=early)
 
     async def _deliver_round(self, round_: _Round) -> None:
         """One round: its local recipients, then each remote destination at once (the

@@ -33,7 +33,8 @@ class _Round:
     progress: RoundProgress = field(default_factory=RoundProgress)
     """How far its recipients have come, for the lines a stop logs."""
     early: bool = False
-    """Whether it began before the message was due: the operator's ``queue flush``."""
+    """Whether it began before the message's full round was due by the monotonic clock
+    (the operator's ``queue flush``); a step of the wall clock makes none early."""
     untried: set[str] = field(default_factory=set)
     """The recipients that waited on a suspended destination, without a session
     (:mod:`smtpcore.server.deadhops`)."""
@@ -41,9 +42,11 @@ class _Round:
 
 def _counts(round_: _Round) -> bool:
     """Whether ``round_`` is an attempt, moving the message's backoff on: not a catch-up
-    round, nor an early one (``queue flush``) that tried none of those it deferred, all
-    of them waiting on a suspension still in force: that message keeps the attempts and
-    the next attempt it had, as if the flush had not found it."""
+    round, nor an early one (begun before its full round was due on the monotonic
+    clock: a ``queue flush``) that tried none of those it deferred, all of them
+    waiting on a suspension still in force: that message keeps the attempts and the
+    next attempt it had, as if the flush had not found it. A round begun on time
+    counts whatever the wall clock did."""
     if round_.catch_up:
         return False
     return not (round_.early and round_.deferred.keys() <= round_.untried)

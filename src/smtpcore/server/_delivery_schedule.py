@@ -2,7 +2,12 @@
 how places at full destinations are handed on (:class:`_Scheduling`, a base class of
 :class:`~smtpcore.server.delivery.DeliveryWorker`). Apart because it only begins and
 ends rounds, and holds every due time: what a round does is
-:mod:`~smtpcore.server._delivery_message`'s."""
+:mod:`~smtpcore.server._delivery_message`'s.
+
+Every due time here is on the :attr:`monotonic` clock, so that a step of the wall
+clock neither holds the queue nor makes it all due at once; a queue file's
+wall-clock ``next_attempt`` becomes a wait once, as it is scheduled
+(:mod:`~smtpcore.server.clocksteps`)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from smtpcore.routing import RandomSource
 from smtpcore.server.backoff import backoff
+from smtpcore.server.clocksteps import MessageAges, wait_until
 from smtpcore.server.places import DestinationPlaces
 from smtpcore.server.queue import QueueEntry
 from smtpcore.server.queueactions import QueueActions
@@ -30,6 +36,8 @@ class _Scheduling:
     places: DestinationPlaces
     actions: QueueActions
     clock: Callable[[], float]
+    monotonic: Callable[[], float]
+    ages: MessageAges
     rng: RandomSource
     retry_after: float
     max_retry_after: float
@@ -39,6 +47,7 @@ class _Scheduling:
     _running: dict[str, asyncio.Task[None]]
     _withdrawals: dict[str, asyncio.Future[None]]
     _catch_up_until: dict[str, float]
+    _full_due: dict[str, float]
     _in_round: dict[str, Callable[[str], bool]]
     _wakeup: asyncio.Event | None
     _copies_begun: dict[str, set[str]]
@@ -53,8 +62,38 @@ class _Scheduling:
         if new:
             self._copies_begun.setdefault(entry.id, set())
         self._catch_up_until.pop(entry.id, None)
-        self._due[entry.id] = entry.next_attempt
+        self.ages.see(entry.id, entry.created)
+        self._due[entry.id] = self._full_due[entry.id] = self._due_time(entry.next_attempt)
         self._wake()
+
+    def bring_forward(self, entry: QueueEntry) -> None:
+        """Deliver ``entry`` now (``queue flush``), its full round still due at its
+        ``next_attempt``: the round is early, and one that could try none of those it
+        deferred counts no attempt (:func:`~smtpcore.server._delivery_round._counts`).
+        A full round already scheduled keeps its time: the file's, read again, is off by
+        any step of the wall clock since."""
+        full = self._full_due.get(entry.id)
+        self.schedule(entry)
+        if full is not None:
+            self._full_due[entry.id] = full
+        self._due[entry.id] = self.monotonic()
+
+    def _due_time(self, next_attempt: float) -> float:
+        """The monotonic time of the wall-clock ``next_attempt`` (:meth:`waits_for`)."""
+        return self.monotonic() + self.waits_for(next_attempt)
+
+    def waits_for(self, next_attempt: float) -> float:
+        """Seconds until the wall-clock ``next_attempt`` a queue file holds, never more
+        than the longest backoff (:func:`~smtpcore.server.clocksteps.wait_until`): one
+        further ahead was written before the clock stepped back."""
+        longest = max(self.retry_after, self.max_retry_after)
+        return wait_until(next_attempt, self.clock(), longest)
+
+    def age(self, entry: QueueEntry) -> float:
+        """Seconds ``entry`` has been queued, whatever the wall clock did meanwhile
+        (:class:`~smtpcore.server.clocksteps.MessageAges`): what its expiry and its
+        delay warning go by."""
+        return self.ages.age(entry.id, entry.created)
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -65,10 +104,11 @@ class _Scheduling:
         handed to it (:meth:`_hand_over`), or after :attr:`place_retry` at the latest,
         never before its next full round is due if that is sooner. Until then, a round
         delivers only where it waited (:attr:`_catch_up_until`)."""
-        now = self.clock()
+        now = self.monotonic()
         retry = now + self.place_retry
-        due = min(entry.next_attempt, retry) if entry.next_attempt > now else retry
-        self._catch_up_until[entry.id] = entry.next_attempt
+        full = now + self.waits_for(entry.next_attempt)  # one reading: due now is not > now
+        due = min(full, retry) if full > now else retry
+        self._catch_up_until[entry.id] = self._full_due[entry.id] = full
         self._due[entry.id] = now if self.places.handed(entry.id) else due
         self._wake()
 
@@ -87,7 +127,7 @@ class _Scheduling:
             return
         due = self._due.get(heir)
         if due is not None:
-            now = self.clock()
+            now = self.monotonic()
             if due > now:
                 self._catch_up_until.setdefault(heir, due)
             self._due[heir] = min(due, now)
@@ -103,13 +143,18 @@ class _Scheduling:
         self._withdraw(queue_id, self.places.awaited_by(queue_id))
         self._catch_up_until.pop(queue_id, None)
 
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None:
-        """Take ``queue_id`` out of every destination's line once nothing will run it
-        (neither scheduled nor in a round: held, deleted, gone, or the disk refused):
+    def _forget_if_unscheduled(self, queue_id: str) -> None:
+        """Forget ``queue_id`` once nothing will run it (neither scheduled nor in a
+        round: delivered, bounced, held, deleted, gone, or the disk refused), the one
+        point where a message leaves the schedule. It leaves every destination's line:
         no round of it would take up a place handed to it, nor give it back, and the
-        destination would be a place short for the life of the process."""
+        destination would be a place short for the life of the process. Its age goes
+        too: what is kept for it stays bounded by the schedule, and a release measures
+        it afresh (:class:`~smtpcore.server.clocksteps.MessageAges`)."""
         if queue_id not in self._due and queue_id not in self._running:
             self._forget_places(queue_id)
+            self.ages.forget(queue_id)
+            self._full_due.pop(queue_id, None)
 
     @property
     def queued(self) -> int:
@@ -122,7 +167,7 @@ class _Scheduling:
         try:
             while True:
                 self._wakeup.clear()
-                now = self.clock()
+                now = self.monotonic()
                 for queue_id, due in sorted(self._due.items(), key=lambda item: item[1]):
                     if len(self._running) >= self.active_limit:
                         break
@@ -132,7 +177,7 @@ class _Scheduling:
                 waiting = [d for q, d in self._due.items() if q not in self._running]
                 timeout = None
                 if waiting and len(self._running) < self.active_limit:
-                    timeout = max(min(waiting) - self.clock(), 0.0) + 0.01
+                    timeout = max(min(waiting) - self.monotonic(), 0.0) + 0.01
                 # within, not wait_for: on Python 3.11 wait_for loses a cancellation
                 # that comes as the event is set (a round ending as the server stops),
                 # and this loop then ran on, holding the stop for ever.
@@ -170,7 +215,7 @@ class _Scheduling:
         self._withdrawals.pop(queue_id, None)
         if queue_id not in self._due:  # delivered, held or gone
             self._copies_begun.pop(queue_id, None)
-        self._forget_places_if_unscheduled(queue_id)
+        self._forget_if_unscheduled(queue_id)
         self.actions.round_ended(queue_id)
         if self._wakeup is not None:
             self._wakeup.set()

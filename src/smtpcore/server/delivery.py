@@ -28,6 +28,11 @@ recipient is:
   round made once the message is ``max_queue_age`` old fails temporarily
   again: then it bounces with each recipient's last error.
 
+The waits between rounds go by the monotonic clock and a message's age is counted
+on it, so a step of the wall clock (NTP, ``date -s``) neither holds the queue, nor
+makes it all due at once, nor expires mail early or late; the queue files keep
+wall-clock times, which a restart reads (:mod:`~smtpcore.server.clocksteps`).
+
 This module holds the worker's settings, its public methods and its defaults; each
 part of its work is a base class of its own, one job each: the scheduler
 (:mod:`~smtpcore.server._delivery_schedule`), a message's round
@@ -59,6 +64,7 @@ from smtpcore.server.activemarks import DeliveryMarks, MarksWriter
 from smtpcore.server.backoff import MAX_BACKOFF, MIN_BACKOFF, backoff
 from smtpcore.server.bounce import Report
 from smtpcore.server.bouncerecords import BounceCopy
+from smtpcore.server.clocksteps import MessageAges
 from smtpcore.server.deadhops import DEAD_AFTER, DeadHops
 from smtpcore.server.exchanger import ClientFactory, ExchangerSession, default_client
 from smtpcore.server.internal import InternalAddresses
@@ -197,6 +203,7 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         destination_concurrency: int | None = None,
         active_limit: int | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         rng: RandomSource | None = None,
         resolve_timeout: float = RESOLVE_TIMEOUT,
         threads: Threads | None = None,
@@ -264,11 +271,21 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         """One token per outbound session job: the bound on sessions open at once,
         handed out first come, first served (:mod:`smtpcore.server.tokens`)."""
         self.clock = clock
+        """The wall clock: the times written in queue files and reports."""
+        self.monotonic = monotonic
+        """The clock every wait in memory goes by (by default :func:`time.monotonic`,
+        which the event loop's ``time()`` reads, whatever ``clock`` is: a fake wall
+        clock alone leaves the protection on, and a test that fakes time passes both):
+        a step of the wall clock neither holds nor floods the queue
+        (:mod:`~smtpcore.server.clocksteps`)."""
+        self.ages = MessageAges(lambda: self.clock(), lambda: self.monotonic())
+        """Each scheduled message's age, which no step of the wall clock changes: its
+        expiry and delay warning go by it (:meth:`age`)."""
         self.rng: RandomSource = rng or random.SystemRandom()
         self.resolve_timeout = resolve_timeout
-        self.failures = FailedExchangers(time.monotonic)
+        self.failures = FailedExchangers(lambda: self.monotonic())
         self.dead_hops = DeadHops(
-            lambda: self.clock(),
+            lambda: self.monotonic(),
             lambda: self.retry_after,
             lambda: self.max_retry_after,
             dead_after=dead_after,
@@ -296,6 +313,12 @@ class DeliveryWorker(_MessageRounds, _DestinationJobs, _LocalCopies, _Scheduling
         self._catch_up_until: dict[str, float] = {}
         """Per message waiting for a place, its next full round's time: a round begun
         before it delivers only the destinations the message waited at."""
+        self._full_due: dict[str, float] = {}
+        """Per scheduled message, the monotonic time its next full round is due (its
+        stored next attempt as a wait, :meth:`waits_for`): a round begun before it is
+        early (a ``queue flush``), and may count no attempt (:func:`_counts
+        <smtpcore.server._delivery_round._counts>`). The monotonic clock decides, so a
+        step of the wall clock makes no round early."""
         self._in_round: dict[str, Callable[[str], bool]] = {}
         """Per message whose round's jobs still run: how to start a job there at a
         destination whose place was just handed to it."""

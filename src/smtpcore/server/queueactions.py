@@ -108,9 +108,11 @@ class ActingWorker(Protocol):
 
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
+    def bring_forward(self, entry: QueueEntry) -> None: ...
+
     def _cut_round_short(self, queue_id: str) -> None: ...
 
-    def _forget_places_if_unscheduled(self, queue_id: str) -> None: ...
+    def _forget_if_unscheduled(self, queue_id: str) -> None: ...
 
     async def _load(self, queue_id: str) -> QueueEntry: ...
 
@@ -245,7 +247,7 @@ class QueueActions:
                 self.worker._due.setdefault(queue_id, due)  # not done: it goes on as it was
             raise
         finally:
-            self.worker._forget_places_if_unscheduled(queue_id)
+            self.worker._forget_if_unscheduled(queue_id)
 
     async def _act_unscheduled(self, queue_id: str, action: str) -> Effect:
         """:meth:`act`, the message out of the schedule."""
@@ -274,7 +276,7 @@ class QueueActions:
                 logger.info("%s: released (queue release)", queue_id)
             self.worker.schedule(entry)
         else:  # flush
-            self.worker.schedule(replace(entry, next_attempt=self.worker.clock()))
+            self.worker.bring_forward(entry)
         return effect
 
     def _remove_by_operator(self, entry: QueueEntry) -> None:

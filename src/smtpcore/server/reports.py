@@ -61,6 +61,8 @@ class ReportingWorker(Protocol):
     disk: ThreadShare
     clock: Callable[[], float]
 
+    def age(self, entry: QueueEntry) -> float: ...
+
     def schedule(self, entry: QueueEntry, *, new: bool = False) -> None: ...
 
     async def send_report(
@@ -131,8 +133,14 @@ class SenderReports:
             self.worker.delay_warning is not None
             and not entry.delay_warned
             and bool(entry.sender)
-            and self.worker.clock() - entry.created >= self.worker.delay_warning
+            and self.worker.age(entry) >= self.worker.delay_warning
         )
+
+    def _retry_until(self, entry: QueueEntry) -> float:
+        """When the message expires, as a date (``Will-Retry-Until``): what is left of
+        its lifetime by its step-free age, from the wall clock's now."""
+        left = max(self.worker.max_queue_age - self.worker.age(entry), 0.0)
+        return self.worker.clock() + left
 
     async def warn_delay(self, entry: QueueEntry, content: QueuedContent) -> None:
         """Tell the sender, once, which recipients are still waiting and why (RFC 3464
@@ -161,7 +169,7 @@ class SenderReports:
                 for r in delayed
             ],
             original=await self.worker.disk.run(content.returned_header),
-            retry_until=entry.created + self.worker.max_queue_age,
+            retry_until=self._retry_until(entry),
             envid=entry.param("ENVID"),
             utf8=_is_utf8(entry),
             for_sender=on_behalf_of,

@@ -53,6 +53,7 @@ class SettlingWorker(Protocol):
     queue: Queue
     disk: ThreadShare
     clock: Callable[[], float]
+    monotonic: Callable[[], float]
     max_queue_age: float
     places: DestinationPlaces
     reports: SenderReports
@@ -64,6 +65,8 @@ class SettlingWorker(Protocol):
     def _schedule_for_places(self, entry: QueueEntry) -> None: ...
 
     def next_wait(self, attempts: int) -> float: ...
+
+    def age(self, entry: QueueEntry) -> float: ...
 
     async def _load(self, queue_id: str) -> QueueEntry: ...
 
@@ -104,7 +107,7 @@ class RoundSettlement:
         wait; a process short of descriptors or memory, or a disk that refuses, is one
         warning, as a full disk is; anything else is logged with its traceback, once."""
         wait = self.worker.next_wait(1)
-        self.worker._due[queue_id] = self.worker.clock() + wait
+        self.worker._due[queue_id] = self.worker.monotonic() + wait
         if is_disk_refusal(exc) or getattr(exc, "errno", None) in OUT_OF_RESOURCES:
             logger.warning(
                 "%s: cannot read the queue file (%s); retrying in %.1fs",
@@ -134,7 +137,7 @@ class RoundSettlement:
             self.worker.schedule(entry)
         except Exception:
             logger.exception("%s: cannot record the failed round", queue_id)
-            self.worker._due[queue_id] = self.worker.clock() + self.worker.next_wait(1)
+            self.worker._due[queue_id] = self.worker.monotonic() + self.worker.next_wait(1)
 
     async def settle(
         self,
@@ -206,7 +209,7 @@ class RoundSettlement:
                 entry.id,
                 address,
                 relay=outcome.relay,
-                delay=self.worker.clock() - entry.created,
+                delay=self.worker.age(entry),
                 dsn=outcome.dsn,
                 status=label,
                 detail=outcome.detail if outcome.logged is None else outcome.logged,
@@ -364,8 +367,10 @@ class RoundSettlement:
         and only a temporary failure in it bounces (Postfix's ``maximal_queue_lifetime``:
         returned "when delivery fails with a temporary error, and the time in the queue
         has reached" the limit). Bouncing before the round lost mail the exchanger
-        would take now."""
-        return self.worker.clock() >= entry.created + self.worker.max_queue_age
+        would take now. The age is the worker's step-free one: a step of the wall clock
+        neither expires a message early nor keeps it past its lifetime
+        (:mod:`~smtpcore.server.clocksteps`)."""
+        return self.worker.age(entry) >= self.worker.max_queue_age
 
 
 def local_error(exc: BaseException) -> Outcome:
