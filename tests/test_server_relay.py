@@ -1684,7 +1684,8 @@ def test_a_multi_line_diagnostic_folds_between_its_lines_and_within_the_line_lim
     998 octets and the field, unfolded, is the transcription as a report words it: cut
     to 900 octets, its unsafe characters escaped, as for a one-line reply. Folded, it
     has one line per reply line, each that line as the report words it, up to the cut."""
-    from smtpcore.server.bounce import ReportedRecipient, _one_line
+    from smtpcore.server._bounce_fields import _one_line
+    from smtpcore.server.bounce import ReportedRecipient
 
     longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
     said, breaks = transcribe(longer)
