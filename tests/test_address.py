@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -40,6 +41,40 @@ DOMAIN_190 = DOMAIN_189 + "c"
 def test_all_is_exported() -> None:
     for name in address.__all__:
         assert hasattr(address, name), name
+
+
+@pytest.mark.parametrize(
+    "public",
+    [
+        AddressError,
+        Mailbox,
+        is_address_literal,
+        normalize_domain,
+        normalize_host_name,
+        parse_address_literal,
+        parse_domain,
+        quote_local_part,
+    ],
+)
+def test_the_names_defined_in_private_modules_say_smtpcore_address(public: object) -> None:
+    """Tracebacks, pickles and the API page name the module callers import from, so
+    that a pickle loads in every version that has the name there."""
+    assert getattr(public, "__module__", None) == "smtpcore.address"
+    assert pickle.loads(pickle.dumps(public)) is public
+
+
+@given(sst.mailboxes(utf8=True))
+def test_a_mailbox_pickles_by_its_public_path(mailbox: Mailbox) -> None:
+    data = pickle.dumps(mailbox)
+    assert b"smtpcore.address" in data and b"_address_" not in data
+    assert pickle.loads(data) == mailbox
+
+
+def test_an_address_error_pickles_by_its_public_path() -> None:
+    with pytest.raises(AddressError) as caught:
+        parse_mailbox("no-at-sign")
+    copied = pickle.loads(pickle.dumps(caught.value))
+    assert type(copied) is AddressError and str(copied) == str(caught.value)
 
 
 def test_address_error_is_local_protocol_error_and_value_error() -> None:

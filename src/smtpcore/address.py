@@ -57,6 +57,22 @@ __all__ = [
     "split_path",
 ]
 
+
+# The names moved into private modules keep the name callers import them by in
+# ``__module__``, which tracebacks and pickling read (as ``_maildrop_errors`` does).
+for _moved in (
+    AddressError,
+    Mailbox,
+    is_address_literal,
+    normalize_domain,
+    normalize_host_name,
+    parse_address_literal,
+    parse_domain,
+    quote_local_part,
+):
+    _moved.__module__ = __name__
+del _moved
+
 MAX_LOCAL_PART_OCTETS = 64
 """The local part every receiver must take, in octets (RFC 5321 §4.5.3.1.1). A minimum,
 not a limit: §4.5.3.1 asks for no limit "to the maximum extent possible", and SRS and

@@ -64,6 +64,11 @@ __all__ = [
     "seven_bit_form",
 ]
 
+
+# The function moved into a private module keeps the name callers import it by in
+# ``__module__``, which pickling reads (as ``_maildrop_errors`` does).
+seven_bit_form.__module__ = __name__
+
 MAX_RETURNED_MESSAGE: Final = 256 * 1024
 """A larger message comes back as its header only (``text/rfc822-headers``)."""
 
