@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import smtpcore.address as address
-from smtpcore import LocalProtocolError
+from smtpcore import LocalProtocolError, _address_syntax
 from smtpcore._hostname import a_label_hostname
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES, holds_unsafe
 from smtpcore.address import (
@@ -75,6 +75,13 @@ def test_an_address_error_pickles_by_its_public_path() -> None:
         parse_mailbox("no-at-sign")
     copied = pickle.loads(pickle.dumps(caught.value))
     assert type(copied) is AddressError and str(copied) == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["MAX_DOMAIN_OCTETS", "MAX_LABEL_OCTETS", "MAX_RECEIVED_PATH_OCTETS"]
+)
+def test_the_documented_limits_are_the_ones_the_rules_read(name: str) -> None:
+    assert getattr(address, name) == getattr(_address_syntax, name)
 
 
 def test_address_error_is_local_protocol_error_and_value_error() -> None:

@@ -22,10 +22,11 @@ __all__ = [
     "AddressError",
 ]
 
-# Documented in smtpcore.address, which re-exports them.
-MAX_DOMAIN_OCTETS = 255
+# Documented in smtpcore.address, which re-binds them there for autodoc: the rules
+# read these bindings, so they are Final (RFC-fixed sizes, not settings).
+MAX_DOMAIN_OCTETS: Final = 255
 MAX_RECEIVED_PATH_OCTETS: Final = 900
-MAX_LABEL_OCTETS = 63
+MAX_LABEL_OCTETS: Final = 63
 
 # Grammar, named after the RFC 5321 §4.1.2 / §4.1.3 rules. UTF8-non-ascii (RFC 6531 §3.3)
 # is "any non-ASCII character"; control and surrogate code points are refused up front

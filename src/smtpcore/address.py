@@ -73,12 +73,14 @@ for _moved in (
     _moved.__module__ = __name__
 del _moved
 
+# MAX_DOMAIN_OCTETS, MAX_LABEL_OCTETS and MAX_RECEIVED_PATH_OCTETS are bound in
+# _address_syntax, where the rules read them, and again here for their docstrings.
 MAX_LOCAL_PART_OCTETS = 64
 """The local part every receiver must take, in octets (RFC 5321 §4.5.3.1.1). A minimum,
 not a limit: §4.5.3.1 asks for no limit "to the maximum extent possible", and SRS and
 VERP senders go past it, so a :class:`Mailbox` may be longer, bounded on receipt by
 :data:`MAX_RECEIVED_PATH_OCTETS`; Postfix receives and sends such addresses alike."""
-MAX_DOMAIN_OCTETS = _limits.MAX_DOMAIN_OCTETS
+MAX_DOMAIN_OCTETS: Final = _limits.MAX_DOMAIN_OCTETS
 """The longest domain, in octets (RFC 5321 §4.5.3.1.2)."""
 MAX_PATH_OCTETS = 256
 """The path every receiver must take, angle brackets included (RFC 5321 §4.5.3.1.3):
@@ -91,7 +93,7 @@ or report, which RFC 5322 §2.1.1 and RFC 6532 §3.4 keep to 998 octets: ``Retur
 <path>`` (13 octets more), ``Final-Recipient: rfc822; address`` (23 more) and, the
 longest, ``\tfor <path>; date`` in ``Received:`` (38 more); 900 leaves room, so a
 next hop is never handed a line it must refuse (RFC 5321 §4.5.3.1.6)."""
-MAX_LABEL_OCTETS = _limits.MAX_LABEL_OCTETS
+MAX_LABEL_OCTETS: Final = _limits.MAX_LABEL_OCTETS
 """The longest label of a domain, in octets (RFC 1035 §2.3.4)."""
 
 
