@@ -55,7 +55,8 @@ octets, a last label not all digits) and the limit :func:`check_received_path` h
 received path to (:data:`MAX_RECEIVED_PATH_OCTETS`, which such a path, ASCII and
 unquoted, meets in its length): the lookaheads read the lengths up to the ">", which
 neither part can hold. A match is a mailbox as it stands and a path a server takes,
-for the hot paths that recognise whole lines. Not exported: internal to the package."""
+for the hot paths that recognise whole lines. Private to the package: the command
+parser imports it from here, and :mod:`smtpcore.address` does not re-export it."""
 _SIMPLE_PATH = re.compile(SIMPLE_PATH_PATTERN)
 
 

@@ -1,9 +1,11 @@
 """Envelope addresses: RFC 5321 Mailbox and Path syntax, with the RFC 6531 UTF-8 additions.
 
 This is the one place where text from ``MAIL FROM:``, ``RCPT TO:`` and ``EHLO`` becomes a
-value, so every rule that keeps an address safe to write back on the wire lives here:
-the grammar of RFC 5321 §4.1.2 and §4.1.3, the domain's size limits, and the
+value, so every rule that keeps an address safe to write back on the wire is reached
+from here: the grammar of RFC 5321 §4.1.2 and §4.1.3, the domain's size limits, and the
 UTF8-non-ascii extensions of RFC 6531 §3.3 (non-ASCII in atext, qtextSMTP and U-labels).
+The path parser and :class:`AddressPolicy` are defined here; the characters, domains
+and :class:`Mailbox` in package-private modules, whose public names this one exports.
 
 Internationalized domain labels are converted to A-labels in one module of their own,
 which holds them to IDNA 2003's checks (the standard library's ``encodings.idna``) and takes the
