@@ -13,6 +13,16 @@ from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.server.log import printable
 from smtpcore.smtp import OriginalRecipient, decode_xtext
 
+__all__ = [
+    "address_field",
+    "field_text",
+    "on_behalf_text",
+    "one_line",
+    "original_recipient_field",
+    "shown_address",
+    "to_field",
+]
+
 
 def _embedded(text: str) -> str:
     """RFC 6533 §3's ASCII form of UTF-8 text (``utf-8-addr-xtext``): printable ASCII but
@@ -28,12 +38,12 @@ def _hex_escape(char: str) -> str:
     return f"\\x{{{ord(char):02X}}}"
 
 
-def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
+def one_line(text: str, utf8: bool, limit: int = 900) -> str:
     """Text fit for one header field: no line breaks, not too long, no character unsafe
     in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
     character) in either kind of report, and ASCII unless the report is a
     ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
-    text = _field_text(text, utf8)
+    text = field_text(text, utf8)
     # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
     encoded = text.encode("utf-8")
     if len(encoded) <= limit:
@@ -41,8 +51,8 @@ def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
     return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
-def _field_text(text: str, utf8: bool) -> str:
-    """:func:`_one_line` but for the cut: each character's fate depends on it alone,
+def field_text(text: str, utf8: bool) -> str:
+    """:func:`one_line` but for the cut: each character's fate depends on it alone,
     and each run of white space becomes one space."""
     text = replace_unsafe(" ".join(text.split()), _hex_escape)
     if not utf8 and not text.isascii():
@@ -59,7 +69,7 @@ def _parses(address: str) -> bool:
     return True
 
 
-def _shown_address(address: str) -> str:
+def shown_address(address: str) -> str:
     """An address as a report's text writes it: raw, as any valid address may be (a
     bidi mark or a soft hyphen in it is the address); one that no longer parses in
     RFC 6533 §3's ``\\x{HEX}`` form, its backslashes escaped too (:func:`_embedded`),
@@ -67,7 +77,7 @@ def _shown_address(address: str) -> str:
     return address if _parses(address) else _embedded(address)
 
 
-def _address_field(address: str, utf8: bool) -> str:
+def address_field(address: str, utf8: bool) -> str:
     """``rfc822;`` for an ASCII address; ``utf-8;`` for an internationalised one, raw in
     a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3). One that
     no longer parses has no raw form: ``utf-8;`` and ``utf-8-addr-xtext``, which a
@@ -79,25 +89,25 @@ def _address_field(address: str, utf8: bool) -> str:
     return f"utf-8; {address if utf8 else _embedded(address)}"
 
 
-def _to_field(recipient: str) -> str:
+def to_field(recipient: str) -> str:
     """The report's To:: its recipient, or for one that no longer parses (a caller's
     mistake: the delivery worker sends such a report to the postmaster) RFC 5322 §3.4's
     empty group, rather than a form that would name another address."""
     return f"To: <{recipient}>" if _parses(recipient) else "To: undisclosed-recipients:;"
 
 
-def _on_behalf_text(sender: str, utf8: bool) -> str:
+def on_behalf_text(sender: str, utf8: bool) -> str:
     """The sentence that says on whose behalf a report goes to the postmaster (RFC 5321
     §4.5.1): a sender that cannot receive it, or a failure by the server's own policy.
     The sender is written as the log writes it (:func:`~smtpcore.server.log.printable`),
     and in ASCII unless the report is a global one."""
     return (
         "This report goes to the postmaster, on behalf of the message's sender "
-        f"{_one_line(printable(sender), utf8)}."
+        f"{one_line(printable(sender), utf8)}."
     )
 
 
-def _original_recipient(orcpt: str, utf8: bool) -> str | None:
+def original_recipient_field(orcpt: str, utf8: bool) -> str | None:
     """An ``ORCPT`` as it came (``rfc822;xtext``, or ``utf-8;`` in either RFC 6533 form),
     decoded and written back for the report; None where that is over 900 octets (500
     characters of ORCPT may be 2,000 raw, and 4,500 as ``\\x{HEX}``). The field is
@@ -107,11 +117,11 @@ def _original_recipient(orcpt: str, utf8: bool) -> str | None:
         original = OriginalRecipient.parse(orcpt, utf8=True)
     except ValueError:
         addr_type, _, address = orcpt.partition(";")
-        value = f"{_field_text(addr_type, utf8)}; {_field_text(decode_xtext(address), utf8)}"
+        value = f"{field_text(addr_type, utf8)}; {field_text(decode_xtext(address), utf8)}"
     else:
         if original.addr_type.lower() == "utf-8":
-            field = _address_field(original.address, utf8)
+            field = address_field(original.address, utf8)
             value = field.replace("rfc822;", "utf-8;", 1)
         else:
-            value = f"{original.addr_type}; {_field_text(original.address, utf8)}"
+            value = f"{original.addr_type}; {field_text(original.address, utf8)}"
     return value if len(value.encode("utf-8")) <= 900 else None

@@ -14,9 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-__all__ = ["seven_bit_form"]
+__all__ = [
+    "GLOBAL_TYPES",
+    "HEADERS_ONLY",
+    "HEADER_ONLY",
+    "WHOLE",
+    "Part",
+    "assemble",
+    "header_part",
+    "returned_type",
+    "seven_bit_form",
+    "what_follows",
+]
 
-_GLOBAL_TYPES: Final = {
+GLOBAL_TYPES: Final = {
     "message/rfc822": "message/global",
     "text/rfc822-headers": "message/global-headers",
     "message/delivery-status": "message/global-delivery-status",
@@ -24,14 +35,14 @@ _GLOBAL_TYPES: Final = {
 """RFC 6533 §6: the media types of a report on an internationalised message."""
 
 
-_HEADERS_ONLY: Final = {
+HEADERS_ONLY: Final = {
     "message/rfc822": "text/rfc822-headers",
     "message/global": "message/global-headers",
 }
 """The type of a returned message's header alone, by the type of the whole (RFC 3462 §2,
 RFC 6533 §6.4)."""
-_WHOLE: Final = "Undelivered message"
-_HEADER_ONLY: Final = "Undelivered message headers"
+WHOLE: Final = "Undelivered message"
+HEADER_ONLY: Final = "Undelivered message headers"
 """The descriptions of a bounce's returned part, whole or the header only."""
 _PREAMBLE: Final = "This is a MIME-encapsulated message."
 _QUOTABLE: Final = frozenset(
@@ -41,15 +52,15 @@ _QUOTABLE: Final = frozenset(
 §3.5, RFC 6533 §6.1, §6.3), where RFC 2046 §5.2.1 forbids it to the others."""
 
 
-def _what_follows(returned_type: str) -> str:
+def what_follows(returned_type: str) -> str:
     """The notification's last sentence: what the report holds after it, the message or
     its header only (RFC 3461 §4.3), by the returned part's type."""
-    if returned_type in _HEADERS_ONLY.values():
+    if returned_type in HEADERS_ONLY.values():
         return "The delivery report and the header of your message follow."
     return "The delivery report and your message follow."
 
 
-def _header_part(message: bytes) -> bytes:
+def header_part(message: bytes) -> bytes:
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[: end + 2]
 
@@ -59,7 +70,7 @@ def _header_holds_utf8(content: bytes) -> bool:
     UTF-8 beyond ASCII: an internationalised header (RFC 6532 §3), whatever the
     envelope said. 8-bit octets that are not UTF-8 (Latin-1 from an old mailer) make
     no such header: ``message/global`` is UTF-8 (RFC 6532 §3.7)."""
-    header = b"" if content.startswith(b"\r\n") else _header_part(content)
+    header = b"" if content.startswith(b"\r\n") else header_part(content)
     if header.isascii():
         return False
     try:
@@ -69,7 +80,7 @@ def _header_holds_utf8(content: bytes) -> bool:
     return True
 
 
-def _returned_type(kind: str, content: bytes, utf8: bool) -> str:
+def returned_type(kind: str, content: bytes, utf8: bool) -> str:
     """The media type of a report's returned part, ``content`` (the message, or its
     header), given as RFC 3462 names it (``kind``): RFC 6533's global type
     (``message/global``, ``message/global-headers``) in a report on an
@@ -77,11 +88,11 @@ def _returned_type(kind: str, content: bytes, utf8: bool) -> str:
     (:func:`_header_holds_utf8`: mail sent without SMTPUTF8 by a mailer that wrote its
     header raw), which ``message/rfc822`` and ``text/rfc822-headers`` may not enclose
     (RFC 2046 §5.2.1; RFC 6533 §6.3, RFC 6532 §3.7)."""
-    return _GLOBAL_TYPES[kind] if utf8 or _header_holds_utf8(content) else kind
+    return GLOBAL_TYPES[kind] if utf8 or _header_holds_utf8(content) else kind
 
 
 @dataclass(frozen=True, slots=True)
-class _Part:
+class Part:
     """One part of a report: the text, the status, or the returned message."""
 
     content_type: str
@@ -91,7 +102,7 @@ class _Part:
     quoted: bool = False
     """``body`` is quoted-printable (RFC 2045 §6.7)."""
 
-    def seven_bit(self) -> _Part | None:
+    def seven_bit(self) -> Part | None:
         """This part with no 8-bit octet: as it is, or quoted-printable when its type is
         text or one of RFC 6533's (:data:`_QUOTABLE`); None for another ``message``
         type, which no encoding may hide (RFC 2046 §5.2.1)."""
@@ -103,7 +114,7 @@ class _Part:
         return replace(self, body=quoted, quoted=True)
 
 
-def _assemble(fields: Sequence[str], boundary: str, parts: Sequence[_Part]) -> bytes:
+def assemble(fields: Sequence[str], boundary: str, parts: Sequence[Part]) -> bytes:
     """A ``multipart/report`` in wire form: ``fields`` (the header but its MIME fields),
     then ``parts``, the second being the status part, whose media subtype is the
     report-type (RFC 6522 §3). A part that holds 8-bit octets says 8bit (RFC 2045 §6.1:
@@ -137,8 +148,8 @@ def _assemble(fields: Sequence[str], boundary: str, parts: Sequence[_Part]) -> b
 _BOUNDARY: Final = re.compile(r'boundary="([^"]+)"')
 
 
-def _disassemble(report: bytes) -> tuple[list[str], str, list[_Part]] | None:
-    """What :func:`_assemble` made ``report`` from; None for anything else. The boundary
+def _disassemble(report: bytes) -> tuple[list[str], str, list[Part]] | None:
+    """What :func:`assemble` made ``report`` from; None for anything else. The boundary
     holds 64 random bits, so a returned message does not hold it by chance."""
     end = report.find(b"\r\n\r\n")
     try:
@@ -170,7 +181,7 @@ def _disassemble(report: bytes) -> tuple[list[str], str, list[_Part]] | None:
         if values.get("content-transfer-encoding", "8bit") != "8bit":
             return None  # not the form the builder writes
         parts.append(
-            _Part(values.get("content-type", ""), values.get("content-description", ""), body)
+            Part(values.get("content-type", ""), values.get("content-description", ""), body)
         )
     return fields, boundary, parts
 
@@ -189,16 +200,16 @@ def seven_bit_form(report: bytes) -> bytes | None:
     if found is None:
         return None
     fields, boundary, (text, status, returned) = found
-    if returned.content_type in _HEADERS_ONLY:
-        whole = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
-        returned = _Part(
-            _HEADERS_ONLY[returned.content_type], _HEADER_ONLY, _header_part(returned.body)
+    if returned.content_type in HEADERS_ONLY:
+        whole = what_follows(returned.content_type).encode("utf-8") + b"\r\n"
+        returned = Part(
+            HEADERS_ONLY[returned.content_type], HEADER_ONLY, header_part(returned.body)
         )
         if text.body.endswith(whole):
-            ending = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
+            ending = what_follows(returned.content_type).encode("utf-8") + b"\r\n"
             text = replace(text, body=text.body.removesuffix(whole) + ending)
     seven_bit = [part.seven_bit() for part in (text, status, returned)]
     if None in seven_bit:
         return None
-    converted = _assemble(fields, boundary, [part for part in seven_bit if part is not None])
+    converted = assemble(fields, boundary, [part for part in seven_bit if part is not None])
     return converted if converted.isascii() else None

@@ -10,7 +10,7 @@ internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 or ``message/global-headers``, and addresses in ``utf-8;`` form. A message whose header
 holds raw UTF-8, sent without SMTPUTF8 as some mailers do, comes back as
 ``message/global`` (or ``message/global-headers``) too, in an otherwise ASCII report
-that needs no SMTPUTF8 to travel (:func:`_returned_type`). It goes to the original sender
+that needs no SMTPUTF8 to travel (:func:`returned_type`). It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5), or to the postmaster on its behalf, whose report names it only
 in its text; mail that arrived with the null sender gets none. So a
@@ -30,25 +30,25 @@ from itertools import pairwise
 from typing import Final
 
 from smtpcore.server._bounce_fields import (
-    _address_field,
-    _field_text,
-    _on_behalf_text,
-    _one_line,
-    _original_recipient,
-    _shown_address,
-    _to_field,
+    address_field,
+    field_text,
+    on_behalf_text,
+    one_line,
+    original_recipient_field,
+    shown_address,
+    to_field,
 )
 from smtpcore.server._bounce_mime import (
-    _GLOBAL_TYPES,
-    _HEADER_ONLY,
-    _HEADERS_ONLY,
-    _WHOLE,
-    _assemble,
-    _header_part,
-    _Part,
-    _returned_type,
-    _what_follows,
+    GLOBAL_TYPES,
+    HEADER_ONLY,
+    HEADERS_ONLY,
+    WHOLE,
+    Part,
+    assemble,
+    header_part,
+    returned_type,
     seven_bit_form,
+    what_follows,
 )
 from smtpcore.server.reportfields import diagnostic_field, mta_name
 from smtpcore.smtp import decode_xtext
@@ -116,13 +116,13 @@ class Report:
 
 
 def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
-    """``item``'s diagnostic as :func:`_one_line` writes it, in pieces that begin where
+    """``item``'s diagnostic as :func:`one_line` writes it, in pieces that begin where
     the reply's lines begin (:attr:`ReportedRecipient.diagnostic_breaks`), up to the
     cut: joined by spaces, they are that one line whatever the breaks say. Breaks that
     are not increasing spaces inside the text, as no queue file of ours holds, leave
     it in one piece."""
     text, breaks = item.diagnostic, item.diagnostic_breaks
-    shown = _one_line(text, utf8)
+    shown = one_line(text, utf8)
     if len(breaks) >= len(text):  # not increasing inside the text: a damaged file's
         return [shown]  # list, which costs no more than the text then
     edges = [-1, *breaks, len(text)]
@@ -130,8 +130,8 @@ def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
         not (start < end < len(text) and text[end] == " ") for start, end in pairwise(edges[:-1])
     ):
         return [shown]
-    pieces = [_field_text(text[start + 1 : end], utf8) for start, end in pairwise(edges)]
-    if "" in pieces or " ".join(pieces) != _field_text(text, utf8):
+    pieces = [field_text(text[start + 1 : end], utf8) for start, end in pairwise(edges)]
+    if "" in pieces or " ".join(pieces) != field_text(text, utf8):
         return [shown]
     lines: list[str] = []
     start = 0
@@ -173,7 +173,7 @@ def build_bounce(
     each recipient's diagnostic is then its last error. ``utf8`` (the message
     came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
     ``for_sender``: the report goes to the postmaster (``recipient``) instead of this
-    sender, which its text names (:func:`_on_behalf_text`).
+    sender, which its text names (:func:`on_behalf_text`).
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -190,10 +190,10 @@ def build_bounce(
     too_large = too_large or (not headers_only and len(original) > MAX_RETURNED_MESSAGE)
     if too_large:
         explanation += " It was too large to return whole: only its header comes back."
-    returned, kind, description = original, "message/rfc822", _WHOLE
+    returned, kind, description = original, "message/rfc822", WHOLE
     if headers_only or too_large:
-        returned = _header_part(original)
-        kind, description = _HEADERS_ONLY[kind], _HEADER_ONLY
+        returned = header_part(original)
+        kind, description = HEADERS_ONLY[kind], HEADER_ONLY
     return _build_report(
         subject="Undelivered Mail Returned to Sender",
         explanation=explanation,
@@ -244,7 +244,7 @@ def build_success_report(
         now=now,
         reported=reported,
         envid=envid,
-        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        returned=(header_part(original), "text/rfc822-headers", "Message headers"),
         utf8=utf8,
         for_sender=for_sender,
     )
@@ -288,7 +288,7 @@ def build_delay_notice(
         now=now,
         reported=[replace(item, action="delayed") for item in delayed],
         envid=envid,
-        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        returned=(header_part(original), "text/rfc822-headers", "Message headers"),
         retry_until=until,
         utf8=utf8,
         for_sender=for_sender,
@@ -313,7 +313,7 @@ def _build_report(
 ) -> Report:
     utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
     if for_sender is not None:
-        explanation += " " + _on_behalf_text(for_sender, utf8)
+        explanation += " " + on_behalf_text(for_sender, utf8)
     # RFC 2046 §5.1.1: 1 to 70 characters; a long host name is cut short.
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
@@ -326,20 +326,20 @@ def _build_report(
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
         said = f"{where}: " if where else ""
         text += textwrap.wrap(
-            f"<{_shown_address(item.address)}>: {said}{_one_line(item.diagnostic, utf8)}",
+            f"<{shown_address(item.address)}>: {said}{one_line(item.diagnostic, utf8)}",
             72,
             subsequent_indent="    ",
             break_on_hyphens=False,
         )
     content, content_type, description = returned
-    content_type = _returned_type(content_type, content, utf8)
-    text += ["", _what_follows(content_type)]
+    content_type = returned_type(content_type, content, utf8)
+    text += ["", what_follows(content_type)]
     status_type = "message/delivery-status"
     if utf8:
-        status_type = _GLOBAL_TYPES[status_type]
+        status_type = GLOBAL_TYPES[status_type]
     status = []
     if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
-        status.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
+        status.append(f"Original-Envelope-Id: {one_line(decode_xtext(envid), utf8)}")
     status += [
         f"Reporting-MTA: dns; {reporting_mta}",
         f"X-Queue-ID: {queue_id}",
@@ -348,11 +348,11 @@ def _build_report(
     for item in reported:
         status.append("")
         if item.original_recipient is not None:
-            original = _original_recipient(item.original_recipient, utf8)
+            original = original_recipient_field(item.original_recipient, utf8)
             if original is not None:
                 status.append(f"Original-Recipient: {original}")
         status += [
-            f"Final-Recipient: {_address_field(item.address, utf8)}",
+            f"Final-Recipient: {address_field(item.address, utf8)}",
             f"Action: {item.action}",
             f"Status: {item.status}",
         ]
@@ -370,18 +370,18 @@ def _build_report(
         content += b"\r\n"
     fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        _to_field(recipient),
+        to_field(recipient),
         f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5: no automatic answer to this
     ]
     parts = [
-        _Part("text/plain; charset=utf-8", "Notification", _lines(text)),
-        _Part(status_type, "Delivery report", _lines(status)),
-        _Part(content_type, description, content),
+        Part("text/plain; charset=utf-8", "Notification", _lines(text)),
+        Part(status_type, "Delivery report", _lines(status)),
+        Part(content_type, description, content),
     ]
-    return Report(_assemble(fields, boundary, parts), international=utf8)
+    return Report(assemble(fields, boundary, parts), international=utf8)
 
 
 def _lines(lines: Sequence[str]) -> bytes:
