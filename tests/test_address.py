@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import pickle
 from collections.abc import Callable
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import smtpcore.address as address
-from smtpcore import LocalProtocolError
+from smtpcore import LocalProtocolError, _address_syntax
 from smtpcore._hostname import a_label_hostname
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES, holds_unsafe
 from smtpcore.address import (
@@ -40,6 +41,38 @@ DOMAIN_190 = DOMAIN_189 + "c"
 def test_all_is_exported() -> None:
     for name in address.__all__:
         assert hasattr(address, name), name
+
+
+@pytest.mark.parametrize(
+    "name", [name for name in address.__all__ if callable(getattr(address, name))]
+)
+def test_every_public_class_and_function_says_smtpcore_address(name: str) -> None:
+    """Those defined in private modules too: tracebacks, pickles and the API page name
+    the module callers import from, so that a pickle loads in every version."""
+    public = getattr(address, name)
+    assert public.__module__ == "smtpcore.address"
+    assert pickle.loads(pickle.dumps(public)) is public
+
+
+@given(sst.mailboxes(utf8=True))
+def test_a_mailbox_pickles_by_its_public_path(mailbox: Mailbox) -> None:
+    data = pickle.dumps(mailbox)
+    assert b"smtpcore.address" in data and b"_address_" not in data
+    assert pickle.loads(data) == mailbox
+
+
+def test_an_address_error_pickles_by_its_public_path() -> None:
+    with pytest.raises(AddressError) as caught:
+        parse_mailbox("no-at-sign")
+    copied = pickle.loads(pickle.dumps(caught.value))
+    assert type(copied) is AddressError and str(copied) == str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name", ["MAX_DOMAIN_OCTETS", "MAX_LABEL_OCTETS", "MAX_RECEIVED_PATH_OCTETS"]
+)
+def test_the_documented_limits_are_the_ones_the_rules_read(name: str) -> None:
+    assert getattr(address, name) == getattr(_address_syntax, name)
 
 
 def test_address_error_is_local_protocol_error_and_value_error() -> None:

@@ -7,6 +7,7 @@ import base64
 import email
 import email.policy
 import math
+import pickle
 import socket
 from collections.abc import Awaitable
 from dataclasses import replace
@@ -837,6 +838,12 @@ def test_the_7bit_form_of_a_report_is_the_same_report_with_the_header_only(
     to_utf8 = _bounce(failed, "x\r\n\r\ncafé\r\n".encode(), recipient="jösé@abc.example")
     assert seven_bit_form(to_utf8) is None
     assert seven_bit_form(ORIGINAL) is None  # not a report
+
+
+def test_seven_bit_form_says_the_module_it_is_imported_from() -> None:
+    """It is defined in a private module; pickles and the API page name the public one."""
+    assert seven_bit_form.__module__ == "smtpcore.server.bounce"
+    assert pickle.loads(pickle.dumps(seven_bit_form)) is seven_bit_form
 
 
 def test_a_utf8_report_keeps_lines_within_998_octets_and_says_8bit() -> None:

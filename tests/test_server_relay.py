@@ -1685,7 +1685,8 @@ def test_a_multi_line_diagnostic_folds_between_its_lines_and_within_the_line_lim
     998 octets and the field, unfolded, is the transcription as a report words it: cut
     to 900 octets, its unsafe characters escaped, as for a one-line reply. Folded, it
     has one line per reply line, each that line as the report words it, up to the cut."""
-    from smtpcore.server.bounce import ReportedRecipient, _one_line
+    from smtpcore.server._bounce_fields import one_line
+    from smtpcore.server.bounce import ReportedRecipient
 
     longer = Reply(reply.code, list(reply.lines) * copies, reply.status)
     said, breaks = transcribe(longer)
@@ -1700,14 +1701,14 @@ def test_a_multi_line_diagnostic_folds_between_its_lines_and_within_the_line_lim
     (field,) = [
         line for line in status.replace("\r\n ", " ").split("\r\n") if "Diagnostic" in line
     ]
-    shown = _one_line(said, utf8)
+    shown = one_line(said, utf8)
     assert field == f"Diagnostic-Code: smtp; {shown}"
     folded = status.split("Diagnostic-Code: smtp; ")[1].split("\r\n")
     folded = [folded[0], *(line[1:] for line in itertools.takewhile(_continues, folded[1:]))]
     status_text = "" if longer.status is None else f"{longer.status} "
     last = len(longer.lines) - 1
     worded = [  # each reply line as the report words it, read apart from the rest
-        _one_line(f"{longer.code}{' ' if i == last else '-'}{status_text}{line}", utf8, 10**6)
+        one_line(f"{longer.code}{' ' if i == last else '-'}{status_text}{line}", utf8, 10**6)
         for i, line in enumerate(longer.lines)
     ]
     if shown == " ".join(worded):  # nothing cut: a line of the field per reply line

@@ -20,15 +20,9 @@ from hypothesis import strategies as st
 
 from smtp_helpers import greeted, run
 from smtpcore import LocalProtocolError
+from smtpcore._address_mailbox import _SIMPLE_DOMAIN, _SIMPLE_LOCAL, _SIMPLE_PATH, simple_mailbox
 from smtpcore._numbers import is_digits, parse_number
-from smtpcore.address import (
-    _SIMPLE_DOMAIN,
-    _SIMPLE_LOCAL,
-    _SIMPLE_PATH,
-    MAX_RECEIVED_PATH_OCTETS,
-    AddressPolicy,
-    simple_mailbox,
-)
+from smtpcore.address import MAX_RECEIVED_PATH_OCTETS, AddressPolicy
 from smtpcore.smtp import BadCommand, Mail, Rcpt, Reply, ServerConnection
 from smtpcore.smtp import _server_answers as answers_module
 from smtpcore.smtp._commands import (

@@ -10,7 +10,7 @@ internationalised message (SMTPUTF8, or a UTF-8 address) follows RFC 6533:
 or ``message/global-headers``, and addresses in ``utf-8;`` form. A message whose header
 holds raw UTF-8, sent without SMTPUTF8 as some mailers do, comes back as
 ``message/global`` (or ``message/global-headers``) too, in an otherwise ASCII report
-that needs no SMTPUTF8 to travel (:func:`_returned_type`). It goes to the original sender
+that needs no SMTPUTF8 to travel (:func:`returned_type`). It goes to the original sender
 with the null reverse path, so that it can never cause a report of its own
 (RFC 5321 §4.5.5), or to the postmaster on its behalf, whose report names it only
 in its text; mail that arrived with the null sender gets none. So a
@@ -21,9 +21,7 @@ one included, has a 7-bit form (:func:`seven_bit_form`) for a server without
 
 from __future__ import annotations
 
-import binascii
 import email.utils
-import re
 import secrets
 import textwrap
 from collections.abc import Sequence
@@ -31,11 +29,29 @@ from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Final
 
-from smtpcore._textsafe import replace_unsafe
-from smtpcore.address import AddressError, parse_mailbox
-from smtpcore.server.log import printable
+from smtpcore.server._bounce_fields import (
+    address_field,
+    field_text,
+    on_behalf_text,
+    one_line,
+    original_recipient_field,
+    shown_address,
+    to_field,
+)
+from smtpcore.server._bounce_mime import (
+    GLOBAL_TYPES,
+    HEADER_ONLY,
+    HEADERS_ONLY,
+    WHOLE,
+    Part,
+    assemble,
+    header_part,
+    returned_type,
+    seven_bit_form,
+    what_follows,
+)
 from smtpcore.server.reportfields import diagnostic_field, mta_name
-from smtpcore.smtp import OriginalRecipient, decode_xtext
+from smtpcore.smtp import decode_xtext
 
 __all__ = [
     "FailedRecipient",
@@ -47,6 +63,11 @@ __all__ = [
     "build_success_report",
     "seven_bit_form",
 ]
+
+
+# The function moved into a private module keeps the name callers import it by in
+# ``__module__``, which pickling reads (as ``_maildrop_errors`` does).
+seven_bit_form.__module__ = __name__
 
 MAX_RETURNED_MESSAGE: Final = 256 * 1024
 """A larger message comes back as its header only (``text/rfc822-headers``)."""
@@ -94,50 +115,14 @@ class Report:
     builder, which chose it; what the returned message quotes never is."""
 
 
-def _embedded(text: str) -> str:
-    """RFC 6533 §3's ASCII form of UTF-8 text (``utf-8-addr-xtext``): printable ASCII but
-    "+", "=" and "\\" as it is, anything else as ``\\x{HEX}``; never Python's escapes."""
-    return "".join(
-        char if "!" <= char <= "~" and char not in "+=\\" else f"\\x{{{ord(char):02X}}}"
-        for char in text
-    )
-
-
-def _hex_escape(char: str) -> str:
-    """RFC 6533 §3's ``\\x{HEX}`` for one character (EmbeddedUnicodeChar)."""
-    return f"\\x{{{ord(char):02X}}}"
-
-
-def _one_line(text: str, utf8: bool, limit: int = 900) -> str:
-    """Text fit for one header field: no line breaks, not too long, no character unsafe
-    in text (RFC 5198 §2, RFC 6532 §3.2: a C0 or C1 control, a format or separator
-    character) in either kind of report, and ASCII unless the report is a
-    ``message/global-delivery-status`` one; each left out is written ``\\x{HEX}``."""
-    text = _field_text(text, utf8)
-    # The limit is in octets (RFC 6532 §3.4), cut at a character's boundary.
-    encoded = text.encode("utf-8")
-    if len(encoded) <= limit:
-        return text
-    return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
-
-
-def _field_text(text: str, utf8: bool) -> str:
-    """:func:`_one_line` but for the cut: each character's fate depends on it alone,
-    and each run of white space becomes one space."""
-    text = replace_unsafe(" ".join(text.split()), _hex_escape)
-    if not utf8 and not text.isascii():
-        text = "".join(char if char.isascii() else _hex_escape(char) for char in text)
-    return text
-
-
 def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
-    """``item``'s diagnostic as :func:`_one_line` writes it, in pieces that begin where
+    """``item``'s diagnostic as :func:`one_line` writes it, in pieces that begin where
     the reply's lines begin (:attr:`ReportedRecipient.diagnostic_breaks`), up to the
     cut: joined by spaces, they are that one line whatever the breaks say. Breaks that
     are not increasing spaces inside the text, as no queue file of ours holds, leave
     it in one piece."""
     text, breaks = item.diagnostic, item.diagnostic_breaks
-    shown = _one_line(text, utf8)
+    shown = one_line(text, utf8)
     if len(breaks) >= len(text):  # not increasing inside the text: a damaged file's
         return [shown]  # list, which costs no more than the text then
     edges = [-1, *breaks, len(text)]
@@ -145,8 +130,8 @@ def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
         not (start < end < len(text) and text[end] == " ") for start, end in pairwise(edges[:-1])
     ):
         return [shown]
-    pieces = [_field_text(text[start + 1 : end], utf8) for start, end in pairwise(edges)]
-    if "" in pieces or " ".join(pieces) != _field_text(text, utf8):
+    pieces = [field_text(text[start + 1 : end], utf8) for start, end in pairwise(edges)]
+    if "" in pieces or " ".join(pieces) != field_text(text, utf8):
         return [shown]
     lines: list[str] = []
     start = 0
@@ -157,261 +142,6 @@ def _diagnostic_lines(item: ReportedRecipient, utf8: bool) -> list[str]:
         lines.append(shown[start:end])
         start = end + 1
     return [*lines, shown[start:]]
-
-
-def _parses(address: str) -> bool:
-    """Whether ``address`` is a valid mailbox: a queued one may no longer be one."""
-    try:
-        parse_mailbox(address)
-    except AddressError:
-        return False
-    return True
-
-
-def _shown_address(address: str) -> str:
-    """An address as a report's text writes it: raw, as any valid address may be (a
-    bidi mark or a soft hyphen in it is the address); one that no longer parses in
-    RFC 6533 §3's ``\\x{HEX}`` form, its backslashes escaped too (:func:`_embedded`),
-    so that it reads as no other address."""
-    return address if _parses(address) else _embedded(address)
-
-
-def _address_field(address: str, utf8: bool) -> str:
-    """``rfc822;`` for an ASCII address; ``utf-8;`` for an internationalised one, raw in
-    a global report and as ``utf-8-addr-xtext`` in an ASCII one (RFC 6533 §3). One that
-    no longer parses has no raw form: ``utf-8;`` and ``utf-8-addr-xtext``, which a
-    reader decodes to what was queued."""
-    if not _parses(address):
-        return f"utf-8; {_embedded(address)}"
-    if address.isascii():
-        return f"rfc822; {address}"
-    return f"utf-8; {address if utf8 else _embedded(address)}"
-
-
-def _to_field(recipient: str) -> str:
-    """The report's To:: its recipient, or for one that no longer parses (a caller's
-    mistake: the delivery worker sends such a report to the postmaster) RFC 5322 §3.4's
-    empty group, rather than a form that would name another address."""
-    return f"To: <{recipient}>" if _parses(recipient) else "To: undisclosed-recipients:;"
-
-
-def _on_behalf_text(sender: str, utf8: bool) -> str:
-    """The sentence that says on whose behalf a report goes to the postmaster (RFC 5321
-    §4.5.1): a sender that cannot receive it, or a failure by the server's own policy.
-    The sender is written as the log writes it (:func:`~smtpcore.server.log.printable`),
-    and in ASCII unless the report is a global one."""
-    return (
-        "This report goes to the postmaster, on behalf of the message's sender "
-        f"{_one_line(printable(sender), utf8)}."
-    )
-
-
-def _original_recipient(orcpt: str, utf8: bool) -> str | None:
-    """An ``ORCPT`` as it came (``rfc822;xtext``, or ``utf-8;`` in either RFC 6533 form),
-    decoded and written back for the report; None where that is over 900 octets (500
-    characters of ORCPT may be 2,000 raw, and 4,500 as ``\\x{HEX}``). The field is
-    optional (RFC 3464 §2.3.1): left out, not cut, since a cut address is another one,
-    and the line stays within RFC 5322's 998 octets."""
-    try:
-        original = OriginalRecipient.parse(orcpt, utf8=True)
-    except ValueError:
-        addr_type, _, address = orcpt.partition(";")
-        value = f"{_field_text(addr_type, utf8)}; {_field_text(decode_xtext(address), utf8)}"
-    else:
-        if original.addr_type.lower() == "utf-8":
-            field = _address_field(original.address, utf8)
-            value = field.replace("rfc822;", "utf-8;", 1)
-        else:
-            value = f"{original.addr_type}; {_field_text(original.address, utf8)}"
-    return value if len(value.encode("utf-8")) <= 900 else None
-
-
-_GLOBAL_TYPES: Final = {
-    "message/rfc822": "message/global",
-    "text/rfc822-headers": "message/global-headers",
-    "message/delivery-status": "message/global-delivery-status",
-}
-"""RFC 6533 §6: the media types of a report on an internationalised message."""
-
-
-_HEADERS_ONLY: Final = {
-    "message/rfc822": "text/rfc822-headers",
-    "message/global": "message/global-headers",
-}
-"""The type of a returned message's header alone, by the type of the whole (RFC 3462 §2,
-RFC 6533 §6.4)."""
-_WHOLE: Final = "Undelivered message"
-_HEADER_ONLY: Final = "Undelivered message headers"
-"""The descriptions of a bounce's returned part, whole or the header only."""
-_PREAMBLE: Final = "This is a MIME-encapsulated message."
-_QUOTABLE: Final = frozenset(
-    {"message/global", "message/global-headers", "message/global-delivery-status"}
-)
-"""The ``message`` types that may be quoted-printable over a 7-bit transport (RFC 6532
-§3.5, RFC 6533 §6.1, §6.3), where RFC 2046 §5.2.1 forbids it to the others."""
-
-
-def _what_follows(returned_type: str) -> str:
-    """The notification's last sentence: what the report holds after it, the message or
-    its header only (RFC 3461 §4.3), by the returned part's type."""
-    if returned_type in _HEADERS_ONLY.values():
-        return "The delivery report and the header of your message follow."
-    return "The delivery report and your message follow."
-
-
-def _header_part(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
-
-
-def _header_holds_utf8(content: bytes) -> bool:
-    """Whether the header section of ``content`` (a message, or its header alone) holds
-    UTF-8 beyond ASCII: an internationalised header (RFC 6532 §3), whatever the
-    envelope said. 8-bit octets that are not UTF-8 (Latin-1 from an old mailer) make
-    no such header: ``message/global`` is UTF-8 (RFC 6532 §3.7)."""
-    header = b"" if content.startswith(b"\r\n") else _header_part(content)
-    if header.isascii():
-        return False
-    try:
-        header.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _returned_type(kind: str, content: bytes, utf8: bool) -> str:
-    """The media type of a report's returned part, ``content`` (the message, or its
-    header), given as RFC 3462 names it (``kind``): RFC 6533's global type
-    (``message/global``, ``message/global-headers``) in a report on an
-    internationalised message (``utf8``), and wherever the returned header holds UTF-8
-    (:func:`_header_holds_utf8`: mail sent without SMTPUTF8 by a mailer that wrote its
-    header raw), which ``message/rfc822`` and ``text/rfc822-headers`` may not enclose
-    (RFC 2046 §5.2.1; RFC 6533 §6.3, RFC 6532 §3.7)."""
-    return _GLOBAL_TYPES[kind] if utf8 or _header_holds_utf8(content) else kind
-
-
-@dataclass(frozen=True, slots=True)
-class _Part:
-    """One part of a report: the text, the status, or the returned message."""
-
-    content_type: str
-    description: str
-    body: bytes
-    """In wire form, each line ending in CRLF (or empty)."""
-    quoted: bool = False
-    """``body`` is quoted-printable (RFC 2045 §6.7)."""
-
-    def seven_bit(self) -> _Part | None:
-        """This part with no 8-bit octet: as it is, or quoted-printable when its type is
-        text or one of RFC 6533's (:data:`_QUOTABLE`); None for another ``message``
-        type, which no encoding may hide (RFC 2046 §5.2.1)."""
-        if self.body.isascii():
-            return self
-        if not self.content_type.startswith("text/") and self.content_type not in _QUOTABLE:
-            return None
-        quoted = binascii.b2a_qp(self.body, istext=True)
-        return replace(self, body=quoted, quoted=True)
-
-
-def _assemble(fields: Sequence[str], boundary: str, parts: Sequence[_Part]) -> bytes:
-    """A ``multipart/report`` in wire form: ``fields`` (the header but its MIME fields),
-    then ``parts``, the second being the status part, whose media subtype is the
-    report-type (RFC 6522 §3). A part that holds 8-bit octets says 8bit (RFC 2045 §6.1:
-    7bit is assumed), and so does the multipart that encloses it (RFC 2045 §6.4)."""
-    report_type = parts[1].content_type.partition("/")[2]
-    lines = [
-        *fields,
-        "MIME-Version: 1.0",
-        f"Content-Type: multipart/report; report-type={report_type};",
-        f'\tboundary="{boundary}"',
-    ]
-    if not all(part.body.isascii() for part in parts):
-        lines.append("Content-Transfer-Encoding: 8bit")
-    lines += ["", _PREAMBLE, ""]
-    wire = [("\r\n".join(lines) + "\r\n").encode("utf-8")]
-    for part in parts:
-        head = [
-            f"--{boundary}",
-            f"Content-Type: {part.content_type}",
-            f"Content-Description: {part.description}",
-        ]
-        if part.quoted:
-            head.append("Content-Transfer-Encoding: quoted-printable")
-        elif not part.body.isascii():
-            head.append("Content-Transfer-Encoding: 8bit")
-        wire += [("\r\n".join(head) + "\r\n\r\n").encode("utf-8"), part.body, b"\r\n"]
-    wire.append(f"--{boundary}--\r\n".encode("ascii"))
-    return b"".join(wire)
-
-
-_BOUNDARY: Final = re.compile(r'boundary="([^"]+)"')
-
-
-def _disassemble(report: bytes) -> tuple[list[str], str, list[_Part]] | None:
-    """What :func:`_assemble` made ``report`` from; None for anything else. The boundary
-    holds 64 random bits, so a returned message does not hold it by chance."""
-    end = report.find(b"\r\n\r\n")
-    try:
-        head = report[: max(end, 0)].decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    found = _BOUNDARY.search(head)
-    if found is None:
-        return None
-    boundary = found.group(1)
-    fields: list[str] = []
-    mime = False
-    for line in head.split("\r\n"):
-        if not line.startswith(("\t", " ")):
-            name = line.partition(":")[0].lower()
-            mime = name == "mime-version" or name.startswith("content-")
-        if not mime:
-            fields.append(line)
-    pieces = report[end + 4 :].split(f"\r\n--{boundary}".encode("ascii"))
-    if len(pieces) != 5 or pieces[-1] != b"--\r\n":
-        return None
-    parts = []
-    for piece in pieces[1:-1]:
-        part_head, _, body = piece.removeprefix(b"\r\n").partition(b"\r\n\r\n")
-        values = {}
-        for line in part_head.decode("utf-8", "replace").split("\r\n"):
-            name, _, value = line.partition(":")
-            values[name.strip().lower()] = value.strip()
-        if values.get("content-transfer-encoding", "8bit") != "8bit":
-            return None  # not the form the builder writes
-        parts.append(
-            _Part(values.get("content-type", ""), values.get("content-description", ""), body)
-        )
-    return fields, boundary, parts
-
-
-def seven_bit_form(report: bytes) -> bytes | None:
-    """The 7-bit form of a report built here, for a server without 8BITMIME (RFC 6152
-    §3: convert it or return it; a report, from ``<>``, cannot be returned): the same
-    report with the returned message as its header only, as RFC 3461 §4.3 allows
-    (``text/rfc822-headers``, or ``message/global-headers`` for ``message/global``),
-    its notification saying so, and each part that holds 8-bit octets quoted-printable:
-    the text, the header, and an RFC 6533 report's UTF-8 status (RFC 6533 §6.1, §6.3
-    allow it over a 7-bit transport). None when there is none: not a report of this
-    module's, or one whose own header holds UTF-8 (a UTF-8 address, which needs
-    SMTPUTF8 in the envelope too, RFC 6531 §3.4)."""
-    found = _disassemble(report)
-    if found is None:
-        return None
-    fields, boundary, (text, status, returned) = found
-    if returned.content_type in _HEADERS_ONLY:
-        whole = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
-        returned = _Part(
-            _HEADERS_ONLY[returned.content_type], _HEADER_ONLY, _header_part(returned.body)
-        )
-        if text.body.endswith(whole):
-            ending = _what_follows(returned.content_type).encode("utf-8") + b"\r\n"
-            text = replace(text, body=text.body.removesuffix(whole) + ending)
-    seven_bit = [part.seven_bit() for part in (text, status, returned)]
-    if None in seven_bit:
-        return None
-    converted = _assemble(fields, boundary, [part for part in seven_bit if part is not None])
-    return converted if converted.isascii() else None
 
 
 def build_bounce(
@@ -443,7 +173,7 @@ def build_bounce(
     each recipient's diagnostic is then its last error. ``utf8`` (the message
     came with SMTPUTF8) makes an RFC 6533 report, as any non-ASCII address does.
     ``for_sender``: the report goes to the postmaster (``recipient``) instead of this
-    sender, which its text names (:func:`_on_behalf_text`).
+    sender, which its text names (:func:`on_behalf_text`).
     """
     if not failed:
         raise ValueError("a bounce needs at least one failed recipient")
@@ -460,10 +190,10 @@ def build_bounce(
     too_large = too_large or (not headers_only and len(original) > MAX_RETURNED_MESSAGE)
     if too_large:
         explanation += " It was too large to return whole: only its header comes back."
-    returned, kind, description = original, "message/rfc822", _WHOLE
+    returned, kind, description = original, "message/rfc822", WHOLE
     if headers_only or too_large:
-        returned = _header_part(original)
-        kind, description = _HEADERS_ONLY[kind], _HEADER_ONLY
+        returned = header_part(original)
+        kind, description = HEADERS_ONLY[kind], HEADER_ONLY
     return _build_report(
         subject="Undelivered Mail Returned to Sender",
         explanation=explanation,
@@ -514,7 +244,7 @@ def build_success_report(
         now=now,
         reported=reported,
         envid=envid,
-        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        returned=(header_part(original), "text/rfc822-headers", "Message headers"),
         utf8=utf8,
         for_sender=for_sender,
     )
@@ -558,7 +288,7 @@ def build_delay_notice(
         now=now,
         reported=[replace(item, action="delayed") for item in delayed],
         envid=envid,
-        returned=(_header_part(original), "text/rfc822-headers", "Message headers"),
+        returned=(header_part(original), "text/rfc822-headers", "Message headers"),
         retry_until=until,
         utf8=utf8,
         for_sender=for_sender,
@@ -583,7 +313,7 @@ def _build_report(
 ) -> Report:
     utf8 = utf8 or not recipient.isascii() or any(not r.address.isascii() for r in reported)
     if for_sender is not None:
-        explanation += " " + _on_behalf_text(for_sender, utf8)
+        explanation += " " + on_behalf_text(for_sender, utf8)
     # RFC 2046 §5.1.1: 1 to 70 characters; a long host name is cut short.
     boundary = f"{queue_id}.{secrets.token_hex(8)}/{reporting_mta}"[:70]
     arrival_date = email.utils.formatdate(arrival, localtime=True)
@@ -596,20 +326,20 @@ def _build_report(
         # A word longer than the line is broken too: a line stays within RFC 5322's 998.
         said = f"{where}: " if where else ""
         text += textwrap.wrap(
-            f"<{_shown_address(item.address)}>: {said}{_one_line(item.diagnostic, utf8)}",
+            f"<{shown_address(item.address)}>: {said}{one_line(item.diagnostic, utf8)}",
             72,
             subsequent_indent="    ",
             break_on_hyphens=False,
         )
     content, content_type, description = returned
-    content_type = _returned_type(content_type, content, utf8)
-    text += ["", _what_follows(content_type)]
+    content_type = returned_type(content_type, content, utf8)
+    text += ["", what_follows(content_type)]
     status_type = "message/delivery-status"
     if utf8:
-        status_type = _GLOBAL_TYPES[status_type]
+        status_type = GLOBAL_TYPES[status_type]
     status = []
     if envid is not None:  # RFC 3464 §2.2.1, decoded from xtext (RFC 3461 §6.3)
-        status.append(f"Original-Envelope-Id: {_one_line(decode_xtext(envid), utf8)}")
+        status.append(f"Original-Envelope-Id: {one_line(decode_xtext(envid), utf8)}")
     status += [
         f"Reporting-MTA: dns; {reporting_mta}",
         f"X-Queue-ID: {queue_id}",
@@ -618,11 +348,11 @@ def _build_report(
     for item in reported:
         status.append("")
         if item.original_recipient is not None:
-            original = _original_recipient(item.original_recipient, utf8)
+            original = original_recipient_field(item.original_recipient, utf8)
             if original is not None:
                 status.append(f"Original-Recipient: {original}")
         status += [
-            f"Final-Recipient: {_address_field(item.address, utf8)}",
+            f"Final-Recipient: {address_field(item.address, utf8)}",
             f"Action: {item.action}",
             f"Status: {item.status}",
         ]
@@ -640,18 +370,18 @@ def _build_report(
         content += b"\r\n"
     fields = [
         f"From: Mail Delivery System <MAILER-DAEMON@{reporting_mta}>",
-        _to_field(recipient),
+        to_field(recipient),
         f"Subject: {subject}",
         f"Date: {date}",
         f"Message-ID: <{queue_id}.{secrets.token_hex(6)}@{reporting_mta}>",
         "Auto-Submitted: auto-replied",  # RFC 3834 §5: no automatic answer to this
     ]
     parts = [
-        _Part("text/plain; charset=utf-8", "Notification", _lines(text)),
-        _Part(status_type, "Delivery report", _lines(status)),
-        _Part(content_type, description, content),
+        Part("text/plain; charset=utf-8", "Notification", _lines(text)),
+        Part(status_type, "Delivery report", _lines(status)),
+        Part(content_type, description, content),
     ]
-    return Report(_assemble(fields, boundary, parts), international=utf8)
+    return Report(assemble(fields, boundary, parts), international=utf8)
 
 
 def _lines(lines: Sequence[str]) -> bytes:

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from sys import intern
 from typing import Final
 
+from smtpcore._address_mailbox import SIMPLE_PATH_PATTERN
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
 from smtpcore._words import ascii_upper
 from smtpcore.address import (
-    SIMPLE_PATH_PATTERN,
     STRICT_ADDRESSES,
     AddressError,
     AddressPolicy,

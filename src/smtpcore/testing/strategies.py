@@ -28,14 +28,13 @@ from smtpcore.testing._content import (
     message_contents,
 )
 from smtpcore.testing._hostile import hostile_bytes, other_spaces
+from smtpcore.testing._pop3_answers import pop3_responses
+from smtpcore.testing._pop3_lines import pop3_command_lines, pop3_response_lines
 from smtpcore.testing._pop3_strategies import (
     POP3_CAPABILITIES,
     POP3Session,
     pop3_capabilities,
-    pop3_command_lines,
     pop3_commands,
-    pop3_response_lines,
-    pop3_responses,
     pop3_sessions,
     pop3_unique_ids,
 )
