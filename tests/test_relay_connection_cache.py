@@ -45,6 +45,7 @@ from smtpcore.smtp import (
     Rcpt,
     RecipientResult,
     Reply,
+    ServerExtensions,
     TransactionResult,
 )
 from test_server_relay import (
@@ -125,6 +126,29 @@ def test_without_the_cache_each_message_has_its_own_connection(tmp_path: Path) -
         _run(relay, relay.empty)
         _wait_closed(server)
     assert server.connections == _quits(server) == 3
+
+
+def test_a_connection_that_had_the_hops_mailmax_is_quit_not_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_resource_warnings: None
+) -> None:
+    """LIMITS MAILMAX=2 (RFC 9422 §4.1): a connection carries two messages, then says
+    QUIT at once. Kept, the third message took it, sent the verifying RSET and then
+    found it could send no MAIL: each connection after the first had one RSET too
+    many and a message that went over a second connection."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(extra_ehlo=(b"LIMITS MAILMAX=2",)) as server:
+        relay = _relay(
+            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+        )
+        for number in range(5):
+            relay.enqueue([f"user{number}@pqr.example"])
+        _run(relay, relay.empty)
+        _wait_closed(server)
+    assert len(server.transactions) == 5
+    assert server.connections == _quits(server) == 3
+    assert server.verbs.count(b"MAIL") == 5
+    assert server.verbs.count(b"RSET") == 2  # the second message on each of two connections
+    assert len(_lines(caplog, "status=sent")) == 5
 
 
 @pytest.mark.parametrize(
@@ -680,11 +704,13 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction's number, its record and
-    the commands awaiting replies (none), QUIT, close."""
+    """What the cache reads of a client: its last transaction's number, its record,
+    the commands awaiting replies (none) and the extensions offered (none), QUIT,
+    close."""
 
     def __init__(self) -> None:
         self.connection = self
+        self.extensions = ServerExtensions()
         self.transaction_number = 0
         self.transaction = None
         self.pending = ()
@@ -761,11 +787,15 @@ class _Session:
     """A client machine driven by hand through one transaction after another, all
     alike: the same sender, recipient and replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, ehlo_reply: bytes = b"250 mx.pqr.example\r\n") -> None:
         self.connection = ClientConnection("mail.abc.example")
         self._answer(b"220 mx.pqr.example\r\n")
         self.connection.send(Ehlo("mail.abc.example"))
-        self._answer(b"250 mx.pqr.example\r\n")
+        self._answer(ehlo_reply)
+        self.host = "mx.pqr.example"
+
+    async def quit(self) -> None:
+        pass
 
     def _answer(self, reply: bytes) -> None:
         self.connection.receive_data(reply)
@@ -801,6 +831,28 @@ def test_a_transaction_like_the_last_is_a_new_one() -> None:
     assert session.connection.transaction == first
     assert session.connection.transaction_number == kept + 1
     assert ended_cleanly(client, kept)
+
+
+def test_a_session_that_had_the_hops_mailmax_is_not_kept() -> None:
+    """The cache reads MAILMAX from the session's last EHLO reply (RFC 9422 §4.1) and
+    counts its MAIL commands answered: at the limit it keeps the connection no more."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=KEPT, clock=lambda: 0.0)
+        session = _Session(b"250-mx.pqr.example\r\n250 LIMITS MAILMAX=2\r\n")
+        kept = Idle(session, 0.0, 0)  # type: ignore[arg-type]  # what the cache reads
+        session.transaction()
+        assert cache.keep(KEY, kept) and cache.take(KEY) is kept
+        session.transaction()
+        assert not cache.keep(KEY, kept)
+        assert len(cache) == 0
+        unlimited = _Session()
+        for _ in range(3):
+            unlimited.transaction()
+        assert cache.keep(KEY, Idle(unlimited, 0.0, 0))  # type: ignore[arg-type]
+        await cache.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_connection_past_its_reuse_time_is_quit_though_not_idle_long() -> None:
