@@ -174,6 +174,18 @@ def test_each_extension_offered_has_its_parameter_drawn(
     assert drawn[key] == value
 
 
+@given(
+    sst.mail_parameters(extensions={"\u017fIZE", "D\u017fN", "SMTPUTF8"}),
+    sst.rcpt_parameters(extensions={"D\u017fN"}),
+)
+def test_extension_names_are_upper_cased_in_ascii_alone(
+    mail: smtp.Parameters, rcpt: smtp.Parameters
+) -> None:
+    """SIZE and DSN written with a long s (U+017F, which ``str.upper()`` makes an S) are
+    not offered, as ``ServerExtensions`` reads them: none of their parameters is drawn."""
+    assert not {"SIZE", "RET", "ENVID"} & set(mail) and not {"NOTIFY", "ORCPT"} & set(rcpt)
+
+
 @given(sst.xclients() | sst.xforwards())
 def test_forwarding_commands_are_accepted_by_a_trusting_server(
     command: smtp.Xclient | smtp.Xforward,
