@@ -10,7 +10,7 @@ import gc
 import logging
 import ssl
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from smtpcore.address import parse_mailbox
 from smtpcore.asyncio import SMTPClient, SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.exchanger import default_client
-from smtpcore.server.queue import RecipientStatus
+from smtpcore.server.queue import QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.relaycache import (
     IDLE_TIME_LIMIT,
@@ -50,6 +50,7 @@ from smtpcore.smtp import (
 )
 from test_server_relay import (
     ZONE,
+    Relay,
     _lines,
     _relay,
     _run,
@@ -79,17 +80,29 @@ def _quits(server: ScriptedRemote) -> int:
     return server.verbs.count(b"QUIT")
 
 
+def _users(count: int) -> list[str]:
+    return [f"user{number}@pqr.example" for number in range(count)]
+
+
+def _deliver_each(
+    tmp_path: Path, server: ScriptedRemote, recipients: list[str], **options: Any
+) -> None:
+    """A message to each of ``recipients``, delivered by a relay with one session at
+    work and the cache on (:data:`KEPT`) unless ``options`` say otherwise, then
+    stopped; returns once ``server`` has seen every connection closed."""
+    options = {"concurrency": 1, "retry_after": 3600.0, "connection_cache_time": KEPT, **options}
+    relay = _relay(tmp_path, server.port, **options)
+    for recipient in recipients:
+        relay.enqueue([recipient])
+    _run(relay, relay.empty)
+    _wait_closed(server)
+
+
 def test_messages_queued_for_one_hop_go_over_one_connection(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(5):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(5))
     assert len(server.transactions) == 5
     assert server.connections == 1
     # One EHLO, an RSET before each message on the kept connection (verify_kept), QUIT
@@ -105,26 +118,14 @@ def test_messages_with_the_same_envelope_and_replies_go_over_one_connection(
     """Each transaction's record equals the last one's (same sender, recipient and
     replies, as from a server that always answers ``250 OK``): still a new one."""
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for _ in range(5):
-            relay.enqueue(["brendon@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, ["brendon@pqr.example"] * 5)
     assert len(server.transactions) == 5
     assert server.connections == _quits(server) == 1
 
 
 def test_without_the_cache_each_message_has_its_own_connection(tmp_path: Path) -> None:
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=0.0
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3), connection_cache_time=0.0)
     assert server.connections == _quits(server) == 3
 
 
@@ -137,13 +138,7 @@ def test_a_connection_that_had_the_hops_mailmax_is_quit_not_kept(
     many and a message that went over a second connection."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     with remote(extra_ehlo=(b"LIMITS MAILMAX=2",)) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(5):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(5))
     assert len(server.transactions) == 5
     assert server.connections == _quits(server) == 3
     assert server.verbs.count(b"MAIL") == 5
@@ -170,13 +165,7 @@ def test_a_hop_that_closed_the_kept_connection_costs_no_message(
     is delivered in its first round, none deferred, each over a new connection."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(4):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(4))
     assert sorted(t.recipients[0] for t in server.transactions) == [
         f"user{number}@pqr.example" for number in range(4)
     ]
@@ -189,6 +178,33 @@ def test_a_hop_that_closed_the_kept_connection_costs_no_message(
         assert found_closed <= 3
     else:
         assert found_closed == 3
+
+
+def _tried_or_sent(relay: Relay, entry: QueueEntry) -> Callable[[], bool]:
+    """Whether ``entry`` has had an attempt, or is gone from the queue, all sent."""
+
+    def tried() -> bool:
+        try:
+            return relay.queue.load(entry.id).attempts > 0
+        except FileNotFoundError:
+            return True
+
+    return tried
+
+
+def _split_after_one(tmp_path: Path, server: ScriptedRemote) -> tuple[Relay, QueueEntry]:
+    """A message to a@, then one to b@ and c@ (split in two transactions by the remote's
+    LIMITS RCPTMAX=1) over the connection kept from the first; returns once the second
+    has had an attempt (or is all sent) and ``server`` has seen every connection
+    closed."""
+    relay = _relay(
+        tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+    )
+    relay.enqueue(["a@pqr.example"])
+    second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+    _run(relay, _tried_or_sent(relay, second))
+    _wait_closed(server)
+    return relay, second
 
 
 def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_message(
@@ -208,11 +224,7 @@ def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_me
         )
         first = relay.enqueue(["brendon@pqr.example"])
         second = relay.enqueue(["brendon@pqr.example"])
-
-        def second_tried() -> bool:
-            return relay.queue.load(second.id).attempts > 0
-
-        _run(relay, second_tried)
+        _run(relay, _tried_or_sent(relay, second))
         server.release.set()
         _wait_closed(server)
     assert len(server.transactions) == 1
@@ -234,20 +246,7 @@ def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_ag
         later_mail_reply=b"421 4.3.2 closing now",
         later_mail_after=2,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-
-        def second_tried() -> bool:
-            try:
-                return relay.queue.load(second.id).attempts > 0
-            except FileNotFoundError:  # all sent: b twice, over a new connection
-                return True
-
-        _run(relay, second_tried)
-        _wait_closed(server)
+        relay, second = _split_after_one(tmp_path, server)
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
     statuses = {r.address: r.status for r in relay.queue.load(second.id).recipients}
     assert statuses == {
@@ -269,20 +268,7 @@ def test_a_kept_connection_closed_at_the_first_mail_of_a_split_message_costs_not
         later_mail_reply=b"421 4.3.2 closing now",
         later_mail_sessions=1,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-
-        def second_done() -> bool:
-            try:
-                return relay.queue.load(second.id).attempts > 0
-            except FileNotFoundError:  # every recipient sent
-                return True
-
-        _run(relay, second_done)
-        _wait_closed(server)
+        _split_after_one(tmp_path, server)
     assert [t.recipients for t in server.transactions] == [
         ["a@pqr.example"],
         ["b@pqr.example"],
@@ -311,14 +297,8 @@ def test_a_split_message_whose_batch_was_refused_at_mail_is_not_sent_again(
         later_mail_after=2,
         later_mail_sessions=1,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-        _run(relay, lambda: relay.queue.load(second.id).attempts > 0)
-        _wait_closed(server)
-        states = {r.address: r.status for r in relay.queue.load(second.id).recipients}
+        relay, second = _split_after_one(tmp_path, server)
+    states = {r.address: r.status for r in relay.queue.load(second.id).recipients}
     assert server.connections == 1
     assert _lines(caplog, "was closed meanwhile") == []
     assert states == {
@@ -506,13 +486,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     else:  # a server context with no certificate: a handshake it cannot finish
         script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert not any(t.tls for t in server.transactions)
     assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
@@ -525,13 +499,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
 def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> None:
     """No TLS offered is not TLS failed: the connection is kept under ``may``."""
     with remote(starttls="none") as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert server.connections == 1
 
@@ -548,18 +516,7 @@ def test_a_session_in_plaintext_because_a_client_factory_asked_for_no_tls_is_kep
         return default_client(host, port, **options)
 
     with remote(starttls="none") as server:
-        relay = _relay(
-            tmp_path,
-            server.port,
-            concurrency=1,
-            retry_after=3600.0,
-            connection_cache_time=KEPT,
-            client_factory=no_starttls,
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3), client_factory=no_starttls)
     assert len(server.transactions) == 3
     assert server.connections == 1
 
@@ -575,13 +532,7 @@ def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
         "hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
     }
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert server.verbs.count(b"HELO") == 3
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
@@ -605,13 +556,7 @@ def test_a_session_under_tls_after_helo_because_ehlo_got_a_4xx_is_not_kept(
         "tls_hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
     }
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert all(t.tls for t in server.transactions)
     assert server.verbs.count(b"HELO") == 3
