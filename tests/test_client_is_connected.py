@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
+from client_calls import done
 from peers import ADAPTERS, free_port, run
 from smtpcore.sasl import PlainClient, ScramSHA256Client
 from smtpcore.smtp import Quit
@@ -55,14 +55,9 @@ async def _connect_again(client: Any, protocol: str, seen: list[object]) -> None
     QUIT: what a caller does once ``is_connected`` turned false."""
     with ScriptedServer(script(f"{OPENING[protocol]}\n{QUIT[protocol]}")) as again:
         _aim(client, again.port)
-        await _done(client.connect())
+        await done(client.connect())
         seen.append(client.is_connected)
-        await _done(client.quit())
-
-
-async def _done(value: Any) -> Any:
-    """A call's result, awaited on the async clients (the blocking one has it already)."""
-    return await value if inspect.isawaitable(value) else value
+        await done(client.quit())
 
 
 Scenario = Callable[[Any], Coroutine[Any, Any, list[object]]]
@@ -90,14 +85,14 @@ def _auth_failure(mechanism: Callable[[], Any]) -> Scenario:
 
     async def scenario(client: Any) -> list[object]:
         seen: list[object] = [client.is_connected]
-        await _done(client.connect())
+        await done(client.connect())
         seen.append(client.is_connected)
         try:
-            await _done(client.authenticate(mechanism()))
+            await done(client.authenticate(mechanism()))
         except Exception as exc:  # the kind is checked by the caller
             seen.append(type(exc).__name__)
         seen.append(client.is_connected)
-        await _done(client.quit())
+        await done(client.quit())
         seen.append(client.is_connected)
         return seen
 
@@ -178,9 +173,9 @@ def test_a_scram_server_that_does_not_prove_itself_closes_the_session(
 @pytest.mark.parametrize("adapter", ALL)
 def test_close_ends_the_session(adapter: str, protocol: str) -> None:
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
+        await done(client.connect())
         seen: list[object] = [client.is_connected]
-        await _done(client.close())
+        await done(client.close())
         seen.append(client.is_connected)
         return seen
 
@@ -195,16 +190,16 @@ def test_a_pop3_session_the_machine_gave_up_on_is_not_connected(adapter: str) ->
     session cannot go on, and ``is_connected`` says so before the caller's ``close()``."""
 
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
-        await _done(client.login("alice", "wonderland"))
-        await _done(client.noop())
+        await done(client.connect())
+        await done(client.login("alice", "wonderland"))
+        await done(client.noop())
         seen: list[object] = [client.is_connected]
         try:
-            await _done(client.noop())
+            await done(client.noop())
         except Exception as exc:
             seen.append(type(exc).__name__)
         seen.append(client.is_connected)
-        await _done(client.close())
+        await done(client.close())
         return seen
 
     steps = [
@@ -223,13 +218,13 @@ def test_a_pop3_session_the_machine_gave_up_on_refuses_calls_until_connect(adapt
     socket, rather than refuse as if the old one could go on."""
 
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
-        await _done(client.login("alice", "wonderland"))
-        await _done(client.noop())
+        await done(client.connect())
+        await done(client.login("alice", "wonderland"))
+        await done(client.noop())
         seen: list[object] = []
         for call in (client.noop, client.stat):
             try:
-                await _done(call())
+                await done(call())
             except Exception as exc:
                 seen.append(type(exc).__name__)
         seen.append(client.is_connected)
@@ -252,8 +247,8 @@ def test_connect_after_quit_through_command_opens_a_new_session(adapter: str) ->
     closes that connection and opens a new one."""
 
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
-        reply = await _done(client.command(Quit()))
+        await done(client.connect())
+        reply = await done(client.command(Quit()))
         seen: list[object] = [reply.code, client.is_connected]
         await _connect_again(client, "smtp", seen)
         return seen
@@ -280,14 +275,14 @@ def test_a_second_connect_does_not_read_the_last_sessions_machine(
         said.append(f"{direction} {line}")
 
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
-        await _done(client.close())
+        await done(client.connect())
+        await done(client.close())
         said.clear()
         seen: list[object] = []
         with ScriptedServer([Send(GREETING[protocol])]) as plain:
             _aim(client, plain.port, tls_on_connect=True)
             try:
-                await _done(client.connect())
+                await done(client.connect())
             except Exception as exc:
                 seen.append(type(exc).__name__)
         seen += [client.is_connected, said]
@@ -306,12 +301,12 @@ def test_a_reconnect_that_cannot_open_leaves_nothing_of_the_last_session(adapter
     login) is gone with it, not kept beside a session that is not there."""
 
     async def scenario(client: Any) -> list[object]:
-        await _done(client.connect())
+        await done(client.connect())
         seen: list[object] = [client.authenticated_with]
-        await _done(client.command(Quit()))
+        await done(client.command(Quit()))
         _aim(client, free_port())
         try:
-            await _done(client.connect())
+            await done(client.connect())
         except Exception as exc:
             seen.append(type(exc).__name__)
         seen += [client.is_connected, client.authenticated_with]

@@ -21,7 +21,7 @@ import platform
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -164,63 +164,67 @@ class POP3Server(LateRecordServer):
         return b"+OK\r\n"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("record", list(RECORDS))
-def test_a_record_with_no_reply_in_it_behind_an_smtp_reply_costs_no_wait(
-    adapter: str, record: str, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def look_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look's bound past the session's: a wait for it cannot pass unseen."""
     monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * GIVEN)
-    server = SMTPServer(tls, record)
+
+
+Steps = Callable[[Any, list[str]], Awaitable[None]]
+
+
+def _played(
+    adapter: str, server: LateRecordServer, client_class: str, tls: TLSFiles, steps: Steps
+) -> list[str]:
+    """``steps``, given the adapter's ``client_class`` (under TLS from the first byte)
+    and a list to note what they got done in, played against ``server``; that list,
+    once the server is closed and found to have sent its records and seen no error."""
     done: list[str] = []
     try:
-        client = module(adapter).SMTPClient(
+        client = getattr(module(adapter), client_class)(
             LOOPBACK, server.port, tls_on_connect=True, ssl_context=tls.client_context
         )
-
-        async def session() -> None:
-            await client.connect()
-            for _ in range(2):
-                await client.send_message(MESSAGE, "a@abc.example", "b@pqr.example")
-                done.append("sent")
-            await client.noop()
-            await client.quit()
-            done.append("quit")
-
-        run_within(adapter, session)
+        run_within(adapter, lambda: steps(client, done))
     finally:
         server.close()
     server.missing()
-    assert done == ["sent", "sent", "quit"]
     assert not server.failed
+    return done
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("record", list(RECORDS))
+def test_a_record_with_no_reply_in_it_behind_an_smtp_reply_costs_no_wait(
+    adapter: str, record: str, tls: TLSFiles, look_bound: None
+) -> None:
+    async def session(client: Any, done: list[str]) -> None:
+        await client.connect()
+        for _ in range(2):
+            await client.send_message(MESSAGE, "a@abc.example", "b@pqr.example")
+            done.append("sent")
+        await client.noop()
+        await client.quit()
+        done.append("quit")
+
+    server = SMTPServer(tls, record)
+    assert _played(adapter, server, "SMTPClient", tls, session) == ["sent", "sent", "quit"]
     assert server.seen == [b"EHLO", *[b"MAIL", b"RCPT", b"DATA"] * 2, b"NOOP", b"QUIT"]
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("record", list(RECORDS))
 def test_a_record_with_no_response_in_it_behind_a_pop3_response_costs_no_wait(
-    adapter: str, record: str, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+    adapter: str, record: str, tls: TLSFiles, look_bound: None
 ) -> None:
-    monkeypatch.setattr(_arrived, "ARRIVED_LOOK", 3 * GIVEN)
+    async def session(client: Any, done: list[str]) -> None:
+        await client.connect()
+        await client.login("alice", "wonderland")
+        await client.noop()
+        done.append("noop")
+        assert (await client.stat())[0] == 0
+        await client.quit()
+        done.append("quit")
+
     server = POP3Server(tls, record)
-    done: list[str] = []
-    try:
-        client = module(adapter).POP3Client(
-            LOOPBACK, server.port, tls_on_connect=True, ssl_context=tls.client_context
-        )
-
-        async def session() -> None:
-            await client.connect()
-            await client.login("alice", "wonderland")
-            await client.noop()
-            done.append("noop")
-            assert (await client.stat())[0] == 0
-            await client.quit()
-            done.append("quit")
-
-        run_within(adapter, session)
-    finally:
-        server.close()
-    server.missing()
-    assert done == ["noop", "quit"]
-    assert not server.failed
+    assert _played(adapter, server, "POP3Client", tls, session) == ["noop", "quit"]
     assert server.seen[-3:] == [b"NOOP", b"STAT", b"QUIT"]  # CAPA again after PASS

@@ -10,7 +10,7 @@ import gc
 import logging
 import ssl
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,10 @@ from relay_remote import ScriptedRemote, remote
 from smtpcore import NEED_DATA, PAUSED
 from smtpcore._driver import BaseSMTPClient
 from smtpcore.address import parse_mailbox
-from smtpcore.asyncio import SMTPConnectionError, SMTPProtocolError, Timeouts
+from smtpcore.asyncio import SMTPClient, SMTPConnectionError, SMTPProtocolError, Timeouts
 from smtpcore.server.config import ConfigError, ServerConfig
 from smtpcore.server.exchanger import default_client
-from smtpcore.server.queue import RecipientStatus
+from smtpcore.server.queue import QueueEntry, RecipientStatus
 from smtpcore.server.relay_tls import RelayTLS
 from smtpcore.server.relaycache import (
     IDLE_TIME_LIMIT,
@@ -45,10 +45,12 @@ from smtpcore.smtp import (
     Rcpt,
     RecipientResult,
     Reply,
+    ServerExtensions,
     TransactionResult,
 )
 from test_server_relay import (
     ZONE,
+    Relay,
     _lines,
     _relay,
     _run,
@@ -78,17 +80,29 @@ def _quits(server: ScriptedRemote) -> int:
     return server.verbs.count(b"QUIT")
 
 
+def _users(count: int) -> list[str]:
+    return [f"user{number}@pqr.example" for number in range(count)]
+
+
+def _deliver_each(
+    tmp_path: Path, server: ScriptedRemote, recipients: list[str], **options: Any
+) -> None:
+    """A message to each of ``recipients``, delivered by a relay with one session at
+    work and the cache on (:data:`KEPT`) unless ``options`` say otherwise, then
+    stopped; returns once ``server`` has seen every connection closed."""
+    options = {"concurrency": 1, "retry_after": 3600.0, "connection_cache_time": KEPT, **options}
+    relay = _relay(tmp_path, server.port, **options)
+    for recipient in recipients:
+        relay.enqueue([recipient])
+    _run(relay, relay.empty)
+    _wait_closed(server)
+
+
 def test_messages_queued_for_one_hop_go_over_one_connection(
     tmp_path: Path, no_resource_warnings: None
 ) -> None:
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(5):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(5))
     assert len(server.transactions) == 5
     assert server.connections == 1
     # One EHLO, an RSET before each message on the kept connection (verify_kept), QUIT
@@ -104,27 +118,32 @@ def test_messages_with_the_same_envelope_and_replies_go_over_one_connection(
     """Each transaction's record equals the last one's (same sender, recipient and
     replies, as from a server that always answers ``250 OK``): still a new one."""
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for _ in range(5):
-            relay.enqueue(["brendon@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, ["brendon@pqr.example"] * 5)
     assert len(server.transactions) == 5
     assert server.connections == _quits(server) == 1
 
 
 def test_without_the_cache_each_message_has_its_own_connection(tmp_path: Path) -> None:
     with remote() as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=0.0
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3), connection_cache_time=0.0)
     assert server.connections == _quits(server) == 3
+
+
+def test_a_connection_that_had_the_hops_mailmax_is_quit_not_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, no_resource_warnings: None
+) -> None:
+    """LIMITS MAILMAX=2 (RFC 9422 §4.1): a connection carries two messages, then says
+    QUIT at once. Kept, the third message took it, sent the verifying RSET and then
+    found it could send no MAIL: each connection after the first had one RSET too
+    many and a message that went over a second connection."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    with remote(extra_ehlo=(b"LIMITS MAILMAX=2",)) as server:
+        _deliver_each(tmp_path, server, _users(5))
+    assert len(server.transactions) == 5
+    assert server.connections == _quits(server) == 3
+    assert server.verbs.count(b"MAIL") == 5
+    assert server.verbs.count(b"RSET") == 2  # the second message on each of two connections
+    assert len(_lines(caplog, "status=sent")) == 5
 
 
 @pytest.mark.parametrize(
@@ -146,13 +165,7 @@ def test_a_hop_that_closed_the_kept_connection_costs_no_message(
     is delivered in its first round, none deferred, each over a new connection."""
     caplog.set_level(logging.INFO, "smtpcore.mail")
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(4):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(4))
     assert sorted(t.recipients[0] for t in server.transactions) == [
         f"user{number}@pqr.example" for number in range(4)
     ]
@@ -165,6 +178,33 @@ def test_a_hop_that_closed_the_kept_connection_costs_no_message(
         assert found_closed <= 3
     else:
         assert found_closed == 3
+
+
+def _tried_or_sent(relay: Relay, entry: QueueEntry) -> Callable[[], bool]:
+    """Whether ``entry`` has had an attempt, or is gone from the queue, all sent."""
+
+    def tried() -> bool:
+        try:
+            return relay.queue.load(entry.id).attempts > 0
+        except FileNotFoundError:
+            return True
+
+    return tried
+
+
+def _split_after_one(tmp_path: Path, server: ScriptedRemote) -> tuple[Relay, QueueEntry]:
+    """A message to a@, then one to b@ and c@ (split in two transactions by the remote's
+    LIMITS RCPTMAX=1) over the connection kept from the first; returns once the second
+    has had an attempt (or is all sent) and ``server`` has seen every connection
+    closed."""
+    relay = _relay(
+        tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
+    )
+    relay.enqueue(["a@pqr.example"])
+    second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
+    _run(relay, _tried_or_sent(relay, second))
+    _wait_closed(server)
+    return relay, second
 
 
 def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_message(
@@ -184,11 +224,7 @@ def test_a_kept_connection_that_stops_answering_settles_nothing_from_the_last_me
         )
         first = relay.enqueue(["brendon@pqr.example"])
         second = relay.enqueue(["brendon@pqr.example"])
-
-        def second_tried() -> bool:
-            return relay.queue.load(second.id).attempts > 0
-
-        _run(relay, second_tried)
+        _run(relay, _tried_or_sent(relay, second))
         server.release.set()
         _wait_closed(server)
     assert len(server.transactions) == 1
@@ -210,20 +246,7 @@ def test_a_kept_connection_lost_after_a_batch_of_the_message_does_not_send_it_ag
         later_mail_reply=b"421 4.3.2 closing now",
         later_mail_after=2,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-
-        def second_tried() -> bool:
-            try:
-                return relay.queue.load(second.id).attempts > 0
-            except FileNotFoundError:  # all sent: b twice, over a new connection
-                return True
-
-        _run(relay, second_tried)
-        _wait_closed(server)
+        relay, second = _split_after_one(tmp_path, server)
     assert [t.recipients for t in server.transactions] == [["a@pqr.example"], ["b@pqr.example"]]
     statuses = {r.address: r.status for r in relay.queue.load(second.id).recipients}
     assert statuses == {
@@ -245,20 +268,7 @@ def test_a_kept_connection_closed_at_the_first_mail_of_a_split_message_costs_not
         later_mail_reply=b"421 4.3.2 closing now",
         later_mail_sessions=1,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-
-        def second_done() -> bool:
-            try:
-                return relay.queue.load(second.id).attempts > 0
-            except FileNotFoundError:  # every recipient sent
-                return True
-
-        _run(relay, second_done)
-        _wait_closed(server)
+        _split_after_one(tmp_path, server)
     assert [t.recipients for t in server.transactions] == [
         ["a@pqr.example"],
         ["b@pqr.example"],
@@ -287,14 +297,8 @@ def test_a_split_message_whose_batch_was_refused_at_mail_is_not_sent_again(
         later_mail_after=2,
         later_mail_sessions=1,
     ) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        relay.enqueue(["a@pqr.example"])
-        second = relay.enqueue(["b@pqr.example", "c@pqr.example"])
-        _run(relay, lambda: relay.queue.load(second.id).attempts > 0)
-        _wait_closed(server)
-        states = {r.address: r.status for r in relay.queue.load(second.id).recipients}
+        relay, second = _split_after_one(tmp_path, server)
+    states = {r.address: r.status for r in relay.queue.load(second.id).recipients}
     assert server.connections == 1
     assert _lines(caplog, "was closed meanwhile") == []
     assert states == {
@@ -482,13 +486,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
     else:  # a server context with no certificate: a handshake it cannot finish
         script = {"starttls": "tls", "tls_context": ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)}
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert not any(t.tls for t in server.transactions)
     assert server.verbs.count(b"STAR") == 3  # TLS tried for each message
@@ -501,13 +499,7 @@ def test_a_session_in_plaintext_because_tls_failed_is_not_kept(
 def test_a_session_to_an_exchanger_without_starttls_is_kept(tmp_path: Path) -> None:
     """No TLS offered is not TLS failed: the connection is kept under ``may``."""
     with remote(starttls="none") as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert server.connections == 1
 
@@ -524,18 +516,7 @@ def test_a_session_in_plaintext_because_a_client_factory_asked_for_no_tls_is_kep
         return default_client(host, port, **options)
 
     with remote(starttls="none") as server:
-        relay = _relay(
-            tmp_path,
-            server.port,
-            concurrency=1,
-            retry_after=3600.0,
-            connection_cache_time=KEPT,
-            client_factory=no_starttls,
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3), client_factory=no_starttls)
     assert len(server.transactions) == 3
     assert server.connections == 1
 
@@ -551,13 +532,7 @@ def test_a_session_after_helo_because_ehlo_got_a_4xx_is_not_kept(
         "hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
     }
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert server.verbs.count(b"HELO") == 3
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
@@ -581,18 +556,53 @@ def test_a_session_under_tls_after_helo_because_ehlo_got_a_4xx_is_not_kept(
         "tls_hello_replies": {b"EHLO": b"450 4.7.1 busy, try HELO"},
     }
     with remote(**script) as server:
-        relay = _relay(
-            tmp_path, server.port, concurrency=1, retry_after=3600.0, connection_cache_time=KEPT
-        )
-        for number in range(3):
-            relay.enqueue([f"user{number}@pqr.example"])
-        _run(relay, relay.empty)
-        _wait_closed(server)
+        _deliver_each(tmp_path, server, _users(3))
     assert len(server.transactions) == 3
     assert all(t.tls for t in server.transactions)
     assert server.verbs.count(b"HELO") == 3
     assert server.verbs.count(b"RSET") == 0  # no kept connection verified
     assert server.connections == 3
+
+
+class _CountedClient(SMTPClient):
+    """A relay client that is open, for :class:`_OpenClients`, from the start of its
+    ``connect()``."""
+
+    def __init__(self, clients: _OpenClients, host: str, port: int, **options: Any) -> None:
+        super().__init__(host, port, **options)
+        self.clients = clients
+        self.opening = False
+
+    async def connect(self) -> None:
+        self.opening = True
+        self.clients.opened()
+        try:
+            await super().connect()
+        finally:
+            self.opening = False
+
+
+class _OpenClients:
+    """The relay's own count of the connections it holds open, as its client factory
+    sees them: each client from the start of its ``connect()`` until it is no longer
+    ``is_connected`` (QUIT or closed). Counted at each start, where alone the count
+    grows, so :attr:`most` is its highest. The remote's own count lags the relay's
+    closes: it sees each a little later, much later on a loaded machine."""
+
+    def __init__(self) -> None:
+        self.clients: list[_CountedClient] = []
+        self.most = 0
+
+    def factory(self, host: str, port: int, **options: Any) -> BaseSMTPClient:
+        client = _CountedClient(self, host, port, **options)
+        self.clients.append(client)
+        return client
+
+    def opened(self) -> None:
+        self.most = max(self.most, self.open())
+
+    def open(self) -> int:
+        return sum(1 for client in self.clients if client.opening or client.is_connected)
 
 
 def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
@@ -601,12 +611,13 @@ def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
     """As Postfix's (held by scache(8), not by a delivery agent), idle connections are
     not sessions at work: with ``concurrency`` 2 and room for 3 idle, eight messages to
     eight next hops have at least 4 connections open at once (3 idle while one
-    works), never more than 2 + 3."""
+    works), never more than 2 + 3, as the relay holds them (:class:`_OpenClients`)."""
     names = [f"d{number}" for number in range(8)]
     zone = ZONE + "".join(
         f"{name}.example MX 10 mx.{name}.example\nmx.{name}.example A 127.0.0.1\n"
         for name in names
     )
+    opened = _OpenClients()
     with remote() as server:
         relay = _relay(
             tmp_path,
@@ -615,14 +626,16 @@ def test_idle_connections_do_not_count_against_concurrency_and_are_bounded(
             concurrency=2,
             retry_after=3600.0,
             connection_cache_time=KEPT,
+            client_factory=opened.factory,
         )
         relay.worker.exchanger.connections = RelayConnections(idle_time_limit=KEPT, max_idle=3)
         for name in names:
             relay.enqueue([f"user@{name}.example"])
         _run(relay, relay.empty)
         _wait_closed(server)
-    assert len(server.transactions) == server.connections == 8
-    assert 4 <= server.most_open_connections <= 2 + 3
+    assert len(server.transactions) == server.connections == len(opened.clients) == 8
+    assert 4 <= opened.most <= 2 + 3
+    assert opened.open() == 0
 
 
 def test_an_idle_connection_is_quit_when_its_time_runs_out(
@@ -680,11 +693,13 @@ def test_the_stop_quits_every_idle_connection(tmp_path: Path, no_resource_warnin
 
 
 class _Client:
-    """What the cache reads of a client: its last transaction's number, its record and
-    the commands awaiting replies (none), QUIT, close."""
+    """What the cache reads of a client: its last transaction's number, its record,
+    the commands awaiting replies (none) and the extensions offered (none), QUIT,
+    close."""
 
     def __init__(self) -> None:
         self.connection = self
+        self.extensions = ServerExtensions()
         self.transaction_number = 0
         self.transaction = None
         self.pending = ()
@@ -761,11 +776,15 @@ class _Session:
     """A client machine driven by hand through one transaction after another, all
     alike: the same sender, recipient and replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, ehlo_reply: bytes = b"250 mx.pqr.example\r\n") -> None:
         self.connection = ClientConnection("mail.abc.example")
         self._answer(b"220 mx.pqr.example\r\n")
         self.connection.send(Ehlo("mail.abc.example"))
-        self._answer(b"250 mx.pqr.example\r\n")
+        self._answer(ehlo_reply)
+        self.host = "mx.pqr.example"
+
+    async def quit(self) -> None:
+        pass
 
     def _answer(self, reply: bytes) -> None:
         self.connection.receive_data(reply)
@@ -801,6 +820,28 @@ def test_a_transaction_like_the_last_is_a_new_one() -> None:
     assert session.connection.transaction == first
     assert session.connection.transaction_number == kept + 1
     assert ended_cleanly(client, kept)
+
+
+def test_a_session_that_had_the_hops_mailmax_is_not_kept() -> None:
+    """The cache reads MAILMAX from the session's last EHLO reply (RFC 9422 §4.1) and
+    counts its MAIL commands answered: at the limit it keeps the connection no more."""
+
+    async def main() -> None:
+        cache = RelayConnections(idle_time_limit=KEPT, clock=lambda: 0.0)
+        session = _Session(b"250-mx.pqr.example\r\n250 LIMITS MAILMAX=2\r\n")
+        kept = Idle(session, 0.0, 0)  # type: ignore[arg-type]  # what the cache reads
+        session.transaction()
+        assert cache.keep(KEY, kept) and cache.take(KEY) is kept
+        session.transaction()
+        assert not cache.keep(KEY, kept)
+        assert len(cache) == 0
+        unlimited = _Session()
+        for _ in range(3):
+            unlimited.transaction()
+        assert cache.keep(KEY, Idle(unlimited, 0.0, 0))  # type: ignore[arg-type]
+        await cache.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_connection_past_its_reuse_time_is_quit_though_not_idle_long() -> None:

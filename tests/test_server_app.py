@@ -25,11 +25,12 @@ from hypothesis import example, given
 
 from peers import free_port
 from slow_writes import SlowWrites
+from smtpcore.address import Mailbox
 from smtpcore.asyncio import SMTPClient
 from smtpcore.handler import Envelope, Session
 from smtpcore.maildrop import Maildir as MaildropMaildir
 from smtpcore.maildrop import pop3_size
-from smtpcore.routing import Router, StaticResolver
+from smtpcore.routing import LocalDelivery, Rejected, RemoteDelivery, Router, StaticResolver
 from smtpcore.server import ConfigError, MailServer, ServerConfig, maildir, mailserver
 from smtpcore.server.app import MAX_HOPS, MailStore
 from smtpcore.server.log import delivery_line
@@ -807,6 +808,80 @@ def test_submission_needs_auth_then_relays_to_the_other_server(tmp_path: Path) -
     assert stored.endswith(b"Subject: hi\n\n.dot\n")
 
 
+def _assert_rcpt_refusal_logged(caplog: pytest.LogCaptureFixture, reply: str) -> None:
+    """A ``NOQUEUE: reject: RCPT`` line was logged with ``reply`` in it."""
+    log = [r.getMessage() for r in caplog.records]
+    assert any(
+        line.startswith("NOQUEUE: reject: RCPT from ") and f": {reply}" in line for line in log
+    ), log
+
+
+class _CountingRouter(Router):
+    """A router that remembers each recipient it is asked to route."""
+
+    def __init__(self, domains: Any, **options: Any) -> None:
+        super().__init__(domains, **options)
+        self.routed: list[str] = []
+
+    def route(
+        self, recipient: Mailbox, **options: Any
+    ) -> LocalDelivery | RemoteDelivery | Rejected:
+        self.routed.append(str(recipient))
+        return super().route(recipient, **options)
+
+
+def test_submission_routes_each_recipient_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``SubmissionHandler`` routed every recipient twice: once for its own refusal of an
+    internal address literal, once more in the shared RCPT. The refusal is its answer to
+    a recipient not delivered here (``_not_local``), so each RCPT routes once, and the
+    replies and the log line of the refusal are as they were."""
+    caplog.set_level(logging.INFO, "smtpcore.mail")
+    routers: list[_CountingRouter] = []
+
+    def counting(server: MailServer) -> Router:
+        routers.append(_CountingRouter(server.config.domains, relay_for_authenticated=True))
+        return routers[-1]
+
+    monkeypatch.setattr(MailServer, "submission_router", counting)
+    users = {"john@abc.example": "secret", "local@abc.example": "pw"}
+    config = _config(tmp_path, "abc.example", users, submission_port=1, allow_internal_relay=False)
+    recipients = [
+        "local@abc.example",
+        "b@pqr.example",
+        "x@[10.0.0.1]",
+        "nobody@abc.example",
+        "a%b@abc.example",
+    ]
+
+    def submit(port: int) -> list[tuple[int, bytes]]:
+        with smtplib.SMTP(LOOPBACK, port, timeout=10) as smtp:
+            smtp.login("john@abc.example", "secret")
+            smtp.mail("john@abc.example")
+            return [smtp.rcpt(recipient) for recipient in recipients]
+
+    async def main() -> list[tuple[int, bytes]]:
+        sockets = {"smtp": _listening(), "submission": _listening()}
+        async with MailServer(config, sockets=sockets) as server:
+            return await asyncio.to_thread(submit, _port(server, "submission"))
+
+    replies = _run(main)
+    assert [(code, text[:5]) for code, text in replies] == [
+        (250, b"2.1.5"),
+        (250, b"2.1.5"),
+        (550, b"5.7.1"),
+        (550, b"5.1.1"),
+        (550, b"5.7.1"),
+    ]
+    assert replies[2][1] == b"5.7.1 <x@[10.0.0.1]>: relay to internal address 10.0.0.1 refused"
+    (router,) = routers
+    assert router.routed == recipients
+    _assert_rcpt_refusal_logged(
+        caplog, "550 5.7.1 <x@[10.0.0.1]>: relay to internal address 10.0.0.1 refused"
+    )
+
+
 def test_lmtp_answers_each_recipient(tmp_path: Path) -> None:
     config = _config(
         tmp_path,
@@ -887,12 +962,7 @@ def test_lmtp_refuses_a_recipient_elsewhere_as_a_bad_destination_not_a_relay(
     )
     assert smtp_refusal == (550, b"5.7.1 relay access denied for elsewhere.example")
     assert len(_messages(config, "a@pqr.example")) == 1
-    log = [r.getMessage() for r in caplog.records]
-    assert any(
-        line.startswith("NOQUEUE: reject: RCPT from ")
-        and ": 550 5.1.2 <x@elsewhere.example>: no such domain here" in line
-        for line in log
-    ), log
+    _assert_rcpt_refusal_logged(caplog, "550 5.1.2 <x@elsewhere.example>: no such domain here")
 
 
 def test_lmtp_refuses_a_recipient_a_relaying_router_would_relay_at_rcpt(

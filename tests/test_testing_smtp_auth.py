@@ -89,6 +89,20 @@ def test_sessions_leave_auth_out_when_no_mechanism_listed_is_played(
     assert not any(isinstance(event, Auth | AuthResponse) for event in session.events)
 
 
+@given(
+    sst.sessions(
+        extensions={"AUTH", "P\u0131PELINING"},  # a dotless i: str.upper() makes it an I
+        auth_mechanisms=["PLA\u0131N", "Login"],
+    )
+)
+def test_sessions_upper_case_names_in_ascii_alone(session: sst.ClientSession) -> None:
+    """Mechanism names and extension keywords are compared upper-cased in ASCII alone,
+    as the machines compare them (``smtpcore.smtp.ServerAuth``, ``ServerExtensions``):
+    PLAIN or PIPELINING written with a dotless i (U+0131) is neither; ``Login`` is LOGIN."""
+    assert all(event.mechanism == "LOGIN" for event in session.events if isinstance(event, Auth))
+    assert "PIPELINING" not in session.extensions
+
+
 def _exchanges(session: sst.ClientSession) -> list[tuple[smtp.Event | bytes, ...]]:
     return [group for group in session.groups if isinstance(group[0], Auth | AuthResponse)]
 

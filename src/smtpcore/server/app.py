@@ -151,26 +151,19 @@ class SubmissionHandler(_MailHandler):
         self.listener = listener
         self.internal = internal if internal is not None else InternalAddresses()
 
-    async def handle_rcpt(self, session: Session, envelope: Envelope, command: Rcpt) -> Reply:
-        """An address literal naming an internal address is not relayed to
-        (``smtpcore.server.internal``)."""
+    def _not_local(self, command: Rcpt, decision: RemoteDelivery | Rejected) -> Reply | None:
+        """A recipient the router would relay to an address literal naming an internal
+        address is refused (``550 5.7.1``, :mod:`smtpcore.server.internal`): the
+        submission listener must not make the server connect to services behind it.
+        Other refusals are the router's."""
         address = self.internal.refused_literal(command.recipient)
-        decision = self.router.route(command.recipient, authenticated=True)
         if address is not None and isinstance(decision, RemoteDelivery):
-            self._stats(session).rcpt += 1
-            reply = Reply(
+            return Reply(
                 550,
                 quoted(f"<{command.recipient}>: relay to internal address {address} refused"),
                 "5.7.1",
             )
-            return self._refuse(
-                session,
-                "RCPT",
-                reply,
-                sender=path_text(envelope.sender),
-                recipient=command.recipient,
-            )
-        return await super().handle_rcpt(session, envelope, command)
+        return super()._not_local(command, decision)
 
     async def handle_mail(self, session: Session, command: Mail) -> Reply | None:
         if session.authenticated is None:

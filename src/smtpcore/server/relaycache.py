@@ -19,8 +19,10 @@ extensions): the next message tries again.
 
 Each connection carries at most :data:`REUSE_COUNT_LIMIT` transactions, and is not
 taken once :data:`REUSE_TIME_LIMIT` seconds old (``smtp_connection_reuse_time_limit``,
-``smtp_connection_reuse_count_limit``); at most :data:`MAX_IDLE` are held in all, idle
-or being QUIT, so that memory and descriptors stay bounded whatever the destinations.
+``smtp_connection_reuse_count_limit``); nor is one kept that has had the ``MAIL``
+commands the hop's LIMITS ``MAILMAX`` allows a session (RFC 9422 §4.1): it is QUIT.
+At most :data:`MAX_IDLE` are held in all, idle or being QUIT, so that memory and
+descriptors stay bounded whatever the destinations.
 Idle connections do not count against the worker's ``concurrency`` nor a destination's
 ``destination_concurrency``: those bound sessions at work, as Postfix's bound its
 delivery agents while the connections it caches are held by scache(8), apart. The relay
@@ -169,6 +171,16 @@ def ended_cleanly(client: BaseSMTPClient, before: int) -> bool:
     )
 
 
+def _mail_max_reached(conn: ClientConnection) -> bool:
+    """Whether the session has had the ``MAIL`` commands the server's LIMITS
+    ``MAILMAX`` allows it (RFC 9422 §4.1: refused ones count too, as
+    :attr:`~smtpcore.smtp.ClientConnection.transaction_number` does): kept, it could
+    carry no other message, which would only find that out after the ``RSET`` that
+    verifies it (:func:`verify_kept`) and go over a new connection anyway."""
+    mail_max = conn.extensions.limits.mail_max
+    return mail_max is not None and conn.transaction_number >= mail_max
+
+
 class RelayConnections:
     """The idle relay connections, by :class:`HopKey`, with Postfix's limits."""
 
@@ -222,12 +234,18 @@ class RelayConnections:
 
     def keep(self, key: HopKey, idle: Idle) -> bool:
         """Keep ``idle``, whose last transaction ended cleanly (:func:`ended_cleanly`),
-        for the next message to ``key``; False when it may not be kept (its limits
-        reached, the cache full or closed): then the caller QUITs it. Full counts the
-        expired connections whose QUIT is under way: they are still open."""
+        for the next message to ``key``; False when it may not be kept (its limits or
+        the hop's ``MAILMAX`` reached, the cache full or closed): then the caller QUITs
+        it. Full counts the expired connections whose QUIT is under way: they are still
+        open."""
         idle.transactions += 1
         now = self.clock()
-        if self._closed or self._held() >= self.max_idle or not self._reusable(idle, now):
+        if (
+            self._closed
+            or self._held() >= self.max_idle
+            or not self._reusable(idle, now)
+            or _mail_max_reached(idle.client.connection)
+        ):
             return False
         idle.idle_since = now
         idle.last = idle.client.connection.transaction_number

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Final, TypeAlias
 
 from smtpcore import NEED_DATA, PAUSED, pop3, sasl, smtp
+from smtpcore._words import ascii_upper
 
 __all__ = [
     "POP3Answer",
@@ -158,7 +159,7 @@ def _smtp_sasl_answer(
 ) -> smtp.Reply:
     exchanges = vars(conn)
     if isinstance(event, smtp.Auth):
-        if event.mechanism.upper() not in _PERMISSIVE_MECHANISMS:
+        if ascii_upper(event.mechanism) not in _PERMISSIVE_MECHANISMS:
             return smtp.Reply(235, "Authentication successful", "2.7.0")
         auth = exchanges[_SMTP_EXCHANGE] = permissive_auth()
         reply = auth.start(event)

@@ -15,6 +15,7 @@ from typing import Any, Final
 from hypothesis import reject
 from hypothesis import strategies as st
 
+from smtpcore._words import ascii_upper
 from smtpcore.address import Mailbox
 from smtpcore.smtp import (
     TEMPUNAVAIL,
@@ -106,7 +107,7 @@ def commands(
     ...     assert not isinstance(command, Bdat | StartTls | Auth)
     >>> test_no_command_of_an_extension_not_offered()
     """
-    offered = {name.upper() for name in extensions}
+    offered = {ascii_upper(name) for name in extensions}
     utf8 = "SMTPUTF8" in offered
     hello = st.builds(Lhlo if lmtp else Ehlo, domains())
     options: list[st.SearchStrategy[Command]] = [

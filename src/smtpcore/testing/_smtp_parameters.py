@@ -15,6 +15,7 @@ from typing import Final
 
 from hypothesis import strategies as st
 
+from smtpcore._words import ascii_upper
 from smtpcore.smtp import OriginalRecipient, Parameters, xtext
 from smtpcore.smtp._dsn import DSNError, read_any_case_xtext
 from smtpcore.testing._addresses import mailboxes
@@ -144,7 +145,7 @@ def mail_parameters(
     >>> sst.mail_parameters(extensions={"SIZE", "DSN"}).example()  # doctest: +SKIP
     Parameters({'SIZE': '1024', 'RET': 'HDRS'})
     """
-    offered = {name.upper() for name in extensions}
+    offered = {ascii_upper(name) for name in extensions}
     # Values are as case-insensitive as the rest of the ABNF (RFC 5234 §2.3): 7bit, hdrs.
     choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
     if "SIZE" in offered:
@@ -214,7 +215,7 @@ def rcpt_parameters(
     ...     assert not any(isinstance(event, BadCommand) for event in events)
     >>> test_a_dsn_server_accepts_them()
     """
-    offered = {name.upper() for name in extensions}
+    offered = {ascii_upper(name) for name in extensions}
     choices: list[st.SearchStrategy[tuple[str, str | None]]] = []
     if "DSN" in offered:
         choices.append(
@@ -310,7 +311,7 @@ def parameter_texts(
     )
     if not hostile:
         return valid
-    offered = frozenset(name.upper() for name in extensions)
+    offered = frozenset(ascii_upper(name) for name in extensions)
     separators = st.sampled_from([" ", " ", " ", "  ", "", "\t"])
     hostile_text = st.builds(
         lambda tokens, seps, tail: (

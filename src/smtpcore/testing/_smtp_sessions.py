@@ -21,6 +21,7 @@ from typing import Final
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from smtpcore._words import ascii_upper
 from smtpcore.address import Mailbox
 from smtpcore.sasl import PlainClient
 from smtpcore.smtp import (
@@ -300,7 +301,7 @@ def sessions(
         raise InvalidArgument(
             f"max_recipients={max_recipients!r} must be at least 1: a transaction needs one"
         )
-    offered = frozenset(name.upper() for name in extensions)
+    offered = frozenset(ascii_upper(name) for name in extensions)
     # Built here, once per call: a strategy built inside a draw is validated at every draw.
     if content is None:
         content = message_contents(eight_bit="8BITMIME" in offered)
@@ -442,7 +443,7 @@ def _sessions(
     tls = "STARTTLS" in offered and draw(st.booleans())
     if tls:
         groups += [(StartTls(),), (hello,)]
-    listed = {name.upper() for name in auth_mechanisms}
+    listed = {ascii_upper(name) for name in auth_mechanisms}
     mechanisms = [name for name in AUTH_MECHANISMS if name in listed]
     # A server that offers STARTTLS offers PLAIN and LOGIN only over TLS (RFC 4954 §4).
     usable = "AUTH" in offered and (tls or "STARTTLS" not in offered)
