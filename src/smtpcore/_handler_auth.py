@@ -32,7 +32,7 @@ from smtpcore.sasl import (
     XOAuth2Server,
     passwords_match,
 )
-from smtpcore.sasl._base import _require_found
+from smtpcore.sasl._base_checks import _require_found
 from smtpcore.sasl._scram_keys import _MOST_ITERATIONS, DEFAULT_ITERATIONS
 
 MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
