@@ -5,8 +5,8 @@
 the ``MAIL`` and ``RCPT`` commands and the content, adding ``SIZE``,
 ``BODY`` and ``SMTPUTF8`` where the server offers them, and refuses, before
 anything is sent, what the server's EHLO reply rules out (RFC 5321 §2.2.2,
-RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3). The envelope an email message's
-fields give (:mod:`smtpcore._driver._smtp_envelope_fields`) and its header
+RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3). The sender and recipients an email
+message's fields give (:mod:`smtpcore._driver._smtp_envelope_fields`) and its header
 section as octets, hidden fields left out
 (:mod:`smtpcore._driver._smtp_envelope_header`), have modules of their own.
 """
@@ -22,7 +22,11 @@ from typing import Final, NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, check_not_text, known_size
 from smtpcore._driver._header_octets import header_fields_wording, utf8_header_fields
-from smtpcore._driver._smtp_envelope_fields import _first_wide_field, envelope_from_fields
+from smtpcore._driver._smtp_envelope_fields import (
+    _first_wide_field,
+    recipients_from_fields,
+    sender_from_fields,
+)
 from smtpcore._driver._smtp_envelope_header import _email_bytes, _header_section
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
@@ -38,6 +42,7 @@ __all__ = [
     "RecipientParameters",
     "Recipients",
     "build_envelope",
+    "envelope_from_fields",
 ]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
@@ -194,6 +199,21 @@ def build_envelope(
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
+
+
+def envelope_from_fields(
+    message: email.message.Message,
+    sender: str | Mailbox | None,
+    recipients: Recipients | None,
+) -> tuple[str | Mailbox, Recipients]:
+    """The envelope of an email message where the caller gives none, as
+    ``smtplib.send_message`` derives it (and ``sendmail -t``): what is not given
+    comes from its fields (:func:`sender_from_fields`, :func:`recipients_from_fields`)."""
+    if sender is None:
+        sender = sender_from_fields(message)
+    if recipients is None:
+        recipients = recipients_from_fields(message)
+    return sender, recipients
 
 
 def check_sendable(

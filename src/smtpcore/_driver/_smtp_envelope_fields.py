@@ -1,4 +1,5 @@
-"""The envelope an email message's header fields give, where the caller gives none.
+"""The sender and recipients an email message's header fields give, for an envelope
+the caller gives no part of.
 
 As ``smtplib.send_message`` and ``sendmail -t`` derive it: the sender from
 ``Sender`` or ``From``, the recipients from ``To``, ``Cc`` and ``Bcc`` (the
@@ -12,15 +13,9 @@ from __future__ import annotations
 import email.header
 import email.message
 import email.utils
-from typing import TYPE_CHECKING, Final
-
-from smtpcore.address import Mailbox
-
-if TYPE_CHECKING:
-    from smtpcore._driver._smtp_envelope import Recipients
+from typing import Final
 
 __all__ = [
-    "envelope_from_fields",
     "field_addresses",
     "field_texts",
     "recipient_fields",
@@ -29,21 +24,6 @@ __all__ = [
     "sender_field",
     "sender_from_fields",
 ]
-
-
-def envelope_from_fields(
-    message: email.message.Message,
-    sender: str | Mailbox | None,
-    recipients: Recipients | None,
-) -> tuple[str | Mailbox, Recipients]:
-    """The envelope of an email message where the caller gives none, as
-    ``smtplib.send_message`` derives it (and ``sendmail -t``): what is not given
-    comes from its fields (:func:`sender_from_fields`, :func:`recipients_from_fields`)."""
-    if sender is None:
-        sender = sender_from_fields(message)
-    if recipients is None:
-        recipients = recipients_from_fields(message)
-    return sender, recipients
 
 
 def sender_from_fields(
