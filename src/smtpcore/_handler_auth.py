@@ -1,10 +1,10 @@
-"""AUTH on an SMTP server: the :class:`~smtpcore.handler.Authenticator` and who a login proved.
+"""AUTH on an SMTP server: the :class:`~smtpcore.handler.Authenticator`.
 
 An :class:`Authenticator` turns the application's credential checks into
 :mod:`smtpcore.sasl` mechanisms, each built fresh for one ``AUTH`` command
-(RFC 4954); a successful exchange leaves an :class:`AuthIdentity`. Kept apart
-from the hooks of :mod:`smtpcore.handler`, which re-exports both, so that the
-credential checks and the mechanism table can be read in one place; the POP3
+(RFC 4954); a successful exchange leaves a :class:`~smtpcore.handler.AuthIdentity`.
+Kept apart from the hooks of :mod:`smtpcore.handler`, which re-exports it, so that
+the credential checks and the mechanism table can be read in one place; the POP3
 server reads the same Authenticator.
 """
 
@@ -38,25 +38,6 @@ from smtpcore.sasl._scram_keys import _MOST_ITERATIONS, DEFAULT_ITERATIONS
 MechanismFactory: TypeAlias = Callable[[], ServerMechanism]
 """Builds a fresh server mechanism for one ``AUTH`` command (documented where it is
 imported from, :data:`smtpcore.handler.MechanismFactory`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthIdentity:
-    """Who the client proved to be with ``AUTH`` (RFC 4954, RFC 4422 §3.4).
-
-    ``str()`` gives :attr:`authzid`, the identity to apply policy to.
-    """
-
-    authcid: str
-    """The name whose credentials were checked."""
-    authzid: str
-    """The identity the client acts as: :attr:`authcid` itself unless the client
-    asked for another and the :class:`Authenticator`'s ``authorize`` allowed it."""
-    mechanism: str
-    """The SASL mechanism used, such as ``"PLAIN"``."""
-
-    def __str__(self) -> str:
-        return self.authzid
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,15 +25,17 @@ both adapters.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
-from smtpcore import _handler_auth
 from smtpcore._errors import LocalProtocolError
-from smtpcore._handler_auth import Authenticator, AuthIdentity
-from smtpcore._handler_envelope import Envelope, Recipient, _Commit, _CommitMark
-from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Rcpt, Reply, Xclient
+from smtpcore._handler_auth import Authenticator
+from smtpcore._handler_auth import MechanismFactory as _MechanismFactory
+from smtpcore._rarely_set import _RarelySet
+from smtpcore.address import Mailbox
+from smtpcore.smtp import Ehlo, Helo, Lhlo, Mail, Parameters, Rcpt, Reply, Xclient, Xforward
 
 __all__ = [
     "AuthIdentity",
@@ -51,8 +53,27 @@ MessageReply: TypeAlias = "Reply | Sequence[Reply] | None"
 """What :meth:`Handler.handle_message` returns: one reply, one per recipient
 (LMTP, RFC 2033 §4.2), or None for the default."""
 
-MechanismFactory: TypeAlias = _handler_auth.MechanismFactory
+MechanismFactory: TypeAlias = _MechanismFactory
 """Builds a fresh server mechanism for one ``AUTH`` command."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthIdentity:
+    """Who the client proved to be with ``AUTH`` (RFC 4954, RFC 4422 §3.4).
+
+    ``str()`` gives :attr:`authzid`, the identity to apply policy to.
+    """
+
+    authcid: str
+    """The name whose credentials were checked."""
+    authzid: str
+    """The identity the client acts as: :attr:`authcid` itself unless the client
+    asked for another and the :class:`Authenticator`'s ``authorize`` allowed it."""
+    mechanism: str
+    """The SASL mechanism used, such as ``"PLAIN"``."""
+
+    def __str__(self) -> str:
+        return self.authzid
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,69 +94,77 @@ class TLSInfo:
     the proxy reported (None where it did not)."""
 
 
-class _RarelySet:
-    """What few sessions ever hold, kept out of ``__init__``: slots set the first time
-    they are needed, read through properties that make up for an unset one. An idle
-    server holds thousands of sessions, and opens one per connection; each that never
-    needs these spends neither the time to set them nor an empty dictionary (64 bytes).
-    Not dataclass fields, they stay out of the repr and ``dataclasses.replace``, as
-    the application's own state should; pickling keeps them."""
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One accepted ``RCPT TO``: the mailbox and its ESMTP parameters (RFC 5321 §4.1.1.3)."""
 
-    __slots__ = ("_extra", "_peer_stands_in_for")
-    _extra: dict[str, Any]
-    _peer_stands_in_for: str
-    peer: tuple[str, int] | None  # each session's own field
+    mailbox: Mailbox
+    params: Parameters = field(default_factory=Parameters)
 
-    @property
-    def extra(self) -> dict[str, Any]:
-        """Room for the application's own state about this session."""
-        try:
-            return self._extra
-        except AttributeError:
-            extra: dict[str, Any] = {}
-            self._extra = extra
-            return extra
 
-    @extra.setter
-    def extra(self, value: dict[str, Any]) -> None:
-        self._extra = value
+class _Commit(enum.Enum):
+    """Where a message at its end stands for :meth:`Session.begin_commit` (before
+    that, while its content comes, the mark is unset: :class:`_CommitMark`)."""
 
-    @property
-    def peer_stands_in_for(self) -> str | None:
-        """Set when ``peer`` is the address of the trusted proxy the client came
-        through, whose PROXY header named the client by no address (proxy-protocol.txt
-        §2.1 ``UNKNOWN``, §2.2 ``LOCAL`` or the UNIX family): that client as the log
-        names it, ``unix:<path>`` (a Unix socket's, escaped) or ``unknown``. The log
-        then never names the proxy alone as the client (``unknown via proxy
-        [192.0.2.1]:4000``), so that fail2ban cannot ban the proxy for it. None for
-        every other session."""
-        try:
-            return self._peer_stands_in_for
-        except AttributeError:
-            return None
+    ANSWERING = enum.auto()
+    """``handle_message`` runs: it may begin the commit."""
+    COMMITTING = enum.auto()
+    """``handle_message`` began the commit: a 421 from here on would be false."""
 
-    @peer_stands_in_for.setter
-    def peer_stands_in_for(self, value: str | None) -> None:
-        if value is not None:
-            self._peer_stands_in_for = value
-        elif hasattr(self, "_peer_stands_in_for"):  # XCLIENT named the client
-            del self._peer_stands_in_for
 
-    @property
-    def client_address(self) -> str | None:
-        """The client's IP address, to judge it by (relaying: :meth:`Router.route
-        <smtpcore.routing.Router.route>`'s ``client_address``; access lists): ``peer``'s,
-        or None when the client is unknown. It is unknown when a trusted proxy's PROXY
-        header named none (``UNKNOWN``, ``LOCAL``, a Unix socket's path:
-        ``peer_stands_in_for`` is set, and ``peer`` is the proxy's own address, which
-        this never is: a proxy on loopback would make each such client a loopback
-        one, which ``Router``'s default ``trusted_networks`` trusts), when an SMTP
-        client's XCLIENT called its address unavailable, and on a Unix-socket
-        listener. An XCLIENT proxy that named no ``ADDR`` is its own client here."""
-        peer = self.peer
-        if peer is None or self.peer_stands_in_for is not None:
-            return None
-        return peer[0]
+class _CommitMark:
+    """Where a message stands for :meth:`Session.begin_commit`, kept with its own
+    transaction, so that no mark outlives the message it was set for. A slot set
+    only just before ``handle_message`` (:func:`_answering`) and by ``begin_commit``;
+    unset, the content is still coming: the adapter builds an envelope at each MAIL, and
+    spends no time on it there."""
+
+    __slots__ = ("_commit",)
+    _commit: _Commit
+
+
+@dataclass(slots=True, eq=False)
+class Envelope(_CommitMark):
+    """One mail transaction: sender, accepted recipients and, once read, the content.
+
+    A new envelope starts with each accepted ``MAIL``. ``content`` holds the
+    message (without dot-stuffing) when the handler lets the adapter collect
+    it in memory; a streaming handler leaves it empty.
+    """
+
+    sender: Mailbox | None
+    """The reverse-path; ``None`` is the null path ``<>`` of a bounce (RFC 5321 §4.5.5)."""
+    mail_params: Parameters = field(default_factory=Parameters)
+    submitter: str | None = None
+    """The ``AUTH=`` mailbox of ``MAIL`` (xtext-decoded), from an authenticated client only.
+
+    A mailbox (RFC 4954 §5), in its wire form, that holds no control or format
+    character (ZWNJ and ZWJ excepted: some scripts cannot be written without them,
+    as log text keeps them): an ``AUTH=`` whose xtext decodes to anything else (a bare user name, a
+    CR LF) is taken as ``AUTH=<>``, and one that is no xtext gets ``501 5.5.4``.
+
+    ``None`` when the client gave ``AUTH=<>``, no ``AUTH=``, or has not
+    authenticated: RFC 4954 §5 then has the server act as if ``AUTH=<>``
+    was given. Whether to trust the authenticated client's word is the
+    handler's decision (``mail_params`` keeps the raw value for logging).
+    """
+    recipients: list[Recipient] = field(default_factory=list)
+    xforward: Xforward | None = None
+    """Who sent this message to the host before, as a trusted content filter said with
+    XFORWARD before ``MAIL`` (Postfix); None when it said nothing."""
+    content: bytes = b""
+    """The message as received, once :meth:`Handler.handle_message` is called."""
+    size: int = 0
+    """Octets of content received so far (after unstuffing)."""
+    chunks: list[bytes] = field(default_factory=list, repr=False)
+    """Where the default :meth:`Handler.handle_data_chunk` collects content."""
+
+
+def _answering(envelope: Envelope) -> None:
+    """The adapter's call, just before ``handle_message``: from now on that hook may
+    call :meth:`Session.begin_commit`."""
+    mark: _CommitMark = envelope  # the slot is the base class's, not a field
+    mark._commit = _Commit.ANSWERING
 
 
 @dataclass(slots=True, eq=False)

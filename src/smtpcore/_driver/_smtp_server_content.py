@@ -21,9 +21,8 @@ from smtpcore._driver._own_timeouts import DeadlinePassed
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_hooks import HANDLER
 from smtpcore._driver._smtp_server_transaction import Transaction
-from smtpcore._handler_envelope import _answering
 from smtpcore._plural import counted
-from smtpcore.handler import Envelope, MessageReply
+from smtpcore.handler import Envelope, MessageReply, _answering
 from smtpcore.smtp import Bdat, Data, EndOfMessage, MessageData, RejectedMessage, Reply, State
 
 logger = logging.getLogger("smtpcore.server")
