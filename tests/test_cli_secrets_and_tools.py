@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import smtpcore.__main__ as cli
 from peers import make_tls_files, running_smtp_server
-from smtpcore._driver._smtp_envelope import header_lines, unobsolete_names
+from smtpcore._driver._smtp_envelope_header import header_lines, unobsolete_names
 from smtpcore.address import AddressError, Mailbox, parse_mailbox
 from smtpcore.handler import Authenticator
 from smtpcore.sasl import derive_scram_credentials

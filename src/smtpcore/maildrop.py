@@ -41,7 +41,8 @@ from smtpcore._maildir_open import _cannot_open, _Opened, _take_lock
 from smtpcore._maildir_update_step import _Updates
 from smtpcore._maildrop_errors import MaildropError, MaildropInUse, MessageUnavailable
 from smtpcore._pop3_size import WireSize, pop3_size
-from smtpcore.handler import TLSInfo, _RarelySet
+from smtpcore._rarely_set import _RarelySet
+from smtpcore.handler import TLSInfo
 from smtpcore.sasl import (
     CramMD5Server,
     LoginServer,

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from inspect import isawaitable
 
 from smtpcore._driver._pop3_server_login import AUTH_FAILED, Login
+from smtpcore._handler_auth import _runs_in_thread
 from smtpcore._words import ascii_upper
-from smtpcore.handler import _runs_in_thread
 from smtpcore.maildrop import MechanismFactory
 from smtpcore.pop3 import Auth, AuthAnswer, AuthResponse, Err, ServerAuth
 from smtpcore.pop3._events import MECHANISM_NAME

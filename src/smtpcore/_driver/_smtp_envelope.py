@@ -5,29 +5,29 @@
 the ``MAIL`` and ``RCPT`` commands and the content, adding ``SIZE``,
 ``BODY`` and ``SMTPUTF8`` where the server offers them, and refuses, before
 anything is sent, what the server's EHLO reply rules out (RFC 5321 §2.2.2,
-RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3).
+RFC 1870 §6, RFC 6531 §3.2, RFC 6152 §3). The sender and recipients an email
+message's fields give (:mod:`smtpcore._driver._smtp_envelope_fields`) and its header
+section as octets, hidden fields left out
+(:mod:`smtpcore._driver._smtp_envelope_header`), have modules of their own.
 """
 
 from __future__ import annotations
 
-import copy
-import email.header
 import email.message
-import email.policy
-import email.utils
 import functools
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Final, NamedTuple, TypeAlias
 
 from smtpcore._driver._content import Content, check_not_text, known_size
-from smtpcore._driver._header_octets import (
-    FIELD_NAME,
-    header_fields_wording,
-    utf8_header_fields,
+from smtpcore._driver._header_octets import header_fields_wording, utf8_header_fields
+from smtpcore._driver._smtp_envelope_fields import (
+    _first_wide_field,
+    recipients_from_fields,
+    sender_from_fields,
 )
+from smtpcore._driver._smtp_envelope_header import _email_bytes, _header_section
 from smtpcore._driver._smtp_errors import ExtensionNotOffered, MessageTooLarge
 from smtpcore._errors import LocalProtocolError
 from smtpcore._numbers import parse_number
@@ -37,24 +37,12 @@ from smtpcore.smtp._extensions import parameter_problem, unoffered_parameter
 from smtpcore.smtp._params import NO_PARAMETERS, ParametersLike
 
 __all__ = [
-    "HIDDEN_FIELDS",
     "Envelope",
     "Offer",
     "RecipientParameters",
     "Recipients",
     "build_envelope",
     "envelope_from_fields",
-    "field_addresses",
-    "field_texts",
-    "header_lines",
-    "hidden_fields_blanked",
-    "recipient_fields",
-    "recipients_from_fields",
-    "resent_prefix",
-    "sender_field",
-    "sender_from_fields",
-    "unobsolete_names",
-    "without_hidden_fields",
 ]
 
 Recipients: TypeAlias = str | Mailbox | Iterable[str | Mailbox]
@@ -211,6 +199,21 @@ def build_envelope(
     if mail.params is not NO_PARAMETERS or rcpt_params is not None:
         check_offered(offer.extensions, mail, commands)
     return Envelope(mail, commands, content)
+
+
+def envelope_from_fields(
+    message: email.message.Message,
+    sender: str | Mailbox | None,
+    recipients: Recipients | None,
+) -> tuple[str | Mailbox, Recipients]:
+    """The envelope of an email message where the caller gives none, as
+    ``smtplib.send_message`` derives it (and ``sendmail -t``): what is not given
+    comes from its fields (:func:`sender_from_fields`, :func:`recipients_from_fields`)."""
+    if sender is None:
+        sender = sender_from_fields(message)
+    if recipients is None:
+        recipients = recipients_from_fields(message)
+    return sender, recipients
 
 
 def check_sendable(
@@ -377,298 +380,6 @@ def _parsed_mailbox(text: str) -> Mailbox:
     if path is None:
         raise AddressError("the null path <> is a sender, not a recipient")
     return path
-
-
-def envelope_from_fields(
-    message: email.message.Message,
-    sender: str | Mailbox | None,
-    recipients: Recipients | None,
-) -> tuple[str | Mailbox, Recipients]:
-    """The envelope of an email message where the caller gives none, as
-    ``smtplib.send_message`` derives it (and ``sendmail -t``): what is not given
-    comes from its fields (:func:`sender_from_fields`, :func:`recipients_from_fields`)."""
-    if sender is None:
-        sender = sender_from_fields(message)
-    if recipients is None:
-        recipients = recipients_from_fields(message)
-    return sender, recipients
-
-
-def sender_from_fields(
-    message: email.message.Message, *, fall_back_to_original: bool = False
-) -> str:
-    """The sender of an email message: the address :func:`sender_field` finds."""
-    return sender_field(message, fall_back_to_original=fall_back_to_original)[1]
-
-
-def sender_field(
-    message: email.message.Message, *, fall_back_to_original: bool = False
-) -> tuple[str, str]:
-    """The name of the field giving an email message's sender, and its address: the
-    first address of its ``Sender`` field, else of its ``From`` (the ``Resent-`` ones in
-    a message resent, :func:`resent_prefix`). A ``Sender`` with no address (empty, a
-    group, RFC 5322 §3.4) says nothing: ``From`` is read. None at all is a
-    :class:`ValueError`, never the null reverse-path, which would lose every bounce
-    (RFC 5321 §4.5.5). With ``fall_back_to_original`` (the recipients given, only a
-    return address is asked), a message resent more than once, or whose resent block
-    has no ``Resent-Sender`` nor ``Resent-From``, gives its original ``Sender`` or
-    ``From`` rather than a :class:`ValueError`; so does one whose resent sender fields
-    name nobody (empty, a group)."""
-    prefix = resent_prefix(message, original_if_resent_again=fall_back_to_original)
-    names: tuple[str, ...] = (f"{prefix}Sender", f"{prefix}From")
-    if prefix and fall_back_to_original:
-        names += ("Sender", "From")
-    for name in names:
-        for _, address in field_addresses(message, name):
-            if address:
-                return name, address
-    present = [name for name in names if message.get_all(name)]
-    if not present:
-        raise ValueError(f"no sender given and the message has no {names[-1]} header")
-    verb = "has" if len(present) == 1 else "have"
-    raise ValueError(
-        f"no sender given and the message's {' and '.join(present)} {verb} no address"
-    )
-
-
-def recipients_from_fields(message: email.message.Message) -> list[str]:
-    """The recipients of an email message: the addresses :func:`recipient_fields`
-    finds, in their order; empty when there is none."""
-    return [address for addresses in recipient_fields(message).values() for address in addresses]
-
-
-def recipient_fields(message: email.message.Message) -> dict[str, list[str]]:
-    """The addresses of each of the ``To``, ``Cc`` and ``Bcc`` fields of an email
-    message (the ``Resent-`` ones in a message resent, :func:`resent_prefix`) that
-    holds one, by field name, in their order."""
-    prefix = resent_prefix(message)
-    fields = {
-        prefix + name: [address for _, address in field_addresses(message, prefix + name)]
-        for name in ("To", "Cc", "Bcc")
-    }
-    return {
-        name: [a for a in addresses if a] for name, addresses in fields.items() if any(addresses)
-    }
-
-
-def resent_prefix(
-    message: email.message.Message, *, original_if_resent_again: bool = False
-) -> str:
-    """``"Resent-"`` for a message resent once (one ``Resent-Date``, RFC 5322 §3.6.6),
-    which goes to its new recipients, not back to the first ones; ``""`` for one never
-    resent. With more than one resent block, which one is meant is not said:
-    :class:`ValueError`, as ``smtplib`` does (the caller can give the envelope), or
-    with ``original_if_resent_again`` ``""``, the original fields."""
-    resent = message.get_all("Resent-Date", [])
-    if len(resent) > 1:
-        if original_if_resent_again:
-            return ""
-        raise ValueError("the message has more than one Resent- block: give the envelope")
-    return "Resent-" if resent else ""
-
-
-def field_addresses(message: email.message.Message, name: str) -> list[tuple[str, str]]:
-    """The (display name, address) pairs of every ``name`` field of ``message``, as
-    :func:`email.utils.getaddresses` finds them in :func:`field_texts`.
-
-    An address must be UTF-8 (RFC 6532 §3.2): one holding other octets is a
-    :class:`ValueError` naming the field, not an address of U+FFFD. A display name
-    holding them (Latin-1 in old mail, sent as it came before RFC 6532) does not
-    matter: it is no part of the envelope."""
-    pairs = email.utils.getaddresses(field_texts(message, name))
-    for _, address in pairs:
-        if not address.isascii() and _has_escapes(address):
-            raise _not_utf8(name, address.encode("utf-8", "surrogateescape"))
-    return pairs
-
-
-def field_texts(message: email.message.Message, name: str) -> list[str]:
-    """Every value of the header field ``name`` as the text it holds, unfolded.
-
-    An address field may hold UTF-8 (RFC 6532 §3.2). A message parsed from bytes
-    keeps such octets as surrogate escapes, which every policy shows as U+FFFD: the
-    raw values (:meth:`~email.message.Message.raw_items`, the same whatever the
-    policy) are read here, and the octets turned back into the UTF-8 they are.
-    Octets that are not UTF-8 stay surrogate escapes (see :func:`field_addresses`)."""
-    wanted = name.lower()
-    return [_field_text(value) for key, value in message.raw_items() if key.lower() == wanted]
-
-
-def _field_text(value: object) -> str:
-    """One raw field value as text (see :func:`field_texts`). A compat32
-    :class:`~email.header.Header` an application built is decoded from its charsets."""
-    if not isinstance(value, email.header.Header):
-        return _unfolded(_unescaped(str(value)))
-    texts = []
-    for chunk, charset in email.header.decode_header(value):
-        if isinstance(chunk, str):
-            texts.append(_unescaped(chunk))
-            continue
-        try:
-            texts.append(chunk.decode(charset or "ascii"))
-        except (LookupError, UnicodeDecodeError):
-            # compat32's raw 8-bit octets come as "unknown-8bit": UTF-8, if anything.
-            texts.append(_unescaped(chunk.decode("utf-8", "surrogateescape")))
-    return _unfolded("".join(texts))
-
-
-def _unfolded(text: str) -> str:
-    """``text`` without the line breaks of its folding (RFC 5322 §2.2.3)."""
-    return text.replace("\r\n", "").replace("\n", "") if "\n" in text else text
-
-
-def _unescaped(text: str) -> str:
-    """``text`` with the surrogate escapes of octets parsed from bytes turned back into
-    the UTF-8 they encode; those that are no UTF-8 stay escapes. Unchanged when it holds
-    none (the usual case)."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
-
-
-def _has_escapes(text: str) -> bool:
-    """Whether ``text`` holds a surrogate escape: an octet that is not UTF-8."""
-    return any("\udc80" <= char <= "\udcff" for char in text)
-
-
-def _not_utf8(name: str, octets: bytes) -> ValueError:
-    shown = octets.decode("utf-8", "backslashreplace")
-    return ValueError(f"the message's {name} field is not UTF-8 (RFC 6532 §3.2): '{shown}'")
-
-
-_ADDRESS_FIELDS: Final = (
-    "From",
-    "Sender",
-    "Reply-To",
-    "To",
-    "Cc",
-    "Resent-From",
-    "Resent-Sender",
-    "Resent-To",
-    "Resent-Cc",
-)
-"""The address fields that go on the wire (``Bcc`` and ``Resent-Bcc`` do not)."""
-
-
-def _first_wide_field(message: email.message.Message) -> str | None:
-    """The name of the first address field of ``message`` holding a UTF-8 address,
-    which only an SMTPUTF8 transaction may carry (RFC 6532 §3; an RFC 2047 encoded
-    word may not stand in an address, RFC 2047 §5); None."""
-    for name in _ADDRESS_FIELDS:
-        if not all(address.isascii() for _, address in field_addresses(message, name)):
-            return name
-    return None
-
-
-def _header_section(content: bytes) -> bytes:
-    """The header section of a message's wire form: up to its first empty line, which
-    may be the first line (a message without header fields)."""
-    return content[: _header_end(content)]
-
-
-HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
-"""The fields whose recipients the others must not see (RFC 5322 §3.6.3): the envelope
-reads them, the content goes without them (:func:`_email_bytes`,
-:func:`without_hidden_fields`)."""
-
-_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
-"""A line end and the empty line after it (CRLF or a bare LF, as a saved file may
-have)."""
-
-
-def _header_end(content: bytes) -> int:
-    """Where ``content``'s header section ends (RFC 5322 §2.1): after the line end
-    before its first empty line; 0 when the first line is empty, the whole when there
-    is none. Found by a search that stops there: the body is never split or copied."""
-    if content.startswith((b"\r\n", b"\n")):
-        return 0
-    empty = _EMPTY_LINE.search(content)
-    return len(content) if empty is None else empty.start() + 1
-
-
-def header_lines(content: bytes) -> list[bytes]:
-    """The lines of ``content``'s header section, line endings kept: up to its first
-    empty line, or all of it. Only the header section is split (:func:`_header_end`):
-    a message may be as large as its server takes."""
-    lines = []
-    for line in content[: _header_end(content)].splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):  # a bare CR ended the line before
-            break
-        lines.append(line)
-    return lines
-
-
-def unobsolete_names(lines: Iterable[bytes]) -> bytes:
-    """``lines`` with the obsolete white space before a field's colon removed (RFC 5322
-    §4.5.3), which stops :mod:`email`'s parser at the field: for reading the fields,
-    not for sending them. Only a line that starts a field is touched; a folded line
-    (white space first, RFC 5322 §2.2.3) may hold `` :`` in a quoted string."""
-    return b"".join(map(_unobsolete_name, lines))
-
-
-def _unobsolete_name(line: bytes) -> bytes:
-    """``line`` with no white space between the field name that starts it and its colon."""
-    name = FIELD_NAME.match(line)
-    if name is None or name.end() == len(name.group(1)) + 1:  # not a field, or no space
-        return line
-    return name.group(1) + b":" + line[name.end() :]
-
-
-def without_hidden_fields(content: bytes) -> bytes:
-    """``content`` (a message as bytes) without its ``Bcc`` and ``Resent-Bcc`` fields
-    and their folded lines (:data:`HIDDEN_FIELDS`, RFC 5322 §3.6.3), obsolete forms
-    included; every other octet as it came (a signature over them stays good)."""
-    head = header_lines(content)
-    kept = [line for line, hidden in zip(head, _hidden_lines(head), strict=True) if not hidden]
-    if len(kept) == len(head):
-        return content
-    return b"".join(kept) + content[sum(map(len, head)) :]
-
-
-def hidden_fields_blanked(content: bytes) -> bytes:
-    """``content`` with each line of its ``Bcc`` and ``Resent-Bcc`` fields emptied, its
-    line end kept: the lines :func:`without_hidden_fields` sends, each numbered as in
-    ``content`` (for naming a line that cannot be sent by its place in the file)."""
-    head = header_lines(content)
-    hidden = _hidden_lines(head)
-    if not any(hidden):
-        return content
-    lines = [_line_end(line) if gone else line for line, gone in zip(head, hidden, strict=True)]
-    return b"".join(lines) + content[sum(map(len, head)) :]
-
-
-def _hidden_lines(head: Sequence[bytes]) -> list[bool]:
-    """Whether each line of ``head`` belongs to a hidden field (:data:`HIDDEN_FIELDS`),
-    a folded line going with its field."""
-    names = {name.lower().encode() for name in HIDDEN_FIELDS}
-    hidden: list[bool] = []
-    dropping = False
-    for line in head:
-        if line[:1] not in (b" ", b"\t"):  # a folded line goes with its field
-            name = FIELD_NAME.match(line)
-            dropping = name is not None and name.group(1).lower() in names
-        hidden.append(dropping)
-    return hidden
-
-
-def _line_end(line: bytes) -> bytes:
-    """The CRLF, CR or LF that ends ``line`` (a line of :func:`header_lines`), if any."""
-    return line[len(line.rstrip(b"\r\n")) :]
-
-
-def _email_bytes(message: email.message.Message, *, utf8: bool) -> bytes:
-    """The wire form of an email message: CRLF line endings, the ``Bcc`` and
-    ``Resent-Bcc`` fields left out (RFC 5322 §3.6.3: those recipients stay
-    hidden), and its header fields in UTF-8 in an SMTPUTF8 transaction (RFC 6532
-    §3), in ASCII otherwise whatever the policy's ``utf8`` (RFC 2047 encoded
-    words: UTF-8 header fields need SMTPUTF8, RFC 6531 §3.2)."""
-    outgoing = copy.copy(message)
-    for name in HIDDEN_FIELDS:
-        del outgoing[name]
-    policy = message.policy.clone(linesep="\r\n")
-    if isinstance(policy, email.policy.EmailPolicy):  # compat32 has no utf8
-        policy = policy.clone(utf8=utf8)
-    return outgoing.as_bytes(policy=policy)
 
 
 def _params_of(given: RecipientParameters, recipient: Mailbox) -> Parameters:

@@ -26,8 +26,9 @@ from smtpcore._driver._logtext import (
 )
 from smtpcore._driver._proxied import client_text
 from smtpcore._driver._smtp_server_hooks import HandlerHooks
+from smtpcore._handler_auth import _runs_in_thread
 from smtpcore._words import ascii_upper
-from smtpcore.handler import Authenticator, AuthIdentity, MechanismFactory, _runs_in_thread
+from smtpcore.handler import Authenticator, AuthIdentity, MechanismFactory
 from smtpcore.sasl import ChannelBindings, Failure, offered_mechanisms
 from smtpcore.smtp import Auth, AuthResponse, Reply, ServerAuth, State
 

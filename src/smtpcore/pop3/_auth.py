@@ -28,11 +28,8 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
-from smtpcore.sasl._base import (
-    check_client_auth_arguments,
-    require_count,
-    take_initial_response,
-)
+from smtpcore.sasl._base_checks import require_count
+from smtpcore.sasl._base_client import check_client_auth_arguments, take_initial_response
 
 __all__ = ["AuthAnswer", "AuthenticationFailed", "ClientAuth", "ServerAuth"]
 

@@ -18,15 +18,15 @@ from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
     Challenge,
-    ClientMechanism,
     CredentialsUnavailable,
     Failure,
     SASLError,
-    ServerMechanism,
     Step,
     Success,
     UnexpectedInitialResponse,
 )
+from smtpcore.sasl._base_client import ClientMechanism
+from smtpcore.sasl._base_server import ServerMechanism
 from smtpcore.sasl._channel import (
     TLS_EXPORTER,
     TLS_EXPORTER_LABEL,

@@ -16,20 +16,16 @@ from collections.abc import Callable
 from typing import Final, TypeAlias
 
 from smtpcore._errors import LocalProtocolError
-from smtpcore.sasl._base import (
-    DEFAULT_MAX_RESPONSE_SIZE,
-    Challenge,
-    ClientMechanism,
-    SASLError,
-    ServerMechanism,
-    Step,
-    _Reject,
+from smtpcore.sasl._base import DEFAULT_MAX_RESPONSE_SIZE, Challenge, SASLError, Step, _Reject
+from smtpcore.sasl._base_checks import (
     _require_found,
     decode_utf8,
     encode_utf8,
     prepare_identity,
     require_str,
 )
+from smtpcore.sasl._base_client import ClientMechanism
+from smtpcore.sasl._base_server import ServerMechanism
 
 __all__ = ["CramMD5Client", "CramMD5Server", "GetPassword"]
 

@@ -25,18 +25,19 @@ from smtpcore.sasl._base import (
     Challenge,
     Failure,
     SASLError,
-    ServerMechanism,
     Step,
     _CallbackError,
-    _ClientFirstMechanism,
-    _ClientStage,
     _Reject,
+)
+from smtpcore.sasl._base_checks import (
     decode_utf8,
     encode_utf8,
     escape_saslname,
     require_str,
     unescape_saslname,
 )
+from smtpcore.sasl._base_client import _ClientFirstMechanism, _ClientStage
+from smtpcore.sasl._base_server import ServerMechanism
 
 __all__ = [
     "CheckToken",

@@ -15,18 +15,13 @@ from smtpcore.sasl._base import (
     DEFAULT_MAX_RESPONSE_SIZE,
     Authorize,
     Challenge,
-    ClientMechanism,
     SASLError,
-    ServerMechanism,
     Step,
-    _ClientFirstMechanism,
-    _ClientStage,
     _Reject,
-    _require_true,
-    decode_utf8,
-    encode_utf8,
-    prepare_identity,
 )
+from smtpcore.sasl._base_checks import _require_true, decode_utf8, encode_utf8, prepare_identity
+from smtpcore.sasl._base_client import ClientMechanism, _ClientFirstMechanism, _ClientStage
+from smtpcore.sasl._base_server import ServerMechanism
 
 __all__ = [
     "CheckPassword",

@@ -7,7 +7,8 @@ from types import MappingProxyType
 from typing import Final
 
 from smtpcore._words import ascii_upper
-from smtpcore.sasl._base import ClientMechanism, ServerMechanism
+from smtpcore.sasl._base_client import ClientMechanism
+from smtpcore.sasl._base_server import ServerMechanism
 from smtpcore.sasl._channel import TLS_EXPORTER, ChannelBindings
 from smtpcore.sasl._crammd5 import CramMD5Client, CramMD5Server
 from smtpcore.sasl._oauth import (

@@ -20,14 +20,9 @@ import hmac
 from typing import ClassVar, Final
 
 from smtpcore._errors import LocalProtocolError, wrong_type
-from smtpcore.sasl._base import (
-    SASLError,
-    _ClientFirstMechanism,
-    encode_utf8,
-    escape_saslname,
-    require_count,
-    require_str,
-)
+from smtpcore.sasl._base import SASLError
+from smtpcore.sasl._base_checks import encode_utf8, escape_saslname, require_count, require_str
+from smtpcore.sasl._base_client import _ClientFirstMechanism
 from smtpcore.sasl._channel import CB_NAME, TLS_EXPORTER
 from smtpcore.sasl._saslprep import saslprep_login
 from smtpcore.sasl._scram_keys import (

@@ -15,7 +15,7 @@ import secrets
 from typing import Final
 
 from smtpcore._errors import LocalProtocolError
-from smtpcore.sasl._base import require_str
+from smtpcore.sasl._base_checks import require_str
 
 _NONCE: Final = re.compile(r"[!-+\--~]+")  # printable ASCII except "," (RFC 5802 §7)
 _ITERATIONS: Final = re.compile(r"[1-9][0-9]{0,9}")

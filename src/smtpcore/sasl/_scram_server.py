@@ -26,15 +26,17 @@ from smtpcore.sasl._base import (
     Authorize,
     Challenge,
     CredentialsUnavailable,
-    ServerMechanism,
     Step,
     _Reject,
+)
+from smtpcore.sasl._base_checks import (
     _require_found,
     decode_utf8,
     prepare_identity,
     require_count,
     unescape_saslname,
 )
+from smtpcore.sasl._base_server import ServerMechanism
 from smtpcore.sasl._channel import CB_NAME
 from smtpcore.sasl._scram_keys import (
     _MOST_ITERATIONS,

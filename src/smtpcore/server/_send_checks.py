@@ -13,7 +13,7 @@ import re
 from typing import Final
 
 from smtpcore._driver import check_hello_name
-from smtpcore._driver._smtp_envelope import hidden_fields_blanked
+from smtpcore._driver._smtp_envelope_header import hidden_fields_blanked
 from smtpcore._textsafe import FORBIDDEN_IN_ADDRESSES
 from smtpcore.server._tools_printable import printable
 from smtpcore.server.config import ConfigError

@@ -18,13 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from smtpcore._driver._smtp_envelope import (
-    header_lines,
-    recipient_fields,
-    resent_prefix,
-    sender_field,
-    unobsolete_names,
-)
+from smtpcore._driver._smtp_envelope_fields import recipient_fields, resent_prefix, sender_field
+from smtpcore._driver._smtp_envelope_header import header_lines, unobsolete_names
 from smtpcore.address import parse_mailbox
 from smtpcore.server._send_checks import check_header_text
 from smtpcore.server._tools_printable import printable

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from smtpcore import ProtocolError
 from smtpcore._driver import SMTPError
-from smtpcore._driver._smtp_envelope import without_hidden_fields
+from smtpcore._driver._smtp_envelope_header import without_hidden_fields
 from smtpcore.address import AddressError, parse_mailbox
 from smtpcore.server._send_checks import (
     _check_lines,

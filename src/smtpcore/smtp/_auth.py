@@ -25,7 +25,7 @@ from smtpcore.sasl import (
     UnexpectedInitialResponse,
     needs_channel_binding,
 )
-from smtpcore.sasl._base import check_client_auth_arguments, take_initial_response
+from smtpcore.sasl._base_client import check_client_auth_arguments, take_initial_response
 from smtpcore.smtp._commands import format_command
 from smtpcore.smtp._events import Auth, AuthResponse, BadCommand
 from smtpcore.smtp._replies import Reply
