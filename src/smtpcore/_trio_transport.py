@@ -15,6 +15,7 @@ import contextlib
 import os
 import ssl
 from collections.abc import Awaitable, Callable
+from sys import intern
 from typing import ClassVar, Final
 
 import trio
@@ -131,6 +132,15 @@ class TrioTransport(shared_transport.FastPaths):
             return bytes(await self._stream.receive_some(max_bytes))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ConnectionResetError(str(exc) or "connection lost") from exc
+
+    def receive_or_wait(self, max_bytes: int) -> Awaitable[bytes]:
+        """What a server's session awaits for its client's bytes (see
+        :attr:`~smtpcore._driver._transport.LinkBase.receive_or_wait`): over plain TCP
+        the socket's own read, without :meth:`receive_some`'s coroutine around it, so
+        that an idle session is suspended one frame less deep, at no call more."""
+        if self._fd >= 0 and not self._closed:
+            return self._receive_plain(max_bytes)
+        return self.receive_some(max_bytes)
 
     async def _receive_plain(self, max_bytes: int) -> bytes:
         """Read the socket itself, with the checkpoint trio's own read makes but
@@ -514,7 +524,8 @@ class TrioTransport(shared_transport.FastPaths):
         except OSError:
             return None
         if type(value) is tuple and len(value) == 2:
-            return value
+            # One string for every session from the same IPv4 address, as on asyncio.
+            return (intern(value[0]), value[1])
         return address(value)
 
     @property
@@ -526,7 +537,7 @@ class TrioTransport(shared_transport.FastPaths):
         except OSError:
             return None
         if type(value) is tuple and len(value) == 2:  # as peer_address
-            return value
+            return (intern(value[0]), value[1])
         return address(value)
 
     @property

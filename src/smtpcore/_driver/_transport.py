@@ -133,8 +133,8 @@ def _no_channel_binding(kind: str) -> bytes | None:
 class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
     ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived``,
-    ``arrived_in_memory`` and ``receive_to_drop``, each meaning what
-    :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait`` gives
+    ``arrived_in_memory``, ``receive_to_drop`` and, where it has one,
+    ``receive_or_wait``, each meaning what :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait`` gives
     ``None`` for nothing yet and ``b""`` only for the peer's close).
 
     Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
@@ -177,6 +177,16 @@ def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
     if isinstance(transport, FastPaths):
         return getattr(transport, name, stand_in)
     return stand_in
+
+
+def _own_receive_or_wait(transport: Transport) -> Callable[..., Any] | None:
+    """The transport's own ``receive_or_wait`` where it is one of :class:`FastPaths`
+    and has one (trio's, which spares a waiting session the coroutine of its
+    ``receive_some``); else None, and the link's is ``receive_some``."""
+    if not isinstance(transport, FastPaths):
+        return None
+    method: Callable[..., Any] | None = getattr(transport, "receive_or_wait", None)
+    return method
 
 
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
@@ -224,7 +234,10 @@ class LinkBase:
     call again. The transport's ``receive_some`` (its coroutine is that awaitable)
     unless the link has a better one: the raw socket's hands out a wait with no
     coroutine of its own, so that a session waiting for its client is suspended one
-    frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`)."""
+    frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`); a
+    :class:`FastPaths` transport's own ``receive_or_wait``, where it has one (trio's
+    hands out its plain-socket read without ``receive_some``'s coroutine around
+    it)."""
     receive_nowait: Callable[[int], bytes | None]
     """What has already arrived, without waiting: ``None`` when nothing has (or
     the transport cannot tell: it is no :class:`FastPaths`, or has no such
@@ -426,7 +439,9 @@ class Link(LinkBase):
             if name in _FROM_TRANSPORT:
                 method = _from_transport(self.transport, name)
             elif name == "receive_or_wait":
-                method = self.receive_some  # one bound method for both slots
+                method = _own_receive_or_wait(self.transport)
+                if method is None:
+                    method = self.receive_some  # one bound method for both slots
             elif name in _FROM_CLOCK:
                 method = getattr(self.clock, name)
             elif name == "receive_within":
