@@ -53,7 +53,7 @@ def _closed_meanwhile() -> ConnectionResetError:
     return ConnectionResetError("the connection is closed")
 
 
-class TrioTransport(shared_transport.FastPaths):
+class TrioTransport(shared_transport.FastPaths, shared_transport.YieldFirst):
     """A :class:`~smtpcore.transport.Transport` over any ``trio.abc.Stream``.
 
     A ``trio.SocketStream`` is read and written through its socket directly
@@ -77,7 +77,10 @@ class TrioTransport(shared_transport.FastPaths):
             stream if isinstance(stream, trio.SSLStream) else None
         )
         self._closed = False
-        self._yield_first = shared_transport.YieldFirst()
+        self._waits_left = 0
+        """Reads left that wait at once (the transport's own :class:`YieldFirst
+        <smtpcore._driver._transport.YieldFirst>`, which it derives from: no object
+        more a connection)."""
         self._fd = -1
         """The socket's descriptor while plain-TCP reads and writes go to it."""
         self._drained = False
@@ -151,16 +154,15 @@ class TrioTransport(shared_transport.FastPaths):
         (see :class:`~smtpcore._driver._transport.YieldFirst`).
         """
         fd = self._fd
-        if self._yield_first.now():
+        if self._waits_left:  # YieldFirst.now(), written out: no call a read more
+            self._waits_left -= 1
+        else:
             await trio.lowlevel.checkpoint()  # a read is a checkpoint, waiting or not
             if self._fd != fd:
                 raise _closed_meanwhile()
-            try:
-                data = os.read(fd, max_bytes)
-                self._drained = len(data) < max_bytes
+            data = self._read_at_once(fd, max_bytes)
+            if data is not None:
                 return data
-            except BlockingIOError:
-                self._yield_first.missed()
         while True:
             try:
                 await trio.lowlevel.wait_readable(fd)
@@ -174,6 +176,20 @@ class TrioTransport(shared_transport.FastPaths):
                 continue
             self._drained = len(data) < max_bytes
             return data
+
+    def _read_at_once(self, fd: int, max_bytes: int) -> bytes | None:
+        """The read after the checkpoint: the bytes, or None when nothing has come (and
+        the next few reads wait at once: :meth:`missed`). Tried here rather than in
+        :meth:`_receive_plain`: the ``BlockingIOError`` of a miss, raised in the
+        coroutine's frame, would give it a frame object, kept for as long as the
+        session then waits for its client (208 bytes an idle session)."""
+        try:
+            data = os.read(fd, max_bytes)
+        except BlockingIOError:
+            self.missed()
+            return None
+        self._drained = len(data) < max_bytes
+        return data
 
     def drained(self) -> bool:
         """Whether the last read took everything that had arrived by then: a plain

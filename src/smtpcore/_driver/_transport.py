@@ -134,8 +134,9 @@ class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
     ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived``,
     ``arrived_in_memory``, ``receive_to_drop`` and, where it has one,
-    ``receive_or_wait``, each meaning what :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait`` gives
-    ``None`` for nothing yet and ``b""`` only for the peer's close).
+    ``receive_or_wait``, each meaning what :class:`LinkBase` says (``send_nowait``
+    gives a count; ``receive_nowait`` gives ``None`` for nothing yet and ``b""``
+    only for the peer's close).
 
     Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
     another transport's methods of the same names mean whatever their writer meant
