@@ -137,10 +137,10 @@ class TrioTransport(shared_transport.FastPaths, shared_transport.YieldFirst):
             raise ConnectionResetError(str(exc) or "connection lost") from exc
 
     def receive_or_wait(self, max_bytes: int) -> Awaitable[bytes]:
-        """What a server's session awaits for its client's bytes (see
-        :attr:`~smtpcore._driver._transport.LinkBase.receive_or_wait`): over plain TCP
-        the socket's own read, without :meth:`receive_some`'s coroutine around it, so
-        that an idle session is suspended one frame less deep, at no call more."""
+        """What a server's session awaits for its client's bytes, as :meth:`receive_some`
+        gives them: over plain TCP the socket's own read, without that method's
+        coroutine around it, so that an idle session is suspended one frame less
+        deep, at no call more."""
         if self._fd >= 0 and not self._closed:
             return self._receive_plain(max_bytes)
         return self.receive_some(max_bytes)
