@@ -72,3 +72,36 @@ def test_an_idle_trio_session_keeps_none_of_the_objects_it_no_longer_needs() -> 
             await server.aclose(grace=5)
 
     trio.run(main)
+
+
+class _Recording(TrioTransport):
+    """A wire recorder: its override must see every read, fast path or not."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        super().__init__(stream)
+        self.seen: list[bytes] = []
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        data = await super().receive_some(max_bytes)
+        self.seen.append(data)
+        return data
+
+
+def test_a_subclass_that_overrides_receive_some_sees_every_read_of_a_session() -> None:
+    async def main() -> list[bytes]:
+        server = SMTPServer(Handler(), host=None, hostname="mx.test")
+        async with server:
+            near, far = trio.socket.socketpair()
+            transport = _Recording(trio.SocketStream(near))
+            client = trio.SocketStream(far)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.serve_transport, transport)
+                await client.receive_some(1000)
+                for line in (b"EHLO c.test\r\n", b"NOOP\r\n", b"QUIT\r\n"):
+                    await client.send_all(line)
+                    await client.receive_some(4000)
+            await client.aclose()
+            await server.aclose(grace=1)
+        return transport.seen
+
+    assert trio.run(main) == [b"EHLO c.test\r\n", b"NOOP\r\n", b"QUIT\r\n"]

@@ -183,11 +183,20 @@ def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
 def _own_receive_or_wait(transport: Transport) -> Callable[..., Any] | None:
     """The transport's own ``receive_or_wait`` where it is one of :class:`FastPaths`
     and has one (trio's, which spares a waiting session the coroutine of its
-    ``receive_some``); else None, and the link's is ``receive_some``."""
+    ``receive_some``); else None, and the link's is ``receive_some``. None too where
+    a subclass overrides ``receive_some`` below the class that gives
+    ``receive_or_wait`` (a wire recorder, say): that method reads past the override,
+    which must see every read."""
     if not isinstance(transport, FastPaths):
         return None
-    method: Callable[..., Any] | None = getattr(transport, "receive_or_wait", None)
-    return method
+    kind = type(transport)
+    for owner in kind.__mro__:
+        if "receive_or_wait" in vars(owner):
+            if vars(owner).get("receive_some") is not getattr(kind, "receive_some", None):
+                return None
+            method: Callable[..., Any] = getattr(transport, "receive_or_wait")
+            return method
+    return None
 
 
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
