@@ -22,6 +22,7 @@ import trio
 
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
+from smtpcore._driver._peer_hosts import shared_peer_host
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
 
@@ -541,7 +542,7 @@ class TrioTransport(shared_transport.FastPaths, shared_transport.YieldFirst):
             return None
         if type(value) is tuple and len(value) == 2:
             # One string for every session from the same IPv4 address, as on asyncio.
-            return (intern(value[0]), value[1])
+            return (shared_peer_host(value[0]), value[1])
         return address(value)
 
     @property
@@ -552,7 +553,8 @@ class TrioTransport(shared_transport.FastPaths, shared_transport.YieldFirst):
             value = None if sock is None else sock.getsockname()
         except OSError:
             return None
-        if type(value) is tuple and len(value) == 2:  # as peer_address
+        if type(value) is tuple and len(value) == 2:
+            # The server's own few addresses: interned, as they are never many.
             return (intern(value[0]), value[1])
         return address(value)
 
