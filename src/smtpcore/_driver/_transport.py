@@ -29,7 +29,6 @@ __all__ = [
     "Link",
     "LinkBase",
     "Transport",
-    "YieldFirst",
     "address",
     "readable_now",
     "readable_probe",
@@ -42,40 +41,6 @@ CLOSE_TIMEOUT: Final = 5.0
 TLS's close_notify answered) before the connection is cut off. One bound for every
 transport of the library's, which each reads here at its close: a test patches it
 here, and a copy in a transport's module would miss the patch."""
-
-
-class YieldFirst:
-    """Whether a read with nothing buffered should let the event loop run once before
-    it waits, for a transport whose loop makes that pay.
-
-    A server answering many clients finds, more often than not, that a
-    client's next command arrived while the other sessions took their turn.
-    On trio a read that checkpoints and then finds it costs far less than a
-    wait, which registers with epoll and unregisters after (the trio
-    transport hits in over 99% of reads under 20 busy sessions). A
-    connection alone with its peer finds nothing that way, so after a miss
-    the next few reads wait at once. asyncio gains nothing from it: a task
-    that yields runs again before the reads of the loop's next pass are
-    delivered, so it would always miss.
-    """
-
-    __slots__ = ("_waits_left",)
-
-    WAITS_AFTER_A_MISS = 8
-
-    def __init__(self) -> None:
-        self._waits_left = 0
-
-    def now(self) -> bool:
-        """True if this read should yield first (and then call :meth:`missed` if
-        nothing came meanwhile)."""
-        if self._waits_left:
-            self._waits_left -= 1
-            return False
-        return True
-
-    def missed(self) -> None:
-        self._waits_left = self.WAITS_AFTER_A_MISS
 
 
 def readable_now(fileno: int) -> bool:
