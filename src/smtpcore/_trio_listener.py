@@ -36,11 +36,6 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 
 _REFUSE_TIMEOUT: Final = 1.0
 
-_SESSION_TASK: Final = "smtpcore._trio_listener._run_contained"
-"""The name of every accepted session's task, the one trio would give it: given as one
-string, or trio makes one for each task (87 bytes an idle session)."""
-
-
 async def _run_contained(session: ListenedSession) -> None:
     """Run ``session`` to its end, and no further: whatever escapes it (a
     ``trio.Cancelled`` the handler raised itself, a bug), but for the cancellation
@@ -55,6 +50,11 @@ async def _run_contained(session: ListenedSession) -> None:
         if isinstance(exc, trio.Cancelled) and trio.current_effective_deadline() == -math.inf:
             raise  # a scope around the session is cancelled: it catches this
         session.log_failure()
+
+
+_SESSION_TASK: Final = f"{_run_contained.__module__}.{_run_contained.__qualname__}"
+"""The name of every accepted session's task, the one trio would give it: given as one
+string, or trio makes one for each task (87 bytes an idle session)."""
 
 
 class _Listener(BaseListener[_S]):
