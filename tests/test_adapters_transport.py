@@ -135,6 +135,7 @@ def test_trio_receive_waits_for_data_then_sees_the_end() -> None:
 def test_a_trio_read_waits_at_once_for_a_few_reads_after_a_miss() -> None:
     """The countdown of ``WAITS_AFTER_A_MISS``: a read that finds nothing makes the
     next few skip the look (they wait at once), then reads look again."""
+
     async def main() -> list[int]:
         near, far = trio.socket.socketpair()
         transport = TrioTransport(trio.SocketStream(near))

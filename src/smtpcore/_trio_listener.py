@@ -36,6 +36,7 @@ _L = TypeVar("_L", bound="_Listener[Any]")
 
 _REFUSE_TIMEOUT: Final = 1.0
 
+
 async def _run_contained(session: ListenedSession) -> None:
     """Run ``session`` to its end, and no further: whatever escapes it (a
     ``trio.Cancelled`` the handler raised itself, a bug), but for the cancellation

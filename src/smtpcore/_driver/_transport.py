@@ -159,7 +159,8 @@ def _own_receive_or_wait(transport: Transport) -> Callable[..., Any] | None:
         if "receive_or_wait" in vars(owner):
             if vars(owner).get("receive_some") is not getattr(kind, "receive_some", None):
                 return None
-            method: Callable[..., Any] = getattr(transport, "receive_or_wait")
+            # Not in the Transport protocol: read by name.
+            method: Callable[..., Any] = getattr(transport, "receive_or_wait")  # noqa: B009
             return method
     return None
 
