@@ -20,7 +20,6 @@ from smtpcore import _asyncio_raw_close, _asyncio_stream, _asyncio_transport, _t
 from smtpcore._driver import _blocking
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver._blocking import SocketClock, SocketTransport, open_link, run
-from smtpcore._driver._transport import YieldFirst
 from smtpcore.asyncio import AsyncioTransport
 from smtpcore.trio import TrioTransport
 
@@ -133,13 +132,31 @@ def test_trio_receive_waits_for_data_then_sees_the_end() -> None:
         thread.join(10)
 
 
-def test_yield_first_waits_at_once_for_a_few_reads_after_a_miss() -> None:
-    policy = YieldFirst()
-    assert policy.now()
-    policy.missed()
-    assert [policy.now() for _ in range(YieldFirst.WAITS_AFTER_A_MISS)] == [False] * 8
-    assert policy.now()  # then it tries again
-    assert policy.now()  # and keeps trying while it finds something
+def test_a_trio_read_waits_at_once_for_a_few_reads_after_a_miss() -> None:
+    """The countdown of ``WAITS_AFTER_A_MISS``: a read that finds nothing makes the
+    next few skip the look (they wait at once), then reads look again."""
+
+    async def main() -> list[int]:
+        near, far = trio.socket.socketpair()
+        transport = TrioTransport(trio.SocketStream(near))
+        peer = trio.SocketStream(far)
+        left = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.receive_some, 100)
+            await trio.testing.wait_all_tasks_blocked()  # it looked, missed, waits
+            left.append(transport._waits_left)
+            await peer.send_all(b"x")
+        for _ in range(_trio_transport.WAITS_AFTER_A_MISS + 1):
+            await peer.send_all(b"y")
+            assert await transport.receive_some(100) == b"y"
+            left.append(transport._waits_left)
+        await peer.aclose()
+        await transport.aclose()
+        return left
+
+    left = trio.run(main)
+    n = _trio_transport.WAITS_AFTER_A_MISS
+    assert left == [n, *range(n - 1, -1, -1), 0]  # then it looks again, and hits
 
 
 def echo_peer(listener: socket.socket, rounds: int) -> threading.Thread:
@@ -188,7 +205,7 @@ async def exchange_trio(port: int) -> bytes:
 
 @pytest.mark.parametrize("framework", ["asyncio", "trio"])
 def test_reads_that_yield_first_lose_and_repeat_nothing(framework: str) -> None:
-    """A read yields before it waits (YieldFirst): the bytes that came meanwhile, and
+    """A read yields before it waits (WAITS_AFTER_A_MISS): the bytes that came meanwhile, and
     those that come only after it gave up and waited, arrive once and in order."""
     with socket.create_server((LOOPBACK, 0)) as listener:
         port = listener.getsockname()[1]

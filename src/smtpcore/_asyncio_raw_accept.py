@@ -15,10 +15,10 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from sys import intern
 from typing import Final
 
 from smtpcore._driver._accept_rest import ACCEPT_REST, OUT_OF_RESOURCES, log_accept_rest
+from smtpcore._driver._peer_hosts import shared_peer_host
 from smtpcore._driver._transport import address
 
 logger = logging.getLogger("smtpcore.server")
@@ -129,7 +129,7 @@ class Acceptor:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     if type(peer) is tuple and len(peer) == 2:
                         # One string for every session from the same IPv4 address.
-                        peer = (intern(peer[0]), peer[1])
+                        peer = (shared_peer_host(peer[0]), peer[1])
                 self._accepted(sock, peer, local)
             except Exception:
                 logger.exception("serving a connection from %s failed", peer)

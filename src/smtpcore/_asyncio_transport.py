@@ -261,8 +261,9 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         chunks = self._chunks
         if not chunks and (max_bytes < _READ_SIZE or self._exact):
             self._read_exactly(max_bytes)
-        # No yield before waiting (see YieldFirst): asyncio runs a task that yielded
-        # before the reads of the same pass, so it would find nothing.
+        # No yield before waiting (see the trio transport's WAITS_AFTER_A_MISS):
+        # asyncio runs a task that yielded before the reads of the same pass, so it
+        # would find nothing.
         while not chunks:
             if self._eof:
                 if self._closing and self._transport is None:  # see _handshake_failed

@@ -54,7 +54,7 @@ from smtpcore._driver._timeouts import (
     POP3Timeouts,
     Timeouts,
 )
-from smtpcore._driver._transport import BoundLink, Link, Transport, YieldFirst, address, tls_info
+from smtpcore._driver._transport import BoundLink, Link, Transport, address, tls_info
 
 __all__ = [
     "BasePOP3Client",
@@ -97,7 +97,6 @@ __all__ = [
     "Link",
     "Timeouts",
     "Transport",
-    "YieldFirst",
     "address",
     "check_hello_name",
     "tls_info",

@@ -29,7 +29,6 @@ __all__ = [
     "Link",
     "LinkBase",
     "Transport",
-    "YieldFirst",
     "address",
     "readable_now",
     "readable_probe",
@@ -42,40 +41,6 @@ CLOSE_TIMEOUT: Final = 5.0
 TLS's close_notify answered) before the connection is cut off. One bound for every
 transport of the library's, which each reads here at its close: a test patches it
 here, and a copy in a transport's module would miss the patch."""
-
-
-class YieldFirst:
-    """Whether a read with nothing buffered should let the event loop run once before
-    it waits, for a transport whose loop makes that pay.
-
-    A server answering many clients finds, more often than not, that a
-    client's next command arrived while the other sessions took their turn.
-    On trio a read that checkpoints and then finds it costs far less than a
-    wait, which registers with epoll and unregisters after (the trio
-    transport hits in over 99% of reads under 20 busy sessions). A
-    connection alone with its peer finds nothing that way, so after a miss
-    the next few reads wait at once. asyncio gains nothing from it: a task
-    that yields runs again before the reads of the loop's next pass are
-    delivered, so it would always miss.
-    """
-
-    __slots__ = ("_waits_left",)
-
-    WAITS_AFTER_A_MISS = 8
-
-    def __init__(self) -> None:
-        self._waits_left = 0
-
-    def now(self) -> bool:
-        """True if this read should yield first (and then call :meth:`missed` if
-        nothing came meanwhile)."""
-        if self._waits_left:
-            self._waits_left -= 1
-            return False
-        return True
-
-    def missed(self) -> None:
-        self._waits_left = self.WAITS_AFTER_A_MISS
 
 
 def readable_now(fileno: int) -> bool:
@@ -133,9 +98,10 @@ def _no_channel_binding(kind: str) -> bytes | None:
 class FastPaths:
     """Marks a transport of the library's own whose fast paths a :class:`Link` binds:
     ``send_nowait``, ``receive_nowait``, ``drained``, ``settled``, ``arrived``,
-    ``arrived_in_memory`` and ``receive_to_drop``, each meaning what
-    :class:`LinkBase` says (``send_nowait`` gives a count; ``receive_nowait`` gives
-    ``None`` for nothing yet and ``b""`` only for the peer's close).
+    ``arrived_in_memory``, ``receive_to_drop`` and, where it has one,
+    ``receive_or_wait``, each meaning what :class:`LinkBase` says (``send_nowait``
+    gives a count; ``receive_nowait`` gives ``None`` for nothing yet and ``b""``
+    only for the peer's close).
 
     Those names are not in the :class:`~smtpcore.transport.Transport` protocol, so
     another transport's methods of the same names mean whatever their writer meant
@@ -177,6 +143,26 @@ def _from_transport(transport: Transport, name: str) -> Callable[..., Any]:
     if isinstance(transport, FastPaths):
         return getattr(transport, name, stand_in)
     return stand_in
+
+
+def _own_receive_or_wait(transport: Transport) -> Callable[..., Any] | None:
+    """The transport's own ``receive_or_wait`` where it is one of :class:`FastPaths`
+    and has one (trio's, which spares a waiting session the coroutine of its
+    ``receive_some``); else None, and the link's is ``receive_some``. None too where
+    a subclass overrides ``receive_some`` below the class that gives
+    ``receive_or_wait`` (a wire recorder, say): that method reads past the override,
+    which must see every read."""
+    if not isinstance(transport, FastPaths):
+        return None
+    kind = type(transport)
+    for owner in kind.__mro__:
+        if "receive_or_wait" in vars(owner):
+            if vars(owner).get("receive_some") is not getattr(kind, "receive_some", None):
+                return None
+            # Not in the Transport protocol: read by name.
+            method: Callable[..., Any] = getattr(transport, "receive_or_wait")  # noqa: B009
+            return method
+    return None
 
 
 _FROM_CLOCK: Final = frozenset({"deadline", "within"})
@@ -224,7 +210,10 @@ class LinkBase:
     call again. The transport's ``receive_some`` (its coroutine is that awaitable)
     unless the link has a better one: the raw socket's hands out a wait with no
     coroutine of its own, so that a session waiting for its client is suspended one
-    frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`)."""
+    frame less deep (:class:`~smtpcore._asyncio_raw.RawSocketTransport`); a
+    :class:`FastPaths` transport's own ``receive_or_wait``, where it has one (trio's
+    hands out its plain-socket read without ``receive_some``'s coroutine around
+    it)."""
     receive_nowait: Callable[[int], bytes | None]
     """What has already arrived, without waiting: ``None`` when nothing has (or
     the transport cannot tell: it is no :class:`FastPaths`, or has no such
@@ -426,7 +415,9 @@ class Link(LinkBase):
             if name in _FROM_TRANSPORT:
                 method = _from_transport(self.transport, name)
             elif name == "receive_or_wait":
-                method = self.receive_some  # one bound method for both slots
+                method = _own_receive_or_wait(self.transport)
+                if method is None:
+                    method = self.receive_some  # one bound method for both slots
             elif name in _FROM_CLOCK:
                 method = getattr(self.clock, name)
             elif name == "receive_within":
