@@ -344,3 +344,28 @@ def test_a_250_to_the_end_of_content_in_a_group_read_out_of_step_is_unknown() ->
     to DATA, a reply no correct server gives it) may belong to any line."""
     played = played_against(answering(DATA=b"250 ok\r\n"), two_messages())
     assert played.accepted == (), played
+
+
+def test_a_250_to_a_line_holding_two_message_ends_leaves_both_unknown() -> None:
+    """A BDAT LAST whose octets run short takes the end of DATA content into the same
+    line: one reply answers both ends, and says which of them it took no more."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(BOB)),
+            (Bdat(10, last=True), MessageData(b"ab"), EndOfMessage()),
+            (Quit(),),
+        ),
+        OFFERED,
+    )
+    assert session.messages == (b"ab", b"")
+
+    def answer(line: bytes) -> bytes | None:
+        """250 to each command; the short chunk and the final dot are one line, ``ab.``."""
+        if not line.startswith((b"EHLO", b"MAIL", b"RCPT", b"BDAT", b"QUIT")):
+            return None
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    played = played_against(answer, session)
+    assert played.missing == played.surplus == 0, played
+    assert played.accepted == () and played.unknown == (b"ab", b""), played
