@@ -28,6 +28,7 @@ from smtpcore.pop3 import (
     parse_stat,
     parse_uid_listing,
     top_chunks,
+    top_chunks_async,
 )
 from smtpcore.testing import strategies as sst
 
@@ -210,6 +211,21 @@ class TestListings:
             (
                 lambda: list(top_chunks([b"x"], "1")),  # type: ignore[arg-type]
                 "TOP line count must be an int, not str",
+            ),
+            (
+                lambda: top_chunks_async(b"Subject: x\r\n\r\nbody\r\n", 1),  # type: ignore[arg-type]
+                "top_chunks_async() chunks must be an async iterable of bytes chunks, not bytes: "
+                "yield it",
+            ),
+            (
+                lambda: top_chunks_async([b"Subject: x\r\n"], 1),  # type: ignore[arg-type]
+                "top_chunks_async() chunks must be an async iterable of bytes chunks, not list: "
+                "it is not async",
+            ),
+            (
+                lambda: top_chunks_async(None, 1),  # type: ignore[arg-type]
+                "top_chunks_async() chunks must be an async iterable of bytes chunks, "
+                "not NoneType",
             ),
             (
                 lambda: format_lines("TOP"),

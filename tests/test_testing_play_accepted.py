@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from peers import free_port
 from smtpcore.address import parse_mailbox
@@ -28,6 +28,7 @@ from smtpcore.smtp import (
     Quit,
     Rcpt,
     Reply,
+    Rset,
 )
 from smtpcore.testing import (
     CollectingHandler,
@@ -78,6 +79,7 @@ def test_what_smtpcores_server_stores_is_exactly_what_was_accepted() -> None:
 
             @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
             @given(sst.sessions(extensions=OFFERED, content=sst.message_contents(smuggling=True)))
+            @example(two_messages(b"\r\n.", b"abc"))
             def stored_is_accepted(session: ClientSession) -> None:
                 before = len(server.messages)
                 played = play_smtp_session(server.host, server.port, session)
@@ -246,3 +248,128 @@ def test_aiosmtpd_refuses_a_long_line_with_500_and_stores_exactly_what_it_accept
     assert 500 in played.codes, played
     assert played.accepted == (SECOND,) and played.unknown == (), played
     assert stored == [SECOND]
+
+
+def test_data_content_not_ending_in_crlf_is_accepted_with_the_crlf_before_the_dot() -> None:
+    """RFC 5321 §4.1.1.4: the CRLF before the final dot ends the content's last line."""
+    with SMTPTestServer() as server:
+        played = play_smtp_session(server.host, server.port, two_messages(b"abc", b"\r\n."))
+        stored = tuple(envelope.content for envelope in server.messages)
+    assert played.accepted == stored == (b"abc\r\n", b"\r\n.\r\n"), played
+
+
+def one_message(*, quit_with_content: bool) -> ClientSession:
+    """One message by DATA, QUIT in its own group or in the content's."""
+    envelope, content = transaction(FIRST)
+    if quit_with_content:
+        groups: tuple[tuple[Event, ...], ...] = ((*content, Quit()),)
+    else:
+        groups = (content, (Quit(),))
+    return ClientSession(((Ehlo("client.test"),), envelope, *groups), OFFERED)
+
+
+def test_a_221_to_the_end_of_content_is_unknown_pipelined_with_quit_or_not() -> None:
+    """Only 250 takes a message (RFC 5321 §4.3.2); a 221 answers some other line."""
+    for quit_with_content in (False, True):
+        played = played_against(
+            answering(DOT=b"221 bye\r\n"),
+            one_message(quit_with_content=quit_with_content),
+            last=b".",
+        )
+        assert played.accepted == () and played.unknown == (FIRST,), played
+
+
+def test_a_251_to_the_end_of_content_is_unknown() -> None:
+    played = played_against(answering(FIRST_DOT=b"251 odd\r\n"), two_messages())
+    assert played.accepted == (SECOND,) and played.unknown == (FIRST,), played
+
+
+BOB = parse_mailbox("bob@pqr.example")
+
+
+def chunk_then(*between: tuple[Event, ...]) -> ClientSession:
+    """A chunk, the groups ``between``, then a transaction whose BDAT LAST ends it."""
+    return ClientSession(
+        (
+            (Ehlo("client.test"),),
+            *between,
+            (Mail(None), Rcpt(BOB), Bdat(4, last=True), MessageData(b"cd\r\n")),
+            (Quit(),),
+        ),
+        OFFERED,
+    )
+
+
+def test_a_message_with_a_chunk_written_before_its_mail_is_unknown() -> None:
+    """A chunk of a transaction reset (RSET, EHLO) or failed (BDAT without MAIL) is no
+    part of the next message, though the drawn content glues it on."""
+    sessions = (
+        chunk_then((Mail(None), Rcpt(BOB), Bdat(4), MessageData(b"ab\r\n")), (Rset(),)),
+        chunk_then((Mail(None), Rcpt(BOB), Bdat(4), MessageData(b"ab\r\n")), (Ehlo("c.test"),)),
+        chunk_then((Bdat(4), MessageData(b"ab\r\n"))),
+    )
+    for session in sessions:
+        assert session.messages == (b"ab\r\ncd\r\n",)
+        with SMTPTestServer() as server:
+            played = play_smtp_session(server.host, server.port, session)
+            stored = tuple(envelope.content for envelope in server.messages)
+        assert stored == (b"cd\r\n",), played
+        assert played.accepted == () and played.unknown == (b"ab\r\ncd\r\n",), played
+
+
+def test_a_250_to_the_end_of_content_after_rset_with_no_new_mail_is_unknown() -> None:
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(BOB), Bdat(4), MessageData(b"ab\r\n")),
+            (Rset(),),
+            (Bdat(4, last=True), MessageData(b"cd\r\n")),
+            (Quit(),),
+        ),
+        OFFERED,
+    )
+
+    def answer(line: bytes) -> bytes | None:
+        """Every command and chunk 250 (the chunks are lines of two letters)."""
+        if len(line) == 2:
+            return None
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    played = played_against(answer, session)
+    assert played.accepted == () and played.unknown == (b"ab\r\ncd\r\n",), played
+
+
+def test_a_250_to_the_end_of_content_in_a_group_read_out_of_step_is_unknown() -> None:
+    """The end of content and the next MAIL, RCPT and DATA in one group, the end left
+    unanswered: the 250 paired with the end was MAIL's, and the 354 paired with RCPT
+    shows the replies out of step, so the message's fate is not told."""
+    envelope, content = transaction(FIRST)
+    groups = ((Ehlo("client.test"),), envelope, (*content, *transaction(SECOND)[0]), (Quit(),))
+    played = played_against(answering(FIRST_DOT=None), ClientSession(groups, OFFERED))
+    assert played.codes[5] == 250 and "replies out of step" in played.stopped, played
+    assert played.accepted == () and played.unknown == (FIRST,), played
+
+
+def test_a_250_to_a_line_holding_two_message_ends_leaves_both_unknown() -> None:
+    """A BDAT LAST whose octets run short takes the end of DATA content into the same
+    line: one reply answers both ends, and says which of them it took no more."""
+    session = ClientSession(
+        (
+            (Ehlo("client.test"),),
+            (Mail(None), Rcpt(BOB)),
+            (Bdat(10, last=True), MessageData(b"ab"), EndOfMessage()),
+            (Quit(),),
+        ),
+        OFFERED,
+    )
+    assert session.messages == (b"ab", b"")
+
+    def answer(line: bytes) -> bytes | None:
+        """250 to each command; the short chunk and the final dot are one line, ``ab.``."""
+        if not line.startswith((b"EHLO", b"MAIL", b"RCPT", b"BDAT", b"QUIT")):
+            return None
+        return b"221 bye\r\n" if line.startswith(b"QUIT") else b"250 ok\r\n"
+
+    played = played_against(answer, session)
+    assert played.missing == played.surplus == 0, played
+    assert played.accepted == () and played.unknown == (b"ab", b""), played

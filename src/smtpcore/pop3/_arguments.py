@@ -11,7 +11,7 @@ Misuse is a ``LocalProtocolError`` (DESIGN.md), built by the shared
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 
 from smtpcore._errors import LocalProtocolError, wrong_type
 from smtpcore.pop3._events import Err, Ok, ResponseData
@@ -52,10 +52,16 @@ def checked_text(value: object, name: str, *, octets: bool = False) -> str:
     raise wrong_type(name, value, expected, hint=likely_mistake(value))
 
 
-def check_iterable(value: object, name: str, expected: str) -> None:
-    """Refuse what is not an iterable of items, and a str or bytes, which iterated
-    gives one character or one int at a time."""
+def check_iterable(value: object, name: str, expected: str, *, kind: type = Iterable) -> None:
+    """Refuse what is not an iterable (of ``kind``, :class:`~collections.abc.Iterable`
+    or :class:`~collections.abc.AsyncIterable`) of items, and a str or bytes, which
+    iterated gives one character or one int at a time."""
+    asynchronous = kind is AsyncIterable
     if isinstance(value, (str, *_OCTETS)):
-        raise wrong_type(name, value, expected, hint="wrap a single one in a list")
-    if not isinstance(value, Iterable):
-        raise wrong_type(name, value, expected)
+        hint = (
+            "yield it from an async generator" if asynchronous else "wrap a single one in a list"
+        )
+        raise wrong_type(name, value, expected, hint=hint)
+    if not isinstance(value, kind):
+        plain = asynchronous and isinstance(value, Iterable)
+        raise wrong_type(name, value, expected, hint="it is not async" if plain else "")

@@ -104,6 +104,12 @@ def _cut(chunks: Iterable[bytes], reader: _TopReader) -> Iterator[bytes]:
 
 def top_chunks_async(chunks: AsyncIterable[bytes], lines: int) -> AsyncIterator[bytes]:
     """:func:`top_chunks` of a message read from an async iterator."""
+    check_iterable(
+        chunks,
+        "top_chunks_async() chunks",
+        "an async iterable of bytes chunks",
+        kind=AsyncIterable,
+    )
     return _cut_async(chunks, _TopReader(lines))
 
 

@@ -6,18 +6,19 @@ size over its limit). So :func:`~smtpcore.testing.play_smtp_session` pairs the
 reply to each message's end (DATA's final dot, ``BDAT ... LAST``) with that
 message, and gives each message one of three fates:
 
-- accepted: its end got a 2yz (RFC 5321 §4.1.1.4, RFC 3030 §2) in a transaction
-  whose MAIL got a 2yz, at least one RCPT a 2yz, and every BDAT chunk before it
-  a 2yz;
+- accepted: its end got a 250 (RFC 5321 §4.1.1.4 and §4.3.2, RFC 3030 §2) in a
+  transaction whose MAIL got a 2yz, at least one RCPT a 2yz, and every BDAT chunk
+  before it a 2yz, none of them written before that MAIL;
 - refused: its end got a 4yz or 5yz, or it was never written whole (DATA got no
   354, so its content was left out; the play ended before its end);
 - unknown: anything the play cannot vouch for: its end was written and its reply
   not read in step (missing, the session ended before it, its group's replies
-  out of step), a 2yz where the transaction above was not whole or a line the
-  player cannot read was accepted inside it, or a reply that is neither 2yz nor
-  4yz/5yz (a garbled line). A single reply owed to no command anywhere in the
-  play may have put every later pairing a step behind, so then every message
-  written is unknown.
+  out of step), a 250 where the transaction above was not whole, held a chunk
+  written before its MAIL (left from a transaction reset or failed) or a line the
+  player cannot read accepted inside it, or a reply that is neither 250 nor
+  4yz/5yz (another 2yz, such as a 221, says nothing of the message; a garbled
+  line). A single reply owed to no command anywhere in the play may have put
+  every later pairing a step behind, so then every message written is unknown.
 
 SMTP only: an LMTP end of content owes one reply per accepted recipient
 (RFC 2033 §4.2), which the player does not play.
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 
 from smtpcore.smtp import Bdat, Ehlo, EndOfMessage, Event, Helo, Mail, Rcpt, Rset, StartTls
 
-__all__ = ["Fate", "MessageFates", "ends_message"]
+__all__ = ["Fate", "MessageFates", "ends_message", "stored_content"]
 
 
 class Fate(enum.Enum):
@@ -46,10 +47,25 @@ def ends_message(item: object) -> bool:
     return isinstance(item, EndOfMessage) or (isinstance(item, Bdat) and item.last)
 
 
+def stored_content(content: bytes, *, by_data: bool) -> bytes:
+    """What a correct server stores for a message's ``content``: DATA content not
+    ending in CRLF goes on the wire with a CRLF before the final dot, which ends its
+    last line (RFC 5321 §4.1.1.4) and so is content; BDAT octets are stored as sent."""
+    if by_data and content and not content.endswith(b"\r\n"):
+        return content + b"\r\n"
+    return content
+
+
 def _fate_of(code: int) -> Fate:
     if 200 <= code < 300:
         return Fate.ACCEPTED
     return Fate.REFUSED if 400 <= code < 600 else Fate.UNKNOWN
+
+
+def _end_fate(code: int) -> Fate:
+    """Only 250 takes a message (RFC 5321 §4.3.2, RFC 3030 §2): another 2yz to its
+    end (a 221, say) answers some other line, so the message's fate is unknown."""
+    return Fate.ACCEPTED if code == 250 else Fate.UNKNOWN if code < 400 else _fate_of(code)
 
 
 _STARTS_OVER = (Rset, Ehlo, Helo, StartTls)
@@ -64,13 +80,18 @@ class _Transaction:
     recipients: int = 0
     doubt: bool = False
     """A reply the transaction cannot be judged by: a chunk refused, a line the
-    player cannot read accepted, a garbled reply to MAIL or RCPT."""
+    player cannot read accepted, a garbled reply to MAIL or RCPT, a chunk of the
+    message written before its MAIL."""
+    chunks: bool = False
+    """A BDAT chunk was answered since the last message end: its octets are part of
+    the next message's drawn content, stored by no server if a MAIL comes after it."""
 
     def whole(self) -> bool:
         return self.mail and self.recipients > 0 and not self.doubt
 
     def answered(self, line: Event | None, fate: Fate) -> None:
         """Take the reply (as its fate) to ``line``, which ends no message."""
+        self.chunks |= isinstance(line, Bdat)
         if fate is Fate.REFUSED:  # a refused command changes nothing (RFC 5321 §4.1.1)
             if isinstance(line, Bdat):
                 self.doubt = True  # RFC 3030 §2: the transaction failed
@@ -79,7 +100,7 @@ class _Transaction:
             self.doubt |= line is None or isinstance(line, (Mail, Rcpt, Bdat, *_STARTS_OVER))
             return
         if isinstance(line, Mail):
-            self.mail, self.recipients, self.doubt = True, 0, False
+            self.mail, self.recipients, self.doubt = True, 0, self.chunks
         elif isinstance(line, Rcpt):
             self.recipients += 1
         elif isinstance(line, _STARTS_OVER):
@@ -118,10 +139,10 @@ class MessageFates:
     def answered(self, line: Event | None, first_end: int, ends: int, code: int) -> None:
         """Take reply ``code`` to ``line``, which holds ``ends`` message ends from the
         ``first_end``-th message on."""
-        fate = _fate_of(code)
         if not ends:
-            self._transaction.answered(line, fate)
+            self._transaction.answered(line, _fate_of(code))
             return
+        fate = _end_fate(code)
         if ends > 1 or (fate is Fate.ACCEPTED and not self._transaction.whole()):
             fate = Fate.UNKNOWN
         for index in range(first_end, first_end + ends):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from smtpcore import smtp
-from smtpcore.testing._accepted import Fate, MessageFates
+from smtpcore.testing._accepted import Fate, MessageFates, ends_message, stored_content
 from smtpcore.testing._group_bytes import group_write
 from smtpcore.testing._in_step import Line, Lines, Pairing, impossible, shown
 from smtpcore.testing._play_common import (
@@ -101,19 +101,23 @@ class PlayedSMTPSession:
     later in its group could take it: the extra reply came before it)."""
     accepted: tuple[bytes, ...] = ()
     """The content of each message the server accepted, in the order of
-    :attr:`~smtpcore.testing.strategies.ClientSession.messages`: its end (DATA's final
-    dot, ``BDAT ... LAST``) got a 2yz, read in step, in a transaction whose MAIL got a
-    2yz, at least one RCPT a 2yz, and every BDAT chunk before it a 2yz. What a correct
-    server stored from the session is exactly these. A message refused (its end got a
-    4yz or 5yz, or it was never written whole: DATA got no 354, the play ended
-    first) is in neither this nor :attr:`unknown`."""
+    :attr:`~smtpcore.testing.strategies.ClientSession.messages`, as a correct server
+    stores it (DATA content not ending in CRLF with the CRLF that ends its last line
+    before the final dot, RFC 5321 §4.1.1.4): its end (DATA's final dot, ``BDAT ...
+    LAST``) got a 250, read in step, in a transaction whose MAIL got a 2yz, at least
+    one RCPT a 2yz, and every BDAT chunk before it a 2yz, none written before that
+    MAIL. What a correct server stored from the session is exactly these. A message
+    refused (its end got a 4yz or 5yz, or it was never written whole: DATA got no
+    354, the play ended first) is in neither this nor :attr:`unknown`."""
     unknown: tuple[bytes, ...] = ()
     """The content of each message written whose fate the play cannot tell: the reply
     to its end did not come in step (missing, out of step, the session ended before
-    it), it was a 2yz where the transaction was not whole or a line the player cannot
-    read was accepted inside it, or it was neither a 2yz nor a 4yz or 5yz (a garbled
-    line, code 0). Where a reply owed to no command was read (:attr:`surplus`), every
-    message written is here: one extra reply may put every later one a step behind.
+    it), it was a 250 where the transaction was not whole, held a chunk written before
+    its MAIL (left from a transaction reset or failed) or a line the player cannot
+    read was accepted inside it, or it was neither a 250 nor a 4yz or 5yz (another
+    2yz such as 221, a garbled line, code 0). Where a reply owed to no command was read
+    (:attr:`surplus`), every message written is here: one extra reply may put every
+    later one a step behind.
     A server may have stored any of these, or none."""
 
     @property
@@ -375,12 +379,17 @@ class _SMTPPlayer:
     def outcome(
         self, session: smtpcore.testing.strategies.ClientSession
     ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-        """The content of the messages accepted, and of those whose fate is unknown."""
-        messages = session.messages
+        """The content of the messages accepted, and of those whose fate is unknown, as
+        a correct server stores it (:func:`~smtpcore.testing._accepted.stored_content`)."""
+        ends = [item for item in session.events if ends_message(item)]
+        stored = [
+            stored_content(content, by_data=isinstance(end, smtp.EndOfMessage))
+            for content, end in zip(session.messages, ends, strict=True)
+        ]
 
         def contents(fate: Fate) -> tuple[bytes, ...]:
             indexes = self.fates.indexes(fate, surplus=bool(self.unowed))
-            return tuple(messages[index] for index in indexes)
+            return tuple(stored[index] for index in indexes)
 
         return contents(Fate.ACCEPTED), contents(Fate.UNKNOWN)
 

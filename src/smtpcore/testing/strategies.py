@@ -12,6 +12,8 @@ property test starts from what a server must accept and widens from there::
     def test_my_server(session, sizes): ...
 """
 
+from typing import Final
+
 from smtpcore.testing._addresses import (
     address_literals,
     domains,
@@ -21,8 +23,8 @@ from smtpcore.testing._addresses import (
     mailboxes,
     paths,
 )
+from smtpcore.testing._content import SMUGGLING_SEQUENCES as _SMUGGLING_SEQUENCES
 from smtpcore.testing._content import (
-    SMUGGLING_SEQUENCES,
     chunk_sizes,
     chunkings,
     message_contents,
@@ -30,8 +32,8 @@ from smtpcore.testing._content import (
 from smtpcore.testing._hostile import hostile_bytes, other_spaces
 from smtpcore.testing._pop3_answers import pop3_responses
 from smtpcore.testing._pop3_lines import pop3_command_lines, pop3_response_lines
+from smtpcore.testing._pop3_strategies import POP3_CAPABILITIES as _POP3_CAPABILITIES
 from smtpcore.testing._pop3_strategies import (
-    POP3_CAPABILITIES,
     POP3Session,
     pop3_capabilities,
     pop3_commands,
@@ -40,15 +42,16 @@ from smtpcore.testing._pop3_strategies import (
 )
 from smtpcore.testing._smtp_commands import commands, xclients, xforwards
 from smtpcore.testing._smtp_lines import command_lines
+from smtpcore.testing._smtp_parameters import EXTENSIONS as _EXTENSIONS
 from smtpcore.testing._smtp_parameters import (
-    EXTENSIONS,
     mail_parameters,
     parameter_texts,
     rcpt_parameters,
     xtexts,
 )
 from smtpcore.testing._smtp_replies import replies, reply_lines
-from smtpcore.testing._smtp_sessions import AUTH_MECHANISMS, ClientSession, sessions
+from smtpcore.testing._smtp_sessions import AUTH_MECHANISMS as _AUTH_MECHANISMS
+from smtpcore.testing._smtp_sessions import ClientSession, sessions
 from smtpcore.testing._transcripts import ServerTranscript, server_transcripts
 
 __all__ = [
@@ -91,3 +94,24 @@ __all__ = [
     "xforwards",
     "xtexts",
 ]
+
+# Bound again here, where users import them: autodoc reads a data docstring from
+# this module, and would show frozenset's or tuple's for a bare re-export.
+AUTH_MECHANISMS: Final = _AUTH_MECHANISMS
+"""The SASL mechanisms whose exchange :func:`sessions` plays (RFC 4616 PLAIN;
+LOGIN as deployed)."""
+
+EXTENSIONS: Final = _EXTENSIONS
+"""The ESMTP extensions :func:`sessions` uses unless ``extensions`` narrows them;
+it uses BINARYMIME and REQUIRETLS too where ``extensions`` names them."""
+
+POP3_CAPABILITIES: Final = _POP3_CAPABILITIES
+"""The CAPA lines (RFC 2449 §6) :func:`pop3_sessions` knows how to use; pass a
+server's own (``conn.capabilities()`` of a :class:`smtpcore.pop3.ServerConnection`)
+to draw only what it offers."""
+
+SMUGGLING_SEQUENCES: Final = _SMUGGLING_SEQUENCES
+"""End-of-data look-alikes (``LF.LF``, ``CR.CR``, ``CRLF.LF`` and neighbours, NUL
+and blanks beside the dot) that :func:`message_contents` puts in content where
+``smuggling=True``: only ``CRLF.CRLF`` ends data (RFC 5321 §4.1.1.4), and a server
+ending a message on any of these lets a client smuggle a second one past a filter."""
