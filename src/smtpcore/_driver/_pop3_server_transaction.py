@@ -19,10 +19,9 @@ from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_server_replies import END_OF_RESPONSE, WRITE_SIZE
 from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._plural import messages
-from smtpcore.maildrop import MaildropError, MessageInfo
+from smtpcore.maildrop import MaildropError, MessageInfo, pop3_size
 from smtpcore.pop3 import (
     HEADER_LOOKAHEAD,
-    NEEDS_UTF8,
     Dele,
     Err,
     Event,
@@ -37,6 +36,7 @@ from smtpcore.pop3 import (
     Top,
     Uidl,
     format_lines,
+    presented,
     top_chunks,
     top_chunks_async,
 )
@@ -177,12 +177,17 @@ class Transaction(StoreCalls):
                             # worth, so this loop never turns without reading.
                             await self._write_out()
                         continue
-                    if scan.needs_utf8:
-                        self._answer(NEEDS_UTF8)
+                    read = held + batch
+                    sent = presented(scan, read, downgrade=self.options.downgrade)
+                    if isinstance(sent, Err):
+                        self._answer(sent)
                         return
                     if scan.overran:
                         _log_overran(number, self.session.user)
-                    batch, held, scan = held + batch, [], None
+                    if scan.needs_utf8:  # downgraded: +OK gives the size sent
+                        size += pop3_size(sent) - pop3_size(read)
+                        ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
+                    batch, held, scan = sent, [], None
                 for chunk in batch:
                     if not answered:
                         answered = self._answer(ok)

@@ -1,0 +1,227 @@
+"""The surrogate of a message that needs UTF-8 mode, for a session outside it
+(RFC 6856 §2.1, §5; RFC 6858 §3).
+
+RFC 6858 presents such a message to a conventional client as a "synthetic"
+one: the header rewritten in ASCII, the body as it is. Each field that holds
+UTF-8 is rewritten by its kind; every other field, and every octet after the
+header, goes as stored:
+
+- an address field (From, To, Cc...): a mailbox whose address is ASCII keeps it,
+  its display name as RFC 2047 encoded-words; one whose address is UTF-8 has no
+  ASCII form, and becomes an empty group named after it (``=?utf-8?b?...?= :;``),
+  which a client shows and cannot reply to (RFC 6858 §2: incomplete rather than
+  modified); such a member of a group is left out of it (groups do not nest);
+- ``Content-Type`` and ``Content-Disposition``: a UTF-8 parameter value in RFC
+  2231 form;
+- any other field: its text as encoded-words (RFC 2047 §5 (1)), which a reader
+  decodes back to the stored text;
+- a line that is no field (no colon, or a name that is not one) is dropped.
+
+:func:`presented` is the one place that decides what a message's first chunks
+become: as stored, this surrogate, or :data:`NEEDS_UTF8`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from smtpcore.pop3._events import Err
+from smtpcore.pop3._header_words import MAX_LINE, fold, parameter, phrase, unstructured
+from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
+
+__all__ = ["downgrade", "presented"]
+
+_ADDRESS_FIELDS: Final = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "bcc",
+        "resent-from",
+        "resent-sender",
+        "resent-to",
+        "resent-cc",
+        "resent-bcc",
+    }
+)
+"""Fields whose value is a mailbox or address list (RFC 5322 §3.6.2, §3.6.3, §3.6.6)."""
+
+_PARAMETER_FIELDS: Final = frozenset({"content-type", "content-disposition"})
+"""Fields whose values end in MIME parameters (RFC 2045 §5.1, RFC 2183 §2)."""
+
+_FIELD_NAME: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+"""RFC 5322 §3.6.8 ``field-name``: printable ASCII but the colon."""
+
+_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
+_LINE_BREAK: Final = re.compile(r"\r?\n")
+
+
+def presented(scan: HeaderScan, read: list[bytes], *, downgrade: bool) -> list[bytes] | Err:
+    """What a session outside UTF-8 mode is sent of a message whose first chunks are
+    ``read``, read until ``scan`` was done: :data:`NEEDS_UTF8` where the message needs
+    UTF-8 mode and is not to be (or cannot be) downgraded; else the chunks to send
+    before the rest, ``read`` itself where the message goes as stored. A header that
+    went on past the lookahead is never downgraded: its end was not read."""
+    if not scan.needs_utf8:
+        return read
+    if not downgrade or scan.overran:
+        return NEEDS_UTF8
+    return [_downgrade_start(b"".join(read))]
+
+
+def downgrade(message: bytes) -> bytes:
+    """``message`` (its whole header at least, and any of what follows) with its header
+    rewritten in ASCII as RFC 6858 §3 asks; the rest unchanged."""
+    return _downgrade_start(message)
+
+
+def _downgrade_start(data: bytes) -> bytes:
+    if data.startswith((b"\r\n", b"\n")):
+        return data  # no header
+    end = _EMPTY_LINE.search(data)
+    cut = len(data) if end is None else end.start() + 1
+    return _downgrade_header(data[:cut]) + data[cut:]
+
+
+def _downgrade_header(header: bytes) -> bytes:
+    """Each field of ``header`` (its lines, the empty one after them excluded) as it is
+    where it is ASCII, rewritten where it holds UTF-8."""
+    out = []
+    for field in _fields(header):
+        out.append(field if field.isascii() else _rewritten(field))
+    return b"".join(out)
+
+
+def _fields(header: bytes) -> list[bytes]:
+    """``header``'s fields, each with its continuation lines and line ends."""
+    fields: list[bytes] = []
+    for line in header.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def _rewritten(field: bytes) -> bytes:
+    """A field that holds UTF-8, in ASCII, folded; nothing for a line that is no field."""
+    text = field.decode("utf-8", "replace")
+    name, colon, value = text.partition(":")
+    if not colon or _FIELD_NAME.fullmatch(name) is None:
+        return b""
+    value = _LINE_BREAK.sub("", value.rstrip("\r\n"))
+    value = value.replace("\r", " ").replace("\n", " ")  # bare ones: no line breaks
+    kind = name.lower()
+    rewritten = None
+    if kind in _ADDRESS_FIELDS:
+        rewritten = _address_list(value)
+    elif kind in _PARAMETER_FIELDS:
+        rewritten = _parameters(value)
+    if rewritten is not None:
+        folded = fold(name, rewritten)
+        if all(len(line) <= MAX_LINE for line in folded.split("\r\n")):
+            return folded.encode("ascii")
+    # Any other field, and one whose rewriting left a word too long to fold.
+    return fold(name, unstructured(value)).encode("ascii")
+
+
+def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
+    """``value`` cut at each of ``separators`` that is outside quoted-strings, comments
+    and angle brackets: the pieces, each with the separator that ended it ("" for the
+    last)."""
+    pieces: list[tuple[str, str]] = []
+    start = depth = 0
+    quoted = escaped = angle = False
+    for at, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif char == "\\" and (quoted or depth):
+            escaped = True
+        elif quoted:
+            quoted = char != '"'
+        elif char == "(":
+            depth += 1
+        elif depth:
+            depth -= char == ")"
+        elif char == '"':
+            quoted = True
+        elif not angle and char in separators:
+            pieces.append((value[start:at], char))
+            start = at + 1
+        elif char == "<":
+            angle = True
+        elif char == ">":
+            angle = False
+    pieces.append((value[start:], ""))
+    return pieces
+
+
+def _address_list(value: str) -> str:
+    """An address field's value with each mailbox that holds UTF-8 rewritten (see the
+    module's docstring); groups kept, their UTF-8 names encoded."""
+    items: list[str] = []
+    group: tuple[str, list[str]] | None = None
+    for text, separator in _split_top(value, ",:;"):
+        if separator == ":" and group is None:
+            group = (text, [])
+            continue
+        item = _mailbox(text, in_group=group is not None)
+        if group is None:
+            if item:
+                items.append(item)
+            continue
+        if item:
+            group[1].append(item)
+        if separator in (";", ""):
+            items.append(f"{phrase(group[0])}: {', '.join(group[1])};")
+            group = None
+    return " " + ", ".join(items)
+
+
+def _mailbox(text: str, *, in_group: bool) -> str:
+    """One mailbox of an address list, in ASCII: "" where it is left out."""
+    text = text.strip(" \t")
+    if text.isascii():
+        return text
+    pieces = _split_top(text, "<")
+    if len(pieces) > 1:
+        display = pieces[0][0]
+        address, _, after = "<".join(piece for piece, _ in pieces[1:]).partition(">")
+        if address.isascii():
+            kept = [phrase(display), f"<{address}>"]
+            if after.strip(" \t") and after.isascii():
+                kept.append(after.strip(" \t"))
+            return " ".join(part for part in kept if part)
+        name = display if display.strip(" \t") else address
+    else:
+        name = text
+    if in_group:
+        return ""
+    return f"{phrase(name)} :;"
+
+
+def _parameters(value: str) -> str | None:
+    """A MIME field's value with each UTF-8 parameter value in RFC 2231 form; None
+    where UTF-8 is elsewhere (the type itself, a parameter's name)."""
+    pieces = _split_top(value, ";")
+    first = pieces[0][0]
+    if not first.isascii():
+        return None
+    out = [first.strip(" \t")]
+    for piece, _ in pieces[1:]:
+        piece = piece.strip(" \t")
+        if piece.isascii():
+            out.append(piece)
+            continue
+        name, equals, raw = piece.partition("=")
+        name = name.strip(" \t")
+        if not equals or not name.isascii() or _FIELD_NAME.fullmatch(name) is None or "*" in name:
+            return None
+        raw = raw.strip(" \t")
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
+        out.append(parameter(name, raw))
+    return " " + "; ".join(out)

@@ -1,0 +1,206 @@
+"""``pop3.downgrade`` and ``pop3.presented``: the RFC 6858 surrogate of a message
+whose header holds UTF-8, for a POP3 session outside UTF-8 mode (RFC 6856 §2.1, §5).
+
+The header comes out 7-bit, in lines of at most 998 octets (RFC 5322 §2.1.1),
+folded only before white space; Python's ``email`` reads back each unstructured
+field's text, each ASCII address, display names and MIME parameters; the body and
+every ASCII field go as stored.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtpcore import pop3
+from smtpcore.testing import strategies as sst
+
+BODY = "Grüße, body as stored ü\r\n.\r\n".encode()
+
+#: Text an unstructured field may hold: words, UTF-8 among them, and white space
+#: that is no line break; "=?" too, which must not come back as a decoded word.
+_WORDS = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp", "Zs")) | st.sampled_from("=?_"),
+    min_size=1,
+    max_size=120,
+)
+field_texts = st.lists(
+    st.tuples(st.sampled_from([" ", "  ", "\t", " \t"]), _WORDS), min_size=1, max_size=30
+).map(lambda pairs: "".join(space + word for space, word in pairs).strip(" \t"))
+
+
+def _parsed(message: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(message, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _header_of(message: bytes) -> bytes:
+    return message.partition(b"\r\n\r\n")[0] + b"\r\n"
+
+
+def _check_lines(header: bytes) -> None:
+    """7-bit, CR LF line ends, lines within 998 octets, continuation lines folded
+    (starting with white space, never white space alone)."""
+    assert header.isascii()
+    lines = header.split(b"\r\n")
+    assert lines[-1] == b""
+    for line in lines[:-1]:
+        assert b"\r" not in line and b"\n" not in line
+        assert len(line) <= 998
+        assert line.strip(b" \t"), "a line of white space alone"
+
+
+@given(text=field_texts.filter(lambda t: not t.isascii()))
+def test_an_unstructured_field_decodes_back_to_its_text(text: str) -> None:
+    stored = f"Subject: {text}\r\nX-Note: {text}\r\n\r\n".encode() + BODY
+    surrogate = pop3.downgrade(stored)
+    _check_lines(_header_of(surrogate))
+    assert surrogate.endswith(b"\r\n\r\n" + BODY)
+    parsed = _parsed(surrogate)
+    assert str(parsed["Subject"]) == text
+    assert str(parsed["X-Note"]) == text
+
+
+@given(
+    name=field_texts,
+    mailbox=sst.mailboxes(utf8=True, quoted=False, literals=False),
+    other=sst.mailboxes(quoted=False, literals=False),
+)
+def test_an_address_field_keeps_ascii_addresses_and_names_the_others(
+    name: str, mailbox: object, other: object
+) -> None:
+    """RFC 6858 §3: an ASCII address stays, with its display name encoded; a UTF-8
+    one has no ASCII form and becomes an empty group named after it (RFC 6854 lets
+    From be one), which a client shows and cannot answer."""
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    stored = f'From: "{quoted}" <{mailbox}>\r\nTo: "{quoted}" <{other}>\r\n\r\n'.encode()
+    surrogate = pop3.downgrade(stored + BODY)
+    _check_lines(_header_of(surrogate))
+    parsed = _parsed(surrogate)
+    [to] = parsed["To"].addresses
+    assert (_words(to.display_name), to.addr_spec) == (_words(name), str(other))
+    if str(mailbox).isascii():
+        [sender] = parsed["From"].addresses
+        assert sender.addr_spec == str(mailbox)
+    else:
+        [group] = parsed["From"].groups
+        assert group.addresses == ()
+        assert _words(group.display_name) == _words(name)
+
+
+def _words(name: str) -> str:
+    """A display name's text but its white space: ``email`` reads the encoded-words
+    of a phrase with a space between each two and runs of white space in them as one
+    (RFC 2047 §6.2 ignores the space between them), where a mail reader keeps it."""
+    return "".join(name.split())
+
+
+def test_an_address_without_a_display_name_names_its_group() -> None:
+    stored = "From: jörg@bücher.example\r\nCc: a@b.example, <ü@x.example>\r\n\r\n".encode()
+    parsed = _parsed(pop3.downgrade(stored))
+    assert parsed["From"].groups[0].display_name == "jörg@bücher.example"
+    cc = parsed["Cc"].groups
+    assert [g.addresses[0].addr_spec for g in cc if g.display_name is None] == ["a@b.example"]
+    assert [g.display_name for g in cc if g.display_name] == ["ü@x.example"]
+
+
+def test_a_group_loses_only_its_utf8_members() -> None:
+    """Groups do not nest (RFC 5322 §3.4): a UTF-8 member of one is left out."""
+    stored = "To: Fréunde: a@b.example, ü@x.example, c@d.example;, e@f.example\r\n\r\n"
+    parsed = _parsed(pop3.downgrade(stored.encode()))
+    first, second = parsed["To"].groups
+    assert first.display_name == "Fréunde"
+    assert [a.addr_spec for a in first.addresses] == ["a@b.example", "c@d.example"]
+    assert [a.addr_spec for a in second.addresses] == ["e@f.example"]
+
+
+@given(filename=field_texts.filter(lambda t: not t.isascii()))
+def test_a_mime_parameter_goes_in_rfc_2231_form(filename: str) -> None:
+    quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+    stored = (
+        f'Content-Type: text/plain; charset=utf-8; name="{quoted}"\r\n'
+        f'Content-Disposition: attachment; filename="{quoted}"\r\n\r\n'
+    )
+    surrogate = pop3.downgrade(stored.encode() + BODY)
+    _check_lines(_header_of(surrogate))
+    parsed = _parsed(surrogate)
+    assert parsed.get_content_type() == "text/plain"
+    assert parsed.get_param("charset") == "utf-8"
+    assert parsed.get_filename() == filename
+    assert parsed.get_param("name") == filename
+
+
+def test_ascii_fields_and_the_body_go_as_stored() -> None:
+    ascii_fields = (
+        b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nX-Long: " + (b"a" * 1200) + b"\n"
+    )
+    stored = ascii_fields + "Subject: grüße\n\nbody\nü\n".encode()
+    surrogate = pop3.downgrade(stored)
+    assert surrogate.startswith(ascii_fields)  # LF line ends, an over-long line: as stored
+    assert surrogate.endswith("\nbody\nü\n".encode())
+    assert b"Subject: =?utf-8?b?Z3LDvMOfZQ==?=\r\n" in surrogate
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["Grüße ohne Doppelpunkt", "Ünknown: field", " an orphan continuation ü"],
+)
+def test_a_line_that_is_no_field_is_left_out(line: str) -> None:
+    stored = f"{line}\r\nSubject: ok\r\n\r\nbody\r\n".encode()
+    assert pop3.downgrade(stored) == b"Subject: ok\r\n\r\nbody\r\n"
+
+
+def test_hostile_fields_still_fold_within_the_line_limit() -> None:
+    """A word no folding can break, a run of white space, a field name of 990 octets
+    with a UTF-8 value, invalid UTF-8: every line stays within 998 octets."""
+    hostile = [
+        "Subject: " + "ü" * 3000,
+        "Subject: x" + " " * 2000 + "ü",
+        "To: " + "a" * 1500 + "@b.example, Ü <" + "c" * 1200 + "@d.example>",
+        "X-" + "n" * 988 + ": ü",
+        'Content-Type: text/plain; name*0=ü; filename="' + "ä" * 800 + '"',
+    ]
+    for field in hostile:
+        surrogate = pop3.downgrade(field.encode() + b"\r\n\xff\xfe\r\n\r\nbody\r\n")
+        _check_lines(_header_of(surrogate))
+        assert surrogate.endswith(b"\r\n\r\nbody\r\n")
+
+
+def test_a_message_that_is_all_header_is_downgraded_whole() -> None:
+    assert pop3.downgrade("Subject: ü".encode()) == b"Subject: =?utf-8?b?w7w=?=\r\n"
+    assert pop3.downgrade(b"\r\nSubject: \xc3\xbc\r\n") == b"\r\nSubject: \xc3\xbc\r\n"
+
+
+def _scanned(message: bytes) -> pop3.HeaderScan:
+    scan = pop3.HeaderScan()
+    if not scan.feed(message):
+        scan.end()
+    return scan
+
+
+def test_presented_decides_as_stored_surrogate_or_refusal() -> None:
+    """The one decision: ASCII and legacy 8-bit headers go as stored (the very list
+    given), a UTF-8 header as the surrogate where downgrading is on and as
+    ``NEEDS_UTF8`` where it is off, and a header that outran the lookahead, whose end
+    was never read, as ``NEEDS_UTF8`` either way."""
+    plain = [b"Subject: plain\r\n", b"\r\nbody\r\n"]
+    assert pop3.presented(_scanned(b"".join(plain)), plain, downgrade=True) is plain
+    latin1 = [b"Subject: Gr\xfc\xdfe\r\n\r\n"]
+    assert pop3.presented(_scanned(latin1[0]), latin1, downgrade=True) is latin1
+    utf8 = ["Subject: grü".encode(), "ße\r\n\r\nbody ü\r\n".encode()]
+    scan = _scanned(b"".join(utf8))
+    assert pop3.presented(scan, utf8, downgrade=False) is pop3.NEEDS_UTF8
+    assert pop3.presented(scan, utf8, downgrade=True) == [
+        "Subject: =?utf-8?b?Z3LDvMOfZQ==?=\r\n\r\nbody ü\r\n".encode()
+    ]
+    padded = b"X-Pad: " + b"a" * pop3.HEADER_LOOKAHEAD + "\r\nSubject: ü\r\n\r\n".encode()
+    early = "Subject: ü\r\n".encode() + padded
+    scan = _scanned(early)
+    assert scan.overran and scan.needs_utf8
+    assert pop3.presented(scan, [early], downgrade=True) is pop3.NEEDS_UTF8
