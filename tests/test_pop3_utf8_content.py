@@ -14,6 +14,7 @@ import pytest
 
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
+from smtpcore.asyncio import POP3ServerOptions
 from smtpcore.maildrop import MaildirStore
 
 CASES = [
@@ -207,3 +208,57 @@ def test_a_pipelined_retr_after_a_dot_heavy_message_is_answered(
             assert answers.readline().startswith(b"+OK")
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             assert sock.makefile("rb").readline().startswith(b"+OK")
+
+
+OVERRUN_UTF8_HEADER = (
+    "Subject: grüße\r\n".encode()  # UTF-8 within the lookahead, the header's end past it
+    + b"".join(b"X-Pad-%06d: %s\r\n" % (i, b"a" * 60) for i in range(4500))
+    + b"\r\nbody\r\n"
+)
+
+
+def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
+    adapter: str, tmp_path: Path
+) -> None:
+    """``downgrade=True``: RETR and TOP of the message that needs UTF-8 mode give a
+    session outside it the surrogate (its header in ASCII, the body as stored), whose
+    octets RETR's +OK counts, where they got ``-ERR [UTF8]``; the message is taken and
+    deleted like any other. A header whose end is past the lookahead is refused still
+    (it cannot be rewritten unread); a session in UTF-8 mode gets the message as
+    stored."""
+    write_maildir(
+        tmp_path / "alice", [UTF8_HEADER, LATIN1_HEADER, OVERRUN_UTF8_HEADER, PLAIN, UTF8_HEADER]
+    )
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    surrogate = pop3.downgrade(UTF8_HEADER)
+    assert surrogate.isascii() and surrogate.endswith(b"\r\n\r\nhi\r\n")
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        status, lines, _ = client.retr(1)
+        assert b"\r\n".join(lines) + b"\r\n" == surrogate
+        assert status == b"+OK %d octets" % len(surrogate)
+        assert client.list(1).split()[2] == str(len(UTF8_HEADER)).encode()  # as stored
+        assert b"\r\n".join(client.top(5, 0)[1]) + b"\r\n" == surrogate.replace(b"hi\r\n", b"")
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
+            client.top(3, 0)
+        got = _retrieved_by(client, [1, 2, 4])
+        client.quit()
+        assert got == [surrogate, LATIN1_HEADER, PLAIN]
+        assert _left(tmp_path) == 2
+        assert _retrieved(server.port, [1, 2], utf8=True) == [OVERRUN_UTF8_HEADER, UTF8_HEADER]
+
+
+def _retrieved_by(client: poplib.POP3, numbers: list[int]) -> list[bytes]:
+    got = []
+    for number in numbers:
+        got.append(b"\r\n".join(client.retr(number)[1]) + b"\r\n")
+        client.dele(number)
+    return got
+
+
+def test_downgrade_needs_utf8() -> None:
+    """Without UTF8 offered every message goes as stored: nothing to downgrade."""
+    with pytest.raises(ValueError, match="downgrade needs utf8"):
+        POP3ServerOptions(hostname="mx.example", downgrade=True)
