@@ -239,7 +239,9 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
         status, lines, _ = client.retr(1)
         assert b"\r\n".join(lines) + b"\r\n" == surrogate
         assert status == b"+OK %d octets" % len(surrogate)
-        assert client.list(1).split()[2] == str(len(UTF8_HEADER)).encode()  # as stored
+        listed = client.list(1)
+        assert isinstance(listed, bytes)
+        assert listed.split()[2] == str(len(UTF8_HEADER)).encode()  # the stored size
         assert b"\r\n".join(client.top(5, 0)[1]) + b"\r\n" == surrogate.replace(b"hi\r\n", b"")
         with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
             client.top(3, 0)
