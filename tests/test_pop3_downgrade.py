@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 
 import pytest
@@ -204,3 +205,23 @@ def test_presented_decides_as_stored_surrogate_or_refusal() -> None:
     scan = _scanned(early)
     assert scan.overran and scan.needs_utf8
     assert pop3.presented(scan, [early], downgrade=True) is pop3.NEEDS_UTF8
+
+
+@given(
+    header=st.lists(
+        st.binary(max_size=80) | st.text(max_size=80).map(str.encode), min_size=1, max_size=12
+    ).map(lambda lines: b"\r\n".join(line.replace(b"\n\n", b"\n") for line in lines))
+)
+def test_any_header_comes_out_7bit_and_the_body_as_stored(header: bytes) -> None:
+    """Hostile octets (invalid UTF-8, bare CR and LF, colons and quotes anywhere):
+    no exception, nothing that is not ASCII in the header, the body untouched."""
+    message = header + b"\r\n\r\nbody \xff\r\n"
+    surrogate = pop3.downgrade(message)
+    if message.startswith((b"\r\n", b"\n")):  # an empty line first: all of it body
+        assert surrogate == message
+        return
+    end = re.search(rb"\n\r?\n", message)
+    assert end is not None
+    rest = message[end.start() + 1 :]
+    assert surrogate.endswith(rest)
+    assert surrogate[: len(surrogate) - len(rest)].isascii()
