@@ -42,6 +42,7 @@ from peers import (
     running_pop3_server,
     write_maildir,
 )
+from smtpcore import pop3
 from smtpcore.maildrop import MaildirStore
 from smtpcore.sasl import PlainClient, ScramSHA1Client, ScramSHA256Client
 
@@ -291,8 +292,6 @@ def test_legacy_clients_fetch_the_rfc_6858_surrogate(adapter: str, tmp_path: Pat
     fetchmail, which checks the octets it got against it, takes it without a
     complaint."""
     fetchmail, mpop = require_program("fetchmail"), require_program("mpop")
-    from smtpcore import pop3
-
     surrogate = pop3.downgrade(UTF8_MAIL)
     for client in (fetchmail, mpop):
         write_maildir(tmp_path / client.replace("/", "_") / "alice", [UTF8_MAIL])
@@ -309,6 +308,38 @@ def test_legacy_clients_fetch_the_rfc_6858_surrogate(adapter: str, tmp_path: Pat
                 check_run(result, "mpop")
                 assert [lf(m) for m in files_in(out)] == [lf(surrogate)]
         assert left_in(store) == 0
+
+
+STORED_UTF8_MAIL = (
+    "Return-Path: <jörg@bücher.example>\r\n"
+    "Received: from a.example by mx.example with UTF8SMTPS\r\n"
+    "\tfor <ann@abc.example>; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    "Message-ID: <zwölf@bücher.example>\r\n"
+).encode() + UTF8_MAIL
+
+
+def test_fetchmail_takes_no_encoded_word_for_its_envelope(adapter: str, tmp_path: Path) -> None:
+    """The message as the reference server stores it, with the UTF-8 sender in
+    Return-Path and Received: fetchmail builds its MAIL FROM from Return-Path, and
+    an encoded-word there (``MAIL FROM:<=?utf-8?b?...?=>``) sends bounces nowhere.
+    The surrogate's Return-Path is the null path: fetchmail's MAIL FROM too (it
+    would take From's empty group without one), never an encoded-word."""
+    fetchmail = require_program("fetchmail")
+    write_maildir(tmp_path / "maildir" / "alice", [STORED_UTF8_MAIL])
+    store = MaildirStore(tmp_path / "maildir", {"alice": PASSWORD})
+    out = tmp_path / "delivered.bsmtp"
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        result = _run_fetchmail(fetchmail, server.port, out, tmp_path)
+    check_run(result, "fetchmail")
+    delivered = out.read_bytes()
+    [mail_from] = [line for line in delivered.splitlines() if line.startswith(b"MAIL FROM:")]
+    assert mail_from == b"MAIL FROM:<>"
+    surrogate = pop3.downgrade(STORED_UTF8_MAIL)
+    assert surrogate.startswith(b"Return-Path: <>\r\nReceived: from a.example")
+    assert b"Message-ID" not in surrogate
+    # fetchmail takes Return-Path into the envelope, out of the content.
+    assert parse_bsmtp(delivered) == [surrogate.removeprefix(b"Return-Path: <>\r\n")]
+    assert left_in(store) == 0
 
 
 def _run_fetchmail(

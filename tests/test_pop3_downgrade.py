@@ -225,3 +225,34 @@ def test_any_header_comes_out_7bit_and_the_body_as_stored(header: bytes) -> None
     rest = message[end.start() + 1 :]
     assert surrogate.endswith(rest)
     assert surrogate[: len(surrogate) - len(rest)].isascii()
+
+
+def test_trace_fields_holding_utf8_take_no_encoded_word() -> None:
+    """Return-Path is an addr-spec and Received's clauses hold addresses: RFC 2047 §5
+    allows no encoded-word there. A UTF-8 Received goes (RFC 6858 §2: incomplete
+    rather than modified), a UTF-8 Return-Path becomes the null path (fetchmail
+    builds its MAIL FROM from it, or else from From); ASCII ones stay."""
+    stored = (
+        "Return-Path: <jörg@bücher.example>\r\n"
+        "Received: from a.example by mx.example for <ann@ü.example>; Mon, 1 Jan 2024\r\n"
+        "Received: from b.example by a.example; Mon, 1 Jan 2024\r\n"
+        "Subject: ü\r\n\r\nbody\r\n"
+    ).encode()
+    assert pop3.downgrade(stored) == (
+        b"Return-Path: <>\r\n"
+        b"Received: from b.example by a.example; Mon, 1 Jan 2024\r\n"
+        b"Subject: =?utf-8?b?w7w=?=\r\n\r\nbody\r\n"
+    )
+
+
+def test_msg_id_fields_keep_only_their_ascii_ids() -> None:
+    """A msg-id allows no encoded-word (RFC 2047 §5): each UTF-8 one is left out, and
+    the field with it where none is left."""
+    stored = (
+        "Message-ID: <zwölf@bücher.example>\r\n"
+        "In-Reply-To: <ö@y.example>\r\n"
+        "References: <a@b.example> <ö@y.example>\r\n <c@d.example> (ü)\r\n\r\n"
+    ).encode()
+    surrogate = pop3.downgrade(stored)
+    assert surrogate == b"References: <a@b.example> <c@d.example>\r\n\r\n"
+    assert _parsed(surrogate)["References"] == "<a@b.example> <c@d.example>"

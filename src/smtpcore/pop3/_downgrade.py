@@ -13,6 +13,15 @@ header, goes as stored:
   modified); such a member of a group is left out of it (groups do not nest);
 - ``Content-Type`` and ``Content-Disposition``: a UTF-8 parameter value in RFC
   2231 form;
+- a msg-id field (Message-ID, In-Reply-To, References...): its ASCII msg-ids,
+  each UTF-8 one left out, the field too where none is left (RFC 2047 §5 allows no
+  encoded-word in a msg-id);
+- Received: left out, as its clauses hold addresses, where no encoded-word may
+  stand (RFC 2047 §5); RFC 6858 §2: incomplete rather than modified;
+- Return-Path: the null path ``<>``. An addr-spec can hold no encoded-word, and a
+  client builds its envelope sender from this field: fetchmail, without it, takes
+  the From field's, which is an empty group here, and sends ``MAIL FROM:<=?...>``.
+  With ``<>`` no bounce goes anywhere, rather than to a made-up address;
 - any other field: its text as encoded-words (RFC 2047 §5 (1)), which a reader
   decodes back to the stored text;
 - a line that is no field (no colon, or a name that is not one) is dropped.
@@ -51,6 +60,19 @@ _ADDRESS_FIELDS: Final = frozenset(
 
 _PARAMETER_FIELDS: Final = frozenset({"content-type", "content-disposition"})
 """Fields whose values end in MIME parameters (RFC 2045 §5.1, RFC 2183 §2)."""
+
+_MSG_ID_FIELDS: Final = frozenset(
+    {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
+)
+"""Fields whose value is one msg-id or a list of them (RFC 5322 §3.6.4, RFC 2045 §7)."""
+
+_NULL_RETURN_PATH: Final = b"Return-Path: <>\r\n"
+
+_MSG_ID: Final = re.compile(r"<[^<>]*>")
+
+_WORD_ROOM: Final = MAX_LINE - len("Resent-Message-ID: ")
+"""The longest word a structured field's rewriting keeps: one that fits on a line
+beside the longest name of such a field, which no folding can break."""
 
 _FIELD_NAME: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 """RFC 5322 §3.6.8 ``field-name``: printable ASCII but the colon."""
@@ -116,6 +138,13 @@ def _rewritten(field: bytes) -> bytes:
     value = value.replace("\r", " ").replace("\n", " ")  # bare ones: no line breaks
     kind = name.lower()
     rewritten = None
+    if kind == "received":
+        return b""
+    if kind == "return-path":
+        return _NULL_RETURN_PATH
+    if kind in _MSG_ID_FIELDS:
+        ids = _msg_ids(value)
+        return fold(name, ids).encode("ascii") if ids else b""
     if kind in _ADDRESS_FIELDS:
         rewritten = _address_list(value)
     elif kind in _PARAMETER_FIELDS:
@@ -126,6 +155,16 @@ def _rewritten(field: bytes) -> bytes:
             return folded.encode("ascii")
     # Any other field, and one whose rewriting left a word too long to fold.
     return fold(name, unstructured(value)).encode("ascii")
+
+
+def _msg_ids(value: str) -> str:
+    """A msg-id field's ASCII msg-ids, "" where none is left: a UTF-8 one (RFC 6532
+    §3.2 allows it) has no ASCII form, and its comments go with it."""
+    return "".join(
+        f" {found}"
+        for found in _MSG_ID.findall(value)
+        if found.isascii() and len(found) <= _WORD_ROOM
+    )
 
 
 def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
