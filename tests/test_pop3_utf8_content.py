@@ -43,10 +43,12 @@ def test_whole_and_octet_by_octet(message: bytes, needs: bool) -> None:
 
 
 def test_it_stops_at_the_header_end() -> None:
-    """Once the empty line is whole, the body is never read: its 8-bit octets count
-    for nothing."""
+    """Once the empty line has begun, the body is never read: its 8-bit octets count
+    for nothing. A CR begins it, as the wire reads a bare CR as a line end too."""
     scan = pop3.HeaderScan()
-    assert not scan.feed(b"Subject: a\r\n\r")
+    assert not scan.feed(b"Subject: a\r")
+    assert not scan.feed(b"\n")
+    assert scan.feed(b"\r")
     assert scan.feed(b"\n")
     assert scan.feed(b"\xc3\xbc") and not scan.needs_utf8
 
@@ -264,3 +266,19 @@ def test_downgrade_needs_utf8() -> None:
     """Without UTF8 offered every message goes as stored: nothing to downgrade."""
     with pytest.raises(ValueError, match="downgrade needs utf8"):
         POP3ServerOptions(hostname="mx.example", downgrade=True)
+
+
+def test_a_cr_only_message_is_served_with_its_body(adapter: str, tmp_path: Path) -> None:
+    """The wire reads a bare CR as a line end, and so does the scan that finds the
+    header's end: a store's CR-only message keeps every body line in its surrogate."""
+    stored = "Subject: é\r\rsecond: ü\rthird\r".encode()
+    write_maildir(tmp_path / "alice", [stored])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        status, lines, _ = client.retr(1)
+        client.quit()
+    assert lines == [b"Subject: =?utf-8?b?w6k=?=", b"", "second: ü".encode(), b"third"]
+    assert status == b"+OK %d octets" % (sum(map(len, lines)) + 2 * len(lines))

@@ -35,6 +35,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from smtpcore._header_end import header_end
 from smtpcore.pop3._events import Err
 from smtpcore.pop3._header_words import MAX_LINE, fold, parameter, phrase, unstructured
 from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
@@ -77,7 +78,6 @@ beside the longest name of such a field, which no folding can break."""
 _FIELD_NAME: Final = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 """RFC 5322 §3.6.8 ``field-name``: printable ASCII but the colon."""
 
-_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
 _LINE_BREAK: Final = re.compile(r"\r?\n")
 
 
@@ -91,21 +91,19 @@ def presented(scan: HeaderScan, read: list[bytes], *, downgrade: bool) -> list[b
         return read
     if not downgrade or scan.overran:
         return NEEDS_UTF8
-    return [_downgrade_start(b"".join(read))]
+    data = b"".join(read)
+    return [_downgraded(data, len(data) if scan.header_size is None else scan.header_size)]
 
 
 def downgrade(message: bytes) -> bytes:
     """``message`` (its whole header at least, and any of what follows) with its header
     rewritten in ASCII as RFC 6858 §3 asks; the rest unchanged."""
-    return _downgrade_start(message)
+    return _downgraded(message, header_end(message))
 
 
-def _downgrade_start(data: bytes) -> bytes:
-    if data.startswith((b"\r\n", b"\n")):
-        return data  # no header
-    end = _EMPTY_LINE.search(data)
-    cut = len(data) if end is None else end.start() + 1
-    return _downgrade_header(data[:cut]) + data[cut:]
+def _downgraded(data: bytes, header_size: int) -> bytes:
+    """``data`` with its first ``header_size`` octets, its header, rewritten."""
+    return _downgrade_header(data[:header_size]) + data[header_size:]
 
 
 def _downgrade_header(header: bytes) -> bytes:

@@ -18,9 +18,9 @@ its ``+OK``; a session that cannot or need not enter UTF-8 mode has none
 from __future__ import annotations
 
 import codecs
-import re
 from typing import Final
 
+from smtpcore._header_end import HEADER_END
 from smtpcore.pop3._events import Err
 
 __all__ = ["HEADER_LOOKAHEAD", "NEEDS_UTF8", "HeaderScan"]
@@ -37,10 +37,6 @@ header of real mail, and a bound on what a server holds before its ``+OK``. A
 header that has not ended by then, with no UTF-8 in what was read, goes as stored
 (a sender cannot make a message unfetchable by padding its header)."""
 
-_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
-"""The empty line that ends a header (RFC 5322 §2.1), found after its line break:
-a store's line ends may be CR LF or LF alone."""
-
 
 class HeaderScan:
     """Reads a message's chunks, in order, until its header has ended or
@@ -49,7 +45,7 @@ class HeaderScan:
     of a line break that a chunk may split from the rest of an empty line) and an
     unfinished UTF-8 sequence."""
 
-    __slots__ = ("_decoder", "_left", "_tail", "done", "needs_utf8", "overran")
+    __slots__ = ("_decoder", "_left", "_tail", "done", "header_size", "needs_utf8", "overran")
 
     def __init__(self) -> None:
         self.done = False
@@ -60,6 +56,10 @@ class HeaderScan:
         self.needs_utf8 = False
         """Whether the header holds a UTF-8 character, and no octet that is not
         UTF-8 (RFC 6532)."""
+        self.header_size: int | None = None
+        """Octets of the header, its last line end included, once its end is read
+        (:func:`smtpcore._header_end.header_end`'s count): where a surrogate's
+        rewriting stops, found once."""
         self._left = HEADER_LOOKAHEAD
         self._tail = b"\n"  # the message starts a line: an empty first line ends it
         self._decoder: codecs.IncrementalDecoder | None = None  # from the first non-ASCII
@@ -70,12 +70,14 @@ class HeaderScan:
             return True
         if len(chunk) > self._left:
             chunk = chunk[: self._left]
+        before = HEADER_LOOKAHEAD - self._left
         self._left -= len(chunk)
         end = self._header_end(chunk)
         header = chunk if end is None else chunk[:end]
         if self._decoder is not None or not header.isascii():
             self._read_utf8(header, final=end is not None)
         if end is not None:
+            self.header_size = before + end
             self.done = True
         elif not self._left:
             self.done = self.overran = True
@@ -89,15 +91,16 @@ class HeaderScan:
             self.done = True
 
     def _header_end(self, chunk: bytes) -> int | None:
-        """Where in ``chunk`` the header ends (0 where its empty line began in the
-        chunks before), or None; keeps the last two octets read for the next chunk."""
+        """Where in ``chunk`` the header ends, after its last line end (0 where that
+        was in the chunks before), or None; keeps the last two octets read for the
+        next chunk, as a line end may be split from the one after it."""
         tail = self._tail
-        across = _EMPTY_LINE.search(tail + chunk[:2])  # at most four octets
+        across = HEADER_END.search(tail + chunk[:2])  # at most four octets
         self._tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
         if across is not None:
-            return max(across.start() - len(tail), 0)
-        found = _EMPTY_LINE.search(chunk)
-        return None if found is None else found.start()
+            return max(across.end() - len(tail), 0)
+        found = HEADER_END.search(chunk)
+        return None if found is None else found.end()
 
     def _read_utf8(self, header: bytes, final: bool) -> None:
         """Read ``header``'s octets, which hold or follow a non-ASCII one, as UTF-8:
