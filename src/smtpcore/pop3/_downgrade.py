@@ -116,14 +116,16 @@ def _downgrade_header(header: bytes) -> bytes:
 
 
 def _fields(header: bytes) -> list[bytes]:
-    """``header``'s fields, each with its continuation lines and line ends."""
-    fields: list[bytes] = []
+    """``header``'s fields, each with its continuation lines and line ends: each
+    joined once from its lines, so that a field of many short continuation lines
+    costs what its octets do (adding each line to the field so far recopied it)."""
+    fields: list[list[bytes]] = []
     for line in header.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
+            fields[-1].append(line)
         else:
-            fields.append(line)
-    return fields
+            fields.append([line])
+    return [b"".join(lines) for lines in fields]
 
 
 def _rewritten(field: bytes) -> bytes:
