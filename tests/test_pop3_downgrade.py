@@ -256,3 +256,22 @@ def test_msg_id_fields_keep_only_their_ascii_ids() -> None:
     surrogate = pop3.downgrade(stored)
     assert surrogate == b"References: <a@b.example> <c@d.example>\r\n\r\n"
     assert _parsed(surrogate)["References"] == "<a@b.example> <c@d.example>"
+
+
+@pytest.mark.parametrize(
+    ("field", "addresses"),
+    [
+        ("From: alice@example.com (Jöhn)", ["alice@example.com"]),
+        ("To: a@b.example (x (ü)), Zoë <z@y.example> (ö)", ["a@b.example", "z@y.example"]),
+        ("Cc: (ü) a@b.example", ["a@b.example"]),
+    ],
+)
+def test_a_utf8_comment_leaves_an_ascii_address_as_it_is(field: str, addresses: list[str]) -> None:
+    """Comments are set apart before the address is judged: UTF-8 in one goes into
+    encoded-words inside the comment (RFC 2047 §5 (2)), the address stays."""
+    surrogate = pop3.downgrade(f"{field}\r\n\r\nbody\r\n".encode())
+    _check_lines(_header_of(surrogate))
+    parsed = _parsed(surrogate)[field.partition(":")[0]]
+    assert [a.addr_spec for a in parsed.addresses] == addresses
+    assert not parsed.defects
+    assert b"(=?utf-8?b?" in surrogate

@@ -37,7 +37,14 @@ from typing import Final
 
 from smtpcore._header_end import header_end
 from smtpcore.pop3._events import Err
-from smtpcore.pop3._header_words import MAX_LINE, fold, parameter, phrase, unstructured
+from smtpcore.pop3._header_words import (
+    MAX_LINE,
+    comment,
+    fold,
+    parameter,
+    phrase,
+    unstructured,
+)
 from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
 
 __all__ = ["downgrade", "presented"]
@@ -221,7 +228,9 @@ def _address_list(value: str) -> str:
 
 
 def _mailbox(text: str, *, in_group: bool) -> str:
-    """One mailbox of an address list, in ASCII: "" where it is left out."""
+    """One mailbox of an address list, in ASCII: "" where it is left out. Its
+    comments are set apart first (``a@b.example (Jöhn)``): UTF-8 in one makes no
+    address UTF-8."""
     text = text.strip(" \t")
     if text.isascii():
         return text
@@ -230,16 +239,53 @@ def _mailbox(text: str, *, in_group: bool) -> str:
         display = pieces[0][0]
         address, _, after = "<".join(piece for piece, _ in pieces[1:]).partition(">")
         if address.isascii():
-            kept = [phrase(display), f"<{address}>"]
-            if after.strip(" \t") and after.isascii():
-                kept.append(after.strip(" \t"))
+            kept = [phrase(display), f"<{address}>", _comments_of(after)]
             return " ".join(part for part in kept if part)
         name = display if display.strip(" \t") else address
     else:
+        address, comments = _uncommented(text)
+        if address.isascii() and address:
+            return " ".join([address, *map(comment, comments)])
         name = text
     if in_group:
         return ""
     return f"{phrase(name)} :;"
+
+
+def _uncommented(text: str) -> tuple[str, list[str]]:
+    """``text`` without its comments (RFC 5322 §3.2.2), white space trimmed, and the
+    comments' text, parentheses off (nested ones kept in their text)."""
+    kept: list[str] = []
+    comments: list[str] = []
+    start = depth = 0
+    escaped = quoted = False
+    for at, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and (quoted or depth):
+            escaped = True
+        elif depth:
+            depth += (char == "(") - (char == ")")
+            if not depth:
+                comments.append(text[start + 1 : at])
+                start = at + 1
+        elif quoted:
+            quoted = char != '"'
+        elif char == '"':
+            quoted = True
+        elif char == "(":
+            kept.append(text[start:at])
+            depth, start = 1, at
+    if depth:  # an unclosed comment runs to the end
+        comments.append(text[start + 1 :])
+    else:
+        kept.append(text[start:])
+    return "".join(kept).strip(" \t"), comments
+
+
+def _comments_of(text: str) -> str:
+    """The comments in ``text`` (what follows a mailbox's ``>``), in ASCII."""
+    return " ".join(map(comment, _uncommented(text)[1]))
 
 
 def _parameters(value: str) -> str | None:

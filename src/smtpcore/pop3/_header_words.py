@@ -13,7 +13,16 @@ import base64
 import re
 from typing import Final
 
-__all__ = ["FOLD_AT", "MAX_LINE", "encoded_words", "fold", "parameter", "phrase", "unstructured"]
+__all__ = [
+    "FOLD_AT",
+    "MAX_LINE",
+    "comment",
+    "encoded_words",
+    "fold",
+    "parameter",
+    "phrase",
+    "unstructured",
+]
 
 FOLD_AT: Final = 78
 """The line length folding aims at (RFC 5322 §2.1.1: SHOULD be no more than 78
@@ -114,6 +123,15 @@ def phrase(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = re.sub(r"\\(.)", r"\1", text[1:-1], flags=re.DOTALL)
     return " ".join(encoded_words(text))
+
+
+def comment(text: str) -> str:
+    """A comment (RFC 5322 §3.2.2) whose text, parentheses off, is ``text``: as it is
+    where it is ASCII, else its text (quoted-pairs unescaped) as encoded-words, which
+    RFC 2047 §5 (2) allows in a comment."""
+    if text.isascii():
+        return f"({text})"
+    return "(" + " ".join(encoded_words(re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL))) + ")"
 
 
 def parameter(name: str, value: str) -> str:
