@@ -42,6 +42,9 @@ def _parsed(message: bytes) -> EmailMessage:
 
 
 def _header_of(message: bytes) -> bytes:
+    """The header's lines, each with its CR LF: none where every field was left out."""
+    if message.startswith(b"\r\n"):
+        return b""
     return message.partition(b"\r\n\r\n")[0] + b"\r\n"
 
 
@@ -49,6 +52,8 @@ def _check_lines(header: bytes) -> None:
     """7-bit, CR LF line ends, lines within 998 octets, continuation lines folded
     (starting with white space, never white space alone)."""
     assert header.isascii()
+    if not header:
+        return
     lines = header.split(b"\r\n")
     assert lines[-1] == b""
     for line in lines[:-1]:
@@ -170,7 +175,7 @@ def test_hostile_fields_still_fold_within_the_line_limit() -> None:
     for field in hostile:
         surrogate = pop3.downgrade(field.encode() + b"\r\n\xff\xfe\r\n\r\nbody\r\n")
         _check_lines(_header_of(surrogate))
-        assert surrogate.endswith(b"\r\n\r\nbody\r\n")
+        assert surrogate.endswith(b"\r\nbody\r\n")
 
 
 def test_a_message_that_is_all_header_is_downgraded_whole() -> None:
@@ -217,12 +222,12 @@ def test_any_header_comes_out_7bit_and_the_body_as_stored(header: bytes) -> None
     no exception, nothing that is not ASCII in the header, the body untouched."""
     message = header + b"\r\n\r\nbody \xff\r\n"
     surrogate = pop3.downgrade(message)
-    if message.startswith((b"\r\n", b"\n")):  # an empty line first: all of it body
+    if message[:1] in (b"\r", b"\n"):  # an empty line first: all of it body
         assert surrogate == message
         return
-    end = re.search(rb"\n\r?\n", message)
+    end = re.search(rb"(?:\r\n|\r(?!\n)|\n)(?=[\r\n])", message)  # the wire's line ends
     assert end is not None
-    rest = message[end.start() + 1 :]
+    rest = message[end.end() :]
     assert surrogate.endswith(rest)
     assert surrogate[: len(surrogate) - len(rest)].isascii()
 
@@ -275,3 +280,47 @@ def test_a_utf8_comment_leaves_an_ascii_address_as_it_is(field: str, addresses: 
     assert [a.addr_spec for a in parsed.addresses] == addresses
     assert not parsed.defects
     assert b"(=?utf-8?b?" in surrogate
+
+
+@pytest.mark.parametrize(
+    ("field", "kept"),
+    [
+        # A mailbox whose word no folding can break goes, not the address list.
+        (
+            "From: " + "a" * 1200 + "@example.com, Jö <j@x.example>",
+            "From: =?utf-8?b?SsO2?= <j@x.example>",
+        ),
+        ("To: " + "a" * 1200 + "@example.com, ü@x.example", "To: =?utf-8?b?w7xAeC5leGFtcGxl?= :;"),
+        # A parameter that cannot be written in RFC 2231 form goes, not the field.
+        (
+            'Content-Type: multipart/mixed; boundary="b1"; title*=ö',
+            'Content-Type: multipart/mixed; boundary="b1"',
+        ),
+        (
+            'Content-Type: multipart/mixed; boundary="b1"; näme=x',
+            'Content-Type: multipart/mixed; boundary="b1"',
+        ),
+        # A UTF-8 comment is no part of the value it follows.
+        ("Content-Type: text/plain; charset=utf-8 (ö)", "Content-Type: text/plain; charset=utf-8"),
+        ("Content-Type: text/plain (ö); charset=utf-8", "Content-Type: text/plain; charset=utf-8"),
+        # With no ASCII form, the field goes.
+        ("Content-Type: tëxt/plain", None),
+        ("To: " + "a" * 1200 + "@example.com, Jö <" + "b" * 1200 + "@x.example>", None),
+    ],
+)
+def test_structured_fields_lose_an_item_never_their_structure(
+    field: str, kept: str | None
+) -> None:
+    """A structured field holds encoded-words only where RFC 2047 §5 allows them (a
+    phrase, a comment): what cannot be written in ASCII within the line limit is left
+    out, one mailbox or parameter at a time, never encoded whole."""
+    surrogate = pop3.downgrade(f"{field}\r\nSubject: ok\r\n\r\nbody\r\n".encode())
+    _check_lines(_header_of(surrogate))
+    expected = b"" if kept is None else kept.encode() + b"\r\n"
+    assert surrogate == expected + b"Subject: ok\r\n\r\nbody\r\n"
+    parsed = _parsed(surrogate)
+    for name in ("From", "To"):
+        if parsed[name] is not None:
+            assert not parsed[name].defects
+    if kept and kept.startswith("Content-Type"):
+        assert parsed["Content-Type"].params.keys() <= {"boundary", "charset"}

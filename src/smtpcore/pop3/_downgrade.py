@@ -33,6 +33,7 @@ become: as stored, this surrogate, or :data:`NEEDS_UTF8`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Final
 
 from smtpcore._header_end import header_end
@@ -74,7 +75,6 @@ _MSG_ID_FIELDS: Final = frozenset(
 )
 """Fields whose value is one msg-id or a list of them (RFC 5322 §3.6.4, RFC 2045 §7)."""
 
-_NULL_RETURN_PATH: Final = b"Return-Path: <>\r\n"
 
 _MSG_ID: Final = re.compile(r"<[^<>]*>")
 
@@ -143,35 +143,26 @@ def _rewritten(field: bytes) -> bytes:
         return b""
     value = _LINE_BREAK.sub("", value.rstrip("\r\n"))
     value = value.replace("\r", " ").replace("\n", " ")  # bare ones: no line breaks
-    kind = name.lower()
-    rewritten = None
-    if kind == "received":
+    rewritten = _RULES.get(name.lower(), unstructured)(value)
+    if rewritten is None:
         return b""
-    if kind == "return-path":
-        return _NULL_RETURN_PATH
-    if kind in _MSG_ID_FIELDS:
-        ids = _msg_ids(value)
-        return fold(name, ids).encode("ascii") if ids else b""
-    if kind in _ADDRESS_FIELDS:
-        rewritten = _address_list(value)
-    elif kind in _PARAMETER_FIELDS:
-        rewritten = _parameters(value)
-    if rewritten is not None:
-        folded = fold(name, rewritten)
-        if all(len(line) <= MAX_LINE for line in folded.split("\r\n")):
-            return folded.encode("ascii")
-    # Any other field, and one whose rewriting left a word too long to fold.
-    return fold(name, unstructured(value)).encode("ascii")
+    folded = fold(name, rewritten)
+    if any(len(line) > MAX_LINE for line in folded.split("\r\n")):
+        return b""  # cannot be: each rule keeps only words that fit
+    return folded.encode("ascii")
 
 
-def _msg_ids(value: str) -> str:
-    """A msg-id field's ASCII msg-ids, "" where none is left: a UTF-8 one (RFC 6532
+def _fits(item: str) -> bool:
+    """Whether ``item`` of a structured field can be folded within the line limit:
+    each of its words fits beside the field's name (:data:`_WORD_ROOM`)."""
+    return all(len(word) <= _WORD_ROOM for word in item.split())
+
+
+def _msg_ids(value: str) -> str | None:
+    """A msg-id field's ASCII msg-ids, None where none is left: a UTF-8 one (RFC 6532
     §3.2 allows it) has no ASCII form, and its comments go with it."""
-    return "".join(
-        f" {found}"
-        for found in _MSG_ID.findall(value)
-        if found.isascii() and len(found) <= _WORD_ROOM
-    )
+    ids = [found for found in _MSG_ID.findall(value) if found.isascii() and _fits(found)]
+    return "".join(f" {found}" for found in ids) or None
 
 
 def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
@@ -205,9 +196,10 @@ def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
     return pieces
 
 
-def _address_list(value: str) -> str:
+def _address_list(value: str) -> str | None:
     """An address field's value with each mailbox that holds UTF-8 rewritten (see the
-    module's docstring); groups kept, their UTF-8 names encoded."""
+    module's docstring); groups kept, their UTF-8 names encoded. A mailbox with a word
+    too long to fold is left out, and the field where nothing is left."""
     items: list[str] = []
     group: tuple[str, list[str]] | None = None
     for text, separator in _split_top(value, ",:;"):
@@ -215,6 +207,8 @@ def _address_list(value: str) -> str:
             group = (text, [])
             continue
         item = _mailbox(text, in_group=group is not None)
+        if not _fits(item):
+            item = ""
         if group is None:
             if item:
                 items.append(item)
@@ -224,7 +218,7 @@ def _address_list(value: str) -> str:
         if separator in (";", ""):
             items.append(f"{phrase(group[0])}: {', '.join(group[1])};")
             group = None
-    return " " + ", ".join(items)
+    return " " + ", ".join(items) if items else None
 
 
 def _mailbox(text: str, *, in_group: bool) -> str:
@@ -289,24 +283,59 @@ def _comments_of(text: str) -> str:
 
 
 def _parameters(value: str) -> str | None:
-    """A MIME field's value with each UTF-8 parameter value in RFC 2231 form; None
-    where UTF-8 is elsewhere (the type itself, a parameter's name)."""
+    """A MIME field's value with each UTF-8 parameter value in RFC 2231 form, and
+    comments that hold UTF-8 left out. A parameter that cannot be so written (a UTF-8
+    name, one already in RFC 2231 form, no ``=``, a word too long to fold) is left
+    out; the field where its type holds UTF-8, as it has no ASCII form."""
     pieces = _split_top(value, ";")
-    first = pieces[0][0]
-    if not first.isascii():
+    first = _ascii_comments(pieces[0][0])
+    if not first.isascii() or not first or not _fits(first):
         return None
-    out = [first.strip(" \t")]
+    out = [first]
     for piece, _ in pieces[1:]:
-        piece = piece.strip(" \t")
+        piece = _ascii_comments(piece)
         if piece.isascii():
-            out.append(piece)
+            if piece and _fits(piece):
+                out.append(piece)
             continue
         name, equals, raw = piece.partition("=")
         name = name.strip(" \t")
         if not equals or not name.isascii() or _FIELD_NAME.fullmatch(name) is None or "*" in name:
-            return None
+            continue
         raw = raw.strip(" \t")
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':
             raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
-        out.append(parameter(name, raw))
+        if _fits(name):
+            out.append(parameter(name, raw))
     return " " + "; ".join(out)
+
+
+def _ascii_comments(text: str) -> str:
+    """``text``, trimmed, without its comments where any of them holds UTF-8: a MIME
+    value's comments are no part of it, and some readers take them for one."""
+    stripped = text.strip(" \t")
+    if stripped.isascii():
+        return stripped
+    bare, comments = _uncommented(stripped)
+    return bare if any(not c.isascii() for c in comments) else stripped
+
+
+def _null_path(value: str) -> str:
+    del value
+    return " <>"
+
+
+def _left_out(value: str) -> None:
+    del value
+
+
+_RULES: Final[dict[str, Callable[[str], str | None]]] = {
+    "return-path": _null_path,
+    "received": _left_out,
+    **dict.fromkeys(_MSG_ID_FIELDS, _msg_ids),
+    **dict.fromkeys(_ADDRESS_FIELDS, _address_list),
+    **dict.fromkeys(_PARAMETER_FIELDS, _parameters),
+}
+"""Each structured field's rule: its value in ASCII, None to leave the field out. A
+field not named here is unstructured (RFC 5322 §3.6.8: an optional field's value
+is), its text as encoded-words (:func:`unstructured`)."""
