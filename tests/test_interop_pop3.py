@@ -292,7 +292,7 @@ def test_legacy_clients_fetch_the_rfc_6858_surrogate(adapter: str, tmp_path: Pat
     fetchmail, which checks the octets it got against it, takes it without a
     complaint."""
     fetchmail, mpop = require_program("fetchmail"), require_program("mpop")
-    surrogate = pop3.downgrade(UTF8_MAIL)
+    surrogate = pop3.ascii_surrogate(UTF8_MAIL)
     for client in (fetchmail, mpop):
         write_maildir(tmp_path / client.replace("/", "_") / "alice", [UTF8_MAIL])
         store = MaildirStore(tmp_path / client.replace("/", "_"), {"alice": PASSWORD})
@@ -334,7 +334,7 @@ def test_fetchmail_takes_no_encoded_word_for_its_envelope(adapter: str, tmp_path
     delivered = out.read_bytes()
     [mail_from] = [line for line in delivered.splitlines() if line.startswith(b"MAIL FROM:")]
     assert mail_from == b"MAIL FROM:<>"
-    surrogate = pop3.downgrade(STORED_UTF8_MAIL)
+    surrogate = pop3.ascii_surrogate(STORED_UTF8_MAIL)
     assert surrogate.startswith(b"Return-Path: <>\r\nReceived: from a.example")
     assert b"Message-ID" not in surrogate
     # fetchmail takes Return-Path into the envelope, out of the content.

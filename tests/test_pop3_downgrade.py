@@ -1,4 +1,4 @@
-"""``pop3.downgrade`` and ``pop3.presented``: the RFC 6858 surrogate of a message
+"""``pop3.ascii_surrogate`` and ``pop3.presented``: the RFC 6858 surrogate of a message
 whose header holds UTF-8, for a POP3 session outside UTF-8 mode (RFC 6856 §2.1, §5).
 
 The header comes out 7-bit, in lines of at most 998 octets (RFC 5322 §2.1.1),
@@ -65,7 +65,7 @@ def _check_lines(header: bytes) -> None:
 @given(text=field_texts.filter(lambda t: not t.isascii()))
 def test_an_unstructured_field_decodes_back_to_its_text(text: str) -> None:
     stored = f"Subject: {text}\r\nX-Note: {text}\r\n\r\n".encode() + BODY
-    surrogate = pop3.downgrade(stored)
+    surrogate = pop3.ascii_surrogate(stored)
     _check_lines(_header_of(surrogate))
     assert surrogate.endswith(b"\r\n\r\n" + BODY)
     parsed = _parsed(surrogate)
@@ -86,7 +86,7 @@ def test_an_address_field_keeps_ascii_addresses_and_names_the_others(
     From be one), which a client shows and cannot answer."""
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     stored = f'From: "{quoted}" <{mailbox}>\r\nTo: "{quoted}" <{other}>\r\n\r\n'.encode()
-    surrogate = pop3.downgrade(stored + BODY)
+    surrogate = pop3.ascii_surrogate(stored + BODY)
     _check_lines(_header_of(surrogate))
     parsed = _parsed(surrogate)
     [to] = parsed["To"].addresses
@@ -109,7 +109,7 @@ def _words(name: str) -> str:
 
 def test_an_address_without_a_display_name_names_its_group() -> None:
     stored = "From: jörg@bücher.example\r\nCc: a@b.example, <ü@x.example>\r\n\r\n".encode()
-    parsed = _parsed(pop3.downgrade(stored))
+    parsed = _parsed(pop3.ascii_surrogate(stored))
     assert parsed["From"].groups[0].display_name == "jörg@bücher.example"
     cc = parsed["Cc"].groups
     assert [g.addresses[0].addr_spec for g in cc if g.display_name is None] == ["a@b.example"]
@@ -119,7 +119,7 @@ def test_an_address_without_a_display_name_names_its_group() -> None:
 def test_a_group_loses_only_its_utf8_members() -> None:
     """Groups do not nest (RFC 5322 §3.4): a UTF-8 member of one is left out."""
     stored = "To: Fréunde: a@b.example, ü@x.example, c@d.example;, e@f.example\r\n\r\n"
-    parsed = _parsed(pop3.downgrade(stored.encode()))
+    parsed = _parsed(pop3.ascii_surrogate(stored.encode()))
     first, second = parsed["To"].groups
     assert first.display_name == "Fréunde"
     assert [a.addr_spec for a in first.addresses] == ["a@b.example", "c@d.example"]
@@ -133,7 +133,7 @@ def test_a_mime_parameter_goes_in_rfc_2231_form(filename: str) -> None:
         f'Content-Type: text/plain; charset=utf-8; name="{quoted}"\r\n'
         f'Content-Disposition: attachment; filename="{quoted}"\r\n\r\n'
     )
-    surrogate = pop3.downgrade(stored.encode() + BODY)
+    surrogate = pop3.ascii_surrogate(stored.encode() + BODY)
     _check_lines(_header_of(surrogate))
     parsed = _parsed(surrogate)
     assert parsed.get_content_type() == "text/plain"
@@ -147,7 +147,7 @@ def test_ascii_fields_and_the_body_go_as_stored() -> None:
         b"Received: from x by y; Mon, 1 Jan 2024 00:00:00 +0000\nX-Long: " + (b"a" * 1200) + b"\n"
     )
     stored = ascii_fields + "Subject: grüße\n\nbody\nü\n".encode()
-    surrogate = pop3.downgrade(stored)
+    surrogate = pop3.ascii_surrogate(stored)
     assert surrogate.startswith(ascii_fields)  # LF line ends, an over-long line: as stored
     assert surrogate.endswith("\nbody\nü\n".encode())
     assert b"Subject: =?utf-8?b?Z3LDvMOfZQ==?=\r\n" in surrogate
@@ -159,7 +159,7 @@ def test_ascii_fields_and_the_body_go_as_stored() -> None:
 )
 def test_a_line_that_is_no_field_is_left_out(line: str) -> None:
     stored = f"{line}\r\nSubject: ok\r\n\r\nbody\r\n".encode()
-    assert pop3.downgrade(stored) == b"Subject: ok\r\n\r\nbody\r\n"
+    assert pop3.ascii_surrogate(stored) == b"Subject: ok\r\n\r\nbody\r\n"
 
 
 def test_hostile_fields_still_fold_within_the_line_limit() -> None:
@@ -173,14 +173,14 @@ def test_hostile_fields_still_fold_within_the_line_limit() -> None:
         'Content-Type: text/plain; name*0=ü; filename="' + "ä" * 800 + '"',
     ]
     for field in hostile:
-        surrogate = pop3.downgrade(field.encode() + b"\r\n\xff\xfe\r\n\r\nbody\r\n")
+        surrogate = pop3.ascii_surrogate(field.encode() + b"\r\n\xff\xfe\r\n\r\nbody\r\n")
         _check_lines(_header_of(surrogate))
         assert surrogate.endswith(b"\r\nbody\r\n")
 
 
 def test_a_message_that_is_all_header_is_downgraded_whole() -> None:
-    assert pop3.downgrade("Subject: ü".encode()) == b"Subject: =?utf-8?b?w7w=?=\r\n"
-    assert pop3.downgrade(b"\r\nSubject: \xc3\xbc\r\n") == b"\r\nSubject: \xc3\xbc\r\n"
+    assert pop3.ascii_surrogate("Subject: ü".encode()) == b"Subject: =?utf-8?b?w7w=?=\r\n"
+    assert pop3.ascii_surrogate(b"\r\nSubject: \xc3\xbc\r\n") == b"\r\nSubject: \xc3\xbc\r\n"
 
 
 def _scanned(message: bytes) -> pop3.HeaderScan:
@@ -221,7 +221,7 @@ def test_any_header_comes_out_7bit_and_the_body_as_stored(header: bytes) -> None
     """Hostile octets (invalid UTF-8, bare CR and LF, colons and quotes anywhere):
     no exception, nothing that is not ASCII in the header, the body untouched."""
     message = header + b"\r\n\r\nbody \xff\r\n"
-    surrogate = pop3.downgrade(message)
+    surrogate = pop3.ascii_surrogate(message)
     if message[:1] in (b"\r", b"\n"):  # an empty line first: all of it body
         assert surrogate == message
         return
@@ -243,7 +243,7 @@ def test_trace_fields_holding_utf8_take_no_encoded_word() -> None:
         "Received: from b.example by a.example; Mon, 1 Jan 2024\r\n"
         "Subject: ü\r\n\r\nbody\r\n"
     ).encode()
-    assert pop3.downgrade(stored) == (
+    assert pop3.ascii_surrogate(stored) == (
         b"Return-Path: <>\r\n"
         b"Received: from b.example by a.example; Mon, 1 Jan 2024\r\n"
         b"Subject: =?utf-8?b?w7w=?=\r\n\r\nbody\r\n"
@@ -258,7 +258,7 @@ def test_msg_id_fields_keep_only_their_ascii_ids() -> None:
         "In-Reply-To: <ö@y.example>\r\n"
         "References: <a@b.example> <ö@y.example>\r\n <c@d.example> (ü)\r\n\r\n"
     ).encode()
-    surrogate = pop3.downgrade(stored)
+    surrogate = pop3.ascii_surrogate(stored)
     assert surrogate == b"References: <a@b.example> <c@d.example>\r\n\r\n"
     assert _parsed(surrogate)["References"] == "<a@b.example> <c@d.example>"
 
@@ -274,7 +274,7 @@ def test_msg_id_fields_keep_only_their_ascii_ids() -> None:
 def test_a_utf8_comment_leaves_an_ascii_address_as_it_is(field: str, addresses: list[str]) -> None:
     """Comments are set apart before the address is judged: UTF-8 in one goes into
     encoded-words inside the comment (RFC 2047 §5 (2)), the address stays."""
-    surrogate = pop3.downgrade(f"{field}\r\n\r\nbody\r\n".encode())
+    surrogate = pop3.ascii_surrogate(f"{field}\r\n\r\nbody\r\n".encode())
     _check_lines(_header_of(surrogate))
     parsed = _parsed(surrogate)[field.partition(":")[0]]
     assert [a.addr_spec for a in parsed.addresses] == addresses
@@ -314,7 +314,7 @@ def test_structured_fields_lose_an_item_never_their_structure(
     """A structured field holds encoded-words only where RFC 2047 §5 allows them (a
     phrase, a comment): what cannot be written in ASCII within the line limit is left
     out, one mailbox or parameter at a time, never encoded whole."""
-    surrogate = pop3.downgrade(f"{field}\r\nSubject: ok\r\n\r\nbody\r\n".encode())
+    surrogate = pop3.ascii_surrogate(f"{field}\r\nSubject: ok\r\n\r\nbody\r\n".encode())
     _check_lines(_header_of(surrogate))
     expected = b"" if kept is None else kept.encode() + b"\r\n"
     assert surrogate == expected + b"Subject: ok\r\n\r\nbody\r\n"
@@ -330,7 +330,7 @@ def test_an_ascii_word_that_looks_encoded_is_encoded_itself() -> None:
     """``=?utf-8?b?w7w=?=`` kept as it is would read back as ``ü``: a word with ``=?``
     goes into encoded-words, so the text decodes back to itself."""
     text = "ü =?utf-8?b?w7w=?= x=?y"
-    surrogate = pop3.downgrade(f"Subject: {text}\r\n\r\n".encode())
+    surrogate = pop3.ascii_surrogate(f"Subject: {text}\r\n\r\n".encode())
     assert b" =?utf-8?b?w7w=?= " not in surrogate
     assert str(_parsed(surrogate)["Subject"]) == text
 
@@ -338,7 +338,9 @@ def test_an_ascii_word_that_looks_encoded_is_encoded_itself() -> None:
 def test_folding_aims_at_78_characters() -> None:
     """RFC 5322 §2.1.1: lines SHOULD be within 78 characters; words this short always
     allow it, but for the first, which keeps one word beside the name."""
-    surrogate = pop3.downgrade(("Subject: " + " ".join(["grüße"] * 60) + "\r\n\r\n").encode())
+    surrogate = pop3.ascii_surrogate(
+        ("Subject: " + " ".join(["grüße"] * 60) + "\r\n\r\n").encode()
+    )
     lines = _header_of(surrogate).split(b"\r\n")[:-1]
     assert len(lines) > 5
     assert all(len(line) <= 78 for line in lines[1:])
@@ -376,7 +378,7 @@ def test_any_line_ends_give_well_formed_fields_and_the_body_as_stored(
     assume(not (fields[-1][2] == "\r" and empty == "\n"))  # that is one CR LF
     header = "".join(f"{name}: {text}{end}" for name, text, end in fields).encode()
     message = header + empty.encode() + body
-    surrogate = pop3.downgrade(message)
+    surrogate = pop3.ascii_surrogate(message)
     assert surrogate.endswith(empty.encode() + body)
     rewritten = surrogate[: len(surrogate) - len(empty) - len(body)]
     assert rewritten.isascii()

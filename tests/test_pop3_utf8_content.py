@@ -232,7 +232,7 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
         tmp_path / "alice", [UTF8_HEADER, LATIN1_HEADER, OVERRUN_UTF8_HEADER, PLAIN, UTF8_HEADER]
     )
     store = MaildirStore(tmp_path, {"alice": "wonderland"})
-    surrogate = pop3.downgrade(UTF8_HEADER)
+    surrogate = pop3.ascii_surrogate(UTF8_HEADER)
     assert surrogate.isascii() and surrogate.endswith(b"\r\n\r\nhi\r\n")
     with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)

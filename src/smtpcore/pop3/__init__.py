@@ -3,7 +3,7 @@
 from smtpcore.pop3._apop import apop_digest, apop_matches, apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._auth import AuthAnswer, AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.pop3._client import ClientConnection
-from smtpcore.pop3._downgrade import downgrade, presented
+from smtpcore.pop3._downgrade import ascii_surrogate, presented
 from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
     Apop,
@@ -92,7 +92,7 @@ __all__ = [
     "apop_digest",
     "apop_matches",
     "apop_timestamp",
-    "downgrade",
+    "ascii_surrogate",
     "find_apop_timestamp",
     "format_lines",
     "parse_capabilities",

@@ -7,12 +7,12 @@ UTF-8 is rewritten by its kind; every other field, and every octet after the
 header, goes as stored:
 
 - an address field (From, To, Cc...): a mailbox whose address is ASCII keeps it,
-  its display name as RFC 2047 encoded-words; one whose address is UTF-8 has no
+  its display name and comments as RFC 2047 encoded-words; one whose address is UTF-8 has no
   ASCII form, and becomes an empty group named after it (``=?utf-8?b?...?= :;``),
   which a client shows and cannot reply to (RFC 6858 §2: incomplete rather than
   modified); such a member of a group is left out of it (groups do not nest);
 - ``Content-Type`` and ``Content-Disposition``: a UTF-8 parameter value in RFC
-  2231 form;
+  2231 form, a UTF-8 comment left out;
 - a msg-id field (Message-ID, In-Reply-To, References...): its ASCII msg-ids,
   each UTF-8 one left out, the field too where none is left (RFC 2047 §5 allows no
   encoded-word in a msg-id);
@@ -22,9 +22,14 @@ header, goes as stored:
   client builds its envelope sender from this field: fetchmail, without it, takes
   the From field's, which is an empty group here, and sends ``MAIL FROM:<=?...>``.
   With ``<>`` no bounce goes anywhere, rather than to a made-up address;
-- any other field: its text as encoded-words (RFC 2047 §5 (1)), which a reader
-  decodes back to the stored text;
-- a line that is no field (no colon, or a name that is not one) is dropped.
+- any other field (unstructured, as RFC 5322 §3.6.8 makes an optional field): its
+  text as encoded-words (RFC 2047 §5 (1)), which a reader decodes back to it;
+- a structured field never holds an encoded-word outside a phrase or a comment:
+  what its rule cannot write in ASCII within 998 octets (a mailbox or parameter
+  with a word too long to fold, a UTF-8 parameter name) is left out, one item at
+  a time, and the field where nothing of it is left;
+- a line that holds UTF-8 and is no field (no colon, or a name that is not one)
+  is left out; one in ASCII goes as stored, as every ASCII field does.
 
 :func:`presented` is the one place that decides what a message's first chunks
 become: as stored, this surrogate, or :data:`NEEDS_UTF8`.
@@ -44,11 +49,12 @@ from smtpcore.pop3._header_words import (
     fold,
     parameter,
     phrase,
+    unquoted,
     unstructured,
 )
 from smtpcore.pop3._utf8_content import NEEDS_UTF8, HeaderScan
 
-__all__ = ["downgrade", "presented"]
+__all__ = ["ascii_surrogate", "presented"]
 
 _ADDRESS_FIELDS: Final = frozenset(
     {
@@ -102,9 +108,10 @@ def presented(scan: HeaderScan, read: list[bytes], *, downgrade: bool) -> list[b
     return [_downgraded(data, len(data) if scan.header_size is None else scan.header_size)]
 
 
-def downgrade(message: bytes) -> bytes:
+def ascii_surrogate(message: bytes) -> bytes:
     """``message`` (its whole header at least, and any of what follows) with its header
-    rewritten in ASCII as RFC 6858 §3 asks; the rest unchanged."""
+    rewritten in ASCII as RFC 6858 §3 asks; the rest unchanged. Not
+    :func:`smtpcore.server.downgrade`, which makes 8-bit content 7-bit for a relay."""
     return _downgraded(message, header_end(message))
 
 
@@ -302,11 +309,8 @@ def _parameters(value: str) -> str | None:
         name = name.strip(" \t")
         if not equals or not name.isascii() or _FIELD_NAME.fullmatch(name) is None or "*" in name:
             continue
-        raw = raw.strip(" \t")
-        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
         if _fits(name):
-            out.append(parameter(name, raw))
+            out.append(parameter(name, unquoted(raw.strip(" \t"))))
     return " " + "; ".join(out)
 
 

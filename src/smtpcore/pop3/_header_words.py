@@ -21,6 +21,7 @@ __all__ = [
     "fold",
     "parameter",
     "phrase",
+    "unquoted",
     "unstructured",
 ]
 
@@ -120,9 +121,19 @@ def phrase(text: str) -> str:
     text = text.strip(" \t")
     if text.isascii():
         return text
+    return " ".join(encoded_words(unquoted(text)))
+
+
+def unquoted(text: str) -> str:
+    """A quoted-string's content, quoted-pairs unescaped (RFC 5322 §3.2.4); any other
+    ``text`` as it is."""
     if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = re.sub(r"\\(.)", r"\1", text[1:-1], flags=re.DOTALL)
-    return " ".join(encoded_words(text))
+        return _unescaped(text[1:-1])
+    return text
+
+
+def _unescaped(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
 
 
 def comment(text: str) -> str:
@@ -131,7 +142,7 @@ def comment(text: str) -> str:
     RFC 2047 §5 (2) allows in a comment."""
     if text.isascii():
         return f"({text})"
-    return "(" + " ".join(encoded_words(re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL))) + ")"
+    return "(" + " ".join(encoded_words(_unescaped(text))) + ")"
 
 
 def parameter(name: str, value: str) -> str:
