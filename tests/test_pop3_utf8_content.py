@@ -220,7 +220,7 @@ OVERRUN_UTF8_HEADER = (
 
 
 def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
-    adapter: str, tmp_path: Path
+    adapter: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``downgrade=True``: RETR and TOP of the message that needs UTF-8 mode give a
     session outside it the surrogate (its header in ASCII, the body as stored), whose
@@ -234,6 +234,7 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
     store = MaildirStore(tmp_path, {"alice": "wonderland"})
     surrogate = pop3.ascii_surrogate(UTF8_HEADER)
     assert surrogate.isascii() and surrogate.endswith(b"\r\n\r\nhi\r\n")
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
     with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
         client = poplib.POP3("127.0.0.1", server.port, timeout=10)
         client.user("alice")
@@ -251,6 +252,9 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
         client.quit()
         assert got == [surrogate, LATIN1_HEADER, PLAIN]
         assert _left(tmp_path) == 2
+        surrogates = [r for r in caplog.records if "RFC 6858 surrogate" in r.getMessage()]
+        # RETR 1, TOP 5 and RETR 1 again: once a message served, at INFO.
+        assert [r.levelno for r in surrogates] == [logging.INFO] * 3
         assert _retrieved(server.port, [1, 2], utf8=True) == [OVERRUN_UTF8_HEADER, UTF8_HEADER]
 
 

@@ -185,6 +185,7 @@ class Transaction(StoreCalls):
                     if scan.overran:
                         _log_overran(number, self.session.user)
                     if scan.needs_utf8:  # downgraded: +OK gives the size sent
+                        _log_surrogate(number, self.session.user)
                         size += pop3_size(sent) - pop3_size(read)
                         ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
                     batch, held, scan = sent, [], None
@@ -280,6 +281,18 @@ def _log_overran(number: int, user: str | None) -> None:
         number,
         user,
         HEADER_LOOKAHEAD,
+    )
+
+
+def _log_surrogate(number: int, user: str | None) -> None:
+    """One line for each message sent as its RFC 6858 surrogate: a client that
+    fetches and deletes it keeps that lossy copy (UTF-8 addresses and trace fields
+    gone) in place of the original, for good."""
+    logger.info(
+        "message %d of %r: sent as its RFC 6858 surrogate (header rewritten in ASCII,"
+        " lossy) to a session not in UTF-8 mode",
+        number,
+        user,
     )
 
 
