@@ -38,7 +38,7 @@ become: as stored, this surrogate, or :data:`NEEDS_UTF8`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Final
 
 from smtpcore._header_end import header_end
@@ -172,27 +172,42 @@ def _msg_ids(value: str) -> str | None:
     return "".join(f" {found}" for found in ids) or None
 
 
-def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
-    """``value`` cut at each of ``separators`` that is outside quoted-strings, comments
-    and angle brackets: the pieces, each with the separator that ended it ("" for the
-    last)."""
-    pieces: list[tuple[str, str]] = []
-    start = depth = 0
-    quoted = escaped = angle = False
-    for at, char in enumerate(value):
+def _lexed(text: str) -> Iterator[tuple[int, str, int, bool]]:
+    """Each character of ``text`` with its index, the comment depth after it (RFC 5322
+    §3.2.2: comments nest) and whether it stands outside quoted-strings and comments,
+    where a separator means one; a quoted-pair's character never does."""
+    depth = 0
+    quoted = escaped = False
+    for at, char in enumerate(text):
         if escaped:
             escaped = False
         elif char == "\\" and (quoted or depth):
             escaped = True
         elif quoted:
             quoted = char != '"'
-        elif char == "(":
-            depth += 1
         elif depth:
-            depth -= char == ")"
+            depth += (char == "(") - (char == ")")
         elif char == '"':
             quoted = True
-        elif not angle and char in separators:
+        elif char == "(":
+            depth = 1
+        else:
+            yield at, char, 0, True
+            continue
+        yield at, char, depth, False
+
+
+def _split_top(value: str, separators: str) -> list[tuple[str, str]]:
+    """``value`` cut at each of ``separators`` that is outside quoted-strings, comments
+    and angle brackets: the pieces, each with the separator that ended it ("" for the
+    last)."""
+    pieces: list[tuple[str, str]] = []
+    start = 0
+    angle = False
+    for at, char, _, plain in _lexed(value):
+        if not plain:
+            continue
+        if not angle and char in separators:
             pieces.append((value[start:at], char))
             start = at + 1
         elif char == "<":
@@ -258,29 +273,16 @@ def _uncommented(text: str) -> tuple[str, list[str]]:
     comments' text, parentheses off (nested ones kept in their text)."""
     kept: list[str] = []
     comments: list[str] = []
-    start = depth = 0
-    escaped = quoted = False
-    for at, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\" and (quoted or depth):
-            escaped = True
-        elif depth:
-            depth += (char == "(") - (char == ")")
-            if not depth:
-                comments.append(text[start + 1 : at])
-                start = at + 1
-        elif quoted:
-            quoted = char != '"'
-        elif char == '"':
-            quoted = True
-        elif char == "(":
+    start = before = 0
+    for at, _, depth, _ in _lexed(text):
+        if not before and depth:  # a comment opens
             kept.append(text[start:at])
-            depth, start = 1, at
-    if depth:  # an unclosed comment runs to the end
-        comments.append(text[start + 1 :])
-    else:
-        kept.append(text[start:])
+            start = at + 1
+        elif before and not depth:  # and closes
+            comments.append(text[start:at])
+            start = at + 1
+        before = depth
+    (comments if before else kept).append(text[start:])  # an unclosed one runs to the end
     return "".join(kept).strip(" \t"), comments
 
 
