@@ -269,6 +269,8 @@ def test_msg_id_fields_keep_only_their_ascii_ids() -> None:
         ("From: alice@example.com (Jöhn)", ["alice@example.com"]),
         ("To: a@b.example (x (ü)), Zoë <z@y.example> (ö)", ["a@b.example", "z@y.example"]),
         ("Cc: (ü) a@b.example", ["a@b.example"]),
+        # Comments nest: the comma inside is no separator.
+        ("To: a@b.example (x, (y) ü), c@d.example", ["a@b.example", "c@d.example"]),
     ],
 )
 def test_a_utf8_comment_leaves_an_ascii_address_as_it_is(field: str, addresses: list[str]) -> None:
