@@ -59,7 +59,7 @@ def test_the_lookahead_is_exact_whatever_the_chunks(size: int) -> None:
     however the message is cut; a header that goes on past it with no UTF-8 in
     what was read goes as stored."""
     for at, needs in ((pop3.HEADER_LOOKAHEAD - 2, True), (pop3.HEADER_LOOKAHEAD, False)):
-        message = b"X" * at + "ü\r\n\r\n".encode()
+        message = b"X:" + b"x" * (at - 2) + "ü\r\n\r\n".encode()
         scan = pop3.HeaderScan()
         for start in range(0, len(message), size):
             if scan.feed(message[start : start + size]):
@@ -81,7 +81,9 @@ def test_a_lead_octet_the_lookahead_cuts_off_is_no_utf8(
     """The last octets read end with a lead octet whose sequence the lookahead cuts
     off: it made the header UTF-8 (``-ERR [UTF8]`` to a Latin-1 one); only a whole
     character does."""
-    message = b"X" * (pop3.HEADER_LOOKAHEAD - len(last_read)) + last_read + b"\xbc\r\n\r\n"
+    message = (
+        b"X:" + b"x" * (pop3.HEADER_LOOKAHEAD - len(last_read) - 2) + last_read + b"\xbc\r\n\r\n"
+    )
     scan = pop3.HeaderScan()
     for start in range(0, len(message), size):
         if scan.feed(message[start : start + size]):

@@ -561,8 +561,8 @@ def _first_wide_field(message: email.message.Message) -> str | None:
 
 
 def _header_section(content: bytes) -> bytes:
-    """The header section of a message's wire form: up to its first empty line, which
-    may be the first line (a message without header fields)."""
+    """The header section of a message's wire form (:func:`header_end`): up to its
+    first line that is neither a field nor a fold, which may be the first."""
     return content[: header_end(content)]
 
 
@@ -574,8 +574,8 @@ reads them, the content goes without them (:func:`_email_bytes`,
 
 def header_lines(content: bytes) -> list[bytes]:
     """The lines of ``content``'s header section, line endings kept: up to its first
-    empty line, or all of it. Only the header section is split (:func:`header_end`):
-    a message may be as large as its server takes."""
+    line that is neither a field nor a fold, or all of it. Only the header section is
+    split (:func:`header_end`): a message may be as large as its server takes."""
     return content[: header_end(content)].splitlines(keepends=True)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 from typing import Final
 
-from smtpcore._header_end import HEADER_END
+from smtpcore._header_end import HeaderEndScan
 from smtpcore.pop3._events import Err
 
 __all__ = ["HEADER_LOOKAHEAD", "NEEDS_UTF8", "HeaderScan"]
@@ -41,11 +41,10 @@ header that has not ended by then, with no UTF-8 in what was read, goes as store
 class HeaderScan:
     """Reads a message's chunks, in order, until its header has ended or
     :data:`HEADER_LOOKAHEAD` octets are read: whether the header holds UTF-8
-    (:attr:`needs_utf8`). Holds no more than two octets of what it has read (the end
-    of a line break that a chunk may split from the rest of an empty line) and an
-    unfinished UTF-8 sequence."""
+    (:attr:`needs_utf8`). Holds none of what it has read but an unfinished UTF-8
+    sequence: where the header ends is a :class:`~smtpcore._header_end.HeaderEndScan`'s."""
 
-    __slots__ = ("_decoder", "_left", "_tail", "done", "header_size", "needs_utf8", "overran")
+    __slots__ = ("_decoder", "_ends", "_left", "done", "header_size", "needs_utf8", "overran")
 
     def __init__(self) -> None:
         self.done = False
@@ -61,7 +60,7 @@ class HeaderScan:
         (:func:`smtpcore._header_end.header_end`'s count): where a surrogate's
         rewriting stops, found once."""
         self._left = HEADER_LOOKAHEAD
-        self._tail = b"\n"  # the message starts a line: an empty first line ends it
+        self._ends = HeaderEndScan()
         self._decoder: codecs.IncrementalDecoder | None = None  # from the first non-ASCII
 
     def feed(self, chunk: bytes) -> bool:
@@ -72,12 +71,13 @@ class HeaderScan:
             chunk = chunk[: self._left]
         before = HEADER_LOOKAHEAD - self._left
         self._left -= len(chunk)
-        end = self._header_end(chunk)
+        found = self._ends.feed(chunk)
+        end = None if found is None else max(found - before, 0)
         header = chunk if end is None else chunk[:end]
         if self._decoder is not None or not header.isascii():
             self._read_utf8(header, final=end is not None)
         if end is not None:
-            self.header_size = before + end
+            self.header_size = found
             self.done = True
         elif not self._left:
             self.done = self.overran = True
@@ -88,19 +88,9 @@ class HeaderScan:
         if not self.done:
             if self._decoder is not None:
                 self._read_utf8(b"", final=True)
+            if not self.done:  # the octets were UTF-8 or ASCII to the end
+                self.header_size = self._ends.end()
             self.done = True
-
-    def _header_end(self, chunk: bytes) -> int | None:
-        """Where in ``chunk`` the header ends, after its last line end (0 where that
-        was in the chunks before), or None; keeps the last two octets read for the
-        next chunk, as a line end may be split from the one after it."""
-        tail = self._tail
-        across = HEADER_END.search(tail + chunk[:2])  # at most four octets
-        self._tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
-        if across is not None:
-            return max(across.end() - len(tail), 0)
-        found = HEADER_END.search(chunk)
-        return None if found is None else found.end()
 
     def _read_utf8(self, header: bytes, final: bool) -> None:
         """Read ``header``'s octets, which hold or follow a non-ASCII one, as UTF-8:
