@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 
 import pytest
@@ -389,3 +390,43 @@ def test_any_line_ends_give_well_formed_fields_and_the_body_as_stored(
     for name in ("From", "To", "Cc"):
         for value in parsed.get_all(name, []):
             assert not value.defects, (name, value)
+
+
+def test_a_utf8_group_name_is_set_apart_from_its_colon() -> None:
+    """RFC 2047 §5 (3): an encoded-word in a phrase is followed by white space or a
+    special that ends it, never run into the group's colon."""
+    surrogate = pop3.ascii_surrogate("To: Grüppe: a@b.example;\r\n\r\n".encode())
+    assert re.search(rb"\?= :", surrogate)
+    [group] = _parsed(surrogate)["To"].groups
+    assert group.display_name == "Grüppe"
+    assert [a.addr_spec for a in group.addresses] == ["a@b.example"]
+
+
+@pytest.mark.parametrize(
+    "name", ["Delivered-To", "X-Original-To", "Disposition-Notification-To", "Errors-To"]
+)
+def test_the_mailers_address_fields_take_no_encoded_word_in_an_address(name: str) -> None:
+    stored = f"{name}: Jörg <j@b.example>, ü@x.example\r\n\r\n".encode()
+    unfolded = pop3.ascii_surrogate(stored).replace(b"\r\n ", b" ")
+    assert unfolded.isascii() and b" <j@b.example>, =?utf-8?b?" in unfolded
+    assert unfolded.endswith(b"?= :;\r\n\r\n")  # the UTF-8 address: an empty group
+
+
+@pytest.mark.parametrize(
+    ("field", "expected"),
+    [
+        (
+            "Date: Mon, 1 Jan 2024 00:00:00 +0000 (Mitteleuropäische Zeit)",
+            b"Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+        ),
+        ("MIME-Version: 1.0 (erzeugt von Bücher)", b"MIME-Version: 1.0\r\n"),
+        ("Content-Transfer-Encoding: 8bit (ü)", b"Content-Transfer-Encoding: 8bit\r\n"),
+        ("List-Id: Bücherliste <list.example>", b""),
+        ("Date: Mon, 1 Jän 2024", b""),
+    ],
+)
+def test_other_structured_fields_lose_utf8_comments_and_take_no_encoded_word(
+    field: str, expected: bytes
+) -> None:
+    surrogate = pop3.ascii_surrogate(f"{field}\r\nSubject: ok\r\n\r\n".encode())
+    assert surrogate == expected + b"Subject: ok\r\n\r\n"

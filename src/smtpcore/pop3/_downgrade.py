@@ -6,8 +6,8 @@ one: the header rewritten in ASCII, the body as it is. Each field that holds
 UTF-8 is rewritten by its kind; every other field, and every octet after the
 header, goes as stored:
 
-- an address field (From, To, Cc...): a mailbox whose address is ASCII keeps it,
-  its display name and comments as RFC 2047 encoded-words; one whose address is UTF-8 has no
+- an address field (From, To, Cc, Delivered-To, Errors-To...): a mailbox whose
+  address is ASCII keeps it, its display name and comments as RFC 2047 encoded-words; one whose address is UTF-8 has no
   ASCII form, and becomes an empty group named after it (``=?utf-8?b?...?= :;``),
   which a client shows and cannot reply to (RFC 6858 §2: incomplete rather than
   modified); such a member of a group is left out of it (groups do not nest);
@@ -22,6 +22,9 @@ header, goes as stored:
   client builds its envelope sender from this field: fetchmail, without it, takes
   the From field's, which is an empty group here, and sends ``MAIL FROM:<=?...>``.
   With ``<>`` no bounce goes anywhere, rather than to a made-up address;
+- Date, MIME-Version, Content-Transfer-Encoding, Content-Language and the List-*
+  fields: their UTF-8 comments left out, the field where UTF-8 remains (no
+  encoded-word belongs in their grammar);
 - any other field (unstructured, as RFC 5322 §3.6.8 makes an optional field): its
   text as encoded-words (RFC 2047 §5 (1)), which a reader decodes back to it;
 - a structured field never holds an encoded-word outside a phrase or a comment:
@@ -69,9 +72,16 @@ _ADDRESS_FIELDS: Final = frozenset(
         "resent-to",
         "resent-cc",
         "resent-bcc",
+        "delivered-to",
+        "x-original-to",
+        "disposition-notification-to",
+        "return-receipt-to",
+        "errors-to",
     }
 )
-"""Fields whose value is a mailbox or address list (RFC 5322 §3.6.2, §3.6.3, §3.6.6)."""
+"""Fields whose value is a mailbox or address list (RFC 5322 §3.6.2, §3.6.3, §3.6.6;
+RFC 8098 §2.1 Disposition-Notification-To; the trace and reply fields mailers add:
+Delivered-To, X-Original-To, Return-Receipt-To, Errors-To)."""
 
 _PARAMETER_FIELDS: Final = frozenset({"content-type", "content-disposition"})
 """Fields whose values end in MIME parameters (RFC 2045 §5.1, RFC 2183 §2)."""
@@ -80,6 +90,27 @@ _MSG_ID_FIELDS: Final = frozenset(
     {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
 )
 """Fields whose value is one msg-id or a list of them (RFC 5322 §3.6.4, RFC 2045 §7)."""
+
+_OTHER_STRUCTURED: Final = frozenset(
+    {
+        "date",
+        "resent-date",
+        "mime-version",
+        "content-transfer-encoding",
+        "content-language",
+        "list-id",
+        "list-help",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "list-subscribe",
+        "list-post",
+        "list-owner",
+        "list-archive",
+    }
+)
+"""Other structured fields (RFC 5322 §3.3, §3.6.1; RFC 2045 §4, §6; RFC 3282; RFC
+2369, RFC 2919, RFC 8058), where an encoded-word is no part of the grammar: their
+UTF-8 comments are left out, and the field where UTF-8 remains."""
 
 
 _MSG_ID: Final = re.compile(r"<[^<>]*>")
@@ -238,7 +269,7 @@ def _address_list(value: str) -> str | None:
         if item:
             group[1].append(item)
         if separator in (";", ""):
-            items.append(f"{phrase(group[0])}: {', '.join(group[1])};")
+            items.append(f"{phrase(group[0])} : {', '.join(group[1])};")  # RFC 2047 §5 (3)
             group = None
     return " " + ", ".join(items) if items else None
 
@@ -326,6 +357,12 @@ def _ascii_comments(text: str) -> str:
     return bare if any(not c.isascii() for c in comments) else stripped
 
 
+def _ascii_or_left_out(value: str) -> str | None:
+    """A structured field's value without its UTF-8 comments; None where UTF-8 remains."""
+    kept = _ascii_comments(value)
+    return " " + kept if kept.isascii() and kept and _fits(kept) else None
+
+
 def _null_path(value: str) -> str:
     del value
     return " <>"
@@ -341,6 +378,7 @@ _RULES: Final[dict[str, Callable[[str], str | None]]] = {
     **dict.fromkeys(_MSG_ID_FIELDS, _msg_ids),
     **dict.fromkeys(_ADDRESS_FIELDS, _address_list),
     **dict.fromkeys(_PARAMETER_FIELDS, _parameters),
+    **dict.fromkeys(_OTHER_STRUCTURED, _ascii_or_left_out),
 }
 """Each structured field's rule: its value in ASCII, None to leave the field out. A
 field not named here is unstructured (RFC 5322 §3.6.8: an optional field's value
