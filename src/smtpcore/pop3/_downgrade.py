@@ -7,10 +7,11 @@ UTF-8 is rewritten by its kind; every other field, and every octet after the
 header, goes as stored:
 
 - an address field (From, To, Cc, Delivered-To, Errors-To...): a mailbox whose
-  address is ASCII keeps it, its display name and comments as RFC 2047 encoded-words; one whose address is UTF-8 has no
-  ASCII form, and becomes an empty group named after it (``=?utf-8?b?...?= :;``),
-  which a client shows and cannot reply to (RFC 6858 §2: incomplete rather than
-  modified); such a member of a group is left out of it (groups do not nest);
+  address is ASCII keeps it, its display name and comments as RFC 2047
+  encoded-words; one whose address is UTF-8 has no ASCII form, and becomes an empty
+  group named after it (``=?utf-8?b?...?= :;``), which a client shows and cannot
+  reply to (RFC 6858 §2: incomplete rather than modified); such a member of a group
+  is left out of it (groups do not nest);
 - ``Content-Type`` and ``Content-Disposition``: a UTF-8 parameter value in RFC
   2231 form, a UTF-8 comment left out;
 - a msg-id field (Message-ID, In-Reply-To, References...): its ASCII msg-ids,
