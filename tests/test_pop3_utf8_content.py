@@ -247,7 +247,9 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
         listed = client.list(1)
         assert isinstance(listed, bytes)
         assert listed.split()[2] == str(len(UTF8_HEADER)).encode()  # the stored size
-        assert b"\r\n".join(client.top(5, 0)[1]) + b"\r\n" == surrogate.replace(b"hi\r\n", b"")
+        for _ in range(2):
+            top = client.top(5, 0)[1]
+            assert b"\r\n".join(top) + b"\r\n" == surrogate.replace(b"hi\r\n", b"")
         with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
             client.top(3, 0)
         got = _retrieved_by(client, [1, 2, 4])
@@ -255,8 +257,9 @@ def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
         assert got == [surrogate, LATIN1_HEADER, PLAIN]
         assert _left(tmp_path) == 2
         surrogates = [r for r in caplog.records if "RFC 6858 surrogate" in r.getMessage()]
-        # RETR 1, TOP 5 and RETR 1 again: once a message served, at INFO.
-        assert [r.levelno for r in surrogates] == [logging.INFO] * 3
+        # RETR 1, TOP 5, TOP 5 again and RETR 1 again: once a message a session, at INFO.
+        assert [r.levelno for r in surrogates] == [logging.INFO] * 2
+        assert [r.args[0] for r in surrogates if isinstance(r.args, tuple)] == [1, 5]
         assert _retrieved(server.port, [1, 2], utf8=True) == [OVERRUN_UTF8_HEADER, UTF8_HEADER]
 
 

@@ -185,7 +185,9 @@ class Transaction(StoreCalls):
                     if scan.overran:
                         _log_overran(number, self.session.user)
                     if scan.needs_utf8:  # downgraded: +OK gives the size sent
-                        _log_surrogate(number, self.session.user)
+                        if number not in self.surrogates_logged:
+                            self.surrogates_logged.add(number)
+                            _log_surrogate(number, self.session.user)
                         size += pop3_size(sent) - pop3_size(read)
                         ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
                     batch, held, scan = sent, [], None
@@ -285,7 +287,8 @@ def _log_overran(number: int, user: str | None) -> None:
 
 
 def _log_surrogate(number: int, user: str | None) -> None:
-    """One line for each message sent as its RFC 6858 surrogate: a client that
+    """One line for each message sent as its RFC 6858 surrogate, the first time a
+    session fetches it (RETR or TOP): a client that
     fetches and deletes it keeps that lossy copy (UTF-8 addresses and trace fields
     gone) in place of the original, for good."""
     logger.info(
