@@ -430,3 +430,11 @@ def test_other_structured_fields_lose_utf8_comments_and_take_no_encoded_word(
 ) -> None:
     surrogate = pop3.ascii_surrogate(f"{field}\r\nSubject: ok\r\n\r\n".encode())
     assert surrogate == expected + b"Subject: ok\r\n\r\n"
+
+
+def test_a_utf8_parameter_beside_its_rfc_2231_form_is_left_out() -> None:
+    """``name="ö"; name*=utf-8''x``: the converted ``name`` would be a second
+    ``name*`` (RFC 2231 §4 allows one); the one given goes as it was."""
+    stored = "Content-Type: text/plain; name=\"ö\"; name*=utf-8''x\r\n\r\n".encode()
+    surrogate = pop3.ascii_surrogate(stored)
+    assert surrogate == b"Content-Type: text/plain; name*=utf-8''x\r\n\r\n"

@@ -326,13 +326,19 @@ def _comments_of(text: str) -> str:
 def _parameters(value: str) -> str | None:
     """A MIME field's value with each UTF-8 parameter value in RFC 2231 form, and
     comments that hold UTF-8 left out. A parameter that cannot be so written (a UTF-8
-    name, one already in RFC 2231 form, no ``=``, a word too long to fold) is left
-    out; the field where its type holds UTF-8, as it has no ASCII form."""
+    name, one already in RFC 2231 form, or given in it beside, no ``=``, a word too
+    long to fold) is left out; the field where its type holds UTF-8, as it has no
+    ASCII form."""
     pieces = _split_top(value, ";")
     first = _ascii_comments(pieces[0][0])
     if not first.isascii() or not first or not _fits(first):
         return None
     out = [first]
+    extended = {
+        piece.partition("*")[0].strip(" \t").lower()
+        for piece, _ in pieces[1:]
+        if "*" in piece.partition("=")[0]
+    }  # names given in RFC 2231 form already: a second one would make two
     for piece, _ in pieces[1:]:
         piece = _ascii_comments(piece)
         if piece.isascii():
@@ -343,7 +349,7 @@ def _parameters(value: str) -> str | None:
         name = name.strip(" \t")
         if not equals or not name.isascii() or _FIELD_NAME.fullmatch(name) is None or "*" in name:
             continue
-        if _fits(name):
+        if _fits(name) and name.lower() not in extended:
             out.append(parameter(name, unquoted(raw.strip(" \t"))))
     return " " + "; ".join(out)
 
