@@ -438,3 +438,10 @@ def test_a_utf8_parameter_beside_its_rfc_2231_form_is_left_out() -> None:
     stored = "Content-Type: text/plain; name=\"ö\"; name*=utf-8''x\r\n\r\n".encode()
     surrogate = pop3.ascii_surrogate(stored)
     assert surrogate == b"Content-Type: text/plain; name*=utf-8''x\r\n\r\n"
+
+
+@pytest.mark.parametrize("unclosed", ["(ö unclosed a@b.example", '"ö unclosed <a@b.example>'])
+def test_an_unclosed_comment_or_quote_keeps_the_items_before_it(unclosed: str) -> None:
+    stored = f"To: x@y.example, {unclosed}, c@d.example\r\n\r\n".encode()
+    unfolded = pop3.ascii_surrogate(stored).replace(b"\r\n ", b" ")
+    assert unfolded.startswith(b"To: x@y.example, =?utf-8?b?") and unfolded.isascii()
