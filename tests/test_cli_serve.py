@@ -982,16 +982,17 @@ def _unread(pipe: int) -> int:
 UTF8_MESSAGE = "From: jörg@abc.example\r\nTo: jörg@abc.example\r\nSubject: grüße\r\n\r\nhi\r\n"
 
 
-def test_pop3_offers_utf8_and_refuses_utf8_mail_to_a_session_without_it(
+def test_pop3_offers_utf8_and_downgrades_utf8_mail_to_a_session_without_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server takes SMTPUTF8 mail and UTF-8 user names: its POP3 listener offers
     UTF8 with USER (RFC 6856 §2, §2.2); it offered neither, so poplib's ``utf8()`` got
     ``-ERR``, our client's raised, and ``fetch --auth user`` refused to log in a user
     the users file took. A message with UTF-8 in its header (its fields, or the
-    trace the server adds, ``for <jörg@...>``) goes only to a session in UTF-8 mode;
-    to any other RETR and TOP get ``-ERR [UTF8]`` (RFC 6856 §2.1, §5), where it went
-    as stored; an ASCII message goes to both."""
+    trace the server adds, ``for <jörg@...>``) goes as stored only to a session in
+    UTF-8 mode; any other gets its RFC 6858 surrogate (RFC 6856 §2.1, §5), where it
+    got ``-ERR [UTF8]``, and before that the message as stored; an ASCII message goes
+    to both."""
     from smtpcore.sync import POP3Client
 
     users = ["jörg@abc.example:pw1", "ann@abc.example:pw2"]
@@ -1016,11 +1017,12 @@ def test_pop3_offers_utf8_and_refuses_utf8_mail_to_a_session_without_it(
         try:
             legacy.user("jörg@abc.example")
             legacy.pass_("pw1")
-            with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
-                legacy.retr(1)
-            with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
-                legacy.top(1, 0)
-            assert legacy.stat()[0] == 1  # refused, not hidden: the session goes on
+            surrogate = b"\r\n".join(legacy.retr(1)[1])
+            assert surrogate.isascii()  # RFC 6858: the header downgraded, not refused
+            assert b"Subject: =?utf-8?b?Z3LDvMOfZQ==?=" in surrogate
+            assert b"To: =?utf-8?b?asO2cmdAYWJjLmV4YW1wbGU=?= :;" in surrogate
+            assert b"\r\n".join(legacy.top(1, 0)[1]) + b"\r\nhi" == surrogate
+            assert legacy.stat()[0] == 1  # not deleted: the session goes on
         finally:
             legacy.quit()
 

@@ -42,6 +42,7 @@ from peers import (
     running_pop3_server,
     write_maildir,
 )
+from smtpcore import pop3
 from smtpcore.maildrop import MaildirStore
 from smtpcore.sasl import PlainClient, ScramSHA1Client, ScramSHA256Client
 
@@ -273,6 +274,109 @@ def test_mpop(adapter: str, mailbox: Mailbox, tmp_path: Path) -> None:
     check_run(result, "mpop")
     assert digests(files_in(out)) == mailbox.expected
     assert left_in(store) == 0
+
+
+UTF8_MAIL = (
+    "From: Jörg <jörg@bücher.example>\r\nTo: ann@abc.example\r\n"
+    "Subject: Grüße aus Köln\r\n"
+    'Content-Type: text/plain; charset=utf-8; name="Größe.txt"\r\n\r\n'
+    "Body stays UTF-8: ü\r\n"
+).encode()
+
+
+def test_legacy_clients_fetch_the_rfc_6858_surrogate(adapter: str, tmp_path: Path) -> None:
+    """fetchmail and mpop never send UTF8: from a server that offers it and
+    downgrades (``python -m smtpcore serve``) they fetch the message whose header
+    holds UTF-8 as its surrogate, and delete it, where it got ``-ERR [UTF8]`` and
+    stayed in the maildrop for ever. The +OK of RETR counts what is sent, so
+    fetchmail, which checks the octets it got against it, takes it without a
+    complaint."""
+    fetchmail, mpop = require_program("fetchmail"), require_program("mpop")
+    surrogate = pop3.ascii_surrogate(UTF8_MAIL)
+    for client in (fetchmail, mpop):
+        write_maildir(tmp_path / client.replace("/", "_") / "alice", [UTF8_MAIL])
+        store = MaildirStore(tmp_path / client.replace("/", "_"), {"alice": PASSWORD})
+        out = tmp_path / f"{len(client)}-{client.rsplit('/', 1)[-1]}"
+        with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+            if client == fetchmail:
+                result = _run_fetchmail(fetchmail, server.port, out, tmp_path)
+                check_run(result, "fetchmail")
+                assert b"not the expected length" not in result.stdout + result.stderr
+                assert parse_bsmtp(out.read_bytes()) == [surrogate]
+            else:
+                result = _run_mpop(mpop, server.port, out, tmp_path)
+                check_run(result, "mpop")
+                assert [lf(m) for m in files_in(out)] == [lf(surrogate)]
+        assert left_in(store) == 0
+
+
+STORED_UTF8_MAIL = (
+    "Return-Path: <jörg@bücher.example>\r\n"
+    "Received: from a.example by mx.example with UTF8SMTPS\r\n"
+    "\tfor <ann@abc.example>; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    "Message-ID: <zwölf@bücher.example>\r\n"
+).encode() + UTF8_MAIL
+
+
+def test_fetchmail_takes_no_encoded_word_for_its_envelope(adapter: str, tmp_path: Path) -> None:
+    """The message as the reference server stores it, with the UTF-8 sender in
+    Return-Path and Received: fetchmail builds its MAIL FROM from Return-Path, and
+    an encoded-word there (``MAIL FROM:<=?utf-8?b?...?=>``) sends bounces nowhere.
+    The surrogate's Return-Path is the null path: fetchmail's MAIL FROM too (it
+    would take From's empty group without one), never an encoded-word."""
+    fetchmail = require_program("fetchmail")
+    write_maildir(tmp_path / "maildir" / "alice", [STORED_UTF8_MAIL])
+    store = MaildirStore(tmp_path / "maildir", {"alice": PASSWORD})
+    out = tmp_path / "delivered.bsmtp"
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        result = _run_fetchmail(fetchmail, server.port, out, tmp_path)
+    check_run(result, "fetchmail")
+    delivered = out.read_bytes()
+    [mail_from] = [line for line in delivered.splitlines() if line.startswith(b"MAIL FROM:")]
+    assert mail_from == b"MAIL FROM:<>"
+    surrogate = pop3.ascii_surrogate(STORED_UTF8_MAIL)
+    assert surrogate.startswith(b"Return-Path: <>\r\nReceived: from a.example")
+    assert b"Message-ID" not in surrogate
+    # fetchmail takes Return-Path into the envelope, out of the content.
+    assert parse_bsmtp(delivered) == [surrogate.removeprefix(b"Return-Path: <>\r\n")]
+    assert left_in(store) == 0
+
+
+def _run_fetchmail(
+    fetchmail: str, port: int, out: Path, home: Path
+) -> subprocess.CompletedProcess[bytes]:
+    rc = home / "fetchmailrc"
+    rc.write_text(
+        "set no syslog\nset invisible\n"
+        f"poll 127.0.0.1 service {port} protocol pop3\n"
+        f'  user "alice" there with password "{PASSWORD}" is "alice" here\n'
+        '  options fetchall no keep no rewrite sslproto ""\n'
+        f'  bsmtp "{out}"\n'
+    )
+    rc.chmod(0o600)
+    return subprocess.run(
+        [fetchmail, "-v", "-f", str(rc), "--nodetach", "-N", "--pidfile", str(home / "pid")],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(home), "FETCHMAILHOME": str(home)},
+        check=False,
+    )
+
+
+def _run_mpop(mpop: str, port: int, out: Path, home: Path) -> subprocess.CompletedProcess[bytes]:
+    for sub in ("tmp", "new", "cur"):
+        (out / sub).mkdir(parents=True)
+    rc = home / "mpoprc"
+    rc.write_text(
+        f"account test\nhost 127.0.0.1\nport {port}\n"
+        f"user alice\npassword {PASSWORD}\nauth user\ntls off\n"
+        f"delivery maildir {out}\nkeep off\nonly_new off\nreceived_header off\n"
+        f"uidls_file {home / 'uidls'}\n"
+    )
+    rc.chmod(0o600)
+    return subprocess.run(
+        [mpop, "-q", "-C", str(rc), "test"], capture_output=True, timeout=60, check=False
+    )
 
 
 @pytest.fixture(scope="module")

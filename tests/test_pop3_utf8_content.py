@@ -14,6 +14,7 @@ import pytest
 
 from peers import running_pop3_server, write_maildir
 from smtpcore import pop3
+from smtpcore.asyncio import POP3ServerOptions
 from smtpcore.maildrop import MaildirStore
 
 CASES = [
@@ -42,10 +43,12 @@ def test_whole_and_octet_by_octet(message: bytes, needs: bool) -> None:
 
 
 def test_it_stops_at_the_header_end() -> None:
-    """Once the empty line is whole, the body is never read: its 8-bit octets count
-    for nothing."""
+    """Once the empty line has begun, the body is never read: its 8-bit octets count
+    for nothing. A CR begins it, as the wire reads a bare CR as a line end too."""
     scan = pop3.HeaderScan()
-    assert not scan.feed(b"Subject: a\r\n\r")
+    assert not scan.feed(b"Subject: a\r")
+    assert not scan.feed(b"\n")
+    assert scan.feed(b"\r")
     assert scan.feed(b"\n")
     assert scan.feed(b"\xc3\xbc") and not scan.needs_utf8
 
@@ -56,7 +59,7 @@ def test_the_lookahead_is_exact_whatever_the_chunks(size: int) -> None:
     however the message is cut; a header that goes on past it with no UTF-8 in
     what was read goes as stored."""
     for at, needs in ((pop3.HEADER_LOOKAHEAD - 2, True), (pop3.HEADER_LOOKAHEAD, False)):
-        message = b"X" * at + "ü\r\n\r\n".encode()
+        message = b"X:" + b"x" * (at - 2) + "ü\r\n\r\n".encode()
         scan = pop3.HeaderScan()
         for start in range(0, len(message), size):
             if scan.feed(message[start : start + size]):
@@ -78,7 +81,9 @@ def test_a_lead_octet_the_lookahead_cuts_off_is_no_utf8(
     """The last octets read end with a lead octet whose sequence the lookahead cuts
     off: it made the header UTF-8 (``-ERR [UTF8]`` to a Latin-1 one); only a whole
     character does."""
-    message = b"X" * (pop3.HEADER_LOOKAHEAD - len(last_read)) + last_read + b"\xbc\r\n\r\n"
+    message = (
+        b"X:" + b"x" * (pop3.HEADER_LOOKAHEAD - len(last_read) - 2) + last_read + b"\xbc\r\n\r\n"
+    )
     scan = pop3.HeaderScan()
     for start in range(0, len(message), size):
         if scan.feed(message[start : start + size]):
@@ -207,3 +212,82 @@ def test_a_pipelined_retr_after_a_dot_heavy_message_is_answered(
             assert answers.readline().startswith(b"+OK")
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             assert sock.makefile("rb").readline().startswith(b"+OK")
+
+
+OVERRUN_UTF8_HEADER = (
+    "Subject: grüße\r\n".encode()  # UTF-8 within the lookahead, the header's end past it
+    + b"".join(b"X-Pad-%06d: %s\r\n" % (i, b"a" * 60) for i in range(4500))
+    + b"\r\nbody\r\n"
+)
+
+
+def test_a_server_that_downgrades_sends_the_rfc_6858_surrogate(
+    adapter: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``downgrade=True``: RETR and TOP of the message that needs UTF-8 mode give a
+    session outside it the surrogate (its header in ASCII, the body as stored), whose
+    octets RETR's +OK counts, where they got ``-ERR [UTF8]``; the message is taken and
+    deleted like any other. A header whose end is past the lookahead is refused still
+    (it cannot be rewritten unread); a session in UTF-8 mode gets the message as
+    stored."""
+    write_maildir(
+        tmp_path / "alice", [UTF8_HEADER, LATIN1_HEADER, OVERRUN_UTF8_HEADER, PLAIN, UTF8_HEADER]
+    )
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    surrogate = pop3.ascii_surrogate(UTF8_HEADER)
+    assert surrogate.isascii() and surrogate.endswith(b"\r\n\r\nhi\r\n")
+    caplog.set_level(logging.INFO, logger="smtpcore.pop3.server")
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        status, lines, _ = client.retr(1)
+        assert b"\r\n".join(lines) + b"\r\n" == surrogate
+        assert status == b"+OK %d octets" % len(surrogate)
+        listed = client.list(1)
+        assert isinstance(listed, bytes)
+        assert listed.split()[2] == str(len(UTF8_HEADER)).encode()  # the stored size
+        for _ in range(2):
+            top = client.top(5, 0)[1]
+            assert b"\r\n".join(top) + b"\r\n" == surrogate.replace(b"hi\r\n", b"")
+        with pytest.raises(poplib.error_proto, match=r"-ERR \[UTF8\]"):
+            client.top(3, 0)
+        got = _retrieved_by(client, [1, 2, 4])
+        client.quit()
+        assert got == [surrogate, LATIN1_HEADER, PLAIN]
+        assert _left(tmp_path) == 2
+        surrogates = [r for r in caplog.records if "RFC 6858 surrogate" in r.getMessage()]
+        # RETR 1, TOP 5, TOP 5 again and RETR 1 again: once a message a session, at INFO.
+        assert [r.levelno for r in surrogates] == [logging.INFO] * 2
+        assert [r.args[0] for r in surrogates if isinstance(r.args, tuple)] == [1, 5]
+        assert _retrieved(server.port, [1, 2], utf8=True) == [OVERRUN_UTF8_HEADER, UTF8_HEADER]
+
+
+def _retrieved_by(client: poplib.POP3, numbers: list[int]) -> list[bytes]:
+    got = []
+    for number in numbers:
+        got.append(b"\r\n".join(client.retr(number)[1]) + b"\r\n")
+        client.dele(number)
+    return got
+
+
+def test_downgrade_needs_utf8() -> None:
+    """Without UTF8 offered every message goes as stored: nothing to downgrade."""
+    with pytest.raises(ValueError, match="downgrade needs utf8"):
+        POP3ServerOptions(hostname="mx.example", downgrade=True)
+
+
+def test_a_cr_only_message_is_served_with_its_body(adapter: str, tmp_path: Path) -> None:
+    """The wire reads a bare CR as a line end, and so does the scan that finds the
+    header's end: a store's CR-only message keeps every body line in its surrogate."""
+    stored = "Subject: é\r\rsecond: ü\rthird\r".encode()
+    write_maildir(tmp_path / "alice", [stored])
+    store = MaildirStore(tmp_path, {"alice": "wonderland"})
+    with running_pop3_server(adapter, store, utf8=True, downgrade=True) as server:
+        client = poplib.POP3("127.0.0.1", server.port, timeout=10)
+        client.user("alice")
+        client.pass_("wonderland")
+        status, lines, _ = client.retr(1)
+        client.quit()
+    assert lines == [b"Subject: =?utf-8?b?w6k=?=", b"", "second: ü".encode(), b"third"]
+    assert status == b"+OK %d octets" % (sum(map(len, lines)) + 2 * len(lines))

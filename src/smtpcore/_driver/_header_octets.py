@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from smtpcore._header_end import FIELD_NAME, header_end
+
 __all__ = [
     "FIELD_NAME",
     "MAX_HEADER_SECTION",
@@ -27,11 +29,6 @@ MAX_HEADER_SECTION: Final = 256 * 1024
 """How much of a message's start is read as its header section at most: the client's
 look here, and the reference server's relay (``QueuedContent.header``) for its own
 SMTPUTF8 check and reports. A header section past it is taken as ended there."""
-
-FIELD_NAME: Final = re.compile(rb"([!-9;-~]+)[ \t]*:")
-"""A field name and its colon, with the white space before the colon the obsolete
-syntax allows (RFC 5322 §4.5.3, ``Bcc :``). Only ever matched at the start of a line:
-a folded line starts with white space, which no name holds."""
 
 _MBOX_FROM: Final = b"From "
 """An mbox envelope line (``From sender date``), which :mod:`email`'s parser takes as
@@ -54,13 +51,6 @@ without trying each branch (256 KiB: 6 ms, not 23)."""
 
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 
-_SECTION_END: Final = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?![ \t]|" + FIELD_NAME.pattern + rb")")
-"""A line end whose next line neither folds (white space first, RFC 5322 §2.2.3) nor
-starts a field: the empty line before the body (§2.1), or a line that is no field,
-which :mod:`email`'s parser and Postfix's cleanup take as the body's first. A bare CR
-or LF is a line end, as the client sends each as CRLF. One search, tried only at line
-ends, each look as long as the line: linear, and no mark kept per line."""
-
 
 def header_section(content: bytes, limit: int = MAX_HEADER_SECTION) -> tuple[int, int]:
     """Where ``content``'s header section starts and ends (after its last line's end),
@@ -74,8 +64,7 @@ def header_section(content: bytes, limit: int = MAX_HEADER_SECTION) -> tuple[int
         start = limit if first_end is None else first_end.end()
     if FIELD_NAME.match(content, start, limit) is None:
         return 0, 0
-    end = _SECTION_END.search(content, start, limit)
-    return start, min(len(content), limit) if end is None else end.end()
+    return start, header_end(content, start, limit)
 
 
 def utf8_header_fields(content: bytes, limit: int = MAX_HEADER_SECTION) -> bool:

@@ -75,6 +75,10 @@ class POP3ServerOptions:
     answers at once."""
     utf8: bool = False
     """Offer UTF8 (RFC 6856)."""
+    downgrade: bool = False
+    """With ``utf8``: send a session not in UTF-8 mode the RFC 6858 surrogate of a
+    message whose header holds UTF-8 (its header rewritten in ASCII, its body as
+    stored) where it gets ``-ERR [UTF8]`` without (see :func:`smtpcore.pop3.presented`)."""
     pipelining: bool = True
     """List PIPELINING in CAPA (RFC 2449 §6.6); answers are in order either way."""
     expire: str | int | None = None
@@ -111,6 +115,8 @@ class POP3ServerOptions:
         checked_hostname(self.hostname)  # refused now, not at each session's greeting
         if self.tls_on_connect and self.ssl_context is None:
             raise ValueError("tls_on_connect needs an ssl_context")
+        if self.downgrade and not self.utf8:
+            raise ValueError("downgrade needs utf8: without it every message goes as stored")
         if self.max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         if self.max_sessions_per_address is not None and self.max_sessions_per_address < 1:
@@ -287,6 +293,7 @@ class POP3ServerKeywords(TypedDict, total=False):
     max_auth_failures: int
     auth_failure_delay: float
     utf8: bool
+    downgrade: bool
     pipelining: bool
     expire: str | int | None
     login_delay: str | int | None

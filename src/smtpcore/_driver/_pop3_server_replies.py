@@ -72,6 +72,7 @@ class SessionReplies(ServedSession):
         "options",
         "retrieved",
         "store",
+        "surrogates_logged",
     )
 
     state: POP3ServerState
@@ -85,6 +86,9 @@ class SessionReplies(ServedSession):
     listing: Sequence[MessageInfo]
     numbers: MessageNumbers
     retrieved: set[int]
+    surrogates_logged: set[int]
+    """The messages already logged as sent as their surrogate: one line each a
+    session, however many RETR and TOP fetch it."""
     _sasl: SessionAuth
     _failures: int
     _out: list[bytes]

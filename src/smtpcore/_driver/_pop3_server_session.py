@@ -114,6 +114,7 @@ class POP3ServerSession(SessionMachine):
         self.listing = ()
         self.numbers = MessageNumbers(0)
         self.retrieved = set()
+        self.surrogates_logged = set()
         self._sasl = SessionAuth({})
         self._failures = 0
         self._out: list[bytes] = []

@@ -19,10 +19,9 @@ from smtpcore._driver._logtext import loggable
 from smtpcore._driver._pop3_server_replies import END_OF_RESPONSE, WRITE_SIZE
 from smtpcore._driver._pop3_server_store import StoreCalls
 from smtpcore._plural import messages
-from smtpcore.maildrop import MaildropError, MessageInfo
+from smtpcore.maildrop import MaildropError, MessageInfo, pop3_size
 from smtpcore.pop3 import (
     HEADER_LOOKAHEAD,
-    NEEDS_UTF8,
     Dele,
     Err,
     Event,
@@ -37,6 +36,7 @@ from smtpcore.pop3 import (
     Top,
     Uidl,
     format_lines,
+    presented,
     top_chunks,
     top_chunks_async,
 )
@@ -177,12 +177,20 @@ class Transaction(StoreCalls):
                             # worth, so this loop never turns without reading.
                             await self._write_out()
                         continue
-                    if scan.needs_utf8:
-                        self._answer(NEEDS_UTF8)
+                    read = held + batch
+                    sent = presented(scan, read, downgrade=self.options.downgrade)
+                    if isinstance(sent, Err):
+                        self._answer(sent)
                         return
                     if scan.overran:
                         _log_overran(number, self.session.user)
-                    batch, held, scan = held + batch, [], None
+                    if scan.needs_utf8:  # downgraded: +OK gives the size sent
+                        if number not in self.surrogates_logged:
+                            self.surrogates_logged.add(number)
+                            _log_surrogate(number, self.session.user)
+                        size += pop3_size(sent) - pop3_size(read)
+                        ok = Ok(f"{size} octets" if isinstance(event, Retr) else "Top of message")
+                    batch, held, scan = sent, [], None
                 for chunk in batch:
                     if not answered:
                         answered = self._answer(ok)
@@ -275,6 +283,19 @@ def _log_overran(number: int, user: str | None) -> None:
         number,
         user,
         HEADER_LOOKAHEAD,
+    )
+
+
+def _log_surrogate(number: int, user: str | None) -> None:
+    """One line for each message sent as its RFC 6858 surrogate, the first time a
+    session fetches it (RETR or TOP): a client that
+    fetches and deletes it keeps that lossy copy (UTF-8 addresses and trace fields
+    gone) in place of the original, for good."""
+    logger.info(
+        "message %d of %r: sent as its RFC 6858 surrogate (header rewritten in ASCII,"
+        " lossy) to a session not in UTF-8 mode",
+        number,
+        user,
     )
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import copy
 import email.message
 import email.policy
-import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
 from smtpcore._driver._header_octets import FIELD_NAME
+from smtpcore._header_end import header_end
 
 __all__ = [
     "HIDDEN_FIELDS",
@@ -26,9 +26,9 @@ __all__ = [
 
 
 def _header_section(content: bytes) -> bytes:
-    """The header section of a message's wire form: up to its first empty line, which
-    may be the first line (a message without header fields)."""
-    return content[: _header_end(content)]
+    """The header section of a message's wire form (:func:`header_end`): up to its
+    first line that is neither a field nor a fold, which may be the first."""
+    return content[: header_end(content)]
 
 
 HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
@@ -36,31 +36,12 @@ HIDDEN_FIELDS: Final = ("Bcc", "Resent-Bcc")
 reads them, the content goes without them (:func:`_email_bytes`,
 :func:`without_hidden_fields`)."""
 
-_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
-"""A line end and the empty line after it (CRLF or a bare LF, as a saved file may
-have)."""
-
-
-def _header_end(content: bytes) -> int:
-    """Where ``content``'s header section ends (RFC 5322 §2.1): after the line end
-    before its first empty line; 0 when the first line is empty, the whole when there
-    is none. Found by a search that stops there: the body is never split or copied."""
-    if content.startswith((b"\r\n", b"\n")):
-        return 0
-    empty = _EMPTY_LINE.search(content)
-    return len(content) if empty is None else empty.start() + 1
-
 
 def header_lines(content: bytes) -> list[bytes]:
     """The lines of ``content``'s header section, line endings kept: up to its first
-    empty line, or all of it. Only the header section is split (:func:`_header_end`):
-    a message may be as large as its server takes."""
-    lines = []
-    for line in content[: _header_end(content)].splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):  # a bare CR ended the line before
-            break
-        lines.append(line)
-    return lines
+    line that is neither a field nor a fold, or all of it. Only the header section is
+    split (:func:`header_end`): a message may be as large as its server takes."""
+    return content[: header_end(content)].splitlines(keepends=True)
 
 
 def unobsolete_names(lines: Iterable[bytes]) -> bytes:

@@ -3,6 +3,7 @@
 from smtpcore.pop3._apop import apop_digest, apop_matches, apop_timestamp, find_apop_timestamp
 from smtpcore.pop3._auth import AuthAnswer, AuthenticationFailed, ClientAuth, ServerAuth
 from smtpcore.pop3._client import ClientConnection
+from smtpcore.pop3._downgrade import ascii_surrogate, presented
 from smtpcore.pop3._events import (
     MAX_MESSAGE_NUMBER,
     Apop,
@@ -91,12 +92,14 @@ __all__ = [
     "apop_digest",
     "apop_matches",
     "apop_timestamp",
+    "ascii_surrogate",
     "find_apop_timestamp",
     "format_lines",
     "parse_capabilities",
     "parse_listing",
     "parse_stat",
     "parse_uid_listing",
+    "presented",
     "top_chunks",
     "top_chunks_async",
 ]

@@ -18,9 +18,9 @@ its ``+OK``; a session that cannot or need not enter UTF-8 mode has none
 from __future__ import annotations
 
 import codecs
-import re
 from typing import Final
 
+from smtpcore._header_end import HeaderEndScan
 from smtpcore.pop3._events import Err
 
 __all__ = ["HEADER_LOOKAHEAD", "NEEDS_UTF8", "HeaderScan"]
@@ -37,19 +37,14 @@ header of real mail, and a bound on what a server holds before its ``+OK``. A
 header that has not ended by then, with no UTF-8 in what was read, goes as stored
 (a sender cannot make a message unfetchable by padding its header)."""
 
-_EMPTY_LINE: Final = re.compile(rb"\n\r?\n")
-"""The empty line that ends a header (RFC 5322 §2.1), found after its line break:
-a store's line ends may be CR LF or LF alone."""
-
 
 class HeaderScan:
     """Reads a message's chunks, in order, until its header has ended or
     :data:`HEADER_LOOKAHEAD` octets are read: whether the header holds UTF-8
-    (:attr:`needs_utf8`). Holds no more than two octets of what it has read (the end
-    of a line break that a chunk may split from the rest of an empty line) and an
-    unfinished UTF-8 sequence."""
+    (:attr:`needs_utf8`). Holds none of what it has read but an unfinished UTF-8
+    sequence: where the header ends is a :class:`~smtpcore._header_end.HeaderEndScan`'s."""
 
-    __slots__ = ("_decoder", "_left", "_tail", "done", "needs_utf8", "overran")
+    __slots__ = ("_decoder", "_ends", "_left", "done", "header_size", "needs_utf8", "overran")
 
     def __init__(self) -> None:
         self.done = False
@@ -60,8 +55,12 @@ class HeaderScan:
         self.needs_utf8 = False
         """Whether the header holds a UTF-8 character, and no octet that is not
         UTF-8 (RFC 6532)."""
+        self.header_size: int | None = None
+        """Octets of the header, its last line end included, once its end is read
+        (:func:`smtpcore._header_end.header_end`'s count): where a surrogate's
+        rewriting stops, found once."""
         self._left = HEADER_LOOKAHEAD
-        self._tail = b"\n"  # the message starts a line: an empty first line ends it
+        self._ends = HeaderEndScan()
         self._decoder: codecs.IncrementalDecoder | None = None  # from the first non-ASCII
 
     def feed(self, chunk: bytes) -> bool:
@@ -70,12 +69,15 @@ class HeaderScan:
             return True
         if len(chunk) > self._left:
             chunk = chunk[: self._left]
+        before = HEADER_LOOKAHEAD - self._left
         self._left -= len(chunk)
-        end = self._header_end(chunk)
+        found = self._ends.feed(chunk)
+        end = None if found is None else max(found - before, 0)
         header = chunk if end is None else chunk[:end]
         if self._decoder is not None or not header.isascii():
             self._read_utf8(header, final=end is not None)
         if end is not None:
+            self.header_size = found
             self.done = True
         elif not self._left:
             self.done = self.overran = True
@@ -86,18 +88,9 @@ class HeaderScan:
         if not self.done:
             if self._decoder is not None:
                 self._read_utf8(b"", final=True)
+            if not self.done:  # the octets were UTF-8 or ASCII to the end
+                self.header_size = self._ends.end()
             self.done = True
-
-    def _header_end(self, chunk: bytes) -> int | None:
-        """Where in ``chunk`` the header ends (0 where its empty line began in the
-        chunks before), or None; keeps the last two octets read for the next chunk."""
-        tail = self._tail
-        across = _EMPTY_LINE.search(tail + chunk[:2])  # at most four octets
-        self._tail = chunk[-2:] if len(chunk) >= 2 else (tail + chunk)[-2:]
-        if across is not None:
-            return max(across.start() - len(tail), 0)
-        found = _EMPTY_LINE.search(chunk)
-        return None if found is None else found.start()
 
     def _read_utf8(self, header: bytes, final: bool) -> None:
         """Read ``header``'s octets, which hold or follow a non-ASCII one, as UTF-8:

@@ -579,6 +579,9 @@ class MailServer:
             client_ipv6_prefix_length=self.config.client_ipv6_prefix_length,
             auth_failure_delay=self.config.auth_failure_delay,
             utf8=True,  # it takes SMTPUTF8 mail and UTF-8 user names (RFC 6856 §2)
+            # ...which a client that never sends UTF8 (fetchmail, mpop, poplib) could
+            # otherwise never fetch: it gets the RFC 6858 surrogate instead.
+            downgrade=True,
         )
         await self._started(name, server)
 
