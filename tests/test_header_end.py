@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from smtpcore import pop3
-from smtpcore._driver._smtp_envelope import header_lines
+from smtpcore._driver._smtp_envelope_header import header_lines
 from smtpcore._header_end import HeaderEndScan, header_end
 
 LINE_ENDS = st.sampled_from([b"\r\n", b"\r", b"\n"])
