@@ -75,8 +75,9 @@ class SessionWatch:
     :attr:`timed_out` once its timeout went off while it waited for its client,
     with :attr:`unsent_at_timeout` whether the driver then found bytes waiting to
     be sent that the client did not take (and :attr:`unfinished_at_timeout`,
-    whether a write was under way), and :attr:`ended` once the session is over
-    (its transport closed).
+    whether a write was under way, and :attr:`unacknowledged_at_timeout`, what the
+    kernel counted of bytes the client had not acknowledged), and :attr:`ended` once
+    the session is over (its transport closed).
     :attr:`waits_after_timeout` holds the seconds of every deadline the session's
     clock was asked for after the timeout, but the linger's."""
 
@@ -84,6 +85,7 @@ class SessionWatch:
     timed_out: threading.Event = field(default_factory=threading.Event)
     unsent_at_timeout: list[bool] = field(default_factory=list)
     unfinished_at_timeout: list[bool] = field(default_factory=list)
+    unacknowledged_at_timeout: list[int | None] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
     waits_after_timeout: list[float | None] = field(default_factory=list)
 
@@ -96,6 +98,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
 
     async def watched_note(session: ServedSession) -> bool:
         watch.unfinished_at_timeout.append(session._write_unfinished)
+        watch.unacknowledged_at_timeout.append(session.transport.unacknowledged())
         watch.timed_out.set()
         not_taken = await note(session)
         watch.unsent_at_timeout.append(not_taken)
@@ -185,6 +188,8 @@ def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool =
     assert watch.ended.wait(CLOSE / 2), "the session's close waited for room"
     assert watch.unfinished_at_timeout == [False], "the timeout cut off a write"
     assert watch.unsent_at_timeout == [True], "no replies waited, untaken, at the timeout"
+    if smtpcore._driver._kernel_queues.UNACKNOWLEDGED is not None:  # the socket's, TLS or not
+        assert watch.unacknowledged_at_timeout[0] is not None, "the kernel's count not asked"
     if writes_went_at_once:
         assert not watch.wrote_and_waited.is_set(), "a write of the session's waited for room"
     waits = watch.waits_after_timeout

@@ -332,3 +332,53 @@ def test_what_a_users_transport_says_waits_is_a_count_or_nothing(
         assert link.waiting_to_send() == count
 
     asyncio.run(body())
+
+
+class _Unacknowledged:
+    """A user's transport whose ``unacknowledged`` answers ``answer``, or raises."""
+
+    def __init__(self, answer: object) -> None:
+        self.answer = answer
+
+    def unacknowledged(self) -> object:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        (0, 0),
+        (4096, 4096),
+        (True, None),
+        (None, None),
+        (-5, None),
+        (3.0, None),
+        ("7", None),
+        (RuntimeError("a transport's own bug"), None),
+    ],
+)
+def test_what_a_users_transport_says_is_unacknowledged_is_a_count_or_none(
+    answer: object, count: int | None
+) -> None:
+    """Asked with ``waiting_to_send`` at a session's timeout: a count (0 too: the peer
+    acknowledged everything), and None, the kernel cannot say, for anything else it
+    answers or when it raises."""
+
+    async def body() -> None:
+        link = Link(_Unacknowledged(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.unacknowledged() == count
+
+    asyncio.run(body())
+
+
+def test_a_transport_without_the_kernels_count_says_none() -> None:
+    """A transport with no ``unacknowledged`` method: the probe then looks as it did,
+    once, at ``waiting_to_send`` alone."""
+
+    async def body() -> None:
+        link = Link(_Waiting(10), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.unacknowledged() is None
+
+    asyncio.run(body())

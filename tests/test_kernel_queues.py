@@ -1,0 +1,141 @@
+"""The kernel's count of bytes a socket sent that its peer has not acknowledged
+(Linux's ``SIOCOUTQ``), as the servers' probe of a timed-out session asks it, on the
+socket beneath each of the library's transports, TLS too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from peers import TLSFiles
+from smtpcore._asyncio_raw import RawSocketTransport
+from smtpcore._driver._kernel_queues import UNACKNOWLEDGED, unacknowledged
+
+LOOPBACK = "127.0.0.1"
+
+linux_only = pytest.mark.skipif(
+    UNACKNOWLEDGED is None, reason="SIOCOUTQ on a socket is Linux's; elsewhere it is None"
+)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A connected TCP pair on loopback: ours with a small send buffer, the peer's with a
+    small receive buffer, so that a write the peer does not read stays unacknowledged."""
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        theirs = socket.socket()
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        theirs.connect(listener.getsockname())
+        ours, _ = listener.accept()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    ours.setblocking(False)
+    with ours, theirs:
+        yield ours, theirs
+
+
+def fill(sock: socket.socket) -> int:
+    """Write to ``sock`` until the kernel takes no more; how much it took."""
+    sent = 0
+    while True:
+        try:
+            sent += sock.send(b"x" * 65536)
+        except BlockingIOError:
+            return sent
+
+
+@linux_only
+def test_the_count_falls_as_the_peer_reads(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Bytes the peer has not read (nor so acknowledged) are counted; once it reads them
+    all, the count falls to nothing (within a generous bound: the last acknowledgement
+    may take a moment)."""
+    ours, theirs = pair
+    sent = fill(ours)
+    before = unacknowledged(ours)
+    assert before is not None and 0 < before <= sent
+    theirs.settimeout(10)
+    got = 0
+    while got < sent:
+        got += len(theirs.recv(65536))
+    for _ in range(1000):  # bounded: 10 s at most
+        if unacknowledged(ours) == 0:
+            break
+        time.sleep(0.01)
+    assert unacknowledged(ours) == 0
+
+
+@linux_only
+def test_nothing_written_is_nothing_unacknowledged(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    assert unacknowledged(pair[0]) == 0
+
+
+def test_no_socket_a_closed_one_or_no_socket_at_all_cannot_say(tmp_path: Path) -> None:
+    """None, the kernel cannot say, for no socket, a closed socket, a pipe and a file
+    (the ioctl fails there, or names another request)."""
+    assert unacknowledged(None) is None
+    closed = socket.socket()
+    closed.close()
+    assert unacknowledged(closed) is None
+    read_end, write_end = os.pipe()
+    try:
+        with os.fdopen(write_end, "wb", closefd=False) as pipe:
+            assert unacknowledged(pipe) is None
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    with (tmp_path / "file").open("wb") as file:
+        assert unacknowledged(file) is None
+
+
+@pytest.mark.skipif(sys.platform == "linux", reason="the count is Linux's")
+def test_elsewhere_the_count_is_not_asked(pair: tuple[socket.socket, socket.socket]) -> None:
+    fill(pair[0])
+    assert unacknowledged(pair[0]) is None
+
+
+@linux_only
+def test_the_raw_transport_counts_on_its_socket_under_tls_too(tls: TLSFiles) -> None:
+    """The asyncio server's raw socket transport, after its TLS handshake (TLS in memory
+    over the socket): the count is the socket's, of ciphertext, and None once the
+    transport is closed."""
+    listener = socket.create_server((LOOPBACK, 0))
+    done = threading.Event()
+
+    def tls_server() -> None:
+        conn, _ = listener.accept()
+        with tls.server_context.wrap_socket(conn, server_side=True) as sock:
+            sock.recv(100)
+            done.wait(10)
+
+    thread = threading.Thread(target=tls_server)
+    thread.start()
+    with listener:
+        ours = socket.create_connection(listener.getsockname(), timeout=10)
+        ours.setblocking(False)
+
+        async def main() -> None:
+            transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
+            await transport.start_tls(
+                tls.client_context, server_side=False, server_hostname="localhost"
+            )
+            await transport.send_all(b"hello")
+            count = transport.unacknowledged()
+            assert count is not None and count >= 0
+            done.set()
+            await transport.aclose()
+            assert transport.unacknowledged() is None
+
+        try:
+            asyncio.run(main())
+        finally:
+            done.set()
+            thread.join(10)
