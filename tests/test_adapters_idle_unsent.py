@@ -177,6 +177,18 @@ def small_send_buffer(sock: Any, size: int = SMALL_SEND_BUFFER) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
+@contextlib.contextmanager
+def helps_pipelined(adapter: str, client: socket.socket) -> Iterator[socket.socket]:
+    """An SMTP server on ``adapter`` (:data:`SMTP_OPTIONS`), and ``client`` connected to
+    it, greeted, its HELO answered and :data:`BATCH` HELPs pipelined at once; for the
+    block."""
+    with running_smtp_server(adapter, Handler(), **SMTP_OPTIONS) as server, client as sock:
+        sock.connect(("127.0.0.1", server.port))
+        smtp_helo_answered(sock)
+        sock.sendall(b"HELP\r\n" * BATCH)
+        yield sock
+
+
 def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool = True) -> None:
     """The timeout went off in a wait for the client, not in a write, with replies left
     waiting (the premise), and the session never waited in a write of its own
@@ -208,14 +220,7 @@ def test_an_smtp_client_whose_replies_wait_to_be_sent_is_disconnected_at_the_tim
     :data:`LAST_WORDS` and the close is cancelled. So too where the server's send
     buffer is large, and the probe watches the kernel's count of what the client
     has not acknowledged for its longest (``NOT_TAKEN_LOOKS``): it never falls."""
-    options: dict[str, Any] = {
-        "max_junk_commands": 10**9,
-        "timeouts": Timeouts(command=TIMEOUT),
-    }
-    with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
-        sock.connect(("127.0.0.1", server.port))
-        smtp_helo_answered(sock)
-        sock.sendall(b"HELP\r\n" * BATCH)
+    with helps_pipelined(adapter, never_reader()):
         assert_goodbye_cut_short(watch)
 
 
@@ -549,14 +554,7 @@ def test_a_client_reading_500_octets_a_second_is_not_taken_for_one_that_never_re
     (:func:`probe_after_reads`), a few seconds at this rate, so that its reading is
     an order of events on a loaded machine, not a race; a client that never reads
     is still cut (above, with the same large buffer)."""
-    options: dict[str, Any] = {
-        "max_junk_commands": 10**9,
-        "timeouts": Timeouts(command=TIMEOUT),
-    }
-    with running_smtp_server(adapter, Handler(), **options) as server, crawler() as sock:
-        sock.connect(("127.0.0.1", server.port))
-        smtp_helo_answered(sock)
-        sock.sendall(b"HELP\r\n" * BATCH)
+    with helps_pipelined(adapter, crawler()) as sock:
         got = read_crawling(sock, probe_after_reads, watch.unsent_at_timeout)
     lines = got.split(b"\r\n")
     assert watch.unsent_at_timeout == [False], "the crawling reader was taken for a never-reader"

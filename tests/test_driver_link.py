@@ -295,7 +295,8 @@ def test_a_linger_reads_through_receive_to_drop_only_on_the_librarys_transports(
 
 
 class _Waiting:
-    """A user's transport whose ``waiting_to_send`` answers ``answer``, or raises."""
+    """A user's transport whose ``waiting_to_send`` and ``unacknowledged`` answer
+    ``answer``, or raise it."""
 
     def __init__(self, answer: object) -> None:
         self.answer = answer
@@ -304,6 +305,8 @@ class _Waiting:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+    unacknowledged = waiting_to_send
 
 
 @pytest.mark.parametrize(
@@ -334,18 +337,6 @@ def test_what_a_users_transport_says_waits_is_a_count_or_nothing(
     asyncio.run(body())
 
 
-class _Unacknowledged:
-    """A user's transport whose ``unacknowledged`` answers ``answer``, or raises."""
-
-    def __init__(self, answer: object) -> None:
-        self.answer = answer
-
-    def unacknowledged(self) -> object:
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
 @pytest.mark.parametrize(
     ("answer", "count"),
     [
@@ -367,10 +358,15 @@ def test_what_a_users_transport_says_is_unacknowledged_is_a_count_or_none(
     answers or when it raises."""
 
     async def body() -> None:
-        link = Link(_Unacknowledged(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        link = Link(_Waiting(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
         assert link.unacknowledged() == count
 
     asyncio.run(body())
+
+
+class _OnlyWaiting:
+    def waiting_to_send(self) -> int:
+        return 10
 
 
 def test_a_transport_without_the_kernels_count_says_none() -> None:
@@ -378,7 +374,7 @@ def test_a_transport_without_the_kernels_count_says_none() -> None:
     once, at ``waiting_to_send`` alone."""
 
     async def body() -> None:
-        link = Link(_Waiting(10), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        link = Link(_OnlyWaiting(), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
         assert link.unacknowledged() is None
 
     asyncio.run(body())

@@ -4,19 +4,15 @@ socket beneath each of the library's transports, TLS too."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from peers import TLSFiles
-from smtpcore._asyncio_raw import RawSocketTransport
 from smtpcore._driver._kernel_queues import UNACKNOWLEDGED, unacknowledged
 
 LOOPBACK = "127.0.0.1"
@@ -100,42 +96,3 @@ def test_no_socket_a_closed_one_or_no_socket_at_all_cannot_say(tmp_path: Path) -
 def test_elsewhere_the_count_is_not_asked(pair: tuple[socket.socket, socket.socket]) -> None:
     fill(pair[0])
     assert unacknowledged(pair[0]) is None
-
-
-@linux_only
-def test_the_raw_transport_counts_on_its_socket_under_tls_too(tls: TLSFiles) -> None:
-    """The asyncio server's raw socket transport, after its TLS handshake (TLS in memory
-    over the socket): the count is the socket's, of ciphertext, and None once the
-    transport is closed."""
-    listener = socket.create_server((LOOPBACK, 0))
-    done = threading.Event()
-
-    def tls_server() -> None:
-        conn, _ = listener.accept()
-        with tls.server_context.wrap_socket(conn, server_side=True) as sock:
-            sock.recv(100)
-            done.wait(10)
-
-    thread = threading.Thread(target=tls_server)
-    thread.start()
-    with listener:
-        ours = socket.create_connection(listener.getsockname(), timeout=10)
-        ours.setblocking(False)
-
-        async def main() -> None:
-            transport = RawSocketTransport(ours, None, asyncio.get_running_loop())
-            await transport.start_tls(
-                tls.client_context, server_side=False, server_hostname="localhost"
-            )
-            await transport.send_all(b"hello")
-            count = transport.unacknowledged()
-            assert count is not None and count >= 0
-            done.set()
-            await transport.aclose()
-            assert transport.unacknowledged() is None
-
-        try:
-            asyncio.run(main())
-        finally:
-            done.set()
-            thread.join(10)
