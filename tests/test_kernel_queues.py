@@ -96,3 +96,26 @@ def test_no_socket_a_closed_one_or_no_socket_at_all_cannot_say(tmp_path: Path) -
 def test_elsewhere_the_count_is_not_asked(pair: tuple[socket.socket, socket.socket]) -> None:
     fill(pair[0])
     assert unacknowledged(pair[0]) is None
+
+
+def test_no_ioctl_module_means_no_count(
+    monkeypatch: pytest.MonkeyPatch, pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Where ``fcntl`` and ``termios`` do not exist (Windows) the module still imports,
+    and every count is None: loaded afresh with both imports failing."""
+    import importlib.util
+
+    import smtpcore._driver._kernel_queues as kernel_queues
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    monkeypatch.setitem(sys.modules, "termios", None)
+    assert kernel_queues.__file__ is not None
+    spec = importlib.util.spec_from_file_location("_kernel_queues_bare", kernel_queues.__file__)
+    assert spec is not None and spec.loader is not None
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    ours, _ = pair
+    assert bare.UNACKNOWLEDGED is None
+    assert bare.UNREAD is None
+    assert bare.unacknowledged(ours) is None
+    assert bare.kernel_count(ours.fileno(), 0x5411) is None

@@ -18,17 +18,12 @@ unasked as the client closes may cost the client what was still on its way.
 from __future__ import annotations
 
 import os
-import termios
 from typing import Final, Protocol
 
-from smtpcore._driver._kernel_queues import UNREAD, kernel_count
+from smtpcore._driver._kernel_queues import UNACKNOWLEDGED, UNREAD, kernel_count
 
 __all__ = ["ready_to_close"]
 
-_OUTQ: Final = getattr(termios, "TIOCOUTQ", None)
-"""Linux's ``SIOCOUTQ`` (the same number): the bytes sent the peer has not acknowledged.
-Asked on every system (where it means something else on a socket, or fails, the
-client closes at once, as where it cannot be asked)."""
 _DISCARD: Final = 65536
 """The most one read takes while dropping."""
 
@@ -63,4 +58,4 @@ def ready_to_close(sock: _Socket) -> bool:
     the connection meanwhile closed it)."""
     fd = sock.fileno()
     _drop(fd, _count(fd, UNREAD))
-    return not _count(fd, UNREAD) or not _count(fd, _OUTQ)
+    return not _count(fd, UNREAD) or not _count(fd, UNACKNOWLEDGED)

@@ -15,20 +15,32 @@ count cannot be asked.
 
 from __future__ import annotations
 
-import fcntl
 import struct
 import sys
-import termios
+from collections.abc import Callable
 from typing import Final, Protocol
 
 __all__ = ["UNACKNOWLEDGED", "UNREAD", "kernel_count", "unacknowledged"]
 
-UNACKNOWLEDGED: Final = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
+_ioctl: Callable[[int, int, bytes], bytes] | None
+_outq: int | None
+_inq: int | None
+try:
+    import fcntl
+    import termios
+except ImportError:  # no ioctl on this system (Windows): no count can be asked
+    _ioctl, _outq, _inq = None, None, None
+else:
+    _ioctl = fcntl.ioctl
+    _outq = getattr(termios, "TIOCOUTQ", None)
+    _inq = getattr(termios, "FIONREAD", None)
+
+UNACKNOWLEDGED: Final = _outq if sys.platform == "linux" else None
 """Linux's ``SIOCOUTQ`` (the same number as ``TIOCOUTQ``, 0x5411): the bytes sent
 (or queued to send) that the peer has not acknowledged. ``TIOCOUTQ`` means other
 things on a socket elsewhere (or fails), so it is asked on Linux only."""
 
-UNREAD: Final = getattr(termios, "FIONREAD", None)
+UNREAD: Final = _inq
 """``FIONREAD`` (``SIOCINQ``): the bytes received that nothing has read."""
 
 
@@ -40,11 +52,12 @@ class HasFileno(Protocol):
 
 def kernel_count(fd: int, request: int | None) -> int | None:
     """What the ioctl ``request`` says of socket ``fd``: a count, or None where it cannot
-    be asked (no such request here, a closed descriptor, one that is no socket)."""
-    if request is None or fd < 0:
+    be asked (no ioctl or no such request here, a closed descriptor, one that is no
+    socket)."""
+    if _ioctl is None or request is None or fd < 0:
         return None
     try:
-        answer = fcntl.ioctl(fd, request, b"\0\0\0\0")
+        answer = _ioctl(fd, request, b"\0\0\0\0")
     except OSError:
         return None
     count = int(struct.unpack("i", answer)[0])
