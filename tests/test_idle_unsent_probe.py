@@ -86,6 +86,14 @@ def test_a_kernel_count_that_never_falls_is_watched_for_every_look() -> None:
     assert script.sleeps == [NOT_TAKEN_PROBE] * NOT_TAKEN_LOOKS
 
 
+def test_a_kernel_count_of_0_to_begin_with_is_looked_at_once() -> None:
+    """Everything sent is acknowledged (what waits is the transport's alone): the
+    kernel's count cannot fall, so the probe looks once, as where it cannot count."""
+    script = Scripted(waiting=[5000], unacknowledged=[0])
+    assert judged(script) == (True, True)
+    assert script.sleeps == [NOT_TAKEN_PROBE]
+
+
 def test_a_kernel_count_that_falls_at_a_later_look_is_a_client_reading() -> None:
     """A client reading slowly: its window reopens after a few seconds, the kernel's
     count falls, while the transport's stays (the socket has no room yet)."""
@@ -127,7 +135,7 @@ def expected(script: Scripted) -> tuple[bool, int]:
     if not waiting:
         return False, 0
     kernel = None if script.unacknowledged is None else script.unacknowledged[0]
-    looks = 1 if kernel is None else NOT_TAKEN_LOOKS
+    looks = NOT_TAKEN_LOOKS if kernel else 1  # a count of 0 cannot fall
     for look in range(1, looks + 1):
         now = script.waiting[min(look, len(script.waiting) - 1)]
         if now < waiting:

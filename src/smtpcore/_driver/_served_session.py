@@ -233,7 +233,8 @@ class ServedSession(SessionOpening, SessionClosing):
         client has not acknowledged (:meth:`~smtpcore._driver._transport.LinkBase.unacknowledged`),
         which falls at each of its acknowledgements, the probe looks at both once a
         :data:`NOT_TAKEN_PROBE`, for :data:`NOT_TAKEN_LOOKS` of them at most, ended
-        by the first fall; elsewhere it looks once, at the transport's alone. A few
+        by the first fall; elsewhere, or where the kernel's count is 0 to begin with
+        (it cannot fall), it looks once, at the transport's alone. A few
         system calls a timed-out session, never one on the way of a message."""
         transport = self.transport
         if self.state.stopping or self._write_unfinished:
@@ -242,7 +243,8 @@ class ServedSession(SessionOpening, SessionClosing):
         if not waiting:
             return False
         unacknowledged = transport.unacknowledged()
-        for _ in range(1 if unacknowledged is None else NOT_TAKEN_LOOKS):
+        # a kernel count of 0 (or none) cannot fall: one look, at the transport's
+        for _ in range(NOT_TAKEN_LOOKS if unacknowledged else 1):
             await transport.sleep(NOT_TAKEN_PROBE)
             if self.state.stopping:
                 return False  # stopped meanwhile: its shutdown bounds the goodbye
