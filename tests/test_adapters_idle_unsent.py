@@ -553,7 +553,15 @@ def test_a_client_reading_500_octets_a_second_is_not_taken_for_one_that_never_re
     all. The probe's looks wait until the client has read its receive buffer over
     (:func:`probe_after_reads`), a few seconds at this rate, so that its reading is
     an order of events on a loaded machine, not a race; a client that never reads
-    is still cut (above, with the same large buffer)."""
+    is still cut (above, with the same large buffer).
+
+    What it shows: the kernel's count decides here. With the probe's kernel count
+    made None (the transport's count alone, one look) it fails on both adapters
+    ("taken for a never-reader"): 4 KiB read does not give the large send buffer
+    room again. What it does not show: the real one-second cadence of the looks
+    (each waits for 4 KiB more read, about eight seconds at this rate), so not that
+    a client at this rate shows a fall within six real seconds; nor TLS, nor the
+    goodbye's bound (the client reads at full speed once judged)."""
     with helps_pipelined(adapter, crawler()) as sock:
         got = read_crawling(sock, probe_after_reads, watch.unsent_at_timeout)
     lines = got.split(b"\r\n")
