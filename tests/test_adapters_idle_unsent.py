@@ -44,6 +44,7 @@ from typing import Any
 import pytest
 
 import smtpcore._asyncio_raw
+import smtpcore._driver._kernel_queues
 import smtpcore._trio_transport
 from never_reader import never_reader, pop3_logged_in, read_line_of, smtp_helo_answered
 from peers import TLSFiles, running_pop3_server, running_smtp_server, write_maildir
@@ -74,8 +75,9 @@ class SessionWatch:
     :attr:`timed_out` once its timeout went off while it waited for its client,
     with :attr:`unsent_at_timeout` whether the driver then found bytes waiting to
     be sent that the client did not take (and :attr:`unfinished_at_timeout`,
-    whether a write was under way), and :attr:`ended` once the session is over
-    (its transport closed).
+    whether a write was under way, and :attr:`unacknowledged_at_timeout`, what the
+    kernel counted of bytes the client had not acknowledged), and :attr:`ended` once
+    the session is over (its transport closed).
     :attr:`waits_after_timeout` holds the seconds of every deadline the session's
     clock was asked for after the timeout, but the linger's."""
 
@@ -83,6 +85,7 @@ class SessionWatch:
     timed_out: threading.Event = field(default_factory=threading.Event)
     unsent_at_timeout: list[bool] = field(default_factory=list)
     unfinished_at_timeout: list[bool] = field(default_factory=list)
+    unacknowledged_at_timeout: list[int | None] = field(default_factory=list)
     ended: threading.Event = field(default_factory=threading.Event)
     waits_after_timeout: list[float | None] = field(default_factory=list)
 
@@ -95,6 +98,7 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
 
     async def watched_note(session: ServedSession) -> bool:
         watch.unfinished_at_timeout.append(session._write_unfinished)
+        watch.unacknowledged_at_timeout.append(session.transport.unacknowledged())
         watch.timed_out.set()
         not_taken = await note(session)
         watch.unsent_at_timeout.append(not_taken)
@@ -113,19 +117,37 @@ def watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SessionWatch]:
     yield watch
 
 
+SMALL_SEND_BUFFER = 4096
+"""The server's send buffer in most tests here (the kernel doubles it): the kernel takes
+little of what a client does not read."""
+
+LARGE_SEND_BUFFER = 65536
+"""A send buffer whose socket has room again only once about 40 KiB of it are
+acknowledged (a third of the 128 KiB the kernel makes of it), where a client that
+reads slowly into a 4 KiB receive buffer reopens its window 2 KiB at a time."""
+
+
 @pytest.fixture
-def every_reply_held(monkeypatch: pytest.MonkeyPatch, adapter: str) -> None:
+def send_buffer() -> int:
+    """The server's ``SO_SNDBUF`` under :func:`every_reply_held` (a test may
+    parametrize it)."""
+    return SMALL_SEND_BUFFER
+
+
+@pytest.fixture
+def every_reply_held(monkeypatch: pytest.MonkeyPatch, adapter: str, send_buffer: int) -> None:
     """The server holds every write of replies, however long, for the event loop's next
     pass, as it holds a reply while other sessions run in the same pass (a busy
     server): what the kernel does not take then waits for room in the transport
     (asyncio's raw socket) or in a task of the server's (trio), while the session
-    waits for its client. The session's socket is given a small send buffer as it
-    first holds, so that the kernel leaves a rest however it would have grown it."""
+    waits for its client. The session's socket is given ``send_buffer`` (small unless
+    the test says) as it first holds, so that the kernel leaves a rest however it
+    would have grown it."""
     if adapter == "trio":
         hold = HeldWrites.hold
 
         def trio_hold(self: HeldWrites, transport: TrioTransport, data: bytes) -> int:
-            small_send_buffer(transport._base.socket)  # type: ignore[attr-defined]
+            small_send_buffer(transport._base.socket, send_buffer)  # type: ignore[attr-defined]
             return hold(self, transport, data)
 
         monkeypatch.setattr(HeldWrites, "holds", lambda self: True)
@@ -142,17 +164,29 @@ def every_reply_held(monkeypatch: pytest.MonkeyPatch, adapter: str) -> None:
             and self._out is None
             and not self.is_closing()
         ):
-            small_send_buffer(self._sock)
+            small_send_buffer(self._sock, send_buffer)
             return writes.hold(self, data)
         return send_nowait(self, data)
 
     monkeypatch.setattr(WritingLayer, "send_nowait", held_send_nowait)
 
 
-def small_send_buffer(sock: Any) -> None:
-    """Give the server's socket ``sock`` a small send buffer (which also stops the
-    kernel from growing it)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+def small_send_buffer(sock: Any, size: int = SMALL_SEND_BUFFER) -> None:
+    """Give the server's socket ``sock`` a small send buffer, or one of ``size`` (which
+    also stops the kernel from growing it)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+@contextlib.contextmanager
+def helps_pipelined(adapter: str, client: socket.socket) -> Iterator[socket.socket]:
+    """An SMTP server on ``adapter`` (:data:`SMTP_OPTIONS`), and ``client`` connected to
+    it, greeted, its HELO answered and :data:`BATCH` HELPs pipelined at once; for the
+    block."""
+    with running_smtp_server(adapter, Handler(), **SMTP_OPTIONS) as server, client as sock:
+        sock.connect(("127.0.0.1", server.port))
+        smtp_helo_answered(sock)
+        sock.sendall(b"HELP\r\n" * BATCH)
+        yield sock
 
 
 def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool = True) -> None:
@@ -166,6 +200,8 @@ def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool =
     assert watch.ended.wait(CLOSE / 2), "the session's close waited for room"
     assert watch.unfinished_at_timeout == [False], "the timeout cut off a write"
     assert watch.unsent_at_timeout == [True], "no replies waited, untaken, at the timeout"
+    if smtpcore._driver._kernel_queues.UNACKNOWLEDGED is not None:  # the socket's, TLS or not
+        assert watch.unacknowledged_at_timeout[0] is not None, "the kernel's count not asked"
     if writes_went_at_once:
         assert not watch.wrote_and_waited.is_set(), "a write of the session's waited for room"
     waits = watch.waits_after_timeout
@@ -173,6 +209,7 @@ def assert_goodbye_cut_short(watch: SessionWatch, *, writes_went_at_once: bool =
     assert 0 in waits, f"the close was not cancelled: {waits}"
 
 
+@pytest.mark.parametrize("send_buffer", [SMALL_SEND_BUFFER, LARGE_SEND_BUFFER])
 @pytest.mark.parametrize("adapter", ["asyncio", "trio"])
 def test_an_smtp_client_whose_replies_wait_to_be_sent_is_disconnected_at_the_timeout(
     adapter: str, watch: SessionWatch, every_reply_held: None
@@ -180,15 +217,10 @@ def test_an_smtp_client_whose_replies_wait_to_be_sent_is_disconnected_at_the_tim
     """A client that pipelined HELPs, then stopped and read nothing, its replies left
     to the transport: the ``421`` waited behind them for a second command timeout
     (deadline 2.0 with ``command=2``), then the close for room. Now the ``421`` has
-    :data:`LAST_WORDS` and the close is cancelled."""
-    options: dict[str, Any] = {
-        "max_junk_commands": 10**9,
-        "timeouts": Timeouts(command=TIMEOUT),
-    }
-    with running_smtp_server(adapter, Handler(), **options) as server, never_reader() as sock:
-        sock.connect(("127.0.0.1", server.port))
-        smtp_helo_answered(sock)
-        sock.sendall(b"HELP\r\n" * BATCH)
+    :data:`LAST_WORDS` and the close is cancelled. So too where the server's send
+    buffer is large, and the probe watches the kernel's count of what the client
+    has not acknowledged for its longest (``NOT_TAKEN_LOOKS``): it never falls."""
+    with helps_pipelined(adapter, never_reader()):
         assert_goodbye_cut_short(watch)
 
 
@@ -467,3 +499,72 @@ def test_a_slow_pop3_reader_over_asyncio_transports_gets_the_whole_message(
         got = read_slowly(sock, probe_after_reads)
     assert got.startswith(b"+OK") and got.endswith(MESSAGE + b".\r\n"), got[-40:]
     assert watch.unsent_at_timeout == [False], "the slow reader was taken for one that never reads"
+
+
+# -- a client that reads a few hundred octets a second, and a large send buffer ------
+
+CRAWL_RATE = 500
+"""Octets a second the crawling client reads (:func:`read_crawling`): its window reopens
+about every four seconds (:func:`crawler`), and the server's socket would have room
+again only after more than a minute (:data:`LARGE_SEND_BUFFER`)."""
+
+
+def crawler() -> socket.socket:
+    """A client socket with the smallest receive buffer the kernel allows (2 KiB asked,
+    4 KiB given): its window reopens about every 2 KiB it reads, every four seconds
+    at :data:`CRAWL_RATE` (a 4 KiB one, 8 KiB given, reopens every 6 KiB)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    sock.settimeout(10)
+    return sock
+
+
+def read_crawling(sock: socket.socket, reader: SlowReader, judged: list[bool]) -> bytes:
+    """Everything until the server closes: read at :data:`CRAWL_RATE` until the server's
+    probe has judged (``judged`` is no longer empty), then as fast as it comes, so that
+    the test's length is bounded; ``reader`` counts it."""
+    got = bytearray()
+    with contextlib.suppress(OSError):
+        while data := sock.recv(100 if not judged else 65536):
+            got += data
+            reader.taken = len(got)
+            if not judged:
+                time.sleep(len(data) / CRAWL_RATE)
+    return bytes(got)
+
+
+@pytest.mark.skipif(
+    smtpcore._driver._kernel_queues.UNACKNOWLEDGED is None,
+    reason="the kernel's count of bytes not acknowledged (SIOCOUTQ) is Linux's",
+)
+@pytest.mark.parametrize("send_buffer", [LARGE_SEND_BUFFER])
+@pytest.mark.parametrize("adapter", ["asyncio", "trio"])
+def test_a_client_reading_500_octets_a_second_is_not_taken_for_one_that_never_reads(
+    adapter: str,
+    watch: SessionWatch,
+    every_reply_held: None,
+    probe_after_reads: SlowReader,
+) -> None:
+    """A client that pipelined HELPs and reads their replies at 500 octets a second: its
+    acknowledgements lower the kernel's count of what it has not acknowledged, while
+    the server's socket stays without room, and the transport's count of what waits
+    does not move. It was taken for a client that never reads (that count alone
+    was looked at) and lost the rest of its replies and the ``421``; now it gets them
+    all. The probe's looks wait until the client has read its receive buffer over
+    (:func:`probe_after_reads`), a few seconds at this rate, so that its reading is
+    an order of events on a loaded machine, not a race; a client that never reads
+    is still cut (above, with the same large buffer).
+
+    What it shows: the kernel's count decides here. With the probe's kernel count
+    made None (the transport's count alone, one look) it fails on both adapters
+    ("taken for a never-reader"): 4 KiB read does not give the large send buffer
+    room again. What it does not show: the real one-second cadence of the looks
+    (each waits for 4 KiB more read, about eight seconds at this rate), so not that
+    a client at this rate shows a fall within six real seconds; nor TLS, nor the
+    goodbye's bound (the client reads at full speed once judged)."""
+    with helps_pipelined(adapter, crawler()) as sock:
+        got = read_crawling(sock, probe_after_reads, watch.unsent_at_timeout)
+    lines = got.split(b"\r\n")
+    assert watch.unsent_at_timeout == [False], "the crawling reader was taken for a never-reader"
+    assert sum(line.startswith(b"214 ") for line in lines) == BATCH
+    assert lines[-1] == b"" and lines[-2].startswith(b"421 4.4.2 "), lines[-3:]

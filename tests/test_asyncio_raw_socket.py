@@ -47,6 +47,7 @@ from smtpcore import (
 from smtpcore._asyncio_raw import Acceptor, HeldWrites, RawSocketTransport, serves_raw
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import _transport as shared_transport
+from smtpcore._driver._kernel_queues import UNACKNOWLEDGED
 from smtpcore.asyncio import AsyncioTransport, SMTPServer
 from smtpcore.handler import Handler
 from smtpcore.maildrop import MaildirStore
@@ -580,8 +581,11 @@ def test_start_tls_as_a_client_over_an_accepted_socket(tls: TLSFiles) -> None:
             assert transport.tls is not None
             await transport.send_all(b"hello")
             assert await transport.receive_some(100) == b"HELLO"
+            if UNACKNOWLEDGED is not None:  # the kernel's count, of the socket's ciphertext
+                assert transport.unacknowledged() is not None
             done.set()
             await transport.aclose()
+            assert transport.unacknowledged() is None
 
         asyncio.run(main())
         thread.join(10)

@@ -295,7 +295,8 @@ def test_a_linger_reads_through_receive_to_drop_only_on_the_librarys_transports(
 
 
 class _Waiting:
-    """A user's transport whose ``waiting_to_send`` answers ``answer``, or raises."""
+    """A user's transport whose ``waiting_to_send`` and ``unacknowledged`` answer
+    ``answer``, or raise it."""
 
     def __init__(self, answer: object) -> None:
         self.answer = answer
@@ -304,6 +305,8 @@ class _Waiting:
         if isinstance(self.answer, Exception):
             raise self.answer
         return self.answer
+
+    unacknowledged = waiting_to_send
 
 
 @pytest.mark.parametrize(
@@ -330,5 +333,48 @@ def test_what_a_users_transport_says_waits_is_a_count_or_nothing(
     async def body() -> None:
         link = Link(_Waiting(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
         assert link.waiting_to_send() == count
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        (0, 0),
+        (4096, 4096),
+        (True, None),
+        (None, None),
+        (-5, None),
+        (3.0, None),
+        ("7", None),
+        (RuntimeError("a transport's own bug"), None),
+    ],
+)
+def test_what_a_users_transport_says_is_unacknowledged_is_a_count_or_none(
+    answer: object, count: int | None
+) -> None:
+    """Asked with ``waiting_to_send`` at a session's timeout: a count (0 too: the peer
+    acknowledged everything), and None, the kernel cannot say, for anything else it
+    answers or when it raises."""
+
+    async def body() -> None:
+        link = Link(_Waiting(answer), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.unacknowledged() == count
+
+    asyncio.run(body())
+
+
+class _OnlyWaiting:
+    def waiting_to_send(self) -> int:
+        return 10
+
+
+def test_a_transport_without_the_kernels_count_says_none() -> None:
+    """A transport with no ``unacknowledged`` method: the probe then looks as it did,
+    once, at ``waiting_to_send`` alone."""
+
+    async def body() -> None:
+        link = Link(_OnlyWaiting(), AsyncioClock())  # type: ignore[arg-type]  # a stand-in
+        assert link.unacknowledged() is None
 
     asyncio.run(body())

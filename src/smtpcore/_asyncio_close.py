@@ -17,18 +17,13 @@ unasked as the client closes may cost the client what was still on its way.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import struct
-import termios
 from typing import Final, Protocol
+
+from smtpcore._driver._kernel_queues import UNACKNOWLEDGED, UNREAD, kernel_count
 
 __all__ = ["ready_to_close"]
 
-_OUTQ: Final = getattr(termios, "TIOCOUTQ", None)
-"""Linux's ``SIOCOUTQ`` (the same number): the bytes sent the peer has not acknowledged."""
-_INQ: Final = getattr(termios, "FIONREAD", None)
-"""``FIONREAD`` (``SIOCINQ``): the bytes received that nothing has read."""
 _DISCARD: Final = 65536
 """The most one read takes while dropping."""
 
@@ -39,13 +34,7 @@ class _Socket(Protocol):
 
 def _count(fd: int, request: int | None) -> int:
     """What the ioctl ``request`` says of socket ``fd``; 0 where it cannot be asked."""
-    if request is None or fd < 0:
-        return 0
-    try:
-        answer = fcntl.ioctl(fd, request, b"\0\0\0\0")
-    except OSError:
-        return 0
-    return int(struct.unpack("i", answer)[0])
+    return kernel_count(fd, request) or 0
 
 
 def _drop(fd: int, size: int) -> None:
@@ -68,5 +57,5 @@ def ready_to_close(sock: _Socket) -> bool:
     the waiting; the descriptor is asked afresh each time (a transport that lost
     the connection meanwhile closed it)."""
     fd = sock.fileno()
-    _drop(fd, _count(fd, _INQ))
-    return not _count(fd, _INQ) or not _count(fd, _OUTQ)
+    _drop(fd, _count(fd, UNREAD))
+    return not _count(fd, UNREAD) or not _count(fd, UNACKNOWLEDGED)

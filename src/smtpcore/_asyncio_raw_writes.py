@@ -17,6 +17,7 @@ from typing import ClassVar, Final
 
 from smtpcore._asyncio_raw_watch import _NOTHING, _ROOM, SelectorWatch, _Future, _write
 from smtpcore._asyncio_runner import WOKEN
+from smtpcore._driver._kernel_queues import unacknowledged as kernel_unacknowledged
 
 _HOLD_AT_MOST: Final = 16384
 """At most this many bytes of a connection wait for the loop's next pass (see
@@ -136,6 +137,12 @@ class WritingLayer(SelectorWatch):
         if inner is not None:
             return inner.waiting_to_send()
         return self.unsent()
+
+    def unacknowledged(self) -> int | None:
+        """The bytes the kernel sent or holds that the client has not acknowledged (see
+        :meth:`~smtpcore._driver._transport.LinkBase.unacknowledged`), on the
+        connection's socket, under TLS too; None where the kernel cannot say."""
+        return kernel_unacknowledged(self._sock)
 
     async def all_sent(self) -> None:
         """Wait until the kernel has taken every byte written, or the connection is lost

@@ -23,6 +23,7 @@ from smtpcore._asyncio_beneath_tls import (
 )
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
+from smtpcore._driver._kernel_queues import unacknowledged as kernel_unacknowledged
 from smtpcore.handler import TLSInfo
 
 __all__ = ["StreamTransport"]
@@ -117,6 +118,14 @@ class StreamTransport:
         if self._closed:
             return 0
         return _unsent(self._transport, self._beneath)
+
+    def unacknowledged(self) -> int | None:
+        """The bytes the kernel sent or holds that the client has not acknowledged (see
+        :mod:`smtpcore.transport`), on the socket beneath, TLS or not; None where the
+        kernel cannot say (a pipe, a stream over no socket)."""
+        if self._closed:
+            return None
+        return kernel_unacknowledged(self._transport.get_extra_info("socket"))
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what is buffered has gone, where the stream

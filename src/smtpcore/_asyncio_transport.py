@@ -29,6 +29,7 @@ from smtpcore._asyncio_beneath_tls import (
 from smtpcore._asyncio_runner import WOKEN, SessionRunner
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
+from smtpcore._driver._kernel_queues import unacknowledged as kernel_unacknowledged
 from smtpcore.handler import TLSInfo
 
 __all__ = ["AsyncioTransport", "_READ_SIZE"]
@@ -430,6 +431,15 @@ class AsyncioTransport(asyncio.BufferedProtocol, shared_transport.FastPaths):
         if transport is None or self._lost:
             return 0
         return _unsent(transport, self._beneath)
+
+    def unacknowledged(self) -> int | None:
+        """The bytes the kernel sent or holds that the client has not acknowledged (see
+        :mod:`smtpcore.transport`), on the socket beneath, TLS or not; None where the
+        kernel cannot say."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return None
+        return kernel_unacknowledged(transport.get_extra_info("socket"))
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport

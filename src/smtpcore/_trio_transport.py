@@ -22,6 +22,7 @@ import trio
 
 from smtpcore._driver import _transport as shared_transport
 from smtpcore._driver import address, tls_info
+from smtpcore._driver._kernel_queues import unacknowledged as kernel_unacknowledged
 from smtpcore._driver._peer_hosts import shared_peer_host
 from smtpcore._trio_held import HOLD_AT_MOST, HeldWrites
 from smtpcore.handler import TLSInfo
@@ -349,6 +350,14 @@ class TrioTransport(shared_transport.FastPaths):
         counted down a step at a time. Not a reply still held for the batch's end,
         which has yet to be tried."""
         return self._rest_left if self._rest_written is not None else 0
+
+    def unacknowledged(self) -> int | None:
+        """The bytes the kernel sent or holds that the client has not acknowledged (see
+        :mod:`smtpcore.transport`), on the socket under every TLS layer; None where
+        the kernel cannot say (a stream over no socket)."""
+        if self._closed:
+            return None
+        return kernel_unacknowledged(_socket_of(self._stream))
 
     async def _held_first(self, data: bytes) -> bytes:
         """``data`` behind what waits to be written: the rest of a held write, once

@@ -97,6 +97,20 @@ taken to wait (the library's own transports have it: their writes may leave
 bytes for the event loop to send, while the session reads). Not asked while
 the server stops, nor after a write the timeout cut off, which is known not
 taken.
+
+With it, a transport may have an ``unacknowledged() -> int | None`` method: how
+many bytes the kernel has sent or holds to send that the peer has not
+acknowledged yet (Linux's ``SIOCOUTQ`` on the socket beneath, under TLS too),
+or None where it cannot say. A count that falls shows a peer reading where
+``waiting_to_send()`` cannot: the peer's window reopens each time it has read a
+segment's worth or so, while the socket has room again, and the transport's
+count falls, only once a third of its send buffer is acknowledged, which a
+client reading a few hundred octets a second takes minutes to do. Where it
+answers a count, the server looks at both counts once a second for up to six
+seconds, and the first fall of either ends the watch (the client is reading);
+without it, or answering anything but a count of 0 or more, or raising, it
+looks once, after a second, at ``waiting_to_send()`` alone. The library's own
+transports have it.
 """
 
 from __future__ import annotations
@@ -124,8 +138,9 @@ class Transport(Protocol):
     ``finish_handshake()``, the handshake of a stream given under TLS, and
     ``keeps_cancelled_sends``, whether a cancelled :meth:`send_all` still
     writes all of its data, ``closes_when_cancelled``, whether a cancelled
-    :meth:`aclose` still closes, and ``waiting_to_send()``, how many bytes it took
-    still wait for the peer to read (see the module's description). No other method is
+    :meth:`aclose` still closes, ``waiting_to_send()``, how many bytes it took
+    still wait for the peer to read, and ``unacknowledged()``, how many the kernel
+    sent that the peer has not acknowledged (see the module's description). No other method is
     ever called: the adapters' own transports have fast paths of their own
     (``send_nowait``, ``receive_nowait`` and others), which a transport of yours
     does not take on by having methods of those names.

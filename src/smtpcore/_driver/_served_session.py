@@ -27,12 +27,22 @@ from smtpcore._driver._session_registry import SessionRegistry
 from smtpcore._driver._timeouts import Watchdog
 from smtpcore._driver._transport import Link
 
-__all__ = ["NOT_TAKEN_PROBE", "ServedSession"]
+__all__ = ["NOT_TAKEN_LOOKS", "NOT_TAKEN_PROBE", "ServedSession"]
 
 NOT_TAKEN_PROBE: Final = 1.0
 """Seconds a session whose timeout went off with bytes still waiting to be sent
-watches whether the client takes any (:meth:`ServedSession._note_write_not_taken`):
-a client that reads, however slowly, makes some room within it."""
+watches whether the client takes any (:meth:`ServedSession._note_write_not_taken`),
+where only the transport's count of them can tell: a client that reads, however
+slowly, makes some room within it."""
+
+NOT_TAKEN_LOOKS: Final = 6
+"""How many :data:`NOT_TAKEN_PROBE` seconds that watch lasts at most where the kernel
+also counts what the client has not acknowledged (Linux), each ending with a look
+at the counts; the first that shows the client took some ends it. A client's
+reading shows only as its window reopens, once it has read what makes that worth
+saying (a segment, or a share of its receive buffer: RFC 9293 §3.8.6.2.2): a
+1,448-octet segment is three seconds of a client reading 500 octets a second, and
+on loopback a 2 KiB step of a 4 KiB buffer four."""
 
 
 class ServedSession(SessionOpening, SessionClosing):
@@ -206,8 +216,8 @@ class ServedSession(SessionOpening, SessionClosing):
         of a held reply the kernel did not take, which the event loop sends while
         the session reads; what asyncio's transports buffer below their high-water
         mark: see :meth:`~smtpcore._driver._transport.LinkBase.waiting_to_send`),
-        and none of them goes in the :data:`NOT_TAKEN_PROBE` after, the client has
-        stopped reading, and the goodbye is as after
+        and the client takes none of them in the probe after, it has stopped
+        reading, and the goodbye is as after
         a write it did not take (:attr:`_write_unfinished`): SMTP's ``421``, queued
         behind them, has :data:`~smtpcore._driver._shutdown.LAST_WORDS` at most, not
         the command timeout again, and the close does not wait for room. Not while
@@ -215,21 +225,31 @@ class ServedSession(SessionOpening, SessionClosing):
 
         A client that reads, if too slowly to take them within the timeout, takes
         some within the probe, and its goodbye waits for it as before: its last
-        replies (a POP3 message's end) are not cut off. The probe is short
-        beside the timeout, and the kernel has long taken what it takes without
-        the client reading; only a count that falls tells the two apart."""
+        replies (a POP3 message's end) are not cut off. The kernel has long taken
+        what it takes without the client reading; only a count that falls tells the
+        two apart. The transport's count falls only once the socket has room again
+        (a third of its send buffer acknowledged), which a client reading a few KiB
+        a second may not make in a second: so where the kernel counts what the
+        client has not acknowledged (:meth:`~smtpcore._driver._transport.LinkBase.unacknowledged`),
+        which falls at each of its acknowledgements, the probe looks at both once a
+        :data:`NOT_TAKEN_PROBE`, for :data:`NOT_TAKEN_LOOKS` of them at most, ended
+        by the first fall; elsewhere, or where the kernel's count is 0 to begin with
+        (it cannot fall), it looks once, at the transport's alone. A few
+        system calls a timed-out session, never one on the way of a message."""
         transport = self.transport
         if self.state.stopping or self._write_unfinished:
             return False  # a cut write is known not taken; a stop bounds the goodbyes
         waiting = transport.waiting_to_send()
         if not waiting:
             return False
-        await transport.sleep(NOT_TAKEN_PROBE)
-        if self.state.stopping:
-            return False  # stopped meanwhile: its shutdown bounds the goodbye
-        left = transport.waiting_to_send()
-        if not left or left < waiting:
-            return False
+        unacknowledged = transport.unacknowledged()
+        # a kernel count of 0 (or none) cannot fall: one look, at the transport's
+        for _ in range(NOT_TAKEN_LOOKS if unacknowledged else 1):
+            await transport.sleep(NOT_TAKEN_PROBE)
+            if self.state.stopping:
+                return False  # stopped meanwhile: its shutdown bounds the goodbye
+            if _taken_some(transport, waiting, unacknowledged):
+                return False
         self._write_unfinished = True
         return True
 
@@ -297,3 +317,19 @@ class ServedSession(SessionOpening, SessionClosing):
         deadline, never holds the client's connection; None when there is nothing
         to tell."""
         return None
+
+
+def _taken_some(transport: Link, waiting: int, unacknowledged: int | None) -> bool:
+    """Whether the client took some of what waited since the probe began, when the
+    transport had ``waiting`` bytes to send and the kernel ``unacknowledged`` (None:
+    it cannot say): the transport's count fell (all sent, or some), or the kernel's.
+    Either falls alone: bytes the transport hands the kernel leave its count and
+    join the kernel's, and the kernel's falls alone while the transport's waits
+    for room. A client that reads nothing makes neither fall."""
+    left = transport.waiting_to_send()
+    if left < waiting:
+        return True
+    if unacknowledged is None:
+        return False
+    now = transport.unacknowledged()
+    return now is not None and now < unacknowledged

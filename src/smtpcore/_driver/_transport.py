@@ -71,6 +71,18 @@ def readable_probe(fileno: int) -> Callable[[], object]:
     return functools.partial(readable_now, fileno)
 
 
+def _optional_count(transport: Transport, name: str) -> object:
+    """What the transport's optional method ``name`` answers, None without one or when
+    it raises (a transport's own fault: it cannot say); the caller checks the kind."""
+    method = getattr(transport, name, None)
+    if method is None:
+        return None
+    try:
+        return method()
+    except Exception:
+        return None
+
+
 def _cannot_send_now(data: bytes) -> int:
     return 0
 
@@ -313,16 +325,20 @@ class LinkBase:
         a count it does not know (1 here: see :mod:`smtpcore.transport`); none
         without one, for anything else it gives, or when it raises. Asked as a session's timeout
         goes off, never on the way of a message."""
-        waiting = getattr(self.transport, "waiting_to_send", None)
-        if waiting is None:
-            return 0
-        try:
-            count = waiting()
-        except Exception:  # a transport's own fault: it cannot say, so nothing waits
-            return 0
+        count = _optional_count(self.transport, "waiting_to_send")
         if count is True:
             return 1
         return count if type(count) is int and count > 0 else 0
+
+    def unacknowledged(self) -> int | None:
+        """How many bytes sent the peer has not acknowledged yet, as the kernel counts
+        them: the transport's optional ``unacknowledged()``, a count (0 or more), or
+        None where it cannot say (no such method, anything else it gives, or when it
+        raises). The count falls whenever the peer reads, however slowly, where
+        :meth:`waiting_to_send` falls only once the socket has room again. Asked
+        with it as a session's timeout goes off, never on the way of a message."""
+        count = _optional_count(self.transport, "unacknowledged")
+        return count if type(count) is int and count >= 0 else None
 
     async def send_eof(self) -> None:
         """Shut down the sending side once what was written has gone (TCP's FIN), where
