@@ -42,7 +42,8 @@ class HeaderScan:
     """Reads a message's chunks, in order, until its header has ended or
     :data:`HEADER_LOOKAHEAD` octets are read: whether the header holds UTF-8
     (:attr:`needs_utf8`). Holds none of what it has read but an unfinished UTF-8
-    sequence: where the header ends is a :class:`~smtpcore._header_end.HeaderEndScan`'s."""
+    sequence. The header ends before its first line that is neither a field nor a
+    fold (the empty line, or a line with no colon), as for :mod:`email`'s parser."""
 
     __slots__ = ("_decoder", "_ends", "_left", "done", "header_size", "needs_utf8", "overran")
 
@@ -57,7 +58,7 @@ class HeaderScan:
         UTF-8 (RFC 6532)."""
         self.header_size: int | None = None
         """Octets of the header, its last line end included, once its end is read
-        (:func:`smtpcore._header_end.header_end`'s count): where a surrogate's
+        (by the rule above): where a surrogate's
         rewriting stops, found once."""
         self._left = HEADER_LOOKAHEAD
         self._ends = HeaderEndScan()
